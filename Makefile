@@ -1,0 +1,32 @@
+# Set-up on a fresh machine: `make demo` (the main job) and `make test` (the test suite).
+# Both create .venv, install torch==2.13.0 first (the CPU build), then dgmkit.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/dgm demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(VENV)/.installed
+	$(PY) -m pytest -q --run-slow $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/train_speed.py
+	$(PY) benchmarks/eval_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,128 @@
+"""``dgm sample``, ``dgm reconstruct``, ``dgm interpolate`` and ``dgm latents``: PNG figures."""
+
+import argparse
+
+import torch
+
+from dgmkit.cli.common import say, split_data, to_display, write_png
+from dgmkit.config import load_run
+from dgmkit.errors import ConfigError
+from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
+
+__all__ = ["add_parsers", "sample", "reconstruct", "interpolate", "latents"]
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{name} must be >= 1, got {value}")
+
+
+def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
+    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
+
+
+@torch.no_grad()
+def sample(args) -> int:
+    _positive("-n", args.n)
+    run = load_run(args.run_dir)
+    torch.manual_seed(args.seed)
+    x, mean = run.model.sample(args.n, generator=torch.Generator().manual_seed(args.seed))
+    shown = x if args.draw else mean
+    path = write_png(args.out, image_grid_png(to_display(shown, run), nrow=args.nrow or _side(args.n)))
+    say(f"wrote {args.n} {'draws' if args.draw else 'means of p(x|z)'}, z ~ p(z), to {path}")
+    return 0
+
+
+@torch.no_grad()
+def reconstruct(args) -> int:
+    _positive("-n", args.n)
+    run = load_run(args.run_dir)
+    x, _ = split_data(run, args.split, args.data_dir)
+    xb = x[_pick(len(x), args.n, args.seed)]
+    rec = run.model.reconstruct(xb)
+    pairs = torch.stack([to_display(xb, run), to_display(rec, run)], 1).flatten(0, 1)  # original, reconstruction
+    nrow = 2 * min(8, args.n)
+    path = write_png(args.out, image_grid_png(pairs, nrow=nrow))
+    say(f"wrote {args.n} {args.split} images (left) and reconstructions (right) to {path}")
+    return 0
+
+
+@torch.no_grad()
+def interpolate(args) -> int:
+    _positive("--pairs", args.pairs)
+    if args.steps < 2:
+        raise ConfigError(f"--steps must be >= 2, got {args.steps}")
+    run = load_run(args.run_dir)
+    x, _ = split_data(run, args.split, args.data_dir)
+    idx = _pick(len(x), 2 * args.pairs, args.seed)
+    a, b = x[idx[: args.pairs]], x[idx[args.pairs :]]
+    za, zb = run.model.posterior(a).mean, run.model.posterior(b).mean  # (P, M)
+    t = torch.linspace(0, 1, args.steps).view(1, -1, 1)
+    z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, M)
+    dec = run.model.likelihood(z).mean  # (P, S, C, H, W)
+    rows = torch.cat([to_display(a, run)[:, None], to_display(dec, run), to_display(b, run)[:, None]], 1)
+    path = write_png(args.out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
+    say(f"wrote {args.pairs} latent interpolations ({args.split} image, {args.steps} decoded steps, "
+        f"{args.split} image per row) to {path}")
+    return 0
+
+
+@torch.no_grad()
+def latents(args) -> int:
+    run = load_run(args.run_dir)
+    x, y = split_data(run, args.split, args.data_dir)
+    if args.limit is not None:
+        _positive("--limit", args.limit)
+        idx = _pick(len(x), args.limit, args.seed)
+        x, y = x[idx], (None if y is None else y[idx])
+    z = torch.cat([run.model.posterior(x[i : i + 1000]).mean for i in range(0, len(x), 1000)])
+    points, axes = project_2d(z)
+    title = f"{run.cfg.dataset} {args.split}: posterior means E[z|x] (n={len(x)})"
+    data = scatter_png(points, None if y is None else y.numpy(), title, axes)
+    path = write_png(args.out, data)
+    note = "" if y is not None else " (no labels in this dataset)"
+    say(f"wrote a scatter of {len(x)} latent means ({axes}){note} to {path}")
+    return 0
+
+
+def _side(n: int) -> int:
+    return max(1, int(round(n**0.5)))
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("sample", help="sample images from the model to a PNG")
+    p.add_argument("run_dir")
+    p.add_argument("-n", type=int, default=64)
+    p.add_argument("--out", required=True)
+    p.add_argument("--nrow", type=int, default=None)
+    p.add_argument("--draw", action="store_true", help="show draws x ~ p(x|z) instead of the means of p(x|z)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=sample)
+
+    p = sub.add_parser("reconstruct", help="test images next to their reconstructions, to a PNG")
+    p.add_argument("run_dir")
+    p.add_argument("-n", type=int, default=32)
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=reconstruct)
+
+    p = sub.add_parser("interpolate", help="decode straight lines in latent space between test images, to a PNG")
+    p.add_argument("run_dir")
+    p.add_argument("--pairs", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=interpolate)
+
+    p = sub.add_parser("latents", help="scatter of latent means coloured by label (PCA when M > 2), to a PNG")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=latents)

@@ -1,0 +1,104 @@
+"""``dgm train``: train a model and write a run folder."""
+
+import argparse
+from pathlib import Path
+
+from dgmkit.cli.common import say
+from dgmkit.config import RunConfig, build_model, build_objective, load_config_file
+from dgmkit.config.run import read_json, run_record
+from dgmkit.data import load_dataset, make_transform
+from dgmkit.errors import ConfigError
+from dgmkit.training import Trainer
+
+__all__ = ["add_parser", "run_train", "train_run"]
+
+# flag name -> config key, for flags that map one-to-one onto RunConfig keys
+_FLAGS = {
+    "dataset": str, "data_dir": str, "binarize": str, "model": str, "encoder": str, "decoder": str,
+    "likelihood": str, "latent_dim": int, "activation": str, "prior": str, "gaussian_variance": str,
+    "gaussian_scale": float, "gaussian_min_scale": float, "logistic_components": int, "objective": str,
+    "samples": int, "beta": float, "warmup": float, "epochs": int, "batch_size": int, "lr": float,
+    "lr_schedule": str, "weight_decay": float, "grad_clip": float, "patience": int, "seed": int,
+    "device": str, "precision": str, "iw_samples": int,
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model and write a run folder",
+                       description="Train a model. A --config file (TOML or JSON) holds the same keys as the "
+                                   "flags (with underscores); flags override it.")
+    p.add_argument("--config", help="TOML or JSON file of config keys")
+    for name, typ in _FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, metavar=name.upper())
+    p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes, e.g. --hidden 512 256")
+    p.add_argument("--no-download", dest="download", action="store_false", default=None,
+                   help="never download missing data files")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=run_train)
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    values = load_config_file(args.config) if args.config else {}
+    for name in [*_FLAGS, "hidden", "download"]:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    return RunConfig.from_dict(values, source=args.config or "flags")
+
+
+def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = False) -> Trainer:
+    """Train ``cfg`` into the run folder ``out`` (or resume the run there)."""
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+    transform = make_transform(cfg.likelihood, dataset, cfg.binarize)
+    model = build_model(cfg, dataset.event_shape, dataset.num_levels)
+    record = run_record(cfg, dataset, transform)
+
+    def report(trainer, m):
+        if quiet:
+            return
+        line = f"epoch {m['epoch']:>4}/{trainer.epochs}  train -ELBO {-m['train_elbo']:9.3f}"
+        if "valid_elbo" in m:
+            line += f"  valid -ELBO {-m['valid_elbo']:9.3f}  KL {m['valid_kl']:7.3f}"
+        line += f"  beta {m['beta']:.2f}  {m['time_s']:.1f}s"
+        say(line)
+
+    trainer = Trainer(
+        model, build_objective(cfg), dataset.train, transform, valid=dataset.valid,
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
+        weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, patience=cfg.patience, beta=cfg.beta,
+        warmup_epochs=cfg.warmup, seed=cfg.seed, device=cfg.device, precision=cfg.precision,
+        run_dir=out, config=record, progress=not quiet, callbacks=[report],
+    )
+    from dgmkit._io import atomic_write_json
+
+    if resume:
+        trainer.resume()
+        say(f"resuming {out} after epoch {trainer.epoch}")
+    else:
+        atomic_write_json(out / "config.json", record)
+    trainer.fit()
+    return trainer
+
+
+def run_train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.resume:
+        if not (out / "checkpoint.safetensors").is_file():
+            raise ConfigError(f"nothing to resume: {out} holds no checkpoint.safetensors")
+        values = read_json(out / "config.json")["config"]
+        if args.epochs is not None:
+            values["epochs"] = args.epochs
+        cfg = RunConfig.from_dict(values, source=str(out / "config.json"))
+    else:
+        cfg = resolve_config(args)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file, not a folder")
+        if (out / "checkpoint.safetensors").exists():
+            raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+    trainer = train_run(cfg, out, resume=args.resume, quiet=args.quiet)
+    say(f"trained {trainer.epoch} epochs; best validation ELBO {trainer.best_valid:.3f} nats at epoch "
+        f"{trainer.best_epoch}")
+    say(f"run folder: {out}  (evaluate with: dgm eval {out})")
+    return 0

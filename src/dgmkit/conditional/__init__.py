@@ -1,0 +1,23 @@
+"""Modules whose ``forward(context)`` returns a Distribution: encoders q(z|x), decoders p(x|z)."""
+
+from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.conditional.decoder import Decoder
+from dgmkit.conditional.encoder import GaussianEncoder
+from dgmkit.conditional.heads import (
+    BernoulliHead,
+    CategoricalHead,
+    GaussianHead,
+    LikelihoodHead,
+    LogisticMixtureHead,
+)
+
+__all__ = [
+    "ConditionalDistribution",
+    "GaussianEncoder",
+    "Decoder",
+    "LikelihoodHead",
+    "BernoulliHead",
+    "GaussianHead",
+    "CategoricalHead",
+    "LogisticMixtureHead",
+]

@@ -1,0 +1,33 @@
+"""Decoder p(x|z): a network followed by a likelihood head."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.conditional.heads import LikelihoodHead
+
+__all__ = ["Decoder"]
+
+
+class Decoder(ConditionalDistribution):
+    """p(x|z) over images of shape ``event_shape`` = (C, H, W).
+
+    ``net`` maps (N, M) latents to C * P * H * W numbers (flat, for an MLP) or to
+    (N, C * P, H, W) (for a conv net), where P is ``head.params_per_pixel``. Leading sample
+    dimensions of z are kept: z of shape (S, B, M) gives a distribution of batch shape (S, B).
+    """
+
+    def __init__(self, net: nn.Module, head: LikelihoodHead, event_shape: Sequence[int]):
+        super().__init__()
+        self.net = net
+        self.head = head
+        self.event_shape = tuple(event_shape)
+
+    def forward(self, z: torch.Tensor) -> Distribution:
+        c, h, w = self.event_shape
+        out = self.net(z.reshape(-1, z.shape[-1]))
+        params = out.reshape(*z.shape[:-1], c, self.head.params_per_pixel, h, w)  # (*batch, C, P, H, W)
+        return self.head(params)

@@ -1,0 +1,29 @@
+"""Amortized Gaussian posterior q(z|x) = N(mu(x), diag(sigma(x)^2))."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Independent
+
+from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.distributions import diagonal_normal
+
+__all__ = ["GaussianEncoder"]
+
+
+class GaussianEncoder(ConditionalDistribution):
+    """q(z|x) with a network that outputs 2M numbers: the mean and a raw scale.
+
+    The scale is softplus(raw) + ``min_scale``: smooth, positive and bounded away from zero.
+    """
+
+    def __init__(self, net: nn.Module, latent_dim: int, min_scale: float = 1e-4):
+        super().__init__()
+        self.net = net
+        self.latent_dim = latent_dim
+        self.min_scale = min_scale
+
+    def forward(self, x: torch.Tensor) -> Independent:
+        h = self.net(x)  # (B, 2M)
+        loc, raw = h.float().split(self.latent_dim, dim=-1)
+        return diagonal_normal(loc, F.softplus(raw) + self.min_scale)

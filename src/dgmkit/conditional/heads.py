@@ -1,0 +1,117 @@
+"""Likelihood heads: turn a decoder network's raw output into p(x|z) over a pixel event.
+
+A head says how many numbers it needs per pixel (``params_per_pixel``) and builds the
+distribution from a tensor of shape (*batch, C, P, H, W), P = params per pixel.
+"""
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution
+
+from dgmkit.distributions import (
+    CategoricalPixels,
+    DiscretizedLogisticMixture,
+    bernoulli_pixels,
+    gaussian_pixels,
+)
+
+__all__ = ["LikelihoodHead", "BernoulliHead", "GaussianHead", "CategoricalHead", "LogisticMixtureHead"]
+
+
+class LikelihoodHead(nn.Module, ABC):
+    """Maps raw decoder output (*batch, C, P, H, W) to a distribution with event shape (C, H, W).
+
+    ``discrete`` says whether ``log_prob`` is a probability of integer data (True) or a
+    density of dequantized data scaled to [0, 1] (False); evaluation converts to bits/dim
+    accordingly.
+    """
+
+    params_per_pixel: int = 1
+    discrete: bool = True
+
+    @abstractmethod
+    def forward(self, params: torch.Tensor) -> Distribution: ...
+
+
+class BernoulliHead(LikelihoodHead):
+    """p(x|z) = prod Bernoulli(x_d; sigmoid(l_d)) for binary data."""
+
+    params_per_pixel = 1
+    discrete = True
+
+    def forward(self, params):  # (*batch, C, 1, H, W)
+        return bernoulli_pixels(params.squeeze(-3).float(), event_dims=3)
+
+
+class GaussianHead(LikelihoodHead):
+    """p(x|z) = prod N(x_d; mu_d, sigma_d^2) for data dequantized to [0, 1].
+
+    ``variance``: ``"fixed"`` (sigma = ``scale``), ``"learned"`` (one global learned sigma)
+    or ``"predicted"`` (per pixel, from the decoder). Learned and predicted scales are
+    softplus(raw) + ``min_scale``: without a floor the likelihood is unbounded, since a decoder
+    can put an arbitrarily narrow Gaussian on one training pixel.
+    """
+
+    discrete = False
+
+    def __init__(self, variance: str = "learned", scale: float = 0.1, min_scale: float = 1e-2):
+        super().__init__()
+        if variance not in ("fixed", "learned", "predicted"):
+            raise ValueError(f"variance must be fixed, learned or predicted, got {variance!r}")
+        if scale <= 0 or min_scale <= 0:
+            raise ValueError(f"scale and min_scale must be positive, got {scale}, {min_scale}")
+        self.variance = variance
+        self.min_scale = min_scale
+        self.params_per_pixel = 2 if variance == "predicted" else 1
+        if variance == "fixed":
+            self.register_buffer("scale", torch.tensor(float(scale)))
+        elif variance == "learned":
+            # inverse softplus so that the initial scale equals ``scale``
+            raw = math.log(math.expm1(max(scale - min_scale, 1e-6)))
+            self.raw_scale = nn.Parameter(torch.tensor(raw))
+
+    def forward(self, params):
+        params = params.float()
+        loc = params.select(-3, 0)
+        if self.variance == "fixed":
+            scale = self.scale.expand_as(loc)
+        elif self.variance == "learned":
+            scale = (F.softplus(self.raw_scale) + self.min_scale).expand_as(loc)
+        else:
+            scale = F.softplus(params.select(-3, 1)) + self.min_scale
+        return gaussian_pixels(loc, scale, event_dims=3)
+
+
+class CategoricalHead(LikelihoodHead):
+    """p(x|z) = prod Categorical(x_d; softmax(l_d)) over the integers 0..L-1."""
+
+    discrete = True
+
+    def __init__(self, num_levels: int = 256):
+        super().__init__()
+        self.num_levels = num_levels
+        self.params_per_pixel = num_levels
+
+    def forward(self, params):  # (*batch, C, L, H, W)
+        return CategoricalPixels(params.float().movedim(-3, -1), event_dims=3)
+
+
+class LogisticMixtureHead(LikelihoodHead):
+    """p(x|z) = prod of K-component discretized logistic mixtures over 0..L-1."""
+
+    discrete = True
+
+    def __init__(self, num_levels: int = 256, components: int = 5):
+        super().__init__()
+        self.num_levels = num_levels
+        self.components = components
+        self.params_per_pixel = 3 * components
+
+    def forward(self, params):  # (*batch, C, 3K, H, W)
+        p = params.float().movedim(-3, -1)  # (*batch, C, H, W, 3K)
+        logits, loc, log_scale = p.split(self.components, dim=-1)
+        return DiscretizedLogisticMixture(logits, torch.tanh(loc), log_scale, self.num_levels, event_dims=3)

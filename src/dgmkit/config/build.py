@@ -1,0 +1,66 @@
+"""Build a model from a run configuration and the data's shape."""
+
+from torch import nn
+
+from dgmkit.conditional import (
+    BernoulliHead,
+    CategoricalHead,
+    Decoder,
+    GaussianEncoder,
+    GaussianHead,
+    LikelihoodHead,
+    LogisticMixtureHead,
+)
+from dgmkit.config.schema import RunConfig
+from dgmkit.errors import ConfigError
+from dgmkit.models import VAE
+from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet
+from dgmkit.objectives import ELBO
+from dgmkit.priors import StandardNormalPrior
+
+__all__ = ["build_model", "build_objective", "build_head"]
+
+
+def build_head(cfg: RunConfig, num_levels: int | None) -> LikelihoodHead:
+    if cfg.likelihood == "bernoulli":
+        return BernoulliHead()
+    if cfg.likelihood == "gaussian":
+        return GaussianHead(cfg.gaussian_variance, cfg.gaussian_scale, cfg.gaussian_min_scale)
+    if num_levels is None:
+        raise ConfigError(f"the {cfg.likelihood} likelihood needs integer data")
+    if cfg.likelihood == "categorical":
+        return CategoricalHead(num_levels)
+    return LogisticMixtureHead(num_levels, cfg.logistic_components)
+
+
+def _conv_ok(event_shape) -> bool:
+    return len(event_shape) == 3 and event_shape[1] % 4 == 0 and event_shape[2] % 4 == 0 and event_shape[1] >= 4
+
+
+def build_model(cfg: RunConfig, event_shape: tuple[int, int, int], num_levels: int | None) -> VAE:
+    """The VAE that ``cfg`` describes for images of ``event_shape`` = (C, H, W)."""
+    c, h, w = event_shape
+    dims = c * h * w
+    m = cfg.latent_dim
+    head = build_head(cfg, num_levels)
+    p = head.params_per_pixel
+    decoder_kind = cfg.decoder or cfg.encoder
+    for kind in (cfg.encoder, decoder_kind):
+        if kind == "conv" and not _conv_ok(event_shape):
+            raise ConfigError(f"conv networks need images with height and width divisible by 4, got shape {event_shape}")
+    if cfg.encoder == "mlp":
+        enc_net = nn.Sequential(nn.Flatten(), MLP(dims, cfg.hidden, 2 * m, cfg.activation))
+    else:
+        enc_net = ConvEncoderNet(event_shape, 2 * m, hidden=cfg.hidden[0], act=cfg.activation)
+    if decoder_kind == "mlp":
+        dec_net = MLP(m, list(reversed(cfg.hidden)), dims * p, cfg.activation)
+    else:
+        dec_net = ConvDecoderNet(m, event_shape, c * p, hidden=cfg.hidden[0], act=cfg.activation)
+    input_scale = 1.0 / (num_levels - 1) if cfg.likelihood in ("categorical", "logistic") else 1.0
+    prior = StandardNormalPrior(m)
+    model = VAE(GaussianEncoder(enc_net, m), Decoder(dec_net, head, event_shape), prior, input_scale)
+    return model
+
+
+def build_objective(cfg: RunConfig):
+    return ELBO(num_samples=cfg.samples)

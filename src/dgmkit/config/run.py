@@ -1,0 +1,78 @@
+"""Run folders: ``config.json`` (the run's full config and its data's description), the
+checkpoints, ``metrics.jsonl`` and ``eval.json``. A run folder describes itself, so every
+command after ``dgm train`` needs only its path."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dgmkit import __version__
+from dgmkit._io import atomic_write_json
+from dgmkit.config.build import build_model
+from dgmkit.config.schema import RunConfig
+from dgmkit.data import DataTransform, Dataset
+from dgmkit.errors import CheckpointError, ConfigError
+from dgmkit.training import load_checkpoint
+
+__all__ = ["Run", "load_run", "run_record"]
+
+
+def run_record(cfg: RunConfig, dataset: Dataset, transform: DataTransform) -> dict:
+    """What config.json and every checkpoint store about a run."""
+    return {
+        "dgmkit_version": __version__,
+        "config": cfg.to_dict(),
+        "data": {
+            "name": dataset.name,
+            "event_shape": list(dataset.event_shape),
+            "num_levels": dataset.num_levels,
+            "transform": transform.kind,
+        },
+    }
+
+
+@dataclass
+class Run:
+    path: Path
+    cfg: RunConfig
+    record: dict
+    model: torch.nn.Module
+    checkpoint: Path
+
+    @property
+    def transform(self) -> DataTransform:
+        d = self.record["data"]
+        return DataTransform(d["transform"], d["num_levels"])
+
+    def save_record(self) -> None:
+        atomic_write_json(self.path / "config.json", self.record)
+
+
+def load_run(run_dir: str | Path, which: str = "best") -> Run:
+    """Load a run folder's config and model weights (``best`` if it exists, else the last)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CheckpointError(f"no run folder at {path}")
+    names = ["best.safetensors", "checkpoint.safetensors"] if which == "best" else ["checkpoint.safetensors"]
+    found = [path / n for n in names if (path / n).is_file()]
+    if not found:
+        raise CheckpointError(f"{path} holds no checkpoint ({' or '.join(names)}); train with `dgm train --out {path}`")
+    ckpt = load_checkpoint(found[0])
+    record = ckpt["config"]
+    try:
+        cfg = RunConfig.from_dict(record["config"], source=str(found[0]))
+        data = record["data"]
+        model = build_model(cfg, tuple(data["event_shape"]), data["num_levels"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ConfigError, RuntimeError) as e:
+        raise CheckpointError(f"{found[0]} does not match a model this dgmkit can build: {e}") from None
+    return Run(path, cfg, record, model.eval(), found[0])
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None

@@ -1,0 +1,157 @@
+"""The run configuration: one flat set of typed keys shared by config files and CLI flags.
+
+A config file (TOML or JSON) holds any of these keys; flags given on the command line override
+it. Unknown keys and values of the wrong type are rejected with a message naming them.
+"""
+
+import dataclasses
+import difflib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dgmkit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["RunConfig", "load_config_file", "CHOICES"]
+
+CHOICES = {
+    "model": ("vae",),
+    "encoder": ("mlp", "conv"),
+    "decoder": ("mlp", "conv", None),
+    "likelihood": ("bernoulli", "gaussian", "categorical", "logistic"),
+    "gaussian_variance": ("fixed", "learned", "predicted"),
+    "prior": ("standard",),
+    "objective": ("elbo",),
+    "binarize": ("auto", "dynamic", "none"),
+    "lr_schedule": ("constant", "cosine", "exponential"),
+    "device": ("auto", "cpu", "cuda"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "activation": ("relu", "elu", "tanh", "gelu", "silu"),
+}
+
+
+@dataclass
+class RunConfig:
+    """Every key of a run. The defaults train an MLP VAE with a Bernoulli likelihood."""
+
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = True
+    binarize: str = "auto"
+    # model
+    model: str = "vae"
+    encoder: str = "mlp"
+    decoder: str | None = None
+    likelihood: str = "bernoulli"
+    latent_dim: int = 32
+    hidden: list[int] = field(default_factory=lambda: [512, 256])
+    activation: str = "relu"
+    prior: str = "standard"
+    gaussian_variance: str = "learned"
+    gaussian_scale: float = 0.1
+    gaussian_min_scale: float = 0.01
+    logistic_components: int = 5
+    # objective
+    objective: str = "elbo"
+    samples: int = 1
+    beta: float = 1.0
+    warmup: float = 0.0
+    # optimization
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    patience: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    # evaluation
+    iw_samples: int = 5000
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+        for key, allowed in CHOICES.items():
+            value = getattr(self, key)
+            if value not in allowed:
+                shown = ", ".join(str(a) for a in allowed if a is not None)
+                raise ConfigError(f"unknown {key} {value!r}; choose from {shown}")
+        positive = ("latent_dim", "samples", "epochs", "batch_size", "logistic_components")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("lr", "gaussian_scale", "gaussian_min_scale"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
+        if self.beta < 0 or self.warmup < 0 or self.iw_samples < 0 or self.weight_decay < 0:
+            raise ConfigError("beta, warmup, iw_samples and weight_decay must be >= 0")
+        if any(h < 1 for h in self.hidden) or not self.hidden:
+            raise ConfigError(f"hidden must be a non-empty list of positive sizes, got {self.hidden}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, known, n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(hints)}")
+        return cls(**values)
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_type(name: str, value, annotation) -> None:
+    text = str(annotation)
+    ok = True
+    if value is None:
+        ok = "None" in text
+    elif text.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif text.startswith("float"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif text.startswith("bool"):
+        ok = isinstance(value, bool)
+    elif text.startswith("str"):
+        ok = isinstance(value, str)
+    elif text.startswith("list[int]"):
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not ok:
+        raise ConfigError(f"{name} has the wrong type: {value!r} (expected {text})")
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a TOML or JSON config file into a dict of keys (checked by RunConfig.from_dict)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        if path.suffix == ".json":
+            values = json.loads(text)
+        else:
+            values = tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a table of keys")
+    return values

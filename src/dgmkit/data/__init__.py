@@ -1,0 +1,16 @@
+"""Datasets in their canonical formats, the transforms likelihoods need, and batching."""
+
+from dgmkit.data.dataset import Dataset, Split
+from dgmkit.data.registry import DATASETS, default_data_dir, from_array, load_dataset
+from dgmkit.data.transforms import DataTransform, make_transform
+
+__all__ = [
+    "Dataset",
+    "Split",
+    "DATASETS",
+    "load_dataset",
+    "from_array",
+    "default_data_dir",
+    "DataTransform",
+    "make_transform",
+]

@@ -1,0 +1,212 @@
+"""Named datasets, read from their canonical files in a data directory.
+
+The data directory is the ``data_dir`` argument (``--data-dir``), else ``$DGMKIT_DATA``,
+else ``~/.cache/dgmkit``. Each dataset looks for its files in a subfolder of that directory
+(or the directory itself), plain or gzipped, and downloads them (checksummed) when they are
+missing and ``download`` is true.
+"""
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dgmkit.data.dataset import Dataset, Split
+from dgmkit.data.download import download as fetch
+from dgmkit.data.formats import read_amat, read_array, read_idx
+from dgmkit.errors import DataError
+
+__all__ = ["DATASETS", "load_dataset", "default_data_dir", "from_array"]
+
+_LARO = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+_MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A canonical file: its name, where it comes from and its checksum."""
+
+    name: str
+    url: str
+    checksum: str
+    algorithm: str
+
+
+_BINARIZED = {
+    s: Remote(f"binarized_mnist_{s}.amat", f"{_LARO}binarized_mnist_{s}.amat", c, "sha256")
+    for s, c in [
+        ("train", "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d"),
+        ("valid", "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2"),
+        ("test", "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"),
+    ]
+}
+_MNIST_FILES = {
+    k: Remote(f, f"{_MNIST}{f}", c, "md5")
+    for k, f, c in [
+        ("train_x", "train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        ("train_y", "train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+        ("test_x", "t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+        ("test_y", "t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+    ]
+}
+_FASHION_FILES = {
+    k: Remote(f, f"{_FASHION}{f}", c, "md5")
+    for k, f, c in [
+        ("train_x", "train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        ("train_y", "train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+        ("test_x", "t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+        ("test_y", "t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+    ]
+}
+
+
+def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    if data_dir:
+        return Path(data_dir).expanduser()
+    env = os.environ.get("DGMKIT_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "dgmkit"
+
+
+def _find(root: Path, subdirs: list[str], remote: Remote, download: bool, extra: list[Path] = ()) -> Path:
+    """Locate ``remote.name`` (plain or gzipped) under ``root``; download it if allowed."""
+    stem = remote.name.removesuffix(".gz")
+    folders = [root / s for s in subdirs] + [root, *extra]
+    for folder in folders:
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    where = ", ".join(str(f) for f in folders)
+    if not download:
+        raise DataError(
+            f"missing data file {stem} (or {stem}.gz); looked in {where}. "
+            f"It comes from {remote.url}; put it in {root / subdirs[0]} or name another --data-dir"
+        )
+    try:
+        return fetch(remote.url, root / subdirs[0] / remote.name, remote.checksum, remote.algorithm)
+    except DataError as e:
+        raise DataError(
+            f"missing data file {stem} (or {stem}.gz); looked in {where}, and {e}. "
+            f"Put the file in {root / subdirs[0]} or name another --data-dir"
+        ) from None
+
+
+def _images(x: np.ndarray, shape: tuple[int, int, int]) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x).reshape(-1, *shape))
+
+
+def _load_binarized_mnist(root: Path, download: bool) -> Dataset:
+    splits = {}
+    for s, remote in _BINARIZED.items():
+        x = read_amat(_find(root, ["binarized_mnist", "binarized-mnist"], remote, download))
+        if x.dtype != np.uint8 or x.max() > 1:
+            raise DataError(f"{remote.name}: expected binary values 0/1")
+        splits[s] = Split(_images(x, (1, 28, 28)))
+    n = {k: len(v) for k, v in splits.items()}
+    if n != {"train": 50000, "valid": 10000, "test": 10000}:
+        raise DataError(f"binarized-mnist: expected 50000/10000/10000 rows, found {n}")
+    return Dataset("binarized-mnist", num_levels=2, **splits)
+
+
+def _load_idx_set(name: str, files: dict, root: Path, subdirs: list[str], download: bool, extra=()) -> Dataset:
+    arr = {k: read_idx(_find(root, subdirs, r, download, list(extra))) for k, r in files.items()}
+    for k in ("train", "test"):
+        x, y = arr[f"{k}_x"], arr[f"{k}_y"]
+        if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != len(y):
+            raise DataError(f"{name}: unexpected {k} shapes {x.shape} and {y.shape}")
+    x_tr, y_tr = _images(arr["train_x"], (1, 28, 28)), torch.from_numpy(arr["train_y"].astype(np.int64))
+    n_valid = 10000
+    return Dataset(
+        name,
+        train=Split(x_tr[:-n_valid], y_tr[:-n_valid]),
+        valid=Split(x_tr[-n_valid:], y_tr[-n_valid:]),
+        test=Split(_images(arr["test_x"], (1, 28, 28)), torch.from_numpy(arr["test_y"].astype(np.int64))),
+        num_levels=256,
+    )
+
+
+def _load_mnist(root: Path, download: bool) -> Dataset:
+    return _load_idx_set("mnist", _MNIST_FILES, root, ["mnist", "MNIST/raw"], download)
+
+
+def _load_fashion(root: Path, download: bool) -> Dataset:
+    system = [Path("/usr/share/datasets/fashion-mnist")]
+    return _load_idx_set("fashion-mnist", _FASHION_FILES, root, ["fashion-mnist", "fashion_mnist"], download, system)
+
+
+def _load_digits(root: Path, download: bool) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images, values 0..16): no download needed.
+    Split with a fixed seed into 1197 train, 300 valid and 300 test images."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.uint8)).reshape(-1, 1, 8, 8)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    tr, va, te = perm[:1197], perm[1197:1497], perm[1497:]
+    return Dataset("digits", Split(x[tr], y[tr]), Split(x[va], y[va]), Split(x[te], y[te]), num_levels=17)
+
+
+DATASETS: dict[str, Callable[[Path, bool], Dataset]] = {
+    "binarized-mnist": _load_binarized_mnist,
+    "mnist": _load_mnist,
+    "fashion-mnist": _load_fashion,
+    "digits": _load_digits,
+}
+
+
+def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", seed: int = 0) -> Dataset:
+    """A dataset from one array of images: (N, D), (N, H, W) or (N, C, H, W).
+
+    Integer or binary-valued data is kept as integers (num_levels 2 if binary, else
+    max + 1 up to 256); other float data is continuous. The rows are split with a seeded
+    permutation into 80% train, 10% valid and 10% test.
+    """
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x[:, None, None, :]
+    elif x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or len(x) < 10:
+        raise DataError(f"{name}: expected at least 10 images shaped (N, D), (N, H, W) or (N, C, H, W), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise DataError(f"{name}: the data holds NaN or inf")
+    integral = np.issubdtype(x.dtype, np.integer) or bool(np.all(x == np.round(x)))
+    if integral and x.min() >= 0 and x.max() <= 255:
+        levels = 2 if x.max() <= 1 else (256 if x.dtype == np.uint8 else int(x.max()) + 1)
+        t = torch.from_numpy(x.astype(np.uint8))
+    else:
+        levels, t = None, torch.from_numpy(x.astype(np.float32))
+    labels = None if y is None else torch.from_numpy(np.asarray(y).astype(np.int64))
+    if labels is not None and len(labels) != len(t):
+        raise DataError(f"{name}: {len(labels)} labels for {len(t)} images")
+    perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))
+    n_va = n_te = max(1, len(t) // 10)
+    parts = perm[: len(t) - n_va - n_te], perm[len(t) - n_va - n_te : len(t) - n_te], perm[len(t) - n_te :]
+    full = Split(t, labels)
+    return Dataset(name, *(full.subset(p) for p in parts), num_levels=levels)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
+    """Load a named dataset, or a ``.npy``/``.npz`` file given by its path.
+
+    >>> load_dataset("digits").train.x.shape
+    torch.Size([1197, 1, 8, 8])
+    """
+    if name.endswith((".npy", ".npz")):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise DataError(f"no such data file: {path}")
+        y = None
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                y = z["y"] if "y" in z.files else None
+        return from_array(read_array(path), y, name=path.name)
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)} or give a .npy/.npz file")
+    return DATASETS[name](default_data_dir(data_dir), download)

@@ -1,0 +1,75 @@
+"""How stored integers become what a likelihood scores.
+
+- ``binary``: data already in {0, 1} (static binarization): cast to float.
+- ``dynamic-binarize``: a fresh Bernoulli draw x ~ Bernoulli(k / (L - 1)) for every batch.
+- ``dequantize``: y = (k + u) / L with u ~ U[0, 1): continuous data in [0, 1], so that a
+  density on y lower-bounds the probability of the integers k, log P(k) >= log p(y) - D log L.
+- ``integers``: the raw integers 0..L-1 for categorical and discretized logistic likelihoods.
+- ``continuous``: float data used as is (only Gaussian likelihoods).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from dgmkit.data.dataset import Dataset
+from dgmkit.errors import DataError
+
+__all__ = ["DataTransform", "make_transform", "TRANSFORMS"]
+
+TRANSFORMS = ("binary", "dynamic-binarize", "dequantize", "integers", "continuous")
+_NAMED_8BIT = ("mnist", "fashion-mnist", "digits")
+
+
+@dataclass(frozen=True)
+class DataTransform:
+    """A transform by name with the data's number of levels (see the module docstring)."""
+
+    kind: str
+    num_levels: int | None
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.kind == "binary":
+            return x.float()
+        if self.kind == "dynamic-binarize":
+            p = x.float() / (self.num_levels - 1)
+            return torch.bernoulli(p, generator=generator)
+        if self.kind == "dequantize":
+            u = torch.rand(x.shape, generator=generator, device=x.device)
+            return (x.float() + u) / self.num_levels
+        if self.kind == "integers":
+            return x.long()
+        return x.float()
+
+    @property
+    def log_volume(self) -> float:
+        """log of the Jacobian from integer data to the transformed continuous data, per
+        dimension: D times this is added to a continuous NLL to bound the integer NLL."""
+        return math.log(self.num_levels) if self.kind == "dequantize" else 0.0
+
+
+def make_transform(likelihood: str, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+    """Choose the transform a likelihood needs for a dataset, or fail with a clear reason."""
+    levels = dataset.num_levels
+    if binarize not in ("auto", "dynamic", "none"):
+        raise DataError(f"binarize must be auto, dynamic or none, got {binarize!r}")
+    if likelihood == "bernoulli":
+        if levels == 2:
+            return DataTransform("binary", 2)
+        if levels is None:
+            raise DataError(f"{dataset.name}: non-binary continuous data cannot have a bernoulli likelihood; use gaussian")
+        dynamic = binarize == "dynamic" or (binarize == "auto" and dataset.name in _NAMED_8BIT)
+        if not dynamic:
+            raise DataError(
+                f"{dataset.name}: non-binary data ({levels} levels) for a bernoulli likelihood; "
+                "pass --binarize dynamic to binarize it on the fly, or choose another likelihood"
+            )
+        return DataTransform("dynamic-binarize", levels)
+    if likelihood == "gaussian":
+        return DataTransform("continuous", None) if levels is None else DataTransform("dequantize", levels)
+    if likelihood in ("categorical", "logistic"):
+        if levels is None:
+            raise DataError(f"{dataset.name}: the {likelihood} likelihood needs integer pixel data, got continuous data")
+        return DataTransform("integers", levels)
+    raise DataError(f"unknown likelihood {likelihood!r}")

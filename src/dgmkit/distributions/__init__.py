@@ -1,0 +1,21 @@
+"""Distributions: torch.distributions objects and our own pixel likelihoods.
+
+Every distribution here follows the torch.distributions contract (``log_prob``, ``sample``,
+``rsample`` where reparameterizable, ``batch_shape``/``event_shape``) and its ``log_prob``
+returns one value per example: the event dimensions are summed.
+"""
+
+from dgmkit.distributions.categorical import CategoricalPixels
+from dgmkit.distributions.logistic import DiscretizedLogisticMixture
+from dgmkit.distributions.normal import diagonal_normal, kl_per_dimension
+from dgmkit.distributions.pixels import bernoulli_pixels, gaussian_pixels, pixel_mean
+
+__all__ = [
+    "diagonal_normal",
+    "kl_per_dimension",
+    "bernoulli_pixels",
+    "gaussian_pixels",
+    "pixel_mean",
+    "CategoricalPixels",
+    "DiscretizedLogisticMixture",
+]

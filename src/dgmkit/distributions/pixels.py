@@ -1,0 +1,26 @@
+"""Bernoulli and Gaussian likelihoods over an event of pixels.
+
+Both are ``Independent`` wrappers of torch's element-wise distributions, so that
+``log_prob(x)`` sums over the image dimensions and returns one value per example.
+"""
+
+import torch
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+
+__all__ = ["bernoulli_pixels", "gaussian_pixels", "pixel_mean"]
+
+
+def bernoulli_pixels(logits: torch.Tensor, event_dims: int) -> Independent:
+    """Independent Bernoulli pixels with the given logits; mean is sigmoid(logits)."""
+    return Independent(Bernoulli(logits=logits, validate_args=False), event_dims, validate_args=False)
+
+
+def gaussian_pixels(loc: torch.Tensor, scale: torch.Tensor, event_dims: int) -> Independent:
+    """Independent Gaussian pixels N(loc, scale^2). The caller guarantees scale > 0 (a floor):
+    the Gaussian likelihood of a VAE is unbounded when the variance may shrink to zero."""
+    return Independent(Normal(loc, scale, validate_args=False), event_dims, validate_args=False)
+
+
+def pixel_mean(dist: Distribution) -> torch.Tensor:
+    """The mean of a pixel distribution in data units, for display."""
+    return dist.mean

@@ -1,0 +1,28 @@
+"""Errors that carry a message meant for the user.
+
+Library code raises a subclass of :class:`DgmError` for bad input (unknown names, missing
+or malformed files, wrong shapes, corrupt checkpoints). The CLI prints the message and exits
+with a non-zero code, without a traceback.
+"""
+
+__all__ = ["DgmError", "ConfigError", "DataError", "CheckpointError", "TrainingError"]
+
+
+class DgmError(Exception):
+    """Base class of all user-facing dgmkit errors."""
+
+
+class ConfigError(DgmError, ValueError):
+    """An unknown key, an unknown name or a value out of range in a run configuration."""
+
+
+class DataError(DgmError, ValueError):
+    """A data file that is missing or malformed, or data that does not fit the model."""
+
+
+class CheckpointError(DgmError):
+    """A checkpoint or run folder that is missing, corrupt or not written by dgmkit."""
+
+
+class TrainingError(DgmError):
+    """Training cannot go on (for example the loss became NaN or inf)."""

@@ -1,0 +1,65 @@
+"""PNG figures: image grids and 2-D latent scatter plots, returned as bytes."""
+
+import io
+
+import numpy as np
+import torch
+
+__all__ = ["image_grid_png", "scatter_png", "project_2d"]
+
+
+def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int = 2) -> bytes:
+    """A grid of images (N, C, H, W) with values in [0, 1], ``nrow`` images per row.
+    Small images are enlarged (nearest neighbour) to at least ``min_cell`` pixels."""
+    x = images.detach().float().clamp(0, 1).cpu()
+    n, c, h, w = x.shape
+    scale = max(1, -(-min_cell // max(h, w)))
+    x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    h, w = h * scale, w * scale
+    rows = -(-n // nrow)
+    grid = torch.ones(c, rows * (h + pad) + pad, nrow * (w + pad) + pad) * 0.5
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = x[i]
+    arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    from PIL import Image
+
+    img = Image.fromarray(arr[:, :, 0] if c == 1 else arr)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def project_2d(z: torch.Tensor) -> tuple[np.ndarray, str]:
+    """Latent means (N, M) -> (N, 2) points and an axis description: the means themselves
+    when M <= 2, else their projection on the two leading principal components."""
+    z = z.detach().double().cpu()
+    if z.shape[1] == 1:
+        return torch.cat([z, torch.zeros_like(z)], 1).numpy(), "z_1"
+    if z.shape[1] == 2:
+        return z.numpy(), "z_1, z_2"
+    centred = z - z.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    explained = (s[:2] ** 2).sum() / (s**2).sum()
+    return (centred @ v[:2].T).numpy(), f"PCA of {z.shape[1]}-D means ({explained:.0%} of variance)"
+
+
+def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5.5), dpi=110)
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.5, c="tab:blue")
+    else:
+        sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap="tab10", vmin=-0.5, vmax=9.5)
+        fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(axes)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

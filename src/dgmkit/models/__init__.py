@@ -1,0 +1,5 @@
+"""Models: composition of encoders, decoders and priors."""
+
+from dgmkit.models.vae import VAE
+
+__all__ = ["VAE"]

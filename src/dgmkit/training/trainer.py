@@ -1,0 +1,296 @@
+"""The one trainer for every model: Adam, mini-batches, schedules, early stopping, checkpoints.
+
+The loop is deliberately plain (nanoGPT style): data lives in memory as a tensor, each epoch
+draws a permutation from a seeded generator, and each step is transform, forward, backward,
+step. A run is repeatable from its seed, and a resumed run ends where the uninterrupted one
+would have: the checkpoint holds the optimizer state and every random generator's state.
+"""
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dgmkit._io import atomic_write_bytes
+from dgmkit.data import DataTransform, Split
+from dgmkit.errors import TrainingError
+from dgmkit.training.checkpoint import load_checkpoint, save_checkpoint
+from dgmkit.training.schedules import kl_weight, lr_factor
+
+__all__ = ["Trainer", "resolve_device", "VALID_SEED"]
+
+log = logging.getLogger(__name__)
+VALID_SEED = 1234  # fixed noise for binarizing/dequantizing held-out data
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for, but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise TrainingError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+class Trainer:
+    """Trains ``model`` by minimizing ``objective(model, x, beta).loss`` with Adam.
+
+    ``objective`` returns named per-example terms with at least ``loss`` and ``elbo``.
+    ``run_dir`` (optional) receives ``checkpoint.safetensors`` each epoch, ``best.safetensors``
+    whenever the validation ELBO improves, and one JSON line per epoch in ``metrics.jsonl``.
+    ``config`` is stored in every checkpoint so that a run folder describes itself.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        objective: Callable,
+        train: Split,
+        transform: DataTransform,
+        *,
+        valid: Split | None = None,
+        epochs: int = 10,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        lr_schedule: str = "constant",
+        weight_decay: float = 0.0,
+        grad_clip: float | None = None,
+        patience: int | None = None,
+        beta: float = 1.0,
+        warmup_epochs: float = 0.0,
+        seed: int = 0,
+        device: str = "cpu",
+        precision: str = "auto",
+        run_dir: str | Path | None = None,
+        config: dict | None = None,
+        progress: bool = True,
+        eval_batch_size: int = 1000,
+        callbacks: list[Callable[["Trainer", dict], None]] | None = None,
+    ):
+        if epochs < 1 or batch_size < 1 or lr <= 0:
+            raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+        lr_factor(lr_schedule, 0, epochs)  # validates the name
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.objective = objective
+        self.transform = transform
+        self.train_x = train.x.to(self.device)
+        self.valid = valid
+        self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, lr_schedule
+        self.grad_clip, self.patience = grad_clip, patience
+        self.beta, self.warmup_epochs, self.seed = beta, warmup_epochs, seed
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.config = config or {}
+        self.progress = progress
+        self.eval_batch_size = eval_batch_size
+        self.callbacks = list(callbacks or [])
+        self.precision = _resolve_precision(precision, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.steps_per_epoch = math.ceil(len(train) / batch_size)
+        # counters that a checkpoint restores
+        self.epoch = 0
+        self.step = 0
+        self.best_valid = -math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.skipped_steps = 0
+        torch.manual_seed(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self._valid_x = None
+        if valid is not None:
+            g = torch.Generator(device=self.device).manual_seed(VALID_SEED)
+            self._valid_x = transform(valid.x.to(self.device), g)
+
+    # ----------------------------------------------------------------- state
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        state = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _counters(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_valid": self.best_valid if math.isfinite(self.best_valid) else None,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "skipped_steps": self.skipped_steps,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+
+    def save(self, name: str = "checkpoint.safetensors", with_state: bool = True) -> None:
+        if self.run_dir is None:
+            return
+        save_checkpoint(
+            self.run_dir / name,
+            self.model,
+            self.config,
+            optimizer=self.optimizer if with_state else None,
+            rng=self._rng_state() if with_state else None,
+            trainer=self._counters(),
+        )
+
+    def resume(self, path: str | Path | None = None) -> None:
+        """Restore model, optimizer, counters and random generators from a checkpoint."""
+        path = Path(path) if path is not None else self.run_dir / "checkpoint.safetensors"
+        ckpt = load_checkpoint(path)
+        if ckpt["optimizer"] is None or ckpt["trainer"] is None:
+            raise TrainingError(f"{path} holds no training state to resume from")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        t = ckpt["trainer"]
+        self.epoch, self.step = t["epoch"], t["step"]
+        self.best_valid = t["best_valid"] if t["best_valid"] is not None else -math.inf
+        self.best_epoch, self.bad_epochs, self.skipped_steps = t["best_epoch"], t["bad_epochs"], t["skipped_steps"]
+        if self.scaler is not None and t.get("scaler"):
+            self.scaler.load_state_dict(t["scaler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.generator.set_state(ckpt["rng"]["data"])
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        if self.run_dir is not None:
+            _truncate_metrics(self.run_dir / "metrics.jsonl", self.epoch)
+
+    # ----------------------------------------------------------------- loop
+    def _autocast(self):
+        if self.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
+
+    def _train_epoch(self) -> dict:
+        model, opt, n, bs = self.model, self.optimizer, len(self.train_x), self.batch_size
+        model.train()
+        for group in opt.param_groups:
+            group["lr"] = self.lr * lr_factor(self.lr_schedule, self.epoch, self.epochs)
+        perm = torch.randperm(n, generator=self.generator, device=self.device)
+        total_loss = torch.zeros((), device=self.device)
+        total_elbo = torch.zeros((), device=self.device)
+        check_every = 1 if self.device.type == "cpu" else 50
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.epochs}", disable=None if self.progress else True,
+                   leave=False, mininterval=0.5, dynamic_ncols=True)
+        beta = self.beta
+        for i in range(self.steps_per_epoch):
+            x = self.transform(self.train_x[perm[i * bs : (i + 1) * bs]], self.generator)
+            beta = kl_weight(self.beta, self.warmup_epochs, self.step, self.steps_per_epoch)
+            with self._autocast():
+                terms = self.objective(model, x, beta)
+            loss = terms.loss.mean()
+            if (i + 1) % check_every == 0 and not torch.isfinite(loss).all():
+                bar.close()
+                raise TrainingError(self._nan_message(loss))
+            opt.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(opt)
+            else:
+                loss.backward()
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(opt)
+                self.scaler.update()
+            else:
+                opt.step()
+            self.step += 1
+            total_loss += loss.detach() * x.shape[0]
+            total_elbo += terms.elbo.detach().sum()
+            bar.update(1)
+            if self.progress and i % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
+        bar.close()
+        if not torch.isfinite(total_loss):
+            raise TrainingError(self._nan_message(total_loss))
+        return {"train_loss": total_loss.item() / n, "train_elbo": total_elbo.item() / n, "beta": beta,
+                "lr": opt.param_groups[0]["lr"]}
+
+    def _nan_message(self, loss: torch.Tensor) -> str:
+        where = f" in {self.run_dir / 'checkpoint.safetensors'}" if self.run_dir else ""
+        kept = f"the last good checkpoint (epoch {self.epoch}) is kept{where}" if self.epoch else "no checkpoint was written"
+        return (f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; {kept}. "
+                "Try a lower --lr or --grad-clip")
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Mean ELBO terms on the validation split (beta = 1)."""
+        self.model.eval()
+        sums: dict[str, float] = {}
+        for i in range(0, len(self._valid_x), self.eval_batch_size):
+            x = self._valid_x[i : i + self.eval_batch_size]
+            terms = self.objective(self.model, x, 1.0)
+            for k in ("elbo", "log_px_z", "kl"):
+                if hasattr(terms, k):
+                    sums[k] = sums.get(k, 0.0) + getattr(terms, k).sum().item()
+        return {f"valid_{k}": v / len(self._valid_x) for k, v in sums.items()}
+
+    def fit(self) -> list[dict]:
+        """Train from the current epoch to ``epochs`` (or until early stopping); returns the
+        per-epoch metrics of this call."""
+        history = []
+        while self.epoch < self.epochs:
+            t0 = time.perf_counter()
+            metrics = {"epoch": self.epoch + 1, **self._train_epoch()}
+            train_time = time.perf_counter() - t0
+            metrics["images_per_s"] = len(self.train_x) / train_time
+            if self._valid_x is not None:
+                metrics.update(self.validate())
+            self.epoch += 1
+            improved = self._track_best(metrics)
+            metrics["time_s"] = time.perf_counter() - t0
+            history.append(metrics)
+            self._write_metrics(metrics)
+            if improved:
+                self.save("best.safetensors", with_state=False)
+            self.save()
+            log.info(json.dumps(metrics))
+            for cb in self.callbacks:
+                cb(self, metrics)
+            if self.patience is not None and self.bad_epochs >= self.patience:
+                log.info("early stopping after epoch %d: no validation improvement in %d epochs", self.epoch,
+                         self.patience)
+                break
+        return history
+
+    def _track_best(self, metrics: dict) -> bool:
+        value = metrics.get("valid_elbo", metrics["train_elbo"])
+        if value > self.best_valid:
+            self.best_valid, self.best_epoch, self.bad_epochs = value, self.epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def _write_metrics(self, metrics: dict) -> None:
+        if self.run_dir is None:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        old = path.read_bytes() if path.exists() else b""
+        atomic_write_bytes(path, old + (json.dumps(metrics) + "\n").encode())
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+    if device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            raise TrainingError(f"mixed precision ({precision}) is only supported on a CUDA device here")
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return precision
+
+
+def _truncate_metrics(path: Path, epoch: int) -> None:
+    """Drop metric lines of epochs after the checkpoint's (they will be trained again)."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epoch]
+    atomic_write_bytes(path, "".join(ln + "\n" for ln in lines).encode())
