@@ -5,6 +5,7 @@ Every distribution here follows the torch.distributions contract (``log_prob``, 
 returns one value per example: the event dimensions are summed.
 """
 
+from dgmkit.distributions.bernoulli import BernoulliPixels
 from dgmkit.distributions.categorical import CategoricalPixels
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
 from dgmkit.distributions.normal import diagonal_normal, kl_per_dimension
@@ -16,6 +17,7 @@ __all__ = [
     "bernoulli_pixels",
     "gaussian_pixels",
     "pixel_mean",
+    "BernoulliPixels",
     "CategoricalPixels",
     "DiscretizedLogisticMixture",
 ]

@@ -1,18 +1,17 @@
-"""Bernoulli and Gaussian likelihoods over an event of pixels.
-
-Both are ``Independent`` wrappers of torch's element-wise distributions, so that
-``log_prob(x)`` sums over the image dimensions and returns one value per example.
-"""
+"""Bernoulli and Gaussian likelihoods over an event of pixels; ``log_prob(x)`` sums over the
+image dimensions and returns one value per example."""
 
 import torch
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent, Normal
+
+from dgmkit.distributions.bernoulli import BernoulliPixels
 
 __all__ = ["bernoulli_pixels", "gaussian_pixels", "pixel_mean"]
 
 
-def bernoulli_pixels(logits: torch.Tensor, event_dims: int) -> Independent:
+def bernoulli_pixels(logits: torch.Tensor, event_dims: int) -> BernoulliPixels:
     """Independent Bernoulli pixels with the given logits; mean is sigmoid(logits)."""
-    return Independent(Bernoulli(logits=logits, validate_args=False), event_dims, validate_args=False)
+    return BernoulliPixels(logits, event_dims)
 
 
 def gaussian_pixels(loc: torch.Tensor, scale: torch.Tensor, event_dims: int) -> Independent:

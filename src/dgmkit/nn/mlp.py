@@ -10,8 +10,10 @@ __all__ = ["MLP", "activation"]
 _ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
-def activation(name: str) -> nn.Module:
+def activation(name: str, inplace: bool = False) -> nn.Module:
     """Return a fresh activation module by name (relu, elu, tanh, gelu, silu)."""
+    if name == "relu" and inplace:
+        return nn.ReLU(inplace=True)
     try:
         return _ACTIVATIONS[name]()
     except KeyError:
@@ -31,7 +33,8 @@ class MLP(nn.Sequential):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
-                layers.append(activation(act))
+                # in place: an affine layer's backward needs its input, not its output
+                layers.append(activation(act, inplace=True))
         super().__init__(*layers)
         self.in_features = in_features
         self.out_features = out_features

@@ -1,0 +1,59 @@
+r"""Independent Bernoulli pixels parameterized by logits.
+
+    log p(x | l) = sum_d [x_d l_d - softplus(l_d)] = x . l - sum_d softplus(l_d)
+
+written as one dot product and one softplus-sum over the flattened event: the same value as
+torch's ``Bernoulli(logits).log_prob`` but without materializing the broadcast targets, which
+makes importance sampling with thousands of samples per image several times faster.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import Distribution, constraints
+
+__all__ = ["BernoulliPixels"]
+
+
+class BernoulliPixels(Distribution):
+    """``logits`` of shape (*batch, *event); ``log_prob`` sums over the event dimensions.
+
+    >>> d = BernoulliPixels(torch.zeros(2, 1, 2, 2), event_dims=3)
+    >>> d.log_prob(torch.ones(1, 2, 2))  # 4 fair coins: 4 log(1/2)
+    tensor([-2.7726, -2.7726])
+    """
+
+    arg_constraints = {}
+    support = constraints.boolean
+    has_rsample = False
+
+    def __init__(self, logits: torch.Tensor, event_dims: int):
+        self.logits = logits
+        split = logits.dim() - event_dims
+        super().__init__(logits.shape[:split], logits.shape[split:], validate_args=False)
+
+    def _flat(self, t: torch.Tensor) -> torch.Tensor:
+        n = len(self.event_shape)
+        return t.flatten(-n) if n else t.unsqueeze(-1)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        logits = self._flat(self.logits)
+        value = self._flat(value.to(logits.dtype))
+        return torch.linalg.vecdot(logits, value) - F.softplus(logits).sum(-1)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            probs = torch.sigmoid(self.logits).expand(torch.Size(sample_shape) + self.logits.shape)
+            return torch.bernoulli(probs)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return (self.logits > 0).to(self.logits.dtype)
+
+    def entropy(self) -> torch.Tensor:
+        p = torch.sigmoid(self.logits)
+        h = F.softplus(self.logits) - p * self.logits
+        return self._flat(h).sum(-1)
