@@ -10,8 +10,16 @@ from dgmkit.config import RunConfig
 from dgmkit.data import load_dataset
 
 # The model of both speed benchmarks: 784-512-256-32 MLP VAE, Bernoulli likelihood.
-REFERENCE = RunConfig(dataset="binarized-mnist", likelihood="bernoulli", encoder="mlp", hidden=[512, 256],
-                      latent_dim=32, batch_size=128, lr=1e-3, device="cpu")
+REFERENCE = RunConfig(
+    dataset="binarized-mnist",
+    likelihood="bernoulli",
+    encoder="mlp",
+    hidden=[512, 256],
+    latent_dim=32,
+    batch_size=128,
+    lr=1e-3,
+    device="cpu",
+)
 
 
 def data_dir() -> str:

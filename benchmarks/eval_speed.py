@@ -60,8 +60,16 @@ def main():
     dataset = binarized_mnist()
     cfg = REFERENCE.replace(epochs=1)
     model = build_model(cfg, dataset.event_shape, dataset.num_levels)
-    Trainer(model, build_objective(cfg), dataset.train, make_transform("bernoulli", dataset), epochs=1,
-            batch_size=cfg.batch_size, device="cpu", progress=False).fit()
+    Trainer(
+        model,
+        build_objective(cfg),
+        dataset.train,
+        make_transform("bernoulli", dataset),
+        epochs=1,
+        batch_size=cfg.batch_size,
+        device="cpu",
+        progress=False,
+    ).fit()
     idx = torch.randperm(len(dataset.test), generator=torch.Generator().manual_seed(0))[: args.n]
     x = dataset.test.x[idx].float()
     del dataset

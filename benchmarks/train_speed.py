@@ -67,9 +67,19 @@ def dgmkit_loop(dataset, epochs: int, batch_size: int, seed: int) -> float:
     cfg = REFERENCE.replace(epochs=epochs, batch_size=batch_size, seed=seed)
     model = build_model(cfg, dataset.event_shape, dataset.num_levels)
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(model, build_objective(cfg), dataset.train, make_transform("bernoulli", dataset),
-                          epochs=epochs, batch_size=batch_size, lr=cfg.lr, seed=seed, device="cpu",
-                          run_dir=run_dir, progress=False)
+        trainer = Trainer(
+            model,
+            build_objective(cfg),
+            dataset.train,
+            make_transform("bernoulli", dataset),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=cfg.lr,
+            seed=seed,
+            device="cpu",
+            run_dir=run_dir,
+            progress=False,
+        )
         t0 = time.perf_counter()
         trainer.fit()
         return epochs * len(dataset.train) / (time.perf_counter() - t0)
@@ -91,8 +101,10 @@ def main():
         plain.append(plain_loop(x, args.epochs, 128, r))
         ours.append(dgmkit_loop(dataset, args.epochs, 128, r))
         fused.append(plain_loop(x, args.epochs, 128, r, fused=True))
-        print(f"round {r + 1}: plain {plain[-1]:8.0f}   dgmkit {ours[-1]:8.0f}   plain+fused Adam {fused[-1]:8.0f} "
-              "images/s", flush=True)
+        print(
+            f"round {r + 1}: plain {plain[-1]:8.0f}   dgmkit {ours[-1]:8.0f}   plain+fused Adam {fused[-1]:8.0f} images/s",
+            flush=True,
+        )
     p, f, o = statistics.median(plain), statistics.median(fused), statistics.median(ours)
     print(f"plain PyTorch loop:            {p:.0f} images/s (median of {args.rounds})")
     print(f"plain loop with fused Adam:    {f:.0f} images/s")

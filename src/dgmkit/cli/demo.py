@@ -19,8 +19,18 @@ from dgmkit.config import RunConfig
 __all__ = ["add_parser", "run_demo", "DEMO_CONFIG"]
 
 DEMO_CONFIG = dict(
-    dataset="digits", likelihood="bernoulli", encoder="mlp", hidden=[256, 128], latent_dim=8,
-    epochs=150, batch_size=64, lr=1e-3, warmup=10, patience=30, seed=0, device="cpu",
+    dataset="digits",
+    likelihood="bernoulli",
+    encoder="mlp",
+    hidden=[256, 128],
+    latent_dim=8,
+    epochs=150,
+    batch_size=64,
+    lr=1e-3,
+    warmup=10,
+    patience=30,
+    seed=0,
+    device="cpu",
 )
 
 
@@ -38,16 +48,19 @@ def run_demo(args: argparse.Namespace) -> int:
     cfg = RunConfig.from_dict({**DEMO_CONFIG, **({"epochs": args.epochs} if args.epochs else {})}, "demo")
     if (out / "config.json").is_file() and (out / "checkpoint.safetensors").is_file():
         shutil.rmtree(out)  # an earlier demo run: start afresh
-    say(f"dgm demo: training a VAE ({cfg.hidden} MLP, {cfg.latent_dim}-D latent, Bernoulli likelihood) on "
-        f"the 8x8 digits into {out}")
+    say(
+        f"dgm demo: training a VAE ({cfg.hidden} MLP, {cfg.latent_dim}-D latent, Bernoulli likelihood) on "
+        f"the 8x8 digits into {out}"
+    )
     train_run(cfg, out, quiet=args.quiet)
     say("")
     ns = argparse.Namespace
     eval_cmd.run_eval(ns(run_dir=out, split="test", iw_samples=5000, limit=None, seed=0, data_dir=None))
     figures.sample(ns(run_dir=out, n=64, out=out / "samples.png", nrow=8, draw=False, seed=0))
     figures.reconstruct(ns(run_dir=out, n=32, out=out / "reconstructions.png", split="test", seed=0, data_dir=None))
-    figures.interpolate(ns(run_dir=out, pairs=6, steps=8, out=out / "interpolations.png", split="test", seed=0,
-                           data_dir=None))
+    figures.interpolate(
+        ns(run_dir=out, pairs=6, steps=8, out=out / "interpolations.png", split="test", seed=0, data_dir=None)
+    )
     figures.latents(ns(run_dir=out, out=out / "latents.png", split="test", limit=None, seed=0, data_dir=None))
     say(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is in {out}/:")
     for f in sorted(out.iterdir()):

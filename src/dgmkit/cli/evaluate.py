@@ -56,8 +56,14 @@ def run_eval(args: argparse.Namespace) -> int:
             x = x[idx]
             subset = {"seed": args.seed, "of": total, "indices": idx.tolist()}
     report = evaluate(run.model, x, iw_samples=k, log_volume=run.transform.log_volume, seed=args.seed)
-    result = {**report.to_dict(), "split": args.split, "subset": subset, "checkpoint": run.checkpoint.name,
-              "dataset": run.cfg.dataset, "transform": run.transform.kind}
+    result = {
+        **report.to_dict(),
+        "split": args.split,
+        "subset": subset,
+        "checkpoint": run.checkpoint.name,
+        "dataset": run.cfg.dataset,
+        "transform": run.transform.kind,
+    }
     say(format_report(result))
     atomic_write_json(run.path / "eval.json", result)
     say(f"wrote {run.path / 'eval.json'}")

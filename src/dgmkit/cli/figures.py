@@ -1,7 +1,5 @@
 """``dgm sample``, ``dgm reconstruct``, ``dgm interpolate`` and ``dgm latents``: PNG figures."""
 
-import argparse
-
 import torch
 
 from dgmkit.cli.common import say, split_data, to_display, write_png
@@ -62,8 +60,10 @@ def interpolate(args) -> int:
     dec = run.model.likelihood(z).mean  # (P, S, C, H, W)
     rows = torch.cat([to_display(a, run)[:, None], to_display(dec, run), to_display(b, run)[:, None]], 1)
     path = write_png(args.out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
-    say(f"wrote {args.pairs} latent interpolations ({args.split} image, {args.steps} decoded steps, "
-        f"{args.split} image per row) to {path}")
+    say(
+        f"wrote {args.pairs} latent interpolations ({args.split} image, {args.steps} decoded steps, "
+        f"{args.split} image per row) to {path}"
+    )
     return 0
 
 

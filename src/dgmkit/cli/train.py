@@ -14,25 +14,52 @@ __all__ = ["add_parser", "run_train", "train_run"]
 
 # flag name -> config key, for flags that map one-to-one onto RunConfig keys
 _FLAGS = {
-    "dataset": str, "data_dir": str, "binarize": str, "model": str, "encoder": str, "decoder": str,
-    "likelihood": str, "latent_dim": int, "activation": str, "prior": str, "gaussian_variance": str,
-    "gaussian_scale": float, "gaussian_min_scale": float, "logistic_components": int, "objective": str,
-    "samples": int, "beta": float, "warmup": float, "epochs": int, "batch_size": int, "lr": float,
-    "lr_schedule": str, "weight_decay": float, "grad_clip": float, "patience": int, "seed": int,
-    "device": str, "precision": str, "iw_samples": int,
+    "dataset": str,
+    "data_dir": str,
+    "binarize": str,
+    "model": str,
+    "encoder": str,
+    "decoder": str,
+    "likelihood": str,
+    "latent_dim": int,
+    "activation": str,
+    "prior": str,
+    "gaussian_variance": str,
+    "gaussian_scale": float,
+    "gaussian_min_scale": float,
+    "logistic_components": int,
+    "objective": str,
+    "samples": int,
+    "beta": float,
+    "warmup": float,
+    "epochs": int,
+    "batch_size": int,
+    "lr": float,
+    "lr_schedule": str,
+    "weight_decay": float,
+    "grad_clip": float,
+    "patience": int,
+    "seed": int,
+    "device": str,
+    "precision": str,
+    "iw_samples": int,
 }
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model and write a run folder",
-                       description="Train a model. A --config file (TOML or JSON) holds the same keys as the "
-                                   "flags (with underscores); flags override it.")
+    p = sub.add_parser(
+        "train",
+        help="train a model and write a run folder",
+        description="Train a model. A --config file (TOML or JSON) holds the same keys as the "
+        "flags (with underscores); flags override it.",
+    )
     p.add_argument("--config", help="TOML or JSON file of config keys")
     for name, typ in _FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, metavar=name.upper())
     p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes, e.g. --hidden 512 256")
-    p.add_argument("--no-download", dest="download", action="store_false", default=None,
-                   help="never download missing data files")
+    p.add_argument(
+        "--no-download", dest="download", action="store_false", default=None, help="never download missing data files"
+    )
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -65,11 +92,27 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         say(line)
 
     trainer = Trainer(
-        model, build_objective(cfg), dataset.train, transform, valid=dataset.valid,
-        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
-        weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, patience=cfg.patience, beta=cfg.beta,
-        warmup_epochs=cfg.warmup, seed=cfg.seed, device=cfg.device, precision=cfg.precision,
-        run_dir=out, config=record, progress=not quiet, callbacks=[report],
+        model,
+        build_objective(cfg),
+        dataset.train,
+        transform,
+        valid=dataset.valid,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_schedule=cfg.lr_schedule,
+        weight_decay=cfg.weight_decay,
+        grad_clip=cfg.grad_clip,
+        patience=cfg.patience,
+        beta=cfg.beta,
+        warmup_epochs=cfg.warmup,
+        seed=cfg.seed,
+        device=cfg.device,
+        precision=cfg.precision,
+        run_dir=out,
+        config=record,
+        progress=not quiet,
+        callbacks=[report],
     )
     from dgmkit._io import atomic_write_json
 
@@ -98,7 +141,6 @@ def run_train(args: argparse.Namespace) -> int:
         if (out / "checkpoint.safetensors").exists():
             raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     trainer = train_run(cfg, out, resume=args.resume, quiet=args.quiet)
-    say(f"trained {trainer.epoch} epochs; best validation ELBO {trainer.best_valid:.3f} nats at epoch "
-        f"{trainer.best_epoch}")
+    say(f"trained {trainer.epoch} epochs; best validation ELBO {trainer.best_valid:.3f} nats at epoch {trainer.best_epoch}")
     say(f"run folder: {out}  (evaluate with: dgm eval {out})")
     return 0

@@ -25,5 +25,7 @@ class GaussianEncoder(ConditionalDistribution):
 
     def forward(self, x: torch.Tensor) -> Independent:
         h = self.net(x)  # (B, 2M)
-        loc, raw = h.float().split(self.latent_dim, dim=-1)
+        if h.dtype in (torch.float16, torch.bfloat16):
+            h = h.float()
+        loc, raw = h.split(self.latent_dim, dim=-1)
         return diagonal_normal(loc, F.softplus(raw) + self.min_scale)

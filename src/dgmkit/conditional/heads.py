@@ -19,6 +19,13 @@ from dgmkit.distributions import (
     gaussian_pixels,
 )
 
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """Compute log-probabilities in at least float32 (under mixed precision the network
+    output is half precision); float64 stays float64."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 __all__ = ["LikelihoodHead", "BernoulliHead", "GaussianHead", "CategoricalHead", "LogisticMixtureHead"]
 
 
@@ -44,7 +51,7 @@ class BernoulliHead(LikelihoodHead):
     discrete = True
 
     def forward(self, params):  # (*batch, C, 1, H, W)
-        return bernoulli_pixels(params.squeeze(-3).float(), event_dims=3)
+        return bernoulli_pixels(_full(params.squeeze(-3)), event_dims=3)
 
 
 class GaussianHead(LikelihoodHead):
@@ -75,7 +82,7 @@ class GaussianHead(LikelihoodHead):
             self.raw_scale = nn.Parameter(torch.tensor(raw))
 
     def forward(self, params):
-        params = params.float()
+        params = _full(params)
         loc = params.select(-3, 0)
         if self.variance == "fixed":
             scale = self.scale.expand_as(loc)
@@ -97,7 +104,7 @@ class CategoricalHead(LikelihoodHead):
         self.params_per_pixel = num_levels
 
     def forward(self, params):  # (*batch, C, L, H, W)
-        return CategoricalPixels(params.float().movedim(-3, -1), event_dims=3)
+        return CategoricalPixels(_full(params).movedim(-3, -1), event_dims=3)
 
 
 class LogisticMixtureHead(LikelihoodHead):
@@ -112,6 +119,6 @@ class LogisticMixtureHead(LikelihoodHead):
         self.params_per_pixel = 3 * components
 
     def forward(self, params):  # (*batch, C, 3K, H, W)
-        p = params.float().movedim(-3, -1)  # (*batch, C, H, W, 3K)
+        p = _full(params).movedim(-3, -1)  # (*batch, C, H, W, 3K)
         logits, loc, log_scale = p.split(self.components, dim=-1)
         return DiscretizedLogisticMixture(logits, torch.tanh(loc), log_scale, self.num_levels, event_dims=3)

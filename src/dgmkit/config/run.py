@@ -12,7 +12,7 @@ from dgmkit import __version__
 from dgmkit._io import atomic_write_json
 from dgmkit.config.build import build_model
 from dgmkit.config.schema import RunConfig
-from dgmkit.data import DataTransform, Dataset
+from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import CheckpointError, ConfigError
 from dgmkit.training import load_checkpoint
 

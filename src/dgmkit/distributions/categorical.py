@@ -37,8 +37,9 @@ class CategoricalPixels(Distribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         logp = F.log_softmax(self.logits, dim=-1)
-        value = value.long().expand(self.logits.shape[:-1])
-        return self._reduce(logp.gather(-1, value.unsqueeze(-1)).squeeze(-1))
+        shape = torch.broadcast_shapes(value.shape, self.logits.shape[:-1])
+        value = value.long().expand(shape)
+        return self._reduce(logp.expand(*shape, self.num_levels).gather(-1, value.unsqueeze(-1)).squeeze(-1))
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         probs = F.softmax(self.logits, dim=-1)

@@ -64,7 +64,7 @@ def importance_sampled_log_likelihood(
         log_q = _diagonal_normal_log_prob_from_noise(q)
         p = model.prior()
         per_chunk = max(1, chunk_size // len(xb))
-        log_w = torch.empty(k, len(xb), device=xb.device)
+        log_w = torch.empty(k, len(xb), device=xb.device, dtype=loc.dtype)
         for s in range(0, k, per_chunk):
             n = min(per_chunk, k - s)
             eps = torch.randn((n, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)

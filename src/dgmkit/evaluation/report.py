@@ -38,8 +38,9 @@ class EvalReport:
 
 
 @torch.no_grad()
-def evaluate(model, x: torch.Tensor, iw_samples: int = 5000, log_volume: float = 0.0, seed: int = 0,
-             batch_size: int = 1000) -> EvalReport:
+def evaluate(
+    model, x: torch.Tensor, iw_samples: int = 5000, log_volume: float = 0.0, seed: int = 0, batch_size: int = 1000
+) -> EvalReport:
     """Evaluate ``model`` on transformed data ``x`` (what the likelihood scores).
 
     The ELBO uses one posterior sample per datapoint; the NLL uses ``iw_samples`` importance

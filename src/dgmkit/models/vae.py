@@ -40,7 +40,8 @@ class VAE(nn.Module):
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q(z|x) for a batch of data of shape (B, *event)."""
-        x = x.float()
+        if not x.is_floating_point():
+            x = x.float()
         if self.input_scale != 1.0:
             x = x * self.input_scale
         return self.encoder(x)

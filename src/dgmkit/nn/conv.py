@@ -48,7 +48,8 @@ class ConvEncoderNet(nn.Module):
             activation(act),
             nn.Flatten(),
         )
-        self.head = nn.Sequential(nn.Linear(c2 * (h // 4) * (w // 4), hidden), activation(act), nn.Linear(hidden, out_features))
+        flat = c2 * (h // 4) * (w // 4)
+        self.head = nn.Sequential(nn.Linear(flat, hidden), activation(act), nn.Linear(hidden, out_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -75,7 +76,8 @@ class ConvDecoderNet(nn.Module):
         _check_size(h, w)
         c2, c1 = channels
         self._grid = (c2, h // 4, w // 4)
-        self.head = nn.Sequential(nn.Linear(in_features, hidden), activation(act), nn.Linear(hidden, c2 * (h // 4) * (w // 4)), activation(act))
+        flat = c2 * (h // 4) * (w // 4)
+        self.head = nn.Sequential(nn.Linear(in_features, hidden), activation(act), nn.Linear(hidden, flat), activation(act))
         self.up = nn.Sequential(
             nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1),  # H/2
             activation(act),

@@ -102,7 +102,13 @@ class Trainer:
         self.best_epoch = -1
         self.bad_epochs = 0
         self.skipped_steps = 0
-        torch.manual_seed(seed)
+        # The trainer owns its random streams: the global ones (used by rsample) are swapped in
+        # around each epoch, so other code running between epochs or other trainers in the same
+        # process cannot change this run, and a checkpoint can restore them exactly.
+        self._torch_state = torch.Generator().manual_seed(seed).get_state()
+        self._cuda_state = None
+        if self.device.type == "cuda":
+            self._cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self._valid_x = None
         if valid is not None:
@@ -111,10 +117,25 @@ class Trainer:
 
     # ----------------------------------------------------------------- state
     def _rng_state(self) -> dict[str, torch.Tensor]:
-        state = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {"torch": self._torch_state, "data": self.generator.get_state()}
+        if self._cuda_state is not None:
+            state["cuda"] = self._cuda_state
         return state
+
+    @contextlib.contextmanager
+    def _own_rng(self):
+        """Run with this trainer's global RNG state, and keep where it ends."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self._torch_state)
+            if self._cuda_state is not None:
+                torch.cuda.set_rng_state(self._cuda_state, self.device)
+            try:
+                yield
+            finally:
+                self._torch_state = torch.get_rng_state()
+                if self._cuda_state is not None:
+                    self._cuda_state = torch.cuda.get_rng_state(self.device)
 
     def _counters(self) -> dict:
         return {
@@ -153,10 +174,10 @@ class Trainer:
         self.best_epoch, self.bad_epochs, self.skipped_steps = t["best_epoch"], t["bad_epochs"], t["skipped_steps"]
         if self.scaler is not None and t.get("scaler"):
             self.scaler.load_state_dict(t["scaler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        self._torch_state = ckpt["rng"]["torch"]
         self.generator.set_state(ckpt["rng"]["data"])
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+            self._cuda_state = ckpt["rng"]["cuda"]
         if self.run_dir is not None:
             _truncate_metrics(self.run_dir / "metrics.jsonl", self.epoch)
 
@@ -176,8 +197,14 @@ class Trainer:
         total_loss = torch.zeros((), device=self.device)
         total_elbo = torch.zeros((), device=self.device)
         check_every = 1 if self.device.type == "cpu" else 50
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.epochs}", disable=None if self.progress else True,
-                   leave=False, mininterval=0.5, dynamic_ncols=True)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"epoch {self.epoch + 1}/{self.epochs}",
+            leave=False,
+            disable=None if self.progress else True,
+            mininterval=0.5,
+            dynamic_ncols=True,
+        )
         beta = self.beta
         for i in range(self.steps_per_epoch):
             x = self.transform(self.train_x[perm[i * bs : (i + 1) * bs]], self.generator)
@@ -210,14 +237,20 @@ class Trainer:
         bar.close()
         if not torch.isfinite(total_loss):
             raise TrainingError(self._nan_message(total_loss))
-        return {"train_loss": total_loss.item() / n, "train_elbo": total_elbo.item() / n, "beta": beta,
-                "lr": opt.param_groups[0]["lr"]}
+        return {
+            "train_loss": total_loss.item() / n,
+            "train_elbo": total_elbo.item() / n,
+            "beta": beta,
+            "lr": opt.param_groups[0]["lr"],
+        }
 
     def _nan_message(self, loss: torch.Tensor) -> str:
         where = f" in {self.run_dir / 'checkpoint.safetensors'}" if self.run_dir else ""
-        kept = f"the last good checkpoint (epoch {self.epoch}) is kept{where}" if self.epoch else "no checkpoint was written"
-        return (f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; {kept}. "
-                "Try a lower --lr or --grad-clip")
+        kept = f"the last good checkpoint (epoch {self.epoch}) is kept{where}" if self.epoch else "no checkpoint exists"
+        return (
+            f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; {kept}. "
+            "Try a lower --lr or --grad-clip"
+        )
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -238,11 +271,12 @@ class Trainer:
         history = []
         while self.epoch < self.epochs:
             t0 = time.perf_counter()
-            metrics = {"epoch": self.epoch + 1, **self._train_epoch()}
-            train_time = time.perf_counter() - t0
-            metrics["images_per_s"] = len(self.train_x) / train_time
-            if self._valid_x is not None:
-                metrics.update(self.validate())
+            with self._own_rng():
+                metrics = {"epoch": self.epoch + 1, **self._train_epoch()}
+                train_time = time.perf_counter() - t0
+                metrics["images_per_s"] = len(self.train_x) / train_time
+                if self._valid_x is not None:
+                    metrics.update(self.validate())
             self.epoch += 1
             improved = self._track_best(metrics)
             metrics["time_s"] = time.perf_counter() - t0
@@ -255,8 +289,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb(self, metrics)
             if self.patience is not None and self.bad_epochs >= self.patience:
-                log.info("early stopping after epoch %d: no validation improvement in %d epochs", self.epoch,
-                         self.patience)
+                log.info("early stopping after epoch %d: no validation improvement in %d epochs", self.epoch, self.patience)
                 break
         return history
 

@@ -1,0 +1,182 @@
+"""The dgm command: every command end to end on the embedded digits, and clean failures."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dgmkit.cli.main import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_failure(code, err, *needles):
+    assert code == 1, err
+    assert err.startswith("dgm: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "3",
+            "--hidden",
+            "32",
+            "--latent-dim",
+            "4",
+            "--batch-size",
+            "64",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_self_describing_run(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl"} <= names
+    record = json.loads((trained / "config.json").read_text())
+    assert record["config"]["latent_dim"] == 4 and record["data"]["transform"] == "dynamic-binarize"
+    lines = (trained / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["epoch"] for s in lines] == [1, 2, 3]
+    assert not [p for p in trained.iterdir() if p.name.startswith(".")]  # no temporary files
+
+
+def test_eval_reports_consistent_numbers(trained, capsys):
+    code, out, _ = run(capsys, "eval", trained, "--iw-samples", "200")
+    assert code == 0 and "NLL (k=200)" in out
+    r = json.loads((trained / "eval.json").read_text())
+    for key in ("elbo", "nll", "bpd", "kl", "recon", "active_units", "iw_samples", "n"):
+        assert key in r
+    assert r["elbo"] < 0 < r["nll"] and r["bpd"] > 0 and r["n"] == 300 and r["iw_samples"] == 200
+    assert r["nll"] <= -r["elbo"] + 0.5  # the importance-sampled bound is tighter than the ELBO
+    assert r["bpd"] == pytest.approx(r["nll"] / (64 * np.log(2)))
+    assert r["elbo"] == pytest.approx(r["recon"] - r["kl"])
+
+
+def test_eval_limit_draws_a_recorded_random_subset(trained, capsys):
+    run(capsys, "eval", trained, "--iw-samples", "10", "--limit", "50", "--seed", "3")
+    a = json.loads((trained / "eval.json").read_text())
+    assert a["n"] == 50 and a["subset"]["seed"] == 3 and a["subset"]["of"] == 300
+    assert a["subset"]["indices"] != list(range(50))  # not the first 50
+    run(capsys, "eval", trained, "--iw-samples", "10", "--limit", "50", "--seed", "3")
+    b = json.loads((trained / "eval.json").read_text())
+    assert a["subset"] == b["subset"] and a["nll"] == b["nll"]
+
+
+@pytest.mark.parametrize("command", ["sample", "reconstruct", "interpolate", "latents"])
+def test_figure_commands_write_pngs(trained, tmp_path, capsys, command):
+    out = tmp_path / f"{command}.png"
+    code, text, _ = run(capsys, command, trained, "--out", out)
+    assert code == 0 and str(out) in text
+    assert out.read_bytes()[:8] == PNG
+
+
+def test_resume_continues_a_run(tmp_path, capsys):
+    out = tmp_path / "r"
+    base = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--quiet", "--out", out]
+    assert run(capsys, *base, "--epochs", "1")[0] == 0
+    code, _, err = run(capsys, *base, "--epochs", "2")
+    assert_clean_failure(code, err, "already holds a run", "--resume")
+    code, text, _ = run(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", out)
+    assert code == 0 and "resuming" in text
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_config_file_and_flag_override(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('dataset = "digits"\nlatent_dim = 3\nhidden = [8]\nepochs = 1\n')
+    out = tmp_path / "r"
+    assert run(capsys, "train", "--config", cfg, "--latent-dim", "2", "--quiet", "--out", out)[0] == 0
+    record = json.loads((out / "config.json").read_text())["config"]
+    assert record["latent_dim"] == 2 and record["hidden"] == [8]
+
+
+def bad_inputs(tmp_path):
+    np.save(tmp_path / "u8.npy", np.random.default_rng(0).integers(0, 256, (40, 8, 8)).astype(np.uint8))
+    np.save(tmp_path / "flat.npy", np.zeros(7))
+    (tmp_path / "unknown.toml").write_text("latnet_dim = 3\n")
+    (tmp_path / "broken.toml").write_text("latent_dim = \n")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "checkpoint.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    save_file({"w": torch.zeros(1)}, str(foreign / "checkpoint.safetensors"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = str(tmp_path / "o")
+    return [
+        (["train", "--dataset", "nope", "--out", out], ["unknown dataset 'nope'"]),
+        (["train", "--likelihood", "poisson", "--out", out], ["unknown likelihood 'poisson'"]),
+        (
+            ["train", "--dataset", "binarized-mnist", "--data-dir", empty, "--no-download", "--out", out],
+            ["binarized_mnist_train.amat", str(empty)],
+        ),
+        (["train", "--dataset", tmp_path / "flat.npy", "--out", out], ["expected at least 10 images"]),
+        (["train", "--dataset", tmp_path / "u8.npy", "--out", out], ["non-binary data", "bernoulli"]),
+        (["train", "--dataset", tmp_path / "missing.npy", "--out", out], ["no such data file"]),
+        (["train", "--config", tmp_path / "unknown.toml", "--out", out], ["latnet_dim", "did you mean 'latent_dim'"]),
+        (["train", "--config", tmp_path / "broken.toml", "--out", out], ["not valid TOML"]),
+        (["train", "--latent-dim", "0", "--out", out], ["latent_dim must be >= 1"]),
+        (["train", "--resume", "--out", empty], ["nothing to resume"]),
+        (["eval", corrupt], ["not a readable checkpoint"]),
+        (["eval", foreign], ["not a dgmkit checkpoint"]),
+        (["eval", tmp_path / "nowhere"], ["no run folder"]),
+        (["eval", empty], ["holds no checkpoint"]),
+        (["sample", foreign, "--out", tmp_path / "s.png"], ["not a dgmkit checkpoint"]),
+    ]
+
+
+def test_bad_input_fails_cleanly(tmp_path, capsys):
+    for argv, needles in bad_inputs(tmp_path):
+        code, _, err = run(capsys, *argv)
+        assert_clean_failure(code, err, *needles)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_bad_output_paths_fail_cleanly(trained, tmp_path, capsys):
+    code, _, err = run(capsys, "sample", trained, "--out", tmp_path / "x.jpg")
+    assert_clean_failure(code, err, ".png")
+    code, _, err = run(capsys, "sample", trained, "-n", "0", "--out", tmp_path / "x.png")
+    assert_clean_failure(code, err, "-n must be >= 1")
+
+
+def test_full_disk_fails_cleanly_and_leaves_nothing(trained, tmp_path, capsys, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, _, err = run(capsys, "sample", trained, "--out", tmp_path / "s.png")
+    assert_clean_failure(code, err, "no space left")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "dgmkit.cli.main", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("dgmkit ")
+    bad = subprocess.run([sys.executable, "-m", "dgmkit.cli.main", "eval"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

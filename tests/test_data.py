@@ -1,0 +1,202 @@
+"""Loaders on the real files and on small synthetic ones, downloads, and transforms."""
+
+import gzip
+import hashlib
+import http.server
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dgmkit.data import DataTransform, from_array, load_dataset, make_transform
+from dgmkit.data.download import download
+from dgmkit.data.formats import read_amat, read_array, read_idx
+from dgmkit.errors import DataError
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def write_idx(path: Path, arr: np.ndarray, gz: bool = False) -> None:
+    header = bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def test_amat_fast_path_equals_general_parser(tmp_path):
+    rows = (np.random.default_rng(0).random((5, 784)) < 0.3).astype(np.uint8)
+    text = "\n".join(" ".join(str(v) for v in r) for r in rows) + "\n"
+    (tmp_path / "a.amat").write_text(text)
+    (tmp_path / "b.amat.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "c.amat").write_text(text.replace(" ", "  "))  # irregular spacing: general parser
+    for name in ("a.amat", "b.amat.gz", "c.amat"):
+        got = read_amat(tmp_path / name)
+        assert got.dtype == np.uint8 and np.array_equal(got, rows), name
+
+
+def test_amat_rejects_malformed(tmp_path):
+    (tmp_path / "bad.amat").write_text("0 1 x\n")
+    with pytest.raises(DataError, match="not a .amat file"):
+        read_amat(tmp_path / "bad.amat")
+    (tmp_path / "short.amat").write_text("0 1 0\n")
+    with pytest.raises(DataError, match="columns"):
+        read_amat(tmp_path / "short.amat")
+
+
+def test_idx_round_trip_and_errors(tmp_path):
+    arr = np.arange(2 * 3 * 4).reshape(2, 3, 4).astype(np.uint8)
+    write_idx(tmp_path / "x.idx", arr)
+    write_idx(tmp_path / "x.idx.gz", arr, gz=True)
+    assert np.array_equal(read_idx(tmp_path / "x.idx"), arr)
+    assert np.array_equal(read_idx(tmp_path / "x.idx.gz"), arr)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04rest")
+    with pytest.raises(DataError, match="bad magic"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "trunc").write_bytes((tmp_path / "x.idx").read_bytes()[:-3])
+    with pytest.raises(DataError, match="bytes follow"):
+        read_idx(tmp_path / "trunc")
+
+
+def test_binarized_mnist_real_files(data_dir):
+    d = load_dataset("binarized-mnist", data_dir, download=False)
+    assert [len(d.train), len(d.valid), len(d.test)] == [50000, 10000, 10000]
+    assert d.event_shape == (1, 28, 28) and d.num_levels == 2
+    means = [s.x.float().mean().item() for s in (d.train, d.valid, d.test)]
+    assert means == pytest.approx([0.1306, 0.1311, 0.1325], abs=6e-5)  # SOURCES.md statistics
+
+
+def test_mnist_real_files(data_dir):
+    d = load_dataset("mnist", data_dir, download=False)
+    assert [len(d.train), len(d.valid), len(d.test)] == [50000, 10000, 10000]
+    assert d.num_levels == 256 and d.train.x.dtype == torch.uint8
+    counts = torch.bincount(torch.cat([d.train.y, d.valid.y]), minlength=10).tolist()
+    assert counts == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert d.test.y[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_from_the_debian_package(tmp_path):
+    d = load_dataset("fashion-mnist", tmp_path, download=False)  # empty data dir: found in /usr/share
+    assert [len(d.train), len(d.valid), len(d.test)] == [50000, 10000, 10000]
+    assert torch.bincount(d.test.y).tolist() == [1000] * 10
+
+
+def test_idx_dataset_from_a_synthetic_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte", rng.integers(0, 256, (10010, 28, 28)), gz=False)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 10010), gz=True)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (7, 28, 28)), gz=True)
+    write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 7))
+    from dgmkit.data.registry import _FASHION_FILES, _load_idx_set
+
+    d = _load_idx_set("fashion-mnist", _FASHION_FILES, tmp_path, ["fashion-mnist"], download=False)
+    assert [len(d.train), len(d.valid), len(d.test)] == [10, 10000, 7]
+
+
+def test_missing_files_name_what_is_expected(tmp_path):
+    with pytest.raises(DataError) as e:
+        load_dataset("binarized-mnist", tmp_path, download=False)
+    msg = str(e.value)
+    assert "binarized_mnist_train.amat" in msg and "http" in msg and str(tmp_path) in msg
+
+
+def test_unknown_dataset():
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+        load_dataset("nope")
+
+
+def test_digits_is_embedded():
+    d = load_dataset("digits")
+    assert [len(d.train), len(d.valid), len(d.test)] == [1197, 300, 300]
+    assert d.num_levels == 17 and int(d.train.x.max()) == 16
+    assert not set(d.test.y.tolist()) - set(range(10))
+
+
+@pytest.fixture
+def http_file(tmp_path):
+    """Serve one file over HTTP on the loopback interface."""
+    payload = b"canonical data file\n" * 100
+    root = tmp_path / "served"
+    root.mkdir()
+    (root / "file.bin").write_bytes(payload)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(root), **k)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/file.bin", payload
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_checks_the_checksum_and_is_atomic(tmp_path, http_file):
+    url, payload = http_file
+    dest = tmp_path / "out" / "file.bin"
+    download(url, dest, hashlib.sha256(payload).hexdigest())
+    assert dest.read_bytes() == payload
+    bad = tmp_path / "out" / "bad.bin"
+    with pytest.raises(DataError, match="expected"):
+        download(url, bad, "0" * 64)
+    assert not bad.exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file.bin"]  # no partial files
+    with pytest.raises(DataError, match="could not download"):
+        download(url.replace("file.bin", "missing.bin"), tmp_path / "out" / "m.bin", "0" * 64)
+
+
+def test_dynamic_binarization_is_fresh_and_unbiased():
+    x = torch.full((20000, 1, 2, 2), 8, dtype=torch.uint8)  # 8/16 = 0.5
+    t = DataTransform("dynamic-binarize", 17)
+    g = torch.Generator().manual_seed(0)
+    a, b = t(x, g), t(x, g)
+    assert set(a.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(a, b)
+    assert a.mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_dequantization_stays_inside_each_bin():
+    x = torch.arange(256, dtype=torch.uint8).repeat(50)
+    y = DataTransform("dequantize", 256)(x, torch.Generator().manual_seed(0))
+    assert ((y * 256).floor().long() == x.long()).all()
+    assert DataTransform("dequantize", 256).log_volume == pytest.approx(np.log(256))
+
+
+def test_make_transform_choices_and_errors():
+    ints = from_array(np.random.default_rng(0).integers(0, 256, (50, 4, 4)).astype(np.uint8), name="u8")
+    binary = from_array(np.random.default_rng(0).integers(0, 2, (50, 16)).astype(np.float32), name="b")
+    cont = from_array(np.random.default_rng(0).random((50, 16)), name="c")
+    assert binary.num_levels == 2 and ints.num_levels == 256 and cont.num_levels is None
+    assert make_transform("bernoulli", binary).kind == "binary"
+    with pytest.raises(DataError, match="non-binary data"):
+        make_transform("bernoulli", ints)
+    assert make_transform("bernoulli", ints, binarize="dynamic").kind == "dynamic-binarize"
+    assert make_transform("gaussian", ints).kind == "dequantize"
+    assert make_transform("gaussian", cont).kind == "continuous"
+    assert make_transform("categorical", ints).kind == "integers"
+    with pytest.raises(DataError, match="integer pixel data"):
+        make_transform("logistic", cont)
+    with pytest.raises(DataError, match="bernoulli"):
+        make_transform("bernoulli", cont)
+
+
+def test_from_array_splits_and_rejects_bad_input(tmp_path):
+    d = from_array(np.zeros((100, 8, 8), np.uint8))
+    assert [len(d.train), len(d.valid), len(d.test)] == [80, 10, 10] and d.event_shape == (1, 8, 8)
+    with pytest.raises(DataError, match="expected at least 10 images"):
+        from_array(np.zeros(5))
+    with pytest.raises(DataError, match="NaN"):
+        from_array(np.full((20, 3), np.nan))
+    np.save(tmp_path / "a.npy", np.ones((20, 4)))
+    assert read_array(tmp_path / "a.npy").shape == (20, 4)
+    (tmp_path / "junk.npy").write_bytes(b"junk")
+    with pytest.raises(DataError, match="cannot read"):
+        load_dataset(str(tmp_path / "junk.npy"))

@@ -1,0 +1,74 @@
+"""Bounds on a model with an exact likelihood: ELBO <= IWAE-k <= log p(x), equality at the
+true posterior, IWAE-1 = ELBO in expectation, and the importance-sampled estimator."""
+
+import math
+
+import pytest
+import torch
+
+from dgmkit.evaluation import importance_sampled_log_likelihood
+from dgmkit.objectives import ELBO, iwae_bound, log_importance_weights
+from dgmkit.training import kl_weight
+from linear_gaussian import data, make
+
+
+@torch.no_grad()
+def test_bounds_are_tight_at_the_true_posterior():
+    model, marginal = make(exact_posterior=True)
+    x = data(marginal, 16)
+    exact = marginal.log_prob(x.view(16, -1))
+    # with q(z|x) = p(z|x) every importance weight equals p(x): zero variance, for any k
+    for k in (1, 7):
+        est = importance_sampled_log_likelihood(model, x, k=k, batch_size=5, chunk_size=3)
+        assert torch.allclose(est, exact, atol=1e-9)
+    # the closed-form-KL ELBO is exact only in expectation over its reconstruction sample
+    assert torch.allclose(ELBO(20_000)(model, x).elbo, exact, atol=0.03)
+
+
+@torch.no_grad()
+def test_elbo_below_iwae_below_exact_with_an_imperfect_posterior():
+    model, marginal = make(perturb=0.1)
+    x = data(marginal, 64)
+    exact = marginal.log_prob(x.view(64, -1)).mean()
+    torch.manual_seed(0)
+    elbo = ELBO(2000)(model, x).elbo.mean()
+    iwae = {k: torch.stack([iwae_bound(model, x, k).mean() for _ in range(20)]).mean() for k in (10, 100)}
+    is5000 = importance_sampled_log_likelihood(model, x, k=5000).mean()
+    gap = exact - elbo
+    assert gap > 0.2  # the perturbed posterior is measurably wrong
+    assert elbo < iwae[10] < iwae[100] < exact + 1e-3
+    assert (exact - is5000).abs() < 0.05 * gap  # 5000 importance samples close the gap
+
+
+@torch.no_grad()
+def test_iwae_with_one_sample_is_the_elbo_in_expectation():
+    model, marginal = make(perturb=0.3)
+    x = data(marginal, 8)
+    torch.manual_seed(0)
+    w = log_importance_weights(model, x, k=200_000)  # each row is a 1-sample IWAE bound
+    one_sample = w.mean(0)
+    stderr = w.std(0) / math.sqrt(w.shape[0])
+    elbo = ELBO(20_000)(model, x).elbo  # closed-form KL, reconstruction term averaged over 20k samples
+    assert ((one_sample - elbo).abs() < 5 * stderr + 0.01).all()
+
+
+def test_elbo_beta_weights_only_the_kl_in_the_loss():
+    model, marginal = make(perturb=0.3)
+    x = data(marginal, 4)
+    torch.manual_seed(5)
+    t = ELBO(1)(model, x, beta=0.25)
+    assert torch.allclose(t.loss, -(t.log_px_z - 0.25 * t.kl))
+    assert torch.allclose(t.elbo, t.log_px_z - t.kl)
+
+
+def test_elbo_gradients_reach_encoder_and_decoder():
+    model, marginal = make(perturb=0.3)
+    ELBO(3)(model, data(marginal, 4)).loss.mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(("step", "expected"), [(0, 0.05), (9, 0.5), (19, 1.0), (100, 1.0)])
+def test_linear_kl_warmup(step, expected):
+    assert kl_weight(1.0, warmup_epochs=2, step=step, steps_per_epoch=10) == pytest.approx(expected)
+    assert kl_weight(0.5, 0, step, 10) == 0.5

@@ -1,0 +1,166 @@
+"""The trainer: repeatability, exact resume, NaN guard, early stopping, checkpoint safety."""
+
+import errno
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dgmkit._io import atomic_write_bytes
+from dgmkit.config import RunConfig, build_model, build_objective
+from dgmkit.data import load_dataset, make_transform
+from dgmkit.errors import CheckpointError, DgmError, TrainingError
+from dgmkit.training import Trainer, load_checkpoint, read_metadata
+
+CFG = RunConfig(
+    dataset="digits",
+    hidden=[32],
+    latent_dim=3,
+    batch_size=64,
+    epochs=3,
+    seed=7,
+    device="cpu",
+    warmup=1.5,
+    lr_schedule="cosine",
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def make_trainer(digits, run_dir=None, objective=None, **kw):
+    torch.manual_seed(123)  # model initialisation
+    cfg = CFG.replace(**{k: v for k, v in kw.items() if k in CFG.to_dict()})
+    model = build_model(cfg, digits.event_shape, digits.num_levels)
+    extra = {k: v for k, v in kw.items() if k not in CFG.to_dict()}
+    return Trainer(
+        model,
+        objective or build_objective(cfg),
+        digits.train,
+        make_transform("bernoulli", digits),
+        valid=digits.valid,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_schedule=cfg.lr_schedule,
+        warmup_epochs=cfg.warmup,
+        seed=cfg.seed,
+        device=cfg.device,
+        precision=cfg.precision,
+        patience=cfg.patience,
+        run_dir=run_dir,
+        config={"config": cfg.to_dict()},
+        progress=False,
+        **extra,
+    )
+
+
+def states_equal(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+
+
+def test_same_seed_same_run(digits):
+    a, b = make_trainer(digits), make_trainer(digits)
+    ha, hb = a.fit(), b.fit()
+    assert states_equal(a.model.state_dict(), b.model.state_dict())
+    assert [m["valid_elbo"] for m in ha] == [m["valid_elbo"] for m in hb]
+    c = make_trainer(digits, seed=8)
+    c.fit()
+    assert not states_equal(a.model.state_dict(), c.model.state_dict())
+
+
+def test_resume_ends_where_the_uninterrupted_run_ends(digits, tmp_path):
+    full = make_trainer(digits, tmp_path / "full")
+    full.fit()
+
+    def interrupt(trainer, metrics):
+        if metrics["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    part = make_trainer(digits, tmp_path / "part", callbacks=[interrupt])
+    with pytest.raises(KeyboardInterrupt):
+        part.fit()
+    resumed = make_trainer(digits, tmp_path / "part")
+    resumed.resume()
+    assert resumed.epoch == 2
+    resumed.fit()
+    assert states_equal(full.model.state_dict(), resumed.model.state_dict())
+    lines = lambda p: [json.loads(s) for s in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    a, b = lines(tmp_path / "full"), lines(tmp_path / "part")
+    drop = lambda m: {k: v for k, v in m.items() if k not in ("time_s", "images_per_s")}  # noqa: E731
+    assert [drop(m) for m in a] == [drop(m) for m in b]
+    assert len(b) == 3
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    base = build_objective(CFG)
+    calls = {"n": 0}
+    steps = -(-len(digits.train) // CFG.batch_size)
+
+    def poisoned(model, x, beta):
+        calls["n"] += 1
+        terms = base(model, x, beta)
+        if calls["n"] > steps + 3 and model.training:  # epoch 2, step 4
+            return terms._replace(loss=terms.loss * float("nan"))
+        return terms
+
+    trainer = make_trainer(digits, tmp_path, objective=poisoned)
+    with pytest.raises(TrainingError, match=r"nan at epoch 2.*last good checkpoint \(epoch 1\)"):
+        trainer.fit()
+    ckpt = load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert ckpt["trainer"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_early_stopping_on_the_validation_elbo(digits):
+    trainer = make_trainer(digits, epochs=50, patience=2, lr=1e-9)  # cannot improve: stops early
+    history = trainer.fit()
+    assert len(history) < 50
+    assert trainer.bad_epochs == 2
+
+
+def test_checkpoint_round_trip_and_bad_files(digits, tmp_path):
+    trainer = make_trainer(digits, tmp_path, epochs=1)
+    trainer.fit()
+    path = tmp_path / "checkpoint.safetensors"
+    assert read_metadata(path)["format"] == "dgmkit-checkpoint"
+    ck = load_checkpoint(path)
+    assert states_equal({k: v for k, v in trainer.model.state_dict().items()}, ck["model"])
+    assert (tmp_path / "best.safetensors").is_file()
+    (tmp_path / "corrupt.safetensors").write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "corrupt.safetensors")
+    (tmp_path / "garbage.safetensors").write_bytes(os.urandom(1000))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "garbage.safetensors")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(CheckpointError, match="not a dgmkit checkpoint"):
+        load_checkpoint(tmp_path / "foreign.safetensors")
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_atomic_write_on_a_full_disk_leaves_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "f.json"
+    target.write_text("old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(DgmError, match="no space left"):
+        atomic_write_bytes(target, b"new contents")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_precision_and_device_are_checked(digits):
+    with pytest.raises(TrainingError, match="only supported on a CUDA device"):
+        make_trainer(digits, precision="bf16")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="no CUDA device"):
+            make_trainer(digits, device="cuda")
