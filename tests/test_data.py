@@ -170,6 +170,13 @@ def test_dequantization_stays_inside_each_bin():
     assert DataTransform("dequantize", 256).log_volume == pytest.approx(np.log(256))
 
 
+def test_scaling_to_the_unit_interval():
+    x = torch.tensor([0, 8, 16], dtype=torch.uint8)
+    assert DataTransform("scale", 17)(x).tolist() == [0.0, 0.5, 1.0]
+    with pytest.raises(DataError, match="unknown data transform"):
+        DataTransform("rescale", 17)
+
+
 def test_make_transform_choices_and_errors():
     ints = from_array(np.random.default_rng(0).integers(0, 256, (50, 4, 4)).astype(np.uint8), name="u8")
     binary = from_array(np.random.default_rng(0).integers(0, 2, (50, 16)).astype(np.float32), name="b")

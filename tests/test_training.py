@@ -144,6 +144,19 @@ def test_checkpoint_round_trip_and_bad_files(digits, tmp_path):
         load_checkpoint(tmp_path / "missing.safetensors")
 
 
+def test_atomic_write_gives_files_their_usual_mode(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "new.bin", b"x")
+        assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "old.bin").write_bytes(b"")
+        os.chmod(tmp_path / "old.bin", 0o600)
+        atomic_write_bytes(tmp_path / "old.bin", b"y")
+        assert (tmp_path / "old.bin").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(umask)
+
+
 def test_atomic_write_on_a_full_disk_leaves_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "f.json"
     target.write_text("old")

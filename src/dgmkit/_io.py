@@ -31,6 +31,7 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the file its usual mode
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
@@ -38,6 +39,16 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _file_mode(path: Path) -> int:
+    """The existing file's mode, else 0666 less the process umask (as open() would give)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_json(path: os.PathLike | str, obj) -> None:

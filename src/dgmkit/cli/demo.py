@@ -52,7 +52,11 @@ def run_demo(args: argparse.Namespace) -> int:
         f"dgm demo: training a VAE ({cfg.hidden} MLP, {cfg.latent_dim}-D latent, Bernoulli likelihood) on "
         f"the 8x8 digits into {out}"
     )
-    train_run(cfg, out, quiet=args.quiet)
+    trainer = train_run(cfg, out, quiet=args.quiet, report_every=10)
+    say(
+        f"best validation ELBO {trainer.best_valid:.3f} nats at epoch {trainer.best_epoch} "
+        f"(stopped after epoch {trainer.epoch})"
+    )
     say("")
     ns = argparse.Namespace
     eval_cmd.run_eval(ns(run_dir=out, split="test", iw_samples=5000, limit=None, seed=0, data_dir=None))

@@ -3,11 +3,15 @@
 import argparse
 from pathlib import Path
 
+import torch
+
+from dgmkit._io import atomic_write_json
 from dgmkit.cli.common import say
 from dgmkit.config import RunConfig, build_model, build_objective, load_config_file
 from dgmkit.config.run import read_json, run_record
 from dgmkit.data import load_dataset, make_transform
 from dgmkit.errors import ConfigError
+from dgmkit.evaluation import posterior_statistics
 from dgmkit.training import Trainer
 
 __all__ = ["add_parser", "run_train", "train_run"]
@@ -75,19 +79,35 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(values, source=args.config or "flags")
 
 
-def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = False) -> Trainer:
-    """Train ``cfg`` into the run folder ``out`` (or resume the run there)."""
+def latent_diagnostics(model, x) -> dict:
+    """Per-epoch latent diagnostics: KL per dimension (when the prior factorizes) and active units."""
+    stats = posterior_statistics(model, x)
+    out = {"active_units": stats["active_units"]}
+    if stats["kl_per_dim"] is not None:
+        out["kl_per_dim"] = [round(v, 5) for v in stats["kl_per_dim"]]
+    return out
+
+
+def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = False, report_every: int = 1) -> Trainer:
+    """Train ``cfg`` into the run folder ``out`` (or resume the run there), printing a line
+    every ``report_every`` epochs."""
     dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
     transform = make_transform(cfg.likelihood, dataset, cfg.binarize)
-    model = build_model(cfg, dataset.event_shape, dataset.num_levels)
+    init_data = None
+    if cfg.prior == "vampprior" and cfg.pseudo_init == "data" and not resume:
+        init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed repeats
+        model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
     record = run_record(cfg, dataset, transform)
 
     def report(trainer, m):
-        if quiet:
+        last = m["epoch"] == trainer.epochs or trainer.patience is not None and trainer.bad_epochs >= trainer.patience
+        if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):
             return
         line = f"epoch {m['epoch']:>4}/{trainer.epochs}  train -ELBO {-m['train_elbo']:9.3f}"
         if "valid_elbo" in m:
-            line += f"  valid -ELBO {-m['valid_elbo']:9.3f}  KL {m['valid_kl']:7.3f}"
+            line += f"  valid -ELBO {-m['valid_elbo']:9.3f}  KL {m['valid_kl']:7.3f}  AU {m['valid_active_units']:>3}"
         line += f"  beta {m['beta']:.2f}  {m['time_s']:.1f}s"
         say(line)
 
@@ -113,8 +133,8 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         config=record,
         progress=not quiet,
         callbacks=[report],
+        diagnostics=latent_diagnostics,
     )
-    from dgmkit._io import atomic_write_json
 
     if resume:
         trainer.resume()

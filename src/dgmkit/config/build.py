@@ -1,5 +1,6 @@
 """Build a model from a run configuration and the data's shape."""
 
+import torch
 from torch import nn
 
 from dgmkit.conditional import (
@@ -14,9 +15,9 @@ from dgmkit.conditional import (
 from dgmkit.config.schema import RunConfig
 from dgmkit.errors import ConfigError
 from dgmkit.models import VAE
-from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet
-from dgmkit.objectives import ELBO
-from dgmkit.priors import StandardNormalPrior
+from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
+from dgmkit.objectives import ELBO, IWAE
+from dgmkit.priors import MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
 
 __all__ = ["build_model", "build_objective", "build_head"]
 
@@ -37,8 +38,13 @@ def _conv_ok(event_shape) -> bool:
     return len(event_shape) == 3 and event_shape[1] % 4 == 0 and event_shape[2] % 4 == 0 and event_shape[1] >= 4
 
 
-def build_model(cfg: RunConfig, event_shape: tuple[int, int, int], num_levels: int | None) -> VAE:
-    """The VAE that ``cfg`` describes for images of ``event_shape`` = (C, H, W)."""
+def build_model(
+    cfg: RunConfig, event_shape: tuple[int, int, int], num_levels: int | None, init_data: torch.Tensor | None = None
+) -> VAE:
+    """The VAE that ``cfg`` describes for images of ``event_shape`` = (C, H, W).
+
+    ``init_data``: transformed training images, needed only for VampPrior pseudo-inputs
+    initialised from data (``pseudo_init = "data"``)."""
     c, h, w = event_shape
     dims = c * h * w
     m = cfg.latent_dim
@@ -50,17 +56,39 @@ def build_model(cfg: RunConfig, event_shape: tuple[int, int, int], num_levels: i
             raise ConfigError(f"conv networks need images with height and width divisible by 4, got shape {event_shape}")
     if cfg.encoder == "mlp":
         enc_net = nn.Sequential(nn.Flatten(), MLP(dims, cfg.hidden, 2 * m, cfg.activation))
+    elif cfg.encoder == "gated":
+        enc_net = nn.Sequential(nn.Flatten(), GatedMLP(dims, cfg.hidden, 2 * m))
     else:
         enc_net = ConvEncoderNet(event_shape, 2 * m, hidden=cfg.hidden[0], act=cfg.activation)
     if decoder_kind == "mlp":
         dec_net = MLP(m, list(reversed(cfg.hidden)), dims * p, cfg.activation)
+    elif decoder_kind == "gated":
+        dec_net = GatedMLP(m, list(reversed(cfg.hidden)), dims * p)
     else:
         dec_net = ConvDecoderNet(m, event_shape, c * p, hidden=cfg.hidden[0], act=cfg.activation)
     input_scale = 1.0 / (num_levels - 1) if cfg.likelihood in ("categorical", "logistic") else 1.0
-    prior = StandardNormalPrior(m)
-    model = VAE(GaussianEncoder(enc_net, m), Decoder(dec_net, head, event_shape), prior, input_scale)
-    return model
+    encoder = GaussianEncoder(enc_net, m)
+    prior = build_prior(cfg, encoder, event_shape, input_scale, init_data)
+    return VAE(encoder, Decoder(dec_net, head, event_shape), prior, input_scale)
+
+
+def build_prior(cfg: RunConfig, encoder, event_shape, input_scale: float, init_data: torch.Tensor | None) -> Prior:
+    m = cfg.latent_dim
+    if cfg.prior == "standard":
+        return StandardNormalPrior(m)
+    if cfg.prior == "mog":
+        return MixtureOfGaussiansPrior(m, cfg.prior_components or 10)
+    k = cfg.prior_components or 500
+    init = None
+    if cfg.pseudo_init == "data" and init_data is not None:
+        if len(init_data) < k:
+            raise ConfigError(f"pseudo_init = data needs at least {k} training images, got {len(init_data)}")
+        idx = torch.randperm(len(init_data), generator=torch.Generator().manual_seed(cfg.seed))[:k]
+        init = init_data[idx].float() * input_scale
+    return VampPrior(encoder, m, tuple(event_shape), k, init=init)
 
 
 def build_objective(cfg: RunConfig):
-    return ELBO(num_samples=cfg.samples)
+    if cfg.objective == "iwae":
+        return IWAE(k=cfg.iw_k)
+    return ELBO(num_samples=cfg.samples, free_bits=cfg.free_bits)

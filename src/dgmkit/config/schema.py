@@ -22,12 +22,13 @@ __all__ = ["RunConfig", "load_config_file", "CHOICES"]
 
 CHOICES = {
     "model": ("vae",),
-    "encoder": ("mlp", "conv"),
-    "decoder": ("mlp", "conv", None),
+    "encoder": ("mlp", "gated", "conv"),
+    "decoder": ("mlp", "gated", "conv", None),
     "likelihood": ("bernoulli", "gaussian", "categorical", "logistic"),
     "gaussian_variance": ("fixed", "learned", "predicted"),
-    "prior": ("standard",),
-    "objective": ("elbo",),
+    "prior": ("standard", "mog", "vampprior"),
+    "pseudo_init": ("random", "data"),
+    "objective": ("elbo", "iwae"),
     "binarize": ("auto", "dynamic", "none"),
     "lr_schedule": ("constant", "cosine", "exponential"),
     "device": ("auto", "cpu", "cuda"),
@@ -54,6 +55,8 @@ class RunConfig:
     hidden: list[int] = field(default_factory=lambda: [512, 256])
     activation: str = "relu"
     prior: str = "standard"
+    prior_components: int | None = None  # K: 10 for mog, 500 for vampprior
+    pseudo_init: str = "random"  # vampprior pseudo-inputs: random or random training images
     gaussian_variance: str = "learned"
     gaussian_scale: float = 0.1
     gaussian_min_scale: float = 0.01
@@ -61,8 +64,10 @@ class RunConfig:
     # objective
     objective: str = "elbo"
     samples: int = 1
+    iw_k: int = 5  # importance samples of the iwae objective
     beta: float = 1.0
     warmup: float = 0.0
+    free_bits: float = 0.0
     # optimization
     epochs: int = 50
     batch_size: int = 128
@@ -88,15 +93,19 @@ class RunConfig:
             if value not in allowed:
                 shown = ", ".join(str(a) for a in allowed if a is not None)
                 raise ConfigError(f"unknown {key} {value!r}; choose from {shown}")
-        positive = ("latent_dim", "samples", "epochs", "batch_size", "logistic_components")
+        positive = ("latent_dim", "samples", "epochs", "batch_size", "logistic_components", "iw_k")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         for key in ("lr", "gaussian_scale", "gaussian_min_scale"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
-        if self.beta < 0 or self.warmup < 0 or self.iw_samples < 0 or self.weight_decay < 0:
-            raise ConfigError("beta, warmup, iw_samples and weight_decay must be >= 0")
+        if self.beta < 0 or self.warmup < 0 or self.iw_samples < 0 or self.weight_decay < 0 or self.free_bits < 0:
+            raise ConfigError("beta, warmup, iw_samples, weight_decay and free_bits must be >= 0")
+        if self.prior_components is not None and self.prior_components < 1:
+            raise ConfigError(f"prior_components must be >= 1, got {self.prior_components}")
+        if self.free_bits and (self.objective != "elbo" or self.prior != "standard"):
+            raise ConfigError("free_bits needs the elbo objective and the standard prior (a per-dimension KL)")
         if any(h < 1 for h in self.hidden) or not self.hidden:
             raise ConfigError(f"hidden must be a non-empty list of positive sizes, got {self.hidden}")
 

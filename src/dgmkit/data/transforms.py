@@ -4,6 +4,8 @@
 - ``dynamic-binarize``: a fresh Bernoulli draw x ~ Bernoulli(k / (L - 1)) for every batch.
 - ``dequantize``: y = (k + u) / L with u ~ U[0, 1): continuous data in [0, 1], so that a
   density on y lower-bounds the probability of the integers k, log P(k) >= log p(y) - D log L.
+- ``scale``: k / (L - 1) in [0, 1], deterministic (for display, or for models of continuous
+  data where no likelihood of the integers is claimed).
 - ``integers``: the raw integers 0..L-1 for categorical and discretized logistic likelihoods.
 - ``continuous``: float data used as is (only Gaussian likelihoods).
 """
@@ -18,7 +20,7 @@ from dgmkit.errors import DataError
 
 __all__ = ["DataTransform", "make_transform", "TRANSFORMS"]
 
-TRANSFORMS = ("binary", "dynamic-binarize", "dequantize", "integers", "continuous")
+TRANSFORMS = ("binary", "dynamic-binarize", "dequantize", "scale", "integers", "continuous")
 _NAMED_8BIT = ("mnist", "fashion-mnist", "digits")
 
 
@@ -29,6 +31,10 @@ class DataTransform:
     kind: str
     num_levels: int | None
 
+    def __post_init__(self):
+        if self.kind not in TRANSFORMS:
+            raise DataError(f"unknown data transform {self.kind!r}; choose from {TRANSFORMS}")
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.kind == "binary":
             return x.float()
@@ -38,6 +44,8 @@ class DataTransform:
         if self.kind == "dequantize":
             u = torch.rand(x.shape, generator=generator, device=x.device)
             return (x.float() + u) / self.num_levels
+        if self.kind == "scale":
+            return x.float() / (self.num_levels - 1)
         if self.kind == "integers":
             return x.long()
         return x.float()

@@ -1,5 +1,7 @@
 """Models: composition of encoders, decoders and priors."""
 
+from dgmkit.models.base import ExactLikelihoodModel
+from dgmkit.models.ppca import PPCA
 from dgmkit.models.vae import VAE
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "PPCA", "ExactLikelihoodModel"]

@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch.distributions import Distribution, kl_divergence
 
+from dgmkit.distributions import kl_per_dimension
+
 __all__ = ["ELBO", "ELBOTerms", "kl_term"]
 
 
@@ -41,18 +43,40 @@ class ELBO:
 
     ``objective(model, x, beta)`` works for any model with ``posterior``, ``likelihood`` and
     ``prior`` (see :class:`dgmkit.models.VAE`).
+
+    ``free_bits`` (lambda, nats) puts a floor on the KL of each latent dimension, averaged over
+    the mini-batch (Kingma et al. 2016, arXiv 1606.04934): the training loss uses
+    sum_j max(lambda, KL_j), so dimensions below the floor are not pushed further towards the
+    prior. It needs a prior that factorizes over dimensions. ``elbo`` stays the true bound.
     """
 
-    def __init__(self, num_samples: int = 1):
+    def __init__(self, num_samples: int = 1, free_bits: float = 0.0):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if free_bits < 0:
+            raise ValueError(f"free_bits must be >= 0, got {free_bits}")
         self.num_samples = num_samples
+        self.free_bits = free_bits
 
     def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
         q = model.posterior(x)
+        p = model.prior()
         z = q.rsample((self.num_samples,))  # (L, B, M)
         log_px_z = model.likelihood(z).log_prob(x).mean(0)  # (B,)
-        kl = kl_term(q, model.prior(), z)
+        kl = kl_term(q, p, z)
         elbo = log_px_z - kl
-        loss = -elbo if beta == 1.0 else -(log_px_z - beta * kl)
+        if self.free_bits > 0:
+            kl_train = _free_bits_kl(q, p, self.free_bits)
+        else:
+            kl_train = kl
+        loss = -elbo if beta == 1.0 and kl_train is kl else -(log_px_z - beta * kl_train)
         return ELBOTerms(loss, elbo, log_px_z, kl)
+
+
+def _free_bits_kl(q: Distribution, p: Distribution, floor: float) -> torch.Tensor:
+    """Per-example KL whose batch mean is sum_j max(floor, mean_batch KL_j)."""
+    per_dim = kl_per_dimension(q, p)  # (B, M)
+    if per_dim is None:
+        raise ValueError("free bits need a prior and posterior that factorize over latent dimensions")
+    active = per_dim.detach().mean(0) >= floor  # (M,)
+    return torch.where(active, per_dim, torch.full_like(per_dim, floor)).sum(-1)

@@ -46,6 +46,8 @@ class Trainer:
     ``run_dir`` (optional) receives ``checkpoint.safetensors`` each epoch, ``best.safetensors``
     whenever the validation ELBO improves, and one JSON line per epoch in ``metrics.jsonl``.
     ``config`` is stored in every checkpoint so that a run folder describes itself.
+    ``diagnostics(model, valid_x)`` adds its dict to each epoch's validation metrics (the CLI
+    logs the KL per latent dimension and the active units this way).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class Trainer:
         progress: bool = True,
         eval_batch_size: int = 1000,
         callbacks: list[Callable[["Trainer", dict], None]] | None = None,
+        diagnostics: Callable[[torch.nn.Module, torch.Tensor], dict] | None = None,
     ):
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
@@ -91,6 +94,7 @@ class Trainer:
         self.progress = progress
         self.eval_batch_size = eval_batch_size
         self.callbacks = list(callbacks or [])
+        self.diagnostics = diagnostics
         self.precision = _resolve_precision(precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.optimizer = _adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -263,7 +267,10 @@ class Trainer:
             for k in ("elbo", "log_px_z", "kl"):
                 if hasattr(terms, k):
                     sums[k] = sums.get(k, 0.0) + getattr(terms, k).sum().item()
-        return {f"valid_{k}": v / len(self._valid_x) for k, v in sums.items()}
+        out = {f"valid_{k}": v / len(self._valid_x) for k, v in sums.items()}
+        if self.diagnostics is not None:
+            out.update({f"valid_{k}": v for k, v in self.diagnostics(self.model, self._valid_x).items()})
+        return out
 
     def fit(self) -> list[dict]:
         """Train from the current epoch to ``epochs`` (or until early stopping); returns the

@@ -1,0 +1,20 @@
+"""Model interfaces."""
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+__all__ = ["ExactLikelihoodModel"]
+
+
+class ExactLikelihoodModel(nn.Module, ABC):
+    """A model whose ``log_prob(x)`` is the exact log-likelihood, one value per example (in
+    nats); evaluation uses it directly instead of a bound or an importance-sampled estimate."""
+
+    @abstractmethod
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n samples and the means they are drawn around (for display), each (n, *event)."""

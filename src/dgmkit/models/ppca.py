@@ -1,0 +1,105 @@
+r"""Probabilistic PCA (Tipping & Bishop 1999): the linear Gaussian latent variable model
+
+    p(z) = N(0, I_M),  p(x|z) = N(W z + mu, sigma^2 I_D)
+    p(x) = N(mu, C),   C = W W^T + sigma^2 I
+    p(z|x) = N(A^-1 W^T (x - mu), sigma^2 A^-1),  A = W^T W + sigma^2 I
+
+with the closed-form maximum-likelihood fit: mu is the data mean; with S = U diag(l) U^T the
+sample covariance, sigma^2 is the mean of the D - M smallest eigenvalues and
+W = U_M (diag(l_M) - sigma^2 I)^(1/2). Everything is exact, so PPCA is the ground truth
+against which VAE bounds are checked.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Independent, MultivariateNormal, Normal
+
+from dgmkit.models.base import ExactLikelihoodModel
+from dgmkit.priors import StandardNormalPrior
+
+__all__ = ["PPCA"]
+
+
+class PPCA(ExactLikelihoodModel):
+    """PPCA over events of shape ``event_shape`` (flattened to D numbers).
+
+    >>> m = PPCA(torch.eye(3, 1), torch.zeros(3), 0.5)
+    >>> m.log_prob(torch.zeros(1, 3)).shape
+    torch.Size([1])
+    """
+
+    def __init__(self, W: torch.Tensor, mu: torch.Tensor, sigma2: float | torch.Tensor, event_shape=None):
+        super().__init__()
+        D, M = W.shape
+        if mu.shape != (D,):
+            raise ValueError(f"mu must have shape ({D},), got {tuple(mu.shape)}")
+        sigma2 = torch.as_tensor(sigma2, dtype=W.dtype)
+        if not sigma2 > 0:
+            raise ValueError(f"sigma2 must be > 0, got {float(sigma2)}")
+        self.W = nn.Parameter(W.clone())
+        self.mu = nn.Parameter(mu.clone())
+        self.log_sigma2 = nn.Parameter(sigma2.log().reshape(()))
+        self.event_shape = tuple(event_shape) if event_shape is not None else (D,)
+        if math.prod(self.event_shape) != D:
+            raise ValueError(f"event_shape {self.event_shape} does not hold {D} numbers")
+        self.prior = StandardNormalPrior(M)
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, latent_dim: int) -> "PPCA":
+        """Closed-form maximum likelihood on data of shape (N, *event)."""
+        n = x.shape[0]
+        flat = x.reshape(n, -1).double()
+        D = flat.shape[1]
+        if not 1 <= latent_dim < D:
+            raise ValueError(f"latent_dim must be in 1..{D - 1}, got {latent_dim}")
+        mu = flat.mean(0)
+        centred = flat - mu
+        S = centred.T @ centred / n
+        evals, evecs = torch.linalg.eigh(S)  # ascending
+        evals, evecs = evals.flip(0), evecs.flip(1)
+        sigma2 = evals[latent_dim:].mean().clamp_min(1e-12)
+        W = evecs[:, :latent_dim] * (evals[:latent_dim] - sigma2).clamp_min(0).sqrt()
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        return cls(W.to(dtype), mu.to(dtype), sigma2.to(dtype), event_shape=x.shape[1:])
+
+    @property
+    def latent_dim(self) -> int:
+        return self.W.shape[1]
+
+    @property
+    def sigma2(self) -> torch.Tensor:
+        return self.log_sigma2.exp()
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1).to(self.W.dtype)
+
+    def marginal(self) -> MultivariateNormal:
+        D = self.W.shape[0]
+        cov = self.W @ self.W.T + self.sigma2 * torch.eye(D, dtype=self.W.dtype, device=self.W.device)
+        return MultivariateNormal(self.mu, covariance_matrix=cov)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.marginal().log_prob(self._flat(x))
+
+    def posterior(self, x: torch.Tensor) -> MultivariateNormal:
+        """The exact p(z|x), a full-covariance Gaussian."""
+        M = self.latent_dim
+        A = self.W.T @ self.W + self.sigma2 * torch.eye(M, dtype=self.W.dtype, device=self.W.device)
+        A_inv = torch.linalg.inv(A)
+        loc = (self._flat(x) - self.mu) @ self.W @ A_inv  # A symmetric
+        return MultivariateNormal(loc, covariance_matrix=self.sigma2 * A_inv)
+
+    def likelihood(self, z: torch.Tensor) -> Independent:
+        """p(x|z) over the flattened event."""
+        loc = z @ self.W.T + self.mu
+        return Independent(Normal(loc, self.sigma2.sqrt().expand_as(loc)), 1)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        dev, dt = self.W.device, self.W.dtype
+        z = torch.randn(n, self.latent_dim, generator=generator, device=dev, dtype=dt)
+        mean = z @ self.W.T + self.mu
+        x = mean + self.sigma2.sqrt() * torch.randn(mean.shape, generator=generator, device=dev, dtype=dt)
+        return x.reshape(n, *self.event_shape), mean.reshape(n, *self.event_shape)

@@ -1,0 +1,36 @@
+"""Gated dense layers (Dauphin et al. 2017), as in the VampPrior reference networks."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["GatedDense", "GatedMLP"]
+
+
+class GatedDense(nn.Module):
+    """h = (W x + b) * sigmoid(V x + c), computed with one matrix product."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.out_features = out_features
+        self.linear = nn.Linear(in_features, 2 * out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, g = self.linear(x).split(self.out_features, dim=-1)
+        return h * torch.sigmoid(g)
+
+
+class GatedMLP(nn.Sequential):
+    """Gated dense layers followed by one affine output layer.
+
+    >>> GatedMLP(784, [300, 300], 80)(torch.zeros(2, 784)).shape
+    torch.Size([2, 80])
+    """
+
+    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int):
+        sizes = [in_features, *hidden]
+        layers = [GatedDense(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+        super().__init__(*layers, nn.Linear(sizes[-1], out_features))
+        self.in_features = in_features
+        self.out_features = out_features

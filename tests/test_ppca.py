@@ -1,0 +1,92 @@
+"""Probabilistic PCA: exact identities, the maximum-likelihood fit, and PPCA as ground truth
+for a VAE's bounds."""
+
+import pytest
+import torch
+from torch import nn
+
+from dgmkit.conditional import Decoder, GaussianEncoder, GaussianHead
+from dgmkit.evaluation import importance_sampled_log_likelihood
+from dgmkit.models import PPCA, VAE
+from dgmkit.nn import MLP
+from dgmkit.objectives import ELBO, iwae_bound
+from dgmkit.priors import StandardNormalPrior
+
+
+def true_model(D=6, M=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(D, M, generator=g, dtype=torch.float64)
+    mu = torch.randn(D, generator=g, dtype=torch.float64)
+    return PPCA(W, mu, 0.3)
+
+
+@torch.no_grad()
+def test_bayes_rule_holds_for_the_exact_posterior():
+    m = true_model()
+    x, _ = m.sample(5, torch.Generator().manual_seed(1))
+    post = m.posterior(x)
+    z = post.sample((3,))  # any z works
+    lhs = post.log_prob(z)
+    rhs = m.likelihood(z).log_prob(x) + m.prior().log_prob(z) - m.log_prob(x)
+    assert torch.allclose(lhs, rhs, atol=1e-9)
+
+
+@torch.no_grad()
+def test_samples_have_the_model_covariance():
+    m = true_model()
+    x, _ = m.sample(200_000, torch.Generator().manual_seed(2))
+    cov = torch.cov(x.T)
+    assert torch.allclose(cov, m.marginal().covariance_matrix, atol=0.05)
+
+
+@torch.no_grad()
+def test_maximum_likelihood_fit():
+    m = true_model()
+    x, _ = m.sample(50_000, torch.Generator().manual_seed(3))
+    fit = PPCA.fit(x, latent_dim=2)
+    assert fit.sigma2.item() == pytest.approx(0.3, rel=0.03)
+    assert torch.allclose(fit.W @ fit.W.T, m.W @ m.W.T, atol=0.1)  # W is identified up to rotation
+    best = fit.log_prob(x).mean()
+    for scale in (0.9, 1.1):
+        worse = PPCA(fit.W * scale, fit.mu, fit.sigma2)
+        assert worse.log_prob(x).mean() < best
+    assert PPCA(fit.W, fit.mu, fit.sigma2 * 1.1).log_prob(x).mean() < best
+
+
+def test_bad_parameters_are_rejected():
+    with pytest.raises(ValueError, match="sigma2"):
+        PPCA(torch.ones(3, 1), torch.zeros(3), 0.0)
+    with pytest.raises(ValueError, match="latent_dim"):
+        PPCA.fit(torch.randn(10, 3), latent_dim=3)
+
+
+def test_vae_with_a_linear_gaussian_decoder_is_bounded_by_the_exact_ppca_likelihood():
+    """Train a VAE on PPCA data: ELBO <= IWAE-k <= exact log p(x), IWAE-k rising to it with k."""
+    torch.manual_seed(0)
+    truth = true_model()
+    x, _ = truth.sample(4000, torch.Generator().manual_seed(4))
+    x = x.float().view(-1, 1, 1, 6)
+    D, M = 6, 2
+    enc = GaussianEncoder(nn.Sequential(nn.Flatten(), MLP(D, [32], 2 * M)), M)
+    dec = Decoder(MLP(M, [], D), GaussianHead("learned", scale=1.0, min_scale=1e-3), (1, 1, D))
+    vae = VAE(enc, dec, StandardNormalPrior(M))
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
+    for _ in range(600):
+        loss = ELBO(1)(vae, x[torch.randint(0, len(x), (256,))]).loss.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        # the exact likelihood of the VAE's own (linear Gaussian) generative model
+        lin = dec.net[0]
+        sigma2 = (torch.nn.functional.softplus(dec.head.raw_scale) + dec.head.min_scale) ** 2
+        own = PPCA(lin.weight.double(), lin.bias.double(), sigma2.double())
+        test = x[:500]
+        exact = own.log_prob(test.double().view(500, -1)).mean().item()
+        elbo = ELBO(100)(vae, test).elbo.mean().item()
+        iw = {k: torch.stack([iwae_bound(vae, test, k).mean() for _ in range(5)]).mean().item() for k in (5, 50)}
+        is5000 = importance_sampled_log_likelihood(vae, test, k=5000).mean().item()
+        data_ll = truth.log_prob(test.double().view(500, -1)).mean().item()
+    assert elbo < iw[5] < iw[50] <= exact + 1e-3
+    assert exact - is5000 < 0.02
+    assert exact == pytest.approx(data_ll, abs=0.1)  # the VAE learned the true model's density
