@@ -8,6 +8,7 @@ returns one value per example: the event dimensions are summed.
 from dgmkit.distributions.bernoulli import BernoulliPixels
 from dgmkit.distributions.categorical import CategoricalPixels
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
+from dgmkit.distributions.mixture import DiagonalGaussianMixture
 from dgmkit.distributions.normal import diagonal_normal, kl_per_dimension
 from dgmkit.distributions.pixels import bernoulli_pixels, gaussian_pixels, pixel_mean
 
@@ -20,4 +21,5 @@ __all__ = [
     "BernoulliPixels",
     "CategoricalPixels",
     "DiscretizedLogisticMixture",
+    "DiagonalGaussianMixture",
 ]

@@ -5,9 +5,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Categorical, MixtureSameFamily
 
-from dgmkit.distributions import diagonal_normal
+from dgmkit.distributions import DiagonalGaussianMixture
 from dgmkit.priors.base import Prior
 
 __all__ = ["MixtureOfGaussiansPrior"]
@@ -32,17 +31,12 @@ class MixtureOfGaussiansPrior(Prior):
         raw = math.log(math.expm1(init_scale - min_scale))
         self.raw_scales = nn.Parameter(torch.full((components, latent_dim), raw))
 
-    def component_distribution(self):
-        return diagonal_normal(self.means, F.softplus(self.raw_scales) + self.min_scale)  # batch (K,)
-
-    def forward(self) -> MixtureSameFamily:
-        return MixtureSameFamily(
-            Categorical(logits=self.logits, validate_args=False), self.component_distribution(), validate_args=False
-        )
+    def forward(self) -> DiagonalGaussianMixture:
+        return DiagonalGaussianMixture(self.logits, self.means, F.softplus(self.raw_scales) + self.min_scale)
 
     def responsibilities(self, z: torch.Tensor) -> torch.Tensor:
         """p(k | z) for z of shape (..., M): shape (..., K)."""
-        log_joint = F.log_softmax(self.logits, -1) + self.component_distribution().log_prob(z.unsqueeze(-2))
+        log_joint = F.log_softmax(self.logits, -1) + self().component_log_prob(z)
         return torch.softmax(log_joint, dim=-1)
 
     def assign(self, z: torch.Tensor) -> torch.Tensor:

@@ -9,9 +9,9 @@ saved and trained once, as part of the VAE.
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, MixtureSameFamily
 
 from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.distributions import DiagonalGaussianMixture
 from dgmkit.priors.base import Prior
 
 __all__ = ["VampPrior"]
@@ -21,8 +21,10 @@ class VampPrior(Prior):
     """``encoder`` maps inputs of shape ``event_shape`` to q(z|u). Pseudo-inputs live in the
     encoder's input space and are clipped to [0, 1] (hardtanh, as in the reference code).
 
-    ``init``: a tensor of K inputs to start from (for example random training images), or None
-    for random values N(``mean``, ``std``^2) (the reference code uses 0.05 and 0.01 on MNIST).
+    ``init``: a tensor of K inputs in [0, 1] to start from (for example random training
+    images), or None for random values N(``mean``, ``std``^2). Given inputs are mapped affinely
+    into [0.01, 0.99]: hardtanh has no gradient at 0 and 1, so pseudo-inputs copied from binary
+    images would otherwise never move.
     """
 
     def __init__(
@@ -44,15 +46,15 @@ class VampPrior(Prior):
         else:
             if init.shape != (components, *event_shape):
                 raise ValueError(f"init must have shape {(components, *event_shape)}, got {tuple(init.shape)}")
-            u = init.float().clone()
+            u = 0.01 + 0.98 * init.float().clamp(0, 1)
         self.pseudo_inputs = nn.Parameter(u)
 
     @property
     def encoder(self) -> ConditionalDistribution:
         return self._encoder[0]
 
-    def forward(self) -> MixtureSameFamily:
+    def forward(self) -> DiagonalGaussianMixture:
         u = torch.nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
-        q_u = self.encoder(u)  # batch (K,), event (M,)
+        q_u = self.encoder(u)  # a diagonal Gaussian with batch (K,), event (M,)
         weights = torch.zeros(self.components, device=u.device)
-        return MixtureSameFamily(Categorical(logits=weights, validate_args=False), q_u, validate_args=False)
+        return DiagonalGaussianMixture(weights, q_u.mean, q_u.stddev)

@@ -1,0 +1,104 @@
+"""Priors: the mixture density against torch and against its own samples, the VampPrior as a
+mixture of posteriors at pseudo-inputs, and saving models with a shared encoder."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Categorical, MixtureSameFamily
+
+from dgmkit.config import RunConfig, build_model, build_objective
+from dgmkit.distributions import DiagonalGaussianMixture, diagonal_normal
+from dgmkit.evaluation.clustering import clustering_scores
+from dgmkit.priors import MixtureOfGaussiansPrior
+from dgmkit.training import load_checkpoint, save_checkpoint
+
+
+def test_mixture_log_prob_matches_torch_in_float64():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, generator=g, dtype=torch.float64)
+    loc = torch.randn(7, 3, generator=g, dtype=torch.float64) * 3
+    scale = torch.rand(7, 3, generator=g, dtype=torch.float64) + 0.05
+    z = torch.randn(4, 5, 3, generator=g, dtype=torch.float64) * 4
+    ours = DiagonalGaussianMixture(logits, loc, scale).log_prob(z)
+    ref = MixtureSameFamily(Categorical(logits=logits), diagonal_normal(loc, scale)).log_prob(z)
+    assert ours.shape == (4, 5)
+    assert torch.allclose(ours, ref, atol=1e-10)
+
+
+def test_mixture_samples_agree_with_log_prob():
+    """Histogram of 1-D samples against the density integrated over each bin."""
+    d = DiagonalGaussianMixture(torch.tensor([0.0, 1.0]), torch.tensor([[-2.0], [1.5]]), torch.tensor([[0.5], [1.0]]))
+    n = 200_000
+    z = d.sample((n,))
+    assert z.shape == (n, 1)
+    edges = torch.linspace(-5, 6, 45)
+    freq = torch.histc(z[:, 0], bins=44, min=-5, max=6) / n
+    mid = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    # Simpson's rule per bin
+    f = lambda t: d.log_prob(t.unsqueeze(-1)).exp()  # noqa: E731
+    mass = width / 6 * (f(edges[:-1]) + 4 * f(mid) + f(edges[1:]))
+    assert (freq - mass).abs().max() < 0.004  # binomial stderr <= 0.0011
+
+
+def test_mixture_prior_responsibilities_and_assignment():
+    prior = MixtureOfGaussiansPrior(2, components=3)
+    with torch.no_grad():
+        prior.means.copy_(torch.tensor([[-5.0, 0.0], [0.0, 0.0], [5.0, 0.0]]))
+    r = prior.responsibilities(torch.tensor([[-5.0, 0.1], [4.8, 0.0]]))
+    assert torch.allclose(r.sum(-1), torch.ones(2))
+    assert prior.assign(torch.tensor([[-5.0, 0.1], [4.8, 0.0]])).tolist() == [0, 2]
+
+
+def test_vampprior_is_the_average_posterior_at_its_pseudo_inputs():
+    cfg = RunConfig(prior="vampprior", prior_components=6, hidden=[16], latent_dim=3)
+    model = build_model(cfg, (1, 4, 4), 2)
+    z = torch.randn(5, 3)
+    u = torch.nn.functional.hardtanh(model.prior.pseudo_inputs, 0, 1)
+    per_k = torch.stack([model.encoder(u[k : k + 1]).log_prob(z) for k in range(6)])  # (K, 5)
+    expected = torch.logsumexp(per_k, 0) - math.log(6)
+    assert torch.allclose(model.prior().log_prob(z), expected, atol=1e-5)
+    # the encoder is shared, not owned: saved once, under the VAE
+    assert [k for k in model.state_dict() if k.startswith("prior.")] == ["prior.pseudo_inputs"]
+
+
+def test_vampprior_from_data_and_checkpoint_round_trip(tmp_path):
+    data = (torch.rand(50, 1, 4, 4) < 0.5).float()
+    cfg = RunConfig(prior="vampprior", prior_components=6, pseudo_init="data", hidden=[16], latent_dim=3)
+    model = build_model(cfg, (1, 4, 4), 2, init_data=data)
+    rows = (model.prior.pseudo_inputs.detach() - 0.01) / 0.98
+    assert all(any(torch.allclose(r, d, atol=1e-6) for d in data) for r in rows)  # training images, moved inside (0, 1)
+    loss = build_objective(cfg)(model, data[:8]).loss.mean()
+    loss.backward()
+    assert model.prior.pseudo_inputs.grad.abs().sum() > 0
+    save_checkpoint(tmp_path / "c.safetensors", model, {"config": cfg.to_dict()})
+    fresh = build_model(cfg, (1, 4, 4), 2)
+    fresh.load_state_dict(load_checkpoint(tmp_path / "c.safetensors")["model"])
+    z = torch.randn(4, 3)
+    assert torch.allclose(fresh.prior().log_prob(z), model.prior().log_prob(z))
+
+
+@pytest.mark.parametrize("prior", ["mog", "vampprior"])
+def test_elbo_with_a_mixture_prior_estimates_the_kl_with_the_reconstruction_samples(prior):
+    cfg = RunConfig(prior=prior, prior_components=5, hidden=[16], latent_dim=3, samples=4)
+    model = build_model(cfg, (1, 4, 4), 2)
+    x = (torch.rand(6, 1, 4, 4) < 0.5).float()
+    torch.manual_seed(11)
+    terms = build_objective(cfg)(model, x)
+    torch.manual_seed(11)
+    q = model.posterior(x)
+    z = q.rsample((4,))
+    kl = (q.log_prob(z) - model.prior().log_prob(z)).mean(0)
+    assert torch.allclose(terms.kl, kl, atol=1e-5)
+    assert torch.allclose(terms.log_px_z, model.likelihood(z).log_prob(x).mean(0), atol=1e-5)
+
+
+def test_clustering_scores_are_invariant_to_label_names():
+    labels = torch.arange(10).repeat(30).numpy()
+    perfect = (labels * 7 + 3) % 10  # a relabelling
+    s = clustering_scores(perfect, labels)
+    assert s["accuracy"] == 1.0 and s["nmi"] == pytest.approx(1.0) and s["accuracy_majority"] == 1.0
+    split = labels * 2 + (torch.arange(300).numpy() // 10) % 2  # every class split into two clusters
+    s = clustering_scores(split, labels)
+    assert s["accuracy_majority"] == 1.0 and s["accuracy"] == pytest.approx(0.5)
