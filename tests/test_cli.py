@@ -180,3 +180,32 @@ def test_the_console_script_runs():
     assert out.returncode == 0 and out.stdout.startswith("dgmkit ")
     bad = subprocess.run([sys.executable, "-m", "dgmkit.cli.main", "eval"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_ppca_fits_in_closed_form_and_evaluates_exactly(tmp_path, capsys):
+    out = tmp_path / "ppca"
+    code, text, _ = run(capsys, "train", "--dataset", "digits", "--model", "ppca", "--likelihood", "gaussian",
+                        "--latent-dim", "5", "--out", out)
+    assert code == 0 and "closed form" in text
+    code, text, _ = run(capsys, "eval", out)
+    assert code == 0 and "NLL (exact)" in text
+    r = json.loads((out / "eval.json").read_text())
+    assert r["exact"] and r["iw_samples"] == 0 and r["nll"] > 0
+    assert r["elbo"] == pytest.approx(-r["nll"])  # the exact posterior makes the bound tight
+    for command in ("sample", "reconstruct", "interpolate", "latents"):
+        assert run(capsys, command, out, "--out", tmp_path / f"{command}.png")[0] == 0
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--model", "ppca", "--out", tmp_path / "x")
+    assert_clean_failure(code, err, "--likelihood gaussian")
+
+
+def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
+    out = tmp_path / "mog"
+    argv = ["train", "--dataset", "digits", "--prior", "mog", "--prior-components", "10", "--hidden", "64",
+            "--latent-dim", "4", "--epochs", "3", "--quiet", "--out", out]
+    assert run(capsys, *argv)[0] == 0
+    code, text, _ = run(capsys, "cluster", out)
+    assert code == 0 and "NMI" in text
+    scores = json.loads((out / "cluster.json").read_text())
+    assert 0.1 <= scores["accuracy"] <= 1 and 0 <= scores["nmi"] <= 1 and scores["n"] == 300
+    code, _, err = run(capsys, "cluster", trained)
+    assert_clean_failure(code, err, "--prior mog")

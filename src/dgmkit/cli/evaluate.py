@@ -30,7 +30,7 @@ def format_report(r: dict) -> str:
         ("ELBO", f"{r['elbo']:.3f} nats  ({r['elbo_bpd']:.4f} bits/dim)"),
         ("  reconstruction", f"{r['recon']:.3f} nats"),
         ("  KL", f"{r['kl']:.3f} nats"),
-        (f"NLL (k={r['iw_samples']})", f"{r['nll']:.3f} +- {r['nll_stderr']:.3f} nats"),
+        ("NLL (exact)" if r.get("exact") else f"NLL (k={r['iw_samples']})", f"{r['nll']:.3f} +- {r['nll_stderr']:.3f} nats"),
         ("bits/dim", f"{r['bpd']:.4f}"),
         ("active units", f"{r['active_units']} / {r['latent_dim']}"),
         ("time", f"{r['seconds']:.1f} s"),

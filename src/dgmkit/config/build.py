@@ -14,7 +14,7 @@ from dgmkit.conditional import (
 )
 from dgmkit.config.schema import RunConfig
 from dgmkit.errors import ConfigError
-from dgmkit.models import VAE
+from dgmkit.models import PPCA, VAE
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
 from dgmkit.objectives import ELBO, IWAE
 from dgmkit.priors import MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
@@ -40,11 +40,13 @@ def _conv_ok(event_shape) -> bool:
 
 def build_model(
     cfg: RunConfig, event_shape: tuple[int, int, int], num_levels: int | None, init_data: torch.Tensor | None = None
-) -> VAE:
-    """The VAE that ``cfg`` describes for images of ``event_shape`` = (C, H, W).
+) -> VAE | PPCA:
+    """The model that ``cfg`` describes for images of ``event_shape`` = (C, H, W).
 
     ``init_data``: transformed training images, needed only for VampPrior pseudo-inputs
     initialised from data (``pseudo_init = "data"``)."""
+    if cfg.model == "ppca":
+        return PPCA.empty(tuple(event_shape), cfg.latent_dim)
     c, h, w = event_shape
     dims = c * h * w
     m = cfg.latent_dim

@@ -21,7 +21,7 @@ else:  # pragma: no cover
 __all__ = ["RunConfig", "load_config_file", "CHOICES"]
 
 CHOICES = {
-    "model": ("vae",),
+    "model": ("vae", "ppca"),
     "encoder": ("mlp", "gated", "conv"),
     "decoder": ("mlp", "gated", "conv", None),
     "likelihood": ("bernoulli", "gaussian", "categorical", "logistic"),
@@ -104,6 +104,8 @@ class RunConfig:
             raise ConfigError("beta, warmup, iw_samples, weight_decay and free_bits must be >= 0")
         if self.prior_components is not None and self.prior_components < 1:
             raise ConfigError(f"prior_components must be >= 1, got {self.prior_components}")
+        if self.model == "ppca" and self.likelihood != "gaussian":
+            raise ConfigError("the ppca model is linear Gaussian: use --likelihood gaussian")
         if self.free_bits and (self.objective != "elbo" or self.prior != "standard"):
             raise ConfigError("free_bits needs the elbo objective and the standard prior (a per-dimension KL)")
         if any(h < 1 for h in self.hidden) or not self.hidden:

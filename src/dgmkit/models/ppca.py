@@ -83,6 +83,12 @@ class PPCA(ExactLikelihoodModel):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return self.marginal().log_prob(self._flat(x))
 
+    @classmethod
+    def empty(cls, event_shape, latent_dim: int) -> "PPCA":
+        """A placeholder of the right shapes, to load fitted parameters into."""
+        D = math.prod(event_shape)
+        return cls(torch.zeros(D, latent_dim), torch.zeros(D), 1.0, event_shape=event_shape)
+
     def posterior(self, x: torch.Tensor) -> MultivariateNormal:
         """The exact p(z|x), a full-covariance Gaussian."""
         M = self.latent_dim
@@ -92,9 +98,14 @@ class PPCA(ExactLikelihoodModel):
         return MultivariateNormal(loc, covariance_matrix=self.sigma2 * A_inv)
 
     def likelihood(self, z: torch.Tensor) -> Independent:
-        """p(x|z) over the flattened event."""
-        loc = z @ self.W.T + self.mu
-        return Independent(Normal(loc, self.sigma2.sqrt().expand_as(loc)), 1)
+        """p(x|z) over the event, for z of shape (*batch, M)."""
+        loc = (z @ self.W.T + self.mu).reshape(*z.shape[:-1], *self.event_shape)
+        return Independent(Normal(loc, self.sigma2.sqrt().expand_as(loc)), len(self.event_shape))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z] at the posterior mean z = E[z | x]."""
+        return self.likelihood(self.posterior(x).mean).mean
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
