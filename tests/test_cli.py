@@ -184,8 +184,20 @@ def test_the_console_script_runs():
 
 def test_ppca_fits_in_closed_form_and_evaluates_exactly(tmp_path, capsys):
     out = tmp_path / "ppca"
-    code, text, _ = run(capsys, "train", "--dataset", "digits", "--model", "ppca", "--likelihood", "gaussian",
-                        "--latent-dim", "5", "--out", out)
+    code, text, _ = run(
+        capsys,
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "ppca",
+        "--likelihood",
+        "gaussian",
+        "--latent-dim",
+        "5",
+        "--out",
+        out,
+    )
     assert code == 0 and "closed form" in text
     code, text, _ = run(capsys, "eval", out)
     assert code == 0 and "NLL (exact)" in text
@@ -200,8 +212,24 @@ def test_ppca_fits_in_closed_form_and_evaluates_exactly(tmp_path, capsys):
 
 def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
     out = tmp_path / "mog"
-    argv = ["train", "--dataset", "digits", "--prior", "mog", "--prior-components", "10", "--hidden", "64",
-            "--latent-dim", "4", "--epochs", "3", "--quiet", "--out", out]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--prior",
+        "mog",
+        "--prior-components",
+        "10",
+        "--hidden",
+        "64",
+        "--latent-dim",
+        "4",
+        "--epochs",
+        "3",
+        "--quiet",
+        "--out",
+        out,
+    ]
     assert run(capsys, *argv)[0] == 0
     code, text, _ = run(capsys, "cluster", out)
     assert code == 0 and "NMI" in text
@@ -209,3 +237,37 @@ def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
     assert 0.1 <= scores["accuracy"] <= 1 and 0 <= scores["nmi"] <= 1 and scores["n"] == 300
     code, _, err = run(capsys, "cluster", trained)
     assert_clean_failure(code, err, "--prior mog")
+
+
+@pytest.mark.parametrize("objective", ["gumbel-softmax", "reinforce"])
+def test_categorical_latents_train_and_evaluate(tmp_path, capsys, objective):
+    out = tmp_path / objective
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--latent",
+        "categorical",
+        "--latent-dim",
+        "4",
+        "--latent-classes",
+        "3",
+        "--objective",
+        objective,
+        "--hidden",
+        "32",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        out,
+    ]
+    assert run(capsys, *argv)[0] == 0
+    assert run(capsys, "eval", out, "--iw-samples", "50")[0] == 0
+    r = json.loads((out / "eval.json").read_text())
+    assert r["elbo"] < 0 < r["nll"] and r["latent_dim"] == 4
+    assert 0 <= r["kl"] <= 4 * np.log(3) + 1e-6  # KL to the uniform prior is at most V log K
+    for command in ("sample", "interpolate", "latents"):
+        assert run(capsys, command, out, "--out", tmp_path / f"{command}.png")[0] == 0
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--objective", objective, "--out", tmp_path / "bad")
+    assert_clean_failure(code, err, "--latent categorical")

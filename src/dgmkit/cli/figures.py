@@ -55,8 +55,8 @@ def interpolate(args) -> int:
     idx = _pick(len(x), 2 * args.pairs, args.seed)
     a, b = x[idx[: args.pairs]], x[idx[args.pairs :]]
     za, zb = run.model.posterior(a).mean, run.model.posterior(b).mean  # (P, M)
-    t = torch.linspace(0, 1, args.steps).view(1, -1, 1)
-    z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, M)
+    t = torch.linspace(0, 1, args.steps).view(1, -1, *[1] * (za.dim() - 1))
+    z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, *latent): for one-hot latents, through the simplex
     dec = run.model.likelihood(z).mean  # (P, S, C, H, W)
     rows = torch.cat([to_display(a, run)[:, None], to_display(dec, run), to_display(b, run)[:, None]], 1)
     path = write_png(args.out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
@@ -75,7 +75,7 @@ def latents(args) -> int:
         _positive("--limit", args.limit)
         idx = _pick(len(x), args.limit, args.seed)
         x, y = x[idx], (None if y is None else y[idx])
-    z = torch.cat([run.model.posterior(x[i : i + 1000]).mean for i in range(0, len(x), 1000)])
+    z = torch.cat([run.model.posterior(x[i : i + 1000]).mean.flatten(1) for i in range(0, len(x), 1000)])
     points, axes = project_2d(z)
     title = f"{run.cfg.dataset} {args.split}: posterior means E[z|x] (n={len(x)})"
     data = scatter_png(points, None if y is None else y.numpy(), title, axes)

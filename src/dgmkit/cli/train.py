@@ -33,6 +33,11 @@ _FLAGS = {
     "activation": str,
     "prior": str,
     "prior_components": int,
+    "latent": str,
+    "latent_classes": int,
+    "temperature": float,
+    "temperature_min": float,
+    "anneal_rate": float,
     "pseudo_init": str,
     "iw_k": int,
     "free_bits": float,
@@ -70,6 +75,13 @@ def add_parser(sub) -> None:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, metavar=name.upper())
     p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes, e.g. --hidden 512 256")
     p.add_argument(
+        "--straight-through",
+        dest="straight_through",
+        action="store_true",
+        default=None,
+        help="gumbel-softmax: hard one-hot forward pass, relaxed gradient",
+    )
+    p.add_argument(
         "--no-download", dest="download", action="store_false", default=None, help="never download missing data files"
     )
     p.add_argument("--out", required=True, help="run folder to write")
@@ -80,7 +92,7 @@ def add_parser(sub) -> None:
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     values = load_config_file(args.config) if args.config else {}
-    for name in [*_FLAGS, "hidden", "download"]:
+    for name in [*_FLAGS, "hidden", "download", "straight_through"]:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v

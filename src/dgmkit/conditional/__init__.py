@@ -1,6 +1,7 @@
 """Modules whose ``forward(context)`` returns a Distribution: encoders q(z|x), decoders p(x|z)."""
 
 from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.conditional.categorical_encoder import CategoricalEncoder
 from dgmkit.conditional.decoder import Decoder
 from dgmkit.conditional.encoder import GaussianEncoder
 from dgmkit.conditional.heads import (
@@ -14,6 +15,7 @@ from dgmkit.conditional.heads import (
 __all__ = [
     "ConditionalDistribution",
     "GaussianEncoder",
+    "CategoricalEncoder",
     "Decoder",
     "LikelihoodHead",
     "BernoulliHead",

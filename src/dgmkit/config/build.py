@@ -5,6 +5,7 @@ from torch import nn
 
 from dgmkit.conditional import (
     BernoulliHead,
+    CategoricalEncoder,
     CategoricalHead,
     Decoder,
     GaussianEncoder,
@@ -14,10 +15,10 @@ from dgmkit.conditional import (
 )
 from dgmkit.config.schema import RunConfig
 from dgmkit.errors import ConfigError
-from dgmkit.models import PPCA, VAE
+from dgmkit.models import PPCA, VAE, CategoricalVAE
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
-from dgmkit.objectives import ELBO, IWAE
-from dgmkit.priors import MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
+from dgmkit.objectives import ELBO, IWAE, GumbelSoftmaxELBO, ReinforceELBO
+from dgmkit.priors import MixtureOfGaussiansPrior, Prior, StandardNormalPrior, UniformCategoricalPrior, VampPrior
 
 __all__ = ["build_model", "build_objective", "build_head"]
 
@@ -49,7 +50,9 @@ def build_model(
         return PPCA.empty(tuple(event_shape), cfg.latent_dim)
     c, h, w = event_shape
     dims = c * h * w
-    m = cfg.latent_dim
+    categorical = cfg.latent == "categorical"
+    m = cfg.latent_dim * cfg.latent_classes if categorical else cfg.latent_dim  # decoder input size
+    enc_out = m if categorical else 2 * m
     head = build_head(cfg, num_levels)
     p = head.params_per_pixel
     decoder_kind = cfg.decoder or cfg.encoder
@@ -57,11 +60,11 @@ def build_model(
         if kind == "conv" and not _conv_ok(event_shape):
             raise ConfigError(f"conv networks need images with height and width divisible by 4, got shape {event_shape}")
     if cfg.encoder == "mlp":
-        enc_net = nn.Sequential(nn.Flatten(), MLP(dims, cfg.hidden, 2 * m, cfg.activation))
+        enc_net = nn.Sequential(nn.Flatten(), MLP(dims, cfg.hidden, enc_out, cfg.activation))
     elif cfg.encoder == "gated":
-        enc_net = nn.Sequential(nn.Flatten(), GatedMLP(dims, cfg.hidden, 2 * m))
+        enc_net = nn.Sequential(nn.Flatten(), GatedMLP(dims, cfg.hidden, enc_out))
     else:
-        enc_net = ConvEncoderNet(event_shape, 2 * m, hidden=cfg.hidden[0], act=cfg.activation)
+        enc_net = ConvEncoderNet(event_shape, enc_out, hidden=cfg.hidden[0], act=cfg.activation)
     if decoder_kind == "mlp":
         dec_net = MLP(m, list(reversed(cfg.hidden)), dims * p, cfg.activation)
     elif decoder_kind == "gated":
@@ -69,9 +72,17 @@ def build_model(
     else:
         dec_net = ConvDecoderNet(m, event_shape, c * p, hidden=cfg.hidden[0], act=cfg.activation)
     input_scale = 1.0 / (num_levels - 1) if cfg.likelihood in ("categorical", "logistic") else 1.0
+    decoder = Decoder(dec_net, head, event_shape)
+    if categorical:
+        encoder = CategoricalEncoder(enc_net, cfg.latent_dim, cfg.latent_classes)
+        prior = UniformCategoricalPrior(cfg.latent_dim, cfg.latent_classes)
+        baseline = None
+        if cfg.objective == "reinforce":
+            baseline = nn.Sequential(nn.Flatten(), MLP(dims, [cfg.hidden[-1]], 1, cfg.activation))
+        return CategoricalVAE(encoder, decoder, prior, input_scale, baseline=baseline)
     encoder = GaussianEncoder(enc_net, m)
     prior = build_prior(cfg, encoder, event_shape, input_scale, init_data)
-    return VAE(encoder, Decoder(dec_net, head, event_shape), prior, input_scale)
+    return VAE(encoder, decoder, prior, input_scale)
 
 
 def build_prior(cfg: RunConfig, encoder, event_shape, input_scale: float, init_data: torch.Tensor | None) -> Prior:
@@ -91,6 +102,10 @@ def build_prior(cfg: RunConfig, encoder, event_shape, input_scale: float, init_d
 
 
 def build_objective(cfg: RunConfig):
+    if cfg.objective == "gumbel-softmax":
+        return GumbelSoftmaxELBO(cfg.temperature, cfg.temperature_min, cfg.anneal_rate, cfg.straight_through)
+    if cfg.objective == "reinforce":
+        return ReinforceELBO()
     if cfg.objective == "iwae":
         return IWAE(k=cfg.iw_k)
     return ELBO(num_samples=cfg.samples, free_bits=cfg.free_bits)

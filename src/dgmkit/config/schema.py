@@ -28,7 +28,8 @@ CHOICES = {
     "gaussian_variance": ("fixed", "learned", "predicted"),
     "prior": ("standard", "mog", "vampprior"),
     "pseudo_init": ("random", "data"),
-    "objective": ("elbo", "iwae"),
+    "objective": ("elbo", "iwae", "gumbel-softmax", "reinforce"),
+    "latent": ("gaussian", "categorical"),
     "binarize": ("auto", "dynamic", "none"),
     "lr_schedule": ("constant", "cosine", "exponential"),
     "device": ("auto", "cpu", "cuda"),
@@ -51,7 +52,9 @@ class RunConfig:
     encoder: str = "mlp"
     decoder: str | None = None
     likelihood: str = "bernoulli"
+    latent: str = "gaussian"  # or categorical: latent_dim variables with latent_classes classes each
     latent_dim: int = 32
+    latent_classes: int = 10
     hidden: list[int] = field(default_factory=lambda: [512, 256])
     activation: str = "relu"
     prior: str = "standard"
@@ -68,6 +71,10 @@ class RunConfig:
     beta: float = 1.0
     warmup: float = 0.0
     free_bits: float = 0.0
+    temperature: float = 1.0  # gumbel-softmax: initial relaxation temperature
+    temperature_min: float = 0.5
+    anneal_rate: float = 3e-5  # tau_t = max(temperature_min, temperature * exp(-anneal_rate * step))
+    straight_through: bool = False
     # optimization
     epochs: int = 50
     batch_size: int = 128
@@ -104,6 +111,18 @@ class RunConfig:
             raise ConfigError("beta, warmup, iw_samples, weight_decay and free_bits must be >= 0")
         if self.prior_components is not None and self.prior_components < 1:
             raise ConfigError(f"prior_components must be >= 1, got {self.prior_components}")
+        discrete = self.objective in ("gumbel-softmax", "reinforce")
+        if (self.latent == "categorical") != discrete:
+            raise ConfigError(
+                "categorical latents train with --objective gumbel-softmax or reinforce, and those "
+                "objectives need --latent categorical"
+            )
+        if self.latent == "categorical" and (self.prior != "standard" or self.model != "vae"):
+            raise ConfigError("categorical latents use the uniform prior (--prior standard) and --model vae")
+        if self.latent_classes < 2:
+            raise ConfigError(f"latent_classes must be >= 2, got {self.latent_classes}")
+        if not 0 < self.temperature_min <= self.temperature or self.anneal_rate < 0:
+            raise ConfigError("need 0 < temperature_min <= temperature and anneal_rate >= 0")
         if self.model == "ppca" and self.likelihood != "gaussian":
             raise ConfigError("the ppca model is linear Gaussian: use --likelihood gaussian")
         if self.free_bits and (self.objective != "elbo" or self.prior != "standard"):

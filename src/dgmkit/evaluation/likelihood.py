@@ -56,6 +56,8 @@ def importance_sampled_log_likelihood(
     model.eval()
     if x.device.type == "cpu":
         _warm_allocator()
+    if _diagonal_normal_log_prob_from_noise(model.posterior(x[:1])) is None:
+        return _generic(model, x, k, batch_size, chunk_size, generator)
     out = []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
@@ -69,8 +71,7 @@ def importance_sampled_log_likelihood(
             n = min(per_chunk, k - s)
             eps = torch.randn((n, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
             z = loc + scale * eps  # (n, B, M)
-            lq = log_q(eps) if log_q is not None else q.log_prob(z)
-            log_w[s : s + n] = model.likelihood(z).log_prob(xb) + p.log_prob(z) - lq
+            log_w[s : s + n] = model.likelihood(z).log_prob(xb) + p.log_prob(z) - log_q(eps)
         out.append(torch.logsumexp(log_w, dim=0) - math.log(k))
     return torch.cat(out)
 
@@ -83,3 +84,21 @@ def _diagonal_normal_log_prob_from_noise(q):
         return None
     const = -q.base_dist.scale.log().sum(-1) - 0.5 * q.event_shape[0] * math.log(2 * math.pi)  # (B,)
     return lambda eps: const - 0.5 * eps.pow(2).sum(-1)
+
+
+def _generic(model, x, k, batch_size, chunk_size, generator) -> torch.Tensor:
+    """Any posterior with ``sample`` and ``log_prob`` (for example discrete latents)."""
+    out = []
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        if generator is not None:
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size]
+            q, p = model.posterior(xb), model.prior()
+            per_chunk = max(1, chunk_size // len(xb))
+            log_w = []
+            for s in range(0, k, per_chunk):
+                z = q.sample((min(per_chunk, k - s),))
+                log_w.append(model.likelihood(z).log_prob(xb) + p.log_prob(z) - q.log_prob(z))
+            out.append(torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k))
+    return torch.cat(out)

@@ -36,11 +36,13 @@ def posterior_statistics(model, x: torch.Tensor, batch_size: int = 1000) -> dict
         kl = kl_per_dimension(q, p)
         if kl is not None:
             kls.append(kl)
-    mu = torch.cat(means)
-    variance = mu.var(dim=0, unbiased=True) if len(mu) > 1 else torch.zeros(mu.shape[1])
+    mu = torch.cat(means)  # (N, M), or (N, V, K) for one-hot categorical latents
+    variance = mu.var(dim=0, unbiased=True) if len(mu) > 1 else torch.zeros(mu.shape[1:])
+    if variance.dim() > 1:  # a categorical variable is active if any class probability moves
+        variance = variance.flatten(1).amax(1)
     return {
         "active_units": int((variance > 0.01).sum()),
-        "latent_dim": int(mu.shape[1]),
+        "latent_dim": int(variance.shape[0]),
         "posterior_mean_variance": variance.tolist(),
         "kl_per_dim": torch.cat(kls).mean(0).tolist() if kls else None,
     }

@@ -1,7 +1,8 @@
 """Models: composition of encoders, decoders and priors."""
 
 from dgmkit.models.base import ExactLikelihoodModel
+from dgmkit.models.categorical_vae import CategoricalVAE
 from dgmkit.models.ppca import PPCA
 from dgmkit.models.vae import VAE
 
-__all__ = ["VAE", "PPCA", "ExactLikelihoodModel"]
+__all__ = ["VAE", "CategoricalVAE", "PPCA", "ExactLikelihoodModel"]

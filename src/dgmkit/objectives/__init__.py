@@ -1,6 +1,20 @@
 """Estimators of training objectives. Each returns per-example values."""
 
+from dgmkit.objectives.base import Objective
+from dgmkit.objectives.discrete import DiscreteTerms, GumbelSoftmaxELBO, ReinforceELBO
 from dgmkit.objectives.elbo import ELBO, ELBOTerms, kl_term
 from dgmkit.objectives.iwae import IWAE, IWAETerms, iwae_bound, log_importance_weights
 
-__all__ = ["ELBO", "ELBOTerms", "kl_term", "IWAE", "IWAETerms", "iwae_bound", "log_importance_weights"]
+__all__ = [
+    "Objective",
+    "GumbelSoftmaxELBO",
+    "ReinforceELBO",
+    "DiscreteTerms",
+    "ELBO",
+    "ELBOTerms",
+    "kl_term",
+    "IWAE",
+    "IWAETerms",
+    "iwae_bound",
+    "log_importance_weights",
+]

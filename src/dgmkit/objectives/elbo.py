@@ -14,6 +14,7 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from dgmkit.distributions import kl_per_dimension
+from dgmkit.objectives.base import Objective
 
 __all__ = ["ELBO", "ELBOTerms", "kl_term"]
 
@@ -38,7 +39,7 @@ def kl_term(q: Distribution, p: Distribution, z: torch.Tensor | None = None) -> 
         return (q.log_prob(z) - p.log_prob(z)).mean(0)
 
 
-class ELBO:
+class ELBO(Objective):
     """ELBO estimator with ``num_samples`` (L) reparameterized samples per datapoint.
 
     ``objective(model, x, beta)`` works for any model with ``posterior``, ``likelihood`` and
@@ -61,7 +62,12 @@ class ELBO:
     def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
         q = model.posterior(x)
         p = model.prior()
-        z = q.rsample((self.num_samples,))  # (L, B, M)
+        if not q.has_rsample and torch.is_grad_enabled():
+            raise ValueError(
+                "the ELBO's reparameterized gradient needs a continuous posterior; for discrete "
+                "latents train with gumbel-softmax or reinforce"
+            )
+        z = q.rsample((self.num_samples,)) if q.has_rsample else q.sample((self.num_samples,))  # (L, B, ...)
         log_px_z = model.likelihood(z).log_prob(x).mean(0)  # (B,)
         kl = kl_term(q, p, z)
         elbo = log_px_z - kl

@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 import torch
 
+from dgmkit.objectives.base import Objective
+
 __all__ = ["log_importance_weights", "iwae_bound", "IWAE", "IWAETerms"]
 
 
@@ -38,7 +40,7 @@ class IWAETerms(NamedTuple):
     iwae: torch.Tensor
 
 
-class IWAE:
+class IWAE(Objective):
     """The importance-weighted bound as a training objective, with k samples per datapoint.
 
     Its gradient weights each sample by its normalized importance weight. With beta < 1 (KL

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from dgmkit._io import atomic_write_bytes
 from dgmkit.data import DataTransform, Split
 from dgmkit.errors import TrainingError
+from dgmkit.objectives.base import Objective
 from dgmkit.training.checkpoint import load_checkpoint, save_checkpoint
 from dgmkit.training.schedules import kl_weight, lr_factor
 
@@ -213,6 +214,8 @@ class Trainer:
         for i in range(self.steps_per_epoch):
             x = self.transform(self.train_x[perm[i * bs : (i + 1) * bs]], self.generator)
             beta = kl_weight(self.beta, self.warmup_epochs, self.step, self.steps_per_epoch)
+            if isinstance(self.objective, Objective):
+                self.objective.update(self.step)
             with self._autocast():
                 terms = self.objective(model, x, beta)
             loss = terms.loss.mean()

@@ -1,0 +1,23 @@
+"""Amortized posterior over V independent categorical latents: q(z|x) = prod_v Cat(z_v; pi_v(x))."""
+
+import torch
+from torch import nn
+from torch.distributions import Independent, OneHotCategorical
+
+from dgmkit.conditional.base import ConditionalDistribution
+
+__all__ = ["CategoricalEncoder"]
+
+
+class CategoricalEncoder(ConditionalDistribution):
+    """A network that outputs V * K logits; returns one-hot categoricals, event shape (V, K)."""
+
+    def __init__(self, net: nn.Module, num_vars: int, num_classes: int):
+        super().__init__()
+        self.net = net
+        self.num_vars = num_vars
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> Independent:
+        logits = self.net(x).float().view(-1, self.num_vars, self.num_classes)
+        return Independent(OneHotCategorical(logits=logits, validate_args=False), 1, validate_args=False)

@@ -1,0 +1,34 @@
+"""VAE with discrete latent variables: V categorical variables with K classes each.
+
+The decoder reads the flattened one-hot vectors (or their relaxation). Such a model cannot use
+the reparameterization trick; it is trained with the Gumbel-softmax relaxation or with the
+score-function estimator (``dgmkit.objectives.discrete``), and evaluated with the true discrete
+ELBO and importance sampling with discrete samples.
+"""
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from dgmkit.models.vae import VAE
+
+__all__ = ["CategoricalVAE"]
+
+
+class CategoricalVAE(VAE):
+    """``baseline``: an optional network x -> (B, 1), the learned control variate of the
+    score-function estimator (trained with the model, saved with it)."""
+
+    def __init__(self, encoder, decoder, prior, input_scale: float = 1.0, baseline: nn.Module | None = None):
+        super().__init__(encoder, decoder, prior, input_scale)
+        self.baseline = baseline
+
+    def likelihood(self, z: torch.Tensor) -> Distribution:
+        """p(x|z) for one-hot (or relaxed) z of shape (*batch, V, K)."""
+        return self.decoder(z.flatten(-2))
+
+    def baseline_value(self, x: torch.Tensor) -> torch.Tensor:
+        if self.baseline is None:
+            raise ValueError("this model has no baseline network")
+        x = x.float() * self.input_scale
+        return self.baseline(x).squeeze(-1)

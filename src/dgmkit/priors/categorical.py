@@ -1,0 +1,21 @@
+"""Uniform prior over V independent categorical latent variables with K classes each."""
+
+import torch
+from torch.distributions import Independent, OneHotCategorical
+
+from dgmkit.priors.base import Prior
+
+__all__ = ["UniformCategoricalPrior"]
+
+
+class UniformCategoricalPrior(Prior):
+    """p(z) = prod_v Cat(z_v; 1/K), z_v one-hot: event shape (V, K)."""
+
+    def __init__(self, num_vars: int, num_classes: int):
+        super().__init__()
+        self.latent_dim = num_vars
+        self.num_classes = num_classes
+        self.register_buffer("logits", torch.zeros(num_vars, num_classes), persistent=False)
+
+    def forward(self) -> Independent:
+        return Independent(OneHotCategorical(logits=self.logits, validate_args=False), 1, validate_args=False)
