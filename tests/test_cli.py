@@ -271,3 +271,33 @@ def test_categorical_latents_train_and_evaluate(tmp_path, capsys, objective):
         assert run(capsys, command, out, "--out", tmp_path / f"{command}.png")[0] == 0
     code, _, err = run(capsys, "train", "--dataset", "digits", "--objective", objective, "--out", tmp_path / "bad")
     assert_clean_failure(code, err, "--latent categorical")
+
+
+@pytest.mark.parametrize("objective", ["wake-sleep", "rws"])
+def test_helmholtz_machine_trains_and_evaluates(tmp_path, capsys, objective):
+    out = tmp_path / objective
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "helmholtz",
+        "--objective",
+        objective,
+        "--hidden",
+        "16",
+        "--latent-dim",
+        "8",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        out,
+    ]
+    assert run(capsys, *argv)[0] == 0
+    assert run(capsys, "eval", out, "--iw-samples", "50")[0] == 0
+    r = json.loads((out / "eval.json").read_text())
+    assert r["elbo"] < 0 < r["nll"] and r["latent_dim"] == 24 and r["nll"] <= -r["elbo"] + 0.5
+    assert run(capsys, "sample", out, "--out", tmp_path / "s.png")[0] == 0
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--objective", objective, "--out", tmp_path / "bad")
+    assert_clean_failure(code, err, "--model helmholtz")

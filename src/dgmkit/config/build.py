@@ -15,9 +15,9 @@ from dgmkit.conditional import (
 )
 from dgmkit.config.schema import RunConfig
 from dgmkit.errors import ConfigError
-from dgmkit.models import PPCA, VAE, CategoricalVAE
+from dgmkit.models import PPCA, VAE, CategoricalVAE, HelmholtzMachine
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
-from dgmkit.objectives import ELBO, IWAE, GumbelSoftmaxELBO, ReinforceELBO
+from dgmkit.objectives import ELBO, IWAE, GumbelSoftmaxELBO, ReinforceELBO, ReweightedWakeSleep, WakeSleep
 from dgmkit.priors import MixtureOfGaussiansPrior, Prior, StandardNormalPrior, UniformCategoricalPrior, VampPrior
 
 __all__ = ["build_model", "build_objective", "build_head"]
@@ -48,6 +48,8 @@ def build_model(
     initialised from data (``pseudo_init = "data"``)."""
     if cfg.model == "ppca":
         return PPCA.empty(tuple(event_shape), cfg.latent_dim)
+    if cfg.model == "helmholtz":
+        return HelmholtzMachine(event_shape, [*cfg.hidden, cfg.latent_dim])
     c, h, w = event_shape
     dims = c * h * w
     categorical = cfg.latent == "categorical"
@@ -106,6 +108,10 @@ def build_objective(cfg: RunConfig):
         return GumbelSoftmaxELBO(cfg.temperature, cfg.temperature_min, cfg.anneal_rate, cfg.straight_through)
     if cfg.objective == "reinforce":
         return ReinforceELBO()
+    if cfg.objective == "wake-sleep":
+        return WakeSleep()
+    if cfg.objective == "rws":
+        return ReweightedWakeSleep(k=cfg.iw_k)
     if cfg.objective == "iwae":
         return IWAE(k=cfg.iw_k)
     return ELBO(num_samples=cfg.samples, free_bits=cfg.free_bits)

@@ -21,14 +21,14 @@ else:  # pragma: no cover
 __all__ = ["RunConfig", "load_config_file", "CHOICES"]
 
 CHOICES = {
-    "model": ("vae", "ppca"),
+    "model": ("vae", "ppca", "helmholtz"),
     "encoder": ("mlp", "gated", "conv"),
     "decoder": ("mlp", "gated", "conv", None),
     "likelihood": ("bernoulli", "gaussian", "categorical", "logistic"),
     "gaussian_variance": ("fixed", "learned", "predicted"),
     "prior": ("standard", "mog", "vampprior"),
     "pseudo_init": ("random", "data"),
-    "objective": ("elbo", "iwae", "gumbel-softmax", "reinforce"),
+    "objective": ("elbo", "iwae", "gumbel-softmax", "reinforce", "wake-sleep", "rws"),
     "latent": ("gaussian", "categorical"),
     "binarize": ("auto", "dynamic", "none"),
     "lr_schedule": ("constant", "cosine", "exponential"),
@@ -52,6 +52,7 @@ class RunConfig:
     encoder: str = "mlp"
     decoder: str | None = None
     likelihood: str = "bernoulli"
+    # helmholtz: stochastic binary layers of sizes hidden + [latent_dim], bottom to top
     latent: str = "gaussian"  # or categorical: latent_dim variables with latent_classes classes each
     latent_dim: int = 32
     latent_classes: int = 10
@@ -123,6 +124,12 @@ class RunConfig:
             raise ConfigError(f"latent_classes must be >= 2, got {self.latent_classes}")
         if not 0 < self.temperature_min <= self.temperature or self.anneal_rate < 0:
             raise ConfigError("need 0 < temperature_min <= temperature and anneal_rate >= 0")
+        if (self.model == "helmholtz") != (self.objective in ("wake-sleep", "rws")):
+            raise ConfigError(
+                "the helmholtz model trains with --objective wake-sleep or rws, and those objectives need --model helmholtz"
+            )
+        if self.model == "helmholtz" and (self.likelihood != "bernoulli" or self.prior != "standard"):
+            raise ConfigError("the helmholtz model is a sigmoid belief network: --likelihood bernoulli, its own prior")
         if self.model == "ppca" and self.likelihood != "gaussian":
             raise ConfigError("the ppca model is linear Gaussian: use --likelihood gaussian")
         if self.free_bits and (self.objective != "elbo" or self.prior != "standard"):

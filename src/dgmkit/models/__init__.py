@@ -2,7 +2,8 @@
 
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.models.categorical_vae import CategoricalVAE
+from dgmkit.models.helmholtz import HelmholtzMachine
 from dgmkit.models.ppca import PPCA
 from dgmkit.models.vae import VAE
 
-__all__ = ["VAE", "CategoricalVAE", "PPCA", "ExactLikelihoodModel"]
+__all__ = ["VAE", "CategoricalVAE", "HelmholtzMachine", "PPCA", "ExactLikelihoodModel"]

@@ -1,0 +1,144 @@
+r"""Helmholtz machine: a sigmoid belief network with a recognition network (Dayan et al. 1995).
+
+Stochastic binary layers h_1 (next to the data) ... h_L (top), sizes n_1..n_L:
+
+    p(h_L) = prod Bern(sigmoid(b_L)),   p(h_{l-1} | h_l) = prod Bern(sigmoid(W_l h_l + b_{l-1}))
+    p(x | h_1) = prod Bern(sigmoid(W_0 h_1 + b_x))
+    q(h_1 | x) = prod Bern(sigmoid(R_1 x + c_1)),   q(h_l | h_{l-1}) = prod Bern(sigmoid(R_l h_{l-1} + c_l))
+
+The layers are concatenated into one latent vector h = [h_1, ..., h_L], so that ``prior()``,
+``posterior(x)`` and ``likelihood(h)`` have the interface of a VAE and the same evaluation
+(importance-sampled log p(x)) applies. Trained by wake-sleep or reweighted wake-sleep
+(``dgmkit.objectives.wake_sleep``); its latents are discrete, so not by the reparameterized ELBO.
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution, constraints
+
+from dgmkit.distributions import BernoulliPixels
+
+__all__ = ["HelmholtzMachine"]
+
+
+def _bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    return (value * logits - F.softplus(logits)).sum(-1)
+
+
+class _Chain(Distribution):
+    """A distribution over the concatenated binary layers, sampled ancestrally."""
+
+    arg_constraints = {}
+    support = constraints.boolean
+    has_rsample = False
+
+    def __init__(self, machine: "HelmholtzMachine", batch_shape: torch.Size, x: torch.Tensor | None = None):
+        self.machine, self.x = machine, x
+        super().__init__(batch_shape, torch.Size([sum(machine.sizes)]), validate_args=False)
+
+    def _split(self, h: torch.Tensor) -> list[torch.Tensor]:
+        return list(h.split(self.machine.sizes, dim=-1))
+
+
+class _Prior(_Chain):
+    def _layer_logits(self, layers: list[torch.Tensor]) -> list[torch.Tensor]:
+        m = self.machine
+        logits = [m.top_logits.expand_as(layers[-1])]
+        for i in range(len(layers) - 1, 0, -1):  # p(h_{i-1} | h_i), index 0-based
+            logits.insert(0, m.generative[i](layers[i]))
+        return logits
+
+    def log_prob(self, h: torch.Tensor) -> torch.Tensor:
+        layers = self._split(h)
+        return sum(_bernoulli_log_prob(lg, v) for lg, v in zip(self._layer_logits(layers), layers))
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            m = self.machine
+            shape = torch.Size(sample_shape) + self.batch_shape
+            h = torch.bernoulli(torch.sigmoid(m.top_logits).expand(*shape, m.sizes[-1]))
+            layers = [h]
+            for i in range(len(m.sizes) - 1, 0, -1):
+                layers.insert(0, torch.bernoulli(torch.sigmoid(m.generative[i](layers[0]))))
+            return torch.cat(layers, -1)
+
+
+class _Posterior(_Chain):
+    def log_prob(self, h: torch.Tensor) -> torch.Tensor:
+        m, layers = self.machine, self._split(h)
+        logits = m.recognition[0](self.x).expand(*h.shape[:-1], m.sizes[0])
+        total = _bernoulli_log_prob(logits, layers[0])
+        for i in range(1, len(layers)):
+            total = total + _bernoulli_log_prob(m.recognition[i](layers[i - 1]), layers[i])
+        return total
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            m = self.machine
+            p1 = torch.sigmoid(m.recognition[0](self.x))
+            layers = [torch.bernoulli(p1.expand(*sample_shape, *p1.shape))]
+            for i in range(1, len(m.sizes)):
+                layers.append(torch.bernoulli(torch.sigmoid(m.recognition[i](layers[-1]))))
+            return torch.cat(layers, -1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Mean-field propagation of the recognition probabilities (a summary for plots)."""
+        m = self.machine
+        probs = [torch.sigmoid(m.recognition[0](self.x))]
+        for i in range(1, len(m.sizes)):
+            probs.append(torch.sigmoid(m.recognition[i](probs[-1])))
+        return torch.cat(probs, -1)
+
+
+class HelmholtzMachine(nn.Module):
+    """``sizes`` = (n_1, ..., n_L), bottom to top, for data with ``event_shape`` = (C, H, W)."""
+
+    def __init__(self, event_shape: Sequence[int], sizes: Sequence[int]):
+        super().__init__()
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"need at least one stochastic layer of positive size, got {list(sizes)}")
+        self.event_shape = tuple(event_shape)
+        self.sizes = list(sizes)
+        d = int(torch.Size(event_shape).numel())
+        below = [d, *self.sizes[:-1]]
+        # generative[i]: h_{i+1} -> logits of the layer below it (generative[0]: h_1 -> x)
+        self.generative = nn.ModuleList(nn.Linear(self.sizes[i], below[i]) for i in range(len(self.sizes)))
+        self.recognition = nn.ModuleList(nn.Linear(below[i], self.sizes[i]) for i in range(len(self.sizes)))
+        self.top_logits = nn.Parameter(torch.zeros(self.sizes[-1]))
+        self.input_scale = 1.0
+
+    @property
+    def latent_dim(self) -> int:
+        return sum(self.sizes)
+
+    def prior(self) -> Distribution:
+        return _Prior(self, torch.Size())
+
+    def posterior(self, x: torch.Tensor) -> Distribution:
+        flat = x.float().flatten(1)
+        return _Posterior(self, torch.Size([flat.shape[0]]), flat)
+
+    def likelihood(self, h: torch.Tensor) -> BernoulliPixels:
+        h1 = h[..., : self.sizes[0]]
+        logits = self.generative[0](h1).reshape(*h.shape[:-1], *self.event_shape)
+        return BernoulliPixels(logits, len(self.event_shape))
+
+    def recognition_parameters(self):
+        return list(self.recognition.parameters())
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.random.fork_rng(devices=[]):
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            h = self.prior().sample((n,))
+            px = self.likelihood(h)
+            return px.sample(), px.mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.likelihood((self.posterior(x).mean > 0.5).float()).mean

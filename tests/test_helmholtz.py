@@ -1,0 +1,110 @@
+"""The Helmholtz machine (sigmoid belief network) and the wake-sleep family of objectives."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from dgmkit.evaluation import importance_sampled_log_likelihood
+from dgmkit.models import HelmholtzMachine
+from dgmkit.objectives import ReweightedWakeSleep, WakeSleep
+
+SIZES = [2, 2]  # 16 latent configurations: small enough to enumerate
+
+
+def tiny(seed=0, sharp_recognition=True):
+    torch.manual_seed(seed)
+    m = HelmholtzMachine((1, 1, 3), SIZES)
+    with torch.no_grad():
+        for p in m.generative.parameters() if not sharp_recognition else m.parameters():
+            p.mul_(3)  # make every layer matter
+    return m
+
+
+def all_h():
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=sum(SIZES))))  # (16, 4)
+
+
+def all_x():
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=3))).view(8, 1, 1, 3)
+
+
+@torch.no_grad()
+def test_prior_posterior_and_model_normalise():
+    m = tiny()
+    h = all_h()
+    assert m.prior().log_prob(h).exp().sum().item() == pytest.approx(1.0, abs=1e-5)
+    x = all_x()
+    q = m.posterior(x)
+    total_q = q.log_prob(h.unsqueeze(1).expand(16, 8, 4)).exp().sum(0)
+    assert torch.allclose(total_q, torch.ones(8), atol=1e-5)
+    log_joint = m.likelihood(h.unsqueeze(1)).log_prob(x) + m.prior().log_prob(h).unsqueeze(1)  # (16, 8)
+    assert torch.logsumexp(log_joint, 0).exp().sum().item() == pytest.approx(1.0, abs=1e-5)  # sum_x p(x) = 1
+
+
+@torch.no_grad()
+def test_samples_follow_the_prior():
+    m = tiny()
+    h = m.prior().sample((100_000,))
+    codes = (h * torch.tensor([8.0, 4.0, 2.0, 1.0])).sum(-1).long()
+    freq = torch.bincount(codes, minlength=16).double() / 100_000
+    probs = m.prior().log_prob(all_h()).exp().double()
+    assert (freq - probs).abs().max() < 0.006
+
+
+@torch.no_grad()
+def test_importance_sampling_converges_to_the_enumerated_likelihood():
+    m = tiny(sharp_recognition=False)  # a peaked, mismatched q makes the estimator's variance large
+    x = all_x()
+    h = all_h().unsqueeze(1)
+    exact = torch.logsumexp(m.likelihood(h).log_prob(x) + m.prior().log_prob(h), 0)
+    est = importance_sampled_log_likelihood(m, x, k=200_000, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(est, exact, atol=0.02)
+
+
+def test_rws_generative_gradient_is_the_iwae_gradient():
+    m = tiny()
+    x = all_x()
+    torch.manual_seed(5)
+    ReweightedWakeSleep(k=7, sleep=False)(m.eval(), x).loss.sum().backward()
+    ours = [p.grad.clone() for p in m.generative.parameters()]
+    m.zero_grad()
+    torch.manual_seed(5)
+    q = m.posterior(x)
+    h = q.sample((7,))
+    log_w = m.likelihood(h).log_prob(x) + m.prior().log_prob(h) - q.log_prob(h)
+    (-(torch.logsumexp(log_w, 0) - math.log(7))).sum().backward()
+    for a, p in zip(ours, m.generative.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-5)
+
+
+def test_wake_and_sleep_phases_update_disjoint_parameters():
+    m = tiny()
+    x = all_x()
+    torch.manual_seed(9)
+    WakeSleep()(m.eval(), x).loss.sum().backward()  # wake phase only
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.recognition.parameters())
+    wake_grads = [p.grad.clone() for p in m.generative.parameters()]
+    m.zero_grad()
+    torch.manual_seed(9)
+    WakeSleep()(m.train(), x).loss.sum().backward()  # wake + sleep
+    for a, p in zip(wake_grads, m.generative.parameters()):
+        assert torch.allclose(a, p.grad)  # the sleep phase does not touch the generative model
+    assert all(p.grad.abs().sum() > 0 for p in m.recognition.parameters())
+
+
+def test_wake_sleep_training_raises_the_likelihood():
+    torch.manual_seed(0)
+    data = (torch.rand(1, 1, 1, 6) < 0.5).float().expand(200, 1, 1, 6).clone()
+    data[100:] = 1 - data[100:]  # two modes
+    m = HelmholtzMachine((1, 1, 6), [4])
+    before = importance_sampled_log_likelihood(m, data, k=500).mean()
+    opt = torch.optim.Adam(m.parameters(), lr=0.05)
+    for _ in range(300):
+        loss = ReweightedWakeSleep(k=5)(m.train(), data).loss.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = importance_sampled_log_likelihood(m.eval(), data, k=500).mean()
+    assert after > before + 1.5 and after > -math.log(2) - 0.3  # near the two-mode optimum, -log 2
