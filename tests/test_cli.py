@@ -301,3 +301,32 @@ def test_helmholtz_machine_trains_and_evaluates(tmp_path, capsys, objective):
     assert run(capsys, "sample", out, "--out", tmp_path / "s.png")[0] == 0
     code, _, err = run(capsys, "train", "--dataset", "digits", "--objective", objective, "--out", tmp_path / "bad")
     assert_clean_failure(code, err, "--model helmholtz")
+
+
+def test_loglinear_model_trains_by_em_and_evaluates_exactly(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    patches = (rng.random((300, 3, 3)) < np.linspace(0.1, 0.9, 9).reshape(3, 3)).astype(np.uint8)
+    np.save(tmp_path / "patches.npy", patches)
+    out = tmp_path / "ll"
+    argv = [
+        "train",
+        "--dataset",
+        tmp_path / "patches.npy",
+        "--model",
+        "loglinear",
+        "--latent-dim",
+        "3",
+        "--epochs",
+        "4",
+        "--out",
+        out,
+    ]
+    code, text, _ = run(capsys, *argv)
+    assert code == 0 and text.count("EM iteration") == 4
+    train = [json.loads(s)["train_elbo"] for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(b >= a - 1e-5 for a, b in zip(train, train[1:]))
+    assert run(capsys, "eval", out)[0] == 0
+    r = json.loads((out / "eval.json").read_text())
+    assert r["exact"] and 0 < r["nll"] < 9 * np.log(2)
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--model", "loglinear", "--out", tmp_path / "x")
+    assert_clean_failure(code, err, "too large")

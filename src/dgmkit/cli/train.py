@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,6 +134,8 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
 
     if cfg.model == "ppca":
         return _fit_ppca(cfg, dataset, transform, record, out)
+    if cfg.model == "loglinear":
+        return _fit_em(cfg, model, dataset, transform, record, out, quiet)
     trainer = Trainer(
         model,
         build_objective(cfg),
@@ -189,6 +192,30 @@ def _fit_ppca(cfg: RunConfig, dataset, transform, record: dict, out: Path) -> Si
         f"log-likelihood {metrics['train_elbo']:.3f} (train), {metrics['valid_elbo']:.3f} (valid) nats"
     )
     return SimpleNamespace(epoch=1, best_valid=metrics["valid_elbo"], best_epoch=1)
+
+
+def _fit_em(cfg: RunConfig, model, dataset, transform, record: dict, out: Path, quiet: bool) -> SimpleNamespace:
+    """Expectation-maximization with exact E-steps: ``epochs`` iterations on the training split."""
+    if transform.kind != "binary":
+        raise ConfigError(f"the loglinear model needs binary data; {dataset.name} is {transform.kind} (try digits-4x4)")
+    x, valid = transform(dataset.train.x), transform(dataset.valid.x)
+    atomic_write_json(out / "config.json", record)
+    lines, best = [], -math.inf
+    for it in range(1, cfg.epochs + 1):
+        before = model.em_step(x)
+        with torch.no_grad():
+            train_ll, valid_ll = model.log_prob(x).mean().item(), model.log_prob(valid).mean().item()
+        m = {"epoch": it, "train_elbo": train_ll, "valid_elbo": valid_ll, "train_elbo_before_step": before}
+        lines.append(json.dumps(m))
+        atomic_write_bytes(out / "metrics.jsonl", ("\n".join(lines) + "\n").encode())
+        save_checkpoint(out / "checkpoint.safetensors", model, record, trainer={"epoch": it})
+        if valid_ll > best:
+            best = valid_ll
+            save_checkpoint(out / "best.safetensors", model, record, trainer={"epoch": it})
+        if not quiet:
+            say(f"EM iteration {it:>4}/{cfg.epochs}  train log p(x) {train_ll:9.4f}  valid log p(x) {valid_ll:9.4f}")
+    best_epoch = max((json.loads(s) for s in lines), key=lambda m: m["valid_elbo"])["epoch"]
+    return SimpleNamespace(epoch=cfg.epochs, best_valid=best, best_epoch=best_epoch)
 
 
 def run_train(args: argparse.Namespace) -> int:

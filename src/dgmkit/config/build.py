@@ -15,7 +15,7 @@ from dgmkit.conditional import (
 )
 from dgmkit.config.schema import RunConfig
 from dgmkit.errors import ConfigError
-from dgmkit.models import PPCA, VAE, CategoricalVAE, HelmholtzMachine
+from dgmkit.models import PPCA, VAE, CategoricalVAE, HelmholtzMachine, LogLinearLVM
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
 from dgmkit.objectives import ELBO, IWAE, GumbelSoftmaxELBO, ReinforceELBO, ReweightedWakeSleep, WakeSleep
 from dgmkit.priors import MixtureOfGaussiansPrior, Prior, StandardNormalPrior, UniformCategoricalPrior, VampPrior
@@ -48,6 +48,11 @@ def build_model(
     initialised from data (``pseudo_init = "data"``)."""
     if cfg.model == "ppca":
         return PPCA.empty(tuple(event_shape), cfg.latent_dim)
+    if cfg.model == "loglinear":
+        try:
+            return LogLinearLVM(event_shape, cfg.latent_dim)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if cfg.model == "helmholtz":
         return HelmholtzMachine(event_shape, [*cfg.hidden, cfg.latent_dim])
     c, h, w = event_shape

@@ -101,10 +101,7 @@ def _evaluate_exact(model, x: torch.Tensor, log_volume: float) -> EvalReport:
     nll = discrete_nll(-ll.mean().item(), num_dims, log_volume)
     post = model.posterior(x)
     m = post.mean.shape[-1]
-    prior = torch.distributions.MultivariateNormal(
-        torch.zeros(m, dtype=post.mean.dtype), torch.eye(m, dtype=post.mean.dtype)
-    )
-    kl = torch.distributions.kl_divergence(post, prior).mean().item()
+    kl = torch.distributions.kl_divergence(post, model.prior()).mean().item()
     var = post.mean.var(0) if n > 1 else torch.zeros(m)
     return EvalReport(
         elbo=-nll,

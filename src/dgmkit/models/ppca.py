@@ -17,7 +17,6 @@ from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from dgmkit.models.base import ExactLikelihoodModel
-from dgmkit.priors import StandardNormalPrior
 
 __all__ = ["PPCA"]
 
@@ -44,7 +43,7 @@ class PPCA(ExactLikelihoodModel):
         self.event_shape = tuple(event_shape) if event_shape is not None else (D,)
         if math.prod(self.event_shape) != D:
             raise ValueError(f"event_shape {self.event_shape} does not hold {D} numbers")
-        self.prior = StandardNormalPrior(M)
+        self.register_buffer("_eye", torch.eye(M, dtype=W.dtype), persistent=False)
 
     @classmethod
     def fit(cls, x: torch.Tensor, latent_dim: int) -> "PPCA":
@@ -63,6 +62,10 @@ class PPCA(ExactLikelihoodModel):
         W = evecs[:, :latent_dim] * (evals[:latent_dim] - sigma2).clamp_min(0).sqrt()
         dtype = x.dtype if x.is_floating_point() else torch.float32
         return cls(W.to(dtype), mu.to(dtype), sigma2.to(dtype), event_shape=x.shape[1:])
+
+    def prior(self) -> MultivariateNormal:
+        """p(z) = N(0, I_M)."""
+        return MultivariateNormal(torch.zeros_like(self._eye[0]), covariance_matrix=self._eye)
 
     @property
     def latent_dim(self) -> int:

@@ -1,0 +1,67 @@
+"""The log-linear latent variable model: exact normalisation and inference by enumeration, and
+EM that never lowers the log-likelihood."""
+
+import numpy as np
+import pytest
+import torch
+
+from dgmkit.data import load_dataset
+from dgmkit.models import LogLinearLVM
+from dgmkit.models.loglinear import grid_edges
+
+
+def random_model(k=4, seed=0):
+    m = LogLinearLVM((1, 3, 3), k)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in (m.unary, m.bias, m.pairwise):
+            p.copy_(torch.randn(p.shape, generator=g))
+        m.log_pi.copy_(torch.log_softmax(torch.randn(k, generator=g), 0))
+    return m
+
+
+def crops() -> torch.Tensor:
+    d = load_dataset("digits-4x4")
+    return torch.cat([d.train.x, d.valid.x]).float()[:, :, 1:, :3]  # 3x3 crops of real digits
+
+
+def test_edges_of_a_grid():
+    assert grid_edges(2, 2) == [(0, 1), (0, 2), (1, 3), (2, 3)]
+    assert len(grid_edges(3, 3)) == 12
+
+
+@torch.no_grad()
+def test_the_model_normalises_and_inference_is_bayes_rule():
+    m = random_model()
+    states = m.states.view(-1, 1, 3, 3)
+    assert m.log_prob(states).exp().sum().item() == pytest.approx(1.0, abs=1e-5)
+    cond = m.conditional_log_probs(m.states)  # (512, K)
+    assert torch.allclose(torch.logsumexp(cond, 0), torch.zeros(4), atol=1e-5)  # each p(x|z) normalised
+    x = states[:7]
+    joint = m.log_pi + m.conditional_log_probs(x.flatten(1))
+    assert torch.allclose(m.posterior(x).probs, torch.softmax(joint, -1), atol=1e-6)
+
+
+@torch.no_grad()
+def test_samples_follow_the_model():
+    m = random_model(k=2)
+    x, _ = m.sample(100_000, torch.Generator().manual_seed(0))
+    codes = (x.flatten(1).long() * (2 ** torch.arange(8, -1, -1))).sum(-1)
+    freq = torch.bincount(codes, minlength=512).double() / 100_000
+    probs = m.log_prob(m.states.view(-1, 1, 3, 3)).exp().double()
+    assert (freq - probs).abs().max() < 0.005
+
+
+def test_em_never_lowers_the_log_likelihood_on_real_data():
+    x = crops()
+    m = LogLinearLVM((1, 3, 3), 5)
+    history = [m.em_step(x) for _ in range(8)]
+    history.append(m.log_prob(x).mean().item())
+    steps = np.diff(history)
+    assert (steps >= -1e-5).all(), steps
+    assert history[-1] > history[0] + 0.5
+
+
+def test_too_large_a_space_is_refused():
+    with pytest.raises(ValueError, match="at most 20"):
+        LogLinearLVM((1, 8, 8), 3)
