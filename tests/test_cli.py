@@ -330,3 +330,56 @@ def test_loglinear_model_trains_by_em_and_evaluates_exactly(tmp_path, capsys):
     assert r["exact"] and 0 < r["nll"] < 9 * np.log(2)
     code, _, err = run(capsys, "train", "--dataset", "digits", "--model", "loglinear", "--out", tmp_path / "x")
     assert_clean_failure(code, err, "too large")
+
+
+def test_autoencoder_baseline_reports_no_density(tmp_path, capsys):
+    out = tmp_path / "ae"
+    code, text, _ = run(
+        capsys,
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "ae",
+        "--latent-dim",
+        "4",
+        "--hidden",
+        "32",
+        "--epochs",
+        "2",
+        "--out",
+        out,
+    )
+    assert code == 0 and "ELBO" not in text and "reconstruction log-likelihood" in text
+    code, text, _ = run(capsys, "eval", out)
+    assert code == 0 and "NLL (" not in text and "no ELBO, NLL or bits/dim" in text
+    r = json.loads((out / "eval.json").read_text())
+    assert r["elbo"] is None and r["nll"] is None and r["bpd"] is None and r["recon"] < 0
+    for command in ("reconstruct", "interpolate", "latents"):
+        assert run(capsys, command, out, "--out", tmp_path / f"{command}.png")[0] == 0
+    code, _, err = run(capsys, "sample", out, "--out", tmp_path / "s.png")
+    assert_clean_failure(code, err, "no prior")
+
+
+def test_beta_vae_weights_the_kl(tmp_path, capsys):
+    out = tmp_path / "beta"
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--beta",
+        "4",
+        "--latent-dim",
+        "4",
+        "--hidden",
+        "32",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        out,
+    ]
+    assert run(capsys, *argv)[0] == 0
+    m = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert m[-1]["beta"] == 4.0
+    assert m[-1]["train_loss"] > -m[-1]["train_elbo"]  # beta > 1 adds (beta - 1) KL to the loss

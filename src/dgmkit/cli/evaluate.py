@@ -25,6 +25,15 @@ def add_parser(sub) -> None:
 
 
 def format_report(r: dict) -> str:
+    if r.get("nll") is None:  # no density (an autoencoder)
+        rows = [
+            ("split", f"{r['split']} ({r['n']} datapoints{', random subset' if r['subset'] else ''})"),
+            ("reconstruction", f"{r['recon']:.3f} nats  (log p(x | z = f(x)))"),
+            ("active units", f"{r['active_units']} / {r['latent_dim']}"),
+            ("note", r["note"]),
+        ]
+        width = max(len(a) for a, _ in rows)
+        return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
     rows = [
         ("split", f"{r['split']} ({r['n']} datapoints{', random subset' if r['subset'] else ''})"),
         ("ELBO", f"{r['elbo']:.3f} nats  ({r['elbo_bpd']:.4f} bits/dim)"),

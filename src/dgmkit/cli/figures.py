@@ -23,6 +23,8 @@ def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
 def sample(args) -> int:
     _positive("-n", args.n)
     run = load_run(args.run_dir)
+    if run.cfg.model == "ae":
+        raise ConfigError("an autoencoder has no prior to sample from; train a vae (for example with --beta) instead")
     torch.manual_seed(args.seed)
     x, mean = run.model.sample(args.n, generator=torch.Generator().manual_seed(args.seed))
     shown = x if args.draw else mean

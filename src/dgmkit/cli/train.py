@@ -126,9 +126,13 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         last = m["epoch"] == trainer.epochs or trainer.patience is not None and trainer.bad_epochs >= trainer.patience
         if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):
             return
-        line = f"epoch {m['epoch']:>4}/{trainer.epochs}  train -ELBO {-m['train_elbo']:9.3f}"
+        name = "-log p(x|f(x))" if cfg.model == "ae" else "-ELBO"
+        line = f"epoch {m['epoch']:>4}/{trainer.epochs}  train {name} {-m['train_elbo']:9.3f}"
         if "valid_elbo" in m:
-            line += f"  valid -ELBO {-m['valid_elbo']:9.3f}  KL {m['valid_kl']:7.3f}  AU {m['valid_active_units']:>3}"
+            line += f"  valid {name} {-m['valid_elbo']:9.3f}"
+            if "valid_kl" in m:
+                line += f"  KL {m['valid_kl']:7.3f}"
+            line += f"  AU {m['valid_active_units']:>3}"
         line += f"  beta {m['beta']:.2f}  {m['time_s']:.1f}s"
         say(line)
 
@@ -234,6 +238,10 @@ def run_train(args: argparse.Namespace) -> int:
         if (out / "checkpoint.safetensors").exists():
             raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     trainer = train_run(cfg, out, resume=args.resume, quiet=args.quiet)
-    say(f"trained {trainer.epoch} epochs; best validation ELBO {trainer.best_valid:.3f} nats at epoch {trainer.best_epoch}")
+    what = {"ae": "reconstruction log-likelihood", "ppca": "log-likelihood", "loglinear": "log-likelihood"}
+    say(
+        f"trained {trainer.epoch} epochs; best validation {what.get(cfg.model, 'ELBO')} {trainer.best_valid:.3f} nats "
+        f"at epoch {trainer.best_epoch}"
+    )
     say(f"run folder: {out}  (evaluate with: dgm eval {out})")
     return 0

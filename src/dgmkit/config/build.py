@@ -15,9 +15,9 @@ from dgmkit.conditional import (
 )
 from dgmkit.config.schema import RunConfig
 from dgmkit.errors import ConfigError
-from dgmkit.models import PPCA, VAE, CategoricalVAE, HelmholtzMachine, LogLinearLVM
+from dgmkit.models import PPCA, VAE, Autoencoder, CategoricalVAE, HelmholtzMachine, LogLinearLVM
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
-from dgmkit.objectives import ELBO, IWAE, GumbelSoftmaxELBO, ReinforceELBO, ReweightedWakeSleep, WakeSleep
+from dgmkit.objectives import ELBO, IWAE, GumbelSoftmaxELBO, Reconstruction, ReinforceELBO, ReweightedWakeSleep, WakeSleep
 from dgmkit.priors import MixtureOfGaussiansPrior, Prior, StandardNormalPrior, UniformCategoricalPrior, VampPrior
 
 __all__ = ["build_model", "build_objective", "build_head"]
@@ -87,6 +87,14 @@ def build_model(
         if cfg.objective == "reinforce":
             baseline = nn.Sequential(nn.Flatten(), MLP(dims, [cfg.hidden[-1]], 1, cfg.activation))
         return CategoricalVAE(encoder, decoder, prior, input_scale, baseline=baseline)
+    if cfg.model == "ae":
+        if cfg.encoder == "conv":  # the conv encoder's head outputs 2M numbers for a VAE; here M
+            enc_net = ConvEncoderNet(event_shape, m, hidden=cfg.hidden[0], act=cfg.activation)
+        elif cfg.encoder == "gated":
+            enc_net = nn.Sequential(nn.Flatten(), GatedMLP(dims, cfg.hidden, m))
+        else:
+            enc_net = nn.Sequential(nn.Flatten(), MLP(dims, cfg.hidden, m, cfg.activation))
+        return Autoencoder(enc_net, decoder, m, input_scale)
     encoder = GaussianEncoder(enc_net, m)
     prior = build_prior(cfg, encoder, event_shape, input_scale, init_data)
     return VAE(encoder, decoder, prior, input_scale)
@@ -109,6 +117,8 @@ def build_prior(cfg: RunConfig, encoder, event_shape, input_scale: float, init_d
 
 
 def build_objective(cfg: RunConfig):
+    if cfg.model == "ae":
+        return Reconstruction()
     if cfg.objective == "gumbel-softmax":
         return GumbelSoftmaxELBO(cfg.temperature, cfg.temperature_min, cfg.anneal_rate, cfg.straight_through)
     if cfg.objective == "reinforce":

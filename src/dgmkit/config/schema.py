@@ -21,7 +21,7 @@ else:  # pragma: no cover
 __all__ = ["RunConfig", "load_config_file", "CHOICES"]
 
 CHOICES = {
-    "model": ("vae", "ppca", "helmholtz", "loglinear"),
+    "model": ("vae", "ae", "ppca", "helmholtz", "loglinear"),
     "encoder": ("mlp", "gated", "conv"),
     "decoder": ("mlp", "gated", "conv", None),
     "likelihood": ("bernoulli", "gaussian", "categorical", "logistic"),
@@ -130,6 +130,8 @@ class RunConfig:
             )
         if self.model == "helmholtz" and (self.likelihood != "bernoulli" or self.prior != "standard"):
             raise ConfigError("the helmholtz model is a sigmoid belief network: --likelihood bernoulli, its own prior")
+        if self.model == "ae" and (self.objective != "elbo" or self.prior != "standard" or self.latent != "gaussian"):
+            raise ConfigError("the autoencoder (--model ae) has no prior and trains on reconstruction only")
         if self.model == "loglinear" and (self.likelihood != "bernoulli" or self.objective != "elbo"):
             raise ConfigError("the loglinear model is trained by EM on binary data: --likelihood bernoulli, no --objective")
         if self.model == "ppca" and self.likelihood != "gaussian":

@@ -7,6 +7,7 @@ returns one value per example: the event dimensions are summed.
 
 from dgmkit.distributions.bernoulli import BernoulliPixels
 from dgmkit.distributions.categorical import CategoricalPixels
+from dgmkit.distributions.delta import Delta
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
 from dgmkit.distributions.mixture import DiagonalGaussianMixture
 from dgmkit.distributions.normal import diagonal_normal, kl_per_dimension
@@ -20,6 +21,7 @@ __all__ = [
     "pixel_mean",
     "BernoulliPixels",
     "CategoricalPixels",
+    "Delta",
     "DiscretizedLogisticMixture",
     "DiagonalGaussianMixture",
 ]

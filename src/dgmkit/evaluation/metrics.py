@@ -5,6 +5,7 @@ import math
 import torch
 
 from dgmkit.distributions import kl_per_dimension
+from dgmkit.models import Autoencoder
 
 __all__ = ["bits_per_dim", "discrete_nll", "active_units", "posterior_statistics"]
 
@@ -29,11 +30,11 @@ def posterior_statistics(model, x: torch.Tensor, batch_size: int = 1000) -> dict
     A unit u is active when Cov_x(E_q[z_u | x]) > 0.01 (Burda et al. 2016): a collapsed
     dimension's posterior mean does not depend on x."""
     means, kls = [], []
-    p = model.prior()
+    p = None if isinstance(model, Autoencoder) else model.prior()
     for i in range(0, len(x), batch_size):
         q = model.posterior(x[i : i + batch_size])
         means.append(q.mean)
-        kl = kl_per_dimension(q, p)
+        kl = kl_per_dimension(q, p) if p is not None else None
         if kl is not None:
             kls.append(kl)
     mu = torch.cat(means)  # (N, M), or (N, V, K) for one-hot categorical latents

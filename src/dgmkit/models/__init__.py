@@ -1,5 +1,6 @@
 """Models: composition of encoders, decoders and priors."""
 
+from dgmkit.models.autoencoder import Autoencoder
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.models.categorical_vae import CategoricalVAE
 from dgmkit.models.helmholtz import HelmholtzMachine
@@ -7,4 +8,4 @@ from dgmkit.models.loglinear import LogLinearLVM
 from dgmkit.models.ppca import PPCA
 from dgmkit.models.vae import VAE
 
-__all__ = ["VAE", "CategoricalVAE", "HelmholtzMachine", "LogLinearLVM", "PPCA", "ExactLikelihoodModel"]
+__all__ = ["Autoencoder", "VAE", "CategoricalVAE", "HelmholtzMachine", "LogLinearLVM", "PPCA", "ExactLikelihoodModel"]

@@ -1,0 +1,40 @@
+"""Deterministic autoencoder: z = f(x), trained to maximize log p(x | z = f(x)).
+
+A baseline for representation learning next to the VAE and the beta-VAE (``--beta``): it has
+no prior and defines no density over x, so it has no ELBO, likelihood or samples; evaluation
+reports its reconstruction log-likelihood and latent diagnostics only.
+"""
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from dgmkit.conditional import Decoder
+from dgmkit.distributions.delta import Delta
+
+__all__ = ["Autoencoder"]
+
+
+class Autoencoder(nn.Module):
+    def __init__(self, encoder_net: nn.Module, decoder: Decoder, latent_dim: int, input_scale: float = 1.0):
+        super().__init__()
+        self.encoder_net = encoder_net
+        self.decoder = decoder
+        self.latent_dim = latent_dim
+        self.input_scale = float(input_scale)
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return self.decoder.event_shape
+
+    def posterior(self, x: torch.Tensor) -> Delta:
+        """The code z = f(x) as a point mass."""
+        x = x.float() * self.input_scale if self.input_scale != 1.0 else x.float()
+        return Delta(self.encoder_net(x).float())
+
+    def likelihood(self, z: torch.Tensor) -> Distribution:
+        return self.decoder(z)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.likelihood(self.posterior(x).mean).mean

@@ -1,0 +1,24 @@
+"""The autoencoder's objective: the reconstruction log-likelihood log p(x | z = f(x))."""
+
+from typing import NamedTuple
+
+import torch
+
+from dgmkit.objectives.base import Objective
+
+__all__ = ["Reconstruction", "ReconstructionTerms"]
+
+
+class ReconstructionTerms(NamedTuple):
+    """``elbo`` holds log p(x | f(x)) so that the trainer can track it; for an autoencoder it is
+    a reconstruction score, not a bound on log p(x)."""
+
+    loss: torch.Tensor
+    elbo: torch.Tensor
+    log_px_z: torch.Tensor
+
+
+class Reconstruction(Objective):
+    def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> ReconstructionTerms:
+        log_px_z = model.likelihood(model.posterior(x).rsample()).log_prob(x)
+        return ReconstructionTerms(-log_px_z, log_px_z, log_px_z)
