@@ -7,6 +7,7 @@ command leaves no half-written file behind.
 
 import argparse
 import logging
+import os
 import sys
 
 from dgmkit import __version__
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (dgm ... | head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except DgmError as e:
         print(f"dgm: error: {e}", file=sys.stderr)
         return 1
