@@ -12,6 +12,8 @@ import math
 import torch
 from torch.distributions import Independent, Normal
 
+from dgmkit._rng import seeded_by
+
 __all__ = ["importance_sampled_log_likelihood"]
 
 _allocator_warmed = False
@@ -89,9 +91,7 @@ def _diagonal_normal_log_prob_from_noise(q):
 def _generic(model, x, k, batch_size, chunk_size, generator) -> torch.Tensor:
     """Any posterior with ``sample`` and ``log_prob`` (for example discrete latents)."""
     out = []
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        if generator is not None:
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    with seeded_by(generator, x.device):
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size]
             q, p = model.posterior(xb), model.prior()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, constraints
 
+from dgmkit._rng import seeded_by
 from dgmkit.distributions import BernoulliPixels
 
 __all__ = ["HelmholtzMachine"]
@@ -132,9 +133,7 @@ class HelmholtzMachine(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.random.fork_rng(devices=[]):
-            if generator is not None:
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        with seeded_by(generator):
             h = self.prior().sample((n,))
             px = self.likelihood(h)
             return px.sample(), px.mean

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, OneHotCategorical, constraints
 
+from dgmkit._rng import seeded_by
 from dgmkit.models.base import ExactLikelihoodModel
 
 __all__ = ["LogLinearLVM", "EnumeratedBinary", "grid_edges"]
@@ -131,9 +132,7 @@ class LogLinearLVM(ExactLikelihoodModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.random.fork_rng(devices=[]):
-            if generator is not None:
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        with seeded_by(generator):
             z = torch.multinomial(F.softmax(self.log_pi, 0), n, replacement=True)  # (n,)
             table = (self._energy(self.states) - self.log_normalizers()).T.exp()  # (K, S): p(x | z)
             x = torch.empty(n, self.states.shape[1], device=self.states.device)

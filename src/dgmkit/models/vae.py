@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
+from dgmkit._rng import seeded_by
 from dgmkit.conditional import ConditionalDistribution, Decoder
 from dgmkit.priors import Prior
 
@@ -66,11 +67,8 @@ class VAE(nn.Module):
 def _draw(p: Distribution, n: int, generator: torch.Generator | None) -> torch.Tensor:
     gaussian = isinstance(p, Independent) and isinstance(p.base_dist, Normal)
     if generator is None or not gaussian:
-        if generator is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-                return p.sample((n,))
-        return p.sample((n,))
+        with seeded_by(generator):
+            return p.sample((n,))
     mean = p.mean
     eps = torch.randn((n, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
     return mean + eps * p.stddev

@@ -267,7 +267,7 @@ class Trainer:
         for i in range(0, len(self._valid_x), self.eval_batch_size):
             x = self._valid_x[i : i + self.eval_batch_size]
             terms = self.objective(self.model, x, 1.0)
-            for k in ("elbo", "log_px_z", "kl"):
+            for k in ("elbo", "log_px_z", "kl", "iwae"):
                 if hasattr(terms, k):
                     sums[k] = sums.get(k, 0.0) + getattr(terms, k).sum().item()
         out = {f"valid_{k}": v / len(self._valid_x) for k, v in sums.items()}
