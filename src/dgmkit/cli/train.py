@@ -10,9 +10,9 @@ import torch
 
 from dgmkit._io import atomic_write_bytes, atomic_write_json
 from dgmkit.cli.common import say
-from dgmkit.config import RunConfig, build_model, build_objective, load_config_file
+from dgmkit.config import CHOICES, RunConfig, build_model, build_objective, load_config_file
 from dgmkit.config.run import read_json, run_record
-from dgmkit.data import load_dataset, make_transform
+from dgmkit.data import DATASETS, load_dataset, make_transform
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation import posterior_statistics
 from dgmkit.models import PPCA
@@ -73,7 +73,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--config", help="TOML or JSON file of config keys")
     for name, typ in _FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, metavar=name.upper())
+        choices = CHOICES.get(name)
+        helptext = "one of: " + ", ".join(c for c in choices if c) if choices else None
+        if name == "dataset":
+            helptext = f"one of: {', '.join(sorted(DATASETS))}, or a .npy/.npz file"
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, metavar=name.upper(), help=helptext)
     p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes, e.g. --hidden 512 256")
     p.add_argument(
         "--straight-through",
