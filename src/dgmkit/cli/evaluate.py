@@ -34,16 +34,22 @@ def format_report(r: dict) -> str:
         ]
         width = max(len(a) for a, _ in rows)
         return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
-    rows = [
-        ("split", f"{r['split']} ({r['n']} datapoints{', random subset' if r['subset'] else ''})"),
-        ("ELBO", f"{r['elbo']:.3f} nats  ({r['elbo_bpd']:.4f} bits/dim)"),
-        ("  reconstruction", f"{r['recon']:.3f} nats"),
-        ("  KL", f"{r['kl']:.3f} nats"),
+    rows = [("split", f"{r['split']} ({r['n']} datapoints{', random subset' if r['subset'] else ''})")]
+    if r.get("recon") is not None:  # a latent variable model
+        rows += [
+            ("ELBO", f"{r['elbo']:.3f} nats  ({r['elbo_bpd']:.4f} bits/dim)"),
+            ("  reconstruction", f"{r['recon']:.3f} nats"),
+            ("  KL", f"{r['kl']:.3f} nats"),
+        ]
+    rows += [
         ("NLL (exact)" if r.get("exact") else f"NLL (k={r['iw_samples']})", f"{r['nll']:.3f} +- {r['nll_stderr']:.3f} nats"),
         ("bits/dim", f"{r['bpd']:.4f}"),
-        ("active units", f"{r['active_units']} / {r['latent_dim']}"),
-        ("time", f"{r['seconds']:.1f} s"),
     ]
+    if r.get("active_units") is not None:
+        rows.append(("active units", f"{r['active_units']} / {r['latent_dim']}"))
+    if r.get("transform") == "dequantize":
+        rows.append(("data", f"uniformly dequantized; the NLL bounds that of the {r['num_dims']}-D integer data"))
+    rows.append(("time", f"{r['seconds']:.1f} s"))
     width = max(len(a) for a, _ in rows)
     return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
 

@@ -4,7 +4,9 @@ import torch
 
 from dgmkit.cli.common import say, split_data, to_display, write_png
 from dgmkit.config import load_run
+from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
+from dgmkit.models import FlowModel
 from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
 
 __all__ = ["add_parsers", "sample", "reconstruct", "interpolate", "latents"]
@@ -26,10 +28,23 @@ def sample(args) -> int:
     if run.cfg.model == "ae":
         raise ConfigError("an autoencoder has no prior to sample from; train a vae (for example with --beta) instead")
     torch.manual_seed(args.seed)
-    x, mean = run.model.sample(args.n, generator=torch.Generator().manual_seed(args.seed))
-    shown = x if args.draw else mean
+    g = torch.Generator().manual_seed(args.seed)
+    if isinstance(run.model, FlowModel):
+        if not args.temperature > 0:
+            raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
+        x, _ = run.model.sample(args.n, generator=g, temperature=args.temperature)
+        what = f"samples x ~ p(x) at temperature {args.temperature:g}"
+        shown = x
+    else:
+        if args.temperature != 1.0:
+            raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
+        x, mean = run.model.sample(args.n, generator=g)
+        shown = x if args.draw else mean
+        what = f"{'draws' if args.draw else 'means of p(x|z)'}, z ~ p(z),"
+    if tuple(shown.shape[2:]) == (1, 2) or shown.dim() != 4:
+        raise ConfigError("these are 2-D points, not images: use dgm density RUN_DIR --out FILE.png")
     path = write_png(args.out, image_grid_png(to_display(shown, run), nrow=args.nrow or _side(args.n)))
-    say(f"wrote {args.n} {'draws' if args.draw else 'means of p(x|z)'}, z ~ p(z), to {path}")
+    say(f"wrote {args.n} {what} to {path}")
     return 0
 
 
@@ -56,7 +71,7 @@ def interpolate(args) -> int:
     x, _ = split_data(run, args.split, args.data_dir)
     idx = _pick(len(x), 2 * args.pairs, args.seed)
     a, b = x[idx[: args.pairs]], x[idx[args.pairs :]]
-    za, zb = run.model.posterior(a).mean, run.model.posterior(b).mean  # (P, M)
+    za, zb = location(run.model.posterior(a)), location(run.model.posterior(b))  # (P, M)
     t = torch.linspace(0, 1, args.steps).view(1, -1, *[1] * (za.dim() - 1))
     z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, *latent): for one-hot latents, through the simplex
     dec = run.model.likelihood(z).mean  # (P, S, C, H, W)
@@ -77,7 +92,7 @@ def latents(args) -> int:
         _positive("--limit", args.limit)
         idx = _pick(len(x), args.limit, args.seed)
         x, y = x[idx], (None if y is None else y[idx])
-    z = torch.cat([run.model.posterior(x[i : i + 1000]).mean.flatten(1) for i in range(0, len(x), 1000)])
+    z = torch.cat([location(run.model.posterior(x[i : i + 1000])).flatten(1) for i in range(0, len(x), 1000)])
     points, axes = project_2d(z)
     title = f"{run.cfg.dataset} {args.split}: posterior means E[z|x] (n={len(x)})"
     data = scatter_png(points, None if y is None else y.numpy(), title, axes)
@@ -98,6 +113,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--nrow", type=int, default=None)
     p.add_argument("--draw", action="store_true", help="show draws x ~ p(x|z) instead of the means of p(x|z)")
+    p.add_argument("--temperature", type=float, default=1.0, help="flows: sample z ~ N(0, T^2 I)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=sample)
 

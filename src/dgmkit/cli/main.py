@@ -18,7 +18,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dgmkit.cli import cluster, demo, evaluate, figures, train
+    from dgmkit.cli import cluster, demo, density, evaluate, figures, train
 
     parser = argparse.ArgumentParser(prog="dgm", description="dgmkit: likelihood-based deep generative models")
     parser.add_argument("--version", action="version", version=f"dgmkit {__version__}")
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     figures.add_parsers(sub)
     cluster.add_parser(sub)
+    density.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

@@ -12,7 +12,7 @@ from dgmkit._io import atomic_write_bytes, atomic_write_json
 from dgmkit.cli.common import say
 from dgmkit.config import CHOICES, RunConfig, build_model, build_objective, load_config_file
 from dgmkit.config.run import read_json, run_record
-from dgmkit.data import DATASETS, load_dataset, make_transform
+from dgmkit.data import DATASETS, DataTransform, density_transform, load_dataset, make_transform
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation import posterior_statistics
 from dgmkit.models import PPCA
@@ -33,6 +33,12 @@ _FLAGS = {
     "latent_dim": int,
     "activation": str,
     "prior": str,
+    "posterior": str,
+    "flow": str,
+    "flow_layers": int,
+    "flow_levels": int,
+    "flow_blocks": int,
+    "logit_alpha": float,
     "prior_components": int,
     "latent": str,
     "latent_classes": int,
@@ -117,7 +123,10 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
     """Train ``cfg`` into the run folder ``out`` (or resume the run there), printing a line
     every ``report_every`` epochs."""
     dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
-    transform = make_transform(cfg.likelihood, dataset, cfg.binarize)
+    if cfg.model == "flow":
+        transform = density_transform(dataset)
+    else:
+        transform = make_transform(cfg.likelihood, dataset, cfg.binarize)
     init_data = None
     if cfg.prior == "vampprior" and cfg.pseudo_init == "data" and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.seed))
@@ -125,19 +134,26 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed repeats
         model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
     record = run_record(cfg, dataset, transform)
+    num_dims = math.prod(dataset.event_shape)
+    shift = num_dims * transform.log_volume  # nats of the integer data from nats of dequantized data
 
     def report(trainer, m):
         last = m["epoch"] == trainer.epochs or trainer.patience is not None and trainer.bad_epochs >= trainer.patience
         if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):
             return
-        name = "-log p(x|f(x))" if cfg.model == "ae" else "-ELBO"
-        line = f"epoch {m['epoch']:>4}/{trainer.epochs}  train {name} {-m['train_elbo']:9.3f}"
+        name = {"ae": "-log p(x|f(x))", "flow": "-log p(x)"}.get(cfg.model, "-ELBO")
+        line = f"epoch {m['epoch']:>4}/{trainer.epochs}  train {name} {shift - m['train_elbo']:9.3f}"
         if "valid_elbo" in m:
-            line += f"  valid {name} {-m['valid_elbo']:9.3f}"
+            line += f"  valid {name} {shift - m['valid_elbo']:9.3f}"
+            if cfg.model == "flow":
+                line += f" ({(shift - m['valid_elbo']) / (num_dims * math.log(2)):.4f} bits/dim)"
             if "valid_kl" in m:
                 line += f"  KL {m['valid_kl']:7.3f}"
-            line += f"  AU {m['valid_active_units']:>3}"
-        line += f"  beta {m['beta']:.2f}  {m['time_s']:.1f}s"
+            if "valid_active_units" in m:
+                line += f"  AU {m['valid_active_units']:>3}"
+        if cfg.model != "flow":
+            line += f"  beta {m['beta']:.2f}"
+        line += f"  {m['time_s']:.1f}s"
         say(line)
 
     if cfg.model == "ppca":
@@ -166,7 +182,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         config=record,
         progress=not quiet,
         callbacks=[report],
-        diagnostics=latent_diagnostics,
+        diagnostics=None if cfg.model == "flow" else latent_diagnostics,
     )
 
     if resume:
@@ -242,9 +258,11 @@ def run_train(args: argparse.Namespace) -> int:
         if (out / "checkpoint.safetensors").exists():
             raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     trainer = train_run(cfg, out, resume=args.resume, quiet=args.quiet)
-    what = {"ae": "reconstruction log-likelihood", "ppca": "log-likelihood", "loglinear": "log-likelihood"}
+    data = read_json(out / "config.json")["data"]
+    shift = 0.0 if cfg.model == "ppca" else math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume
+    what = {"ae": "reconstruction log-likelihood", "ppca": "log-likelihood", "loglinear": "log-likelihood", "flow": "log-likelihood"}
     say(
-        f"trained {trainer.epoch} epochs; best validation {what.get(cfg.model, 'ELBO')} {trainer.best_valid:.3f} nats "
+        f"trained {trainer.epoch} epochs; best validation {what.get(cfg.model, 'ELBO')} {trainer.best_valid - shift:.3f} nats "
         f"at epoch {trainer.best_epoch}"
     )
     say(f"run folder: {out}  (evaluate with: dgm eval {out})")

@@ -4,6 +4,7 @@ from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.conditional.categorical_encoder import CategoricalEncoder
 from dgmkit.conditional.decoder import Decoder
 from dgmkit.conditional.encoder import GaussianEncoder
+from dgmkit.conditional.iaf_encoder import IAFEncoder
 from dgmkit.conditional.heads import (
     BernoulliHead,
     CategoricalHead,
@@ -17,6 +18,7 @@ __all__ = [
     "GaussianEncoder",
     "CategoricalEncoder",
     "Decoder",
+    "IAFEncoder",
     "LikelihoodHead",
     "BernoulliHead",
     "GaussianHead",

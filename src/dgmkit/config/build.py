@@ -1,5 +1,7 @@
 """Build a model from a run configuration and the data's shape."""
 
+import math
+
 import torch
 from torch import nn
 
@@ -10,15 +12,17 @@ from dgmkit.conditional import (
     Decoder,
     GaussianEncoder,
     GaussianHead,
+    IAFEncoder,
     LikelihoodHead,
     LogisticMixtureHead,
 )
 from dgmkit.config.schema import RunConfig
 from dgmkit.errors import ConfigError
-from dgmkit.models import PPCA, VAE, Autoencoder, CategoricalVAE, HelmholtzMachine, LogLinearLVM
+from dgmkit.models import PPCA, VAE, Autoencoder, CategoricalVAE, FlowModel, HelmholtzMachine, LogLinearLVM
+from dgmkit.transforms import IMAGE_FLOWS, VECTOR_FLOWS, Compose, Logit, iaf
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
-from dgmkit.objectives import ELBO, IWAE, GumbelSoftmaxELBO, Reconstruction, ReinforceELBO, ReweightedWakeSleep, WakeSleep
-from dgmkit.priors import MixtureOfGaussiansPrior, Prior, StandardNormalPrior, UniformCategoricalPrior, VampPrior
+from dgmkit.objectives import ELBO, IWAE, GumbelSoftmaxELBO, MaximumLikelihood, Reconstruction, ReinforceELBO, ReweightedWakeSleep, WakeSleep
+from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, UniformCategoricalPrior, VampPrior
 
 __all__ = ["build_model", "build_objective", "build_head"]
 
@@ -53,6 +57,8 @@ def build_model(
             return LogLinearLVM(event_shape, cfg.latent_dim)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    if cfg.model == "flow":
+        return build_flow(cfg, event_shape, num_levels)
     if cfg.model == "helmholtz":
         return HelmholtzMachine(event_shape, [*cfg.hidden, cfg.latent_dim])
     c, h, w = event_shape
@@ -95,7 +101,10 @@ def build_model(
         else:
             enc_net = nn.Sequential(nn.Flatten(), MLP(dims, cfg.hidden, m, cfg.activation))
         return Autoencoder(enc_net, decoder, m, input_scale)
-    encoder = GaussianEncoder(enc_net, m)
+    if cfg.posterior == "iaf":
+        encoder = _iaf_encoder(cfg, event_shape, m)
+    else:
+        encoder = GaussianEncoder(enc_net, m)
     prior = build_prior(cfg, encoder, event_shape, input_scale, init_data)
     return VAE(encoder, decoder, prior, input_scale)
 
@@ -104,6 +113,8 @@ def build_prior(cfg: RunConfig, encoder, event_shape, input_scale: float, init_d
     m = cfg.latent_dim
     if cfg.prior == "standard":
         return StandardNormalPrior(m)
+    if cfg.prior == "flow":
+        return FlowPrior(m, VECTOR_FLOWS[cfg.flow](m, cfg.hidden, cfg.flow_layers, act=cfg.activation))
     if cfg.prior == "mog":
         return MixtureOfGaussiansPrior(m, cfg.prior_components or 10)
     k = cfg.prior_components or 500
@@ -117,6 +128,8 @@ def build_prior(cfg: RunConfig, encoder, event_shape, input_scale: float, init_d
 
 
 def build_objective(cfg: RunConfig):
+    if cfg.model == "flow":
+        return MaximumLikelihood()
     if cfg.model == "ae":
         return Reconstruction()
     if cfg.objective == "gumbel-softmax":
@@ -130,3 +143,41 @@ def build_objective(cfg: RunConfig):
     if cfg.objective == "iwae":
         return IWAE(k=cfg.iw_k)
     return ELBO(num_samples=cfg.samples, free_bits=cfg.free_bits)
+
+
+def _image_flow_fits(cfg: RunConfig, event_shape) -> bool:
+    if cfg.flow not in IMAGE_FLOWS or len(event_shape) != 3 or min(event_shape[1:]) < 2:
+        return False
+    factor = 2 ** (cfg.flow_levels - (cfg.flow == "realnvp"))
+    return event_shape[1] % factor == 0 and event_shape[2] % factor == 0
+
+
+def build_flow(cfg: RunConfig, event_shape, num_levels: int | None) -> FlowModel:
+    """A flow over ``event_shape``: the multi-scale convolutional RealNVP or Glow for images
+    whose sides the levels divide, else the vector version over the flattened data. Quantized
+    data (num_levels set) arrive dequantized in [0, 1] and get the logit pre-processing."""
+    if _image_flow_fits(cfg, event_shape):
+        bij = IMAGE_FLOWS[cfg.flow](
+            tuple(event_shape), hidden=cfg.hidden[0], layers=cfg.flow_layers, levels=cfg.flow_levels, blocks=cfg.flow_blocks
+        )
+        flatten = False
+    else:
+        bij = VECTOR_FLOWS[cfg.flow](math.prod(event_shape), cfg.hidden, cfg.flow_layers, act=cfg.activation)
+        flatten = True
+    if num_levels is not None:
+        bij = Compose([Logit(cfg.logit_alpha), bij])
+    return FlowModel(bij, tuple(event_shape), flatten=flatten)
+
+
+def _iaf_encoder(cfg: RunConfig, event_shape, m: int) -> IAFEncoder:
+    """An MLP (or conv) network to mean, scale and an h(x) context of hidden[-1] features,
+    then ``flow_layers`` IAF layers with MADEs of the ``hidden`` sizes."""
+    c = cfg.hidden[-1]
+    dims = math.prod(event_shape)
+    if cfg.encoder == "conv":
+        net = ConvEncoderNet(event_shape, 2 * m + c, hidden=cfg.hidden[0], act=cfg.activation)
+    elif cfg.encoder == "gated":
+        net = nn.Sequential(nn.Flatten(), GatedMLP(dims, cfg.hidden, 2 * m + c))
+    else:
+        net = nn.Sequential(nn.Flatten(), MLP(dims, cfg.hidden, 2 * m + c, cfg.activation))
+    return IAFEncoder(net, m, c, iaf(m, cfg.hidden, cfg.flow_layers, context_features=c, act=cfg.activation))

@@ -21,12 +21,14 @@ else:  # pragma: no cover
 __all__ = ["RunConfig", "load_config_file", "CHOICES"]
 
 CHOICES = {
-    "model": ("vae", "ae", "ppca", "helmholtz", "loglinear"),
+    "model": ("vae", "ae", "ppca", "helmholtz", "loglinear", "flow"),
+    "flow": ("nice", "realnvp", "glow", "maf"),
+    "posterior": ("gaussian", "iaf"),
     "encoder": ("mlp", "gated", "conv"),
     "decoder": ("mlp", "gated", "conv", None),
     "likelihood": ("bernoulli", "gaussian", "categorical", "logistic"),
     "gaussian_variance": ("fixed", "learned", "predicted"),
-    "prior": ("standard", "mog", "vampprior"),
+    "prior": ("standard", "mog", "vampprior", "flow"),
     "pseudo_init": ("random", "data"),
     "objective": ("elbo", "iwae", "gumbel-softmax", "reinforce", "wake-sleep", "rws"),
     "latent": ("gaussian", "categorical"),
@@ -61,6 +63,13 @@ class RunConfig:
     prior: str = "standard"
     prior_components: int | None = None  # K: 10 for mog, 500 for vampprior
     pseudo_init: str = "random"  # vampprior pseudo-inputs: random or random training images
+    posterior: str = "gaussian"  # or iaf: a Gaussian followed by flow_layers IAF layers
+    # flows (--model flow, --prior flow, --posterior iaf)
+    flow: str = "realnvp"
+    flow_layers: int = 4  # couplings (or MADE layers, or Glow steps) per level
+    flow_levels: int = 2  # image flows: scales of the multi-scale architecture
+    flow_blocks: int = 1  # image flows: residual blocks per coupling network (width hidden[0])
+    logit_alpha: float = 0.05  # dequantized data y -> logit(alpha + (1 - 2 alpha) y)
     gaussian_variance: str = "learned"
     gaussian_scale: float = 0.1
     gaussian_min_scale: float = 0.01
@@ -101,7 +110,7 @@ class RunConfig:
             if value not in allowed:
                 shown = ", ".join(str(a) for a in allowed if a is not None)
                 raise ConfigError(f"unknown {key} {value!r}; choose from {shown}")
-        positive = ("latent_dim", "samples", "epochs", "batch_size", "logistic_components", "iw_k")
+        positive = ("latent_dim", "samples", "epochs", "batch_size", "logistic_components", "iw_k", "flow_layers", "flow_levels")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -138,6 +147,14 @@ class RunConfig:
             raise ConfigError("the ppca model is linear Gaussian: use --likelihood gaussian")
         if self.free_bits and (self.objective != "elbo" or self.prior != "standard"):
             raise ConfigError("free_bits needs the elbo objective and the standard prior (a per-dimension KL)")
+        if self.flow_blocks < 0 or not 0 < self.logit_alpha < 0.5:
+            raise ConfigError("need flow_blocks >= 0 and 0 < logit_alpha < 0.5")
+        if self.model == "flow" and (self.objective != "elbo" or self.prior != "standard" or self.posterior != "gaussian"):
+            raise ConfigError("a flow (--model flow) is trained by maximum likelihood: no --objective, --prior or --posterior")
+        if self.posterior == "iaf" and (self.model != "vae" or self.latent != "gaussian"):
+            raise ConfigError("the iaf posterior is for --model vae with gaussian latents")
+        if self.posterior == "iaf" and self.free_bits:
+            raise ConfigError("free_bits needs a diagonal Gaussian posterior, not --posterior iaf")
         if any(h < 1 for h in self.hidden) or not self.hidden:
             raise ConfigError(f"hidden must be a non-empty list of positive sizes, got {self.hidden}")
 

@@ -2,7 +2,7 @@
 
 from dgmkit.data.dataset import Dataset, Split
 from dgmkit.data.registry import DATASETS, default_data_dir, from_array, load_dataset
-from dgmkit.data.transforms import DataTransform, make_transform
+from dgmkit.data.transforms import DataTransform, density_transform, make_transform
 
 __all__ = [
     "Dataset",
@@ -13,4 +13,5 @@ __all__ = [
     "default_data_dir",
     "DataTransform",
     "make_transform",
+    "density_transform",
 ]

@@ -17,6 +17,7 @@ import torch
 from dgmkit.data.dataset import Dataset, Split
 from dgmkit.data.download import download as fetch
 from dgmkit.data.formats import read_amat, read_array, read_idx
+from dgmkit.data.toy2d import TOY_2D, toy_2d
 from dgmkit.errors import DataError
 
 __all__ = ["DATASETS", "load_dataset", "default_data_dir", "from_array"]
@@ -164,7 +165,12 @@ def _load_digits_4x4(root: Path, download: bool) -> Dataset:
     return Dataset("digits-4x4", pool(d.train), pool(d.valid), pool(d.test), num_levels=2)
 
 
+def _toy(name: str) -> Callable[[Path, bool], Dataset]:
+    return lambda root, download: toy_2d(name)
+
+
 DATASETS: dict[str, Callable[[Path, bool], Dataset]] = {
+    **{name: _toy(name) for name in TOY_2D},
     "binarized-mnist": _load_binarized_mnist,
     "mnist": _load_mnist,
     "fashion-mnist": _load_fashion,

@@ -18,7 +18,7 @@ import torch
 from dgmkit.data.dataset import Dataset
 from dgmkit.errors import DataError
 
-__all__ = ["DataTransform", "make_transform", "TRANSFORMS"]
+__all__ = ["DataTransform", "make_transform", "density_transform", "TRANSFORMS"]
 
 TRANSFORMS = ("binary", "dynamic-binarize", "dequantize", "scale", "integers", "continuous")
 _NAMED_8BIT = ("mnist", "fashion-mnist", "digits")
@@ -81,3 +81,10 @@ def make_transform(likelihood: str, dataset: Dataset, binarize: str = "auto") ->
             raise DataError(f"{dataset.name}: the {likelihood} likelihood needs integer pixel data, got continuous data")
         return DataTransform("integers", levels)
     raise DataError(f"unknown likelihood {likelihood!r}")
+
+
+def density_transform(dataset: Dataset) -> DataTransform:
+    """For models of continuous densities (flows): quantized data are uniformly dequantized
+    to [0, 1] (so that D log L is added to the NLL of y to bound the integers' NLL); continuous
+    data are used as they are."""
+    return DataTransform("continuous", None) if dataset.num_levels is None else DataTransform("dequantize", dataset.num_levels)

@@ -8,6 +8,7 @@ returns one value per example: the event dimensions are summed.
 from dgmkit.distributions.bernoulli import BernoulliPixels
 from dgmkit.distributions.categorical import CategoricalPixels
 from dgmkit.distributions.delta import Delta
+from dgmkit.distributions.flow import FlowDistribution, location
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
 from dgmkit.distributions.mixture import DiagonalGaussianMixture
 from dgmkit.distributions.normal import diagonal_normal, kl_per_dimension
@@ -24,4 +25,6 @@ __all__ = [
     "Delta",
     "DiscretizedLogisticMixture",
     "DiagonalGaussianMixture",
+    "FlowDistribution",
+    "location",
 ]

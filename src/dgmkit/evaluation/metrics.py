@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from dgmkit.distributions import kl_per_dimension
+from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.models import Autoencoder
 
 __all__ = ["bits_per_dim", "discrete_nll", "active_units", "posterior_statistics"]
@@ -33,7 +33,7 @@ def posterior_statistics(model, x: torch.Tensor, batch_size: int = 1000) -> dict
     p = None if isinstance(model, Autoencoder) else model.prior()
     for i in range(0, len(x), batch_size):
         q = model.posterior(x[i : i + batch_size])
-        means.append(q.mean)
+        means.append(location(q))
         kl = kl_per_dimension(q, p) if p is not None else None
         if kl is not None:
             kls.append(kl)

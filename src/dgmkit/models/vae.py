@@ -11,6 +11,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional import ConditionalDistribution, Decoder
+from dgmkit.distributions import location
 from dgmkit.priors import Prior
 
 __all__ = ["VAE"]
@@ -60,8 +61,9 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x|z) at the posterior mean z = E_q[z]: the usual reconstruction."""
-        return self.likelihood(self.posterior(x).mean).mean
+        """Mean of p(x|z) at the posterior mean z = E_q[z] (for a flow posterior, its
+        ``location``): the usual reconstruction."""
+        return self.likelihood(location(self.posterior(x))).mean
 
 
 def _draw(p: Distribution, n: int, generator: torch.Generator | None) -> torch.Tensor:

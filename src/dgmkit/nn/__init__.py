@@ -1,7 +1,9 @@
-"""Networks only, no probability: MLPs and convolutional stacks."""
+"""Networks only, no probability: MLPs, convolutional stacks, masked (MADE) networks."""
 
 from dgmkit.nn.conv import ConvDecoderNet, ConvEncoderNet
 from dgmkit.nn.gated import GatedDense, GatedMLP
+from dgmkit.nn.made import MADE, MaskedLinear
 from dgmkit.nn.mlp import MLP
+from dgmkit.nn.resnet import ConvConditioner, zero_init
 
-__all__ = ["MLP", "GatedDense", "GatedMLP", "ConvEncoderNet", "ConvDecoderNet"]
+__all__ = ["MLP", "GatedDense", "GatedMLP", "ConvEncoderNet", "ConvDecoderNet", "MADE", "MaskedLinear", "ConvConditioner", "zero_init"]

@@ -2,8 +2,9 @@
 
 from dgmkit.priors.base import Prior
 from dgmkit.priors.categorical import UniformCategoricalPrior
+from dgmkit.priors.flow import FlowPrior
 from dgmkit.priors.mixture import MixtureOfGaussiansPrior
 from dgmkit.priors.standard import StandardNormalPrior
 from dgmkit.priors.vamp import VampPrior
 
-__all__ = ["Prior", "StandardNormalPrior", "MixtureOfGaussiansPrior", "VampPrior", "UniformCategoricalPrior"]
+__all__ = ["Prior", "StandardNormalPrior", "MixtureOfGaussiansPrior", "VampPrior", "UniformCategoricalPrior", "FlowPrior"]

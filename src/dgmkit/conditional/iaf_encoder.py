@@ -1,0 +1,33 @@
+"""q(z|x) with inverse autoregressive flow (Kingma et al. 2016, arXiv 1606.04934).
+
+The network outputs a mean, a raw scale and a context h(x); z_0 = mu + sigma * eps and
+z_T = f_T(... f_1(z_0; h) ...; h) with IAF layers. A sample and its log q(z|x) come from one
+pass; log q of any other point would need the sequential inverse.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.distributions import diagonal_normal
+from dgmkit.distributions.flow import FlowDistribution
+from dgmkit.transforms import Bijection
+
+__all__ = ["IAFEncoder"]
+
+
+class IAFEncoder(ConditionalDistribution):
+    """``net`` outputs 2M + C numbers (mean, raw scale, context); ``flow`` is a Bijection on
+    (B, M) taking a (B, C) context whose inverse is the cheap direction (see ``transforms.iaf``)."""
+
+    def __init__(self, net: nn.Module, latent_dim: int, context_features: int, flow: Bijection, min_scale: float = 1e-4):
+        super().__init__()
+        self.net, self.flow = net, flow
+        self.latent_dim, self.context_features, self.min_scale = latent_dim, context_features, min_scale
+
+    def forward(self, x: torch.Tensor) -> FlowDistribution:
+        h = self.net(x).float()
+        loc, raw, c = h.split([self.latent_dim, self.latent_dim, self.context_features], dim=-1)
+        base = diagonal_normal(loc, F.softplus(raw) + self.min_scale)
+        return FlowDistribution(base, self.flow, context=c)

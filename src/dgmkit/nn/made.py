@@ -1,0 +1,107 @@
+r"""MADE: masked autoencoder for distribution estimation (Germain et al. 2015, arXiv 1502.03509).
+
+An MLP whose weight matrices are masked so that output d depends only on the inputs that come
+before d in an ordering: with input degrees m(d) (the position of d in the ordering, 1..D),
+hidden degrees m(k) in [1, D-1], a hidden unit k sees input d iff m(k) >= m(d) and an output
+unit for d sees hidden unit k iff m(d) > m(k).
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dgmkit.nn.mlp import activation
+
+__all__ = ["MaskedLinear", "MADE"]
+
+
+class MaskedLinear(nn.Linear):
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask of shape (out, in)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        self.register_buffer("mask", torch.ones(out_features, in_features))
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        self.mask.copy_(mask.to(self.mask.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """Autoregressive network from D inputs to ``params_per_dim`` outputs per input.
+
+    ``forward(x, c)`` returns (B, params_per_dim, D); entry [:, p, d] depends only on the inputs
+    before d in ``order`` (and on the optional context c, which enters the first hidden layer
+    through an unmasked linear map).
+
+    ``order``: a permutation of range(D), the position of each input; None is the natural order.
+    ``resample(generator)`` draws a new random order and new hidden degrees (order-agnostic
+    training); ``set_order`` chooses one.
+
+    >>> made = MADE(5, [32], 2)
+    >>> made(torch.zeros(3, 5)).shape
+    torch.Size([3, 2, 5])
+    """
+
+    def __init__(
+        self,
+        features: int,
+        hidden: Sequence[int],
+        params_per_dim: int,
+        context_features: int = 0,
+        act: str = "relu",
+        order: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        if features < 1 or not hidden or min(hidden) < 1:
+            raise ValueError(f"MADE needs features >= 1 and positive hidden sizes, got {features} and {list(hidden)}")
+        self.features, self.params_per_dim = features, params_per_dim
+        sizes = [features, *hidden]
+        self.hidden_layers = nn.ModuleList(MaskedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.output_layer = MaskedLinear(hidden[-1], params_per_dim * features)
+        self.context = nn.Linear(context_features, hidden[0], bias=False) if context_features else None
+        self.act = activation(act)
+        self.register_buffer("order", torch.arange(features))
+        self.set_order(torch.arange(features) if order is None else order)
+
+    def set_order(self, order: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Use input ``order`` (order[d] = position of input d, a permutation of range(D)).
+        Hidden degrees are spread evenly over [1, D-1], or drawn at random with ``generator``."""
+        order = torch.as_tensor(order, dtype=torch.long).cpu()
+        if sorted(order.tolist()) != list(range(self.features)):
+            raise ValueError(f"order must be a permutation of range({self.features}), got {order.tolist()}")
+        self.order.copy_(order)
+        d = self.features
+        deg_in = order + 1  # 1..D
+        degrees = [deg_in]
+        low = min(1, d - 1)
+        for layer in self.hidden_layers:
+            n = layer.out_features
+            if generator is None:
+                deg = low + torch.arange(n) % max(1, d - 1)
+            else:
+                deg = torch.randint(low, max(low, d - 1) + 1, (n,), generator=generator)
+            degrees.append(deg)
+        for layer, (a, b) in zip(self.hidden_layers, zip(degrees[:-1], degrees[1:])):
+            layer.set_mask(b[:, None] >= a[None, :])
+        out_deg = deg_in.repeat(self.params_per_dim)  # output p * D + d belongs to input d
+        self.output_layer.set_mask(out_deg[:, None] > degrees[-1][None, :])
+
+    def resample(self, generator: torch.Generator) -> None:
+        """A random order and random hidden degrees (connectivity-agnostic training)."""
+        self.set_order(torch.randperm(self.features, generator=generator), generator=generator)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        h = x
+        for i, layer in enumerate(self.hidden_layers):
+            h = layer(h)
+            if i == 0 and self.context is not None:
+                if context is None:
+                    raise ValueError("this MADE is conditional: pass a context")
+                h = h + self.context(context)
+            h = self.act(h)
+        return self.output_layer(h).unflatten(-1, (self.params_per_dim, self.features))  # (B, P, D)

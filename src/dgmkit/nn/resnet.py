@@ -1,0 +1,40 @@
+"""Convolutional conditioner networks for coupling layers on images."""
+
+import torch
+from torch import nn
+
+__all__ = ["ConvConditioner", "zero_init"]
+
+
+def zero_init(layer: nn.Module) -> nn.Module:
+    """Zero weights and bias: a coupling layer that starts as the identity map."""
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class ConvConditioner(nn.Sequential):
+    """conv3x3 -> residual blocks (ReLU, conv3x3, ReLU, conv1x1) -> ReLU -> zero-initialised
+    conv3x3: Glow's coupling network with optional residual depth (RealNVP used ResNets).
+
+    >>> ConvConditioner(2, 8, hidden=16)(torch.zeros(1, 2, 6, 6)).shape
+    torch.Size([1, 8, 6, 6])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, blocks: int = 1):
+        layers = [nn.Conv2d(in_channels, hidden, 3, padding=1)]
+        layers += [_ResidualBlock(hidden) for _ in range(blocks)]
+        layers += [nn.ReLU(), zero_init(nn.Conv2d(hidden, out_channels, 3, padding=1))]
+        super().__init__(*layers)

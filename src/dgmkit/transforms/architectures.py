@@ -1,0 +1,155 @@
+"""The published flow architectures as compositions of bijections.
+
+Vector flows (data of shape (B, D), optionally conditional on a context (B, C)):
+``nice``, ``realnvp``, ``glow``, ``maf``, ``iaf``. Image flows on (B, C, H, W), multi-scale:
+``realnvp_multiscale`` (Dinh et al. 2017) and ``glow_multiscale`` (Kingma & Dhariwal 2018).
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dgmkit.nn import MLP, ConvConditioner, zero_init
+from dgmkit.transforms.autoregressive import MaskedAffineAutoregressive, iaf_layer
+from dgmkit.transforms.base import Bijection, Compose
+from dgmkit.transforms.coupling import (
+    AdditiveCoupling,
+    AffineCoupling,
+    alternating_mask,
+    channel_mask,
+    checkerboard_mask,
+)
+from dgmkit.transforms.elementwise import DiagonalScaling
+from dgmkit.transforms.linear import InvertibleLinear
+from dgmkit.transforms.normalization import ActNorm
+from dgmkit.transforms.permutation import Permutation
+from dgmkit.transforms.reshape import MultiScale, Squeeze
+
+__all__ = ["VECTOR_FLOWS", "IMAGE_FLOWS", "nice", "realnvp", "glow", "maf", "iaf", "realnvp_multiscale", "glow_multiscale"]
+
+
+def _mlp(d_in: int, hidden: Sequence[int], d_out: int, act: str) -> MLP:
+    net = MLP(d_in, hidden, d_out, act)
+    zero_init(net[-1])  # the coupling starts as the identity
+    return net
+
+
+def _half_mask(features: int) -> torch.Tensor:
+    return (torch.arange(features) < (features + 1) // 2).float()
+
+
+def nice(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
+    """NICE: additive couplings on alternating halves, then a diagonal scaling (arXiv 1410.8516)."""
+    steps: list[Bijection] = [
+        AdditiveCoupling(alternating_mask(features, i % 2), _mlp(features + context_features, hidden, features, act), context_features)
+        for i in range(layers)
+    ]
+    return Compose([*steps, DiagonalScaling((features,))])
+
+
+def realnvp(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
+    """RealNVP on vectors: affine couplings on alternating masks (arXiv 1605.08803)."""
+    return Compose(
+        AffineCoupling(alternating_mask(features, i % 2), _mlp(features + context_features, hidden, 2 * features, act), context_features)
+        for i in range(layers)
+    )
+
+
+def glow(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
+    """Glow steps on vectors: ActNorm, an LU-parameterised invertible linear map, an affine
+    coupling of the first half on the second (arXiv 1807.03039)."""
+    g = torch.Generator().manual_seed(0)
+    steps: list[Bijection] = []
+    for _ in range(layers):
+        steps += [
+            ActNorm(features),
+            InvertibleLinear(features, generator=g),
+            AffineCoupling(_half_mask(features), _mlp(features + context_features, hidden, 2 * features, act), context_features),
+        ]
+    return Compose(steps)
+
+
+def maf(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
+    """MAF: MADE-conditioned affine autoregressive layers, the order reversed between layers
+    (arXiv 1705.07057)."""
+    steps: list[Bijection] = []
+    for i in range(layers):
+        if i:
+            steps.append(Permutation.reverse(features))
+        steps.append(MaskedAffineAutoregressive(features, hidden, context_features, act=act))
+    return Compose(steps)
+
+
+def iaf(features: int, hidden: Sequence[int], layers: int = 2, context_features: int = 0, act: str = "relu") -> Compose:
+    """IAF: inverted MAF layers, a single pass from base to data (arXiv 1606.04934)."""
+    steps: list[Bijection] = []
+    for i in range(layers):
+        if i:
+            steps.append(Permutation.reverse(features))
+        steps.append(iaf_layer(features, hidden, context_features, act=act))
+    return Compose(steps)
+
+
+VECTOR_FLOWS = {"nice": nice, "realnvp": realnvp, "glow": glow, "maf": maf, "iaf": iaf}
+
+
+def _conv_affine(mask: torch.Tensor, channels: int, hidden: int, blocks: int) -> AffineCoupling:
+    return AffineCoupling(mask, ConvConditioner(channels, 2 * channels, hidden, blocks))
+
+
+def _check_divisible(event_shape, factor: int, name: str) -> None:
+    _, h, w = event_shape
+    if h % factor or w % factor:
+        raise ValueError(f"{name} with these levels needs height and width divisible by {factor}, got {h}x{w}")
+
+
+def realnvp_multiscale(
+    event_shape: tuple[int, int, int], hidden: int = 64, layers: int = 3, levels: int = 2, blocks: int = 1
+) -> MultiScale:
+    """RealNVP's multi-scale flow: per level, ``layers`` checkerboard couplings, a squeeze and
+    ``layers`` channel couplings, then half the channels are factored out; the last level has
+    ``layers + 1`` checkerboard couplings."""
+    _check_divisible(event_shape, 2 ** (levels - 1), "realnvp")
+    c, h, w = event_shape
+    out: list[Bijection] = []
+    for level in range(levels):
+        steps: list[Bijection] = []
+        last = level == levels - 1
+        for i in range(layers + 1 if last else layers):
+            steps.append(_conv_affine(checkerboard_mask(h, w, i % 2), c, hidden, blocks))
+        if not last:
+            steps.append(Squeeze())
+            c, h, w = 4 * c, h // 2, w // 2
+            for i in range(layers):
+                steps.append(_conv_affine(channel_mask(c, i % 2), c, hidden, blocks))
+            c //= 2
+        out.append(Compose(steps))
+    return MultiScale(out, event_shape)
+
+
+def glow_multiscale(
+    event_shape: tuple[int, int, int], hidden: int = 64, layers: int = 8, levels: int = 2, blocks: int = 0
+) -> MultiScale:
+    """Glow: per level a squeeze and ``layers`` steps of ActNorm, invertible 1x1 convolution and
+    an affine coupling of the channel halves; half the channels are factored out between levels."""
+    _check_divisible(event_shape, 2**levels, "glow")
+    c, h, w = event_shape
+    g = torch.Generator().manual_seed(0)
+    out: list[Bijection] = []
+    for level in range(levels):
+        c, h, w = 4 * c, h // 2, w // 2
+        steps: list[Bijection] = [Squeeze()]
+        for _ in range(layers):
+            steps += [ActNorm(c), InvertibleLinear(c, generator=g), _conv_affine(channel_mask(c), c, hidden, blocks)]
+        out.append(Compose(steps))
+        if level < levels - 1:
+            c //= 2
+    return MultiScale(out, event_shape)
+
+
+IMAGE_FLOWS = {"realnvp": realnvp_multiscale, "glow": glow_multiscale}
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,69 @@
+r"""The bijection interface and its compositions.
+
+A bijection maps data x to base variables z (the normalizing direction) and back:
+
+    forward(x, c) -> (z, log|det dz/dx|)        inverse(z, c) -> (x, log|det dx/dz|)
+
+so that a flow's density is log p(x) = log p_Z(forward(x)) + ladj (the change of variables).
+Tensors are (B, *event); the log|det J| (``ladj``) is one value per example, shape (B,).
+``c`` is an optional context (B, *) for conditional flows (for example an IAF posterior).
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["Bijection", "Compose", "Inverse", "sum_except_batch"]
+
+
+def sum_except_batch(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1).sum(-1)
+
+
+class Bijection(nn.Module, ABC):
+    """An invertible map with a tractable log|det J| (see the module docstring)."""
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @abstractmethod
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class Compose(Bijection):
+    """Bijections applied in order on the way to z (and in reverse order on the way back)."""
+
+    def __init__(self, bijections: Iterable[Bijection]):
+        super().__init__()
+        self.steps = nn.ModuleList(bijections)
+
+    def forward(self, x, context=None):
+        ladj = x.new_zeros(x.shape[0])
+        for step in self.steps:
+            x, l = step(x, context)
+            ladj = ladj + l
+        return x, ladj
+
+    def inverse(self, z, context=None):
+        ladj = z.new_zeros(z.shape[0])
+        for step in reversed(self.steps):
+            z, l = step.inverse(z, context)
+            ladj = ladj + l
+        return z, ladj
+
+
+class Inverse(Bijection):
+    """The inverse of a bijection: swaps its two directions. IAF is ``Inverse(MAF layer)``:
+    sampling becomes the single pass and density evaluation the sequential one."""
+
+    def __init__(self, bijection: Bijection):
+        super().__init__()
+        self.bijection = bijection
+
+    def forward(self, x, context=None):
+        return self.bijection.inverse(x, context)
+
+    def inverse(self, z, context=None):
+        return self.bijection(z, context)

@@ -1,0 +1,49 @@
+r"""Invertible linear map of the channels (Glow's invertible 1x1 convolution, arXiv 1807.03039).
+
+W = P L (U + diag(sign(s) exp(log|s|))) with P a fixed permutation, L unit lower triangular and
+U strictly upper triangular: log|det W| = sum log|s|, O(C) instead of O(C^3). On images each
+pixel's channel vector is multiplied by W (a 1x1 convolution), so log|det J| = H W sum log|s|.
+"""
+
+import torch
+from torch import nn
+
+from dgmkit.transforms.base import Bijection
+
+__all__ = ["InvertibleLinear"]
+
+
+class InvertibleLinear(Bijection):
+    """LU-parameterised invertible linear map of dim 1, initialised at a random rotation."""
+
+    def __init__(self, channels: int, generator: torch.Generator | None = None):
+        super().__init__()
+        w = torch.linalg.qr(torch.randn(channels, channels, generator=generator, dtype=torch.float64))[0]
+        dt = torch.get_default_dtype()
+        p, lower, upper = torch.linalg.lu(w)
+        s = torch.diagonal(upper)
+        self.register_buffer("p", p.to(dt))
+        self.register_buffer("sign_s", torch.sign(s).to(dt))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
+        self.lower = nn.Parameter(lower.to(dt))
+        self.upper = nn.Parameter(torch.triu(upper, 1).to(dt))
+        self.log_s = nn.Parameter(torch.log(s.abs()).to(dt))
+
+    def weight(self) -> torch.Tensor:
+        eye = torch.eye(self.lower.shape[0], device=self.lower.device, dtype=self.lower.dtype)
+        lower = self.lower * self.lower_mask + eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * self.log_s.exp())
+        return self.p @ lower @ upper
+
+    def _multiply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            return x @ w.T
+        return torch.einsum("ij,bj...->bi...", w, x)
+
+    def forward(self, x, context=None):
+        spatial = x[0, 0].numel()
+        return self._multiply(x, self.weight()), (self.log_s.sum() * spatial).expand(x.shape[0])
+
+    def inverse(self, z, context=None):
+        spatial = z[0, 0].numel()
+        return self._multiply(z, torch.linalg.inv(self.weight())), (-self.log_s.sum() * spatial).expand(z.shape[0])

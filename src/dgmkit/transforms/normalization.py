@@ -1,0 +1,46 @@
+"""ActNorm (Kingma & Dhariwal 2018, Glow, arXiv 1807.03039)."""
+
+import torch
+from torch import nn
+
+from dgmkit.transforms.base import Bijection
+
+__all__ = ["ActNorm"]
+
+
+class ActNorm(Bijection):
+    """z = (x - bias) * exp(log_scale), one bias and scale per channel (dim 1).
+
+    Data-dependent initialisation: the first forward pass in training mode sets them so that
+    that batch has zero mean and unit variance per channel. ``initialized`` is saved with the
+    weights, so a loaded model is not initialised again.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.log_scale = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return t.view(1, -1, *[1] * (x.dim() - 2))
+
+    def _spatial(self, x: torch.Tensor) -> int:
+        return x[0, 0].numel()
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        flat = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, B * H * W)
+        self.bias.copy_(flat.mean(1))
+        self.log_scale.copy_(-torch.log(flat.std(1, unbiased=False).clamp_min(1e-6)))
+        self.initialized.fill_(True)
+
+    def forward(self, x, context=None):
+        if self.training and not bool(self.initialized):
+            self.initialize(x)
+        z = (x - self._view(self.bias, x)) * self._view(self.log_scale.exp(), x)
+        return z, (self.log_scale.sum() * self._spatial(x)).expand(x.shape[0])
+
+    def inverse(self, z, context=None):
+        x = z * self._view((-self.log_scale).exp(), z) + self._view(self.bias, z)
+        return x, (-self.log_scale.sum() * self._spatial(z)).expand(z.shape[0])

@@ -1,0 +1,33 @@
+"""Fixed permutations of the feature (or channel) dimension, dim 1: volume preserving."""
+
+import torch
+
+from dgmkit.transforms.base import Bijection
+
+__all__ = ["Permutation"]
+
+
+class Permutation(Bijection):
+    """z[:, i] = x[:, perm[i]]. ``Permutation.reverse(D)`` or ``Permutation.random(D, generator)``."""
+
+    def __init__(self, perm: torch.Tensor):
+        super().__init__()
+        perm = torch.as_tensor(perm, dtype=torch.long)
+        if sorted(perm.tolist()) != list(range(len(perm))):
+            raise ValueError("perm must be a permutation of range(len(perm))")
+        self.register_buffer("perm", perm)
+        self.register_buffer("inv_perm", torch.argsort(perm))
+
+    @classmethod
+    def reverse(cls, features: int) -> "Permutation":
+        return cls(torch.arange(features - 1, -1, -1))
+
+    @classmethod
+    def random(cls, features: int, generator: torch.Generator | None = None) -> "Permutation":
+        return cls(torch.randperm(features, generator=generator))
+
+    def forward(self, x, context=None):
+        return x[:, self.perm], x.new_zeros(x.shape[0])
+
+    def inverse(self, z, context=None):
+        return z[:, self.inv_perm], z.new_zeros(z.shape[0])

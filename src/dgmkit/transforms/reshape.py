@@ -1,0 +1,85 @@
+"""Squeeze and the multi-scale architecture (Dinh et al. 2017, arXiv 1605.08803)."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dgmkit.transforms.base import Bijection
+
+__all__ = ["Squeeze", "MultiScale"]
+
+
+class Squeeze(Bijection):
+    """(B, C, H, W) -> (B, 4C, H/2, W/2): each 2x2 block of pixels becomes 4 channels."""
+
+    def forward(self, x, context=None):
+        b, c, h, w = x.shape
+        if h % 2 or w % 2:
+            raise ValueError(f"squeeze needs even height and width, got {h}x{w}")
+        z = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
+        return z, x.new_zeros(b)
+
+    def inverse(self, z, context=None):
+        b, c4, h, w = z.shape
+        x = z.view(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, 2 * h, 2 * w)
+        return x, z.new_zeros(b)
+
+
+class MultiScale(Bijection):
+    """Levels of bijections on (B, C, H, W); after each level but the last, half the channels
+    are factored out: they go straight to the base distribution and later levels see the rest.
+    The output is the (B, D) concatenation of the factored parts and the last level's output.
+
+    ``event_shape`` (C, H, W) of the input fixes the shapes of the parts (found by one pass
+    of a zero image through the levels in eval mode, so ActNorm is not initialised by it)."""
+
+    def __init__(self, levels: Sequence[Bijection], event_shape: tuple[int, int, int]):
+        super().__init__()
+        self.levels = nn.ModuleList(levels)
+        self.event_shape = tuple(event_shape)
+        self.shapes = self._part_shapes()  # per level: (factored-out shape or None, shape seen by the next)
+
+    @torch.no_grad()
+    def _part_shapes(self) -> list[tuple[int, ...]]:
+        modes = [m.training for m in self.modules()]
+        self.eval()
+        try:
+            dtype = next((p.dtype for p in self.parameters()), torch.get_default_dtype())
+            h, shapes = torch.zeros(1, *self.event_shape, dtype=dtype), []
+            for i, level in enumerate(self.levels):
+                h, _ = level(h)
+                if i < len(self.levels) - 1:
+                    c = h.shape[1] // 2
+                    shapes.append(tuple(h[:, :c].shape[1:]))
+                    h = h[:, c:]
+            shapes.append(tuple(h.shape[1:]))
+        finally:
+            for m, mode in zip(self.modules(), modes):
+                m.training = mode
+        return shapes
+
+    def forward(self, x, context=None):
+        parts, ladj = [], x.new_zeros(x.shape[0])
+        h = x
+        for i, level in enumerate(self.levels):
+            h, l = level(h, context)
+            ladj = ladj + l
+            if i < len(self.levels) - 1:
+                c = h.shape[1] // 2
+                parts.append(h[:, :c].flatten(1))
+                h = h[:, c:]
+        parts.append(h.flatten(1))
+        return torch.cat(parts, 1), ladj
+
+    def inverse(self, z, context=None):
+        sizes = [int(torch.tensor(s).prod()) for s in self.shapes]
+        parts = [p.reshape(z.shape[0], *s) for p, s in zip(z.split(sizes, dim=1), self.shapes)]
+        ladj = z.new_zeros(z.shape[0])
+        h = parts[-1]
+        for i in range(len(self.levels) - 1, -1, -1):
+            if i < len(self.levels) - 1:
+                h = torch.cat([parts[i], h], 1)
+            h, l = self.levels[i].inverse(h, context)
+            ladj = ladj + l
+        return h, ladj
