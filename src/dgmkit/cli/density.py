@@ -58,7 +58,9 @@ def density(args) -> int:
     extent = (lo[0].item(), hi[0].item(), lo[1].item(), hi[1].item())
     title = f"{run.cfg.flow} flow on {run.cfg.dataset}: probability mass in this window {mass:.4f}"
     path = write_png(args.out, density_png(log_p.numpy(), extent, samples.reshape(-1, 2).numpy(), title))
-    say(f"wrote the density on a {args.grid}x{args.grid} grid (mass in the window {mass:.4f}) and {args.n} samples to {path}")
+    say(
+        f"wrote the density on a {args.grid}x{args.grid} grid (mass in the window {mass:.4f}) and {args.n} samples to {path}"
+    )
     return 0
 
 

@@ -6,8 +6,8 @@ from dgmkit.cli.common import say, split_data, to_display, write_png
 from dgmkit.config import load_run
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
-from dgmkit.models import FlowModel
 from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
+from dgmkit.models import FlowModel
 
 __all__ = ["add_parsers", "sample", "reconstruct", "interpolate", "latents"]
 

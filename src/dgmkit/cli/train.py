@@ -259,11 +259,19 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     trainer = train_run(cfg, out, resume=args.resume, quiet=args.quiet)
     data = read_json(out / "config.json")["data"]
-    shift = 0.0 if cfg.model == "ppca" else math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume
-    what = {"ae": "reconstruction log-likelihood", "ppca": "log-likelihood", "loglinear": "log-likelihood", "flow": "log-likelihood"}
-    say(
-        f"trained {trainer.epoch} epochs; best validation {what.get(cfg.model, 'ELBO')} {trainer.best_valid - shift:.3f} nats "
-        f"at epoch {trainer.best_epoch}"
+    shift = (
+        0.0
+        if cfg.model == "ppca"
+        else math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume
     )
+    what = {
+        "ae": "reconstruction log-likelihood",
+        "ppca": "log-likelihood",
+        "loglinear": "log-likelihood",
+        "flow": "log-likelihood",
+    }
+    best = trainer.best_valid - shift
+    name = what.get(cfg.model, "ELBO")
+    say(f"trained {trainer.epoch} epochs; best validation {name} {best:.3f} nats at epoch {trainer.best_epoch}")
     say(f"run folder: {out}  (evaluate with: dgm eval {out})")
     return 0

@@ -4,7 +4,6 @@ from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.conditional.categorical_encoder import CategoricalEncoder
 from dgmkit.conditional.decoder import Decoder
 from dgmkit.conditional.encoder import GaussianEncoder
-from dgmkit.conditional.iaf_encoder import IAFEncoder
 from dgmkit.conditional.heads import (
     BernoulliHead,
     CategoricalHead,
@@ -12,6 +11,7 @@ from dgmkit.conditional.heads import (
     LikelihoodHead,
     LogisticMixtureHead,
 )
+from dgmkit.conditional.iaf_encoder import IAFEncoder
 
 __all__ = [
     "ConditionalDistribution",

@@ -27,7 +27,9 @@ class IAFEncoder(ConditionalDistribution):
         self.latent_dim, self.context_features, self.min_scale = latent_dim, context_features, min_scale
 
     def forward(self, x: torch.Tensor) -> FlowDistribution:
-        h = self.net(x).float()
+        h = self.net(x)
+        if h.dtype in (torch.float16, torch.bfloat16):
+            h = h.float()
         loc, raw, c = h.split([self.latent_dim, self.latent_dim, self.context_features], dim=-1)
         base = diagonal_normal(loc, F.softplus(raw) + self.min_scale)
         return FlowDistribution(base, self.flow, context=c)

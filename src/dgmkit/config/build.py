@@ -19,10 +19,19 @@ from dgmkit.conditional import (
 from dgmkit.config.schema import RunConfig
 from dgmkit.errors import ConfigError
 from dgmkit.models import PPCA, VAE, Autoencoder, CategoricalVAE, FlowModel, HelmholtzMachine, LogLinearLVM
-from dgmkit.transforms import IMAGE_FLOWS, VECTOR_FLOWS, Compose, Logit, iaf
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
-from dgmkit.objectives import ELBO, IWAE, GumbelSoftmaxELBO, MaximumLikelihood, Reconstruction, ReinforceELBO, ReweightedWakeSleep, WakeSleep
+from dgmkit.objectives import (
+    ELBO,
+    IWAE,
+    GumbelSoftmaxELBO,
+    MaximumLikelihood,
+    Reconstruction,
+    ReinforceELBO,
+    ReweightedWakeSleep,
+    WakeSleep,
+)
 from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, UniformCategoricalPrior, VampPrior
+from dgmkit.transforms import IMAGE_FLOWS, VECTOR_FLOWS, Compose, Logit, iaf
 
 __all__ = ["build_model", "build_objective", "build_head"]
 

@@ -110,7 +110,16 @@ class RunConfig:
             if value not in allowed:
                 shown = ", ".join(str(a) for a in allowed if a is not None)
                 raise ConfigError(f"unknown {key} {value!r}; choose from {shown}")
-        positive = ("latent_dim", "samples", "epochs", "batch_size", "logistic_components", "iw_k", "flow_layers", "flow_levels")
+        positive = (
+            "latent_dim",
+            "samples",
+            "epochs",
+            "batch_size",
+            "logistic_components",
+            "iw_k",
+            "flow_layers",
+            "flow_levels",
+        )
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -150,7 +159,9 @@ class RunConfig:
         if self.flow_blocks < 0 or not 0 < self.logit_alpha < 0.5:
             raise ConfigError("need flow_blocks >= 0 and 0 < logit_alpha < 0.5")
         if self.model == "flow" and (self.objective != "elbo" or self.prior != "standard" or self.posterior != "gaussian"):
-            raise ConfigError("a flow (--model flow) is trained by maximum likelihood: no --objective, --prior or --posterior")
+            raise ConfigError(
+                "a flow (--model flow) is trained by maximum likelihood: no --objective, --prior or --posterior"
+            )
         if self.posterior == "iaf" and (self.model != "vae" or self.latent != "gaussian"):
             raise ConfigError("the iaf posterior is for --model vae with gaussian latents")
         if self.posterior == "iaf" and self.free_bits:

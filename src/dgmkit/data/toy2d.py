@@ -52,5 +52,8 @@ def toy_2d(name: str) -> Dataset:
     """>>> toy_2d("two-moons").train.x.shape
     torch.Size([20000, 1, 1, 2])"""
     draw = TOY_2D[name]
-    splits = [Split(draw(n, torch.Generator().manual_seed(seed)).view(n, 1, 1, 2)) for n, seed in ((20000, 0), (5000, 1), (5000, 2))]
+    splits = [
+        Split(draw(n, torch.Generator().manual_seed(seed)).view(n, 1, 1, 2))
+        for n, seed in ((20000, 0), (5000, 1), (5000, 2))
+    ]
     return Dataset(name, *splits, num_levels=None)

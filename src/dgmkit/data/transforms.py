@@ -87,4 +87,6 @@ def density_transform(dataset: Dataset) -> DataTransform:
     """For models of continuous densities (flows): quantized data are uniformly dequantized
     to [0, 1] (so that D log L is added to the NLL of y to bound the integers' NLL); continuous
     data are used as they are."""
-    return DataTransform("continuous", None) if dataset.num_levels is None else DataTransform("dequantize", dataset.num_levels)
+    return (
+        DataTransform("continuous", None) if dataset.num_levels is None else DataTransform("dequantize", dataset.num_levels)
+    )

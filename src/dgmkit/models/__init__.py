@@ -9,4 +9,13 @@ from dgmkit.models.loglinear import LogLinearLVM
 from dgmkit.models.ppca import PPCA
 from dgmkit.models.vae import VAE
 
-__all__ = ["Autoencoder", "VAE", "CategoricalVAE", "HelmholtzMachine", "LogLinearLVM", "PPCA", "ExactLikelihoodModel", "FlowModel"]
+__all__ = [
+    "Autoencoder",
+    "VAE",
+    "CategoricalVAE",
+    "HelmholtzMachine",
+    "LogLinearLVM",
+    "PPCA",
+    "ExactLikelihoodModel",
+    "FlowModel",
+]

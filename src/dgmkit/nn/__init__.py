@@ -6,4 +6,14 @@ from dgmkit.nn.made import MADE, MaskedLinear
 from dgmkit.nn.mlp import MLP
 from dgmkit.nn.resnet import ConvConditioner, zero_init
 
-__all__ = ["MLP", "GatedDense", "GatedMLP", "ConvEncoderNet", "ConvDecoderNet", "MADE", "MaskedLinear", "ConvConditioner", "zero_init"]
+__all__ = [
+    "MLP",
+    "GatedDense",
+    "GatedMLP",
+    "ConvEncoderNet",
+    "ConvDecoderNet",
+    "MADE",
+    "MaskedLinear",
+    "ConvConditioner",
+    "zero_init",
+]

@@ -35,25 +35,31 @@ def _mlp(d_in: int, hidden: Sequence[int], d_out: int, act: str) -> MLP:
     return net
 
 
+def _coupling_net(mask: torch.Tensor, n_params: int, hidden, context_features: int, act: str) -> MLP:
+    kept = int(mask.sum())
+    return _mlp(kept + context_features, hidden, n_params * (len(mask) - kept), act)
+
+
 def _half_mask(features: int) -> torch.Tensor:
     return (torch.arange(features) < (features + 1) // 2).float()
 
 
 def nice(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
     """NICE: additive couplings on alternating halves, then a diagonal scaling (arXiv 1410.8516)."""
-    steps: list[Bijection] = [
-        AdditiveCoupling(alternating_mask(features, i % 2), _mlp(features + context_features, hidden, features, act), context_features)
-        for i in range(layers)
-    ]
+    steps: list[Bijection] = []
+    for i in range(layers):
+        mask = alternating_mask(features, i % 2)
+        steps.append(AdditiveCoupling(mask, _coupling_net(mask, 1, hidden, context_features, act), context_features))
     return Compose([*steps, DiagonalScaling((features,))])
 
 
 def realnvp(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
     """RealNVP on vectors: affine couplings on alternating masks (arXiv 1605.08803)."""
-    return Compose(
-        AffineCoupling(alternating_mask(features, i % 2), _mlp(features + context_features, hidden, 2 * features, act), context_features)
-        for i in range(layers)
-    )
+    steps: list[Bijection] = []
+    for i in range(layers):
+        mask = alternating_mask(features, i % 2)
+        steps.append(AffineCoupling(mask, _coupling_net(mask, 2, hidden, context_features, act), context_features))
+    return Compose(steps)
 
 
 def glow(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
@@ -61,11 +67,12 @@ def glow(features: int, hidden: Sequence[int], layers: int = 4, context_features
     coupling of the first half on the second (arXiv 1807.03039)."""
     g = torch.Generator().manual_seed(0)
     steps: list[Bijection] = []
+    mask = _half_mask(features)
     for _ in range(layers):
         steps += [
             ActNorm(features),
             InvertibleLinear(features, generator=g),
-            AffineCoupling(_half_mask(features), _mlp(features + context_features, hidden, 2 * features, act), context_features),
+            AffineCoupling(mask, _coupling_net(mask, 2, hidden, context_features, act), context_features),
         ]
     return Compose(steps)
 

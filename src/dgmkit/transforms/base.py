@@ -42,15 +42,15 @@ class Compose(Bijection):
     def forward(self, x, context=None):
         ladj = x.new_zeros(x.shape[0])
         for step in self.steps:
-            x, l = step(x, context)
-            ladj = ladj + l
+            x, step_ladj = step(x, context)
+            ladj = ladj + step_ladj
         return x, ladj
 
     def inverse(self, z, context=None):
         ladj = z.new_zeros(z.shape[0])
         for step in reversed(self.steps):
-            z, l = step.inverse(z, context)
-            ladj = ladj + l
+            z, step_ladj = step.inverse(z, context)
+            ladj = ladj + step_ladj
         return z, ladj
 
 

@@ -41,8 +41,12 @@ def channel_mask(channels: int, parity: int = 0) -> torch.Tensor:
 
 
 class _Coupling(Bijection):
-    """``net`` maps (b * x) (and the context, for vector conditioners) to the transform's
-    parameters: ``n_params`` tensors of x's shape stacked along dim 1."""
+    """``net`` computes the transform's ``n_params`` parameters from the masked part.
+
+    Vectors (a (D,) mask): the kept entries x_a (and the context) go in, n_params * |b|
+    numbers for the other entries x_b come out; no work is spent on masked zeros.
+    Images (a (1, H, W) or (C, 1, 1) mask): the net sees b * x and returns n_params * C
+    channels, of which only the masked-out positions are used."""
 
     n_params: int
 
@@ -51,29 +55,51 @@ class _Coupling(Bijection):
         self.register_buffer("mask", mask.float())
         self.net = net
         self.context_features = context_features
+        self.vector = mask.dim() == 1
+        if self.vector:
+            keep, move = torch.nonzero(mask).flatten(), torch.nonzero(mask == 0).flatten()
+            if len(keep) == 0 or len(move) == 0:
+                raise ValueError("a coupling mask must keep some entries and transform the others")
+            self.register_buffer("keep", keep)
+            self.register_buffer("move", move)
+            self.register_buffer("merge", torch.argsort(torch.cat([keep, move])))
 
-    def _params(self, x: torch.Tensor, context: torch.Tensor | None) -> list[torch.Tensor]:
-        h = x * self.mask
+    def _net_input(self, xa: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        if not self.context_features:
+            return xa
+        if context is None:
+            raise ValueError("this coupling layer is conditional: pass a context")
+        return torch.cat([xa, context], dim=-1)
+
+    def _couple(self, x: torch.Tensor, context, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.vector:
+            xa, xb = x[:, self.keep], x[:, self.move]
+            params = self.net(self._net_input(xa, context)).unflatten(-1, (self.n_params, len(self.move))).unbind(1)
+            yb, ladj = self._transform(xb, params, inverse, None)
+            return torch.cat([xa, yb], 1)[:, self.merge], ladj
         if self.context_features:
-            if context is None:
-                raise ValueError("this coupling layer is conditional: pass a context")
-            h = torch.cat([h, context], dim=-1)
-        out = self.net(h)
-        if x.dim() == 2:  # vector: (B, P * D)
-            return list(out.unflatten(-1, (self.n_params, x.shape[-1])).unbind(1))
-        return list(out.chunk(self.n_params, dim=1))  # image: (B, P * C, H, W)
+            raise ValueError("conditional coupling layers take vectors")
+        params = self.net(x * self.mask).chunk(self.n_params, dim=1)
+        return self._transform(x, params, inverse, 1 - self.mask)
+
+    def _transform(self, x, params, inverse: bool, where) -> tuple[torch.Tensor, torch.Tensor]:
+        """The element-wise transform of x given its parameters; ``where`` (images) marks the
+        entries it applies to, the others pass unchanged."""
+        raise NotImplementedError
+
+    def forward(self, x, context=None):
+        return self._couple(x, context, inverse=False)
+
+    def inverse(self, z, context=None):
+        return self._couple(z, context, inverse=True)
 
 
 class AdditiveCoupling(_Coupling):
     n_params = 1
 
-    def forward(self, x, context=None):
-        (t,) = self._params(x, context)
-        return x + (1 - self.mask) * t, x.new_zeros(x.shape[0])
-
-    def inverse(self, z, context=None):
-        (t,) = self._params(z, context)  # b * z = b * x
-        return z - (1 - self.mask) * t, z.new_zeros(z.shape[0])
+    def _transform(self, x, params, inverse, where):
+        t = params[0] if where is None else params[0] * where
+        return (x - t if inverse else x + t), x.new_zeros(x.shape[0])
 
 
 class AffineCoupling(_Coupling):
@@ -83,15 +109,11 @@ class AffineCoupling(_Coupling):
         super().__init__(mask, net, context_features)
         self.scale_bound = scale_bound
 
-    def _scale_shift(self, x, context):
-        raw, t = self._params(x, context)
-        keep = 1 - self.mask
-        return soft_clamp(raw, self.scale_bound) * keep, t * keep
-
-    def forward(self, x, context=None):
-        s, t = self._scale_shift(x, context)
+    def _transform(self, x, params, inverse, where):
+        raw, t = params
+        s = soft_clamp(raw, self.scale_bound)
+        if where is not None:
+            s, t = s * where, t * where
+        if inverse:
+            return (x - t) * (-s).exp(), -sum_except_batch(s)
         return x * s.exp() + t, sum_except_batch(s)
-
-    def inverse(self, z, context=None):
-        s, t = self._scale_shift(z, context)
-        return (z - t) * (-s).exp(), -sum_except_batch(s)

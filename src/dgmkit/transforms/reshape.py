@@ -63,8 +63,8 @@ class MultiScale(Bijection):
         parts, ladj = [], x.new_zeros(x.shape[0])
         h = x
         for i, level in enumerate(self.levels):
-            h, l = level(h, context)
-            ladj = ladj + l
+            h, level_ladj = level(h, context)
+            ladj = ladj + level_ladj
             if i < len(self.levels) - 1:
                 c = h.shape[1] // 2
                 parts.append(h[:, :c].flatten(1))
@@ -80,6 +80,6 @@ class MultiScale(Bijection):
         for i in range(len(self.levels) - 1, -1, -1):
             if i < len(self.levels) - 1:
                 h = torch.cat([parts[i], h], 1)
-            h, l = self.levels[i].inverse(h, context)
-            ladj = ladj + l
+            h, level_ladj = self.levels[i].inverse(h, context)
+            ladj = ladj + level_ladj
         return h, ladj
