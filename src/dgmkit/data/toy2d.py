@@ -49,8 +49,11 @@ TOY_2D = {"two-moons": _two_moons, "rings": _rings, "checkerboard": _checkerboar
 
 
 def toy_2d(name: str) -> Dataset:
-    """>>> toy_2d("two-moons").train.x.shape
-    torch.Size([20000, 1, 1, 2])"""
+    """A 2-D toy dataset by name.
+
+    >>> toy_2d("two-moons").train.x.shape
+    torch.Size([20000, 1, 1, 2])
+    """
     draw = TOY_2D[name]
     splits = [
         Split(draw(n, torch.Generator().manual_seed(seed)).view(n, 1, 1, 2))
