@@ -38,8 +38,10 @@ def main():
             r = json.loads(ev.read_text())
             test_elbo = f"{-r['elbo']:.2f}"
             test_nll = f"{r['nll']:.2f} +- {r['nll_stderr']:.2f}"
-        print(f"| {row} | {len(m)} of 2000 | {hours:.2f} h | {-best['valid_elbo']:.2f} ({best['epoch']}) | {test_elbo} | "
-              f"{test_nll} | {PAPER[row]} |")
+        print(
+            f"| {row} | {len(m)} of 2000 | {hours:.2f} h | {-best['valid_elbo']:.2f} ({best['epoch']}) | {test_elbo} | "
+            f"{test_nll} | {PAPER[row]} |"
+        )
     print()
     marks = [1, 5, 10, 25, 50, 100, 150, 200, 300]
     print("| row | " + " | ".join(f"epoch {e}" for e in marks) + " |")

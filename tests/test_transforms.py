@@ -30,6 +30,9 @@ BIJECTIONS = {
     "additive-coupling": (lambda: T.AdditiveCoupling(T.alternating_mask(5), _mlp(3, 2)), (5,), 0),
     "additive-coupling-ctx": (lambda: T.AdditiveCoupling(T.alternating_mask(5, 1), _mlp(2 + 3, 3), 3), (5,), 3),
     "affine-coupling-vector": (lambda: T.AffineCoupling(T.alternating_mask(4), _mlp(2, 4)), (4,), 0),
+    "affine-coupling-odd-parity": (lambda: T.AffineCoupling(T.alternating_mask(6, 1), _mlp(3, 6)), (6,), 0),
+    "affine-coupling-tail": (lambda: T.AffineCoupling(torch.tensor([0.0, 0, 1, 1, 1]), _mlp(3, 4)), (5,), 0),
+    "affine-coupling-scattered": (lambda: T.AffineCoupling(torch.tensor([1.0, 1, 0, 1, 0]), _mlp(3, 4)), (5,), 0),
     "affine-coupling-ctx": (lambda: T.AffineCoupling(T.alternating_mask(4), _mlp(2 + 2, 4), 2), (4,), 2),
     "affine-coupling-checkerboard": (
         lambda: T.AffineCoupling(T.checkerboard_mask(4, 4), ConvConditioner(2, 4, 8)),

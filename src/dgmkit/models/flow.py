@@ -53,7 +53,8 @@ class FlowModel(ExactLikelihoodModel):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         z, ladj = self.transform(x)
-        return self.base().log_prob(z) + ladj
+        # log N(z; 0, I), written out: the same number as self.base().log_prob(z), fewer operations
+        return ladj - 0.5 * z.pow(2).sum(-1) - 0.5 * self.num_dims * math.log(2 * math.pi)
 
     def distribution(self, temperature: float = 1.0) -> FlowDistribution:
         """p(x) over flattened data as a torch Distribution (for vector flows)."""

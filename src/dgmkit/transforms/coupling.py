@@ -40,6 +40,17 @@ def channel_mask(channels: int, parity: int = 0) -> torch.Tensor:
     return (first if parity == 0 else 1 - first).view(-1, 1, 1)
 
 
+def _layout(keep: torch.Tensor, move: torch.Tensor) -> str:
+    d = len(keep) + len(move)
+    if len(keep) == len(move) and (keep % 2 == keep[0] % 2).all() and (move % 2 != keep[0] % 2).all():
+        return "interleave"  # even D, alternating mask
+    if (keep == torch.arange(len(keep))).all():
+        return "head"
+    if (keep == torch.arange(d - len(keep), d)).all():
+        return "tail"
+    return "index"
+
+
 class _Coupling(Bijection):
     """``net`` computes the transform's ``n_params`` parameters from the masked part.
 
@@ -60,9 +71,32 @@ class _Coupling(Bijection):
             keep, move = torch.nonzero(mask).flatten(), torch.nonzero(mask == 0).flatten()
             if len(keep) == 0 or len(move) == 0:
                 raise ValueError("a coupling mask must keep some entries and transform the others")
+            self.layout, self.first = _layout(keep, move), int(keep[0])
             self.register_buffer("keep", keep)
             self.register_buffer("move", move)
             self.register_buffer("merge", torch.argsort(torch.cat([keep, move])))
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_a, x_b). Strided views where the mask allows: their backward is a copy, while
+        that of an index gather is a slow scatter-add."""
+        k = len(self.keep)
+        if self.layout == "interleave":
+            return x[:, self.first :: 2], x[:, 1 - self.first :: 2]
+        if self.layout == "head":
+            return x[:, :k], x[:, k:]
+        if self.layout == "tail":
+            return x[:, -k:], x[:, :-k]
+        return x.index_select(1, self.keep), x.index_select(1, self.move)
+
+    def _merge(self, xa: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if self.layout == "interleave":
+            first, second = (xa, yb) if self.first == 0 else (yb, xa)
+            return torch.stack([first, second], -1).flatten(1)
+        if self.layout == "head":
+            return torch.cat([xa, yb], 1)
+        if self.layout == "tail":
+            return torch.cat([yb, xa], 1)
+        return torch.cat([xa, yb], 1).index_select(1, self.merge)
 
     def _net_input(self, xa: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         if not self.context_features:
@@ -73,10 +107,10 @@ class _Coupling(Bijection):
 
     def _couple(self, x: torch.Tensor, context, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.vector:
-            xa, xb = x[:, self.keep], x[:, self.move]
+            xa, xb = self._split(x)
             params = self.net(self._net_input(xa, context)).unflatten(-1, (self.n_params, len(self.move))).unbind(1)
             yb, ladj = self._transform(xb, params, inverse, None)
-            return torch.cat([xa, yb], 1)[:, self.merge], ladj
+            return self._merge(xa, yb), ladj
         if self.context_features:
             raise ValueError("conditional coupling layers take vectors")
         params = self.net(x * self.mask).chunk(self.n_params, dim=1)
