@@ -8,6 +8,7 @@ from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
 from dgmkit.models import FlowModel
+from dgmkit.models.autoregressive import AutoregressiveModel
 
 __all__ = ["add_parsers", "sample", "reconstruct", "interpolate", "latents"]
 
@@ -34,6 +35,10 @@ def sample(args) -> int:
             raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
         x, _ = run.model.sample(args.n, generator=g, temperature=args.temperature)
         what = f"samples x ~ p(x) at temperature {args.temperature:g}"
+        shown = x
+    elif isinstance(run.model, AutoregressiveModel):
+        x, _ = run.model.sample(args.n, generator=g, cached=not args.naive)
+        what = f"samples x ~ p(x), pixel by pixel ({'naive' if args.naive else 'cached'} path),"
         shown = x
     else:
         if args.temperature != 1.0:
@@ -114,6 +119,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--nrow", type=int, default=None)
     p.add_argument("--draw", action="store_true", help="show draws x ~ p(x|z) instead of the means of p(x|z)")
     p.add_argument("--temperature", type=float, default=1.0, help="flows: sample z ~ N(0, T^2 I)")
+    p.add_argument("--naive", action="store_true", help="autoregressive models: a full network pass per pixel")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=sample)
 

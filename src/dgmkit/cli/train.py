@@ -39,6 +39,10 @@ _FLAGS = {
     "flow_levels": int,
     "flow_blocks": int,
     "logit_alpha": float,
+    "arm": str,
+    "arm_layers": int,
+    "arm_kernel": int,
+    "made_masks": int,
     "prior_components": int,
     "latent": str,
     "latent_classes": int,
@@ -93,6 +97,9 @@ def add_parser(sub) -> None:
         help="gumbel-softmax: hard one-hot forward pass, relaxed gradient",
     )
     p.add_argument(
+        "--made-random-order", dest="made_random_order", action="store_true", default=None, help="MADE: random input orders"
+    )
+    p.add_argument(
         "--no-download", dest="download", action="store_false", default=None, help="never download missing data files"
     )
     p.add_argument("--out", required=True, help="run folder to write")
@@ -103,7 +110,7 @@ def add_parser(sub) -> None:
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     values = load_config_file(args.config) if args.config else {}
-    for name in [*_FLAGS, "hidden", "download", "straight_through"]:
+    for name in [*_FLAGS, "hidden", "download", "straight_through", "made_random_order"]:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
@@ -141,17 +148,17 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         last = m["epoch"] == trainer.epochs or trainer.patience is not None and trainer.bad_epochs >= trainer.patience
         if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):
             return
-        name = {"ae": "-log p(x|f(x))", "flow": "-log p(x)"}.get(cfg.model, "-ELBO")
+        name = {"ae": "-log p(x|f(x))", "flow": "-log p(x)", "arm": "-log p(x)"}.get(cfg.model, "-ELBO")
         line = f"epoch {m['epoch']:>4}/{trainer.epochs}  train {name} {shift - m['train_elbo']:9.3f}"
         if "valid_elbo" in m:
             line += f"  valid {name} {shift - m['valid_elbo']:9.3f}"
-            if cfg.model == "flow":
+            if cfg.model in ("flow", "arm"):
                 line += f" ({(shift - m['valid_elbo']) / (num_dims * math.log(2)):.4f} bits/dim)"
             if "valid_kl" in m:
                 line += f"  KL {m['valid_kl']:7.3f}"
             if "valid_active_units" in m:
                 line += f"  AU {m['valid_active_units']:>3}"
-        if cfg.model != "flow":
+        if cfg.model not in ("flow", "arm"):
             line += f"  beta {m['beta']:.2f}"
         line += f"  {m['time_s']:.1f}s"
         say(line)
@@ -182,7 +189,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         config=record,
         progress=not quiet,
         callbacks=[report],
-        diagnostics=None if cfg.model == "flow" else latent_diagnostics,
+        diagnostics=None if cfg.model in ("flow", "arm") else latent_diagnostics,
     )
 
     if resume:
@@ -269,6 +276,7 @@ def run_train(args: argparse.Namespace) -> int:
         "ppca": "log-likelihood",
         "loglinear": "log-likelihood",
         "flow": "log-likelihood",
+        "arm": "log-likelihood",
     }
     best = trainer.best_valid - shift
     name = what.get(cfg.model, "ELBO")

@@ -19,6 +19,7 @@ from dgmkit.conditional import (
 from dgmkit.config.schema import RunConfig
 from dgmkit.errors import ConfigError
 from dgmkit.models import PPCA, VAE, Autoencoder, CategoricalVAE, FlowModel, HelmholtzMachine, LogLinearLVM
+from dgmkit.models.autoregressive import MADEARM, AutoregressiveModel, CausalConvARM, GatedPixelCNN
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
 from dgmkit.objectives import (
     ELBO,
@@ -68,6 +69,8 @@ def build_model(
             raise ConfigError(str(e)) from None
     if cfg.model == "flow":
         return build_flow(cfg, event_shape, num_levels)
+    if cfg.model == "arm":
+        return build_arm(cfg, event_shape, num_levels)
     if cfg.model == "helmholtz":
         return HelmholtzMachine(event_shape, [*cfg.hidden, cfg.latent_dim])
     c, h, w = event_shape
@@ -137,7 +140,7 @@ def build_prior(cfg: RunConfig, encoder, event_shape, input_scale: float, init_d
 
 
 def build_objective(cfg: RunConfig):
-    if cfg.model == "flow":
+    if cfg.model in ("flow", "arm"):
         return MaximumLikelihood()
     if cfg.model == "ae":
         return Reconstruction()
@@ -190,3 +193,16 @@ def _iaf_encoder(cfg: RunConfig, event_shape, m: int) -> IAFEncoder:
     else:
         net = nn.Sequential(nn.Flatten(), MLP(dims, cfg.hidden, 2 * m + c, cfg.activation))
     return IAFEncoder(net, m, c, iaf(m, cfg.hidden, cfg.flow_layers, context_features=c, act=cfg.activation))
+
+
+def build_arm(cfg: RunConfig, event_shape, num_levels: int | None) -> AutoregressiveModel:
+    """An autoregressive model of single-channel images with the configured likelihood head."""
+    head = build_head(cfg, num_levels)
+    scale = 1.0 / (num_levels - 1) if cfg.likelihood in ("categorical", "logistic") else 1.0
+    try:
+        if cfg.arm == "made":
+            return MADEARM(head, event_shape, cfg.hidden, cfg.made_masks, cfg.made_random_order, cfg.seed, input_scale=scale)
+        kind = CausalConvARM if cfg.arm == "causal-conv" else GatedPixelCNN
+        return kind(head, event_shape, cfg.hidden[0], cfg.arm_layers, cfg.arm_kernel, input_scale=scale)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

@@ -21,7 +21,8 @@ else:  # pragma: no cover
 __all__ = ["RunConfig", "load_config_file", "CHOICES"]
 
 CHOICES = {
-    "model": ("vae", "ae", "ppca", "helmholtz", "loglinear", "flow"),
+    "model": ("vae", "ae", "ppca", "helmholtz", "loglinear", "flow", "arm"),
+    "arm": ("causal-conv", "made", "pixelcnn"),
     "flow": ("nice", "realnvp", "glow", "maf"),
     "posterior": ("gaussian", "iaf"),
     "encoder": ("mlp", "gated", "conv"),
@@ -70,6 +71,12 @@ class RunConfig:
     flow_levels: int = 2  # image flows: scales of the multi-scale architecture
     flow_blocks: int = 1  # image flows: residual blocks per coupling network (width hidden[0])
     logit_alpha: float = 0.05  # dequantized data y -> logit(alpha + (1 - 2 alpha) y)
+    # autoregressive models (--model arm)
+    arm: str = "pixelcnn"
+    arm_layers: int = 6  # gated layers (pixelcnn, causal-conv); the width is hidden[0]
+    arm_kernel: int = 3
+    made_masks: int = 1  # K connectivities: trained one per minibatch, evaluated as their mixture
+    made_random_order: bool = False  # MADE: random input orders (else the raster order, new hidden degrees)
     gaussian_variance: str = "learned"
     gaussian_scale: float = 0.1
     gaussian_min_scale: float = 0.01
@@ -119,6 +126,8 @@ class RunConfig:
             "iw_k",
             "flow_layers",
             "flow_levels",
+            "arm_layers",
+            "made_masks",
         )
         for key in positive:
             if getattr(self, key) < 1:
@@ -166,6 +175,18 @@ class RunConfig:
             raise ConfigError("the iaf posterior is for --model vae with gaussian latents")
         if self.posterior == "iaf" and self.free_bits:
             raise ConfigError("free_bits needs a diagonal Gaussian posterior, not --posterior iaf")
+        if self.model == "arm":
+            if (
+                self.objective != "elbo"
+                or self.prior != "standard"
+                or self.posterior != "gaussian"
+                or self.latent != "gaussian"
+            ):
+                raise ConfigError("an autoregressive model (--model arm) is trained by maximum likelihood: no latents")
+            if self.likelihood == "gaussian":
+                raise ConfigError("autoregressive models here are discrete: --likelihood bernoulli, categorical or logistic")
+            if self.arm_kernel < 2 or (self.arm == "pixelcnn" and self.arm_kernel % 2 == 0):
+                raise ConfigError(f"arm_kernel must be >= 2 (odd for pixelcnn), got {self.arm_kernel}")
         if any(h < 1 for h in self.hidden) or not self.hidden:
             raise ConfigError(f"hidden must be a non-empty list of positive sizes, got {self.hidden}")
 

@@ -101,8 +101,8 @@ def iaf(features: int, hidden: Sequence[int], layers: int = 2, context_features:
 VECTOR_FLOWS = {"nice": nice, "realnvp": realnvp, "glow": glow, "maf": maf, "iaf": iaf}
 
 
-def _conv_affine(mask: torch.Tensor, channels: int, hidden: int, blocks: int) -> AffineCoupling:
-    return AffineCoupling(mask, ConvConditioner(channels, 2 * channels, hidden, blocks))
+def _conv_affine(mask: torch.Tensor, channels: int, hidden: int, blocks: int, scale: str = "tanh") -> AffineCoupling:
+    return AffineCoupling(mask, ConvConditioner(channels, 2 * channels, hidden, blocks), scale=scale)
 
 
 def _check_divisible(event_shape, factor: int, name: str) -> None:
@@ -148,7 +148,11 @@ def glow_multiscale(
         c, h, w = 4 * c, h // 2, w // 2
         steps: list[Bijection] = [Squeeze()]
         for _ in range(layers):
-            steps += [ActNorm(c), InvertibleLinear(c, generator=g), _conv_affine(channel_mask(c), c, hidden, blocks)]
+            steps += [
+                ActNorm(c),
+                InvertibleLinear(c, generator=g),
+                _conv_affine(channel_mask(c), c, hidden, blocks, "sigmoid"),
+            ]
         out.append(Compose(steps))
         if level < levels - 1:
             c //= 2

@@ -12,6 +12,7 @@ so every coupling starts as the identity.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dgmkit.transforms.base import Bijection, sum_except_batch
@@ -139,13 +140,19 @@ class AdditiveCoupling(_Coupling):
 class AffineCoupling(_Coupling):
     n_params = 2
 
-    def __init__(self, mask: torch.Tensor, net: nn.Module, context_features: int = 0, scale_bound: float = 3.0):
+    def __init__(
+        self, mask: torch.Tensor, net: nn.Module, context_features: int = 0, scale_bound: float = 3.0, scale: str = "tanh"
+    ):
         super().__init__(mask, net, context_features)
-        self.scale_bound = scale_bound
+        if scale not in ("tanh", "sigmoid"):
+            raise ValueError(f"scale must be tanh or sigmoid, got {scale!r}")
+        self.scale_bound, self.scale = scale_bound, scale
 
     def _transform(self, x, params, inverse, where):
         raw, t = params
-        s = soft_clamp(raw, self.scale_bound)
+        # tanh: log-scale in (-bound, bound); sigmoid (Glow): scale sigmoid(raw + 2) in (0, 1),
+        # so that on the way to z a coupling can only contract and the expansion is left to ActNorm
+        s = soft_clamp(raw, self.scale_bound) if self.scale == "tanh" else F.logsigmoid(raw + 2.0)
         if where is not None:
             s, t = s * where, t * where
         if inverse:

@@ -1,0 +1,234 @@
+r"""Autoregressive models of images: p(x) = prod_d p(x_d | x_<d), exact in one pass.
+
+A network maps the image to per-pixel parameters that depend only on earlier pixels, and a
+likelihood head (Bernoulli, 256-way categorical, discretized logistic mixture) turns them into
+p(x_d | x_<d). Generation is sequential. Every model has a naive path (the full network per
+pixel) and a cached path (re-using what earlier steps computed); both draw pixel d by inverting
+the CDF of p(x_d | x_<d) at a given uniform u_d, so for the same u they give the same images.
+The same sequential loop drives the entropy coder (``dgmkit.coding``).
+"""
+
+import math
+from abc import abstractmethod
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from dgmkit._rng import seeded_by
+from dgmkit.conditional.heads import BernoulliHead, CategoricalHead, LikelihoodHead, LogisticMixtureHead
+from dgmkit.distributions import DiscretizedLogisticMixture
+from dgmkit.models.base import ExactLikelihoodModel
+from dgmkit.nn.causal import CausalConvNet
+from dgmkit.nn.made import MADE
+from dgmkit.nn.pixelcnn import GatedPixelCNNNet
+
+__all__ = ["AutoregressiveModel", "CausalConvARM", "MADEARM", "GatedPixelCNN", "pixel_log_pmf", "inverse_cdf"]
+
+# choose(t, log_pmf) -> the values of the pixels at position t, (B,) integers
+Chooser = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def pixel_log_pmf(head: LikelihoodHead, params: torch.Tensor) -> torch.Tensor:
+    """Per-pixel log-probabilities of every value, (*batch, L), from head parameters (*batch, P)."""
+    if isinstance(head, BernoulliHead):
+        logit = params[..., 0].double()
+        return torch.stack([F.logsigmoid(-logit), F.logsigmoid(logit)], -1)
+    if isinstance(head, CategoricalHead):
+        return F.log_softmax(params.double(), -1)
+    if isinstance(head, LogisticMixtureHead):
+        flat = params.double().reshape(-1, params.shape[-1])  # (N, 3K) = logits, locations, log-scales
+        logits, loc, log_scale = (t[:, None] for t in flat.split(head.components, -1))
+        dist = DiscretizedLogisticMixture(logits, torch.tanh(loc), log_scale, head.num_levels, event_dims=0)
+        levels = torch.arange(head.num_levels, device=params.device, dtype=torch.float64).view(-1, 1, 1)
+        return dist.log_prob(levels)[..., 0].T.reshape(*params.shape[:-1], head.num_levels)
+    raise TypeError(f"no discrete probabilities for a {type(head).__name__}")
+
+
+def inverse_cdf(log_pmf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The value v with CDF(v - 1) <= u < CDF(v), for a pmf (B, L) and uniforms u (B,)."""
+    cdf = log_pmf.exp().cumsum(-1)
+    return (cdf < u[:, None] * cdf[:, -1:]).sum(-1).clamp_max(log_pmf.shape[-1] - 1)
+
+
+class AutoregressiveModel(ExactLikelihoodModel):
+    """Single-channel images (B, 1, H, W) of integers (or 0/1 floats), raster order unless the
+    model says otherwise. ``input_scale`` maps the integers to [0, 1] for the network."""
+
+    def __init__(self, head: LikelihoodHead, event_shape: tuple[int, int, int], input_scale: float = 1.0):
+        super().__init__()
+        if event_shape[0] != 1:
+            raise ValueError(f"these autoregressive models take single-channel images, got shape {event_shape}")
+        self.head, self.event_shape, self.input_scale = head, tuple(event_shape), float(input_scale)
+        self.num_dims = math.prod(event_shape)
+        self.p = head.params_per_pixel
+
+    def _net_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() * self.input_scale if self.input_scale != 1.0 or not x.is_floating_point() else x
+
+    @abstractmethod
+    def params(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-pixel head parameters (B, 1, P, H, W) of p(x_d | x_<d), one pass."""
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1:] != self.event_shape:
+            raise ValueError(f"expected images of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
+        return self.head(self.params(x)).log_prob(x)
+
+    def order(self) -> torch.Tensor:
+        """Flat pixel indices in generation order."""
+        return torch.arange(self.num_dims)
+
+    # -- sequential generation -------------------------------------------------------------
+    def _params_at(self, x: torch.Tensor, d: int) -> torch.Tensor:
+        return self.params(x).flatten(3)[:, 0, :, d]  # (B, P)
+
+    @torch.no_grad()
+    def run_naive(self, n: int, choose: Chooser, device=None) -> torch.Tensor:
+        """Generate n images position by position with a full network pass per pixel."""
+        x = torch.zeros(n, self.num_dims, device=device)
+        for t, d in enumerate(self.order().tolist()):
+            log_pmf = pixel_log_pmf(self.head, self._params_at(x.view(n, *self.event_shape), d))
+            x[:, d] = choose(t, log_pmf).to(x.dtype)
+        return x.view(n, *self.event_shape)
+
+    @torch.no_grad()
+    def run_cached(self, n: int, choose: Chooser, device=None) -> torch.Tensor:
+        """As ``run_naive``; models override it with a path that re-uses earlier work."""
+        return self.run_naive(n, choose, device)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, cached: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """n images drawn pixel by pixel. Returns (x, x) (there is no separate mean)."""
+        device = next(self.parameters()).device
+        with seeded_by(generator, device):
+            u = torch.rand(n, self.num_dims, device=device, dtype=torch.float64)
+        x = self.sample_from_noise(u, cached)
+        return x, x
+
+    @torch.no_grad()
+    def sample_from_noise(self, u: torch.Tensor, cached: bool = True) -> torch.Tensor:
+        """Images whose t-th generated pixel inverts its conditional CDF at u[:, t]."""
+        run = self.run_cached if cached else self.run_naive
+        return run(u.shape[0], lambda t, log_pmf: inverse_cdf(log_pmf, u[:, t]), u.device)
+
+
+class CausalConvARM(AutoregressiveModel):
+    """A causal, dilated 1-D convolutional network over the image flattened in raster order."""
+
+    def __init__(self, head, event_shape, channels=64, layers=8, kernel=3, input_scale=1.0):
+        super().__init__(head, event_shape, input_scale)
+        self.net = CausalConvNet(1, self.p, channels, layers, kernel)
+
+    def params(self, x):
+        out = self.net(self._net_input(x).flatten(1).unsqueeze(1))  # (B, P, D)
+        return out.view(x.shape[0], 1, self.p, *self.event_shape[1:])
+
+    @torch.no_grad()
+    def run_cached(self, n, choose, device=None):
+        x = torch.zeros(n, 1, self.num_dims, device=device)
+        ch = self.net.mix[0].out_channels
+        cache = [torch.zeros(n, ch, self.num_dims, device=device) for _ in self.net.convs]
+        for t in range(self.num_dims):
+            params = self.net.step(cache, x, t)  # (B, P)
+            value = choose(t, pixel_log_pmf(self.head, params))
+            x[:, 0, t] = value.to(x.dtype) * self.input_scale
+        return (x[:, 0] / self.input_scale).round().view(n, *self.event_shape)
+
+
+class GatedPixelCNN(AutoregressiveModel):
+    """Gated PixelCNN with vertical and horizontal stacks (no blind spot)."""
+
+    def __init__(self, head, event_shape, channels=64, layers=6, kernel=3, input_scale=1.0):
+        super().__init__(head, event_shape, input_scale)
+        self.net = GatedPixelCNNNet(1, self.p, channels, layers, kernel)
+
+    def params(self, x):
+        out = self.net(self._net_input(x))  # (B, P, H, W)
+        return out.unsqueeze(1)
+
+    @torch.no_grad()
+    def run_cached(self, n, choose, device=None):
+        """Row by row: the vertical stack of row r (which sees rows < r only) once per row;
+        then per pixel, the horizontal stack on row r cropped at the pixel."""
+        _, h, w = self.event_shape
+        x = torch.zeros(n, 1, h, w, device=device)
+        k = self.net.layers[0].k
+        for r in range(h):
+            top = max(0, r - len(self.net.layers) * k - 1)  # rows r's vertical stack can see
+            v_pre = [a[:, :, r - top : r - top + 1] for a in self.net.vertical_stack(x[:, :, top : r + 1])]
+            for c in range(w):
+                row = x[:, :, r : r + 1, : c + 1]
+                hs = self.net.horizontal_stack(row, [a[..., : c + 1] for a in v_pre])
+                params = self.net.head(hs[..., c : c + 1]).flatten(1)  # (B, P)
+                value = choose(r * w + c, pixel_log_pmf(self.head, params))
+                x[:, 0, r, c] = value.to(x.dtype) * self.input_scale
+        return (x / self.input_scale).round()
+
+
+class MADEARM(AutoregressiveModel):
+    """MADE over the flattened image (Germain et al. 2015, arXiv 1502.03509).
+
+    With ``masks`` K > 1, training draws one of K fixed connectivities (order and hidden
+    degrees, or hidden degrees alone with ``random_order=False``) for each minibatch, and the
+    model's density is the equal mixture over the K: log p(x) = logsumexp_k log p_k(x) - log K,
+    a proper distribution (averaging logits across orderings would not be one).
+    """
+
+    def __init__(self, head, event_shape, hidden=(500,), masks=1, random_order=False, seed=0, input_scale=1.0):
+        super().__init__(head, event_shape, input_scale)
+        self.made = MADE(self.num_dims, list(hidden), self.p)
+        self.masks, self.random_order, self.seed = masks, random_order, seed
+        self._current = -1
+        self.use_mask(0)
+
+    def use_mask(self, k: int) -> None:
+        if k == self._current:
+            return
+        if self.masks == 1 and not self.random_order:
+            self.made.set_order(torch.arange(self.num_dims))
+        else:
+            g = torch.Generator().manual_seed(self.seed * 1000 + k)
+            order = torch.randperm(self.num_dims, generator=g) if self.random_order else torch.arange(self.num_dims)
+            self.made.set_order(order, generator=g if self.masks > 1 else None)
+        self._current = k
+
+    def order(self):
+        return torch.argsort(self.made.order)  # order[d] is d's position; generation visits positions 0, 1, ...
+
+    def params(self, x):
+        out = self.made(self._net_input(x).flatten(1))  # (B, P, D)
+        return out.view(x.shape[0], 1, self.p, *self.event_shape[1:])
+
+    def log_prob(self, x):
+        if self.training or self.masks == 1:
+            if self.training and self.masks > 1:
+                self.use_mask(int(torch.randint(self.masks, ())))
+            return super().log_prob(x)
+        per_mask = []
+        for k in range(self.masks):
+            self.use_mask(k)
+            per_mask.append(super().log_prob(x))
+        return torch.logsumexp(torch.stack(per_mask), 0) - math.log(self.masks)
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        self._current = -2  # the loaded masks are those saved; re-derive on the next use_mask
+        return super().load_state_dict(state_dict, strict, assign)
+
+    @torch.no_grad()
+    def sample(self, n, generator=None, cached=True):
+        """With K connectivities, a draw from the mixture: k uniform per image, then x ~ p_k."""
+        if self.masks == 1:
+            return super().sample(n, generator, cached)
+        device = next(self.parameters()).device
+        with seeded_by(generator, device):
+            ks = torch.randint(self.masks, (n,), device=device)
+            u = torch.rand(n, self.num_dims, device=device, dtype=torch.float64)
+        out = torch.empty(n, *self.event_shape, device=device)
+        for k in ks.unique().tolist():
+            self.use_mask(k)
+            sel = ks == k
+            out[sel] = self.sample_from_noise(u[sel], cached)
+        return out, out
