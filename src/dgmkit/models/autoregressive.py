@@ -64,7 +64,9 @@ class AutoregressiveModel(ExactLikelihoodModel):
         self.p = head.params_per_pixel
 
     def _net_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float() * self.input_scale if self.input_scale != 1.0 or not x.is_floating_point() else x
+        dtype = next(self.parameters()).dtype
+        x = x.to(dtype)
+        return x * self.input_scale if self.input_scale != 1.0 else x
 
     @abstractmethod
     def params(self, x: torch.Tensor) -> torch.Tensor:
