@@ -18,7 +18,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dgmkit.cli import cluster, demo, density, evaluate, figures, train
+    from dgmkit.cli import cluster, compress, demo, density, evaluate, figures, train
 
     parser = argparse.ArgumentParser(prog="dgm", description="dgmkit: likelihood-based deep generative models")
     parser.add_argument("--version", action="version", version=f"dgmkit {__version__}")
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_parsers(sub)
     cluster.add_parser(sub)
     density.add_parser(sub)
+    compress.add_parsers(sub)
     demo.add_parser(sub)
     return parser
 
