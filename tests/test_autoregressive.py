@@ -61,6 +61,13 @@ def test_output_depends_only_on_earlier_pixels(name):
         assert (dep == earlier).all(), f"{name}: a blind spot: {(earlier & ~dep).nonzero().tolist()}"
 
 
+def test_narrow_made_still_sees_every_input():
+    """With fewer hidden units than inputs, the last output still depends on all earlier inputs."""
+    narrow = MADEARM(BernoulliHead(), (1, 4, 4), hidden=[6])
+    dep = _dependencies(lambda v: narrow.params(v).sum(2), torch.rand(2, 1, 4, 4))
+    assert dep[15, :15].all()
+
+
 def test_both_pixelcnn_stacks_are_causal():
     shape = (1, 5, 5)
     m = _build("pixelcnn", BernoulliHead(), shape)

@@ -81,10 +81,8 @@ class MADE(nn.Module):
         low = min(1, d - 1)
         for layer in self.hidden_layers:
             n = layer.out_features
-            if (
-                generator is None
-            ):  # spread evenly over [1, D-1] (cycling 1, 2, ... would leave late inputs unseen when n < D)
-                deg = low + (torch.arange(n) * max(1, d - 1)) // n
+            if generator is None:  # evenly over [1, D-1], both ends: every input reaches the last output
+                deg = torch.linspace(low, max(low, d - 1), n).round().long()
             else:
                 deg = torch.randint(low, max(low, d - 1) + 1, (n,), generator=generator)
             degrees.append(deg)
