@@ -153,18 +153,19 @@ class GatedPixelCNN(AutoregressiveModel):
 
     @torch.no_grad()
     def run_cached(self, n, choose, device=None):
-        """Row by row: the vertical stack of row r (which sees rows < r only) once per row;
-        then per pixel, the horizontal stack on row r cropped at the pixel."""
+        """Row by row: the vertical stack of row r (which sees rows < r only) once per row,
+        on the few rows above that it can reach; then per pixel, each layer's horizontal stack
+        at that pixel alone, from the layer outputs cached for the row."""
         _, h, w = self.event_shape
         x = torch.zeros(n, 1, h, w, device=device)
         k = self.net.layers[0].k
+        ch = self.net.layers[0].h_out.out_channels
         for r in range(h):
             top = max(0, r - len(self.net.layers) * k - 1)  # rows r's vertical stack can see
             v_pre = [a[:, :, r - top : r - top + 1] for a in self.net.vertical_stack(x[:, :, top : r + 1])]
+            rows = [x[:, :, r : r + 1]] + [x.new_zeros(n, ch, 1, w) for _ in self.net.layers]
             for c in range(w):
-                row = x[:, :, r : r + 1, : c + 1]
-                hs = self.net.horizontal_stack(row, [a[..., : c + 1] for a in v_pre])
-                params = self.net.head(hs[..., c : c + 1]).flatten(1)  # (B, P)
+                params = self.net.horizontal_column(rows, v_pre, c)  # (B, P)
                 value = choose(r * w + c, pixel_log_pmf(self.head, params))
                 x[:, 0, r, c] = value.to(x.dtype) * self.input_scale
         return (x / self.input_scale).round()

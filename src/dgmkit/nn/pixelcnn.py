@@ -58,6 +58,17 @@ class GatedPixelCNNLayer(nn.Module):
         out = self.h_out(_gate(a + self.v_to_h(v_pre)))
         return out if self.first else h + out
 
+    def horizontal_at(self, window: torch.Tensor, h_here: torch.Tensor | None, v_col: torch.Tensor, c: int) -> torch.Tensor:
+        """The layer's h output at one column c, (B, p, 1, 1), from the k + 1 input columns that
+        end at c (first layer: at c - 1), left-padded with zeros, and v's pre-activation at c.
+        Equal to ``horizontal(...)[..., c]`` at a cost independent of the width."""
+        if self.first and c == 0:  # the right shift puts zero pre-activation at column 0
+            a = torch.zeros_like(v_col)
+        else:
+            a = self.h_conv(window)
+        out = self.h_out(_gate(a + self.v_to_h(v_col)))
+        return out if self.first else h_here + out
+
 
 class GatedPixelCNNNet(nn.Module):
     """x (B, C, H, W) -> per-pixel outputs (B, out_channels, H, W), autoregressive in raster order."""
@@ -88,3 +99,19 @@ class GatedPixelCNNNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.horizontal_stack(x, self.vertical_stack(x)))
+
+    def horizontal_column(self, rows: list[torch.Tensor], v_pre: list[torch.Tensor], c: int) -> torch.Tensor:
+        """The head's output at column c of one row, (B, out), computing each layer at c only.
+
+        ``rows[0]`` is the input row (B, C, 1, W) with columns < c set; ``rows[l]`` (l >= 1)
+        holds layer l's h outputs at earlier columns, and this call writes column c of each."""
+        for i, (layer, a) in enumerate(zip(self.layers, v_pre)):
+            k = layer.k
+            end = c if layer.first else c + 1  # exclusive end of the window
+            src = rows[i]
+            window = src[..., max(0, end - k - 1) : end]
+            if window.shape[-1] < k + 1:
+                window = F.pad(window, (k + 1 - window.shape[-1], 0))
+            h_here = None if layer.first else src[..., c : c + 1]
+            rows[i + 1][..., c : c + 1] = layer.horizontal_at(window, h_here, a[..., c : c + 1], c)
+        return self.head(rows[-1][..., c : c + 1]).flatten(1)
