@@ -70,3 +70,18 @@ def test_vae_with_flow_prior_and_iaf_posterior(tmp_path, capsys):
 def test_bad_flow_configs_fail_cleanly(tmp_path, capsys, argv, needle):
     code, _, err = run(capsys, "train", "--dataset", "digits", *argv, "--out", tmp_path / "x")
     assert_clean_failure(code, err, needle)
+
+
+def test_variational_dequantization_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "vd"
+    argv = ["train", "--model", "flow", "--flow", "realnvp", "--dataset", "digits", "--dequantization", "variational"]
+    code, text, err = run(capsys, *argv, *SMALL, "--out", out)
+    assert code == 0, err
+    assert "variational dequantization" in text
+    code, text, err = run(capsys, "eval", out, "--iw-samples", "8")
+    assert code == 0, err
+    r = json.loads((out / "eval.json").read_text())
+    assert r["iw_samples"] == 8 and r["nll"] <= -r["elbo"] + 0.05
+    assert r["bpd"] == pytest.approx(r["nll"] / (64 * math.log(2)))
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--dequantization", "variational", "--out", tmp_path / "x")
+    assert_clean_failure(code, err, "for flows")

@@ -7,7 +7,7 @@ from dgmkit.config import load_run
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
-from dgmkit.models import FlowModel
+from dgmkit.models import FlowModel, VariationallyDequantizedFlow
 from dgmkit.models.autoregressive import AutoregressiveModel
 
 __all__ = ["add_parsers", "sample", "reconstruct", "interpolate", "latents"]
@@ -30,7 +30,7 @@ def sample(args) -> int:
         raise ConfigError("an autoencoder has no prior to sample from; train a vae (for example with --beta) instead")
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
-    if isinstance(run.model, FlowModel):
+    if isinstance(run.model, (FlowModel, VariationallyDequantizedFlow)):
         if not args.temperature > 0:
             raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
         x, _ = run.model.sample(args.n, generator=g, temperature=args.temperature)

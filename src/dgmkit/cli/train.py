@@ -39,6 +39,7 @@ _FLAGS = {
     "flow_levels": int,
     "flow_blocks": int,
     "logit_alpha": float,
+    "dequantization": str,
     "arm": str,
     "arm_layers": int,
     "arm_kernel": int,
@@ -131,7 +132,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
     every ``report_every`` epochs."""
     dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
     if cfg.model == "flow":
-        transform = density_transform(dataset)
+        transform = density_transform(dataset, variational=cfg.dequantization == "variational")
     else:
         transform = make_transform(cfg.likelihood, dataset, cfg.binarize)
     init_data = None
@@ -280,6 +281,8 @@ def run_train(args: argparse.Namespace) -> int:
     }
     best = trainer.best_valid - shift
     name = what.get(cfg.model, "ELBO")
+    if cfg.dequantization == "variational":
+        name = "log-likelihood bound (variational dequantization)"
     say(f"trained {trainer.epoch} epochs; best validation {name} {best:.3f} nats at epoch {trainer.best_epoch}")
     say(f"run folder: {out}  (evaluate with: dgm eval {out})")
     return 0

@@ -20,10 +20,12 @@ from dgmkit.config.schema import RunConfig
 from dgmkit.errors import ConfigError
 from dgmkit.models import PPCA, VAE, Autoencoder, CategoricalVAE, FlowModel, HelmholtzMachine, LogLinearLVM
 from dgmkit.models.autoregressive import MADEARM, AutoregressiveModel, CausalConvARM, GatedPixelCNN
+from dgmkit.models.dequantization import LogitNormalDequantizer, VariationallyDequantizedFlow
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
 from dgmkit.objectives import (
     ELBO,
     IWAE,
+    DequantizationBound,
     GumbelSoftmaxELBO,
     MaximumLikelihood,
     Reconstruction,
@@ -140,6 +142,8 @@ def build_prior(cfg: RunConfig, encoder, event_shape, input_scale: float, init_d
 
 
 def build_objective(cfg: RunConfig):
+    if cfg.model == "flow" and cfg.dequantization == "variational":
+        return DequantizationBound(cfg.samples)
     if cfg.model in ("flow", "arm"):
         return MaximumLikelihood()
     if cfg.model == "ae":
@@ -178,7 +182,12 @@ def build_flow(cfg: RunConfig, event_shape, num_levels: int | None) -> FlowModel
         flatten = True
     if num_levels is not None:
         bij = Compose([Logit(cfg.logit_alpha), bij])
-    return FlowModel(bij, tuple(event_shape), flatten=flatten)
+    flow = FlowModel(bij, tuple(event_shape), flatten=flatten)
+    if cfg.dequantization == "variational":
+        if num_levels is None:
+            raise ConfigError("variational dequantization needs integer data")
+        return VariationallyDequantizedFlow(flow, LogitNormalDequantizer(event_shape[0], num_levels, cfg.hidden[0]))
+    return flow
 
 
 def _iaf_encoder(cfg: RunConfig, event_shape, m: int) -> IAFEncoder:

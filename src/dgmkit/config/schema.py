@@ -25,6 +25,7 @@ CHOICES = {
     "arm": ("causal-conv", "made", "pixelcnn"),
     "flow": ("nice", "realnvp", "glow", "maf"),
     "posterior": ("gaussian", "iaf"),
+    "dequantization": ("uniform", "variational"),
     "encoder": ("mlp", "gated", "conv"),
     "decoder": ("mlp", "gated", "conv", None),
     "likelihood": ("bernoulli", "gaussian", "categorical", "logistic"),
@@ -71,6 +72,7 @@ class RunConfig:
     flow_levels: int = 2  # image flows: scales of the multi-scale architecture
     flow_blocks: int = 1  # image flows: residual blocks per coupling network (width hidden[0])
     logit_alpha: float = 0.05  # dequantized data y -> logit(alpha + (1 - 2 alpha) y)
+    dequantization: str = "uniform"  # or variational: a learned q(u|x) (flows on integer data)
     # autoregressive models (--model arm)
     arm: str = "pixelcnn"
     arm_layers: int = 6  # gated layers (pixelcnn, causal-conv); the width is hidden[0]
@@ -173,6 +175,8 @@ class RunConfig:
             )
         if self.posterior == "iaf" and (self.model != "vae" or self.latent != "gaussian"):
             raise ConfigError("the iaf posterior is for --model vae with gaussian latents")
+        if self.dequantization == "variational" and self.model != "flow":
+            raise ConfigError("--dequantization variational is for flows (--model flow) on integer data")
         if self.posterior == "iaf" and self.free_bits:
             raise ConfigError("free_bits needs a diagonal Gaussian posterior, not --posterior iaf")
         if self.model == "arm":

@@ -83,10 +83,14 @@ def make_transform(likelihood: str, dataset: Dataset, binarize: str = "auto") ->
     raise DataError(f"unknown likelihood {likelihood!r}")
 
 
-def density_transform(dataset: Dataset) -> DataTransform:
+def density_transform(dataset: Dataset, variational: bool = False) -> DataTransform:
     """For models of continuous densities (flows): quantized data are uniformly dequantized
     to [0, 1] (so that D log L is added to the NLL of y to bound the integers' NLL); continuous
-    data are used as they are."""
+    data are used as they are. With ``variational`` the model dequantizes itself: integers."""
+    if variational:
+        if dataset.num_levels is None:
+            raise DataError(f"{dataset.name}: variational dequantization needs integer data, got continuous data")
+        return DataTransform("integers", dataset.num_levels)
     return (
         DataTransform("continuous", None) if dataset.num_levels is None else DataTransform("dequantize", dataset.num_levels)
     )

@@ -3,6 +3,7 @@
 from dgmkit.models.autoencoder import Autoencoder
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.models.categorical_vae import CategoricalVAE
+from dgmkit.models.dequantization import VariationallyDequantizedFlow
 from dgmkit.models.flow import FlowModel
 from dgmkit.models.helmholtz import HelmholtzMachine
 from dgmkit.models.loglinear import LogLinearLVM
@@ -18,4 +19,5 @@ __all__ = [
     "PPCA",
     "ExactLikelihoodModel",
     "FlowModel",
+    "VariationallyDequantizedFlow",
 ]
