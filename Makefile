@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-all lint bench bench-flows clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/train_speed.py
 	$(PY) benchmarks/eval_speed.py
+	$(PY) benchmarks/arm_sampling.py
+
+bench-flows: $(VENV)/.installed  # installs zuko into the venv, for the comparison only
+	$(PY) -m pip install -q -r benchmarks/requirements.txt
+	$(PY) benchmarks/flow_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

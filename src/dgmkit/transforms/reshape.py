@@ -1,5 +1,6 @@
 """Squeeze and the multi-scale architecture (Dinh et al. 2017, arXiv 1605.08803)."""
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -73,7 +74,7 @@ class MultiScale(Bijection):
         return torch.cat(parts, 1), ladj
 
     def inverse(self, z, context=None):
-        sizes = [int(torch.tensor(s).prod()) for s in self.shapes]
+        sizes = [math.prod(s) for s in self.shapes]
         parts = [p.reshape(z.shape[0], *s) for p, s in zip(z.split(sizes, dim=1), self.shapes)]
         ladj = z.new_zeros(z.shape[0])
         h = parts[-1]
