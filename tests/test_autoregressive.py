@@ -21,6 +21,7 @@ def _float64():
 ARMS = {
     "causal-conv": lambda head, shape: CausalConvARM(head, shape, channels=8, layers=5, kernel=3),
     "made": lambda head, shape: MADEARM(head, shape, hidden=[64, 64]),
+    "made-direct": lambda head, shape: MADEARM(head, shape, hidden=[32], direct=True),
     "made-mixture": lambda head, shape: MADEARM(head, shape, hidden=[64], masks=3, random_order=True),
     "pixelcnn": lambda head, shape: GatedPixelCNN(head, shape, channels=8, layers=5, kernel=3),
 }
@@ -47,7 +48,7 @@ def _dependencies(f, x: torch.Tensor) -> torch.Tensor:
     return dep
 
 
-@pytest.mark.parametrize("name", ["causal-conv", "made", "pixelcnn"])
+@pytest.mark.parametrize("name", ["causal-conv", "made", "made-direct", "pixelcnn"])
 def test_output_depends_only_on_earlier_pixels(name):
     shape = (1, 4, 4)
     m = _build(name, CategoricalHead(3), shape)
@@ -57,7 +58,7 @@ def test_output_depends_only_on_earlier_pixels(name):
     pos[m.order()] = torch.arange(16)  # generation position of each pixel
     earlier = pos[None, :] < pos[:, None]
     assert not (dep & ~earlier).any(), f"{name}: outputs see the current or later pixels"
-    if name != "made":  # deep enough to see every earlier pixel: no blind spot
+    if name != "made":  # deep enough (or directly connected) to see every earlier pixel: no blind spot
         assert (dep == earlier).all(), f"{name}: a blind spot: {(earlier & ~dep).nonzero().tolist()}"
 
 

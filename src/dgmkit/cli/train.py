@@ -101,6 +101,9 @@ def add_parser(sub) -> None:
         "--made-random-order", dest="made_random_order", action="store_true", default=None, help="MADE: random input orders"
     )
     p.add_argument(
+        "--made-direct", dest="made_direct", action="store_true", default=None, help="MADE: direct input-output connections"
+    )
+    p.add_argument(
         "--no-download", dest="download", action="store_false", default=None, help="never download missing data files"
     )
     p.add_argument("--out", required=True, help="run folder to write")
@@ -111,7 +114,7 @@ def add_parser(sub) -> None:
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     values = load_config_file(args.config) if args.config else {}
-    for name in [*_FLAGS, "hidden", "download", "straight_through", "made_random_order"]:
+    for name in [*_FLAGS, "hidden", "download", "straight_through", "made_random_order", "made_direct"]:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v

@@ -210,7 +210,9 @@ def build_arm(cfg: RunConfig, event_shape, num_levels: int | None) -> Autoregres
     scale = 1.0 / (num_levels - 1) if cfg.likelihood in ("categorical", "logistic") else 1.0
     try:
         if cfg.arm == "made":
-            return MADEARM(head, event_shape, cfg.hidden, cfg.made_masks, cfg.made_random_order, cfg.seed, input_scale=scale)
+            return MADEARM(
+                head, event_shape, cfg.hidden, cfg.made_masks, cfg.made_random_order, cfg.seed, scale, cfg.made_direct
+            )
         kind = CausalConvARM if cfg.arm == "causal-conv" else GatedPixelCNN
         return kind(head, event_shape, cfg.hidden[0], cfg.arm_layers, cfg.arm_kernel, input_scale=scale)
     except ValueError as e:

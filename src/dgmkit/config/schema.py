@@ -79,6 +79,7 @@ class RunConfig:
     arm_kernel: int = 3
     made_masks: int = 1  # K connectivities: trained one per minibatch, evaluated as their mixture
     made_random_order: bool = False  # MADE: random input orders (else the raster order, new hidden degrees)
+    made_direct: bool = False  # MADE: masked direct input -> output connections as well
     gaussian_variance: str = "learned"
     gaussian_scale: float = 0.1
     gaussian_min_scale: float = 0.01

@@ -180,9 +180,9 @@ class MADEARM(AutoregressiveModel):
     a proper distribution (averaging logits across orderings would not be one).
     """
 
-    def __init__(self, head, event_shape, hidden=(500,), masks=1, random_order=False, seed=0, input_scale=1.0):
+    def __init__(self, head, event_shape, hidden=(500,), masks=1, random_order=False, seed=0, input_scale=1.0, direct=False):
         super().__init__(head, event_shape, input_scale)
-        self.made = MADE(self.num_dims, list(hidden), self.p)
+        self.made = MADE(self.num_dims, list(hidden), self.p, direct=direct)
         self.masks, self.random_order, self.seed = masks, random_order, seed
         self._current = -1
         self.use_mask(0)

@@ -39,6 +39,7 @@ class MADE(nn.Module):
     through an unmasked linear map).
 
     ``order``: a permutation of range(D), the position of each input; None is the natural order.
+    ``direct``: also masked connections from the inputs straight to the outputs.
     ``resample(generator)`` draws a new random order and new hidden degrees (order-agnostic
     training); ``set_order`` chooses one.
 
@@ -55,6 +56,7 @@ class MADE(nn.Module):
         context_features: int = 0,
         act: str = "relu",
         order: torch.Tensor | None = None,
+        direct: bool = False,
     ):
         super().__init__()
         if features < 1 or not hidden or min(hidden) < 1:
@@ -64,6 +66,8 @@ class MADE(nn.Module):
         self.hidden_layers = nn.ModuleList(MaskedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.output_layer = MaskedLinear(hidden[-1], params_per_dim * features)
         self.context = nn.Linear(context_features, hidden[0], bias=False) if context_features else None
+        # optional masked input -> output connections (a fully visible sigmoid belief net alongside)
+        self.direct = MaskedLinear(features, params_per_dim * features, bias=False) if direct else None
         self.act = activation(act)
         self.register_buffer("order", torch.arange(features))
         self.set_order(torch.arange(features) if order is None else order)
@@ -90,6 +94,8 @@ class MADE(nn.Module):
             layer.set_mask(b[:, None] >= a[None, :])
         out_deg = deg_in.repeat(self.params_per_dim)  # output p * D + d belongs to input d
         self.output_layer.set_mask(out_deg[:, None] > degrees[-1][None, :])
+        if self.direct is not None:
+            self.direct.set_mask(out_deg[:, None] > deg_in[None, :])
 
     def resample(self, generator: torch.Generator) -> None:
         """A random order and random hidden degrees (connectivity-agnostic training)."""
@@ -104,4 +110,7 @@ class MADE(nn.Module):
                     raise ValueError("this MADE is conditional: pass a context")
                 h = h + self.context(context)
             h = self.act(h)
-        return self.output_layer(h).unflatten(-1, (self.params_per_dim, self.features))  # (B, P, D)
+        out = self.output_layer(h)
+        if self.direct is not None:
+            out = out + self.direct(x)
+        return out.unflatten(-1, (self.params_per_dim, self.features))  # (B, P, D)
