@@ -205,6 +205,31 @@ class MADEARM(AutoregressiveModel):
         out = self.made(self._net_input(x).flatten(1))  # (B, P, D)
         return out.view(x.shape[0], 1, self.p, *self.event_shape[1:])
 
+    @torch.no_grad()
+    def run_cached(self, n, choose, device=None):
+        """Keeps the first hidden layer's pre-activation and adds the new pixel's column to it
+        (x changes one entry per step), then evaluates only the rows of the output layer (and
+        of the direct connections) that belong to the next pixel."""
+        made = self.made
+        first = made.hidden_layers[0]
+        w1 = first.weight * first.mask  # (H, D)
+        a1 = first.bias.expand(n, -1).clone()  # (B, H)
+        w_out = made.output_layer.weight * made.output_layer.mask  # (P * D, H)
+        w_dir = None if made.direct is None else made.direct.weight * made.direct.mask  # (P * D, D)
+        x = torch.zeros(n, self.num_dims, device=device, dtype=a1.dtype)
+        rows = torch.arange(self.p) * self.num_dims
+        for t, d in enumerate(self.order().tolist()):
+            h = made.act(a1)
+            for layer in made.hidden_layers[1:]:
+                h = made.act(layer(h))
+            params = h @ w_out[rows + d].T + made.output_layer.bias[rows + d]  # (B, P)
+            if w_dir is not None:
+                params = params + x @ w_dir[rows + d].T
+            value = choose(t, pixel_log_pmf(self.head, params)).to(x.dtype)
+            x[:, d] = value * self.input_scale
+            a1 = a1 + x[:, d : d + 1] * w1[:, d]
+        return (x / self.input_scale).round().view(n, *self.event_shape)
+
     def log_prob(self, x):
         if self.training or self.masks == 1:
             if self.training and self.masks > 1:
