@@ -15,28 +15,41 @@ from dgmkit.transforms import Compose, Logit, maf, realnvp_multiscale
 # A MAF on two moons: bijections compose; the model's log_prob is exact.
 moons = load_dataset("two-moons")
 flow = FlowModel(maf(2, [64, 64], layers=5), event_shape=(1, 1, 2), flatten=True)
-Trainer(flow, MaximumLikelihood(), moons.train, DataTransform("continuous", None), valid=moons.valid,
-        epochs=10, batch_size=256, seed=0, progress=False).fit()
+Trainer(
+    flow,
+    MaximumLikelihood(),
+    moons.train,
+    DataTransform("continuous", None),
+    valid=moons.valid,
+    epochs=10,
+    batch_size=256,
+    seed=0,
+    progress=False,
+).fit()
 print(f"MAF, two moons: test log p(x) = {flow.log_prob(moons.test.x).mean().item():.3f} nats")
 
 # A multi-scale RealNVP on the 8x8 digits (17 levels), dequantized; NLL of the integers.
 digits = load_dataset("digits")
 deq = DataTransform("dequantize", 17)
 image_flow = FlowModel(Compose([Logit(0.05), realnvp_multiscale((1, 8, 8), hidden=32, layers=3)]), (1, 8, 8))
-Trainer(image_flow, MaximumLikelihood(), digits.train, deq, valid=digits.valid, epochs=20, batch_size=64,
-        seed=0, progress=False).fit()
+Trainer(
+    image_flow, MaximumLikelihood(), digits.train, deq, valid=digits.valid, epochs=20, batch_size=64, seed=0, progress=False
+).fit()
 report = evaluate(image_flow, deq(digits.test.x, torch.Generator().manual_seed(1)), log_volume=deq.log_volume)
 print(f"RealNVP, digits: test NLL {report.nll:.2f} nats, {report.bpd:.4f} bits/dim (of the 17-level integers)")
 
 # A gated PixelCNN with a 17-way categorical head, then lossless compression of the test set.
 ints = DataTransform("integers", 17)
 arm = GatedPixelCNN(CategoricalHead(17), (1, 8, 8), channels=32, layers=5, input_scale=1 / 16)
-Trainer(arm, MaximumLikelihood(), digits.train, ints, valid=digits.valid, epochs=20, batch_size=64,
-        seed=0, progress=False).fit()
+Trainer(
+    arm, MaximumLikelihood(), digits.train, ints, valid=digits.valid, epochs=20, batch_size=64, seed=0, progress=False
+).fit()
 x = digits.test.x.long()
 with torch.no_grad():
     nll_bits = -arm.log_prob(x).sum().item() / torch.log(torch.tensor(2.0)).item()
 words = encode_images(arm, x)
 assert torch.equal(decode_images(arm, words, len(x)), x)
-print(f"PixelCNN, digits: NLL {nll_bits / x.numel():.4f} bits/dim, coded at {32 * len(words) / x.numel():.4f} bits/dim,"
-      " decoded exactly")
+print(
+    f"PixelCNN, digits: NLL {nll_bits / x.numel():.4f} bits/dim, coded at {32 * len(words) / x.numel():.4f} bits/dim,"
+    " decoded exactly"
+)

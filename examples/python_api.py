@@ -24,12 +24,24 @@ q = model.posterior(x)  # a torch Distribution: q.rsample(), q.log_prob(z)
 print("q(z|x):", q.batch_shape, q.event_shape, "| p(x|z):", model.likelihood(q.rsample()).event_shape)
 print("ELBO terms per example:", ELBO(num_samples=1)(model, x).elbo.shape)
 
-trainer = Trainer(model, ELBO(1), data.train, transform, valid=data.valid, epochs=60, batch_size=64,
-                  warmup_epochs=10, seed=0, progress=False)
+trainer = Trainer(
+    model,
+    ELBO(1),
+    data.train,
+    transform,
+    valid=data.valid,
+    epochs=60,
+    batch_size=64,
+    warmup_epochs=10,
+    seed=0,
+    progress=False,
+)
 history = trainer.fit()
 print(f"epoch {history[-1]['epoch']}: validation ELBO {history[-1]['valid_elbo']:.2f} nats")
 
 x_test = transform(data.test.x, torch.Generator().manual_seed(1234))  # fixed binarization of the test set
 report = evaluate(model, x_test, iw_samples=5000)
-print(f"test ELBO {report.elbo:.2f} nats, NLL {report.nll:.2f} nats (k=5000), {report.bpd:.4f} bits/dim, "
-      f"{report.active_units}/{M} active units")
+print(
+    f"test ELBO {report.elbo:.2f} nats, NLL {report.nll:.2f} nats (k=5000), {report.bpd:.4f} bits/dim, "
+    f"{report.active_units}/{M} active units"
+)
