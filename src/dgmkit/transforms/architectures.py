@@ -77,25 +77,25 @@ def glow(features: int, hidden: Sequence[int], layers: int = 4, context_features
     return Compose(steps)
 
 
-def maf(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
-    """MAF: MADE-conditioned affine autoregressive layers, the order reversed between layers
-    (arXiv 1705.07057)."""
+def _reversing(features: int, layers: int, make_layer) -> Compose:
+    """``layers`` autoregressive layers with the order reversed between consecutive ones."""
     steps: list[Bijection] = []
     for i in range(layers):
         if i:
             steps.append(Permutation.reverse(features))
-        steps.append(MaskedAffineAutoregressive(features, hidden, context_features, act=act))
+        steps.append(make_layer())
     return Compose(steps)
+
+
+def maf(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
+    """MAF: MADE-conditioned affine autoregressive layers, the order reversed between layers
+    (arXiv 1705.07057)."""
+    return _reversing(features, layers, lambda: MaskedAffineAutoregressive(features, hidden, context_features, act=act))
 
 
 def iaf(features: int, hidden: Sequence[int], layers: int = 2, context_features: int = 0, act: str = "relu") -> Compose:
     """IAF: inverted MAF layers, a single pass from base to data (arXiv 1606.04934)."""
-    steps: list[Bijection] = []
-    for i in range(layers):
-        if i:
-            steps.append(Permutation.reverse(features))
-        steps.append(iaf_layer(features, hidden, context_features, act=act))
-    return Compose(steps)
+    return _reversing(features, layers, lambda: iaf_layer(features, hidden, context_features, act=act))
 
 
 VECTOR_FLOWS = {"nice": nice, "realnvp": realnvp, "glow": glow, "maf": maf, "iaf": iaf}
