@@ -383,3 +383,12 @@ def test_beta_vae_weights_the_kl(tmp_path, capsys):
     m = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert m[-1]["beta"] == 4.0
     assert m[-1]["train_loss"] > -m[-1]["train_elbo"]  # beta > 1 adds (beta - 1) KL to the loss
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    """The README's main job (a short version): train, evaluate and every figure."""
+    code, out, err = run(capsys, "demo", "--out", tmp_path / "demo", "--epochs", "2", "--quiet")
+    assert code == 0, err
+    assert "NLL (k=5000)" in out
+    for name in ("samples", "reconstructions", "interpolations", "latents"):
+        assert (tmp_path / "demo" / f"{name}.png").read_bytes().startswith(PNG)

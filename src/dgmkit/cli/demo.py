@@ -10,8 +10,6 @@ import shutil
 import time
 from pathlib import Path
 
-from dgmkit.cli import evaluate as eval_cmd
-from dgmkit.cli import figures
 from dgmkit.cli.common import say
 from dgmkit.cli.train import train_run
 from dgmkit.config import RunConfig
@@ -58,14 +56,19 @@ def run_demo(args: argparse.Namespace) -> int:
         f"(stopped after epoch {trainer.epoch})"
     )
     say("")
-    ns = argparse.Namespace
-    eval_cmd.run_eval(ns(run_dir=out, split="test", iw_samples=5000, limit=None, seed=0, data_dir=None))
-    figures.sample(ns(run_dir=out, n=64, out=out / "samples.png", nrow=8, draw=False, seed=0))
-    figures.reconstruct(ns(run_dir=out, n=32, out=out / "reconstructions.png", split="test", seed=0, data_dir=None))
-    figures.interpolate(
-        ns(run_dir=out, pairs=6, steps=8, out=out / "interpolations.png", split="test", seed=0, data_dir=None)
-    )
-    figures.latents(ns(run_dir=out, out=out / "latents.png", split="test", limit=None, seed=0, data_dir=None))
+    # the follow-up commands, parsed by the real parser so their defaults stay those of `dgm`
+    from dgmkit.cli.main import build_parser
+
+    parser = build_parser()
+    for argv in (
+        ["eval", out, "--iw-samples", "5000"],
+        ["sample", out, "-n", "64", "--out", out / "samples.png", "--nrow", "8"],
+        ["reconstruct", out, "-n", "32", "--out", out / "reconstructions.png"],
+        ["interpolate", out, "--pairs", "6", "--steps", "8", "--out", out / "interpolations.png"],
+        ["latents", out, "--out", out / "latents.png"],
+    ):
+        cmd = parser.parse_args([str(a) for a in argv])
+        cmd.func(cmd)
     say(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is in {out}/:")
     for f in sorted(out.iterdir()):
         say(f"  {f}")
