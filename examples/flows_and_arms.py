@@ -12,6 +12,8 @@ from dgmkit.objectives import MaximumLikelihood
 from dgmkit.training import Trainer
 from dgmkit.transforms import Compose, Logit, maf, realnvp_multiscale
 
+torch.manual_seed(0)  # the initial weights: the printed numbers below repeat
+
 # A MAF on two moons: bijections compose; the model's log_prob is exact.
 moons = load_dataset("two-moons")
 flow = FlowModel(maf(2, [64, 64], layers=5), event_shape=(1, 1, 2), flatten=True)

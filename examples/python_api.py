@@ -12,6 +12,8 @@ from dgmkit.objectives import ELBO
 from dgmkit.priors import StandardNormalPrior
 from dgmkit.training import Trainer
 
+torch.manual_seed(0)  # the initial weights: the printed numbers below repeat
+
 data = load_dataset("digits")  # embedded 8x8 digits, values 0..16
 transform = make_transform("bernoulli", data)  # dynamic binarization, fresh every batch
 M = 8
