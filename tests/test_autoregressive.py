@@ -153,3 +153,14 @@ def test_made_mixture_is_the_average_of_its_connectivities():
         m.log_prob(x[:2])
         seen.add(m.made.order.tolist().__repr__())
     assert len(seen) > 1  # training resamples the connectivity
+
+
+@pytest.mark.parametrize("head", [BernoulliHead(), CategoricalHead(5), LogisticMixtureHead(5, 3)], ids=["b", "c", "l"])
+def test_pixel_pmf_agrees_with_the_heads_distribution(head):
+    """What sampling and coding use (pixel_log_pmf) is the head's own log_prob, value by value."""
+    params = torch.randn(7, head.params_per_pixel)
+    pmf = head.pixel_log_pmf(params)  # (7, L)
+    dist = head(params.view(7, 1, head.params_per_pixel, 1, 1))  # one-pixel images
+    for v in range(pmf.shape[-1]):
+        torch.testing.assert_close(pmf[:, v], dist.log_prob(torch.full((7, 1, 1, 1), float(v))))
+    torch.testing.assert_close(pmf.exp().sum(-1), torch.ones(7))

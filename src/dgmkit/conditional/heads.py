@@ -43,6 +43,11 @@ class LikelihoodHead(nn.Module, ABC):
     @abstractmethod
     def forward(self, params: torch.Tensor) -> Distribution: ...
 
+    def pixel_log_pmf(self, params: torch.Tensor) -> torch.Tensor:
+        """log p(x_d = v) of every value v for each pixel, (*batch, L) in float64, from one
+        pixel's parameters (*batch, P): what sequential sampling and entropy coding need."""
+        raise TypeError(f"a {type(self).__name__} defines a density, not the probabilities of discrete values")
+
 
 class BernoulliHead(LikelihoodHead):
     """p(x|z) = prod Bernoulli(x_d; sigmoid(l_d)) for binary data."""
@@ -52,6 +57,10 @@ class BernoulliHead(LikelihoodHead):
 
     def forward(self, params):  # (*batch, C, 1, H, W)
         return bernoulli_pixels(_full(params.squeeze(-3)), event_dims=3)
+
+    def pixel_log_pmf(self, params):
+        logit = params[..., 0].double()
+        return torch.stack([F.logsigmoid(-logit), F.logsigmoid(logit)], -1)
 
 
 class GaussianHead(LikelihoodHead):
@@ -106,6 +115,9 @@ class CategoricalHead(LikelihoodHead):
     def forward(self, params):  # (*batch, C, L, H, W)
         return CategoricalPixels(_full(params).movedim(-3, -1), event_dims=3)
 
+    def pixel_log_pmf(self, params):
+        return F.log_softmax(params.double(), -1)
+
 
 class LogisticMixtureHead(LikelihoodHead):
     """p(x|z) = prod of K-component discretized logistic mixtures over 0..L-1."""
@@ -122,3 +134,10 @@ class LogisticMixtureHead(LikelihoodHead):
         p = _full(params).movedim(-3, -1)  # (*batch, C, H, W, 3K)
         logits, loc, log_scale = p.split(self.components, dim=-1)
         return DiscretizedLogisticMixture(logits, torch.tanh(loc), log_scale, self.num_levels, event_dims=3)
+
+    def pixel_log_pmf(self, params):
+        flat = params.double().reshape(-1, params.shape[-1])  # (N, 3K) = logits, locations, log-scales
+        logits, loc, log_scale = (t[:, None] for t in flat.split(self.components, -1))
+        dist = DiscretizedLogisticMixture(logits, torch.tanh(loc), log_scale, self.num_levels, event_dims=0)
+        levels = torch.arange(self.num_levels, device=params.device, dtype=torch.float64).view(-1, 1, 1)
+        return dist.log_prob(levels)[..., 0].T.reshape(*params.shape[:-1], self.num_levels)

@@ -13,36 +13,18 @@ from abc import abstractmethod
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from dgmkit._rng import seeded_by
-from dgmkit.conditional.heads import BernoulliHead, CategoricalHead, LikelihoodHead, LogisticMixtureHead
-from dgmkit.distributions import DiscretizedLogisticMixture
+from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.nn.causal import CausalConvNet
 from dgmkit.nn.made import MADE
 from dgmkit.nn.pixelcnn import GatedPixelCNNNet
 
-__all__ = ["AutoregressiveModel", "CausalConvARM", "MADEARM", "GatedPixelCNN", "pixel_log_pmf", "inverse_cdf"]
+__all__ = ["AutoregressiveModel", "CausalConvARM", "MADEARM", "GatedPixelCNN", "inverse_cdf"]
 
 # choose(t, log_pmf) -> the values of the pixels at position t, (B,) integers
 Chooser = Callable[[int, torch.Tensor], torch.Tensor]
-
-
-def pixel_log_pmf(head: LikelihoodHead, params: torch.Tensor) -> torch.Tensor:
-    """Per-pixel log-probabilities of every value, (*batch, L), from head parameters (*batch, P)."""
-    if isinstance(head, BernoulliHead):
-        logit = params[..., 0].double()
-        return torch.stack([F.logsigmoid(-logit), F.logsigmoid(logit)], -1)
-    if isinstance(head, CategoricalHead):
-        return F.log_softmax(params.double(), -1)
-    if isinstance(head, LogisticMixtureHead):
-        flat = params.double().reshape(-1, params.shape[-1])  # (N, 3K) = logits, locations, log-scales
-        logits, loc, log_scale = (t[:, None] for t in flat.split(head.components, -1))
-        dist = DiscretizedLogisticMixture(logits, torch.tanh(loc), log_scale, head.num_levels, event_dims=0)
-        levels = torch.arange(head.num_levels, device=params.device, dtype=torch.float64).view(-1, 1, 1)
-        return dist.log_prob(levels)[..., 0].T.reshape(*params.shape[:-1], head.num_levels)
-    raise TypeError(f"no discrete probabilities for a {type(head).__name__}")
 
 
 def inverse_cdf(log_pmf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -90,7 +72,7 @@ class AutoregressiveModel(ExactLikelihoodModel):
         """Generate n images position by position with a full network pass per pixel."""
         x = torch.zeros(n, self.num_dims, device=device)
         for t, d in enumerate(self.order().tolist()):
-            log_pmf = pixel_log_pmf(self.head, self._params_at(x.view(n, *self.event_shape), d))
+            log_pmf = self.head.pixel_log_pmf(self._params_at(x.view(n, *self.event_shape), d))
             x[:, d] = choose(t, log_pmf).to(x.dtype)
         return x.view(n, *self.event_shape)
 
@@ -135,7 +117,7 @@ class CausalConvARM(AutoregressiveModel):
         cache = [torch.zeros(n, ch, self.num_dims, device=device) for _ in self.net.convs]
         for t in range(self.num_dims):
             params = self.net.step(cache, x, t)  # (B, P)
-            value = choose(t, pixel_log_pmf(self.head, params))
+            value = choose(t, self.head.pixel_log_pmf(params))
             x[:, 0, t] = value.to(x.dtype) * self.input_scale
         return (x[:, 0] / self.input_scale).round().view(n, *self.event_shape)
 
@@ -166,7 +148,7 @@ class GatedPixelCNN(AutoregressiveModel):
             rows = [x[:, :, r : r + 1]] + [x.new_zeros(n, ch, 1, w) for _ in self.net.layers]
             for c in range(w):
                 params = self.net.horizontal_column(rows, v_pre, c)  # (B, P)
-                value = choose(r * w + c, pixel_log_pmf(self.head, params))
+                value = choose(r * w + c, self.head.pixel_log_pmf(params))
                 x[:, 0, r, c] = value.to(x.dtype) * self.input_scale
         return (x / self.input_scale).round()
 
@@ -225,7 +207,7 @@ class MADEARM(AutoregressiveModel):
             params = h @ w_out[rows + d].T + made.output_layer.bias[rows + d]  # (B, P)
             if w_dir is not None:
                 params = params + x @ w_dir[rows + d].T
-            value = choose(t, pixel_log_pmf(self.head, params)).to(x.dtype)
+            value = choose(t, self.head.pixel_log_pmf(params)).to(x.dtype)
             x[:, d] = value * self.input_scale
             a1 = a1 + x[:, d : d + 1] * w1[:, d]
         return (x / self.input_scale).round().view(n, *self.event_shape)
