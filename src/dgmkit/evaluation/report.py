@@ -8,7 +8,7 @@ import torch
 
 from dgmkit.evaluation.likelihood import importance_sampled_log_likelihood
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
-from dgmkit.models import Autoencoder, ExactLikelihoodModel, VariationallyDequantizedFlow
+from dgmkit.models import Autoencoder, ExactLatentVariableModel, ExactLikelihoodModel, VariationallyDequantizedFlow
 from dgmkit.objectives import ELBO
 
 __all__ = ["EvalReport", "evaluate"]
@@ -110,7 +110,7 @@ def _evaluate_exact(model, x: torch.Tensor, log_volume: float, batch_size: int =
         raise FloatingPointError(f"the model gives a non-finite log-likelihood to {bad} of {n} datapoints")
     nll = discrete_nll(-ll.mean().item(), num_dims, log_volume)
     stderr = ll.std().item() / math.sqrt(n) if n > 1 else float("nan")
-    if not hasattr(model, "posterior"):
+    if not isinstance(model, ExactLatentVariableModel):
         return EvalReport(
             elbo=-nll, recon=None, kl=None, nll=nll, bpd=bits_per_dim(nll, num_dims), elbo_bpd=bits_per_dim(nll, num_dims),
             nll_stderr=stderr, iw_samples=0, n=n, num_dims=num_dims, active_units=None, latent_dim=None, kl_per_dim=None,

@@ -1,7 +1,7 @@
 """Models: composition of encoders, decoders and priors."""
 
 from dgmkit.models.autoencoder import Autoencoder
-from dgmkit.models.base import ExactLikelihoodModel
+from dgmkit.models.base import ExactLatentVariableModel, ExactLikelihoodModel
 from dgmkit.models.categorical_vae import CategoricalVAE
 from dgmkit.models.dequantization import VariationallyDequantizedFlow
 from dgmkit.models.flow import FlowModel
@@ -18,6 +18,7 @@ __all__ = [
     "LogLinearLVM",
     "PPCA",
     "ExactLikelihoodModel",
+    "ExactLatentVariableModel",
     "FlowModel",
     "VariationallyDequantizedFlow",
 ]

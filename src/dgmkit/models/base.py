@@ -5,7 +5,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-__all__ = ["ExactLikelihoodModel"]
+__all__ = ["ExactLikelihoodModel", "ExactLatentVariableModel"]
 
 
 class ExactLikelihoodModel(nn.Module, ABC):
@@ -18,3 +18,14 @@ class ExactLikelihoodModel(nn.Module, ABC):
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n samples and the means they are drawn around (for display), each (n, *event)."""
+
+
+class ExactLatentVariableModel(ExactLikelihoodModel):
+    """An exact-likelihood model with latents whose posterior p(z|x) is exact too (PPCA, the
+    log-linear model): evaluation splits log p(x) into reconstruction and KL terms."""
+
+    @abstractmethod
+    def posterior(self, x: torch.Tensor): ...
+
+    @abstractmethod
+    def prior(self): ...

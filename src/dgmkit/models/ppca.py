@@ -16,12 +16,12 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from dgmkit.models.base import ExactLikelihoodModel
+from dgmkit.models.base import ExactLatentVariableModel
 
 __all__ = ["PPCA"]
 
 
-class PPCA(ExactLikelihoodModel):
+class PPCA(ExactLatentVariableModel):
     """PPCA over events of shape ``event_shape`` (flattened to D numbers).
 
     >>> m = PPCA(torch.eye(3, 1), torch.zeros(3), 0.5)
