@@ -1,9 +1,9 @@
-"""Sampling speed of a gated PixelCNN: the cached path against the naive path (a full network
-pass per pixel), side by side, drawing the same images from the same uniforms.
+"""Sampling speed of an autoregressive model: the cached path against the naive path (a full
+network pass per pixel), side by side, drawing the same images from the same uniforms.
 
     python benchmarks/arm_sampling.py [RUN_DIR]
 
-With a run folder (a trained --model arm --arm pixelcnn run) its model is used; without one, a
+With a run folder (a trained --model arm run) its model is used; without one, a
 randomly initialised PixelCNN of the same default size on 28x28 binary images (the speed does
 not depend on the weights).
 """
@@ -29,7 +29,7 @@ def main() -> None:
         torch.manual_seed(0)
         model, what = GatedPixelCNN(BernoulliHead(), (1, 28, 28), channels=64, layers=8).eval(), "random weights"
     n_naive, n_cached = 8, 256
-    print(f"# gated PixelCNN ({what}), images {model.event_shape}; {machine()}")
+    print(f"# {type(model).__name__} ({what}), images {model.event_shape}; {machine()}")
     u = torch.rand(n_cached, model.num_dims, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     model.sample_from_noise(u[:2], cached=True)  # warm-up
     t0 = time.perf_counter()
