@@ -21,13 +21,13 @@ def add_parser(sub) -> None:
 
 def run_cluster(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir)
-    if run.cfg.prior != "mog":
-        raise ConfigError(f"{args.run_dir} has a {run.cfg.prior} prior; clustering needs --prior mog")
+    if not run.model.has_latents or run.model.num_components is None:
+        raise ConfigError(f"{args.run_dir} holds a model without a mixture prior; clustering needs one (for example --prior mog)")
     x, y = split_data(run, args.split, args.data_dir)
     if y is None:
-        raise DataError(f"{run.cfg.dataset} has no labels to score a clustering against")
+        raise DataError(f"{run.cfg.data.dataset} has no labels to score a clustering against")
     assign = cluster_assignments(run.model, x)
-    scores = {**clustering_scores(assign.numpy(), y.numpy()), "split": args.split, "components": run.model.prior.components}
+    scores = {**clustering_scores(assign.numpy(), y.numpy()), "split": args.split, "components": run.model.num_components}
     say(f"{scores['n']} {args.split} datapoints in {scores['clusters_used']} of {scores['components']} components")
     say(f"accuracy (best one-to-one matching)  {scores['accuracy']:.4f}")
     say(f"accuracy (majority label per cluster) {scores['accuracy_majority']:.4f}")

@@ -21,7 +21,7 @@ def say(msg: str = "") -> None:
 def split_data(run: Run, split: str, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The split of a run's dataset, transformed as the model scores it (with the fixed
     held-out noise seed for stochastic binarization or dequantization), and its labels."""
-    cfg = run.cfg
+    cfg = run.cfg.data
     dataset = load_dataset(cfg.dataset, data_dir or cfg.data_dir, download=cfg.download)
     want = tuple(run.record["data"]["event_shape"])
     if dataset.event_shape != want:

@@ -14,10 +14,8 @@ from dgmkit._io import atomic_write_bytes
 from dgmkit.cli.common import say
 from dgmkit.coding import decode_images, encode_images, model_fingerprint, read_container, write_container
 from dgmkit.coding.container import content_digest
-from dgmkit.conditional import BernoulliHead
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError, DataError
-from dgmkit.models.autoregressive import MADEARM, AutoregressiveModel
 
 __all__ = ["add_parsers"]
 
@@ -25,14 +23,13 @@ __all__ = ["add_parsers"]
 def _coding_model(run_dir: str):
     run = load_run(run_dir)
     model = run.model
-    if not isinstance(model, AutoregressiveModel):
+    levels = model.coding_levels
+    if levels is None:
         raise ConfigError(
-            f"{run_dir} holds a {run.cfg.model} model; compression needs an autoregressive model (--model arm), "
-            "whose exact conditionals drive the entropy coder"
+            f"{run_dir} holds {run.cfg.model.describe()}, which has no exact sequential conditionals to drive the "
+            "entropy coder: compression needs an autoregressive model (--model arm) with one pixel order "
+            "(a MADE mixture over connectivities, made_masks > 1, has none)"
         )
-    if isinstance(model, MADEARM) and model.masks > 1:
-        raise ConfigError("a MADE mixture over connectivities has no single pixel order to code with; use made_masks = 1")
-    levels = 2 if isinstance(model.head, BernoulliHead) else model.head.num_levels
     return run, model, levels
 
 
@@ -94,7 +91,7 @@ def compress(args) -> int:
     header = {
         "dgmkit_version": __version__,
         "model_fingerprint": model_fingerprint(model),
-        "model": {"kind": run.cfg.arm, "dataset": run.cfg.dataset, "likelihood": run.cfg.likelihood},
+        "model": {"kind": run.cfg.model.describe(), "dataset": run.cfg.data.dataset},
         "levels": levels,
         "shape": list(x.shape),
         "dtype": x.dtype.str,

@@ -6,7 +6,6 @@ reconstructions, interpolations and the latent plot into the run folder.
 """
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
@@ -32,9 +31,15 @@ DEMO_CONFIG = dict(
 )
 
 
+DEMO_FILES = (
+    "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "samples.png",
+    "reconstructions.png", "interpolations.png", "latents.png",
+)  # fmt: skip
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train, evaluate and plot a VAE on the bundled 8x8 digits (about a minute)")
-    p.add_argument("--out", default="runs/demo", help="run folder (replaced if it holds an earlier demo)")
+    p.add_argument("--out", default="runs/demo", help="run folder (an earlier demo's files there are replaced)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_demo)
@@ -45,15 +50,16 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cfg = RunConfig.from_dict({**DEMO_CONFIG, **({"epochs": args.epochs} if args.epochs else {})}, "demo")
     if (out / "config.json").is_file() and (out / "checkpoint.safetensors").is_file():
-        shutil.rmtree(out)  # an earlier demo run: start afresh
+        for name in DEMO_FILES:  # an earlier demo run: start afresh, touching only the demo's own files
+            (out / name).unlink(missing_ok=True)
     say(
-        f"dgm demo: training a VAE ({cfg.hidden} MLP, {cfg.latent_dim}-D latent, Bernoulli likelihood) on "
+        f"dgm demo: training a VAE ({cfg.model.hidden} MLP, {cfg.model.latent_dim}-D latent, Bernoulli likelihood) on "
         f"the 8x8 digits into {out}"
     )
-    trainer = train_run(cfg, out, quiet=args.quiet, report_every=10)
+    result = train_run(cfg, out, quiet=args.quiet, report_every=10)
     say(
-        f"best validation ELBO {trainer.best_valid:.3f} nats at epoch {trainer.best_epoch} "
-        f"(stopped after epoch {trainer.epoch})"
+        f"best validation {result.label} {result.best_valid:.3f} nats at epoch {result.best_epoch} "
+        f"(stopped after epoch {result.epoch})"
     )
     say("")
     # the follow-up commands, parsed by the real parser so their defaults stay those of `dgm`

@@ -9,7 +9,6 @@ import torch
 from dgmkit.cli.common import say, split_data, write_png
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError
-from dgmkit.models import ExactLikelihoodModel
 
 __all__ = ["add_parser", "density"]
 
@@ -43,7 +42,7 @@ def density(args) -> int:
     run = load_run(args.run_dir)
     model = run.model
     shape = tuple(run.record["data"]["event_shape"])
-    if not isinstance(model, ExactLikelihoodModel) or math.prod(shape) != 2:
+    if model.estimate_kind != "exact" or not model.can_sample or math.prod(shape) != 2:
         raise ConfigError(f"dgm density needs an exact-likelihood model (a flow) of 2-D data; this run has {shape} data")
     x, _ = split_data(run, "test", args.data_dir)
     pts = x.reshape(-1, 2)
@@ -56,7 +55,7 @@ def density(args) -> int:
     mass = (log_p.exp().sum() * (tx[1] - tx[0]) * (ty[1] - ty[0])).item()
     samples, _ = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed))
     extent = (lo[0].item(), hi[0].item(), lo[1].item(), hi[1].item())
-    title = f"{run.cfg.flow} flow on {run.cfg.dataset}: probability mass in this window {mass:.4f}"
+    title = f"{run.cfg.model.describe()} on {run.cfg.data.dataset}: probability mass in this window {mass:.4f}"
     path = write_png(args.out, density_png(log_p.numpy(), extent, samples.reshape(-1, 2).numpy(), title))
     say(
         f"wrote the density on a {args.grid}x{args.grid} grid (mass in the window {mass:.4f}) and {args.n} samples to {path}"

@@ -7,8 +7,6 @@ from dgmkit.config import load_run
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
-from dgmkit.models import FlowModel, VariationallyDequantizedFlow
-from dgmkit.models.autoregressive import AutoregressiveModel
 
 __all__ = ["add_parsers", "sample", "reconstruct", "interpolate", "latents"]
 
@@ -26,26 +24,31 @@ def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
 def sample(args) -> int:
     _positive("-n", args.n)
     run = load_run(args.run_dir)
-    if run.cfg.model == "ae":
-        raise ConfigError("an autoencoder has no prior to sample from; train a vae (for example with --beta) instead")
+    model = run.model
+    if not model.can_sample:
+        raise ConfigError(f"a {run.cfg.family} model has no distribution to sample from (no prior)")
+    if args.temperature != 1.0 and not model.sample_temperature:
+        raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
+    if not args.temperature > 0:
+        raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
+    if args.naive and not model.sample_cached:
+        raise ConfigError("--naive is for autoregressive models (their uncached pixel-by-pixel path)")
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
-    if isinstance(run.model, (FlowModel, VariationallyDequantizedFlow)):
-        if not args.temperature > 0:
-            raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
-        x, _ = run.model.sample(args.n, generator=g, temperature=args.temperature)
-        what = f"samples x ~ p(x) at temperature {args.temperature:g}"
-        shown = x
-    elif isinstance(run.model, AutoregressiveModel):
-        x, _ = run.model.sample(args.n, generator=g, cached=not args.naive)
-        what = f"samples x ~ p(x), pixel by pixel ({'naive' if args.naive else 'cached'} path),"
-        shown = x
+    options = {}
+    if model.sample_temperature:
+        options["temperature"] = args.temperature
+    if model.sample_cached:
+        options["cached"] = not args.naive
+    x, mean = model.sample(args.n, generator=g, **options)
+    if model.sample_means and not args.draw:
+        shown, what = mean, "means of p(x|z), z ~ p(z),"
+    elif model.sample_means:
+        shown, what = x, "draws, z ~ p(z),"
+    elif model.sample_cached:
+        shown, what = x, f"samples x ~ p(x), pixel by pixel ({'naive' if args.naive else 'cached'} path),"
     else:
-        if args.temperature != 1.0:
-            raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
-        x, mean = run.model.sample(args.n, generator=g)
-        shown = x if args.draw else mean
-        what = f"{'draws' if args.draw else 'means of p(x|z)'}, z ~ p(z),"
+        shown, what = x, "samples x ~ p(x)" + (f" at temperature {args.temperature:g}" if model.sample_temperature else "")
     if tuple(shown.shape[2:]) == (1, 2) or shown.dim() != 4:
         raise ConfigError("these are 2-D points, not images: use dgm density RUN_DIR --out FILE.png")
     path = write_png(args.out, image_grid_png(to_display(shown, run), nrow=args.nrow or _side(args.n)))
@@ -53,10 +56,16 @@ def sample(args) -> int:
     return 0
 
 
+def _needs_latents(run) -> None:
+    if not run.model.has_latents:
+        raise ConfigError(f"a {run.cfg.family} model has no latent variables to reconstruct through, interpolate or plot")
+
+
 @torch.no_grad()
 def reconstruct(args) -> int:
     _positive("-n", args.n)
     run = load_run(args.run_dir)
+    _needs_latents(run)
     x, _ = split_data(run, args.split, args.data_dir)
     xb = x[_pick(len(x), args.n, args.seed)]
     rec = run.model.reconstruct(xb)
@@ -73,6 +82,7 @@ def interpolate(args) -> int:
     if args.steps < 2:
         raise ConfigError(f"--steps must be >= 2, got {args.steps}")
     run = load_run(args.run_dir)
+    _needs_latents(run)
     x, _ = split_data(run, args.split, args.data_dir)
     idx = _pick(len(x), 2 * args.pairs, args.seed)
     a, b = x[idx[: args.pairs]], x[idx[args.pairs :]]
@@ -92,6 +102,7 @@ def interpolate(args) -> int:
 @torch.no_grad()
 def latents(args) -> int:
     run = load_run(args.run_dir)
+    _needs_latents(run)
     x, y = split_data(run, args.split, args.data_dir)
     if args.limit is not None:
         _positive("--limit", args.limit)
@@ -99,7 +110,7 @@ def latents(args) -> int:
         x, y = x[idx], (None if y is None else y[idx])
     z = torch.cat([location(run.model.posterior(x[i : i + 1000])).flatten(1) for i in range(0, len(x), 1000)])
     points, axes = project_2d(z)
-    title = f"{run.cfg.dataset} {args.split}: posterior means E[z|x] (n={len(x)})"
+    title = f"{run.cfg.data.dataset} {args.split}: posterior means E[z|x] (n={len(x)})"
     data = scatter_png(points, None if y is None else y.numpy(), title, axes)
     path = write_png(args.out, data)
     note = "" if y is not None else " (no labels in this dataset)"

@@ -17,7 +17,8 @@ from dgmkit.errors import DgmError
 __all__ = ["main", "build_parser"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``dgm`` parser; ``argv`` (when given) picks the family whose flags ``dgm train`` offers."""
     from dgmkit.cli import cluster, compress, demo, density, evaluate, figures, train
 
     parser = argparse.ArgumentParser(prog="dgm", description="dgmkit: likelihood-based deep generative models")
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug information")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    train.add_parser(sub)
+    train.add_parser(sub, train.family_from_argv(list(argv or [])))
     evaluate.add_parser(sub)
     figures.add_parsers(sub)
     cluster.add_parser(sub)
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

@@ -1,291 +1,232 @@
-"""``dgm train``: train a model and write a run folder."""
+"""``dgm train``: train a model and write a run folder.
+
+The flags are derived from the settings: the data, optim and eval sections, and the chosen
+family's fields (``--model NAME``; ``dgm train --model NAME --help`` lists them)."""
 
 import argparse
-import json
+import dataclasses
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-from dgmkit._io import atomic_write_bytes, atomic_write_json
 from dgmkit.cli.common import say
-from dgmkit.config import CHOICES, RunConfig, build_model, build_objective, load_config_file
-from dgmkit.config.run import read_json, run_record
-from dgmkit.data import DATASETS, DataTransform, density_transform, load_dataset, make_transform
+from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
+from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record
+from dgmkit.config.run import read_json
+from dgmkit.config.schema import FREE_ON_RESUME
+from dgmkit.data import DataTransform, load_dataset
 from dgmkit.errors import ConfigError
-from dgmkit.evaluation import posterior_statistics
-from dgmkit.models import PPCA
-from dgmkit.training import Trainer, save_checkpoint
-from dgmkit.training.trainer import VALID_SEED
+from dgmkit.families import DEFAULT_FAMILY, FAMILIES
+from dgmkit.training import (
+    FitResult,
+    RunWriter,
+    Trainer,
+    fit_closed_form,
+    fit_em,
+    latent_diagnostics,
+    trainer_result,
+)
 
-__all__ = ["add_parser", "run_train", "train_run"]
-
-# flag name -> config key, for flags that map one-to-one onto RunConfig keys
-_FLAGS = {
-    "dataset": str,
-    "data_dir": str,
-    "binarize": str,
-    "model": str,
-    "encoder": str,
-    "decoder": str,
-    "likelihood": str,
-    "latent_dim": int,
-    "activation": str,
-    "prior": str,
-    "posterior": str,
-    "flow": str,
-    "flow_layers": int,
-    "flow_levels": int,
-    "flow_blocks": int,
-    "logit_alpha": float,
-    "dequantization": str,
-    "arm": str,
-    "arm_layers": int,
-    "arm_kernel": int,
-    "made_masks": int,
-    "prior_components": int,
-    "latent": str,
-    "latent_classes": int,
-    "temperature": float,
-    "temperature_min": float,
-    "anneal_rate": float,
-    "pseudo_init": str,
-    "iw_k": int,
-    "free_bits": float,
-    "gaussian_variance": str,
-    "gaussian_scale": float,
-    "gaussian_min_scale": float,
-    "logistic_components": int,
-    "objective": str,
-    "samples": int,
-    "beta": float,
-    "warmup": float,
-    "epochs": int,
-    "batch_size": int,
-    "lr": float,
-    "lr_schedule": str,
-    "weight_decay": float,
-    "grad_clip": float,
-    "patience": int,
-    "seed": int,
-    "device": str,
-    "precision": str,
-    "iw_samples": int,
-}
+__all__ = ["add_parser", "run_train", "train_run", "family_from_argv"]
 
 
-def add_parser(sub) -> None:
+def family_from_argv(argv: list[str]) -> str:
+    """The family a ``dgm train`` command line is about, so that its flags can be offered:
+    ``--model``, else the ``--config`` file's, else the resumed run's, else the default."""
+    def value(flag: str) -> str | None:
+        for i, a in enumerate(argv):
+            if a == flag and i + 1 < len(argv):
+                return argv[i + 1]
+            if a.startswith(flag + "="):
+                return a.split("=", 1)[1]
+        return None
+
+    if value("--model") is not None:
+        return value("--model")
+    try:
+        if value("--config") is not None:
+            values = load_config_file(value("--config"))
+            model = values.get("model")
+            return (model.get("name") if isinstance(model, dict) else model) or DEFAULT_FAMILY
+        if "--resume" in argv and value("--out") is not None:
+            record = migrate_record(read_json(Path(value("--out")) / "config.json"), "config.json")
+            return record["config"]["model"]["name"]
+    except Exception:  # the real parse reports a bad file or folder with its own message
+        pass
+    return DEFAULT_FAMILY
+
+
+def add_parser(sub, family_name: str = DEFAULT_FAMILY) -> None:
+    family = FAMILIES.get(family_name, FAMILIES[DEFAULT_FAMILY])
+    listing = "\n".join(f"  {n:<10} {c.summary}" for n, c in FAMILIES.items())
     p = sub.add_parser(
         "train",
         help="train a model and write a run folder",
-        description="Train a model. A --config file (TOML or JSON) holds the same keys as the "
-        "flags (with underscores); flags override it.",
+        description="Train a model. A --config file (TOML or JSON) holds the same keys as the flags "
+        "(with underscores), flat or in [data], [optim], [eval] and [model] tables; flags override it.",
+        epilog=f"models (--model NAME; `dgm train --model NAME --help` shows its settings):\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--model", choices=list(FAMILIES), default=None, help=f"the model family (default {DEFAULT_FAMILY})")
     p.add_argument("--config", help="TOML or JSON file of config keys")
-    for name, typ in _FLAGS.items():
-        choices = CHOICES.get(name)
-        helptext = "one of: " + ", ".join(c for c in choices if c) if choices else None
-        if name == "dataset":
-            helptext = f"one of: {', '.join(sorted(DATASETS))}, or a .npy/.npz file"
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, metavar=name.upper(), help=helptext)
-    p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes, e.g. --hidden 512 256")
-    p.add_argument(
-        "--straight-through",
-        dest="straight_through",
-        action="store_true",
-        default=None,
-        help="gumbel-softmax: hard one-hot forward pass, relaxed gradient",
-    )
-    p.add_argument(
-        "--made-random-order", dest="made_random_order", action="store_true", default=None, help="MADE: random input orders"
-    )
-    p.add_argument(
-        "--made-direct", dest="made_direct", action="store_true", default=None, help="MADE: direct input-output connections"
-    )
-    p.add_argument(
-        "--no-download", dest="download", action="store_false", default=None, help="never download missing data files"
-    )
     p.add_argument("--out", required=True, help="run folder to write")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (flags may only extend it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    p.set_defaults(func=run_train)
+    dests = []
+    for name, cls in SECTIONS.items():
+        dests += add_settings_flags(p.add_argument_group(name), cls)
+    dests += add_settings_flags(p.add_argument_group(f"model {family.name}: {family.summary}"), family)
+    own = set(dests)
+    foreign: dict[str, list[str]] = {}
+    for n, cls in FAMILIES.items():
+        for f in dataclasses.fields(cls):
+            if f.name not in own:
+                foreign.setdefault(f.name, []).append(n)
+    for dest in foreign:
+        p.add_argument("--" + dest.replace("_", "-"), dest="_foreign_" + dest, nargs="*", help=argparse.SUPPRESS)
+    p.set_defaults(func=run_train, _family=family.name, _dests=dests, _foreign=foreign)
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    values = load_config_file(args.config) if args.config else {}
-    for name in [*_FLAGS, "hidden", "download", "straight_through", "made_random_order", "made_direct"]:
-        v = getattr(args, name, None)
-        if v is not None:
-            values[name] = v
+    """The config file's keys, overridden by the flags given."""
+    values = {}
+    if args.config:
+        values = RunConfig.from_dict(load_config_file(args.config), source=args.config).flat()
+    if args.model is not None and args.model != values.get("model", args.model):
+        raise ConfigError(f"--model {args.model} contradicts the config file's model {values['model']!r}")
+    values.update(given_values(args, args._dests))
+    values["model"] = args._family
     return RunConfig.from_dict(values, source=args.config or "flags")
 
 
-def latent_diagnostics(model, x) -> dict:
-    """Per-epoch latent diagnostics: KL per dimension (when the prior factorizes) and active units."""
-    stats = posterior_statistics(model, x)
-    out = {"active_units": stats["active_units"]}
-    if stats["kl_per_dim"] is not None:
-        out["kl_per_dim"] = [round(v, 5) for v in stats["kl_per_dim"]]
-    return out
+def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
+    """The run's own config; flags (and a --config file) may only extend it (FREE_ON_RESUME)."""
+    record = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
+    stored = RunConfig.from_dict(record["config"], source=str(out / "config.json"))
+    asked = RunConfig.from_dict(load_config_file(args.config), args.config).flat() if args.config else {}
+    asked.update(given_values(args, args._dests))
+    if args.model is not None:
+        asked["model"] = args.model
+    flat = stored.flat()
+    clash = [k for k, v in asked.items() if k not in FREE_ON_RESUME and flat.get(k) != v]
+    if clash:
+        shown = ", ".join(f"{k} = {asked[k]!r} (the run has {flat.get(k)!r})" for k in clash)
+        raise ConfigError(
+            f"--resume continues {out} as it was configured; these contradict it: {shown}. "
+            f"Only {', '.join(FREE_ON_RESUME)} may change; train into a new --out for other settings"
+        )
+    return stored.replace(**{k: v for k, v in asked.items() if k in FREE_ON_RESUME and k in flat})
 
 
-def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = False, report_every: int = 1) -> Trainer:
-    """Train ``cfg`` into the run folder ``out`` (or resume the run there), printing a line
-    every ``report_every`` epochs."""
-    dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
-    if cfg.model == "flow":
-        transform = density_transform(dataset, variational=cfg.dequantization == "variational")
-    else:
-        transform = make_transform(cfg.likelihood, dataset, cfg.binarize)
-    init_data = None
-    if cfg.prior == "vampprior" and cfg.pseudo_init == "data" and not resume:
-        init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed repeats
-        model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
-    record = run_record(cfg, dataset, transform)
-    num_dims = math.prod(dataset.event_shape)
-    shift = num_dims * transform.log_volume  # nats of the integer data from nats of dequantized data
+def _reporter(cfg: RunConfig, num_dims: int, shift: float, label: str, score: str, quiet: bool, report_every: int):
+    """Prints one line per epoch (every ``report_every``) in nats of the stored data."""
+    bpd = score in ("log_px", "bound")
+    weighted = "beta" in cfg.model.trainer_options()
 
-    def report(trainer, m):
-        last = m["epoch"] == trainer.epochs or trainer.patience is not None and trainer.bad_epochs >= trainer.patience
+    def report(fit, m: dict) -> None:
+        patience = getattr(fit, "patience", None)
+        last = m["epoch"] == fit.epochs or (patience is not None and fit.bad_epochs >= patience)
         if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):
             return
-        name = {"ae": "-log p(x|f(x))", "flow": "-log p(x)", "arm": "-log p(x)"}.get(cfg.model, "-ELBO")
-        line = f"epoch {m['epoch']:>4}/{trainer.epochs}  train {name} {shift - m['train_elbo']:9.3f}"
-        if "valid_elbo" in m:
-            line += f"  valid {name} {shift - m['valid_elbo']:9.3f}"
-            if cfg.model in ("flow", "arm"):
-                line += f" ({(shift - m['valid_elbo']) / (num_dims * math.log(2)):.4f} bits/dim)"
-            if "valid_kl" in m:
-                line += f"  KL {m['valid_kl']:7.3f}"
-            if "valid_active_units" in m:
-                line += f"  AU {m['valid_active_units']:>3}"
-        if cfg.model not in ("flow", "arm"):
+        line = f"epoch {m['epoch']:>4}/{fit.epochs}  train -{label} {shift - m[f'train_{score}']:9.3f}"
+        if f"valid_{score}" in m:
+            value = shift - m[f"valid_{score}"]
+            line += f"  valid -{label} {value:9.3f}"
+            if bpd:
+                line += f" ({value / (num_dims * math.log(2)):.4f} bits/dim)"
+        if "valid_kl" in m:
+            line += f"  KL {m['valid_kl']:7.3f}"
+        if "valid_active_units" in m:
+            line += f"  AU {m['valid_active_units']:>3}"
+        if weighted:
             line += f"  beta {m['beta']:.2f}"
         line += f"  {m['time_s']:.1f}s"
         say(line)
 
-    if cfg.model == "ppca":
-        return _fit_ppca(cfg, dataset, transform, record, out)
-    if cfg.model == "loglinear":
-        return _fit_em(cfg, model, dataset, transform, record, out, quiet)
+    return report
+
+
+def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = False, report_every: int = 1) -> FitResult:
+    """Fit ``cfg`` into the run folder ``out`` (or resume the run there), printing a line
+    every ``report_every`` epochs."""
+    family = cfg.model
+    dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
+    transform = family.transform(dataset, cfg.data.binarize)
+    init_data = None
+    if family.needs_init_data and not resume:
+        init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
+    model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
+    record = run_record(cfg, dataset, transform)
+    writer = RunWriter(out, record)
+    num_dims = math.prod(dataset.event_shape)
+    shift = num_dims * transform.log_volume  # nats of the integer data from nats of dequantized data
+    if family.fit != "gradient":
+        if resume:
+            raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
+        writer.start()
+        report = _reporter(cfg, num_dims, shift, "log p(x)", "log_px", quiet, report_every)
+        if family.fit == "closed-form":
+            result = fit_closed_form(model, dataset.train, dataset.valid, transform, writer, cfg.optim.seed)
+            if not quiet:
+                say(f"fitted {family.describe()} in closed form: exact log-likelihood {result.best_valid - shift:.3f} nats (valid)")
+            return result
+        return fit_em(
+            model, dataset.train, dataset.valid, transform, writer, family.iterations, cfg.optim.seed, callbacks=[report]
+        )
+    objective = family.training_objective()
+    o = cfg.optim
     trainer = Trainer(
         model,
-        build_objective(cfg),
+        objective,
         dataset.train,
         transform,
         valid=dataset.valid,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        lr_schedule=cfg.lr_schedule,
-        weight_decay=cfg.weight_decay,
-        grad_clip=cfg.grad_clip,
-        patience=cfg.patience,
-        beta=cfg.beta,
-        warmup_epochs=cfg.warmup,
-        seed=cfg.seed,
-        device=cfg.device,
-        precision=cfg.precision,
+        epochs=o.epochs,
+        batch_size=o.batch_size,
+        lr=o.lr,
+        lr_schedule=o.lr_schedule,
+        weight_decay=o.weight_decay,
+        grad_clip=o.grad_clip,
+        patience=o.patience,
+        seed=o.seed,
+        device=o.device,
+        precision=o.precision,
         run_dir=out,
         config=record,
         progress=not quiet,
-        callbacks=[report],
-        diagnostics=None if cfg.model in ("flow", "arm") else latent_diagnostics,
+        callbacks=[_reporter(cfg, num_dims, shift, objective.label, objective.score, quiet, report_every)],
+        diagnostics=latent_diagnostics if model.has_latents else None,
+        **family.trainer_options(),
     )
-
     if resume:
         trainer.resume()
         say(f"resuming {out} after epoch {trainer.epoch}")
     else:
-        atomic_write_json(out / "config.json", record)
+        writer.start()
     trainer.fit()
-    return trainer
-
-
-def _fit_ppca(cfg: RunConfig, dataset, transform, record: dict, out: Path) -> SimpleNamespace:
-    """Closed-form maximum likelihood (Tipping & Bishop): no epochs, one exact fit."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    x = transform(dataset.train.x, g)
-    model = PPCA.fit(x, cfg.latent_dim)
-    valid = transform(dataset.valid.x, torch.Generator().manual_seed(VALID_SEED))
-    with torch.no_grad():
-        fix = x[0].numel() * transform.log_volume  # per-datapoint nats of the integer data
-        metrics = {
-            "epoch": 1,
-            "train_elbo": model.log_prob(x).mean().item() - fix,
-            "valid_elbo": model.log_prob(valid).mean().item() - fix,
-        }
-    atomic_write_json(out / "config.json", record)
-    atomic_write_bytes(out / "metrics.jsonl", (json.dumps(metrics) + "\n").encode())
-    for name in ("checkpoint.safetensors", "best.safetensors"):
-        save_checkpoint(out / name, model, record, trainer={"epoch": 1})
-    say(
-        f"fitted PPCA (M = {cfg.latent_dim}) in closed form: sigma^2 = {model.sigma2.item():.5f}; exact "
-        f"log-likelihood {metrics['train_elbo']:.3f} (train), {metrics['valid_elbo']:.3f} (valid) nats"
-    )
-    return SimpleNamespace(epoch=1, best_valid=metrics["valid_elbo"], best_epoch=1)
-
-
-def _fit_em(cfg: RunConfig, model, dataset, transform, record: dict, out: Path, quiet: bool) -> SimpleNamespace:
-    """Expectation-maximization with exact E-steps: ``epochs`` iterations on the training split."""
-    if transform.kind != "binary":
-        raise ConfigError(f"the loglinear model needs binary data; {dataset.name} is {transform.kind} (try digits-4x4)")
-    x, valid = transform(dataset.train.x), transform(dataset.valid.x)
-    atomic_write_json(out / "config.json", record)
-    lines, best = [], -math.inf
-    for it in range(1, cfg.epochs + 1):
-        before = model.em_step(x)
-        with torch.no_grad():
-            train_ll, valid_ll = model.log_prob(x).mean().item(), model.log_prob(valid).mean().item()
-        m = {"epoch": it, "train_elbo": train_ll, "valid_elbo": valid_ll, "train_elbo_before_step": before}
-        lines.append(json.dumps(m))
-        atomic_write_bytes(out / "metrics.jsonl", ("\n".join(lines) + "\n").encode())
-        save_checkpoint(out / "checkpoint.safetensors", model, record, trainer={"epoch": it})
-        if valid_ll > best:
-            best = valid_ll
-            save_checkpoint(out / "best.safetensors", model, record, trainer={"epoch": it})
-        if not quiet:
-            say(f"EM iteration {it:>4}/{cfg.epochs}  train log p(x) {train_ll:9.4f}  valid log p(x) {valid_ll:9.4f}")
-    best_epoch = max((json.loads(s) for s in lines), key=lambda m: m["valid_elbo"])["epoch"]
-    return SimpleNamespace(epoch=cfg.epochs, best_valid=best, best_epoch=best_epoch)
+    return trainer_result(trainer, objective)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    reject_foreign(args, args._foreign, args._family)
     out = Path(args.out)
     if args.resume:
         if not (out / "checkpoint.safetensors").is_file():
             raise ConfigError(f"nothing to resume: {out} holds no checkpoint.safetensors")
-        values = read_json(out / "config.json")["config"]
-        if args.epochs is not None:
-            values["epochs"] = args.epochs
-        cfg = RunConfig.from_dict(values, source=str(out / "config.json"))
+        cfg = resumed_config(args, out)
     else:
         cfg = resolve_config(args)
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} is a file, not a folder")
         if (out / "checkpoint.safetensors").exists():
             raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-    trainer = train_run(cfg, out, resume=args.resume, quiet=args.quiet)
+    result = train_run(cfg, out, resume=args.resume, quiet=args.quiet)
     data = read_json(out / "config.json")["data"]
-    shift = (
-        0.0
-        if cfg.model == "ppca"
-        else math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume
+    shift = math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume
+    say(
+        f"trained {result.epoch} epochs; best validation {result.label} {result.best_valid - shift:.3f} nats "
+        f"at epoch {result.best_epoch}"
     )
-    what = {
-        "ae": "reconstruction log-likelihood",
-        "ppca": "log-likelihood",
-        "loglinear": "log-likelihood",
-        "flow": "log-likelihood",
-        "arm": "log-likelihood",
-    }
-    best = trainer.best_valid - shift
-    name = what.get(cfg.model, "ELBO")
-    if cfg.dequantization == "variational":
-        name = "log-likelihood bound (variational dequantization)"
-    say(f"trained {trainer.epoch} epochs; best validation {name} {best:.3f} nats at epoch {trainer.best_epoch}")
     say(f"run folder: {out}  (evaluate with: dgm eval {out})")
     return 0

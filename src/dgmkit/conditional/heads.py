@@ -34,11 +34,13 @@ class LikelihoodHead(nn.Module, ABC):
 
     ``discrete`` says whether ``log_prob`` is a probability of integer data (True) or a
     density of dequantized data scaled to [0, 1] (False); evaluation converts to bits/dim
-    accordingly.
+    accordingly. ``num_levels`` is the number of values a pixel takes (None for a density):
+    the alphabet of sequential sampling and entropy coding.
     """
 
     params_per_pixel: int = 1
     discrete: bool = True
+    num_levels: int | None = None  # how many values a pixel takes (None for a density)
 
     @abstractmethod
     def forward(self, params: torch.Tensor) -> Distribution: ...
@@ -54,6 +56,7 @@ class BernoulliHead(LikelihoodHead):
 
     params_per_pixel = 1
     discrete = True
+    num_levels = 2
 
     def forward(self, params):  # (*batch, C, 1, H, W)
         return bernoulli_pixels(_full(params.squeeze(-3)), event_dims=3)

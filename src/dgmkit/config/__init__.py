@@ -1,7 +1,20 @@
-"""The edge: typed run configuration, model building and run folders."""
+"""The edge: the typed run configuration, run folders and the migration of old ones."""
 
-from dgmkit.config.build import build_model, build_objective
-from dgmkit.config.run import Run, load_run
-from dgmkit.config.schema import CHOICES, RunConfig, load_config_file
+from dgmkit.config.migrate import FORMAT, migrate_record
+from dgmkit.config.run import Run, build_model, load_run, run_record
+from dgmkit.config.schema import SECTIONS, DataConfig, EvalConfig, OptimConfig, RunConfig, load_config_file
 
-__all__ = ["RunConfig", "load_config_file", "CHOICES", "build_model", "build_objective", "Run", "load_run"]
+__all__ = [
+    "RunConfig",
+    "DataConfig",
+    "OptimConfig",
+    "EvalConfig",
+    "SECTIONS",
+    "load_config_file",
+    "build_model",
+    "Run",
+    "load_run",
+    "run_record",
+    "migrate_record",
+    "FORMAT",
+]

@@ -1,6 +1,7 @@
 """Run folders: ``config.json`` (the run's full config and its data's description), the
 checkpoints, ``metrics.jsonl`` and ``eval.json``. A run folder describes itself, so every
-command after ``dgm train`` needs only its path."""
+command after ``dgm train`` needs only its path. Folders written by dgmkit 0.1 load through
+``config.migrate``."""
 
 import json
 from dataclasses import dataclass
@@ -9,19 +10,20 @@ from pathlib import Path
 import torch
 
 from dgmkit import __version__
-from dgmkit._io import atomic_write_json
-from dgmkit.config.build import build_model
+from dgmkit.config.migrate import FORMAT, check_record, migrate_record
 from dgmkit.config.schema import RunConfig
 from dgmkit.data import Dataset, DataTransform
-from dgmkit.errors import CheckpointError, ConfigError
+from dgmkit.errors import CheckpointError, ConfigError, DataError
+from dgmkit.models import GenerativeModel
 from dgmkit.training import load_checkpoint
 
-__all__ = ["Run", "load_run", "run_record"]
+__all__ = ["Run", "load_run", "run_record", "build_model", "read_json"]
 
 
 def run_record(cfg: RunConfig, dataset: Dataset, transform: DataTransform) -> dict:
     """What config.json and every checkpoint store about a run."""
     return {
+        "format": FORMAT,
         "dgmkit_version": __version__,
         "config": cfg.to_dict(),
         "data": {
@@ -33,21 +35,28 @@ def run_record(cfg: RunConfig, dataset: Dataset, transform: DataTransform) -> di
     }
 
 
+def build_model(
+    cfg: RunConfig, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None
+) -> GenerativeModel:
+    """The model that ``cfg`` describes, its initial weights drawn from the run's seed (the
+    global generator is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.optim.seed)
+        return cfg.model.build(tuple(event_shape), num_levels, init_data, cfg.optim.seed)
+
+
 @dataclass
 class Run:
     path: Path
     cfg: RunConfig
     record: dict
-    model: torch.nn.Module
+    model: GenerativeModel
     checkpoint: Path
 
     @property
     def transform(self) -> DataTransform:
         d = self.record["data"]
         return DataTransform(d["transform"], d["num_levels"])
-
-    def save_record(self) -> None:
-        atomic_write_json(self.path / "config.json", self.record)
 
 
 def load_run(run_dir: str | Path, which: str = "best") -> Run:
@@ -60,19 +69,23 @@ def load_run(run_dir: str | Path, which: str = "best") -> Run:
     if not found:
         raise CheckpointError(f"{path} holds no checkpoint ({' or '.join(names)}); train with `dgm train --out {path}`")
     ckpt = load_checkpoint(found[0])
-    record = ckpt["config"]
+    record = migrate_record(ckpt["config"], str(found[0]))
+    cfg = check_record(record, str(found[0]))
+    data = record["data"]
     try:
-        cfg = RunConfig.from_dict(record["config"], source=str(found[0]))
-        data = record["data"]
+        DataTransform(data["transform"], data["num_levels"])
         model = build_model(cfg, tuple(data["event_shape"]), data["num_levels"])
         model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, ConfigError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, ConfigError, DataError, RuntimeError) as e:
         raise CheckpointError(f"{found[0]} does not match a model this dgmkit can build: {e}") from None
     return Run(path, cfg, record, model.eval(), found[0])
 
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot read {path}: {e}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return value

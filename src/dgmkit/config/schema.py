@@ -1,236 +1,177 @@
-"""The run configuration: one flat set of typed keys shared by config files and CLI flags.
+"""The run configuration: {data, model (a family's settings, chosen by ``model``), optim, eval}.
 
-A config file (TOML or JSON) holds any of these keys; flags given on the command line override
-it. Unknown keys and values of the wrong type are rejected with a message naming them.
+A config file (TOML or JSON) holds these keys either flat (``model = "flow"`` and any key of the
+sections or of that family) or in tables (``[data]``, ``[optim]``, ``[eval]`` and ``[model]``
+with ``name``). Flags given on the command line override it. Every key is type- and
+range-checked from its declaration; unknown keys are rejected with the closest name.
 """
 
 import dataclasses
-import difflib
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from dgmkit.errors import ConfigError
+from dgmkit.families import DEFAULT_FAMILY, FAMILIES, FamilyConfig, get_family
+from dgmkit.settings import check, from_dict, unknown_keys
+from dgmkit.settings import setting
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["RunConfig", "load_config_file", "CHOICES"]
+__all__ = ["RunConfig", "DataConfig", "OptimConfig", "EvalConfig", "SECTIONS", "load_config_file", "FREE_ON_RESUME"]
 
-CHOICES = {
-    "model": ("vae", "ae", "ppca", "helmholtz", "loglinear", "flow", "arm"),
-    "arm": ("causal-conv", "made", "pixelcnn"),
-    "flow": ("nice", "realnvp", "glow", "maf"),
-    "posterior": ("gaussian", "iaf"),
-    "dequantization": ("uniform", "variational"),
-    "encoder": ("mlp", "gated", "conv"),
-    "decoder": ("mlp", "gated", "conv", None),
-    "likelihood": ("bernoulli", "gaussian", "categorical", "logistic"),
-    "gaussian_variance": ("fixed", "learned", "predicted"),
-    "prior": ("standard", "mog", "vampprior", "flow"),
-    "pseudo_init": ("random", "data"),
-    "objective": ("elbo", "iwae", "gumbel-softmax", "reinforce", "wake-sleep", "rws"),
-    "latent": ("gaussian", "categorical"),
-    "binarize": ("auto", "dynamic", "none"),
-    "lr_schedule": ("constant", "cosine", "exponential"),
-    "device": ("auto", "cpu", "cuda"),
-    "precision": ("auto", "fp32", "bf16", "fp16"),
-    "activation": ("relu", "elu", "tanh", "gelu", "silu"),
-}
+
+@dataclass
+class DataConfig:
+    dataset: str = setting("digits", "a named dataset (see the README's data table) or a .npy/.npz file")
+    data_dir: str | None = setting(None, "folder of the data files (default: $DGMKIT_DATA, else ~/.cache/dgmkit)")
+    download: bool = setting(True, "download missing canonical files where a network exists")
+    binarize: Literal["auto", "dynamic", "none"] = setting("auto", "8-bit data for a bernoulli likelihood: binarize on the fly")
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = setting(50, "passes over the training data", min=1, max=10**6)
+    batch_size: int = setting(128, "datapoints per gradient step", min=1, max=10**7)
+    lr: float = setting(1e-3, "Adam's learning rate", gt=0, max=10.0)
+    lr_schedule: Literal["constant", "cosine", "exponential"] = setting("constant", "the learning rate over the epochs")
+    weight_decay: float = setting(0.0, "Adam's L2 penalty", min=0)
+    grad_clip: float | None = setting(None, "clip the gradient norm to this value", gt=0)
+    patience: int | None = setting(None, "stop after this many epochs without validation improvement", min=1)
+    seed: int = setting(0, "seed of the initial weights, the data order and every random draw", min=0, max=2**62)
+    device: Literal["auto", "cpu", "cuda"] = setting("auto", "where to train")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting("auto", "floating point on CUDA (auto: bf16 where supported)")
+
+
+@dataclass
+class EvalConfig:
+    iw_samples: int | None = setting(
+        None, "importance samples k of dgm eval (default: the family's, 5000 with latents, 0 where exact)", min=0, max=10**7
+    )
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "eval": EvalConfig}
+# optim keys that mean something for families fitted without gradient steps
+_NON_GRADIENT_KEYS = ("seed", "device")
+_FIT_WORDS = {"closed-form": "in closed form", "em": "by EM"}
+# what --resume may change: how long to go on and where
+FREE_ON_RESUME = ("epochs", "patience", "device", "em_iterations")
+
+
+def _owner(key: str) -> str | None:
+    for name, cls in SECTIONS.items():
+        if key in {f.name for f in dataclasses.fields(cls)}:
+            return name
+    return None
 
 
 @dataclass
 class RunConfig:
-    """Every key of a run. The defaults train an MLP VAE with a Bernoulli likelihood."""
+    """A run: the data, the model family's settings, optimisation and evaluation."""
 
-    # data
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = True
-    binarize: str = "auto"
-    # model
-    model: str = "vae"
-    encoder: str = "mlp"
-    decoder: str | None = None
-    likelihood: str = "bernoulli"
-    # helmholtz: stochastic binary layers of sizes hidden + [latent_dim], bottom to top
-    latent: str = "gaussian"  # or categorical: latent_dim variables with latent_classes classes each
-    latent_dim: int = 32
-    latent_classes: int = 10
-    hidden: list[int] = field(default_factory=lambda: [512, 256])
-    activation: str = "relu"
-    prior: str = "standard"
-    prior_components: int | None = None  # K: 10 for mog, 500 for vampprior
-    pseudo_init: str = "random"  # vampprior pseudo-inputs: random or random training images
-    posterior: str = "gaussian"  # or iaf: a Gaussian followed by flow_layers IAF layers
-    # flows (--model flow, --prior flow, --posterior iaf)
-    flow: str = "realnvp"
-    flow_layers: int = 4  # couplings (or MADE layers, or Glow steps) per level
-    flow_levels: int = 2  # image flows: scales of the multi-scale architecture
-    flow_blocks: int = 1  # image flows: residual blocks per coupling network (width hidden[0])
-    logit_alpha: float = 0.05  # dequantized data y -> logit(alpha + (1 - 2 alpha) y)
-    dequantization: str = "uniform"  # or variational: a learned q(u|x) (flows on integer data)
-    # autoregressive models (--model arm)
-    arm: str = "pixelcnn"
-    arm_layers: int = 6  # gated layers (pixelcnn, causal-conv); the width is hidden[0]
-    arm_kernel: int = 3
-    made_masks: int = 1  # K connectivities: trained one per minibatch, evaluated as their mixture
-    made_random_order: bool = False  # MADE: random input orders (else the raster order, new hidden degrees)
-    made_direct: bool = False  # MADE: masked direct input -> output connections as well
-    gaussian_variance: str = "learned"
-    gaussian_scale: float = 0.1
-    gaussian_min_scale: float = 0.01
-    logistic_components: int = 5
-    # objective
-    objective: str = "elbo"
-    samples: int = 1
-    iw_k: int = 5  # importance samples of the iwae objective
-    beta: float = 1.0
-    warmup: float = 0.0
-    free_bits: float = 0.0
-    temperature: float = 1.0  # gumbel-softmax: initial relaxation temperature
-    temperature_min: float = 0.5
-    anneal_rate: float = 3e-5  # tau_t = max(temperature_min, temperature * exp(-anneal_rate * step))
-    straight_through: bool = False
-    # optimization
-    epochs: int = 50
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_schedule: str = "constant"
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    patience: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    # evaluation
-    iw_samples: int = 5000
+    model: FamilyConfig = field(default_factory=lambda: FAMILIES[DEFAULT_FAMILY]())
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
-        self.validate()
+        for part in (self.model, self.data, self.optim, self.eval):
+            check(part)
+        self.model.validate()
 
-    def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type)
-        for key, allowed in CHOICES.items():
-            value = getattr(self, key)
-            if value not in allowed:
-                shown = ", ".join(str(a) for a in allowed if a is not None)
-                raise ConfigError(f"unknown {key} {value!r}; choose from {shown}")
-        positive = (
-            "latent_dim",
-            "samples",
-            "epochs",
-            "batch_size",
-            "logistic_components",
-            "iw_k",
-            "flow_layers",
-            "flow_levels",
-            "arm_layers",
-            "made_masks",
-        )
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("lr", "gaussian_scale", "gaussian_min_scale"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
-        if self.beta < 0 or self.warmup < 0 or self.iw_samples < 0 or self.weight_decay < 0 or self.free_bits < 0:
-            raise ConfigError("beta, warmup, iw_samples, weight_decay and free_bits must be >= 0")
-        if self.prior_components is not None and self.prior_components < 1:
-            raise ConfigError(f"prior_components must be >= 1, got {self.prior_components}")
-        discrete = self.objective in ("gumbel-softmax", "reinforce")
-        if (self.latent == "categorical") != discrete:
-            raise ConfigError(
-                "categorical latents train with --objective gumbel-softmax or reinforce, and those "
-                "objectives need --latent categorical"
-            )
-        if self.latent == "categorical" and (self.prior != "standard" or self.model != "vae"):
-            raise ConfigError("categorical latents use the uniform prior (--prior standard) and --model vae")
-        if self.latent_classes < 2:
-            raise ConfigError(f"latent_classes must be >= 2, got {self.latent_classes}")
-        if not 0 < self.temperature_min <= self.temperature or self.anneal_rate < 0:
-            raise ConfigError("need 0 < temperature_min <= temperature and anneal_rate >= 0")
-        if (self.model == "helmholtz") != (self.objective in ("wake-sleep", "rws")):
-            raise ConfigError(
-                "the helmholtz model trains with --objective wake-sleep or rws, and those objectives need --model helmholtz"
-            )
-        if self.model == "helmholtz" and (self.likelihood != "bernoulli" or self.prior != "standard"):
-            raise ConfigError("the helmholtz model is a sigmoid belief network: --likelihood bernoulli, its own prior")
-        if self.model == "ae" and (self.objective != "elbo" or self.prior != "standard" or self.latent != "gaussian"):
-            raise ConfigError("the autoencoder (--model ae) has no prior and trains on reconstruction only")
-        if self.model == "loglinear" and (self.likelihood != "bernoulli" or self.objective != "elbo"):
-            raise ConfigError("the loglinear model is trained by EM on binary data: --likelihood bernoulli, no --objective")
-        if self.model == "ppca" and self.likelihood != "gaussian":
-            raise ConfigError("the ppca model is linear Gaussian: use --likelihood gaussian")
-        if self.free_bits and (self.objective != "elbo" or self.prior != "standard"):
-            raise ConfigError("free_bits needs the elbo objective and the standard prior (a per-dimension KL)")
-        if self.flow_blocks < 0 or not 0 < self.logit_alpha < 0.5:
-            raise ConfigError("need flow_blocks >= 0 and 0 < logit_alpha < 0.5")
-        if self.model == "flow" and (self.objective != "elbo" or self.prior != "standard" or self.posterior != "gaussian"):
-            raise ConfigError(
-                "a flow (--model flow) is trained by maximum likelihood: no --objective, --prior or --posterior"
-            )
-        if self.posterior == "iaf" and (self.model != "vae" or self.latent != "gaussian"):
-            raise ConfigError("the iaf posterior is for --model vae with gaussian latents")
-        if self.dequantization == "variational" and self.model != "flow":
-            raise ConfigError("--dequantization variational is for flows (--model flow) on integer data")
-        if self.posterior == "iaf" and self.free_bits:
-            raise ConfigError("free_bits needs a diagonal Gaussian posterior, not --posterior iaf")
-        if self.model == "arm":
-            if (
-                self.objective != "elbo"
-                or self.prior != "standard"
-                or self.posterior != "gaussian"
-                or self.latent != "gaussian"
-            ):
-                raise ConfigError("an autoregressive model (--model arm) is trained by maximum likelihood: no latents")
-            if self.likelihood == "gaussian":
-                raise ConfigError("autoregressive models here are discrete: --likelihood bernoulli, categorical or logistic")
-            if self.arm_kernel < 2 or (self.arm == "pixelcnn" and self.arm_kernel % 2 == 0):
-                raise ConfigError(f"arm_kernel must be >= 2 (odd for pixelcnn), got {self.arm_kernel}")
-        if any(h < 1 for h in self.hidden) or not self.hidden:
-            raise ConfigError(f"hidden must be a non-empty list of positive sizes, got {self.hidden}")
+    @property
+    def family(self) -> str:
+        return self.model.name
+
+    @property
+    def iw_samples(self) -> int:
+        return self.model.default_iw_samples if self.eval.iw_samples is None else self.eval.iw_samples
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The sectioned form that config.json stores (for families fitted without gradient
+        steps, the optim section holds only the keys that mean something to them)."""
+        out = {
+            "model": {"name": self.model.name, **self.model.to_dict()},
+            **{name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS},
+        }
+        if self.model.fit != "gradient":
+            out["optim"] = {k: v for k, v in out["optim"].items() if k in _NON_GRADIENT_KEYS}
+        return out
+
+    def flat(self) -> dict:
+        """Every key in one table (the form of flags and flat config files)."""
+        d = self.to_dict()
+        out = {"model": d["model"].pop("name"), **d["model"]}
+        for name in SECTIONS:
+            out.update(d[name])
+        return out
+
+    def replace(self, **changes) -> "RunConfig":
+        """A copy with flat keys changed (``model`` switches the family)."""
+        values = {**self.flat(), **changes} if "model" not in changes else {**self._common(), **changes}
+        return RunConfig.from_dict(values, source="replace")
+
+    def _common(self) -> dict:
+        return {k: v for name in SECTIONS for k, v in dataclasses.asdict(getattr(self, name)).items()}
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in values if k not in known]
-        if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(k, known, n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(hints)}")
-        return cls(**values)
+        """From flat keys or sections (see the module docstring)."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a table of keys, got {type(values).__name__}")
+        sectioned = isinstance(values.get("model"), dict) or any(isinstance(values.get(n), dict) for n in SECTIONS)
+        if sectioned:
+            unknown = [k for k in values if k != "model" and k not in SECTIONS]
+            if unknown:
+                raise ConfigError(f"{source}: {unknown_keys(unknown, ['model', *SECTIONS])}")
+            model = dict(values.get("model") or {})
+            name = model.pop("name", DEFAULT_FAMILY)
+            parts = {n: dict(values.get(n) or {}) for n in SECTIONS}
+            for n, part in parts.items():
+                if not isinstance(part, dict):
+                    raise ConfigError(f"{source}: [{n}] must be a table")
+        else:
+            name = values.get("model", DEFAULT_FAMILY)
+            parts = {n: {} for n in SECTIONS}
+            model = {}
+            family_keys = {f.name for f in dataclasses.fields(get_family(name))}
+            for key, value in values.items():
+                if key == "model":
+                    continue
+                owner = _owner(key)
+                if owner is not None:
+                    parts[owner][key] = value
+                elif key in family_keys:
+                    model[key] = value
+                else:
+                    raise ConfigError(f"{source}: {_unknown(key, name)}")
+        family = get_family(name)
+        if family.fit != "gradient":
+            stray = [k for k in parts["optim"] if k not in _NON_GRADIENT_KEYS]
+            if stray:
+                raise ConfigError(
+                    f"{source}: the {name} model is fitted {_FIT_WORDS[family.fit]}, not by gradient steps: "
+                    f"{', '.join(stray)} {'has' if len(stray) == 1 else 'have'} no meaning for it"
+                )
+        return cls(
+            from_dict(family, model, f"{source} (model {name})"),
+            *(from_dict(SECTIONS[n], parts[n], f"{source} ({n})") for n in SECTIONS),
+        )
 
-    def replace(self, **changes) -> "RunConfig":
-        return dataclasses.replace(self, **changes)
 
-
-def _check_type(name: str, value, annotation) -> None:
-    text = str(annotation)
-    ok = True
-    if value is None:
-        ok = "None" in text
-    elif text.startswith("int"):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif text.startswith("float"):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif text.startswith("bool"):
-        ok = isinstance(value, bool)
-    elif text.startswith("str"):
-        ok = isinstance(value, str)
-    elif text.startswith("list[int]"):
-        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    if not ok:
-        raise ConfigError(f"{name} has the wrong type: {value!r} (expected {text})")
+def _unknown(key: str, family: str) -> str:
+    known = [f.name for f in dataclasses.fields(get_family(family))]
+    known += [f.name for c in SECTIONS.values() for f in dataclasses.fields(c)]
+    others = [n for n, c in FAMILIES.items() if key in {f.name for f in dataclasses.fields(c)}]
+    if others:
+        names = others[0] if len(others) == 1 else ", ".join(others[:-1]) + " and " + others[-1]
+        return f"{key!r} is a key of the {names} model{'s' if len(others) > 1 else ''}, not of {family}"
+    return unknown_keys([key], known)
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -238,13 +179,10 @@ def load_config_file(path: str | Path) -> dict:
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
     try:
-        if path.suffix == ".json":
-            values = json.loads(text)
-        else:
-            values = tomllib.loads(text)
+        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
     if not isinstance(values, dict):

@@ -11,11 +11,15 @@ from dgmkit.distributions.delta import Delta
 from dgmkit.distributions.flow import FlowDistribution, location
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
 from dgmkit.distributions.mixture import DiagonalGaussianMixture
-from dgmkit.distributions.normal import diagonal_normal, kl_per_dimension
+from dgmkit.distributions.normal import DiagonalNormal, diagonal_normal, kl_per_dimension
+from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
 from dgmkit.distributions.pixels import bernoulli_pixels, gaussian_pixels, pixel_mean
 
 __all__ = [
+    "DiagonalNormal",
     "diagonal_normal",
+    "JointSampler",
+    "rsample_and_log_prob",
     "kl_per_dimension",
     "bernoulli_pixels",
     "gaussian_pixels",

@@ -9,12 +9,15 @@ forward pass.
 """
 
 import torch
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution
+
+from dgmkit.distributions.normal import DiagonalNormal
+from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
 
 __all__ = ["FlowDistribution", "location", "standard_normal"]
 
 
-class FlowDistribution(Distribution):
+class FlowDistribution(Distribution, JointSampler):
     """A flow over vectors, event shape (D,).
 
     ``base``: a distribution with event shape (D,) and batch shape () or (B,);
@@ -37,12 +40,14 @@ class FlowDistribution(Distribution):
         c = self.context
         return c.expand(*([n_rows // c.shape[0]] if sample_dims else []), *c.shape).reshape(n_rows, *c.shape[1:])
 
-    def rsample_and_log_prob(self, sample_shape=torch.Size()) -> tuple[torch.Tensor, torch.Tensor]:
+    def rsample_and_log_prob(
+        self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         sample_shape = torch.Size(sample_shape)
-        u = self.base.rsample(sample_shape)
+        u, log_pu = rsample_and_log_prob(self.base, sample_shape, generator, device=self.base.mean.device)
         if self.temperature != 1.0:
             u = self.base.mean + self.temperature * (u - self.base.mean)
-        log_pu = self.base.log_prob(u)  # (*sample, *batch)
+            log_pu = self.base.log_prob(u)  # (*sample, *batch)
         lead = u.shape[:-1]
         x, ladj = self.bijection.inverse(u.reshape(-1, u.shape[-1]), self._flat_context(lead.numel(), len(sample_shape)))
         x = x.reshape(u.shape)
@@ -85,6 +90,6 @@ def location(q: Distribution) -> torch.Tensor:
     return q.location() if isinstance(q, FlowDistribution) else q.mean
 
 
-def standard_normal(features: int, device=None, dtype=torch.float32) -> Independent:
+def standard_normal(features: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> DiagonalNormal:
     zeros = torch.zeros(features, device=device, dtype=dtype)
-    return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
+    return DiagonalNormal(zeros, torch.ones_like(zeros))

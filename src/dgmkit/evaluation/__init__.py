@@ -1,10 +1,15 @@
-"""Evaluation: importance-sampled log-likelihood, bits/dim, latent diagnostics, reports."""
+"""Evaluation: estimates of log p(x) by the kind each model declares, bits/dim, latent
+diagnostics, reports and figures."""
 
-from dgmkit.evaluation.likelihood import importance_sampled_log_likelihood
+from dgmkit.evaluation.estimates import ESTIMATORS, Estimate, estimate
 from dgmkit.evaluation.metrics import active_units, bits_per_dim, discrete_nll, posterior_statistics
 from dgmkit.evaluation.report import EvalReport, evaluate
+from dgmkit.objectives import importance_sampled_log_likelihood
 
 __all__ = [
+    "Estimate",
+    "ESTIMATORS",
+    "estimate",
     "importance_sampled_log_likelihood",
     "bits_per_dim",
     "discrete_nll",

@@ -5,7 +5,7 @@ import math
 import torch
 
 from dgmkit.distributions import kl_per_dimension, location
-from dgmkit.models import Autoencoder
+from dgmkit.models import LatentVariableModel
 
 __all__ = ["bits_per_dim", "discrete_nll", "active_units", "posterior_statistics"]
 
@@ -24,13 +24,13 @@ def bits_per_dim(nll_nats: float, num_dims: int) -> float:
 
 
 @torch.no_grad()
-def posterior_statistics(model, x: torch.Tensor, batch_size: int = 1000) -> dict:
+def posterior_statistics(model, x: torch.Tensor, batch_size: int = 1000, threshold: float = 0.01) -> dict:
     """KL(q(z|x) || p(z)) per latent dimension averaged over x, and active units.
 
-    A unit u is active when Cov_x(E_q[z_u | x]) > 0.01 (Burda et al. 2016): a collapsed
+    A unit u is active when Cov_x(E_q[z_u | x]) > ``threshold`` (0.01, Burda et al. 2016): a collapsed
     dimension's posterior mean does not depend on x."""
     means, kls = [], []
-    p = None if isinstance(model, Autoencoder) else model.prior()
+    p = model.prior() if isinstance(model, LatentVariableModel) else None  # a plain autoencoder has no prior
     for i in range(0, len(x), batch_size):
         q = model.posterior(x[i : i + batch_size])
         means.append(location(q))
@@ -42,7 +42,7 @@ def posterior_statistics(model, x: torch.Tensor, batch_size: int = 1000) -> dict
     if variance.dim() > 1:  # a categorical variable is active if any class probability moves
         variance = variance.flatten(1).amax(1)
     return {
-        "active_units": int((variance > 0.01).sum()),
+        "active_units": int((variance > threshold).sum()),
         "latent_dim": int(variance.shape[0]),
         "posterior_mean_variance": variance.tolist(),
         "kl_per_dim": torch.cat(kls).mean(0).tolist() if kls else None,
@@ -50,4 +50,4 @@ def posterior_statistics(model, x: torch.Tensor, batch_size: int = 1000) -> dict
 
 
 def active_units(model, x: torch.Tensor, threshold: float = 0.01) -> int:
-    return posterior_statistics(model, x)["active_units"]
+    return posterior_statistics(model, x, threshold=threshold)["active_units"]

@@ -1,9 +1,20 @@
-"""Models: composition of encoders, decoders and priors."""
+"""Models: composition of encoders, decoders and priors, behind one contract (``models.base``)."""
 
 from dgmkit.models.autoencoder import Autoencoder
-from dgmkit.models.base import ExactLatentVariableModel, ExactLikelihoodModel
+from dgmkit.models.autoregressive import MADEARM, AutoregressiveModel, CausalConvARM, GatedPixelCNN
+from dgmkit.models.base import (
+    CapabilityError,
+    ClosedFormFit,
+    EMFit,
+    ExactLatentVariableModel,
+    ExactLikelihoodModel,
+    GenerativeModel,
+    JointTerms,
+    LatentVariableModel,
+    VariationalModel,
+)
 from dgmkit.models.categorical_vae import CategoricalVAE
-from dgmkit.models.dequantization import VariationallyDequantizedFlow
+from dgmkit.models.dequantization import LogitNormalDequantizer, VariationallyDequantizedFlow
 from dgmkit.models.flow import FlowModel
 from dgmkit.models.helmholtz import HelmholtzMachine
 from dgmkit.models.loglinear import LogLinearLVM
@@ -11,14 +22,26 @@ from dgmkit.models.ppca import PPCA
 from dgmkit.models.vae import VAE
 
 __all__ = [
+    "GenerativeModel",
+    "ExactLikelihoodModel",
+    "VariationalModel",
+    "LatentVariableModel",
+    "ExactLatentVariableModel",
+    "ClosedFormFit",
+    "EMFit",
+    "JointTerms",
+    "CapabilityError",
     "Autoencoder",
     "VAE",
     "CategoricalVAE",
     "HelmholtzMachine",
     "LogLinearLVM",
     "PPCA",
-    "ExactLikelihoodModel",
-    "ExactLatentVariableModel",
     "FlowModel",
     "VariationallyDequantizedFlow",
+    "LogitNormalDequantizer",
+    "AutoregressiveModel",
+    "CausalConvARM",
+    "GatedPixelCNN",
+    "MADEARM",
 ]

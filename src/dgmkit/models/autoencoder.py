@@ -11,11 +11,18 @@ from torch.distributions import Distribution
 
 from dgmkit.conditional import Decoder
 from dgmkit.distributions.delta import Delta
+from dgmkit.models.base import GenerativeModel
 
 __all__ = ["Autoencoder"]
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(GenerativeModel):
+    """z = f(x) with a decoder p(x|z): latents and reconstructions, but no prior and no density."""
+
+    estimate_kind = "reconstruction"
+    has_latents = True
+    can_sample = False
+
     def __init__(self, encoder_net: nn.Module, decoder: Decoder, latent_dim: int, input_scale: float = 1.0):
         super().__init__()
         self.encoder_net = encoder_net

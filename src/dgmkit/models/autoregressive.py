@@ -37,6 +37,8 @@ class AutoregressiveModel(ExactLikelihoodModel):
     """Single-channel images (B, 1, H, W) of integers (or 0/1 floats), raster order unless the
     model says otherwise. ``input_scale`` maps the integers to [0, 1] for the network."""
 
+    sample_cached = True
+
     def __init__(self, head: LikelihoodHead, event_shape: tuple[int, int, int], input_scale: float = 1.0):
         super().__init__()
         if event_shape[0] != 1:
@@ -58,6 +60,11 @@ class AutoregressiveModel(ExactLikelihoodModel):
         if x.shape[1:] != self.event_shape:
             raise ValueError(f"expected images of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
         return self.head(self.params(x)).log_prob(x)
+
+    @property
+    def coding_levels(self) -> int | None:
+        """Exact conditionals over ``num_levels`` values drive an entropy coder."""
+        return self.head.num_levels
 
     def order(self) -> torch.Tensor:
         """Flat pixel indices in generation order."""
@@ -179,6 +186,11 @@ class MADEARM(AutoregressiveModel):
             order = torch.randperm(self.num_dims, generator=g) if self.random_order else torch.arange(self.num_dims)
             self.made.set_order(order, generator=g if self.masks > 1 else None)
         self._current = k
+
+    @property
+    def coding_levels(self) -> int | None:
+        """None for a mixture over connectivities: it has no single pixel order to code with."""
+        return super().coding_levels if self.masks == 1 else None
 
     def order(self):
         return torch.argsort(self.made.order)  # order[d] is d's position; generation visits positions 0, 1, ...

@@ -1,31 +1,162 @@
-"""Model interfaces."""
+"""The model contract: what objectives, evaluation and the CLI may rely on.
+
+Capabilities are declared as class attributes, in the manner of ``Distribution.has_rsample``
+and ``has_enumerate_support``, so that no code outside a model's own module needs to know its
+class:
+
+- ``estimate_kind``: how ``dgm eval`` estimates log p(x): ``"exact"`` (``log_prob``),
+  ``"importance-sampled"`` (k draws from ``posterior``, a stochastic lower bound that tends to
+  log p(x)), ``"bound"`` (an importance-weighted bound that stays a bound, e.g. variational
+  dequantization of integer data) or ``"reconstruction"`` (no density: log p(x | z = f(x))).
+- ``has_latents``: ``posterior(x)`` is over interpretable latents: reconstructions,
+  interpolations, latent plots and active units apply.
+- ``can_sample``, ``sample_means``, ``sample_temperature``, ``sample_cached``: what
+  ``sample`` offers (a prior to sample from; a separate mean of p(x|z) to show; a base
+  temperature; a cached sequential path beside the naive one).
+- ``coding_levels``: the alphabet size of exact sequential conditionals that an entropy
+  coder can use, or None.
+"""
 
 from abc import ABC, abstractmethod
+from typing import ClassVar, Literal, NamedTuple
 
 import torch
 from torch import nn
+from torch.distributions import Distribution
 
-__all__ = ["ExactLikelihoodModel", "ExactLatentVariableModel"]
+__all__ = [
+    "EstimateKind",
+    "GenerativeModel",
+    "ExactLikelihoodModel",
+    "VariationalModel",
+    "LatentVariableModel",
+    "ExactLatentVariableModel",
+    "JointTerms",
+    "CapabilityError",
+    "ClosedFormFit",
+    "EMFit",
+]
+
+EstimateKind = Literal["exact", "importance-sampled", "bound", "reconstruction"]
+ESTIMATE_KINDS: tuple[str, ...] = ("exact", "importance-sampled", "bound", "reconstruction")
 
 
-class ExactLikelihoodModel(nn.Module, ABC):
-    """A model whose ``log_prob(x)`` is the exact log-likelihood, one value per example (in
-    nats); evaluation uses it directly instead of a bound or an importance-sampled estimate."""
+class CapabilityError(ValueError):
+    """A model was asked for something it does not declare."""
+
+
+class JointTerms(NamedTuple):
+    """log p(x | z) and log p(z), each of shape (*sample, B)."""
+
+    log_px_z: torch.Tensor
+    log_pz: torch.Tensor
+
+
+class GenerativeModel(nn.Module, ABC):
+    """A model of data with events of shape ``event_shape``; see the module docstring for the
+    declared capabilities."""
+
+    estimate_kind: ClassVar[str] = "exact"
+    has_latents: ClassVar[bool] = False
+    can_sample: ClassVar[bool] = True
+    sample_means: ClassVar[bool] = False
+    sample_temperature: ClassVar[bool] = False
+    sample_cached: ClassVar[bool] = False
+    event_shape: tuple[int, ...]
+
+    @property
+    def coding_levels(self) -> int | None:
+        return None
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n samples and what to display for them (the means of p(x|z), or the samples), each
+        (n, *event). Models with ``sample_temperature`` or ``sample_cached`` take the keyword
+        ``temperature`` or ``cached`` as well."""
+        raise CapabilityError(f"{type(self).__name__} defines no distribution to sample from")
+
+
+class ExactLikelihoodModel(GenerativeModel):
+    """``log_prob(x)`` is the exact log-likelihood in nats, one value per example."""
+
+    estimate_kind: ClassVar[str] = "exact"
 
     @abstractmethod
     def log_prob(self, x: torch.Tensor) -> torch.Tensor: ...
 
+
+class VariationalModel(GenerativeModel):
+    """A model scored through a proposal q(z|x) and a joint p(x, z): the log importance
+    weights log p(x, z) - log q(z|x) of ``dgmkit.objectives.log_importance_weights`` give its
+    ELBO, IWAE, reweighted wake-sleep and importance-sampled likelihood."""
+
+    estimate_kind: ClassVar[str] = "importance-sampled"
+
     @abstractmethod
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """n samples and the means they are drawn around (for display), each (n, *event)."""
+    def posterior(self, x: torch.Tensor) -> Distribution:
+        """q(z|x) for a batch (B, *event): batch shape (B,)."""
+
+    @abstractmethod
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor, prior: Distribution | None = None) -> JointTerms:
+        """log p(x|z) and log p(z) for z of shape (*sample, B, *latent). ``prior``: p(z) if
+        the caller has it already (it is the same for every chunk of samples)."""
 
 
-class ExactLatentVariableModel(ExactLikelihoodModel):
-    """An exact-likelihood model with latents whose posterior p(z|x) is exact too (PPCA, the
+class LatentVariableModel(VariationalModel):
+    """p(z) p(x|z) with an amortized q(z|x): ``prior()``, ``likelihood(z)``, ``posterior(x)``."""
+
+    has_latents: ClassVar[bool] = True
+    sample_means: ClassVar[bool] = True
+
+    @property
+    @abstractmethod
+    def latent_dim(self) -> int: ...
+
+    @abstractmethod
+    def prior(self) -> Distribution:
+        """p(z), batch shape ()."""
+
+    @abstractmethod
+    def likelihood(self, z: torch.Tensor) -> Distribution:
+        """p(x|z) for z of shape (*batch, *latent): batch shape ``batch``."""
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor, prior: Distribution | None = None) -> JointTerms:
+        p = self.prior() if prior is None else prior
+        return JointTerms(self.likelihood(z).log_prob(x), p.log_prob(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x|z) at a representative point of q(z|x)."""
+        from dgmkit.distributions import location
+
+        return self.likelihood(location(self.posterior(x))).mean
+
+    @property
+    def num_components(self) -> int | None:
+        """Mixture components of the prior that can serve as clusters (None: no such prior)."""
+        return None
+
+    def assign_components(self, z: torch.Tensor) -> torch.Tensor:
+        raise CapabilityError(f"{type(self).__name__} has no mixture prior whose components could be clusters")
+
+
+class ExactLatentVariableModel(ExactLikelihoodModel, LatentVariableModel):
+    """A latent variable model whose log p(x) and posterior p(z|x) are exact (PPCA, the
     log-linear model): evaluation splits log p(x) into reconstruction and KL terms."""
 
-    @abstractmethod
-    def posterior(self, x: torch.Tensor): ...
+    estimate_kind: ClassVar[str] = "exact"
+
+
+class ClosedFormFit(ABC):
+    """A model fitted by maximum likelihood in closed form (PPCA): no gradient steps."""
 
     @abstractmethod
-    def prior(self): ...
+    def fit_closed_form(self, x: torch.Tensor) -> None:
+        """Set the parameters to the maximum-likelihood fit to data x (N, *event)."""
+
+
+class EMFit(ABC):
+    """A model fitted by expectation-maximization with exact E-steps."""
+
+    @abstractmethod
+    def em_step(self, x: torch.Tensor) -> float:
+        """One E- and M-step on data x; returns the mean log-likelihood before the step."""

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgmkit.distributions.logit_normal import LogitNormal
+from dgmkit.models.base import JointTerms, VariationalModel
 from dgmkit.models.flow import FlowModel
 
 __all__ = ["LogitNormalDequantizer", "VariationallyDequantizedFlow"]
@@ -33,21 +35,19 @@ class LogitNormalDequantizer(nn.Module):
             nn.Conv2d(hidden, 2 * channels, 3, padding=1),
         )  # fmt: skip
 
-    def rsample_and_log_prob(self, k: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """n draws u (n, B, C, H, W) in (0, 1) and log q(u | k) (n, B)."""
+    def forward(self, k: torch.Tensor) -> LogitNormal:
         dtype = self.net[0].weight.dtype
         loc, raw = self.net(k.to(dtype) / (self.num_levels - 1)).chunk(2, dim=1)
-        scale = F.softplus(raw) + 1e-3
-        eps = torch.randn((n, *loc.shape), device=loc.device, dtype=loc.dtype)
-        v = loc + scale * eps
-        log_q = -0.5 * eps.pow(2) - scale.log() - 0.5 * math.log(2 * math.pi) - F.logsigmoid(v) - F.logsigmoid(-v)
-        u = torch.sigmoid(v).clamp(1e-6, 1 - 1e-6)
-        return u, log_q.flatten(2).sum(-1)
+        return LogitNormal(loc, F.softplus(raw) + 1e-3)
 
 
-class VariationallyDequantizedFlow(nn.Module):
-    """A flow on y in [0, 1]^D with a learned dequantizer: a model of integer images whose
-    ``log_prob_bound(k, n)`` is the n-sample importance-weighted lower bound on log P(k)."""
+class VariationallyDequantizedFlow(VariationalModel):
+    """A flow on y in [0, 1]^D with a learned dequantizer: a model of integer images k scored
+    through the noise u as its latent variable, p(k, u) = p_flow((k + u) / L) / L^D and
+    q(u | k). Its importance-weighted estimates are lower bounds on log P(k)."""
+
+    estimate_kind = "bound"
+    sample_temperature = True
 
     def __init__(self, flow: FlowModel, dequantizer: LogitNormalDequantizer):
         super().__init__()
@@ -55,15 +55,17 @@ class VariationallyDequantizedFlow(nn.Module):
         self.num_levels = dequantizer.num_levels
         self.event_shape = flow.event_shape
 
-    def log_weights(self, k: torch.Tensor, n: int = 1) -> torch.Tensor:
-        """log p((k + u) / L) - D log L - log q(u | k) for n draws: (n, B)."""
-        u, log_q = self.dequantizer.rsample_and_log_prob(k, n)
-        y = (k.to(u.dtype).unsqueeze(0) + u) / self.num_levels
-        log_p = self.flow.log_prob(y.flatten(0, 1)).view(n, -1)
-        return log_p - self.flow.num_dims * math.log(self.num_levels) - log_q
+    def posterior(self, k: torch.Tensor) -> LogitNormal:
+        """q(u | k)."""
+        return self.dequantizer(k)
 
-    def log_prob_bound(self, k: torch.Tensor, n: int = 1) -> torch.Tensor:
-        return torch.logsumexp(self.log_weights(k, n), 0) - math.log(n)
+    def log_joint(self, k: torch.Tensor, u: torch.Tensor, prior: None = None) -> JointTerms:
+        """log p((k + u) / L) - D log L for u of shape (n, B, *event), and 0 for the noise's own
+        term (its density is inside the flow's): (n, B) each."""
+        y = (k.to(u.dtype) + u) / self.num_levels
+        log_p = self.flow.log_prob(y.flatten(0, 1)).view(u.shape[:2])
+        log_p = log_p - self.flow.num_dims * math.log(self.num_levels)
+        return JointTerms(log_p, torch.zeros_like(log_p))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0):

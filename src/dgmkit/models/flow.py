@@ -30,6 +30,8 @@ class FlowModel(ExactLikelihoodModel):
     torch.Size([3])
     """
 
+    sample_temperature = True
+
     def __init__(self, bijection: Bijection, event_shape: tuple[int, ...], flatten: bool = False):
         super().__init__()
         self.bijection = bijection

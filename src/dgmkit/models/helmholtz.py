@@ -21,6 +21,7 @@ from torch.distributions import Distribution, constraints
 
 from dgmkit._rng import seeded_by
 from dgmkit.distributions import BernoulliPixels
+from dgmkit.models.base import LatentVariableModel
 
 __all__ = ["HelmholtzMachine"]
 
@@ -95,7 +96,7 @@ class _Posterior(_Chain):
         return torch.cat(probs, -1)
 
 
-class HelmholtzMachine(nn.Module):
+class HelmholtzMachine(LatentVariableModel):
     """``sizes`` = (n_1, ..., n_L), bottom to top, for data with ``event_shape`` = (C, H, W)."""
 
     def __init__(self, event_shape: Sequence[int], sizes: Sequence[int]):

@@ -23,7 +23,7 @@ from torch import nn
 from torch.distributions import Distribution, OneHotCategorical, constraints
 
 from dgmkit._rng import seeded_by
-from dgmkit.models.base import ExactLatentVariableModel
+from dgmkit.models.base import EMFit, ExactLatentVariableModel
 
 __all__ = ["LogLinearLVM", "EnumeratedBinary", "grid_edges"]
 
@@ -70,7 +70,7 @@ class EnumeratedBinary(Distribution):
         return (self.log_probs.exp() @ self.states).reshape(*self.batch_shape, *self.event_shape)
 
 
-class LogLinearLVM(ExactLatentVariableModel):
+class LogLinearLVM(ExactLatentVariableModel, EMFit):
     """K latent states over binary images of ``event_shape`` (at most 20 pixels)."""
 
     def __init__(self, event_shape, num_states: int, edges: list[tuple[int, int]] | None = None):

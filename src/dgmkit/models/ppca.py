@@ -16,12 +16,12 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from dgmkit.models.base import ExactLatentVariableModel
+from dgmkit.models.base import ClosedFormFit, ExactLatentVariableModel
 
 __all__ = ["PPCA"]
 
 
-class PPCA(ExactLatentVariableModel):
+class PPCA(ExactLatentVariableModel, ClosedFormFit):
     """PPCA over events of shape ``event_shape`` (flattened to D numbers).
 
     >>> m = PPCA(torch.eye(3, 1), torch.zeros(3), 0.5)
@@ -62,6 +62,12 @@ class PPCA(ExactLatentVariableModel):
         W = evecs[:, :latent_dim] * (evals[:latent_dim] - sigma2).clamp_min(0).sqrt()
         dtype = x.dtype if x.is_floating_point() else torch.float32
         return cls(W.to(dtype), mu.to(dtype), sigma2.to(dtype), event_shape=x.shape[1:])
+
+    @torch.no_grad()
+    def fit_closed_form(self, x: torch.Tensor) -> None:
+        """Refit this model's parameters to x in closed form (see ``fit``)."""
+        fitted = type(self).fit(x, self.latent_dim)
+        self.load_state_dict(fitted.state_dict())
 
     def prior(self) -> MultivariateNormal:
         """p(z) = N(0, I_M)."""

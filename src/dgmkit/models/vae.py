@@ -7,18 +7,21 @@ distributions it returns.
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional import ConditionalDistribution, Decoder
-from dgmkit.distributions import location
+from dgmkit.distributions import JointSampler
+from dgmkit.models.base import LatentVariableModel
 from dgmkit.priors import Prior
 
 __all__ = ["VAE"]
 
 
-class VAE(nn.Module):
-    """p(z) p(x|z) with q(z|x).
+class VAE(LatentVariableModel):
+    """p(z) p(x|z) with q(z|x): ``encoder`` returns q(z|x), ``decoder`` p(x|z), and
+    ``prior_module`` p(z) (called with the encoder as context when it asks for it, as the
+    VampPrior does).
 
     ``input_scale`` multiplies the data before the encoder sees it (for example 1/255 when the
     likelihood scores integer pixels), so that the decoder's targets and the encoder's inputs
@@ -29,16 +32,21 @@ class VAE(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
-        self.prior = prior
+        self.prior_module = prior
         self.input_scale = float(input_scale)
+        self.register_load_state_dict_pre_hook(_rename_v1_prior_keys)
 
     @property
     def latent_dim(self) -> int:
-        return self.prior.latent_dim
+        return self.prior_module.latent_dim
 
     @property
     def event_shape(self) -> tuple[int, ...]:
         return self.decoder.event_shape
+
+    def prior(self) -> Distribution:
+        """p(z)."""
+        return self.prior_module(self.encoder if self.prior_module.context == "encoder" else None)
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q(z|x) for a batch of data of shape (B, *event)."""
@@ -52,25 +60,34 @@ class VAE(nn.Module):
         """p(x|z) for latents of shape (*batch, M)."""
         return self.decoder(z)
 
+    @property
+    def num_components(self) -> int | None:
+        return self.prior_module.components if self.prior_module.has_components else None
+
+    def assign_components(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.prior_module.has_components:
+            return super().assign_components(z)
+        return self.prior_module.assign(z)
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw n samples z ~ p(z), x ~ p(x|z). Returns (x, mean of p(x|z))."""
-        z = _draw(self.prior(), n, generator)
+        p = self.prior()
+        if isinstance(p, JointSampler):
+            z, _ = p.rsample_and_log_prob((n,), generator=generator)
+        else:
+            with seeded_by(generator, self.decoder_device):
+                z = p.sample((n,))
         px = self.likelihood(z)
-        return px.sample(), px.mean
+        with seeded_by(generator, self.decoder_device):
+            return px.sample(), px.mean
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x|z) at the posterior mean z = E_q[z] (for a flow posterior, its
-        ``location``): the usual reconstruction."""
-        return self.likelihood(location(self.posterior(x))).mean
+    @property
+    def decoder_device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
 
 
-def _draw(p: Distribution, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    gaussian = isinstance(p, Independent) and isinstance(p.base_dist, Normal)
-    if generator is None or not gaussian:
-        with seeded_by(generator):
-            return p.sample((n,))
-    mean = p.mean
-    eps = torch.randn((n, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
-    return mean + eps * p.stddev
+def _rename_v1_prior_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints of dgmkit 0.1 named the prior's parameters ``prior.*``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "prior.")]:
+        state_dict[prefix + "prior_module." + key[len(prefix) + 6 :]] = state_dict.pop(key)

@@ -1,32 +1,44 @@
-"""Estimators of training objectives. Each returns per-example values."""
+"""Estimators of training objectives. Each returns per-example values; the variational ones
+are reductions of one primitive, the log importance weights (``objectives.importance``)."""
 
 from dgmkit.objectives.base import Objective
-from dgmkit.objectives.dequantization import DequantizationBound
+from dgmkit.objectives.dequantization import BoundTerms, DequantizationBound
 from dgmkit.objectives.discrete import DiscreteTerms, GumbelSoftmaxELBO, ReinforceELBO
 from dgmkit.objectives.elbo import ELBO, ELBOTerms, kl_term
-from dgmkit.objectives.iwae import IWAE, IWAETerms, iwae_bound, log_importance_weights
+from dgmkit.objectives.importance import (
+    ImportanceWeights,
+    importance_sampled_log_likelihood,
+    iwae_bound,
+    log_importance_weights,
+    log_mean_exp,
+)
+from dgmkit.objectives.iwae import IWAE, IWAETerms
 from dgmkit.objectives.likelihood import LikelihoodTerms, MaximumLikelihood
 from dgmkit.objectives.reconstruction import Reconstruction, ReconstructionTerms
 from dgmkit.objectives.wake_sleep import ReweightedWakeSleep, WakeSleep, WakeSleepTerms
 
 __all__ = [
-    "DequantizationBound",
-    "MaximumLikelihood",
-    "LikelihoodTerms",
-    "Reconstruction",
-    "ReconstructionTerms",
-    "WakeSleep",
-    "ReweightedWakeSleep",
-    "WakeSleepTerms",
     "Objective",
-    "GumbelSoftmaxELBO",
-    "ReinforceELBO",
-    "DiscreteTerms",
     "ELBO",
     "ELBOTerms",
     "kl_term",
     "IWAE",
     "IWAETerms",
-    "iwae_bound",
+    "GumbelSoftmaxELBO",
+    "ReinforceELBO",
+    "DiscreteTerms",
+    "WakeSleep",
+    "ReweightedWakeSleep",
+    "WakeSleepTerms",
+    "MaximumLikelihood",
+    "LikelihoodTerms",
+    "Reconstruction",
+    "ReconstructionTerms",
+    "DequantizationBound",
+    "BoundTerms",
+    "ImportanceWeights",
     "log_importance_weights",
+    "log_mean_exp",
+    "iwae_bound",
+    "importance_sampled_log_likelihood",
 ]

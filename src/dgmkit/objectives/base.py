@@ -1,6 +1,7 @@
 """The objective interface."""
 
 from abc import ABC, abstractmethod
+from typing import ClassVar, NamedTuple
 
 import torch
 
@@ -8,15 +9,28 @@ __all__ = ["Objective"]
 
 
 class Objective(ABC):
-    """An estimator: ``objective(model, x, beta)`` returns named per-example tensors with at
-    least ``loss`` (what training minimizes) and ``elbo`` (a bound in nats, for reporting).
+    """An estimator: ``objective(model, x, beta)`` returns a NamedTuple of per-example tensors
+    of shape (B,) with at least ``loss`` (what training minimizes) and the field named by
+    ``score``: the quantity that training monitors (early stopping, the best checkpoint), in
+    nats per datapoint, higher is better. Its name says what it is: ``elbo`` (a bound on
+    log p(x)), ``iwae`` (the k-sample bound), ``log_px`` (an exact log-likelihood),
+    ``bound`` (another bound on log p(x)) or ``recon`` (a reconstruction score, no bound).
+    ``score_label`` is how people read it.
 
     ``update(step)`` is called by the Trainer before every training step with the global step
     count, for schedules such as a relaxation temperature; the step is checkpointed, so a
     resumed run continues the schedule exactly."""
 
+    score: ClassVar[str] = "elbo"
+    score_label: ClassVar[str] = "ELBO"
+
     @abstractmethod
-    def __call__(self, model, x: torch.Tensor, beta: float = 1.0): ...
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, beta: float = 1.0) -> NamedTuple: ...
+
+    @property
+    def label(self) -> str:
+        """The score's name for display (an instance may refine it, e.g. with its k)."""
+        return self.score_label
 
     def update(self, step: int) -> None:  # noqa: B027 - a hook, empty by default
         pass

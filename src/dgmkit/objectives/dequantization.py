@@ -1,19 +1,36 @@
 """The variational-dequantization bound as a training objective (see
-``dgmkit.models.dequantization``)."""
+``dgmkit.models.dequantization``): the importance weights with the dequantization noise u as the
+latent, reduced by log-mean-exp."""
+
+from typing import NamedTuple
+
+import torch
 
 from dgmkit.objectives.base import Objective
-from dgmkit.objectives.likelihood import LikelihoodTerms
+from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
-__all__ = ["DequantizationBound"]
+__all__ = ["DequantizationBound", "BoundTerms"]
+
+
+class BoundTerms(NamedTuple):
+    """``bound``: a lower bound on log P(x) of the integer data, in nats."""
+
+    loss: torch.Tensor
+    bound: torch.Tensor
 
 
 class DequantizationBound(Objective):
     """E_q(u|k)[log p((k + u)/L) - D log L - log q(u|k)] with ``samples`` draws (importance
     weighted when > 1): a lower bound on log P(k) in nats, per example."""
 
+    score = "bound"
+    score_label = "dequantization bound"
+
     def __init__(self, samples: int = 1):
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
         self.samples = samples
 
-    def __call__(self, model, x, beta: float = 1.0) -> LikelihoodTerms:
-        bound = model.log_prob_bound(x, self.samples)
-        return LikelihoodTerms(-bound, bound)
+    def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> BoundTerms:
+        bound = log_mean_exp(log_importance_weights(model, x, self.samples).log_w)
+        return BoundTerms(-bound, bound)

@@ -2,10 +2,11 @@ r"""The evidence lower bound with the reparameterization trick.
 
     ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)) <= log p(x)
 
-The expectation is estimated with L reparameterized samples; the KL is taken in closed form
-where torch's KL registry has one and otherwise estimated by Monte Carlo with the same samples.
-Training minimizes -(E[log p(x|z)] - beta * KL) (beta-VAE, Higgins et al. 2017; beta < 1
-during KL warm-up, Sonderby et al. 2016), while ``elbo`` is always the true bound (beta = 1).
+The expectation is estimated with L reparameterized samples (the mean of L importance weights'
+reconstruction terms); the KL is taken in closed form where torch's KL registry has one and
+otherwise estimated by Monte Carlo with the same samples. Training minimizes
+-(E[log p(x|z)] - beta * KL) (beta-VAE, Higgins et al. 2017; beta < 1 during KL warm-up,
+Sonderby et al. 2016), while ``elbo`` is always the true bound (beta = 1).
 """
 
 from typing import NamedTuple
@@ -15,6 +16,7 @@ from torch.distributions import Distribution, kl_divergence
 
 from dgmkit.distributions import kl_per_dimension
 from dgmkit.objectives.base import Objective
+from dgmkit.objectives.importance import log_importance_weights
 
 __all__ = ["ELBO", "ELBOTerms", "kl_term"]
 
@@ -28,28 +30,27 @@ class ELBOTerms(NamedTuple):
     kl: torch.Tensor
 
 
-def kl_term(q: Distribution, p: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(q || p) per example: closed form if registered, else Monte Carlo over samples z
-    of shape (L, B, M) drawn from q (the same ones used for the reconstruction term)."""
+def kl_term(q: Distribution, p: Distribution, log_qz: torch.Tensor, log_pz: torch.Tensor) -> torch.Tensor:
+    """KL(q || p) per example: closed form if registered, else the Monte Carlo mean of
+    log q(z) - log p(z) over the draws (L, B) that the reconstruction term uses."""
     try:
         return kl_divergence(q, p)
     except NotImplementedError:
-        if z is None:
-            raise
-        return (q.log_prob(z) - p.log_prob(z)).mean(0)
+        return (log_qz - log_pz).mean(0)
 
 
 class ELBO(Objective):
-    """ELBO estimator with ``num_samples`` (L) reparameterized samples per datapoint.
-
-    ``objective(model, x, beta)`` works for any model with ``posterior``, ``likelihood`` and
-    ``prior`` (see :class:`dgmkit.models.VAE`).
+    """ELBO estimator with ``num_samples`` (L) reparameterized samples per datapoint, for any
+    ``models.LatentVariableModel`` with a continuous posterior.
 
     ``free_bits`` (lambda, nats) puts a floor on the KL of each latent dimension, averaged over
     the mini-batch (Kingma et al. 2016, arXiv 1606.04934): the training loss uses
     sum_j max(lambda, KL_j), so dimensions below the floor are not pushed further towards the
     prior. It needs a prior that factorizes over dimensions. ``elbo`` stays the true bound.
     """
+
+    score = "elbo"
+    score_label = "ELBO"
 
     def __init__(self, num_samples: int = 1, free_bits: float = 0.0):
         if num_samples < 1:
@@ -67,14 +68,11 @@ class ELBO(Objective):
                 "the ELBO's reparameterized gradient needs a continuous posterior; for discrete "
                 "latents train with gumbel-softmax or reinforce"
             )
-        z = q.rsample((self.num_samples,)) if q.has_rsample else q.sample((self.num_samples,))  # (L, B, ...)
-        log_px_z = model.likelihood(z).log_prob(x).mean(0)  # (B,)
-        kl = kl_term(q, p, z)
+        w = log_importance_weights(model, x, self.num_samples, q=q, prior=p)  # (L, B)
+        log_px_z = w.log_px_z.mean(0)
+        kl = kl_term(q, p, w.log_qz, w.log_pz)
         elbo = log_px_z - kl
-        if self.free_bits > 0:
-            kl_train = _free_bits_kl(q, p, self.free_bits)
-        else:
-            kl_train = kl
+        kl_train = _free_bits_kl(q, p, self.free_bits) if self.free_bits > 0 else kl
         loss = -elbo if beta == 1.0 and kl_train is kl else -(log_px_z - beta * kl_train)
         return ELBOTerms(loss, elbo, log_px_z, kl)
 

@@ -10,13 +10,16 @@ __all__ = ["MaximumLikelihood", "LikelihoodTerms"]
 
 
 class LikelihoodTerms(NamedTuple):
-    """``elbo`` holds the exact log p(x) (the trainer's tracked quantity; no bound here)."""
+    """``log_px``: the exact log-likelihood, no bound."""
 
     loss: torch.Tensor
-    elbo: torch.Tensor
+    log_px: torch.Tensor
 
 
 class MaximumLikelihood(Objective):
+    score = "log_px"
+    score_label = "log p(x)"
+
     def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> LikelihoodTerms:
         log_px = model.log_prob(x)
         return LikelihoodTerms(-log_px, log_px)

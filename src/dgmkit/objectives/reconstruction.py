@@ -10,15 +10,16 @@ __all__ = ["Reconstruction", "ReconstructionTerms"]
 
 
 class ReconstructionTerms(NamedTuple):
-    """``elbo`` holds log p(x | f(x)) so that the trainer can track it; for an autoencoder it is
-    a reconstruction score, not a bound on log p(x)."""
+    """``recon``: log p(x | f(x)), a reconstruction score, not a bound on log p(x)."""
 
     loss: torch.Tensor
-    elbo: torch.Tensor
-    log_px_z: torch.Tensor
+    recon: torch.Tensor
 
 
 class Reconstruction(Objective):
+    score = "recon"
+    score_label = "log p(x|f(x))"
+
     def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> ReconstructionTerms:
         log_px_z = model.likelihood(model.posterior(x).rsample()).log_prob(x)
-        return ReconstructionTerms(-log_px_z, log_px_z, log_px_z)
+        return ReconstructionTerms(-log_px_z, log_px_z)

@@ -13,22 +13,22 @@ is exactly the gradient of the k-sample IWAE bound with respect to p; the wake u
 sum_i w~_i grad log q(h_i|x), optionally with the sleep update added.
 """
 
-import math
 from typing import NamedTuple
 
 import torch
 
 from dgmkit.objectives.base import Objective
+from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
 __all__ = ["WakeSleep", "ReweightedWakeSleep", "WakeSleepTerms"]
 
 
 class WakeSleepTerms(NamedTuple):
     loss: torch.Tensor
-    elbo: torch.Tensor  # log p(x, h) - log q(h|x) at h ~ q: a one-sample ELBO
+    elbo: torch.Tensor  # log p(x, h) - log q(h|x) at h ~ q, averaged over the draws: a one-sample ELBO
     log_px_z: torch.Tensor
-    kl: torch.Tensor  # log q(h|x) - log p(h) at the same sample
-    iwae: torch.Tensor
+    kl: torch.Tensor  # log q(h|x) - log p(h) at the same draws
+    iwae: torch.Tensor  # the k-sample bound (k = 1 for wake-sleep)
 
 
 def _sleep_term(model, n: int) -> torch.Tensor:
@@ -39,39 +39,42 @@ def _sleep_term(model, n: int) -> torch.Tensor:
 
 
 class WakeSleep(Objective):
+    score = "elbo"
+
     def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> WakeSleepTerms:
-        q = model.posterior(x)
-        h = q.sample()
-        log_px_h = model.likelihood(h).log_prob(x)
-        log_ph = model.prior().log_prob(h)
-        with torch.no_grad():
-            log_q = q.log_prob(h)
-        wake = log_px_h + log_ph  # gradient: generative parameters only
+        w = log_importance_weights(model, x, 1, reparameterized=False)  # (1, B); h carries no gradient
+        wake = (w.log_px_z + w.log_pz)[0]  # gradient: generative parameters only
         loss = -wake
         if model.training:
             loss = loss - _sleep_term(model, len(x))  # gradient: recognition parameters only
-        elbo = (wake - log_q).detach()
-        return WakeSleepTerms(loss, elbo, log_px_h.detach(), (log_q - log_ph).detach(), elbo)
+        elbo = w.log_w[0].detach()
+        return WakeSleepTerms(loss, elbo, w.log_px_z[0].detach(), (w.log_qz - w.log_pz)[0].detach(), elbo)
 
 
 class ReweightedWakeSleep(Objective):
+    score = "iwae"
+    score_label = "IWAE bound"
+
     def __init__(self, k: int = 5, sleep: bool = True):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.k, self.sleep = k, sleep
 
+    @property
+    def label(self) -> str:
+        return f"IWAE-{self.k} bound"
+
     def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> WakeSleepTerms:
-        q = model.posterior(x)
-        h = q.sample((self.k,))  # (k, B, H)
-        log_px_h = model.likelihood(h).log_prob(x)
-        log_ph = model.prior().log_prob(h)
-        log_q = q.log_prob(h)
-        log_w = log_px_h + log_ph - log_q
-        w = torch.softmax(log_w.detach(), dim=0)  # self-normalized importance weights
-        loss = -(w * (log_px_h + log_ph + log_q)).sum(0)  # p-wake and q-wake updates
+        w = log_importance_weights(model, x, self.k, reparameterized=False)  # (k, B)
+        log_w = w.log_w
+        weights = torch.softmax(log_w.detach(), dim=0)  # self-normalized importance weights
+        loss = -(weights * (w.log_px_z + w.log_pz + w.log_qz)).sum(0)  # p-wake and q-wake updates
         if model.training and self.sleep:
             loss = loss - _sleep_term(model, len(x))
-        bound = (torch.logsumexp(log_w, 0) - math.log(self.k)).detach()
         return WakeSleepTerms(
-            loss, log_w.mean(0).detach(), log_px_h.mean(0).detach(), (log_q - log_ph).mean(0).detach(), bound
+            loss,
+            log_w.mean(0).detach(),
+            w.log_px_z.mean(0).detach(),
+            (w.log_qz - w.log_pz).mean(0).detach(),
+            log_mean_exp(log_w).detach(),
         )

@@ -1,7 +1,16 @@
-"""The prior interface: the seam where mixture, VampPrior and flow priors plug in."""
+"""The prior interface: the seam where mixture, VampPrior, flow and hierarchical priors plug in.
+
+Priors share the signature of conditional distributions, ``forward(context=None)`` (zuko's
+``LazyDistribution``): an unconditional prior ignores the context, a conditional one (the
+VampPrior, whose mixture components are the encoder's posteriors at its pseudo-inputs; the
+prior of a layer of a hierarchy, given the layer above) takes it. ``context`` says which
+context a prior needs, so that a model passes it without knowing the prior's class.
+"""
 
 from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 
+import torch
 from torch import nn
 from torch.distributions import Distribution
 
@@ -9,9 +18,19 @@ __all__ = ["Prior"]
 
 
 class Prior(nn.Module, ABC):
-    """A module whose ``forward()`` returns p(z) with event shape (latent_dim,)."""
+    """A module whose ``forward(context=None)`` returns p(z) with event shape (latent_dim,).
+
+    ``context``: None (unconditional), ``"encoder"`` (the model's q(z|x) module) or
+    ``"latent"`` (the latent variable this prior is conditioned on).
+    ``has_components``: p(z) is a mixture whose components can serve as clusters
+    (``assign(z)``, ``components``)."""
 
     latent_dim: int
+    context: ClassVar[str | None] = None
+    has_components: ClassVar[bool] = False
 
     @abstractmethod
-    def forward(self) -> Distribution: ...
+    def forward(self, context: Any = None) -> Distribution: ...
+
+    def assign(self, z: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} is not a mixture: it has no components to assign to")

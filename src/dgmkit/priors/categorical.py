@@ -17,5 +17,5 @@ class UniformCategoricalPrior(Prior):
         self.num_classes = num_classes
         self.register_buffer("logits", torch.zeros(num_vars, num_classes), persistent=False)
 
-    def forward(self) -> Independent:
+    def forward(self, context: None = None) -> Independent:
         return Independent(OneHotCategorical(logits=self.logits, validate_args=False), 1, validate_args=False)

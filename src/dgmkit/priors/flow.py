@@ -19,6 +19,6 @@ class FlowPrior(Prior):
         self.bijection = bijection
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
-    def forward(self) -> FlowDistribution:
+    def forward(self, context: None = None) -> FlowDistribution:
         base = standard_normal(self.latent_dim, device=self._zero.device, dtype=self._zero.dtype)
         return FlowDistribution(base, self.bijection)

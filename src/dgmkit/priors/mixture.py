@@ -21,6 +21,8 @@ class MixtureOfGaussiansPrior(Prior):
     probable component, which makes the model a clustering method.
     """
 
+    has_components = True
+
     def __init__(self, latent_dim: int, components: int = 10, init_scale: float = 1.0, min_scale: float = 1e-3):
         super().__init__()
         self.latent_dim = latent_dim
@@ -31,7 +33,7 @@ class MixtureOfGaussiansPrior(Prior):
         raw = math.log(math.expm1(init_scale - min_scale))
         self.raw_scales = nn.Parameter(torch.full((components, latent_dim), raw))
 
-    def forward(self) -> DiagonalGaussianMixture:
+    def forward(self, context: None = None) -> DiagonalGaussianMixture:
         return DiagonalGaussianMixture(self.logits, self.means, F.softplus(self.raw_scales) + self.min_scale)
 
     def responsibilities(self, z: torch.Tensor) -> torch.Tensor:

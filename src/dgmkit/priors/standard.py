@@ -22,5 +22,5 @@ class StandardNormalPrior(Prior):
         self.register_buffer("loc", torch.zeros(latent_dim), persistent=False)
         self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
 
-    def forward(self) -> Independent:
+    def forward(self, context: None = None) -> Independent:
         return diagonal_normal(self.loc, self.scale)

@@ -2,9 +2,9 @@ r"""VampPrior (Tomczak & Welling 2018, arXiv 1705.07120):
 
     p(z) = (1/K) sum_k q(z | u_k)
 
-a mixture of the variational posteriors at K learnable pseudo-inputs u_k. The encoder is
-shared with the VAE, not owned: it is kept out of this module's parameters so that it is
-saved and trained once, as part of the VAE.
+a mixture of the variational posteriors at K learnable pseudo-inputs u_k. The encoder belongs to
+the VAE, not to the prior: it comes in as the context, ``prior(encoder)``, so it is saved and
+trained once, as part of the VAE.
 """
 
 import torch
@@ -18,8 +18,9 @@ __all__ = ["VampPrior"]
 
 
 class VampPrior(Prior):
-    """``encoder`` maps inputs of shape ``event_shape`` to q(z|u). Pseudo-inputs live in the
-    encoder's input space and are clipped to [0, 1] (hardtanh, as in the reference code).
+    """The context of ``forward`` is the encoder, which maps inputs of shape ``event_shape`` to
+    q(z|u). Pseudo-inputs live in the encoder's input space and are clipped to [0, 1] (hardtanh,
+    as in the reference code).
 
     ``init``: a tensor of K inputs in [0, 1] to start from (for example random training
     images), or None for random values N(``mean``, ``std``^2). Given inputs are mapped affinely
@@ -27,9 +28,10 @@ class VampPrior(Prior):
     images would otherwise never move.
     """
 
+    context = "encoder"
+
     def __init__(
         self,
-        encoder: ConditionalDistribution,
         latent_dim: int,
         event_shape: tuple[int, ...],
         components: int = 500,
@@ -40,7 +42,6 @@ class VampPrior(Prior):
         super().__init__()
         self.latent_dim = latent_dim
         self.components = components
-        self._encoder = [encoder]  # a reference, not a submodule
         if init is None:
             u = mean + std * torch.randn(components, *event_shape)
         else:
@@ -49,12 +50,14 @@ class VampPrior(Prior):
             u = 0.01 + 0.98 * init.float().clamp(0, 1)
         self.pseudo_inputs = nn.Parameter(u)
 
-    @property
-    def encoder(self) -> ConditionalDistribution:
-        return self._encoder[0]
-
-    def forward(self) -> DiagonalGaussianMixture:
-        u = torch.nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
-        q_u = self.encoder(u)  # a diagonal Gaussian with batch (K,), event (M,)
+    def forward(self, context: ConditionalDistribution | None = None) -> DiagonalGaussianMixture:
+        if context is None:
+            raise TypeError("the VampPrior is the encoder's mixture at its pseudo-inputs: call it with the encoder")
+        q_u = context(self.pseudo_input_values())  # a diagonal Gaussian with batch (K,), event (M,)
+        u = self.pseudo_inputs
         weights = torch.zeros(self.components, device=u.device)
         return DiagonalGaussianMixture(weights, q_u.mean, q_u.stddev)
+
+    def pseudo_input_values(self) -> torch.Tensor:
+        """The pseudo-inputs u_k, clipped to [0, 1]."""
+        return torch.nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)

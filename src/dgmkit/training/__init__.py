@@ -1,12 +1,23 @@
-"""The trainer, checkpoints and schedules."""
+"""Fitting: the Trainer (gradient steps), closed-form and EM fits, one run writer, checkpoints
+and schedules."""
 
 from dgmkit.training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from dgmkit.training.fit import EXACT_SCORE, FitResult, fit_closed_form, fit_em, latent_diagnostics, trainer_result
+from dgmkit.training.run_writer import RunWriter
 from dgmkit.training.schedules import LR_SCHEDULES, kl_weight, lr_factor
-from dgmkit.training.trainer import Trainer, resolve_device
+from dgmkit.training.trainer import VALID_SEED, Trainer, resolve_device
 
 __all__ = [
     "Trainer",
     "resolve_device",
+    "VALID_SEED",
+    "RunWriter",
+    "FitResult",
+    "fit_closed_form",
+    "fit_em",
+    "trainer_result",
+    "latent_diagnostics",
+    "EXACT_SCORE",
     "save_checkpoint",
     "load_checkpoint",
     "read_metadata",

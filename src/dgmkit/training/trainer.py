@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dgmkit._io import atomic_write_bytes
 from dgmkit.data import DataTransform, Split
 from dgmkit.errors import TrainingError
 from dgmkit.objectives.base import Objective
-from dgmkit.training.checkpoint import load_checkpoint, save_checkpoint
+from dgmkit.training.checkpoint import load_checkpoint
+from dgmkit.training.run_writer import RunWriter
 from dgmkit.training.schedules import kl_weight, lr_factor
 
 __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
@@ -43,18 +43,21 @@ def resolve_device(device: str = "auto") -> torch.device:
 class Trainer:
     """Trains ``model`` by minimizing ``objective(model, x, beta).loss`` with Adam.
 
-    ``objective`` returns named per-example terms with at least ``loss`` and ``elbo``.
-    ``run_dir`` (optional) receives ``checkpoint.safetensors`` each epoch, ``best.safetensors``
-    whenever the validation ELBO improves, and one JSON line per epoch in ``metrics.jsonl``.
-    ``config`` is stored in every checkpoint so that a run folder describes itself.
-    ``diagnostics(model, valid_x)`` adds its dict to each epoch's validation metrics (the CLI
-    logs the KL per latent dimension and the active units this way).
+    ``objective`` (an ``objectives.Objective``) returns named per-example terms with at least
+    ``loss`` and the score it names (``objective.score``: ``elbo``, ``iwae``, ``log_px``, ...):
+    the metrics hold ``train_<score>`` and ``valid_<score>``, and the validation score decides
+    early stopping and the best checkpoint. ``run_dir`` (optional) receives, through a
+    ``RunWriter``, ``checkpoint.safetensors`` each epoch, ``best.safetensors`` whenever the
+    validation score improves, and one JSON line per epoch in ``metrics.jsonl``. ``config`` is
+    the run record stored in every checkpoint so that a run folder describes itself.
+    ``diagnostics(model, valid_x)`` adds its dict to each epoch's validation metrics (the KL
+    per latent dimension and the active units of latent variable models).
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
-        objective: Callable,
+        objective: Objective,
         train: Split,
         transform: DataTransform,
         *,
@@ -92,6 +95,8 @@ class Trainer:
         self.beta, self.warmup_epochs, self.seed = beta, warmup_epochs, seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.config = config or {}
+        self.writer = RunWriter(self.run_dir, self.config) if self.run_dir is not None else None
+        self.score = objective.score
         self.progress = progress
         self.eval_batch_size = eval_batch_size
         self.callbacks = list(callbacks or [])
@@ -154,15 +159,14 @@ class Trainer:
         }
 
     def save(self, name: str = "checkpoint.safetensors", with_state: bool = True) -> None:
-        if self.run_dir is None:
+        if self.writer is None:
             return
-        save_checkpoint(
-            self.run_dir / name,
+        self.writer.checkpoint(
             self.model,
-            self.config,
+            name,
             optimizer=self.optimizer if with_state else None,
             rng=self._rng_state() if with_state else None,
-            trainer=self._counters(),
+            counters=self._counters(),
         )
 
     def resume(self, path: str | Path | None = None) -> None:
@@ -183,8 +187,8 @@ class Trainer:
         self.generator.set_state(ckpt["rng"]["data"])
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
             self._cuda_state = ckpt["rng"]["cuda"]
-        if self.run_dir is not None:
-            _truncate_metrics(self.run_dir / "metrics.jsonl", self.epoch)
+        if self.writer is not None:
+            self.writer.truncate_metrics(self.epoch)
 
     # ----------------------------------------------------------------- loop
     def _autocast(self):
@@ -200,7 +204,7 @@ class Trainer:
             group["lr"] = self.lr * lr_factor(self.lr_schedule, self.epoch, self.epochs)
         perm = torch.randperm(n, generator=self.generator, device=self.device)
         total_loss = torch.zeros((), device=self.device)
-        total_elbo = torch.zeros((), device=self.device)
+        total_score = torch.zeros((), device=self.device)
         check_every = 1 if self.device.type == "cpu" else 50
         bar = tqdm(
             total=self.steps_per_epoch,
@@ -214,8 +218,7 @@ class Trainer:
         for i in range(self.steps_per_epoch):
             x = self.transform(self.train_x[perm[i * bs : (i + 1) * bs]], self.generator)
             beta = kl_weight(self.beta, self.warmup_epochs, self.step, self.steps_per_epoch)
-            if isinstance(self.objective, Objective):
-                self.objective.update(self.step)
+            self.objective.update(self.step)
             with self._autocast():
                 terms = self.objective(model, x, beta)
             loss = terms.loss.mean()
@@ -237,7 +240,7 @@ class Trainer:
                 opt.step()
             self.step += 1
             total_loss += loss.detach() * x.shape[0]
-            total_elbo += terms.elbo.detach().sum()
+            total_score += getattr(terms, self.score).detach().sum()
             bar.update(1)
             if self.progress and i % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
@@ -246,7 +249,7 @@ class Trainer:
             raise TrainingError(self._nan_message(total_loss))
         return {
             "train_loss": total_loss.item() / n,
-            "train_elbo": total_elbo.item() / n,
+            f"train_{self.score}": total_score.item() / n,
             "beta": beta,
             "lr": opt.param_groups[0]["lr"],
         }
@@ -261,15 +264,15 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Mean ELBO terms on the validation split (beta = 1)."""
+        """Mean objective terms on the validation split (beta = 1), all but the loss."""
         self.model.eval()
         sums: dict[str, float] = {}
         for i in range(0, len(self._valid_x), self.eval_batch_size):
             x = self._valid_x[i : i + self.eval_batch_size]
             terms = self.objective(self.model, x, 1.0)
-            for k in ("elbo", "log_px_z", "kl", "iwae"):
-                if hasattr(terms, k):
-                    sums[k] = sums.get(k, 0.0) + getattr(terms, k).sum().item()
+            for k, v in terms._asdict().items():
+                if k != "loss":
+                    sums[k] = sums.get(k, 0.0) + v.sum().item()
         out = {f"valid_{k}": v / len(self._valid_x) for k, v in sums.items()}
         if self.diagnostics is not None:
             out.update({f"valid_{k}": v for k, v in self.diagnostics(self.model, self._valid_x).items()})
@@ -304,7 +307,7 @@ class Trainer:
         return history
 
     def _track_best(self, metrics: dict) -> bool:
-        value = metrics.get("valid_elbo", metrics["train_elbo"])
+        value = metrics.get(f"valid_{self.score}", metrics[f"train_{self.score}"])
         if value > self.best_valid:
             self.best_valid, self.best_epoch, self.bad_epochs = value, self.epoch, 0
             return True
@@ -312,11 +315,8 @@ class Trainer:
         return False
 
     def _write_metrics(self, metrics: dict) -> None:
-        if self.run_dir is None:
-            return
-        path = self.run_dir / "metrics.jsonl"
-        old = path.read_bytes() if path.exists() else b""
-        atomic_write_bytes(path, old + (json.dumps(metrics) + "\n").encode())
+        if self.writer is not None:
+            self.writer.metrics(metrics)
 
 
 def _adam(params, **kwargs) -> torch.optim.Adam:
@@ -339,11 +339,3 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return precision
-
-
-def _truncate_metrics(path: Path, epoch: int) -> None:
-    """Drop metric lines of epochs after the checkpoint's (they will be trained again)."""
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epoch]
-    atomic_write_bytes(path, "".join(ln + "\n" for ln in lines).encode())

@@ -1,0 +1,69 @@
+"""Command-line flags derived from settings dataclasses: one flag per field, with its type,
+choices and help from the field's declaration (``dgmkit.settings``)."""
+
+import argparse
+import dataclasses
+import typing
+
+from dgmkit.errors import ConfigError
+from dgmkit.settings import choices_of, describe_type, field_kind
+
+__all__ = ["add_settings_flags", "given_values", "flag_name"]
+
+_NONE = ("none", "null", "off")
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    return "--" + (field.metadata.get("flag") or field.name).replace("_", "-")
+
+
+def _parser(kind: str, optional: bool, name: str):
+    base = {"int": int, "float": float, "str": str, "choice": str, "list[int]": int}[kind]
+
+    def parse(text: str):
+        if optional and text.lower() in _NONE:
+            return None
+        try:
+            return base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} takes {kind.replace('choice', 'a name')}, got {text!r}") from None
+
+    parse.__name__ = kind  # argparse names the type in its messages
+    return parse
+
+
+def add_settings_flags(group: argparse._ActionsContainer, cls: type) -> list[str]:
+    """Add a flag for every field of settings dataclass ``cls``; returns their dest names. Every
+    default is None, so that ``given_values`` can tell what the user set."""
+    hints = typing.get_type_hints(cls)
+    dests = []
+    for f in dataclasses.fields(cls):
+        kind, optional = field_kind(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        helptext = f"{f.metadata.get('help', '')} ({describe_type(hints[f.name])}; default {default})"
+        kw = dict(dest=f.name, default=None, help=helptext.replace("%", "%%"))
+        if kind == "bool":
+            group.add_argument(flag_name(f), action=argparse.BooleanOptionalAction, **kw)
+        elif kind == "list[int]":
+            group.add_argument(flag_name(f), nargs="+", type=_parser(kind, False, f.name), metavar="N", **kw)
+        else:
+            choices = choices_of(hints[f.name])
+            metavar = "{" + ",".join(map(str, choices)) + "}" if choices else f.name.upper()
+            group.add_argument(flag_name(f), type=_parser(kind, optional, f.name), metavar=metavar, **kw)
+        dests.append(f.name)
+    return dests
+
+
+def given_values(args: argparse.Namespace, dests: list[str]) -> dict:
+    """The settings the user gave on the command line."""
+    return {d: getattr(args, d) for d in dests if getattr(args, d, None) is not None}
+
+
+def reject_foreign(args: argparse.Namespace, foreign: dict[str, list[str]], family: str) -> None:
+    """Flags that belong to other families only: name the family they belong to."""
+    for dest, owners in foreign.items():
+        if getattr(args, "_foreign_" + dest, None) is not None:
+            raise ConfigError(
+                f"--{dest.replace('_', '-')} is a setting of the {' and '.join(owners)} model"
+                f"{'s' if len(owners) > 1 else ''}, not of {family} (choose the model with --model)"
+            )

@@ -1,0 +1,67 @@
+"""Run records of earlier releases, brought to the current format.
+
+A run record (``config.json``, and the same JSON in every checkpoint) is
+``{"format": 2, "dgmkit_version", "config": {model, data, optim, eval}, "data": {...}}``.
+dgmkit 0.1 wrote format 1 (no ``format`` key): one flat table of keys shared by every family.
+Each family says which 0.1 configs were its own (``claims_v1``) and which of their keys it keeps
+(``from_v1``), so this module needs to know no family.
+"""
+
+import dataclasses
+
+from dgmkit.config.schema import SECTIONS, RunConfig
+from dgmkit.errors import CheckpointError, ConfigError
+from dgmkit.families import FAMILIES
+
+__all__ = ["FORMAT", "migrate_record", "config_from_v1", "check_record"]
+
+FORMAT = 2
+_V1_DEFAULT_IW_SAMPLES = 5000
+
+
+def config_from_v1(flat: dict, source: str = "config") -> dict:
+    """The sectioned config of a dgmkit 0.1 flat config."""
+    owners = [cls for cls in FAMILIES.values() if cls.claims_v1(flat)]
+    if len(owners) != 1:
+        raise CheckpointError(f"{source}: model {flat.get('model')!r} of dgmkit 0.1 is not known to this dgmkit")
+    family = owners[0]
+    out = {"model": {"name": family.name, **family.from_v1(flat)}}
+    for name, cls in SECTIONS.items():
+        out[name] = {f.name: flat[f.name] for f in dataclasses.fields(cls) if f.name in flat}
+    if family.fit != "gradient":
+        out["optim"] = {k: v for k, v in out["optim"].items() if k in ("seed", "device")}
+    if out["eval"].get("iw_samples") == _V1_DEFAULT_IW_SAMPLES:
+        out["eval"]["iw_samples"] = None  # 0.1 stored its default; the family's default now applies
+    return out
+
+
+def migrate_record(record: object, source: str) -> dict:
+    """The record in the current format, or CheckpointError naming what is wrong."""
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict) or not isinstance(record.get("data"), dict):
+        raise CheckpointError(f"{source} holds no dgmkit run record (config and data)")
+    version = record.get("format", 1)
+    if version == FORMAT:
+        return record
+    if version == 1:
+        return {**record, "format": FORMAT, "config": config_from_v1(record["config"], source), "migrated_from": 1}
+    if isinstance(version, int) and version > FORMAT:
+        raise CheckpointError(f"{source} was written by a newer dgmkit (run format {version}); upgrade dgmkit")
+    raise CheckpointError(f"{source} has an unknown run format {version!r}")
+
+
+def check_record(record: dict, source: str) -> RunConfig:
+    """The RunConfig of a (migrated) record, with its data description checked."""
+    try:
+        cfg = RunConfig.from_dict(record["config"], source)
+    except ConfigError as e:
+        raise CheckpointError(f"{source} holds a config this dgmkit rejects: {e}") from None
+    d = record["data"]
+    shape = d.get("event_shape")
+    levels = d.get("num_levels")
+    if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(isinstance(v, int) and 0 < v <= 2**16 for v in shape)):
+        raise CheckpointError(f"{source}: event_shape {shape!r} is not a list of 1 to 4 positive sizes")
+    if levels is not None and not (isinstance(levels, int) and not isinstance(levels, bool) and 2 <= levels <= 2**16):
+        raise CheckpointError(f"{source}: num_levels {levels!r} is not an integer in 2..65536 or null")
+    if not isinstance(d.get("transform"), str):
+        raise CheckpointError(f"{source}: the data transform is missing")
+    return cfg

@@ -1,0 +1,14 @@
+"""Model families: one module each, registered by name (see ``families.base``).
+
+Adding a family: write its module (a ``@register_family`` FamilyConfig), its networks and its
+tests, and import it below: that line is its registration.
+"""
+
+from dgmkit.families.base import FIT_PATHS, FamilyConfig
+from dgmkit.families.registry import FAMILIES, get_family, register_family
+
+from dgmkit.families import vae, dvae, ae, ppca, loglinear, helmholtz, flow, arm  # noqa: E402, F401, I001 - registration
+
+DEFAULT_FAMILY = "vae"
+
+__all__ = ["FamilyConfig", "FAMILIES", "FIT_PATHS", "DEFAULT_FAMILY", "get_family", "register_family"]

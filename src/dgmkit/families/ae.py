@@ -1,0 +1,40 @@
+"""The deterministic autoencoder family: z = f(x), trained on log p(x | z = f(x)); no prior, no
+density (evaluation reports the reconstruction only)."""
+
+import dataclasses
+
+from dgmkit.conditional import Decoder
+from dgmkit.data import Dataset, DataTransform
+from dgmkit.families.base import FamilyConfig
+from dgmkit.families.parts import LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
+from dgmkit.families.registry import register_family
+from dgmkit.models import Autoencoder
+from dgmkit.objectives import Objective, Reconstruction
+from dgmkit.settings import setting
+
+__all__ = ["AutoencoderConfig"]
+
+
+@register_family
+@dataclasses.dataclass
+class AutoencoderConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
+    name = "ae"
+    summary = "deterministic autoencoder (a baseline: no prior, no density)"
+
+    latent_dim: int = setting(32, "code dimensions", min=1)
+
+    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+        return LikelihoodSettings.transform(self, dataset, binarize)
+
+    def describe(self) -> str:
+        return f"an autoencoder ({self.hidden} {self.encoder} networks, {self.latent_dim}-D code)"
+
+    def training_objective(self) -> Objective:
+        return Reconstruction()
+
+    def build(self, event_shape, num_levels, init_data=None, seed=0) -> Autoencoder:
+        self.check_networks(event_shape)
+        head = self.head(num_levels)
+        decoder = Decoder(decoder_net(self, event_shape, self.latent_dim, head.params_per_pixel), head, event_shape)
+        enc = encoder_net(self, event_shape, self.latent_dim)
+        return Autoencoder(enc, decoder, self.latent_dim, self.input_scale(num_levels))

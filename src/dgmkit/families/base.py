@@ -1,0 +1,92 @@
+"""What a model family is: a typed settings dataclass that builds, trains and scores its models.
+
+A family module holds one ``FamilyConfig`` subclass (nanoGPT keeps ``GPTConfig`` beside
+``GPT``): its fields are the family's settings with their own defaults, types, ranges and help
+(``dgmkit.settings.setting``), from which config files and command-line flags are derived; its
+methods say how data meets the model (``transform``), how the model is built (``build``), what
+it is trained on (``objective``, with ``fit`` naming the fit path: gradient steps, closed form
+or EM) and how many importance samples its evaluation takes by default. ``@register_family``
+adds it to the registry; ``config/``, ``cli/`` and ``evaluation/`` never name a family.
+"""
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from dgmkit.data import Dataset, DataTransform
+from dgmkit.models import GenerativeModel
+from dgmkit.objectives import Objective
+
+__all__ = ["FamilyConfig", "FIT_PATHS"]
+
+FIT_PATHS = ("gradient", "closed-form", "em")
+
+
+@dataclasses.dataclass
+class FamilyConfig(ABC):
+    """The settings of one model family (subclasses are dataclasses of ``setting`` fields)."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    fit: ClassVar[str] = "gradient"
+
+    def validate(self) -> None:  # noqa: B027 - rules between fields, none by default
+        """Raise ConfigError where fields contradict each other."""
+
+    @abstractmethod
+    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+        """How the stored data become what the model scores."""
+
+    @abstractmethod
+    def build(
+        self,
+        event_shape: tuple[int, ...],
+        num_levels: int | None,
+        init_data: torch.Tensor | None = None,
+        seed: int = 0,
+    ) -> GenerativeModel:
+        """The model for data of ``event_shape`` with ``num_levels`` levels (None: continuous).
+        ``init_data``: transformed training data, where ``needs_init_data`` says so."""
+
+    def training_objective(self) -> Objective:
+        """What gradient training minimizes (families fitted otherwise have none)."""
+        raise NotImplementedError(f"the {self.name} family is fitted by {self.fit}, not by an objective")
+
+    @property
+    def needs_init_data(self) -> bool:
+        return False
+
+    @property
+    def default_iw_samples(self) -> int:
+        """Importance samples of ``dgm eval`` (0 where the likelihood is exact)."""
+        return 0
+
+    def trainer_options(self) -> dict:
+        """Extra keyword arguments of the Trainer (a KL weight schedule, ...)."""
+        return {}
+
+    @property
+    def iterations(self) -> int | None:
+        """EM iterations (families fitted by EM)."""
+        return None
+
+    def describe(self) -> str:
+        """One line that says what model this is."""
+        return self.name
+
+    @classmethod
+    def claims_v1(cls, flat: dict) -> bool:
+        """Whether a dgmkit 0.1 flat config describes a model of this family."""
+        return flat.get("model", "vae") == cls.name
+
+    @classmethod
+    def from_v1(cls, flat: dict) -> dict:
+        """This family's keys from a dgmkit 0.1 flat config (all keys, defaults included).
+        Families that did not exist then keep this default, which takes no key."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return {k: v for k, v in flat.items() if k in names}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

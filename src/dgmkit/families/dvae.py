@@ -1,0 +1,78 @@
+"""The discrete VAE family: V categorical latent variables of K classes each, trained by the
+Gumbel-softmax relaxation or the score-function (REINFORCE) estimator."""
+
+import dataclasses
+import math
+from typing import Literal
+
+from torch import nn
+
+from dgmkit.conditional import CategoricalEncoder, Decoder
+from dgmkit.data import Dataset, DataTransform
+from dgmkit.errors import ConfigError
+from dgmkit.families.base import FamilyConfig
+from dgmkit.families.parts import LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
+from dgmkit.families.registry import register_family
+from dgmkit.models import CategoricalVAE
+from dgmkit.nn import MLP
+from dgmkit.objectives import GumbelSoftmaxELBO, Objective, ReinforceELBO
+from dgmkit.priors import UniformCategoricalPrior
+from dgmkit.settings import setting
+
+__all__ = ["DiscreteVAEConfig"]
+
+
+@register_family
+@dataclasses.dataclass
+class DiscreteVAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
+    name = "dvae"
+    summary = "VAE with categorical latents: Gumbel-softmax or REINFORCE"
+
+    latent_dim: int = setting(30, "categorical latent variables V", min=1)
+    latent_classes: int = setting(10, "classes K of each latent variable", min=2)
+    objective: Literal["gumbel-softmax", "reinforce"] = setting("gumbel-softmax", "the gradient estimator")
+    temperature: float = setting(1.0, "gumbel-softmax: initial relaxation temperature", gt=0)
+    temperature_min: float = setting(0.5, "gumbel-softmax: the temperature's floor", gt=0)
+    anneal_rate: float = setting(3e-5, "gumbel-softmax: tau_t = max(tau_min, tau_0 exp(-rate * step))", min=0)
+    straight_through: bool = setting(False, "gumbel-softmax: hard one-hot forward pass, relaxed gradient")
+    beta: float = setting(1.0, "weight of the KL term (the reported ELBO keeps 1)", min=0)
+    warmup: float = setting(0.0, "epochs of linear KL warm-up from 0 to beta", min=0)
+
+    @classmethod
+    def claims_v1(cls, flat: dict) -> bool:  # 0.1 spelled it --model vae --latent categorical
+        return flat.get("model", "vae") == "vae" and flat.get("latent") == "categorical"
+
+    def validate(self) -> None:
+        if self.temperature_min > self.temperature:
+            raise ConfigError(f"need temperature_min <= temperature, got {self.temperature_min} > {self.temperature}")
+
+    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+        return LikelihoodSettings.transform(self, dataset, binarize)
+
+    @property
+    def default_iw_samples(self) -> int:
+        return 5000
+
+    def trainer_options(self) -> dict:
+        return {"beta": self.beta, "warmup_epochs": self.warmup}
+
+    def describe(self) -> str:
+        return f"a discrete VAE ({self.latent_dim} categorical latents of {self.latent_classes} classes, {self.objective})"
+
+    def training_objective(self) -> Objective:
+        if self.objective == "reinforce":
+            return ReinforceELBO()
+        return GumbelSoftmaxELBO(self.temperature, self.temperature_min, self.anneal_rate, self.straight_through)
+
+    def build(self, event_shape, num_levels, init_data=None, seed=0) -> CategoricalVAE:
+        self.check_networks(event_shape)
+        m = self.latent_dim * self.latent_classes  # the decoder reads the flattened one-hot vectors
+        head = self.head(num_levels)
+        decoder = Decoder(decoder_net(self, event_shape, m, head.params_per_pixel), head, event_shape)
+        encoder = CategoricalEncoder(encoder_net(self, event_shape, m), self.latent_dim, self.latent_classes)
+        prior = UniformCategoricalPrior(self.latent_dim, self.latent_classes)
+        baseline = None
+        if self.objective == "reinforce":  # the score-function estimator's learned control variate b(x)
+            dims = math.prod(event_shape)
+            baseline = nn.Sequential(nn.Flatten(), MLP(dims, [self.hidden[-1]], 1, self.activation))
+        return CategoricalVAE(encoder, decoder, prior, self.input_scale(num_levels), baseline=baseline)

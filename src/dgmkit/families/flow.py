@@ -1,0 +1,86 @@
+"""The normalizing-flow family: NICE, RealNVP, Glow and MAF as models of data, trained by
+exact maximum likelihood; 8-bit images are dequantized (uniformly, or variationally with a
+learned q(u|x) whose bound is then both the objective and the evaluation)."""
+
+import dataclasses
+import math
+from typing import Literal
+
+from dgmkit.data import Dataset, DataTransform, density_transform
+from dgmkit.errors import ConfigError
+from dgmkit.families.base import FamilyConfig
+from dgmkit.families.parts import Activation
+from dgmkit.families.registry import register_family
+from dgmkit.models import FlowModel, GenerativeModel, LogitNormalDequantizer, VariationallyDequantizedFlow
+from dgmkit.objectives import DequantizationBound, MaximumLikelihood, Objective
+from dgmkit.settings import setting
+from dgmkit.transforms import IMAGE_FLOWS, VECTOR_FLOWS, Compose, Logit
+
+__all__ = ["FlowConfig"]
+
+
+@register_family
+@dataclasses.dataclass
+class FlowConfig(FamilyConfig):
+    name = "flow"
+    summary = "normalizing flow (NICE, RealNVP, Glow, MAF): exact likelihood"
+
+    flow: Literal["nice", "realnvp", "glow", "maf"] = setting("realnvp", "the flow architecture")
+    hidden: list[int] = setting([64, 64], "coupling/MADE network widths (image flows: channels = the first)", min=1)
+    activation: Activation = setting("relu", "the networks' activation (vector flows)")
+    flow_layers: int = setting(4, "couplings (or MADE layers, or Glow steps) per level", min=1)
+    flow_levels: int = setting(2, "image flows: scales of the multi-scale architecture", min=1)
+    flow_blocks: int = setting(1, "image flows: residual blocks per coupling network", min=0)
+    logit_alpha: float = setting(0.05, "dequantized data y -> logit(alpha + (1 - 2 alpha) y)", gt=0, lt=0.5)
+    dequantization: Literal["uniform", "variational"] = setting("uniform", "integer data: uniform or learned q(u|x)")
+    dequantization_samples: int = setting(1, "variational: importance samples of the training bound", min=1)
+
+    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+        return density_transform(dataset, variational=self.dequantization == "variational")
+
+    @property
+    def default_iw_samples(self) -> int:
+        return 64 if self.dequantization == "variational" else 0  # each sample is a pass of the whole flow
+
+    def describe(self) -> str:
+        return f"a {self.flow} flow ({self.flow_layers} layers per level)"
+
+    def training_objective(self) -> Objective:
+        if self.dequantization == "variational":
+            return DequantizationBound(self.dequantization_samples)
+        return MaximumLikelihood()
+
+    def _image_flow_fits(self, event_shape) -> bool:
+        if self.flow not in IMAGE_FLOWS or len(event_shape) != 3 or min(event_shape[1:]) < 2:
+            return False
+        factor = 2 ** (self.flow_levels - (self.flow == "realnvp"))
+        return event_shape[1] % factor == 0 and event_shape[2] % factor == 0
+
+    def build(self, event_shape, num_levels, init_data=None, seed=0) -> GenerativeModel:
+        """The multi-scale convolutional RealNVP or Glow for images whose sides the levels
+        divide, else the vector version over the flattened data. Quantized data (num_levels
+        set) arrive dequantized in [0, 1] and get the logit pre-processing."""
+        if self._image_flow_fits(event_shape):
+            bij = IMAGE_FLOWS[self.flow](
+                tuple(event_shape), hidden=self.hidden[0], layers=self.flow_layers, levels=self.flow_levels,
+                blocks=self.flow_blocks,
+            )  # fmt: skip
+            flatten = False
+        else:
+            bij = VECTOR_FLOWS[self.flow](math.prod(event_shape), self.hidden, self.flow_layers, act=self.activation)
+            flatten = True
+        if num_levels is not None:
+            bij = Compose([Logit(self.logit_alpha), bij])
+        flow = FlowModel(bij, tuple(event_shape), flatten=flatten)
+        if self.dequantization == "variational":
+            if num_levels is None:
+                raise ConfigError("variational dequantization needs integer data")
+            return VariationallyDequantizedFlow(flow, LogitNormalDequantizer(event_shape[0], num_levels, self.hidden[0]))
+        return flow
+
+    @classmethod
+    def from_v1(cls, flat: dict) -> dict:
+        values = super().from_v1(flat)
+        if "samples" in flat:
+            values["dequantization_samples"] = flat["samples"]
+        return values

@@ -1,0 +1,49 @@
+"""The Helmholtz machine family: a sigmoid belief network with a recognition network, trained
+by wake-sleep or reweighted wake-sleep."""
+
+import dataclasses
+from typing import Literal
+
+from dgmkit.data import Dataset, DataTransform, make_transform
+from dgmkit.families.base import FamilyConfig
+from dgmkit.families.registry import register_family
+from dgmkit.models import HelmholtzMachine
+from dgmkit.objectives import Objective, ReweightedWakeSleep, WakeSleep
+from dgmkit.settings import setting
+
+__all__ = ["HelmholtzConfig"]
+
+
+@register_family
+@dataclasses.dataclass
+class HelmholtzConfig(FamilyConfig):
+    name = "helmholtz"
+    summary = "Helmholtz machine (sigmoid belief net): wake-sleep or reweighted wake-sleep"
+
+    layers: list[int] = setting([200, 50], "sizes of the stochastic binary layers, bottom (next to x) to top", min=1)
+    objective: Literal["wake-sleep", "rws"] = setting("rws", "the learning algorithm")
+    iw_k: int = setting(5, "rws: importance samples per datapoint", min=1)
+
+    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+        return make_transform("bernoulli", dataset, binarize)
+
+    @property
+    def default_iw_samples(self) -> int:
+        return 5000
+
+    def describe(self) -> str:
+        return f"a Helmholtz machine (layers {self.layers}, {self.objective})"
+
+    def training_objective(self) -> Objective:
+        return ReweightedWakeSleep(k=self.iw_k) if self.objective == "rws" else WakeSleep()
+
+    def build(self, event_shape, num_levels, init_data=None, seed=0) -> HelmholtzMachine:
+        return HelmholtzMachine(event_shape, self.layers)
+
+    @classmethod
+    def from_v1(cls, flat: dict) -> dict:
+        return {
+            "layers": [*flat.get("hidden", [512, 256]), flat.get("latent_dim", 32)],
+            "objective": flat.get("objective", "rws"),
+            "iw_k": flat.get("iw_k", 5),
+        }

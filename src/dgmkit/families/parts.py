@@ -1,0 +1,89 @@
+"""Settings and builders that several families share: likelihood heads and encoder/decoder
+networks. A family includes a part by inheriting its settings dataclass."""
+
+import dataclasses
+import math
+from typing import Literal
+
+from torch import nn
+
+from dgmkit.conditional import BernoulliHead, CategoricalHead, GaussianHead, LikelihoodHead, LogisticMixtureHead
+from dgmkit.data import Dataset, DataTransform, make_transform
+from dgmkit.errors import ConfigError
+from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
+from dgmkit.settings import setting
+
+__all__ = ["LikelihoodSettings", "NetworkSettings", "encoder_net", "decoder_net", "Activation"]
+
+Activation = Literal["relu", "elu", "tanh", "gelu", "silu"]
+
+
+@dataclasses.dataclass
+class LikelihoodSettings:
+    """p(x|.) per pixel: Bernoulli, Gaussian (dequantized or continuous data), 256-way (L-way)
+    categorical or discretized logistic mixture."""
+
+    likelihood: Literal["bernoulli", "gaussian", "categorical", "logistic"] = setting(
+        "bernoulli", "the output density p(x|z) per pixel"
+    )
+    gaussian_variance: Literal["fixed", "learned", "predicted"] = setting(
+        "learned", "gaussian likelihood: a fixed scale, one learned per pixel, or predicted per datapoint"
+    )
+    gaussian_scale: float = setting(0.1, "gaussian likelihood: the fixed (or initial) scale", gt=0)
+    gaussian_min_scale: float = setting(0.01, "gaussian likelihood: the floor of the scale", gt=0)
+    logistic_components: int = setting(5, "logistic likelihood: mixture components per pixel", min=1, max=64)
+
+    def head(self, num_levels: int | None) -> LikelihoodHead:
+        if self.likelihood == "bernoulli":
+            return BernoulliHead()
+        if self.likelihood == "gaussian":
+            return GaussianHead(self.gaussian_variance, self.gaussian_scale, self.gaussian_min_scale)
+        if num_levels is None:
+            raise ConfigError(f"the {self.likelihood} likelihood needs integer data")
+        if self.likelihood == "categorical":
+            return CategoricalHead(num_levels)
+        return LogisticMixtureHead(num_levels, self.logistic_components)
+
+    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+        return make_transform(self.likelihood, dataset, binarize)
+
+    def input_scale(self, num_levels: int | None) -> float:
+        """Integer targets (categorical, logistic) reach the networks scaled to [0, 1]."""
+        return 1.0 / (num_levels - 1) if self.likelihood in ("categorical", "logistic") and num_levels else 1.0
+
+
+@dataclasses.dataclass
+class NetworkSettings:
+    """Encoder and decoder networks: MLP, gated MLP or convolutional."""
+
+    encoder: Literal["mlp", "gated", "conv"] = setting("mlp", "the encoder network")
+    decoder: Literal["mlp", "gated", "conv"] | None = setting(None, "the decoder network (default: as the encoder)")
+    hidden: list[int] = setting([512, 256], "hidden layer sizes, input side first (conv: channels = the first)", min=1)
+    activation: Activation = setting("relu", "the networks' activation")
+
+    def check_networks(self, event_shape: tuple[int, ...]) -> None:
+        for kind in (self.encoder, self.decoder or self.encoder):
+            ok = len(event_shape) == 3 and event_shape[1] >= 4 and event_shape[1] % 4 == 0 and event_shape[2] % 4 == 0
+            if kind == "conv" and not ok:
+                raise ConfigError(f"conv networks need images with height and width divisible by 4, got shape {event_shape}")
+
+
+def encoder_net(s: NetworkSettings, event_shape: tuple[int, ...], out: int) -> nn.Module:
+    """x (B, *event) -> (B, out)."""
+    dims = math.prod(event_shape)
+    if s.encoder == "conv":
+        return ConvEncoderNet(event_shape, out, hidden=s.hidden[0], act=s.activation)
+    if s.encoder == "gated":
+        return nn.Sequential(nn.Flatten(), GatedMLP(dims, s.hidden, out))
+    return nn.Sequential(nn.Flatten(), MLP(dims, s.hidden, out, s.activation))
+
+
+def decoder_net(s: NetworkSettings, event_shape: tuple[int, ...], latent: int, params_per_pixel: int) -> nn.Module:
+    """z (N, latent) -> the head's parameters: (N, D * P) flat, or (N, C * P, H, W) for conv."""
+    kind = s.decoder or s.encoder
+    dims = math.prod(event_shape)
+    if kind == "conv":
+        return ConvDecoderNet(latent, event_shape, event_shape[0] * params_per_pixel, hidden=s.hidden[0], act=s.activation)
+    if kind == "gated":
+        return GatedMLP(latent, list(reversed(s.hidden)), dims * params_per_pixel)
+    return MLP(latent, list(reversed(s.hidden)), dims * params_per_pixel, s.activation)

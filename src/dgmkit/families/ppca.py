@@ -1,0 +1,39 @@
+"""The probabilistic PCA family: the linear Gaussian latent variable model, fitted by maximum
+likelihood in closed form (Tipping & Bishop 1999); everything about it is exact."""
+
+import dataclasses
+import math
+
+from dgmkit.data import Dataset, DataTransform, make_transform
+from dgmkit.errors import ConfigError
+from dgmkit.families.base import FamilyConfig
+from dgmkit.families.registry import register_family
+from dgmkit.models import PPCA
+from dgmkit.settings import setting
+
+__all__ = ["PPCAConfig"]
+
+
+@register_family
+@dataclasses.dataclass
+class PPCAConfig(FamilyConfig):
+    name = "ppca"
+    summary = "probabilistic PCA, fitted in closed form (exact likelihood)"
+    fit = "closed-form"
+
+    latent_dim: int = setting(10, "latent dimensions M (< data dimensions)", min=1)
+
+    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+        return make_transform("gaussian", dataset, binarize)
+
+    def describe(self) -> str:
+        return f"PPCA (M = {self.latent_dim})"
+
+    def build(self, event_shape, num_levels, init_data=None, seed=0) -> PPCA:
+        if not self.latent_dim < math.prod(event_shape):
+            raise ConfigError(f"ppca's latent_dim must be below the {event_shape} data's dimensions, got {self.latent_dim}")
+        return PPCA.empty(tuple(event_shape), self.latent_dim)
+
+    @classmethod
+    def from_v1(cls, flat: dict) -> dict:
+        return {"latent_dim": flat["latent_dim"]} if "latent_dim" in flat else {}

@@ -1,0 +1,106 @@
+"""The VAE family: Gaussian latents, an amortized q(z|x), pluggable priors and posteriors,
+trained by the ELBO (with beta, KL warm-up and free bits) or the IWAE bound."""
+
+import dataclasses
+from typing import Literal
+
+import torch
+
+from dgmkit.conditional import Decoder, GaussianEncoder, IAFEncoder
+from dgmkit.data import Dataset, DataTransform
+from dgmkit.errors import ConfigError
+from dgmkit.families.base import FamilyConfig
+from dgmkit.families.parts import LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
+from dgmkit.families.registry import register_family
+from dgmkit.models import VAE
+from dgmkit.objectives import ELBO, IWAE, Objective
+from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
+from dgmkit.settings import setting
+from dgmkit.transforms import VECTOR_FLOWS, iaf
+
+__all__ = ["VAEConfig"]
+
+
+@register_family
+@dataclasses.dataclass
+class VAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
+    name = "vae"
+    summary = "variational autoencoder: Gaussian latents, ELBO or IWAE"
+
+    latent_dim: int = setting(32, "latent dimensions M", min=1)
+    prior: Literal["standard", "mog", "vampprior", "flow"] = setting("standard", "the prior p(z)")
+    prior_components: int | None = setting(None, "mog / vampprior components K (default 10 / 500)", min=1)
+    pseudo_init: Literal["random", "data"] = setting("random", "vampprior pseudo-inputs: random, or random training images")
+    posterior: Literal["gaussian", "iaf"] = setting("gaussian", "q(z|x): diagonal Gaussian, or followed by IAF layers")
+    flow: Literal["nice", "realnvp", "glow", "maf"] = setting("maf", "the flow of --prior flow")
+    flow_layers: int = setting(4, "layers of the flow prior or of the IAF posterior", min=1)
+    objective: Literal["elbo", "iwae"] = setting("elbo", "the training objective")
+    samples: int = setting(1, "elbo: posterior samples per datapoint", min=1)
+    iw_k: int = setting(5, "iwae: importance samples per datapoint", min=1)
+    beta: float = setting(1.0, "weight of the KL term (beta-VAE; the reported ELBO keeps 1)", min=0)
+    warmup: float = setting(0.0, "epochs of linear KL warm-up from 0 to beta", min=0)
+    free_bits: float = setting(0.0, "elbo: floor (nats) on each latent dimension's batch-mean KL", min=0)
+
+    @classmethod
+    def claims_v1(cls, flat: dict) -> bool:
+        return flat.get("model", "vae") == "vae" and flat.get("latent", "gaussian") == "gaussian"
+
+    def validate(self) -> None:
+        if self.free_bits and (self.objective != "elbo" or self.prior != "standard" or self.posterior != "gaussian"):
+            raise ConfigError("free_bits needs the elbo objective, the standard prior and the gaussian posterior")
+
+    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+        return LikelihoodSettings.transform(self, dataset, binarize)
+
+    @property
+    def needs_init_data(self) -> bool:
+        return self.prior == "vampprior" and self.pseudo_init == "data"
+
+    @property
+    def default_iw_samples(self) -> int:
+        return 5000
+
+    def trainer_options(self) -> dict:
+        return {"beta": self.beta, "warmup_epochs": self.warmup}
+
+    def describe(self) -> str:
+        return (
+            f"a VAE ({self.hidden} {self.encoder.upper() if self.encoder == 'mlp' else self.encoder} networks, "
+            f"{self.latent_dim}-D latent, {self.prior} prior, {self.likelihood.capitalize()} likelihood)"
+        )
+
+    def training_objective(self) -> Objective:
+        if self.objective == "iwae":
+            return IWAE(k=self.iw_k)
+        return ELBO(num_samples=self.samples, free_bits=self.free_bits)
+
+    def build(self, event_shape, num_levels, init_data=None, seed=0) -> VAE:
+        self.check_networks(event_shape)
+        m = self.latent_dim
+        head = self.head(num_levels)
+        decoder = Decoder(decoder_net(self, event_shape, m, head.params_per_pixel), head, event_shape)
+        if self.posterior == "iaf":
+            c = self.hidden[-1]  # the context h(x) of the IAF layers
+            flow = iaf(m, self.hidden, self.flow_layers, context_features=c, act=self.activation)
+            encoder = IAFEncoder(encoder_net(self, event_shape, 2 * m + c), m, c, flow)
+        else:
+            encoder = GaussianEncoder(encoder_net(self, event_shape, 2 * m), m)
+        scale = self.input_scale(num_levels)
+        return VAE(encoder, decoder, self._prior(event_shape, scale, init_data, seed), scale)
+
+    def _prior(self, event_shape, input_scale: float, init_data: torch.Tensor | None, seed: int) -> Prior:
+        m = self.latent_dim
+        if self.prior == "standard":
+            return StandardNormalPrior(m)
+        if self.prior == "flow":
+            return FlowPrior(m, VECTOR_FLOWS[self.flow](m, self.hidden, self.flow_layers, act=self.activation))
+        if self.prior == "mog":
+            return MixtureOfGaussiansPrior(m, self.prior_components or 10)
+        k = self.prior_components or 500
+        init = None
+        if self.pseudo_init == "data" and init_data is not None:
+            if len(init_data) < k:
+                raise ConfigError(f"pseudo_init = data needs at least {k} training images, got {len(init_data)}")
+            idx = torch.randperm(len(init_data), generator=torch.Generator().manual_seed(seed))[:k]
+            init = init_data[idx].float() * input_scale
+        return VampPrior(m, tuple(event_shape), k, init=init)

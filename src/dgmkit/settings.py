@@ -1,0 +1,158 @@
+"""Typed settings: dataclass fields that carry their own help text and ranges.
+
+Every configurable key of dgmkit (a family's model settings, the data, optimisation and
+evaluation sections of a run) is a dataclass field declared with :func:`setting`. From that one
+declaration come the type and range checks of config files and flags (:func:`check`), the
+command-line flags (``dgmkit.cli``) and the documentation (``--help``). Choices are ``Literal``
+types; ``X | None`` means the key may be switched off.
+
+>>> from dataclasses import dataclass
+>>> @dataclass
+... class Example:
+...     epochs: int = setting(10, "passes over the data", min=1)
+>>> check(Example(epochs=0))
+Traceback (most recent call last):
+...
+dgmkit.errors.ConfigError: epochs must be >= 1, got 0
+"""
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from typing import Any, Literal
+
+from dgmkit.errors import ConfigError
+
+__all__ = ["setting", "check", "from_dict", "field_kind", "describe_type", "choices_of"]
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    flag: str | None = None,
+) -> Any:
+    """A dataclass field with help text and an optional range (``min <= v <= max``,
+    ``gt < v < lt``). Lists are copied per instance. ``flag`` overrides the flag's name."""
+    meta = {"help": help, "min": min, "max": max, "gt": gt, "lt": lt, "flag": flag}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _split_optional(tp) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        if len(args) == 1:
+            return args[0], optional
+        return typing.Union[tuple(args)], optional  # noqa: UP007 - a runtime-built union
+    if origin is Literal and None in typing.get_args(tp):
+        return Literal[tuple(a for a in typing.get_args(tp) if a is not None)], True
+    return tp, False
+
+
+def field_kind(tp) -> tuple[str, bool]:
+    """One of "int", "float", "bool", "str", "choice", "list[int]", and whether None is allowed."""
+    base, optional = _split_optional(tp)
+    if typing.get_origin(base) is Literal:
+        return "choice", optional
+    if typing.get_origin(base) is list:
+        return "list[int]", optional
+    return {int: "int", float: "float", bool: "bool", str: "str"}[base], optional
+
+
+def choices_of(tp) -> tuple | None:
+    base, _ = _split_optional(tp)
+    return typing.get_args(base) if typing.get_origin(base) is Literal else None
+
+
+def describe_type(tp) -> str:
+    kind, optional = field_kind(tp)
+    text = "one of " + ", ".join(map(str, choices_of(tp))) if kind == "choice" else kind
+    return text + (" or none" if optional else "")
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _check_value(name: str, value, tp) -> None:
+    kind, optional = field_kind(tp)
+    if value is None:
+        if not optional:
+            raise ConfigError(f"{name} must be set ({describe_type(tp)}), got none")
+        return
+    ok = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "choice": lambda v: isinstance(v, str) and v in choices_of(tp),
+        "list[int]": lambda v: isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v),
+    }[kind](value)
+    if not ok:
+        if kind == "choice":
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices_of(tp)], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown {name} {value!r}{hint}; choose from {', '.join(map(str, choices_of(tp)))}")
+        raise ConfigError(f"{name} has the wrong type: {value!r} (expected {describe_type(tp)})")
+    if kind == "float" and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if kind == "str" and ("\0" in value or len(value) > 4096):
+        raise ConfigError(f"{name} is not a usable text value")
+
+
+def _check_range(name: str, value, meta) -> None:
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        raise ConfigError(f"{name} must be a non-empty list")
+    for v in items:
+        if meta.get("min") is not None and v < meta["min"]:
+            raise ConfigError(f"{name} must be >= {meta['min']}, got {value}")
+        if meta.get("max") is not None and v > meta["max"]:
+            raise ConfigError(f"{name} must be <= {meta['max']}, got {value}")
+        if meta.get("gt") is not None and not v > meta["gt"]:
+            raise ConfigError(f"{name} must be > {meta['gt']}, got {value}")
+        if meta.get("lt") is not None and not v < meta["lt"]:
+            raise ConfigError(f"{name} must be < {meta['lt']}, got {value}")
+
+
+def check(obj) -> None:
+    """Type- and range-check every field of a settings dataclass instance."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        _check_value(f.name, value, hints[f.name])
+        if value is not None and not isinstance(value, (bool, str)):
+            _check_range(f.name, value, f.metadata)
+
+
+def from_dict(cls, values: dict, source: str):
+    """An instance of settings dataclass ``cls`` from ``values``; unknown keys are rejected
+    with the closest known name."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a table of keys, got {type(values).__name__}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise ConfigError(f"{source}: {unknown_keys(unknown, known)}")
+    obj = cls(**values)
+    check(obj)
+    return obj
+
+
+def unknown_keys(unknown: list, known: list) -> str:
+    hints = []
+    for k in unknown:
+        close = difflib.get_close_matches(str(k), known, n=1)
+        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"unknown key(s) {', '.join(hints)}"
