@@ -10,7 +10,7 @@ from dgmkit.config import RunConfig
 from dgmkit.data import load_dataset
 
 # The model of both speed benchmarks: 784-512-256-32 MLP VAE, Bernoulli likelihood.
-REFERENCE = RunConfig(
+REFERENCE = RunConfig.of(
     dataset="binarized-mnist",
     likelihood="bernoulli",
     encoder="mlp",

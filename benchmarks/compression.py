@@ -46,12 +46,12 @@ def png_bytes(x: np.ndarray, binary: bool) -> int:
 def main() -> None:
     run = load_run(sys.argv[1])
     model = run.model
-    ds = load_dataset(run.cfg.dataset, data_dir(), download=False)
+    ds = load_dataset(run.cfg.data.dataset, data_dir(), download=False)
     x = ds.test.x[:, 0].numpy()  # (N, H, W) uint8
     n, dims = len(x), x[0].size
     binary = ds.num_levels == 2
     xt = torch.from_numpy(x.astype(np.int64)).unsqueeze(1)
-    print(f"# {run.cfg.arm} ({sys.argv[1]}) on {run.cfg.dataset} test: {n} images of {dims} pixels; {machine()}")
+    print(f"# {run.cfg.model.arm} ({sys.argv[1]}) on {run.cfg.data.dataset} test: {n} images of {dims} pixels; {machine()}")
     with torch.no_grad():
         nll = -torch.cat([model.log_prob(xt[i : i + 1000]) for i in range(0, n, 1000)]).double().sum().item()
     t0 = time.perf_counter()

@@ -66,7 +66,7 @@ def main():
         dataset.train,
         make_transform("bernoulli", dataset),
         epochs=1,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.optim.batch_size,
         device="cpu",
         progress=False,
     ).fit()

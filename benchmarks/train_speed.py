@@ -74,7 +74,7 @@ def dgmkit_loop(dataset, epochs: int, batch_size: int, seed: int) -> float:
             make_transform("bernoulli", dataset),
             epochs=epochs,
             batch_size=batch_size,
-            lr=cfg.lr,
+            lr=cfg.optim.lr,
             seed=seed,
             device="cpu",
             run_dir=run_dir,

@@ -30,7 +30,7 @@ def test_round_trip_is_bit_exact_and_the_rate_is_the_nll(kind):
 def coder_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("coding")
     for name, seed in (("a", "0"), ("b", "1")):
-        argv = ["train", "--model", "arm", "--arm", "pixelcnn", "--dataset", "digits-4x4", "--hidden", "8"]
+        argv = ["train", "--model", "arm", "--arm", "pixelcnn", "--dataset", "digits-4x4", "--channels", "8"]
         assert main([*argv, "--arm-layers", "3", "--epochs", "1", "--seed", seed, "--quiet", "--out", str(root / name)]) == 0
     from dgmkit.data import load_dataset
 

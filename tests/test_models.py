@@ -24,7 +24,7 @@ def batch(likelihood: str, shape, levels: int, n: int = 3) -> torch.Tensor:
 def test_model_forward_backward_sample(likelihood, net, shape):
     levels = 2 if likelihood == "bernoulli" else 17
     gaussian_variance = "predicted" if net == "conv" else "learned"
-    cfg = RunConfig(
+    cfg = RunConfig.of(
         likelihood=likelihood,
         encoder=net,
         hidden=[16],
@@ -51,11 +51,11 @@ def test_model_forward_backward_sample(likelihood, net, shape):
 
 def test_conv_needs_sizes_divisible_by_four():
     with pytest.raises(ConfigError, match="divisible by 4"):
-        build_model(RunConfig(encoder="conv"), (1, 1, 10), 2)
+        build_model(RunConfig.of(encoder="conv"), (1, 1, 10), 2)
 
 
 def test_decoder_keeps_sample_dimensions():
-    model = build_model(RunConfig(hidden=[8], latent_dim=2), (1, 8, 8), 2)
+    model = build_model(RunConfig.of(hidden=[8], latent_dim=2), (1, 8, 8), 2)
     px = model.likelihood(torch.zeros(5, 3, 2))
     assert px.batch_shape == (5, 3) and px.event_shape == (1, 8, 8)
     assert px.log_prob(torch.zeros(3, 1, 8, 8)).shape == (5, 3)

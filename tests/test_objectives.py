@@ -45,7 +45,7 @@ def test_iwae_with_one_sample_is_the_elbo_in_expectation():
     model, marginal = make(perturb=0.3)
     x = data(marginal, 8)
     torch.manual_seed(0)
-    w = log_importance_weights(model, x, k=200_000)  # each row is a 1-sample IWAE bound
+    w = log_importance_weights(model, x, k=200_000).log_w  # each row is a 1-sample IWAE bound
     one_sample = w.mean(0)
     stderr = w.std(0) / math.sqrt(w.shape[0])
     elbo = ELBO(20_000)(model, x).elbo  # closed-form KL, reconstruction term averaged over 20k samples
@@ -102,7 +102,7 @@ def test_iwae_gradient_is_the_self_normalized_weighting():
     g_ours = model.decoder.net[0].bias.grad.clone()
     model.zero_grad()
     torch.manual_seed(3)
-    log_w = log_importance_weights(model, x, 8)[:, 0]
+    log_w = log_importance_weights(model, x, 8).log_w[:, 0]
     weights = torch.softmax(log_w.detach(), 0)
     (-(weights * log_w).sum()).backward()
     assert torch.allclose(model.decoder.net[0].bias.grad, g_ours, atol=1e-10)

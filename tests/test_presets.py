@@ -17,10 +17,10 @@ def test_there_are_presets():
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_preset_builds(path):
     cfg = RunConfig.from_dict(load_config_file(path), source=str(path))
-    assert cfg.dataset in ("binarized-mnist", "mnist", "fashion-mnist")
-    levels = 2 if cfg.dataset == "binarized-mnist" else 256
+    assert cfg.data.dataset in ("binarized-mnist", "mnist", "fashion-mnist")
+    levels = 2 if cfg.data.dataset == "binarized-mnist" else 256
     model = build_model(cfg, (1, 28, 28), levels)
-    if cfg.model == "flow":  # dequantized 8-bit images in [0, 1)
+    if cfg.family == "flow":  # dequantized 8-bit images in [0, 1)
         x = torch.randint(0, 256, (2, 1, 28, 28)).float().add(torch.rand(2, 1, 28, 28)).div(256)
     else:
         x = (torch.rand(2, 1, 28, 28) < 0.2).float()

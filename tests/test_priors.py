@@ -52,26 +52,26 @@ def test_mixture_prior_responsibilities_and_assignment():
 
 
 def test_vampprior_is_the_average_posterior_at_its_pseudo_inputs():
-    cfg = RunConfig(prior="vampprior", prior_components=6, hidden=[16], latent_dim=3)
+    cfg = RunConfig.of(prior="vampprior", prior_components=6, hidden=[16], latent_dim=3)
     model = build_model(cfg, (1, 4, 4), 2)
     z = torch.randn(5, 3)
-    u = torch.nn.functional.hardtanh(model.prior.pseudo_inputs, 0, 1)
+    u = torch.nn.functional.hardtanh(model.prior_module.pseudo_inputs, 0, 1)
     per_k = torch.stack([model.encoder(u[k : k + 1]).log_prob(z) for k in range(6)])  # (K, 5)
     expected = torch.logsumexp(per_k, 0) - math.log(6)
     assert torch.allclose(model.prior().log_prob(z), expected, atol=1e-5)
-    # the encoder is shared, not owned: saved once, under the VAE
-    assert [k for k in model.state_dict() if k.startswith("prior.")] == ["prior.pseudo_inputs"]
+    # the encoder is the prior's context, not its submodule: saved once, under the VAE
+    assert [k for k in model.state_dict() if k.startswith("prior_module.")] == ["prior_module.pseudo_inputs"]
 
 
 def test_vampprior_from_data_and_checkpoint_round_trip(tmp_path):
     data = (torch.rand(50, 1, 4, 4) < 0.5).float()
-    cfg = RunConfig(prior="vampprior", prior_components=6, pseudo_init="data", hidden=[16], latent_dim=3)
+    cfg = RunConfig.of(prior="vampprior", prior_components=6, pseudo_init="data", hidden=[16], latent_dim=3)
     model = build_model(cfg, (1, 4, 4), 2, init_data=data)
-    rows = (model.prior.pseudo_inputs.detach() - 0.01) / 0.98
+    rows = (model.prior_module.pseudo_inputs.detach() - 0.01) / 0.98
     assert all(any(torch.allclose(r, d, atol=1e-6) for d in data) for r in rows)  # training images, moved inside (0, 1)
     loss = build_objective(cfg)(model, data[:8]).loss.mean()
     loss.backward()
-    assert model.prior.pseudo_inputs.grad.abs().sum() > 0
+    assert model.prior_module.pseudo_inputs.grad.abs().sum() > 0
     save_checkpoint(tmp_path / "c.safetensors", model, {"config": cfg.to_dict()})
     fresh = build_model(cfg, (1, 4, 4), 2)
     fresh.load_state_dict(load_checkpoint(tmp_path / "c.safetensors")["model"])
@@ -81,7 +81,7 @@ def test_vampprior_from_data_and_checkpoint_round_trip(tmp_path):
 
 @pytest.mark.parametrize("prior", ["mog", "vampprior"])
 def test_elbo_with_a_mixture_prior_estimates_the_kl_with_the_reconstruction_samples(prior):
-    cfg = RunConfig(prior=prior, prior_components=5, hidden=[16], latent_dim=3, samples=4)
+    cfg = RunConfig.of(prior=prior, prior_components=5, hidden=[16], latent_dim=3, samples=4)
     model = build_model(cfg, (1, 4, 4), 2)
     x = (torch.rand(6, 1, 4, 4) < 0.5).float()
     torch.manual_seed(11)

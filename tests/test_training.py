@@ -14,7 +14,7 @@ from dgmkit.data import load_dataset, make_transform
 from dgmkit.errors import CheckpointError, DgmError, TrainingError
 from dgmkit.training import Trainer, load_checkpoint, read_metadata
 
-CFG = RunConfig(
+CFG = RunConfig.of(
     dataset="digits",
     hidden=[32],
     latent_dim=3,
@@ -34,24 +34,24 @@ def digits():
 
 def make_trainer(digits, run_dir=None, objective=None, **kw):
     torch.manual_seed(123)  # model initialisation
-    cfg = CFG.replace(**{k: v for k, v in kw.items() if k in CFG.to_dict()})
+    cfg = CFG.replace(**{k: v for k, v in kw.items() if k in CFG.flat()})
     model = build_model(cfg, digits.event_shape, digits.num_levels)
-    extra = {k: v for k, v in kw.items() if k not in CFG.to_dict()}
+    extra = {k: v for k, v in kw.items() if k not in CFG.flat()}
     return Trainer(
         model,
         objective or build_objective(cfg),
         digits.train,
         make_transform("bernoulli", digits),
         valid=digits.valid,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        lr_schedule=cfg.lr_schedule,
-        warmup_epochs=cfg.warmup,
-        seed=cfg.seed,
-        device=cfg.device,
-        precision=cfg.precision,
-        patience=cfg.patience,
+        epochs=cfg.optim.epochs,
+        batch_size=cfg.optim.batch_size,
+        lr=cfg.optim.lr,
+        lr_schedule=cfg.optim.lr_schedule,
+        warmup_epochs=cfg.model.warmup,
+        seed=cfg.optim.seed,
+        device=cfg.optim.device,
+        precision=cfg.optim.precision,
+        patience=cfg.optim.patience,
         run_dir=run_dir,
         config={"config": cfg.to_dict()},
         progress=False,
@@ -99,16 +99,17 @@ def test_resume_ends_where_the_uninterrupted_run_ends(digits, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
     base = build_objective(CFG)
     calls = {"n": 0}
-    steps = -(-len(digits.train) // CFG.batch_size)
+    steps = -(-len(digits.train) // CFG.optim.batch_size)
 
-    def poisoned(model, x, beta):
-        calls["n"] += 1
-        terms = base(model, x, beta)
-        if calls["n"] > steps + 3 and model.training:  # epoch 2, step 4
-            return terms._replace(loss=terms.loss * float("nan"))
-        return terms
+    class Poisoned(type(base)):
+        def __call__(self, model, x, beta=1.0):
+            calls["n"] += 1
+            terms = base(model, x, beta)
+            if calls["n"] > steps + 3 and model.training:  # epoch 2, step 4
+                return terms._replace(loss=terms.loss * float("nan"))
+            return terms
 
-    trainer = make_trainer(digits, tmp_path, objective=poisoned)
+    trainer = make_trainer(digits, tmp_path, objective=Poisoned())
     with pytest.raises(TrainingError, match=r"nan at epoch 2.*last good checkpoint \(epoch 1\)"):
         trainer.fit()
     ckpt = load_checkpoint(tmp_path / "checkpoint.safetensors")

@@ -129,7 +129,8 @@ def _reporter(cfg: RunConfig, num_dims: int, shift: float, label: str, score: st
         last = m["epoch"] == fit.epochs or (patience is not None and fit.bad_epochs >= patience)
         if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):
             return
-        line = f"epoch {m['epoch']:>4}/{fit.epochs}  train -{label} {shift - m[f'train_{score}']:9.3f}"
+        step = "EM iteration" if cfg.model.fit == "em" else "epoch"
+        line = f"{step} {m['epoch']:>4}/{fit.epochs}  train -{label} {shift - m[f'train_{score}']:9.3f}"
         if f"valid_{score}" in m:
             value = shift - m[f"valid_{score}"]
             line += f"  valid -{label} {value:9.3f}"

@@ -15,9 +15,10 @@ from dgmkit.config.schema import RunConfig
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import CheckpointError, ConfigError, DataError
 from dgmkit.models import GenerativeModel
+from dgmkit.objectives import Objective
 from dgmkit.training import load_checkpoint
 
-__all__ = ["Run", "load_run", "run_record", "build_model", "read_json"]
+__all__ = ["Run", "load_run", "run_record", "build_model", "build_objective", "read_json"]
 
 
 def run_record(cfg: RunConfig, dataset: Dataset, transform: DataTransform) -> dict:
@@ -43,6 +44,11 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.optim.seed)
         return cfg.model.build(tuple(event_shape), num_levels, init_data, cfg.optim.seed)
+
+
+def build_objective(cfg: RunConfig) -> Objective:
+    """What gradient training of ``cfg``'s model minimizes."""
+    return cfg.model.training_objective()
 
 
 @dataclass

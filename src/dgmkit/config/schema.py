@@ -120,6 +120,11 @@ class RunConfig:
         return {k: v for name in SECTIONS for k, v in dataclasses.asdict(getattr(self, name)).items()}
 
     @classmethod
+    def of(cls, **values) -> "RunConfig":
+        """From flat keyword arguments: ``RunConfig.of(model="flow", flow="glow", epochs=3)``."""
+        return cls.from_dict(values, source="arguments")
+
+    @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
         """From flat keys or sections (see the module docstring)."""
         if not isinstance(values, dict):
