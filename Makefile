@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint bench bench-flows clean
+.PHONY: demo test test-all lint check examples bench bench-flows clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,8 +21,15 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q --run-slow $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks
+lint: $(VENV)/.installed  # style, imports, bugbear and type annotations of the library
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+
+examples: $(VENV)/.installed  # the README's Python examples run as printed
+	$(PY) examples/python_api.py
+	$(PY) examples/flows_and_arms.py
+
+check: lint examples
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/train_speed.py

@@ -59,7 +59,11 @@ def test_train_writes_a_self_describing_run(trained):
     names = {p.name for p in trained.iterdir()}
     assert {"config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl"} <= names
     record = json.loads((trained / "config.json").read_text())
-    assert record["format"] == 2 and record["config"]["model"] == {**record["config"]["model"], "name": "vae", "latent_dim": 4}
+    assert record["format"] == 2 and record["config"]["model"] == {
+        **record["config"]["model"],
+        "name": "vae",
+        "latent_dim": 4,
+    }
     assert record["data"]["transform"] == "dynamic-binarize"
     lines = (trained / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(s)["epoch"] for s in lines] == [1, 2, 3]

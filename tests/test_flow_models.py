@@ -13,10 +13,9 @@ import dgmkit.transforms as T
 from dgmkit.conditional import IAFEncoder
 from dgmkit.data import DataTransform
 from dgmkit.evaluation import evaluate, importance_sampled_log_likelihood
-from dgmkit.objectives import iwae_bound, log_importance_weights
 from dgmkit.evaluation.metrics import discrete_nll
 from dgmkit.models import FlowModel
-from dgmkit.objectives import ELBO, MaximumLikelihood, iwae_bound
+from dgmkit.objectives import ELBO, MaximumLikelihood, iwae_bound, log_importance_weights
 from dgmkit.priors import FlowPrior
 
 

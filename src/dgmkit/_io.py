@@ -5,6 +5,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from dgmkit.errors import DgmError
 
@@ -51,5 +52,5 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def atomic_write_json(path: os.PathLike | str, obj) -> None:
+def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())

@@ -21,11 +21,14 @@ import difflib
 import math
 import types
 import typing
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
 
 from dgmkit.errors import ConfigError
 
 __all__ = ["setting", "check", "from_dict", "field_kind", "describe_type", "choices_of"]
+
+_T = TypeVar("_T")
 
 
 def setting(
@@ -46,7 +49,7 @@ def setting(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _split_optional(tp) -> tuple[Any, bool]:
+def _split_optional(tp: Any) -> tuple[Any, bool]:
     """(the type without None, whether None is allowed)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -60,7 +63,7 @@ def _split_optional(tp) -> tuple[Any, bool]:
     return tp, False
 
 
-def field_kind(tp) -> tuple[str, bool]:
+def field_kind(tp: Any) -> tuple[str, bool]:
     """One of "int", "float", "bool", "str", "choice", "list[int]", and whether None is allowed."""
     base, optional = _split_optional(tp)
     if typing.get_origin(base) is Literal:
@@ -70,22 +73,22 @@ def field_kind(tp) -> tuple[str, bool]:
     return {int: "int", float: "float", bool: "bool", str: "str"}[base], optional
 
 
-def choices_of(tp) -> tuple | None:
+def choices_of(tp: Any) -> tuple | None:
     base, _ = _split_optional(tp)
     return typing.get_args(base) if typing.get_origin(base) is Literal else None
 
 
-def describe_type(tp) -> str:
+def describe_type(tp: Any) -> str:
     kind, optional = field_kind(tp)
     text = "one of " + ", ".join(map(str, choices_of(tp))) if kind == "choice" else kind
     return text + (" or none" if optional else "")
 
 
-def _hints(cls) -> dict:
+def _hints(cls: type) -> dict:
     return typing.get_type_hints(cls)
 
 
-def _check_value(name: str, value, tp) -> None:
+def _check_value(name: str, value: Any, tp: Any) -> None:
     kind, optional = field_kind(tp)
     if value is None:
         if not optional:
@@ -111,7 +114,7 @@ def _check_value(name: str, value, tp) -> None:
         raise ConfigError(f"{name} is not a usable text value")
 
 
-def _check_range(name: str, value, meta) -> None:
+def _check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
     items = value if isinstance(value, list) else [value]
     if isinstance(value, list) and not value:
         raise ConfigError(f"{name} must be a non-empty list")
@@ -126,7 +129,7 @@ def _check_range(name: str, value, meta) -> None:
             raise ConfigError(f"{name} must be < {meta['lt']}, got {value}")
 
 
-def check(obj) -> None:
+def check(obj: Any) -> None:
     """Type- and range-check every field of a settings dataclass instance."""
     hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
@@ -136,7 +139,7 @@ def check(obj) -> None:
             _check_range(f.name, value, f.metadata)
 
 
-def from_dict(cls, values: dict, source: str):
+def from_dict(cls: type[_T], values: dict, source: str) -> _T:
     """An instance of settings dataclass ``cls`` from ``values``; unknown keys are rejected
     with the closest known name."""
     if not isinstance(values, dict):

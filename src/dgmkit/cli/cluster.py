@@ -7,11 +7,12 @@ from dgmkit.cli.common import say, split_data
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.clustering import cluster_assignments, clustering_scores
+from dgmkit.models import LatentVariableModel
 
 __all__ = ["add_parser", "run_cluster"]
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cluster", help="assign datapoints to mixture-prior components; accuracy and NMI")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
@@ -21,8 +22,10 @@ def add_parser(sub) -> None:
 
 def run_cluster(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir)
-    if not run.model.has_latents or run.model.num_components is None:
-        raise ConfigError(f"{args.run_dir} holds a model without a mixture prior; clustering needs one (for example --prior mog)")
+    if not isinstance(run.model, LatentVariableModel) or run.model.num_components is None:
+        raise ConfigError(
+            f"{args.run_dir} holds a model without a mixture prior; clustering needs one (for example --prior mog)"
+        )
     x, y = split_data(run, args.split, args.data_dir)
     if y is None:
         raise DataError(f"{run.cfg.data.dataset} has no labels to score a clustering against")

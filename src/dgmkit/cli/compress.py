@@ -1,6 +1,7 @@
 """``dgm compress`` and ``dgm decompress``: lossless compression with a trained
 autoregressive model (see ``dgmkit.coding``)."""
 
+import argparse
 import io
 import math
 import time
@@ -62,7 +63,7 @@ def _read_images(paths: list[str]) -> tuple[np.ndarray, dict]:
     return x, {"source": "png", "names": names, "png_mode": images[0][1]}
 
 
-def _to_model_input(x: np.ndarray, event_shape, levels: int) -> torch.Tensor:
+def _to_model_input(x: np.ndarray, event_shape: tuple[int, ...], levels: int) -> torch.Tensor:
     n_dims = math.prod(event_shape)
     if x.ndim < 2 or math.prod(x.shape[1:]) != n_dims:
         raise DataError(f"expected N images of {event_shape[1]}x{event_shape[2]} pixels, got an array of shape {x.shape}")
@@ -75,7 +76,7 @@ def _to_model_input(x: np.ndarray, event_shape, levels: int) -> torch.Tensor:
     return torch.from_numpy(x.astype(np.int64).reshape(len(x), *event_shape))
 
 
-def compress(args) -> int:
+def compress(args: argparse.Namespace) -> int:
     run, model, levels = _coding_model(args.run_dir)
     x, meta = _read_images(args.inputs)
     if len(x) == 0:
@@ -112,7 +113,7 @@ def compress(args) -> int:
     return 0
 
 
-def decompress(args) -> int:
+def decompress(args: argparse.Namespace) -> int:
     try:
         data = Path(args.file).read_bytes()
     except OSError as e:
@@ -165,7 +166,7 @@ def decompress(args) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="losslessly compress images with a trained autoregressive model")
     p.add_argument("run_dir")
     p.add_argument("inputs", nargs="+", help="one .npy array of images, or PNG files")

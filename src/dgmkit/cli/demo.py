@@ -37,7 +37,7 @@ DEMO_FILES = (
 )  # fmt: skip
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train, evaluate and plot a VAE on the bundled 8x8 digits (about a minute)")
     p.add_argument("--out", default="runs/demo", help="run folder (an earlier demo's files there are replaced)")
     p.add_argument("--epochs", type=int, default=None)

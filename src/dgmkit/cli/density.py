@@ -1,5 +1,6 @@
 """``dgm density``: a heat map of a 2-D model's density with its samples, to a PNG."""
 
+import argparse
 import io
 import math
 
@@ -36,7 +37,7 @@ def density_png(log_p: np.ndarray, extent: tuple[float, float, float, float], sa
 
 
 @torch.no_grad()
-def density(args) -> int:
+def density(args: argparse.Namespace) -> int:
     if args.grid < 10 or args.n < 1:
         raise ConfigError(f"need --grid >= 10 and -n >= 1, got {args.grid} and {args.n}")
     run = load_run(args.run_dir)
@@ -63,7 +64,7 @@ def density(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("density", help="heat map of a 2-D flow's density with samples, to a PNG")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True)

@@ -21,7 +21,7 @@ _NLL_ROW = {
 }
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run: its log-likelihood estimate, ELBO, bits/dim, active units")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])

@@ -1,9 +1,11 @@
 """``dgm sample``, ``dgm reconstruct``, ``dgm interpolate`` and ``dgm latents``: PNG figures."""
 
+import argparse
+
 import torch
 
 from dgmkit.cli.common import say, split_data, to_display, write_png
-from dgmkit.config import load_run
+from dgmkit.config import Run, load_run
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
@@ -21,7 +23,7 @@ def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(args) -> int:
+def sample(args: argparse.Namespace) -> int:
     _positive("-n", args.n)
     run = load_run(args.run_dir)
     model = run.model
@@ -56,13 +58,13 @@ def sample(args) -> int:
     return 0
 
 
-def _needs_latents(run) -> None:
+def _needs_latents(run: Run) -> None:
     if not run.model.has_latents:
         raise ConfigError(f"a {run.cfg.family} model has no latent variables to reconstruct through, interpolate or plot")
 
 
 @torch.no_grad()
-def reconstruct(args) -> int:
+def reconstruct(args: argparse.Namespace) -> int:
     _positive("-n", args.n)
     run = load_run(args.run_dir)
     _needs_latents(run)
@@ -77,7 +79,7 @@ def reconstruct(args) -> int:
 
 
 @torch.no_grad()
-def interpolate(args) -> int:
+def interpolate(args: argparse.Namespace) -> int:
     _positive("--pairs", args.pairs)
     if args.steps < 2:
         raise ConfigError(f"--steps must be >= 2, got {args.steps}")
@@ -100,7 +102,7 @@ def interpolate(args) -> int:
 
 
 @torch.no_grad()
-def latents(args) -> int:
+def latents(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir)
     _needs_latents(run)
     x, y = split_data(run, args.split, args.data_dir)
@@ -122,7 +124,7 @@ def _side(n: int) -> int:
     return max(1, int(round(n**0.5)))
 
 
-def add_parsers(sub) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample images from the model to a PNG")
     p.add_argument("run_dir")
     p.add_argument("-n", type=int, default=64)

@@ -34,6 +34,7 @@ __all__ = ["add_parser", "run_train", "train_run", "family_from_argv"]
 def family_from_argv(argv: list[str]) -> str:
     """The family a ``dgm train`` command line is about, so that its flags can be offered:
     ``--model``, else the ``--config`` file's, else the resumed run's, else the default."""
+
     def value(flag: str) -> str | None:
         for i, a in enumerate(argv):
             if a == flag and i + 1 < len(argv):
@@ -57,7 +58,7 @@ def family_from_argv(argv: list[str]) -> str:
     return DEFAULT_FAMILY
 
 
-def add_parser(sub, family_name: str = DEFAULT_FAMILY) -> None:
+def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMILY) -> None:
     family = FAMILIES.get(family_name, FAMILIES[DEFAULT_FAMILY])
     listing = "\n".join(f"  {n:<10} {c.summary}" for n, c in FAMILIES.items())
     p = sub.add_parser(
@@ -124,7 +125,7 @@ def _reporter(cfg: RunConfig, num_dims: int, shift: float, label: str, score: st
     bpd = score in ("log_px", "bound")
     weighted = "beta" in cfg.model.trainer_options()
 
-    def report(fit, m: dict) -> None:
+    def report(fit: Trainer | FitResult, m: dict) -> None:
         patience = getattr(fit, "patience", None)
         last = m["epoch"] == fit.epochs or (patience is not None and fit.bad_epochs >= patience)
         if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):
@@ -170,7 +171,8 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         if family.fit == "closed-form":
             result = fit_closed_form(model, dataset.train, dataset.valid, transform, writer, cfg.optim.seed)
             if not quiet:
-                say(f"fitted {family.describe()} in closed form: exact log-likelihood {result.best_valid - shift:.3f} nats (valid)")
+                nats = result.best_valid - shift
+                say(f"fitted {family.describe()} in closed form: exact log-likelihood {nats:.3f} nats (valid)")
             return result
         return fit_em(
             model, dataset.train, dataset.valid, transform, writer, family.iterations, cfg.optim.seed, callbacks=[report]

@@ -38,7 +38,7 @@ def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int =
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].flatten(1).long()
 
-        def choose(t, log_pmf, xb=xb):
+        def choose(t: int, log_pmf: torch.Tensor, xb: torch.Tensor = xb) -> torch.Tensor:
             values = xb[:, order[t]]
             encoder.encode(values.numpy().astype(np.int32), family, _probabilities(log_pmf))
             return values
@@ -58,7 +58,7 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
     for start in range(0, n, batch_size):
         nb = min(batch_size, n - start)
 
-        def choose(t, log_pmf):
+        def choose(t: int, log_pmf: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(decoder.decode(family, _probabilities(log_pmf)).astype(np.int64))
 
         out.append(model.run_cached(nb, choose).round().long())

@@ -10,9 +10,10 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent
 
 from dgmkit.distributions import (
+    BernoulliPixels,
     CategoricalPixels,
     DiscretizedLogisticMixture,
     bernoulli_pixels,
@@ -58,10 +59,10 @@ class BernoulliHead(LikelihoodHead):
     discrete = True
     num_levels = 2
 
-    def forward(self, params):  # (*batch, C, 1, H, W)
+    def forward(self, params: torch.Tensor) -> BernoulliPixels:  # (*batch, C, 1, H, W)
         return bernoulli_pixels(_full(params.squeeze(-3)), event_dims=3)
 
-    def pixel_log_pmf(self, params):
+    def pixel_log_pmf(self, params: torch.Tensor) -> torch.Tensor:
         logit = params[..., 0].double()
         return torch.stack([F.logsigmoid(-logit), F.logsigmoid(logit)], -1)
 
@@ -93,7 +94,7 @@ class GaussianHead(LikelihoodHead):
             raw = math.log(math.expm1(max(scale - min_scale, 1e-6)))
             self.raw_scale = nn.Parameter(torch.tensor(raw))
 
-    def forward(self, params):
+    def forward(self, params: torch.Tensor) -> Independent:
         params = _full(params)
         loc = params.select(-3, 0)
         if self.variance == "fixed":
@@ -115,10 +116,10 @@ class CategoricalHead(LikelihoodHead):
         self.num_levels = num_levels
         self.params_per_pixel = num_levels
 
-    def forward(self, params):  # (*batch, C, L, H, W)
+    def forward(self, params: torch.Tensor) -> CategoricalPixels:  # (*batch, C, L, H, W)
         return CategoricalPixels(_full(params).movedim(-3, -1), event_dims=3)
 
-    def pixel_log_pmf(self, params):
+    def pixel_log_pmf(self, params: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(params.double(), -1)
 
 
@@ -133,12 +134,12 @@ class LogisticMixtureHead(LikelihoodHead):
         self.components = components
         self.params_per_pixel = 3 * components
 
-    def forward(self, params):  # (*batch, C, 3K, H, W)
+    def forward(self, params: torch.Tensor) -> DiscretizedLogisticMixture:  # (*batch, C, 3K, H, W)
         p = _full(params).movedim(-3, -1)  # (*batch, C, H, W, 3K)
         logits, loc, log_scale = p.split(self.components, dim=-1)
         return DiscretizedLogisticMixture(logits, torch.tanh(loc), log_scale, self.num_levels, event_dims=3)
 
-    def pixel_log_pmf(self, params):
+    def pixel_log_pmf(self, params: torch.Tensor) -> torch.Tensor:
         flat = params.double().reshape(-1, params.shape[-1])  # (N, 3K) = logits, locations, log-scales
         logits, loc, log_scale = (t[:, None] for t in flat.split(self.components, -1))
         dist = DiscretizedLogisticMixture(logits, torch.tanh(loc), log_scale, self.num_levels, event_dims=0)

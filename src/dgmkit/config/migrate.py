@@ -37,7 +37,11 @@ def config_from_v1(flat: dict, source: str = "config") -> dict:
 
 def migrate_record(record: object, source: str) -> dict:
     """The record in the current format, or CheckpointError naming what is wrong."""
-    if not isinstance(record, dict) or not isinstance(record.get("config"), dict) or not isinstance(record.get("data"), dict):
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("config"), dict)
+        or not isinstance(record.get("data"), dict)
+    ):
         raise CheckpointError(f"{source} holds no dgmkit run record (config and data)")
     version = record.get("format", 1)
     if version == FORMAT:

@@ -15,8 +15,7 @@ from typing import Literal
 
 from dgmkit.errors import ConfigError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, FamilyConfig, get_family
-from dgmkit.settings import check, from_dict, unknown_keys
-from dgmkit.settings import setting
+from dgmkit.settings import check, from_dict, setting, unknown_keys
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,7 +30,9 @@ class DataConfig:
     dataset: str = setting("digits", "a named dataset (see the README's data table) or a .npy/.npz file")
     data_dir: str | None = setting(None, "folder of the data files (default: $DGMKIT_DATA, else ~/.cache/dgmkit)")
     download: bool = setting(True, "download missing canonical files where a network exists")
-    binarize: Literal["auto", "dynamic", "none"] = setting("auto", "8-bit data for a bernoulli likelihood: binarize on the fly")
+    binarize: Literal["auto", "dynamic", "none"] = setting(
+        "auto", "8-bit data for a bernoulli likelihood: binarize on the fly"
+    )
 
 
 @dataclass
@@ -45,7 +46,9 @@ class OptimConfig:
     patience: int | None = setting(None, "stop after this many epochs without validation improvement", min=1)
     seed: int = setting(0, "seed of the initial weights, the data order and every random draw", min=0, max=2**62)
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "where to train")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting("auto", "floating point on CUDA (auto: bf16 where supported)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
+        "auto", "floating point on CUDA (auto: bf16 where supported)"
+    )
 
 
 @dataclass

@@ -7,7 +7,7 @@ missing and ``download`` is true.
 """
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +114,9 @@ def _load_binarized_mnist(root: Path, download: bool) -> Dataset:
     return Dataset("binarized-mnist", num_levels=2, **splits)
 
 
-def _load_idx_set(name: str, files: dict, root: Path, subdirs: list[str], download: bool, extra=()) -> Dataset:
+def _load_idx_set(
+    name: str, files: dict, root: Path, subdirs: list[str], download: bool, extra: Iterable[Path] = ()
+) -> Dataset:
     arr = {k: read_idx(_find(root, subdirs, r, download, list(extra))) for k, r in files.items()}
     for k in ("train", "test"):
         x, y = arr[f"{k}_x"], arr[f"{k}_y"]

@@ -12,8 +12,8 @@ from dgmkit.distributions.flow import FlowDistribution, location
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
 from dgmkit.distributions.mixture import DiagonalGaussianMixture
 from dgmkit.distributions.normal import DiagonalNormal, diagonal_normal, kl_per_dimension
-from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
 from dgmkit.distributions.pixels import bernoulli_pixels, gaussian_pixels, pixel_mean
+from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
 
 __all__ = [
     "DiagonalNormal",

@@ -40,7 +40,7 @@ class BernoulliPixels(Distribution):
         value = self._flat(value.to(logits.dtype))
         return torch.linalg.vecdot(logits, value) - F.softplus(logits).sum(-1)
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             probs = torch.sigmoid(self.logits).expand(torch.Size(sample_shape) + self.logits.shape)
             return torch.bernoulli(probs)

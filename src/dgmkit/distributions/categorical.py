@@ -29,7 +29,7 @@ class CategoricalPixels(Distribution):
         super().__init__(shape[:split], shape[split:], validate_args=False)
 
     @property
-    def support(self):
+    def support(self) -> constraints.Constraint:
         return constraints.integer_interval(0, self.num_levels - 1)
 
     def _reduce(self, t: torch.Tensor) -> torch.Tensor:
@@ -41,7 +41,7 @@ class CategoricalPixels(Distribution):
         value = value.long().expand(shape)
         return self._reduce(logp.expand(*shape, self.num_levels).gather(-1, value.unsqueeze(-1)).squeeze(-1))
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         probs = F.softmax(self.logits, dim=-1)
         flat = probs.reshape(-1, self.num_levels)
         n = int(torch.Size(sample_shape).numel())

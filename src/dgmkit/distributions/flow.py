@@ -8,11 +8,16 @@ posterior, whose inverse is the sequential direction). Any other tensor is score
 forward pass.
 """
 
+import typing
+
 import torch
 from torch.distributions import Distribution
 
 from dgmkit.distributions.normal import DiagonalNormal
 from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
+
+if typing.TYPE_CHECKING:
+    from dgmkit.transforms.base import Bijection
 
 __all__ = ["FlowDistribution", "location", "standard_normal"]
 
@@ -29,7 +34,9 @@ class FlowDistribution(Distribution, JointSampler):
     arg_constraints: dict = {}
     has_rsample = True
 
-    def __init__(self, base: Distribution, bijection, context: torch.Tensor | None = None, temperature: float = 1.0):
+    def __init__(
+        self, base: Distribution, bijection: "Bijection", context: torch.Tensor | None = None, temperature: float = 1.0
+    ):
         self.base, self.bijection, self.context, self.temperature = base, bijection, context, temperature
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         super().__init__(base.batch_shape, base.event_shape, validate_args=False)
@@ -55,10 +62,10 @@ class FlowDistribution(Distribution, JointSampler):
         self._cache = (x, log_px)
         return x, log_px
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
@@ -90,6 +97,8 @@ def location(q: Distribution) -> torch.Tensor:
     return q.location() if isinstance(q, FlowDistribution) else q.mean
 
 
-def standard_normal(features: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> DiagonalNormal:
+def standard_normal(
+    features: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> DiagonalNormal:
     zeros = torch.zeros(features, device=device, dtype=dtype)
     return DiagonalNormal(zeros, torch.ones_like(zeros))

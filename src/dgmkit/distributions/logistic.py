@@ -54,7 +54,7 @@ class DiscretizedLogisticMixture(Distribution):
         super().__init__(shape[:split], shape[split:], validate_args=False)
 
     @property
-    def support(self):
+    def support(self) -> constraints.Constraint:
         return constraints.integer_interval(0, self.num_levels - 1)
 
     def _to_unit(self, k: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,7 @@ class DiscretizedLogisticMixture(Distribution):
         dims = tuple(range(-len(self.event_shape), 0))
         return log_mix.sum(dim=dims) if dims else log_mix
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.loc.shape
         with torch.no_grad():
             g = -torch.log(-torch.log(torch.rand(shape, device=self.loc.device).clamp(1e-12, 1 - 1e-7)))

@@ -36,7 +36,9 @@ class LogitNormal(Distribution, JointSampler):
     def rsample_and_log_prob(
         self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        eps = torch.randn((*sample_shape, *self.loc.shape), generator=generator, device=self.loc.device, dtype=self.loc.dtype)
+        eps = torch.randn(
+            (*sample_shape, *self.loc.shape), generator=generator, device=self.loc.device, dtype=self.loc.dtype
+        )
         v = self.loc + self.scale * eps
         return torch.sigmoid(v).clamp(_EPS, 1 - _EPS), self._log_density(v, eps)
 

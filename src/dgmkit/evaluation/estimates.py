@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dgmkit.distributions import location
-from dgmkit.models import GenerativeModel, LatentVariableModel
+from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel, VariationalModel
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
 
 __all__ = ["Estimate", "ESTIMATORS", "estimate"]
@@ -42,11 +42,13 @@ def _batches(x: torch.Tensor, batch_size: int):
 
 
 @torch.no_grad()
-def _exact(model: GenerativeModel, x: torch.Tensor, k: int, generator, batch_size: int) -> Estimate:
+def _exact(model: GenerativeModel, x: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int) -> Estimate:
     log_px = torch.cat([model.log_prob(b).double() for b in _batches(x, batch_size)])
     terms = {}
     if isinstance(model, LatentVariableModel):
-        kl = torch.cat([torch.distributions.kl_divergence(model.posterior(b), model.prior()) for b in _batches(x, batch_size)])
+        kl = torch.cat(
+            [torch.distributions.kl_divergence(model.posterior(b), model.prior()) for b in _batches(x, batch_size)]
+        )
         terms = {"elbo": log_px, "recon": log_px + kl.double(), "kl": kl.double()}
     return Estimate("exact", log_px, 0, terms)
 
@@ -62,7 +64,9 @@ def _elbo_terms(model: LatentVariableModel, x: torch.Tensor, batch_size: int) ->
 
 
 @torch.no_grad()
-def _importance_sampled(model, x: torch.Tensor, k: int, generator, batch_size: int) -> Estimate:
+def _importance_sampled(
+    model: LatentVariableModel, x: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int
+) -> Estimate:
     terms = _elbo_terms(model, x, batch_size)
     if k < 1:  # no sampling asked for: the ELBO is all there is
         return Estimate("bound", terms["elbo"], 1, terms)
@@ -71,14 +75,18 @@ def _importance_sampled(model, x: torch.Tensor, k: int, generator, batch_size: i
 
 
 @torch.no_grad()
-def _bound(model, x: torch.Tensor, k: int, generator, batch_size: int) -> Estimate:
+def _bound(model: VariationalModel, x: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int) -> Estimate:
     k = max(1, k)
-    log_px, first = importance_sampled_log_likelihood(model, x, k=k, batch_size=100, chunk_size=1600, generator=generator, first=True)
+    log_px, first = importance_sampled_log_likelihood(
+        model, x, k=k, batch_size=100, chunk_size=1600, generator=generator, first=True
+    )
     return Estimate("bound", log_px.double(), k, {"elbo": first.double()})
 
 
 @torch.no_grad()
-def _reconstruction(model, x: torch.Tensor, k: int, generator, batch_size: int) -> Estimate:
+def _reconstruction(
+    model: Autoencoder, x: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int
+) -> Estimate:
     recon = torch.cat([model.likelihood(location(model.posterior(b))).log_prob(b) for b in _batches(x, batch_size)])
     return Estimate("reconstruction", None, 0, {"recon": recon.double()})
 

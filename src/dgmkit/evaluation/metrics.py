@@ -5,7 +5,7 @@ import math
 import torch
 
 from dgmkit.distributions import kl_per_dimension, location
-from dgmkit.models import LatentVariableModel
+from dgmkit.models import Autoencoder, LatentVariableModel
 
 __all__ = ["bits_per_dim", "discrete_nll", "active_units", "posterior_statistics"]
 
@@ -24,7 +24,9 @@ def bits_per_dim(nll_nats: float, num_dims: int) -> float:
 
 
 @torch.no_grad()
-def posterior_statistics(model, x: torch.Tensor, batch_size: int = 1000, threshold: float = 0.01) -> dict:
+def posterior_statistics(
+    model: LatentVariableModel | Autoencoder, x: torch.Tensor, batch_size: int = 1000, threshold: float = 0.01
+) -> dict:
     """KL(q(z|x) || p(z)) per latent dimension averaged over x, and active units.
 
     A unit u is active when Cov_x(E_q[z_u | x]) > ``threshold`` (0.01, Burda et al. 2016): a collapsed
@@ -49,5 +51,5 @@ def posterior_statistics(model, x: torch.Tensor, batch_size: int = 1000, thresho
     }
 
 
-def active_units(model, x: torch.Tensor, threshold: float = 0.01) -> int:
+def active_units(model: LatentVariableModel | Autoencoder, x: torch.Tensor, threshold: float = 0.01) -> int:
     return posterior_statistics(model, x, threshold=threshold)["active_units"]

@@ -3,6 +3,8 @@ density (evaluation reports the reconstruction only)."""
 
 import dataclasses
 
+import torch
+
 from dgmkit.conditional import Decoder
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.families.base import FamilyConfig
@@ -32,7 +34,9 @@ class AutoencoderConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
     def training_objective(self) -> Objective:
         return Reconstruction()
 
-    def build(self, event_shape, num_levels, init_data=None, seed=0) -> Autoencoder:
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> Autoencoder:
         self.check_networks(event_shape)
         head = self.head(num_levels)
         decoder = Decoder(decoder_net(self, event_shape, self.latent_dim, head.params_per_pixel), head, event_shape)

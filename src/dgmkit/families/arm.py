@@ -5,6 +5,8 @@ likelihood; their exact conditionals also drive sampling and lossless compressio
 import dataclasses
 from typing import Literal
 
+import torch
+
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
@@ -47,7 +49,9 @@ class ARMConfig(FamilyConfig):
     def training_objective(self) -> Objective:
         return MaximumLikelihood()
 
-    def build(self, event_shape, num_levels, init_data=None, seed=0) -> AutoregressiveModel:
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> AutoregressiveModel:
         head = LikelihoodSettings(self.likelihood, logistic_components=self.logistic_components).head(num_levels)
         scale = 1.0 / (num_levels - 1) if self.likelihood in ("categorical", "logistic") else 1.0
         try:

@@ -5,6 +5,7 @@ import dataclasses
 import math
 from typing import Literal
 
+import torch
 from torch import nn
 
 from dgmkit.conditional import CategoricalEncoder, Decoder
@@ -64,7 +65,9 @@ class DiscreteVAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
             return ReinforceELBO()
         return GumbelSoftmaxELBO(self.temperature, self.temperature_min, self.anneal_rate, self.straight_through)
 
-    def build(self, event_shape, num_levels, init_data=None, seed=0) -> CategoricalVAE:
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> CategoricalVAE:
         self.check_networks(event_shape)
         m = self.latent_dim * self.latent_classes  # the decoder reads the flattened one-hot vectors
         head = self.head(num_levels)

@@ -6,6 +6,8 @@ import dataclasses
 import math
 from typing import Literal
 
+import torch
+
 from dgmkit.data import Dataset, DataTransform, density_transform
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
@@ -50,13 +52,15 @@ class FlowConfig(FamilyConfig):
             return DequantizationBound(self.dequantization_samples)
         return MaximumLikelihood()
 
-    def _image_flow_fits(self, event_shape) -> bool:
+    def _image_flow_fits(self, event_shape: tuple[int, ...]) -> bool:
         if self.flow not in IMAGE_FLOWS or len(event_shape) != 3 or min(event_shape[1:]) < 2:
             return False
         factor = 2 ** (self.flow_levels - (self.flow == "realnvp"))
         return event_shape[1] % factor == 0 and event_shape[2] % factor == 0
 
-    def build(self, event_shape, num_levels, init_data=None, seed=0) -> GenerativeModel:
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> GenerativeModel:
         """The multi-scale convolutional RealNVP or Glow for images whose sides the levels
         divide, else the vector version over the flattened data. Quantized data (num_levels
         set) arrive dequantized in [0, 1] and get the logit pre-processing."""

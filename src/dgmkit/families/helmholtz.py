@@ -4,6 +4,8 @@ by wake-sleep or reweighted wake-sleep."""
 import dataclasses
 from typing import Literal
 
+import torch
+
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.registry import register_family
@@ -37,7 +39,9 @@ class HelmholtzConfig(FamilyConfig):
     def training_objective(self) -> Objective:
         return ReweightedWakeSleep(k=self.iw_k) if self.objective == "rws" else WakeSleep()
 
-    def build(self, event_shape, num_levels, init_data=None, seed=0) -> HelmholtzMachine:
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> HelmholtzMachine:
         return HelmholtzMachine(event_shape, self.layers)
 
     @classmethod

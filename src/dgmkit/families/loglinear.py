@@ -3,6 +3,8 @@ small binary images, with exact inference by enumeration, fitted by EM."""
 
 import dataclasses
 
+import torch
+
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families.base import FamilyConfig
@@ -36,7 +38,9 @@ class LogLinearConfig(FamilyConfig):
     def describe(self) -> str:
         return f"a log-linear LVM ({self.states} states)"
 
-    def build(self, event_shape, num_levels, init_data=None, seed=0) -> LogLinearLVM:
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> LogLinearLVM:
         try:
             return LogLinearLVM(event_shape, self.states)
         except ValueError as e:

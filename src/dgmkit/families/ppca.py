@@ -4,6 +4,8 @@ likelihood in closed form (Tipping & Bishop 1999); everything about it is exact.
 import dataclasses
 import math
 
+import torch
+
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
@@ -29,7 +31,9 @@ class PPCAConfig(FamilyConfig):
     def describe(self) -> str:
         return f"PPCA (M = {self.latent_dim})"
 
-    def build(self, event_shape, num_levels, init_data=None, seed=0) -> PPCA:
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> PPCA:
         if not self.latent_dim < math.prod(event_shape):
             raise ConfigError(f"ppca's latent_dim must be below the {event_shape} data's dimensions, got {self.latent_dim}")
         return PPCA.empty(tuple(event_shape), self.latent_dim)

@@ -74,7 +74,9 @@ class VAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
             return IWAE(k=self.iw_k)
         return ELBO(num_samples=self.samples, free_bits=self.free_bits)
 
-    def build(self, event_shape, num_levels, init_data=None, seed=0) -> VAE:
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> VAE:
         self.check_networks(event_shape)
         m = self.latent_dim
         head = self.head(num_levels)
@@ -88,7 +90,7 @@ class VAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
         scale = self.input_scale(num_levels)
         return VAE(encoder, decoder, self._prior(event_shape, scale, init_data, seed), scale)
 
-    def _prior(self, event_shape, input_scale: float, init_data: torch.Tensor | None, seed: int) -> Prior:
+    def _prior(self, event_shape: tuple[int, ...], input_scale: float, init_data: torch.Tensor | None, seed: int) -> Prior:
         m = self.latent_dim
         if self.prior == "standard":
             return StandardNormalPrior(m)

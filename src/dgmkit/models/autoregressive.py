@@ -9,8 +9,10 @@ The same sequential loop drives the entropy coder (``dgmkit.coding``).
 """
 
 import math
+import typing
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -20,6 +22,9 @@ from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.nn.causal import CausalConvNet
 from dgmkit.nn.made import MADE
 from dgmkit.nn.pixelcnn import GatedPixelCNNNet
+
+if typing.TYPE_CHECKING:
+    from torch.nn.modules.module import _IncompatibleKeys
 
 __all__ = ["AutoregressiveModel", "CausalConvARM", "MADEARM", "GatedPixelCNN", "inverse_cdf"]
 
@@ -75,7 +80,7 @@ class AutoregressiveModel(ExactLikelihoodModel):
         return self.params(x).flatten(3)[:, 0, :, d]  # (B, P)
 
     @torch.no_grad()
-    def run_naive(self, n: int, choose: Chooser, device=None) -> torch.Tensor:
+    def run_naive(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
         """Generate n images position by position with a full network pass per pixel."""
         x = torch.zeros(n, self.num_dims, device=device)
         for t, d in enumerate(self.order().tolist()):
@@ -84,7 +89,7 @@ class AutoregressiveModel(ExactLikelihoodModel):
         return x.view(n, *self.event_shape)
 
     @torch.no_grad()
-    def run_cached(self, n: int, choose: Chooser, device=None) -> torch.Tensor:
+    def run_cached(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
         """As ``run_naive``; models override it with a path that re-uses earlier work."""
         return self.run_naive(n, choose, device)
 
@@ -109,16 +114,24 @@ class AutoregressiveModel(ExactLikelihoodModel):
 class CausalConvARM(AutoregressiveModel):
     """A causal, dilated 1-D convolutional network over the image flattened in raster order."""
 
-    def __init__(self, head, event_shape, channels=64, layers=8, kernel=3, input_scale=1.0):
+    def __init__(
+        self,
+        head: LikelihoodHead,
+        event_shape: tuple[int, int, int],
+        channels: int = 64,
+        layers: int = 8,
+        kernel: int = 3,
+        input_scale: float = 1.0,
+    ):
         super().__init__(head, event_shape, input_scale)
         self.net = CausalConvNet(1, self.p, channels, layers, kernel)
 
-    def params(self, x):
+    def params(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(self._net_input(x).flatten(1).unsqueeze(1))  # (B, P, D)
         return out.view(x.shape[0], 1, self.p, *self.event_shape[1:])
 
     @torch.no_grad()
-    def run_cached(self, n, choose, device=None):
+    def run_cached(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
         x = torch.zeros(n, 1, self.num_dims, device=device)
         ch = self.net.mix[0].out_channels
         cache = [torch.zeros(n, ch, self.num_dims, device=device) for _ in self.net.convs]
@@ -132,16 +145,24 @@ class CausalConvARM(AutoregressiveModel):
 class GatedPixelCNN(AutoregressiveModel):
     """Gated PixelCNN with vertical and horizontal stacks (no blind spot)."""
 
-    def __init__(self, head, event_shape, channels=64, layers=6, kernel=3, input_scale=1.0):
+    def __init__(
+        self,
+        head: LikelihoodHead,
+        event_shape: tuple[int, int, int],
+        channels: int = 64,
+        layers: int = 6,
+        kernel: int = 3,
+        input_scale: float = 1.0,
+    ):
         super().__init__(head, event_shape, input_scale)
         self.net = GatedPixelCNNNet(1, self.p, channels, layers, kernel)
 
-    def params(self, x):
+    def params(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(self._net_input(x))  # (B, P, H, W)
         return out.unsqueeze(1)
 
     @torch.no_grad()
-    def run_cached(self, n, choose, device=None):
+    def run_cached(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
         """Row by row: the vertical stack of row r (which sees rows < r only) once per row,
         on the few rows above that it can reach; then per pixel, each layer's horizontal stack
         at that pixel alone, from the layer outputs cached for the row."""
@@ -169,7 +190,17 @@ class MADEARM(AutoregressiveModel):
     a proper distribution (averaging logits across orderings would not be one).
     """
 
-    def __init__(self, head, event_shape, hidden=(500,), masks=1, random_order=False, seed=0, input_scale=1.0, direct=False):
+    def __init__(
+        self,
+        head: LikelihoodHead,
+        event_shape: tuple[int, int, int],
+        hidden: Sequence[int] = (500,),
+        masks: int = 1,
+        random_order: bool = False,
+        seed: int = 0,
+        input_scale: float = 1.0,
+        direct: bool = False,
+    ):
         super().__init__(head, event_shape, input_scale)
         self.made = MADE(self.num_dims, list(hidden), self.p, direct=direct)
         self.masks, self.random_order, self.seed = masks, random_order, seed
@@ -192,15 +223,15 @@ class MADEARM(AutoregressiveModel):
         """None for a mixture over connectivities: it has no single pixel order to code with."""
         return super().coding_levels if self.masks == 1 else None
 
-    def order(self):
+    def order(self) -> torch.Tensor:
         return torch.argsort(self.made.order)  # order[d] is d's position; generation visits positions 0, 1, ...
 
-    def params(self, x):
+    def params(self, x: torch.Tensor) -> torch.Tensor:
         out = self.made(self._net_input(x).flatten(1))  # (B, P, D)
         return out.view(x.shape[0], 1, self.p, *self.event_shape[1:])
 
     @torch.no_grad()
-    def run_cached(self, n, choose, device=None):
+    def run_cached(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
         """Keeps the first hidden layer's pre-activation and adds the new pixel's column to it
         (x changes one entry per step), then evaluates only the rows of the output layer (and
         of the direct connections) that belong to the next pixel."""
@@ -224,7 +255,7 @@ class MADEARM(AutoregressiveModel):
             a1 = a1 + x[:, d : d + 1] * w1[:, d]
         return (x / self.input_scale).round().view(n, *self.event_shape)
 
-    def log_prob(self, x):
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or self.masks == 1:
             if self.training and self.masks > 1:
                 self.use_mask(int(torch.randint(self.masks, ())))
@@ -235,12 +266,16 @@ class MADEARM(AutoregressiveModel):
             per_mask.append(super().log_prob(x))
         return torch.logsumexp(torch.stack(per_mask), 0) - math.log(self.masks)
 
-    def load_state_dict(self, state_dict, strict=True, assign=False):
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> "_IncompatibleKeys":
         self._current = -2  # the loaded masks are those saved; re-derive on the next use_mask
         return super().load_state_dict(state_dict, strict, assign)
 
     @torch.no_grad()
-    def sample(self, n, generator=None, cached=True):
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, cached: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """With K connectivities, a draw from the mixture: k uniform per image, then x ~ p_k."""
         if self.masks == 1:
             return super().sample(n, generator, cached)

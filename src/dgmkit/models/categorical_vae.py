@@ -10,7 +10,9 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from dgmkit.conditional import ConditionalDistribution, Decoder
 from dgmkit.models.vae import VAE
+from dgmkit.priors import Prior
 
 __all__ = ["CategoricalVAE"]
 
@@ -19,7 +21,14 @@ class CategoricalVAE(VAE):
     """``baseline``: an optional network x -> (B, 1), the learned control variate of the
     score-function estimator (trained with the model, saved with it)."""
 
-    def __init__(self, encoder, decoder, prior, input_scale: float = 1.0, baseline: nn.Module | None = None):
+    def __init__(
+        self,
+        encoder: ConditionalDistribution,
+        decoder: Decoder,
+        prior: Prior,
+        input_scale: float = 1.0,
+        baseline: nn.Module | None = None,
+    ):
         super().__init__(encoder, decoder, prior, input_scale)
         self.baseline = baseline
 

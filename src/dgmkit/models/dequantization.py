@@ -68,7 +68,9 @@ class VariationallyDequantizedFlow(VariationalModel):
         return JointTerms(log_p, torch.zeros_like(log_p))
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0):
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         y, _ = self.flow.sample(n, generator, temperature)
         k = (y * self.num_levels).floor().clamp(0, self.num_levels - 1)
         return k, k

@@ -14,6 +14,7 @@ import torch
 
 from dgmkit._rng import seeded_by
 from dgmkit.distributions.flow import FlowDistribution, standard_normal
+from dgmkit.distributions.normal import DiagonalNormal
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.transforms import Bijection
 
@@ -40,7 +41,7 @@ class FlowModel(ExactLikelihoodModel):
         self.num_dims = math.prod(self.event_shape)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
-    def base(self):
+    def base(self) -> DiagonalNormal:
         return standard_normal(self.num_dims, device=self._zero.device, dtype=self._zero.dtype)
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:

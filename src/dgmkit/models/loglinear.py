@@ -49,7 +49,7 @@ class EnumeratedBinary(Distribution):
     support = constraints.boolean
     has_rsample = False
 
-    def __init__(self, log_probs: torch.Tensor, states: torch.Tensor, event_shape):
+    def __init__(self, log_probs: torch.Tensor, states: torch.Tensor, event_shape: tuple[int, ...]):
         self.log_probs, self.states = log_probs, states  # (..., S), (S, D)
         self._weights = 2 ** torch.arange(states.shape[1] - 1, -1, -1, device=states.device)
         super().__init__(log_probs.shape[:-1], torch.Size(event_shape), validate_args=False)
@@ -59,7 +59,7 @@ class EnumeratedBinary(Distribution):
         shape = torch.broadcast_shapes(codes.shape, self.log_probs.shape[:-1])
         return self.log_probs.expand(*shape, -1).gather(-1, codes.expand(shape).unsqueeze(-1)).squeeze(-1)
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         n = int(torch.Size(sample_shape).numel())
         flat = self.log_probs.reshape(-1, self.log_probs.shape[-1]).exp()
         idx = torch.multinomial(flat, n, replacement=True).T  # (n, batch)
@@ -73,7 +73,7 @@ class EnumeratedBinary(Distribution):
 class LogLinearLVM(ExactLatentVariableModel, EMFit):
     """K latent states over binary images of ``event_shape`` (at most 20 pixels)."""
 
-    def __init__(self, event_shape, num_states: int, edges: list[tuple[int, int]] | None = None):
+    def __init__(self, event_shape: tuple[int, ...], num_states: int, edges: list[tuple[int, int]] | None = None):
         super().__init__()
         self.event_shape = tuple(event_shape)
         d = math.prod(self.event_shape)

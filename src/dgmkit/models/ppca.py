@@ -29,7 +29,9 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
     torch.Size([1])
     """
 
-    def __init__(self, W: torch.Tensor, mu: torch.Tensor, sigma2: float | torch.Tensor, event_shape=None):
+    def __init__(
+        self, W: torch.Tensor, mu: torch.Tensor, sigma2: float | torch.Tensor, event_shape: tuple[int, ...] | None = None
+    ):
         super().__init__()
         D, M = W.shape
         if mu.shape != (D,):
@@ -93,7 +95,7 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         return self.marginal().log_prob(self._flat(x))
 
     @classmethod
-    def empty(cls, event_shape, latent_dim: int) -> "PPCA":
+    def empty(cls, event_shape: tuple[int, ...], latent_dim: int) -> "PPCA":
         """A placeholder of the right shapes, to load fitted parameters into."""
         D = math.prod(event_shape)
         return cls(torch.zeros(D, latent_dim), torch.zeros(D), 1.0, event_shape=event_shape)

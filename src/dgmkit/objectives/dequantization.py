@@ -2,12 +2,15 @@
 ``dgmkit.models.dequantization``): the importance weights with the dequantization noise u as the
 latent, reduced by log-mean-exp."""
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from dgmkit.objectives.base import Objective
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
+
+if TYPE_CHECKING:
+    from dgmkit.models import VariationalModel
 
 __all__ = ["DequantizationBound", "BoundTerms"]
 
@@ -31,6 +34,6 @@ class DequantizationBound(Objective):
             raise ValueError(f"samples must be >= 1, got {samples}")
         self.samples = samples
 
-    def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> BoundTerms:
+    def __call__(self, model: "VariationalModel", x: torch.Tensor, beta: float = 1.0) -> BoundTerms:
         bound = log_mean_exp(log_importance_weights(model, x, self.samples).log_w)
         return BoundTerms(-bound, bound)

@@ -15,13 +15,16 @@ E_q[log p(x|z)] - KL(q(z|x) || p(z)), from a one-sample estimate with an exact d
 """
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch.distributions import kl_divergence
 
 from dgmkit.objectives.base import Objective
+
+if TYPE_CHECKING:
+    from dgmkit.models import CategoricalVAE
 
 __all__ = ["GumbelSoftmaxELBO", "ReinforceELBO", "DiscreteTerms"]
 
@@ -33,7 +36,7 @@ class DiscreteTerms(NamedTuple):
     kl: torch.Tensor
 
 
-def _gumbel(shape, like: torch.Tensor) -> torch.Tensor:
+def _gumbel(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     u = torch.rand(shape, device=like.device, dtype=like.dtype).clamp(1e-10, 1 - 1e-7)
     return -torch.log(-torch.log(u))
 
@@ -57,7 +60,7 @@ class GumbelSoftmaxELBO(Objective):
     def update(self, step: int) -> None:
         self.temperature = max(self.temperature_min, self.temperature0 * math.exp(-self.anneal_rate * step))
 
-    def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
+    def __call__(self, model: "CategoricalVAE", x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
         q = model.posterior(x)
         logits = q.base_dist.logits  # (B, V, K), normalized
         perturbed = logits + _gumbel(logits.shape, logits)
@@ -79,7 +82,7 @@ class GumbelSoftmaxELBO(Objective):
 class ReinforceELBO(Objective):
     """Needs a model with a baseline network (``CategoricalVAE(..., baseline=net)``)."""
 
-    def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
+    def __call__(self, model: "CategoricalVAE", x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
         q = model.posterior(x)
         z = q.sample()  # (B, V, K), no gradient path
         log_px_z = model.likelihood(z).log_prob(x)  # f(z): its gradient trains the decoder

@@ -9,7 +9,7 @@ otherwise estimated by Monte Carlo with the same samples. Training minimizes
 Sonderby et al. 2016), while ``elbo`` is always the true bound (beta = 1).
 """
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch.distributions import Distribution, kl_divergence
@@ -17,6 +17,9 @@ from torch.distributions import Distribution, kl_divergence
 from dgmkit.distributions import kl_per_dimension
 from dgmkit.objectives.base import Objective
 from dgmkit.objectives.importance import log_importance_weights
+
+if TYPE_CHECKING:
+    from dgmkit.models import LatentVariableModel
 
 __all__ = ["ELBO", "ELBOTerms", "kl_term"]
 
@@ -60,7 +63,7 @@ class ELBO(Objective):
         self.num_samples = num_samples
         self.free_bits = free_bits
 
-    def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
+    def __call__(self, model: "LatentVariableModel", x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
         q = model.posterior(x)
         p = model.prior()
         if not q.has_rsample and torch.is_grad_enabled():

@@ -18,12 +18,15 @@ and every estimator here is a reduction of them:
 """
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch.distributions import Distribution
 
 from dgmkit.distributions.sampling import rsample_and_log_prob
+
+if TYPE_CHECKING:
+    from dgmkit.models import VariationalModel
 
 __all__ = [
     "ImportanceWeights",
@@ -48,7 +51,7 @@ class ImportanceWeights(NamedTuple):
 
 
 def log_importance_weights(
-    model,
+    model: "VariationalModel",
     x: torch.Tensor,
     k: int,
     q: Distribution | None = None,
@@ -70,7 +73,7 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
 
 
-def iwae_bound(model, x: torch.Tensor, k: int) -> torch.Tensor:
+def iwae_bound(model: "VariationalModel", x: torch.Tensor, k: int) -> torch.Tensor:
     """The k-sample importance-weighted bound per datapoint, shape (B,)."""
     return log_mean_exp(log_importance_weights(model, x, k).log_w)
 
@@ -96,7 +99,7 @@ def _warm_allocator() -> None:
 
 @torch.no_grad()
 def importance_sampled_log_likelihood(
-    model,
+    model: "VariationalModel",
     x: torch.Tensor,
     k: int = 5000,
     batch_size: int = 32,

@@ -5,12 +5,15 @@ r"""The importance-weighted bound as a training objective (Burda et al. 2016, ar
 L_1 is the ELBO, L_k increases with k and tends to log p(x).
 """
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from dgmkit.objectives.base import Objective
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
+
+if TYPE_CHECKING:
+    from dgmkit.models import VariationalModel
 
 __all__ = ["IWAE", "IWAETerms"]
 
@@ -46,7 +49,7 @@ class IWAE(Objective):
     def label(self) -> str:
         return f"IWAE-{self.k} bound"
 
-    def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> IWAETerms:
+    def __call__(self, model: "VariationalModel", x: torch.Tensor, beta: float = 1.0) -> IWAETerms:
         w = log_importance_weights(model, x, self.k)  # (k, B)
         log_ratio = w.log_pz - w.log_qz
         bound = log_mean_exp(w.log_w)

@@ -1,10 +1,13 @@
 """Maximum likelihood for models with an exact log p(x) (flows, autoregressive models)."""
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from dgmkit.objectives.base import Objective
+
+if TYPE_CHECKING:
+    from dgmkit.models import ExactLikelihoodModel
 
 __all__ = ["MaximumLikelihood", "LikelihoodTerms"]
 
@@ -20,6 +23,6 @@ class MaximumLikelihood(Objective):
     score = "log_px"
     score_label = "log p(x)"
 
-    def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> LikelihoodTerms:
+    def __call__(self, model: "ExactLikelihoodModel", x: torch.Tensor, beta: float = 1.0) -> LikelihoodTerms:
         log_px = model.log_prob(x)
         return LikelihoodTerms(-log_px, log_px)

@@ -1,10 +1,13 @@
 """The autoencoder's objective: the reconstruction log-likelihood log p(x | z = f(x))."""
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from dgmkit.objectives.base import Objective
+
+if TYPE_CHECKING:
+    from dgmkit.models import Autoencoder
 
 __all__ = ["Reconstruction", "ReconstructionTerms"]
 
@@ -20,6 +23,6 @@ class Reconstruction(Objective):
     score = "recon"
     score_label = "log p(x|f(x))"
 
-    def __call__(self, model, x: torch.Tensor, beta: float = 1.0) -> ReconstructionTerms:
+    def __call__(self, model: "Autoencoder", x: torch.Tensor, beta: float = 1.0) -> ReconstructionTerms:
         log_px_z = model.likelihood(model.posterior(x).rsample()).log_prob(x)
         return ReconstructionTerms(-log_px_z, log_px_z)

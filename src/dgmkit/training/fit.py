@@ -63,14 +63,22 @@ def _splits(train: Split, valid: Split | None, transform: DataTransform, seed: i
 
 @torch.no_grad()
 def _exact_scores(model: GenerativeModel, x: torch.Tensor, v: torch.Tensor) -> dict:
-    scores = {f"train_{EXACT_SCORE}": model.log_prob(x).mean().item(), f"valid_{EXACT_SCORE}": model.log_prob(v).mean().item()}
+    scores = {
+        f"train_{EXACT_SCORE}": model.log_prob(x).mean().item(),
+        f"valid_{EXACT_SCORE}": model.log_prob(v).mean().item(),
+    }
     if not all(math.isfinite(s) for s in scores.values()):
         raise TrainingError(f"the fit gives a non-finite log-likelihood: {scores}")
     return scores
 
 
 def fit_closed_form(
-    model: ClosedFormFit, train: Split, valid: Split | None, transform: DataTransform, writer: RunWriter | None, seed: int = 0
+    model: ClosedFormFit,
+    train: Split,
+    valid: Split | None,
+    transform: DataTransform,
+    writer: RunWriter | None,
+    seed: int = 0,
 ) -> FitResult:
     """Maximum likelihood in closed form: one exact fit, written as epoch 1."""
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ Vector flows (data of shape (B, D), optionally conditional on a context (B, C)):
 ``realnvp_multiscale`` (Dinh et al. 2017) and ``glow_multiscale`` (Kingma & Dhariwal 2018).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ def _mlp(d_in: int, hidden: Sequence[int], d_out: int, act: str) -> MLP:
     return net
 
 
-def _coupling_net(mask: torch.Tensor, n_params: int, hidden, context_features: int, act: str) -> MLP:
+def _coupling_net(mask: torch.Tensor, n_params: int, hidden: Sequence[int], context_features: int, act: str) -> MLP:
     kept = int(mask.sum())
     return _mlp(kept + context_features, hidden, n_params * (len(mask) - kept), act)
 
@@ -77,7 +77,7 @@ def glow(features: int, hidden: Sequence[int], layers: int = 4, context_features
     return Compose(steps)
 
 
-def _reversing(features: int, layers: int, make_layer) -> Compose:
+def _reversing(features: int, layers: int, make_layer: Callable[[], Bijection]) -> Compose:
     """``layers`` autoregressive layers with the order reversed between consecutive ones."""
     steps: list[Bijection] = []
     for i in range(layers):
@@ -105,7 +105,7 @@ def _conv_affine(mask: torch.Tensor, channels: int, hidden: int, blocks: int, sc
     return AffineCoupling(mask, ConvConditioner(channels, 2 * channels, hidden, blocks), scale=scale)
 
 
-def _check_divisible(event_shape, factor: int, name: str) -> None:
+def _check_divisible(event_shape: tuple[int, int, int], factor: int, name: str) -> None:
     _, h, w = event_shape
     if h % factor or w % factor:
         raise ValueError(f"{name} with these levels needs height and width divisible by {factor}, got {h}x{w}")

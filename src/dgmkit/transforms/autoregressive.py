@@ -40,15 +40,15 @@ class MaskedAffineAutoregressive(Bijection):
         self.scale_bound = scale_bound
         self.features = features
 
-    def _params(self, x, context):
+    def _params(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.made(x, context)  # (B, 2, D)
         return out[:, 0], soft_clamp(out[:, 1], self.scale_bound)
 
-    def forward(self, x, context=None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         mu, alpha = self._params(x, context)
         return (x - mu) * torch.exp(-alpha), -alpha.sum(-1)
 
-    def inverse(self, z, context=None):
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.zeros_like(z)
         for _ in range(self.features):  # after pass k, the first k positions in the order are exact
             mu, alpha = self._params(x, context)

@@ -39,14 +39,14 @@ class Compose(Bijection):
         super().__init__()
         self.steps = nn.ModuleList(bijections)
 
-    def forward(self, x, context=None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         ladj = x.new_zeros(x.shape[0])
         for step in self.steps:
             x, step_ladj = step(x, context)
             ladj = ladj + step_ladj
         return x, ladj
 
-    def inverse(self, z, context=None):
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         ladj = z.new_zeros(z.shape[0])
         for step in reversed(self.steps):
             z, step_ladj = step.inverse(z, context)
@@ -62,8 +62,8 @@ class Inverse(Bijection):
         super().__init__()
         self.bijection = bijection
 
-    def forward(self, x, context=None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.bijection.inverse(x, context)
 
-    def inverse(self, z, context=None):
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.bijection(z, context)

@@ -106,7 +106,7 @@ class _Coupling(Bijection):
             raise ValueError("this coupling layer is conditional: pass a context")
         return torch.cat([xa, context], dim=-1)
 
-    def _couple(self, x: torch.Tensor, context, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _couple(self, x: torch.Tensor, context: torch.Tensor | None, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.vector:
             xa, xb = self._split(x)
             params = self.net(self._net_input(xa, context)).unflatten(-1, (self.n_params, len(self.move))).unbind(1)
@@ -117,22 +117,26 @@ class _Coupling(Bijection):
         params = self.net(x * self.mask).chunk(self.n_params, dim=1)
         return self._transform(x, params, inverse, 1 - self.mask)
 
-    def _transform(self, x, params, inverse: bool, where) -> tuple[torch.Tensor, torch.Tensor]:
+    def _transform(
+        self, x: torch.Tensor, params: tuple[torch.Tensor, ...], inverse: bool, where: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The element-wise transform of x given its parameters; ``where`` (images) marks the
         entries it applies to, the others pass unchanged."""
         raise NotImplementedError
 
-    def forward(self, x, context=None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self._couple(x, context, inverse=False)
 
-    def inverse(self, z, context=None):
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self._couple(z, context, inverse=True)
 
 
 class AdditiveCoupling(_Coupling):
     n_params = 1
 
-    def _transform(self, x, params, inverse, where):
+    def _transform(
+        self, x: torch.Tensor, params: tuple[torch.Tensor, ...], inverse: bool, where: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         t = params[0] if where is None else params[0] * where
         return (x - t if inverse else x + t), x.new_zeros(x.shape[0])
 
@@ -148,7 +152,9 @@ class AffineCoupling(_Coupling):
             raise ValueError(f"scale must be tanh or sigmoid, got {scale!r}")
         self.scale_bound, self.scale = scale_bound, scale
 
-    def _transform(self, x, params, inverse, where):
+    def _transform(
+        self, x: torch.Tensor, params: tuple[torch.Tensor, ...], inverse: bool, where: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         raw, t = params
         # tanh: log-scale in (-bound, bound); sigmoid (Glow): scale sigmoid(raw + 2) in (0, 1),
         # so that on the way to z a coupling can only contract and the expansion is left to ActNorm

@@ -25,14 +25,14 @@ class Logit(Bijection):
             raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
         self.alpha = alpha
 
-    def forward(self, x, context=None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.alpha + (1 - 2 * self.alpha) * x
         log_s, log_1ms = torch.log(s), torch.log1p(-s)
         z = log_s - log_1ms
         ladj = sum_except_batch(math.log1p(-2 * self.alpha) - log_s - log_1ms)
         return z, ladj
 
-    def inverse(self, z, context=None):
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         s = torch.sigmoid(z)
         x = (s - self.alpha) / (1 - 2 * self.alpha)
         # log ds/dz = log s + log(1 - s) = -softplus(-z) - softplus(z)
@@ -48,8 +48,8 @@ class DiagonalScaling(Bijection):
         super().__init__()
         self.log_scale = nn.Parameter(torch.zeros(shape))
 
-    def forward(self, x, context=None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return x * self.log_scale.exp(), self.log_scale.sum().expand(x.shape[0])
 
-    def inverse(self, z, context=None):
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return z * (-self.log_scale).exp(), (-self.log_scale.sum()).expand(z.shape[0])

@@ -40,10 +40,10 @@ class InvertibleLinear(Bijection):
             return x @ w.T
         return torch.einsum("ij,bj...->bi...", w, x)
 
-    def forward(self, x, context=None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         spatial = x[0, 0].numel()
         return self._multiply(x, self.weight()), (self.log_s.sum() * spatial).expand(x.shape[0])
 
-    def inverse(self, z, context=None):
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         spatial = z[0, 0].numel()
         return self._multiply(z, torch.linalg.inv(self.weight())), (-self.log_s.sum() * spatial).expand(z.shape[0])

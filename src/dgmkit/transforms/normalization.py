@@ -35,12 +35,12 @@ class ActNorm(Bijection):
         self.log_scale.copy_(-torch.log(flat.std(1, unbiased=False).clamp_min(1e-6)))
         self.initialized.fill_(True)
 
-    def forward(self, x, context=None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.training and not bool(self.initialized):
             self.initialize(x)
         z = (x - self._view(self.bias, x)) * self._view(self.log_scale.exp(), x)
         return z, (self.log_scale.sum() * self._spatial(x)).expand(x.shape[0])
 
-    def inverse(self, z, context=None):
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = z * self._view((-self.log_scale).exp(), z) + self._view(self.bias, z)
         return x, (-self.log_scale.sum() * self._spatial(z)).expand(z.shape[0])

@@ -26,8 +26,8 @@ class Permutation(Bijection):
     def random(cls, features: int, generator: torch.Generator | None = None) -> "Permutation":
         return cls(torch.randperm(features, generator=generator))
 
-    def forward(self, x, context=None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return x[:, self.perm], x.new_zeros(x.shape[0])
 
-    def inverse(self, z, context=None):
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return z[:, self.inv_perm], z.new_zeros(z.shape[0])

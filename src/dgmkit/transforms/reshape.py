@@ -14,14 +14,14 @@ __all__ = ["Squeeze", "MultiScale"]
 class Squeeze(Bijection):
     """(B, C, H, W) -> (B, 4C, H/2, W/2): each 2x2 block of pixels becomes 4 channels."""
 
-    def forward(self, x, context=None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = x.shape
         if h % 2 or w % 2:
             raise ValueError(f"squeeze needs even height and width, got {h}x{w}")
         z = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
         return z, x.new_zeros(b)
 
-    def inverse(self, z, context=None):
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         b, c4, h, w = z.shape
         x = z.view(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, 2 * h, 2 * w)
         return x, z.new_zeros(b)
@@ -60,7 +60,7 @@ class MultiScale(Bijection):
                 m.training = mode
         return shapes
 
-    def forward(self, x, context=None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         parts, ladj = [], x.new_zeros(x.shape[0])
         h = x
         for i, level in enumerate(self.levels):
@@ -73,7 +73,7 @@ class MultiScale(Bijection):
         parts.append(h.flatten(1))
         return torch.cat(parts, 1), ladj
 
-    def inverse(self, z, context=None):
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         sizes = [math.prod(s) for s in self.shapes]
         parts = [p.reshape(z.shape[0], *s) for p, s in zip(z.split(sizes, dim=1), self.shapes)]
         ladj = z.new_zeros(z.shape[0])

@@ -1,0 +1,230 @@
+"""Run folders written by dgmkit 0.1 (tests/data/runs_v0_1, see its README) load into the new
+typed config and give the old code's numbers; ``dgm eval`` runs on them; records of unknown
+or newer formats are refused with CheckpointError."""
+
+import copy
+import json
+import math
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from dgmkit.cli.common import split_data
+from dgmkit.cli.main import main
+from dgmkit.config import FORMAT, RunConfig, load_run, migrate_record
+from dgmkit.distributions import location
+from dgmkit.errors import CheckpointError
+from dgmkit.evaluation import evaluate
+from dgmkit.families import FAMILIES
+from dgmkit.training import save_checkpoint
+
+RUNS = Path(__file__).resolve().parent / "data" / "runs_v0_1"
+EXPECTED = json.loads((RUNS / "expected.json").read_text())
+VARIANTS = sorted(EXPECTED)
+
+# variant -> (family, settings of the migrated config that the 0.1 command line asked for)
+FAMILY_OF = {
+    "vae": ("vae", {"hidden": [16], "latent_dim": 2, "prior": "standard"}),
+    "vae-vampprior": ("vae", {"prior": "vampprior", "prior_components": 5}),
+    "vae-mog": ("vae", {"prior": "mog", "prior_components": 3}),
+    "vae-iaf": ("vae", {"posterior": "iaf", "flow_layers": 1}),
+    "vae-flowprior": ("vae", {"prior": "flow", "flow": "maf", "flow_layers": 1}),
+    "vae-iwae": ("vae", {"objective": "iwae", "iw_k": 3}),
+    "vae-categorical": ("vae", {"likelihood": "categorical", "hidden": [3]}),
+    "dvae-gumbel": ("dvae", {"latent_dim": 3, "latent_classes": 4, "objective": "gumbel-softmax"}),
+    "dvae-reinforce": ("dvae", {"latent_dim": 3, "latent_classes": 4, "objective": "reinforce"}),
+    "ae": ("ae", {"latent_dim": 2, "hidden": [16]}),
+    "ppca": ("ppca", {"latent_dim": 2}),
+    "loglinear": ("loglinear", {"states": 3}),
+    "helmholtz-rws": ("helmholtz", {"objective": "rws", "layers": [16, 4]}),
+    "flow-realnvp": ("flow", {"flow": "realnvp", "hidden": [8], "flow_layers": 1, "flow_levels": 1}),
+    "flow-maf-moons": ("flow", {"flow": "maf", "hidden": [16, 16], "flow_layers": 2}),
+    "flow-vardeq": ("flow", {"dequantization": "variational", "hidden": [8]}),
+    "arm-made": ("arm", {"arm": "made", "made_hidden": [16]}),
+    "arm-pixelcnn": ("arm", {"arm": "pixelcnn", "channels": 8, "arm_layers": 2}),
+    "arm-causal": ("arm", {"arm": "causal-conv", "channels": 8, "arm_layers": 2}),
+}
+
+
+def test_every_fixture_folder_is_covered():
+    folders = sorted(p.name for p in RUNS.iterdir() if p.is_dir())
+    assert folders == VARIANTS == sorted(FAMILY_OF)
+    assert {family for family, _ in FAMILY_OF.values()} == set(FAMILIES), "a family without an 0.1 run folder"
+
+
+def reference_log_p(run, x: torch.Tensor) -> torch.Tensor:
+    """The quantity make_expected.py computed with the old code, with the new API."""
+    model = run.model
+    with torch.no_grad():
+        if run.cfg.family == "flow" and run.cfg.model.dequantization == "variational":
+            return model.flow.log_prob((x.float() + 0.5) / model.num_levels)
+        if model.estimate_kind == "exact":
+            return model.log_prob(x)
+        return model.likelihood(location(model.posterior(x))).log_prob(x)
+
+
+def _inputs(run, name: str) -> torch.Tensor:
+    x = torch.tensor(EXPECTED[name]["x"])
+    return x.long() if run.record["data"]["transform"] == "integers" else x.float()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_v0_1_run_loads_with_the_old_numbers(name):
+    run = load_run(RUNS / name)
+    family, settings = FAMILY_OF[name]
+    assert run.cfg.family == family
+    flat = run.cfg.flat()
+    for key, value in settings.items():
+        assert flat[key] == value, f"{name}: {key} = {flat[key]!r}, the 0.1 command asked for {value!r}"
+    old = EXPECTED[name]["config"]
+    if run.cfg.model.fit == "gradient":  # 0.1's optimisation settings carry over
+        assert (run.cfg.optim.epochs, run.cfg.optim.batch_size, run.cfg.optim.lr) == (
+            old["epochs"],
+            old["batch_size"],
+            old["lr"],
+        )
+    assert run.cfg.data.dataset == old["dataset"] and run.cfg.optim.seed == old["seed"]
+    assert run.cfg.eval.iw_samples is None  # 0.1 stored its default 5000; the family's default applies now
+    assert run.cfg.iw_samples == run.cfg.model.default_iw_samples
+    assert run.record["format"] == FORMAT and run.record["migrated_from"] == 1
+    assert run.checkpoint.name == "best.safetensors"
+    # the model is the one 0.1 trained: same size, same numbers
+    assert sum(t.numel() for t in run.model.state_dict().values()) == EXPECTED[name]["n_params"]
+    x = _inputs(run, name)
+    log_p = reference_log_p(run, x)
+    assert log_p.shape == (4,)
+    torch.testing.assert_close(log_p.double(), torch.tensor(EXPECTED[name]["log_p"], dtype=torch.float64), rtol=1e-5, atol=0)
+    # the stored inputs are the first test points as the run's data transform gives them now
+    test_x, _ = split_data(run, "test")
+    assert torch.equal(test_x[:4].to(x.dtype), x)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_migrated_config_round_trips_and_is_stable(name):
+    record = json.loads((RUNS / name / "config.json").read_text())
+    assert "format" not in record  # written by 0.1
+    before = copy.deepcopy(record)
+    migrated = migrate_record(record, "config.json")
+    assert record == before, "migration must not change its input"
+    assert migrated["format"] == FORMAT and migrated["data"] == record["data"]
+    cfg = RunConfig.from_dict(migrated["config"], "migrated")
+    assert migrate_record(migrated, "again") == migrated  # a current record passes unchanged
+    assert RunConfig.from_dict(cfg.to_dict(), "round trip") == cfg
+    assert RunConfig.from_dict(cfg.flat(), "flat") == cfg
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_dgm_eval_runs_on_a_v0_1_folder(name, tmp_path, capsys):
+    folder = tmp_path / name
+    shutil.copytree(RUNS / name, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    code = main(["eval", str(folder), "--iw-samples", "10"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads((folder / "eval.json").read_text())
+    run = load_run(folder)
+    x, _ = split_data(run, "test")
+    assert report["model"] == run.cfg.family and report["split"] == "test" and report["n"] == len(x)
+    kind = run.model.estimate_kind
+    assert report["estimate"] == kind
+    # the checkpoints and config are left as they were: eval only adds eval.json
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "eval.json"} == before
+    num_dims = math.prod(run.record["data"]["event_shape"])
+    if kind == "reconstruction":
+        assert report["nll"] is None
+        assert report["recon"] == pytest.approx(reference_log_p(run, x).double().mean().item(), rel=1e-5)
+        return
+    assert math.isfinite(report["nll"]) and report["bpd"] == pytest.approx(report["nll"] / (num_dims * math.log(2)))
+    again = evaluate(run.model, x, iw_samples=10, log_volume=run.transform.log_volume, seed=0)
+    assert report["nll"] == pytest.approx(again.nll, rel=1e-6)
+    if kind == "exact":
+        with torch.no_grad():
+            exact = -run.model.log_prob(x).double().mean().item() + num_dims * run.transform.log_volume
+        assert report["nll"] == pytest.approx(exact, rel=1e-5)
+    else:  # k = 10 samples, as asked
+        assert report["iw_samples"] == 10
+
+
+def _record(name: str = "vae") -> dict:
+    return json.loads((RUNS / name / "config.json").read_text())
+
+
+def test_a_record_from_a_newer_dgmkit_is_refused():
+    record = migrate_record(_record(), "config.json")
+    with pytest.raises(CheckpointError, match="newer dgmkit"):
+        migrate_record({**record, "format": 99}, "config.json")
+
+
+@pytest.mark.parametrize("version", [0, "2", 1.5, None, [1]])
+def test_an_unknown_format_is_refused(version):
+    record = migrate_record(_record(), "config.json")
+    with pytest.raises(CheckpointError, match="format"):
+        migrate_record({**record, "format": version}, "config.json")
+
+
+@pytest.mark.parametrize("missing", ["config", "data"])
+def test_a_record_missing_keys_is_refused(missing):
+    for record in (_record(), migrate_record(_record(), "config.json")):
+        broken = {k: v for k, v in record.items() if k != missing}
+        with pytest.raises(CheckpointError, match="x.json"):
+            migrate_record(broken, "x.json")
+
+
+@pytest.mark.parametrize("record", [None, [], "config", {"config": [], "data": {}}, {"config": {}, "data": None}])
+def test_a_record_that_is_not_a_table_is_refused(record):
+    with pytest.raises(CheckpointError):
+        migrate_record(record, "x.json")
+
+
+def test_a_v0_1_config_of_an_unknown_model_is_refused():
+    record = _record()
+    record["config"] = {**record["config"], "model": "gan"}
+    with pytest.raises(CheckpointError, match="gan"):
+        migrate_record(record, "config.json")
+
+
+def _rewrite_checkpoints(folder: Path, edit) -> None:
+    """Store an edited run record in every checkpoint of a run folder (tensors unchanged)."""
+    for path in folder.glob("*.safetensors"):
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            meta = dict(json.loads(f.read(n))["__metadata__"])
+        meta["config"] = json.dumps(edit(json.loads(meta["config"])))
+        path.write_bytes(st_save(st_load(path.read_bytes()), metadata=meta))
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda r: {**r, "format": 99}, "newer dgmkit"),
+        (lambda r: {k: v for k, v in r.items() if k != "data"}, "no dgmkit run record"),
+        (lambda r: {**r, "config": {**r["config"], "hidden": "wide"}}, "rejects"),
+        (lambda r: {**r, "data": {**r["data"], "event_shape": [1, 8]}}, "does not match"),
+        (lambda r: {**r, "data": {**r["data"], "num_levels": 1}}, "num_levels"),
+    ],
+    ids=["newer", "no-data", "bad-config", "wrong-shape", "bad-levels"],
+)
+def test_load_run_refuses_a_bad_record_with_a_checkpoint_error(edit, needle, tmp_path):
+    folder = tmp_path / "vae"
+    shutil.copytree(RUNS / "vae", folder)
+    _rewrite_checkpoints(folder, edit)
+    with pytest.raises(CheckpointError, match=needle):
+        load_run(folder)
+
+
+def test_a_v0_1_checkpoint_re_saved_by_this_dgmkit_loads_identically(tmp_path):
+    """Migrated once, saved in the current format: the same model and config come back."""
+    run = load_run(RUNS / "vae-mog")
+    folder = tmp_path / "resaved"
+    folder.mkdir()
+    record = {k: v for k, v in run.record.items() if k != "migrated_from"}
+    save_checkpoint(folder / "best.safetensors", run.model, record)
+    again = load_run(folder)
+    assert again.cfg == run.cfg and "migrated_from" not in again.record
+    x = _inputs(run, "vae-mog")
+    torch.testing.assert_close(reference_log_p(again, x), reference_log_p(run, x), rtol=0, atol=0)
