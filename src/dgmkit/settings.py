@@ -108,10 +108,17 @@ def _check_value(name: str, value: Any, tp: Any) -> None:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"unknown {name} {value!r}{hint}; choose from {', '.join(map(str, choices_of(tp)))}")
         raise ConfigError(f"{name} has the wrong type: {value!r} (expected {describe_type(tp)})")
-    if kind == "float" and not math.isfinite(value):
+    if kind == "float" and not _finite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if kind == "str" and ("\0" in value or len(value) > 4096):
         raise ConfigError(f"{name} is not a usable text value")
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:

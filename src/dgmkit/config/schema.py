@@ -137,12 +137,13 @@ class RunConfig:
             unknown = [k for k in values if k != "model" and k not in SECTIONS]
             if unknown:
                 raise ConfigError(f"{source}: {unknown_keys(unknown, ['model', *SECTIONS])}")
-            model = dict(values.get("model") or {})
+            for n in ("model", *SECTIONS):
+                if n in values and not isinstance(values[n], dict) and not (n == "model" and isinstance(values[n], str)):
+                    raise ConfigError(f"{source}: [{n}] must be a table of keys, got {type(values[n]).__name__}")
+            raw = values.get("model")
+            model = {"name": raw} if isinstance(raw, str) else dict(raw or {})  # `model = "name"` beside tables
             name = model.pop("name", DEFAULT_FAMILY)
             parts = {n: dict(values.get(n) or {}) for n in SECTIONS}
-            for n, part in parts.items():
-                if not isinstance(part, dict):
-                    raise ConfigError(f"{source}: [{n}] must be a table")
         else:
             name = values.get("model", DEFAULT_FAMILY)
             parts = {n: {} for n in SECTIONS}

@@ -1,0 +1,491 @@
+"""The typed run configuration: every key is type- and range-checked from its declaration,
+bad input fails with ConfigError (and a message that helps), flat and sectioned forms agree,
+presets load, and ``dgm train`` refuses what the config refuses, including on --resume."""
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import torch
+
+from dgmkit.cli.main import main
+from dgmkit.config import SECTIONS, RunConfig, load_config_file
+from dgmkit.errors import ConfigError
+from dgmkit.families import DEFAULT_FAMILY, FAMILIES
+from dgmkit.settings import check, choices_of, field_kind, from_dict, setting
+from dgmkit.training import load_checkpoint
+
+PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+SECTION_KEYS = {f.name: name for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+FAMILY_KEYS = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in FAMILIES.items()}
+KNOWN_KEYS = sorted(set(SECTION_KEYS) | set().union(*FAMILY_KEYS.values()))
+NON_GRADIENT = sorted(n for n, c in FAMILIES.items() if c.fit != "gradient")
+
+
+def _choices() -> list[str]:
+    out = set()
+    for cls in [*FAMILIES.values(), *SECTIONS.values()]:
+        for tp in typing.get_type_hints(cls).values():
+            out |= {c for c in choices_of(tp) or () if isinstance(c, str)}
+    return sorted(out)
+
+
+# ------------------------------------------------------------------------ property test
+
+
+def test_from_dict_raises_only_config_error_on_any_json_like_input():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 600),
+        st.integers(),  # unbounded: JSON integers have no size limit
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.floats(0, 1),
+        st.text(max_size=6),
+        st.sampled_from(_choices() + list(FAMILIES)),
+    )
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=2),
+        max_leaves=6,
+    )
+    keys = st.sampled_from(KNOWN_KEYS)
+    flat = st.builds(
+        lambda model, rest: {**rest, **({} if model is None else {"model": model})},
+        st.one_of(st.none(), st.sampled_from(list(FAMILIES)), values),
+        st.dictionaries(keys, values, max_size=6),
+    )
+    section = st.one_of(st.dictionaries(st.one_of(keys, st.just("name")), values, max_size=4), values)
+    sectioned = st.dictionaries(st.sampled_from(["model", "data", "optim", "eval", "extra"]), section, max_size=4)
+
+    @hypothesis.settings(max_examples=400, deadline=None, database=None, derandomize=True)
+    @hypothesis.given(st.one_of(flat, sectioned))
+    def prop(config):
+        try:
+            cfg = RunConfig.from_dict(config, source="hypothesis")
+        except ConfigError:
+            return
+        # whatever is accepted is a valid config that round-trips through both forms
+        for part in (cfg.model, cfg.data, cfg.optim, cfg.eval):
+            check(part)
+        assert RunConfig.from_dict(cfg.to_dict(), "sectioned") == cfg
+        assert RunConfig.from_dict(cfg.flat(), "flat") == cfg
+
+    prop()
+
+
+# ---------------------------------------------------------------- round trips and presets
+
+
+def _variants() -> list[tuple[str, dict]]:
+    """Every family's defaults, and each choice of each of its choice-valued keys."""
+    out = []
+    for name, cls in FAMILIES.items():
+        out.append((name, {}))
+        for key, tp in typing.get_type_hints(cls).items():
+            for choice in choices_of(tp) or ():
+                if choice is not None and choice != getattr(cls(), key):
+                    out.append((name, {key: choice}))
+    return out
+
+
+@pytest.mark.parametrize(
+    "name, change", _variants(), ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values()))
+)
+def test_config_round_trips_through_the_sectioned_and_flat_forms(name, change):
+    try:
+        cfg = RunConfig.of(model=name, **change)
+    except ConfigError as e:  # a choice that needs other keys set with it (validate)
+        assert "need" in str(e) or "must" in str(e), e
+        pytest.skip(f"{change} alone is not a valid {name} config: {e}")
+    assert cfg.family == name and isinstance(cfg.model, FAMILIES[name])
+    for key, value in change.items():
+        assert getattr(cfg.model, key) == value
+    sectioned = cfg.to_dict()
+    assert set(sectioned) == {"model", *SECTIONS} and sectioned["model"]["name"] == name
+    json.dumps(sectioned)  # what config.json stores is plain JSON
+    flat = cfg.flat()
+    assert flat["model"] == name and set(flat) == {"model"} | FAMILY_KEYS[name] | (
+        set(SECTION_KEYS)
+        if cfg.model.fit == "gradient"
+        else {k for k, s in SECTION_KEYS.items() if s != "optim"} | {"seed", "device"}
+    )
+    assert RunConfig.from_dict(sectioned).flat() == flat
+    assert RunConfig.from_dict(flat) == RunConfig.from_dict(sectioned) == cfg
+    assert RunConfig.from_dict(json.loads(json.dumps(sectioned))) == cfg
+
+
+@pytest.mark.parametrize("name", NON_GRADIENT)
+def test_families_fitted_without_gradients_store_only_meaningful_optim_keys(name):
+    cfg = RunConfig.of(model=name, seed=3, device="cpu")
+    assert cfg.to_dict()["optim"] == {"seed": 3, "device": "cpu"}
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_sectioned_and_flat_inputs_agree():
+    flat = {"model": "flow", "flow": "glow", "hidden": [16], "epochs": 3, "lr": 5e-4, "dataset": "digits", "iw_samples": 7}
+    sectioned = {
+        "model": {"name": "flow", "flow": "glow", "hidden": [16]},
+        "optim": {"epochs": 3, "lr": 5e-4},
+        "data": {"dataset": "digits"},
+        "eval": {"iw_samples": 7},
+    }
+    a, b = RunConfig.from_dict(flat), RunConfig.from_dict(sectioned)
+    assert a == b and a.optim.epochs == 3 and a.model.flow == "glow" and a.iw_samples == 7
+    assert RunConfig.of(**flat) == a
+    # sections that are left out take their defaults; a [model] table without a name is the default family
+    assert RunConfig.from_dict({"model": {}}) == RunConfig.from_dict({}) == RunConfig()
+    assert RunConfig.from_dict({"model": {}}).family == DEFAULT_FAMILY
+
+
+def test_iw_samples_default_to_the_family_and_an_explicit_value_wins():
+    for name, cls in FAMILIES.items():
+        assert RunConfig.of(model=name).iw_samples == cls().default_iw_samples
+        assert RunConfig.of(model=name, iw_samples=3).iw_samples == 3
+
+
+def test_there_are_presets():
+    assert len(PRESETS) >= 6
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_every_preset_loads_and_keeps_its_values(path):
+    values = load_config_file(path)
+    cfg = RunConfig.from_dict(values, source=str(path))
+    flat = cfg.flat()
+    written = values if "model" not in values or isinstance(values["model"], str) else None
+    assert written is not None, "presets are flat files"
+    for key, value in written.items():
+        assert flat[key] == value, f"{path.name}: {key} = {value!r} became {flat[key]!r}"
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# ---------------------------------------------------------------------- types and ranges
+
+
+def test_an_int_is_a_float():
+    cfg = RunConfig.of(lr=1, beta=2)
+    assert cfg.optim.lr == 1 and cfg.model.beta == 2
+
+
+@pytest.mark.parametrize(
+    "values, needle",
+    [
+        ({"epochs": 1.5}, "epochs has the wrong type"),
+        ({"epochs": 2.0}, "epochs has the wrong type"),  # an integral float is still a float
+        ({"epochs": True}, "epochs has the wrong type"),
+        ({"batch_size": "128"}, "batch_size has the wrong type"),
+        ({"lr": True}, "lr has the wrong type"),
+        ({"lr": "1e-3"}, "lr has the wrong type"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"lr": float("inf")}, "lr must be a finite number"),
+        ({"beta": -float("inf")}, "beta must be a finite number"),
+        ({"weight_decay": float("nan")}, "finite"),
+        ({"epochs": -1}, "epochs must be >= 1"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": 10**7}, "epochs must be <= "),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"lr": -1e-3}, "lr must be > 0"),
+        ({"model": "flow", "logit_alpha": 0.0}, "logit_alpha must be > 0"),
+        ({"model": "flow", "logit_alpha": 0.5}, "logit_alpha must be < 0.5"),
+        ({"hidden": []}, "hidden must be a non-empty list"),
+        ({"hidden": [8, 0]}, "hidden must be >= 1"),
+        ({"hidden": [8.0]}, "hidden has the wrong type"),
+        ({"hidden": [True]}, "hidden has the wrong type"),
+        ({"hidden": 8}, "hidden has the wrong type"),
+        ({"latent_dim": None}, "latent_dim must be set"),
+        ({"prior_components": 0}, "prior_components must be >= 1"),
+        ({"straight_through": 1, "model": "dvae"}, "straight_through has the wrong type"),
+        ({"likelihood": "poisson"}, "unknown likelihood 'poisson'"),
+        ({"prior": "vamprior"}, "did you mean 'vampprior'"),
+        ({"dataset": "a\0b"}, "dataset is not a usable text value"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"model": "gan"}, "unknown model 'gan'"),
+        ({"model": "vea"}, "did you mean 'vae'"),
+        ({"model": 3}, "unknown model 3"),
+    ],
+)
+def test_bad_values_raise_config_error(values, needle):
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict(values, source="test")
+    assert needle in str(e.value)
+
+
+def test_an_unknown_key_is_refused_with_the_closest_name():
+    with pytest.raises(ConfigError, match="unknown key.*'latnet_dim'.*did you mean 'latent_dim'"):
+        RunConfig.of(latnet_dim=3)
+    with pytest.raises(ConfigError, match="'epoch'.*did you mean 'epochs'"):
+        RunConfig.from_dict({"optim": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="'modle'"):
+        RunConfig.from_dict({"model": {"name": "vae"}, "modle": {}})
+
+
+@pytest.mark.parametrize(
+    "family, key, value, owners",
+    [
+        ("vae", "arm", "made", ["arm"]),
+        ("vae", "states", 3, ["loglinear"]),
+        ("arm", "latent_dim", 2, ["vae", "dvae", "ae", "ppca"]),
+        ("ppca", "flow_layers", 2, ["vae", "flow"]),
+        ("flow", "layers", [4], ["helmholtz"]),
+    ],
+)
+def test_a_key_of_another_family_names_that_family(family, key, value, owners):
+    with pytest.raises(ConfigError) as e:
+        RunConfig.of(model=family, **{key: value})
+    msg = str(e.value)
+    assert f"{key!r} is a key of the" in msg and f"not of {family}" in msg
+    for owner in owners:
+        assert owner in msg.split("not of")[0], msg
+
+
+@pytest.mark.parametrize("name", NON_GRADIENT)
+@pytest.mark.parametrize(
+    "key, value", [("lr", 0.1), ("epochs", 3), ("batch_size", 8), ("grad_clip", 1.0), ("precision", "fp32")]
+)
+def test_optim_keys_are_refused_for_families_fitted_without_gradients(name, key, value):
+    words = {"closed-form": "in closed form", "em": "by EM"}[FAMILIES[name].fit]
+    for values in ({"model": name, key: value}, {"model": {"name": name}, "optim": {key: value}}):
+        with pytest.raises(ConfigError, match=f"fitted {words}.*{key}"):
+            RunConfig.from_dict(values)
+    assert RunConfig.of(model=name, seed=5, device="cpu").optim.seed == 5  # the keys that do mean something
+
+
+@pytest.mark.parametrize(
+    "values, needle",
+    [
+        ({"model": "dvae", "temperature": 0.5, "temperature_min": 0.9}, "temperature_min"),
+        ({"model": "arm", "arm": "pixelcnn", "arm_kernel": 4}, "odd"),
+        ({"model": "vae", "free_bits": 0.5, "objective": "iwae"}, "free_bits"),
+        ({"model": "vae", "free_bits": 0.5, "prior": "mog"}, "free_bits"),
+    ],
+)
+def test_rules_between_keys(values, needle):
+    with pytest.raises(ConfigError, match=needle):
+        RunConfig.from_dict(values)
+
+
+def test_sections_must_be_tables():
+    for values in ([("model", "vae")], "vae", None, {"model": {"name": "vae"}, "extra": {}}):
+        with pytest.raises(ConfigError):
+            RunConfig.from_dict(values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"model": {"name": "vae"}, "data": "digits"},
+        {"model": {"name": "vae"}, "data": 3},
+        {"model": {"name": "vae"}, "optim": [[1, 2], [3]]},
+        {"model": [1], "data": {}},
+    ],
+)
+def test_a_section_that_is_not_a_table_is_a_config_error(values):
+    with pytest.raises(ConfigError):
+        RunConfig.from_dict(values)
+
+
+def test_a_flat_model_name_beside_a_table_is_a_config_error_or_understood():
+    # a TOML file with `model = "ppca"` at the top and an [optim] table
+    try:
+        cfg = RunConfig.from_dict({"model": "ppca", "optim": {"seed": 1}})
+    except ConfigError:
+        return
+    assert cfg.family == "ppca" and cfg.optim.seed == 1
+
+
+@pytest.mark.parametrize("key", ["lr", "gaussian_scale", "beta"])
+def test_a_huge_integer_for_a_float_key_is_a_config_error(key):
+    with pytest.raises(ConfigError):
+        RunConfig.of(**{key: 10**400})  # a JSON config may hold any integer
+
+
+def test_replace_changes_keys_and_checks_them():
+    cfg = RunConfig.of(model="vae", latent_dim=3, epochs=2, lr=1e-2)
+    assert cfg.replace(epochs=5).optim.epochs == 5 and cfg.replace(epochs=5).model == cfg.model
+    switched = cfg.replace(model="flow", flow="maf")
+    assert switched.family == "flow" and switched.model.flow == "maf"
+    assert switched.optim == cfg.optim and switched.data == cfg.data  # the common sections carry over
+    with pytest.raises(ConfigError):
+        cfg.replace(epochs=0)
+    with pytest.raises(ConfigError):
+        cfg.replace(model="ppca")  # the optim keys of a gradient run mean nothing to ppca
+    assert cfg.optim.epochs == 2  # replace returns a copy
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclasses.dataclass
+class Example:
+    count: int = setting(3, "a count", min=1, max=10)
+    rate: float = setting(0.5, "a rate", gt=0, lt=1)
+    mode: Literal["a", "b"] = setting("a", "a choice")
+    widths: list[int] = setting([4, 8], "sizes", min=1)
+    limit: int | None = setting(None, "optional", min=0)
+    flag: bool = setting(False, "a switch")
+    label: str = setting("x", "a name")
+
+
+def test_field_kind_reads_every_declared_type():
+    hints = typing.get_type_hints(Example)
+    kinds = {name: field_kind(tp) for name, tp in hints.items()}
+    assert kinds == {
+        "count": ("int", False),
+        "rate": ("float", False),
+        "mode": ("choice", False),
+        "widths": ("list[int]", False),
+        "limit": ("int", True),
+        "flag": ("bool", False),
+        "label": ("str", False),
+    }
+    assert field_kind(Literal["a", "b"] | None) == ("choice", True)
+    assert choices_of(hints["mode"]) == ("a", "b")
+
+
+def test_every_declared_key_has_a_known_kind_and_help():
+    for cls in [*FAMILIES.values(), *SECTIONS.values()]:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kind, _ = field_kind(hints[f.name])
+            assert kind in ("int", "float", "bool", "str", "choice", "list[int]")
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+
+
+def test_settings_check_ranges_and_copy_list_defaults():
+    a, b = Example(), Example()
+    a.widths.append(16)
+    assert b.widths == [4, 8], "a list default is shared between instances"
+    check(Example(count=10, rate=0.999, limit=0))
+    for bad, needle in [
+        ({"count": 0}, "count must be >= 1"),
+        ({"count": 11}, "count must be <= 10"),
+        ({"rate": 0}, "rate must be > 0"),
+        ({"rate": 1.0}, "rate must be < 1"),
+        ({"limit": -1}, "limit must be >= 0"),
+        ({"mode": "c"}, "unknown mode 'c'"),
+        ({"flag": 0}, "flag has the wrong type"),
+        ({"label": 3}, "label has the wrong type"),
+        ({"widths": [4, 0]}, "widths must be >= 1"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            check(Example(**bad))
+    assert from_dict(Example, {"count": 2, "limit": None}, "t") == Example(count=2)
+    with pytest.raises(ConfigError, match="t: unknown key.*'cuont'.*did you mean 'count'"):
+        from_dict(Example, {"cuont": 2}, "t")
+    with pytest.raises(ConfigError, match="expected a table"):
+        from_dict(Example, [("count", 2)], "t")
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _clean_failure(code: int, err: str, *needles: str) -> None:
+    assert code == 1, err
+    assert err.startswith("dgm: error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["--model", "arm", "--hidden", "8"], ["--hidden", "not of arm"]),
+        (["--model", "vae", "--arm", "made"], ["--arm", "arm model", "not of vae"]),
+        (["--model", "vae", "--states", "3"], ["--states", "loglinear"]),
+        (["--model", "ppca", "--lr", "0.1"], ["ppca", "closed form", "lr"]),
+        (["--model", "loglinear", "--epochs", "3"], ["loglinear", "by EM", "epochs"]),
+        (["--epochs", "0"], ["epochs must be >= 1"]),
+        (["--lr", "nan"], ["lr must be a finite number"]),
+        (["--model", "arm", "--arm", "pixelcnn", "--arm-kernel", "4"], ["odd"]),
+        (["--prior", "gaussian"], ["unknown prior 'gaussian'", "vampprior"]),
+    ],
+)
+def test_train_refuses_bad_settings_with_one_error_line(argv, needles, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, "train", *argv, "--dataset", "digits", "--quiet", "--out", out)
+    _clean_failure(code, err, *needles)
+    assert not out.exists(), "a refused config must leave no run folder"
+
+
+def test_train_refuses_a_config_file_with_a_bad_key(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"model": "arm", "hidden": [8]}))
+    code, _, err = _run(capsys, "train", "--config", cfg, "--out", tmp_path / "run")
+    _clean_failure(code, err, "'hidden' is a key of the", "not of arm")
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "1.5"], ["--batch-size", "many"], ["--model", "gan"]])
+def test_malformed_flags_are_usage_errors(argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", *argv, "--out", str(tmp_path / "run")])
+    assert e.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.fixture
+def one_epoch_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--batch-size", "256", "--seed", "3", "--quiet"]
+    code, _, err = _run(capsys, "train", *argv, "--epochs", "1", "--out", out)
+    assert code == 0, err
+    return out, argv
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--lr", "0.5"], "lr = 0.5"),
+        (["--latent-dim", "3"], "latent_dim = 3"),
+        (["--model", "flow"], "model = 'flow'"),
+        (["--seed", "4"], "seed = 4"),
+        (["--epochs", "2", "--batch-size", "64"], "batch_size = 64"),
+    ],
+)
+def test_resume_with_a_contradicting_flag_changes_nothing(one_epoch_run, flags, needle, capsys):
+    out, _ = one_epoch_run
+    before = _files(out)
+    code, _, err = _run(capsys, "train", "--resume", *flags, "--quiet", "--out", out)
+    _clean_failure(code, err, "--resume", needle, "contradict")
+    assert _files(out) == before, "a refused resume must leave the run folder byte for byte as it was"
+
+
+def test_resume_with_the_same_values_or_more_epochs_continues(one_epoch_run, tmp_path, capsys):
+    out, argv = one_epoch_run
+    first = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(first) == 1
+    # repeating the run's own settings is not a contradiction
+    code, text, err = _run(capsys, "train", "--resume", *argv, "--epochs", "3", "--out", out)
+    assert code == 0 and "resuming" in text, err
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["epoch"] for s in lines] == [1, 2, 3]
+    assert lines[0] == first[0], "resuming rewrote the metrics of an epoch it did not train again"
+    # a resumed run ends where the uninterrupted one does
+    straight = tmp_path / "straight"
+    code, _, err = _run(capsys, "train", *argv, "--epochs", "3", "--out", straight)
+    assert code == 0, err
+    resumed = [json.loads(s) for s in lines]
+    uninterrupted = [json.loads(s) for s in (straight / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(resumed, uninterrupted):
+        for key in ("train_loss", "train_elbo", "valid_elbo"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-6), (key, a[key], b[key])
+    for name in ("checkpoint.safetensors", "best.safetensors"):
+        a, b = load_checkpoint(out / name)["model"], load_checkpoint(straight / name)["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (
+            f"{name} differs from the uninterrupted run's"
+        )
