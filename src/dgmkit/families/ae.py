@@ -6,7 +6,6 @@ import dataclasses
 import torch
 
 from dgmkit.conditional import Decoder
-from dgmkit.data import Dataset, DataTransform
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
 from dgmkit.families.registry import register_family
@@ -19,14 +18,11 @@ __all__ = ["AutoencoderConfig"]
 
 @register_family
 @dataclasses.dataclass
-class AutoencoderConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
+class AutoencoderConfig(NetworkSettings, LikelihoodSettings, FamilyConfig):
     name = "ae"
     summary = "deterministic autoencoder (a baseline: no prior, no density)"
 
     latent_dim: int = setting(32, "code dimensions", min=1)
-
-    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
-        return LikelihoodSettings.transform(self, dataset, binarize)
 
     def describe(self) -> str:
         return f"an autoencoder ({self.hidden} {self.encoder} networks, {self.latent_dim}-D code)"

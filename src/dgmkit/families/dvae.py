@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 from dgmkit.conditional import CategoricalEncoder, Decoder
-from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
+from dgmkit.families.parts import KLWeightSettings, LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
 from dgmkit.families.registry import register_family
 from dgmkit.models import CategoricalVAE
 from dgmkit.nn import MLP
@@ -25,7 +24,7 @@ __all__ = ["DiscreteVAEConfig"]
 
 @register_family
 @dataclasses.dataclass
-class DiscreteVAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
+class DiscreteVAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, FamilyConfig):
     name = "dvae"
     summary = "VAE with categorical latents: Gumbel-softmax or REINFORCE"
 
@@ -36,8 +35,6 @@ class DiscreteVAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
     temperature_min: float = setting(0.5, "gumbel-softmax: the temperature's floor", gt=0)
     anneal_rate: float = setting(3e-5, "gumbel-softmax: tau_t = max(tau_min, tau_0 exp(-rate * step))", min=0)
     straight_through: bool = setting(False, "gumbel-softmax: hard one-hot forward pass, relaxed gradient")
-    beta: float = setting(1.0, "weight of the KL term (the reported ELBO keeps 1)", min=0)
-    warmup: float = setting(0.0, "epochs of linear KL warm-up from 0 to beta", min=0)
 
     @classmethod
     def claims_v1(cls, flat: dict) -> bool:  # 0.1 spelled it --model vae --latent categorical
@@ -47,15 +44,9 @@ class DiscreteVAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
         if self.temperature_min > self.temperature:
             raise ConfigError(f"need temperature_min <= temperature, got {self.temperature_min} > {self.temperature}")
 
-    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
-        return LikelihoodSettings.transform(self, dataset, binarize)
-
     @property
     def default_iw_samples(self) -> int:
         return 5000
-
-    def trainer_options(self) -> dict:
-        return {"beta": self.beta, "warmup_epochs": self.warmup}
 
     def describe(self) -> str:
         return f"a discrete VAE ({self.latent_dim} categorical latents of {self.latent_classes} classes, {self.objective})"

@@ -13,7 +13,7 @@ from dgmkit.errors import ConfigError
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
 from dgmkit.settings import setting
 
-__all__ = ["LikelihoodSettings", "NetworkSettings", "encoder_net", "decoder_net", "Activation"]
+__all__ = ["LikelihoodSettings", "NetworkSettings", "KLWeightSettings", "encoder_net", "decoder_net", "Activation"]
 
 Activation = Literal["relu", "elu", "tanh", "gelu", "silu"]
 
@@ -66,6 +66,18 @@ class NetworkSettings:
             ok = len(event_shape) == 3 and event_shape[1] >= 4 and event_shape[1] % 4 == 0 and event_shape[2] % 4 == 0
             if kind == "conv" and not ok:
                 raise ConfigError(f"conv networks need images with height and width divisible by 4, got shape {event_shape}")
+
+
+@dataclasses.dataclass
+class KLWeightSettings:
+    """The KL term's weight in the training loss: beta (beta-VAE) reached by linear warm-up.
+    The reported ELBO always keeps weight 1."""
+
+    beta: float = setting(1.0, "weight of the KL term in the loss (the reported ELBO keeps 1)", min=0)
+    warmup: float = setting(0.0, "epochs of linear KL warm-up from 0 to beta", min=0)
+
+    def trainer_options(self) -> dict:
+        return {"beta": self.beta, "warmup_epochs": self.warmup}
 
 
 def encoder_net(s: NetworkSettings, event_shape: tuple[int, ...], out: int) -> nn.Module:

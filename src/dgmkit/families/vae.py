@@ -7,10 +7,9 @@ from typing import Literal
 import torch
 
 from dgmkit.conditional import Decoder, GaussianEncoder, IAFEncoder
-from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
+from dgmkit.families.parts import KLWeightSettings, LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
 from dgmkit.families.registry import register_family
 from dgmkit.models import VAE
 from dgmkit.objectives import ELBO, IWAE, Objective
@@ -23,7 +22,7 @@ __all__ = ["VAEConfig"]
 
 @register_family
 @dataclasses.dataclass
-class VAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
+class VAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, FamilyConfig):
     name = "vae"
     summary = "variational autoencoder: Gaussian latents, ELBO or IWAE"
 
@@ -37,8 +36,6 @@ class VAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
     objective: Literal["elbo", "iwae"] = setting("elbo", "the training objective")
     samples: int = setting(1, "elbo: posterior samples per datapoint", min=1)
     iw_k: int = setting(5, "iwae: importance samples per datapoint", min=1)
-    beta: float = setting(1.0, "weight of the KL term (beta-VAE; the reported ELBO keeps 1)", min=0)
-    warmup: float = setting(0.0, "epochs of linear KL warm-up from 0 to beta", min=0)
     free_bits: float = setting(0.0, "elbo: floor (nats) on each latent dimension's batch-mean KL", min=0)
 
     @classmethod
@@ -49,9 +46,6 @@ class VAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
         if self.free_bits and (self.objective != "elbo" or self.prior != "standard" or self.posterior != "gaussian"):
             raise ConfigError("free_bits needs the elbo objective, the standard prior and the gaussian posterior")
 
-    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
-        return LikelihoodSettings.transform(self, dataset, binarize)
-
     @property
     def needs_init_data(self) -> bool:
         return self.prior == "vampprior" and self.pseudo_init == "data"
@@ -59,9 +53,6 @@ class VAEConfig(FamilyConfig, NetworkSettings, LikelihoodSettings):
     @property
     def default_iw_samples(self) -> int:
         return 5000
-
-    def trainer_options(self) -> dict:
-        return {"beta": self.beta, "warmup_epochs": self.warmup}
 
     def describe(self) -> str:
         return (
