@@ -1,23 +1,58 @@
-"""Atomic file writes: a file is either its old self or wholly new, never half-written."""
+"""File output that cannot lose data: atomic writes, refusal of existing outputs, all-or-nothing
+folders, and JSON that standard parsers accept.
 
+- ``atomic_write_bytes``: a file is either its old self or wholly new, never half-written.
+- ``check_new_output``: an output path may not name an existing file unless the user said
+  ``--force``, and never one of the command's inputs or a run's own files.
+- ``atomic_folder``: a multi-file output is written into a temporary folder beside its target and
+  moved into place only when every file is written; a failure leaves nothing behind.
+- ``to_json``: non-finite numbers become ``null`` and are listed under ``"non_finite"``.
+"""
+
+import contextlib
 import errno
 import json
+import math
 import os
+import re
+import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from dgmkit.errors import DgmError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "describe_os_error"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "describe_os_error",
+    "check_new_output",
+    "atomic_folder",
+    "to_json",
+    "json_safe",
+    "is_own_temporary",
+    "remove_stale_temporaries",
+]
+
+TMP_SUFFIX = ".tmp"
+_OWN_TMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_write_bytes creates
 
 
-def describe_os_error(e: OSError, path: os.PathLike | str) -> str:
+def describe_os_error(e: OSError, path: os.PathLike | str | None = None, action: str = "access") -> str:
+    """One line for an OSError: what could not be done to which file, and why."""
+    path = path if path is not None else (e.filename or "a file")
     if e.errno == errno.ENOSPC:
         return f"no space left on the device while writing {path}"
+    if e.errno == errno.ENOENT:
+        return f"no such file or folder: {path}"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write {path}: permission denied"
-    return f"cannot write {path}: {e.strerror or e}"
+        return f"cannot {action} {path}: permission denied"
+    if e.errno == errno.EISDIR:
+        return f"cannot {action} {path}: it is a folder"
+    if e.errno == errno.ENOTDIR:
+        return f"cannot {action} {path}: a part of the path is not a folder"
+    return f"cannot {action} {path}: {e.strerror or e}"
 
 
 def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
@@ -27,7 +62,7 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -36,10 +71,33 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        raise DgmError(describe_os_error(e, path)) from None
+        raise DgmError(describe_os_error(e, path, "write")) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def is_own_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file of ``atomic_write_bytes`` (``.NAME.XXXXXXXX.tmp``)."""
+    return _OWN_TMP.match(name) is not None
+
+
+def remove_stale_temporaries(folder: os.PathLike | str, names: Iterable[str]) -> list[str]:
+    """Remove the temporaries that an interrupted write of one of ``names`` left in ``folder``
+    (call only while no other process writes there: under the run folder's lock)."""
+    wanted = set(names)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _OWN_TMP.match(entry.name)
+        if m and m["name"] in wanted and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
 
 
 def _file_mode(path: Path) -> int:
@@ -52,5 +110,115 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_new_output(
+    path: os.PathLike | str,
+    force: bool = False,
+    inputs: Iterable[os.PathLike | str] = (),
+    protected: Iterable[os.PathLike | str] = (),
+    what: str = "--out",
+) -> Path:
+    """``path`` as a Path, if a command may write it: refused if it names one of ``inputs`` or
+    ``protected`` files (a run's checkpoints and records; even with ``--force``), a folder, or
+    an existing file without ``force``."""
+    path = Path(path)
+    for other in [*inputs, *protected]:
+        other = Path(other)
+        if _same_file(path, other) or path.absolute() == other.absolute():
+            kind = "an input of this command" if other in [Path(p) for p in inputs] else "a file of the run"
+            raise DgmError(f"{what} {path} is {kind}; write the output elsewhere")
+    if path.is_dir():
+        raise DgmError(f"{what} {path} is a folder; name a file")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise DgmError(f"{what} {path} exists; choose another name or add --force to replace it")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary folder in which to write the files ``names``; when the block ends
+    without an error they are moved into ``target`` (created if missing), else the temporary
+    folder is removed and ``target`` is as it was.
+
+    Existing files of ``target`` with one of ``names`` are refused unless ``force``; other
+    files there are left alone. The names must be plain base names (see ``check_base_name``)."""
+    target = Path(target)
+    names = list(names)
+    for name in names:
+        check_base_name(name)
+    if target.exists() and not target.is_dir():
+        raise DgmError(f"{target} is a file, not a folder")
+    clash = [n for n in names if (target / n).exists() or (target / n).is_symlink()]
+    if clash and not force:
+        shown = ", ".join(clash[:3]) + (f" and {len(clash) - 3} more" if len(clash) > 3 else "")
+        raise DgmError(f"{target} already holds {shown}; choose another folder or add --force to replace them")
+    parent = target if target.is_dir() else target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX))
+    except OSError as e:
+        raise DgmError(describe_os_error(e, target, "write")) from None
+    try:
+        yield tmp
+        written = {p.name for p in tmp.iterdir()}
+        if written != set(names):
+            raise DgmError(f"internal: the files written ({len(written)}) are not the ones announced ({len(names)})")
+        if not target.exists():
+            os.rename(tmp, target)  # one step: the whole folder appears at once
+            tmp = None
+        else:
+            for n in names:
+                os.replace(tmp / n, target / n)
+    except OSError as e:
+        raise DgmError(describe_os_error(e, target, "write")) from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+_BAD_NAME_CHARS = re.compile(r"[\x00-\x1f/\\:]")
+
+
+def check_base_name(name: object, what: str = "file name") -> str:
+    """``name`` if it is a plain, harmless base name: a non-empty string without path
+    separators, control characters or NUL, not ``.``/``..`` and not hidden."""
+    if not isinstance(name, str):
+        raise DgmError(f"{what} {name!r} is not a string")
+    if not name or len(name.encode("utf-8", "surrogatepass")) > 255:
+        raise DgmError(f"{what} {name[:40]!r} is empty or longer than 255 bytes")
+    if _BAD_NAME_CHARS.search(name) or name in (".", "..") or name.startswith(".") or name != name.strip():
+        raise DgmError(f"{what} {name!r} is not a plain base name (no folders, no control characters, not hidden)")
+    return name
+
+
+def json_safe(obj: Any, path: str = "", found: dict | None = None) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None; ``found`` collects where."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        if found is not None:
+            found[path or "value"] = repr(obj)
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v, f"{path}.{k}" if path else str(k), found) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v, f"{path}[{i}]", found) for i, v in enumerate(obj)]
+    return obj
+
+
+def to_json(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON (RFC 8259): a NaN or infinity is written as null, and a dict gains a
+    ``"non_finite"`` entry saying which values they were."""
+    found: dict[str, str] = {}
+    safe = json_safe(obj, found=found)
+    if found and isinstance(safe, dict):
+        safe["non_finite"] = found
+    return json.dumps(safe, indent=indent, sort_keys=indent is not None, allow_nan=False)
+
+
 def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, (to_json(obj, indent=2) + "\n").encode())
