@@ -5,7 +5,7 @@ or malformed files, wrong shapes, corrupt checkpoints). The CLI prints the messa
 with a non-zero code, without a traceback.
 """
 
-__all__ = ["DgmError", "ConfigError", "DataError", "CheckpointError", "TrainingError"]
+__all__ = ["DgmError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "EvaluationError"]
 
 
 class DgmError(Exception):
@@ -26,3 +26,7 @@ class CheckpointError(DgmError):
 
 class TrainingError(DgmError):
     """Training cannot go on (for example the loss became NaN or inf)."""
+
+
+class EvaluationError(DgmError):
+    """An evaluation that cannot give a valid number (a non-finite log-likelihood)."""

@@ -29,6 +29,7 @@ from dgmkit.errors import ConfigError
 __all__ = ["setting", "check", "from_dict", "field_kind", "describe_type", "choices_of"]
 
 _T = TypeVar("_T")
+MAX_LIST = 64  # a list setting (layer sizes) holds at most this many values
 
 
 def setting(
@@ -125,6 +126,8 @@ def _check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
     items = value if isinstance(value, list) else [value]
     if isinstance(value, list) and not value:
         raise ConfigError(f"{name} must be a non-empty list")
+    if isinstance(value, list) and len(value) > MAX_LIST:
+        raise ConfigError(f"{name} may hold at most {MAX_LIST} values, got {len(value)}")
     for v in items:
         if meta.get("min") is not None and v < meta["min"]:
             raise ConfigError(f"{name} must be >= {meta['min']}, got {value}")

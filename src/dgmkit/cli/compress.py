@@ -1,24 +1,62 @@
 """``dgm compress`` and ``dgm decompress``: lossless compression with a trained
-autoregressive model (see ``dgmkit.coding``)."""
+autoregressive model (see ``dgmkit.coding``).
+
+Both commands check everything they can before the slow coding: the outputs (never an
+existing file without ``--force``, never an input or a file of the run), the inputs (PNG sizes
+before any pixel is decoded; file names that decompression can write back one per image) and,
+for decompression, every field of the file's header (``dgmkit.coding.container.check_header``).
+Outputs are written atomically: a PNG folder appears whole or not at all.
+"""
 
 import argparse
 import io
 import math
+import os
+import struct
 import time
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dgmkit import __version__
-from dgmkit._io import atomic_write_bytes
+from dgmkit._io import atomic_folder, atomic_write_bytes, check_base_name, check_new_output, describe_os_error
 from dgmkit.cli.common import say
 from dgmkit.coding import decode_images, encode_images, model_fingerprint, read_container, write_container
-from dgmkit.coding.container import content_digest
+from dgmkit.coding.container import (
+    DTYPES,
+    MAX_BATCH_PIXELS,
+    MAX_DECODED_BYTES,
+    MAX_FILE_BYTES,
+    MAX_PIXELS,
+    check_against_model,
+    content_digest,
+    name_key,
+)
 from dgmkit.config import load_run
-from dgmkit.errors import ConfigError, DataError
+from dgmkit.errors import ConfigError, DataError, DgmError
+from dgmkit.training.run_writer import RUN_FILES
 
 __all__ = ["add_parsers"]
+
+
+def _pil_errors() -> tuple[type[BaseException], ...]:
+    """What PIL raises on a file that is not a readable image (its plugins use several kinds)."""
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
+
+
+def _text(value: object, limit: int = 200) -> str:
+    """A free-text header field the schema accepts: printable (control characters escaped), short."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _run_files(run_dir: str) -> list[Path]:
+    return [Path(run_dir) / n for n in RUN_FILES]
 
 
 def _coding_model(run_dir: str):
@@ -34,65 +72,112 @@ def _coding_model(run_dir: str):
     return run, model, levels
 
 
-def _read_images(paths: list[str]) -> tuple[np.ndarray, dict]:
-    """A .npy array of images, or PNG files, and how to write them back."""
-    if len(paths) == 1 and paths[0].endswith(".npy"):
-        try:
-            x = np.load(paths[0], allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read {paths[0]} as a .npy array: {e}") from None
-        return x, {"source": "npy"}
-    from PIL import Image, UnidentifiedImageError
+def _read_npy(path: str) -> np.ndarray:
+    from dgmkit.data.formats import read_array  # the data loaders' safe reader (no pickles, checked header)
 
-    images, names = [], []
+    x = read_array(Path(path))
+    if not isinstance(x, np.ndarray):
+        raise DataError(f"{path} does not hold a NumPy array")
+    return x
+
+
+def _read_pngs(paths: list[str], height: int, width: int) -> tuple[np.ndarray, dict]:
+    """PNG files of the model's size, single-channel, with distinct base names (decompression
+    writes them back under these names into one folder)."""
+    from PIL import Image
+
+    errors = _pil_errors()
+    images, names, modes = [], [], set()
+    seen: dict[str, str] = {}
     for p in paths:
         if not p.lower().endswith(".png"):
             raise DataError(f"{p}: give one .npy file or PNG files")
+        name = Path(p).name
         try:
-            with Image.open(p) as im:
-                if im.mode not in ("1", "L"):
-                    raise DataError(f"{p}: a {im.mode} PNG; these models code single-channel (1-bit or 8-bit grey) images")
-                a = np.asarray(im)
-                images.append((a != 0 if im.mode == "1" else a, im.mode))  # canonical 0/1 bytes for 1-bit images
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"cannot read {p} as a PNG: {e}") from None
-        names.append(Path(p).name)
-    if len({a.shape for a, _ in images}) != 1 or len({m for _, m in images}) != 1:
-        raise DataError("the PNG files differ in size or mode")
-    x = np.stack([a for a, _ in images])
-    return x, {"source": "png", "names": names, "png_mode": images[0][1]}
+            check_base_name(name, "image file name")
+        except DgmError as e:
+            raise DataError(f"{p}: {e}; decompression could not write it back under its name") from None
+        key = name_key(name)
+        if key in seen:
+            raise DataError(
+                f"{seen[key]} and {p} have the same file name {name!r} (ignoring case): decompression writes the "
+                "images into one folder under their names; rename one of them"
+            )
+        seen[key] = p
+        try:
+            with warnings.catch_warnings():
+                # the size is checked below, before any pixel is decoded
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(p) as im:
+                    if im.format != "PNG":
+                        raise DataError(f"{p} is not a PNG file (it holds a {im.format} image)")
+                    if im.mode not in ("1", "L"):
+                        raise DataError(
+                            f"{p}: a {im.mode} PNG; these models code single-channel (1-bit or 8-bit grey) images"
+                        )
+                    if im.size != (width, height):
+                        raise DataError(f"{p} is {im.size[0]}x{im.size[1]} pixels; the model codes {width}x{height} images")
+                    if getattr(im, "n_frames", 1) != 1:
+                        raise DataError(f"{p} is an animated PNG; give single images")
+                    im.load()
+                    a = np.asarray(im)
+                    modes.add(im.mode)
+        except DataError:
+            raise
+        except errors as e:
+            raise DataError(f"cannot read {p} as a PNG: {type(e).__name__}: {e}") from None
+        images.append(a != 0 if a.dtype == bool else a)  # canonical 0/1 bytes for 1-bit images
+        names.append(name)
+    if len(modes) != 1:
+        raise DataError("the PNG files differ in mode: give all 1-bit or all 8-bit grey images")
+    x = np.stack(images)
+    return x, {"source": "png", "names": names, "png_mode": modes.pop()}
+
+
+def _read_images(paths: list[str], event_shape: tuple[int, ...]) -> tuple[np.ndarray, dict]:
+    """A .npy array of images, or PNG files, and how to write them back."""
+    if len(paths) == 1 and paths[0].lower().endswith(".npy"):
+        return _read_npy(paths[0]), {"source": "npy"}
+    return _read_pngs(paths, event_shape[-2], event_shape[-1])
 
 
 def _to_model_input(x: np.ndarray, event_shape: tuple[int, ...], levels: int) -> torch.Tensor:
     n_dims = math.prod(event_shape)
     if x.ndim < 2 or math.prod(x.shape[1:]) != n_dims:
         raise DataError(f"expected N images of {event_shape[1]}x{event_shape[2]} pixels, got an array of shape {x.shape}")
+    if x.dtype.str not in DTYPES:
+        raise DataError(f"expected an array of integer pixel values, got dtype {x.dtype}")
     if x.dtype == bool:
         x = x.astype(np.uint8)
-    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise DataError(f"expected integer pixel values, got dtype {x.dtype}")
     if not np.all(np.isfinite(x)) or not np.array_equal(x, np.round(x)) or x.min() < 0 or x.max() >= levels:
         raise DataError(f"the model codes integer pixels 0..{levels - 1}; these values run from {x.min()} to {x.max()}")
     return torch.from_numpy(x.astype(np.int64).reshape(len(x), *event_shape))
 
 
 def compress(args: argparse.Namespace) -> int:
-    run, model, levels = _coding_model(args.run_dir)
-    x, meta = _read_images(args.inputs)
-    if len(x) == 0:
-        raise DataError("no images to compress")
-    xt = _to_model_input(x, model.event_shape, levels)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    t0 = time.perf_counter()
-    words = encode_images(model, xt, args.batch_size)
-    seconds = time.perf_counter() - t0
-    with torch.no_grad():
-        nll = -torch.cat([model.log_prob(xt[i : i + 1000]) for i in range(0, len(xt), 1000)]).double().sum().item()
+    out = check_new_output(args.out, args.force, inputs=args.inputs, protected=_run_files(args.run_dir))
+    run, model, levels = _coding_model(args.run_dir)
+    x, meta = _read_images(args.inputs, model.event_shape)
+    if len(x) == 0:
+        raise DataError("no images to compress")
+    pixels = model.num_dims
+    if len(x) * pixels > MAX_PIXELS or len(x) * pixels * max(8, x.dtype.itemsize) > MAX_DECODED_BYTES:
+        raise DataError(
+            f"{len(x)} images of {pixels} pixels are more than one compressed file holds "
+            f"({MAX_DECODED_BYTES // 8} pixels): compress them in parts"
+        )
+    if min(args.batch_size, len(x)) * pixels > MAX_BATCH_PIXELS:
+        raise ConfigError(
+            f"--batch-size {args.batch_size} codes too many pixels at once: at most {MAX_BATCH_PIXELS // pixels} "
+            f"images of {pixels} pixels"
+        )
+    xt = _to_model_input(x, model.event_shape, levels)
     header = {
         "dgmkit_version": __version__,
         "model_fingerprint": model_fingerprint(model),
-        "model": {"kind": run.cfg.model.describe(), "dataset": run.cfg.data.dataset},
+        "model": {"kind": _text(run.cfg.model.describe()), "dataset": _text(run.cfg.data.dataset)},
         "levels": levels,
         "shape": list(x.shape),
         "dtype": x.dtype.str,
@@ -101,63 +186,87 @@ def compress(args: argparse.Namespace) -> int:
         "coder": "constriction range coder, categorical models (perfect=False)",
         **meta,
     }
-    data = write_container(header, words)
-    atomic_write_bytes(args.out, data)
+    t0 = time.perf_counter()
+    words = encode_images(model, xt, args.batch_size)
+    seconds = max(time.perf_counter() - t0, 1e-9)
+    with torch.no_grad():
+        nll = -torch.cat([model.log_prob(xt[i : i + 1000]) for i in range(0, len(xt), 1000)]).double().sum().item()
+    data = write_container(header, words)  # checks the header against the schema decompress applies
+    atomic_write_bytes(out, data)
     dims = xt[0].numel() * len(xt)
     rate = 8 * len(data) / dims
     say(
         f"compressed {len(x)} images ({dims} pixels) to {len(data)} bytes: {rate:.4f} bits/dim "
         f"(the model's NLL: {nll / (dims * math.log(2)):.4f} bits/dim; payload {32 * len(words) / dims:.4f}) "
-        f"in {seconds:.1f} s, {x.nbytes / 1e6 / seconds:.3f} MB/s of input -> {args.out}"
+        f"in {seconds:.1f} s, {x.nbytes / 1e6 / seconds:.3f} MB/s of input -> {out}"
     )
     return 0
 
 
-def decompress(args: argparse.Namespace) -> int:
+def _read_compressed(path: Path) -> bytes:
     try:
-        data = Path(args.file).read_bytes()
+        size = path.stat().st_size
+        if path.is_dir():
+            raise DataError(f"{path} is a folder, not a compressed file")
+        if size > MAX_FILE_BYTES:
+            raise DataError(f"{path} has {size} bytes, more than a compressed file of this dgmkit holds ({MAX_FILE_BYTES})")
+        return path.read_bytes()
     except OSError as e:
-        raise DataError(f"cannot read {args.file}: {e.strerror or e}") from None
-    f = read_container(data, str(args.file))
+        raise DataError(describe_os_error(e, path, "read")) from None
+
+
+def _png_targets(out: Path, names: list[str], args: argparse.Namespace) -> None:
+    """Refuse, before decoding, PNG outputs that are the input, a file of the run, a folder,
+    or (without --force) an existing file; every name is a plain base name (the header schema),
+    so every path lies directly inside ``out``."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; {args.file} holds PNG images: name a folder")
+    if out.suffix and not out.is_dir():
+        raise ConfigError(f"{args.file} holds PNG images: --out must name a folder, got {out}")
+    root = os.path.normpath(out.absolute())
+    for name in names:
+        target = out / name
+        if os.path.dirname(os.path.normpath(target.absolute())) != root:  # the schema makes this impossible
+            raise DataError(f"{args.file} names an image {name!r} outside --out")
+        check_new_output(target, args.force, inputs=[args.file], protected=_run_files(args.run), what="the image")
+
+
+def decompress(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    f = read_container(_read_compressed(path), str(path))  # the header passed the schema
     h = f.header
+    out = Path(args.out)
+    png = h["source"] == "png"
+    if png:
+        _png_targets(out, h["names"], args)
+    else:
+        if out.suffix.lower() != ".npy":
+            raise ConfigError(f"--out must name a .npy file, got {out}")
+        check_new_output(out, args.force, inputs=[args.file], protected=_run_files(args.run))
     run, model, levels = _coding_model(args.run)
-    if model_fingerprint(model) != h.get("model_fingerprint"):
-        m = h.get("model", {})
+    if model_fingerprint(model) != h["model_fingerprint"]:
+        m = h["model"]
         raise DataError(
-            f"{args.file} was compressed with another model ({m.get('kind')} on {m.get('dataset')}, fingerprint "
-            f"{str(h.get('model_fingerprint'))[:12]}); {args.run} holds a different one: decompress with the same model"
+            f"{args.file} was compressed with another model ({m['kind']} on {m['dataset']}, fingerprint "
+            f"{h['model_fingerprint'][:12]}); {args.run} holds a different one: decompress with the same model"
         )
+    check_against_model(h, model.event_shape, levels, str(path))
     shape, dtype = tuple(h["shape"]), np.dtype(h["dtype"])
     n = shape[0]
     t0 = time.perf_counter()
-    try:
-        xt = decode_images(model, f.payload, n, h["batch_size"])
-    except (ValueError, RuntimeError, AssertionError) as e:
-        raise DataError(f"{args.file} could not be decoded: {e}") from None
-    seconds = time.perf_counter() - t0
+    xt = decode_images(model, f.payload, n, h["batch_size"])  # DataError on data the model cannot have coded
+    seconds = max(time.perf_counter() - t0, 1e-9)
     x = xt.numpy().reshape(shape).astype(dtype)
-    if h.get("png_mode") == "1":
-        x = x.astype(bool)
     if content_digest(x) != h["content_sha256"]:
         raise DataError(
-            f"decoding {args.file} gave images that differ from the originals (checksum mismatch): the model's "
-            "probabilities were not reproduced bit for bit (another machine or software version?); nothing written"
+            f"decoding {args.file} gave images that differ from the originals (checksum mismatch): the file is "
+            "damaged, or the model's probabilities were not reproduced bit for bit (another machine or software "
+            "version?); nothing written"
         )
-    out = Path(args.out)
-    if h.get("source") == "png":
-        if out.suffix:
-            raise ConfigError(f"{args.file} holds PNG images: --out must name a folder, got {out}")
-        from PIL import Image
-
-        out.mkdir(parents=True, exist_ok=True)
-        for img, name in zip(x, h["names"]):
-            buf = io.BytesIO()
-            Image.fromarray(img).save(buf, format="PNG")  # bool -> mode "1", uint8 -> mode "L"
-            atomic_write_bytes(out / name, buf.getvalue())
+    if png:
+        _write_pngs(out, x, h["names"], args.force)
         where = f"{len(x)} PNG files in {out}"
     else:
-        if out.suffix != ".npy":
-            raise ConfigError(f"--out must name a .npy file, got {out}")
         buf = io.BytesIO()
         np.save(buf, x, allow_pickle=False)
         atomic_write_bytes(out, buf.getvalue())
@@ -166,15 +275,32 @@ def decompress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_pngs(out: Path, x: np.ndarray, names: list[str], force: bool) -> None:
+    """All the images into ``out`` or none: written into a temporary folder, moved when all are."""
+    from PIL import Image
+
+    errors = _pil_errors()
+    with atomic_folder(out, names, force) as tmp:
+        for img, name in zip(x, names, strict=True):
+            try:
+                Image.fromarray(img).save(tmp / name, format="PNG")  # bool -> mode "1", uint8 -> mode "L"
+            except OSError as e:
+                raise DgmError(describe_os_error(e, out / name, "write")) from None
+            except errors as e:
+                raise DataError(f"cannot write {out / name}: {type(e).__name__}: {e}") from None
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="losslessly compress images with a trained autoregressive model")
     p.add_argument("run_dir")
-    p.add_argument("inputs", nargs="+", help="one .npy array of images, or PNG files")
+    p.add_argument("inputs", nargs="+", help="one .npy array of images, or PNG files (with distinct names)")
     p.add_argument("--out", required=True, help="compressed file to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--batch-size", type=int, default=500, help="images coded together (recorded in the file)")
     p.set_defaults(func=compress)
     p = sub.add_parser("decompress", help="decompress a file written by dgm compress")
     p.add_argument("file")
     p.add_argument("--run", required=True, help="the run folder of the model that compressed it")
     p.add_argument("--out", required=True, help=".npy file (or a folder, for PNG inputs) to write")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=decompress)

@@ -9,9 +9,12 @@ import argparse
 import time
 from pathlib import Path
 
+from dgmkit.cli.argtypes import count
 from dgmkit.cli.common import say
 from dgmkit.cli.train import train_run
 from dgmkit.config import RunConfig
+from dgmkit.errors import DgmError
+from dgmkit.training import RunFolder
 
 __all__ = ["add_parser", "run_demo", "DEMO_CONFIG"]
 
@@ -31,27 +34,33 @@ DEMO_CONFIG = dict(
 )
 
 
-DEMO_FILES = (
-    "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "samples.png",
-    "reconstructions.png", "interpolations.png", "latents.png",
-)  # fmt: skip
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train, evaluate and plot a VAE on the bundled 8x8 digits (about a minute)")
-    p.add_argument("--out", default="runs/demo", help="run folder (an earlier demo's files there are replaced)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--out", default=None, help="run folder, new or empty (default: runs/demo, or runs/demo-2, ... if that is taken)"
+    )
+    p.add_argument("--epochs", type=count(1, 10**6, "--epochs"), default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_demo)
 
 
+def _free_folder(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that does not exist or is empty."""
+    for i in range(1, 10_000):
+        path = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        try:
+            RunFolder(path, fresh=True).check_fresh()
+            return path
+        except DgmError:
+            continue
+    raise DgmError(f"no free folder named {base}-N; give one with --out")
+
+
 def run_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    out = Path(args.out)
+    out = Path(args.out) if args.out is not None else _free_folder(Path("runs/demo"))
+    RunFolder(out, fresh=True).check_fresh()  # never touch what is there: a demo needs a new or empty folder
     cfg = RunConfig.from_dict({**DEMO_CONFIG, **({"epochs": args.epochs} if args.epochs else {})}, "demo")
-    if (out / "config.json").is_file() and (out / "checkpoint.safetensors").is_file():
-        for name in DEMO_FILES:  # an earlier demo run: start afresh, touching only the demo's own files
-            (out / name).unlink(missing_ok=True)
     say(
         f"dgm demo: training a VAE ({cfg.model.hidden} MLP, {cfg.model.latent_dim}-D latent, Bernoulli likelihood) on "
         f"the 8x8 digits into {out}"

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import torch
 
-from dgmkit.cli.common import say, split_data, write_png
+from dgmkit.cli.argtypes import SEED, count
+from dgmkit.cli.common import add_output_flags, png_output, say, split_data, write_png
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError
 
@@ -38,8 +39,7 @@ def density_png(log_p: np.ndarray, extent: tuple[float, float, float, float], sa
 
 @torch.no_grad()
 def density(args: argparse.Namespace) -> int:
-    if args.grid < 10 or args.n < 1:
-        raise ConfigError(f"need --grid >= 10 and -n >= 1, got {args.grid} and {args.n}")
+    out = png_output(args)
     run = load_run(args.run_dir)
     model = run.model
     shape = tuple(run.record["data"]["event_shape"])
@@ -57,7 +57,7 @@ def density(args: argparse.Namespace) -> int:
     samples, _ = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed))
     extent = (lo[0].item(), hi[0].item(), lo[1].item(), hi[1].item())
     title = f"{run.cfg.model.describe()} on {run.cfg.data.dataset}: probability mass in this window {mass:.4f}"
-    path = write_png(args.out, density_png(log_p.numpy(), extent, samples.reshape(-1, 2).numpy(), title))
+    path = write_png(out, density_png(log_p.numpy(), extent, samples.reshape(-1, 2).numpy(), title))
     say(
         f"wrote the density on a {args.grid}x{args.grid} grid (mass in the window {mass:.4f}) and {args.n} samples to {path}"
     )
@@ -67,9 +67,9 @@ def density(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("density", help="heat map of a 2-D flow's density with samples, to a PNG")
     p.add_argument("run_dir")
-    p.add_argument("--out", required=True)
-    p.add_argument("--grid", type=int, default=300, help="grid points per axis")
-    p.add_argument("-n", type=int, default=2000, help="samples to draw")
-    p.add_argument("--seed", type=int, default=0)
+    add_output_flags(p)
+    p.add_argument("--grid", type=count(10, 2000, "--grid"), default=300, help="grid points per axis (10..2000)")
+    p.add_argument("-n", type=count(1, 10**6, "-n"), default=2000, help="samples to draw")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=density)

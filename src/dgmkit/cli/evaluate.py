@@ -6,8 +6,10 @@ import argparse
 import torch
 
 from dgmkit._io import atomic_write_json
+from dgmkit.cli.argtypes import SEED, count
 from dgmkit.cli.common import say, split_data
 from dgmkit.config import load_run
+from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation import evaluate
 
@@ -25,9 +27,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run: its log-likelihood estimate, ELBO, bits/dim, active units")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--iw-samples", type=int, default=None, help="importance samples k (default: the run's)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N datapoints")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset and of the sampling")
+    p.add_argument(
+        "--iw-samples",
+        type=count(0, MAX_IW_SAMPLES, "--iw-samples"),
+        default=None,
+        help="importance samples k (default: the run's); memory stays bounded for any k, time grows with it",
+    )
+    p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the subset and of the sampling")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=run_eval)
 
@@ -43,7 +50,7 @@ def format_report(r: dict) -> str:
             if r.get("recon") is not None:
                 rows += [("  reconstruction", f"{r['recon']:.3f} nats"), ("  KL", f"{r['kl']:.3f} nats")]
         rows += [
-            (_NLL_ROW[r["estimate"]](r), f"{r['nll']:.3f} +- {r['nll_stderr']:.3f} nats"),
+            (_NLL_ROW[r["estimate"]](r), f"{r['nll']:.3f} +- {_num(r['nll_stderr'])} nats"),
             ("bits/dim", f"{r['bpd']:.4f}"),
         ]
     if r.get("active_units") is not None:
@@ -52,6 +59,10 @@ def format_report(r: dict) -> str:
     rows.append(("time", f"{r['seconds']:.1f} s"))
     width = max(len(a) for a, _ in rows)
     return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _notes(r: dict) -> list[str]:
@@ -70,13 +81,16 @@ def _notes(r: dict) -> list[str]:
 def run_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir)
     k = run.cfg.iw_samples if args.iw_samples is None else args.iw_samples
-    if k < 0:
-        raise ConfigError(f"--iw-samples must be >= 0, got {k}")
+    if run.model.estimate_kind == "exact":
+        k = 0  # nothing to sample
+    elif run.model.estimate_kind in ("importance-sampled", "bound") and k < 1:
+        raise ConfigError(
+            f"{run.cfg.model.describe()} estimates log p(x) by importance sampling: --iw-samples must be >= 1 "
+            "(k = 1 is the ELBO)"
+        )
     x, _ = split_data(run, args.split, args.data_dir)
     subset = None
     if args.limit is not None:
-        if args.limit < 1:
-            raise ConfigError(f"--limit must be >= 1, got {args.limit}")
         if args.limit < len(x):
             total = len(x)
             idx = torch.randperm(total, generator=torch.Generator().manual_seed(args.seed))[: args.limit]

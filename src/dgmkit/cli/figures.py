@@ -4,7 +4,8 @@ import argparse
 
 import torch
 
-from dgmkit.cli.common import say, split_data, to_display, write_png
+from dgmkit.cli.argtypes import SEED, count, real
+from dgmkit.cli.common import add_output_flags, png_output, say, split_data, to_display, write_png
 from dgmkit.config import Run, load_run
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
@@ -13,26 +14,19 @@ from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
 __all__ = ["add_parsers", "sample", "reconstruct", "interpolate", "latents"]
 
 
-def _positive(name: str, value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"{name} must be >= 1, got {value}")
-
-
 def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
 
 
 @torch.no_grad()
 def sample(args: argparse.Namespace) -> int:
-    _positive("-n", args.n)
+    out = png_output(args)
     run = load_run(args.run_dir)
     model = run.model
     if not model.can_sample:
         raise ConfigError(f"a {run.cfg.family} model has no distribution to sample from (no prior)")
     if args.temperature != 1.0 and not model.sample_temperature:
         raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
-    if not args.temperature > 0:
-        raise ConfigError(f"--temperature must be > 0, got {args.temperature}")
     if args.naive and not model.sample_cached:
         raise ConfigError("--naive is for autoregressive models (their uncached pixel-by-pixel path)")
     torch.manual_seed(args.seed)
@@ -53,7 +47,7 @@ def sample(args: argparse.Namespace) -> int:
         shown, what = x, "samples x ~ p(x)" + (f" at temperature {args.temperature:g}" if model.sample_temperature else "")
     if tuple(shown.shape[2:]) == (1, 2) or shown.dim() != 4:
         raise ConfigError("these are 2-D points, not images: use dgm density RUN_DIR --out FILE.png")
-    path = write_png(args.out, image_grid_png(to_display(shown, run), nrow=args.nrow or _side(args.n)))
+    path = write_png(out, image_grid_png(to_display(shown, run), nrow=min(args.nrow or _side(args.n), args.n)))
     say(f"wrote {args.n} {what} to {path}")
     return 0
 
@@ -65,27 +59,29 @@ def _needs_latents(run: Run) -> None:
 
 @torch.no_grad()
 def reconstruct(args: argparse.Namespace) -> int:
-    _positive("-n", args.n)
+    out = png_output(args)
     run = load_run(args.run_dir)
     _needs_latents(run)
     x, _ = split_data(run, args.split, args.data_dir)
+    if args.n > len(x):
+        raise ConfigError(f"-n {args.n} is more than the {len(x)} images of the {args.split} split")
     xb = x[_pick(len(x), args.n, args.seed)]
     rec = run.model.reconstruct(xb)
     pairs = torch.stack([to_display(xb, run), to_display(rec, run)], 1).flatten(0, 1)  # original, reconstruction
     nrow = 2 * min(8, args.n)
-    path = write_png(args.out, image_grid_png(pairs, nrow=nrow))
+    path = write_png(out, image_grid_png(pairs, nrow=nrow))
     say(f"wrote {args.n} {args.split} images (left) and reconstructions (right) to {path}")
     return 0
 
 
 @torch.no_grad()
 def interpolate(args: argparse.Namespace) -> int:
-    _positive("--pairs", args.pairs)
-    if args.steps < 2:
-        raise ConfigError(f"--steps must be >= 2, got {args.steps}")
+    out = png_output(args)
     run = load_run(args.run_dir)
     _needs_latents(run)
     x, _ = split_data(run, args.split, args.data_dir)
+    if 2 * args.pairs > len(x):
+        raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} images; the {args.split} split has {len(x)}")
     idx = _pick(len(x), 2 * args.pairs, args.seed)
     a, b = x[idx[: args.pairs]], x[idx[args.pairs :]]
     za, zb = location(run.model.posterior(a)), location(run.model.posterior(b))  # (P, M)
@@ -93,7 +89,7 @@ def interpolate(args: argparse.Namespace) -> int:
     z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, *latent): for one-hot latents, through the simplex
     dec = run.model.likelihood(z).mean  # (P, S, C, H, W)
     rows = torch.cat([to_display(a, run)[:, None], to_display(dec, run), to_display(b, run)[:, None]], 1)
-    path = write_png(args.out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
+    path = write_png(out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
     say(
         f"wrote {args.pairs} latent interpolations ({args.split} image, {args.steps} decoded steps, "
         f"{args.split} image per row) to {path}"
@@ -103,18 +99,18 @@ def interpolate(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def latents(args: argparse.Namespace) -> int:
+    out = png_output(args)
     run = load_run(args.run_dir)
     _needs_latents(run)
     x, y = split_data(run, args.split, args.data_dir)
-    if args.limit is not None:
-        _positive("--limit", args.limit)
+    if args.limit is not None and args.limit < len(x):
         idx = _pick(len(x), args.limit, args.seed)
         x, y = x[idx], (None if y is None else y[idx])
     z = torch.cat([location(run.model.posterior(x[i : i + 1000])).flatten(1) for i in range(0, len(x), 1000)])
     points, axes = project_2d(z)
     title = f"{run.cfg.data.dataset} {args.split}: posterior means E[z|x] (n={len(x)})"
     data = scatter_png(points, None if y is None else y.numpy(), title, axes)
-    path = write_png(args.out, data)
+    path = write_png(out, data)
     note = "" if y is not None else " (no labels in this dataset)"
     say(f"wrote a scatter of {len(x)} latent means ({axes}){note} to {path}")
     return 0
@@ -124,42 +120,45 @@ def _side(n: int) -> int:
     return max(1, int(round(n**0.5)))
 
 
+_SPLIT = dict(default="test", choices=["train", "valid", "test"])
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample images from the model to a PNG")
     p.add_argument("run_dir")
-    p.add_argument("-n", type=int, default=64)
-    p.add_argument("--out", required=True)
-    p.add_argument("--nrow", type=int, default=None)
+    p.add_argument("-n", type=count(1, 10_000, "-n"), default=64, help="images (1..10000)")
+    add_output_flags(p)
+    p.add_argument("--nrow", type=count(1, 10_000, "--nrow"), default=None, help="images per row")
     p.add_argument("--draw", action="store_true", help="show draws x ~ p(x|z) instead of the means of p(x|z)")
-    p.add_argument("--temperature", type=float, default=1.0, help="flows: sample z ~ N(0, T^2 I)")
+    p.add_argument("--temperature", type=real(gt=0, hi=100), default=1.0, help="flows: sample z ~ N(0, T^2 I)")
     p.add_argument("--naive", action="store_true", help="autoregressive models: a full network pass per pixel")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=sample)
 
     p = sub.add_parser("reconstruct", help="test images next to their reconstructions, to a PNG")
     p.add_argument("run_dir")
-    p.add_argument("-n", type=int, default=32)
-    p.add_argument("--out", required=True)
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=count(1, 10_000, "-n"), default=32, help="images (at most the split's)")
+    add_output_flags(p)
+    p.add_argument("--split", **_SPLIT)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=reconstruct)
 
     p = sub.add_parser("interpolate", help="decode straight lines in latent space between test images, to a PNG")
     p.add_argument("run_dir")
-    p.add_argument("--pairs", type=int, default=8)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--out", required=True)
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", type=count(1, 1000, "--pairs"), default=8)
+    p.add_argument("--steps", type=count(2, 100, "--steps"), default=10)
+    add_output_flags(p)
+    p.add_argument("--split", **_SPLIT)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=interpolate)
 
     p = sub.add_parser("latents", help="scatter of latent means coloured by label (PCA when M > 2), to a PNG")
     p.add_argument("run_dir")
-    p.add_argument("--out", required=True)
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    add_output_flags(p)
+    p.add_argument("--split", **_SPLIT)
+    p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=latents)

@@ -1,30 +1,47 @@
 """Entry point of the ``dgm`` command.
 
-Every user error ends with one line ``dgm: error: ...`` on stderr and exit code 1 (2 for
-command-line usage errors), without a traceback; files are written atomically, so a failed
-command leaves no half-written file behind.
+Exit codes: 0 success; 1 a user error (bad flag, config, data file, checkpoint...), reported as
+one line ``dgm: error: ...`` on stderr without a traceback; 2 a bug: an exception that no check
+anticipated, reported as one line that says so and names a file holding the traceback;
+130 interrupted. Files are written atomically, so a failed command leaves no half-written file.
 """
 
 import argparse
+import datetime
 import logging
 import os
 import sys
+import tempfile
+import traceback
 
 from dgmkit import __version__
 from dgmkit._io import describe_os_error
 from dgmkit.errors import DgmError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_USER_ERROR", "EXIT_BUG"]
+
+EXIT_USER_ERROR = 1
+EXIT_BUG = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error convention: one ``dgm: error:`` line, exit 1."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.removeprefix("dgm").strip()
+        hint = f" (see dgm {command} --help)" if command else " (see dgm --help)"
+        _say_error(f"{message}{hint}")
+        sys.exit(EXIT_USER_ERROR)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The ``dgm`` parser; ``argv`` (when given) picks the family whose flags ``dgm train`` offers."""
     from dgmkit.cli import cluster, compress, demo, density, evaluate, figures, train
 
-    parser = argparse.ArgumentParser(prog="dgm", description="dgmkit: likelihood-based deep generative models")
+    parser = _Parser(prog="dgm", description="dgmkit: likelihood-based deep generative models")
     parser.add_argument("--version", action="version", version=f"dgmkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug information")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     train.add_parser(sub, train.family_from_argv(list(argv or [])))
     evaluate.add_parser(sub)
@@ -36,10 +53,41 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _say_error(message: object) -> None:
+    print(f"dgm: error: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
+def _report_bug(e: BaseException) -> int:
+    """Write the traceback to a file and say, in one line, that this is a bug."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    where = "(the traceback could not be saved)"
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"dgm-bug-{stamp}-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"dgmkit {__version__}, python {sys.version.split()[0]}\nargv: {sys.argv!r}\n\n")
+            f.write("".join(traceback.format_exception(e)))
+        where = f"the traceback is in {path}"
+    except OSError:
+        pass
+    print(
+        f"dgm: internal error (a bug in dgmkit, please report it): {type(e).__name__}: {_one_line(e)[:300]}; {where}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return EXIT_BUG
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors end here
+        return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
@@ -47,14 +95,19 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except DgmError as e:
-        print(f"dgm: error: {e}", file=sys.stderr)
-        return 1
+        _say_error(e)
+        return EXIT_USER_ERROR
     except OSError as e:
-        print(f"dgm: error: {describe_os_error(e, e.filename or 'a file')}", file=sys.stderr)
-        return 1
+        _say_error(describe_os_error(e))
+        return EXIT_USER_ERROR
+    except MemoryError:
+        _say_error("out of memory: the sizes asked for (batch, samples, images) need more memory than this machine has")
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("dgm: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: a bug, said as such
+        return _report_bug(e)
 
 
 if __name__ == "__main__":

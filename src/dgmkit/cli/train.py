@@ -13,18 +13,20 @@ import torch
 from dgmkit.cli.common import say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record
-from dgmkit.config.run import read_json
+from dgmkit.config.run import check_same_run, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
-from dgmkit.data import DataTransform, load_dataset
+from dgmkit.data import Dataset, DataTransform, load_dataset
 from dgmkit.errors import ConfigError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES
 from dgmkit.training import (
     FitResult,
+    RunFolder,
     RunWriter,
     Trainer,
     fit_closed_form,
     fit_em,
     latent_diagnostics,
+    load_checkpoint,
     trainer_result,
 )
 
@@ -151,21 +153,57 @@ def _reporter(cfg: RunConfig, num_dims: int, shift: float, label: str, score: st
 
 def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = False, report_every: int = 1) -> FitResult:
     """Fit ``cfg`` into the run folder ``out`` (or resume the run there), printing a line
-    every ``report_every`` epochs."""
+    every ``report_every`` epochs. A fresh run needs a new or empty folder; the folder is locked
+    while the run is written."""
     family = cfg.model
-    dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
+    if resume and family.fit != "gradient":
+        raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
+    dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download, key=cfg.data.data_key)
     transform = family.transform(dataset, cfg.data.binarize)
     init_data = None
     if family.needs_init_data and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
     model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
-    record = run_record(cfg, dataset, transform)
-    writer = RunWriter(out, record)
+    with RunFolder(out, fresh=not resume):
+        run_id = _resumable_run_id(cfg, out, dataset, transform) if resume else None
+        record = run_record(cfg, dataset, transform, run_id)
+        return _fit(cfg, model, dataset, transform, RunWriter(out, record), resume, quiet, report_every)
+
+
+def _resumable_run_id(cfg: RunConfig, out: Path, dataset: Dataset, transform: DataTransform) -> str | None:
+    """The run id of the run in ``out``, once its config.json, its checkpoints and the data
+    agree that ``cfg`` continues it (under the folder's lock)."""
+    own = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
+    for name in ("checkpoint.safetensors", "best.safetensors"):
+        if (out / name).is_file():
+            meta = load_checkpoint(out / name)
+            check_same_run(
+                own, migrate_record(meta["config"], str(out / name)), out / "config.json", out / name, FREE_ON_RESUME
+            )
+    check_same_run(
+        own,
+        run_record(cfg, dataset, transform, own.get("run_id")),
+        out / "config.json",
+        Path("the data and flags"),
+        FREE_ON_RESUME,
+    )
+    return own.get("run_id")
+
+
+def _fit(
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    dataset: Dataset,
+    transform: DataTransform,
+    writer: RunWriter,
+    resume: bool,
+    quiet: bool,
+    report_every: int,
+) -> FitResult:
+    family, out = cfg.model, writer.run_dir
     num_dims = math.prod(dataset.event_shape)
     shift = num_dims * transform.log_volume  # nats of the integer data from nats of dequantized data
     if family.fit != "gradient":
-        if resume:
-            raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
         writer.start()
         report = _reporter(cfg, num_dims, shift, "log p(x)", "log_px", quiet, report_every)
         if family.fit == "closed-form":
@@ -196,7 +234,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         device=o.device,
         precision=o.precision,
         run_dir=out,
-        config=record,
+        config=writer.record,
         progress=not quiet,
         callbacks=[_reporter(cfg, num_dims, shift, objective.label, objective.score, quiet, report_every)],
         diagnostics=latent_diagnostics if model.has_latents else None,
@@ -205,8 +243,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
     if resume:
         trainer.resume()
         say(f"resuming {out} after epoch {trainer.epoch}")
-    else:
-        writer.start()
+    writer.start()  # config.json (on resume: with the epochs, patience or device asked for now)
     trainer.fit()
     return trainer_result(trainer, objective)
 
@@ -220,10 +257,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = resumed_config(args, out)
     else:
         cfg = resolve_config(args)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out} is a file, not a folder")
-        if (out / "checkpoint.safetensors").exists():
-            raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+        RunFolder(out, fresh=True).check_fresh()  # before the data is loaded; again under the lock
     result = train_run(cfg, out, resume=args.resume, quiet=args.quiet)
     data = read_json(out / "config.json")["data"]
     shift = math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume

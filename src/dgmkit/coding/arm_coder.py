@@ -5,14 +5,25 @@ same batches, so both see bit-identical probabilities p(x_d | x_<d) on the same 
 software: the encoder feeds the known pixel at each step, the decoder the one it just
 decoded. The range coder (queue: first in, first out) spends -log2 p(x_d | x_<d) bits per
 pixel plus a small constant per batch, so the rate approaches the model's NLL.
+
+The probabilities reach the coder through ``_probabilities``, the one boundary between torch
+and constriction: a C-ordered float64 array (batch, levels) of finite, normalised rows. The
+coder reads the array's memory row by row whatever its strides say, so a transposed view
+(which a head may return) would give every image another pixel's probabilities: encoder and
+decoder would agree and round trips would succeed, at a rate far from the model's NLL.
 """
 
 import numpy as np
 import torch
 
+from dgmkit.errors import DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
 
 __all__ = ["encode_images", "decode_images"]
+
+# what constriction raises on an impossible symbol (KeyError), probabilities it cannot use
+# (ValueError) or compressed data that its model cannot have produced (AssertionError)
+_CODER_ERRORS = (AssertionError, ValueError, KeyError, RuntimeError, OverflowError)
 
 
 def _coder():
@@ -23,8 +34,47 @@ def _coder():
     return constriction.stream
 
 
-def _probabilities(log_pmf: torch.Tensor) -> np.ndarray:
-    return log_pmf.double().exp().cpu().numpy()
+def _probabilities(log_pmf: torch.Tensor, batch: int, levels: int, t: int) -> np.ndarray:
+    """The conditionals of pixel step ``t`` as the coder needs them: a C-contiguous float64
+    array (batch, levels) whose rows are finite, non-negative and sum to one."""
+    if tuple(log_pmf.shape) != (batch, levels):
+        raise DataError(
+            f"internal: the model gave probabilities of shape {tuple(log_pmf.shape)} at pixel step {t}, "
+            f"expected ({batch}, {levels})"
+        )
+    p = np.ascontiguousarray(log_pmf.detach().to(torch.float64).exp().cpu().numpy(), dtype=np.float64)
+    total = p.sum(axis=1, keepdims=True)
+    if not (np.isfinite(p).all() and np.isfinite(total).all() and (total > 0).all()):
+        raise DataError(
+            f"the model gives non-finite or zero probabilities at pixel step {t} (are its weights finite?): "
+            "these images cannot be coded with it"
+        )
+    p /= total
+    return p
+
+
+def _check_images(model: AutoregressiveModel, x: torch.Tensor, levels: int) -> torch.Tensor:
+    if tuple(x.shape[1:]) != tuple(model.event_shape):
+        raise DataError(f"expected images of shape (N, {', '.join(map(str, model.event_shape))}), got {tuple(x.shape)}")
+    if x.dtype.is_complex or (x.dtype.is_floating_point and not torch.equal(x, x.round())):
+        raise DataError("the images to code must hold integers")
+    x = x.long()
+    if len(x) and (int(x.min()) < 0 or int(x.max()) >= levels):
+        raise DataError(f"the model codes integer pixels 0..{levels - 1}; these run from {int(x.min())} to {int(x.max())}")
+    return x
+
+
+def _levels(model: AutoregressiveModel) -> int:
+    levels = model.coding_levels
+    if levels is None:
+        raise DataError("this model has no exact sequential conditionals over discrete values to code with")
+    return int(levels)
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"the coding batch size must be a positive integer, got {batch_size!r}")
+    return batch_size
 
 
 @torch.no_grad()
@@ -33,14 +83,24 @@ def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int =
     stream = _coder()
     family = stream.model.Categorical(perfect=False)
     encoder = stream.queue.RangeEncoder()
+    levels = _levels(model)
+    x = _check_images(model, x, levels)
+    batch_size = _check_batch_size(batch_size)
     order = model.order().tolist()
     model.eval()
     for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].flatten(1).long()
+        xb = x[start : start + batch_size].flatten(1)
 
         def choose(t: int, log_pmf: torch.Tensor, xb: torch.Tensor = xb) -> torch.Tensor:
             values = xb[:, order[t]]
-            encoder.encode(values.numpy().astype(np.int32), family, _probabilities(log_pmf))
+            probs = _probabilities(log_pmf, len(xb), levels, t)
+            try:
+                encoder.encode(np.ascontiguousarray(values.numpy(), dtype=np.int32), family, probs)
+            except _CODER_ERRORS:
+                raise DataError(
+                    f"the range coder cannot code pixel step {t}: the model gives one of its values a probability "
+                    "too small to code"
+                ) from None
             return values
 
         model.run_cached(len(xb), choose)
@@ -49,17 +109,33 @@ def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int =
 
 @torch.no_grad()
 def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
-    """Invert ``encode_images``: n images (N, 1, H, W) as int64."""
+    """Invert ``encode_images``: n images (N, 1, H, W) as int64. Compressed data that the model
+    cannot have produced raises DataError (data that it can have produced decodes to some
+    images: the caller's content checksum tells whether they are the originals)."""
     stream = _coder()
     family = stream.model.Categorical(perfect=False)
+    levels = _levels(model)
+    batch_size = _check_batch_size(batch_size)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise DataError(f"the number of images to decode must be a non-negative integer, got {n!r}")
+    words = np.ascontiguousarray(words, dtype=np.uint32)
+    if words.ndim != 1:
+        raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {words.shape}")
     decoder = stream.queue.RangeDecoder(words)
     model.eval()
     out = []
     for start in range(0, n, batch_size):
         nb = min(batch_size, n - start)
 
-        def choose(t: int, log_pmf: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(decoder.decode(family, _probabilities(log_pmf)).astype(np.int64))
+        def choose(t: int, log_pmf: torch.Tensor, nb: int = nb) -> torch.Tensor:
+            probs = _probabilities(log_pmf, nb, levels, t)
+            try:
+                values = decoder.decode(family, probs)
+            except _CODER_ERRORS:
+                raise DataError(
+                    "the compressed data is invalid for this model (the range coder could not decode it)"
+                ) from None
+            return torch.from_numpy(np.asarray(values).astype(np.int64))
 
         out.append(model.run_cached(nb, choose).round().long())
     return torch.cat(out) if out else torch.zeros(0, *model.event_shape, dtype=torch.long)

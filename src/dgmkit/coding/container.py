@@ -7,22 +7,68 @@
 The header holds the model's fingerprint, the images' shape, dtype and number of levels, the
 coding batch size and the SHA-256 of the original array; decoding checks all of them, so a
 file read with another model, truncated, corrupted, or not ours fails with a clear error.
+
+The trailing SHA-256 detects accidents only: whoever crafts a file can recompute it. So every
+header field is treated as hostile and checked against a schema (``check_header``) before
+anything uses it: types, ranges, a bound on the number of pixels to decode (nothing of the
+declared size is allocated before that), file names that are plain base names, one per image.
 """
 
 import hashlib
 import json
+import math
+import re
 import struct
+import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from dgmkit.errors import DataError
+from dgmkit._io import check_base_name
+from dgmkit.errors import DataError, DgmError
 
-__all__ = ["CompressedFile", "write_container", "read_container", "model_fingerprint", "content_digest", "FORMAT_VERSION"]
+__all__ = [
+    "CompressedFile",
+    "write_container",
+    "read_container",
+    "check_header",
+    "check_against_model",
+    "check_png_names",
+    "name_key",
+    "model_fingerprint",
+    "content_digest",
+    "FORMAT_VERSION",
+    "MAX_PIXELS",
+    "MAX_DECODED_BYTES",
+    "MAX_BATCH_PIXELS",
+    "MAX_FILE_BYTES",
+]
 
 MAGIC = b"DGMZ"
 FORMAT_VERSION = 1
+
+MAX_PIXELS = 2**31  # pixels (images x pixels per image) one file may declare
+MAX_DECODED_BYTES = 2**30  # bytes of the decoded array (int64 while decoding, then the file's dtype)
+MAX_BATCH_PIXELS = 2**22  # pixels coded together (one batch): bounds the model's sequential caches
+MAX_HEADER_BYTES = 64 * 2**20
+MAX_FILE_BYTES = 2**30  # a file holds at most MAX_DECODED_BYTES // 8 pixels, at < 32 bits each, and its header
+MAX_NDIM = 32
+MAX_TEXT = 1000  # characters of a free-text field (version, model description, coder)
+MIN_LEVELS, MAX_LEVELS = 2, 65536
+SOURCES = ("npy", "png")
+PNG_MODES = {"1": "|b1", "L": "|u1"}  # PNG mode -> the dtype of its pixel array
+
+# dtypes an image array may have (both byte orders): no object, complex, string or structured ones
+DTYPES = frozenset(
+    np.dtype(t).newbyteorder(order).str
+    for t in ("b1", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8")
+    for order in ("<", ">")
+)
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass
@@ -47,34 +93,203 @@ def content_digest(x: np.ndarray) -> str:
     return hashlib.sha256(f"{x.shape}:{x.dtype.str}".encode() + x.tobytes()).hexdigest()
 
 
+# -- the header's schema ---------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _text(h: dict, key: str, source: str, max_len: int = MAX_TEXT) -> str:
+    v = h[key]
+    if not isinstance(v, str) or len(v) > max_len or _CONTROL.search(v):
+        raise DataError(
+            f"{source} has a bad header: {key!r} must be a text of at most {max_len} printable characters, got {_short(v)}"
+        )
+    return v
+
+
+def _int(h: dict, key: str, source: str, lo: int, hi: int) -> int:
+    v = h[key]
+    if not _is_int(v) or not lo <= v <= hi:
+        raise DataError(f"{source} has a bad header: {key!r} must be an integer in {lo}..{hi}, got {_short(v)}")
+    return v
+
+
+def name_key(name: str) -> str:
+    """The form under which two names denote one file on a case-insensitive, normalising file
+    system (canonical caseless matching)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", name).casefold())
+
+
+def check_png_names(names: Any, n: int, source: str = "the file") -> list[str]:
+    """``names`` if it is a list of exactly ``n`` distinct plain base names ending in .png
+    (distinct also when case and Unicode normalisation are ignored)."""
+    if not isinstance(names, list) or not all(isinstance(s, str) for s in names):
+        raise DataError(f"{source} has a bad header: 'names' must be a list of file names, got {_short(names)}")
+    if len(names) != n:
+        raise DataError(f"{source} has a bad header: it holds {n} images but {len(names)} file names")
+    seen: dict[str, str] = {}
+    for name in names:
+        try:
+            check_base_name(name, "image file name")
+        except DgmError as e:
+            raise DataError(f"{source} has a bad header: {e}") from None
+        if not name.lower().endswith(".png") or len(name) <= 4:
+            raise DataError(f"{source} has a bad header: image file name {name!r} does not end in .png")
+        key = name_key(name)
+        if key in seen:
+            raise DataError(f"{source} has a bad header: the image file names {seen[key]!r} and {name!r} name the same file")
+        seen[key] = name
+    return names
+
+
+def check_header(header: Any, source: str = "the file") -> dict:
+    """``header`` if it is a well-formed version-1 header, else a DataError naming the first
+    bad field. Bounds the data it declares, so decoding it allocates at most
+    ``MAX_DECODED_BYTES``."""
+    if not isinstance(header, dict):
+        raise DataError(f"{source} has a bad header: expected a JSON object, got {type(header).__name__}")
+    h = header
+    required = [
+        "dgmkit_version", "model_fingerprint", "model", "levels", "shape", "dtype", "batch_size",
+        "content_sha256", "coder", "source",
+    ]  # fmt: skip
+    missing = [k for k in required if k not in h]
+    if missing:
+        raise DataError(f"{source} has a bad header: it lacks {', '.join(map(repr, missing))}")
+    _text(h, "dgmkit_version", source, 100)
+    _text(h, "coder", source)
+    for key in ("model_fingerprint", "content_sha256"):
+        v = h[key]
+        if not isinstance(v, str) or not _HEX64.fullmatch(v):
+            raise DataError(f"{source} has a bad header: {key!r} must be 64 hexadecimal digits, got {_short(v)}")
+    m = h["model"]
+    if not isinstance(m, dict) or set(m) != {"kind", "dataset"}:
+        raise DataError(f"{source} has a bad header: 'model' must be an object with 'kind' and 'dataset', got {_short(m)}")
+    _text(m, "kind", source)
+    _text(m, "dataset", source)
+    levels = _int(h, "levels", source, MIN_LEVELS, MAX_LEVELS)
+    shape = h["shape"]
+    if (
+        not isinstance(shape, list)
+        or not 2 <= len(shape) <= MAX_NDIM
+        or not all(_is_int(s) and 1 <= s <= MAX_PIXELS for s in shape)
+    ):
+        raise DataError(
+            f"{source} has a bad header: 'shape' must be a list of 2 to {MAX_NDIM} positive integers, got {_short(shape)}"
+        )
+    dtype = h["dtype"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise DataError(
+            f"{source} has a bad header: 'dtype' must be a boolean, integer or float type such as '|u1', got {_short(dtype)}"
+        )
+    n, pixels = shape[0], math.prod(shape[1:])  # python integers: no overflow
+    item = max(8, np.dtype(dtype).itemsize)  # int64 while decoding
+    if n * pixels > MAX_PIXELS or n * pixels * item > MAX_DECODED_BYTES:
+        raise DataError(
+            f"{source} declares {n} images of {pixels} pixels: more than this dgmkit decodes "
+            f"({MAX_DECODED_BYTES // 8} pixels at most)"
+        )
+    batch_size = _int(h, "batch_size", source, 1, MAX_PIXELS)
+    if min(batch_size, n) * pixels > MAX_BATCH_PIXELS:
+        raise DataError(
+            f"{source} has a bad header: 'batch_size' {batch_size} codes {min(batch_size, n) * pixels} pixels at once, "
+            f"more than {MAX_BATCH_PIXELS}"
+        )
+    src = h["source"]
+    if src not in SOURCES:
+        raise DataError(f"{source} has a bad header: 'source' must be one of {', '.join(SOURCES)}, got {_short(src)}")
+    if src == "png":
+        for key in ("names", "png_mode"):
+            if key not in h:
+                raise DataError(f"{source} has a bad header: it holds PNG images but lacks {key!r}")
+        mode = h["png_mode"]
+        if not isinstance(mode, str) or mode not in PNG_MODES:
+            raise DataError(f"{source} has a bad header: 'png_mode' must be '1' or 'L', got {_short(mode)}")
+        if len(shape) != 3 or dtype != PNG_MODES[mode] or (mode == "1" and levels != 2):
+            raise DataError(
+                f"{source} has a bad header: PNG images of mode {mode} need a shape [N, H, W] and dtype "
+                f"{PNG_MODES[mode]}{' and 2 levels' if mode == '1' else ''}, got {_short(shape)}, {dtype}, {levels}"
+            )
+        check_png_names(h["names"], n, source)
+    else:
+        extra = [k for k in ("names", "png_mode") if k in h]
+        if extra:
+            raise DataError(f"{source} has a bad header: it holds a NumPy array but has {', '.join(map(repr, extra))}")
+    return h
+
+
+def check_against_model(header: dict, event_shape: tuple[int, ...], levels: int, source: str = "the file") -> None:
+    """Whether the images a (schema-checked) header declares are ones the model codes: its
+    number of levels, and images of the model's size (exactly H x W for PNG images)."""
+    if header["levels"] != levels:
+        raise DataError(f"{source} holds images of {header['levels']} levels; the model codes {levels}")
+    shape = header["shape"]
+    if math.prod(shape[1:]) != math.prod(event_shape) or (
+        header["source"] == "png" and tuple(shape[1:]) != tuple(event_shape[-2:])
+    ):
+        raise DataError(
+            f"{source} holds images of shape {tuple(shape[1:])}; the model codes images of "
+            f"{'x'.join(map(str, event_shape[-2:]))} pixels"
+        )
+
+
+# -- reading and writing ---------------------------------------------------------------------
+
+
 def write_container(header: dict, payload: np.ndarray) -> bytes:
-    head = json.dumps(header, sort_keys=True).encode()
+    check_header(header, "the header to write")
+    head = json.dumps(header, sort_keys=True, allow_nan=False).encode()
     words = np.ascontiguousarray(payload, dtype="<u4").tobytes()
     body = MAGIC + struct.pack("<HI", FORMAT_VERSION, len(head)) + head + struct.pack("<Q", len(words)) + words
     return body + hashlib.sha256(body).digest()
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def read_container(data: bytes, source: str = "the file") -> CompressedFile:
+    """The header (checked against the schema) and payload of a compressed file; DataError
+    for anything that is not a well-formed version-1 file."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DataError(f"{source}: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > MAX_FILE_BYTES:
+        raise DataError(
+            f"{source} has {len(data)} bytes, more than a compressed file of this dgmkit holds ({MAX_FILE_BYTES})"
+        )
     if not data.startswith(MAGIC):
         raise DataError(f"{source} is not a dgmkit compressed file (it does not start with {MAGIC!r})")
-    if len(data) < len(MAGIC) + 6 + 8 + 32:
+    start = len(MAGIC) + 6
+    if len(data) < start + 8 + 32:
         raise DataError(f"{source} is truncated ({len(data)} bytes)")
     version, head_len = struct.unpack_from("<HI", data, len(MAGIC))
     if version != FORMAT_VERSION:
         raise DataError(f"{source} has format version {version}; this dgmkit reads version {FORMAT_VERSION}")
     body, digest = data[:-32], data[-32:]
-    start = len(MAGIC) + 6
     if len(body) < start + head_len + 8:
-        raise DataError(f"{source} is truncated: its header says {head_len} header bytes")
+        raise DataError(f"{source} is truncated: its header says {head_len} header bytes, the file has {len(data)} bytes")
+    if head_len > MAX_HEADER_BYTES:
+        raise DataError(f"{source} has a header of {head_len} bytes, more than {MAX_HEADER_BYTES}")
     (payload_len,) = struct.unpack_from("<Q", body, start + head_len)
     expected = start + head_len + 8 + payload_len
     if len(body) != expected:
         raise DataError(f"{source} is truncated or has trailing bytes: {len(data)} bytes, expected {expected + 32}")
+    if payload_len % 4:
+        raise DataError(f"{source} is corrupted: its payload of {payload_len} bytes is not a whole number of 32-bit words")
     if hashlib.sha256(body).digest() != digest:
         raise DataError(f"{source} is corrupted: its checksum does not match its content")
     try:
-        header = json.loads(body[start : start + head_len].decode())
-    except (UnicodeDecodeError, ValueError):
-        raise DataError(f"{source} has an unreadable header") from None
-    payload = np.frombuffer(body[start + head_len + 8 :], dtype="<u4").copy()
+        header = json.loads(body[start : start + head_len].decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise DataError(f"{source} has an unreadable header (not UTF-8 JSON)") from None
+    check_header(header, source)
+    payload = np.frombuffer(body, dtype="<u4", offset=start + head_len + 8).astype(np.uint32)
     return CompressedFile(header, payload)

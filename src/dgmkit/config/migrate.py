@@ -59,6 +59,9 @@ def check_record(record: dict, source: str) -> RunConfig:
         cfg = RunConfig.from_dict(record["config"], source)
     except ConfigError as e:
         raise CheckpointError(f"{source} holds a config this dgmkit rejects: {e}") from None
+    run_id = record.get("run_id")
+    if run_id is not None and not (isinstance(run_id, str) and len(run_id) == 32 and run_id.isalnum() and run_id.isascii()):
+        raise CheckpointError(f"{source}: run_id {str(run_id)[:40]!r} is not a run id of dgmkit")
     d = record["data"]
     shape = d.get("event_shape")
     levels = d.get("num_levels")

@@ -11,20 +11,32 @@ import torch
 
 from dgmkit import __version__
 from dgmkit.config.migrate import FORMAT, check_record, migrate_record
-from dgmkit.config.schema import RunConfig
+from dgmkit.config.schema import FREE_ON_RESUME, RunConfig
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import CheckpointError, ConfigError, DataError
 from dgmkit.models import GenerativeModel
 from dgmkit.objectives import Objective
 from dgmkit.training import load_checkpoint
+from dgmkit.training.run_writer import new_run_id, nonfinite_state
 
-__all__ = ["Run", "load_run", "run_record", "build_model", "build_objective", "read_json"]
+__all__ = [
+    "Run",
+    "load_run",
+    "run_record",
+    "build_model",
+    "build_objective",
+    "read_json",
+    "load_weights",
+    "check_same_run",
+]
 
 
-def run_record(cfg: RunConfig, dataset: Dataset, transform: DataTransform) -> dict:
-    """What config.json and every checkpoint store about a run."""
+def run_record(cfg: RunConfig, dataset: Dataset, transform: DataTransform, run_id: str | None = None) -> dict:
+    """What config.json and every checkpoint store about a run; ``run_id`` (new if not given)
+    is what ties the run's checkpoints to it."""
     return {
         "format": FORMAT,
+        "run_id": run_id or new_run_id(),
         "dgmkit_version": __version__,
         "config": cfg.to_dict(),
         "data": {
@@ -77,21 +89,72 @@ def load_run(run_dir: str | Path, which: str = "best") -> Run:
     ckpt = load_checkpoint(found[0])
     record = migrate_record(ckpt["config"], str(found[0]))
     cfg = check_record(record, str(found[0]))
+    if (path / "config.json").is_file():
+        own = migrate_record(read_json(path / "config.json"), str(path / "config.json"))
+        check_same_run(own, record, path / "config.json", found[0], FREE_ON_RESUME)
     data = record["data"]
     try:
         DataTransform(data["transform"], data["num_levels"])
         model = build_model(cfg, tuple(data["event_shape"]), data["num_levels"])
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, ValueError, ConfigError, DataError, RuntimeError) as e:
-        raise CheckpointError(f"{found[0]} does not match a model this dgmkit can build: {e}") from None
+    except (KeyError, TypeError, ValueError, ConfigError, DataError) as e:
+        raise CheckpointError(f"{found[0]} does not describe a model this dgmkit can build: {e}") from None
+    load_weights(model, ckpt["model"], found[0])
+    bad = nonfinite_state(model)
+    if bad is not None:
+        raise CheckpointError(f"{found[0]}: {bad} holds NaN or inf (the run diverged); there is nothing to evaluate or use")
     return Run(path, cfg, record, model.eval(), found[0])
+
+
+def load_weights(model: torch.nn.Module, state: dict, source: Path) -> None:
+    """Load a checkpoint's tensors into ``model``, or one CheckpointError line saying how they differ."""
+    try:
+        model.load_state_dict(state)
+        return
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
+        if keys:
+            parts.append(f"{len(keys)} tensors {what} (e.g. {keys[0]})")
+    raise CheckpointError(f"{source} does not fit the model its record describes: {', '.join(parts) or first[:300]}")
+
+
+def check_same_run(own: dict, other: dict, own_source: Path, other_source: Path, free: tuple[str, ...] = ()) -> None:
+    """``other`` (a checkpoint's record) must be of the run that ``own`` (config.json) describes:
+    the same run id and the same config (``free`` keys may differ: what --resume may change)."""
+    a, b = own.get("run_id"), other.get("run_id")
+    if a != b:
+        raise CheckpointError(
+            f"{other_source} belongs to another run (run id {str(b)[:12]!r}, while {own_source} says {str(a)[:12]!r}); "
+            "a run folder's checkpoints must come from its own training"
+        )
+
+    def key(record: dict) -> dict:
+        c = RunConfig.from_dict(record["config"], "record").flat()
+        return {"config": {k: v for k, v in c.items() if k not in free}, "data": record["data"]}
+
+    try:
+        same = key(own) == key(other)
+    except ConfigError as e:
+        raise CheckpointError(f"{own_source} or {other_source} holds a config this dgmkit rejects: {e}") from None
+    if not same:
+        raise CheckpointError(
+            f"{own_source} and {other_source} describe different runs (was config.json edited?); "
+            "restore config.json or train into a new folder"
+        )
 
 
 def read_json(path: Path) -> dict:
     try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from None
+        value = json.loads(Path(path).read_bytes())
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise CheckpointError(f"{path} does not hold a JSON object")
     return value

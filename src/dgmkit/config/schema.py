@@ -22,13 +22,26 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["RunConfig", "DataConfig", "OptimConfig", "EvalConfig", "SECTIONS", "load_config_file", "FREE_ON_RESUME"]
+__all__ = [
+    "RunConfig",
+    "DataConfig",
+    "OptimConfig",
+    "EvalConfig",
+    "SECTIONS",
+    "load_config_file",
+    "FREE_ON_RESUME",
+    "MAX_IW_SAMPLES",
+]
+
+
+MAX_IW_SAMPLES = 10**9  # memory stays bounded for any k (a running logsumexp); time grows with k
 
 
 @dataclass
 class DataConfig:
     dataset: str = setting("digits", "a named dataset (see the README's data table) or a .npy/.npz file")
     data_dir: str | None = setting(None, "folder of the data files (default: $DGMKIT_DATA, else ~/.cache/dgmkit)")
+    data_key: str | None = setting(None, "the array of a .npz file to use (default: 'x', or its only array)")
     download: bool = setting(True, "download missing canonical files where a network exists")
     binarize: Literal["auto", "dynamic", "none"] = setting(
         "auto", "8-bit data for a bernoulli likelihood: binarize on the fly"
@@ -41,9 +54,9 @@ class OptimConfig:
     batch_size: int = setting(128, "datapoints per gradient step", min=1, max=10**7)
     lr: float = setting(1e-3, "Adam's learning rate", gt=0, max=10.0)
     lr_schedule: Literal["constant", "cosine", "exponential"] = setting("constant", "the learning rate over the epochs")
-    weight_decay: float = setting(0.0, "Adam's L2 penalty", min=0)
-    grad_clip: float | None = setting(None, "clip the gradient norm to this value", gt=0)
-    patience: int | None = setting(None, "stop after this many epochs without validation improvement", min=1)
+    weight_decay: float = setting(0.0, "Adam's L2 penalty", min=0, max=1e3)
+    grad_clip: float | None = setting(None, "clip the gradient norm to this value", gt=0, max=1e9)
+    patience: int | None = setting(None, "stop after this many epochs without validation improvement", min=1, max=10**6)
     seed: int = setting(0, "seed of the initial weights, the data order and every random draw", min=0, max=2**62)
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "where to train")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
@@ -54,7 +67,10 @@ class OptimConfig:
 @dataclass
 class EvalConfig:
     iw_samples: int | None = setting(
-        None, "importance samples k of dgm eval (default: the family's, 5000 with latents, 0 where exact)", min=0, max=10**7
+        None,
+        "importance samples k of dgm eval (default: the family's, 5000 with latents, 0 where exact)",
+        min=0,
+        max=MAX_IW_SAMPLES,
     )
 
 

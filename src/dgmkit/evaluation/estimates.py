@@ -68,7 +68,7 @@ def _importance_sampled(
     model: LatentVariableModel, x: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int
 ) -> Estimate:
     terms = _elbo_terms(model, x, batch_size)
-    if k < 1:  # no sampling asked for: the ELBO is all there is
+    if k < 1:  # no sampling asked for: the ELBO is all there is, reported as the bound it is
         return Estimate("bound", terms["elbo"], 1, terms)
     log_px = importance_sampled_log_likelihood(model, x, k=k, generator=generator).double()
     return Estimate("importance-sampled", log_px, k, terms)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from dgmkit._rng import seeded_by
+from dgmkit.errors import EvaluationError
 from dgmkit.evaluation.estimates import estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
 from dgmkit.models import GenerativeModel
@@ -59,7 +60,8 @@ def evaluate(
     """Evaluate ``model`` on transformed data ``x`` (what the likelihood scores).
 
     ``iw_samples``: importance samples where the model's estimate is sampled (0 reports the
-    ELBO as the bound). ``log_volume``: log L per dimension for uniformly dequantized data
+    ELBO as the bound it is, kind ``bound`` with k = 1); ignored where it is exact.
+    ``log_volume``: log L per dimension for uniformly dequantized data
     (``DataTransform.log_volume``), so that the numbers are of the integers."""
     t0 = time.perf_counter()
     n, num_dims = len(x), int(math.prod(x.shape[1:]))
@@ -67,11 +69,15 @@ def evaluate(
     g = torch.Generator(device=x.device).manual_seed(seed)
     with seeded_by(torch.Generator().manual_seed(seed), x.device):
         est = estimate(model, x, iw_samples, g, batch_size)
-    if est.log_px is not None and not torch.isfinite(est.log_px).all():
-        bad = int((~torch.isfinite(est.log_px)).sum())
-        raise FloatingPointError(f"the model gives a non-finite log-likelihood to {bad} of {n} datapoints")
+    for name, t in [("log-likelihood", est.log_px), *est.terms.items()]:
+        if t is not None and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise EvaluationError(
+                f"the model gives a non-finite {name} ({t[~torch.isfinite(t)][0].item()}) to {bad} of {n} datapoints; "
+                "no result is reported"
+            )
     nll = None if est.log_px is None else discrete_nll(-_mean(est.log_px), num_dims, log_volume)
-    stderr = None if est.log_px is None else (est.log_px.std().item() / math.sqrt(n) if n > 1 else float("nan"))
+    stderr = None if est.log_px is None or n < 2 else est.log_px.std().item() / math.sqrt(n)
     elbo = None if "elbo" not in est.terms else -discrete_nll(-_mean(est.terms["elbo"]), num_dims, log_volume)
     recon = None if "recon" not in est.terms else _mean(est.terms["recon"]) - shift
     stats = posterior_statistics(model, x) if model.has_latents else None

@@ -22,7 +22,7 @@ class AutoencoderConfig(NetworkSettings, LikelihoodSettings, FamilyConfig):
     name = "ae"
     summary = "deterministic autoencoder (a baseline: no prior, no density)"
 
-    latent_dim: int = setting(32, "code dimensions", min=1)
+    latent_dim: int = setting(32, "code dimensions", min=1, max=4096)
 
     def describe(self) -> str:
         return f"an autoencoder ({self.hidden} {self.encoder} networks, {self.latent_dim}-D code)"

@@ -28,12 +28,12 @@ class DiscreteVAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, F
     name = "dvae"
     summary = "VAE with categorical latents: Gumbel-softmax or REINFORCE"
 
-    latent_dim: int = setting(30, "categorical latent variables V", min=1)
-    latent_classes: int = setting(10, "classes K of each latent variable", min=2)
+    latent_dim: int = setting(30, "categorical latent variables V", min=1, max=4096)
+    latent_classes: int = setting(10, "classes K of each latent variable", min=2, max=1024)
     objective: Literal["gumbel-softmax", "reinforce"] = setting("gumbel-softmax", "the gradient estimator")
-    temperature: float = setting(1.0, "gumbel-softmax: initial relaxation temperature", gt=0)
-    temperature_min: float = setting(0.5, "gumbel-softmax: the temperature's floor", gt=0)
-    anneal_rate: float = setting(3e-5, "gumbel-softmax: tau_t = max(tau_min, tau_0 exp(-rate * step))", min=0)
+    temperature: float = setting(1.0, "gumbel-softmax: initial relaxation temperature", gt=0, max=100)
+    temperature_min: float = setting(0.5, "gumbel-softmax: the temperature's floor", gt=0, max=100)
+    anneal_rate: float = setting(3e-5, "gumbel-softmax: tau_t = max(tau_min, tau_0 exp(-rate * step))", min=0, max=1)
     straight_through: bool = setting(False, "gumbel-softmax: hard one-hot forward pass, relaxed gradient")
 
     @classmethod

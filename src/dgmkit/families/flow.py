@@ -28,14 +28,16 @@ class FlowConfig(FamilyConfig):
     summary = "normalizing flow (NICE, RealNVP, Glow, MAF): exact likelihood"
 
     flow: Literal["nice", "realnvp", "glow", "maf"] = setting("realnvp", "the flow architecture")
-    hidden: list[int] = setting([64, 64], "coupling/MADE network widths (image flows: channels = the first)", min=1)
+    hidden: list[int] = setting(
+        [64, 64], "coupling/MADE network widths (image flows: channels = the first)", min=1, max=16384
+    )
     activation: Activation = setting("relu", "the networks' activation (vector flows)")
-    flow_layers: int = setting(4, "couplings (or MADE layers, or Glow steps) per level", min=1)
-    flow_levels: int = setting(2, "image flows: scales of the multi-scale architecture", min=1)
-    flow_blocks: int = setting(1, "image flows: residual blocks per coupling network", min=0)
+    flow_layers: int = setting(4, "couplings (or MADE layers, or Glow steps) per level", min=1, max=256)
+    flow_levels: int = setting(2, "image flows: scales of the multi-scale architecture", min=1, max=8)
+    flow_blocks: int = setting(1, "image flows: residual blocks per coupling network", min=0, max=32)
     logit_alpha: float = setting(0.05, "dequantized data y -> logit(alpha + (1 - 2 alpha) y)", gt=0, lt=0.5)
     dequantization: Literal["uniform", "variational"] = setting("uniform", "integer data: uniform or learned q(u|x)")
-    dequantization_samples: int = setting(1, "variational: importance samples of the training bound", min=1)
+    dequantization_samples: int = setting(1, "variational: importance samples of the training bound", min=1, max=1024)
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         return density_transform(dataset, variational=self.dequantization == "variational")

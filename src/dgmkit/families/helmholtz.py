@@ -22,9 +22,11 @@ class HelmholtzConfig(FamilyConfig):
     name = "helmholtz"
     summary = "Helmholtz machine (sigmoid belief net): wake-sleep or reweighted wake-sleep"
 
-    layers: list[int] = setting([200, 50], "sizes of the stochastic binary layers, bottom (next to x) to top", min=1)
+    layers: list[int] = setting(
+        [200, 50], "sizes of the stochastic binary layers, bottom (next to x) to top", min=1, max=16384
+    )
     objective: Literal["wake-sleep", "rws"] = setting("rws", "the learning algorithm")
-    iw_k: int = setting(5, "rws: importance samples per datapoint", min=1)
+    iw_k: int = setting(5, "rws: importance samples per datapoint", min=1, max=5000)
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         return make_transform("bernoulli", dataset, binarize)

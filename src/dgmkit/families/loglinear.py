@@ -22,8 +22,8 @@ class LogLinearConfig(FamilyConfig):
     summary = "log-linear latent variable model on <= 20 binary pixels, fitted by EM (exact)"
     fit = "em"
 
-    states: int = setting(4, "states K of the discrete latent variable", min=1)
-    em_iterations: int = setting(50, "EM iterations", min=1)
+    states: int = setting(4, "states K of the discrete latent variable", min=1, max=10000)
+    em_iterations: int = setting(50, "EM iterations", min=1, max=10**6)
 
     @property
     def iterations(self) -> int:

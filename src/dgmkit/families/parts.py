@@ -29,8 +29,8 @@ class LikelihoodSettings:
     gaussian_variance: Literal["fixed", "learned", "predicted"] = setting(
         "learned", "gaussian likelihood: a fixed scale, one learned per pixel, or predicted per datapoint"
     )
-    gaussian_scale: float = setting(0.1, "gaussian likelihood: the fixed (or initial) scale", gt=0)
-    gaussian_min_scale: float = setting(0.01, "gaussian likelihood: the floor of the scale", gt=0)
+    gaussian_scale: float = setting(0.1, "gaussian likelihood: the fixed (or initial) scale", gt=0, max=1e3)
+    gaussian_min_scale: float = setting(0.01, "gaussian likelihood: the floor of the scale", gt=0, max=1e3)
     logistic_components: int = setting(5, "logistic likelihood: mixture components per pixel", min=1, max=64)
 
     def head(self, num_levels: int | None) -> LikelihoodHead:
@@ -58,7 +58,9 @@ class NetworkSettings:
 
     encoder: Literal["mlp", "gated", "conv"] = setting("mlp", "the encoder network")
     decoder: Literal["mlp", "gated", "conv"] | None = setting(None, "the decoder network (default: as the encoder)")
-    hidden: list[int] = setting([512, 256], "hidden layer sizes, input side first (conv: channels = the first)", min=1)
+    hidden: list[int] = setting(
+        [512, 256], "hidden layer sizes, input side first (conv: channels = the first)", min=1, max=16384
+    )
     activation: Activation = setting("relu", "the networks' activation")
 
     def check_networks(self, event_shape: tuple[int, ...]) -> None:
@@ -73,8 +75,8 @@ class KLWeightSettings:
     """The KL term's weight in the training loss: beta (beta-VAE) reached by linear warm-up.
     The reported ELBO always keeps weight 1."""
 
-    beta: float = setting(1.0, "weight of the KL term in the loss (the reported ELBO keeps 1)", min=0)
-    warmup: float = setting(0.0, "epochs of linear KL warm-up from 0 to beta", min=0)
+    beta: float = setting(1.0, "weight of the KL term in the loss (the reported ELBO keeps 1)", min=0, max=1e6)
+    warmup: float = setting(0.0, "epochs of linear KL warm-up from 0 to beta", min=0, max=1e6)
 
     def trainer_options(self) -> dict:
         return {"beta": self.beta, "warmup_epochs": self.warmup}

@@ -23,7 +23,7 @@ class PPCAConfig(FamilyConfig):
     summary = "probabilistic PCA, fitted in closed form (exact likelihood)"
     fit = "closed-form"
 
-    latent_dim: int = setting(10, "latent dimensions M (< data dimensions)", min=1)
+    latent_dim: int = setting(10, "latent dimensions M (< data dimensions)", min=1, max=4096)
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         return make_transform("gaussian", dataset, binarize)

@@ -26,17 +26,17 @@ class VAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, FamilyCon
     name = "vae"
     summary = "variational autoencoder: Gaussian latents, ELBO or IWAE"
 
-    latent_dim: int = setting(32, "latent dimensions M", min=1)
+    latent_dim: int = setting(32, "latent dimensions M", min=1, max=4096)
     prior: Literal["standard", "mog", "vampprior", "flow"] = setting("standard", "the prior p(z)")
-    prior_components: int | None = setting(None, "mog / vampprior components K (default 10 / 500)", min=1)
+    prior_components: int | None = setting(None, "mog / vampprior components K (default 10 / 500)", min=1, max=10000)
     pseudo_init: Literal["random", "data"] = setting("random", "vampprior pseudo-inputs: random, or random training images")
     posterior: Literal["gaussian", "iaf"] = setting("gaussian", "q(z|x): diagonal Gaussian, or followed by IAF layers")
     flow: Literal["nice", "realnvp", "glow", "maf"] = setting("maf", "the flow of --prior flow")
-    flow_layers: int = setting(4, "layers of the flow prior or of the IAF posterior", min=1)
+    flow_layers: int = setting(4, "layers of the flow prior or of the IAF posterior", min=1, max=256)
     objective: Literal["elbo", "iwae"] = setting("elbo", "the training objective")
-    samples: int = setting(1, "elbo: posterior samples per datapoint", min=1)
-    iw_k: int = setting(5, "iwae: importance samples per datapoint", min=1)
-    free_bits: float = setting(0.0, "elbo: floor (nats) on each latent dimension's batch-mean KL", min=0)
+    samples: int = setting(1, "elbo: posterior samples per datapoint", min=1, max=5000)
+    iw_k: int = setting(5, "iwae: importance samples per datapoint", min=1, max=5000)
+    free_bits: float = setting(0.0, "elbo: floor (nats) on each latent dimension's batch-mean KL", min=0, max=1e3)
 
     @classmethod
     def claims_v1(cls, flat: dict) -> bool:

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from dgmkit.errors import DgmError
+
 __all__ = [
     "EstimateKind",
     "GenerativeModel",
@@ -41,8 +43,8 @@ EstimateKind = Literal["exact", "importance-sampled", "bound", "reconstruction"]
 ESTIMATE_KINDS: tuple[str, ...] = ("exact", "importance-sampled", "bound", "reconstruction")
 
 
-class CapabilityError(ValueError):
-    """A model was asked for something it does not declare."""
+class CapabilityError(DgmError, ValueError):
+    """A model was asked for something it does not declare (a user error: the CLI reports it in one line)."""
 
 
 class JointTerms(NamedTuple):

@@ -113,9 +113,10 @@ def importance_sampled_log_likelihood(
 
     a stochastic lower bound (in expectation) that tends to log p(x) as k grows. Datapoints are
     taken ``batch_size`` at a time; q(z|x) and p(z) are computed once per batch and the draws
-    made in chunks of ``chunk_size // batch_size`` per datapoint, keeping (k, B) log weights
-    before one logsumexp. 2048 rows keep the decoder's GEMMs at the machine's peak while the
-    per-chunk dispatch stays a few percent of the time (benchmarks/eval_speed.py).
+    made in chunks of ``chunk_size // batch_size`` per datapoint. 2048 rows keep the decoder's
+    GEMMs at the machine's peak while the per-chunk dispatch stays a few percent of the time
+    (benchmarks/eval_speed.py). The chunks' log-weights are reduced as they come, by a running
+    logsumexp in float64, so memory stays that of one chunk for any k.
     ``first=True`` also returns the first draw's log weight, a one-sample ELBO, shape (N,).
     """
     if k < 1:
@@ -129,13 +130,14 @@ def importance_sampled_log_likelihood(
         q = model.posterior(xb)
         prior = model.prior() if model.has_latents else None
         per_chunk = max(1, chunk_size // len(xb))
-        log_w = None
+        total = None  # log sum_i w_i over the draws so far
         for s in range(0, k, per_chunk):
             n = min(per_chunk, k - s)
             w = log_importance_weights(model, xb, n, q=q, prior=prior, generator=generator).log_w
-            if log_w is None:
-                log_w = torch.empty(k, len(xb), device=xb.device, dtype=w.dtype)
-            log_w[s : s + n] = w
-        out.append(log_mean_exp(log_w))
-        one.append(log_w[0])
+            if s == 0:
+                one.append(w[0])
+            dtype = w.dtype
+            part = torch.logsumexp(w, dim=0).double()
+            total = part if total is None else torch.logaddexp(total, part)
+        out.append((total - math.log(k)).to(dtype))
     return (torch.cat(out), torch.cat(one)) if first else torch.cat(out)

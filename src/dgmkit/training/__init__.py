@@ -3,7 +3,7 @@ and schedules."""
 
 from dgmkit.training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from dgmkit.training.fit import EXACT_SCORE, FitResult, fit_closed_form, fit_em, latent_diagnostics, trainer_result
-from dgmkit.training.run_writer import RunWriter
+from dgmkit.training.run_writer import RunFolder, RunWriter
 from dgmkit.training.schedules import LR_SCHEDULES, kl_weight, lr_factor
 from dgmkit.training.trainer import VALID_SEED, Trainer, resolve_device
 
@@ -12,6 +12,7 @@ __all__ = [
     "resolve_device",
     "VALID_SEED",
     "RunWriter",
+    "RunFolder",
     "FitResult",
     "fit_closed_form",
     "fit_em",

@@ -3,6 +3,7 @@ the run's config and trainer counters as JSON in its metadata. One file, written
 a checkpoint is always whole and consistent."""
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -44,7 +45,20 @@ def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
     for name, value in meta["scalars"].items():
         idx, key = name.split("/", 1)
         state.setdefault(int(idx), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
+    groups = meta["param_groups"]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and all(_plain(v) for v in g.values()) for g in groups):
+        raise ValueError("param_groups must be a list of tables of finite numbers, names and flags")
+    return {"state": state, "param_groups": groups}
+
+
+def _plain(v: object) -> bool:
+    """A JSON value an optimizer's parameter group may hold: finite numbers (or lists of them),
+    flags, names, null."""
+    if isinstance(v, list):
+        return all(_plain(u) and not isinstance(u, list) for u in v)
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return v is None or isinstance(v, (bool, int, str))
 
 
 def save_checkpoint(
@@ -69,42 +83,72 @@ def save_checkpoint(
 
 
 def read_metadata(path: os.PathLike | str) -> dict:
-    """The metadata of a dgmkit checkpoint; CheckpointError if it is missing, corrupt or foreign."""
+    """The metadata of a dgmkit checkpoint (every value a string); CheckpointError if it is
+    missing, corrupt or foreign. Reads only the header: its declared length is checked against
+    the file's size before it is read."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 100_000_000:
-                raise ValueError("header too large")
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError(f"{size} bytes, too short")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, 100_000_000):
+                raise ValueError(f"its header claims {n} bytes in a file of {size}")
             header = json.loads(f.read(n))
-        meta = header.get("__metadata__") or {}
-    except (OSError, ValueError, struct.error, UnicodeDecodeError) as e:
+    except (OSError, ValueError, struct.error, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise CheckpointError(f"{path} is not a dgmkit checkpoint (no metadata table of strings)")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dgmkit checkpoint")
-    if int(meta.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path} was written by a newer dgmkit (format version {meta['version']})")
+    version = meta.get("version", "")
+    if not version.isdigit() or len(version) > 6:
+        raise CheckpointError(f"{path} has a malformed format version {version[:20]!r}")
+    if int(version) > VERSION:
+        raise CheckpointError(f"{path} was written by a newer dgmkit (format version {version})")
     return meta
 
 
-def load_checkpoint(path: os.PathLike | str) -> Checkpoint:
-    meta = read_metadata(path)
+def _json_field(meta: dict, key: str, path: Path, kind: type = dict) -> object:
     try:
-        tensors = st_load(Path(path).read_bytes())
-        ckpt = Checkpoint(
-            model={k[6:]: v for k, v in tensors.items() if k.startswith("model/")},
-            rng={k[4:]: v for k, v in tensors.items() if k.startswith("rng/")},
-            config=json.loads(meta["config"]),
-            trainer=json.loads(meta["trainer"]) if "trainer" in meta else None,
-            optimizer=None,
-        )
-        if "optimizer" in meta:
-            opt = {k: v for k, v in tensors.items() if k.startswith("optim/")}
-            ckpt["optimizer"] = _unflatten_optimizer(opt, json.loads(meta["optimizer"]))
-    except CheckpointError:
-        raise
+        value = json.loads(meta[key])
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{path}: its {key} metadata is not valid JSON") from None
+    if not isinstance(value, kind):
+        raise CheckpointError(f"{path}: its {key} metadata is not a {kind.__name__}")
+    return value
+
+
+def load_checkpoint(path: os.PathLike | str) -> Checkpoint:
+    path = Path(path)
+    meta = read_metadata(path)
+    if "config" not in meta:
+        raise CheckpointError(f"{path} holds no run record")
+    config = _json_field(meta, "config", path)
+    trainer = _json_field(meta, "trainer", path) if "trainer" in meta else None
+    optim_meta = _json_field(meta, "optimizer", path) if "optimizer" in meta else None
+    try:
+        tensors = st_load(path.read_bytes())
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
     except Exception as e:  # safetensors raises its own error types for corrupt payloads
         raise CheckpointError(f"{path} is corrupt: {e}") from None
+    ckpt = Checkpoint(
+        model={k[6:]: v for k, v in tensors.items() if k.startswith("model/")},
+        rng={k[4:]: v for k, v in tensors.items() if k.startswith("rng/")},
+        config=config,
+        trainer=trainer,
+        optimizer=None,
+    )
+    if optim_meta is not None:
+        opt = {k: v for k, v in tensors.items() if k.startswith("optim/")}
+        try:
+            ckpt["optimizer"] = _unflatten_optimizer(opt, optim_meta)
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{path} holds a malformed optimizer state ({type(e).__name__}: {e})") from None
     return ckpt

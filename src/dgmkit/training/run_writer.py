@@ -1,17 +1,138 @@
 """The one writer of run folders: every fit path (gradient steps, closed form, EM) writes
 ``config.json`` once, one ``metrics.jsonl`` line per epoch (or iteration), and the checkpoints
 ``checkpoint.safetensors`` (every epoch, with the training state where there is one) and
-``best.safetensors`` (whenever the monitored score improves), each atomically."""
+``best.safetensors`` (whenever the monitored score improves), each atomically.
 
+A run folder belongs to one run: its record carries a ``run_id`` made when the run starts, and
+every checkpoint stores that record, so a checkpoint copied in from another run is recognised.
+``RunFolder`` holds an exclusive lock on the folder while a run is written (two trainings into
+one folder cannot interleave), removes the temporaries that a killed write left behind, and
+refuses to start a fresh run in a folder that holds anything else.
+"""
+
+import contextlib
+import errno
+import fcntl
 import json
+import os
+import uuid
 from pathlib import Path
 
 import torch
 
-from dgmkit._io import atomic_write_bytes, atomic_write_json
+from dgmkit._io import atomic_write_bytes, atomic_write_json, describe_os_error, remove_stale_temporaries, to_json
+from dgmkit.errors import CheckpointError, DgmError, TrainingError
 from dgmkit.training.checkpoint import save_checkpoint
 
-__all__ = ["RunWriter"]
+__all__ = ["RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "new_run_id", "nonfinite_state"]
+
+RUN_FILES = (
+    "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "cluster.json",
+)  # fmt: skip
+LOCK_NAME = ".dgm.lock"
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def nonfinite_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> str | None:
+    """The first parameter, buffer or optimizer state tensor that holds NaN or inf, named; else None."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return f"the model's {name}"
+    if optimizer is not None:
+        for i, state in enumerate(optimizer.state.values()):
+            for key, v in state.items():
+                if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                    return f"the optimizer's {key} of parameter {i}"
+    return None
+
+
+class RunFolder:
+    """An exclusive hold on a run folder for the time a run is written (``with RunFolder(path,
+    fresh=True): ...``). ``fresh``: the folder must not exist or be empty (but for this
+    program's lock file and stale temporaries); a folder this call creates and leaves empty is
+    removed again if the block fails."""
+
+    def __init__(self, path: str | os.PathLike, fresh: bool):
+        self.path = Path(path)
+        self.fresh = fresh
+        self._fd: int | None = None
+        self._created = False
+
+    def _other_entries(self) -> list[str]:
+        from dgmkit._io import is_own_temporary
+
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise DgmError(describe_os_error(e, self.path, "read")) from None
+        return sorted(n for n in names if n != LOCK_NAME and not is_own_temporary(n))
+
+    def check_fresh(self) -> None:
+        """A fresh run needs a folder that does not exist or is empty."""
+        if self.path.exists() and not self.path.is_dir():
+            raise DgmError(f"--out {self.path} is a file, not a folder")
+        others = self._other_entries()
+        if others:
+            shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+            hint = "; use --resume to continue the run there" if "checkpoint.safetensors" in others else ""
+            raise DgmError(
+                f"{self.path} is not empty (it holds {shown}): a new run needs a new or empty folder{hint}. "
+                "Nothing was changed"
+            )
+
+    def __enter__(self) -> "RunFolder":
+        if self.fresh:
+            self.check_fresh()
+        try:
+            if not self.path.exists():
+                self.path.mkdir(parents=True)
+                self._created = True
+            self._fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            self._cleanup()
+            raise DgmError(describe_os_error(e, self.path, "write")) from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self._fd)
+            self._fd = None
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise DgmError(f"{self.path} is in use by another dgm process (it holds the folder's lock)") from None
+            raise DgmError(describe_os_error(e, self.path / LOCK_NAME, "lock")) from None
+        remove_stale_temporaries(self.path, RUN_FILES)  # safe now: no other dgm process writes here
+        if self.fresh:
+            try:
+                self.check_fresh()  # again under the lock: another process may have been quicker
+            except DgmError:
+                self.__exit__(None, None, None)
+                raise
+        return self
+
+    def __exit__(self, kind: object, value: object, tb: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+        if kind is not None or value is not None:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        """After a failed fresh run: remove what this call wrote if no checkpoint came of it
+        (config.json, metrics.jsonl), and the folder if this call created it."""
+        if self.fresh and not (self.path / "checkpoint.safetensors").exists():
+            for name in ("config.json", "metrics.jsonl"):
+                with contextlib.suppress(OSError):
+                    (self.path / name).unlink(missing_ok=True)
+        if not self._created:
+            return
+        with contextlib.suppress(OSError):
+            if set(os.listdir(self.path)) <= {LOCK_NAME}:
+                (self.path / LOCK_NAME).unlink(missing_ok=True)
+                self.path.rmdir()
 
 
 class RunWriter:
@@ -32,18 +153,40 @@ class RunWriter:
         rng: dict[str, torch.Tensor] | None = None,
         counters: dict | None = None,
     ) -> None:
+        """Write a checkpoint, unless the state holds NaN or inf: then TrainingError, and the
+        last checkpoint stays as it was."""
+        bad = nonfinite_state(model, optimizer)
+        if bad is not None:
+            raise TrainingError(
+                f"{bad} holds NaN or inf; {self.run_dir / name} was not written (the last one written is kept). "
+                "Try a lower --lr or a --grad-clip"
+            )
         save_checkpoint(self.run_dir / name, model, self.record, optimizer=optimizer, rng=rng, trainer=counters)
 
     def metrics(self, metrics: dict) -> None:
-        """Append one epoch's line to metrics.jsonl."""
+        """Append one epoch's line to metrics.jsonl (strict JSON: a non-finite value is null)."""
         path = self.run_dir / "metrics.jsonl"
         old = path.read_bytes() if path.exists() else b""
-        atomic_write_bytes(path, old + (json.dumps(metrics) + "\n").encode())
+        atomic_write_bytes(path, old + (to_json(metrics) + "\n").encode())
 
     def truncate_metrics(self, epoch: int) -> None:
         """Drop metric lines of epochs after ``epoch`` (a resumed run trains them again)."""
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
             return
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epoch]
-        atomic_write_bytes(path, "".join(ln + "\n" for ln in lines).encode())
+        kept = []
+        for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+                line_epoch = value["epoch"]
+                if not isinstance(line_epoch, int) or isinstance(line_epoch, bool):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                raise CheckpointError(
+                    f"{path} line {i} is not a metrics record of dgmkit; the run cannot be resumed"
+                ) from None
+            if line_epoch <= epoch:
+                kept.append(line)
+        atomic_write_bytes(path, "".join(ln + "\n" for ln in kept).encode())

@@ -18,10 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from dgmkit.data import DataTransform, Split
-from dgmkit.errors import TrainingError
+from dgmkit.errors import CheckpointError, TrainingError
 from dgmkit.objectives.base import Objective
 from dgmkit.training.checkpoint import load_checkpoint
-from dgmkit.training.run_writer import RunWriter
+from dgmkit.training.run_writer import RunWriter, nonfinite_state
 from dgmkit.training.schedules import kl_weight, lr_factor
 
 __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
@@ -170,23 +170,42 @@ class Trainer:
         )
 
     def resume(self, path: str | Path | None = None) -> None:
-        """Restore model, optimizer, counters and random generators from a checkpoint."""
+        """Restore model, optimizer, counters and random generators from a checkpoint; a
+        checkpoint that does not fit this model or holds malformed state is refused
+        (CheckpointError) before anything in the run folder changes."""
         path = Path(path) if path is not None else self.run_dir / "checkpoint.safetensors"
         ckpt = load_checkpoint(path)
         if ckpt["optimizer"] is None or ckpt["trainer"] is None:
             raise TrainingError(f"{path} holds no training state to resume from")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        t = ckpt["trainer"]
+        t = _checked_counters(ckpt["trainer"], path)
+        rng = ckpt["rng"]
+        if not all(isinstance(rng.get(k), torch.Tensor) and rng[k].dtype == torch.uint8 for k in ("torch", "data")):
+            raise CheckpointError(f"{path} holds no valid random generator states")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            generator_state = self.generator.get_state()
+            self.generator.set_state(rng["data"])
+            torch.Generator().set_state(rng["torch"])  # checks the state before it is used
+            if self.scaler is not None and t.get("scaler"):
+                self.scaler.load_state_dict(t["scaler"])
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    for key, v in self.optimizer.state.get(p, {}).items():
+                        if not torch.is_tensor(v) or (v.dim() > 0 and v.shape != p.shape):
+                            raise ValueError(f"the optimizer's {key} does not match a parameter of shape {tuple(p.shape)}")
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise CheckpointError(f"{path} does not fit this run's model and optimizer: {_first_line(e)}") from None
+        bad = nonfinite_state(self.model, self.optimizer)
+        if bad is not None:
+            self.generator.set_state(generator_state)
+            raise CheckpointError(f"{path}: {bad} holds NaN or inf; it cannot be resumed")
         self.epoch, self.step = t["epoch"], t["step"]
         self.best_valid = t["best_valid"] if t["best_valid"] is not None else -math.inf
         self.best_epoch, self.bad_epochs, self.skipped_steps = t["best_epoch"], t["bad_epochs"], t["skipped_steps"]
-        if self.scaler is not None and t.get("scaler"):
-            self.scaler.load_state_dict(t["scaler"])
-        self._torch_state = ckpt["rng"]["torch"]
-        self.generator.set_state(ckpt["rng"]["data"])
-        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
-            self._cuda_state = ckpt["rng"]["cuda"]
+        self._torch_state = rng["torch"]
+        if "cuda" in rng and self.device.type == "cuda":
+            self._cuda_state = rng["cuda"]
         if self.writer is not None:
             self.writer.truncate_metrics(self.epoch)
 
@@ -290,6 +309,7 @@ class Trainer:
                 metrics["images_per_s"] = len(self.train_x) / train_time
                 if self._valid_x is not None:
                     metrics.update(self.validate())
+            self._check_finite(metrics)
             self.epoch += 1
             improved = self._track_best(metrics)
             metrics["time_s"] = time.perf_counter() - t0
@@ -306,6 +326,22 @@ class Trainer:
                 break
         return history
 
+    def _check_finite(self, metrics: dict) -> None:
+        """Divergence ends the run before anything of the epoch is written: a non-finite
+        score or loss, or NaN/inf in the weights or in Adam's moments."""
+        bad = [k for k in ("train_loss", f"train_{self.score}", f"valid_{self.score}") if k in metrics]
+        bad = [f"{k} = {metrics[k]}" for k in bad if not math.isfinite(metrics[k])]
+        state = nonfinite_state(self.model, self.optimizer)
+        if state is not None:
+            bad.append(f"{state} holds NaN or inf")
+        if bad:
+            where = f" in {self.run_dir}" if self.run_dir else ""
+            kept = f"the checkpoint of epoch {self.epoch} is kept{where}" if self.epoch else "no checkpoint was written"
+            raise TrainingError(
+                f"training diverged in epoch {self.epoch + 1}: {'; '.join(bad)}; nothing of that epoch was written and "
+                f"{kept}. Try a lower --lr or a --grad-clip"
+            )
+
     def _track_best(self, metrics: dict) -> bool:
         value = metrics.get(f"valid_{self.score}", metrics[f"train_{self.score}"])
         if value > self.best_valid:
@@ -317,6 +353,30 @@ class Trainer:
     def _write_metrics(self, metrics: dict) -> None:
         if self.writer is not None:
             self.writer.metrics(metrics)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
+_COUNTERS = {"epoch": 0, "step": 0, "best_epoch": -1, "bad_epochs": 0, "skipped_steps": 0}
+
+
+def _checked_counters(t: object, path: Path) -> dict:
+    """The trainer counters of a checkpoint, type- and range-checked."""
+    if not isinstance(t, dict):
+        raise CheckpointError(f"{path}: the trainer counters are not a table")
+    for key, lowest in _COUNTERS.items():
+        v = t.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not lowest <= v < 2**62:
+            raise CheckpointError(f"{path}: trainer counter {key} = {v!r} is not an integer >= {lowest}")
+    b = t.get("best_valid")
+    if b is not None and (not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b)):
+        raise CheckpointError(f"{path}: best_valid = {b!r} is not a finite number or null")
+    if t.get("scaler") is not None and not isinstance(t["scaler"], dict):
+        raise CheckpointError(f"{path}: the gradient scaler state is not a table")
+    return t
 
 
 def _adam(params: Iterable[torch.nn.Parameter], **kwargs) -> torch.optim.Adam:

@@ -1,0 +1,50 @@
+"""Types of the flags that are not run settings (``-n``, ``--seed``, ``--temperature``, ...):
+each checks its range and finiteness where the value enters, so a command never sees a count
+below one, a negative grid or an infinite temperature."""
+
+import argparse
+import math
+from collections.abc import Callable
+
+__all__ = ["count", "real", "SEED", "MAX_SEED"]
+
+MAX_SEED = 2**62  # as the run setting `seed` (the trainer also seeds with seed + 1)
+
+
+def count(lo: int = 1, hi: int = 10**9, what: str = "a count") -> Callable[[str], int]:
+    """An integer in lo..hi (Python integers: no overflow whatever the text)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{what} must be in {lo}..{hi}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def real(gt: float | None = None, lo: float | None = None, hi: float | None = None) -> Callable[[str], float]:
+    """A finite real number, > gt / >= lo / <= hi where given."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if (gt is not None and not value > gt) or (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = [f"> {gt:g}" if gt is not None else "", f">= {lo:g}" if lo is not None else ""]
+            bounds.append(f"<= {hi:g}" if hi is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {' and '.join(b for b in bounds if b)}, got {value:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+SEED = count(0, MAX_SEED, "a seed")

@@ -1,0 +1,610 @@
+"""Bad input through the real `dgm` entry point, one test per class of defect (issue 10): each
+asserts the exit code, a single `dgm: error:` line and the file system before and after
+(nothing created, nothing overwritten, nothing deleted). The parsers' own property-based
+tests are in test_safety_readers.py and test_safety_coding.py."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save as st_save
+
+from dgmkit._io import atomic_folder, check_new_output, to_json
+from dgmkit.cli.main import EXIT_BUG, main
+from dgmkit.config import RunConfig, load_config_file
+from dgmkit.errors import CheckpointError, ConfigError, DgmError
+from dgmkit.training import RunFolder, load_checkpoint, read_metadata, save_checkpoint
+
+TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--batch-size", "256", "--quiet"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(code, err, *needles, exit_code=1):
+    assert code == exit_code, err
+    assert err.startswith("dgm: "), err
+    assert err.count("\n") == 1, f"expected one line, got:\n{err}"
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, err
+
+
+def snapshot(*folders: Path) -> dict:
+    """Every file under ``folders``: its bytes' digest and modification time."""
+    out = {}
+    for folder in folders:
+        if not folder.exists():
+            continue
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            else:
+                out[str(p)] = "dir"
+    return out
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("safety") / "vae"
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def arm_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("safety") / "arm"
+    argv = ["train", "--model", "arm", "--dataset", "digits-4x4", "--channels", "4", "--arm-layers", "2"]
+    assert main([*argv, "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def vae_copy(vae_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(vae_run, dst)
+    return dst
+
+
+# ---------------------------------------------------------------- flags and exit codes
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--grad-clip", "-1"], "grad_clip must be > 0"),
+        (["train", "--patience", "0"], "patience must be >= 1"),
+        (["train", "--epochs", "1.5"], "epochs takes int"),
+        (["train", "--seed", str(2**70)], "seed must be <="),
+        (["train", "--lr", "nan"], "lr must be a finite number"),
+        (["train", "--iw-samples", "-1"], "iw_samples must be >= 0"),
+        (["train", "--model", "vae", "--iw-k", str(10**9)], "iw_k must be <= 5000"),
+        (["train", "--model", "arm", "--arm-kernel", "99999"], "arm_kernel must be <= 31"),
+        (["train", "--model", "vae", "--hidden", *["8"] * 65], "at most 64 values"),
+        (["eval", "RUN", "--iw-samples", "-3"], "--iw-samples must be in 0.."),
+        (["eval", "RUN", "--seed", str(2**70)], "a seed must be in 0.."),
+        (["sample", "RUN", "--out", "x.png", "--nrow", "-3"], "--nrow must be in 1.."),
+        (["sample", "RUN", "--out", "x.png", "--temperature", "inf"], "expected a finite number"),
+        (["sample", "RUN", "--out", "x.png", "-n", "0"], "-n must be in 1.."),
+        (["interpolate", "RUN", "--out", "x.png", "--steps", "1"], "--steps must be in 2.."),
+        (["density", "RUN", "--out", "x.png", "--grid", "-5"], "--grid must be in 10.."),
+        (["compress", "RUN", "x.npy"], "required"),
+        (["no-such-command"], "invalid choice"),
+    ],
+)
+def test_bad_flags_are_one_line_user_errors(argv, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if argv[0] == "train":
+        argv = [*argv, "--out", "run"]
+    code, _, err = run(capsys, *argv)
+    assert_one_error_line(code, err, needle)
+    assert list(tmp_path.iterdir()) == [], "a refused command created files"
+
+
+def test_an_unexpected_exception_is_reported_as_a_bug_with_its_traceback_on_file(capsys, monkeypatch, tmp_path):
+    import dgmkit.cli.evaluate as evaluate
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+
+    def boom(args):
+        raise ZeroDivisionError("deliberate")
+
+    monkeypatch.setattr(evaluate, "run_eval", boom)
+    code, _, err = run(capsys, "eval", "somewhere")
+    assert_one_error_line(code, err, "internal error", "a bug", "ZeroDivisionError: deliberate", exit_code=EXIT_BUG)
+    path = err.strip().rsplit("the traceback is in ", 1)[1]
+    assert Path(path).parent == tmp_path and "Traceback" in Path(path).read_text()
+
+
+def test_the_console_script_exit_codes():
+    ok = subprocess.run([sys.executable, "-m", "dgmkit.cli.main", "--version"], capture_output=True, text=True)
+    assert ok.returncode == 0
+    bad = subprocess.run([sys.executable, "-m", "dgmkit.cli.main", "eval"], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("dgm: error:")
+
+
+def test_read_errors_do_not_say_cannot_write(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--config", tmp_path / "missing.toml", "--out", tmp_path / "run")
+    assert_one_error_line(code, err, "missing.toml")
+    assert "write" not in err
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b"dataset = '\xe9t\xe9'\n")
+    code, _, err = run(capsys, "train", "--config", bad, "--out", tmp_path / "run")
+    assert_one_error_line(code, err, "latin1.toml")
+    assert not (tmp_path / "run").exists()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300))
+def test_any_config_file_bytes_load_or_give_a_config_error(tmp_path, data):
+    for suffix in (".toml", ".json"):
+        path = tmp_path / f"c{suffix}"
+        path.write_bytes(data)
+        try:
+            RunConfig.from_dict(load_config_file(path), str(path))
+        except ConfigError:
+            pass
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["epochs", "lr", "hidden", "model", "dataset", "binarize", "seed", "grad_clip", "data", "optim"]),
+    _json_values,
+)
+def test_any_config_value_is_accepted_valid_or_refused_with_a_config_error(key, value):
+    try:
+        cfg = RunConfig.from_dict({key: value}, "test")
+    except ConfigError:
+        return
+    assert RunConfig.from_dict(cfg.to_dict(), "round trip") == cfg
+
+
+# ---------------------------------------------------------------- run folders
+def test_a_fresh_run_refuses_a_non_empty_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--out", out)
+    assert_one_error_line(code, err, "is not empty", "metrics.jsonl")
+    assert snapshot(out) == before
+
+
+def test_a_failed_fresh_run_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from dgmkit.training import trainer
+
+    def diverge(self):
+        raise DgmError("stop in the first epoch")
+
+    monkeypatch.setattr(trainer.Trainer, "_train_epoch", diverge)
+    code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--out", tmp_path / "run")
+    assert_one_error_line(code, err, "stop in the first epoch")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_trainings_cannot_share_a_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    with RunFolder(out, fresh=True):  # another process holds the folder
+        code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--out", out)
+        assert_one_error_line(code, err, "in use by another dgm process")
+        assert sorted(p.name for p in out.iterdir()) == [".dgm.lock"]
+
+
+def test_the_lock_is_exclusive_across_processes(tmp_path):
+    out = tmp_path / "run"
+    script = (
+        "import time; from dgmkit.training import RunFolder\n"
+        f"with RunFolder({str(out)!r}, fresh=True):\n    print('held', flush=True); time.sleep(30)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DgmError, match="in use"), RunFolder(out, fresh=False):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    with RunFolder(out, fresh=False):  # released when its holder dies
+        pass
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(vae_run, tmp_path, capsys):
+    # two runs with the same settings: the same architecture, but not the same run
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert run(capsys, "train", *TINY, "--epochs", "1", "--out", out)[0] == 0
+    for name in ("checkpoint.safetensors", "best.safetensors"):
+        shutil.copy(b / name, a / name)
+    before = snapshot(a)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", a)
+    assert_one_error_line(code, err, "belongs to another run")
+    assert snapshot(a) == before
+    # and the commands that read a run refuse it too
+    code, _, err = run(capsys, "eval", a, "--iw-samples", "1")
+    assert_one_error_line(code, err, "belongs to another run")
+
+
+def test_resume_refuses_a_checkpoint_of_another_architecture(vae_copy, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert run(capsys, "train", *TINY, "--latent-dim", "3", "--epochs", "1", "--out", other)[0] == 0
+    shutil.copy(other / "checkpoint.safetensors", vae_copy / "checkpoint.safetensors")
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err)
+    assert snapshot(vae_copy) == before
+
+
+def test_resume_refuses_an_edited_config(vae_copy, capsys):
+    record = json.loads((vae_copy / "config.json").read_text())
+    record["config"]["model"]["latent_dim"] = 3
+    (vae_copy / "config.json").write_text(json.dumps(record))
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, "config.json")
+    assert snapshot(vae_copy) == before
+    (vae_copy / "config.json").write_text("{not json")
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, "config.json")
+
+
+def test_resume_with_more_epochs_records_them_and_stays_loadable(vae_copy, capsys):
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert code == 0, err
+    assert json.loads((vae_copy / "config.json").read_text())["config"]["optim"]["epochs"] == 3
+    code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "2")
+    assert code == 0, err
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed_at_the_next_start(vae_copy, capsys):
+    stale = vae_copy / ".checkpoint.safetensors.k9x2ab_q.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    mine = vae_copy / ".notes.tmp"
+    mine.write_text("not dgm's")
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert code == 0, err
+    assert not stale.exists() and mine.read_text() == "not dgm's"
+
+
+_KILL_DURING_WRITE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from dgmkit import _io
+    from dgmkit.cli.main import main
+    seen = [0]
+    real_replace = os.replace
+    def replace(src, dst):
+        if os.path.basename(dst) == "checkpoint.safetensors":
+            seen[0] += 1
+            if seen[0] == int(sys.argv[1]):
+                os.kill(os.getpid(), signal.SIGKILL)  # the bytes are written and synced, not yet renamed
+        real_replace(src, dst)
+    _io.os.replace = replace
+    main(sys.argv[2:])
+    """
+)
+
+
+def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path):
+    """Killed in the middle of writing epoch 2's checkpoint: the folder holds epoch 1's whole
+    checkpoint and a stale temporary; --resume removes it and ends where an uninterrupted run ends."""
+    argv = [*TINY, "--epochs", "3", "--seed", "5"]
+    out, straight = tmp_path / "killed", tmp_path / "straight"
+    p = subprocess.run([sys.executable, "-c", _KILL_DURING_WRITE, "2", "train", *argv, "--out", str(out)])
+    assert p.returncode == -signal.SIGKILL
+    names = sorted(os.listdir(out))
+    assert any(n.startswith(".checkpoint.safetensors.") and n.endswith(".tmp") for n in names), names
+    assert load_checkpoint(out / "checkpoint.safetensors")["trainer"]["epoch"] == 1
+    assert main(["train", "--resume", "--quiet", "--out", str(out)]) == 0
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+    assert main(["train", *argv, "--out", str(straight)]) == 0
+    a = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(s) for s in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in a] == [1, 2, 3]
+    for x, y in zip(a, b):
+        assert x["valid_elbo"] == pytest.approx(y["valid_elbo"], rel=1e-6)
+
+
+def test_demo_never_deletes_what_it_did_not_create(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"x")
+    (tmp_path / "thesis.tex").write_text("years of work")
+    before = snapshot(tmp_path)
+    code, _, err = run(capsys, "demo", "--out", ".", "--epochs", "1")
+    assert_one_error_line(code, err, "is not empty")
+    assert snapshot(tmp_path) == before
+
+
+def test_demo_without_out_picks_a_free_folder(tmp_path, monkeypatch):
+    from dgmkit.cli.demo import _free_folder
+
+    monkeypatch.chdir(tmp_path)
+    assert _free_folder(Path("runs/demo")) == Path("runs/demo")
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    assert _free_folder(Path("runs/demo")) == Path("runs/demo")  # empty: usable
+    (tmp_path / "runs" / "demo" / "config.json").write_text("{}")
+    assert _free_folder(Path("runs/demo")) == Path("runs/demo-2")
+
+
+# ---------------------------------------------------------------- divergence and non-finite numbers
+def test_divergence_never_reaches_a_checkpoint(tmp_path, capsys, monkeypatch):
+    from dgmkit.training import trainer
+
+    real = trainer.Trainer.validate
+
+    def poisoned(self):
+        out = real(self)
+        if self.epoch == 1:  # the second epoch's validation
+            out["valid_elbo"] = float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.Trainer, "validate", poisoned)
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", *TINY, "--epochs", "3", "--out", out)
+    assert_one_error_line(code, err, "diverged in epoch 2", "valid_elbo = nan", "epoch 1 is kept")
+    assert load_checkpoint(out / "checkpoint.safetensors")["trainer"]["epoch"] == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_inf_in_adams_state_is_never_saved(tmp_path, capsys, monkeypatch):
+    from dgmkit.training import trainer
+
+    real = trainer.Trainer._train_epoch
+
+    def poisoned(self):
+        out = real(self)
+        state = next(iter(self.optimizer.state.values()))
+        state["exp_avg_sq"].view(-1)[0] = float("inf")
+        return out
+
+    monkeypatch.setattr(trainer.Trainer, "_train_epoch", poisoned)
+    code, _, err = run(capsys, "train", *TINY, "--epochs", "2", "--out", tmp_path / "run")
+    assert_one_error_line(code, err, "diverged in epoch 1", "exp_avg_sq")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _poison_checkpoint(path: Path, suffix: str) -> None:
+    """Put an inf into the first tensor whose name ends with ``suffix``, keeping the metadata."""
+    from safetensors.torch import load as st_load
+
+    tensors = st_load(path.read_bytes())
+    name = next(k for k in tensors if k.endswith(suffix) and tensors[k].is_floating_point())
+    tensors[name].view(-1)[0] = float("inf")
+    path.write_bytes(st_save(tensors, metadata=read_metadata(path)))
+
+
+def test_eval_of_non_finite_weights_is_refused(vae_copy, capsys):
+    _poison_checkpoint(vae_copy / "best.safetensors", "weight")
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "2")
+    assert_one_error_line(code, err, "NaN or inf")
+    assert snapshot(vae_copy) == before
+
+
+def test_resume_from_inf_in_adams_state_is_refused(vae_copy, capsys):
+    _poison_checkpoint(vae_copy / "checkpoint.safetensors", "exp_avg_sq")
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, "NaN or inf")
+    assert snapshot(vae_copy) == before
+
+
+def test_eval_refuses_zero_importance_samples_for_a_sampled_estimate(vae_run, capsys):
+    before = snapshot(vae_run)
+    code, _, err = run(capsys, "eval", vae_run, "--iw-samples", "0")
+    assert_one_error_line(code, err, "--iw-samples must be >= 1")
+    assert snapshot(vae_run) == before
+
+
+def test_eval_refuses_a_non_finite_result(vae_copy, capsys, monkeypatch):
+    from dgmkit.evaluation import estimates
+
+    real = estimates._importance_sampled
+
+    def poisoned(*a, **k):
+        est = real(*a, **k)
+        est.log_px[0] = float("-inf")
+        return est
+
+    monkeypatch.setitem(estimates.ESTIMATORS, "importance-sampled", poisoned)
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "2")
+    assert_one_error_line(code, err, "non-finite log-likelihood", "no result")
+    assert snapshot(vae_copy) == before
+
+
+def test_every_json_file_of_a_run_is_strict_json(vae_copy, capsys):
+    assert run(capsys, "eval", vae_copy, "--iw-samples", "2", "--limit", "1")[0] == 0
+
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    for name in ("config.json", "eval.json"):
+        json.loads((vae_copy / name).read_text(), parse_constant=refuse)
+    for line in (vae_copy / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=refuse)
+    assert json.loads((vae_copy / "eval.json").read_text())["nll_stderr"] is None  # one datapoint: no spread
+
+
+def test_non_finite_values_are_written_as_null_and_named():
+    text = to_json({"a": float("nan"), "b": [1.0, float("-inf")], "c": 2})
+    assert json.loads(text, parse_constant=lambda t: 1 / 0) == {
+        "a": None,
+        "b": [1.0, None],
+        "c": 2,
+        "non_finite": {"a": "nan", "b[1]": "-inf"},
+    }
+
+
+def test_importance_sampling_streams_its_log_weights():
+    """Memory stays that of one chunk for any k: the weights are reduced as they come, and the
+    streamed estimate equals the one-shot log-mean-exp."""
+    from dgmkit.objectives import importance
+    from dgmkit.objectives.importance import log_mean_exp
+
+    model = RunConfig.of(model="vae", hidden=[8], latent_dim=2, dataset="digits").model.build((1, 8, 8), 2).eval()
+    x = torch.randint(0, 2, (5, 1, 8, 8)).float()
+    seen = []
+    real = importance.log_importance_weights
+
+    def spy(model, x, k, **kw):
+        seen.append(k)
+        return real(model, x, k, **kw)
+
+    importance.log_importance_weights = spy
+    try:
+        g = torch.Generator().manual_seed(0)
+        streamed = importance.importance_sampled_log_likelihood(model, x, k=1000, chunk_size=50, generator=g)
+    finally:
+        importance.log_importance_weights = real
+    assert max(seen) == 10 and sum(seen) == 1000  # 50 rows of 5 datapoints per chunk
+    g = torch.Generator().manual_seed(0)
+    q = model.posterior(x)
+    prior = model.prior()
+    w = torch.cat([real(model, x, 10, q=q, prior=prior, generator=g).log_w for _ in range(100)])
+    torch.testing.assert_close(streamed.double(), log_mean_exp(w.double()), rtol=1e-6, atol=1e-4)
+
+
+# ---------------------------------------------------------------- figures and outputs
+def test_figures_refuse_to_overwrite_without_force(vae_run, tmp_path, capsys):
+    target = tmp_path / "mine.png"
+    target.write_bytes(b"precious")
+    code, _, err = run(capsys, "sample", vae_run, "-n", "4", "--out", target)
+    assert_one_error_line(code, err, "exists", "--force")
+    assert target.read_bytes() == b"precious"
+    code, _, err = run(capsys, "sample", vae_run, "-n", "4", "--out", target, "--force")
+    assert code == 0 and target.read_bytes().startswith(b"\x89PNG"), err
+
+
+def test_figures_never_write_over_the_runs_own_files(vae_copy, capsys):
+    (vae_copy / "eval.png").write_bytes(b"")
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "sample", vae_copy, "--out", vae_copy / "config.json", "--force")
+    assert_one_error_line(code, err, ".png")
+    assert snapshot(vae_copy) == before
+
+
+def test_check_new_output_guards_inputs_and_run_files(tmp_path):
+    (tmp_path / "in.npy").write_bytes(b"x")
+    with pytest.raises(DgmError, match="input"):
+        check_new_output(tmp_path / "in.npy", force=True, inputs=[tmp_path / "in.npy"])
+    with pytest.raises(DgmError, match="file of the run"):
+        check_new_output(tmp_path / "best.safetensors", force=True, protected=[tmp_path / "best.safetensors"])
+    with pytest.raises(DgmError, match="--force"):
+        check_new_output(tmp_path / "in.npy")
+    assert check_new_output(tmp_path / "new.bin") == tmp_path / "new.bin"
+
+
+def test_atomic_folder_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError), atomic_folder(target, ["a.png", "b.png"]) as tmp:
+        (tmp / "a.png").write_bytes(b"1")
+        raise RuntimeError("disk full")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_folder(target, ["a.png", "b.png"]) as tmp:
+        for n in ("a.png", "b.png"):
+            (tmp / n).write_bytes(n.encode())
+    assert sorted(p.name for p in target.iterdir()) == ["a.png", "b.png"]
+    with pytest.raises(DgmError, match="--force"), atomic_folder(target, ["a.png"]):
+        pass
+    for bad in ("../x.png", "/etc/x.png", "a/b.png", ".hidden.png", "nul\0.png", "..", ""):
+        with pytest.raises(DgmError), atomic_folder(target, [bad]):
+            pass
+
+
+@pytest.mark.parametrize("command", ["reconstruct", "interpolate", "latents"])
+def test_latent_commands_on_a_model_without_latents(arm_run, tmp_path, capsys, command):
+    code, _, err = run(capsys, command, arm_run, "--out", tmp_path / "x.png")
+    assert_one_error_line(code, err, "no latent variables")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_counts_larger_than_the_split_are_refused(vae_run, tmp_path, capsys):
+    code, _, err = run(capsys, "reconstruct", vae_run, "-n", "1000", "--out", tmp_path / "r.png")
+    assert_one_error_line(code, err, "-n 1000 is more than the 300 images")
+    code, _, err = run(capsys, "interpolate", vae_run, "--pairs", "200", "--out", tmp_path / "i.png")
+    assert_one_error_line(code, err, "--pairs 200 needs 400 images")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- checkpoints as hostile files
+def _valid_checkpoint(tmp_path: Path) -> Path:
+    model = torch.nn.Linear(2, 2)
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, model, {"format": 2}, trainer={"epoch": 1})
+    return path
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=400))
+def test_any_bytes_as_a_checkpoint_give_a_checkpoint_error(tmp_path, data):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.sampled_from(["format", "version", "config", "trainer", "optimizer", "__metadata__", "header"]),
+    _json_values,
+)
+def test_hostile_checkpoint_metadata_gives_a_checkpoint_error(tmp_path, field, value):
+    path = _valid_checkpoint(tmp_path)
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    if field == "header":
+        header = value
+    elif field == "__metadata__":
+        header["__metadata__"] = value
+    else:
+        header["__metadata__"][field] = value if isinstance(value, str) else json.dumps(value)
+    head = json.dumps(header).encode()
+    path.write_bytes(len(head).to_bytes(8, "little") + head + raw[8 + n :])
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError:
+        return
+    assert isinstance(ckpt["config"], dict)
+
+
+def test_a_checkpoint_header_claiming_more_than_the_file_is_refused_without_reading_it(tmp_path):
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes((2**62).to_bytes(8, "little") + b"{}")
+    with pytest.raises(CheckpointError, match="claims"):
+        read_metadata(path)
+
+
+def test_mismatched_checkpoint_is_one_line(vae_copy, tmp_path, capsys):
+    ckpt = load_checkpoint(vae_copy / "best.safetensors")
+    tensors = {f"model/{k}": v for k, v in ckpt["model"].items()}
+    tensors.pop(next(iter(tensors)))
+    tensors["model/extra.weight"] = torch.zeros(3)
+    meta = read_metadata(vae_copy / "best.safetensors")
+    (vae_copy / "best.safetensors").write_bytes(st_save(tensors, metadata=meta))
+    code, _, err = run(capsys, "eval", vae_copy)
+    assert_one_error_line(code, err, "1 tensors missing", "1 tensors unexpected")

@@ -1,0 +1,467 @@
+"""``dgm compress`` / ``dgm decompress`` and the ``.dgmz`` container against hostile files and
+careless arguments: every header field is checked against a schema (the file's SHA-256 only
+detects accidents), names cannot leave --out, nothing is overwritten without --force (the
+inputs and the run's files never), and a failure leaves the file system as it was."""
+
+import errno
+import hashlib
+import json
+import math
+import struct
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.test_cli import assert_clean_failure, run
+
+from dgmkit.cli.main import main
+from dgmkit.coding import CompressedFile, check_header, decode_images, encode_images, read_container
+from dgmkit.coding.container import MAGIC, MAX_DECODED_BYTES, MAX_PIXELS
+from dgmkit.conditional import CategoricalHead
+from dgmkit.errors import DataError
+from dgmkit.models.autoregressive import GatedPixelCNN
+
+N_PNG = 6
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def raw_container(header_bytes: bytes, payload: bytes = b"", version: int = 1) -> bytes:
+    """A container with any header bytes and a correct checksum (as an attacker would make it)."""
+    body = MAGIC + struct.pack("<HI", version, len(header_bytes)) + header_bytes + struct.pack("<Q", len(payload))
+    body += payload
+    return body + hashlib.sha256(body).digest()
+
+
+def split_container(data: bytes) -> tuple[dict, bytes]:
+    (head_len,) = struct.unpack_from("<I", data, 6)
+    header = json.loads(data[10 : 10 + head_len])
+    (payload_len,) = struct.unpack_from("<Q", data, 10 + head_len)
+    return header, data[18 + head_len : 18 + head_len + payload_len]
+
+
+DELETE = object()
+
+
+def rewrite(data: bytes, payload: bytes | None = None, **changes) -> bytes:
+    """``data`` with header fields replaced (DELETE removes one) and the checksum recomputed."""
+    header, old_payload = split_container(data)
+    for k, v in changes.items():
+        if v is DELETE:
+            header.pop(k, None)
+        else:
+            header[k] = v
+    return raw_container(json.dumps(header).encode(), old_payload if payload is None else payload)
+
+
+def snapshot(*roots: Path) -> dict:
+    """Every file and folder under ``roots`` (hidden ones too) with its content's hash."""
+    state = {}
+    for root in roots:
+        for p in sorted(Path(root).rglob("*")):
+            state[str(p)] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return state
+
+
+def assert_fails_and_changes_nothing(capsys, roots, argv, *needles):
+    before = snapshot(*roots)
+    code, _, err = run(capsys, *argv)
+    assert_clean_failure(code, err, *needles)
+    assert snapshot(*roots) == before
+    return err
+
+
+def base_header(source: str = "npy") -> dict:
+    """A header that passes the schema (no real model behind it)."""
+    h = {
+        "dgmkit_version": "1.0",
+        "model_fingerprint": "a" * 64,
+        "model": {"kind": "a pixelcnn autoregressive model (bernoulli)", "dataset": "digits-4x4"},
+        "levels": 2,
+        "shape": [3, 4, 4],
+        "dtype": "|u1",
+        "batch_size": 2,
+        "content_sha256": "b" * 64,
+        "coder": "constriction range coder, categorical models (perfect=False)",
+        "source": source,
+    }
+    if source == "png":
+        h.update(dtype="|b1", png_mode="1", names=["a.png", "b.png", "c.png"])
+    return h
+
+
+# -- the schema: one DataError line for every hostile field ---------------------------------
+
+
+HOSTILE = {
+    "names": [
+        ["../x.png", "b.png", "c.png"],
+        ["/etc/x.png", "b.png", "c.png"],
+        ["a/b.png", "b.png", "c.png"],
+        ["a\\b.png", "b.png", "c.png"],
+        ["A.png", "a.png", "c.png"],
+        ["a.png", "a.png", "c.png"],
+        ["a.png", "b.png"],
+        ["a.png", "b.png", "c.png", "d.png"],
+        ["a\x00.png", "b.png", "c.png"],
+        [".a.png", "b.png", "c.png"],
+        ["a.txt", "b.png", "c.png"],
+        ["..", "b.png", "c.png"],
+        ["", "b.png", "c.png"],
+        [["a.png"], "b.png", "c.png"],
+        "a.png",
+        None,
+        DELETE,
+    ],
+    "shape": [[10**12, 4, 4], [2**63], [2**63, 4, 4], [-3, 4, 4], [0, 4, 4], [3.0, 4, 4], [True, 4, 4], [3], "3,4,4"],
+    "batch_size": [-1, 0, True, 2.5, "2", 10**30, None],
+    "levels": [1, 65537, -2, True, "2", 2.0],
+    "dtype": ["O", "|O", "<c16", "<U4", "V8", "(2,)<i4", "<M8[s]", ["|u1"], 1, "|u1\x00"],
+    "source": ["zip", "", None, ["png"], "PNG"],
+    "png_mode": ["RGB", "P", 1, None, "1 "],
+    "model_fingerprint": [["a" * 64], "a" * 63, "A" * 64, 5, "g" * 64],
+    "content_sha256": ["b" * 65, None],
+    "model": ["x", {"kind": "x"}, {"kind": ["x"], "dataset": "d"}, {"kind": "\x1b[31mred", "dataset": "d"}],
+    "dgmkit_version": [1.0, "x" * 1000, "\x00"],
+    "coder": [None, ["c"]],
+}
+
+
+@pytest.mark.parametrize(
+    "source,key,value",
+    [
+        (src, key, value)
+        for key, values in HOSTILE.items()
+        for value in values
+        for src in (("png",) if key in ("names", "png_mode") else ("npy",))
+    ]
+    + [("npy", key, DELETE) for key in base_header("npy")]
+    + [("npy", "names", ["a.png", "b.png", "c.png"]), ("png", "shape", [3, 16]), ("png", "dtype", "|u1")],
+    ids=repr,
+)
+def test_every_hostile_header_field_is_one_data_error(source, key, value):
+    header = base_header(source)
+    assert isinstance(read_container(raw_container(json.dumps(header).encode())), CompressedFile)
+    if value is DELETE:
+        del header[key]
+    else:
+        header[key] = value
+    with pytest.raises(DataError) as e:
+        read_container(raw_container(json.dumps(header).encode()), "f.dgmz")
+    assert "\n" not in str(e.value) and str(e.value).startswith("f.dgmz")
+
+
+def test_the_number_of_pixels_to_decode_is_bounded():
+    h = base_header()
+    h.update(shape=[MAX_PIXELS // 16 + 1, 4, 4])
+    with pytest.raises(DataError, match="more than"):
+        read_container(raw_container(json.dumps(h).encode()))
+    h.update(shape=[MAX_DECODED_BYTES // 8 // 16, 4, 4])  # the largest allowed
+    assert read_container(raw_container(json.dumps(h).encode())).header["shape"][0] == MAX_DECODED_BYTES // 128
+    h.update(batch_size=10**6)  # too many pixels per batch (the model's caches)
+    with pytest.raises(DataError, match="batch_size"):
+        read_container(raw_container(json.dumps(h).encode()))
+
+
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        (raw_container(b"[" * 100000), "unreadable header"),  # nested past the recursion limit
+        (raw_container(b"\xff\xfe{}"), "unreadable header"),
+        (raw_container(b'{"levels": NaN}'), "unreadable header"),
+        (raw_container(b"[1, 2]"), "expected a JSON object"),
+        (raw_container(json.dumps(base_header()).encode(), b"\x00" * 7), "32-bit words"),
+        (raw_container(b"{}", version=2), "format version 2"),
+        (MAGIC + struct.pack("<HI", 1, 2**32 - 1) + b"{}" + bytes(40), "truncated"),
+        (MAGIC + struct.pack("<HI", 1, 2) + b"{}" + struct.pack("<Q", 2**64 - 1) + bytes(32), "truncated"),
+    ],
+)
+def test_malformed_containers_are_one_data_error(data, needle):
+    with pytest.raises(DataError, match=needle) as e:
+        read_container(data)
+    assert "\n" not in str(e.value)
+
+
+def _passes_schema_or_data_error(data: bytes) -> None:
+    try:
+        f = read_container(data)
+    except DataError as e:
+        assert "\n" not in str(e)
+        return
+    assert isinstance(f, CompressedFile) and f.payload.dtype == np.uint32
+    check_header(f.header)
+    shape = f.header["shape"]
+    assert math.prod(shape) <= MAX_PIXELS
+    if f.header["source"] == "png":
+        assert len(f.header["names"]) == shape[0]
+        assert all("/" not in s and "\\" not in s and "\x00" not in s for s in f.header["names"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200) | st.binary(max_size=200).map(lambda b: MAGIC + b"\x01\x00" + b))
+def test_any_bytes_read_as_a_checked_container_or_a_data_error(data):
+    _passes_schema_or_data_error(data)
+
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([-1, 0, 1, 2**31, 2**63, 2**64, 10**12, 65536, 65537])
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+    | st.sampled_from(["", "\x00", "../x.png", "/abs.png", "a.png", "A.png", "O", "<c16", "|u1", "|b1", "1", "L", "png"])
+)
+_hostile = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    source=st.sampled_from(["npy", "png"]),
+    key=st.sampled_from([*base_header("png"), "unknown"]),
+    value=_hostile | st.just(DELETE),
+    payload=st.binary(max_size=16),
+)
+def test_one_hostile_field_gives_a_checked_header_or_a_data_error(source, key, value, payload):
+    header = base_header(source)
+    if value is DELETE:
+        header.pop(key, None)
+    else:
+        header[key] = value
+    _passes_schema_or_data_error(raw_container(json.dumps(header).encode(), payload))
+
+
+# -- the coder's boundary ------------------------------------------------------------------------
+
+
+def _model():
+    torch.manual_seed(0)
+    return GatedPixelCNN(CategoricalHead(5), (1, 3, 3), channels=4, layers=2).eval()
+
+
+def test_non_finite_probabilities_are_a_clean_error_not_a_corrupt_file():
+    model = _model()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(DataError, match="non-finite"):
+        encode_images(model, torch.zeros(4, 1, 3, 3, dtype=torch.long), 2)
+
+
+def test_pixels_out_of_range_are_refused_before_coding():
+    with pytest.raises(DataError, match="0..4"):
+        encode_images(_model(), torch.full((2, 1, 3, 3), 5), 2)
+
+
+def test_a_crafted_payload_decodes_to_a_data_error_or_to_images():
+    model = _model()
+    for words in (np.full(3, 0xFFFFFFFF, np.uint32), np.arange(5, dtype=np.uint32), np.zeros(0, np.uint32)):
+        try:
+            x = decode_images(model, words, 4, 2)
+        except DataError as e:
+            assert "\n" not in str(e)
+        else:
+            assert x.shape == (4, 1, 3, 3) and 0 <= int(x.min()) and int(x.max()) < 5
+    with pytest.raises(DataError, match="invalid for this model"):
+        decode_images(model, np.full(3, 0xFFFFFFFF, np.uint32), 4, 2)
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """One tiny ARM run on digits-4x4, a .npy of 40 images, N_PNG 1-bit PNG files, and the
+    compressed files of both."""
+    from PIL import Image
+
+    from dgmkit.data import load_dataset
+
+    root = tmp_path_factory.mktemp("safety")
+    run_dir = root / "run"
+    argv = ["train", "--model", "arm", "--arm", "pixelcnn", "--dataset", "digits-4x4", "--channels", "4"]
+    assert main([*argv, "--arm-layers", "2", "--epochs", "1", "--quiet", "--out", str(run_dir)]) == 0
+    x = load_dataset("digits-4x4").test.x[:40, 0].numpy()  # (40, 4, 4) uint8 0/1
+    np.save(root / "x.npy", x)
+    (root / "png").mkdir()
+    pngs = []
+    for i in range(N_PNG):
+        pngs.append(root / "png" / f"img{i}.png")
+        Image.fromarray(x[i].astype(bool)).save(pngs[-1])
+    assert main(["compress", str(run_dir), str(root / "x.npy"), "--out", str(root / "x.dgmz"), "--batch-size", "16"]) == 0
+    assert main(["compress", str(run_dir), *map(str, pngs), "--out", str(root / "p.dgmz")]) == 0
+    return SimpleNamespace(root=root, run=run_dir, x=x, pngs=pngs, npz=root / "x.dgmz", pz=root / "p.dgmz")
+
+
+def _decompress(env, file, out, *extra):
+    return ["decompress", file, "--run", env.run, "--out", out, *extra]
+
+
+@pytest.mark.parametrize(
+    "names,needle",
+    [
+        (["../x.png", *[f"img{i}.png" for i in range(1, N_PNG)]], "not a plain base name"),
+        (["ABSOLUTE", *[f"img{i}.png" for i in range(1, N_PNG)]], "not a plain base name"),
+        (["sub/x.png", *[f"img{i}.png" for i in range(1, N_PNG)]], "not a plain base name"),
+        (["IMG1.png", *[f"img{i}.png" for i in range(1, N_PNG)]], "name the same file"),
+        ([f"img{i}.png" for i in range(N_PNG - 1)], f"{N_PNG} images but {N_PNG - 1} file names"),
+        (["img0.exe", *[f"img{i}.png" for i in range(1, N_PNG)]], "does not end in .png"),
+        (["img\x000.png", *[f"img{i}.png" for i in range(1, N_PNG)]], "not a plain base name"),
+    ],
+)
+def test_decompress_writes_nothing_for_names_that_leave_out_or_lose_images(env, capsys, tmp_path, names, needle):
+    names = [str(tmp_path / "abs.png") if n == "ABSOLUTE" else n for n in names]
+    evil = tmp_path / "work" / "evil.dgmz"
+    evil.parent.mkdir()
+    evil.write_bytes(rewrite(env.pz.read_bytes(), names=names))
+    out = tmp_path / "work" / "out"
+    assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], _decompress(env, evil, out), needle)
+
+
+@pytest.mark.parametrize(
+    "changes,needle",
+    [
+        ({"shape": [10**8, 4, 4]}, "more than this dgmkit decodes"),
+        ({"shape": [10**12, 4, 4]}, "'shape'"),
+        ({"shape": [2**63]}, "'shape'"),
+        ({"batch_size": -1}, "'batch_size'"),
+        ({"batch_size": True}, "'batch_size'"),
+        ({"dtype": "|O"}, "'dtype'"),
+        ({"source": "tar"}, "'source'"),
+        ({"levels": 70000}, "'levels'"),
+        ({"shape": "40"}, "'shape'"),
+        ({"model_fingerprint": DELETE}, "lacks 'model_fingerprint'"),
+        ({"shape": [40, 5, 5]}, "model codes images of 4x4"),  # passes the schema, not the model
+        ({"levels": 3}, "model codes 2"),
+    ],
+)
+def test_decompress_refuses_a_hostile_header_before_decoding(env, capsys, tmp_path, changes, needle):
+    evil = tmp_path / "evil.dgmz"
+    evil.write_bytes(rewrite(env.npz.read_bytes(), **changes))
+    assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], _decompress(env, evil, tmp_path / "o.npy"), needle)
+
+
+def test_decompress_of_a_crafted_payload_writes_nothing(env, capsys, tmp_path):
+    data = env.npz.read_bytes()
+    for i, payload in enumerate([b"\xff" * 64, b"\x00" * 4, b"", bytes(range(256))]):
+        evil = tmp_path / f"evil{i}.dgmz"
+        evil.write_bytes(rewrite(data, payload=payload))
+        err = assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], _decompress(env, evil, tmp_path / "o.npy"))
+        assert "invalid for this model" in err or "checksum mismatch" in err, err
+
+
+def test_compress_refuses_duplicate_base_names(env, capsys, tmp_path):
+    for a, b in (("a/scan.png", "b/scan.png"), ("a/scan.png", "b/SCAN.png")):
+        for rel, src in ((a, env.pngs[0]), (b, env.pngs[1])):
+            (tmp_path / rel).parent.mkdir(exist_ok=True)
+            (tmp_path / rel).write_bytes(src.read_bytes())
+        argv = ["compress", env.run, env.pngs[2], tmp_path / a, tmp_path / b, "--out", tmp_path / "o.dgmz"]
+        err = assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], argv, "the same file name")
+        assert str(tmp_path / a) in err and str(tmp_path / b) in err
+
+
+def test_png_inputs_are_checked_before_their_pixels_are_decoded(env, capsys, tmp_path):
+    from PIL import Image
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    def png(width: int, height: int, idat: bytes) -> bytes:
+        ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+    (tmp_path / "in").mkdir()
+    cases = {
+        "big.png": (png(5000, 5000, zlib.compress(b"\x00" * 100)), "5000x5000 pixels; the model codes 4x4"),
+        "bomb.png": (png(100000, 100000, zlib.compress(b"\x00" * 100)), "cannot read"),
+        "garbage.png": (b"\x89PNG\r\n\x1a\n" + bytes(50), "cannot read"),
+        "truncated.png": (png(4, 4, b"\x78\x9c\x00"), "cannot read"),
+    }
+    buf = tmp_path / "in" / "rgb.png"
+    Image.new("RGB", (4, 4)).save(buf)
+    cases["rgb.png"] = (buf.read_bytes(), "a RGB PNG")
+    buf = tmp_path / "in" / "gif.png"
+    Image.new("L", (4, 4)).save(buf, format="GIF")
+    cases["gif.png"] = (buf.read_bytes(), "not a PNG file")
+    for name, (content, needle) in cases.items():
+        (tmp_path / "in" / name).write_bytes(content)
+        argv = ["compress", env.run, env.pngs[0], tmp_path / "in" / name, "--out", tmp_path / "o.dgmz"]
+        assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], argv, needle)
+
+
+def test_a_pickled_npy_is_refused_by_the_safe_reader(env, capsys, tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([None, 1], dtype=object), allow_pickle=True)
+    argv = ["compress", env.run, tmp_path / "obj.npy", "--out", tmp_path / "o.dgmz"]
+    assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], argv)
+
+
+def test_outputs_are_never_overwritten_without_force(env, capsys, tmp_path):
+    (tmp_path / "o.dgmz").write_bytes(b"keep me")
+    (tmp_path / "o.npy").write_bytes(b"keep me too")
+    (tmp_path / "pngs").mkdir()
+    (tmp_path / "pngs" / "img3.png").write_bytes(b"not mine")
+    (tmp_path / "pngs" / "other.txt").write_bytes(b"left alone")
+    roots = [tmp_path, env.root]
+    compress = ["compress", env.run, env.root / "x.npy"]
+    assert_fails_and_changes_nothing(capsys, roots, [*compress, "--out", tmp_path / "o.dgmz"], "exists", "--force")
+    assert_fails_and_changes_nothing(capsys, roots, _decompress(env, env.npz, tmp_path / "o.npy"), "exists", "--force")
+    assert_fails_and_changes_nothing(capsys, roots, _decompress(env, env.pz, tmp_path / "pngs"), "img3.png", "--force")
+    # --force replaces them, with the right content, and leaves other files alone
+    assert run(capsys, *compress, "--out", tmp_path / "o.dgmz", "--force", "--batch-size", "16")[0] == 0
+    assert (tmp_path / "o.dgmz").read_bytes() == env.npz.read_bytes()
+    assert run(capsys, *_decompress(env, env.npz, tmp_path / "o.npy", "--force"))[0] == 0
+    assert np.array_equal(np.load(tmp_path / "o.npy"), env.x)
+    assert run(capsys, *_decompress(env, env.pz, tmp_path / "pngs", "--force"))[0] == 0
+    from PIL import Image
+
+    for i in range(N_PNG):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "pngs" / f"img{i}.png")), env.x[i].astype(bool))
+    assert (tmp_path / "pngs" / "other.txt").read_bytes() == b"left alone"
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == sorted(
+        [f"img{i}.png" for i in range(N_PNG)] + ["other.txt"]
+    )
+
+
+def test_inputs_and_the_runs_files_are_refused_even_with_force(env, capsys, tmp_path):
+    roots = [tmp_path, env.root]
+    x = tmp_path / "x.npy"
+    x.write_bytes((env.root / "x.npy").read_bytes())
+    assert_fails_and_changes_nothing(capsys, roots, ["compress", env.run, x, "--out", x, "--force"], "an input")
+    for name in ("best.safetensors", "config.json", "metrics.jsonl"):
+        argv = ["compress", env.run, x, "--out", env.run / name, "--force"]
+        assert_fails_and_changes_nothing(capsys, roots, argv, "a file of the run")
+    z = tmp_path / "z.npy"  # a compressed file named .npy, decompressed onto itself
+    z.write_bytes(env.npz.read_bytes())
+    assert_fails_and_changes_nothing(capsys, roots, _decompress(env, z, z, "--force"), "an input")
+
+
+def test_a_failure_midway_through_the_png_files_leaves_nothing(env, capsys, tmp_path, monkeypatch):
+    from PIL import Image
+
+    calls = []
+    save = Image.Image.save
+
+    def failing_save(self, fp, *args, **kwargs):
+        calls.append(fp)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "img0.png").write_bytes(b"old")
+    roots = [tmp_path, env.root]
+    assert_fails_and_changes_nothing(capsys, roots, _decompress(env, env.pz, tmp_path / "new"), "no space left")
+    calls.clear()
+    argv = _decompress(env, env.pz, tmp_path / "existing", "--force")
+    assert_fails_and_changes_nothing(capsys, roots, argv, "no space left")
+    assert len(calls) == 3
