@@ -199,7 +199,7 @@ def test_a_failed_fresh_run_leaves_nothing(tmp_path, capsys, monkeypatch):
         raise DgmError("stop in the first epoch")
 
     monkeypatch.setattr(trainer.Trainer, "_train_epoch", diverge)
-    code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--out", tmp_path / "run")
+    code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--out", tmp_path / "new" / "run")
     assert_one_error_line(code, err, "stop in the first epoch")
     assert list(tmp_path.iterdir()) == []
 
@@ -519,6 +519,9 @@ def test_check_new_output_guards_inputs_and_run_files(tmp_path):
 
 
 def test_atomic_folder_leaves_nothing_on_failure(tmp_path):
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "new" / "deeper" / "out", ["a.png"]):
+        raise RuntimeError("failed before the first file")
+    assert list(tmp_path.iterdir()) == [], "a failed call left the folders it created"
     target = tmp_path / "out"
     with pytest.raises(RuntimeError), atomic_folder(target, ["a.png", "b.png"]) as tmp:
         (tmp / "a.png").write_bytes(b"1")

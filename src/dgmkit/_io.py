@@ -159,11 +159,15 @@ def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool =
         shown = ", ".join(clash[:3]) + (f" and {len(clash) - 3} more" if len(clash) > 3 else "")
         raise DgmError(f"{target} already holds {shown}; choose another folder or add --force to replace them")
     parent = target if target.is_dir() else target.parent
+    made = [p for p in [parent, *parent.parents] if not p.exists()]  # folders this call creates
+    tmp = None
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX))
     except OSError as e:
+        _remove_empty(made)
         raise DgmError(describe_os_error(e, target, "write")) from None
+    done = False
     try:
         yield tmp
         written = {p.name for p in tmp.iterdir()}
@@ -175,11 +179,21 @@ def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool =
         else:
             for n in names:
                 os.replace(tmp / n, target / n)
+        done = True
     except OSError as e:
         raise DgmError(describe_os_error(e, target, "write")) from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders (deepest first) that are empty: those a failed call created."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f/\\:]")

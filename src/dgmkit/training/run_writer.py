@@ -60,6 +60,7 @@ class RunFolder:
         self.fresh = fresh
         self._fd: int | None = None
         self._created = False
+        self._made: list[Path] = []
 
     def _other_entries(self) -> list[str]:
         from dgmkit._io import is_own_temporary
@@ -90,6 +91,7 @@ class RunFolder:
             self.check_fresh()
         try:
             if not self.path.exists():
+                self._made = [p for p in [self.path, *self.path.parents] if not p.exists()]
                 self.path.mkdir(parents=True)
                 self._created = True
             self._fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -132,7 +134,8 @@ class RunFolder:
         with contextlib.suppress(OSError):
             if set(os.listdir(self.path)) <= {LOCK_NAME}:
                 (self.path / LOCK_NAME).unlink(missing_ok=True)
-                self.path.rmdir()
+                for folder in self._made:  # the run folder and the parents made for it, deepest first
+                    folder.rmdir()
 
 
 class RunWriter:
