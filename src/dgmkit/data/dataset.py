@@ -4,7 +4,11 @@ from dataclasses import dataclass
 
 import torch
 
+from dgmkit.errors import DataError
+
 __all__ = ["Split", "Dataset"]
+
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,15 @@ class Split:
     x: torch.Tensor
     y: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        if self.x.ndim < 1:
+            raise DataError(f"a split needs a batch of images, got a tensor of shape {tuple(self.x.shape)}")
+        if self.y is not None:
+            if self.y.ndim != 1 or len(self.y) != len(self.x):
+                raise DataError(f"{len(self.x)} images need one label each, got labels of shape {tuple(self.y.shape)}")
+            if self.y.is_floating_point() or self.y.is_complex():
+                raise DataError(f"labels must be integers, not {self.y.dtype}")
+
     def __len__(self) -> int:
         return self.x.shape[0]
 
@@ -26,7 +39,7 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train, validation and test splits.
+    """Train, validation and test splits, none of them empty, of images of the same shape.
 
     ``num_levels`` is the number of distinct values of quantized data (2 for binary images,
     17 for the 8x8 digits, 256 for 8-bit images) and None for continuous data.
@@ -38,11 +51,19 @@ class Dataset:
     test: Split
     num_levels: int | None
 
+    def __post_init__(self) -> None:
+        for s in SPLITS:
+            if len(self.split(s)) == 0:
+                raise DataError(f"{self.name}: the {s} split is empty")
+        shapes = {tuple(self.split(s).x.shape[1:]) for s in SPLITS}
+        if len(shapes) > 1:
+            raise DataError(f"{self.name}: the splits hold images of different shapes {sorted(shapes)}")
+
     @property
     def event_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.x.shape[1:])
 
     def split(self, name: str) -> Split:
-        if name not in ("train", "valid", "test"):
-            raise ValueError(f"unknown split {name!r}; choose train, valid or test")
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; choose train, valid or test")
         return getattr(self, name)

@@ -1,12 +1,15 @@
 """Checksummed, atomic downloads of canonical data files."""
 
+import contextlib
 import hashlib
+import http.client
 import logging
 import os
 import tempfile
 import urllib.request
 from pathlib import Path
 
+from dgmkit.data.formats import MAX_BYTES_ENV, max_data_bytes
 from dgmkit.errors import DataError
 
 __all__ = ["download", "file_digest"]
@@ -22,27 +25,74 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the folders this call created
+    (outermost first): only those may be removed again."""
+    missing = []
+    for p in [folder, *folder.parents]:
+        if p.is_dir():
+            break
+        missing.append(p)
+    created = []
+    try:
+        for p in reversed(missing):
+            try:
+                p.mkdir()
+            except FileExistsError:
+                if not p.is_dir():
+                    raise
+                continue  # made by someone else meanwhile: not ours
+            created.append(p)
+    except OSError:
+        _remove_folders(created)
+        raise
+    return created
+
+
+def _remove_folders(created: list[Path]) -> None:
+    """Remove the folders of ``created`` that are still empty, innermost first (never a
+    folder that now holds anything)."""
+    for p in reversed(created):
+        with contextlib.suppress(OSError):
+            p.rmdir()
+
+
 def download(url: str, dest: Path, checksum: str, algorithm: str = "sha256", timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest``: streamed into a temporary file beside it, checked against
-    ``checksum`` and only then renamed into place, so ``dest`` is never half-written."""
+    ``checksum`` and only then renamed into place, so ``dest`` is never half-written.
+
+    A failed download leaves nothing behind: neither the temporary file nor the folders this
+    call created for ``dest``. A download larger than the data limit (1 GiB, or
+    ``$DGMKIT_MAX_DATA_BYTES``) is stopped."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    limit = max_data_bytes()
+    created: list[Path] = []
+    tmp = None
     h = hashlib.new(algorithm)
     try:
+        created = _make_folders(dest.parent)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         log.info("downloading %s", url)
+        size = 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             for block in iter(lambda: resp.read(1 << 20), b""):
+                size += len(block)
+                if size > limit:
+                    raise DataError(f"download of {url} exceeds {limit} bytes, the limit (set {MAX_BYTES_ENV} to raise it)")
                 h.update(block)
                 out.write(block)
         if h.hexdigest() != checksum:
             raise DataError(f"download of {url} has {algorithm} {h.hexdigest()}, expected {checksum}")
         os.replace(tmp, dest)
-    except DataError:
+        tmp = None
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        _remove_folders(created)
+        if isinstance(e, DataError):
+            raise
+        if isinstance(e, OSError | http.client.HTTPException | ValueError):  # URLError is an OSError
+            raise DataError(f"could not download {url}: {getattr(e, 'reason', None) or e}") from None
         raise
-    except OSError as e:  # URLError is an OSError
-        raise DataError(f"could not download {url}: {getattr(e, 'reason', e)}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest

@@ -16,7 +16,7 @@ import torch
 
 from dgmkit.data.dataset import Dataset, Split
 from dgmkit.data.download import download as fetch
-from dgmkit.data.formats import read_amat, read_array, read_idx
+from dgmkit.data.formats import read_amat, read_arrays, read_idx
 from dgmkit.data.toy2d import TOY_2D, toy_2d
 from dgmkit.errors import DataError
 
@@ -101,29 +101,53 @@ def _images(x: np.ndarray, shape: tuple[int, int, int]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x).reshape(-1, *shape))
 
 
+_BINARIZED_ROWS = {"train": 50000, "valid": 10000, "test": 10000}
+
+
 def _load_binarized_mnist(root: Path, download: bool) -> Dataset:
     splits = {}
     for s, remote in _BINARIZED.items():
-        x = read_amat(_find(root, ["binarized_mnist", "binarized-mnist"], remote, download))
+        path = _find(root, ["binarized_mnist", "binarized-mnist"], remote, download)
+        x = read_amat(path)
         if x.dtype != np.uint8 or x.max() > 1:
-            raise DataError(f"{remote.name}: expected binary values 0/1")
+            raise DataError(f"{path}: expected binary values 0/1")
+        if len(x) != _BINARIZED_ROWS[s]:
+            raise DataError(f"{path}: {len(x)} rows, expected {_BINARIZED_ROWS[s]} (binarized-mnist {s} split)")
         splits[s] = Split(_images(x, (1, 28, 28)))
-    n = {k: len(v) for k, v in splits.items()}
-    if n != {"train": 50000, "valid": 10000, "test": 10000}:
-        raise DataError(f"binarized-mnist: expected 50000/10000/10000 rows, found {n}")
     return Dataset("binarized-mnist", num_levels=2, **splits)
 
 
+_N_VALID = 10000  # the last training images of the MNIST-like sets, held out for validation
+
+
+def _check_idx_pair(name: str, split: str, paths: dict[str, Path], arr: dict[str, np.ndarray], classes: int) -> None:
+    """The images and labels of one split: uint8 (N, 28, 28) images, as many labels in 0..classes-1."""
+    xp, yp = paths[f"{split}_x"], paths[f"{split}_y"]
+    x, y = arr[f"{split}_x"], arr[f"{split}_y"]
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise DataError(f"{xp}: expected {name} images as uint8 of shape (N, 28, 28), found {x.dtype} {x.shape}")
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DataError(f"{yp}: expected {name} labels as one integer per image, found {y.dtype} {y.shape}")
+    if y.min() < 0 or y.max() >= classes:
+        raise DataError(f"{yp}: labels must lie in 0..{classes - 1}, found {int(y.min())}..{int(y.max())}")
+    if len(x) != len(y):
+        raise DataError(f"{xp} holds {len(x)} images but {yp} holds {len(y)} labels")
+
+
 def _load_idx_set(
-    name: str, files: dict, root: Path, subdirs: list[str], download: bool, extra: Iterable[Path] = ()
+    name: str, files: dict, root: Path, subdirs: list[str], download: bool, extra: Iterable[Path] = (), classes: int = 10
 ) -> Dataset:
-    arr = {k: read_idx(_find(root, subdirs, r, download, list(extra))) for k, r in files.items()}
-    for k in ("train", "test"):
-        x, y = arr[f"{k}_x"], arr[f"{k}_y"]
-        if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != len(y):
-            raise DataError(f"{name}: unexpected {k} shapes {x.shape} and {y.shape}")
+    paths = {k: _find(root, subdirs, r, download, list(extra)) for k, r in files.items()}
+    arr = {k: read_idx(p) for k, p in paths.items()}
+    for split in ("train", "test"):
+        _check_idx_pair(name, split, paths, arr, classes)
+    if len(arr["train_x"]) <= _N_VALID:
+        raise DataError(
+            f"{paths['train_x']}: {len(arr['train_x'])} training images, but {name} needs more than {_N_VALID} "
+            f"(the last {_N_VALID} are held out for validation)"
+        )
     x_tr, y_tr = _images(arr["train_x"], (1, 28, 28)), torch.from_numpy(arr["train_y"].astype(np.int64))
-    n_valid = 10000
+    n_valid = _N_VALID
     return Dataset(
         name,
         train=Split(x_tr[:-n_valid], y_tr[:-n_valid]),
@@ -181,53 +205,106 @@ DATASETS: dict[str, Callable[[Path, bool], Dataset]] = {
 }
 
 
-def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", seed: int = 0) -> Dataset:
-    """A dataset from one array of images: (N, D), (N, H, W) or (N, C, H, W).
+MAX_LABEL = 2**31 - 1
+"""The largest class label ``from_array`` accepts."""
 
-    Integer or binary-valued data is kept as integers (num_levels 2 if binary, else
-    max + 1 up to 256); other float data is continuous. The rows are split with a seeded
-    permutation into 80% train, 10% valid and 10% test.
-    """
-    x = np.asarray(x)
+
+def _check_images(x: np.ndarray, name: str) -> np.ndarray:
+    if x.dtype == np.bool_:
+        x = x.view(np.uint8)
+    if x.dtype.kind not in "iuf":
+        raise DataError(f"{name}: the data must be real numbers (bool, integers or floats), not {x.dtype}")
     if x.ndim == 2:
         x = x[:, None, None, :]
     elif x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or len(x) < 10:
         raise DataError(f"{name}: expected at least 10 images shaped (N, D), (N, H, W) or (N, C, H, W), got {x.shape}")
-    if not np.isfinite(x).all():
-        raise DataError(f"{name}: the data holds NaN or inf")
-    integral = np.issubdtype(x.dtype, np.integer) or bool(np.all(x == np.round(x)))
+    if 0 in x.shape:
+        raise DataError(f"{name}: the images hold no values (shape {x.shape})")
+    if x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            raise DataError(f"{name}: the data holds NaN or inf")
+        if np.abs(x).max() > np.finfo(np.float32).max:
+            raise DataError(f"{name}: the data holds values beyond the float32 range")
+    return x
+
+
+def _check_labels(y: object, n: int, name: str) -> torch.Tensor:
+    """Labels as int64: one per image, integral, finite, in 0..MAX_LABEL."""
+    try:
+        y = np.asarray(y)
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{name}: the labels are not an array of numbers ({e})") from None
+    if y.dtype == np.bool_:
+        y = y.view(np.uint8)
+    if y.dtype.kind not in "iuf":
+        raise DataError(f"{name}: labels must be integers, not {y.dtype}")
+    if y.ndim != 1:
+        raise DataError(f"{name}: labels must be one integer per image (1-D), got shape {y.shape}")
+    if len(y) != n:
+        raise DataError(f"{name}: {len(y)} labels for {n} images")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise DataError(f"{name}: the labels hold NaN or inf")
+    if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+        raise DataError(f"{name}: labels must be whole numbers")
+    if y.min() < 0 or y.max() > MAX_LABEL:
+        raise DataError(f"{name}: labels must lie in 0..{MAX_LABEL}, found {y.min()}..{y.max()}")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", seed: int = 0) -> Dataset:
+    """A dataset from one array of images: (N, D), (N, H, W) or (N, C, H, W), at least 10.
+
+    The images must be finite real numbers (bool, integer or float); labels ``y``, if given,
+    one non-negative whole number per image. Integer or binary-valued data is kept as
+    integers (num_levels 2 if binary, else max + 1 up to 256); other float data is
+    continuous. The rows are split with a seeded permutation into 80% train, 10% valid and
+    10% test, none of them empty.
+    """
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as e:  # ragged nested lists, or objects that are not arrays
+        raise DataError(f"{name}: the data is not an array of numbers ({e})") from None
+    x = _check_images(x, name)
+    integral = x.dtype.kind in "iu" or bool(np.all(x == np.round(x)))
     if integral and x.min() >= 0 and x.max() <= 255:
         levels = 2 if x.max() <= 1 else (256 if x.dtype == np.uint8 else int(x.max()) + 1)
         t = torch.from_numpy(x.astype(np.uint8))
     else:
         levels, t = None, torch.from_numpy(x.astype(np.float32))
-    labels = None if y is None else torch.from_numpy(np.asarray(y).astype(np.int64))
-    if labels is not None and len(labels) != len(t):
-        raise DataError(f"{name}: {len(labels)} labels for {len(t)} images")
+    labels = None if y is None else _check_labels(y, len(t), name)
     perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))
     n_va = n_te = max(1, len(t) // 10)
     parts = perm[: len(t) - n_va - n_te], perm[len(t) - n_va - n_te : len(t) - n_te], perm[len(t) - n_te :]
+    if min(len(p) for p in parts) == 0:
+        raise DataError(f"{name}: {len(t)} images are too few for non-empty train, valid and test splits")
     full = Split(t, labels)
     return Dataset(name, *(full.subset(p) for p in parts), num_levels=levels)
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
+def load_dataset(
+    name: str, data_dir: str | os.PathLike | None = None, download: bool = True, key: str | None = None
+) -> Dataset:
     """Load a named dataset, or a ``.npy``/``.npz`` file given by its path.
+
+    A ``.npz`` file's data is its array ``key`` (``--data-key``), else its array ``x``, else
+    its only array; its array ``y``, if any, gives the labels.
 
     >>> load_dataset("digits").train.x.shape
     torch.Size([1197, 1, 8, 8])
     """
     if name.endswith((".npy", ".npz")):
-        path = Path(name).expanduser()
+        try:
+            path = Path(name).expanduser()
+        except RuntimeError as e:  # ~user of an unknown user
+            raise DataError(f"no such data file: {name} ({e})") from None
         if not path.is_file():
             raise DataError(f"no such data file: {path}")
-        y = None
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                y = z["y"] if "y" in z.files else None
-        return from_array(read_array(path), y, name=path.name)
+        x, y = read_arrays(path, key)
+        return from_array(x, y, name=path.name)
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)} or give a .npy/.npz file")
+    if key is not None:
+        raise DataError(f"--data-key {key!r} applies only to .npz files, not to the dataset {name!r}")
     return DATASETS[name](default_data_dir(data_dir), download)

@@ -1,0 +1,642 @@
+"""The data readers against hostile files: any bytes or header value either loads to a valid
+array or raises DataError (one line, naming the file), never another exception, never an
+allocation beyond what the file's real size justifies, never a long hang."""
+
+import gzip
+import io
+import struct
+import time
+import tracemalloc
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dgmkit.data import Dataset, Split, from_array, load_dataset
+from dgmkit.data.download import download
+from dgmkit.data.formats import MAX_BYTES_ENV, max_data_bytes, open_maybe_gzip, read_amat, read_array, read_idx
+from dgmkit.errors import DataError
+
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("hostile")
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def guarded(read, path: Path, data_size: int | None = None):
+    """``read(path)``: the array it returns, or None after a DataError that names the file in
+    one line. Any other exception propagates (and fails the test). The peak of traced
+    allocations stays below 10 times the data's size (the file's, or the decompressed size
+    when that is known to be larger) plus 1 MB, and the call returns within seconds."""
+    size = max(path.stat().st_size, data_size or 0)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        out = read(path)
+    except DataError as e:
+        msg = str(e)
+        assert "\n" not in msg and path.name in msg, msg
+        out = None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < 5, "a reader took too long"
+    assert peak < 10 * size + MB, f"peak allocation {peak} for {size} bytes of data"
+    return out
+
+
+def check_plain_array(arr) -> None:
+    """A valid result: a numeric array with data in every dimension."""
+    assert isinstance(arr, np.ndarray)
+    assert arr.dtype.kind in "biuf" and arr.dtype.isnative
+    assert 0 not in arr.shape
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def npy_with_header(header: str, payload: bytes, version: int = 1) -> bytes:
+    text = header.encode("latin1", "replace")
+    text += b" " * ((-len(text) - 11) % 64) + b"\n"
+    size = struct.pack("<H", len(text)) if version == 1 else struct.pack("<I", len(text))
+    return b"\x93NUMPY" + bytes([version, 0]) + size + text + payload
+
+
+def npz_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:
+    dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[code]
+    return bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.astype(dtype).tobytes()
+
+
+def deflated_zeros(prefix: bytes, megabytes: int) -> bytes:
+    """A raw deflate stream of ``prefix`` and ``megabytes`` MiB of zeros, built without ever
+    holding the zeros: after a full flush, identical input compresses to identical bytes."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(bytes(MB)) + c.flush(zlib.Z_FULL_FLUSH)
+    assert c.compress(bytes(MB)) + c.flush(zlib.Z_FULL_FLUSH) == block
+    return head + block * megabytes + c.flush()
+
+
+def zeros_crc(prefix: bytes, megabytes: int) -> int:
+    crc = zlib.crc32(prefix)
+    zeros = bytes(MB)
+    for _ in range(megabytes):
+        crc = zlib.crc32(zeros, crc)
+    return crc
+
+
+def gzip_wrap(raw_deflate: bytes, crc: int, size: int) -> bytes:
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + raw_deflate + struct.pack("<II", crc, size & 0xFFFFFFFF)
+
+
+def zip_with_deflated_member(name: bytes, raw_deflate: bytes, size: int, crc: int) -> bytes:
+    """A one-member zip file (no zip64: sizes below 4 GiB) around a ready deflate stream."""
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(raw_deflate), size, len(name), 0)
+    central = struct.pack(
+        "<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0x21, crc, len(raw_deflate), size, len(name), 0, 0, 0, 0, 0, 0
+    )
+    offset = len(local) + len(name) + len(raw_deflate)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central) + len(name), offset, 0)
+    return local + name + raw_deflate + central + name + end
+
+
+BASE = np.arange(6, dtype=np.float64).reshape(2, 3)  # 48 bytes of payload
+DESCRS = ["<f8", "<f4", "|u1", "|b1", "<i8", ">i4", "<u2", "<f2", "<c16", "<c8", "<M8[ns]", "<m8[s]", "|O", "|S3"]
+DESCRS += ["<U2", "|V8", "<f16", "f8", "<q", "", "<i4,<i4", "<f8 "]
+SHAPE_VALUES = [0, 1, 2, 3, 4, 6, 12, 24, 48, -1, 2**31, 2**32, 2**40, 2**63, 2**64, 10**30]
+
+descrs = st.one_of(st.sampled_from(DESCRS), st.text(max_size=8))
+shapes = st.one_of(
+    st.lists(st.one_of(st.sampled_from(SHAPE_VALUES), st.integers(0, 100)), max_size=5).map(tuple),
+    st.sampled_from(["6", "(6)", "[2, 3]", "(2, 3", "(-0,)", "(2., 3)", "(True,)", "None", "(1" + "0" * 5000 + ",)"]),
+)
+fortrans = st.sampled_from([True, False, "None", "0", "1", "'False'"])
+
+
+@st.composite
+def npy_headers(draw) -> str:
+    descr, shape, fortran = draw(descrs), draw(shapes), draw(fortrans)
+    entries = [f"'descr': {descr!r}", f"'fortran_order': {fortran}", f"'shape': {shape}"]
+    keep = draw(st.lists(st.sampled_from(entries), min_size=0, max_size=4, unique=False)) if draw(st.booleans()) else entries
+    header = "{" + ", ".join(keep) + ", }"
+    if draw(st.booleans()):  # one character changed anywhere
+        i = draw(st.integers(0, len(header) - 1))
+        header = header[:i] + draw(st.characters(codec="latin-1")) + header[i + 1 :]
+    return header
+
+
+payloads = st.one_of(st.just(BASE.tobytes()), st.binary(max_size=64))
+
+
+# ------------------------------------------------------------------------------- .npy / .npz
+
+
+@st.composite
+def npy_any_payload(draw) -> bytes:
+    """Any bytes under a well-formed header of any dtype, with a shape that fits them."""
+    descr = draw(st.sampled_from(["<f8", "|u1", "|b1", ">i2", "<f2", "<c8", "<M8[s]", "<m8[ms]", "|S2", "<U1", "|V4"]))
+    payload = draw(st.binary(max_size=64))
+    itemsize = np.dtype(descr).itemsize
+    shape = (len(payload) // itemsize,) if draw(st.booleans()) else (len(payload) // itemsize // 2, 2)
+    return npy_with_header(f"{{'descr': {descr!r}, 'fortran_order': {draw(st.booleans())}, 'shape': {shape}, }}", payload)
+
+
+@FAST
+@given(data=st.one_of(st.binary(max_size=300), st.binary(max_size=300).map(lambda b: b"\x93NUMPY" + b), npy_any_payload()))
+def test_npy_arbitrary_bytes_load_or_dataerror(work, data):
+    path = work / "any.npy"
+    path.write_bytes(data)
+    out = guarded(read_array, path)
+    if out is not None:
+        check_plain_array(out)
+        assert out.nbytes <= len(data)
+
+
+@FAST
+@given(header=npy_headers(), payload=payloads, version=st.sampled_from([1, 2, 3]))
+def test_npy_mutated_header_loads_or_dataerror(work, header, payload, version):
+    path = work / "mutated.npy"
+    data = npy_with_header(header, payload, version)
+    path.write_bytes(data)
+    out = guarded(read_array, path)
+    if out is not None:
+        check_plain_array(out)
+        assert out.nbytes == len(payload)
+
+
+@FAST
+@given(header=npy_headers(), payload=payloads, deflate=st.booleans(), labels=st.booleans())
+def test_npz_member_with_mutated_header_loads_or_dataerror(work, header, payload, deflate, labels):
+    path = work / "mutated.npz"
+    members = {"x.npy": npy_with_header(header, payload)}
+    if labels:
+        members["y.npy"] = npy_with_header(header, payload)
+    path.write_bytes(npz_bytes(members, zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED))
+    out = guarded(lambda p: load_dataset(str(p)), path, data_size=2 * len(payload) + 1000)
+    if out is not None:
+        assert isinstance(out, Dataset)
+
+
+VALID_NPZ = npz_bytes({"x.npy": npy_bytes(BASE), "y.npy": npy_bytes(np.arange(2))}, zipfile.ZIP_DEFLATED)
+
+
+@FAST
+@given(
+    data=st.one_of(
+        st.binary(max_size=300).map(lambda b: b"PK\x03\x04" + b),
+        st.lists(st.tuples(st.integers(0, len(VALID_NPZ) - 1), st.integers(0, 255)), min_size=1, max_size=4).map(
+            lambda edits: bytes(b if i not in dict(edits) else dict(edits)[i] for i, b in enumerate(VALID_NPZ))
+        ),
+        st.integers(0, len(VALID_NPZ) - 1).map(lambda n: VALID_NPZ[:n]),
+    )
+)
+def test_npz_arbitrary_or_corrupted_bytes_load_or_dataerror(work, data):
+    path = work / "any.npz"
+    path.write_bytes(data)
+    out = guarded(read_array, path)
+    if out is not None:
+        check_plain_array(out)
+
+
+@pytest.mark.parametrize(
+    "arr, problem",
+    [
+        (np.ones((20, 3), np.complex128), "complex"),
+        (np.zeros(20, "M8[s]"), "datetimes"),
+        (np.zeros(20, "m8[s]"), "timedeltas"),
+        (np.array(["a", "b"] * 10), "strings"),
+        (np.zeros(20, [("a", "<f4"), ("b", "<i4")]), "structured"),
+        (np.zeros((20, 0)), "no data"),
+        (np.zeros((0, 20)), "no data"),
+    ],
+)
+def test_npy_refuses_what_is_not_plain_numbers(tmp_path, arr, problem):
+    path = tmp_path / "bad.npy"
+    np.save(path, arr)
+    with pytest.raises(DataError, match=problem):
+        read_array(path)
+    with pytest.raises(DataError, match=problem):
+        load_dataset(str(path))
+
+
+def test_npy_refuses_objects_without_unpickling(tmp_path):
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"a": 1}] * 20, dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="Python objects"):
+        read_array(path)
+
+
+@pytest.mark.parametrize("shape", [(2**40,), (2**20, 2**20, 2**20), (2**63,), (2**64, 2**64)])
+def test_npy_header_claiming_terabytes_allocates_nothing(tmp_path, shape):
+    path = tmp_path / "huge.npy"
+    path.write_bytes(npy_with_header(f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}", b"\0" * 64))
+    assert guarded(read_array, path) is None
+    with pytest.raises(DataError, match="bytes follow"):
+        read_array(path)
+
+
+def test_npy_fortran_order_and_byte_order_are_honoured(tmp_path):
+    a = np.arange(12, dtype=">i4").reshape(3, 4)
+    np.save(tmp_path / "f.npy", np.asfortranarray(a))
+    got = read_array(tmp_path / "f.npy")
+    assert np.array_equal(got, a) and got.dtype == np.int32 and got.dtype.isnative and got.flags.writeable
+    np.save(tmp_path / "b.npy", np.array([True, False] * 10))
+    assert read_array(tmp_path / "b.npy").dtype == np.bool_
+    raw = bytearray((tmp_path / "b.npy").read_bytes())
+    raw[-1] = 7  # a bool byte that is neither 0 nor 1
+    (tmp_path / "b.npy").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="bool"):
+        read_array(tmp_path / "b.npy")
+
+
+def test_npz_corrupt_truncated_or_not_npy_members(tmp_path):
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.ones((20, 3)))
+    (tmp_path / "trunc.npz").write_bytes(good.read_bytes()[:-30])
+    (tmp_path / "junk.npz").write_bytes(npz_bytes({"x.npy": b"not an array at all"}))
+    (tmp_path / "crc.npz").write_bytes(good.read_bytes().replace(npy_bytes(np.ones((20, 3)))[-8:], b"\x01" * 8))
+    for name in ("trunc.npz", "junk.npz", "crc.npz"):
+        with pytest.raises(DataError, match=name):
+            read_array(tmp_path / name)
+        with pytest.raises(DataError):
+            load_dataset(str(tmp_path / name))
+
+
+def test_npz_zip_bomb_of_two_gigabytes_is_refused_unread(tmp_path):
+    n = 2048  # MiB of zeros
+    header = npy_with_header(f"{{'descr': '|u1', 'fortran_order': False, 'shape': ({n * MB},), }}", b"")
+    raw = deflated_zeros(header, n)
+    path = tmp_path / "bomb.npz"
+    path.write_bytes(zip_with_deflated_member(b"x.npy", raw, len(header) + n * MB, zeros_crc(header, n)))
+    assert path.stat().st_size < 3 * MB
+    assert guarded(read_array, path) is None
+    with pytest.raises(DataError, match="limit"):
+        read_array(path)
+
+
+def test_npz_member_beyond_a_lowered_cap_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, x=np.zeros((8, MB), np.uint8))  # 8 MiB of zeros in a small file
+    assert path.stat().st_size < 100_000
+    monkeypatch.setenv(MAX_BYTES_ENV, str(MB))
+    assert max_data_bytes() == MB
+    assert guarded(read_array, path) is None
+    with pytest.raises(DataError, match=MAX_BYTES_ENV):
+        read_array(path)
+    monkeypatch.setenv(MAX_BYTES_ENV, "lots")
+    with pytest.raises(DataError, match=MAX_BYTES_ENV):
+        read_array(path)
+
+
+def test_npz_member_whose_header_lies_about_its_size(tmp_path):
+    member = npy_with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000,), }", BASE.tobytes())
+    (tmp_path / "lie.npz").write_bytes(npz_bytes({"x.npy": member}, zipfile.ZIP_DEFLATED))
+    assert guarded(read_array, tmp_path / "lie.npz") is None
+
+
+def test_npz_data_key_selects_the_array(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "several.npz"
+    np.savez(path, images=rng.random((30, 4)), other=rng.random((30, 2)), y=np.arange(30) % 3)
+    d = load_dataset(str(path), key="images")
+    assert d.event_shape == (1, 1, 4) and sum(len(s) for s in (d.train, d.valid, d.test)) == 30
+    assert d.train.y is not None and d.train.y.dtype == torch.int64
+    assert load_dataset(str(path), key="other").event_shape == (1, 1, 2)
+    with pytest.raises(DataError, match="'images', 'other', 'y'"):
+        load_dataset(str(path))  # no 'x' and several arrays: the error lists them
+    with pytest.raises(DataError, match="no array named 'nope'.*'images'"):
+        load_dataset(str(path), key="nope")
+    np.save(tmp_path / "one.npy", rng.random((20, 4)))
+    with pytest.raises(DataError, match="only to .npz"):
+        load_dataset(str(tmp_path / "one.npy"), key="images")
+    with pytest.raises(DataError, match="only to .npz"):
+        load_dataset("digits", key="images")
+    np.savez(tmp_path / "default.npz", x=rng.random((20, 4)), z=rng.random(3))
+    assert load_dataset(str(tmp_path / "default.npz")).event_shape == (1, 1, 4)  # 'x' by default
+
+
+# ---------------------------------------------------------------------------------------- IDX
+
+IDX_CODES = [0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E]
+DIM_VALUES = [0, 1, 2, 3, 4, 6, 8, 12, 24, 28, 2**16, 2**31, 2**32 - 1]
+
+
+@st.composite
+def idx_files(draw) -> tuple[bytes, int]:
+    """An IDX file (bytes) made from a valid one with header fields changed, and the size of
+    its payload."""
+    base = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    data = bytearray(idx_bytes(base))
+    ndim = draw(st.one_of(st.just(3), st.integers(0, 255)))
+    n = min(ndim, 6) if draw(st.booleans()) else draw(st.integers(0, 6))  # a header that ends early too
+    dims = draw(st.lists(st.one_of(st.sampled_from(DIM_VALUES), st.integers(0, 2**32 - 1)), min_size=n, max_size=n))
+    head = bytes([draw(st.sampled_from([0, 1])), 0, draw(st.one_of(st.sampled_from(IDX_CODES), st.integers(0, 255))), ndim])
+    payload = draw(st.one_of(st.sampled_from([0, 1, 2, 4, 8, 24]), st.integers(0, 24)))
+    if draw(st.booleans()):
+        data = bytearray(head + struct.pack(f">{n}I", *dims) + bytes(data[16 : 16 + payload]))
+    else:
+        data[: len(head)] = head
+        payload = 24
+    return bytes(data), payload
+
+
+@FAST
+@given(data=st.binary(max_size=300), gz=st.booleans(), magic=st.booleans())
+def test_idx_arbitrary_bytes_load_or_dataerror(work, data, gz, magic):
+    data = (b"\x00\x00\x08\x03" if magic else b"") + data
+    path = work / ("any.idx.gz" if gz else "any.idx")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    out = guarded(read_idx, path, data_size=len(data))
+    if out is not None:
+        check_plain_array(out)
+
+
+@FAST
+@given(file=idx_files(), gz=st.booleans())
+def test_idx_mutated_header_loads_or_dataerror(work, file, gz):
+    data, payload = file
+    path = work / ("mutated.idx.gz" if gz else "mutated.idx")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    out = guarded(read_idx, path, data_size=len(data))
+    if out is not None:
+        check_plain_array(out)
+        assert out.nbytes == payload and out.ndim == data[3] >= 1
+
+
+@FAST
+@given(data=st.binary(min_size=2, max_size=300))
+def test_gzip_arbitrary_compressed_bytes_load_or_dataerror(work, data):
+    path = work / "any.gz"
+    path.write_bytes(b"\x1f\x8b" + data)
+    guarded(open_maybe_gzip, path)
+    guarded(read_idx, path)
+    guarded(lambda p: read_amat(p, 3), path)
+
+
+def test_idx_dims_whose_product_overflows_int64(tmp_path):
+    path = tmp_path / "overflow.idx"
+    path.write_bytes(bytes([0, 0, 0x08, 4]) + struct.pack(">4I", *[2**16] * 4))  # 2**64 bytes, 0 in int64
+    with pytest.raises(DataError, match="bytes follow"):
+        read_idx(path)
+    path.write_bytes(bytes([0, 0, 0x0E, 3]) + struct.pack(">3I", *[2**32 - 1] * 3) + bytes(8))
+    with pytest.raises(DataError, match="bytes follow"):
+        read_idx(path)
+
+
+def test_idx_gzip_stream_is_read_only_as_far_as_the_header_declares(tmp_path):
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 1, 28, 28)
+    n = 2048  # MiB of zeros behind a header that declares 784 bytes
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    path.write_bytes(gzip_wrap(deflated_zeros(header, n), 0, len(header) + n * MB))  # trailer never reached
+    assert path.stat().st_size < 3 * MB
+    assert guarded(read_idx, path) is None
+    with pytest.raises(DataError, match="more than 784 bytes follow"):
+        read_idx(path)
+
+
+def test_gzip_bomb_stops_at_the_cap(tmp_path, monkeypatch):
+    text = gzip.compress(b"0 " * (32 * MB))  # 64 MiB of text in a small file
+    (tmp_path / "bomb.amat.gz").write_bytes(text)
+    monkeypatch.setenv(MAX_BYTES_ENV, str(MB))
+    for reader in (read_amat, open_maybe_gzip):
+        assert guarded(reader, tmp_path / "bomb.amat.gz", data_size=MB) is None  # the cap is all it may use
+        with pytest.raises(DataError, match="more than 1048576 bytes"):
+            reader(tmp_path / "bomb.amat.gz")
+
+
+def test_gzip_members_padding_truncation_and_trailing_garbage(tmp_path):
+    arr = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    data = idx_bytes(arr)
+    (tmp_path / "multi.gz").write_bytes(gzip.compress(data[:100]) + gzip.compress(data[100:]) + b"\0" * 8)
+    assert np.array_equal(read_idx(tmp_path / "multi.gz"), arr)
+    (tmp_path / "trunc.gz").write_bytes(gzip.compress(data)[:-5])
+    with pytest.raises(DataError, match="truncated gzip"):
+        read_idx(tmp_path / "trunc.gz")
+    (tmp_path / "crc.gz").write_bytes(gzip.compress(data)[:-8] + b"\0" * 8)
+    with pytest.raises(DataError, match="corrupt gzip"):
+        read_idx(tmp_path / "crc.gz")
+    (tmp_path / "tail.gz").write_bytes(gzip.compress(data) + b"garbage")
+    with pytest.raises(DataError, match="after the end"):
+        read_idx(tmp_path / "tail.gz")
+
+
+def write_mnist_folder(folder: Path, n_train: int, n_test: int = 7, **override) -> None:
+    rng = np.random.default_rng(0)
+    files = {
+        "train-images-idx3-ubyte": idx_bytes(rng.integers(0, 256, (n_train, 28, 28))),
+        "train-labels-idx1-ubyte": idx_bytes(rng.integers(0, 10, n_train)),
+        "t10k-images-idx3-ubyte": idx_bytes(rng.integers(0, 256, (n_test, 28, 28))),
+        "t10k-labels-idx1-ubyte": idx_bytes(rng.integers(0, 10, n_test)),
+    }
+    files.update(override)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+
+
+def test_mnist_with_too_few_training_images_says_how_many(tmp_path):
+    write_mnist_folder(tmp_path / "mnist", n_train=100)
+    with pytest.raises(DataError, match=r"100 training images, but mnist needs more than 10000") as e:
+        load_dataset("mnist", tmp_path, download=False)
+    assert str(tmp_path / "mnist" / "train-images-idx3-ubyte") in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "name, data, problem",
+    [
+        ("train-labels-idx1-ubyte", idx_bytes(np.full(10001, 12)), r"0\.\.9"),
+        ("t10k-labels-idx1-ubyte", idx_bytes(np.full((7, 2), 1)), "one integer per image"),
+        ("t10k-labels-idx1-ubyte", idx_bytes(np.arange(6) % 10), "7 images but .* 6 labels"),
+        ("t10k-images-idx3-ubyte", idx_bytes(np.zeros((7, 28, 28)), 0x0C), "uint8"),
+        ("t10k-images-idx3-ubyte", idx_bytes(np.zeros((7, 14, 56))), r"\(N, 28, 28\)"),
+        ("t10k-labels-idx1-ubyte", idx_bytes(np.zeros(7), 0x0D), "integer"),
+    ],
+)
+def test_mnist_like_files_are_checked_with_their_path(tmp_path, name, data, problem):
+    folder = tmp_path / "fashion-mnist"
+    write_mnist_folder(folder, n_train=10001, **{name: data})
+    with pytest.raises(DataError, match=problem) as e:
+        load_dataset("fashion-mnist", tmp_path, download=False)
+    assert str(folder) in str(e.value)
+
+
+# --------------------------------------------------------------------------------------- .amat
+
+AMAT_ALPHABET = "0123456789 .-+eE\n\t\rnaifNAIF\x00\xff\xe9"
+
+
+AMAT_TOKENS = ["0", "1", "255", "2.5", "-3", "1e3", "nan", "inf", "-inf", "1e999", "NaN", "x", "\xff", "1-2", "."]
+amat_rows = st.lists(st.lists(st.sampled_from(AMAT_TOKENS), max_size=5), max_size=6)
+amat_texts = st.one_of(
+    st.text(alphabet=AMAT_ALPHABET, max_size=200),
+    amat_rows.map(lambda rows: "".join(" ".join(r) + "\n" for r in rows)),
+)
+
+
+@FAST
+@given(text=amat_texts, gz=st.booleans())
+def test_amat_arbitrary_text_loads_or_dataerror(work, text, gz):
+    data = text.encode("latin1")
+    path = work / ("any.amat.gz" if gz else "any.amat")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    out = guarded(lambda p: read_amat(p, 3), path, data_size=len(data))
+    if out is not None:
+        check_plain_array(out)
+        assert out.ndim == 2 and out.shape[1] == 3 and np.isfinite(out).all()
+        assert len(out) == sum(1 for line in text.split("\n") if line.split())  # one row per non-blank line
+
+
+@FAST
+@given(data=st.binary(max_size=300), gz=st.booleans())
+def test_amat_arbitrary_bytes_load_or_dataerror(work, data, gz):
+    path = work / ("bytes.amat.gz" if gz else "bytes.amat")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    out = guarded(lambda p: read_amat(p, 2), path, data_size=len(data))
+    if out is not None:
+        assert out.ndim == 2 and out.shape[1] == 2 and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("1 2 3\n4 5 nan\n", "finite"),
+        ("1 2 3\ninf 5 6\n", "finite"),
+        ("1 2 3\n4 5 1e999\n", "finite"),
+        ("1 2 3 4\n5 6\n", "line 1 holds 4 values"),  # ragged rows whose total divides by 3
+        ("1 2\n3 4 5 6\n", "line 1 holds 2 values"),
+        ("1 2 3\n4 5 \xe9\n", "not a number"),
+        ("1 2 3\n4-5 6 7\n", "not well-formed"),
+    ],
+)
+def test_amat_refuses_non_finite_ragged_and_non_text(tmp_path, text, problem):
+    path = tmp_path / "bad.amat"
+    path.write_bytes(text.encode("latin1"))
+    with pytest.raises(DataError, match=problem):
+        read_amat(path, 3)
+
+
+def test_amat_general_parser_keeps_lines_and_blank_lines(tmp_path):
+    (tmp_path / "ok.amat").write_text("1 2 3\n\n  4.5\t5 -6  \r\n")
+    got = read_amat(tmp_path / "ok.amat", 3)
+    assert got.dtype == np.float32 and got.tolist() == [[1, 2, 3], [4.5, 5, -6]]
+
+
+def test_binarized_mnist_file_checks_name_the_file(tmp_path):
+    folder = tmp_path / "binarized_mnist"
+    folder.mkdir()
+    row = " ".join(["0"] * 783 + ["1"]) + "\n"
+    for s in ("train", "valid", "test"):
+        (folder / f"binarized_mnist_{s}.amat").write_text(row * 3)
+    with pytest.raises(DataError, match="3 rows, expected 50000") as e:
+        load_dataset("binarized-mnist", tmp_path, download=False)
+    assert str(folder / "binarized_mnist_train.amat") in str(e.value)
+    (folder / "binarized_mnist_train.amat").write_text(row.replace("1", "2") * 3)
+    with pytest.raises(DataError, match="binary values") as e:
+        load_dataset("binarized-mnist", tmp_path, download=False)
+    assert str(folder / "binarized_mnist_train.amat") in str(e.value)
+
+
+# --------------------------------------------------------------------------------- from_array
+
+
+@pytest.mark.parametrize(
+    "y, problem",
+    [
+        (np.full(20, np.nan), "NaN"),
+        (np.zeros((20, 2)), "1-D"),
+        (np.arange(20) - 1, "0\\.\\."),
+        (np.arange(20) + 0.5, "whole numbers"),
+        (np.arange(19), "19 labels for 20 images"),
+        (np.array(["a"] * 20), "integers"),
+        (np.full(20, 1e30), "0\\.\\."),
+    ],
+)
+def test_from_array_refuses_bad_labels(y, problem):
+    with pytest.raises(DataError, match=problem):
+        from_array(np.zeros((20, 4), np.uint8), y)
+
+
+def test_nan_and_2d_labels_in_an_npz_file(tmp_path):
+    np.savez(tmp_path / "nan.npz", x=np.zeros((20, 4)), y=np.full(20, np.nan))
+    np.savez(tmp_path / "two.npz", x=np.zeros((20, 4)), y=np.zeros((20, 2), np.int64))
+    with pytest.raises(DataError, match="NaN"):
+        load_dataset(str(tmp_path / "nan.npz"))
+    with pytest.raises(DataError, match="1-D"):
+        load_dataset(str(tmp_path / "two.npz"))
+    np.savez(tmp_path / "ok.npz", x=np.zeros((20, 4)), y=(np.arange(20) % 3).astype(np.float32))
+    d = load_dataset(str(tmp_path / "ok.npz"))
+    assert d.train.y.dtype == torch.int64 and set(torch.cat([d.train.y, d.test.y]).tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    "x, problem",
+    [
+        (np.zeros((20, 0)), "no values"),
+        (np.zeros((20, 3, 0)), "no values"),
+        (np.ones((20, 3), np.complex64), "real numbers"),
+        (np.array([["a"] * 3] * 20), "real numbers"),
+        (np.full((20, 3), np.inf), "NaN or inf"),
+        (np.full((20, 3), 1e300), "float32"),
+        (np.zeros((9, 3)), "at least 10"),
+    ],
+)
+def test_from_array_refuses_bad_images(x, problem):
+    with pytest.raises(DataError, match=problem):
+        from_array(x)
+
+
+def test_from_array_every_split_is_non_empty_and_bool_images_work():
+    d = from_array(np.ones((10, 4), bool))
+    assert min(len(d.train), len(d.valid), len(d.test)) >= 1 and d.num_levels == 2
+    empty = Split(torch.zeros(0, 1, 2, 2))
+    with pytest.raises(DataError, match="empty"):
+        Dataset("d", Split(torch.zeros(3, 1, 2, 2)), empty, Split(torch.zeros(3, 1, 2, 2)), num_levels=None)
+    with pytest.raises(DataError, match="one label each"):
+        Split(torch.zeros(3, 1, 2, 2), torch.zeros(2, dtype=torch.int64))
+
+
+# ------------------------------------------------------------------------------------ download
+
+
+def test_failed_download_leaves_no_folder_behind(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    root = tmp_path / "fresh" / "data"
+    with pytest.raises(DataError, match="could not download"):
+        download("http://example.invalid/f.bin", root / "sub" / "f.bin", "0" * 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # fresh/, data/ and sub/ are gone
+    with pytest.raises(DataError, match="no network"):
+        load_dataset("mnist", root, download=True)
+    assert not (tmp_path / "fresh").exists()
+    # a folder that existed before, and anything in it, stays
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "note.txt").write_text("mine")
+    with pytest.raises(DataError):
+        download("http://example.invalid/f.bin", tmp_path / "kept" / "new" / "f.bin", "0" * 64)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["note.txt"]
