@@ -180,6 +180,19 @@ def test_any_config_value_is_accepted_valid_or_refused_with_a_config_error(key, 
     assert RunConfig.from_dict(cfg.to_dict(), "round trip") == cfg
 
 
+def test_deeply_nested_or_duplicated_config_keys_are_config_errors(tmp_path, capsys):
+    for name, text in [
+        ("deep.json", "[" * 100_000 + "]" * 100_000),
+        ("deep2.json", '{"a":' * 50_000 + "1" + "}" * 50_000),
+        ("twice.json", '{"epochs": 1, "epochs": 2}'),
+        ("nan.json", '{"lr": NaN}'),
+    ]:
+        (tmp_path / name).write_text(text)
+        code, _, err = run(capsys, "train", "--config", tmp_path / name, "--out", tmp_path / "run")
+        assert_one_error_line(code, err, name)
+    assert not (tmp_path / "run").exists()
+
+
 # ---------------------------------------------------------------- run folders
 def test_a_fresh_run_refuses_a_non_empty_folder(tmp_path, capsys):
     out = tmp_path / "run"
@@ -268,6 +281,75 @@ def test_resume_refuses_an_edited_config(vae_copy, capsys):
     (vae_copy / "config.json").write_text("{not json")
     code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
     assert_one_error_line(code, err, "config.json")
+
+
+@pytest.mark.parametrize("text", ["epochs = 3\n", "[optim]\nepochs = 3\npatience = 2\n"])
+def test_resume_with_a_config_file_of_free_keys_only(vae_copy, tmp_path, capsys, text):
+    """A config file given with --resume sets only its own keys (not the defaults of the rest)."""
+    (tmp_path / "more.toml").write_text(text)
+    code, _, err = run(capsys, "train", "--resume", "--config", tmp_path / "more.toml", "--quiet", "--out", vae_copy)
+    assert code == 0, err
+    assert json.loads((vae_copy / "config.json").read_text())["config"]["optim"]["epochs"] == 3
+    (tmp_path / "lr.toml").write_text("lr = 0.3\n")
+    code, _, err = run(capsys, "train", "--resume", "--config", tmp_path / "lr.toml", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, "lr = 0.3", "contradict")
+    assert "hidden" not in err
+
+
+def _edit_metadata(path: Path, key: str, edit) -> None:
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    value = json.loads(header["__metadata__"][key])
+    header["__metadata__"][key] = json.dumps(edit(value))
+    head = json.dumps(header).encode()
+    path.write_bytes(len(head).to_bytes(8, "little") + head + raw[8 + n :])
+
+
+@pytest.mark.parametrize(
+    "key, edit, needle",
+    [
+        ("trainer", lambda t: {k: v for k, v in t.items() if k != "epoch"}, "counter epoch"),
+        ("trainer", lambda t: {**t, "best_epoch": 99}, "contradict each other"),
+        ("trainer", lambda t: {**t, "best_valid": "high"}, "best_valid"),
+        ("optimizer", lambda o: {**o, "param_groups": "all"}, "optimizer state"),
+        ("optimizer", lambda o: {**o, "scalars": {"0/step": 1}}, "optimizer"),
+    ],
+)
+def test_crafted_trainer_state_is_refused_and_changes_nothing(vae_copy, capsys, key, edit, needle):
+    _edit_metadata(vae_copy / "checkpoint.safetensors", key, edit)
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, needle)
+    assert snapshot(vae_copy) == before
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda o: {**o, "param_groups": [{**o["param_groups"][0], "betas": [2, 2, 2]}]},
+        lambda o: {**o, "param_groups": [{**o["param_groups"][0], "lr": "abc", "eps": -1.0}]},
+    ],
+)
+def test_the_checkpoints_hyper_parameters_are_not_trusted(vae_copy, capsys, edit):
+    """Adam's settings come from the run's config, not from the checkpoint's metadata."""
+    _edit_metadata(vae_copy / "checkpoint.safetensors", "optimizer", edit)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert code == 0, err
+    assert load_checkpoint(vae_copy / "checkpoint.safetensors")["optimizer"]["param_groups"][0]["betas"] == [0.9, 0.999]
+
+
+def test_a_resume_that_fails_leaves_config_json_as_it_was(vae_copy, capsys, monkeypatch):
+    from dgmkit.training import trainer
+
+    def diverge(self):
+        raise DgmError("diverged at once")
+
+    monkeypatch.setattr(trainer.Trainer, "_train_epoch", diverge)
+    before = (vae_copy / "config.json").read_bytes()
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "5", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, "diverged at once")
+    assert (vae_copy / "config.json").read_bytes() == before
 
 
 def test_resume_with_more_epochs_records_them_and_stays_loadable(vae_copy, capsys):

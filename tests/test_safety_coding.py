@@ -442,6 +442,8 @@ def test_inputs_and_the_runs_files_are_refused_even_with_force(env, capsys, tmp_
     z = tmp_path / "z.npy"  # a compressed file named .npy, decompressed onto itself
     z.write_bytes(env.npz.read_bytes())
     assert_fails_and_changes_nothing(capsys, roots, _decompress(env, z, z, "--force"), "an input")
+    # PNG images decompressed into the run folder itself (an input of the command)
+    assert_fails_and_changes_nothing(capsys, roots, _decompress(env, env.pz, env.run, "--force"), "the run folder")
 
 
 def test_a_failure_midway_through_the_png_files_leaves_nothing(env, capsys, tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ __all__ = [
     "json_safe",
     "is_own_temporary",
     "remove_stale_temporaries",
+    "parse_json",
 ]
 
 TMP_SUFFIX = ".tmp"
@@ -232,6 +233,28 @@ def to_json(obj: Any, indent: int | None = None) -> str:
     if found and isinstance(safe, dict):
         safe["non_finite"] = found
     return json.dumps(safe, indent=indent, sort_keys=indent is not None, allow_nan=False)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"the key {k!r} appears twice")
+        out[k] = v
+    return out
+
+
+def _no_constant(token: str) -> None:
+    raise ValueError(f"{token} is not standard JSON")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Strict JSON of an untrusted source: a key that appears twice, ``NaN``/``Infinity`` and
+    nesting too deep to parse raise ValueError (never RecursionError)."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
 
 
 def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:

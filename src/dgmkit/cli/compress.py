@@ -223,6 +223,9 @@ def _png_targets(out: Path, names: list[str], args: argparse.Namespace) -> None:
         raise DataError(f"--out {out} is a file; {args.file} holds PNG images: name a folder")
     if out.suffix and not out.is_dir():
         raise ConfigError(f"{args.file} holds PNG images: --out must name a folder, got {out}")
+    run_dir = Path(args.run)
+    if out.is_dir() and run_dir.is_dir() and os.path.samefile(out, run_dir):
+        raise ConfigError(f"--out {out} is the run folder, an input of this command; name another folder for the images")
     root = os.path.normpath(out.absolute())
     for name in names:
         target = out / name

@@ -107,11 +107,13 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     """The run's own config; flags (and a --config file) may only extend it (FREE_ON_RESUME)."""
     record = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
     stored = RunConfig.from_dict(record["config"], source=str(out / "config.json"))
-    asked = RunConfig.from_dict(load_config_file(args.config), args.config).flat() if args.config else {}
+    asked = RunConfig.given_keys(load_config_file(args.config), args.config) if args.config else {}
     asked.update(given_values(args, args._dests))
     if args.model is not None:
         asked["model"] = args.model
     flat = stored.flat()
+    if any(k not in flat for k in asked):
+        RunConfig.from_dict({**flat, **asked}, args.config or "flags")  # names the key that is not the run's
     clash = [k for k, v in asked.items() if k not in FREE_ON_RESUME and flat.get(k) != v]
     if clash:
         shown = ", ".join(f"{k} = {asked[k]!r} (the run has {flat.get(k)!r})" for k in clash)
@@ -119,7 +121,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
             f"--resume continues {out} as it was configured; these contradict it: {shown}. "
             f"Only {', '.join(FREE_ON_RESUME)} may change; train into a new --out for other settings"
         )
-    return stored.replace(**{k: v for k, v in asked.items() if k in FREE_ON_RESUME and k in flat})
+    return stored.replace(**{k: v for k, v in asked.items() if k in FREE_ON_RESUME})
 
 
 def _reporter(cfg: RunConfig, num_dims: int, shift: float, label: str, score: str, quiet: bool, report_every: int):
@@ -241,9 +243,10 @@ def _fit(
         **family.trainer_options(),
     )
     if resume:
-        trainer.resume()
+        trainer.resume()  # config.json is rewritten (with the epochs, patience or device asked for) with the next epoch
         say(f"resuming {out} after epoch {trainer.epoch}")
-    writer.start()  # config.json (on resume: with the epochs, patience or device asked for now)
+    else:
+        writer.start()
     trainer.fit()
     return trainer_result(trainer, objective)
 

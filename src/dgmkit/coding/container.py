@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dgmkit._io import check_base_name
+from dgmkit._io import check_base_name, parse_json
 from dgmkit.errors import DataError, DgmError
 
 __all__ = [
@@ -55,6 +55,7 @@ MAX_BATCH_PIXELS = 2**22  # pixels coded together (one batch): bounds the model'
 MAX_HEADER_BYTES = 64 * 2**20
 MAX_FILE_BYTES = 2**30  # a file holds at most MAX_DECODED_BYTES // 8 pixels, at < 32 bits each, and its header
 MAX_NDIM = 32
+_OPTIONAL_KEYS = ("names", "png_mode")  # PNG sources only
 MAX_TEXT = 1000  # characters of a free-text field (version, model description, coder)
 MIN_LEVELS, MAX_LEVELS = 2, 65536
 SOURCES = ("npy", "png")
@@ -163,6 +164,9 @@ def check_header(header: Any, source: str = "the file") -> dict:
     missing = [k for k in required if k not in h]
     if missing:
         raise DataError(f"{source} has a bad header: it lacks {', '.join(map(repr, missing))}")
+    unknown = [k for k in h if k not in (*required, *_OPTIONAL_KEYS)]
+    if unknown:
+        raise DataError(f"{source} has a bad header: unknown key(s) {', '.join(_short(k) for k in unknown[:3])}")
     _text(h, "dgmkit_version", source, 100)
     _text(h, "coder", source)
     for key in ("model_fingerprint", "content_sha256"):
@@ -251,10 +255,6 @@ def write_container(header: dict, payload: np.ndarray) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
 def read_container(data: bytes, source: str = "the file") -> CompressedFile:
     """The header (checked against the schema) and payload of a compressed file; DataError
     for anything that is not a well-formed version-1 file."""
@@ -287,9 +287,9 @@ def read_container(data: bytes, source: str = "the file") -> CompressedFile:
     if hashlib.sha256(body).digest() != digest:
         raise DataError(f"{source} is corrupted: its checksum does not match its content")
     try:
-        header = json.loads(body[start : start + head_len].decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise DataError(f"{source} has an unreadable header (not UTF-8 JSON)") from None
+        header = parse_json(body[start : start + head_len].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{source} has an unreadable header (not strict UTF-8 JSON: {e})") from None
     check_header(header, source)
     payload = np.frombuffer(body, dtype="<u4", offset=start + head_len + 8).astype(np.uint32)
     return CompressedFile(header, payload)

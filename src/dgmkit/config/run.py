@@ -3,13 +3,13 @@ checkpoints, ``metrics.jsonl`` and ``eval.json``. A run folder describes itself,
 command after ``dgm train`` needs only its path. Folders written by dgmkit 0.1 load through
 ``config.migrate``."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from dgmkit import __version__
+from dgmkit._io import parse_json
 from dgmkit.config.migrate import FORMAT, check_record, migrate_record
 from dgmkit.config.schema import FREE_ON_RESUME, RunConfig
 from dgmkit.data import Dataset, DataTransform
@@ -150,10 +150,10 @@ def check_same_run(own: dict, other: dict, own_source: Path, other_source: Path,
 
 def read_json(path: Path) -> dict:
     try:
-        value = json.loads(Path(path).read_bytes())
+        value = parse_json(Path(path).read_bytes())
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    except (ValueError, RecursionError) as e:
+    except ValueError as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise CheckpointError(f"{path} does not hold a JSON object")

@@ -7,12 +7,12 @@ range-checked from its declaration; unknown keys are rejected with the closest n
 """
 
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from dgmkit._io import parse_json
 from dgmkit.errors import ConfigError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, FamilyConfig, get_family
 from dgmkit.settings import check, from_dict, setting, unknown_keys
@@ -144,6 +144,32 @@ class RunConfig:
         return cls.from_dict(values, source="arguments")
 
     @classmethod
+    def given_keys(cls, values: dict, source: str = "config") -> dict:
+        """The flat keys that a config table (flat or sectioned) sets itself, without the
+        defaults of the keys it leaves out; each value is checked by ``from_dict`` on use."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a table of keys, got {type(values).__name__}")
+        if not (isinstance(values.get("model"), dict) or any(isinstance(values.get(n), dict) for n in SECTIONS)):
+            return dict(values)
+        unknown = [k for k in values if k != "model" and k not in SECTIONS]
+        if unknown:
+            raise ConfigError(f"{source}: {unknown_keys(unknown, ['model', *SECTIONS])}")
+        out = {}
+        for n in ("model", *SECTIONS):
+            part = values.get(n)
+            if part is None:
+                continue
+            if n == "model" and isinstance(part, str):
+                out["model"] = part
+            elif not isinstance(part, dict):
+                raise ConfigError(f"{source}: [{n}] must be a table of keys, got {type(part).__name__}")
+            elif n == "model":
+                out.update({("model" if k == "name" else k): v for k, v in part.items()})
+            else:
+                out.update(part)
+        return out
+
+    @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
         """From flat keys or sections (see the module docstring)."""
         if not isinstance(values, dict):
@@ -207,7 +233,9 @@ def load_config_file(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
     try:
-        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        values = parse_json(text) if path.suffix == ".json" else tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
     except (ValueError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
     if not isinstance(values, dict):

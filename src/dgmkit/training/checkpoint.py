@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from dgmkit._io import atomic_write_bytes
+from dgmkit._io import atomic_write_bytes, parse_json
 from dgmkit.errors import CheckpointError
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "read_metadata", "Checkpoint"]
@@ -116,8 +116,8 @@ def read_metadata(path: os.PathLike | str) -> dict:
 
 def _json_field(meta: dict, key: str, path: Path, kind: type = dict) -> object:
     try:
-        value = json.loads(meta[key])
-    except (ValueError, RecursionError):
+        value = parse_json(meta[key])
+    except ValueError:
         raise CheckpointError(f"{path}: its {key} metadata is not valid JSON") from None
     if not isinstance(value, kind):
         raise CheckpointError(f"{path}: its {key} metadata is not a {kind.__name__}")

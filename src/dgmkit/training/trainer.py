@@ -112,6 +112,7 @@ class Trainer:
         self.best_epoch = -1
         self.bad_epochs = 0
         self.skipped_steps = 0
+        self._record_pending = False
         # The trainer owns its random streams: the global ones (used by rsample) are swapped in
         # around each epoch, so other code running between epochs or other trainers in the same
         # process cannot change this run, and a checkpoint can restore them exactly.
@@ -181,9 +182,14 @@ class Trainer:
         rng = ckpt["rng"]
         if not all(isinstance(rng.get(k), torch.Tensor) and rng[k].dtype == torch.uint8 for k in ("torch", "data")):
             raise CheckpointError(f"{path} holds no valid random generator states")
+        if not all(torch.is_tensor(v) for st in ckpt["optimizer"]["state"].values() for v in st.values()):
+            raise CheckpointError(f"{path} holds a malformed optimizer state (Adam's state is tensors only)")
+        own_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            for group, own in zip(self.optimizer.param_groups, own_groups):
+                group.update(own)  # the hyper-parameters are the run's (its config), not the file's
             generator_state = self.generator.get_state()
             self.generator.set_state(rng["data"])
             torch.Generator().set_state(rng["torch"])  # checks the state before it is used
@@ -201,13 +207,14 @@ class Trainer:
             self.generator.set_state(generator_state)
             raise CheckpointError(f"{path}: {bad} holds NaN or inf; it cannot be resumed")
         self.epoch, self.step = t["epoch"], t["step"]
-        self.best_valid = t["best_valid"] if t["best_valid"] is not None else -math.inf
+        self.best_valid = t["best_valid"] if t.get("best_valid") is not None else -math.inf
         self.best_epoch, self.bad_epochs, self.skipped_steps = t["best_epoch"], t["bad_epochs"], t["skipped_steps"]
         self._torch_state = rng["torch"]
         if "cuda" in rng and self.device.type == "cuda":
             self._cuda_state = rng["cuda"]
         if self.writer is not None:
             self.writer.truncate_metrics(self.epoch)
+            self._record_pending = True  # config.json gets the resumed settings with the first epoch's files
 
     # ----------------------------------------------------------------- loop
     def _autocast(self):
@@ -310,6 +317,9 @@ class Trainer:
                 if self._valid_x is not None:
                     metrics.update(self.validate())
             self._check_finite(metrics)
+            if self._record_pending:
+                self.writer.start()
+                self._record_pending = False
             self.epoch += 1
             improved = self._track_best(metrics)
             metrics["time_s"] = time.perf_counter() - t0
@@ -371,12 +381,18 @@ def _checked_counters(t: object, path: Path) -> dict:
         v = t.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or not lowest <= v < 2**62:
             raise CheckpointError(f"{path}: trainer counter {key} = {v!r} is not an integer >= {lowest}")
+    if t["best_epoch"] > t["epoch"] or t["bad_epochs"] > t["epoch"] or t["step"] < t["epoch"]:
+        raise CheckpointError(f"{path}: the trainer counters contradict each other ({_short_counters(t)})")
     b = t.get("best_valid")
     if b is not None and (not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b)):
         raise CheckpointError(f"{path}: best_valid = {b!r} is not a finite number or null")
     if t.get("scaler") is not None and not isinstance(t["scaler"], dict):
         raise CheckpointError(f"{path}: the gradient scaler state is not a table")
     return t
+
+
+def _short_counters(t: dict) -> str:
+    return ", ".join(f"{k} {t[k]}" for k in _COUNTERS)
 
 
 def _adam(params: Iterable[torch.nn.Parameter], **kwargs) -> torch.optim.Adam:
