@@ -600,6 +600,18 @@ def test_check_new_output_guards_inputs_and_run_files(tmp_path):
     assert check_new_output(tmp_path / "new.bin") == tmp_path / "new.bin"
 
 
+def test_a_failed_write_removes_the_folders_it_made(tmp_path, monkeypatch):
+    from dgmkit import _io
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_io.os, "fsync", full)
+    with pytest.raises(DgmError, match="no space left"):
+        _io.atomic_write_bytes(tmp_path / "a" / "b" / "x.png", b"data")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_folder_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(RuntimeError), atomic_folder(tmp_path / "new" / "deeper" / "out", ["a.png"]):
         raise RuntimeError("failed before the first file")

@@ -61,6 +61,7 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
     On failure the temporary file is removed and a DgmError names the problem."""
     path = Path(path)
     tmp = None
+    made = [p for p in path.parents if not p.exists()]  # folders this call creates (deepest first)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
@@ -72,6 +73,10 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+            tmp = None
+        _remove_empty(made)
         raise DgmError(describe_os_error(e, path, "write")) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
