@@ -86,5 +86,6 @@ def run_demo(args: argparse.Namespace) -> int:
         cmd.func(cmd)
     say(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is in {out}/:")
     for f in sorted(out.iterdir()):
-        say(f"  {f}")
+        if not f.name.startswith("."):  # the folder's lock file
+            say(f"  {f}")
     return 0
