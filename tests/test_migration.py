@@ -28,6 +28,7 @@ EXPECTED = json.loads((RUNS / "expected.json").read_text())
 VARIANTS = sorted(EXPECTED)
 
 # variant -> (family, settings of the migrated config that the 0.1 command line asked for)
+NEW_SINCE_0_1 = {"hvae"}  # families that dgmkit 0.1 did not have: no run folders to migrate
 FAMILY_OF = {
     "vae": ("vae", {"hidden": [16], "latent_dim": 2, "prior": "standard"}),
     "vae-vampprior": ("vae", {"prior": "vampprior", "prior_components": 5}),
@@ -54,7 +55,9 @@ FAMILY_OF = {
 def test_every_fixture_folder_is_covered():
     folders = sorted(p.name for p in RUNS.iterdir() if p.is_dir())
     assert folders == VARIANTS == sorted(FAMILY_OF)
-    assert {family for family, _ in FAMILY_OF.values()} == set(FAMILIES), "a family without an 0.1 run folder"
+    assert {family for family, _ in FAMILY_OF.values()} == set(FAMILIES) - NEW_SINCE_0_1, (
+        "a family without an 0.1 run folder"
+    )
 
 
 def reference_log_p(run, x: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,7 @@ from dgmkit.objectives import (
     ReweightedWakeSleep,
     WakeSleep,
 )
+from dgmkit.objectives.hierarchical import HierarchicalELBO
 from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, UniformCategoricalPrior, VampPrior
 from dgmkit.settings import check
 from dgmkit.training import VALID_SEED, Trainer
@@ -190,6 +191,27 @@ def _case_flow_conditional():
     return DistCase(d, "continuous", grid=(-12.0, 12.0, 481), params=[loc, scale, *bij.parameters()])
 
 
+def _tiny_hvae(inference: str = "top-down", seed: int = 0):
+    """A two-layer hierarchical VAE with 1-D layers (z = (z_1, z_2) is 2-D), in float64."""
+    from dgmkit.families.hvae import HVAEConfig
+
+    torch.manual_seed(seed)
+    cfg = HVAEConfig(latent_sizes=[1, 1], posterior=inference, hidden=[6], likelihood="bernoulli")
+    m = cfg.build((1, 1, 3), 2).double()
+    _perturb(m, 0.5, seed)
+    return m
+
+
+def _case_hvae(which: str):
+    m = _tiny_hvae()
+    if which == "prior":
+        params = list(m.layer_priors.parameters())
+        return DistCase(m.prior(), "continuous", grid=(-12.0, 12.0, 481), params=params, mean_is_expectation=False)
+    params = [*m.features.parameters(), *m.q_nets.parameters()]
+    x = torch.tensor([[[[0.0, 1.0, 1.0]]], [[[1.0, 0.0, 1.0]]]], dtype=torch.float64)
+    return DistCase(m.posterior(x), "continuous", grid=(-12.0, 12.0, 481), params=params, mean_is_expectation=False)
+
+
 # name -> factory; every torch Distribution subclass defined in dgmkit appears here (or in EXCLUDED)
 DISTRIBUTIONS = {
     "bernoulli-pixels-image": lambda: DistCase(
@@ -233,6 +255,9 @@ DISTRIBUTIONS = {
         mean_is_expectation=False,  # documented: mean-field propagation, sigmoid(R E[h]) and not E[sigmoid(R h)]
     ),
     "enumerated-binary": lambda: DistCase(_enumerated_binary(), "discrete", [2] * 3, dtype=torch.float32),
+    # documented: mean is the point of layer-by-layer means, not E[z]
+    "hierarchical-posterior": lambda: _case_hvae("posterior"),
+    "hierarchical-prior": lambda: _case_hvae("prior"),
 }
 
 # Distribution subclasses that are not instantiated on their own
@@ -435,6 +460,17 @@ def _flow_prior():
     return prior, None
 
 
+def _layer_prior():
+    from dgmkit.priors.conditional import GaussianLayerPrior
+
+    torch.manual_seed(0)
+    net = nn.Linear(3, 4)
+    with torch.no_grad():
+        net.weight.mul_(0.5)
+        net.bias.copy_(torch.tensor([0.0, 0.5, 0.5, 0.8]))
+    return GaussianLayerPrior(net, 2), _randn(3, seed=5).float()  # context: the layer above, z_{l+1}
+
+
 # name -> factory returning (prior, its context)
 PRIORS = {
     "standard": lambda: (StandardNormalPrior(2), None),
@@ -442,6 +478,7 @@ PRIORS = {
     "vampprior": _vamp,
     "flow": _flow_prior,
     "uniform-categorical": lambda: (UniformCategoricalPrior(2, 3), None),
+    "gaussian-layer": _layer_prior,
 }
 
 
@@ -465,6 +502,10 @@ def test_prior_shapes_and_context(name):
             prior()
         encoder_params = {id(p) for p in context.parameters()}
         assert not encoder_params & {id(p) for p in prior.parameters()}, "the encoder belongs to the VAE, not to the prior"
+    elif prior.context == "latent":
+        assert torch.is_tensor(context)
+        with pytest.raises(TypeError):
+            prior()
     else:
         assert prior.context is None
     p = prior(context)
@@ -570,6 +611,15 @@ OBJECTIVES = {
         dict(model="flow", hidden=[8], flow_layers=1, flow_levels=1), MaximumLikelihood, "dequantized"
     ),
     "reconstruction": ObjCase(dict(model="ae", hidden=[8], latent_dim=2), Reconstruction),
+    "hierarchical-elbo": ObjCase(dict(model="hvae", hidden=[8], latent_sizes=[1, 1]), HierarchicalELBO, uses_beta=True),
+    "hierarchical-elbo-ladder": ObjCase(
+        dict(model="hvae", hidden=[8], latent_sizes=[1, 1], posterior="ladder"), HierarchicalELBO, uses_beta=True
+    ),
+    "hierarchical-elbo-bottom-up": ObjCase(
+        dict(model="hvae", hidden=[8], latent_sizes=[1, 1], posterior="bottom-up", prior="mog", prior_components=2),
+        HierarchicalELBO,
+        uses_beta=True,
+    ),
     "dequantization-bound": ObjCase(
         dict(model="flow", hidden=[8], flow_layers=1, flow_levels=1, dequantization="variational", dequantization_samples=2),
         DequantizationBound,
@@ -669,7 +719,7 @@ def _exact_log_px(model, x: torch.Tensor) -> torch.Tensor | None:
     if isinstance(model, HelmholtzMachine):
         z = _states([2] * model.latent_dim).float()  # (S, M)
         cell = 0.0
-    elif hasattr(model.prior_module, "num_classes"):  # categorical latents, one-hot (V, K)
+    elif hasattr(getattr(model, "prior_module", None), "num_classes"):  # categorical latents, one-hot (V, K)
         v, k = model.prior_module.latent_dim, model.prior_module.num_classes
         z = nn.functional.one_hot(_states([k] * v).long(), k).float()  # (S, V, K)
         cell = 0.0
@@ -716,6 +766,7 @@ SMALL = {
     "helmholtz": dict(layers=[4, 2]),
     "flow": dict(hidden=[8], flow_layers=1, flow_levels=1),
     "arm": dict(arm="made", made_hidden=[8]),
+    "hvae": dict(hidden=[8], latent_sizes=[2, 2]),
 }
 DATASET = {"loglinear": "digits-4x4", "helmholtz": "digits-4x4"}  # the others: the 8x8 digits
 FAMILY_INFRASTRUCTURE = {"__init__", "base", "registry", "parts"}

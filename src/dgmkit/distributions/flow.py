@@ -93,8 +93,10 @@ class FlowDistribution(Distribution, JointSampler):
 
 
 def location(q: Distribution) -> torch.Tensor:
-    """A representative point of q: its mean, or for a flow the image of its base mean."""
-    return q.location() if isinstance(q, FlowDistribution) else q.mean
+    """A representative point of q: its ``location()`` where it defines one (a flow: the image of
+    its base mean; a hierarchical posterior: the layer-by-layer means), else its mean."""
+    own = getattr(q, "location", None)
+    return own() if callable(own) else q.mean
 
 
 def standard_normal(

@@ -5,13 +5,16 @@ import dataclasses
 import math
 from typing import Literal
 
+import torch
 from torch import nn
 
 from dgmkit.conditional import BernoulliHead, CategoricalHead, GaussianHead, LikelihoodHead, LogisticMixtureHead
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
+from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
 from dgmkit.settings import setting
+from dgmkit.transforms import VECTOR_FLOWS
 
 __all__ = ["LikelihoodSettings", "NetworkSettings", "KLWeightSettings", "encoder_net", "decoder_net", "Activation"]
 
@@ -68,6 +71,47 @@ class NetworkSettings:
             ok = len(event_shape) == 3 and event_shape[1] >= 4 and event_shape[1] % 4 == 0 and event_shape[2] % 4 == 0
             if kind == "conv" and not ok:
                 raise ConfigError(f"conv networks need images with height and width divisible by 4, got shape {event_shape}")
+
+
+@dataclasses.dataclass
+class PriorSettings:
+    """The prior p(z) of a Gaussian latent layer (a VAE's, or the top layer of a hierarchy)."""
+
+    prior: Literal["standard", "mog", "vampprior", "flow"] = setting("standard", "the prior p(z)")
+    prior_components: int | None = setting(None, "mog / vampprior components K (default 10 / 500)", min=1, max=10000)
+    pseudo_init: Literal["random", "data"] = setting("random", "vampprior pseudo-inputs: random, or random training images")
+    flow: Literal["nice", "realnvp", "glow", "maf"] = setting("maf", "the flow of --prior flow")
+    flow_layers: int = setting(4, "layers of the flow prior (or of a VAE's IAF posterior)", min=1, max=256)
+
+    @property
+    def needs_init_data(self) -> bool:
+        return self.prior == "vampprior" and self.pseudo_init == "data"
+
+    def build_prior(
+        self,
+        m: int,
+        hidden: list[int],
+        act: str,
+        event_shape: tuple[int, ...],
+        input_scale: float,
+        init_data: torch.Tensor | None,
+        seed: int,
+    ) -> Prior:
+        """p(z) over ``m`` dimensions; a flow prior's networks have widths ``hidden``."""
+        if self.prior == "standard":
+            return StandardNormalPrior(m)
+        if self.prior == "flow":
+            return FlowPrior(m, VECTOR_FLOWS[self.flow](m, hidden, self.flow_layers, act=act))
+        if self.prior == "mog":
+            return MixtureOfGaussiansPrior(m, self.prior_components or 10)
+        k = self.prior_components or 500
+        init = None
+        if self.pseudo_init == "data" and init_data is not None:
+            if len(init_data) < k:
+                raise ConfigError(f"pseudo_init = data needs at least {k} training images, got {len(init_data)}")
+            idx = torch.randperm(len(init_data), generator=torch.Generator().manual_seed(seed))[:k]
+            init = init_data[idx].float() * input_scale
+        return VampPrior(m, tuple(event_shape), k, init=init)
 
 
 @dataclasses.dataclass

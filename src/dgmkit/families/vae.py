@@ -9,30 +9,31 @@ import torch
 from dgmkit.conditional import Decoder, GaussianEncoder, IAFEncoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import KLWeightSettings, LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
+from dgmkit.families.parts import (
+    KLWeightSettings,
+    LikelihoodSettings,
+    NetworkSettings,
+    PriorSettings,
+    decoder_net,
+    encoder_net,
+)
 from dgmkit.families.registry import register_family
 from dgmkit.models import VAE
 from dgmkit.objectives import ELBO, IWAE, Objective
-from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
 from dgmkit.settings import setting
-from dgmkit.transforms import VECTOR_FLOWS, iaf
+from dgmkit.transforms import iaf
 
 __all__ = ["VAEConfig"]
 
 
 @register_family
 @dataclasses.dataclass
-class VAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, FamilyConfig):
+class VAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSettings, FamilyConfig):
     name = "vae"
     summary = "variational autoencoder: Gaussian latents, ELBO or IWAE"
 
     latent_dim: int = setting(32, "latent dimensions M", min=1, max=4096)
-    prior: Literal["standard", "mog", "vampprior", "flow"] = setting("standard", "the prior p(z)")
-    prior_components: int | None = setting(None, "mog / vampprior components K (default 10 / 500)", min=1, max=10000)
-    pseudo_init: Literal["random", "data"] = setting("random", "vampprior pseudo-inputs: random, or random training images")
     posterior: Literal["gaussian", "iaf"] = setting("gaussian", "q(z|x): diagonal Gaussian, or followed by IAF layers")
-    flow: Literal["nice", "realnvp", "glow", "maf"] = setting("maf", "the flow of --prior flow")
-    flow_layers: int = setting(4, "layers of the flow prior or of the IAF posterior", min=1, max=256)
     objective: Literal["elbo", "iwae"] = setting("elbo", "the training objective")
     samples: int = setting(1, "elbo: posterior samples per datapoint", min=1, max=5000)
     iw_k: int = setting(5, "iwae: importance samples per datapoint", min=1, max=5000)
@@ -45,10 +46,6 @@ class VAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, FamilyCon
     def validate(self) -> None:
         if self.free_bits and (self.objective != "elbo" or self.prior != "standard" or self.posterior != "gaussian"):
             raise ConfigError("free_bits needs the elbo objective, the standard prior and the gaussian posterior")
-
-    @property
-    def needs_init_data(self) -> bool:
-        return self.prior == "vampprior" and self.pseudo_init == "data"
 
     @property
     def default_iw_samples(self) -> int:
@@ -79,21 +76,5 @@ class VAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, FamilyCon
         else:
             encoder = GaussianEncoder(encoder_net(self, event_shape, 2 * m), m)
         scale = self.input_scale(num_levels)
-        return VAE(encoder, decoder, self._prior(event_shape, scale, init_data, seed), scale)
-
-    def _prior(self, event_shape: tuple[int, ...], input_scale: float, init_data: torch.Tensor | None, seed: int) -> Prior:
-        m = self.latent_dim
-        if self.prior == "standard":
-            return StandardNormalPrior(m)
-        if self.prior == "flow":
-            return FlowPrior(m, VECTOR_FLOWS[self.flow](m, self.hidden, self.flow_layers, act=self.activation))
-        if self.prior == "mog":
-            return MixtureOfGaussiansPrior(m, self.prior_components or 10)
-        k = self.prior_components or 500
-        init = None
-        if self.pseudo_init == "data" and init_data is not None:
-            if len(init_data) < k:
-                raise ConfigError(f"pseudo_init = data needs at least {k} training images, got {len(init_data)}")
-            idx = torch.randperm(len(init_data), generator=torch.Generator().manual_seed(seed))[:k]
-            init = init_data[idx].float() * input_scale
-        return VampPrior(m, tuple(event_shape), k, init=init)
+        prior = self.build_prior(m, self.hidden, self.activation, event_shape, scale, init_data, seed)
+        return VAE(encoder, decoder, prior, scale)

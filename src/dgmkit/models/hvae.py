@@ -1,0 +1,316 @@
+r"""Hierarchical VAEs: L stochastic layers z_1 (next to x) .. z_L (top).
+
+Generative model (every kind):
+
+    p(x, z) = p(z_L) prod_{l<L} p(z_l | z_{l+1}) p(x | z_1)      (or p(x | z_1, ..., z_L))
+
+with the top prior any ``priors.Prior`` (standard, mixture, VampPrior, flow) and the layers'
+priors ``GaussianLayerPrior`` (context: the layer above). Posteriors:
+
+- ``bottom-up``: q(z_1 | x) q(z_2 | z_1) ... q(z_L | z_{L-1}), the plain stack.
+- ``top-down``: q(z_L | x) q(z_{L-1} | x, z_L) ... q(z_1 | x, z_2), Tomczak & Welling's
+  two-layer HVAE (2018) for L = 2: its decoder sees every layer, p(x | z_1, z_2).
+- ``ladder``: the Ladder VAE (Sonderby et al. 2016): a deterministic bottom-up pass d_l gives
+  Gaussian estimates N(mu^_l, s^_l) for each layer; top-down, q(z_L | x) is the top estimate and
+  q(z_l | .) merges the estimate with the generative p(z_l | z_{l+1}) by precision weighting:
+  s_q^-2 = s^^-2 + s_p^-2, mu_q = (mu^ s^^-2 + mu_p s_p^-2) s_q^2.
+
+The latent variable of the contract is the concatenation z = (z_1, ..., z_L) of dimension
+sum M_l: ``posterior(x)`` and ``prior()`` are distributions over it (ancestral sampling with
+their log-densities), so the importance-sampled likelihood, the figures and the diagnostics
+work as for any latent variable model. ``path(x)`` gives the per-layer Gaussians of one draw
+for the ELBO with per-layer closed-form KL terms (``objectives.HierarchicalELBO``).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution, constraints
+
+from dgmkit._rng import seeded_by
+from dgmkit.conditional import Decoder
+from dgmkit.distributions import DiagonalNormal, JointSampler, diagonal_normal
+from dgmkit.distributions.sampling import rsample_and_log_prob
+from dgmkit.models.base import LatentVariableModel
+from dgmkit.priors import Prior
+from dgmkit.priors.conditional import GaussianLayerPrior
+
+__all__ = ["HierarchicalVAE", "LayerDraw", "INFERENCE_KINDS"]
+
+INFERENCE_KINDS = ("bottom-up", "top-down", "ladder")
+
+
+@dataclass
+class LayerDraw:
+    """One layer of a draw: its index l (0 = next to x), the posterior q(z_l | .) it was drawn
+    from, the draw z_l, and the prior p(z_l | z_{l+1}) given the drawn layer above (None for the
+    top layer, whose prior is the model's top prior)."""
+
+    index: int
+    q: DiagonalNormal
+    z: torch.Tensor
+    p: DiagonalNormal | None
+
+
+def _gaussian(h: torch.Tensor, m: int, min_scale: float) -> DiagonalNormal:
+    loc, raw = h.split(m, dim=-1)
+    return diagonal_normal(loc, F.softplus(raw) + min_scale)
+
+
+def _draw(q: DiagonalNormal, given: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+    if given is not None:
+        return given
+    eps = torch.randn(q.mean.shape, generator=generator, device=q.mean.device, dtype=q.mean.dtype)
+    return q.mean + q.stddev * eps
+
+
+class HierarchicalVAE(LatentVariableModel):
+    """See the module docstring. Networks (each maps its input's last dimension):
+
+    - ``features``: x (B, *event) -> h (B, F), the deterministic encoder of the data
+      (``top-down``: shared by every layer; ``bottom-up``: only by q(z_1 | x));
+    - ``q_nets[l]``: ``bottom-up``: h (l = 0) or z_{l-1} -> 2 M_l; ``top-down``: h (l = L-1) or
+      [h, z_{l+1}] -> 2 M_l; ``ladder``: d_l -> 2 M_l, where ``ladder_nets[l]`` make d_l
+      from d_{l-1} (d_0 = h);
+    - ``layer_priors[l]`` (l < L-1): p(z_l | z_{l+1}); ``top_prior``: p(z_L);
+    - ``decoder``: z_1 (``decoder_input = "bottom"``) or (z_1, ..., z_L) ("all") -> p(x | .).
+    """
+
+    sample_means: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        inference: str,
+        features: nn.Module,
+        q_nets: Sequence[nn.Module],
+        layer_priors: Sequence[GaussianLayerPrior],
+        top_prior: Prior,
+        decoder: Decoder,
+        decoder_input: str = "bottom",
+        ladder_nets: Sequence[nn.Module] = (),
+        input_scale: float = 1.0,
+        min_scale: float = 1e-3,
+    ):
+        super().__init__()
+        if inference not in INFERENCE_KINDS:
+            raise ValueError(f"inference must be one of {INFERENCE_KINDS}, got {inference!r}")
+        if len(sizes) < 1 or len(q_nets) != len(sizes) or len(layer_priors) != len(sizes) - 1:
+            raise ValueError("need one posterior network per layer and one layer prior per layer but the top")
+        if inference == "ladder" and len(ladder_nets) != len(sizes) - 1:
+            raise ValueError("the ladder needs one deterministic network between each two layers")
+        if top_prior.context == "encoder" and inference == "bottom-up":
+            raise ValueError("a prior made of the encoder (VampPrior) needs q(z_L | x): a top-down or ladder posterior")
+        self.sizes = [int(m) for m in sizes]
+        self.inference = inference
+        self.features = features
+        self.q_nets = nn.ModuleList(q_nets)
+        self.layer_priors = nn.ModuleList(layer_priors)
+        self.top_prior = top_prior
+        self.decoder = decoder
+        self.decoder_input = decoder_input
+        self.ladder_nets = nn.ModuleList(ladder_nets)
+        self.input_scale = float(input_scale)
+        self.min_scale = min_scale
+
+    # ------------------------------------------------------------ shapes
+    @property
+    def latent_dim(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return self.decoder.event_shape
+
+    def split(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """(..., sum M_l) -> [z_1, ..., z_L]."""
+        return list(z.split(self.sizes, dim=-1))
+
+    # ------------------------------------------------------------ inference
+    def _encode(self, x: torch.Tensor, scale: bool = True) -> list[torch.Tensor]:
+        """The deterministic pass over x: [h] (bottom-up, top-down) or [d_1, ..., d_L] (ladder,
+        d_1 = h). ``scale``: x is data (times ``input_scale``), not already a network input."""
+        if not x.is_floating_point():
+            x = x.float()
+        if scale and self.input_scale != 1.0:
+            x = x * self.input_scale
+        h = self.features(x)
+        if self.inference != "ladder":
+            return [h]
+        ds = [h]
+        for net in self.ladder_nets:
+            ds.append(net(ds[-1]))
+        return ds
+
+    def _top_q(self, enc: list[torch.Tensor]) -> DiagonalNormal:
+        top = self.num_layers - 1
+        h = enc[-1] if self.inference == "ladder" else enc[0]
+        return _gaussian(self.q_nets[top](h), self.sizes[top], self.min_scale)
+
+    def top_posterior(self, u: torch.Tensor) -> DiagonalNormal:
+        """q(z_L | u) for network inputs u (top-down and ladder posteriors): the VampPrior's
+        components at its pseudo-inputs, which live in the networks' input space."""
+        if self.inference == "bottom-up":
+            raise ValueError("a bottom-up posterior has no q(z_L | x) of x alone")
+        return self._top_q(self._encode(u, scale=False))
+
+    def path(
+        self,
+        x: torch.Tensor,
+        sample_shape: tuple[int, ...] = (),
+        given: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        means: bool = False,
+    ) -> list[LayerDraw]:
+        """One ancestral pass of the posterior for each datapoint (and ``sample_shape`` draws of
+        it): the layers in the order they are drawn, each with q, z and the layer's prior given
+        the layer above. ``given`` (*sample, B, sum M_l): score these latents instead of drawing;
+        ``means``: take each layer's mean instead of a draw (a representative point)."""
+        enc = [e.expand(*sample_shape, *e.shape) for e in self._encode(x)]
+        fixed = self.split(given) if given is not None else [None] * self.num_layers
+        L = self.num_layers
+        draws: dict[int, LayerDraw] = {}
+
+        def take(q: DiagonalNormal, i: int) -> torch.Tensor:
+            return q.mean if means and fixed[i] is None else _draw(q, fixed[i], generator)
+
+        if self.inference == "bottom-up":
+            below = enc[0]
+            for i in range(L):
+                q = _gaussian(self.q_nets[i](below), self.sizes[i], self.min_scale)
+                below = take(q, i)
+                draws[i] = LayerDraw(i, q, below, None)
+            for i in range(L - 1):  # the priors, once the layer above is drawn
+                draws[i].p = self.layer_priors[i](draws[i + 1].z)
+            return [draws[i] for i in range(L)]
+        q = self._top_q(enc)
+        z = take(q, L - 1)
+        out = [LayerDraw(L - 1, q, z, None)]
+        for i in range(L - 2, -1, -1):
+            p = self.layer_priors[i](z)
+            if self.inference == "top-down":
+                q = _gaussian(self.q_nets[i](torch.cat([enc[0], z], -1)), self.sizes[i], self.min_scale)
+            else:  # ladder: precision-weighted merge of the bottom-up estimate and the prior
+                est = _gaussian(self.q_nets[i](enc[i]), self.sizes[i], self.min_scale)
+                prec_e, prec_p = est.stddev.pow(-2), p.stddev.pow(-2)
+                var = 1.0 / (prec_e + prec_p)
+                q = diagonal_normal((est.mean * prec_e + p.mean * prec_p) * var, var.sqrt())
+            z = take(q, i)
+            out.append(LayerDraw(i, q, z, p))
+        return out
+
+    def posterior(self, x: torch.Tensor) -> "HierarchicalPosterior":
+        """q(z | x) over z = (z_1, ..., z_L): batch (B,), event (sum M_l,)."""
+        return HierarchicalPosterior(self, x)
+
+    # ------------------------------------------------------------ generation
+    def prior(self) -> "HierarchicalPrior":
+        """p(z) = p(z_L) prod p(z_l | z_{l+1}) over z = (z_1, ..., z_L)."""
+        return HierarchicalPrior(self, self.top())
+
+    def top(self) -> Distribution:
+        """p(z_L), with the model's q(z_L | x) as context where the prior asks for it."""
+        return self.top_prior(self.top_posterior if self.top_prior.context == "encoder" else None)
+
+    def likelihood(self, z: torch.Tensor) -> Distribution:
+        """p(x | z) for z = (z_1, ..., z_L) of shape (*batch, sum M_l)."""
+        return self.decoder(z if self.decoder_input == "all" else self.split(z)[0])
+
+    @property
+    def num_components(self) -> int | None:
+        return self.top_prior.components if self.top_prior.has_components else None
+
+    def assign_components(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.top_prior.has_components:
+            return super().assign_components(z)
+        return self.top_prior.assign(self.split(z)[-1])
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n draws z ~ p(z) (ancestrally), x ~ p(x | z). Returns (x, mean of p(x | z))."""
+        z, _ = self.prior().rsample_and_log_prob((n,), generator=generator)
+        px = self.likelihood(z)
+        with seeded_by(generator, z.device):
+            return px.sample(), px.mean
+
+
+class HierarchicalPosterior(Distribution, JointSampler):
+    """q(z | x) of a HierarchicalVAE over the concatenated layers; ``location()`` is the point
+    reached by taking every layer's mean on the way (E[z] has no closed form)."""
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, model: HierarchicalVAE, x: torch.Tensor):
+        self.model = model
+        self.x = x
+        super().__init__(torch.Size(x.shape[:1]), torch.Size([model.latent_dim]), validate_args=False)
+
+    @staticmethod
+    def _join(draws: list[LayerDraw]) -> torch.Tensor:
+        return torch.cat([d.z for d in sorted(draws, key=lambda d: d.index)], -1)
+
+    def rsample_and_log_prob(
+        self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        draws = self.model.path(self.x, tuple(sample_shape), generator=generator)
+        return self._join(draws), sum(d.q.log_prob(d.z) for d in draws)
+
+    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+        return self.rsample_and_log_prob(sample_shape)[0]
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        sample_shape = tuple(value.shape[: value.dim() - 2])
+        draws = self.model.path(self.x, sample_shape, given=value)
+        return sum(d.q.log_prob(d.z) for d in draws)
+
+    def location(self) -> torch.Tensor:
+        """The point reached by taking each layer's mean on the way down (or up): a
+        representative point for reconstructions and plots. E[z] has no closed form."""
+        return self._join(self.model.path(self.x, means=True))
+
+
+class HierarchicalPrior(Distribution, JointSampler):
+    """p(z) = p(z_L) prod_{l<L} p(z_l | z_{l+1}) over the concatenated layers."""
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, model: HierarchicalVAE, top: Distribution):
+        self.model = model
+        self.top = top
+        super().__init__(torch.Size(), torch.Size([model.latent_dim]), validate_args=False)
+
+    def rsample_and_log_prob(
+        self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(self.model.parameters()).device
+        z, log_p = rsample_and_log_prob(self.top, tuple(sample_shape), generator, device=device)
+        layers = [z]
+        for i in range(self.model.num_layers - 2, -1, -1):
+            p = self.model.layer_priors[i](layers[0])
+            eps = torch.randn(p.mean.shape, generator=generator, device=p.mean.device, dtype=p.mean.dtype)
+            z = p.mean + p.stddev * eps
+            log_p = log_p + p.log_prob(z)
+            layers.insert(0, z)
+        return torch.cat(layers, -1), log_p
+
+    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+        return self.rsample_and_log_prob(sample_shape)[0]
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        zs = self.model.split(value)
+        log_p = self.top.log_prob(zs[-1])
+        for i in range(self.model.num_layers - 1):
+            log_p = log_p + self.model.layer_priors[i](zs[i + 1]).log_prob(zs[i])
+        return log_p
