@@ -3,6 +3,7 @@
 with one KL term per layer (beta, KL warm-up and free bits per layer) or the IWAE bound."""
 
 import dataclasses
+import math
 from typing import Literal
 
 import torch
@@ -21,7 +22,8 @@ from dgmkit.families.parts import (
 )
 from dgmkit.families.registry import register_family
 from dgmkit.models.hvae import HierarchicalVAE
-from dgmkit.nn import MLP
+from dgmkit.nn import MLP, GatedMLP
+from dgmkit.nn.gated import GatedBranches, GatedDense
 from dgmkit.nn.mlp import activation
 from dgmkit.objectives import IWAE, Objective
 from dgmkit.objectives.hierarchical import HierarchicalELBO
@@ -77,27 +79,60 @@ class HVAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSet
             return IWAE(k=self.iw_k)
         return HierarchicalELBO(free_bits=self.free_bits)
 
+    def _features(self, event_shape: tuple[int, ...]) -> nn.Module:
+        """x -> h of width hidden[-1], the deterministic encoder every posterior starts from
+        (gated: the reference HVAE's gated dense layers, without an output layer)."""
+        dims, act = math.prod(event_shape), self.activation
+        if self._reference_hvae:
+            return nn.Flatten()  # every posterior network reads x itself
+        if self.encoder == "gated":
+            sizes = [dims, *self.hidden]
+            return nn.Sequential(nn.Flatten(), *[GatedDense(a, b) for a, b in zip(sizes[:-1], sizes[1:])])
+        if self.encoder == "mlp":
+            return nn.Sequential(nn.Flatten(), MLP(dims, self.hidden[:-1], self.hidden[-1], act), activation(act))
+        return nn.Sequential(encoder_net(self, event_shape, self.hidden[-1]), activation(act))
+
+    @property
+    def _reference_hvae(self) -> bool:
+        """Gated networks with a top-down posterior: the reference two-level HVAE's networks
+        (Tomczak & Welling 2018): q(z_L | x) a gated MLP on x; q(z_l | x, z_{l+1}) and
+        p(x | z_1, ..., z_L) one gated branch per input, joined by a gated layer."""
+        return self.encoder == "gated" and self.posterior == "top-down"
+
+    def _net(self, i: int, o: int) -> nn.Module:
+        """A layer's network (posterior or prior): gated or plain, with the hidden sizes."""
+        return GatedMLP(i, self.hidden, o) if self.encoder == "gated" else MLP(i, self.hidden, o, self.activation)
+
     def build(
         self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
     ) -> HierarchicalVAE:
         self.check_networks(event_shape)
         sizes, width, act = self.latent_sizes, self.hidden[-1], self.activation
         head = self.head(num_levels)
-        features = nn.Sequential(encoder_net(self, event_shape, width), activation(act))
+        features = self._features(event_shape)
         top = len(sizes) - 1
         ladder = []
         if self.posterior == "bottom-up":
             q_nets = [nn.Linear(width, 2 * sizes[0])]
-            q_nets += [MLP(sizes[i - 1], [width], 2 * sizes[i], act) for i in range(1, len(sizes))]
+            q_nets += [self._net(sizes[i - 1], 2 * sizes[i]) for i in range(1, len(sizes))]
+        elif self._reference_hvae:
+            dims = math.prod(event_shape)
+            width = dims  # the features are x itself
+            q_nets = [GatedBranches([dims, sizes[i + 1]], self.hidden[-1], 2 * sizes[i]) for i in range(top)]
+            q_nets.append(GatedMLP(dims, self.hidden, 2 * sizes[top]))
         elif self.posterior == "top-down":
-            q_nets = [MLP(width + sizes[i + 1], [width], 2 * sizes[i], act) for i in range(top)]
+            q_nets = [self._net(width + sizes[i + 1], 2 * sizes[i]) for i in range(top)]
             q_nets.append(nn.Linear(width, 2 * sizes[top]))
         else:
             ladder = [nn.Sequential(MLP(width, [width], width, act), activation(act)) for _ in range(top)]
             q_nets = [nn.Linear(width, 2 * m) for m in sizes]
-        layer_priors = [GaussianLayerPrior(MLP(sizes[i + 1], [width], 2 * sizes[i], act), sizes[i]) for i in range(top)]
+        layer_priors = [GaussianLayerPrior(self._net(sizes[i + 1], 2 * sizes[i]), sizes[i]) for i in range(top)]
         decoder_in = sum(sizes) if self.decoder_sees == "all" else sizes[0]
-        decoder = Decoder(decoder_net(self, event_shape, decoder_in, head.params_per_pixel), head, event_shape)
+        if self.decoder_sees == "all" and (self.decoder or self.encoder) == "gated" and len(sizes) > 1:
+            out = math.prod(event_shape) * head.params_per_pixel
+            decoder = Decoder(GatedBranches(sizes, self.hidden[-1], out), head, event_shape)
+        else:
+            decoder = Decoder(decoder_net(self, event_shape, decoder_in, head.params_per_pixel), head, event_shape)
         scale = self.input_scale(num_levels)
         prior = self.build_prior(sizes[top], self.hidden, act, event_shape, scale, init_data, seed)
         return HierarchicalVAE(

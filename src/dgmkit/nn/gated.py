@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["GatedDense", "GatedMLP"]
+__all__ = ["GatedDense", "GatedMLP", "GatedBranches"]
 
 
 class GatedDense(nn.Module):
@@ -34,3 +34,28 @@ class GatedMLP(nn.Sequential):
         super().__init__(*layers, nn.Linear(sizes[-1], out_features))
         self.in_features = in_features
         self.out_features = out_features
+
+
+class GatedBranches(nn.Module):
+    """Several inputs, concatenated along the last dimension with sizes ``in_sizes``: one gated
+    layer of ``width`` units per input, their outputs joined by one more gated layer, then an
+    affine output layer (the two-input networks of Tomczak & Welling's two-level HVAE,
+    q(z1 | x, z2) and p(x | z1, z2)).
+
+    >>> GatedBranches([784, 40], 300, 80)(torch.zeros(2, 824)).shape
+    torch.Size([2, 80])
+    """
+
+    def __init__(self, in_sizes: Sequence[int], width: int, out_features: int):
+        super().__init__()
+        self.in_sizes = [int(s) for s in in_sizes]
+        self.branches = nn.ModuleList(GatedDense(s, width) for s in self.in_sizes)
+        self.joint = GatedDense(len(self.in_sizes) * width, width)
+        self.out = nn.Linear(width, out_features)
+        self.in_features = sum(self.in_sizes)
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = x.split(self.in_sizes, dim=-1)
+        h = torch.cat([branch(p) for branch, p in zip(self.branches, parts)], -1)
+        return self.out(self.joint(h))
