@@ -231,6 +231,7 @@ def _fit(
         lr_schedule=o.lr_schedule,
         weight_decay=o.weight_decay,
         grad_clip=o.grad_clip,
+        skip_grad_norm=o.skip_grad_norm,
         patience=o.patience,
         seed=o.seed,
         device=o.device,

@@ -56,6 +56,9 @@ class OptimConfig:
     lr_schedule: Literal["constant", "cosine", "exponential"] = setting("constant", "the learning rate over the epochs")
     weight_decay: float = setting(0.0, "Adam's L2 penalty", min=0, max=1e3)
     grad_clip: float | None = setting(None, "clip the gradient norm to this value", gt=0, max=1e9)
+    skip_grad_norm: float | None = setting(
+        None, "skip an update whose gradient norm (before clipping) exceeds this, or is not finite (VDVAE)", gt=0, max=1e12
+    )
     patience: int | None = setting(None, "stop after this many epochs without validation improvement", min=1, max=10**6)
     seed: int = setting(0, "seed of the initial weights, the data order and every random draw", min=0, max=2**62)
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "where to train")

@@ -68,6 +68,7 @@ class Trainer:
         lr_schedule: str = "constant",
         weight_decay: float = 0.0,
         grad_clip: float | None = None,
+        skip_grad_norm: float | None = None,
         patience: int | None = None,
         beta: float = 1.0,
         warmup_epochs: float = 0.0,
@@ -92,6 +93,7 @@ class Trainer:
         self.valid = valid
         self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, lr_schedule
         self.grad_clip, self.patience = grad_clip, patience
+        self.skip_grad_norm = skip_grad_norm  # skip updates whose gradient norm exceeds it (VDVAE)
         self.beta, self.warmup_epochs, self.seed = beta, warmup_epochs, seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.config = config or {}
@@ -241,6 +243,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         beta = self.beta
+        skipped = 0
         for i in range(self.steps_per_epoch):
             x = self.transform(self.train_x[perm[i * bs : (i + 1) * bs]], self.generator)
             beta = kl_weight(self.beta, self.warmup_epochs, self.step, self.steps_per_epoch)
@@ -257,9 +260,16 @@ class Trainer:
                 self.scaler.unscale_(opt)
             else:
                 loss.backward()
-            if self.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-            if self.scaler is not None:
+            skip = False
+            if self.grad_clip or self.skip_grad_norm:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or math.inf)
+                if self.skip_grad_norm and not bool(norm <= self.skip_grad_norm):  # also NaN/inf norms
+                    skip, self.skipped_steps, skipped = True, self.skipped_steps + 1, skipped + 1
+            if skip:
+                opt.zero_grad(set_to_none=True)
+                if self.scaler is not None:
+                    self.scaler.update()
+            elif self.scaler is not None:
                 self.scaler.step(opt)
                 self.scaler.update()
             else:
@@ -278,6 +288,7 @@ class Trainer:
             f"train_{self.score}": total_score.item() / n,
             "beta": beta,
             "lr": opt.param_groups[0]["lr"],
+            **({"skipped_steps": skipped} if self.skip_grad_norm else {}),
         }
 
     def _nan_message(self, loss: torch.Tensor) -> str:
