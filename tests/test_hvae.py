@@ -222,3 +222,84 @@ def test_hvae_trains_evaluates_and_draws_from_the_command_line(posterior, tmp_pa
     for cmd in (["sample", "-n", "4"], ["reconstruct", "-n", "4"], ["interpolate", "--pairs", "2"], ["latents"]):
         assert main([cmd[0], str(out), *cmd[1:], "--out", str(tmp_path / f"{cmd[0]}.png")]) == 0, capsys.readouterr().err
         assert (tmp_path / f"{cmd[0]}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@torch.no_grad()
+def test_prior_and_posterior_draws_have_the_right_moments(data):
+    """The samplers against the model's parameters (not against their own log_prob): the prior's
+    marginals in closed form, and the top posterior layer against q(z_2 | x)."""
+    model = linear_gaussian("top-down")
+    n = 200_000
+    z, _ = model.prior().rsample_and_log_prob((n,), generator=torch.Generator().manual_seed(0))
+    net = model.layer_priors[0].net
+    a_mat, a = net.weight[:M1], net.bias[:M1]
+    s = F.softplus(net.bias[M1:]) + model.layer_priors[0].min_scale
+    z1, z2 = z[:, :M1], z[:, M1:]
+    torch.testing.assert_close(z2.mean(0), torch.zeros(M2, dtype=torch.float64), atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(z2.T), torch.eye(M2, dtype=torch.float64), atol=0.02, rtol=0)
+    torch.testing.assert_close(z1.mean(0), a, atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(z1.T), a_mat @ a_mat.T + torch.diag(s**2), atol=0.03, rtol=0)
+    zq, _ = model.posterior(data[:1]).rsample_and_log_prob((n,), generator=torch.Generator().manual_seed(1))
+    top = _gauss(model.q_nets[1](data[:1].flatten(1)), M2)
+    torch.testing.assert_close(zq[:, 0, M1:].mean(0), top.loc[0], atol=0.02, rtol=0)
+    torch.testing.assert_close(zq[:, 0, M1:].std(0), top.scale[0], atol=0.02, rtol=0)
+    # z_1 | z_2 is linear in z_2 here: its mean is q(z_1 | x, E[z_2])'s
+    hz = torch.cat([data[:1].flatten(1), top.loc], -1)
+    torch.testing.assert_close(zq[:, 0, :M1].mean(0), _gauss(model.q_nets[0](hz), M1).loc[0], atol=0.02, rtol=0)
+
+
+@pytest.mark.parametrize("posterior", INFERENCE_KINDS)
+@torch.no_grad()
+def test_three_layers_per_layer_terms_estimate_the_same_elbo_as_the_joint(posterior):
+    from dgmkit.families.hvae import HVAEConfig
+
+    torch.manual_seed(0)
+    cfg = HVAEConfig(latent_sizes=[3, 2, 2], posterior=posterior, hidden=[8], encoder="gated")
+    model = cfg.build((1, 2, 3), 2).double().eval()
+    x = torch.randint(0, 2, (4, 1, 2, 3), generator=torch.Generator().manual_seed(1)).double()
+    reps = 6000
+    elbo = torch.stack([HierarchicalELBO()(model, x).elbo for _ in range(reps)])
+    log_w = log_importance_weights(model, x, reps).log_w
+    se = elbo.std(0) / math.sqrt(reps) + log_w.std(0) / math.sqrt(reps)
+    assert ((elbo.mean(0) - log_w.mean(0)).abs() <= 5 * se).all(), (elbo.mean(0), log_w.mean(0))
+
+
+def test_free_bits_apply_per_layer(data):
+    model = linear_gaussian("ladder")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        _, kls = layer_kls(model, data)
+    means = kls.mean(1)
+    low, high = int(means.argmin()), int(means.argmax())
+    assert means[high] - means[low] > 0.2
+    floor = float(means[low] + means[high]) / 2  # one layer under the floor, one above
+    torch.manual_seed(0)
+    terms = HierarchicalELBO(free_bits=floor)(model, data)
+    torch.manual_seed(0)
+    _, kls = layer_kls(model, data)
+    torch.testing.assert_close(terms.loss, -(terms.log_px_z - kls[high] - floor))
+    with pytest.raises(Exception, match="top-down or ladder"):
+        from dgmkit.config import RunConfig
+
+        RunConfig.of(model="hvae", posterior="bottom-up", free_bits=0.5)
+
+
+def test_gated_branches_partial_is_the_network_with_its_first_input_fixed():
+    from dgmkit.nn.gated import GatedBranches
+
+    torch.manual_seed(0)
+    net = GatedBranches([5, 3], 7, 4)
+    a, b = torch.randn(2, 5), torch.randn(6, 2, 3)
+    torch.testing.assert_close(net.partial(a)(b), net(torch.cat([a.expand(6, 2, 5), b], -1)))
+
+
+def test_the_reference_hvae_clusters_trains_bottom_up_and_decodes_from_every_layer(tmp_path, capsys):
+    base = ["train", "--model", "hvae", "--latent-sizes", "3", "2", "--dataset", "digits", "--epochs", "1", "--quiet"]
+    out = tmp_path / "mog"
+    argv = [*base, "--encoder", "gated", "--hidden", "16", "--prior", "mog", "--prior-components", "4"]
+    assert main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert main(["cluster", str(out)]) == 0, capsys.readouterr().err
+    assert "accuracy" in capsys.readouterr().out
+    out = tmp_path / "bu"
+    assert main([*base, "--posterior", "bottom-up", "--hidden", "16", "--decoder-input", "all", "--out", str(out)]) == 0
+    assert main(["eval", str(out), "--iw-samples", "5"]) == 0, capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Clustering with a mixture prior: each datapoint goes to the component k that maximizes
-p(k | z) at its posterior mean z = E_q[z|x], scored against true labels by accuracy under the
+p(k | z) at its posterior location (the mean z = E_q[z|x] where it has one), scored against true labels by accuracy under the
 best label matching and by normalized mutual information."""
 
 import numpy as np
@@ -7,6 +7,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import normalized_mutual_info_score
 
+from dgmkit.distributions import location
 from dgmkit.models import CapabilityError, GenerativeModel, LatentVariableModel
 
 __all__ = ["cluster_assignments", "clustering_scores"]
@@ -17,7 +18,7 @@ def cluster_assignments(model: GenerativeModel, x: torch.Tensor, batch_size: int
     if not isinstance(model, LatentVariableModel) or model.num_components is None:
         raise CapabilityError("clustering needs a model whose prior is a mixture (for example --prior mog)")
     model.eval()
-    out = [model.assign_components(model.posterior(x[i : i + batch_size]).mean) for i in range(0, len(x), batch_size)]
+    out = [model.assign_components(location(model.posterior(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)]
     return torch.cat(out)
 
 

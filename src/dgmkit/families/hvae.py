@@ -55,8 +55,11 @@ class HVAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSet
     def validate(self) -> None:
         if self.prior == "vampprior" and self.posterior == "bottom-up":
             raise ConfigError("the VampPrior is made of q(z_L | x): it needs a top-down or ladder posterior")
-        if self.free_bits and self.objective != "elbo":
-            raise ConfigError("free_bits needs the elbo objective")
+        if self.free_bits and (self.objective != "elbo" or self.posterior == "bottom-up"):
+            raise ConfigError(
+                "free_bits (per layer) needs the elbo objective and a top-down or ladder posterior, whose layer "
+                "terms are KL divergences (a bottom-up layer's term is a one-draw estimate that can be negative)"
+            )
 
     @property
     def default_iw_samples(self) -> int:
@@ -116,8 +119,7 @@ class HVAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSet
             q_nets = [nn.Linear(width, 2 * sizes[0])]
             q_nets += [self._net(sizes[i - 1], 2 * sizes[i]) for i in range(1, len(sizes))]
         elif self._reference_hvae:
-            dims = math.prod(event_shape)
-            width = dims  # the features are x itself
+            dims = math.prod(event_shape)  # the features are x itself
             q_nets = [GatedBranches([dims, sizes[i + 1]], self.hidden[-1], 2 * sizes[i]) for i in range(top)]
             q_nets.append(GatedMLP(dims, self.hidden, 2 * sizes[top]))
         elif self.posterior == "top-down":

@@ -103,6 +103,12 @@ class HierarchicalVAE(LatentVariableModel):
             raise ValueError("need one posterior network per layer and one layer prior per layer but the top")
         if inference == "ladder" and len(ladder_nets) != len(sizes) - 1:
             raise ValueError("the ladder needs one deterministic network between each two layers")
+        if decoder_input not in ("bottom", "all"):
+            raise ValueError(f"decoder_input must be 'bottom' or 'all', got {decoder_input!r}")
+        if any(p.latent_dim != m for p, m in zip(layer_priors, sizes)) or top_prior.latent_dim != sizes[-1]:
+            raise ValueError("each layer's prior must have that layer's size")
+        if inference != "ladder" and len(ladder_nets):
+            raise ValueError("ladder networks belong to a ladder posterior")
         if top_prior.context == "encoder" and inference == "bottom-up":
             raise ValueError("a prior made of the encoder (VampPrior) needs q(z_L | x): a top-down or ladder posterior")
         self.sizes = [int(m) for m in sizes]
@@ -139,7 +145,7 @@ class HierarchicalVAE(LatentVariableModel):
         """The deterministic pass over x: [h] (bottom-up, top-down) or [d_1, ..., d_L] (ladder,
         d_1 = h). ``scale``: x is data (times ``input_scale``), not already a network input."""
         if not x.is_floating_point():
-            x = x.float()
+            x = x.to(next(self.parameters()).dtype)
         if scale and self.input_scale != 1.0:
             x = x * self.input_scale
         h = self.features(x)
@@ -174,7 +180,7 @@ class HierarchicalVAE(LatentVariableModel):
         it): the layers in the order they are drawn, each with q, z and the layer's prior given
         the layer above. ``given`` (*sample, B, sum M_l): score these latents instead of drawing;
         ``means``: take each layer's mean instead of a draw (a representative point)."""
-        enc = [e.expand(*sample_shape, *e.shape) for e in self._encode(x)]
+        enc = self._encode(x)  # computed once per datapoint, whatever the number of draws
         fixed = self.split(given) if given is not None else [None] * self.num_layers
         L = self.num_layers
         draws: dict[int, LayerDraw] = {}
@@ -182,24 +188,37 @@ class HierarchicalVAE(LatentVariableModel):
         def take(q: DiagonalNormal, i: int) -> torch.Tensor:
             return q.mean if means and fixed[i] is None else _draw(q, fixed[i], generator)
 
+        def expand(q: DiagonalNormal) -> DiagonalNormal:  # a q of x alone, for every draw
+            if not sample_shape:
+                return q
+            return diagonal_normal(
+                q.mean.expand(*sample_shape, *q.mean.shape), q.stddev.expand(*sample_shape, *q.mean.shape)
+            )
+
         if self.inference == "bottom-up":
             below = enc[0]
             for i in range(L):
                 q = _gaussian(self.q_nets[i](below), self.sizes[i], self.min_scale)
+                q = expand(q) if i == 0 else q  # q(z_1 | x): once per datapoint
                 below = take(q, i)
                 draws[i] = LayerDraw(i, q, below, None)
             for i in range(L - 1):  # the priors, once the layer above is drawn
                 draws[i].p = self.layer_priors[i](draws[i + 1].z)
             return [draws[i] for i in range(L)]
-        q = self._top_q(enc)
+        q = expand(self._top_q(enc))
         z = take(q, L - 1)
         out = [LayerDraw(L - 1, q, z, None)]
         for i in range(L - 2, -1, -1):
             p = self.layer_priors[i](z)
             if self.inference == "top-down":
-                q = _gaussian(self.q_nets[i](torch.cat([enc[0], z], -1)), self.sizes[i], self.min_scale)
+                net = self.q_nets[i]
+                if hasattr(net, "partial"):  # its x branch once per datapoint
+                    h = net.partial(enc[0])(z)
+                else:
+                    h = net(torch.cat([enc[0].expand(*z.shape[:-1], enc[0].shape[-1]), z], -1))
+                q = _gaussian(h, self.sizes[i], self.min_scale)
             else:  # ladder: precision-weighted merge of the bottom-up estimate and the prior
-                est = _gaussian(self.q_nets[i](enc[i]), self.sizes[i], self.min_scale)
+                est = expand(_gaussian(self.q_nets[i](enc[i]), self.sizes[i], self.min_scale))
                 prec_e, prec_p = est.stddev.pow(-2), p.stddev.pow(-2)
                 var = 1.0 / (prec_e + prec_p)
                 q = diagonal_normal((est.mean * prec_e + p.mean * prec_p) * var, var.sqrt())
@@ -280,11 +299,15 @@ class HierarchicalPosterior(Distribution, JointSampler):
 
 
 class HierarchicalPrior(Distribution, JointSampler):
-    """p(z) = p(z_L) prod_{l<L} p(z_l | z_{l+1}) over the concatenated layers."""
+    """p(z) = p(z_L) prod_{l<L} p(z_l | z_{l+1}) over the concatenated layers; reparameterized
+    where the top prior is (not a mixture's component choice)."""
 
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
-    has_rsample = True
+
+    @property
+    def has_rsample(self) -> bool:
+        return bool(getattr(self.top, "has_rsample", False))
 
     def __init__(self, model: HierarchicalVAE, top: Distribution):
         self.model = model

@@ -1,6 +1,6 @@
 """Gated dense layers (Dauphin et al. 2017), as in the VampPrior reference networks."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -59,3 +59,15 @@ class GatedBranches(nn.Module):
         parts = x.split(self.in_sizes, dim=-1)
         h = torch.cat([branch(p) for branch, p in zip(self.branches, parts)], -1)
         return self.out(self.joint(h))
+
+    def partial(self, first: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The network with its first input fixed: ``partial(a)(b)`` is ``forward([a, b])``, with
+        the first branch computed once for any number of leading sample dimensions of b."""
+        h0 = self.branches[0](first)
+
+        def rest(others: torch.Tensor) -> torch.Tensor:
+            parts = others.split(self.in_sizes[1:], dim=-1)
+            hs = [h0.expand(*others.shape[:-1], h0.shape[-1]), *(b(p) for b, p in zip(self.branches[1:], parts))]
+            return self.out(self.joint(torch.cat(hs, -1)))
+
+        return rest
