@@ -1,6 +1,7 @@
 """Evaluation: estimates of log p(x) by the kind each model declares, bits/dim, latent
 diagnostics, reports and figures."""
 
+from dgmkit.evaluation.diagnostics import Diagnosis, diagnose
 from dgmkit.evaluation.estimates import ESTIMATORS, Estimate, estimate
 from dgmkit.evaluation.metrics import active_units, bits_per_dim, discrete_nll, posterior_statistics
 from dgmkit.evaluation.report import EvalReport, evaluate
@@ -17,4 +18,6 @@ __all__ = [
     "posterior_statistics",
     "EvalReport",
     "evaluate",
+    "Diagnosis",
+    "diagnose",
 ]

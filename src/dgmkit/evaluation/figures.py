@@ -1,11 +1,12 @@
 """PNG figures: image grids and 2-D latent scatter plots, returned as bytes."""
 
 import io
+import textwrap
 
 import numpy as np
 import torch
 
-__all__ = ["image_grid_png", "scatter_png", "project_2d"]
+__all__ = ["image_grid_png", "scatter_png", "project_2d", "diagnosis_png"]
 
 
 def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int = 2) -> bytes:
@@ -58,6 +59,51 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
         fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(axes)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def diagnosis_png(report: dict, holes: torch.Tensor | None, typical: torch.Tensor | None, title: str) -> bytes:
+    """The figure of ``dgm diagnose``: per layer, the KL of each latent dimension (or, without a
+    closed form per dimension, the variance over x of its posterior mean) with active units in a
+    darker colour; below, decoded prior draws where the aggregate posterior is lowest (prior
+    holes) beside those where it is highest. ``report``: ``Diagnosis.to_json()``; images in [0, 1]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = report["layers"]
+    rows = len(layers) + (1 if holes is not None else 0)
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.2 * rows + 0.4), dpi=100, squeeze=False)
+    for ax, layer in zip(axes[:, 0], layers):
+        variance = np.asarray(layer["mean_variance"])
+        values = np.asarray(layer["kl_per_dim"]) if layer["kl_per_dim"] is not None else variance
+        if len(values) != len(variance):  # categorical: one value per variable either way
+            values = variance
+        active = variance > 0.01
+        ax.bar(np.arange(len(values)), values, color=np.where(active, "tab:blue", "lightgray"), width=1.0)
+        what = "KL per dimension (nats)" if layer["kl_per_dim"] is not None else "Var_x E[z|x]"
+        mi = "n/a" if layer["mutual_info"] is None else f"{layer['mutual_info']:.2f}"
+        ax.set_title(
+            f"{layer['name']}: KL {layer['kl']:.2f} nats, active {layer['active_units']}/{len(variance)}, I(x;z) {mi}",
+            fontsize=9,
+        )
+        ax.set_ylabel(what, fontsize=8)
+        ax.tick_params(labelsize=7)
+    if holes is not None:
+        ax = axes[-1, 0]
+        pair = torch.cat([holes, typical]) if typical is not None else holes
+        png = image_grid_png(pair, nrow=len(holes))
+        from PIL import Image
+
+        ax.imshow(np.asarray(Image.open(io.BytesIO(png))), cmap="gray", vmin=0, vmax=255)
+        ax.set_axis_off()
+        ax.set_title("decoded z ~ p(z): top row where q(z)/p(z) is lowest (holes), bottom row where highest", fontsize=9)
+    fig.suptitle(textwrap.fill(title, 110), fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -9,6 +9,7 @@ import torch
 
 from dgmkit._rng import seeded_by
 from dgmkit.errors import EvaluationError
+from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
 from dgmkit.models import GenerativeModel
@@ -39,6 +40,7 @@ class EvalReport:
     latent_dim: int | None
     kl_per_dim: list | None
     seconds: float
+    layers: list | None = None  # several stochastic layers: [{"name", "size", "kl", "active_units"}, ...]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +83,10 @@ def evaluate(
     elbo = None if "elbo" not in est.terms else -discrete_nll(-_mean(est.terms["elbo"]), num_dims, log_volume)
     recon = None if "recon" not in est.terms else _mean(est.terms["recon"]) - shift
     stats = posterior_statistics(model, x) if model.has_latents else None
+    layers = None
+    if hasattr(model, "path"):  # a hierarchical model: its KL and active units per layer
+        d = diagnose(model, x, samples=1, holes=0, seed=seed, mutual_info=False)
+        layers = [{"name": la.name, "size": la.size, "kl": la.kl, "active_units": la.active_units} for la in d.layers]
     return EvalReport(
         estimate=est.kind,
         nll=nll,
@@ -97,4 +103,5 @@ def evaluate(
         latent_dim=None if stats is None else stats["latent_dim"],
         kl_per_dim=None if stats is None else stats["kl_per_dim"],
         seconds=time.perf_counter() - t0,
+        layers=layers,
     )

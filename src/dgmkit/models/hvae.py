@@ -226,6 +226,24 @@ class HierarchicalVAE(LatentVariableModel):
             out.append(LayerDraw(i, q, z, p))
         return out
 
+    def closed_form_kl(self, index: int) -> bool:
+        """Whether layer ``index``'s ELBO term may be the closed-form KL(q || p): p(z_l | z_{l+1})
+        conditions on a layer drawn before z_l (every layer of a top-down or ladder posterior; the
+        top layer of any)."""
+        return self.inference != "bottom-up" or index == self.num_layers - 1
+
+    def descend(self, z_top: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Complete top-layer draws (*batch, M_L) ancestrally from the layer priors: the joint z
+        (*batch, sum M_l) and log prod_{l<L} p(z_l | z_{l+1}) of the layers drawn here."""
+        layers, log_p = [z_top], z_top.new_zeros(z_top.shape[:-1])
+        for i in range(self.num_layers - 2, -1, -1):
+            p = self.layer_priors[i](layers[0])
+            eps = torch.randn(p.mean.shape, generator=generator, device=p.mean.device, dtype=p.mean.dtype)
+            z = p.mean + p.stddev * eps
+            log_p = log_p + p.log_prob(z)
+            layers.insert(0, z)
+        return torch.cat(layers, -1), log_p
+
     def posterior(self, x: torch.Tensor) -> "HierarchicalPosterior":
         """q(z | x) over z = (z_1, ..., z_L): batch (B,), event (sum M_l,)."""
         return HierarchicalPosterior(self, x)
@@ -318,15 +336,9 @@ class HierarchicalPrior(Distribution, JointSampler):
         self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.model.parameters()).device
-        z, log_p = rsample_and_log_prob(self.top, tuple(sample_shape), generator, device=device)
-        layers = [z]
-        for i in range(self.model.num_layers - 2, -1, -1):
-            p = self.model.layer_priors[i](layers[0])
-            eps = torch.randn(p.mean.shape, generator=generator, device=p.mean.device, dtype=p.mean.dtype)
-            z = p.mean + p.stddev * eps
-            log_p = log_p + p.log_prob(z)
-            layers.insert(0, z)
-        return torch.cat(layers, -1), log_p
+        z_top, log_p = rsample_and_log_prob(self.top, tuple(sample_shape), generator, device=device)
+        z, log_p_below = self.model.descend(z_top, generator)
+        return z, log_p + log_p_below
 
     def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]

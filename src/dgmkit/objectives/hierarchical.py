@@ -47,11 +47,7 @@ def layer_kls(model: "HierarchicalVAE", x: torch.Tensor) -> tuple[torch.Tensor, 
     top = model.top()
     by_layer = sorted(draws, key=lambda d: d.index)
     z = torch.cat([d.z for d in by_layer], -1)
-    last = model.num_layers - 1
-    kls = []
-    for d in by_layer:
-        closed = model.inference != "bottom-up" or d.index == last
-        kls.append(_kl(d.q, top if d.p is None else d.p, d.z, closed))
+    kls = [_kl(d.q, top if d.p is None else d.p, d.z, model.closed_form_kl(d.index)) for d in by_layer]
     return model.likelihood(z).log_prob(x), torch.stack(kls)
 
 

@@ -17,8 +17,9 @@ import torch
 
 from dgmkit.data import DataTransform, Split
 from dgmkit.errors import TrainingError
+from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.metrics import posterior_statistics
-from dgmkit.models import ClosedFormFit, EMFit, GenerativeModel
+from dgmkit.models import ClosedFormFit, EMFit, GenerativeModel, LatentVariableModel
 from dgmkit.objectives import Objective
 from dgmkit.training.run_writer import RunWriter
 from dgmkit.training.trainer import VALID_SEED, Trainer
@@ -42,12 +43,24 @@ class FitResult:
     epochs: int
 
 
+DIAGNOSIS_N = 1000  # validation datapoints of the per-epoch collapse diagnostics (a seeded random subset)
+DIAGNOSIS_SAMPLES = 4
+DIAGNOSIS_HOLES = 500
+
+
 def latent_diagnostics(model: GenerativeModel, x: torch.Tensor) -> dict:
-    """Per-epoch latent diagnostics: KL per dimension (where the prior factorizes) and active units."""
+    """Per-epoch latent diagnostics: KL per dimension (where the prior factorizes) and active
+    units over all of x; for models with a prior, per layer the KL, active units and I(x; z), and
+    the top layer's aggregate-posterior KL and hole fraction (``evaluation.diagnostics``) on a
+    seeded random subset of ``DIAGNOSIS_N`` datapoints with ``DIAGNOSIS_SAMPLES`` posterior draws."""
     stats = posterior_statistics(model, x)
     out = {"active_units": stats["active_units"]}
     if stats["kl_per_dim"] is not None:
         out["kl_per_dim"] = [round(v, 5) for v in stats["kl_per_dim"]]
+    if isinstance(model, LatentVariableModel) and len(x) >= 2:
+        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(VALID_SEED))[:DIAGNOSIS_N]
+        d = diagnose(model, x[pick.to(x.device)], samples=DIAGNOSIS_SAMPLES, holes=DIAGNOSIS_HOLES, seed=0)
+        out.update(d.metrics())
     return out
 
 

@@ -1,0 +1,94 @@
+"""``dgm diagnose``: posterior collapse and prior holes of a latent variable model, per layer:
+a table, ``diagnose.json`` in the run folder and a figure (``evaluation.diagnostics``)."""
+
+import argparse
+import time
+
+import torch
+
+from dgmkit._io import atomic_write_json
+from dgmkit.cli.argtypes import SEED, count
+from dgmkit.cli.common import add_output_flags, png_output, say, split_data, to_display, write_png
+from dgmkit.config import load_run
+from dgmkit.errors import ConfigError
+from dgmkit.evaluation.diagnostics import DIAGNOSTIC_ESTIMATORS, diagnose
+from dgmkit.evaluation.figures import diagnosis_png
+from dgmkit.models import LatentVariableModel
+
+__all__ = ["add_parser", "run_diagnose", "format_diagnosis"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "diagnose",
+        help="posterior collapse and prior holes: KL, active units and I(x;z) per layer, the aggregate posterior's KL",
+    )
+    p.add_argument("run_dir")
+    add_output_flags(p, "PNG file for the figure (per-layer KL and decoded prior holes)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    n_help = "a seeded random subset of N datapoints (2..20000; I(x;z) <= log N)"
+    p.add_argument("-n", type=count(2, 20_000, "-n"), default=2000, help=n_help)
+    s_help = "posterior draws per datapoint for a conditional layer's marginal"
+    p.add_argument("--samples", type=count(1, 256, "--samples"), default=16, help=s_help)
+    p.add_argument("--holes", type=count(0, 100_000, "--holes"), default=2000, help="prior draws scored for holes (0: none)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the subset and of every draw")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=run_diagnose)
+
+
+def format_diagnosis(r: dict) -> str:
+    head = f"{'layer':<6} {'dims':>6} {'KL (nats)':>10} {'active':>8} {'I(x;z)':>8}"
+    lines = [head, "-" * len(head)]
+    for layer in r["layers"]:
+        mi = "n/a" if layer["mutual_info"] is None else f"{layer['mutual_info']:.3f}"
+        lines.append(f"{layer['name']:<6} {layer['size']:>6} {layer['kl']:>10.3f} {layer['active_units']:>8} {mi:>8}")
+    total = sum(layer["kl"] for layer in r["layers"])
+    lines.append(f"{'all':<6} {sum(la['size'] for la in r['layers']):>6} {total:>10.3f} {r['active_units']:>8}")
+    if r["marginal_kl"] is not None:
+        top = r["layers"][-1]
+        lines.append(
+            f"prior hole, top layer {top['name']}: KL(q(z)||p(z)) = {r['marginal_kl']:.3f} nats; "
+            f"mean KL {r['top_mean_kl']:.3f} = I {top['mutual_info']:.3f} + marginal KL {r['marginal_kl']:.3f} "
+            f"(sum {top['mutual_info'] + r['marginal_kl']:.3f}, equal up to Monte Carlo error)"
+        )
+    if r["hole_fraction"] is not None:
+        lines.append(f"prior draws in holes (q(z) < p(z)/10): {r['hole_fraction']:.1%}")
+    lines.append(f"data: {r['split']}, {r['n']} datapoints ({r['subset']}), {r['samples']} posterior draws per datapoint")
+    lines.append(f"I(x;z) estimator: {DIAGNOSTIC_ESTIMATORS['mutual_info']}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def run_diagnose(args: argparse.Namespace) -> int:
+    out = png_output(args)
+    run = load_run(args.run_dir)
+    model = run.model
+    if not isinstance(model, LatentVariableModel):
+        raise ConfigError(
+            f"a {run.cfg.family} model has no prior p(z) over latents to diagnose (dgm eval reports an "
+            "autoencoder's active units)"
+        )
+    x, _ = split_data(run, args.split, args.data_dir)
+    total = len(x)
+    if args.n < total:
+        idx = torch.randperm(total, generator=torch.Generator().manual_seed(args.seed))[: args.n].sort().values
+        x = x[idx]
+        subset = f"random subset of {total}, seed {args.seed}"
+    else:
+        subset = f"all {total}"
+    t0 = time.perf_counter()
+    d = diagnose(model, x, samples=args.samples, holes=args.holes, seed=args.seed)
+    result = {**d.to_json(), "split": args.split, "subset": subset, "checkpoint": run.checkpoint.name}
+    result["seconds"] = time.perf_counter() - t0
+    say(format_diagnosis(result))
+    holes = typical = None
+    if d.hole_z is not None:
+        holes = to_display(model.likelihood(d.hole_z).mean, run)
+        typical = to_display(model.likelihood(d.typical_z).mean, run)
+        if holes.dim() != 4:
+            holes = typical = None  # 2-D points, not images
+    title = f"{run.path.name}: {run.cfg.model.describe()}"
+    path = write_png(out, diagnosis_png(result, holes, typical, title))
+    atomic_write_json(run.path / "diagnose.json", result)
+    say(f"wrote {path} and {run.path / 'diagnose.json'}")
+    return 0

@@ -1,0 +1,317 @@
+r"""Posterior collapse and prior holes: per-layer diagnostics of any latent variable model.
+
+For data x_1..x_N (a random subset, drawn with a seed) and each stochastic layer z_l (a model
+with one latent variable has one layer, ``z``):
+
+- **KL** (nats): the mean over x of the layer's ELBO term, KL(q(z_l | .) || p(z_l | z_{l+1})),
+  in closed form given one ancestral posterior draw of the layers it conditions on (a one-draw
+  estimate where no closed form applies); **per dimension** where q and p are diagonal Gaussians.
+- **Active units** (Burda et al. 2016): dimension u is active when Cov_x(E_q[z_u | x]) > 0.01, with
+  E_q taken at the posterior's location (a hierarchical posterior: each layer's mean on the way).
+- **Mutual information** I(x; z_l) under the encoder's joint q(x, z_l) = p_data(x) q(z_l | x),
+  by the nested Monte Carlo (aggregate-posterior) estimator
+
+      I ~ 1/N sum_m [ log q^(z_l^m | x_m) - log 1/N sum_n q^(z_l^m | x_n) ],   z_l^m ~ q(z_l | x_m),
+
+  where q^(z_l | x_n) = 1/S sum_s q(z_l | x_n, pa_s) averages the layer's conditional over S
+  posterior draws pa_s of the layers it depends on (exact, S = 1, for a layer of x alone). It is
+  consistent as N and S grow; for finite N it cannot exceed log N (Hoffman & Johnson 2016; He et
+  al. 2019 use the same aggregate estimate).
+- **Marginal KL** (the prior hole), for the top layer, whose prior p(z_L) is the model's prior:
+  KL(q(z_L) || p(z_L)) with q(z_L) = 1/N sum_n q(z_L | x_n), estimated on the same draws as
+  1/N sum_m [log q^(z_L^m) - log p(z_L^m)]. With the mean KL it obeys E_x KL(q(z|x) || p(z)) =
+  I(x; z) + KL(q(z) || p(z)) (Hoffman & Johnson 2016), which the report shows as a check.
+- **Hole draws**: z_L ~ p(z_L) scored by log q^(z_L) - log p(z_L); ``hole_fraction`` is the share
+  of prior draws where the aggregate posterior has less than a tenth of the prior's density,
+  and the draws with the lowest ratio are decoded (the lower layers drawn from their priors).
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
+
+from dgmkit.distributions import kl_per_dimension, location
+from dgmkit.distributions.sampling import rsample_and_log_prob
+from dgmkit.models.base import LatentVariableModel
+
+__all__ = ["LayerReport", "Diagnosis", "diagnose", "aggregate_log_density", "ACTIVE_THRESHOLD", "DIAGNOSTIC_ESTIMATORS"]
+
+ACTIVE_THRESHOLD = 0.01
+HOLE_RATIO = 0.1  # a prior draw is in a hole where q^(z) < HOLE_RATIO p(z)
+
+DIAGNOSTIC_ESTIMATORS = {
+    "kl": "mean over x of the layer's ELBO term: closed-form KL given one posterior draw of the layers above "
+    "(a one-draw estimate where none applies)",
+    "active_units": f"Cov_x(E_q[z_u|x]) > {ACTIVE_THRESHOLD} at the posterior's location (Burda et al. 2016)",
+    "mutual_info": "nested Monte Carlo: 1/N sum_m [log q^(z^m|x_m) - log 1/N sum_n q^(z^m|x_n)], q^ averaging the "
+    "layer's conditional over S posterior draws of the layers it depends on; at most log N",
+    "marginal_kl": "KL(q(z_L)||p(z_L)) with q(z_L) the mixture 1/N sum_n q(z_L|x_n), on the same draws",
+    "hole_fraction": f"share of z ~ p(z_L) with q^(z) < {HOLE_RATIO} p(z)",
+}
+
+
+@dataclass
+class LayerReport:
+    """One stochastic layer's diagnostics (index 0 next to x)."""
+
+    name: str
+    index: int
+    size: int
+    kl: float
+    active_units: int
+    mutual_info: float | None
+    kl_per_dim: list[float] | None
+    mean_variance: list[float]
+
+
+@dataclass
+class Diagnosis:
+    layers: list[LayerReport]
+    n: int
+    samples: int
+    marginal_kl: float | None = None
+    top_mean_kl: float | None = None
+    hole_fraction: float | None = None
+    hole_z: torch.Tensor | None = field(default=None, repr=False)  # joint z of the deepest holes
+    typical_z: torch.Tensor | None = field(default=None, repr=False)  # joint z of prior draws q covers best
+
+    @property
+    def active_units(self) -> int:
+        return sum(layer.active_units for layer in self.layers)
+
+    def metrics(self) -> dict:
+        """The compact per-epoch form for metrics.jsonl."""
+        out = {
+            "layer_kl": [round(layer.kl, 4) for layer in self.layers],
+            "layer_active_units": [layer.active_units for layer in self.layers],
+            "layer_mutual_info": [None if la.mutual_info is None else round(la.mutual_info, 4) for la in self.layers],
+        }
+        if self.marginal_kl is not None:
+            out["marginal_kl"] = round(self.marginal_kl, 4)
+        if self.hole_fraction is not None:
+            out["hole_fraction"] = round(self.hole_fraction, 4)
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "n": self.n,
+            "samples": self.samples,
+            "active_units": self.active_units,
+            "marginal_kl": self.marginal_kl,
+            "top_mean_kl": self.top_mean_kl,
+            "hole_fraction": self.hole_fraction,
+            "estimators": DIAGNOSTIC_ESTIMATORS,
+            "layers": [vars(layer) for layer in self.layers],
+        }
+
+
+# ---------------------------------------------------------------- aggregate densities
+def _normal_cross_log_density(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(z_m; loc_j, diag scale_j^2) for every pair: z (A, M), loc/scale (J, M) -> (A, J),
+    by three matrix products (no (A, J, M) tensor)."""
+    z, loc, scale = z.double(), loc.double(), scale.double()
+    prec = scale.pow(-2)
+    quad = z.pow(2) @ prec.T - 2 * z @ (loc * prec).T + (loc.pow(2) * prec).sum(-1)
+    const = -scale.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+    return const - 0.5 * quad
+
+
+def _diagonal_parts(q: Distribution) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if isinstance(q, Independent) and isinstance(q.base_dist, Normal) and q.reinterpreted_batch_ndims == 1:
+        return q.base_dist.loc, q.base_dist.scale
+    return None
+
+
+def aggregate_log_density(z: torch.Tensor, q: Distribution, chunk: int = 256) -> torch.Tensor:
+    """log q^(z_a | x_n) for every draw a and datapoint n, (A, N): q has batch shape (S, N) (S
+    draws of what the layer conditions on, averaged: a mixture of S) or (N,); z is (A, *event).
+    Diagonal Gaussians by matrix products; any other q through its broadcasting ``log_prob``."""
+    parts = _diagonal_parts(q)
+    batch = q.batch_shape
+    if len(batch) == 1:
+        batch = torch.Size([1, *batch])
+    s, n = batch
+    out = []
+    for a in range(0, len(z), chunk):
+        za = z[a : a + chunk]
+        if parts is not None:
+            loc, scale = (t.reshape(s, n, -1) for t in parts)
+            if s > 1 and loc.stride(0) == 0 and scale.stride(0) == 0:  # the same q for every draw
+                loc, scale, s_eff = loc[:1], scale[:1], 1
+            else:
+                s_eff = s
+            lp = _normal_cross_log_density(za.flatten(1), loc.reshape(-1, loc.shape[-1]), scale.reshape(-1, loc.shape[-1]))
+            lp = lp.reshape(len(za), s_eff, n)
+        else:
+            shape = (len(za),) + (1,) * len(q.batch_shape) + tuple(za.shape[1:])
+            lp = q.log_prob(za.reshape(shape)).double().reshape(len(za), -1, n)
+        out.append(torch.logsumexp(lp, 1) - math.log(lp.shape[1]))
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------- layers of a model
+@dataclass
+class _Layer:
+    name: str
+    size: int
+    kl: torch.Tensor  # (N,)
+    kl_dims: torch.Tensor | None  # (N, M)
+    loc: torch.Tensor  # (N, *event)
+    q_many: Distribution | None  # batch (S, N) or (N,)
+    z: torch.Tensor | None  # (N, *event): one draw from the layer's marginal q(z_l | x_n)
+
+
+def _hierarchical_layers(model: LatentVariableModel, x: torch.Tensor, samples: int, g: torch.Generator) -> list[_Layer]:
+    one = sorted(model.path(x, generator=g), key=lambda d: d.index)
+    means = sorted(model.path(x, means=True), key=lambda d: d.index)
+    many = sorted(model.path(x, (samples,), generator=g), key=lambda d: d.index)
+    top = model.top()
+    layers = []
+    for d, m, s in zip(one, means, many):
+        p = top if d.p is None else d.p
+        closed = model.closed_form_kl(d.index)
+        dims = kl_per_dimension(d.q, p) if closed else None
+        if dims is not None:
+            kl = dims.sum(-1)
+        else:
+            kl = None
+            if closed:
+                try:
+                    kl = kl_divergence(d.q, p)
+                except NotImplementedError:
+                    pass
+            kl = d.q.log_prob(d.z) - p.log_prob(d.z) if kl is None else kl
+        name = f"z{d.index + 1}"
+        layers.append(_Layer(name, d.z.shape[-1], kl, dims, m.z, s.q, s.z[0]))
+    return layers
+
+
+def _single_layer(model: LatentVariableModel, x: torch.Tensor, g: torch.Generator) -> list[_Layer]:
+    q = model.posterior(x)
+    p = model.prior()
+    z, log_q = rsample_and_log_prob(q, (), g, reparameterized=False, device=x.device)
+    dims = kl_per_dimension(q, p)
+    if dims is not None:
+        kl = dims.reshape(len(x), -1).sum(-1)
+    else:
+        try:
+            kl = kl_divergence(q, p)
+        except NotImplementedError:
+            kl = log_q - p.log_prob(z)
+    size = math.prod(q.event_shape) if q.event_shape else 1
+    return [_Layer("z", size, kl, dims, location(q), q, z)]
+
+
+def _unit_variance(loc: torch.Tensor) -> torch.Tensor:
+    v = loc.double().var(0, unbiased=True) if len(loc) > 1 else torch.zeros(loc.shape[1:], dtype=torch.float64)
+    return v.flatten(1).amax(1) if v.dim() > 1 else v  # a categorical variable moves if any class does
+
+
+# ---------------------------------------------------------------- the report
+@torch.no_grad()
+def diagnose(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    samples: int = 16,
+    holes: int = 1000,
+    shown: int = 16,
+    seed: int = 0,
+    batch_size: int = 500,
+    mutual_info: bool = True,
+) -> Diagnosis:
+    """The diagnostics of the module docstring on data x (N, *event), N >= 2; ``samples``: S,
+    the posterior draws that make each conditional layer's marginal; ``holes``: prior draws scored
+    for prior holes (0: none); ``shown``: the deepest holes kept as joint latents for decoding;
+    ``mutual_info=False``: KL and active units only (no N x N aggregate: for large N)."""
+    if len(x) < 2:
+        raise ValueError("the diagnostics need at least two datapoints (a covariance over x)")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    model.eval()
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    hierarchical = hasattr(model, "path")
+    if not hierarchical:
+        batch_size = len(x)  # one posterior over all x: any kind of q keeps its aggregate
+    parts: list[list[_Layer]] = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size]
+        parts.append(_hierarchical_layers(model, xb, samples, g) if hierarchical else _single_layer(model, xb, g))
+    layers = [_join([p[j] for p in parts]) for j in range(len(parts[0]))]
+    reports, agg_top = [], None
+    for index, layer in enumerate(layers):
+        variance = _unit_variance(layer.loc)
+        mi = None
+        try:
+            log_q = None if layer.q_many is None or not mutual_info else aggregate_log_density(layer.z, layer.q_many)
+        except (RuntimeError, ValueError, NotImplementedError):  # a q whose log_prob does not broadcast
+            log_q = None
+        if log_q is not None:
+            agg = torch.logsumexp(log_q, 1) - math.log(len(x))
+            mi = float((log_q.diagonal() - agg).mean())
+            if index == len(layers) - 1:
+                agg_top = (layer, agg)
+        reports.append(
+            LayerReport(
+                name=layer.name,
+                index=index,
+                size=layer.size,
+                kl=float(layer.kl.double().mean()),
+                active_units=int((variance > ACTIVE_THRESHOLD).sum()),
+                mutual_info=mi,
+                kl_per_dim=None if layer.kl_dims is None else layer.kl_dims.double().flatten(1).mean(0).tolist(),
+                mean_variance=variance.tolist(),
+            )
+        )
+    out = Diagnosis(reports, len(x), samples)
+    if agg_top is None:
+        return out
+    top_layer, agg = agg_top
+    p_top = model.top() if hierarchical else model.prior()
+    out.marginal_kl = float((agg - p_top.log_prob(top_layer.z).double()).mean())
+    out.top_mean_kl = reports[-1].kl
+    if holes > 0:
+        z_p, log_p = rsample_and_log_prob(p_top, (holes,), g, reparameterized=False, device=x.device)
+        ratio = torch.logsumexp(aggregate_log_density(z_p, top_layer.q_many), 1) - math.log(len(x)) - log_p.double()
+        out.hole_fraction = float((ratio < math.log(HOLE_RATIO)).double().mean())
+        order = ratio.argsort()
+        k = min(shown, holes)
+        deepest, typical = z_p[order[:k]], z_p[order.flip(0)[:k]]
+        if hierarchical:
+            deepest, typical = model.descend(deepest, g)[0], model.descend(typical, g)[0]
+        out.hole_z, out.typical_z = deepest, typical
+    return out
+
+
+def _join(parts: list[_Layer]) -> _Layer:
+    """One layer's pieces over the data batches, concatenated along the datapoints."""
+    first = parts[0]
+    q = first.q_many
+    if len(parts) > 1 and q is not None:
+        q = _cat_distributions([p.q_many for p in parts])
+    return _Layer(
+        first.name,
+        first.size,
+        torch.cat([p.kl for p in parts]),
+        None if first.kl_dims is None else torch.cat([p.kl_dims for p in parts]),
+        torch.cat([p.loc for p in parts]),
+        q,
+        torch.cat([p.z for p in parts]),
+    )
+
+
+def _cat_distributions(qs: list[Distribution]) -> Distribution | None:
+    """Diagonal Gaussians with batch (S, n_i) or (n_i,) joined along the data dimension; None
+    (no mutual information) for other kinds split over batches."""
+    parts = [_diagonal_parts(q) for q in qs]
+    if any(p is None for p in parts):
+        return None
+    dim = len(qs[0].batch_shape) - 1
+    if dim == 1 and all(t.stride(0) == 0 for p in parts for t in p):  # one q of x alone, expanded: keep it so
+        loc = torch.cat([p[0][0] for p in parts]).expand(parts[0][0].shape[0], -1, -1)
+        scale = torch.cat([p[1][0] for p in parts]).expand(parts[0][0].shape[0], -1, -1)
+    else:
+        loc = torch.cat([p[0].contiguous() for p in parts], dim)
+        scale = torch.cat([p[1].contiguous() for p in parts], dim)
+    return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
