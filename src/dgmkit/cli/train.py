@@ -232,6 +232,7 @@ def _fit(
         weight_decay=o.weight_decay,
         grad_clip=o.grad_clip,
         skip_grad_norm=o.skip_grad_norm,
+        ema=o.ema,
         patience=o.patience,
         seed=o.seed,
         device=o.device,

@@ -59,6 +59,12 @@ class OptimConfig:
     skip_grad_norm: float | None = setting(
         None, "skip an update whose gradient norm (before clipping) exceeds this, or is not finite (VDVAE)", gt=0, max=1e12
     )
+    ema: float = setting(
+        0.0,
+        "decay of a moving average of the weights (e.g. 0.999; 0: off) that validation and best.safetensors hold",
+        min=0,
+        max=0.99999,
+    )
     patience: int | None = setting(None, "stop after this many epochs without validation improvement", min=1, max=10**6)
     seed: int = setting(0, "seed of the initial weights, the data order and every random draw", min=0, max=2**62)
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "where to train")

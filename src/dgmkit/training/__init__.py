@@ -1,7 +1,8 @@
-"""Fitting: the Trainer (gradient steps), closed-form and EM fits, one run writer, checkpoints
-and schedules."""
+"""Fitting: the Trainer (gradient steps), closed-form and EM fits, one run writer, checkpoints,
+schedules and the moving average of the weights."""
 
 from dgmkit.training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from dgmkit.training.ema import EMA
 from dgmkit.training.fit import EXACT_SCORE, FitResult, fit_closed_form, fit_em, latent_diagnostics, trainer_result
 from dgmkit.training.run_writer import RunFolder, RunWriter
 from dgmkit.training.schedules import LR_SCHEDULES, kl_weight, lr_factor
@@ -9,6 +10,7 @@ from dgmkit.training.trainer import VALID_SEED, Trainer, resolve_device
 
 __all__ = [
     "Trainer",
+    "EMA",
     "resolve_device",
     "VALID_SEED",
     "RunWriter",

@@ -1,5 +1,6 @@
-"""Checkpoints: one safetensors file holding the model, the optimizer and the RNG states, with
-the run's config and trainer counters as JSON in its metadata. One file, written atomically, so
+"""Checkpoints: one safetensors file holding the model, the optimizer and the RNG states (and
+the moving average of the weights where a run keeps one), with the run's config and trainer
+counters as JSON in its metadata. One file, written atomically, so
 a checkpoint is always whole and consistent."""
 
 import json
@@ -22,8 +23,9 @@ VERSION = 1
 
 
 class Checkpoint(dict):
-    """A loaded checkpoint: ``model``, ``optimizer`` and ``rng`` tensor dicts, ``config`` and
-    ``trainer`` dicts (the latter's keys are the trainer's counters)."""
+    """A loaded checkpoint: ``model``, ``optimizer``, ``rng`` and ``ema`` (the averaged
+    parameters by name; empty without) tensor dicts, ``config`` and ``trainer`` dicts (the
+    latter's keys are the trainer's counters)."""
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict, dict]:
@@ -68,6 +70,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     rng: dict[str, torch.Tensor] | None = None,
     trainer: dict | None = None,
+    ema: dict[str, torch.Tensor] | None = None,
 ) -> None:
     tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "version": str(VERSION), "config": json.dumps(config)}
@@ -77,6 +80,8 @@ def save_checkpoint(
         meta["optimizer"] = json.dumps(m)
     for k, v in (rng or {}).items():
         tensors[f"rng/{k}"] = v.detach().cpu().contiguous()
+    for k, v in (ema or {}).items():
+        tensors[f"ema/{k}"] = v.detach().cpu().contiguous().clone()
     if trainer is not None:
         meta["trainer"] = json.dumps(trainer)
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
@@ -141,6 +146,7 @@ def load_checkpoint(path: os.PathLike | str) -> Checkpoint:
     ckpt = Checkpoint(
         model={k[6:]: v for k, v in tensors.items() if k.startswith("model/")},
         rng={k[4:]: v for k, v in tensors.items() if k.startswith("rng/")},
+        ema={k[4:]: v for k, v in tensors.items() if k.startswith("ema/")},
         config=config,
         trainer=trainer,
         optimizer=None,

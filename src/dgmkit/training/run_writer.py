@@ -28,6 +28,7 @@ __all__ = ["RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "new_run_id", "no
 
 RUN_FILES = (
     "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "cluster.json",
+    "diagnose.json",
 )  # fmt: skip
 LOCK_NAME = ".dgm.lock"
 
@@ -36,11 +37,19 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def nonfinite_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> str | None:
-    """The first parameter, buffer or optimizer state tensor that holds NaN or inf, named; else None."""
+def nonfinite_state(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    ema: dict[str, torch.Tensor] | None = None,
+) -> str | None:
+    """The first parameter, buffer, optimizer state tensor or averaged weight (``ema``: the
+    moving average of the parameters, by name) that holds NaN or inf, named; else None."""
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             return f"the model's {name}"
+    for name, t in (ema or {}).items():
+        if not bool(torch.isfinite(t).all()):
+            return f"the moving average of the model's {name}"
     if optimizer is not None:
         for i, state in enumerate(optimizer.state.values()):
             for key, v in state.items():
@@ -155,16 +164,17 @@ class RunWriter:
         optimizer: torch.optim.Optimizer | None = None,
         rng: dict[str, torch.Tensor] | None = None,
         counters: dict | None = None,
+        ema: dict[str, torch.Tensor] | None = None,
     ) -> None:
-        """Write a checkpoint, unless the state holds NaN or inf: then TrainingError, and the
-        last checkpoint stays as it was."""
-        bad = nonfinite_state(model, optimizer)
+        """Write a checkpoint (``ema``: the moving average of the parameters, by name), unless
+        the state holds NaN or inf: then TrainingError, and the last checkpoint stays as it was."""
+        bad = nonfinite_state(model, optimizer, ema)
         if bad is not None:
             raise TrainingError(
                 f"{bad} holds NaN or inf; {self.run_dir / name} was not written (the last one written is kept). "
                 "Try a lower --lr or a --grad-clip"
             )
-        save_checkpoint(self.run_dir / name, model, self.record, optimizer=optimizer, rng=rng, trainer=counters)
+        save_checkpoint(self.run_dir / name, model, self.record, optimizer=optimizer, rng=rng, trainer=counters, ema=ema)
 
     def metrics(self, metrics: dict) -> None:
         """Append one epoch's line to metrics.jsonl (strict JSON: a non-finite value is null)."""

@@ -3,7 +3,8 @@
 The loop is deliberately plain (nanoGPT style): data lives in memory as a tensor, each epoch
 draws a permutation from a seeded generator, and each step is transform, forward, backward,
 step. A run is repeatable from its seed, and a resumed run ends where the uninterrupted one
-would have: the checkpoint holds the optimizer state and every random generator's state.
+would have: the checkpoint holds the optimizer state, every random generator's state and the
+moving average of the weights where the run keeps one.
 """
 
 import contextlib
@@ -21,6 +22,7 @@ from dgmkit.data import DataTransform, Split
 from dgmkit.errors import CheckpointError, TrainingError
 from dgmkit.objectives.base import Objective
 from dgmkit.training.checkpoint import load_checkpoint
+from dgmkit.training.ema import EMA
 from dgmkit.training.run_writer import RunWriter, nonfinite_state
 from dgmkit.training.schedules import kl_weight, lr_factor
 
@@ -52,6 +54,15 @@ class Trainer:
     the run record stored in every checkpoint so that a run folder describes itself.
     ``diagnostics(model, valid_x)`` adds its dict to each epoch's validation metrics (the KL
     per latent dimension and the active units of latent variable models).
+
+    ``ema`` (a decay in (0, 1); 0: off) keeps an exponential moving average of the parameters
+    (``training.ema.EMA``, updated after every step taken; a step skipped by ``skip_grad_norm``
+    or by the fp16 gradient scaler leaves it as it is). Validation, the diagnostics and
+    ``best.safetensors`` then use the averaged weights, and each metrics line holds ``ema``;
+    ``checkpoint.safetensors`` holds the raw weights and the average, so that a resumed run
+    continues both. ``model`` holds the raw weights, also after ``fit`` (so that training can
+    go on): evaluate the average within ``with trainer.ema_weights():`` or from
+    ``best.safetensors``.
     """
 
     def __init__(
@@ -69,6 +80,7 @@ class Trainer:
         weight_decay: float = 0.0,
         grad_clip: float | None = None,
         skip_grad_norm: float | None = None,
+        ema: float = 0.0,
         patience: int | None = None,
         beta: float = 1.0,
         warmup_epochs: float = 0.0,
@@ -84,6 +96,8 @@ class Trainer:
     ):
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+        if not 0 <= ema < 1:
+            raise ValueError(f"the EMA decay must be in [0, 1) (0: off), got {ema}")
         lr_factor(lr_schedule, 0, epochs)  # validates the name
         self.device = resolve_device(device)
         self.model = model.to(self.device)
@@ -94,6 +108,7 @@ class Trainer:
         self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, lr_schedule
         self.grad_clip, self.patience = grad_clip, patience
         self.skip_grad_norm = skip_grad_norm  # skip updates whose gradient norm exceeds it (VDVAE)
+        self.ema = EMA(self.model, ema) if ema > 0 else None  # the averaged weights, from the initial ones
         self.beta, self.warmup_epochs, self.seed = beta, warmup_epochs, seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.config = config or {}
@@ -159,23 +174,39 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "skipped_steps": self.skipped_steps,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            **({"ema_updates": self.ema.updates} if self.ema is not None else {}),
         }
 
+    def ema_weights(self) -> contextlib.AbstractContextManager:
+        """Within the block, ``model`` holds the moving average of the weights (where the run
+        keeps one; else its own weights); the raw weights come back afterwards."""
+        return self.ema.swapped(self.model) if self.ema is not None else contextlib.nullcontext(self.model)
+
     def save(self, name: str = "checkpoint.safetensors", with_state: bool = True) -> None:
+        """Write ``name`` into the run folder: the raw weights with the training state (the
+        optimizer, the random generators and the moving average), or without it
+        (``with_state=False``) the weights to evaluate, the moving average where there is one."""
         if self.writer is None:
+            return
+        if not with_state:
+            with self.ema_weights():
+                self.writer.checkpoint(self.model, name, counters=self._counters())
             return
         self.writer.checkpoint(
             self.model,
             name,
-            optimizer=self.optimizer if with_state else None,
-            rng=self._rng_state() if with_state else None,
+            optimizer=self.optimizer,
+            rng=self._rng_state(),
             counters=self._counters(),
+            ema=self._ema_state(),
         )
 
     def resume(self, path: str | Path | None = None) -> None:
-        """Restore model, optimizer, counters and random generators from a checkpoint; a
-        checkpoint that does not fit this model or holds malformed state is refused
-        (CheckpointError) before anything in the run folder changes."""
+        """Restore model, optimizer, counters, random generators and the moving average of the
+        weights from a checkpoint; a checkpoint that does not fit this model or holds malformed
+        state is refused (CheckpointError) before anything in the run folder changes. A run with
+        ``ema`` needs the checkpoint's average (one written without it cannot be continued
+        exactly, so it is refused); one without ``ema`` ignores it."""
         path = Path(path) if path is not None else self.run_dir / "checkpoint.safetensors"
         ckpt = load_checkpoint(path)
         if ckpt["optimizer"] is None or ckpt["trainer"] is None:
@@ -186,6 +217,11 @@ class Trainer:
             raise CheckpointError(f"{path} holds no valid random generator states")
         if not all(torch.is_tensor(v) for st in ckpt["optimizer"]["state"].values() for v in st.values()):
             raise CheckpointError(f"{path} holds a malformed optimizer state (Adam's state is tensors only)")
+        if self.ema is not None and not ckpt["ema"]:
+            raise CheckpointError(
+                f"{path} holds no moving average of the weights, but this run keeps one (ema = {self.ema.decay}); "
+                "it cannot be continued exactly"
+            )
         own_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(ckpt["model"])
@@ -197,6 +233,11 @@ class Trainer:
             torch.Generator().set_state(rng["torch"])  # checks the state before it is used
             if self.scaler is not None and t.get("scaler"):
                 self.scaler.load_state_dict(t["scaler"])
+            if self.ema is not None:
+                updates = t.get("ema_updates")
+                if isinstance(updates, int) and updates > t["step"]:
+                    raise ValueError(f"the moving average counts {updates} updates in {t['step']} steps")
+                self.ema.load_state_dict({"updates": updates, "weights": ckpt["ema"]})
             for group in self.optimizer.param_groups:
                 for p in group["params"]:
                     for key, v in self.optimizer.state.get(p, {}).items():
@@ -204,7 +245,7 @@ class Trainer:
                             raise ValueError(f"the optimizer's {key} does not match a parameter of shape {tuple(p.shape)}")
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
             raise CheckpointError(f"{path} does not fit this run's model and optimizer: {_first_line(e)}") from None
-        bad = nonfinite_state(self.model, self.optimizer)
+        bad = nonfinite_state(self.model, self.optimizer, self._ema_state())
         if bad is not None:
             self.generator.set_state(generator_state)
             raise CheckpointError(f"{path}: {bad} holds NaN or inf; it cannot be resumed")
@@ -260,20 +301,26 @@ class Trainer:
                 self.scaler.unscale_(opt)
             else:
                 loss.backward()
-            skip = False
+            skip, taken = False, True
             if self.grad_clip or self.skip_grad_norm:
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or math.inf)
                 if self.skip_grad_norm and not bool(norm <= self.skip_grad_norm):  # also NaN/inf norms
                     skip, self.skipped_steps, skipped = True, self.skipped_steps + 1, skipped + 1
             if skip:
+                taken = False
                 opt.zero_grad(set_to_none=True)
                 if self.scaler is not None:
                     self.scaler.update()
             elif self.scaler is not None:
+                scale = self.scaler.get_scale() if self.ema is not None else None
                 self.scaler.step(opt)
                 self.scaler.update()
+                if scale is not None and self.scaler.get_scale() < scale:
+                    taken = False  # the scaler skipped the step (inf gradients), so it lowered its scale
             else:
                 opt.step()
+            if taken and self.ema is not None:
+                self.ema.update(model)
             self.step += 1
             total_loss += loss.detach() * x.shape[0]
             total_score += getattr(terms, self.score).detach().sum()
@@ -289,6 +336,7 @@ class Trainer:
             "beta": beta,
             "lr": opt.param_groups[0]["lr"],
             **({"skipped_steps": skipped} if self.skip_grad_norm else {}),
+            **({"ema": self.ema.decay} if self.ema is not None else {}),  # validation uses the averaged weights
         }
 
     def _nan_message(self, loss: torch.Tensor) -> str:
@@ -301,18 +349,20 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Mean objective terms on the validation split (beta = 1), all but the loss."""
+        """Mean objective terms on the validation split (beta = 1), all but the loss, and the
+        diagnostics; with the moving average of the weights where the run keeps one."""
         self.model.eval()
         sums: dict[str, float] = {}
-        for i in range(0, len(self._valid_x), self.eval_batch_size):
-            x = self._valid_x[i : i + self.eval_batch_size]
-            terms = self.objective(self.model, x, 1.0)
-            for k, v in terms._asdict().items():
-                if k != "loss":
-                    sums[k] = sums.get(k, 0.0) + v.sum().item()
-        out = {f"valid_{k}": v / len(self._valid_x) for k, v in sums.items()}
-        if self.diagnostics is not None:
-            out.update({f"valid_{k}": v for k, v in self.diagnostics(self.model, self._valid_x).items()})
+        with self.ema_weights():
+            for i in range(0, len(self._valid_x), self.eval_batch_size):
+                x = self._valid_x[i : i + self.eval_batch_size]
+                terms = self.objective(self.model, x, 1.0)
+                for k, v in terms._asdict().items():
+                    if k != "loss":
+                        sums[k] = sums.get(k, 0.0) + v.sum().item()
+            out = {f"valid_{k}": v / len(self._valid_x) for k, v in sums.items()}
+            if self.diagnostics is not None:
+                out.update({f"valid_{k}": v for k, v in self.diagnostics(self.model, self._valid_x).items()})
         return out
 
     def fit(self) -> list[dict]:
@@ -325,9 +375,10 @@ class Trainer:
                 metrics = {"epoch": self.epoch + 1, **self._train_epoch()}
                 train_time = time.perf_counter() - t0
                 metrics["images_per_s"] = len(self.train_x) / train_time
+                self._check_finite(metrics)  # before validation, which NaN weights could make fail unclearly
                 if self._valid_x is not None:
                     metrics.update(self.validate())
-            self._check_finite(metrics)
+                    self._check_finite(metrics, check_state=False)
             if self._record_pending:
                 self.writer.start()
                 self._record_pending = False
@@ -347,12 +398,13 @@ class Trainer:
                 break
         return history
 
-    def _check_finite(self, metrics: dict) -> None:
+    def _check_finite(self, metrics: dict, check_state: bool = True) -> None:
         """Divergence ends the run before anything of the epoch is written: a non-finite
-        score or loss, or NaN/inf in the weights or in Adam's moments."""
+        score or loss, or (``check_state``) NaN/inf in the weights, their moving average or
+        Adam's moments."""
         bad = [k for k in ("train_loss", f"train_{self.score}", f"valid_{self.score}") if k in metrics]
         bad = [f"{k} = {metrics[k]}" for k in bad if not math.isfinite(metrics[k])]
-        state = nonfinite_state(self.model, self.optimizer)
+        state = nonfinite_state(self.model, self.optimizer, self._ema_state()) if check_state else None
         if state is not None:
             bad.append(f"{state} holds NaN or inf")
         if bad:
@@ -362,6 +414,9 @@ class Trainer:
                 f"training diverged in epoch {self.epoch + 1}: {'; '.join(bad)}; nothing of that epoch was written and "
                 f"{kept}. Try a lower --lr or a --grad-clip"
             )
+
+    def _ema_state(self) -> dict[str, torch.Tensor] | None:
+        return self.ema.weights if self.ema is not None else None
 
     def _track_best(self, metrics: dict) -> bool:
         value = metrics.get(f"valid_{self.score}", metrics[f"train_{self.score}"])
