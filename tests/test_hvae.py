@@ -303,3 +303,35 @@ def test_the_reference_hvae_clusters_trains_bottom_up_and_decodes_from_every_lay
     out = tmp_path / "bu"
     assert main([*base, "--posterior", "bottom-up", "--hidden", "16", "--decoder-input", "all", "--out", str(out)]) == 0
     assert main(["eval", str(out), "--iw-samples", "5"]) == 0, capsys.readouterr().err
+
+
+@torch.no_grad()
+def test_conv_hvae_has_the_reference_networks_and_its_x_branch_runs_once_per_datapoint():
+    """Tomczak & Welling's convHVAE: gated conv stacks to 6 x 7 x 7 = 294 features in q(z2|x) and
+    q(z1|x,z2), a gated layer to 784 then four gated convolutions in p(x|z1,z2)."""
+    from dgmkit.families import get_family
+    from dgmkit.nn.gated import GatedConv2d
+
+    cfg = get_family("hvae")(architecture="conv-hvae", encoder="gated", hidden=[300, 300], latent_sizes=[40, 40])
+    model = cfg.build((1, 28, 28), 2).eval()
+    x = (torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    assert model.q_nets[1][0].net(x).shape == (3, 6, 7, 7)
+    assert model.q_nets[0].branches[0].net(x).shape == (3, 6, 7, 7)
+    assert model.q_nets[0].joint.linear.in_features == 2 * 294 and model.q_nets[0].joint.out_features == 300
+    assert model.decoder.net.joint.out_features == 784
+    assert sum(isinstance(m, GatedConv2d) for m in model.decoder.net.out) == 4
+    flat = x.flatten(1)
+    z2 = torch.randn(5, 3, 40)  # 5 draws per datapoint
+    full = model.q_nets[0](torch.cat([flat.expand(5, -1, -1), z2], -1))
+    torch.testing.assert_close(model.q_nets[0].partial(flat)(z2), full)
+    terms = HierarchicalELBO()(model, x)
+    assert torch.isfinite(terms.elbo).all() and terms.elbo.shape == (3,)
+    assert model.sample(2)[1].shape == (2, 1, 28, 28)
+
+
+def test_conv_hvae_is_a_top_down_posterior():
+    from dgmkit.config import RunConfig
+    from dgmkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="conv-hvae"):
+        RunConfig.of(model="hvae", architecture="conv-hvae", posterior="ladder")

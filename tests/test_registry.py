@@ -212,6 +212,26 @@ def _case_hvae(which: str):
     return DistCase(m.posterior(x), "continuous", grid=(-12.0, 12.0, 481), params=params, mean_is_expectation=False)
 
 
+def _case_deep(which: str):
+    """The residual top-down VAE at its smallest: a 1x1 "image", two latent layers of one channel
+    at resolution 1 (z is 2-D), in float64."""
+    from dgmkit.families.hvae import HVAEConfig
+
+    torch.manual_seed(0)
+    cfg = HVAEConfig(posterior="residual", res_resolutions=[1], res_layers=[2], res_width=4, res_bottleneck=2)
+    cfg.res_latent_channels = 1
+    m = cfg.build((1, 1, 1), 2).double()
+    _perturb(m, 0.3, 0)
+    top, below = m.cells
+    between = [m.h0, *top.p.parameters(), *top.z_in.parameters(), *top.res.parameters()]  # what z_1's law depends on
+    if which == "prior":
+        params = [*between, *below.p.parameters()]
+        return DistCase(m.prior(), "continuous", grid=(-12.0, 12.0, 481), params=params, mean_is_expectation=False)
+    x = torch.tensor([[[[0.0]]], [[[1.0]]]], dtype=torch.float64)
+    params = [*m.stem.parameters(), *m.up_blocks.parameters(), *between, *top.q.parameters(), *below.q.parameters()]
+    return DistCase(m.posterior(x), "continuous", grid=(-12.0, 12.0, 481), params=params, mean_is_expectation=False)
+
+
 # name -> factory; every torch Distribution subclass defined in dgmkit appears here (or in EXCLUDED)
 DISTRIBUTIONS = {
     "bernoulli-pixels-image": lambda: DistCase(
@@ -258,6 +278,8 @@ DISTRIBUTIONS = {
     # documented: mean is the point of layer-by-layer means, not E[z]
     "hierarchical-posterior": lambda: _case_hvae("posterior"),
     "hierarchical-prior": lambda: _case_hvae("prior"),
+    "deep-top-down-posterior": lambda: _case_deep("posterior"),
+    "deep-top-down-prior": lambda: _case_deep("prior"),
 }
 
 # Distribution subclasses that are not instantiated on their own

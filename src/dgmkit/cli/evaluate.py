@@ -56,7 +56,9 @@ def format_report(r: dict) -> str:
     if r.get("active_units") is not None:
         rows.append(("active units", f"{r['active_units']} / {r['latent_dim']}"))
     for layer in r.get("layers") or []:
-        rows.append((f"  layer {layer['name']}", f"KL {layer['kl']:.3f} nats, active {layer['active_units']} / {layer['size']}"))
+        rows.append(
+            (f"  layer {layer['name']}", f"KL {layer['kl']:.3f} nats, active {layer['active_units']} / {layer['size']}")
+        )
     rows += [("what", line) for line in _notes(r)]
     rows.append(("time", f"{r['seconds']:.1f} s"))
     width = max(len(a) for a, _ in rows)

@@ -22,8 +22,9 @@ from dgmkit.families.parts import (
 )
 from dgmkit.families.registry import register_family
 from dgmkit.models.hvae import HierarchicalVAE
+from dgmkit.models.vdvae import DeepTopDownVAE
 from dgmkit.nn import MLP, GatedMLP
-from dgmkit.nn.gated import GatedBranches, GatedDense
+from dgmkit.nn.gated import GatedBranches, GatedConv2d, GatedDense, ImageBranch
 from dgmkit.nn.mlp import activation
 from dgmkit.objectives import IWAE, Objective
 from dgmkit.objectives.hierarchical import HierarchicalELBO
@@ -42,8 +43,10 @@ class HVAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSet
     latent_sizes: list[int] = setting(
         [40, 40], "dimensions of each stochastic layer, from z_1 (next to x) to the top", min=1, max=4096
     )
-    posterior: Literal["top-down", "bottom-up", "ladder"] = setting(
-        "top-down", "q(z|x): top-down given x (Tomczak & Welling), the bottom-up stack, or the Ladder VAE's merge"
+    posterior: Literal["top-down", "bottom-up", "ladder", "residual"] = setting(
+        "top-down",
+        "q(z|x): top-down given x (Tomczak & Welling), the bottom-up stack, the Ladder VAE's merge, or the "
+        "very deep residual top-down VAE on images (VDVAE/NVAE style; its layers are set by the res_* settings)",
     )
     decoder_input: Literal["auto", "bottom", "all"] = setting(
         "auto", "what p(x|z) sees: z_1, or every layer (auto: every layer for top-down, z_1 otherwise)"
@@ -51,8 +54,35 @@ class HVAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSet
     objective: Literal["elbo", "iwae"] = setting("elbo", "the training objective")
     iw_k: int = setting(5, "iwae: importance samples per datapoint", min=1, max=5000)
     free_bits: float = setting(0.0, "elbo: floor (nats) on each layer's batch-mean KL", min=0, max=1e3)
+    architecture: Literal["default", "conv-hvae"] = setting(
+        "default",
+        "conv-hvae: Tomczak & Welling's convHVAE networks (gated convolutions on x in q(z_L|x), q(z_l|x,z_l+1) and "
+        "p(x|z), gated dense layers of hidden[-1] units elsewhere; top-down posterior)",
+    )
+    res_resolutions: list[int] = setting(
+        [7, 14], "residual: latent resolutions, lowest first, each twice the one before", min=1, max=1024
+    )
+    res_layers: list[int] = setting([8, 8], "residual: latent layers at each resolution", min=1, max=256)
+    res_width: int = setting(64, "residual: channels of the top-down state and bottom-up activations", min=1, max=1024)
+    res_bottleneck: int = setting(16, "residual: the residual blocks' bottleneck channels", min=1, max=1024)
+    res_latent_channels: int = setting(4, "residual: channels of each latent layer", min=1, max=256)
+    res_blocks: int = setting(1, "residual: blocks per bottom-up resolution and at the output", min=1, max=64)
+    scale_min: float = setting(1e-3, "residual: lower bound of every posterior and prior scale", min=1e-6, max=1.0)
+    scale_max: float = setting(10.0, "residual: upper bound of every posterior and prior scale", min=1.0, max=1e4)
 
     def validate(self) -> None:
+        if self.architecture == "conv-hvae" and (self.posterior != "top-down" or self.decoder_sees != "all"):
+            raise ConfigError("architecture = conv-hvae is a top-down posterior whose decoder sees every layer")
+        if self.posterior == "residual":
+            if len(self.res_layers) != len(self.res_resolutions):
+                raise ConfigError(
+                    f"res_layers {self.res_layers} needs one number of latent layers per resolution in "
+                    f"res_resolutions {self.res_resolutions}"
+                )
+            if any(b != 2 * a for a, b in zip(self.res_resolutions, self.res_resolutions[1:])):
+                raise ConfigError(f"res_resolutions {self.res_resolutions} must double from one to the next")
+            if not self.scale_min < 1.0 < self.scale_max:
+                raise ConfigError("scale_min < 1 < scale_max is needed (a unit scale at initialisation)")
         if self.prior == "vampprior" and self.posterior == "bottom-up":
             raise ConfigError("the VampPrior is made of q(z_L | x): it needs a top-down or ladder posterior")
         if self.free_bits and (self.objective != "elbo" or self.posterior == "bottom-up"):
@@ -72,6 +102,12 @@ class HVAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSet
         return "all" if self.posterior == "top-down" else "bottom"
 
     def describe(self) -> str:
+        if self.posterior == "residual":
+            return (
+                f"a very deep residual top-down VAE ({sum(self.res_layers)} latent layers of {self.res_latent_channels} "
+                f"channels at {self.res_resolutions} with {self.res_layers} layers, width {self.res_width}, "
+                f"{self.prior} top prior, {self.likelihood.capitalize()} likelihood)"
+            )
         return (
             f"a hierarchical VAE ({len(self.latent_sizes)} layers {self.latent_sizes}, {self.posterior} posterior, "
             f"{self.hidden} {self.encoder} networks, {self.prior} top prior, {self.likelihood.capitalize()} likelihood)"
@@ -109,6 +145,10 @@ class HVAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSet
     def build(
         self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
     ) -> HierarchicalVAE:
+        if self.posterior == "residual":
+            return self._build_residual(event_shape, num_levels, init_data, seed)
+        if self.architecture == "conv-hvae":
+            return self._build_conv_hvae(event_shape, num_levels, init_data, seed)
         self.check_networks(event_shape)
         sizes, width, act = self.latent_sizes, self.hidden[-1], self.activation
         head = self.head(num_levels)
@@ -148,4 +188,79 @@ class HVAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSet
             decoder_input=self.decoder_sees,
             ladder_nets=ladder,
             input_scale=scale,
+        )
+
+    def _build_residual(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None, seed: int
+    ) -> DeepTopDownVAE:
+        if len(event_shape) != 3 or event_shape[1] != event_shape[2]:
+            raise ConfigError(f"the residual top-down VAE needs square images (C, H, H), got shape {event_shape}")
+        side, low, high = event_shape[1], self.res_resolutions[0], self.res_resolutions[-1]
+        ratio = side // high if side % high == 0 else 0
+        if ratio == 0 or ratio & (ratio - 1):
+            raise ConfigError(
+                f"res_resolutions {self.res_resolutions} must reach the {side}x{side} images by doublings "
+                f"(e.g. [7, 14] for 28x28, [4, 8, 16] for 32x32)"
+            )
+        top = self.res_latent_channels * low * low
+        scale = self.input_scale(num_levels)
+        hidden = [self.res_width, self.res_width]
+        prior = self.build_prior(top, hidden, self.activation, event_shape, scale, init_data, seed)
+        return DeepTopDownVAE(
+            event_shape,
+            self.head(num_levels),
+            prior,
+            resolutions=self.res_resolutions,
+            layers=self.res_layers,
+            width=self.res_width,
+            mid=self.res_bottleneck,
+            latent_channels=self.res_latent_channels,
+            blocks=self.res_blocks,
+            scale_bounds=(self.scale_min, self.scale_max),
+            input_scale=scale,
+        )
+
+    def _build_conv_hvae(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None, seed: int
+    ) -> HierarchicalVAE:
+        """Tomczak & Welling's convHVAE (reference code ``convHVAE_2level``): q(z_L | x) a gated
+        conv stack (kernels 7, 3/2, 5, 3/2, 3 to 6 channels at a quarter of the size) and an affine
+        layer; q(z_l | x, z_{l+1}) another conv stack (kernels 3) and a gated layer on z_{l+1},
+        joined by a gated layer; p(z_l | z_{l+1}) gated dense layers; p(x | z) a gated layer per
+        layer, a gated layer to the image size, four gated 3x3 convolutions of 64 channels and a
+        1x1 convolution."""
+        if len(event_shape) != 3 or event_shape[1] % 4 or event_shape[2] % 4:
+            raise ConfigError(f"conv-hvae needs images whose sides divide by 4, got shape {event_shape}")
+        c, hgt, wid = event_shape
+        dims, width, sizes = c * hgt * wid, self.hidden[-1], self.latent_sizes
+        h_size = 6 * (hgt // 4) * (wid // 4)
+        head = self.head(num_levels)
+        top = len(sizes) - 1
+
+        def stack(kernels: list[tuple[int, int, int, int]]) -> ImageBranch:
+            chans, layers = [c, 32, 32, 64, 64, 6], []
+            for (k, st, pad, _), a, b in zip(kernels, chans[:-1], chans[1:]):
+                layers.append(GatedConv2d(a, b, k, st, pad))
+            return ImageBranch(nn.Sequential(*layers), event_shape, h_size)
+
+        top_stack = [(7, 1, 3, 0), (3, 2, 1, 0), (5, 1, 2, 0), (3, 2, 1, 0), (3, 1, 1, 0)]
+        small = [(3, 1, 1, 0), (3, 2, 1, 0), (3, 1, 1, 0), (3, 2, 1, 0), (3, 1, 1, 0)]
+        q_nets: list[nn.Module] = [
+            GatedBranches(
+                [dims, sizes[i + 1]], width, 2 * sizes[i], branches=[stack(small), GatedDense(sizes[i + 1], h_size)]
+            )
+            for i in range(top)
+        ]
+        q_nets.append(nn.Sequential(stack(top_stack), nn.Linear(h_size, 2 * sizes[top])))
+        layer_priors = [GaussianLayerPrior(GatedMLP(sizes[i + 1], self.hidden, 2 * sizes[i]), sizes[i]) for i in range(top)]
+        convs = [GatedConv2d(c, 64, 3, 1, 1), *[GatedConv2d(64, 64, 3, 1, 1) for _ in range(3)]]
+        out = nn.Sequential(nn.Unflatten(-1, (c, hgt, wid)), *convs, nn.Conv2d(64, c * head.params_per_pixel, 1))
+        branches = [GatedDense(m, width) for m in sizes]
+        decoder = Decoder(
+            GatedBranches(sizes, dims, dims * head.params_per_pixel, branches=branches, out=out), head, event_shape
+        )
+        scale = self.input_scale(num_levels)
+        prior = self.build_prior(sizes[top], self.hidden, self.activation, event_shape, scale, init_data, seed)
+        return HierarchicalVAE(
+            sizes, "top-down", nn.Flatten(), q_nets, layer_priors, prior, decoder, decoder_input="all", input_scale=scale
         )

@@ -226,6 +226,11 @@ class HierarchicalVAE(LatentVariableModel):
             out.append(LayerDraw(i, q, z, p))
         return out
 
+    def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[list[LayerDraw], Distribution]:
+        """One posterior draw per datapoint (``path``) and p(x | z) at it."""
+        draws = self.path(x, generator=generator)
+        return draws, self.likelihood(torch.cat([d.z for d in sorted(draws, key=lambda d: d.index)], -1))
+
     def closed_form_kl(self, index: int) -> bool:
         """Whether layer ``index``'s ELBO term may be the closed-form KL(q || p): p(z_l | z_{l+1})
         conditions on a layer drawn before z_l (every layer of a top-down or ladder posterior; the

@@ -1,11 +1,12 @@
-"""Gated dense layers (Dauphin et al. 2017), as in the VampPrior reference networks."""
+"""Gated dense and convolutional layers (Dauphin et al. 2017), as in the VampPrior reference
+networks, and the multi-input networks of its two-level HVAE."""
 
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["GatedDense", "GatedMLP", "GatedBranches"]
+__all__ = ["GatedDense", "GatedMLP", "GatedBranches", "GatedConv2d", "ImageBranch"]
 
 
 class GatedDense(nn.Module):
@@ -19,6 +20,35 @@ class GatedDense(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, g = self.linear(x).split(self.out_features, dim=-1)
         return h * torch.sigmoid(g)
+
+
+class GatedConv2d(nn.Module):
+    """h = conv_h(x) * sigmoid(conv_g(x)), both convolutions in one."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0):
+        super().__init__()
+        self.cout = cout
+        self.conv = nn.Conv2d(cin, 2 * cout, kernel, stride, padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, g = self.conv(x).split(self.cout, dim=1)
+        return h * torch.sigmoid(g)
+
+
+class ImageBranch(nn.Module):
+    """Flat images (..., C*H*W) -> a network on (N, C, H, W) -> flat features (..., F): a
+    convolutional branch that reads the same flat inputs as a dense one."""
+
+    def __init__(self, net: nn.Module, event_shape: Sequence[int], out_features: int):
+        super().__init__()
+        self.net = net
+        self.event_shape = tuple(int(v) for v in event_shape)
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        h = self.net(x.reshape(-1, *self.event_shape))
+        return h.reshape(*lead, -1)
 
 
 class GatedMLP(nn.Sequential):
@@ -46,12 +76,24 @@ class GatedBranches(nn.Module):
     torch.Size([2, 80])
     """
 
-    def __init__(self, in_sizes: Sequence[int], width: int, out_features: int):
+    def __init__(
+        self,
+        in_sizes: Sequence[int],
+        width: int,
+        out_features: int,
+        branches: Sequence[nn.Module | None] | None = None,
+        out: nn.Module | None = None,
+    ):
+        """``branches``: a module per input in place of its gated layer (None: the gated layer),
+        each with an ``out_features``; ``out``: the output module in place of the affine layer."""
         super().__init__()
         self.in_sizes = [int(s) for s in in_sizes]
-        self.branches = nn.ModuleList(GatedDense(s, width) for s in self.in_sizes)
-        self.joint = GatedDense(len(self.in_sizes) * width, width)
-        self.out = nn.Linear(width, out_features)
+        own = list(branches) if branches is not None else [None] * len(self.in_sizes)
+        if len(own) != len(self.in_sizes):
+            raise ValueError("one branch per input")
+        self.branches = nn.ModuleList(GatedDense(s, width) if b is None else b for s, b in zip(self.in_sizes, own))
+        self.joint = GatedDense(sum(b.out_features for b in self.branches), width)
+        self.out = nn.Linear(width, out_features) if out is None else out
         self.in_features = sum(self.in_sizes)
         self.out_features = out_features
 

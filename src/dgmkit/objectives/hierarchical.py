@@ -43,12 +43,11 @@ def _kl(q: Distribution, p: Distribution, z: torch.Tensor, closed_form: bool) ->
 def layer_kls(model: "HierarchicalVAE", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One posterior draw per datapoint: (log p(x | z) of shape (B,), the KL terms (L, B), layer
     0 next to x)."""
-    draws = model.path(x)
+    draws, px = model.draw(x)
     top = model.top()
     by_layer = sorted(draws, key=lambda d: d.index)
-    z = torch.cat([d.z for d in by_layer], -1)
     kls = [_kl(d.q, top if d.p is None else d.p, d.z, model.closed_form_kl(d.index)) for d in by_layer]
-    return model.likelihood(z).log_prob(x), torch.stack(kls)
+    return px.log_prob(x), torch.stack(kls)
 
 
 class HierarchicalELBO(Objective):

@@ -61,7 +61,12 @@ def log_importance_weights(
 ) -> ImportanceWeights:
     """k draws from q(z|x) (``model.posterior(x)`` unless given) and their weight terms.
 
-    ``prior``: p(z) if the caller has it (it does not change between chunks of draws)."""
+    ``prior``: p(z) if the caller has it (it does not change between chunks of draws). A model
+    whose proposal and joint come out of one pass (``joint_pass``: a deep top-down VAE) gives all
+    four terms at once."""
+    fused = getattr(model, "joint_pass", None)
+    if fused is not None and reparameterized:
+        return ImportanceWeights(*fused(x, k, generator))
     q = model.posterior(x) if q is None else q
     z, log_qz = rsample_and_log_prob(q, (k,), generator, reparameterized, device=x.device)
     log_px_z, log_pz = model.log_joint(x, z, prior)

@@ -1,0 +1,117 @@
+"""Throughput and peak memory of a deep hierarchical VAE preset on this machine.
+
+Builds the model of a preset (default: the very deep residual top-down VAE of
+``configs/hvae-residual-cpu-hour.toml``) and measures, after a warm-up:
+
+- training: images/s of Trainer steps (the preset's objective, batch size and optimizer
+  options; ``--steps`` steps per round, median of ``--rounds``), no validation split;
+- evaluation: images/s of the importance-sampled log-likelihood with ``--k`` draws per image
+  (one top-down pass gives q, p and p(x|z)), on ``--eval-n`` images;
+- memory: the process's peak resident set size (``ru_maxrss``) after each phase, and before the
+  model was built, in MiB.
+
+Data: static binarized MNIST from $DGMKIT_DATA or ../shared/data when present, else random
+binary images of the same shape (said in the output).
+
+    python benchmarks/deep_hvae_throughput.py [--config configs/hvae-residual-cpu-hour.toml] [--steps 20]
+"""
+
+import argparse
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import data_dir, machine  # noqa: E402
+
+from dgmkit.config import RunConfig, build_model, load_config_file  # noqa: E402
+from dgmkit.data import Dataset, Split, load_dataset  # noqa: E402
+from dgmkit.errors import DgmError  # noqa: E402
+from dgmkit.evaluation import importance_sampled_log_likelihood  # noqa: E402
+from dgmkit.training import Trainer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "hvae-residual-cpu-hour.toml"))
+    ap.add_argument("--steps", type=int, default=20, help="training steps per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--k", type=int, default=100, help="importance samples per image for the evaluation timing")
+    ap.add_argument("--eval-n", type=int, default=20, help="images for the evaluation timing")
+    args = ap.parse_args()
+    base = peak_mib()
+    cfg = RunConfig.of(**load_config_file(args.config))
+    try:
+        dataset = load_dataset(cfg.data.dataset, data_dir())
+        where = f"{cfg.data.dataset} from {data_dir()}"
+    except DgmError as e:  # the benchmark runs anywhere; it says what it used
+        x = (torch.rand(5000, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.3).to(torch.uint8)
+        dataset = Dataset("synthetic-binary", Split(x), Split(x[:500]), Split(x[:500]), 2)
+        where = f"random binary images ({e})"
+    family, o = cfg.model, cfg.optim
+    transform = family.transform(dataset, cfg.data.binarize)
+    model = build_model(cfg, dataset.event_shape, dataset.num_levels)
+    objective = family.training_objective()
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"# {Path(args.config).name}: {family.describe()}")
+    print(f"# {n_params} parameters, {model.latent_dim} latent dimensions in {model.num_layers} layers")
+    print(f"# {machine()}")
+    print(f"# data: {where}")
+    after_build = peak_mib()
+    bs = o.batch_size
+    sub = Split(dataset.train.x[: bs * args.steps])
+    rates = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds + 1):  # the first round warms up
+            trainer = Trainer(
+                model,
+                objective,
+                sub,
+                transform,
+                epochs=1,
+                batch_size=bs,
+                lr=o.lr,
+                grad_clip=o.grad_clip,
+                skip_grad_norm=o.skip_grad_norm,
+                ema=o.ema,
+                seed=r,
+                run_dir=Path(tmp) / f"r{r}",
+                progress=False,
+                **family.trainer_options(),
+            )
+            t0 = time.perf_counter()
+            trainer.fit()
+            dt = time.perf_counter() - t0
+            if r:
+                rates.append(len(sub) / dt)
+                print(f"round {r}: training {len(sub) / dt:.1f} images/s")
+    train_peak = peak_mib()
+    x = transform(dataset.test.x[: args.eval_n], torch.Generator().manual_seed(0))
+    importance_sampled_log_likelihood(model, x[:2], k=args.k)  # warm-up
+    t0 = time.perf_counter()
+    importance_sampled_log_likelihood(model, x, k=args.k)
+    dt = time.perf_counter() - t0
+    eval_peak = peak_mib()
+    rate = statistics.median(rates)
+    print(f"training:   {rate:.1f} images/s (batch {bs}, median of {args.rounds} rounds of {args.steps} steps)")
+    print(f"            {len(dataset.train.x) / rate / 60:.1f} min per epoch of {len(dataset.train.x)} images")
+    print(f"evaluation: {len(x) / dt:.2f} images/s at k={args.k} ({len(x) * args.k / dt:.0f} posterior draws/s)")
+    print(
+        f"peak memory (RSS): {base:.0f} MiB before the model, {after_build:.0f} after building it, "
+        f"{train_peak:.0f} after training, {eval_peak:.0f} after evaluation"
+    )
+
+
+if __name__ == "__main__":
+    main()
