@@ -150,3 +150,14 @@ def test_dgm_diagnose_writes_a_table_a_figure_and_per_epoch_metrics(tmp_path, ca
     capsys.readouterr()
     assert main(["diagnose", str(flow), "--out", str(tmp_path / "f.png")]) == 1
     assert "no prior p(z)" in capsys.readouterr().err
+
+
+def test_the_table_flags_a_mutual_information_at_the_estimators_ceiling():
+    from dgmkit.cli.diagnose import format_diagnosis
+
+    layer = dict(name="z", size=2, kl=9.0, active_units=2, mutual_info=math.log(100) - 0.01)
+    r = dict(layers=[layer], active_units=2, marginal_kl=2.0, top_mean_kl=9.0, hole_fraction=0.5, n=100)
+    r.update(split="test", subset="all 100", samples=1)
+    assert "saturated: I(x;z) of z" in format_diagnosis(r)
+    layer["mutual_info"] = 1.0
+    assert "saturated" not in format_diagnosis(r)

@@ -2,6 +2,7 @@
 a table, ``diagnose.json`` in the run folder and a figure (``evaluation.diagnostics``)."""
 
 import argparse
+import math
 import time
 
 import torch
@@ -16,6 +17,8 @@ from dgmkit.evaluation.figures import diagnosis_png
 from dgmkit.models import LatentVariableModel
 
 __all__ = ["add_parser", "run_diagnose", "format_diagnosis"]
+
+SATURATION = 0.25  # nats below log N at which the mutual-information estimate is flagged as saturated
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +53,13 @@ def format_diagnosis(r: dict) -> str:
             f"prior hole, top layer {top['name']}: KL(q(z)||p(z)) = {r['marginal_kl']:.3f} nats; "
             f"mean KL {r['top_mean_kl']:.3f} = I {top['mutual_info']:.3f} + marginal KL {r['marginal_kl']:.3f} "
             f"(sum {top['mutual_info'] + r['marginal_kl']:.3f}, equal up to Monte Carlo error)"
+        )
+    ceiling = math.log(r["n"])
+    full = [la["name"] for la in r["layers"] if la["mutual_info"] is not None and la["mutual_info"] > ceiling - SATURATION]
+    if full:
+        lines.append(
+            f"saturated: I(x;z) of {', '.join(full)} is at the estimator's ceiling log N = {ceiling:.2f}; the true value "
+            "may be higher, so the marginal KL and the share of prior draws in holes are overestimates: raise -n"
         )
     if r["hole_fraction"] is not None:
         lines.append(f"prior draws in holes (q(z) < p(z)/10): {r['hole_fraction']:.1%}")
