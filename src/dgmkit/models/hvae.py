@@ -249,6 +249,14 @@ class HierarchicalVAE(LatentVariableModel):
             layers.insert(0, z)
         return torch.cat(layers, -1), log_p
 
+    def log_prob_below(self, z: torch.Tensor) -> torch.Tensor:
+        """sum_{l<L} log p(z_l | z_{l+1}) for joint latents z (*batch, sum M_l)."""
+        zs = self.split(z)
+        log_p = z.new_zeros(z.shape[:-1])
+        for i in range(self.num_layers - 1):
+            log_p = log_p + self.layer_priors[i](zs[i + 1]).log_prob(zs[i])
+        return log_p
+
     def posterior(self, x: torch.Tensor) -> "HierarchicalPosterior":
         """q(z | x) over z = (z_1, ..., z_L): batch (B,), event (sum M_l,)."""
         return HierarchicalPosterior(self, x)
@@ -285,7 +293,8 @@ class HierarchicalVAE(LatentVariableModel):
 
 
 class HierarchicalPosterior(Distribution, JointSampler):
-    """q(z | x) of a HierarchicalVAE over the concatenated layers; ``location()`` is the point
+    """q(z | x) of a hierarchical model (``HierarchicalVAE``, ``DeepTopDownVAE``: anything with
+    ``path``, ``latent_dim``) over the concatenated layers; ``location()`` is the point
     reached by taking every layer's mean on the way (E[z] has no closed form)."""
 
     arg_constraints: ClassVar[dict] = {}
@@ -322,7 +331,8 @@ class HierarchicalPosterior(Distribution, JointSampler):
 
 
 class HierarchicalPrior(Distribution, JointSampler):
-    """p(z) = p(z_L) prod_{l<L} p(z_l | z_{l+1}) over the concatenated layers; reparameterized
+    """p(z) = p(z_L) prod_{l<L} p(z_l | z_{l+1}) of a hierarchical model (with ``descend`` and
+    ``log_prob_below``) over the concatenated layers; reparameterized
     where the top prior is (not a mixture's component choice)."""
 
     arg_constraints: ClassVar[dict] = {}
@@ -349,8 +359,4 @@ class HierarchicalPrior(Distribution, JointSampler):
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        zs = self.model.split(value)
-        log_p = self.top.log_prob(zs[-1])
-        for i in range(self.model.num_layers - 1):
-            log_p = log_p + self.model.layer_priors[i](zs[i + 1]).log_prob(zs[i])
-        return log_p
+        return self.top.log_prob(self.model.split(value)[-1]) + self.model.log_prob_below(value)

@@ -36,14 +36,14 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, constraints
+from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
-from dgmkit.distributions import DiagonalNormal, JointSampler, diagonal_normal
+from dgmkit.distributions import DiagonalNormal, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import LatentVariableModel
-from dgmkit.models.hvae import LayerDraw
+from dgmkit.models.hvae import HierarchicalPosterior, HierarchicalPrior, LayerDraw
 from dgmkit.priors import Prior
 
 __all__ = ["DeepTopDownVAE", "BottleneckBlock"]
@@ -333,11 +333,19 @@ class DeepTopDownVAE(LatentVariableModel):
     def top(self) -> Distribution:
         return self.top_prior(self.top_posterior if self.top_prior.context == "encoder" else None)
 
-    def posterior(self, x: torch.Tensor) -> "DeepPosterior":
-        return DeepPosterior(self, x)
+    def log_prob_below(self, z: torch.Tensor) -> torch.Tensor:
+        """sum_{l<L} log p(z_l | z_{>l}) for joint latents z (*batch, sum M_l), one top-down pass."""
+        lead = tuple(z.shape[:-1])
+        draws, _, _ = self._top_down(math.prod(lead), lead, None, self._with_given(z), None, False, output=False)
+        return sum((d.p.log_prob(d.z) for d in draws[1:]), z.new_zeros(lead))
 
-    def prior(self) -> "DeepPrior":
-        return DeepPrior(self)
+    def posterior(self, x: torch.Tensor) -> HierarchicalPosterior:
+        """q(z | x) over the concatenated layers (z_1 first), ancestral through ``path``."""
+        return HierarchicalPosterior(self, x)
+
+    def prior(self) -> HierarchicalPrior:
+        """p(z) = p(z_L) prod p(z_l | z_{>l}) over the concatenated layers."""
+        return HierarchicalPrior(self, self.top())
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         lead = tuple(z.shape[:-1])
@@ -358,66 +366,3 @@ class DeepTopDownVAE(LatentVariableModel):
         _, z, px = self._top_down(n, (n,), None, None, generator, False)
         with seeded_by(generator, z.device):
             return px.sample(), px.mean
-
-
-class DeepPosterior(Distribution, JointSampler):
-    """q(z | x) of a DeepTopDownVAE over the concatenated layers (index order: z_1 first)."""
-
-    arg_constraints: ClassVar[dict] = {}
-    support = constraints.real_vector
-    has_rsample = True
-
-    def __init__(self, model: DeepTopDownVAE, x: torch.Tensor):
-        self.model, self.x = model, x
-        super().__init__(torch.Size(x.shape[:1]), torch.Size([model.latent_dim]), validate_args=False)
-
-    def rsample_and_log_prob(
-        self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        draws = self.model.path(self.x, tuple(sample_shape), generator=generator)
-        return torch.cat([d.z for d in reversed(draws)], -1), sum(d.q.log_prob(d.z) for d in draws)
-
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
-        return self.rsample_and_log_prob(sample_shape)[0]
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        draws = self.model.path(self.x, tuple(value.shape[: value.dim() - 2]), given=value)
-        return sum(d.q.log_prob(d.z) for d in draws)
-
-    def location(self) -> torch.Tensor:
-        draws = self.model.path(self.x, means=True)
-        return torch.cat([d.z for d in reversed(draws)], -1)
-
-
-class DeepPrior(Distribution, JointSampler):
-    """p(z) = p(z_L) prod_{l<L} p(z_l | z_{>l}) of a DeepTopDownVAE over the concatenated layers."""
-
-    arg_constraints: ClassVar[dict] = {}
-    support = constraints.real_vector
-
-    def __init__(self, model: DeepTopDownVAE):
-        self.model = model
-        self.top = model.top()
-        super().__init__(torch.Size(), torch.Size([model.latent_dim]), validate_args=False)
-
-    @property
-    def has_rsample(self) -> bool:
-        return bool(getattr(self.top, "has_rsample", False))
-
-    def rsample_and_log_prob(
-        self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.model.h0.device
-        z_top, log_p = rsample_and_log_prob(self.top, tuple(sample_shape), generator, device=device)
-        z, log_below = self.model.descend(z_top, generator)
-        return z, log_p + log_below
-
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
-        return self.rsample_and_log_prob(sample_shape)[0]
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        lead = tuple(value.shape[:-1])
-        given = self.model._with_given(value)
-        draws, _, _ = self.model._top_down(math.prod(lead), lead, None, given, None, False, output=False)
-        zs = self.model.split(value)
-        return self.top.log_prob(zs[-1]) + sum(d.p.log_prob(d.z) for d in draws[1:])
