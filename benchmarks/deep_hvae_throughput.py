@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, machine  # noqa: E402
 
-from dgmkit.config import RunConfig, build_model, load_config_file  # noqa: E402
+from dgmkit.config import RunConfig, build_model, load_config_file, trainer_options  # noqa: E402
 from dgmkit.data import Dataset, Split, load_dataset  # noqa: E402
 from dgmkit.errors import DgmError  # noqa: E402
 from dgmkit.evaluation import importance_sampled_log_likelihood  # noqa: E402
@@ -74,21 +74,14 @@ def main() -> None:
     rates = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds + 1):  # the first round warms up
-            trainer = Trainer(
+            trainer = Trainer(  # the preset's settings as `dgm train` passes them, one epoch of the subset
                 model,
                 objective,
                 sub,
                 transform,
-                epochs=1,
-                batch_size=bs,
-                lr=o.lr,
-                grad_clip=o.grad_clip,
-                skip_grad_norm=o.skip_grad_norm,
-                ema=o.ema,
-                seed=r,
                 run_dir=Path(tmp) / f"r{r}",
                 progress=False,
-                **family.trainer_options(),
+                **trainer_options(cfg.replace(epochs=1, seed=r)),
             )
             t0 = time.perf_counter()
             trainer.fit()

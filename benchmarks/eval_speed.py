@@ -17,7 +17,7 @@ import time
 import torch
 from _common import REFERENCE, binarized_mnist, machine
 
-from dgmkit.config import build_model, build_objective
+from dgmkit.config import build_model, build_objective, trainer_options
 from dgmkit.data import make_transform
 from dgmkit.evaluation import importance_sampled_log_likelihood
 from dgmkit.training import Trainer
@@ -65,10 +65,8 @@ def main():
         build_objective(cfg),
         dataset.train,
         make_transform("bernoulli", dataset),
-        epochs=1,
-        batch_size=cfg.optim.batch_size,
-        device="cpu",
         progress=False,
+        **trainer_options(cfg),
     ).fit()
     idx = torch.randperm(len(dataset.test), generator=torch.Generator().manual_seed(0))[: args.n]
     x = dataset.test.x[idx].float()

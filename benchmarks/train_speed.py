@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from _common import REFERENCE, binarized_mnist, machine
 from torch import nn
 
-from dgmkit.config import build_model, build_objective
+from dgmkit.config import build_model, build_objective, trainer_options
 from dgmkit.data import make_transform
 from dgmkit.training import Trainer
 
@@ -72,13 +72,9 @@ def dgmkit_loop(dataset, epochs: int, batch_size: int, seed: int) -> float:
             build_objective(cfg),
             dataset.train,
             make_transform("bernoulli", dataset),
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=cfg.optim.lr,
-            seed=seed,
-            device="cpu",
             run_dir=run_dir,
             progress=False,
+            **trainer_options(cfg),
         )
         t0 = time.perf_counter()
         trainer.fit()

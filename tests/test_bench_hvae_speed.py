@@ -32,7 +32,7 @@ def test_plain_model_computes_dgmkits_loss(bench, prior):
 
 @pytest.mark.slow
 def test_quick_run(bench, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["hvae_speed.py", "--quick", "--synthetic", "--no-fused"])
+    monkeypatch.setattr(sys, "argv", ["hvae_speed.py", "--quick", "--synthetic"])
     bench.main()
     out = capsys.readouterr().out
-    assert "SYNTHETIC" in out and "ratio:" in out
+    assert "SYNTHETIC" in out and "ratio:" in out and "of which the model:" in out

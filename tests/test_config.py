@@ -489,3 +489,22 @@ def test_resume_with_the_same_values_or_more_epochs_continues(one_epoch_run, tmp
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (
             f"{name} differs from the uninterrupted run's"
         )
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in FAMILIES.items() if c.fit == "gradient"))
+def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
+    """``dgm train`` and the benchmarks build their Trainers from ``trainer_options``: every
+    optim setting must reach the Trainer under its own name, with the config's value, and the
+    Trainer must accept all of it."""
+    import inspect
+
+    from dgmkit.config import trainer_options
+    from dgmkit.training import Trainer
+
+    cfg = RunConfig.of(model=name, epochs=3, batch_size=7, lr=2e-3, seed=5, ema=0.99, skip_grad_norm=10.0)
+    opts = trainer_options(cfg)
+    for f in dataclasses.fields(SECTIONS["optim"]):
+        assert opts[f.name] == getattr(cfg.optim, f.name), f.name
+    assert set(cfg.model.trainer_options()) <= set(opts)
+    accepted = set(inspect.signature(Trainer).parameters)
+    assert set(opts) <= accepted, set(opts) - accepted

@@ -125,3 +125,25 @@ def test_kl_term_falls_back_to_monte_carlo_with_the_same_samples():
     z = q.sample((5,))
     expected = (q.log_prob(z) - p.log_prob(z)).mean(0)
     assert torch.allclose(kl_term(q, p, q.log_prob(z), p.log_prob(z)), expected)
+
+
+def test_diagonal_normal_kl_and_parameters_match_the_generic_rules():
+    """The registered KL between two DiagonalNormals is the generic Independent-of-Normal rule's
+    number; mean and stddev are the parameters themselves (not sqrt(scale^2)), and a scale of
+    another shape still broadcasts."""
+    from torch.distributions import Independent, Normal, kl_divergence
+
+    from dgmkit.distributions import diagonal_normal
+
+    g = torch.Generator().manual_seed(3)
+    a, b, c, d = torch.randn(4, 6, 5, generator=g).unbind(0)
+    q, p = diagonal_normal(a, c.exp()), diagonal_normal(b, 0.1 + d.exp())
+    generic = kl_divergence(Independent(Normal(a, c.exp()), 1), Independent(Normal(b, 0.1 + d.exp()), 1))
+    assert torch.allclose(kl_divergence(q, p), generic, rtol=1e-5, atol=1e-5)
+    assert kl_divergence(q, q).abs().max() < 1e-5
+    assert q.stddev is q.base_dist.scale and q.mean is q.base_dist.loc
+    assert torch.allclose(q.variance, c.exp() ** 2)
+    wide = diagonal_normal(torch.zeros(5), torch.ones(6, 5))
+    assert wide.batch_shape == (6,) and wide.mean.shape == (6, 5)
+    z = q.rsample()
+    assert torch.allclose(q.log_prob(z), Independent(Normal(a, c.exp()), 1).log_prob(z))

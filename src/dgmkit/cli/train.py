@@ -12,7 +12,7 @@ import torch
 
 from dgmkit.cli.common import say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
-from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record
+from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.run import check_same_run, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.data import Dataset, DataTransform, load_dataset
@@ -218,31 +218,18 @@ def _fit(
             model, dataset.train, dataset.valid, transform, writer, family.iterations, cfg.optim.seed, callbacks=[report]
         )
     objective = family.training_objective()
-    o = cfg.optim
     trainer = Trainer(
         model,
         objective,
         dataset.train,
         transform,
         valid=dataset.valid,
-        epochs=o.epochs,
-        batch_size=o.batch_size,
-        lr=o.lr,
-        lr_schedule=o.lr_schedule,
-        weight_decay=o.weight_decay,
-        grad_clip=o.grad_clip,
-        skip_grad_norm=o.skip_grad_norm,
-        ema=o.ema,
-        patience=o.patience,
-        seed=o.seed,
-        device=o.device,
-        precision=o.precision,
         run_dir=out,
         config=writer.record,
         progress=not quiet,
         callbacks=[_reporter(cfg, num_dims, shift, objective.label, objective.score, quiet, report_every)],
         diagnostics=latent_diagnostics if model.has_latents else None,
-        **family.trainer_options(),
+        **trainer_options(cfg),
     )
     if resume:
         trainer.resume()  # config.json is rewritten (with the epochs, patience or device asked for) with the next epoch

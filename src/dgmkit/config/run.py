@@ -25,6 +25,7 @@ __all__ = [
     "run_record",
     "build_model",
     "build_objective",
+    "trainer_options",
     "read_json",
     "load_weights",
     "check_same_run",
@@ -61,6 +62,31 @@ def build_model(
 def build_objective(cfg: RunConfig) -> Objective:
     """What gradient training of ``cfg``'s model minimizes."""
     return cfg.model.training_objective()
+
+
+def trainer_options(cfg: RunConfig) -> dict:
+    """The Trainer's keyword arguments that ``cfg`` sets: the optim section (epochs, batch
+    size, Adam, the learning-rate schedule, gradient clipping and skipping, the moving average
+    of the weights, early stopping, seed, device, precision) and the family's own (a KL weight
+    schedule, ...). ``dgm train`` and the benchmarks build their Trainers from it, so that a
+    setting cannot be dropped on one path: ``Trainer(model, objective, train, transform,
+    **trainer_options(cfg))``."""
+    o = cfg.optim
+    return {
+        "epochs": o.epochs,
+        "batch_size": o.batch_size,
+        "lr": o.lr,
+        "lr_schedule": o.lr_schedule,
+        "weight_decay": o.weight_decay,
+        "grad_clip": o.grad_clip,
+        "skip_grad_norm": o.skip_grad_norm,
+        "ema": o.ema,
+        "patience": o.patience,
+        "seed": o.seed,
+        "device": o.device,
+        "precision": o.precision,
+        **cfg.model.trainer_options(),
+    }
 
 
 @dataclass

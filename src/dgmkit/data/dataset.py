@@ -13,13 +13,15 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class Split:
-    """Images ``x`` of shape (N, C, H, W) and optional integer labels ``y`` of shape (N,).
+    """Images ``x`` of shape (N, C, H, W), optional integer labels ``y`` of shape (N,) and,
+    for data made from known generative factors, their value indices ``factors`` (N, K).
 
     ``x`` holds integers (uint8) for quantized data and float32 for continuous data.
     """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
+    factors: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.x.ndim < 1:
@@ -29,12 +31,22 @@ class Split:
                 raise DataError(f"{len(self.x)} images need one label each, got labels of shape {tuple(self.y.shape)}")
             if self.y.is_floating_point() or self.y.is_complex():
                 raise DataError(f"labels must be integers, not {self.y.dtype}")
+        if self.factors is not None:
+            f = self.factors
+            if f.ndim != 2 or len(f) != len(self.x) or f.is_floating_point() or f.is_complex() or f.dtype == torch.bool:
+                raise DataError(
+                    f"{len(self.x)} images need one row of integer factor indices each, got {f.dtype} of shape {tuple(f.shape)}"
+                )
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def subset(self, index: torch.Tensor) -> "Split":
-        return Split(self.x[index], None if self.y is None else self.y[index])
+        return Split(
+            self.x[index],
+            None if self.y is None else self.y[index],
+            None if self.factors is None else self.factors[index],
+        )
 
 
 @dataclass(frozen=True)
@@ -42,7 +54,9 @@ class Dataset:
     """Train, validation and test splits, none of them empty, of images of the same shape.
 
     ``num_levels`` is the number of distinct values of quantized data (2 for binary images,
-    17 for the 8x8 digits, 256 for 8-bit images) and None for continuous data.
+    17 for the 8x8 digits, 256 for 8-bit images) and None for continuous data. Data made from
+    known generative factors names them (``factor_names``) and gives each one's number of
+    values (``factor_sizes``); every split then holds each image's factor indices.
     """
 
     name: str
@@ -50,6 +64,8 @@ class Dataset:
     valid: Split
     test: Split
     num_levels: int | None
+    factor_names: tuple[str, ...] = ()
+    factor_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for s in SPLITS:
@@ -58,6 +74,18 @@ class Dataset:
         shapes = {tuple(self.split(s).x.shape[1:]) for s in SPLITS}
         if len(shapes) > 1:
             raise DataError(f"{self.name}: the splits hold images of different shapes {sorted(shapes)}")
+        if len(self.factor_names) != len(self.factor_sizes):
+            raise DataError(f"{self.name}: {len(self.factor_names)} factor names for {len(self.factor_sizes)} factor sizes")
+        for s in SPLITS:
+            f = self.split(s).factors
+            if not self.factor_names:
+                if f is not None:
+                    raise DataError(f"{self.name}: the {s} split holds factors, but the dataset names none")
+                continue
+            if f is None or f.shape[1] != len(self.factor_names):
+                raise DataError(f"{self.name}: the {s} split needs {len(self.factor_names)} factor indices per image")
+            if len(f) and (f.min() < 0 or (f >= torch.tensor(self.factor_sizes)).any()):
+                raise DataError(f"{self.name}: the {s} split holds factor indices outside 0..size-1")
 
     @property
     def event_shape(self) -> tuple[int, int, int]:

@@ -17,6 +17,7 @@ import torch
 from dgmkit.data.dataset import Dataset, Split
 from dgmkit.data.download import download as fetch
 from dgmkit.data.formats import read_amat, read_arrays, read_idx
+from dgmkit.data.sprites import sprites
 from dgmkit.data.toy2d import TOY_2D, toy_2d
 from dgmkit.errors import DataError
 
@@ -202,6 +203,8 @@ DATASETS: dict[str, Callable[[Path, bool], Dataset]] = {
     "fashion-mnist": _load_fashion,
     "digits": _load_digits,
     "digits-4x4": _load_digits_4x4,
+    "sprites": lambda root, download: sprites(32),
+    "sprites-64": lambda root, download: sprites(64),
 }
 
 

@@ -3,7 +3,7 @@
 import math
 
 import torch
-from torch.distributions import Distribution, Independent, Normal, kl_divergence
+from torch.distributions import Distribution, Independent, Normal, kl_divergence, register_kl
 
 from dgmkit.distributions.sampling import JointSampler
 
@@ -12,7 +12,7 @@ __all__ = ["DiagonalNormal", "diagonal_normal", "kl_per_dimension"]
 
 class DiagonalNormal(Independent, JointSampler):
     """N(loc, diag(scale^2)) over the last dimension; ``log_prob`` sums it. The closed-form
-    KL between two of these comes from torch's KL registry (as ``Independent`` of ``Normal``).
+    KL between two of these is registered in torch's KL registry (``kl_divergence``).
 
     ``rsample_and_log_prob`` draws z = loc + scale * eps and returns log q(z) from eps alone,
     -|eps|^2 / 2 - sum log scale - (M/2) log 2 pi: exact and cheaper than ``log_prob(z)``; it
@@ -25,7 +25,33 @@ class DiagonalNormal(Independent, JointSampler):
     """
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
-        super().__init__(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+        if isinstance(loc, torch.Tensor) and isinstance(scale, torch.Tensor) and loc.shape == scale.shape:
+            # Normal(loc, scale) without its broadcast (views that cost a node in every
+            # backward pass): the shapes already agree, the usual case in a training step.
+            base = Normal.__new__(Normal)
+            base.loc, base.scale = loc, scale
+            Distribution.__init__(base, loc.shape, validate_args=False)
+        else:
+            base = Normal(loc, scale, validate_args=False)
+        super().__init__(base, 1, validate_args=False)
+
+    # The parameters themselves: Independent's stddev would be sqrt(variance) = sqrt(scale^2),
+    # two more operations (and backward nodes) in every reparameterized draw.
+    @property
+    def loc(self) -> torch.Tensor:
+        return self.base_dist.loc
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.base_dist.scale
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.base_dist.loc
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return self.base_dist.scale
 
     def rsample_and_log_prob(
         self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
@@ -34,6 +60,16 @@ class DiagonalNormal(Independent, JointSampler):
         eps = torch.randn((*sample_shape, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
         const = -scale.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)  # (*batch,)
         return loc + scale * eps, const - 0.5 * eps.pow(2).sum(-1)
+
+
+@register_kl(DiagonalNormal, DiagonalNormal)
+def _kl_diagonal_normal(q: DiagonalNormal, p: DiagonalNormal) -> torch.Tensor:
+    """KL(q || p) = sum_i log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2: the same
+    number as the generic Independent-of-Normal rule, in fewer operations (it is in every
+    training step of a hierarchical model)."""
+    ratio = q.scale / p.scale
+    diff = (q.loc - p.loc) / p.scale
+    return 0.5 * (ratio.square() + diff.square()).sum(-1) - ratio.log().sum(-1) - 0.5 * q.loc.shape[-1]
 
 
 def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> DiagonalNormal:

@@ -15,6 +15,7 @@ from dgmkit.objectives.importance import (
 from dgmkit.objectives.iwae import IWAE, IWAETerms
 from dgmkit.objectives.likelihood import LikelihoodTerms, MaximumLikelihood
 from dgmkit.objectives.reconstruction import Reconstruction, ReconstructionTerms
+from dgmkit.objectives.tcvae import BetaTCVAE, TCVAETerms
 from dgmkit.objectives.wake_sleep import ReweightedWakeSleep, WakeSleep, WakeSleepTerms
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "LikelihoodTerms",
     "Reconstruction",
     "ReconstructionTerms",
+    "BetaTCVAE",
+    "TCVAETerms",
     "DequantizationBound",
     "BoundTerms",
     "ImportanceWeights",

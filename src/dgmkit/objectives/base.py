@@ -17,7 +17,8 @@ class Objective(ABC):
     ``bound`` (another bound on log p(x)) or ``recon`` (a reconstruction score, no bound).
     ``score_label`` is how people read it.
 
-    ``update(step)`` is called by the Trainer before every training step with the global step
+    ``setup(train_size)`` is called once by the Trainer with the training set's size, and
+    ``update(step)`` before every training step with the global step
     count, for schedules such as a relaxation temperature; the step is checkpointed, so a
     resumed run continues the schedule exactly."""
 
@@ -34,3 +35,7 @@ class Objective(ABC):
 
     def update(self, step: int) -> None:  # noqa: B027 - a hook, empty by default
         pass
+
+    def setup(self, train_size: int) -> None:  # noqa: B027 - a hook, empty by default
+        """Called once by the Trainer with the number of training datapoints (for estimators
+        whose minibatches stand for the whole training set)."""

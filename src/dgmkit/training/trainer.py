@@ -102,6 +102,7 @@ class Trainer:
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.objective = objective
+        objective.setup(len(train))
         self.transform = transform
         self.train_x = train.x.to(self.device)
         self.valid = valid

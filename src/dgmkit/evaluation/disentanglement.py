@@ -1,0 +1,165 @@
+r"""Disentanglement metrics: how well single latent dimensions capture single known factors.
+
+Both take codes c(x) (N, M): the posterior means E_q[z | x] of a latent variable model, or an
+autoencoder's codes, and data made from known factors v_1..v_K (``Split.factors``).
+
+- **MIG**, the mutual information gap (Chen et al. 2018):
+
+      MIG = 1/K sum_k ( I(c_{j1}; v_k) - I(c_{j2}; v_k) ) / H(v_k),
+
+  where j1 and j2 are the code dimensions with the largest and second largest mutual information
+  with factor k. Estimator (stated in every report): each code dimension is cut into ``bins``
+  equal-width bins over its range in the evaluated data (20, as in Locatello et al.'s
+  disentanglement_lib), and I(c_j; v_k) is the mutual information of the empirical joint
+  distribution of the bin and the factor's value (plug-in, in nats); H(v_k) is the empirical
+  entropy of the factor. 1 when every factor has its own dimension that determines it and no
+  other dimension says anything about it; 0 when two dimensions tell the same amount.
+
+- **The FactorVAE metric** (Kim & Mnih 2018): for each vote, one factor k and one of its values
+  are drawn, ``batch`` images with that value (the other factors at random) are encoded, each
+  active dimension is divided by its standard deviation over the data, and the dimension of
+  least variance within the batch votes for factor k. A majority-vote classifier (each dimension
+  predicts the factor it voted for most) is fitted on ``votes`` votes and its accuracy measured
+  on as many fresh ones. Needs images for chosen factor values (``SpritesGrid.render``).
+  Active dimensions: variance of the code over the data above 0.01 (Burda et al.'s active
+  units); dimensions below that cannot vote.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["MIG", "mutual_information_gap", "FactorVAEScore", "factor_vae_score", "MIG_ESTIMATOR", "ACTIVE_VARIANCE"]
+
+MIG_ESTIMATOR = "plug-in mutual information of each code dimension cut into {bins} equal-width bins, in nats"
+ACTIVE_VARIANCE = 0.01
+
+
+@dataclass(frozen=True)
+class MIG:
+    """``mig``: the mean gap; ``gaps`` (K,): each factor's normalised gap; ``mutual_information``
+    (M, K): I(c_j; v_k) in nats; ``entropy`` (K,): H(v_k) in nats; ``best`` (K,): the dimension
+    that tells most about each factor."""
+
+    mig: float
+    gaps: torch.Tensor
+    mutual_information: torch.Tensor
+    entropy: torch.Tensor
+    best: torch.Tensor
+    estimator: str
+
+
+def _bin(codes: torch.Tensor, bins: int) -> torch.Tensor:
+    """Each column cut into ``bins`` equal-width bins over its range: (N, M) indices in 0..bins-1."""
+    lo, hi = codes.min(0).values, codes.max(0).values
+    width = torch.where(hi > lo, (hi - lo) / bins, torch.ones_like(hi))
+    return ((codes - lo) / width).floor().clamp(0, bins - 1).long()
+
+
+def _entropy(counts: torch.Tensor) -> torch.Tensor:
+    p = counts / counts.sum(-1, keepdim=True)
+    return -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(-1)
+
+
+def _discrete_mi(a: torch.Tensor, na: int, b: torch.Tensor, nb: int) -> torch.Tensor:
+    """Plug-in mutual information (nats) between integer columns a (N, M) in 0..na-1 and b (N,)
+    in 0..nb-1: (M,)."""
+    m = a.shape[1]
+    joint = torch.zeros(m, na * nb, dtype=torch.float64)
+    joint.scatter_add_(1, (a * nb + b[:, None]).T, torch.ones_like(a.T, dtype=torch.float64))
+    joint = joint.reshape(m, na, nb)
+    h_a, h_b = _entropy(joint.sum(2)), _entropy(joint.sum(1))
+    return (h_a + h_b - _entropy(joint.reshape(m, -1))).clamp_min(0)
+
+
+def mutual_information_gap(codes: torch.Tensor, factors: torch.Tensor, bins: int = 20) -> MIG:
+    """MIG of codes (N, M) against factor indices (N, K) (see the module docstring)."""
+    codes = torch.as_tensor(codes)
+    factors = torch.as_tensor(factors)
+    if codes.ndim != 2 or factors.ndim != 2 or len(codes) != len(factors) or len(codes) < 2:
+        raise ValueError(f"need codes (N, M) and factors (N, K) for the same N >= 2, got {tuple(codes.shape)} and {tuple(factors.shape)}")
+    if codes.shape[1] < 2:
+        raise ValueError("the gap needs at least 2 code dimensions")
+    if factors.is_floating_point() or (factors < 0).any():
+        raise ValueError("factors must be non-negative integer indices")
+    if not torch.isfinite(codes).all():
+        raise ValueError("the codes hold NaN or inf")
+    if not 2 <= bins <= 10**4:
+        raise ValueError(f"bins must be in 2..10000, got {bins}")
+    binned = _bin(codes.double(), bins)
+    mi, ent = [], []
+    for k in range(factors.shape[1]):
+        _, v = factors[:, k].unique(return_inverse=True)
+        n_values = int(v.max()) + 1
+        mi.append(_discrete_mi(binned, bins, v, n_values))
+        ent.append(_entropy(torch.bincount(v, minlength=n_values).double()))
+    mi, ent = torch.stack(mi, 1), torch.stack(ent)  # (M, K), (K,)
+    top = mi.topk(2, dim=0)
+    gaps = torch.where(ent > 0, (top.values[0] - top.values[1]) / ent.clamp_min(1e-12), torch.zeros_like(ent))
+    return MIG(float(gaps.mean()), gaps, mi, ent, top.indices[0], MIG_ESTIMATOR.format(bins=bins))
+
+
+@dataclass(frozen=True)
+class FactorVAEScore:
+    """``accuracy`` of the majority-vote classifier on fresh votes; ``train_accuracy`` on its
+    own votes; ``assignment`` (M,): the factor each dimension predicts (-1: inactive or never
+    voted); ``active`` (M,) bool."""
+
+    accuracy: float
+    train_accuracy: float
+    assignment: torch.Tensor
+    active: torch.Tensor
+    votes: int
+    batch: int
+
+
+def factor_vae_score(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    render: Callable[[torch.Tensor], torch.Tensor],
+    factor_sizes: Sequence[int],
+    data_codes: torch.Tensor,
+    votes: int = 800,
+    batch: int = 64,
+    generator: torch.Generator | None = None,
+) -> FactorVAEScore:
+    """The FactorVAE metric (see the module docstring). ``encode``: images -> codes (n, M);
+    ``render``: factor indices (n, K) -> images; ``data_codes``: codes of the data, for each
+    dimension's scale and activity."""
+    sizes = [int(s) for s in factor_sizes]
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"need at least one factor with at least one value, got sizes {sizes}")
+    if votes < 1 or batch < 2:
+        raise ValueError(f"need votes >= 1 and batch >= 2, got {votes} and {batch}")
+    data_codes = torch.as_tensor(data_codes).double()
+    if data_codes.ndim != 2 or len(data_codes) < 2 or not torch.isfinite(data_codes).all():
+        raise ValueError("data_codes must be finite codes (N, M) with N >= 2")
+    var = data_codes.var(0)
+    active = var > ACTIVE_VARIANCE
+    scale = var.clamp_min(1e-12).sqrt()
+    m, k_count = data_codes.shape[1], len(sizes)
+    if not active.any():
+        return FactorVAEScore(1.0 / k_count, 1.0 / k_count, torch.full((m,), -1), active, votes, batch)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    high = torch.tensor(sizes)
+
+    def draw_votes() -> tuple[torch.Tensor, torch.Tensor]:
+        dims, facs = [], []
+        for _ in range(votes):
+            k = int(torch.randint(k_count, (1,), generator=g))
+            f = (torch.rand(batch, k_count, generator=g) * high).long()
+            f[:, k] = int(torch.randint(sizes[k], (1,), generator=g))
+            c = torch.as_tensor(encode(render(f))).double() / scale
+            within = c.var(0).masked_fill(~active, float("inf"))
+            dims.append(int(within.argmin()))
+            facs.append(k)
+        return torch.tensor(dims), torch.tensor(facs)
+
+    d_train, k_train = draw_votes()
+    table = torch.zeros(m, k_count, dtype=torch.long)
+    table.index_put_((d_train, k_train), torch.ones_like(d_train), accumulate=True)
+    assignment = torch.where(table.sum(1) > 0, table.argmax(1), torch.full((m,), -1))
+    d_eval, k_eval = draw_votes()
+    train_acc = float((assignment[d_train] == k_train).double().mean())
+    acc = float((assignment[d_eval] == k_eval).double().mean())
+    return FactorVAEScore(acc, train_acc, assignment, active, votes, batch)

@@ -1,0 +1,170 @@
+r"""The vector quantizer of the VQ-VAE (van den Oord et al. 2017), with the usual fixes for codebook
+collapse.
+
+Each encoder output vector z_e (the last dimension, or the channels of an image-shaped map) is
+replaced by its nearest code e_k of a codebook of K vectors, k = argmin_k |z_e - e_k|^2, and the
+gradient is passed straight through (z_q = z_e + sg(e_k - z_e)). The codebook learns
+
+- by an exponential moving average of the vectors assigned to each code (``ema=True``, the
+  default; van den Oord et al., appendix A.1; Razavi et al. 2019):
+      N_k <- d N_k + (1 - d) n_k,   m_k <- d m_k + (1 - d) sum_{i: k_i = k} z_e,i,
+      e_k = m_k / N~_k,  N~_k = (N_k + eps) / (sum_j N_j + K eps) * sum_j N_j  (Laplace smoothing),
+- or by gradient on the codebook loss |sg(z_e) - e_k|^2 (``ema=False``).
+
+The encoder is pulled towards its codes by the commitment loss beta |z_e - sg(e_k)|^2. Against
+dead codes: the codebook starts as k-means centres of the first training batch (``kmeans_init``:
+Lloyd's algorithm from K distinct random vectors of the batch), and a code whose moving-average
+count N_k falls below ``dead_threshold`` is restarted at a random encoder output of the current
+batch (``restart_dead``, with the EMA codebook). Both use the global random generator (which
+the Trainer owns, so runs repeat).
+
+Losses are per example: the sum over positions and dimensions of the squared errors.
+"""
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+__all__ = ["VectorQuantizer", "Quantized", "perplexity"]
+
+
+class Quantized(NamedTuple):
+    """``z_q``: the quantized map, straight-through (shape of the input); ``indices``: the codes
+    (the input's shape without the vector dimension); ``commitment``: beta |z_e - sg(e)|^2 and
+    ``codebook``: |sg(z_e) - e|^2 (0 with the EMA codebook), per example (B,); ``counts`` (K,):
+    how often each code was used in this batch."""
+
+    z_q: torch.Tensor
+    indices: torch.Tensor
+    commitment: torch.Tensor
+    codebook: torch.Tensor
+    counts: torch.Tensor
+
+
+def perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """exp of the entropy of the code frequencies: K when all K codes are used equally, 1 when one is."""
+    p = counts.double() / counts.sum().clamp_min(1)
+    return torch.exp(-(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum())
+
+
+class VectorQuantizer(nn.Module):
+    """See the module docstring. ``channel_dim``: the dimension that holds the vectors (1 for
+    image-shaped maps (B, D, H, W); -1 for (B, ..., D))."""
+
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        commitment: float = 0.25,
+        ema: bool = True,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        restart_dead: bool = True,
+        dead_threshold: float = 1e-3,
+        channel_dim: int = 1,
+    ):
+        super().__init__()
+        if num_codes < 2 or dim < 1:
+            raise ValueError(f"need at least 2 codes of dimension >= 1, got {num_codes} codes of dimension {dim}")
+        if not 0 < decay < 1 or commitment < 0 or eps <= 0 or dead_threshold < 0 or kmeans_iters < 0:
+            raise ValueError("need 0 < decay < 1, commitment >= 0, eps > 0, dead_threshold >= 0, kmeans_iters >= 0")
+        self.num_codes, self.dim = num_codes, dim
+        self.commitment_weight, self.use_ema, self.decay, self.eps = commitment, ema, decay, eps
+        self.kmeans_iters = kmeans_iters if kmeans_init else 0
+        self.restart_dead = restart_dead and ema
+        self.dead_threshold = dead_threshold
+        self.channel_dim = channel_dim
+        init = torch.randn(num_codes, dim) / dim**0.5
+        if ema:
+            self.register_buffer("embedding", init)
+            self.register_buffer("cluster_size", torch.ones(num_codes))
+            self.register_buffer("embed_sum", init.clone())
+        else:
+            self.embedding = nn.Parameter(init)
+        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+
+    # ------------------------------------------------------------ shapes
+    def _flatten(self, z: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """(B, ..., D) vectors (N, D) and the shape to put them back."""
+        moved = z.movedim(self.channel_dim, -1)
+        if moved.shape[-1] != self.dim:
+            raise ValueError(f"expected vectors of dimension {self.dim} in dimension {self.channel_dim}, got shape {tuple(z.shape)}")
+        return moved.reshape(-1, self.dim), tuple(moved.shape)
+
+    def _unflatten(self, flat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        return flat.reshape(shape).movedim(-1, self.channel_dim)
+
+    # ------------------------------------------------------------ codes
+    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code of each vector (N, D) -> (N,)."""
+        return _nearest(flat, self.embedding)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """The codes of an index map (B, ...) as a map of vectors (in the input's layout)."""
+        if indices.is_floating_point() or (indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes)):
+            raise ValueError(f"code indices must be integers in 0..{self.num_codes - 1}")
+        vectors = self.embedding[indices]  # (B, ..., D)
+        return vectors.movedim(-1, self.channel_dim)
+
+    @torch.no_grad()
+    def _kmeans(self, flat: torch.Tensor) -> None:
+        n = len(flat)
+        pick = torch.randperm(n, device=flat.device)[: self.num_codes]
+        if n < self.num_codes:  # fewer vectors than codes: repeat them, slightly jittered
+            pick = torch.randint(n, (self.num_codes,), device=flat.device)
+        centres = flat[pick].clone() + (1e-3 * torch.randn_like(flat[pick]) if n < self.num_codes else 0)
+        for _ in range(self.kmeans_iters):
+            k = _nearest(flat, centres)
+            sums = torch.zeros_like(centres).index_add_(0, k, flat)
+            counts = torch.bincount(k, minlength=self.num_codes).to(flat.dtype)
+            centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
+        self.embedding.data.copy_(centres)
+        if self.use_ema:
+            counts = torch.bincount(_nearest(flat, centres), minlength=self.num_codes).to(flat.dtype)
+            self.cluster_size.copy_(counts.clamp_min(1.0))
+            self.embed_sum.copy_(centres * self.cluster_size[:, None])
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, flat: torch.Tensor, k: torch.Tensor, counts: torch.Tensor) -> None:
+        d = self.decay
+        sums = torch.zeros_like(self.embed_sum).index_add_(0, k, flat.to(self.embed_sum.dtype))
+        self.cluster_size.mul_(d).add_(counts.to(self.cluster_size.dtype), alpha=1 - d)
+        self.embed_sum.mul_(d).add_(sums, alpha=1 - d)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.eps) / (total + self.num_codes * self.eps) * total
+        self.embedding.copy_(self.embed_sum / smoothed[:, None])
+        if self.restart_dead:
+            dead = self.cluster_size < self.dead_threshold
+            if dead.any():
+                picks = flat[torch.randint(len(flat), (int(dead.sum()),), device=flat.device)]
+                self.embedding[dead] = picks
+                self.embed_sum[dead] = picks
+                self.cluster_size[dead] = 1.0
+
+    # ------------------------------------------------------------ forward
+    def forward(self, z_e: torch.Tensor) -> Quantized:
+        flat, shape = self._flatten(z_e)
+        if self.training and not bool(self.initialized):
+            self._kmeans(flat.detach())
+        k = self.nearest(flat.detach())
+        counts = torch.bincount(k, minlength=self.num_codes)
+        e = self.embedding[k]
+        batch = z_e.shape[0]
+        commitment = self.commitment_weight * (flat - e.detach()).square().reshape(batch, -1).sum(1)
+        if self.use_ema:
+            codebook = torch.zeros(batch, device=z_e.device, dtype=z_e.dtype)
+            if self.training:
+                self._ema_update(flat.detach(), k, counts)
+        else:
+            codebook = (flat.detach() - e).square().reshape(batch, -1).sum(1)
+        z_q = flat + (e - flat).detach()  # straight-through: the gradient reaches z_e unchanged
+        return Quantized(self._unflatten(z_q, shape), k.reshape(shape[:-1]), commitment, codebook, counts)
+
+
+def _nearest(flat: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    d2 = flat.square().sum(1, keepdim=True) - 2 * flat @ centres.T + centres.square().sum(1)[None, :]
+    return d2.argmin(1)

@@ -1,0 +1,100 @@
+"""The VQ-VAE's vector quantizer: the nearest code by brute force, the EMA codebook update by
+hand, the straight-through gradient, the losses, k-means initialisation and dead-code restarts."""
+
+import pytest
+import torch
+
+from dgmkit.nn.quantize import VectorQuantizer, perplexity
+
+
+def _vq(**kw) -> VectorQuantizer:
+    torch.manual_seed(0)
+    return VectorQuantizer(**{"num_codes": 6, "dim": 3, "kmeans_init": False, **kw})
+
+
+def test_each_vector_goes_to_its_nearest_code():
+    vq = _vq().eval()
+    z = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    out = vq(z)
+    flat = z.movedim(1, -1).reshape(-1, 3)
+    brute = torch.cdist(flat, vq.embedding).argmin(1)
+    assert torch.equal(out.indices.reshape(-1), brute)
+    assert out.indices.shape == (4, 5, 5) and out.z_q.shape == z.shape
+    assert torch.allclose(out.z_q, vq.lookup(out.indices))
+    assert out.counts.sum() == 100
+
+
+def test_straight_through_gradient_and_losses():
+    vq = _vq(commitment=0.5).eval()
+    z = torch.randn(2, 3, 4, 4, requires_grad=True)
+    out = vq(z)
+    w = torch.randn_like(z)
+    (out.z_q * w).sum().backward()
+    assert torch.allclose(z.grad, w)  # d z_q / d z_e is the identity
+    e = vq.lookup(out.indices)
+    assert torch.allclose(out.commitment, 0.5 * (z.detach() - e).square().sum((1, 2, 3)))
+    assert torch.equal(out.codebook, torch.zeros(2))
+    plain = _vq(ema=False).eval()
+    out = plain(z.detach())
+    assert torch.allclose(out.codebook, (z.detach() - plain.lookup(out.indices)).square().sum((1, 2, 3)))
+    out.codebook.sum().backward()
+    assert plain.embedding.grad is not None and plain.embedding.grad.abs().sum() > 0
+
+
+def test_ema_update_equals_the_hand_computation():
+    vq = _vq(decay=0.9, eps=1e-5, restart_dead=False, channel_dim=-1).train()
+    n0, m0 = vq.cluster_size.clone(), vq.embed_sum.clone()
+    z = torch.randn(50, 3, generator=torch.Generator().manual_seed(2))
+    k = torch.cdist(z, vq.embedding).argmin(1)
+    out = vq(z)
+    assert torch.equal(out.indices, k)
+    counts = torch.bincount(k, minlength=6).float()
+    sums = torch.stack([z[k == j].sum(0) if (k == j).any() else torch.zeros(3) for j in range(6)])
+    n1 = 0.9 * n0 + 0.1 * counts
+    m1 = 0.9 * m0 + 0.1 * sums
+    total = n1.sum()
+    smoothed = (n1 + 1e-5) / (total + 6 * 1e-5) * total
+    assert torch.allclose(vq.cluster_size, n1)
+    assert torch.allclose(vq.embed_sum, m1)
+    assert torch.allclose(vq.embedding, m1 / smoothed[:, None], atol=1e-6)
+
+
+def test_the_codebook_does_not_move_in_evaluation():
+    vq = _vq().eval()
+    before = vq.embedding.clone()
+    vq(torch.randn(3, 3, 2, 2))
+    assert torch.equal(vq.embedding, before)
+
+
+def test_kmeans_initialisation_fits_the_first_batch_and_dead_codes_restart():
+    g = torch.Generator().manual_seed(3)
+    centres = torch.tensor([[5.0, 0, 0], [-5, 0, 0], [0, 5, 0], [0, -5, 0]])
+    z = centres[torch.randint(4, (400,), generator=g)] + 0.1 * torch.randn(400, 3, generator=g)
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 3, channel_dim=-1, kmeans_init=True, restart_dead=False).train()
+    vq(z)
+    assert bool(vq.initialized)
+    err = torch.cdist(centres, vq.embedding).min(1).values
+    assert err.max() < 0.5  # every cluster got its own code
+    # a code far from all data dies (its moving count decays) and is restarted on the data
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 3, channel_dim=-1, kmeans_init=False, decay=0.5, dead_threshold=0.01).train()
+    with torch.no_grad():
+        vq.embedding[0] = torch.tensor([100.0, 100, 100])
+        vq.embed_sum[0] = vq.embedding[0]
+    for _ in range(12):
+        vq(z)
+    assert torch.cdist(vq.embedding[:1], z).min() < 1.0
+    assert (vq.cluster_size > 0.01).all()
+
+
+def test_perplexity_and_bad_input():
+    assert perplexity(torch.tensor([5, 5, 5, 5])).item() == pytest.approx(4.0)
+    assert perplexity(torch.tensor([9, 0, 0])).item() == pytest.approx(1.0)
+    vq = _vq()
+    with pytest.raises(ValueError, match="dimension 3"):
+        vq(torch.randn(2, 4, 2, 2))
+    with pytest.raises(ValueError, match="0..5"):
+        vq.lookup(torch.tensor([6]))
+    with pytest.raises(ValueError):
+        VectorQuantizer(1, 3)
