@@ -43,6 +43,8 @@ def format_report(r: dict) -> str:
     rows = [("split", f"{r['split']} ({r['n']} datapoints{', random subset' if r['subset'] else ''})")]
     if r["estimate"] == "reconstruction":
         rows.append(("reconstruction", f"{r['recon']:.3f} nats  (log p(x | z = f(x)))"))
+        if r.get("mmd") is not None:
+            rows.append(("MMD^2(q(z), p(z))", f"{r['mmd']:.5f}  (unbiased, inverse multiquadric kernel, batches of 1000)"))
     else:
         if r.get("elbo") is not None:
             exact = r["estimate"] == "exact"

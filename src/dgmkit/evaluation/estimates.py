@@ -8,7 +8,8 @@ per kind, each returning an ``Estimate`` that says what its numbers are.
   into reconstruction and closed-form (or Monte Carlo) KL.
 - ``bound``: the same importance-weighted reduction, for a proposal whose estimate is reported
   as a bound (the noise of variational dequantization); its first draw gives a one-sample ELBO.
-- ``reconstruction``: no density: log p(x | z = f(x)) only.
+- ``reconstruction``: no density: log p(x | z = f(x)) only, and for a model whose codes are
+  pushed towards a prior (the WAE) the MMD between codes and prior draws (per batch).
 """
 
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import torch
 from dgmkit.distributions import location
 from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel, VariationalModel
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
+from dgmkit.objectives.mmd import imq_kernel, mmd2_unbiased
 
 __all__ = ["Estimate", "ESTIMATORS", "estimate"]
 
@@ -88,7 +90,20 @@ def _reconstruction(
     model: Autoencoder, x: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int
 ) -> Estimate:
     recon = torch.cat([model.likelihood(location(model.posterior(b))).log_prob(b) for b in _batches(x, batch_size)])
-    return Estimate("reconstruction", None, 0, {"recon": recon.double()})
+    terms = {"recon": recon.double()}
+    if model.can_sample and hasattr(model, "prior"):  # codes pushed towards a prior (WAE): how close they got
+        terms["mmd"] = torch.cat([_batch_mmd(model, b) for b in _batches(x, batch_size)]).double()
+    return Estimate("reconstruction", None, 0, terms)
+
+
+def _batch_mmd(model: GenerativeModel, x: torch.Tensor) -> torch.Tensor:
+    """The unbiased MMD^2 (inverse multiquadric kernel, ``objectives.mmd``) between the codes of
+    the batch (one draw of q(z|x) each) and as many prior draws, repeated for every datapoint."""
+    if len(x) < 2:
+        return torch.zeros(len(x))
+    z = model.posterior(x).sample()
+    zp = model.prior().sample((len(x),))
+    return mmd2_unbiased(z.reshape(len(x), -1).double(), zp.reshape(len(x), -1).double(), imq_kernel()).expand(len(x))
 
 
 ESTIMATORS: dict[str, Callable[..., Estimate]] = {

@@ -41,6 +41,7 @@ class EvalReport:
     kl_per_dim: list | None
     seconds: float
     layers: list | None = None  # several stochastic layers: [{"name", "size", "kl", "active_units"}, ...]
+    mmd: float | None = None  # a WAE: unbiased MMD^2 between codes and prior draws, mean over batches
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,4 +105,5 @@ def evaluate(
         kl_per_dim=None if stats is None else stats["kl_per_dim"],
         seconds=time.perf_counter() - t0,
         layers=layers,
+        mmd=_mean(est.terms.get("mmd")),
     )

@@ -20,6 +20,7 @@ from dgmkit.models.helmholtz import HelmholtzMachine
 from dgmkit.models.loglinear import LogLinearLVM
 from dgmkit.models.ppca import PPCA
 from dgmkit.models.vae import VAE
+from dgmkit.models.wae import WassersteinAutoencoder
 
 __all__ = [
     "GenerativeModel",
@@ -32,6 +33,7 @@ __all__ = [
     "JointTerms",
     "CapabilityError",
     "Autoencoder",
+    "WassersteinAutoencoder",
     "VAE",
     "CategoricalVAE",
     "HelmholtzMachine",

@@ -16,6 +16,7 @@ from dgmkit.objectives.iwae import IWAE, IWAETerms
 from dgmkit.objectives.likelihood import LikelihoodTerms, MaximumLikelihood
 from dgmkit.objectives.reconstruction import Reconstruction, ReconstructionTerms
 from dgmkit.objectives.tcvae import BetaTCVAE, TCVAETerms
+from dgmkit.objectives.wae import WAEObjective, WAETerms
 from dgmkit.objectives.wake_sleep import ReweightedWakeSleep, WakeSleep, WakeSleepTerms
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "ReconstructionTerms",
     "BetaTCVAE",
     "TCVAETerms",
+    "WAEObjective",
+    "WAETerms",
     "DequantizationBound",
     "BoundTerms",
     "ImportanceWeights",

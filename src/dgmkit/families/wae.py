@@ -1,0 +1,51 @@
+"""The Wasserstein autoencoder family (WAE-MMD): a deterministic or Gaussian encoder, any
+decoder likelihood and prior, and the MMD penalty between the codes and the prior."""
+
+import dataclasses
+from typing import Literal
+
+import torch
+
+from dgmkit.conditional import Decoder, GaussianEncoder
+from dgmkit.families.base import FamilyConfig
+from dgmkit.families.parts import KLWeightSettings, LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
+from dgmkit.families.registry import register_family
+from dgmkit.models.wae import WassersteinAutoencoder
+from dgmkit.objectives import Objective
+from dgmkit.objectives.wae import WAEObjective
+from dgmkit.priors import StandardNormalPrior
+from dgmkit.settings import setting
+
+__all__ = ["WAEConfig"]
+
+
+@register_family
+@dataclasses.dataclass
+class WAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, FamilyConfig):
+    name = "wae"
+    summary = "Wasserstein autoencoder (WAE-MMD): codes pushed to the prior by an MMD penalty"
+
+    latent_dim: int = setting(8, "code dimensions", min=1, max=4096)
+    wae_encoder: Literal["deterministic", "gaussian"] = setting("deterministic", "z = f(x), or a Gaussian q(z|x)")
+    mmd_weight: float = setting(10.0, "lambda: weight of the MMD penalty", min=0, max=1e9)
+
+    def describe(self) -> str:
+        return (
+            f"a Wasserstein autoencoder ({self.hidden} {self.encoder} networks, {self.latent_dim}-D "
+            f"{self.wae_encoder} code, MMD weight {self.mmd_weight:g}, {self.likelihood.capitalize()} likelihood)"
+        )
+
+    def training_objective(self) -> Objective:
+        return WAEObjective(self.mmd_weight)
+
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> WassersteinAutoencoder:
+        self.check_networks(event_shape)
+        m = self.latent_dim
+        head = self.head(num_levels)
+        decoder = Decoder(decoder_net(self, event_shape, m, head.params_per_pixel), head, event_shape)
+        deterministic = self.wae_encoder == "deterministic"
+        net = encoder_net(self, event_shape, m if deterministic else 2 * m)
+        encoder = net if deterministic else GaussianEncoder(net, m)
+        return WassersteinAutoencoder(encoder, decoder, StandardNormalPrior(m), deterministic, self.input_scale(num_levels))
