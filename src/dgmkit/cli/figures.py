@@ -61,7 +61,8 @@ def _needs_latents(run: Run) -> None:
 def reconstruct(args: argparse.Namespace) -> int:
     out = png_output(args)
     run = load_run(args.run_dir)
-    _needs_latents(run)
+    if not callable(getattr(run.model, "reconstruct", None)):  # latent models, autoencoders, code models (VQ-VAE)
+        _needs_latents(run)
     x, _ = split_data(run, args.split, args.data_dir)
     if args.n > len(x):
         raise ConfigError(f"-n {args.n} is more than the {len(x)} images of the {args.split} split")

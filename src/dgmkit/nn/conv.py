@@ -12,7 +12,7 @@ from torch import nn
 
 from dgmkit.nn.mlp import activation
 
-__all__ = ["ConvEncoderNet", "ConvDecoderNet"]
+__all__ = ["ConvEncoderNet", "ConvDecoderNet", "ResidualStack", "DownsamplingEncoder", "UpsamplingDecoder"]
 
 
 def _check_size(height: int, width: int) -> None:
@@ -91,3 +91,71 @@ class ConvDecoderNet(nn.Module):
         h = self.head(z.reshape(-1, z.shape[-1])).view(-1, *self._grid)
         out = self.up(h)
         return out.view(*batch, *out.shape[1:])
+
+
+class ResidualStack(nn.Module):
+    """``blocks`` residual blocks x + conv1x1(relu(conv3x3(relu(x)))) at constant width, then a
+    ReLU (the VQ-VAE's, van den Oord et al. 2017).
+
+    >>> ResidualStack(8, 4, 2)(torch.zeros(1, 8, 5, 5)).shape
+    torch.Size([1, 8, 5, 5])
+    """
+
+    def __init__(self, channels: int, hidden: int, blocks: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.ReLU(), nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, channels, 1))
+            for _ in range(blocks)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return torch.relu(x)
+
+
+class DownsamplingEncoder(nn.Module):
+    """(B, C, H, W) -> (B, out_channels, H / 2^d, W / 2^d): ``downsample`` stride-2 4x4
+    convolutions, a 3x3 convolution, a residual stack and a 1x1 projection (the VQ-VAE encoder).
+
+    >>> DownsamplingEncoder(1, 16, 32, 2)(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 16, 7, 7])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int, downsample: int, res_blocks: int = 2):
+        super().__init__()
+        if downsample < 1:
+            raise ValueError(f"need at least one halving, got {downsample}")
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i in range(downsample):
+            layers += [nn.Conv2d(c, width, 4, stride=2, padding=1), nn.ReLU()]
+            c = width
+        layers += [nn.Conv2d(width, width, 3, padding=1), ResidualStack(width, max(1, width // 4), res_blocks)]
+        layers.append(nn.Conv2d(width, out_channels, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class UpsamplingDecoder(nn.Module):
+    """(B, in_channels, h, w) -> (B, out_channels, h 2^d, w 2^d), mirroring
+    :class:`DownsamplingEncoder` with stride-2 4x4 transposed convolutions.
+
+    >>> UpsamplingDecoder(16, 1, 32, 2)(torch.zeros(2, 16, 7, 7)).shape
+    torch.Size([2, 1, 28, 28])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int, upsample: int, res_blocks: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), ResidualStack(width, max(1, width // 4), res_blocks)]
+        for i in range(upsample):
+            last = i == upsample - 1
+            layers.append(nn.ConvTranspose2d(width, out_channels if last else width, 4, stride=2, padding=1))
+            if not last:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

@@ -14,8 +14,9 @@ gradient is passed straight through (z_q = z_e + sg(e_k - z_e)). The codebook le
 The encoder is pulled towards its codes by the commitment loss beta |z_e - sg(e_k)|^2. Against
 dead codes: the codebook starts as k-means centres of the first training batch (``kmeans_init``:
 Lloyd's algorithm from K distinct random vectors of the batch), and a code whose moving-average
-count N_k falls below ``dead_threshold`` is restarted at a random encoder output of the current
-batch (``restart_dead``, with the EMA codebook). Both use the global random generator (which
+count N_k falls below ``dead_threshold`` (default 1: less than one vector per batch, as in
+Jukebox, Dhariwal et al. 2020) is restarted at a random encoder output of the current batch
+(``restart_dead``, with the EMA codebook). Both use the global random generator (which
 the Trainer owns, so runs repeat).
 
 Losses are per example: the sum over positions and dimensions of the squared errors.
@@ -63,7 +64,7 @@ class VectorQuantizer(nn.Module):
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
         restart_dead: bool = True,
-        dead_threshold: float = 1e-3,
+        dead_threshold: float = 1.0,
         channel_dim: int = 1,
     ):
         super().__init__()

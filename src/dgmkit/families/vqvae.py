@@ -1,0 +1,74 @@
+"""The VQ-VAE family: a convolutional encoder to a grid of K discrete codes and a decoder back,
+with the codebook kept alive by EMA updates, k-means initialisation and dead-code restarts."""
+
+import dataclasses
+from typing import Literal
+
+import torch
+
+from dgmkit.errors import ConfigError
+from dgmkit.families.base import FamilyConfig
+from dgmkit.families.parts import LikelihoodSettings
+from dgmkit.families.registry import register_family
+from dgmkit.models.vqvae import VQVAE
+from dgmkit.nn.conv import DownsamplingEncoder, UpsamplingDecoder
+from dgmkit.nn.quantize import VectorQuantizer
+from dgmkit.objectives import Objective
+from dgmkit.objectives.vq import VQObjective
+from dgmkit.settings import setting
+
+__all__ = ["VQVAEConfig"]
+
+
+@register_family
+@dataclasses.dataclass
+class VQVAEConfig(LikelihoodSettings, FamilyConfig):
+    name = "vqvae"
+    summary = "VQ-VAE: a grid of discrete codes (EMA codebook), bound under a uniform or learned code prior"
+
+    codes: int = setting(512, "K: codes in the codebook", min=2, max=65536)
+    code_dim: int = setting(64, "D: dimension of each code", min=1, max=4096)
+    vq_width: int = setting(64, "channels of the encoder and decoder", min=1, max=4096)
+    downsample: int = setting(2, "halvings from the image to the code grid (2: 28x28 -> 7x7)", min=1, max=6)
+    res_blocks: int = setting(2, "residual blocks in the encoder and in the decoder", min=0, max=64)
+    commitment: float = setting(0.25, "beta: weight of the commitment loss", min=0, max=1e6)
+    codebook_update: Literal["ema", "gradient"] = setting("ema", "the codebook follows an EMA of its vectors, or the codebook loss")
+    vq_decay: float = setting(0.99, "ema: decay of the codebook's moving averages", gt=0, max=0.99999)
+    kmeans_init: bool = setting(True, "start the codebook as k-means centres of the first batch")
+    restart_dead: bool = setting(True, "ema: restart codes unused for long at random encoder outputs")
+
+    @property
+    def default_iw_samples(self) -> int:
+        return 1  # the posterior is a point mass: one draw is the bound
+
+    def describe(self) -> str:
+        return (
+            f"a VQ-VAE ({self.codes} codes of dimension {self.code_dim}, width {self.vq_width}, "
+            f"{self.downsample} halvings, {self.codebook_update} codebook, {self.likelihood.capitalize()} likelihood)"
+        )
+
+    def training_objective(self) -> Objective:
+        return VQObjective()
+
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> VQVAE:
+        if len(event_shape) != 3:
+            raise ConfigError(f"the VQ-VAE needs images (C, H, W), got shape {event_shape}")
+        c, h, w = event_shape
+        f = 2**self.downsample
+        if h % f or w % f:
+            raise ConfigError(f"{self.downsample} halvings need height and width divisible by {f}, got {h}x{w}")
+        head = self.head(num_levels)
+        encoder = DownsamplingEncoder(c, self.code_dim, self.vq_width, self.downsample, self.res_blocks)
+        decoder = UpsamplingDecoder(self.code_dim, c * head.params_per_pixel, self.vq_width, self.downsample, self.res_blocks)
+        quantizer = VectorQuantizer(
+            self.codes,
+            self.code_dim,
+            commitment=self.commitment,
+            ema=self.codebook_update == "ema",
+            decay=self.vq_decay,
+            kmeans_init=self.kmeans_init,
+            restart_dead=self.restart_dead,
+        )
+        return VQVAE(encoder, quantizer, decoder, head, (c, h, w), (h // f, w // f), self.input_scale(num_levels))

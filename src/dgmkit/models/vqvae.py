@@ -1,0 +1,111 @@
+r"""The VQ-VAE (van den Oord et al. 2017): an encoder to a grid of vectors, each replaced by the
+nearest of K codes (``nn.VectorQuantizer``), and a decoder p(x | z_q) from the grid of codes.
+
+The posterior is deterministic, a point mass on the code grid z_q(x) (one-hot at every
+position), so for any prior p(z) over code grids
+
+    log p(x) >= E_q[log p(x|z)] - KL(q || p) = log p(x | z_q(x)) + log p(z_q(x)),
+
+a bound (the entropy of a point mass is 0). Trained alone, the model's prior is uniform over
+the K codes at each of the h x w positions, log p(z) = -h w log K, as in the paper's first
+stage; a learned prior over code grids (an autoregressive model, the second stage) tightens the
+bound by log p_prior(z_q) + h w log K. ``dgm eval`` reports the bound (k = 1 suffices: the
+posterior has one point).
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent
+
+from dgmkit._rng import seeded_by
+from dgmkit.conditional.heads import LikelihoodHead
+from dgmkit.distributions.delta import Delta
+from dgmkit.models.base import JointTerms, VariationalModel
+from dgmkit.nn.quantize import Quantized, VectorQuantizer
+
+__all__ = ["VQVAE"]
+
+
+class VQVAE(VariationalModel):
+    """``encoder``: x (B, C, H, W) -> z_e (B, D, h, w); ``quantizer``: K codes of dimension D;
+    ``decoder``: z_q (N, D, h, w) -> (N, C * P, H, W), P the ``head``'s parameters per pixel."""
+
+    estimate_kind = "bound"
+    has_latents = False  # a grid of code indices: no continuous latent space to plot
+    can_sample = True
+    sample_means = True
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        quantizer: VectorQuantizer,
+        decoder: nn.Module,
+        head: LikelihoodHead,
+        event_shape: tuple[int, int, int],
+        code_shape: tuple[int, int],
+        input_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.encoder, self.quantizer, self.decoder, self.head = encoder, quantizer, decoder, head
+        self.event_shape = tuple(event_shape)
+        self.code_shape = tuple(code_shape)
+        self.input_scale = float(input_scale)
+
+    @property
+    def num_codes(self) -> int:
+        return self.quantizer.num_codes
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return x * self.input_scale if self.input_scale != 1.0 else x
+
+    def quantize(self, x: torch.Tensor) -> Quantized:
+        """The encoder's grid, quantized (with the codebook's training updates in train mode)."""
+        return self.quantizer(self.encoder(self._input(x)))
+
+    @torch.no_grad()
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The code grid z_q(x): (B, h, w) indices in 0..K-1 (no codebook update)."""
+        flat, shape = self.quantizer._flatten(self.encoder(self._input(x)))
+        return self.quantizer.nearest(flat).reshape(shape[:-1])
+
+    def decode(self, z_q: torch.Tensor) -> Distribution:
+        """p(x | z_q) for quantized maps (*batch, D, h, w)."""
+        batch = z_q.shape[:-3]
+        out = self.decoder(z_q.reshape(-1, *z_q.shape[-3:]))
+        c, h, w = self.event_shape
+        return self.head(out.reshape(*batch, c, self.head.params_per_pixel, h, w))
+
+    def likelihood(self, codes: torch.Tensor) -> Distribution:
+        """p(x | z) for code grids (*batch, h, w)."""
+        return self.decode(self.quantizer.lookup(codes.long()).movedim(self.quantizer.channel_dim, -3))
+
+    def posterior(self, x: torch.Tensor) -> Delta:
+        """The point mass on z_q(x)."""
+        return Delta(self.codes(x), event_dims=2)
+
+    def prior(self) -> Distribution:
+        """Uniform over the K codes at every position of the grid."""
+        logits = torch.zeros(*self.code_shape, self.num_codes, device=self.quantizer.embedding.device)
+        return Independent(Categorical(logits=logits), 2)
+
+    def log_prior_uniform(self) -> float:
+        return -math.prod(self.code_shape) * math.log(self.num_codes)
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor, prior: Distribution | None = None) -> JointTerms:
+        p = self.prior() if prior is None else prior
+        return JointTerms(self.likelihood(z).log_prob(x), p.log_prob(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.likelihood(self.codes(x)).mean
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Code grids from the (uniform) prior, decoded: (x, mean of p(x|z))."""
+        with seeded_by(generator, self.quantizer.embedding.device):
+            codes = self.prior().sample((n,))
+            px = self.likelihood(codes)
+            return px.sample(), px.mean

@@ -1,0 +1,46 @@
+r"""The VQ-VAE's training objective and its bound (van den Oord et al. 2017):
+
+    loss = -log p(x | z_q) + beta |z_e - sg(e)|^2 + |sg(z_e) - e|^2
+
+(the codebook term is 0 where the codebook follows an EMA of its assigned vectors), with the
+straight-through gradient. The score is the bound log p(x|z_q(x)) + log p(z_q(x)) under the
+model's stage-one prior, uniform over the codes (``models.VQVAE``). Each batch's codebook
+perplexity and usage (the share of the K codes that it uses) are reported per datapoint as the
+batch's value, so that the Trainer logs their validation means every epoch.
+"""
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+
+from dgmkit.nn.quantize import perplexity
+from dgmkit.objectives.base import Objective
+
+if TYPE_CHECKING:
+    from dgmkit.models.vqvae import VQVAE
+
+__all__ = ["VQObjective", "VQTerms"]
+
+
+class VQTerms(NamedTuple):
+    loss: torch.Tensor
+    bound: torch.Tensor
+    recon: torch.Tensor
+    commitment: torch.Tensor
+    codebook_loss: torch.Tensor
+    perplexity: torch.Tensor
+    usage: torch.Tensor
+
+
+class VQObjective(Objective):
+    score = "bound"
+    score_label = "bound (uniform code prior)"
+
+    def __call__(self, model: "VQVAE", x: torch.Tensor, beta: float = 1.0) -> VQTerms:
+        q = model.quantize(x)
+        recon = model.decode(q.z_q).log_prob(x)
+        n = len(x)
+        ppl = perplexity(q.counts).to(recon.dtype).expand(n)
+        usage = (q.counts > 0).to(recon.dtype).mean().expand(n)
+        loss = -recon + q.commitment + q.codebook
+        return VQTerms(loss, recon + model.log_prior_uniform(), recon, q.commitment, q.codebook, ppl, usage)
