@@ -67,3 +67,32 @@ def test_bad_shapes_are_refused():
     cfg = RunConfig.of(model="vqvae", dataset="digits", downsample=4)
     with pytest.raises(ConfigError, match="divisible by 16"):
         build_model(cfg, (1, 8, 8), 17)
+
+
+def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, capsys):
+    vq, other, prior = tmp_path / "vq", tmp_path / "vq2", tmp_path / "prior"
+    argv = ["train", "--dataset", "digits", "--model", "vqvae", "--codes", "16", "--code-dim", "4", "--vq-width", "16"]
+    for out, seed in ((vq, 0), (other, 1)):
+        assert main([*argv, "--downsample", "1", "--epochs", "3", "--seed", str(seed), "--out", str(out), "--quiet"]) == 0
+    arm = ["train", "--model", "arm", "--codes-of", str(vq), "--likelihood", "categorical", "--channels", "16"]
+    assert main([*arm, "--arm-layers", "3", "--epochs", "6", "--lr", "3e-3", "--out", str(prior), "--quiet"]) == 0
+    record = json.loads((prior / "config.json").read_text())
+    assert record["data"]["event_shape"] == [1, 4, 4] and record["data"]["num_levels"] == 16
+    capsys.readouterr()
+    assert main(["eval", str(vq), "--split", "test"]) == 0
+    uniform = json.loads((vq / "eval.json").read_text())
+    assert main(["eval", str(vq), "--split", "test", "--code-prior", str(prior)]) == 0
+    learned = json.loads((vq / "eval.json").read_text())
+    assert "learned" not in capsys.readouterr().err
+    assert learned["code_prior"] == str(prior) and uniform["code_prior"] is None
+    # the same reconstruction term; the prior term is the prior run's code NLL instead of 16 log 16
+    assert main(["eval", str(prior), "--split", "test"]) == 0
+    code_nll = json.loads((prior / "eval.json").read_text())["nll"]
+    assert code_nll < 16 * math.log(16)
+    assert learned["nll"] == pytest.approx(uniform["nll"] - 16 * math.log(16) + code_nll, abs=1e-3)
+    assert main(["sample", str(vq), "--code-prior", str(prior), "--out", str(tmp_path / "s.png"), "-n", "4"]) == 0
+    # a prior belongs to the codes it was trained on
+    assert main(["eval", str(other), "--code-prior", str(prior)]) == 1
+    assert "not trained on the codes of" in capsys.readouterr().err
+    assert main(["train", "--model", "arm", "--codes-of", str(prior), "--out", str(tmp_path / "x"), "--quiet"]) == 1
+    assert "codes come from a VQ-VAE run" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import torch
 
 from dgmkit._io import atomic_write_bytes, check_new_output
 from dgmkit.config import Run
-from dgmkit.data import load_dataset
+from dgmkit.cli.codes import run_dataset
 from dgmkit.errors import DataError
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED
@@ -24,7 +24,7 @@ def split_data(run: Run, split: str, data_dir: str | None = None) -> tuple[torch
     """The split of a run's dataset, transformed as the model scores it (with the fixed
     held-out noise seed for stochastic binarization or dequantization), and its labels."""
     cfg = run.cfg.data
-    dataset = load_dataset(cfg.dataset, data_dir or cfg.data_dir, download=cfg.download, key=cfg.data_key)
+    dataset = run_dataset(cfg, data_dir)
     want = tuple(run.record["data"]["event_shape"])
     if dataset.event_shape != want:
         raise DataError(f"{cfg.dataset} now has images of shape {dataset.event_shape}, but the run was trained on {want}")

@@ -7,6 +7,7 @@ import torch
 
 from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import SEED, count
+from dgmkit.cli.codes import attach_code_prior
 from dgmkit.cli.common import say, split_data
 from dgmkit.config import load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
@@ -36,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the subset and of the sampling")
     p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--code-prior", default=None, help="VQ-VAE: a run trained with --codes-of RUN_DIR, the prior p(z) of the bound"
+    )
     p.set_defaults(func=run_eval)
 
 
@@ -79,6 +83,9 @@ def _notes(r: dict) -> list[str]:
         "exact": "the NLL is exact",
     }
     out = [notes[r["estimate"]]]
+    if r.get("model") == "vqvae":
+        prior = r.get("code_prior")
+        out.append(f"the bound's prior over code grids: {'the model in ' + prior if prior else 'uniform over the codes'}")
     if r.get("transform") == "dequantize":
         out.append(f"uniformly dequantized data: the numbers bound those of the {r['num_dims']}-D integer data")
     return out
@@ -86,6 +93,8 @@ def _notes(r: dict) -> list[str]:
 
 def run_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir)
+    if args.code_prior is not None:
+        attach_code_prior(run, args.code_prior)
     k = run.cfg.iw_samples if args.iw_samples is None else args.iw_samples
     if run.model.estimate_kind == "exact":
         k = 0  # nothing to sample
@@ -112,6 +121,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "model": run.cfg.family,
         "dataset": run.cfg.data.dataset,
         "transform": run.transform.kind,
+        "code_prior": None if args.code_prior is None else str(args.code_prior),
     }
     say(format_report(result))
     atomic_write_json(run.path / "eval.json", result)

@@ -5,6 +5,7 @@ import argparse
 import torch
 
 from dgmkit.cli.argtypes import SEED, count, real
+from dgmkit.cli.codes import attach_code_prior
 from dgmkit.cli.common import add_output_flags, png_output, say, split_data, to_display, write_png
 from dgmkit.config import Run, load_run
 from dgmkit.distributions import location
@@ -22,6 +23,8 @@ def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
 def sample(args: argparse.Namespace) -> int:
     out = png_output(args)
     run = load_run(args.run_dir)
+    if args.code_prior is not None:
+        attach_code_prior(run, args.code_prior)
     model = run.model
     if not model.can_sample:
         raise ConfigError(f"a {run.cfg.family} model has no distribution to sample from (no prior)")
@@ -134,6 +137,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=real(gt=0, hi=100), default=1.0, help="flows: sample z ~ N(0, T^2 I)")
     p.add_argument("--naive", action="store_true", help="autoregressive models: a full network pass per pixel")
     p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--code-prior", default=None, help="VQ-VAE: sample code grids from this run (trained with --codes-of)")
     p.set_defaults(func=sample)
 
     p = sub.add_parser("reconstruct", help="test images next to their reconstructions, to a PNG")

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import torch
 
+from dgmkit.cli.codes import run_dataset
 from dgmkit.cli.common import say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.run import check_same_run, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
-from dgmkit.data import Dataset, DataTransform, load_dataset
+from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import ConfigError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES
 from dgmkit.training import (
@@ -160,7 +161,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
     family = cfg.model
     if resume and family.fit != "gradient":
         raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
-    dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download, key=cfg.data.data_key)
+    dataset = run_dataset(cfg.data)
     transform = family.transform(dataset, cfg.data.binarize)
     init_data = None
     if family.needs_init_data and not resume:

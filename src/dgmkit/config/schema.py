@@ -46,6 +46,9 @@ class DataConfig:
     binarize: Literal["auto", "dynamic", "none"] = setting(
         "auto", "8-bit data for a bernoulli likelihood: binarize on the fly"
     )
+    codes_of: str | None = setting(
+        None, "a VQ-VAE run folder: train on the code grids of its data (a prior over its codes) instead of --dataset"
+    )
 
 
 @dataclass

@@ -22,10 +22,10 @@ from torch.distributions import Categorical, Distribution, Independent
 from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.distributions.delta import Delta
-from dgmkit.models.base import JointTerms, VariationalModel
+from dgmkit.models.base import GenerativeModel, JointTerms, VariationalModel
 from dgmkit.nn.quantize import Quantized, VectorQuantizer
 
-__all__ = ["VQVAE"]
+__all__ = ["VQVAE", "CodeGridPrior"]
 
 
 class VQVAE(VariationalModel):
@@ -52,6 +52,7 @@ class VQVAE(VariationalModel):
         self.event_shape = tuple(event_shape)
         self.code_shape = tuple(code_shape)
         self.input_scale = float(input_scale)
+        self.code_prior: GenerativeModel | None = None  # a learned prior over code grids (the second stage)
 
     @property
     def num_codes(self) -> int:
@@ -87,7 +88,10 @@ class VQVAE(VariationalModel):
         return Delta(self.codes(x), event_dims=2)
 
     def prior(self) -> Distribution:
-        """Uniform over the K codes at every position of the grid."""
+        """The learned prior over code grids where one is attached (``code_prior``), else
+        uniform over the K codes at every position of the grid."""
+        if self.code_prior is not None:
+            return CodeGridPrior(self.code_prior, self.code_shape)
         logits = torch.zeros(*self.code_shape, self.num_codes, device=self.quantizer.embedding.device)
         return Independent(Categorical(logits=logits), 2)
 
@@ -109,3 +113,25 @@ class VQVAE(VariationalModel):
             codes = self.prior().sample((n,))
             px = self.likelihood(codes)
             return px.sample(), px.mean
+
+
+class CodeGridPrior(Distribution):
+    """p(z) over code grids (h, w) given by a model of (1, h, w) integer images with an exact
+    ``log_prob`` and ``sample`` (an autoregressive model trained on a VQ-VAE's codes)."""
+
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(self, model: GenerativeModel, code_shape: tuple[int, int]):
+        self.model = model
+        super().__init__(torch.Size(), torch.Size(code_shape), validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        batch = value.shape[:-2]
+        flat = value.reshape(-1, 1, *self.event_shape).long()
+        return self.model.log_prob(flat).reshape(batch)
+
+    def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+        n = math.prod(sample_shape)
+        x, _ = self.model.sample(n)
+        return x.reshape(*sample_shape, *self.event_shape).long()
