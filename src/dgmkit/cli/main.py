@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The ``dgm`` parser; ``argv`` (when given) picks the family whose flags ``dgm train`` offers."""
-    from dgmkit.cli import cluster, compress, demo, density, diagnose, evaluate, figures, train
+    from dgmkit.cli import cluster, compress, demo, density, diagnose, disentangle, evaluate, figures, train
 
     parser = _Parser(prog="dgm", description="dgmkit: likelihood-based deep generative models")
     parser.add_argument("--version", action="version", version=f"dgmkit {__version__}")
@@ -46,6 +46,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     train.add_parser(sub, train.family_from_argv(list(argv or [])))
     evaluate.add_parser(sub)
     diagnose.add_parser(sub)
+    disentangle.add_parsers(sub)
     figures.add_parsers(sub)
     cluster.add_parser(sub)
     density.add_parser(sub)

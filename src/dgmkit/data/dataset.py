@@ -1,6 +1,7 @@
 """The in-memory dataset: three splits of images and what their values mean."""
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -56,7 +57,9 @@ class Dataset:
     ``num_levels`` is the number of distinct values of quantized data (2 for binary images,
     17 for the 8x8 digits, 256 for 8-bit images) and None for continuous data. Data made from
     known generative factors names them (``factor_names``) and gives each one's number of
-    values (``factor_sizes``); every split then holds each image's factor indices.
+    values (``factor_sizes``); every split then holds each image's factor indices, and
+    ``render`` (where the data are drawn from their factors) makes the images of any factor
+    index rows (N, K), as the disentanglement metrics need.
     """
 
     name: str
@@ -66,6 +69,7 @@ class Dataset:
     num_levels: int | None
     factor_names: tuple[str, ...] = ()
     factor_sizes: tuple[int, ...] = ()
+    render: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for s in SPLITS:

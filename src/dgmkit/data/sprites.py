@@ -20,6 +20,7 @@ Positions are whole pixels (steps of ``size // 32``), so each image is one of th
 (shape, scale, orientation) sprites moved by whole pixels: exact, and fast to make.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -138,10 +139,18 @@ def sprites(size: int = 32, seed: int = 0, valid_fraction: float = 0.1, test_fra
     image's five factor indices."""
     grid = SpritesGrid(size=size)
     factors = grid.all_factors()
-    x = grid.render(factors)
+    templates = grid._templates()
+    x = grid.render(factors, templates)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_valid, n_test = round(valid_fraction * len(x)), round(test_fraction * len(x))
     parts = perm[n_valid + n_test :], perm[:n_valid], perm[n_valid : n_valid + n_test]
     splits = [Split(x[p], factors[p, 0].clone(), factors[p]) for p in parts]
     name = "sprites" if size == 32 else f"sprites-{size}"
-    return Dataset(name, *splits, num_levels=2, factor_names=FACTOR_NAMES, factor_sizes=grid.factor_sizes)
+    return Dataset(
+        name,
+        *splits,
+        num_levels=2,
+        factor_names=FACTOR_NAMES,
+        factor_sizes=grid.factor_sizes,
+        render=functools.partial(grid.render, templates=templates),
+    )

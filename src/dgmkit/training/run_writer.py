@@ -28,7 +28,7 @@ __all__ = ["RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "new_run_id", "no
 
 RUN_FILES = (
     "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "cluster.json",
-    "diagnose.json",
+    "diagnose.json", "disentangle.json",
 )  # fmt: skip
 LOCK_NAME = ".dgm.lock"
 

@@ -1,0 +1,152 @@
+"""``dgm disentangle`` (MIG and the FactorVAE metric on data with known factors) and ``dgm
+traverse`` (a latent-traversal figure): how single code dimensions relate to single factors."""
+
+import argparse
+import time
+
+import torch
+
+from dgmkit._io import atomic_write_json
+from dgmkit.cli.argtypes import SEED, count, real
+from dgmkit.cli.codes import run_dataset
+from dgmkit.cli.common import add_output_flags, png_output, say, split_data, to_display, write_png
+from dgmkit.config import Run, load_run
+from dgmkit.distributions import location
+from dgmkit.errors import ConfigError
+from dgmkit.evaluation.disentanglement import factor_vae_score, mutual_information_gap
+from dgmkit.evaluation.figures import image_grid_png
+from dgmkit.training.trainer import VALID_SEED
+
+__all__ = ["add_parsers", "run_disentangle", "run_traverse", "codes_of"]
+
+_BATCH = 1000
+
+
+def _needs_codes(run: Run) -> None:
+    if not run.model.has_latents:
+        raise ConfigError(f"a {run.cfg.family} model has no continuous codes to measure (it has no latent space)")
+
+
+@torch.no_grad()
+def codes_of(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """The representative point of q(z|x) (the posterior mean where it has one), flattened: (N, M)."""
+    return torch.cat([location(run.model.posterior(x[i : i + _BATCH])).flatten(1) for i in range(0, len(x), _BATCH)])
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("disentangle", help="MIG and the FactorVAE metric of a model's codes on data with known factors")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--bins", type=count(2, 1000, "--bins"), default=20, help="MIG: equal-width bins per code dimension")
+    p.add_argument("--votes", type=count(1, 100_000, "--votes"), default=800, help="FactorVAE metric: votes to fit, and as many to score")
+    p.add_argument("--batch", type=count(2, 10_000, "--batch"), default=64, help="FactorVAE metric: images per vote")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=run_disentangle)
+
+    p = sub.add_parser("traverse", help="decode each code dimension swept across its range, the others fixed, to a PNG")
+    p.add_argument("run_dir")
+    add_output_flags(p)
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--dims", type=count(1, 4096, "--dims"), default=10, help="the dimensions of largest spread, at most")
+    p.add_argument("--steps", type=count(2, 50, "--steps"), default=9, help="decoded values per dimension")
+    p.add_argument("--range", type=real(gt=0, hi=100), default=2.5, help="the sweep: the mean +- RANGE standard deviations")
+    p.add_argument("--seed", type=SEED, default=0, help="which image is traversed (a seeded random pick)")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=run_traverse)
+
+
+def format_disentanglement(r: dict) -> str:
+    lines = [f"{'factor':<12} {'values':>6} {'H (nats)':>9} {'best dim':>8} {'MIG':>7}"]
+    for f in r["factors"]:
+        lines.append(f"{f['name']:<12} {f['values']:>6} {f['entropy']:>9.3f} {f['best_dim']:>8} {f['gap']:>7.3f}")
+    lines.append(f"MIG {r['mig']:.4f}  ({r['mig_estimator']})")
+    fv = r["factor_vae"]
+    if fv is None:
+        lines.append("FactorVAE metric: not available (the dataset cannot draw images for chosen factor values)")
+    else:
+        lines.append(
+            f"FactorVAE metric {fv['accuracy']:.4f}  (majority vote, {fv['votes']} votes of {fv['batch']} images to fit "
+            f"and as many to score; {fv['active']} active dimensions of {r['latent_dim']}; fit accuracy {fv['train_accuracy']:.4f})"
+        )
+    lines.append(f"data: {r['split']} split, {r['n']} images; codes: posterior means")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def run_disentangle(args: argparse.Namespace) -> int:
+    run = load_run(args.run_dir)
+    _needs_codes(run)
+    dataset = run_dataset(run.cfg.data, args.data_dir)
+    if not dataset.factor_names:
+        raise ConfigError(f"{dataset.name} has no known generative factors; disentanglement needs one that has (e.g. sprites)")
+    t0 = time.perf_counter()
+    x, _ = split_data(run, args.split, args.data_dir)
+    factors = dataset.split(args.split).factors
+    codes = codes_of(run, x)
+    if codes.shape[1] < 2:
+        raise ConfigError("MIG compares code dimensions: the model needs at least 2")
+    mig = mutual_information_gap(codes, factors, bins=args.bins)
+    fv = None
+    if dataset.render is not None:
+        g = torch.Generator().manual_seed(args.seed)
+
+        def encode(images: torch.Tensor) -> torch.Tensor:
+            return codes_of(run, run.transform(images, torch.Generator().manual_seed(VALID_SEED)))
+
+        s = factor_vae_score(encode, dataset.render, dataset.factor_sizes, codes, args.votes, args.batch, g)
+        fv = {
+            "accuracy": s.accuracy,
+            "train_accuracy": s.train_accuracy,
+            "assignment": s.assignment.tolist(),
+            "active": int(s.active.sum()),
+            "votes": s.votes,
+            "batch": s.batch,
+        }
+    result = {
+        "mig": mig.mig,
+        "mig_estimator": mig.estimator,
+        "factors": [
+            {"name": name, "values": size, "entropy": float(mig.entropy[k]), "best_dim": int(mig.best[k]), "gap": float(mig.gaps[k])}
+            for k, (name, size) in enumerate(zip(dataset.factor_names, dataset.factor_sizes))
+        ],
+        "mutual_information": mig.mutual_information.tolist(),
+        "factor_vae": fv,
+        "latent_dim": codes.shape[1],
+        "split": args.split,
+        "n": len(x),
+        "seed": args.seed,
+        "checkpoint": run.checkpoint.name,
+        "seconds": time.perf_counter() - t0,
+    }
+    say(format_disentanglement(result))
+    atomic_write_json(run.path / "disentangle.json", result)
+    say(f"wrote {run.path / 'disentangle.json'}")
+    return 0
+
+
+@torch.no_grad()
+def run_traverse(args: argparse.Namespace) -> int:
+    out = png_output(args)
+    run = load_run(args.run_dir)
+    _needs_codes(run)
+    x, _ = split_data(run, args.split, args.data_dir)
+    g = torch.Generator().manual_seed(args.seed)
+    sample = x[torch.randperm(len(x), generator=g)[: min(len(x), 2000)]]
+    codes = codes_of(run, sample)  # the spread of each dimension over the data
+    mean, std = codes.mean(0), codes.std(0)
+    order = std.argsort(descending=True)[: args.dims]
+    base = codes[0]  # the traversed image's code
+    t = torch.linspace(-args.range, args.range, args.steps)
+    z = base.repeat(len(order), args.steps, 1)  # (dims, steps, M)
+    for row, d in enumerate(order.tolist()):
+        z[row, :, d] = mean[d] + t * std[d]
+    shape = location(run.model.posterior(sample[:1])).shape[1:]
+    decoded = run.model.likelihood(z.reshape(-1, *shape)).mean
+    path = write_png(out, image_grid_png(to_display(decoded, run), nrow=args.steps))
+    dims = ", ".join(str(d) for d in order.tolist())
+    say(
+        f"wrote a traversal of {len(order)} code dimensions (rows, by spread over the data: {dims}), each swept over its "
+        f"mean +- {args.range:g} standard deviations in {args.steps} steps, the others at one {args.split} image's code, to {path}"
+    )
+    return 0
