@@ -34,6 +34,9 @@ def test_the_bound_is_below_the_exact_likelihood_by_enumeration():
     # the evaluation's bound (k = 1) is the same number, and the training objective's score too
     report = evaluate(model, x, iw_samples=1)
     assert report.estimate == "bound" and report.nll == pytest.approx(-bound.double().mean().item(), rel=1e-5)
+    # the bound's split: reconstruction and KL(point mass || p) = -log p(z_q) = 4 log 5 under the uniform prior
+    assert report.kl == pytest.approx(4 * math.log(5), rel=1e-6)
+    assert report.recon - report.kl == pytest.approx(report.elbo, rel=1e-5)
     terms = cfg.model.training_objective()(model, x)
     assert torch.allclose(terms.bound, bound, atol=1e-4)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dgmkit.distributions import location
+from dgmkit.distributions.delta import Delta
 from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel, VariationalModel
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
 from dgmkit.objectives.mmd import imq_kernel, mmd2_unbiased
@@ -82,7 +83,12 @@ def _bound(model: VariationalModel, x: torch.Tensor, k: int, generator: torch.Ge
     log_px, first = importance_sampled_log_likelihood(
         model, x, k=k, batch_size=100, chunk_size=1600, generator=generator, first=True
     )
-    return Estimate("bound", log_px.double(), k, {"elbo": first.double()})
+    terms = {"elbo": first.double()}
+    if isinstance(model.posterior(x[:1]), Delta):  # a point-mass posterior (VQ-VAE): ELBO = log p(x|z) + log p(z)
+        parts = [model.log_joint(b, location(model.posterior(b))) for b in _batches(x, batch_size)]
+        terms["recon"] = torch.cat([p.log_px_z for p in parts]).double()
+        terms["kl"] = -torch.cat([p.log_pz for p in parts]).double()  # KL(delta || p) = -log p(z)
+    return Estimate("bound", log_px.double(), k, terms)
 
 
 @torch.no_grad()
