@@ -213,7 +213,13 @@ def run_dgmkit(dataset: Dataset, train: Split, steps: int, args, seed: int) -> t
     with tempfile.TemporaryDirectory() as run_dir:
         # the Trainer as `dgm train` builds it, every setting from the config (epochs = 1)
         trainer = Trainer(
-            model, objective, Split(train.x[: steps * BATCH]), transform, run_dir=run_dir, progress=False, **trainer_options(cfg)
+            model,
+            objective,
+            Split(train.x[: steps * BATCH]),
+            transform,
+            run_dir=run_dir,
+            progress=False,
+            **trainer_options(cfg),
         )
         assert trainer.steps_per_epoch == steps
         t0 = time.perf_counter()

@@ -21,7 +21,9 @@ def test_mmd_has_expectation_zero_for_one_distribution(kernel):
     g = torch.Generator().manual_seed(0)
     mean, se = _repeat(
         lambda i: mmd2_unbiased(
-            torch.randn(20, 3, generator=g, dtype=torch.float64), torch.randn(30, 3, generator=g, dtype=torch.float64), kernel
+            torch.randn(20, 3, generator=g, dtype=torch.float64),
+            torch.randn(30, 3, generator=g, dtype=torch.float64),
+            kernel,
         )
     )
     assert abs(mean) < 3.5 * se + 1e-12
@@ -93,7 +95,10 @@ def test_total_correlation_of_a_gaussian_aggregate_posterior_is_recovered(estima
 
 def test_aggregate_densities_match_brute_force_on_a_full_batch():
     g = torch.Generator().manual_seed(3)
-    loc, scale = torch.randn(6, 3, generator=g, dtype=torch.float64), 0.3 + torch.rand(6, 3, generator=g, dtype=torch.float64)
+    loc, scale = (
+        torch.randn(6, 3, generator=g, dtype=torch.float64),
+        0.3 + torch.rand(6, 3, generator=g, dtype=torch.float64),
+    )
     z = torch.randn(6, 3, generator=g, dtype=torch.float64)
     log_qz, log_dims = aggregate_log_densities(z, loc, scale, dataset_size=6)
     normal = torch.distributions.Normal(loc, scale)
@@ -106,7 +111,9 @@ def test_aggregate_densities_match_brute_force_on_a_full_batch():
 def _small_vae(objective="tcvae", **kw):
     from dgmkit.config import RunConfig, build_model
 
-    cfg = RunConfig.of(model="vae", dataset="digits", likelihood="bernoulli", hidden=[32], latent_dim=4, objective=objective, **kw)
+    cfg = RunConfig.of(
+        model="vae", dataset="digits", likelihood="bernoulli", hidden=[32], latent_dim=4, objective=objective, **kw
+    )
     return cfg, build_model(cfg, (1, 8, 8), 2)
 
 

@@ -44,7 +44,12 @@ def test_the_bound_is_below_the_exact_likelihood_by_enumeration():
 def test_train_eval_sample_on_digits(tmp_path, capsys):
     out = tmp_path / "vq"
     argv = ["train", "--dataset", "digits", "--model", "vqvae", "--codes", "32", "--code-dim", "8", "--vq-width", "32"]
-    assert main([*argv, "--downsample", "1", "--epochs", "8", "--lr", "3e-3", "--vq-decay", "0.9", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [*argv, "--downsample", "1", "--epochs", "8", "--lr", "3e-3", "--vq-decay", "0.9", "--out", str(out), "--quiet"]
+        )
+        == 0
+    )
     lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     last = lines[-1]
     for k in ("valid_usage", "valid_perplexity", "valid_bound", "valid_recon", "valid_commitment"):

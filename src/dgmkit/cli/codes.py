@@ -78,6 +78,8 @@ def attach_code_prior(vq: Run, prior_dir: str | Path) -> Run:
     if list(prior.record["data"]["event_shape"]) != want or prior.record["data"]["num_levels"] != vq.model.num_codes:
         raise ConfigError(f"{prior_dir} models grids of another shape or alphabet than {vq.path}'s codes")
     if prior.model.estimate_kind != "exact" or not prior.model.can_sample:
-        raise ConfigError(f"{prior_dir} holds a {prior.cfg.family} model: a code prior needs an exact log-likelihood and sampling")
+        raise ConfigError(
+            f"{prior_dir} holds a {prior.cfg.family} model: a code prior needs an exact log-likelihood and sampling"
+        )
     vq.model.code_prior = prior.model
     return vq

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from dgmkit._io import atomic_write_bytes, check_new_output
-from dgmkit.config import Run
 from dgmkit.cli.codes import run_dataset
+from dgmkit.config import Run
 from dgmkit.errors import DataError
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED

@@ -38,7 +38,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--bins", type=count(2, 1000, "--bins"), default=20, help="MIG: equal-width bins per code dimension")
-    p.add_argument("--votes", type=count(1, 100_000, "--votes"), default=800, help="FactorVAE metric: votes to fit, and as many to score")
+    p.add_argument(
+        "--votes",
+        type=count(1, 100_000, "--votes"),
+        default=800,
+        help="FactorVAE metric: votes to fit, and as many to score",
+    )
     p.add_argument("--batch", type=count(2, 10_000, "--batch"), default=64, help="FactorVAE metric: images per vote")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--data-dir", default=None)
@@ -67,7 +72,8 @@ def format_disentanglement(r: dict) -> str:
     else:
         lines.append(
             f"FactorVAE metric {fv['accuracy']:.4f}  (majority vote, {fv['votes']} votes of {fv['batch']} images to fit "
-            f"and as many to score; {fv['active']} active dimensions of {r['latent_dim']}; fit accuracy {fv['train_accuracy']:.4f})"
+            f"and as many to score; {fv['active']} active dimensions of {r['latent_dim']}; "
+            f"fit accuracy {fv['train_accuracy']:.4f})"
         )
     lines.append(f"data: {r['split']} split, {r['n']} images; codes: posterior means")
     return "\n".join(lines)
@@ -79,7 +85,9 @@ def run_disentangle(args: argparse.Namespace) -> int:
     _needs_codes(run)
     dataset = run_dataset(run.cfg.data, args.data_dir)
     if not dataset.factor_names:
-        raise ConfigError(f"{dataset.name} has no known generative factors; disentanglement needs one that has (e.g. sprites)")
+        raise ConfigError(
+            f"{dataset.name} has no known generative factors; disentanglement needs one that has (e.g. sprites)"
+        )
     t0 = time.perf_counter()
     x, _ = split_data(run, args.split, args.data_dir)
     factors = dataset.split(args.split).factors
@@ -107,7 +115,13 @@ def run_disentangle(args: argparse.Namespace) -> int:
         "mig": mig.mig,
         "mig_estimator": mig.estimator,
         "factors": [
-            {"name": name, "values": size, "entropy": float(mig.entropy[k]), "best_dim": int(mig.best[k]), "gap": float(mig.gaps[k])}
+            {
+                "name": name,
+                "values": size,
+                "entropy": float(mig.entropy[k]),
+                "best_dim": int(mig.best[k]),
+                "gap": float(mig.gaps[k]),
+            }
             for k, (name, size) in enumerate(zip(dataset.factor_names, dataset.factor_sizes))
         ],
         "mutual_information": mig.mutual_information.tolist(),
@@ -147,6 +161,7 @@ def run_traverse(args: argparse.Namespace) -> int:
     dims = ", ".join(str(d) for d in order.tolist())
     say(
         f"wrote a traversal of {len(order)} code dimensions (rows, by spread over the data: {dims}), each swept over its "
-        f"mean +- {args.range:g} standard deviations in {args.steps} steps, the others at one {args.split} image's code, to {path}"
+        f"mean +- {args.range:g} standard deviations in {args.steps} steps, the others at one {args.split} image's "
+        f"code, to {path}"
     )
     return 0

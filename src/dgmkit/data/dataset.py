@@ -36,7 +36,8 @@ class Split:
             f = self.factors
             if f.ndim != 2 or len(f) != len(self.x) or f.is_floating_point() or f.is_complex() or f.dtype == torch.bool:
                 raise DataError(
-                    f"{len(self.x)} images need one row of integer factor indices each, got {f.dtype} of shape {tuple(f.shape)}"
+                    f"{len(self.x)} images need one row of integer factor indices each, "
+                    f"got {f.dtype} of shape {tuple(f.shape)}"
                 )
 
     def __len__(self) -> int:

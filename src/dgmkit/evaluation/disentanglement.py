@@ -78,7 +78,9 @@ def mutual_information_gap(codes: torch.Tensor, factors: torch.Tensor, bins: int
     codes = torch.as_tensor(codes)
     factors = torch.as_tensor(factors)
     if codes.ndim != 2 or factors.ndim != 2 or len(codes) != len(factors) or len(codes) < 2:
-        raise ValueError(f"need codes (N, M) and factors (N, K) for the same N >= 2, got {tuple(codes.shape)} and {tuple(factors.shape)}")
+        raise ValueError(
+            f"need codes (N, M) and factors (N, K) for the same N >= 2, got {tuple(codes.shape)} and {tuple(factors.shape)}"
+        )
     if codes.shape[1] < 2:
         raise ValueError("the gap needs at least 2 code dimensions")
     if factors.is_floating_point() or (factors < 0).any():

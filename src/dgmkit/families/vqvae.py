@@ -32,7 +32,9 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
     downsample: int = setting(2, "halvings from the image to the code grid (2: 28x28 -> 7x7)", min=1, max=6)
     res_blocks: int = setting(2, "residual blocks in the encoder and in the decoder", min=0, max=64)
     commitment: float = setting(0.25, "beta: weight of the commitment loss", min=0, max=1e6)
-    codebook_update: Literal["ema", "gradient"] = setting("ema", "the codebook follows an EMA of its vectors, or the codebook loss")
+    codebook_update: Literal["ema", "gradient"] = setting(
+        "ema", "the codebook follows an EMA of its vectors, or the codebook loss"
+    )
     vq_decay: float = setting(0.99, "ema: decay of the codebook's moving averages", gt=0, max=0.99999)
     kmeans_init: bool = setting(True, "start the codebook as k-means centres of the first batch")
     restart_dead: bool = setting(True, "ema: restart codes unused for long at random encoder outputs")
@@ -61,7 +63,9 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
             raise ConfigError(f"{self.downsample} halvings need height and width divisible by {f}, got {h}x{w}")
         head = self.head(num_levels)
         encoder = DownsamplingEncoder(c, self.code_dim, self.vq_width, self.downsample, self.res_blocks)
-        decoder = UpsamplingDecoder(self.code_dim, c * head.params_per_pixel, self.vq_width, self.downsample, self.res_blocks)
+        decoder = UpsamplingDecoder(
+            self.code_dim, c * head.params_per_pixel, self.vq_width, self.downsample, self.res_blocks
+        )
         quantizer = VectorQuantizer(
             self.codes,
             self.code_dim,

@@ -128,7 +128,7 @@ class DownsamplingEncoder(nn.Module):
             raise ValueError(f"need at least one halving, got {downsample}")
         layers: list[nn.Module] = []
         c = in_channels
-        for i in range(downsample):
+        for _ in range(downsample):
             layers += [nn.Conv2d(c, width, 4, stride=2, padding=1), nn.ReLU()]
             c = width
         layers += [nn.Conv2d(width, width, 3, padding=1), ResidualStack(width, max(1, width // 4), res_blocks)]
@@ -149,7 +149,10 @@ class UpsamplingDecoder(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, width: int, upsample: int, res_blocks: int = 2):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), ResidualStack(width, max(1, width // 4), res_blocks)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            ResidualStack(width, max(1, width // 4), res_blocks),
+        ]
         for i in range(upsample):
             last = i == upsample - 1
             layers.append(nn.ConvTranspose2d(width, out_channels if last else width, 4, stride=2, padding=1))

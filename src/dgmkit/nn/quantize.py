@@ -92,7 +92,9 @@ class VectorQuantizer(nn.Module):
         """(B, ..., D) vectors (N, D) and the shape to put them back."""
         moved = z.movedim(self.channel_dim, -1)
         if moved.shape[-1] != self.dim:
-            raise ValueError(f"expected vectors of dimension {self.dim} in dimension {self.channel_dim}, got shape {tuple(z.shape)}")
+            raise ValueError(
+                f"expected vectors of dimension {self.dim} in dimension {self.channel_dim}, got shape {tuple(z.shape)}"
+            )
         return moved.reshape(-1, self.dim), tuple(moved.shape)
 
     def _unflatten(self, flat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

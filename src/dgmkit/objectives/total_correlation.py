@@ -36,7 +36,7 @@ ESTIMATORS = ("mss", "mws")
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def stratified_log_weights(batch: int, dataset_size: int, dtype=torch.float64) -> torch.Tensor:
+def stratified_log_weights(batch: int, dataset_size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """log w (M, M) of minibatch stratified sampling: row i weights the batch's posteriors for
     the estimate of q(z_i); each row sums to 1."""
     m, n = batch, dataset_size
@@ -63,7 +63,9 @@ def aggregate_log_densities(
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if z.ndim != 2 or loc.shape != z.shape or scale.shape != z.shape:
-        raise ValueError(f"need z, loc and scale of the same shape (M, D), got {tuple(z.shape)}, {tuple(loc.shape)}, {tuple(scale.shape)}")
+        raise ValueError(
+            f"need z, loc and scale of the same shape (M, D), got {tuple(z.shape)}, {tuple(loc.shape)}, {tuple(scale.shape)}"
+        )
     m = len(z)
     pair = _pairwise_log_normal(z, loc, scale)  # (M, M, D)
     if estimator == "mss":

@@ -36,7 +36,7 @@ class WAEObjective(Objective):
     score = "recon"
     score_label = "log p(x|z)"
 
-    def __init__(self, mmd_weight: float = 10.0, prior_variance: float = 1.0, scales=IMQ_SCALES):
+    def __init__(self, mmd_weight: float = 10.0, prior_variance: float = 1.0, scales: tuple[float, ...] = IMQ_SCALES):
         if mmd_weight < 0:
             raise ValueError(f"mmd_weight must be >= 0, got {mmd_weight}")
         self.mmd_weight = mmd_weight
