@@ -196,20 +196,26 @@ def fixed_noise_loss(fn, x: torch.Tensor) -> float:
         return float(fn(x))
 
 
-def run_dgmkit(dataset: Dataset, train: Split, steps: int, args, seed: int) -> tuple[float, float, float]:
-    """One Trainer epoch of ``steps`` steps. Returns (images/s, loss before, loss after)."""
+def dgmkit_parts(dataset: Dataset, train: Split, args, seed: int):
+    """The config, model, objective and data transform that `dgm train` builds, and a function
+    that gives the loss (-ELBO, beta 1, fixed noise) on a fixed batch of training images."""
     cfg = reference_config(args.prior, args.warmup, seed)
-    family = cfg.model
-    transform = family.transform(dataset, cfg.data.binarize)
+    transform = cfg.model.transform(dataset, cfg.data.binarize)
     model = build_model(cfg, dataset.event_shape, dataset.num_levels)
-    objective = family.training_objective()
+    objective = cfg.model.training_objective()
     x_eval = transform(train.x[:EVAL_N])
 
-    def loss(x):
+    def eval_loss() -> float:
         model.eval()
-        return objective(model, x, 1.0).loss.mean()
+        return fixed_noise_loss(lambda x: objective(model, x, 1.0).loss.mean(), x_eval)
 
-    before = fixed_noise_loss(loss, x_eval)
+    return cfg, model, objective, transform, eval_loss
+
+
+def run_dgmkit(dataset: Dataset, train: Split, steps: int, args, seed: int) -> tuple[float, float, float]:
+    """One Trainer epoch of ``steps`` steps. Returns (images/s, loss before, loss after)."""
+    cfg, model, objective, transform, eval_loss = dgmkit_parts(dataset, train, args, seed)
+    before = eval_loss()
     with tempfile.TemporaryDirectory() as run_dir:
         # the Trainer as `dgm train` builds it, every setting from the config (epochs = 1)
         trainer = Trainer(
@@ -225,24 +231,14 @@ def run_dgmkit(dataset: Dataset, train: Split, steps: int, args, seed: int) -> t
         t0 = time.perf_counter()
         trainer.fit()
         rate = steps * BATCH / (time.perf_counter() - t0)
-    return rate, before, fixed_noise_loss(loss, x_eval)
+    return rate, before, eval_loss()
 
 
 def run_model_loop(dataset: Dataset, train: Split, steps: int, args, seed: int) -> tuple[float, float, float]:
     """dgmkit's model and objective in the plain loop below (no Trainer): with ``plain+fused
     Adam`` it separates what the model costs from what the Trainer costs."""
-    cfg = reference_config(args.prior, args.warmup, seed)
-    family = cfg.model
-    transform = family.transform(dataset, cfg.data.binarize)
-    model = build_model(cfg, dataset.event_shape, dataset.num_levels)
-    objective = family.training_objective()
-    x_eval = transform(train.x[:EVAL_N])
-
-    def loss(x):
-        model.eval()
-        return objective(model, x, 1.0).loss.mean()
-
-    before = fixed_noise_loss(loss, x_eval)
+    _, model, objective, transform, eval_loss = dgmkit_parts(dataset, train, args, seed)
+    before = eval_loss()
     opt = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
     n = steps * BATCH
     data = transform(train.x[:n])  # converted once, as the plain loop's data
@@ -258,7 +254,7 @@ def run_model_loop(dataset: Dataset, train: Split, steps: int, args, seed: int) 
         step_loss.backward()
         opt.step()
     rate = n / (time.perf_counter() - t0)
-    return rate, before, fixed_noise_loss(loss, x_eval)
+    return rate, before, eval_loss()
 
 
 def run_plain(x: torch.Tensor, steps: int, args, seed: int, fused: bool) -> tuple[float, float, float]:
