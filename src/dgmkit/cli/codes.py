@@ -8,10 +8,12 @@
 ``--codes-of RUN`` makes the training data the code grids z_q(x) of RUN's dataset, split as RUN's
 data are (each image through RUN's data transform with the fixed held-out seed, then its
 nearest codes): images of shape (1, h, w) with K levels, for any model of integer images. The
-dataset is named after RUN's run id, so the prior stays tied to that VQ-VAE: attaching it to
-another run, or resuming it after the VQ-VAE was retrained, is refused.
+dataset is named after RUN's run id and a digest of its checkpoint, so the prior stays tied to
+those codes: attaching it to another run, or to the same run trained on since, and resuming it
+after the VQ-VAE changed, are refused.
 """
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -42,7 +44,10 @@ def _vq_run(path: str | Path) -> Run:
 
 
 def _name(run: Run) -> str:
-    return f"codes:{run.record.get('run_id') or run.path.resolve()}"
+    """The code dataset's name: the VQ-VAE run's id and a digest of the checkpoint that made the
+    codes, so that a prior is tied to those exact codes (a VQ-VAE trained on afterwards makes others)."""
+    digest = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]
+    return f"codes:{run.record.get('run_id') or run.path.resolve()}:{digest}"
 
 
 @torch.no_grad()
@@ -71,8 +76,9 @@ def attach_code_prior(vq: Run, prior_dir: str | Path) -> Run:
     prior = load_run(prior_dir)
     if prior.record["data"].get("name") != _name(vq):
         raise ConfigError(
-            f"{prior_dir} was not trained on the codes of {vq.path} (train one with "
-            f"`dgm train --model arm --codes-of {vq.path} --likelihood categorical`)"
+            f"{prior_dir} was not trained on the codes of {vq.path} as it is now (it belongs to another run, or this "
+            f"one was trained on since); train one with "
+            f"`dgm train --model arm --codes-of {vq.path} --likelihood categorical`"
         )
     want = [1, *vq.model.code_shape]
     if list(prior.record["data"]["event_shape"]) != want or prior.record["data"]["num_levels"] != vq.model.num_codes:
