@@ -104,3 +104,44 @@ def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, cap
     assert "not trained on the codes of" in capsys.readouterr().err
     assert main(["train", "--model", "arm", "--codes-of", str(prior), "--out", str(tmp_path / "x"), "--quiet"]) == 1
     assert "codes come from a VQ-VAE run" in capsys.readouterr().err
+
+
+def test_two_levels_bound_below_enumeration_and_the_joint_code_prior(tmp_path, capsys):
+    cfg = RunConfig.of(
+        model="vqvae", dataset="digits-4x4", codes=3, code_dim=2, vq_width=8, downsample=1, res_blocks=1, vq_levels=2
+    )
+    model = build_model(cfg, (1, 4, 4), 2).eval()
+    assert model.code_shape == (1, 5) and model.top_shape == (1, 1) and model.bottom_shape == (2, 2)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.quantizer.embedding.copy_(torch.randn(3, 2))
+        model.top_quantizer.embedding.copy_(torch.randn(3, 2))
+    x = (torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    grids = torch.tensor(list(itertools.product(range(3), repeat=5))).reshape(-1, 1, 5)  # all 243 code pairs
+    with torch.no_grad():
+        exact = torch.logsumexp(model.likelihood(grids[:, None]).log_prob(x) + model.prior().log_prob(grids)[:, None], 0)
+        codes = model.codes(x)
+        bound = model.likelihood(codes).log_prob(x) + model.log_prior_uniform()
+        # the code of an image decodes the same way as the training pass's quantized maps
+        px, q = model.train_pass(x)
+    assert codes.shape == (10, 1, 5) and torch.equal(q.indices, codes)
+    assert torch.allclose(px.log_prob(x), model.likelihood(codes).log_prob(x), atol=1e-5)
+    assert (bound <= exact + 1e-5).all()
+    assert model.log_prior_uniform() == pytest.approx(-5 * math.log(3))
+    # trained from the CLI, with an autoregressive prior over the joined (top, bottom) sequence
+    vq, prior = tmp_path / "vq2", tmp_path / "prior2"
+    argv = ["train", "--dataset", "digits", "--model", "vqvae", "--vq-levels", "2", "--codes", "8", "--code-dim", "4"]
+    assert main([*argv, "--vq-width", "16", "--downsample", "1", "--epochs", "2", "--out", str(vq), "--quiet"]) == 0
+    arm = ["train", "--model", "arm", "--arm", "causal-conv", "--codes-of", str(vq), "--likelihood", "categorical"]
+    assert main([*arm, "--channels", "16", "--arm-layers", "3", "--epochs", "3", "--out", str(prior), "--quiet"]) == 0
+    assert json.loads((prior / "config.json").read_text())["data"]["event_shape"] == [1, 1, 20]
+    capsys.readouterr()
+    assert main(["eval", str(vq), "--split", "test"]) == 0
+    uniform = json.loads((vq / "eval.json").read_text())
+    assert main(["eval", str(prior), "--split", "test"]) == 0
+    code_nll = json.loads((prior / "eval.json").read_text())["nll"]
+    assert main(["eval", str(vq), "--split", "test", "--code-prior", str(prior)]) == 0
+    learned = json.loads((vq / "eval.json").read_text())
+    assert learned["nll"] == pytest.approx(uniform["nll"] - 20 * math.log(8) + code_nll, abs=1e-3)
+    assert main(["sample", str(vq), "--code-prior", str(prior), "--out", str(tmp_path / "s.png"), "-n", "4"]) == 0
+    assert main(["reconstruct", str(vq), "--out", str(tmp_path / "r.png"), "-n", "4"]) == 0

@@ -5,12 +5,15 @@ import dataclasses
 from typing import Literal
 
 import torch
+from torch import nn
 
+from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import LikelihoodSettings
 from dgmkit.families.registry import register_family
 from dgmkit.models.vqvae import VQVAE
+from dgmkit.models.vqvae2 import TwoLevelVQVAE
 from dgmkit.nn.conv import DownsamplingEncoder, UpsamplingDecoder
 from dgmkit.nn.quantize import VectorQuantizer
 from dgmkit.objectives import Objective
@@ -38,6 +41,7 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
     vq_decay: float = setting(0.99, "ema: decay of the codebook's moving averages", gt=0, max=0.99999)
     kmeans_init: bool = setting(True, "start the codebook as k-means centres of the first batch")
     restart_dead: bool = setting(True, "ema: restart codes unused for long at random encoder outputs")
+    vq_levels: int = setting(1, "1, or 2: VQ-VAE-2's top grid (half the resolution) above the bottom grid", min=1, max=2)
 
     @property
     def default_iw_samples(self) -> int:
@@ -45,7 +49,8 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
 
     def describe(self) -> str:
         return (
-            f"a VQ-VAE ({self.codes} codes of dimension {self.code_dim}, width {self.vq_width}, "
+            f"a {'two-level VQ-VAE-2' if self.vq_levels == 2 else 'VQ-VAE'} ({self.codes} codes of dimension "
+            f"{self.code_dim}, width {self.vq_width}, "
             f"{self.downsample} halvings, {self.codebook_update} codebook, {self.likelihood.capitalize()} likelihood)"
         )
 
@@ -62,11 +67,16 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
         if h % f or w % f:
             raise ConfigError(f"{self.downsample} halvings need height and width divisible by {f}, got {h}x{w}")
         head = self.head(num_levels)
+        if self.vq_levels == 2:
+            return self._build_two_levels(head, (c, h, w), f, num_levels)
         encoder = DownsamplingEncoder(c, self.code_dim, self.vq_width, self.downsample, self.res_blocks)
         decoder = UpsamplingDecoder(
             self.code_dim, c * head.params_per_pixel, self.vq_width, self.downsample, self.res_blocks
         )
-        quantizer = VectorQuantizer(
+        return VQVAE(encoder, self._quantizer(), decoder, head, (c, h, w), (h // f, w // f), self.input_scale(num_levels))
+
+    def _quantizer(self) -> VectorQuantizer:
+        return VectorQuantizer(
             self.codes,
             self.code_dim,
             commitment=self.commitment,
@@ -75,4 +85,28 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
             kmeans_init=self.kmeans_init,
             restart_dead=self.restart_dead,
         )
-        return VQVAE(encoder, quantizer, decoder, head, (c, h, w), (h // f, w // f), self.input_scale(num_levels))
+
+    def _build_two_levels(
+        self, head: LikelihoodHead, event_shape: tuple[int, int, int], f: int, num_levels: int | None
+    ) -> TwoLevelVQVAE:
+        c, h, w = event_shape
+        if (h // f) % 2 or (w // f) % 2:
+            raise ConfigError(
+                f"two levels need a bottom grid with even sides; {h}x{w} with {self.downsample} halvings "
+                f"gives {h // f}x{w // f}"
+            )
+        d, width, blocks = self.code_dim, self.vq_width, self.res_blocks
+        return TwoLevelVQVAE(
+            encoder=DownsamplingEncoder(c, width, width, self.downsample, blocks),
+            top_encoder=DownsamplingEncoder(width, d, width, 1, blocks),
+            top_decoder=UpsamplingDecoder(d, width, width, 1, blocks),
+            merge=nn.Conv2d(2 * width, d, 1),
+            top_up=nn.ConvTranspose2d(d, d, 4, stride=2, padding=1),
+            top_quantizer=self._quantizer(),
+            quantizer=self._quantizer(),
+            decoder=UpsamplingDecoder(2 * d, c * head.params_per_pixel, width, self.downsample, blocks),
+            head=head,
+            event_shape=event_shape,
+            bottom_shape=(h // f, w // f),
+            input_scale=self.input_scale(num_levels),
+        )

@@ -66,6 +66,12 @@ class VQVAE(VariationalModel):
         """The encoder's grid, quantized (with the codebook's training updates in train mode)."""
         return self.quantizer(self.encoder(self._input(x)))
 
+    def train_pass(self, x: torch.Tensor) -> tuple[Distribution, Quantized]:
+        """One training pass: p(x | z_q) at the quantized (straight-through) codes, and the
+        quantizer's output (its losses and code counts)."""
+        q = self.quantize(x)
+        return self.decode(q.z_q), q
+
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The code grid z_q(x): (B, h, w) indices in 0..K-1 (no codebook update)."""

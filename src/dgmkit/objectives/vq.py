@@ -37,8 +37,8 @@ class VQObjective(Objective):
     score_label = "bound (uniform code prior)"
 
     def __call__(self, model: "VQVAE", x: torch.Tensor, beta: float = 1.0) -> VQTerms:
-        q = model.quantize(x)
-        recon = model.decode(q.z_q).log_prob(x)
+        px, q = model.train_pass(x)
+        recon = px.log_prob(x)
         n = len(x)
         ppl = perplexity(q.counts).to(recon.dtype).expand(n)
         usage = (q.counts > 0).to(recon.dtype).mean().expand(n)
