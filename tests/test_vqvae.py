@@ -5,6 +5,7 @@ the codebook in use and logs usage and perplexity; sampling and reconstruction w
 import itertools
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -145,3 +146,40 @@ def test_two_levels_bound_below_enumeration_and_the_joint_code_prior(tmp_path, c
     assert learned["nll"] == pytest.approx(uniform["nll"] - 20 * math.log(8) + code_nll, abs=1e-3)
     assert main(["sample", str(vq), "--code-prior", str(prior), "--out", str(tmp_path / "s.png"), "-n", "4"]) == 0
     assert main(["reconstruct", str(vq), "--out", str(tmp_path / "r.png"), "-n", "4"]) == 0
+
+
+def test_code_priors_must_model_integers_and_current_codes(tmp_path, capsys):
+    vq = tmp_path / "vq"
+    argv = ["train", "--dataset", "digits", "--model", "vqvae", "--codes", "8", "--code-dim", "4", "--vq-width", "16"]
+    assert main([*argv, "--downsample", "1", "--epochs", "1", "--out", str(vq), "--quiet"]) == 0
+    capsys.readouterr()
+    # codes are integers: a Bernoulli or continuous model of them is refused before training
+    bern = ["train", "--model", "arm", "--arm", "made", "--codes-of", str(vq), "--out", str(tmp_path / "b"), "--quiet"]
+    assert main(bern) == 1 and "categorical or logistic" in capsys.readouterr().err
+    assert main(["train", "--model", "ppca", "--codes-of", str(vq), "--out", str(tmp_path / "p"), "--quiet"]) == 1
+    capsys.readouterr()
+    # the data come from the VQ-VAE run: other data flags are refused
+    assert (
+        main(["train", "--model", "arm", "--codes-of", str(vq), "--dataset", "sprites", "--out", str(tmp_path / "s")]) == 1
+    )
+    assert "leave out dataset" in capsys.readouterr().err
+    # a prior remembers its VQ-VAE by its full path, and refuses codes that changed since
+    prior = tmp_path / "prior"
+    arm = ["train", "--model", "arm", "--arm", "made", "--likelihood", "categorical", "--made-hidden", "32"]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main([*arm, "--codes-of", "vq", "--epochs", "1", "--out", "prior", "--quiet"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert json.loads((prior / "config.json").read_text())["config"]["data"]["codes_of"] == str(vq.resolve())
+    assert main(["eval", str(prior), "--split", "test"]) == 0
+    assert main(["train", "--resume", "--out", str(vq), "--epochs", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(prior), "--split", "test"]) == 1
+    assert "other codes" in capsys.readouterr().err
+    assert main(["eval", str(vq), "--code-prior", str(prior)]) == 1
+    assert "not trained on the codes" in capsys.readouterr().err
+    # the codebook is a moving average already: --ema is refused
+    assert main([*argv, "--ema", "0.99", "--out", str(tmp_path / "e")]) == 1
+    assert "--ema" in capsys.readouterr().err

@@ -65,3 +65,14 @@ def test_the_penalty_pulls_the_codes_to_the_prior_and_eval_reports_it(tmp_path, 
     assert load_run(wae).model.can_sample
     assert main(["sample", str(wae), "--out", str(tmp_path / "s.png"), "-n", "16"]) == 0
     assert main(["reconstruct", str(wae), "--out", str(tmp_path / "r.png")]) == 0
+
+
+def test_eval_mmd_skips_batches_too_small_for_the_estimate():
+    from dgmkit.evaluation import evaluate
+
+    _, model = _wae()
+    x = (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    assert evaluate(model.eval(), x[:1]).mmd is None
+    both = evaluate(model, x, batch_size=2, seed=4)  # a batch of 2 and a batch of 1
+    alone = evaluate(model, x[:2], batch_size=2, seed=4)
+    assert both.mmd is not None and both.mmd == pytest.approx(alone.mmd)

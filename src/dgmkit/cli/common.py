@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from dgmkit._io import atomic_write_bytes, check_new_output
-from dgmkit.cli.codes import run_dataset
 from dgmkit.config import Run
+from dgmkit.config.codes import check_codes_current, run_dataset
 from dgmkit.errors import DataError
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED
@@ -25,6 +25,7 @@ def split_data(run: Run, split: str, data_dir: str | None = None) -> tuple[torch
     held-out noise seed for stochastic binarization or dequantization), and its labels."""
     cfg = run.cfg.data
     dataset = run_dataset(cfg, data_dir)
+    check_codes_current(dataset, run.record, run.path)
     want = tuple(run.record["data"]["event_shape"])
     if dataset.event_shape != want:
         raise DataError(f"{cfg.dataset} now has images of shape {dataset.event_shape}, but the run was trained on {want}")

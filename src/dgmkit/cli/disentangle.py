@@ -8,9 +8,9 @@ import torch
 
 from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import SEED, count, real
-from dgmkit.cli.codes import run_dataset
 from dgmkit.cli.common import add_output_flags, png_output, say, split_data, to_display, write_png
 from dgmkit.config import Run, load_run
+from dgmkit.config.codes import run_dataset
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.disentanglement import factor_vae_score, mutual_information_gap

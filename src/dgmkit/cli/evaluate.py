@@ -7,9 +7,9 @@ import torch
 
 from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.codes import attach_code_prior
 from dgmkit.cli.common import say, split_data
 from dgmkit.config import load_run
+from dgmkit.config.codes import attach_code_prior
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation import evaluate
@@ -49,6 +49,8 @@ def format_report(r: dict) -> str:
         rows.append(("reconstruction", f"{r['recon']:.3f} nats  (log p(x | z = f(x)))"))
         if r.get("mmd") is not None:
             rows.append(("MMD^2(q(z), p(z))", f"{r['mmd']:.5f}  (unbiased, inverse multiquadric kernel, batches of 1000)"))
+        elif r.get("model") == "wae":
+            rows.append(("MMD^2(q(z), p(z))", "n/a: the unbiased estimate needs at least 2 datapoints"))
     else:
         if r.get("elbo") is not None:
             exact = r["estimate"] == "exact"
@@ -83,7 +85,11 @@ def _notes(r: dict) -> list[str]:
         "exact": "the NLL is exact",
     }
     out = [notes[r["estimate"]]]
-    if r.get("model") == "vqvae":
+    if r.get("model") == "vqvae":  # a point-mass posterior: every draw is the same, k changes nothing
+        out = [
+            "a lower bound on log p(x) (as -NLL): log p(x|z_q(x)) + log p(z_q(x)); the posterior is a point mass, "
+            "so more draws (k) change nothing"
+        ]
         prior = r.get("code_prior")
         out.append(f"the bound's prior over code grids: {'the model in ' + prior if prior else 'uniform over the codes'}")
     if r.get("transform") == "dequantize":
@@ -119,7 +125,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "subset": subset,
         "checkpoint": run.checkpoint.name,
         "model": run.cfg.family,
-        "dataset": run.cfg.data.dataset,
+        "dataset": run.record["data"]["name"],
         "transform": run.transform.kind,
         "code_prior": None if args.code_prior is None else str(args.code_prior),
     }

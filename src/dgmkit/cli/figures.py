@@ -5,9 +5,9 @@ import argparse
 import torch
 
 from dgmkit.cli.argtypes import SEED, count, real
-from dgmkit.cli.codes import attach_code_prior
 from dgmkit.cli.common import add_output_flags, png_output, say, split_data, to_display, write_png
 from dgmkit.config import Run, load_run
+from dgmkit.config.codes import attach_code_prior
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png

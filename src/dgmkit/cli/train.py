@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from dgmkit.cli.codes import run_dataset
 from dgmkit.cli.common import say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
+from dgmkit.config.codes import run_dataset
 from dgmkit.config.run import check_same_run, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.data import Dataset, DataTransform
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, DataError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES
 from dgmkit.training import (
     FitResult,
@@ -161,8 +161,21 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
     family = cfg.model
     if resume and family.fit != "gradient":
         raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
+    if cfg.data.codes_of and not resume:  # the VQ-VAE run by its full path, wherever the prior is used from
+        cfg = cfg.replace(codes_of=str(Path(cfg.data.codes_of).resolve()))
     dataset = run_dataset(cfg.data)
-    transform = family.transform(dataset, cfg.data.binarize)
+    codes_refused = ConfigError(
+        f"--codes-of: code indices are integers 0..{(dataset.num_levels or 2) - 1}; model them with a family that "
+        "scores integers (--likelihood categorical or logistic)"
+    )
+    try:
+        transform = family.transform(dataset, cfg.data.binarize)
+    except DataError:
+        if cfg.data.codes_of:
+            raise codes_refused from None
+        raise
+    if cfg.data.codes_of and transform.kind != "integers":
+        raise codes_refused
     init_data = None
     if family.needs_init_data and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))

@@ -114,6 +114,11 @@ class RunConfig:
         for part in (self.model, self.data, self.optim, self.eval):
             check(part)
         self.model.validate()
+        self.model.validate_optim(self.optim)
+        if self.data.codes_of is not None:
+            own = (self.data.dataset, self.data.data_key, self.data.binarize)
+            if own != (DataConfig.dataset, DataConfig.data_key, DataConfig.binarize):
+                raise ConfigError("codes_of takes its data from the VQ-VAE run; leave out dataset, data_key and binarize")
 
     @property
     def family(self) -> str:

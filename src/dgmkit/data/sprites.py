@@ -18,6 +18,10 @@ seen in the image at half-size ``0.16 * scale * size`` pixels, turned by the ori
 its centre. A pixel is white when at least half of its area (4 x 4 sample points) lies inside.
 Positions are whole pixels (steps of ``size // 32``), so each image is one of the 180 drawn
 (shape, scale, orientation) sprites moved by whole pixels: exact, and fast to make.
+
+As in dSprites, orientation is not fully identifiable from the image: a square or an ellipse
+turned by 180 degrees (a square also by 90) looks the same, so only 119 of the 180 drawn sprites
+differ, and no code can tell those orientations apart (the best MIG for orientation is below 1).
 """
 
 import functools

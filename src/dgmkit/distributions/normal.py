@@ -69,7 +69,7 @@ def _kl_diagonal_normal(q: DiagonalNormal, p: DiagonalNormal) -> torch.Tensor:
     training step of a hierarchical model)."""
     ratio = q.scale / p.scale
     diff = (q.loc - p.loc) / p.scale
-    return 0.5 * (ratio.square() + diff.square()).sum(-1) - ratio.log().sum(-1) - 0.5 * q.loc.shape[-1]
+    return (0.5 * (ratio.square() + diff.square() - 1) - ratio.log()).sum(-1)
 
 
 def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> DiagonalNormal:

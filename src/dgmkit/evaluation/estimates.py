@@ -105,8 +105,8 @@ def _reconstruction(
 def _batch_mmd(model: GenerativeModel, x: torch.Tensor) -> torch.Tensor:
     """The unbiased MMD^2 (inverse multiquadric kernel, ``objectives.mmd``) between the codes of
     the batch (one draw of q(z|x) each) and as many prior draws, repeated for every datapoint."""
-    if len(x) < 2:
-        return torch.zeros(len(x))
+    if len(x) < 2:  # the unbiased estimate needs two codes: no value (NaN, left out of the mean)
+        return torch.full((len(x),), float("nan"))
     z = model.posterior(x).sample()
     zp = model.prior().sample((len(x),))
     return mmd2_unbiased(z.reshape(len(x), -1).double(), zp.reshape(len(x), -1).double(), imq_kernel()).expand(len(x))

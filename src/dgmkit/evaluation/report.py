@@ -51,6 +51,13 @@ def _mean(t: torch.Tensor | None) -> float | None:
     return None if t is None else t.mean().item()
 
 
+def _nanmean(t: torch.Tensor | None) -> float | None:
+    """The mean of the values that exist (a per-batch statistic is NaN for a batch too small to have one)."""
+    if t is None or bool(torch.isnan(t).all()):
+        return None
+    return t.nanmean().item()
+
+
 @torch.no_grad()
 def evaluate(
     model: GenerativeModel,
@@ -73,6 +80,8 @@ def evaluate(
     with seeded_by(torch.Generator().manual_seed(seed), x.device):
         est = estimate(model, x, iw_samples, g, batch_size)
     for name, t in [("log-likelihood", est.log_px), *est.terms.items()]:
+        if name == "mmd" and t is not None:
+            t = t[~torch.isnan(t)]  # NaN: a batch too small for the estimate, not a failure
         if t is not None and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             raise EvaluationError(
@@ -105,5 +114,5 @@ def evaluate(
         kl_per_dim=None if stats is None else stats["kl_per_dim"],
         seconds=time.perf_counter() - t0,
         layers=layers,
-        mmd=_mean(est.terms.get("mmd")),
+        mmd=_nanmean(est.terms.get("mmd")),
     )

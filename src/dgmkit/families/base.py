@@ -35,6 +35,9 @@ class FamilyConfig(ABC):
     def validate(self) -> None:  # noqa: B027 - rules between fields, none by default
         """Raise ConfigError where fields contradict each other."""
 
+    def validate_optim(self, optim: object) -> None:  # noqa: B027 - rules against the optim section, none by default
+        """Raise ConfigError where an optimisation setting does not fit this family."""
+
     @abstractmethod
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         """How the stored data become what the model scores."""

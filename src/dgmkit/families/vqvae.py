@@ -43,6 +43,13 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
     restart_dead: bool = setting(True, "ema: restart codes unused for long at random encoder outputs")
     vq_levels: int = setting(1, "1, or 2: VQ-VAE-2's top grid (half the resolution) above the bottom grid", min=1, max=2)
 
+    def validate_optim(self, optim: object) -> None:
+        if getattr(optim, "ema", 0):
+            raise ConfigError(
+                "--ema averages the networks' weights but not the codebook (itself a moving average of the encoder's "
+                "outputs), so evaluation would pair an averaged encoder with the live codebook: leave it out for vqvae"
+            )
+
     @property
     def default_iw_samples(self) -> int:
         return 1  # the posterior is a point mass: one draw is the bound

@@ -1,4 +1,4 @@
-"""The second stage of a VQ-VAE: a prior over its code grids, trained and used from the CLI.
+"""The data a run trains on, and the second stage of a VQ-VAE: a prior over its code grids.
 
     dgm train --model vqvae --dataset binarized-mnist --out runs/vq          # stage 1
     dgm train --model arm --codes-of runs/vq --likelihood categorical --out runs/vq-prior
@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 
-from dgmkit.config import DataConfig, Run, load_run
+from dgmkit.config.run import Run, load_run
+from dgmkit.config.schema import DataConfig
 from dgmkit.data import Dataset, Split, load_dataset
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.vqvae import VQVAE
 from dgmkit.training.trainer import VALID_SEED
 
-__all__ = ["run_dataset", "code_dataset", "attach_code_prior"]
+__all__ = ["run_dataset", "code_dataset", "attach_code_prior", "check_codes_current"]
 
 _ENCODE_BATCH = 1000
 
@@ -34,6 +35,16 @@ def run_dataset(data: DataConfig, data_dir: str | None = None) -> Dataset:
     if data.codes_of:
         return code_dataset(data.codes_of, data_dir or data.data_dir)
     return load_dataset(data.dataset, data_dir or data.data_dir, download=data.download, key=data.data_key)
+
+
+def check_codes_current(dataset: Dataset, record: dict, source: str | Path) -> None:
+    """A run trained on a VQ-VAE's codes must see the same codes again: the code dataset's name
+    (the VQ-VAE's run id and checkpoint digest) must be the one the run recorded."""
+    if dataset.name.startswith("codes:") and dataset.name != record["data"].get("name"):
+        raise DataError(
+            f"{source} was trained on other codes than the VQ-VAE run now gives (it was trained on since, or "
+            "replaced); its numbers would be of different data. Train the prior again with --codes-of"
+        )
 
 
 def _vq_run(path: str | Path) -> Run:
@@ -83,6 +94,11 @@ def attach_code_prior(vq: Run, prior_dir: str | Path) -> Run:
     want = [1, *vq.model.code_shape]
     if list(prior.record["data"]["event_shape"]) != want or prior.record["data"]["num_levels"] != vq.model.num_codes:
         raise ConfigError(f"{prior_dir} models grids of another shape or alphabet than {vq.path}'s codes")
+    if prior.record["data"].get("transform") != "integers":
+        raise ConfigError(
+            f"{prior_dir} models its codes as {prior.record['data'].get('transform')} data, not as the integers they are; "
+            "a code prior needs --likelihood categorical or logistic"
+        )
     if prior.model.estimate_kind != "exact" or not prior.model.can_sample:
         raise ConfigError(
             f"{prior_dir} holds a {prior.cfg.family} model: a code prior needs an exact log-likelihood and sampling"
