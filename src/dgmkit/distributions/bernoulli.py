@@ -40,6 +40,11 @@ class BernoulliPixels(Distribution):
         value = self._flat(value.to(logits.dtype))
         return torch.linalg.vecdot(logits, value) - F.softplus(logits).sum(-1)
 
+    def log_prob_elements(self, value: torch.Tensor) -> torch.Tensor:
+        """log p(x_d) of every element (not summed over the event): (*batch, *event)."""
+        value = value.to(self.logits.dtype)
+        return value * self.logits - F.softplus(self.logits)
+
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             probs = torch.sigmoid(self.logits).expand(torch.Size(sample_shape) + self.logits.shape)

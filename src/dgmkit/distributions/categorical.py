@@ -35,11 +35,15 @@ class CategoricalPixels(Distribution):
     def _reduce(self, t: torch.Tensor) -> torch.Tensor:
         return t.sum(dim=tuple(range(-len(self.event_shape), 0))) if self.event_shape else t
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+    def log_prob_elements(self, value: torch.Tensor) -> torch.Tensor:
+        """log p(x_d) of every element (not summed over the event): (*batch, *event)."""
         logp = F.log_softmax(self.logits, dim=-1)
         shape = torch.broadcast_shapes(value.shape, self.logits.shape[:-1])
         value = value.long().expand(shape)
-        return self._reduce(logp.expand(*shape, self.num_levels).gather(-1, value.unsqueeze(-1)).squeeze(-1))
+        return logp.expand(*shape, self.num_levels).gather(-1, value.unsqueeze(-1)).squeeze(-1)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return self._reduce(self.log_prob_elements(value))
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         probs = F.softmax(self.logits, dim=-1)

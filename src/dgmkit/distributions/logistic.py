@@ -61,6 +61,12 @@ class DiscretizedLogisticMixture(Distribution):
         return 2.0 * k / (self.num_levels - 1) - 1.0
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        log_mix = self.log_prob_elements(value)
+        dims = tuple(range(-len(self.event_shape), 0))
+        return log_mix.sum(dim=dims) if dims else log_mix
+
+    def log_prob_elements(self, value: torch.Tensor) -> torch.Tensor:
+        """log P(x_d) of every element (not summed over the event): (*batch, *event)."""
         k = value.unsqueeze(-1).to(self.loc.dtype)  # (..., 1)
         x = self._to_unit(k)
         half_bin = 1.0 / (self.num_levels - 1)
@@ -74,9 +80,7 @@ class DiscretizedLogisticMixture(Distribution):
         safe_lower = torch.where(first, upper - 1.0, lower)
         interior = _log_sigmoid_difference(upper, safe_lower)
         log_mass = torch.where(first, F.logsigmoid(upper), torch.where(last, -F.softplus(lower), interior))
-        log_mix = torch.logsumexp(F.log_softmax(self.logit_weights, dim=-1) + log_mass, dim=-1)
-        dims = tuple(range(-len(self.event_shape), 0))
-        return log_mix.sum(dim=dims) if dims else log_mix
+        return torch.logsumexp(F.log_softmax(self.logit_weights, dim=-1) + log_mass, dim=-1)
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.loc.shape

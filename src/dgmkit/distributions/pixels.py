@@ -6,7 +6,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from dgmkit.distributions.bernoulli import BernoulliPixels
 
-__all__ = ["bernoulli_pixels", "gaussian_pixels", "pixel_mean"]
+__all__ = ["bernoulli_pixels", "gaussian_pixels", "pixel_mean", "element_log_probs"]
 
 
 def bernoulli_pixels(logits: torch.Tensor, event_dims: int) -> BernoulliPixels:
@@ -23,3 +23,14 @@ def gaussian_pixels(loc: torch.Tensor, scale: torch.Tensor, event_dims: int) -> 
 def pixel_mean(dist: Distribution) -> torch.Tensor:
     """The mean of a pixel distribution in data units, for display."""
     return dist.mean
+
+
+def element_log_probs(dist: Distribution, value: torch.Tensor) -> torch.Tensor:
+    """log p(x_d) of every pixel of a factorized pixel distribution, not summed over the event
+    (for likelihoods of partly observed data): (*batch, *event)."""
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        return dist.base_dist.log_prob(value)
+    per = getattr(dist, "log_prob_elements", None)
+    if per is None:
+        raise ValueError(f"{type(dist).__name__} does not factorize over pixels: no per-pixel log-likelihood")
+    return per(value)
