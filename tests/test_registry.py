@@ -70,6 +70,10 @@ from dgmkit.objectives import (
     WakeSleep,
 )
 from dgmkit.objectives.hierarchical import HierarchicalELBO
+from dgmkit.objectives.miwae import MIWAE
+from dgmkit.objectives.tcvae import BetaTCVAE
+from dgmkit.objectives.vq import VQObjective
+from dgmkit.objectives.wae import WAEObjective
 from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, UniformCategoricalPrior, VampPrior
 from dgmkit.settings import check
 from dgmkit.training import VALID_SEED, Trainer
@@ -285,6 +289,7 @@ DISTRIBUTIONS = {
 # Distribution subclasses that are not instantiated on their own
 EXCLUDED = {
     "dgmkit.models.helmholtz._Chain": "the shared base of the Helmholtz prior and posterior (no log_prob of its own)",
+    "dgmkit.models.vqvae.CodeGridPrior": "a view of a trained code prior's log_prob and sample (tests/test_vqvae.py)",
 }
 
 
@@ -642,6 +647,21 @@ OBJECTIVES = {
         HierarchicalELBO,
         uses_beta=True,
     ),
+    "beta-tcvae": ObjCase(
+        dict(model="vae", hidden=[8], latent_dim=2, objective="tcvae", tc_weight=3.0),
+        BetaTCVAE,
+        uses_beta=True,
+        loss_is_negative_score=False,
+    ),
+    "miwae": ObjCase(dict(model="vae", hidden=[8], latent_dim=2, objective="miwae", iw_k=3), MIWAE),
+    "wae-mmd": ObjCase(
+        dict(model="wae", hidden=[8], latent_dim=2), WAEObjective, uses_beta=True, loss_is_negative_score=False
+    ),
+    "vq-vae": ObjCase(
+        dict(model="vqvae", codes=4, code_dim=2, vq_width=4, downsample=1, res_blocks=1),
+        VQObjective,
+        loss_is_negative_score=False,
+    ),
     "dequantization-bound": ObjCase(
         dict(model="flow", hidden=[8], flow_layers=1, flow_levels=1, dequantization="variational", dequantization_samples=2),
         DequantizationBound,
@@ -789,6 +809,8 @@ SMALL = {
     "flow": dict(hidden=[8], flow_layers=1, flow_levels=1),
     "arm": dict(arm="made", made_hidden=[8]),
     "hvae": dict(hidden=[8], latent_sizes=[2, 2]),
+    "wae": dict(hidden=[8], latent_dim=2),
+    "vqvae": dict(codes=4, code_dim=2, vq_width=4, downsample=1, res_blocks=1),
 }
 DATASET = {"loglinear": "digits-4x4", "helmholtz": "digits-4x4"}  # the others: the 8x8 digits
 FAMILY_INFRASTRUCTURE = {"__init__", "base", "registry", "parts"}
@@ -814,7 +836,7 @@ def _deterministic_score(model: GenerativeModel, x: torch.Tensor) -> torch.Tenso
     with torch.no_grad():
         if model.estimate_kind == "exact":
             return model.log_prob(x)
-        if model.estimate_kind == "bound":
+        if model.estimate_kind == "bound" and hasattr(model, "flow"):
             return model.flow.log_prob((x.float() + 0.5) / model.num_levels)
         return model.likelihood(location(model.posterior(x))).log_prob(x)
 

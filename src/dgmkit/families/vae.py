@@ -20,6 +20,7 @@ from dgmkit.families.parts import (
 from dgmkit.families.registry import register_family
 from dgmkit.models import VAE
 from dgmkit.objectives import ELBO, IWAE, BetaTCVAE, Objective
+from dgmkit.objectives.miwae import MIWAE
 from dgmkit.settings import setting
 from dgmkit.transforms import iaf
 
@@ -34,11 +35,13 @@ class VAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSett
 
     latent_dim: int = setting(32, "latent dimensions M", min=1, max=4096)
     posterior: Literal["gaussian", "iaf"] = setting("gaussian", "q(z|x): diagonal Gaussian, or followed by IAF layers")
-    objective: Literal["elbo", "iwae", "tcvae"] = setting(
-        "elbo", "the training objective (tcvae: the ELBO with its KL split and weighted, beta-TCVAE)"
+    objective: Literal["elbo", "iwae", "tcvae", "miwae"] = setting(
+        "elbo",
+        "the training objective (tcvae: the ELBO with its KL split and weighted, beta-TCVAE; miwae: the "
+        "importance-weighted bound of the observed entries, NaN marking missing ones)",
     )
     samples: int = setting(1, "elbo: posterior samples per datapoint", min=1, max=5000)
-    iw_k: int = setting(5, "iwae: importance samples per datapoint", min=1, max=5000)
+    iw_k: int = setting(5, "iwae, miwae: importance samples per datapoint", min=1, max=5000)
     free_bits: float = setting(0.0, "elbo: floor (nats) on each latent dimension's batch-mean KL", min=0, max=1e3)
     tc_weight: float = setting(6.0, "tcvae: weight of the total correlation (beta of beta-TCVAE)", min=0, max=1e6)
     mi_weight: float = setting(1.0, "tcvae: weight of the index-code mutual information (alpha)", min=0, max=1e6)
@@ -73,6 +76,8 @@ class VAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSett
     def training_objective(self) -> Objective:
         if self.objective == "iwae":
             return IWAE(k=self.iw_k)
+        if self.objective == "miwae":
+            return MIWAE(k=self.iw_k)
         if self.objective == "tcvae":
             return BetaTCVAE(self.mi_weight, self.tc_weight, self.dim_kl_weight, self.tc_estimator)
         return ELBO(num_samples=self.samples, free_bits=self.free_bits)
