@@ -259,7 +259,7 @@ def test_optim_keys_are_refused_for_families_fitted_without_gradients(name, key,
 @pytest.mark.parametrize(
     "values, needle",
     [
-        ({"model": "dvae", "temperature": 0.5, "temperature_min": 0.9}, "temperature_min"),
+        ({"model": "dvae", "gumbel_temperature": 0.5, "gumbel_temperature_min": 0.9}, "gumbel_temperature_min"),
         ({"model": "arm", "arm": "pixelcnn", "arm_kernel": 4}, "odd"),
         ({"model": "vae", "free_bits": 0.5, "objective": "iwae"}, "free_bits"),
         ({"model": "vae", "free_bits": 0.5, "prior": "mog"}, "free_bits"),

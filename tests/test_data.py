@@ -93,7 +93,7 @@ def test_idx_dataset_from_a_synthetic_folder(tmp_path):
     write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 7))
     from dgmkit.data.registry import _FASHION_FILES, _load_idx_set
 
-    d = _load_idx_set("fashion-mnist", _FASHION_FILES, tmp_path, ["fashion-mnist"], download=False)
+    d = _load_idx_set("fashion-mnist", _FASHION_FILES, tmp_path, ["fashion-mnist"], download=False, identify=False)
     assert [len(d.train), len(d.valid), len(d.test)] == [10, 10000, 7]
 
 

@@ -477,10 +477,12 @@ def test_mnist_with_too_few_training_images_says_how_many(tmp_path):
     ],
 )
 def test_mnist_like_files_are_checked_with_their_path(tmp_path, name, data, problem):
-    folder = tmp_path / "fashion-mnist"
+    # MNIST, not Fashion-MNIST: the real Fashion-MNIST files of the Debian package, if
+    # installed, would be preferred to these (a copy whose content is the dataset's wins)
+    folder = tmp_path / "mnist"
     write_mnist_folder(folder, n_train=10001, **{name: data})
     with pytest.raises(DataError, match=problem) as e:
-        load_dataset("fashion-mnist", tmp_path, download=False)
+        load_dataset("mnist", tmp_path, download=False)
     assert str(folder) in str(e.value)
 
 

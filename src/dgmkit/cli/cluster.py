@@ -3,7 +3,7 @@
 import argparse
 
 from dgmkit._io import atomic_write_json
-from dgmkit.cli.common import say, split_data
+from dgmkit.cli.common import add_data_flags, plural, say, split_data
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.clustering import cluster_assignments, clustering_scores
@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cluster", help="assign datapoints to mixture-prior components; accuracy and NMI")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--data-dir", default=None)
+    add_data_flags(p)
     p.set_defaults(func=run_cluster)
 
 
@@ -26,12 +26,13 @@ def run_cluster(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{args.run_dir} holds a model without a mixture prior; clustering needs one (for example --prior mog)"
         )
-    x, y = split_data(run, args.split, args.data_dir)
+    x, y = split_data(run, args.split, args.data_dir, args.data)
     if y is None:
         raise DataError(f"{run.cfg.data.dataset} has no labels to score a clustering against")
     assign = cluster_assignments(run.model, x)
     scores = {**clustering_scores(assign.numpy(), y.numpy()), "split": args.split, "components": run.model.num_components}
-    say(f"{scores['n']} {args.split} datapoints in {scores['clusters_used']} of {scores['components']} components")
+    used = f"{scores['clusters_used']} of {plural(scores['components'], 'component')}"
+    say(f"{plural(scores['n'], args.split + ' datapoint')} in {used}")
     say(f"accuracy (best one-to-one matching)  {scores['accuracy']:.4f}")
     say(f"accuracy (majority label per cluster) {scores['accuracy_majority']:.4f}")
     say(f"NMI                                   {scores['nmi']:.4f}")

@@ -1,6 +1,7 @@
 """Helpers shared by the CLI commands: loading data for a run, display scaling, output."""
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -9,23 +10,84 @@ import torch
 from dgmkit._io import atomic_write_bytes, check_new_output
 from dgmkit.config import Run
 from dgmkit.config.codes import check_codes_current, run_dataset
-from dgmkit.errors import DataError
+from dgmkit.data import Dataset, default_data_dir
+from dgmkit.data.registry import is_data_file
+from dgmkit.errors import ConfigError, DataError
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED
 
-__all__ = ["split_data", "to_display", "write_png", "png_output", "add_output_flags", "say"]
+__all__ = [
+    "plural",
+    "split_data",
+    "run_data",
+    "add_data_flags",
+    "to_display",
+    "write_png",
+    "png_output",
+    "add_output_flags",
+    "say",
+]
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 epoch``, ``2 epochs``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
 
 
 def say(msg: str = "") -> None:
     print(msg, file=sys.stdout, flush=True)
 
 
-def split_data(run: Run, split: str, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    """--data-dir and --data: where a run's data are read from, if not where they were."""
+    p.add_argument(
+        "--data-dir", default=None, help="folder of a named dataset's files (default: the run's, else $DGMKIT_DATA)"
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="PATH",
+        help="a run trained on a data file: read it from PATH (moved or copied); its content must be the same",
+    )
+
+
+def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> Dataset:
+    """The dataset a run was trained on, read again (``data``: the data file at a new path), and
+    refused if its content is not what the run recorded."""
+    cfg = run.cfg.data
+    if data is not None:
+        if cfg.codes_of or not is_data_file(cfg.dataset):
+            what = f"the code grids of {cfg.codes_of}" if cfg.codes_of else f"the named dataset {cfg.dataset!r}"
+            raise ConfigError(f"--data points at a moved data file, but {run.path} was trained on {what} (use --data-dir)")
+        if not is_data_file(data):
+            raise ConfigError(f"--data names a .npy, .npz or .mat file, got {data!r}")
+        cfg = dataclasses.replace(cfg, dataset=data)
+    dataset = run_dataset(cfg, data_dir)
+    check_codes_current(dataset, run.record, run.path)
+    want = run.record["data"].get("sha256")
+    if want is not None and dataset.fingerprint() != want:
+        where = (
+            cfg.dataset if is_data_file(cfg.dataset) else f"{cfg.dataset} (in {default_data_dir(data_dir or cfg.data_dir)})"
+        )
+        raise DataError(
+            f"{where} now holds other data than {run.path} was trained on (content SHA-256 {dataset.fingerprint()[:16]}..., "
+            f"the run recorded {want[:16]}...): its numbers would be of different data. "
+            + (
+                "Point --data at the original file"
+                if is_data_file(cfg.dataset)
+                else "Point --data-dir at the original files"
+            )
+        )
+    return dataset
+
+
+def split_data(
+    run: Run, split: str, data_dir: str | None = None, data: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The split of a run's dataset, transformed as the model scores it (with the fixed
     held-out noise seed for stochastic binarization or dequantization), and its labels."""
     cfg = run.cfg.data
-    dataset = run_dataset(cfg, data_dir)
-    check_codes_current(dataset, run.record, run.path)
+    dataset = run_data(run, data_dir, data)
     want = tuple(run.record["data"]["event_shape"])
     if dataset.event_shape != want:
         raise DataError(f"{cfg.dataset} now has images of shape {dataset.event_shape}, but the run was trained on {want}")

@@ -23,7 +23,7 @@ import torch
 
 from dgmkit import __version__
 from dgmkit._io import atomic_folder, atomic_write_bytes, check_base_name, check_new_output, describe_os_error
-from dgmkit.cli.common import say
+from dgmkit.cli.common import plural, say
 from dgmkit.coding import decode_images, encode_images, model_fingerprint, read_container, write_container
 from dgmkit.coding.container import (
     DTYPES,
@@ -196,7 +196,7 @@ def compress(args: argparse.Namespace) -> int:
     dims = xt[0].numel() * len(xt)
     rate = 8 * len(data) / dims
     say(
-        f"compressed {len(x)} images ({dims} pixels) to {len(data)} bytes: {rate:.4f} bits/dim "
+        f"compressed {plural(len(x), 'image')} ({dims} pixels) to {len(data)} bytes: {rate:.4f} bits/dim "
         f"(the model's NLL: {nll / (dims * math.log(2)):.4f} bits/dim; payload {32 * len(words) / dims:.4f}) "
         f"in {seconds:.1f} s, {x.nbytes / 1e6 / seconds:.3f} MB/s of input -> {out}"
     )
@@ -274,7 +274,7 @@ def decompress(args: argparse.Namespace) -> int:
         np.save(buf, x, allow_pickle=False)
         atomic_write_bytes(out, buf.getvalue())
         where = str(out)
-    say(f"decompressed {n} images ({x.nbytes / 1e6 / seconds:.3f} MB/s), checksum verified -> {where}")
+    say(f"decompressed {plural(n, 'image')} ({x.nbytes / 1e6 / seconds:.3f} MB/s), checksum verified -> {where}")
     return 0
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_output_flags, png_output, say, split_data, write_png
+from dgmkit.cli.common import add_data_flags, add_output_flags, plural, png_output, say, split_data, write_png
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError
 
@@ -28,7 +28,7 @@ def density_png(log_p: np.ndarray, extent: tuple[float, float, float, float], sa
     axes[1].scatter(samples[:, 0], samples[:, 1], s=2, c="tab:red", alpha=0.6)
     axes[1].set_xlim(extent[0], extent[1])
     axes[1].set_ylim(extent[2], extent[3])
-    axes[1].set_title(f"{len(samples)} samples x ~ p(x)", fontsize=10)
+    axes[1].set_title(f"{plural(len(samples), 'sample')} x ~ p(x)", fontsize=10)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -45,7 +45,7 @@ def density(args: argparse.Namespace) -> int:
     shape = tuple(run.record["data"]["event_shape"])
     if model.estimate_kind != "exact" or not model.can_sample or math.prod(shape) != 2:
         raise ConfigError(f"dgm density needs an exact-likelihood model (a flow) of 2-D data; this run has {shape} data")
-    x, _ = split_data(run, "test", args.data_dir)
+    x, _ = split_data(run, "test", args.data_dir, args.data)
     pts = x.reshape(-1, 2)
     lo, hi = pts.min(0).values, pts.max(0).values
     pad = 0.15 * (hi - lo)
@@ -59,7 +59,8 @@ def density(args: argparse.Namespace) -> int:
     title = f"{run.cfg.model.describe()} on {run.cfg.data.dataset}: probability mass in this window {mass:.4f}"
     path = write_png(out, density_png(log_p.numpy(), extent, samples.reshape(-1, 2).numpy(), title))
     say(
-        f"wrote the density on a {args.grid}x{args.grid} grid (mass in the window {mass:.4f}) and {args.n} samples to {path}"
+        f"wrote the density on a {args.grid}x{args.grid} grid (mass in the window {mass:.4f}) and "
+        f"{plural(args.n, 'sample')} to {path}"
     )
     return 0
 
@@ -71,5 +72,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", type=count(10, 2000, "--grid"), default=300, help="grid points per axis (10..2000)")
     p.add_argument("-n", type=count(1, 10**6, "-n"), default=2000, help="samples to draw")
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--data-dir", default=None)
+    add_data_flags(p)
     p.set_defaults(func=density)

@@ -9,7 +9,7 @@ import torch
 
 from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_output_flags, png_output, say, split_data, to_display, write_png
+from dgmkit.cli.common import add_data_flags, add_output_flags, plural, png_output, say, split_data, to_display, write_png
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.diagnostics import DIAGNOSTIC_ESTIMATORS, diagnose
@@ -31,11 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     n_help = "a seeded random subset of N datapoints (2..20000; I(x;z) <= log N)"
     p.add_argument("-n", type=count(2, 20_000, "-n"), default=2000, help=n_help)
-    s_help = "posterior draws per datapoint for a conditional layer's marginal"
-    p.add_argument("--samples", type=count(1, 256, "--samples"), default=16, help=s_help)
+    s_help = "hierarchical models: posterior draws per datapoint for a conditional layer's marginal (default: 16)"
+    p.add_argument("--samples", type=count(1, 256, "--samples"), default=None, help=s_help)
     p.add_argument("--holes", type=count(0, 100_000, "--holes"), default=2000, help="prior draws scored for holes (0: none)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the subset and of every draw")
-    p.add_argument("--data-dir", default=None)
+    add_data_flags(p)
     p.set_defaults(func=run_diagnose)
 
 
@@ -63,7 +63,8 @@ def format_diagnosis(r: dict) -> str:
         )
     if r["hole_fraction"] is not None:
         lines.append(f"prior draws in holes (q(z) < p(z)/10): {r['hole_fraction']:.1%}")
-    lines.append(f"data: {r['split']}, {r['n']} datapoints ({r['subset']}), {r['samples']} posterior draws per datapoint")
+    draws = "" if r["samples"] is None else f", {plural(r['samples'], 'posterior draw')} per datapoint"
+    lines.append(f"data: {r['split']}, {plural(r['n'], 'datapoint')} ({r['subset']}){draws}")
     lines.append(f"I(x;z) estimator: {DIAGNOSTIC_ESTIMATORS['mutual_info']}")
     return "\n".join(lines)
 
@@ -78,7 +79,14 @@ def run_diagnose(args: argparse.Namespace) -> int:
             f"a {run.cfg.family} model has no prior p(z) over latents to diagnose (dgm eval reports an "
             "autoencoder's active units)"
         )
-    x, _ = split_data(run, args.split, args.data_dir)
+    hierarchical = hasattr(model, "path")
+    if args.samples is not None and not hierarchical:
+        raise ConfigError(
+            "--samples is for hierarchical models (draws that make a conditional layer's marginal); "
+            f"{run.cfg.model.describe()} has one latent layer, whose posterior needs no draws"
+        )
+    samples = args.samples or 16
+    x, _ = split_data(run, args.split, args.data_dir, args.data)
     total = len(x)
     if args.n < total:
         idx = torch.randperm(total, generator=torch.Generator().manual_seed(args.seed))[: args.n].sort().values
@@ -87,8 +95,10 @@ def run_diagnose(args: argparse.Namespace) -> int:
     else:
         subset = f"all {total}"
     t0 = time.perf_counter()
-    d = diagnose(model, x, samples=args.samples, holes=args.holes, seed=args.seed)
+    d = diagnose(model, x, samples=samples, holes=args.holes, seed=args.seed)
     result = {**d.to_json(), "split": args.split, "subset": subset, "checkpoint": run.checkpoint.name}
+    if not hierarchical:
+        result["samples"] = None  # one layer: its posterior is used as it is
     result["seconds"] = time.perf_counter() - t0
     say(format_diagnosis(result))
     holes = typical = None

@@ -8,9 +8,18 @@ import torch
 
 from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import SEED, count, real
-from dgmkit.cli.common import add_output_flags, png_output, say, split_data, to_display, write_png
+from dgmkit.cli.common import (
+    add_data_flags,
+    add_output_flags,
+    plural,
+    png_output,
+    run_data,
+    say,
+    split_data,
+    to_display,
+    write_png,
+)
 from dgmkit.config import Run, load_run
-from dgmkit.config.codes import run_dataset
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.disentanglement import factor_vae_score, mutual_information_gap
@@ -46,7 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch", type=count(2, 10_000, "--batch"), default=64, help="FactorVAE metric: images per vote")
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--data-dir", default=None)
+    add_data_flags(p)
     p.set_defaults(func=run_disentangle)
 
     p = sub.add_parser("traverse", help="decode each code dimension swept across its range, the others fixed, to a PNG")
@@ -57,7 +66,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=count(2, 50, "--steps"), default=9, help="decoded values per dimension")
     p.add_argument("--range", type=real(gt=0, hi=100), default=2.5, help="the sweep: the mean +- RANGE standard deviations")
     p.add_argument("--seed", type=SEED, default=0, help="which image is traversed (a seeded random pick)")
-    p.add_argument("--data-dir", default=None)
+    add_data_flags(p)
     p.set_defaults(func=run_traverse)
 
 
@@ -83,13 +92,13 @@ def format_disentanglement(r: dict) -> str:
 def run_disentangle(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir)
     _needs_codes(run)
-    dataset = run_dataset(run.cfg.data, args.data_dir)
+    dataset = run_data(run, args.data_dir, args.data)
     if not dataset.factor_names:
         raise ConfigError(
             f"{dataset.name} has no known generative factors; disentanglement needs one that has (e.g. sprites)"
         )
     t0 = time.perf_counter()
-    x, _ = split_data(run, args.split, args.data_dir)
+    x, _ = split_data(run, args.split, args.data_dir, args.data)
     factors = dataset.split(args.split).factors
     codes = codes_of(run, x)
     if codes.shape[1] < 2:
@@ -144,7 +153,7 @@ def run_traverse(args: argparse.Namespace) -> int:
     out = png_output(args)
     run = load_run(args.run_dir)
     _needs_codes(run)
-    x, _ = split_data(run, args.split, args.data_dir)
+    x, _ = split_data(run, args.split, args.data_dir, args.data)
     g = torch.Generator().manual_seed(args.seed)
     sample = x[torch.randperm(len(x), generator=g)[: min(len(x), 2000)]]
     codes = codes_of(run, sample)  # the spread of each dimension over the data
@@ -160,7 +169,8 @@ def run_traverse(args: argparse.Namespace) -> int:
     path = write_png(out, image_grid_png(to_display(decoded, run), nrow=args.steps))
     dims = ", ".join(str(d) for d in order.tolist())
     say(
-        f"wrote a traversal of {len(order)} code dimensions (rows, by spread over the data: {dims}), each swept over its "
+        f"wrote a traversal of {plural(len(order), 'code dimension')} (rows, by spread over the data: {dims}), "
+        "each swept over its "
         f"mean +- {args.range:g} standard deviations in {args.steps} steps, the others at one {args.split} image's "
         f"code, to {path}"
     )

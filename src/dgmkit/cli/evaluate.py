@@ -2,16 +2,17 @@
 where it has one, bits/dim and latent diagnostics."""
 
 import argparse
+from pathlib import Path
 
 import torch
 
-from dgmkit._io import atomic_write_json
+from dgmkit._io import atomic_write_json, parse_json
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import say, split_data
+from dgmkit.cli.common import add_data_flags, plural, say, split_data
 from dgmkit.config import load_run
 from dgmkit.config.codes import attach_code_prior
 from dgmkit.config.schema import MAX_IW_SAMPLES
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation import evaluate
 
 __all__ = ["add_parser", "run_eval", "format_report"]
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the subset and of the sampling")
-    p.add_argument("--data-dir", default=None)
+    add_data_flags(p)
     p.add_argument(
         "--code-prior", default=None, help="VQ-VAE: a run trained with --codes-of RUN_DIR, the prior p(z) of the bound"
     )
@@ -44,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def format_report(r: dict) -> str:
-    rows = [("split", f"{r['split']} ({r['n']} datapoints{', random subset' if r['subset'] else ''})")]
+    rows = [("split", f"{r['split']} ({plural(r['n'], 'datapoint')}{', random subset' if r['subset'] else ''})")]
     if r["estimate"] == "reconstruction":
         rows.append(("reconstruction", f"{r['recon']:.3f} nats  (log p(x | z = f(x)))"))
         if r.get("mmd") is not None:
@@ -54,15 +55,19 @@ def format_report(r: dict) -> str:
     else:
         if r.get("elbo") is not None:
             exact = r["estimate"] == "exact"
-            rows.append(("ELBO" + (" = log p(x)" if exact else ""), f"{r['elbo']:.3f} nats  ({r['elbo_bpd']:.4f} bits/dim)"))
+            bpd = "" if r.get("elbo_bpd") is None else f"  ({r['elbo_bpd']:.4f} bits/dim)"
+            rows.append(("ELBO" + (" = log p(x)" if exact else ""), f"{r['elbo']:.3f} nats{bpd}"))
             if r.get("recon") is not None:
                 rows += [("  reconstruction", f"{r['recon']:.3f} nats"), ("  KL", f"{r['kl']:.3f} nats")]
-        rows += [
-            (_NLL_ROW[r["estimate"]](r), f"{r['nll']:.3f} +- {_num(r['nll_stderr'])} nats"),
-            ("bits/dim", f"{r['bpd']:.4f}"),
-        ]
+        rows.append((_NLL_ROW[r["estimate"]](r), f"{r['nll']:.3f} +- {_num(r['nll_stderr'])} nats"))
+        if r.get("bpd") is not None:
+            rows.append(("bits/dim", f"{r['bpd']:.4f}"))
+        else:
+            rows.append(("bits/dim", "n/a: continuous data (see below)"))
     if r.get("active_units") is not None:
-        rows.append(("active units", f"{r['active_units']} / {r['latent_dim']}"))
+        rows.append(("active units", f"{r['active_units']} / {r['latent_dim']}  (Cov_x E[z_u|x] > 0.01)"))
+    if r.get("kl_per_dim"):
+        rows.append(("KL per dimension", _kl_per_dim(r["kl_per_dim"])))
     for layer in r.get("layers") or []:
         rows.append(
             (f"  layer {layer['name']}", f"KL {layer['kl']:.3f} nats, active {layer['active_units']} / {layer['size']}")
@@ -71,6 +76,17 @@ def format_report(r: dict) -> str:
     rows.append(("time", f"{r['seconds']:.1f} s"))
     width = max(len(a) for a, _ in rows)
     return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
+
+
+def _kl_per_dim(kl: list) -> str:
+    """The KL of each latent dimension in nats, largest first (a summary for many dimensions)."""
+    if not isinstance(kl[0], (int, float)):  # categorical latents: a KL per variable
+        kl = [float(sum(v)) if isinstance(v, list) else float(v) for v in kl]
+    ordered = sorted(kl, reverse=True)
+    if len(ordered) <= 16:
+        return " ".join(f"{v:.2f}" for v in ordered) + " nats (largest first)"
+    top = " ".join(f"{v:.2f}" for v in ordered[:8])
+    return f"{top} ... {ordered[-1]:.2f} nats (largest first; {sum(v > 0.1 for v in ordered)} of {len(kl)} above 0.1)"
 
 
 def _num(v: float | None) -> str:
@@ -94,7 +110,36 @@ def _notes(r: dict) -> list[str]:
         out.append(f"the bound's prior over code grids: {'the model in ' + prior if prior else 'uniform over the codes'}")
     if r.get("transform") == "dequantize":
         out.append(f"uniformly dequantized data: the numbers bound those of the {r['num_dims']}-D integer data")
+    if r.get("density_of") == "continuous" and r["estimate"] != "reconstruction":
+        out.append(
+            "continuous data: log-densities of the values as given, not probabilities; they shift with the data's "
+            "scale (dividing by 255 adds D log 255 nats) and do not compare with bits/dim of 8-bit or binary data"
+        )
     return out
+
+
+def protocol_key(r: dict) -> str:
+    """What makes two evaluations comparable: split, subset, k, seed and code prior."""
+    subset = "all" if not r.get("subset") else f"random {r['n']} of {r['subset']['of']} (seed {r['subset']['seed']})"
+    key = f"{r['split']} | {subset} | {r['estimate']} k={r['iw_samples']} | seed {r.get('seed', 0)}"
+    if r.get("code_prior"):
+        key += f" | code prior {r['code_prior']}"
+    return key
+
+
+def _kept(run_dir: Path) -> dict:
+    """The results by protocol in the run's evals.json (empty if there is none yet); a file of
+    that name that dgmkit did not write is refused, before any work, never overwritten."""
+    path = run_dir / "evals.json"
+    if not path.is_file():
+        return {}
+    try:
+        old = parse_json(path.read_bytes())
+    except (OSError, ValueError, DgmError):
+        old = None
+    if not (isinstance(old, dict) and isinstance(old.get("results"), dict)):
+        raise DataError(f"{path} is not an evals.json of dgmkit; move it away to keep it, then evaluate again")
+    return old["results"]
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -102,6 +147,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.code_prior is not None:
         attach_code_prior(run, args.code_prior)
     k = run.cfg.iw_samples if args.iw_samples is None else args.iw_samples
+    if args.iw_samples is not None and run.model.estimate_kind in ("exact", "reconstruction"):
+        what = "an exact log-likelihood" if run.model.estimate_kind == "exact" else "no density (a reconstruction score)"
+        raise ConfigError(f"--iw-samples: {run.cfg.model.describe()} has {what}; there is nothing to sample")
     if run.model.estimate_kind == "exact":
         k = 0  # nothing to sample
     elif run.model.estimate_kind in ("importance-sampled", "bound") and k < 1:
@@ -109,7 +157,8 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{run.cfg.model.describe()} estimates log p(x) by importance sampling: --iw-samples must be >= 1 "
             "(k = 1 is the ELBO)"
         )
-    x, _ = split_data(run, args.split, args.data_dir)
+    kept = _kept(run.path)
+    x, _ = split_data(run, args.split, args.data_dir, args.data)
     subset = None
     if args.limit is not None:
         if args.limit < len(x):
@@ -118,7 +167,14 @@ def run_eval(args: argparse.Namespace) -> int:
             idx = idx.sort().values
             x = x[idx]
             subset = {"seed": args.seed, "of": total, "indices": idx.tolist()}
-    report = evaluate(run.model, x, iw_samples=k, log_volume=run.transform.log_volume, seed=args.seed)
+    report = evaluate(
+        run.model,
+        x,
+        iw_samples=k,
+        log_volume=run.transform.log_volume,
+        seed=args.seed,
+        continuous=run.transform.kind == "continuous",
+    )
     result = {
         **report.to_dict(),
         "split": args.split,
@@ -128,8 +184,11 @@ def run_eval(args: argparse.Namespace) -> int:
         "dataset": run.record["data"]["name"],
         "transform": run.transform.kind,
         "code_prior": None if args.code_prior is None else str(args.code_prior),
+        "seed": args.seed,
     }
     say(format_report(result))
     atomic_write_json(run.path / "eval.json", result)
-    say(f"wrote {run.path / 'eval.json'}")
+    kept[protocol_key(result)] = result
+    atomic_write_json(run.path / "evals.json", {"results": kept})
+    say(f"wrote {run.path / 'eval.json'} (this result) and {run.path / 'evals.json'} (results by protocol: {len(kept)})")
     return 0

@@ -5,7 +5,7 @@ import argparse
 import torch
 
 from dgmkit.cli.argtypes import SEED, count, real
-from dgmkit.cli.common import add_output_flags, png_output, say, split_data, to_display, write_png
+from dgmkit.cli.common import add_data_flags, add_output_flags, plural, png_output, say, split_data, to_display, write_png
 from dgmkit.config import Run, load_run
 from dgmkit.config.codes import attach_code_prior
 from dgmkit.distributions import location
@@ -32,6 +32,11 @@ def sample(args: argparse.Namespace) -> int:
         raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
     if args.naive and not model.sample_cached:
         raise ConfigError("--naive is for autoregressive models (their uncached pixel-by-pixel path)")
+    if args.draw and not model.sample_means:
+        raise ConfigError(
+            f"--draw is for latent variable models (draws of p(x|z) instead of its means); a {run.cfg.family} model's "
+            "samples are already draws x ~ p(x)"
+        )
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     options = {}
@@ -41,17 +46,21 @@ def sample(args: argparse.Namespace) -> int:
         options["cached"] = not args.naive
     x, mean = model.sample(args.n, generator=g, **options)
     if model.sample_means and not args.draw:
-        shown, what = mean, "means of p(x|z), z ~ p(z),"
+        shown, what = mean, plural(args.n, "mean", "means") + " of p(x|z), z ~ p(z),"
     elif model.sample_means:
-        shown, what = x, "draws, z ~ p(z),"
+        shown, what = x, plural(args.n, "draw") + " x ~ p(x|z), z ~ p(z),"
     elif model.sample_cached:
-        shown, what = x, f"samples x ~ p(x), pixel by pixel ({'naive' if args.naive else 'cached'} path),"
+        shown, what = (
+            x,
+            plural(args.n, "sample") + f" x ~ p(x), pixel by pixel ({'naive' if args.naive else 'cached'} path),",
+        )
     else:
-        shown, what = x, "samples x ~ p(x)" + (f" at temperature {args.temperature:g}" if model.sample_temperature else "")
+        shown, what = x, plural(args.n, "sample") + " x ~ p(x)"
+        what += f" at temperature {args.temperature:g}" if model.sample_temperature else ""
     if tuple(shown.shape[2:]) == (1, 2) or shown.dim() != 4:
         raise ConfigError("these are 2-D points, not images: use dgm density RUN_DIR --out FILE.png")
     path = write_png(out, image_grid_png(to_display(shown, run), nrow=min(args.nrow or _side(args.n), args.n)))
-    say(f"wrote {args.n} {what} to {path}")
+    say(f"wrote {what} to {path}")
     return 0
 
 
@@ -66,7 +75,7 @@ def reconstruct(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir)
     if not callable(getattr(run.model, "reconstruct", None)):  # latent models, autoencoders, code models (VQ-VAE)
         _needs_latents(run)
-    x, _ = split_data(run, args.split, args.data_dir)
+    x, _ = split_data(run, args.split, args.data_dir, args.data)
     if args.n > len(x):
         raise ConfigError(f"-n {args.n} is more than the {len(x)} images of the {args.split} split")
     xb = x[_pick(len(x), args.n, args.seed)]
@@ -74,7 +83,7 @@ def reconstruct(args: argparse.Namespace) -> int:
     pairs = torch.stack([to_display(xb, run), to_display(rec, run)], 1).flatten(0, 1)  # original, reconstruction
     nrow = 2 * min(8, args.n)
     path = write_png(out, image_grid_png(pairs, nrow=nrow))
-    say(f"wrote {args.n} {args.split} images (left) and reconstructions (right) to {path}")
+    say(f"wrote {plural(args.n, args.split + ' image')} (left) and reconstructions (right) to {path}")
     return 0
 
 
@@ -83,7 +92,7 @@ def interpolate(args: argparse.Namespace) -> int:
     out = png_output(args)
     run = load_run(args.run_dir)
     _needs_latents(run)
-    x, _ = split_data(run, args.split, args.data_dir)
+    x, _ = split_data(run, args.split, args.data_dir, args.data)
     if 2 * args.pairs > len(x):
         raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} images; the {args.split} split has {len(x)}")
     idx = _pick(len(x), 2 * args.pairs, args.seed)
@@ -95,7 +104,7 @@ def interpolate(args: argparse.Namespace) -> int:
     rows = torch.cat([to_display(a, run)[:, None], to_display(dec, run), to_display(b, run)[:, None]], 1)
     path = write_png(out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
     say(
-        f"wrote {args.pairs} latent interpolations ({args.split} image, {args.steps} decoded steps, "
+        f"wrote {plural(args.pairs, 'latent interpolation')} ({args.split} image, {args.steps} decoded steps, "
         f"{args.split} image per row) to {path}"
     )
     return 0
@@ -106,17 +115,17 @@ def latents(args: argparse.Namespace) -> int:
     out = png_output(args)
     run = load_run(args.run_dir)
     _needs_latents(run)
-    x, y = split_data(run, args.split, args.data_dir)
+    x, y = split_data(run, args.split, args.data_dir, args.data)
     if args.limit is not None and args.limit < len(x):
         idx = _pick(len(x), args.limit, args.seed)
         x, y = x[idx], (None if y is None else y[idx])
     z = torch.cat([location(run.model.posterior(x[i : i + 1000])).flatten(1) for i in range(0, len(x), 1000)])
-    points, axes = project_2d(z)
+    points, axis_labels, axes = project_2d(z)
     title = f"{run.cfg.data.dataset} {args.split}: posterior means E[z|x] (n={len(x)})"
-    data = scatter_png(points, None if y is None else y.numpy(), title, axes)
+    data = scatter_png(points, None if y is None else y.numpy(), title, axis_labels)
     path = write_png(out, data)
     note = "" if y is not None else " (no labels in this dataset)"
-    say(f"wrote a scatter of {len(x)} latent means ({axes}){note} to {path}")
+    say(f"wrote a scatter of {plural(len(x), 'latent mean')} ({axes}){note} to {path}")
     return 0
 
 
@@ -132,9 +141,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("-n", type=count(1, 10_000, "-n"), default=64, help="images (1..10000)")
     add_output_flags(p)
-    p.add_argument("--nrow", type=count(1, 10_000, "--nrow"), default=None, help="images per row")
+    p.add_argument("--nrow", type=count(1, 10_000, "--nrow"), default=None, help="images per row (default: a square grid)")
     p.add_argument("--draw", action="store_true", help="show draws x ~ p(x|z) instead of the means of p(x|z)")
-    p.add_argument("--temperature", type=real(gt=0, hi=100), default=1.0, help="flows: sample z ~ N(0, T^2 I)")
+    p.add_argument(
+        "--temperature",
+        type=real(gt=0, hi=100),
+        default=1.0,
+        help="flows only: sample the base z ~ N(0, T^2 I); T < 1 for smoother images",
+    )
     p.add_argument("--naive", action="store_true", help="autoregressive models: a full network pass per pixel")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--code-prior", default=None, help="VQ-VAE: sample code grids from this run (trained with --codes-of)")
@@ -146,7 +160,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_output_flags(p)
     p.add_argument("--split", **_SPLIT)
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--data-dir", default=None)
+    add_data_flags(p)
     p.set_defaults(func=reconstruct)
 
     p = sub.add_parser("interpolate", help="decode straight lines in latent space between test images, to a PNG")
@@ -156,7 +170,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_output_flags(p)
     p.add_argument("--split", **_SPLIT)
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--data-dir", default=None)
+    add_data_flags(p)
     p.set_defaults(func=interpolate)
 
     p = sub.add_parser("latents", help="scatter of latent means coloured by label (PCA when M > 2), to a PNG")
@@ -165,5 +179,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", **_SPLIT)
     p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--data-dir", default=None)
+    add_data_flags(p)
     p.set_defaults(func=latents)

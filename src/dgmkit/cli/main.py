@@ -24,14 +24,55 @@ EXIT_USER_ERROR = 1
 EXIT_BUG = 2
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shows = not (default is None or default is False or default is argparse.SUPPRESS)
+        if shows and action.option_strings and "default" not in text:
+            shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+            shown = shown.replace("%", "%%")
+            text = f"{text} (default: {shown})" if text else f"(default: {shown})"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with the project's error convention: one ``dgm: error:`` line, exit 1."""
+    """argparse with the project's error convention: one ``dgm: error:`` line, exit 1; help
+    texts show defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         command = self.prog.removeprefix("dgm").strip()
         hint = f" (see dgm {command} --help)" if command else " (see dgm --help)"
         _say_error(f"{message}{hint}")
         sys.exit(EXIT_USER_ERROR)
+
+
+# the help of flags that several commands share, where a command gives none of its own
+_COMMON_HELP = {
+    "run_dir": "a run folder written by dgm train",
+    "split": "the data split to use",
+    "seed": "seed of the random draws (and of a --limit subset), so that a command repeats exactly",
+    "pairs": "pairs of images to interpolate between",
+    "steps": "decoded points on each line, from one latent mean to the other (both included)",
+    "file": "a file written by dgm compress",
+    "epochs": "passes over the training data",
+    "quiet": "no per-epoch lines",
+}
+
+
+def _fill_help(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _fill_help(sub)
+        elif not action.help and action.dest in _COMMON_HELP:
+            action.help = _COMMON_HELP[action.dest]
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -52,6 +93,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     density.add_parser(sub)
     compress.add_parsers(sub)
     demo.add_parser(sub)
+    _fill_help(parser)
     return parser
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import torch
 
-from dgmkit.cli.common import say
+from dgmkit.cli.common import plural, say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.codes import run_dataset
 from dgmkit.config.run import check_same_run, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.data import Dataset, DataTransform
+from dgmkit.data.registry import is_data_file
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES
 from dgmkit.training import (
@@ -125,9 +126,19 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     return stored.replace(**{k: v for k, v in asked.items() if k in FREE_ON_RESUME})
 
 
-def _reporter(cfg: RunConfig, num_dims: int, shift: float, label: str, score: str, quiet: bool, report_every: int):
-    """Prints one line per epoch (every ``report_every``) in nats of the stored data."""
-    bpd = score in ("log_px", "bound")
+def _reporter(
+    cfg: RunConfig,
+    num_dims: int,
+    shift: float,
+    label: str,
+    score: str,
+    quiet: bool,
+    report_every: int,
+    continuous: bool = False,
+):
+    """Prints one line per epoch (every ``report_every``) in nats of the stored data (bits/dim
+    too for discrete data: a continuous density has none that compare)."""
+    bpd = score in ("log_px", "bound") and not continuous
     weighted = "beta" in cfg.model.trainer_options()
 
     def report(fit: Trainer | FitResult, m: dict) -> None:
@@ -142,6 +153,8 @@ def _reporter(cfg: RunConfig, num_dims: int, shift: float, label: str, score: st
             line += f"  valid -{label} {value:9.3f}"
             if bpd:
                 line += f" ({value / (num_dims * math.log(2)):.4f} bits/dim)"
+            if score != "elbo" and "valid_elbo" in m:  # the bound people compare, beside what is optimised
+                line += f"  valid -ELBO {shift - m['valid_elbo']:9.3f}"
         if "valid_kl" in m:
             line += f"  KL {m['valid_kl']:7.3f}"
         if "valid_active_units" in m:
@@ -163,6 +176,11 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
     if cfg.data.codes_of and not resume:  # the VQ-VAE run by its full path, wherever the prior is used from
         cfg = cfg.replace(codes_of=str(Path(cfg.data.codes_of).resolve()))
+    if is_data_file(cfg.data.dataset) and not resume:  # a data file by its full path, wherever the run is used from
+        try:
+            cfg = cfg.replace(dataset=str(Path(cfg.data.dataset).expanduser().resolve()))
+        except (RuntimeError, OSError, ValueError):  # ~user of an unknown user, a NUL byte...: the loader says it
+            pass
     dataset = run_dataset(cfg.data)
     codes_refused = ConfigError(
         f"--codes-of: code indices are integers 0..{(dataset.num_levels or 2) - 1}; model them with a family that "
@@ -219,9 +237,10 @@ def _fit(
     family, out = cfg.model, writer.run_dir
     num_dims = math.prod(dataset.event_shape)
     shift = num_dims * transform.log_volume  # nats of the integer data from nats of dequantized data
+    continuous = transform.kind == "continuous"
     if family.fit != "gradient":
         writer.start()
-        report = _reporter(cfg, num_dims, shift, "log p(x)", "log_px", quiet, report_every)
+        report = _reporter(cfg, num_dims, shift, "log p(x)", "log_px", quiet, report_every, continuous)
         if family.fit == "closed-form":
             result = fit_closed_form(model, dataset.train, dataset.valid, transform, writer, cfg.optim.seed)
             if not quiet:
@@ -241,7 +260,7 @@ def _fit(
         run_dir=out,
         config=writer.record,
         progress=not quiet,
-        callbacks=[_reporter(cfg, num_dims, shift, objective.label, objective.score, quiet, report_every)],
+        callbacks=[_reporter(cfg, num_dims, shift, objective.label, objective.score, quiet, report_every, continuous)],
         diagnostics=latent_diagnostics if model.has_latents else None,
         **trainer_options(cfg),
     )
@@ -267,9 +286,12 @@ def run_train(args: argparse.Namespace) -> int:
     result = train_run(cfg, out, resume=args.resume, quiet=args.quiet)
     data = read_json(out / "config.json")["data"]
     shift = math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume
-    say(
-        f"trained {result.epoch} epochs; best validation {result.label} {result.best_valid - shift:.3f} nats "
-        f"at epoch {result.best_epoch}"
-    )
+    density = " (a log-density of continuous data, not a probability)" if data["transform"] == "continuous" else ""
+    step = "EM iteration" if cfg.model.fit == "em" else "epoch"
+    best = f"{result.label} {result.best_valid - shift:.3f} nats{density}"
+    if cfg.model.fit == "closed-form":
+        say(f"fitted in closed form; validation {best}")
+    else:
+        say(f"trained {plural(result.epoch, step)}; best validation {best} at {step} {result.best_epoch}")
     say(f"run folder: {out}  (evaluate with: dgm eval {out})")
     return 0

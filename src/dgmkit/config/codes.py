@@ -34,7 +34,9 @@ def run_dataset(data: DataConfig, data_dir: str | None = None) -> Dataset:
     """The dataset a run trains on: a named dataset or file, or the code grids of a VQ-VAE run."""
     if data.codes_of:
         return code_dataset(data.codes_of, data_dir or data.data_dir)
-    return load_dataset(data.dataset, data_dir or data.data_dir, download=data.download, key=data.data_key)
+    return load_dataset(
+        data.dataset, data_dir or data.data_dir, download=data.download, key=data.data_key, image_shape=data.image_shape
+    )
 
 
 def check_codes_current(dataset: Dataset, record: dict, source: str | Path) -> None:

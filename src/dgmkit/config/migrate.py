@@ -1,8 +1,10 @@
 """Run records of earlier releases, brought to the current format.
 
 A run record (``config.json``, and the same JSON in every checkpoint) is
-``{"format": 2, "dgmkit_version", "config": {model, data, optim, eval}, "data": {...}}``.
+``{"format": 3, "dgmkit_version", "config": {model, data, optim, eval}, "data": {...}}``.
 dgmkit 0.1 wrote format 1 (no ``format`` key): one flat table of keys shared by every family.
+Format 2 differs from 3 only in setting names that families have since changed (``renamed``:
+the discrete VAE's ``temperature`` is now ``gumbel_temperature``).
 Each family says which 0.1 configs were its own (``claims_v1``) and which of their keys it keeps
 (``from_v1``), so this module needs to know no family.
 """
@@ -15,7 +17,7 @@ from dgmkit.families import FAMILIES
 
 __all__ = ["FORMAT", "migrate_record", "config_from_v1", "check_record"]
 
-FORMAT = 2
+FORMAT = 3
 _V1_DEFAULT_IW_SAMPLES = 5000
 
 
@@ -35,6 +37,14 @@ def config_from_v1(flat: dict, source: str = "config") -> dict:
     return out
 
 
+def _config_from_v2(config: dict) -> dict:
+    model = config.get("model")
+    family = FAMILIES.get(model.get("name")) if isinstance(model, dict) else None
+    if family is None:
+        return config  # RunConfig names what is wrong with it
+    return {**config, "model": family.rename_keys(model)}
+
+
 def migrate_record(record: object, source: str) -> dict:
     """The record in the current format, or CheckpointError naming what is wrong."""
     if (
@@ -48,6 +58,8 @@ def migrate_record(record: object, source: str) -> dict:
         return record
     if version == 1:
         return {**record, "format": FORMAT, "config": config_from_v1(record["config"], source), "migrated_from": 1}
+    if version == 2:
+        return {**record, "format": FORMAT, "config": _config_from_v2(record["config"]), "migrated_from": 2}
     if isinstance(version, int) and version > FORMAT:
         raise CheckpointError(f"{source} was written by a newer dgmkit (run format {version}); upgrade dgmkit")
     raise CheckpointError(f"{source} has an unknown run format {version!r}")
@@ -71,4 +83,9 @@ def check_record(record: dict, source: str) -> RunConfig:
         raise CheckpointError(f"{source}: num_levels {levels!r} is not an integer in 2..65536 or null")
     if not isinstance(d.get("transform"), str):
         raise CheckpointError(f"{source}: the data transform is missing")
+    digest = d.get("sha256")
+    if digest is not None and not (
+        isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+    ):
+        raise CheckpointError(f"{source}: the data's sha256 {str(digest)[:70]!r} is not a SHA-256 digest")
     return cfg

@@ -34,18 +34,23 @@ __all__ = [
 
 def run_record(cfg: RunConfig, dataset: Dataset, transform: DataTransform, run_id: str | None = None) -> dict:
     """What config.json and every checkpoint store about a run; ``run_id`` (new if not given)
-    is what ties the run's checkpoints to it."""
+    is what ties the run's checkpoints to it. The data are pinned by ``sha256``, a digest of
+    their content (every split's values), so that data changed after training are refused
+    (a VQ-VAE's code grids are pinned by their name, which holds the checkpoint's digest)."""
+    data = {
+        "name": dataset.name,
+        "event_shape": list(dataset.event_shape),
+        "num_levels": dataset.num_levels,
+        "transform": transform.kind,
+    }
+    if not dataset.name.startswith("codes:"):
+        data["sha256"] = dataset.fingerprint()
     return {
         "format": FORMAT,
         "run_id": run_id or new_run_id(),
         "dgmkit_version": __version__,
         "config": cfg.to_dict(),
-        "data": {
-            "name": dataset.name,
-            "event_shape": list(dataset.event_shape),
-            "num_levels": dataset.num_levels,
-            "transform": transform.kind,
-        },
+        "data": data,
     }
 
 
@@ -159,9 +164,12 @@ def check_same_run(own: dict, other: dict, own_source: Path, other_source: Path,
             "a run folder's checkpoints must come from its own training"
         )
 
+    pinned = "sha256" in own["data"] and "sha256" in other["data"]  # runs of dgmkit before 0.2 did not pin data
+
     def key(record: dict) -> dict:
         c = RunConfig.from_dict(record["config"], "record").flat()
-        return {"config": {k: v for k, v in c.items() if k not in free}, "data": record["data"]}
+        data = {k: v for k, v in record["data"].items() if k != "sha256" or pinned}
+        return {"config": {k: v for k, v in c.items() if k not in free}, "data": data}
 
     try:
         same = key(own) == key(other)

@@ -39,9 +39,19 @@ MAX_IW_SAMPLES = 10**9  # memory stays bounded for any k (a running logsumexp); 
 
 @dataclass
 class DataConfig:
-    dataset: str = setting("digits", "a named dataset (see the README's data table) or a .npy/.npz file")
+    dataset: str = setting(
+        "digits", "a named dataset (see the README's data table) or a .npy, .npz or .mat file (stored by its full path)"
+    )
     data_dir: str | None = setting(None, "folder of the data files (default: $DGMKIT_DATA, else ~/.cache/dgmkit)")
-    data_key: str | None = setting(None, "the array of a .npz file to use (default: 'x', or its only array)")
+    data_key: str | None = setting(
+        None, "the array of a .npz file, or the variable of a .mat file, to use (default: 'x', or its only array)"
+    )
+    image_shape: list[int] | None = setting(
+        None,
+        "H W (or C H W): the image shape of a data file whose rows are flat vectors of H*W values",
+        min=1,
+        max=1 << 16,
+    )
     download: bool = setting(True, "download missing canonical files where a network exists")
     binarize: Literal["auto", "dynamic", "none"] = setting(
         "auto", "8-bit data for a bernoulli likelihood: binarize on the fly"
@@ -115,10 +125,14 @@ class RunConfig:
             check(part)
         self.model.validate()
         self.model.validate_optim(self.optim)
+        if self.data.image_shape is not None and len(self.data.image_shape) not in (2, 3):
+            raise ConfigError(f"image_shape takes H W or C H W, got {self.data.image_shape}")
         if self.data.codes_of is not None:
-            own = (self.data.dataset, self.data.data_key, self.data.binarize)
-            if own != (DataConfig.dataset, DataConfig.data_key, DataConfig.binarize):
-                raise ConfigError("codes_of takes its data from the VQ-VAE run; leave out dataset, data_key and binarize")
+            own = (self.data.dataset, self.data.data_key, self.data.binarize, self.data.image_shape)
+            if own != (DataConfig.dataset, DataConfig.data_key, DataConfig.binarize, None):
+                raise ConfigError(
+                    "codes_of takes its data from the VQ-VAE run; leave out dataset, data_key, image_shape and binarize"
+                )
 
     @property
     def family(self) -> str:

@@ -1,5 +1,6 @@
 """The in-memory dataset: three splits of images and what their values mean."""
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -91,6 +92,21 @@ class Dataset:
                 raise DataError(f"{self.name}: the {s} split needs {len(self.factor_names)} factor indices per image")
             if len(f) and (f.min() < 0 or (f >= torch.tensor(self.factor_sizes)).any()):
                 raise DataError(f"{self.name}: the {s} split holds factor indices outside 0..size-1")
+
+    def fingerprint(self) -> str:
+        """SHA-256 of every split's images, labels and factors (values, dtype and shape): what a
+        run records to recognise its data again, wherever the data are read from."""
+        h = hashlib.sha256()
+        for s in SPLITS:
+            split = self.split(s)
+            for t in (split.x, split.y, split.factors):
+                if t is None:
+                    h.update(b"none;")
+                    continue
+                t = t.detach().cpu().contiguous()
+                h.update(f"{t.dtype}{tuple(t.shape)};".encode())
+                h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
 
     @property
     def event_shape(self) -> tuple[int, int, int]:

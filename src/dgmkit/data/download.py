@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from dgmkit.data.formats import MAX_BYTES_ENV, max_data_bytes
@@ -57,13 +58,24 @@ def _remove_folders(created: list[Path]) -> None:
             p.rmdir()
 
 
-def download(url: str, dest: Path, checksum: str, algorithm: str = "sha256", timeout: float = 60.0) -> Path:
+def download(
+    url: str,
+    dest: Path,
+    checksum: str | None,
+    algorithm: str = "sha256",
+    timeout: float = 60.0,
+    verify: Callable[[Path], None] | None = None,
+) -> Path:
     """Download ``url`` to ``dest``: streamed into a temporary file beside it, checked against
-    ``checksum`` and only then renamed into place, so ``dest`` is never half-written.
+    ``checksum`` and only then renamed into place, so ``dest`` is never half-written. A file
+    whose bytes vary between copies (a MATLAB header holds a time stamp) has no ``checksum``:
+    ``verify`` then checks the temporary file's content and raises ``DataError`` to refuse it.
 
     A failed download leaves nothing behind: neither the temporary file nor the folders this
     call created for ``dest``. A download larger than the data limit (1 GiB, or
     ``$DGMKIT_MAX_DATA_BYTES``) is stopped."""
+    if checksum is None and verify is None:
+        raise ValueError("download needs a checksum or a verify function")
     dest = Path(dest)
     limit = max_data_bytes()
     created: list[Path] = []
@@ -81,8 +93,10 @@ def download(url: str, dest: Path, checksum: str, algorithm: str = "sha256", tim
                     raise DataError(f"download of {url} exceeds {limit} bytes, the limit (set {MAX_BYTES_ENV} to raise it)")
                 h.update(block)
                 out.write(block)
-        if h.hexdigest() != checksum:
+        if checksum is not None and h.hexdigest() != checksum:
             raise DataError(f"download of {url} has {algorithm} {h.hexdigest()}, expected {checksum}")
+        if verify is not None:
+            verify(Path(tmp))
         os.replace(tmp, dest)
         tmp = None
     except BaseException as e:

@@ -4,8 +4,15 @@ The data directory is the ``data_dir`` argument (``--data-dir``), else ``$DGMKIT
 else ``~/.cache/dgmkit``. Each dataset looks for its files in a subfolder of that directory
 (or the directory itself), plain or gzipped, and downloads them (checksummed) when they are
 missing and ``download`` is true.
+
+Wherever a file is found, its content identifies it: the SHA-256 of the array it decodes to
+(independent of compression and text layout) must be the one this module records for that
+dataset and split, else loading fails and says what the file holds instead (MNIST and
+Fashion-MNIST use the same file names, so a folder of one must never pass for the other).
 """
 
+import hashlib
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,15 +24,27 @@ import torch
 from dgmkit.data.dataset import Dataset, Split
 from dgmkit.data.download import download as fetch
 from dgmkit.data.formats import read_amat, read_arrays, read_idx
+from dgmkit.data.matlab import read_mat
 from dgmkit.data.sprites import sprites
 from dgmkit.data.toy2d import TOY_2D, toy_2d
 from dgmkit.errors import DataError
 
-__all__ = ["DATASETS", "load_dataset", "default_data_dir", "from_array"]
+__all__ = [
+    "DATASETS",
+    "CONTENT",
+    "load_dataset",
+    "default_data_dir",
+    "from_array",
+    "frey_faces",
+    "content_digest",
+    "is_data_file",
+    "DATA_FILE_SUFFIXES",
+]
 
 _LARO = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_ROWEIS = "https://cs.nyu.edu/~roweis/data/"
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,52 @@ _FASHION_FILES = {
 }
 
 
+# SHA-256 of each canonical file's decoded array (C-order bytes): what identifies the data.
+CONTENT: dict[tuple[str, str], str] = {
+    ("binarized-mnist", "train"): "43490d4d6ac9002727af4426d8748609fdb7e4094fa65ad8d681ea60082a7a5a",
+    ("binarized-mnist", "valid"): "069b4f0beb389b776478c3e872b4df71c95ac4be64d7cbe6d32e24ebac8e6d5e",
+    ("binarized-mnist", "test"): "ca0294c3b8d984c7a1dc891015a8eea6f37bae59a34e35ea0fc8c47110a8dd86",
+    ("mnist", "train_x"): "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    ("mnist", "train_y"): "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    ("mnist", "test_x"): "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    ("mnist", "test_y"): "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+    ("fashion-mnist", "train_x"): "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+    ("fashion-mnist", "train_y"): "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+    ("fashion-mnist", "test_x"): "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+    ("fashion-mnist", "test_y"): "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
+    ("frey-faces", "frames"): "2438ba4f0d2a6bd8bac43de756141eaa33c8d248dd613d464bdb1210d9b7af78",  # (1965, 560) uint8
+}
+_PART = {
+    "train": "training images",
+    "valid": "validation images",
+    "test": "test images",
+    "train_x": "training images",
+    "train_y": "training labels",
+    "test_x": "test images",
+    "test_y": "test labels",
+    "frames": "frames",
+}
+
+
+def content_digest(arr: np.ndarray) -> str:
+    """SHA-256 of an array's values in C order (what identifies a canonical file's data)."""
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def _identify(name: str, part: str, path: Path, arr: np.ndarray) -> None:
+    """The data read from ``path`` must be ``name``'s ``part``; else say what it is instead."""
+    got = content_digest(arr)
+    if got == CONTENT[(name, part)]:
+        return
+    known = [f"{n}'s {_PART[p]}" for (n, p), d in CONTENT.items() if d == got]
+    what = f"it holds {known[0]}" if known else "its content matches no release of it"
+    raise DataError(
+        f"{path} is not {name}'s {_PART[part]}: {what} (SHA-256 of the decoded data {got[:16]}..., expected "
+        f"{CONTENT[(name, part)][:16]}...). Put {name}'s own files in its subfolder, or load other data as a "
+        ".npy/.npz/.mat file by its path"
+    )
+
+
 def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if data_dir:
         return Path(data_dir).expanduser()
@@ -75,14 +140,31 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "dgmkit"
 
 
-def _find(root: Path, subdirs: list[str], remote: Remote, download: bool, extra: list[Path] = ()) -> Path:
-    """Locate ``remote.name`` (plain or gzipped) under ``root``; download it if allowed."""
+def _find(
+    root: Path,
+    subdirs: list[str],
+    remote: Remote,
+    download: bool,
+    extra: list[Path] = (),
+    read: Callable[[Path], np.ndarray] = read_idx,
+    identity: tuple[str, str] | None = None,
+) -> tuple[Path, np.ndarray]:
+    """Locate ``remote.name`` (plain or gzipped) under ``root`` and read it; download it if
+    allowed. Of several copies, the first whose content is ``identity``'s wins; if none is, the
+    first is returned (and its checks say what is wrong with it)."""
     stem = remote.name.removesuffix(".gz")
     folders = [root / s for s in subdirs] + [root, *extra]
+    first = None
     for folder in folders:
         for name in (stem, stem + ".gz"):
-            if (folder / name).is_file():
-                return folder / name
+            path = folder / name
+            if path.is_file():
+                arr = read(path)
+                if identity is None or content_digest(arr) == CONTENT[identity]:
+                    return path, arr
+                first = first or (path, arr)
+    if first is not None:
+        return first
     where = ", ".join(str(f) for f in folders)
     if not download:
         raise DataError(
@@ -90,12 +172,13 @@ def _find(root: Path, subdirs: list[str], remote: Remote, download: bool, extra:
             f"It comes from {remote.url}; put it in {root / subdirs[0]} or name another --data-dir"
         )
     try:
-        return fetch(remote.url, root / subdirs[0] / remote.name, remote.checksum, remote.algorithm)
+        path = fetch(remote.url, root / subdirs[0] / remote.name, remote.checksum, remote.algorithm)
     except DataError as e:
         raise DataError(
             f"missing data file {stem} (or {stem}.gz); looked in {where}, and {e}. "
             f"Put the file in {root / subdirs[0]} or name another --data-dir"
         ) from None
+    return path, read(path)
 
 
 def _images(x: np.ndarray, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -108,12 +191,14 @@ _BINARIZED_ROWS = {"train": 50000, "valid": 10000, "test": 10000}
 def _load_binarized_mnist(root: Path, download: bool) -> Dataset:
     splits = {}
     for s, remote in _BINARIZED.items():
-        path = _find(root, ["binarized_mnist", "binarized-mnist"], remote, download)
-        x = read_amat(path)
+        path, x = _find(
+            root, ["binarized_mnist", "binarized-mnist"], remote, download, [], read_amat, ("binarized-mnist", s)
+        )
         if x.dtype != np.uint8 or x.max() > 1:
             raise DataError(f"{path}: expected binary values 0/1")
         if len(x) != _BINARIZED_ROWS[s]:
             raise DataError(f"{path}: {len(x)} rows, expected {_BINARIZED_ROWS[s]} (binarized-mnist {s} split)")
+        _identify("binarized-mnist", s, path, x)
         splits[s] = Split(_images(x, (1, 28, 28)))
     return Dataset("binarized-mnist", num_levels=2, **splits)
 
@@ -136,10 +221,22 @@ def _check_idx_pair(name: str, split: str, paths: dict[str, Path], arr: dict[str
 
 
 def _load_idx_set(
-    name: str, files: dict, root: Path, subdirs: list[str], download: bool, extra: Iterable[Path] = (), classes: int = 10
+    name: str,
+    files: dict,
+    root: Path,
+    subdirs: list[str],
+    download: bool,
+    extra: Iterable[Path] = (),
+    classes: int = 10,
+    identify: bool = True,
 ) -> Dataset:
-    paths = {k: _find(root, subdirs, r, download, list(extra)) for k, r in files.items()}
-    arr = {k: read_idx(p) for k, p in paths.items()}
+    """An MNIST-like set of four IDX files; ``identify``: check each file's content against the
+    dataset's (off only for synthetic stand-ins in tests)."""
+    found = {
+        k: _find(root, subdirs, r, download, list(extra), read_idx, (name, k) if identify else None)
+        for k, r in files.items()
+    }
+    paths, arr = {k: p for k, (p, _) in found.items()}, {k: a for k, (_, a) in found.items()}
     for split in ("train", "test"):
         _check_idx_pair(name, split, paths, arr, classes)
     if len(arr["train_x"]) <= _N_VALID:
@@ -147,6 +244,9 @@ def _load_idx_set(
             f"{paths['train_x']}: {len(arr['train_x'])} training images, but {name} needs more than {_N_VALID} "
             f"(the last {_N_VALID} are held out for validation)"
         )
+    if identify:
+        for k, p in paths.items():
+            _identify(name, k, p, arr[k])
     x_tr, y_tr = _images(arr["train_x"], (1, 28, 28)), torch.from_numpy(arr["train_y"].astype(np.int64))
     n_valid = _N_VALID
     return Dataset(
@@ -192,6 +292,51 @@ def _load_digits_4x4(root: Path, download: bool) -> Dataset:
     return Dataset("digits-4x4", pool(d.train), pool(d.valid), pool(d.test), num_levels=2)
 
 
+_FREY_NAME = "frey_rawface.mat"
+_FREY_URL = f"{_ROWEIS}{_FREY_NAME}"
+FREY_SHAPE = (1965, 1, 28, 20)
+FREY_SPLIT_SEED = 0
+
+
+def _frey_frames(path: Path) -> np.ndarray:
+    """The 1965 frames (1965, 560) of a frey_rawface.mat, checked by content."""
+    x, _ = read_mat(path, "ff")
+    if x.shape != (560, 1965) or x.dtype != np.uint8:
+        raise DataError(f"{path}: expected Frey's variable ff as uint8 of shape (560, 1965), found {x.dtype} {x.shape}")
+    frames = np.ascontiguousarray(x.T)
+    _identify("frey-faces", "frames", path, frames)
+    return frames
+
+
+def frey_faces(frames: np.ndarray) -> Dataset:
+    """Frey faces (1965 video frames of 28x20 8-bit pixels), split with a fixed seed (0) into
+    1565 train, 200 valid and 200 test frames. The frames are in video order and neighbours
+    look alike, so a random split puts near-copies of test frames in training: the numbers
+    measure fit more than generalisation, as in the papers that use it."""
+    x = torch.from_numpy(frames.reshape(FREY_SHAPE))
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(FREY_SPLIT_SEED))
+    tr, va, te = perm[:1565], perm[1565:1765], perm[1765:]
+    return Dataset("frey-faces", Split(x[tr]), Split(x[va]), Split(x[te]), num_levels=256)
+
+
+def _load_frey(root: Path, download: bool) -> Dataset:
+    subdirs = ["frey_faces", "frey-faces"]
+    folders = [root / s for s in subdirs] + [root]
+    found = next((f / _FREY_NAME for f in folders if (f / _FREY_NAME).is_file()), None)
+    if found is None:
+        if not download:
+            where = ", ".join(str(f) for f in folders)
+            raise DataError(
+                f"missing data file {_FREY_NAME}; looked in {where}. It comes from {_FREY_URL}; "
+                f"put it in {root / subdirs[0]} or name another --data-dir"
+            )
+        try:
+            found = fetch(_FREY_URL, root / subdirs[0] / _FREY_NAME, None, verify=_frey_frames)
+        except DataError as e:
+            raise DataError(f"missing data file {_FREY_NAME} in {root / subdirs[0]}, and {e}") from None
+    return frey_faces(_frey_frames(found))
+
+
 def _toy(name: str) -> Callable[[Path, bool], Dataset]:
     return lambda root, download: toy_2d(name)
 
@@ -201,6 +346,7 @@ DATASETS: dict[str, Callable[[Path, bool], Dataset]] = {
     "binarized-mnist": _load_binarized_mnist,
     "mnist": _load_mnist,
     "fashion-mnist": _load_fashion,
+    "frey-faces": _load_frey,
     "digits": _load_digits,
     "digits-4x4": _load_digits_4x4,
     "sprites": lambda root, download: sprites(32),
@@ -286,28 +432,71 @@ def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", 
     return Dataset(name, *(full.subset(p) for p in parts), num_levels=levels)
 
 
+DATA_FILE_SUFFIXES = (".npy", ".npz", ".mat")
+
+
+def is_data_file(name: str) -> bool:
+    """Whether a ``--dataset`` value names a file (by its suffix) rather than a named dataset."""
+    return name.lower().endswith(DATA_FILE_SUFFIXES)
+
+
+def _reshape(x: np.ndarray, image_shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Flat rows (N, D) as images (N, H, W) or (N, C, H, W), D = H W or C H W."""
+    if len(image_shape) not in (2, 3) or min(image_shape) < 1:
+        raise DataError(f"--image-shape takes H W or C H W, positive whole numbers; got {list(image_shape)}")
+    per_row = math.prod(x.shape[1:]) if x.ndim >= 2 else None
+    if x.ndim != 2 or per_row != math.prod(image_shape):
+        raise DataError(
+            f"{name}: --image-shape {' '.join(map(str, image_shape))} needs flat rows of {math.prod(image_shape)} "
+            f"values (N, {math.prod(image_shape)}); the data has shape {x.shape}"
+        )
+    return x.reshape(len(x), *image_shape)
+
+
 def load_dataset(
-    name: str, data_dir: str | os.PathLike | None = None, download: bool = True, key: str | None = None
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    key: str | None = None,
+    image_shape: Iterable[int] | None = None,
 ) -> Dataset:
-    """Load a named dataset, or a ``.npy``/``.npz`` file given by its path.
+    """Load a named dataset, or a ``.npy``, ``.npz`` or MATLAB ``.mat`` file given by its path.
 
     A ``.npz`` file's data is its array ``key`` (``--data-key``), else its array ``x``, else
-    its only array; its array ``y``, if any, gives the labels.
+    its only array; its array ``y``, if any, gives the labels (a ``.mat`` file likewise, see
+    ``dgmkit.data.matlab``). Flat rows (N, D) become images with ``image_shape`` (H, W) or
+    (C, H, W). A ``.mat`` file that holds Roweis' Frey faces loads as ``frey-faces``.
 
     >>> load_dataset("digits").train.x.shape
     torch.Size([1197, 1, 8, 8])
     """
-    if name.endswith((".npy", ".npz")):
+    shape = None if image_shape is None else tuple(int(v) for v in image_shape)
+    if is_data_file(name):
         try:
             path = Path(name).expanduser()
         except RuntimeError as e:  # ~user of an unknown user
             raise DataError(f"no such data file: {name} ({e})") from None
         if not path.is_file():
             raise DataError(f"no such data file: {path}")
-        x, y = read_arrays(path, key)
+        if path.suffix.lower() == ".mat":
+            x, y = read_mat(path, key)
+            if x.shape == (560, 1965) and x.dtype == np.uint8 and content_digest(x.T) == CONTENT[("frey-faces", "frames")]:
+                if shape is not None and shape != FREY_SHAPE[2:]:
+                    raise DataError(
+                        f"{path} holds the Frey faces, whose frames are 28 x 20; --image-shape {shape} contradicts it"
+                    )
+                return frey_faces(np.ascontiguousarray(x.T))
+        else:
+            x, y = read_arrays(path, key)
+        if shape is not None:
+            x = _reshape(x, shape, path.name)
         return from_array(x, y, name=path.name)
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)} or give a .npy/.npz file")
+        raise DataError(
+            f"unknown dataset {name!r}; choose from {sorted(DATASETS)} or give a .npy, .npz or .mat file by its path"
+        )
     if key is not None:
-        raise DataError(f"--data-key {key!r} applies only to .npz files, not to the dataset {name!r}")
+        raise DataError(f"--data-key {key!r} applies only to .npz and .mat files, not to the dataset {name!r}")
+    if shape is not None:
+        raise DataError(f"--image-shape applies only to data files; the dataset {name!r} knows its image shape")
     return DATASETS[name](default_data_dir(data_dir), download)

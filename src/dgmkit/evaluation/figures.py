@@ -31,21 +31,26 @@ def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int
     return buf.getvalue()
 
 
-def project_2d(z: torch.Tensor) -> tuple[np.ndarray, str]:
-    """Latent means (N, M) -> (N, 2) points and an axis description: the means themselves
-    when M <= 2, else their projection on the two leading principal components."""
+def project_2d(z: torch.Tensor) -> tuple[np.ndarray, tuple[str, str], str]:
+    """Latent means (N, M) -> (N, 2) points, the two axis labels and a description: the means
+    themselves when M <= 2 (a 1-D latent against a seeded jitter), else their projection on the
+    two leading principal components."""
     z = z.detach().double().cpu()
     if z.shape[1] == 1:
-        return torch.cat([z, torch.zeros_like(z)], 1).numpy(), "z_1"
+        jitter = torch.rand(z.shape, generator=torch.Generator().manual_seed(0), dtype=z.dtype) - 0.5
+        return torch.cat([z, jitter], 1).numpy(), ("z_1", "random jitter (no meaning)"), "z_1"
     if z.shape[1] == 2:
-        return z.numpy(), "z_1, z_2"
+        return z.numpy(), ("z_1", "z_2"), "z_1, z_2"
     centred = z - z.mean(0)
     _, s, v = torch.linalg.svd(centred, full_matrices=False)
-    explained = (s[:2] ** 2).sum() / (s**2).sum()
-    return (centred @ v[:2].T).numpy(), f"PCA of {z.shape[1]}-D means ({explained:.0%} of variance)"
+    share = s**2 / (s**2).sum()
+    labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
+    return (centred @ v[:2].T).numpy(), labels, f"PCA of {z.shape[1]}-D means ({share[:2].sum():.0%} of variance)"
 
 
-def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes: str) -> bytes:
+def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes: tuple[str, str]) -> bytes:
+    """A scatter of (N, 2) points, coloured by integer labels: one colour per class up to 20
+    classes (tab10 or tab20), a continuous scale beyond."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,10 +60,17 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.5, c="tab:blue")
     else:
-        sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap="tab10", vmin=-0.5, vmax=9.5)
-        fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
+        classes = int(labels.max()) + 1 if len(labels) else 1
+        if classes <= 20:
+            cmap = "tab10" if classes <= 10 else "tab20"
+            sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap=cmap, vmin=-0.5, vmax=classes - 0.5)
+            fig.colorbar(sc, ax=ax, ticks=range(classes), label="label")
+        else:
+            sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap="viridis")
+            fig.colorbar(sc, ax=ax, label=f"label (0..{classes - 1})")
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel(axes)
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -23,7 +23,10 @@ class EvalReport:
     ``importance-sampled`` (k = ``iw_samples`` draws; a stochastic bound that tends to the
     truth), ``bound``, or ``reconstruction`` (no density: ``nll`` and ``bpd`` are None).
     ``elbo`` (negative) is a variational lower bound, present only where the model has one. For
-    dequantized data every number is of the integer data (see ``discrete_nll``)."""
+    dequantized data every number is of the integer data (see ``discrete_nll``). ``density_of``
+    says what the numbers are of: ``discrete`` data (a log-probability; bits/dim are given) or
+    ``continuous`` data (a log-density of the values as given, which shifts with their scale:
+    no bits/dim, as they would not be comparable with those of discrete data)."""
 
     estimate: str
     nll: float | None
@@ -42,6 +45,7 @@ class EvalReport:
     seconds: float
     layers: list | None = None  # several stochastic layers: [{"name", "size", "kl", "active_units"}, ...]
     mmd: float | None = None  # a WAE: unbiased MMD^2 between codes and prior draws, mean over batches
+    density_of: str = "discrete"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,13 +70,15 @@ def evaluate(
     log_volume: float = 0.0,
     seed: int = 0,
     batch_size: int = 1000,
+    continuous: bool = False,
 ) -> EvalReport:
     """Evaluate ``model`` on transformed data ``x`` (what the likelihood scores).
 
     ``iw_samples``: importance samples where the model's estimate is sampled (0 reports the
     ELBO as the bound it is, kind ``bound`` with k = 1); ignored where it is exact.
     ``log_volume``: log L per dimension for uniformly dequantized data
-    (``DataTransform.log_volume``), so that the numbers are of the integers."""
+    (``DataTransform.log_volume``), so that the numbers are of the integers. ``continuous``: the
+    data are continuous values (not quantized): no bits/dim."""
     t0 = time.perf_counter()
     n, num_dims = len(x), int(math.prod(x.shape[1:]))
     shift = num_dims * log_volume
@@ -101,9 +107,9 @@ def evaluate(
         estimate=est.kind,
         nll=nll,
         nll_stderr=stderr,
-        bpd=None if nll is None else bits_per_dim(nll, num_dims),
+        bpd=None if nll is None or continuous else bits_per_dim(nll, num_dims),
         elbo=elbo,
-        elbo_bpd=None if elbo is None else bits_per_dim(-elbo, num_dims),
+        elbo_bpd=None if elbo is None or continuous else bits_per_dim(-elbo, num_dims),
         recon=recon,
         kl=_mean(est.terms.get("kl")),
         iw_samples=est.k,
@@ -115,4 +121,5 @@ def evaluate(
         seconds=time.perf_counter() - t0,
         layers=layers,
         mmd=_nanmean(est.terms.get("mmd")),
+        density_of="continuous" if continuous else "discrete",
     )

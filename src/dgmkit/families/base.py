@@ -31,6 +31,7 @@ class FamilyConfig(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     fit: ClassVar[str] = "gradient"
+    renamed: ClassVar[dict[str, str]] = {}  # settings renamed since run format 2: old name -> new name
 
     def validate(self) -> None:  # noqa: B027 - rules between fields, none by default
         """Raise ConfigError where fields contradict each other."""
@@ -89,7 +90,12 @@ class FamilyConfig(ABC):
         """This family's keys from a dgmkit 0.1 flat config (all keys, defaults included).
         Families that did not exist then keep this default, which takes no key."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return {k: v for k, v in flat.items() if k in names}
+        return {k: v for k, v in cls.rename_keys(flat).items() if k in names}
+
+    @classmethod
+    def rename_keys(cls, keys: dict) -> dict:
+        """``keys`` with the names this family has since changed (``renamed``: old -> new)."""
+        return {cls.renamed.get(k, k): v for k, v in keys.items()}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -31,18 +31,25 @@ class DiscreteVAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, F
     latent_dim: int = setting(30, "categorical latent variables V", min=1, max=4096)
     latent_classes: int = setting(10, "classes K of each latent variable", min=2, max=1024)
     objective: Literal["gumbel-softmax", "reinforce"] = setting("gumbel-softmax", "the gradient estimator")
-    temperature: float = setting(1.0, "gumbel-softmax: initial relaxation temperature", gt=0, max=100)
-    temperature_min: float = setting(0.5, "gumbel-softmax: the temperature's floor", gt=0, max=100)
+    gumbel_temperature: float = setting(
+        1.0, "gumbel-softmax: initial relaxation temperature tau_0 (not dgm sample's --temperature)", gt=0, max=100
+    )
+    gumbel_temperature_min: float = setting(0.5, "gumbel-softmax: the relaxation temperature's floor", gt=0, max=100)
     anneal_rate: float = setting(3e-5, "gumbel-softmax: tau_t = max(tau_min, tau_0 exp(-rate * step))", min=0, max=1)
     straight_through: bool = setting(False, "gumbel-softmax: hard one-hot forward pass, relaxed gradient")
+
+    renamed = {"temperature": "gumbel_temperature", "temperature_min": "gumbel_temperature_min"}  # run format 2
 
     @classmethod
     def claims_v1(cls, flat: dict) -> bool:  # 0.1 spelled it --model vae --latent categorical
         return flat.get("model", "vae") == "vae" and flat.get("latent") == "categorical"
 
     def validate(self) -> None:
-        if self.temperature_min > self.temperature:
-            raise ConfigError(f"need temperature_min <= temperature, got {self.temperature_min} > {self.temperature}")
+        if self.gumbel_temperature_min > self.gumbel_temperature:
+            raise ConfigError(
+                "need gumbel_temperature_min <= gumbel_temperature, got "
+                f"{self.gumbel_temperature_min} > {self.gumbel_temperature}"
+            )
 
     @property
     def default_iw_samples(self) -> int:
@@ -54,7 +61,9 @@ class DiscreteVAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, F
     def training_objective(self) -> Objective:
         if self.objective == "reinforce":
             return ReinforceELBO()
-        return GumbelSoftmaxELBO(self.temperature, self.temperature_min, self.anneal_rate, self.straight_through)
+        return GumbelSoftmaxELBO(
+            self.gumbel_temperature, self.gumbel_temperature_min, self.anneal_rate, self.straight_through
+        )
 
     def build(
         self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0

@@ -62,11 +62,22 @@ class NetworkSettings:
     encoder: Literal["mlp", "gated", "conv"] = setting("mlp", "the encoder network")
     decoder: Literal["mlp", "gated", "conv"] | None = setting(None, "the decoder network (default: as the encoder)")
     hidden: list[int] = setting(
-        [512, 256], "hidden layer sizes, input side first (conv: channels = the first)", min=1, max=16384
+        [512, 256],
+        "hidden layer sizes, input side first (conv: the first is the dense layer between the conv stages and z)",
+        min=1,
+        max=16384,
+    )
+    conv_channels: list[int] = setting(
+        [32, 64], "conv: channels of the two stride-2 convolution stages, input side first", min=1, max=4096
     )
     activation: Activation = setting("relu", "the networks' activation")
 
     def check_networks(self, event_shape: tuple[int, ...]) -> None:
+        conv = "conv" in (self.encoder, self.decoder or self.encoder)
+        if len(self.conv_channels) != 2:
+            raise ConfigError(f"conv_channels takes the channels of the 2 conv stages, got {self.conv_channels}")
+        if not conv and self.conv_channels != [32, 64]:
+            raise ConfigError("conv_channels sets conv networks; this model has none (choose --encoder conv)")
         for kind in (self.encoder, self.decoder or self.encoder):
             ok = len(event_shape) == 3 and event_shape[1] >= 4 and event_shape[1] % 4 == 0 and event_shape[2] % 4 == 0
             if kind == "conv" and not ok:
@@ -130,7 +141,7 @@ def encoder_net(s: NetworkSettings, event_shape: tuple[int, ...], out: int) -> n
     """x (B, *event) -> (B, out)."""
     dims = math.prod(event_shape)
     if s.encoder == "conv":
-        return ConvEncoderNet(event_shape, out, hidden=s.hidden[0], act=s.activation)
+        return ConvEncoderNet(event_shape, out, channels=s.conv_channels, hidden=s.hidden[0], act=s.activation)
     if s.encoder == "gated":
         return nn.Sequential(nn.Flatten(), GatedMLP(dims, s.hidden, out))
     return nn.Sequential(nn.Flatten(), MLP(dims, s.hidden, out, s.activation))
@@ -141,7 +152,14 @@ def decoder_net(s: NetworkSettings, event_shape: tuple[int, ...], latent: int, p
     kind = s.decoder or s.encoder
     dims = math.prod(event_shape)
     if kind == "conv":
-        return ConvDecoderNet(latent, event_shape, event_shape[0] * params_per_pixel, hidden=s.hidden[0], act=s.activation)
+        return ConvDecoderNet(
+            latent,
+            event_shape,
+            event_shape[0] * params_per_pixel,
+            channels=list(reversed(s.conv_channels)),
+            hidden=s.hidden[0],
+            act=s.activation,
+        )
     if kind == "gated":
         return GatedMLP(latent, list(reversed(s.hidden)), dims * params_per_pixel)
     return MLP(latent, list(reversed(s.hidden)), dims * params_per_pixel, s.activation)

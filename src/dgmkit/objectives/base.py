@@ -14,7 +14,8 @@ class Objective(ABC):
     ``score``: the quantity that training monitors (early stopping, the best checkpoint), in
     nats per datapoint, higher is better. Its name says what it is: ``elbo`` (a bound on
     log p(x)), ``iwae`` (the k-sample bound), ``log_px`` (an exact log-likelihood),
-    ``bound`` (another bound on log p(x)) or ``recon`` (a reconstruction score, no bound).
+    ``bound`` (another bound on log p(x)), ``recon`` (a reconstruction score, no bound) or
+    ``objective`` (a weighted objective that is not a bound, such as beta-TCVAE's).
     ``score_label`` is how people read it.
 
     ``setup(train_size)`` is called once by the Trainer with the training set's size, and

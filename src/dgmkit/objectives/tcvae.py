@@ -6,8 +6,10 @@ with its own weight:
 
 for one reparameterized draw z ~ q(z|x) per datapoint, lambda the Trainer's KL weight (warm-up).
 alpha = beta = gamma = 1 is the one-draw ELBO; beta > 1 penalizes dependence between the code
-dimensions. ``elbo`` is the true bound (closed-form KL), and the three terms are reported per
-datapoint, so that the Trainer logs their validation means every epoch.
+dimensions. ``objective`` is what training maximizes, at full weight (lambda = 1), and what the
+Trainer monitors (early stopping, the best checkpoint); ``elbo`` is the true bound (closed-form
+KL), shown beside it. The three terms are reported per datapoint, so that the Trainer logs their
+validation means every epoch.
 
 The aggregate posterior q(z) is estimated from each batch with minibatch stratified sampling
 (``mss``) or the batch mixture (``mws``); the datapoints stand for a training set of N, which
@@ -30,9 +32,11 @@ __all__ = ["BetaTCVAE", "TCVAETerms"]
 
 
 class TCVAETerms(NamedTuple):
-    """Per-example (B,): the loss, the ELBO and its terms, and the KL's three parts (nats)."""
+    """Per-example (B,): the loss, the weighted objective at full weight, the ELBO and its terms,
+    and the KL's three parts (nats)."""
 
     loss: torch.Tensor
+    objective: torch.Tensor
     elbo: torch.Tensor
     log_px_z: torch.Tensor
     kl: torch.Tensor
@@ -45,8 +49,8 @@ class BetaTCVAE(Objective):
     """See the module docstring. Needs a diagonal Gaussian posterior and a prior that factorizes
     over dimensions (the standard normal)."""
 
-    score = "elbo"
-    score_label = "ELBO"
+    score = "objective"
+    score_label = "beta-TCVAE objective"
 
     def __init__(
         self,
@@ -80,5 +84,6 @@ class BetaTCVAE(Objective):
         mi, tc, dim_kl = decompose_kl(z, q.loc, q.scale, log_pz, n, self.estimator)
         kl = kl_divergence(q, p)
         a, b, g = self.weights
-        loss = -(log_px_z - beta * (a * mi + b * tc + g * dim_kl))
-        return TCVAETerms(loss, log_px_z - kl, log_px_z, kl, mi, tc, dim_kl)
+        penalty = a * mi + b * tc + g * dim_kl
+        loss = -(log_px_z - beta * penalty)
+        return TCVAETerms(loss, log_px_z - penalty, log_px_z - kl, log_px_z, kl, mi, tc, dim_kl)

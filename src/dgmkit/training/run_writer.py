@@ -27,7 +27,7 @@ from dgmkit.training.checkpoint import save_checkpoint
 __all__ = ["RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "new_run_id", "nonfinite_state"]
 
 RUN_FILES = (
-    "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "cluster.json",
+    "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "evals.json", "cluster.json",
     "diagnose.json", "disentangle.json",
 )  # fmt: skip
 LOCK_NAME = ".dgm.lock"

@@ -395,7 +395,9 @@ class Trainer:
             for cb in self.callbacks:
                 cb(self, metrics)
             if self.patience is not None and self.bad_epochs >= self.patience:
-                log.info("early stopping after epoch %d: no validation improvement in %d epochs", self.epoch, self.patience)
+                log.info(
+                    "early stopping after epoch %d: no validation improvement in %d epoch(s)", self.epoch, self.patience
+                )
                 break
         return history
 

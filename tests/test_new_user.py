@@ -1,0 +1,324 @@
+"""What a new user meets (issue 16): data identified by content wherever found, data files pinned
+by their run, MATLAB files and flat rows with an image shape, units said for continuous data,
+results kept per protocol, help on every flag, flags that do not apply refused."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dgmkit.cli.common import plural
+from dgmkit.cli.main import build_parser, main
+from dgmkit.config import FORMAT, migrate_record
+from dgmkit.data import load_dataset
+from dgmkit.data.matlab import read_mat
+from dgmkit.data.registry import CONTENT, content_digest
+from dgmkit.errors import DataError
+from dgmkit.evaluation.figures import project_2d
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def failure(code, err, *needles):
+    assert code == 1, err
+    assert err.startswith("dgm: error: ") and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+
+
+# ------------------------------------------------------------------ named data, identified by content
+def _link_all(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        (dst / f.name).symlink_to(f)
+
+
+def test_mnist_files_in_the_root_never_pass_for_fashion_mnist(data_dir, tmp_path):
+    _link_all(data_dir / "mnist", tmp_path)  # MNIST's files straight in the data folder: same names as Fashion-MNIST's
+    if FASHION.is_dir():  # the real Fashion-MNIST files (Debian package) are found and preferred by content
+        d = load_dataset("fashion-mnist", tmp_path, download=False)
+        assert d.test.y[:5].tolist() == [9, 2, 1, 1, 6]  # ankle boot, pullover, trouser, trouser, shirt
+    else:
+        with pytest.raises(DataError, match="is not fashion-mnist's training images: it holds mnist's training images"):
+            load_dataset("fashion-mnist", tmp_path, download=False)
+    assert load_dataset("mnist", tmp_path, download=False).test.y[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+def test_a_swapped_split_file_is_named(data_dir, tmp_path):
+    folder = tmp_path / "binarized_mnist"
+    folder.mkdir()
+    src = data_dir / "binarized_mnist"
+    (folder / "binarized_mnist_train.amat.gz").symlink_to(src / "binarized_mnist_train.amat.gz")
+    (folder / "binarized_mnist_valid.amat.gz").symlink_to(src / "binarized_mnist_valid.amat.gz")
+    (folder / "binarized_mnist_test.amat.gz").symlink_to(src / "binarized_mnist_valid.amat.gz")  # same size, other data
+    with pytest.raises(DataError, match="is not binarized-mnist's test images: it holds binarized-mnist's validation"):
+        load_dataset("binarized-mnist", tmp_path, download=False)
+
+
+def test_content_digests_are_of_the_values():
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert content_digest(a) == content_digest(np.asfortranarray(a)) != content_digest(a.T)
+    assert len(set(CONTENT.values())) == len(CONTENT)  # no two canonical files alike
+
+
+# ------------------------------------------------------------------ Frey faces and MATLAB files
+def test_frey_faces_by_name_and_by_path(data_dir):
+    d = load_dataset("frey-faces", data_dir, download=False)
+    assert d.event_shape == (1, 28, 20) and d.num_levels == 256
+    assert [len(d.train), len(d.valid), len(d.test)] == [1565, 200, 200]
+    every = torch.cat([d.train.x, d.valid.x, d.test.x]).double()
+    assert every.mean().item() == pytest.approx(154.4609, abs=1e-3) and every.min() == 8 and every.max() == 238
+    by_path = load_dataset(str(data_dir / "frey_faces" / "frey_rawface.mat"))
+    assert by_path.name == "frey-faces" and by_path.fingerprint() == d.fingerprint()
+
+
+def test_frey_faces_missing_says_where_it_comes_from(tmp_path):
+    with pytest.raises(DataError, match="frey_rawface.mat.*roweis"):
+        load_dataset("frey-faces", tmp_path, download=False)
+
+
+def test_a_mat_file_by_path_with_key_labels_and_image_shape(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 36)).astype(np.uint8)
+    y = (np.arange(40) % 3).astype(np.float64)  # MATLAB stores labels as doubles
+    path = tmp_path / "data.mat"
+    scipy.io.savemat(path, {"images": x, "noise": rng.random((5, 5)), "y": y[None, :]})
+    with pytest.raises(DataError, match="name the data's variable with --data-key"):
+        read_mat(path)
+    got, labels = read_mat(path, "images")
+    assert np.array_equal(got, x) and np.array_equal(labels, y)
+    d = load_dataset(str(path), key="images", image_shape=[6, 6])
+    assert d.event_shape == (1, 6, 6) and d.num_levels == 256 and d.train.y is not None
+    with pytest.raises(DataError, match=r"needs flat rows of 35 values"):
+        load_dataset(str(path), key="images", image_shape=[5, 7])
+    with pytest.raises(DataError, match="has no variable named 'nope'"):
+        read_mat(path, "nope")
+
+
+def test_mat_files_that_cannot_be_data(tmp_path):
+    cells = tmp_path / "cells.mat"
+    scipy.io.savemat(cells, {"x": np.array([[1, 2], [3, 4]], dtype=object)})
+    with pytest.raises(DataError):
+        read_mat(cells)
+    v73 = tmp_path / "v73.mat"
+    v73.write_bytes(b"MATLAB 7.3 MAT-file, Platform: GLNXA64" + b"\0" * 200)
+    with pytest.raises(DataError, match="HDF5"):
+        read_mat(v73)
+    big = tmp_path / "big.mat"
+    scipy.io.savemat(big, {"x": np.zeros((100, 100))}, do_compression=True)
+    os.environ["DGMKIT_MAX_DATA_BYTES"] = "4000"
+    try:
+        with pytest.raises(DataError, match="declares 80000 bytes, more than the limit"):
+            read_mat(big)
+    finally:
+        del os.environ["DGMKIT_MAX_DATA_BYTES"]
+
+
+@pytest.fixture(scope="module")
+def a_mat_file(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("mat") / "ok.mat"
+    scipy.io.savemat(path, {"x": np.arange(60, dtype=np.uint8).reshape(12, 5), "y": np.arange(12)}, do_compression=True)
+    return path.read_bytes()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_mat_files_load_or_fail_cleanly(tmp_path, a_mat_file, data):
+    raw = bytearray(a_mat_file)
+    for _ in range(data.draw(st.integers(1, 8))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    path = tmp_path / "m.mat"
+    path.write_bytes(bytes(raw[:cut]) if data.draw(st.booleans()) else bytes(raw))
+    try:
+        x, _ = read_mat(path)
+    except DataError:
+        return
+    assert isinstance(x, np.ndarray) and x.dtype.kind in "biuf"
+
+
+# ------------------------------------------------------------------ a run pins its data file
+def _npy(path: Path, seed: int = 0) -> Path:
+    x = np.random.default_rng(seed).integers(0, 2, (120, 16)).astype(np.uint8)
+    np.save(path, x)
+    return path
+
+
+def test_a_run_pins_its_data_file_by_full_path_and_content(capsys, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    _npy(work / "x.npy")
+    monkeypatch.chdir(work)
+    out = tmp_path / "run"
+    flags = ["--image-shape", "4", "4", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    code, _, err = run(capsys, "train", "--dataset", "x.npy", *flags, "--out", out)
+    assert code == 0, err
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["data"]["dataset"] == str(work / "x.npy")  # the full path, not as typed
+    assert record["data"]["event_shape"] == [1, 4, 4] and len(record["data"]["sha256"]) == 64
+    monkeypatch.chdir(tmp_path)  # another folder: still found
+    code, _, err = run(capsys, "eval", out, "--iw-samples", "2")
+    assert code == 0, err
+    _npy(work / "x.npy", seed=1)  # other data of the same shape in its place: refused
+    failure(*run(capsys, "eval", out, "--iw-samples", "2")[::2], "now holds other data", "--data")
+    moved = tmp_path / "moved.npy"
+    _npy(moved)  # the original data, at a new path
+    code, _, err = run(capsys, "eval", out, "--iw-samples", "2", "--data", moved)
+    assert code == 0, err
+    failure(*run(capsys, "eval", out, "--data", tmp_path / "nope.csv")[::2], ".npy, .npz or .mat")
+
+
+def test_data_flag_is_refused_for_a_named_dataset(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--quiet", "--out", out)[0] == 0
+    failure(*run(capsys, "eval", out, "--data", tmp_path / "x.npy")[::2], "named dataset 'digits'", "--data-dir")
+
+
+def test_a_named_dataset_changed_after_training_is_refused(capsys, tmp_path, data_dir):
+    _link_all(data_dir / "mnist", tmp_path / "a" / "mnist")
+    out = tmp_path / "run"
+    flags = ["--dataset", "mnist", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    code, _, err = run(capsys, "train", *flags, "--data-dir", tmp_path / "a", "--out", out, "--batch-size", "1000")
+    assert code == 0, err
+    record = json.loads((out / "config.json").read_text())
+    bad = tmp_path / "b" / "mnist"  # the same file names, the test images swapped for training images
+    bad.mkdir(parents=True)
+    for f in (data_dir / "mnist").iterdir():
+        src = data_dir / "mnist" / ("train-images-idx3-ubyte.gz" if f.name.startswith("t10k-images") else f.name)
+        (bad / f.name).symlink_to(src)
+    code, _, err = run(capsys, "eval", out, "--iw-samples", "1", "--limit", "5", "--data-dir", tmp_path / "b")
+    assert code == 1 and "t10k-images-idx3-ubyte.gz" in err, err  # refused, naming the file
+    assert record["data"]["sha256"] == load_dataset("mnist", tmp_path / "a").fingerprint()
+
+
+# ------------------------------------------------------------------ honest units, results kept
+def test_continuous_data_get_no_bits_per_dim_and_say_why(capsys, tmp_path):
+    x = np.random.default_rng(0).random((200, 16)).astype(np.float32)
+    np.save(tmp_path / "f.npy", x)
+    out = tmp_path / "run"
+    flags = ["--likelihood", "gaussian", "--hidden", "16", "--latent-dim", "2", "--epochs", "2"]
+    code, text, err = run(capsys, "train", "--dataset", tmp_path / "f.npy", *flags, "--out", out)
+    assert code == 0, err
+    assert "bits/dim" not in text and "log-density of continuous data" in text
+    code, text, err = run(capsys, "eval", out, "--iw-samples", "3")
+    assert code == 0, err
+    assert "bits/dim          n/a: continuous data" in text and "not probabilities" in text
+    r = json.loads((out / "eval.json").read_text())
+    assert r["bpd"] is None and r["elbo_bpd"] is None and r["density_of"] == "continuous"
+
+
+def test_results_are_kept_per_protocol(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--quiet", "--out", out)[0] == 0
+    code, text, _ = run(capsys, "eval", out, "--iw-samples", "20")
+    assert code == 0 and "KL per dimension" in text and "largest first" in text
+    full = json.loads((out / "eval.json").read_text())
+    assert run(capsys, "eval", out, "--iw-samples", "2", "--limit", "10")[0] == 0
+    assert json.loads((out / "eval.json").read_text())["n"] == 10  # eval.json: the latest
+    kept = json.loads((out / "evals.json").read_text())["results"]
+    assert len(kept) == 2
+    assert kept["test | all | importance-sampled k=20 | seed 0"]["nll"] == full["nll"]  # the long one is not lost
+    assert run(capsys, "eval", out, "--iw-samples", "20")[0] == 0  # the same protocol again replaces only itself
+    assert len(json.loads((out / "evals.json").read_text())["results"]) == 2
+    (out / "evals.json").write_text("[1, 2]")
+    failure(*run(capsys, "eval", out, "--iw-samples", "2")[::2], "is not an evals.json")
+
+
+def test_flags_that_do_not_apply_are_refused(capsys, tmp_path):
+    flow = tmp_path / "flow"
+    flags = ["--model", "flow", "--flow", "realnvp", "--flow-layers", "2", "--hidden", "8", "--epochs", "1", "--quiet"]
+    assert run(capsys, "train", *flags, "--out", flow)[0] == 0
+    failure(*run(capsys, "sample", flow, "--draw", "--out", tmp_path / "s.png")[::2], "--draw is for latent variable")
+    failure(*run(capsys, "eval", flow, "--iw-samples", "10")[::2], "exact log-likelihood", "nothing to sample")
+    vae = tmp_path / "vae"
+    assert run(capsys, "train", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--quiet", "--out", vae)[0] == 0
+    failure(*run(capsys, "train", "--conv-channels", "8", "16", "--epochs", "1", "--out", tmp_path / "c")[::2], "conv")
+
+
+def test_every_flag_of_every_command_has_help_and_its_default():
+    parser = build_parser(["train"])
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"dgm {name} {action.option_strings or action.dest} has no help"
+            text = formatter._get_help_string(action)
+            default = action.default
+            if action.option_strings and not (default is None or default is False):
+                assert "default" in text, f"dgm {name} {action.option_strings}: {text!r} does not show its default"
+
+
+def test_gumbel_temperature_is_named_apart_from_sample_temperature(capsys, tmp_path):
+    train = next(a for a in build_parser(["train", "--model", "dvae"])._actions if isinstance(a, argparse._SubParsersAction))
+    assert "--gumbel-temperature" in train.choices["train"].format_help()
+    out = tmp_path / "d"
+    flags = ["--model", "dvae", "--gumbel-temperature", "0.8", "--hidden", "16", "--latent-dim", "2", "--epochs", "1"]
+    assert run(capsys, "train", *flags, "--quiet", "--out", out)[0] == 0
+    failure(*run(capsys, "train", "--model", "dvae", "--temperature", "0.8", "--out", tmp_path / "e")[::2], "temperature")
+    # a run of format 2 spelled it "temperature": it loads as gumbel_temperature
+    record = json.loads((out / "config.json").read_text())
+    model = dict(record["config"]["model"])
+    model["temperature"], model["temperature_min"] = model.pop("gumbel_temperature"), model.pop("gumbel_temperature_min")
+    old = {**record, "format": 2, "config": {**record["config"], "model": model}}
+    new = migrate_record(old, "old")
+    assert new["format"] == FORMAT and new["config"]["model"]["gumbel_temperature"] == 0.8
+
+
+def test_plural_and_axis_labels():
+    assert [plural(1, "epoch"), plural(2, "epoch"), plural(0, "image")] == ["1 epoch", "2 epochs", "0 images"]
+    _, labels, _ = project_2d(torch.randn(50, 2))
+    assert labels == ("z_1", "z_2")
+    _, labels, what = project_2d(torch.randn(50, 5))
+    assert labels[0].startswith("PC 1") and labels[1].startswith("PC 2") and "PCA of 5-D" in what
+    points, labels, _ = project_2d(torch.randn(50, 1))
+    assert labels[1].startswith("random jitter") and np.ptp(points[:, 1]) > 0
+
+
+def test_one_epoch_is_said_in_the_singular(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, text, _ = run(capsys, "train", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--quiet", "--out", out)
+    assert code == 0 and "trained 1 epoch;" in text
+
+
+# ------------------------------------------------------------------ the conv VAE on 8x8 digits
+def test_conv_stacks_keep_the_signal_at_initialisation():
+    """The cause of the conv VAE's collapse on the 8x8 digits: at PyTorch's default init the conv
+    decoder's output moved ~30 times less with z than an MLP decoder's. With He init it does not."""
+    from dgmkit.nn import MLP
+    from dgmkit.nn.conv import ConvDecoderNet, ConvEncoderNet
+
+    torch.manual_seed(0)
+    z = torch.randn(500, 8)
+    x = torch.rand(500, 1, 8, 8)
+    with torch.no_grad():
+        conv_dec = ConvDecoderNet(8, (1, 8, 8), 1, hidden=512)(z).reshape(500, -1).std(0).mean()
+        mlp_dec = MLP(8, [256, 512], 64, "relu")(z).std(0).mean()
+        conv_enc = ConvEncoderNet((1, 8, 8), 16, hidden=512)(x).std(0).mean()
+        mlp_enc = MLP(64, [512, 256], 16, "relu")(x.flatten(1)).std(0).mean()
+    assert conv_dec > 0.5 * mlp_dec and conv_enc > 0.5 * mlp_enc
+
+
+def test_a_conv_vae_on_the_digits_keeps_its_latents(capsys, tmp_path):
+    out = tmp_path / "conv"
+    flags = ["--encoder", "conv", "--latent-dim", "8", "--warmup", "5", "--epochs", "8", "--quiet"]
+    assert run(capsys, "train", *flags, "--out", out)[0] == 0
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["valid_active_units"] >= 6 and last["valid_kl"] > 1.0  # before: 0 of 8 active, KL 0.05
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["model"]["conv_channels"] == [32, 64]
