@@ -126,17 +126,19 @@ def test_dgm_eval_runs_on_a_v0_1_folder(name, tmp_path, capsys):
     folder = tmp_path / name
     shutil.copytree(RUNS / name, folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    code = main(["eval", str(folder), "--iw-samples", "10"])
+    run = load_run(folder)
+    sampled = run.model.estimate_kind not in ("exact", "reconstruction")  # --iw-samples is refused where k means nothing
+    code = main(["eval", str(folder), *(["--iw-samples", "10"] if sampled else [])])
     _, err = capsys.readouterr()
     assert code == 0, err
     report = json.loads((folder / "eval.json").read_text())
-    run = load_run(folder)
     x, _ = split_data(run, "test")
     assert report["model"] == run.cfg.family and report["split"] == "test" and report["n"] == len(x)
     kind = run.model.estimate_kind
     assert report["estimate"] == kind
-    # the checkpoints and config are left as they were: eval only adds eval.json and evals.json
-    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name not in ("eval.json", "evals.json")} == before
+    # the checkpoints and config are left as they were: eval only adds eval.json and evals.json (and its lock)
+    added = ("eval.json", "evals.json", ".evals.lock")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name not in added} == before
     num_dims = math.prod(run.record["data"]["event_shape"])
     if kind == "reconstruction":
         assert report["nll"] is None

@@ -121,10 +121,40 @@ def test_mat_files_that_cannot_be_data(tmp_path):
     scipy.io.savemat(big, {"x": np.zeros((100, 100))}, do_compression=True)
     os.environ["DGMKIT_MAX_DATA_BYTES"] = "4000"
     try:
-        with pytest.raises(DataError, match="declares 80000 bytes, more than the limit"):
-            read_mat(big)
+        with pytest.raises(DataError, match="expands beyond the limit of 4000 bytes"):
+            read_mat(big)  # 80000 bytes once inflated, from a file of a few hundred
     finally:
         del os.environ["DGMKIT_MAX_DATA_BYTES"]
+
+
+def _mat_bytes(**arrays) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, arrays)
+    return buf.getvalue()
+
+
+def test_crafted_mat_structures_are_refused_before_scipy_reads_them(tmp_path):
+    import struct
+
+    a, b = _mat_bytes(x=np.zeros((4, 3), np.uint8)), _mat_bytes(x=np.ones((5, 3), np.uint8))
+    (tmp_path / "dup.mat").write_bytes(a + b[128:])  # the variable x twice
+    with pytest.raises(DataError, match="holds the variable 'x' twice"):
+        read_mat(tmp_path / "dup.mat")
+    lying = bytearray(a)
+    struct.pack_into("<I", lying, 132, 10**9)  # the first element declares 1 GB in a file of ~300 bytes
+    (tmp_path / "lying.mat").write_bytes(bytes(lying))
+    with pytest.raises(DataError, match="declares 1000000000 bytes but holds"):
+        read_mat(tmp_path / "lying.mat")
+    inner = bytearray(a)
+    struct.pack_into("<I", inner, 128 + 8 + 16 + 4, 10**8)  # the dims part of the variable declares 100 MB
+    (tmp_path / "inner.mat").write_bytes(bytes(inner))
+    with pytest.raises(DataError, match="a variable has an element that declares 100000000 bytes"):
+        read_mat(tmp_path / "inner.mat")
+    os.mkfifo(tmp_path / "fifo.mat")
+    with pytest.raises(DataError, match="not a regular file"):
+        read_mat(tmp_path / "fifo.mat")  # never blocks
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +261,8 @@ def test_results_are_kept_per_protocol(capsys, tmp_path):
     assert json.loads((out / "eval.json").read_text())["n"] == 10  # eval.json: the latest
     kept = json.loads((out / "evals.json").read_text())["results"]
     assert len(kept) == 2
-    assert kept["test | all | importance-sampled k=20 | seed 0"]["nll"] == full["nll"]  # the long one is not lost
+    (key,) = [k for k in kept if k.startswith("test | all | importance-sampled k=20 | seed 0 | weights ")]
+    assert kept[key]["nll"] == full["nll"]  # the long one is not lost
     assert run(capsys, "eval", out, "--iw-samples", "20")[0] == 0  # the same protocol again replaces only itself
     assert len(json.loads((out / "evals.json").read_text())["results"]) == 2
     (out / "evals.json").write_text("[1, 2]")
@@ -322,3 +353,35 @@ def test_a_conv_vae_on_the_digits_keeps_its_latents(capsys, tmp_path):
     assert last["valid_active_units"] >= 6 and last["valid_kl"] > 1.0  # before: 0 of 8 active, KL 0.05
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["model"]["conv_channels"] == [32, 64]
+
+
+# ------------------------------------------------------------------ review: copies, resume, weights
+def test_an_unreadable_copy_is_passed_over_for_a_good_one(data_dir, tmp_path):
+    _link_all(data_dir / "mnist", tmp_path)  # the good files in the data folder's root
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "train-images-idx3-ubyte").write_bytes(b"garbage, not IDX")  # found first, unreadable
+    assert load_dataset("mnist", tmp_path, download=False).train.x.shape == (50000, 1, 28, 28)
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()  # no good copy left: the first one's error
+    with pytest.raises(DataError, match="train-images-idx3-ubyte"):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+def test_resume_refuses_changed_data_and_results_name_their_weights(capsys, tmp_path):
+    _npy(tmp_path / "x.npy")
+    out = tmp_path / "run"
+    flags = ["--dataset", tmp_path / "x.npy", "--hidden", "16", "--latent-dim", "2", "--quiet", "--data-dir", "rel"]
+    assert run(capsys, "train", *flags, "--epochs", "1", "--out", out)[0] == 0
+    record = json.loads((out / "config.json").read_text())
+    assert Path(record["config"]["data"]["data_dir"]).is_absolute()  # a data folder is stored by its full path too
+    assert run(capsys, "eval", out, "--iw-samples", "2")[0] == 0
+    assert run(capsys, "train", "--resume", "--out", out, "--epochs", "8", "--quiet")[0] == 0  # best improves
+    assert run(capsys, "eval", out, "--iw-samples", "2")[0] == 0  # same protocol, other weights: both kept
+    kept = json.loads((out / "evals.json").read_text())["results"]
+    assert len(kept) == 2 and len({r["weights"] for r in kept.values()}) == 2
+    _npy(tmp_path / "x.npy", seed=3)
+    failure(*run(capsys, "train", "--resume", "--out", out, "--epochs", "9")[::2], "the data now differ")
+
+
+def test_conv_channels_are_refused_where_the_networks_are_fixed(capsys, tmp_path):
+    flags = ["--model", "hvae", "--architecture", "conv-hvae", "--conv-channels", "8", "16", "--out", tmp_path / "h"]
+    failure(*run(capsys, "train", *flags)[::2], "conv_channels")

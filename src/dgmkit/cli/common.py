@@ -62,6 +62,8 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
         if not is_data_file(data):
             raise ConfigError(f"--data names a .npy, .npz or .mat file, got {data!r}")
         cfg = dataclasses.replace(cfg, dataset=data)
+    elif is_data_file(cfg.dataset) and not Path(cfg.dataset).expanduser().is_file():
+        raise DataError(f"no such data file: {cfg.dataset} (the data {run.path} was trained on); if it moved, --data PATH")
     dataset = run_dataset(cfg, data_dir)
     check_codes_current(dataset, run.record, run.path)
     want = run.record["data"].get("sha256")

@@ -2,6 +2,8 @@
 where it has one, bits/dim and latent diagnostics."""
 
 import argparse
+import fcntl
+import hashlib
 from pathlib import Path
 
 import torch
@@ -119,27 +121,45 @@ def _notes(r: dict) -> list[str]:
 
 
 def protocol_key(r: dict) -> str:
-    """What makes two evaluations comparable: split, subset, k, seed and code prior."""
+    """What makes two evaluations comparable: the weights, split, subset, k, seed and code prior."""
     subset = "all" if not r.get("subset") else f"random {r['n']} of {r['subset']['of']} (seed {r['subset']['seed']})"
     key = f"{r['split']} | {subset} | {r['estimate']} k={r['iw_samples']} | seed {r.get('seed', 0)}"
     if r.get("code_prior"):
         key += f" | code prior {r['code_prior']}"
-    return key
+    return key + f" | weights {r.get('weights', '?')}"
+
+
+_MAX_EVALS_BYTES = 64 << 20
 
 
 def _kept(run_dir: Path) -> dict:
     """The results by protocol in the run's evals.json (empty if there is none yet); a file of
     that name that dgmkit did not write is refused, before any work, never overwritten."""
     path = run_dir / "evals.json"
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return {}
+    refuse = DataError(f"{path} is not an evals.json of dgmkit; move it away to keep it, then evaluate again")
+    if not path.is_file() or path.stat().st_size > _MAX_EVALS_BYTES:
+        raise refuse
     try:
         old = parse_json(path.read_bytes())
     except (OSError, ValueError, DgmError):
-        old = None
-    if not (isinstance(old, dict) and isinstance(old.get("results"), dict)):
-        raise DataError(f"{path} is not an evals.json of dgmkit; move it away to keep it, then evaluate again")
-    return old["results"]
+        raise refuse from None
+    results = old.get("results") if isinstance(old, dict) else None
+    if not isinstance(results, dict) or not all(isinstance(v, dict) and "estimate" in v for v in results.values()):
+        raise refuse
+    return results
+
+
+def _keep(run_dir: Path, result: dict) -> int:
+    """Add ``result`` to evals.json under its protocol, read again under a lock so that two
+    evaluations of one run at once both stay; returns how many results it holds."""
+    with open(run_dir / ".evals.lock", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        kept = _kept(run_dir)
+        kept[protocol_key(result)] = result
+        atomic_write_json(run_dir / "evals.json", {"results": kept})
+    return len(kept)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -157,7 +177,8 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{run.cfg.model.describe()} estimates log p(x) by importance sampling: --iw-samples must be >= 1 "
             "(k = 1 is the ELBO)"
         )
-    kept = _kept(run.path)
+    _kept(run.path)  # a foreign evals.json is refused before any work
+    weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]  # which weights these numbers are of
     x, _ = split_data(run, args.split, args.data_dir, args.data)
     subset = None
     if args.limit is not None:
@@ -185,10 +206,10 @@ def run_eval(args: argparse.Namespace) -> int:
         "transform": run.transform.kind,
         "code_prior": None if args.code_prior is None else str(args.code_prior),
         "seed": args.seed,
+        "weights": weights,
     }
     say(format_report(result))
     atomic_write_json(run.path / "eval.json", result)
-    kept[protocol_key(result)] = result
-    atomic_write_json(run.path / "evals.json", {"results": kept})
-    say(f"wrote {run.path / 'eval.json'} (this result) and {run.path / 'evals.json'} (results by protocol: {len(kept)})")
+    count = _keep(run.path, result)
+    say(f"wrote {run.path / 'eval.json'} (this result) and {run.path / 'evals.json'} (results by protocol: {count})")
     return 0

@@ -176,11 +176,15 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
     if cfg.data.codes_of and not resume:  # the VQ-VAE run by its full path, wherever the prior is used from
         cfg = cfg.replace(codes_of=str(Path(cfg.data.codes_of).resolve()))
-    if is_data_file(cfg.data.dataset) and not resume:  # a data file by its full path, wherever the run is used from
-        try:
-            cfg = cfg.replace(dataset=str(Path(cfg.data.dataset).expanduser().resolve()))
-        except (RuntimeError, OSError, ValueError):  # ~user of an unknown user, a NUL byte...: the loader says it
-            pass
+    if not resume:  # a data file and a data folder by their full paths, wherever the run is used from
+        for key in ("dataset", "data_dir"):
+            value = getattr(cfg.data, key)
+            if value is None or (key == "dataset" and not is_data_file(value)):
+                continue
+            try:
+                cfg = cfg.replace(**{key: str(Path(value).expanduser().resolve())})
+            except (RuntimeError, OSError, ValueError):  # ~user of an unknown user, a NUL byte...: the loader says it
+                pass
     dataset = run_dataset(cfg.data)
     codes_refused = ConfigError(
         f"--codes-of: code indices are integers 0..{(dataset.num_levels or 2) - 1}; model them with a family that "
@@ -220,6 +224,7 @@ def _resumable_run_id(cfg: RunConfig, out: Path, dataset: Dataset, transform: Da
         out / "config.json",
         Path("the data and flags"),
         FREE_ON_RESUME,
+        fresh=True,
     )
     return own.get("run_id")
 

@@ -154,21 +154,30 @@ def load_weights(model: torch.nn.Module, state: dict, source: Path) -> None:
     raise CheckpointError(f"{source} does not fit the model its record describes: {', '.join(parts) or first[:300]}")
 
 
-def check_same_run(own: dict, other: dict, own_source: Path, other_source: Path, free: tuple[str, ...] = ()) -> None:
-    """``other`` (a checkpoint's record) must be of the run that ``own`` (config.json) describes:
-    the same run id and the same config (``free`` keys may differ: what --resume may change)."""
+def check_same_run(
+    own: dict, other: dict, own_source: Path, other_source: Path, free: tuple[str, ...] = (), fresh: bool = False
+) -> None:
+    """``other`` (a checkpoint's record, or with ``fresh`` one made now from the data and flags)
+    must be of the run that ``own`` (config.json) describes: the same run id, the same config
+    (``free`` keys may differ: what --resume may change) and the same data. A run written before
+    the data digest (run format 3) has none; a fresh record is then compared without it."""
     a, b = own.get("run_id"), other.get("run_id")
     if a != b:
         raise CheckpointError(
             f"{other_source} belongs to another run (run id {str(b)[:12]!r}, while {own_source} says {str(a)[:12]!r}); "
             "a run folder's checkpoints must come from its own training"
         )
-
-    pinned = "sha256" in own["data"] and "sha256" in other["data"]  # runs of dgmkit before 0.2 did not pin data
+    digest, now = own["data"].get("sha256"), other["data"].get("sha256")
+    if fresh and digest is not None and now != digest:
+        raise CheckpointError(
+            f"the data now differ from those {own_source.parent} was trained on (content SHA-256 {str(now)[:16]}..., "
+            f"the run recorded {digest[:16]}...): --resume needs the same data"
+        )
+    skip_digest = fresh and digest is None
 
     def key(record: dict) -> dict:
         c = RunConfig.from_dict(record["config"], "record").flat()
-        data = {k: v for k, v in record["data"].items() if k != "sha256" or pinned}
+        data = {k: v for k, v in record["data"].items() if not (k == "sha256" and skip_digest)}
         return {"config": {k: v for k, v in c.items() if k not in free}, "data": data}
 
     try:

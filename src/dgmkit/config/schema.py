@@ -44,7 +44,7 @@ class DataConfig:
     )
     data_dir: str | None = setting(None, "folder of the data files (default: $DGMKIT_DATA, else ~/.cache/dgmkit)")
     data_key: str | None = setting(
-        None, "the array of a .npz file, or the variable of a .mat file, to use (default: 'x', or its only array)"
+        None, "the array of a .npz file, or the variable of a .mat file, to use (none: 'x', or the only array)"
     )
     image_shape: list[int] | None = setting(
         None,
@@ -90,7 +90,8 @@ class OptimConfig:
 class EvalConfig:
     iw_samples: int | None = setting(
         None,
-        "importance samples k of dgm eval (default: the family's, 5000 with latents, 0 where exact)",
+        "importance samples k of dgm eval (not the training bound's K, --iw-k; "
+        "default: the family's, 5000 with latents, 0 where exact)",
         min=0,
         max=MAX_IW_SAMPLES,
     )

@@ -2,11 +2,15 @@
 
 A ``.mat`` file holds named variables. The data array is the variable ``key`` (``--data-key``),
 else ``x`` or ``X``, else the only numeric variable; a variable ``y`` (or ``Y``) of as many
-entries as the data has rows gives the labels. Before any variable is read, the file's size and
-each chosen variable's declared size (from its header, listed by ``scipy.io.whosmat``) are held
-against the data cap of :func:`dgmkit.data.formats.max_data_bytes`, so a compressed variable
-cannot expand beyond it. Only real numeric arrays are read (no cells, structs, strings, sparse or
-complex matrices). MATLAB 7.3 files are HDF5 containers, which this reader refuses with advice.
+entries as the data has rows gives the labels. Before SciPy reads anything, dgmkit walks the
+file's structure itself: the file must be a regular file within the data cap of
+:func:`dgmkit.data.formats.max_data_bytes`; in a v5 file every element (and every part of a
+variable) must declare no more bytes than it holds, and every compressed element is inflated
+as a stream that stops at the cap, so no header can make a reader allocate more than the cap;
+variable names must be unique. Then each chosen variable's declared size (shape times the bytes
+of its class, from ``scipy.io.whosmat``) is held against the cap. Only real numeric arrays are
+read (no cells, structs, strings, sparse or complex matrices). MATLAB 7.3 files are HDF5
+containers, which this reader refuses with advice.
 
 Rows are datapoints, as in NumPy files. Some MATLAB files store one datapoint per column (Roweis'
 ``frey_rawface.mat`` is 560 x 1965); that one is recognised by its content as the named dataset
@@ -14,14 +18,15 @@ Rows are datapoints, as in NumPy files. Some MATLAB files store one datapoint pe
 """
 
 import math
-import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from dgmkit._io import describe_os_error
-from dgmkit.data.formats import MAX_BYTES_ENV, max_data_bytes
+from dgmkit.data.formats import MAX_BYTES_ENV, _open_regular, max_data_bytes
 from dgmkit.errors import DataError
 
 __all__ = ["read_mat", "MAT_MAGIC_73"]
@@ -43,8 +48,64 @@ _NUMERIC = {
 }
 
 
-def _show(path: Path) -> str:
-    return repr(str(path)) if any(c in str(path) for c in "\n\r\t") else str(path)
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+
+
+def _show(path: Path | str) -> str:
+    return repr(str(path)) if any(not c.isprintable() for c in str(path)) else str(path)
+
+
+def _name(name: str) -> str:
+    return repr(name[:60])
+
+
+def _elements(data: bytes | memoryview, order: str, where: str, fail: "callable") -> list[tuple[int, bytes]]:
+    """The (type, body) elements of a v5 byte stream, each checked to hold what it declares."""
+    out, pos = [], 0
+    while pos < len(data):
+        if len(data) - pos < 8:
+            fail(f"{where} ends inside an element tag")
+        kind, nbytes = struct.unpack_from(order + "II", data, pos)
+        if kind >> 16:  # a small element: type and size packed in 4 bytes, data in the next 4
+            out.append((kind & 0xFFFF, bytes(data[pos + 4 : pos + 4 + (kind >> 16)])))
+            pos += 8
+            continue
+        if nbytes > len(data) - pos - 8:
+            fail(f"{where} has an element that declares {nbytes} bytes but holds {len(data) - pos - 8}")
+        out.append((kind, bytes(data[pos + 8 : pos + 8 + nbytes])))
+        pos += 8 + nbytes
+        if kind != _MI_COMPRESSED:
+            pos += -nbytes % 8  # uncompressed elements are padded to 8 bytes
+    return out
+
+
+def _inflate(body: bytes, limit: int, fail: "callable") -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
+        fail(f"a compressed variable is corrupt ({e})")
+    if len(out) > limit:
+        fail(f"a compressed variable expands beyond the limit of {limit} bytes (set {MAX_BYTES_ENV} to raise it)")
+    return out
+
+
+def _check_v5(raw: bytes, limit: int, path: Path) -> None:
+    """Walk a v5 file: top-level elements, compressed ones inflated (bounded), and the parts of
+    every variable, each holding no fewer bytes than it declares."""
+
+    def fail(why: str) -> None:
+        raise DataError(f"cannot read {_show(path)} as a MATLAB .mat file: {why}")
+
+    order = "<" if raw[126:128] == b"IM" else ">"
+    for kind, body in _elements(memoryview(raw)[128:], order, "the file", fail):
+        if kind == _MI_COMPRESSED:
+            inner = _elements(_inflate(body, limit, fail), order, "a compressed variable", fail)
+        else:
+            inner = [(kind, body)]
+        for sub_kind, sub_body in inner:
+            if sub_kind == _MI_MATRIX:
+                _elements(sub_body, order, "a variable", fail)  # flags, dims, name, data...: each as declared
 
 
 def _variables(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
@@ -53,13 +114,18 @@ def _variables(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return [(str(n), tuple(int(s) for s in shape), str(cls)) for n, shape, cls in whosmat(str(path))]
+            names = [(str(n), tuple(int(s) for s in shape), str(cls)) for n, shape, cls in whosmat(str(path))]
     except (OSError, PermissionError) as e:
         raise DataError(describe_os_error(e, _show(path), "read")) from None
     except MemoryError:
         raise DataError(f"{_show(path)}: not a readable .mat file (its headers ask for more memory than there is)") from None
     except Exception as e:  # noqa: BLE001 - SciPy's parser raises many kinds on bad bytes
         raise DataError(f"cannot read {_show(path)} as a MATLAB .mat file ({type(e).__name__}: {_line(e)})") from None
+    seen = [n for n, _, _ in names]
+    twice = sorted({n for n in seen if seen.count(n) > 1})
+    if twice:
+        raise DataError(f"{_show(path)} holds the variable {_name(twice[0])} twice; which one is meant is unclear")
+    return names
 
 
 def _line(e: BaseException) -> str:
@@ -68,10 +134,10 @@ def _line(e: BaseException) -> str:
 
 def _choose(path: Path, names: list[tuple[str, tuple[int, ...], str]], key: str | None) -> tuple[str, tuple, str]:
     by_name = {n: (n, s, c) for n, s, c in names}
-    shown = ", ".join(f"{n} {'x'.join(map(str, s))} {c}" for n, s, c in names[:20]) or "no variables"
+    shown = ", ".join(f"{_name(n)} {'x'.join(map(str, s))} {c}" for n, s, c in names[:20]) or "no variables"
     if key is not None:
         if key not in by_name:
-            raise DataError(f"{_show(path)} has no variable named {key[:60]!r}; it holds {shown} (choose with --data-key)")
+            raise DataError(f"{_show(path)} has no variable named {_name(key)}; it holds {shown} (choose with --data-key)")
         return by_name[key]
     for guess in ("x", "X"):
         if guess in by_name:
@@ -82,11 +148,11 @@ def _choose(path: Path, names: list[tuple[str, tuple[int, ...], str]], key: str 
     raise DataError(f"{_show(path)} holds {shown}; name the data's variable with --data-key")
 
 
-def _load(path: Path, name: str, shape: tuple[int, ...], cls: str, limit: int) -> np.ndarray:
+def _load(path: Path, name: str, shape: tuple[int, ...], cls: str, limit: int, v5: bool) -> np.ndarray:
     if cls not in _NUMERIC:
-        raise DataError(f"{_show(path)}: the variable {name!r} is a MATLAB {cls}, not a numeric array")
+        raise DataError(f"{_show(path)}: the variable {_name(name)} is a MATLAB {cls}, not a numeric array")
     declared = math.prod(shape) * _NUMERIC[cls]
-    if declared > limit:
+    if v5 and declared > limit:  # (a v4 file is uncompressed: its size bounds it, and whosmat calls all its arrays double)
         raise DataError(
             f"{_show(path)}: the variable {name!r} declares {declared} bytes, more than the limit of {limit} "
             f"(set {MAX_BYTES_ENV} to raise it)"
@@ -98,13 +164,14 @@ def _load(path: Path, name: str, shape: tuple[int, ...], cls: str, limit: int) -
             warnings.simplefilter("ignore")
             value = loadmat(str(path), variable_names=[name], squeeze_me=False)[name]
     except MemoryError:
-        raise DataError(f"{_show(path)}: not enough memory to read the variable {name!r}") from None
+        raise DataError(f"{_show(path)}: not enough memory to read the variable {_name(name)}") from None
     except Exception as e:  # noqa: BLE001 - SciPy's parser raises many kinds on bad bytes
-        raise DataError(f"cannot read the variable {name!r} of {_show(path)} ({type(e).__name__}: {_line(e)})") from None
+        why = f"{type(e).__name__}: {_line(e)}"
+        raise DataError(f"cannot read the variable {_name(name)} of {_show(path)} ({why})") from None
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
-        raise DataError(f"{_show(path)}: the variable {name!r} is not a real numeric array")
+        raise DataError(f"{_show(path)}: the variable {_name(name)} is not a real numeric array")
     if value.nbytes > limit:
-        raise DataError(f"{_show(path)}: the variable {name!r} holds more than the limit of {limit} bytes")
+        raise DataError(f"{_show(path)}: the variable {_name(name)} holds more than the limit of {limit} bytes")
     if value.dtype == np.bool_:
         value = value.astype(np.uint8)
     return np.ascontiguousarray(value)
@@ -114,30 +181,30 @@ def read_mat(path: Path, key: str | None = None) -> tuple[np.ndarray, np.ndarray
     """The data array of a MATLAB ``.mat`` file and its labels (or None): see the module docstring."""
     path = Path(path)
     limit = max_data_bytes()
-    try:
-        size = os.stat(path).st_size
-        with open(path, "rb") as f:
-            head = f.read(128)
-    except OSError as e:
-        raise DataError(describe_os_error(e, _show(path), "read")) from None
-    except ValueError:
-        raise DataError(f"{_show(path)}: not a valid file name") from None
-    if size > limit:
-        raise DataError(f"{_show(path)} is {size} bytes, more than the limit of {limit} (set {MAX_BYTES_ENV} to raise it)")
-    if head.startswith(MAT_MAGIC_73):
+    with _open_regular(path) as f:  # a regular file only: never a FIFO or device that could block
+        try:
+            raw = f.read(limit + 1)
+        except OSError as e:
+            raise DataError(describe_os_error(e, _show(path), "read")) from None
+    if len(raw) > limit:
+        raise DataError(f"{_show(path)} is more than the limit of {limit} bytes (set {MAX_BYTES_ENV} to raise it)")
+    if raw.startswith(MAT_MAGIC_73):
         raise DataError(
             f"{_show(path)} is a MATLAB 7.3 file (an HDF5 container), which dgmkit does not read; "
             "save it with MATLAB's save(..., '-v7') or convert it to .npz"
         )
+    v5 = len(raw) >= 128 and raw[126:128] in (b"IM", b"MI")
+    if v5:
+        _check_v5(raw, limit, path)
     names = _variables(path)
     name, shape, cls = _choose(path, names, key)
-    x = _load(path, name, shape, cls, limit)
+    x = _load(path, name, shape, cls, limit, v5)
     y = None
     for label in ("y", "Y"):
         match = [v for v in names if v[0] == label]
         if match and label != name:
             _, yshape, ycls = match[0]
             if math.prod(yshape) == x.shape[0] and ycls in _NUMERIC:
-                y = _load(path, label, yshape, ycls, limit).reshape(-1)
+                y = _load(path, label, yshape, ycls, limit, v5).reshape(-1)
             break
     return x, y

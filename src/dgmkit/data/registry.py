@@ -150,19 +150,26 @@ def _find(
     identity: tuple[str, str] | None = None,
 ) -> tuple[Path, np.ndarray]:
     """Locate ``remote.name`` (plain or gzipped) under ``root`` and read it; download it if
-    allowed. Of several copies, the first whose content is ``identity``'s wins; if none is, the
-    first is returned (and its checks say what is wrong with it)."""
+    allowed. Of several copies, the first whose content is ``identity``'s wins (one that cannot
+    be read is passed over); if none is, the first copy is returned, or its read error raised, so
+    that its checks say what is wrong with it."""
     stem = remote.name.removesuffix(".gz")
     folders = [root / s for s in subdirs] + [root, *extra]
-    first = None
+    first: tuple[Path, np.ndarray] | DataError | None = None
     for folder in folders:
         for name in (stem, stem + ".gz"):
             path = folder / name
             if path.is_file():
-                arr = read(path)
+                try:
+                    arr = read(path)
+                except DataError as e:
+                    first = first or e
+                    continue
                 if identity is None or content_digest(arr) == CONTENT[identity]:
                     return path, arr
                 first = first or (path, arr)
+    if isinstance(first, DataError):
+        raise first
     if first is not None:
         return first
     where = ", ".join(str(f) for f in folders)
@@ -300,7 +307,10 @@ FREY_SPLIT_SEED = 0
 
 def _frey_frames(path: Path) -> np.ndarray:
     """The 1965 frames (1965, 560) of a frey_rawface.mat, checked by content."""
-    x, _ = read_mat(path, "ff")
+    try:
+        x, _ = read_mat(path, "ff")
+    except DataError as e:
+        raise DataError(f"{path} is not Roweis' {_FREY_NAME} ({str(e).replace(' (choose with --data-key)', '')})") from None
     if x.shape != (560, 1965) or x.dtype != np.uint8:
         raise DataError(f"{path}: expected Frey's variable ff as uint8 of shape (560, 1965), found {x.dtype} {x.shape}")
     frames = np.ascontiguousarray(x.T)
@@ -322,18 +332,25 @@ def frey_faces(frames: np.ndarray) -> Dataset:
 def _load_frey(root: Path, download: bool) -> Dataset:
     subdirs = ["frey_faces", "frey-faces"]
     folders = [root / s for s in subdirs] + [root]
-    found = next((f / _FREY_NAME for f in folders if (f / _FREY_NAME).is_file()), None)
-    if found is None:
-        if not download:
-            where = ", ".join(str(f) for f in folders)
-            raise DataError(
-                f"missing data file {_FREY_NAME}; looked in {where}. It comes from {_FREY_URL}; "
-                f"put it in {root / subdirs[0]} or name another --data-dir"
-            )
+    copies = [f / _FREY_NAME for f in folders if (f / _FREY_NAME).is_file()]
+    first: DataError | None = None
+    for path in copies:  # the first copy whose content is Frey's
         try:
-            found = fetch(_FREY_URL, root / subdirs[0] / _FREY_NAME, None, verify=_frey_frames)
+            return frey_faces(_frey_frames(path))
         except DataError as e:
-            raise DataError(f"missing data file {_FREY_NAME} in {root / subdirs[0]}, and {e}") from None
+            first = first or e
+    if first is not None:
+        raise first
+    if not download:
+        where = ", ".join(str(f) for f in folders)
+        raise DataError(
+            f"missing data file {_FREY_NAME}; looked in {where}. It comes from {_FREY_URL}; "
+            f"put it in {root / subdirs[0]} or name another --data-dir"
+        )
+    try:
+        found = fetch(_FREY_URL, root / subdirs[0] / _FREY_NAME, None, verify=_frey_frames)
+    except DataError as e:
+        raise DataError(f"missing data file {_FREY_NAME} in {root / subdirs[0]}, and {e}") from None
     return frey_faces(_frey_frames(found))
 
 
@@ -481,7 +498,7 @@ def load_dataset(
         if path.suffix.lower() == ".mat":
             x, y = read_mat(path, key)
             if x.shape == (560, 1965) and x.dtype == np.uint8 and content_digest(x.T) == CONTENT[("frey-faces", "frames")]:
-                if shape is not None and shape != FREY_SHAPE[2:]:
+                if shape is not None and shape not in (FREY_SHAPE[1:], FREY_SHAPE[2:]):
                     raise DataError(
                         f"{path} holds the Frey faces, whose frames are 28 x 20; --image-shape {shape} contradicts it"
                     )

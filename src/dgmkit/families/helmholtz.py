@@ -26,7 +26,9 @@ class HelmholtzConfig(FamilyConfig):
         [200, 50], "sizes of the stochastic binary layers, bottom (next to x) to top", min=1, max=16384
     )
     objective: Literal["wake-sleep", "rws"] = setting("rws", "the learning algorithm")
-    iw_k: int = setting(5, "rws: importance samples per datapoint", min=1, max=5000)
+    iw_k: int = setting(
+        5, "rws: importance samples K per datapoint in training (dgm eval's k is --iw-samples)", min=1, max=5000
+    )
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         return make_transform("bernoulli", dataset, binarize)

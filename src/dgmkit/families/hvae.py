@@ -52,7 +52,9 @@ class HVAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSet
         "auto", "what p(x|z) sees: z_1, or every layer (auto: every layer for top-down, z_1 otherwise)"
     )
     objective: Literal["elbo", "iwae"] = setting("elbo", "the training objective")
-    iw_k: int = setting(5, "iwae: importance samples per datapoint", min=1, max=5000)
+    iw_k: int = setting(
+        5, "iwae: importance samples K per datapoint in the training bound (dgm eval's k is --iw-samples)", min=1, max=5000
+    )
     free_bits: float = setting(0.0, "elbo: floor (nats) on each layer's batch-mean KL", min=0, max=1e3)
     architecture: Literal["default", "conv-hvae"] = setting(
         "default",
@@ -71,6 +73,9 @@ class HVAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSet
     scale_max: float = setting(10.0, "residual: upper bound of every posterior and prior scale", min=1.0, max=1e4)
 
     def validate(self) -> None:
+        own_networks = self.architecture == "conv-hvae" or self.posterior == "residual"
+        if own_networks and self.conv_channels != [32, 64]:
+            raise ConfigError("conv_channels sets --encoder conv networks; conv-hvae and the residual model have their own")
         if self.architecture == "conv-hvae" and (self.posterior != "top-down" or self.decoder_sees != "all"):
             raise ConfigError("architecture = conv-hvae is a top-down posterior whose decoder sees every layer")
         if self.posterior == "residual":

@@ -41,7 +41,12 @@ class VAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSett
         "importance-weighted bound of the observed entries, NaN marking missing ones)",
     )
     samples: int = setting(1, "elbo: posterior samples per datapoint", min=1, max=5000)
-    iw_k: int = setting(5, "iwae, miwae: importance samples per datapoint", min=1, max=5000)
+    iw_k: int = setting(
+        5,
+        "iwae, miwae: importance samples K per datapoint in the training bound (dgm eval's k is --iw-samples)",
+        min=1,
+        max=5000,
+    )
     free_bits: float = setting(0.0, "elbo: floor (nats) on each latent dimension's batch-mean KL", min=0, max=1e3)
     tc_weight: float = setting(6.0, "tcvae: weight of the total correlation (beta of beta-TCVAE)", min=0, max=1e6)
     mi_weight: float = setting(1.0, "tcvae: weight of the index-code mutual information (alpha)", min=0, max=1e6)
