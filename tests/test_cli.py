@@ -395,6 +395,6 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     """The README's main job (a short version): train, evaluate and every figure."""
     code, out, err = run(capsys, "demo", "--out", tmp_path / "demo", "--epochs", "2", "--quiet")
     assert code == 0, err
-    assert "NLL (k=5000)" in out
+    assert "NLL (k=5000)" in out  # the demo evaluates with k = 5000 (DEMO_IW_SAMPLES)
     for name in ("samples", "reconstructions", "interpolations", "latents"):
         assert (tmp_path / "demo" / f"{name}.png").read_bytes().startswith(PNG)

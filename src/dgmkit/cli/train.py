@@ -294,9 +294,7 @@ def run_train(args: argparse.Namespace) -> int:
     density = " (a log-density of continuous data, not a probability)" if data["transform"] == "continuous" else ""
     step = "EM iteration" if cfg.model.fit == "em" else "epoch"
     best = f"{result.label} {result.best_valid - shift:.3f} nats{density}"
-    if cfg.model.fit == "closed-form":
-        say(f"fitted in closed form; validation {best}")
-    else:
+    if cfg.model.fit != "closed-form":  # a closed-form fit has said what it found
         say(f"trained {plural(result.epoch, step)}; best validation {best} at {step} {result.best_epoch}")
     say(f"run folder: {out}  (evaluate with: dgm eval {out})")
     return 0
