@@ -84,12 +84,13 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
 
 
 def split_data(
-    run: Run, split: str, data_dir: str | None = None, data: str | None = None
+    run: Run, split: str, data_dir: str | None = None, data: str | None = None, dataset: Dataset | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The split of a run's dataset, transformed as the model scores it (with the fixed
-    held-out noise seed for stochastic binarization or dequantization), and its labels."""
+    """The split of a run's dataset (``dataset`` if already read with ``run_data``), transformed
+    as the model scores it (with the fixed held-out noise seed for stochastic binarization or
+    dequantization), and its labels."""
     cfg = run.cfg.data
-    dataset = run_data(run, data_dir, data)
+    dataset = dataset if dataset is not None else run_data(run, data_dir, data)
     want = tuple(run.record["data"]["event_shape"])
     if dataset.event_shape != want:
         raise DataError(f"{cfg.dataset} now has images of shape {dataset.event_shape}, but the run was trained on {want}")

@@ -98,7 +98,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
             f"{dataset.name} has no known generative factors; disentanglement needs one that has (e.g. sprites)"
         )
     t0 = time.perf_counter()
-    x, _ = split_data(run, args.split, args.data_dir, args.data)
+    x, _ = split_data(run, args.split, dataset=dataset)
     factors = dataset.split(args.split).factors
     codes = codes_of(run, x)
     if codes.shape[1] < 2:
