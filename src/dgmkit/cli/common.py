@@ -12,12 +12,14 @@ from dgmkit.config import Run
 from dgmkit.config.codes import check_codes_current, run_dataset
 from dgmkit.data import Dataset, default_data_dir
 from dgmkit.data.registry import is_data_file
+from dgmkit.distributions import location
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED
 
 __all__ = [
     "plural",
+    "posterior_means",
     "split_data",
     "run_data",
     "add_data_flags",
@@ -104,6 +106,13 @@ def split_data(
     s = dataset.split(split)
     x = run.transform(s.x, torch.Generator().manual_seed(VALID_SEED))
     return x, s.y
+
+
+@torch.no_grad()
+def posterior_means(run: Run, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The representative point of q(z|x) (the posterior mean where it has one), flattened, in
+    batches: (N, M)."""
+    return torch.cat([location(run.model.posterior(x[i : i + batch_size])).flatten(1) for i in range(0, len(x), batch_size)])
 
 
 def to_display(x: torch.Tensor, run: Run) -> torch.Tensor:

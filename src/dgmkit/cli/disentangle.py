@@ -13,6 +13,7 @@ from dgmkit.cli.common import (
     add_output_flags,
     plural,
     png_output,
+    posterior_means,
     run_data,
     say,
     split_data,
@@ -26,9 +27,7 @@ from dgmkit.evaluation.disentanglement import factor_vae_score, mutual_informati
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.training.trainer import VALID_SEED
 
-__all__ = ["add_parsers", "run_disentangle", "run_traverse", "codes_of"]
-
-_BATCH = 1000
+__all__ = ["add_parsers", "run_disentangle", "run_traverse"]
 
 
 def _needs_codes(run: Run) -> None:
@@ -37,11 +36,6 @@ def _needs_codes(run: Run) -> None:
 
 
 @torch.no_grad()
-def codes_of(run: Run, x: torch.Tensor) -> torch.Tensor:
-    """The representative point of q(z|x) (the posterior mean where it has one), flattened: (N, M)."""
-    return torch.cat([location(run.model.posterior(x[i : i + _BATCH])).flatten(1) for i in range(0, len(x), _BATCH)])
-
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("disentangle", help="MIG and the FactorVAE metric of a model's codes on data with known factors")
     p.add_argument("run_dir")
@@ -100,7 +94,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     x, _ = split_data(run, args.split, dataset=dataset)
     factors = dataset.split(args.split).factors
-    codes = codes_of(run, x)
+    codes = posterior_means(run, x)
     if codes.shape[1] < 2:
         raise ConfigError("MIG compares code dimensions: the model needs at least 2")
     mig = mutual_information_gap(codes, factors, bins=args.bins)
@@ -109,7 +103,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
         g = torch.Generator().manual_seed(args.seed)
 
         def encode(images: torch.Tensor) -> torch.Tensor:
-            return codes_of(run, run.transform(images, torch.Generator().manual_seed(VALID_SEED)))
+            return posterior_means(run, run.transform(images, torch.Generator().manual_seed(VALID_SEED)))
 
         s = factor_vae_score(encode, dataset.render, dataset.factor_sizes, codes, args.votes, args.batch, g)
         fv = {
@@ -156,7 +150,7 @@ def run_traverse(args: argparse.Namespace) -> int:
     x, _ = split_data(run, args.split, args.data_dir, args.data)
     g = torch.Generator().manual_seed(args.seed)
     sample = x[torch.randperm(len(x), generator=g)[: min(len(x), 2000)]]
-    codes = codes_of(run, sample)  # the spread of each dimension over the data
+    codes = posterior_means(run, sample)  # the spread of each dimension over the data
     mean, std = codes.mean(0), codes.std(0)
     order = std.argsort(descending=True)[: args.dims]
     base = codes[0]  # the traversed image's code

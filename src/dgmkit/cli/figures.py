@@ -5,7 +5,17 @@ import argparse
 import torch
 
 from dgmkit.cli.argtypes import SEED, count, real
-from dgmkit.cli.common import add_data_flags, add_output_flags, plural, png_output, say, split_data, to_display, write_png
+from dgmkit.cli.common import (
+    add_data_flags,
+    add_output_flags,
+    plural,
+    png_output,
+    posterior_means,
+    say,
+    split_data,
+    to_display,
+    write_png,
+)
 from dgmkit.config import Run, load_run
 from dgmkit.config.codes import attach_code_prior
 from dgmkit.distributions import location
@@ -119,7 +129,7 @@ def latents(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < len(x):
         idx = _pick(len(x), args.limit, args.seed)
         x, y = x[idx], (None if y is None else y[idx])
-    z = torch.cat([location(run.model.posterior(x[i : i + 1000])).flatten(1) for i in range(0, len(x), 1000)])
+    z = posterior_means(run, x)
     points, axis_labels, axes = project_2d(z)
     title = f"{run.cfg.data.dataset} {args.split}: posterior means E[z|x] (n={len(x)})"
     data = scatter_png(points, None if y is None else y.numpy(), title, axis_labels)

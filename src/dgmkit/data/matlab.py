@@ -17,6 +17,7 @@ Rows are datapoints, as in NumPy files. Some MATLAB files store one datapoint pe
 ``frey-faces``, and for others the error names the shape so the user can transpose it.
 """
 
+import io
 import math
 import struct
 import warnings
@@ -108,13 +109,13 @@ def _check_v5(raw: bytes, limit: int, path: Path) -> None:
                 _elements(sub_body, order, "a variable", fail)  # flags, dims, name, data...: each as declared
 
 
-def _variables(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
+def _variables(path: Path, raw: bytes) -> list[tuple[str, tuple[int, ...], str]]:
     from scipy.io import whosmat
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            names = [(str(n), tuple(int(s) for s in shape), str(cls)) for n, shape, cls in whosmat(str(path))]
+            names = [(str(n), tuple(int(s) for s in shape), str(cls)) for n, shape, cls in whosmat(io.BytesIO(raw))]
     except (OSError, PermissionError) as e:
         raise DataError(describe_os_error(e, _show(path), "read")) from None
     except MemoryError:
@@ -148,7 +149,7 @@ def _choose(path: Path, names: list[tuple[str, tuple[int, ...], str]], key: str 
     raise DataError(f"{_show(path)} holds {shown}; name the data's variable with --data-key")
 
 
-def _load(path: Path, name: str, shape: tuple[int, ...], cls: str, limit: int, v5: bool) -> np.ndarray:
+def _load(path: Path, raw: bytes, name: str, shape: tuple[int, ...], cls: str, limit: int, v5: bool) -> np.ndarray:
     if cls not in _NUMERIC:
         raise DataError(f"{_show(path)}: the variable {_name(name)} is a MATLAB {cls}, not a numeric array")
     declared = math.prod(shape) * _NUMERIC[cls]
@@ -162,7 +163,7 @@ def _load(path: Path, name: str, shape: tuple[int, ...], cls: str, limit: int, v
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            value = loadmat(str(path), variable_names=[name], squeeze_me=False)[name]
+            value = loadmat(io.BytesIO(raw), variable_names=[name], squeeze_me=False)[name]
     except MemoryError:
         raise DataError(f"{_show(path)}: not enough memory to read the variable {_name(name)}") from None
     except Exception as e:  # noqa: BLE001 - SciPy's parser raises many kinds on bad bytes
@@ -196,15 +197,15 @@ def read_mat(path: Path, key: str | None = None) -> tuple[np.ndarray, np.ndarray
     v5 = len(raw) >= 128 and raw[126:128] in (b"IM", b"MI")
     if v5:
         _check_v5(raw, limit, path)
-    names = _variables(path)
+    names = _variables(path, raw)  # SciPy reads the bytes checked above, never the file again
     name, shape, cls = _choose(path, names, key)
-    x = _load(path, name, shape, cls, limit, v5)
+    x = _load(path, raw, name, shape, cls, limit, v5)
     y = None
     for label in ("y", "Y"):
         match = [v for v in names if v[0] == label]
         if match and label != name:
             _, yshape, ycls = match[0]
             if math.prod(yshape) == x.shape[0] and ycls in _NUMERIC:
-                y = _load(path, label, yshape, ycls, limit, v5).reshape(-1)
+                y = _load(path, raw, label, yshape, ycls, limit, v5).reshape(-1)
             break
     return x, y

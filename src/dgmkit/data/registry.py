@@ -117,9 +117,9 @@ def content_digest(arr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
 
 
-def _identify(name: str, part: str, path: Path, arr: np.ndarray) -> None:
-    """The data read from ``path`` must be ``name``'s ``part``; else say what it is instead."""
-    got = content_digest(arr)
+def _identify(name: str, part: str, path: Path, got: str) -> None:
+    """The data read from ``path``, of content digest ``got``, must be ``name``'s ``part``; else
+    say what it is instead."""
     if got == CONTENT[(name, part)]:
         return
     known = [f"{n}'s {_PART[p]}" for (n, p), d in CONTENT.items() if d == got]
@@ -148,14 +148,15 @@ def _find(
     extra: list[Path] = (),
     read: Callable[[Path], np.ndarray] = read_idx,
     identity: tuple[str, str] | None = None,
-) -> tuple[Path, np.ndarray]:
+) -> tuple[Path, np.ndarray, str | None]:
     """Locate ``remote.name`` (plain or gzipped) under ``root`` and read it; download it if
-    allowed. Of several copies, the first whose content is ``identity``'s wins (one that cannot
-    be read is passed over); if none is, the first copy is returned, or its read error raised, so
-    that its checks say what is wrong with it."""
+    allowed. Returns the path, the array and its content digest (with ``identity``; else None).
+    Of several copies, the first whose content is ``identity``'s wins (one that cannot be read is
+    passed over); if none is, the first copy is returned, or its read error raised, so that its
+    checks say what is wrong with it."""
     stem = remote.name.removesuffix(".gz")
     folders = [root / s for s in subdirs] + [root, *extra]
-    first: tuple[Path, np.ndarray] | DataError | None = None
+    first: tuple[Path, np.ndarray, str | None] | DataError | None = None
     for folder in folders:
         for name in (stem, stem + ".gz"):
             path = folder / name
@@ -165,9 +166,10 @@ def _find(
                 except DataError as e:
                     first = first or e
                     continue
-                if identity is None or content_digest(arr) == CONTENT[identity]:
-                    return path, arr
-                first = first or (path, arr)
+                digest = None if identity is None else content_digest(arr)
+                if identity is None or digest == CONTENT[identity]:
+                    return path, arr, digest
+                first = first or (path, arr, digest)
     if isinstance(first, DataError):
         raise first
     if first is not None:
@@ -185,7 +187,8 @@ def _find(
             f"missing data file {stem} (or {stem}.gz); looked in {where}, and {e}. "
             f"Put the file in {root / subdirs[0]} or name another --data-dir"
         ) from None
-    return path, read(path)
+    arr = read(path)
+    return path, arr, None if identity is None else content_digest(arr)
 
 
 def _images(x: np.ndarray, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -198,14 +201,14 @@ _BINARIZED_ROWS = {"train": 50000, "valid": 10000, "test": 10000}
 def _load_binarized_mnist(root: Path, download: bool) -> Dataset:
     splits = {}
     for s, remote in _BINARIZED.items():
-        path, x = _find(
+        path, x, digest = _find(
             root, ["binarized_mnist", "binarized-mnist"], remote, download, [], read_amat, ("binarized-mnist", s)
         )
         if x.dtype != np.uint8 or x.max() > 1:
             raise DataError(f"{path}: expected binary values 0/1")
         if len(x) != _BINARIZED_ROWS[s]:
             raise DataError(f"{path}: {len(x)} rows, expected {_BINARIZED_ROWS[s]} (binarized-mnist {s} split)")
-        _identify("binarized-mnist", s, path, x)
+        _identify("binarized-mnist", s, path, digest)
         splits[s] = Split(_images(x, (1, 28, 28)))
     return Dataset("binarized-mnist", num_levels=2, **splits)
 
@@ -243,7 +246,7 @@ def _load_idx_set(
         k: _find(root, subdirs, r, download, list(extra), read_idx, (name, k) if identify else None)
         for k, r in files.items()
     }
-    paths, arr = {k: p for k, (p, _) in found.items()}, {k: a for k, (_, a) in found.items()}
+    paths, arr = {k: f[0] for k, f in found.items()}, {k: f[1] for k, f in found.items()}
     for split in ("train", "test"):
         _check_idx_pair(name, split, paths, arr, classes)
     if len(arr["train_x"]) <= _N_VALID:
@@ -253,7 +256,7 @@ def _load_idx_set(
         )
     if identify:
         for k, p in paths.items():
-            _identify(name, k, p, arr[k])
+            _identify(name, k, p, found[k][2])
     x_tr, y_tr = _images(arr["train_x"], (1, 28, 28)), torch.from_numpy(arr["train_y"].astype(np.int64))
     n_valid = _N_VALID
     return Dataset(
@@ -314,7 +317,7 @@ def _frey_frames(path: Path) -> np.ndarray:
     if x.shape != (560, 1965) or x.dtype != np.uint8:
         raise DataError(f"{path}: expected Frey's variable ff as uint8 of shape (560, 1965), found {x.dtype} {x.shape}")
     frames = np.ascontiguousarray(x.T)
-    _identify("frey-faces", "frames", path, frames)
+    _identify("frey-faces", "frames", path, content_digest(frames))
     return frames
 
 
