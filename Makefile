@@ -28,6 +28,7 @@ lint: $(VENV)/.installed  # style, imports, bugbear and type annotations of the 
 examples: $(VENV)/.installed  # the README's Python examples run as printed
 	$(PY) examples/python_api.py
 	$(PY) examples/flows_and_arms.py
+	$(PY) examples/imputation.py
 
 check: lint examples
 

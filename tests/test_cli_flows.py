@@ -84,4 +84,4 @@ def test_variational_dequantization_from_the_command_line(tmp_path, capsys):
     assert r["iw_samples"] == 8 and r["nll"] <= -r["elbo"] + 0.05
     assert r["bpd"] == pytest.approx(r["nll"] / (64 * math.log(2)))
     code, _, err = run(capsys, "train", "--dataset", "digits", "--dequantization", "variational", "--out", tmp_path / "x")
-    assert_clean_failure(code, err, "a setting of the flow model")
+    assert_clean_failure(code, err, "a setting of the flow and hybrid models")

@@ -31,18 +31,21 @@ def _ppca():
 
 
 def _exact(model, x, mask):
-    """log N(x_o; b_o, C_oo) and E[x_m | x_o] = b_m + C_mo C_oo^-1 (x_o - b_o), C = W W^T + sigma^2 I."""
+    """log N(x_o; b_o, C_oo), E[x_m | x_o] = b_m + C_mo C_oo^-1 (x_o - b_o) and the diagonal of
+    Var[x_m | x_o] = C_mm - C_mo C_oo^-1 C_om, C = W W^T + sigma^2 I."""
     w, b = model.decoder.net.weight, model.decoder.net.bias
     c = w @ w.T + SIGMA**2 * torch.eye(D, dtype=torch.float64)
-    logp, means = [], []
+    logp, means, variances = [], [], []
     for xi, mi in zip(x.reshape(-1, D), mask.reshape(-1, D)):
         o, m = mi, ~mi
         mvn = torch.distributions.MultivariateNormal(b[o], c[o][:, o])
         logp.append(mvn.log_prob(xi[o]))
-        mean = xi.clone()
+        mean, var = xi.clone(), torch.zeros_like(xi)
         mean[m] = b[m] + c[m][:, o] @ torch.linalg.solve(c[o][:, o], xi[o] - b[o])
+        var[m] = torch.diagonal(c[m][:, m] - c[m][:, o] @ torch.linalg.solve(c[o][:, o], c[o][:, m]))
         means.append(mean)
-    return torch.stack(logp), torch.stack(means).reshape(x.shape)
+        variances.append(var)
+    return torch.stack(logp), torch.stack(means).reshape(x.shape), torch.stack(variances).reshape(x.shape)
 
 
 def test_the_bound_and_the_imputations_converge_to_the_closed_forms():
@@ -54,7 +57,7 @@ def test_the_bound_and_the_imputations_converge_to_the_closed_forms():
     mask = torch.rand(6, 1, 1, D, generator=g) < 0.6
     mask[:, ..., 0] = True  # at least one observed entry each
     x_missing = torch.where(mask, x, torch.full_like(x, float("nan")))
-    exact, cond_mean = _exact(model, x, mask)
+    exact, cond_mean, cond_var = _exact(model, x, mask)
     with torch.no_grad():
         log_w, _, _ = miwae_log_weights(model, x_missing, 50000, generator=g)
     bound = torch.logsumexp(log_w, 0) - math.log(50000)
@@ -66,6 +69,8 @@ def test_the_bound_and_the_imputations_converge_to_the_closed_forms():
     # multiple imputations: draws from p(x_m | x_o), whose mean is the conditional mean
     assert multiple.shape == (4000, *x.shape) and torch.equal(multiple[:, mask], x[mask].expand(4000, -1))
     assert torch.allclose(multiple.mean(0)[~mask], cond_mean[~mask], atol=0.05)
+    # and their spread is the conditional variance Var[x_m | x_o] = C_mm - C_mo C_oo^-1 C_om
+    assert torch.allclose(multiple.var(0)[~mask], cond_var[~mask], rtol=0.1)
     # the training objective is the same bound; with nothing missing it is the IWAE bound of x
     terms = MIWAE(k=5)(model, x_missing)
     assert terms.loss.shape == (6,) and torch.isfinite(terms.loss).all()

@@ -209,7 +209,7 @@ def test_a_run_pins_its_data_file_by_full_path_and_content(capsys, tmp_path, mon
     _npy(moved)  # the original data, at a new path
     code, _, err = run(capsys, "eval", out, "--iw-samples", "2", "--data", moved)
     assert code == 0, err
-    failure(*run(capsys, "eval", out, "--data", tmp_path / "nope.csv")[::2], ".npy, .npz or .mat")
+    failure(*run(capsys, "eval", out, "--data", tmp_path / "nope.txt")[::2], ".npy, .npz, .mat, .csv or .parquet")
 
 
 def test_data_flag_is_refused_for_a_named_dataset(capsys, tmp_path):

@@ -1,7 +1,10 @@
 """Out-of-distribution metrics equal scikit-learn's on fixed and random inputs (ties included),
 and the typicality test's entropy and threshold are right on Gaussian data of known entropy."""
 
+import io
+import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from dgmkit.data.mutation import mutate
+from dgmkit.errors import ConfigError, EvaluationError
 from dgmkit.evaluation.ood import auprc, auroc, detection_metrics, fpr_at_tpr, typicality_test
+from dgmkit.evaluation.ood_scores import ood_scores, png_code_length
 
 
 def _sklearn(a, b):
@@ -63,3 +69,273 @@ def test_typicality_test_on_gaussian_data_of_known_entropy():
     # a shifted distribution is flagged nearly always
     shifted = 0.5 * d * math.log(2 * math.pi) + 0.5 * (1.5 * torch.randn(m * 200, d, generator=g)).square().sum(1)
     assert test.flags(shifted).double().mean() > 0.99
+
+
+# ----------------------------------------------------------------------------- fixed inputs with ties
+
+
+def test_metrics_equal_scikit_learn_on_fixed_inputs_with_ties():
+    a = np.array([0.1, 0.4, 0.4, 0.35, 0.8, 0.2, 0.2, 0.9, 0.5, 0.5])  # in-distribution
+    b = np.array([0.4, 0.8, 0.35, 0.9, 0.9, 1.2, 0.5, 0.05, 0.7, 0.4, 0.6])  # OOD: ties across the classes
+    ours = detection_metrics(torch.tensor(a), torch.tensor(b))
+    roc, ap, fpr = _sklearn(a, b)
+    assert (ours["auroc"], ours["auprc"], ours["fpr_at_95_tpr"]) == pytest.approx((roc, ap, fpr), abs=1e-12)
+    # and the pair count itself: 74 of the 110 (in, OOD) pairs ranked right, ties counting a half
+    pairs = (b[None, :] > a[:, None]) + 0.5 * (b[None, :] == a[:, None])
+    assert pairs.sum() == 74 and ours["auroc"] == pytest.approx(74 / 110, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- scores
+
+
+def _factorized(x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
+    """log p(x) of images (N, 1, H, W) under independent pixels of distribution pi."""
+    return pi.log()[x.long()].flatten(1).sum(1).double()
+
+
+def test_the_known_failure_and_the_typicality_fix_on_an_exact_model():
+    """Pixels of the in-distribution data come from pi (30% background 0, the rest spread); OOD
+    images are 95% background: each of them is *more* likely than typical in-distribution data,
+    so -log p(x) ranks them in-distribution (AUROC near 0) while typicality flags them."""
+    g = torch.Generator().manual_seed(0)
+    pi = torch.tensor([0.3] + [0.7 / 16] * 16)
+    draw = lambda n, p: torch.multinomial(p, n * 64, replacement=True, generator=g).reshape(n, 1, 8, 8)  # noqa: E731
+    ood_pi = torch.tensor([0.95] + [0.05 / 16] * 16)
+    lp = {name: _factorized(draw(n, p), pi) for name, n, p in [("in", 400, pi), ("ood", 300, ood_pi)]}
+    fit = _factorized(draw(2000, pi), pi), _factorized(draw(2000, pi), pi)
+    r = ood_scores(lp["in"], lp["ood"], num_dims=64, typicality_fit=fit, typicality_batch=10)
+    assert r.metrics["nll"]["auroc"] < 0.05
+    assert r.metrics["typicality"]["auroc"] > 0.95 and r.metrics["typicality_batch"]["auroc"] > 0.99
+    entropy = -64 * (pi * pi.log()).sum().item()
+    assert r.typicality.entropy == pytest.approx(entropy, rel=0.01)
+    assert r.flagged["typicality"]["in"] < 0.05 and r.flagged["typicality_batch"]["ood"] == 1.0
+
+
+def test_score_arithmetic():
+    lp_in, lp_ood = torch.tensor([-10.0, -12.0, -11.0]), torch.tensor([-8.0, -9.0])
+    bg = torch.tensor([-11.0, -11.0, -11.0]), torch.tensor([-4.0, -3.0])
+    bits = torch.tensor([10.0, 20.0, 30.0]), torch.tensor([1.0, 2.0])
+    r = ood_scores(lp_in, lp_ood, num_dims=4, background=bg, code_bits=bits)
+    assert torch.equal(r.scores["nll"][1], torch.tensor([8.0, 9.0], dtype=torch.float64))
+    # Ren et al.: LLR = log p - log p_bg, small for OOD; the score is its negative
+    assert torch.equal(r.scores["likelihood_ratio"][0], torch.tensor([-1.0, 1.0, 0.0], dtype=torch.float64))
+    assert torch.equal(r.scores["likelihood_ratio"][1], torch.tensor([4.0, 6.0], dtype=torch.float64))
+    # Serra et al.: S = -log2 p(x) - L(x)
+    assert torch.allclose(r.scores["complexity"][0], torch.tensor([10, 12, 11]) / math.log(2) - bits[0].double())
+    assert r.metrics["likelihood_ratio"]["auroc"] == 1.0 and r.metrics["nll"]["auroc"] == 0.0
+    with pytest.raises(ValueError, match="2 and 2 values"):
+        ood_scores(lp_in, lp_ood, num_dims=4, background=(torch.zeros(2), torch.zeros(2)))
+    with pytest.raises(EvaluationError, match="NaN"):
+        ood_scores(torch.tensor([float("nan")]), lp_ood, num_dims=4)
+
+
+def test_png_code_length_is_the_size_of_a_lossless_png():
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randint(256, (3, 1, 28, 28), generator=g, dtype=torch.uint8)
+    flat = torch.zeros(3, 1, 28, 28, dtype=torch.uint8)
+    bits = png_code_length(torch.cat([noise, flat]))
+    buf = io.BytesIO()
+    Image.fromarray(noise[0, 0].numpy()).save(buf, format="PNG", optimize=True)
+    assert bits[0] == 8 * len(buf.getvalue())
+    buf.seek(0)
+    assert np.array_equal(np.asarray(Image.open(buf)), noise[0, 0].numpy())  # lossless
+    assert bits[:3].min() > 28 * 28 * 8 and bits[3:].max() < 28 * 28  # noise costs >= 8 bits a pixel; flat little
+    binary = png_code_length((noise > 127).to(torch.uint8))  # 1-bit PNGs
+    assert (binary < bits[:3] / 4).all()
+    with pytest.raises(ValueError, match="integer images"):
+        png_code_length(torch.rand(2, 1, 4, 4))
+
+
+# ----------------------------------------------------------------------------- mutation (Ren et al.)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_mutation_changes_about_mu_of_the_pixels_and_is_seeded(rate):
+    x = torch.randint(256, (2000, 1, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    y = mutate(x, rate, 256, torch.Generator().manual_seed(5))
+    n = x.numel()
+    changed = (y != x).double().mean().item()
+    expected = rate * (1 - 1 / 256)  # a replacement may draw the value it replaces
+    assert changed == pytest.approx(expected, abs=4 * math.sqrt(expected / n))
+    assert y.dtype == x.dtype and int(y.max()) <= 255
+    assert torch.equal(y, mutate(x, rate, 256, torch.Generator().manual_seed(5)))
+    assert not torch.equal(y, mutate(x, rate, 256, torch.Generator().manual_seed(6)))
+    # the replacements are uniform over the levels
+    new = y[y != x].double()
+    assert new.mean().item() == pytest.approx(127.5, abs=4 * 74 / math.sqrt(len(new)))
+    assert torch.equal(mutate(x, 0.0, 256), x)
+    with pytest.raises(ValueError, match="quantized"):
+        mutate(x, 0.1, None)
+
+
+class _Recording:
+    """An objective that records the batches it is given, and otherwise is the one it wraps."""
+
+    def __init__(self, inner):
+        self.inner, self.batches = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, model, x, beta):
+        if model.training:  # not validation
+            self.batches.append(x.clone())
+        return self.inner(model, x, beta)
+
+
+def test_training_mutates_training_batches_only():
+    from dgmkit.config import RunConfig
+    from dgmkit.config.run import build_model, trainer_options
+    from dgmkit.data import DataTransform, load_dataset
+    from dgmkit.training import Trainer
+
+    ds = load_dataset("digits")
+    cfg = RunConfig.of(model="arm", likelihood="categorical", channels=4, arm_layers=1, epochs=1, mutation_rate=1.0)
+    t = DataTransform("integers", 17)
+    objective = _Recording(cfg.model.training_objective())
+    trainer = Trainer(
+        build_model(cfg, (1, 8, 8), 17), objective, ds.train, t, valid=ds.valid, progress=False, **trainer_options(cfg)
+    )
+    assert trainer.mutation_rate == 1.0
+    trainer.fit()
+    seen = torch.cat(objective.batches).double()
+    # mu = 1: every pixel is a uniform level (mean 8), where the digits' pixels have mean ~4.9
+    assert seen.mean().item() == pytest.approx(8.0, abs=0.1) and ds.train.x.double().mean() < 5.5
+    assert torch.equal(trainer._valid_x, t(ds.valid.x))  # held-out inputs as they are
+    with pytest.raises(ConfigError, match="quantized"):
+        Trainer(build_model(cfg, (1, 8, 8), 17), objective, ds.train, DataTransform("continuous", None), mutation_rate=0.1)
+
+
+# ----------------------------------------------------------------------------- dgm ood and dgm train --mutation-rate
+
+
+def _dgm(capsys, *argv):
+    from dgmkit.cli.main import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _refused(code, err, *needles):
+    assert code == 1 and err.startswith("dgm: error: ") and err.count("\n") == 1, err
+    for n in needles:
+        assert n in err, err
+
+
+_ARM = ["--model", "arm", "--likelihood", "categorical", "--channels", "8", "--arm-layers", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny PixelCNN on the digits (8x8, 17 levels), its background model, and OOD files."""
+    from dgmkit.cli.main import main
+
+    root = tmp_path_factory.mktemp("ood")
+    assert main(["train", "--dataset", "digits", *_ARM, "--epochs", "4", "--out", str(root / "model")]) == 0
+    bg = ["--mutation-rate", "0.2", "--weight-decay", "1e-4"]
+    assert main(["train", "--dataset", "digits", *_ARM, "--epochs", "2", *bg, "--out", str(root / "bg")]) == 0
+    rng = np.random.default_rng(0)
+    np.save(root / "noise.npy", rng.integers(0, 17, size=(400, 8, 8)))  # 17 levels: uniform noise
+    np.save(root / "big.npy", rng.integers(0, 17, size=(100, 10, 10)))
+    np.save(root / "bytes.npy", rng.integers(0, 256, size=(100, 8, 8)).astype(np.uint8))  # 256 levels
+    return root
+
+
+def test_ood_end_to_end(runs, tmp_path, capsys):
+    hist, out_json = tmp_path / "hist.png", tmp_path / "ood.json"
+    argv = ["ood", runs / "model", "--ood", runs / "noise.npy", "--background", runs / "bg", "--typicality-batch", "5"]
+    code, out, err = _dgm(capsys, *argv, "--out", hist, "--json", out_json)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["score", "mean"] and "FPR@95%TPR" in lines[0]
+    assert "as bits/dim" in out and "typicality, batches of M=5" in out and "L(x) = the bits of each image as a PNG" in out
+    result = json.loads(out_json.read_text())
+    assert set(result["scores"]) == {"nll", "likelihood_ratio", "typicality", "typicality_batch", "complexity"}
+    assert result["n_in"] == 300 and result["n_ood"] == 40  # the digits' test split; the file's 10% test split
+    assert result["background_mutation_rate"] == 0.2 and result["typicality_test"]["batch_size"] == 1
+    # uniform noise is far less likely than the digits under a model of the digits
+    assert result["scores"]["nll"]["auroc"] > 0.95
+    nll = result["scores"]["nll"]
+    row = next(s for s in lines if s.startswith("-log p(x)"))
+    assert f"{nll['auroc']:.4f}" in row and f"{nll['mean_in']:.2f}" in row
+    assert hist.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    kept = json.loads((runs / "model" / "ood.json").read_text())["results"]
+    assert list(kept.values())[-1]["scores"] == result["scores"]
+    # the same protocol again replaces its result; another --ood split adds one
+    assert _dgm(capsys, *argv)[0] == 0
+    assert _dgm(capsys, *argv, "--ood-split", "valid", "--limit", "30")[0] == 0
+    assert len(json.loads((runs / "model" / "ood.json").read_text())["results"]) == 2
+    # existing outputs are not replaced without --force
+    _refused(*_dgm(capsys, *argv, "--json", out_json)[::2], "exists")
+    assert _dgm(capsys, *argv, "--json", out_json, "--force")[0] == 0
+
+
+def test_ood_scores_agree_with_the_python_api(runs, capsys):
+    from dgmkit.config import load_run
+    from dgmkit.data import load_dataset
+    from dgmkit.evaluation.ood_scores import log_likelihoods
+
+    code, _, err = _dgm(capsys, "ood", runs / "model", "--ood", runs / "noise.npy", "--json", runs / "api.json")
+    assert code == 0, err
+    cli = json.loads((runs / "api.json").read_text())
+    run = load_run(runs / "model")
+    x_in = run.transform(load_dataset("digits").test.x)
+    x_ood = run.transform(load_dataset(str(runs / "noise.npy")).test.x)
+    r = ood_scores(log_likelihoods(run.model, x_in), log_likelihoods(run.model, x_ood), num_dims=64)
+    assert r.metrics["nll"]["auroc"] == pytest.approx(cli["scores"]["nll"]["auroc"], abs=1e-12)
+    assert r.scores["nll"][0].mean().item() == pytest.approx(cli["scores"]["nll"]["mean_in"], rel=1e-9)
+
+
+def test_ood_refusals(runs, tmp_path, capsys):
+    from dgmkit.cli.main import main
+
+    model = runs / "model"
+    _refused(*_dgm(capsys, "ood", model, "--ood", runs / "big.npy")[::2], "shape (1, 10, 10)", "(1, 8, 8)")
+    _refused(*_dgm(capsys, "ood", model, "--ood", runs / "bytes.npy")[::2], "256 levels", "17 levels")
+    _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--iw-samples", "5")[::2], "exact log-likelihood")
+    _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--out", tmp_path / "a.jpg")[::2], ".png")
+    ae = tmp_path / "ae"
+    assert main(["train", "--dataset", "digits", "--model", "ae", "--epochs", "1", "--quiet", "--out", str(ae)]) == 0
+    _refused(*_dgm(capsys, "ood", ae, "--ood", "digits")[::2], "defines no density", "needs a model with a likelihood")
+    _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", ae)[::2], "--background", "no density")
+    binary = tmp_path / "binary"
+    flags = ["--model", "arm", "--likelihood", "bernoulli", "--binarize", "dynamic", "--channels", "4", "--arm-layers", "1"]
+    assert main(["train", "--dataset", "digits", *flags, "--epochs", "1", "--quiet", "--out", str(binary)]) == 0
+    _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", binary)[::2], "different inputs")
+    # a foreign ood.json in the run folder is refused before any work, and kept
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    (copy / "ood.json").write_text("my notes")
+    _refused(*_dgm(capsys, "ood", copy, "--ood", "digits")[::2], "not an ood.json of dgmkit")
+    assert (copy / "ood.json").read_text() == "my notes"
+
+
+def test_mutation_rate_is_refused_where_it_does_not_apply(tmp_path, capsys):
+    ppca = ["train", "--model", "ppca", "--dataset", "digits", "--mutation-rate", "0.2", "--out", tmp_path / "p"]
+    _refused(*_dgm(capsys, *ppca)[::2], "mutation_rate has no meaning")
+    flow = ["train", "--model", "flow", "--dataset", "two-moons", "--epochs", "1", "--quiet", "--out", tmp_path / "f"]
+    _refused(*_dgm(capsys, *flow, "--mutation-rate", "0.2")[::2], "needs quantized data")
+    assert not (tmp_path / "f").exists()
+    _refused(*_dgm(capsys, *flow, "--mutation-rate", "1.5")[::2], "mutation_rate")
+
+
+def test_mutation_training_resumes_where_the_uninterrupted_run_ends(tmp_path, capsys):
+    from dgmkit.training.checkpoint import load_checkpoint
+
+    flags = ["train", "--dataset", "digits", *_ARM, "--mutation-rate", "0.3", "--batch-size", "200"]
+    assert _dgm(capsys, *flags, "--epochs", "2", "--out", tmp_path / "full")[0] == 0
+    assert _dgm(capsys, *flags, "--epochs", "1", "--out", tmp_path / "part")[0] == 0
+    assert _dgm(capsys, *flags, "--epochs", "2", "--out", tmp_path / "part", "--resume")[0] == 0
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.safetensors")["model"] for d in ("full", "part"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (
+        _dgm(
+            capsys, *[f for f in flags if f not in ("--mutation-rate", "0.3")], "--epochs", "2", "--out", tmp_path / "plain"
+        )[0]
+        == 0
+    )
+    c = load_checkpoint(tmp_path / "plain" / "checkpoint.safetensors")["model"]
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the mutation changed the training

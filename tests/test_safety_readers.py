@@ -601,12 +601,18 @@ def test_nan_and_2d_labels_in_an_npz_file(tmp_path):
         (np.zeros((20, 3, 0)), "no values"),
         (np.ones((20, 3), np.complex64), "real numbers"),
         (np.array([["a"] * 3] * 20), "real numbers"),
-        (np.full((20, 3), np.inf), "NaN or inf"),
+        (np.full((20, 3), np.inf), "holds inf"),
+        (np.where(np.eye(20, 3) > 0, np.nan, 0.5), None),  # NaN marks missing entries: accepted
+        (np.concatenate([np.full((1, 3), np.nan), np.zeros((19, 3))]), "no observed value"),
         (np.full((20, 3), 1e300), "float32"),
         (np.zeros((9, 3)), "at least 10"),
     ],
 )
 def test_from_array_refuses_bad_images(x, problem):
+    if problem is None:
+        d = from_array(x)
+        assert sum(int(s.x.isnan().sum()) for s in (d.train, d.valid, d.test)) == 3
+        return
     with pytest.raises(DataError, match=problem):
         from_array(x)
 

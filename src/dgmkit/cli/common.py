@@ -62,7 +62,7 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
             what = f"the code grids of {cfg.codes_of}" if cfg.codes_of else f"the named dataset {cfg.dataset!r}"
             raise ConfigError(f"--data points at a moved data file, but {run.path} was trained on {what} (use --data-dir)")
         if not is_data_file(data):
-            raise ConfigError(f"--data names a .npy, .npz or .mat file, got {data!r}")
+            raise ConfigError(f"--data names a .npy, .npz, .mat, .csv or .parquet file, got {data!r}")
         cfg = dataclasses.replace(cfg, dataset=data)
     elif is_data_file(cfg.dataset) and not Path(cfg.dataset).expanduser().is_file():
         raise DataError(f"no such data file: {cfg.dataset} (the data {run.path} was trained on); if it moved, --data PATH")

@@ -66,6 +66,8 @@ def format_report(r: dict) -> str:
             rows.append(("bits/dim", f"{r['bpd']:.4f}"))
         else:
             rows.append(("bits/dim", "n/a: continuous data (see below)"))
+    if r.get("accuracy") is not None:
+        rows.append(("accuracy", f"{r['accuracy']:.4f}  ({100 * (1 - r['accuracy']):.2f}% error on all {r['n']} labels)"))
     if r.get("active_units") is not None:
         rows.append(("active units", f"{r['active_units']} / {r['latent_dim']}  (Cov_x E[z_u|x] > 0.01)"))
     if r.get("kl_per_dim"):
@@ -110,6 +112,11 @@ def _notes(r: dict) -> list[str]:
         ]
         prior = r.get("code_prior")
         out.append(f"the bound's prior over code grids: {'the model in ' + prior if prior else 'uniform over the codes'}")
+    if r.get("observed_dims") is not None:
+        out.append(
+            f"incomplete data: every number is of the observed entries only, log p(x_o) ({r['observed_dims']:.1f} of "
+            f"{r['num_dims']} per datapoint on average)" + ("; bits per observed entry" if r.get("bpd") is not None else "")
+        )
     if r.get("transform") == "dequantize":
         out.append(f"uniformly dequantized data: the numbers bound those of the {r['num_dims']}-D integer data")
     if r.get("density_of") == "continuous" and r["estimate"] != "reconstruction":
@@ -179,7 +186,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     _kept(run.path)  # a foreign evals.json is refused before any work
     weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]  # which weights these numbers are of
-    x, _ = split_data(run, args.split, args.data_dir, args.data)
+    x, y = split_data(run, args.split, args.data_dir, args.data)
     subset = None
     if args.limit is not None:
         if args.limit < len(x):
@@ -187,6 +194,7 @@ def run_eval(args: argparse.Namespace) -> int:
             idx = torch.randperm(total, generator=torch.Generator().manual_seed(args.seed))[: args.limit]
             idx = idx.sort().values
             x = x[idx]
+            y = None if y is None else y[idx]
             subset = {"seed": args.seed, "of": total, "indices": idx.tolist()}
     report = evaluate(
         run.model,
@@ -195,6 +203,7 @@ def run_eval(args: argparse.Namespace) -> int:
         log_volume=run.transform.log_volume,
         seed=args.seed,
         continuous=run.transform.kind == "continuous",
+        y=y,
     )
     result = {
         **report.to_dict(),

@@ -77,7 +77,7 @@ def _fill_help(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The ``dgm`` parser; ``argv`` (when given) picks the family whose flags ``dgm train`` offers."""
-    from dgmkit.cli import cluster, compress, demo, density, diagnose, disentangle, evaluate, figures, train
+    from dgmkit.cli import cluster, compress, demo, density, diagnose, disentangle, evaluate, figures, impute, ood, train
 
     parser = _Parser(prog="dgm", description="dgmkit: likelihood-based deep generative models")
     parser.add_argument("--version", action="version", version=f"dgmkit {__version__}")
@@ -86,10 +86,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub.required = True
     train.add_parser(sub, train.family_from_argv(list(argv or [])))
     evaluate.add_parser(sub)
+    ood.add_parser(sub)
     diagnose.add_parser(sub)
     disentangle.add_parsers(sub)
     figures.add_parsers(sub)
     cluster.add_parser(sub)
+    impute.add_parser(sub)
     density.add_parser(sub)
     compress.add_parsers(sub)
     demo.add_parser(sub)

@@ -17,6 +17,8 @@ from dgmkit.config.codes import run_dataset
 from dgmkit.config.run import check_same_run, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.data import Dataset, DataTransform
+from dgmkit.data.labels import check_labels, keep_labels
+from dgmkit.data.missing import check_missing_allowed, has_missing
 from dgmkit.data.registry import is_data_file
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES
@@ -157,6 +159,8 @@ def _reporter(
                 line += f"  valid -ELBO {shift - m['valid_elbo']:9.3f}"
         if "valid_kl" in m:
             line += f"  KL {m['valid_kl']:7.3f}"
+        if "valid_accuracy" in m:  # on every validation label (reported only; never used for stopping)
+            line += f"  valid acc {100 * m['valid_accuracy']:6.2f}%"
         if "valid_active_units" in m:
             line += f"  AU {m['valid_active_units']:>3}"
         if weighted:
@@ -177,7 +181,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
     if cfg.data.codes_of and not resume:  # the VQ-VAE run by its full path, wherever the prior is used from
         cfg = cfg.replace(codes_of=str(Path(cfg.data.codes_of).resolve()))
     if not resume:  # a data file and a data folder by their full paths, wherever the run is used from
-        for key in ("dataset", "data_dir"):
+        for key in ("dataset", "data_dir", "schema"):
             value = getattr(cfg.data, key)
             if value is None or (key == "dataset" and not is_data_file(value)):
                 continue
@@ -186,6 +190,12 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
             except (RuntimeError, OSError, ValueError):  # ~user of an unknown user, a NUL byte...: the loader says it
                 pass
     dataset = run_dataset(cfg.data)
+    if getattr(family, "likelihood", None) == "mixed" and family.table_levels is None and dataset.columns:
+        cfg = cfg.replace(table_levels=[c.levels for c in dataset.columns])  # the heads the table's columns need
+        family = cfg.model
+    objective = family.training_objective() if family.fit == "gradient" else None
+    what = f"{family.describe()}" + (f" trained by the {objective.label}" if objective is not None else "")
+    check_missing_allowed(dataset, objective is not None and objective.handles_missing, what)
     codes_refused = ConfigError(
         f"--codes-of: code indices are integers 0..{(dataset.num_levels or 2) - 1}; model them with a family that "
         "scores integers (--likelihood categorical or logistic)"
@@ -198,14 +208,31 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         raise
     if cfg.data.codes_of and transform.kind != "integers":
         raise codes_refused
+    if transform.kind == "dequantize" and has_missing(dataset):  # its D log L shift counts every entry
+        raise DataError(
+            f"{dataset.name} has missing entries: model quantized data with missing entries by a discrete likelihood "
+            "(--likelihood bernoulli, categorical or logistic), not a density of dequantized values"
+        )
     init_data = None
     if family.needs_init_data and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
     model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
+    fitted = _with_kept_labels(cfg, dataset)
     with RunFolder(out, fresh=not resume):
         run_id = _resumable_run_id(cfg, out, dataset, transform) if resume else None
-        record = run_record(cfg, dataset, transform, run_id)
-        return _fit(cfg, model, dataset, transform, RunWriter(out, record), resume, quiet, report_every)
+        record = run_record(cfg, dataset, transform, run_id)  # of the data as they are, all labels included
+        return _fit(cfg, model, fitted, transform, RunWriter(out, record), resume, quiet, report_every)
+
+
+def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
+    """For families trained on labels: the training split with ``cfg.data.labels`` labels kept
+    (balanced over the classes, drawn with the run's seed: the same on --resume) and the others
+    hidden (-1); validation keeps all its labels, for the accuracy it reports."""
+    if not cfg.model.uses_labels:
+        return dataset
+    check_labels(dataset.valid, cfg.model.classes, "the validation split")
+    train = keep_labels(dataset.train, cfg.data.labels, cfg.model.classes, cfg.optim.seed)
+    return dataclasses.replace(dataset, train=train)
 
 
 def _resumable_run_id(cfg: RunConfig, out: Path, dataset: Dataset, transform: DataTransform) -> str | None:

@@ -10,6 +10,7 @@ from dgmkit.conditional.heads import (
     GaussianHead,
     LikelihoodHead,
     LogisticMixtureHead,
+    MixedTableHead,
 )
 from dgmkit.conditional.iaf_encoder import IAFEncoder
 
@@ -24,4 +25,5 @@ __all__ = [
     "GaussianHead",
     "CategoricalHead",
     "LogisticMixtureHead",
+    "MixedTableHead",
 ]

@@ -19,6 +19,7 @@ from dgmkit.distributions import (
     bernoulli_pixels,
     gaussian_pixels,
 )
+from dgmkit.distributions.table import MixedColumns
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -27,7 +28,7 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-__all__ = ["LikelihoodHead", "BernoulliHead", "GaussianHead", "CategoricalHead", "LogisticMixtureHead"]
+__all__ = ["LikelihoodHead", "BernoulliHead", "GaussianHead", "CategoricalHead", "LogisticMixtureHead", "MixedTableHead"]
 
 
 class LikelihoodHead(nn.Module, ABC):
@@ -145,3 +146,26 @@ class LogisticMixtureHead(LikelihoodHead):
         dist = DiscretizedLogisticMixture(logits, torch.tanh(loc), log_scale, self.num_levels, event_dims=0)
         levels = torch.arange(self.num_levels, device=params.device, dtype=torch.float64).view(-1, 1, 1)
         return dist.log_prob(levels)[..., 0].T.reshape(*params.shape[:-1], self.num_levels)
+
+
+class MixedTableHead(LikelihoodHead):
+    """p(x|z) over a table's row (event (1, 1, D)): per column, a Gaussian (mean and
+    softplus(raw) + ``min_scale`` scale, as ``GaussianHead``'s predicted variance) where
+    ``levels[d]`` is 0, else a categorical over levels[d] values (``distributions.MixedColumns``)."""
+
+    discrete = False
+
+    def __init__(self, levels: list[int], min_scale: float = 1e-2):
+        super().__init__()
+        if not levels or min(levels) < 0 or 1 in levels:
+            raise ValueError(f"levels: one per column, 0 (numeric) or >= 2 (categorical), got {levels}")
+        self.register_buffer("levels", torch.tensor(levels, dtype=torch.long), persistent=False)
+        self.min_scale = min_scale
+        self.params_per_pixel = max(2, *levels)
+
+    def forward(self, params: torch.Tensor) -> MixedColumns:  # (*batch, 1, P, 1, D)
+        params = _full(params)
+        loc = params.select(-3, 0)
+        scale = F.softplus(params.select(-3, 1)) + self.min_scale
+        logits = params.movedim(-3, -1)  # (*batch, 1, 1, D, P)
+        return MixedColumns(loc, scale, logits, self.levels)

@@ -21,6 +21,7 @@ import torch
 from dgmkit.config.run import Run, load_run
 from dgmkit.config.schema import DataConfig
 from dgmkit.data import Dataset, Split, load_dataset
+from dgmkit.data.missing import remove_completely_at_random
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.vqvae import VQVAE
 from dgmkit.training.trainer import VALID_SEED
@@ -31,12 +32,20 @@ _ENCODE_BATCH = 1000
 
 
 def run_dataset(data: DataConfig, data_dir: str | None = None) -> Dataset:
-    """The dataset a run trains on: a named dataset or file, or the code grids of a VQ-VAE run."""
+    """The dataset a run trains on: a named dataset or file, or the code grids of a VQ-VAE run,
+    with the entries ``missing_rate`` removes (NaN)."""
     if data.codes_of:
-        return code_dataset(data.codes_of, data_dir or data.data_dir)
-    return load_dataset(
-        data.dataset, data_dir or data.data_dir, download=data.download, key=data.data_key, image_shape=data.image_shape
-    )
+        dataset = code_dataset(data.codes_of, data_dir or data.data_dir)
+    else:
+        dataset = load_dataset(
+            data.dataset,
+            data_dir or data.data_dir,
+            download=data.download,
+            key=data.data_key,
+            image_shape=data.image_shape,
+            schema=data.schema,
+        )
+    return remove_completely_at_random(dataset, data.missing_rate, data.missing_seed)
 
 
 def check_codes_current(dataset: Dataset, record: dict, source: str | Path) -> None:

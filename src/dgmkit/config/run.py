@@ -83,6 +83,7 @@ def trainer_options(cfg: RunConfig) -> dict:
         "lr": o.lr,
         "lr_schedule": o.lr_schedule,
         "weight_decay": o.weight_decay,
+        "mutation_rate": o.mutation_rate,
         "grad_clip": o.grad_clip,
         "skip_grad_norm": o.skip_grad_norm,
         "ema": o.ema,

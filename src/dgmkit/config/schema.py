@@ -52,13 +52,32 @@ class DataConfig:
         min=1,
         max=1 << 16,
     )
+    schema: str | None = setting(
+        None,
+        'a table\'s schema: a JSON file {"columns": {"NAME": "numeric" or "categorical", ...}} (default: inferred)',
+    )
     download: bool = setting(True, "download missing canonical files where a network exists")
     binarize: Literal["auto", "dynamic", "none"] = setting(
         "auto", "8-bit data for a bernoulli likelihood: binarize on the fly"
     )
+    labels: int | None = setting(
+        None,
+        "models trained on labels (m2, hybrid): keep this many training labels, balanced over the classes and "
+        "drawn with --seed, and hide the rest (default: keep all)",
+        min=1,
+        max=10**9,
+    )
     codes_of: str | None = setting(
         None, "a VQ-VAE run folder: train on the code grids of its data (a prior over its codes) instead of --dataset"
     )
+    missing_rate: float = setting(
+        0.0,
+        "remove each entry of every split with this probability (missing completely at random; "
+        "for --objective miwae and dgm impute)",
+        min=0,
+        max=0.99,
+    )
+    missing_seed: int = setting(0, "seed of the entries --missing-rate removes", min=0, max=2**62)
 
 
 @dataclass
@@ -68,6 +87,13 @@ class OptimConfig:
     lr: float = setting(1e-3, "Adam's learning rate", gt=0, max=10.0)
     lr_schedule: Literal["constant", "cosine", "exponential"] = setting("constant", "the learning rate over the epochs")
     weight_decay: float = setting(0.0, "Adam's L2 penalty", min=0, max=1e3)
+    mutation_rate: float = setting(
+        0.0,
+        "replace each pixel of a training batch, with this probability, by a uniformly random level (quantized data; "
+        "Ren et al. 2019's background model for dgm ood --background; 0: off)",
+        min=0,
+        max=1,
+    )
     grad_clip: float | None = setting(None, "clip the gradient norm to this value", gt=0, max=1e9)
     skip_grad_norm: float | None = setting(
         None, "skip an update whose gradient norm (before clipping) exceeds this, or is not finite (VDVAE)", gt=0, max=1e12
@@ -126,6 +152,8 @@ class RunConfig:
             check(part)
         self.model.validate()
         self.model.validate_optim(self.optim)
+        if self.data.labels is not None and not self.model.uses_labels:
+            raise ConfigError(f"labels: the {self.model.name} model is not trained on labels (m2 and hybrid are)")
         if self.data.image_shape is not None and len(self.data.image_shape) not in (2, 3):
             raise ConfigError(f"image_shape takes H W or C H W, got {self.data.image_shape}")
         if self.data.codes_of is not None:

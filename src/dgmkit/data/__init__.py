@@ -1,6 +1,7 @@
 """Datasets in their canonical formats, the transforms likelihoods need, and batching."""
 
 from dgmkit.data.dataset import Dataset, Split
+from dgmkit.data.missing import has_missing, remove_completely_at_random
 from dgmkit.data.registry import DATASETS, default_data_dir, from_array, load_dataset
 from dgmkit.data.transforms import DataTransform, density_transform, make_transform
 
@@ -14,4 +15,6 @@ __all__ = [
     "DataTransform",
     "make_transform",
     "density_transform",
+    "remove_completely_at_random",
+    "has_missing",
 ]

@@ -72,6 +72,7 @@ class Dataset:
     factor_names: tuple[str, ...] = ()
     factor_sizes: tuple[int, ...] = ()
     render: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
+    columns: tuple = ()  # a table's columns (``data.table.Column``): names, kinds, standardization, categories
 
     def __post_init__(self) -> None:
         for s in SPLITS:

@@ -15,7 +15,7 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from dgmkit.data.download import download as fetch
 from dgmkit.data.formats import read_amat, read_arrays, read_idx
 from dgmkit.data.matlab import read_mat
 from dgmkit.data.sprites import sprites
+from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.data.toy2d import TOY_2D, toy_2d
 from dgmkit.errors import DataError
 
@@ -38,6 +39,7 @@ __all__ = [
     "frey_faces",
     "content_digest",
     "is_data_file",
+    "check_images",
     "DATA_FILE_SUFFIXES",
 ]
 
@@ -357,6 +359,27 @@ def _load_frey(root: Path, download: bool) -> Dataset:
     return frey_faces(_frey_frames(found))
 
 
+_TABLES = {"breast-cancer": "load_breast_cancer", "wine": "load_wine", "iris": "load_iris", "diabetes": "load_diabetes"}
+"""scikit-learn's bundled UCI tables (no download): (569, 30), (178, 13), (150, 4) and (442, 10)."""
+
+
+def _table(name: str) -> Callable[[Path, bool], Dataset]:
+    """A bundled UCI table, standardized (each column to mean 0 and standard deviation 1 over all
+    rows, as in the MIWAE protocol), as continuous rows (N, 1, 1, D) split 80/10/10 with seed 0;
+    the class as label where the table has one (not diabetes, whose target is a real number)."""
+
+    def load(root: Path, download: bool) -> Dataset:
+        import sklearn.datasets
+
+        d = getattr(sklearn.datasets, _TABLES[name])()
+        x = d.data.astype(np.float64)
+        x = (x - x.mean(0)) / x.std(0)
+        y = None if name == "diabetes" else d.target
+        return from_array(x.astype(np.float32), y, name=name)
+
+    return load
+
+
 def _toy(name: str) -> Callable[[Path, bool], Dataset]:
     return lambda root, download: toy_2d(name)
 
@@ -371,6 +394,7 @@ DATASETS: dict[str, Callable[[Path, bool], Dataset]] = {
     "digits-4x4": _load_digits_4x4,
     "sprites": lambda root, download: sprites(32),
     "sprites-64": lambda root, download: sprites(64),
+    **{name: _table(name) for name in _TABLES},
 }
 
 
@@ -378,7 +402,9 @@ MAX_LABEL = 2**31 - 1
 """The largest class label ``from_array`` accepts."""
 
 
-def _check_images(x: np.ndarray, name: str) -> np.ndarray:
+def check_images(x: np.ndarray, name: str, min_rows: int = 10) -> np.ndarray:
+    """Rows of real numbers as images (N, C, H, W): (N, D) and (N, H, W) get unit axes; NaN
+    marks a missing entry (no row all missing); no inf; values within float32's range."""
     if x.dtype == np.bool_:
         x = x.view(np.uint8)
     if x.dtype.kind not in "iuf":
@@ -387,14 +413,22 @@ def _check_images(x: np.ndarray, name: str) -> np.ndarray:
         x = x[:, None, None, :]
     elif x.ndim == 3:
         x = x[:, None]
-    if x.ndim != 4 or len(x) < 10:
-        raise DataError(f"{name}: expected at least 10 images shaped (N, D), (N, H, W) or (N, C, H, W), got {x.shape}")
+    if x.ndim != 4 or len(x) < min_rows:
+        raise DataError(
+            f"{name}: expected at least {min_rows} images shaped (N, D), (N, H, W) or (N, C, H, W), got {x.shape}"
+        )
     if 0 in x.shape:
         raise DataError(f"{name}: the images hold no values (shape {x.shape})")
     if x.dtype.kind == "f":
-        if not np.isfinite(x).all():
-            raise DataError(f"{name}: the data holds NaN or inf")
-        if np.abs(x).max() > np.finfo(np.float32).max:
+        if np.isinf(x).any():
+            raise DataError(f"{name}: the data holds inf")
+        nan = np.isnan(x)
+        if nan.reshape(len(x), -1).all(1).any():
+            rows = int(nan.reshape(len(x), -1).all(1).sum())
+            raise DataError(f"{name}: {rows} rows hold no observed value (all NaN); leave them out")
+        if nan.any() and x.dtype != np.float64:
+            x = x.astype(np.float64)  # the range check below on the observed values
+        if np.nanmax(np.abs(x)) > np.finfo(np.float32).max:
             raise DataError(f"{name}: the data holds values beyond the float32 range")
     return x
 
@@ -425,7 +459,8 @@ def _check_labels(y: object, n: int, name: str) -> torch.Tensor:
 def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", seed: int = 0) -> Dataset:
     """A dataset from one array of images: (N, D), (N, H, W) or (N, C, H, W), at least 10.
 
-    The images must be finite real numbers (bool, integer or float); labels ``y``, if given,
+    The images must be real numbers (bool, integer or float), NaN marking a missing entry
+    (``data.missing``; no row all missing, no inf); labels ``y``, if given,
     one non-negative whole number per image. Integer or binary-valued data is kept as
     integers (num_levels 2 if binary, else max + 1 up to 256); other float data is
     continuous. The rows are split with a seeded permutation into 80% train, 10% valid and
@@ -435,11 +470,14 @@ def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", 
         x = np.asarray(x)
     except (ValueError, TypeError) as e:  # ragged nested lists, or objects that are not arrays
         raise DataError(f"{name}: the data is not an array of numbers ({e})") from None
-    x = _check_images(x, name)
-    integral = x.dtype.kind in "iu" or bool(np.all(x == np.round(x)))
-    if integral and x.min() >= 0 and x.max() <= 255:
-        levels = 2 if x.max() <= 1 else (256 if x.dtype == np.uint8 else int(x.max()) + 1)
-        t = torch.from_numpy(x.astype(np.uint8))
+    x = check_images(x, name)
+    missing = x.dtype.kind == "f" and bool(np.isnan(x).any())
+    seen = x[~np.isnan(x)] if missing else x
+    integral = x.dtype.kind in "iu" or bool(np.all(seen == np.round(seen)))
+    if integral and seen.min() >= 0 and seen.max() <= 255:
+        levels = 2 if seen.max() <= 1 else (256 if x.dtype == np.uint8 else int(seen.max()) + 1)
+        # integers, stored as floats where NaN marks missing entries (``data.missing``)
+        t = torch.from_numpy(x.astype(np.float32 if missing else np.uint8))
     else:
         levels, t = None, torch.from_numpy(x.astype(np.float32))
     labels = None if y is None else _check_labels(y, len(t), name)
@@ -452,7 +490,7 @@ def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", 
     return Dataset(name, *(full.subset(p) for p in parts), num_levels=levels)
 
 
-DATA_FILE_SUFFIXES = (".npy", ".npz", ".mat")
+DATA_FILE_SUFFIXES = (".npy", ".npz", ".mat", *TABLE_SUFFIXES)
 
 
 def is_data_file(name: str) -> bool:
@@ -479,6 +517,7 @@ def load_dataset(
     download: bool = True,
     key: str | None = None,
     image_shape: Iterable[int] | None = None,
+    schema: str | os.PathLike | None = None,
 ) -> Dataset:
     """Load a named dataset, or a ``.npy``, ``.npz`` or MATLAB ``.mat`` file given by its path.
 
@@ -498,6 +537,13 @@ def load_dataset(
             raise DataError(f"no such data file: {name} ({e})") from None
         if not path.is_file():
             raise DataError(f"no such data file: {path}")
+        if schema is not None and path.suffix.lower() not in TABLE_SUFFIXES:
+            raise DataError(f"--schema describes a table's columns: it applies to .csv and .parquet files, not {path.name}")
+        if path.suffix.lower() in TABLE_SUFFIXES:
+            if key is not None or shape is not None:
+                raise DataError(f"--data-key and --image-shape do not apply to a table ({path.name})")
+            rows, columns = read_table(path, schema)
+            return replace(from_array(rows.astype(np.float32), None, name=path.name), columns=columns)
         if path.suffix.lower() == ".mat":
             x, y = read_mat(path, key)
             if x.shape == (560, 1965) and x.dtype == np.uint8 and content_digest(x.T) == CONTENT[("frey-faces", "frames")]:
@@ -517,6 +563,8 @@ def load_dataset(
         )
     if key is not None:
         raise DataError(f"--data-key {key!r} applies only to .npz and .mat files, not to the dataset {name!r}")
+    if schema is not None:
+        raise DataError(f"--schema applies only to .csv and .parquet files, not to the dataset {name!r}")
     if shape is not None:
         raise DataError(f"--image-shape applies only to data files; the dataset {name!r} knows its image shape")
     return DATASETS[name](default_data_dir(data_dir), download)

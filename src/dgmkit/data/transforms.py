@@ -8,6 +8,9 @@
   data where no likelihood of the integers is claimed).
 - ``integers``: the raw integers 0..L-1 for categorical and discretized logistic likelihoods.
 - ``continuous``: float data used as is (only Gaussian likelihoods).
+
+Missing entries (NaN, ``data.missing``) stay NaN through every transform; ``integers`` then
+returns the integers as floats, since an integer tensor cannot hold NaN.
 """
 
 import math
@@ -40,14 +43,16 @@ class DataTransform:
             return x.float()
         if self.kind == "dynamic-binarize":
             p = x.float() / (self.num_levels - 1)
-            return torch.bernoulli(p, generator=generator)
+            missing = torch.isnan(p)
+            b = torch.bernoulli(p.nan_to_num(0.0), generator=generator)
+            return b.masked_fill_(missing, float("nan")) if missing.any() else b
         if self.kind == "dequantize":
             u = torch.rand(x.shape, generator=generator, device=x.device)
             return (x.float() + u) / self.num_levels
         if self.kind == "scale":
             return x.float() / (self.num_levels - 1)
-        if self.kind == "integers":
-            return x.long()
+        if self.kind == "integers":  # with missing entries (NaN): the integers as floats beside the NaN
+            return x.float() if x.is_floating_point() and torch.isnan(x).any() else x.long()
         return x.float()
 
     @property

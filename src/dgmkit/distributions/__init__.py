@@ -12,7 +12,13 @@ from dgmkit.distributions.flow import FlowDistribution, location
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
 from dgmkit.distributions.mixture import DiagonalGaussianMixture
 from dgmkit.distributions.normal import DiagonalNormal, diagonal_normal, kl_per_dimension
-from dgmkit.distributions.pixels import bernoulli_pixels, element_log_probs, gaussian_pixels, pixel_mean
+from dgmkit.distributions.pixels import (
+    bernoulli_pixels,
+    element_log_probs,
+    gaussian_pixels,
+    observed_log_prob,
+    pixel_mean,
+)
 from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
 
 __all__ = [
@@ -25,6 +31,7 @@ __all__ = [
     "gaussian_pixels",
     "pixel_mean",
     "element_log_probs",
+    "observed_log_prob",
     "BernoulliPixels",
     "CategoricalPixels",
     "Delta",

@@ -6,7 +6,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from dgmkit.distributions.bernoulli import BernoulliPixels
 
-__all__ = ["bernoulli_pixels", "gaussian_pixels", "pixel_mean", "element_log_probs"]
+__all__ = ["bernoulli_pixels", "gaussian_pixels", "pixel_mean", "element_log_probs", "observed_log_prob"]
 
 
 def bernoulli_pixels(logits: torch.Tensor, event_dims: int) -> BernoulliPixels:
@@ -34,3 +34,16 @@ def element_log_probs(dist: Distribution, value: torch.Tensor) -> torch.Tensor:
     if per is None:
         raise ValueError(f"{type(dist).__name__} does not factorize over pixels: no per-pixel log-likelihood")
     return per(value)
+
+
+def observed_log_prob(dist: Distribution, value: torch.Tensor) -> torch.Tensor:
+    """log p(x_o): the log-likelihood of the observed entries of ``value`` (NaN marks a missing
+    one), summed over the event; ``dist.log_prob(value)`` when nothing is missing. Marginalizing
+    the missing entries out of a distribution that factorizes over pixels leaves the product over
+    the observed ones."""
+    if not (value.is_floating_point() and torch.isnan(value).any()):
+        return dist.log_prob(value)
+    seen = ~torch.isnan(value)
+    per = element_log_probs(dist, value.nan_to_num(0.0))
+    per = torch.where(seen, per, torch.zeros((), dtype=per.dtype, device=per.device))
+    return per.flatten(per.dim() - len(dist.event_shape)).sum(-1)

@@ -19,7 +19,7 @@ import torch
 
 from dgmkit.distributions import location
 from dgmkit.distributions.delta import Delta
-from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel, VariationalModel
+from dgmkit.models import Autoencoder, EnumeratedELBO, GenerativeModel, LatentVariableModel, VariationalModel
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
 from dgmkit.objectives.mmd import imq_kernel, mmd2_unbiased
 
@@ -58,6 +58,9 @@ def _exact(model: GenerativeModel, x: torch.Tensor, k: int, generator: torch.Gen
 
 @torch.no_grad()
 def _elbo_terms(model: LatentVariableModel, x: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
+    if isinstance(model, EnumeratedELBO):  # a discrete latent summed out exactly: the model's own bound
+        own = [model.elbo_terms(b) for b in _batches(x, batch_size)]
+        return {k: torch.cat([t[k] for t in own]).double() for k in ("elbo", "recon", "kl")}
     parts = [ELBO(1)(model, b) for b in _batches(x, batch_size)]
     return {
         "elbo": torch.cat([t.elbo for t in parts]).double(),

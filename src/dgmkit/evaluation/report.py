@@ -12,7 +12,7 @@ from dgmkit.errors import EvaluationError
 from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
-from dgmkit.models import GenerativeModel
+from dgmkit.models import Classifier, GenerativeModel
 
 __all__ = ["EvalReport", "evaluate"]
 
@@ -26,7 +26,9 @@ class EvalReport:
     dequantized data every number is of the integer data (see ``discrete_nll``). ``density_of``
     says what the numbers are of: ``discrete`` data (a log-probability; bits/dim are given) or
     ``continuous`` data (a log-density of the values as given, which shifts with their scale:
-    no bits/dim, as they would not be comparable with those of discrete data)."""
+    no bits/dim, as they would not be comparable with those of discrete data). For data with
+    missing entries (NaN) every number is of the observed entries, log p(x_o), and bits/dim are
+    per observed entry (``observed_dims``: their mean number per datapoint)."""
 
     estimate: str
     nll: float | None
@@ -46,6 +48,8 @@ class EvalReport:
     layers: list | None = None  # several stochastic layers: [{"name", "size", "kl", "active_units"}, ...]
     mmd: float | None = None  # a WAE: unbiased MMD^2 between codes and prior draws, mean over batches
     density_of: str = "discrete"
+    accuracy: float | None = None  # a model that classifies, given the split's labels: the share it gets right
+    observed_dims: float | None = None  # data with missing entries: the mean observed entries per datapoint
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +75,7 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 1000,
     continuous: bool = False,
+    y: torch.Tensor | None = None,
 ) -> EvalReport:
     """Evaluate ``model`` on transformed data ``x`` (what the likelihood scores).
 
@@ -81,7 +86,11 @@ def evaluate(
     data are continuous values (not quantized): no bits/dim."""
     t0 = time.perf_counter()
     n, num_dims = len(x), int(math.prod(x.shape[1:]))
-    shift = num_dims * log_volume
+    seen = None
+    if x.is_floating_point() and bool(torch.isnan(x).any()):  # numbers of the observed entries: log p(x_o)
+        seen = (~torch.isnan(x)).flatten(1).sum(1).double().mean().item()
+    dims = num_dims if seen is None else seen  # bits per (observed) dimension
+    shift = dims * log_volume
     g = torch.Generator(device=x.device).manual_seed(seed)
     with seeded_by(torch.Generator().manual_seed(seed), x.device):
         est = estimate(model, x, iw_samples, g, batch_size)
@@ -94,11 +103,14 @@ def evaluate(
                 f"the model gives a non-finite {name} ({t[~torch.isfinite(t)][0].item()}) to {bad} of {n} datapoints; "
                 "no result is reported"
             )
-    nll = None if est.log_px is None else discrete_nll(-_mean(est.log_px), num_dims, log_volume)
+    nll = None if est.log_px is None else discrete_nll(-_mean(est.log_px), dims, log_volume)
     stderr = None if est.log_px is None or n < 2 else est.log_px.std().item() / math.sqrt(n)
-    elbo = None if "elbo" not in est.terms else -discrete_nll(-_mean(est.terms["elbo"]), num_dims, log_volume)
+    elbo = None if "elbo" not in est.terms else -discrete_nll(-_mean(est.terms["elbo"]), dims, log_volume)
     recon = None if "recon" not in est.terms else _mean(est.terms["recon"]) - shift
     stats = posterior_statistics(model, x) if model.has_latents else None
+    accuracy = None
+    if y is not None and isinstance(model, Classifier):  # y: the labels of x
+        accuracy = (model.predict(x, batch_size).cpu() == y.cpu().long()).double().mean().item()
     layers = None
     if hasattr(model, "path"):  # a hierarchical model: its KL and active units per layer
         d = diagnose(model, x, samples=1, holes=0, seed=seed, mutual_info=False)
@@ -107,9 +119,9 @@ def evaluate(
         estimate=est.kind,
         nll=nll,
         nll_stderr=stderr,
-        bpd=None if nll is None or continuous else bits_per_dim(nll, num_dims),
+        bpd=None if nll is None or continuous else bits_per_dim(nll, dims),
         elbo=elbo,
-        elbo_bpd=None if elbo is None or continuous else bits_per_dim(-elbo, num_dims),
+        elbo_bpd=None if elbo is None or continuous else bits_per_dim(-elbo, dims),
         recon=recon,
         kl=_mean(est.terms.get("kl")),
         iw_samples=est.k,
@@ -122,4 +134,6 @@ def evaluate(
         layers=layers,
         mmd=_nanmean(est.terms.get("mmd")),
         density_of="continuous" if continuous else "discrete",
+        accuracy=accuracy,
+        observed_dims=seen,
     )

@@ -8,9 +8,16 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dgmkit.conditional import BernoulliHead, CategoricalHead, GaussianHead, LikelihoodHead, LogisticMixtureHead
+from dgmkit.conditional import (
+    BernoulliHead,
+    CategoricalHead,
+    GaussianHead,
+    LikelihoodHead,
+    LogisticMixtureHead,
+    MixedTableHead,
+)
 from dgmkit.data import Dataset, DataTransform, make_transform
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, DataError
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
 from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
 from dgmkit.settings import setting
@@ -26,8 +33,10 @@ class LikelihoodSettings:
     """p(x|.) per pixel: Bernoulli, Gaussian (dequantized or continuous data), 256-way (L-way)
     categorical or discretized logistic mixture."""
 
-    likelihood: Literal["bernoulli", "gaussian", "categorical", "logistic"] = setting(
-        "bernoulli", "the output density p(x|z) per pixel"
+    likelihood: Literal["bernoulli", "gaussian", "categorical", "logistic", "mixed"] = setting(
+        "bernoulli",
+        "the output density p(x|z) per pixel (mixed: a table's columns, a Gaussian for each numeric one and a "
+        "categorical for each categorical one)",
     )
     gaussian_variance: Literal["fixed", "learned", "predicted"] = setting(
         "learned", "gaussian likelihood: a fixed scale, one learned per pixel, or predicted per datapoint"
@@ -35,8 +44,18 @@ class LikelihoodSettings:
     gaussian_scale: float = setting(0.1, "gaussian likelihood: the fixed (or initial) scale", gt=0, max=1e3)
     gaussian_min_scale: float = setting(0.01, "gaussian likelihood: the floor of the scale", gt=0, max=1e3)
     logistic_components: int = setting(5, "logistic likelihood: mixture components per pixel", min=1, max=64)
+    table_levels: list[int] | None = setting(
+        None,
+        "mixed likelihood: each column's number of categories, 0 for a numeric column (filled in from the table)",
+        min=0,
+        max=256,
+    )
 
     def head(self, num_levels: int | None) -> LikelihoodHead:
+        if self.likelihood == "mixed":
+            if not self.table_levels:
+                raise ConfigError("the mixed likelihood models a table (a .csv or .parquet file): its columns are unknown")
+            return MixedTableHead(self.table_levels, self.gaussian_min_scale)
         if self.likelihood == "bernoulli":
             return BernoulliHead()
         if self.likelihood == "gaussian":
@@ -48,6 +67,18 @@ class LikelihoodSettings:
         return LogisticMixtureHead(num_levels, self.logistic_components)
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+        if self.likelihood == "mixed":
+            levels = [c.levels for c in dataset.columns]
+            if not levels:
+                raise DataError(f"{dataset.name} is not a table (.csv or .parquet): the mixed likelihood needs columns")
+            if self.table_levels != levels:
+                raise DataError(
+                    f"{dataset.name}'s columns have {levels} categories (0: numeric), the model was built for "
+                    f"{self.table_levels}"
+                )
+            return DataTransform("continuous", None)
+        if self.table_levels is not None:
+            raise ConfigError("table_levels applies to the mixed likelihood only")
         return make_transform(self.likelihood, dataset, binarize)
 
     def input_scale(self, num_levels: int | None) -> float:

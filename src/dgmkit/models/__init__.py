@@ -6,6 +6,7 @@ from dgmkit.models.base import (
     CapabilityError,
     ClosedFormFit,
     EMFit,
+    EnumeratedELBO,
     ExactLatentVariableModel,
     ExactLikelihoodModel,
     GenerativeModel,
@@ -14,10 +15,13 @@ from dgmkit.models.base import (
     VariationalModel,
 )
 from dgmkit.models.categorical_vae import CategoricalVAE
+from dgmkit.models.classifier import Classifier
 from dgmkit.models.dequantization import LogitNormalDequantizer, VariationallyDequantizedFlow
 from dgmkit.models.flow import FlowModel
 from dgmkit.models.helmholtz import HelmholtzMachine
+from dgmkit.models.hybrid import HybridFlow
 from dgmkit.models.loglinear import LogLinearLVM
+from dgmkit.models.m2 import M2
 from dgmkit.models.ppca import PPCA
 from dgmkit.models.vae import VAE
 from dgmkit.models.wae import WassersteinAutoencoder
@@ -30,6 +34,8 @@ __all__ = [
     "ExactLatentVariableModel",
     "ClosedFormFit",
     "EMFit",
+    "EnumeratedELBO",
+    "Classifier",
     "JointTerms",
     "CapabilityError",
     "Autoencoder",
@@ -46,4 +52,6 @@ __all__ = [
     "CausalConvARM",
     "GatedPixelCNN",
     "MADEARM",
+    "M2",
+    "HybridFlow",
 ]

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from dgmkit.distributions.pixels import observed_log_prob
 from dgmkit.errors import DgmError
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "CapabilityError",
     "ClosedFormFit",
     "EMFit",
+    "EnumeratedELBO",
 ]
 
 EstimateKind = Literal["exact", "importance-sampled", "bound", "reconstruction"]
@@ -122,8 +124,9 @@ class LatentVariableModel(VariationalModel):
         """p(x|z) for z of shape (*batch, *latent): batch shape ``batch``."""
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor, prior: Distribution | None = None) -> JointTerms:
+        """log p(x|z) (of the observed entries where x holds missing ones, NaN) and log p(z)."""
         p = self.prior() if prior is None else prior
-        return JointTerms(self.likelihood(z).log_prob(x), p.log_prob(z))
+        return JointTerms(observed_log_prob(self.likelihood(z), x), p.log_prob(z))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,3 +165,12 @@ class EMFit(ABC):
     @abstractmethod
     def em_step(self, x: torch.Tensor) -> float:
         """One E- and M-step on data x; returns the mean log-likelihood before the step."""
+
+
+class EnumeratedELBO(ABC):
+    """A variational model whose ELBO sums a discrete latent out exactly (M2's class):
+    ``elbo_terms(x)`` gives per-example ``elbo``, ``recon`` and ``kl``, each (B,), which
+    ``dgm eval`` reports in place of the one-sample ELBO of a continuous posterior."""
+
+    @abstractmethod
+    def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...

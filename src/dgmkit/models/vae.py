@@ -49,9 +49,12 @@ class VAE(LatentVariableModel):
         return self.prior_module(self.encoder if self.prior_module.context == "encoder" else None)
 
     def posterior(self, x: torch.Tensor) -> Distribution:
-        """q(z|x) for a batch of data of shape (B, *event)."""
+        """q(z|x) for a batch of data of shape (B, *event). Missing entries (NaN) reach the
+        encoder as 0 (zero imputation, as MIWAE's encoder sees incomplete data)."""
         if not x.is_floating_point():
             x = x.float()
+        elif torch.isnan(x).any():
+            x = x.nan_to_num(0.0)
         if self.input_scale != 1.0:
             x = x * self.input_scale
         return self.encoder(x)

@@ -25,6 +25,10 @@ class Objective(ABC):
 
     score: ClassVar[str] = "elbo"
     score_label: ClassVar[str] = "ELBO"
+    # takes_labels: called as ``objective(model, x, beta, y=y)`` with integer labels (B,), -1
+    # marking unlabelled examples; the Trainer passes them (all of them in validation)
+    takes_labels: ClassVar[bool] = False
+    handles_missing: ClassVar[bool] = False  # whether x may hold missing entries (NaN)
 
     @abstractmethod
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, beta: float = 1.0) -> NamedTuple: ...
@@ -40,3 +44,7 @@ class Objective(ABC):
     def setup(self, train_size: int) -> None:  # noqa: B027 - a hook, empty by default
         """Called once by the Trainer with the number of training datapoints (for estimators
         whose minibatches stand for the whole training set)."""
+
+    def setup_labels(self, labelled: int) -> None:  # noqa: B027 - a hook, empty by default
+        """Called once by the Trainer, for objectives that take labels, with the number of
+        labelled training datapoints."""

@@ -2,53 +2,54 @@ r"""Deep latent variable models on incomplete data: the MIWAE bound and imputati
 sampling (Mattei & Frellsen 2019).
 
 Missing entries are NaN in x; the mask m marks the observed ones. The encoder sees the data
-with missing entries set to 0 (zero imputation), and the likelihood is evaluated on the
-observed entries only, which a decoder factorized over pixels allows:
+with missing entries set to 0 (zero imputation, ``VAE.posterior``), and the likelihood is
+evaluated on the observed entries only (``distributions.observed_log_prob``), which a decoder
+factorized over pixels allows:
 
     log p(x_o) >= E log (1/K) sum_k p(x_o | z_k) p(z_k) / q(z_k | x_o),   z_k ~ q(z | x_o),
 
 the importance-weighted bound of the observed part (MIWAE), tight as K grows. Imputation by
 self-normalized importance sampling with the same draws: w_k proportional to
-p(x_o | z_k) p(z_k) / q(z_k | x_o), the single imputation E[x_m | x_o] ~ sum_k w_k E[x_m | z_k],
-and multiple imputations by drawing k with probabilities w (sampling importance resampling) and
-then x_m ~ p(x_m | z_k).
+p(x_o | z_k) p(z_k) / q(z_k | x_o), the single imputation E[x_m | x_o] ~ sum_k w_k E[x_m | z_k]
+(for a categorical entry, the most probable value of sum_k w_k p(x_m | z_k)), and multiple imputations by drawing k with
+probabilities w (sampling importance resampling) and then x_m ~ p(x_m | z_k). The draws are
+made in chunks, reduced as they come, so that memory stays that of one chunk for any K.
 """
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
-from dgmkit.distributions import element_log_probs
+from dgmkit.data.missing import observed
+from dgmkit.distributions import observed_log_prob
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.objectives.base import Objective
 
 if TYPE_CHECKING:
     from dgmkit.models import LatentVariableModel
 
-__all__ = ["MIWAE", "MIWAETerms", "observed_mask", "miwae_log_weights", "impute"]
+__all__ = ["MIWAE", "MIWAETerms", "observed_mask", "miwae_log_weights", "impute", "point_statistics"]
 
-
-def observed_mask(x: torch.Tensor) -> torch.Tensor:
-    """True where x is observed (not NaN)."""
-    return ~torch.isnan(x) if x.is_floating_point() else torch.ones_like(x, dtype=torch.bool)
+observed_mask = observed  # True where x is observed (not NaN)
 
 
 def miwae_log_weights(
-    model: "LatentVariableModel", x: torch.Tensor, k: int, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.distributions.Distribution]:
+    model: "LatentVariableModel",
+    x: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    q: Distribution | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, Distribution]:
     """k draws z ~ q(z | x_o): their log weights log p(x_o|z) + log p(z) - log q(z|x_o) (k, B),
     the draws, and p(x | z) at them (batch shape (k, B))."""
-    mask = observed_mask(x)
-    filled = torch.where(mask, x, torch.zeros_like(x))
-    q = model.posterior(filled)
+    q = model.posterior(x) if q is None else q
     z, log_q = rsample_and_log_prob(q, (k,), generator, device=x.device)
     px = model.likelihood(z)
-    per = element_log_probs(px, filled)  # (k, B, *event)
-    dims = tuple(range(2, per.dim()))
-    log_px_o = torch.where(mask, per, torch.zeros_like(per)).sum(dims)
-    return log_px_o + model.prior().log_prob(z) - log_q, z, px
+    return observed_log_prob(px, x) + model.prior().log_prob(z) - log_q, z, px
 
 
 class MIWAETerms(NamedTuple):
@@ -61,6 +62,7 @@ class MIWAE(Objective):
 
     score = "bound"
     score_label = "MIWAE bound"
+    handles_missing = True
 
     def __init__(self, k: int = 5):
         if k < 1:
@@ -73,6 +75,17 @@ class MIWAE(Objective):
         return MIWAETerms(-bound, bound)
 
 
+def point_statistics(px: Distribution) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """What single imputation averages over the draws, (*batch, *event, S), and how the average
+    becomes an imputed value: the mean of p(x|z) by default; a distribution that defines
+    ``imputation_statistics`` and ``imputation_point`` (categorical columns: their
+    probabilities, then the most probable value) says its own."""
+    stats = getattr(px, "imputation_statistics", None)
+    if stats is not None:
+        return stats(), px.imputation_point
+    return px.mean.unsqueeze(-1), lambda s: s.squeeze(-1)
+
+
 @torch.no_grad()
 def impute(
     model: "LatentVariableModel",
@@ -80,22 +93,51 @@ def impute(
     k: int = 10000,
     draws: int = 0,
     generator: torch.Generator | None = None,
+    chunk: int = 1000,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Single imputation (x with its missing entries replaced by sum_k w_k E[x_m | z_k]) and,
-    with ``draws`` > 0, that many multiple imputations (draws, *x.shape) by sampling importance
-    resampling. Observed entries are kept as they are."""
-    if k < 1 or draws < 0:
-        raise ValueError(f"need k >= 1 and draws >= 0, got {k} and {draws}")
-    mask = observed_mask(x)
-    log_w, z, px = miwae_log_weights(model, x, k, generator)
-    w = torch.softmax(log_w, 0)  # (k, B)
-    mean = (w.reshape(*w.shape, *[1] * (x.dim() - 1)) * px.mean).sum(0)
-    single = torch.where(mask, x, mean.to(x.dtype))
-    multiple = None
-    if draws:
-        pick = torch.multinomial(w.T, draws, replacement=True, generator=generator)  # (B, draws)
-        zs = z[pick.T, torch.arange(x.shape[0])]  # (draws, B, M)
-        with seeded_by(generator, x.device):
-            sample = model.likelihood(zs).sample()
-        multiple = torch.where(mask, x, sample.to(x.dtype))
+    """Single imputation (x with its missing entries replaced by the self-normalized importance
+    sampling estimate, module docstring) and, with ``draws`` > 0, that many multiple imputations
+    (draws, *x.shape) by sampling importance resampling over all K draws. Observed entries are
+    kept as they are. The K draws are taken ``chunk`` at a time."""
+    if k < 1 or draws < 0 or chunk < 1:
+        raise ValueError(f"need k >= 1, draws >= 0 and chunk >= 1, got {k}, {draws} and {chunk}")
+    model.eval()
+    mask = observed(x)
+    q = model.posterior(x)
+    total = None  # log sum of the weights so far, (B,)
+    acc = None  # the weighted sum of the point statistics so far, normalized by exp(total)
+    picked = None  # the multiple imputations so far, (draws, B, *event)
+    to_point = None
+    b = torch.arange(x.shape[0], device=x.device)
+    for start in range(0, k, chunk):
+        n = min(chunk, k - start)
+        log_w, z, px = miwae_log_weights(model, x, n, generator, q=q)
+        log_w = log_w.double()
+        part = torch.logsumexp(log_w, 0)
+        new_total = part if total is None else torch.logaddexp(total, part)
+        stats, to_point = point_statistics(px)
+        w = torch.exp(log_w - new_total).to(stats.dtype)  # (n, B)
+        contrib = (w.reshape(*w.shape, *[1] * (stats.dim() - 2)) * stats).sum(0)
+        acc = (
+            contrib
+            if acc is None
+            else acc * torch.exp(total - new_total).to(acc.dtype).reshape(-1, *[1] * (acc.dim() - 1)) + contrib
+        )
+        if draws:
+            # sampling importance resampling, streamed: each imputation keeps its draw or takes
+            # one of this chunk's (chosen within by weight) with the chunk's share of the weight
+            pick = torch.multinomial(torch.softmax(log_w, 0).T.float(), draws, replacement=True, generator=generator)
+            zs = z[pick.T, b]  # (draws, B, M)
+            with seeded_by(generator, x.device):
+                sample = model.likelihood(zs).sample().to(x.dtype)
+            if picked is None:
+                picked = sample
+            else:
+                share = torch.exp(part - new_total).float()  # (B,)
+                u = torch.rand((draws, x.shape[0]), generator=generator, device=x.device)
+                take = (u < share).reshape(draws, x.shape[0], *[1] * (x.dim() - 1))
+                picked = torch.where(take, sample, picked)
+        total = new_total
+    single = torch.where(mask, x, to_point(acc).to(x.dtype))
+    multiple = None if picked is None else torch.where(mask, x, picked)
     return single, multiple

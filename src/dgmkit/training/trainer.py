@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dgmkit.data import DataTransform, Split
-from dgmkit.errors import CheckpointError, TrainingError
+from dgmkit.data.mutation import mutate
+from dgmkit.errors import CheckpointError, ConfigError, TrainingError
 from dgmkit.objectives.base import Objective
 from dgmkit.training.checkpoint import load_checkpoint
 from dgmkit.training.ema import EMA
@@ -78,6 +79,7 @@ class Trainer:
         lr: float = 1e-3,
         lr_schedule: str = "constant",
         weight_decay: float = 0.0,
+        mutation_rate: float = 0.0,
         grad_clip: float | None = None,
         skip_grad_norm: float | None = None,
         ema: float = 0.0,
@@ -93,6 +95,7 @@ class Trainer:
         eval_batch_size: int = 1000,
         callbacks: list[Callable[["Trainer", dict], None]] | None = None,
         diagnostics: Callable[[torch.nn.Module, torch.Tensor], dict] | None = None,
+        labelled_batch: int = 0,
     ):
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
@@ -104,7 +107,24 @@ class Trainer:
         self.objective = objective
         objective.setup(len(train))
         self.transform = transform
+        if mutation_rate > 0 and transform.num_levels is None:
+            raise ConfigError("mutation_rate replaces pixels by random levels: it needs quantized data, not continuous ones")
+        self.mutation_rate = mutation_rate  # training batches only (Ren et al.'s background model, data.mutation)
         self.train_x = train.x.to(self.device)
+        # Objectives that take labels get them (-1: hidden) with every batch, and every batch gets
+        # ``labelled_batch`` more rows drawn from the labelled ones (semi-supervised training).
+        self.train_y, self._valid_y, self.labelled_batch = None, None, 0
+        if objective.takes_labels:
+            if train.y is None:
+                raise ConfigError(f"{type(objective).__name__} trains on labels, and the training data have none")
+            self.train_y = train.y.to(self.device).long()
+            self._labelled = torch.nonzero(self.train_y >= 0).flatten()  # (N_l,)
+            objective.setup_labels(len(self._labelled))
+            if labelled_batch and not len(self._labelled):
+                raise ConfigError("labelled_batch draws labelled rows, and no training label is kept")
+            self.labelled_batch = labelled_batch
+            if valid is not None and valid.y is not None:
+                self._valid_y = valid.y.to(self.device).long()  # all of them: validation reports accuracy
         self.valid = valid
         self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, lr_schedule
         self.grad_clip, self.patience = grad_clip, patience
@@ -287,11 +307,19 @@ class Trainer:
         beta = self.beta
         skipped = 0
         for i in range(self.steps_per_epoch):
-            x = self.transform(self.train_x[perm[i * bs : (i + 1) * bs]], self.generator)
+            idx = perm[i * bs : (i + 1) * bs]
+            if self.labelled_batch:
+                g, n_l = self.generator, len(self._labelled)
+                pick = torch.randint(n_l, (self.labelled_batch,), generator=g, device=self.device)
+                idx = torch.cat([idx, self._labelled[pick]])
+            x = self.train_x[idx]
+            if self.mutation_rate > 0:
+                x = mutate(x, self.mutation_rate, self.transform.num_levels, self.generator)
+            x = self.transform(x, self.generator)
             beta = kl_weight(self.beta, self.warmup_epochs, self.step, self.steps_per_epoch)
             self.objective.update(self.step)
             with self._autocast():
-                terms = self.objective(model, x, beta)
+                terms = self._objective(x, beta, None if self.train_y is None else self.train_y[idx])
             loss = terms.loss.mean()
             if (i + 1) % check_every == 0 and not torch.isfinite(loss).all():
                 bar.close()
@@ -331,14 +359,21 @@ class Trainer:
         bar.close()
         if not torch.isfinite(total_loss):
             raise TrainingError(self._nan_message(total_loss))
+        rows = n + self.steps_per_epoch * self.labelled_batch  # the batches' rows, the labelled ones added included
         return {
-            "train_loss": total_loss.item() / n,
-            f"train_{self.score}": total_score.item() / n,
+            "train_loss": total_loss.item() / rows,
+            f"train_{self.score}": total_score.item() / rows,
             "beta": beta,
             "lr": opt.param_groups[0]["lr"],
             **({"skipped_steps": skipped} if self.skip_grad_norm else {}),
             **({"ema": self.ema.decay} if self.ema is not None else {}),  # validation uses the averaged weights
         }
+
+    def _objective(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> tuple:
+        """The objective's terms for a batch, with its labels where the objective takes them."""
+        if self.objective.takes_labels:
+            return self.objective(self.model, x, beta, y=y)
+        return self.objective(self.model, x, beta)
 
     def _nan_message(self, loss: torch.Tensor) -> str:
         where = f" in {self.run_dir / 'checkpoint.safetensors'}" if self.run_dir else ""
@@ -357,7 +392,8 @@ class Trainer:
         with self.ema_weights():
             for i in range(0, len(self._valid_x), self.eval_batch_size):
                 x = self._valid_x[i : i + self.eval_batch_size]
-                terms = self.objective(self.model, x, 1.0)
+                y = None if self._valid_y is None else self._valid_y[i : i + self.eval_batch_size]
+                terms = self._objective(x, 1.0, y)
                 for k, v in terms._asdict().items():
                     if k != "loss":
                         sums[k] = sums.get(k, 0.0) + v.sum().item()

@@ -1,0 +1,273 @@
+"""``dgm impute``: fill in the missing entries of data with a model trained on incomplete data.
+
+The model's importance-sampling imputation (``objectives.miwae.impute``, K draws per
+datapoint): a single imputation (the self-normalized estimate of E[x_m | x_o]) and, with
+``--draws``, multiple imputations drawn from p(x_m | x_o). The data are either a split of the
+run's own data (missing entries from ``--missing-rate`` or from the file) or a file given by
+path (NaN marks a missing entry). Where the run removed the entries itself, the values that
+were there are known: the imputations are scored (RMSE on the missing entries), next to the
+classical imputers (``--baselines``) on the same incomplete data.
+"""
+
+import argparse
+import dataclasses
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output
+from dgmkit.cli.argtypes import SEED, count
+from dgmkit.cli.common import add_data_flags, plural, run_data, say, to_display
+from dgmkit.config import Run, load_run
+from dgmkit.config.codes import run_dataset
+from dgmkit.data.formats import read_arrays
+from dgmkit.data.missing import observed
+from dgmkit.data.registry import check_images
+from dgmkit.data.table import TABLE_SUFFIXES, read_table, write_table
+from dgmkit.errors import ConfigError, DataError
+from dgmkit.evaluation.figures import image_grid_png
+from dgmkit.evaluation.imputation import BASELINES, baseline_impute, impute_batched, rmse, to_data_units
+from dgmkit.training.run_writer import RUN_FILES
+from dgmkit.training.trainer import VALID_SEED
+
+__all__ = ["add_parser", "run_impute"]
+
+_OUT_SUFFIXES = (".npy", ".npz", ".csv")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("impute", help="fill in missing entries (NaN) with a model trained by --objective miwae")
+    p.add_argument("run_dir")
+    p.add_argument(
+        "input",
+        nargs="?",
+        default=None,
+        help="a .npy or .npz file with missing entries as NaN, or a table (.csv) like the one the run was trained on, "
+        "with empty cells (default: the run's own --split)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help=".npy (the single imputation), .npz (x, and draws with --draws) or, for a table, .csv (in its own units)",
+    )
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--split", default="train", choices=["train", "valid", "test"])
+    p.add_argument("--k", type=count(1, 10**7, "--k"), default=10000, help="importance samples per datapoint")
+    p.add_argument(
+        "--draws",
+        type=count(0, 10**4, "--draws"),
+        default=0,
+        help="multiple imputations to draw (sampling importance resampling)",
+    )
+    p.add_argument(
+        "--baselines",
+        nargs="*",
+        choices=BASELINES,
+        default=[],
+        metavar="NAME",
+        help=f"classical imputers to score beside the model, on the same incomplete data: {', '.join(BASELINES)}",
+    )
+    p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument(
+        "--figure", default=None, metavar="PNG", help="image data: observed, imputed and true images side by side"
+    )
+    add_data_flags(p)
+    p.set_defaults(func=run_impute)
+
+
+def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
+    protected = [Path(args.run_dir) / n for n in RUN_FILES]
+    out = Path(args.out)
+    if out.suffix.lower() not in _OUT_SUFFIXES:
+        raise ConfigError(f"--out must name a .npy or .npz file, got {out}")
+    if args.draws and out.suffix.lower() != ".npz":
+        raise ConfigError("--draws writes several imputations: --out must name a .npz file")
+    if out.suffix.lower() == ".csv" and run.cfg.model.to_dict().get("likelihood") != "mixed":
+        raise ConfigError("--out .csv writes a table: the run must model one (--likelihood mixed); name a .npy file")
+    inputs = [args.input] if args.input else []
+    out = check_new_output(out, args.force, inputs=inputs, protected=protected)
+    figure = None
+    if args.figure is not None:
+        figure = Path(args.figure)
+        if figure.suffix.lower() != ".png":
+            raise ConfigError(f"--figure must name a .png file, got {figure}")
+        figure = check_new_output(figure, args.force, inputs=inputs, protected=protected + [out])
+    return out, figure
+
+
+def _input_file(path: str, run: Run, columns: tuple) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """A data file's rows, shaped as the run's data, and the file's own shape."""
+    p = Path(path)
+    if p.suffix.lower() not in (".npy", ".npz", *TABLE_SUFFIXES):
+        raise DataError(f"the data to impute must be a .npy, .npz or .csv file, got {p}")
+    if not p.is_file():
+        raise DataError(f"no such data file: {p}")
+    if p.suffix.lower() in TABLE_SUFFIXES:
+        if not columns:
+            raise DataError(f"{p.name} is a table, but {run.path} was not trained on one")
+        x, _ = read_table(p, columns=columns)
+    else:
+        x, _ = read_arrays(p, None)
+    shape = x.shape
+    event = tuple(run.record["data"]["event_shape"])
+    x = check_images(x, p.name, min_rows=1)
+    if int(np.prod(x.shape[1:])) != int(np.prod(event)):
+        raise DataError(f"{p.name}: rows of {int(np.prod(x.shape[1:]))} values, but the run's data have {event}")
+    levels = run.record["data"]["num_levels"]
+    seen = x[~np.isnan(x)] if x.dtype.kind == "f" else x
+    if (
+        levels is not None
+        and seen.size
+        and (seen.min() < 0 or seen.max() > levels - 1 or not np.all(seen == np.round(seen)))
+    ):
+        raise DataError(f"{p.name}: the run's data are integers 0..{levels - 1}; the file's observed values are not")
+    return torch.from_numpy(x.astype(np.float32).reshape(len(x), *event)), shape
+
+
+def _npy_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    if len(arrays) == 1 and "x" in arrays:
+        np.save(buf, arrays["x"])
+    else:
+        np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def run_impute(args: argparse.Namespace) -> int:
+    run = load_run(args.run_dir)
+    out, figure = _outputs(args, run)
+    if args.baselines and args.input:
+        raise ConfigError(
+            "--baselines score imputations against the removed values: they need the run's own data, not INPUT"
+        )
+    transform = run.transform
+    if transform.kind == "dequantize":
+        raise ConfigError("imputation of dequantized data is not supported: train with a discrete likelihood")
+    truth = None
+    dataset = run_data(run, args.data_dir, args.data)
+    columns = dataset.columns
+    if args.input:
+        data, file_shape = _input_file(args.input, run, columns)
+        where = args.input
+    else:
+        data = dataset.split(args.split).x
+        file_shape = tuple(data.shape)
+        where = f"the {args.split} split of {run.record['data']['name']}"
+        rate = run.cfg.data.missing_rate
+        if rate > 0:  # the run removed these entries itself: the values that were there are known
+            complete = run_dataset(dataclasses.replace(run.cfg.data, missing_rate=0.0), args.data_dir or None)
+            truth = complete.split(args.split).x.float()
+            if truth.shape != data.shape or not torch.equal(truth[observed(data)], data[observed(data)].float()):
+                raise DataError(f"the complete data of {run.path} no longer match its incomplete data")
+    if args.limit is not None and args.limit < len(data):
+        idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[: args.limit].sort().values
+        data, truth = data[idx], None if truth is None else truth[idx]
+        file_shape = (len(idx), *file_shape[1:])
+    missing = ~observed(data)
+    if not missing.any():
+        raise DataError(f"{where} has no missing entries (NaN) to impute")
+    x = transform(data, torch.Generator().manual_seed(VALID_SEED))
+    single, multiple = impute_batched(run.model, x, k=args.k, draws=args.draws, seed=args.seed)
+    single_data = torch.where(missing, to_data_units(single, transform), data.double())
+    say(
+        f"imputed {plural(int(missing.sum()), 'missing entry', 'missing entries')} of "
+        f"{plural(len(data), 'datapoint')} ({where}) with k = {args.k} importance samples"
+        + (f", and {plural(args.draws, 'multiple imputation')}" if args.draws else "")
+    )
+    arrays = {"x": single_data.numpy().reshape(file_shape)}
+    if multiple is not None:
+        draws = torch.where(missing, to_data_units(multiple, transform), data.double())
+        arrays["draws"] = draws.numpy().reshape(args.draws, *file_shape)
+    scores = None
+    if truth is not None:
+        scores = _scores(args, run, data, truth, single_data, missing, columns)
+    if out.suffix.lower() == ".csv":
+        atomic_write_bytes(out, write_table(arrays["x"].reshape(len(data), -1), columns).encode())
+    else:
+        atomic_write_bytes(out, _npy_bytes(**arrays))
+    say(f"wrote {out}")
+    if figure is not None:
+        _figure(figure, run, data, single_data, truth)
+        say(f"wrote {figure}")
+    if scores is not None:
+        atomic_write_json(run.path / "impute.json", scores)
+        say(f"wrote {run.path / 'impute.json'}")
+    return 0
+
+
+def _scores(
+    args: argparse.Namespace,
+    run: Run,
+    data: torch.Tensor,
+    truth: torch.Tensor,
+    single: torch.Tensor,
+    missing: torch.Tensor,
+    columns: tuple,
+) -> dict:
+    """RMSE on the missing entries (a table's numeric columns, in standardized units) and, for a
+    table's categorical columns, the share imputed wrong: the model's and each baseline's, on the
+    same incomplete rows (a baseline's categorical values rounded to the nearest category; the
+    column mean's replaced by the most frequent category)."""
+    n = len(data)
+    rows = data.double().reshape(n, -1).numpy()
+    t, m = truth.double().reshape(n, -1).numpy(), missing.reshape(n, -1).numpy()
+    cat = np.array([c.kind == "categorical" for c in columns], dtype=bool) if columns else np.zeros(t.shape[1], bool)
+    num_m, cat_m = m & ~cat, m & cat
+    imputations = {f"MIWAE (k={args.k})": single.reshape(n, -1).numpy()}
+    for name in args.baselines:
+        filled = baseline_impute(rows, name, args.seed)
+        if cat.any():
+            filled[:, cat] = np.round(filled[:, cat])
+            if name == "mean":
+                filled[:, cat] = np.where(np.isnan(rows[:, cat]), _modes(rows[:, cat]), rows[:, cat])
+        imputations[name] = filled
+    results = {name: rmse(v, t, num_m) for name, v in imputations.items()} if num_m.any() else {}
+    errors = {name: float((v[cat_m] != t[cat_m]).mean()) for name, v in imputations.items()} if cat_m.any() else {}
+    d = run.cfg.data
+    units = " of numeric columns, in standardized units" if columns else ""
+    removed = f"removed by --missing-rate {d.missing_rate}, seed {d.missing_seed}"
+    for title, table, fmt in (
+        (f"RMSE on the missing entries{units} ({removed}):", results, ".4f"),
+        (f"share of missing categorical entries imputed wrong ({removed}):", errors, ".4f"),
+    ):
+        if table:
+            say(title)
+            for name, value in table.items():
+                say(f"  {name:<22} {value:{fmt}}")
+    return {
+        "rmse": results,
+        "categorical_error": errors,
+        "split": args.split,
+        "n": n,
+        "missing": int(missing.sum()),
+        "k": args.k,
+        "seed": args.seed,
+        "missing_rate": run.cfg.data.missing_rate,
+        "missing_seed": run.cfg.data.missing_seed,
+        "units": "the data's own units",
+    }
+
+
+def _figure(path: Path, run: Run, data: torch.Tensor, single: torch.Tensor, truth: torch.Tensor | None) -> None:
+    """Up to 8 datapoints: the observed entries (missing ones shown at mid-grey), the imputation,
+    and the complete data where known, one row each."""
+    n = min(8, len(data))
+    shown = to_display(data[:n].nan_to_num(0.0), run)
+    shown = torch.where(observed(data[:n]), shown, torch.full_like(shown, 0.5))
+    rows = [shown, to_display(single[:n].float(), run)]
+    if truth is not None:
+        rows.append(to_display(truth[:n], run))
+    atomic_write_bytes(path, image_grid_png(torch.cat(rows), nrow=n))
+
+
+def _modes(rows: np.ndarray) -> np.ndarray:
+    """Each column's most frequent observed value."""
+    out = np.zeros(rows.shape[1])
+    for j in range(rows.shape[1]):
+        seen = rows[~np.isnan(rows[:, j]), j]
+        values, counts = np.unique(seen, return_counts=True)
+        out[j] = values[counts.argmax()] if len(values) else 0.0
+    return out

@@ -1,0 +1,334 @@
+"""``dgm ood``: out-of-distribution detection with a run's likelihood (``evaluation.ood_scores``).
+
+    dgm ood runs/fashion --in test --ood mnist                      # -log p(x), typicality, complexity
+    dgm ood runs/fashion --ood mnist --background runs/fashion-bg   # + Ren et al.'s likelihood ratio
+
+The OOD inputs must have the run's image shape and number of levels, and are transformed as the
+run's data are (with the same fixed held-out noise seed). Results are kept in the run folder's
+ood.json by protocol (as ``dgm eval`` keeps evals.json); ``--json`` and ``--out`` write copies
+and a histogram figure, never over an existing file without ``--force``.
+"""
+
+import argparse
+import fcntl
+import hashlib
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from dgmkit._io import atomic_write_json, check_new_output, parse_json
+from dgmkit.cli.argtypes import SEED, count
+from dgmkit.cli.common import add_data_flags, plural, png_output, run_data, say, write_png
+from dgmkit.config import Run, load_run
+from dgmkit.config.schema import MAX_IW_SAMPLES
+from dgmkit.data import Dataset, load_dataset
+from dgmkit.errors import ConfigError, DataError, DgmError
+from dgmkit.evaluation.ood_scores import SCORES, histogram_png, log_likelihoods, ood_scores, png_code_length
+from dgmkit.training.run_writer import RUN_FILES
+from dgmkit.training.trainer import VALID_SEED, resolve_device
+
+__all__ = ["add_parser", "run_ood"]
+
+# what the model's likelihood inputs are, by transform: runs of one space score the same inputs
+_SPACE = {"binary": "binary", "dynamic-binarize": "binary", "integers": "integers", "dequantize": "integers"}
+_KEPT = "ood.json"
+_MAX_KEPT_BYTES = 64 << 20
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ood",
+        help="out-of-distribution detection: likelihood, likelihood ratio, typicality and complexity scores",
+        description="Score in-distribution inputs (a split of the run's data) against OOD inputs (another dataset) "
+        "by -log p(x), Ren et al.'s likelihood ratio (with --background), Nalisnick et al.'s typicality test and "
+        "Serra et al.'s complexity correction (L(x): the bits of a PNG file, Pillow optimize=True); report AUROC, "
+        "AUPRC and the FPR at 95% TPR with the OOD inputs as positives.",
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--in", dest="in_split", default="test", choices=["train", "valid", "test"], help="in-distribution split")
+    p.add_argument("--ood", required=True, metavar="DATASET", help="the OOD data: a named dataset or a .npy/.npz/.mat file")
+    p.add_argument("--ood-split", default="test", choices=["train", "valid", "test"], help="the split of --ood to use")
+    p.add_argument("--ood-data-dir", default=None, help="folder of --ood's files (default: as --data-dir)")
+    p.add_argument(
+        "--background",
+        default=None,
+        metavar="RUN",
+        help="a run trained on mutated inputs (dgm train --mutation-rate): scores the likelihood ratio",
+    )
+    p.add_argument(
+        "--iw-samples",
+        type=count(1, MAX_IW_SAMPLES, "--iw-samples"),
+        default=None,
+        help="importance samples k of a latent variable model (default: the run's)",
+    )
+    p.add_argument(
+        "--typicality-batch",
+        type=count(1, 10**6, "--typicality-batch"),
+        default=25,
+        help="M: inputs per batch of the batch typicality test (1: per input only)",
+    )
+    p.add_argument(
+        "--fit-limit",
+        type=count(1, 10**9, "--fit-limit"),
+        default=10000,
+        help="training inputs (for H) and held-out inputs (for epsilon) of the typicality test: a seeded random "
+        "subset of at most this many of each",
+    )
+    p.add_argument(
+        "--limit",
+        type=count(1, 10**9, "--limit"),
+        default=None,
+        help="a seeded random subset of at most N in-distribution and N OOD inputs",
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the subsets, the sampling and the batches")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the models score the inputs")
+    p.add_argument("--out", default=None, help="a PNG file: histograms of every score, in-distribution against OOD")
+    p.add_argument("--json", default=None, help="also write this result to a JSON file")
+    p.add_argument("--force", action="store_true", help="replace --out and --json if they exist")
+    add_data_flags(p)
+    p.set_defaults(func=run_ood)
+
+
+def _likelihood_run(path: str, what: str) -> Run:
+    run = load_run(path)
+    if run.model.estimate_kind == "reconstruction":
+        raise ConfigError(
+            f"{what} {path}: {run.cfg.model.describe()} defines no density over x (a reconstruction score only); "
+            "dgm ood needs a model with a likelihood"
+        )
+    return run
+
+
+def _check_background(run: Run, bg: Run, path: str) -> None:
+    a, b = run.record["data"], bg.record["data"]
+    if list(a["event_shape"]) != list(b["event_shape"]) or a["num_levels"] != b["num_levels"]:
+        raise DataError(
+            f"--background {path} models inputs of shape {b['event_shape']} with {b['num_levels']} levels, but "
+            f"{run.path} models {a['event_shape']} with {a['num_levels']} levels: a likelihood ratio needs both on one space"
+        )
+    if _SPACE.get(a["transform"], a["transform"]) != _SPACE.get(b["transform"], b["transform"]):
+        raise DataError(
+            f"--background {path} scores {b['transform']} data and {run.path} {a['transform']} data: "
+            "their likelihoods are of different inputs"
+        )
+
+
+def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
+    """The OOD dataset, refused unless it has the run's image shape and number of levels."""
+    cfg = run.cfg.data
+    ds = load_dataset(args.ood, args.ood_data_dir or args.data_dir or cfg.data_dir, download=cfg.download)
+    want, levels = tuple(run.record["data"]["event_shape"]), run.record["data"]["num_levels"]
+    if tuple(ds.event_shape) != want or ds.num_levels != levels:
+        what = lambda n: "continuous values" if n is None else f"{n} levels"  # noqa: E731
+        raise DataError(
+            f"--ood {args.ood}: images of shape {tuple(ds.event_shape)} with {what(ds.num_levels)}, but {run.path} "
+            f"models {want} with {what(levels)}; OOD inputs must be of the run's shape and levels"
+        )
+    return ds
+
+
+def _subset(x: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, dict | None]:
+    if n is None or n >= len(x):
+        return x, None
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return x[idx], {"seed": seed, "of": len(x), "n": n}
+
+
+def _inputs(run: Run, raw: torch.Tensor) -> torch.Tensor:
+    """What the run's likelihood scores: its transform with the fixed held-out noise seed."""
+    return run.transform(raw, torch.Generator().manual_seed(VALID_SEED))
+
+
+def _code_images(run: Run, raw: torch.Tensor) -> torch.Tensor | None:
+    """The integer images the model scores, for the generic compressor (None: none to compress)."""
+    kind, levels = run.transform.kind, run.transform.num_levels
+    if kind in ("binary", "dynamic-binarize"):
+        return _inputs(run, raw).to(torch.uint8)
+    if kind in ("integers", "dequantize") and levels is not None and levels <= 256:
+        return raw.to(torch.uint8)
+    return None
+
+
+def _digest(run: Run) -> str:
+    return hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]
+
+
+def _protocol(r: dict) -> str:
+    sub = r["subsets"]
+    limit = "all" if sub["in"] is None and sub["ood"] is None else f"limit {r['limit']} (seed {r['seed']})"
+    key = f"in {r['in_split']} | ood {r['ood']} {r['ood_split']} | {limit} | k={r['iw_samples']} | seed {r['seed']}"
+    key += f" | typicality M={r['typicality_batch']} fit {r['fit_limit']}"
+    if r.get("background"):
+        key += f" | background {r['background']} weights {r['background_weights']}"
+    return key + f" | weights {r['weights']}"
+
+
+def _kept(run_dir: Path) -> dict:
+    """The results by protocol in the run's ood.json; a file of that name that dgmkit did not
+    write is refused before any work, never overwritten."""
+    path = run_dir / _KEPT
+    if not path.exists() and not path.is_symlink():
+        return {}
+    refuse = DataError(f"{path} is not an {_KEPT} of dgmkit; move it away to keep it, then run dgm ood again")
+    if not path.is_file() or path.stat().st_size > _MAX_KEPT_BYTES:
+        raise refuse
+    try:
+        old = parse_json(path.read_bytes())
+    except (OSError, ValueError, DgmError):
+        raise refuse from None
+    results = old.get("results") if isinstance(old, dict) else None
+    if not isinstance(results, dict) or not all(isinstance(v, dict) and "scores" in v for v in results.values()):
+        raise refuse
+    return results
+
+
+def _keep(run_dir: Path, result: dict) -> int:
+    with open(run_dir / ".ood.lock", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        kept = _kept(run_dir)
+        kept[_protocol(result)] = result
+        atomic_write_json(run_dir / _KEPT, {"results": kept})
+    return len(kept)
+
+
+def format_table(r: dict) -> str:
+    """Score, means, AUROC, AUPRC and FPR at 95% TPR, then what the numbers are."""
+    s = r["scores"]
+    head = ("score", "mean in", "mean OOD", "AUROC", "AUPRC", "FPR@95%TPR")
+    rows = []
+    for name, v in s.items():
+        label = SCORES[name]
+        if name == "typicality_batch":
+            label = f"typicality, batches of M={r['typicality_batch']}"
+        unit = " (bits)" if name == "complexity" else " (nats)"
+        rows.append((label + unit, f"{v['mean_in']:.2f}", f"{v['mean_ood']:.2f}", *_metrics(v)))
+        if name == "nll" and r.get("bits_per_dim"):
+            bpd = r["bits_per_dim"]
+            rows.append(("  as bits/dim", f"{bpd['in']:.4f}", f"{bpd['ood']:.4f}", "", "", ""))
+    widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(len(head))]
+    line = lambda row: "  ".join(  # noqa: E731
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+    )
+    return "\n".join([line(head), *map(line, rows)])
+
+
+def _metrics(v: dict) -> tuple[str, str, str]:
+    return f"{v['auroc']:.4f}", f"{v['auprc']:.4f}", f"{v['fpr_at_95_tpr']:.4f}"
+
+
+def _notes(r: dict) -> list[str]:
+    notes = [
+        f"in: {r['dataset']} {r['in_split']} ({plural(r['n_in'], 'input')}); OOD: {r['ood']} {r['ood_split']} "
+        f"({plural(r['n_ood'], 'input')}); OOD inputs are the positives, larger scores more OOD",
+        f"log p(x): {r['estimate']}" + (f" (k={r['iw_samples']})" if r["iw_samples"] else ""),
+    ]
+    for name in ("typicality", "typicality_batch"):
+        t, s = r.get(name + "_test"), r["scores"].get(name)
+        if t and s:
+            notes.append(
+                f"{name.replace('_', ' ')} (M={t['batch_size']}): H = {t['entropy']:.2f} nats (mean training NLL), "
+                f"epsilon = {t['epsilon']:.2f} (the {1 - t['alpha']:.0%} bootstrap quantile on held-out data); flags "
+                f"{s['flagged']['in']:.1%} of in-distribution and {s['flagged']['ood']:.1%} of OOD "
+                + ("inputs" if t["batch_size"] == 1 else "batches")
+            )
+    if r["typicality_batch"] > 1 and "typicality_batch" not in r["scores"]:
+        notes.append(f"typicality of batches: n/a (fewer than 2 batches of M={r['typicality_batch']} inputs on a side)")
+    if "complexity" in r["scores"]:
+        notes.append("complexity: L(x) = the bits of each image as a PNG file (Pillow, optimize=True, lossless)")
+    else:
+        notes.append(f"complexity: n/a ({r['complexity_note']})")
+    if r.get("background"):
+        notes.append(f"likelihood ratio: background {r['background']} (mutation rate {r['background_mutation_rate']})")
+    return notes
+
+
+def run_ood(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    run = _likelihood_run(args.run_dir, "the run")
+    bg = None if args.background is None else _likelihood_run(args.background, "--background")
+    if args.iw_samples is not None and all(r.model.estimate_kind == "exact" for r in [run, *([bg] if bg else [])]):
+        raise ConfigError(
+            f"--iw-samples: {run.cfg.model.describe()} has an exact log-likelihood; there is nothing to sample"
+        )
+    if bg is not None:
+        _check_background(run, bg, args.background)
+    protected = [run.path / n for n in (*RUN_FILES, _KEPT)]
+    figure = png_output(args) if args.out is not None else None
+    if args.json is not None:
+        check_new_output(args.json, args.force, protected=protected, what="--json")
+    _kept(run.path)  # a foreign ood.json is refused before any work
+    device = resolve_device(args.device)
+    dataset = run_data(run, args.data_dir, args.data)
+    ood = _ood_dataset(run, args)
+    raw_in, sub_in = _subset(dataset.split(args.in_split).x, args.limit, args.seed)
+    raw_ood, sub_ood = _subset(ood.split(args.ood_split).x, args.limit, args.seed + 1)
+    raw_train, _ = _subset(dataset.train.x, args.fit_limit, args.seed + 2)
+    raw_valid, _ = _subset(dataset.valid.x, args.fit_limit, args.seed + 3)
+
+    def ll(r: Run, raw: torch.Tensor) -> torch.Tensor:
+        k = r.cfg.iw_samples if args.iw_samples is None else args.iw_samples
+        r.model.to(device)
+        return log_likelihoods(r.model, _inputs(r, raw).to(device), r.transform.log_volume, max(k, 1), args.seed)
+
+    lp_in, lp_ood = ll(run, raw_in), ll(run, raw_ood)
+    background = None if bg is None else (ll(bg, raw_in), ll(bg, raw_ood))
+    fit = (ll(run, raw_train), ll(run, raw_valid))
+    images = _code_images(run, raw_in), _code_images(run, raw_ood)
+    code_bits = None if images[0] is None else (png_code_length(images[0]), png_code_length(images[1]))
+    num_dims = math.prod(run.record["data"]["event_shape"])
+    scores = ood_scores(
+        lp_in,
+        lp_ood,
+        num_dims=num_dims,
+        background=background,
+        code_bits=code_bits,
+        typicality_fit=fit,
+        typicality_batch=args.typicality_batch,
+        seed=args.seed,
+    )
+    continuous = run.transform.kind == "continuous"
+    k = 0 if run.model.estimate_kind == "exact" else (run.cfg.iw_samples if args.iw_samples is None else args.iw_samples)
+    result = {
+        **scores.to_dict(),
+        "dataset": run.record["data"]["name"],
+        "in_split": args.in_split,
+        "ood": args.ood,
+        "ood_split": args.ood_split,
+        "n_in": len(lp_in),
+        "n_ood": len(lp_ood),
+        "limit": args.limit,
+        "subsets": {"in": sub_in, "ood": sub_ood},
+        "fit_limit": args.fit_limit,
+        "typicality_batch": args.typicality_batch,
+        "estimate": run.model.estimate_kind,
+        "iw_samples": k,
+        "bits_per_dim": None
+        if continuous
+        else {w: (-t.mean().item()) / (num_dims * math.log(2)) for w, t in (("in", lp_in), ("ood", lp_ood))},
+        "complexity_note": None if code_bits else f"no integer images of at most 256 levels ({run.transform.kind} data)",
+        "background": None if bg is None else str(args.background),
+        "background_weights": None if bg is None else _digest(bg),
+        "background_mutation_rate": None if bg is None else bg.cfg.optim.mutation_rate,
+        "checkpoint": run.checkpoint.name,
+        "weights": _digest(run),
+        "seed": args.seed,
+        "seconds": time.perf_counter() - t0,
+    }
+    say(format_table(result))
+    for note in _notes(result):
+        say(f"  {note}")
+    if bg is not None and bg.cfg.optim.mutation_rate == 0:
+        say(f"  note: {args.background} was trained without --mutation-rate (Ren et al. used 0.1 to 0.3)")
+    count_kept = _keep(run.path, result)
+    wrote = [f"{run.path / _KEPT} (results by protocol: {count_kept})"]
+    if args.json is not None:
+        atomic_write_json(args.json, result)
+        wrote.append(str(args.json))
+    if figure is not None:
+        title = f"{run.path.name}: {result['dataset']} {args.in_split} vs {args.ood} {args.ood_split}"
+        write_png(figure, histogram_png(scores, (f"{result['dataset']} (in)", f"{args.ood} (OOD)"), title))
+        wrote.append(str(figure))
+    say(f"wrote {', '.join(wrote)}")
+    return 0

@@ -1,0 +1,76 @@
+"""Incomplete data: missing entries are NaN.
+
+A dataset holds missing entries when its images are floats with NaN in them: read from a file
+that has them, or removed on purpose with ``remove_completely_at_random`` (each entry missing
+independently with probability ``rate``: MCAR, the MIWAE protocol's mechanism). Quantized
+data keep their number of levels: the observed entries are still integers 0..L-1, stored as
+floats so that NaN can stand beside them.
+"""
+
+import dataclasses
+
+import torch
+
+from dgmkit.data.dataset import SPLITS, Dataset, Split
+from dgmkit.errors import ConfigError, DataError
+
+__all__ = [
+    "remove_completely_at_random",
+    "has_missing",
+    "missing_count",
+    "observed",
+    "check_missing_allowed",
+    "MAX_MISSING_RATE",
+]
+
+MAX_MISSING_RATE = 0.99
+
+
+def observed(x: torch.Tensor) -> torch.Tensor:
+    """True where x is observed (not NaN)."""
+    return ~torch.isnan(x) if x.is_floating_point() else torch.ones_like(x, dtype=torch.bool)
+
+
+def missing_count(dataset: Dataset) -> int:
+    """How many entries of all splits are missing."""
+    return sum(int((~observed(dataset.split(s).x)).sum()) for s in SPLITS)
+
+
+def has_missing(dataset: Dataset) -> bool:
+    return any(dataset.split(s).x.is_floating_point() and bool(torch.isnan(dataset.split(s).x).any()) for s in SPLITS)
+
+
+def remove_completely_at_random(dataset: Dataset, rate: float, seed: int = 0) -> Dataset:
+    """``dataset`` with each entry of every split removed (set to NaN) independently with
+    probability ``rate`` (the split's own seeded stream: ``seed`` and the split's index), so
+    that the same rate and seed remove the same entries again. Entries already missing stay
+    missing. Every datapoint keeps at least one observed entry (a row with none would carry
+    no information; its first entry is restored)."""
+    if not 0 <= rate <= MAX_MISSING_RATE:
+        raise ConfigError(f"missing_rate must lie in [0, {MAX_MISSING_RATE}], got {rate}")
+    if rate == 0:
+        return dataset
+    if dataset.name.startswith("codes:"):
+        raise ConfigError("missing_rate applies to data, not to the code grids of a VQ-VAE (--codes-of)")
+    splits = {}
+    for i, name in enumerate(SPLITS):
+        s = dataset.split(name)
+        g = torch.Generator().manual_seed(int(seed) * len(SPLITS) + i)
+        drop = torch.rand(s.x.shape, generator=g) < rate
+        flat = drop.view(len(s.x), -1)
+        none_left = flat.all(1)
+        flat[none_left, 0] = False
+        x = s.x.float() if not s.x.is_floating_point() else s.x.clone()
+        x[drop] = float("nan")
+        splits[name] = Split(x, s.y, s.factors)
+    return dataclasses.replace(dataset, **splits)
+
+
+def check_missing_allowed(dataset: Dataset, handles_missing: bool, what: str) -> None:
+    """Refuse data with missing entries for a model or objective that cannot score them."""
+    if handles_missing or not has_missing(dataset):
+        return
+    raise DataError(
+        f"{dataset.name} has {missing_count(dataset)} missing entries (NaN), and {what} cannot score incomplete data; "
+        "train a VAE with --objective miwae (the likelihood of the observed entries), or fill them in first"
+    )

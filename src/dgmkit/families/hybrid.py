@@ -1,0 +1,57 @@
+"""The hybrid family (Nalisnick et al. 2019): one normalizing flow gives log p(x) exactly and,
+through a linear classifier on its output, p(y|x); trained on log p(y|x) + (lambda / D) log p(x).
+The flow settings are the flow family's."""
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+
+from dgmkit.errors import ConfigError
+from dgmkit.families.flow import FlowConfig
+from dgmkit.families.registry import register_family
+from dgmkit.models import FlowModel
+from dgmkit.models.hybrid import HybridFlow
+from dgmkit.objectives import Objective
+from dgmkit.objectives.semisupervised import HybridObjective
+from dgmkit.settings import setting
+
+__all__ = ["HybridConfig"]
+
+
+@register_family
+@dataclasses.dataclass
+class HybridConfig(FlowConfig):
+    name = "hybrid"
+    summary = "hybrid model p(y|x) p(x): a flow with a linear classifier on its output (Nalisnick et al.)"
+    uses_labels: ClassVar[bool] = True
+
+    classes: int = setting(10, "classes K of the labels (0..K-1)", min=2, max=1000)
+    px_weight: float = setting(
+        1.0, "lambda: the loss is -(log p(y|x) + lambda / D log p(x)), D the data's dimensions", min=0, max=1e6
+    )
+    labelled_batch: int = setting(
+        0, "labelled rows added to every batch (drawn from the kept labels; for --labels N)", min=0, max=10**6
+    )
+
+    def validate(self) -> None:
+        if self.dequantization != "uniform":
+            raise ConfigError("the hybrid model's classifier reads the flow's output: it needs uniform dequantization")
+
+    def describe(self) -> str:
+        layers = f"{self.flow_layers} layers per level"
+        return f"a hybrid {self.flow} flow ({layers}) with a linear classifier of {self.classes} classes"
+
+    def training_objective(self) -> Objective:
+        return HybridObjective(self.px_weight)
+
+    def trainer_options(self) -> dict:
+        return {"labelled_batch": self.labelled_batch}
+
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> HybridFlow:
+        flow = super().build(event_shape, num_levels, init_data, seed)
+        if not isinstance(flow, FlowModel):  # excluded by validate: uniform dequantization only
+            raise ConfigError("the hybrid model needs a flow of uniformly dequantized data")
+        return HybridFlow(flow, self.classes)

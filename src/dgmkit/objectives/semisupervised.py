@@ -1,0 +1,133 @@
+r"""Objectives with labels, some of them hidden (label -1): M2's and the hybrid model's.
+
+M2 (Kingma et al. 2014, arXiv 1406.5298) maximizes, over the whole training set,
+
+    J = sum_labelled [L(x, y) + alpha log q(y|x)] + sum_unlabelled U(x),   alpha = a N
+
+(the paper's a = 0.1). A batch holds ``B_l`` labelled and ``B_u`` unlabelled rows (the Trainer
+adds labelled rows to every batch, ``labelled_batch``); each row is weighted by the inverse of
+its group's share in the batch, (N_l / N) (B / B_l) or (N_u / N) (B / B_u), so that the batch
+mean of the loss estimates -J / N whatever the batch holds.
+
+The hybrid model (Nalisnick et al. 2019, arXiv 1902.02767) maximizes
+log p(y|x) + (lambda / D) log p(x) (log p(x) only where the label is hidden).
+"""
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+
+from dgmkit.objectives.base import Objective
+
+if TYPE_CHECKING:
+    from dgmkit.models.hybrid import HybridFlow
+    from dgmkit.models.m2 import M2
+
+__all__ = ["M2Objective", "M2Terms", "HybridObjective", "HybridObjectiveTerms"]
+
+
+def _labels(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    if y is None:
+        return torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+    if y.shape != (len(x),):
+        raise ValueError(f"expected one label per datapoint, shape ({len(x)},), got {tuple(y.shape)}")
+    return y.long()
+
+
+def _at(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """t[b, y_b] (0 where y_b < 0), shape (B,)."""
+    return torch.where(y >= 0, t.gather(1, y.clamp(min=0)[:, None]).squeeze(1), torch.zeros_like(t[:, 0]))
+
+
+class M2Terms(NamedTuple):
+    """Per-example tensors (B,): ``elbo`` = U(x), the bound on log p(x) with y summed out (for
+    every example, labelled or not); ``log_qy`` = log q(y|x) at the label and ``accuracy`` = 1
+    where q(y|x) puts the label first (both 0 for unlabelled examples); ``labelled`` = 1 where
+    the label is kept."""
+
+    loss: torch.Tensor
+    elbo: torch.Tensor
+    log_qy: torch.Tensor
+    accuracy: torch.Tensor
+    labelled: torch.Tensor
+
+
+class M2Objective(Objective):
+    """M2's objective (module docstring) with the classification weight ``alpha`` = a N, where
+    a = ``alpha_fraction`` and N is the training set's size (``setup``)."""
+
+    score = "elbo"
+    score_label = "ELBO"
+    takes_labels = True
+
+    def __init__(self, alpha_fraction: float = 0.1):
+        if not alpha_fraction >= 0:
+            raise ValueError(f"alpha_fraction must be >= 0, got {alpha_fraction}")
+        self.alpha_fraction = alpha_fraction
+        self.train_size: int | None = None
+        self.labelled: int | None = None
+
+    def setup(self, train_size: int) -> None:
+        self.train_size = train_size
+
+    def setup_labels(self, labelled: int) -> None:
+        self.labelled = labelled
+
+    def __call__(self, model: "M2", x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None) -> M2Terms:
+        y = _labels(x, y)
+        t = model.enumerate(x)
+        u = t.unlabelled()  # (B,)
+        lab = y >= 0
+        bound_y, log_qy = _at(t.bound, y), _at(t.log_qy, y)
+        n = self.train_size or len(x)
+        b_l = lab.sum().clamp(min=1)
+        b_u = (~lab).sum().clamp(min=1)
+        # the labelled share of the training set (without ``setup_labels``: of this batch), and each
+        # group's weight: its share of the training set over its share of the batch
+        share = self.labelled / n if self.labelled is not None and self.train_size else lab.float().mean()
+        w_l = share * len(x) / b_l
+        w_u = (1 - share) * len(x) / b_u
+        alpha = self.alpha_fraction * n
+        loss = torch.where(lab, -w_l * (bound_y + alpha * log_qy), -w_u * u)
+        correct = (t.log_qy.argmax(-1) == y) & lab
+        return M2Terms(loss, u, log_qy, correct.float(), lab.float())
+
+
+class HybridObjectiveTerms(NamedTuple):
+    """Per-example tensors (B,): ``objective`` = log p(y|x) + (lambda / D) log p(x) (the first
+    term 0 where the label is hidden), ``log_px`` exact, ``log_py_x`` at the label, ``accuracy``
+    1 where p(y|x) puts the label first, ``labelled`` 1 where the label is kept."""
+
+    loss: torch.Tensor
+    objective: torch.Tensor
+    log_px: torch.Tensor
+    log_py_x: torch.Tensor
+    accuracy: torch.Tensor
+    labelled: torch.Tensor
+
+
+class HybridObjective(Objective):
+    """-(log p(y|x) + (lambda / D) log p(x)) for a ``models.HybridFlow`` over D dimensions.
+
+    The score that training monitors (early stopping, the best checkpoint) is the exact
+    log p(x), which needs no label; the objective and the accuracy are logged beside it."""
+
+    score = "log_px"
+    score_label = "log p(x)"
+    takes_labels = True
+
+    def __init__(self, px_weight: float = 1.0):
+        if not px_weight >= 0:
+            raise ValueError(f"px_weight must be >= 0, got {px_weight}")
+        self.px_weight = px_weight
+
+    def __call__(
+        self, model: "HybridFlow", x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
+    ) -> HybridObjectiveTerms:
+        y = _labels(x, y)
+        t = model.joint(x)
+        lab = y >= 0
+        log_py_x = _at(t.log_py_x, y)
+        objective = log_py_x + self.px_weight / model.flow.num_dims * t.log_px
+        correct = (t.log_py_x.argmax(-1) == y) & lab
+        return HybridObjectiveTerms(-objective, objective, t.log_px, log_py_x, correct.float(), lab.float())

@@ -1,0 +1,266 @@
+"""Semi-supervised models: M2's bound with the class summed out exactly, labelled subsets kept
+balanced and seeded, labels through the Trainer, the hybrid flow's two factors, and the CLI."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dgmkit.cli.main import main
+from dgmkit.config import RunConfig, build_model, build_objective, load_run
+from dgmkit.data import Split, load_dataset
+from dgmkit.data.labels import HIDDEN, keep_labels
+from dgmkit.distributions import DiagonalNormal
+from dgmkit.errors import ConfigError, DataError
+from dgmkit.models import M2, HybridFlow
+from dgmkit.objectives import importance_sampled_log_likelihood
+from dgmkit.objectives.semisupervised import HybridObjective, M2Objective
+from dgmkit.training import Trainer
+
+K, M = 3, 2
+
+
+def _tiny_m2(seed: int = 0, perturb: float = 0.3) -> M2:
+    torch.manual_seed(seed)
+    cfg = RunConfig.of(model="m2", hidden=[8], latent_dim=M, classes=K)
+    model = build_model(cfg, (1, 4, 4), 2)
+    with torch.no_grad():  # away from the initialisation's near-uniform q(y|x)
+        for p in model.parameters():
+            p.add_(perturb * torch.randn_like(p))
+    return model
+
+
+def _binary(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, 2, (n, 1, 4, 4), generator=torch.Generator().manual_seed(seed)).float()
+
+
+class _FixedNoise(DiagonalNormal):
+    """q(z|x,y) whose draw uses given noise: z = loc + scale * eps."""
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor):
+        super().__init__(loc, scale)
+        self.eps = eps
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        return self.loc + self.scale * self.eps
+
+
+class _FixedEncoder(nn.Module):
+    def __init__(self, encoder: nn.Module, eps: torch.Tensor):
+        super().__init__()
+        self.encoder, self.eps = encoder, eps
+
+    def forward(self, inputs: torch.Tensor) -> DiagonalNormal:
+        q = self.encoder(inputs)
+        return _FixedNoise(q.loc, q.scale, self.eps)
+
+
+@torch.no_grad()
+def test_unlabelled_bound_sums_over_every_class_exactly():
+    """U(x) = sum_y q(y|x) [E log p(x|y,z) - KL(q(z|x,y) || p(z)) + log p(y) - log q(y|x)],
+    computed here by hand class by class (same noise for z) against the objective."""
+    model = _tiny_m2().double()
+    x = _binary(4).double()
+    b = len(x)
+    eps = torch.randn(b * K, M, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    encoder = model.encoder
+    model.encoder = _FixedEncoder(encoder, eps)
+    terms = M2Objective()(model, x, y=torch.full((b,), HIDDEN))
+    flat = x.flatten(1)
+    log_qy = torch.log_softmax(model.classifier(flat), -1)  # (B, K)
+    expected = torch.zeros(b, dtype=torch.float64)
+    for c in range(K):
+        onehot = nn.functional.one_hot(torch.full((b,), c), K).double()
+        q = encoder(torch.cat([flat, onehot], -1))
+        z = q.loc + q.scale * eps[c::K]  # rows b * K + c are class c
+        recon = model.decoder(torch.cat([z, onehot], -1)).log_prob(x)
+        kl = 0.5 * (q.scale**2 + q.loc**2 - 1 - 2 * q.scale.log()).sum(-1)
+        bound = recon - kl + math.log(1 / K)
+        expected += log_qy[:, c].exp() * (bound - log_qy[:, c])
+    torch.testing.assert_close(terms.elbo, expected)
+    torch.testing.assert_close(terms.loss, -expected)  # all unlabelled: the loss is -U(x)
+    # a labelled example's loss is -L(x, y) - alpha log q(y|x), alpha = a N
+    objective = M2Objective(alpha_fraction=0.5)
+    objective.setup(10)
+    objective.setup_labels(10)  # all labelled: each row keeps weight 1
+    y = torch.tensor([0, 1, 2, 0])
+    t = model.enumerate(x)
+    labelled = objective(model, x, y=y)
+    by_hand = -(t.bound.gather(1, y[:, None]).squeeze(1) + 0.5 * 10 * t.log_qy.gather(1, y[:, None]).squeeze(1))
+    torch.testing.assert_close(labelled.loss, by_hand)
+    torch.testing.assert_close(labelled.elbo, expected)  # the score stays U(x), for every example
+
+
+@torch.no_grad()
+def test_group_weights_make_the_batch_mean_estimate_the_whole_sum():
+    model = _tiny_m2().double()
+    x = _binary(6).double()
+    y = torch.tensor([0, 1, -1, -1, -1, -1])
+    objective = M2Objective(alpha_fraction=0.0)
+    objective.setup(1000)
+    objective.setup_labels(10)  # 1% labelled, but a third of this batch
+    torch.manual_seed(0)
+    t = objective(model, x, y=y)
+    torch.manual_seed(0)
+    e = model.enumerate(x)
+    labelled = -e.bound.gather(1, y.clamp(min=0)[:, None]).squeeze(1)
+    want = torch.where(y >= 0, 0.01 * 6 / 2 * labelled, 0.99 * 6 / 4 * -e.unlabelled())
+    torch.testing.assert_close(t.loss, want)
+
+
+@torch.no_grad()
+def test_eval_log_likelihood_sums_over_the_classes():
+    """The stratified importance weights (one z per class) estimate log sum_y p(y) p(x|y): with
+    many draws they agree with a grid integral over the 2-D z, and stay above the bound U(x)."""
+    model = _tiny_m2(perturb=0.1).double()  # a proposal close enough for 4000 draws
+    x = _binary(3).double()
+
+    est = importance_sampled_log_likelihood(model, x, k=4000, generator=torch.Generator().manual_seed(0))
+    axis = torch.linspace(-7, 7, 201, dtype=torch.float64)
+    z = torch.cartesian_prod(axis, axis)
+    per_class = []
+    for c in range(K):
+        latent = torch.cat([nn.functional.one_hot(torch.full((len(z),), c), K).double(), z], -1)
+        log_px_z, log_prior = model.log_joint(x, latent.unsqueeze(1).expand(len(z), len(x), -1))
+        per_class.append(torch.logsumexp(log_px_z + log_prior, 0))
+    exact = torch.logsumexp(torch.stack(per_class), 0) + 2 * math.log(float(axis[1] - axis[0]))
+    torch.testing.assert_close(est, exact, atol=0.05, rtol=0)
+    assert (model.elbo_terms(x)["elbo"] <= exact + 1e-6).all()
+
+
+def test_keep_labels_is_balanced_seeded_and_exact():
+    y = torch.arange(100) % 10
+    split = Split(torch.zeros(100, 1, 2, 2), y)
+    kept = keep_labels(split, 30, num_classes=10, seed=5).y
+    assert (kept >= 0).sum() == 30
+    assert torch.equal(torch.bincount(kept[kept >= 0], minlength=10), torch.full((10,), 3))
+    assert ((kept == y) | (kept == HIDDEN)).all()  # kept labels are the true ones
+    assert torch.equal(keep_labels(split, 30, 10, seed=5).y, kept)  # same seed, same draw
+    assert not torch.equal(keep_labels(split, 30, 10, seed=6).y, kept)
+    assert torch.equal(keep_labels(split, None, 10, seed=5).y, y)  # None: all of them
+    with pytest.raises(DataError, match="multiple of 10"):
+        keep_labels(split, 25, 10, seed=0)
+    with pytest.raises(DataError, match="more than the 100"):
+        keep_labels(split, 110, 10, seed=0)
+    skewed = Split(split.x, (torch.arange(100) >= 90).long())  # 90 of class 0, 10 of class 1
+    with pytest.raises(DataError, match="needs 20 examples of class 1"):
+        keep_labels(skewed, 40, 2, seed=0)
+    with pytest.raises(DataError, match="outside the model's classes 0..4"):
+        keep_labels(split, 10, 5, seed=0)
+    with pytest.raises(DataError, match="no labels"):
+        keep_labels(Split(split.x), 10, 10, seed=0)
+
+
+def test_trainer_passes_labels_and_adds_labelled_rows():
+    digits = load_dataset("digits")
+    cfg = RunConfig.of(model="m2", hidden=[16], latent_dim=2, labels=20, labelled_batch=7, batch_size=32, epochs=1)
+    model = build_model(cfg, digits.event_shape, digits.num_levels)
+    train = keep_labels(digits.train.subset(torch.arange(200)), 20, 10, seed=0)
+    seen = []
+    objective = build_objective(cfg)
+    real = objective.__call__
+
+    def spy(model, x, beta=1.0, y=None):
+        seen.append((len(x), None if y is None else y.clone()))
+        return real(model, x, beta, y=y)
+
+    objective.__call__ = spy  # instance attribute: the Trainer calls objective(...) through the class
+    type_call = type(objective).__call__
+    type(objective).__call__ = lambda self, *a, **k: spy(*a, **k)
+    try:
+        trainer = Trainer(
+            model, objective, train, cfg.model.transform(digits), valid=digits.valid.subset(torch.arange(50)),
+            epochs=1, batch_size=32, progress=False, labelled_batch=7,
+        )  # fmt: skip
+        (m,) = trainer.fit()
+    finally:
+        type(objective).__call__ = type_call
+    assert objective.labelled == 20 and objective.train_size == 200
+    train_calls = seen[:-1]  # the last call is the validation batch
+    assert len(train_calls) == math.ceil(200 / 32)
+    for n, y in train_calls:
+        assert y is not None and len(y) == n and (y[-7:] >= 0).all()  # the labelled rows added
+    n, y = seen[-1]
+    assert n == 50 and torch.equal(y, digits.valid.y[:50].long())  # validation: every label
+    assert 0 <= m["valid_accuracy"] <= 1 and math.isfinite(m["valid_elbo"])
+
+
+@torch.no_grad()
+def test_hybrid_objective_pieces_are_exact():
+    torch.manual_seed(0)
+    cfg = RunConfig.of(model="hybrid", hidden=[8], flow_layers=2, flow_levels=1, classes=K, px_weight=2.0)
+    model: HybridFlow = build_model(cfg, (1, 4, 4), 4).double()
+    x = (torch.randint(0, 4, (5, 1, 4, 4)) + torch.rand(5, 1, 4, 4)).double() / 4
+    y = torch.tensor([0, 1, 2, -1, 1])
+    t = HybridObjective(2.0)(model, x, y=y)
+    torch.testing.assert_close(t.log_px, model.flow.log_prob(x))  # the flow's exact density
+    z, _ = model.flow.transform(x)
+    log_py = torch.log_softmax(model.head(z), -1)  # the linear model of the flow's output
+    want_py = torch.where(y >= 0, log_py.gather(1, y.clamp(min=0)[:, None]).squeeze(1), torch.zeros(5).double())
+    torch.testing.assert_close(t.log_py_x, want_py)
+    torch.testing.assert_close(t.objective, want_py + 2.0 / 16 * t.log_px)
+    torch.testing.assert_close(t.loss, -t.objective)
+    # log p(x) by the change of variables on the flow's Jacobian
+    xf = x[:1].flatten(1).requires_grad_(True)
+    jac = torch.autograd.functional.jacobian(lambda v: model.flow.transform(v.view(1, 1, 4, 4))[0].flatten(), xf)
+    logdet = torch.linalg.slogdet(jac.reshape(16, 16))[1]
+    base = -0.5 * z[0].pow(2).sum() - 8 * math.log(2 * math.pi)
+    torch.testing.assert_close(t.log_px[0], base + logdet)
+
+
+def test_refusals():
+    with pytest.raises(ConfigError, match="not trained on labels"):
+        RunConfig.of(model="vae", labels=100)
+    with pytest.raises(ConfigError, match="uniform dequantization"):
+        RunConfig.of(model="hybrid", dequantization="variational")
+
+
+def test_cli_trains_evaluates_and_resumes_with_the_same_labels(tmp_path, capsys):
+    out = tmp_path / "m2"
+    flags = ["--model", "m2", "--dataset", "digits", "--labels", "50", "--hidden", "32", "--latent-dim", "4"]
+    flags += ["--batch-size", "64", "--labelled-batch", "16", "--quiet", "--out", str(out)]
+    assert main(["train", *flags, "--epochs", "2"]) == 0
+    run = load_run(out)
+    assert run.cfg.data.labels == 50 and run.cfg.model.labelled_batch == 16
+    assert main(["train", *flags, "--epochs", "3", "--resume"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--iw-samples", "5"]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy" in text and "NLL (k=5)" in text
+    r = json.loads((out / "eval.json").read_text())
+    assert 0 <= r["accuracy"] <= 1 and r["elbo"] <= -r["nll"] + 1.0
+    # the resumed run is the uninterrupted one
+    ref = tmp_path / "ref"
+    assert main(["train", *flags[:-1], str(ref), "--epochs", "3"]) == 0
+    a = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()]
+    assert [m["valid_elbo"] for m in a] == pytest.approx([m["valid_elbo"] for m in b], rel=1e-6)
+    # the hybrid, all labels by default
+    hy = tmp_path / "hy"
+    args = ["train", "--model", "hybrid", "--dataset", "digits", "--hidden", "16", "--flow-layers", "1"]
+    assert main([*args, "--epochs", "1", "--quiet", "--out", str(hy)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(hy)]) == 0
+    text = capsys.readouterr().out
+    assert "NLL (exact)" in text and "bits/dim" in text and "accuracy" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "vae", "--labels", "10"], "not trained on labels"),
+        (["--model", "m2", "--labels", "15"], "multiple of 10"),
+        (["--model", "m2", "--labels", "100000"], "more than the"),
+        (["--model", "m2", "--dataset", "two-moons", "--likelihood", "gaussian"], "no labels"),
+        (["--model", "m2", "--classes", "5"], "outside the model's classes"),
+    ],
+)
+def test_cli_refuses_with_one_line(argv, message, tmp_path, capsys):
+    if "--dataset" not in argv:
+        argv = [*argv, "--dataset", "digits"]
+    code = main(["train", *argv, "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
