@@ -5,6 +5,7 @@ test_miwae.py)."""
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -114,7 +115,7 @@ def test_a_table_reads_with_an_inferred_or_given_schema_and_writes_back(tmp_path
 @pytest.mark.parametrize(
     "text, problem",
     [
-        ("a,b\n1,2\n3\n", "row 3 has 1 cells"),
+        ("a,b\n1,2\n3\n", "line 3 has 1 cells"),
         ("a,a\n1,2\n", "each once"),
         ("a,b\n,1\n,2\n", "no observed value"),
         ("a\n", "header row and at least one row"),
@@ -212,6 +213,8 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys):
     lines = (tmp_path / "filled.csv").read_text().splitlines()
     assert lines[0] == "size,colour,weight" and all("" not in line.split(",") for line in lines[1:])
     assert lines[1].split(",")[1] in ("red", "green", "blue") and lines[2].split(",")[1] == "red"
+    # the observed cells come back character for character; only the empty ones are filled
+    assert lines[1].split(",")[0::2] == ["0.1", "0.2"] and lines[2].split(",")[1:] == ["red", "4.1"]
     # refusals, each one line
     for args, problem in (
         ([holes, "--out", tmp_path / "x.npy", "--baselines", "mean"], "need the run's own data"),
@@ -250,3 +253,103 @@ def load_run_split(run):
     from dgmkit.config import load_run
 
     return split_data(load_run(run), "train")[0]
+
+
+def test_csv_quoting_line_numbers_and_numbers_out_of_range(tmp_path):
+    p = tmp_path / "q.csv"
+    p.write_text('a,b\n1,"x\ny"\n2,"p\x0cq"\n\n3,z\n,\n')  # a quoted line break; \f is no row break; a blank line
+    x, cols = read_table(p)
+    assert cols[1].categories == ("p\x0cq", "x\ny", "z") and x.shape == (4, 2)
+    assert np.isnan(x[3]).all()  # a row of empty cells is a row of missing entries, not dropped
+    again = tmp_path / "again.csv"
+    again.write_text(write_table(x[:3], cols))
+    assert np.allclose(read_table(again, columns=cols)[0], x[:3])
+    for text, problem in (
+        ('a,b\n1,"x\n2,y\n', "not a readable CSV"),  # an unclosed quote must not swallow the rows after it
+        ("a,b\n\n1,x\n1,2,3\n", "line 4 has 3 cells"),  # the file's line, blank lines counted
+        ("a,b\n1e400,x\n2,y\n", "'1e400': a numeric column's values must be finite"),  # not silently categorical
+        ("a,b\ninf,x\n2,y\n", "'inf'"),
+        ("a,b\n1e308,x\n1e308,y\n", "'1e308'"),  # its mean would overflow: a column of NaN
+    ):
+        p.write_text(text)
+        with pytest.raises(DataError, match=problem):
+            read_table(p)
+    p.write_text("a,b\n1,x\n2,y\n")
+    fifo = tmp_path / "s.json"
+    os.mkfifo(fifo)  # reading it would block forever
+    for schema in (fifo, tmp_path):
+        with pytest.raises(DataError, match="not a file"):
+            read_table(p, schema)
+
+
+def test_write_table_keeps_the_digits_of_a_column_far_from_zero(tmp_path):
+    p = tmp_path / "t.csv"
+    values = [1700000000 + 1234 * i for i in range(10)]  # timestamps: mean large against the spread
+    p.write_text("t,c\n" + "".join(f"{v},{'ab'[i % 2]}\n" for i, v in enumerate(values)))
+    x, cols = read_table(p)
+    text = write_table(x.astype(np.float32), cols)  # stored rows are float32
+    back = [float(line.split(",")[0]) for line in text.splitlines()[1:]]
+    assert np.allclose(back, values, rtol=0, atol=1.0)
+
+
+def test_mcar_keeps_an_observed_entry_in_rows_with_missing_entries_already():
+    x = (np.random.default_rng(0).random((40, 6)) < 0.5).astype(np.float32)
+    x[:, :3] = np.nan  # the first entries of every row are missing in the data already
+    d = remove_completely_at_random(from_array(x), 0.99, seed=1)
+    for s in (d.train, d.valid, d.test):
+        assert (~s.x.isnan()).flatten(1).any(1).all()
+
+
+def test_training_reports_bits_per_observed_entry(tmp_path, capsys):
+    x = (np.random.default_rng(0).random((60, 16)) < 0.5).astype(np.float32)
+    x[:, :8] = np.nan
+    p = tmp_path / "half.npy"
+    np.save(p, x)
+    code, out, err = _run(capsys, "train", "--dataset", p, "--objective", "miwae", "--latent-dim", "2", "--hidden", "8",
+                          "--epochs", "1", "--out", tmp_path / "r")  # fmt: skip
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if "bits/dim" in line)
+    nats, bpd = float(line.split("valid -MIWAE bound")[1].split()[0]), float(line.split("(")[1].split()[0])
+    assert bpd == pytest.approx(nats / (8 * math.log(2)), abs=1e-3)  # 8 observed entries per row, not 16
+
+
+def test_impute_refusals_and_scores_on_a_table_with_holes_of_its_own(tmp_path, capsys, monkeypatch):
+    p = _table(tmp_path, n=60)  # the colour column has empty cells of its own; --missing-rate removes more
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "--dataset", p, "--likelihood", "mixed", "--objective", "miwae", "--iw-k", "2",
+                        "--missing-rate", "0.3", "--latent-dim", "2", "--hidden", "8", "--epochs", "1", "--quiet",
+                        "--out", run)  # fmt: skip
+    assert code == 0, err
+    code, _, err = _run(capsys, "impute", run, "--out", tmp_path / "i.npy", "--k", "5", "--baselines", "mean")
+    assert code == 0, err  # the file's own holes have no known value: not scored (they crashed the RMSE)
+    scores = json.loads((run / "impute.json").read_text())
+    assert 0 < scores["scored"] < scores["missing"] and scores["units"].startswith("standardized")
+    rows = tmp_path / "rows.npy"
+    np.save(rows, np.array([[0.0, 7.0, np.nan], [0.5, np.nan, 1.0]]))  # colour has 3 categories: 7 is none
+    holes = tmp_path / "holes.csv"
+    holes.write_text("size,colour,weight\n0.1,,0.2\n,,\n")  # a row of empty cells: refused, not dropped
+    before = p.read_bytes()
+    monkeypatch.setattr("dgmkit.cli.impute.MAX_DRAWN_VALUES", 100)
+    for args, problem in (
+        ([rows, "--out", tmp_path / "o.npy"], "indices 0..2"),
+        ([holes, "--out", tmp_path / "o.csv"], "1 rows hold no observed value"),
+        (["--out", tmp_path / "o.npy", "--figure", tmp_path / "f.png"], "--figure shows images"),
+        (["--out", p, "--force"], "is an input of this command"),  # the run's own data file
+        (["--out", tmp_path / "o.npz", "--draws", "10"], "draw fewer"),
+        (["--out", tmp_path / "i.npy"], "--out "),
+    ):
+        code, _, err = _run(capsys, "impute", run, *args)
+        assert code == 1 and problem in err and len(err.strip().splitlines()) == 1, err
+    assert p.read_bytes() == before
+
+
+def test_a_categorical_column_of_one_category_is_modelled(tmp_path, capsys):
+    p = tmp_path / "one.csv"
+    p.write_text("a,b\n" + "".join(f"{i * 0.37 % 1:.3f},x\n" for i in range(30)))
+    code, _, err = _run(capsys, "train", "--dataset", p, "--likelihood", "mixed", "--objective", "miwae",
+                        "--missing-rate", "0.3", "--latent-dim", "2", "--hidden", "8", "--epochs", "1", "--quiet",
+                        "--out", tmp_path / "r")  # fmt: skip
+    assert code == 0, err  # was an internal error (levels [0, 1])
+    code, _, err = _run(capsys, "impute", tmp_path / "r", "--out", tmp_path / "i.csv", "--k", "5")
+    assert code == 0, err
+    assert {line.split(",")[1] for line in (tmp_path / "i.csv").read_text().splitlines()[1:]} == {"x"}

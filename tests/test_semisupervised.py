@@ -81,14 +81,14 @@ def test_unlabelled_bound_sums_over_every_class_exactly():
         expected += log_qy[:, c].exp() * (bound - log_qy[:, c])
     torch.testing.assert_close(terms.elbo, expected)
     torch.testing.assert_close(terms.loss, -expected)  # all unlabelled: the loss is -U(x)
-    # a labelled example's loss is -L(x, y) - alpha log q(y|x), alpha = a N
+    # a labelled example's loss is -L(x, y) - (alpha / N_l) log q(y|x), alpha = a N (the paper's eq. 9)
     objective = M2Objective(alpha_fraction=0.5)
     objective.setup(10)
     objective.setup_labels(10)  # all labelled: each row keeps weight 1
     y = torch.tensor([0, 1, 2, 0])
     t = model.enumerate(x)
     labelled = objective(model, x, y=y)
-    by_hand = -(t.bound.gather(1, y[:, None]).squeeze(1) + 0.5 * 10 * t.log_qy.gather(1, y[:, None]).squeeze(1))
+    by_hand = -(t.bound.gather(1, y[:, None]).squeeze(1) + 0.5 * 10 / 10 * t.log_qy.gather(1, y[:, None]).squeeze(1))
     torch.testing.assert_close(labelled.loss, by_hand)
     torch.testing.assert_close(labelled.elbo, expected)  # the score stays U(x), for every example
 

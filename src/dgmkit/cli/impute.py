@@ -24,7 +24,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.config.codes import run_dataset
 from dgmkit.data.formats import read_arrays
 from dgmkit.data.missing import observed
-from dgmkit.data.registry import check_images
+from dgmkit.data.registry import check_images, is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES, read_table, write_table
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.figures import image_grid_png
@@ -35,6 +35,7 @@ from dgmkit.training.trainer import VALID_SEED
 __all__ = ["add_parser", "run_impute"]
 
 _OUT_SUFFIXES = (".npy", ".npz", ".csv")
+MAX_DRAWN_VALUES = 1 << 28  # the multiple imputations, held in memory (float64) and written at once
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -82,19 +83,23 @@ def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
     protected = [Path(args.run_dir) / n for n in RUN_FILES]
     out = Path(args.out)
     if out.suffix.lower() not in _OUT_SUFFIXES:
-        raise ConfigError(f"--out must name a .npy or .npz file, got {out}")
+        raise ConfigError(f"--out must name a .npy, .npz or (for a table) .csv file, got {out}")
     if args.draws and out.suffix.lower() != ".npz":
         raise ConfigError("--draws writes several imputations: --out must name a .npz file")
     if out.suffix.lower() == ".csv" and run.cfg.model.to_dict().get("likelihood") != "mixed":
         raise ConfigError("--out .csv writes a table: the run must model one (--likelihood mixed); name a .npy file")
-    inputs = [args.input] if args.input else []
+    d = run.cfg.data  # the run's own data file and schema are read too: never replaced
+    inputs = [v for v in (args.input, args.data, d.schema) if v]
+    inputs += [d.dataset] if d.dataset and is_data_file(d.dataset) and not args.data else []
     out = check_new_output(out, args.force, inputs=inputs, protected=protected)
     figure = None
     if args.figure is not None:
         figure = Path(args.figure)
         if figure.suffix.lower() != ".png":
             raise ConfigError(f"--figure must name a .png file, got {figure}")
-        figure = check_new_output(figure, args.force, inputs=inputs, protected=protected + [out])
+        if run.cfg.model.to_dict().get("likelihood") == "mixed":
+            raise ConfigError("--figure shows images; the run models a table (--likelihood mixed): leave it out")
+        figure = check_new_output(figure, args.force, inputs=inputs, protected=protected + [out], what="--figure")
     return out, figure
 
 
@@ -118,7 +123,17 @@ def _input_file(path: str, run: Run, columns: tuple) -> tuple[torch.Tensor, tupl
         raise DataError(f"{p.name}: rows of {int(np.prod(x.shape[1:]))} values, but the run's data have {event}")
     levels = run.record["data"]["num_levels"]
     seen = x[~np.isnan(x)] if x.dtype.kind == "f" else x
-    if (
+    if columns:  # a table's rows: each categorical column holds its categories' indices 0..K-1
+        rows = x.reshape(len(x), -1).astype(np.float64)
+        for j, c in enumerate(columns):
+            v = rows[~np.isnan(rows[:, j]), j]
+            bad = v.size and (v.min() < 0 or v.max() > c.levels - 1 or not np.all(v == np.round(v)))
+            if c.kind == "categorical" and bad:
+                raise DataError(
+                    f"{p.name}: column {j} ({c.name!r}) is categorical: its values must be the indices "
+                    f"0..{c.levels - 1} of its categories {list(c.categories)}"
+                )
+    elif (
         levels is not None
         and seen.size
         and (seen.min() < 0 or seen.max() > levels - 1 or not np.all(seen == np.round(seen)))
@@ -158,7 +173,8 @@ def run_impute(args: argparse.Namespace) -> int:
         where = f"the {args.split} split of {run.record['data']['name']}"
         rate = run.cfg.data.missing_rate
         if rate > 0:  # the run removed these entries itself: the values that were there are known
-            complete = run_dataset(dataclasses.replace(run.cfg.data, missing_rate=0.0), args.data_dir or None)
+            source = run.cfg.data if args.data is None else dataclasses.replace(run.cfg.data, dataset=args.data)
+            complete = run_dataset(dataclasses.replace(source, missing_rate=0.0), args.data_dir or None)
             truth = complete.split(args.split).x.float()
             if truth.shape != data.shape or not torch.equal(truth[observed(data)], data[observed(data)].float()):
                 raise DataError(f"the complete data of {run.path} no longer match its incomplete data")
@@ -169,6 +185,18 @@ def run_impute(args: argparse.Namespace) -> int:
     missing = ~observed(data)
     if not missing.any():
         raise DataError(f"{where} has no missing entries (NaN) to impute")
+    if truth is not None and not (missing & ~torch.isnan(truth)).any():
+        truth = None  # every missing entry was missing in the data file already: no value known to score against
+    if args.baselines and truth is None:
+        raise ConfigError(
+            "--baselines score imputations against the values that --missing-rate removed; "
+            f"{where} has no such entries (the run's --missing-rate is {run.cfg.data.missing_rate})"
+        )
+    if args.draws * data.numel() > MAX_DRAWN_VALUES:
+        raise ConfigError(
+            f"--draws {args.draws} of {plural(data.numel(), 'value')} would hold {args.draws * data.numel()} values, "
+            f"more than {MAX_DRAWN_VALUES}; draw fewer, or impute fewer datapoints (--limit)"
+        )
     x = transform(data, torch.Generator().manual_seed(VALID_SEED))
     single, multiple = impute_batched(run.model, x, k=args.k, draws=args.draws, seed=args.seed)
     single_data = torch.where(missing, to_data_units(single, transform), data.double())
@@ -185,7 +213,10 @@ def run_impute(args: argparse.Namespace) -> int:
     if truth is not None:
         scores = _scores(args, run, data, truth, single_data, missing, columns)
     if out.suffix.lower() == ".csv":
-        atomic_write_bytes(out, write_table(arrays["x"].reshape(len(data), -1), columns).encode())
+        table_in = (
+            args.input if args.input and Path(args.input).suffix.lower() in TABLE_SUFFIXES and args.limit is None else None
+        )
+        atomic_write_bytes(out, write_table(arrays["x"].reshape(len(data), -1), columns, original=table_in).encode())
     else:
         atomic_write_bytes(out, _npy_bytes(**arrays))
     say(f"wrote {out}")
@@ -213,7 +244,8 @@ def _scores(
     column mean's replaced by the most frequent category)."""
     n = len(data)
     rows = data.double().reshape(n, -1).numpy()
-    t, m = truth.double().reshape(n, -1).numpy(), missing.reshape(n, -1).numpy()
+    t = truth.double().reshape(n, -1).numpy()
+    m = missing.reshape(n, -1).numpy() & ~np.isnan(t)  # scored: the entries the run removed (the file's own: unknown)
     cat = np.array([c.kind == "categorical" for c in columns], dtype=bool) if columns else np.zeros(t.shape[1], bool)
     num_m, cat_m = m & ~cat, m & cat
     imputations = {f"MIWAE (k={args.k})": single.reshape(n, -1).numpy()}
@@ -243,11 +275,12 @@ def _scores(
         "split": args.split,
         "n": n,
         "missing": int(missing.sum()),
+        "scored": int(m.sum()),
         "k": args.k,
         "seed": args.seed,
         "missing_rate": run.cfg.data.missing_rate,
         "missing_seed": run.cfg.data.missing_seed,
-        "units": "the data's own units",
+        "units": "standardized (numeric columns)" if columns else "the data's own units",
     }
 
 
@@ -258,8 +291,9 @@ def _figure(path: Path, run: Run, data: torch.Tensor, single: torch.Tensor, trut
     shown = to_display(data[:n].nan_to_num(0.0), run)
     shown = torch.where(observed(data[:n]), shown, torch.full_like(shown, 0.5))
     rows = [shown, to_display(single[:n].float(), run)]
-    if truth is not None:
-        rows.append(to_display(truth[:n], run))
+    if truth is not None:  # entries missing in the data file itself: unknown, mid-grey
+        known = to_display(truth[:n].nan_to_num(0.0), run)
+        rows.append(torch.where(observed(truth[:n]), known, torch.full_like(known, 0.5)))
     atomic_write_bytes(path, image_grid_png(torch.cat(rows), nrow=n))
 
 

@@ -270,6 +270,9 @@ def _fit(
     num_dims = math.prod(dataset.event_shape)
     shift = num_dims * transform.log_volume  # nats of the integer data from nats of dequantized data
     continuous = transform.kind == "continuous"
+    valid_x = dataset.valid.x
+    if valid_x.is_floating_point() and bool(torch.isnan(valid_x).any()):  # log p(x_o): bits per observed entry
+        num_dims = (~torch.isnan(valid_x)).flatten(1).sum(1).double().mean().item()
     if family.fit != "gradient":
         writer.start()
         report = _reporter(cfg, num_dims, shift, "log p(x)", "log_px", quiet, report_every, continuous)

@@ -157,8 +157,8 @@ class MixedTableHead(LikelihoodHead):
 
     def __init__(self, levels: list[int], min_scale: float = 1e-2):
         super().__init__()
-        if not levels or min(levels) < 0 or 1 in levels:
-            raise ValueError(f"levels: one per column, 0 (numeric) or >= 2 (categorical), got {levels}")
+        if not levels or min(levels) < 0:  # a column of one category is a constant: probability 1
+            raise ValueError(f"levels: one per column, 0 (numeric) or >= 1 (categorical), got {levels}")
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.long), persistent=False)
         self.min_scale = min_scale
         self.params_per_pixel = max(2, *levels)

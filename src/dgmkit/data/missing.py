@@ -45,7 +45,7 @@ def remove_completely_at_random(dataset: Dataset, rate: float, seed: int = 0) ->
     probability ``rate`` (the split's own seeded stream: ``seed`` and the split's index), so
     that the same rate and seed remove the same entries again. Entries already missing stay
     missing. Every datapoint keeps at least one observed entry (a row with none would carry
-    no information; its first entry is restored)."""
+    no information; its first observed entry is restored)."""
     if not 0 <= rate <= MAX_MISSING_RATE:
         raise ConfigError(f"missing_rate must lie in [0, {MAX_MISSING_RATE}], got {rate}")
     if rate == 0:
@@ -58,8 +58,9 @@ def remove_completely_at_random(dataset: Dataset, rate: float, seed: int = 0) ->
         g = torch.Generator().manual_seed(int(seed) * len(SPLITS) + i)
         drop = torch.rand(s.x.shape, generator=g) < rate
         flat = drop.view(len(s.x), -1)
-        none_left = flat.all(1)
-        flat[none_left, 0] = False
+        seen = observed(s.x).reshape(len(s.x), -1)
+        none_left = (flat | ~seen).all(1) & seen.any(1)
+        flat[none_left, seen[none_left].int().argmax(1)] = False  # each such row's first observed entry
         x = s.x.float() if not s.x.is_floating_point() else s.x.clone()
         x[drop] = float("nan")
         splits[name] = Split(x, s.y, s.factors)

@@ -26,7 +26,7 @@ __all__ = ["Column", "read_table", "write_table", "TABLE_SUFFIXES", "MISSING_CEL
 TABLE_SUFFIXES = (".csv", ".parquet")
 MISSING_CELLS = ("", "na", "nan", "?", "null", "none")
 MAX_CATEGORIES = 256
-MAX_TABLE_BYTES = 1 << 30
+MAX_TABLE_BYTES = 1 << 28  # parsed into Python strings: some 20 times that in memory
 MAX_COLUMNS = 10_000
 
 
@@ -56,7 +56,9 @@ class Column:
         }
 
 
-def _read_cells(path: Path) -> tuple[list[str], list[list[str]]]:
+def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header, the rows of cells and each row's line in the file (blank lines skipped; a row
+    of empty cells is a row of missing entries, kept)."""
     size = path.stat().st_size
     if size > MAX_TABLE_BYTES:
         raise DataError(f"{path.name}: {size} bytes, more than the {MAX_TABLE_BYTES} a table may have")
@@ -73,28 +75,37 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]]]:
             raise DataError(f"{path.name}: not a readable Parquet file ({type(e).__name__}: {e})") from None
         header = [str(n) for n in t.column_names]
         cols = [["" if v is None else str(v) for v in t.column(i).to_pylist()] for i in range(t.num_columns)]
-        return header, [list(r) for r in zip(*cols)]
+        rows = [list(r) for r in zip(*cols)]
+        return header, rows, list(range(2, len(rows) + 2))
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{path.name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    # newline="": a quoted cell keeps its line breaks, and only \r and \n end a row (not \f or U+2028)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows, lines, line = [], [], 1
     try:
-        rows = list(csv.reader(text.splitlines()))
+        for r in reader:
+            if r and (len(r) > 1 or r[0].strip()):
+                rows.append(r)
+                lines.append(line)
+            line = reader.line_num + 1
     except csv.Error as e:
-        raise DataError(f"{path.name}: not a readable CSV file ({e})") from None
-    rows = [r for r in rows if any(c.strip() for c in r)]
+        raise DataError(f"{path.name}: not a readable CSV file (line {reader.line_num}: {e})") from None
     if len(rows) < 2:
         raise DataError(f"{path.name}: a table needs a header row and at least one row of values")
     header = [h.strip() for h in rows[0]]
-    for i, r in enumerate(rows[1:], start=2):
+    for i, r in zip(lines[1:], rows[1:]):
         if len(r) != len(header):
-            raise DataError(f"{path.name}: row {i} has {len(r)} cells, the header {len(header)}")
-    return header, [[c.strip() for c in r] for r in rows[1:]]
+            raise DataError(f"{path.name}: line {i} has {len(r)} cells, the header {len(header)}")
+    return header, [[c.strip() for c in r] for r in rows[1:]], lines[1:]
 
 
 def _schema(path: Path | None, header: list[str]) -> dict[str, str] | None:
     if path is None:
         return None
+    if not Path(path).is_file():  # a folder, a FIFO (that would block) or nothing
+        raise DataError(f"schema {path}: not a file (no such file, or a folder or pipe)")
     try:
         spec = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -114,11 +125,27 @@ def _schema(path: Path | None, header: list[str]) -> dict[str, str] | None:
 
 
 def _number(cell: str) -> float | None:
+    """The cell as a number (inf and NaN spelled out included), or None."""
     try:
-        v = float(cell)
+        return float(cell)
     except ValueError:
         return None
-    return v if math.isfinite(v) else None
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_number(path: Path, name: str, cell: str, v: float | None, line: int | None = None) -> None:
+    """A numeric column's value must be a finite number within float32's range (the stored
+    rows' type: a larger one would overflow the column's standardization)."""
+    where = f"line {line}, " if line is not None else ""
+    if v is None:
+        raise DataError(f"{path.name}: {where}column {name!r} is numeric, but holds {cell!r}")
+    if not math.isfinite(v) or abs(v) > _FLOAT32_MAX:
+        raise DataError(
+            f"{path.name}: {where}column {name!r} holds {cell!r}: a numeric column's values must be finite numbers "
+            f"within +-{_FLOAT32_MAX:.4g} (a schema can make the column categorical)"
+        )
 
 
 def read_table(
@@ -128,11 +155,11 @@ def read_table(
     ``columns``: encode with these (a table a model was trained on: the same names in the same
     order, its standardization and its categories) instead of the table's own."""
     path = Path(path)
-    header, rows = _read_cells(path)
+    header, rows, lines = _read_cells(path)
     if len(header) > MAX_COLUMNS or len(set(header)) != len(header) or any(not h for h in header):
         raise DataError(f"{path.name}: the header must name up to {MAX_COLUMNS} columns, each once and none empty")
     if columns is not None:
-        return _encode(path, header, rows, columns), columns
+        return _encode(path, header, rows, lines, columns), columns
     kinds = _schema(Path(schema) if schema is not None else None, header)
     n, d = len(rows), len(header)
     x = np.full((n, d), np.nan)
@@ -145,9 +172,8 @@ def read_table(
         if not present:
             raise DataError(f"{path.name}: column {name!r} has no observed value")
         if kind == "numeric":
-            if any(v is None for v in numbers):
-                bad = cells[present[[v is None for v in numbers].index(True)]]
-                raise DataError(f"{path.name}: column {name!r} is numeric, but holds {bad!r}")
+            for i, v in zip(present, numbers):
+                _check_number(path, name, cells[i], v, lines[i])
             values = np.array(numbers)
             mean, std = float(values.mean()), float(values.std())
             std = std if std > 0 else 1.0
@@ -163,7 +189,9 @@ def read_table(
     return x, tuple(columns)
 
 
-def _encode(path: Path, header: list[str], rows: list[list[str]], columns: tuple[Column, ...]) -> np.ndarray:
+def _encode(
+    path: Path, header: list[str], rows: list[list[str]], lines: list[int], columns: tuple[Column, ...]
+) -> np.ndarray:
     if header != [c.name for c in columns]:
         raise DataError(f"{path.name}: columns {header}, but the model's table has {[c.name for c in columns]}")
     x = np.full((len(rows), len(columns)), np.nan)
@@ -175,30 +203,48 @@ def _encode(path: Path, header: list[str], rows: list[list[str]], columns: tuple
                 continue
             if c.kind == "numeric":
                 v = _number(cell)
-                if v is None:
-                    raise DataError(f"{path.name}: row {i + 2}, column {c.name!r} is numeric, but holds {cell!r}")
+                _check_number(path, c.name, cell, v, lines[i])
                 x[i, j] = (v - c.mean) / c.std
             elif cell in index:
                 x[i, j] = index[cell]
             else:
                 raise DataError(
-                    f"{path.name}: row {i + 2}, column {c.name!r}: {cell!r} is not one of its categories "
+                    f"{path.name}: line {lines[i]}, column {c.name!r}: {cell!r} is not one of its categories "
                     f"{list(c.categories)}"
                 )
     return x
 
 
-def write_table(rows: np.ndarray, columns: tuple[Column, ...]) -> str:
+def _unstandardized(v: float, c: Column) -> str:
+    """A stored (float32, standardized) value in the column's units, with the digits that the
+    float32 value determines: its resolution is relative to the standardized value, so a column
+    far from 0 (a mean large against the spread) needs more than float32's 7 significant digits."""
+    value = float(v) * c.std + c.mean
+    resolution = float(np.spacing(np.float32(abs(v)))) * c.std
+    if value == 0 or resolution <= 0:
+        return repr(value)
+    digits = math.ceil(math.log10(abs(value) / resolution)) + 1
+    return repr(value) if digits >= 17 else f"{value:.{max(digits, 1)}g}"
+
+
+def write_table(rows: np.ndarray, columns: tuple[Column, ...], original: str | Path | None = None) -> str:
     """CSV text of stored rows (N, D) in the table's own units: numeric columns un-standardized,
-    categorical indices as their category; a NaN as an empty cell."""
+    categorical indices as their category; a NaN as an empty cell. ``original``: the table these
+    rows were read from (``read_table``), whose observed cells are written as they were there,
+    character for character; only its missing cells take values from ``rows``."""
     out = [[c.name for c in columns]]
-    for r in np.asarray(rows, dtype=np.float64).reshape(len(rows), -1):
+    kept = None if original is None else _read_cells(Path(original))[1]
+    if kept is not None and len(kept) != len(rows):
+        raise DataError(f"{Path(original).name} has {len(kept)} rows, the values to write {len(rows)}")
+    for i, r in enumerate(np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)):
         cells = []
-        for v, c in zip(r, columns):
-            if math.isnan(v):
+        for j, (v, c) in enumerate(zip(r, columns)):
+            if kept is not None and kept[i][j].lower() not in MISSING_CELLS:
+                cells.append(kept[i][j])
+            elif math.isnan(v):
                 cells.append("")
             elif c.kind == "numeric":
-                cells.append(f"{v * c.std + c.mean:.7g}")  # stored as float32: 7 significant digits
+                cells.append(_unstandardized(v, c))
             else:
                 cells.append(c.categories[int(min(max(round(v), 0), len(c.categories) - 1))])
         out.append(cells)

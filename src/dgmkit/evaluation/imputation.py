@@ -84,11 +84,13 @@ def impute_batched(
     if not isinstance(model, VAE):
         raise ConfigError(
             f"imputation by importance sampling needs a VAE (whose encoder reads missing entries as 0, as MIWAE "
-            f"trains it), not a {type(model).__name__}"
+            f"trains it); this run's model: {type(model).__name__}"
         )
     g = torch.Generator(device=x.device).manual_seed(seed)
     singles, multiples = [], []
     per_row = max(1, math.prod(x.shape[1:]))
+    # the multiple imputations of a batch, (draws, B, *event), are drawn at once: B so that they stay small
+    batch_size = max(1, min(batch_size, 4_000_000 // max(1, draws * per_row)))
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
         chunk = max(1, min(1000, 4_000_000 // (len(xb) * per_row)))  # draws at a time: memory of one chunk

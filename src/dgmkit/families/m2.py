@@ -36,8 +36,8 @@ class M2Config(LikelihoodSettings, FamilyConfig):
     activation: Activation = setting("relu", "the networks' activation")
     alpha: float = setting(
         0.1,
-        "weight of the labelled examples' log q(y|x), as a fraction a of the training set's size N "
-        "(Kingma et al.'s alpha = a N, with a = 0.1)",
+        "weight of the classification term E_labelled[log q(y|x)], as a fraction a of the training set's size N "
+        "(Kingma et al.'s alpha = a N, with a = 0.1; each of the N_l labelled examples carries a N / N_l)",
         min=0,
         max=1e6,
     )

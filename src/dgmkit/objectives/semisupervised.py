@@ -2,15 +2,16 @@ r"""Objectives with labels, some of them hidden (label -1): M2's and the hybrid 
 
 M2 (Kingma et al. 2014, arXiv 1406.5298) maximizes, over the whole training set,
 
-    J = sum_labelled [L(x, y) + alpha log q(y|x)] + sum_unlabelled U(x),   alpha = a N
+    J = sum_labelled L(x, y) + sum_unlabelled U(x) + alpha E_labelled[log q(y|x)],   alpha = a N
 
-(the paper's a = 0.1). A batch holds ``B_l`` labelled and ``B_u`` unlabelled rows (the Trainer
-adds labelled rows to every batch, ``labelled_batch``); each row is weighted by the inverse of
-its group's share in the batch, (N_l / N) (B / B_l) or (N_u / N) (B / B_u), so that the batch
-mean of the loss estimates -J / N whatever the batch holds.
+(the paper's eq. 9, with a = 0.1): the classification term is a mean over the N_l labelled
+examples, so each of them carries alpha / N_l = a N / N_l. A batch holds ``B_l`` labelled and
+``B_u`` unlabelled rows (the Trainer adds labelled rows to every batch, ``labelled_batch``);
+each row is weighted by the inverse of its group's share in the batch, (N_l / N) (B / B_l) or
+(N_u / N) (B / B_u), so that the batch mean of the loss estimates -J / N whatever the batch holds.
 
 The hybrid model (Nalisnick et al. 2019, arXiv 1902.02767) maximizes
-log p(y|x) + (lambda / D) log p(x) (log p(x) only where the label is hidden).
+log p(y|x) + (lambda / D) log p(x) (where the label is hidden, the second term alone).
 """
 
 from typing import TYPE_CHECKING, NamedTuple
@@ -53,8 +54,9 @@ class M2Terms(NamedTuple):
 
 
 class M2Objective(Objective):
-    """M2's objective (module docstring) with the classification weight ``alpha`` = a N, where
-    a = ``alpha_fraction`` and N is the training set's size (``setup``)."""
+    """M2's objective (module docstring) with the classification weight ``alpha`` = a N on the
+    mean over the labelled examples, a = ``alpha_fraction``, N the training set's size
+    (``setup``) and N_l its labelled examples (``setup_labels``)."""
 
     score = "elbo"
     score_label = "ELBO"
@@ -87,7 +89,8 @@ class M2Objective(Objective):
         share = self.labelled / n if self.labelled is not None and self.train_size else lab.float().mean()
         w_l = share * len(x) / b_l
         w_u = (1 - share) * len(x) / b_u
-        alpha = self.alpha_fraction * n
+        n_l = self.labelled if self.labelled else b_l  # without ``setup_labels``: the batch's labelled rows
+        alpha = self.alpha_fraction * n / n_l  # alpha = a N on the mean over labelled examples: a N / N_l each
         loss = torch.where(lab, -w_l * (bound_y + alpha * log_qy), -w_u * u)
         correct = (t.log_qy.argmax(-1) == y) & lab
         return M2Terms(loss, u, log_qy, correct.float(), lab.float())
