@@ -161,3 +161,17 @@ def test_the_table_flags_a_mutual_information_at_the_estimators_ceiling():
     assert "saturated: I(x;z) of z" in format_diagnosis(r)
     layer["mutual_info"] = 1.0
     assert "saturated" not in format_diagnosis(r)
+
+
+def test_aggregate_density_of_a_flow_posterior_pairs_every_draw_with_every_datapoint():
+    """An IAF posterior (a flow with a context per datapoint) under broadcasting: log q(z_a | x_n)
+    for all a and n, also when N does not divide the chunk (a former reshape error)."""
+    from dgmkit.families.vae import VAEConfig
+
+    torch.manual_seed(0)
+    model = VAEConfig(posterior="iaf", hidden=[8], latent_dim=2, flow_layers=2).build((1, 1, 4), 2).double()
+    x = torch.bernoulli(torch.full((3, 1, 1, 4), 0.5, dtype=torch.float64))
+    q = model.posterior(x)
+    z = torch.randn(5, 2, dtype=torch.float64)
+    by_hand = torch.stack([q.log_prob(za.expand(3, 2)) for za in z])  # (A, N)
+    torch.testing.assert_close(aggregate_log_density(z, q, chunk=4), by_hand)
