@@ -2,22 +2,25 @@
 
 import argparse
 import dataclasses
+import fcntl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from dgmkit._io import atomic_write_bytes, check_new_output
+from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, parse_json
 from dgmkit.config import Run
 from dgmkit.config.codes import check_codes_current, run_dataset
 from dgmkit.data import Dataset, default_data_dir
 from dgmkit.data.registry import is_data_file
 from dgmkit.distributions import location
-from dgmkit.errors import ConfigError, DataError
+from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED
 
 __all__ = [
+    "ResultsFile",
     "plural",
     "posterior_means",
     "split_data",
@@ -141,3 +144,44 @@ def png_output(args: argparse.Namespace) -> Path:
 def write_png(path: Path, data: bytes) -> Path:
     atomic_write_bytes(path, data)
     return path
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultsFile:
+    """A run folder's record of a command's results, keyed by their protocol (``evals.json`` of
+    ``dgm eval``, ``ood.json`` of ``dgm ood``): ``{"results": {protocol: result}}``. Each result
+    holds the field ``marker``; ``again`` says how to rerun the command. A file of that name that
+    dgmkit did not write is refused, before any work, never overwritten."""
+
+    name: str
+    marker: str
+    again: str
+    protocol: Callable[[dict], str]
+    max_bytes: int = 64 << 20
+
+    def kept(self, run_dir: Path) -> dict:
+        """The results by protocol (empty if there is no file yet)."""
+        path = run_dir / self.name
+        if not path.exists() and not path.is_symlink():
+            return {}
+        refuse = DataError(f"{path} is not an {self.name} of dgmkit; move it away to keep it, then {self.again}")
+        if not path.is_file() or path.stat().st_size > self.max_bytes:
+            raise refuse
+        try:
+            old = parse_json(path.read_bytes())
+        except (OSError, ValueError, DgmError):
+            raise refuse from None
+        results = old.get("results") if isinstance(old, dict) else None
+        if not isinstance(results, dict) or not all(isinstance(v, dict) and self.marker in v for v in results.values()):
+            raise refuse
+        return results
+
+    def keep(self, run_dir: Path, result: dict) -> int:
+        """Add ``result`` under its protocol, the file read again under a lock so that two
+        commands on one run at once both stay; returns how many results it holds."""
+        with open(run_dir / f".{Path(self.name).stem}.lock", "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            kept = self.kept(run_dir)
+            kept[self.protocol(result)] = result
+            atomic_write_json(run_dir / self.name, {"results": kept})
+        return len(kept)

@@ -1,7 +1,6 @@
 """``dgm density``: a heat map of a 2-D model's density with its samples, to a PNG."""
 
 import argparse
-import io
 import math
 
 import numpy as np
@@ -11,6 +10,7 @@ from dgmkit.cli.argtypes import SEED, count
 from dgmkit.cli.common import add_data_flags, add_output_flags, plural, png_output, say, split_data, write_png
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError
+from dgmkit.evaluation.figures import figure_png
 
 __all__ = ["add_parser", "density"]
 
@@ -31,10 +31,7 @@ def density_png(log_p: np.ndarray, extent: tuple[float, float, float, float], sa
     axes[1].set_title(f"{plural(len(samples), 'sample')} x ~ p(x)", fontsize=10)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 @torch.no_grad()

@@ -2,19 +2,17 @@
 where it has one, bits/dim and latent diagnostics."""
 
 import argparse
-import fcntl
 import hashlib
-from pathlib import Path
 
 import torch
 
-from dgmkit._io import atomic_write_json, parse_json
+from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_data_flags, plural, say, split_data
+from dgmkit.cli.common import ResultsFile, add_data_flags, plural, say, split_data
 from dgmkit.config import load_run
 from dgmkit.config.codes import attach_code_prior
 from dgmkit.config.schema import MAX_IW_SAMPLES
-from dgmkit.errors import ConfigError, DataError, DgmError
+from dgmkit.errors import ConfigError
 from dgmkit.evaluation import evaluate
 
 __all__ = ["add_parser", "run_eval", "format_report"]
@@ -136,37 +134,7 @@ def protocol_key(r: dict) -> str:
     return key + f" | weights {r.get('weights', '?')}"
 
 
-_MAX_EVALS_BYTES = 64 << 20
-
-
-def _kept(run_dir: Path) -> dict:
-    """The results by protocol in the run's evals.json (empty if there is none yet); a file of
-    that name that dgmkit did not write is refused, before any work, never overwritten."""
-    path = run_dir / "evals.json"
-    if not path.exists() and not path.is_symlink():
-        return {}
-    refuse = DataError(f"{path} is not an evals.json of dgmkit; move it away to keep it, then evaluate again")
-    if not path.is_file() or path.stat().st_size > _MAX_EVALS_BYTES:
-        raise refuse
-    try:
-        old = parse_json(path.read_bytes())
-    except (OSError, ValueError, DgmError):
-        raise refuse from None
-    results = old.get("results") if isinstance(old, dict) else None
-    if not isinstance(results, dict) or not all(isinstance(v, dict) and "estimate" in v for v in results.values()):
-        raise refuse
-    return results
-
-
-def _keep(run_dir: Path, result: dict) -> int:
-    """Add ``result`` to evals.json under its protocol, read again under a lock so that two
-    evaluations of one run at once both stay; returns how many results it holds."""
-    with open(run_dir / ".evals.lock", "a+b") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        kept = _kept(run_dir)
-        kept[protocol_key(result)] = result
-        atomic_write_json(run_dir / "evals.json", {"results": kept})
-    return len(kept)
+_EVALS = ResultsFile("evals.json", "estimate", "evaluate again", protocol_key)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -184,7 +152,7 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{run.cfg.model.describe()} estimates log p(x) by importance sampling: --iw-samples must be >= 1 "
             "(k = 1 is the ELBO)"
         )
-    _kept(run.path)  # a foreign evals.json is refused before any work
+    _EVALS.kept(run.path)  # a foreign evals.json is refused before any work
     weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]  # which weights these numbers are of
     x, y = split_data(run, args.split, args.data_dir, args.data)
     subset = None
@@ -219,6 +187,6 @@ def run_eval(args: argparse.Namespace) -> int:
     }
     say(format_report(result))
     atomic_write_json(run.path / "eval.json", result)
-    count = _keep(run.path, result)
+    count = _EVALS.keep(run.path, result)
     say(f"wrote {run.path / 'eval.json'} (this result) and {run.path / 'evals.json'} (results by protocol: {count})")
     return 0

@@ -10,21 +10,19 @@ and a histogram figure, never over an existing file without ``--force``.
 """
 
 import argparse
-import fcntl
 import hashlib
 import math
 import time
-from pathlib import Path
 
 import torch
 
-from dgmkit._io import atomic_write_json, check_new_output, parse_json
+from dgmkit._io import atomic_write_json, check_new_output
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_data_flags, plural, png_output, run_data, say, write_png
+from dgmkit.cli.common import ResultsFile, add_data_flags, plural, png_output, run_data, say, write_png
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset, load_dataset
-from dgmkit.errors import ConfigError, DataError, DgmError
+from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.ood_scores import SCORES, histogram_png, log_likelihoods, ood_scores, png_code_length
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED, resolve_device
@@ -34,7 +32,6 @@ __all__ = ["add_parser", "run_ood"]
 # what the model's likelihood inputs are, by transform: runs of one space score the same inputs
 _SPACE = {"binary": "binary", "dynamic-binarize": "binary", "integers": "integers", "dequantize": "integers"}
 _KEPT = "ood.json"
-_MAX_KEPT_BYTES = 64 << 20
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -165,32 +162,7 @@ def _protocol(r: dict) -> str:
     return key + f" | weights {r['weights']}"
 
 
-def _kept(run_dir: Path) -> dict:
-    """The results by protocol in the run's ood.json; a file of that name that dgmkit did not
-    write is refused before any work, never overwritten."""
-    path = run_dir / _KEPT
-    if not path.exists() and not path.is_symlink():
-        return {}
-    refuse = DataError(f"{path} is not an {_KEPT} of dgmkit; move it away to keep it, then run dgm ood again")
-    if not path.is_file() or path.stat().st_size > _MAX_KEPT_BYTES:
-        raise refuse
-    try:
-        old = parse_json(path.read_bytes())
-    except (OSError, ValueError, DgmError):
-        raise refuse from None
-    results = old.get("results") if isinstance(old, dict) else None
-    if not isinstance(results, dict) or not all(isinstance(v, dict) and "scores" in v for v in results.values()):
-        raise refuse
-    return results
-
-
-def _keep(run_dir: Path, result: dict) -> int:
-    with open(run_dir / ".ood.lock", "a+b") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        kept = _kept(run_dir)
-        kept[_protocol(result)] = result
-        atomic_write_json(run_dir / _KEPT, {"results": kept})
-    return len(kept)
+_RESULTS = ResultsFile(_KEPT, "scores", "run dgm ood again", _protocol)
 
 
 def format_table(r: dict) -> str:
@@ -258,7 +230,7 @@ def run_ood(args: argparse.Namespace) -> int:
     figure = png_output(args) if args.out is not None else None
     if args.json is not None:
         check_new_output(args.json, args.force, protected=protected, what="--json")
-    _kept(run.path)  # a foreign ood.json is refused before any work
+    _RESULTS.kept(run.path)  # a foreign ood.json is refused before any work
     device = resolve_device(args.device)
     dataset = run_data(run, args.data_dir, args.data)
     ood = _ood_dataset(run, args)
@@ -321,7 +293,7 @@ def run_ood(args: argparse.Namespace) -> int:
         say(f"  {note}")
     if bg is not None and bg.cfg.optim.mutation_rate == 0:
         say(f"  note: {args.background} was trained without --mutation-rate (Ren et al. used 0.1 to 0.3)")
-    count_kept = _keep(run.path, result)
+    count_kept = _RESULTS.keep(run.path, result)
     wrote = [f"{run.path / _KEPT} (results by protocol: {count_kept})"]
     if args.json is not None:
         atomic_write_json(args.json, result)

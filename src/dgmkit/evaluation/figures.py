@@ -6,7 +6,17 @@ import textwrap
 import numpy as np
 import torch
 
-__all__ = ["image_grid_png", "scatter_png", "project_2d", "diagnosis_png"]
+__all__ = ["figure_png", "image_grid_png", "scatter_png", "project_2d", "diagnosis_png"]
+
+
+def figure_png(fig: "object") -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int = 2) -> bytes:
@@ -72,10 +82,7 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def diagnosis_png(report: dict, holes: torch.Tensor | None, typical: torch.Tensor | None, title: str) -> bytes:
@@ -117,7 +124,4 @@ def diagnosis_png(report: dict, holes: torch.Tensor | None, typical: torch.Tenso
         ax.set_title("decoded z ~ p(z): top row where q(z)/p(z) is lowest (holes), bottom row where highest", fontsize=9)
     fig.suptitle(textwrap.fill(title, 110), fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

@@ -33,6 +33,7 @@ import torch
 from dgmkit._rng import seeded_by
 from dgmkit.errors import EvaluationError
 from dgmkit.evaluation.estimates import estimate
+from dgmkit.evaluation.figures import figure_png
 from dgmkit.evaluation.ood import TypicalityTest, detection_metrics, typicality_test
 from dgmkit.models import GenerativeModel
 
@@ -239,7 +240,4 @@ def histogram_png(result: OODScores, labels: tuple[str, str] = ("in-distribution
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
