@@ -28,7 +28,14 @@ EXPECTED = json.loads((RUNS / "expected.json").read_text())
 VARIANTS = sorted(EXPECTED)
 
 # variant -> (family, settings of the migrated config that the 0.1 command line asked for)
-NEW_SINCE_0_1 = {"hvae", "wae", "vqvae", "m2", "hybrid"}  # families that dgmkit 0.1 did not have: no run folders to migrate
+NEW_SINCE_0_1 = {
+    "hvae",
+    "wae",
+    "vqvae",
+    "m2",
+    "hybrid",
+    "diffusion",
+}  # families that dgmkit 0.1 did not have: no run folders to migrate
 FAMILY_OF = {
     "vae": ("vae", {"hidden": [16], "latent_dim": 2, "prior": "standard"}),
     "vae-vampprior": ("vae", {"prior": "vampprior", "prior_components": 5}),

@@ -56,6 +56,7 @@ from dgmkit.models import (
     HelmholtzMachine,
     LatentVariableModel,
     LogLinearLVM,
+    TimeSampledBound,
     VariationalModel,
 )
 from dgmkit.models.base import ESTIMATE_KINDS
@@ -63,6 +64,7 @@ from dgmkit.objectives import (
     ELBO,
     IWAE,
     DequantizationBound,
+    DiffusionBound,
     GumbelSoftmaxELBO,
     MaximumLikelihood,
     Objective,
@@ -681,6 +683,8 @@ OBJECTIVES = {
         DequantizationBound,
         "integers",
     ),
+    "diffusion-bound": ObjCase(dict(model="diffusion", unet_channels=[4], attention=False), DiffusionBound, "integers"),
+    "diffusion-bound-masked": ObjCase(dict(model="diffusion", process="masked", unet_channels=[4]), DiffusionBound),
 }
 
 
@@ -846,6 +850,7 @@ SMALL = {
     "vqvae": dict(codes=4, code_dim=2, vq_width=4, downsample=1, res_blocks=1),
     "m2": dict(hidden=[8], latent_dim=2, labelled_batch=8),
     "hybrid": dict(hidden=[8], flow_layers=1, flow_levels=1),
+    "diffusion": dict(unet_channels=[4], attention=False, fourier=False),
 }
 DATASET = {"loglinear": "digits-4x4", "helmholtz": "digits-4x4"}  # the others: the 8x8 digits
 FAMILY_INFRASTRUCTURE = {"__init__", "base", "registry", "parts"}
@@ -873,6 +878,11 @@ def _deterministic_score(model: GenerativeModel, x: torch.Tensor) -> torch.Tenso
             return model.log_prob(x)
         if model.estimate_kind == "bound" and hasattr(model, "flow"):
             return model.flow.log_prob((x.float() + 0.5) / model.num_levels)
+        if model.estimate_kind == "time-sampled":  # a diffusion bound at fixed times and draws
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                terms = model.bound_terms(x, torch.linspace(0.05, 0.95, len(x)))
+                return -(terms["prior"] + terms["recon"] + terms["diffusion"])
         if isinstance(model, EnumeratedELBO):  # no single posterior location: the bound with fixed draws
             with torch.random.fork_rng():
                 torch.manual_seed(0)
@@ -913,7 +923,9 @@ def test_family_declaration_and_defaults(name, datasets):
         assert isinstance(model, VariationalModel)
     if model.has_latents and kind != "reconstruction":
         assert isinstance(model, LatentVariableModel)
-    assert (family.default_iw_samples > 0) == (kind in ("importance-sampled", "bound"))
+    if kind == "time-sampled":
+        assert isinstance(model, TimeSampledBound)
+    assert (family.default_iw_samples > 0) == (kind in ("importance-sampled", "bound", "time-sampled"))
     assert isinstance(model, ClosedFormFit) == (cls.fit == "closed-form")
     assert isinstance(model, EMFit) == (cls.fit == "em")
     assert (family.iterations is not None) == (cls.fit == "em")
@@ -988,6 +1000,9 @@ def _flags(settings: dict) -> list[str]:
     out = []
     for key, value in settings.items():
         flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):  # a switch: --name or --no-name
+            out.append(flag if value else "--no-" + key.replace("_", "-"))
+            continue
         out += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
     return out
 

@@ -42,6 +42,8 @@ def sample(args: argparse.Namespace) -> int:
         raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
     if args.naive and not model.sample_cached:
         raise ConfigError("--naive is for autoregressive models (their uncached pixel-by-pixel path)")
+    if args.steps is not None and not model.sample_steps:
+        raise ConfigError("--steps is for diffusion models (their ancestral sampling steps)")
     if args.draw and not model.sample_means:
         raise ConfigError(
             f"--draw is for latent variable models (draws of p(x|z) instead of its means); a {run.cfg.family} model's "
@@ -54,6 +56,8 @@ def sample(args: argparse.Namespace) -> int:
         options["temperature"] = args.temperature
     if model.sample_cached:
         options["cached"] = not args.naive
+    if model.sample_steps:
+        options["steps"] = model.default_sample_steps if args.steps is None else args.steps
     x, mean = model.sample(args.n, generator=g, **options)
     if model.sample_means and not args.draw:
         shown, what = mean, plural(args.n, "mean", "means") + " of p(x|z), z ~ p(z),"
@@ -67,6 +71,7 @@ def sample(args: argparse.Namespace) -> int:
     else:
         shown, what = x, plural(args.n, "sample") + " x ~ p(x)"
         what += f" at temperature {args.temperature:g}" if model.sample_temperature else ""
+        what += f" by ancestral sampling in {plural(options['steps'], 'step')}" if model.sample_steps else ""
     if tuple(shown.shape[2:]) == (1, 2) or shown.dim() != 4:
         raise ConfigError("these are 2-D points, not images: use dgm density RUN_DIR --out FILE.png")
     path = write_png(out, image_grid_png(to_display(shown, run), nrow=min(args.nrow or _side(args.n), args.n)))
@@ -160,6 +165,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="flows only: sample the base z ~ N(0, T^2 I); T < 1 for smoother images",
     )
     p.add_argument("--naive", action="store_true", help="autoregressive models: a full network pass per pixel")
+    p.add_argument(
+        "--steps",
+        type=count(1, 100_000, "--steps"),
+        default=None,
+        help="diffusion models: ancestral sampling steps from t = 1 to 0 (default: the model's T, or 250 in continuous "
+        "time; masked: one entry per step)",
+    )
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--code-prior", default=None, help="VQ-VAE: sample code grids from this run (trained with --codes-of)")
     p.set_defaults(func=sample)

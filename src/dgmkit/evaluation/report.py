@@ -50,6 +50,12 @@ class EvalReport:
     density_of: str = "discrete"
     accuracy: float | None = None  # a model that classifies, given the split's labels: the share it gets right
     observed_dims: float | None = None  # data with missing entries: the mean observed entries per datapoint
+    # a time-sampled bound (diffusion): its KL split, how the times were drawn, and the standard
+    # error of the mean from the time sampling alone (``nll_stderr`` holds data and times together)
+    prior_kl: float | None = None
+    diffusion_kl: float | None = None
+    variance_reduction: str | None = None
+    time_stderr: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +100,7 @@ def evaluate(
     g = torch.Generator(device=x.device).manual_seed(seed)
     with seeded_by(torch.Generator().manual_seed(seed), x.device):
         est = estimate(model, x, iw_samples, g, batch_size)
+    time_var = est.terms.pop("time_var", None)
     for name, t in [("log-likelihood", est.log_px), *est.terms.items()]:
         if name == "mmd" and t is not None:
             t = t[~torch.isnan(t)]  # NaN: a batch too small for the estimate, not a failure
@@ -136,4 +143,8 @@ def evaluate(
         density_of="continuous" if continuous else "discrete",
         accuracy=accuracy,
         observed_dims=seen,
+        prior_kl=_mean(est.terms.get("prior_kl")),
+        diffusion_kl=_mean(est.terms.get("diffusion_kl")),
+        variance_reduction=getattr(model, "variance_reduction", None) if est.kind == "time-sampled" else None,
+        time_stderr=None if time_var is None else time_var.sum().sqrt().item() / n,
     )

@@ -65,7 +65,8 @@ class FamilyConfig(ABC):
 
     @property
     def default_iw_samples(self) -> int:
-        """Importance samples of ``dgm eval`` (0 where the likelihood is exact)."""
+        """Importance samples of ``dgm eval`` (0 where the likelihood is exact; for a
+        time-sampled bound, the times per datapoint)."""
         return 0
 
     def trainer_options(self) -> dict:

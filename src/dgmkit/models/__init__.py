@@ -12,16 +12,19 @@ from dgmkit.models.base import (
     GenerativeModel,
     JointTerms,
     LatentVariableModel,
+    TimeSampledBound,
     VariationalModel,
 )
 from dgmkit.models.categorical_vae import CategoricalVAE
 from dgmkit.models.classifier import Classifier
 from dgmkit.models.dequantization import LogitNormalDequantizer, VariationallyDequantizedFlow
+from dgmkit.models.diffusion import GaussianDiffusion, MaskedDiffusion
 from dgmkit.models.flow import FlowModel
 from dgmkit.models.helmholtz import HelmholtzMachine
 from dgmkit.models.hybrid import HybridFlow
 from dgmkit.models.loglinear import LogLinearLVM
 from dgmkit.models.m2 import M2
+from dgmkit.models.noise_schedule import SCHEDULES, DDPMSchedule, LearnedSchedule, LinearSchedule, NoiseSchedule
 from dgmkit.models.ppca import PPCA
 from dgmkit.models.vae import VAE
 from dgmkit.models.wae import WassersteinAutoencoder
@@ -54,4 +57,12 @@ __all__ = [
     "MADEARM",
     "M2",
     "HybridFlow",
+    "TimeSampledBound",
+    "GaussianDiffusion",
+    "MaskedDiffusion",
+    "NoiseSchedule",
+    "LearnedSchedule",
+    "LinearSchedule",
+    "DDPMSchedule",
+    "SCHEDULES",
 ]

@@ -8,11 +8,15 @@ class:
   ``"importance-sampled"`` (k draws from ``posterior``, a stochastic lower bound that tends to
   log p(x)), ``"bound"`` (an importance-weighted bound that stays a bound, e.g. variational
   dequantization of integer data) or ``"reconstruction"`` (no density: log p(x | z = f(x))).
+- ``time-sampled``: a variational bound with no proposal to importance-sample, estimated by
+  averaging ``bound_terms(x, t)`` over times t (a diffusion model, ``TimeSampledBound``).
 - ``has_latents``: ``posterior(x)`` is over interpretable latents: reconstructions,
   interpolations, latent plots and active units apply.
 - ``can_sample``, ``sample_means``, ``sample_temperature``, ``sample_cached``: what
   ``sample`` offers (a prior to sample from; a separate mean of p(x|z) to show; a base
   temperature; a cached sequential path beside the naive one).
+- ``sample_steps``: ``sample`` takes the keyword ``steps`` (a diffusion model's ancestral
+  sampling steps).
 - ``coding_levels``: the alphabet size of exact sequential conditionals that an entropy
   coder can use, or None.
 """
@@ -39,10 +43,11 @@ __all__ = [
     "ClosedFormFit",
     "EMFit",
     "EnumeratedELBO",
+    "TimeSampledBound",
 ]
 
-EstimateKind = Literal["exact", "importance-sampled", "bound", "reconstruction"]
-ESTIMATE_KINDS: tuple[str, ...] = ("exact", "importance-sampled", "bound", "reconstruction")
+EstimateKind = Literal["exact", "importance-sampled", "bound", "time-sampled", "reconstruction"]
+ESTIMATE_KINDS: tuple[str, ...] = ("exact", "importance-sampled", "bound", "time-sampled", "reconstruction")
 
 
 class CapabilityError(DgmError, ValueError):
@@ -66,6 +71,7 @@ class GenerativeModel(nn.Module, ABC):
     sample_means: ClassVar[bool] = False
     sample_temperature: ClassVar[bool] = False
     sample_cached: ClassVar[bool] = False
+    sample_steps: ClassVar[bool] = False
     event_shape: tuple[int, ...]
 
     @property
@@ -174,3 +180,23 @@ class EnumeratedELBO(ABC):
 
     @abstractmethod
     def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+class TimeSampledBound(ABC):
+    """A model whose negative ELBO is the mean over times t ~ U[0, 1) of ``bound_terms(x, t)``:
+    a dict of per-datapoint tensors (B,) in nats, ``prior``, ``recon`` and ``diffusion``, whose
+    sum is an unbiased one-sample estimate of -ELBO (a diffusion model). ``variance_reduction``
+    says how the times are drawn."""
+
+    steps: int  # T discrete steps, or 0 for continuous time
+
+    @abstractmethod
+    def bound_terms(self, x: torch.Tensor, t: torch.Tensor, train: bool = False) -> dict[str, torch.Tensor]: ...
+
+    @property
+    @abstractmethod
+    def variance_reduction(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def default_sample_steps(self) -> int: ...

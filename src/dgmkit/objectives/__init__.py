@@ -3,6 +3,7 @@ are reductions of one primitive, the log importance weights (``objectives.import
 
 from dgmkit.objectives.base import Objective
 from dgmkit.objectives.dequantization import BoundTerms, DequantizationBound
+from dgmkit.objectives.diffusion import DiffusionBound, DiffusionTerms
 from dgmkit.objectives.discrete import DiscreteTerms, GumbelSoftmaxELBO, ReinforceELBO
 from dgmkit.objectives.elbo import ELBO, ELBOTerms, kl_term
 from dgmkit.objectives.importance import (
@@ -42,6 +43,8 @@ __all__ = [
     "WAETerms",
     "DequantizationBound",
     "BoundTerms",
+    "DiffusionBound",
+    "DiffusionTerms",
     "ImportanceWeights",
     "log_importance_weights",
     "log_mean_exp",

@@ -1,0 +1,125 @@
+"""The diffusion family: variational diffusion (VDM) on quantized images, with DDPM as a special
+case, and absorbing-state (masked) diffusion; both are scored by their variational bound on the
+integers, estimated over sampled times (``models.diffusion``)."""
+
+import dataclasses
+import math
+from typing import Literal
+
+import torch
+
+from dgmkit.data import Dataset, DataTransform
+from dgmkit.errors import ConfigError
+from dgmkit.families.base import FamilyConfig
+from dgmkit.families.registry import register_family
+from dgmkit.models import SCHEDULES, GaussianDiffusion, GenerativeModel, MaskedDiffusion
+from dgmkit.nn.unet import UNet
+from dgmkit.objectives import DiffusionBound, Objective
+from dgmkit.settings import setting
+
+__all__ = ["DiffusionConfig"]
+
+
+def _fourier_exponents(levels: int) -> list[int]:
+    """The exponents n whose features sin(2^n 2 pi z) vary over one and over half a bin of L
+    levels in [-1, 1] (bins of width 2 / L)."""
+    top = math.ceil(math.log2(levels))
+    return [top - 1, top]
+
+
+@register_family
+@dataclasses.dataclass
+class DiffusionConfig(FamilyConfig):
+    name = "diffusion"
+    summary = "diffusion model (VDM, DDPM, masked): a variational bound over sampled times"
+
+    process: Literal["gaussian", "masked"] = setting(
+        "gaussian", "gaussian: VDM/DDPM on the levels scaled to [-1, 1]; masked: absorbing-state diffusion"
+    )
+    schedule: Literal["learned", "linear", "ddpm"] = setting(
+        "learned",
+        "gaussian: learned (VDM's monotone network), linear (log-SNR linear in t), ddpm (Ho et al.'s linear betas)",
+    )
+    gamma_min: float = setting(
+        -13.3, "learned, linear: log(sigma^2 / alpha^2) at t = 0 (learned: its start)", min=-30, max=30
+    )
+    gamma_max: float = setting(5.0, "learned, linear: log(sigma^2 / alpha^2) at t = 1 (learned: its start)", min=-30, max=30)
+    diffusion_steps: int = setting(0, "T discrete time steps, or 0 for continuous time", min=0, max=100_000)
+    loss: Literal["vlb", "simple"] = setting(
+        "vlb", "vlb: the bound itself; simple: DDPM's unweighted eps error (fixed schedules; the bound is still monitored)"
+    )
+    unet_channels: list[int] = setting(
+        [32, 64, 64], "U-Net widths, one per resolution (the image halves between them)", min=1, max=4096
+    )
+    unet_blocks: int = setting(1, "U-Net residual blocks per resolution", min=1, max=16)
+    attention: bool = setting(True, "self-attention at the U-Net's lowest resolution and in its middle")
+    dropout: float = setting(0.0, "dropout in the U-Net's residual blocks", min=0, lt=1)
+    fourier: bool = setting(
+        True,
+        "gaussian: Fourier features sin/cos(2^n 2 pi z) of the input at the data's resolution (VDM; L levels: "
+        "n = ceil(log2 L) - 1 and ceil(log2 L), 7 and 8 for 8-bit data)",
+    )
+    time_samples: int = setting(4, "times per datapoint that dgm eval averages the bound over (stratified)", min=1, max=4096)
+
+    def validate(self) -> None:
+        if self.diffusion_steps == 1:
+            raise ConfigError("diffusion_steps must be 0 (continuous time) or at least 2")
+        if self.loss == "simple" and (self.process != "gaussian" or self.schedule == "learned"):
+            raise ConfigError(
+                "loss simple (DDPM's eps error) needs gaussian diffusion with a fixed schedule (--schedule ddpm or "
+                "linear): it gives a learned schedule no gradient"
+            )
+        if self.process == "gaussian" and self.gamma_min >= self.gamma_max:
+            raise ConfigError(f"gamma_min ({self.gamma_min}) must be below gamma_max ({self.gamma_max})")
+
+    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+        if dataset.num_levels is None:
+            raise ConfigError(
+                f"{dataset.name}: diffusion models here score quantized data (integer levels); got continuous data"
+            )
+        if binarize == "dynamic":
+            raise ConfigError("--binarize dynamic: a diffusion model scores the data's own levels")
+        return DataTransform("integers", dataset.num_levels)
+
+    @property
+    def default_iw_samples(self) -> int:
+        return self.time_samples
+
+    def describe(self) -> str:
+        time = f"{self.diffusion_steps} steps" if self.diffusion_steps else "continuous time"
+        if self.process == "masked":
+            return f"a masked (absorbing-state) diffusion model ({time})"
+        return f"a gaussian diffusion model ({self.schedule} schedule, {time}, {self.loss} loss)"
+
+    def training_objective(self) -> Objective:
+        return DiffusionBound(self.loss)
+
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> GenerativeModel:
+        if len(event_shape) != 3:
+            raise ConfigError(f"diffusion models here are of images (C, H, W); got events of shape {tuple(event_shape)}")
+        if num_levels is None:
+            raise ConfigError("diffusion models here score quantized data (integer levels)")
+        c, h, w = event_shape
+        gaussian = self.process == "gaussian"
+        try:
+            net = UNet(
+                c if gaussian else c * (num_levels + 1),
+                c if gaussian else c * num_levels,
+                self.unet_channels,
+                blocks=self.unet_blocks,
+                attention=self.attention,
+                dropout=self.dropout,
+                fourier=_fourier_exponents(num_levels) if gaussian and self.fourier else [],
+                image_size=(h, w),
+            )
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if not gaussian:
+            return MaskedDiffusion(net, event_shape, num_levels, self.diffusion_steps)
+        if self.schedule == "ddpm":
+            schedule = SCHEDULES["ddpm"](self.diffusion_steps or 1000)
+        else:
+            schedule = SCHEDULES[self.schedule](self.gamma_min, self.gamma_max)
+        return GaussianDiffusion(net, schedule, event_shape, num_levels, self.diffusion_steps)

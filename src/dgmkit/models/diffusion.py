@@ -1,0 +1,265 @@
+"""Diffusion models of quantized data, scored by their variational bound.
+
+A diffusion model is a hierarchical VAE whose encoder is fixed: q(z_t | x) adds noise (or
+masks) more and more as t goes from 0 to 1, and the model learns to undo one step at a time.
+Its negative ELBO is a sum of three terms in nats, each per datapoint:
+
+    -ELBO = KL(q(z_1|x) || p(z_1))              the prior term
+          + E_q[-log p(x | z_0)]                the reconstruction term
+          + sum over steps of KL(q(z_s|z_t,x) || p(z_s|z_t))   the diffusion term
+
+``bound_terms(x, t)`` gives the three for one time t per datapoint, the diffusion term as an
+unbiased one-time-sample estimate of the whole sum (continuous time: an integral over t; T
+steps: T times one step's term), so that averaging over t in [0, 1] estimates the bound.
+
+- ``GaussianDiffusion``: variational diffusion (Kingma et al. 2021, VDM) on data with L levels,
+  scaled to x = 2 (k + 1/2) / L - 1 in [-1, 1]: z_t = alpha_t x + sigma_t eps with
+  alpha_t^2 = sigmoid(-gamma(t)), sigma_t^2 = sigmoid(gamma(t)) (``noise_schedule``); a U-Net
+  predicts eps. The reconstruction p(x | z_0) is a categorical over the L levels with logits
+  -(z_0 / alpha_0 - v)^2 / (2 sigma_0^2 / alpha_0^2) at each level's value v. Continuous
+  time: 1/2 gamma'(t) ||eps - eps_hat||^2; T steps: T/2 expm1(gamma(t) - gamma(s)) ||eps - eps_hat||^2
+  with s = t - 1/T. Ho et al. 2020's DDPM is the case of the fixed ``DDPMSchedule``, T = 1000
+  and the simple loss ||eps - eps_hat||^2 (an objective's choice, ``objectives.diffusion``).
+- ``MaskedDiffusion``: absorbing-state diffusion on data with L levels (binary images: L = 2):
+  each entry is replaced by a mask token with probability t (Austin et al. 2021; Shi et al.
+  and Sahoo et al. 2024). The network predicts p(x_d | z_t) for every masked entry; the
+  diffusion term is (1/t) sum over masked d of -log p(x_d | z_t), continuous or at t = j / T.
+  z_1 is all masks under q and p and z_0 = x: the prior and reconstruction terms are 0.
+"""
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dgmkit._rng import seeded_by
+from dgmkit.models.base import GenerativeModel, TimeSampledBound
+from dgmkit.models.noise_schedule import LearnedSchedule, NoiseSchedule
+from dgmkit.nn.unet import UNet
+
+__all__ = ["GaussianDiffusion", "MaskedDiffusion", "stratified_times"]
+
+_TIMES = (
+    "stratified times: per datapoint two independent sets of K/2, (u_r + 2m/K) mod 1 (one set of K for odd K); "
+    "in training, (u + i/B) mod 1 over the batch"
+)
+# the log-SNR range that the network's noise-level embedding maps to [0, 1000] (VDM's)
+_GAMMA_RANGE = (-13.3, 5.0)
+
+
+def stratified_times(n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """n times in [0, 1) of low discrepancy: (u + i / n) mod 1 with one uniform u (VDM): each
+    is uniform, and together they cover [0, 1) evenly, which lowers the variance of a mean."""
+    u = torch.rand((), generator=generator, device="cpu").to(device)
+    return torch.remainder(u + torch.arange(n, device=device, dtype=torch.float32) / n, 1.0)
+
+
+def _discretize(t: torch.Tensor, steps: int) -> torch.Tensor:
+    """t in [0, 1) to the end of its step: i / T with i in 1..T."""
+    return torch.clamp(torch.floor(t * steps) + 1, 1, steps) / steps
+
+
+class GaussianDiffusion(GenerativeModel, TimeSampledBound):
+    """VDM on images of shape (C, H, W) with ``num_levels`` levels (see the module docstring).
+
+    ``steps``: T discrete steps, or 0 for continuous time. ``net``: a U-Net from
+    (z_t, noise level) to eps_hat."""
+
+    estimate_kind: ClassVar[str] = "time-sampled"
+    sample_steps: ClassVar[bool] = True
+
+    def __init__(self, net: UNet, schedule: NoiseSchedule, event_shape: tuple[int, ...], num_levels: int, steps: int = 0):
+        super().__init__()
+        if num_levels < 2:
+            raise ValueError(f"a diffusion model of quantized data needs at least 2 levels, got {num_levels}")
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0 (0: continuous time), got {steps}")
+        self.net, self.schedule = net, schedule
+        self.event_shape = tuple(event_shape)
+        self.num_levels, self.steps = int(num_levels), int(steps)
+        self.register_buffer("levels", (2 * torch.arange(num_levels, dtype=torch.float32) + 1) / num_levels - 1)
+
+    @property
+    def variance_reduction(self) -> str:
+        return _TIMES
+
+    @property
+    def default_sample_steps(self) -> int:
+        return self.steps or 250
+
+    def scale(self, k: torch.Tensor) -> torch.Tensor:
+        """Integers 0..L-1 to the centres of L equal bins of [-1, 1]."""
+        return self.levels[k.long()]
+
+    def eps_hat(self, z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        lo, hi = _GAMMA_RANGE
+        return self.net(z, 1000.0 * (gamma - lo) / (hi - lo))
+
+    def _prior_kl(self, x: torch.Tensor, gamma_1: torch.Tensor) -> torch.Tensor:
+        var = torch.sigmoid(gamma_1)
+        mean2 = torch.sigmoid(-gamma_1) * x.square()
+        return 0.5 * (var + mean2 - 1 - F.logsigmoid(gamma_1)).flatten(1).sum(1)
+
+    def _recon_logits(self, z0: torch.Tensor, gamma_0: torch.Tensor) -> torch.Tensor:
+        """Logits (..., L) of p(x | z_0) over the levels for every entry of z_0."""
+        rescaled = z0 / torch.sigmoid(-gamma_0).sqrt()
+        return -0.5 * torch.exp(-gamma_0) * (rescaled.unsqueeze(-1) - self.levels).square()
+
+    def _recon_nll(self, k: torch.Tensor, x: torch.Tensor, gamma_0: torch.Tensor) -> torch.Tensor:
+        """-log p(x | z_0) at one draw of z_0 ~ q(z_0 | x), summed over the entries. The
+        normaliser sums the levels within 12 standard deviations of z_0 / alpha_0 (and x's own),
+        which leaves out less than L exp(-72) of it: all levels where that window is most of them."""
+        a0, s0 = torch.sigmoid(-gamma_0).sqrt(), torch.sigmoid(gamma_0).sqrt()
+        z0 = a0 * x + s0 * torch.randn_like(x)
+        u, prec = z0 / a0, torch.exp(-gamma_0)
+        levels, width = self.num_levels, 2.0 / self.num_levels
+        half = math.ceil(12 * math.exp(0.5 * float(gamma_0.detach())) / width) + 1
+        if 2 * half + 1 >= levels:
+            logp = torch.log_softmax(self._recon_logits(z0, gamma_0), dim=-1)
+            return -logp.gather(-1, k.long().unsqueeze(-1)).squeeze(-1).flatten(1).sum(1)
+        centre = torch.round((u + 1) / width - 0.5).clamp(0, levels - 1)
+        idx = centre.unsqueeze(-1) + torch.arange(-half, half + 1, device=x.device, dtype=u.dtype)
+        logits = -0.5 * prec * (u.unsqueeze(-1) - ((2 * idx + 1) / levels - 1)).square()
+        logits = logits.masked_fill((idx < 0) | (idx >= levels), float("-inf"))
+        norm = torch.logsumexp(logits, dim=-1)
+        own = -0.5 * prec * (u - x).square()
+        outside = (k.to(u.dtype) - centre).abs() > half
+        norm = torch.where(outside, torch.logaddexp(norm, own), norm)
+        return -(own - norm).flatten(1).sum(1)
+
+    def bound_terms(self, x: torch.Tensor, t: torch.Tensor, train: bool = False) -> dict[str, torch.Tensor]:
+        """``prior``, ``recon``, ``diffusion`` (nats, (B,) each; their sum estimates -ELBO) and
+        ``mse``, the mean squared error of eps_hat per entry (DDPM's simple loss), for integer
+        images x (B, C, H, W) and times t (B,). ``train``: a learned schedule's shape receives
+        the gradient of the squared diffusion term (its variance) instead of the term's."""
+        k = x
+        xs = self.scale(k)
+        gamma_0, gamma_1 = self.schedule.endpoints()
+        if self.steps:
+            t = _discretize(t, self.steps)
+        variance = train and isinstance(self.schedule, LearnedSchedule)
+        if variance:
+            gamma_t, dgamma_t = self.schedule(t, for_variance=True)
+        else:
+            gamma_t, dgamma_t = self.schedule(t)
+        g = gamma_t.view(-1, *([1] * (xs.dim() - 1)))
+        eps = torch.randn_like(xs)
+        z = torch.sigmoid(-g).sqrt() * xs + torch.sigmoid(g).sqrt() * eps
+        err = (eps - self.eps_hat(z, gamma_t)).square().flatten(1)
+        if self.steps:
+            gamma_s, _ = self.schedule(t - 1.0 / self.steps)
+            weight = 0.5 * self.steps * torch.expm1(gamma_t - gamma_s)
+        else:
+            weight = 0.5 * dgamma_t
+        diffusion = weight * err.sum(1)
+        if variance:
+            self.schedule.pending.append(2.0 * diffusion.detach())
+        return {
+            "prior": self._prior_kl(xs, gamma_1),
+            "recon": self._recon_nll(k, xs, gamma_0),
+            "diffusion": diffusion,
+            "mse": err.mean(1),
+        }
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, steps: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """n images by ancestral sampling with ``steps`` steps from t = 1 to 0 (default: T, or
+        250 in continuous time), then x ~ p(x | z_0). Returns (x, x)."""
+        steps = self.default_sample_steps if steps is None else int(steps)
+        if steps < 1:
+            raise ValueError(f"sampling needs at least 1 step, got {steps}")
+        device = self.levels.device
+        with seeded_by(generator, device):
+            z = torch.randn(n, *self.event_shape, device=device)
+            for i in range(steps, 0, -1):
+                t = torch.full((n,), i / steps, device=device)
+                s = torch.full((n,), (i - 1) / steps, device=device)
+                g_t, _ = self.schedule(t)
+                g_s, _ = self.schedule(s)
+                eps_hat = self.eps_hat(z, g_t)
+                shape = (-1, *([1] * len(self.event_shape)))
+                g_t, g_s = g_t.view(shape), g_s.view(shape)
+                c = -torch.expm1(g_s - g_t)
+                ratio = torch.sqrt(torch.sigmoid(-g_s) / torch.sigmoid(-g_t))
+                mean = ratio * (z - c * torch.sigmoid(g_t).sqrt() * eps_hat)
+                z = mean + torch.sqrt(c * torch.sigmoid(g_s)) * torch.randn_like(z)
+            gamma_0, _ = self.schedule.endpoints()
+            logits = self._recon_logits(z, gamma_0)
+            x = torch.distributions.Categorical(logits=logits).sample()
+        return x, x
+
+
+class MaskedDiffusion(GenerativeModel, TimeSampledBound):
+    """Absorbing-state (masked) diffusion on images (C, H, W) with ``num_levels`` levels (see
+    the module docstring). ``net`` maps the one-hot input (levels + mask: C (L + 1) channels)
+    and the time to L logits per entry."""
+
+    estimate_kind: ClassVar[str] = "time-sampled"
+    sample_steps: ClassVar[bool] = True
+
+    def __init__(self, net: nn.Module, event_shape: tuple[int, ...], num_levels: int, steps: int = 0):
+        super().__init__()
+        if num_levels < 2:
+            raise ValueError(f"masked diffusion needs at least 2 levels, got {num_levels}")
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0 (0: continuous time), got {steps}")
+        self.net = net
+        self.event_shape = tuple(event_shape)
+        self.num_levels, self.steps = int(num_levels), int(steps)
+        self.register_buffer("_device_probe", torch.zeros(()), persistent=False)
+
+    @property
+    def variance_reduction(self) -> str:
+        return _TIMES
+
+    @property
+    def default_sample_steps(self) -> int:
+        return self.steps or math.prod(self.event_shape)
+
+    def logits(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logits (B, *event, L) of p(x_d | z_t); z holds levels 0..L-1 and the mask L."""
+        c = self.event_shape[0]
+        onehot = F.one_hot(z.long(), self.num_levels + 1).to(self._device_probe.dtype)  # (B, C, H, W, L+1)
+        h = onehot.permute(0, 1, 4, 2, 3).reshape(z.shape[0], c * (self.num_levels + 1), *z.shape[2:])
+        out = self.net(h, 1000.0 * t)  # (B, C L, H, W)
+        return out.view(z.shape[0], c, self.num_levels, *z.shape[2:]).permute(0, 1, 3, 4, 2)
+
+    def bound_terms(self, x: torch.Tensor, t: torch.Tensor, train: bool = False) -> dict[str, torch.Tensor]:
+        """``prior`` and ``recon`` (both 0) and ``diffusion``: (1/t) sum of -log p(x_d | z_t)
+        over the masked entries, for integer images x and times t (B,)."""
+        x = x.long()
+        t = _discretize(t, self.steps) if self.steps else 1.0 - t  # continuous: uniform on (0, 1]
+        masked = torch.rand(x.shape, device=x.device) < t.view(-1, *([1] * (x.dim() - 1)))
+        z = torch.where(masked, torch.full_like(x, self.num_levels), x)
+        logp = torch.log_softmax(self.logits(z, t), dim=-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
+        nll = -(logp * masked).flatten(1).sum(1)
+        zero = torch.zeros_like(nll)
+        return {"prior": zero, "recon": zero, "diffusion": nll / t}
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, steps: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """n images by ancestral sampling with ``steps`` steps (default: T, or one entry per
+        step in continuous time): from all masks, each masked entry is revealed between t and
+        s = t - 1/steps with probability (t - s) / t, its level drawn from p(x_d | z_t)."""
+        steps = self.default_sample_steps if steps is None else int(steps)
+        if steps < 1:
+            raise ValueError(f"sampling needs at least 1 step, got {steps}")
+        device = self._device_probe.device
+        with seeded_by(generator, device):
+            z = torch.full((n, *self.event_shape), self.num_levels, dtype=torch.long, device=device)
+            for i in range(steps, 0, -1):
+                still = z == self.num_levels
+                if not still.any():
+                    break
+                t = torch.full((n,), i / steps, device=device, dtype=self._device_probe.dtype)
+                reveal = still & (torch.rand(z.shape, device=device) < 1.0 / i)
+                if reveal.any():
+                    draw = torch.distributions.Categorical(logits=self.logits(z, t)).sample()
+                    z = torch.where(reveal, draw, z)
+        return z, z

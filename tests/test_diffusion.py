@@ -1,0 +1,341 @@
+"""Diffusion models: the bound against exact likelihoods (a 1-D linear-Gaussian chain, and a
+tiny masked diffusion by enumeration), the schedules, the variance gradient, the windowed
+reconstruction term, sampling and the command line."""
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dgmkit.cli.main import main
+from dgmkit.evaluation import evaluate
+from dgmkit.families.diffusion import DiffusionConfig
+from dgmkit.models import DDPMSchedule, GaussianDiffusion, LearnedSchedule, LinearSchedule, MaskedDiffusion
+from dgmkit.models.diffusion import stratified_times
+from dgmkit.nn.unet import UNet
+from dgmkit.objectives import DiffusionBound
+
+# ---------------------------------------------------------------- 1-D Gaussian data, exact denoiser
+
+MU, VAR, LEVELS = 0.1, 0.2**2, 1024
+_LO, _HI = -13.3, 5.0  # the log-SNR range of the noise-level embedding (models.diffusion)
+
+
+class _ExactDenoiser(nn.Module):
+    """E[eps | z_t] for x ~ N(MU, VAR): sigma (z - alpha MU) / (alpha^2 VAR + sigma^2)."""
+
+    def forward(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        g = (_LO + s * (_HI - _LO) / 1000).view(-1, 1, 1, 1)
+        a2, s2 = torch.sigmoid(-g), torch.sigmoid(g)
+        return s2.sqrt() * (z - a2.sqrt() * MU) / (a2 * VAR + s2)
+
+
+def _gaussian_model(steps: int) -> GaussianDiffusion:
+    return GaussianDiffusion(_ExactDenoiser(), LinearSchedule(-13.3, 10.0), (1, 1, 1), LEVELS, steps).double()
+
+
+def _mc_elbo(model: GaussianDiffusion, k: int, n: int = 25_000, replicates: int = 8) -> tuple[float, float]:
+    """The bound at level k by Monte Carlo over stratified times, and its standard error from
+    independent replicates (the spread of one stratified set says little about its mean)."""
+    x = torch.full((n, 1, 1, 1), k, dtype=torch.long)
+    means = []
+    with torch.no_grad():
+        for _ in range(replicates):
+            terms = model.bound_terms(x, stratified_times(n).double())
+            means.append(-(terms["prior"] + terms["recon"] + terms["diffusion"]).mean().item())
+    m = torch.tensor(means, dtype=torch.float64)
+    return m.mean().item(), m.std().item() / math.sqrt(replicates)
+
+
+def _chain_log_prob(model: GaussianDiffusion, k: int, steps: int) -> float:
+    """log P(k) of the model's own generative chain with ``steps`` steps: z_1 ~ N(0, 1), each
+    ancestral step affine in z plus Gaussian noise (the denoiser is affine), so z_0 is Gaussian;
+    then P(k) = E[p(k | z_0)] by quadrature over z_0 around level k."""
+    mean, var = torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    sch = model.schedule
+    for i in range(steps, 0, -1):
+        gt, _ = sch(torch.tensor([i / steps], dtype=torch.float64))
+        gs, _ = sch(torch.tensor([(i - 1) / steps], dtype=torch.float64))
+        a2t, s2t = torch.sigmoid(-gt), torch.sigmoid(gt)
+        slope, offset = s2t.sqrt() / (a2t * VAR + s2t), -s2t.sqrt() * a2t.sqrt() * MU / (a2t * VAR + s2t)
+        c, r = -torch.expm1(gs - gt), torch.sqrt(torch.sigmoid(-gs) / a2t)
+        coef = r * (1 - c * s2t.sqrt() * slope)
+        mean = coef * mean - r * c * s2t.sqrt() * offset
+        var = coef**2 * var + c * torch.sigmoid(gs)
+    g0, _ = sch.endpoints()
+    a0 = torch.sigmoid(-g0).sqrt()
+    z = a0 * (model.levels[k].double() + torch.linspace(-12, 12, 100_001, dtype=torch.float64) * 2 / LEVELS)
+    log_q = -0.5 * (z - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)
+    log_recon = torch.log_softmax(model._recon_logits(z, g0), -1)[:, k]
+    return (torch.logsumexp(log_q + log_recon, 0) + torch.log(z[1] - z[0])).item()
+
+
+def test_continuous_and_discrete_bounds_meet_the_exact_likelihood_on_1d_gaussian_data():
+    torch.manual_seed(0)
+    k = 560  # a level about 0.4 sd above the mean
+    exact = _chain_log_prob(_gaussian_model(2000), k, 2000)  # the continuous-time model's chain, finely
+    x = (2 * k + 1) / LEVELS - 1
+    data = -0.5 * (x - MU) ** 2 / VAR - 0.5 * math.log(2 * math.pi * VAR) + math.log(2 / LEVELS)
+    assert exact == pytest.approx(data, abs=0.02)  # the exact denoiser makes the model the data distribution
+    cont, se = _mc_elbo(_gaussian_model(0), k)
+    assert abs(cont - exact) < 4 * se + 0.03  # the continuous-time bound is tight here
+    bounds = {}
+    for steps in (10, 100, 1000):
+        bound, se_t = _mc_elbo(_gaussian_model(steps), k)
+        own = _chain_log_prob(_gaussian_model(steps), k, steps)
+        assert bound <= own + 4 * se_t  # a bound on the T-step model's own log-likelihood
+        bounds[steps] = (bound, se_t)
+    # T -> infinity: the discrete-time bound rises towards the continuous one
+    assert bounds[10][0] < bounds[100][0] - 1 < bounds[1000][0] - 1
+    assert bounds[1000][0] <= cont + 4 * (bounds[1000][1] + se)
+    assert abs(bounds[1000][0] - cont) < 4 * (bounds[1000][1] + se) + 0.05
+
+
+# ---------------------------------------------------------------- schedules
+
+
+@pytest.mark.parametrize("make", [lambda: LearnedSchedule(-9.0, 4.0, hidden=16), lambda: LinearSchedule(-9.0, 4.0),
+                                  lambda: DDPMSchedule(1000)], ids=["learned", "linear", "ddpm"])  # fmt: skip
+def test_schedules_are_increasing_with_the_derivative_they_report(make):
+    torch.manual_seed(1)
+    sch = make().double()
+    if isinstance(sch, LearnedSchedule):  # random parameters: monotone by construction, whatever they are
+        with torch.no_grad():
+            for p in (sch.w1, sch.b1, sch.w2, sch.b2, sch.w3):
+                p.copy_(torch.randn_like(p) * 3)
+    t = torch.linspace(0, 1, 501, dtype=torch.float64, requires_grad=True)
+    g, dg = sch(t)
+    (auto,) = torch.autograd.grad(g.sum(), t)
+    torch.testing.assert_close(dg, auto, rtol=1e-6, atol=1e-8)
+    assert (dg > 0).all() and (g.diff() > 0).all()
+    if not isinstance(sch, DDPMSchedule):
+        g0, g1 = sch.endpoints()
+        assert g0.item() == pytest.approx(-9.0) and g1.item() == pytest.approx(4.0)
+
+
+def test_ddpm_schedule_matches_ho_et_al_linear_betas():
+    """alpha_bar of 1000 betas from 1e-4 to 0.02, against the continuous form at t_i = i / T."""
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    alpha_bar = torch.cumprod(1 - betas, 0)
+    sch = DDPMSchedule(1000)
+    for i in (100, 500, 1000):  # below ~100 steps the integral and the sum differ by about half a beta
+        g, _ = sch(torch.tensor([(i - 1) / 999], dtype=torch.float64))  # tau = i / T
+        # the continuous form leaves out sum(beta^2) / 2 of -log alpha_bar (at most 0.07 of 10.05)
+        assert -F.logsigmoid(-g).item() == pytest.approx(-alpha_bar[i - 1].log().item(), rel=1e-2)
+
+
+def test_the_learned_shape_gets_the_gradient_of_the_squared_loss_and_the_ends_of_the_loss():
+    torch.manual_seed(2)
+    model = GaussianDiffusion(
+        UNet(1, 1, [4], blocks=1, attention=False, fourier=[]), LearnedSchedule(hidden=8), (1, 4, 4), 16
+    ).double()
+    x = torch.randint(0, 16, (6, 1, 4, 4))
+    t = stratified_times(6).double()
+
+    def terms(train: bool) -> dict:
+        torch.manual_seed(3)
+        return model.bound_terms(x, t, train=train)
+
+    out = terms(True)
+    loss = (out["prior"] + out["recon"] + out["diffusion"]).mean()
+    shape = [model.schedule.w1, model.schedule.b1, model.schedule.w2, model.schedule.b2, model.schedule.w3]
+    ends = [model.schedule.gamma_0, model.schedule.gamma_1]
+    got = torch.autograd.grad(loss, shape + ends)
+    plain = terms(False)
+    want_shape = torch.autograd.grad(plain["diffusion"].square().mean(), shape, retain_graph=True)
+    want_ends = torch.autograd.grad((plain["prior"] + plain["recon"] + plain["diffusion"]).mean(), ends)
+    for a, b in zip(got, [*want_shape, *want_ends], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_windowed_reconstruction_term_equals_the_full_softmax():
+    torch.manual_seed(4)
+    model = GaussianDiffusion(UNet(1, 1, [4], attention=False), LinearSchedule(), (1, 5, 5), 256).double()
+    x = torch.randint(0, 256, (3, 1, 5, 5))
+    xs = model.scale(x)
+    for g in (-13.3, -6.0, 0.0):
+        g0 = torch.tensor(g, dtype=torch.float64)
+        torch.manual_seed(5)
+        got = model._recon_nll(x, xs, g0)
+        torch.manual_seed(5)
+        z0 = torch.sigmoid(-g0).sqrt() * xs + torch.sigmoid(g0).sqrt() * torch.randn_like(xs)
+        full = -torch.log_softmax(model._recon_logits(z0, g0), -1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
+        torch.testing.assert_close(got, full.flatten(1).sum(1))
+
+
+# ---------------------------------------------------------------- masked diffusion by enumeration
+
+
+class _TinyDenoiser(nn.Module):
+    """An MLP from the one-hot input (B, L + 1, 1, D) and the time to L logits per entry."""
+
+    def __init__(self, d: int, levels: int):
+        super().__init__()
+        self.d, self.levels = d, levels
+        self.net = nn.Sequential(nn.Linear(d * (levels + 1) + 1, 16), nn.Tanh(), nn.Linear(16, d * levels))
+
+    def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        out = self.net(torch.cat([h.flatten(1), s.view(-1, 1) / 1000], 1))
+        return out.view(-1, self.levels, 1, self.d)
+
+
+def _masked_model(steps: int, d: int = 3) -> MaskedDiffusion:
+    torch.manual_seed(6)
+    return MaskedDiffusion(_TinyDenoiser(d, 2), (1, 1, d), 2, steps).double()
+
+
+def _exact_masked_log_probs(model: MaskedDiffusion, d: int) -> dict[tuple, float]:
+    """log p(x) of every binary x under the T-step generative process, by a forward pass over
+    all 3^d states (0, 1, mask)."""
+    steps, mask = model.steps, 2
+    states = list(itertools.product(range(3), repeat=d))
+    prob = {s: 0.0 for s in states}
+    prob[(mask,) * d] = 1.0
+    for j in range(steps, 0, -1):
+        nxt = {s: 0.0 for s in states}
+        for s, p in prob.items():
+            if p == 0.0:
+                continue
+            z = torch.tensor(s).view(1, 1, 1, d)
+            pv = torch.softmax(model.logits(z, torch.tensor([j / steps], dtype=torch.float64)), -1)[0, 0, 0]
+            options = []
+            for i in range(d):
+                if s[i] != mask:
+                    options.append([(s[i], 1.0)])
+                else:
+                    stay = (j - 1) / j
+                    options.append([(mask, stay)] + [(v, (1 - stay) * pv[i, v].item()) for v in range(2)])
+            for combo in itertools.product(*options):
+                nxt[tuple(v for v, _ in combo)] += p * math.prod(w for _, w in combo)
+        prob = nxt
+    return {s: math.log(p) for s, p in prob.items() if mask not in s}
+
+
+def _exact_masked_elbo(model: MaskedDiffusion, x: tuple, d: int) -> float:
+    """sum over steps j of E_{z_j ~ q}[(1/j) sum over masked i of log p(x_i | z_j)], enumerated."""
+    steps, total = model.steps, 0.0
+    xt = torch.tensor(x)
+    for j in range(1, steps + 1):
+        m = j / steps
+        for masked in itertools.product([False, True], repeat=d):
+            w = math.prod(m if b else 1 - m for b in masked)
+            bm = torch.tensor(masked)
+            z = torch.where(bm, torch.tensor(2), xt).view(1, 1, 1, d)
+            logp = torch.log_softmax(model.logits(z, torch.tensor([m], dtype=torch.float64)), -1)[0, 0, 0]
+            total += w * (1 / j) * sum(logp[i, x[i]].item() for i in range(d) if masked[i])
+    return total
+
+
+def test_masked_diffusion_bound_lies_below_the_exact_likelihood_by_enumeration():
+    d = 3
+    model = _masked_model(3, d)
+    with torch.no_grad():
+        exact = _exact_masked_log_probs(model, d)
+        assert sum(math.exp(v) for v in exact.values()) == pytest.approx(1.0, abs=1e-9)  # a normalised model
+        for x, log_p in exact.items():
+            elbo = _exact_masked_elbo(model, x, d)
+            assert elbo <= log_p + 1e-9
+            assert elbo > log_p - 1.5  # a bound, not a vacuous one
+            n = 40_000  # the model's Monte Carlo estimate over sampled times is unbiased for it
+            xb = torch.tensor(x).view(1, 1, 1, d).expand(n, 1, 1, d)
+            est = -model.bound_terms(xb, torch.rand(n, dtype=torch.float64))["diffusion"]
+            assert est.mean().item() == pytest.approx(elbo, abs=4 * est.std().item() / math.sqrt(n) + 1e-3)
+
+
+def test_masked_sampling_reveals_every_entry_with_the_model_s_conditionals():
+    model = _masked_model(2, 2)
+    with torch.no_grad():
+        x, shown = model.sample(4000, torch.Generator().manual_seed(0))
+        assert x.shape == (4000, 1, 1, 2) and set(x.unique().tolist()) <= {0, 1}
+        exact = _exact_masked_log_probs(model, 2)
+        for s, log_p in exact.items():
+            freq = (x.view(-1, 2) == torch.tensor(s)).all(1).double().mean().item()
+            assert freq == pytest.approx(math.exp(log_p), abs=0.03)
+
+
+# ---------------------------------------------------------------- models, evaluation, the CLI
+
+
+@pytest.mark.parametrize("process", ["gaussian", "masked"])
+def test_family_builds_trains_a_step_and_samples(process):
+    torch.manual_seed(7)
+    cfg = DiffusionConfig(process=process, unet_channels=[8, 8])
+    levels = 256 if process == "gaussian" else 2
+    model = cfg.build((1, 8, 8), levels)
+    x = torch.randint(0, levels, (5, 1, 8, 8))
+    terms = DiffusionBound()(model, x)
+    assert terms.loss.shape == (5,) and torch.isfinite(terms.loss).all()
+    terms.loss.mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    s, _ = model.sample(3, torch.Generator().manual_seed(0), steps=4)
+    assert s.shape == (3, 1, 8, 8) and s.dtype == torch.long and 0 <= s.min() and s.max() < levels
+    s2, _ = model.sample(3, torch.Generator().manual_seed(0), steps=4)
+    assert torch.equal(s, s2)  # seeded sampling repeats
+
+
+def test_time_sampled_evaluation_reports_the_bound_its_terms_and_an_honest_time_error():
+    torch.manual_seed(8)
+    model = _gaussian_model(0)
+    x = torch.full((400, 1, 1, 1), 560, dtype=torch.long)
+    r = evaluate(model, x, iw_samples=8, seed=0)
+    assert r.estimate == "time-sampled" and r.iw_samples == 8
+    assert r.elbo == pytest.approx(-r.nll) and r.kl == pytest.approx(r.prior_kl + r.diffusion_kl)
+    assert r.nll == pytest.approx(-_chain_log_prob(model, 560, 2000), abs=4 * r.nll_stderr)
+    # every datapoint is the same: the spread over datapoints is the time noise only, and the
+    # halves' estimate must agree with it
+    assert r.time_stderr == pytest.approx(r.nll_stderr, rel=0.3)
+    assert "stratified" in r.variance_reduction
+
+
+def test_simple_loss_is_refused_with_a_learned_schedule():
+    from dgmkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs gaussian diffusion with a fixed schedule"):
+        DiffusionConfig(loss="simple").validate()
+    DiffusionConfig(loss="simple", schedule="ddpm", diffusion_steps=1000).validate()
+
+
+def test_unet_keeps_odd_sizes():
+    net = UNet(2, 3, [4, 8, 8], blocks=2, image_size=(7, 9))
+    assert net(torch.zeros(2, 2, 7, 9), torch.zeros(2)).shape == (2, 3, 7, 9)
+    net = UNet(1, 1, [4, 8, 8], image_size=(28, 28))
+    assert net(torch.zeros(1, 1, 28, 28), torch.zeros(1)).shape == (1, 1, 28, 28)
+
+
+def test_cli_trains_evaluates_and_samples_a_diffusion_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--model", "diffusion", "--dataset", "digits", "--epochs", "1", "--unet-channels", "8", "8"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    assert main(["eval", str(out), "--time-samples", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "NLL bound (2 times per datapoint)" in text and "diffusion KL" in text and "stratified" in text
+    r = json.loads((out / "eval.json").read_text())
+    assert r["estimate"] == "time-sampled" and r["iw_samples"] == 2 and r["time_stderr"] > 0
+    assert r["bpd"] == pytest.approx(r["nll"] / (64 * math.log(2)))
+    assert main(["eval", str(out), "--iw-samples", "5"]) == 1
+    assert "--time-samples" in capsys.readouterr().err
+    assert main(["sample", str(out), "-n", "4", "--steps", "3", "--out", str(tmp_path / "s.png")]) == 0
+    assert "ancestral sampling in 3 steps" in capsys.readouterr().out
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_cli_refuses_steps_and_time_samples_where_they_mean_nothing(tmp_path, capsys):
+    out = tmp_path / "vae"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    assert main(["sample", str(out), "--steps", "3", "--out", str(tmp_path / "s.png")]) == 1
+    assert "--steps is for diffusion models" in capsys.readouterr().err
+    assert main(["eval", str(out), "--time-samples", "3"]) == 1
+    assert "--time-samples is for diffusion models" in capsys.readouterr().err
+
+
+def test_continuous_data_is_refused(tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(50, 1, 4, 4)).astype("float32"))
+    code = main(["train", "--model", "diffusion", "--dataset", str(path), "--epochs", "1", "--out", str(tmp_path / "r")])
+    assert code == 1 and "quantized" in capsys.readouterr().err
