@@ -77,7 +77,20 @@ def _fill_help(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The ``dgm`` parser; ``argv`` (when given) picks the family whose flags ``dgm train`` offers."""
-    from dgmkit.cli import cluster, compress, demo, density, diagnose, disentangle, evaluate, figures, impute, ood, train
+    from dgmkit.cli import (
+        cluster,
+        compress,
+        demo,
+        density,
+        diagnose,
+        disentangle,
+        evaluate,
+        figures,
+        impute,
+        ood,
+        report,
+        train,
+    )
 
     parser = _Parser(prog="dgm", description="dgmkit: likelihood-based deep generative models")
     parser.add_argument("--version", action="version", version=f"dgmkit {__version__}")
@@ -94,6 +107,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     impute.add_parser(sub)
     density.add_parser(sub)
     compress.add_parsers(sub)
+    report.add_parser(sub)
     demo.add_parser(sub)
     _fill_help(parser)
     return parser

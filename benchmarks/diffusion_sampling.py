@@ -1,0 +1,55 @@
+"""Sampling speed of diffusion models: images per second against the number of ancestral
+steps, for a Gaussian (VDM) and a masked model, measured one after the other in one run.
+
+    python benchmarks/diffusion_sampling.py [VDM_RUN [MASKED_RUN]] [--n N] [--steps S ...]
+
+With run folders (trained --model diffusion runs) their models (EMA weights where kept) are
+used; without, randomly initialised models of the presets' sizes on 28x28 images (the speed
+does not depend on the weights). Sampling cost is one U-Net pass per step for the whole batch
+(the masked model skips steps that reveal nothing).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
+from dgmkit.config import load_run  # noqa: E402
+from dgmkit.families.diffusion import DiffusionConfig  # noqa: E402
+
+
+def _model(run: str | None, process: str, levels: int) -> tuple[torch.nn.Module, str]:
+    if run:
+        return load_run(run).model.eval(), run
+    torch.manual_seed(0)
+    return DiffusionConfig(process=process).build((1, 28, 28), levels).eval(), "random weights"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("runs", nargs="*")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--steps", type=int, nargs="+", default=[25, 100, 250])
+    a = p.parse_args()
+    runs = [*a.runs, None, None][:2]
+    print(f"# {machine()}; batches of {a.n} images")
+    for run, process, levels in ((runs[0], "gaussian", 256), (runs[1], "masked", 2)):
+        model, what = _model(run, process, levels)
+        params = sum(q.numel() for q in model.parameters())
+        print(f"{process} diffusion ({what}), {params} parameters")
+        with torch.no_grad():
+            model.sample(2, torch.Generator().manual_seed(0), steps=2)  # warm-up
+            for steps in a.steps:
+                t0 = time.perf_counter()
+                model.sample(a.n, torch.Generator().manual_seed(0), steps=steps)
+                dt = time.perf_counter() - t0
+                print(f"  {steps:5d} steps: {a.n} images in {dt:7.1f} s = {a.n / dt:8.3f} images/s")
+
+
+if __name__ == "__main__":
+    main()

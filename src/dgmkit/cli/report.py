@@ -1,0 +1,156 @@
+"""``dgm report RUN [RUN ...] --out report.html``: one self-contained HTML page of one or more
+runs: the configuration, learning curves, the evaluations with their protocols, figures drawn
+from the model (samples; reconstructions and latent means for models with latents) and, for
+several runs, a comparison table."""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from dgmkit._io import atomic_write_bytes, check_new_output, parse_json
+from dgmkit.cli.argtypes import SEED, count
+from dgmkit.cli.common import add_data_flags, plural, posterior_means, say, split_data, to_display
+from dgmkit.cli.evaluate import _EVALS, protocol_key
+from dgmkit.config import Run, build_objective, load_run
+from dgmkit.errors import DataError, DgmError
+from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
+from dgmkit.reporting import RunPage, render_page
+from dgmkit.training.run_writer import RUN_FILES
+
+__all__ = ["add_parser", "run_report", "read_metrics"]
+
+MAX_METRICS_BYTES = 256 << 20
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page of one or more runs (curves, evaluations, figures)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by dgm train")
+    p.add_argument("--out", required=True, help="the .html file to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--samples", type=count(0, 400, "--samples"), default=16, help="images sampled per run (0: none)")
+    p.add_argument(
+        "--steps",
+        type=count(1, 100_000, "--steps"),
+        default=None,
+        help="diffusion models: sampling steps (default: the model's)",
+    )
+    p.add_argument("--no-figures", action="store_true", help="leave out the figures (no model passes, no data read)")
+    p.add_argument("--title", default="dgmkit report", help="the page's title")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the samples and of the images shown")
+    add_data_flags(p)
+    p.set_defaults(func=run_report)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The epochs of a metrics.jsonl: one JSON object per line. A last line cut short (a run
+    still writing) is left out; any other line that is not a JSON object is an error."""
+    if not path.is_file():
+        return []
+    if path.stat().st_size > MAX_METRICS_BYTES:
+        raise DataError(f"{path} is larger than {MAX_METRICS_BYTES >> 20} MiB; not a metrics file of dgmkit")
+    lines = path.read_bytes().split(b"\n")
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = parse_json(line)
+        except (ValueError, DgmError):
+            if i == len(lines) - 1:  # no newline yet: the line being written
+                break
+            raise DataError(f"{path}, line {i + 1}: not a JSON object; not a metrics file of dgmkit") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}, line {i + 1}: not a JSON object; not a metrics file of dgmkit")
+        out.append(row)
+    return out
+
+
+def _evaluations(run_dir: Path) -> dict[str, dict]:
+    """The run's evaluations by protocol (evals.json), or its one eval.json where a run written
+    before evals.json existed has only that."""
+    kept = _EVALS.kept(run_dir)
+    if kept or not (run_dir / "eval.json").is_file():
+        return kept
+    try:
+        one = parse_json((run_dir / "eval.json").read_bytes())
+    except (OSError, ValueError, DgmError):
+        raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit") from None
+    if not isinstance(one, dict) or "estimate" not in one:
+        raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit")
+    return {protocol_key(one): one}
+
+
+@torch.no_grad()
+def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, bytes]], list[str]]:
+    model, figs, notes = run.model, [], []
+    images = len(run.record["data"]["event_shape"]) == 3 and tuple(run.record["data"]["event_shape"][1:]) != (1, 2)
+    if args.samples and model.can_sample and images:
+        g = torch.Generator().manual_seed(args.seed)
+        options = {}
+        if model.sample_steps:
+            options["steps"] = args.steps or model.default_sample_steps
+        with torch.random.fork_rng():
+            torch.manual_seed(args.seed)
+            x, mean = model.sample(args.samples, generator=g, **options)
+        shown = mean if model.sample_means else x
+        what = "means of p(x|z), z ~ p(z)" if model.sample_means else "samples x ~ p(x)"
+        if options:
+            what += f", {plural(options['steps'], 'ancestral step')}"
+        side = max(1, round(args.samples**0.5))
+        figs.append(("samples", f"{args.samples} {what} (seed {args.seed})", image_grid_png(to_display(shown, run), side)))
+    if not (model.has_latents and images):
+        return figs, notes
+    try:
+        x, y = split_data(run, "test", args.data_dir, args.data)
+    except DataError as e:
+        notes.append(f"no reconstruction or latent figures: the test data could not be read ({e})")
+        return figs, notes
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
+    xb = x[idx[:8]]
+    rec = model.reconstruct(xb)
+    pairs = torch.stack([to_display(xb, run), to_display(rec, run)], 1).flatten(0, 1)
+    figs.append(("reconstructions", f"8 random test images (left) and their reconstructions (right), seed {args.seed}",
+                 image_grid_png(pairs, 4)))  # fmt: skip
+    pick = idx[:1000]
+    z = posterior_means(run, x[pick])
+    points, axis_labels, axes = project_2d(z)
+    labels = None if y is None else y[pick].numpy()
+    title = f"{run.cfg.data.dataset} test: E[z|x] ({axes}), n={len(pick)}"
+    figs.append(("latent means", f"posterior means of {len(pick)} random test images ({axes})",
+                 scatter_png(points, labels, title, axis_labels)))  # fmt: skip
+    return figs, notes
+
+
+def run_report(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise DataError(f"--out must name an .html file, got {out}")
+    protected = [Path(d) / n for d in args.run_dirs for n in RUN_FILES]
+    check_new_output(out, args.force, protected=protected)
+    if len(set(map(lambda d: Path(d).resolve(), args.run_dirs))) != len(args.run_dirs):
+        raise DataError("a run folder is named twice")
+    pages = []
+    for d in args.run_dirs:
+        run = load_run(d)
+        objective = build_objective(run.cfg) if run.cfg.model.fit == "gradient" else None
+        score = objective.score if objective is not None else "log_px"
+        label = objective.label if objective is not None else "log p(x)"
+        figures, notes = ([], []) if args.no_figures else _figures(run, args)
+        pages.append(
+            RunPage(
+                name=str(d),
+                describe=run.cfg.model.describe(),
+                dataset=str(run.record["data"].get("name", run.cfg.data.dataset)),
+                config=run.cfg.to_dict(),
+                metrics=read_metrics(run.path / "metrics.jsonl"),
+                score=score,
+                score_label=label,
+                evals=_evaluations(run.path),
+                figures=figures,
+                notes=notes,
+            )
+        )
+    atomic_write_bytes(out, render_page(pages, args.title).encode("utf-8"))
+    say(f"wrote a report of {plural(len(pages), 'run')} to {out} ({out.stat().st_size / 1024:.0f} KiB, self-contained)")
+    return 0

@@ -1,0 +1,259 @@
+"""One self-contained HTML page about one or more runs: everything inline (PNG figures as data
+URIs, the style sheet, a few lines of script that only check the page rendered), so the file
+opens anywhere with no network access.
+
+The page is built from plain values (``RunPage``), gathered by the command (``cli/report.py``);
+every string that came from a file is escaped here, so a crafted run folder cannot inject markup.
+"""
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dgmkit.evaluation.figures import figure_png
+
+__all__ = ["RunPage", "curves_png", "render_page", "metric_series"]
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #1b1b1b; line-height: 1.4; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.3em; border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+h3 { font-size: 1.05em; margin-top: 1.4em; }
+table { border-collapse: collapse; margin: .6em 0; font-size: .92em; }
+th, td { border: 1px solid #d0d0d0; padding: .25em .6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.note { color: #555; font-size: .9em; } figure { margin: 1em 0; } figcaption { color: #444; font-size: .9em; }
+img { max-width: 100%; image-rendering: pixelated; border: 1px solid #e4e4e4; }
+code { background: #f5f5f5; padding: 0 .2em; }
+"""
+
+# after loading: how many images decoded, in the body's data-rendered attribute (a headless
+# browser's test reads it from the DOM; a person never sees it)
+_CHECK = """
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute("data-rendered", ok + "/" + imgs.length);
+});
+"""
+
+
+@dataclass
+class RunPage:
+    """What the page shows of one run. ``figures``: (title, caption, PNG bytes)."""
+
+    name: str
+    describe: str
+    dataset: str
+    config: dict
+    metrics: list[dict]
+    score: str  # the monitored score's key in metrics.jsonl (train_SCORE, valid_SCORE)
+    score_label: str
+    evals: dict[str, dict]
+    figures: list[tuple[str, str, bytes]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _e(v: object) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _num(v: object, digits: int = 3) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "–" if v is None else _e(v)
+    if isinstance(v, int):
+        return str(v)
+    return "–" if not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def metric_series(metrics: list[dict], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of one scalar metric, leaving out epochs where it is missing or not a number."""
+    xs, ys = [], []
+    for m in metrics:
+        v, ep = m.get(key), m.get("epoch", m.get("iteration"))
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(ep, int) and math.isfinite(v):
+            xs.append(float(ep))
+            ys.append(float(v))
+    return xs, ys
+
+
+def _layer_series(metrics: list[dict], key: str) -> tuple[list[float], np.ndarray] | None:
+    """(epochs, values (E, L)) of a per-layer metric (a list of numbers per epoch)."""
+    rows = [(m.get("epoch"), m.get(key)) for m in metrics]
+    rows = [(ep, v) for ep, v in rows if isinstance(ep, int) and isinstance(v, list) and v]
+    if not rows or len({len(v) for _, v in rows}) != 1:
+        return None
+    try:
+        values = np.array([[float(a) for a in v] for _, v in rows])
+    except (TypeError, ValueError):
+        return None
+    return [float(ep) for ep, _ in rows], values
+
+
+def curves_png(metrics: list[dict], score_label: str, score: str) -> bytes | None:
+    """Learning curves as one PNG: the monitored score (train and valid), the KL (total or per
+    layer), the active units and the learning rate, each panel only where the run logged it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    train, valid = metric_series(metrics, f"train_{score}"), metric_series(metrics, f"valid_{score}")
+    if train[0] or valid[0]:
+        panels.append(("score", [(f"train {score_label}", train), (f"valid {score_label}", valid)]))
+    layer_kl = _layer_series(metrics, "valid_layer_kl")
+    if layer_kl is not None:
+        eps, vals = layer_kl
+        panels.append(
+            ("KL per layer (valid, nats)", [(f"layer {i + 1}", (eps, list(vals[:, i]))) for i in range(vals.shape[1])])
+        )
+    else:
+        kl = metric_series(metrics, "valid_kl")
+        if kl[0]:
+            panels.append(("KL (valid, nats)", [("KL", kl)]))
+    layer_au = _layer_series(metrics, "valid_layer_active_units")
+    if layer_au is not None:
+        eps, vals = layer_au
+        panels.append(("active units (valid)", [(f"layer {i + 1}", (eps, list(vals[:, i]))) for i in range(vals.shape[1])]))
+    else:
+        au = metric_series(metrics, "valid_active_units")
+        if au[0]:
+            panels.append(("active units (valid)", [("active units", au)]))
+    lr = metric_series(metrics, "lr")
+    if lr[0]:
+        panels.append(("learning rate", [("lr", lr)]))
+    if not panels:
+        return None
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, (title, lines) in zip(axes.flat, panels):
+        for label, (xs, ys) in lines:
+            if xs:
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+_EVAL_COLUMNS = [
+    ("estimate", "estimate", None),
+    ("n", "datapoints", None),
+    ("nll", "NLL (nats)", 3),
+    ("nll_stderr", "± stderr", 3),
+    ("bpd", "bits/dim", 4),
+    ("elbo", "ELBO (nats)", 3),
+    ("recon", "reconstruction", 3),
+    ("kl", "KL", 3),
+    ("iw_samples", "k / times", None),
+    ("active_units", "active units", None),
+    ("seconds", "time (s)", 1),
+]
+
+
+def _eval_table(evals: dict[str, dict]) -> str:
+    if not evals:
+        return '<p class="note">no evaluation yet (<code>dgm eval RUN</code> adds one)</p>'
+    head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in _EVAL_COLUMNS)
+    body = []
+    for protocol, r in evals.items():
+        cells = "".join(f'<td class="num">{_num(r.get(k), d if d is not None else 0)}</td>' for k, _, d in _EVAL_COLUMNS)
+        body.append(f"<tr><td>{_e(r.get('split', '?'))}</td>{cells}<td class='note'>{_e(protocol)}</td></tr>")
+    return (
+        f"<table><tr><th>split</th>{head}<th>protocol (split | subset | estimate | seed | weights)</th></tr>"
+        + "".join(body)
+        + "</table>"
+    )
+
+
+def _config_table(config: dict) -> str:
+    parts = []
+    for section, values in config.items():
+        if not isinstance(values, dict):
+            parts.append(f"<tr><th>{_e(section)}</th><td colspan='2'>{_e(values)}</td></tr>")
+            continue
+        for i, (k, v) in enumerate(sorted(values.items())):
+            head = f"<th rowspan='{len(values)}'>{_e(section)}</th>" if i == 0 else ""
+            parts.append(f"<tr>{head}<td>{_e(k)}</td><td>{_e(v)}</td></tr>")
+    return "<table>" + "".join(parts) + "</table>"
+
+
+def _best(metrics: list[dict], score: str) -> tuple[float | None, int | None]:
+    eps, vals = metric_series(metrics, f"valid_{score}")
+    if not vals:
+        return None, None
+    i = int(np.argmax(vals))
+    return vals[i], int(eps[i])
+
+
+def _test_result(evals: dict[str, dict]) -> dict | None:
+    """The evaluation on the whole test set with the most samples (the newest among equals)."""
+    full = [r for r in evals.values() if r.get("split") == "test" and not r.get("subset")]
+    if not full:
+        return None
+    return max(full, key=lambda r: r.get("iw_samples") or 0)
+
+
+def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
+    """The HTML page for ``runs`` (with a comparison table when there are several)."""
+    out = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+    ]
+    if len(runs) > 1:
+        out.append("<h2>Comparison</h2><table><tr><th>run</th><th>model</th><th>dataset</th><th>epochs</th>")
+        out.append("<th>best validation score (nats)</th><th>test NLL (nats)</th><th>bits/dim</th><th>estimate</th></tr>")
+        for r in runs:
+            best, at = _best(r.metrics, r.score)
+            t = _test_result(r.evals) or {}
+            epochs = max((m.get("epoch", 0) for m in r.metrics if isinstance(m.get("epoch"), int)), default=0)
+            best_s = "–" if best is None else f"{best:.3f} (epoch {at})"
+            out.append(
+                f"<tr><td><a href='#{_e(_anchor(r.name))}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
+                f"<td>{_e(r.dataset)}</td><td class='num'>{epochs}</td><td class='num'>{_e(best_s)}</td>"
+                f"<td class='num'>{_num(t.get('nll'))}</td><td class='num'>{_num(t.get('bpd'), 4)}</td>"
+                f"<td>{_e(t.get('estimate', '–'))}{'' if not t else ' k=' + _e(t.get('iw_samples'))}</td></tr>"
+            )
+        out.append("</table>")
+        out.append(
+            "<p class='note'>Test NLL: each run's evaluation on its whole test split with the most samples; "
+            "compare rows only where the estimates are of the same kind and the data the same.</p>"
+        )
+    for r in runs:
+        out.append(f"<h2 id='{_e(_anchor(r.name))}'>{_e(r.name)}</h2>")
+        out.append(f"<p>{_e(r.describe)} on <b>{_e(r.dataset)}</b></p>")
+        for note in r.notes:
+            out.append(f"<p class='note'>{_e(note)}</p>")
+        out.append("<h3>Learning curves</h3>")
+        png = curves_png(r.metrics, r.score_label, r.score)
+        out.append(_img(png, f"learning curves of {r.name}") if png else "<p class='note'>no metrics logged</p>")
+        out.append("<h3>Evaluation</h3>" + _eval_table(r.evals))
+        if r.figures:
+            out.append("<h3>Figures</h3>")
+            for fig_title, caption, data in r.figures:
+                out.append(
+                    f"<figure>{_img(data, fig_title)}<figcaption><b>{_e(fig_title)}</b>: {_e(caption)}</figcaption></figure>"
+                )
+        out.append("<h3>Configuration</h3>" + _config_table(r.config))
+    out.append(f"<script>{_CHECK}</script></body></html>")
+    return "\n".join(out)
+
+
+def _anchor(name: str) -> str:
+    return "run-" + "".join(c if c.isalnum() else "-" for c in name)

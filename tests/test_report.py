@@ -1,0 +1,114 @@
+"""``dgm report``: a self-contained HTML page of runs, rendered by a real headless browser."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from dgmkit.cli.main import main
+from dgmkit.cli.report import read_metrics
+from dgmkit.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    vae, diff = root / "vae <b>x</b>", root / "diff"
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "3",
+                "--hidden",
+                "32",
+                "--latent-dim",
+                "4",
+                "--out",
+                str(vae),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert main(["eval", str(vae), "--iw-samples", "10"]) == 0
+    args = ["train", "--model", "diffusion", "--dataset", "digits", "--epochs", "2", "--unet-channels", "8", "8"]
+    assert main([*args, "--out", str(diff), "--quiet"]) == 0
+    return vae, diff
+
+
+def test_metrics_reader_leaves_out_a_line_being_written_and_refuses_others(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1, "valid_elbo": -3.0}\n{"epoch": 2, "valid_el')
+    assert read_metrics(path) == [{"epoch": 1, "valid_elbo": -3.0}]
+    path.write_text('{"epoch": 1}\n[1, 2]\n{"epoch": 3}\n')
+    with pytest.raises(DataError, match="line 2"):
+        read_metrics(path)
+    assert read_metrics(tmp_path / "none.jsonl") == []
+
+
+def test_report_is_self_contained_escaped_and_compares_runs(runs, tmp_path, capsys):
+    vae, diff = runs
+    out = tmp_path / "r.html"
+    assert main(["report", str(vae), str(diff), "--out", str(out), "--samples", "4", "--steps", "3"]) == 0
+    page = out.read_text()
+    assert "Comparison" in page and page.count("<h2 id=") == 2
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page  # a folder name is text, not markup
+    sources = re.findall(r'(?:src|href)="([^"]*)"', page) + re.findall(r"(?:src|href)='([^']*)'", page)
+    assert sources and all(s.startswith(("data:image/png;base64,", "#")) for s in sources)  # nothing to fetch
+    assert page.count("data:image/png;base64,") >= 5  # curves x2, samples x2, reconstructions, latents
+    evals = json.loads((vae / "evals.json").read_text())["results"]
+    nll = next(iter(evals.values()))["nll"]
+    assert f"{nll:.3f}" in page  # the evaluation table holds the run's own number
+    assert main(["report", str(vae), "--out", str(out)]) == 1  # never replaces a file without --force
+    assert "exists" in capsys.readouterr().err
+    assert main(["report", str(vae), "--out", str(vae / "metrics.jsonl"), "--force"]) == 1  # nor a run's file
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.txt")]) == 1
+
+
+def test_report_without_figures_reads_no_data(runs, tmp_path, monkeypatch):
+    vae, _ = runs
+    monkeypatch.setenv("DGMKIT_DATA", str(tmp_path / "nowhere"))
+    out = tmp_path / "r.html"
+    assert main(["report", str(vae), "--no-figures", "--out", str(out)]) == 0
+    assert out.read_text().count("data:image/png;base64,") == 1  # the curves only
+
+
+def _browser() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_browser() is None, reason="no Chromium on this machine (.ci/run installs it)")
+def test_report_renders_in_a_headless_browser(runs, tmp_path):
+    vae, diff = runs
+    out = tmp_path / "r.html"
+    assert main(["report", str(vae), str(diff), "--out", str(out), "--samples", "4", "--steps", "3"]) == 0
+    flags = [
+        _browser(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'p'}",
+    ]
+    flags += ["--host-resolver-rules=MAP * ~NOTFOUND"]  # no network: the page must not need it
+    dom = subprocess.run([*flags, "--enable-logging=stderr", "--dump-dom", out.as_uri()], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr, dom.stderr[-2000:]  # no script error, no warning
+    rendered = re.search(r'data-rendered="(\d+)/(\d+)"', dom.stdout)
+    assert rendered, "the page's load script did not run"
+    ok, total = map(int, rendered.groups())
+    assert total >= 5 and ok == total  # every embedded image decoded
+    shot = tmp_path / "r.png"
+    run = subprocess.run([*flags, "--window-size=1200,2400", f"--screenshot={shot}", out.as_uri()], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0 and shot.stat().st_size > 20_000  # a page with pictures, not a blank one
+    from PIL import Image
+
+    pixels = Image.open(shot).convert("L").getextrema()
+    assert pixels[0] < 50 and pixels[1] > 200  # text on a light background
