@@ -128,10 +128,11 @@ def test_ddpm_schedule_matches_ho_et_al_linear_betas():
         assert -F.logsigmoid(-g).item() == pytest.approx(-alpha_bar[i - 1].log().item(), rel=1e-2)
 
 
-def test_the_learned_shape_gets_the_gradient_of_the_squared_loss_and_the_ends_of_the_loss():
+@pytest.mark.parametrize("steps", [0, 10])
+def test_the_learned_shape_gets_the_variance_gradient_in_continuous_time_and_the_bound_s_with_steps(steps):
     torch.manual_seed(2)
     model = GaussianDiffusion(
-        UNet(1, 1, [4], blocks=1, attention=False, fourier=[]), LearnedSchedule(hidden=8), (1, 4, 4), 16
+        UNet(1, 1, [4], blocks=1, attention=False, fourier=[]), LearnedSchedule(hidden=8), (1, 4, 4), 16, steps
     ).double()
     x = torch.randint(0, 16, (6, 1, 4, 4))
     t = stratified_times(6).double()
@@ -146,10 +147,32 @@ def test_the_learned_shape_gets_the_gradient_of_the_squared_loss_and_the_ends_of
     ends = [model.schedule.gamma_0, model.schedule.gamma_1]
     got = torch.autograd.grad(loss, shape + ends)
     plain = terms(False)
-    want_shape = torch.autograd.grad(plain["diffusion"].square().mean(), shape, retain_graph=True)
-    want_ends = torch.autograd.grad((plain["prior"] + plain["recon"] + plain["diffusion"]).mean(), ends)
+    bound = (plain["prior"] + plain["recon"] + plain["diffusion"]).mean()
+    if steps:  # the shape changes a T-step bound: the bound trains it
+        want_shape = torch.autograd.grad(bound, shape, retain_graph=True)
+    else:  # d E[L^2] / (2 E[L]) with E[L] held fixed: the variance's direction at the loss's scale
+        d = plain["diffusion"]
+        want_shape = torch.autograd.grad(d.square().mean() / (2 * d.mean().detach()), shape, retain_graph=True)
+    want_ends = torch.autograd.grad(bound, ends)
     for a, b in zip(got, [*want_shape, *want_ends], strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_a_learned_schedule_stays_increasing_when_its_ends_cross():
+    sch = LearnedSchedule(-9.0, 4.0, hidden=4).double()
+    with torch.no_grad():
+        sch.gamma_1.fill_(-20.0)  # an update that put gamma_1 below gamma_0
+    g, dg = sch(torch.linspace(0, 1, 11, dtype=torch.float64))
+    assert (dg > 0).all() and (g.diff() > 0).all()
+
+
+def test_the_reconstruction_term_survives_a_diverged_or_huge_gamma_0():
+    model = GaussianDiffusion(UNet(1, 1, [4], attention=False), LinearSchedule(), (1, 3, 3), 256)
+    x = torch.randint(0, 256, (2, 1, 3, 3))
+    assert torch.isnan(model._recon_nll(x, model.scale(x), torch.tensor(float("nan")))).all()
+    # alpha_0 = 0: no signal left; NaN (the trainer names it) rather than an exception
+    assert model._recon_nll(x, model.scale(x), torch.tensor(2000.0)).shape == (2,)
+    assert torch.isfinite(model._recon_nll(x, model.scale(x), torch.tensor(8.0))).all()
 
 
 def test_the_windowed_reconstruction_term_equals_the_full_softmax():
@@ -297,6 +320,14 @@ def test_simple_loss_is_refused_with_a_learned_schedule():
     with pytest.raises(ConfigError, match="needs gaussian diffusion with a fixed schedule"):
         DiffusionConfig(loss="simple").validate()
     DiffusionConfig(loss="simple", schedule="ddpm", diffusion_steps=1000).validate()
+    with pytest.raises(ConfigError, match="schedule is a setting of gaussian diffusion"):
+        DiffusionConfig(process="masked", schedule="ddpm").validate()
+    with pytest.raises(ConfigError, match="ddpm's betas fix its ends"):
+        DiffusionConfig(schedule="ddpm", gamma_max=8.0).validate()
+    from dgmkit.config import RunConfig
+
+    with pytest.raises(ConfigError, match="without importance sampling"):
+        RunConfig.of(model="diffusion", iw_samples=7)
 
 
 def test_unet_keeps_odd_sizes():

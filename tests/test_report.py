@@ -112,3 +112,27 @@ def test_report_renders_in_a_headless_browser(runs, tmp_path):
 
     pixels = Image.open(shot).convert("L").getextrema()
     assert pixels[0] < 50 and pixels[1] > 200  # text on a light background
+
+
+def test_tensorboard_logs_the_metrics_of_every_epoch(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "digits", "--epochs", "3", "--hidden", "16", "--latent-dim", "2", "--tensorboard"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"train/elbo", "valid/elbo", "valid/kl", "lr"} <= set(tags)
+    logged = [(e.step, e.value) for e in acc.Scalars("valid/elbo")]
+    assert logged == [(m["epoch"], pytest.approx(m["valid_elbo"], rel=1e-6)) for m in lines]
+
+
+def test_tensorboard_is_off_by_default_and_refused_for_closed_form_fits(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "16", "--out", str(out), "--quiet"]) == 0
+    assert not (out / "tensorboard").exists()
+    assert main(["train", "--model", "ppca", "--dataset", "digits", "--tensorboard", "--out", str(tmp_path / "p")]) == 1
+    assert "closed form" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from dgmkit.config.codes import attach_code_prior
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation import evaluate
+from dgmkit.training import distributed
 
 __all__ = ["add_parser", "run_eval", "format_report"]
 
@@ -213,6 +214,8 @@ def run_eval(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "weights": weights,
     }
+    if not distributed.current().is_main:  # under torchrun every rank evaluated its share; rank 0 writes
+        return 0
     say(format_report(result))
     atomic_write_json(run.path / "eval.json", result)
     count = _EVALS.keep(run.path, result)

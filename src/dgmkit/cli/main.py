@@ -141,6 +141,22 @@ def _report_bug(e: BaseException) -> int:
     return EXIT_BUG
 
 
+_PARALLEL_COMMANDS = ("train", "eval")
+
+
+def _as_rank(args: argparse.Namespace) -> int:
+    """One of several processes that torchrun started: join the process group; rank 0 alone
+    prints (the others' stdout goes nowhere; their errors still show)."""
+    from dgmkit.training.distributed import init_from_environment
+
+    if args.command not in _PARALLEL_COMMANDS:
+        raise DgmError(f"dgm {args.command} runs in one process; only {' and '.join(_PARALLEL_COMMANDS)} run under torchrun")
+    ctx = init_from_environment(getattr(args, "device", None) or "auto")
+    if not ctx.is_main:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
+    return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -149,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version and usage errors end here
         return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    args._argv = argv
     try:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # one of several processes torchrun started
+            return _as_rank(args)
         return args.func(args)
     except BrokenPipeError:  # the reader went away (dgm ... | head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -224,6 +224,9 @@ def run_ood(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--iw-samples: {run.cfg.model.describe()} has an exact log-likelihood; there is nothing to sample"
         )
+    if args.iw_samples is not None and any(r.model.estimate_kind == "time-sampled" for r in [run, *([bg] if bg else [])]):
+        raise ConfigError("--iw-samples: a diffusion model is scored by its bound over the run's time_samples, without "
+                          "importance sampling")  # fmt: skip
     if bg is not None:
         _check_background(run, bg, args.background)
     protected = [run.path / n for n in (*RUN_FILES, _KEPT)]

@@ -4,12 +4,17 @@ The flags are derived from the settings: the data, optim and eval sections, and 
 family's fields (``--model NAME``; ``dgm train --model NAME --help`` lists them)."""
 
 import argparse
+import contextlib
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
+from dgmkit.cli.argtypes import count
 from dgmkit.cli.common import plural, say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
@@ -27,6 +32,7 @@ from dgmkit.training import (
     RunFolder,
     RunWriter,
     Trainer,
+    distributed,
     fit_closed_form,
     fit_em,
     latent_diagnostics,
@@ -80,6 +86,17 @@ def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMIL
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (flags may only extend it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument(
+        "--nproc",
+        type=count(1, 1024, "--nproc"),
+        default=1,
+        help="data-parallel training in N processes on this machine (runs torchrun; gloo on CPU, nccl on CUDA)",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log every epoch's metrics to OUT/tensorboard for TensorBoard (needs: pip install tensorboard)",
+    )
     dests = []
     for name, cls in SECTIONS.items():
         dests += add_settings_flags(p.add_argument_group(name), cls)
@@ -171,11 +188,21 @@ def _reporter(
     return report
 
 
-def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = False, report_every: int = 1) -> FitResult:
+def train_run(
+    cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = False, report_every: int = 1, tensorboard: bool = False
+) -> FitResult:
     """Fit ``cfg`` into the run folder ``out`` (or resume the run there), printing a line
-    every ``report_every`` epochs. A fresh run needs a new or empty folder; the folder is locked
-    while the run is written."""
+    every ``report_every`` epochs (and logging to ``out/tensorboard`` with ``tensorboard``). A
+    fresh run needs a new or empty folder; the folder is locked while the run is written."""
+    if tensorboard:
+        if cfg.model.fit == "closed-form":
+            raise ConfigError(f"--tensorboard: the {cfg.model.name} model is fitted in closed form; it has no epochs to log")
+        from dgmkit.training.tensorboard import TensorBoardLogger  # noqa: F401 - refuses early without the package
     family = cfg.model
+    ctx = distributed.current()
+    if ctx.parallel and family.fit != "gradient":
+        raise ConfigError(f"the {family.name} model is fitted {family.fit == 'em' and 'by EM' or 'in closed form'} in one "
+                          "process; data-parallel training (torchrun, --nproc) is for gradient training")  # fmt: skip
     if resume and family.fit != "gradient":
         raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
     if cfg.data.codes_of and not resume:  # the VQ-VAE run by its full path, wherever the prior is used from
@@ -218,10 +245,10 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = Fal
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
     model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
     fitted = _with_kept_labels(cfg, dataset)
-    with RunFolder(out, fresh=not resume):
+    with RunFolder(out, fresh=not resume) if ctx.is_main else contextlib.nullcontext():
         run_id = _resumable_run_id(cfg, out, dataset, transform) if resume else None
         record = run_record(cfg, dataset, transform, run_id)  # of the data as they are, all labels included
-        return _fit(cfg, model, fitted, transform, RunWriter(out, record), resume, quiet, report_every)
+        return _fit(cfg, model, fitted, transform, RunWriter(out, record), resume, quiet, report_every, tensorboard)
 
 
 def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
@@ -265,8 +292,19 @@ def _fit(
     resume: bool,
     quiet: bool,
     report_every: int,
+    tensorboard: bool = False,
 ) -> FitResult:
     family, out = cfg.model, writer.run_dir
+    logs = []  # a TensorBoard logger, made once the folder is written (a fresh run needs it empty)
+
+    def log(fit: object, m: dict) -> None:
+        if tensorboard and not logs:
+            from dgmkit.training.tensorboard import TensorBoardLogger
+
+            logs.append(TensorBoardLogger(out / "tensorboard"))
+        if logs:
+            logs[0](fit, m)
+
     num_dims = math.prod(dataset.event_shape)
     shift = num_dims * transform.log_volume  # nats of the integer data from nats of dequantized data
     continuous = transform.kind == "continuous"
@@ -282,9 +320,14 @@ def _fit(
                 nats = result.best_valid - shift
                 say(f"fitted {family.describe()} in closed form: exact log-likelihood {nats:.3f} nats (valid)")
             return result
-        return fit_em(
-            model, dataset.train, dataset.valid, transform, writer, family.iterations, cfg.optim.seed, callbacks=[report]
-        )
+        try:
+            return fit_em(
+                model, dataset.train, dataset.valid, transform, writer, family.iterations, cfg.optim.seed,
+                callbacks=[report, log],
+            )  # fmt: skip
+        finally:
+            for logger in logs:
+                logger.close()
     objective = family.training_objective()
     trainer = Trainer(
         model,
@@ -295,21 +338,48 @@ def _fit(
         run_dir=out,
         config=writer.record,
         progress=not quiet,
-        callbacks=[_reporter(cfg, num_dims, shift, objective.label, objective.score, quiet, report_every, continuous)],
+        callbacks=[_reporter(cfg, num_dims, shift, objective.label, objective.score, quiet, report_every, continuous), log],
         diagnostics=latent_diagnostics if model.has_latents else None,
         **trainer_options(cfg),
     )
     if resume:
         trainer.resume()  # config.json is rewritten (with the epochs, patience or device asked for) with the next epoch
         say(f"resuming {out} after epoch {trainer.epoch}")
-    else:
+    elif trainer.dist.is_main:
         writer.start()
-    trainer.fit()
+    if trainer.dist.parallel:
+        say(f"data-parallel: {trainer.dist.world_size} processes share each batch of {cfg.optim.batch_size}")
+    try:
+        trainer.fit()
+    finally:
+        for logger in logs:
+            logger.close()
     return trainer_result(trainer, objective)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``dgm train --nproc N``: the same command in N processes started by torchrun on this
+    machine (a rendezvous on localhost); their exit status."""
+    argv, rest, skip = list(args._argv), [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", "-m", "dgmkit"]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+    say(f"starting {args.nproc} processes with torchrun (gloo on CPU, nccl on CUDA); rank 0 reports")
+    return subprocess.run([*cmd, *rest], env=env).returncode  # noqa: S603 - our own interpreter and module
 
 
 def run_train(args: argparse.Namespace) -> int:
     reject_foreign(args, args._foreign, args._family)
+    if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
+        return _launch(args)
+    ctx = distributed.current()
     out = Path(args.out)
     if args.resume:
         if not (out / "checkpoint.safetensors").is_file():
@@ -317,8 +387,11 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = resumed_config(args, out)
     else:
         cfg = resolve_config(args)
-        RunFolder(out, fresh=True).check_fresh()  # before the data is loaded; again under the lock
-    result = train_run(cfg, out, resume=args.resume, quiet=args.quiet)
+        if ctx.is_main:
+            RunFolder(out, fresh=True).check_fresh()  # before the data is loaded; again under the lock
+    result = train_run(cfg, out, resume=args.resume, quiet=args.quiet, tensorboard=args.tensorboard)
+    if not ctx.is_main:
+        return 0
     data = read_json(out / "config.json")["data"]
     shift = math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume
     density = " (a log-density of continuous data, not a probability)" if data["transform"] == "continuous" else ""

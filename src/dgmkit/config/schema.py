@@ -152,6 +152,10 @@ class RunConfig:
             check(part)
         self.model.validate()
         self.model.validate_optim(self.optim)
+        if self.eval.iw_samples is not None and self.model.time_sampled:
+            raise ConfigError(
+                f"iw_samples: the {self.model.name} model is scored without importance sampling; set time_samples"
+            )
         if self.data.labels is not None and not self.model.uses_labels:
             raise ConfigError(f"labels: the {self.model.name} model is not trained on labels (m2 and hybrid are)")
         if self.data.image_shape is not None and len(self.data.image_shape) not in (2, 3):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dgmkit._rng import seeded_by
 from dgmkit.distributions import location
 from dgmkit.distributions.delta import Delta
 from dgmkit.models import (
@@ -34,6 +35,7 @@ from dgmkit.models import (
 )
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
 from dgmkit.objectives.mmd import imq_kernel, mmd2_unbiased
+from dgmkit.training import distributed
 
 __all__ = ["Estimate", "ESTIMATORS", "estimate"]
 
@@ -178,6 +180,17 @@ ESTIMATORS: dict[str, Callable[..., Estimate]] = {
 def estimate(
     model: GenerativeModel, x: torch.Tensor, k: int = 5000, generator: torch.Generator | None = None, batch_size: int = 1000
 ) -> Estimate:
-    """Estimate log p(x) for data x as the model declares (``model.estimate_kind``)."""
+    """Estimate log p(x) for data x as the model declares (``model.estimate_kind``). Under
+    torchrun each rank estimates its share of the datapoints (with its own random stream) and
+    every rank gets all of them back, in order."""
     model.eval()
-    return ESTIMATORS[model.estimate_kind](model, x, k, generator, batch_size)
+    ctx = distributed.current()
+    if not ctx.parallel or len(x) < ctx.world_size:
+        return ESTIMATORS[model.estimate_kind](model, x, k, generator, batch_size)
+    seed = int(torch.randint(2**62, (1,), generator=generator)) if generator is not None else 0
+    own = torch.Generator(device=x.device).manual_seed((seed + 7_919 * ctx.rank) % 2**62)
+    with seeded_by(torch.Generator().manual_seed((seed + 104_729 * ctx.rank) % 2**62), x.device):
+        est = ESTIMATORS[model.estimate_kind](model, x[distributed.shard(len(x), ctx)], k, own, batch_size)
+    log_px = None if est.log_px is None else distributed.gather_rows(est.log_px)
+    terms = {name: distributed.gather_rows(t) for name, t in est.terms.items()}
+    return Estimate(est.kind, log_px, est.k, terms)

@@ -33,6 +33,7 @@ class FamilyConfig(ABC):
     fit: ClassVar[str] = "gradient"
     renamed: ClassVar[dict[str, str]] = {}  # settings renamed since run format 2: old name -> new name
     uses_labels: ClassVar[bool] = False  # trained on labels (some hidden: the data setting `labels`)
+    time_sampled: ClassVar[bool] = False  # scored by a bound averaged over sampled times, not by importance sampling
 
     def validate(self) -> None:  # noqa: B027 - rules between fields, none by default
         """Raise ConfigError where fields contradict each other."""

@@ -31,6 +31,7 @@ def _fourier_exponents(levels: int) -> list[int]:
 @dataclasses.dataclass
 class DiffusionConfig(FamilyConfig):
     name = "diffusion"
+    time_sampled = True
     summary = "diffusion model (VDM, DDPM, masked): a variational bound over sampled times"
 
     process: Literal["gaussian", "masked"] = setting(
@@ -62,14 +63,21 @@ class DiffusionConfig(FamilyConfig):
     time_samples: int = setting(4, "times per datapoint that dgm eval averages the bound over (stratified)", min=1, max=4096)
 
     def validate(self) -> None:
-        if self.diffusion_steps == 1:
-            raise ConfigError("diffusion_steps must be 0 (continuous time) or at least 2")
+        defaults = DiffusionConfig.__dataclass_fields__
+        if self.process == "masked":  # settings of the gaussian process only
+            for key in ("schedule", "gamma_min", "gamma_max"):
+                if getattr(self, key) != defaults[key].default:
+                    raise ConfigError(f"{key} is a setting of gaussian diffusion; masked diffusion needs it left out")
+        if self.schedule == "ddpm":
+            for key in ("gamma_min", "gamma_max"):
+                if getattr(self, key) != defaults[key].default:
+                    raise ConfigError(f"{key} is a setting of the learned and linear schedules; ddpm's betas fix its ends")
         if self.loss == "simple" and (self.process != "gaussian" or self.schedule == "learned"):
             raise ConfigError(
                 "loss simple (DDPM's eps error) needs gaussian diffusion with a fixed schedule (--schedule ddpm or "
                 "linear): it gives a learned schedule no gradient"
             )
-        if self.process == "gaussian" and self.gamma_min >= self.gamma_max:
+        if self.process == "gaussian" and self.schedule != "ddpm" and self.gamma_min >= self.gamma_max:
             raise ConfigError(f"gamma_min ({self.gamma_min}) must be below gamma_max ({self.gamma_max})")
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:

@@ -18,12 +18,16 @@ steps: T times one step's term), so that averaging over t in [0, 1] estimates th
   predicts eps. The reconstruction p(x | z_0) is a categorical over the L levels with logits
   -(z_0 / alpha_0 - v)^2 / (2 sigma_0^2 / alpha_0^2) at each level's value v. Continuous
   time: 1/2 gamma'(t) ||eps - eps_hat||^2; T steps: T/2 expm1(gamma(t) - gamma(s)) ||eps - eps_hat||^2
-  with s = t - 1/T. Ho et al. 2020's DDPM is the case of the fixed ``DDPMSchedule``, T = 1000
-  and the simple loss ||eps - eps_hat||^2 (an objective's choice, ``objectives.diffusion``).
+  with s = t - 1/T. Ho et al. 2020's DDPM is the case of the fixed ``DDPMSchedule`` (their
+  linear betas in continuous form, z_0 at their first noise level, so that T = 1000 steps end
+  one step beyond their 1000), with the simple loss ||eps - eps_hat||^2 (an objective's choice,
+  ``objectives.diffusion``).
 - ``MaskedDiffusion``: absorbing-state diffusion on data with L levels (binary images: L = 2):
   each entry is replaced by a mask token with probability t (Austin et al. 2021; Shi et al.
   and Sahoo et al. 2024). The network predicts p(x_d | z_t) for every masked entry; the
   diffusion term is (1/t) sum over masked d of -log p(x_d | z_t), continuous or at t = j / T.
+  Its mean is the bound; in continuous time its variance is unbounded as t -> 0 (a few masked
+  entries weighted by 1/t), so T steps give steadier estimates.
   z_1 is all masks under q and p and z_0 = x: the prior and reconstruction terms are 0.
 """
 
@@ -115,7 +119,9 @@ class GaussianDiffusion(GenerativeModel, TimeSampledBound):
         z0 = a0 * x + s0 * torch.randn_like(x)
         u, prec = z0 / a0, torch.exp(-gamma_0)
         levels, width = self.num_levels, 2.0 / self.num_levels
-        half = math.ceil(12 * math.exp(0.5 * float(gamma_0.detach())) / width) + 1
+        g0 = float(gamma_0.detach())
+        wide = not math.isfinite(g0) or 0.5 * g0 > math.log(levels * width)  # the window would hold every level
+        half = levels if wide else math.ceil(12 * math.exp(0.5 * g0) / width) + 1
         if 2 * half + 1 >= levels:
             logp = torch.log_softmax(self._recon_logits(z0, gamma_0), dim=-1)
             return -logp.gather(-1, k.long().unsqueeze(-1)).squeeze(-1).flatten(1).sum(1)
@@ -139,7 +145,9 @@ class GaussianDiffusion(GenerativeModel, TimeSampledBound):
         gamma_0, gamma_1 = self.schedule.endpoints()
         if self.steps:
             t = _discretize(t, self.steps)
-        variance = train and isinstance(self.schedule, LearnedSchedule)
+        # continuous time: the shape leaves the bound unchanged and is trained for its variance;
+        # with T steps the shape changes the bound itself, and the bound trains it
+        variance = train and isinstance(self.schedule, LearnedSchedule) and not self.steps
         if variance:
             gamma_t, dgamma_t = self.schedule(t, for_variance=True)
         else:
@@ -150,12 +158,13 @@ class GaussianDiffusion(GenerativeModel, TimeSampledBound):
         err = (eps - self.eps_hat(z, gamma_t)).square().flatten(1)
         if self.steps:
             gamma_s, _ = self.schedule(t - 1.0 / self.steps)
-            weight = 0.5 * self.steps * torch.expm1(gamma_t - gamma_s)
+            weight = (0.5 * self.steps * torch.expm1((gamma_t - gamma_s).double())).to(gamma_t.dtype)
         else:
             weight = 0.5 * dgamma_t
         diffusion = weight * err.sum(1)
-        if variance:
-            self.schedule.pending.append(2.0 * diffusion.detach())
+        if variance:  # d E[L^2] / (2 E[L]): the variance's direction at the bound's scale (clipping stays meaningful)
+            d = diffusion.detach()
+            self.schedule.pending.append(d / d.mean().clamp_min(torch.finfo(d.dtype).tiny))
         return {
             "prior": self._prior_kl(xs, gamma_1),
             "recon": self._recon_nll(k, xs, gamma_0),

@@ -8,9 +8,10 @@ the continuous-time loss.
 - ``LearnedSchedule``: VDM's monotone network, gamma(t) = gamma_0 + (gamma_1 - gamma_0)
   (g(t) - g(0)) / (g(1) - g(0)) with g a sum of a positive-weight linear map and a
   positive-weight sigmoid layer, so that gamma is increasing for any parameters. The endpoints
-  gamma_0 and gamma_1 are learned by the bound; the shape in between does not change the
-  continuous-time bound, only its variance, and is trained to reduce the variance
-  (``variance_gradient``).
+  gamma_0 and gamma_1 are learned by the bound (gamma_1 kept above gamma_0: their gap passes
+  through a softplus); in continuous time the shape in between does not change the bound, only
+  its variance, and is trained to reduce the variance (``variance_gradient``); with T steps it
+  changes the bound, and the bound trains it.
 - ``LinearSchedule``: gamma linear from gamma_0 to gamma_1 (VDM's fixed baseline).
 - ``DDPMSchedule``: Ho et al. 2020's linear betas over T steps in their continuous form
   (Song et al. 2021's variance-preserving SDE): log alpha_bar(tau) = -(b0 tau + (b1 - b0) tau^2 / 2)
@@ -59,10 +60,11 @@ class _ScaleShapeGradient(torch.autograd.Function):
 
 
 def variance_gradient(shape: torch.Tensor, dshape: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], list]:
-    """The shape of a learned schedule, made to receive the gradient of the mean squared loss
-    instead of the mean loss (VDM section 5.2: E[L^2] = Var[L] + E[L]^2 and E[L] does not depend
-    on the shape, so this lowers the variance). Returns the pass-through tensors and a holder;
-    put the per-example loss L (B,), detached, times 2 into ``holder`` before backward."""
+    """The shape of a learned schedule, made to receive a per-example multiple of its gradient
+    (VDM section 5.2: in continuous time E[L] does not depend on the shape, so minimising
+    E[L^2] = Var[L] + E[L]^2 lowers the variance). Returns the pass-through tensors and a holder;
+    put the per-example factor (B,) into ``holder`` before backward: L / mean(L) gives the
+    gradient of E[L^2] / (2 E[L]), the variance's direction at the scale of the loss."""
     holder: list = []
     return _ScaleShapeGradient.apply(shape, dshape, holder), holder
 
@@ -104,7 +106,7 @@ class LearnedSchedule(NoiseSchedule):
         shape, dshape = self.shape(t)
         if for_variance:
             (shape, dshape), self.pending = variance_gradient(shape, dshape)
-        span = self.gamma_1 - self.gamma_0
+        span = F.softplus(self.gamma_1 - self.gamma_0)  # > 0: the schedule increases whatever the parameters
         return self.gamma_0 + span * shape, span * dshape
 
 

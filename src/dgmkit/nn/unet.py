@@ -109,8 +109,9 @@ class UNet(nn.Module):
             raise ValueError(f"the U-Net needs at least one block per resolution, got {blocks}")
         self.fourier = list(fourier or [])
         c0 = channels[0]
-        self.emb_dim = 4 * c0
-        self.embed = nn.Sequential(nn.Linear(c0, self.emb_dim), nn.SiLU(), nn.Linear(self.emb_dim, self.emb_dim))
+        self._tdim = max(32, c0)  # sinusoidal features of the noise level: enough frequencies whatever the width
+        self.emb_dim = 4 * self._tdim
+        self.embed = nn.Sequential(nn.Linear(self._tdim, self.emb_dim), nn.SiLU(), nn.Linear(self.emb_dim, self.emb_dim))
         self.stem = nn.Conv2d(in_channels * (1 + 2 * len(self.fourier)), c0, 3, padding=1)
         h, w = image_size if image_size is not None else (0, 0)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -147,10 +148,9 @@ class UNet(nn.Module):
             if i > 0:
                 self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
         self.head = nn.Sequential(_norm(c), nn.SiLU(), zero_init(nn.Conv2d(c, out_channels, 3, padding=1)))
-        self._c0 = c0
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        emb = self.embed(timestep_embedding(s, self._c0))
+        emb = self.embed(timestep_embedding(s, self._tdim))
         h = self.stem(fourier_features(x, self.fourier))
         hs = [h]
         for i, level in enumerate(self.down):

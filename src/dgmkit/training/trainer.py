@@ -5,6 +5,11 @@ draws a permutation from a seeded generator, and each step is transform, forward
 step. A run is repeatable from its seed, and a resumed run ends where the uninterrupted one
 would have: the checkpoint holds the optimizer state, every random generator's state and the
 moving average of the weights where the run keeps one.
+
+Under torchrun (a process group initialised, ``training.distributed``) the same loop runs on
+every rank: one global batch per step, each rank computing its part through
+DistributedDataParallel, so that the steps are those of one process with that batch; rank 0
+alone writes the run folder and calls the callbacks.
 """
 
 import contextlib
@@ -22,6 +27,7 @@ from dgmkit.data import DataTransform, Split
 from dgmkit.data.mutation import mutate
 from dgmkit.errors import CheckpointError, ConfigError, TrainingError
 from dgmkit.objectives.base import Objective
+from dgmkit.training import distributed
 from dgmkit.training.checkpoint import load_checkpoint
 from dgmkit.training.ema import EMA
 from dgmkit.training.run_writer import RunWriter, nonfinite_state
@@ -102,7 +108,12 @@ class Trainer:
         if not 0 <= ema < 1:
             raise ValueError(f"the EMA decay must be in [0, 1) (0: off), got {ema}")
         lr_factor(lr_schedule, 0, epochs)  # validates the name
+        self.dist = distributed.current()
         self.device = resolve_device(device)
+        if self.dist.parallel and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if self.dist.parallel and batch_size < self.dist.world_size:
+            raise ConfigError(f"batch_size {batch_size} is smaller than the {self.dist.world_size} processes sharing it")
         self.model = model.to(self.device)
         self.objective = objective
         objective.setup(len(train))
@@ -133,7 +144,8 @@ class Trainer:
         self.beta, self.warmup_epochs, self.seed = beta, warmup_epochs, seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.config = config or {}
-        self.writer = RunWriter(self.run_dir, self.config) if self.run_dir is not None else None
+        # rank 0 alone writes the run folder; the others read it (to resume) and never write
+        self.writer = RunWriter(self.run_dir, self.config) if self.run_dir is not None and self.dist.is_main else None
         self.score = objective.score
         self.progress = progress
         self.eval_batch_size = eval_batch_size
@@ -143,6 +155,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.optimizer = _adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.steps_per_epoch = math.ceil(len(train) / batch_size)
+        if self.dist.parallel and 0 < len(train) % batch_size < self.dist.world_size:
+            self.steps_per_epoch -= 1  # a last batch too small to share between the ranks is left out
         # counters that a checkpoint restores
         self.epoch = 0
         self.step = 0
@@ -154,7 +168,7 @@ class Trainer:
         # The trainer owns its random streams: the global ones (used by rsample) are swapped in
         # around each epoch, so other code running between epochs or other trainers in the same
         # process cannot change this run, and a checkpoint can restore them exactly.
-        self._torch_state = torch.Generator().manual_seed(seed).get_state()
+        self._torch_state = torch.Generator().manual_seed(self._rank_seed(0)).get_state()
         self._cuda_state = None
         if self.device.type == "cuda":
             self._cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
@@ -163,6 +177,22 @@ class Trainer:
         if valid is not None:
             g = torch.Generator(device=self.device).manual_seed(VALID_SEED)
             self._valid_x = transform(valid.x.to(self.device), g)
+        self._ddp = None
+        if self.dist.parallel:  # gradients averaged by DDP; its construction gives every rank rank 0's weights
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(_ObjectiveModule(self.model, self._objective), device_ids=ids,
+                                                find_unused_parameters=True)  # fmt: skip
+
+    def _rank_seed(self, epoch: int) -> int:
+        """The seed of the global random stream (the model's own draws): the run's seed in one
+        process or on rank 0; on another rank one derived from the seed, the rank and the epoch
+        it starts at, so that ranks draw independent noise and a resume with any number of
+        processes is repeatable."""
+        if self.dist.is_main:
+            return self.seed
+        return (self.seed * 1_000_003 + self.dist.rank * 7_919 + epoch * 104_729) % 2**62
 
     # ----------------------------------------------------------------- state
     def _rng_state(self) -> dict[str, torch.Tensor]:
@@ -273,7 +303,9 @@ class Trainer:
         self.epoch, self.step = t["epoch"], t["step"]
         self.best_valid = t["best_valid"] if t.get("best_valid") is not None else -math.inf
         self.best_epoch, self.bad_epochs, self.skipped_steps = t["best_epoch"], t["bad_epochs"], t["skipped_steps"]
-        self._torch_state = rng["torch"]
+        self._torch_state = rng["torch"]  # rank 0's stream (the only one a checkpoint holds)
+        if not self.dist.is_main:
+            self._torch_state = torch.Generator().manual_seed(self._rank_seed(self.epoch)).get_state()
         if "cuda" in rng and self.device.type == "cuda":
             self._cuda_state = rng["cuda"]
         if self.writer is not None:
@@ -315,21 +347,29 @@ class Trainer:
             x = self.train_x[idx]
             if self.mutation_rate > 0:
                 x = mutate(x, self.mutation_rate, self.transform.num_levels, self.generator)
-            x = self.transform(x, self.generator)
+            x = self.transform(x, self.generator)  # the global batch: the same noise on every rank
+            y = None if self.train_y is None else self.train_y[idx]
             beta = kl_weight(self.beta, self.warmup_epochs, self.step, self.steps_per_epoch)
             self.objective.update(self.step)
+            rows = x.shape[0]
+            if self._ddp is not None:
+                self._initialise_on(x, beta, y)
+                part = distributed.shard(rows, self.dist)
+                x, y = x[part], None if y is None else y[part]
             with self._autocast():
-                terms = self._objective(x, beta, None if self.train_y is None else self.train_y[idx])
+                terms = self._ddp(x, beta, y) if self._ddp is not None else self._objective(x, beta, y)
             loss = terms.loss.mean()
+            # DDP averages the ranks' gradients: each rank's sum times W / (global rows) averages to the global mean
+            step_loss = loss if self._ddp is None else terms.loss.sum() * (self.dist.world_size / rows)
             if (i + 1) % check_every == 0 and not torch.isfinite(loss).all():
                 bar.close()
                 raise TrainingError(self._nan_message(loss))
             opt.zero_grad(set_to_none=True)
             if self.scaler is not None:
-                self.scaler.scale(loss).backward()
+                self.scaler.scale(step_loss).backward()
                 self.scaler.unscale_(opt)
             else:
-                loss.backward()
+                step_loss.backward()
             skip, taken = False, True
             if self.grad_clip or self.skip_grad_norm:
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or math.inf)
@@ -357,9 +397,11 @@ class Trainer:
             if self.progress and i % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
         bar.close()
+        distributed.all_reduce_sum(total_loss)
+        distributed.all_reduce_sum(total_score)
         if not torch.isfinite(total_loss):
             raise TrainingError(self._nan_message(total_loss))
-        rows = n + self.steps_per_epoch * self.labelled_batch  # the batches' rows, the labelled ones added included
+        rows = min(n, self.steps_per_epoch * bs) + self.steps_per_epoch * self.labelled_batch  # labelled rows included
         return {
             "train_loss": total_loss.item() / rows,
             f"train_{self.score}": total_score.item() / rows,
@@ -368,6 +410,15 @@ class Trainer:
             **({"skipped_steps": skipped} if self.skip_grad_norm else {}),
             **({"ema": self.ema.decay} if self.ema is not None else {}),  # validation uses the averaged weights
         }
+
+    def _initialise_on(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> None:
+        """Data-dependent initialisation (ActNorm) from the whole global batch, the same on every
+        rank, before the ranks see only their parts (one process initialises on that batch too)."""
+        fresh = [b for name, b in self.model.named_buffers() if name.rsplit(".", 1)[-1] == "initialized" and not bool(b)]
+        if not fresh:
+            return
+        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            self._objective(x, beta, y)
 
     def _objective(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> tuple:
         """The objective's terms for a batch, with its labels where the objective takes them."""
@@ -388,18 +439,28 @@ class Trainer:
         """Mean objective terms on the validation split (beta = 1), all but the loss, and the
         diagnostics; with the moving average of the weights where the run keeps one."""
         self.model.eval()
-        sums: dict[str, float] = {}
+        n = len(self._valid_x)
+        shared = self.dist.parallel and n >= self.dist.world_size  # each rank scores its part; the sums are added
+        rows = distributed.shard(n, self.dist) if shared else slice(None)
+        valid_x = self._valid_x[rows]
+        valid_y = None if self._valid_y is None else self._valid_y[rows]
+        sums: dict[str, torch.Tensor] = {}
         with self.ema_weights():
-            for i in range(0, len(self._valid_x), self.eval_batch_size):
-                x = self._valid_x[i : i + self.eval_batch_size]
-                y = None if self._valid_y is None else self._valid_y[i : i + self.eval_batch_size]
+            for i in range(0, len(valid_x), self.eval_batch_size):
+                x = valid_x[i : i + self.eval_batch_size]
+                y = None if valid_y is None else valid_y[i : i + self.eval_batch_size]
                 terms = self._objective(x, 1.0, y)
                 for k, v in terms._asdict().items():
                     if k != "loss":
-                        sums[k] = sums.get(k, 0.0) + v.sum().item()
-            out = {f"valid_{k}": v / len(self._valid_x) for k, v in sums.items()}
+                        sums[k] = sums.get(k, 0.0) + v.detach().double().sum()
+            if shared:
+                names = sorted(sums)
+                total = distributed.all_reduce_sum(torch.stack([sums[k] for k in names]))
+                sums = dict(zip(names, total))
+            out = {f"valid_{k}": v.item() / n for k, v in sums.items()}
             if self.diagnostics is not None:
-                out.update({f"valid_{k}": v for k, v in self.diagnostics(self.model, self._valid_x).items()})
+                diag = self.diagnostics(self.model, self._valid_x) if self.dist.is_main else None
+                out.update({f"valid_{k}": v for k, v in distributed.broadcast_object(diag).items()})
         return out
 
     def fit(self) -> list[dict]:
@@ -417,7 +478,8 @@ class Trainer:
                     metrics.update(self.validate())
                     self._check_finite(metrics, check_state=False)
             if self._record_pending:
-                self.writer.start()
+                if self.writer is not None:
+                    self.writer.start()
                 self._record_pending = False
             self.epoch += 1
             improved = self._track_best(metrics)
@@ -428,13 +490,14 @@ class Trainer:
                 self.save("best.safetensors", with_state=False)
             self.save()
             log.info(json.dumps(metrics))
-            for cb in self.callbacks:
+            for cb in self.callbacks if self.dist.is_main else ():
                 cb(self, metrics)
             if self.patience is not None and self.bad_epochs >= self.patience:
                 log.info(
                     "early stopping after epoch %d: no validation improvement in %d epoch(s)", self.epoch, self.patience
                 )
                 break
+        distributed.barrier()  # the other ranks wait for rank 0's last files
         return history
 
     def _check_finite(self, metrics: dict, check_state: bool = True) -> None:
@@ -520,3 +583,16 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return precision
+
+
+class _ObjectiveModule(torch.nn.Module):
+    """The model with its objective as ``forward``, so that DistributedDataParallel sees every
+    parameter the objective uses, whichever of the model's methods it calls."""
+
+    def __init__(self, model: torch.nn.Module, objective: Callable[..., tuple]):
+        super().__init__()
+        self.model = model
+        self._objective = objective
+
+    def forward(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> tuple:
+        return self._objective(x, beta, y)

@@ -1,0 +1,160 @@
+"""Data-parallel training: 2 processes on CPU with gloo, on localhost, against one process.
+
+The models here have deterministic objectives given the data (an autoregressive model and a
+Glow flow by maximum likelihood, their binarization and dequantization noise drawn once per
+global batch), so two processes sharing a batch must do what one process does with it. Glow's
+check uses a tiny learning rate: Adam's first step is about lr * sign(gradient), which turns the
+float noise of near-zero gradients (its zero-initialised layers) into lr-sized differences; with
+lr = 1e-9 the weights after the step are those that ActNorm's data-dependent start chose."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from dgmkit.config import RunConfig, build_model, build_objective
+from dgmkit.data import DataTransform, Split
+from dgmkit.training import Trainer
+from dgmkit.training import distributed as dd
+
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _setup(settings: dict, levels: int) -> tuple:
+    torch.manual_seed(0)
+    cfg = RunConfig.of(**settings)
+    model = build_model(cfg, (1, 8, 8), levels)
+    x = torch.randint(0, levels, (24, 1, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    return cfg, model, Split(x)
+
+
+CASES = {
+    "arm": (dict(model="arm", arm="made", made_hidden=[16]), 2, "binary", 1e-2),
+    "glow": (dict(model="flow", flow="glow", hidden=[8], flow_layers=2, flow_levels=1), 17, "dequantize", 1e-9),
+}
+
+
+def _train(case: str, steps_batch: int, epochs: int) -> Trainer:
+    settings, levels, kind, lr = CASES[case]
+    cfg, model, train = _setup(settings, levels)
+    trainer = Trainer(
+        model, build_objective(cfg), train, DataTransform(kind, levels), epochs=epochs, batch_size=steps_batch, lr=lr,
+        seed=3, progress=False,
+    )  # fmt: skip
+    trainer.fit()
+    return trainer
+
+
+def _worker(rank: int, port: int, case: str, batch: int, epochs: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        trainer = _train(case, batch, epochs)
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        torch.save({"grads": grads, "params": params, "rank": dd.current().rank}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def _two_processes(tmp_path, case: str, batch: int, epochs: int) -> list[dict]:
+    out = str(tmp_path / f"{case}.pt")
+    mp.start_processes(_worker, args=(_free_port(), case, batch, epochs, out), nprocs=WORLD, start_method="spawn")
+    return [torch.load(f"{out}.{r}") for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_processes_give_the_gradients_and_steps_of_one_on_the_global_batch(case, tmp_path):
+    ranks = _two_processes(tmp_path, case, batch=24, epochs=1)  # one step: the gradient of the whole batch
+    one = _train(case, 24, 1)
+    for r in ranks:
+        for name, p in one.model.named_parameters():
+            if p.grad is not None:
+                torch.testing.assert_close(r["grads"][name], p.grad, rtol=1e-4, atol=1e-6, msg=f"gradient of {name}")
+            torch.testing.assert_close(r["params"][name], p.detach(), rtol=1e-4, atol=1e-6, msg=f"{name} after a step")
+    if case != "arm":
+        return
+    several = _two_processes(tmp_path, case, batch=8, epochs=2)  # 6 steps: the same weights after each
+    one = _train(case, 8, 2)
+    for name, p in one.model.named_parameters():
+        for r in several:
+            torch.testing.assert_close(r["params"][name], p.detach(), rtol=1e-3, atol=1e-5, msg=f"{name} after 6 steps")
+
+
+def test_shards_cover_the_rows_once_in_order():
+    for n in (0, 1, 5, 24, 25):
+        for world in (1, 2, 3):
+            parts = [dd.shard(n, dd.Context(r, world)) for r in range(world)]
+            rows = [i for p in parts for i in range(n)[p]]
+            assert rows == list(range(n))
+            assert max(len(range(n)[p]) for p in parts) - min(len(range(n)[p]) for p in parts) <= 1
+
+
+def _torchrun(args: list[str], nproc: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "dgmkit"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def _weights(run) -> dict:
+    from safetensors.torch import load_file
+
+    return {k: v for k, v in load_file(str(run / "checkpoint.safetensors")).items() if k.startswith("model.")}
+
+
+def test_torchrun_writes_the_run_once_and_resumes_across_process_counts(tmp_path):
+    base = ["train", "--dataset", "digits", "--model", "arm", "--arm", "made", "--made-hidden", "32", "--batch-size", "64"]
+    mixed, single = tmp_path / "mixed", tmp_path / "single"
+    first = _torchrun([*base, "--epochs", "2", "--out", str(mixed)], 2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("epoch    1/2") == 1 and "data-parallel: 2 processes" in first.stdout  # rank 0 alone prints
+    lines = (mixed / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # one line per epoch: one writer
+    assert sorted(p.name for p in mixed.iterdir() if not p.name.startswith(".")) == [
+        "best.safetensors", "checkpoint.safetensors", "config.json", "metrics.jsonl"
+    ]  # fmt: skip
+    from dgmkit.cli.main import main
+
+    assert main([*base[:-2], "--batch-size", "64", "--epochs", "3", "--resume", "--out", str(mixed), "--quiet"]) == 0
+    again = _torchrun([*base, "--epochs", "4", "--resume", "--out", str(mixed)], 2)  # 1 process, then 2 again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert main([*base, "--epochs", "4", "--out", str(single), "--quiet"]) == 0
+    a, b = _weights(mixed), _weights(single)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-5, msg=k)
+    assert [json.loads(line)["epoch"] for line in (mixed / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_dgm_train_nproc_launches_torchrun_and_eval_shards_the_data(tmp_path, capsys):
+    from dgmkit.cli.main import main
+
+    run = tmp_path / "vae"
+    args = ["train", "--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--epochs", "2", "--nproc", "2"]
+    assert main([*args, "--out", str(run), "--quiet"]) == 0
+    assert "starting 2 processes with torchrun" in capsys.readouterr().out
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    shared = _torchrun(["eval", str(run), "--iw-samples", "20"], 2)
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert shared.stdout.count("NLL (k=20)") == 1  # rank 0 reports the gathered result
+    r = json.loads((run / "eval.json").read_text())
+    assert r["n"] == 300 and r["iw_samples"] == 20
+    assert main(["eval", str(run), "--iw-samples", "20"]) == 0  # one process: the same estimate within noise
+    one = json.loads((run / "eval.json").read_text())
+    assert abs(one["nll"] - r["nll"]) < 4 * (one["nll_stderr"] + r["nll_stderr"]) / 10 + 0.5
+    refused = _torchrun(["sample", str(run), "--out", str(tmp_path / "s.png")], 2)
+    assert refused.returncode != 0 and "runs in one process" in refused.stderr
