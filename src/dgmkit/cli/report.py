@@ -4,6 +4,8 @@ from the model (samples; reconstructions and latent means for models with latent
 several runs, a comparison table."""
 
 import argparse
+import hashlib
+import math
 from pathlib import Path
 
 import torch
@@ -76,9 +78,10 @@ def _evaluations(run_dir: Path) -> dict[str, dict]:
         one = parse_json((run_dir / "eval.json").read_bytes())
     except (OSError, ValueError, DgmError):
         raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit") from None
-    if not isinstance(one, dict) or "estimate" not in one:
-        raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit")
-    return {protocol_key(one): one}
+    try:
+        return {protocol_key(one): one}
+    except (KeyError, TypeError, AttributeError):
+        raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit") from None
 
 
 @torch.no_grad()
@@ -149,6 +152,8 @@ def run_report(args: argparse.Namespace) -> int:
                 evals=_evaluations(run.path),
                 figures=figures,
                 notes=notes,
+                weights=hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16],
+                shift=math.prod(run.record["data"]["event_shape"]) * run.transform.log_volume,
             )
         )
     atomic_write_bytes(out, render_page(pages, args.title).encode("utf-8"))

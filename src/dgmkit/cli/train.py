@@ -197,7 +197,10 @@ def train_run(
     if tensorboard:
         if cfg.model.fit == "closed-form":
             raise ConfigError(f"--tensorboard: the {cfg.model.name} model is fitted in closed form; it has no epochs to log")
-        from dgmkit.training.tensorboard import TensorBoardLogger  # noqa: F401 - refuses early without the package
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:  # refused before any work, not after an epoch
+            raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
     family = cfg.model
     ctx = distributed.current()
     if ctx.parallel and family.fit != "gradient":

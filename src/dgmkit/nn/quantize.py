@@ -25,6 +25,7 @@ Losses are per example: the sum over positions and dimensions of the squared err
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 __all__ = ["VectorQuantizer", "Quantized", "perplexity"]
@@ -135,6 +136,11 @@ class VectorQuantizer(nn.Module):
     def _ema_update(self, flat: torch.Tensor, k: torch.Tensor, counts: torch.Tensor) -> None:
         d = self.decay
         sums = torch.zeros_like(self.embed_sum).index_add_(0, k, flat.to(self.embed_sum.dtype))
+        parallel = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if parallel:  # data-parallel training: the codebook learns from every rank's part of the batch
+            counts = counts.clone()
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
         self.cluster_size.mul_(d).add_(counts.to(self.cluster_size.dtype), alpha=1 - d)
         self.embed_sum.mul_(d).add_(sums, alpha=1 - d)
         total = self.cluster_size.sum()
@@ -147,6 +153,9 @@ class VectorQuantizer(nn.Module):
                 self.embedding[dead] = picks
                 self.embed_sum[dead] = picks
                 self.cluster_size[dead] = 1.0
+                if parallel:  # every rank restarts the same codes (the counts agree); rank 0's picks are kept
+                    for t in (self.embedding, self.embed_sum, self.cluster_size):
+                        dist.broadcast(t, src=0)
 
     # ------------------------------------------------------------ forward
     def forward(self, z_e: torch.Tensor) -> Quantized:

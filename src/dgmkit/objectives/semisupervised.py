@@ -17,6 +17,7 @@ log p(y|x) + (lambda / D) log p(x) (where the label is hidden, the second term a
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+import torch.distributed as dist
 
 from dgmkit.objectives.base import Objective
 
@@ -82,13 +83,17 @@ class M2Objective(Objective):
         lab = y >= 0
         bound_y, log_qy = _at(t.bound, y), _at(t.log_qy, y)
         n = self.train_size or len(x)
-        b_l = lab.sum().clamp(min=1)
-        b_u = (~lab).sum().clamp(min=1)
+        b_l, b_u, rows = lab.sum(), (~lab).sum(), torch.tensor(len(x), device=x.device)
+        if torch.is_grad_enabled() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            counts = torch.stack([b_l, b_u, rows])  # data-parallel training: the weights of the whole global batch
+            dist.all_reduce(counts)
+            b_l, b_u, rows = counts[0], counts[1], counts[2]
+        b_l, b_u = b_l.clamp(min=1), b_u.clamp(min=1)
         # the labelled share of the training set (without ``setup_labels``: of this batch), and each
         # group's weight: its share of the training set over its share of the batch
         share = self.labelled / n if self.labelled is not None and self.train_size else lab.float().mean()
-        w_l = share * len(x) / b_l
-        w_u = (1 - share) * len(x) / b_u
+        w_l = share * rows / b_l
+        w_u = (1 - share) * rows / b_u
         n_l = self.labelled if self.labelled else b_l  # without ``setup_labels``: the batch's labelled rows
         alpha = self.alpha_fraction * n / n_l  # alpha = a N on the mean over labelled examples: a N / N_l each
         loss = torch.where(lab, -w_l * (bound_y + alpha * log_qy), -w_u * u)

@@ -55,6 +55,8 @@ class RunPage:
     evals: dict[str, dict]
     figures: list[tuple[str, str, bytes]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    weights: str | None = None  # the digest of the weights evaluated now: evaluations of others are marked
+    shift: float = 0.0  # nats of the integers from nats of dequantized data (D log L), as dgm train prints them
 
 
 def _e(v: object) -> str:
@@ -73,27 +75,40 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
+def _finite(v: object) -> float | None:
+    """v as a finite float, or None (not a number, a bool, NaN, inf or too large)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _epoch(m: dict) -> int | None:
+    ep = m.get("epoch", m.get("iteration"))
+    return ep if isinstance(ep, int) and not isinstance(ep, bool) and 0 <= ep < 2**31 else None
+
+
 def metric_series(metrics: list[dict], key: str) -> tuple[list[float], list[float]]:
     """(epochs, values) of one scalar metric, leaving out epochs where it is missing or not a number."""
     xs, ys = [], []
     for m in metrics:
-        v, ep = m.get(key), m.get("epoch", m.get("iteration"))
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(ep, int) and math.isfinite(v):
+        v, ep = _finite(m.get(key)), _epoch(m)
+        if v is not None and ep is not None:
             xs.append(float(ep))
-            ys.append(float(v))
+            ys.append(v)
     return xs, ys
 
 
 def _layer_series(metrics: list[dict], key: str) -> tuple[list[float], np.ndarray] | None:
-    """(epochs, values (E, L)) of a per-layer metric (a list of numbers per epoch)."""
-    rows = [(m.get("epoch"), m.get(key)) for m in metrics]
-    rows = [(ep, v) for ep, v in rows if isinstance(ep, int) and isinstance(v, list) and v]
+    """(epochs, values (E, L)) of a per-layer metric (a list of numbers per epoch; NaN where one is not)."""
+    rows = [(_epoch(m), m.get(key)) for m in metrics]
+    rows = [(ep, v) for ep, v in rows if ep is not None and isinstance(v, list) and 0 < len(v) <= 1024]
     if not rows or len({len(v) for _, v in rows}) != 1:
         return None
-    try:
-        values = np.array([[float(a) for a in v] for _, v in rows])
-    except (TypeError, ValueError):
-        return None
+    values = np.array([[np.nan if _finite(a) is None else _finite(a) for a in v] for _, v in rows], dtype=float)
     return [float(ep) for ep, _ in rows], values
 
 
@@ -165,14 +180,15 @@ _EVAL_COLUMNS = [
 ]
 
 
-def _eval_table(evals: dict[str, dict]) -> str:
+def _eval_table(evals: dict[str, dict], weights: str | None = None) -> str:
     if not evals:
         return '<p class="note">no evaluation yet (<code>dgm eval RUN</code> adds one)</p>'
     head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in _EVAL_COLUMNS)
     body = []
     for protocol, r in evals.items():
         cells = "".join(f'<td class="num">{_num(r.get(k), d if d is not None else 0)}</td>' for k, _, d in _EVAL_COLUMNS)
-        body.append(f"<tr><td>{_e(r.get('split', '?'))}</td>{cells}<td class='note'>{_e(protocol)}</td></tr>")
+        older = "" if weights is None or r.get("weights") == weights else " (earlier weights than the run's now)"
+        body.append(f"<tr><td>{_e(r.get('split', '?'))}</td>{cells}<td class='note'>{_e(protocol)}{older}</td></tr>")
     return (
         f"<table><tr><th>split</th>{head}<th>protocol (split | subset | estimate | seed | weights)</th></tr>"
         + "".join(body)
@@ -200,12 +216,15 @@ def _best(metrics: list[dict], score: str) -> tuple[float | None, int | None]:
     return vals[i], int(eps[i])
 
 
-def _test_result(evals: dict[str, dict]) -> dict | None:
-    """The evaluation on the whole test set with the most samples (the newest among equals)."""
+def _test_result(evals: dict[str, dict], weights: str | None) -> dict | None:
+    """The evaluation of the current weights on the whole test set with the most samples (the
+    last written among equals)."""
     full = [r for r in evals.values() if r.get("split") == "test" and not r.get("subset")]
+    full = [r for r in full if weights is None or r.get("weights") == weights]
     if not full:
         return None
-    return max(full, key=lambda r: r.get("iw_samples") or 0)
+    k = [r.get("iw_samples") if isinstance(r.get("iw_samples"), int) else 0 for r in full]
+    return full[max(range(len(full)), key=lambda i: (k[i], i))]
 
 
 def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
@@ -218,14 +237,14 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
     ]
     if len(runs) > 1:
         out.append("<h2>Comparison</h2><table><tr><th>run</th><th>model</th><th>dataset</th><th>epochs</th>")
-        out.append("<th>best validation score (nats)</th><th>test NLL (nats)</th><th>bits/dim</th><th>estimate</th></tr>")
-        for r in runs:
+        out.append("<th>best validation -score (nats)</th><th>test NLL (nats)</th><th>bits/dim</th><th>estimate</th></tr>")
+        for i, r in enumerate(runs):
             best, at = _best(r.metrics, r.score)
-            t = _test_result(r.evals) or {}
-            epochs = max((m.get("epoch", 0) for m in r.metrics if isinstance(m.get("epoch"), int)), default=0)
-            best_s = "–" if best is None else f"{best:.3f} (epoch {at})"
+            t = _test_result(r.evals, r.weights) or {}
+            epochs = max((e for e in map(_epoch, r.metrics) if e is not None), default=0)
+            best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} (epoch {at})"
             out.append(
-                f"<tr><td><a href='#{_e(_anchor(r.name))}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
+                f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
                 f"<td>{_e(r.dataset)}</td><td class='num'>{epochs}</td><td class='num'>{_e(best_s)}</td>"
                 f"<td class='num'>{_num(t.get('nll'))}</td><td class='num'>{_num(t.get('bpd'), 4)}</td>"
                 f"<td>{_e(t.get('estimate', '–'))}{'' if not t else ' k=' + _e(t.get('iw_samples'))}</td></tr>"
@@ -235,15 +254,15 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
             "<p class='note'>Test NLL: each run's evaluation on its whole test split with the most samples; "
             "compare rows only where the estimates are of the same kind and the data the same.</p>"
         )
-    for r in runs:
-        out.append(f"<h2 id='{_e(_anchor(r.name))}'>{_e(r.name)}</h2>")
+    for i, r in enumerate(runs):
+        out.append(f"<h2 id='run-{i}'>{_e(r.name)}</h2>")
         out.append(f"<p>{_e(r.describe)} on <b>{_e(r.dataset)}</b></p>")
         for note in r.notes:
             out.append(f"<p class='note'>{_e(note)}</p>")
         out.append("<h3>Learning curves</h3>")
         png = curves_png(r.metrics, r.score_label, r.score)
         out.append(_img(png, f"learning curves of {r.name}") if png else "<p class='note'>no metrics logged</p>")
-        out.append("<h3>Evaluation</h3>" + _eval_table(r.evals))
+        out.append("<h3>Evaluation</h3>" + _eval_table(r.evals, r.weights))
         if r.figures:
             out.append("<h3>Figures</h3>")
             for fig_title, caption, data in r.figures:
@@ -253,7 +272,3 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
         out.append("<h3>Configuration</h3>" + _config_table(r.config))
     out.append(f"<script>{_CHECK}</script></body></html>")
     return "\n".join(out)
-
-
-def _anchor(name: str) -> str:
-    return "run-" + "".join(c if c.isalnum() else "-" for c in name)

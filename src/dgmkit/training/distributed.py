@@ -64,8 +64,8 @@ def current() -> Context:
 
 
 def init_from_environment(device: str = "auto") -> Context:
-    """Join the process group that torchrun's environment describes (once): ``gloo`` on CPU,
-    ``nccl`` on CUDA (each rank on GPU ``LOCAL_RANK``). Without torchrun: rank 0 of 1."""
+    """Join the process group that torchrun's environment describes (once): ``gloo`` for CPU
+    tensors, ``nccl`` for CUDA ones (each rank on GPU ``LOCAL_RANK``). Without torchrun: rank 0 of 1."""
     if not launched_by_torchrun():
         return Context()
     if dist.is_initialized():
@@ -73,10 +73,15 @@ def init_from_environment(device: str = "auto") -> Context:
     for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         if key not in os.environ:
             raise ConfigError(f"WORLD_SIZE is set but {key} is not: start several processes with torchrun")
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if cuda:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    backend = "gloo"
+    if torch.cuda.is_available():  # gloo for CPU tensors, nccl for CUDA ones: whichever device the run uses
+        local, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+        if local < gpus:
+            torch.cuda.set_device(local)
+        elif device == "cuda":
+            raise ConfigError(f"{os.environ['WORLD_SIZE']} processes on this machine, and it has {gpus} GPUs: one each")
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(backend=backend)
     return current()
 
 

@@ -112,8 +112,13 @@ class Trainer:
         self.device = resolve_device(device)
         if self.dist.parallel and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
-        if self.dist.parallel and batch_size < self.dist.world_size:
-            raise ConfigError(f"batch_size {batch_size} is smaller than the {self.dist.world_size} processes sharing it")
+        if self.dist.parallel:
+            w = self.dist.world_size
+            sizes = (("batch_size", batch_size), ("the training split", len(train)))
+            sizes += (("the validation split", len(valid)),) if valid is not None else ()
+            small = [(what, n) for what, n in sizes if n < w]
+            if small:
+                raise ConfigError(f"{small[0][0]} ({small[0][1]}) is smaller than the {w} processes sharing it")
         self.model = model.to(self.device)
         self.objective = objective
         objective.setup(len(train))
@@ -332,7 +337,7 @@ class Trainer:
             total=self.steps_per_epoch,
             desc=f"epoch {self.epoch + 1}/{self.epochs}",
             leave=False,
-            disable=None if self.progress else True,
+            disable=None if self.progress and self.dist.is_main else True,
             mininterval=0.5,
             dynamic_ncols=True,
         )
@@ -359,11 +364,14 @@ class Trainer:
             with self._autocast():
                 terms = self._ddp(x, beta, y) if self._ddp is not None else self._objective(x, beta, y)
             loss = terms.loss.mean()
+            checked = loss.detach()
+            if self._ddp is not None and (i + 1) % check_every == 0:  # every rank stops together on a bad loss
+                checked = distributed.all_reduce_sum(terms.loss.detach().sum()) / rows
             # DDP averages the ranks' gradients: each rank's sum times W / (global rows) averages to the global mean
             step_loss = loss if self._ddp is None else terms.loss.sum() * (self.dist.world_size / rows)
-            if (i + 1) % check_every == 0 and not torch.isfinite(loss).all():
+            if (i + 1) % check_every == 0 and not torch.isfinite(checked).all():
                 bar.close()
-                raise TrainingError(self._nan_message(loss))
+                raise TrainingError(self._nan_message(checked))
             opt.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(step_loss).backward()
@@ -419,6 +427,12 @@ class Trainer:
             return
         with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             self._objective(x, beta, y)
+        # what the initialisation drew (a flow prior's ActNorm after the encoder's noise, a codebook's
+        # k-means start) may differ between the ranks: all take rank 0's weights and buffers
+        import torch.distributed as dist
+
+        for t in self.model.state_dict().values():
+            dist.broadcast(t, src=0)
 
     def _objective(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> tuple:
         """The objective's terms for a batch, with its labels where the objective takes them."""
