@@ -178,3 +178,15 @@ def test_dgm_train_nproc_launches_torchrun_and_eval_shards_the_data(tmp_path, ca
     assert abs(one["nll"] - r["nll"]) < 4 * (one["nll_stderr"] + r["nll_stderr"]) / 10 + 0.5
     refused = _torchrun(["sample", str(run), "--out", str(tmp_path / "s.png")], 2)
     assert refused.returncode != 0 and "runs in one process" in refused.stderr
+
+
+def test_nproc_refuses_in_one_line_before_starting_processes(tmp_path, capsys):
+    from dgmkit.cli.main import main
+
+    assert main(["train", "--model", "ppca", "--dataset", "digits", "--nproc", "2", "--out", str(tmp_path / "p")]) == 1
+    assert "not trained by gradient steps" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("mine")
+    assert main(["train", "--dataset", "digits", "--nproc", "2", "--out", str(tmp_path / "full")]) == 1
+    err = capsys.readouterr()
+    assert "not empty" in err.err and "starting" not in err.out

@@ -148,6 +148,8 @@ def protocol_key(r: dict) -> str:
     """What makes two evaluations comparable: the weights, split, subset, k, seed and code prior."""
     subset = "all" if not r.get("subset") else f"random {r['n']} of {r['subset']['of']} (seed {r['subset']['seed']})"
     key = f"{r['split']} | {subset} | {r['estimate']} k={r['iw_samples']} | seed {r.get('seed', 0)}"
+    if (r.get("processes") or 1) > 1:  # each rank draws its own stream: another draw of the same estimate
+        key += f" | {r['processes']} processes"
     if r.get("code_prior"):
         key += f" | code prior {r['code_prior']}"
     return key + f" | weights {r.get('weights', '?')}"
@@ -213,6 +215,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "code_prior": None if args.code_prior is None else str(args.code_prior),
         "seed": args.seed,
         "weights": weights,
+        "processes": distributed.current().world_size,
     }
     if not distributed.current().is_main:  # under torchrun every rank evaluated its share; rank 0 writes
         return 0

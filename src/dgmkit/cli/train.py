@@ -380,8 +380,7 @@ def _launch(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     reject_foreign(args, args._foreign, args._family)
-    if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
-        return _launch(args)
+    launch = args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1
     ctx = distributed.current()
     out = Path(args.out)
     if args.resume:
@@ -392,6 +391,10 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = resolve_config(args)
         if ctx.is_main:
             RunFolder(out, fresh=True).check_fresh()  # before the data is loaded; again under the lock
+    if launch:  # the config and the folder checked here, in one line, before N processes start
+        if cfg.model.fit != "gradient":
+            raise ConfigError(f"--nproc: {cfg.model.name} is not trained by gradient steps; it fits in one process")
+        return _launch(args)
     result = train_run(cfg, out, resume=args.resume, quiet=args.quiet, tensorboard=args.tensorboard)
     if not ctx.is_main:
         return 0
