@@ -146,6 +146,11 @@ def test_sectioned_and_flat_inputs_agree():
 def test_iw_samples_default_to_the_family_and_an_explicit_value_wins():
     for name, cls in FAMILIES.items():
         assert RunConfig.of(model=name).iw_samples == cls().default_iw_samples
+        if cls.time_sampled:  # no importance samples to set: its time samples are a model setting
+            with pytest.raises(ConfigError, match="without importance sampling"):
+                RunConfig.of(model=name, iw_samples=3)
+            assert RunConfig.of(model=name, time_samples=3).iw_samples == 3
+            continue
         assert RunConfig.of(model=name, iw_samples=3).iw_samples == 3
 
 

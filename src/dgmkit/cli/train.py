@@ -90,7 +90,7 @@ def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMIL
         "--nproc",
         type=count(1, 1024, "--nproc"),
         default=1,
-        help="data-parallel training in N processes on this machine (runs torchrun; gloo on CPU, nccl on CUDA)",
+        help="data-parallel training in N processes on this machine (runs torchrun; gloo on CPU, nccl on CUDA; default 1)",
     )
     p.add_argument(
         "--tensorboard",
