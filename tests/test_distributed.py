@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -113,6 +114,62 @@ def test_ranks_hold_one_model_when_the_model_draws_noise(case, tmp_path):
     assert a["state"].keys() == b["state"].keys()
     for name in a["state"]:
         torch.testing.assert_close(a["state"][name], b["state"][name], rtol=0, atol=0, msg=name)
+
+
+class _NaNOnRankOne:
+    """The objective, except that rank 1's third training loss is NaN."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def __call__(self, model, x, beta, **kw):
+        terms = self.inner(model, x, beta, **kw)
+        self.calls += model.training
+        if dd.current().rank == 1 and model.training and self.calls == 3:
+            return terms._replace(loss=terms.loss * float("nan"))
+        return terms
+
+
+def _nan_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    from dgmkit.errors import TrainingError
+
+    settings, levels, kind, lr = CASES["arm"]
+    cfg, model, train = _setup(settings, levels)
+    trainer = Trainer(
+        model, _NaNOnRankOne(build_objective(cfg)), train, DataTransform(kind, levels), epochs=2, batch_size=8, lr=lr,
+        seed=3, progress=False,
+    )  # fmt: skip
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    try:
+        trainer.fit()
+        result = "finished"
+    except TrainingError as e:
+        result = str(e)
+    finally:
+        dist.destroy_process_group()
+    moved = any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
+    torch.save({"result": result, "step": trainer.step, "moved": moved}, f"{out}.{rank}")
+
+
+def test_a_bad_loss_on_one_rank_stops_every_rank_before_the_step(tmp_path):
+    out = str(tmp_path / "nan.pt")
+    ctx = mp.start_processes(_nan_worker, args=(_free_port(), out), nprocs=WORLD, start_method="spawn", join=False)
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:  # a rank left waiting for the other is the failure this guards against
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the ranks did not stop together on a NaN loss")
+    for r in (torch.load(f"{out}.{rank}") for rank in range(WORLD)):
+        assert "training loss became nan" in r["result"] and "epoch 1, step 3" in r["result"]
+        assert r["step"] == 2 and r["moved"]  # two steps taken, the third refused on both ranks
 
 
 def test_shards_cover_the_rows_once_in_order():

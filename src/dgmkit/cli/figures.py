@@ -22,11 +22,70 @@ from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
 
-__all__ = ["add_parsers", "sample", "reconstruct", "interpolate", "latents"]
+__all__ = [
+    "add_parsers",
+    "sample",
+    "reconstruct",
+    "interpolate",
+    "latents",
+    "draw_samples",
+    "reconstruction_pairs",
+    "latent_scatter",
+]
 
 
 def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
+
+
+def draw_samples(
+    run: Run,
+    n: int,
+    seed: int,
+    *,
+    temperature: float = 1.0,
+    naive: bool = False,
+    steps: int | None = None,
+    draw: bool = False,
+) -> tuple[torch.Tensor, str]:
+    """n samples of a run's model, seeded (the global random stream is restored afterwards), and
+    what they are in words: the means of p(x|z) for a latent variable model (``draw``: draws
+    of p(x|z)); x ~ p(x) otherwise, at ``temperature`` for a flow, cached or ``naive`` for an
+    autoregressive model, in ``steps`` ancestral steps for a diffusion model (default: its own)."""
+    model = run.model
+    g = torch.Generator().manual_seed(seed)
+    options = {}
+    if model.sample_temperature:
+        options["temperature"] = temperature
+    if model.sample_cached:
+        options["cached"] = not naive
+    if model.sample_steps:
+        options["steps"] = model.default_sample_steps if steps is None else steps
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        x, mean = model.sample(n, generator=g, **options)
+    if model.sample_means and not draw:
+        return mean, plural(n, "mean", "means") + " of p(x|z), z ~ p(z),"
+    if model.sample_means:
+        return x, plural(n, "draw") + " x ~ p(x|z), z ~ p(z),"
+    if model.sample_cached:
+        return x, plural(n, "sample") + f" x ~ p(x), pixel by pixel ({'naive' if naive else 'cached'} path),"
+    what = plural(n, "sample") + " x ~ p(x)"
+    what += f" at temperature {temperature:g}" if model.sample_temperature else ""
+    what += f" by ancestral sampling in {plural(options['steps'], 'step')}" if model.sample_steps else ""
+    return x, what
+
+
+def reconstruction_pairs(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """Each image of x followed by its reconstruction, both mapped to [0, 1] for a picture."""
+    return torch.stack([to_display(x, run), to_display(run.model.reconstruct(x), run)], 1).flatten(0, 1)
+
+
+def latent_scatter(run: Run, x: torch.Tensor, y: torch.Tensor | None, title: str) -> tuple[bytes, str]:
+    """A PNG scatter of the posterior means of x (their first two principal axes when M > 2),
+    coloured by the labels y where there are any, and which axes it shows."""
+    points, axis_labels, axes = project_2d(posterior_means(run, x))
+    return scatter_png(points, None if y is None else y.numpy(), title, axis_labels), axes
 
 
 @torch.no_grad()
@@ -49,29 +108,8 @@ def sample(args: argparse.Namespace) -> int:
             f"--draw is for latent variable models (draws of p(x|z) instead of its means); a {run.cfg.family} model's "
             "samples are already draws x ~ p(x)"
         )
-    torch.manual_seed(args.seed)
-    g = torch.Generator().manual_seed(args.seed)
-    options = {}
-    if model.sample_temperature:
-        options["temperature"] = args.temperature
-    if model.sample_cached:
-        options["cached"] = not args.naive
-    if model.sample_steps:
-        options["steps"] = model.default_sample_steps if args.steps is None else args.steps
-    x, mean = model.sample(args.n, generator=g, **options)
-    if model.sample_means and not args.draw:
-        shown, what = mean, plural(args.n, "mean", "means") + " of p(x|z), z ~ p(z),"
-    elif model.sample_means:
-        shown, what = x, plural(args.n, "draw") + " x ~ p(x|z), z ~ p(z),"
-    elif model.sample_cached:
-        shown, what = (
-            x,
-            plural(args.n, "sample") + f" x ~ p(x), pixel by pixel ({'naive' if args.naive else 'cached'} path),",
-        )
-    else:
-        shown, what = x, plural(args.n, "sample") + " x ~ p(x)"
-        what += f" at temperature {args.temperature:g}" if model.sample_temperature else ""
-        what += f" by ancestral sampling in {plural(options['steps'], 'step')}" if model.sample_steps else ""
+    shown, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive,
+                               steps=args.steps, draw=args.draw)  # fmt: skip
     if tuple(shown.shape[2:]) == (1, 2) or shown.dim() != 4:
         raise ConfigError("these are 2-D points, not images: use dgm density RUN_DIR --out FILE.png")
     path = write_png(out, image_grid_png(to_display(shown, run), nrow=min(args.nrow or _side(args.n), args.n)))
@@ -94,8 +132,7 @@ def reconstruct(args: argparse.Namespace) -> int:
     if args.n > len(x):
         raise ConfigError(f"-n {args.n} is more than the {len(x)} images of the {args.split} split")
     xb = x[_pick(len(x), args.n, args.seed)]
-    rec = run.model.reconstruct(xb)
-    pairs = torch.stack([to_display(xb, run), to_display(rec, run)], 1).flatten(0, 1)  # original, reconstruction
+    pairs = reconstruction_pairs(run, xb)
     nrow = 2 * min(8, args.n)
     path = write_png(out, image_grid_png(pairs, nrow=nrow))
     say(f"wrote {plural(args.n, args.split + ' image')} (left) and reconstructions (right) to {path}")
@@ -134,10 +171,8 @@ def latents(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < len(x):
         idx = _pick(len(x), args.limit, args.seed)
         x, y = x[idx], (None if y is None else y[idx])
-    z = posterior_means(run, x)
-    points, axis_labels, axes = project_2d(z)
     title = f"{run.cfg.data.dataset} {args.split}: posterior means E[z|x] (n={len(x)})"
-    data = scatter_png(points, None if y is None else y.numpy(), title, axis_labels)
+    data, axes = latent_scatter(run, x, y, title)
     path = write_png(out, data)
     note = "" if y is not None else " (no labels in this dataset)"
     say(f"wrote a scatter of {plural(len(x), 'latent mean')} ({axes}){note} to {path}")

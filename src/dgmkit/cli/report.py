@@ -12,11 +12,12 @@ import torch
 
 from dgmkit._io import atomic_write_bytes, check_new_output, parse_json
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_data_flags, plural, posterior_means, say, split_data, to_display
+from dgmkit.cli.common import add_data_flags, plural, say, split_data, to_display
 from dgmkit.cli.evaluate import _EVALS, protocol_key
+from dgmkit.cli.figures import draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
 from dgmkit.errors import DataError, DgmError
-from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
+from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.reporting import RunPage, render_page
 from dgmkit.training.run_writer import RUN_FILES
 
@@ -89,19 +90,9 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     model, figs, notes = run.model, [], []
     images = len(run.record["data"]["event_shape"]) == 3 and tuple(run.record["data"]["event_shape"][1:]) != (1, 2)
     if args.samples and model.can_sample and images:
-        g = torch.Generator().manual_seed(args.seed)
-        options = {}
-        if model.sample_steps:
-            options["steps"] = args.steps or model.default_sample_steps
-        with torch.random.fork_rng():
-            torch.manual_seed(args.seed)
-            x, mean = model.sample(args.samples, generator=g, **options)
-        shown = mean if model.sample_means else x
-        what = "means of p(x|z), z ~ p(z)" if model.sample_means else "samples x ~ p(x)"
-        if options:
-            what += f", {plural(options['steps'], 'ancestral step')}"
+        shown, what = draw_samples(run, args.samples, args.seed, steps=args.steps)
         side = max(1, round(args.samples**0.5))
-        figs.append(("samples", f"{args.samples} {what} (seed {args.seed})", image_grid_png(to_display(shown, run), side)))
+        figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(to_display(shown, run), side)))
     if not (model.has_latents and images):
         return figs, notes
     try:
@@ -111,17 +102,13 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
         return figs, notes
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
     xb = x[idx[:8]]
-    rec = model.reconstruct(xb)
-    pairs = torch.stack([to_display(xb, run), to_display(rec, run)], 1).flatten(0, 1)
+    pairs = reconstruction_pairs(run, xb)
     figs.append(("reconstructions", f"8 random test images (left) and their reconstructions (right), seed {args.seed}",
                  image_grid_png(pairs, 4)))  # fmt: skip
     pick = idx[:1000]
-    z = posterior_means(run, x[pick])
-    points, axis_labels, axes = project_2d(z)
-    labels = None if y is None else y[pick].numpy()
-    title = f"{run.cfg.data.dataset} test: E[z|x] ({axes}), n={len(pick)}"
-    figs.append(("latent means", f"posterior means of {len(pick)} random test images ({axes})",
-                 scatter_png(points, labels, title, axis_labels)))  # fmt: skip
+    title = f"{run.cfg.data.dataset} test: posterior means E[z|x] (n={len(pick)})"
+    scatter, axes = latent_scatter(run, x[pick], None if y is None else y[pick], title)
+    figs.append(("latent means", f"posterior means of {len(pick)} random test images ({axes})", scatter))
     return figs, notes
 
 

@@ -13,6 +13,7 @@ from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
 from dgmkit.models import Classifier, GenerativeModel
+from dgmkit.training import distributed
 
 __all__ = ["EvalReport", "evaluate"]
 
@@ -73,6 +74,20 @@ def _nanmean(t: torch.Tensor | None) -> float | None:
 
 
 @torch.no_grad()
+def _diagnostics(model: GenerativeModel, x: torch.Tensor, y: torch.Tensor | None, seed: int, batch_size: int) -> tuple:
+    """The latent statistics, the classification accuracy and the per-layer diagnostics of x,
+    where the model has them (None where not)."""
+    stats = posterior_statistics(model, x) if model.has_latents else None
+    accuracy = None
+    if y is not None and isinstance(model, Classifier):  # y: the labels of x
+        accuracy = (model.predict(x, batch_size).cpu() == y.cpu().long()).double().mean().item()
+    layers = None
+    if hasattr(model, "path"):  # a hierarchical model: its KL and active units per layer
+        d = diagnose(model, x, samples=1, holes=0, seed=seed, mutual_info=False)
+        layers = [{"name": la.name, "size": la.size, "kl": la.kl, "active_units": la.active_units} for la in d.layers]
+    return stats, accuracy, layers
+
+
 def evaluate(
     model: GenerativeModel,
     x: torch.Tensor,
@@ -114,14 +129,9 @@ def evaluate(
     stderr = None if est.log_px is None or n < 2 else est.log_px.std().item() / math.sqrt(n)
     elbo = None if "elbo" not in est.terms else -discrete_nll(-_mean(est.terms["elbo"]), dims, log_volume)
     recon = None if "recon" not in est.terms else _mean(est.terms["recon"]) - shift
-    stats = posterior_statistics(model, x) if model.has_latents else None
-    accuracy = None
-    if y is not None and isinstance(model, Classifier):  # y: the labels of x
-        accuracy = (model.predict(x, batch_size).cpu() == y.cpu().long()).double().mean().item()
-    layers = None
-    if hasattr(model, "path"):  # a hierarchical model: its KL and active units per layer
-        d = diagnose(model, x, samples=1, holes=0, seed=seed, mutual_info=False)
-        layers = [{"name": la.name, "size": la.size, "kl": la.kl, "active_units": la.active_units} for la in d.layers]
+    stats, accuracy, layers = distributed.broadcast_object(
+        _diagnostics(model, x, y, seed, batch_size) if distributed.current().is_main else None
+    )  # under torchrun: computed once (rank 0), every rank's report the same
     return EvalReport(
         estimate=est.kind,
         nll=nll,

@@ -187,8 +187,12 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
+            # Buffers are synced once, here, and not before every forward: the ones training changes
+            # (ActNorm's initialisation, an EMA codebook) are made equal on every rank where they change.
+            # find_unused_parameters: some families leave parameters without a gradient in a step.
             self._ddp = DistributedDataParallel(_ObjectiveModule(self.model, self._objective), device_ids=ids,
-                                                find_unused_parameters=True)  # fmt: skip
+                                                find_unused_parameters=True, forward_sync_buffers=False)  # fmt: skip
+        self._uninitialised = True  # until no ActNorm-style buffer waits for data
 
     def _rank_seed(self, epoch: int) -> int:
         """The seed of the global random stream (the model's own draws): the run's seed in one
@@ -364,20 +368,27 @@ class Trainer:
             with self._autocast():
                 terms = self._ddp(x, beta, y) if self._ddp is not None else self._objective(x, beta, y)
             loss = terms.loss.mean()
-            checked = loss.detach()
+            checked, pending = loss.detach(), None
             if self._ddp is not None and (i + 1) % check_every == 0:  # every rank stops together on a bad loss
-                checked = distributed.all_reduce_sum(terms.loss.detach().sum()) / rows
-            # DDP averages the ranks' gradients: each rank's sum times W / (global rows) averages to the global mean
-            step_loss = loss if self._ddp is None else terms.loss.sum() * (self.dist.world_size / rows)
-            if (i + 1) % check_every == 0 and not torch.isfinite(checked).all():
+                # summed while this rank runs its backward pass (no extra wait), checked before the step
+                checked = terms.loss.detach().sum()
+                pending = torch.distributed.all_reduce(checked, async_op=True)
+            elif (i + 1) % check_every == 0 and not torch.isfinite(checked).all():
                 bar.close()
                 raise TrainingError(self._nan_message(checked))
+            # DDP averages the ranks' gradients: each rank's sum times W / (global rows) averages to the global mean
+            step_loss = loss if self._ddp is None else terms.loss.sum() * (self.dist.world_size / rows)
             opt.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(step_loss).backward()
                 self.scaler.unscale_(opt)
             else:
                 step_loss.backward()
+            if pending is not None:
+                pending.wait()
+                if not torch.isfinite(checked):
+                    bar.close()
+                    raise TrainingError(self._nan_message(checked / rows))
             skip, taken = False, True
             if self.grad_clip or self.skip_grad_norm:
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or math.inf)
@@ -422,8 +433,11 @@ class Trainer:
     def _initialise_on(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> None:
         """Data-dependent initialisation (ActNorm) from the whole global batch, the same on every
         rank, before the ranks see only their parts (one process initialises on that batch too)."""
+        if not self._uninitialised:
+            return
         fresh = [b for name, b in self.model.named_buffers() if name.rsplit(".", 1)[-1] == "initialized" and not bool(b)]
         if not fresh:
+            self._uninitialised = False  # initialisation happens once: no need to look again
             return
         with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             self._objective(x, beta, y)
