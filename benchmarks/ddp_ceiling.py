@@ -6,7 +6,10 @@ side by side in one pair of processes (gloo, one thread each), in interleaved ro
 - ``2 ranks, no communication``: each rank takes half the batch inside DDP's ``no_sync``, and
   nothing is exchanged: the most that splitting the batch can give on these two cores, before
   any gradient is all-reduced;
-- ``2 ranks, DDP``: the same with the gradients averaged, as the Trainer does it.
+- ``2 ranks, DDP over gloo``: the same with the gradients averaged by gloo's all-reduce (TCP
+  loopback), DDP set up as the Trainer sets it up;
+- ``2 ranks, DDP, shared memory``: the same through ``training.shared_memory`` (the Trainer's
+  choice for ranks on one machine).
 
 A step is forward, backward and Adam's (fused) update. The ratios are the baseline's time over
 each; the median over the rounds is printed with every round's value.
@@ -71,15 +74,25 @@ def _worker(rank: int, port: int, names: list[str], flags: dict, rounds: int, ou
 
 
 def _time(rank: int, name: str, flags: list[str], rounds: int) -> list[str]:
-    """The three modes' step times for one model, as lines of text."""
+    """The modes' step times for one model, as lines of text."""
+    from dgmkit.training import shared_memory
+
     model, objective, x = _build(flags)
     half = x[: len(x) // 2] if rank == 0 else x[len(x) // 2 :]
     alone = copy.deepcopy(model)
     alone_opt = torch.optim.Adam(alone.parameters(), 1e-3, fused=True)
-    ddp = torch.nn.parallel.DistributedDataParallel(
-        _Objective(model, objective), find_unused_parameters=True, forward_sync_buffers=False
-    )
-    opt = torch.optim.Adam(model.parameters(), 1e-3, fused=True)
+
+    def wrap(m: torch.nn.Module) -> tuple:  # DDP as the Trainer sets it up
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            _Objective(m, objective), find_unused_parameters=False, gradient_as_bucket_view=True,
+            forward_sync_buffers=False,
+        )  # fmt: skip
+        return ddp, torch.optim.Adam(m.parameters(), 1e-3, fused=True)
+
+    gloo, gloo_opt = wrap(copy.deepcopy(model))
+    shm, shm_opt = wrap(copy.deepcopy(model))
+    if shared_memory.attach(shm, sum(p.numel() * p.element_size() for p in model.parameters())) is None:
+        sys.exit("shared memory could not be used here")
 
     def one_process() -> None:
         if rank == 0:
@@ -89,19 +102,24 @@ def _time(rank: int, name: str, flags: list[str], rounds: int) -> list[str]:
             alone_opt.step()
 
     def no_communication() -> None:
-        with ddp.no_sync():
-            loss = ddp(half).mean()
-            opt.zero_grad(set_to_none=True)
+        with gloo.no_sync():
+            loss = gloo(half).mean()
+            gloo_opt.zero_grad(set_to_none=True)
             loss.backward()
-        opt.step()
+        gloo_opt.step()
 
-    def with_ddp() -> None:
+    def step(ddp: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         loss = ddp(half).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    modes = {"one process": one_process, "2 ranks, no communication": no_communication, "2 ranks, DDP": with_ddp}
+    modes = {
+        "one process": one_process,
+        "2 ranks, no communication": no_communication,
+        "2 ranks, DDP over gloo": lambda: step(gloo, gloo_opt),
+        "2 ranks, DDP, shared memory": lambda: step(shm, shm_opt),
+    }
     for step in modes.values():  # warm-up
         step()
     times = {m: [] for m in modes}
@@ -119,7 +137,7 @@ def _time(rank: int, name: str, flags: list[str], rounds: int) -> list[str]:
     for mode, t in times.items():
         ratios = [b / a for a, b in zip(t, base)]
         lines.append(
-            f"  {mode:27s} {statistics.median(t) * 1e3:8.1f} ms/step  ratio {statistics.median(ratios):.2f}x"
+            f"  {mode:29s} {statistics.median(t) * 1e3:8.1f} ms/step  ratio {statistics.median(ratios):.2f}x"
             f"  (rounds: {' '.join(f'{r:.2f}' for r in ratios)})"
         )
     return lines

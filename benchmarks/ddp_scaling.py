@@ -1,14 +1,16 @@
 """Data-parallel scaling on this machine: one process with one thread against N processes with
-one thread each (``dgm train --nproc N``: torchrun, gloo), the same model, data, global batch,
+one thread each (``dgm train --nproc N``: torchrun), the same model, data, global batch,
 seed and epochs, measured one after the other in this run.
 
 Reported per model: training images/s of each (the median over the epochs after the first,
 from metrics.jsonl, validation excluded), their ratio, and the final validation score of
-each: at equal epochs and global batch the two runs take the same optimiser steps, so the
-scores differ only by the noise the model draws (each rank draws its own). For the scale of
-that noise, a third run (one process, seed 1) gives its final score too. A diffusion model's
-validation bound (one sampled time per image) is too noisy to compare runs by: its final
-weights are scored again by ``dgm eval --split valid`` with 16 times per image.
+each. The N processes run twice: with the gradients averaged through shared memory (the
+default for ranks on one machine) and through gloo's all-reduce (``DGMKIT_SHM_ALLREDUCE=0``).
+At equal epochs and global batch the runs take the same optimiser steps, so the scores differ
+only by the noise the model draws (each rank draws its own). For the scale of that noise, one
+more run (one process, seed 1) gives its final score too. A diffusion model's validation bound
+(one sampled time per image) is too noisy to compare runs by: its final weights are scored
+again by ``dgm eval --split valid`` with 16 times per image.
 
 The two VAEs train on all of static binarized MNIST. The two heavy models (a gated PixelCNN and
 a masked diffusion U-Net, about 1.9 s and 3.2 s per step of 128 images in one thread) train on a
@@ -64,8 +66,8 @@ def _subset(folder: Path) -> Path:
     return path
 
 
-def _run(flags: list[str], epochs: int, nproc: int, out: Path, seed: int = 0) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DGMKIT_DATA": data_dir()}
+def _run(flags: list[str], epochs: int, nproc: int, out: Path, seed: int = 0, shm: bool = True) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DGMKIT_DATA": data_dir(), "DGMKIT_SHM_ALLREDUCE": str(int(shm))}
     cmd = [sys.executable, "-m", "dgmkit", "train", *flags, "--epochs", str(epochs), "--seed", str(seed), "--quiet"]
     if nproc > 1:
         cmd += ["--nproc", str(nproc)]
@@ -102,11 +104,15 @@ def main() -> None:
         for name, flags in models.items():
             one = _run(flags, a.epochs, 1, Path(tmp) / f"{name}-1")
             many = _run(flags, a.epochs, a.nproc, Path(tmp) / f"{name}-{a.nproc}")
+            gloo = _run(flags, a.epochs, a.nproc, Path(tmp) / f"{name}-{a.nproc}-gloo", shm=False)
             other = _run(flags, a.epochs, 1, Path(tmp) / f"{name}-1-seed1", seed=1)  # the noise between runs
+            base = one["images_per_s"]
             print(
-                f"{name:16s} 1 process {one['images_per_s']:8.1f} images/s, {a.nproc} processes {many['images_per_s']:8.1f}"
-                f" images/s: ratio {many['images_per_s'] / one['images_per_s']:.2f}x; final {one['name']} (nats): "
-                f"{one['score']} vs {many['score']} (1 process, seed 1: {other['score']})",
+                f"{name}: 1 process {base:.1f} images/s; {a.nproc} processes {many['images_per_s']:.1f} images/s "
+                f"({many['images_per_s'] / base:.2f}x) through shared memory, {gloo['images_per_s']:.1f} images/s "
+                f"({gloo['images_per_s'] / base:.2f}x) through gloo; final {one['name']} (nats): 1 process "
+                f"{one['score']}, {a.nproc} processes {many['score']} (shared memory) and {gloo['score']} (gloo); "
+                f"1 process, seed 1: {other['score']}",
                 flush=True,
             )
 

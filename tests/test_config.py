@@ -17,6 +17,7 @@ from dgmkit.errors import ConfigError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES
 from dgmkit.settings import check, choices_of, field_kind, from_dict, setting
 from dgmkit.training import load_checkpoint
+from family_variants import family_variants, variant_id
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
 SECTION_KEYS = {f.name: name for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
@@ -82,21 +83,7 @@ def test_from_dict_raises_only_config_error_on_any_json_like_input():
 # ---------------------------------------------------------------- round trips and presets
 
 
-def _variants() -> list[tuple[str, dict]]:
-    """Every family's defaults, and each choice of each of its choice-valued keys."""
-    out = []
-    for name, cls in FAMILIES.items():
-        out.append((name, {}))
-        for key, tp in typing.get_type_hints(cls).items():
-            for choice in choices_of(tp) or ():
-                if choice is not None and choice != getattr(cls(), key):
-                    out.append((name, {key: choice}))
-    return out
-
-
-@pytest.mark.parametrize(
-    "name, change", _variants(), ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values()))
-)
+@pytest.mark.parametrize("name, change", family_variants(), ids=variant_id)
 def test_config_round_trips_through_the_sectioned_and_flat_forms(name, change):
     try:
         cfg = RunConfig.of(model=name, **change)

@@ -98,3 +98,17 @@ def test_perplexity_and_bad_input():
         vq.lookup(torch.tensor([6]))
     with pytest.raises(ValueError):
         VectorQuantizer(1, 3)
+
+
+def test_the_codebook_learns_in_float32_under_bf16_autocast():
+    """Under mixed precision (bf16 autocast, as on a GPU) the encoder's output is bf16: the
+    k-means start, the moving averages and the dead-code restarts stay float32."""
+    torch.manual_seed(0)
+    vq = VectorQuantizer(num_codes=16, dim=3, dead_threshold=1e9)  # every code dead: every step restarts some
+    z = torch.randn(4, 3, 5, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for _ in range(3):
+            out = vq(torch.nn.functional.conv2d(z, torch.eye(3).view(3, 3, 1, 1)))  # a bf16 output, as a layer gives
+    for t in (vq.embedding, vq.embed_sum, vq.cluster_size):
+        assert t.dtype == torch.float32 and torch.isfinite(t).all()
+    assert out.indices.shape == (4, 5, 5)

@@ -17,5 +17,5 @@ def seeded_by(generator: torch.Generator | None, device: torch.device | str = "c
         return
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=generator.device)))
         yield

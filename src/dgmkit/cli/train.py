@@ -351,7 +351,10 @@ def _fit(
     elif trainer.dist.is_main:
         writer.start()
     if trainer.dist.parallel:
-        say(f"data-parallel: {trainer.dist.world_size} processes share each batch of {cfg.optim.batch_size}")
+        say(
+            f"data-parallel: {trainer.dist.world_size} processes share each batch of {cfg.optim.batch_size} "
+            f"(gradients averaged by {trainer.gradient_transport})"
+        )
     try:
         trainer.fit()
     finally:

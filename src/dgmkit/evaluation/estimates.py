@@ -187,7 +187,7 @@ def estimate(
     ctx = distributed.current()
     if not ctx.parallel or len(x) < ctx.world_size:
         return ESTIMATORS[model.estimate_kind](model, x, k, generator, batch_size)
-    seed = int(torch.randint(2**62, (1,), generator=generator)) if generator is not None else 0
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device)) if generator is not None else 0
     own = torch.Generator(device=x.device).manual_seed((seed + 7_919 * ctx.rank) % 2**62)
     with seeded_by(torch.Generator().manual_seed((seed + 104_729 * ctx.rank) % 2**62), x.device):
         est = ESTIMATORS[model.estimate_kind](model, x[distributed.shard(len(x), ctx)], k, own, batch_size)

@@ -135,7 +135,8 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, k: torch.Tensor, counts: torch.Tensor) -> None:
         d = self.decay
-        sums = torch.zeros_like(self.embed_sum).index_add_(0, k, flat.to(self.embed_sum.dtype))
+        flat = flat.to(self.embed_sum.dtype)  # the statistics stay in their own precision under autocast
+        sums = torch.zeros_like(self.embed_sum).index_add_(0, k, flat)
         parallel = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if parallel:  # data-parallel training: the codebook learns from every rank's part of the batch
             counts = counts.clone()
@@ -161,7 +162,7 @@ class VectorQuantizer(nn.Module):
     def forward(self, z_e: torch.Tensor) -> Quantized:
         flat, shape = self._flatten(z_e)
         if self.training and not bool(self.initialized):
-            self._kmeans(flat.detach())
+            self._kmeans(flat.detach().to(self.embedding.dtype))  # float32 counts and means under autocast
         k = self.nearest(flat.detach())
         counts = torch.bincount(k, minlength=self.num_codes)
         e = self.embedding[k]

@@ -78,8 +78,11 @@ def init_from_environment(device: str = "auto") -> Context:
         local, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
         if local < gpus:
             torch.cuda.set_device(local)
-        elif device == "cuda":
-            raise ConfigError(f"{os.environ['WORLD_SIZE']} processes on this machine, and it has {gpus} GPUs: one each")
+        elif device != "cpu":  # "auto" would put this rank on a GPU that is not there
+            raise ConfigError(
+                f"{os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])} processes on this machine, and it has "
+                f"{gpus} GPU{'s' if gpus != 1 else ''}: start one process per GPU, or train on the CPU with --device cpu"
+            )
         backend = "cpu:gloo,cuda:nccl"
     dist.init_process_group(backend=backend)
     return current()

@@ -1,0 +1,22 @@
+"""Every family's defaults, and each choice of each of its choice-valued keys: the configs that
+tests run over every family (round trips, gradients reaching every parameter)."""
+
+import typing
+
+from dgmkit.families import FAMILIES
+from dgmkit.settings import choices_of
+
+
+def family_variants() -> list[tuple[str, dict]]:
+    out = []
+    for name, cls in FAMILIES.items():
+        out.append((name, {}))
+        for key, tp in typing.get_type_hints(cls).items():
+            for choice in choices_of(tp) or ():
+                if choice is not None and choice != getattr(cls(), key):
+                    out.append((name, {key: choice}))
+    return out
+
+
+def variant_id(v: object) -> str:
+    return v if isinstance(v, str) else "-".join(map(str, v.values()))
