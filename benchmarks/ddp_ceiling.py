@@ -108,7 +108,7 @@ def _time(rank: int, name: str, flags: list[str], rounds: int) -> list[str]:
             loss.backward()
         gloo_opt.step()
 
-    def step(ddp: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    def ddp_step(ddp: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         loss = ddp(half).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -117,8 +117,8 @@ def _time(rank: int, name: str, flags: list[str], rounds: int) -> list[str]:
     modes = {
         "one process": one_process,
         "2 ranks, no communication": no_communication,
-        "2 ranks, DDP over gloo": lambda: step(gloo, gloo_opt),
-        "2 ranks, DDP, shared memory": lambda: step(shm, shm_opt),
+        "2 ranks, DDP over gloo": lambda: ddp_step(gloo, gloo_opt),
+        "2 ranks, DDP, shared memory": lambda: ddp_step(shm, shm_opt),
     }
     for step in modes.values():  # warm-up
         step()

@@ -151,7 +151,7 @@ def _as_rank(args: argparse.Namespace) -> int:
 
     if args.command not in _PARALLEL_COMMANDS:
         raise DgmError(f"dgm {args.command} runs in one process; only {' and '.join(_PARALLEL_COMMANDS)} run under torchrun")
-    ctx = init_from_environment(getattr(args, "device", None) or "auto")
+    ctx = init_from_environment()
     if not ctx.is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
     return args.func(args)

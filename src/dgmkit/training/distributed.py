@@ -63,7 +63,7 @@ def current() -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
 
 
-def init_from_environment(device: str = "auto") -> Context:
+def init_from_environment() -> Context:
     """Join the process group that torchrun's environment describes (once): ``gloo`` for CPU
     tensors, ``nccl`` for CUDA ones (each rank on GPU ``LOCAL_RANK``). Without torchrun: rank 0 of 1."""
     if not launched_by_torchrun():
@@ -76,13 +76,8 @@ def init_from_environment(device: str = "auto") -> Context:
     backend = "gloo"
     if torch.cuda.is_available():  # gloo for CPU tensors, nccl for CUDA ones: whichever device the run uses
         local, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
-        if local < gpus:
+        if local < gpus:  # (a rank beyond the GPUs may still train on the CPU; the Trainer checks)
             torch.cuda.set_device(local)
-        elif device != "cpu":  # "auto" would put this rank on a GPU that is not there
-            raise ConfigError(
-                f"{os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])} processes on this machine, and it has "
-                f"{gpus} GPU{'s' if gpus != 1 else ''}: start one process per GPU, or train on the CPU with --device cpu"
-            )
         backend = "cpu:gloo,cuda:nccl"
     dist.init_process_group(backend=backend)
     return current()

@@ -51,7 +51,7 @@ class SharedMemoryAllReduce:
         if memory.dim() != 3 or memory.shape[:2] != (2, world_size) or memory.dtype != torch.uint8:
             raise ValueError(f"memory must be a (2, {world_size}, bytes) uint8 tensor, got {tuple(memory.shape)}")
         self.memory, self.group, self.rank, self.world_size = memory, group, rank, world_size
-        self.slot_bytes = memory.shape[2]
+        self.slot_bytes = memory.shape[2] // _ALIGN * _ALIGN  # whole cache lines: a full piece fills a slot
         self._set = 0  # which set of slots the next exchange writes
         self._used = 0  # bytes of this set's slots already holding buckets
         self._waiting: list[tuple[torch.Tensor, int, torch.futures.Future]] = []
@@ -118,8 +118,11 @@ def _create(size: int) -> Path:
         raise OSError(f"{SHM_DIR} has {free.f_bavail * free.f_frsize} bytes free, and {size} are needed twice")
     path = SHM_DIR / f"dgmkit-ddp-{os.getpid()}-{secrets.token_hex(8)}"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.ftruncate(fd, size)
+    try:  # the pages reserved now: a /dev/shm that fills up later cannot fault a write into the mapping
+        os.posix_fallocate(fd, 0, size) if hasattr(os, "posix_fallocate") else os.ftruncate(fd, size)
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
     finally:
         os.close(fd)
     return path
@@ -137,20 +140,34 @@ def _map(path: str, size: int) -> mmap.mmap:
         os.close(fd)
 
 
-def attach(ddp: torch.nn.parallel.DistributedDataParallel, gradient_bytes: int) -> SharedMemoryAllReduce | None:
+def attach(
+    ddp: torch.nn.parallel.DistributedDataParallel, gradient_bytes: int, enabled: bool = True
+) -> SharedMemoryAllReduce | None:
     """Register the shared-memory hook on ``ddp`` (CPU ranks, all on this machine) for gradients
-    of ``gradient_bytes`` in all; None, with gloo's all-reduce kept, where it cannot be used.
-    Every rank must call it, in the same order as its other collectives."""
+    of ``gradient_bytes`` in all; None, with gloo's all-reduce kept, where it cannot be used or
+    rank 0's ``enabled`` is False. Every rank must call it, in the same order as its other
+    collectives: rank 0 decides, and the others follow."""
     rank, world = dist.get_rank(), dist.get_world_size()
     slot = min(_aligned(gradient_bytes) + _ALIGN * 64, MAX_SLOT_BYTES)  # room for each bucket's alignment
     size = 2 * world * slot
     path = None
     local = os.environ.get("LOCAL_WORLD_SIZE")  # torchrun's count of the ranks on this machine
-    if rank == 0 and (local is None or local == str(world)):  # else some ranks are elsewhere
+    if rank == 0 and enabled and (local is None or local == str(world)):  # else some ranks are elsewhere
         try:
             path = _create(size)
         except OSError as e:
             log.info("shared-memory gradient averaging not used: %s", e)
+    try:
+        return _share(ddp, path, size, slot)
+    finally:  # once every rank has mapped it (or given up), the file goes: nothing stays in /dev/shm
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def _share(ddp: torch.nn.parallel.DistributedDataParallel, path: Path | None, size: int, slot: int):
+    """Every rank maps rank 0's file ``path`` (None: none was made) and checks that it sees what
+    rank 0 wrote; then the hook is registered, or on every rank not."""
+    rank, world = dist.get_rank(), dist.get_world_size()
     box = [None if path is None else str(path)]
     dist.broadcast_object_list(box, src=0)
     mapped, memory, token = None, None, None
@@ -163,10 +180,7 @@ def attach(ddp: torch.nn.parallel.DistributedDataParallel, gradient_bytes: int) 
         if memory is not None and rank == 0:  # a token that every rank must read back from the mapping
             token = torch.frombuffer(bytearray(secrets.token_bytes(16)), dtype=torch.uint8)
             memory[0, 0, :16] = token
-    agreed = _all_agree(memory is not None)  # every rank has it mapped (or one failed): the file can go
-    if path is not None:
-        path.unlink(missing_ok=True)
-    if not agreed:
+    if not _all_agree(memory is not None):
         return None
     box = [token]
     dist.broadcast_object_list(box, src=0)

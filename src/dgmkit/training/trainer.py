@@ -111,7 +111,13 @@ class Trainer:
         lr_factor(lr_schedule, 0, epochs)  # validates the name
         self.dist = distributed.current()
         self.device = resolve_device(device)
-        if self.dist.parallel and self.device.type == "cuda":
+        if self.dist.parallel and self.device.type == "cuda":  # one GPU per rank on each machine
+            gpus = torch.cuda.device_count()
+            if self.dist.local_rank >= gpus:
+                raise ConfigError(
+                    f"rank {self.dist.rank} is process {self.dist.local_rank + 1} on its machine, which has {gpus} "
+                    f"GPU{'s' if gpus != 1 else ''}: start one process per GPU, or train on the CPU with --device cpu"
+                )
             self.device = torch.device("cuda", self.dist.local_rank)
         if self.dist.parallel:
             w = self.dist.world_size
@@ -195,16 +201,17 @@ class Trainer:
             # Every trainable parameter gets a gradient in every step (each family's objective uses all
             # of them; tests/test_distributed.py checks every family, and a step checks it too), so DDP
             # needs no search of the graph for unused ones after each forward (find_unused_parameters),
-            # and the gradients are views into its buckets (no copy out after the all-reduce). Together
-            # these took a conv VAE's 2-process step from 1.5x to about 1.8x that of one process here.
+            # and the gradients are views into its buckets (the averages need no copy back).
             self._ddp = DistributedDataParallel(_ObjectiveModule(self.model, self._objective), device_ids=ids,
                                                 find_unused_parameters=False, gradient_as_bucket_view=True,
                                                 **_no_forward_buffer_sync(self.model))  # fmt: skip
             self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
             # CPU ranks on one machine average through shared memory instead of gloo's TCP loopback
-            if self.device.type == "cpu" and os.environ.get("DGMKIT_SHM_ALLREDUCE", "1") != "0":
+            # (unless rank 0's DGMKIT_SHM_ALLREDUCE is 0)
+            if self.device.type == "cpu":
                 nbytes = sum(p.numel() * p.element_size() for _, p in self._trainable)
-                if shared_memory.attach(self._ddp, nbytes) is not None:
+                enabled = os.environ.get("DGMKIT_SHM_ALLREDUCE", "1") != "0"
+                if shared_memory.attach(self._ddp, nbytes, enabled) is not None:
                     self.gradient_transport = "shared memory"
         self._uninitialised = True  # until no ActNorm-style buffer waits for data
 
@@ -448,7 +455,9 @@ class Trainer:
 
     def _check_every_parameter_has_a_gradient(self, bar: tqdm) -> None:
         """A parameter that the step's loss did not reach was not all-reduced by DDP (its
-        gradient would be this rank's alone): stop with its name instead of stepping."""
+        gradient would be this rank's alone): stop with its name instead of stepping. (Where the
+        ranks' losses reach different parameters, a rank whose loss reached them all waits in
+        the all-reduce instead, until torchrun ends it when this rank exits.)"""
         missing = [n for n, p in self._trainable if p.grad is None]
         if missing:
             bar.close()
