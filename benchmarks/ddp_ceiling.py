@@ -3,6 +3,10 @@
 side by side in one pair of processes (gloo, one thread each), in interleaved rounds:
 
 - ``one process``: rank 0 takes the whole batch while rank 1 waits (the baseline);
+- ``2 ranks, whole batch each``: both ranks take a one-process step on the whole batch at once,
+  independently; its time is halved (two batches done), so its ratio is what the second core
+  adds when nothing is split or exchanged: the machine's own ceiling, below 2x where two busy
+  cores each run slower than one (shared cache, memory bandwidth, clocks);
 - ``2 ranks, no communication``: each rank takes half the batch inside DDP's ``no_sync``, and
   nothing is exchanged: the most that splitting the batch can give on these two cores, before
   any gradient is all-reduced;
@@ -101,6 +105,11 @@ def _time(rank: int, name: str, flags: list[str], rounds: int) -> list[str]:
             loss.backward()
             alone_opt.step()
 
+    def whole_batch_each() -> None:  # two independent one-process steps at once: what the two cores give
+        alone_opt.zero_grad(set_to_none=True)
+        objective(alone, x, 1.0).loss.mean().backward()
+        alone_opt.step()
+
     def no_communication() -> None:
         with gloo.no_sync():
             loss = gloo(half).mean()
@@ -116,6 +125,7 @@ def _time(rank: int, name: str, flags: list[str], rounds: int) -> list[str]:
 
     modes = {
         "one process": one_process,
+        "2 ranks, whole batch each": whole_batch_each,
         "2 ranks, no communication": no_communication,
         "2 ranks, DDP over gloo": lambda: ddp_step(gloo, gloo_opt),
         "2 ranks, DDP, shared memory": lambda: ddp_step(shm, shm_opt),
@@ -131,6 +141,7 @@ def _time(rank: int, name: str, flags: list[str], rounds: int) -> list[str]:
                 step()
             dist.barrier()
             times[mode].append((time.perf_counter() - t0) / STEPS[name])
+    times["2 ranks, whole batch each"] = [t / 2 for t in times["2 ranks, whole batch each"]]  # per global batch
     base = times["one process"]
     params = sum(p.numel() for p in model.parameters())
     lines = [f"{name} ({params / 1e6:.2f}M parameters, global batch {len(x)}):"]

@@ -353,7 +353,7 @@ def _fit(
     if trainer.dist.parallel:
         say(
             f"data-parallel: {trainer.dist.world_size} processes share each batch of {cfg.optim.batch_size} "
-            f"(gradients averaged by {trainer.gradient_transport})"
+            f"(gradients averaged through {trainer.gradient_transport})"
         )
     try:
         trainer.fit()
