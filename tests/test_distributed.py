@@ -145,7 +145,9 @@ class _NaNOnRankOne:
         return terms
 
 
-def _nan_worker(rank: int, port: int, out: str) -> None:
+def _stopping_worker(rank: int, port: int, out: str, fault: str) -> None:
+    """Trains the MADE case on 2 ranks with a fault planted: ``nan`` (rank 1's third loss is
+    NaN) or ``unused`` (a parameter that the objective never uses); saves how training ended."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
     os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(1)
@@ -154,10 +156,14 @@ def _nan_worker(rank: int, port: int, out: str) -> None:
 
     settings, levels, kind, lr = CASES["arm"]
     cfg, model, train = _setup(settings, levels)
+    objective = build_objective(cfg)
+    if fault == "nan":
+        objective = _NaNOnRankOne(objective)
+    else:
+        model.register_parameter("spare", torch.nn.Parameter(torch.zeros(3)))
     trainer = Trainer(
-        model, _NaNOnRankOne(build_objective(cfg)), train, DataTransform(kind, levels), epochs=2, batch_size=8, lr=lr,
-        seed=3, progress=False,
-    )  # fmt: skip
+        model, objective, train, DataTransform(kind, levels), epochs=2, batch_size=8, lr=lr, seed=3, progress=False
+    )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
         trainer.fit()
@@ -172,7 +178,8 @@ def _nan_worker(rank: int, port: int, out: str) -> None:
 
 def test_a_bad_loss_on_one_rank_stops_every_rank_before_the_step(tmp_path):
     out = str(tmp_path / "nan.pt")
-    ctx = mp.start_processes(_nan_worker, args=(_free_port(), out), nprocs=WORLD, start_method="spawn", join=False)
+    args = (_free_port(), out, "nan")
+    ctx = mp.start_processes(_stopping_worker, args=args, nprocs=WORLD, start_method="spawn", join=False)
     deadline = time.monotonic() + 120
     while not ctx.join(timeout=5):
         if time.monotonic() > deadline:  # a rank left waiting for the other is the failure this guards against
@@ -217,35 +224,9 @@ def test_every_family_gives_every_trainable_parameter_a_gradient_in_every_step(n
         assert not missing, f"step {step}: no gradient for {missing}"
 
 
-def _unused_worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
-    os.environ["LOCAL_RANK"] = str(rank)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    from dgmkit.errors import TrainingError
-
-    settings, levels, kind, lr = CASES["arm"]
-    cfg, model, train = _setup(settings, levels)
-    model.register_parameter("spare", torch.nn.Parameter(torch.zeros(3)))  # the objective never uses it
-    trainer = Trainer(
-        model, build_objective(cfg), train, DataTransform(kind, levels), epochs=1, batch_size=8, lr=lr, seed=3,
-        progress=False,
-    )  # fmt: skip
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    try:
-        trainer.fit()
-        result = "finished"
-    except TrainingError as e:
-        result = str(e)
-    finally:
-        dist.destroy_process_group()
-    moved = any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
-    torch.save({"result": result, "moved": moved}, f"{out}.{rank}")
-
-
 def test_a_parameter_without_a_gradient_stops_every_rank_before_the_step(tmp_path):
     out = str(tmp_path / "unused.pt")
-    mp.start_processes(_unused_worker, args=(_free_port(), out), nprocs=WORLD, start_method="spawn")
+    mp.start_processes(_stopping_worker, args=(_free_port(), out, "unused"), nprocs=WORLD, start_method="spawn")
     for r in (torch.load(f"{out}.{rank}") for rank in range(WORLD)):
         assert "spare got none at step 1" in r["result"] and not r["moved"]
 
