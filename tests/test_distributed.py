@@ -260,7 +260,6 @@ def _shm_worker(rank: int, port: int, slot_bytes: int | None, out: str) -> None:
         ddp = torch.nn.parallel.DistributedDataParallel(net, bucket_cap_mb=0.004, gradient_as_bucket_view=True)
         before = {p.name for p in shared_memory.SHM_DIR.iterdir()}
         hook = shared_memory.attach(ddp, sum(p.numel() * p.element_size() for p in net.parameters()))
-        left = {p.name for p in shared_memory.SHM_DIR.iterdir()} - before
         results = []
         for step in range(2):  # the second step uses the other set of slots
             x = torch.randn(5, 10, generator=torch.Generator().manual_seed(10 * step + rank), dtype=torch.float64)
@@ -274,6 +273,7 @@ def _shm_worker(rank: int, port: int, slot_bytes: int | None, out: str) -> None:
             net.zero_grad(set_to_none=True)
             ddp(x).backward()
             results.append((expected, [p.grad.clone() for p in net.parameters()]))
+        left = {p.name for p in shared_memory.SHM_DIR.iterdir()} - before  # (after a barrier: rank 0 is past its unlink)
         torch.save({"results": results, "exchanges": hook.exchanges, "left": left}, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()

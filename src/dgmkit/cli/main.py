@@ -147,14 +147,17 @@ _PARALLEL_COMMANDS = ("train", "eval")
 def _as_rank(args: argparse.Namespace) -> int:
     """One of several processes that torchrun started: join the process group; rank 0 alone
     prints (the others' stdout goes nowhere; their errors still show)."""
-    from dgmkit.training.distributed import init_from_environment
+    from dgmkit.training.distributed import init_from_environment, shutdown
 
     if args.command not in _PARALLEL_COMMANDS:
         raise DgmError(f"dgm {args.command} runs in one process; only {' and '.join(_PARALLEL_COMMANDS)} run under torchrun")
     ctx = init_from_environment()
     if not ctx.is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
-    return args.func(args)
+    try:
+        return args.func(args)
+    finally:
+        shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ __all__ = [
     "gather_rows",
     "shard",
     "barrier",
+    "shutdown",
 ]
 
 
@@ -120,3 +121,11 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if current().parallel:
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group (where one was joined). A process that exits without this can
+    abort in gloo's threads as the interpreter tears down ("terminate called without an active
+    exception", seen on a rank of a finished ``dgm eval`` under torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
