@@ -10,15 +10,15 @@ bucket (one barrier per step), in pieces when they outgrow the slots. Two sets o
 in turn: a rank can write the next set only after the next barrier, which every rank reaches
 only after reading the last set, so no rank overwrites what another still reads.
 
-On this 2-core machine a gloo all-reduce of 4.4 MB (the 784-512-256-32 MLP VAE's gradients)
-took 9-11 ms, mostly copies through the kernel's TCP loopback; the shared-memory average takes
-the two copies and the additions, about 4 ms with both ranks running (benchmarks/ddp_ceiling.py).
+On this 2-core machine, for the 784-512-256-32 MLP VAE's 4.4 MB of gradients, gloo's all-reduce
+added about 8.5 ms to a step and the shared-memory average about 5 ms (benchmarks/ddp_ceiling.py,
+benchmarks/RESULTS.md).
 
-The file is unlinked as soon as every rank has mapped it, so nothing is left in /dev/shm when
-the processes end, however they end. ``attach`` returns None (and DDP keeps gloo's all-reduce)
-when the ranks are not all on this machine (torchrun's LOCAL_WORLD_SIZE), /dev/shm is missing or
-too small, or a rank cannot map the file or read back what rank 0 wrote into it; every rank
-agrees on the outcome.
+The file is unlinked as soon as every rank has mapped it (or set-up fails), so nothing is left
+in /dev/shm when the processes end, unless rank 0 is killed within that set-up. ``attach``
+returns None (and DDP keeps gloo's all-reduce) when the ranks are not all on this machine
+(torchrun's LOCAL_WORLD_SIZE), /dev/shm is missing or too small, or a rank cannot map the file
+or read back what rank 0 wrote into it; every rank agrees on the outcome.
 """
 
 import logging
@@ -119,7 +119,10 @@ def _create(size: int) -> Path:
     path = SHM_DIR / f"dgmkit-ddp-{os.getpid()}-{secrets.token_hex(8)}"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:  # the pages reserved now: a /dev/shm that fills up later cannot fault a write into the mapping
-        os.posix_fallocate(fd, 0, size) if hasattr(os, "posix_fallocate") else os.ftruncate(fd, size)
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)
+        else:
+            os.ftruncate(fd, size)
     except OSError:
         path.unlink(missing_ok=True)
         raise
