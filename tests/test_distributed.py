@@ -7,12 +7,14 @@ check uses a tiny learning rate: Adam's first step is about lr * sign(gradient),
 float noise of near-zero gradients (its zero-initialised layers) into lr-sized differences; with
 lr = 1e-9 the weights after the step are those that ActNorm's data-dependent start chose."""
 
+import functools
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import traceback
 
 import pytest
 import torch
@@ -34,6 +36,24 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _rank_process(worker):
+    """A worker run in a process of its own as dgmkit runs a rank: whatever happens, the
+    process ends through ``distributed.end_process`` (status 1, with the traceback on stderr,
+    where the worker raised), never through the interpreter's shutdown beside gloo's threads."""
+
+    @functools.wraps(worker)
+    def run(rank: int, *args) -> None:
+        status = 0
+        try:
+            worker(rank, *args)
+        except BaseException:
+            traceback.print_exc()
+            status = 1
+        dd.end_process(status)
+
+    return run
 
 
 def _setup(settings: dict, levels: int) -> tuple:
@@ -69,23 +89,18 @@ def _train(case: str, steps_batch: int, epochs: int) -> Trainer:
     return trainer
 
 
+@_rank_process
 def _worker(rank: int, port: int, case: str, batch: int, epochs: int, out: str, shm: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
     os.environ["DGMKIT_SHM_ALLREDUCE"] = "1" if shm else "0"
     os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        trainer = _train(case, batch, epochs)
-        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-        params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-        state = {n: t.detach().clone() for n, t in trainer.model.state_dict().items()}
-        torch.save(
-            {"grads": grads, "params": params, "state": state, "transport": trainer.gradient_transport},
-            f"{out}.{rank}",
-        )
-    finally:
-        dist.destroy_process_group()
+    trainer = _train(case, batch, epochs)
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    state = {n: t.detach().clone() for n, t in trainer.model.state_dict().items()}
+    torch.save({"grads": grads, "params": params, "state": state, "transport": trainer.gradient_transport}, f"{out}.{rank}")
 
 
 def _two_processes(tmp_path, case: str, batch: int, epochs: int, shm: bool = True) -> list[dict]:
@@ -145,6 +160,7 @@ class _NaNOnRankOne:
         return terms
 
 
+@_rank_process
 def _stopping_worker(rank: int, port: int, out: str, fault: str) -> None:
     """Trains the MADE case on 2 ranks with a fault planted: ``nan`` (rank 1's third loss is
     NaN) or ``unused`` (a parameter that the objective never uses); saves how training ended."""
@@ -170,8 +186,6 @@ def _stopping_worker(rank: int, port: int, out: str, fault: str) -> None:
         result = "finished"
     except TrainingError as e:
         result = str(e)
-    finally:
-        dist.destroy_process_group()
     moved = any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
     torch.save({"result": result, "step": trainer.step, "moved": moved}, f"{out}.{rank}")
 
@@ -244,6 +258,7 @@ class _TwoDtypes(torch.nn.Module):
         return h.square().sum() + self.head(h.float()).sum()
 
 
+@_rank_process
 def _shm_worker(rank: int, port: int, slot_bytes: int | None, out: str) -> None:
     """Gradients averaged by the shared-memory hook (buckets of about 4 KB, slots of
     ``slot_bytes``), against gloo's all-reduce of the same local gradients."""
@@ -252,31 +267,28 @@ def _shm_worker(rank: int, port: int, slot_bytes: int | None, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        if slot_bytes is not None:
-            shared_memory.MAX_SLOT_BYTES = slot_bytes
-        torch.manual_seed(0)
-        net = _TwoDtypes()
-        ddp = torch.nn.parallel.DistributedDataParallel(net, bucket_cap_mb=0.004, gradient_as_bucket_view=True)
-        before = {p.name for p in shared_memory.SHM_DIR.iterdir()}
-        hook = shared_memory.attach(ddp, sum(p.numel() * p.element_size() for p in net.parameters()))
-        results = []
-        for step in range(2):  # the second step uses the other set of slots
-            x = torch.randn(5, 10, generator=torch.Generator().manual_seed(10 * step + rank), dtype=torch.float64)
-            with ddp.no_sync():  # this rank's own gradients, averaged by gloo
-                net.zero_grad(set_to_none=True)
-                ddp(x).backward()
-            expected = [p.grad.clone() for p in net.parameters()]
-            for g in expected:
-                dist.all_reduce(g)
-                g /= WORLD
+    if slot_bytes is not None:
+        shared_memory.MAX_SLOT_BYTES = slot_bytes
+    torch.manual_seed(0)
+    net = _TwoDtypes()
+    ddp = torch.nn.parallel.DistributedDataParallel(net, bucket_cap_mb=0.004, gradient_as_bucket_view=True)
+    before = {p.name for p in shared_memory.SHM_DIR.iterdir()}
+    hook = shared_memory.attach(ddp, sum(p.numel() * p.element_size() for p in net.parameters()))
+    results = []
+    for step in range(2):  # the second step uses the other set of slots
+        x = torch.randn(5, 10, generator=torch.Generator().manual_seed(10 * step + rank), dtype=torch.float64)
+        with ddp.no_sync():  # this rank's own gradients, averaged by gloo
             net.zero_grad(set_to_none=True)
             ddp(x).backward()
-            results.append((expected, [p.grad.clone() for p in net.parameters()]))
-        left = {p.name for p in shared_memory.SHM_DIR.iterdir()} - before  # (after a barrier: rank 0 is past its unlink)
-        torch.save({"results": results, "exchanges": hook.exchanges, "left": left}, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+        expected = [p.grad.clone() for p in net.parameters()]
+        for g in expected:
+            dist.all_reduce(g)
+            g /= WORLD
+        net.zero_grad(set_to_none=True)
+        ddp(x).backward()
+        results.append((expected, [p.grad.clone() for p in net.parameters()]))
+    left = {p.name for p in shared_memory.SHM_DIR.iterdir()} - before  # (after a barrier: rank 0 is past its unlink)
+    torch.save({"results": results, "exchanges": hook.exchanges, "left": left}, f"{out}.{rank}")
 
 
 @pytest.mark.parametrize("slot_bytes", [None, 1024])
@@ -376,3 +388,104 @@ def test_nproc_refuses_in_one_line_before_starting_processes(tmp_path, capsys):
     assert main(["train", "--dataset", "digits", "--nproc", "2", "--out", str(tmp_path / "full")]) == 1
     err = capsys.readouterr()
     assert "not empty" in err.err and "starting" not in err.out
+
+
+# A fault planted in the ranks of `dgm train --nproc 2`: this module, as `sitecustomize` on the
+# ranks' PYTHONPATH, patches the Trainer before the command runs.
+_PLANT = """
+import os
+fault = os.environ.get("DGMKIT_TEST_FAULT")
+if fault:
+    import torch
+    from dgmkit.training import distributed, trainer
+
+    if fault == "nan":  # rank 1's third training loss is NaN
+        objective, calls = trainer.Trainer._objective, [0]
+
+        def nan_on_rank_one(self, x, beta, y):
+            terms = objective(self, x, beta, y)
+            calls[0] += self.model.training
+            if distributed.current().rank == 1 and self.model.training and calls[0] == 3:
+                return terms._replace(loss=terms.loss * float("nan"))
+            return terms
+
+        trainer.Trainer._objective = nan_on_rank_one
+    else:  # a parameter that the objective never uses
+        init = trainer.Trainer.__init__
+
+        def with_a_spare(self, model, *args, **kwargs):
+            model.register_parameter("spare", torch.nn.Parameter(torch.zeros(3)))
+            init(self, model, *args, **kwargs)
+
+        trainer.Trainer.__init__ = with_a_spare
+"""
+
+_NPROC_ARGS = ["train", "--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--nproc", "2", "--device", "cpu"]
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [("nan", "the training loss became nan at epoch 1, step 3"), ("unused", "spare got none at step 1")],
+)
+def test_dgm_train_nproc_stops_on_a_fault_of_one_rank_with_one_line(fault, message, tmp_path, monkeypatch, capfd):
+    """Every rank stops with the error and exit status 1 (no signal), and the user reads it once:
+    no torchrun report, no traceback."""
+    from dgmkit.cli.main import main
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_PLANT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("DGMKIT_TEST_FAULT", fault)
+    assert main([*_NPROC_ARGS, "--epochs", "2", "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("dgm:")]
+    assert len(errors) == 1 and errors[0].startswith("dgm: error: ") and message in errors[0], err
+    for sign in ("Traceback", "SIGABRT", "terminate called", "ChildFailedError", "internal error"):
+        assert sign not in err, err
+
+
+def _proc(pid: int | str, what: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/{what}", "rb") as f:
+            return f.read()
+    except OSError:  # gone meanwhile
+        return b""
+
+
+def _children(pid: int) -> list[int]:
+    stats = {int(p): _proc(p, "stat") for p in os.listdir("/proc") if p.isdigit()}
+    return [p for p, stat in stats.items() if stat and int(stat.rsplit(b")", 1)[1].split()[1]) == pid]
+
+
+def _rank_of(pid: int) -> int | None:
+    env = _proc(pid, "environ").split(b"\0")
+    ranks = [e[5:] for e in env if e.startswith(b"RANK=")]
+    return int(ranks[0]) if ranks else None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
+def test_dgm_train_nproc_says_which_rank_was_killed_and_the_others_stop_in_one_line(tmp_path):
+    """A rank ended by SIGKILL (as by the out-of-memory killer): the launcher names it and its
+    signal; the other rank says that it lost contact (a user-facing error, exit 1), not a bug."""
+    import signal
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dgmkit", *_NPROC_ARGS, "--epochs", "100000", "--out", str(run), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").is_file():  # training is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        ranks = {_rank_of(p): p for launcher in _children(proc.pid) for p in _children(launcher)}
+        os.kill(ranks[1], signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "the process of rank 1 was ended by SIGKILL" in err, err
+    assert "dgm: error: rank 0 lost contact with another process of this run" in err, err
+    for sign in ("Traceback", "internal error", "ChildFailedError"):
+        assert sign not in err, err

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 
 from dgmkit import __version__
 from dgmkit._io import describe_os_error
@@ -118,7 +119,26 @@ def _one_line(text: object) -> str:
 
 
 def _say_error(message: object) -> None:
-    print(f"dgm: error: {_one_line(message)}", file=sys.stderr, flush=True)
+    _error_line(f"dgm: error: {_one_line(message)}")
+
+
+def _error_line(line: str) -> None:
+    """Say ``line`` on stderr; a rank under ``dgm train --nproc``'s launcher leaves it in the
+    launcher's folder, which shows the lines of ranks other than 0 once (``cli.launch``)."""
+    from dgmkit.cli.launch import rank_error_file
+
+    rank = os.environ.get("RANK", "0")
+    path = rank_error_file(int(rank)) if rank.isdigit() and os.environ.get("WORLD_SIZE", "1") != "1" else None
+    if path is not None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(line + "\n")
+            if rank != "0":
+                return
+        except OSError:  # not left for the launcher: said here
+            pass
+    print(line, file=sys.stderr, flush=True)
 
 
 def _report_bug(e: BaseException) -> int:
@@ -133,11 +153,8 @@ def _report_bug(e: BaseException) -> int:
         where = f"the traceback is in {path}"
     except OSError:
         pass
-    print(
-        f"dgm: internal error (a bug in dgmkit, please report it): {type(e).__name__}: {_one_line(e)[:300]}; {where}",
-        file=sys.stderr,
-        flush=True,
-    )
+    what = f"{type(e).__name__}: {_one_line(e)[:300]}"
+    _error_line(f"dgm: internal error (a bug in dgmkit, please report it): {what}; {where}")
     return EXIT_BUG
 
 
@@ -146,8 +163,11 @@ _PARALLEL_COMMANDS = ("train", "eval")
 
 def _as_rank(args: argparse.Namespace) -> int:
     """One of several processes that torchrun started: join the process group; rank 0 alone
-    prints (the others' stdout goes nowhere; their errors still show)."""
-    from dgmkit.training.distributed import init_from_environment, shutdown
+    prints (the others' stdout goes nowhere; their errors still show). A collective that fails
+    because another rank is gone is said as such, not as a bug of this rank."""
+    import torch.distributed as dist
+
+    from dgmkit.training.distributed import init_from_environment
 
     if args.command not in _PARALLEL_COMMANDS:
         raise DgmError(f"dgm {args.command} runs in one process; only {' and '.join(_PARALLEL_COMMANDS)} run under torchrun")
@@ -156,23 +176,17 @@ def _as_rank(args: argparse.Namespace) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
     try:
         return args.func(args)
-    finally:
-        shutdown()
+    except (dist.DistError, RuntimeError) as e:
+        if not isinstance(e, dist.DistError) and "gloo/transport" not in str(e):
+            raise  # not a collective that failed
+        what = _one_line(e).split("This is typically caused", 1)[0].strip()[:200]
+        raise DgmError(f"rank {ctx.rank} lost contact with another process of this run, which stopped: {what}") from e
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def _status(run: Callable[[], int]) -> int:
+    """``run()``'s exit status, with every error said in one line (the module's exit codes)."""
     try:
-        parser = build_parser(argv)
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, --version and usage errors end here
-        return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    args._argv = argv
-    try:
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # one of several processes torchrun started
-            return _as_rank(args)
-        return args.func(args)
+        return run()
     except BrokenPipeError:  # the reader went away (dgm ... | head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
@@ -190,6 +204,30 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: a bug, said as such
         return _report_bug(e)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``dgm`` with ``argv`` (default: the command line); the exit status. In a process
+    that torchrun started as one rank of several, this does not return: the process ends with
+    the status (``training.distributed.end_process``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors end here
+        return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    args._argv = argv
+    from dgmkit.training import distributed
+
+    try:
+        parallel = distributed.launched_by_torchrun()
+    except DgmError as e:
+        _say_error(e)
+        return EXIT_USER_ERROR
+    if parallel:  # one of several processes torchrun started
+        distributed.end_process(_status(lambda: _as_rank(args)))
+    return _status(lambda: args.func(args))
 
 
 if __name__ == "__main__":

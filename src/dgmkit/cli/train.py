@@ -374,7 +374,7 @@ def _launch(args: argparse.Namespace) -> int:
             skip = True
         elif not a.startswith("--nproc="):
             rest.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", "-m", "dgmkit"]
+    cmd = [sys.executable, "-m", "dgmkit.cli.launch", str(args.nproc)]  # torchrun's agent, reporting as dgmkit
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     say(f"starting {args.nproc} processes with torchrun (gloo on CPU, nccl on CUDA); rank 0 reports")
@@ -383,7 +383,7 @@ def _launch(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     reject_foreign(args, args._foreign, args._family)
-    launch = args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1
+    launch = args.nproc > 1 and not distributed.launched_by_torchrun()
     ctx = distributed.current()
     out = Path(args.out)
     if args.resume:

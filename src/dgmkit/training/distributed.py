@@ -11,10 +11,25 @@ shard the data and gather the results. The backend is ``gloo`` on CPU and ``nccl
 
 The process group comes from torchrun's environment (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); without it everything runs in one process.
+
+How a rank ends matters. gloo runs each collective on a worker thread of its own, which drops
+its reference to the operation (and to the tensors in it) a moment after the operation
+completes. Where that reference is the last, the tensors are freed on gloo's thread, which takes
+Python's lock to free their Python objects; if the interpreter is shutting down by then, the
+thread is ended inside a C++ destructor and the process aborts with "terminate called without
+an active exception" (SIGABRT). A collective still in flight when a rank raises makes this
+likely (gloo finishes it after the interpreter has begun to exit); one that just completed makes
+it possible on a loaded machine. So: an asynchronous collective is always waited for
+(``settle``), also when the step fails, and a rank process ends with ``end_process``, which
+leaves the process group and exits without the interpreter's shutdown, after flushing what
+Python buffers. ``dgm`` ends its torchrun ranks that way.
 """
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -31,7 +46,9 @@ __all__ = [
     "gather_rows",
     "shard",
     "barrier",
+    "settle",
     "shutdown",
+    "end_process",
 ]
 
 
@@ -53,8 +70,12 @@ class Context:
 
 
 def launched_by_torchrun() -> bool:
-    """Whether this process is one of several that torchrun started."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    """Whether this process is one of several that torchrun started (``WORLD_SIZE`` > 1; a
+    ``WORLD_SIZE`` that is not a whole number from 1 is refused with ConfigError)."""
+    text = os.environ.get("WORLD_SIZE", "1").strip() or "1"
+    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        raise ConfigError(f"the environment's WORLD_SIZE ({text[:40]!r}) is not a number of processes from 1")
+    return int(text) > 1
 
 
 def current() -> Context:
@@ -123,9 +144,40 @@ def barrier() -> None:
         dist.barrier()
 
 
+def settle(work: dist.Work | None, quietly: bool = False) -> None:
+    """Wait for an asynchronous collective (``async_op=True``; None: nothing to wait for), so
+    that none is in flight when this rank moves on or stops. ``quietly``: its own failure is
+    not raised (for use while another exception is on its way up, which is the one to report)."""
+    if work is None:
+        return
+    try:
+        work.wait()
+    except Exception:
+        if not quietly:
+            raise
+
+
 def shutdown() -> None:
-    """Leave the process group (where one was joined). A process that exits without this can
-    abort in gloo's threads as the interpreter tears down ("terminate called without an active
-    exception", seen on a rank of a finished ``dgm eval`` under torchrun)."""
+    """Leave the process group (where one was joined). This does not stop gloo's threads: a
+    process that then exits through the interpreter's shutdown can still abort in them (see
+    the module's docstring); a rank ends with ``end_process``."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def end_process(status: int) -> NoReturn:
+    """End this rank's process with exit ``status``: leave the process group, flush Python's
+    output streams and logging, and exit at once (``os._exit``) instead of through the
+    interpreter's shutdown, during which gloo's threads can abort the process (the module's
+    docstring). Files must already be closed: what this process wrote is complete."""
+    try:
+        shutdown()
+    except Exception as e:  # noqa: BLE001 - leaving a broken group: say so, and still exit with the status
+        print(f"dgm: note: rank {os.environ.get('RANK', '?')} could not leave the process group: {e}", file=sys.stderr)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: nothing more to deliver
+            pass
+    os._exit(status)

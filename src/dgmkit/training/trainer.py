@@ -400,18 +400,21 @@ class Trainer:
             # DDP averages the ranks' gradients: each rank's sum times W / (global rows) averages to the global mean
             step_loss = loss if self._ddp is None else terms.loss.sum() * (self.dist.world_size / rows)
             opt.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(step_loss).backward()
-                self.scaler.unscale_(opt)
-            else:
-                step_loss.backward()
+            try:
+                if self.scaler is not None:
+                    self.scaler.scale(step_loss).backward()
+                    self.scaler.unscale_(opt)
+                else:
+                    step_loss.backward()
+            except BaseException:  # the check's all-reduce is never left in flight (distributed.settle)
+                distributed.settle(pending, quietly=True)
+                raise
+            distributed.settle(pending)
+            if pending is not None and not torch.isfinite(checked):
+                bar.close()
+                raise TrainingError(self._nan_message(checked / rows))
             if self._ddp is not None:
                 self._check_every_parameter_has_a_gradient(bar)
-            if pending is not None:
-                pending.wait()
-                if not torch.isfinite(checked):
-                    bar.close()
-                    raise TrainingError(self._nan_message(checked / rows))
             skip, taken = False, True
             if self.grad_clip or self.skip_grad_norm:
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or math.inf)

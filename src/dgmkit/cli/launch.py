@@ -1,0 +1,87 @@
+"""``dgm train --nproc N``'s launcher: torchrun's agent, run as ``python -m dgmkit.cli.launch N
+ARGS...`` in a process of its own, starts N ranks of ``python -m dgmkit ARGS...`` on this
+machine (a rendezvous on localhost, as ``torchrun --standalone``) and ends with their status.
+
+What the user sees is dgmkit's, not the agent's: each rank that stops on an error says it in
+one ``dgm: error:`` line, and a line that several ranks say alike is shown once (the ranks
+other than 0 leave their error lines in a folder that this launcher made, named by
+``DGMKIT_RANK_ERRORS``, and it shows those that differ from rank 0's, which rank 0 has said). A rank ended by a signal is
+named with the signal. The agent's own log lines and its ChildFailedError report are left out.
+
+Exit status: 0 when every rank succeeded, else the highest status of a rank that exited with
+one (1: a user error, 2: a bug), or 1 when ranks were ended by signals.
+"""
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["RANK_ERRORS_ENV", "launch", "rank_error_file"]
+
+RANK_ERRORS_ENV = "DGMKIT_RANK_ERRORS"
+_MAX_LINE = 4096
+
+
+def rank_error_file(rank: int) -> Path | None:
+    """Where a rank writes its error line under this launcher (None: not under it). Rank 0
+    also says it on stderr at once; the others leave it to the launcher."""
+    folder = os.environ.get(RANK_ERRORS_ENV)
+    return Path(folder) / f"rank-{rank}.txt" if folder else None
+
+
+def _signal_name(exitcode: int) -> str:
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+def _read_line(path: Path) -> str | None:
+    """A rank's error line, from the file it created in our folder (no link, a bounded size)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read(_MAX_LINE).decode("utf-8", "replace").strip() or None
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Run ``python -m dgmkit *args`` as ``nproc`` ranks on this machine; their status."""
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # dgmkit reports, not the agent
+    with tempfile.TemporaryDirectory(prefix="dgmkit-ranks-") as folder:
+        os.environ[RANK_ERRORS_ENV] = folder
+        config = LaunchConfig(
+            min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
+            rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+        )  # fmt: skip
+        try:
+            elastic_launch(config, entrypoint=sys.executable)("-m", "dgmkit", *args)
+            return 0
+        except ChildFailedError as e:
+            failures = e.failures
+        shown = {_read_line(Path(folder) / "rank-0.txt")}  # rank 0 has said its line
+        for rank in sorted(r for r in failures if r):
+            line = _read_line(Path(folder) / f"rank-{rank}.txt")
+            if line and line not in shown:
+                print(line.replace("dgm: error: ", f"dgm: error (rank {rank}): ", 1), file=sys.stderr)
+                shown.add(line)
+        killed = {r: f.exitcode for r, f in failures.items() if f.exitcode < 0}
+        for rank, code in sorted(killed.items()):
+            print(f"dgm: error: the process of rank {rank} was ended by {_signal_name(code)}", file=sys.stderr)
+        codes = [f.exitcode for f in failures.values() if f.exitcode > 0]
+        return max(codes) if codes else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or not sys.argv[1].isdigit():
+        sys.exit("usage: python -m dgmkit.cli.launch NPROC ARGS...")
+    sys.exit(launch(int(sys.argv[1]), sys.argv[2:]))
