@@ -53,6 +53,7 @@ def make_trainer(digits, run_dir=None, objective=None, **kw):
         precision=cfg.optim.precision,
         patience=cfg.optim.patience,
         skip_grad_norm=cfg.optim.skip_grad_norm,
+        skip_grad_factor=cfg.optim.skip_grad_factor,
         run_dir=run_dir,
         config={"config": cfg.to_dict()},
         progress=False,
@@ -181,17 +182,21 @@ def test_precision_and_device_are_checked(digits):
             make_trainer(digits, device="cuda")
 
 
-def test_updates_with_a_gradient_norm_above_the_threshold_are_skipped_and_counted(digits):
+def test_updates_with_a_gradient_norm_above_the_threshold_are_skipped_and_counted(digits, tmp_path):
     """VDVAE's guard: a step whose gradient norm exceeds skip_grad_norm leaves the weights as
-    they were; the epoch's metrics and the checkpointed counter say how many were skipped."""
-    all_skipped = make_trainer(digits, epochs=1, skip_grad_norm=1e-9)
+    they were, and is counted; an epoch whose every update was skipped stops the run, naming
+    the threshold and the norms seen, with nothing of it written."""
+    all_skipped = make_trainer(digits, tmp_path, epochs=1, skip_grad_norm=1e-9)
     before = {k: v.clone() for k, v in all_skipped.model.state_dict().items()}
-    (m,) = all_skipped.fit()
-    assert m["skipped_steps"] == all_skipped.steps_per_epoch == all_skipped.skipped_steps
+    with pytest.raises(TrainingError, match=r"every one of the epoch's \d+ updates was skipped") as e:
+        all_skipped.fit()
+    assert "skip_grad_norm = 1e-09" in str(e.value) and "gradient norms were from " in str(e.value)
+    assert "training stopped in epoch 1" in str(e.value) and not any(tmp_path.iterdir())
+    assert all_skipped.steps_per_epoch == all_skipped.skipped_steps
     assert all(torch.equal(before[k], v) for k, v in all_skipped.model.state_dict().items())
     none_skipped = make_trainer(digits, epochs=1, skip_grad_norm=1e9)
     (m,) = none_skipped.fit()
-    assert m["skipped_steps"] == 0
+    assert m["skipped_steps"] == 0 and m["steps"] == none_skipped.steps_per_epoch
     plain = make_trainer(digits, epochs=1)
     (p,) = plain.fit()
     assert "skipped_steps" not in p and p["train_loss"] == pytest.approx(m["train_loss"], rel=1e-6)

@@ -182,6 +182,8 @@ def _reporter(
             line += f"  AU {m['valid_active_units']:>3}"
         if weighted:
             line += f"  beta {m['beta']:.2f}"
+        if "skipped_steps" in m:  # updates skipped for their gradient norm (--skip-grad-norm, --skip-grad-factor)
+            line += f"  skipped {m['skipped_steps']}" + (f"/{m['steps']}" if "steps" in m else "")
         line += f"  {m['time_s']:.1f}s"
         say(line)
 

@@ -86,6 +86,7 @@ def trainer_options(cfg: RunConfig) -> dict:
         "mutation_rate": o.mutation_rate,
         "grad_clip": o.grad_clip,
         "skip_grad_norm": o.skip_grad_norm,
+        "skip_grad_factor": o.skip_grad_factor,
         "ema": o.ema,
         "patience": o.patience,
         "seed": o.seed,

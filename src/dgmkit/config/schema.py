@@ -98,6 +98,13 @@ class OptimConfig:
     skip_grad_norm: float | None = setting(
         None, "skip an update whose gradient norm (before clipping) exceeds this, or is not finite (VDVAE)", gt=0, max=1e12
     )
+    skip_grad_factor: float | None = setting(
+        None,
+        "skip an update whose gradient norm exceeds this many times the median norm of the last 100 updates taken "
+        "(a threshold that follows the model's own scale; none skipped before 100 were taken)",
+        gt=1,
+        max=1e6,
+    )
     ema: float = setting(
         0.0,
         "decay of a moving average of the weights (e.g. 0.999; 0: off) that validation and best.safetensors hold",

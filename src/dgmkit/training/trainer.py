@@ -33,6 +33,7 @@ from dgmkit.training.checkpoint import load_checkpoint
 from dgmkit.training.ema import EMA
 from dgmkit.training.run_writer import RunWriter, nonfinite_state
 from dgmkit.training.schedules import kl_weight, lr_factor
+from dgmkit.training.step_guard import WINDOW, GradientGuard
 
 __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
 
@@ -64,8 +65,8 @@ class Trainer:
     per latent dimension and the active units of latent variable models).
 
     ``ema`` (a decay in (0, 1); 0: off) keeps an exponential moving average of the parameters
-    (``training.ema.EMA``, updated after every step taken; a step skipped by ``skip_grad_norm``
-    or by the fp16 gradient scaler leaves it as it is). Validation, the diagnostics and
+    (``training.ema.EMA``, updated after every step taken; a step skipped by ``skip_grad_norm``,
+    ``skip_grad_factor`` or the fp16 gradient scaler leaves it as it is). Validation, the diagnostics and
     ``best.safetensors`` then use the averaged weights, and each metrics line holds ``ema``;
     ``checkpoint.safetensors`` holds the raw weights and the average, so that a resumed run
     continues both. ``model`` holds the raw weights, also after ``fit`` (so that training can
@@ -89,6 +90,7 @@ class Trainer:
         mutation_rate: float = 0.0,
         grad_clip: float | None = None,
         skip_grad_norm: float | None = None,
+        skip_grad_factor: float | None = None,
         ema: float = 0.0,
         patience: int | None = None,
         beta: float = 1.0,
@@ -150,8 +152,8 @@ class Trainer:
                 self._valid_y = valid.y.to(self.device).long()  # all of them: validation reports accuracy
         self.valid = valid
         self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, lr_schedule
-        self.grad_clip, self.patience = grad_clip, patience
-        self.skip_grad_norm = skip_grad_norm  # skip updates whose gradient norm exceeds it (VDVAE)
+        self.patience = patience
+        self.guard = GradientGuard(grad_clip, skip_grad_norm, skip_grad_factor)  # clipping, and skipping (VDVAE)
         self.ema = EMA(self.model, ema) if ema > 0 else None  # the averaged weights, from the initial ones
         self.beta, self.warmup_epochs, self.seed = beta, warmup_epochs, seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -175,7 +177,6 @@ class Trainer:
         self.best_valid = -math.inf
         self.best_epoch = -1
         self.bad_epochs = 0
-        self.skipped_steps = 0
         self._record_pending = False
         # The trainer owns its random streams: the global ones (used by rsample) are swapped in
         # around each epoch, so other code running between epochs or other trainers in the same
@@ -215,6 +216,11 @@ class Trainer:
                     self.gradient_transport = "shared memory"
         self._uninitialised = True  # until no ActNorm-style buffer waits for data
 
+    @property
+    def skipped_steps(self) -> int:
+        """Updates skipped in the whole run (``skip_grad_norm``, ``skip_grad_factor``)."""
+        return self.guard.skipped_total
+
     def _rank_seed(self, epoch: int) -> int:
         """The seed of the global random stream (the model's own draws): the run's seed in one
         process or on rank 0; on another rank one derived from the seed, the rank and the epoch
@@ -253,7 +259,7 @@ class Trainer:
             "best_valid": self.best_valid if math.isfinite(self.best_valid) else None,
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
-            "skipped_steps": self.skipped_steps,
+            **self.guard.state(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             **({"ema_updates": self.ema.updates} if self.ema is not None else {}),
         }
@@ -332,7 +338,8 @@ class Trainer:
             raise CheckpointError(f"{path}: {bad} holds NaN or inf; it cannot be resumed")
         self.epoch, self.step = t["epoch"], t["step"]
         self.best_valid = t["best_valid"] if t.get("best_valid") is not None else -math.inf
-        self.best_epoch, self.bad_epochs, self.skipped_steps = t["best_epoch"], t["bad_epochs"], t["skipped_steps"]
+        self.best_epoch, self.bad_epochs = t["best_epoch"], t["bad_epochs"]
+        self.guard.load_state(t["skipped_steps"], t.get("recent_grad_norms", []))
         self._torch_state = rng["torch"]  # rank 0's stream (the only one a checkpoint holds)
         if not self.dist.is_main:
             self._torch_state = torch.Generator().manual_seed(self._rank_seed(self.epoch)).get_state()
@@ -367,7 +374,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         beta = self.beta
-        skipped = 0
+        self.guard.start_epoch()
         for i in range(self.steps_per_epoch):
             idx = perm[i * bs : (i + 1) * bs]
             if self.labelled_batch:
@@ -415,13 +422,8 @@ class Trainer:
                 raise TrainingError(self._nan_message(checked / rows))
             if self._ddp is not None:
                 self._check_every_parameter_has_a_gradient(bar)
-            skip, taken = False, True
-            if self.grad_clip or self.skip_grad_norm:
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or math.inf)
-                if self.skip_grad_norm and not bool(norm <= self.skip_grad_norm):  # also NaN/inf norms
-                    skip, self.skipped_steps, skipped = True, self.skipped_steps + 1, skipped + 1
-            if skip:
-                taken = False
+            taken = self.guard.take(model.parameters())
+            if not taken:
                 opt.zero_grad(set_to_none=True)
                 if self.scaler is not None:
                     self.scaler.update()
@@ -442,6 +444,9 @@ class Trainer:
             if self.progress and i % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
         bar.close()
+        problem = self.guard.epoch_problem()
+        if problem is not None:
+            raise TrainingError(f"{self._epoch_lost()}: {problem}. Raise --skip-grad-norm, or use --skip-grad-factor")
         distributed.all_reduce_sum(total_loss)
         distributed.all_reduce_sum(total_score)
         if not torch.isfinite(total_loss):
@@ -452,7 +457,7 @@ class Trainer:
             f"train_{self.score}": total_score.item() / rows,
             "beta": beta,
             "lr": opt.param_groups[0]["lr"],
-            **({"skipped_steps": skipped} if self.skip_grad_norm else {}),
+            **({"skipped_steps": self.guard.epoch_skipped, "steps": self.steps_per_epoch} if self.guard.skips else {}),
             **({"ema": self.ema.decay} if self.ema is not None else {}),  # validation uses the averaged weights
         }
 
@@ -578,12 +583,13 @@ class Trainer:
         if state is not None:
             bad.append(f"{state} holds NaN or inf")
         if bad:
-            where = f" in {self.run_dir}" if self.run_dir else ""
-            kept = f"the checkpoint of epoch {self.epoch} is kept{where}" if self.epoch else "no checkpoint was written"
-            raise TrainingError(
-                f"training diverged in epoch {self.epoch + 1}: {'; '.join(bad)}; nothing of that epoch was written and "
-                f"{kept}. Try a lower --lr or a --grad-clip"
-            )
+            raise TrainingError(f"{self._epoch_lost('diverged')}: {'; '.join(bad)}. Try a lower --lr or a --grad-clip")
+
+    def _epoch_lost(self, how: str = "stopped") -> str:
+        """What a run that ends in the current epoch keeps (the start of an error message)."""
+        where = f" in {self.run_dir}" if self.run_dir else ""
+        kept = f"the checkpoint of epoch {self.epoch} is kept{where}" if self.epoch else "no checkpoint was written"
+        return f"training {how} in epoch {self.epoch + 1}, of which nothing was written ({kept})"
 
     def _ema_state(self) -> dict[str, torch.Tensor] | None:
         return self.ema.weights if self.ema is not None else None
@@ -624,7 +630,14 @@ def _checked_counters(t: object, path: Path) -> dict:
         raise CheckpointError(f"{path}: best_valid = {b!r} is not a finite number or null")
     if t.get("scaler") is not None and not isinstance(t["scaler"], dict):
         raise CheckpointError(f"{path}: the gradient scaler state is not a table")
+    norms = t.get("recent_grad_norms", [])
+    if not isinstance(norms, list) or len(norms) > WINDOW or not all(_norm(v) for v in norms):
+        raise CheckpointError(f"{path}: recent_grad_norms is not a list of at most {WINDOW} finite gradient norms")
     return t
+
+
+def _norm(v: object) -> bool:
+    return isinstance(v, float) and math.isfinite(v) and v >= 0
 
 
 def _short_counters(t: dict) -> str:

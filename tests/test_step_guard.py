@@ -1,0 +1,87 @@
+"""Clipping and skipping of updates by gradient norm (training.step_guard), and the Trainer
+with them: counted, reported, resumed exactly, and never silently skipping every update."""
+
+import math
+
+import pytest
+import torch
+
+from dgmkit.cli.main import main
+from dgmkit.training.step_guard import GradientGuard
+
+
+def _param(norm: float) -> torch.nn.Parameter:
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.tensor([norm, 0.0, 0.0, 0.0])
+    return p
+
+
+def _decide(guard: GradientGuard, norms: list[float]) -> list[bool]:
+    return [guard.take([_param(n)]) for n in norms]
+
+
+def test_an_absolute_threshold_skips_larger_and_non_finite_norms_only():
+    guard = GradientGuard(skip_norm=2.0)
+    assert _decide(guard, [1.0, 2.0, 2.5, math.nan, math.inf, 0.5]) == [True, True, False, False, False, True]
+    assert guard.epoch_skipped == guard.skipped_total == 3 and guard.epoch_problem() is None
+
+
+def test_a_relative_threshold_follows_the_median_of_the_recent_updates_taken():
+    guard = GradientGuard(skip_factor=3.0, window=4)
+    assert all(_decide(guard, [100.0, 1.0, 2.0, 3.0]))  # nothing is skipped before the window fills
+    assert guard.threshold() == pytest.approx(3.0 * 2.5)  # median of 100, 1, 2, 3
+    assert _decide(guard, [7.0, 8.0]) == [True, False]  # 7 < 7.5; then the median of 1, 2, 3, 7 is 2.5 again
+    assert guard.recent == [1.0, 2.0, 3.0, 7.0]  # only updates taken enter the window
+    both = GradientGuard(skip_norm=5.0, skip_factor=3.0, window=1)
+    assert _decide(both, [1.0, 2.9, 6.0]) == [True, True, False]  # the lower of the two thresholds holds
+
+
+def test_clipping_alone_clips_and_never_skips():
+    guard = GradientGuard(clip=1.0)
+    p = _param(10.0)
+    assert guard.take([p]) and p.grad.norm() == pytest.approx(1.0) and not guard.skips
+
+
+def test_an_epoch_of_skipped_updates_is_described_with_the_threshold_and_the_norms():
+    guard = GradientGuard(skip_norm=1.0)
+    guard.start_epoch()
+    _decide(guard, [3.0, 5.0, math.nan])
+    problem = guard.epoch_problem()
+    assert "every one of the epoch's 3 updates was skipped" in problem
+    assert "from 3 to 5 (median 4)" in problem and "skip_grad_norm = 1" in problem
+    guard.start_epoch()
+    assert guard.epoch_problem() is None  # a new epoch, nothing seen yet
+
+
+def test_bad_settings_are_refused():
+    for kw in (dict(skip_norm=0.0), dict(clip=-1.0), dict(skip_factor=1.0), dict(skip_norm=math.nan)):
+        with pytest.raises(ValueError):
+            GradientGuard(**kw)
+    with pytest.raises(ValueError, match="recent gradient norms"):
+        GradientGuard(skip_factor=2.0, window=2).load_state(0, [1.0, 2.0, 3.0])
+
+
+ARGS = ["train", "--dataset", "digits", "--hidden", "32", "--latent-dim", "3", "--batch-size", "8", "--seed", "3"]
+
+
+def test_a_relative_threshold_resumes_exactly_and_the_epoch_line_shows_the_skipped(tmp_path, capsys):
+    """With --skip-grad-factor the decisions depend on the last 100 norms: the checkpoint keeps
+    them, so that a resumed run ends bit for bit where the uninterrupted one does."""
+    from safetensors.torch import load_file
+
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    args = [*ARGS, "--skip-grad-factor", "1.2"]
+    assert main([*args, "--epochs", "3", "--out", str(whole)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch")]
+    skipped = [int(ln.split("skipped ")[1].split("/")[0]) for ln in lines]
+    assert len(lines) == 3 and all("skipped " in ln for ln in lines) and skipped[1] > 0  # 1.2x the median: some
+    assert main([*args, "--epochs", "1", "--out", str(parts), "--quiet"]) == 0
+    assert main([*args, "--epochs", "3", "--out", str(parts), "--resume", "--quiet"]) == 0
+    a, b = load_file(str(whole / "checkpoint.safetensors")), load_file(str(parts / "checkpoint.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dgm_train_stops_when_every_update_of_an_epoch_is_skipped(tmp_path, capsys):
+    assert main([*ARGS, "--skip-grad-norm", "1e-6", "--epochs", "2", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "every one of the epoch's" in err and "skip_grad_norm = 1e-06" in err and "--skip-grad-factor" in err
