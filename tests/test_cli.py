@@ -398,3 +398,23 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "NLL (k=5000)" in out  # the demo evaluates with k = 5000 (DEMO_IW_SAMPLES)
     for name in ("samples", "reconstructions", "interpolations", "latents"):
         assert (tmp_path / "demo" / f"{name}.png").read_bytes().startswith(PNG)
+
+
+COMPUTING = [
+    "train", "eval", "ood", "diagnose", "disentangle", "traverse", "sample", "reconstruct", "interpolate", "latents",
+    "density", "impute", "cluster", "compress", "decompress", "report",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMPUTING)
+def test_every_command_that_computes_takes_a_device(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--device" in out and "cuda" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no CUDA device")
+def test_eval_on_cuda_without_one_is_refused_in_one_line(trained, capsys):
+    assert main(["eval", str(trained), "--device", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("dgm: error:") == 1 and "no CUDA device" in err

@@ -129,3 +129,38 @@ def test_every_head_and_architecture_codes_at_its_nll(arm, likelihood):
         nll_bits = -model.log_prob(x).double().sum().item() / np.log(2)
     bits = 32 * len(words)
     assert nll_bits - 1e-3 * nll_bits <= bits <= nll_bits * 1.002 + 96, (bits / x.numel(), nll_bits / x.numel())
+
+
+def test_the_file_records_the_coding_device_and_decodes_only_on_that_kind(coder_runs, capsys, tmp_path):
+    """Floating point differs between a CPU and a GPU, so the probabilities that drove the coder
+    are reproduced only on the kind of device that computed them: the header says which, and
+    decoding elsewhere is refused in one line; a file without the field (older) was coded on the CPU."""
+    from dgmkit.coding import read_container, write_container
+
+    r = coder_runs
+    assert run(capsys, "compress", r / "a", r / "x.npy", "--out", tmp_path / "x.dgmz", "--device", "cpu")[0] == 0
+    f = read_container((tmp_path / "x.dgmz").read_bytes(), "x.dgmz")
+    assert f.header["device"] == "cpu"
+    for name, header in (
+        ("gpu.dgmz", {**f.header, "device": "cuda (NVIDIA H100 80GB HBM3)"}),
+        ("old.dgmz", {k: v for k, v in f.header.items() if k != "device"}),
+    ):
+        (tmp_path / name).write_bytes(write_container(header, f.payload))
+    code, _, err = run(capsys, "decompress", tmp_path / "gpu.dgmz", "--run", r / "a", "--out", tmp_path / "o.npy")
+    assert_clean_failure(code, err, "decompress with --device cuda")
+    assert not (tmp_path / "o.npy").exists()
+    code, _, err = run(capsys, "decompress", tmp_path / "old.dgmz", "--run", r / "a", "--out", tmp_path / "o.npy")
+    assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "o.npy"), np.load(r / "x.npy"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_gpu_round_trip_and_a_cpu_decode_of_it_refused(coder_runs, capsys, tmp_path):
+    r = coder_runs
+    assert run(capsys, "compress", r / "a", r / "x.npy", "--out", tmp_path / "x.dgmz", "--device", "cuda")[0] == 0
+    code, _, err = run(capsys, "decompress", tmp_path / "x.dgmz", "--run", r / "a", "--out", tmp_path / "o.npy")
+    assert_clean_failure(code, err, "decompress with --device cuda")
+    args = ["decompress", tmp_path / "x.dgmz", "--run", r / "a", "--out", tmp_path / "o.npy", "--device", "cuda"]
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "o.npy"), np.load(r / "x.npy"))

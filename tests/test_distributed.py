@@ -21,12 +21,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from dgmkit import distributed as dd
 from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.data import DataTransform, Split
 from dgmkit.errors import ConfigError
 from dgmkit.families import FAMILIES
 from dgmkit.training import Trainer
-from dgmkit.training import distributed as dd
 from family_variants import family_variants, variant_id
 
 WORLD = 2
@@ -397,7 +397,8 @@ import os
 fault = os.environ.get("DGMKIT_TEST_FAULT")
 if fault:
     import torch
-    from dgmkit.training import distributed, trainer
+    from dgmkit import distributed
+    from dgmkit.training import trainer
 
     if fault == "nan":  # rank 1's third training loss is NaN
         objective, calls = trainer.Trainer._objective, [0]

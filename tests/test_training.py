@@ -178,7 +178,7 @@ def test_precision_and_device_are_checked(digits):
     with pytest.raises(TrainingError, match="only supported on a CUDA device"):
         make_trainer(digits, precision="bf16")
     if not torch.cuda.is_available():
-        with pytest.raises(TrainingError, match="no CUDA device"):
+        with pytest.raises(DgmError, match="no CUDA device"):
             make_trainer(digits, device="cuda")
 
 

@@ -3,7 +3,7 @@
 import argparse
 
 from dgmkit._io import atomic_write_json
-from dgmkit.cli.common import add_data_flags, plural, say, split_data
+from dgmkit.cli.common import add_data_flags, add_device_flag, plural, say, split_data
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.clustering import cluster_assignments, clustering_scores
@@ -17,11 +17,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     add_data_flags(p)
+    add_device_flag(p)
     p.set_defaults(func=run_cluster)
 
 
 def run_cluster(args: argparse.Namespace) -> int:
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     if not isinstance(run.model, LatentVariableModel) or run.model.num_components is None:
         raise ConfigError(
             f"{args.run_dir} holds a model without a mixture prior; clustering needs one (for example --prior mog)"
@@ -29,8 +30,12 @@ def run_cluster(args: argparse.Namespace) -> int:
     x, y = split_data(run, args.split, args.data_dir, args.data)
     if y is None:
         raise DataError(f"{run.cfg.data.dataset} has no labels to score a clustering against")
-    assign = cluster_assignments(run.model, x)
-    scores = {**clustering_scores(assign.numpy(), y.numpy()), "split": args.split, "components": run.model.num_components}
+    assign = cluster_assignments(run.model, x).cpu()  # scored by NumPy and scikit-learn, on the CPU
+    scores = {
+        **clustering_scores(assign.numpy(), y.cpu().numpy()),
+        "split": args.split,
+        "components": run.model.num_components,
+    }
     used = f"{scores['clusters_used']} of {plural(scores['components'], 'component')}"
     say(f"{plural(scores['n'], args.split + ' datapoint')} in {used}")
     say(f"accuracy (best one-to-one matching)  {scores['accuracy']:.4f}")

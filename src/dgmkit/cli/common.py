@@ -107,8 +107,8 @@ def split_data(
             "the data changed after training"
         )
     s = dataset.split(split)
-    x = run.transform(s.x, torch.Generator().manual_seed(VALID_SEED))
-    return x, s.y
+    x = run.transform(s.x, torch.Generator().manual_seed(VALID_SEED))  # on the CPU: the same noise on any device
+    return x.to(run.device), None if s.y is None else s.y.to(run.device)
 
 
 @torch.no_grad()
@@ -124,6 +124,14 @@ def to_display(x: torch.Tensor, run: Run) -> torch.Tensor:
     if d["transform"] == "integers":
         return x.float() / (d["num_levels"] - 1)
     return x.float().clamp(0, 1)
+
+
+def add_device_flag(p: argparse.ArgumentParser, what: str = "where the model computes") -> None:
+    """--device auto|cpu|cuda: one flag for every command that computes with a model
+    (``devices.resolve_device``; auto: CUDA where present)."""
+    p.add_argument(
+        "--device", default="auto", metavar="{auto,cpu,cuda}", help=f"{what}: auto (CUDA where present), cpu or cuda"
+    )
 
 
 def add_output_flags(p: argparse.ArgumentParser, what: str = "PNG file to write") -> None:

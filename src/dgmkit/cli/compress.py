@@ -32,6 +32,8 @@ from dgmkit.coding.container import (
     MAX_FILE_BYTES,
     MAX_PIXELS,
     check_against_model,
+    check_coding_device,
+    coding_device,
     content_digest,
     name_key,
 )
@@ -40,6 +42,11 @@ from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.training.run_writer import RUN_FILES
 
 __all__ = ["add_parsers"]
+
+_DEVICE_HELP = (
+    "where the model computes the coding probabilities: cpu, cuda or auto (CUDA where present); a file decodes only "
+    "on the kind of device that encoded it (recorded in the file), so the CPU, which every machine has, is the default"
+)
 
 
 def _pil_errors() -> tuple[type[BaseException], ...]:
@@ -59,8 +66,8 @@ def _run_files(run_dir: str) -> list[Path]:
     return [Path(run_dir) / n for n in RUN_FILES]
 
 
-def _coding_model(run_dir: str):
-    run = load_run(run_dir)
+def _coding_model(run_dir: str, device: str):
+    run = load_run(run_dir, device=device)
     model = run.model
     levels = model.coding_levels
     if levels is None:
@@ -158,7 +165,7 @@ def compress(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = check_new_output(args.out, args.force, inputs=args.inputs, protected=_run_files(args.run_dir))
-    run, model, levels = _coding_model(args.run_dir)
+    run, model, levels = _coding_model(args.run_dir, args.device)
     x, meta = _read_images(args.inputs, model.event_shape)
     if len(x) == 0:
         raise DataError("no images to compress")
@@ -184,13 +191,15 @@ def compress(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "content_sha256": content_digest(x),
         "coder": "constriction range coder, categorical models (perfect=False)",
+        "device": coding_device(run.device),
         **meta,
     }
     t0 = time.perf_counter()
     words = encode_images(model, xt, args.batch_size)
     seconds = max(time.perf_counter() - t0, 1e-9)
     with torch.no_grad():
-        nll = -torch.cat([model.log_prob(xt[i : i + 1000]) for i in range(0, len(xt), 1000)]).double().sum().item()
+        parts = [model.log_prob(xt[i : i + 1000].to(run.device)).cpu() for i in range(0, len(xt), 1000)]
+        nll = -torch.cat(parts).double().sum().item()
     data = write_container(header, words)  # checks the header against the schema decompress applies
     atomic_write_bytes(out, data)
     dims = xt[0].numel() * len(xt)
@@ -246,7 +255,8 @@ def decompress(args: argparse.Namespace) -> int:
         if out.suffix.lower() != ".npy":
             raise ConfigError(f"--out must name a .npy file, got {out}")
         check_new_output(out, args.force, inputs=[args.file], protected=_run_files(args.run))
-    run, model, levels = _coding_model(args.run)
+    run, model, levels = _coding_model(args.run, args.device)
+    check_coding_device(h, run.device, str(path))
     if model_fingerprint(model) != h["model_fingerprint"]:
         m = h["model"]
         raise DataError(
@@ -300,10 +310,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="compressed file to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--batch-size", type=int, default=500, help="images coded together (recorded in the file)")
+    p.add_argument("--device", default="cpu", metavar="{auto,cpu,cuda}", help=_DEVICE_HELP)
     p.set_defaults(func=compress)
     p = sub.add_parser("decompress", help="decompress a file written by dgm compress")
     p.add_argument("file")
     p.add_argument("--run", required=True, help="the run folder of the model that compressed it")
     p.add_argument("--out", required=True, help=".npy file (or a folder, for PNG inputs) to write")
     p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.add_argument("--device", default="cpu", metavar="{auto,cpu,cuda}", help=_DEVICE_HELP)
     p.set_defaults(func=decompress)

@@ -7,7 +7,16 @@ import numpy as np
 import torch
 
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_data_flags, add_output_flags, plural, png_output, say, split_data, write_png
+from dgmkit.cli.common import (
+    add_data_flags,
+    add_device_flag,
+    add_output_flags,
+    plural,
+    png_output,
+    say,
+    split_data,
+    write_png,
+)
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import figure_png
@@ -37,7 +46,7 @@ def density_png(log_p: np.ndarray, extent: tuple[float, float, float, float], sa
 @torch.no_grad()
 def density(args: argparse.Namespace) -> int:
     out = png_output(args)
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     model = run.model
     shape = tuple(run.record["data"]["event_shape"])
     if model.estimate_kind != "exact" or not model.can_sample or math.prod(shape) != 2:
@@ -47,14 +56,15 @@ def density(args: argparse.Namespace) -> int:
     lo, hi = pts.min(0).values, pts.max(0).values
     pad = 0.15 * (hi - lo)
     lo, hi = lo - pad, hi + pad
-    tx, ty = torch.linspace(lo[0], hi[0], args.grid), torch.linspace(lo[1], hi[1], args.grid)
+    tx = torch.linspace(lo[0].item(), hi[0].item(), args.grid, device=run.device)
+    ty = torch.linspace(lo[1].item(), hi[1].item(), args.grid, device=run.device)
     grid = torch.stack(torch.meshgrid(tx, ty, indexing="ij"), -1).reshape(-1, *shape)
     log_p = torch.cat([model.log_prob(c) for c in grid.split(50000)]).reshape(args.grid, args.grid)
     mass = (log_p.exp().sum() * (tx[1] - tx[0]) * (ty[1] - ty[0])).item()
-    samples, _ = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed))
+    samples, _ = model.sample(args.n, generator=torch.Generator(device=run.device).manual_seed(args.seed))
     extent = (lo[0].item(), hi[0].item(), lo[1].item(), hi[1].item())
     title = f"{run.cfg.model.describe()} on {run.cfg.data.dataset}: probability mass in this window {mass:.4f}"
-    path = write_png(out, density_png(log_p.numpy(), extent, samples.reshape(-1, 2).numpy(), title))
+    path = write_png(out, density_png(log_p.cpu().numpy(), extent, samples.reshape(-1, 2).cpu().numpy(), title))
     say(
         f"wrote the density on a {args.grid}x{args.grid} grid (mass in the window {mass:.4f}) and "
         f"{plural(args.n, 'sample')} to {path}"
@@ -70,4 +80,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=count(1, 10**6, "-n"), default=2000, help="samples to draw")
     p.add_argument("--seed", type=SEED, default=0)
     add_data_flags(p)
+    add_device_flag(p)
     p.set_defaults(func=density)

@@ -9,7 +9,17 @@ import torch
 
 from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_data_flags, add_output_flags, plural, png_output, say, split_data, to_display, write_png
+from dgmkit.cli.common import (
+    add_data_flags,
+    add_device_flag,
+    add_output_flags,
+    plural,
+    png_output,
+    say,
+    split_data,
+    to_display,
+    write_png,
+)
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.diagnostics import DIAGNOSTIC_ESTIMATORS, diagnose
@@ -36,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--holes", type=count(0, 100_000, "--holes"), default=2000, help="prior draws scored for holes (0: none)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the subset and of every draw")
     add_data_flags(p)
+    add_device_flag(p)
     p.set_defaults(func=run_diagnose)
 
 
@@ -72,7 +83,7 @@ def format_diagnosis(r: dict) -> str:
 @torch.no_grad()
 def run_diagnose(args: argparse.Namespace) -> int:
     out = png_output(args)
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     model = run.model
     if not isinstance(model, LatentVariableModel):
         raise ConfigError(
@@ -90,7 +101,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     total = len(x)
     if args.n < total:
         idx = torch.randperm(total, generator=torch.Generator().manual_seed(args.seed))[: args.n].sort().values
-        x = x[idx]
+        x = x[idx.to(x.device)]  # the subset drawn on the CPU: the same on any device
         subset = f"random subset of {total}, seed {args.seed}"
     else:
         subset = f"all {total}"
@@ -103,8 +114,8 @@ def run_diagnose(args: argparse.Namespace) -> int:
     say(format_diagnosis(result))
     holes = typical = None
     if d.hole_z is not None:
-        holes = to_display(model.likelihood(d.hole_z).mean, run)
-        typical = to_display(model.likelihood(d.typical_z).mean, run)
+        holes = to_display(model.likelihood(d.hole_z).mean, run).cpu()  # decoded on the device, drawn by the CPU
+        typical = to_display(model.likelihood(d.typical_z).mean, run).cpu()
         if holes.dim() != 4:
             holes = typical = None  # 2-D points, not images
     title = f"{run.path.name}: {run.cfg.model.describe()}"

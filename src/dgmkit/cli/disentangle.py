@@ -10,6 +10,7 @@ from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import SEED, count, real
 from dgmkit.cli.common import (
     add_data_flags,
+    add_device_flag,
     add_output_flags,
     plural,
     png_output,
@@ -50,6 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=count(2, 10_000, "--batch"), default=64, help="FactorVAE metric: images per vote")
     p.add_argument("--seed", type=SEED, default=0)
     add_data_flags(p)
+    add_device_flag(p)
     p.set_defaults(func=run_disentangle)
 
     p = sub.add_parser("traverse", help="decode each code dimension swept across its range, the others fixed, to a PNG")
@@ -61,6 +63,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--range", type=real(gt=0, hi=100), default=2.5, help="the sweep: the mean +- RANGE standard deviations")
     p.add_argument("--seed", type=SEED, default=0, help="which image is traversed (a seeded random pick)")
     add_data_flags(p)
+    add_device_flag(p)
     p.set_defaults(func=run_traverse)
 
 
@@ -84,7 +87,7 @@ def format_disentanglement(r: dict) -> str:
 
 @torch.no_grad()
 def run_disentangle(args: argparse.Namespace) -> int:
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     _needs_codes(run)
     dataset = run_data(run, args.data_dir, args.data)
     if not dataset.factor_names:
@@ -94,7 +97,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     x, _ = split_data(run, args.split, dataset=dataset)
     factors = dataset.split(args.split).factors
-    codes = posterior_means(run, x)
+    codes = posterior_means(run, x).cpu()  # the metrics count on the CPU, where the factors are
     if codes.shape[1] < 2:
         raise ConfigError("MIG compares code dimensions: the model needs at least 2")
     mig = mutual_information_gap(codes, factors, bins=args.bins)
@@ -102,8 +105,9 @@ def run_disentangle(args: argparse.Namespace) -> int:
     if dataset.render is not None:
         g = torch.Generator().manual_seed(args.seed)
 
-        def encode(images: torch.Tensor) -> torch.Tensor:
-            return posterior_means(run, run.transform(images, torch.Generator().manual_seed(VALID_SEED)))
+        def encode(images: torch.Tensor) -> torch.Tensor:  # rendered on the CPU, encoded where the model is
+            batch = run.transform(images, torch.Generator().manual_seed(VALID_SEED))
+            return posterior_means(run, batch.to(run.device)).cpu()
 
         s = factor_vae_score(encode, dataset.render, dataset.factor_sizes, codes, args.votes, args.batch, g)
         fv = {
@@ -145,16 +149,16 @@ def run_disentangle(args: argparse.Namespace) -> int:
 @torch.no_grad()
 def run_traverse(args: argparse.Namespace) -> int:
     out = png_output(args)
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     _needs_codes(run)
     x, _ = split_data(run, args.split, args.data_dir, args.data)
     g = torch.Generator().manual_seed(args.seed)
-    sample = x[torch.randperm(len(x), generator=g)[: min(len(x), 2000)]]
+    sample = x[torch.randperm(len(x), generator=g)[: min(len(x), 2000)].to(x.device)]
     codes = posterior_means(run, sample)  # the spread of each dimension over the data
     mean, std = codes.mean(0), codes.std(0)
     order = std.argsort(descending=True)[: args.dims]
     base = codes[0]  # the traversed image's code
-    t = torch.linspace(-args.range, args.range, args.steps)
+    t = torch.linspace(-args.range, args.range, args.steps, device=codes.device)
     z = base.repeat(len(order), args.steps, 1)  # (dims, steps, M)
     for row, d in enumerate(order.tolist()):
         z[row, :, d] = mean[d] + t * std[d]

@@ -6,15 +6,15 @@ import hashlib
 
 import torch
 
+from dgmkit import distributed
 from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import ResultsFile, add_data_flags, plural, say, split_data
+from dgmkit.cli.common import ResultsFile, add_data_flags, add_device_flag, plural, say, split_data
 from dgmkit.config import load_run
 from dgmkit.config.codes import attach_code_prior
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation import evaluate
-from dgmkit.training import distributed
 
 __all__ = ["add_parser", "run_eval", "format_report"]
 
@@ -46,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the subset and of the sampling")
     add_data_flags(p)
+    add_device_flag(p)
     p.add_argument(
         "--code-prior", default=None, help="VQ-VAE: a run trained with --codes-of RUN_DIR, the prior p(z) of the bound"
     )
@@ -159,7 +160,7 @@ _EVALS = ResultsFile("evals.json", "estimate", "evaluate again", protocol_key)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     if args.code_prior is not None:
         attach_code_prior(run, args.code_prior)
     k = run.cfg.iw_samples if args.iw_samples is None else args.iw_samples

@@ -7,6 +7,7 @@ import torch
 from dgmkit.cli.argtypes import SEED, count, real
 from dgmkit.cli.common import (
     add_data_flags,
+    add_device_flag,
     add_output_flags,
     plural,
     png_output,
@@ -35,6 +36,7 @@ __all__ = [
 
 
 def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
+    """n of n_total indices, a seeded draw on the CPU (the same pick on any device)."""
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
 
 
@@ -51,9 +53,12 @@ def draw_samples(
     """n samples of a run's model, seeded (the global random stream is restored afterwards), and
     what they are in words: the means of p(x|z) for a latent variable model (``draw``: draws
     of p(x|z)); x ~ p(x) otherwise, at ``temperature`` for a flow, cached or ``naive`` for an
-    autoregressive model, in ``steps`` ancestral steps for a diffusion model (default: its own)."""
+    autoregressive model, in ``steps`` ancestral steps for a diffusion model (default: its own).
+    The draws are made where the model is (``run.device``), from a generator there seeded with
+    ``seed`` (a CUDA device draws other samples than the CPU)."""
     model = run.model
-    g = torch.Generator().manual_seed(seed)
+    device = run.device
+    g = torch.Generator(device=device).manual_seed(seed)
     options = {}
     if model.sample_temperature:
         options["temperature"] = temperature
@@ -61,7 +66,8 @@ def draw_samples(
         options["cached"] = not naive
     if model.sample_steps:
         options["steps"] = model.default_sample_steps if steps is None else steps
-    with torch.random.fork_rng():
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []  # manual_seed seeds them all
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         x, mean = model.sample(n, generator=g, **options)
     if model.sample_means and not draw:
@@ -85,13 +91,13 @@ def latent_scatter(run: Run, x: torch.Tensor, y: torch.Tensor | None, title: str
     """A PNG scatter of the posterior means of x (their first two principal axes when M > 2),
     coloured by the labels y where there are any, and which axes it shows."""
     points, axis_labels, axes = project_2d(posterior_means(run, x))
-    return scatter_png(points, None if y is None else y.numpy(), title, axis_labels), axes
+    return scatter_png(points, None if y is None else y.cpu().numpy(), title, axis_labels), axes
 
 
 @torch.no_grad()
 def sample(args: argparse.Namespace) -> int:
     out = png_output(args)
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     if args.code_prior is not None:
         attach_code_prior(run, args.code_prior)
     model = run.model
@@ -125,13 +131,13 @@ def _needs_latents(run: Run) -> None:
 @torch.no_grad()
 def reconstruct(args: argparse.Namespace) -> int:
     out = png_output(args)
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     if not callable(getattr(run.model, "reconstruct", None)):  # latent models, autoencoders, code models (VQ-VAE)
         _needs_latents(run)
     x, _ = split_data(run, args.split, args.data_dir, args.data)
     if args.n > len(x):
         raise ConfigError(f"-n {args.n} is more than the {len(x)} images of the {args.split} split")
-    xb = x[_pick(len(x), args.n, args.seed)]
+    xb = x[_pick(len(x), args.n, args.seed).to(x.device)]
     pairs = reconstruction_pairs(run, xb)
     nrow = 2 * min(8, args.n)
     path = write_png(out, image_grid_png(pairs, nrow=nrow))
@@ -142,15 +148,15 @@ def reconstruct(args: argparse.Namespace) -> int:
 @torch.no_grad()
 def interpolate(args: argparse.Namespace) -> int:
     out = png_output(args)
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     _needs_latents(run)
     x, _ = split_data(run, args.split, args.data_dir, args.data)
     if 2 * args.pairs > len(x):
         raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} images; the {args.split} split has {len(x)}")
-    idx = _pick(len(x), 2 * args.pairs, args.seed)
+    idx = _pick(len(x), 2 * args.pairs, args.seed).to(x.device)
     a, b = x[idx[: args.pairs]], x[idx[args.pairs :]]
     za, zb = location(run.model.posterior(a)), location(run.model.posterior(b))  # (P, M)
-    t = torch.linspace(0, 1, args.steps).view(1, -1, *[1] * (za.dim() - 1))
+    t = torch.linspace(0, 1, args.steps, device=za.device).view(1, -1, *[1] * (za.dim() - 1))
     z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, *latent): for one-hot latents, through the simplex
     dec = run.model.likelihood(z).mean  # (P, S, C, H, W)
     rows = torch.cat([to_display(a, run)[:, None], to_display(dec, run), to_display(b, run)[:, None]], 1)
@@ -165,11 +171,11 @@ def interpolate(args: argparse.Namespace) -> int:
 @torch.no_grad()
 def latents(args: argparse.Namespace) -> int:
     out = png_output(args)
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     _needs_latents(run)
     x, y = split_data(run, args.split, args.data_dir, args.data)
     if args.limit is not None and args.limit < len(x):
-        idx = _pick(len(x), args.limit, args.seed)
+        idx = _pick(len(x), args.limit, args.seed).to(x.device)
         x, y = x[idx], (None if y is None else y[idx])
     title = f"{run.cfg.data.dataset} {args.split}: posterior means E[z|x] (n={len(x)})"
     data, axes = latent_scatter(run, x, y, title)
@@ -209,6 +215,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--code-prior", default=None, help="VQ-VAE: sample code grids from this run (trained with --codes-of)")
+    add_device_flag(p)
     p.set_defaults(func=sample)
 
     p = sub.add_parser("reconstruct", help="test images next to their reconstructions, to a PNG")
@@ -218,6 +225,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", **_SPLIT)
     p.add_argument("--seed", type=SEED, default=0)
     add_data_flags(p)
+    add_device_flag(p)
     p.set_defaults(func=reconstruct)
 
     p = sub.add_parser("interpolate", help="decode straight lines in latent space between test images, to a PNG")
@@ -228,6 +236,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", **_SPLIT)
     p.add_argument("--seed", type=SEED, default=0)
     add_data_flags(p)
+    add_device_flag(p)
     p.set_defaults(func=interpolate)
 
     p = sub.add_parser("latents", help="scatter of latent means coloured by label (PCA when M > 2), to a PNG")
@@ -237,4 +246,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
     p.add_argument("--seed", type=SEED, default=0)
     add_data_flags(p)
+    add_device_flag(p)
     p.set_defaults(func=latents)

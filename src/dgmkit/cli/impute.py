@@ -19,7 +19,7 @@ import torch
 
 from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_data_flags, plural, run_data, say, to_display
+from dgmkit.cli.common import add_data_flags, add_device_flag, plural, run_data, say, to_display
 from dgmkit.config import Run, load_run
 from dgmkit.config.codes import run_dataset
 from dgmkit.data.formats import read_arrays
@@ -76,6 +76,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--figure", default=None, metavar="PNG", help="image data: observed, imputed and true images side by side"
     )
     add_data_flags(p)
+    add_device_flag(p)
     p.set_defaults(func=run_impute)
 
 
@@ -152,7 +153,7 @@ def _npy_bytes(**arrays: np.ndarray) -> bytes:
 
 
 def run_impute(args: argparse.Namespace) -> int:
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     out, figure = _outputs(args, run)
     if args.baselines and args.input:
         raise ConfigError(
@@ -197,8 +198,11 @@ def run_impute(args: argparse.Namespace) -> int:
             f"--draws {args.draws} of {plural(data.numel(), 'value')} would hold {args.draws * data.numel()} values, "
             f"more than {MAX_DRAWN_VALUES}; draw fewer, or impute fewer datapoints (--limit)"
         )
-    x = transform(data, torch.Generator().manual_seed(VALID_SEED))
+    # the data, masks and scores stay on the CPU (the noise of the transform drawn there, the same on any
+    # device); only the model's input goes to its device, and its imputations come back
+    x = transform(data, torch.Generator().manual_seed(VALID_SEED)).to(run.device)
     single, multiple = impute_batched(run.model, x, k=args.k, draws=args.draws, seed=args.seed)
+    single, multiple = single.cpu(), None if multiple is None else multiple.cpu()
     single_data = torch.where(missing, to_data_units(single, transform), data.double())
     say(
         f"imputed {plural(int(missing.sum()), 'missing entry', 'missing entries')} of "

@@ -167,7 +167,7 @@ def _as_rank(args: argparse.Namespace) -> int:
     because another rank is gone is said as such, not as a bug of this rank."""
     import torch.distributed as dist
 
-    from dgmkit.training.distributed import init_from_environment
+    from dgmkit.distributed import init_from_environment
 
     if args.command not in _PARALLEL_COMMANDS:
         raise DgmError(f"dgm {args.command} runs in one process; only {' and '.join(_PARALLEL_COMMANDS)} run under torchrun")
@@ -209,7 +209,7 @@ def _status(run: Callable[[], int]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run ``dgm`` with ``argv`` (default: the command line); the exit status. In a process
     that torchrun started as one rank of several, this does not return: the process ends with
-    the status (``training.distributed.end_process``)."""
+    the status (``dgmkit.distributed.end_process``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         parser = build_parser(argv)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     args._argv = argv
-    from dgmkit.training import distributed
+    from dgmkit import distributed
 
     try:
         parallel = distributed.launched_by_torchrun()

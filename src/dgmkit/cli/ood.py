@@ -18,14 +18,14 @@ import torch
 
 from dgmkit._io import atomic_write_json, check_new_output
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import ResultsFile, add_data_flags, plural, png_output, run_data, say, write_png
+from dgmkit.cli.common import ResultsFile, add_data_flags, add_device_flag, plural, png_output, run_data, say, write_png
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset, load_dataset
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.ood_scores import SCORES, histogram_png, log_likelihoods, ood_scores, png_code_length
 from dgmkit.training.run_writer import RUN_FILES
-from dgmkit.training.trainer import VALID_SEED, resolve_device
+from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["add_parser", "run_ood"]
 
@@ -80,7 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a seeded random subset of at most N in-distribution and N OOD inputs",
     )
     p.add_argument("--seed", type=SEED, default=0, help="seed of the subsets, the sampling and the batches")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the models score the inputs")
+    add_device_flag(p, "where the models score the inputs (the run's and --background's)")
     p.add_argument("--out", default=None, help="a PNG file: histograms of every score, in-distribution against OOD")
     p.add_argument("--json", default=None, help="also write this result to a JSON file")
     p.add_argument("--force", action="store_true", help="replace --out and --json if they exist")
@@ -88,8 +88,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_ood)
 
 
-def _likelihood_run(path: str, what: str) -> Run:
-    run = load_run(path)
+def _likelihood_run(path: str, what: str, device: str) -> Run:
+    run = load_run(path, device=device)
     if run.model.estimate_kind == "reconstruction":
         raise ConfigError(
             f"{what} {path}: {run.cfg.model.describe()} defines no density over x (a reconstruction score only); "
@@ -218,8 +218,8 @@ def _notes(r: dict) -> list[str]:
 
 def run_ood(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    run = _likelihood_run(args.run_dir, "the run")
-    bg = None if args.background is None else _likelihood_run(args.background, "--background")
+    run = _likelihood_run(args.run_dir, "the run", args.device)
+    bg = None if args.background is None else _likelihood_run(args.background, "--background", args.device)
     if args.iw_samples is not None and all(r.model.estimate_kind == "exact" for r in [run, *([bg] if bg else [])]):
         raise ConfigError(
             f"--iw-samples: {run.cfg.model.describe()} has an exact log-likelihood; there is nothing to sample"
@@ -234,7 +234,6 @@ def run_ood(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_new_output(args.json, args.force, protected=protected, what="--json")
     _RESULTS.kept(run.path)  # a foreign ood.json is refused before any work
-    device = resolve_device(args.device)
     dataset = run_data(run, args.data_dir, args.data)
     ood = _ood_dataset(run, args)
     raw_in, sub_in = _subset(dataset.split(args.in_split).x, args.limit, args.seed)
@@ -244,8 +243,9 @@ def run_ood(args: argparse.Namespace) -> int:
 
     def ll(r: Run, raw: torch.Tensor) -> torch.Tensor:
         k = r.cfg.iw_samples if args.iw_samples is None else args.iw_samples
-        r.model.to(device)
-        return log_likelihoods(r.model, _inputs(r, raw).to(device), r.transform.log_volume, max(k, 1), args.seed)
+        # the inputs transformed on the CPU (the same noise on any device), scored where the model is;
+        # log_likelihoods returns them on the CPU, for the scores and the figure
+        return log_likelihoods(r.model, _inputs(r, raw).to(r.device), r.transform.log_volume, max(k, 1), args.seed)
 
     lp_in, lp_ood = ll(run, raw_in), ll(run, raw_ood)
     background = None if bg is None else (ll(bg, raw_in), ll(bg, raw_ood))

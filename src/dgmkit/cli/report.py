@@ -12,7 +12,7 @@ import torch
 
 from dgmkit._io import atomic_write_bytes, check_new_output, parse_json
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_data_flags, plural, say, split_data, to_display
+from dgmkit.cli.common import add_data_flags, add_device_flag, plural, say, split_data, to_display
 from dgmkit.cli.evaluate import _EVALS, protocol_key
 from dgmkit.cli.figures import draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
@@ -42,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title", default="dgmkit report", help="the page's title")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the samples and of the images shown")
     add_data_flags(p)
+    add_device_flag(p, "where the models draw the figures")
     p.set_defaults(func=run_report)
 
 
@@ -92,7 +93,8 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     if args.samples and model.can_sample and images:
         shown, what = draw_samples(run, args.samples, args.seed, steps=args.steps)
         side = max(1, round(args.samples**0.5))
-        figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(to_display(shown, run), side)))
+        shown = to_display(shown, run).cpu()  # to a PNG, on the CPU
+        figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(shown, side)))
     if not (model.has_latents and images):
         return figs, notes
     try:
@@ -100,14 +102,14 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     except DataError as e:
         notes.append(f"no reconstruction or latent figures: the test data could not be read ({e})")
         return figs, notes
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed)).to(x.device)  # the same on any device
     xb = x[idx[:8]]
-    pairs = reconstruction_pairs(run, xb)
+    pairs = reconstruction_pairs(run, xb).cpu()
     figs.append(("reconstructions", f"8 random test images (left) and their reconstructions (right), seed {args.seed}",
                  image_grid_png(pairs, 4)))  # fmt: skip
     pick = idx[:1000]
     title = f"{run.cfg.data.dataset} test: posterior means E[z|x] (n={len(pick)})"
-    scatter, axes = latent_scatter(run, x[pick], None if y is None else y[pick], title)
+    scatter, axes = latent_scatter(run, x[pick], None if y is None else y[pick].cpu(), title)  # labels: for matplotlib
     figs.append(("latent means", f"posterior means of {len(pick)} random test images ({axes})", scatter))
     return figs, notes
 
@@ -122,7 +124,7 @@ def run_report(args: argparse.Namespace) -> int:
         raise DataError("a run folder is named twice")
     pages = []
     for d in args.run_dirs:
-        run = load_run(d)
+        run = load_run(d, device=args.device)
         objective = build_objective(run.cfg) if run.cfg.model.fit == "gradient" else None
         score = objective.score if objective is not None else "log_px"
         label = objective.label if objective is not None else "log p(x)"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from dgmkit import distributed
 from dgmkit.cli.argtypes import count
 from dgmkit.cli.common import plural, say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
@@ -32,7 +33,6 @@ from dgmkit.training import (
     RunFolder,
     RunWriter,
     Trainer,
-    distributed,
     fit_closed_form,
     fit_em,
     latent_diagnostics,

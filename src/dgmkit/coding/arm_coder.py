@@ -16,6 +16,7 @@ decoder would agree and round trips would succeed, at a rate far from the model'
 import numpy as np
 import torch
 
+from dgmkit.devices import device_of
 from dgmkit.errors import DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
 
@@ -42,7 +43,7 @@ def _probabilities(log_pmf: torch.Tensor, batch: int, levels: int, t: int) -> np
             f"internal: the model gave probabilities of shape {tuple(log_pmf.shape)} at pixel step {t}, "
             f"expected ({batch}, {levels})"
         )
-    p = np.ascontiguousarray(log_pmf.detach().to(torch.float64).exp().cpu().numpy(), dtype=np.float64)
+    p = np.ascontiguousarray(log_pmf.detach().cpu().to(torch.float64).exp().numpy(), dtype=np.float64)
     total = p.sum(axis=1, keepdims=True)
     if not (np.isfinite(p).all() and np.isfinite(total).all() and (total > 0).all()):
         raise DataError(
@@ -84,9 +85,10 @@ def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int =
     family = stream.model.Categorical(perfect=False)
     encoder = stream.queue.RangeEncoder()
     levels = _levels(model)
-    x = _check_images(model, x, levels)
+    x = _check_images(model, x, levels).cpu()  # the coder's values are read on the CPU
     batch_size = _check_batch_size(batch_size)
     order = model.order().tolist()
+    device = device_of(model)
     model.eval()
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].flatten(1)
@@ -101,9 +103,9 @@ def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int =
                     f"the range coder cannot code pixel step {t}: the model gives one of its values a probability "
                     "too small to code"
                 ) from None
-            return values
+            return values.to(device)
 
-        model.run_cached(len(xb), choose)
+        model.run_cached(len(xb), choose, device)
     return encoder.get_compressed()
 
 
@@ -122,6 +124,7 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
     if words.ndim != 1:
         raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {words.shape}")
     decoder = stream.queue.RangeDecoder(words)
+    device = device_of(model)
     model.eval()
     out = []
     for start in range(0, n, batch_size):
@@ -135,7 +138,7 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
                 raise DataError(
                     "the compressed data is invalid for this model (the range coder could not decode it)"
                 ) from None
-            return torch.from_numpy(np.asarray(values).astype(np.int64))
+            return torch.from_numpy(np.asarray(values).astype(np.int64)).to(device)
 
-        out.append(model.run_cached(nb, choose).round().long())
+        out.append(model.run_cached(nb, choose, device).round().long().cpu())
     return torch.cat(out) if out else torch.zeros(0, *model.event_shape, dtype=torch.long)

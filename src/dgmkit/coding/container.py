@@ -35,6 +35,8 @@ __all__ = [
     "read_container",
     "check_header",
     "check_against_model",
+    "check_coding_device",
+    "coding_device",
     "check_png_names",
     "name_key",
     "model_fingerprint",
@@ -55,7 +57,7 @@ MAX_BATCH_PIXELS = 2**22  # pixels coded together (one batch): bounds the model'
 MAX_HEADER_BYTES = 64 * 2**20
 MAX_FILE_BYTES = 2**30  # a file holds at most MAX_DECODED_BYTES // 8 pixels, at < 32 bits each, and its header
 MAX_NDIM = 32
-_OPTIONAL_KEYS = ("names", "png_mode")  # PNG sources only
+_OPTIONAL_KEYS = ("names", "png_mode", "device")  # names, png_mode: PNG sources only; device: absent in older files
 MAX_TEXT = 1000  # characters of a free-text field (version, model description, coder)
 MIN_LEVELS, MAX_LEVELS = 2, 65536
 SOURCES = ("npy", "png")
@@ -169,6 +171,8 @@ def check_header(header: Any, source: str = "the file") -> dict:
         raise DataError(f"{source} has a bad header: unknown key(s) {', '.join(_short(k) for k in unknown[:3])}")
     _text(h, "dgmkit_version", source, 100)
     _text(h, "coder", source)
+    if "device" in h:
+        _text(h, "device", source, 200)
     for key in ("model_fingerprint", "content_sha256"):
         v = h[key]
         if not isinstance(v, str) or not _HEX64.fullmatch(v):
@@ -227,6 +231,27 @@ def check_header(header: Any, source: str = "the file") -> dict:
         if extra:
             raise DataError(f"{source} has a bad header: it holds a NumPy array but has {', '.join(map(repr, extra))}")
     return h
+
+
+def coding_device(device: torch.device) -> str:
+    """How a header names the device whose model outputs drove the coder: ``cpu``, or ``cuda``
+    and the GPU's name. The probabilities must be reproduced bit for bit to decode, and floating
+    point differs between a CPU and a GPU (and may between GPU models)."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def check_coding_device(header: dict, device: torch.device, source: str = "the file") -> None:
+    """Refuse to decode on another kind of device than the one that encoded (a file without the
+    field was written on the CPU, the only device dgmkit coded on before it was recorded)."""
+    recorded = header.get("device", "cpu")
+    kind = recorded.split(" ", 1)[0]
+    if kind != device.type:
+        raise DataError(
+            f"{source} was compressed with the model on {recorded}; decoding needs the model's probabilities bit for "
+            f"bit, which differ between devices: decompress with --device {kind}"
+        )
 
 
 def check_against_model(header: dict, event_shape: tuple[int, ...], levels: int, source: str = "the file") -> None:

@@ -95,7 +95,7 @@ def attach_code_prior(vq: Run, prior_dir: str | Path) -> Run:
     the bound and for sampling); the prior must have been trained on this run's codes."""
     if not isinstance(vq.model, VQVAE):
         raise ConfigError(f"--code-prior needs a VQ-VAE run; {vq.path} is a {vq.cfg.family} run")
-    prior = load_run(prior_dir)
+    prior = load_run(prior_dir, device=vq.device)
     if prior.record["data"].get("name") != _name(vq):
         raise ConfigError(
             f"{prior_dir} was not trained on the codes of {vq.path} as it is now (it belongs to another run, or this "

@@ -13,6 +13,7 @@ from dgmkit._io import parse_json
 from dgmkit.config.migrate import FORMAT, check_record, migrate_record
 from dgmkit.config.schema import FREE_ON_RESUME, RunConfig
 from dgmkit.data import Dataset, DataTransform
+from dgmkit.devices import device_of, resolve_device
 from dgmkit.errors import CheckpointError, ConfigError, DataError
 from dgmkit.models import GenerativeModel
 from dgmkit.objectives import Objective
@@ -92,6 +93,7 @@ def trainer_options(cfg: RunConfig) -> dict:
         "seed": o.seed,
         "device": o.device,
         "precision": o.precision,
+        "compile": o.compile,
         **cfg.model.trainer_options(),
     }
 
@@ -105,13 +107,20 @@ class Run:
     checkpoint: Path
 
     @property
+    def device(self) -> torch.device:
+        """Where the model computes (``load_run``'s ``device``); its inputs go there."""
+        return device_of(self.model)
+
+    @property
     def transform(self) -> DataTransform:
         d = self.record["data"]
         return DataTransform(d["transform"], d["num_levels"])
 
 
-def load_run(run_dir: str | Path, which: str = "best") -> Run:
-    """Load a run folder's config and model weights (``best`` if it exists, else the last)."""
+def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> Run:
+    """Load a run folder's config and model weights (``best`` if it exists, else the last),
+    the model on ``device`` (``devices.resolve_device``: auto, cpu, cuda)."""
+    device = resolve_device(device)  # refused before any file is read
     path = Path(run_dir)
     if not path.is_dir():
         raise CheckpointError(f"no run folder at {path}")
@@ -135,7 +144,7 @@ def load_run(run_dir: str | Path, which: str = "best") -> Run:
     bad = nonfinite_state(model)
     if bad is not None:
         raise CheckpointError(f"{found[0]}: {bad} holds NaN or inf (the run diverged); there is nothing to evaluate or use")
-    return Run(path, cfg, record, model.eval(), found[0])
+    return Run(path, cfg, record, model.eval().to(device), found[0])
 
 
 def load_weights(model: torch.nn.Module, state: dict, source: Path) -> None:

@@ -117,6 +117,11 @@ class OptimConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "auto", "floating point on CUDA (auto: bf16 where supported)"
     )
+    compile: bool = setting(
+        False,
+        "compile the training forward pass with torch.compile (where a model cannot be compiled, training says so "
+        "and goes on without it)",
+    )
 
 
 @dataclass
@@ -135,7 +140,7 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "eval": E
 _NON_GRADIENT_KEYS = ("seed", "device")
 _FIT_WORDS = {"closed-form": "in closed form", "em": "by EM"}
 # what --resume may change: how long to go on and where
-FREE_ON_RESUME = ("epochs", "patience", "device", "em_iterations")
+FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "em_iterations")
 
 
 def _owner(key: str) -> str | None:

@@ -205,7 +205,11 @@ def _single_layer(model: LatentVariableModel, x: torch.Tensor, g: torch.Generato
 
 
 def _unit_variance(loc: torch.Tensor) -> torch.Tensor:
-    v = loc.double().var(0, unbiased=True) if len(loc) > 1 else torch.zeros(loc.shape[1:], dtype=torch.float64)
+    v = (
+        loc.double().var(0, unbiased=True)
+        if len(loc) > 1
+        else torch.zeros(loc.shape[1:], dtype=torch.float64, device=loc.device)
+    )
     return v.flatten(1).amax(1) if v.dim() > 1 else v  # a categorical variable moves if any class does
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dgmkit import distributed
 from dgmkit._rng import seeded_by
 from dgmkit.distributions import location
 from dgmkit.distributions.delta import Delta
@@ -35,7 +36,6 @@ from dgmkit.models import (
 )
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
 from dgmkit.objectives.mmd import imq_kernel, mmd2_unbiased
-from dgmkit.training import distributed
 
 __all__ = ["Estimate", "ESTIMATORS", "estimate"]
 
@@ -162,7 +162,7 @@ def _batch_mmd(model: GenerativeModel, x: torch.Tensor) -> torch.Tensor:
     """The unbiased MMD^2 (inverse multiquadric kernel, ``objectives.mmd``) between the codes of
     the batch (one draw of q(z|x) each) and as many prior draws, repeated for every datapoint."""
     if len(x) < 2:  # the unbiased estimate needs two codes: no value (NaN, left out of the mean)
-        return torch.full((len(x),), float("nan"))
+        return torch.full((len(x),), float("nan"), dtype=torch.float64, device=x.device)
     z = model.posterior(x).sample()
     zp = model.prior().sample((len(x),))
     return mmd2_unbiased(z.reshape(len(x), -1).double(), zp.reshape(len(x), -1).double(), imq_kernel()).expand(len(x))

@@ -7,13 +7,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from dgmkit import distributed
 from dgmkit._rng import seeded_by
+from dgmkit.devices import device_of
 from dgmkit.errors import EvaluationError
 from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
 from dgmkit.models import Classifier, GenerativeModel
-from dgmkit.training import distributed
 
 __all__ = ["EvalReport", "evaluate"]
 
@@ -106,6 +107,8 @@ def evaluate(
     (``DataTransform.log_volume``), so that the numbers are of the integers. ``continuous``: the
     data are continuous values (not quantized): no bits/dim."""
     t0 = time.perf_counter()
+    x = x.to(device_of(model))  # the data go where the model is
+    y = None if y is None else y.to(x.device)
     n, num_dims = len(x), int(math.prod(x.shape[1:]))
     seen = None
     if x.is_floating_point() and bool(torch.isnan(x).any()):  # numbers of the observed entries: log p(x_o)

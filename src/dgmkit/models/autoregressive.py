@@ -242,7 +242,7 @@ class MADEARM(AutoregressiveModel):
         w_out = made.output_layer.weight * made.output_layer.mask  # (P * D, H)
         w_dir = None if made.direct is None else made.direct.weight * made.direct.mask  # (P * D, D)
         x = torch.zeros(n, self.num_dims, device=device, dtype=a1.dtype)
-        rows = torch.arange(self.p) * self.num_dims
+        rows = torch.arange(self.p, device=x.device) * self.num_dims
         for t, d in enumerate(self.order().tolist()):
             h = made.act(a1)
             for layer in made.hidden_layers[1:]:

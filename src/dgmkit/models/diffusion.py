@@ -56,7 +56,7 @@ _GAMMA_RANGE = (-13.3, 5.0)
 def stratified_times(n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
     """n times in [0, 1) of low discrepancy: (u + i / n) mod 1 with one uniform u (VDM): each
     is uniform, and together they cover [0, 1) evenly, which lowers the variance of a mean."""
-    u = torch.rand((), generator=generator, device="cpu").to(device)
+    u = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu").to(device)
     return torch.remainder(u + torch.arange(n, device=device, dtype=torch.float32) / n, 1.0)
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from dgmkit._rng import seeded_by
+from dgmkit.devices import device_of
 from dgmkit.distributions import BernoulliPixels
 from dgmkit.models.base import LatentVariableModel
 
@@ -134,7 +135,7 @@ class HelmholtzMachine(LatentVariableModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        with seeded_by(generator):
+        with seeded_by(generator, device_of(self)):
             h = self.prior().sample((n,))
             px = self.likelihood(h)
             return px.sample(), px.mean

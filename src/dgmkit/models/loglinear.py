@@ -23,6 +23,7 @@ from torch import nn
 from torch.distributions import Distribution, OneHotCategorical, constraints
 
 from dgmkit._rng import seeded_by
+from dgmkit.devices import device_of
 from dgmkit.models.base import EMFit, ExactLatentVariableModel
 
 __all__ = ["LogLinearLVM", "EnumeratedBinary", "grid_edges"]
@@ -132,7 +133,7 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        with seeded_by(generator):
+        with seeded_by(generator, device_of(self)):
             z = torch.multinomial(F.softmax(self.log_pi, 0), n, replacement=True)  # (n,)
             table = (self._energy(self.states) - self.log_normalizers()).T.exp()  # (K, S): p(x | z)
             x = torch.empty(n, self.states.shape[1], device=self.states.device)

@@ -102,13 +102,17 @@ def _warm_allocator() -> None:
         _allocator_warmed = True
 
 
+CPU_BATCH, CPU_CHUNK = 32, 2048  # datapoints at a time, and rows (draws x datapoints) per chunk
+GPU_BATCH, GPU_CHUNK = 250, 65536
+
+
 @torch.no_grad()
 def importance_sampled_log_likelihood(
     model: "VariationalModel",
     x: torch.Tensor,
     k: int = 5000,
-    batch_size: int = 32,
-    chunk_size: int = 2048,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
     generator: torch.Generator | None = None,
     first: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -121,11 +125,17 @@ def importance_sampled_log_likelihood(
     made in chunks of ``chunk_size // batch_size`` per datapoint. 2048 rows keep the decoder's
     GEMMs at the machine's peak while the per-chunk dispatch stays a few percent of the time
     (benchmarks/eval_speed.py). The chunks' log-weights are reduced as they come, by a running
-    logsumexp in float64, so memory stays that of one chunk for any k.
+    logsumexp in float64, so memory stays that of one chunk for any k. Those are the defaults on
+    a CPU (None); on a GPU, where each chunk costs a kernel launch per layer whatever its size,
+    the defaults are 250 datapoints and chunks of 65536 rows (a few hundred MB for an MNIST MLP
+    decoder): ``GPU_BATCH``, ``GPU_CHUNK``.
     ``first=True`` also returns the first draw's log weight, a one-sample ELBO, shape (N,).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    gpu = x.device.type == "cuda"
+    batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
+    chunk_size = chunk_size or (GPU_CHUNK if gpu else CPU_CHUNK)
     model.eval()
     if x.device.type == "cpu":
         _warm_allocator()

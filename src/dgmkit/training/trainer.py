@@ -6,7 +6,7 @@ step. A run is repeatable from its seed, and a resumed run ends where the uninte
 would have: the checkpoint holds the optimizer state, every random generator's state and the
 moving average of the weights where the run keeps one.
 
-Under torchrun (a process group initialised, ``training.distributed``) the same loop runs on
+Under torchrun (a process group initialised, ``dgmkit.distributed``) the same loop runs on
 every rank: one global batch per step, each rank computing its part through
 DistributedDataParallel, so that the steps are those of one process with that batch; rank 0
 alone writes the run folder and calls the callbacks.
@@ -24,12 +24,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dgmkit import distributed
 from dgmkit.data import DataTransform, Split
 from dgmkit.data.mutation import mutate
+from dgmkit.devices import resolve_device
 from dgmkit.errors import CheckpointError, ConfigError, TrainingError
 from dgmkit.objectives.base import Objective
-from dgmkit.training import distributed, shared_memory
+from dgmkit.training import shared_memory
 from dgmkit.training.checkpoint import load_checkpoint
+from dgmkit.training.compiled import CompiledOrEager
 from dgmkit.training.ema import EMA
 from dgmkit.training.run_writer import RunWriter, nonfinite_state
 from dgmkit.training.schedules import kl_weight, lr_factor
@@ -39,16 +42,6 @@ __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
 
 log = logging.getLogger(__name__)
 VALID_SEED = 1234  # fixed noise for binarizing/dequantizing held-out data
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError("--device cuda was asked for, but no CUDA device is available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise TrainingError(f"unknown device {device!r}; choose auto, cpu or cuda")
-    return torch.device(device)
 
 
 class Trainer:
@@ -96,8 +89,9 @@ class Trainer:
         beta: float = 1.0,
         warmup_epochs: float = 0.0,
         seed: int = 0,
-        device: str = "cpu",
+        device: str = "auto",
         precision: str = "auto",
+        compile: bool = False,
         run_dir: str | Path | None = None,
         config: dict | None = None,
         progress: bool = True,
@@ -215,6 +209,9 @@ class Trainer:
                 if shared_memory.attach(self._ddp, nbytes, enabled) is not None:
                     self.gradient_transport = "shared memory"
         self._uninitialised = True  # until no ActNorm-style buffer waits for data
+        # the training forward pass (objective terms of a batch): through DDP under torchrun, compiled with ``compile``
+        forward = self._ddp if self._ddp is not None else _ObjectiveModule(self.model, self._objective)
+        self._forward = CompiledOrEager(forward) if compile else forward
 
     @property
     def skipped_steps(self) -> int:
@@ -394,7 +391,7 @@ class Trainer:
                 part = distributed.shard(rows, self.dist)
                 x, y = x[part], None if y is None else y[part]
             with self._autocast():
-                terms = self._ddp(x, beta, y) if self._ddp is not None else self._objective(x, beta, y)
+                terms = self._forward(x, beta, y)
             loss = terms.loss.mean()
             checked, pending = loss.detach(), None
             if self._ddp is not None and (i + 1) % check_every == 0:  # every rank stops together on a bad loss

@@ -1,0 +1,46 @@
+"""Where tensors are computed: one way to name a device, for every command and the Python API.
+
+``auto`` is CUDA where a CUDA device is present, else the CPU; ``cpu``; ``cuda`` (the current
+CUDA device) or ``cuda:N``. A CUDA device asked for where there is none, or a name that is not
+one of these, is refused with one line.
+
+>>> resolve_device("cpu")
+device(type='cpu')
+"""
+
+import torch
+
+from dgmkit.errors import ConfigError
+
+__all__ = ["DEVICE_CHOICES", "resolve_device", "device_of"]
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
+    """The torch device that ``device`` names (see the module)."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise ConfigError(f"a device is named by a string (auto, cpu, cuda), got {type(device).__name__}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    index = device.removeprefix("cuda:") if device.startswith("cuda:") else None
+    if device != "cuda" and not (index is not None and index.isdigit()):
+        raise ConfigError(f"unknown device {device[:40]!r}; choose auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} was asked for, but no CUDA device is available (use --device cpu or auto)")
+    if index is not None and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(device)
+
+
+def device_of(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (the CPU for one that holds none)."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
