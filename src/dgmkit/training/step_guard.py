@@ -1,5 +1,6 @@
-"""Which updates are taken: the gradient norm clipped, and an update skipped when its norm is
-too large (VDVAE's guard against the rare huge gradients of deep hierarchical VAEs).
+"""Which updates are taken: a non-finite loss stops training (``FiniteLossCheck``), the
+gradient norm is clipped, and an update is skipped when its norm is too large (VDVAE's guard
+against the rare huge gradients of deep hierarchical VAEs).
 
 Two thresholds, either or both: an absolute one (``skip_norm``, VDVAE's per-data-set value,
 which does not carry over to another width or depth of the same model) and a relative one
@@ -12,13 +13,18 @@ every update was skipped is an error that names the threshold and the norms seen
 (``GradientGuard.epoch_problem``).
 """
 
+import contextlib
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
+import torch.distributed as dist
 
-__all__ = ["GradientGuard", "WINDOW"]
+from dgmkit import distributed
+from dgmkit.errors import TrainingError
+
+__all__ = ["GradientGuard", "FiniteLossCheck", "WINDOW"]
 
 WINDOW = 100  # updates taken whose median the relative threshold scales
 
@@ -112,3 +118,37 @@ class GradientGuard:
         if len(recent) > self.window or not all(isinstance(v, float) and math.isfinite(v) and v >= 0 for v in recent):
             raise ValueError(f"recent gradient norms must be at most {self.window} finite norms")
         self.skipped_total, self.recent = skipped_total, list(recent)
+
+
+class FiniteLossCheck:
+    """Stops training before the update on a non-finite loss: every ``every`` steps (every
+    step on a CPU, where reading a value costs nothing; less often on a GPU, where it waits for
+    the device). Under data parallelism the ranks' loss sums are added by an all-reduce that
+    runs while the backward pass computes, so that every rank stops at the same step; the
+    all-reduce is waited for whatever happens in between (``distributed.settle``). ``message``
+    turns the offending mean loss into the error's text."""
+
+    def __init__(self, every: int, parallel: bool, message: Callable[[torch.Tensor], str]):
+        self.every, self.parallel, self.message = every, parallel, message
+
+    @contextlib.contextmanager
+    def around_backward(self, i: int, losses: torch.Tensor, rows: int) -> Iterator[None]:
+        """Around step ``i``'s backward pass; ``losses`` this process's per-example losses,
+        ``rows`` the global batch's."""
+        pending = None
+        if (i + 1) % self.every == 0:
+            if self.parallel:
+                checked = losses.detach().sum()
+                pending = dist.all_reduce(checked, async_op=True)
+            else:
+                checked = losses.detach().mean()
+                if not torch.isfinite(checked).all():
+                    raise TrainingError(self.message(checked))
+        try:
+            yield
+        except BaseException:
+            distributed.settle(pending, quietly=True)
+            raise
+        distributed.settle(pending)
+        if pending is not None and not torch.isfinite(checked):
+            raise TrainingError(self.message(checked / rows))

@@ -2,7 +2,10 @@
 
 The loop is deliberately plain (nanoGPT style): data lives in memory as a tensor, each epoch
 draws a permutation from a seeded generator, and each step is transform, forward, backward,
-step. A run is repeatable from its seed, and a resumed run ends where the uninterrupted one
+step. What happens around those is a part of its own, so that a new training-time feature is a
+new part: the batch source (``batches``), the finite-loss check and the gradient guard
+(``step_guard``), the precision (``precision``), DDP (``data_parallel``), ``--compile``
+(``compiled``), and hooks after each step (the moving average of the weights). A run is repeatable from its seed, and a resumed run ends where the uninterrupted one
 would have: the checkpoint holds the optimizer state, every random generator's state and the
 moving average of the weights where the run keeps one.
 
@@ -16,7 +19,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,17 +28,18 @@ from tqdm.auto import tqdm
 
 from dgmkit import distributed
 from dgmkit.data import DataTransform, Split
-from dgmkit.data.mutation import mutate
 from dgmkit.devices import resolve_device
 from dgmkit.errors import CheckpointError, ConfigError, TrainingError
 from dgmkit.objectives.base import Objective
-from dgmkit.training import shared_memory
+from dgmkit.training.batches import BatchSource
 from dgmkit.training.checkpoint import load_checkpoint
 from dgmkit.training.compiled import CompiledOrEager
+from dgmkit.training.data_parallel import DataParallel, ObjectiveModule, check_shares, rank_device
 from dgmkit.training.ema import EMA
+from dgmkit.training.precision import MixedPrecision
 from dgmkit.training.run_writer import RunWriter, nonfinite_state
 from dgmkit.training.schedules import kl_weight, lr_factor
-from dgmkit.training.step_guard import WINDOW, GradientGuard
+from dgmkit.training.step_guard import WINDOW, FiniteLossCheck, GradientGuard
 
 __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
 
@@ -107,41 +110,24 @@ class Trainer:
         lr_factor(lr_schedule, 0, epochs)  # validates the name
         self.dist = distributed.current()
         self.device = resolve_device(device)
-        if self.dist.parallel and self.device.type == "cuda":  # one GPU per rank on each machine
-            gpus = torch.cuda.device_count()
-            if self.dist.local_rank >= gpus:
-                raise ConfigError(
-                    f"rank {self.dist.rank} is process {self.dist.local_rank + 1} on its machine, which has {gpus} "
-                    f"GPU{'s' if gpus != 1 else ''}: start one process per GPU, or train on the CPU with --device cpu"
-                )
-            self.device = torch.device("cuda", self.dist.local_rank)
         if self.dist.parallel:
-            w = self.dist.world_size
-            sizes = (("batch_size", batch_size), ("the training split", len(train)))
-            sizes += (("the validation split", len(valid)),) if valid is not None else ()
-            small = [(what, n) for what, n in sizes if n < w]
-            if small:
-                raise ConfigError(f"{small[0][0]} ({small[0][1]}) is smaller than the {w} processes sharing it")
+            self.device = rank_device(self.dist, self.device)
+            sizes = {"batch_size": batch_size, "the training split": len(train)}
+            check_shares(self.dist, {**sizes, **({"the validation split": len(valid)} if valid is not None else {})})
         self.model = model.to(self.device)
         self.objective = objective
         objective.setup(len(train))
         self.transform = transform
-        if mutation_rate > 0 and transform.num_levels is None:
-            raise ConfigError("mutation_rate replaces pixels by random levels: it needs quantized data, not continuous ones")
         self.mutation_rate = mutation_rate  # training batches only (Ren et al.'s background model, data.mutation)
         self.train_x = train.x.to(self.device)
         # Objectives that take labels get them (-1: hidden) with every batch, and every batch gets
         # ``labelled_batch`` more rows drawn from the labelled ones (semi-supervised training).
-        self.train_y, self._valid_y, self.labelled_batch = None, None, 0
+        self.train_y, self._valid_y = None, None
         if objective.takes_labels:
             if train.y is None:
                 raise ConfigError(f"{type(objective).__name__} trains on labels, and the training data have none")
             self.train_y = train.y.to(self.device).long()
-            self._labelled = torch.nonzero(self.train_y >= 0).flatten()  # (N_l,)
-            objective.setup_labels(len(self._labelled))
-            if labelled_batch and not len(self._labelled):
-                raise ConfigError("labelled_batch draws labelled rows, and no training label is kept")
-            self.labelled_batch = labelled_batch
+            objective.setup_labels(int((self.train_y >= 0).sum()))
             if valid is not None and valid.y is not None:
                 self._valid_y = valid.y.to(self.device).long()  # all of them: validation reports accuracy
         self.valid = valid
@@ -159,8 +145,8 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.callbacks = list(callbacks or [])
         self.diagnostics = diagnostics
-        self.precision = _resolve_precision(precision, self.device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.amp = MixedPrecision(precision, self.device)  # autocast and the fp16 gradient scaler
+        self.precision, self.scaler = self.amp.name, self.amp.scaler
         self.optimizer = _adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.steps_per_epoch = math.ceil(len(train) / batch_size)
         if self.dist.parallel and 0 < len(train) % batch_size < self.dist.world_size:
@@ -180,38 +166,24 @@ class Trainer:
         if self.device.type == "cuda":
             self._cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.batches = BatchSource(
+            self.train_x, self.train_y, transform, self.generator, batch_size, self.steps_per_epoch,
+            mutation_rate=mutation_rate, labelled_batch=labelled_batch if objective.takes_labels else 0,
+        )  # fmt: skip
         self._valid_x = None
         if valid is not None:
             g = torch.Generator(device=self.device).manual_seed(VALID_SEED)
             self._valid_x = transform(valid.x.to(self.device), g)
-        self._ddp = None
-        self.gradient_transport = None  # how DDP averages the gradients: "gloo", "nccl" or "shared memory"
-        if self.dist.parallel:  # gradients averaged by DDP; its construction gives every rank rank 0's weights
-            self.gradient_transport = "nccl" if self.device.type == "cuda" else "gloo"
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            # Buffers are synced once, here, and not before every forward: the ones training changes
-            # (ActNorm's initialisation, an EMA codebook) are made equal on every rank where they change.
-            # Every trainable parameter gets a gradient in every step (each family's objective uses all
-            # of them; tests/test_distributed.py checks every family, and a step checks it too), so DDP
-            # needs no search of the graph for unused ones after each forward (find_unused_parameters),
-            # and the gradients are views into its buckets (the averages need no copy back).
-            self._ddp = DistributedDataParallel(_ObjectiveModule(self.model, self._objective), device_ids=ids,
-                                                find_unused_parameters=False, gradient_as_bucket_view=True,
-                                                **_no_forward_buffer_sync(self.model))  # fmt: skip
-            self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-            # CPU ranks on one machine average through shared memory instead of gloo's TCP loopback
-            # (unless rank 0's DGMKIT_SHM_ALLREDUCE is 0)
-            if self.device.type == "cpu":
-                nbytes = sum(p.numel() * p.element_size() for _, p in self._trainable)
-                enabled = os.environ.get("DGMKIT_SHM_ALLREDUCE", "1") != "0"
-                if shared_memory.attach(self._ddp, nbytes, enabled) is not None:
-                    self.gradient_transport = "shared memory"
-        self._uninitialised = True  # until no ActNorm-style buffer waits for data
-        # the training forward pass (objective terms of a batch): through DDP under torchrun, compiled with ``compile``
-        forward = self._ddp if self._ddp is not None else _ObjectiveModule(self.model, self._objective)
-        self._forward = CompiledOrEager(forward) if compile else forward
+        # under torchrun: DDP around the forward pass; its construction gives every rank rank 0's weights
+        self.parallel = DataParallel(self.model, self._objective, self.device, self.dist) if self.dist.parallel else None
+        self.gradient_transport = None if self.parallel is None else self.parallel.transport
+        forward = self.parallel.module if self.parallel is not None else ObjectiveModule(self.model, self._objective)
+        self._forward = CompiledOrEager(forward) if compile else forward  # the objective's terms of a batch
+        every = 1 if self.device.type == "cpu" else 50  # a value read on a GPU waits for it: less often
+        self.loss_check = FiniteLossCheck(every, self.parallel is not None, self._nan_message)
+        self._step_hooks: list[Callable[[bool], None]] = []  # called after every step with whether it was taken
+        if self.ema is not None:
+            self._step_hooks.append(lambda taken: self.ema.update(self.model) if taken else None)
 
     @property
     def skipped_steps(self) -> int:
@@ -347,22 +319,43 @@ class Trainer:
             self._record_pending = True  # config.json gets the resumed settings with the first epoch's files
 
     # ----------------------------------------------------------------- loop
-    def _autocast(self):
-        if self.precision in ("bf16", "fp16"):
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            return torch.autocast(self.device.type, dtype=dtype)
-        return contextlib.nullcontext()
-
     def _train_epoch(self) -> dict:
-        model, opt, n, bs = self.model, self.optimizer, len(self.train_x), self.batch_size
-        model.train()
-        for group in opt.param_groups:
+        self.model.train()
+        for group in self.optimizer.param_groups:
             group["lr"] = self.lr * lr_factor(self.lr_schedule, self.epoch, self.epochs)
-        perm = torch.randperm(n, generator=self.generator, device=self.device)
-        total_loss = torch.zeros((), device=self.device)
-        total_score = torch.zeros((), device=self.device)
-        check_every = 1 if self.device.type == "cpu" else 50
-        bar = tqdm(
+        total_loss, total_score = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+        beta = self.beta
+        self.guard.start_epoch()
+        with self._progress_bar() as bar:
+            for i, (x, y) in enumerate(self.batches.epoch()):
+                beta = kl_weight(self.beta, self.warmup_epochs, self.step, self.steps_per_epoch)
+                self.objective.update(self.step)
+                rows = x.shape[0]  # of the global batch
+                if self.parallel is not None:
+                    x, y = self.parallel.share(x, y, beta)
+                with self.amp.autocast():
+                    terms = self._forward(x, beta, y)
+                loss = terms.loss.mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                with self.loss_check.around_backward(i, terms.loss, rows):
+                    step_loss = loss if self.parallel is None else self.parallel.step_loss(terms.loss, rows)
+                    self.amp.backward(step_loss, self.optimizer)
+                if self.parallel is not None:
+                    self.parallel.check_gradients(self.step)
+                take = self.guard.take(self.model.parameters())
+                taken = self.amp.step(self.optimizer, take, tell_taken=bool(self._step_hooks))
+                for hook in self._step_hooks:
+                    hook(taken)
+                self.step += 1
+                total_loss += loss.detach() * x.shape[0]
+                total_score += getattr(terms, self.score).detach().sum()
+                bar.update(1)
+                if self.progress and i % 50 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
+        return self._epoch_metrics(total_loss, total_score, beta)
+
+    def _progress_bar(self) -> tqdm:
+        return tqdm(
             total=self.steps_per_epoch,
             desc=f"epoch {self.epoch + 1}/{self.epochs}",
             leave=False,
@@ -370,77 +363,9 @@ class Trainer:
             mininterval=0.5,
             dynamic_ncols=True,
         )
-        beta = self.beta
-        self.guard.start_epoch()
-        for i in range(self.steps_per_epoch):
-            idx = perm[i * bs : (i + 1) * bs]
-            if self.labelled_batch:
-                g, n_l = self.generator, len(self._labelled)
-                pick = torch.randint(n_l, (self.labelled_batch,), generator=g, device=self.device)
-                idx = torch.cat([idx, self._labelled[pick]])
-            x = self.train_x[idx]
-            if self.mutation_rate > 0:
-                x = mutate(x, self.mutation_rate, self.transform.num_levels, self.generator)
-            x = self.transform(x, self.generator)  # the global batch: the same noise on every rank
-            y = None if self.train_y is None else self.train_y[idx]
-            beta = kl_weight(self.beta, self.warmup_epochs, self.step, self.steps_per_epoch)
-            self.objective.update(self.step)
-            rows = x.shape[0]
-            if self._ddp is not None:
-                self._initialise_on(x, beta, y)
-                part = distributed.shard(rows, self.dist)
-                x, y = x[part], None if y is None else y[part]
-            with self._autocast():
-                terms = self._forward(x, beta, y)
-            loss = terms.loss.mean()
-            checked, pending = loss.detach(), None
-            if self._ddp is not None and (i + 1) % check_every == 0:  # every rank stops together on a bad loss
-                # summed while this rank runs its backward pass (no extra wait), checked before the step
-                checked = terms.loss.detach().sum()
-                pending = torch.distributed.all_reduce(checked, async_op=True)
-            elif (i + 1) % check_every == 0 and not torch.isfinite(checked).all():
-                bar.close()
-                raise TrainingError(self._nan_message(checked))
-            # DDP averages the ranks' gradients: each rank's sum times W / (global rows) averages to the global mean
-            step_loss = loss if self._ddp is None else terms.loss.sum() * (self.dist.world_size / rows)
-            opt.zero_grad(set_to_none=True)
-            try:
-                if self.scaler is not None:
-                    self.scaler.scale(step_loss).backward()
-                    self.scaler.unscale_(opt)
-                else:
-                    step_loss.backward()
-            except BaseException:  # the check's all-reduce is never left in flight (distributed.settle)
-                distributed.settle(pending, quietly=True)
-                raise
-            distributed.settle(pending)
-            if pending is not None and not torch.isfinite(checked):
-                bar.close()
-                raise TrainingError(self._nan_message(checked / rows))
-            if self._ddp is not None:
-                self._check_every_parameter_has_a_gradient(bar)
-            taken = self.guard.take(model.parameters())
-            if not taken:
-                opt.zero_grad(set_to_none=True)
-                if self.scaler is not None:
-                    self.scaler.update()
-            elif self.scaler is not None:
-                scale = self.scaler.get_scale() if self.ema is not None else None
-                self.scaler.step(opt)
-                self.scaler.update()
-                if scale is not None and self.scaler.get_scale() < scale:
-                    taken = False  # the scaler skipped the step (inf gradients), so it lowered its scale
-            else:
-                opt.step()
-            if taken and self.ema is not None:
-                self.ema.update(model)
-            self.step += 1
-            total_loss += loss.detach() * x.shape[0]
-            total_score += getattr(terms, self.score).detach().sum()
-            bar.update(1)
-            if self.progress and i % 50 == 0:
-                bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
-        bar.close()
+
+    def _epoch_metrics(self, total_loss: torch.Tensor, total_score: torch.Tensor, beta: float) -> dict:
+        """The epoch's training metrics (summed over the ranks), after its last checks."""
         problem = self.guard.epoch_problem()
         if problem is not None:
             raise TrainingError(f"{self._epoch_lost()}: {problem}. Raise --skip-grad-norm, or use --skip-grad-factor")
@@ -448,47 +373,15 @@ class Trainer:
         distributed.all_reduce_sum(total_score)
         if not torch.isfinite(total_loss):
             raise TrainingError(self._nan_message(total_loss))
-        rows = min(n, self.steps_per_epoch * bs) + self.steps_per_epoch * self.labelled_batch  # labelled rows included
+        rows = self.batches.rows_per_epoch
         return {
             "train_loss": total_loss.item() / rows,
             f"train_{self.score}": total_score.item() / rows,
             "beta": beta,
-            "lr": opt.param_groups[0]["lr"],
+            "lr": self.optimizer.param_groups[0]["lr"],
             **({"skipped_steps": self.guard.epoch_skipped, "steps": self.steps_per_epoch} if self.guard.skips else {}),
             **({"ema": self.ema.decay} if self.ema is not None else {}),  # validation uses the averaged weights
         }
-
-    def _check_every_parameter_has_a_gradient(self, bar: tqdm) -> None:
-        """A parameter that the step's loss did not reach was not all-reduced by DDP (its
-        gradient would be this rank's alone): stop with its name instead of stepping. (Where the
-        ranks' losses reach different parameters, a rank whose loss reached them all waits in
-        the all-reduce instead, until torchrun ends it when this rank exits.)"""
-        missing = [n for n, p in self._trainable if p.grad is None]
-        if missing:
-            bar.close()
-            raise TrainingError(
-                f"data-parallel training needs a gradient for every trainable parameter in every step, and "
-                f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} got none at step {self.step + 1} "
-                f"(a part of the model that this objective does not use; train it in one process)"
-            )
-
-    def _initialise_on(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> None:
-        """Data-dependent initialisation (ActNorm) from the whole global batch, the same on every
-        rank, before the ranks see only their parts (one process initialises on that batch too)."""
-        if not self._uninitialised:
-            return
-        fresh = [b for name, b in self.model.named_buffers() if name.rsplit(".", 1)[-1] == "initialized" and not bool(b)]
-        if not fresh:
-            self._uninitialised = False  # initialisation happens once: no need to look again
-            return
-        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            self._objective(x, beta, y)
-        # what the initialisation drew (a flow prior's ActNorm after the encoder's noise, a codebook's
-        # k-means start) may differ between the ranks: all take rank 0's weights and buffers
-        import torch.distributed as dist
-
-        for t in self.model.state_dict().values():
-            dist.broadcast(t, src=0)
 
     def _objective(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> tuple:
         """The objective's terms for a batch, with its labels where the objective takes them."""
@@ -649,43 +542,3 @@ def _adam(params: Iterable[torch.nn.Parameter], **kwargs) -> torch.optim.Adam:
         return torch.optim.Adam(params, fused=True, **kwargs)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, **kwargs)
-
-
-def _resolve_precision(precision: str, device: torch.device) -> str:
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
-    if device.type != "cuda":
-        if precision in ("bf16", "fp16"):
-            raise TrainingError(f"mixed precision ({precision}) is only supported on a CUDA device here")
-        return "fp32"
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return precision
-
-
-def _no_forward_buffer_sync(model: torch.nn.Module) -> dict:
-    """DDP's option that copies rank 0's buffers once, at construction, and not before every
-    forward: ``forward_sync_buffers=False`` (PyTorch 2.13 on). Before it, ``broadcast_buffers=False``
-    copied none, so the buffers are broadcast here instead."""
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel
-
-    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
-        return {"forward_sync_buffers": False}
-    for b in model.buffers():
-        torch.distributed.broadcast(b, src=0)
-    return {"broadcast_buffers": False}
-
-
-class _ObjectiveModule(torch.nn.Module):
-    """The model with its objective as ``forward``, so that DistributedDataParallel sees every
-    parameter the objective uses, whichever of the model's methods it calls."""
-
-    def __init__(self, model: torch.nn.Module, objective: Callable[..., tuple]):
-        super().__init__()
-        self.model = model
-        self._objective = objective
-
-    def forward(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> tuple:
-        return self._objective(x, beta, y)

@@ -1,0 +1,63 @@
+"""The Trainer's batch source: the global training batches of an epoch, drawn from one seeded
+generator in a fixed order (so that a resumed run draws what the uninterrupted one draws, and
+every data-parallel rank draws the same global batch).
+
+Per epoch: a permutation of the rows; per step: the rows of the step, then (semi-supervised
+training) ``labelled_batch`` more rows drawn from the labelled ones, then (Ren et al.'s
+background model) mutated pixels, then the data transform's noise (binarization,
+dequantization). Labels come with the rows (-1: hidden) where the objective takes them.
+"""
+
+from collections.abc import Iterator
+
+import torch
+
+from dgmkit.data import DataTransform
+from dgmkit.data.mutation import mutate
+from dgmkit.errors import ConfigError
+
+__all__ = ["BatchSource"]
+
+
+class BatchSource:
+    """Global batches of ``batch_size`` rows of ``x`` (and ``y``), ``steps`` per epoch."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        transform: DataTransform,
+        generator: torch.Generator,
+        batch_size: int,
+        steps: int,
+        *,
+        mutation_rate: float = 0.0,
+        labelled_batch: int = 0,
+    ):
+        if mutation_rate > 0 and transform.num_levels is None:
+            raise ConfigError("mutation_rate replaces pixels by random levels: it needs quantized data, not continuous ones")
+        self.x, self.y, self.transform, self.generator = x, y, transform, generator
+        self.batch_size, self.steps, self.mutation_rate = batch_size, steps, mutation_rate
+        self.labelled = None if y is None else torch.nonzero(y >= 0).flatten()  # (N_l,) rows with a label
+        if labelled_batch and (self.labelled is None or not len(self.labelled)):
+            raise ConfigError("labelled_batch draws labelled rows, and no training label is kept")
+        self.labelled_batch = labelled_batch
+
+    @property
+    def rows_per_epoch(self) -> int:
+        """Rows an epoch trains on, the drawn labelled ones included."""
+        return min(len(self.x), self.steps * self.batch_size) + self.steps * self.labelled_batch
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The epoch's (x, y) global batches, x transformed as the model scores it."""
+        g, bs = self.generator, self.batch_size
+        perm = torch.randperm(len(self.x), generator=g, device=self.x.device)
+        for i in range(self.steps):
+            idx = perm[i * bs : (i + 1) * bs]
+            if self.labelled_batch:
+                pick = torch.randint(len(self.labelled), (self.labelled_batch,), generator=g, device=self.x.device)
+                idx = torch.cat([idx, self.labelled[pick]])
+            x = self.x[idx]
+            if self.mutation_rate > 0:
+                x = mutate(x, self.mutation_rate, self.transform.num_levels, g)
+            yield self.transform(x, g), None if self.y is None else self.y[idx]

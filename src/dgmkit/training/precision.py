@@ -1,0 +1,62 @@
+"""The Trainer's precision part: floating point of the forward pass (``autocast`` to bf16 or
+fp16 on CUDA) and, for fp16, the gradient scaler (its backward pass, and its step, which it
+skips itself where the scaled gradients overflowed)."""
+
+import contextlib
+
+import torch
+
+from dgmkit.errors import TrainingError
+
+__all__ = ["MixedPrecision", "resolve_precision"]
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``, ``fp32``, ``bf16`` or ``fp16`` on ``device``: fp32 on a CPU; auto is bf16 on a
+    CUDA device that supports it, else fp16."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+    if device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            raise TrainingError(f"mixed precision ({precision}) is only supported on a CUDA device here")
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return precision
+
+
+class MixedPrecision:
+    def __init__(self, precision: str, device: torch.device):
+        self.name = resolve_precision(precision, device)
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler("cuda") if self.name == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.name in ("bf16", "fp16"):
+            return torch.autocast(self.device_type, dtype=torch.bfloat16 if self.name == "bf16" else torch.float16)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Gradients of ``loss``, unscaled (so that norms and clipping see their true size)."""
+        if self.scaler is None:
+            loss.backward()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer, take: bool, tell_taken: bool = False) -> bool:
+        """The optimiser's step where ``take`` (else the gradients are dropped); whether it was
+        taken. The fp16 scaler may skip a step on its own; ``tell_taken`` finds out (it costs
+        a read of the scale, a synchronisation on CUDA), else a step asked for counts as taken."""
+        if not take:
+            optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()
+            return False
+        if self.scaler is None:
+            optimizer.step()
+            return True
+        scale = self.scaler.get_scale() if tell_taken else None
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        return not (scale is not None and self.scaler.get_scale() < scale)  # a lowered scale: the step was skipped
