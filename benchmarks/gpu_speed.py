@@ -1,0 +1,240 @@
+"""Training-step speed on whatever device is present, side by side in one run (issue 28).
+
+For each model (a preset of configs/, the same network and batch in every contender) the
+script times the same number of training steps of:
+
+- ``dgmkit``: the Trainer (one epoch of exactly the timed steps; no validation, no run folder);
+- ``dgmkit --compile``: the Trainer with ``compile=True`` (its compilation in a warm-up epoch);
+- ``plain``: a minimal loop over the same model object: index, transform, the objective's loss,
+  backward, fused Adam;
+- ``plain compile``: that loop's loss under ``torch.compile``;
+- ``plain graphs``: under ``torch.compile(mode="reduce-overhead")`` (CUDA graphs; CUDA only).
+
+Each contender is warmed up first (compilation included), then timed; the table gives images/s,
+the ratio to the plain eager loop, the peak memory the device held (CUDA) and the fraction of
+the timed part during which the GPU was busy (``nvidia-smi`` sampled every 0.1 s, where it
+exists). Then the importance-sampled NLL of the gated VAE (untrained weights: the time does not
+depend on them): dgmkit's ``importance_sampled_log_likelihood`` against a plain chunked loop.
+
+    python benchmarks/gpu_speed.py [--device auto] [--models gated-vae,pixelcnn] [--steps 200]
+        [--eval-images 10000] [--k 5000] [--no-compile]
+
+On a CPU the compiled contenders take minutes to compile (``--no-compile`` leaves them out) and
+CUDA graphs are skipped. Data: binarized MNIST (and 8-bit MNIST for RealNVP) from $DGMKIT_DATA.
+"""
+
+import argparse
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from _common import data_dir, machine
+
+from dgmkit.config import RunConfig, build_model, build_objective, load_config_file, trainer_options
+from dgmkit.config.codes import run_dataset
+from dgmkit.data import Split
+from dgmkit.devices import resolve_device
+from dgmkit.objectives.importance import importance_sampled_log_likelihood
+from dgmkit.training import Trainer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MODELS = {  # name: (preset, overrides)
+    "gated-vae": ("vampprior-paper-standard.toml", {}),
+    "hvae": ("hvae-vampprior-cpu-hour.toml", {}),
+    "conv-hvae": ("convhvae-vampprior-paper.toml", {}),
+    "pixelcnn": ("arm-bmnist-pixelcnn.toml", {}),
+    "realnvp": ("flow-mnist-realnvp.toml", {}),
+    "masked-diffusion": ("diffusion-bmnist-masked.toml", {}),
+}
+
+
+class BusyMeter:
+    """The fraction of samples in which ``nvidia-smi`` reports the GPU busy (utilization > 0),
+    and the mean utilization, over the time the meter runs; None without nvidia-smi or CUDA."""
+
+    def __init__(self, device: torch.device):
+        self.on = device.type == "cuda" and shutil.which("nvidia-smi") is not None
+        self.index = device.index or 0
+        self.samples: list[float] = []
+
+    def __enter__(self):
+        self._stop = threading.Event()
+        if self.on:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self):
+        query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", f"--id={self.index}"]
+        while not self._stop.is_set():
+            try:
+                self.samples.append(float(subprocess.run(query, capture_output=True, text=True, timeout=5).stdout))
+            except (OSError, ValueError, subprocess.SubprocessError):
+                pass
+            self._stop.wait(0.1)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.on:
+            self._thread.join()
+
+    def utilization(self) -> float | None:
+        return statistics.mean(self.samples) / 100 if self.samples else None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def setting_up(name: str, device: torch.device, data: str) -> tuple:
+    preset, overrides = MODELS[name]
+    values = {**load_config_file(CONFIGS / preset), **overrides, "device": device.type, "data_dir": data}
+    cfg = RunConfig.from_dict(values)
+    dataset = run_dataset(cfg.data)
+    transform = cfg.model.transform(dataset, cfg.data.binarize)
+    init = transform(dataset.train.x, torch.Generator().manual_seed(0)) if cfg.model.needs_init_data else None
+    return cfg, dataset, transform, init
+
+
+def fresh_model(cfg: RunConfig, dataset, init, device: torch.device) -> torch.nn.Module:
+    return build_model(cfg, dataset.event_shape, dataset.num_levels, init).to(device)
+
+
+def time_trainer(cfg, dataset, transform, init, device, steps: int, compile: bool) -> float:
+    """images/s of the Trainer over one epoch of ``steps`` steps, after a warm-up epoch."""
+    b = cfg.optim.batch_size
+    rows = dataset.train.x[: steps * b]
+    options = {**trainer_options(cfg), "epochs": 2, "device": str(device), "compile": compile, "patience": None}
+    trainer = Trainer(fresh_model(cfg, dataset, init, device), build_objective(cfg), Split(rows), transform,
+                      progress=False, **options)  # fmt: skip
+    trainer.epochs = 1
+    trainer.fit()  # warm-up (and compilation)
+    trainer.epochs = 2
+    _sync(device)
+    t0 = time.perf_counter()
+    trainer.fit()
+    _sync(device)
+    return steps * b / (time.perf_counter() - t0)
+
+
+def time_plain(cfg, dataset, transform, init, device, steps: int, mode: str) -> float:
+    """images/s of a minimal loop over the same model: ``mode`` eager, compile or graphs."""
+    model = fresh_model(cfg, dataset, init, device).train()
+    objective = build_objective(cfg)
+    objective.setup(len(dataset.train))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, fused=True)
+    x_all = dataset.train.x[: steps * cfg.optim.batch_size].to(device)
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def loss_of(x: torch.Tensor) -> torch.Tensor:
+        return objective(model, x, 1.0).loss.mean()
+
+    loss_fn = loss_of if mode == "eager" else torch.compile(loss_of, mode="reduce-overhead" if mode == "graphs" else None)
+    b = cfg.optim.batch_size
+
+    def epoch() -> None:
+        perm = torch.randperm(len(x_all), generator=g, device=device)
+        for i in range(steps):
+            x = transform(x_all[perm[i * b : (i + 1) * b]], g)
+            if mode == "graphs":
+                torch.compiler.cudagraph_mark_step_begin()
+            loss = loss_fn(x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    epoch()  # warm-up (and compilation)
+    _sync(device)
+    t0 = time.perf_counter()
+    epoch()
+    _sync(device)
+    return steps * b / (time.perf_counter() - t0)
+
+
+def plain_is_nll(model, x: torch.Tensor, k: int, batch: int, chunk: int) -> torch.Tensor:
+    """log p(x) by importance sampling, written out: batches of ``batch`` datapoints, ``chunk``
+    draws at a time, a running logsumexp."""
+    out = []
+    with torch.no_grad():
+        for xb in x.split(batch):
+            q, prior = model.posterior(xb), model.prior()
+            total = None
+            for s in range(0, k, chunk):
+                z = q.sample((min(chunk, k - s),))  # (S, B, M)
+                log_w = model.likelihood(z.flatten(0, 1)).log_prob(xb.repeat(z.shape[0], *[1] * (xb.dim() - 1)))
+                log_w = log_w.view(z.shape[0], -1) + prior.log_prob(z) - q.log_prob(z)
+                part = torch.logsumexp(log_w.double(), 0)
+                total = part if total is None else torch.logaddexp(total, part)
+            out.append(total - math.log(k))
+    return torch.cat(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    ap.add_argument("--steps", type=int, default=200, help="timed training steps per contender")
+    ap.add_argument("--eval-images", type=int, default=None, help="test images for the NLL (default: 10000 on CUDA, 200)")
+    ap.add_argument("--k", type=int, default=5000)
+    ap.add_argument("--no-compile", action="store_true", help="leave out the compiled contenders")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    data = data_dir()
+    gpu = device.type == "cuda"
+    print(f"machine: {machine()}; device: {torch.cuda.get_device_name(device) if gpu else 'cpu'}", flush=True)
+    modes = ["eager"] + ([] if args.no_compile else ["compile"] + (["graphs"] if gpu else []))
+    print(f"{'model':<18}{'contender':<18}{'images/s':>10}{'ratio':>8}{'peak MiB':>10}{'GPU busy':>10}")
+    for name in args.models.split(","):
+        cfg, dataset, transform, init = setting_up(name, device, data)
+        contenders = [("dgmkit", lambda: time_trainer(cfg, dataset, transform, init, device, args.steps, False))]
+        if not args.no_compile:
+            contenders.append(
+                ("dgmkit --compile", lambda: time_trainer(cfg, dataset, transform, init, device, args.steps, True))
+            )
+        for m in modes:
+            contenders.append((f"plain {m}", lambda m=m: time_plain(cfg, dataset, transform, init, device, args.steps, m)))
+        rows = []
+        for label, run in contenders:
+            if gpu:
+                torch.cuda.reset_peak_memory_stats(device)
+            try:
+                with BusyMeter(device) as meter:
+                    rate = run()
+            except Exception as e:  # noqa: BLE001 - a contender that cannot run is reported, the others go on
+                print(f"{name:<18}{label:<18}  failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}", flush=True)
+                continue
+            peak = f"{torch.cuda.max_memory_allocated(device) / 2**20:10.0f}" if gpu else f"{'-':>10}"
+            busy = meter.utilization()
+            rows.append((label, rate, peak, "-" if busy is None else f"{busy:.0%}"))
+        base = next((rate for label, rate, *_ in rows if label == "plain eager"), None)
+        for label, rate, peak, busy in rows:
+            ratio = f"{rate / base:8.2f}" if base else f"{'-':>8}"
+            print(f"{name:<18}{label:<18}{rate:10.0f}{ratio}{peak}{busy:>10}", flush=True)
+    # the importance-sampled NLL of the gated VAE, k draws per image
+    cfg, dataset, transform, init = setting_up("gated-vae", device, data)
+    model = fresh_model(cfg, dataset, init, device).eval()
+    n = args.eval_images or (10000 if gpu else 200)
+    x = transform(dataset.test.x[torch.randperm(len(dataset.test.x), generator=torch.Generator().manual_seed(0))[:n]],
+                  torch.Generator().manual_seed(1)).to(device)  # fmt: skip
+    for label, fn in (
+        ("dgmkit", lambda: importance_sampled_log_likelihood(model, x, k=args.k)),
+        ("plain chunked", lambda: plain_is_nll(model, x, args.k, 250 if gpu else 32, 256 if gpu else 64)),
+    ):
+        fn() if gpu else None  # warm-up on a GPU (the first kernels compile)
+        _sync(device)
+        t0 = time.perf_counter()
+        ll = fn()
+        _sync(device)
+        print(f"IS-NLL k={args.k} on {n} test images, {label:<14}: {time.perf_counter() - t0:7.2f} s  "
+              f"(mean -log p(x) {-ll.mean().item():.2f} nats, untrained weights)", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
