@@ -24,6 +24,7 @@ CUDA graphs are skipped. Data: binarized MNIST (and 8-bit MNIST for RealNVP) fro
 """
 
 import argparse
+import functools
 import math
 import shutil
 import statistics
@@ -193,13 +194,11 @@ def main() -> None:
     print(f"{'model':<18}{'contender':<18}{'images/s':>10}{'ratio':>8}{'peak MiB':>10}{'GPU busy':>10}")
     for name in args.models.split(","):
         cfg, dataset, transform, init = setting_up(name, device, data)
-        contenders = [("dgmkit", lambda: time_trainer(cfg, dataset, transform, init, device, args.steps, False))]
+        setup = (cfg, dataset, transform, init, device, args.steps)
+        contenders = [("dgmkit", functools.partial(time_trainer, *setup, False))]
         if not args.no_compile:
-            contenders.append(
-                ("dgmkit --compile", lambda: time_trainer(cfg, dataset, transform, init, device, args.steps, True))
-            )
-        for m in modes:
-            contenders.append((f"plain {m}", lambda m=m: time_plain(cfg, dataset, transform, init, device, args.steps, m)))
+            contenders.append(("dgmkit --compile", functools.partial(time_trainer, *setup, True)))
+        contenders += [(f"plain {m}", functools.partial(time_plain, *setup, m)) for m in modes]
         rows = []
         for label, run in contenders:
             if gpu:

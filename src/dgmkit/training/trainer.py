@@ -5,9 +5,10 @@ draws a permutation from a seeded generator, and each step is transform, forward
 step. What happens around those is a part of its own, so that a new training-time feature is a
 new part: the batch source (``batches``), the finite-loss check and the gradient guard
 (``step_guard``), the precision (``precision``), DDP (``data_parallel``), ``--compile``
-(``compiled``), and hooks after each step (the moving average of the weights). A run is repeatable from its seed, and a resumed run ends where the uninterrupted one
-would have: the checkpoint holds the optimizer state, every random generator's state and the
-moving average of the weights where the run keeps one.
+(``compiled``), and hooks after each step (the moving average of the weights). A run is
+repeatable from its seed, and a resumed run ends where the uninterrupted one would have: the
+checkpoint holds the optimizer state, every random generator's state and the moving average of
+the weights where the run keeps one.
 
 Under torchrun (a process group initialised, ``dgmkit.distributed``) the same loop runs on
 every rank: one global batch per step, each rank computing its part through
