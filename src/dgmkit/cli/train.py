@@ -349,7 +349,8 @@ def _fit(
     )
     if resume:
         trainer.resume()  # config.json is rewritten (with the epochs, patience or device asked for) with the next epoch
-        say(f"resuming {out} after epoch {trainer.epoch}")
+        k = trainer.steps_into_epoch
+        say(f"resuming {out} " + (f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"))
     elif trainer.dist.is_main:
         writer.start()
     if trainer.dist.parallel:
@@ -362,6 +363,13 @@ def _fit(
     finally:
         for logger in logs:
             logger.close()
+    if trainer.budget_spent:
+        k, steps = trainer.steps_into_epoch, trainer.steps_per_epoch
+        where = f"in epoch {trainer.epoch + 1} after step {k} of {steps}" if k else f"after epoch {trainer.epoch}"
+        say(
+            f"stopped by --time-budget ({cfg.optim.time_budget:g} s) {where}, with a checkpoint; go on with: "
+            f"dgm train --resume --out {out}"
+        )
     return trainer_result(trainer, objective)
 
 
@@ -408,7 +416,7 @@ def run_train(args: argparse.Namespace) -> int:
     density = " (a log-density of continuous data, not a probability)" if data["transform"] == "continuous" else ""
     step = "EM iteration" if cfg.model.fit == "em" else "epoch"
     best = f"{result.label} {result.best_valid - shift:.3f} nats{density}"
-    if cfg.model.fit != "closed-form":  # a closed-form fit has said what it found
+    if cfg.model.fit != "closed-form" and result.best_epoch >= 0:  # a closed-form fit has said what it found
         say(f"trained {plural(result.epoch, step)}; best validation {best} at {step} {result.best_epoch}")
     say(f"run folder: {out}  (evaluate with: dgm eval {out})")
     return 0

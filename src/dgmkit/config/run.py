@@ -94,6 +94,7 @@ def trainer_options(cfg: RunConfig) -> dict:
         "device": o.device,
         "precision": o.precision,
         "compile": o.compile,
+        "time_budget": o.time_budget,
         **cfg.model.trainer_options(),
     }
 

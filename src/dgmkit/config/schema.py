@@ -105,6 +105,13 @@ class OptimConfig:
         gt=1,
         max=1e6,
     )
+    time_budget: float | None = setting(
+        None,
+        "seconds of training this command may take: it stops at the end of the step in which they run out, with a "
+        "checkpoint that --resume continues exactly (data-parallel runs stop at the end of an epoch)",
+        gt=0,
+        max=1e9,
+    )
     ema: float = setting(
         0.0,
         "decay of a moving average of the weights (e.g. 0.999; 0: off) that validation and best.safetensors hold",
@@ -140,7 +147,7 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "eval": E
 _NON_GRADIENT_KEYS = ("seed", "device")
 _FIT_WORDS = {"closed-form": "in closed form", "em": "by EM"}
 # what --resume may change: how long to go on and where
-FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "em_iterations")
+FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "time_budget", "em_iterations")
 
 
 def _owner(key: str) -> str | None:

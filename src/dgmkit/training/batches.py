@@ -48,11 +48,15 @@ class BatchSource:
         """Rows an epoch trains on, the drawn labelled ones included."""
         return min(len(self.x), self.steps * self.batch_size) + self.steps * self.labelled_batch
 
-    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """The epoch's (x, y) global batches, x transformed as the model scores it."""
+    def epoch(self, perm: torch.Tensor | None = None, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The epoch's (x, y) global batches, x transformed as the model scores it; or, to go on
+        with an epoch that stopped after ``start`` steps, its permutation ``perm`` and the
+        batches from step ``start`` on (the generator must hold the state it had then)."""
         g, bs = self.generator, self.batch_size
-        perm = torch.randperm(len(self.x), generator=g, device=self.x.device)
-        for i in range(self.steps):
+        if perm is None:
+            perm = torch.randperm(len(self.x), generator=g, device=self.x.device)
+        self.perm = perm  # the current epoch's order (a checkpoint within the epoch keeps it)
+        for i in range(start, self.steps):
             idx = perm[i * bs : (i + 1) * bs]
             if self.labelled_batch:
                 pick = torch.randint(len(self.labelled), (self.labelled_batch,), generator=g, device=self.x.device)

@@ -66,6 +66,11 @@ class GradientGuard:
         self.epoch_skipped = 0
         self.epoch_threshold = math.inf  # the lowest threshold in force during the epoch
 
+    def load_epoch(self, skipped: int, norms: list[float], threshold: float | None) -> None:
+        """Go on with an epoch that stopped within: what it had seen (``Trainer``'s checkpoint)."""
+        self.epoch_skipped, self.epoch_norms = skipped, list(norms)
+        self.epoch_threshold = math.inf if threshold is None else threshold
+
     def threshold(self) -> float:
         """The norm above which the next update is skipped (inf: none would be)."""
         limit = self.skip_norm if self.skip_norm is not None else math.inf

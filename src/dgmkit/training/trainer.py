@@ -96,6 +96,8 @@ class Trainer:
         device: str = "auto",
         precision: str = "auto",
         compile: bool = False,
+        time_budget: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
         run_dir: str | Path | None = None,
         config: dict | None = None,
         progress: bool = True,
@@ -159,6 +161,12 @@ class Trainer:
         self.best_epoch = -1
         self.bad_epochs = 0
         self._record_pending = False
+        # --time-budget: fit stops at the end of the step in which the budget runs out (``clock``: seconds)
+        if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
+            raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget}")
+        self.time_budget, self.clock, self._deadline = time_budget, clock, None
+        self.budget_spent = False  # whether the last fit stopped for the budget
+        self._progress: dict | None = None  # where an epoch stopped within (its checkpoint holds it)
         # The trainer owns its random streams: the global ones (used by rsample) are swapped in
         # around each epoch, so other code running between epochs or other trainers in the same
         # process cannot change this run, and a checkpoint can restore them exactly.
@@ -187,6 +195,11 @@ class Trainer:
             self._step_hooks.append(lambda taken: self.ema.update(self.model) if taken else None)
 
     @property
+    def steps_into_epoch(self) -> int:
+        """Steps of the current epoch already taken (a run stopped, or resumed, within an epoch)."""
+        return self._progress["step"] if self._progress else 0
+
+    @property
     def skipped_steps(self) -> int:
         """Updates skipped in the whole run (``skip_grad_norm``, ``skip_grad_factor``)."""
         return self.guard.skipped_total
@@ -203,6 +216,8 @@ class Trainer:
     # ----------------------------------------------------------------- state
     def _rng_state(self) -> dict[str, torch.Tensor]:
         state = {"torch": self._torch_state, "data": self.generator.get_state()}
+        if self._progress:
+            state["epoch_perm"] = self._progress["perm"]  # the order of the epoch under way
         if self._cuda_state is not None:
             state["cuda"] = self._cuda_state
         return state
@@ -232,6 +247,7 @@ class Trainer:
             **self.guard.state(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             **({"ema_updates": self.ema.updates} if self.ema is not None else {}),
+            **({"epoch_progress": {k: v for k, v in self._progress.items() if k != "perm"}} if self._progress else {}),
         }
 
     def ema_weights(self) -> contextlib.AbstractContextManager:
@@ -315,6 +331,7 @@ class Trainer:
             self._torch_state = torch.Generator().manual_seed(self._rank_seed(self.epoch)).get_state()
         if "cuda" in rng and self.device.type == "cuda":
             self._cuda_state = rng["cuda"]
+        self._progress = self._checked_progress(t.get("epoch_progress"), rng.get("epoch_perm"), path)
         if self.writer is not None:
             self.writer.truncate_metrics(self.epoch)
             self._record_pending = True  # config.json gets the resumed settings with the first epoch's files
@@ -327,8 +344,16 @@ class Trainer:
         total_loss, total_score = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
         beta = self.beta
         self.guard.start_epoch()
+        progress, self._progress, perm, start = self._progress, None, None, 0
+        if progress is not None:  # an epoch that stopped within: on from where it stopped
+            perm, start, beta = progress["perm"].to(self.device), progress["step"], progress["beta"]
+            total_loss.fill_(progress["loss_sum"])
+            total_score.fill_(progress["score_sum"])
+            norms = [math.nan if v is None else v for v in progress["norms"]]
+            self.guard.load_epoch(progress["skipped"], norms, progress["threshold"])
         with self._progress_bar() as bar:
-            for i, (x, y) in enumerate(self.batches.epoch()):
+            bar.update(start)
+            for i, (x, y) in enumerate(self.batches.epoch(perm, start), start):
                 beta = kl_weight(self.beta, self.warmup_epochs, self.step, self.steps_per_epoch)
                 self.objective.update(self.step)
                 rows = x.shape[0]  # of the global batch
@@ -353,7 +378,55 @@ class Trainer:
                 bar.update(1)
                 if self.progress and i % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
+                if i + 1 < self.steps_per_epoch and self._out_of_time(within_epoch=True):
+                    raise _BudgetSpent(self._epoch_progress(i + 1, total_loss, total_score, beta))
         return self._epoch_metrics(total_loss, total_score, beta)
+
+    def _out_of_time(self, within_epoch: bool = False) -> bool:
+        """Whether --time-budget has run out. Data-parallel ranks decide together at the end of
+        an epoch only (rank 0's clock), never within one."""
+        if self._deadline is None or (within_epoch and self.dist.parallel):
+            return False
+        return bool(distributed.broadcast_object(self.clock() >= self._deadline))
+
+    def _epoch_progress(self, steps: int, total_loss: torch.Tensor, total_score: torch.Tensor, beta: float) -> dict:
+        """What a checkpoint within an epoch keeps, so that --resume goes on from the next step."""
+        return {
+            "step": steps,
+            "loss_sum": float(total_loss),
+            "score_sum": float(total_score),
+            "beta": float(beta),
+            "skipped": self.guard.epoch_skipped,
+            "norms": [v if math.isfinite(v) else None for v in self.guard.epoch_norms],  # None: not finite
+            "threshold": self.guard.epoch_threshold if math.isfinite(self.guard.epoch_threshold) else None,
+            "perm": self.batches.perm.detach().cpu().clone(),
+        }
+
+    def _checked_progress(self, p: object, perm: object, path: Path) -> dict | None:
+        """A checkpoint's place within an epoch, type-, range- and consistency-checked (None: none)."""
+        if p is None and perm is None:
+            return None
+        n, steps = len(self.train_x), self.steps_per_epoch
+        bad = CheckpointError(f"{path}: the place within an epoch it records is malformed or does not fit this run")
+        if not isinstance(p, dict) or not isinstance(perm, torch.Tensor):
+            raise bad
+        step, skipped, norms, threshold = p.get("step"), p.get("skipped"), p.get("norms"), p.get("threshold")
+        numbers = [p.get(k) for k in ("loss_sum", "score_sum", "beta")]
+        ok = (
+            _count(step, 1, steps - 1)
+            and all(isinstance(v, float) and math.isfinite(v) for v in numbers)
+            and isinstance(norms, list)
+            and len(norms) <= step
+            and all(v is None or isinstance(v, float) for v in norms)
+            and _count(skipped, 0, len(norms))
+            and (threshold is None or (isinstance(threshold, float) and threshold >= 0))
+            and perm.dtype == torch.int64
+            and perm.shape == (n,)
+            and torch.equal(perm.sort().values, torch.arange(n))
+        )
+        if not ok:
+            raise bad
+        return {**p, "perm": perm}
 
     def _progress_bar(self) -> tqdm:
         return tqdm(
@@ -431,20 +504,29 @@ class Trainer:
         """Train from the current epoch to ``epochs`` (or until early stopping); returns the
         per-epoch metrics of this call."""
         history = []
+        self.budget_spent = False
+        self._deadline = None if self.time_budget is None else self.clock() + self.time_budget
         while self.epoch < self.epochs:
+            if history and self._out_of_time():  # (a call takes one step at least: every call goes on)
+                self.budget_spent = True
+                break
             t0 = time.perf_counter()
+            try:
+                with self._own_rng():
+                    metrics = {"epoch": self.epoch + 1, **self._train_epoch()}
+            except _BudgetSpent as stop:  # within the epoch: its place is checkpointed, with the random states
+                self._progress, self.budget_spent = stop.progress, True
+                self._write_started()
+                self.save()
+                break
             with self._own_rng():
-                metrics = {"epoch": self.epoch + 1, **self._train_epoch()}
                 train_time = time.perf_counter() - t0
                 metrics["images_per_s"] = len(self.train_x) / train_time
                 self._check_finite(metrics)  # before validation, which NaN weights could make fail unclearly
                 if self._valid_x is not None:
                     metrics.update(self.validate())
                     self._check_finite(metrics, check_state=False)
-            if self._record_pending:
-                if self.writer is not None:
-                    self.writer.start()
-                self._record_pending = False
+            self._write_started()
             self.epoch += 1
             improved = self._track_best(metrics)
             metrics["time_s"] = time.perf_counter() - t0
@@ -463,6 +545,13 @@ class Trainer:
                 break
         distributed.barrier()  # the other ranks wait for rank 0's last files
         return history
+
+    def _write_started(self) -> None:
+        """A resumed run's config.json (its resumed settings), with its first files."""
+        if self._record_pending:
+            if self.writer is not None:
+                self.writer.start()
+            self._record_pending = False
 
     def _check_finite(self, metrics: dict, check_state: bool = True) -> None:
         """Divergence ends the run before anything of the epoch is written: a non-finite
@@ -504,6 +593,18 @@ def _first_line(e: BaseException) -> str:
 
 
 _COUNTERS = {"epoch": 0, "step": 0, "best_epoch": -1, "bad_epochs": 0, "skipped_steps": 0}
+
+
+class _BudgetSpent(Exception):
+    """--time-budget ran out within an epoch: ``progress`` is where (``Trainer._epoch_progress``)."""
+
+    def __init__(self, progress: dict):
+        super().__init__("the time budget ran out")
+        self.progress = progress
+
+
+def _count(v: object, lowest: int, highest: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lowest <= v <= highest
 
 
 def _checked_counters(t: object, path: Path) -> dict:

@@ -1,0 +1,124 @@
+"""--time-budget: a run stops at the end of the step in which its budget runs out, with a
+checkpoint from which --resume goes on exactly (within an epoch too), so that a long run can be
+done as several shorter commands."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from dgmkit.cli.main import main
+from dgmkit.config import RunConfig, build_model, build_objective
+from dgmkit.data import load_dataset, make_transform
+from dgmkit.errors import CheckpointError
+from dgmkit.training import Trainer
+
+
+class Clock:
+    """A clock that advances one second each time it is read: a budget of T seconds runs out
+    after a known number of readings (one when fit starts, one before each epoch but the first
+    of the call, one after each step but an epoch's last)."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+CFG = RunConfig.of(dataset="digits", hidden=[16], latent_dim=3, batch_size=64, epochs=3, seed=5, ema=0.9, device="cpu")
+
+
+def _trainer(digits, run_dir, **kw) -> Trainer:
+    model = build_model(CFG, digits.event_shape, digits.num_levels)
+    return Trainer(
+        model, build_objective(CFG), digits.train, make_transform("bernoulli", digits), valid=digits.valid, epochs=3,
+        batch_size=64, seed=5, ema=0.9, run_dir=run_dir, progress=False, device="cpu", skip_grad_factor=1.5, **kw,
+    )  # fmt: skip
+
+
+def _tensors(path) -> dict:
+    return load_file(str(path / "checkpoint.safetensors"))
+
+
+def test_a_run_stopped_within_epochs_and_resumed_ends_bit_for_bit_as_the_uninterrupted_one(digits, tmp_path):
+    whole = _trainer(digits, tmp_path / "whole")
+    whole.fit()
+    steps = whole.steps_per_epoch  # 19 steps per epoch
+    run = tmp_path / "parts"
+    first = _trainer(digits, run, time_budget=5.5, clock=Clock())  # out after step 6 of epoch 1
+    assert first.fit() == [] and first.budget_spent and first.steps_into_epoch == 6 and first.step == 6
+    assert not (run / "metrics.jsonl").exists()  # no epoch finished
+    done = 6
+    for budget in (steps + 4.5, 2.5, 1000.0):  # into epoch 2, a little further, then to the end
+        t = _trainer(digits, run, time_budget=budget, clock=Clock())
+        t.resume()
+        assert t.step == done
+        t.fit()
+        done = t.step
+    assert not t.budget_spent and t.epoch == 3
+    a, b = _tensors(tmp_path / "whole"), _tensors(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lines = [[json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()] for p in (tmp_path / "whole", run)]
+    drop = ("time_s", "images_per_s")
+    assert [{k: v for k, v in m.items() if k not in drop} for m in lines[0]] == [
+        {k: v for k, v in m.items() if k not in drop} for m in lines[1]
+    ]
+
+
+def test_a_budget_that_runs_out_with_an_epoch_stops_before_the_next(digits, tmp_path):
+    t = _trainer(digits, tmp_path, time_budget=18.5, clock=Clock())  # 1 + 18 readings in epoch 1, the 20th after it
+    history = t.fit()
+    assert len(history) == 1 and t.budget_spent and t.steps_into_epoch == 0 and t.epoch == 1
+
+
+def _rewrite(path, change_trainer=None, change_tensors=None) -> None:
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    counters = json.loads(meta["trainer"])
+    if change_trainer:
+        change_trainer(counters)
+    meta["trainer"] = json.dumps(counters)
+    if change_tensors:
+        change_tensors(tensors)
+    save_file(tensors, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize(
+    "what, change_trainer, change_tensors",
+    [
+        ("step beyond the epoch", lambda c: c["epoch_progress"].update(step=10**6), None),
+        ("step 0", lambda c: c["epoch_progress"].update(step=0), None),
+        ("a loss that is not a number", lambda c: c["epoch_progress"].update(loss_sum="x"), None),
+        ("more skipped than seen", lambda c: c["epoch_progress"].update(skipped=99), None),
+        ("no order", None, lambda t: t.pop("rng/epoch_perm")),
+        ("an order with a repeat", None, lambda t: t["rng/epoch_perm"].__setitem__(0, t["rng/epoch_perm"][1].item())),
+        ("an order of another length", None, lambda t: t.update({"rng/epoch_perm": t["rng/epoch_perm"][:-1].clone()})),
+        ("an order of floats", None, lambda t: t.update({"rng/epoch_perm": t["rng/epoch_perm"].double()})),
+    ],
+)
+def test_a_crafted_place_within_an_epoch_is_refused(digits, tmp_path, what, change_trainer, change_tensors):
+    _trainer(digits, tmp_path, time_budget=7.5, clock=Clock()).fit()
+    _rewrite(tmp_path / "checkpoint.safetensors", change_trainer, change_tensors)
+    with pytest.raises(CheckpointError):
+        _trainer(digits, tmp_path).resume()
+
+
+def test_dgm_train_time_budget_says_where_it_stopped_and_how_to_go_on(tmp_path, capsys):
+    args = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "3", "--batch-size", "8", "--epochs", "2"]
+    out = str(tmp_path / "r")
+    assert main([*args, "--time-budget", "1e-6", "--out", out]) == 0  # out of time after the first step
+    said = capsys.readouterr().out
+    assert "stopped by --time-budget (1e-06 s) in epoch 1 after step 1 of 150" in said and "--resume --out" in said
+    assert main([*args, "--resume", "--time-budget", "1e9", "--out", out]) == 0
+    said = capsys.readouterr().out
+    assert "resuming" in said and "in epoch 1 after step 1" in said and "trained 2 epochs" in said
