@@ -487,6 +487,35 @@ def test_dgm_train_nproc_says_which_rank_was_killed_and_the_others_stop_in_one_l
             proc.kill()
     assert proc.returncode == 1, err
     assert "the process of rank 1 was ended by SIGKILL" in err, err
-    assert "dgm: error: rank 0 lost contact with another process of this run" in err, err
+    # rank 0 either noticed first (in a collective) or was ended by the launcher: said either way, never as a cause
+    lost = "dgm: error: rank 0 lost contact with another process of this run" in err
+    assert lost or "dgm: note: rank 0 stopped with the run" in err, err
+    assert "rank 0 was ended by" not in err, err
     for sign in ("Traceback", "internal error", "ChildFailedError"):
         assert sign not in err, err
+
+
+@pytest.mark.parametrize(
+    "codes, said, status",
+    [
+        ({0: -15, 1: -9}, ["the process of rank 1 was ended by SIGKILL", "note: rank 0 stopped with the run"], 1),
+        ({0: 1, 1: -15}, ["note: rank 1 stopped with the run", "dgm: error (rank 1): the other line"], 1),
+        ({0: -15, 1: -15}, ["rank 0 was ended by SIGTERM", "rank 1 was ended by SIGTERM"], 1),  # ended from outside
+        ({1: 2}, [], 2),
+    ],
+)
+def test_the_launcher_names_causes_not_the_ranks_it_stopped(codes, said, status, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from dgmkit.cli.launch import report
+
+    (tmp_path / "rank-0.txt").write_text("dgm: error: the line\n")
+    (tmp_path / "rank-1.txt").write_text("dgm: error: the other line\n" if codes.get(0) == 1 else "dgm: error: the line\n")
+    assert report({r: SimpleNamespace(exitcode=c) for r, c in codes.items()}, tmp_path) == status
+    err = capsys.readouterr().err
+    for s in said:
+        assert s in err, err
+    if codes.get(0) != 1:
+        assert "the line" not in err  # rank 1's line is rank 0's, which rank 0 has said: not repeated
+    if codes.get(0) == -15 and codes.get(1) == -9:
+        assert "rank 0 was ended" not in err

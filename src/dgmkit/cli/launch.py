@@ -9,7 +9,9 @@ other than 0 leave their error lines in a folder that this launcher made, named 
 named with the signal. The agent's own log lines and its ChildFailedError report are left out.
 
 Exit status: 0 when every rank succeeded, else the highest status of a rank that exited with
-one (1: a user error, 2: a bug), or 1 when ranks were ended by signals.
+one (1: a user error, 2: a bug), or 1 when ranks were ended by signals. Once one rank fails,
+torchrun's agent ends the others with SIGTERM: those are said to have stopped with the run (a
+rank that noticed the failure first says so itself: "lost contact with another process").
 """
 
 import logging
@@ -19,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["RANK_ERRORS_ENV", "launch", "rank_error_file"]
+__all__ = ["RANK_ERRORS_ENV", "launch", "rank_error_file", "report"]
 
 RANK_ERRORS_ENV = "DGMKIT_RANK_ERRORS"
 _MAX_LINE = 4096
@@ -68,17 +70,30 @@ def launch(nproc: int, args: list[str]) -> int:
             return 0
         except ChildFailedError as e:
             failures = e.failures
-        shown = {_read_line(Path(folder) / "rank-0.txt")}  # rank 0 has said its line
-        for rank in sorted(r for r in failures if r):
-            line = _read_line(Path(folder) / f"rank-{rank}.txt")
-            if line and line not in shown:
-                print(line.replace("dgm: error: ", f"dgm: error (rank {rank}): ", 1), file=sys.stderr)
-                shown.add(line)
-        killed = {r: f.exitcode for r, f in failures.items() if f.exitcode < 0}
-        for rank, code in sorted(killed.items()):
+        return report(failures, Path(folder))
+
+
+def report(failures: dict, folder: Path) -> int:
+    """Say what the failed ranks (``{rank: failure with .exitcode}``) left to say, once each,
+    and the launcher's exit status."""
+    shown = {_read_line(folder / "rank-0.txt")}  # rank 0 has said its line
+    for rank in sorted(r for r in failures if r):
+        line = _read_line(folder / f"rank-{rank}.txt")
+        if line and line not in shown:
+            print(line.replace("dgm: error: ", f"dgm: error (rank {rank}): ", 1), file=sys.stderr)
+            shown.add(line)
+    killed = {r: f.exitcode for r, f in failures.items() if f.exitcode < 0}
+    codes = [f.exitcode for f in failures.values() if f.exitcode > 0]
+    # once a process fails, torchrun's agent ends the others with SIGTERM: those are not causes
+    caused = bool(codes) or any(code != -signal.SIGTERM for code in killed.values())
+    stopped = [r for r, code in killed.items() if caused and code == -signal.SIGTERM]
+    for rank, code in sorted(killed.items()):
+        if rank not in stopped:
             print(f"dgm: error: the process of rank {rank} was ended by {_signal_name(code)}", file=sys.stderr)
-        codes = [f.exitcode for f in failures.values() if f.exitcode > 0]
-        return max(codes) if codes else 1
+    if stopped:
+        ranks = ", ".join(map(str, sorted(stopped)))
+        print(f"dgm: note: rank{'s' if len(stopped) > 1 else ''} {ranks} stopped with the run", file=sys.stderr)
+    return max(codes) if codes else 1
 
 
 if __name__ == "__main__":
