@@ -8,6 +8,7 @@ from tests.test_cli import assert_clean_failure, run
 from dgmkit.cli.main import main
 from dgmkit.coding import decode_images, encode_images
 from dgmkit.conditional import BernoulliHead, CategoricalHead
+from dgmkit.errors import DataError
 from dgmkit.models.autoregressive import CausalConvARM, GatedPixelCNN
 
 
@@ -146,6 +147,9 @@ def test_the_file_records_the_coding_device_and_decodes_only_on_that_kind(coder_
         ("old.dgmz", {k: v for k, v in f.header.items() if k != "device"}),
     ):
         (tmp_path / name).write_bytes(write_container(header, f.payload))
+    for crafted in ("", " cpu", "mps", "CPU", "cpu\u202e", "cuda ()", "cuda (" + "x" * 151 + ")", 3):
+        with pytest.raises(DataError, match="'device' must be"):
+            write_container({**f.header, "device": crafted}, f.payload)  # the schema decompress applies
     code, _, err = run(capsys, "decompress", tmp_path / "gpu.dgmz", "--run", r / "a", "--out", tmp_path / "o.npy")
     assert_clean_failure(code, err, "decompress with --device cuda")
     assert not (tmp_path / "o.npy").exists()

@@ -519,3 +519,29 @@ def test_the_launcher_names_causes_not_the_ranks_it_stopped(codes, said, status,
         assert "the line" not in err  # rank 1's line is rank 0's, which rank 0 has said: not repeated
     if codes.get(0) == -15 and codes.get(1) == -9:
         assert "rank 0 was ended" not in err
+
+
+@pytest.mark.parametrize(
+    "env, said",
+    [
+        ({"WORLD_SIZE": "\u00b2"}, "WORLD_SIZE"),
+        ({"WORLD_SIZE": "2", "RANK": "abc", "LOCAL_RANK": "0"}, "RANK ('abc') is not a rank from 0 to WORLD_SIZE - 1 (1)"),
+        ({"WORLD_SIZE": "2", "RANK": "5", "LOCAL_RANK": "0"}, "RANK ('5') is not a rank"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "-1"}, "LOCAL_RANK ('-1') is not a rank"),
+    ],
+)
+def test_a_bad_torchrun_environment_is_refused_in_one_line(env, said, monkeypatch, capsys):
+    from dgmkit.cli.main import main
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(os, "_exit", lambda status: (_ for _ in ()).throw(SystemExit(status)))
+    try:
+        status = main(["eval", "no-such-run"])  # refused before it is a rank
+    except SystemExit as e:  # a rank process ends with its status
+        status = e.code
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.count("dgm: error:") == 1 and said in err, err

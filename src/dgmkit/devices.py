@@ -28,13 +28,15 @@ def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
     if device == "cpu":
         return torch.device("cpu")
     index = device.removeprefix("cuda:") if device.startswith("cuda:") else None
-    if device != "cuda" and not (index is not None and index.isdigit()):
+    if device != "cuda" and not (index is not None and index.isascii() and index.isdigit() and len(index) < 6):
         raise ConfigError(f"unknown device {device[:40]!r}; choose auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         raise ConfigError(f"--device {device} was asked for, but no CUDA device is available (use --device cpu or auto)")
-    if index is not None and int(index) >= torch.cuda.device_count():
+    if index is None:
+        return torch.device("cuda")
+    if int(index) >= torch.cuda.device_count():
         raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return torch.device(device)
+    return torch.device("cuda", int(index))
 
 
 def device_of(module: torch.nn.Module) -> torch.device:

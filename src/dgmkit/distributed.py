@@ -73,7 +73,7 @@ def launched_by_torchrun() -> bool:
     """Whether this process is one of several that torchrun started (``WORLD_SIZE`` > 1; a
     ``WORLD_SIZE`` that is not a whole number from 1 is refused with ConfigError)."""
     text = os.environ.get("WORLD_SIZE", "1").strip() or "1"
-    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 1_000_000:
         raise ConfigError(f"the environment's WORLD_SIZE ({text[:40]!r}) is not a number of processes from 1")
     return int(text) > 1
 
@@ -95,6 +95,13 @@ def init_from_environment() -> Context:
     for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         if key not in os.environ:
             raise ConfigError(f"WORLD_SIZE is set but {key} is not: start several processes with torchrun")
+    world = int(os.environ["WORLD_SIZE"])
+    for key in ("RANK", "LOCAL_RANK"):
+        text = os.environ[key].strip()
+        if not (text.isascii() and text.isdigit()) or int(text) >= world:
+            raise ConfigError(
+                f"the environment's {key} ({text[:40]!r}) is not a rank from 0 to WORLD_SIZE - 1 ({world - 1})"
+            )
     backend = "gloo"
     if torch.cuda.is_available():  # gloo for CPU tensors, nccl for CUDA ones: whichever device the run uses
         local, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()

@@ -24,6 +24,7 @@ from pathlib import Path
 __all__ = ["RANK_ERRORS_ENV", "launch", "rank_error_file", "report"]
 
 RANK_ERRORS_ENV = "DGMKIT_RANK_ERRORS"
+_RUN_ENV = "DGMKIT_RANK_ERRORS_RUN"  # the launcher's run id: the folder is used only by ranks of that run
 _MAX_LINE = 4096
 
 
@@ -31,7 +32,8 @@ def rank_error_file(rank: int) -> Path | None:
     """Where a rank writes its error line under this launcher (None: not under it). Rank 0
     also says it on stderr at once; the others leave it to the launcher."""
     folder = os.environ.get(RANK_ERRORS_ENV)
-    return Path(folder) / f"rank-{rank}.txt" if folder else None
+    ours = folder and os.environ.get(_RUN_ENV) and os.environ.get(_RUN_ENV) == os.environ.get("TORCHELASTIC_RUN_ID")
+    return Path(folder) / f"rank-{rank}.txt" if ours else None
 
 
 def _signal_name(exitcode: int) -> str:
@@ -55,14 +57,16 @@ def launch(nproc: int, args: list[str]) -> int:
     """Run ``python -m dgmkit *args`` as ``nproc`` ranks on this machine; their status."""
     import uuid
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # dgmkit reports, not the agent
     with tempfile.TemporaryDirectory(prefix="dgmkit-ranks-") as folder:
-        os.environ[RANK_ERRORS_ENV] = folder
+        run_id = str(uuid.uuid4())
+        os.environ.update({RANK_ERRORS_ENV: folder, _RUN_ENV: run_id})
         config = LaunchConfig(
-            min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
+            min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=run_id, rdzv_backend="c10d",
             rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
         )  # fmt: skip
         try:
@@ -70,6 +74,9 @@ def launch(nproc: int, args: list[str]) -> int:
             return 0
         except ChildFailedError as e:
             failures = e.failures
+        except SignalException as e:  # the launcher itself was interrupted or terminated: the ranks are ended
+            print(f"dgm: interrupted ({signal.Signals(e.sigval).name}); the processes were stopped", file=sys.stderr)
+            return 130
         return report(failures, Path(folder))
 
 
@@ -80,7 +87,8 @@ def report(failures: dict, folder: Path) -> int:
     for rank in sorted(r for r in failures if r):
         line = _read_line(folder / f"rank-{rank}.txt")
         if line and line not in shown:
-            print(line.replace("dgm: error: ", f"dgm: error (rank {rank}): ", 1), file=sys.stderr)
+            tagged = line.replace("dgm: error: ", f"dgm: error (rank {rank}): ", 1)
+            print(tagged if tagged != line else line.replace("dgm: ", f"dgm (rank {rank}): ", 1), file=sys.stderr)
             shown.add(line)
     killed = {r: f.exitcode for r, f in failures.items() if f.exitcode < 0}
     codes = [f.exitcode for f in failures.values() if f.exitcode > 0]

@@ -128,7 +128,8 @@ def _error_line(line: str) -> None:
     from dgmkit.cli.launch import rank_error_file
 
     rank = os.environ.get("RANK", "0")
-    path = rank_error_file(int(rank)) if rank.isdigit() and os.environ.get("WORLD_SIZE", "1") != "1" else None
+    parallel = os.environ.get("WORLD_SIZE", "1") != "1" and rank.isascii() and rank.isdigit()
+    path = rank_error_file(int(rank)) if parallel else None
     if path is not None:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)

@@ -142,6 +142,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
             f"--resume continues {out} as it was configured; these contradict it: {shown}. "
             f"Only {', '.join(FREE_ON_RESUME)} may change; train into a new --out for other settings"
         )
+    stored = stored.replace(time_budget=None)  # a budget is the command's that names it, never carried over
     return stored.replace(**{k: v for k, v in asked.items() if k in FREE_ON_RESUME})
 
 

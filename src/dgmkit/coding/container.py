@@ -108,6 +108,9 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
+_DEVICE = re.compile(r"cpu|cuda( \([^()]{1,150}\))?")  # coding_device's names
+
+
 def _text(h: dict, key: str, source: str, max_len: int = MAX_TEXT) -> str:
     v = h[key]
     if not isinstance(v, str) or len(v) > max_len or _CONTROL.search(v):
@@ -172,7 +175,9 @@ def check_header(header: Any, source: str = "the file") -> dict:
     _text(h, "dgmkit_version", source, 100)
     _text(h, "coder", source)
     if "device" in h:
-        _text(h, "device", source, 200)
+        device = _text(h, "device", source, 200)
+        if not _DEVICE.fullmatch(device) or any(unicodedata.category(c) == "Cf" for c in device):
+            raise DataError(f"{source} has a bad header: 'device' must be 'cpu' or 'cuda (GPU NAME)', got {_short(device)}")
     for key in ("model_fingerprint", "content_sha256"):
         v = h[key]
         if not isinstance(v, str) or not _HEX64.fullmatch(v):

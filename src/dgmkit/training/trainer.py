@@ -347,10 +347,12 @@ class Trainer:
         progress, self._progress, perm, start = self._progress, None, None, 0
         if progress is not None:  # an epoch that stopped within: on from where it stopped
             perm, start, beta = progress["perm"].to(self.device), progress["step"], progress["beta"]
-            total_loss.fill_(progress["loss_sum"])
-            total_score.fill_(progress["score_sum"])
+            if self.dist.is_main:  # the sums so far are global: one rank holds them, the ranks' sums are added
+                total_loss.fill_(progress["loss_sum"])
+                total_score.fill_(progress["score_sum"])
             norms = [math.nan if v is None else v for v in progress["norms"]]
             self.guard.load_epoch(progress["skipped"], norms, progress["threshold"])
+        self._epoch_share = (self.steps_per_epoch - start) / self.steps_per_epoch  # of the epoch trained in this call
         with self._progress_bar() as bar:
             bar.update(start)
             for i, (x, y) in enumerate(self.batches.epoch(perm, start), start):
@@ -414,10 +416,10 @@ class Trainer:
         numbers = [p.get(k) for k in ("loss_sum", "score_sum", "beta")]
         ok = (
             _count(step, 1, steps - 1)
-            and all(isinstance(v, float) and math.isfinite(v) for v in numbers)
+            and all(isinstance(v, float) and abs(v) <= torch.finfo(torch.float32).max for v in numbers)
             and isinstance(norms, list)
             and len(norms) <= step
-            and all(v is None or isinstance(v, float) for v in norms)
+            and all(v is None or (isinstance(v, float) and v >= 0) for v in norms)
             and _count(skipped, 0, len(norms))
             and (threshold is None or (isinstance(threshold, float) and threshold >= 0))
             and perm.dtype == torch.int64
@@ -464,12 +466,18 @@ class Trainer:
         return self.objective(self.model, x, beta)
 
     def _nan_message(self, loss: torch.Tensor) -> str:
-        where = f" in {self.run_dir / 'checkpoint.safetensors'}" if self.run_dir else ""
-        kept = f"the last good checkpoint (epoch {self.epoch}) is kept{where}" if self.epoch else "no checkpoint exists"
         return (
-            f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; {kept}. "
+            f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; {self._kept()}. "
             "Try a lower --lr or --grad-clip"
         )
+
+    def _kept(self) -> str:
+        """Which checkpoint a run that stops now leaves (for its error message)."""
+        path = None if self.run_dir is None else self.run_dir / "checkpoint.safetensors"
+        if self.epoch == 0 and (path is None or not path.is_file()):
+            return "no checkpoint was written"
+        what = f"of epoch {self.epoch}" if self.epoch else "written within epoch 1"
+        return f"the last good checkpoint ({what}) is kept" + (f" in {path}" if path is not None else "")
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -521,7 +529,7 @@ class Trainer:
                 break
             with self._own_rng():
                 train_time = time.perf_counter() - t0
-                metrics["images_per_s"] = len(self.train_x) / train_time
+                metrics["images_per_s"] = len(self.train_x) * self._epoch_share / train_time  # (this call's part)
                 self._check_finite(metrics)  # before validation, which NaN weights could make fail unclearly
                 if self._valid_x is not None:
                     metrics.update(self.validate())
@@ -567,9 +575,7 @@ class Trainer:
 
     def _epoch_lost(self, how: str = "stopped") -> str:
         """What a run that ends in the current epoch keeps (the start of an error message)."""
-        where = f" in {self.run_dir}" if self.run_dir else ""
-        kept = f"the checkpoint of epoch {self.epoch} is kept{where}" if self.epoch else "no checkpoint was written"
-        return f"training {how} in epoch {self.epoch + 1}, of which nothing was written ({kept})"
+        return f"training {how} in epoch {self.epoch + 1}, of which nothing more was written ({self._kept()})"
 
     def _ema_state(self) -> dict[str, torch.Tensor] | None:
         return self.ema.weights if self.ema is not None else None
