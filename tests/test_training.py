@@ -112,7 +112,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
             return terms
 
     trainer = make_trainer(digits, tmp_path, objective=Poisoned())
-    with pytest.raises(TrainingError, match=r"nan at epoch 2.*last good checkpoint \(of epoch 1\)"):
+    with pytest.raises(TrainingError, match=r"nan at epoch 2.*checkpoint of epoch 1 is kept"):
         trainer.fit()
     ckpt = load_checkpoint(tmp_path / "checkpoint.safetensors")
     assert ckpt["trainer"]["epoch"] == 1

@@ -477,7 +477,7 @@ class Trainer:
         if self.epoch == 0 and (path is None or not path.is_file()):
             return "no checkpoint was written"
         what = f"of epoch {self.epoch}" if self.epoch else "written within epoch 1"
-        return f"the last good checkpoint ({what}) is kept" + (f" in {path}" if path is not None else "")
+        return f"the checkpoint {what} is kept" + (f" in {path}" if path is not None else "")
 
     @torch.no_grad()
     def validate(self) -> dict:
