@@ -17,7 +17,7 @@ exists). Then the importance-sampled NLL of the gated VAE (untrained weights: th
 depend on them): dgmkit's ``importance_sampled_log_likelihood`` against a plain chunked loop.
 
     python benchmarks/gpu_speed.py [--device auto] [--models gated-vae,pixelcnn] [--steps 200]
-        [--eval-images 10000] [--k 5000] [--no-compile]
+        [--eval-images 10000] [--k 5000] [--no-compile] [--precision auto] [--contenders ...]
 
 On a CPU the compiled contenders take minutes to compile (``--no-compile`` leaves them out) and
 CUDA graphs are skipped. Data: binarized MNIST (and 8-bit MNIST for RealNVP) from $DGMKIT_DATA.
@@ -41,8 +41,10 @@ from dgmkit.config import RunConfig, build_model, build_objective, load_config_f
 from dgmkit.config.codes import run_dataset
 from dgmkit.data import Split
 from dgmkit.devices import resolve_device
+from dgmkit.distributions import complete_data
 from dgmkit.objectives.importance import importance_sampled_log_likelihood
 from dgmkit.training import Trainer
+from dgmkit.training.precision import MixedPrecision
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS = {  # name: (preset, overrides)
@@ -52,6 +54,7 @@ MODELS = {  # name: (preset, overrides)
     "pixelcnn": ("arm-bmnist-pixelcnn.toml", {}),
     "realnvp": ("flow-mnist-realnvp.toml", {}),
     "masked-diffusion": ("diffusion-bmnist-masked.toml", {}),
+    "residual-hvae": ("hvae-residual-cpu-hour.toml", {}),
 }
 
 
@@ -94,6 +97,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(device: torch.device, fn) -> tuple[float, float | None]:
+    """Seconds that ``fn()`` takes on ``device`` (waited for), and the GPU's busy fraction meanwhile."""
+    _sync(device)
+    with BusyMeter(device) as meter:
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        seconds = time.perf_counter() - t0
+    return seconds, meter.utilization()
+
+
 def setting_up(name: str, device: torch.device, data: str) -> tuple:
     preset, overrides = MODELS[name]
     values = {**load_config_file(CONFIGS / preset), **overrides, "device": device.type, "data_dir": data}
@@ -108,25 +122,24 @@ def fresh_model(cfg: RunConfig, dataset, init, device: torch.device) -> torch.nn
     return build_model(cfg, dataset.event_shape, dataset.num_levels, init).to(device)
 
 
-def time_trainer(cfg, dataset, transform, init, device, steps: int, compile: bool) -> float:
+def time_trainer(cfg, dataset, transform, init, device, steps: int, precision: str, compile: bool) -> float:
     """images/s of the Trainer over one epoch of ``steps`` steps, after a warm-up epoch."""
     b = cfg.optim.batch_size
     rows = dataset.train.x[: steps * b]
-    options = {**trainer_options(cfg), "epochs": 2, "device": str(device), "compile": compile, "patience": None}
+    options = {**trainer_options(cfg), "epochs": 2, "device": str(device), "compile": compile, "patience": None,
+               "precision": precision}  # fmt: skip
     trainer = Trainer(fresh_model(cfg, dataset, init, device), build_objective(cfg), Split(rows), transform,
                       progress=False, **options)  # fmt: skip
     trainer.epochs = 1
     trainer.fit()  # warm-up (and compilation)
     trainer.epochs = 2
-    _sync(device)
-    t0 = time.perf_counter()
-    trainer.fit()
-    _sync(device)
-    return steps * b / (time.perf_counter() - t0)
+    seconds, busy = timed(device, trainer.fit)
+    return steps * b / seconds, busy
 
 
-def time_plain(cfg, dataset, transform, init, device, steps: int, mode: str) -> float:
-    """images/s of a minimal loop over the same model: ``mode`` eager, compile or graphs."""
+def time_plain(cfg, dataset, transform, init, device, steps: int, precision: str, mode: str) -> float:
+    """images/s of a minimal loop over the same model, at the Trainer's precision (autocast):
+    ``mode`` eager, compile or graphs."""
     model = fresh_model(cfg, dataset, init, device).train()
     objective = build_objective(cfg)
     objective.setup(len(dataset.train))
@@ -134,8 +147,11 @@ def time_plain(cfg, dataset, transform, init, device, steps: int, mode: str) -> 
     x_all = dataset.train.x[: steps * cfg.optim.batch_size].to(device)
     g = torch.Generator(device=device).manual_seed(0)
 
+    amp = MixedPrecision(precision, device, model.trains_in_bf16)
+
     def loss_of(x: torch.Tensor) -> torch.Tensor:
-        return objective(model, x, 1.0).loss.mean()
+        with amp.autocast():
+            return objective(model, x, 1.0).loss.mean()
 
     loss_fn = loss_of if mode == "eager" else torch.compile(loss_of, mode="reduce-overhead" if mode == "graphs" else None)
     b = cfg.optim.batch_size
@@ -151,12 +167,10 @@ def time_plain(cfg, dataset, transform, init, device, steps: int, mode: str) -> 
             loss.backward()
             opt.step()
 
-    epoch()  # warm-up (and compilation)
-    _sync(device)
-    t0 = time.perf_counter()
-    epoch()
-    _sync(device)
-    return steps * b / (time.perf_counter() - t0)
+    with complete_data():  # (the data hold no missing entry: no look for one in each step)
+        epoch()  # warm-up (and compilation)
+        seconds, busy = timed(device, epoch)
+    return steps * b / seconds, busy
 
 
 def plain_is_nll(model, x: torch.Tensor, k: int, batch: int, chunk: int) -> torch.Tensor:
@@ -183,39 +197,51 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     ap.add_argument("--steps", type=int, default=200, help="timed training steps per contender")
     ap.add_argument("--eval-images", type=int, default=None, help="test images for the NLL (default: 10000 on CUDA, 200)")
-    ap.add_argument("--k", type=int, default=5000)
+    ap.add_argument("--k", type=int, default=5000, help="draws per image of the IS-NLL (0: leave the NLL out)")
+    names = "plain eager, dgmkit, dgmkit --compile, plain compile, plain graphs"
+    ap.add_argument("--contenders", default=None, help=f"comma-separated, of: {names}")
     ap.add_argument("--no-compile", action="store_true", help="leave out the compiled contenders")
+    ap.add_argument("--precision", default="auto", help="of every contender: auto (the Trainer's default), fp32, bf16")
     args = ap.parse_args()
     device = resolve_device(args.device)
     data = data_dir()
     gpu = device.type == "cuda"
-    print(f"machine: {machine()}; device: {torch.cuda.get_device_name(device) if gpu else 'cpu'}", flush=True)
-    modes = ["eager"] + ([] if args.no_compile else ["compile"] + (["graphs"] if gpu else []))
+    print(f"machine: {machine()}; device: {torch.cuda.get_device_name(device) if gpu else 'cpu'}; "
+          f"precision: {args.precision} (auto: bf16 for the families checked in it, else fp32)", flush=True)  # fmt: skip
+    wanted = set(args.contenders.split(",")) if args.contenders else None
     print(f"{'model':<18}{'contender':<18}{'images/s':>10}{'ratio':>8}{'peak MiB':>10}{'GPU busy':>10}")
     for name in args.models.split(","):
         cfg, dataset, transform, init = setting_up(name, device, data)
-        setup = (cfg, dataset, transform, init, device, args.steps)
-        contenders = [("dgmkit", functools.partial(time_trainer, *setup, False))]
-        if not args.no_compile:
-            contenders.append(("dgmkit --compile", functools.partial(time_trainer, *setup, True)))
-        contenders += [(f"plain {m}", functools.partial(time_plain, *setup, m)) for m in modes]
-        rows = []
-        for label, run in contenders:
+        steps = min(args.steps, len(dataset.train.x) // cfg.optim.batch_size)  # distinct rows in every step
+        if steps < args.steps:
+            print(f"{name}: {steps} steps (an epoch of the training split), not {args.steps}", flush=True)
+        setup = (cfg, dataset, transform, init, device, steps, args.precision)
+        contenders = {  # the plain eager loop first: every row prints its ratio to it as soon as it is timed
+            "plain eager": functools.partial(time_plain, *setup, "eager"),
+            "dgmkit": functools.partial(time_trainer, *setup, False),
+            "dgmkit --compile": functools.partial(time_trainer, *setup, True),
+            "plain compile": functools.partial(time_plain, *setup, "compile"),
+            "plain graphs": functools.partial(time_plain, *setup, "graphs"),
+        }
+        base = None
+        for label, run in contenders.items():
+            compiled = "compile" in label or "graphs" in label
+            if (args.no_compile and compiled) or ("graphs" in label and not gpu) or (wanted and label not in wanted):
+                continue
             if gpu:
                 torch.cuda.reset_peak_memory_stats(device)
             try:
-                with BusyMeter(device) as meter:
-                    rate = run()
+                rate, busy = run()
             except Exception as e:  # noqa: BLE001 - a contender that cannot run is reported, the others go on
                 print(f"{name:<18}{label:<18}  failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}", flush=True)
                 continue
+            base = rate if label == "plain eager" else base
             peak = f"{torch.cuda.max_memory_allocated(device) / 2**20:10.0f}" if gpu else f"{'-':>10}"
-            busy = meter.utilization()
-            rows.append((label, rate, peak, "-" if busy is None else f"{busy:.0%}"))
-        base = next((rate for label, rate, *_ in rows if label == "plain eager"), None)
-        for label, rate, peak, busy in rows:
             ratio = f"{rate / base:8.2f}" if base else f"{'-':>8}"
+            busy = "-" if busy is None else f"{busy:.0%}"
             print(f"{name:<18}{label:<18}{rate:10.0f}{ratio}{peak}{busy:>10}", flush=True)
+    if args.k == 0:
+        return
     # the importance-sampled NLL of the gated VAE, k draws per image
     cfg, dataset, transform, init = setting_up("gated-vae", device, data)
     model = fresh_model(cfg, dataset, init, device).eval()

@@ -17,12 +17,12 @@ class _Counting(torch.nn.Module):
         super().__init__()
         self.calls = 0
 
-    def forward(self, x):
+    def forward(self, x, beta):
         self.calls += 1
         return x * 2
 
 
-def _failing_compiler(module):
+def _failing_compiler(module, **kwargs):
     def compiled(*args):
         raise RuntimeError("backend failed: no C++ compiler\nmore detail")
 
@@ -33,15 +33,26 @@ def test_a_failed_compilation_falls_back_to_the_eager_pass_and_says_so_once(capl
     module = _Counting()
     forward = CompiledOrEager(module, _failing_compiler)
     with caplog.at_level(logging.WARNING, logger="dgmkit.training.compiled"):
-        out = [forward(torch.ones(2)) for _ in range(3)]
+        out = [forward(torch.ones(2), 0.5) for _ in range(3)]
     assert all(torch.equal(o, torch.full((2,), 2.0)) for o in out) and module.calls == 3
     assert forward.failure == "RuntimeError: backend failed: no C++ compiler"
     warnings = [r for r in caplog.records if "cannot be compiled" in r.getMessage()]
     assert len(warnings) == 1 and "no C++ compiler" in warnings[0].getMessage()
 
 
+def test_a_compiler_that_refuses_at_once_falls_back_too(caplog):
+    def refusing(module, **kwargs):
+        raise RuntimeError("torch.compile is not supported on this Python")
+
+    with caplog.at_level(logging.WARNING, logger="dgmkit.training.compiled"):
+        forward = CompiledOrEager(_Counting(), refusing)
+        assert torch.equal(forward(torch.ones(1), 1.0), torch.full((1,), 2.0))
+    assert forward.failure == "RuntimeError: torch.compile is not supported on this Python"
+    assert sum("cannot be compiled" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_dgmkit_errors_pass_through_as_they_are():
-    def refusing(module):
+    def refusing(module, **kwargs):
         def compiled(*args):
             raise DataError("a bad batch")
 
@@ -49,14 +60,31 @@ def test_dgmkit_errors_pass_through_as_they_are():
 
     forward = CompiledOrEager(_Counting(), refusing)
     with pytest.raises(DataError, match="a bad batch"):
-        forward(torch.ones(1))
+        forward(torch.ones(1), 1.0)
     assert forward.compiled is not None and forward.failure is None  # not a compilation failure
 
 
 def test_a_working_compiler_is_used():
     module = _Counting()
-    forward = CompiledOrEager(module, lambda m: lambda *a: m(*a) + 1)
-    assert torch.equal(forward(torch.ones(1)), torch.full((1,), 3.0)) and forward.failure is None
+    forward = CompiledOrEager(module, lambda m, **kw: lambda *a: m(*a) + 1)
+    assert torch.equal(forward(torch.ones(1), 1.0), torch.full((1,), 3.0)) and forward.failure is None
+
+
+def test_the_compiled_step_gets_the_kl_weight_as_a_tensor_and_the_eager_fallback_as_a_number():
+    """A warm-up changes the weight in every step: as a Python number, the compiled step would
+    be compiled again for each value (and dynamo gives up after 8)."""
+    seen = []
+    forward = CompiledOrEager(_Counting(), lambda m, **kw: lambda x, beta: seen.append(beta) or x)
+    for beta in (0.1, 0.2):
+        forward(torch.ones(1), beta)
+    assert all(isinstance(b, torch.Tensor) and b.shape == () for b in seen)
+    assert [float(b) for b in seen] == pytest.approx([0.2, 0.2])  # one tensor, filled in each step
+    assert seen[0] is seen[1]
+    fallback = CompiledOrEager(_Counting(), _failing_compiler)
+    with torch.no_grad():
+        fallback.module.forward = lambda x, beta: seen.append(beta) or x
+        fallback(torch.ones(1), 0.3)
+    assert seen[-1] == 0.3
 
 
 @pytest.mark.slow

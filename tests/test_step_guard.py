@@ -36,6 +36,27 @@ def test_a_relative_threshold_follows_the_median_of_the_recent_updates_taken():
     assert _decide(both, [1.0, 2.9, 6.0]) == [True, True, False]  # the lower of the two thresholds holds
 
 
+@pytest.mark.parametrize("kw", [dict(skip_norm=2.0), dict(skip_factor=1.5, window=4), dict(skip_norm=3.0, skip_factor=1.3)])
+def test_the_decisions_on_the_device_are_those_of_the_host_rule(kw):
+    """on_device=True (run here on the CPU's tensors) decides as the host rule, step by step,
+    and reads back the same norms, counts, lowest threshold and window; a state saved from one
+    resumes in the other."""
+    g = torch.Generator().manual_seed(0)
+    norms = (torch.rand(60, generator=g) * 4).tolist() + [math.nan, math.inf] + (torch.rand(30, generator=g) * 8).tolist()
+    host, device = GradientGuard(**kw), GradientGuard(**kw, on_device=True)
+    a = _decide(host, norms[:70])
+    b = [bool(t) for t in _decide(device, norms[:70])]
+    assert a == b and not all(a) and any(a)
+    assert device.epoch_norms == pytest.approx(host.epoch_norms, nan_ok=True)
+    assert device.epoch_skipped == host.epoch_skipped and device.skipped_total == host.skipped_total
+    assert device.epoch_threshold == pytest.approx(host.epoch_threshold)
+    assert device.recent == pytest.approx(host.recent)
+    resumed = GradientGuard(**kw, on_device=True)
+    resumed.load_state(**dict(zip(("skipped_total", "recent"), host.state().values())))
+    assert [bool(t) for t in _decide(resumed, norms[70:])] == _decide(host, norms[70:])
+    assert resumed.skipped_total == host.skipped_total and resumed.recent == pytest.approx(host.recent)
+
+
 def test_clipping_alone_clips_and_never_skips():
     guard = GradientGuard(clip=1.0)
     p = _param(10.0)
@@ -85,3 +106,37 @@ def test_dgm_train_stops_when_every_update_of_an_epoch_is_skipped(tmp_path, caps
     assert main([*ARGS, "--skip-grad-norm", "1e-6", "--epochs", "2", "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert "every one of the epoch's" in err and "skip_grad_norm = 1e-06" in err and "--skip-grad-factor" in err
+
+
+def test_an_ema_told_by_tensors_averages_as_one_told_by_bools():
+    """EMA.update with the decision as a tensor (made on the device) moves the averages as
+    with a bool: not at all where the step was skipped, with the same warm-up of the decay."""
+    from dgmkit.training.ema import EMA
+
+    model = torch.nn.Linear(3, 2)
+    host, device = EMA(model, 0.9), EMA(model, 0.9)
+    g = torch.Generator().manual_seed(1)
+    for taken in [True, False, True, True, False, True]:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=g))
+        host.update(model, taken)
+        device.update(model, torch.tensor(taken))
+    assert device.updates == host.updates == 4
+    for name, w in host.weights.items():
+        torch.testing.assert_close(device.weights[name], w)
+
+
+def test_auto_precision_is_bf16_on_a_gpu_only_for_families_checked_in_it(monkeypatch):
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.training.precision import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cuda = torch.device("cuda")
+    assert resolve_precision("auto", cuda, bf16_checked=False) == "fp32"
+    assert resolve_precision("auto", cuda, bf16_checked=True) == "bf16"
+    assert resolve_precision("bf16", cuda, bf16_checked=False) == "bf16"  # asked for by name
+    assert resolve_precision("auto", torch.device("cpu"), bf16_checked=True) == "fp32"
+    masked = RunConfig.of(dataset="digits", model="diffusion", process="masked", unet_channels=[4], unet_blocks=1)
+    vae = RunConfig.of(dataset="digits", hidden=[8], latent_dim=2)
+    assert build_model(masked, (1, 8, 8), 2).trains_in_bf16 and not build_model(vae, (1, 8, 8), 2).trains_in_bf16

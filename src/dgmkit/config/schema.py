@@ -122,7 +122,7 @@ class OptimConfig:
     seed: int = setting(0, "seed of the initial weights, the data order and every random draw", min=0, max=2**62)
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "where to train")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
-        "auto", "floating point on CUDA (auto: bf16 where supported)"
+        "auto", "floating point on CUDA (auto: bf16 for the families checked in it, else fp32)"
     )
     compile: bool = setting(
         False,

@@ -14,8 +14,10 @@ from dgmkit.distributions.mixture import DiagonalGaussianMixture
 from dgmkit.distributions.normal import DiagonalNormal, diagonal_normal, kl_per_dimension
 from dgmkit.distributions.pixels import (
     bernoulli_pixels,
+    complete_data,
     element_log_probs,
     gaussian_pixels,
+    may_be_incomplete,
     observed_log_prob,
     pixel_mean,
 )
@@ -32,6 +34,8 @@ __all__ = [
     "pixel_mean",
     "element_log_probs",
     "observed_log_prob",
+    "complete_data",
+    "may_be_incomplete",
     "BernoulliPixels",
     "CategoricalPixels",
     "Delta",

@@ -1,12 +1,45 @@
 """Bernoulli and Gaussian likelihoods over an event of pixels; ``log_prob(x)`` sums over the
 image dimensions and returns one value per example."""
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch.distributions import Distribution, Independent, Normal
 
 from dgmkit.distributions.bernoulli import BernoulliPixels
 
-__all__ = ["bernoulli_pixels", "gaussian_pixels", "pixel_mean", "element_log_probs", "observed_log_prob"]
+__all__ = [
+    "bernoulli_pixels",
+    "gaussian_pixels",
+    "pixel_mean",
+    "element_log_probs",
+    "observed_log_prob",
+    "complete_data",
+    "may_be_incomplete",
+]
+
+_complete_depth = 0  # how many complete_data() blocks are open
+
+
+@contextlib.contextmanager
+def complete_data() -> Iterator[None]:
+    """Within: the data given to models and likelihoods are known to hold no missing entry
+    (NaN), checked once by the caller (the Trainer checks its splits when it starts). The
+    per-batch look for NaN (``may_be_incomplete``), which on a GPU waits for the device in every
+    step, is then left out; the numbers are the same."""
+    global _complete_depth
+    _complete_depth += 1
+    try:
+        yield
+    finally:
+        _complete_depth -= 1
+
+
+def may_be_incomplete(x: torch.Tensor) -> bool:
+    """Whether ``x`` may hold missing entries (NaN): False for integer data and within
+    ``complete_data()``; otherwise whether it does."""
+    return _complete_depth == 0 and x.is_floating_point() and bool(torch.isnan(x).any())
 
 
 def bernoulli_pixels(logits: torch.Tensor, event_dims: int) -> BernoulliPixels:
@@ -41,7 +74,7 @@ def observed_log_prob(dist: Distribution, value: torch.Tensor) -> torch.Tensor:
     one), summed over the event; ``dist.log_prob(value)`` when nothing is missing. Marginalizing
     the missing entries out of a distribution that factorizes over pixels leaves the product over
     the observed ones."""
-    if not (value.is_floating_point() and torch.isnan(value).any()):
+    if not may_be_incomplete(value):
         return dist.log_prob(value)
     seen = ~torch.isnan(value)
     per = element_log_probs(dist, value.nan_to_num(0.0))

@@ -56,7 +56,8 @@ _GAMMA_RANGE = (-13.3, 5.0)
 def stratified_times(n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
     """n times in [0, 1) of low discrepancy: (u + i / n) mod 1 with one uniform u (VDM): each
     is uniform, and together they cover [0, 1) evenly, which lowers the variance of a mean."""
-    u = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu").to(device)
+    # drawn where the generator lives (the device's default one without a generator: no copy, no wait)
+    u = torch.rand((), generator=generator, device=generator.device if generator is not None else device).to(device)
     return torch.remainder(u + torch.arange(n, device=device, dtype=torch.float32) / n, 1.0)
 
 
@@ -209,6 +210,9 @@ class MaskedDiffusion(GenerativeModel, TimeSampledBound):
 
     estimate_kind: ClassVar[str] = "time-sampled"
     sample_steps: ClassVar[bool] = True
+    # checked: 29 epochs of the widened preset in bf16 on an H100 reached 80.2 nats (issue 29),
+    # and the compiled bf16 step ran 300 steps without a non-finite loss
+    trains_in_bf16: ClassVar[bool] = True
 
     def __init__(self, net: nn.Module, event_shape: tuple[int, ...], num_levels: int, steps: int = 0):
         super().__init__()

@@ -11,7 +11,7 @@ from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional import ConditionalDistribution, Decoder
-from dgmkit.distributions import JointSampler
+from dgmkit.distributions import JointSampler, may_be_incomplete
 from dgmkit.models.base import LatentVariableModel
 from dgmkit.priors import Prior
 
@@ -53,7 +53,7 @@ class VAE(LatentVariableModel):
         encoder as 0 (zero imputation, as MIWAE's encoder sees incomplete data)."""
         if not x.is_floating_point():
             x = x.float()
-        elif torch.isnan(x).any():
+        elif may_be_incomplete(x):
             x = x.nan_to_num(0.0)
         if self.input_scale != 1.0:
             x = x * self.input_scale

@@ -5,7 +5,15 @@ from typing import ClassVar, NamedTuple
 
 import torch
 
-__all__ = ["Objective"]
+__all__ = ["Objective", "unit_weight"]
+
+
+def unit_weight(beta: float | torch.Tensor) -> bool:
+    """Whether the KL weight ``beta`` is known to be 1 (the plain bound, computed as such). A
+    weight given as a tensor (the compiled training step's, which must not branch on its value,
+    else it is compiled again for every value of a warm-up) never is: the weighted form is
+    computed, the same number."""
+    return not isinstance(beta, torch.Tensor) and beta == 1.0
 
 
 class Objective(ABC):

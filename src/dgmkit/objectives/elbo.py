@@ -15,7 +15,7 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from dgmkit.distributions import kl_per_dimension
-from dgmkit.objectives.base import Objective
+from dgmkit.objectives.base import Objective, unit_weight
 from dgmkit.objectives.importance import log_importance_weights
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class ELBO(Objective):
         kl = kl_term(q, p, w.log_qz, w.log_pz)
         elbo = log_px_z - kl
         kl_train = _free_bits_kl(q, p, self.free_bits) if self.free_bits > 0 else kl
-        loss = -elbo if beta == 1.0 and kl_train is kl else -(log_px_z - beta * kl_train)
+        loss = -elbo if unit_weight(beta) and kl_train is kl else -(log_px_z - beta * kl_train)
         return ELBOTerms(loss, elbo, log_px_z, kl)
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.distributions import Distribution, kl_divergence
 
-from dgmkit.objectives.base import Objective
+from dgmkit.objectives.base import Objective, unit_weight
 from dgmkit.objectives.elbo import ELBOTerms
 
 if TYPE_CHECKING:
@@ -70,5 +70,5 @@ class HierarchicalELBO(Objective):
         if self.free_bits > 0:
             below = kls.detach().mean(1, keepdim=True) < self.free_bits  # (L, 1): layers under the floor
             kl_train = torch.where(below, torch.full_like(kls, self.free_bits), kls).sum(0)
-        loss = -elbo if beta == 1.0 and kl_train is kl else -(log_px_z - beta * kl_train)
+        loss = -elbo if unit_weight(beta) and kl_train is kl else -(log_px_z - beta * kl_train)
         return ELBOTerms(loss, elbo, log_px_z, kl)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from dgmkit.objectives.base import Objective
+from dgmkit.objectives.base import Objective, unit_weight
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
 if TYPE_CHECKING:
@@ -53,5 +53,5 @@ class IWAE(Objective):
         w = log_importance_weights(model, x, self.k)  # (k, B)
         log_ratio = w.log_pz - w.log_qz
         bound = log_mean_exp(w.log_w)
-        train = bound if beta == 1.0 else log_mean_exp(w.log_px_z + beta * log_ratio)
+        train = bound if unit_weight(beta) else log_mean_exp(w.log_px_z + beta * log_ratio)
         return IWAETerms(-train, bound, w.log_w.mean(0), w.log_px_z.mean(0), -log_ratio.mean(0))

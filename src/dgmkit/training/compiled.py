@@ -8,6 +8,11 @@ reason, and continues with the eager forward pass: the same numbers as without `
 from that step on. Errors of dgmkit's own checks (``DgmError``) are not compilation failures
 and are raised as they are.
 
+On a CUDA device the compiled step is also captured as CUDA graphs (``mode="reduce-overhead"``):
+its kernels are replayed in one launch, where a small model would otherwise wait on Python to
+launch each of them. The KL weight reaches the compiled step as a tensor (``weight``), so that
+a warm-up, which changes it in every step, does not compile the step again for each value.
+
 Compiled code draws its random numbers with its own generator (inductor's), seeded from the
 global one: a compiled run is repeatable from its seed but does not draw what the eager run
 draws, so its numbers are of the same kind, not the same bits.
@@ -26,24 +31,42 @@ log = logging.getLogger(__name__)
 
 
 class CompiledOrEager:
-    """Calls ``torch.compile(module)``; after its first failure, ``module`` itself."""
+    """Calls ``torch.compile(module)`` (with CUDA graphs on ``device`` CUDA); after its first
+    failure, ``module`` itself."""
 
-    def __init__(self, module: torch.nn.Module, compiler: Callable[[torch.nn.Module], Callable] = torch.compile):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        compiler: Callable[..., Callable] = torch.compile,
+        device: torch.device | None = None,
+    ):
+        device = device if device is not None else torch.device("cpu")
         self.module = module
-        self.compiled: Callable | None = compiler(module)
+        self.graphs = device.type == "cuda"
+        self.compiled: Callable | None = None
         self.failure: str | None = None  # why compilation was given up, once it was
+        try:
+            self.compiled = compiler(module, mode="reduce-overhead") if self.graphs else compiler(module)
+        except Exception as e:  # noqa: BLE001 - torch.compile itself refused (an unsupported set-up): said once
+            self._give_up(e)
+        self._weight = torch.zeros((), device=device)  # the KL weight, as the compiled step reads it
 
-    def __call__(self, *args):
+    def __call__(self, x: torch.Tensor, beta: float, *args):
         if self.compiled is not None:
             try:
-                return self.compiled(*args)
+                if self.graphs:
+                    torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are no longer read
+                return self.compiled(x, self._weight.fill_(beta), *args)
             except DgmError:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever dynamo or inductor raise: fall back, said once
-                self.compiled = None
-                self.failure = _first_line(e)
-                log.warning("--compile: this model cannot be compiled (%s); training goes on without it", self.failure)
-        return self.module(*args)
+                self._give_up(e)
+        return self.module(x, beta, *args)
+
+    def _give_up(self, e: BaseException) -> None:
+        self.compiled = None
+        self.failure = _first_line(e)
+        log.warning("--compile: this model cannot be compiled (%s); training goes on without it", self.failure)
 
 
 def _first_line(e: BaseException) -> str:

@@ -28,20 +28,43 @@ class EMA:
         if not 0 < decay < 1:
             raise ValueError(f"the EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
-        self.updates = 0
+        self._updates, self._device_updates = 0, None  # the count, on the host or (tensor-told updates) the device
         self.weights = {name: p.detach().clone() for name, p in model.named_parameters()}
 
     def current_decay(self) -> float:
         """The decay of the next update (with the warm-up)."""
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
+    @property
+    def updates(self) -> int:
+        """Updates made so far (read back from the device where ``update`` was told by a tensor)."""
+        if self._device_updates is not None:
+            self._updates, self._device_updates = int(self._device_updates), None
+        return self._updates
+
+    @updates.setter
+    def updates(self, n: int) -> None:
+        self._updates, self._device_updates = n, None
+
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        """Move the averages towards ``model``'s parameters (call after a step that was taken)."""
-        params = dict(model.named_parameters())
+    def update(self, model: torch.nn.Module, taken: bool | torch.Tensor = True) -> None:
+        """Move the averages towards ``model``'s parameters, where the step was ``taken``: a
+        bool, or a boolean tensor decided on the device (then the update is made or not there,
+        its decay and count kept on the device: nothing is read back)."""
+        named = dict(model.named_parameters())
+        params = [named[name].detach() for name in self.weights]
         averages = list(self.weights.values())
-        torch._foreach_lerp_(averages, [params[name].detach() for name in self.weights], 1.0 - self.current_decay())
-        self.updates += 1
+        if not isinstance(taken, torch.Tensor):
+            if taken:
+                torch._foreach_lerp_(averages, params, 1.0 - self.current_decay())
+                self.updates += 1
+            return
+        if self._device_updates is None:
+            self._device_updates = torch.tensor(float(self._updates), device=taken.device)
+        n = self._device_updates
+        weight = (1.0 - torch.clamp((1 + n) / (10 + n), max=self.decay)) * taken  # 0 where the step was skipped
+        torch._foreach_add_(averages, torch._foreach_mul(torch._foreach_sub(params, averages), weight))
+        n += taken
 
     @contextlib.contextmanager
     def swapped(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:

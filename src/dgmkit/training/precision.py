@@ -11,9 +11,10 @@ from dgmkit.errors import TrainingError
 __all__ = ["MixedPrecision", "resolve_precision"]
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``, ``fp32``, ``bf16`` or ``fp16`` on ``device``: fp32 on a CPU; auto is bf16 on a
-    CUDA device that supports it, else fp16."""
+def resolve_precision(precision: str, device: torch.device, bf16_checked: bool = False) -> str:
+    """``auto``, ``fp32``, ``bf16`` or ``fp16`` on ``device``: fp32 on a CPU; on CUDA, auto is
+    bf16 (fp16 where bf16 is not supported) for a family whose training in bf16 was checked
+    (``bf16_checked``: the model's ``trains_in_bf16``), else fp32."""
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
     if device.type != "cuda":
@@ -21,13 +22,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             raise TrainingError(f"mixed precision ({precision}) is only supported on a CUDA device here")
         return "fp32"
     if precision == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32" if not bf16_checked else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return precision
 
 
 class MixedPrecision:
-    def __init__(self, precision: str, device: torch.device):
-        self.name = resolve_precision(precision, device)
+    def __init__(self, precision: str, device: torch.device, bf16_checked: bool = False):
+        self.name = resolve_precision(precision, device, bf16_checked)
         self.device_type = device.type
         self.scaler = torch.amp.GradScaler("cuda") if self.name == "fp16" else None
 
@@ -44,10 +45,26 @@ class MixedPrecision:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(optimizer)
 
-    def step(self, optimizer: torch.optim.Optimizer, take: bool, tell_taken: bool = False) -> bool:
+    def step(
+        self, optimizer: torch.optim.Optimizer, take: bool | torch.Tensor, tell_taken: bool = False
+    ) -> bool | torch.Tensor:
         """The optimiser's step where ``take`` (else the gradients are dropped); whether it was
         taken. The fp16 scaler may skip a step on its own; ``tell_taken`` finds out (it costs
-        a read of the scale, a synchronisation on CUDA), else a step asked for counts as taken."""
+        a read of the scale, a synchronisation on CUDA), else a step asked for counts as taken.
+
+        ``take`` may be a boolean tensor decided on the device (``GradientGuard(on_device=True)``):
+        fused Adam then skips the update on the device, as it does for the fp16 scaler's
+        overflows, with nothing read back; the returned ``taken`` is that tensor. (With the fp16
+        scaler, or an optimizer that is not fused, the tensor is read: one synchronisation.)"""
+        if isinstance(take, torch.Tensor):
+            if self.scaler is None and optimizer.defaults.get("fused"):
+                optimizer.found_inf = (~take).float()  # fused Adam's own way to skip a step on the device
+                try:
+                    optimizer.step()
+                finally:
+                    del optimizer.found_inf
+                return take
+            take = bool(take)
         if not take:
             optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:

@@ -43,19 +43,21 @@ def nonfinite_state(
     ema: dict[str, torch.Tensor] | None = None,
 ) -> str | None:
     """The first parameter, buffer, optimizer state tensor or averaged weight (``ema``: the
-    moving average of the parameters, by name) that holds NaN or inf, named; else None."""
-    for name, t in [*model.named_parameters(), *model.named_buffers()]:
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            return f"the model's {name}"
-    for name, t in (ema or {}).items():
-        if not bool(torch.isfinite(t).all()):
-            return f"the moving average of the model's {name}"
+    moving average of the parameters, by name) that holds NaN or inf, named; else None. The
+    tensors are checked on their device and read back once per device (not once per tensor)."""
+    own = [*model.named_parameters(), *model.named_buffers()]
+    named = [(f"the model's {name}", t) for name, t in own if t.is_floating_point()]
+    named += [(f"the moving average of the model's {name}", t) for name, t in (ema or {}).items()]
     if optimizer is not None:
         for i, state in enumerate(optimizer.state.values()):
-            for key, v in state.items():
-                if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                    return f"the optimizer's {key} of parameter {i}"
-    return None
+            named += [(f"the optimizer's {key} of parameter {i}", v) for key, v in state.items()
+                      if torch.is_tensor(v) and v.is_floating_point()]  # fmt: skip
+    finite: dict[int, bool] = {}
+    for device in {t.device for _, t in named}:
+        at = [i for i, (_, t) in enumerate(named) if t.device == device]
+        flags = torch.stack([torch.isfinite(named[i][1]).all() for i in at]).tolist()
+        finite.update(zip(at, flags))
+    return next((name for i, (name, _) in enumerate(named) if not finite[i]), None)
 
 
 class RunFolder:

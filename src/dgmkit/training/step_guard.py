@@ -31,7 +31,14 @@ WINDOW = 100  # updates taken whose median the relative threshold scales
 
 class GradientGuard:
     """Clips (``clip``) and decides whether each update is taken (``skip_norm``,
-    ``skip_factor``); counts what it skipped, in the epoch and in the run."""
+    ``skip_factor``); counts what it skipped, in the epoch and in the run.
+
+    ``on_device``: the decision is a boolean tensor computed where the gradients are, never read
+    back within a step (on a GPU a read waits for the device): the optimizer skips the update on
+    the device (``MixedPrecision.step``), and the norms, thresholds and counts of the steps are
+    read back in one go when they are asked for (at the end of an epoch, or for a checkpoint).
+    The decisions are those of the host-side rule (``on_device=False``), the same median and the
+    same window."""
 
     def __init__(
         self,
@@ -39,6 +46,7 @@ class GradientGuard:
         skip_norm: float | None = None,
         skip_factor: float | None = None,
         window: int = WINDOW,
+        on_device: bool = False,
     ):
         for name, v in (("clip", clip), ("skip_norm", skip_norm), ("skip_factor", skip_factor)):
             if v is not None and not (math.isfinite(v) and v > 0):
@@ -48,8 +56,12 @@ class GradientGuard:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self.clip, self.skip_norm, self.skip_factor, self.window = clip, skip_norm, skip_factor, window
-        self.recent: list[float] = []  # norms of the last updates taken (for skip_factor)
-        self.skipped_total = 0
+        self.on_device = on_device
+        self._recent: list[float] = []  # norms of the last updates taken (for skip_factor)
+        self._ring: torch.Tensor | None = None  # on_device: those norms, a ring of ``window`` (built at the first step)
+        self._taken: torch.Tensor | None = None  # on_device: updates taken into the ring (its next place: mod window)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # on_device: (norm, limit, taken)
+        self._skipped_total = 0
         self.start_epoch()
 
     @property
@@ -62,46 +74,112 @@ class GradientGuard:
         return self.skip_norm is not None or self.skip_factor is not None
 
     def start_epoch(self) -> None:
-        self.epoch_norms: list[float] = []
-        self.epoch_skipped = 0
-        self.epoch_threshold = math.inf  # the lowest threshold in force during the epoch
+        self._flush()
+        self._epoch_norms: list[float] = []
+        self._epoch_skipped = 0
+        self._epoch_threshold = math.inf  # the lowest threshold in force during the epoch
 
     def load_epoch(self, skipped: int, norms: list[float], threshold: float | None) -> None:
         """Go on with an epoch that stopped within: what it had seen (``Trainer``'s checkpoint)."""
-        self.epoch_skipped, self.epoch_norms = skipped, list(norms)
-        self.epoch_threshold = math.inf if threshold is None else threshold
+        self._flush()
+        self._epoch_skipped, self._epoch_norms = skipped, list(norms)
+        self._epoch_threshold = math.inf if threshold is None else threshold
+
+    # what the steps so far saw (on_device: read back here, once for all the steps not yet read)
+    @property
+    def epoch_norms(self) -> list[float]:
+        self._flush()
+        return self._epoch_norms
+
+    @property
+    def epoch_skipped(self) -> int:
+        self._flush()
+        return self._epoch_skipped
+
+    @property
+    def epoch_threshold(self) -> float:
+        self._flush()
+        return self._epoch_threshold
+
+    @property
+    def skipped_total(self) -> int:
+        self._flush()
+        return self._skipped_total
+
+    @property
+    def recent(self) -> list[float]:
+        if self._ring is None:
+            return list(self._recent)
+        taken = int(self._taken)
+        n = min(taken, self.window)
+        order = [(taken - n + i) % self.window for i in range(n)]
+        return self._ring[order].tolist()
 
     def threshold(self) -> float:
         """The norm above which the next update is skipped (inf: none would be)."""
         limit = self.skip_norm if self.skip_norm is not None else math.inf
-        if self.skip_factor is not None and len(self.recent) >= self.window:
-            limit = min(limit, self.skip_factor * statistics.median(self.recent))
+        recent = self.recent
+        if self.skip_factor is not None and len(recent) >= self.window:
+            limit = min(limit, self.skip_factor * statistics.median(recent))
         return limit
 
-    def take(self, parameters: Iterable[torch.nn.Parameter]) -> bool:
+    def take(self, parameters: Iterable[torch.nn.Parameter]) -> bool | torch.Tensor:
         """Clip the gradients (where asked) and say whether the update is to be taken, from
-        their norm before clipping."""
+        their norm before clipping: a bool, or (``on_device``) a boolean tensor."""
         if not self.active:
             return True
         norm = torch.nn.utils.clip_grad_norm_(list(parameters), self.clip if self.clip is not None else math.inf)
         if not self.skips:
             return True
+        if self.on_device:
+            return self._take_on_device(norm.detach())
         value, limit = float(norm), self.threshold()
-        self.epoch_norms.append(value)
-        self.epoch_threshold = min(self.epoch_threshold, limit)
-        if not value <= limit:  # also NaN and inf
-            self.epoch_skipped += 1
-            self.skipped_total += 1
-            return False
+        self._record(value, limit, value <= limit)  # (not: also NaN and inf)
+        if value <= limit and self.skip_factor is not None:
+            self._recent = [*self._recent[-(self.window - 1) :], value]
+        return value <= limit
+
+    def _record(self, norm: float, limit: float, taken: bool) -> None:
+        self._epoch_norms.append(norm)
+        self._epoch_threshold = min(self._epoch_threshold, limit)
+        if not taken:
+            self._epoch_skipped += 1
+            self._skipped_total += 1
+
+    def _take_on_device(self, norm: torch.Tensor) -> torch.Tensor:
+        norm = norm.float()
+        if self._ring is None:  # the window so far (a resumed run's), as a ring on the device
+            self._ring = torch.zeros(self.window, device=norm.device)
+            self._ring[: len(self._recent)] = torch.tensor(self._recent, device=norm.device)
+            self._taken = torch.tensor(len(self._recent), device=norm.device)
+        limit = torch.full((), self.skip_norm if self.skip_norm is not None else math.inf, device=norm.device)
         if self.skip_factor is not None:
-            self.recent = [*self.recent[-(self.window - 1) :], value]
-        return True
+            ordered = self._ring.sort().values  # statistics.median's: the mean of the two middle values
+            median = (ordered[(self.window - 1) // 2] + ordered[self.window // 2]) / 2
+            limit = torch.where(self._taken >= self.window, torch.minimum(limit, self.skip_factor * median), limit)
+        taken = norm <= limit  # (False for NaN and inf)
+        if self.skip_factor is not None:
+            place = torch.remainder(self._taken, self.window).view(1)
+            self._ring.scatter_(0, place, torch.where(taken, norm, self._ring.gather(0, place)[0]).view(1))
+            self._taken += taken
+        self._pending.append((norm, limit, taken))
+        return taken
+
+    def _flush(self) -> None:
+        """Read back what the steps decided on the device (one synchronisation)."""
+        if not self._pending:
+            return
+        norms, limits, taken = (torch.stack(v).tolist() for v in zip(*self._pending))
+        self._pending = []
+        for n, limit, t in zip(norms, limits, taken):
+            self._record(n, limit, t)
 
     def epoch_problem(self) -> str | None:
         """What is wrong when every update of the epoch was skipped (None otherwise)."""
-        if not self.epoch_norms or self.epoch_skipped < len(self.epoch_norms):
+        norms = self.epoch_norms
+        if not norms or self.epoch_skipped < len(norms):
             return None
-        finite = sorted(v for v in self.epoch_norms if math.isfinite(v))
+        finite = sorted(v for v in norms if math.isfinite(v))
         seen = (
             f"from {finite[0]:.4g} to {finite[-1]:.4g} (median {statistics.median(finite):.4g})" if finite else "none finite"
         )
@@ -111,18 +189,19 @@ class GradientGuard:
         if self.skip_factor is not None:
             rules.append(f"skip_grad_factor = {self.skip_factor:g} times the recent median")
         return (
-            f"every one of the epoch's {len(self.epoch_norms)} updates was skipped: their gradient norms were {seen}, "
+            f"every one of the epoch's {len(norms)} updates was skipped: their gradient norms were {seen}, "
             f"above the threshold ({' and '.join(rules)}; lowest in force {self.epoch_threshold:.4g})"
         )
 
     def state(self) -> dict:
         """What a checkpoint keeps so that a resumed run decides as the uninterrupted one."""
-        return {"skipped_steps": self.skipped_total, "recent_grad_norms": list(self.recent)}
+        return {"skipped_steps": self.skipped_total, "recent_grad_norms": self.recent}
 
     def load_state(self, skipped_total: int, recent: list[float]) -> None:
         if len(recent) > self.window or not all(isinstance(v, float) and math.isfinite(v) and v >= 0 for v in recent):
             raise ValueError(f"recent gradient norms must be at most {self.window} finite norms")
-        self.skipped_total, self.recent = skipped_total, list(recent)
+        self._flush()
+        self._skipped_total, self._recent, self._ring, self._taken = skipped_total, list(recent), None, None
 
 
 class FiniteLossCheck:

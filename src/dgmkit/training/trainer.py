@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from dgmkit import distributed
 from dgmkit.data import DataTransform, Split
 from dgmkit.devices import resolve_device
+from dgmkit.distributions import complete_data, may_be_incomplete
 from dgmkit.errors import CheckpointError, ConfigError, TrainingError
 from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource
@@ -123,6 +124,9 @@ class Trainer:
         self.transform = transform
         self.mutation_rate = mutation_rate  # training batches only (Ren et al.'s background model, data.mutation)
         self.train_x = train.x.to(self.device)
+        # looked for once here, so that no step looks for missing entries (NaN) in its batch: on a
+        # GPU each look waits for the device
+        self._complete = not any(may_be_incomplete(t) for t in (train.x, *(() if valid is None else (valid.x,))))
         # Objectives that take labels get them (-1: hidden) with every batch, and every batch gets
         # ``labelled_batch`` more rows drawn from the labelled ones (semi-supervised training).
         self.train_y, self._valid_y = None, None
@@ -136,7 +140,8 @@ class Trainer:
         self.valid = valid
         self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, lr_schedule
         self.patience = patience
-        self.guard = GradientGuard(grad_clip, skip_grad_norm, skip_grad_factor)  # clipping, and skipping (VDVAE)
+        # clipping, and skipping (VDVAE); on a GPU decided there, without a read-back in each step
+        self.guard = GradientGuard(grad_clip, skip_grad_norm, skip_grad_factor, on_device=self.device.type == "cuda")
         self.ema = EMA(self.model, ema) if ema > 0 else None  # the averaged weights, from the initial ones
         self.beta, self.warmup_epochs, self.seed = beta, warmup_epochs, seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -148,7 +153,8 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.callbacks = list(callbacks or [])
         self.diagnostics = diagnostics
-        self.amp = MixedPrecision(precision, self.device)  # autocast and the fp16 gradient scaler
+        # autocast and the fp16 gradient scaler; auto: bf16 on a GPU for the families checked in it
+        self.amp = MixedPrecision(precision, self.device, bool(getattr(model, "trains_in_bf16", False)))
         self.precision, self.scaler = self.amp.name, self.amp.scaler
         self.optimizer = _adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -187,12 +193,14 @@ class Trainer:
         self.parallel = DataParallel(self.model, self._objective, self.device, self.dist) if self.dist.parallel else None
         self.gradient_transport = None if self.parallel is None else self.parallel.transport
         forward = self.parallel.module if self.parallel is not None else ObjectiveModule(self.model, self._objective)
-        self._forward = CompiledOrEager(forward) if compile else forward  # the objective's terms of a batch
+        # the objective's terms of a batch
+        self._forward = CompiledOrEager(forward, device=self.device) if compile else forward
         every = 1 if self.device.type == "cpu" else 50  # a value read on a GPU waits for it: less often
         self.loss_check = FiniteLossCheck(every, self.parallel is not None, self._nan_message)
-        self._step_hooks: list[Callable[[bool], None]] = []  # called after every step with whether it was taken
+        # called after every step with whether it was taken (a bool, or on a GPU a boolean tensor)
+        self._step_hooks: list[Callable[[bool | torch.Tensor], None]] = []
         if self.ema is not None:
-            self._step_hooks.append(lambda taken: self.ema.update(self.model) if taken else None)
+            self._step_hooks.append(lambda taken: self.ema.update(self.model, taken))
 
     @property
     def steps_into_epoch(self) -> int:
@@ -520,7 +528,7 @@ class Trainer:
                 break
             t0 = time.perf_counter()
             try:
-                with self._own_rng():
+                with self._own_rng(), self._data_checked():
                     metrics = {"epoch": self.epoch + 1, **self._train_epoch()}
             except _BudgetSpent as stop:  # within the epoch: its place is checkpointed, with the random states
                 self._progress, self.budget_spent = stop.progress, True
@@ -532,7 +540,8 @@ class Trainer:
                 metrics["images_per_s"] = len(self.train_x) * self._epoch_share / train_time  # (this call's part)
                 self._check_finite(metrics)  # before validation, which NaN weights could make fail unclearly
                 if self._valid_x is not None:
-                    metrics.update(self.validate())
+                    with self._data_checked():
+                        metrics.update(self.validate())
                     self._check_finite(metrics, check_state=False)
             self._write_started()
             self.epoch += 1
@@ -553,6 +562,10 @@ class Trainer:
                 break
         distributed.barrier()  # the other ranks wait for rank 0's last files
         return history
+
+    def _data_checked(self) -> contextlib.AbstractContextManager:
+        """Where the splits hold no missing entry: models and likelihoods need not look."""
+        return complete_data() if self._complete else contextlib.nullcontext()
 
     def _write_started(self) -> None:
         """A resumed run's config.json (its resumed settings), with its first files."""
