@@ -203,7 +203,7 @@ def test_ppca_fits_in_closed_form_and_evaluates_exactly(tmp_path, capsys):
     )
     assert code == 0 and "closed form" in text
     code, text, _ = run(capsys, "eval", out)
-    assert code == 0 and "NLL (exact)" in text
+    assert code == 0 and "NLL (one-draw bound)" in text
     r = json.loads((out / "eval.json").read_text())
     assert r["estimate"] == "exact" and r["iw_samples"] == 0 and r["nll"] > 0
     assert r["elbo"] == pytest.approx(-r["nll"])  # the exact posterior makes the bound tight

@@ -161,6 +161,7 @@ def test_the_table_flags_a_mutual_information_at_the_estimators_ceiling():
     assert "saturated: I(x;z) of z" in format_diagnosis(r)
     layer["mutual_info"] = 1.0
     assert "saturated" not in format_diagnosis(r)
+    assert "sum 3.000, off by 6.000" in format_diagnosis(r)  # the gap is said, not called Monte Carlo error
 
 
 def test_aggregate_density_of_a_flow_posterior_pairs_every_draw_with_every_datapoint():

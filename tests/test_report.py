@@ -136,3 +136,20 @@ def test_tensorboard_is_off_by_default_and_refused_for_closed_form_fits(tmp_path
     assert not (out / "tensorboard").exists()
     assert main(["train", "--model", "ppca", "--dataset", "digits", "--tensorboard", "--out", str(tmp_path / "p")]) == 1
     assert "closed form" in capsys.readouterr().err
+
+
+def test_a_link_planted_at_the_tensorboard_folder_is_not_followed(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    import shutil
+
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    args = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--tensorboard", "--quiet"]
+    assert main([*args, "--epochs", "1", "--out", str(out)]) == 0
+    shutil.rmtree(out / "tensorboard")
+    elsewhere.mkdir()
+    (out / "tensorboard").symlink_to(elsewhere)
+    capsys.readouterr()
+    assert main([*args, "--epochs", "2", "--out", str(out), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dgm: error: ") and "symbolic link" in err and "Traceback" not in err
+    assert not list(elsewhere.iterdir())

@@ -467,3 +467,16 @@ def test_a_failure_midway_through_the_png_files_leaves_nothing(env, capsys, tmp_
     argv = _decompress(env, env.pz, tmp_path / "existing", "--force")
     assert_fails_and_changes_nothing(capsys, roots, argv, "no space left")
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    "bad", ["x\u202egnp.png", "a\u200bb.png", "a\u2066b.png", "a\x7fb.png", "a\x85b.png", "a\u2028b.png", "\ufeffa.png"]
+)
+def test_names_that_could_show_as_other_names_are_refused(bad):
+    """Right-to-left overrides, zero widths, isolates, DEL, C1 controls and separators in a
+    .dgmz's names (a decoded file could be named so that it looks like another)."""
+    from dgmkit.coding.container import check_png_names
+
+    with pytest.raises(DataError, match="invisible or control character"):
+        check_png_names(["ok.png", bad], 2)
+    assert check_png_names(["ok.png", "\u00e9t\u00e9 \u0627\u0644.png"], 2)  # accents and right-to-left letters are names

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,9 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f/\\:]")
+# Unicode categories never allowed in a name: controls (C0, DEL, C1), format characters (bidi
+# overrides and isolates, zero widths, the BOM), surrogates, line and paragraph separators
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def check_base_name(name: object, what: str = "file name") -> str:
@@ -214,6 +218,12 @@ def check_base_name(name: object, what: str = "file name") -> str:
         raise DgmError(f"{what} {name[:40]!r} is empty or longer than 255 bytes")
     if _BAD_NAME_CHARS.search(name) or name in (".", "..") or name.startswith(".") or name != name.strip():
         raise DgmError(f"{what} {name!r} is not a plain base name (no folders, no control characters, not hidden)")
+    hidden = next((c for c in name if unicodedata.category(c) in _INVISIBLE_CATEGORIES), None)
+    if hidden is not None:  # a name that shows as another: right-to-left overrides, zero widths, C1 controls
+        raise DgmError(
+            f"{what} {name!r} holds the invisible or control character U+{ord(hidden):04X} "
+            f"({unicodedata.name(hidden, 'unnamed')}), which can make a name show as another"
+        )
     return name
 
 

@@ -50,6 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_diagnose)
 
 
+def _gap(r: dict, top: dict) -> float:
+    return abs(r["top_mean_kl"] - top["mutual_info"] - r["marginal_kl"])
+
+
 def format_diagnosis(r: dict) -> str:
     head = f"{'layer':<6} {'dims':>6} {'KL (nats)':>10} {'active':>8} {'I(x;z)':>8}"
     lines = [head, "-" * len(head)]
@@ -63,7 +67,8 @@ def format_diagnosis(r: dict) -> str:
         lines.append(
             f"prior hole, top layer {top['name']}: KL(q(z)||p(z)) = {r['marginal_kl']:.3f} nats; "
             f"mean KL {r['top_mean_kl']:.3f} = I {top['mutual_info']:.3f} + marginal KL {r['marginal_kl']:.3f} "
-            f"(sum {top['mutual_info'] + r['marginal_kl']:.3f}, equal up to Monte Carlo error)"
+            f"(sum {top['mutual_info'] + r['marginal_kl']:.3f}, off by {_gap(r, top):.3f}: "
+            "the identity holds in expectation, so a gap beyond Monte Carlo error means too few datapoints or draws)"
         )
     ceiling = math.log(r["n"])
     full = [la["name"] for la in r["layers"] if la["mutual_info"] is not None and la["mutual_info"] > ceiling - SATURATION]

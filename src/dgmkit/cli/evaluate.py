@@ -20,7 +20,7 @@ __all__ = ["add_parser", "run_eval", "format_report"]
 
 # what each kind of estimate is called on the NLL row
 _NLL_ROW = {
-    "exact": lambda r: "NLL (exact)",
+    "exact": lambda r: "NLL (one-draw bound)" if r.get("transform") == "dequantize" else "NLL (exact)",
     "importance-sampled": lambda r: f"NLL (k={r['iw_samples']})",
     "bound": lambda r: f"NLL bound (k={r['iw_samples']})",
     "time-sampled": lambda r: f"NLL bound ({plural(r['iw_samples'], 'time')} per datapoint)",
@@ -119,6 +119,11 @@ def _notes(r: dict) -> list[str]:
         "bound's terms at sampled times; more times lower its noise, not the bound",
     }
     out = [notes[r["estimate"]]]
+    if r["estimate"] == "exact" and r.get("transform") == "dequantize":  # exact of y = (k + u) / L, not of k
+        out = [
+            f"exact for the uniformly dequantized data; for the {r['num_dims']}-D integer data an upper bound on the NLL "
+            "(Jensen over the noise u), one draw of u per datapoint"
+        ]
     if r["estimate"] == "time-sampled":
         out.append(f"times: {r.get('variance_reduction')}; the standard error is over datapoints and times together")
         if r.get("time_stderr") is not None:
@@ -135,7 +140,7 @@ def _notes(r: dict) -> list[str]:
             f"incomplete data: every number is of the observed entries only, log p(x_o) ({r['observed_dims']:.1f} of "
             f"{r['num_dims']} per datapoint on average)" + ("; bits per observed entry" if r.get("bpd") is not None else "")
         )
-    if r.get("transform") == "dequantize":
+    if r.get("transform") == "dequantize" and r["estimate"] != "exact":
         out.append(f"uniformly dequantized data: the numbers bound those of the {r['num_dims']}-D integer data")
     if r.get("density_of") == "continuous" and r["estimate"] != "reconstruction":
         out.append(

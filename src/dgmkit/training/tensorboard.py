@@ -51,6 +51,12 @@ class TensorBoardLogger:
         except ImportError:
             raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
         self.log_dir = Path(log_dir)
+        # the run's own folder, never followed elsewhere (every other run file is replaced, not followed)
+        if self.log_dir.is_symlink():
+            raise ConfigError(f"{self.log_dir} is a symbolic link: the event files are written only inside the run "
+                              "folder; remove the link")  # fmt: skip
+        if self.log_dir.exists() and not self.log_dir.is_dir():
+            raise ConfigError(f"{self.log_dir} exists and is not a folder: the event files cannot be written there")
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
     def __call__(self, trainer: object, metrics: dict) -> None:
