@@ -43,18 +43,35 @@ def test_the_decisions_on_the_device_are_those_of_the_host_rule(kw):
     resumes in the other."""
     g = torch.Generator().manual_seed(0)
     norms = (torch.rand(60, generator=g) * 4).tolist() + [math.nan, math.inf] + (torch.rand(30, generator=g) * 8).tolist()
+    norms[20:20] = [2.0, 3.0, float(torch.tensor(0.1).item()) * 20]  # at and near an absolute threshold
     host, device = GradientGuard(**kw), GradientGuard(**kw, on_device=True)
     a = _decide(host, norms[:70])
     b = [bool(t) for t in _decide(device, norms[:70])]
     assert a == b and not all(a) and any(a)
-    assert device.epoch_norms == pytest.approx(host.epoch_norms, nan_ok=True)
+    assert str(device.epoch_norms) == str(host.epoch_norms)  # exactly (NaN included)
     assert device.epoch_skipped == host.epoch_skipped and device.skipped_total == host.skipped_total
-    assert device.epoch_threshold == pytest.approx(host.epoch_threshold)
-    assert device.recent == pytest.approx(host.recent)
+    assert device.epoch_threshold == host.epoch_threshold and device.recent == host.recent
     resumed = GradientGuard(**kw, on_device=True)
     resumed.load_state(**dict(zip(("skipped_total", "recent"), host.state().values())))
     assert [bool(t) for t in _decide(resumed, norms[70:])] == _decide(host, norms[70:])
     assert resumed.skipped_total == host.skipped_total and resumed.recent == pytest.approx(host.recent)
+
+
+def test_an_infinite_norm_is_never_taken_even_before_the_window_fills():
+    for on_device in (False, True):
+        guard = GradientGuard(skip_factor=2.0, window=4, on_device=on_device)
+        assert [bool(t) for t in _decide(guard, [1.0, math.inf, math.nan, 2.0])] == [True, False, False, True]
+        assert guard.recent == [1.0, 2.0]
+        GradientGuard(skip_factor=2.0, window=4).load_state(**dict(zip(("skipped_total", "recent"), guard.state().values())))
+
+
+def test_a_threshold_at_a_norm_s_float32_neighbour_decides_as_on_the_host():
+    """The norms are float32, the thresholds Python floats: the device compares in float64."""
+    norm = float(torch.tensor(0.1, dtype=torch.float32))  # 0.10000000149...
+    for limit, expected in ((0.1, False), (norm, True)):
+        host, device = GradientGuard(skip_norm=limit), GradientGuard(skip_norm=limit, on_device=True)
+        assert _decide(host, [norm]) == [expected] and [bool(t) for t in _decide(device, [norm])] == [expected]
+        assert device.epoch_threshold == host.epoch_threshold == limit
 
 
 def test_clipping_alone_clips_and_never_skips():

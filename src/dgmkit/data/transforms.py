@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from dgmkit.data.dataset import Dataset
+from dgmkit.distributions.pixels import may_be_incomplete
 from dgmkit.errors import DataError
 
 __all__ = ["DataTransform", "make_transform", "density_transform", "TRANSFORMS"]
@@ -43,16 +44,18 @@ class DataTransform:
             return x.float()
         if self.kind == "dynamic-binarize":
             p = x.float() / (self.num_levels - 1)
+            if not may_be_incomplete(x):  # (integers, or data checked once: no look, which waits for a GPU)
+                return torch.bernoulli(p, generator=generator)
             missing = torch.isnan(p)
             b = torch.bernoulli(p.nan_to_num(0.0), generator=generator)
-            return b.masked_fill_(missing, float("nan")) if missing.any() else b
+            return b.masked_fill_(missing, float("nan"))
         if self.kind == "dequantize":
             u = torch.rand(x.shape, generator=generator, device=x.device)
             return (x.float() + u) / self.num_levels
         if self.kind == "scale":
             return x.float() / (self.num_levels - 1)
         if self.kind == "integers":  # with missing entries (NaN): the integers as floats beside the NaN
-            return x.float() if x.is_floating_point() and torch.isnan(x).any() else x.long()
+            return x.float() if may_be_incomplete(x) else x.long()
         return x.float()
 
     @property

@@ -27,7 +27,9 @@ def complete_data() -> Iterator[None]:
     """Within: the data given to models and likelihoods are known to hold no missing entry
     (NaN), checked once by the caller (the Trainer checks its splits when it starts). The
     per-batch look for NaN (``may_be_incomplete``), which on a GPU waits for the device in every
-    step, is then left out; the numbers are the same."""
+    step, is then left out; the numbers are the same. The setting is process-wide (a counter the
+    compiled step can read), for the training loop's single thread: do not hold it across a
+    ``yield`` or while another thread scores data that may be incomplete."""
     global _complete_depth
     _complete_depth += 1
     try:

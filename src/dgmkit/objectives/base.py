@@ -12,7 +12,7 @@ def unit_weight(beta: float | torch.Tensor) -> bool:
     """Whether the KL weight ``beta`` is known to be 1 (the plain bound, computed as such). A
     weight given as a tensor (the compiled training step's, which must not branch on its value,
     else it is compiled again for every value of a warm-up) never is: the weighted form is
-    computed, the same number."""
+    computed, the same value up to rounding."""
     return not isinstance(beta, torch.Tensor) and beta == 1.0
 
 

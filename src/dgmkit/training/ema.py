@@ -60,9 +60,9 @@ class EMA:
                 self.updates += 1
             return
         if self._device_updates is None:
-            self._device_updates = torch.tensor(float(self._updates), device=taken.device)
-        n = self._device_updates
-        weight = (1.0 - torch.clamp((1 + n) / (10 + n), max=self.decay)) * taken  # 0 where the step was skipped
+            self._device_updates = torch.tensor(self._updates, dtype=torch.float64, device=taken.device)
+        n = self._device_updates  # (float64, as the host's Python floats: exact counts and the same decay)
+        weight = ((1.0 - torch.clamp((1 + n) / (10 + n), max=self.decay)) * taken).to(averages[0].dtype)  # 0: skipped
         torch._foreach_add_(averages, torch._foreach_mul(torch._foreach_sub(params, averages), weight))
         n += taken
 

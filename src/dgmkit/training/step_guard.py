@@ -134,10 +134,11 @@ class GradientGuard:
         if self.on_device:
             return self._take_on_device(norm.detach())
         value, limit = float(norm), self.threshold()
-        self._record(value, limit, value <= limit)  # (not: also NaN and inf)
-        if value <= limit and self.skip_factor is not None:
+        taken = math.isfinite(value) and value <= limit  # a NaN or infinite norm is never taken
+        self._record(value, limit, taken)
+        if taken and self.skip_factor is not None:
             self._recent = [*self._recent[-(self.window - 1) :], value]
-        return value <= limit
+        return taken
 
     def _record(self, norm: float, limit: float, taken: bool) -> None:
         self._epoch_norms.append(norm)
@@ -147,17 +148,19 @@ class GradientGuard:
             self._skipped_total += 1
 
     def _take_on_device(self, norm: torch.Tensor) -> torch.Tensor:
-        norm = norm.float()
+        # float64 throughout, as the host rule's Python floats: the same decisions at the boundary too
+        norm = norm.double()
         if self._ring is None:  # the window so far (a resumed run's), as a ring on the device
-            self._ring = torch.zeros(self.window, device=norm.device)
-            self._ring[: len(self._recent)] = torch.tensor(self._recent, device=norm.device)
+            self._ring = torch.zeros(self.window, dtype=torch.float64, device=norm.device)
+            self._ring[: len(self._recent)] = torch.tensor(self._recent, dtype=torch.float64, device=norm.device)
             self._taken = torch.tensor(len(self._recent), device=norm.device)
-        limit = torch.full((), self.skip_norm if self.skip_norm is not None else math.inf, device=norm.device)
+        limit = torch.full((), self.skip_norm if self.skip_norm is not None else math.inf, dtype=torch.float64,
+                           device=norm.device)  # fmt: skip
         if self.skip_factor is not None:
             ordered = self._ring.sort().values  # statistics.median's: the mean of the two middle values
             median = (ordered[(self.window - 1) // 2] + ordered[self.window // 2]) / 2
             limit = torch.where(self._taken >= self.window, torch.minimum(limit, self.skip_factor * median), limit)
-        taken = norm <= limit  # (False for NaN and inf)
+        taken = torch.isfinite(norm) & (norm <= limit)  # a NaN or infinite norm is never taken
         if self.skip_factor is not None:
             place = torch.remainder(self._taken, self.window).view(1)
             self._ring.scatter_(0, place, torch.where(taken, norm, self._ring.gather(0, place)[0]).view(1))
