@@ -705,3 +705,23 @@ def test_mismatched_checkpoint_is_one_line(vae_copy, tmp_path, capsys):
     (vae_copy / "best.safetensors").write_bytes(st_save(tensors, metadata=meta))
     code, _, err = run(capsys, "eval", vae_copy)
     assert_one_error_line(code, err, "1 tensors missing", "1 tensors unexpected")
+
+
+@pytest.mark.parametrize("length", [200, 241, 242, 251, 255])
+def test_a_legal_name_of_up_to_255_bytes_is_written_and_its_temporary_found(tmp_path, length):
+    """The temporary beside the file (.NAME.XXXXXXXX.tmp) holds as much of the name as fits: a
+    name of 242 to 255 bytes failed with "File name too long" before."""
+    from dgmkit import _io
+
+    name = "\u00e9" * ((length - 4) // 2) + "x" * ((length - 4) % 2) + ".png"  # two-byte characters: cuts between
+    assert len(name.encode()) == length
+    _io.atomic_write_bytes(tmp_path / name, b"data")
+    assert (tmp_path / name).read_bytes() == b"data" and os.listdir(tmp_path) == [name]
+    with _io.atomic_folder(tmp_path / "out", [name]) as tmp:
+        (tmp / name).write_bytes(b"x")
+    assert (tmp_path / "out" / name).read_bytes() == b"x"
+    stem = _io._tmp_stem(name)
+    stale = tmp_path / f".{stem}.abcd1234.tmp"
+    stale.write_bytes(b"")
+    assert len(stale.name.encode()) <= 255
+    assert _io.remove_stale_temporaries(tmp_path, [name]) == [stale.name] and not stale.exists()

@@ -39,6 +39,17 @@ __all__ = [
 
 TMP_SUFFIX = ".tmp"
 _OWN_TMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_write_bytes creates
+_NAME_MAX = 255  # bytes of one file name on the file systems this runs on
+
+
+def _tmp_stem(name: str) -> str:
+    """The part of ``name`` that its temporary's name (``.STEM.XXXXXXXX.tmp``) holds: all of it,
+    or as much as fits in a file name (so that a legal name of up to 255 bytes can be written)."""
+    room = _NAME_MAX - len(".") - len(".XXXXXXXX") - len(TMP_SUFFIX)
+    raw = name.encode("utf-8", "surrogatepass")
+    if len(raw) <= room:
+        return name
+    return raw[:room].decode("utf-8", "ignore")  # (a character cut in two is left out)
 
 
 def describe_os_error(e: OSError, path: os.PathLike | str | None = None, action: str = "access") -> str:
@@ -65,7 +76,7 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
     made = [p for p in path.parents if not p.exists()]  # folders this call creates (deepest first)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_tmp_stem(path.name)}.", suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -92,7 +103,7 @@ def is_own_temporary(name: str) -> bool:
 def remove_stale_temporaries(folder: os.PathLike | str, names: Iterable[str]) -> list[str]:
     """Remove the temporaries that an interrupted write of one of ``names`` left in ``folder``
     (call only while no other process writes there: under the run folder's lock)."""
-    wanted = set(names)
+    wanted = {_tmp_stem(n) for n in names}
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -170,7 +181,7 @@ def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool =
     tmp = None
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX))
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{_tmp_stem(target.name)}.", suffix=TMP_SUFFIX))
     except OSError as e:
         _remove_empty(made)
         raise DgmError(describe_os_error(e, target, "write")) from None
