@@ -87,7 +87,16 @@ def test_png_round_trip(coder_runs, capsys, tmp_path):
 def test_bad_inputs_fail_cleanly(coder_runs, capsys, tmp_path):
     np.save(tmp_path / "big.npy", np.full((3, 4, 4), 7, dtype=np.uint8))
     np.save(tmp_path / "shape.npy", np.zeros((3, 5, 5), dtype=np.uint8))
-    for name, needle in (("big.npy", "integer pixels 0..1"), ("shape.npy", "4x4 pixels")):
+    nan, half = np.zeros((3, 4, 4)), np.zeros((3, 4, 4))
+    nan[0, 0, 0], half[1, 2, 3] = np.nan, 0.5
+    np.save(tmp_path / "nan.npy", nan)
+    np.save(tmp_path / "half.npy", half)
+    for name, needle in (
+        ("big.npy", "integer pixels 0..1; these values run from 7 to 7"),
+        ("shape.npy", "4x4 pixels"),
+        ("nan.npy", "1 of these values are NaN or infinite"),  # (was: "these values run from nan to nan")
+        ("half.npy", "not all integers (one is 0.5)"),
+    ):
         code, _, err = run(capsys, "compress", coder_runs / "a", tmp_path / name, "--out", tmp_path / "o.dgmz")
         assert_clean_failure(code, err, needle)
         assert not (tmp_path / "o.dgmz").exists()

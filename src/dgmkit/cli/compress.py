@@ -156,7 +156,14 @@ def _to_model_input(x: np.ndarray, event_shape: tuple[int, ...], levels: int) ->
         raise DataError(f"expected an array of integer pixel values, got dtype {x.dtype}")
     if x.dtype == bool:
         x = x.astype(np.uint8)
-    if not np.all(np.isfinite(x)) or not np.array_equal(x, np.round(x)) or x.min() < 0 or x.max() >= levels:
+    if not np.all(np.isfinite(x)):
+        bad = int(np.size(x) - np.isfinite(x).sum())
+        raise DataError(f"the model codes integer pixels 0..{levels - 1}; {bad} of these values are NaN or infinite")
+    if not np.array_equal(x, np.round(x)):
+        first = x.flat[int(np.flatnonzero(x != np.round(x))[0])]
+        want = f"the model codes integer pixels 0..{levels - 1}"
+        raise DataError(f"{want}; these values are not all integers (one is {first})")
+    if x.size and (x.min() < 0 or x.max() >= levels):
         raise DataError(f"the model codes integer pixels 0..{levels - 1}; these values run from {x.min()} to {x.max()}")
     return torch.from_numpy(x.astype(np.int64).reshape(len(x), *event_shape))
 
