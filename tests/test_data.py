@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import http.server
+import json
 import struct
 import threading
 from pathlib import Path
@@ -207,3 +208,43 @@ def test_from_array_splits_and_rejects_bad_input(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"junk")
     with pytest.raises(DataError, match="cannot read"):
         load_dataset(str(tmp_path / "junk.npy"))
+
+
+def test_generated_data_are_identified_by_their_definition_not_their_last_bits(tmp_path, monkeypatch):
+    """Another CPU or library build may move a generated float by one ulp: the run must still
+    recognise its two moons (it once refused them as "other data"); an older run that pinned
+    them by their content digest is still recognised; data read from files keep content digests."""
+    import dataclasses
+
+    from dgmkit.cli.common import run_data
+    from dgmkit.cli.main import main
+    from dgmkit.config import load_run
+    from dgmkit.data import Dataset, toy2d
+
+    moons = load_dataset("two-moons")
+    bumped = toy2d.toy_2d("two-moons")
+    one_ulp = torch.nextafter(bumped.train.x, torch.tensor(9.0))
+    bumped = dataclasses.replace(bumped, train=dataclasses.replace(bumped.train, x=one_ulp))
+    assert bumped.content_digest() != moons.content_digest() and bumped.fingerprint() == moons.fingerprint()
+    assert load_dataset("rings").fingerprint() != moons.fingerprint()
+    assert load_dataset("sprites").fingerprint() != load_dataset("sprites-64").fingerprint()
+    digits = load_dataset("digits")
+    assert digits.generator is None and digits.fingerprint() == digits.content_digest()
+
+    out = tmp_path / "moons"
+    assert main(["train", "--dataset", "two-moons", "--model", "flow", "--flow", "realnvp", "--flow-layers", "2",
+                 "--hidden", "8", "--epochs", "1", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    original = toy2d.TOY_2D["two-moons"]
+    monkeypatch.setitem(toy2d.TOY_2D, "two-moons", lambda n, g: torch.nextafter(original(n, g), torch.tensor(9.0)))
+    assert run_data(load_run(out)).fingerprint() == moons.fingerprint()  # one ulp off: the same data
+    monkeypatch.undo()
+    old = tmp_path / "old"  # a run of an older dgmkit, which pinned generated data by their content digest
+    monkeypatch.setattr(Dataset, "fingerprint", Dataset.content_digest)
+    assert main(["train", "--dataset", "two-moons", "--model", "flow", "--flow", "realnvp", "--flow-layers", "2",
+                 "--hidden", "8", "--epochs", "1", "--out", str(old), "--quiet"]) == 0  # fmt: skip
+    monkeypatch.undo()
+    assert json.loads((old / "config.json").read_text())["data"]["sha256"] == moons.content_digest()
+    run_data(load_run(old))
+    assert main(["train", "--resume", "--out", str(old), "--epochs", "2", "--quiet"]) == 0
+    assert json.loads((old / "config.json").read_text())["data"]["sha256"] == moons.content_digest()
+    assert main(["eval", str(old), "--split", "valid"]) == 0

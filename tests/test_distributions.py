@@ -2,11 +2,12 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Bernoulli, Independent, Normal
 
-from dgmkit.conditional import GaussianHead
+from dgmkit.conditional import GaussianHead, StudentTHead
 from dgmkit.distributions import (
     BernoulliPixels,
     CategoricalPixels,
@@ -101,6 +102,31 @@ def test_gaussian_head_log_prob_matches_normal(variance):
     assert torch.allclose(d.log_prob(x), ref)
     if variance == "fixed":
         assert torch.allclose(d.base_dist.scale, torch.tensor(0.2))
+
+
+def test_student_t_head_matches_scipy_and_marginalizes_missing_entries():
+    """log p(x) against SciPy's t density, the floors on scale and degrees of freedom, the
+    mean as the location, and log p(x_o) of a row with a hole = the sum over its observed entries."""
+    import scipy.stats
+
+    from dgmkit.distributions import observed_log_prob
+
+    head = StudentTHead(min_scale=1e-3, min_df=3.0)
+    params = torch.randn(4, 1, 3, 1, 5, dtype=torch.float64)
+    params[0, :, 1:] = -1e4  # the smallest scale and degrees of freedom the head allows
+    d = head(params)
+    x = torch.randn(4, 1, 1, 5, dtype=torch.float64)
+    t = d.base_dist
+    assert t.scale.min().item() >= 1e-3 and t.df.min().item() >= 3.0
+    ref = scipy.stats.t.logpdf(x.numpy(), t.df.numpy(), t.loc.numpy(), t.scale.numpy()).reshape(4, -1).sum(1)
+    assert np.allclose(d.log_prob(x).numpy(), ref)
+    assert torch.equal(d.mean, params[:, :, 0])
+    holed = x.clone()
+    holed[1, 0, 0, 2] = float("nan")
+    per = scipy.stats.t.logpdf(x.numpy(), t.df.numpy(), t.loc.numpy(), t.scale.numpy())[1].reshape(-1)
+    assert observed_log_prob(d, holed)[1].item() == pytest.approx(per.sum() - per[2])
+    with pytest.raises(ValueError, match="min_df above 1"):
+        StudentTHead(min_df=1.0)
 
 
 def test_closed_form_kl_matches_monte_carlo():

@@ -128,6 +128,28 @@ def test_bad_tables_are_refused(tmp_path, text, problem):
         read_table(p)
 
 
+def test_none_and_null_are_values_and_only_plain_decimals_are_numbers(tmp_path):
+    """A category named "none" or "null" is a category, not a hole; ``5_0`` (Python's digit
+    separator) and Arabic-Indic digits are not numbers (``float`` alone reads them as 50 and 5)."""
+    p = tmp_path / "t.csv"
+    p.write_text("pet,count,size\nnone,1,5_0\ncat,2,1\nnull,NA,2\ncat,4,?\n", encoding="utf-8")
+    x, cols = read_table(p)
+    assert cols[0].categories == ("cat", "none", "null") and not np.isnan(x[:, 0]).any()
+    assert cols[1].kind == "numeric" and np.isnan(x[2, 1]) and np.isnan(x[3, 2])
+    assert cols[2].kind == "categorical" and cols[2].categories == ("1", "2", "5_0")
+    for bad in ("5_0", "\u0665", "1e5_0", "0x10", "1,5"):
+        q = tmp_path / "n.csv"
+        q.write_text(f'a\n1\n"{bad}"\n', encoding="utf-8")
+        s = tmp_path / "s.json"
+        s.write_text(json.dumps({"columns": {"a": "numeric"}}))
+        with pytest.raises(DataError, match="is numeric, but holds"):
+            read_table(q, s)
+    q.write_text("a\n-1.5\n+2e-3\n.5\n7.\n1E+2\n", encoding="utf-8")
+    x, cols = read_table(q)
+    assert cols[0].kind == "numeric"
+    assert np.allclose(x[:, 0] * cols[0].std + cols[0].mean, [-1.5, 0.002, 0.5, 7.0, 100.0])
+
+
 def test_a_schema_must_name_every_column_with_a_known_kind(tmp_path):
     p = _table(tmp_path)
     for spec, problem in (
@@ -162,10 +184,23 @@ def test_the_baselines_and_rmse():
     assert np.array_equal(filled, [[1.0, 6.0], [3.0, 4.0], [2.0, 8.0]])
     truth = np.array([[1.0, 5.0], [3.0, 4.0], [4.0, 8.0]])
     assert rmse(filled, truth, np.isnan(rows)) == pytest.approx(math.sqrt((1 + 4) / 2))
-    for method in ("knn", "iterative"):
+    for method in ("knn", "iterative", "missforest"):
         assert not np.isnan(baseline_impute(rows, method)).any()
     with pytest.raises(ValueError, match="no missing"):
         rmse(filled, truth, np.zeros_like(rows, bool))
+
+
+def test_missforest_imputes_a_nonlinear_column_that_the_linear_chain_cannot():
+    """x2 = x1^2: a linear regression on x1 sees no relation (the mean), a forest does."""
+    rng = np.random.default_rng(0)
+    x1 = rng.uniform(-2, 2, 400)
+    truth = np.stack([x1, x1**2], 1)
+    rows = truth.copy()
+    rows[rng.random(400) < 0.3, 1] = np.nan
+    missing = np.isnan(rows)
+    forest = rmse(baseline_impute(rows, "missforest"), truth, missing)
+    linear = rmse(baseline_impute(rows, "iterative"), truth, missing)
+    assert forest < 0.2 < 0.8 < linear
 
 
 def test_from_array_keeps_integers_with_missing_entries_as_levels():

@@ -19,7 +19,7 @@ from dgmkit.cli.main import build_parser, main
 from dgmkit.config import FORMAT, migrate_record
 from dgmkit.data import load_dataset
 from dgmkit.data.matlab import read_mat
-from dgmkit.data.registry import CONTENT, content_digest
+from dgmkit.data.registry import CONTENT, content_digest, from_array
 from dgmkit.errors import DataError
 from dgmkit.evaluation.figures import project_2d
 
@@ -106,6 +106,39 @@ def test_a_mat_file_by_path_with_key_labels_and_image_shape(tmp_path):
         load_dataset(str(path), key="images", image_shape=[5, 7])
     with pytest.raises(DataError, match="has no variable named 'nope'"):
         read_mat(path, "nope")
+
+
+def test_mat_labels_of_the_wrong_shape_are_refused_as_in_npz(tmp_path):
+    """Labels that do not fit the data are an error, in a .mat file as in a .npz (they were
+    dropped without a word)."""
+    x = np.random.default_rng(0).integers(0, 2, (40, 16)).astype(np.uint8)
+    for y, problem in (
+        (np.arange(39) % 3, "39 labels for 40 images"),
+        (np.zeros((40, 2)), r"labels must be one integer per image \(1-D\), got shape \(40, 2\)"),
+        (np.zeros((2, 20)), r"got shape \(2, 20\)"),
+    ):
+        for suffix in (".mat", ".npz"):
+            path = tmp_path / f"d{suffix}"
+            if suffix == ".mat":
+                scipy.io.savemat(path, {"x": x, "y": y})
+            else:
+                np.savez(path, x=x, y=y)
+            with pytest.raises(DataError, match=problem):
+                load_dataset(str(path))
+    path = tmp_path / "text.mat"
+    scipy.io.savemat(path, {"x": x, "y": "labels"})
+    with pytest.raises(DataError, match="the labels y are of MATLAB class 'char', not numbers"):
+        load_dataset(str(path))
+
+
+def test_the_levels_of_whole_numbers_follow_their_values_not_their_dtype():
+    """The same digits as uint8 and int64 make the same model (the uint8 copy had 256 levels)."""
+    digits = np.random.default_rng(0).integers(0, 17, (50, 4, 4))
+    eight_bit = np.random.default_rng(0).integers(0, 200, (50, 4, 4))
+    for dtype in (np.uint8, np.int64, np.float32):
+        assert from_array(digits.astype(dtype)).num_levels == 17
+        assert from_array(eight_bit.astype(dtype)).num_levels == 256
+        assert from_array((digits > 8).astype(dtype)).num_levels == 2
 
 
 def test_mat_files_that_cannot_be_data(tmp_path):

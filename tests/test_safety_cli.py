@@ -409,6 +409,77 @@ def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path):
         assert x["valid_elbo"] == pytest.approx(y["valid_elbo"], rel=1e-6)
 
 
+def test_sigkill_before_the_first_checkpoint_then_resume_starts_the_run_again(tmp_path, capsys):
+    """Killed while writing epoch 1's checkpoint: no checkpoint exists. The same command says what
+    the folder holds and how to go on; --resume starts the run again from its beginning (removing
+    the orphan temporary) and ends where an uninterrupted run ends; a folder with anything else
+    in it is still refused."""
+    argv = [*TINY, "--epochs", "2", "--seed", "5"]
+    out, straight = tmp_path / "killed", tmp_path / "straight"
+    p = subprocess.run([sys.executable, "-c", _KILL_DURING_WRITE, "1", "train", *argv, "--out", str(out)])
+    assert p.returncode == -signal.SIGKILL
+    assert not (out / "checkpoint.safetensors").exists() and (out / "config.json").is_file()
+    code, _, err = run(capsys, "train", *argv, "--out", out)
+    assert_one_error_line(code, err, "stopped before its first checkpoint was written: --resume starts that run again")
+    code, said, err = run(capsys, "train", "--resume", "--quiet", "--out", out)
+    assert code == 0, err
+    assert "starting it again from its beginning" in said + err
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+    assert main(["train", *argv, "--out", str(straight)]) == 0
+    a = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(s) for s in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in a] == [1, 2]
+    for x, y in zip(a, b):
+        assert x["valid_elbo"] == pytest.approx(y["valid_elbo"], rel=1e-6)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text((out / "config.json").read_text())
+    (other / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, "train", "--resume", "--out", other)
+    assert_one_error_line(code, err, "nothing to resume")
+    assert (other / "config.json").is_file() and (other / "notes.txt").read_text() == "mine"
+
+
+def _blow_up(run_dir) -> None:
+    """Scale every weight of both checkpoints by 1e20: finite, but the network's outputs overflow."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    for name in ("best.safetensors", "checkpoint.safetensors"):
+        path = run_dir / name
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        for k, t in tensors.items():
+            if k.startswith("model/") and t.is_floating_point() and t.dim() >= 2:
+                tensors[k] = t * 1e20
+        save_file(tensors, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "{run}"],
+        ["diagnose", "{run}", "--out", "{out}.png"],
+        ["traverse", "{run}", "--out", "{out}.png"],
+        ["reconstruct", "{run}", "--out", "{out}.png"],
+        ["interpolate", "{run}", "--out", "{out}.png"],
+        ["latents", "{run}", "--out", "{out}.png"],
+        ["report", "{run}", "--out", "{out}.html"],
+    ],
+)
+def test_finite_but_huge_weights_give_one_error_and_no_output(vae_copy, tmp_path, capsys, argv):
+    """Every command refuses a model whose outputs overflow (dgm diagnose printed a table of nan,
+    dgm traverse drew a NaN picture, dgm report failed in an SVD), and writes nothing."""
+    _blow_up(vae_copy)
+    before = snapshot(vae_copy)
+    out = tmp_path / "figure"
+    code, _, err = run(capsys, *[a.format(run=vae_copy, out=out) for a in argv])
+    assert_one_error_line(code, err, "non-finite")
+    assert not list(tmp_path.glob("figure*"))
+    assert snapshot(vae_copy) == before
+
+
 def test_demo_never_deletes_what_it_did_not_create(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "config.json").write_text("{}")

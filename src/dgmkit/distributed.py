@@ -43,6 +43,7 @@ __all__ = [
     "launched_by_torchrun",
     "all_reduce_sum",
     "broadcast_object",
+    "all_gather_object",
     "gather_rows",
     "shard",
     "barrier",
@@ -126,6 +127,16 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_gather_object(obj: object) -> list:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank (``[obj]`` in one process)."""
+    ctx = current()
+    if not ctx.parallel:
+        return [obj]
+    parts: list = [None] * ctx.world_size
+    dist.all_gather_object(parts, obj)
+    return parts
 
 
 def shard(n: int, ctx: Context | None = None) -> slice:

@@ -192,11 +192,18 @@ def _reporter(
 
 
 def train_run(
-    cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = False, report_every: int = 1, tensorboard: bool = False
+    cfg: RunConfig,
+    out: Path,
+    resume: bool = False,
+    quiet: bool = False,
+    report_every: int = 1,
+    tensorboard: bool = False,
+    restart: bool = False,
 ) -> FitResult:
     """Fit ``cfg`` into the run folder ``out`` (or resume the run there), printing a line
     every ``report_every`` epochs (and logging to ``out/tensorboard`` with ``tensorboard``). A
-    fresh run needs a new or empty folder; the folder is locked while the run is written."""
+    fresh run needs a new or empty folder; the folder is locked while the run is written.
+    ``restart``: a fresh run in place of one that stopped before its first checkpoint."""
     if tensorboard:
         if cfg.model.fit == "closed-form":
             raise ConfigError(f"--tensorboard: the {cfg.model.name} model is fitted in closed form; it has no epochs to log")
@@ -251,9 +258,9 @@ def train_run(
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
     model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
     fitted = _with_kept_labels(cfg, dataset)
-    with RunFolder(out, fresh=not resume) if ctx.is_main else contextlib.nullcontext():
-        run_id = _resumable_run_id(cfg, out, dataset, transform) if resume else None
-        record = run_record(cfg, dataset, transform, run_id)  # of the data as they are, all labels included
+    with RunFolder(out, fresh=not resume, restart=restart) if ctx.is_main else contextlib.nullcontext():
+        run_id, digest = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None)
+        record = run_record(cfg, dataset, transform, run_id, digest)  # of the data as they are, all labels included
         return _fit(cfg, model, fitted, transform, RunWriter(out, record), resume, quiet, report_every, tensorboard)
 
 
@@ -268,10 +275,15 @@ def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
     return dataclasses.replace(dataset, train=train)
 
 
-def _resumable_run_id(cfg: RunConfig, out: Path, dataset: Dataset, transform: DataTransform) -> str | None:
+def _resumable_run_id(
+    cfg: RunConfig, out: Path, dataset: Dataset, transform: DataTransform
+) -> tuple[str | None, str | None]:
     """The run id of the run in ``out``, once its config.json, its checkpoints and the data
-    agree that ``cfg`` continues it (under the folder's lock)."""
+    agree that ``cfg`` continues it (under the folder's lock), and the data digest to keep
+    recording: the run's own where it pinned generated data by their content (else None)."""
     own = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
+    recorded = own["data"].get("sha256")
+    digest = recorded if dataset.generator and recorded == dataset.content_digest() else None
     for name in ("checkpoint.safetensors", "best.safetensors"):
         if (out / name).is_file():
             meta = load_checkpoint(out / name)
@@ -280,13 +292,13 @@ def _resumable_run_id(cfg: RunConfig, out: Path, dataset: Dataset, transform: Da
             )
     check_same_run(
         own,
-        run_record(cfg, dataset, transform, own.get("run_id")),
+        run_record(cfg, dataset, transform, own.get("run_id"), digest),
         out / "config.json",
         Path("the data and flags"),
         FREE_ON_RESUME,
         fresh=True,
     )
-    return own.get("run_id")
+    return own.get("run_id"), digest
 
 
 def _fit(
@@ -397,9 +409,14 @@ def run_train(args: argparse.Namespace) -> int:
     launch = args.nproc > 1 and not distributed.launched_by_torchrun()
     ctx = distributed.current()
     out = Path(args.out)
+    restart = False
     if args.resume:
         if not (out / "checkpoint.safetensors").is_file():
-            raise ConfigError(f"nothing to resume: {out} holds no checkpoint.safetensors")
+            if not RunFolder(out, fresh=False).stranded_start():
+                raise ConfigError(f"nothing to resume: {out} holds no checkpoint.safetensors")
+            restart = True  # stopped before its first checkpoint: the run starts again from its beginning
+            if ctx.is_main:
+                say(f"{out} holds a run that stopped before its first checkpoint: starting it again from its beginning")
         cfg = resumed_config(args, out)
     else:
         cfg = resolve_config(args)
@@ -409,7 +426,9 @@ def run_train(args: argparse.Namespace) -> int:
         if cfg.model.fit != "gradient":
             raise ConfigError(f"--nproc: {cfg.model.name} is not trained by gradient steps; it fits in one process")
         return _launch(args)
-    result = train_run(cfg, out, resume=args.resume, quiet=args.quiet, tensorboard=args.tensorboard)
+    result = train_run(
+        cfg, out, resume=args.resume and not restart, quiet=args.quiet, tensorboard=args.tensorboard, restart=restart
+    )
     if not ctx.is_main:
         return 0
     data = read_json(out / "config.json")["data"]

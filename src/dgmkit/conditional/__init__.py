@@ -11,6 +11,7 @@ from dgmkit.conditional.heads import (
     LikelihoodHead,
     LogisticMixtureHead,
     MixedTableHead,
+    StudentTHead,
 )
 from dgmkit.conditional.iaf_encoder import IAFEncoder
 
@@ -23,6 +24,7 @@ __all__ = [
     "LikelihoodHead",
     "BernoulliHead",
     "GaussianHead",
+    "StudentTHead",
     "CategoricalHead",
     "LogisticMixtureHead",
     "MixedTableHead",

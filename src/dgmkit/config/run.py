@@ -33,11 +33,15 @@ __all__ = [
 ]
 
 
-def run_record(cfg: RunConfig, dataset: Dataset, transform: DataTransform, run_id: str | None = None) -> dict:
+def run_record(
+    cfg: RunConfig, dataset: Dataset, transform: DataTransform, run_id: str | None = None, digest: str | None = None
+) -> dict:
     """What config.json and every checkpoint store about a run; ``run_id`` (new if not given)
-    is what ties the run's checkpoints to it. The data are pinned by ``sha256``, a digest of
-    their content (every split's values), so that data changed after training are refused
-    (a VQ-VAE's code grids are pinned by their name, which holds the checkpoint's digest)."""
+    is what ties the run's checkpoints to it. The data are pinned by ``sha256``,
+    ``Dataset.fingerprint()`` (a digest of the content of data read from files, of the
+    definition of generated data), so that data changed after training are refused (a VQ-VAE's
+    code grids are pinned by their name, which holds the checkpoint's digest). ``digest``: the
+    one a resumed run recorded, where it pinned generated data by their content (older runs)."""
     data = {
         "name": dataset.name,
         "event_shape": list(dataset.event_shape),
@@ -45,7 +49,7 @@ def run_record(cfg: RunConfig, dataset: Dataset, transform: DataTransform, run_i
         "transform": transform.kind,
     }
     if not dataset.name.startswith("codes:"):
-        data["sha256"] = dataset.fingerprint()
+        data["sha256"] = digest or dataset.fingerprint()
     return {
         "format": FORMAT,
         "run_id": run_id or new_run_id(),

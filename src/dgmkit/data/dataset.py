@@ -57,7 +57,8 @@ class Dataset:
     """Train, validation and test splits, none of them empty, of images of the same shape.
 
     ``num_levels`` is the number of distinct values of quantized data (2 for binary images,
-    17 for the 8x8 digits, 256 for 8-bit images) and None for continuous data. Data made from
+    17 for the 8x8 digits, 256 for 8-bit images) and None for continuous data. Generated data
+    (the 2-D densities, the sprites) say what defines them in ``generator``. Data made from
     known generative factors names them (``factor_names``) and gives each one's number of
     values (``factor_sizes``); every split then holds each image's factor indices, and
     ``render`` (where the data are drawn from their factors) makes the images of any factor
@@ -73,6 +74,7 @@ class Dataset:
     factor_sizes: tuple[int, ...] = ()
     render: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
     columns: tuple = ()  # a table's columns (``data.table.Column``): names, kinds, standardization, categories
+    generator: str | None = None  # generated data: what defines it (name, generator version, sizes, seeds)
 
     def __post_init__(self) -> None:
         for s in SPLITS:
@@ -95,8 +97,16 @@ class Dataset:
                 raise DataError(f"{self.name}: the {s} split holds factor indices outside 0..size-1")
 
     def fingerprint(self) -> str:
-        """SHA-256 of every split's images, labels and factors (values, dtype and shape): what a
-        run records to recognise its data again, wherever the data are read from."""
+        """What a run records to recognise its data again, wherever the data are read from: for
+        data read from files, SHA-256 of every split's images, labels and factors (values, dtype
+        and shape); for generated data (``generator`` set), SHA-256 of what defines them, since
+        the last bits of generated floats may differ on another CPU or library build."""
+        if self.generator is not None:
+            return hashlib.sha256(f"generated:{self.generator}".encode()).hexdigest()
+        return self.content_digest()
+
+    def content_digest(self) -> str:
+        """SHA-256 of every split's images, labels and factors (values, dtype and shape)."""
         h = hashlib.sha256()
         for s in SPLITS:
             split = self.split(s)

@@ -1,16 +1,16 @@
 """MATLAB ``.mat`` files (formats v4 and v5, read with SciPy), as hostile input.
 
 A ``.mat`` file holds named variables. The data array is the variable ``key`` (``--data-key``),
-else ``x`` or ``X``, else the only numeric variable; a variable ``y`` (or ``Y``) of as many
-entries as the data has rows gives the labels. Before SciPy reads anything, dgmkit walks the
-file's structure itself: the file must be a regular file within the data cap of
-:func:`dgmkit.data.formats.max_data_bytes`; in a v5 file every element (and every part of a
-variable) must declare no more bytes than it holds, and every compressed element is inflated
-as a stream that stops at the cap, so no header can make a reader allocate more than the cap;
-variable names must be unique. Then each chosen variable's declared size (shape times the bytes
-of its class, from ``scipy.io.whosmat``) is held against the cap. Only real numeric arrays are
-read (no cells, structs, strings, sparse or complex matrices). MATLAB 7.3 files are HDF5
-containers, which this reader refuses with advice.
+else ``x`` or ``X``, else the only numeric variable; a variable ``y`` (or ``Y``), a vector,
+gives the labels (one whole number per row of the data, checked as every file's labels). Before
+SciPy reads anything, dgmkit walks the file's structure itself: the file must be a regular file
+within the data cap of :func:`dgmkit.data.formats.max_data_bytes`; in a v5 file every element
+(and every part of a variable) must declare no more bytes than it holds, and every compressed
+element is inflated as a stream that stops at the cap, so no header can make a reader allocate
+more than the cap; variable names must be unique. Then each chosen variable's declared size
+(shape times the bytes of its class, from ``scipy.io.whosmat``) is held against the cap. Only
+real numeric arrays are read (no cells, structs, strings, sparse or complex matrices). MATLAB
+7.3 files are HDF5 containers, which this reader refuses with advice.
 
 Rows are datapoints, as in NumPy files. Some MATLAB files store one datapoint per column (Roweis'
 ``frey_rawface.mat`` is 560 x 1965); that one is recognised by its content as the named dataset
@@ -205,7 +205,10 @@ def read_mat(path: Path, key: str | None = None) -> tuple[np.ndarray, np.ndarray
         match = [v for v in names if v[0] == label]
         if match and label != name:
             _, yshape, ycls = match[0]
-            if math.prod(yshape) == x.shape[0] and ycls in _NUMERIC:
-                y = _load(path, raw, label, yshape, ycls, limit, v5).reshape(-1)
-            break
+            if ycls not in _NUMERIC:
+                raise DataError(f"{_show(path)}: the labels {label} are of MATLAB class {ycls!r}, not numbers")
+            y = _load(path, raw, label, yshape, ycls, limit, v5)
+            if y.ndim == 2 and 1 in y.shape:  # MATLAB's vectors are N x 1 or 1 x N
+                y = y.reshape(-1)
+            break  # checked with every other file's labels: one whole number per row
     return x, y

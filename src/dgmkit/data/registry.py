@@ -462,7 +462,9 @@ def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", 
     The images must be real numbers (bool, integer or float), NaN marking a missing entry
     (``data.missing``; no row all missing, no inf); labels ``y``, if given,
     one non-negative whole number per image. Integer or binary-valued data is kept as
-    integers (num_levels 2 if binary, else max + 1 up to 256); other float data is
+    integers, their number of levels following the values whatever the array's dtype: 2 if
+    binary, 256 if the largest value needs 8 bits (128..255: 8-bit data, whose levels are 256
+    even where no pixel reaches 255), else max + 1 (digits of 0..16: 17); other float data is
     continuous. The rows are split with a seeded permutation into 80% train, 10% valid and
     10% test, none of them empty.
     """
@@ -475,7 +477,8 @@ def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", 
     seen = x[~np.isnan(x)] if missing else x
     integral = x.dtype.kind in "iu" or bool(np.all(seen == np.round(seen)))
     if integral and seen.min() >= 0 and seen.max() <= 255:
-        levels = 2 if seen.max() <= 1 else (256 if x.dtype == np.uint8 else int(seen.max()) + 1)
+        top = int(seen.max())
+        levels = 2 if top <= 1 else (256 if top >= 128 else top + 1)
         # integers, stored as floats where NaN marks missing entries (``data.missing``)
         t = torch.from_numpy(x.astype(np.float32 if missing else np.uint8))
     else:

@@ -157,4 +157,5 @@ def sprites(size: int = 32, seed: int = 0, valid_fraction: float = 0.1, test_fra
         factor_names=FACTOR_NAMES,
         factor_sizes=grid.factor_sizes,
         render=functools.partial(grid.render, templates=templates),
+        generator=f"{name} v1, seed {seed}, valid {valid_fraction!r}, test {test_fraction!r}",
     )

@@ -3,10 +3,14 @@
 A table becomes continuous rows (N, 1, 1, D) in the column order of the file: a numeric column
 standardized (mean 0, sd 1 over its observed values; ``Column.mean`` and ``Column.std`` take
 it back), a categorical column as its category's index 0..K-1 among the sorted distinct
-values. An empty cell, ``NA``, ``NaN`` or ``?`` is a missing entry (NaN). The schema says each
-column's kind: a JSON file ``{"columns": {"age": "numeric", "sex": "categorical", ...}}``
+values. An empty cell, ``NA``, ``NaN`` or ``?`` (in any case) is a missing entry (NaN); any
+other cell is a value (``none`` or ``null`` too: a category may be named so). The schema says
+each column's kind: a JSON file ``{"columns": {"age": "numeric", "sex": "categorical", ...}}``
 naming every column, or, without one, inferred: a column whose observed values all read as
-finite numbers is numeric, any other is categorical. The columns (``Dataset.columns``) give
+finite numbers is numeric, any other is categorical. A number is written in decimal, as in
+C or a spreadsheet (``-1.5``, ``2e-3``, ``.5``): Python's digit separators (``5_0``) and
+non-ASCII digits are not numbers here, so such a cell makes its column categorical, or is
+refused in a numeric one. The columns (``Dataset.columns``) give
 the mixed likelihood its heads (``--likelihood mixed``) and ``dgm impute`` its CSV output.
 """
 
@@ -14,6 +18,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +29,7 @@ from dgmkit.errors import DataError
 __all__ = ["Column", "read_table", "write_table", "TABLE_SUFFIXES", "MISSING_CELLS", "MAX_CATEGORIES"]
 
 TABLE_SUFFIXES = (".csv", ".parquet")
-MISSING_CELLS = ("", "na", "nan", "?", "null", "none")
+MISSING_CELLS = ("", "na", "nan", "?")
 MAX_CATEGORIES = 256
 MAX_TABLE_BYTES = 1 << 28  # parsed into Python strings: some 20 times that in memory
 MAX_COLUMNS = 10_000
@@ -124,12 +129,14 @@ def _schema(path: Path | None, header: list[str]) -> dict[str, str] | None:
     return cols
 
 
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf|infinity|nan)", re.IGNORECASE | re.ASCII)
+
+
 def _number(cell: str) -> float | None:
-    """The cell as a number (inf and NaN spelled out included), or None."""
-    try:
-        return float(cell)
-    except ValueError:
-        return None
+    """The cell as a number (inf and NaN spelled out included: refused later in a numeric
+    column), or None. Only plain decimal notation: ``float`` alone would also take ``5_0`` as
+    50 and Arabic-Indic digits."""
+    return float(cell) if _DECIMAL.fullmatch(cell) else None
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -1,7 +1,9 @@
 """Two-dimensional densities for flows: two moons, rings, checkerboard, Gaussian mixture.
 
 Generated, not downloaded: each split is drawn with its own fixed seed (20000 train, 5000
-valid, 5000 test points), stored as (N, 1, 1, 2) float32 like any other continuous data.
+valid, 5000 test points), stored as (N, 1, 1, 2) float32 like any other continuous data. A run
+recognises them by that definition (``Dataset.generator``), not by the bits of the floats. A
+change to a generator that moves its points must change its version ("v1").
 """
 
 import math
@@ -59,4 +61,4 @@ def toy_2d(name: str) -> Dataset:
         Split(draw(n, torch.Generator().manual_seed(seed)).view(n, 1, 1, 2))
         for n, seed in ((20000, 0), (5000, 1), (5000, 2))
     ]
-    return Dataset(name, *splits, num_levels=None)
+    return Dataset(name, *splits, num_levels=None, generator=f"{name} v1, 20000/5000/5000 points, seeds 0/1/2")

@@ -82,7 +82,7 @@ def make_transform(likelihood: str, dataset: Dataset, binarize: str = "auto") ->
                 "pass --binarize dynamic to binarize it on the fly, or choose another likelihood"
             )
         return DataTransform("dynamic-binarize", levels)
-    if likelihood == "gaussian":
+    if likelihood in ("gaussian", "student-t"):
         return DataTransform("continuous", None) if levels is None else DataTransform("dequantize", levels)
     if likelihood in ("categorical", "logistic"):
         if levels is None:

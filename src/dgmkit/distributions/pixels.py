@@ -5,7 +5,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent, Normal, StudentT
 
 from dgmkit.distributions.bernoulli import BernoulliPixels
 
@@ -63,7 +63,7 @@ def pixel_mean(dist: Distribution) -> torch.Tensor:
 def element_log_probs(dist: Distribution, value: torch.Tensor) -> torch.Tensor:
     """log p(x_d) of every pixel of a factorized pixel distribution, not summed over the event
     (for likelihoods of partly observed data): (*batch, *event)."""
-    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, (Normal, StudentT)):
         return dist.base_dist.log_prob(value)
     per = getattr(dist, "log_prob_elements", None)
     if per is None:

@@ -34,6 +34,7 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.distributions.sampling import rsample_and_log_prob
+from dgmkit.errors import EvaluationError
 from dgmkit.models.base import LatentVariableModel
 
 __all__ = ["LayerReport", "Diagnosis", "diagnose", "aggregate_log_density", "ACTIVE_THRESHOLD", "DIAGNOSTIC_ESTIMATORS"]
@@ -190,6 +191,8 @@ def _hierarchical_layers(model: LatentVariableModel, x: torch.Tensor, samples: i
 
 def _single_layer(model: LatentVariableModel, x: torch.Tensor, g: torch.Generator) -> list[_Layer]:
     q = model.posterior(x)
+    if not bool(torch.isfinite(location(q)).all()) or not all(bool(torch.isfinite(t).all()) for t in _diagonal_parts(q) or ()):
+        raise EvaluationError("the model gives a non-finite posterior (NaN or inf; its weights may be too large): no diagnosis")
     p = model.prior()
     z, log_q = rsample_and_log_prob(q, (), g, reparameterized=False, device=x.device)
     dims = kl_per_dimension(q, p)
@@ -268,12 +271,20 @@ def diagnose(
                 mean_variance=variance.tolist(),
             )
         )
+    numbers = [v for r in reports for v in (r.kl, r.mutual_info, *(r.kl_per_dim or ()), *r.mean_variance) if v is not None]
+    if not all(math.isfinite(v) for v in numbers):
+        raise EvaluationError(
+            "the model gives non-finite KL terms, mutual informations or posterior means (NaN or inf; its weights may "
+            "be too large): no diagnosis"
+        )
     out = Diagnosis(reports, len(x), samples)
     if agg_top is None:
         return out
     top_layer, agg = agg_top
     p_top = model.top() if hierarchical else model.prior()
     out.marginal_kl = float((agg - p_top.log_prob(top_layer.z).double()).mean())
+    if not math.isfinite(out.marginal_kl):
+        raise EvaluationError("the model gives a non-finite marginal KL (NaN or inf; its weights may be too large)")
     out.top_mean_kl = reports[-1].kl
     if holes > 0:
         z_p, log_p = rsample_and_log_prob(p_top, (holes,), g, reparameterized=False, device=x.device)

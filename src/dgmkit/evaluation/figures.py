@@ -6,7 +6,21 @@ import textwrap
 import numpy as np
 import torch
 
-__all__ = ["figure_png", "image_grid_png", "scatter_png", "project_2d", "diagnosis_png"]
+from dgmkit.errors import EvaluationError
+
+__all__ = ["figure_png", "image_grid_png", "scatter_png", "project_2d", "diagnosis_png", "check_finite"]
+
+
+def check_finite(t: torch.Tensor, what: str) -> None:
+    """Refuse values to draw or print that hold NaN or inf (a model with huge weights gives them):
+    no picture of NaN, no table of nan."""
+    t = t.detach()
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise EvaluationError(
+            f"the model gives non-finite {what} ({bad} of {t.numel()} values are NaN or inf; its weights may be too "
+            "large); nothing was written"
+        )
 
 
 def figure_png(fig: "object") -> bytes:
@@ -21,7 +35,9 @@ def figure_png(fig: "object") -> bytes:
 
 def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int = 2) -> bytes:
     """A grid of images (N, C, H, W) with values in [0, 1], ``nrow`` images per row.
-    Small images are enlarged (nearest neighbour) to at least ``min_cell`` pixels."""
+    Small images are enlarged (nearest neighbour) to at least ``min_cell`` pixels. Refused
+    (EvaluationError) if a value is NaN or inf."""
+    check_finite(images, "pixel values")
     x = images.detach().float().clamp(0, 1).cpu()
     n, c, h, w = x.shape
     scale = max(1, -(-min_cell // max(h, w)))
@@ -45,6 +61,7 @@ def project_2d(z: torch.Tensor) -> tuple[np.ndarray, tuple[str, str], str]:
     """Latent means (N, M) -> (N, 2) points, the two axis labels and a description: the means
     themselves when M <= 2 (a 1-D latent against a seeded jitter), else their projection on the
     two leading principal components."""
+    check_finite(z, "latent means")
     z = z.detach().double().cpu()
     if z.shape[1] == 1:
         jitter = torch.rand(z.shape, generator=torch.Generator().manual_seed(0), dtype=z.dtype) - 0.5

@@ -15,6 +15,7 @@ from dgmkit.conditional import (
     LikelihoodHead,
     LogisticMixtureHead,
     MixedTableHead,
+    StudentTHead,
 )
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError, DataError
@@ -30,19 +31,24 @@ Activation = Literal["relu", "elu", "tanh", "gelu", "silu"]
 
 @dataclasses.dataclass
 class LikelihoodSettings:
-    """p(x|.) per pixel: Bernoulli, Gaussian (dequantized or continuous data), 256-way (L-way)
-    categorical or discretized logistic mixture."""
+    """p(x|.) per pixel: Bernoulli, Gaussian or Student's t (dequantized or continuous data),
+    256-way (L-way) categorical or discretized logistic mixture."""
 
-    likelihood: Literal["bernoulli", "gaussian", "categorical", "logistic", "mixed"] = setting(
+    likelihood: Literal["bernoulli", "gaussian", "student-t", "categorical", "logistic", "mixed"] = setting(
         "bernoulli",
-        "the output density p(x|z) per pixel (mixed: a table's columns, a Gaussian for each numeric one and a "
-        "categorical for each categorical one)",
+        "the output density p(x|z) per pixel (student-t: location, scale and degrees of freedom predicted, as "
+        "MIWAE's tables; mixed: a table's columns, a Gaussian for each numeric one and a categorical for each "
+        "categorical one)",
     )
     gaussian_variance: Literal["fixed", "learned", "predicted"] = setting(
         "learned", "gaussian likelihood: a fixed scale, one learned per pixel, or predicted per datapoint"
     )
     gaussian_scale: float = setting(0.1, "gaussian likelihood: the fixed (or initial) scale", gt=0, max=1e3)
     gaussian_min_scale: float = setting(0.01, "gaussian likelihood: the floor of the scale", gt=0, max=1e3)
+    student_min_df: float = setting(
+        3.0, "student-t likelihood: the floor of the degrees of freedom (above 2: a finite variance)", gt=1, max=1e3
+    )
+    student_min_scale: float = setting(1e-3, "student-t likelihood: the floor of the scale", gt=0, max=1e3)
     logistic_components: int = setting(5, "logistic likelihood: mixture components per pixel", min=1, max=64)
     table_levels: list[int] | None = setting(
         None,
@@ -60,6 +66,8 @@ class LikelihoodSettings:
             return BernoulliHead()
         if self.likelihood == "gaussian":
             return GaussianHead(self.gaussian_variance, self.gaussian_scale, self.gaussian_min_scale)
+        if self.likelihood == "student-t":
+            return StudentTHead(self.student_min_scale, self.student_min_df)
         if num_levels is None:
             raise ConfigError(f"the {self.likelihood} likelihood needs integer data")
         if self.likelihood == "categorical":

@@ -64,11 +64,16 @@ class RunFolder:
     """An exclusive hold on a run folder for the time a run is written (``with RunFolder(path,
     fresh=True): ...``). ``fresh``: the folder must not exist or be empty (but for this
     program's lock file and stale temporaries); a folder this call creates and leaves empty is
-    removed again if the block fails."""
+    removed again if the block fails. ``restart``: a fresh run in a folder that holds only a run
+    stopped before its first checkpoint (``stranded_start``; what ``--resume`` of it asks for):
+    its config.json and metrics.jsonl are removed under the lock, then it starts as fresh."""
 
-    def __init__(self, path: str | os.PathLike, fresh: bool):
+    STARTED = ("config.json", "metrics.jsonl", "best.safetensors")  # what a run writes before its first checkpoint
+
+    def __init__(self, path: str | os.PathLike, fresh: bool, restart: bool = False):
         self.path = Path(path)
-        self.fresh = fresh
+        self.fresh = fresh or restart
+        self.restart = restart
         self._fd: int | None = None
         self._created = False
         self._made: list[Path] = []
@@ -84,14 +89,42 @@ class RunFolder:
             raise DgmError(describe_os_error(e, self.path, "read")) from None
         return sorted(n for n in names if n != LOCK_NAME and not is_own_temporary(n))
 
+    def stranded_start(self) -> bool:
+        """Whether the folder holds a run that stopped (killed, say) before its first checkpoint:
+        its config.json, perhaps metrics.jsonl and a best.safetensors of that run (written just
+        before the checkpoint, without the training state a resume needs), and nothing else but
+        stale temporaries."""
+        if not self.path.is_dir():
+            return False
+        others = self._other_entries()
+        if "config.json" not in others or not set(others) <= set(self.STARTED):
+            return False
+        if "best.safetensors" not in others:
+            return True
+        from dgmkit.training.checkpoint import read_metadata
+
+        try:
+            own = json.loads((self.path / "config.json").read_text(encoding="utf-8")).get("run_id")
+            theirs = json.loads(read_metadata(self.path / "best.safetensors")["config"]).get("run_id")
+        except (OSError, ValueError, KeyError, AttributeError, DgmError):
+            return False
+        return isinstance(own, str) and own == theirs
+
     def check_fresh(self) -> None:
         """A fresh run needs a folder that does not exist or is empty."""
         if self.path.exists() and not self.path.is_dir():
             raise DgmError(f"--out {self.path} is a file, not a folder")
         others = self._other_entries()
+        if self.restart and set(others) <= set(self.STARTED):
+            return
         if others:
             shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
             hint = "; use --resume to continue the run there" if "checkpoint.safetensors" in others else ""
+            if self.stranded_start():
+                hint = (
+                    "; it holds a run that stopped before its first checkpoint was written: --resume starts that "
+                    "run again from its beginning"
+                )
             raise DgmError(
                 f"{self.path} is not empty (it holds {shown}): a new run needs a new or empty folder{hint}. "
                 "Nothing was changed"
@@ -121,9 +154,15 @@ class RunFolder:
         if self.fresh:
             try:
                 self.check_fresh()  # again under the lock: another process may have been quicker
+                if self.restart:
+                    for name in self.STARTED:
+                        (self.path / name).unlink(missing_ok=True)
             except DgmError:
                 self.__exit__(None, None, None)
                 raise
+            except OSError as e:
+                self.__exit__(None, None, None)
+                raise DgmError(describe_os_error(e, self.path, "write")) from None
         return self
 
     def __exit__(self, kind: object, value: object, tb: object) -> None:

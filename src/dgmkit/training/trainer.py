@@ -222,13 +222,40 @@ class Trainer:
         return (self.seed * 1_000_003 + self.dist.rank * 7_919 + epoch * 104_729) % 2**62
 
     # ----------------------------------------------------------------- state
-    def _rng_state(self) -> dict[str, torch.Tensor]:
+    def _rng_state(self, ranks: list | None = None) -> dict[str, torch.Tensor]:
+        """The random states a checkpoint holds; ``ranks``: every rank's (torch, cuda) global
+        states, in rank order, of a data-parallel run (``torch_ranks``, ``cuda_ranks``), so
+        that a resume with as many processes continues every rank's stream exactly."""
         state = {"torch": self._torch_state, "data": self.generator.get_state()}
         if self._progress:
             state["epoch_perm"] = self._progress["perm"]  # the order of the epoch under way
         if self._cuda_state is not None:
             state["cuda"] = self._cuda_state
+        if ranks is not None and len(ranks) > 1:
+            state["torch_ranks"] = torch.stack([t for t, _ in ranks])
+            if all(c is not None for _, c in ranks):
+                state["cuda_ranks"] = torch.stack([c for _, c in ranks])
         return state
+
+    def _rank_states(self, rng: dict[str, torch.Tensor], path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This rank's (torch, cuda) global random states from a checkpoint's ``rng``: its own
+        where the checkpoint holds every rank's and the number of processes is the same; else
+        rank 0 the saved one and another rank a stream derived from the seed, the rank and the
+        epoch (an older checkpoint, or a resume with another number of processes)."""
+        cuda = rng.get("cuda") if self.device.type == "cuda" else None
+        ranks, cudas = rng.get("torch_ranks"), rng.get("cuda_ranks")
+        n, r = self.dist.world_size, self.dist.rank
+        if isinstance(ranks, torch.Tensor) and ranks.dim() == 2 and len(ranks) == n and n > 1:
+            if ranks.dtype != torch.uint8 or not torch.equal(ranks[0], rng["torch"]):
+                raise CheckpointError(f"{path} holds malformed random states of its ranks")
+            own = ranks[r].clone()
+            torch.Generator().set_state(own)  # checks the state before it is used
+            if self.device.type == "cuda" and isinstance(cudas, torch.Tensor) and cudas.dim() == 2 and len(cudas) == n:
+                cuda = cudas[r].clone()
+            return own, cuda
+        if self.dist.is_main:
+            return rng["torch"], cuda
+        return torch.Generator().manual_seed(self._rank_seed(self.epoch)).get_state(), None
 
     @contextlib.contextmanager
     def _own_rng(self):
@@ -266,7 +293,10 @@ class Trainer:
     def save(self, name: str = "checkpoint.safetensors", with_state: bool = True) -> None:
         """Write ``name`` into the run folder: the raw weights with the training state (the
         optimizer, the random generators and the moving average), or without it
-        (``with_state=False``) the weights to evaluate, the moving average where there is one."""
+        (``with_state=False``) the weights to evaluate, the moving average where there is one.
+        Every rank of a data-parallel run calls it (the random states are gathered)."""
+        # every rank's random streams, gathered by all ranks together (only rank 0 writes)
+        ranks = distributed.all_gather_object((self._torch_state, self._cuda_state)) if with_state else None
         if self.writer is None:
             return
         if not with_state:
@@ -277,7 +307,7 @@ class Trainer:
             self.model,
             name,
             optimizer=self.optimizer,
-            rng=self._rng_state(),
+            rng=self._rng_state(ranks),
             counters=self._counters(),
             ema=self._ema_state(),
         )
@@ -334,11 +364,9 @@ class Trainer:
         self.best_valid = t["best_valid"] if t.get("best_valid") is not None else -math.inf
         self.best_epoch, self.bad_epochs = t["best_epoch"], t["bad_epochs"]
         self.guard.load_state(t["skipped_steps"], t.get("recent_grad_norms", []))
-        self._torch_state = rng["torch"]  # rank 0's stream (the only one a checkpoint holds)
-        if not self.dist.is_main:
-            self._torch_state = torch.Generator().manual_seed(self._rank_seed(self.epoch)).get_state()
-        if "cuda" in rng and self.device.type == "cuda":
-            self._cuda_state = rng["cuda"]
+        self._torch_state, cuda = self._rank_states(rng, path)
+        if cuda is not None:
+            self._cuda_state = cuda
         self._progress = self._checked_progress(t.get("epoch_progress"), rng.get("epoch_perm"), path)
         if self.writer is not None:
             self.writer.truncate_metrics(self.epoch)
