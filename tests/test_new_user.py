@@ -126,6 +126,12 @@ def test_mat_labels_of_the_wrong_shape_are_refused_as_in_npz(tmp_path):
             with pytest.raises(DataError, match=problem):
                 load_dataset(str(path))
     path = tmp_path / "text.mat"
+    path.write_text("not a MATLAB file, whatever its name\n" * 5)
+    with pytest.raises(DataError, match="neither a v5 header nor a v4 matrix header"):
+        load_dataset(str(path))  # (was: SciPy's IndexError passed through)
+    v4 = tmp_path / "v4.mat"
+    scipy.io.savemat(v4, {"x": x, "y": np.arange(40) % 2}, format="4")
+    assert load_dataset(str(v4)).train.y is not None
     scipy.io.savemat(path, {"x": x, "y": "labels"})
     with pytest.raises(DataError, match="the labels y are of MATLAB class 'char', not numbers"):
         load_dataset(str(path))

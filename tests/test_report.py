@@ -153,3 +153,15 @@ def test_a_link_planted_at_the_tensorboard_folder_is_not_followed(tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("dgm: error: ") and "symbolic link" in err and "Traceback" not in err
     assert not list(elsewhere.iterdir())
+
+
+def test_a_table_run_with_holes_gets_no_pictures_of_its_rows(tmp_path):
+    """Rows of a table (1 x 1 x D, here with half the entries missing) are not images: the page
+    shows the curves and the latent means, no samples or reconstructions drawn as pictures (it
+    drew NaN rows as images, then refused them as non-finite)."""
+    run = tmp_path / "iris"
+    argv = ["train", "--dataset", "iris", "--objective", "miwae", "--likelihood", "student-t", "--missing-rate", "0.5"]
+    assert main([*argv, "--hidden", "8", "--latent-dim", "2", "--epochs", "2", "--quiet", "--out", str(run)]) == 0
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    alts = re.findall(r'<img alt="([^"]*)"', (tmp_path / "r.html").read_text())
+    assert "latent means" in alts and not {"samples", "reconstructions"} & set(alts), alts

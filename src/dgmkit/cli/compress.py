@@ -174,6 +174,9 @@ def compress(args: argparse.Namespace) -> int:
     out = check_new_output(args.out, args.force, inputs=args.inputs, protected=_run_files(args.run_dir))
     run, model, levels = _coding_model(args.run_dir, args.device)
     x, meta = _read_images(args.inputs, model.event_shape)
+    if x.ndim < 2:
+        shape = model.event_shape
+        raise DataError(f"expected N images of {shape[-2]}x{shape[-1]} pixels, got an array of shape {x.shape}")
     if len(x) == 0:
         raise DataError("no images to compress")
     pixels = model.num_dims

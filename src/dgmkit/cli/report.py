@@ -89,13 +89,14 @@ def _evaluations(run_dir: Path) -> dict[str, dict]:
 @torch.no_grad()
 def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, bytes]], list[str]]:
     model, figs, notes = run.model, [], []
-    images = len(run.record["data"]["event_shape"]) == 3 and tuple(run.record["data"]["event_shape"][1:]) != (1, 2)
+    shape = run.record["data"]["event_shape"]
+    images = len(shape) == 3 and shape[1] > 1 and shape[2] > 1  # rows (1, 1, D): a table or 2-D points, not pictures
     if args.samples and model.can_sample and images:
         shown, what = draw_samples(run, args.samples, args.seed, steps=args.steps)
         side = max(1, round(args.samples**0.5))
         shown = to_display(shown, run).cpu()  # to a PNG, on the CPU
         figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(shown, side)))
-    if not (model.has_latents and images):
+    if not model.has_latents:
         return figs, notes
     try:
         x, y = split_data(run, "test", args.data_dir, args.data)
@@ -103,14 +104,15 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
         notes.append(f"no reconstruction or latent figures: the test data could not be read ({e})")
         return figs, notes
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed)).to(x.device)  # the same on any device
-    xb = x[idx[:8]]
-    pairs = reconstruction_pairs(run, xb).cpu()
-    figs.append(("reconstructions", f"8 random test images (left) and their reconstructions (right), seed {args.seed}",
-                 image_grid_png(pairs, 4)))  # fmt: skip
+    if images:
+        pairs = reconstruction_pairs(run, x[idx[:8]]).cpu()
+        figs.append(("reconstructions", f"8 random test images (left) and their reconstructions (right), seed {args.seed}",
+                     image_grid_png(pairs, 4)))  # fmt: skip
     pick = idx[:1000]
+    what = "images" if images else "rows"
     title = f"{run.cfg.data.dataset} test: posterior means E[z|x] (n={len(pick)})"
     scatter, axes = latent_scatter(run, x[pick], None if y is None else y[pick].cpu(), title)  # labels: for matplotlib
-    figs.append(("latent means", f"posterior means of {len(pick)} random test images ({axes})", scatter))
+    figs.append(("latent means", f"posterior means of {len(pick)} random test {what} ({axes})", scatter))
     return figs, notes
 
 

@@ -18,6 +18,7 @@ from dgmkit.errors import CheckpointError, ConfigError, DataError
 from dgmkit.models import GenerativeModel
 from dgmkit.objectives import Objective
 from dgmkit.training import load_checkpoint
+from dgmkit.training.checkpoint import check_dtypes
 from dgmkit.training.run_writer import new_run_id, nonfinite_state
 
 __all__ = [
@@ -154,6 +155,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
 
 def load_weights(model: torch.nn.Module, state: dict, source: Path) -> None:
     """Load a checkpoint's tensors into ``model``, or one CheckpointError line saying how they differ."""
+    check_dtypes(model, state, source)
     try:
         model.load_state_dict(state)
         return

@@ -178,6 +178,22 @@ def _load(path: Path, raw: bytes, name: str, shape: tuple[int, ...], cls: str, l
     return np.ascontiguousarray(value)
 
 
+def _v4_header(raw: bytes) -> bool:
+    """Whether ``raw`` starts as a MATLAB v4 file: a matrix header of five int32 (in either byte
+    order) whose type code MOPT has M in 0..4, O = 0, P in 0..5 and T in 0..2, an imaginary flag
+    0 or 1, non-negative sizes and a name of 1..63 bytes ending in NUL within the file."""
+    if len(raw) < 20:
+        return False
+    for order in "<>":
+        mopt, rows, cols, imag, namelen = struct.unpack(order + "5i", raw[:20])
+        o, p, t = (mopt // 100) % 10, (mopt // 10) % 10, mopt % 10  # M (the byte order) is mopt // 1000 < 5
+        if not (0 <= mopt < 5000 and o == 0 and p <= 5 and t <= 2 and imag in (0, 1) and rows >= 0 and cols >= 0):
+            continue
+        if 1 <= namelen <= 64 and len(raw) >= 20 + namelen and raw[20 + namelen - 1] == 0:
+            return True
+    return False
+
+
 def read_mat(path: Path, key: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The data array of a MATLAB ``.mat`` file and its labels (or None): see the module docstring."""
     path = Path(path)
@@ -197,6 +213,11 @@ def read_mat(path: Path, key: str | None = None) -> tuple[np.ndarray, np.ndarray
     v5 = len(raw) >= 128 and raw[126:128] in (b"IM", b"MI")
     if v5:
         _check_v5(raw, limit, path)
+    elif not _v4_header(raw):
+        raise DataError(
+            f"cannot read {_show(path)} as a MATLAB .mat file: it starts with neither a v5 header nor a v4 matrix "
+            "header (is it a .mat file?)"
+        )
     names = _variables(path, raw)  # SciPy reads the bytes checked above, never the file again
     name, shape, cls = _choose(path, names, key)
     x = _load(path, raw, name, shape, cls, limit, v5)

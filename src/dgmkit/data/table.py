@@ -16,7 +16,6 @@ the mixed likelihood its heads (``--likelihood mixed``) and ``dgm impute`` its C
 
 import csv
 import io
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dgmkit._io import parse_json
 from dgmkit.errors import DataError
 
 __all__ = ["Column", "read_table", "write_table", "TABLE_SUFFIXES", "MISSING_CELLS", "MAX_CATEGORIES"]
@@ -112,8 +112,8 @@ def _schema(path: Path | None, header: list[str]) -> dict[str, str] | None:
     if not Path(path).is_file():  # a folder, a FIFO (that would block) or nothing
         raise DataError(f"schema {path}: not a file (no such file, or a folder or pipe)")
     try:
-        spec = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        spec = parse_json(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSON errors, nesting too deep included
         raise DataError(f"schema {path}: not a readable JSON file ({e})") from None
     cols = spec.get("columns") if isinstance(spec, dict) else None
     if not isinstance(cols, dict) or not all(isinstance(v, str) for v in cols.values()):

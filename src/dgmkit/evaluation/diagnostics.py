@@ -191,8 +191,11 @@ def _hierarchical_layers(model: LatentVariableModel, x: torch.Tensor, samples: i
 
 def _single_layer(model: LatentVariableModel, x: torch.Tensor, g: torch.Generator) -> list[_Layer]:
     q = model.posterior(x)
-    if not bool(torch.isfinite(location(q)).all()) or not all(bool(torch.isfinite(t).all()) for t in _diagonal_parts(q) or ()):
-        raise EvaluationError("the model gives a non-finite posterior (NaN or inf; its weights may be too large): no diagnosis")
+    params = [location(q), *(_diagonal_parts(q) or ())]
+    if not all(bool(torch.isfinite(t).all()) for t in params):
+        raise EvaluationError(
+            "the model gives a non-finite posterior (NaN or inf; its weights may be too large): no diagnosis"
+        )
     p = model.prior()
     z, log_q = rsample_and_log_prob(q, (), g, reparameterized=False, device=x.device)
     dims = kl_per_dimension(q, p)

@@ -16,7 +16,7 @@ from safetensors.torch import save as st_save
 from dgmkit._io import atomic_write_bytes, parse_json
 from dgmkit.errors import CheckpointError
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "read_metadata", "Checkpoint"]
+__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "read_metadata", "check_dtypes", "Checkpoint"]
 
 FORMAT = "dgmkit-checkpoint"
 VERSION = 1
@@ -127,6 +127,19 @@ def _json_field(meta: dict, key: str, path: Path, kind: type = dict) -> object:
     if not isinstance(value, kind):
         raise CheckpointError(f"{path}: its {key} metadata is not a {kind.__name__}")
     return value
+
+
+def check_dtypes(model: torch.nn.Module, state: dict, source: os.PathLike | str) -> None:
+    """A checkpoint's tensors must have the dtypes of the model's own: ``load_state_dict`` would
+    convert them silently (float bits relabelled as int32 become other numbers)."""
+    own = model.state_dict()
+    other = [k for k, v in state.items() if k in own and torch.is_tensor(v) and v.dtype != own[k].dtype]
+    if other:
+        k = other[0]
+        raise CheckpointError(
+            f"{source}: {len(other)} tensors of another dtype than the model's (e.g. {k}: {state[k].dtype}, "
+            f"the model's {own[k].dtype}); not a checkpoint of this model"
+        )
 
 
 def load_checkpoint(path: os.PathLike | str) -> Checkpoint:

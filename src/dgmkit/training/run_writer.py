@@ -13,14 +13,20 @@ refuses to start a fresh run in a folder that holds anything else.
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import uuid
 from pathlib import Path
 
 import torch
 
-from dgmkit._io import atomic_write_bytes, atomic_write_json, describe_os_error, remove_stale_temporaries, to_json
+from dgmkit._io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    describe_os_error,
+    parse_json,
+    remove_stale_temporaries,
+    to_json,
+)
 from dgmkit.errors import CheckpointError, DgmError, TrainingError
 from dgmkit.training.checkpoint import save_checkpoint
 
@@ -104,8 +110,8 @@ class RunFolder:
         from dgmkit.training.checkpoint import read_metadata
 
         try:
-            own = json.loads((self.path / "config.json").read_text(encoding="utf-8")).get("run_id")
-            theirs = json.loads(read_metadata(self.path / "best.safetensors")["config"]).get("run_id")
+            own = parse_json((self.path / "config.json").read_text(encoding="utf-8")).get("run_id")
+            theirs = parse_json(read_metadata(self.path / "best.safetensors")["config"]).get("run_id")
         except (OSError, ValueError, KeyError, AttributeError, DgmError):
             return False
         return isinstance(own, str) and own == theirs
@@ -233,7 +239,7 @@ class RunWriter:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value = parse_json(line)
                 line_epoch = value["epoch"]
                 if not isinstance(line_epoch, int) or isinstance(line_epoch, bool):
                     raise TypeError

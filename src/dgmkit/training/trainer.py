@@ -34,7 +34,7 @@ from dgmkit.distributions import complete_data, may_be_incomplete
 from dgmkit.errors import CheckpointError, ConfigError, TrainingError
 from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource
-from dgmkit.training.checkpoint import load_checkpoint
+from dgmkit.training.checkpoint import check_dtypes, load_checkpoint
 from dgmkit.training.compiled import CompiledOrEager
 from dgmkit.training.data_parallel import DataParallel, ObjectiveModule, check_shares, rank_device
 from dgmkit.training.ema import EMA
@@ -334,6 +334,7 @@ class Trainer:
                 "it cannot be continued exactly"
             )
         own_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        check_dtypes(self.model, ckpt["model"], path)
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
