@@ -1,15 +1,24 @@
 # Set-up on a fresh machine: `make demo` (the main job) and `make test` (the test suite).
-# Both create .venv, install torch==2.13.0 first (the CPU build), then dgmkit.
+# Both create .venv and install dgmkit with its development extras into it. torch is
+# installed first only where the venv has none: `make VENV_FLAGS=--system-site-packages ...`
+# reuses a torch installed outside it (a CUDA build, say), untouched.
 VENV ?= .venv
+VENV_FLAGS ?=
+TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-all lint check examples bench bench-flows clean
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	python3 -m venv $(VENV_FLAGS) $(VENV)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "keeping the torch already there: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	else \
+	  echo "installing $(TORCH) (pip picks the build for this machine: CPU-only here, a CUDA build on most Linux PCs)"; \
+	  $(PY) -m pip install -q "$(TORCH)"; \
+	fi
+	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -107,3 +107,83 @@ def test_trainer_clips_the_gradient_norm_seen_by_the_optimizer():
     assert norms, "the optimizer never stepped"
     assert max(norms) <= clip * (1 + 1e-4)
     assert min(norms) == pytest.approx(clip, rel=1e-3)  # the huge raw gradients were clipped to exactly c
+
+
+# ------------------------------------------------- formulas the suite did not pin (issue 32)
+def test_the_logistic_mixtures_mean_is_the_mean_of_its_levels():
+    """E[k] by enumeration of P(k) over the levels (the mean of the centres is not: the mass is
+    cut at both ends)."""
+    from dgmkit.distributions import DiscretizedLogisticMixture
+
+    g = torch.Generator().manual_seed(0)
+    for levels in (2, 5, 256):
+        w, loc = (
+            torch.randn(3, 1, 2, 2, 4, generator=g, dtype=torch.float64),
+            torch.randn(3, 1, 2, 2, 4, generator=g, dtype=torch.float64),
+        )
+        log_s = torch.randn(3, 1, 2, 2, 4, generator=g, dtype=torch.float64) - 1
+        d = DiscretizedLogisticMixture(w, loc, log_s, num_levels=levels, event_dims=3)
+        k = torch.arange(levels, dtype=torch.float64).view(-1, 1, 1, 1, 1)
+        p = d.log_prob_elements(k.long().expand(levels, 3, 1, 2, 2)).exp()
+        assert torch.allclose(p.sum(0), torch.ones(3, 1, 2, 2, dtype=torch.float64))
+        torch.testing.assert_close(d.mean, (k * p).sum(0), rtol=1e-10, atol=1e-10)
+
+
+def test_the_categorical_mode_is_the_most_probable_level():
+    from dgmkit.distributions import CategoricalPixels
+
+    logits = torch.tensor([[[[[0.1, 2.0, -1.0, 1.9]]]], [[[[3.0, -2.0, 0.0, 2.9]]]]])  # (2, 1, 1, 1, 4)
+    d = CategoricalPixels(logits, event_dims=3)
+    assert d.mode.flatten().tolist() == [1, 0]
+
+
+def test_a_flow_posteriors_location_is_the_image_of_its_base_mean():
+    """location(q) = T^{-1}(E[u]): the bijection maps it back onto the base mean (not the mean
+    of draws, not the base mean itself)."""
+    from dgmkit.distributions import DiagonalNormal, FlowDistribution, location
+    from dgmkit.transforms import iaf
+
+    torch.manual_seed(1)
+    bij = iaf(2, [8], 2, context_features=3).double()
+    for p in bij.parameters():
+        p.data += 0.3 * torch.randn_like(p)
+    loc, scale = torch.randn(4, 2, dtype=torch.float64), torch.rand(4, 2, dtype=torch.float64) + 0.5
+    context = torch.randn(4, 3, dtype=torch.float64)
+    q = FlowDistribution(DiagonalNormal(loc, scale), bij, context=context)
+    x = location(q)
+    u, _ = bij(x, context)
+    torch.testing.assert_close(u, loc, rtol=1e-9, atol=1e-9)
+    assert not torch.allclose(x, loc, atol=1e-3)
+
+
+def test_the_vdm_prior_kl_is_kl_of_q_z1_against_the_standard_normal():
+    """KL(q(z_1|x) || N(0, I)) with q(z_1|x) = N(alpha_1 x, sigma_1^2), alpha_1^2 = sigmoid(-gamma_1),
+    sigma_1^2 = sigmoid(gamma_1), against torch's closed form, to float64 rounding (a sign error
+    of log sigma^2 moves it by about 5 nats on MNIST, under the loose tolerance of other tests)."""
+    from torch.distributions import Normal, kl_divergence
+
+    from dgmkit.models.diffusion import GaussianDiffusion
+
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    for gamma_1 in (-2.0, 1.5, 6.0):
+        g = torch.tensor(gamma_1, dtype=torch.float64)
+        got = GaussianDiffusion._prior_kl(None, x, g)
+        q = Normal(torch.sigmoid(-g).sqrt() * x, torch.sigmoid(g).sqrt())
+        want = kl_divergence(q, Normal(torch.zeros_like(x), torch.ones_like(x))).flatten(1).sum(1)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_eval_bits_per_dim_of_the_nll_and_of_the_elbo():
+    """bpd = NLL / (D ln 2) and the ELBO's bpd = -ELBO / (D ln 2): the bound's is the larger."""
+    from dgmkit.evaluation import evaluate
+
+    data = load_dataset("digits-4x4")
+    cfg = RunConfig.of(dataset="digits-4x4", hidden=[16], latent_dim=2, epochs=2, batch_size=64)
+    torch.manual_seed(0)
+    model = build_model(cfg, data.event_shape, data.num_levels)
+    t = make_transform("bernoulli", data)
+    Trainer(model, build_objective(cfg), data.train, t, epochs=2, batch_size=64, seed=0, progress=False).fit()
+    r = evaluate(model, t(data.test.x), iw_samples=50)
+    d = 16 * math.log(2)
+    assert r.bpd == pytest.approx(r.nll / d, rel=1e-12) and r.elbo_bpd == pytest.approx(-r.elbo / d, rel=1e-12)
+    assert r.elbo_bpd > r.bpd > 0

@@ -424,3 +424,21 @@ def test_resume_refuses_changed_data_and_results_name_their_weights(capsys, tmp_
 def test_conv_channels_are_refused_where_the_networks_are_fixed(capsys, tmp_path):
     flags = ["--model", "hvae", "--architecture", "conv-hvae", "--conv-channels", "8", "16", "--out", tmp_path / "h"]
     failure(*run(capsys, "train", *flags)[::2], "conv_channels")
+
+
+def test_importing_dgmkit_needs_no_posix_only_module_and_no_compiled_coder():
+    """``import dgmkit`` (and the CLI, the trainer, the run folders) with ``fcntl`` and
+    ``constriction`` unavailable, as on Windows or without the compress extra; dgm compress then
+    says what to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['fcntl'] = None; sys.modules['constriction'] = None\n"
+        "import dgmkit, dgmkit.cli.main, dgmkit.training.run_writer, dgmkit.coding\n"
+        "from dgmkit.coding.arm_coder import _coder\n"
+        "try:\n    _coder()\nexcept dgmkit.errors.ConfigError as e:\n    print(e)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "pip install 'dgmkit[compress]'" in p.stdout

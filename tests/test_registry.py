@@ -926,6 +926,20 @@ def test_family_declaration_and_defaults(name, datasets):
     if kind == "time-sampled":
         assert isinstance(model, TimeSampledBound)
     assert (family.default_iw_samples > 0) == (kind in ("importance-sampled", "bound", "time-sampled"))
+    # capabilities that the CLI and evaluation read instead of probing the model
+    assert model.reconstructs == callable(getattr(model, "reconstruct", None))
+    if model.reconstructs:
+        assert model.reconstruct(x).shape == x.shape
+    assert model.has_layers == all(callable(getattr(model, a, None)) for a in ("path", "top", "descend"))
+    if isinstance(model, VariationalModel):
+        assert model.point_mass_posterior == isinstance(model.posterior(x), Delta)
+    if model.can_impute:
+        holed = x.clone().float()
+        holed.view(len(x), -1)[:, 0] = float("nan")
+        assert torch.isfinite(location(model.posterior(holed))).all()  # the encoder reads a hole
+    assert model.produces_codes == callable(getattr(model, "codes", None))
+    if model.codes_match_prior:
+        assert kind == "reconstruction" and model.prior().sample((2,)).shape[0] == 2
     assert isinstance(model, ClosedFormFit) == (cls.fit == "closed-form")
     assert isinstance(model, EMFit) == (cls.fit == "em")
     assert (family.iterations is not None) == (cls.fit == "em")

@@ -165,3 +165,23 @@ def test_a_table_run_with_holes_gets_no_pictures_of_its_rows(tmp_path):
     assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
     alts = re.findall(r'<img alt="([^"]*)"', (tmp_path / "r.html").read_text())
     assert "latent means" in alts and not {"samples", "reconstructions"} & set(alts), alts
+
+
+def test_names_from_the_user_are_escaped_in_text_and_in_attributes(tmp_path):
+    """A data file and a run folder whose names hold HTML (<, >, quotes, &): the page shows them
+    escaped in the config table, the headings and the images' alt attributes, never as markup."""
+    import numpy as np
+
+    evil = 'x<b>"q"&\''
+    data = tmp_path / f"{evil}.npy"
+    np.save(data, (np.random.default_rng(0).random((60, 16)) > 0.5).astype(np.uint8))
+    run = tmp_path / f"run{evil}"
+    assert main(["train", "--dataset", str(data), "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet",
+                 "--image-shape", "4", "4", "--out", str(run)]) == 0  # fmt: skip
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "x<b>" not in page and '"q"' not in page  # the names never as markup, nor closing an attribute
+    assert page.count("x&lt;b&gt;&quot;q&quot;&amp;&#x27;") >= 3  # heading, config table, alt text
+    alts = re.findall(r'<img alt="([^"]*)"', page)
+    assert any("x&lt;b&gt;&quot;q&quot;&amp;&#x27;" in a for a in alts) and not any("<" in a for a in alts)
+    assert re.search(r"<td>[^<]*x&lt;b&gt;&quot;q&quot;&amp;&#x27;\.npy", page)  # the config table's dataset value

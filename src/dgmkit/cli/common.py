@@ -2,13 +2,13 @@
 
 import argparse
 import dataclasses
-import fcntl
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from dgmkit import _lock
 from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, parse_json
 from dgmkit.config import Run
 from dgmkit.config.codes import check_codes_current, run_dataset
@@ -188,9 +188,11 @@ class ResultsFile:
     def keep(self, run_dir: Path, result: dict) -> int:
         """Add ``result`` under its protocol, the file read again under a lock so that two
         commands on one run at once both stay; returns how many results it holds."""
-        with open(run_dir / f".{Path(self.name).stem}.lock", "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        lock = _lock.acquire(run_dir / f".{Path(self.name).stem}.lock", wait=True)
+        try:
             kept = self.kept(run_dir)
             kept[self.protocol(result)] = result
             atomic_write_json(run_dir / self.name, {"results": kept})
+        finally:
+            lock.release()
         return len(kept)

@@ -95,7 +95,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
             f"a {run.cfg.family} model has no prior p(z) over latents to diagnose (dgm eval reports an "
             "autoencoder's active units)"
         )
-    hierarchical = hasattr(model, "path")
+    hierarchical = model.has_layers
     if args.samples is not None and not hierarchical:
         raise ConfigError(
             "--samples is for hierarchical models (draws that make a conditional layer's marginal); "

@@ -132,7 +132,7 @@ def _needs_latents(run: Run) -> None:
 def reconstruct(args: argparse.Namespace) -> int:
     out = png_output(args)
     run = load_run(args.run_dir, device=args.device)
-    if not callable(getattr(run.model, "reconstruct", None)):  # latent models, autoencoders, code models (VQ-VAE)
+    if not run.model.reconstructs:  # latent models, autoencoders, code models (VQ-VAE)
         _needs_latents(run)
     x, _ = split_data(run, args.split, args.data_dir, args.data)
     if args.n > len(x):

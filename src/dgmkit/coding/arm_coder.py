@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dgmkit.devices import device_of
-from dgmkit.errors import DataError
+from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
 
 __all__ = ["encode_images", "decode_images"]
@@ -30,8 +30,11 @@ _CODER_ERRORS = (AssertionError, ValueError, KeyError, RuntimeError, OverflowErr
 def _coder():
     try:
         import constriction
-    except ImportError:  # pragma: no cover - a dependency
-        raise ImportError("compression needs the constriction package: pip install constriction") from None
+    except ImportError:  # an optional extra (dgmkit[compress])
+        raise ConfigError(
+            "lossless compression needs the constriction package (a compiled range coder): "
+            "pip install 'dgmkit[compress]' (or pip install constriction)"
+        ) from None
     return constriction.stream
 
 

@@ -23,7 +23,6 @@ from dgmkit.config.schema import DataConfig
 from dgmkit.data import Dataset, Split, load_dataset
 from dgmkit.data.missing import remove_completely_at_random
 from dgmkit.errors import ConfigError, DataError
-from dgmkit.models.vqvae import VQVAE
 from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["run_dataset", "code_dataset", "attach_code_prior", "check_codes_current"]
@@ -60,7 +59,7 @@ def check_codes_current(dataset: Dataset, record: dict, source: str | Path) -> N
 
 def _vq_run(path: str | Path) -> Run:
     run = load_run(path)
-    if not isinstance(run.model, VQVAE):
+    if not run.model.produces_codes:
         raise ConfigError(f"{path} is a {run.cfg.family} run; codes come from a VQ-VAE run (--model vqvae)")
     return run
 
@@ -93,7 +92,7 @@ def code_dataset(vq_dir: str | Path, data_dir: str | None = None) -> Dataset:
 def attach_code_prior(vq: Run, prior_dir: str | Path) -> Run:
     """Give the VQ-VAE run's model the prior over codes trained in ``prior_dir`` (its p(z) for
     the bound and for sampling); the prior must have been trained on this run's codes."""
-    if not isinstance(vq.model, VQVAE):
+    if not vq.model.produces_codes:
         raise ConfigError(f"--code-prior needs a VQ-VAE run; {vq.path} is a {vq.cfg.family} run")
     prior = load_run(prior_dir, device=vq.device)
     if prior.record["data"].get("name") != _name(vq):

@@ -241,7 +241,7 @@ def diagnose(
         raise ValueError(f"samples must be >= 1, got {samples}")
     model.eval()
     g = torch.Generator(device=x.device).manual_seed(seed)
-    hierarchical = hasattr(model, "path")
+    hierarchical = model.has_layers
     if not hierarchical:
         batch_size = len(x)  # one posterior over all x: any kind of q keeps its aggregate
     parts: list[list[_Layer]] = []

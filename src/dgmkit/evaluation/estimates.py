@@ -25,7 +25,6 @@ import torch
 from dgmkit import distributed
 from dgmkit._rng import seeded_by
 from dgmkit.distributions import location
-from dgmkit.distributions.delta import Delta
 from dgmkit.models import (
     Autoencoder,
     EnumeratedELBO,
@@ -101,7 +100,7 @@ def _bound(model: VariationalModel, x: torch.Tensor, k: int, generator: torch.Ge
         model, x, k=k, batch_size=100, chunk_size=1600, generator=generator, first=True
     )
     terms = {"elbo": first.double()}
-    if isinstance(model.posterior(x[:1]), Delta):  # a point-mass posterior (VQ-VAE): ELBO = log p(x|z) + log p(z)
+    if model.point_mass_posterior:  # (a VQ-VAE's code grid): ELBO = log p(x|z) + log p(z)
         parts = [model.log_joint(b, location(model.posterior(b))) for b in _batches(x, batch_size)]
         terms["recon"] = torch.cat([p.log_px_z for p in parts]).double()
         terms["kl"] = -torch.cat([p.log_pz for p in parts]).double()  # KL(delta || p) = -log p(z)
@@ -153,7 +152,7 @@ def _reconstruction(
 ) -> Estimate:
     recon = torch.cat([model.likelihood(location(model.posterior(b))).log_prob(b) for b in _batches(x, batch_size)])
     terms = {"recon": recon.double()}
-    if model.can_sample and hasattr(model, "prior"):  # codes pushed towards a prior (WAE): how close they got
+    if model.codes_match_prior:  # codes pushed towards a prior (WAE): how close they got
         terms["mmd"] = torch.cat([_batch_mmd(model, b) for b in _batches(x, batch_size)]).double()
     return Estimate("reconstruction", None, 0, terms)
 

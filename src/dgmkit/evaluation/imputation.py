@@ -21,7 +21,7 @@ import torch
 
 from dgmkit.data import DataTransform
 from dgmkit.errors import ConfigError, DataError
-from dgmkit.models import VAE, LatentVariableModel
+from dgmkit.models import LatentVariableModel
 from dgmkit.objectives.miwae import impute
 
 __all__ = ["BASELINES", "baseline_impute", "rmse", "impute_batched", "to_data_units"]
@@ -88,7 +88,7 @@ def impute_batched(
     model: LatentVariableModel, x: torch.Tensor, k: int = 10000, draws: int = 0, seed: int = 0, batch_size: int = 100
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``objectives.miwae.impute`` over ``x`` in batches, with one generator seeded by ``seed``."""
-    if not isinstance(model, VAE):
+    if not model.can_impute:
         raise ConfigError(
             f"imputation by importance sampling needs a VAE (whose encoder reads missing entries as 0, as MIWAE "
             f"trains it); this run's model: {type(model).__name__}"

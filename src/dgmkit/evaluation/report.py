@@ -15,6 +15,7 @@ from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
 from dgmkit.models import Classifier, GenerativeModel
+from dgmkit.models.base import TimeSampledBound
 
 __all__ = ["EvalReport", "evaluate"]
 
@@ -83,7 +84,7 @@ def _diagnostics(model: GenerativeModel, x: torch.Tensor, y: torch.Tensor | None
     if y is not None and isinstance(model, Classifier):  # y: the labels of x
         accuracy = (model.predict(x, batch_size).cpu() == y.cpu().long()).double().mean().item()
     layers = None
-    if hasattr(model, "path"):  # a hierarchical model: its KL and active units per layer
+    if model.has_layers:  # a hierarchical model: its KL and active units per layer
         d = diagnose(model, x, samples=1, holes=0, seed=seed, mutual_info=False)
         layers = [{"name": la.name, "size": la.size, "kl": la.kl, "active_units": la.active_units} for la in d.layers]
     return stats, accuracy, layers
@@ -158,6 +159,6 @@ def evaluate(
         observed_dims=seen,
         prior_kl=_mean(est.terms.get("prior_kl")),
         diffusion_kl=_mean(est.terms.get("diffusion_kl")),
-        variance_reduction=getattr(model, "variance_reduction", None) if est.kind == "time-sampled" else None,
+        variance_reduction=model.variance_reduction if isinstance(model, TimeSampledBound) else None,
         time_stderr=None if time_var is None else time_var.sum().sqrt().item() / n,
     )

@@ -22,6 +22,7 @@ class Autoencoder(GenerativeModel):
     estimate_kind = "reconstruction"
     has_latents = True
     can_sample = False
+    reconstructs = True
 
     def __init__(self, encoder_net: nn.Module, decoder: Decoder, latent_dim: int, input_scale: float = 1.0):
         super().__init__()

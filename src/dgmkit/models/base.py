@@ -24,6 +24,18 @@ class:
   and a small gated VAE steps faster in fp32 than in bf16 (the casts cost more than they save).
 - ``coding_levels``: the alphabet size of exact sequential conditionals that an entropy
   coder can use, or None.
+- ``reconstructs``: ``reconstruct(x)`` gives the mean of p(x|z) at a representative code of x
+  (latent models, autoencoders, code models).
+- ``has_layers``: a stack of stochastic layers (``path``, ``top``, ``descend``): diagnosed and
+  reported layer by layer.
+- ``point_mass_posterior``: q(z|x) is a point mass (a VQ-VAE's code grid): more importance draws
+  change nothing, and the bound splits into log p(x|z_q) and log p(z_q).
+- ``can_impute``: the encoder reads missing entries (as 0, as MIWAE trains it), so missing
+  entries can be imputed by importance sampling.
+- ``codes_match_prior``: a model without a density whose codes are pushed towards a prior (a
+  WAE): evaluation reports how close they came (MMD).
+- ``produces_codes``: ``codes(x)`` gives discrete code grids another model can be trained on
+  (``--codes-of``) and whose prior it can take back (``--code-prior``).
 """
 
 from abc import ABC, abstractmethod
@@ -78,6 +90,12 @@ class GenerativeModel(nn.Module, ABC):
     sample_cached: ClassVar[bool] = False
     sample_steps: ClassVar[bool] = False
     trains_in_bf16: ClassVar[bool] = False
+    reconstructs: ClassVar[bool] = False
+    has_layers: ClassVar[bool] = False
+    point_mass_posterior: ClassVar[bool] = False
+    can_impute: ClassVar[bool] = False
+    codes_match_prior: ClassVar[bool] = False
+    produces_codes: ClassVar[bool] = False
     event_shape: tuple[int, ...]
 
     @property
@@ -122,6 +140,7 @@ class LatentVariableModel(VariationalModel):
 
     has_latents: ClassVar[bool] = True
     sample_means: ClassVar[bool] = True
+    reconstructs: ClassVar[bool] = True
 
     @property
     @abstractmethod

@@ -81,6 +81,7 @@ class HierarchicalVAE(LatentVariableModel):
     """
 
     sample_means: ClassVar[bool] = True
+    has_layers: ClassVar[bool] = True
 
     def __init__(
         self,

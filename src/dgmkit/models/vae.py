@@ -5,6 +5,8 @@ The model is composition only; the objectives (ELBO, IWAE, ...) are arithmetic o
 distributions it returns.
 """
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from torch.distributions import Distribution
@@ -25,8 +27,11 @@ class VAE(LatentVariableModel):
 
     ``input_scale`` multiplies the data before the encoder sees it (for example 1/255 when the
     likelihood scores integer pixels), so that the decoder's targets and the encoder's inputs
-    can differ in representation.
+    can differ in representation. Its encoder reads a missing entry (NaN) as 0, as MIWAE trains
+    it, so missing entries can be imputed (``can_impute``).
     """
+
+    can_impute: ClassVar[bool] = True
 
     def __init__(self, encoder: ConditionalDistribution, decoder: Decoder, prior: Prior, input_scale: float = 1.0):
         super().__init__()

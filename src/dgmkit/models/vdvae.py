@@ -121,6 +121,7 @@ class DeepTopDownVAE(LatentVariableModel):
     C_z; ``blocks``: bottom-up residual blocks per resolution (and output blocks at full size)."""
 
     sample_means: ClassVar[bool] = True
+    has_layers: ClassVar[bool] = True
     inference: ClassVar[str] = "top-down"
 
     def __init__(

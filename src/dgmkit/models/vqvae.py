@@ -35,6 +35,9 @@ class VQVAE(VariationalModel):
     estimate_kind = "bound"
     has_latents = False  # a grid of code indices: no continuous latent space to plot
     can_sample = True
+    reconstructs = True
+    point_mass_posterior = True
+    produces_codes = True
     sample_means = True
 
     def __init__(

@@ -27,6 +27,8 @@ class WassersteinAutoencoder(GenerativeModel):
     estimate_kind = "reconstruction"
     has_latents = True
     can_sample = True
+    reconstructs = True
+    codes_match_prior = True
     sample_means = True
 
     def __init__(

@@ -5,20 +5,20 @@
 
 A run folder belongs to one run: its record carries a ``run_id`` made when the run starts, and
 every checkpoint stores that record, so a checkpoint copied in from another run is recognised.
-``RunFolder`` holds an exclusive lock on the folder while a run is written (two trainings into
-one folder cannot interleave), removes the temporaries that a killed write left behind, and
-refuses to start a fresh run in a folder that holds anything else.
+``RunFolder`` holds an exclusive lock (``.dgm.lock``, through ``filelock``) on the folder while
+a run is written (two trainings into one folder cannot interleave), removes the temporaries that
+a killed write left behind, and refuses to start a fresh run in a folder that holds anything
+else.
 """
 
 import contextlib
-import errno
-import fcntl
 import os
 import uuid
 from pathlib import Path
 
 import torch
 
+from dgmkit import _lock
 from dgmkit._io import (
     atomic_write_bytes,
     atomic_write_json,
@@ -80,7 +80,7 @@ class RunFolder:
         self.path = Path(path)
         self.fresh = fresh or restart
         self.restart = restart
-        self._fd: int | None = None
+        self._lock: object | None = None  # the held ``filelock.FileLock``
         self._created = False
         self._made: list[Path] = []
 
@@ -144,17 +144,15 @@ class RunFolder:
                 self._made = [p for p in [self.path, *self.path.parents] if not p.exists()]
                 self.path.mkdir(parents=True)
                 self._created = True
-            self._fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             self._cleanup()
             raise DgmError(describe_os_error(e, self.path, "write")) from None
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock = _lock.acquire(self.path / LOCK_NAME, wait=False)
+        except _lock.Timeout:
+            raise DgmError(f"{self.path} is in use by another dgm process (it holds the folder's lock)") from None
         except OSError as e:
-            os.close(self._fd)
-            self._fd = None
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise DgmError(f"{self.path} is in use by another dgm process (it holds the folder's lock)") from None
+            self._cleanup()
             raise DgmError(describe_os_error(e, self.path / LOCK_NAME, "lock")) from None
         remove_stale_temporaries(self.path, RUN_FILES)  # safe now: no other dgm process writes here
         if self.fresh:
@@ -172,9 +170,9 @@ class RunFolder:
         return self
 
     def __exit__(self, kind: object, value: object, tb: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # releases the lock
-            self._fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         if kind is not None or value is not None:
             self._cleanup()
 
