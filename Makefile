@@ -35,6 +35,7 @@ lint: $(VENV)/.installed  # style, imports, bugbear and type annotations of the 
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
 examples: $(VENV)/.installed  # the README's Python examples run as printed
+	rm -rf runs/quickstart && $(PY) examples/quickstart.py
 	$(PY) examples/python_api.py
 	$(PY) examples/flows_and_arms.py
 	$(PY) examples/imputation.py

@@ -238,6 +238,11 @@ def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
     assert code == 0 and "NMI" in text
     scores = json.loads((out / "cluster.json").read_text())
     assert 0.1 <= scores["accuracy"] <= 1 and 0 <= scores["nmi"] <= 1 and scores["n"] == 300
+    rows = (out / "cluster-assignments.csv").read_text().splitlines()  # each datapoint's component
+    assert rows[0] == "index,label,component" and len(rows) == 301
+    parts = [tuple(map(int, r.split(","))) for r in rows[1:]]
+    assert [p[0] for p in parts] == list(range(300)) and all(0 <= p[2] < 10 for p in parts)
+    assert len({p[2] for p in parts}) == scores["clusters_used"]
     code, _, err = run(capsys, "cluster", trained)
     assert_clean_failure(code, err, "--prior mog")
 

@@ -265,6 +265,15 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
     assert hist.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     kept = json.loads((runs / "model" / "ood.json").read_text())["results"]
     assert list(kept.values())[-1]["scores"] == result["scores"]
+    import csv
+
+    with open(runs / "model" / "ood-scores.csv") as f:  # every input's scores beside the summary
+        rows = list(csv.DictReader(f))
+    assert [r["set"] for r in rows] == ["in"] * 300 + ["ood"] * 40
+    assert [int(r["index"]) for r in rows[:300]] == list(range(300))
+    nll_in = [float(r["nll"]) for r in rows if r["set"] == "in"]
+    assert sum(nll_in) / 300 == pytest.approx(result["scores"]["nll"]["mean_in"], rel=1e-9)
+    assert {"nll", "likelihood_ratio", "typicality", "complexity"} <= set(rows[0])
     # the same protocol again replaces its result; another --ood split adds one
     assert _dgm(capsys, *argv)[0] == 0
     assert _dgm(capsys, *argv, "--ood-split", "valid", "--limit", "30")[0] == 0

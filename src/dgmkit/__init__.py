@@ -6,4 +6,14 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "train", "load", "sample", "evaluate"]
+
+
+def __getattr__(name: str) -> object:
+    """``dgmkit.train``, ``load``, ``sample``, ``evaluate`` (``dgmkit.api``), imported on first use
+    so that ``import dgmkit`` stays light."""
+    if name in ("train", "load", "sample", "evaluate"):
+        from dgmkit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'dgmkit' has no attribute {name!r}")

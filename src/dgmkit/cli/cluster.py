@@ -2,7 +2,7 @@
 
 import argparse
 
-from dgmkit._io import atomic_write_json
+from dgmkit._io import atomic_write_bytes, atomic_write_json
 from dgmkit.cli.common import add_data_flags, add_device_flag, plural, say, split_data
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError, DataError
@@ -42,5 +42,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     say(f"accuracy (majority label per cluster) {scores['accuracy_majority']:.4f}")
     say(f"NMI                                   {scores['nmi']:.4f}")
     atomic_write_json(run.path / "cluster.json", scores)
-    say(f"wrote {run.path / 'cluster.json'}")
+    rows = ["index,label,component"] + [f"{i},{int(a)},{int(b)}" for i, (a, b) in enumerate(zip(y.cpu().tolist(), assign))]
+    atomic_write_bytes(run.path / "cluster-assignments.csv", ("\n".join(rows) + "\n").encode())
+    say(f"wrote {run.path / 'cluster.json'} and {run.path / 'cluster-assignments.csv'} (each datapoint's component)")
     return 0

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dgmkit import _lock
@@ -13,7 +14,9 @@ from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, 
 from dgmkit.config import Run
 from dgmkit.config.codes import check_codes_current, run_dataset
 from dgmkit.data import Dataset, default_data_dir
-from dgmkit.data.registry import is_data_file
+from dgmkit.data.formats import read_arrays
+from dgmkit.data.registry import check_images, is_data_file
+from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.training.run_writer import RUN_FILES
@@ -196,3 +199,44 @@ class ResultsFile:
         finally:
             lock.release()
         return len(kept)
+
+
+def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """A data file's rows (a .npy, .npz or, for a table run, .csv file), checked against the run's
+    data (shape, levels, categories) and shaped as them (float32; NaN: missing), and the file's
+    own shape. ``verb``: what the command does with them, for the messages."""
+    p = Path(path)
+    if p.suffix.lower() not in (".npy", ".npz", *TABLE_SUFFIXES):
+        raise DataError(f"the data to {verb} must be a .npy, .npz or .csv file, got {p}")
+    if not p.is_file():
+        raise DataError(f"no such data file: {p}")
+    if p.suffix.lower() in TABLE_SUFFIXES:
+        if not columns:
+            raise DataError(f"{p.name} is a table, but {run.path} was not trained on one")
+        x, _ = read_table(p, columns=columns)
+    else:
+        x, _ = read_arrays(p, None)
+    shape = x.shape
+    event = tuple(run.record["data"]["event_shape"])
+    x = check_images(x, p.name, min_rows=1)
+    if int(np.prod(x.shape[1:])) != int(np.prod(event)):
+        raise DataError(f"{p.name}: rows of {int(np.prod(x.shape[1:]))} values, but the run's data have {event}")
+    levels = run.record["data"]["num_levels"]
+    seen = x[~np.isnan(x)] if x.dtype.kind == "f" else x
+    if columns:  # a table's rows: each categorical column holds its categories' indices 0..K-1
+        rows = x.reshape(len(x), -1).astype(np.float64)
+        for j, c in enumerate(columns):
+            v = rows[~np.isnan(rows[:, j]), j]
+            bad = v.size and (v.min() < 0 or v.max() > c.levels - 1 or not np.all(v == np.round(v)))
+            if c.kind == "categorical" and bad:
+                raise DataError(
+                    f"{p.name}: column {j} ({c.name!r}) is categorical: its values must be the indices "
+                    f"0..{c.levels - 1} of its categories {list(c.categories)}"
+                )
+    elif (
+        levels is not None
+        and seen.size
+        and (seen.min() < 0 or seen.max() > levels - 1 or not np.all(seen == np.round(seen)))
+    ):
+        raise DataError(f"{p.name}: the run's data are integers 0..{levels - 1}; the file's observed values are not")
+    return torch.from_numpy(x.astype(np.float32).reshape(len(x), *event)), shape

@@ -88,7 +88,7 @@ def _read_npy(path: str) -> np.ndarray:
     return x
 
 
-def _read_pngs(paths: list[str], height: int, width: int) -> tuple[np.ndarray, dict]:
+def read_pngs(paths: list[str], height: int, width: int) -> tuple[np.ndarray, dict]:
     """PNG files of the model's size, single-channel, with distinct base names (decompression
     writes them back under these names into one folder)."""
     from PIL import Image
@@ -145,7 +145,7 @@ def _read_images(paths: list[str], event_shape: tuple[int, ...]) -> tuple[np.nda
     """A .npy array of images, or PNG files, and how to write them back."""
     if len(paths) == 1 and paths[0].lower().endswith(".npy"):
         return _read_npy(paths[0]), {"source": "npy"}
-    return _read_pngs(paths, event_shape[-2], event_shape[-1])
+    return read_pngs(paths, event_shape[-2], event_shape[-1])
 
 
 def _to_model_input(x: np.ndarray, event_shape: tuple[int, ...], levels: int) -> torch.Tensor:

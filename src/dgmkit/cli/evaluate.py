@@ -10,7 +10,7 @@ from dgmkit import distributed
 from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import SEED, count
 from dgmkit.cli.common import ResultsFile, add_data_flags, add_device_flag, plural, say, split_data
-from dgmkit.config import load_run
+from dgmkit.config import Run, load_run
 from dgmkit.config.codes import attach_code_prior
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.errors import ConfigError
@@ -164,22 +164,32 @@ def protocol_key(r: dict) -> str:
 _EVALS = ResultsFile("evals.json", "estimate", "evaluate again", protocol_key)
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    run = load_run(args.run_dir, device=args.device)
-    if args.code_prior is not None:
-        attach_code_prior(run, args.code_prior)
-    k = run.cfg.iw_samples if args.iw_samples is None else args.iw_samples
+def evaluate_run(
+    run: Run,
+    split: str = "test",
+    iw_samples: int | None = None,
+    time_samples: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    data_dir: str | None = None,
+    data: str | None = None,
+    code_prior: str | None = None,
+) -> dict:
+    """What ``dgm eval`` computes for a loaded run (its eval.json record; nothing is written):
+    the estimate the run's family declares, with ``iw_samples`` (or ``time_samples``; default:
+    the run's), on ``split`` or a seeded random ``limit`` of it."""
+    k = run.cfg.iw_samples if iw_samples is None else iw_samples
     timed = run.model.estimate_kind == "time-sampled"
-    if args.time_samples is not None and not timed:
+    if time_samples is not None and not timed:
         raise ConfigError(f"--time-samples is for diffusion models; {run.cfg.model.describe()} has no time to sample")
     if timed:
-        if args.iw_samples is not None:
+        if iw_samples is not None:
             raise ConfigError(
                 f"--iw-samples: {run.cfg.model.describe()} is scored by its bound over sampled times, without "
                 "importance sampling; use --time-samples"
             )
-        k = run.cfg.model.time_samples if args.time_samples is None else args.time_samples
-    if args.iw_samples is not None and run.model.estimate_kind in ("exact", "reconstruction"):
+        k = run.cfg.model.time_samples if time_samples is None else time_samples
+    if iw_samples is not None and run.model.estimate_kind in ("exact", "reconstruction"):
         what = "an exact log-likelihood" if run.model.estimate_kind == "exact" else "no density (a reconstruction score)"
         raise ConfigError(f"--iw-samples: {run.cfg.model.describe()} has {what}; there is nothing to sample")
     if run.model.estimate_kind == "exact":
@@ -189,40 +199,48 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{run.cfg.model.describe()} estimates log p(x) by importance sampling: --iw-samples must be >= 1 "
             "(k = 1 is the ELBO)"
         )
-    _EVALS.kept(run.path)  # a foreign evals.json is refused before any work
     weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]  # which weights these numbers are of
-    x, y = split_data(run, args.split, args.data_dir, args.data)
+    x, y = split_data(run, split, data_dir, data)
     subset = None
-    if args.limit is not None:
-        if args.limit < len(x):
-            total = len(x)
-            idx = torch.randperm(total, generator=torch.Generator().manual_seed(args.seed))[: args.limit]
-            idx = idx.sort().values
-            x = x[idx]
-            y = None if y is None else y[idx]
-            subset = {"seed": args.seed, "of": total, "indices": idx.tolist()}
+    if limit is not None and limit < len(x):
+        total = len(x)
+        idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+        x = x[idx]
+        y = None if y is None else y[idx]
+        subset = {"seed": seed, "of": total, "indices": idx.tolist()}
     report = evaluate(
         run.model,
         x,
         iw_samples=k,
         log_volume=run.transform.log_volume,
-        seed=args.seed,
+        seed=seed,
         continuous=run.transform.kind == "continuous",
         y=y,
     )
-    result = {
+    return {
         **report.to_dict(),
-        "split": args.split,
+        "split": split,
         "subset": subset,
         "checkpoint": run.checkpoint.name,
         "model": run.cfg.family,
         "dataset": run.record["data"]["name"],
         "transform": run.transform.kind,
-        "code_prior": None if args.code_prior is None else str(args.code_prior),
-        "seed": args.seed,
+        "code_prior": None if code_prior is None else str(code_prior),
+        "seed": seed,
         "weights": weights,
         "processes": distributed.current().world_size,
     }
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    run = load_run(args.run_dir, device=args.device)
+    if args.code_prior is not None:
+        attach_code_prior(run, args.code_prior)
+    _EVALS.kept(run.path)  # a foreign evals.json is refused before any work
+    result = evaluate_run(
+        run, args.split, args.iw_samples, args.time_samples, args.limit, args.seed, args.data_dir, args.data,
+        code_prior=args.code_prior,
+    )  # fmt: skip
     if not distributed.current().is_main:  # under torchrun every rank evaluated its share; rank 0 writes
         return 0
     say(format_report(result))

@@ -19,13 +19,12 @@ import torch
 
 from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_data_flags, add_device_flag, plural, run_data, say, to_display
+from dgmkit.cli.common import add_data_flags, add_device_flag, plural, read_input_file, run_data, say, to_display
 from dgmkit.config import Run, load_run
 from dgmkit.config.codes import run_dataset
-from dgmkit.data.formats import read_arrays
 from dgmkit.data.missing import observed
-from dgmkit.data.registry import check_images, is_data_file
-from dgmkit.data.table import TABLE_SUFFIXES, read_table, write_table
+from dgmkit.data.registry import is_data_file
+from dgmkit.data.table import TABLE_SUFFIXES, write_table
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.evaluation.imputation import BASELINES, baseline_impute, impute_batched, rmse, to_data_units
@@ -104,45 +103,6 @@ def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
     return out, figure
 
 
-def _input_file(path: str, run: Run, columns: tuple) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """A data file's rows, shaped as the run's data, and the file's own shape."""
-    p = Path(path)
-    if p.suffix.lower() not in (".npy", ".npz", *TABLE_SUFFIXES):
-        raise DataError(f"the data to impute must be a .npy, .npz or .csv file, got {p}")
-    if not p.is_file():
-        raise DataError(f"no such data file: {p}")
-    if p.suffix.lower() in TABLE_SUFFIXES:
-        if not columns:
-            raise DataError(f"{p.name} is a table, but {run.path} was not trained on one")
-        x, _ = read_table(p, columns=columns)
-    else:
-        x, _ = read_arrays(p, None)
-    shape = x.shape
-    event = tuple(run.record["data"]["event_shape"])
-    x = check_images(x, p.name, min_rows=1)
-    if int(np.prod(x.shape[1:])) != int(np.prod(event)):
-        raise DataError(f"{p.name}: rows of {int(np.prod(x.shape[1:]))} values, but the run's data have {event}")
-    levels = run.record["data"]["num_levels"]
-    seen = x[~np.isnan(x)] if x.dtype.kind == "f" else x
-    if columns:  # a table's rows: each categorical column holds its categories' indices 0..K-1
-        rows = x.reshape(len(x), -1).astype(np.float64)
-        for j, c in enumerate(columns):
-            v = rows[~np.isnan(rows[:, j]), j]
-            bad = v.size and (v.min() < 0 or v.max() > c.levels - 1 or not np.all(v == np.round(v)))
-            if c.kind == "categorical" and bad:
-                raise DataError(
-                    f"{p.name}: column {j} ({c.name!r}) is categorical: its values must be the indices "
-                    f"0..{c.levels - 1} of its categories {list(c.categories)}"
-                )
-    elif (
-        levels is not None
-        and seen.size
-        and (seen.min() < 0 or seen.max() > levels - 1 or not np.all(seen == np.round(seen)))
-    ):
-        raise DataError(f"{p.name}: the run's data are integers 0..{levels - 1}; the file's observed values are not")
-    return torch.from_numpy(x.astype(np.float32).reshape(len(x), *event)), shape
-
-
 def _npy_bytes(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
     if len(arrays) == 1 and "x" in arrays:
@@ -166,7 +126,7 @@ def run_impute(args: argparse.Namespace) -> int:
     dataset = run_data(run, args.data_dir, args.data)
     columns = dataset.columns
     if args.input:
-        data, file_shape = _input_file(args.input, run, columns)
+        data, file_shape = read_input_file(args.input, run, columns, "impute")
         where = args.input
     else:
         data = dataset.split(args.split).x

@@ -90,6 +90,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         impute,
         ood,
         report,
+        score,
         train,
     )
 
@@ -106,6 +107,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     figures.add_parsers(sub)
     cluster.add_parser(sub)
     impute.add_parser(sub)
+    score.add_parser(sub)
     density.add_parser(sub)
     compress.add_parsers(sub)
     report.add_parser(sub)

@@ -10,13 +10,15 @@ and a histogram figure, never over an existing file without ``--force``.
 """
 
 import argparse
+import csv
 import hashlib
+import io
 import math
 import time
 
 import torch
 
-from dgmkit._io import atomic_write_json, check_new_output
+from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output
 from dgmkit.cli.argtypes import SEED, count
 from dgmkit.cli.common import ResultsFile, add_data_flags, add_device_flag, plural, png_output, run_data, say, write_png
 from dgmkit.config import Run, load_run
@@ -127,10 +129,31 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
 
 
 def _subset(x: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, dict | None]:
+    """A seeded random subset of n rows (in order), and its record (with the rows' indices)."""
     if n is None or n >= len(x):
         return x, None
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return x[idx], {"seed": seed, "of": len(x), "n": n}
+    return x[idx], {"seed": seed, "of": len(x), "n": n, "indices": idx.tolist()}
+
+
+PER_INPUT = "ood-scores.csv"
+
+
+def _per_input_csv(scores: dict[str, tuple[torch.Tensor, torch.Tensor]], subsets: dict, splits: tuple[str, str]) -> bytes:
+    """One row per scored input: which set (in, ood), its split and index there, and every score
+    that is given per input (larger = more OOD)."""
+    n = {w: len(scores["nll"][i]) for i, w in enumerate(("in", "ood"))}
+    names = [s for s, pair in scores.items() if len(pair[0]) == n["in"] and len(pair[1]) == n["ood"]]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["set", "split", "index", *names])
+    for i, which in enumerate(("in", "ood")):
+        sub = subsets[which]
+        index = sub["indices"] if sub else range(n[which])
+        columns = [scores[s][i].double().tolist() for s in names]
+        for r, j in enumerate(index):
+            w.writerow([which, splits[i], j, *(repr(c[r]) for c in columns)])
+    return buf.getvalue().encode()
 
 
 def _inputs(run: Run, raw: torch.Tensor) -> torch.Tensor:
@@ -297,7 +320,10 @@ def run_ood(args: argparse.Namespace) -> int:
     if bg is not None and bg.cfg.optim.mutation_rate == 0:
         say(f"  note: {args.background} was trained without --mutation-rate (Ren et al. used 0.1 to 0.3)")
     count_kept = _RESULTS.keep(run.path, result)
-    wrote = [f"{run.path / _KEPT} (results by protocol: {count_kept})"]
+    atomic_write_bytes(
+        run.path / PER_INPUT, _per_input_csv(scores.scores, result["subsets"], (args.in_split, args.ood_split))
+    )
+    wrote = [f"{run.path / _KEPT} (results by protocol: {count_kept})", f"{run.path / PER_INPUT} (every input's scores)"]
     if args.json is not None:
         atomic_write_json(args.json, result)
         wrote.append(str(args.json))

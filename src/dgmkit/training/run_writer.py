@@ -34,7 +34,7 @@ __all__ = ["RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "new_run_id", "no
 
 RUN_FILES = (
     "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "evals.json", "cluster.json",
-    "diagnose.json", "disentangle.json",
+    "cluster-assignments.csv", "diagnose.json", "disentangle.json", "ood.json", "ood-scores.csv",
 )  # fmt: skip
 LOCK_NAME = ".dgm.lock"
 

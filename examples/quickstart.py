@@ -1,0 +1,9 @@
+"""Train, save, reload, sample and evaluate a VAE in a few lines; `dgm eval runs/quickstart` reads the folder."""
+
+import dgmkit
+
+run = dgmkit.train("runs/quickstart", dataset="digits", hidden=[256, 128], latent_dim=8, epochs=30, seed=0)
+run = dgmkit.load("runs/quickstart")  # the folder `dgm train` would have written: config, checkpoints, metrics
+images, what = dgmkit.sample(run, 16, seed=0)
+print(what, tuple(images.shape))
+print(dgmkit.evaluate(run, "test", iw_samples=1000))

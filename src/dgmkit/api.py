@@ -1,0 +1,150 @@
+"""The Python API at the level of the command line: one call trains a run, one loads it back,
+and sampling and evaluation work on what was loaded. A run folder written here is the one
+``dgm train`` writes (config.json, checkpoints, metrics.jsonl), so every ``dgm`` command reads it,
+and ``load`` reads any folder the CLI wrote.
+
+>>> import dgmkit, tempfile
+>>> out = tempfile.mkdtemp() + "/vae"
+>>> run = dgmkit.train(out, dataset="digits", hidden=[16], latent_dim=2, epochs=1)
+>>> images, what = dgmkit.sample(run, 4)
+>>> images.shape, what
+(torch.Size([4, 1, 8, 8]), '4 means of p(x|z), z ~ p(z)')
+>>> result = dgmkit.evaluate(dgmkit.load(out), "test", iw_samples=10)
+>>> result.estimate, result.n, result.nll > 0
+('importance-sampled', 300, True)
+
+Data may also be given as an array (NumPy or torch, (N, D), (N, H, W) or (N, C, H, W)), with
+labels, or as a ``torch.utils.data.Dataset`` of images (or of (image, label) pairs): they are
+written as ``OUT.data.npz`` beside the run folder, which the run names and pins by digest as any
+data file, so that the CLI reads them again.
+"""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dgmkit._io import atomic_write_bytes
+from dgmkit.cli.evaluate import evaluate_run, format_report
+from dgmkit.cli.figures import draw_samples
+from dgmkit.cli.train import train_run
+from dgmkit.config import Run, RunConfig, load_run
+from dgmkit.errors import ConfigError, DataError
+
+__all__ = ["train", "load", "sample", "evaluate", "Evaluation"]
+
+
+class Evaluation(dict):
+    """What ``dgm eval`` writes to eval.json, as a dict whose keys are also attributes
+    (``result.nll``, ``result.bpd``); ``print`` shows it as ``dgm eval`` does."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __str__(self) -> str:
+        return format_report(self)
+
+
+def _as_arrays(data: object) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images (and labels) from an array, a pair (x, y) or a torch Dataset."""
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = data
+        return np.asarray(x.cpu() if torch.is_tensor(x) else x), np.asarray(y.cpu() if torch.is_tensor(y) else y)
+    if torch.is_tensor(data) or isinstance(data, np.ndarray):
+        return np.asarray(data.cpu() if torch.is_tensor(data) else data), None
+    if isinstance(data, torch.utils.data.Dataset):
+        try:
+            items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+        except TypeError:
+            raise DataError("a torch Dataset for dgmkit needs len() and indexing (a map-style dataset)") from None
+        if not items:
+            raise DataError("the torch Dataset is empty")
+        pairs = isinstance(items[0], (tuple, list))
+        xs = [torch.as_tensor(it[0] if pairs else it) for it in items]
+        ys = [int(torch.as_tensor(it[1])) for it in items] if pairs and len(items[0]) > 1 else None
+        return torch.stack(xs).numpy(), None if ys is None else np.asarray(ys)
+    raise DataError(f"data must be an array, a pair (x, y) or a torch Dataset, not {type(data).__name__}")
+
+
+def _data_file(out: Path, data: object) -> str:
+    """Write the arrays as OUT.data.npz (x, and y where given) and return its path; an existing
+    file is kept only if it holds the same arrays (it is never overwritten)."""
+    import io
+
+    x, y = _as_arrays(data)
+    buf = io.BytesIO()
+    np.savez(buf, **({"x": x} if y is None else {"x": x, "y": y}))
+    path = out.parent / f"{out.name}.data.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as old:
+            same = set(old.files) == ({"x"} if y is None else {"x", "y"}) and np.array_equal(old["x"], x)
+            same = same and (y is None or np.array_equal(old["y"], y))
+        if not same:
+            raise DataError(f"{path} exists and holds other data; move it away or train into another folder")
+        return str(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return str(path)
+
+
+def train(
+    out: str | os.PathLike,
+    config: RunConfig | Mapping | None = None,
+    *,
+    data: object = None,
+    resume: bool = False,
+    quiet: bool = True,
+    **settings: Any,
+) -> Run:
+    """Train a model into the run folder ``out`` (new or empty; ``resume``: continue the run
+    there) and return it loaded (its best weights). The run is ``config`` (a ``RunConfig`` or a
+    table of its keys, flat or in sections, as a config file) with ``settings`` on top: the
+    flags of ``dgm train`` as keywords (``dataset="mnist"``, ``hidden=[512, 256]``, ...).
+    ``data``: arrays or a torch Dataset instead of a named dataset (module docstring)."""
+    out = Path(out)
+    if resume:
+        if config is not None or data is not None or set(settings) - {"epochs", "patience", "device"}:
+            raise ConfigError("resume continues the run as it was configured: give only epochs, patience or device")
+        from dgmkit.config import migrate_record
+        from dgmkit.config.run import read_json
+
+        stored = RunConfig.from_dict(migrate_record(read_json(out / "config.json"), str(out))["config"], str(out))
+        cfg = stored.replace(time_budget=None, **settings)
+    else:
+        values = dict(config.flat() if isinstance(config, RunConfig) else RunConfig.given_keys(dict(config or {})))
+        values.update(settings)
+        if data is not None:
+            if "dataset" in values:
+                raise ConfigError("give either data (arrays) or a dataset by name, not both")
+            values["dataset"] = _data_file(out, data)
+        cfg = RunConfig.of(**values)
+    train_run(cfg, out, resume=resume, quiet=quiet)
+    return load(out)
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
+    """A run folder (written by ``train`` or ``dgm train``) with its model on ``device``."""
+    return load_run(path, device=device)
+
+
+def sample(run: Run, n: int, seed: int = 0, **options: Any) -> tuple[torch.Tensor, str]:
+    """n samples of the run's model (n, *event), seeded, in the units the model scores (``run.
+    transform``: 0/1 or probabilities for binary data, levels for integer data, [0, 1] for
+    dequantized data), and what they are in words (the means of p(x|z) for a latent variable
+    model); ``options``: ``temperature``, ``naive``, ``steps`` or ``draw`` as ``dgm sample``."""
+    if not run.model.can_sample:
+        raise ConfigError(f"a {run.cfg.model.describe()} has no prior to sample from")
+    x, what = draw_samples(run, n, seed, **options)
+    return x.cpu(), what.rstrip(",")
+
+
+def evaluate(run: Run, split: str = "test", **options: Any) -> Evaluation:
+    """``dgm eval`` of a loaded run, without writing anything: ``iw_samples``, ``time_samples``,
+    ``limit`` (a seeded random subset), ``seed``, ``data_dir`` or ``data`` as keywords."""
+    return Evaluation(evaluate_run(run, split, **options))
