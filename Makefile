@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint check examples bench bench-flows clean
+.PHONY: demo test test-all lint check examples package-check bench bench-flows clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV_FLAGS) $(VENV)
@@ -41,6 +41,21 @@ examples: $(VENV)/.installed  # the README's Python examples run as printed
 	$(PY) examples/imputation.py
 
 check: lint examples
+
+# The packages: a wheel and an sdist build (python -m build), and the wheel installs with pip into
+# a fresh venv that already holds torch, leaves that torch as it is, pulls no optional extra, and
+# runs dgm demo there.
+package-check: $(VENV)/.installed
+	rm -rf build/pkg
+	$(PY) -m build -q --sdist --wheel --outdir build/pkg/dist . >/dev/null
+	python3 -m venv build/pkg/venv
+	build/pkg/venv/bin/python -m pip install -q "$(TORCH)"
+	build/pkg/venv/bin/python -c "import torch; open('build/pkg/torch-before', 'w').write(torch.__version__)"
+	build/pkg/venv/bin/python -m pip install -q build/pkg/dist/dgmkit-*.whl
+	build/pkg/venv/bin/python -c "import torch, importlib.util as u; \
+	  assert torch.__version__ == open('build/pkg/torch-before').read(), 'pip replaced torch'; \
+	  assert not any(u.find_spec(m) for m in ('constriction', 'tensorboard', 'ruff')), 'an extra was installed'"
+	cd build/pkg && venv/bin/dgm demo --out demo --epochs 2 >/dev/null && echo "package-check: the wheel installs beside torch $$(cat torch-before) and dgm demo runs"
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/train_speed.py
