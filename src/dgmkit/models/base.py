@@ -154,10 +154,14 @@ class LatentVariableModel(VariationalModel):
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for z of shape (*batch, *latent): batch shape ``batch``."""
 
-    def log_joint(self, x: torch.Tensor, z: torch.Tensor, prior: Distribution | None = None) -> JointTerms:
-        """log p(x|z) (of the observed entries where x holds missing ones, NaN) and log p(z)."""
+    def log_joint(
+        self, x: torch.Tensor, z: torch.Tensor, prior: Distribution | None = None, px: Distribution | None = None
+    ) -> JointTerms:
+        """log p(x|z) (of the observed entries where x holds missing ones, NaN) and log p(z);
+        ``px``: p(x|z) at these z where the caller has it already."""
         p = self.prior() if prior is None else prior
-        return JointTerms(observed_log_prob(self.likelihood(z), x), p.log_prob(z))
+        px = self.likelihood(z) if px is None else px
+        return JointTerms(observed_log_prob(px, x), p.log_prob(z))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

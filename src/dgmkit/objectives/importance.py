@@ -38,12 +38,14 @@ __all__ = [
 
 
 class ImportanceWeights(NamedTuple):
-    """Tensors of shape (k, B) (z: (k, B, *latent)); ``log_w`` is their sum."""
+    """Tensors of shape (k, B) (z: (k, B, *latent)); ``log_w`` is their sum. ``px``: p(x|z) at
+    the draws (batch shape (k, B)) where asked for (``keep_likelihood``)."""
 
     z: torch.Tensor
     log_px_z: torch.Tensor
     log_pz: torch.Tensor
     log_qz: torch.Tensor
+    px: Distribution | None = None
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -58,17 +60,23 @@ def log_importance_weights(
     prior: Distribution | None = None,
     generator: torch.Generator | None = None,
     reparameterized: bool = True,
+    keep_likelihood: bool = False,
 ) -> ImportanceWeights:
     """k draws from q(z|x) (``model.posterior(x)`` unless given) and their weight terms.
 
     ``prior``: p(z) if the caller has it (it does not change between chunks of draws). A model
     whose proposal and joint come out of one pass (``joint_pass``: a deep top-down VAE) gives all
-    four terms at once."""
+    four terms at once. ``keep_likelihood``: also p(x|z) at the draws (``px``; a single-layer
+    latent variable model), for imputation from the same decoder pass."""
     fused = getattr(model, "joint_pass", None)
-    if fused is not None and reparameterized:
+    if fused is not None and reparameterized and not keep_likelihood:
         return ImportanceWeights(*fused(x, k, generator))
     q = model.posterior(x) if q is None else q
     z, log_qz = rsample_and_log_prob(q, (k,), generator, reparameterized, device=x.device)
+    if keep_likelihood:
+        px = model.likelihood(z)
+        log_px_z, log_pz = model.log_joint(x, z, prior, px=px)
+        return ImportanceWeights(z, log_px_z, log_pz, log_qz, px)
     log_px_z, log_pz = model.log_joint(x, z, prior)
     return ImportanceWeights(z, log_px_z, log_pz, log_qz)
 

@@ -25,9 +25,8 @@ from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
 from dgmkit.data.missing import observed
-from dgmkit.distributions import observed_log_prob
-from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.objectives.base import Objective
+from dgmkit.objectives.importance import log_importance_weights
 
 if TYPE_CHECKING:
     from dgmkit.models import LatentVariableModel
@@ -45,11 +44,10 @@ def miwae_log_weights(
     q: Distribution | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Distribution]:
     """k draws z ~ q(z | x_o): their log weights log p(x_o|z) + log p(z) - log q(z|x_o) (k, B),
-    the draws, and p(x | z) at them (batch shape (k, B))."""
-    q = model.posterior(x) if q is None else q
-    z, log_q = rsample_and_log_prob(q, (k,), generator, device=x.device)
-    px = model.likelihood(z)
-    return observed_log_prob(px, x) + model.prior().log_prob(z) - log_q, z, px
+    the draws, and p(x | z) at them (batch shape (k, B)): ``log_importance_weights``, whose
+    likelihood term is already of the observed entries only (``LatentVariableModel.log_joint``)."""
+    w = log_importance_weights(model, x, k, q=q, generator=generator, keep_likelihood=True)
+    return w.log_w, w.z, w.px
 
 
 class MIWAETerms(NamedTuple):
