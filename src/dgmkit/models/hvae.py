@@ -68,7 +68,33 @@ def _draw(q: DiagonalNormal, given: torch.Tensor | None, generator: torch.Genera
     return q.mean + q.stddev * eps
 
 
-class HierarchicalVAE(LatentVariableModel):
+class LayerStack:
+    """What every stack of stochastic layers z = (z_1, ..., z_L) shares, whatever its networks
+    (``HierarchicalVAE``, the deep top-down VAE): q(z | x) and p(z) over the concatenated layers,
+    ancestral through the model's ``path`` and ``top()``, and clusters from the top prior's
+    mixture components where it has them. Listed before ``LatentVariableModel`` in the bases."""
+
+    has_layers: ClassVar[bool] = True
+
+    def posterior(self, x: torch.Tensor) -> "HierarchicalPosterior":
+        """q(z | x) over z = (z_1, ..., z_L): batch (B,), event (sum M_l,)."""
+        return HierarchicalPosterior(self, x)
+
+    def prior(self) -> "HierarchicalPrior":
+        """p(z) = p(z_L) prod p(z_l | z_{>l}) over z = (z_1, ..., z_L)."""
+        return HierarchicalPrior(self, self.top())
+
+    @property
+    def num_components(self) -> int | None:
+        return self.top_prior.components if self.top_prior.has_components else None
+
+    def assign_components(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.top_prior.has_components:
+            return super().assign_components(z)
+        return self.top_prior.assign(self.split(z)[-1])
+
+
+class HierarchicalVAE(LayerStack, LatentVariableModel):
     """See the module docstring. Networks (each maps its input's last dimension):
 
     - ``features``: x (B, *event) -> h (B, F), the deterministic encoder of the data
@@ -81,7 +107,6 @@ class HierarchicalVAE(LatentVariableModel):
     """
 
     sample_means: ClassVar[bool] = True
-    has_layers: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -258,15 +283,7 @@ class HierarchicalVAE(LatentVariableModel):
             log_p = log_p + self.layer_priors[i](zs[i + 1]).log_prob(zs[i])
         return log_p
 
-    def posterior(self, x: torch.Tensor) -> "HierarchicalPosterior":
-        """q(z | x) over z = (z_1, ..., z_L): batch (B,), event (sum M_l,)."""
-        return HierarchicalPosterior(self, x)
-
     # ------------------------------------------------------------ generation
-    def prior(self) -> "HierarchicalPrior":
-        """p(z) = p(z_L) prod p(z_l | z_{l+1}) over z = (z_1, ..., z_L)."""
-        return HierarchicalPrior(self, self.top())
-
     def top(self) -> Distribution:
         """p(z_L), with the model's q(z_L | x) as context where the prior asks for it."""
         return self.top_prior(self.top_posterior if self.top_prior.context == "encoder" else None)
@@ -274,15 +291,6 @@ class HierarchicalVAE(LatentVariableModel):
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x | z) for z = (z_1, ..., z_L) of shape (*batch, sum M_l)."""
         return self.decoder(z if self.decoder_input == "all" else self.split(z)[0])
-
-    @property
-    def num_components(self) -> int | None:
-        return self.top_prior.components if self.top_prior.has_components else None
-
-    def assign_components(self, z: torch.Tensor) -> torch.Tensor:
-        if not self.top_prior.has_components:
-            return super().assign_components(z)
-        return self.top_prior.assign(self.split(z)[-1])
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

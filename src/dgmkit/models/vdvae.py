@@ -43,7 +43,7 @@ from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.distributions import DiagonalNormal, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import LatentVariableModel
-from dgmkit.models.hvae import HierarchicalPosterior, HierarchicalPrior, LayerDraw
+from dgmkit.models.hvae import LayerDraw, LayerStack
 from dgmkit.priors import Prior
 
 __all__ = ["DeepTopDownVAE", "BottleneckBlock"]
@@ -114,14 +114,13 @@ def _flat_normal(mu: torch.Tensor, sigma: torch.Tensor, lead: tuple[int, ...]) -
     return diagonal_normal(mu.reshape(*lead, -1), sigma.reshape(*lead, -1))
 
 
-class DeepTopDownVAE(LatentVariableModel):
+class DeepTopDownVAE(LayerStack, LatentVariableModel):
     """See the module docstring. ``resolutions``: the latent resolutions, lowest first (each
     twice the one before, the last dividing the image); ``layers``: latent layers at each;
     ``width``: channels of the state; ``mid``: the blocks' bottleneck width; ``latent_channels``
     C_z; ``blocks``: bottom-up residual blocks per resolution (and output blocks at full size)."""
 
     sample_means: ClassVar[bool] = True
-    has_layers: ClassVar[bool] = True
     inference: ClassVar[str] = "top-down"
 
     def __init__(
@@ -340,27 +339,10 @@ class DeepTopDownVAE(LatentVariableModel):
         draws, _, _ = self._top_down(math.prod(lead), lead, None, self._with_given(z), None, False, output=False)
         return sum((d.p.log_prob(d.z) for d in draws[1:]), z.new_zeros(lead))
 
-    def posterior(self, x: torch.Tensor) -> HierarchicalPosterior:
-        """q(z | x) over the concatenated layers (z_1 first), ancestral through ``path``."""
-        return HierarchicalPosterior(self, x)
-
-    def prior(self) -> HierarchicalPrior:
-        """p(z) = p(z_L) prod p(z_l | z_{>l}) over the concatenated layers."""
-        return HierarchicalPrior(self, self.top())
-
     def likelihood(self, z: torch.Tensor) -> Distribution:
         lead = tuple(z.shape[:-1])
         given = self._with_given(z)
         return self._top_down(math.prod(lead), lead, None, given, None, False)[2]
-
-    @property
-    def num_components(self) -> int | None:
-        return self.top_prior.components if self.top_prior.has_components else None
-
-    def assign_components(self, z: torch.Tensor) -> torch.Tensor:
-        if not self.top_prior.has_components:
-            return super().assign_components(z)
-        return self.top_prior.assign(self.split(z)[-1])
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
