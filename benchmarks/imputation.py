@@ -49,8 +49,14 @@ BASELINES = ["mean", "knn", "iterative", "missforest"]
 TABLE_MODEL = [
     "--model", "vae", "--objective", "miwae", "--iw-k", "20", "--latent-dim", "10",
     "--hidden", "128", "128", "128", "--activation", "tanh", "--likelihood", "student-t",
-    "--missing-rate", "0.5", "--batch-size", "64", "--lr", "1e-3", "--patience", "100",
+    "--missing-rate", "0.5", "--batch-size", "64", "--lr", "1e-3",
 ]  # fmt: skip
+PROTOCOLS = {
+    # stopped 100 epochs after the best validation bound, whose weights impute
+    "early-stop": (["--patience", "100"], "best"),
+    # the authors' code: a fixed 601 epochs, the last weights impute (in-sample: no validation)
+    "fixed": ([], "last"),
+}
 
 
 def _train(out: Path, flags: list[str]) -> float:
@@ -97,15 +103,17 @@ def table(name: str, args) -> dict:
     """MIWAE and the baselines on ``name`` over ``args.masks`` masks: every impute.json, and the
     mean and standard error of each method's RMSE."""
     dataset = str(_concrete_csv(Path(args.out))) if name == "concrete" else name
+    flags, weights = PROTOCOLS[args.protocol]
+    epochs = args.epochs if args.epochs is not None else (2000 if args.protocol == "early-stop" else 601)
     masks = []
     for seed in range(args.masks):
-        out = Path(args.out) / f"{name}-mask{seed}"
+        out = Path(args.out) / (f"{name}-mask{seed}" + ("" if args.protocol == "early-stop" else f"-{args.protocol}"))
         seconds = _train(
-            out, ["--dataset", dataset, *TABLE_MODEL, "--missing-seed", str(seed), "--epochs", str(args.epochs)]
+            out, ["--dataset", dataset, *TABLE_MODEL, *flags, "--missing-seed", str(seed), "--epochs", str(epochs)]
         )
         imputed = out / "imputed.npy"
         code = dgm(["impute", str(out), "--split", "train", "--k", str(args.k), "--out", str(imputed), "--force",
-                    "--baselines", *BASELINES])  # fmt: skip
+                    "--weights", weights, "--baselines", *BASELINES])  # fmt: skip
         if code:
             raise SystemExit(f"dgm impute {name} (mask {seed}) failed")
         scores = json.loads((out / "impute.json").read_text())
@@ -118,8 +126,8 @@ def table(name: str, args) -> dict:
         se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
         summary[m] = {"mean": statistics.fmean(values), "stderr": se, "per_mask": values}
     first = masks[0]["impute"]
-    return {"table": name, "rows_scored": first["n"], "missing_per_mask": [r["impute"]["missing"] for r in masks],
-            "masks": masks, "rmse": summary}  # fmt: skip
+    return {"table": name, "protocol": args.protocol, "epochs": epochs, "weights": weights, "rows_scored": first["n"],
+            "missing_per_mask": [r["impute"]["missing"] for r in masks], "masks": masks, "rmse": summary}  # fmt: skip
 
 
 def mnist(args) -> dict:
@@ -150,7 +158,8 @@ def mnist(args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=2000, help="UCI tables: at most this many epochs of batch 64")
+    p.add_argument("--epochs", type=int, default=None, help="UCI tables: epochs of batch 64 (default 2000 / 601)")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="early-stop", help="UCI tables: how training ends")
     p.add_argument("--k", type=int, default=10000, help="UCI tables: importance samples of the imputation")
     p.add_argument("--masks", type=int, default=5, help="UCI tables: masks (--missing-seed 0..masks-1)")
     p.add_argument("--mnist-epochs", type=int, default=20)
@@ -170,7 +179,8 @@ def main() -> None:
         rows.append(table(t, args))
         if args.rows:
             Path(args.rows).mkdir(parents=True, exist_ok=True)
-            (Path(args.rows) / f"miwae-{t}.json").write_text(json.dumps(rows[-1], indent=2) + "\n")
+            suffix = "" if args.protocol == "early-stop" else f"-{args.protocol}"
+            (Path(args.rows) / f"miwae-{t}{suffix}.json").write_text(json.dumps(rows[-1], indent=2) + "\n")
     print(f"\nRMSE on the removed entries, mean +- standard error over {args.masks} masks")
     print("| table | rows | MIWAE | mean | KNN | MICE | missForest |\n| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

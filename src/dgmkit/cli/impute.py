@@ -70,6 +70,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"classical imputers to score beside the model, on the same incomplete data: {', '.join(BASELINES)}",
     )
     p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
+    p.add_argument(
+        "--weights",
+        choices=["best", "last"],
+        default="best",
+        help="the weights that impute: best (of the validation score) or last (the end of training: MIWAE's "
+        "in-sample protocol, a fixed number of epochs)",
+    )
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
         "--figure", default=None, metavar="PNG", help="image data: observed, imputed and true images side by side"
@@ -113,7 +120,7 @@ def _npy_bytes(**arrays: np.ndarray) -> bytes:
 
 
 def run_impute(args: argparse.Namespace) -> int:
-    run = load_run(args.run_dir, device=args.device)
+    run = load_run(args.run_dir, which=args.weights, device=args.device)
     out, figure = _outputs(args, run)
     if args.baselines and args.input:
         raise ConfigError(
@@ -244,6 +251,7 @@ def _scores(
         "seed": args.seed,
         "missing_rate": run.cfg.data.missing_rate,
         "missing_seed": run.cfg.data.missing_seed,
+        "checkpoint": run.checkpoint.name,
         "units": "standardized (numeric columns)" if columns else "the data's own units",
     }
 
