@@ -1,15 +1,21 @@
-"""Targeted tests that pin user-visible formulas: LR schedules, the active-units threshold,
-and gradient clipping in the trainer."""
+"""Targeted tests that pin user-visible formulas (LR schedules, the active-units threshold, gradient
+clipping, bits/dim, means and modes) and kill the mutants that earlier suites let through."""
 
+import json
 import math
+import struct
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from dgmkit.cli.main import main
 from dgmkit.conditional import BernoulliHead, Decoder, GaussianEncoder
 from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.data import Split, load_dataset, make_transform
+from dgmkit.errors import DgmError, EvaluationError
 from dgmkit.evaluation import active_units, posterior_statistics
 from dgmkit.models import VAE
 from dgmkit.priors import StandardNormalPrior
@@ -187,3 +193,205 @@ def test_eval_bits_per_dim_of_the_nll_and_of_the_elbo():
     d = 16 * math.log(2)
     assert r.bpd == pytest.approx(r.nll / d, rel=1e-12) and r.elbo_bpd == pytest.approx(-r.elbo / d, rel=1e-12)
     assert r.elbo_bpd > r.bpd > 0
+
+
+# --------------------------------- survivors of a mutation pass over issue 32's and 33's code
+# (each test below failed with its mutant applied and passes without it)
+_TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--batch-size", "256", "--quiet"]
+
+
+def test_levels_are_256_from_a_largest_value_of_128():
+    from dgmkit.data.registry import from_array
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 100, (40, 4))
+    x[0, 0] = 128
+    assert from_array(x).num_levels == 256
+    x[0, 0] = 127
+    assert from_array(x).num_levels == 128
+
+
+def test_a_v4_mat_header_needs_its_o_digit_zero():
+    from dgmkit.data.matlab import _v4_header
+
+    body = b"x\x00" + bytes(8)
+    assert _v4_header(struct.pack("<5i", 0, 1, 1, 0, 2) + body)
+    assert not _v4_header(struct.pack("<5i", 100, 1, 1, 0, 2) + body)  # O = 1
+
+
+def test_the_sprites_seed_is_part_of_their_identity():
+    from dgmkit.data.sprites import sprites
+
+    assert sprites(32, seed=0).fingerprint() != sprites(32, seed=1).fingerprint()
+
+
+def test_student_t_scale_and_degrees_of_freedom_come_from_their_own_channels():
+    from dgmkit.conditional import StudentTHead
+
+    params = torch.randn(4, 1, 3, 1, 5, dtype=torch.float64)
+    t = StudentTHead(min_scale=1e-3, min_df=3.0)(params).base_dist
+    assert torch.allclose(t.scale, F.softplus(params[:, :, 1]) + 1e-3)
+    assert torch.allclose(t.df, F.softplus(params[:, :, 2]) + 3.0)
+
+
+def test_check_finite_refuses_inf_as_well_as_nan():
+    from dgmkit.evaluation.figures import check_finite
+
+    with pytest.raises(EvaluationError):
+        check_finite(torch.tensor([0.0, float("inf")]), "x")  # (isnan alone would pass it)
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *_TINY, "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+def test_a_stranded_start_needs_the_runs_own_best_or_none(tiny_run):
+    from dgmkit.training import RunFolder
+
+    (tiny_run / "checkpoint.safetensors").unlink()
+    assert RunFolder(tiny_run, fresh=False).stranded_start()  # config + metrics + own best
+    cfg = json.loads((tiny_run / "config.json").read_text())
+    cfg["run_id"] = "someone-else"
+    (tiny_run / "config.json").write_text(json.dumps(cfg))
+    assert not RunFolder(tiny_run, fresh=False).stranded_start()  # best of another run  (T5a)
+    (tiny_run / "best.safetensors").unlink()
+    assert RunFolder(tiny_run, fresh=False).stranded_start()  # config (+ metrics) only  (T5b)
+
+
+def test_a_restart_refuses_a_folder_with_other_files(tiny_run):
+    from dgmkit.training import RunFolder
+
+    (tiny_run / "checkpoint.safetensors").unlink()
+    (tiny_run / "notes.txt").write_text("mine")
+    with pytest.raises(DgmError, match="not empty"):
+        with RunFolder(tiny_run, fresh=False, restart=True):
+            pass
+    assert (tiny_run / "config.json").is_file() and (tiny_run / "notes.txt").is_file()
+
+
+def test_resume_refuses_weights_relabelled_to_another_dtype(tiny_run, capsys):
+    path = tiny_run / "checkpoint.safetensors"
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    name = next(k for k, v in header.items() if k.startswith("model/") and v["dtype"] == "F32")
+    header[name]["dtype"] = "I32"
+    text = json.dumps(header).encode()
+    text += b" " * (n - len(text))
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(tiny_run), "--epochs", "2", "--quiet"]) == 1
+    assert "of another dtype than the model's" in capsys.readouterr().err
+
+
+def test_resume_refuses_generated_data_whose_recorded_digest_is_neither(tmp_path, capsys, monkeypatch):
+    from dgmkit.data import Dataset
+
+    out = tmp_path / "moons"
+    argv = [
+        "train",
+        "--dataset",
+        "two-moons",
+        "--model",
+        "flow",
+        "--flow",
+        "realnvp",
+        "--flow-layers",
+        "2",
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    monkeypatch.setattr(Dataset, "fingerprint", lambda self: "0" * 64)  # e.g. another generator version
+    assert main(argv) == 0
+    monkeypatch.undo()
+    capsys.readouterr()
+    rc = main(["train", "--resume", "--out", str(out), "--epochs", "2", "--quiet"])
+    err = capsys.readouterr().err
+    print("ERR", err)
+    assert rc == 1
+
+
+def test_layer_diagnostics_refuse_a_hierarchical_model_with_huge_weights(tmp_path):
+    from dgmkit.config import load_run
+    from dgmkit.data import load_dataset
+    from dgmkit.evaluation.diagnostics import diagnose
+
+    out = tmp_path / "hvae"
+    argv = ["train", "--model", "hvae", "--latent-sizes", "4", "2", "--hidden", "16", "--dataset", "digits"]
+    assert main([*argv, "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    model = load_run(out).model
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(1e20)
+    x = load_dataset("digits").test.x[:50].float()
+    with pytest.raises(EvaluationError, match="non-finite"):
+        diagnose(model, x, samples=1, holes=0, mutual_info=False)  # what dgm eval and report call
+
+
+def test_a_two_process_resume_of_a_one_process_checkpoint_saves_each_ranks_own_stream(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    base = [
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "vae",
+        "--hidden",
+        "16",
+        "--latent-dim",
+        "3",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "60",
+        "--likelihood",
+        "categorical",
+        "--seed",
+        "4",
+        "--quiet",
+    ]
+    out = tmp_path / "run"
+    assert main([*base, "--epochs", "1", "--out", str(out)]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "dgmkit"]
+    p = subprocess.run(
+        [*cmd, *base, "--epochs", "2", "--resume", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    states = load_file(str(out / "checkpoint.safetensors"))["rng/torch_ranks"]  # T6b: a 2-process run keeps both
+    assert states.shape[0] == 2 and not torch.equal(states[0], states[1])  # T6c: rank 1 did not reuse rank 0's stream
+
+
+def test_a_checkpoint_without_every_ranks_state_reseeds_the_other_ranks():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from dgmkit.training.trainer import Trainer
+
+    saved = torch.Generator().manual_seed(0).get_state()
+    for rank in (0, 1):
+        fake = SimpleNamespace(
+            device=torch.device("cpu"),
+            epoch=1,
+            _rank_seed=lambda e: 12345,
+            dist=SimpleNamespace(world_size=2, rank=rank, is_main=rank == 0),
+        )
+        state, cuda = Trainer._rank_states(fake, {"torch": saved}, Path("c"))
+        assert torch.equal(state, saved) == (rank == 0) and cuda is None
