@@ -262,6 +262,13 @@ def test_rules_between_keys(values, needle):
         RunConfig.from_dict(values)
 
 
+def test_the_device_key_takes_cuda_n_and_refuses_other_names():
+    assert RunConfig.of(device="cuda:1").optim.device == "cuda:1"  # (was refused by the schema's choices)
+    for bad in ("gpu", "cuda:", "cuda:x", "cuda:\u0661", "CPU"):
+        with pytest.raises(ConfigError, match="choose auto, cpu, cuda or cuda:N"):
+            RunConfig.of(device=bad)
+
+
 def test_sections_must_be_tables():
     for values in ([("model", "vae")], "vae", None, {"model": {"name": "vae"}, "extra": {}}):
         with pytest.raises(ConfigError):

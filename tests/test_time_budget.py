@@ -121,6 +121,9 @@ def test_dgm_train_time_budget_says_where_it_stopped_and_how_to_go_on(tmp_path, 
     assert main([*args, "--time-budget", "1e-6", "--out", out]) == 0  # out of time after the first step
     said = capsys.readouterr().out
     assert "stopped by --time-budget (1e-06 s) in epoch 1 after step 1 of 150" in said and "--resume --out" in said
+    assert main(["eval", out, "--iw-samples", "5"]) == 0  # the weights of one step, said so
+    said = capsys.readouterr().out
+    assert "the weights are of a run stopped in epoch 1 after step 1 (0 epochs finished)" in said
     assert main([*args, "--resume", "--out", out]) == 0  # the budget was that command's: this one has none
     said = capsys.readouterr().out
     assert "resuming" in said and "in epoch 1 after step 1" in said and "trained 2 epochs" in said

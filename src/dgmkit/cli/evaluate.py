@@ -13,7 +13,7 @@ from dgmkit.cli.common import ResultsFile, add_data_flags, add_device_flag, plur
 from dgmkit.config import Run, load_run
 from dgmkit.config.codes import attach_code_prior
 from dgmkit.config.schema import MAX_IW_SAMPLES
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, DgmError
 from dgmkit.evaluation import evaluate
 
 __all__ = ["add_parser", "run_eval", "format_report"]
@@ -135,6 +135,12 @@ def _notes(r: dict) -> list[str]:
         ]
         prior = r.get("code_prior")
         out.append(f"the bound's prior over code grids: {'the model in ' + prior if prior else 'uniform over the codes'}")
+    trained = r.get("trained") or {}
+    if trained.get("steps_into_next"):
+        out.append(
+            f"the weights are of a run stopped in epoch {trained['epochs'] + 1} after step {trained['steps_into_next']} "
+            f"({trained['epochs']} epochs finished): a partly trained model; go on with dgm train --resume"
+        )
     if r.get("observed_dims") is not None:
         out.append(
             f"incomplete data: every number is of the observed entries only, log p(x_o) ({r['observed_dims']:.1f} of "
@@ -219,6 +225,7 @@ def evaluate_run(
     )
     return {
         **report.to_dict(),
+        "trained": _trained(run),
         "split": split,
         "subset": subset,
         "checkpoint": run.checkpoint.name,
@@ -230,6 +237,23 @@ def evaluate_run(
         "weights": weights,
         "processes": distributed.current().world_size,
     }
+
+
+def _trained(run: Run) -> dict | None:
+    """How far training had gone when the evaluated weights were written: epochs finished and,
+    for a run stopped within an epoch (--time-budget), the steps into the next (None: unknown)."""
+    from dgmkit._io import parse_json
+    from dgmkit.training.checkpoint import read_metadata
+
+    try:
+        t = parse_json(read_metadata(run.checkpoint).get("trainer") or "null")
+    except (ValueError, DgmError):
+        return None
+    if not isinstance(t, dict) or not isinstance(t.get("epoch"), int):
+        return None
+    progress = t.get("epoch_progress")
+    step = progress.get("step") if isinstance(progress, dict) else None
+    return {"epochs": t["epoch"], "steps_into_next": step if isinstance(step, int) else 0}
 
 
 def run_eval(args: argparse.Namespace) -> int:

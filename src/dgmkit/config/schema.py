@@ -120,7 +120,7 @@ class OptimConfig:
     )
     patience: int | None = setting(None, "stop after this many epochs without validation improvement", min=1, max=10**6)
     seed: int = setting(0, "seed of the initial weights, the data order and every random draw", min=0, max=2**62)
-    device: Literal["auto", "cpu", "cuda"] = setting("auto", "where to train")
+    device: str = setting("auto", "where to train: auto (CUDA where present), cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "auto", "floating point on CUDA (auto: bf16 for the families checked in it, else fp32)"
     )
@@ -175,6 +175,12 @@ class RunConfig:
             raise ConfigError(
                 f"iw_samples: the {self.model.name} model is scored without importance sampling; set time_samples"
             )
+        device = self.optim.device
+        index = device.removeprefix("cuda:")
+        if device not in ("auto", "cpu", "cuda") and not (
+            device.startswith("cuda:") and index.isascii() and index.isdigit() and len(index) < 6
+        ):
+            raise ConfigError(f"device: unknown device {device[:40]!r}; choose auto, cpu, cuda or cuda:N")
         if self.data.labels is not None and not self.model.uses_labels:
             raise ConfigError(f"labels: the {self.model.name} model is not trained on labels (m2 and hybrid are)")
         if self.data.image_shape is not None and len(self.data.image_shape) not in (2, 3):
