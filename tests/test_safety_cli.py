@@ -814,3 +814,16 @@ def test_a_legal_name_of_up_to_255_bytes_is_written_and_its_temporary_found(tmp_
     stale.write_bytes(b"")
     assert len(stale.name.encode()) <= 255
     assert _io.remove_stale_temporaries(tmp_path, [name]) == [stale.name] and not stale.exists()
+
+
+def test_an_interruption_is_said_once_under_torchrun(monkeypatch, capsys):
+    """Ctrl-C reaches every rank: rank 0 alone says so (each rank printed the line)."""
+    from dgmkit.cli.main import _status
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    for rank, said in (("0", True), ("1", False), ("", True)):
+        monkeypatch.setenv("RANK", rank)
+        assert _status(interrupted) == 130
+        assert ("dgm: interrupted" in capsys.readouterr().err) == said

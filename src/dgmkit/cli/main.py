@@ -177,6 +177,7 @@ def _as_rank(args: argparse.Namespace) -> int:
     ctx = init_from_environment()
     if not ctx.is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
+        logging.getLogger().setLevel(logging.ERROR)  # a note (e.g. --compile falling back) once, from rank 0
     try:
         return args.func(args)
     except (dist.DistError, RuntimeError) as e:
@@ -203,7 +204,8 @@ def _status(run: Callable[[], int]) -> int:
         _say_error("out of memory: the sizes asked for (batch, samples, images) need more memory than this machine has")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("dgm: interrupted", file=sys.stderr)
+        if os.environ.get("RANK", "0") in ("0", ""):  # under torchrun every rank is interrupted: rank 0 says it
+            print("dgm: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: a bug, said as such
         return _report_bug(e)
