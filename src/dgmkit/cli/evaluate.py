@@ -59,7 +59,7 @@ def format_report(r: dict) -> str:
         rows.append(("reconstruction", f"{r['recon']:.3f} nats  (log p(x | z = f(x)))"))
         if r.get("mmd") is not None:
             rows.append(("MMD^2(q(z), p(z))", f"{r['mmd']:.5f}  (unbiased, inverse multiquadric kernel, batches of 1000)"))
-        elif r.get("model") == "wae":
+        elif r.get("codes_match_prior"):
             rows.append(("MMD^2(q(z), p(z))", "n/a: the unbiased estimate needs at least 2 datapoints"))
     else:
         if r.get("elbo") is not None:
@@ -128,7 +128,7 @@ def _notes(r: dict) -> list[str]:
         out.append(f"times: {r.get('variance_reduction')}; the standard error is over datapoints and times together")
         if r.get("time_stderr") is not None:
             out.append(f"of it, the time sampling alone: +- {r['time_stderr']:.3f} nats (from the two halves' difference)")
-    if r.get("model") == "vqvae":  # a point-mass posterior: every draw is the same, k changes nothing
+    if r.get("point_mass_posterior"):  # every draw is the same, k changes nothing
         out = [
             "a lower bound on log p(x) (as -NLL): log p(x|z_q(x)) + log p(z_q(x)); the posterior is a point mass, "
             "so more draws (k) change nothing"
@@ -226,6 +226,9 @@ def evaluate_run(
     return {
         **report.to_dict(),
         "trained": _trained(run),
+        # what the model declares that the numbers' notes depend on
+        "point_mass_posterior": run.model.point_mass_posterior,
+        "codes_match_prior": run.model.codes_match_prior,
         "split": split,
         "subset": subset,
         "checkpoint": run.checkpoint.name,
