@@ -64,3 +64,18 @@ def test_active_units_counts_dimensions_whose_posterior_mean_moves():
     assert stats["active_units"] == 1
     kl = stats["kl_per_dim"]
     assert kl[0] > 0.1 and kl[1] == pytest.approx(0.0, abs=1e-6) and kl[2] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_eval_notes_follow_the_models_declarations_not_its_name():
+    """The MMD line of a model whose codes are pushed towards a prior, and the point-mass note of
+    a code model, come from what eval.json records the model declares."""
+    from dgmkit.cli.evaluate import format_report
+
+    recon = {"split": "test", "n": 1, "subset": None, "estimate": "reconstruction", "recon": -5.0, "mmd": None,
+             "seconds": 0.1}  # fmt: skip
+    assert "needs at least 2 datapoints" in format_report({**recon, "codes_match_prior": True})
+    assert "MMD" not in format_report({**recon, "codes_match_prior": False})
+    bound = {"split": "test", "n": 2, "subset": None, "estimate": "bound", "elbo": -3.0, "elbo_bpd": 0.1, "recon": -2.0,
+             "kl": 1.0, "nll": 3.0, "nll_stderr": 0.1, "bpd": 0.1, "iw_samples": 10, "seconds": 0.1}  # fmt: skip
+    assert "more draws (k) change nothing" in format_report({**bound, "point_mass_posterior": True})
+    assert "change nothing" not in format_report({**bound, "point_mass_posterior": False})
