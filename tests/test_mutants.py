@@ -77,6 +77,18 @@ def test_active_units_default_threshold_is_0_01():
     assert posterior_statistics(model, x, threshold=0.001)["active_units"] == 4
 
 
+def test_the_layer_diagnostics_count_active_units_at_0_01_too():
+    """dgm diagnose, and the per-layer rows of dgm eval and the report, use the same threshold."""
+    from dgmkit.evaluation.diagnostics import diagnose
+
+    n = 200
+    x = torch.zeros(n, 1, 2, 2)
+    x[: n // 2, 0, 0, 0] = 1.0
+    model = _fixed_mean_vae([0.0, 0.09, 0.11, 0.2, 0.5])
+    layer = diagnose(model, x, samples=1, holes=0, mutual_info=False).layers[0]
+    assert layer.active_units == 3  # 0.0121, 0.04, 0.25 exceed 0.01; 0.0081 does not
+
+
 def test_trainer_clips_the_gradient_norm_seen_by_the_optimizer():
     clip = 0.5
     digits = load_dataset("digits")
