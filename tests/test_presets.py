@@ -23,6 +23,13 @@ def test_preset_builds(path):
         terms = build_objective(cfg)(model, torch.randint(0, 512, (2, 1, 7, 7)))
         assert terms.loss.shape == (2,) and torch.isfinite(terms.loss).all()
         return
+    if cfg.data.dataset == "breast-cancer":  # a table with half its entries missing (MIWAE)
+        assert cfg.data.missing_rate == 0.5 and cfg.model.objective == "miwae"
+        model = build_model(cfg, (1, 1, 30), None)
+        x = torch.randn(2, 1, 1, 30).masked_fill(torch.rand(2, 1, 1, 30) < 0.5, float("nan"))
+        terms = build_objective(cfg)(model, x)
+        assert terms.loss.shape == (2,) and torch.isfinite(terms.loss).all()
+        return
     assert cfg.data.dataset in ("binarized-mnist", "mnist", "fashion-mnist")
     levels = 2 if cfg.data.dataset == "binarized-mnist" else 256
     model = build_model(cfg, (1, 28, 28), levels)
