@@ -185,3 +185,18 @@ def test_names_from_the_user_are_escaped_in_text_and_in_attributes(tmp_path):
     alts = re.findall(r'<img alt="([^"]*)"', page)
     assert any("x&lt;b&gt;&quot;q&quot;&amp;&#x27;" in a for a in alts) and not any("<" in a for a in alts)
     assert re.search(r"<td>[^<]*x&lt;b&gt;&quot;q&quot;&amp;&#x27;\.npy", page)  # the config table's dataset value
+
+
+def test_the_config_table_leaves_out_settings_that_do_not_apply():
+    """A Bernoulli run's page lists no Gaussian, Student's t or logistic settings; a Gaussian
+    run's lists its own; the floor shared with the mixed likelihood is always listed."""
+    from dgmkit.config import RunConfig
+    from dgmkit.settings import unused_keys
+
+    bern = set(unused_keys(RunConfig.of().model))
+    assert {"gaussian_variance", "gaussian_scale", "student_min_df", "logistic_components"} <= bern
+    assert "gaussian_min_scale" not in bern and "hidden" not in bern and "latent_dim" not in bern
+    gauss = set(unused_keys(RunConfig.of(likelihood="gaussian").model))
+    assert "gaussian_variance" not in gauss and "student_min_df" in gauss
+    mixed = set(unused_keys(RunConfig.of(likelihood="mixed", table_levels=[0, 3]).model))
+    assert "table_levels" not in mixed and "gaussian_min_scale" not in mixed

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 
 from dgmkit.errors import ConfigError
 
-__all__ = ["setting", "check", "from_dict", "field_kind", "describe_type", "choices_of"]
+__all__ = ["setting", "check", "from_dict", "field_kind", "describe_type", "choices_of", "unused_keys"]
 
 _T = TypeVar("_T")
 MAX_LIST = 64  # a list setting (layer sizes) holds at most this many values
@@ -169,3 +169,20 @@ def unknown_keys(unknown: list, known: list) -> str:
         close = difflib.get_close_matches(str(k), known, n=1)
         hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return f"unknown key(s) {', '.join(hints)}"
+
+
+def unused_keys(obj: Any) -> list[str]:
+    """The settings of a settings dataclass that do not apply to its current values: those whose
+    help begins "CHOICE KEY:" (as "gaussian likelihood: the floor of the scale") where KEY is a
+    choice-valued setting of the same object that holds another value than CHOICE."""
+    hints = _hints(type(obj))
+    out = []
+    for f in dataclasses.fields(obj):
+        head = str(f.metadata.get("help", "")).split(":", 1)[0].split(" ")
+        if len(head) != 2:
+            continue
+        choice, key = head[0], head[1].replace("-", "_")
+        if key in hints and key != f.name and choices_of(hints[key]) and choice in choices_of(hints[key]):
+            if getattr(obj, key) != choice:
+                out.append(f.name)
+    return out

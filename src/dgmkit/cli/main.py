@@ -58,7 +58,7 @@ class _Parser(argparse.ArgumentParser):
 _COMMON_HELP = {
     "run_dir": "a run folder written by dgm train",
     "split": "the data split to use",
-    "seed": "seed of the random draws (and of a --limit subset), so that a command repeats exactly",
+    "seed": "seed of the random draws, so that a command repeats exactly",
     "pairs": "pairs of images to interpolate between",
     "steps": "decoded points on each line, from one latent mean to the other (both included)",
     "file": "a file written by dgm compress",
@@ -74,6 +74,8 @@ def _fill_help(parser: argparse.ArgumentParser) -> None:
                 _fill_help(sub)
         elif not action.help and action.dest in _COMMON_HELP:
             action.help = _COMMON_HELP[action.dest]
+            if action.dest == "seed" and any(a.dest == "limit" for a in parser._actions):
+                action.help = "seed of the random draws and of a --limit subset, so that a command repeats exactly"
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ from dgmkit.config import Run, build_objective, load_run
 from dgmkit.errors import DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.reporting import RunPage, render_page
+from dgmkit.settings import unused_keys
 from dgmkit.training.run_writer import RUN_FILES
 
 __all__ = ["add_parser", "run_report", "read_metrics"]
@@ -86,6 +87,15 @@ def _evaluations(run_dir: Path) -> dict[str, dict]:
         raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit") from None
 
 
+def _used_config(run: Run) -> dict:
+    """The run's config as config.json holds it, less the model settings that do not apply to it
+    (another likelihood's, say: ``settings.unused_keys``)."""
+    config = run.cfg.to_dict()
+    unused = set(unused_keys(run.cfg.model))
+    config["model"] = {k: v for k, v in config["model"].items() if k not in unused}
+    return config
+
+
 @torch.no_grad()
 def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, bytes]], list[str]]:
     model, figs, notes = run.model, [], []
@@ -136,7 +146,7 @@ def run_report(args: argparse.Namespace) -> int:
                 name=str(d),
                 describe=run.cfg.model.describe(),
                 dataset=str(run.record["data"].get("name", run.cfg.data.dataset)),
-                config=run.cfg.to_dict(),
+                config=_used_config(run),
                 metrics=read_metrics(run.path / "metrics.jsonl"),
                 score=score,
                 score_label=label,

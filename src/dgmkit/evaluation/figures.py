@@ -122,10 +122,11 @@ def diagnosis_png(report: dict, holes: torch.Tensor | None, typical: torch.Tenso
             values = variance
         active = variance > 0.01
         ax.bar(np.arange(len(values)), values, color=np.where(active, "tab:blue", "lightgray"), width=1.0)
-        what = "KL per dimension (nats)" if layer["kl_per_dim"] is not None else "Var_x E[z|x]"
+        what = "each dimension's share of it (nats)" if layer["kl_per_dim"] is not None else "Var_x E[z|x]"
         mi = "n/a" if layer["mutual_info"] is None else f"{layer['mutual_info']:.2f}"
         ax.set_title(
-            f"{layer['name']}: KL {layer['kl']:.2f} nats, active {layer['active_units']}/{len(variance)}, I(x;z) {mi}",
+            f"{layer['name']}: E_x KL(q(z|x) || p(z)) {layer['kl']:.2f} nats, active {layer['active_units']}/"
+            f"{len(variance)}, I(x;z) {mi}",
             fontsize=9,
         )
         ax.set_ylabel(what, fontsize=8)

@@ -44,7 +44,9 @@ class LikelihoodSettings:
         "learned", "gaussian likelihood: a fixed scale, one learned per pixel, or predicted per datapoint"
     )
     gaussian_scale: float = setting(0.1, "gaussian likelihood: the fixed (or initial) scale", gt=0, max=1e3)
-    gaussian_min_scale: float = setting(0.01, "gaussian likelihood: the floor of the scale", gt=0, max=1e3)
+    gaussian_min_scale: float = setting(
+        0.01, "gaussian likelihood (and a mixed one's numeric columns): the floor of the scale", gt=0, max=1e3
+    )
     student_min_df: float = setting(
         3.0, "student-t likelihood: the floor of the degrees of freedom (above 2: a finite variance)", gt=1, max=1e3
     )
