@@ -39,7 +39,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "score",
         help="log p(x) of each of your own inputs (a data file or PNG images), in nats and bits/dim, to a CSV",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN", help="a run folder (dgm train --out)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="one .npy/.npz/.csv data file, or PNG images")
