@@ -480,12 +480,10 @@ def test_finite_but_huge_weights_give_one_error_and_no_output(vae_copy, tmp_path
     assert snapshot(vae_copy) == before
 
 
-def test_a_checkpoint_with_float_weights_relabelled_as_int32_is_refused(vae_copy, capsys):
-    """The bytes of a float32 weight declared I32 in the header: loading would convert the
-    integers silently into other weights; every loader refuses it instead."""
+def _relabel_a_weight_as_int32(path) -> str:
+    """Declare one float32 weight of a checkpoint I32 in its header (the bytes unchanged); its name."""
     import struct as st
 
-    path = vae_copy / "best.safetensors"
     raw = path.read_bytes()
     (n,) = st.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])
@@ -494,8 +492,18 @@ def test_a_checkpoint_with_float_weights_relabelled_as_int32_is_refused(vae_copy
     text = json.dumps(header).encode()
     text += b" " * (n - len(text)) if len(text) <= n else b""
     path.write_bytes(st.pack("<Q", len(text)) + text + raw[8 + n :])
+    return name.removeprefix("model/")
+
+
+def test_a_checkpoint_with_float_weights_relabelled_as_int32_is_refused(vae_copy, capsys):
+    """The bytes of a float32 weight declared I32 in the header: loading would convert the
+    integers silently into other weights; every loader (eval's, and --resume's) refuses it."""
+    name = _relabel_a_weight_as_int32(vae_copy / "best.safetensors")
     code, _, err = run(capsys, "eval", vae_copy)
-    assert_one_error_line(code, err, "of another dtype than the model's", name.removeprefix("model/"), "torch.int32")
+    assert_one_error_line(code, err, "of another dtype than the model's", name, "torch.int32")
+    name = _relabel_a_weight_as_int32(vae_copy / "checkpoint.safetensors")
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, "of another dtype than the model's", name)
 
 
 def test_demo_never_deletes_what_it_did_not_create(tmp_path, capsys, monkeypatch):
