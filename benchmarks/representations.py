@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
 from dgmkit.cli.main import main as dgm  # noqa: E402
+from dgmkit.evaluation import record_terms  # noqa: E402
 
 CONTENDERS = {
     "AE": ["--model", "ae"],
@@ -58,7 +59,8 @@ def run_one(name: str, flags: list[str], seed: int, args) -> dict:
     if dgm(["eval", str(out), "--split", "test", *k]):
         raise SystemExit(f"{name}: dgm eval failed")
     report = json.loads((out / "eval.json").read_text())
-    row = {"recon": report["recon"], "bound": report["elbo"], "mmd": report.get("mmd"), "train_s": train_s}
+    mmd = [t["value"] for t in record_terms(report) if t["name"] == "mmd"]
+    row = {"recon": report["recon"], "bound": report["elbo"], "mmd": mmd[0] if mmd else None, "train_s": train_s}
     if "vqvae" in flags:
         last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
         row.update(usage=last["valid_usage"], perplexity=last["valid_perplexity"])

@@ -19,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+from dgmkit.api import Evaluation
 from dgmkit.cli.common import posterior_means, run_data, split_data
 from dgmkit.config import RunConfig, build_model, load_run, trainer_options
 from dgmkit.data import Dataset, DataTransform, Split
@@ -79,11 +80,11 @@ def train_m1m2(args: argparse.Namespace) -> dict:
 def table(runs: list[str]) -> None:
     print(f"{'run':<28} {'labels':>7} {'epochs':>6} {'test error %':>12} {'NLL':>9} {'k':>5}")
     for r in runs:
-        e = json.loads((Path(r) / "eval.json").read_text())
+        e = Evaluation(json.loads((Path(r) / "eval.json").read_text()))  # .accuracy: old or new record
         c = json.loads((Path(r) / "config.json").read_text())["config"]
         epochs = sum(1 for _ in open(Path(r) / "metrics.jsonl"))
         print(
-            f"{r:<28} {str(c['data']['labels']):>7} {epochs:>6} {100 * (1 - e['accuracy']):>12.2f} "
+            f"{r:<28} {str(c['data']['labels']):>7} {epochs:>6} {100 * (1 - e.accuracy):>12.2f} "
             f"{e['nll']:>9.3f} {e['iw_samples']:>5}"
         )
 

@@ -67,15 +67,46 @@ def test_active_units_counts_dimensions_whose_posterior_mean_moves():
 
 
 def test_eval_notes_follow_the_models_declarations_not_its_name():
-    """The MMD line of a model whose codes are pushed towards a prior, and the point-mass note of
-    a code model, come from what eval.json records the model declares."""
+    """The rows a model adds (its terms) and the point-mass note of a code model come from what
+    eval.json records, not from the model's name; records from before terms still print."""
     from dgmkit.cli.evaluate import format_report
 
-    recon = {"split": "test", "n": 1, "subset": None, "estimate": "reconstruction", "recon": -5.0, "mmd": None,
-             "seconds": 0.1}  # fmt: skip
-    assert "needs at least 2 datapoints" in format_report({**recon, "codes_match_prior": True})
-    assert "MMD" not in format_report({**recon, "codes_match_prior": False})
+    recon = {"split": "test", "n": 1, "subset": None, "estimate": "reconstruction", "recon": -5.0, "seconds": 0.1}
+    mmd = {"name": "mmd", "label": "MMD^2(q(z), p(z))", "value": None, "unit": "", "level": 0, "digits": 5,
+           "note": "the unbiased estimate needs at least 2 datapoints"}  # fmt: skip
+    assert "MMD^2(q(z), p(z))  n/a: the unbiased estimate needs at least 2 datapoints" in format_report(
+        {**recon, "terms": [mmd]}
+    )
+    assert "MMD" not in format_report(recon)
+    assert "MMD^2(q(z), p(z))  0.12346  (unbiased" in format_report({**recon, "mmd": 0.123456})  # an older record
+    hostile = {**mmd, "value": 1.0, "digits": 10**9, "level": "x", "label": ["?"]}
+    assert "\n?               1.000  (" in format_report({**recon, "terms": [hostile, "not a term"]})
     bound = {"split": "test", "n": 2, "subset": None, "estimate": "bound", "elbo": -3.0, "elbo_bpd": 0.1, "recon": -2.0,
              "kl": 1.0, "nll": 3.0, "nll_stderr": 0.1, "bpd": 0.1, "iw_samples": 10, "seconds": 0.1}  # fmt: skip
     assert "more draws (k) change nothing" in format_report({**bound, "point_mass_posterior": True})
     assert "change nothing" not in format_report({**bound, "point_mass_posterior": False})
+
+
+def test_a_term_is_a_mean_per_datapoint_and_refuses_what_is_no_number():
+    from dgmkit.errors import EvaluationError
+    from dgmkit.models import Term
+
+    assert Term("t", torch.tensor([1.0, 3.0])).record("t")["value"] == 2.0
+    partial = Term("t", torch.tensor([1.0, float("nan"), 3.0]), partial=True, undefined="too few")
+    assert partial.mean() == 2.0
+    assert Term("t", torch.tensor([float("nan")]), partial=True, undefined="too few").record("t")["note"] == "too few"
+    with pytest.raises(EvaluationError, match="non-finite t"):
+        Term("t", torch.tensor([1.0, float("nan")])).mean()  # a NaN the term did not declare
+    with pytest.raises(EvaluationError, match="non-finite t"):
+        Term("t", torch.tensor([1.0, float("inf")]), partial=True).mean()
+    with pytest.raises(ValueError, match="one per datapoint"):
+        Term("t", torch.zeros(2, 2))
+
+
+def test_the_report_page_gives_every_added_term_a_column():
+    from dgmkit.reporting.page import _eval_table
+
+    term = {"name": "accuracy", "label": "accuracy", "value": 0.91234, "unit": "", "note": "", "level": 0, "digits": 4}
+    rows = {"a": {"split": "test", "terms": [term]}, "b": {"split": "test", "accuracy": 0.5}, "c": {"split": "valid"}}
+    page = _eval_table(rows)
+    assert page.count("<th>accuracy</th>") == 1 and "0.9123" in page and "0.5000" in page

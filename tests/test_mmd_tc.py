@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dgmkit.objectives.mmd import imq_kernel, mmd2_unbiased, rbf_kernel
+from dgmkit.distributions.mmd import imq_kernel, mmd2_unbiased, rbf_kernel
 from dgmkit.objectives.total_correlation import aggregate_log_densities, decompose_kl, stratified_log_weights
 
 

@@ -44,7 +44,7 @@ from dgmkit.distributions import (
 )
 from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.logit_normal import LogitNormal
-from dgmkit.evaluation import evaluate
+from dgmkit.evaluation import estimate, evaluate
 from dgmkit.families import FAMILIES, FIT_PATHS, FamilyConfig, get_family
 from dgmkit.models import (
     M2,
@@ -56,6 +56,7 @@ from dgmkit.models import (
     HelmholtzMachine,
     LatentVariableModel,
     LogLinearLVM,
+    Term,
     TimeSampledBound,
     VariationalModel,
 )
@@ -938,8 +939,8 @@ def test_family_declaration_and_defaults(name, datasets):
         holed.view(len(x), -1)[:, 0] = float("nan")
         assert torch.isfinite(location(model.posterior(holed))).all()  # the encoder reads a hole
     assert model.produces_codes == callable(getattr(model, "codes", None))
-    if model.codes_match_prior:
-        assert kind == "reconstruction" and model.prior().sample((2,)).shape[0] == 2
+    added = model.evaluation_terms(x, None, estimate(model, x, 2).terms, 2)  # what it adds to its evaluation
+    assert all(isinstance(t, Term) and t.values.shape == (len(x),) for t in added.values())
     assert isinstance(model, ClosedFormFit) == (cls.fit == "closed-form")
     assert isinstance(model, EMFit) == (cls.fit == "em")
     assert (family.iterations is not None) == (cls.fit == "em")

@@ -230,7 +230,8 @@ def test_cli_trains_evaluates_and_resumes_with_the_same_labels(tmp_path, capsys)
     text = capsys.readouterr().out
     assert "accuracy" in text and "NLL (k=5)" in text
     r = json.loads((out / "eval.json").read_text())
-    assert 0 <= r["accuracy"] <= 1 and r["elbo"] <= -r["nll"] + 1.0
+    (accuracy,) = [t["value"] for t in r["terms"] if t["name"] == "accuracy"]
+    assert 0 <= accuracy <= 1 and r["elbo"] <= -r["nll"] + 1.0
     # the resumed run is the uninterrupted one
     ref = tmp_path / "ref"
     assert main(["train", *flags[:-1], str(ref), "--epochs", "3"]) == 0

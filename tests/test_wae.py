@@ -10,7 +10,7 @@ import torch
 
 from dgmkit.cli.main import main
 from dgmkit.config import RunConfig, build_model, load_run
-from dgmkit.objectives.mmd import imq_kernel, mmd2_unbiased
+from dgmkit.distributions.mmd import imq_kernel, mmd2_unbiased
 
 
 def _wae(**kw):
@@ -58,7 +58,9 @@ def test_the_penalty_pulls_the_codes_to_the_prior_and_eval_reports_it(tmp_path, 
         assert "MMD^2(q(z), p(z))" in out and "no density" in out and " +- " not in out
         report = json.loads((run / "eval.json").read_text())
         assert report["nll"] is None and report["elbo"] is None
-        mmd[run.name] = report["mmd"]
+        (term,) = report["terms"]
+        assert term["name"] == "mmd" and term["label"] == "MMD^2(q(z), p(z))"
+        mmd[run.name] = term["value"]
     assert mmd["wae"] < mmd["plain"] / 3, mmd
     line = json.loads((wae / "metrics.jsonl").read_text().splitlines()[-1])
     assert "valid_mmd" in line and "valid_recon" in line
@@ -72,7 +74,7 @@ def test_eval_mmd_skips_batches_too_small_for_the_estimate():
 
     _, model = _wae()
     x = (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.4).float()
-    assert evaluate(model.eval(), x[:1]).mmd is None
+    assert evaluate(model.eval(), x[:1]).term("mmd") is None
     both = evaluate(model, x, batch_size=2, seed=4)  # a batch of 2 and a batch of 1
     alone = evaluate(model, x[:2], batch_size=2, seed=4)
-    assert both.mmd is not None and both.mmd == pytest.approx(alone.mmd)
+    assert both.term("mmd") is not None and both.term("mmd") == pytest.approx(alone.term("mmd"))

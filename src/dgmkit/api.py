@@ -33,19 +33,24 @@ from dgmkit.cli.figures import draw_samples
 from dgmkit.cli.train import train_run
 from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.errors import ConfigError, DataError
+from dgmkit.evaluation import record_terms
 
 __all__ = ["train", "load", "sample", "evaluate", "Evaluation"]
 
 
 class Evaluation(dict):
     """What ``dgm eval`` writes to eval.json, as a dict whose keys are also attributes
-    (``result.nll``, ``result.bpd``); ``print`` shows it as ``dgm eval`` does."""
+    (``result.nll``, ``result.bpd``), as are the values of the terms the model added
+    (``result.accuracy`` of a classifier, ``result.mmd`` of a WAE); ``print`` shows it as ``dgm
+    eval`` does."""
 
     def __getattr__(self, name: str) -> Any:
-        try:
+        if name in self:
             return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+        for term in record_terms(self):
+            if term["name"] == name:
+                return term["value"]
+        raise AttributeError(name)
 
     def __str__(self) -> str:
         return format_report(self)

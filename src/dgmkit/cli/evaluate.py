@@ -14,7 +14,8 @@ from dgmkit.config import Run, load_run
 from dgmkit.config.codes import attach_code_prior
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.errors import ConfigError, DgmError
-from dgmkit.evaluation import evaluate
+from dgmkit.evaluation import evaluate, record_terms
+from dgmkit.models.terms import format_term
 
 __all__ = ["add_parser", "run_eval", "format_report"]
 
@@ -54,13 +55,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def format_report(r: dict) -> str:
+    """What ``dgm eval`` prints for an eval.json record: the common numbers, then the terms the
+    model added (``record_terms``), each where its level puts it."""
+    terms = record_terms(r)
+    split_terms = [format_term(t) for t in terms if t.get("level")]  # parts of the ELBO's split
+    own_terms = [format_term(t) for t in terms if not t.get("level")]
     rows = [("split", f"{r['split']} ({plural(r['n'], 'datapoint')}{', random subset' if r['subset'] else ''})")]
     if r["estimate"] == "reconstruction":
         rows.append(("reconstruction", f"{r['recon']:.3f} nats  (log p(x | z = f(x)))"))
-        if r.get("mmd") is not None:
-            rows.append(("MMD^2(q(z), p(z))", f"{r['mmd']:.5f}  (unbiased, inverse multiquadric kernel, batches of 1000)"))
-        elif r.get("codes_match_prior"):
-            rows.append(("MMD^2(q(z), p(z))", "n/a: the unbiased estimate needs at least 2 datapoints"))
+        rows += split_terms
     else:
         if r.get("elbo") is not None:
             exact = r["estimate"] == "exact"
@@ -68,18 +71,13 @@ def format_report(r: dict) -> str:
             rows.append(("ELBO" + (" = log p(x)" if exact else ""), f"{r['elbo']:.3f} nats{bpd}"))
             if r.get("recon") is not None:
                 rows += [("  reconstruction", f"{r['recon']:.3f} nats"), ("  KL", f"{r['kl']:.3f} nats")]
-            if r.get("prior_kl") is not None:
-                rows += [
-                    ("    prior KL", f"{r['prior_kl']:.3f} nats  (KL(q(z_1|x) || p(z_1)))"),
-                    ("    diffusion KL", f"{r['diffusion_kl']:.3f} nats  (the sum over the steps from z_1 to z_0)"),
-                ]
+        rows += split_terms
         rows.append((_NLL_ROW[r["estimate"]](r), f"{r['nll']:.3f} +- {_num(r['nll_stderr'])} nats"))
         if r.get("bpd") is not None:
             rows.append(("bits/dim", f"{r['bpd']:.4f}"))
         else:
             rows.append(("bits/dim", "n/a: continuous data (see below)"))
-    if r.get("accuracy") is not None:
-        rows.append(("accuracy", f"{r['accuracy']:.4f}  ({100 * (1 - r['accuracy']):.2f}% error on all {r['n']} labels)"))
+    rows += own_terms
     if r.get("active_units") is not None:
         rows.append(("active units", f"{r['active_units']} / {r['latent_dim']}  (Cov_x E[z_u|x] > 0.01)"))
     if r.get("kl_per_dim"):
@@ -228,7 +226,6 @@ def evaluate_run(
         "trained": _trained(run),
         # what the model declares that the numbers' notes depend on
         "point_mass_posterior": run.model.point_mass_posterior,
-        "codes_match_prior": run.model.codes_match_prior,
         "split": split,
         "subset": subset,
         "checkpoint": run.checkpoint.name,

@@ -4,7 +4,7 @@ diagnostics, reports and figures."""
 from dgmkit.evaluation.diagnostics import Diagnosis, diagnose
 from dgmkit.evaluation.estimates import ESTIMATORS, Estimate, estimate
 from dgmkit.evaluation.metrics import active_units, bits_per_dim, discrete_nll, posterior_statistics
-from dgmkit.evaluation.report import EvalReport, evaluate
+from dgmkit.evaluation.report import EvalReport, evaluate, record_terms
 from dgmkit.objectives import importance_sampled_log_likelihood
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "active_units",
     "posterior_statistics",
     "EvalReport",
+    "record_terms",
     "evaluate",
     "Diagnosis",
     "diagnose",

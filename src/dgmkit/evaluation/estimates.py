@@ -13,8 +13,9 @@ per kind, each returning an ``Estimate`` that says what its numbers are.
   independent stratified sets of k/2, (u_r + 2m/k) mod 1 (else one set), so that the squared
   difference of the two halves' means gives an unbiased variance of each datapoint's estimate
   from the time sampling alone (``terms["time_var"]``).
-- ``reconstruction``: no density: log p(x | z = f(x)) only, and for a model whose codes are
-  pushed towards a prior (the WAE) the MMD between codes and prior draws (per batch).
+- ``reconstruction``: no density: log p(x | z = f(x)) only.
+
+What a model reports beyond these it adds itself (``GenerativeModel.evaluation_terms``).
 """
 
 from collections.abc import Callable
@@ -34,7 +35,6 @@ from dgmkit.models import (
     VariationalModel,
 )
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
-from dgmkit.objectives.mmd import imq_kernel, mmd2_unbiased
 
 __all__ = ["Estimate", "ESTIMATORS", "estimate"]
 
@@ -151,20 +151,7 @@ def _reconstruction(
     model: Autoencoder, x: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int
 ) -> Estimate:
     recon = torch.cat([model.likelihood(location(model.posterior(b))).log_prob(b) for b in _batches(x, batch_size)])
-    terms = {"recon": recon.double()}
-    if model.codes_match_prior:  # codes pushed towards a prior (WAE): how close they got
-        terms["mmd"] = torch.cat([_batch_mmd(model, b) for b in _batches(x, batch_size)]).double()
-    return Estimate("reconstruction", None, 0, terms)
-
-
-def _batch_mmd(model: GenerativeModel, x: torch.Tensor) -> torch.Tensor:
-    """The unbiased MMD^2 (inverse multiquadric kernel, ``objectives.mmd``) between the codes of
-    the batch (one draw of q(z|x) each) and as many prior draws, repeated for every datapoint."""
-    if len(x) < 2:  # the unbiased estimate needs two codes: no value (NaN, left out of the mean)
-        return torch.full((len(x),), float("nan"), dtype=torch.float64, device=x.device)
-    z = model.posterior(x).sample()
-    zp = model.prior().sample((len(x),))
-    return mmd2_unbiased(z.reshape(len(x), -1).double(), zp.reshape(len(x), -1).double(), imq_kernel()).expand(len(x))
+    return Estimate("reconstruction", None, 0, {"recon": recon.double()})
 
 
 ESTIMATORS: dict[str, Callable[..., Estimate]] = {

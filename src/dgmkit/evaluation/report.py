@@ -3,7 +3,7 @@ model declares), the ELBO split where it has one, bits/dim and latent diagnostic
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -14,10 +14,11 @@ from dgmkit.errors import EvaluationError
 from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
-from dgmkit.models import Classifier, GenerativeModel
+from dgmkit.models import GenerativeModel
 from dgmkit.models.base import TimeSampledBound
+from dgmkit.models.terms import TERM_LEVELS
 
-__all__ = ["EvalReport", "evaluate"]
+__all__ = ["EvalReport", "evaluate", "record_terms"]
 
 
 @dataclass
@@ -31,7 +32,9 @@ class EvalReport:
     ``continuous`` data (a log-density of the values as given, which shifts with their scale:
     no bits/dim, as they would not be comparable with those of discrete data). For data with
     missing entries (NaN) every number is of the observed entries, log p(x_o), and bits/dim are
-    per observed entry (``observed_dims``: their mean number per datapoint)."""
+    per observed entry (``observed_dims``: their mean number per datapoint). ``terms``: the
+    numbers the model adds beyond these (a WAE's MMD, a diffusion model's KL split, a
+    classifier's accuracy), each a ``Term.record()``: name, label, mean value, unit, note, level."""
 
     estimate: str
     nll: float | None
@@ -49,45 +52,92 @@ class EvalReport:
     kl_per_dim: list | None
     seconds: float
     layers: list | None = None  # several stochastic layers: [{"name", "size", "kl", "active_units"}, ...]
-    mmd: float | None = None  # a WAE: unbiased MMD^2 between codes and prior draws, mean over batches
     density_of: str = "discrete"
-    accuracy: float | None = None  # a model that classifies, given the split's labels: the share it gets right
     observed_dims: float | None = None  # data with missing entries: the mean observed entries per datapoint
-    # a time-sampled bound (diffusion): its KL split, how the times were drawn, and the standard
-    # error of the mean from the time sampling alone (``nll_stderr`` holds data and times together)
-    prior_kl: float | None = None
-    diffusion_kl: float | None = None
+    # a time-sampled bound: how the times were drawn, and the standard error of the mean from the
+    # time sampling alone (``nll_stderr`` holds data and times together)
     variance_reduction: str | None = None
     time_stderr: float | None = None
+    # what the model adds (``GenerativeModel.evaluation_terms``), in its order: ``Term.record()`` each
+    terms: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def term(self, name: str) -> float | None:
+        """The value of the term ``name`` that the model added (None where it has no value)."""
+        for t in self.terms:
+            if t["name"] == name:
+                return t["value"]
+        raise KeyError(f"this evaluation has no term {name!r}; it has {[t['name'] for t in self.terms]}")
+
+
+# eval.json records written before terms (dgmkit <= 0.4) held these numbers as fields of their own
+_LEGACY_TERMS = {
+    "mmd": {"label": "MMD^2(q(z), p(z))", "unit": "", "level": 0, "digits": 5, "note": "unbiased, inverse multiquadric"},
+    "prior_kl": {"label": "prior KL", "unit": "nats", "level": 2, "digits": 3, "note": "KL(q(z_1|x) || p(z_1))"},
+    "diffusion_kl": {
+        "label": "diffusion KL",
+        "unit": "nats",
+        "level": 2,
+        "digits": 3,
+        "note": "the sum over the steps from z_1 to z_0",
+    },
+    "accuracy": {"label": "accuracy", "unit": "", "level": 0, "digits": 4, "note": "the share of labels it gets right"},
+}
+
+
+def record_terms(record: dict) -> list[dict]:
+    """The terms of an eval.json record (``Term.record()`` each, in the model's order), read from
+    the fields that older records held them in where they have no ``terms``."""
+    terms = record.get("terms")
+    if isinstance(terms, list):
+        return [_checked_term(t) for t in terms if isinstance(t, dict)]
+    out = [
+        {"name": name, **how, "value": record[name]}
+        for name, how in _LEGACY_TERMS.items()
+        if isinstance(record.get(name), (int, float)) and not isinstance(record.get(name), bool)
+    ]
+    for t in out:
+        if t["name"] == "accuracy" and isinstance(record.get("n"), int):
+            t["note"] = f"{100 * (1 - t['value']):.2f}% error on all {record['n']} labels"
+    return out
+
+
+def _checked_term(t: dict) -> dict:
+    """A term as read from a file, each field of the type and range ``Term.record`` writes
+    (anything else shown as missing), so that no record renders as more than text."""
+
+    def text(key: str) -> str:
+        return str(t[key])[:200] if isinstance(t.get(key), str) else ""
+
+    value = t.get("value")
+    finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    level, digits = t.get("level"), t.get("digits")
+    return {
+        "name": text("name") or "?",
+        "label": text("label") or "?",
+        "value": float(value) if finite else None,
+        "unit": text("unit"),
+        "note": text("note"),
+        "level": level if level in TERM_LEVELS and not isinstance(level, bool) else 0,
+        "digits": digits if isinstance(digits, int) and not isinstance(digits, bool) and 0 <= digits <= 8 else 3,
+    }
 
 
 def _mean(t: torch.Tensor | None) -> float | None:
     return None if t is None else t.mean().item()
 
 
-def _nanmean(t: torch.Tensor | None) -> float | None:
-    """The mean of the values that exist (a per-batch statistic is NaN for a batch too small to have one)."""
-    if t is None or bool(torch.isnan(t).all()):
-        return None
-    return t.nanmean().item()
-
-
 @torch.no_grad()
-def _diagnostics(model: GenerativeModel, x: torch.Tensor, y: torch.Tensor | None, seed: int, batch_size: int) -> tuple:
-    """The latent statistics, the classification accuracy and the per-layer diagnostics of x,
-    where the model has them (None where not)."""
+def _diagnostics(model: GenerativeModel, x: torch.Tensor, seed: int) -> tuple:
+    """The latent statistics and the per-layer diagnostics of x, where the model has them (None where not)."""
     stats = posterior_statistics(model, x) if model.has_latents else None
-    accuracy = None
-    if y is not None and isinstance(model, Classifier):  # y: the labels of x
-        accuracy = (model.predict(x, batch_size).cpu() == y.cpu().long()).double().mean().item()
     layers = None
     if model.has_layers:  # a hierarchical model: its KL and active units per layer
         d = diagnose(model, x, samples=1, holes=0, seed=seed, mutual_info=False)
         layers = [{"name": la.name, "size": la.size, "kl": la.kl, "active_units": la.active_units} for la in d.layers]
-    return stats, accuracy, layers
+    return stats, layers
 
 
 def evaluate(
@@ -119,10 +169,9 @@ def evaluate(
     g = torch.Generator(device=x.device).manual_seed(seed)
     with seeded_by(torch.Generator().manual_seed(seed), x.device):
         est = estimate(model, x, iw_samples, g, batch_size)
+        added = model.evaluation_terms(x, y, est.terms, batch_size)  # on every rank: the same data, the same seed
     time_var = est.terms.pop("time_var", None)
     for name, t in [("log-likelihood", est.log_px), *est.terms.items()]:
-        if name == "mmd" and t is not None:
-            t = t[~torch.isnan(t)]  # NaN: a batch too small for the estimate, not a failure
         if t is not None and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
             raise EvaluationError(
@@ -133,9 +182,9 @@ def evaluate(
     stderr = None if est.log_px is None or n < 2 else est.log_px.std().item() / math.sqrt(n)
     elbo = None if "elbo" not in est.terms else -discrete_nll(-_mean(est.terms["elbo"]), dims, log_volume)
     recon = None if "recon" not in est.terms else _mean(est.terms["recon"]) - shift
-    stats, accuracy, layers = distributed.broadcast_object(
-        _diagnostics(model, x, y, seed, batch_size) if distributed.current().is_main else None
-    )  # under torchrun: computed once (rank 0), every rank's report the same
+    terms = [term.record(name) for name, term in added.items()]
+    main = distributed.current().is_main  # under torchrun: computed once (rank 0), every rank's report the same
+    stats, layers = distributed.broadcast_object(_diagnostics(model, x, seed) if main else None)
     return EvalReport(
         estimate=est.kind,
         nll=nll,
@@ -153,12 +202,9 @@ def evaluate(
         kl_per_dim=None if stats is None else stats["kl_per_dim"],
         seconds=time.perf_counter() - t0,
         layers=layers,
-        mmd=_nanmean(est.terms.get("mmd")),
         density_of="continuous" if continuous else "discrete",
-        accuracy=accuracy,
         observed_dims=seen,
-        prior_kl=_mean(est.terms.get("prior_kl")),
-        diffusion_kl=_mean(est.terms.get("diffusion_kl")),
         variance_reduction=model.variance_reduction if isinstance(model, TimeSampledBound) else None,
         time_stderr=None if time_var is None else time_var.sum().sqrt().item() / n,
+        terms=terms,
     )

@@ -26,10 +26,12 @@ from dgmkit.models.loglinear import LogLinearLVM
 from dgmkit.models.m2 import M2
 from dgmkit.models.noise_schedule import SCHEDULES, DDPMSchedule, LearnedSchedule, LinearSchedule, NoiseSchedule
 from dgmkit.models.ppca import PPCA
+from dgmkit.models.terms import Term
 from dgmkit.models.vae import VAE
 from dgmkit.models.wae import WassersteinAutoencoder
 
 __all__ = [
+    "Term",
     "GenerativeModel",
     "ExactLikelihoodModel",
     "VariationalModel",

@@ -32,10 +32,11 @@ class:
   change nothing, and the bound splits into log p(x|z_q) and log p(z_q).
 - ``can_impute``: the encoder reads missing entries (as 0, as MIWAE trains it), so missing
   entries can be imputed by importance sampling.
-- ``codes_match_prior``: a model without a density whose codes are pushed towards a prior (a
-  WAE): evaluation reports how close they came (MMD).
 - ``produces_codes``: ``codes(x)`` gives discrete code grids another model can be trained on
   (``--codes-of``) and whose prior it can take back (``--code-prior``).
+
+What a model reports beyond the numbers every model has (a WAE's MMD, a diffusion model's KL
+split, a classifier's accuracy) it declares by ``evaluation_terms`` (``models.terms.Term``).
 """
 
 from abc import ABC, abstractmethod
@@ -47,6 +48,7 @@ from torch.distributions import Distribution
 
 from dgmkit.distributions.pixels import observed_log_prob
 from dgmkit.errors import DgmError
+from dgmkit.models.terms import Term
 
 __all__ = [
     "EstimateKind",
@@ -94,13 +96,21 @@ class GenerativeModel(nn.Module, ABC):
     has_layers: ClassVar[bool] = False
     point_mass_posterior: ClassVar[bool] = False
     can_impute: ClassVar[bool] = False
-    codes_match_prior: ClassVar[bool] = False
     produces_codes: ClassVar[bool] = False
     event_shape: tuple[int, ...]
 
     @property
     def coding_levels(self) -> int | None:
         return None
+
+    def evaluation_terms(
+        self, x: torch.Tensor, y: torch.Tensor | None, estimate: dict[str, torch.Tensor], batch_size: int
+    ) -> dict[str, Term]:
+        """The numbers this model adds to its evaluation of ``x`` (labels ``y`` where the split
+        has them), keyed by a stable name; ``estimate``: the per-datapoint terms of its estimator
+        (``evaluation.estimates``). Called under the evaluation's seeded random stream. None by
+        default."""
+        return {}
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n samples and what to display for them (the means of p(x|z), or the samples), each
@@ -225,6 +235,17 @@ class TimeSampledBound(ABC):
     @property
     @abstractmethod
     def variance_reduction(self) -> str: ...
+
+    def evaluation_terms(
+        self, x: torch.Tensor, y: torch.Tensor | None, estimate: dict[str, torch.Tensor], batch_size: int
+    ) -> dict[str, Term]:
+        """The KL split into its two parts (list this contract before ``GenerativeModel``)."""
+        terms = super().evaluation_terms(x, y, estimate, batch_size)  # type: ignore[misc]
+        terms["prior_kl"] = Term("prior KL", estimate["prior_kl"], note="KL(q(z_1|x) || p(z_1))", level=2)
+        terms["diffusion_kl"] = Term(
+            "diffusion KL", estimate["diffusion_kl"], note="the sum over the steps from z_1 to z_0", level=2
+        )
+        return terms
 
     @property
     @abstractmethod

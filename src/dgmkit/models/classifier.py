@@ -2,12 +2,15 @@
 
 A semi-supervised VAE (M2) classifies with its q(y|x), a hybrid flow with its p(y|x); both
 declare it by this interface, so that training and ``dgm eval`` report accuracy without
-naming either.
+naming either. It adds the accuracy to the model's ``evaluation_terms``: list it before the
+``GenerativeModel`` base, so that its method comes first and passes on to the model's own.
 """
 
 from abc import ABC, abstractmethod
 
 import torch
+
+from dgmkit.models.terms import Term
 
 __all__ = ["Classifier"]
 
@@ -25,3 +28,15 @@ class Classifier(ABC):
     def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """The most probable class of each datapoint, shape (N,), in batches."""
         return torch.cat([self.class_log_probs(x[i : i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
+
+    def evaluation_terms(
+        self, x: torch.Tensor, y: torch.Tensor | None, estimate: dict[str, torch.Tensor], batch_size: int
+    ) -> dict[str, Term]:
+        """The model's own terms and, where the split has labels, the share it classifies right."""
+        terms = super().evaluation_terms(x, y, estimate, batch_size)  # type: ignore[misc]
+        if y is not None:
+            right = (self.predict(x, batch_size) == y.to(x.device).long()).double()
+            share = right.mean().item()
+            note = f"{100 * (1 - share):.2f}% error on all {len(right)} labels"
+            terms["accuracy"] = Term("accuracy", right, unit="", note=note, digits=4)
+        return terms

@@ -66,7 +66,7 @@ def _discretize(t: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.clamp(torch.floor(t * steps) + 1, 1, steps) / steps
 
 
-class GaussianDiffusion(GenerativeModel, TimeSampledBound):
+class GaussianDiffusion(TimeSampledBound, GenerativeModel):
     """VDM on images of shape (C, H, W) with ``num_levels`` levels (see the module docstring).
 
     ``steps``: T discrete steps, or 0 for continuous time. ``net``: a U-Net from
@@ -203,7 +203,7 @@ class GaussianDiffusion(GenerativeModel, TimeSampledBound):
         return x, x
 
 
-class MaskedDiffusion(GenerativeModel, TimeSampledBound):
+class MaskedDiffusion(TimeSampledBound, GenerativeModel):
     """Absorbing-state (masked) diffusion on images (C, H, W) with ``num_levels`` levels (see
     the module docstring). ``net`` maps the one-hot input (levels + mask: C (L + 1) channels)
     and the time to L logits per entry."""

@@ -29,7 +29,7 @@ class HybridTerms(NamedTuple):
     log_py_x: torch.Tensor
 
 
-class HybridFlow(ExactLikelihoodModel, Classifier):
+class HybridFlow(Classifier, ExactLikelihoodModel):
     """``flow``'s exact density and a linear classifier on its flattened output z (D features).
 
     >>> from dgmkit.transforms import realnvp

@@ -48,7 +48,7 @@ class EnumeratedTerms(NamedTuple):
         return (self.log_qy.exp() * (self.bound - self.log_qy)).sum(-1)
 
 
-class M2(VariationalModel, EnumeratedELBO, Classifier):
+class M2(Classifier, VariationalModel, EnumeratedELBO):
     """``classifier``: flat x (B, D) -> K logits; ``encoder``: [x, onehot(y)] (B, D + K) -> q(z|x,y);
     ``decoder``: [z, onehot(y)] (N, M + K) -> p(x|y,z) over ``event_shape``. ``input_scale``
     multiplies x before the networks (integer pixels for categorical likelihoods).

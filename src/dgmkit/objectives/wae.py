@@ -5,7 +5,7 @@ r"""The WAE-MMD objective (Tolstikhin et al. 2018):
 with the reconstruction cost c(x, G(z)) = -log p(x|z) (the decoder's likelihood: cross-entropy
 for Bernoulli pixels), one draw of q(z|x) per datapoint, and the unbiased MMD estimate between
 the batch's codes and as many draws from the prior, under the inverse multiquadric kernel summed
-over several scales (``objectives.mmd``). The MMD is a property of the batch: each datapoint's
+over several scales (``distributions.mmd``). The MMD is a property of the batch: each datapoint's
 ``mmd`` term is that batch value, so batch means are the batch's MMD. ``recon`` is the score
 (a reconstruction score, not a bound on log p(x)).
 """
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from dgmkit.distributions.mmd import IMQ_SCALES, imq_kernel, mmd2_unbiased
 from dgmkit.objectives.base import Objective
-from dgmkit.objectives.mmd import IMQ_SCALES, imq_kernel, mmd2_unbiased
 
 if TYPE_CHECKING:
     from dgmkit.models.wae import WassersteinAutoencoder

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dgmkit.evaluation.figures import figure_png
+from dgmkit.evaluation.report import record_terms
 
 __all__ = ["RunPage", "curves_png", "render_page", "metric_series"]
 
@@ -183,10 +184,20 @@ _EVAL_COLUMNS = [
 def _eval_table(evals: dict[str, dict], weights: str | None = None) -> str:
     if not evals:
         return '<p class="note">no evaluation yet (<code>dgm eval RUN</code> adds one)</p>'
-    head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in _EVAL_COLUMNS)
+    # the terms the models added, one column each, in the order they first appear
+    added: dict[str, str] = {}
+    for r in evals.values():
+        for t in record_terms(r):
+            added.setdefault(str(t.get("name")), f"{t.get('label', '?')}" + (f" ({t['unit']})" if t.get("unit") else ""))
+    head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in _EVAL_COLUMNS) + "".join(f"<th>{_e(h)}</th>" for h in added.values())
     body = []
     for protocol, r in evals.items():
         cells = "".join(f'<td class="num">{_num(r.get(k), d if d is not None else 0)}</td>' for k, _, d in _EVAL_COLUMNS)
+        own = {str(t.get("name")): t for t in record_terms(r)}
+        cells += "".join(
+            f'<td class="num">{_num(own[n].get("value"), int(own[n].get("digits", 3))) if n in own else "–"}</td>'
+            for n in added
+        )
         older = "" if weights is None or r.get("weights") == weights else " (earlier weights than the run's now)"
         body.append(f"<tr><td>{_e(r.get('split', '?'))}</td>{cells}<td class='note'>{_e(protocol)}{older}</td></tr>")
     return (
