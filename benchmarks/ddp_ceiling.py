@@ -55,7 +55,7 @@ def _build(flags: list[str]) -> tuple:
     from dgmkit.cli.main import build_parser
     from dgmkit.cli.train import resolve_config
     from dgmkit.config import build_model
-    from dgmkit.config.codes import run_dataset
+    from dgmkit.config.inputs import run_dataset
 
     argv = ["train", *flags, "--out", "unused"]
     cfg = resolve_config(build_parser(argv).parse_args(argv))

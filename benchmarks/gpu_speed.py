@@ -38,7 +38,7 @@ import torch
 from _common import data_dir, machine
 
 from dgmkit.config import RunConfig, build_model, build_objective, load_config_file, trainer_options
-from dgmkit.config.codes import run_dataset
+from dgmkit.config.inputs import run_dataset
 from dgmkit.data import Split
 from dgmkit.devices import resolve_device
 from dgmkit.distributions import complete_data

@@ -93,7 +93,11 @@ def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, cap
     assert main(["eval", str(vq), "--split", "test", "--code-prior", str(prior)]) == 0
     learned = json.loads((vq / "eval.json").read_text())
     assert "learned" not in capsys.readouterr().err
-    assert learned["code_prior"] == str(prior) and uniform["code_prior"] is None
+    assert learned["inputs"] == {"code-prior": str(prior)} and uniform["inputs"] == {}
+    assert main(["eval", str(vq), "--split", "test", "--input", f"code-prior={prior}"]) == 0  # the generic spelling
+    assert json.loads((vq / "eval.json").read_text())["nll"] == learned["nll"]
+    evals = json.loads((vq / "evals.json").read_text())["results"]
+    assert len(evals) == 2 and any(" | code prior " in key for key in evals)  # the same protocol, kept once
     # the same reconstruction term; the prior term is the prior run's code NLL instead of 16 log 16
     assert main(["eval", str(prior), "--split", "test"]) == 0
     code_nll = json.loads((prior / "eval.json").read_text())["nll"]
@@ -104,7 +108,7 @@ def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, cap
     assert main(["eval", str(other), "--code-prior", str(prior)]) == 1
     assert "not trained on the codes of" in capsys.readouterr().err
     assert main(["train", "--model", "arm", "--codes-of", str(prior), "--out", str(tmp_path / "x"), "--quiet"]) == 1
-    assert "codes come from a VQ-VAE run" in capsys.readouterr().err
+    assert "family, which makes no data for other runs" in capsys.readouterr().err
 
 
 def test_two_levels_bound_below_enumeration_and_the_joint_code_prior(tmp_path, capsys):
@@ -177,9 +181,15 @@ def test_code_priors_must_model_integers_and_current_codes(tmp_path, capsys):
     assert main(["train", "--resume", "--out", str(vq), "--epochs", "2", "--quiet"]) == 0
     capsys.readouterr()
     assert main(["eval", str(prior), "--split", "test"]) == 1
-    assert "other codes" in capsys.readouterr().err
+    assert "other data than the run" in capsys.readouterr().err
     assert main(["eval", str(vq), "--code-prior", str(prior)]) == 1
     assert "not trained on the codes" in capsys.readouterr().err
+    # roles a family does not declare, and runs that make no data for others, are refused by name
+    assert main(["eval", str(prior), "--input", f"code-prior={vq}"]) == 1
+    assert "whose inputs are: none" in capsys.readouterr().err
+    assert main(["eval", str(vq), "--input", "background"]) == 1
+    assert "ROLE=RUN_DIR" in capsys.readouterr().err
+
     # the codebook is a moving average already: --ema is refused
     assert main([*argv, "--ema", "0.99", "--out", str(tmp_path / "e")]) == 1
     assert "--ema" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import torch
 from dgmkit import _lock
 from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, parse_json
 from dgmkit.config import Run
-from dgmkit.config.codes import check_codes_current, run_dataset
+from dgmkit.config.inputs import attach_input, check_derived_current, run_dataset
 from dgmkit.data import Dataset, default_data_dir
 from dgmkit.data.formats import read_arrays
 from dgmkit.data.registry import check_images, is_data_file
@@ -65,7 +65,7 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
     cfg = run.cfg.data
     if data is not None:
         if cfg.codes_of or not is_data_file(cfg.dataset):
-            what = f"the code grids of {cfg.codes_of}" if cfg.codes_of else f"the named dataset {cfg.dataset!r}"
+            what = f"the data the run {cfg.codes_of} makes" if cfg.codes_of else f"the named dataset {cfg.dataset!r}"
             raise ConfigError(f"--data points at a moved data file, but {run.path} was trained on {what} (use --data-dir)")
         if not is_data_file(data):
             raise ConfigError(f"--data names a .npy, .npz, .mat, .csv or .parquet file, got {data!r}")
@@ -73,7 +73,7 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
     elif is_data_file(cfg.dataset) and not Path(cfg.dataset).expanduser().is_file():
         raise DataError(f"no such data file: {cfg.dataset} (the data {run.path} was trained on); if it moved, --data PATH")
     dataset = run_dataset(cfg, data_dir)
-    check_codes_current(dataset, run.record, run.path)
+    check_derived_current(dataset, run.cfg.data, run.record, run.path)
     want = run.record["data"].get("sha256")
     # a run of generated data recorded before they were identified by their definition holds their content digest
     if want is not None and dataset.fingerprint() != want and not (dataset.generator and dataset.content_digest() == want):
@@ -136,6 +136,34 @@ def add_device_flag(p: argparse.ArgumentParser, what: str = "where the model com
     p.add_argument(
         "--device", default="auto", metavar="{auto,cpu,cuda}", help=f"{what}: auto (CUDA where present), cpu or cuda"
     )
+
+
+def add_input_flags(p: argparse.ArgumentParser) -> None:
+    """--input ROLE=RUN (repeatable): another run in a role the run's family declares
+    (``config.inputs``); --code-prior RUN is short for --input code-prior=RUN."""
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="ROLE=RUN",
+        help="another run in a role this run's family takes (a VQ-VAE: code-prior=RUN, a model of its codes)",
+    )
+    p.add_argument("--code-prior", default=None, metavar="RUN", help="VQ-VAE: the same as --input code-prior=RUN")
+
+
+def attach_inputs(run: Run, args: argparse.Namespace) -> dict[str, str]:
+    """Attach the runs named by --input (and --code-prior) to ``run``; returns role -> path."""
+    named = list(args.input) + ([] if args.code_prior is None else [f"code-prior={args.code_prior}"])
+    inputs: dict[str, str] = {}
+    for item in named:
+        role, sep, path = item.partition("=")
+        if not sep or not role or not path:
+            raise ConfigError(f"--input takes ROLE=RUN_DIR, got {item!r}")
+        if role in inputs:
+            raise ConfigError(f"--input {role} is named twice")
+        attach_input(run, role, path)
+        inputs[role] = path
+    return inputs
 
 
 def add_output_flags(p: argparse.ArgumentParser, what: str = "PNG file to write") -> None:

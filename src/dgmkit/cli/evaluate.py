@@ -9,9 +9,17 @@ import torch
 from dgmkit import distributed
 from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import ResultsFile, add_data_flags, add_device_flag, plural, say, split_data
+from dgmkit.cli.common import (
+    ResultsFile,
+    add_data_flags,
+    add_device_flag,
+    add_input_flags,
+    attach_inputs,
+    plural,
+    say,
+    split_data,
+)
 from dgmkit.config import Run, load_run
-from dgmkit.config.codes import attach_code_prior
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.errors import ConfigError, DgmError
 from dgmkit.evaluation import evaluate, record_terms
@@ -48,9 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=SEED, default=0, help="seed of the subset and of the sampling")
     add_data_flags(p)
     add_device_flag(p)
-    p.add_argument(
-        "--code-prior", default=None, help="VQ-VAE: a run trained with --codes-of RUN_DIR, the prior p(z) of the bound"
-    )
+    add_input_flags(p)
     p.set_defaults(func=run_eval)
 
 
@@ -131,7 +137,7 @@ def _notes(r: dict) -> list[str]:
             "a lower bound on log p(x) (as -NLL): log p(x|z_q(x)) + log p(z_q(x)); the posterior is a point mass, "
             "so more draws (k) change nothing"
         ]
-        prior = r.get("code_prior")
+        prior = _inputs(r).get("code-prior")
         out.append(f"the bound's prior over code grids: {'the model in ' + prior if prior else 'uniform over the codes'}")
     trained = r.get("trained") or {}
     if trained.get("steps_into_next"):
@@ -154,14 +160,22 @@ def _notes(r: dict) -> list[str]:
     return out
 
 
+def _inputs(r: dict) -> dict[str, str]:
+    """The runs an evaluation used, role -> path (records before --input held a code prior alone)."""
+    inputs = r.get("inputs")
+    if isinstance(inputs, dict):
+        return {str(k): str(v) for k, v in inputs.items()}
+    return {"code-prior": str(r["code_prior"])} if isinstance(r.get("code_prior"), str) else {}
+
+
 def protocol_key(r: dict) -> str:
     """What makes two evaluations comparable: the weights, split, subset, k, seed and code prior."""
     subset = "all" if not r.get("subset") else f"random {r['n']} of {r['subset']['of']} (seed {r['subset']['seed']})"
     key = f"{r['split']} | {subset} | {r['estimate']} k={r['iw_samples']} | seed {r.get('seed', 0)}"
     if (r.get("processes") or 1) > 1:  # each rank draws its own stream: another draw of the same estimate
         key += f" | {r['processes']} processes"
-    if r.get("code_prior"):
-        key += f" | code prior {r['code_prior']}"
+    for role, path in sorted(_inputs(r).items()):  # another run in a role: another protocol
+        key += f" | {role.replace('-', ' ')} {path}"
     return key + f" | weights {r.get('weights', '?')}"
 
 
@@ -177,7 +191,7 @@ def evaluate_run(
     seed: int = 0,
     data_dir: str | None = None,
     data: str | None = None,
-    code_prior: str | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> dict:
     """What ``dgm eval`` computes for a loaded run (its eval.json record; nothing is written):
     the estimate the run's family declares, with ``iw_samples`` (or ``time_samples``; default:
@@ -232,7 +246,7 @@ def evaluate_run(
         "model": run.cfg.family,
         "dataset": run.record["data"]["name"],
         "transform": run.transform.kind,
-        "code_prior": None if code_prior is None else str(code_prior),
+        "inputs": dict(inputs or {}),  # the runs attached in roles its family declares (--input)
         "seed": seed,
         "weights": weights,
         "processes": distributed.current().world_size,
@@ -258,12 +272,11 @@ def _trained(run: Run) -> dict | None:
 
 def run_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
-    if args.code_prior is not None:
-        attach_code_prior(run, args.code_prior)
+    inputs = attach_inputs(run, args)
     _EVALS.kept(run.path)  # a foreign evals.json is refused before any work
     result = evaluate_run(
         run, args.split, args.iw_samples, args.time_samples, args.limit, args.seed, args.data_dir, args.data,
-        code_prior=args.code_prior,
+        inputs=inputs,
     )  # fmt: skip
     if not distributed.current().is_main:  # under torchrun every rank evaluated its share; rank 0 writes
         return 0

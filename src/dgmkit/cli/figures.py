@@ -8,7 +8,9 @@ from dgmkit.cli.argtypes import SEED, count, real
 from dgmkit.cli.common import (
     add_data_flags,
     add_device_flag,
+    add_input_flags,
     add_output_flags,
+    attach_inputs,
     plural,
     png_output,
     posterior_means,
@@ -18,7 +20,6 @@ from dgmkit.cli.common import (
     write_png,
 )
 from dgmkit.config import Run, load_run
-from dgmkit.config.codes import attach_code_prior
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
@@ -98,8 +99,7 @@ def latent_scatter(run: Run, x: torch.Tensor, y: torch.Tensor | None, title: str
 def sample(args: argparse.Namespace) -> int:
     out = png_output(args)
     run = load_run(args.run_dir, device=args.device)
-    if args.code_prior is not None:
-        attach_code_prior(run, args.code_prior)
+    attach_inputs(run, args)
     model = run.model
     if not model.can_sample:
         raise ConfigError(f"a {run.cfg.family} model has no distribution to sample from (no prior)")
@@ -214,7 +214,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "time; masked: one entry per step)",
     )
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--code-prior", default=None, help="VQ-VAE: sample code grids from this run (trained with --codes-of)")
+    add_input_flags(p)
     add_device_flag(p)
     p.set_defaults(func=sample)
 

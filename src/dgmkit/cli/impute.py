@@ -21,7 +21,7 @@ from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output
 from dgmkit.cli.argtypes import SEED, count
 from dgmkit.cli.common import add_data_flags, add_device_flag, plural, read_input_file, run_data, say, to_display
 from dgmkit.config import Run, load_run
-from dgmkit.config.codes import run_dataset
+from dgmkit.config.inputs import run_dataset
 from dgmkit.data.missing import observed
 from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES, write_table

@@ -19,7 +19,7 @@ from dgmkit.cli.argtypes import count
 from dgmkit.cli.common import plural, say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
-from dgmkit.config.codes import run_dataset
+from dgmkit.config.inputs import run_dataset
 from dgmkit.config.run import check_same_run, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.data import Dataset, DataTransform

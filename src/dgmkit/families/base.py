@@ -11,13 +11,16 @@ adds it to the registry; ``config/``, ``cli/`` and ``evaluation/`` never name a 
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.models import GenerativeModel
 from dgmkit.objectives import Objective
+
+if TYPE_CHECKING:
+    from dgmkit.config.run import Run
 
 __all__ = ["FamilyConfig", "FIT_PATHS"]
 
@@ -34,6 +37,10 @@ class FamilyConfig(ABC):
     renamed: ClassVar[dict[str, str]] = {}  # settings renamed since run format 2: old name -> new name
     uses_labels: ClassVar[bool] = False  # trained on labels (some hidden: the data setting `labels`)
     time_sampled: ClassVar[bool] = False  # scored by a bound averaged over sampled times, not by importance sampling
+    # runs that use other runs (config.inputs): what this family's runs make for others to train
+    # on (None: nothing), and the roles in which they take another run when used (role -> what it is)
+    derived_data: ClassVar[str | None] = None
+    inputs: ClassVar[dict[str, str]] = {}
 
     def validate(self) -> None:  # noqa: B027 - rules between fields, none by default
         """Raise ConfigError where fields contradict each other."""
@@ -102,3 +109,16 @@ class FamilyConfig(ABC):
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def make_derived_data(
+        self, model: GenerativeModel, transform: DataTransform, data: Dataset, name: str
+    ) -> Dataset:  # pragma: no cover - only for families that declare derived_data
+        """The data named ``derived_data`` that ``model`` makes from every split of its own
+        ``data`` (as ``transform`` gives them to it), as a dataset called ``name``."""
+        raise NotImplementedError(f"the {self.name} family makes no data for other runs")
+
+    def attach(self, role: str, run: "Run", other: "Run", trained_on_mine: bool) -> None:  # pragma: no cover
+        """Give ``run``'s model the run ``other`` in ``role`` (one of ``inputs``), after checking
+        that it fits; ``trained_on_mine``: ``other`` was trained on ``run``'s derived data as
+        they are now."""
+        raise NotImplementedError(f"the {self.name} family takes no other run")

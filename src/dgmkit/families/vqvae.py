@@ -2,16 +2,18 @@
 with the codebook kept alive by EMA updates, k-means initialisation and dead-code restarts."""
 
 import dataclasses
-from typing import Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from dgmkit.conditional.heads import LikelihoodHead
+from dgmkit.data import Dataset, DataTransform, Split
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import LikelihoodSettings
 from dgmkit.families.registry import register_family
+from dgmkit.models import GenerativeModel
 from dgmkit.models.vqvae import VQVAE
 from dgmkit.models.vqvae2 import TwoLevelVQVAE
 from dgmkit.nn.conv import DownsamplingEncoder, UpsamplingDecoder
@@ -19,8 +21,14 @@ from dgmkit.nn.quantize import VectorQuantizer
 from dgmkit.objectives import Objective
 from dgmkit.objectives.vq import VQObjective
 from dgmkit.settings import setting
+from dgmkit.training.trainer import VALID_SEED
+
+if TYPE_CHECKING:
+    from dgmkit.config.run import Run
 
 __all__ = ["VQVAEConfig"]
+
+_ENCODE_BATCH = 1000
 
 
 @register_family
@@ -28,6 +36,11 @@ __all__ = ["VQVAEConfig"]
 class VQVAEConfig(LikelihoodSettings, FamilyConfig):
     name = "vqvae"
     summary = "VQ-VAE: a grid of discrete codes (EMA codebook), bound under a uniform or learned code prior"
+    # the second stage: a prior trained on this run's code grids (--codes-of), attached when used
+    derived_data: ClassVar[str | None] = "codes"
+    inputs: ClassVar[dict[str, str]] = {
+        "code-prior": "a run trained on this run's code grids (--codes-of), the prior p(z) of the bound and of sampling"
+    }
 
     codes: int = setting(512, "K: codes in the codebook", min=2, max=65536)
     code_dim: int = setting(64, "D: dimension of each code", min=1, max=4096)
@@ -63,6 +76,43 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
 
     def training_objective(self) -> Objective:
         return VQObjective()
+
+    @torch.no_grad()
+    def make_derived_data(self, model: GenerativeModel, transform: DataTransform, data: Dataset, name: str) -> Dataset:
+        """The code grids (N, 1, h, w) with K levels of every split (each image through the run's
+        data transform with the fixed held-out seed, then its nearest codes), with the labels."""
+        k = model.num_codes
+        dtype = torch.uint8 if k <= 256 else torch.int32
+        splits = {}
+        for split in ("train", "valid", "test"):
+            s = data.split(split)
+            x = transform(s.x, torch.Generator().manual_seed(VALID_SEED))
+            codes = torch.cat([model.codes(b) for b in x.split(_ENCODE_BATCH)])
+            splits[split] = Split(codes.unsqueeze(1).to(dtype), s.y)
+        return Dataset(name, **splits, num_levels=k)
+
+    def attach(self, role: str, run: "Run", other: "Run", trained_on_mine: bool) -> None:
+        """A code prior: an exact model of integer grids of the codes' shape and alphabet,
+        trained on this run's codes as they are now."""
+        if not trained_on_mine:
+            raise ConfigError(
+                f"{other.path} was not trained on the codes of {run.path} as it is now (it belongs to another run, or "
+                f"this one was trained on since); train one with "
+                f"`dgm train --model arm --codes-of {run.path} --likelihood categorical`"
+            )
+        data = other.record["data"]
+        if list(data["event_shape"]) != [1, *run.model.code_shape] or data["num_levels"] != run.model.num_codes:
+            raise ConfigError(f"{other.path} models grids of another shape or alphabet than {run.path}'s codes")
+        if data.get("transform") != "integers":
+            raise ConfigError(
+                f"{other.path} models its codes as {data.get('transform')} data, not as the integers they are; "
+                "a code prior needs --likelihood categorical or logistic"
+            )
+        if other.model.estimate_kind != "exact" or not other.model.can_sample:
+            raise ConfigError(
+                f"{other.path} holds a {other.cfg.family} model: a code prior needs an exact log-likelihood and sampling"
+            )
+        run.model.code_prior = other.model
 
     def build(
         self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0

@@ -1,0 +1,95 @@
+"""Runs that use other runs, declared by their families and pinned here.
+
+Two ways a run uses another, each declared by a family (``FamilyConfig``):
+
+- **data made by another run**: a family whose runs make data for others names it
+  (``derived_data``, e.g. a VQ-VAE's ``"codes"``: the code grids of its data) and makes it
+  (``make_derived_data``). A run trains on it with ``codes_of = RUN`` (``--codes-of RUN``), for
+  any family of integer data. The dataset is named after the source run's id and a digest of
+  its checkpoint, so the run stays tied to those exact data: using it after the source run was
+  trained on, or replaced, is refused.
+- **a model attached from another run when a run is used**: a family names the roles its runs
+  take (``inputs``, e.g. a VQ-VAE's ``"code-prior"``: a model of its code grids, the prior of
+  its bound and of sampling) and attaches them (``attach``), told whether the other run was
+  trained on this run's derived data as they are now. The command line names any of them one
+  way, ``--input ROLE=RUN`` (``dgm eval``, ``dgm sample``).
+
+    dgm train --model vqvae --dataset binarized-mnist --out runs/vq          # stage 1
+    dgm train --model arm --codes-of runs/vq --likelihood categorical --out runs/vq-prior
+    dgm eval runs/vq --input code-prior=runs/vq-prior     # the bound with the learned prior
+    dgm sample runs/vq --input code-prior=runs/vq-prior --out samples.png
+
+(``--code-prior RUN`` is the same as ``--input code-prior=RUN``.)
+"""
+
+import hashlib
+from pathlib import Path
+
+from dgmkit.config.run import Run, load_run
+from dgmkit.config.schema import DataConfig
+from dgmkit.data import Dataset, load_dataset
+from dgmkit.data.missing import remove_completely_at_random
+from dgmkit.errors import ConfigError, DataError
+
+__all__ = ["run_dataset", "derived_dataset", "derived_name", "attach_input", "check_derived_current"]
+
+
+def run_dataset(data: DataConfig, data_dir: str | None = None) -> Dataset:
+    """The dataset a run trains on: a named dataset or file, or the data another run makes
+    (``codes_of``), with the entries ``missing_rate`` removes (NaN)."""
+    if data.codes_of:
+        dataset = derived_dataset(data.codes_of, data_dir or data.data_dir)
+    else:
+        dataset = load_dataset(
+            data.dataset,
+            data_dir or data.data_dir,
+            download=data.download,
+            key=data.data_key,
+            image_shape=data.image_shape,
+            schema=data.schema,
+        )
+    return remove_completely_at_random(dataset, data.missing_rate, data.missing_seed)
+
+
+def derived_name(run: Run) -> str:
+    """The name of the data ``run`` makes for other runs: what they are, the run's id and a
+    digest of the checkpoint that made them (a run trained on afterwards makes other data)."""
+    digest = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]
+    return f"{run.cfg.model.derived_data}:{run.record.get('run_id') or run.path.resolve()}:{digest}"
+
+
+def derived_dataset(source_dir: str | Path, data_dir: str | None = None) -> Dataset:
+    """The data the run in ``source_dir`` makes for other runs, from every split of its own data."""
+    source = load_run(source_dir)
+    family = source.cfg.model
+    if family.derived_data is None:
+        raise ConfigError(
+            f"{source_dir} is a run of the {source.cfg.family} family, which makes no data for other runs "
+            "(--codes-of takes a run whose family does, such as a VQ-VAE: its code grids)"
+        )
+    images = run_dataset(source.cfg.data, data_dir)
+    if list(images.event_shape) != list(source.record["data"]["event_shape"]):
+        raise DataError(f"the data of {source_dir} now have shape {images.event_shape}, not what its model was trained on")
+    return family.make_derived_data(source.model, source.transform, images, derived_name(source))
+
+
+def check_derived_current(dataset: Dataset, data: DataConfig, record: dict, source: str | Path) -> None:
+    """A run trained on another run's data must see the same data again: their name (the
+    source run's id and checkpoint digest) must be the one the run recorded."""
+    if data.codes_of and dataset.name != record["data"].get("name"):
+        raise DataError(
+            f"{source} was trained on other data than the run {data.codes_of} now makes (it was trained on since, or "
+            "replaced); its numbers would be of different data. Train it again with --codes-of"
+        )
+
+
+def attach_input(run: Run, role: str, path: str | Path) -> Run:
+    """Give ``run`` the run in ``path`` in the role its family declares (``--input ROLE=PATH``)."""
+    family = run.cfg.model
+    if role not in family.inputs:
+        takes = "; ".join(f"{r}: {what}" for r, what in family.inputs.items()) or "none"
+        raise ConfigError(f"--input {role}=...: {run.path} is a {run.cfg.family} run, whose inputs are: {takes}")
+    other = load_run(path, device=run.device)
+    trained_on_mine = family.derived_data is not None and other.record["data"].get("name") == derived_name(run)
+    family.attach(role, run, other, trained_on_mine)
+    return run
