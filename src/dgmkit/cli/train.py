@@ -230,8 +230,9 @@ def train_run(
             except (RuntimeError, OSError, ValueError):  # ~user of an unknown user, a NUL byte...: the loader says it
                 pass
     dataset = run_dataset(cfg.data)
-    if getattr(family, "likelihood", None) == "mixed" and family.table_levels is None and dataset.columns:
-        cfg = cfg.replace(table_levels=[c.levels for c in dataset.columns])  # the heads the table's columns need
+    read_off = family.settings_from_data(dataset)  # e.g. the heads a table's columns need
+    if read_off:
+        cfg = cfg.replace(**read_off)
         family = cfg.model
     objective = family.training_objective() if family.fit == "gradient" else None
     what = f"{family.describe()}" + (f" trained by the {objective.label}" if objective is not None else "")

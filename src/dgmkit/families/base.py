@@ -48,6 +48,11 @@ class FamilyConfig(ABC):
     def validate_optim(self, optim: object) -> None:  # noqa: B027 - rules against the optim section, none by default
         """Raise ConfigError where an optimisation setting does not fit this family."""
 
+    def settings_from_data(self, dataset: Dataset) -> dict:
+        """Settings this family reads off the data a new run trains on (recorded in the run's
+        config like any other; none by default)."""
+        return {}
+
     @abstractmethod
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         """How the stored data become what the model scores."""

@@ -76,6 +76,12 @@ class LikelihoodSettings:
             return CategoricalHead(num_levels)
         return LogisticMixtureHead(num_levels, self.logistic_components)
 
+    def settings_from_data(self, dataset: Dataset) -> dict:
+        """A mixed likelihood's heads follow the table's columns (unless the config names them)."""
+        if self.likelihood == "mixed" and self.table_levels is None and dataset.columns:
+            return {"table_levels": [c.levels for c in dataset.columns]}
+        return super().settings_from_data(dataset)  # type: ignore[misc]
+
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         if self.likelihood == "mixed":
             levels = [c.levels for c in dataset.columns]
