@@ -83,3 +83,8 @@ def test_family_example_runs(script, family_runs):
         assert "accuracy" in out
     if script.stem == "miwae":
         assert "MIWAE" in out and "column means" in out
+    if script.stem == "vqvae":  # the learned code prior is used, not only named
+        uniform, learned = (
+            float(re.search(rf"{w} code prior: test NLL <= (\S+) nats", out)[1]) for w in ("uniform", "PixelCNN")
+        )
+        assert learned != uniform
