@@ -34,11 +34,13 @@ lint: $(VENV)/.installed  # style, imports, bugbear and type annotations of the 
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
-examples: $(VENV)/.installed  # the README's Python examples run as printed
+examples: $(VENV)/.installed  # the README's Python examples run as printed, then one script per model family
 	rm -rf runs/quickstart && $(PY) examples/quickstart.py
 	$(PY) examples/python_api.py
 	$(PY) examples/flows_and_arms.py
 	$(PY) examples/imputation.py
+	rm -rf runs/families
+	@for f in examples/families/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 check: lint examples
 

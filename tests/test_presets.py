@@ -39,3 +39,13 @@ def test_preset_builds(path):
         x = (torch.rand(2, 1, 28, 28) < 0.2).float()
     terms = build_objective(cfg)(model, x)
     assert terms.loss.shape == (2,) and torch.isfinite(terms.loss).all()
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_preset_states_its_budget(path):
+    """The leading comment says how long the preset's run takes and on what (or that it was not
+    timed): a paragraph that starts with "Budget:"."""
+    lines = path.read_text().splitlines()
+    comment = lines[: next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))]
+    budget = [line for line in comment if line.startswith("# Budget:")]
+    assert len(budget) == 1, f"{path.name}: the leading comment needs one line starting '# Budget:'"
