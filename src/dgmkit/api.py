@@ -32,7 +32,7 @@ from dgmkit.cli.evaluate import evaluate_run, format_report
 from dgmkit.cli.figures import draw_samples
 from dgmkit.cli.train import train_run
 from dgmkit.config import Run, RunConfig, load_run
-from dgmkit.config.codes import attach_code_prior
+from dgmkit.config.inputs import attach_input
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation import record_terms
 
@@ -139,25 +139,46 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     return load_run(path, device=device)
 
 
-def sample(run: Run, n: int, seed: int = 0, **options: Any) -> tuple[torch.Tensor, str]:
+def _attach(run: Run, inputs: Mapping[str, str] | None, code_prior: str | None) -> dict[str, str]:
+    """The runs given in roles the run's family declares (``dgm --input ROLE=RUN``), attached."""
+    named = dict(inputs or {})
+    if code_prior is not None:  # short for inputs={"code-prior": ...}
+        named["code-prior"] = str(code_prior)
+    for role, path in named.items():
+        attach_input(run, role, path)
+    return named
+
+
+def sample(
+    run: Run,
+    n: int,
+    seed: int = 0,
+    inputs: Mapping[str, str] | None = None,
+    code_prior: str | None = None,
+    **options: Any,
+) -> tuple[torch.Tensor, str]:
     """n samples of the run's model (n, *event), seeded, in the units the model scores (``run.
     transform``: 0/1 or probabilities for binary data, levels for integer data, [0, 1] for
     dequantized data), and what they are in words (the means of p(x|z) for a latent variable
-    model); ``options``: ``temperature``, ``naive``, ``steps``, ``draw`` or ``code_prior`` (attached to
-    ``run``) as ``dgm sample``."""
+    model); ``options``: ``temperature``, ``naive``, ``steps`` or ``draw`` as ``dgm sample``;
+    ``inputs``: other runs in roles the family declares (``{"code-prior": RUN}``: a VQ-VAE draws
+    its code grids from that run; ``code_prior=RUN`` is short for it), attached to ``run``."""
     if not run.model.can_sample:
         raise ConfigError(f"{run.cfg.model.describe()} has no prior to sample from")
-    code_prior = options.pop("code_prior", None)
-    if code_prior is not None:  # as dgm sample --code-prior: the VQ-VAE draws its code grids from that run
-        attach_code_prior(run, code_prior)
+    _attach(run, inputs, code_prior)
     x, what = draw_samples(run, n, seed, **options)
     return x.cpu(), what.rstrip(",")
 
 
-def evaluate(run: Run, split: str = "test", **options: Any) -> Evaluation:
+def evaluate(
+    run: Run,
+    split: str = "test",
+    inputs: Mapping[str, str] | None = None,
+    code_prior: str | None = None,
+    **options: Any,
+) -> Evaluation:
     """``dgm eval`` of a loaded run, without writing anything: ``iw_samples``, ``time_samples``,
-    ``limit`` (a seeded random subset), ``seed``, ``data_dir``, ``data`` or ``code_prior`` (a
-    VQ-VAE's prior run, attached to ``run`` as ``dgm eval --code-prior`` does) as keywords."""
-    if options.get("code_prior") is not None:
-        attach_code_prior(run, options["code_prior"])
-    return Evaluation(evaluate_run(run, split, **options))
+    ``limit`` (a seeded random subset), ``seed``, ``data_dir`` or ``data`` as keywords;
+    ``inputs``/``code_prior`` as for ``sample`` (``dgm eval --input``)."""
+    named = _attach(run, inputs, code_prior)
+    return Evaluation(evaluate_run(run, split, inputs=named, **options))
