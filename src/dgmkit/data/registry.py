@@ -67,24 +67,38 @@ _BINARIZED = {
         ("test", "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"),
     ]
 }
-_MNIST_FILES = {
-    k: Remote(f, f"{_MNIST}{f}", c, "md5")
-    for k, f, c in [
-        ("train_x", "train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-        ("train_y", "train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-        ("test_x", "t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-        ("test_y", "t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
-    ]
+_IDX_NAMES = {
+    "train_x": "train-images-idx3-ubyte.gz",
+    "train_y": "train-labels-idx1-ubyte.gz",
+    "test_x": "t10k-images-idx3-ubyte.gz",
+    "test_y": "t10k-labels-idx1-ubyte.gz",
 }
-_FASHION_FILES = {
-    k: Remote(f, f"{_FASHION}{f}", c, "md5")
-    for k, f, c in [
-        ("train_x", "train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-        ("train_y", "train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-        ("test_x", "t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-        ("test_y", "t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-    ]
-}
+
+
+def _idx_files(base_url: str, md5: dict[str, str]) -> dict[str, Remote]:
+    """The four IDX files of an MNIST-layout dataset (its images and labels, train and test) at
+    ``base_url``, each with its MD5."""
+    return {k: Remote(f, f"{base_url}{f}", md5[k], "md5") for k, f in _IDX_NAMES.items()}
+
+
+_MNIST_FILES = _idx_files(
+    _MNIST,
+    {
+        "train_x": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train_y": "d53e105ee54ea40749a09fcbcd1e9432",
+        "test_x": "9fb629c4189551a2d022fa330f9573f3",
+        "test_y": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+)
+_FASHION_FILES = _idx_files(
+    _FASHION,
+    {
+        "train_x": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train_y": "25c81989df183df01b3e8a0aad5dffbe",
+        "test_x": "bef4ecab320f06d8554ea6380940ec79",
+        "test_y": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+)
 
 
 # SHA-256 of each canonical file's decoded array (C-order bytes): what identifies the data.
