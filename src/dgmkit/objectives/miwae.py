@@ -25,7 +25,7 @@ from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
 from dgmkit.data.missing import observed
-from dgmkit.objectives.base import Objective
+from dgmkit.objectives.base import Objective, at_least
 from dgmkit.objectives.importance import log_importance_weights
 
 if TYPE_CHECKING:
@@ -63,8 +63,7 @@ class MIWAE(Objective):
     handles_missing = True
 
     def __init__(self, k: int = 5):
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        at_least("k", k, 1)
         self.k = k
 
     def __call__(self, model: "LatentVariableModel", x: torch.Tensor, beta: float = 1.0) -> MIWAETerms:
