@@ -43,7 +43,7 @@ from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.distributions import DiagonalNormal, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import LatentVariableModel
-from dgmkit.models.hvae import LayerDraw, LayerStack
+from dgmkit.models.hvae import LayerDraw, LayerStack, PosteriorPass
 from dgmkit.priors import Prior
 
 __all__ = ["DeepTopDownVAE", "BottleneckBlock"]
@@ -181,17 +181,6 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
             raise ValueError(f"the top prior must be over {self.sizes[-1]} dimensions, got {top_prior.latent_dim}")
 
     # ------------------------------------------------------------ shapes
-    @property
-    def latent_dim(self) -> int:
-        return sum(self.sizes)
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.sizes)
-
-    def split(self, z: torch.Tensor) -> list[torch.Tensor]:
-        return list(z.split(self.sizes, dim=-1))
-
     def closed_form_kl(self, index: int) -> bool:
         return True  # top-down: every layer's prior conditions on layers drawn before it
 
@@ -277,29 +266,13 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
     def _with_given(self, given: torch.Tensor | None) -> list[torch.Tensor] | None:
         return None if given is None else list(reversed(self.split(given)))
 
-    def path(
-        self,
-        x: torch.Tensor,
-        sample_shape: tuple[int, ...] = (),
-        given: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        means: bool = False,
-    ) -> list[LayerDraw]:
-        """As ``HierarchicalVAE.path``: the posterior's layers in drawing order (top first)."""
-        return self.draw(x, sample_shape, given, generator, means, output=False)[0]
-
-    def draw(
-        self,
-        x: torch.Tensor,
-        sample_shape: tuple[int, ...] = (),
-        given: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        means: bool = False,
-        output: bool = True,
+    def _posterior_pass(
+        self, x: torch.Tensor, how: PosteriorPass, output: bool
     ) -> tuple[list[LayerDraw], Distribution | None]:
-        """One pass of the posterior: its draws (the top one's p is None: the top prior) and p(x | z)."""
-        acts, n, lead = self._expanded_acts(x, tuple(sample_shape))
-        draws, _, px = self._top_down(n, lead, acts, self._with_given(given), generator, means, output=output)
+        """One top-down pass of the posterior: its draws in drawing order, top first (the top
+        one's p is None: the top prior), and p(x | z) (if ``output``)."""
+        acts, n, lead = self._expanded_acts(x, tuple(how.sample_shape))
+        draws, _, px = self._top_down(n, lead, acts, self._with_given(how.given), how.generator, how.means, output=output)
         draws[0].p = None
         return draws, px
 
@@ -308,7 +281,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """k posterior draws per datapoint and their log p(x | z), log p(z), log q(z | x), each
         (k, B), from one top-down pass (the importance weights' terms)."""
-        draws, px = self.draw(x, (k,), generator=generator)
+        draws, px = self._posterior_pass(x, PosteriorPass((k,), generator=generator), output=True)
         z = torch.cat([d.z for d in reversed(draws)], -1)
         log_q = sum(d.q.log_prob(d.z) for d in draws)
         log_p = self.top().log_prob(draws[0].z) + sum(d.p.log_prob(d.z) for d in draws[1:])
@@ -329,9 +302,6 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         h = self.h0.expand(len(u), -1, -1, -1)
         mu, sd = self.cells[0].posterior_part(h, acts[self.cell_res[0]], lo, hi)
         return _flat_normal(mu, sd, (len(u),))
-
-    def top(self) -> Distribution:
-        return self.top_prior(self.top_posterior if self.top_prior.context == "encoder" else None)
 
     def log_prob_below(self, z: torch.Tensor) -> torch.Tensor:
         """sum_{l<L} log p(z_l | z_{>l}) for joint latents z (*batch, sum M_l), one top-down pass."""
