@@ -22,6 +22,7 @@ from dgmkit.cli.common import (
     write_png,
 )
 from dgmkit.config import Run, load_run
+from dgmkit.data import Dataset
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.disentanglement import factor_vae_score, mutual_information_gap
@@ -81,6 +82,26 @@ def format_disentanglement(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _factor_vae(run: Run, dataset: Dataset, codes: torch.Tensor, args: argparse.Namespace) -> dict:
+    """The FactorVAE metric of the run's codes, on images the dataset renders for chosen factor
+    values (seeded by --seed), as disentangle.json records it."""
+    g = torch.Generator().manual_seed(args.seed)
+
+    def encode(images: torch.Tensor) -> torch.Tensor:  # rendered on the CPU, encoded where the model is
+        batch = run.transform(images, torch.Generator().manual_seed(VALID_SEED))
+        return posterior_means(run, batch.to(run.device)).cpu()
+
+    s = factor_vae_score(encode, dataset.render, dataset.factor_sizes, codes, args.votes, args.batch, g)
+    return {
+        "accuracy": s.accuracy,
+        "train_accuracy": s.train_accuracy,
+        "assignment": s.assignment.tolist(),
+        "active": int(s.active.sum()),
+        "votes": s.votes,
+        "batch": s.batch,
+    }
+
+
 @torch.no_grad()
 def run_disentangle(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
@@ -97,23 +118,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
     if codes.shape[1] < 2:
         raise ConfigError("MIG compares code dimensions: the model needs at least 2")
     mig = mutual_information_gap(codes, factors, bins=args.bins)
-    fv = None
-    if dataset.render is not None:
-        g = torch.Generator().manual_seed(args.seed)
-
-        def encode(images: torch.Tensor) -> torch.Tensor:  # rendered on the CPU, encoded where the model is
-            batch = run.transform(images, torch.Generator().manual_seed(VALID_SEED))
-            return posterior_means(run, batch.to(run.device)).cpu()
-
-        s = factor_vae_score(encode, dataset.render, dataset.factor_sizes, codes, args.votes, args.batch, g)
-        fv = {
-            "accuracy": s.accuracy,
-            "train_accuracy": s.train_accuracy,
-            "assignment": s.assignment.tolist(),
-            "active": int(s.active.sum()),
-            "votes": s.votes,
-            "batch": s.batch,
-        }
+    fv = None if dataset.render is None else _factor_vae(run, dataset, codes, args)
     result = {
         "mig": mig.mig,
         "mig_estimator": mig.estimator,
