@@ -114,6 +114,21 @@ def _flat_normal(mu: torch.Tensor, sigma: torch.Tensor, lead: tuple[int, ...]) -
     return diagonal_normal(mu.reshape(*lead, -1), sigma.reshape(*lead, -1))
 
 
+def _check_geometry(hgt: int, wid: int, res: list[int], layers: Sequence[int], scale_bounds: tuple[float, float]) -> None:
+    """The deep top-down VAE's shape: latent layers at resolutions that double up to the square
+    image by further doublings, and scale bounds 0 < min < max."""
+    if len(res) != len(layers) or not res or any(n < 1 for n in layers):
+        raise ValueError("need one positive number of latent layers per resolution")
+    ratio = hgt // res[-1] if hgt % res[-1] == 0 else 0
+    if hgt != wid or any(b != 2 * a for a, b in zip(res, res[1:])) or ratio == 0 or ratio & (ratio - 1):
+        raise ValueError(
+            f"the resolutions {res} must double from one to the next and reach {hgt}x{wid} by further doublings"
+        )
+    lo, hi = scale_bounds
+    if not 0 < lo < hi:
+        raise ValueError(f"the scale bounds must satisfy 0 < min < max, got {scale_bounds}")
+
+
 class DeepTopDownVAE(LayerStack, LatentVariableModel):
     """See the module docstring. ``resolutions``: the latent resolutions, lowest first (each
     twice the one before, the last dividing the image); ``layers``: latent layers at each;
@@ -140,16 +155,8 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         super().__init__()
         c, hgt, wid = (int(v) for v in event_shape)
         res = [int(r) for r in resolutions]
-        if len(res) != len(layers) or not res or any(n < 1 for n in layers):
-            raise ValueError("need one positive number of latent layers per resolution")
-        ratio = hgt // res[-1] if hgt % res[-1] == 0 else 0
-        if hgt != wid or any(b != 2 * a for a, b in zip(res, res[1:])) or ratio == 0 or ratio & (ratio - 1):
-            raise ValueError(
-                f"the resolutions {res} must double from one to the next and reach {hgt}x{wid} by further doublings"
-            )
+        _check_geometry(hgt, wid, res, layers, scale_bounds)
         lo, hi = scale_bounds
-        if not 0 < lo < hi:
-            raise ValueError(f"the scale bounds must satisfy 0 < min < max, got {scale_bounds}")
         self.event_shape = (c, hgt, wid)
         self.head = head
         self.top_prior = top_prior
@@ -214,7 +221,6 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         layer is drawn from q (or taken from ``given``, layers in drawing order, each (*lead,
         M_l)); without, from p (after ``z_top``, the top layer, if given). Returns the draws in
         drawing order, the joint z (*lead, sum M_l) and p(x | z) (if ``output``)."""
-        lo, hi = self.scale_bounds
         h = self.h0.expand(n, -1, -1, -1)
         top_dist = self.top() if acts is None and z_top is None and given is None else None
         draws, r_prev = [], self.cell_res[0]
@@ -223,12 +229,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
             if r != r_prev:
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
                 r_prev = r
-            mu_p, sd_p, dh = cell.prior_part(h, lo, hi)
-            p = None if mu_p is None else _flat_normal(mu_p, sd_p, lead)
-            q = None
-            if acts is not None:
-                mu_q, sd_q = cell.posterior_part(h, acts[r], lo, hi)
-                q = _flat_normal(mu_q, sd_q, lead)
+            p, q, dh = self._cell_dists(cell, h, None if acts is None else acts[r], lead)
             index = total - 1 - j
             if given is not None:
                 z = given[j]
@@ -254,6 +255,20 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         params = self.out(self.out_blocks(h))
         c, hh, ww = self.event_shape
         return draws, z, self.head(params.reshape(*lead, c, self.head.params_per_pixel, hh, ww))
+
+    def _cell_dists(
+        self, cell: _LatentCell, h: torch.Tensor, act: torch.Tensor | None, lead: tuple[int, ...]
+    ) -> tuple[DiagonalNormal | None, DiagonalNormal | None, torch.Tensor]:
+        """A cell's prior p (None at the top: the top prior), its posterior q given the bottom-up
+        activation ``act`` (None without one) and its prior branch's update of the state h."""
+        lo, hi = self.scale_bounds
+        mu_p, sd_p, dh = cell.prior_part(h, lo, hi)
+        p = None if mu_p is None else _flat_normal(mu_p, sd_p, lead)
+        q = None
+        if act is not None:
+            mu_q, sd_q = cell.posterior_part(h, act, lo, hi)
+            q = _flat_normal(mu_q, sd_q, lead)
+        return p, q, dh
 
     def _expanded_acts(self, x: torch.Tensor, sample_shape: tuple[int, ...]) -> tuple[dict, int, tuple[int, ...]]:
         acts = self._bottom_up(x)  # once per datapoint, whatever the number of draws
