@@ -8,8 +8,8 @@ import os
 import tempfile
 import urllib.request
 from collections.abc import Callable
-from typing import BinaryIO
 from pathlib import Path
+from typing import BinaryIO
 
 from dgmkit.data.formats import MAX_BYTES_ENV, max_data_bytes
 from dgmkit.errors import DataError
