@@ -528,6 +528,36 @@ def _reshape(x: np.ndarray, image_shape: tuple[int, ...], name: str) -> np.ndarr
     return x.reshape(len(x), *image_shape)
 
 
+def _load_data_file(name: str, key: str | None, shape: tuple[int, ...] | None, schema: str | os.PathLike | None) -> Dataset:
+    """A dataset from a data file given by its path (``load_dataset``)."""
+    try:
+        path = Path(name).expanduser()
+    except RuntimeError as e:  # ~user of an unknown user
+        raise DataError(f"no such data file: {name} ({e})") from None
+    if not path.is_file():
+        raise DataError(f"no such data file: {path}")
+    if schema is not None and path.suffix.lower() not in TABLE_SUFFIXES:
+        raise DataError(f"--schema describes a table's columns: it applies to .csv and .parquet files, not {path.name}")
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        if key is not None or shape is not None:
+            raise DataError(f"--data-key and --image-shape do not apply to a table ({path.name})")
+        rows, columns = read_table(path, schema)
+        return replace(from_array(rows.astype(np.float32), None, name=path.name), columns=columns)
+    if path.suffix.lower() == ".mat":
+        x, y = read_mat(path, key)
+        if x.shape == (560, 1965) and x.dtype == np.uint8 and content_digest(x.T) == CONTENT[("frey-faces", "frames")]:
+            if shape is not None and shape not in (FREY_SHAPE[1:], FREY_SHAPE[2:]):
+                raise DataError(
+                    f"{path} holds the Frey faces, whose frames are 28 x 20; --image-shape {shape} contradicts it"
+                )
+            return frey_faces(np.ascontiguousarray(x.T))
+    else:
+        x, y = read_arrays(path, key)
+    if shape is not None:
+        x = _reshape(x, shape, path.name)
+    return from_array(x, y, name=path.name)
+
+
 def load_dataset(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -548,32 +578,7 @@ def load_dataset(
     """
     shape = None if image_shape is None else tuple(int(v) for v in image_shape)
     if is_data_file(name):
-        try:
-            path = Path(name).expanduser()
-        except RuntimeError as e:  # ~user of an unknown user
-            raise DataError(f"no such data file: {name} ({e})") from None
-        if not path.is_file():
-            raise DataError(f"no such data file: {path}")
-        if schema is not None and path.suffix.lower() not in TABLE_SUFFIXES:
-            raise DataError(f"--schema describes a table's columns: it applies to .csv and .parquet files, not {path.name}")
-        if path.suffix.lower() in TABLE_SUFFIXES:
-            if key is not None or shape is not None:
-                raise DataError(f"--data-key and --image-shape do not apply to a table ({path.name})")
-            rows, columns = read_table(path, schema)
-            return replace(from_array(rows.astype(np.float32), None, name=path.name), columns=columns)
-        if path.suffix.lower() == ".mat":
-            x, y = read_mat(path, key)
-            if x.shape == (560, 1965) and x.dtype == np.uint8 and content_digest(x.T) == CONTENT[("frey-faces", "frames")]:
-                if shape is not None and shape not in (FREY_SHAPE[1:], FREY_SHAPE[2:]):
-                    raise DataError(
-                        f"{path} holds the Frey faces, whose frames are 28 x 20; --image-shape {shape} contradicts it"
-                    )
-                return frey_faces(np.ascontiguousarray(x.T))
-        else:
-            x, y = read_arrays(path, key)
-        if shape is not None:
-            x = _reshape(x, shape, path.name)
-        return from_array(x, y, name=path.name)
+        return _load_data_file(name, key, shape, schema)
     if name not in DATASETS:
         raise DataError(
             f"unknown dataset {name!r}; choose from {sorted(DATASETS)} or give a .npy, .npz or .mat file by its path"
