@@ -11,7 +11,8 @@ import torch
 
 from dgmkit import _lock
 from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, parse_json
-from dgmkit.config import Run
+from dgmkit.cli.argtypes import SEED
+from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import attach_input, check_derived_current, run_dataset
 from dgmkit.data import Dataset, default_data_dir
 from dgmkit.data.formats import read_arrays
@@ -29,6 +30,9 @@ __all__ = [
     "split_data",
     "run_data",
     "add_data_flags",
+    "add_seeded_data_flags",
+    "add_split_flag",
+    "figure_run",
     "to_display",
     "write_png",
     "png_output",
@@ -57,6 +61,22 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="a run trained on a data file: read it from PATH (moved or copied); its content must be the same",
     )
+
+
+SPLITS = ["train", "valid", "test"]
+
+
+def add_split_flag(p: argparse.ArgumentParser, default: str = "test") -> None:
+    """--split: which of a run's data splits the command reads."""
+    p.add_argument("--split", default=default, choices=SPLITS)
+
+
+def add_seeded_data_flags(p: argparse.ArgumentParser, seed_help: str | None = None) -> None:
+    """--seed (of the command's picks and draws), --data-dir, --data and --device: the flags
+    that close every command reading a run's data."""
+    p.add_argument("--seed", type=SEED, default=0, help=seed_help)
+    add_data_flags(p)
+    add_device_flag(p)
 
 
 def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> Dataset:
@@ -179,6 +199,16 @@ def png_output(args: argparse.Namespace) -> Path:
         raise DataError(f"--out must name a .png file, got {path}")
     run_dir = Path(getattr(args, "run_dir", "."))
     return check_new_output(path, args.force, protected=[run_dir / n for n in RUN_FILES])
+
+
+def figure_run(args: argparse.Namespace, check: Callable[[Run], None] | None = None) -> tuple[Path, Run]:
+    """A figure command's --out (``png_output``, checked before any work) and its run, loaded
+    where --device says and refused by ``check`` (a ConfigError) if it cannot make the figure."""
+    out = png_output(args)
+    run = load_run(args.run_dir, device=args.device)
+    if check is not None:
+        check(run)
+    return out, run
 
 
 def write_png(path: Path, data: bytes) -> Path:

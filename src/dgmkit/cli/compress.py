@@ -88,11 +88,34 @@ def _read_npy(path: str) -> np.ndarray:
     return x
 
 
+def _read_png(p: str, height: int, width: int, errors: tuple[type[BaseException], ...]) -> tuple[np.ndarray, str]:
+    """One single-channel PNG image of the model's size, and its mode ("1" or "L")."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            # the size is checked below, before any pixel is decoded
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                if im.format != "PNG":
+                    raise DataError(f"{p} is not a PNG file (it holds a {im.format} image)")
+                if im.mode not in ("1", "L"):
+                    raise DataError(f"{p}: a {im.mode} PNG; these models code single-channel (1-bit or 8-bit grey) images")
+                if im.size != (width, height):
+                    raise DataError(f"{p} is {im.size[0]}x{im.size[1]} pixels; the model codes {width}x{height} images")
+                if getattr(im, "n_frames", 1) != 1:
+                    raise DataError(f"{p} is an animated PNG; give single images")
+                im.load()
+                return np.asarray(im), im.mode
+    except DataError:
+        raise
+    except errors as e:
+        raise DataError(f"cannot read {p} as a PNG: {type(e).__name__}: {e}") from None
+
+
 def read_pngs(paths: list[str], height: int, width: int) -> tuple[np.ndarray, dict]:
     """PNG files of the model's size, single-channel, with distinct base names (decompression
     writes them back under these names into one folder)."""
-    from PIL import Image
-
     errors = _pil_errors()
     images, names, modes = [], [], set()
     seen: dict[str, str] = {}
@@ -111,28 +134,8 @@ def read_pngs(paths: list[str], height: int, width: int) -> tuple[np.ndarray, di
                 "images into one folder under their names; rename one of them"
             )
         seen[key] = p
-        try:
-            with warnings.catch_warnings():
-                # the size is checked below, before any pixel is decoded
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(p) as im:
-                    if im.format != "PNG":
-                        raise DataError(f"{p} is not a PNG file (it holds a {im.format} image)")
-                    if im.mode not in ("1", "L"):
-                        raise DataError(
-                            f"{p}: a {im.mode} PNG; these models code single-channel (1-bit or 8-bit grey) images"
-                        )
-                    if im.size != (width, height):
-                        raise DataError(f"{p} is {im.size[0]}x{im.size[1]} pixels; the model codes {width}x{height} images")
-                    if getattr(im, "n_frames", 1) != 1:
-                        raise DataError(f"{p} is an animated PNG; give single images")
-                    im.load()
-                    a = np.asarray(im)
-                    modes.add(im.mode)
-        except DataError:
-            raise
-        except errors as e:
-            raise DataError(f"cannot read {p} as a PNG: {type(e).__name__}: {e}") from None
+        a, mode = _read_png(p, height, width, errors)
+        modes.add(mode)
         images.append(a != 0 if a.dtype == bool else a)  # canonical 0/1 bytes for 1-bit images
         names.append(name)
     if len(modes) != 1:
@@ -168,6 +171,23 @@ def _to_model_input(x: np.ndarray, event_shape: tuple[int, ...], levels: int) ->
     return torch.from_numpy(x.astype(np.int64).reshape(len(x), *event_shape))
 
 
+def _check_amount(n: int, pixels: int, itemsize: int, batch_size: int) -> None:
+    """n images of ``pixels`` pixels: some, no more than one compressed file holds, and coded at
+    most ``MAX_BATCH_PIXELS`` at once."""
+    if n == 0:
+        raise DataError("no images to compress")
+    if n * pixels > MAX_PIXELS or n * pixels * max(8, itemsize) > MAX_DECODED_BYTES:
+        raise DataError(
+            f"{n} images of {pixels} pixels are more than one compressed file holds "
+            f"({MAX_DECODED_BYTES // 8} pixels): compress them in parts"
+        )
+    if min(batch_size, n) * pixels > MAX_BATCH_PIXELS:
+        raise ConfigError(
+            f"--batch-size {batch_size} codes too many pixels at once: at most {MAX_BATCH_PIXELS // pixels} "
+            f"images of {pixels} pixels"
+        )
+
+
 def compress(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -177,19 +197,7 @@ def compress(args: argparse.Namespace) -> int:
     if x.ndim < 2:
         shape = model.event_shape
         raise DataError(f"expected N images of {shape[-2]}x{shape[-1]} pixels, got an array of shape {x.shape}")
-    if len(x) == 0:
-        raise DataError("no images to compress")
-    pixels = model.num_dims
-    if len(x) * pixels > MAX_PIXELS or len(x) * pixels * max(8, x.dtype.itemsize) > MAX_DECODED_BYTES:
-        raise DataError(
-            f"{len(x)} images of {pixels} pixels are more than one compressed file holds "
-            f"({MAX_DECODED_BYTES // 8} pixels): compress them in parts"
-        )
-    if min(args.batch_size, len(x)) * pixels > MAX_BATCH_PIXELS:
-        raise ConfigError(
-            f"--batch-size {args.batch_size} codes too many pixels at once: at most {MAX_BATCH_PIXELS // pixels} "
-            f"images of {pixels} pixels"
-        )
+    _check_amount(len(x), model.num_dims, x.dtype.itemsize, args.batch_size)
     xt = _to_model_input(x, model.event_shape, levels)
     header = {
         "dgmkit_version": __version__,

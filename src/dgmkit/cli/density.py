@@ -6,18 +6,16 @@ import math
 import numpy as np
 import torch
 
-from dgmkit.cli.argtypes import SEED, count
+from dgmkit.cli.argtypes import count
 from dgmkit.cli.common import (
-    add_data_flags,
-    add_device_flag,
     add_output_flags,
+    add_seeded_data_flags,
+    figure_run,
     plural,
-    png_output,
     say,
     split_data,
     write_png,
 )
-from dgmkit.config import load_run
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import figure_png
 
@@ -45,8 +43,7 @@ def density_png(log_p: np.ndarray, extent: tuple[float, float, float, float], sa
 
 @torch.no_grad()
 def density(args: argparse.Namespace) -> int:
-    out = png_output(args)
-    run = load_run(args.run_dir, device=args.device)
+    out, run = figure_run(args)
     model = run.model
     shape = tuple(run.record["data"]["event_shape"])
     if model.estimate_kind != "exact" or not model.can_sample or math.prod(shape) != 2:
@@ -78,7 +75,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_output_flags(p)
     p.add_argument("--grid", type=count(10, 2000, "--grid"), default=300, help="grid points per axis (10..2000)")
     p.add_argument("-n", type=count(1, 10**6, "-n"), default=2000, help="samples to draw")
-    p.add_argument("--seed", type=SEED, default=0)
-    add_data_flags(p)
-    add_device_flag(p)
+    add_seeded_data_flags(p)
     p.set_defaults(func=density)

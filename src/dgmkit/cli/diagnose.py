@@ -8,19 +8,18 @@ import time
 import torch
 
 from dgmkit._io import atomic_write_json
-from dgmkit.cli.argtypes import SEED, count
+from dgmkit.cli.argtypes import count
 from dgmkit.cli.common import (
-    add_data_flags,
-    add_device_flag,
     add_output_flags,
+    add_seeded_data_flags,
+    add_split_flag,
+    figure_run,
     plural,
-    png_output,
     say,
     split_data,
     to_display,
     write_png,
 )
-from dgmkit.config import load_run
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.diagnostics import DIAGNOSTIC_ESTIMATORS, diagnose
 from dgmkit.evaluation.figures import diagnosis_png
@@ -38,15 +37,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir")
     add_output_flags(p, "PNG file for the figure (per-layer KL and decoded prior holes)")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    add_split_flag(p)
     n_help = "a seeded random subset of N datapoints (2..20000; I(x;z) <= log N)"
     p.add_argument("-n", type=count(2, 20_000, "-n"), default=2000, help=n_help)
     s_help = "hierarchical models: posterior draws per datapoint for a conditional layer's marginal (default: 16)"
     p.add_argument("--samples", type=count(1, 256, "--samples"), default=None, help=s_help)
     p.add_argument("--holes", type=count(0, 100_000, "--holes"), default=2000, help="prior draws scored for holes (0: none)")
-    p.add_argument("--seed", type=SEED, default=0, help="seed of the subset and of every draw")
-    add_data_flags(p)
-    add_device_flag(p)
+    add_seeded_data_flags(p, "seed of the subset and of every draw")
     p.set_defaults(func=run_diagnose)
 
 
@@ -87,8 +84,7 @@ def format_diagnosis(r: dict) -> str:
 
 @torch.no_grad()
 def run_diagnose(args: argparse.Namespace) -> int:
-    out = png_output(args)
-    run = load_run(args.run_dir, device=args.device)
+    out, run = figure_run(args)
     model = run.model
     if not isinstance(model, LatentVariableModel):
         raise ConfigError(

@@ -7,13 +7,13 @@ import time
 import torch
 
 from dgmkit._io import atomic_write_json
-from dgmkit.cli.argtypes import SEED, count, real
+from dgmkit.cli.argtypes import count, real
 from dgmkit.cli.common import (
-    add_data_flags,
-    add_device_flag,
     add_output_flags,
+    add_seeded_data_flags,
+    add_split_flag,
+    figure_run,
     plural,
-    png_output,
     posterior_means,
     run_data,
     say,
@@ -22,6 +22,7 @@ from dgmkit.cli.common import (
     write_png,
 )
 from dgmkit.config import Run, load_run
+from dgmkit.data import Dataset
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.disentanglement import factor_vae_score, mutual_information_gap
@@ -40,7 +41,7 @@ def _needs_codes(run: Run) -> None:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("disentangle", help="MIG and the FactorVAE metric of a model's codes on data with known factors")
     p.add_argument("run_dir")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    add_split_flag(p)
     p.add_argument("--bins", type=count(2, 1000, "--bins"), default=20, help="MIG: equal-width bins per code dimension")
     p.add_argument(
         "--votes",
@@ -49,21 +50,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="FactorVAE metric: votes to fit, and as many to score",
     )
     p.add_argument("--batch", type=count(2, 10_000, "--batch"), default=64, help="FactorVAE metric: images per vote")
-    p.add_argument("--seed", type=SEED, default=0)
-    add_data_flags(p)
-    add_device_flag(p)
+    add_seeded_data_flags(p)
     p.set_defaults(func=run_disentangle)
 
     p = sub.add_parser("traverse", help="decode each code dimension swept across its range, the others fixed, to a PNG")
     p.add_argument("run_dir")
     add_output_flags(p)
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    add_split_flag(p)
     p.add_argument("--dims", type=count(1, 4096, "--dims"), default=10, help="the dimensions of largest spread, at most")
     p.add_argument("--steps", type=count(2, 50, "--steps"), default=9, help="decoded values per dimension")
     p.add_argument("--range", type=real(gt=0, hi=100), default=2.5, help="the sweep: the mean +- RANGE standard deviations")
-    p.add_argument("--seed", type=SEED, default=0, help="which image is traversed (a seeded random pick)")
-    add_data_flags(p)
-    add_device_flag(p)
+    add_seeded_data_flags(p, "which image is traversed (a seeded random pick)")
     p.set_defaults(func=run_traverse)
 
 
@@ -85,6 +82,26 @@ def format_disentanglement(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _factor_vae(run: Run, dataset: Dataset, codes: torch.Tensor, args: argparse.Namespace) -> dict:
+    """The FactorVAE metric of the run's codes, on images the dataset renders for chosen factor
+    values (seeded by --seed), as disentangle.json records it."""
+    g = torch.Generator().manual_seed(args.seed)
+
+    def encode(images: torch.Tensor) -> torch.Tensor:  # rendered on the CPU, encoded where the model is
+        batch = run.transform(images, torch.Generator().manual_seed(VALID_SEED))
+        return posterior_means(run, batch.to(run.device)).cpu()
+
+    s = factor_vae_score(encode, dataset.render, dataset.factor_sizes, codes, args.votes, args.batch, g)
+    return {
+        "accuracy": s.accuracy,
+        "train_accuracy": s.train_accuracy,
+        "assignment": s.assignment.tolist(),
+        "active": int(s.active.sum()),
+        "votes": s.votes,
+        "batch": s.batch,
+    }
+
+
 @torch.no_grad()
 def run_disentangle(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
@@ -101,23 +118,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
     if codes.shape[1] < 2:
         raise ConfigError("MIG compares code dimensions: the model needs at least 2")
     mig = mutual_information_gap(codes, factors, bins=args.bins)
-    fv = None
-    if dataset.render is not None:
-        g = torch.Generator().manual_seed(args.seed)
-
-        def encode(images: torch.Tensor) -> torch.Tensor:  # rendered on the CPU, encoded where the model is
-            batch = run.transform(images, torch.Generator().manual_seed(VALID_SEED))
-            return posterior_means(run, batch.to(run.device)).cpu()
-
-        s = factor_vae_score(encode, dataset.render, dataset.factor_sizes, codes, args.votes, args.batch, g)
-        fv = {
-            "accuracy": s.accuracy,
-            "train_accuracy": s.train_accuracy,
-            "assignment": s.assignment.tolist(),
-            "active": int(s.active.sum()),
-            "votes": s.votes,
-            "batch": s.batch,
-        }
+    fv = None if dataset.render is None else _factor_vae(run, dataset, codes, args)
     result = {
         "mig": mig.mig,
         "mig_estimator": mig.estimator,
@@ -148,9 +149,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def run_traverse(args: argparse.Namespace) -> int:
-    out = png_output(args)
-    run = load_run(args.run_dir, device=args.device)
-    _needs_codes(run)
+    out, run = figure_run(args, _needs_codes)
     x, _ = split_data(run, args.split, args.data_dir, args.data)
     g = torch.Generator().manual_seed(args.seed)
     sample = x[torch.randperm(len(x), generator=g)[: min(len(x), 2000)].to(x.device)]

@@ -6,11 +6,13 @@ import torch
 
 from dgmkit.cli.argtypes import SEED, count, real
 from dgmkit.cli.common import (
-    add_data_flags,
     add_device_flag,
     add_input_flags,
     add_output_flags,
+    add_seeded_data_flags,
+    add_split_flag,
     attach_inputs,
+    figure_run,
     plural,
     png_output,
     posterior_means,
@@ -128,12 +130,14 @@ def _needs_latents(run: Run) -> None:
         raise ConfigError(f"a {run.cfg.family} model has no latent variables to reconstruct through, interpolate or plot")
 
 
-@torch.no_grad()
-def reconstruct(args: argparse.Namespace) -> int:
-    out = png_output(args)
-    run = load_run(args.run_dir, device=args.device)
+def _reconstructs(run: Run) -> None:
     if not run.model.reconstructs:  # latent models, autoencoders, code models (VQ-VAE)
         _needs_latents(run)
+
+
+@torch.no_grad()
+def reconstruct(args: argparse.Namespace) -> int:
+    out, run = figure_run(args, _reconstructs)
     x, _ = split_data(run, args.split, args.data_dir, args.data)
     if args.n > len(x):
         raise ConfigError(f"-n {args.n} is more than the {len(x)} images of the {args.split} split")
@@ -147,9 +151,7 @@ def reconstruct(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def interpolate(args: argparse.Namespace) -> int:
-    out = png_output(args)
-    run = load_run(args.run_dir, device=args.device)
-    _needs_latents(run)
+    out, run = figure_run(args, _needs_latents)
     x, _ = split_data(run, args.split, args.data_dir, args.data)
     if 2 * args.pairs > len(x):
         raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} images; the {args.split} split has {len(x)}")
@@ -170,9 +172,7 @@ def interpolate(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def latents(args: argparse.Namespace) -> int:
-    out = png_output(args)
-    run = load_run(args.run_dir, device=args.device)
-    _needs_latents(run)
+    out, run = figure_run(args, _needs_latents)
     x, y = split_data(run, args.split, args.data_dir, args.data)
     if args.limit is not None and args.limit < len(x):
         idx = _pick(len(x), args.limit, args.seed).to(x.device)
@@ -187,9 +187,6 @@ def latents(args: argparse.Namespace) -> int:
 
 def _side(n: int) -> int:
     return max(1, int(round(n**0.5)))
-
-
-_SPLIT = dict(default="test", choices=["train", "valid", "test"])
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -222,10 +219,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("-n", type=count(1, 10_000, "-n"), default=32, help="images (at most the split's)")
     add_output_flags(p)
-    p.add_argument("--split", **_SPLIT)
-    p.add_argument("--seed", type=SEED, default=0)
-    add_data_flags(p)
-    add_device_flag(p)
+    add_split_flag(p)
+    add_seeded_data_flags(p)
     p.set_defaults(func=reconstruct)
 
     p = sub.add_parser("interpolate", help="decode straight lines in latent space between test images, to a PNG")
@@ -233,18 +228,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", type=count(1, 1000, "--pairs"), default=8)
     p.add_argument("--steps", type=count(2, 100, "--steps"), default=10)
     add_output_flags(p)
-    p.add_argument("--split", **_SPLIT)
-    p.add_argument("--seed", type=SEED, default=0)
-    add_data_flags(p)
-    add_device_flag(p)
+    add_split_flag(p)
+    add_seeded_data_flags(p)
     p.set_defaults(func=interpolate)
 
     p = sub.add_parser("latents", help="scatter of latent means coloured by label (PCA when M > 2), to a PNG")
     p.add_argument("run_dir")
     add_output_flags(p)
-    p.add_argument("--split", **_SPLIT)
+    add_split_flag(p)
     p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
-    p.add_argument("--seed", type=SEED, default=0)
-    add_data_flags(p)
-    add_device_flag(p)
+    add_seeded_data_flags(p)
     p.set_defaults(func=latents)

@@ -200,6 +200,17 @@ def run_impute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline(rows: np.ndarray, name: str, seed: int, cat: np.ndarray) -> np.ndarray:
+    """A classical imputer's filled rows, its values in the categorical columns ``cat`` rounded to
+    the nearest category (the column mean's replaced by the most frequent category)."""
+    filled = baseline_impute(rows, name, seed)
+    if cat.any():
+        filled[:, cat] = np.round(filled[:, cat])
+        if name == "mean":
+            filled[:, cat] = np.where(np.isnan(rows[:, cat]), _modes(rows[:, cat]), rows[:, cat])
+    return filled
+
+
 def _scores(
     args: argparse.Namespace,
     run: Run,
@@ -220,13 +231,7 @@ def _scores(
     cat = np.array([c.kind == "categorical" for c in columns], dtype=bool) if columns else np.zeros(t.shape[1], bool)
     num_m, cat_m = m & ~cat, m & cat
     imputations = {f"MIWAE (k={args.k})": single.reshape(n, -1).numpy()}
-    for name in args.baselines:
-        filled = baseline_impute(rows, name, args.seed)
-        if cat.any():
-            filled[:, cat] = np.round(filled[:, cat])
-            if name == "mean":
-                filled[:, cat] = np.where(np.isnan(rows[:, cat]), _modes(rows[:, cat]), rows[:, cat])
-        imputations[name] = filled
+    imputations.update({name: _baseline(rows, name, args.seed, cat) for name in args.baselines})
     results = {name: rmse(v, t, num_m) for name, v in imputations.items()} if num_m.any() else {}
     errors = {name: float((v[cat_m] != t[cat_m]).mean()) for name, v in imputations.items()} if cat_m.any() else {}
     d = run.cfg.data

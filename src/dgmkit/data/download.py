@@ -9,6 +9,7 @@ import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from dgmkit.data.formats import MAX_BYTES_ENV, max_data_bytes
 from dgmkit.errors import DataError
@@ -58,6 +59,19 @@ def _remove_folders(created: list[Path]) -> None:
             p.rmdir()
 
 
+def _stream(url: str, out: BinaryIO, h: "hashlib._Hash", limit: int, timeout: float) -> None:
+    """The bytes at ``url`` into ``out`` and the hash ``h``, in blocks of 1 MiB, stopped past
+    ``limit`` bytes."""
+    size = 0
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        for block in iter(lambda: resp.read(1 << 20), b""):
+            size += len(block)
+            if size > limit:
+                raise DataError(f"download of {url} exceeds {limit} bytes, the limit (set {MAX_BYTES_ENV} to raise it)")
+            h.update(block)
+            out.write(block)
+
+
 def download(
     url: str,
     dest: Path,
@@ -85,14 +99,8 @@ def download(
         created = _make_folders(dest.parent)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         log.info("downloading %s", url)
-        size = 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                size += len(block)
-                if size > limit:
-                    raise DataError(f"download of {url} exceeds {limit} bytes, the limit (set {MAX_BYTES_ENV} to raise it)")
-                h.update(block)
-                out.write(block)
+        with os.fdopen(fd, "wb") as out:
+            _stream(url, out, h, limit, timeout)
         if checksum is not None and h.hexdigest() != checksum:
             raise DataError(f"download of {url} has {algorithm} {h.hexdigest()}, expected {checksum}")
         if verify is not None:

@@ -397,71 +397,86 @@ def _short(value: object) -> str:
     return r if len(r) <= 40 else r[:37] + "..."
 
 
-def _npy_header_dict(text: str, fail: "_Fail") -> dict:
-    """Parse the header of a .npy file: a Python dict literal of strings, booleans and tuples
-    of integers (what NumPy writes), without ``eval``: any other text is refused."""
-    tokens = []
-    for m in _NPY_TOKEN.finditer(text):
-        kind = m.lastgroup
-        if kind == "bad":
-            fail(f"malformed header (unexpected {m['bad']!r})")
-        tokens.append((kind, m[kind]))
-    pos = 0
+class _HeaderParser:
+    """A recursive-descent parser of a .npy header's tokens: a Python dict literal of strings,
+    booleans and tuples of integers (what NumPy writes). ``fail`` refuses anything else."""
 
-    def take() -> tuple[str, str]:
-        nonlocal pos
-        if pos >= len(tokens):
-            fail("malformed header (it ends early)")
-        pos += 1
-        return tokens[pos - 1]
+    def __init__(self, text: str, fail: "_Fail"):
+        self.fail = fail
+        self.tokens = []
+        for m in _NPY_TOKEN.finditer(text):
+            kind = m.lastgroup
+            if kind == "bad":
+                fail(f"malformed header (unexpected {m['bad']!r})")
+            self.tokens.append((kind, m[kind]))
+        self.pos = 0
 
-    def value() -> object:
-        kind, tok = take()
+    def take(self) -> tuple[str, str]:
+        if self.pos >= len(self.tokens):
+            self.fail("malformed header (it ends early)")
+        self.pos += 1
+        return self.tokens[self.pos - 1]
+
+    def value(self) -> object:
+        kind, tok = self.take()
         if kind == "str":
             return tok[1:-1]
         if kind == "name":
             return {"True": True, "False": False, "None": None}[tok]
         if tok == "[":
-            fail("structured dtypes (records with fields) cannot be read; save a plain numeric array")
+            self.fail("structured dtypes (records with fields) cannot be read; save a plain numeric array")
         if tok != "(":
-            fail(f"malformed header (unexpected {_short(tok)})")
+            self.fail(f"malformed header (unexpected {_short(tok)})")
+        return self.shape()
+
+    def shape(self) -> tuple[int, ...]:
+        """The rest of a tuple of integers, after its "("."""
         items = []
         while True:
-            kind, tok = take()
+            kind, tok = self.take()
             if tok == ")":
                 return tuple(items)
             if kind != "int":
-                fail(f"malformed header (shape holds {_short(tok)})")
+                self.fail(f"malformed header (shape holds {_short(tok)})")
             if len(tok.lstrip("-")) > 30:
-                fail("the shape declares a dimension of more than 30 digits")
+                self.fail("the shape declares a dimension of more than 30 digits")
             items.append(int(tok))
-            kind, tok = take()
+            kind, tok = self.take()
             if tok == ")":
                 return tuple(items)
             if tok != ",":
-                fail(f"malformed header (unexpected {_short(tok)} in the shape)")
+                self.fail(f"malformed header (unexpected {_short(tok)} in the shape)")
 
-    out: dict = {}
-    if take()[1] != "{":
-        fail("malformed header (not a dict)")
-    while True:
-        kind, tok = take()
-        if tok == "}":
-            break
-        if kind != "str":
-            fail(f"malformed header (unexpected {_short(tok)})")
-        if take()[1] != ":":
-            fail("malformed header (a key without ':')")
-        key = tok[1:-1]
-        if key in out:
-            fail(f"malformed header (the key {_short(key)} appears twice)")
-        out[key] = value()
-        kind, tok = take()
-        if tok == "}":
-            break
-        if tok != ",":
-            fail(f"malformed header (unexpected {_short(tok)})")
-    if pos != len(tokens):
+    def header(self) -> dict:
+        """The header's dict literal, from its "{" to its "}"."""
+        out: dict = {}
+        if self.take()[1] != "{":
+            self.fail("malformed header (not a dict)")
+        while True:
+            kind, tok = self.take()
+            if tok == "}":
+                return out
+            if kind != "str":
+                self.fail(f"malformed header (unexpected {_short(tok)})")
+            if self.take()[1] != ":":
+                self.fail("malformed header (a key without ':')")
+            key = tok[1:-1]
+            if key in out:
+                self.fail(f"malformed header (the key {_short(key)} appears twice)")
+            out[key] = self.value()
+            kind, tok = self.take()
+            if tok == "}":
+                return out
+            if tok != ",":
+                self.fail(f"malformed header (unexpected {_short(tok)})")
+
+
+def _npy_header_dict(text: str, fail: "_Fail") -> dict:
+    """Parse the header of a .npy file: a Python dict literal of strings, booleans and tuples
+    of integers (what NumPy writes), without ``eval``: any other text is refused."""
+    parser = _HeaderParser(text, fail)
+    out = parser.header()
+    if parser.pos != len(parser.tokens):
         fail("malformed header (text after the dict)")
     return out
 

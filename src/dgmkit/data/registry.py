@@ -67,24 +67,38 @@ _BINARIZED = {
         ("test", "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"),
     ]
 }
-_MNIST_FILES = {
-    k: Remote(f, f"{_MNIST}{f}", c, "md5")
-    for k, f, c in [
-        ("train_x", "train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-        ("train_y", "train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-        ("test_x", "t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-        ("test_y", "t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
-    ]
+_IDX_NAMES = {
+    "train_x": "train-images-idx3-ubyte.gz",
+    "train_y": "train-labels-idx1-ubyte.gz",
+    "test_x": "t10k-images-idx3-ubyte.gz",
+    "test_y": "t10k-labels-idx1-ubyte.gz",
 }
-_FASHION_FILES = {
-    k: Remote(f, f"{_FASHION}{f}", c, "md5")
-    for k, f, c in [
-        ("train_x", "train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-        ("train_y", "train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-        ("test_x", "t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-        ("test_y", "t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-    ]
-}
+
+
+def _idx_files(base_url: str, md5: dict[str, str]) -> dict[str, Remote]:
+    """The four IDX files of an MNIST-layout dataset (its images and labels, train and test) at
+    ``base_url``, each with its MD5."""
+    return {k: Remote(f, f"{base_url}{f}", md5[k], "md5") for k, f in _IDX_NAMES.items()}
+
+
+_MNIST_FILES = _idx_files(
+    _MNIST,
+    {
+        "train_x": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train_y": "d53e105ee54ea40749a09fcbcd1e9432",
+        "test_x": "9fb629c4189551a2d022fa330f9573f3",
+        "test_y": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+)
+_FASHION_FILES = _idx_files(
+    _FASHION,
+    {
+        "train_x": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train_y": "25c81989df183df01b3e8a0aad5dffbe",
+        "test_x": "bef4ecab320f06d8554ea6380940ec79",
+        "test_y": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+)
 
 
 # SHA-256 of each canonical file's decoded array (C-order bytes): what identifies the data.
@@ -514,6 +528,36 @@ def _reshape(x: np.ndarray, image_shape: tuple[int, ...], name: str) -> np.ndarr
     return x.reshape(len(x), *image_shape)
 
 
+def _load_data_file(name: str, key: str | None, shape: tuple[int, ...] | None, schema: str | os.PathLike | None) -> Dataset:
+    """A dataset from a data file given by its path (``load_dataset``)."""
+    try:
+        path = Path(name).expanduser()
+    except RuntimeError as e:  # ~user of an unknown user
+        raise DataError(f"no such data file: {name} ({e})") from None
+    if not path.is_file():
+        raise DataError(f"no such data file: {path}")
+    if schema is not None and path.suffix.lower() not in TABLE_SUFFIXES:
+        raise DataError(f"--schema describes a table's columns: it applies to .csv and .parquet files, not {path.name}")
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        if key is not None or shape is not None:
+            raise DataError(f"--data-key and --image-shape do not apply to a table ({path.name})")
+        rows, columns = read_table(path, schema)
+        return replace(from_array(rows.astype(np.float32), None, name=path.name), columns=columns)
+    if path.suffix.lower() == ".mat":
+        x, y = read_mat(path, key)
+        if x.shape == (560, 1965) and x.dtype == np.uint8 and content_digest(x.T) == CONTENT[("frey-faces", "frames")]:
+            if shape is not None and shape not in (FREY_SHAPE[1:], FREY_SHAPE[2:]):
+                raise DataError(
+                    f"{path} holds the Frey faces, whose frames are 28 x 20; --image-shape {shape} contradicts it"
+                )
+            return frey_faces(np.ascontiguousarray(x.T))
+    else:
+        x, y = read_arrays(path, key)
+    if shape is not None:
+        x = _reshape(x, shape, path.name)
+    return from_array(x, y, name=path.name)
+
+
 def load_dataset(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -534,32 +578,7 @@ def load_dataset(
     """
     shape = None if image_shape is None else tuple(int(v) for v in image_shape)
     if is_data_file(name):
-        try:
-            path = Path(name).expanduser()
-        except RuntimeError as e:  # ~user of an unknown user
-            raise DataError(f"no such data file: {name} ({e})") from None
-        if not path.is_file():
-            raise DataError(f"no such data file: {path}")
-        if schema is not None and path.suffix.lower() not in TABLE_SUFFIXES:
-            raise DataError(f"--schema describes a table's columns: it applies to .csv and .parquet files, not {path.name}")
-        if path.suffix.lower() in TABLE_SUFFIXES:
-            if key is not None or shape is not None:
-                raise DataError(f"--data-key and --image-shape do not apply to a table ({path.name})")
-            rows, columns = read_table(path, schema)
-            return replace(from_array(rows.astype(np.float32), None, name=path.name), columns=columns)
-        if path.suffix.lower() == ".mat":
-            x, y = read_mat(path, key)
-            if x.shape == (560, 1965) and x.dtype == np.uint8 and content_digest(x.T) == CONTENT[("frey-faces", "frames")]:
-                if shape is not None and shape not in (FREY_SHAPE[1:], FREY_SHAPE[2:]):
-                    raise DataError(
-                        f"{path} holds the Frey faces, whose frames are 28 x 20; --image-shape {shape} contradicts it"
-                    )
-                return frey_faces(np.ascontiguousarray(x.T))
-        else:
-            x, y = read_arrays(path, key)
-        if shape is not None:
-            x = _reshape(x, shape, path.name)
-        return from_array(x, y, name=path.name)
+        return _load_data_file(name, key, shape, schema)
     if name not in DATASETS:
         raise DataError(
             f"unknown dataset {name!r}; choose from {sorted(DATASETS)} or give a .npy, .npz or .mat file by its path"

@@ -45,13 +45,8 @@ class DiagonalNormal(Independent, JointSampler):
     def scale(self) -> torch.Tensor:
         return self.base_dist.scale
 
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.base_dist.loc
-
-    @property
-    def stddev(self) -> torch.Tensor:
-        return self.base_dist.scale
+    mean = loc
+    stddev = scale
 
     def rsample_and_log_prob(
         self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None

@@ -7,7 +7,7 @@ import torch
 
 from dgmkit.conditional import Decoder
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
+from dgmkit.families.parts import AutoencoderSettings, decoder_net, encoder_net
 from dgmkit.families.registry import register_family
 from dgmkit.models import Autoencoder
 from dgmkit.objectives import Objective, Reconstruction
@@ -18,7 +18,7 @@ __all__ = ["AutoencoderConfig"]
 
 @register_family
 @dataclasses.dataclass
-class AutoencoderConfig(NetworkSettings, LikelihoodSettings, FamilyConfig):
+class AutoencoderConfig(AutoencoderSettings, FamilyConfig):
     name = "ae"
     summary = "deterministic autoencoder (a baseline: no prior, no density)"
 

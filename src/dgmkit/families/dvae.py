@@ -11,7 +11,7 @@ from torch import nn
 from dgmkit.conditional import CategoricalEncoder, Decoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import KLWeightSettings, LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
+from dgmkit.families.parts import AutoencoderSettings, KLWeightSettings, decoder_net, encoder_net
 from dgmkit.families.registry import register_family
 from dgmkit.models import CategoricalVAE
 from dgmkit.nn import MLP
@@ -24,7 +24,7 @@ __all__ = ["DiscreteVAEConfig"]
 
 @register_family
 @dataclasses.dataclass
-class DiscreteVAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, FamilyConfig):
+class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
     name = "dvae"
     summary = "VAE with categorical latents: Gumbel-softmax or REINFORCE"
 

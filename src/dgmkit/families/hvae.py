@@ -12,14 +12,7 @@ from torch import nn
 from dgmkit.conditional import Decoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import (
-    KLWeightSettings,
-    LikelihoodSettings,
-    NetworkSettings,
-    PriorSettings,
-    decoder_net,
-    encoder_net,
-)
+from dgmkit.families.parts import VAESettings, decoder_net, encoder_net
 from dgmkit.families.registry import register_family
 from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.models.vdvae import DeepTopDownVAE
@@ -36,7 +29,7 @@ __all__ = ["HVAEConfig"]
 
 @register_family
 @dataclasses.dataclass
-class HVAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSettings, FamilyConfig):
+class HVAEConfig(VAESettings, FamilyConfig):
     name = "hvae"
     summary = "hierarchical VAE: stochastic layers z_1..z_L, bottom-up, top-down or ladder posterior"
 

@@ -24,7 +24,17 @@ from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNor
 from dgmkit.settings import setting
 from dgmkit.transforms import VECTOR_FLOWS
 
-__all__ = ["LikelihoodSettings", "NetworkSettings", "KLWeightSettings", "encoder_net", "decoder_net", "Activation"]
+__all__ = [
+    "LikelihoodSettings",
+    "NetworkSettings",
+    "PriorSettings",
+    "KLWeightSettings",
+    "AutoencoderSettings",
+    "VAESettings",
+    "encoder_net",
+    "decoder_net",
+    "Activation",
+]
 
 Activation = Literal["relu", "elu", "tanh", "gelu", "silu"]
 
@@ -182,6 +192,18 @@ class KLWeightSettings:
 
     def trainer_options(self) -> dict:
         return {"beta": self.beta, "warmup_epochs": self.warmup}
+
+
+@dataclasses.dataclass
+class AutoencoderSettings(NetworkSettings, LikelihoodSettings):
+    """An encoder and a decoder network (``encoder_net``, ``decoder_net``) around a code, with
+    p(x|.) at the decoder's end: the parts of every autoencoding family."""
+
+
+@dataclasses.dataclass
+class VAESettings(KLWeightSettings, PriorSettings, AutoencoderSettings):
+    """An autoencoder with Gaussian latents under a chosen prior p(z) and a weighted KL term: the
+    parts of the VAE and of the hierarchical VAE."""
 
 
 def encoder_net(s: NetworkSettings, event_shape: tuple[int, ...], out: int) -> nn.Module:

@@ -9,14 +9,7 @@ import torch
 from dgmkit.conditional import Decoder, GaussianEncoder, IAFEncoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import (
-    KLWeightSettings,
-    LikelihoodSettings,
-    NetworkSettings,
-    PriorSettings,
-    decoder_net,
-    encoder_net,
-)
+from dgmkit.families.parts import VAESettings, decoder_net, encoder_net
 from dgmkit.families.registry import register_family
 from dgmkit.models import VAE
 from dgmkit.objectives import ELBO, IWAE, BetaTCVAE, Objective
@@ -29,7 +22,7 @@ __all__ = ["VAEConfig"]
 
 @register_family
 @dataclasses.dataclass
-class VAEConfig(KLWeightSettings, PriorSettings, NetworkSettings, LikelihoodSettings, FamilyConfig):
+class VAEConfig(VAESettings, FamilyConfig):
     name = "vae"
     summary = "variational autoencoder: Gaussian latents, ELBO or IWAE"
 

@@ -8,7 +8,7 @@ import torch
 
 from dgmkit.conditional import Decoder, GaussianEncoder
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import KLWeightSettings, LikelihoodSettings, NetworkSettings, decoder_net, encoder_net
+from dgmkit.families.parts import AutoencoderSettings, KLWeightSettings, decoder_net, encoder_net
 from dgmkit.families.registry import register_family
 from dgmkit.models.wae import WassersteinAutoencoder
 from dgmkit.objectives import Objective
@@ -21,7 +21,7 @@ __all__ = ["WAEConfig"]
 
 @register_family
 @dataclasses.dataclass
-class WAEConfig(KLWeightSettings, NetworkSettings, LikelihoodSettings, FamilyConfig):
+class WAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
     name = "wae"
     summary = "Wasserstein autoencoder (WAE-MMD): codes pushed to the prior by an MMD penalty"
 

@@ -68,13 +68,73 @@ def _draw(q: DiagonalNormal, given: torch.Tensor | None, generator: torch.Genera
     return q.mean + q.stddev * eps
 
 
+@dataclass(frozen=True)
+class PosteriorPass:
+    """How one ancestral pass of a layered posterior takes each layer: ``sample_shape`` draws per
+    datapoint, ``given`` joint latents (*sample, B, sum M_l) scored instead of drawn, draws from
+    ``generator``, or each layer's mean (``means``: a representative point)."""
+
+    sample_shape: tuple[int, ...] = ()
+    given: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+    means: bool = False
+
+    def expand(self, q: DiagonalNormal) -> DiagonalNormal:
+        """A q of x alone, for every draw."""
+        if not self.sample_shape:
+            return q
+        shape = (*self.sample_shape, *q.mean.shape)
+        return diagonal_normal(q.mean.expand(*shape), q.stddev.expand(*shape))
+
+    def take(self, q: DiagonalNormal, given: torch.Tensor | None) -> torch.Tensor:
+        """The layer's z: ``given``, else q's mean (``means``) or a draw of q."""
+        return q.mean if self.means and given is None else _draw(q, given, self.generator)
+
+
 class LayerStack:
     """What every stack of stochastic layers z = (z_1, ..., z_L) shares, whatever its networks
     (``HierarchicalVAE``, the deep top-down VAE): q(z | x) and p(z) over the concatenated layers,
     ancestral through the model's ``path`` and ``top()``, and clusters from the top prior's
-    mixture components where it has them. Listed before ``LatentVariableModel`` in the bases."""
+    mixture components where it has them. Listed before ``LatentVariableModel`` in the bases.
+    ``sizes``: the layers' dimensions M_1, ..., M_L."""
 
     has_layers: ClassVar[bool] = True
+    sizes: list[int]
+
+    @property
+    def latent_dim(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.sizes)
+
+    def split(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """(..., sum M_l) -> [z_1, ..., z_L]."""
+        return list(z.split(self.sizes, dim=-1))
+
+    def path(
+        self,
+        x: torch.Tensor,
+        sample_shape: tuple[int, ...] = (),
+        given: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        means: bool = False,
+    ) -> list[LayerDraw]:
+        """One ancestral pass of the posterior for each datapoint (and ``sample_shape`` draws of
+        it): the layers in the order they are drawn, each with q, z and the layer's prior given
+        the layer above. ``given`` (*sample, B, sum M_l): score these latents instead of drawing;
+        ``means``: take each layer's mean instead of a draw (a representative point)."""
+        return self._posterior_pass(x, PosteriorPass(sample_shape, given, generator, means), output=False)[0]
+
+    def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[list[LayerDraw], Distribution]:
+        """One posterior draw per datapoint (``path``) and p(x | z) at it. The model's
+        ``_posterior_pass(x, how, output)`` makes both: the draws and p(x | z) if ``output``."""
+        return self._posterior_pass(x, PosteriorPass(generator=generator), output=True)
+
+    def top(self) -> Distribution:
+        """p(z_L), with the model's q(z_L | x) as context where the prior asks for it."""
+        return self.top_prior(self.top_posterior if self.top_prior.context == "encoder" else None)
 
     def posterior(self, x: torch.Tensor) -> "HierarchicalPosterior":
         """q(z | x) over z = (z_1, ..., z_L): batch (B,), event (sum M_l,)."""
@@ -151,20 +211,8 @@ class HierarchicalVAE(LayerStack, LatentVariableModel):
 
     # ------------------------------------------------------------ shapes
     @property
-    def latent_dim(self) -> int:
-        return sum(self.sizes)
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.sizes)
-
-    @property
     def event_shape(self) -> tuple[int, ...]:
         return self.decoder.event_shape
-
-    def split(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """(..., sum M_l) -> [z_1, ..., z_L]."""
-        return list(z.split(self.sizes, dim=-1))
 
     # ------------------------------------------------------------ inference
     def _encode(self, x: torch.Tensor, scale: bool = True) -> list[torch.Tensor]:
@@ -194,45 +242,43 @@ class HierarchicalVAE(LayerStack, LatentVariableModel):
             raise ValueError("a bottom-up posterior has no q(z_L | x) of x alone")
         return self._top_q(self._encode(u, scale=False))
 
-    def path(
-        self,
-        x: torch.Tensor,
-        sample_shape: tuple[int, ...] = (),
-        given: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        means: bool = False,
-    ) -> list[LayerDraw]:
-        """One ancestral pass of the posterior for each datapoint (and ``sample_shape`` draws of
-        it): the layers in the order they are drawn, each with q, z and the layer's prior given
-        the layer above. ``given`` (*sample, B, sum M_l): score these latents instead of drawing;
-        ``means``: take each layer's mean instead of a draw (a representative point)."""
+    def _posterior_pass(
+        self, x: torch.Tensor, how: "PosteriorPass", output: bool
+    ) -> tuple[list[LayerDraw], Distribution | None]:
         enc = self._encode(x)  # computed once per datapoint, whatever the number of draws
-        fixed = self.split(given) if given is not None else [None] * self.num_layers
+        fixed = self.split(how.given) if how.given is not None else [None] * self.num_layers
+        if self.inference == "bottom-up":
+            draws = self._bottom_up_path(enc, how, fixed)
+        else:
+            draws = self._top_down_path(enc, how, fixed)
+        if not output:
+            return draws, None
+        return draws, self.likelihood(torch.cat([d.z for d in sorted(draws, key=lambda d: d.index)], -1))
+
+    def _bottom_up_path(
+        self, enc: list[torch.Tensor], how: "PosteriorPass", fixed: list[torch.Tensor | None]
+    ) -> list[LayerDraw]:
+        """q(z_1 | x) q(z_2 | z_1) ...: the layers drawn upwards, then their priors."""
         L = self.num_layers
         draws: dict[int, LayerDraw] = {}
+        below = enc[0]
+        for i in range(L):
+            q = _gaussian(self.q_nets[i](below), self.sizes[i], self.min_scale)
+            q = how.expand(q) if i == 0 else q  # q(z_1 | x): once per datapoint
+            below = how.take(q, fixed[i])
+            draws[i] = LayerDraw(i, q, below, None)
+        for i in range(L - 1):  # the priors, once the layer above is drawn
+            draws[i].p = self.layer_priors[i](draws[i + 1].z)
+        return [draws[i] for i in range(L)]
 
-        def take(q: DiagonalNormal, i: int) -> torch.Tensor:
-            return q.mean if means and fixed[i] is None else _draw(q, fixed[i], generator)
-
-        def expand(q: DiagonalNormal) -> DiagonalNormal:  # a q of x alone, for every draw
-            if not sample_shape:
-                return q
-            return diagonal_normal(
-                q.mean.expand(*sample_shape, *q.mean.shape), q.stddev.expand(*sample_shape, *q.mean.shape)
-            )
-
-        if self.inference == "bottom-up":
-            below = enc[0]
-            for i in range(L):
-                q = _gaussian(self.q_nets[i](below), self.sizes[i], self.min_scale)
-                q = expand(q) if i == 0 else q  # q(z_1 | x): once per datapoint
-                below = take(q, i)
-                draws[i] = LayerDraw(i, q, below, None)
-            for i in range(L - 1):  # the priors, once the layer above is drawn
-                draws[i].p = self.layer_priors[i](draws[i + 1].z)
-            return [draws[i] for i in range(L)]
-        q = expand(self._top_q(enc))
-        z = take(q, L - 1)
+    def _top_down_path(
+        self, enc: list[torch.Tensor], how: "PosteriorPass", fixed: list[torch.Tensor | None]
+    ) -> list[LayerDraw]:
+        """q(z_L | x) q(z_{L-1} | x, z_L) ... (top-down), or the ladder's merges: the layers
+        drawn downwards, each with its prior given the layer above."""
+        L = self.num_layers
+        q = how.expand(self._top_q(enc))
+        z = how.take(q, fixed[L - 1])
         out = [LayerDraw(L - 1, q, z, None)]
         for i in range(L - 2, -1, -1):
             p = self.layer_priors[i](z)
@@ -244,18 +290,13 @@ class HierarchicalVAE(LayerStack, LatentVariableModel):
                     h = net(torch.cat([enc[0].expand(*z.shape[:-1], enc[0].shape[-1]), z], -1))
                 q = _gaussian(h, self.sizes[i], self.min_scale)
             else:  # ladder: precision-weighted merge of the bottom-up estimate and the prior
-                est = expand(_gaussian(self.q_nets[i](enc[i]), self.sizes[i], self.min_scale))
+                est = how.expand(_gaussian(self.q_nets[i](enc[i]), self.sizes[i], self.min_scale))
                 prec_e, prec_p = est.stddev.pow(-2), p.stddev.pow(-2)
                 var = 1.0 / (prec_e + prec_p)
                 q = diagonal_normal((est.mean * prec_e + p.mean * prec_p) * var, var.sqrt())
-            z = take(q, i)
+            z = how.take(q, fixed[i])
             out.append(LayerDraw(i, q, z, p))
         return out
-
-    def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[list[LayerDraw], Distribution]:
-        """One posterior draw per datapoint (``path``) and p(x | z) at it."""
-        draws = self.path(x, generator=generator)
-        return draws, self.likelihood(torch.cat([d.z for d in sorted(draws, key=lambda d: d.index)], -1))
 
     def closed_form_kl(self, index: int) -> bool:
         """Whether layer ``index``'s ELBO term may be the closed-form KL(q || p): p(z_l | z_{l+1})
@@ -284,10 +325,6 @@ class HierarchicalVAE(LayerStack, LatentVariableModel):
         return log_p
 
     # ------------------------------------------------------------ generation
-    def top(self) -> Distribution:
-        """p(z_L), with the model's q(z_L | x) as context where the prior asks for it."""
-        return self.top_prior(self.top_posterior if self.top_prior.context == "encoder" else None)
-
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x | z) for z = (z_1, ..., z_L) of shape (*batch, sum M_l)."""
         return self.decoder(z if self.decoder_input == "all" else self.split(z)[0])

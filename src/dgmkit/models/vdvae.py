@@ -43,7 +43,7 @@ from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.distributions import DiagonalNormal, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import LatentVariableModel
-from dgmkit.models.hvae import LayerDraw, LayerStack
+from dgmkit.models.hvae import LayerDraw, LayerStack, PosteriorPass
 from dgmkit.priors import Prior
 
 __all__ = ["DeepTopDownVAE", "BottleneckBlock"]
@@ -114,6 +114,21 @@ def _flat_normal(mu: torch.Tensor, sigma: torch.Tensor, lead: tuple[int, ...]) -
     return diagonal_normal(mu.reshape(*lead, -1), sigma.reshape(*lead, -1))
 
 
+def _check_geometry(hgt: int, wid: int, res: list[int], layers: Sequence[int], scale_bounds: tuple[float, float]) -> None:
+    """The deep top-down VAE's shape: latent layers at resolutions that double up to the square
+    image by further doublings, and scale bounds 0 < min < max."""
+    if len(res) != len(layers) or not res or any(n < 1 for n in layers):
+        raise ValueError("need one positive number of latent layers per resolution")
+    ratio = hgt // res[-1] if hgt % res[-1] == 0 else 0
+    if hgt != wid or any(b != 2 * a for a, b in zip(res, res[1:])) or ratio == 0 or ratio & (ratio - 1):
+        raise ValueError(
+            f"the resolutions {res} must double from one to the next and reach {hgt}x{wid} by further doublings"
+        )
+    lo, hi = scale_bounds
+    if not 0 < lo < hi:
+        raise ValueError(f"the scale bounds must satisfy 0 < min < max, got {scale_bounds}")
+
+
 class DeepTopDownVAE(LayerStack, LatentVariableModel):
     """See the module docstring. ``resolutions``: the latent resolutions, lowest first (each
     twice the one before, the last dividing the image); ``layers``: latent layers at each;
@@ -140,16 +155,8 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         super().__init__()
         c, hgt, wid = (int(v) for v in event_shape)
         res = [int(r) for r in resolutions]
-        if len(res) != len(layers) or not res or any(n < 1 for n in layers):
-            raise ValueError("need one positive number of latent layers per resolution")
-        ratio = hgt // res[-1] if hgt % res[-1] == 0 else 0
-        if hgt != wid or any(b != 2 * a for a, b in zip(res, res[1:])) or ratio == 0 or ratio & (ratio - 1):
-            raise ValueError(
-                f"the resolutions {res} must double from one to the next and reach {hgt}x{wid} by further doublings"
-            )
+        _check_geometry(hgt, wid, res, layers, scale_bounds)
         lo, hi = scale_bounds
-        if not 0 < lo < hi:
-            raise ValueError(f"the scale bounds must satisfy 0 < min < max, got {scale_bounds}")
         self.event_shape = (c, hgt, wid)
         self.head = head
         self.top_prior = top_prior
@@ -181,17 +188,6 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
             raise ValueError(f"the top prior must be over {self.sizes[-1]} dimensions, got {top_prior.latent_dim}")
 
     # ------------------------------------------------------------ shapes
-    @property
-    def latent_dim(self) -> int:
-        return sum(self.sizes)
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.sizes)
-
-    def split(self, z: torch.Tensor) -> list[torch.Tensor]:
-        return list(z.split(self.sizes, dim=-1))
-
     def closed_form_kl(self, index: int) -> bool:
         return True  # top-down: every layer's prior conditions on layers drawn before it
 
@@ -225,7 +221,6 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         layer is drawn from q (or taken from ``given``, layers in drawing order, each (*lead,
         M_l)); without, from p (after ``z_top``, the top layer, if given). Returns the draws in
         drawing order, the joint z (*lead, sum M_l) and p(x | z) (if ``output``)."""
-        lo, hi = self.scale_bounds
         h = self.h0.expand(n, -1, -1, -1)
         top_dist = self.top() if acts is None and z_top is None and given is None else None
         draws, r_prev = [], self.cell_res[0]
@@ -234,12 +229,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
             if r != r_prev:
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
                 r_prev = r
-            mu_p, sd_p, dh = cell.prior_part(h, lo, hi)
-            p = None if mu_p is None else _flat_normal(mu_p, sd_p, lead)
-            q = None
-            if acts is not None:
-                mu_q, sd_q = cell.posterior_part(h, acts[r], lo, hi)
-                q = _flat_normal(mu_q, sd_q, lead)
+            p, q, dh = self._cell_dists(cell, h, None if acts is None else acts[r], lead)
             index = total - 1 - j
             if given is not None:
                 z = given[j]
@@ -266,6 +256,20 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         c, hh, ww = self.event_shape
         return draws, z, self.head(params.reshape(*lead, c, self.head.params_per_pixel, hh, ww))
 
+    def _cell_dists(
+        self, cell: _LatentCell, h: torch.Tensor, act: torch.Tensor | None, lead: tuple[int, ...]
+    ) -> tuple[DiagonalNormal | None, DiagonalNormal | None, torch.Tensor]:
+        """A cell's prior p (None at the top: the top prior), its posterior q given the bottom-up
+        activation ``act`` (None without one) and its prior branch's update of the state h."""
+        lo, hi = self.scale_bounds
+        mu_p, sd_p, dh = cell.prior_part(h, lo, hi)
+        p = None if mu_p is None else _flat_normal(mu_p, sd_p, lead)
+        q = None
+        if act is not None:
+            mu_q, sd_q = cell.posterior_part(h, act, lo, hi)
+            q = _flat_normal(mu_q, sd_q, lead)
+        return p, q, dh
+
     def _expanded_acts(self, x: torch.Tensor, sample_shape: tuple[int, ...]) -> tuple[dict, int, tuple[int, ...]]:
         acts = self._bottom_up(x)  # once per datapoint, whatever the number of draws
         lead = (*sample_shape, len(x))
@@ -277,29 +281,13 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
     def _with_given(self, given: torch.Tensor | None) -> list[torch.Tensor] | None:
         return None if given is None else list(reversed(self.split(given)))
 
-    def path(
-        self,
-        x: torch.Tensor,
-        sample_shape: tuple[int, ...] = (),
-        given: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        means: bool = False,
-    ) -> list[LayerDraw]:
-        """As ``HierarchicalVAE.path``: the posterior's layers in drawing order (top first)."""
-        return self.draw(x, sample_shape, given, generator, means, output=False)[0]
-
-    def draw(
-        self,
-        x: torch.Tensor,
-        sample_shape: tuple[int, ...] = (),
-        given: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        means: bool = False,
-        output: bool = True,
+    def _posterior_pass(
+        self, x: torch.Tensor, how: PosteriorPass, output: bool
     ) -> tuple[list[LayerDraw], Distribution | None]:
-        """One pass of the posterior: its draws (the top one's p is None: the top prior) and p(x | z)."""
-        acts, n, lead = self._expanded_acts(x, tuple(sample_shape))
-        draws, _, px = self._top_down(n, lead, acts, self._with_given(given), generator, means, output=output)
+        """One top-down pass of the posterior: its draws in drawing order, top first (the top
+        one's p is None: the top prior), and p(x | z) (if ``output``)."""
+        acts, n, lead = self._expanded_acts(x, tuple(how.sample_shape))
+        draws, _, px = self._top_down(n, lead, acts, self._with_given(how.given), how.generator, how.means, output=output)
         draws[0].p = None
         return draws, px
 
@@ -308,7 +296,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """k posterior draws per datapoint and their log p(x | z), log p(z), log q(z | x), each
         (k, B), from one top-down pass (the importance weights' terms)."""
-        draws, px = self.draw(x, (k,), generator=generator)
+        draws, px = self._posterior_pass(x, PosteriorPass((k,), generator=generator), output=True)
         z = torch.cat([d.z for d in reversed(draws)], -1)
         log_q = sum(d.q.log_prob(d.z) for d in draws)
         log_p = self.top().log_prob(draws[0].z) + sum(d.p.log_prob(d.z) for d in draws[1:])
@@ -329,9 +317,6 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         h = self.h0.expand(len(u), -1, -1, -1)
         mu, sd = self.cells[0].posterior_part(h, acts[self.cell_res[0]], lo, hi)
         return _flat_normal(mu, sd, (len(u),))
-
-    def top(self) -> Distribution:
-        return self.top_prior(self.top_posterior if self.top_prior.context == "encoder" else None)
 
     def log_prob_below(self, z: torch.Tensor) -> torch.Tensor:
         """sum_{l<L} log p(z_l | z_{>l}) for joint latents z (*batch, sum M_l), one top-down pass."""

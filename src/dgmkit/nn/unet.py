@@ -113,6 +113,25 @@ class UNet(nn.Module):
         self.emb_dim = 4 * self._tdim
         self.embed = nn.Sequential(nn.Linear(self._tdim, self.emb_dim), nn.SiLU(), nn.Linear(self.emb_dim, self.emb_dim))
         self.stem = nn.Conv2d(in_channels * (1 + 2 * len(self.fourier)), c0, 3, padding=1)
+        c, skips = self._build_down(c0, channels, blocks, attention, dropout, image_size)
+        self.mid1 = ResBlock(c, c, self.emb_dim, dropout)
+        self.mid_attn = Attention(c) if attention else nn.Identity()
+        self.mid2 = ResBlock(c, c, self.emb_dim, dropout)
+        c = self._build_up(c, skips, channels, blocks, attention, dropout)
+        self.head = nn.Sequential(_norm(c), nn.SiLU(), zero_init(nn.Conv2d(c, out_channels, 3, padding=1)))
+
+    def _build_down(
+        self,
+        c0: int,
+        channels: list[int],
+        blocks: int,
+        attention: bool,
+        dropout: float,
+        image_size: tuple[int, int] | None,
+    ) -> tuple[int, list[int]]:
+        """The contracting path: ``blocks`` residual blocks per width (attention at the last), a
+        strided convolution between widths (unstrided where an odd side cannot halve). Returns
+        its width and the widths of the skip connections, in the order they are made."""
         h, w = image_size if image_size is not None else (0, 0)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skips, c = [c0], c0
@@ -133,9 +152,11 @@ class UNet(nn.Module):
                 if halve and image_size is not None:
                     h, w = h // 2, w // 2
                 skips.append(c)
-        self.mid1 = ResBlock(c, c, self.emb_dim, dropout)
-        self.mid_attn = Attention(c) if attention else nn.Identity()
-        self.mid2 = ResBlock(c, c, self.emb_dim, dropout)
+        return c, skips
+
+    def _build_up(self, c: int, skips: list[int], channels: list[int], blocks: int, attention: bool, dropout: float) -> int:
+        """The expanding path: ``blocks`` + 1 residual blocks per width, each taking one skip
+        connection (popped from ``skips``), a convolution after each upsampling. Returns its width."""
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i, width in reversed(list(enumerate(channels))):
             level = nn.ModuleList()
@@ -147,7 +168,7 @@ class UNet(nn.Module):
             self.up.append(level)
             if i > 0:
                 self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
-        self.head = nn.Sequential(_norm(c), nn.SiLU(), zero_init(nn.Conv2d(c, out_channels, 3, padding=1)))
+        return c
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         emb = self.embed(timestep_embedding(s, self._tdim))

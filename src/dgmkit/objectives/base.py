@@ -5,7 +5,7 @@ from typing import ClassVar, NamedTuple
 
 import torch
 
-__all__ = ["Objective", "unit_weight"]
+__all__ = ["Objective", "unit_weight", "at_least"]
 
 
 def unit_weight(beta: float | torch.Tensor) -> bool:
@@ -14,6 +14,13 @@ def unit_weight(beta: float | torch.Tensor) -> bool:
     else it is compiled again for every value of a warm-up) never is: the weighted form is
     computed, the same value up to rounding."""
     return not isinstance(beta, torch.Tensor) and beta == 1.0
+
+
+def at_least(name: str, value: float, low: float) -> None:
+    """An estimator's setting ``value``, refused (ValueError naming it) unless it is at least
+    ``low``: NaN never is."""
+    if not value >= low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 class Objective(ABC):

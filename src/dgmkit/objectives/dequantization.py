@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from dgmkit.objectives.base import Objective
+from dgmkit.objectives.base import Objective, at_least
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
 if TYPE_CHECKING:
@@ -30,8 +30,7 @@ class DequantizationBound(Objective):
     score_label = "dequantization bound"
 
     def __init__(self, samples: int = 1):
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
+        at_least("samples", samples, 1)
         self.samples = samples
 
     def __call__(self, model: "VariationalModel", x: torch.Tensor, beta: float = 1.0) -> BoundTerms:

@@ -15,13 +15,14 @@ E_q[log p(x|z)] - KL(q(z|x) || p(z)), from a one-sample estimate with an exact d
 """
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch.distributions import kl_divergence
 
 from dgmkit.objectives.base import Objective
+from dgmkit.objectives.elbo import ELBOTerms
 
 if TYPE_CHECKING:
     from dgmkit.models import CategoricalVAE
@@ -29,11 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["GumbelSoftmaxELBO", "ReinforceELBO", "DiscreteTerms"]
 
 
-class DiscreteTerms(NamedTuple):
-    loss: torch.Tensor
-    elbo: torch.Tensor
-    log_px_z: torch.Tensor
-    kl: torch.Tensor
+DiscreteTerms = ELBOTerms  # the ELBO's terms, whichever gradient estimator made them
 
 
 def _gumbel(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from dgmkit.distributions import kl_per_dimension
-from dgmkit.objectives.base import Objective, unit_weight
+from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.importance import log_importance_weights
 
 if TYPE_CHECKING:
@@ -56,10 +56,8 @@ class ELBO(Objective):
     score_label = "ELBO"
 
     def __init__(self, num_samples: int = 1, free_bits: float = 0.0):
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if free_bits < 0:
-            raise ValueError(f"free_bits must be >= 0, got {free_bits}")
+        at_least("num_samples", num_samples, 1)
+        at_least("free_bits", free_bits, 0)
         self.num_samples = num_samples
         self.free_bits = free_bits
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.distributions import Distribution, kl_divergence
 
-from dgmkit.objectives.base import Objective, unit_weight
+from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.elbo import ELBOTerms
 
 if TYPE_CHECKING:
@@ -58,8 +58,7 @@ class HierarchicalELBO(Objective):
     score_label = "ELBO"
 
     def __init__(self, free_bits: float = 0.0):
-        if free_bits < 0:
-            raise ValueError(f"free_bits must be >= 0, got {free_bits}")
+        at_least("free_bits", free_bits, 0)
         self.free_bits = free_bits
 
     def __call__(self, model: "HierarchicalVAE", x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:

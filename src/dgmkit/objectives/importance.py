@@ -24,6 +24,7 @@ import torch
 from torch.distributions import Distribution
 
 from dgmkit.distributions.sampling import rsample_and_log_prob
+from dgmkit.objectives.base import at_least
 
 if TYPE_CHECKING:
     from dgmkit.models import VariationalModel
@@ -139,8 +140,7 @@ def importance_sampled_log_likelihood(
     decoder): ``GPU_BATCH``, ``GPU_CHUNK``.
     ``first=True`` also returns the first draw's log weight, a one-sample ELBO, shape (N,).
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    at_least("k", k, 1)
     gpu = x.device.type == "cuda"
     batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
     chunk_size = chunk_size or (GPU_CHUNK if gpu else CPU_CHUNK)

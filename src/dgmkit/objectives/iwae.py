@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from dgmkit.objectives.base import Objective, unit_weight
+from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
 if TYPE_CHECKING:
@@ -41,8 +41,7 @@ class IWAE(Objective):
     score_label = "IWAE bound"
 
     def __init__(self, k: int = 5):
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        at_least("k", k, 1)
         self.k = k
 
     @property

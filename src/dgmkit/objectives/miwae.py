@@ -25,7 +25,7 @@ from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
 from dgmkit.data.missing import observed
-from dgmkit.objectives.base import Objective
+from dgmkit.objectives.base import Objective, at_least
 from dgmkit.objectives.importance import log_importance_weights
 
 if TYPE_CHECKING:
@@ -63,8 +63,7 @@ class MIWAE(Objective):
     handles_missing = True
 
     def __init__(self, k: int = 5):
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        at_least("k", k, 1)
         self.k = k
 
     def __call__(self, model: "LatentVariableModel", x: torch.Tensor, beta: float = 1.0) -> MIWAETerms:
@@ -82,6 +81,32 @@ def point_statistics(px: Distribution) -> tuple[torch.Tensor, Callable[[torch.Te
     if stats is not None:
         return stats(), px.imputation_point
     return px.mean.unsqueeze(-1), lambda s: s.squeeze(-1)
+
+
+def _resample(
+    model: "LatentVariableModel",
+    x: torch.Tensor,
+    log_w: torch.Tensor,
+    z: torch.Tensor,
+    log_share: torch.Tensor,
+    picked: torch.Tensor | None,
+    draws: int,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Sampling importance resampling, streamed: each of the ``draws`` imputations so far
+    (``picked``, None before the first chunk) keeps its draw or takes one of this chunk's (chosen
+    within by the weights ``log_w``) with the chunk's share of the weight (``log_share``, (B,))."""
+    b = torch.arange(x.shape[0], device=x.device)
+    pick = torch.multinomial(torch.softmax(log_w, 0).T.float(), draws, replacement=True, generator=generator)
+    zs = z[pick.T, b]  # (draws, B, M)
+    with seeded_by(generator, x.device):
+        sample = model.likelihood(zs).sample().to(x.dtype)
+    if picked is None:
+        return sample
+    share = torch.exp(log_share).float()  # (B,)
+    u = torch.rand((draws, x.shape[0]), generator=generator, device=x.device)
+    take = (u < share).reshape(draws, x.shape[0], *[1] * (x.dim() - 1))
+    return torch.where(take, sample, picked)
 
 
 @torch.no_grad()
@@ -106,7 +131,6 @@ def impute(
     acc = None  # the weighted sum of the point statistics so far, normalized by exp(total)
     picked = None  # the multiple imputations so far, (draws, B, *event)
     to_point = None
-    b = torch.arange(x.shape[0], device=x.device)
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
         log_w, z, px = miwae_log_weights(model, x, n, generator, q=q)
@@ -122,19 +146,7 @@ def impute(
             else acc * torch.exp(total - new_total).to(acc.dtype).reshape(-1, *[1] * (acc.dim() - 1)) + contrib
         )
         if draws:
-            # sampling importance resampling, streamed: each imputation keeps its draw or takes
-            # one of this chunk's (chosen within by weight) with the chunk's share of the weight
-            pick = torch.multinomial(torch.softmax(log_w, 0).T.float(), draws, replacement=True, generator=generator)
-            zs = z[pick.T, b]  # (draws, B, M)
-            with seeded_by(generator, x.device):
-                sample = model.likelihood(zs).sample().to(x.dtype)
-            if picked is None:
-                picked = sample
-            else:
-                share = torch.exp(part - new_total).float()  # (B,)
-                u = torch.rand((draws, x.shape[0]), generator=generator, device=x.device)
-                take = (u < share).reshape(draws, x.shape[0], *[1] * (x.dim() - 1))
-                picked = torch.where(take, sample, picked)
+            picked = _resample(model, x, log_w, z, part - new_total, picked, draws, generator)
         total = new_total
     single = torch.where(mask, x, to_point(acc).to(x.dtype))
     multiple = None if picked is None else torch.where(mask, x, picked)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 import torch.distributed as dist
 
-from dgmkit.objectives.base import Objective
+from dgmkit.objectives.base import Objective, at_least
 
 if TYPE_CHECKING:
     from dgmkit.models.hybrid import HybridFlow
@@ -64,8 +64,7 @@ class M2Objective(Objective):
     takes_labels = True
 
     def __init__(self, alpha_fraction: float = 0.1):
-        if not alpha_fraction >= 0:
-            raise ValueError(f"alpha_fraction must be >= 0, got {alpha_fraction}")
+        at_least("alpha_fraction", alpha_fraction, 0)
         self.alpha_fraction = alpha_fraction
         self.train_size: int | None = None
         self.labelled: int | None = None
@@ -125,8 +124,7 @@ class HybridObjective(Objective):
     takes_labels = True
 
     def __init__(self, px_weight: float = 1.0):
-        if not px_weight >= 0:
-            raise ValueError(f"px_weight must be >= 0, got {px_weight}")
+        at_least("px_weight", px_weight, 0)
         self.px_weight = px_weight
 
     def __call__(

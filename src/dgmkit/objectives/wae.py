@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from dgmkit.distributions.mmd import IMQ_SCALES, imq_kernel, mmd2_unbiased
-from dgmkit.objectives.base import Objective
+from dgmkit.objectives.base import Objective, at_least
 
 if TYPE_CHECKING:
     from dgmkit.models.wae import WassersteinAutoencoder
@@ -37,8 +37,7 @@ class WAEObjective(Objective):
     score_label = "log p(x|z)"
 
     def __init__(self, mmd_weight: float = 10.0, prior_variance: float = 1.0, scales: tuple[float, ...] = IMQ_SCALES):
-        if mmd_weight < 0:
-            raise ValueError(f"mmd_weight must be >= 0, got {mmd_weight}")
+        at_least("mmd_weight", mmd_weight, 0)
         self.mmd_weight = mmd_weight
         self.kernel = imq_kernel(prior_variance, scales)
 

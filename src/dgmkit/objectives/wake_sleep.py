@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from dgmkit.objectives.base import Objective
+from dgmkit.objectives.base import Objective, at_least
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
 if TYPE_CHECKING:
@@ -59,8 +59,7 @@ class ReweightedWakeSleep(Objective):
     score_label = "IWAE bound"
 
     def __init__(self, k: int = 5, sleep: bool = True):
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        at_least("k", k, 1)
         self.k, self.sleep = k, sleep
 
     @property

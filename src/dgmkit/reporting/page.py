@@ -113,6 +113,31 @@ def _layer_series(metrics: list[dict], key: str) -> tuple[list[float], np.ndarra
     return [float(ep) for ep, _ in rows], values
 
 
+def _layer_or_total(metrics: list[dict], key: str, titles: tuple[str, str], label: str) -> list[tuple]:
+    """A panel of the per-layer series ``valid_layer_{key}`` (one line per layer, the first title)
+    where the run logged one, else of the total ``valid_{key}`` (one line, the second), else none."""
+    layers = _layer_series(metrics, f"valid_layer_{key}")
+    if layers is not None:
+        eps, vals = layers
+        return [(titles[0], [(f"layer {i + 1}", (eps, list(vals[:, i]))) for i in range(vals.shape[1])])]
+    total = metric_series(metrics, f"valid_{key}")
+    return [(titles[1], [(label, total)])] if total[0] else []
+
+
+def _curve_panels(metrics: list[dict], score_label: str, score: str) -> list[tuple]:
+    """The learning-curve panels the run logged: (title, [(label, (epochs, values))])."""
+    panels = []
+    train, valid = metric_series(metrics, f"train_{score}"), metric_series(metrics, f"valid_{score}")
+    if train[0] or valid[0]:
+        panels.append(("score", [(f"train {score_label}", train), (f"valid {score_label}", valid)]))
+    panels += _layer_or_total(metrics, "kl", ("KL per layer (valid, nats)", "KL (valid, nats)"), "KL")
+    panels += _layer_or_total(metrics, "active_units", ("active units (valid)",) * 2, "active units")
+    lr = metric_series(metrics, "lr")
+    if lr[0]:
+        panels.append(("learning rate", [("lr", lr)]))
+    return panels
+
+
 def curves_png(metrics: list[dict], score_label: str, score: str) -> bytes | None:
     """Learning curves as one PNG: the monitored score (train and valid), the KL (total or per
     layer), the active units and the learning rate, each panel only where the run logged it."""
@@ -121,31 +146,7 @@ def curves_png(metrics: list[dict], score_label: str, score: str) -> bytes | Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = []
-    train, valid = metric_series(metrics, f"train_{score}"), metric_series(metrics, f"valid_{score}")
-    if train[0] or valid[0]:
-        panels.append(("score", [(f"train {score_label}", train), (f"valid {score_label}", valid)]))
-    layer_kl = _layer_series(metrics, "valid_layer_kl")
-    if layer_kl is not None:
-        eps, vals = layer_kl
-        panels.append(
-            ("KL per layer (valid, nats)", [(f"layer {i + 1}", (eps, list(vals[:, i]))) for i in range(vals.shape[1])])
-        )
-    else:
-        kl = metric_series(metrics, "valid_kl")
-        if kl[0]:
-            panels.append(("KL (valid, nats)", [("KL", kl)]))
-    layer_au = _layer_series(metrics, "valid_layer_active_units")
-    if layer_au is not None:
-        eps, vals = layer_au
-        panels.append(("active units (valid)", [(f"layer {i + 1}", (eps, list(vals[:, i]))) for i in range(vals.shape[1])]))
-    else:
-        au = metric_series(metrics, "valid_active_units")
-        if au[0]:
-            panels.append(("active units (valid)", [("active units", au)]))
-    lr = metric_series(metrics, "lr")
-    if lr[0]:
-        panels.append(("learning rate", [("lr", lr)]))
+    panels = _curve_panels(metrics, score_label, score)
     if not panels:
         return None
     cols = min(2, len(panels))

@@ -320,19 +320,8 @@ class Trainer:
         exactly, so it is refused); one without ``ema`` ignores it."""
         path = Path(path) if path is not None else self.run_dir / "checkpoint.safetensors"
         ckpt = load_checkpoint(path)
-        if ckpt["optimizer"] is None or ckpt["trainer"] is None:
-            raise TrainingError(f"{path} holds no training state to resume from")
-        t = _checked_counters(ckpt["trainer"], path)
+        t = _checked_training_state(ckpt, path, self.ema)
         rng = ckpt["rng"]
-        if not all(isinstance(rng.get(k), torch.Tensor) and rng[k].dtype == torch.uint8 for k in ("torch", "data")):
-            raise CheckpointError(f"{path} holds no valid random generator states")
-        if not all(torch.is_tensor(v) for st in ckpt["optimizer"]["state"].values() for v in st.values()):
-            raise CheckpointError(f"{path} holds a malformed optimizer state (Adam's state is tensors only)")
-        if self.ema is not None and not ckpt["ema"]:
-            raise CheckpointError(
-                f"{path} holds no moving average of the weights, but this run keeps one (ema = {self.ema.decay}); "
-                "it cannot be continued exactly"
-            )
         own_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         check_dtypes(self.model, ckpt["model"], path)
         try:
@@ -633,6 +622,26 @@ class Trainer:
     def _write_metrics(self, metrics: dict) -> None:
         if self.writer is not None:
             self.writer.metrics(metrics)
+
+
+def _checked_training_state(ckpt: dict, path: Path, ema: EMA | None) -> dict:
+    """A checkpoint's trainer counters (``_checked_counters``), once it is known to hold what a
+    resumed run needs: the training state, the random generators' states, an optimizer state of
+    tensors and, for a run that keeps a moving average of the weights (``ema``), that average."""
+    if ckpt["optimizer"] is None or ckpt["trainer"] is None:
+        raise TrainingError(f"{path} holds no training state to resume from")
+    t = _checked_counters(ckpt["trainer"], path)
+    rng = ckpt["rng"]
+    if not all(isinstance(rng.get(k), torch.Tensor) and rng[k].dtype == torch.uint8 for k in ("torch", "data")):
+        raise CheckpointError(f"{path} holds no valid random generator states")
+    if not all(torch.is_tensor(v) for st in ckpt["optimizer"]["state"].values() for v in st.values()):
+        raise CheckpointError(f"{path} holds a malformed optimizer state (Adam's state is tensors only)")
+    if ema is not None and not ckpt["ema"]:
+        raise CheckpointError(
+            f"{path} holds no moving average of the weights, but this run keeps one (ema = {ema.decay}); "
+            "it cannot be continued exactly"
+        )
+    return t
 
 
 def _first_line(e: BaseException) -> str:
