@@ -164,7 +164,7 @@ def add_input_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input",
         action="append",
-        default=[],
+        default=None,
         metavar="ROLE=RUN",
         help="another run in a role this run's family takes (a VQ-VAE: code-prior=RUN, a model of its codes)",
     )
@@ -173,7 +173,7 @@ def add_input_flags(p: argparse.ArgumentParser) -> None:
 
 def attach_inputs(run: Run, args: argparse.Namespace) -> dict[str, str]:
     """Attach the runs named by --input (and --code-prior) to ``run``; returns role -> path."""
-    named = list(args.input) + ([] if args.code_prior is None else [f"code-prior={args.code_prior}"])
+    named = list(args.input or []) + ([] if args.code_prior is None else [f"code-prior={args.code_prior}"])
     inputs: dict[str, str] = {}
     for item in named:
         role, sep, path = item.partition("=")
