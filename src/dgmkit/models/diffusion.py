@@ -72,6 +72,8 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
     ``steps``: T discrete steps, or 0 for continuous time. ``net``: a U-Net from
     (z_t, noise level) to eps_hat."""
 
+    levels: torch.Tensor
+
     estimate_kind: ClassVar[str] = "time-sampled"
     sample_steps: ClassVar[bool] = True
 
@@ -207,6 +209,8 @@ class MaskedDiffusion(TimeSampledBound, GenerativeModel):
     """Absorbing-state (masked) diffusion on images (C, H, W) with ``num_levels`` levels (see
     the module docstring). ``net`` maps the one-hot input (levels + mask: C (L + 1) channels)
     and the time to L logits per entry."""
+
+    _device_probe: torch.Tensor
 
     estimate_kind: ClassVar[str] = "time-sampled"
     sample_steps: ClassVar[bool] = True

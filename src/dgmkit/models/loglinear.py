@@ -74,6 +74,9 @@ class EnumeratedBinary(Distribution):
 class LogLinearLVM(ExactLatentVariableModel, EMFit):
     """K latent states over binary images of ``event_shape`` (at most 20 pixels)."""
 
+    states: torch.Tensor
+    edges: torch.Tensor
+
     def __init__(self, event_shape: tuple[int, ...], num_states: int, edges: list[tuple[int, int]] | None = None):
         super().__init__()
         self.event_shape = tuple(event_shape)
