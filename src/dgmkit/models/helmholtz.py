@@ -58,7 +58,7 @@ class _Prior(_Chain):
         layers = self._split(h)
         return sum(_bernoulli_log_prob(lg, v) for lg, v in zip(self._layer_logits(layers), layers))
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             m = self.machine
             shape = torch.Size(sample_shape) + self.batch_shape
@@ -78,7 +78,7 @@ class _Posterior(_Chain):
             total = total + _bernoulli_log_prob(m.recognition[i](layers[i - 1]), layers[i])
         return total
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             m = self.machine
             p1 = torch.sigmoid(m.recognition[0](self.x))

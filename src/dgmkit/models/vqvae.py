@@ -140,7 +140,7 @@ class CodeGridPrior(Distribution):
         flat = value.reshape(-1, 1, *self.event_shape).long()
         return self.model.log_prob(flat).reshape(batch)
 
-    def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         n = math.prod(sample_shape)
         x, _ = self.model.sample(n)
         return x.reshape(*sample_shape, *self.event_shape).long()
