@@ -32,7 +32,7 @@ steps: T times one step's term), so that averaging over t in [0, 1] estimates th
 """
 
 import math
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -167,7 +167,9 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         diffusion = weight * err.sum(1)
         if variance:  # d E[L^2] / (2 E[L]): the variance's direction at the bound's scale (clipping stays meaningful)
             d = diffusion.detach()
-            self.schedule.pending.append(d / d.mean().clamp_min(torch.finfo(d.dtype).tiny))
+            pending = cast(LearnedSchedule, self.schedule).pending
+            assert pending is not None  # the schedule's forward for_variance, above
+            pending.append(d / d.mean().clamp_min(torch.finfo(d.dtype).tiny))
         return {
             "prior": self._prior_kl(xs, gamma_1),
             "recon": self._recon_nll(k, xs, gamma_0),
