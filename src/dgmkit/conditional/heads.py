@@ -160,6 +160,8 @@ class LogisticMixtureHead(LikelihoodHead):
 
     discrete = True
 
+    num_levels: int
+
     def __init__(self, num_levels: int = 256, components: int = 5):
         super().__init__()
         self.num_levels = num_levels
