@@ -80,6 +80,8 @@ class GaussianHead(LikelihoodHead):
     can put an arbitrarily narrow Gaussian on one training pixel.
     """
 
+    scale: torch.Tensor
+
     discrete = False
 
     def __init__(self, variance: str = "learned", scale: float = 0.1, min_scale: float = 1e-2):
@@ -158,6 +160,8 @@ class LogisticMixtureHead(LikelihoodHead):
 
     discrete = True
 
+    num_levels: int
+
     def __init__(self, num_levels: int = 256, components: int = 5):
         super().__init__()
         self.num_levels = num_levels
@@ -181,6 +185,8 @@ class MixedTableHead(LikelihoodHead):
     """p(x|z) over a table's row (event (1, 1, D)): per column, a Gaussian (mean and
     softplus(raw) + ``min_scale`` scale, as ``GaussianHead``'s predicted variance) where
     ``levels[d]`` is 0, else a categorical over levels[d] values (``distributions.MixedColumns``)."""
+
+    levels: torch.Tensor
 
     discrete = False
 

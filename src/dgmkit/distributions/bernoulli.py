@@ -45,7 +45,7 @@ class BernoulliPixels(Distribution):
         value = value.to(self.logits.dtype)
         return value * self.logits - F.softplus(self.logits)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             probs = torch.sigmoid(self.logits).expand(torch.Size(sample_shape) + self.logits.shape)
             return torch.bernoulli(probs)

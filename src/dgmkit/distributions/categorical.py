@@ -45,7 +45,7 @@ class CategoricalPixels(Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return self._reduce(self.log_prob_elements(value))
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         probs = F.softmax(self.logits, dim=-1)
         flat = probs.reshape(-1, self.num_levels)
         n = int(torch.Size(sample_shape).numel())

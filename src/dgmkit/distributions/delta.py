@@ -19,7 +19,7 @@ class Delta(Distribution):
         split = value.dim() - event_dims
         super().__init__(value.shape[:split], value.shape[split:], validate_args=False)
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         return self.value.expand(torch.Size(sample_shape) + self.value.shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

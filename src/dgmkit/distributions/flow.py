@@ -48,7 +48,7 @@ class FlowDistribution(Distribution, JointSampler):
         return c.expand(*([n_rows // c.shape[0]] if sample_dims else []), *c.shape).reshape(n_rows, *c.shape[1:])
 
     def rsample_and_log_prob(
-        self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
+        self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         sample_shape = torch.Size(sample_shape)
         u, log_pu = rsample_and_log_prob(self.base, sample_shape, generator, device=self.base.mean.device)
@@ -62,10 +62,10 @@ class FlowDistribution(Distribution, JointSampler):
         self._cache = (x, log_px)
         return x, log_px
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 

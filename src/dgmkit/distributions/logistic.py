@@ -82,7 +82,7 @@ class DiscretizedLogisticMixture(Distribution):
         log_mass = torch.where(first, F.logsigmoid(upper), torch.where(last, -F.softplus(lower), interior))
         return torch.logsumexp(F.log_softmax(self.logit_weights, dim=-1) + log_mass, dim=-1)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.loc.shape
         with torch.no_grad():
             g = -torch.log(-torch.log(torch.rand(shape, device=self.loc.device).clamp(1e-12, 1 - 1e-7)))

@@ -34,7 +34,7 @@ class LogitNormal(Distribution, JointSampler):
         return log_q.flatten(-3).sum(-1)
 
     def rsample_and_log_prob(
-        self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
+        self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         eps = torch.randn(
             (*sample_shape, *self.loc.shape), generator=generator, device=self.loc.device, dtype=self.loc.dtype
@@ -42,7 +42,7 @@ class LogitNormal(Distribution, JointSampler):
         v = self.loc + self.scale * eps
         return torch.sigmoid(v).clamp(_EPS, 1 - _EPS), self._log_density(v, eps)
 
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def log_prob(self, u: torch.Tensor) -> torch.Tensor:

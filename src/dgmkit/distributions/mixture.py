@@ -51,7 +51,7 @@ class DiagonalGaussianMixture(Distribution):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(F.log_softmax(self.logits, -1) + self.component_log_prob(z), dim=-1)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             n = int(torch.Size(sample_shape).numel())
             k = torch.multinomial(F.softmax(self.logits, -1), n, replacement=True)

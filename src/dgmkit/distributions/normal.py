@@ -49,7 +49,7 @@ class DiagonalNormal(Independent, JointSampler):
     stddev = scale
 
     def rsample_and_log_prob(
-        self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
+        self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         loc, scale = self.base_dist.loc, self.base_dist.scale
         eps = torch.randn((*sample_shape, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)

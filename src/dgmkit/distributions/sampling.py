@@ -17,13 +17,13 @@ class JointSampler(ABC):
 
     @abstractmethod
     def rsample_and_log_prob(
-        self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
+        self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def rsample_and_log_prob(
     q: Distribution,
-    sample_shape: torch.Size | tuple = torch.Size(),
+    sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(),
     generator: torch.Generator | None = None,
     reparameterized: bool = True,
     device: torch.device | str = "cpu",

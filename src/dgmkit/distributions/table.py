@@ -51,7 +51,7 @@ class MixedColumns(Distribution):
         """The numeric columns' means and the categorical columns' most probable categories."""
         return torch.where(self.categorical, self._mode(), self.loc)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             shape = torch.Size(sample_shape) + self.loc.shape
             gauss = self.loc.expand(shape) + self.scale.expand(shape) * torch.randn(shape, device=self.loc.device)

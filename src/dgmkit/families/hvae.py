@@ -142,7 +142,7 @@ class HVAEConfig(VAESettings, FamilyConfig):
 
     def build(
         self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> HierarchicalVAE:
+    ) -> HierarchicalVAE | DeepTopDownVAE:
         if self.posterior == "residual":
             return self._build_residual(event_shape, num_levels, init_data, seed)
         if self.architecture == "conv-hvae":
@@ -154,7 +154,7 @@ class HVAEConfig(VAESettings, FamilyConfig):
         top = len(sizes) - 1
         ladder = []
         if self.posterior == "bottom-up":
-            q_nets = [nn.Linear(width, 2 * sizes[0])]
+            q_nets: list[nn.Module] = [nn.Linear(width, 2 * sizes[0])]
             q_nets += [self._net(sizes[i - 1], 2 * sizes[i]) for i in range(1, len(sizes))]
         elif self._reference_hvae:
             dims = math.prod(event_shape)  # the features are x itself

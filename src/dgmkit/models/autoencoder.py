@@ -32,7 +32,7 @@ class Autoencoder(GenerativeModel):
         self.input_scale = float(input_scale)
 
     @property
-    def event_shape(self) -> tuple[int, ...]:
+    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here: derived, never assigned
         return self.decoder.event_shape
 
     def posterior(self, x: torch.Tensor) -> Delta:

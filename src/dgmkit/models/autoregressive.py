@@ -12,7 +12,7 @@ import math
 import typing
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -20,8 +20,8 @@ from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.nn.causal import CausalConvNet
-from dgmkit.nn.made import MADE
-from dgmkit.nn.pixelcnn import GatedPixelCNNNet
+from dgmkit.nn.made import MADE, MaskedLinear
+from dgmkit.nn.pixelcnn import GatedPixelCNNLayer, GatedPixelCNNNet
 
 if typing.TYPE_CHECKING:
     from torch.nn.modules.module import _IncompatibleKeys
@@ -133,7 +133,7 @@ class CausalConvARM(AutoregressiveModel):
     @torch.no_grad()
     def run_cached(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
         x = torch.zeros(n, 1, self.num_dims, device=device)
-        ch = self.net.mix[0].out_channels
+        ch = cast(torch.nn.Conv1d, self.net.mix[0]).out_channels
         cache = [torch.zeros(n, ch, self.num_dims, device=device) for _ in self.net.convs]
         for t in range(self.num_dims):
             params = self.net.step(cache, x, t)  # (B, P)
@@ -168,8 +168,8 @@ class GatedPixelCNN(AutoregressiveModel):
         at that pixel alone, from the layer outputs cached for the row."""
         _, h, w = self.event_shape
         x = torch.zeros(n, 1, h, w, device=device)
-        k = self.net.layers[0].k
-        ch = self.net.layers[0].h_out.out_channels
+        k = cast(GatedPixelCNNLayer, self.net.layers[0]).k
+        ch = cast(GatedPixelCNNLayer, self.net.layers[0]).h_out.out_channels
         for r in range(h):
             top = max(0, r - len(self.net.layers) * k - 1)  # rows r's vertical stack can see
             v_pre = [a[:, :, r - top : r - top + 1] for a in self.net.vertical_stack(x[:, :, top : r + 1])]
@@ -236,7 +236,7 @@ class MADEARM(AutoregressiveModel):
         (x changes one entry per step), then evaluates only the rows of the output layer (and
         of the direct connections) that belong to the next pixel."""
         made = self.made
-        first = made.hidden_layers[0]
+        first = cast(MaskedLinear, made.hidden_layers[0])
         w1 = first.weight * first.mask  # (H, D)
         a1 = first.bias.expand(n, -1).clone()  # (B, H)
         w_out = made.output_layer.weight * made.output_layer.mask  # (P * D, H)

@@ -228,6 +228,7 @@ class TimeSampledBound(ABC):
     says how the times are drawn."""
 
     steps: int  # T discrete steps, or 0 for continuous time
+    training: bool  # (nn.Module's, beside which this contract is listed)
 
     @abstractmethod
     def bound_terms(self, x: torch.Tensor, t: torch.Tensor, train: bool = False) -> dict[str, torch.Tensor]: ...

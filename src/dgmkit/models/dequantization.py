@@ -12,10 +12,12 @@ log q(u | k) = log N(v) - log sigmoid(v) - log sigmoid(-v).
 """
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import Distribution
 
 from dgmkit.distributions.logit_normal import LogitNormal
 from dgmkit.models.base import JointTerms, VariationalModel
@@ -36,7 +38,7 @@ class LogitNormalDequantizer(nn.Module):
         )  # fmt: skip
 
     def forward(self, k: torch.Tensor) -> LogitNormal:
-        dtype = self.net[0].weight.dtype
+        dtype = cast(nn.Conv2d, self.net[0]).weight.dtype
         loc, raw = self.net(k.to(dtype) / (self.num_levels - 1)).chunk(2, dim=1)
         return LogitNormal(loc, F.softplus(raw) + 1e-3)
 
@@ -59,7 +61,7 @@ class VariationallyDequantizedFlow(VariationalModel):
         """q(u | k)."""
         return self.dequantizer(k)
 
-    def log_joint(self, k: torch.Tensor, u: torch.Tensor, prior: None = None) -> JointTerms:
+    def log_joint(self, k: torch.Tensor, u: torch.Tensor, prior: Distribution | None = None) -> JointTerms:
         """log p((k + u) / L) - D log L for u of shape (n, B, *event), and 0 for the noise's own
         term (its density is inside the flow's): (n, B) each."""
         y = (k.to(u.dtype) + u) / self.num_levels

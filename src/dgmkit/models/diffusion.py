@@ -32,7 +32,7 @@ steps: T times one step's term), so that averaging over t in [0, 1] estimates th
 """
 
 import math
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -71,6 +71,8 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
 
     ``steps``: T discrete steps, or 0 for continuous time. ``net``: a U-Net from
     (z_t, noise level) to eps_hat."""
+
+    levels: torch.Tensor
 
     estimate_kind: ClassVar[str] = "time-sampled"
     sample_steps: ClassVar[bool] = True
@@ -165,7 +167,9 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         diffusion = weight * err.sum(1)
         if variance:  # d E[L^2] / (2 E[L]): the variance's direction at the bound's scale (clipping stays meaningful)
             d = diffusion.detach()
-            self.schedule.pending.append(d / d.mean().clamp_min(torch.finfo(d.dtype).tiny))
+            pending = cast(LearnedSchedule, self.schedule).pending
+            assert pending is not None  # the schedule's forward for_variance, above
+            pending.append(d / d.mean().clamp_min(torch.finfo(d.dtype).tiny))
         return {
             "prior": self._prior_kl(xs, gamma_1),
             "recon": self._recon_nll(k, xs, gamma_0),
@@ -207,6 +211,8 @@ class MaskedDiffusion(TimeSampledBound, GenerativeModel):
     """Absorbing-state (masked) diffusion on images (C, H, W) with ``num_levels`` levels (see
     the module docstring). ``net`` maps the one-hot input (levels + mask: C (L + 1) channels)
     and the time to L logits per entry."""
+
+    _device_probe: torch.Tensor
 
     estimate_kind: ClassVar[str] = "time-sampled"
     sample_steps: ClassVar[bool] = True

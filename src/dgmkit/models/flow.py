@@ -31,6 +31,8 @@ class FlowModel(ExactLikelihoodModel):
     torch.Size([3])
     """
 
+    _zero: torch.Tensor
+
     sample_temperature = True
 
     def __init__(self, bijection: Bijection, event_shape: tuple[int, ...], flatten: bool = False):

@@ -13,6 +13,7 @@ The layers are concatenated into one latent vector h = [h_1, ..., h_L], so that 
 """
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -56,9 +57,9 @@ class _Prior(_Chain):
 
     def log_prob(self, h: torch.Tensor) -> torch.Tensor:
         layers = self._split(h)
-        return sum(_bernoulli_log_prob(lg, v) for lg, v in zip(self._layer_logits(layers), layers))
+        return cast(torch.Tensor, sum(_bernoulli_log_prob(lg, v) for lg, v in zip(self._layer_logits(layers), layers)))
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             m = self.machine
             shape = torch.Size(sample_shape) + self.batch_shape
@@ -78,7 +79,7 @@ class _Posterior(_Chain):
             total = total + _bernoulli_log_prob(m.recognition[i](layers[i - 1]), layers[i])
         return total
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             m = self.machine
             p1 = torch.sigmoid(m.recognition[0](self.x))

@@ -24,7 +24,7 @@ for the ELBO with per-layer closed-form KL terms (``objectives.HierarchicalELBO`
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,10 @@ from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import LatentVariableModel
 from dgmkit.priors import Prior
 from dgmkit.priors.conditional import GaussianLayerPrior
+
+if TYPE_CHECKING:
+    from dgmkit.models.vdvae import DeepTopDownVAE
+    from dgmkit.nn.gated import GatedBranches
 
 __all__ = ["HierarchicalVAE", "LayerDraw", "INFERENCE_KINDS"]
 
@@ -100,6 +104,8 @@ class LayerStack:
 
     has_layers: ClassVar[bool] = True
     sizes: list[int]
+    if TYPE_CHECKING:  # what the stacks provide
+        top_prior: Prior
 
     @property
     def latent_dim(self) -> int:
@@ -138,11 +144,12 @@ class LayerStack:
 
     def posterior(self, x: torch.Tensor) -> "HierarchicalPosterior":
         """q(z | x) over z = (z_1, ..., z_L): batch (B,), event (sum M_l,)."""
-        return HierarchicalPosterior(self, x)
+        return HierarchicalPosterior(cast("HierarchicalVAE | DeepTopDownVAE", self), x)
 
     def prior(self) -> "HierarchicalPrior":
         """p(z) = p(z_L) prod p(z_l | z_{>l}) over z = (z_1, ..., z_L)."""
-        return HierarchicalPrior(self, self.top())
+        stack = cast("HierarchicalVAE | DeepTopDownVAE", self)
+        return HierarchicalPrior(stack, stack.top())
 
     @property
     def num_components(self) -> int | None:
@@ -150,7 +157,7 @@ class LayerStack:
 
     def assign_components(self, z: torch.Tensor) -> torch.Tensor:
         if not self.top_prior.has_components:
-            return super().assign_components(z)
+            return super().assign_components(z)  # type: ignore[misc]  # a mixin: LatentVariableModel's, next in the MRO
         return self.top_prior.assign(self.split(z)[-1])
 
 
@@ -211,7 +218,7 @@ class HierarchicalVAE(LayerStack, LatentVariableModel):
 
     # ------------------------------------------------------------ shapes
     @property
-    def event_shape(self) -> tuple[int, ...]:
+    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here: derived, never assigned
         return self.decoder.event_shape
 
     # ------------------------------------------------------------ inference
@@ -285,7 +292,7 @@ class HierarchicalVAE(LayerStack, LatentVariableModel):
             if self.inference == "top-down":
                 net = self.q_nets[i]
                 if hasattr(net, "partial"):  # its x branch once per datapoint
-                    h = net.partial(enc[0])(z)
+                    h = cast("GatedBranches", net).partial(enc[0])(z)
                 else:
                     h = net(torch.cat([enc[0].expand(*z.shape[:-1], enc[0].shape[-1]), z], -1))
                 q = _gaussian(h, self.sizes[i], self.min_scale)
@@ -347,7 +354,7 @@ class HierarchicalPosterior(Distribution, JointSampler):
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, model: HierarchicalVAE, x: torch.Tensor):
+    def __init__(self, model: "HierarchicalVAE | DeepTopDownVAE", x: torch.Tensor):
         self.model = model
         self.x = x
         super().__init__(torch.Size(x.shape[:1]), torch.Size([model.latent_dim]), validate_args=False)
@@ -357,12 +364,12 @@ class HierarchicalPosterior(Distribution, JointSampler):
         return torch.cat([d.z for d in sorted(draws, key=lambda d: d.index)], -1)
 
     def rsample_and_log_prob(
-        self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
+        self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         draws = self.model.path(self.x, tuple(sample_shape), generator=generator)
         return self._join(draws), sum(d.q.log_prob(d.z) for d in draws)
 
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -385,23 +392,23 @@ class HierarchicalPrior(Distribution, JointSampler):
     support = constraints.real_vector
 
     @property
-    def has_rsample(self) -> bool:
+    def has_rsample(self) -> bool:  # type: ignore[override]  # read-only here: the top prior's
         return bool(getattr(self.top, "has_rsample", False))
 
-    def __init__(self, model: HierarchicalVAE, top: Distribution):
+    def __init__(self, model: "HierarchicalVAE | DeepTopDownVAE", top: Distribution):
         self.model = model
         self.top = top
         super().__init__(torch.Size(), torch.Size([model.latent_dim]), validate_args=False)
 
     def rsample_and_log_prob(
-        self, sample_shape: torch.Size | tuple = torch.Size(), generator: torch.Generator | None = None
+        self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.model.parameters()).device
         z_top, log_p = rsample_and_log_prob(self.top, tuple(sample_shape), generator, device=device)
         z, log_p_below = self.model.descend(z_top, generator)
         return z, log_p + log_p_below
 
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

@@ -60,7 +60,7 @@ class EnumeratedBinary(Distribution):
         shape = torch.broadcast_shapes(codes.shape, self.log_probs.shape[:-1])
         return self.log_probs.expand(*shape, -1).gather(-1, codes.expand(shape).unsqueeze(-1)).squeeze(-1)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         n = int(torch.Size(sample_shape).numel())
         flat = self.log_probs.reshape(-1, self.log_probs.shape[-1]).exp()
         idx = torch.multinomial(flat, n, replacement=True).T  # (n, batch)
@@ -73,6 +73,9 @@ class EnumeratedBinary(Distribution):
 
 class LogLinearLVM(ExactLatentVariableModel, EMFit):
     """K latent states over binary images of ``event_shape`` (at most 20 pixels)."""
+
+    states: torch.Tensor
+    edges: torch.Tensor
 
     def __init__(self, event_shape: tuple[int, ...], num_states: int, edges: list[tuple[int, int]] | None = None):
         super().__init__()

@@ -58,6 +58,8 @@ class M2(Classifier, VariationalModel, EnumeratedELBO):
     sum_y p(y) p(x|y,z_y) p(z_y) / q(z_y|x,y), an unbiased estimate of p(x) (``joint_pass``).
     """
 
+    _eye: torch.Tensor
+
     estimate_kind: ClassVar[str] = "importance-sampled"
     has_latents: ClassVar[bool] = False  # (y, z) are not one vector that latent plots could show
     sample_means: ClassVar[bool] = True

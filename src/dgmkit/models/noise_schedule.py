@@ -113,6 +113,8 @@ class LearnedSchedule(NoiseSchedule):
 class LinearSchedule(NoiseSchedule):
     """gamma(t) = gamma_0 + (gamma_1 - gamma_0) t, fixed."""
 
+    ends: torch.Tensor
+
     def __init__(self, gamma_0: float = -13.3, gamma_1: float = 5.0):
         super().__init__()
         self.register_buffer("ends", torch.tensor([float(gamma_0), float(gamma_1)]))
@@ -124,6 +126,8 @@ class LinearSchedule(NoiseSchedule):
 
 class DDPMSchedule(NoiseSchedule):
     """Ho et al. 2020's linear betas (1e-4 to 0.02 over ``steps`` = 1000), in continuous time."""
+
+    params: torch.Tensor
 
     def __init__(self, steps: int = 1000, beta_min: float = 0.1, beta_max: float = 20.0):
         super().__init__()

@@ -29,6 +29,8 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
     torch.Size([1])
     """
 
+    _eye: torch.Tensor
+
     def __init__(
         self, W: torch.Tensor, mu: torch.Tensor, sigma2: float | torch.Tensor, event_shape: tuple[int, ...] | None = None
     ):

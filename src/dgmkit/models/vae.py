@@ -46,7 +46,7 @@ class VAE(LatentVariableModel):
         return self.prior_module.latent_dim
 
     @property
-    def event_shape(self) -> tuple[int, ...]:
+    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here: derived, never assigned
         return self.decoder.event_shape
 
     def prior(self) -> Distribution:

@@ -30,8 +30,8 @@ diagnostics and every figure apply unchanged. One top-down pass gives q, p and p
 """
 
 import math
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Iterable, Sequence
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -216,7 +216,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         means: bool,
         z_top: torch.Tensor | None = None,
         output: bool = True,
-    ) -> tuple[list[LayerDraw], torch.Tensor | None, Distribution | None]:
+    ) -> tuple[list[LayerDraw], torch.Tensor, Distribution | None]:
         """One pass for n = prod(lead) rows: with ``acts`` (bottom-up activations, n rows) each
         layer is drawn from q (or taken from ``given``, layers in drawing order, each (*lead,
         M_l)); without, from p (after ``z_top``, the top layer, if given). Returns the draws in
@@ -225,7 +225,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         top_dist = self.top() if acts is None and z_top is None and given is None else None
         draws, r_prev = [], self.cell_res[0]
         total = len(self.cells)
-        for j, (cell, r) in enumerate(zip(self.cells, self.cell_res)):
+        for j, (cell, r) in enumerate(zip(cast(Iterable[_LatentCell], self.cells), self.cell_res)):
             if r != r_prev:
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
                 r_prev = r
@@ -238,13 +238,14 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
             else:
                 dist = q if q is not None else p
                 if dist is None:  # the top layer, generating: the top prior
+                    assert top_dist is not None  # neither acts, nor z_top, nor given
                     z, _ = rsample_and_log_prob(top_dist, lead, generator, device=h.device)
                 elif means:
                     z = dist.mean
                 else:
                     eps = torch.randn(dist.mean.shape, generator=generator, device=h.device, dtype=h.dtype)
                     z = dist.mean + dist.stddev * eps
-            draws.append(LayerDraw(index, q if q is not None else p, z, p))
+            draws.append(LayerDraw(index, q if q is not None else p, z, p))  # type: ignore[arg-type]  # None at the top when generating; not read
             h = cell.absorb(h + dh, z.reshape(n, self.latent_channels, r, r))
         while r_prev < self.event_shape[1]:
             h = F.interpolate(h, scale_factor=2, mode="nearest")
@@ -299,14 +300,15 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         draws, px = self._posterior_pass(x, PosteriorPass((k,), generator=generator), output=True)
         z = torch.cat([d.z for d in reversed(draws)], -1)
         log_q = sum(d.q.log_prob(d.z) for d in draws)
-        log_p = self.top().log_prob(draws[0].z) + sum(d.p.log_prob(d.z) for d in draws[1:])
+        log_p = self.top().log_prob(draws[0].z) + sum(cast(DiagonalNormal, d.p).log_prob(d.z) for d in draws[1:])
+        assert px is not None  # output=True
         return z, px.log_prob(x), log_p, log_q
 
     def descend(self, z_top: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Complete top-layer draws (*batch, M_L) from the layer priors: z and log prod_{l<L} p."""
         lead = tuple(z_top.shape[:-1])
         draws, z, _ = self._top_down(math.prod(lead), lead, None, None, generator, False, z_top=z_top, output=False)
-        return z, sum((d.p.log_prob(d.z) for d in draws[1:]), z_top.new_zeros(lead))
+        return z, sum((cast(DiagonalNormal, d.p).log_prob(d.z) for d in draws[1:]), z_top.new_zeros(lead))
 
     # ------------------------------------------------------------ contract
     def top_posterior(self, u: torch.Tensor) -> DiagonalNormal:
@@ -315,22 +317,25 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         acts = self._bottom_up(u, scale=False)
         lo, hi = self.scale_bounds
         h = self.h0.expand(len(u), -1, -1, -1)
-        mu, sd = self.cells[0].posterior_part(h, acts[self.cell_res[0]], lo, hi)
+        mu, sd = cast(_LatentCell, self.cells[0]).posterior_part(h, acts[self.cell_res[0]], lo, hi)
         return _flat_normal(mu, sd, (len(u),))
 
     def log_prob_below(self, z: torch.Tensor) -> torch.Tensor:
         """sum_{l<L} log p(z_l | z_{>l}) for joint latents z (*batch, sum M_l), one top-down pass."""
         lead = tuple(z.shape[:-1])
         draws, _, _ = self._top_down(math.prod(lead), lead, None, self._with_given(z), None, False, output=False)
-        return sum((d.p.log_prob(d.z) for d in draws[1:]), z.new_zeros(lead))
+        return sum((cast(DiagonalNormal, d.p).log_prob(d.z) for d in draws[1:]), z.new_zeros(lead))
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         lead = tuple(z.shape[:-1])
         given = self._with_given(z)
-        return self._top_down(math.prod(lead), lead, None, given, None, False)[2]
+        px = self._top_down(math.prod(lead), lead, None, given, None, False)[2]
+        assert px is not None  # output=True
+        return px
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         _, z, px = self._top_down(n, (n,), None, None, generator, False)
+        assert px is not None  # output=True
         with seeded_by(generator, z.device):
             return px.sample(), px.mean

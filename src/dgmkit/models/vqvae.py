@@ -14,6 +14,7 @@ posterior has one point).
 """
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from torch.distributions import Categorical, Distribution, Independent
 from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.distributions.delta import Delta
-from dgmkit.models.base import GenerativeModel, JointTerms, VariationalModel
+from dgmkit.models.base import ExactLikelihoodModel, GenerativeModel, JointTerms, VariationalModel
 from dgmkit.nn.quantize import Quantized, VectorQuantizer
 
 __all__ = ["VQVAE", "CodeGridPrior"]
@@ -131,16 +132,16 @@ class CodeGridPrior(Distribution):
     arg_constraints: dict = {}
     has_rsample = False
 
-    def __init__(self, model: GenerativeModel, code_shape: tuple[int, int]):
+    def __init__(self, model: GenerativeModel, code_shape: tuple[int, ...]):
         self.model = model
         super().__init__(torch.Size(), torch.Size(code_shape), validate_args=False)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         batch = value.shape[:-2]
         flat = value.reshape(-1, 1, *self.event_shape).long()
-        return self.model.log_prob(flat).reshape(batch)
+        return cast(ExactLikelihoodModel, self.model).log_prob(flat).reshape(batch)  # (an exact log_prob, above)
 
-    def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         n = math.prod(sample_shape)
         x, _ = self.model.sample(n)
         return x.reshape(*sample_shape, *self.event_shape).long()

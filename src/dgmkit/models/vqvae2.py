@@ -85,7 +85,7 @@ class TwoLevelVQVAE(VQVAE):
     def _merged(self, top: Quantized, bottom: Quantized) -> Quantized:
         """Both levels as one: the joined index grid, summed losses, the counts of both codebooks."""
         return Quantized(
-            None,
+            None,  # type: ignore[arg-type]  # the two levels have no one quantized map; never read
             self._join(top.indices, bottom.indices),
             top.commitment + bottom.commitment,
             top.codebook + bottom.codebook,

@@ -47,7 +47,7 @@ class WassersteinAutoencoder(GenerativeModel):
         return self.top_prior.latent_dim
 
     @property
-    def event_shape(self) -> tuple[int, ...]:
+    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here: derived, never assigned
         return self.decoder.event_shape
 
     def posterior(self, x: torch.Tensor) -> Distribution:

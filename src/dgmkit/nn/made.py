@@ -20,6 +20,8 @@ __all__ = ["MaskedLinear", "MADE"]
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed 0/1 mask of shape (out, in)."""
 
+    mask: torch.Tensor
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__(in_features, out_features, bias)
         self.register_buffer("mask", torch.ones(out_features, in_features))
@@ -47,6 +49,8 @@ class MADE(nn.Module):
     >>> made(torch.zeros(3, 5)).shape
     torch.Size([3, 2, 5])
     """
+
+    order: torch.Tensor
 
     def __init__(
         self,

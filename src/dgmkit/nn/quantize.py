@@ -54,6 +54,11 @@ class VectorQuantizer(nn.Module):
     """See the module docstring. ``channel_dim``: the dimension that holds the vectors (1 for
     image-shaped maps (B, D, H, W); -1 for (B, ..., D))."""
 
+    embedding: torch.Tensor
+    cluster_size: torch.Tensor
+    embed_sum: torch.Tensor
+    initialized: torch.Tensor
+
     def __init__(
         self,
         num_codes: int,

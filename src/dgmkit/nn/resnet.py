@@ -1,5 +1,7 @@
 """Convolutional conditioner networks for coupling layers on images."""
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -8,9 +10,9 @@ __all__ = ["ConvConditioner", "zero_init"]
 
 def zero_init(layer: nn.Module) -> nn.Module:
     """Zero weights and bias: a coupling layer that starts as the identity map."""
-    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(cast(torch.Tensor, layer.weight))  # a layer with weights (Conv, Linear)
     if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
+        nn.init.zeros_(cast(torch.Tensor, layer.bias))
     return layer
 
 
@@ -34,7 +36,7 @@ class ConvConditioner(nn.Sequential):
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, blocks: int = 1):
-        layers = [nn.Conv2d(in_channels, hidden, 3, padding=1)]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden, 3, padding=1)]
         layers += [_ResidualBlock(hidden) for _ in range(blocks)]
         layers += [nn.ReLU(), zero_init(nn.Conv2d(hidden, out_channels, 3, padding=1))]
         super().__init__(*layers)

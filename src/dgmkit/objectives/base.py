@@ -1,11 +1,14 @@
 """The objective interface."""
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, Generic, NamedTuple, TypeVar
 
 import torch
 
 __all__ = ["Objective", "unit_weight", "at_least"]
+
+# the kind of model an estimator takes (an ELBO a latent-variable model, maximum likelihood an exact one)
+ModelT = TypeVar("ModelT", contravariant=True)
 
 
 def unit_weight(beta: float | torch.Tensor) -> bool:
@@ -23,7 +26,7 @@ def at_least(name: str, value: float, low: float) -> None:
         raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
-class Objective(ABC):
+class Objective(ABC, Generic[ModelT]):
     """An estimator: ``objective(model, x, beta)`` returns a NamedTuple of per-example tensors
     of shape (B,) with at least ``loss`` (what training minimizes) and the field named by
     ``score``: the quantity that training monitors (early stopping, the best checkpoint), in
@@ -46,7 +49,7 @@ class Objective(ABC):
     handles_missing: ClassVar[bool] = False  # whether x may hold missing entries (NaN)
 
     @abstractmethod
-    def __call__(self, model: torch.nn.Module, x: torch.Tensor, beta: float = 1.0) -> NamedTuple: ...
+    def __call__(self, model: ModelT, x: torch.Tensor, beta: float = 1.0) -> NamedTuple: ...
 
     @property
     def label(self) -> str:

@@ -22,7 +22,7 @@ class BoundTerms(NamedTuple):
     bound: torch.Tensor
 
 
-class DequantizationBound(Objective):
+class DequantizationBound(Objective["VariationalModel"]):
     """E_q(u|k)[log p((k + u)/L) - D log L - log q(u|k)] with ``samples`` draws (importance
     weighted when > 1): a lower bound on log P(k) in nats, per example."""
 

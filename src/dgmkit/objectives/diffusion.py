@@ -36,7 +36,7 @@ class DiffusionTerms(NamedTuple):
     diffusion: torch.Tensor
 
 
-class DiffusionBound(Objective):
+class DiffusionBound(Objective["TimeSampledBound"]):
     score = "bound"
     score_label = "ELBO"
 

@@ -38,7 +38,7 @@ def _gumbel(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.log(u))
 
 
-class GumbelSoftmaxELBO(Objective):
+class GumbelSoftmaxELBO(Objective["CategoricalVAE"]):
     def __init__(
         self,
         temperature: float = 1.0,
@@ -59,7 +59,7 @@ class GumbelSoftmaxELBO(Objective):
 
     def __call__(self, model: "CategoricalVAE", x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
         q = model.posterior(x)
-        logits = q.base_dist.logits  # (B, V, K), normalized
+        logits = q.base_dist.logits  # type: ignore[attr-defined]  # (B, V, K), normalized; q: Independent(OneHotCategorical), typed Distribution
         perturbed = logits + _gumbel(logits.shape, logits)
         hard = F.one_hot(perturbed.argmax(-1), logits.shape[-1]).to(logits.dtype)  # an exact sample of q
         kl = kl_divergence(q, model.prior())
@@ -76,7 +76,7 @@ class GumbelSoftmaxELBO(Objective):
         return DiscreteTerms(loss, log_px_z - kl, log_px_z, kl)
 
 
-class ReinforceELBO(Objective):
+class ReinforceELBO(Objective["CategoricalVAE"]):
     """Needs a model with a baseline network (``CategoricalVAE(..., baseline=net)``)."""
 
     def __call__(self, model: "CategoricalVAE", x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:

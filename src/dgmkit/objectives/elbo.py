@@ -42,7 +42,7 @@ def kl_term(q: Distribution, p: Distribution, log_qz: torch.Tensor, log_pz: torc
         return (log_qz - log_pz).mean(0)
 
 
-class ELBO(Objective):
+class ELBO(Objective["LatentVariableModel"]):
     """ELBO estimator with ``num_samples`` (L) reparameterized samples per datapoint, for any
     ``models.LatentVariableModel`` with a continuous posterior.
 

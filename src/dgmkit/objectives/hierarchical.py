@@ -50,7 +50,7 @@ def layer_kls(model: "HierarchicalVAE", x: torch.Tensor) -> tuple[torch.Tensor, 
     return px.log_prob(x), torch.stack(kls)
 
 
-class HierarchicalELBO(Objective):
+class HierarchicalELBO(Objective["HierarchicalVAE"]):
     """The ELBO of a ``models.HierarchicalVAE`` with per-layer KL terms (see the module
     docstring); ``free_bits`` is the floor lambda (nats) on each layer's batch-mean KL."""
 

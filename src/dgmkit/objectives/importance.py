@@ -18,7 +18,7 @@ and every estimator here is a reduction of them:
 """
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 from torch.distributions import Distribution
@@ -27,7 +27,7 @@ from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.objectives.base import at_least
 
 if TYPE_CHECKING:
-    from dgmkit.models import VariationalModel
+    from dgmkit.models import LatentVariableModel, VariationalModel
 
 __all__ = [
     "ImportanceWeights",
@@ -74,9 +74,10 @@ def log_importance_weights(
         return ImportanceWeights(*fused(x, k, generator))
     q = model.posterior(x) if q is None else q
     z, log_qz = rsample_and_log_prob(q, (k,), generator, reparameterized, device=x.device)
-    if keep_likelihood:
-        px = model.likelihood(z)
-        log_px_z, log_pz = model.log_joint(x, z, prior, px=px)
+    if keep_likelihood:  # a single-layer latent variable model's
+        lvm = cast("LatentVariableModel", model)
+        px = lvm.likelihood(z)
+        log_px_z, log_pz = lvm.log_joint(x, z, prior, px=px)
         return ImportanceWeights(z, log_px_z, log_pz, log_qz, px)
     log_px_z, log_pz = model.log_joint(x, z, prior)
     return ImportanceWeights(z, log_px_z, log_pz, log_qz)
@@ -151,9 +152,9 @@ def importance_sampled_log_likelihood(
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
         q = model.posterior(xb)
-        prior = model.prior() if model.has_latents else None
+        prior = cast("LatentVariableModel", model).prior() if model.has_latents else None
         per_chunk = max(1, chunk_size // len(xb))
-        total = None  # log sum_i w_i over the draws so far
+        total: torch.Tensor | None = None  # log sum_i w_i over the draws so far
         for s in range(0, k, per_chunk):
             n = min(per_chunk, k - s)
             w = log_importance_weights(model, xb, n, q=q, prior=prior, generator=generator).log_w
@@ -162,5 +163,6 @@ def importance_sampled_log_likelihood(
             dtype = w.dtype
             part = torch.logsumexp(w, dim=0).double()
             total = part if total is None else torch.logaddexp(total, part)
+        assert total is not None  # k >= 1 draws
         out.append((total - math.log(k)).to(dtype))
     return (torch.cat(out), torch.cat(one)) if first else torch.cat(out)

@@ -30,7 +30,7 @@ class IWAETerms(NamedTuple):
     kl: torch.Tensor
 
 
-class IWAE(Objective):
+class IWAE(Objective["VariationalModel"]):
     """The importance-weighted bound with k samples per datapoint.
 
     Its gradient weights each sample by its normalized importance weight. With beta < 1 (KL

@@ -19,7 +19,7 @@ class LikelihoodTerms(NamedTuple):
     log_px: torch.Tensor
 
 
-class MaximumLikelihood(Objective):
+class MaximumLikelihood(Objective["ExactLikelihoodModel"]):
     score = "log_px"
     score_label = "log p(x)"
 

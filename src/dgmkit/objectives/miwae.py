@@ -47,6 +47,7 @@ def miwae_log_weights(
     the draws, and p(x | z) at them (batch shape (k, B)): ``log_importance_weights``, whose
     likelihood term is already of the observed entries only (``LatentVariableModel.log_joint``)."""
     w = log_importance_weights(model, x, k, q=q, generator=generator, keep_likelihood=True)
+    assert w.px is not None  # keep_likelihood
     return w.log_w, w.z, w.px
 
 
@@ -55,7 +56,7 @@ class MIWAETerms(NamedTuple):
     bound: torch.Tensor
 
 
-class MIWAE(Objective):
+class MIWAE(Objective["LatentVariableModel"]):
     """The MIWAE bound with ``k`` draws per datapoint (NaN entries of x are missing)."""
 
     score = "bound"
@@ -79,7 +80,7 @@ def point_statistics(px: Distribution) -> tuple[torch.Tensor, Callable[[torch.Te
     probabilities, then the most probable value) says its own."""
     stats = getattr(px, "imputation_statistics", None)
     if stats is not None:
-        return stats(), px.imputation_point
+        return stats(), getattr(px, "imputation_point")  # noqa: B009 - duck-typed, as imputation_statistics
     return px.mean.unsqueeze(-1), lambda s: s.squeeze(-1)
 
 
@@ -127,8 +128,8 @@ def impute(
     model.eval()
     mask = observed(x)
     q = model.posterior(x)
-    total = None  # log sum of the weights so far, (B,)
-    acc = None  # the weighted sum of the point statistics so far, normalized by exp(total)
+    total: torch.Tensor | None = None  # log sum of the weights so far, (B,)
+    acc: torch.Tensor | None = None  # the weighted sum of the point statistics so far, normalized by exp(total)
     picked = None  # the multiple imputations so far, (draws, B, *event)
     to_point = None
     for start in range(0, k, chunk):
@@ -142,12 +143,13 @@ def impute(
         contrib = (w.reshape(*w.shape, *[1] * (stats.dim() - 2)) * stats).sum(0)
         acc = (
             contrib
-            if acc is None
+            if acc is None or total is None  # (both None before the first chunk, neither after)
             else acc * torch.exp(total - new_total).to(acc.dtype).reshape(-1, *[1] * (acc.dim() - 1)) + contrib
         )
         if draws:
             picked = _resample(model, x, log_w, z, part - new_total, picked, draws, generator)
         total = new_total
+    assert acc is not None and to_point is not None  # k >= 1: at least one chunk
     single = torch.where(mask, x, to_point(acc).to(x.dtype))
     multiple = None if picked is None else torch.where(mask, x, picked)
     return single, multiple

@@ -19,7 +19,7 @@ class ReconstructionTerms(NamedTuple):
     recon: torch.Tensor
 
 
-class Reconstruction(Objective):
+class Reconstruction(Objective["Autoencoder"]):
     score = "recon"
     score_label = "log p(x|f(x))"
 

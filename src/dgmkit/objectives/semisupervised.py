@@ -54,7 +54,7 @@ class M2Terms(NamedTuple):
     labelled: torch.Tensor
 
 
-class M2Objective(Objective):
+class M2Objective(Objective["M2"]):
     """M2's objective (module docstring) with the classification weight ``alpha`` = a N on the
     mean over the labelled examples, a = ``alpha_fraction``, N the training set's size
     (``setup``) and N_l its labelled examples (``setup_labels``)."""
@@ -113,7 +113,7 @@ class HybridObjectiveTerms(NamedTuple):
     labelled: torch.Tensor
 
 
-class HybridObjective(Objective):
+class HybridObjective(Objective["HybridFlow"]):
     """-(log p(y|x) + (lambda / D) log p(x)) for a ``models.HybridFlow`` over D dimensions.
 
     The score that training monitors (early stopping, the best checkpoint) is the exact

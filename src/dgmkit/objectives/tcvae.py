@@ -45,7 +45,7 @@ class TCVAETerms(NamedTuple):
     dim_kl: torch.Tensor
 
 
-class BetaTCVAE(Objective):
+class BetaTCVAE(Objective["VAE"]):
     """See the module docstring. Needs a diagonal Gaussian posterior and a prior that factorizes
     over dimensions (the standard normal)."""
 

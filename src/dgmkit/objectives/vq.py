@@ -32,7 +32,7 @@ class VQTerms(NamedTuple):
     usage: torch.Tensor
 
 
-class VQObjective(Objective):
+class VQObjective(Objective["VQVAE"]):
     score = "bound"
     score_label = "bound (uniform code prior)"
 

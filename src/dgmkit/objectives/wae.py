@@ -29,7 +29,7 @@ class WAETerms(NamedTuple):
     mmd: torch.Tensor
 
 
-class WAEObjective(Objective):
+class WAEObjective(Objective["WassersteinAutoencoder"]):
     """See the module docstring; ``mmd_weight`` is lambda. The Trainer's KL weight (a warm-up)
     scales the penalty too."""
 

@@ -41,7 +41,7 @@ def _sleep_term(model: "LatentVariableModel", n: int) -> torch.Tensor:
     return model.posterior(x).log_prob(h)  # (n,)
 
 
-class WakeSleep(Objective):
+class WakeSleep(Objective["LatentVariableModel"]):
     score = "elbo"
 
     def __call__(self, model: "LatentVariableModel", x: torch.Tensor, beta: float = 1.0) -> WakeSleepTerms:
@@ -54,7 +54,7 @@ class WakeSleep(Objective):
         return WakeSleepTerms(loss, elbo, w.log_px_z[0].detach(), (w.log_qz - w.log_pz)[0].detach(), elbo)
 
 
-class ReweightedWakeSleep(Objective):
+class ReweightedWakeSleep(Objective["LatentVariableModel"]):
     score = "iwae"
     score_label = "IWAE bound"
 

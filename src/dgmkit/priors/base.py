@@ -28,6 +28,7 @@ class Prior(nn.Module, ABC):
     latent_dim: int
     context: ClassVar[str | None] = None
     has_components: ClassVar[bool] = False
+    components: int  # where has_components: how many
 
     @abstractmethod
     def forward(self, context: Any = None) -> Distribution: ...

@@ -11,6 +11,8 @@ __all__ = ["UniformCategoricalPrior"]
 class UniformCategoricalPrior(Prior):
     """p(z) = prod_v Cat(z_v; 1/K), z_v one-hot: event shape (V, K)."""
 
+    logits: torch.Tensor
+
     def __init__(self, num_vars: int, num_classes: int):
         super().__init__()
         self.latent_dim = num_vars

@@ -13,6 +13,8 @@ __all__ = ["FlowPrior"]
 class FlowPrior(Prior):
     """p(z) = N(T(z); 0, I) |det dT/dz| with T a Bijection on (B, latent_dim)."""
 
+    _zero: torch.Tensor
+
     def __init__(self, latent_dim: int, bijection: Bijection):
         super().__init__()
         self.latent_dim = latent_dim

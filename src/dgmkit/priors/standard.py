@@ -16,6 +16,9 @@ class StandardNormalPrior(Prior):
     -1.8378770351409912
     """
 
+    loc: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, latent_dim: int):
         super().__init__()
         self.latent_dim = latent_dim

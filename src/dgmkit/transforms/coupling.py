@@ -60,6 +60,11 @@ class _Coupling(Bijection):
     Images (a (1, H, W) or (C, 1, 1) mask): the net sees b * x and returns n_params * C
     channels, of which only the masked-out positions are used."""
 
+    mask: torch.Tensor
+    keep: torch.Tensor
+    move: torch.Tensor
+    merge: torch.Tensor
+
     n_params: int
 
     def __init__(self, mask: torch.Tensor, net: nn.Module, context_features: int = 0):

@@ -16,6 +16,10 @@ __all__ = ["InvertibleLinear"]
 class InvertibleLinear(Bijection):
     """LU-parameterised invertible linear map of dim 1, initialised at a random rotation."""
 
+    p: torch.Tensor
+    sign_s: torch.Tensor
+    lower_mask: torch.Tensor
+
     def __init__(self, channels: int, generator: torch.Generator | None = None):
         super().__init__()
         w = torch.linalg.qr(torch.randn(channels, channels, generator=generator, dtype=torch.float64))[0]

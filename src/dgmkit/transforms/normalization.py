@@ -16,6 +16,8 @@ class ActNorm(Bijection):
     weights, so a loaded model is not initialised again.
     """
 
+    initialized: torch.Tensor
+
     def __init__(self, channels: int):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))

@@ -10,6 +10,9 @@ __all__ = ["Permutation"]
 class Permutation(Bijection):
     """z[:, i] = x[:, perm[i]]. ``Permutation.reverse(D)`` or ``Permutation.random(D, generator)``."""
 
+    perm: torch.Tensor
+    inv_perm: torch.Tensor
+
     def __init__(self, perm: torch.Tensor):
         super().__init__()
         perm = torch.as_tensor(perm, dtype=torch.long)
