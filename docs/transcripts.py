@@ -44,12 +44,13 @@ HOLES_CSV = (
 )
 
 T = "dgm train --dataset digits"
+V = "--hidden 256 128 --latent-dim 8 --epochs 20 --batch-size 64"  # the demo's VAE, shorter
 
 # name -> commands. A command that ends in `  # fails` is expected to exit with status 1.
 TRANSCRIPTS: dict[str, list[str]] = {
     "demo": ["dgm demo"],
     "vae": [
-        f"{T} --hidden 256 128 --latent-dim 8 --epochs 20 --warmup 10 --batch-size 64 --out runs/vae",
+        f"{T} {V} --warmup 10 --out runs/vae",
         "dgm eval runs/vae --iw-samples 1000",
         "dgm sample runs/vae -n 64 --out samples.png",
         "dgm reconstruct runs/vae --out reconstructions.png",
@@ -57,35 +58,32 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "dgm latents runs/vae --out latents.png",
     ],
     "vae-iwae": [
-        f"{T} --hidden 128 64 --latent-dim 8 --epochs 10 --objective iwae --iw-k 5 --quiet --out runs/iwae",
+        f"{T} {V} --objective iwae --iw-k 5 --quiet --out runs/iwae",
         "dgm eval runs/iwae --iw-samples 1000",
     ],
     "vae-mog": [
-        f"{T} --prior mog --prior-components 10 --hidden 128 64 --latent-dim 8 --epochs 10 --warmup 5 --quiet "
-        "--out runs/mog",
+        f"{T} {V} --warmup 10 --prior mog --prior-components 10 --quiet --out runs/mog",
         "dgm eval runs/mog --iw-samples 1000",
         "dgm cluster runs/mog",
     ],
     "vae-vampprior": [
-        f"{T} --prior vampprior --prior-components 50 --pseudo-init data --hidden 128 64 --latent-dim 8 --epochs 10 "
-        "--quiet --out runs/vamp",
+        f"{T} {V} --warmup 10 --prior vampprior --prior-components 50 --pseudo-init data --quiet --out runs/vamp",
         "dgm eval runs/vamp --iw-samples 1000",
     ],
     "vae-flow": [
-        f"{T} --prior flow --flow maf --posterior iaf --flow-layers 2 --hidden 128 64 --latent-dim 8 --epochs 10 "
-        "--quiet --out runs/flowprior",
+        f"{T} {V} --warmup 10 --prior flow --flow maf --posterior iaf --flow-layers 2 --quiet --out runs/flowprior",
         "dgm eval runs/flowprior --iw-samples 1000",
     ],
     "vae-freebits": [
-        f"{T} --hidden 128 64 --latent-dim 8 --epochs 10 --beta 1 --warmup 5 --free-bits 0.25 --quiet --out runs/fb",
+        f"{T} {V} --warmup 10 --free-bits 0.25 --quiet --out runs/fb",
         "dgm eval runs/fb --iw-samples 1000",
     ],
     "vae-tcvae": [
-        f"{T} --objective tcvae --tc-weight 6 --hidden 128 64 --latent-dim 8 --epochs 5 --out runs/tcvae",
+        f"{T} {V} --objective tcvae --tc-weight 6 --out runs/tcvae",
     ],
     "hvae": [
         f"{T} --model hvae --latent-sizes 8 4 --hidden 128 --encoder gated --prior vampprior --prior-components 50 "
-        "--epochs 10 --warmup 5 --out runs/hvae",
+        "--epochs 20 --warmup 5 --batch-size 64 --out runs/hvae",
         "dgm eval runs/hvae --iw-samples 500",
         "dgm diagnose runs/hvae --out diagnose.png -n 300",
     ],
@@ -95,17 +93,18 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "dgm eval runs/vdvae --iw-samples 100",
     ],
     "dvae": [
-        f"{T} --model dvae --latent-dim 8 --latent-classes 4 --objective gumbel-softmax --hidden 128 --epochs 5 "
-        "--out runs/dvae-gs",
+        f"{T} --model dvae --latent-dim 8 --latent-classes 4 --objective gumbel-softmax --hidden 128 --epochs 20 "
+        "--batch-size 64 --out runs/dvae-gs",
         "dgm eval runs/dvae-gs --iw-samples 500",
-        f"{T} --model dvae --latent-dim 8 --latent-classes 4 --objective reinforce --hidden 128 --epochs 5 --quiet "
-        "--out runs/dvae-rf",
+        f"{T} --model dvae --latent-dim 8 --latent-classes 4 --objective reinforce --hidden 128 --epochs 20 "
+        "--batch-size 64 --quiet --out runs/dvae-rf",
         "dgm eval runs/dvae-rf --iw-samples 500",
     ],
     "helmholtz": [
-        f"{T} --model helmholtz --objective wake-sleep --layers 64 32 --epochs 5 --lr 3e-3 --out runs/ws",
+        f"{T} --model helmholtz --objective wake-sleep --layers 64 32 --epochs 20 --batch-size 64 --lr 3e-3 --out runs/ws",
         "dgm eval runs/ws --iw-samples 1000",
-        f"{T} --model helmholtz --objective rws --iw-k 5 --layers 64 32 --epochs 5 --lr 3e-3 --quiet --out runs/rws",
+        f"{T} --model helmholtz --objective rws --iw-k 5 --layers 64 32 --epochs 20 --batch-size 64 --lr 3e-3 --quiet "
+        "--out runs/rws",
         "dgm eval runs/rws --iw-samples 1000",
     ],
     "ppca": [
