@@ -86,7 +86,7 @@ def test_readme_commands_run_as_written(tmp_path):
         if skip is not None:
             continue
         for cmd, shown in commands(body):
-            proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
             printed = (proc.stdout + proc.stderr).splitlines()
             assert proc.returncode == 0, f"`{cmd}` exited with {proc.returncode}:\n" + "\n".join(printed)
             missing = shown_in_order(shown, printed)
