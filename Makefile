@@ -31,8 +31,8 @@ test-all: $(VENV)/.installed
 	$(PY) -m pytest -q --run-slow $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed  # style, imports, bugbear and type annotations of the library
-	$(VENV)/bin/ruff check src tests benchmarks examples docs
-	$(VENV)/bin/ruff format --check src tests benchmarks examples docs
+	$(VENV)/bin/ruff check src tests benchmarks examples docs/transcripts.py docs/hooks.py
+	$(VENV)/bin/ruff format --check src tests benchmarks examples docs/transcripts.py docs/hooks.py
 
 examples: $(VENV)/.installed  # the README's Python examples run as printed
 	rm -rf runs/quickstart && $(PY) examples/quickstart.py
