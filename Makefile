@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint check examples package-check bench bench-flows clean
+.PHONY: demo test test-all lint check examples docs package-check bench bench-flows clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV_FLAGS) $(VENV)
@@ -31,8 +31,8 @@ test-all: $(VENV)/.installed
 	$(PY) -m pytest -q --run-slow $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed  # style, imports, bugbear and type annotations of the library
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples docs/transcripts.py docs/hooks.py
+	$(VENV)/bin/ruff format --check src tests benchmarks examples docs/transcripts.py docs/hooks.py
 
 examples: $(VENV)/.installed  # the README's Python examples run as printed, then one script per model family
 	rm -rf runs/quickstart && $(PY) examples/quickstart.py
@@ -43,6 +43,9 @@ examples: $(VENV)/.installed  # the README's Python examples run as printed, the
 	@for f in examples/families/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 check: lint examples
+
+docs: $(VENV)/.installed  # the docs site from docs/ and the docstrings, warnings as errors, into build/site
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 # The packages: a wheel and an sdist build (python -m build), and the wheel installs with pip into
 # a fresh venv that already holds torch, leaves that torch as it is, pulls no optional extra, and

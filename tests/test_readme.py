@@ -1,0 +1,95 @@
+"""The README's commands run as written (issue 34): every `$ ` line of its console blocks, in
+order, in one fresh temporary folder that holds only a copy of examples/ and configs/, with the
+`dgm` and `python` of this interpreter. Each must exit with status 0, and where the README shows
+a command's output, the first word of each shown line must come out in that order (numbers and
+timings may differ; "..." stands for lines left out). A block that is not run carries, on the
+line before it, a comment `<!-- not run by tests/test_readme.py: REASON -->`; a file a command
+reads must therefore be made by an earlier command of the README."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+SKIP = re.compile(r"<!-- not run by tests/test_readme\.py: (.+?) -->", re.S)
+
+
+def console_blocks(text: str) -> list[tuple[list[str], str | None]]:
+    """The fenced blocks that hold `$ ` lines, each as its lines and the reason it is not run (or None)."""
+    blocks, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        if lines[i].startswith("```"):
+            j = next(k for k in range(i + 1, len(lines)) if lines[k].startswith("```"))
+            body = lines[i + 1 : j]
+            if any(line.startswith("$ ") for line in body):
+                before = "\n".join(lines[max(0, i - 3) : i])
+                skip = SKIP.search(before)
+                blocks.append((body, skip.group(1) if skip else None))
+            i = j + 1
+        else:
+            i += 1
+    return blocks
+
+
+def commands(body: list[str]) -> list[tuple[str, list[str]]]:
+    """(command, its output lines as shown) for each `$ ` line of a block."""
+    out: list[tuple[str, list[str]]] = []
+    for line in body:
+        if line.startswith("$ "):
+            out.append((line[2:], []))
+        elif out:
+            out[-1][1].append(line)
+    return out
+
+
+def first_word(line: str) -> str:
+    return line.split()[0] if line.split() else ""
+
+
+def shown_in_order(shown: list[str], printed: list[str]) -> str | None:
+    """None if the first words of the shown lines occur in the printed lines in that order, else the first missing."""
+    words = iter(first_word(line) for line in printed)
+    for line in shown:
+        if not line.strip() or line.strip() == "...":
+            continue
+        if first_word(line) not in words:  # advances the iterator: an in-order subsequence
+            return line
+    return None
+
+
+def test_readme_blocks_are_parsed():
+    blocks = console_blocks(README.read_text())
+    run = [c for body, skip in blocks if skip is None for c, _ in commands(body)]
+    assert "dgm demo" in run and "python examples/quickstart.py" in run
+    for _body, skip in blocks:  # a skipped block says why
+        assert skip is None or len(skip.strip()) > 10, skip
+
+
+def test_readme_commands_run_as_written(tmp_path):
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    for folder in ("examples", "configs"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.pop("DGMKIT_DATA", None)  # nothing the README runs reads a data file from outside
+    src = str(REPO / "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    ran = 0
+    for body, skip in console_blocks(README.read_text()):
+        if skip is not None:
+            continue
+        for cmd, shown in commands(body):
+            proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+            printed = (proc.stdout + proc.stderr).splitlines()
+            assert proc.returncode == 0, f"`{cmd}` exited with {proc.returncode}:\n" + "\n".join(printed)
+            missing = shown_in_order(shown, printed)
+            assert missing is None, f"`{cmd}`: the README shows {missing!r}, not printed:\n" + "\n".join(printed)
+            ran += 1
+    assert ran >= 3
