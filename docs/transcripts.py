@@ -130,8 +130,8 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "dgm eval runs/vq",
         "dgm train --codes-of runs/vq --model arm --arm pixelcnn --likelihood categorical --channels 32 --arm-layers 3 "
         "--epochs 5 --quiet --out runs/vq-prior",
-        "dgm eval runs/vq --code-prior runs/vq-prior",
-        "dgm sample runs/vq --code-prior runs/vq-prior -n 16 --out vq-samples.png",
+        "dgm eval runs/vq --input code-prior=runs/vq-prior",
+        "dgm sample runs/vq --input code-prior=runs/vq-prior -n 16 --out vq-samples.png",
     ],
     "flow": [
         f"{T} --model flow --flow glow --hidden 64 --flow-layers 4 --epochs 3 --out runs/glow",

@@ -25,11 +25,14 @@ Two ways a run uses another, each declared by a family (``FamilyConfig``):
 import hashlib
 from pathlib import Path
 
+import torch
+
 from dgmkit.config.run import Run, load_run
 from dgmkit.config.schema import DataConfig
 from dgmkit.data import Dataset, load_dataset
 from dgmkit.data.missing import remove_completely_at_random
 from dgmkit.errors import ConfigError, DataError
+from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["run_dataset", "derived_dataset", "derived_name", "attach_input", "check_derived_current"]
 
@@ -70,7 +73,11 @@ def derived_dataset(source_dir: str | Path, data_dir: str | None = None) -> Data
     images = run_dataset(source.cfg.data, data_dir)
     if list(images.event_shape) != list(source.record["data"]["event_shape"]):
         raise DataError(f"the data of {source_dir} now have shape {images.event_shape}, not what its model was trained on")
-    return family.make_derived_data(source.model, source.transform, images, derived_name(source))
+
+    def held_out(x: torch.Tensor) -> torch.Tensor:  # as evaluation sees data: the fixed held-out noise
+        return source.transform(x, torch.Generator().manual_seed(VALID_SEED))
+
+    return family.make_derived_data(source.model, held_out, images, derived_name(source))
 
 
 def check_derived_current(dataset: Dataset, data: DataConfig, record: dict, source: str | Path) -> None:

@@ -11,6 +11,7 @@ adds it to the registry; ``config/``, ``cli/`` and ``evaluation/`` never name a 
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -116,10 +117,11 @@ class FamilyConfig(ABC):
         return dataclasses.asdict(self)
 
     def make_derived_data(
-        self, model: GenerativeModel, transform: DataTransform, data: Dataset, name: str
+        self, model: GenerativeModel, held_out: Callable[[torch.Tensor], torch.Tensor], data: Dataset, name: str
     ) -> Dataset:  # pragma: no cover - only for families that declare derived_data
         """The data named ``derived_data`` that ``model`` makes from every split of its own
-        ``data`` (as ``transform`` gives them to it), as a dataset called ``name``."""
+        ``data``, each batch of which ``held_out`` turns into what the model scores (its data
+        transform with the fixed held-out seed), as a dataset called ``name``."""
         raise NotImplementedError(f"the {self.name} family makes no data for other runs")
 
     def attach(self, role: str, run: "Run", other: "Run", trained_on_mine: bool) -> None:  # pragma: no cover

@@ -2,13 +2,14 @@
 with the codebook kept alive by EMA updates, k-means initialisation and dead-code restarts."""
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from dgmkit.conditional.heads import LikelihoodHead
-from dgmkit.data import Dataset, DataTransform, Split
+from dgmkit.data import Dataset, Split
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import LikelihoodSettings
@@ -21,7 +22,6 @@ from dgmkit.nn.quantize import VectorQuantizer
 from dgmkit.objectives import Objective
 from dgmkit.objectives.vq import VQObjective
 from dgmkit.settings import setting
-from dgmkit.training.trainer import VALID_SEED
 
 if TYPE_CHECKING:
     from dgmkit.config.run import Run
@@ -78,15 +78,17 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
         return VQObjective()
 
     @torch.no_grad()
-    def make_derived_data(self, model: GenerativeModel, transform: DataTransform, data: Dataset, name: str) -> Dataset:
-        """The code grids (N, 1, h, w) with K levels of every split (each image through the run's
-        data transform with the fixed held-out seed, then its nearest codes), with the labels."""
+    def make_derived_data(
+        self, model: GenerativeModel, held_out: Callable[[torch.Tensor], torch.Tensor], data: Dataset, name: str
+    ) -> Dataset:
+        """The code grids (N, 1, h, w) with K levels of every split (each image as the run's model
+        sees held-out data, ``held_out``, then its nearest codes), with the labels."""
         k = model.num_codes
         dtype = torch.uint8 if k <= 256 else torch.int32
         splits = {}
         for split in ("train", "valid", "test"):
             s = data.split(split)
-            x = transform(s.x, torch.Generator().manual_seed(VALID_SEED))
+            x = held_out(s.x)
             codes = torch.cat([model.codes(b) for b in x.split(_ENCODE_BATCH)])
             splits[split] = Split(codes.unsqueeze(1).to(dtype), s.y)
         return Dataset(name, **splits, num_levels=k)
