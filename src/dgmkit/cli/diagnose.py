@@ -20,6 +20,7 @@ from dgmkit.cli.common import (
     to_display,
     write_png,
 )
+from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.diagnostics import DIAGNOSTIC_ESTIMATORS, diagnose
 from dgmkit.evaluation.figures import diagnosis_png
@@ -115,8 +116,8 @@ def run_diagnose(args: argparse.Namespace) -> int:
     say(format_diagnosis(result))
     holes = typical = None
     if d.hole_z is not None:
-        holes = to_display(model.likelihood(d.hole_z).mean, run).cpu()  # decoded on the device, drawn by the CPU
-        typical = to_display(model.likelihood(d.typical_z).mean, run).cpu()
+        holes = to_display(location(model.likelihood(d.hole_z)), run).cpu()  # decoded on the device, drawn by the CPU
+        typical = to_display(location(model.likelihood(d.typical_z)), run).cpu()
         if holes.dim() != 4:
             holes = typical = None  # 2-D points, not images
     title = f"{run.path.name}: {run.cfg.model.describe()}"

@@ -162,7 +162,7 @@ def run_traverse(args: argparse.Namespace) -> int:
     for row, d in enumerate(order.tolist()):
         z[row, :, d] = mean[d] + t * std[d]
     shape = location(run.model.posterior(sample[:1])).shape[1:]
-    decoded = run.model.likelihood(z.reshape(-1, *shape)).mean
+    decoded = location(run.model.likelihood(z.reshape(-1, *shape)))
     path = write_png(out, image_grid_png(to_display(decoded, run), nrow=args.steps))
     dims = ", ".join(str(d) for d in order.tolist())
     say(

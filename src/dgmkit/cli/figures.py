@@ -160,7 +160,7 @@ def interpolate(args: argparse.Namespace) -> int:
     za, zb = location(run.model.posterior(a)), location(run.model.posterior(b))  # (P, M)
     t = torch.linspace(0, 1, args.steps, device=za.device).view(1, -1, *[1] * (za.dim() - 1))
     z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, *latent): for one-hot latents, through the simplex
-    dec = run.model.likelihood(z).mean  # (P, S, C, H, W)
+    dec = location(run.model.likelihood(z))  # (P, S, C, H, W)
     rows = torch.cat([to_display(a, run)[:, None], to_display(dec, run), to_display(b, run)[:, None]], 1)
     path = write_png(out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
     say(

@@ -1,4 +1,5 @@
-"""One way to draw from any posterior together with its log-density."""
+"""One way to draw from any posterior together with its log-density; a discrete value from a
+uniform by inverting its CDF."""
 
 from abc import ABC, abstractmethod
 
@@ -7,7 +8,7 @@ from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
 
-__all__ = ["JointSampler", "rsample_and_log_prob"]
+__all__ = ["JointSampler", "rsample_and_log_prob", "inverse_cdf"]
 
 
 class JointSampler(ABC):
@@ -39,3 +40,9 @@ def rsample_and_log_prob(
     with seeded_by(generator, device):
         z = q.rsample(sample_shape) if reparameterized and q.has_rsample else q.sample(sample_shape)
     return z, q.log_prob(z)
+
+
+def inverse_cdf(log_pmf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The value v with CDF(v - 1) <= u < CDF(v), for a pmf (B, L) and uniforms u (B,)."""
+    cdf = log_pmf.exp().cumsum(-1)
+    return (cdf < u[:, None] * cdf[:, -1:]).sum(-1).clamp_max(log_pmf.shape[-1] - 1)

@@ -4,7 +4,7 @@ with one KL term per layer (beta, KL warm-up and free bits per layer) or the IWA
 
 import dataclasses
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -24,14 +24,16 @@ from dgmkit.objectives.hierarchical import HierarchicalELBO
 from dgmkit.priors.conditional import GaussianLayerPrior
 from dgmkit.settings import setting
 
-__all__ = ["HVAEConfig"]
+__all__ = ["HVAEConfig", "StackSettings"]
 
 
-@register_family
 @dataclasses.dataclass
-class HVAEConfig(VAESettings, FamilyConfig):
-    name = "hvae"
-    summary = "hierarchical VAE: stochastic layers z_1..z_L, bottom-up, top-down or ladder posterior"
+class StackSettings(VAESettings):
+    """A stack of Gaussian stochastic layers z_1..z_L: its settings, posterior and prior networks
+    and decoder (the hierarchical VAE's, and the PixelVAE's with an autoregressive decoder).
+    ``stack_class`` is the model built; ``_decoder`` makes p(x | z)."""
+
+    stack_class: ClassVar[type[HierarchicalVAE]] = HierarchicalVAE
 
     latent_sizes: list[int] = setting(
         [40, 40], "dimensions of each stochastic layer, from z_1 (next to x) to the top", min=1, max=4096
@@ -54,16 +56,6 @@ class HVAEConfig(VAESettings, FamilyConfig):
         "conv-hvae: Tomczak & Welling's convHVAE networks (gated convolutions on x in q(z_L|x), q(z_l|x,z_l+1) and "
         "p(x|z), gated dense layers of hidden[-1] units elsewhere; top-down posterior)",
     )
-    res_resolutions: list[int] = setting(
-        [7, 14], "residual: latent resolutions, lowest first, each twice the one before", min=1, max=1024
-    )
-    res_layers: list[int] = setting([8, 8], "residual: latent layers at each resolution", min=1, max=256)
-    res_width: int = setting(64, "residual: channels of the top-down state and bottom-up activations", min=1, max=1024)
-    res_bottleneck: int = setting(16, "residual: the residual blocks' bottleneck channels", min=1, max=1024)
-    res_latent_channels: int = setting(4, "residual: channels of each latent layer", min=1, max=256)
-    res_blocks: int = setting(1, "residual: blocks per bottom-up resolution and at the output", min=1, max=64)
-    scale_min: float = setting(1e-3, "residual: lower bound of every posterior and prior scale", min=1e-6, max=1.0)
-    scale_max: float = setting(10.0, "residual: upper bound of every posterior and prior scale", min=1.0, max=1e4)
 
     def validate(self) -> None:
         own_networks = self.architecture == "conv-hvae" or self.posterior == "residual"
@@ -71,16 +63,6 @@ class HVAEConfig(VAESettings, FamilyConfig):
             raise ConfigError("conv_channels sets --encoder conv networks; conv-hvae and the residual model have their own")
         if self.architecture == "conv-hvae" and (self.posterior != "top-down" or self.decoder_sees != "all"):
             raise ConfigError("architecture = conv-hvae is a top-down posterior whose decoder sees every layer")
-        if self.posterior == "residual":
-            if len(self.res_layers) != len(self.res_resolutions):
-                raise ConfigError(
-                    f"res_layers {self.res_layers} needs one number of latent layers per resolution in "
-                    f"res_resolutions {self.res_resolutions}"
-                )
-            if any(b != 2 * a for a, b in zip(self.res_resolutions, self.res_resolutions[1:])):
-                raise ConfigError(f"res_resolutions {self.res_resolutions} must double from one to the next")
-            if not self.scale_min < 1.0 < self.scale_max:
-                raise ConfigError("scale_min < 1 < scale_max is needed (a unit scale at initialisation)")
         if self.prior == "vampprior" and self.posterior == "bottom-up":
             raise ConfigError("the VampPrior is made of q(z_L | x): it needs a top-down or ladder posterior")
         if self.free_bits and (self.objective != "elbo" or self.posterior == "bottom-up"):
@@ -100,12 +82,6 @@ class HVAEConfig(VAESettings, FamilyConfig):
         return "all" if self.posterior == "top-down" else "bottom"
 
     def describe(self) -> str:
-        if self.posterior == "residual":
-            return (
-                f"a very deep residual top-down VAE ({sum(self.res_layers)} latent layers of {self.res_latent_channels} "
-                f"channels at {self.res_resolutions} with {self.res_layers} layers, width {self.res_width}, "
-                f"{self.prior} top prior, {self.likelihood.capitalize()} likelihood)"
-            )
         return (
             f"a hierarchical VAE ({len(self.latent_sizes)} layers {self.latent_sizes}, {self.posterior} posterior, "
             f"{self.hidden} {self.encoder} networks, {self.prior} top prior, {self.likelihood.capitalize()} likelihood)"
@@ -140,16 +116,28 @@ class HVAEConfig(VAESettings, FamilyConfig):
         """A layer's network (posterior or prior): gated or plain, with the hidden sizes."""
         return GatedMLP(i, self.hidden, o) if self.encoder == "gated" else MLP(i, self.hidden, o, self.activation)
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> HierarchicalVAE | DeepTopDownVAE:
-        if self.posterior == "residual":
-            return self._build_residual(event_shape, num_levels, init_data, seed)
+    def _decoder(self, event_shape: tuple[int, ...], num_levels: int | None, scale: float) -> nn.Module:
+        """p(x | z) for the layers the decoder sees; ``scale``: the model's input scale."""
+        head = self.head(num_levels)
+        return Decoder(self._decoder_net(event_shape, head.params_per_pixel), head, event_shape)
+
+    def _decoder_net(self, event_shape: tuple[int, ...], per_pixel: int) -> nn.Module:
+        """The layers the decoder sees -> ``per_pixel`` numbers a pixel (flat, or (C * per_pixel, H, W))."""
+        sizes = self.latent_sizes
+        if self.architecture == "conv-hvae":
+            return _conv_hvae_decoder_net(event_shape, sizes, self.hidden[-1], per_pixel)
+        if self.decoder_sees == "all" and (self.decoder or self.encoder) == "gated" and len(sizes) > 1:
+            return GatedBranches(sizes, self.hidden[-1], math.prod(event_shape) * per_pixel)
+        decoder_in = sum(sizes) if self.decoder_sees == "all" else sizes[0]
+        return decoder_net(self, event_shape, decoder_in, per_pixel)
+
+    def _build_stack(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None, seed: int
+    ) -> HierarchicalVAE:
         if self.architecture == "conv-hvae":
             return self._build_conv_hvae(event_shape, num_levels, init_data, seed)
         self.check_networks(event_shape)
         sizes, width, act = self.latent_sizes, self.hidden[-1], self.activation
-        head = self.head(num_levels)
         features = self._features(event_shape)
         top = len(sizes) - 1
         ladder = []
@@ -167,26 +155,119 @@ class HVAEConfig(VAESettings, FamilyConfig):
             ladder = [nn.Sequential(MLP(width, [width], width, act), activation(act)) for _ in range(top)]
             q_nets = [nn.Linear(width, 2 * m) for m in sizes]
         layer_priors = [GaussianLayerPrior(self._net(sizes[i + 1], 2 * sizes[i]), sizes[i]) for i in range(top)]
-        decoder_in = sum(sizes) if self.decoder_sees == "all" else sizes[0]
-        if self.decoder_sees == "all" and (self.decoder or self.encoder) == "gated" and len(sizes) > 1:
-            out = math.prod(event_shape) * head.params_per_pixel
-            decoder = Decoder(GatedBranches(sizes, self.hidden[-1], out), head, event_shape)
-        else:
-            decoder = Decoder(decoder_net(self, event_shape, decoder_in, head.params_per_pixel), head, event_shape)
         scale = self.input_scale(num_levels)
+        decoder = self._decoder(event_shape, num_levels, scale)
         prior = self.build_prior(sizes[top], self.hidden, act, event_shape, scale, init_data, seed)
-        return HierarchicalVAE(
+        return self.stack_class(
             sizes,
             self.posterior,
             features,
             q_nets,
             layer_priors,
             prior,
-            decoder,
+            decoder,  # type: ignore[arg-type]  # a Decoder, or a stack class's own kind of p(x | z)
             decoder_input=self.decoder_sees,
             ladder_nets=ladder,
             input_scale=scale,
         )
+
+    def _build_conv_hvae(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None, seed: int
+    ) -> HierarchicalVAE:
+        """Tomczak & Welling's convHVAE (reference code ``convHVAE_2level``): q(z_L | x) a gated
+        conv stack (kernels 7, 3/2, 5, 3/2, 3 to 6 channels at a quarter of the size) and an affine
+        layer; q(z_l | x, z_{l+1}) another conv stack (kernels 3) and a gated layer on z_{l+1},
+        joined by a gated layer; p(z_l | z_{l+1}) gated dense layers; p(x | z) a gated layer per
+        layer, a gated layer to the image size, four gated 3x3 convolutions of 64 channels and a
+        1x1 convolution."""
+        if len(event_shape) != 3 or event_shape[1] % 4 or event_shape[2] % 4:
+            raise ConfigError(f"conv-hvae needs images whose sides divide by 4, got shape {event_shape}")
+        c, hgt, wid = event_shape
+        dims, width, sizes = c * hgt * wid, self.hidden[-1], self.latent_sizes
+        h_size = 6 * (hgt // 4) * (wid // 4)
+        top = len(sizes) - 1
+
+        def stack(kernels: list[tuple[int, int, int, int]]) -> ImageBranch:
+            chans, layers = [c, 32, 32, 64, 64, 6], []
+            for (k, st, pad, _), a, b in zip(kernels, chans[:-1], chans[1:]):
+                layers.append(GatedConv2d(a, b, k, st, pad))
+            return ImageBranch(nn.Sequential(*layers), event_shape, h_size)
+
+        top_stack = [(7, 1, 3, 0), (3, 2, 1, 0), (5, 1, 2, 0), (3, 2, 1, 0), (3, 1, 1, 0)]
+        small = [(3, 1, 1, 0), (3, 2, 1, 0), (3, 1, 1, 0), (3, 2, 1, 0), (3, 1, 1, 0)]
+        q_nets: list[nn.Module] = [
+            GatedBranches(
+                [dims, sizes[i + 1]], width, 2 * sizes[i], branches=[stack(small), GatedDense(sizes[i + 1], h_size)]
+            )
+            for i in range(top)
+        ]
+        q_nets.append(nn.Sequential(stack(top_stack), nn.Linear(h_size, 2 * sizes[top])))
+        layer_priors = [GaussianLayerPrior(GatedMLP(sizes[i + 1], self.hidden, 2 * sizes[i]), sizes[i]) for i in range(top)]
+        scale = self.input_scale(num_levels)
+        decoder = self._decoder(event_shape, num_levels, scale)
+        prior = self.build_prior(sizes[top], self.hidden, self.activation, event_shape, scale, init_data, seed)
+        return self.stack_class(
+            sizes, "top-down", nn.Flatten(), q_nets, layer_priors, prior, decoder, decoder_input="all", input_scale=scale
+        )
+
+
+def _conv_hvae_decoder_net(event_shape: tuple[int, ...], sizes: list[int], width: int, per_pixel: int) -> nn.Module:
+    """convHVAE's p(x | z_1, ..., z_L) network: a gated layer of ``width`` units per layer, a gated
+    layer to the image size, four gated 3x3 convolutions of 64 channels and a 1x1 convolution to
+    ``per_pixel`` numbers a pixel."""
+    c, hgt, wid = event_shape
+    dims = c * hgt * wid
+    convs = [GatedConv2d(c, 64, 3, 1, 1), *[GatedConv2d(64, 64, 3, 1, 1) for _ in range(3)]]
+    out = nn.Sequential(nn.Unflatten(-1, (c, hgt, wid)), *convs, nn.Conv2d(64, c * per_pixel, 1))
+    branches = [GatedDense(m, width) for m in sizes]
+    return GatedBranches(sizes, dims, dims * per_pixel, branches=branches, out=out)
+
+
+@register_family
+@dataclasses.dataclass
+class HVAEConfig(StackSettings, FamilyConfig):
+    name = "hvae"
+    summary = "hierarchical VAE: stochastic layers z_1..z_L, bottom-up, top-down or ladder posterior"
+
+    res_resolutions: list[int] = setting(
+        [7, 14], "residual: latent resolutions, lowest first, each twice the one before", min=1, max=1024
+    )
+    res_layers: list[int] = setting([8, 8], "residual: latent layers at each resolution", min=1, max=256)
+    res_width: int = setting(64, "residual: channels of the top-down state and bottom-up activations", min=1, max=1024)
+    res_bottleneck: int = setting(16, "residual: the residual blocks' bottleneck channels", min=1, max=1024)
+    res_latent_channels: int = setting(4, "residual: channels of each latent layer", min=1, max=256)
+    res_blocks: int = setting(1, "residual: blocks per bottom-up resolution and at the output", min=1, max=64)
+    scale_min: float = setting(1e-3, "residual: lower bound of every posterior and prior scale", min=1e-6, max=1.0)
+    scale_max: float = setting(10.0, "residual: upper bound of every posterior and prior scale", min=1.0, max=1e4)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.posterior == "residual":
+            if len(self.res_layers) != len(self.res_resolutions):
+                raise ConfigError(
+                    f"res_layers {self.res_layers} needs one number of latent layers per resolution in "
+                    f"res_resolutions {self.res_resolutions}"
+                )
+            if any(b != 2 * a for a, b in zip(self.res_resolutions, self.res_resolutions[1:])):
+                raise ConfigError(f"res_resolutions {self.res_resolutions} must double from one to the next")
+            if not self.scale_min < 1.0 < self.scale_max:
+                raise ConfigError("scale_min < 1 < scale_max is needed (a unit scale at initialisation)")
+
+    def describe(self) -> str:
+        if self.posterior == "residual":
+            return (
+                f"a very deep residual top-down VAE ({sum(self.res_layers)} latent layers of {self.res_latent_channels} "
+                f"channels at {self.res_resolutions} with {self.res_layers} layers, width {self.res_width}, "
+                f"{self.prior} top prior, {self.likelihood.capitalize()} likelihood)"
+            )
+        return super().describe()
+
+    def build(
+        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> HierarchicalVAE | DeepTopDownVAE:
+        if self.posterior == "residual":
+            return self._build_residual(event_shape, num_levels, init_data, seed)
+        return self._build_stack(event_shape, num_levels, init_data, seed)
 
     def _build_residual(
         self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None, seed: int
@@ -216,49 +297,4 @@ class HVAEConfig(VAESettings, FamilyConfig):
             blocks=self.res_blocks,
             scale_bounds=(self.scale_min, self.scale_max),
             input_scale=scale,
-        )
-
-    def _build_conv_hvae(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None, seed: int
-    ) -> HierarchicalVAE:
-        """Tomczak & Welling's convHVAE (reference code ``convHVAE_2level``): q(z_L | x) a gated
-        conv stack (kernels 7, 3/2, 5, 3/2, 3 to 6 channels at a quarter of the size) and an affine
-        layer; q(z_l | x, z_{l+1}) another conv stack (kernels 3) and a gated layer on z_{l+1},
-        joined by a gated layer; p(z_l | z_{l+1}) gated dense layers; p(x | z) a gated layer per
-        layer, a gated layer to the image size, four gated 3x3 convolutions of 64 channels and a
-        1x1 convolution."""
-        if len(event_shape) != 3 or event_shape[1] % 4 or event_shape[2] % 4:
-            raise ConfigError(f"conv-hvae needs images whose sides divide by 4, got shape {event_shape}")
-        c, hgt, wid = event_shape
-        dims, width, sizes = c * hgt * wid, self.hidden[-1], self.latent_sizes
-        h_size = 6 * (hgt // 4) * (wid // 4)
-        head = self.head(num_levels)
-        top = len(sizes) - 1
-
-        def stack(kernels: list[tuple[int, int, int, int]]) -> ImageBranch:
-            chans, layers = [c, 32, 32, 64, 64, 6], []
-            for (k, st, pad, _), a, b in zip(kernels, chans[:-1], chans[1:]):
-                layers.append(GatedConv2d(a, b, k, st, pad))
-            return ImageBranch(nn.Sequential(*layers), event_shape, h_size)
-
-        top_stack = [(7, 1, 3, 0), (3, 2, 1, 0), (5, 1, 2, 0), (3, 2, 1, 0), (3, 1, 1, 0)]
-        small = [(3, 1, 1, 0), (3, 2, 1, 0), (3, 1, 1, 0), (3, 2, 1, 0), (3, 1, 1, 0)]
-        q_nets: list[nn.Module] = [
-            GatedBranches(
-                [dims, sizes[i + 1]], width, 2 * sizes[i], branches=[stack(small), GatedDense(sizes[i + 1], h_size)]
-            )
-            for i in range(top)
-        ]
-        q_nets.append(nn.Sequential(stack(top_stack), nn.Linear(h_size, 2 * sizes[top])))
-        layer_priors = [GaussianLayerPrior(GatedMLP(sizes[i + 1], self.hidden, 2 * sizes[i]), sizes[i]) for i in range(top)]
-        convs = [GatedConv2d(c, 64, 3, 1, 1), *[GatedConv2d(64, 64, 3, 1, 1) for _ in range(3)]]
-        out = nn.Sequential(nn.Unflatten(-1, (c, hgt, wid)), *convs, nn.Conv2d(64, c * head.params_per_pixel, 1))
-        branches = [GatedDense(m, width) for m in sizes]
-        decoder = Decoder(
-            GatedBranches(sizes, dims, dims * head.params_per_pixel, branches=branches, out=out), head, event_shape
-        )
-        scale = self.input_scale(num_levels)
-        prior = self.build_prior(sizes[top], self.hidden, self.activation, event_shape, scale, init_data, seed)
-        return HierarchicalVAE(
-            sizes, "top-down", nn.Flatten(), q_nets, layer_priors, prior, decoder, decoder_input="all", input_scale=scale
         )

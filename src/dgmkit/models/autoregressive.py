@@ -18,10 +18,11 @@ import torch
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
+from dgmkit.distributions.sampling import inverse_cdf
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.nn.causal import CausalConvNet
 from dgmkit.nn.made import MADE, MaskedLinear
-from dgmkit.nn.pixelcnn import GatedPixelCNNLayer, GatedPixelCNNNet
+from dgmkit.nn.pixelcnn import GatedPixelCNNNet
 
 if typing.TYPE_CHECKING:
     from torch.nn.modules.module import _IncompatibleKeys
@@ -30,12 +31,6 @@ __all__ = ["AutoregressiveModel", "CausalConvARM", "MADEARM", "GatedPixelCNN", "
 
 # choose(t, log_pmf) -> the values of the pixels at position t, (B,) integers
 Chooser = Callable[[int, torch.Tensor], torch.Tensor]
-
-
-def inverse_cdf(log_pmf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The value v with CDF(v - 1) <= u < CDF(v), for a pmf (B, L) and uniforms u (B,)."""
-    cdf = log_pmf.exp().cumsum(-1)
-    return (cdf < u[:, None] * cdf[:, -1:]).sum(-1).clamp_max(log_pmf.shape[-1] - 1)
 
 
 class AutoregressiveModel(ExactLikelihoodModel):
@@ -163,22 +158,9 @@ class GatedPixelCNN(AutoregressiveModel):
 
     @torch.no_grad()
     def run_cached(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
-        """Row by row: the vertical stack of row r (which sees rows < r only) once per row,
-        on the few rows above that it can reach; then per pixel, each layer's horizontal stack
-        at that pixel alone, from the layer outputs cached for the row."""
-        _, h, w = self.event_shape
-        x = torch.zeros(n, 1, h, w, device=device)
-        k = cast(GatedPixelCNNLayer, self.net.layers[0]).k
-        ch = cast(GatedPixelCNNLayer, self.net.layers[0]).h_out.out_channels
-        for r in range(h):
-            top = max(0, r - len(self.net.layers) * k - 1)  # rows r's vertical stack can see
-            v_pre = [a[:, :, r - top : r - top + 1] for a in self.net.vertical_stack(x[:, :, top : r + 1])]
-            rows = [x[:, :, r : r + 1]] + [x.new_zeros(n, ch, 1, w) for _ in self.net.layers]
-            for c in range(w):
-                params = self.net.horizontal_column(rows, v_pre, c)  # (B, P)
-                value = choose(r * w + c, self.head.pixel_log_pmf(params))
-                x[:, 0, r, c] = value.to(x.dtype) * self.input_scale
-        return (x / self.input_scale).round()
+        """Row by row, each layer at the new pixel alone (``GatedPixelCNNNet.generate``)."""
+        x = torch.zeros(n, *self.event_shape, device=device)
+        return self.net.generate(x, lambda t, params: choose(t, self.head.pixel_log_pmf(params)), self.input_scale)
 
 
 class MADEARM(AutoregressiveModel):

@@ -175,10 +175,11 @@ class LatentVariableModel(VariationalModel):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """The mean of p(x|z) at a representative point of q(z|x)."""
+        """A representative point of p(x|z) (its mean, where it has one) at a representative point
+        of q(z|x)."""
         from dgmkit.distributions import location
 
-        return self.likelihood(location(self.posterior(x))).mean
+        return location(self.likelihood(location(self.posterior(x))))
 
     @property
     def num_components(self) -> int | None:

@@ -337,9 +337,14 @@ class HierarchicalVAE(LayerStack, LatentVariableModel):
         return self.decoder(z if self.decoder_input == "all" else self.split(z)[0])
 
     @torch.no_grad()
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws z ~ p(z), ancestrally from the top, (n, sum M_l)."""
+        return self.prior().rsample_and_log_prob((n,), generator=generator)[0]
+
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws z ~ p(z) (ancestrally), x ~ p(x | z). Returns (x, mean of p(x | z))."""
-        z, _ = self.prior().rsample_and_log_prob((n,), generator=generator)
+        z = self.sample_latents(n, generator)
         px = self.likelihood(z)
         with seeded_by(generator, z.device):
             return px.sample(), px.mean
