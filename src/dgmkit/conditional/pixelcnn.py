@@ -1,0 +1,148 @@
+r"""An autoregressive decoder p(x|z) = prod_d p(x_d | x_<d, z): a gated PixelCNN over x, every
+layer of which sees a map s(z) at the image's size (the PixelVAE of Gulrajani et al. 2017,
+arXiv 1611.05013; the PixelHVAE of Tomczak & Welling 2018, arXiv 1705.07120).
+
+The decoder returns ``AutoregressivePixels``: log p(x|z) is exact in one network pass (the
+network sees x shifted, as a PixelCNN does), while a draw, or the greedy decode that stands for
+a representative image, is sequential, pixel by pixel. p(x|z) does not factorize over pixels,
+so the log-likelihood of a part of x (missing entries) is not available.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.conditional.heads import LikelihoodHead
+from dgmkit.distributions.sampling import inverse_cdf
+from dgmkit.nn.pixelcnn import GatedPixelCNNNet
+
+__all__ = ["PixelCNNDecoder", "AutoregressivePixels"]
+
+
+class PixelCNNDecoder(ConditionalDistribution):
+    """p(x|z) over single-channel images of ``event_shape`` = (1, H, W) with a discrete
+    likelihood ``head`` (Bernoulli, categorical, discretized logistic).
+
+    ``net`` maps latents (N, M) to the condition map: N * S * H * W numbers, flat or as
+    (N, S, H, W), with S = ``cond_channels``. The PixelCNN (``channels``, ``layers``,
+    ``kernel``) reads x * ``input_scale``. z of shape (*batch, M) gives a distribution of batch
+    shape ``batch``."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        head: LikelihoodHead,
+        event_shape: Sequence[int],
+        cond_channels: int,
+        channels: int = 64,
+        layers: int = 6,
+        kernel: int = 3,
+        input_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.event_shape = tuple(int(d) for d in event_shape)
+        if len(self.event_shape) != 3 or self.event_shape[0] != 1:
+            raise ValueError(f"the PixelCNN decoder takes single-channel images (1, H, W), got shape {self.event_shape}")
+        if head.num_levels is None:
+            raise ValueError(f"the PixelCNN decoder draws pixels from a discrete likelihood, not {type(head).__name__}")
+        self.net, self.head = net, head
+        self.cond_channels, self.input_scale = int(cond_channels), float(input_scale)
+        self.pixelcnn = GatedPixelCNNNet(1, head.params_per_pixel, channels, layers, kernel, cond_channels=cond_channels)
+
+    def forward(self, z: torch.Tensor) -> "AutoregressivePixels":
+        return AutoregressivePixels(self, z)
+
+    def condition(self, z: torch.Tensor) -> torch.Tensor:
+        """The condition map s(z), (N, S, H, W), for latents (N, M)."""
+        _, h, w = self.event_shape
+        return self.net(z).reshape(z.shape[0], self.cond_channels, h, w)
+
+    def params(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The head's parameters (N, 1, P, H, W) of every p(x_d | x_<d, z), one pass."""
+        dtype = s.dtype
+        x = x.to(dtype) * self.input_scale if self.input_scale != 1.0 else x.to(dtype)
+        return self.pixelcnn(x, s).unsqueeze(1)
+
+    @torch.no_grad()
+    def generate(
+        self, s: torch.Tensor, choose: Callable[[int, torch.Tensor], torch.Tensor], cached: bool = True
+    ) -> torch.Tensor:
+        """Images (N, 1, H, W) made pixel by pixel: pixel t is ``choose(t, log pmf (N, L))``."""
+        x = torch.zeros(s.shape[0], *self.event_shape, device=s.device, dtype=s.dtype)
+        pick = lambda t, params: choose(t, self.head.pixel_log_pmf(params))  # noqa: E731
+        return self.pixelcnn.generate(x, pick, self.input_scale, s, cached)
+
+
+class AutoregressivePixels(Distribution):
+    """p(x|z) of a ``PixelCNNDecoder`` at latents z (*batch, M): batch shape ``batch``, event
+    (1, H, W). ``log_prob`` is exact; ``sample`` and ``location`` (each pixel its most probable
+    value given z and the pixels chosen before it, the greedy decode) are sequential. The mean
+    has no closed form."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, decoder: PixelCNNDecoder, z: torch.Tensor):
+        self.decoder, self.z = decoder, z
+        self._s: torch.Tensor | None = None
+        super().__init__(z.shape[:-1], torch.Size(decoder.event_shape), validate_args=False)
+
+    @property
+    def _cond(self) -> torch.Tensor:
+        """s(z) for every latent of the batch, (N, S, H, W), made once."""
+        if self._s is None:
+            self._s = self.decoder.condition(self.z.reshape(-1, self.z.shape[-1]))
+        return self._s
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) of complete images x, broadcast against the batch (x of shape (B, 1, H, W)
+        with z of shape (S, B, M) scores each image under its S latents; x of shape
+        (N, *batch, 1, H, W) gives (N, *batch))."""
+        if value.shape[-3:] != self.event_shape:
+            shape = ", ".join(map(str, self.event_shape))
+            raise ValueError(f"expected images of shape (..., {shape}), got {tuple(value.shape)}")
+        lead = torch.broadcast_shapes(value.shape[:-3], self.batch_shape)
+        x = value.expand(*lead, *self.event_shape).reshape(-1, *self.event_shape)
+        s = self._cond
+        if lead != self.batch_shape:  # leading sample dimensions of x: the same s for each
+            per = s.shape[1:]
+            s = s.reshape(*self.batch_shape, *per).expand(*lead, *per).reshape(-1, *per)
+        head = self.decoder.head(self.decoder.params(x, s))
+        return head.log_prob(x).reshape(lead)
+
+    def _generate(self, sample_shape: torch.Size, choose: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        s = self._cond
+        reps = math.prod(sample_shape)
+        if reps != 1:
+            s = s.repeat(reps, 1, 1, 1)
+        x = self.decoder.generate(s, choose)
+        return x.reshape(*sample_shape, *self.batch_shape, *self.event_shape)
+
+    @torch.no_grad()
+    def sample(self, sample_shape: torch.Size | Sequence[int] = torch.Size()) -> torch.Tensor:
+        """Draws of x, pixel by pixel (the cached path), from the global random stream."""
+        sample_shape = torch.Size(sample_shape)
+        n = math.prod(sample_shape) * self.batch_shape.numel()
+        u = torch.rand(n, math.prod(self.event_shape), device=self.z.device, dtype=torch.float64)
+        return self._generate(sample_shape, lambda t, log_pmf: inverse_cdf(log_pmf, u[:, t]))
+
+    @torch.no_grad()
+    def sample_from_noise(self, u: torch.Tensor, cached: bool = True) -> torch.Tensor:
+        """The images whose t-th pixel inverts its conditional CDF at u[:, t] (u: (N, D) uniforms,
+        N the batch's size); the cached and the naive path give the same images."""
+        x = self.decoder.generate(self._cond, lambda t, log_pmf: inverse_cdf(log_pmf, u[:, t]), cached)
+        return x.reshape(*self.batch_shape, *self.event_shape)
+
+    @torch.no_grad()
+    def location(self) -> torch.Tensor:
+        """The greedy decode: each pixel its most probable value given z and the pixels before it."""
+        return self._generate(torch.Size(), lambda t, log_pmf: log_pmf.argmax(-1))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        raise NotImplementedError(
+            "an autoregressive p(x|z) has no closed-form mean; location() gives the greedy decode, sample() draws"
+        )
