@@ -87,6 +87,12 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "dgm eval runs/hvae --iw-samples 500",
         "dgm diagnose runs/hvae --out diagnose.png -n 300",
     ],
+    "pixelvae": [
+        f"{T} --model pixelvae --latent-sizes 8 4 --hidden 128 --encoder gated --prior vampprior --prior-components 50 "
+        "--pixelcnn-layers 4 --pixelcnn-channels 32 --epochs 10 --warmup 5 --batch-size 64 --out runs/pixelvae",
+        "dgm eval runs/pixelvae --iw-samples 100",
+        "dgm sample runs/pixelvae -n 16 --out samples.png",
+    ],
     "hvae-residual": [
         f"{T} --model hvae --posterior residual --res-resolutions 4 8 --res-layers 2 2 --res-width 32 "
         "--likelihood categorical --epochs 3 --ema 0.99 --skip-grad-norm 1000 --out runs/vdvae",
@@ -249,8 +255,8 @@ NEEDS = {"compress": ["arm"], "score": ["vae", "compress"], "ood": ["arm"], "ddp
 
 # `dgm train --model NAME --help`: the section of the family's own settings.
 FAMILIES = [
-    "vae", "hvae", "dvae", "helmholtz", "ppca", "loglinear", "ae", "wae", "vqvae", "flow", "arm", "diffusion", "m2",
-    "hybrid",
+    "vae", "hvae", "pixelvae", "dvae", "helmholtz", "ppca", "loglinear", "ae", "wae", "vqvae", "flow", "arm", "diffusion",
+    "m2", "hybrid",
 ]  # fmt: skip
 
 

@@ -5,6 +5,7 @@ networks are the hierarchical VAE's; the ELBO and the importance-sampled log p(x
 the decoder's one pass; samples are drawn pixel by pixel."""
 
 import dataclasses
+import math
 from typing import ClassVar, Literal
 
 import torch
@@ -17,6 +18,7 @@ from dgmkit.families.hvae import StackSettings
 from dgmkit.families.registry import register_family
 from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.models.pixelvae import PixelVAE
+from dgmkit.nn.gated import GatedBranches
 from dgmkit.settings import setting
 
 __all__ = ["PixelVAEConfig"]
@@ -59,6 +61,13 @@ class PixelVAEConfig(StackSettings, FamilyConfig):
             f"{self.pixelcnn_layers}-layer gated PixelCNN decoder of {self.pixelcnn_channels} channels seeing "
             f"{self.cond_channels} channels of z, {self.likelihood.capitalize()} likelihood"
         )
+
+    def _decoder_net(self, event_shape: tuple[int, ...], per_pixel: int) -> nn.Module:
+        """The condition map's network. conv-hvae: gated dense layers from each latent layer to the
+        image's size, as the reference PixelHVAE's (the convolutions are the PixelCNN's)."""
+        if self.architecture == "conv-hvae":
+            return GatedBranches(self.latent_sizes, self.hidden[-1], math.prod(event_shape) * per_pixel)
+        return super()._decoder_net(event_shape, per_pixel)
 
     def _decoder(self, event_shape: tuple[int, ...], num_levels: int | None, scale: float) -> nn.Module:
         if len(event_shape) != 3 or event_shape[0] != 1:
