@@ -27,7 +27,15 @@ steps: T times one step's term), so that averaging over t in [0, 1] estimates th
   and Sahoo et al. 2024). The network predicts p(x_d | z_t) for every masked entry; the
   diffusion term is (1/t) sum over masked d of -log p(x_d | z_t), continuous or at t = j / T.
   Its mean is the bound; in continuous time its variance is unbounded as t -> 0 (a few masked
-  entries weighted by 1/t), so T steps give steadier estimates.
+  entries weighted by 1/t), so T steps give steadier estimates. Evaluation in continuous time
+  uses the same bound written as a sum over the number m of masked entries (the t-integral of
+  t^(m-1) (1-t)^(D-m) is 1 / (m C(D, m))):
+
+      -ELBO = sum_{m=1..D} (1/m) E_{t ~ Beta(m, D-m+1), S uniform of size m} sum_{d in S} -log p(x_d | z_t)
+
+  estimated with m stratified over 1..D, t the m-th smallest of D uniforms and S the entries
+  whose uniforms lie at or below it (exactly m of them, uniformly chosen): D times the mean of m
+  terms, bounded, so of finite variance.
   z_1 is all masks under q and p and z_0 = x: the prior and reconstruction terms are 0.
 """
 
@@ -48,6 +56,11 @@ __all__ = ["GaussianDiffusion", "MaskedDiffusion", "stratified_times"]
 _TIMES = (
     "stratified times: per datapoint two independent sets of K/2, (u_r + 2m/K) mod 1 (one set of K for odd K); "
     "in training, (u + i/B) mod 1 over the batch"
+)
+_COUNTS = (
+    "stratified counts of masked entries: per datapoint two independent sets of K/2 stratified u (one set of K for "
+    "odd K); m = floor(u D) + 1 entries masked, at t the m-th smallest of D uniforms, scored D/m times their sum "
+    "(bounded: a finite variance)"
 )
 # the log-SNR range that the network's noise-level embedding maps to [0, 1000] (VDM's)
 _GAMMA_RANGE = (-13.3, 5.0)
@@ -233,7 +246,7 @@ class MaskedDiffusion(TimeSampledBound, GenerativeModel):
 
     @property
     def variance_reduction(self) -> str:
-        return _TIMES
+        return _TIMES if self.steps else _COUNTS
 
     @property
     def default_sample_steps(self) -> int:
@@ -249,15 +262,26 @@ class MaskedDiffusion(TimeSampledBound, GenerativeModel):
 
     def bound_terms(self, x: torch.Tensor, t: torch.Tensor, train: bool = False) -> dict[str, torch.Tensor]:
         """``prior`` and ``recon`` (both 0) and ``diffusion``: (1/t) sum of -log p(x_d | z_t)
-        over the masked entries, for integer images x and times t (B,)."""
+        over the masked entries, for integer images x and times t (B,) uniform in [0, 1). In
+        continuous time outside training, t is read as the stratified count of masked entries
+        instead (see the module docstring): the same bound's estimate of finite variance."""
         x = x.long()
-        t = _discretize(t, self.steps) if self.steps else 1.0 - t  # continuous: uniform on (0, 1]
-        masked = torch.rand(x.shape, device=x.device) < t.view(-1, *([1] * (x.dim() - 1)))
+        if self.steps or train:
+            t = _discretize(t, self.steps) if self.steps else 1.0 - t  # continuous: uniform on (0, 1]
+            masked = torch.rand(x.shape, device=x.device) < t.view(-1, *([1] * (x.dim() - 1)))
+            weight = None
+        else:
+            d = math.prod(x.shape[1:])
+            m = torch.clamp(torch.floor(t * d).long() + 1, 1, d)  # (B,) masked entries, 1..D
+            r = torch.rand(x.shape, device=x.device).flatten(1)
+            t = r.sort(1).values.gather(1, (m - 1).unsqueeze(1)).squeeze(1)  # t ~ Beta(m, D - m + 1)
+            masked = (r <= t.unsqueeze(1)).view(x.shape)  # exactly m entries, uniformly chosen
+            weight = d / m.to(t.dtype)  # D times the mean over the m entries
         z = torch.where(masked, torch.full_like(x, self.num_levels), x)
         logp = torch.log_softmax(self.logits(z, t), dim=-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
         nll = -(logp * masked).flatten(1).sum(1)
         zero = torch.zeros_like(nll)
-        return {"prior": zero, "recon": zero, "diffusion": nll / t}
+        return {"prior": zero, "recon": zero, "diffusion": nll / t if weight is None else nll * weight}
 
     @torch.no_grad()
     def sample(
