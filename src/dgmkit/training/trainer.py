@@ -318,6 +318,8 @@ class Trainer:
         state is refused (CheckpointError) before anything in the run folder changes. A run with
         ``ema`` needs the checkpoint's average (one written without it cannot be continued
         exactly, so it is refused); one without ``ema`` ignores it."""
+        if path is None and self.run_dir is None:
+            raise ValueError("resume needs the checkpoint's path: this trainer has no run folder")
         path = Path(path) if path is not None else self.run_dir / "checkpoint.safetensors"
         ckpt = load_checkpoint(path)
         t = _checked_training_state(ckpt, path, self.ema)
