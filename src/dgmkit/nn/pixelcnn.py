@@ -13,6 +13,9 @@ Each layer has the gated activation tanh(a) * sigmoid(b); v feeds h through a 1x
 h has residual connections.
 """
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -85,7 +88,7 @@ class GatedPixelCNNNet(nn.Module):
     def vertical_stack(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's vertical pre-activation; row r depends on rows < r of x only."""
         out, v = [], x
-        for layer in self.layers:
+        for layer in cast("Iterable[GatedPixelCNNLayer]", self.layers):
             a = layer.vertical(v)
             out.append(a)
             v = _gate(a)
@@ -93,7 +96,7 @@ class GatedPixelCNNNet(nn.Module):
 
     def horizontal_stack(self, x: torch.Tensor, v_pre: list[torch.Tensor]) -> torch.Tensor:
         h = x
-        for layer, a in zip(self.layers, v_pre):
+        for layer, a in zip(cast("Iterable[GatedPixelCNNLayer]", self.layers), v_pre):
             h = layer.horizontal(h, a)
         return h
 
@@ -105,7 +108,7 @@ class GatedPixelCNNNet(nn.Module):
 
         ``rows[0]`` is the input row (B, C, 1, W) with columns < c set; ``rows[l]`` (l >= 1)
         holds layer l's h outputs at earlier columns, and this call writes column c of each."""
-        for i, (layer, a) in enumerate(zip(self.layers, v_pre)):
+        for i, (layer, a) in enumerate(zip(cast("Iterable[GatedPixelCNNLayer]", self.layers), v_pre)):
             k = layer.k
             end = c if layer.first else c + 1  # exclusive end of the window
             src = rows[i]
