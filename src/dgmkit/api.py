@@ -85,7 +85,8 @@ def _data_file(out: Path, data: object) -> str:
 
     x, y = _as_arrays(data)
     buf = io.BytesIO()
-    np.savez(buf, **({"x": x} if y is None else {"x": x, "y": y}))
+    arrays: dict[str, Any] = {"x": x} if y is None else {"x": x, "y": y}
+    np.savez(buf, **arrays)
     path = out.parent / f"{out.name}.data.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as old:
