@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint check examples docs package-check bench bench-flows clean
+.PHONY: demo test test-all lint typecheck check examples docs package-check bench bench-flows clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV_FLAGS) $(VENV)
@@ -34,6 +34,9 @@ lint: $(VENV)/.installed  # style, imports, bugbear and type annotations of the 
 	$(VENV)/bin/ruff check src tests benchmarks examples docs/transcripts.py docs/hooks.py
 	$(VENV)/bin/ruff format --check src tests benchmarks examples docs/transcripts.py docs/hooks.py
 
+typecheck: $(VENV)/.installed  # mypy over src/dgmkit ([tool.mypy] in pyproject.toml)
+	$(VENV)/bin/mypy
+
 examples: $(VENV)/.installed  # the README's Python examples run as printed, then one script per model family
 	rm -rf runs/quickstart && $(PY) examples/quickstart.py
 	$(PY) examples/python_api.py
@@ -42,7 +45,7 @@ examples: $(VENV)/.installed  # the README's Python examples run as printed, the
 	rm -rf runs/families
 	@for f in examples/families/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
-check: lint examples
+check: lint typecheck examples
 
 docs: $(VENV)/.installed  # the docs site from docs/ and the docstrings, warnings as errors, into build/site
 	$(VENV)/bin/mkdocs build --strict --site-dir build/site
@@ -72,4 +75,4 @@ bench-flows: $(VENV)/.installed  # installs zuko into the venv, for the comparis
 	$(PY) benchmarks/flow_speed.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache

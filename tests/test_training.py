@@ -65,6 +65,12 @@ def states_equal(a, b):
     return all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
 
 
+def test_resume_without_a_path_or_run_folder_says_so(digits):
+    # it raised TypeError (None / "checkpoint.safetensors") before
+    with pytest.raises(ValueError, match="no run folder"):
+        make_trainer(digits).resume()
+
+
 def test_same_seed_same_run(digits):
     a, b = make_trainer(digits), make_trainer(digits)
     ha, hb = a.fit(), b.fit()

@@ -100,11 +100,11 @@ def is_own_temporary(name: str) -> bool:
     return _OWN_TMP.match(name) is not None
 
 
-def remove_stale_temporaries(folder: os.PathLike | str, names: Iterable[str]) -> list[str]:
+def remove_stale_temporaries(folder: os.PathLike[str] | str, names: Iterable[str]) -> list[str]:
     """Remove the temporaries that an interrupted write of one of ``names`` left in ``folder``
     (call only while no other process writes there: under the run folder's lock)."""
     wanted = {_tmp_stem(n) for n in names}
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

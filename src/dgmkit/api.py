@@ -66,7 +66,7 @@ def _as_arrays(data: object) -> tuple[np.ndarray, np.ndarray | None]:
         return np.asarray(data.cpu() if torch.is_tensor(data) else data), None
     if isinstance(data, torch.utils.data.Dataset):
         try:
-            items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+            items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]  # no len(): TypeError, caught
         except TypeError:
             raise DataError("a torch Dataset for dgmkit needs len() and indexing (a map-style dataset)") from None
         if not items:
@@ -85,7 +85,8 @@ def _data_file(out: Path, data: object) -> str:
 
     x, y = _as_arrays(data)
     buf = io.BytesIO()
-    np.savez(buf, **({"x": x} if y is None else {"x": x, "y": y}))
+    arrays: dict[str, Any] = {"x": x} if y is None else {"x": x, "y": y}
+    np.savez(buf, **arrays)
     path = out.parent / f"{out.name}.data.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as old:

@@ -43,6 +43,6 @@ def device_of(module: torch.nn.Module) -> torch.device:
     """The device of a module's first parameter or buffer (the CPU for one that holds none)."""
     for t in module.parameters():
         return t.device
-    for t in module.buffers():
-        return t.device
+    for b in module.buffers():
+        return b.device
     return torch.device("cpu")

@@ -22,13 +22,16 @@ import math
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from dgmkit.errors import ConfigError
 
 __all__ = ["setting", "check", "from_dict", "field_kind", "describe_type", "choices_of", "unused_keys"]
 
-_T = TypeVar("_T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_T = TypeVar("_T", bound="DataclassInstance")
 MAX_LIST = 64  # a list setting (layer sizes) holds at most this many values
 
 
@@ -79,9 +82,16 @@ def choices_of(tp: Any) -> tuple | None:
     return typing.get_args(base) if typing.get_origin(base) is Literal else None
 
 
+def _choices(tp: Any) -> tuple:
+    """The choices of a ``Literal`` type (``tp`` is known to be one)."""
+    choices = choices_of(tp)
+    assert choices is not None
+    return choices
+
+
 def describe_type(tp: Any) -> str:
     kind, optional = field_kind(tp)
-    text = "one of " + ", ".join(map(str, choices_of(tp))) if kind == "choice" else kind
+    text = "one of " + ", ".join(map(str, _choices(tp))) if kind == "choice" else kind
     return text + (" or none" if optional else "")
 
 
@@ -100,14 +110,14 @@ def _check_value(name: str, value: Any, tp: Any) -> None:
         "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
         "bool": lambda v: isinstance(v, bool),
         "str": lambda v: isinstance(v, str),
-        "choice": lambda v: isinstance(v, str) and v in choices_of(tp),
+        "choice": lambda v: isinstance(v, str) and v in _choices(tp),
         "list[int]": lambda v: isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v),
     }[kind](value)
     if not ok:
         if kind == "choice":
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices_of(tp)], n=1)
+            close = difflib.get_close_matches(str(value), [str(c) for c in _choices(tp)], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown {name} {value!r}{hint}; choose from {', '.join(map(str, choices_of(tp)))}")
+            raise ConfigError(f"unknown {name} {value!r}{hint}; choose from {', '.join(map(str, _choices(tp)))}")
         raise ConfigError(f"{name} has the wrong type: {value!r} (expected {describe_type(tp)})")
     if kind == "float" and not _finite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
@@ -182,7 +192,7 @@ def unused_keys(obj: Any) -> list[str]:
         if len(head) != 2:
             continue
         choice, key = head[0], head[1].replace("-", "_")
-        if key in hints and key != f.name and choices_of(hints[key]) and choice in choices_of(hints[key]):
+        if key in hints and key != f.name and (choices := choices_of(hints[key])) and choice in choices:
             if getattr(obj, key) != choice:
                 out.append(f.name)
     return out

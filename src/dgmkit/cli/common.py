@@ -5,9 +5,11 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, cast
 
 import numpy as np
 import torch
+from torch.distributions import Distribution
 
 from dgmkit import _lock
 from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, parse_json
@@ -27,6 +29,8 @@ __all__ = [
     "ResultsFile",
     "plural",
     "posterior_means",
+    "LatentModel",
+    "latent_model",
     "split_data",
     "run_data",
     "add_data_flags",
@@ -39,6 +43,22 @@ __all__ = [
     "add_output_flags",
     "say",
 ]
+
+
+class LatentModel(Protocol):
+    """A model with ``has_latents`` (a latent variable model, an autoencoder) as the commands use it;
+    ``reconstruct`` also a model that ``reconstructs`` (a VQ-VAE)."""
+
+    def posterior(self, x: torch.Tensor) -> Distribution: ...
+
+    def likelihood(self, z: torch.Tensor) -> Distribution: ...
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def latent_model(run: Run) -> LatentModel:
+    """The run's model, which the command has checked has latents (or reconstructs)."""
+    return cast(LatentModel, run.model)
 
 
 def plural(n: int, noun: str, nouns: str | None = None) -> str:
@@ -139,7 +159,9 @@ def split_data(
 def posterior_means(run: Run, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The representative point of q(z|x) (the posterior mean where it has one), flattened, in
     batches: (N, M)."""
-    return torch.cat([location(run.model.posterior(x[i : i + batch_size])).flatten(1) for i in range(0, len(x), batch_size)])
+    return torch.cat(
+        [location(latent_model(run).posterior(x[i : i + batch_size])).flatten(1) for i in range(0, len(x), batch_size)]
+    )
 
 
 def to_display(x: torch.Tensor, run: Run) -> torch.Tensor:

@@ -8,6 +8,7 @@ interpolations and the latent plot into the run folder: about 20 s on two cores.
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from dgmkit.cli.argtypes import count
 from dgmkit.cli.common import say
@@ -15,6 +16,9 @@ from dgmkit.cli.train import train_run
 from dgmkit.config import RunConfig
 from dgmkit.errors import DgmError
 from dgmkit.training import RunFolder
+
+if TYPE_CHECKING:
+    from dgmkit.families.vae import VAEConfig
 
 __all__ = ["add_parser", "run_demo", "DEMO_CONFIG", "DEMO_IW_SAMPLES"]
 
@@ -63,8 +67,9 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else _free_folder(Path("runs/demo"))
     RunFolder(out, fresh=True).check_fresh()  # never touch what is there: a demo needs a new or empty folder
     cfg = RunConfig.from_dict({**DEMO_CONFIG, **({"epochs": args.epochs} if args.epochs else {})}, "demo")
+    vae = cast("VAEConfig", cfg.model)  # DEMO_CONFIG's
     say(
-        f"dgm demo: training a VAE ({cfg.model.hidden} MLP, {cfg.model.latent_dim}-D latent, Bernoulli likelihood) on "
+        f"dgm demo: training a VAE ({vae.hidden} MLP, {vae.latent_dim}-D latent, Bernoulli likelihood) on "
         f"the 8x8 digits into {out}"
     )
     result = train_run(cfg, out, quiet=args.quiet, report_every=10)

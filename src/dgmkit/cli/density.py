@@ -2,6 +2,7 @@
 
 import argparse
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from dgmkit.cli.common import (
 )
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import figure_png
+from dgmkit.models import ExactLikelihoodModel
 
 __all__ = ["add_parser", "density"]
 
@@ -44,7 +46,7 @@ def density_png(log_p: np.ndarray, extent: tuple[float, float, float, float], sa
 @torch.no_grad()
 def density(args: argparse.Namespace) -> int:
     out, run = figure_run(args)
-    model = run.model
+    model = cast(ExactLikelihoodModel, run.model)  # (refused below unless exact)
     shape = tuple(run.record["data"]["event_shape"])
     if model.estimate_kind != "exact" or not model.can_sample or math.prod(shape) != 2:
         raise ConfigError(f"dgm density needs an exact-likelihood model (a flow) of 2-D data; this run has {shape} data")

@@ -115,7 +115,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     result["seconds"] = time.perf_counter() - t0
     say(format_diagnosis(result))
     holes = typical = None
-    if d.hole_z is not None:
+    if d.hole_z is not None and d.typical_z is not None:  # (set together)
         holes = to_display(location(model.likelihood(d.hole_z)), run).cpu()  # decoded on the device, drawn by the CPU
         typical = to_display(location(model.likelihood(d.typical_z)), run).cpu()
         if holes.dim() != 4:

@@ -13,6 +13,7 @@ from dgmkit.cli.common import (
     add_seeded_data_flags,
     add_split_flag,
     figure_run,
+    latent_model,
     plural,
     posterior_means,
     run_data,
@@ -86,6 +87,7 @@ def _factor_vae(run: Run, dataset: Dataset, codes: torch.Tensor, args: argparse.
     """The FactorVAE metric of the run's codes, on images the dataset renders for chosen factor
     values (seeded by --seed), as disentangle.json records it."""
     g = torch.Generator().manual_seed(args.seed)
+    assert dataset.render is not None  # the caller's check
 
     def encode(images: torch.Tensor) -> torch.Tensor:  # rendered on the CPU, encoded where the model is
         batch = run.transform(images, torch.Generator().manual_seed(VALID_SEED))
@@ -114,6 +116,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     x, _ = split_data(run, args.split, dataset=dataset)
     factors = dataset.split(args.split).factors
+    assert factors is not None  # data that name factors hold them in every split
     codes = posterior_means(run, x).cpu()  # the metrics count on the CPU, where the factors are
     if codes.shape[1] < 2:
         raise ConfigError("MIG compares code dimensions: the model needs at least 2")
@@ -161,8 +164,8 @@ def run_traverse(args: argparse.Namespace) -> int:
     z = base.repeat(len(order), args.steps, 1)  # (dims, steps, M)
     for row, d in enumerate(order.tolist()):
         z[row, :, d] = mean[d] + t * std[d]
-    shape = location(run.model.posterior(sample[:1])).shape[1:]
-    decoded = location(run.model.likelihood(z.reshape(-1, *shape)))
+    shape = location(latent_model(run).posterior(sample[:1])).shape[1:]
+    decoded = location(latent_model(run).likelihood(z.reshape(-1, *shape)))
     path = write_png(out, image_grid_png(to_display(decoded, run), nrow=args.steps))
     dims = ", ".join(str(d) for d in order.tolist())
     say(

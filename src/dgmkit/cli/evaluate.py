@@ -3,6 +3,7 @@ where it has one, bits/dim and latent diagnostics."""
 
 import argparse
 import hashlib
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -24,6 +25,9 @@ from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.errors import ConfigError, DgmError
 from dgmkit.evaluation import evaluate, record_terms
 from dgmkit.models.terms import format_term
+
+if TYPE_CHECKING:
+    from dgmkit.families.diffusion import DiffusionConfig
 
 __all__ = ["add_parser", "run_eval", "format_report"]
 
@@ -206,7 +210,7 @@ def evaluate_run(
                 f"--iw-samples: {run.cfg.model.describe()} is scored by its bound over sampled times, without "
                 "importance sampling; use --time-samples"
             )
-        k = run.cfg.model.time_samples if time_samples is None else time_samples
+        k = cast("DiffusionConfig", run.cfg.model).time_samples if time_samples is None else time_samples
     if iw_samples is not None and run.model.estimate_kind in ("exact", "reconstruction"):
         what = "an exact log-likelihood" if run.model.estimate_kind == "exact" else "no density (a reconstruction score)"
         raise ConfigError(f"--iw-samples: {run.cfg.model.describe()} has {what}; there is nothing to sample")

@@ -1,6 +1,7 @@
 """``dgm sample``, ``dgm reconstruct``, ``dgm interpolate`` and ``dgm latents``: PNG figures."""
 
 import argparse
+from typing import Any
 
 import torch
 
@@ -13,6 +14,7 @@ from dgmkit.cli.common import (
     add_split_flag,
     attach_inputs,
     figure_run,
+    latent_model,
     plural,
     png_output,
     posterior_means,
@@ -62,7 +64,7 @@ def draw_samples(
     model = run.model
     device = run.device
     g = torch.Generator(device=device).manual_seed(seed)
-    options = {}
+    options: dict[str, Any] = {}
     if model.sample_temperature:
         options["temperature"] = temperature
     if model.sample_cached:
@@ -87,7 +89,7 @@ def draw_samples(
 
 def reconstruction_pairs(run: Run, x: torch.Tensor) -> torch.Tensor:
     """Each image of x followed by its reconstruction, both mapped to [0, 1] for a picture."""
-    return torch.stack([to_display(x, run), to_display(run.model.reconstruct(x), run)], 1).flatten(0, 1)
+    return torch.stack([to_display(x, run), to_display(latent_model(run).reconstruct(x), run)], 1).flatten(0, 1)
 
 
 def latent_scatter(run: Run, x: torch.Tensor, y: torch.Tensor | None, title: str) -> tuple[bytes, str]:
@@ -157,10 +159,11 @@ def interpolate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} images; the {args.split} split has {len(x)}")
     idx = _pick(len(x), 2 * args.pairs, args.seed).to(x.device)
     a, b = x[idx[: args.pairs]], x[idx[args.pairs :]]
-    za, zb = location(run.model.posterior(a)), location(run.model.posterior(b))  # (P, M)
+    model = latent_model(run)
+    za, zb = location(model.posterior(a)), location(model.posterior(b))  # (P, M)
     t = torch.linspace(0, 1, args.steps, device=za.device).view(1, -1, *[1] * (za.dim() - 1))
     z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, *latent): for one-hot latents, through the simplex
-    dec = location(run.model.likelihood(z))  # (P, S, C, H, W)
+    dec = location(model.likelihood(z))  # (P, S, C, H, W)
     rows = torch.cat([to_display(a, run)[:, None], to_display(dec, run), to_display(b, run)[:, None]], 1)
     path = write_png(out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
     say(

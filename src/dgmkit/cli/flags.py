@@ -4,6 +4,7 @@ choices and help from the field's declaration (``dgmkit.settings``)."""
 import argparse
 import dataclasses
 import typing
+from collections.abc import Callable
 
 from dgmkit.errors import ConfigError
 from dgmkit.settings import choices_of, describe_type, field_kind
@@ -39,9 +40,10 @@ def add_settings_flags(group: argparse._ActionsContainer, cls: type) -> list[str
     dests = []
     for f in dataclasses.fields(cls):
         kind, optional = field_kind(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        factory = typing.cast(Callable[[], object], f.default_factory)  # a field without a default has one
+        default = f.default if f.default is not dataclasses.MISSING else factory()
         helptext = f"{f.metadata.get('help', '')} ({describe_type(hints[f.name])}; default {default})"
-        kw = dict(dest=f.name, default=None, help=helptext.replace("%", "%%"))
+        kw: dict[str, typing.Any] = dict(dest=f.name, default=None, help=helptext.replace("%", "%%"))
         if kind == "bool":
             group.add_argument(flag_name(f), action=argparse.BooleanOptionalAction, **kw)
         elif kind == "list[int]":

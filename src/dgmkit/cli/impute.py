@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import io
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from dgmkit.data.table import TABLE_SUFFIXES, write_table
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.evaluation.imputation import BASELINES, baseline_impute, impute_batched, rmse, to_data_units
+from dgmkit.models import LatentVariableModel
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED
 
@@ -115,7 +117,7 @@ def _npy_bytes(**arrays: np.ndarray) -> bytes:
     if len(arrays) == 1 and "x" in arrays:
         np.save(buf, arrays["x"])
     else:
-        np.savez(buf, **arrays)
+        np.savez(buf, **cast("dict[str, Any]", arrays))  # names the caller's: none is savez's allow_pickle
     return buf.getvalue()
 
 
@@ -168,7 +170,7 @@ def run_impute(args: argparse.Namespace) -> int:
     # the data, masks and scores stay on the CPU (the noise of the transform drawn there, the same on any
     # device); only the model's input goes to its device, and its imputations come back
     x = transform(data, torch.Generator().manual_seed(VALID_SEED)).to(run.device)
-    single, multiple = impute_batched(run.model, x, k=args.k, draws=args.draws, seed=args.seed)
+    single, multiple = impute_batched(cast(LatentVariableModel, run.model), x, k=args.k, draws=args.draws, seed=args.seed)
     single, multiple = single.cpu(), None if multiple is None else multiple.cpu()
     single_data = torch.where(missing, to_data_units(single, transform), data.double())
     say(

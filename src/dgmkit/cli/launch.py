@@ -33,7 +33,7 @@ def rank_error_file(rank: int) -> Path | None:
     also says it on stderr at once; the others leave it to the launcher."""
     folder = os.environ.get(RANK_ERRORS_ENV)
     ours = folder and os.environ.get(_RUN_ENV) and os.environ.get(_RUN_ENV) == os.environ.get("TORCHELASTIC_RUN_ID")
-    return Path(folder) / f"rank-{rank}.txt" if ours else None
+    return Path(folder) / f"rank-{rank}.txt" if folder and ours else None
 
 
 def _signal_name(exitcode: int) -> str:

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from typing import NoReturn
 
 from dgmkit import __version__
 from dgmkit._io import describe_os_error
@@ -47,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("dgm").strip()
         hint = f" (see dgm {command} --help)" if command else " (see dgm --help)"
         _say_error(f"{message}{hint}")

@@ -274,7 +274,7 @@ def run_ood(args: argparse.Namespace) -> int:
     background = None if bg is None else (ll(bg, raw_in), ll(bg, raw_ood))
     fit = (ll(run, raw_train), ll(run, raw_valid))
     images = _code_images(run, raw_in), _code_images(run, raw_ood)
-    code_bits = None if images[0] is None else (png_code_length(images[0]), png_code_length(images[1]))
+    code_bits = None if images[0] is None or images[1] is None else (png_code_length(images[0]), png_code_length(images[1]))
     num_dims = math.prod(run.record["data"]["event_shape"])
     scores = ood_scores(
         lp_in,

@@ -98,6 +98,7 @@ def _used_config(run: Run) -> dict:
 
 @torch.no_grad()
 def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, bytes]], list[str]]:
+    notes: list[str]
     model, figs, notes = run.model, [], []
     shape = run.record["data"]["event_shape"]
     images = len(shape) == 3 and shape[1] > 1 and shape[2] > 1  # rows (1, 1, D): a table or 2-D points, not pictures

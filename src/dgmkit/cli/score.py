@@ -14,6 +14,7 @@ import csv
 import io
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from dgmkit.evaluation.estimates import estimate
 from dgmkit.evaluation.metrics import discrete_nll
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED
+
+if TYPE_CHECKING:
+    from dgmkit.families.diffusion import DiffusionConfig
 
 __all__ = ["add_parser", "run_score", "score_inputs"]
 
@@ -60,8 +64,8 @@ def _inputs(paths: list[str], run: Run) -> tuple[torch.Tensor, list[str]]:
     event = tuple(run.record["data"]["event_shape"])
     if len(paths) == 1 and not paths[0].lower().endswith(".png"):
         table = Path(paths[0]).suffix.lower() in TABLE_SUFFIXES  # encoded with the columns of the run's own table
-        x, _ = read_input_file(paths[0], run, run_data(run).columns if table else (), "score")
-        return x, [str(i) for i in range(len(x))]
+        data, _ = read_input_file(paths[0], run, run_data(run).columns if table else (), "score")
+        return data, [str(i) for i in range(len(data))]
     if len(event) != 3 or event[0] != 1:
         raise DataError(f"PNG images are single-channel pictures; the run's data have shape {event}: give a data file")
     x, meta = read_pngs(paths, event[1], event[2])
@@ -87,11 +91,12 @@ def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0)
     if k is not None and kind == "exact":
         raise ConfigError(f"--k: {run.cfg.model.describe()} has an exact log-likelihood; there is nothing to sample")
     if k is None:
-        k = run.cfg.model.time_samples if kind == "time-sampled" else run.cfg.iw_samples
+        k = cast("DiffusionConfig", run.cfg.model).time_samples if kind == "time-sampled" else run.cfg.iw_samples
     t = run.transform
     xt = t(x, torch.Generator().manual_seed(VALID_SEED)).to(run.device)  # on the CPU: the same noise on any device
     g = torch.Generator(device=run.device).manual_seed(seed)
     est = estimate(run.model, xt, k if kind != "exact" else 0, g)
+    assert est.log_px is not None  # only a reconstruction score has none: refused above
     log_px = est.log_px.double().cpu().numpy()
     if not np.isfinite(log_px).all():
         bad = int((~np.isfinite(log_px)).sum())

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 
@@ -28,6 +29,7 @@ from dgmkit.data.missing import check_missing_allowed, has_missing
 from dgmkit.data.registry import is_data_file
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES
+from dgmkit.models import ClosedFormFit, EMFit
 from dgmkit.training import (
     FitResult,
     RunFolder,
@@ -39,6 +41,9 @@ from dgmkit.training import (
     load_checkpoint,
     trainer_result,
 )
+
+if TYPE_CHECKING:
+    from dgmkit.training.tensorboard import TensorBoardLogger
 
 __all__ = ["add_parser", "run_train", "train_run", "family_from_argv"]
 
@@ -55,15 +60,15 @@ def family_from_argv(argv: list[str]) -> str:
                 return a.split("=", 1)[1]
         return None
 
-    if value("--model") is not None:
-        return value("--model")
+    if (name := value("--model")) is not None:
+        return name
     try:
-        if value("--config") is not None:
-            values = load_config_file(value("--config"))
+        if (config := value("--config")) is not None:
+            values = load_config_file(config)
             model = values.get("model")
             return (model.get("name") if isinstance(model, dict) else model) or DEFAULT_FAMILY
-        if "--resume" in argv and value("--out") is not None:
-            record = migrate_record(read_json(Path(value("--out")) / "config.json"), "config.json")
+        if "--resume" in argv and (out := value("--out")) is not None:
+            record = migrate_record(read_json(Path(out) / "config.json"), "config.json")
             return record["config"]["model"]["name"]
     except Exception:  # the real parse reports a bad file or folder with its own message
         pass
@@ -148,7 +153,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
 
 def _reporter(
     cfg: RunConfig,
-    num_dims: int,
+    num_dims: float,
     shift: float,
     label: str,
     score: str,
@@ -163,7 +168,7 @@ def _reporter(
 
     def report(fit: Trainer | FitResult, m: dict) -> None:
         patience = getattr(fit, "patience", None)
-        last = m["epoch"] == fit.epochs or (patience is not None and fit.bad_epochs >= patience)
+        last = m["epoch"] == fit.epochs or (patience is not None and cast(Trainer, fit).bad_epochs >= patience)
         if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):
             return
         step = "EM iteration" if cfg.model.fit == "em" else "epoch"
@@ -265,14 +270,21 @@ def train_run(
         return _fit(cfg, model, fitted, transform, RunWriter(out, record), resume, quiet, report_every, tensorboard)
 
 
+class _Labelled(Protocol):
+    """A family with ``uses_labels`` (M2, the hybrid flow): its number of classes."""
+
+    classes: int
+
+
 def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
     """For families trained on labels: the training split with ``cfg.data.labels`` labels kept
     (balanced over the classes, drawn with the run's seed: the same on --resume) and the others
     hidden (-1); validation keeps all its labels, for the accuracy it reports."""
     if not cfg.model.uses_labels:
         return dataset
-    check_labels(dataset.valid, cfg.model.classes, "the validation split")
-    train = keep_labels(dataset.train, cfg.data.labels, cfg.model.classes, cfg.optim.seed)
+    classes = cast(_Labelled, cfg.model).classes
+    check_labels(dataset.valid, classes, "the validation split")
+    train = keep_labels(dataset.train, cfg.data.labels, classes, cfg.optim.seed)
     return dataclasses.replace(dataset, train=train)
 
 
@@ -314,7 +326,7 @@ def _fit(
     tensorboard: bool = False,
 ) -> FitResult:
     family, out = cfg.model, writer.run_dir
-    logs = []  # a TensorBoard logger, made once the folder is written (a fresh run needs it empty)
+    logs: list[TensorBoardLogger] = []  # a TensorBoard logger, made once the folder is written (a fresh run needs it empty)
 
     def log(fit: object, m: dict) -> None:
         if tensorboard and not logs:
@@ -324,7 +336,7 @@ def _fit(
         if logs:
             logs[0](fit, m)
 
-    num_dims = math.prod(dataset.event_shape)
+    num_dims: float = math.prod(dataset.event_shape)
     shift = num_dims * transform.log_volume  # nats of the integer data from nats of dequantized data
     continuous = transform.kind == "continuous"
     valid_x = dataset.valid.x
@@ -334,14 +346,17 @@ def _fit(
         writer.start()
         report = _reporter(cfg, num_dims, shift, "log p(x)", "log_px", quiet, report_every, continuous)
         if family.fit == "closed-form":
-            result = fit_closed_form(model, dataset.train, dataset.valid, transform, writer, cfg.optim.seed)
+            result = fit_closed_form(
+                cast(ClosedFormFit, model), dataset.train, dataset.valid, transform, writer, cfg.optim.seed
+            )
             if not quiet:
                 nats = result.best_valid - shift
                 say(f"fitted {family.describe()} in closed form: exact log-likelihood {nats:.3f} nats (valid)")
             return result
         try:
             return fit_em(
-                model, dataset.train, dataset.valid, transform, writer, family.iterations, cfg.optim.seed,
+                cast(EMFit, model), dataset.train, dataset.valid, transform, writer, cast(int, family.iterations),
+                cfg.optim.seed,
                 callbacks=[report, log],
             )  # fmt: skip
         finally:

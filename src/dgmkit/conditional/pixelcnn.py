@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.conditional.decoder import Decoder
 from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.distributions.sampling import inverse_cdf
 from dgmkit.nn.pixelcnn import GatedPixelCNNNet
@@ -23,7 +23,7 @@ from dgmkit.nn.pixelcnn import GatedPixelCNNNet
 __all__ = ["PixelCNNDecoder", "AutoregressivePixels"]
 
 
-class PixelCNNDecoder(ConditionalDistribution):
+class PixelCNNDecoder(Decoder):
     """p(x|z) over single-channel images of ``event_shape`` = (1, H, W) with a discrete
     likelihood ``head`` (Bernoulli, categorical, discretized logistic).
 
@@ -43,13 +43,12 @@ class PixelCNNDecoder(ConditionalDistribution):
         kernel: int = 3,
         input_scale: float = 1.0,
     ):
-        super().__init__()
-        self.event_shape = tuple(int(d) for d in event_shape)
-        if len(self.event_shape) != 3 or self.event_shape[0] != 1:
-            raise ValueError(f"the PixelCNN decoder takes single-channel images (1, H, W), got shape {self.event_shape}")
+        shape = tuple(int(d) for d in event_shape)
+        if len(shape) != 3 or shape[0] != 1:
+            raise ValueError(f"the PixelCNN decoder takes single-channel images (1, H, W), got shape {shape}")
         if head.num_levels is None:
             raise ValueError(f"the PixelCNN decoder draws pixels from a discrete likelihood, not {type(head).__name__}")
-        self.net, self.head = net, head
+        super().__init__(net, head, shape)
         self.cond_channels, self.input_scale = int(cond_channels), float(input_scale)
         self.pixelcnn = GatedPixelCNNNet(1, head.params_per_pixel, channels, layers, kernel, cond_channels=cond_channels)
 

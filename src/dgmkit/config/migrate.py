@@ -39,8 +39,8 @@ def config_from_v1(flat: dict, source: str = "config") -> dict:
 
 def _config_from_v2(config: dict) -> dict:
     model = config.get("model")
-    family = FAMILIES.get(model.get("name")) if isinstance(model, dict) else None
-    if family is None:
+    family = FAMILIES.get(model.get("name", "")) if isinstance(model, dict) else None
+    if family is None or not isinstance(model, dict):
         return config  # RunConfig names what is wrong with it
     return {**config, "model": family.rename_keys(model)}
 

@@ -3,6 +3,7 @@ checkpoints, ``metrics.jsonl`` and ``eval.json``. A run folder describes itself,
 command after ``dgm train`` needs only its path. Folders written by dgmkit 0.1 load through
 ``config.migrate``."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +124,7 @@ class Run:
         return DataTransform(d["transform"], d["num_levels"])
 
 
-def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> Run:
+def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "cpu") -> Run:
     """Load a run folder's config and model weights (``best`` if it exists, else the last),
     the model on ``device`` (``devices.resolve_device``: auto, cpu, cuda)."""
     device = resolve_device(device)  # refused before any file is read

@@ -120,7 +120,7 @@ class Dataset:
         return h.hexdigest()
 
     @property
-    def event_shape(self) -> tuple[int, int, int]:
+    def event_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
 
     def split(self, name: str) -> Split:

@@ -78,7 +78,7 @@ def download(
     checksum: str | None,
     algorithm: str = "sha256",
     timeout: float = 60.0,
-    verify: Callable[[Path], None] | None = None,
+    verify: Callable[[Path], object] | None = None,
 ) -> Path:
     """Download ``url`` to ``dest``: streamed into a temporary file beside it, checked against
     ``checksum`` and only then renamed into place, so ``dest`` is never half-written. A file

@@ -17,6 +17,7 @@ floats (16, 32 or 64 bits), in C or Fortran order, with no zero in the shape. Co
 strings, datetimes, timedeltas, objects and structured records are refused.
 """
 
+import io
 import math
 import os
 import re
@@ -27,9 +28,10 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import NoReturn
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from dgmkit._io import describe_os_error
 from dgmkit.errors import DataError
@@ -50,7 +52,7 @@ MAX_DECOMPRESSED_BYTES = 1 << 30
 MAX_BYTES_ENV = "DGMKIT_MAX_DATA_BYTES"
 """Environment variable that replaces ``MAX_DECOMPRESSED_BYTES`` (a whole number of bytes)."""
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _MAX_NDIM = 32  # NumPy 1.x's limit
 _BLOCK = 1 << 20  # output produced per decompression step
 _FEED = 1 << 16  # compressed input given per decompression step
@@ -92,7 +94,7 @@ def _alloc(n: int, path: Path) -> bytearray:
         raise DataError(f"{_show(path)}: not enough memory to read {n} bytes") from None
 
 
-def _open_regular(path: Path) -> BinaryIO:
+def _open_regular(path: Path) -> io.BufferedReader:
     """``path`` opened for reading, if it is a regular file (never a FIFO or device that could
     block or never end)."""
     try:
@@ -107,7 +109,7 @@ def _open_regular(path: Path) -> BinaryIO:
     return f
 
 
-def _read_all(f: BinaryIO, path: Path) -> bytearray:
+def _read_all(f: io.BufferedReader, path: Path) -> bytearray:
     """The rest of the open file ``f`` (as long as the file really is; writable)."""
     try:
         size = max(0, os.fstat(f.fileno()).st_size - f.tell())
@@ -135,7 +137,7 @@ class _BufferSource:
         self._pos = 0
 
     @property
-    def remaining(self) -> int | None:
+    def remaining(self) -> int:
         return len(self._view) - self._pos
 
     def read(self, n: int) -> memoryview:
@@ -155,7 +157,7 @@ class _GzipSource:
         self._buf = buf
         self._raw = memoryview(buf)
         self._pos = 0  # offset in the compressed bytes of the next byte to feed
-        self._tail = b""  # input fed but not yet consumed
+        self._tail: bytes | memoryview = b""  # input fed but not yet consumed
         self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._done = False
         self._path = path
@@ -403,9 +405,10 @@ class _HeaderParser:
 
     def __init__(self, text: str, fail: "_Fail"):
         self.fail = fail
-        self.tokens = []
+        self.tokens: list[tuple[str, str]] = []
         for m in _NPY_TOKEN.finditer(text):
             kind = m.lastgroup
+            assert kind is not None  # every alternative of _NPY_TOKEN is a named group
             if kind == "bad":
                 fail(f"malformed header (unexpected {m['bad']!r})")
             self.tokens.append((kind, m[kind]))
@@ -431,7 +434,7 @@ class _HeaderParser:
 
     def shape(self) -> tuple[int, ...]:
         """The rest of a tuple of integers, after its "("."""
-        items = []
+        items: list[int] = []
         while True:
             kind, tok = self.take()
             if tok == ")":

@@ -22,7 +22,9 @@ import math
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -60,7 +62,7 @@ def _name(name: str) -> str:
     return repr(name[:60])
 
 
-def _elements(data: bytes | memoryview, order: str, where: str, fail: "callable") -> list[tuple[int, bytes]]:
+def _elements(data: bytes | memoryview, order: str, where: str, fail: Callable[[str], NoReturn]) -> list[tuple[int, bytes]]:
     """The (type, body) elements of a v5 byte stream, each checked to hold what it declares."""
     out, pos = [], 0
     while pos < len(data):
@@ -80,7 +82,7 @@ def _elements(data: bytes | memoryview, order: str, where: str, fail: "callable"
     return out
 
 
-def _inflate(body: bytes, limit: int, fail: "callable") -> bytes:
+def _inflate(body: bytes, limit: int, fail: Callable[[str], NoReturn]) -> bytes:
     d = zlib.decompressobj()
     try:
         out = d.decompress(body, limit + 1)
@@ -95,7 +97,7 @@ def _check_v5(raw: bytes, limit: int, path: Path) -> None:
     """Walk a v5 file: top-level elements, compressed ones inflated (bounded), and the parts of
     every variable, each holding no fewer bytes than it declares."""
 
-    def fail(why: str) -> None:
+    def fail(why: str) -> NoReturn:
         raise DataError(f"cannot read {_show(path)} as a MATLAB .mat file: {why}")
 
     order = "<" if raw[126:128] == b"IM" else ">"

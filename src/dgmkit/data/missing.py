@@ -64,7 +64,7 @@ def remove_completely_at_random(dataset: Dataset, rate: float, seed: int = 0) ->
         x = s.x.float() if not s.x.is_floating_point() else s.x.clone()
         x[drop] = float("nan")
         splits[name] = Split(x, s.y, s.factors)
-    return dataclasses.replace(dataset, **splits)
+    return dataclasses.replace(dataset, train=splits["train"], valid=splits["valid"], test=splits["test"])
 
 
 def check_missing_allowed(dataset: Dataset, handles_missing: bool, what: str) -> None:

@@ -14,9 +14,10 @@ Fashion-MNIST use the same file names, so a folder of one must never pass for th
 import hashlib
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -161,7 +162,7 @@ def _find(
     subdirs: list[str],
     remote: Remote,
     download: bool,
-    extra: list[Path] = (),
+    extra: Sequence[Path] = (),
     read: Callable[[Path], np.ndarray] = read_idx,
     identity: tuple[str, str] | None = None,
 ) -> tuple[Path, np.ndarray, str | None]:
@@ -224,9 +225,9 @@ def _load_binarized_mnist(root: Path, download: bool) -> Dataset:
             raise DataError(f"{path}: expected binary values 0/1")
         if len(x) != _BINARIZED_ROWS[s]:
             raise DataError(f"{path}: {len(x)} rows, expected {_BINARIZED_ROWS[s]} (binarized-mnist {s} split)")
-        _identify("binarized-mnist", s, path, digest)
+        _identify("binarized-mnist", s, path, cast(str, digest))  # set: _find was given an identity
         splits[s] = Split(_images(x, (1, 28, 28)))
-    return Dataset("binarized-mnist", num_levels=2, **splits)
+    return Dataset("binarized-mnist", splits["train"], splits["valid"], splits["test"], num_levels=2)
 
 
 _N_VALID = 10000  # the last training images of the MNIST-like sets, held out for validation
@@ -272,7 +273,7 @@ def _load_idx_set(
         )
     if identify:
         for k, p in paths.items():
-            _identify(name, k, p, found[k][2])
+            _identify(name, k, p, cast(str, found[k][2]))  # set: _find was given an identity
     x_tr, y_tr = _images(arr["train_x"], (1, 28, 28)), torch.from_numpy(arr["train_y"].astype(np.int64))
     n_valid = _N_VALID
     return Dataset(
@@ -504,7 +505,8 @@ def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", 
     if min(len(p) for p in parts) == 0:
         raise DataError(f"{name}: {len(t)} images are too few for non-empty train, valid and test splits")
     full = Split(t, labels)
-    return Dataset(name, *(full.subset(p) for p in parts), num_levels=levels)
+    train, valid, test = (full.subset(p) for p in parts)
+    return Dataset(name, train, valid, test, num_levels=levels)
 
 
 DATA_FILE_SUFFIXES = (".npy", ".npz", ".mat", *TABLE_SUFFIXES)

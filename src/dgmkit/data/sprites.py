@@ -148,11 +148,13 @@ def sprites(size: int = 32, seed: int = 0, valid_fraction: float = 0.1, test_fra
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_valid, n_test = round(valid_fraction * len(x)), round(test_fraction * len(x))
     parts = perm[n_valid + n_test :], perm[:n_valid], perm[n_valid : n_valid + n_test]
-    splits = [Split(x[p], factors[p, 0].clone(), factors[p]) for p in parts]
+    train, valid, test = [Split(x[p], factors[p, 0].clone(), factors[p]) for p in parts]
     name = "sprites" if size == 32 else f"sprites-{size}"
     return Dataset(
         name,
-        *splits,
+        train,
+        valid,
+        test,
         num_levels=2,
         factor_names=FACTOR_NAMES,
         factor_sizes=grid.factor_sizes,

@@ -17,6 +17,7 @@ the mixed likelihood its heads (``--likelihood mixed``) and ``dgm impute`` its C
 import csv
 import io
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +157,7 @@ def _check_number(path: Path, name: str, cell: str, v: float | None, line: int |
 
 
 def read_table(
-    path: str | Path, schema: str | Path | None = None, columns: tuple[Column, ...] | None = None
+    path: str | Path, schema: str | os.PathLike[str] | None = None, columns: tuple[Column, ...] | None = None
 ) -> tuple[np.ndarray, tuple[Column, ...]]:
     """The table's rows (N, D) as float64 (NaN: missing; module docstring) and its columns.
     ``columns``: encode with these (a table a model was trained on: the same names in the same
@@ -170,7 +171,7 @@ def read_table(
     kinds = _schema(Path(schema) if schema is not None else None, header)
     n, d = len(rows), len(header)
     x = np.full((n, d), np.nan)
-    columns = []
+    found: list[Column] = []
     for j, name in enumerate(header):
         cells = [r[j] for r in rows]
         present = [i for i, c in enumerate(cells) if c.lower() not in MISSING_CELLS]
@@ -185,15 +186,15 @@ def read_table(
             mean, std = float(values.mean()), float(values.std())
             std = std if std > 0 else 1.0
             x[present, j] = (values - mean) / std
-            columns.append(Column(name, "numeric", mean, std))
+            found.append(Column(name, "numeric", mean, std))
         else:
             cats = tuple(sorted({cells[i] for i in present}))
             if len(cats) > MAX_CATEGORIES:
                 raise DataError(f"{path.name}: column {name!r} has {len(cats)} categories, more than {MAX_CATEGORIES}")
             index = {c: k for k, c in enumerate(cats)}
             x[present, j] = [index[cells[i]] for i in present]
-            columns.append(Column(name, "categorical", categories=cats))
-    return x, tuple(columns)
+            found.append(Column(name, "categorical", categories=cats))
+    return x, tuple(found)
 
 
 def _encode(
@@ -211,6 +212,7 @@ def _encode(
             if c.kind == "numeric":
                 v = _number(cell)
                 _check_number(path, c.name, cell, v, lines[i])
+                assert v is not None  # _check_number raised otherwise
                 x[i, j] = (v - c.mean) / c.std
             elif cell in index:
                 x[i, j] = index[cell]
@@ -241,7 +243,7 @@ def write_table(rows: np.ndarray, columns: tuple[Column, ...], original: str | P
     character for character; only its missing cells take values from ``rows``."""
     out = [[c.name for c in columns]]
     kept = None if original is None else _read_cells(Path(original))[1]
-    if kept is not None and len(kept) != len(rows):
+    if original is not None and kept is not None and len(kept) != len(rows):
         raise DataError(f"{Path(original).name} has {len(kept)} rows, the values to write {len(rows)}")
     for i, r in enumerate(np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)):
         cells = []

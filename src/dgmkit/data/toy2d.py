@@ -57,8 +57,8 @@ def toy_2d(name: str) -> Dataset:
     torch.Size([20000, 1, 1, 2])
     """
     draw = TOY_2D[name]
-    splits = [
+    train, valid, test = [
         Split(draw(n, torch.Generator().manual_seed(seed)).view(n, 1, 1, 2))
         for n, seed in ((20000, 0), (5000, 1), (5000, 2))
     ]
-    return Dataset(name, *splits, num_levels=None, generator=f"{name} v1, 20000/5000/5000 points, seeds 0/1/2")
+    return Dataset(name, train, valid, test, num_levels=None, generator=f"{name} v1, 20000/5000/5000 points, seeds 0/1/2")

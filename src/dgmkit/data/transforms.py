@@ -15,6 +15,7 @@ returns the integers as floats, since an integer tensor cannot hold NaN.
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -39,11 +40,16 @@ class DataTransform:
         if self.kind not in TRANSFORMS:
             raise DataError(f"unknown data transform {self.kind!r}; choose from {TRANSFORMS}")
 
+    @property
+    def _levels(self) -> int:
+        """``num_levels``, set for the kinds that read it (dynamic-binarize, dequantize, scale)."""
+        return cast(int, self.num_levels)
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.kind == "binary":
             return x.float()
         if self.kind == "dynamic-binarize":
-            p = x.float() / (self.num_levels - 1)
+            p = x.float() / (self._levels - 1)
             if not may_be_incomplete(x):  # (integers, or data checked once: no look, which waits for a GPU)
                 return torch.bernoulli(p, generator=generator)
             missing = torch.isnan(p)
@@ -51,9 +57,9 @@ class DataTransform:
             return b.masked_fill_(missing, float("nan"))
         if self.kind == "dequantize":
             u = torch.rand(x.shape, generator=generator, device=x.device)
-            return (x.float() + u) / self.num_levels
+            return (x.float() + u) / self._levels
         if self.kind == "scale":
-            return x.float() / (self.num_levels - 1)
+            return x.float() / (self._levels - 1)
         if self.kind == "integers":  # with missing entries (NaN): the integers as floats beside the NaN
             return x.float() if may_be_incomplete(x) else x.long()
         return x.float()
@@ -62,7 +68,7 @@ class DataTransform:
     def log_volume(self) -> float:
         """log of the Jacobian from integer data to the transformed continuous data, per
         dimension: D times this is added to a continuous NLL to bound the integer NLL."""
-        return math.log(self.num_levels) if self.kind == "dequantize" else 0.0
+        return math.log(self._levels) if self.kind == "dequantize" else 0.0
 
 
 def make_transform(likelihood: str, dataset: Dataset, binarize: str = "auto") -> DataTransform:

@@ -28,6 +28,7 @@ with one latent variable has one layer, ``z``):
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
@@ -36,6 +37,10 @@ from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.errors import EvaluationError
 from dgmkit.models.base import LatentVariableModel
+
+if TYPE_CHECKING:
+    from dgmkit.models.hvae import HierarchicalVAE
+    from dgmkit.models.vdvae import DeepTopDownVAE
 
 __all__ = ["LayerReport", "Diagnosis", "diagnose", "aggregate_log_density", "ACTIVE_THRESHOLD", "DIAGNOSTIC_ESTIMATORS"]
 
@@ -161,10 +166,17 @@ class _Layer:
     kl_dims: torch.Tensor | None  # (N, M)
     loc: torch.Tensor  # (N, *event)
     q_many: Distribution | None  # batch (S, N) or (N,)
-    z: torch.Tensor | None  # (N, *event): one draw from the layer's marginal q(z_l | x_n)
+    z: torch.Tensor  # (N, *event): one draw from the layer's marginal q(z_l | x_n)
 
 
-def _hierarchical_layers(model: LatentVariableModel, x: torch.Tensor, samples: int, g: torch.Generator) -> list[_Layer]:
+def _stack(model: LatentVariableModel) -> "HierarchicalVAE | DeepTopDownVAE":
+    """A model with ``has_layers``: one of the stacks of stochastic layers."""
+    return cast("HierarchicalVAE | DeepTopDownVAE", model)
+
+
+def _hierarchical_layers(
+    model: "HierarchicalVAE | DeepTopDownVAE", x: torch.Tensor, samples: int, g: torch.Generator
+) -> list[_Layer]:
     one = sorted(model.path(x, generator=g), key=lambda d: d.index)
     means = sorted(model.path(x, means=True), key=lambda d: d.index)
     many = sorted(model.path(x, (samples,), generator=g), key=lambda d: d.index)
@@ -174,6 +186,7 @@ def _hierarchical_layers(model: LatentVariableModel, x: torch.Tensor, samples: i
         p = top if d.p is None else d.p
         closed = model.closed_form_kl(d.index)
         dims = kl_per_dimension(d.q, p) if closed else None
+        kl: torch.Tensor | None
         if dims is not None:
             kl = dims.sum(-1)
         else:
@@ -247,7 +260,7 @@ def diagnose(
     parts: list[list[_Layer]] = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
-        parts.append(_hierarchical_layers(model, xb, samples, g) if hierarchical else _single_layer(model, xb, g))
+        parts.append(_hierarchical_layers(_stack(model), xb, samples, g) if hierarchical else _single_layer(model, xb, g))
     layers = [_join([p[j] for p in parts]) for j in range(len(parts[0]))]
     reports, agg_top = [], None
     for index, layer in enumerate(layers):
@@ -284,12 +297,13 @@ def diagnose(
     if agg_top is None:
         return out
     top_layer, agg = agg_top
-    p_top = model.top() if hierarchical else model.prior()
+    p_top = _stack(model).top() if hierarchical else model.prior()
     out.marginal_kl = float((agg - p_top.log_prob(top_layer.z).double()).mean())
     if not math.isfinite(out.marginal_kl):
         raise EvaluationError("the model gives a non-finite marginal KL (NaN or inf; its weights may be too large)")
     out.top_mean_kl = reports[-1].kl
     if holes > 0:
+        assert top_layer.q_many is not None  # agg_top is set only where it gave log_q
         z_p, log_p = rsample_and_log_prob(p_top, (holes,), g, reparameterized=False, device=x.device)
         ratio = torch.logsumexp(aggregate_log_density(z_p, top_layer.q_many), 1) - math.log(len(x)) - log_p.double()
         out.hole_fraction = float((ratio < math.log(HOLE_RATIO)).double().mean())
@@ -297,7 +311,7 @@ def diagnose(
         k = min(shown, holes)
         deepest, typical = z_p[order[:k]], z_p[order.flip(0)[:k]]
         if hierarchical:
-            deepest, typical = model.descend(deepest, g)[0], model.descend(typical, g)[0]
+            deepest, typical = _stack(model).descend(deepest, g)[0], _stack(model).descend(typical, g)[0]
         out.hole_z, out.typical_z = deepest, typical
     return out
 
@@ -307,12 +321,12 @@ def _join(parts: list[_Layer]) -> _Layer:
     first = parts[0]
     q = first.q_many
     if len(parts) > 1 and q is not None:
-        q = _cat_distributions([p.q_many for p in parts])
+        q = _cat_distributions(cast("list[Distribution]", [p.q_many for p in parts]))  # every batch's, as the first's
     return _Layer(
         first.name,
         first.size,
         torch.cat([p.kl for p in parts]),
-        None if first.kl_dims is None else torch.cat([p.kl_dims for p in parts]),
+        None if first.kl_dims is None else torch.cat(cast("list[torch.Tensor]", [p.kl_dims for p in parts])),
         torch.cat([p.loc for p in parts]),
         q,
         torch.cat([p.z for p in parts]),
@@ -322,9 +336,10 @@ def _join(parts: list[_Layer]) -> _Layer:
 def _cat_distributions(qs: list[Distribution]) -> Distribution | None:
     """Diagonal Gaussians with batch (S, n_i) or (n_i,) joined along the data dimension; None
     (no mutual information) for other kinds split over batches."""
-    parts = [_diagonal_parts(q) for q in qs]
-    if any(p is None for p in parts):
+    found = [_diagonal_parts(q) for q in qs]
+    if any(p is None for p in found):
         return None
+    parts = cast("list[tuple[torch.Tensor, torch.Tensor]]", found)
     dim = len(qs[0].batch_shape) - 1
     if dim == 1 and all(t.stride(0) == 0 for p in parts for t in p):  # one q of x alone, expanded: keep it so
         loc = torch.cat([p[0][0] for p in parts]).expand(parts[0][0].shape[0], -1, -1)

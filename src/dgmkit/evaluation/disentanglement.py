@@ -90,13 +90,13 @@ def mutual_information_gap(codes: torch.Tensor, factors: torch.Tensor, bins: int
     if not 2 <= bins <= 10**4:
         raise ValueError(f"bins must be in 2..10000, got {bins}")
     binned = _bin(codes.double(), bins)
-    mi, ent = [], []
+    mis, ents = [], []
     for k in range(factors.shape[1]):
         _, v = factors[:, k].unique(return_inverse=True)
         n_values = int(v.max()) + 1
-        mi.append(_discrete_mi(binned, bins, v, n_values))
-        ent.append(_entropy(torch.bincount(v, minlength=n_values).double()))
-    mi, ent = torch.stack(mi, 1), torch.stack(ent)  # (M, K), (K,)
+        mis.append(_discrete_mi(binned, bins, v, n_values))
+        ents.append(_entropy(torch.bincount(v, minlength=n_values).double()))
+    mi, ent = torch.stack(mis, 1), torch.stack(ents)  # (M, K), (K,)
     top = mi.topk(2, dim=0)
     gaps = torch.where(ent > 0, (top.values[0] - top.values[1]) / ent.clamp_min(1e-12), torch.zeros_like(ent))
     return MIG(float(gaps.mean()), gaps, mi, ent, top.indices[0], MIG_ESTIMATOR.format(bins=bins))

@@ -20,6 +20,7 @@ What a model reports beyond these it adds itself (``GenerativeModel.evaluation_t
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
@@ -29,6 +30,7 @@ from dgmkit.distributions import location
 from dgmkit.models import (
     Autoencoder,
     EnumeratedELBO,
+    ExactLikelihoodModel,
     GenerativeModel,
     LatentVariableModel,
     TimeSampledBound,
@@ -58,7 +60,9 @@ def _batches(x: torch.Tensor, batch_size: int):
 
 
 @torch.no_grad()
-def _exact(model: GenerativeModel, x: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int) -> Estimate:
+def _exact(
+    model: ExactLikelihoodModel, x: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int
+) -> Estimate:
     log_px = torch.cat([model.log_prob(b).double() for b in _batches(x, batch_size)])
     terms = {}
     if isinstance(model, LatentVariableModel):
@@ -89,7 +93,7 @@ def _importance_sampled(
     terms = _elbo_terms(model, x, batch_size)
     if k < 1:  # no sampling asked for: the ELBO is all there is, reported as the bound it is
         return Estimate("bound", terms["elbo"], 1, terms)
-    log_px = importance_sampled_log_likelihood(model, x, k=k, generator=generator).double()
+    log_px = cast(torch.Tensor, importance_sampled_log_likelihood(model, x, k=k, generator=generator)).double()
     return Estimate("importance-sampled", log_px, k, terms)
 
 

@@ -2,11 +2,15 @@
 
 import io
 import textwrap
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from dgmkit.errors import EvaluationError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["figure_png", "image_grid_png", "scatter_png", "project_2d", "diagnosis_png", "check_finite"]
 
@@ -23,7 +27,7 @@ def check_finite(t: torch.Tensor, what: str) -> None:
         )
 
 
-def figure_png(fig: "object") -> bytes:
+def figure_png(fig: "Figure") -> bytes:
     """A matplotlib figure as PNG bytes; the figure is closed."""
     import matplotlib.pyplot as plt
 

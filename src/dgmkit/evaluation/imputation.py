@@ -15,6 +15,7 @@ from its observed entries alone (the in-sample protocol of Mattei & Frellsen 201
 """
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -79,7 +80,7 @@ def to_data_units(x: torch.Tensor, transform: DataTransform) -> torch.Tensor:
     """Values the model scores back in the data's own units: for ``scale`` and
     ``dynamic-binarize`` (probabilities of the intensity k / (L - 1)) times L - 1; others as they are."""
     if transform.kind in ("scale", "dynamic-binarize"):
-        return x.double() * (transform.num_levels - 1)
+        return x.double() * (cast(int, transform.num_levels) - 1)  # (set for these kinds)
     return x.double()
 
 

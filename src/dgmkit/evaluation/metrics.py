@@ -10,7 +10,7 @@ from dgmkit.models import Autoencoder, LatentVariableModel
 __all__ = ["bits_per_dim", "discrete_nll", "active_units", "posterior_statistics"]
 
 
-def discrete_nll(nll_nats: float, num_dims: int, log_volume: float) -> float:
+def discrete_nll(nll_nats: float, num_dims: float, log_volume: float) -> float:
     """The NLL of the integer data in nats from the NLL of transformed continuous data.
 
     For uniform dequantization y = (k + u) / L, log P(k) >= log p(y) - D log L, so
@@ -18,7 +18,7 @@ def discrete_nll(nll_nats: float, num_dims: int, log_volume: float) -> float:
     return nll_nats + num_dims * log_volume
 
 
-def bits_per_dim(nll_nats: float, num_dims: int) -> float:
+def bits_per_dim(nll_nats: float, num_dims: float) -> float:
     """nats per datapoint -> bits per dimension."""
     return nll_nats / (num_dims * math.log(2))
 

@@ -26,6 +26,7 @@ True
 import io
 import math
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -70,6 +71,7 @@ def log_likelihoods(
     g = torch.Generator(device=x.device).manual_seed(seed)
     with seeded_by(torch.Generator().manual_seed(seed), x.device):
         log_px = estimate(model, x, iw_samples, g, batch_size).log_px
+    assert log_px is not None  # only a reconstruction score has none: refused above
     bad = ~torch.isfinite(log_px)
     if bool(bad.any()):
         raise EvaluationError(
@@ -124,7 +126,7 @@ class OODScores:
 
     def to_dict(self) -> dict:
         """The metrics, the means of each score, and the typicality tests (JSON-ready)."""
-        out = {"num_dims": self.num_dims, "scores": {}}
+        out: dict[str, Any] = {"num_dims": self.num_dims, "scores": {}}
         for name, (a, b) in self.scores.items():
             out["scores"][name] = {
                 "what": SCORES[name],
@@ -148,7 +150,17 @@ class OODScores:
         return out
 
 
-def _pair(name: str, pair: tuple[torch.Tensor, torch.Tensor] | None, n_in: int, n_ood: int) -> tuple | None:
+@overload
+def _pair(
+    name: str, pair: tuple[torch.Tensor, torch.Tensor], n_in: int, n_ood: int
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def _pair(
+    name: str, pair: tuple[torch.Tensor, torch.Tensor] | None, n_in: int, n_ood: int
+) -> tuple[torch.Tensor, torch.Tensor] | None: ...
+def _pair(
+    name: str, pair: tuple[torch.Tensor, torch.Tensor] | None, n_in: int, n_ood: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     if pair is None:
         return None
     a, b = (torch.as_tensor(t).double().flatten().cpu() for t in pair)

@@ -4,6 +4,7 @@ model declares), the ELBO split where it has one, bits/dim and latent diagnostic
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast, overload
 
 import torch
 
@@ -14,7 +15,7 @@ from dgmkit.errors import EvaluationError
 from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
-from dgmkit.models import GenerativeModel
+from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel
 from dgmkit.models.base import TimeSampledBound
 from dgmkit.models.terms import TERM_LEVELS
 
@@ -111,7 +112,7 @@ def _checked_term(t: dict) -> dict:
     def text(key: str) -> str:
         return str(t[key])[:200] if isinstance(t.get(key), str) else ""
 
-    value = t.get("value")
+    value: Any = t.get("value")  # (from a file: checked here)
     finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     level, digits = t.get("level"), t.get("digits")
     return {
@@ -125,17 +126,23 @@ def _checked_term(t: dict) -> dict:
     }
 
 
+@overload
+def _mean(t: torch.Tensor) -> float: ...
+@overload
+def _mean(t: None) -> None: ...
+@overload
+def _mean(t: torch.Tensor | None) -> float | None: ...
 def _mean(t: torch.Tensor | None) -> float | None:
     return None if t is None else t.mean().item()
 
 
 @torch.no_grad()
-def _diagnostics(model: GenerativeModel, x: torch.Tensor, seed: int) -> tuple:
+def _diagnostics(model: GenerativeModel, x: torch.Tensor, seed: int) -> tuple[dict | None, list[dict] | None]:
     """The latent statistics and the per-layer diagnostics of x, where the model has them (None where not)."""
-    stats = posterior_statistics(model, x) if model.has_latents else None
+    stats = posterior_statistics(cast("LatentVariableModel | Autoencoder", model), x) if model.has_latents else None
     layers = None
     if model.has_layers:  # a hierarchical model: its KL and active units per layer
-        d = diagnose(model, x, samples=1, holes=0, seed=seed, mutual_info=False)
+        d = diagnose(cast(LatentVariableModel, model), x, samples=1, holes=0, seed=seed, mutual_info=False)
         layers = [{"name": la.name, "size": la.size, "kl": la.kl, "active_units": la.active_units} for la in d.layers]
     return stats, layers
 
@@ -184,7 +191,9 @@ def evaluate(
     recon = None if "recon" not in est.terms else _mean(est.terms["recon"]) - shift
     terms = [term.record(name) for name, term in added.items()]
     main = distributed.current().is_main  # under torchrun: computed once (rank 0), every rank's report the same
-    stats, layers = distributed.broadcast_object(_diagnostics(model, x, seed) if main else None)
+    stats, layers = cast(
+        "tuple[dict | None, list[dict] | None]", distributed.broadcast_object(_diagnostics(model, x, seed) if main else None)
+    )
     return EvalReport(
         estimate=est.kind,
         nll=nll,

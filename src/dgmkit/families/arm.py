@@ -3,7 +3,7 @@ mask ensembles scored as proper mixtures) and a gated PixelCNN, trained by exact
 likelihood; their exact conditionals also drive sampling and lossless compression."""
 
 import dataclasses
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -53,15 +53,19 @@ class ARMConfig(FamilyConfig):
         self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
     ) -> AutoregressiveModel:
         head = LikelihoodSettings(self.likelihood, logistic_components=self.logistic_components).head(num_levels)
-        scale = 1.0 / (num_levels - 1) if self.likelihood in ("categorical", "logistic") else 1.0
+        scale = 1.0
+        if self.likelihood in ("categorical", "logistic"):
+            assert num_levels is not None  # head() raised otherwise
+            scale = 1.0 / (num_levels - 1)
+        image = cast("tuple[int, int, int]", event_shape)  # (1, H, W): the models refuse another shape (ValueError)
         try:
             if self.arm == "made":
                 return MADEARM(
-                    head, event_shape, self.made_hidden, self.made_masks, self.made_random_order, seed, scale,
+                    head, image, self.made_hidden, self.made_masks, self.made_random_order, seed, scale,
                     self.made_direct,
                 )  # fmt: skip
             kind = CausalConvARM if self.arm == "causal-conv" else GatedPixelCNN
-            return kind(head, event_shape, self.channels, self.arm_layers, self.arm_kernel, input_scale=scale)
+            return kind(head, image, self.channels, self.arm_layers, self.arm_kernel, input_scale=scale)
         except ValueError as e:
             raise ConfigError(str(e)) from None
 

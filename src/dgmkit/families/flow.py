@@ -4,7 +4,7 @@ learned q(u|x) whose bound is then both the objective and the evaluation)."""
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -16,7 +16,7 @@ from dgmkit.families.registry import register_family
 from dgmkit.models import FlowModel, GenerativeModel, LogitNormalDequantizer, VariationallyDequantizedFlow
 from dgmkit.objectives import DequantizationBound, MaximumLikelihood, Objective
 from dgmkit.settings import setting
-from dgmkit.transforms import IMAGE_FLOWS, VECTOR_FLOWS, Compose, Logit
+from dgmkit.transforms import IMAGE_FLOWS, VECTOR_FLOWS, Bijection, Compose, Logit
 
 __all__ = ["FlowConfig"]
 
@@ -66,9 +66,11 @@ class FlowConfig(FamilyConfig):
         """The multi-scale convolutional RealNVP or Glow for images whose sides the levels
         divide, else the vector version over the flattened data. Quantized data (num_levels
         set) arrive dequantized in [0, 1] and get the logit pre-processing."""
+        bij: Bijection
         if self._image_flow_fits(event_shape):
+            image = cast("tuple[int, int, int]", tuple(event_shape))  # (C, H, W): _image_flow_fits checked
             bij = IMAGE_FLOWS[self.flow](
-                tuple(event_shape), hidden=self.hidden[0], layers=self.flow_layers, levels=self.flow_levels,
+                image, hidden=self.hidden[0], layers=self.flow_layers, levels=self.flow_levels,
                 blocks=self.flow_blocks,
             )  # fmt: skip
             flatten = False

@@ -116,7 +116,7 @@ class StackSettings(VAESettings):
         """A layer's network (posterior or prior): gated or plain, with the hidden sizes."""
         return GatedMLP(i, self.hidden, o) if self.encoder == "gated" else MLP(i, self.hidden, o, self.activation)
 
-    def _decoder(self, event_shape: tuple[int, ...], num_levels: int | None, scale: float) -> nn.Module:
+    def _decoder(self, event_shape: tuple[int, ...], num_levels: int | None, scale: float) -> Decoder:
         """p(x | z) for the layers the decoder sees; ``scale``: the model's input scale."""
         head = self.head(num_levels)
         return Decoder(self._decoder_net(event_shape, head.params_per_pixel), head, event_shape)
@@ -165,7 +165,7 @@ class StackSettings(VAESettings):
             q_nets,
             layer_priors,
             prior,
-            decoder,  # type: ignore[arg-type]  # a Decoder, or a stack class's own kind of p(x | z)
+            decoder,
             decoder_input=self.decoder_sees,
             ladder_nets=ladder,
             input_scale=scale,

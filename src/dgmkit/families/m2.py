@@ -4,7 +4,7 @@ others; q(y|x) is the classifier, scored by ``dgm eval``'s accuracy."""
 
 import dataclasses
 import math
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 
@@ -72,4 +72,4 @@ class M2Config(LikelihoodSettings, FamilyConfig):
 
 def _image(event_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """(C, H, W) for the decoder: vectors of D values are (1, 1, D) images."""
-    return tuple(event_shape) if len(event_shape) == 3 else (1, 1, math.prod(event_shape))
+    return cast("tuple[int, int, int]", tuple(event_shape)) if len(event_shape) == 3 else (1, 1, math.prod(event_shape))

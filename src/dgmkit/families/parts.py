@@ -90,7 +90,7 @@ class LikelihoodSettings:
         """A mixed likelihood's heads follow the table's columns (unless the config names them)."""
         if self.likelihood == "mixed" and self.table_levels is None and dataset.columns:
             return {"table_levels": [c.levels for c in dataset.columns]}
-        return super().settings_from_data(dataset)  # type: ignore[misc]
+        return super().settings_from_data(dataset)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         if self.likelihood == "mixed":

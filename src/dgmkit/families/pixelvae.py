@@ -69,7 +69,7 @@ class PixelVAEConfig(StackSettings, FamilyConfig):
             return GatedBranches(self.latent_sizes, self.hidden[-1], math.prod(event_shape) * per_pixel)
         return super()._decoder_net(event_shape, per_pixel)
 
-    def _decoder(self, event_shape: tuple[int, ...], num_levels: int | None, scale: float) -> nn.Module:
+    def _decoder(self, event_shape: tuple[int, ...], num_levels: int | None, scale: float) -> PixelCNNDecoder:
         if len(event_shape) != 3 or event_shape[0] != 1:
             raise ConfigError(f"the PixelCNN decoder models single-channel images (1, H, W), got shape {event_shape}")
         return PixelCNNDecoder(

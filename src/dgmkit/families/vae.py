@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from dgmkit.conditional import Decoder, GaussianEncoder, IAFEncoder
+from dgmkit.conditional import ConditionalDistribution, Decoder, GaussianEncoder, IAFEncoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import VAESettings, decoder_net, encoder_net
@@ -87,6 +87,7 @@ class VAEConfig(VAESettings, FamilyConfig):
         m = self.latent_dim
         head = self.head(num_levels)
         decoder = Decoder(decoder_net(self, event_shape, m, head.params_per_pixel), head, event_shape)
+        encoder: ConditionalDistribution
         if self.posterior == "iaf":
             c = self.hidden[-1]  # the context h(x) of the IAF layers
             flow = iaf(m, self.hidden, self.flow_layers, context_features=c, act=self.activation)

@@ -3,7 +3,7 @@ with the codebook kept alive by EMA updates, k-means initialisation and dead-cod
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 import torch
 from torch import nn
@@ -83,15 +83,16 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
     ) -> Dataset:
         """The code grids (N, 1, h, w) with K levels of every split (each image as the run's model
         sees held-out data, ``held_out``, then its nearest codes), with the labels."""
-        k = model.num_codes
+        vq = cast(VQVAE, model)  # what build() makes
+        k = vq.num_codes
         dtype = torch.uint8 if k <= 256 else torch.int32
         splits = {}
         for split in ("train", "valid", "test"):
             s = data.split(split)
             x = held_out(s.x)
-            codes = torch.cat([model.codes(b) for b in x.split(_ENCODE_BATCH)])
+            codes = torch.cat([vq.codes(b) for b in x.split(_ENCODE_BATCH)])
             splits[split] = Split(codes.unsqueeze(1).to(dtype), s.y)
-        return Dataset(name, **splits, num_levels=k)
+        return Dataset(name, splits["train"], splits["valid"], splits["test"], num_levels=k)
 
     def attach(self, role: str, run: "Run", other: "Run", trained_on_mine: bool) -> None:
         """A code prior: an exact model of integer grids of the codes' shape and alphabet,
@@ -103,7 +104,8 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
                 f"`dgm train --model arm --codes-of {run.path} --likelihood categorical`"
             )
         data = other.record["data"]
-        if list(data["event_shape"]) != [1, *run.model.code_shape] or data["num_levels"] != run.model.num_codes:
+        vq = cast(VQVAE, run.model)  # a run of this family
+        if list(data["event_shape"]) != [1, *vq.code_shape] or data["num_levels"] != vq.num_codes:
             raise ConfigError(f"{other.path} models grids of another shape or alphabet than {run.path}'s codes")
         if data.get("transform") != "integers":
             raise ConfigError(

@@ -242,7 +242,7 @@ class TimeSampledBound(ABC):
         self, x: torch.Tensor, y: torch.Tensor | None, estimate: dict[str, torch.Tensor], batch_size: int
     ) -> dict[str, Term]:
         """The KL split into its two parts (list this contract before ``GenerativeModel``)."""
-        terms = super().evaluation_terms(x, y, estimate, batch_size)  # type: ignore[misc]
+        terms = super().evaluation_terms(x, y, estimate, batch_size)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
         terms["prior_kl"] = Term("prior KL", estimate["prior_kl"], note="KL(q(z_1|x) || p(z_1))", level=2)
         terms["diffusion_kl"] = Term(
             "diffusion KL", estimate["diffusion_kl"], note="the sum over the steps from z_1 to z_0", level=2

@@ -33,7 +33,7 @@ class Classifier(ABC):
         self, x: torch.Tensor, y: torch.Tensor | None, estimate: dict[str, torch.Tensor], batch_size: int
     ) -> dict[str, Term]:
         """The model's own terms and, where the split has labels, the share it classifies right."""
-        terms = super().evaluation_terms(x, y, estimate, batch_size)  # type: ignore[misc]
+        terms = super().evaluation_terms(x, y, estimate, batch_size)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
         if y is not None:
             right = (self.predict(x, batch_size) == y.to(x.device).long()).double()
             share = right.mean().item()

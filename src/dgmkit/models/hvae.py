@@ -107,6 +107,12 @@ class LayerStack:
     if TYPE_CHECKING:  # what the stacks provide
         top_prior: Prior
 
+        def top_posterior(self, u: torch.Tensor) -> DiagonalNormal: ...
+
+        def _posterior_pass(
+            self, x: torch.Tensor, how: "PosteriorPass", output: bool
+        ) -> tuple[list[LayerDraw], Distribution | None]: ...
+
     @property
     def latent_dim(self) -> int:
         return sum(self.sizes)
@@ -136,7 +142,9 @@ class LayerStack:
     def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[list[LayerDraw], Distribution]:
         """One posterior draw per datapoint (``path``) and p(x | z) at it. The model's
         ``_posterior_pass(x, how, output)`` makes both: the draws and p(x | z) if ``output``."""
-        return self._posterior_pass(x, PosteriorPass(generator=generator), output=True)
+        draws, p = self._posterior_pass(x, PosteriorPass(generator=generator), output=True)
+        assert p is not None  # made: output=True
+        return draws, p
 
     def top(self) -> Distribution:
         """p(z_L), with the model's q(z_L | x) as context where the prior asks for it."""
@@ -263,7 +271,7 @@ class HierarchicalVAE(LayerStack, LatentVariableModel):
         return draws, self.likelihood(torch.cat([d.z for d in sorted(draws, key=lambda d: d.index)], -1))
 
     def _bottom_up_path(
-        self, enc: list[torch.Tensor], how: "PosteriorPass", fixed: list[torch.Tensor | None]
+        self, enc: list[torch.Tensor], how: "PosteriorPass", fixed: Sequence[torch.Tensor | None]
     ) -> list[LayerDraw]:
         """q(z_1 | x) q(z_2 | z_1) ...: the layers drawn upwards, then their priors."""
         L = self.num_layers
@@ -279,7 +287,7 @@ class HierarchicalVAE(LayerStack, LatentVariableModel):
         return [draws[i] for i in range(L)]
 
     def _top_down_path(
-        self, enc: list[torch.Tensor], how: "PosteriorPass", fixed: list[torch.Tensor | None]
+        self, enc: list[torch.Tensor], how: "PosteriorPass", fixed: Sequence[torch.Tensor | None]
     ) -> list[LayerDraw]:
         """q(z_L | x) q(z_{L-1} | x, z_L) ... (top-down), or the ladder's merges: the layers
         drawn downwards, each with its prior given the layer above."""

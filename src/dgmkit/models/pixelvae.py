@@ -60,7 +60,7 @@ class PixelVAE(HierarchicalVAE):
             q_nets,
             layer_priors,
             top_prior,
-            decoder,  # type: ignore[arg-type]  # a ConditionalDistribution with an event_shape, as Decoder is
+            decoder,
             decoder_input,
             ladder_nets,
             input_scale,

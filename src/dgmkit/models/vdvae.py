@@ -264,7 +264,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         activation ``act`` (None without one) and its prior branch's update of the state h."""
         lo, hi = self.scale_bounds
         mu_p, sd_p, dh = cell.prior_part(h, lo, hi)
-        p = None if mu_p is None else _flat_normal(mu_p, sd_p, lead)
+        p = None if mu_p is None or sd_p is None else _flat_normal(mu_p, sd_p, lead)
         q = None
         if act is not None:
             mu_q, sd_q = cell.posterior_part(h, act, lo, hi)

@@ -7,6 +7,9 @@ and so the model's memory, is ``receptive_field`` positions: finite, growing wit
 dilation (k = 3 and 8 layers see the previous 128 + 2 positions).
 """
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,11 +44,12 @@ class CausalConvNet(nn.Module):
         return out if h_in is None else h_in + out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = None
+        h: torch.Tensor | None = None
         for i, (conv, d) in enumerate(zip(self.convs, self.dilations)):
             if i == 0:  # shift right by one: position t sees x_{t-k} .. x_{t-1}
                 a = conv(F.pad(x, ((self.kernel - 1) * d + 1, -1)))
             else:
+                assert h is not None  # set by the layer before
                 a = conv(F.pad(h, ((self.kernel - 1) * d, 0)))
             h = self._layer(i, a, None if i == 0 else h)
         return self.head(h)
@@ -54,8 +58,8 @@ class CausalConvNet(nn.Module):
         """Output at position t alone, (B, out_channels), from x (B, C, T) (positions < t set)
         and ``cache``: per layer, the (B, channels, T) outputs computed at earlier steps, which
         this call fills in at t. Costs O(layers * kernel), not a pass over the sequence."""
-        h = None
-        for i, (conv, d) in enumerate(zip(self.convs, self.dilations)):
+        h: torch.Tensor | None = None
+        for i, (conv, d) in enumerate(zip(cast("Iterable[nn.Conv1d]", self.convs), self.dilations)):
             src = x if i == 0 else cache[i - 1]
             shift = 1 if i == 0 else 0
             idx = [t - shift - (self.kernel - 1 - j) * d for j in range(self.kernel)]
@@ -63,6 +67,7 @@ class CausalConvNet(nn.Module):
             a = F.conv1d(cols, conv.weight, conv.bias).squeeze(-1)  # (B, 2p)
             h = self._layer_vec(i, a, None if i == 0 else cache[i - 1][:, :, t])
             cache[i][:, :, t] = h
+        assert h is not None  # there is at least one layer
         return self.head(h.unsqueeze(-1)).squeeze(-1)
 
     def _layer_vec(self, i: int, a: torch.Tensor, h_in: torch.Tensor | None) -> torch.Tensor:

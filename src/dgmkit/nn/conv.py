@@ -6,6 +6,7 @@ for 28x28 (28 -> 14 -> 7) and 8x8 (8 -> 4 -> 2) images, and any size divisible b
 """
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -107,7 +108,7 @@ class ConvDecoderNet(nn.Module):
             activation(act),
             nn.Conv2d(c1, out_channels, 3, padding=1),
         )
-        he_init([*self.head, *self.up[:-1]])  # the output layer keeps PyTorch's smaller default
+        he_init([*self.head, *cast(nn.Sequential, self.up[:-1])])  # the output layer keeps PyTorch's smaller default
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         batch = z.shape[:-1]

@@ -2,6 +2,7 @@
 networks, and the multi-input networks of its two-level HVAE."""
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -92,7 +93,7 @@ class GatedBranches(nn.Module):
         if len(own) != len(self.in_sizes):
             raise ValueError("one branch per input")
         self.branches = nn.ModuleList(GatedDense(s, width) if b is None else b for s, b in zip(self.in_sizes, own))
-        self.joint = GatedDense(sum(b.out_features for b in self.branches), width)
+        self.joint = GatedDense(sum(cast(int, b.out_features) for b in self.branches), width)
         self.out = nn.Linear(width, out_features) if out is None else out
         self.in_features = sum(self.in_sizes)
         self.out_features = out_features

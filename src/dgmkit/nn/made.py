@@ -6,7 +6,8 @@ hidden degrees m(k) in [1, D-1], a hidden unit k sees input d iff m(k) >= m(d) a
 unit for d sees hidden unit k iff m(d) > m(k).
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -87,14 +88,15 @@ class MADE(nn.Module):
         deg_in = order + 1  # 1..D
         degrees = [deg_in]
         low = min(1, d - 1)
-        for layer in self.hidden_layers:
+        hidden = cast("Iterable[MaskedLinear]", self.hidden_layers)
+        for layer in hidden:
             n = layer.out_features
             if generator is None:  # evenly over [1, D-1], both ends: every input reaches the last output
                 deg = torch.linspace(low, max(low, d - 1), n).round().long()
             else:
                 deg = torch.randint(low, max(low, d - 1) + 1, (n,), generator=generator)
             degrees.append(deg)
-        for layer, (a, b) in zip(self.hidden_layers, zip(degrees[:-1], degrees[1:])):
+        for layer, (a, b) in zip(hidden, zip(degrees[:-1], degrees[1:])):
             layer.set_mask(b[:, None] >= a[None, :])
         out_deg = deg_in.repeat(self.params_per_dim)  # output p * D + d belongs to input d
         self.output_layer.set_mask(out_deg[:, None] > degrees[-1][None, :])

@@ -19,6 +19,7 @@ every position, and the network models p(x | s) = prod_d p(x_d | x_<d, s).
 """
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -126,16 +127,21 @@ class GatedPixelCNNNet(nn.Module):
             nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(), nn.Conv2d(channels, out_channels, 1)
         )
 
+    @property
+    def stack(self) -> list[GatedPixelCNNLayer]:
+        """The layers, input side first."""
+        return cast("list[GatedPixelCNNLayer]", list(self.layers))
+
     def condition(self, s: torch.Tensor | None) -> tuple[Terms, Terms]:
         """Each layer's vertical and horizontal condition terms (None for no condition)."""
-        terms = [layer.condition(s) for layer in self.layers]
+        terms = [layer.condition(s) for layer in self.stack]
         return [v for v, _ in terms], [h for _, h in terms]
 
     def vertical_stack(self, x: torch.Tensor, cond_v: Terms | None = None) -> list[torch.Tensor]:
         """Every layer's vertical pre-activation; row r depends on rows < r of x only (and on the
         condition terms ``cond_v`` of the same rows)."""
         out, v = [], x
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.stack):
             a = layer.vertical(v, None if cond_v is None else cond_v[i])
             out.append(a)
             v = _gate(a)
@@ -143,7 +149,7 @@ class GatedPixelCNNNet(nn.Module):
 
     def horizontal_stack(self, x: torch.Tensor, v_pre: list[torch.Tensor], cond_h: Terms | None = None) -> torch.Tensor:
         h = x
-        for i, (layer, a) in enumerate(zip(self.layers, v_pre)):
+        for i, (layer, a) in enumerate(zip(self.stack, v_pre)):
             h = layer.horizontal(h, a, None if cond_h is None else cond_h[i])
         return h
 
@@ -159,7 +165,7 @@ class GatedPixelCNNNet(nn.Module):
         ``rows[0]`` is the input row (B, C, 1, W) with columns < c set; ``rows[l]`` (l >= 1)
         holds layer l's h outputs at earlier columns, and this call writes column c of each.
         ``cond_h``: each layer's horizontal condition term on this row, (B, 2p, 1, W)."""
-        for i, (layer, a) in enumerate(zip(self.layers, v_pre)):
+        for i, (layer, a) in enumerate(zip(self.stack, v_pre)):
             k = layer.k
             end = c if layer.first else c + 1  # exclusive end of the window
             src = rows[i]
@@ -196,7 +202,7 @@ class GatedPixelCNNNet(nn.Module):
                     x[:, 0, r, c] = choose(r * w + c, params).to(x.dtype) * input_scale
             return (x / input_scale).round()
         cond_v, cond_h = self.condition(s)
-        first = self.layers[0]
+        first = self.stack[0]
         k, ch = first.k, first.h_out.out_channels
         for r in range(h):
             top = max(0, r - len(self.layers) * k - 1)  # rows r's vertical stack can see

@@ -9,6 +9,7 @@ fine detail of a low-noise input. The output's last convolution starts at zero.
 """
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -175,7 +176,7 @@ class UNet(nn.Module):
         h = self.stem(fourier_features(x, self.fourier))
         hs = [h]
         for i, level in enumerate(self.down):
-            for layer in level:
+            for layer in cast(nn.ModuleList, level):
                 h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
                 if isinstance(layer, ResBlock):
                     hs.append(h)
@@ -186,7 +187,7 @@ class UNet(nn.Module):
                 hs.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
         for j, level in enumerate(self.up):
-            for layer in level:
+            for layer in cast(nn.ModuleList, level):
                 if isinstance(layer, ResBlock):
                     h = layer(torch.cat([h, hs.pop()], dim=1), emb)
                 else:

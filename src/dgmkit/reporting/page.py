@@ -105,8 +105,8 @@ def metric_series(metrics: list[dict], key: str) -> tuple[list[float], list[floa
 
 def _layer_series(metrics: list[dict], key: str) -> tuple[list[float], np.ndarray] | None:
     """(epochs, values (E, L)) of a per-layer metric (a list of numbers per epoch; NaN where one is not)."""
-    rows = [(_epoch(m), m.get(key)) for m in metrics]
-    rows = [(ep, v) for ep, v in rows if ep is not None and isinstance(v, list) and 0 < len(v) <= 1024]
+    raw = [(_epoch(m), m.get(key)) for m in metrics]
+    rows = [(ep, v) for ep, v in raw if ep is not None and isinstance(v, list) and 0 < len(v) <= 1024]
     if not rows or len({len(v) for _, v in rows}) != 1:
         return None
     values = np.array([[np.nan if _finite(a) is None else _finite(a) for a in v] for _, v in rows], dtype=float)

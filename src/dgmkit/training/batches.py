@@ -59,9 +59,11 @@ class BatchSource:
         for i in range(start, self.steps):
             idx = perm[i * bs : (i + 1) * bs]
             if self.labelled_batch:
+                assert self.labelled is not None  # __init__ refused labelled_batch without labelled rows
                 pick = torch.randint(len(self.labelled), (self.labelled_batch,), generator=g, device=self.x.device)
                 idx = torch.cat([idx, self.labelled[pick]])
             x = self.x[idx]
             if self.mutation_rate > 0:
+                assert self.transform.num_levels is not None  # __init__ refused mutation without levels
                 x = mutate(x, self.mutation_rate, self.transform.num_levels, g)
             yield self.transform(x, g), None if self.y is None else self.y[idx]

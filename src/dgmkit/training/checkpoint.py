@@ -119,13 +119,13 @@ def read_metadata(path: os.PathLike | str) -> dict:
     return meta
 
 
-def _json_field(meta: dict, key: str, path: Path, kind: type = dict) -> object:
+def _json_field(meta: dict, key: str, path: Path) -> dict:
     try:
         value = parse_json(meta[key])
     except ValueError:
         raise CheckpointError(f"{path}: its {key} metadata is not valid JSON") from None
-    if not isinstance(value, kind):
-        raise CheckpointError(f"{path}: its {key} metadata is not a {kind.__name__}")
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: its {key} metadata is not a dict")
     return value
 
 

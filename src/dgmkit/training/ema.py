@@ -28,6 +28,7 @@ class EMA:
         if not 0 < decay < 1:
             raise ValueError(f"the EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
+        self._device_updates: torch.Tensor | None
         self._updates, self._device_updates = 0, None  # the count, on the host or (tensor-told updates) the device
         self.weights = {name: p.detach().clone() for name, p in model.named_parameters()}
 

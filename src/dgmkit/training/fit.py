@@ -10,8 +10,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -19,7 +20,7 @@ from dgmkit.data import DataTransform, Split
 from dgmkit.errors import TrainingError
 from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.metrics import posterior_statistics
-from dgmkit.models import ClosedFormFit, EMFit, GenerativeModel, LatentVariableModel
+from dgmkit.models import Autoencoder, ClosedFormFit, EMFit, ExactLikelihoodModel, LatentVariableModel
 from dgmkit.objectives import Objective
 from dgmkit.training.run_writer import RunWriter
 from dgmkit.training.trainer import VALID_SEED, Trainer
@@ -48,7 +49,7 @@ DIAGNOSIS_SAMPLES = 4
 DIAGNOSIS_HOLES = 500
 
 
-def latent_diagnostics(model: GenerativeModel, x: torch.Tensor) -> dict:
+def latent_diagnostics(model: LatentVariableModel | Autoencoder, x: torch.Tensor) -> dict:
     """Per-epoch latent diagnostics: KL per dimension (where the prior factorizes) and active
     units over all of x; for models with a prior, per layer the KL, active units and I(x; z), and
     the top layer's aggregate-posterior KL and hole fraction (``evaluation.diagnostics``) on a
@@ -75,7 +76,7 @@ def _splits(train: Split, valid: Split | None, transform: DataTransform, seed: i
 
 
 @torch.no_grad()
-def _exact_scores(model: GenerativeModel, x: torch.Tensor, v: torch.Tensor) -> dict:
+def _exact_scores(model: ExactLikelihoodModel, x: torch.Tensor, v: torch.Tensor) -> dict:
     scores = {
         f"train_{EXACT_SCORE}": model.log_prob(x).mean().item(),
         f"valid_{EXACT_SCORE}": model.log_prob(v).mean().item(),
@@ -97,11 +98,12 @@ def fit_closed_form(
     t0 = time.perf_counter()
     x, v = _splits(train, valid, transform, seed)
     model.fit_closed_form(x)
-    metrics = {"epoch": 1, **_exact_scores(model, x, v), "time_s": time.perf_counter() - t0}
+    exact = cast(ExactLikelihoodModel, model)  # (PPCA: an exact model too)
+    metrics = {"epoch": 1, **_exact_scores(exact, x, v), "time_s": time.perf_counter() - t0}
     if writer is not None:
         writer.metrics(metrics)
         for name in ("checkpoint.safetensors", "best.safetensors"):
-            writer.checkpoint(model, name, counters={"epoch": 1})
+            writer.checkpoint(exact, name, counters={"epoch": 1})
     return FitResult(1, metrics[f"valid_{EXACT_SCORE}"], 1, EXACT_SCORE, "log p(x)", 1)
 
 
@@ -113,16 +115,17 @@ def fit_em(
     writer: RunWriter | None,
     iterations: int,
     seed: int = 0,
-    callbacks: list[Callable[[FitResult, dict], None]] = (),
+    callbacks: Sequence[Callable[[FitResult, dict], None]] = (),
 ) -> FitResult:
     """Expectation-maximization with exact E-steps: ``iterations`` steps on the training split;
     each step's metrics line holds the log-likelihoods after it (and the training one before)."""
     x, v = _splits(train, valid, transform, seed)
     result = FitResult(0, -math.inf, -1, EXACT_SCORE, "log p(x)", iterations)
+    exact = cast(ExactLikelihoodModel, model)  # (the log-linear LVM: an exact model too)
     for it in range(1, iterations + 1):
         t0 = time.perf_counter()
         before = model.em_step(x)
-        metrics = {"epoch": it, **_exact_scores(model, x, v), f"train_{EXACT_SCORE}_before_step": before}
+        metrics = {"epoch": it, **_exact_scores(exact, x, v), f"train_{EXACT_SCORE}_before_step": before}
         metrics["time_s"] = time.perf_counter() - t0
         result.epoch = it
         improved = metrics[f"valid_{EXACT_SCORE}"] > result.best_valid
@@ -130,9 +133,9 @@ def fit_em(
             result.best_valid, result.best_epoch = metrics[f"valid_{EXACT_SCORE}"], it
         if writer is not None:
             writer.metrics(metrics)
-            writer.checkpoint(model, counters={"epoch": it})
+            writer.checkpoint(exact, counters={"epoch": it})
             if improved:
-                writer.checkpoint(model, "best.safetensors", counters={"epoch": it})
+                writer.checkpoint(exact, "best.safetensors", counters={"epoch": it})
         log.info(json.dumps(metrics))
         for cb in callbacks:
             cb(result, metrics)

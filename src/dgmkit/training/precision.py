@@ -3,6 +3,7 @@ fp16 on CUDA) and, for fp16, the gradient scaler (its backward pass, and its ste
 skips itself where the scaled gradients overflowed)."""
 
 import contextlib
+from typing import Any
 
 import torch
 
@@ -58,11 +59,12 @@ class MixedPrecision:
         scaler, or an optimizer that is not fused, the tensor is read: one synchronisation.)"""
         if isinstance(take, torch.Tensor):
             if self.scaler is None and optimizer.defaults.get("fused"):
-                optimizer.found_inf = (~take).float()  # fused Adam's own way to skip a step on the device
+                fused: Any = optimizer  # found_inf: an attribute that torch's fused Adam reads, not declared
+                fused.found_inf = (~take).float()  # fused Adam's own way to skip a step on the device
                 try:
                     optimizer.step()
                 finally:
-                    del optimizer.found_inf
+                    del fused.found_inf
                 return take
             take = bool(take)
         if not take:

@@ -80,7 +80,7 @@ class RunFolder:
         self.path = Path(path)
         self.fresh = fresh or restart
         self.restart = restart
-        self._lock: object | None = None  # the held ``filelock.FileLock``
+        self._lock: _lock.FileLock | None = None  # the held ``filelock.FileLock``
         self._created = False
         self._made: list[Path] = []
 

@@ -27,6 +27,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -46,6 +47,8 @@ def _aligned(nbytes: int) -> int:
 class SharedMemoryAllReduce:
     """The hook's state: ``memory`` (2, world_size, slot_bytes) uint8 tensor mapped by every rank,
     ``group`` a process group for the barriers. ``ddp.register_comm_hook(state, shared_memory_hook)``."""
+
+    mapping: object  # set by _share: the mmap that holds ``memory``
 
     def __init__(self, memory: torch.Tensor, group: dist.ProcessGroup, rank: int, world_size: int):
         if memory.dim() != 3 or memory.shape[:2] != (2, world_size) or memory.dtype != torch.uint8:
@@ -171,7 +174,7 @@ def _share(ddp: torch.nn.parallel.DistributedDataParallel, path: Path | None, si
     """Every rank maps rank 0's file ``path`` (None: none was made) and checks that it sees what
     rank 0 wrote; then the hook is registered, or on every rank not."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    box = [None if path is None else str(path)]
+    box: list[Any] = [None if path is None else str(path)]
     dist.broadcast_object_list(box, src=0)
     mapped, memory, token = None, None, None
     if box[0] is not None:
@@ -185,6 +188,7 @@ def _share(ddp: torch.nn.parallel.DistributedDataParallel, path: Path | None, si
             memory[0, 0, :16] = token
     if not _all_agree(memory is not None):
         return None
+    assert memory is not None  # _all_agree is False where any rank, this one included, has none
     box = [token]
     dist.broadcast_object_list(box, src=0)
     if not _all_agree(torch.equal(memory[0, 0, :16], box[0])):  # the same memory on every rank

@@ -110,6 +110,7 @@ class GradientGuard:
     def recent(self) -> list[float]:
         if self._ring is None:
             return list(self._recent)
+        assert self._taken is not None  # made with the ring
         taken = int(self._taken)
         n = min(taken, self.window)
         order = [(taken - n + i) % self.window for i in range(n)]
@@ -154,6 +155,7 @@ class GradientGuard:
             self._ring = torch.zeros(self.window, dtype=torch.float64, device=norm.device)
             self._ring[: len(self._recent)] = torch.tensor(self._recent, dtype=torch.float64, device=norm.device)
             self._taken = torch.tensor(len(self._recent), device=norm.device)
+        assert self._taken is not None  # made with the ring
         limit = torch.full((), self.skip_norm if self.skip_norm is not None else math.inf, dtype=torch.float64,
                            device=norm.device)  # fmt: skip
         if self.skip_factor is not None:

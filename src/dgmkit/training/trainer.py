@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, NamedTuple, Protocol, TypeGuard, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -104,7 +105,7 @@ class Trainer:
         progress: bool = True,
         eval_batch_size: int = 1000,
         callbacks: list[Callable[["Trainer", dict], None]] | None = None,
-        diagnostics: Callable[[torch.nn.Module, torch.Tensor], dict] | None = None,
+        diagnostics: Callable[[Any, torch.Tensor], dict] | None = None,
         labelled_batch: int = 0,
     ):
         if epochs < 1 or batch_size < 1 or lr <= 0:
@@ -170,6 +171,7 @@ class Trainer:
         # --time-budget: fit stops at the end of the step in which the budget runs out (``clock``: seconds)
         if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
             raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget}")
+        self._deadline: float | None
         self.time_budget, self.clock, self._deadline = time_budget, clock, None
         self.budget_spent = False  # whether the last fit stopped for the budget
         self._progress: dict | None = None  # where an epoch stopped within (its checkpoint holds it)
@@ -200,7 +202,8 @@ class Trainer:
         # called after every step with whether it was taken (a bool, or on a GPU a boolean tensor)
         self._step_hooks: list[Callable[[bool | torch.Tensor], None]] = []
         if self.ema is not None:
-            self._step_hooks.append(lambda taken: self.ema.update(self.model, taken))
+            averager = self.ema
+            self._step_hooks.append(lambda taken: averager.update(self.model, taken))
 
     @property
     def steps_into_epoch(self) -> int:
@@ -318,7 +321,9 @@ class Trainer:
         state is refused (CheckpointError) before anything in the run folder changes. A run with
         ``ema`` needs the checkpoint's average (one written without it cannot be continued
         exactly, so it is refused); one without ``ema`` ignores it."""
-        path = Path(path) if path is not None else self.run_dir / "checkpoint.safetensors"
+        if path is None and self.run_dir is None:
+            raise ValueError("resume needs the checkpoint's path: this trainer has no run folder")
+        path = Path(path) if path is not None else cast(Path, self.run_dir) / "checkpoint.safetensors"
         ckpt = load_checkpoint(path)
         t = _checked_training_state(ckpt, path, self.ema)
         rng = ckpt["rng"]
@@ -485,10 +490,10 @@ class Trainer:
             **({"ema": self.ema.decay} if self.ema is not None else {}),  # validation uses the averaged weights
         }
 
-    def _objective(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> tuple:
+    def _objective(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> NamedTuple:
         """The objective's terms for a batch, with its labels where the objective takes them."""
         if self.objective.takes_labels:
-            return self.objective(self.model, x, beta, y=y)
+            return cast(_TakesLabels, self.objective)(self.model, x, beta, y=y)
         return self.objective(self.model, x, beta)
 
     def _nan_message(self, loss: torch.Tensor) -> str:
@@ -510,6 +515,7 @@ class Trainer:
         """Mean objective terms on the validation split (beta = 1), all but the loss, and the
         diagnostics; with the moving average of the weights where the run keeps one."""
         self.model.eval()
+        assert self._valid_x is not None  # fit validates only with a validation split
         n = len(self._valid_x)
         shared = self.dist.parallel and n >= self.dist.world_size  # each rank scores its part; the sums are added
         rows = distributed.shard(n, self.dist) if shared else slice(None)
@@ -531,13 +537,13 @@ class Trainer:
             out = {f"valid_{k}": v.item() / n for k, v in sums.items()}
             if self.diagnostics is not None:
                 diag = self.diagnostics(self.model, self._valid_x) if self.dist.is_main else None
-                out.update({f"valid_{k}": v for k, v in distributed.broadcast_object(diag).items()})
+                out.update({f"valid_{k}": v for k, v in cast(dict, distributed.broadcast_object(diag)).items()})
         return out
 
     def fit(self) -> list[dict]:
         """Train from the current epoch to ``epochs`` (or until early stopping); returns the
         per-epoch metrics of this call."""
-        history = []
+        history: list[dict] = []
         self.budget_spent = False
         self._deadline = None if self.time_budget is None else self.clock() + self.time_budget
         while self.epoch < self.epochs:
@@ -652,6 +658,12 @@ def _first_line(e: BaseException) -> str:
 _COUNTERS = {"epoch": 0, "step": 0, "best_epoch": -1, "bad_epochs": 0, "skipped_steps": 0}
 
 
+class _TakesLabels(Protocol):
+    """An objective with ``takes_labels``: it is called with the batch's labels as well."""
+
+    def __call__(self, model: Any, x: torch.Tensor, beta: float, *, y: torch.Tensor | None) -> NamedTuple: ...
+
+
 class _BudgetSpent(Exception):
     """--time-budget ran out within an epoch: ``progress`` is where (``Trainer._epoch_progress``)."""
 
@@ -660,7 +672,7 @@ class _BudgetSpent(Exception):
         self.progress = progress
 
 
-def _count(v: object, lowest: int, highest: int) -> bool:
+def _count(v: object, lowest: int, highest: int) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and lowest <= v <= highest
 
 

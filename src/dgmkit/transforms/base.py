@@ -11,6 +11,7 @@ Tensors are (B, *event); the log|det J| (``ladj``) is one value per example, sha
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import nn
@@ -49,7 +50,7 @@ class Compose(Bijection):
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         ladj = z.new_zeros(z.shape[0])
         for step in reversed(self.steps):
-            z, step_ladj = step.inverse(z, context)
+            z, step_ladj = cast(Bijection, step).inverse(z, context)
             ladj = ladj + step_ladj
         return z, ladj
 

@@ -2,6 +2,7 @@
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -81,6 +82,6 @@ class MultiScale(Bijection):
         for i in range(len(self.levels) - 1, -1, -1):
             if i < len(self.levels) - 1:
                 h = torch.cat([parts[i], h], 1)
-            h, level_ladj = self.levels[i].inverse(h, context)
+            h, level_ladj = cast(Bijection, self.levels[i]).inverse(h, context)
             ladj = ladj + level_ladj
         return h, ladj
