@@ -12,7 +12,7 @@ from torch import nn
 from dgmkit.conditional import Decoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import VAESettings, decoder_net, encoder_net
+from dgmkit.families.parts import ImportanceSampledEval, VAESettings, encoder_net
 from dgmkit.families.registry import register_family
 from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.models.vdvae import DeepTopDownVAE
@@ -29,7 +29,7 @@ __all__ = ["HVAEConfig"]
 
 @register_family
 @dataclasses.dataclass
-class HVAEConfig(VAESettings, FamilyConfig):
+class HVAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
     name = "hvae"
     summary = "hierarchical VAE: stochastic layers z_1..z_L, bottom-up, top-down or ladder posterior"
 
@@ -88,10 +88,6 @@ class HVAEConfig(VAESettings, FamilyConfig):
                 "free_bits (per layer) needs the elbo objective and a top-down or ladder posterior, whose layer "
                 "terms are KL divergences (a bottom-up layer's term is a one-draw estimate that can be negative)"
             )
-
-    @property
-    def default_iw_samples(self) -> int:
-        return 5000
 
     @property
     def decoder_sees(self) -> str:
@@ -172,7 +168,7 @@ class HVAEConfig(VAESettings, FamilyConfig):
             out = math.prod(event_shape) * head.params_per_pixel
             decoder = Decoder(GatedBranches(sizes, self.hidden[-1], out), head, event_shape)
         else:
-            decoder = Decoder(decoder_net(self, event_shape, decoder_in, head.params_per_pixel), head, event_shape)
+            decoder = self.build_decoder(event_shape, decoder_in, head)
         scale = self.input_scale(num_levels)
         prior = self.build_prior(sizes[top], self.hidden, act, event_shape, scale, init_data, seed)
         return HierarchicalVAE(
