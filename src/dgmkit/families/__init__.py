@@ -1,15 +1,34 @@
 # isort: skip_file
 """Model families: one module each, registered by name (see ``families.base``).
 
-Adding a family: write its module (a ``@register_family`` FamilyConfig), its networks and its
-tests, and import it below: that line is its registration.
+Adding a family: write its module (a FamilyConfig dataclass), its networks and its tests, and
+import it and name its class below: that is its registration.
 """
 
 from dgmkit.families.base import FIT_PATHS, FamilyConfig
 from dgmkit.families.registry import FAMILIES, get_family, register_family
 
+from dgmkit.families import vae, hvae, dvae, ae, wae, vqvae, ppca, loglinear, helmholtz, flow, arm, diffusion, m2, hybrid  # noqa: E501
+
 # the registrations, in the order `dgm train --help` lists the families
-from dgmkit.families import vae, hvae, dvae, ae, wae, vqvae, ppca, loglinear, helmholtz, flow, arm, diffusion, m2, hybrid  # noqa: F401, E501
+for _family in (
+    vae.VAEConfig,
+    hvae.HVAEConfig,
+    dvae.DiscreteVAEConfig,
+    ae.AutoencoderConfig,
+    wae.WAEConfig,
+    vqvae.VQVAEConfig,
+    ppca.PPCAConfig,
+    loglinear.LogLinearConfig,
+    helmholtz.HelmholtzConfig,
+    flow.FlowConfig,
+    arm.ARMConfig,
+    diffusion.DiffusionConfig,
+    m2.M2Config,
+    hybrid.HybridConfig,
+):
+    register_family(_family)
+del _family
 
 DEFAULT_FAMILY = "vae"
 

@@ -7,7 +7,6 @@ import torch
 
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import AutoencoderSettings, encoder_net
-from dgmkit.families.registry import register_family
 from dgmkit.models import Autoencoder
 from dgmkit.objectives import Objective, Reconstruction
 from dgmkit.settings import setting
@@ -15,7 +14,6 @@ from dgmkit.settings import setting
 __all__ = ["AutoencoderConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class AutoencoderConfig(AutoencoderSettings, FamilyConfig):
     name = "ae"

@@ -12,7 +12,6 @@ from dgmkit.conditional import CategoricalEncoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import AutoencoderSettings, ImportanceSampledEval, KLWeightSettings, encoder_net
-from dgmkit.families.registry import register_family
 from dgmkit.models import CategoricalVAE
 from dgmkit.nn import MLP
 from dgmkit.objectives import GumbelSoftmaxELBO, Objective, ReinforceELBO
@@ -22,7 +21,6 @@ from dgmkit.settings import setting
 __all__ = ["DiscreteVAEConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampledEval, FamilyConfig):
     name = "dvae"

@@ -9,7 +9,6 @@ import torch
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import ImportanceSampledEval
-from dgmkit.families.registry import register_family
 from dgmkit.models import HelmholtzMachine
 from dgmkit.objectives import Objective, ReweightedWakeSleep, WakeSleep
 from dgmkit.settings import setting
@@ -17,7 +16,6 @@ from dgmkit.settings import setting
 __all__ = ["HelmholtzConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class HelmholtzConfig(ImportanceSampledEval, FamilyConfig):
     name = "helmholtz"

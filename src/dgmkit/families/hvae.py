@@ -13,7 +13,6 @@ from dgmkit.conditional import Decoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import ImportanceSampledEval, VAESettings, encoder_net
-from dgmkit.families.registry import register_family
 from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.models.vdvae import DeepTopDownVAE
 from dgmkit.nn import MLP, GatedMLP
@@ -27,7 +26,6 @@ from dgmkit.settings import setting
 __all__ = ["HVAEConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class HVAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
     name = "hvae"

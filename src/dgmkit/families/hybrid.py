@@ -9,7 +9,6 @@ import torch
 from dgmkit.errors import ConfigError
 from dgmkit.families.flow import FlowConfig
 from dgmkit.families.parts import LabelledBatches
-from dgmkit.families.registry import register_family
 from dgmkit.models import FlowModel
 from dgmkit.models.hybrid import HybridFlow
 from dgmkit.objectives import Objective
@@ -19,7 +18,6 @@ from dgmkit.settings import setting
 __all__ = ["HybridConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class HybridConfig(LabelledBatches, FlowConfig):
     name = "hybrid"

@@ -10,7 +10,6 @@ import torch
 from dgmkit.conditional import Decoder, GaussianEncoder
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import Activation, LabelledBatches, LikelihoodSettings
-from dgmkit.families.registry import register_family
 from dgmkit.models.m2 import M2
 from dgmkit.nn import MLP
 from dgmkit.objectives import Objective
@@ -20,7 +19,6 @@ from dgmkit.settings import setting
 __all__ = ["M2Config"]
 
 
-@register_family
 @dataclasses.dataclass
 class M2Config(LabelledBatches, LikelihoodSettings, FamilyConfig):
     name = "m2"

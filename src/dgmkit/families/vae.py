@@ -10,7 +10,6 @@ from dgmkit.conditional import GaussianEncoder, IAFEncoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import ImportanceSampledEval, VAESettings, encoder_net
-from dgmkit.families.registry import register_family
 from dgmkit.models import VAE
 from dgmkit.objectives import ELBO, IWAE, BetaTCVAE, Objective
 from dgmkit.objectives.miwae import MIWAE
@@ -20,7 +19,6 @@ from dgmkit.transforms import iaf
 __all__ = ["VAEConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
     name = "vae"

@@ -9,7 +9,6 @@ import torch
 from dgmkit.conditional import GaussianEncoder
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import AutoencoderSettings, KLWeightSettings, encoder_net
-from dgmkit.families.registry import register_family
 from dgmkit.models.wae import WassersteinAutoencoder
 from dgmkit.objectives import Objective
 from dgmkit.objectives.wae import WAEObjective
@@ -19,7 +18,6 @@ from dgmkit.settings import setting
 __all__ = ["WAEConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class WAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
     name = "wae"
