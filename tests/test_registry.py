@@ -314,6 +314,9 @@ DISTRIBUTIONS = {
 # Distribution subclasses that are not instantiated on their own
 EXCLUDED = {
     "dgmkit.models.helmholtz._Chain": "the shared base of the Helmholtz prior and posterior (no log_prob of its own)",
+    "dgmkit.distributions.levels.LevelPixels": (
+        "the shared base of the categorical and discretized logistic pixels (no log_prob_elements of its own)"
+    ),
     "dgmkit.models.vqvae.CodeGridPrior": "a view of a trained code prior's log_prob and sample (tests/test_vqvae.py)",
     "dgmkit.distributions.table.MixedColumns": (
         "numeric and categorical columns in one event, neither enumerable nor a grid density: each kind's "

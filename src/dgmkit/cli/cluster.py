@@ -3,7 +3,7 @@
 import argparse
 
 from dgmkit._io import atomic_write_bytes, atomic_write_json
-from dgmkit.cli.common import add_data_flags, add_device_flag, add_split_flag, plural, say, split_data
+from dgmkit.cli.common import add_data_flags, add_device_flag, add_run_parser, add_split_flag, plural, say, split_data
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.clustering import cluster_assignments, clustering_scores
@@ -13,8 +13,7 @@ __all__ = ["add_parser", "run_cluster"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cluster", help="assign datapoints to mixture-prior components; accuracy and NMI")
-    p.add_argument("run_dir")
+    p = add_run_parser(sub, "cluster", help="assign datapoints to mixture-prior components; accuracy and NMI")
     add_split_flag(p)
     add_data_flags(p)
     add_device_flag(p)

@@ -13,7 +13,7 @@ from torch.distributions import Distribution
 
 from dgmkit import _lock
 from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, parse_json
-from dgmkit.cli.argtypes import SEED
+from dgmkit.cli.argtypes import SEED, count
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import attach_input, check_derived_current, run_dataset
 from dgmkit.data import Dataset, default_data_dir
@@ -34,9 +34,13 @@ __all__ = [
     "split_data",
     "run_data",
     "add_data_flags",
+    "add_count_flag",
+    "add_limit_flag",
     "add_seeded_data_flags",
     "add_split_flag",
     "figure_run",
+    "figure_split",
+    "add_run_parser",
     "to_display",
     "write_png",
     "png_output",
@@ -70,6 +74,14 @@ def say(msg: str = "") -> None:
     print(msg, file=sys.stdout, flush=True)
 
 
+def add_run_parser(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
+    """The parser of the command ``name`` (``kwargs``: its help, ...), whose first argument is a
+    run folder, ``run_dir``."""
+    p = sub.add_parser(name, **kwargs)
+    p.add_argument("run_dir")
+    return p
+
+
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     """--data-dir and --data: where a run's data are read from, if not where they were."""
     p.add_argument(
@@ -81,6 +93,18 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="a run trained on a data file: read it from PATH (moved or copied); its content must be the same",
     )
+
+
+def add_count_flag(
+    p: argparse._ActionsContainer, flag: str, lo: int, hi: int, default: int | None = None, help: str | None = None
+) -> None:
+    """A flag that takes a whole number in lo..hi (``argtypes.count``: its messages name the flag)."""
+    p.add_argument(flag, type=count(lo, hi, flag), default=default, help=help)
+
+
+def add_limit_flag(p: argparse._ActionsContainer, help: str = "a seeded random subset of N datapoints") -> None:
+    """--limit N: a command reads a seeded random subset of the data, at most N of them."""
+    add_count_flag(p, "--limit", 1, 10**9, help=help)
 
 
 SPLITS = ["train", "valid", "test"]
@@ -231,6 +255,16 @@ def figure_run(args: argparse.Namespace, check: Callable[[Run], None] | None = N
     if check is not None:
         check(run)
     return out, run
+
+
+def figure_split(
+    args: argparse.Namespace, check: Callable[[Run], None] | None = None
+) -> tuple[Path, Run, torch.Tensor, torch.Tensor | None]:
+    """``figure_run``, then the --split of the run's data and its labels (``split_data``): where a
+    figure of the run's images starts."""
+    out, run = figure_run(args, check)
+    x, y = split_data(run, args.split, args.data_dir, args.data)
+    return out, run, x, y
 
 
 def write_png(path: Path, data: bytes) -> Path:

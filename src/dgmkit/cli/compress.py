@@ -23,7 +23,7 @@ import torch
 
 from dgmkit import __version__
 from dgmkit._io import atomic_folder, atomic_write_bytes, check_base_name, check_new_output, describe_os_error
-from dgmkit.cli.common import plural, say
+from dgmkit.cli.common import add_run_parser, plural, say
 from dgmkit.coding import decode_images, encode_images, model_fingerprint, read_container, write_container
 from dgmkit.coding.container import (
     DTYPES,
@@ -322,8 +322,7 @@ def _write_pngs(out: Path, x: np.ndarray, names: list[str], force: bool) -> None
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compress", help="losslessly compress images with a trained autoregressive model")
-    p.add_argument("run_dir")
+    p = add_run_parser(sub, "compress", help="losslessly compress images with a trained autoregressive model")
     p.add_argument("inputs", nargs="+", help="one .npy array of images, or PNG files (with distinct names)")
     p.add_argument("--out", required=True, help="compressed file to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")

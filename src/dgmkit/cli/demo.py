@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from dgmkit.cli.argtypes import count
-from dgmkit.cli.common import say
+from dgmkit.cli.common import add_count_flag, say
 from dgmkit.cli.train import train_run
 from dgmkit.config import RunConfig
 from dgmkit.errors import DgmError
@@ -45,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", default=None, help="run folder, new or empty (default: runs/demo, or runs/demo-2, ... if that is taken)"
     )
-    p.add_argument("--epochs", type=count(1, 10**6, "--epochs"), default=None)
+    add_count_flag(p, "--epochs", 1, 10**6)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_demo)
 

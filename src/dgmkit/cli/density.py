@@ -7,9 +7,10 @@ from typing import cast
 import numpy as np
 import torch
 
-from dgmkit.cli.argtypes import count
 from dgmkit.cli.common import (
+    add_count_flag,
     add_output_flags,
+    add_run_parser,
     add_seeded_data_flags,
     figure_run,
     plural,
@@ -72,10 +73,9 @@ def density(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("density", help="heat map of a 2-D flow's density with samples, to a PNG")
-    p.add_argument("run_dir")
+    p = add_run_parser(sub, "density", help="heat map of a 2-D flow's density with samples, to a PNG")
     add_output_flags(p)
-    p.add_argument("--grid", type=count(10, 2000, "--grid"), default=300, help="grid points per axis (10..2000)")
-    p.add_argument("-n", type=count(1, 10**6, "-n"), default=2000, help="samples to draw")
+    add_count_flag(p, "--grid", 10, 2000, default=300, help="grid points per axis (10..2000)")
+    add_count_flag(p, "-n", 1, 10**6, default=2000, help="samples to draw")
     add_seeded_data_flags(p)
     p.set_defaults(func=density)

@@ -8,9 +8,10 @@ import time
 import torch
 
 from dgmkit._io import atomic_write_json
-from dgmkit.cli.argtypes import count
 from dgmkit.cli.common import (
+    add_count_flag,
     add_output_flags,
+    add_run_parser,
     add_seeded_data_flags,
     add_split_flag,
     figure_run,
@@ -32,18 +33,18 @@ SATURATION = 0.25  # nats below log N at which the mutual-information estimate i
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_run_parser(
+        sub,
         "diagnose",
         help="posterior collapse and prior holes: KL, active units and I(x;z) per layer, the aggregate posterior's KL",
     )
-    p.add_argument("run_dir")
     add_output_flags(p, "PNG file for the figure (per-layer KL and decoded prior holes)")
     add_split_flag(p)
     n_help = "a seeded random subset of N datapoints (2..20000; I(x;z) <= log N)"
-    p.add_argument("-n", type=count(2, 20_000, "-n"), default=2000, help=n_help)
+    add_count_flag(p, "-n", 2, 20_000, default=2000, help=n_help)
     s_help = "hierarchical models: posterior draws per datapoint for a conditional layer's marginal (default: 16)"
-    p.add_argument("--samples", type=count(1, 256, "--samples"), default=None, help=s_help)
-    p.add_argument("--holes", type=count(0, 100_000, "--holes"), default=2000, help="prior draws scored for holes (0: none)")
+    add_count_flag(p, "--samples", 1, 256, help=s_help)
+    add_count_flag(p, "--holes", 0, 100_000, default=2000, help="prior draws scored for holes (0: none)")
     add_seeded_data_flags(p, "seed of the subset and of every draw")
     p.set_defaults(func=run_diagnose)
 

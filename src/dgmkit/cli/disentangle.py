@@ -7,12 +7,14 @@ import time
 import torch
 
 from dgmkit._io import atomic_write_json
-from dgmkit.cli.argtypes import count, real
+from dgmkit.cli.argtypes import real
 from dgmkit.cli.common import (
+    add_count_flag,
     add_output_flags,
+    add_run_parser,
     add_seeded_data_flags,
     add_split_flag,
-    figure_run,
+    figure_split,
     latent_model,
     plural,
     posterior_means,
@@ -40,26 +42,19 @@ def _needs_codes(run: Run) -> None:
 
 @torch.no_grad()
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("disentangle", help="MIG and the FactorVAE metric of a model's codes on data with known factors")
-    p.add_argument("run_dir")
+    p = add_run_parser(sub, "disentangle", help="MIG and the FactorVAE metric of a model's codes on data with known factors")
     add_split_flag(p)
-    p.add_argument("--bins", type=count(2, 1000, "--bins"), default=20, help="MIG: equal-width bins per code dimension")
-    p.add_argument(
-        "--votes",
-        type=count(1, 100_000, "--votes"),
-        default=800,
-        help="FactorVAE metric: votes to fit, and as many to score",
-    )
-    p.add_argument("--batch", type=count(2, 10_000, "--batch"), default=64, help="FactorVAE metric: images per vote")
+    add_count_flag(p, "--bins", 2, 1000, default=20, help="MIG: equal-width bins per code dimension")
+    add_count_flag(p, "--votes", 1, 100_000, default=800, help="FactorVAE metric: votes to fit, and as many to score")
+    add_count_flag(p, "--batch", 2, 10_000, default=64, help="FactorVAE metric: images per vote")
     add_seeded_data_flags(p)
     p.set_defaults(func=run_disentangle)
 
-    p = sub.add_parser("traverse", help="decode each code dimension swept across its range, the others fixed, to a PNG")
-    p.add_argument("run_dir")
+    p = add_run_parser(sub, "traverse", help="decode each code dimension swept across its range, the others fixed, to a PNG")
     add_output_flags(p)
     add_split_flag(p)
-    p.add_argument("--dims", type=count(1, 4096, "--dims"), default=10, help="the dimensions of largest spread, at most")
-    p.add_argument("--steps", type=count(2, 50, "--steps"), default=9, help="decoded values per dimension")
+    add_count_flag(p, "--dims", 1, 4096, default=10, help="the dimensions of largest spread, at most")
+    add_count_flag(p, "--steps", 2, 50, default=9, help="decoded values per dimension")
     p.add_argument("--range", type=real(gt=0, hi=100), default=2.5, help="the sweep: the mean +- RANGE standard deviations")
     add_seeded_data_flags(p, "which image is traversed (a seeded random pick)")
     p.set_defaults(func=run_traverse)
@@ -152,8 +147,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def run_traverse(args: argparse.Namespace) -> int:
-    out, run = figure_run(args, _needs_codes)
-    x, _ = split_data(run, args.split, args.data_dir, args.data)
+    out, run, x, _ = figure_split(args, _needs_codes)
     g = torch.Generator().manual_seed(args.seed)
     sample = x[torch.randperm(len(x), generator=g)[: min(len(x), 2000)].to(x.device)]
     codes = posterior_means(run, sample)  # the spread of each dimension over the data

@@ -9,12 +9,14 @@ import torch
 
 from dgmkit import distributed
 from dgmkit._io import atomic_write_json
-from dgmkit.cli.argtypes import SEED, count
 from dgmkit.cli.common import (
     ResultsFile,
-    add_data_flags,
-    add_device_flag,
+    add_count_flag,
     add_input_flags,
+    add_limit_flag,
+    add_run_parser,
+    add_seeded_data_flags,
+    add_split_flag,
     attach_inputs,
     plural,
     say,
@@ -41,25 +43,24 @@ _NLL_ROW = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a run: its log-likelihood estimate, ELBO, bits/dim, active units")
-    p.add_argument("run_dir")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument(
+    p = add_run_parser(sub, "eval", help="evaluate a run: its log-likelihood estimate, ELBO, bits/dim, active units")
+    add_split_flag(p)
+    add_count_flag(
+        p,
         "--iw-samples",
-        type=count(0, MAX_IW_SAMPLES, "--iw-samples"),
-        default=None,
+        0,
+        MAX_IW_SAMPLES,
         help="importance samples k (default: the run's); memory stays bounded for any k, time grows with it",
     )
-    p.add_argument(
+    add_count_flag(
+        p,
         "--time-samples",
-        type=count(1, MAX_IW_SAMPLES, "--time-samples"),
-        default=None,
+        1,
+        MAX_IW_SAMPLES,
         help="diffusion models: times per datapoint the bound is averaged over (default: the run's)",
     )
-    p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
-    p.add_argument("--seed", type=SEED, default=0, help="seed of the subset and of the sampling")
-    add_data_flags(p)
-    add_device_flag(p)
+    add_limit_flag(p)
+    add_seeded_data_flags(p, "seed of the subset and of the sampling")
     add_input_flags(p)
     p.set_defaults(func=run_eval)
 

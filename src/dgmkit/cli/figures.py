@@ -5,21 +5,23 @@ from typing import Any
 
 import torch
 
-from dgmkit.cli.argtypes import SEED, count, real
+from dgmkit.cli.argtypes import SEED, real
 from dgmkit.cli.common import (
+    add_count_flag,
     add_device_flag,
     add_input_flags,
+    add_limit_flag,
     add_output_flags,
+    add_run_parser,
     add_seeded_data_flags,
     add_split_flag,
     attach_inputs,
-    figure_run,
+    figure_split,
     latent_model,
     plural,
     png_output,
     posterior_means,
     say,
-    split_data,
     to_display,
     write_png,
 )
@@ -139,8 +141,7 @@ def _reconstructs(run: Run) -> None:
 
 @torch.no_grad()
 def reconstruct(args: argparse.Namespace) -> int:
-    out, run = figure_run(args, _reconstructs)
-    x, _ = split_data(run, args.split, args.data_dir, args.data)
+    out, run, x, _ = figure_split(args, _reconstructs)
     if args.n > len(x):
         raise ConfigError(f"-n {args.n} is more than the {len(x)} images of the {args.split} split")
     xb = x[_pick(len(x), args.n, args.seed).to(x.device)]
@@ -153,8 +154,7 @@ def reconstruct(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def interpolate(args: argparse.Namespace) -> int:
-    out, run = figure_run(args, _needs_latents)
-    x, _ = split_data(run, args.split, args.data_dir, args.data)
+    out, run, x, _ = figure_split(args, _needs_latents)
     if 2 * args.pairs > len(x):
         raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} images; the {args.split} split has {len(x)}")
     idx = _pick(len(x), 2 * args.pairs, args.seed).to(x.device)
@@ -175,8 +175,7 @@ def interpolate(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def latents(args: argparse.Namespace) -> int:
-    out, run = figure_run(args, _needs_latents)
-    x, y = split_data(run, args.split, args.data_dir, args.data)
+    out, run, x, y = figure_split(args, _needs_latents)
     if args.limit is not None and args.limit < len(x):
         idx = _pick(len(x), args.limit, args.seed).to(x.device)
         x, y = x[idx], (None if y is None else y[idx])
@@ -193,11 +192,10 @@ def _side(n: int) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="sample images from the model to a PNG")
-    p.add_argument("run_dir")
-    p.add_argument("-n", type=count(1, 10_000, "-n"), default=64, help="images (1..10000)")
+    p = add_run_parser(sub, "sample", help="sample images from the model to a PNG")
+    add_count_flag(p, "-n", 1, 10_000, default=64, help="images (1..10000)")
     add_output_flags(p)
-    p.add_argument("--nrow", type=count(1, 10_000, "--nrow"), default=None, help="images per row (default: a square grid)")
+    add_count_flag(p, "--nrow", 1, 10_000, help="images per row (default: a square grid)")
     p.add_argument("--draw", action="store_true", help="show draws x ~ p(x|z) instead of the means of p(x|z)")
     p.add_argument(
         "--temperature",
@@ -206,10 +204,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="flows only: sample the base z ~ N(0, T^2 I); T < 1 for smoother images",
     )
     p.add_argument("--naive", action="store_true", help="autoregressive models: a full network pass per pixel")
-    p.add_argument(
+    add_count_flag(
+        p,
         "--steps",
-        type=count(1, 100_000, "--steps"),
-        default=None,
+        1,
+        100_000,
         help="diffusion models: ancestral sampling steps from t = 1 to 0 (default: the model's T, or 250 in continuous "
         "time; masked: one entry per step)",
     )
@@ -218,27 +217,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_device_flag(p)
     p.set_defaults(func=sample)
 
-    p = sub.add_parser("reconstruct", help="test images next to their reconstructions, to a PNG")
-    p.add_argument("run_dir")
-    p.add_argument("-n", type=count(1, 10_000, "-n"), default=32, help="images (at most the split's)")
+    p = add_run_parser(sub, "reconstruct", help="test images next to their reconstructions, to a PNG")
+    add_count_flag(p, "-n", 1, 10_000, default=32, help="images (at most the split's)")
     add_output_flags(p)
     add_split_flag(p)
     add_seeded_data_flags(p)
     p.set_defaults(func=reconstruct)
 
-    p = sub.add_parser("interpolate", help="decode straight lines in latent space between test images, to a PNG")
-    p.add_argument("run_dir")
-    p.add_argument("--pairs", type=count(1, 1000, "--pairs"), default=8)
-    p.add_argument("--steps", type=count(2, 100, "--steps"), default=10)
+    p = add_run_parser(sub, "interpolate", help="decode straight lines in latent space between test images, to a PNG")
+    add_count_flag(p, "--pairs", 1, 1000, default=8)
+    add_count_flag(p, "--steps", 2, 100, default=10)
     add_output_flags(p)
     add_split_flag(p)
     add_seeded_data_flags(p)
     p.set_defaults(func=interpolate)
 
-    p = sub.add_parser("latents", help="scatter of latent means coloured by label (PCA when M > 2), to a PNG")
-    p.add_argument("run_dir")
+    p = add_run_parser(sub, "latents", help="scatter of latent means coloured by label (PCA when M > 2), to a PNG")
     add_output_flags(p)
     add_split_flag(p)
-    p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
+    add_limit_flag(p)
     add_seeded_data_flags(p)
     p.set_defaults(func=latents)

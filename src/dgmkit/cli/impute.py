@@ -19,8 +19,20 @@ import numpy as np
 import torch
 
 from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output
-from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_data_flags, add_device_flag, plural, read_input_file, run_data, say, to_display
+from dgmkit.cli.argtypes import SEED
+from dgmkit.cli.common import (
+    add_count_flag,
+    add_data_flags,
+    add_device_flag,
+    add_limit_flag,
+    add_run_parser,
+    add_split_flag,
+    plural,
+    read_input_file,
+    run_data,
+    say,
+    to_display,
+)
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import run_dataset
 from dgmkit.data.missing import observed
@@ -40,8 +52,7 @@ MAX_DRAWN_VALUES = 1 << 28  # the multiple imputations, held in memory (float64)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("impute", help="fill in missing entries (NaN) with a model trained by --objective miwae")
-    p.add_argument("run_dir")
+    p = add_run_parser(sub, "impute", help="fill in missing entries (NaN) with a model trained by --objective miwae")
     p.add_argument(
         "input",
         nargs="?",
@@ -55,14 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=".npy (the single imputation), .npz (x, and draws with --draws) or, for a table, .csv (in its own units)",
     )
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument("--split", default="train", choices=["train", "valid", "test"])
-    p.add_argument("--k", type=count(1, 10**7, "--k"), default=10000, help="importance samples per datapoint")
-    p.add_argument(
-        "--draws",
-        type=count(0, 10**4, "--draws"),
-        default=0,
-        help="multiple imputations to draw (sampling importance resampling)",
-    )
+    add_split_flag(p, "train")
+    add_count_flag(p, "--k", 1, 10**7, default=10000, help="importance samples per datapoint")
+    add_count_flag(p, "--draws", 0, 10**4, default=0, help="multiple imputations to draw (sampling importance resampling)")
     p.add_argument(
         "--baselines",
         nargs="*",
@@ -71,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help=f"classical imputers to score beside the model, on the same incomplete data: {', '.join(BASELINES)}",
     )
-    p.add_argument("--limit", type=count(1, 10**9, "--limit"), default=None, help="a seeded random subset of N datapoints")
+    add_limit_flag(p)
     p.add_argument(
         "--weights",
         choices=["best", "last"],

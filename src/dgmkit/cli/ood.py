@@ -19,8 +19,21 @@ import time
 import torch
 
 from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output
-from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import ResultsFile, add_data_flags, add_device_flag, plural, png_output, run_data, say, write_png
+from dgmkit.cli.argtypes import SEED
+from dgmkit.cli.common import (
+    SPLITS,
+    ResultsFile,
+    add_count_flag,
+    add_data_flags,
+    add_device_flag,
+    add_limit_flag,
+    add_run_parser,
+    plural,
+    png_output,
+    run_data,
+    say,
+    write_png,
+)
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset, load_dataset
@@ -37,7 +50,8 @@ _KEPT = "ood.json"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_run_parser(
+        sub,
         "ood",
         help="out-of-distribution detection: likelihood, likelihood ratio, typicality and complexity scores",
         description="Score in-distribution inputs (a split of the run's data) against OOD inputs (another dataset) "
@@ -45,10 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Serra et al.'s complexity correction (L(x): the bits of a PNG file, Pillow optimize=True); report AUROC, "
         "AUPRC and the FPR at 95% TPR with the OOD inputs as positives.",
     )
-    p.add_argument("run_dir")
-    p.add_argument("--in", dest="in_split", default="test", choices=["train", "valid", "test"], help="in-distribution split")
+    p.add_argument("--in", dest="in_split", default="test", choices=SPLITS, help="in-distribution split")
     p.add_argument("--ood", required=True, metavar="DATASET", help="the OOD data: a named dataset or a .npy/.npz/.mat file")
-    p.add_argument("--ood-split", default="test", choices=["train", "valid", "test"], help="the split of --ood to use")
+    p.add_argument("--ood-split", default="test", choices=SPLITS, help="the split of --ood to use")
     p.add_argument("--ood-data-dir", default=None, help="folder of --ood's files (default: as --data-dir)")
     p.add_argument(
         "--background",
@@ -56,31 +69,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="RUN",
         help="a run trained on mutated inputs (dgm train --mutation-rate): scores the likelihood ratio",
     )
-    p.add_argument(
-        "--iw-samples",
-        type=count(1, MAX_IW_SAMPLES, "--iw-samples"),
-        default=None,
-        help="importance samples k of a latent variable model (default: the run's)",
+    add_count_flag(
+        p, "--iw-samples", 1, MAX_IW_SAMPLES, help="importance samples k of a latent variable model (default: the run's)"
     )
-    p.add_argument(
+    add_count_flag(
+        p,
         "--typicality-batch",
-        type=count(1, 10**6, "--typicality-batch"),
+        1,
+        10**6,
         default=25,
         help="M: inputs per batch of the batch typicality test (1: per input only)",
     )
-    p.add_argument(
+    add_count_flag(
+        p,
         "--fit-limit",
-        type=count(1, 10**9, "--fit-limit"),
+        1,
+        10**9,
         default=10000,
         help="training inputs (for H) and held-out inputs (for epsilon) of the typicality test: a seeded random "
         "subset of at most this many of each",
     )
-    p.add_argument(
-        "--limit",
-        type=count(1, 10**9, "--limit"),
-        default=None,
-        help="a seeded random subset of at most N in-distribution and N OOD inputs",
-    )
+    add_limit_flag(p, "a seeded random subset of at most N in-distribution and N OOD inputs")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the subsets, the sampling and the batches")
     add_device_flag(p, "where the models score the inputs (the run's and --background's)")
     p.add_argument("--out", default=None, help="a PNG file: histograms of every score, in-distribution against OOD")

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from dgmkit._io import atomic_write_bytes, check_new_output, parse_json
-from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_data_flags, add_device_flag, plural, say, split_data, to_display
+from dgmkit.cli.argtypes import SEED
+from dgmkit.cli.common import add_count_flag, add_data_flags, add_device_flag, plural, say, split_data, to_display
 from dgmkit.cli.evaluate import _EVALS, protocol_key
 from dgmkit.cli.figures import draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
@@ -32,13 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by dgm train")
     p.add_argument("--out", required=True, help="the .html file to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument("--samples", type=count(0, 400, "--samples"), default=16, help="images sampled per run (0: none)")
-    p.add_argument(
-        "--steps",
-        type=count(1, 100_000, "--steps"),
-        default=None,
-        help="diffusion models: sampling steps (default: the model's)",
-    )
+    add_count_flag(p, "--samples", 0, 400, default=16, help="images sampled per run (0: none)")
+    add_count_flag(p, "--steps", 1, 100_000, help="diffusion models: sampling steps (default: the model's)")
     p.add_argument("--no-figures", action="store_true", help="leave out the figures (no model passes, no data read)")
     p.add_argument("--title", default="dgmkit report", help="the page's title")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the samples and of the images shown")

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from dgmkit._io import atomic_write_bytes, check_new_output
-from dgmkit.cli.argtypes import SEED, count
-from dgmkit.cli.common import add_device_flag, read_input_file, run_data, say
+from dgmkit.cli.argtypes import SEED
+from dgmkit.cli.common import add_count_flag, add_device_flag, read_input_file, run_data, say
 from dgmkit.cli.compress import read_pngs
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
@@ -48,11 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="one .npy/.npz/.csv data file, or PNG images")
     p.add_argument("--out", required=True, help="the CSV file to write: name, log p(x) in nats, bits/dim")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument(
-        "--k",
-        type=count(1, MAX_IW_SAMPLES, "--k"),
-        default=None,
-        help="importance samples (or a diffusion model's times) per input (default: the run's)",
+    add_count_flag(
+        p, "--k", 1, MAX_IW_SAMPLES, help="importance samples (or a diffusion model's times) per input (default: the run's)"
     )
     p.add_argument("--seed", type=SEED, default=0, help="seed of the sampling")
     add_device_flag(p)

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import torch
 
 from dgmkit import distributed
-from dgmkit.cli.argtypes import count
-from dgmkit.cli.common import plural, say
+from dgmkit.cli.common import add_count_flag, plural, say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import run_dataset
@@ -91,9 +90,11 @@ def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMIL
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (flags may only extend it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    p.add_argument(
+    add_count_flag(
+        p,
         "--nproc",
-        type=count(1, 1024, "--nproc"),
+        1,
+        1024,
         default=1,
         help="data-parallel training in N processes on this machine (runs torchrun; gloo on CPU, nccl on CUDA; default 1)",
     )

@@ -1,18 +1,11 @@
 """Modules whose ``forward(context)`` returns a Distribution: encoders q(z|x), decoders p(x|z)."""
 
+from dgmkit.conditional import heads
 from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.conditional.categorical_encoder import CategoricalEncoder
 from dgmkit.conditional.decoder import Decoder
 from dgmkit.conditional.encoder import GaussianEncoder
-from dgmkit.conditional.heads import (
-    BernoulliHead,
-    CategoricalHead,
-    GaussianHead,
-    LikelihoodHead,
-    LogisticMixtureHead,
-    MixedTableHead,
-    StudentTHead,
-)
+from dgmkit.conditional.heads import *  # noqa: F403 - the names of heads.__all__, re-exported below
 from dgmkit.conditional.iaf_encoder import IAFEncoder
 
 __all__ = [
@@ -21,11 +14,5 @@ __all__ = [
     "CategoricalEncoder",
     "Decoder",
     "IAFEncoder",
-    "LikelihoodHead",
-    "BernoulliHead",
-    "GaussianHead",
-    "StudentTHead",
-    "CategoricalHead",
-    "LogisticMixtureHead",
-    "MixedTableHead",
+    *heads.__all__,
 ]

@@ -19,7 +19,7 @@ import io
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +53,8 @@ class Column:
         return len(self.categories) if self.kind == "categorical" else 0
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "mean": self.mean,
-            "std": self.std,
-            "categories": list(self.categories),
-        }
+        """The fields, the categories as a list (for JSON)."""
+        return asdict(self) | {"categories": list(self.categories)}
 
 
 def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[int]]:

@@ -5,6 +5,7 @@ Every distribution here follows the torch.distributions contract (``log_prob``, 
 returns one value per example: the event dimensions are summed.
 """
 
+from dgmkit.distributions import pixels
 from dgmkit.distributions.bernoulli import BernoulliPixels
 from dgmkit.distributions.categorical import CategoricalPixels
 from dgmkit.distributions.delta import Delta
@@ -12,15 +13,7 @@ from dgmkit.distributions.flow import FlowDistribution, location
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
 from dgmkit.distributions.mixture import DiagonalGaussianMixture
 from dgmkit.distributions.normal import DiagonalNormal, diagonal_normal, kl_per_dimension
-from dgmkit.distributions.pixels import (
-    bernoulli_pixels,
-    complete_data,
-    element_log_probs,
-    gaussian_pixels,
-    may_be_incomplete,
-    observed_log_prob,
-    pixel_mean,
-)
+from dgmkit.distributions.pixels import *  # noqa: F403 - the names of pixels.__all__, re-exported below
 from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
 
 __all__ = [
@@ -29,13 +22,7 @@ __all__ = [
     "JointSampler",
     "rsample_and_log_prob",
     "kl_per_dimension",
-    "bernoulli_pixels",
-    "gaussian_pixels",
-    "pixel_mean",
-    "element_log_probs",
-    "observed_log_prob",
-    "complete_data",
-    "may_be_incomplete",
+    *pixels.__all__,
     "BernoulliPixels",
     "CategoricalPixels",
     "Delta",

@@ -2,12 +2,13 @@
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import Distribution, constraints
+
+from dgmkit.distributions.levels import LevelPixels
 
 __all__ = ["CategoricalPixels"]
 
 
-class CategoricalPixels(Distribution):
+class CategoricalPixels(LevelPixels):
     """Independent categorical pixels over the integers 0..L-1.
 
     ``logits`` has shape (*batch, *event, L); values have shape (*batch, *event) and hold
@@ -18,22 +19,9 @@ class CategoricalPixels(Distribution):
     torch.Size([2])
     """
 
-    arg_constraints = {}
-    has_rsample = False
-
     def __init__(self, logits: torch.Tensor, event_dims: int):
         self.logits = logits
-        self.num_levels = logits.shape[-1]
-        shape = logits.shape[:-1]
-        split = len(shape) - event_dims
-        super().__init__(shape[:split], shape[split:], validate_args=False)
-
-    @property
-    def support(self) -> constraints.Constraint:
-        return constraints.integer_interval(0, self.num_levels - 1)
-
-    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
-        return t.sum(dim=tuple(range(-len(self.event_shape), 0))) if self.event_shape else t
+        super().__init__(logits, logits.shape[-1], event_dims)
 
     def log_prob_elements(self, value: torch.Tensor) -> torch.Tensor:
         """log p(x_d) of every element (not summed over the event): (*batch, *event)."""
@@ -41,9 +29,6 @@ class CategoricalPixels(Distribution):
         shape = torch.broadcast_shapes(value.shape, self.logits.shape[:-1])
         value = value.long().expand(shape)
         return logp.expand(*shape, self.num_levels).gather(-1, value.unsqueeze(-1)).squeeze(-1)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return self._reduce(self.log_prob_elements(value))
 
     def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         probs = F.softmax(self.logits, dim=-1)

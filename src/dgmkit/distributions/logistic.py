@@ -7,7 +7,8 @@ bin, with the two outermost bins extended to -inf and +inf so that the L masses 
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import Distribution, constraints
+
+from dgmkit.distributions.levels import LevelPixels
 
 __all__ = ["DiscretizedLogisticMixture"]
 
@@ -20,7 +21,7 @@ def _log_sigmoid_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.logsigmoid(a) - F.softplus(b) + torch.log(-torch.expm1(b - a))
 
 
-class DiscretizedLogisticMixture(Distribution):
+class DiscretizedLogisticMixture(LevelPixels):
     """Independent pixels, each a K-component discretized logistic mixture over 0..L-1.
 
     Parameters have shape (*batch, *event, K): ``logit_weights`` (mixture logits), ``loc``
@@ -31,9 +32,6 @@ class DiscretizedLogisticMixture(Distribution):
     >>> d.log_prob(torch.zeros(2, 1, 3, 3, dtype=torch.long)).shape
     torch.Size([2])
     """
-
-    arg_constraints = {}
-    has_rsample = False
 
     def __init__(
         self,
@@ -48,22 +46,10 @@ class DiscretizedLogisticMixture(Distribution):
         self.logit_weights = logit_weights
         self.loc = loc
         self.log_scale = log_scale.clamp(min=_MIN_LOG_SCALE)
-        self.num_levels = num_levels
-        shape = loc.shape[:-1]
-        split = len(shape) - event_dims
-        super().__init__(shape[:split], shape[split:], validate_args=False)
-
-    @property
-    def support(self) -> constraints.Constraint:
-        return constraints.integer_interval(0, self.num_levels - 1)
+        super().__init__(loc, num_levels, event_dims)
 
     def _to_unit(self, k: torch.Tensor) -> torch.Tensor:
         return 2.0 * k / (self.num_levels - 1) - 1.0
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        log_mix = self.log_prob_elements(value)
-        dims = tuple(range(-len(self.event_shape), 0))
-        return log_mix.sum(dim=dims) if dims else log_mix
 
     def log_prob_elements(self, value: torch.Tensor) -> torch.Tensor:
         """log P(x_d) of every element (not summed over the event): (*batch, *event)."""

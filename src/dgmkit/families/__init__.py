@@ -1,16 +1,36 @@
 # isort: skip_file
 """Model families: one module each, registered by name (see ``families.base``).
 
-Adding a family: write its module (a ``@register_family`` FamilyConfig), its networks and its
-tests, and import it below: that line is its registration.
+Adding a family: write its module (a FamilyConfig dataclass), its networks and its tests, and
+import it and name its class below: that is its registration.
 """
 
 from dgmkit.families.base import FIT_PATHS, FamilyConfig
 from dgmkit.families.registry import FAMILIES, get_family, register_family
 
+from dgmkit.families import vae, hvae, pixelvae, dvae, ae, wae, vqvae, ppca, loglinear, helmholtz
+from dgmkit.families import flow, arm, diffusion, m2, hybrid
+
 # the registrations, in the order `dgm train --help` lists the families
-from dgmkit.families import vae, hvae, pixelvae, dvae, ae, wae, vqvae, ppca, loglinear, helmholtz  # noqa: F401
-from dgmkit.families import flow, arm, diffusion, m2, hybrid  # noqa: F401
+for _family in (
+    vae.VAEConfig,
+    hvae.HVAEConfig,
+    pixelvae.PixelVAEConfig,
+    dvae.DiscreteVAEConfig,
+    ae.AutoencoderConfig,
+    wae.WAEConfig,
+    vqvae.VQVAEConfig,
+    ppca.PPCAConfig,
+    loglinear.LogLinearConfig,
+    helmholtz.HelmholtzConfig,
+    flow.FlowConfig,
+    arm.ARMConfig,
+    diffusion.DiffusionConfig,
+    m2.M2Config,
+    hybrid.HybridConfig,
+):
+    register_family(_family)
+del _family
 
 DEFAULT_FAMILY = "vae"
 

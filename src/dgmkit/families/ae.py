@@ -5,10 +5,8 @@ import dataclasses
 
 import torch
 
-from dgmkit.conditional import Decoder
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import AutoencoderSettings, decoder_net, encoder_net
-from dgmkit.families.registry import register_family
+from dgmkit.families.parts import AutoencoderSettings, encoder_net
 from dgmkit.models import Autoencoder
 from dgmkit.objectives import Objective, Reconstruction
 from dgmkit.settings import setting
@@ -16,7 +14,6 @@ from dgmkit.settings import setting
 __all__ = ["AutoencoderConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class AutoencoderConfig(AutoencoderSettings, FamilyConfig):
     name = "ae"
@@ -34,7 +31,6 @@ class AutoencoderConfig(AutoencoderSettings, FamilyConfig):
         self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
     ) -> Autoencoder:
         self.check_networks(event_shape)
-        head = self.head(num_levels)
-        decoder = Decoder(decoder_net(self, event_shape, self.latent_dim, head.params_per_pixel), head, event_shape)
+        decoder = self.build_decoder(event_shape, self.latent_dim, self.head(num_levels))
         enc = encoder_net(self, event_shape, self.latent_dim)
         return Autoencoder(enc, decoder, self.latent_dim, self.input_scale(num_levels))

@@ -11,7 +11,6 @@ from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import LikelihoodSettings
-from dgmkit.families.registry import register_family
 from dgmkit.models import MADEARM, AutoregressiveModel, CausalConvARM, GatedPixelCNN
 from dgmkit.objectives import MaximumLikelihood, Objective
 from dgmkit.settings import setting
@@ -19,7 +18,6 @@ from dgmkit.settings import setting
 __all__ = ["ARMConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class ARMConfig(FamilyConfig):
     name = "arm"

@@ -11,7 +11,6 @@ import torch
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.registry import register_family
 from dgmkit.models import SCHEDULES, GaussianDiffusion, GenerativeModel, MaskedDiffusion
 from dgmkit.nn.unet import UNet
 from dgmkit.objectives import DiffusionBound, Objective
@@ -27,7 +26,6 @@ def _fourier_exponents(levels: int) -> list[int]:
     return [top - 1, top]
 
 
-@register_family
 @dataclasses.dataclass
 class DiffusionConfig(FamilyConfig):
     name = "diffusion"

@@ -8,11 +8,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dgmkit.conditional import CategoricalEncoder, Decoder
+from dgmkit.conditional import CategoricalEncoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import AutoencoderSettings, KLWeightSettings, decoder_net, encoder_net
-from dgmkit.families.registry import register_family
+from dgmkit.families.parts import AutoencoderSettings, ImportanceSampledEval, KLWeightSettings, encoder_net
 from dgmkit.models import CategoricalVAE
 from dgmkit.nn import MLP
 from dgmkit.objectives import GumbelSoftmaxELBO, Objective, ReinforceELBO
@@ -22,9 +21,8 @@ from dgmkit.settings import setting
 __all__ = ["DiscreteVAEConfig"]
 
 
-@register_family
 @dataclasses.dataclass
-class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
+class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampledEval, FamilyConfig):
     name = "dvae"
     summary = "VAE with categorical latents: Gumbel-softmax or REINFORCE"
 
@@ -51,10 +49,6 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
                 f"{self.gumbel_temperature_min} > {self.gumbel_temperature}"
             )
 
-    @property
-    def default_iw_samples(self) -> int:
-        return 5000
-
     def describe(self) -> str:
         return f"a discrete VAE ({self.latent_dim} categorical latents of {self.latent_classes} classes, {self.objective})"
 
@@ -70,8 +64,7 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
     ) -> CategoricalVAE:
         self.check_networks(event_shape)
         m = self.latent_dim * self.latent_classes  # the decoder reads the flattened one-hot vectors
-        head = self.head(num_levels)
-        decoder = Decoder(decoder_net(self, event_shape, m, head.params_per_pixel), head, event_shape)
+        decoder = self.build_decoder(event_shape, m, self.head(num_levels))
         encoder = CategoricalEncoder(encoder_net(self, event_shape, m), self.latent_dim, self.latent_classes)
         prior = UniformCategoricalPrior(self.latent_dim, self.latent_classes)
         baseline = None

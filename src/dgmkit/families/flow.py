@@ -12,7 +12,6 @@ from dgmkit.data import Dataset, DataTransform, density_transform
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import Activation
-from dgmkit.families.registry import register_family
 from dgmkit.models import FlowModel, GenerativeModel, LogitNormalDequantizer, VariationallyDequantizedFlow
 from dgmkit.objectives import DequantizationBound, MaximumLikelihood, Objective
 from dgmkit.settings import setting
@@ -21,7 +20,6 @@ from dgmkit.transforms import IMAGE_FLOWS, VECTOR_FLOWS, Bijection, Compose, Log
 __all__ = ["FlowConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class FlowConfig(FamilyConfig):
     name = "flow"

@@ -8,7 +8,7 @@ import torch
 
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.registry import register_family
+from dgmkit.families.parts import ImportanceSampledEval
 from dgmkit.models import HelmholtzMachine
 from dgmkit.objectives import Objective, ReweightedWakeSleep, WakeSleep
 from dgmkit.settings import setting
@@ -16,9 +16,8 @@ from dgmkit.settings import setting
 __all__ = ["HelmholtzConfig"]
 
 
-@register_family
 @dataclasses.dataclass
-class HelmholtzConfig(FamilyConfig):
+class HelmholtzConfig(ImportanceSampledEval, FamilyConfig):
     name = "helmholtz"
     summary = "Helmholtz machine (sigmoid belief net): wake-sleep or reweighted wake-sleep"
 
@@ -32,10 +31,6 @@ class HelmholtzConfig(FamilyConfig):
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         return make_transform("bernoulli", dataset, binarize)
-
-    @property
-    def default_iw_samples(self) -> int:
-        return 5000
 
     def describe(self) -> str:
         return f"a Helmholtz machine (layers {self.layers}, {self.objective})"

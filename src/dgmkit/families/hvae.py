@@ -12,8 +12,7 @@ from torch import nn
 from dgmkit.conditional import Decoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import VAESettings, decoder_net, encoder_net
-from dgmkit.families.registry import register_family
+from dgmkit.families.parts import ImportanceSampledEval, VAESettings, decoder_net, encoder_net
 from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.models.vdvae import DeepTopDownVAE
 from dgmkit.nn import MLP, GatedMLP
@@ -28,7 +27,7 @@ __all__ = ["HVAEConfig", "StackSettings"]
 
 
 @dataclasses.dataclass
-class StackSettings(VAESettings):
+class StackSettings(VAESettings, ImportanceSampledEval):
     """A stack of Gaussian stochastic layers z_1..z_L: its settings, posterior and prior networks
     and decoder (the hierarchical VAE's, and the PixelVAE's with an autoregressive decoder).
     ``stack_class`` is the model built; ``_decoder`` makes p(x | z)."""
@@ -70,10 +69,6 @@ class StackSettings(VAESettings):
                 "free_bits (per layer) needs the elbo objective and a top-down or ladder posterior, whose layer "
                 "terms are KL divergences (a bottom-up layer's term is a one-draw estimate that can be negative)"
             )
-
-    @property
-    def default_iw_samples(self) -> int:
-        return 5000
 
     @property
     def decoder_sees(self) -> str:
@@ -223,7 +218,6 @@ def _conv_hvae_decoder_net(event_shape: tuple[int, ...], sizes: list[int], width
     return GatedBranches(sizes, dims, dims * per_pixel, branches=branches, out=out)
 
 
-@register_family
 @dataclasses.dataclass
 class HVAEConfig(StackSettings, FamilyConfig):
     name = "hvae"

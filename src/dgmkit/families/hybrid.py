@@ -3,13 +3,12 @@ through a linear classifier on its output, p(y|x); trained on log p(y|x) + (lamb
 The flow settings are the flow family's."""
 
 import dataclasses
-from typing import ClassVar
 
 import torch
 
 from dgmkit.errors import ConfigError
 from dgmkit.families.flow import FlowConfig
-from dgmkit.families.registry import register_family
+from dgmkit.families.parts import LabelledBatches
 from dgmkit.models import FlowModel
 from dgmkit.models.hybrid import HybridFlow
 from dgmkit.objectives import Objective
@@ -19,12 +18,10 @@ from dgmkit.settings import setting
 __all__ = ["HybridConfig"]
 
 
-@register_family
 @dataclasses.dataclass
-class HybridConfig(FlowConfig):
+class HybridConfig(LabelledBatches, FlowConfig):
     name = "hybrid"
     summary = "hybrid model p(y|x) p(x): a flow with a linear classifier on its output (Nalisnick et al.)"
-    uses_labels: ClassVar[bool] = True
 
     classes: int = setting(10, "classes K of the labels (0..K-1)", min=2, max=1000)
     px_weight: float = setting(
@@ -44,9 +41,6 @@ class HybridConfig(FlowConfig):
 
     def training_objective(self) -> Objective:
         return HybridObjective(self.px_weight)
-
-    def trainer_options(self) -> dict:
-        return {"labelled_batch": self.labelled_batch}
 
     def build(
         self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0

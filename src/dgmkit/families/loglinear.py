@@ -8,14 +8,12 @@ import torch
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.registry import register_family
 from dgmkit.models import LogLinearLVM
 from dgmkit.settings import setting
 
 __all__ = ["LogLinearConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class LogLinearConfig(FamilyConfig):
     name = "loglinear"

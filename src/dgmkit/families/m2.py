@@ -4,14 +4,13 @@ others; q(y|x) is the classifier, scored by ``dgm eval``'s accuracy."""
 
 import dataclasses
 import math
-from typing import ClassVar, cast
+from typing import cast
 
 import torch
 
 from dgmkit.conditional import Decoder, GaussianEncoder
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import Activation, LikelihoodSettings
-from dgmkit.families.registry import register_family
+from dgmkit.families.parts import Activation, LabelledBatches, LikelihoodSettings
 from dgmkit.models.m2 import M2
 from dgmkit.nn import MLP
 from dgmkit.objectives import Objective
@@ -21,12 +20,10 @@ from dgmkit.settings import setting
 __all__ = ["M2Config"]
 
 
-@register_family
 @dataclasses.dataclass
-class M2Config(LikelihoodSettings, FamilyConfig):
+class M2Config(LabelledBatches, LikelihoodSettings, FamilyConfig):
     name = "m2"
     summary = "semi-supervised VAE (Kingma et al.'s M2): labels where kept, summed out elsewhere"
-    uses_labels: ClassVar[bool] = True
 
     classes: int = setting(10, "classes K of the labels (0..K-1)", min=2, max=1000)
     latent_dim: int = setting(50, "dimensions of the continuous latent z", min=1, max=4096)
@@ -54,9 +51,6 @@ class M2Config(LikelihoodSettings, FamilyConfig):
 
     def training_objective(self) -> Objective:
         return M2Objective(self.alpha)
-
-    def trainer_options(self) -> dict:
-        return {"labelled_batch": self.labelled_batch}
 
     def build(
         self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0

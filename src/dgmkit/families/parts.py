@@ -3,7 +3,7 @@ networks. A family includes a part by inheriting its settings dataclass."""
 
 import dataclasses
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -11,6 +11,7 @@ from torch import nn
 from dgmkit.conditional import (
     BernoulliHead,
     CategoricalHead,
+    Decoder,
     GaussianHead,
     LikelihoodHead,
     LogisticMixtureHead,
@@ -31,6 +32,8 @@ __all__ = [
     "KLWeightSettings",
     "AutoencoderSettings",
     "VAESettings",
+    "ImportanceSampledEval",
+    "LabelledBatches",
     "encoder_net",
     "decoder_net",
     "Activation",
@@ -199,11 +202,35 @@ class AutoencoderSettings(NetworkSettings, LikelihoodSettings):
     """An encoder and a decoder network (``encoder_net``, ``decoder_net``) around a code, with
     p(x|.) at the decoder's end: the parts of every autoencoding family."""
 
+    def build_decoder(self, event_shape: tuple[int, ...], latent: int, head: LikelihoodHead) -> Decoder:
+        """p(x|.) of a code of ``latent`` dimensions: ``decoder_net``, then ``head``."""
+        return Decoder(decoder_net(self, event_shape, latent, head.params_per_pixel), head, event_shape)
+
 
 @dataclasses.dataclass
 class VAESettings(KLWeightSettings, PriorSettings, AutoencoderSettings):
     """An autoencoder with Gaussian latents under a chosen prior p(z) and a weighted KL term: the
     parts of the VAE and of the hierarchical VAE."""
+
+
+class ImportanceSampledEval:
+    """A family whose models ``dgm eval`` scores by importance sampling: 5000 draws per
+    datapoint by default (Burda et al.'s protocol)."""
+
+    @property
+    def default_iw_samples(self) -> int:
+        return 5000
+
+
+class LabelledBatches:
+    """A family trained on labels (some of them hidden, the data setting ``labels``) whose every
+    batch takes ``labelled_batch`` more rows drawn from the kept labels (a setting of its own)."""
+
+    uses_labels: ClassVar[bool] = True
+    labelled_batch: int
+
+    def trainer_options(self) -> dict:
+        return {"labelled_batch": self.labelled_batch}
 
 
 def encoder_net(s: NetworkSettings, event_shape: tuple[int, ...], out: int) -> nn.Module:

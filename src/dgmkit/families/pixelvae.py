@@ -15,7 +15,6 @@ from dgmkit.conditional.pixelcnn import PixelCNNDecoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.hvae import StackSettings
-from dgmkit.families.registry import register_family
 from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.models.pixelvae import PixelVAE
 from dgmkit.nn.gated import GatedBranches
@@ -24,7 +23,6 @@ from dgmkit.settings import setting
 __all__ = ["PixelVAEConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class PixelVAEConfig(StackSettings, FamilyConfig):
     name = "pixelvae"

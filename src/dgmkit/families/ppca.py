@@ -9,14 +9,12 @@ import torch
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.registry import register_family
 from dgmkit.models import PPCA
 from dgmkit.settings import setting
 
 __all__ = ["PPCAConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class PPCAConfig(FamilyConfig):
     name = "ppca"

@@ -6,11 +6,10 @@ from typing import Literal
 
 import torch
 
-from dgmkit.conditional import ConditionalDistribution, Decoder, GaussianEncoder, IAFEncoder
+from dgmkit.conditional import ConditionalDistribution, GaussianEncoder, IAFEncoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import VAESettings, decoder_net, encoder_net
-from dgmkit.families.registry import register_family
+from dgmkit.families.parts import ImportanceSampledEval, VAESettings, encoder_net
 from dgmkit.models import VAE
 from dgmkit.objectives import ELBO, IWAE, BetaTCVAE, Objective
 from dgmkit.objectives.miwae import MIWAE
@@ -20,9 +19,8 @@ from dgmkit.transforms import iaf
 __all__ = ["VAEConfig"]
 
 
-@register_family
 @dataclasses.dataclass
-class VAEConfig(VAESettings, FamilyConfig):
+class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
     name = "vae"
     summary = "variational autoencoder: Gaussian latents, ELBO or IWAE"
 
@@ -61,10 +59,6 @@ class VAEConfig(VAESettings, FamilyConfig):
         if self.free_bits and (self.objective != "elbo" or self.prior != "standard" or self.posterior != "gaussian"):
             raise ConfigError("free_bits needs the elbo objective, the standard prior and the gaussian posterior")
 
-    @property
-    def default_iw_samples(self) -> int:
-        return 5000
-
     def describe(self) -> str:
         return (
             f"a VAE ({self.hidden} {self.encoder.upper() if self.encoder == 'mlp' else self.encoder} networks, "
@@ -85,8 +79,7 @@ class VAEConfig(VAESettings, FamilyConfig):
     ) -> VAE:
         self.check_networks(event_shape)
         m = self.latent_dim
-        head = self.head(num_levels)
-        decoder = Decoder(decoder_net(self, event_shape, m, head.params_per_pixel), head, event_shape)
+        decoder = self.build_decoder(event_shape, m, self.head(num_levels))
         encoder: ConditionalDistribution
         if self.posterior == "iaf":
             c = self.hidden[-1]  # the context h(x) of the IAF layers

@@ -13,7 +13,6 @@ from dgmkit.data import Dataset, Split
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import LikelihoodSettings
-from dgmkit.families.registry import register_family
 from dgmkit.models import GenerativeModel
 from dgmkit.models.vqvae import VQVAE
 from dgmkit.models.vqvae2 import TwoLevelVQVAE
@@ -31,7 +30,6 @@ __all__ = ["VQVAEConfig"]
 _ENCODE_BATCH = 1000
 
 
-@register_family
 @dataclasses.dataclass
 class VQVAEConfig(LikelihoodSettings, FamilyConfig):
     name = "vqvae"

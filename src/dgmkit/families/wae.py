@@ -6,10 +6,9 @@ from typing import Literal
 
 import torch
 
-from dgmkit.conditional import Decoder, GaussianEncoder
+from dgmkit.conditional import GaussianEncoder
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import AutoencoderSettings, KLWeightSettings, decoder_net, encoder_net
-from dgmkit.families.registry import register_family
+from dgmkit.families.parts import AutoencoderSettings, KLWeightSettings, encoder_net
 from dgmkit.models.wae import WassersteinAutoencoder
 from dgmkit.objectives import Objective
 from dgmkit.objectives.wae import WAEObjective
@@ -19,7 +18,6 @@ from dgmkit.settings import setting
 __all__ = ["WAEConfig"]
 
 
-@register_family
 @dataclasses.dataclass
 class WAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
     name = "wae"
@@ -43,8 +41,7 @@ class WAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
     ) -> WassersteinAutoencoder:
         self.check_networks(event_shape)
         m = self.latent_dim
-        head = self.head(num_levels)
-        decoder = Decoder(decoder_net(self, event_shape, m, head.params_per_pixel), head, event_shape)
+        decoder = self.build_decoder(event_shape, m, self.head(num_levels))
         deterministic = self.wae_encoder == "deterministic"
         net = encoder_net(self, event_shape, m if deterministic else 2 * m)
         encoder = net if deterministic else GaussianEncoder(net, m)

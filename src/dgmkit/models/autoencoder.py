@@ -11,12 +11,12 @@ from torch.distributions import Distribution
 
 from dgmkit.conditional import Decoder
 from dgmkit.distributions.delta import Delta
-from dgmkit.models.base import GenerativeModel
+from dgmkit.models.base import DecodedModel
 
 __all__ = ["Autoencoder"]
 
 
-class Autoencoder(GenerativeModel):
+class Autoencoder(DecodedModel):
     """z = f(x) with a decoder p(x|z): latents and reconstructions, but no prior and no density."""
 
     estimate_kind = "reconstruction"
@@ -30,10 +30,6 @@ class Autoencoder(GenerativeModel):
         self.decoder = decoder
         self.latent_dim = latent_dim
         self.input_scale = float(input_scale)
-
-    @property
-    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here: derived, never assigned
-        return self.decoder.event_shape
 
     def posterior(self, x: torch.Tensor) -> Delta:
         """The code z = f(x) as a point mass."""

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from dgmkit.conditional import Decoder
 from dgmkit.distributions.pixels import observed_log_prob
 from dgmkit.errors import DgmError
 from dgmkit.models.terms import Term
@@ -53,6 +54,7 @@ from dgmkit.models.terms import Term
 __all__ = [
     "EstimateKind",
     "GenerativeModel",
+    "DecodedModel",
     "ExactLikelihoodModel",
     "VariationalModel",
     "LatentVariableModel",
@@ -117,6 +119,16 @@ class GenerativeModel(nn.Module, ABC):
         (n, *event). Models with ``sample_temperature`` or ``sample_cached`` take the keyword
         ``temperature`` or ``cached`` as well."""
         raise CapabilityError(f"{type(self).__name__} defines no distribution to sample from")
+
+
+class DecodedModel(GenerativeModel):
+    """A model whose events are those of its decoder p(x|.): ``event_shape`` is the decoder's."""
+
+    decoder: Decoder
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here: derived, never assigned
+        return self.decoder.event_shape
 
 
 class ExactLikelihoodModel(GenerativeModel):

@@ -35,7 +35,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.distributions import DiagonalNormal, JointSampler, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
-from dgmkit.models.base import LatentVariableModel
+from dgmkit.models.base import DecodedModel, LatentVariableModel
 from dgmkit.priors import Prior
 from dgmkit.priors.conditional import GaussianLayerPrior
 
@@ -169,7 +169,7 @@ class LayerStack:
         return self.top_prior.assign(self.split(z)[-1])
 
 
-class HierarchicalVAE(LayerStack, LatentVariableModel):
+class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
     """See the module docstring. Networks (each maps its input's last dimension):
 
     - ``features``: x (B, *event) -> h (B, F), the deterministic encoder of the data
@@ -223,11 +223,6 @@ class HierarchicalVAE(LayerStack, LatentVariableModel):
         self.ladder_nets = nn.ModuleList(ladder_nets)
         self.input_scale = float(input_scale)
         self.min_scale = min_scale
-
-    # ------------------------------------------------------------ shapes
-    @property
-    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here: derived, never assigned
-        return self.decoder.event_shape
 
     # ------------------------------------------------------------ inference
     def _encode(self, x: torch.Tensor, scale: bool = True) -> list[torch.Tensor]:

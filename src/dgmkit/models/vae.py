@@ -14,13 +14,13 @@ from torch.distributions import Distribution
 from dgmkit._rng import seeded_by
 from dgmkit.conditional import ConditionalDistribution, Decoder
 from dgmkit.distributions import JointSampler, may_be_incomplete
-from dgmkit.models.base import LatentVariableModel
+from dgmkit.models.base import DecodedModel, LatentVariableModel
 from dgmkit.priors import Prior
 
 __all__ = ["VAE"]
 
 
-class VAE(LatentVariableModel):
+class VAE(DecodedModel, LatentVariableModel):
     """p(z) p(x|z) with q(z|x): ``encoder`` returns q(z|x), ``decoder`` p(x|z), and
     ``prior_module`` p(z) (called with the encoder as context when it asks for it, as the
     VampPrior does).
@@ -44,10 +44,6 @@ class VAE(LatentVariableModel):
     @property
     def latent_dim(self) -> int:
         return self.prior_module.latent_dim
-
-    @property
-    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here: derived, never assigned
-        return self.decoder.event_shape
 
     def prior(self) -> Distribution:
         """p(z)."""

@@ -15,14 +15,14 @@ from dgmkit._rng import seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.distributions.delta import Delta
 from dgmkit.distributions.mmd import imq_kernel, mmd2_unbiased
-from dgmkit.models.base import GenerativeModel
+from dgmkit.models.base import DecodedModel
 from dgmkit.models.terms import Term
 from dgmkit.priors import Prior
 
 __all__ = ["WassersteinAutoencoder"]
 
 
-class WassersteinAutoencoder(GenerativeModel):
+class WassersteinAutoencoder(DecodedModel):
     """``encoder``: x -> q(z|x) (a ``conditional`` encoder returning a distribution), or a plain
     network x -> z for a deterministic encoder (``deterministic=True``)."""
 
@@ -45,10 +45,6 @@ class WassersteinAutoencoder(GenerativeModel):
     @property
     def latent_dim(self) -> int:
         return self.top_prior.latent_dim
-
-    @property
-    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here: derived, never assigned
-        return self.decoder.event_shape
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q(z|x): a point mass at f(x) (deterministic encoder) or the encoder's Gaussian."""

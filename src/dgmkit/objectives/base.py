@@ -5,10 +5,11 @@ from typing import ClassVar, Generic, NamedTuple, TypeVar
 
 import torch
 
-__all__ = ["Objective", "unit_weight", "at_least"]
+__all__ = ["Objective", "BoundTerms", "unit_weight", "at_least"]
 
 # the kind of model an estimator takes (an ELBO a latent-variable model, maximum likelihood an exact one)
 ModelT = TypeVar("ModelT", contravariant=True)
+SettingT = TypeVar("SettingT", int, float)
 
 
 def unit_weight(beta: float | torch.Tensor) -> bool:
@@ -19,11 +20,21 @@ def unit_weight(beta: float | torch.Tensor) -> bool:
     return not isinstance(beta, torch.Tensor) and beta == 1.0
 
 
-def at_least(name: str, value: float, low: float) -> None:
+def at_least(name: str, value: SettingT, low: float) -> SettingT:
     """An estimator's setting ``value``, refused (ValueError naming it) unless it is at least
-    ``low``: NaN never is."""
+    ``low`` (NaN never is); returns it, for the estimator to keep."""
     if not value >= low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+class BoundTerms(NamedTuple):
+    """The terms of an objective that is a bound and nothing else: ``bound``, a lower bound on
+    log p(x) in nats (of what the objective says: the integer data, the observed entries), and
+    ``loss``, its negation."""
+
+    loss: torch.Tensor
+    bound: torch.Tensor
 
 
 class Objective(ABC, Generic[ModelT]):

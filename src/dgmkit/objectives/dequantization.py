@@ -2,11 +2,11 @@
 ``dgmkit.models.dequantization``): the importance weights with the dequantization noise u as the
 latent, reduced by log-mean-exp."""
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import torch
 
-from dgmkit.objectives.base import Objective, at_least
+from dgmkit.objectives.base import BoundTerms, Objective, at_least
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
 if TYPE_CHECKING:
@@ -15,23 +15,15 @@ if TYPE_CHECKING:
 __all__ = ["DequantizationBound", "BoundTerms"]
 
 
-class BoundTerms(NamedTuple):
-    """``bound``: a lower bound on log P(x) of the integer data, in nats."""
-
-    loss: torch.Tensor
-    bound: torch.Tensor
-
-
 class DequantizationBound(Objective["VariationalModel"]):
     """E_q(u|k)[log p((k + u)/L) - D log L - log q(u|k)] with ``samples`` draws (importance
-    weighted when > 1): a lower bound on log P(k) in nats, per example."""
+    weighted when > 1): a lower bound on log P(k) of the integer data in nats, per example."""
 
     score = "bound"
     score_label = "dequantization bound"
 
     def __init__(self, samples: int = 1):
-        at_least("samples", samples, 1)
-        self.samples = samples
+        self.samples = at_least("samples", samples, 1)
 
     def __call__(self, model: "VariationalModel", x: torch.Tensor, beta: float = 1.0) -> BoundTerms:
         bound = log_mean_exp(log_importance_weights(model, x, self.samples).log_w)

@@ -56,10 +56,8 @@ class ELBO(Objective["LatentVariableModel"]):
     score_label = "ELBO"
 
     def __init__(self, num_samples: int = 1, free_bits: float = 0.0):
-        at_least("num_samples", num_samples, 1)
-        at_least("free_bits", free_bits, 0)
-        self.num_samples = num_samples
-        self.free_bits = free_bits
+        self.num_samples = at_least("num_samples", num_samples, 1)
+        self.free_bits = at_least("free_bits", free_bits, 0)
 
     def __call__(self, model: "LatentVariableModel", x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
         q = model.posterior(x)

@@ -58,8 +58,7 @@ class HierarchicalELBO(Objective["HierarchicalVAE"]):
     score_label = "ELBO"
 
     def __init__(self, free_bits: float = 0.0):
-        at_least("free_bits", free_bits, 0)
-        self.free_bits = free_bits
+        self.free_bits = at_least("free_bits", free_bits, 0)
 
     def __call__(self, model: "HierarchicalVAE", x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
         log_px_z, kls = layer_kls(model, x)

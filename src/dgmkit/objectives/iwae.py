@@ -41,8 +41,7 @@ class IWAE(Objective["VariationalModel"]):
     score_label = "IWAE bound"
 
     def __init__(self, k: int = 5):
-        at_least("k", k, 1)
-        self.k = k
+        self.k = at_least("k", k, 1)
 
     @property
     def label(self) -> str:

@@ -18,14 +18,14 @@ made in chunks, reduced as they come, so that memory stays that of one chunk for
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import torch
 from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
 from dgmkit.data.missing import observed
-from dgmkit.objectives.base import Objective, at_least
+from dgmkit.objectives.base import BoundTerms, Objective, at_least
 from dgmkit.objectives.importance import log_importance_weights
 
 if TYPE_CHECKING:
@@ -51,9 +51,7 @@ def miwae_log_weights(
     return w.log_w, w.z, w.px
 
 
-class MIWAETerms(NamedTuple):
-    loss: torch.Tensor
-    bound: torch.Tensor
+MIWAETerms = BoundTerms  # the MIWAE bound's terms (its former name)
 
 
 class MIWAE(Objective["LatentVariableModel"]):
@@ -64,13 +62,12 @@ class MIWAE(Objective["LatentVariableModel"]):
     handles_missing = True
 
     def __init__(self, k: int = 5):
-        at_least("k", k, 1)
-        self.k = k
+        self.k = at_least("k", k, 1)
 
-    def __call__(self, model: "LatentVariableModel", x: torch.Tensor, beta: float = 1.0) -> MIWAETerms:
+    def __call__(self, model: "LatentVariableModel", x: torch.Tensor, beta: float = 1.0) -> BoundTerms:
         log_w, _, _ = miwae_log_weights(model, x, self.k)
         bound = torch.logsumexp(log_w, 0) - math.log(self.k)
-        return MIWAETerms(-bound, bound)
+        return BoundTerms(-bound, bound)
 
 
 def point_statistics(px: Distribution) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:

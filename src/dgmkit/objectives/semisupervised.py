@@ -64,8 +64,7 @@ class M2Objective(Objective["M2"]):
     takes_labels = True
 
     def __init__(self, alpha_fraction: float = 0.1):
-        at_least("alpha_fraction", alpha_fraction, 0)
-        self.alpha_fraction = alpha_fraction
+        self.alpha_fraction = at_least("alpha_fraction", alpha_fraction, 0)
         self.train_size: int | None = None
         self.labelled: int | None = None
 
@@ -124,8 +123,7 @@ class HybridObjective(Objective["HybridFlow"]):
     takes_labels = True
 
     def __init__(self, px_weight: float = 1.0):
-        at_least("px_weight", px_weight, 0)
-        self.px_weight = px_weight
+        self.px_weight = at_least("px_weight", px_weight, 0)
 
     def __call__(
         self, model: "HybridFlow", x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None

@@ -37,8 +37,7 @@ class WAEObjective(Objective["WassersteinAutoencoder"]):
     score_label = "log p(x|z)"
 
     def __init__(self, mmd_weight: float = 10.0, prior_variance: float = 1.0, scales: tuple[float, ...] = IMQ_SCALES):
-        at_least("mmd_weight", mmd_weight, 0)
-        self.mmd_weight = mmd_weight
+        self.mmd_weight = at_least("mmd_weight", mmd_weight, 0)
         self.kernel = imq_kernel(prior_variance, scales)
 
     def __call__(self, model: "WassersteinAutoencoder", x: torch.Tensor, beta: float = 1.0) -> WAETerms:

@@ -59,8 +59,7 @@ class ReweightedWakeSleep(Objective["LatentVariableModel"]):
     score_label = "IWAE bound"
 
     def __init__(self, k: int = 5, sleep: bool = True):
-        at_least("k", k, 1)
-        self.k, self.sleep = k, sleep
+        self.k, self.sleep = at_least("k", k, 1), sleep
 
     @property
     def label(self) -> str:
