@@ -140,3 +140,47 @@ def test_the_family_refuses_what_the_decoder_cannot_model():
         PixelVAEConfig(pixelcnn_kernel=4).validate()
     with pytest.raises(ConfigError, match="single-channel"):
         PixelVAEConfig(hidden=[8], latent_sizes=[2]).build((3, 4, 4), None)
+
+
+@pytest.mark.parametrize(("shape", "kernel", "layers"), [((9, 4), 3, 2), ((11, 3), 5, 1), ((8, 5), 5, 2)])
+def test_cached_generation_with_a_condition_crops_rows_exactly(shape, kernel, layers):
+    # images tall enough that row r's vertical stack starts below row 0 (top > 0): every head
+    # output of the cached path equals the one-pass output on the finished image
+    h, w = shape
+    torch.manual_seed(0)
+    net = GatedPixelCNNNet(1, 3, channels=5, layers=layers, kernel=kernel, cond_channels=2).double()
+    _perturb(net, 0.5, 3)
+    assert h - 1 - layers * (kernel // 2) - 1 > 0
+    s = torch.randn(2, 2, h, w, dtype=torch.float64)
+    seen, g = {}, torch.Generator().manual_seed(0)
+
+    def choose(t, params):
+        seen[t] = params.clone()
+        return torch.randint(0, 4, (params.shape[0],), generator=g).double()
+
+    x = net.generate(torch.zeros(2, 1, h, w, dtype=torch.float64), choose, 1 / 3, s)
+    one_pass = net(x / 3, s)
+    for t, params in seen.items():
+        torch.testing.assert_close(params, one_pass[:, :, t // w, t % w], rtol=0, atol=1e-12)
+
+
+def test_importance_sampling_chunks_fit_the_pixelcnn_in_memory(monkeypatch):
+    from dgmkit.objectives import importance
+
+    # the paper preset's decoder: 64 channels, 8 layers on 28x28, about 11 MB a row in one pass,
+    # so the GPU default of 65536 rows a chunk would need hundreds of GB
+    big = PixelCNNDecoder(torch.nn.Linear(80, 4 * 784), BernoulliHead(), (1, 28, 28), 4, channels=64, layers=8)
+    assert 10e6 < big.bytes_per_image() < 13e6
+    assert importance.GPU_CHUNK_BYTES // big.bytes_per_image() < importance.GPU_CHUNK // 50
+    m = _tiny_pixelvae([1])
+    rows = m.importance_rows(10 * m.decoder.bytes_per_image(torch.float64))
+    assert rows == 10
+    monkeypatch.setattr(importance, "CPU_CHUNK_BYTES", 10 * m.decoder.bytes_per_image(torch.float64))
+    sizes = []
+    params = m.decoder.params
+    monkeypatch.setattr(m.decoder, "params", lambda x, s: sizes.append(len(x)) or params(x, s))
+    x = torch.tensor([[0.0, 1.0], [1.0, 1.0]], dtype=torch.float64).view(1, 1, 2, 2).repeat(4, 1, 1, 1)
+    with torch.no_grad():
+        est = importance.importance_sampled_log_likelihood(m, x, k=7, generator=torch.Generator().manual_seed(0))
+    assert est.shape == (4,) and torch.isfinite(est).all()
+    assert max(sizes) <= 10 and sum(sizes) == 7 * 4

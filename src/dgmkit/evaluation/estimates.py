@@ -37,6 +37,7 @@ from dgmkit.models import (
     VariationalModel,
 )
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
+from dgmkit.objectives.importance import CPU_CHUNK_BYTES, GPU_CHUNK_BYTES
 
 __all__ = ["Estimate", "ESTIMATORS", "estimate"]
 
@@ -59,6 +60,12 @@ def _batches(x: torch.Tensor, batch_size: int):
     return (x[i : i + batch_size] for i in range(0, len(x), batch_size))
 
 
+def _fitting(model: VariationalModel, x: torch.Tensor, batch_size: int) -> int:
+    """``batch_size``, or fewer where the model says how many rows of p(x|z) fit in memory."""
+    rows = model.importance_rows(GPU_CHUNK_BYTES if x.device.type == "cuda" else CPU_CHUNK_BYTES)
+    return batch_size if rows is None else max(1, min(batch_size, rows))
+
+
 @torch.no_grad()
 def _exact(
     model: ExactLikelihoodModel, x: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int
@@ -78,7 +85,7 @@ def _elbo_terms(model: LatentVariableModel, x: torch.Tensor, batch_size: int) ->
     if isinstance(model, EnumeratedELBO):  # a discrete latent summed out exactly: the model's own bound
         own = [model.elbo_terms(b) for b in _batches(x, batch_size)]
         return {k: torch.cat([t[k] for t in own]).double() for k in ("elbo", "recon", "kl")}
-    parts = [ELBO(1)(model, b) for b in _batches(x, batch_size)]
+    parts = [ELBO(1)(model, b) for b in _batches(x, _fitting(model, x, batch_size))]
     return {
         "elbo": torch.cat([t.elbo for t in parts]).double(),
         "recon": torch.cat([t.log_px_z for t in parts]).double(),

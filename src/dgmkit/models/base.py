@@ -156,6 +156,12 @@ class VariationalModel(GenerativeModel):
         """log p(x|z) and log p(z) for z of shape (*sample, B, *latent). ``prior``: p(z) if
         the caller has it already (it is the same for every chunk of samples)."""
 
+    def importance_rows(self, budget_bytes: int) -> int | None:
+        """The most rows (draws x datapoints) of log p(x|z) to compute at once within about
+        ``budget_bytes`` of working memory, for a model whose p(x|z) is large per row (an
+        autoregressive decoder's activations); None: the importance sampler's defaults suit it."""
+        return None
+
 
 class LatentVariableModel(VariationalModel):
     """p(z) p(x|z) with an amortized q(z|x): ``prior()``, ``likelihood(z)``, ``posterior(x)``."""

@@ -12,7 +12,7 @@ give the same images for the same uniforms.
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -66,6 +66,13 @@ class PixelVAE(HierarchicalVAE):
             input_scale,
             min_scale,
         )
+
+    def importance_rows(self, budget_bytes: int) -> int:
+        """Rows (draws x datapoints) of the PixelCNN's one pass that fit in ``budget_bytes``: its
+        activations per image are many times the image (the paper preset's: about 11 MB), so the
+        importance sampler's default chunks (65536 rows on a GPU) would not fit in memory."""
+        decoder = cast(PixelCNNDecoder, self.decoder)
+        return max(1, budget_bytes // decoder.bytes_per_image(next(self.parameters()).dtype))
 
     def likelihood(self, z: torch.Tensor) -> AutoregressivePixels:
         """p(x | z), autoregressive over the pixels, for z of shape (*batch, sum M_l)."""

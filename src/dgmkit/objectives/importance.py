@@ -114,6 +114,8 @@ def _warm_allocator() -> None:
 
 CPU_BATCH, CPU_CHUNK = 32, 2048  # datapoints at a time, and rows (draws x datapoints) per chunk
 GPU_BATCH, GPU_CHUNK = 250, 65536
+# working memory of one chunk for a model that says how many rows fit (``importance_rows``)
+CPU_CHUNK_BYTES, GPU_CHUNK_BYTES = 2 * 2**30, 8 * 2**30
 
 
 @torch.no_grad()
@@ -138,13 +140,18 @@ def importance_sampled_log_likelihood(
     logsumexp in float64, so memory stays that of one chunk for any k. Those are the defaults on
     a CPU (None); on a GPU, where each chunk costs a kernel launch per layer whatever its size,
     the defaults are 250 datapoints and chunks of 65536 rows (a few hundred MB for an MNIST MLP
-    decoder): ``GPU_BATCH``, ``GPU_CHUNK``.
+    decoder): ``GPU_BATCH``, ``GPU_CHUNK``. A model whose p(x|z) is large per row (a PixelCNN
+    decoder) caps both by its ``importance_rows`` within ``CPU_CHUNK_BYTES`` or ``GPU_CHUNK_BYTES``.
     ``first=True`` also returns the first draw's log weight, a one-sample ELBO, shape (N,).
     """
     at_least("k", k, 1)
     gpu = x.device.type == "cuda"
     batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
     chunk_size = chunk_size or (GPU_CHUNK if gpu else CPU_CHUNK)
+    rows = model.importance_rows(GPU_CHUNK_BYTES if gpu else CPU_CHUNK_BYTES)
+    if rows is not None:  # a chunk holds at least one draw for each datapoint of the batch
+        chunk_size = min(chunk_size, max(1, rows))
+        batch_size = min(batch_size, chunk_size)
     model.eval()
     if x.device.type == "cpu":
         _warm_allocator()
