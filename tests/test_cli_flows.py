@@ -61,8 +61,8 @@ def test_vae_with_flow_prior_and_iaf_posterior(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["--model", "flow", "--prior", "mog"], "--prior is a setting of the vae and hvae models, not of flow"),
-        (["--model", "ae", "--posterior", "iaf"], "--posterior is a setting of the vae and hvae models, not of ae"),
+        (["--model", "flow", "--prior", "mog"], "--prior is a setting of the vae, hvae and pixelvae models, not of flow"),
+        (["--model", "ae", "--posterior", "iaf"], "--posterior is a setting of the vae, hvae and pixelvae models"),
         (["--model", "flow", "--logit-alpha", "0.7"], "logit_alpha"),
         (["--model", "flow", "--flow", "ffjord"], "unknown flow"),
     ],

@@ -30,6 +30,7 @@ VARIANTS = sorted(EXPECTED)
 # variant -> (family, settings of the migrated config that the 0.1 command line asked for)
 NEW_SINCE_0_1 = {
     "hvae",
+    "pixelvae",
     "wae",
     "vqvae",
     "m2",

@@ -65,7 +65,8 @@ def reject_foreign(args: argparse.Namespace, foreign: dict[str, list[str]], fami
     """Flags that belong to other families only: name the family they belong to."""
     for dest, owners in foreign.items():
         if getattr(args, "_foreign_" + dest, None) is not None:
+            names = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]}"
             raise ConfigError(
-                f"--{dest.replace('_', '-')} is a setting of the {' and '.join(owners)} model"
+                f"--{dest.replace('_', '-')} is a setting of the {names} model"
                 f"{'s' if len(owners) > 1 else ''}, not of {family} (choose the model with --model)"
             )
