@@ -11,17 +11,13 @@ give the same images for the same uniforms.
 """
 
 import math
-from collections.abc import Sequence
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import torch
-from torch import nn
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional.pixelcnn import AutoregressivePixels, PixelCNNDecoder
 from dgmkit.models.hvae import HierarchicalVAE
-from dgmkit.priors import Prior
-from dgmkit.priors.conditional import GaussianLayerPrior
 
 __all__ = ["PixelVAE"]
 
@@ -37,42 +33,21 @@ class PixelVAE(HierarchicalVAE):
     sample_cached: ClassVar[bool] = True
     can_impute: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        sizes: Sequence[int],
-        inference: str,
-        features: nn.Module,
-        q_nets: Sequence[nn.Module],
-        layer_priors: Sequence[GaussianLayerPrior],
-        top_prior: Prior,
-        decoder: PixelCNNDecoder,
-        decoder_input: str = "bottom",
-        ladder_nets: Sequence[nn.Module] = (),
-        input_scale: float = 1.0,
-        min_scale: float = 1e-3,
-    ):
-        if not isinstance(decoder, PixelCNNDecoder):
-            raise TypeError(f"a PixelVAE's decoder is a PixelCNNDecoder, got {type(decoder).__name__}")
-        super().__init__(
-            sizes,
-            inference,
-            features,
-            q_nets,
-            layer_priors,
-            top_prior,
-            decoder,
-            decoder_input,
-            ladder_nets,
-            input_scale,
-            min_scale,
-        )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As ``HierarchicalVAE``'s, with a ``PixelCNNDecoder`` as the decoder."""
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.decoder, PixelCNNDecoder):
+            raise TypeError(f"a PixelVAE's decoder is a PixelCNNDecoder, got {type(self.decoder).__name__}")
+
+    @property
+    def pixel_decoder(self) -> PixelCNNDecoder:
+        return cast(PixelCNNDecoder, self.decoder)
 
     def importance_rows(self, budget_bytes: int) -> int:
         """Rows (draws x datapoints) of the PixelCNN's one pass that fit in ``budget_bytes``: its
         activations per image are many times the image (the paper preset's: about 11 MB), so the
         importance sampler's default chunks (65536 rows on a GPU) would not fit in memory."""
-        decoder = cast(PixelCNNDecoder, self.decoder)
-        return max(1, budget_bytes // decoder.bytes_per_image(next(self.parameters()).dtype))
+        return max(1, budget_bytes // self.pixel_decoder.bytes_per_image(next(self.parameters()).dtype))
 
     def likelihood(self, z: torch.Tensor) -> AutoregressivePixels:
         """p(x | z), autoregressive over the pixels, for z of shape (*batch, sum M_l)."""
