@@ -196,6 +196,11 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "--out runs/m2",
         "dgm eval runs/m2 --iw-samples 200",
     ],
+    "adgm": [
+        f"{T} --model adgm --skip --labels 50 --hidden 256 256 --latent-dim 8 --aux-dim 8 --labelled-batch 32 "
+        "--batch-size 64 --epochs 10 --out runs/sdgm",
+        "dgm eval runs/sdgm --iw-samples 200",
+    ],
     "hybrid": [
         f"{T} --model hybrid --flow glow --hidden 32 --flow-layers 2 --epochs 5 --batch-size 64 --out runs/hybrid",
         "dgm eval runs/hybrid",
@@ -256,7 +261,7 @@ NEEDS = {"compress": ["arm"], "score": ["vae", "compress"], "ood": ["arm"], "ddp
 # `dgm train --model NAME --help`: the section of the family's own settings.
 FAMILIES = [
     "vae", "hvae", "pixelvae", "dvae", "helmholtz", "ppca", "loglinear", "ae", "wae", "vqvae", "flow", "arm", "diffusion",
-    "m2", "hybrid",
+    "m2", "adgm", "hybrid",
 ]  # fmt: skip
 
 

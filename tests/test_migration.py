@@ -34,6 +34,7 @@ NEW_SINCE_0_1 = {
     "wae",
     "vqvae",
     "m2",
+    "adgm",
     "hybrid",
     "diffusion",
 }  # families that dgmkit 0.1 did not have: no run folders to migrate

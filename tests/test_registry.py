@@ -47,7 +47,6 @@ from dgmkit.distributions.logit_normal import LogitNormal
 from dgmkit.evaluation import estimate, evaluate
 from dgmkit.families import FAMILIES, FIT_PATHS, FamilyConfig, get_family
 from dgmkit.models import (
-    M2,
     ClosedFormFit,
     EMFit,
     EnumeratedELBO,
@@ -56,6 +55,7 @@ from dgmkit.models import (
     HelmholtzMachine,
     LatentVariableModel,
     LogLinearLVM,
+    SemiSupervisedVAE,
     Term,
     TimeSampledBound,
     VariationalModel,
@@ -695,6 +695,7 @@ OBJECTIVES = {
         loss_is_negative_score=False,
     ),
     "m2": ObjCase(dict(model="m2", hidden=[8], latent_dim=2, classes=3), M2Objective),
+    "sdgm": ObjCase(dict(model="adgm", skip=True, hidden=[8], latent_dim=1, aux_dim=1, classes=3), M2Objective),
     "hybrid": ObjCase(
         dict(model="hybrid", hidden=[8], flow_layers=1, flow_levels=1, classes=3),
         HybridObjective,
@@ -806,7 +807,7 @@ def _exact_log_px(model, x: torch.Tensor) -> torch.Tensor | None:
     integral over 16-D dequantization noise)."""
     if isinstance(model, ExactLikelihoodModel):
         return model.log_prob(x)
-    if isinstance(model, M2):  # log sum_y p(y) integral p(z) p(x|y,z) dz, on a grid over the 2-D z
+    if isinstance(model, SemiSupervisedVAE):  # log sum_y p(y) integral p(x, z|y) dz, on a grid over 2-D z (or z and a)
         axis = torch.linspace(-7, 7, 141)
         z = torch.cartesian_prod(axis, axis)  # (S, 2)
         per_class = []
@@ -873,6 +874,7 @@ SMALL = {
     "wae": dict(hidden=[8], latent_dim=2),
     "vqvae": dict(codes=4, code_dim=2, vq_width=4, downsample=1, res_blocks=1),
     "m2": dict(hidden=[8], latent_dim=2, labelled_batch=8),
+    "adgm": dict(hidden=[8], latent_dim=2, aux_dim=2, labelled_batch=8, class_samples=4),
     "hybrid": dict(hidden=[8], flow_layers=1, flow_levels=1),
     "diffusion": dict(unet_channels=[4], attention=False, fourier=False),
 }

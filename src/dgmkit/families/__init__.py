@@ -9,7 +9,7 @@ from dgmkit.families.base import FIT_PATHS, FamilyConfig
 from dgmkit.families.registry import FAMILIES, get_family, register_family
 
 from dgmkit.families import vae, hvae, pixelvae, dvae, ae, wae, vqvae, ppca, loglinear, helmholtz
-from dgmkit.families import flow, arm, diffusion, m2, hybrid
+from dgmkit.families import flow, arm, diffusion, m2, adgm, hybrid
 
 # the registrations, in the order `dgm train --help` lists the families
 for _family in (
@@ -27,6 +27,7 @@ for _family in (
     arm.ARMConfig,
     diffusion.DiffusionConfig,
     m2.M2Config,
+    adgm.ADGMConfig,
     hybrid.HybridConfig,
 ):
     register_family(_family)

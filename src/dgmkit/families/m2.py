@@ -11,7 +11,7 @@ import torch
 from dgmkit.conditional import Decoder, GaussianEncoder
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import Activation, LabelledBatches, LikelihoodSettings
-from dgmkit.models.m2 import M2
+from dgmkit.models.m2 import M2, SemiSupervisedVAE
 from dgmkit.nn import MLP
 from dgmkit.objectives import Objective
 from dgmkit.objectives.semisupervised import M2Objective
@@ -54,7 +54,7 @@ class M2Config(LabelledBatches, LikelihoodSettings, FamilyConfig):
 
     def build(
         self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> M2:
+    ) -> SemiSupervisedVAE:
         d, k, m = math.prod(event_shape), self.classes, self.latent_dim
         head = self.head(num_levels)
         rev = list(reversed(self.hidden))

@@ -1,5 +1,6 @@
 """Models: composition of encoders, decoders and priors, behind one contract (``models.base``)."""
 
+from dgmkit.models.adgm import AuxiliaryDGM
 from dgmkit.models.autoencoder import Autoencoder
 from dgmkit.models.autoregressive import MADEARM, AutoregressiveModel, CausalConvARM, GatedPixelCNN
 from dgmkit.models.base import (
@@ -23,7 +24,7 @@ from dgmkit.models.flow import FlowModel
 from dgmkit.models.helmholtz import HelmholtzMachine
 from dgmkit.models.hybrid import HybridFlow
 from dgmkit.models.loglinear import LogLinearLVM
-from dgmkit.models.m2 import M2
+from dgmkit.models.m2 import M2, SemiSupervisedVAE
 from dgmkit.models.noise_schedule import SCHEDULES, DDPMSchedule, LearnedSchedule, LinearSchedule, NoiseSchedule
 from dgmkit.models.ppca import PPCA
 from dgmkit.models.terms import Term
@@ -58,6 +59,8 @@ __all__ = [
     "GatedPixelCNN",
     "MADEARM",
     "M2",
+    "SemiSupervisedVAE",
+    "AuxiliaryDGM",
     "HybridFlow",
     "TimeSampledBound",
     "GaussianDiffusion",

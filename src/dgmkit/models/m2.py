@@ -16,6 +16,7 @@ q(y|x) is the classifier. The networks see x flattened, with y as a one-hot vect
 """
 
 import math
+from abc import abstractmethod
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -31,7 +32,7 @@ from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import EnumeratedELBO, JointTerms, VariationalModel
 from dgmkit.models.classifier import Classifier
 
-__all__ = ["M2", "EnumeratedTerms"]
+__all__ = ["M2", "SemiSupervisedVAE", "EnumeratedTerms"]
 
 
 class EnumeratedTerms(NamedTuple):
@@ -48,7 +49,55 @@ class EnumeratedTerms(NamedTuple):
         return (self.log_qy.exp() * (self.bound - self.log_qy)).sum(-1)
 
 
-class M2(Classifier, VariationalModel, EnumeratedELBO):
+class SemiSupervisedVAE(Classifier, VariationalModel, EnumeratedELBO):
+    """What M2 and the auxiliary-variable models (``models.adgm``) share: K classes y (a latent
+    summed out exactly where the label is hidden, ``enumerate``), data of ``event_shape`` seen
+    flat by MLPs (times ``input_scale``: integer pixels for categorical likelihoods), y as a
+    one-hot vector beside the networks' other inputs, and the bound U(x) on log p(x) that
+    ``enumerate``'s terms give (``elbo_terms``)."""
+
+    _eye: torch.Tensor
+
+    estimate_kind: ClassVar[str] = "importance-sampled"
+    has_latents: ClassVar[bool] = False  # (y, z) are not one vector that latent plots could show
+    sample_means: ClassVar[bool] = True
+
+    def __init__(self, num_classes: int, latent_dim: int, event_shape: tuple[int, ...], input_scale: float = 1.0):
+        super().__init__()
+        self.num_classes, self.latent_dim = num_classes, latent_dim
+        self.event_shape = tuple(event_shape)
+        self.input_scale = input_scale
+        self.register_buffer("_eye", torch.eye(num_classes), persistent=False)
+
+    @abstractmethod
+    def enumerate(self, x: torch.Tensor) -> EnumeratedTerms:
+        """L(x, y) for every class y, with log q(y|x) (or log q(y|a,x) at the draw of a that L used)."""
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"expected data of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
+        x = x.flatten(1)
+        return (x if x.is_floating_point() else x.float()) * self.input_scale
+
+    def _per_class(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x repeated for every class (B*K, *event), flat x (B*K, D) and onehot(y) (B*K, K):
+        row r holds datapoint r // K and class r % K."""
+        b, k = len(x), self.num_classes
+        onehot = self._eye.repeat(b, 1)
+        xk = x.repeat_interleave(k, dim=0)
+        return xk, self._flat(xk), onehot
+
+    def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The bound U(x) on log p(x), shape (B,), as reconstruction - KL, where the KL is
+        sum_y q(y|x) kl_z(x, y) + KL(q(y|x) || p(y))."""
+        t = self.enumerate(x)
+        qy = t.log_qy.exp()
+        recon = (qy * t.recon).sum(-1)
+        kl = (qy * t.kl_z).sum(-1) + (qy * (t.log_qy + math.log(self.num_classes))).sum(-1)
+        return {"elbo": recon - kl, "recon": recon, "kl": kl}
+
+
+class M2(SemiSupervisedVAE):
     """``classifier``: flat x (B, D) -> K logits; ``encoder``: [x, onehot(y)] (B, D + K) -> q(z|x,y);
     ``decoder``: [z, onehot(y)] (N, M + K) -> p(x|y,z) over ``event_shape``. ``input_scale``
     multiplies x before the networks (integer pixels for categorical likelihoods).
@@ -57,12 +106,6 @@ class M2(Classifier, VariationalModel, EnumeratedELBO):
     enumerated: each of the k draws holds one z per class, z_y ~ q(z|x,y), and its weight is
     sum_y p(y) p(x|y,z_y) p(z_y) / q(z_y|x,y), an unbiased estimate of p(x) (``joint_pass``).
     """
-
-    _eye: torch.Tensor
-
-    estimate_kind: ClassVar[str] = "importance-sampled"
-    has_latents: ClassVar[bool] = False  # (y, z) are not one vector that latent plots could show
-    sample_means: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -74,18 +117,8 @@ class M2(Classifier, VariationalModel, EnumeratedELBO):
         event_shape: tuple[int, ...],
         input_scale: float = 1.0,
     ):
-        super().__init__()
+        super().__init__(num_classes, latent_dim, event_shape, input_scale)
         self.classifier, self.encoder, self.decoder = classifier, encoder, decoder
-        self.num_classes, self.latent_dim = num_classes, latent_dim
-        self.event_shape = tuple(event_shape)
-        self.input_scale = input_scale
-        self.register_buffer("_eye", torch.eye(num_classes), persistent=False)
-
-    def _flat(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != self.event_shape:
-            raise ValueError(f"expected data of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
-        x = x.flatten(1)
-        return (x if x.is_floating_point() else x.float()) * self.input_scale
 
     def class_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(_full(self.classifier(self._flat(x))), dim=-1)  # (B, K)
@@ -94,33 +127,17 @@ class M2(Classifier, VariationalModel, EnumeratedELBO):
         """q(y|x), the proposal of the discrete latent (z's proposal q(z|x,y) depends on y)."""
         return Categorical(logits=self.class_log_probs(x))
 
-    def _per_class(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x repeated for every class (B*K, *event), [x, onehot(y)] (B*K, D + K) and onehot(y) (B*K, K)."""
-        b, k = len(x), self.num_classes
-        onehot = self._eye.repeat(b, 1)  # (B*K, K): class y = row % K
-        xk = x.repeat_interleave(k, dim=0)  # (B*K, *event)
-        return xk, torch.cat([self._flat(xk), onehot], -1), onehot
-
     def enumerate(self, x: torch.Tensor) -> EnumeratedTerms:
         """L(x, y) for every class y with one reparameterized z per (x, y), and log q(y|x)."""
         b, k = len(x), self.num_classes
-        xk, inputs, onehot = self._per_class(x)
-        q = self.encoder(inputs)  # batch (B*K,)
+        xk, flat, onehot = self._per_class(x)
+        q = self.encoder(torch.cat([flat, onehot], -1))  # batch (B*K,)
         z = q.rsample()  # (B*K, M)
         recon = self.decoder(torch.cat([z, onehot.to(z.dtype)], -1)).log_prob(xk)  # (B*K,)
         kl_z = kl_divergence(q, standard_normal(self.latent_dim, device=z.device, dtype=z.dtype))
         recon, kl_z = _full(recon).view(b, k), _full(kl_z).view(b, k)
         bound = recon - kl_z - math.log(k)
         return EnumeratedTerms(self.class_log_probs(x), bound, recon, kl_z)
-
-    def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The bound U(x) on log p(x), shape (B,), as reconstruction - KL, where the KL is
-        sum_y q(y|x) KL(q(z|x,y) || p(z)) + KL(q(y|x) || p(y))."""
-        t = self.enumerate(x)
-        qy = t.log_qy.exp()
-        recon = (qy * t.recon).sum(-1)
-        kl = (qy * t.kl_z).sum(-1) + (qy * (t.log_qy + math.log(self.num_classes))).sum(-1)
-        return {"elbo": recon - kl, "recon": recon, "kl": kl}
 
     def joint_pass(
         self, x: torch.Tensor, k: int, generator: torch.Generator | None = None
@@ -130,8 +147,8 @@ class M2(Classifier, VariationalModel, EnumeratedELBO):
         log sum_y p(y) p(x|y,z_y) p(z_y) / q(z_y|x,y) in the first term, shape (k, B); the
         other two are zero (the class and z are already summed and weighed in it)."""
         b, n = len(x), self.num_classes
-        xk, inputs, onehot = self._per_class(x)
-        q = self.encoder(inputs)
+        xk, flat, onehot = self._per_class(x)
+        q = self.encoder(torch.cat([flat, onehot], -1))
         z, log_qz = rsample_and_log_prob(q, (k,), generator, device=x.device)  # (k, B*K, M), (k, B*K)
         log_pz = standard_normal(self.latent_dim, device=z.device, dtype=z.dtype).log_prob(z)
         px = self.decoder(torch.cat([z, onehot.expand(k, -1, -1).to(z.dtype)], -1))

@@ -1,4 +1,5 @@
-r"""Objectives with labels, some of them hidden (label -1): M2's and the hybrid model's.
+r"""Objectives with labels, some of them hidden (label -1): M2's (also the auxiliary models'
+of ``models.adgm``, whose terms come from the same enumeration over classes) and the hybrid model's.
 
 M2 (Kingma et al. 2014, arXiv 1406.5298) maximizes, over the whole training set,
 
@@ -23,7 +24,7 @@ from dgmkit.objectives.base import Objective, at_least
 
 if TYPE_CHECKING:
     from dgmkit.models.hybrid import HybridFlow
-    from dgmkit.models.m2 import M2
+    from dgmkit.models.m2 import SemiSupervisedVAE
 
 __all__ = ["M2Objective", "M2Terms", "HybridObjective", "HybridObjectiveTerms"]
 
@@ -54,7 +55,7 @@ class M2Terms(NamedTuple):
     labelled: torch.Tensor
 
 
-class M2Objective(Objective["M2"]):
+class M2Objective(Objective["SemiSupervisedVAE"]):
     """M2's objective (module docstring) with the classification weight ``alpha`` = a N on the
     mean over the labelled examples, a = ``alpha_fraction``, N the training set's size
     (``setup``) and N_l its labelled examples (``setup_labels``)."""
@@ -74,7 +75,9 @@ class M2Objective(Objective["M2"]):
     def setup_labels(self, labelled: int) -> None:
         self.labelled = labelled
 
-    def __call__(self, model: "M2", x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None) -> M2Terms:
+    def __call__(
+        self, model: "SemiSupervisedVAE", x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
+    ) -> M2Terms:
         y = _labels(x, y)
         t = model.enumerate(x)
         u = t.unlabelled()  # (B,)

@@ -1,0 +1,175 @@
+r"""Auxiliary deep generative models for semi-supervised learning (Maaløe et al. 2016, arXiv 1602.05473).
+
+M2 (``models.m2``) with an auxiliary latent a that makes the inference model richer: q(y|a,x)
+and q(z|a,x,y) see a draw of a ~ q(a|x), so q(y, z | x) = E_q(a|x)[q(y|a,x) q(z|a,x,y)] is an
+infinite mixture rather than a product of Gaussians. Two generative models:
+
+- **ADGM**: p(x, y, z, a) = p(y) p(z) p(x|y,z) p(a|x,y,z). The auxiliary factor integrates
+  to one over a, so p(x) is M2's: a changes only the posterior.
+- **SDGM** (``skip``): p(x, y, z, a) = p(y) p(z) p(a|y,z) p(x|a,y,z): a becomes a second
+  stochastic layer of the generative model, with a skip connection from z and y to x.
+
+Both share the inference model q(a|x) q(y|a,x) q(z|a,x,y), and p(y) = 1/K, p(z) = N(0, I).
+For a labelled pair and one draw a ~ q(a|x), z ~ q(z|a,x,y), the bound on log p(x, y) is
+
+    L(x, y) = log p(x|.) + log p(a|.) + log p(y) - KL(q(z|a,x,y) || p(z)) - log q(a|x)
+
+(the KL over z in closed form given a, the terms in a by Monte Carlo), and for unlabelled x the
+class is summed out exactly given the same a:
+
+    U(x) = sum_y q(y|a,x) (L(x, y) - log q(y|a,x)),   E_q(a|x)[U(x)] <= log p(x).
+
+The classifier is q(y|x) = E_q(a|x)[q(y|a,x)], estimated with ``class_samples`` draws of a.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution, kl_divergence
+
+from dgmkit._rng import seeded_by
+from dgmkit.conditional import Decoder
+from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.distributions.flow import standard_normal
+from dgmkit.distributions.sampling import rsample_and_log_prob
+from dgmkit.models.base import JointTerms
+from dgmkit.models.m2 import EnumeratedTerms, SemiSupervisedVAE, _full
+
+__all__ = ["AuxiliaryDGM"]
+
+
+class AuxiliaryDGM(SemiSupervisedVAE):
+    """The ADGM, or with ``skip`` the SDGM (module docstring), over data of ``event_shape`` seen
+    flat (D values, times ``input_scale``), with K = ``num_classes``, z of ``latent_dim`` and a of
+    ``aux_dim`` dimensions. The networks and their inputs (y one-hot):
+
+    - ``aux_encoder``: x (B, D) -> q(a|x);
+    - ``classifier``: [x, a] (B, D + A) -> K logits of q(y|a,x);
+    - ``encoder``: [x, a, y] (B, D + A + K) -> q(z|a,x,y);
+    - ``aux_decoder``: p(a|.): [x, y, z] (B, D + K + M) for the ADGM, [y, z] (B, K + M) for the SDGM;
+    - ``decoder``: p(x|.): [y, z] (B, K + M) for the ADGM, [y, z, a] (B, K + M + A) for the SDGM.
+
+    ``dgm eval`` estimates log p(x) by importance sampling: each of the k draws takes a ~ q(a|x)
+    and one z_y ~ q(z|a,x,y) per class, with weight sum_y p(y) p(x, a, z_y | y) / (q(a|x) q(z_y|a,x,y)),
+    an unbiased estimate of p(x) (``joint_pass``).
+    """
+
+    def __init__(
+        self,
+        aux_encoder: ConditionalDistribution,
+        classifier: nn.Module,
+        encoder: ConditionalDistribution,
+        aux_decoder: ConditionalDistribution,
+        decoder: Decoder,
+        num_classes: int,
+        latent_dim: int,
+        aux_dim: int,
+        event_shape: tuple[int, ...],
+        skip: bool = False,
+        input_scale: float = 1.0,
+        class_samples: int = 100,
+    ):
+        super().__init__(num_classes, latent_dim, event_shape, input_scale)
+        if class_samples < 1:
+            raise ValueError(f"class_samples must be at least 1, got {class_samples}")
+        self.aux_encoder, self.classifier, self.encoder = aux_encoder, classifier, encoder
+        self.aux_decoder, self.decoder = aux_decoder, decoder
+        self.aux_dim, self.skip, self.class_samples = aux_dim, skip, class_samples
+
+    # ----- the networks, given the draws; every argument has the same leading shape -----
+
+    def _log_qy(self, flat: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """log q(y|a,x), shape (*, K)."""
+        return F.log_softmax(_full(self.classifier(torch.cat([flat, a.to(flat.dtype)], -1))), dim=-1)
+
+    def _p_a(self, flat: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> Distribution:
+        """p(a|y,z) (SDGM) or p(a|x,y,z) (ADGM)."""
+        return self.aux_decoder(torch.cat([y, z] if self.skip else [flat, y, z], -1))
+
+    def _p_x(self, y: torch.Tensor, z: torch.Tensor, a: torch.Tensor) -> Distribution:
+        """p(x|y,z,a) (SDGM) or p(x|y,z) (ADGM)."""
+        return self.decoder(torch.cat([y, z, a] if self.skip else [y, z], -1))
+
+    # ----- the contract -----
+
+    def posterior(self, x: torch.Tensor) -> Distribution:
+        """q(a|x), the first factor of the proposal (y and z are drawn given a)."""
+        return self.aux_encoder(self._flat(x))
+
+    def class_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """log q(y|x) = log E_q(a|x)[q(y|a,x)], by ``class_samples`` draws of a, shape (B, K)."""
+        flat = self._flat(x)
+        a = self.aux_encoder(flat).sample((self.class_samples,))  # (S, B, A)
+        log_qy = self._log_qy(flat.expand(len(a), *flat.shape), a)
+        return torch.logsumexp(log_qy, dim=0) - math.log(len(a))
+
+    def enumerate(self, x: torch.Tensor) -> EnumeratedTerms:
+        """For one draw a ~ q(a|x) per datapoint and one z ~ q(z|a,x,y) per class: L(x, y) and
+        log q(y|a,x), each (B, K). ``kl_z`` holds the whole KL part of L, KL(q(z|.) || p(z)) +
+        log q(a|x) - log p(a|.), so that ``bound`` = ``recon`` - ``kl_z`` + log p(y)."""
+        b, k = len(x), self.num_classes
+        flat = self._flat(x)
+        qa = self.aux_encoder(flat)
+        a = qa.rsample()  # (B, A)
+        log_qa, log_qy = _full(qa.log_prob(a)), self._log_qy(flat, a)
+        xk, flatk, onehot = self._per_class(x)
+        ak = a.repeat_interleave(k, dim=0)  # (B*K, A)
+        qz = self.encoder(torch.cat([flatk, ak.to(flatk.dtype), onehot], -1))
+        z = qz.rsample()  # (B*K, M)
+        y = onehot.to(z.dtype)
+        recon = self._p_x(y, z, ak.to(z.dtype)).log_prob(xk)
+        kl_z = kl_divergence(qz, standard_normal(self.latent_dim, device=z.device, dtype=z.dtype))
+        log_pa = self._p_a(flatk.to(z.dtype), y, z).log_prob(ak)
+        recon = _full(recon).view(b, k)
+        kl = (_full(kl_z) - _full(log_pa)).view(b, k) + log_qa[:, None]
+        return EnumeratedTerms(log_qy, recon - kl - math.log(k), recon, kl)
+
+    def joint_pass(
+        self, x: torch.Tensor, k: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """k importance weights of log p(x) (see the class docstring), as the four terms of
+        ``objectives.ImportanceWeights``: the draws [a, z_y] (k, B, K, A + M), and the whole
+        log weight in the first term, shape (k, B); the other two are zero."""
+        b, n = len(x), self.num_classes
+        flat = self._flat(x)
+        a, log_qa = rsample_and_log_prob(self.aux_encoder(flat), (k,), generator, device=x.device)  # (k, B, A), (k, B)
+        xk, flatk, onehot = self._per_class(x)
+        ak = a.repeat_interleave(n, dim=1)  # (k, B*K, A)
+        flatk, onehot = flatk.expand(k, *flatk.shape), onehot.expand(k, *onehot.shape)
+        qz = self.encoder(torch.cat([flatk, ak.to(flatk.dtype), onehot], -1))
+        z, log_qz = rsample_and_log_prob(qz, (), generator, device=x.device)  # (k, B*K, M), (k, B*K)
+        y = onehot.to(z.dtype)
+        log_pz = standard_normal(self.latent_dim, device=z.device, dtype=z.dtype).log_prob(z)
+        log_pa = self._p_a(flatk.to(z.dtype), y, z).log_prob(ak)
+        log_px = self._p_x(y, z, ak.to(z.dtype)).log_prob(xk.expand(k, *xk.shape))
+        log_w = _full(log_px + log_pa + log_pz - log_qz).view(k, b, n) - math.log(n)
+        total = torch.logsumexp(log_w, dim=-1) - _full(log_qa)  # (k, B)
+        zero = torch.zeros_like(total)
+        return torch.cat([ak, z], -1).view(k, b, n, -1), total, zero, zero
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor, prior: object = None) -> JointTerms:
+        """log p(x|.) and log p(y) + log p(z) + log p(a|.) for latents [onehot(y), z, a] of
+        shape (*sample, B, K + M + A)."""
+        y, zz, a = z.split([self.num_classes, self.latent_dim, self.aux_dim], dim=-1)
+        flat = self._flat(x).to(z.dtype).expand(*z.shape[:-1], -1)
+        log_prior = standard_normal(self.latent_dim, device=z.device, dtype=z.dtype).log_prob(zz) - math.log(
+            self.num_classes
+        )
+        return JointTerms(self._p_x(y, zz, a).log_prob(x), log_prior + self._p_a(flat, y, zz).log_prob(a))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n draws with the classes in turn (y = i mod K), z ~ p(z) (and a ~ p(a|y,z) for the
+        SDGM): x ~ p(x|.) and its mean."""
+        device = self._eye.device
+        with seeded_by(generator, device):
+            z = torch.randn(n, self.latent_dim, device=device)
+            y = self._eye[torch.arange(n, device=device) % self.num_classes]
+            a = self.aux_decoder(torch.cat([y, z], -1)).sample() if self.skip else z[:, :0]
+            px = self._p_x(y, z, a)
+            return px.sample(), px.mean
+
+    def extra_repr(self) -> str:
+        return f"{'SDGM' if self.skip else 'ADGM'}, class_samples={self.class_samples}"

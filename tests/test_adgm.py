@@ -1,0 +1,150 @@
+"""The auxiliary deep generative models (ADGM, SDGM): their bounds against log p(x) and log p(x, y)
+computed by quadrature, the ADGM's p(x) against M2's form (a integrates out), the classifier's
+average over draws of a, gradients to every network, sampling and the command line."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dgmkit.cli.main import main
+from dgmkit.config import RunConfig, build_model, build_objective
+from dgmkit.models import AuxiliaryDGM
+from dgmkit.objectives import importance_sampled_log_likelihood
+
+K = 2
+IMAGES = torch.cartesian_prod(*[torch.tensor([0.0, 1.0])] * 4).view(16, 1, 2, 2)  # every 2x2 binary image
+
+
+def _tiny(skip: bool, seed: int = 0, latent: int = 1, aux: int = 1, widen: float = 0.0) -> AuxiliaryDGM:
+    """A small random model; ``widen``: added to the raw scales of q(a|x) and q(z|a,x,y), so that
+    the proposal covers the posterior (importance sampling from a proposal much narrower than
+    its target has infinite variance: its estimates of log p(x) converge too slowly to test)."""
+    torch.manual_seed(seed)
+    cfg = RunConfig.of(model="adgm", skip=skip, hidden=[6], latent_dim=latent, aux_dim=aux, classes=K, class_samples=64)
+    model = build_model(cfg, (1, 2, 2), 2)
+    with torch.no_grad():  # away from the initialisation's near-uniform outputs
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+        for q in (model.aux_encoder, model.encoder):
+            last = [layer for layer in q.net.modules() if isinstance(layer, nn.Linear)][-1]
+            last.bias[q.latent_dim :] += widen
+    return model.eval()
+
+
+@torch.no_grad()
+def _log_p_xy(model: AuxiliaryDGM, x: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+    """log p(x, y), shape (B, K), by the rectangle rule over a grid of (z, a) (1-D each)."""
+    za = torch.cartesian_prod(axis, axis)  # (S, 2): [z, a]
+    cell = 2 * math.log(float(axis[1] - axis[0]))
+    out = []
+    for c in range(K):
+        y = nn.functional.one_hot(torch.full((len(za),), c), K).float()
+        latent = torch.cat([y, za], -1).unsqueeze(1).expand(len(za), len(x), -1)
+        log_px, log_prior = model.log_joint(x, latent)
+        out.append(torch.logsumexp(log_px + log_prior, 0) + cell)
+    return torch.stack(out, -1)
+
+
+AXIS = torch.linspace(-9, 9, 361)
+
+
+@pytest.mark.parametrize("skip", [False, True], ids=["adgm", "sdgm"])
+def test_bounds_against_log_likelihood_by_quadrature(skip):
+    model = _tiny(skip, widen=4.0)
+    log_pxy = _log_p_xy(model, IMAGES, AXIS)
+    log_px = torch.logsumexp(log_pxy, -1)
+    total = torch.logsumexp(log_px, 0).exp().item()
+    assert abs(total - 1) < 1e-3, f"p(x) sums to {total} over all 16 images: the grid or the model is off"
+
+    torch.manual_seed(1)
+    draws = 400
+    elbo = torch.stack([model.elbo_terms(IMAGES)["elbo"] for _ in range(draws)]).double()
+    e_mean, e_se = elbo.mean(0), elbo.std(0) / math.sqrt(draws)
+    iwae = importance_sampled_log_likelihood(model, IMAGES, k=4000).double()
+    exact = log_px.double()
+    assert (e_mean <= exact + 5 * e_se + 1e-4).all(), f"E[U(x)] {e_mean} above log p(x) {exact}"
+    assert (e_mean <= iwae + 5 * e_se).all(), "the bound must not exceed IWAE-4000"
+    assert (iwae - exact).abs().max() < 0.1, f"IWAE-4000 {iwae} far from log p(x) {exact}"
+    assert (exact - e_mean).min() > 0.5, "the test cannot tell the bound from log p(x)"
+
+    # the labelled bound: E[L(x, y)] <= log p(x, y) for every class
+    bounds = torch.stack([model.enumerate(IMAGES).bound for _ in range(draws)]).double()  # (R, 16, K)
+    b_mean, b_se = bounds.mean(0), bounds.std(0) / math.sqrt(draws)
+    assert (b_mean <= log_pxy.double() + 5 * b_se + 1e-4).all()
+
+
+def test_adgm_auxiliary_factor_integrates_out():
+    """ADGM: p(x) = sum_y p(y) integral p(z) p(x|y,z) dz, M2's marginal: p(a|x,y,z) integrates to one."""
+    model = _tiny(skip=False)
+    z = AXIS[:, None]
+    per_class = []
+    for c in range(K):
+        y = nn.functional.one_hot(torch.full((len(z),), c), K).float()
+        with torch.no_grad():
+            log_px = model.decoder(torch.cat([y, z], -1)).log_prob(IMAGES[:, None].expand(16, len(z), 1, 2, 2))
+        log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z[:, 0])
+        per_class.append(torch.logsumexp(log_px + log_pz, -1) + math.log(float(AXIS[1] - AXIS[0])) - math.log(K))
+    one_d = torch.logsumexp(torch.stack(per_class, -1), -1)
+    two_d = torch.logsumexp(_log_p_xy(model, IMAGES, AXIS), -1)
+    torch.testing.assert_close(one_d, two_d, atol=1e-3, rtol=0)
+
+
+def test_sdgm_uses_a_in_its_generative_model_and_adgm_does_not():
+    for skip in (False, True):
+        model = _tiny(skip)
+        latents = torch.cat([torch.eye(K)[[0, 1]], torch.zeros(2, 1), torch.tensor([[-2.0], [2.0]])], -1)
+        with torch.no_grad():
+            a_lo = model.log_joint(IMAGES[:2], latents[:1].expand(2, -1)).log_px_z
+            a_hi = model.log_joint(IMAGES[:2], torch.cat([latents[:1, :-1], latents[1:, -1:]], -1).expand(2, -1)).log_px_z
+        assert torch.allclose(a_lo, a_hi) != skip, f"skip={skip}: p(x|.) should {'' if skip else 'not '}read a"
+
+
+def test_classifier_averages_q_y_given_a_over_draws_of_a():
+    model = _tiny(skip=True)
+    x = IMAGES[3:9]
+    torch.manual_seed(7)
+    got = model.class_log_probs(x)
+    torch.manual_seed(7)
+    flat = x.flatten(1)
+    a = model.aux_encoder(flat).sample((model.class_samples,))
+    by_hand = torch.log_softmax(model.classifier(torch.cat([flat.expand(len(a), -1, -1), a], -1)), -1).exp().mean(0).log()
+    torch.testing.assert_close(got, by_hand, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.logsumexp(-1), torch.zeros(len(x)), atol=1e-5, rtol=0)
+    single = model.enumerate(x).log_qy  # q(y|a,x) at one draw of a: not the average
+    assert not torch.allclose(single, got, atol=1e-3)
+
+
+@pytest.mark.parametrize("skip", [False, True], ids=["adgm", "sdgm"])
+def test_objective_reaches_every_network(skip):
+    model = _tiny(skip, latent=2, aux=3).train()
+    cfg = RunConfig.of(model="adgm", skip=skip, classes=K)
+    objective = build_objective(cfg)
+    x = IMAGES[[1, 5, 9, 14]]
+    y = torch.tensor([0, -1, 1, -1])
+    terms = objective(model, x, y=y)
+    assert terms.labelled.tolist() == [1, 0, 1, 0]
+    terms.loss.mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+def test_sampling_is_seeded_and_cycles_the_classes():
+    model = _tiny(skip=True)
+    s1, m1 = model.sample(6, generator=torch.Generator().manual_seed(3))
+    s2, m2 = model.sample(6, generator=torch.Generator().manual_seed(3))
+    assert s1.shape == (6, 1, 2, 2) and torch.equal(s1, s2) and torch.equal(m1, m2)
+    assert set(s1.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_cli_trains_and_reports_accuracy(tmp_path, capsys):
+    out = tmp_path / "sdgm"
+    argv = ["train", "--dataset", "digits", "--model", "adgm", "--skip", "--labels", "30", "--hidden", "16"]
+    argv += ["--latent-dim", "2", "--aux-dim", "2", "--class-samples", "4", "--labelled-batch", "8"]
+    argv += ["--batch-size", "64", "--epochs", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--iw-samples", "5"]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy" in text and "error on all" in text
