@@ -6,9 +6,8 @@ from typing import Literal
 
 import torch
 
-from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.families.base import FamilyConfig
-from dgmkit.families.parts import ImportanceSampledEval
+from dgmkit.families.parts import FixedLikelihood, ImportanceSampledEval
 from dgmkit.models import HelmholtzMachine
 from dgmkit.objectives import Objective, ReweightedWakeSleep, WakeSleep
 from dgmkit.settings import setting
@@ -17,9 +16,10 @@ __all__ = ["HelmholtzConfig"]
 
 
 @dataclasses.dataclass
-class HelmholtzConfig(ImportanceSampledEval, FamilyConfig):
+class HelmholtzConfig(FixedLikelihood, ImportanceSampledEval, FamilyConfig):
     name = "helmholtz"
     summary = "Helmholtz machine (sigmoid belief net): wake-sleep or reweighted wake-sleep"
+    data_likelihood = "bernoulli"
 
     layers: list[int] = setting(
         [200, 50], "sizes of the stochastic binary layers, bottom (next to x) to top", min=1, max=16384
@@ -28,9 +28,6 @@ class HelmholtzConfig(ImportanceSampledEval, FamilyConfig):
     iw_k: int = setting(
         5, "rws: importance samples K per datapoint in training (dgm eval's k is --iw-samples)", min=1, max=5000
     )
-
-    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
-        return make_transform("bernoulli", dataset, binarize)
 
     def describe(self) -> str:
         return f"a Helmholtz machine (layers {self.layers}, {self.objective})"

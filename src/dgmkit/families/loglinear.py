@@ -5,9 +5,10 @@ import dataclasses
 
 import torch
 
-from dgmkit.data import Dataset, DataTransform, make_transform
+from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families.base import FamilyConfig
+from dgmkit.families.parts import FixedLikelihood
 from dgmkit.models import LogLinearLVM
 from dgmkit.settings import setting
 
@@ -15,10 +16,11 @@ __all__ = ["LogLinearConfig"]
 
 
 @dataclasses.dataclass
-class LogLinearConfig(FamilyConfig):
+class LogLinearConfig(FixedLikelihood, FamilyConfig):
     name = "loglinear"
     summary = "log-linear latent variable model on <= 20 binary pixels, fitted by EM (exact)"
     fit = "em"
+    data_likelihood = "bernoulli"
 
     states: int = setting(4, "states K of the discrete latent variable", min=1, max=10000)
     em_iterations: int = setting(50, "EM iterations", min=1, max=10**6)
@@ -28,7 +30,7 @@ class LogLinearConfig(FamilyConfig):
         return self.em_iterations
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
-        t = make_transform("bernoulli", dataset, binarize)
+        t = super().transform(dataset, binarize)
         if t.kind != "binary":
             raise DataError(f"the loglinear model needs binary data; {dataset.name} is {t.kind} (try digits-4x4)")
         return t

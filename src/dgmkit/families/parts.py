@@ -33,6 +33,7 @@ __all__ = [
     "AutoencoderSettings",
     "VAESettings",
     "ImportanceSampledEval",
+    "FixedLikelihood",
     "LabelledBatches",
     "encoder_net",
     "decoder_net",
@@ -220,6 +221,16 @@ class ImportanceSampledEval:
     @property
     def default_iw_samples(self) -> int:
         return 5000
+
+
+class FixedLikelihood:
+    """A family whose models all score the data by one kind of p(x|.), ``data_likelihood``
+    (bernoulli: binary units; gaussian: a linear Gaussian model): the data are transformed for it."""
+
+    data_likelihood: ClassVar[str]
+
+    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
+        return make_transform(self.data_likelihood, dataset, binarize)
 
 
 class LabelledBatches:

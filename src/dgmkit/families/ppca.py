@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
+from dgmkit.families.parts import FixedLikelihood
 from dgmkit.models import PPCA
 from dgmkit.settings import setting
 
@@ -16,15 +16,13 @@ __all__ = ["PPCAConfig"]
 
 
 @dataclasses.dataclass
-class PPCAConfig(FamilyConfig):
+class PPCAConfig(FixedLikelihood, FamilyConfig):
     name = "ppca"
     summary = "probabilistic PCA, fitted in closed form (exact likelihood)"
     fit = "closed-form"
+    data_likelihood = "gaussian"
 
     latent_dim: int = setting(10, "latent dimensions M (< data dimensions)", min=1, max=4096)
-
-    def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
-        return make_transform("gaussian", dataset, binarize)
 
     def describe(self) -> str:
         return f"PPCA (M = {self.latent_dim})"

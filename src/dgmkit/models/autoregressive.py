@@ -12,7 +12,7 @@ import math
 import typing
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 
@@ -106,20 +106,34 @@ class AutoregressiveModel(ExactLikelihoodModel):
         return run(u.shape[0], lambda t, log_pmf: inverse_cdf(log_pmf, u[:, t]), u.device)
 
 
-class CausalConvARM(AutoregressiveModel):
-    """A causal, dilated 1-D convolutional network over the image flattened in raster order."""
+class GatedConvARM(AutoregressiveModel):
+    """A model whose network (``net_class``) is ``layers`` gated causal convolutions of
+    ``channels`` channels and kernel width ``kernel``, from the image's one channel to the head's
+    P parameters a pixel; ``layers`` None: the model's ``default_layers``."""
+
+    net_class: ClassVar[type[CausalConvNet] | type[GatedPixelCNNNet]]
+    default_layers: ClassVar[int]
 
     def __init__(
         self,
         head: LikelihoodHead,
         event_shape: tuple[int, int, int],
         channels: int = 64,
-        layers: int = 8,
+        layers: int | None = None,
         kernel: int = 3,
         input_scale: float = 1.0,
     ):
         super().__init__(head, event_shape, input_scale)
-        self.net = CausalConvNet(1, self.p, channels, layers, kernel)
+        self.net = self.net_class(1, self.p, channels, self.default_layers if layers is None else layers, kernel)
+
+
+class CausalConvARM(GatedConvARM):
+    """A causal, dilated 1-D convolutional network over the image flattened in raster order
+    (8 layers by default)."""
+
+    net_class = CausalConvNet
+    default_layers = 8
+    net: CausalConvNet
 
     def params(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(self._net_input(x).flatten(1).unsqueeze(1))  # (B, P, D)
@@ -137,20 +151,12 @@ class CausalConvARM(AutoregressiveModel):
         return (x[:, 0] / self.input_scale).round().view(n, *self.event_shape)
 
 
-class GatedPixelCNN(AutoregressiveModel):
-    """Gated PixelCNN with vertical and horizontal stacks (no blind spot)."""
+class GatedPixelCNN(GatedConvARM):
+    """Gated PixelCNN with vertical and horizontal stacks (no blind spot; 6 layers by default)."""
 
-    def __init__(
-        self,
-        head: LikelihoodHead,
-        event_shape: tuple[int, int, int],
-        channels: int = 64,
-        layers: int = 6,
-        kernel: int = 3,
-        input_scale: float = 1.0,
-    ):
-        super().__init__(head, event_shape, input_scale)
-        self.net = GatedPixelCNNNet(1, self.p, channels, layers, kernel)
+    net_class = GatedPixelCNNNet
+    default_layers = 6
+    net: GatedPixelCNNNet
 
     def params(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(self._net_input(x))  # (B, P, H, W)

@@ -145,31 +145,50 @@ def importance_sampled_log_likelihood(
     ``first=True`` also returns the first draw's log weight, a one-sample ELBO, shape (N,).
     """
     at_least("k", k, 1)
-    gpu = x.device.type == "cuda"
+    batch_size, chunk_size = _importance_sizes(model, x.device, batch_size, chunk_size)
+    model.eval()
+    if x.device.type == "cpu":
+        _warm_allocator()
+    out, one = [], []
+    for start in range(0, len(x), batch_size):
+        log_px, w0 = _batch_log_likelihood(model, x[start : start + batch_size], k, chunk_size, generator)
+        out.append(log_px)
+        one.append(w0)
+    return (torch.cat(out), torch.cat(one)) if first else torch.cat(out)
+
+
+def _importance_sizes(
+    model: "VariationalModel", device: torch.device, batch_size: int | None, chunk_size: int | None
+) -> tuple[int, int]:
+    """The datapoints per batch and the rows (draws x datapoints) per chunk of
+    ``importance_sampled_log_likelihood``: those given, else the device's defaults, capped where
+    the model says how many rows fit (``importance_rows``)."""
+    gpu = device.type == "cuda"
     batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
     chunk_size = chunk_size or (GPU_CHUNK if gpu else CPU_CHUNK)
     rows = model.importance_rows(GPU_CHUNK_BYTES if gpu else CPU_CHUNK_BYTES)
     if rows is not None:  # a chunk holds at least one draw for each datapoint of the batch
         chunk_size = min(chunk_size, max(1, rows))
         batch_size = min(batch_size, chunk_size)
-    model.eval()
-    if x.device.type == "cpu":
-        _warm_allocator()
-    out, one = [], []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
-        q = model.posterior(xb)
-        prior = cast("LatentVariableModel", model).prior() if model.has_latents else None
-        per_chunk = max(1, chunk_size // len(xb))
-        total: torch.Tensor | None = None  # log sum_i w_i over the draws so far
-        for s in range(0, k, per_chunk):
-            n = min(per_chunk, k - s)
-            w = log_importance_weights(model, xb, n, q=q, prior=prior, generator=generator).log_w
-            if s == 0:
-                one.append(w[0])
-            dtype = w.dtype
-            part = torch.logsumexp(w, dim=0).double()
-            total = part if total is None else torch.logaddexp(total, part)
-        assert total is not None  # k >= 1 draws
-        out.append((total - math.log(k)).to(dtype))
-    return (torch.cat(out), torch.cat(one)) if first else torch.cat(out)
+    return batch_size, chunk_size
+
+
+def _batch_log_likelihood(
+    model: "VariationalModel", xb: torch.Tensor, k: int, chunk_size: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's importance-sampled log p(x), shape (B,), and its first draw's log weight:
+    k draws in chunks of ``chunk_size`` rows, reduced by a running logsumexp in float64."""
+    q = model.posterior(xb)
+    prior = cast("LatentVariableModel", model).prior() if model.has_latents else None
+    per_chunk = max(1, chunk_size // len(xb))
+    total: torch.Tensor | None = None  # log sum_i w_i over the draws so far
+    first: torch.Tensor | None = None
+    for s in range(0, k, per_chunk):
+        n = min(per_chunk, k - s)
+        w = log_importance_weights(model, xb, n, q=q, prior=prior, generator=generator).log_w
+        if first is None:
+            first = w[0]
+        part = torch.logsumexp(w, dim=0).double()
+        total = part if total is None else torch.logaddexp(total, part)
+    assert total is not None and first is not None  # k >= 1 draws
+    return (total - math.log(k)).to(first.dtype), first

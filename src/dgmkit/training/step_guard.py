@@ -17,6 +17,7 @@ import contextlib
 import math
 import statistics
 from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar, overload
 
 import torch
 import torch.distributed as dist
@@ -26,7 +27,31 @@ from dgmkit.errors import TrainingError
 
 __all__ = ["GradientGuard", "FiniteLossCheck", "WINDOW"]
 
+T = TypeVar("T")
+
 WINDOW = 100  # updates taken whose median the relative threshold scales
+
+
+class _ReadBack(Generic[T]):
+    """A read-only record of what the guard's steps saw (their norms, counts, the lowest
+    threshold): ``guard.NAME`` is ``guard._NAME`` once the steps pending on the device are read
+    back (``GradientGuard._flush``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = f"_{name}"
+
+    @overload
+    def __get__(self, guard: None, owner: type) -> "_ReadBack[T]": ...
+    @overload
+    def __get__(self, guard: "GradientGuard", owner: type) -> T: ...
+    def __get__(self, guard: "GradientGuard | None", owner: type) -> "T | _ReadBack[T]":
+        if guard is None:
+            return self
+        guard._flush()
+        return getattr(guard, self.attr)
+
+    def __set__(self, guard: "GradientGuard", value: T) -> None:
+        raise AttributeError(f"{self.attr[1:]} is what the steps saw: it cannot be set")
 
 
 class GradientGuard:
@@ -86,25 +111,10 @@ class GradientGuard:
         self._epoch_threshold = math.inf if threshold is None else threshold
 
     # what the steps so far saw (on_device: read back here, once for all the steps not yet read)
-    @property
-    def epoch_norms(self) -> list[float]:
-        self._flush()
-        return self._epoch_norms
-
-    @property
-    def epoch_skipped(self) -> int:
-        self._flush()
-        return self._epoch_skipped
-
-    @property
-    def epoch_threshold(self) -> float:
-        self._flush()
-        return self._epoch_threshold
-
-    @property
-    def skipped_total(self) -> int:
-        self._flush()
-        return self._skipped_total
+    epoch_norms: "_ReadBack[list[float]]" = _ReadBack()
+    epoch_skipped: "_ReadBack[int]" = _ReadBack()
+    epoch_threshold: "_ReadBack[float]" = _ReadBack()
+    skipped_total: "_ReadBack[int]" = _ReadBack()
 
     @property
     def recent(self) -> list[float]:

@@ -344,11 +344,7 @@ class Trainer:
                 if isinstance(updates, int) and updates > t["step"]:
                     raise ValueError(f"the moving average counts {updates} updates in {t['step']} steps")
                 self.ema.load_state_dict({"updates": updates, "weights": ckpt["ema"]})
-            for group in self.optimizer.param_groups:
-                for p in group["params"]:
-                    for key, v in self.optimizer.state.get(p, {}).items():
-                        if not torch.is_tensor(v) or (v.dim() > 0 and v.shape != p.shape):
-                            raise ValueError(f"the optimizer's {key} does not match a parameter of shape {tuple(p.shape)}")
+            _check_optimizer_state(self.optimizer)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
             raise CheckpointError(f"{path} does not fit this run's model and optimizer: {_first_line(e)}") from None
         bad = nonfinite_state(self.model, self.optimizer, self._ema_state())
@@ -648,6 +644,16 @@ def _checked_training_state(ckpt: dict, path: Path, ema: EMA | None) -> dict:
             "it cannot be continued exactly"
         )
     return t
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Refuse (ValueError) a loaded optimizer state whose entries are not tensors, or not of
+    their parameter's shape (a scalar, such as Adam's step, fits any)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, v in optimizer.state.get(p, {}).items():
+                if not torch.is_tensor(v) or (v.dim() > 0 and v.shape != p.shape):
+                    raise ValueError(f"the optimizer's {key} does not match a parameter of shape {tuple(p.shape)}")
 
 
 def _first_line(e: BaseException) -> str:
