@@ -30,6 +30,10 @@ class Prior(nn.Module, ABC):
     has_components: ClassVar[bool] = False
     components: int  # where has_components: how many
 
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+
     @abstractmethod
     def forward(self, context: Any = None) -> Distribution: ...
 

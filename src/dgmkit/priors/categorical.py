@@ -14,8 +14,7 @@ class UniformCategoricalPrior(Prior):
     logits: torch.Tensor
 
     def __init__(self, num_vars: int, num_classes: int):
-        super().__init__()
-        self.latent_dim = num_vars
+        super().__init__(num_vars)
         self.num_classes = num_classes
         self.register_buffer("logits", torch.zeros(num_vars, num_classes), persistent=False)
 

@@ -18,9 +18,8 @@ class GaussianLayerPrior(Prior):
     context = "latent"
 
     def __init__(self, net: nn.Module, latent_dim: int, min_scale: float = 1e-3):
-        super().__init__()
+        super().__init__(latent_dim)
         self.net = net
-        self.latent_dim = latent_dim
         self.min_scale = min_scale
 
     def params(self, z_above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

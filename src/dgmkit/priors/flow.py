@@ -16,8 +16,7 @@ class FlowPrior(Prior):
     _zero: torch.Tensor
 
     def __init__(self, latent_dim: int, bijection: Bijection):
-        super().__init__()
-        self.latent_dim = latent_dim
+        super().__init__(latent_dim)
         self.bijection = bijection
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 

@@ -24,8 +24,7 @@ class MixtureOfGaussiansPrior(Prior):
     has_components = True
 
     def __init__(self, latent_dim: int, components: int = 10, init_scale: float = 1.0, min_scale: float = 1e-3):
-        super().__init__()
-        self.latent_dim = latent_dim
+        super().__init__(latent_dim)
         self.components = components
         self.min_scale = min_scale
         self.logits = nn.Parameter(torch.zeros(components))

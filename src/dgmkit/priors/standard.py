@@ -20,8 +20,7 @@ class StandardNormalPrior(Prior):
     scale: torch.Tensor
 
     def __init__(self, latent_dim: int):
-        super().__init__()
-        self.latent_dim = latent_dim
+        super().__init__(latent_dim)
         self.register_buffer("loc", torch.zeros(latent_dim), persistent=False)
         self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
 

@@ -39,8 +39,7 @@ class VampPrior(Prior):
         mean: float = 0.05,
         std: float = 0.01,
     ):
-        super().__init__()
-        self.latent_dim = latent_dim
+        super().__init__(latent_dim)
         self.components = components
         if init is None:
             u = mean + std * torch.randn(components, *event_shape)
