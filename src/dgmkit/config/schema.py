@@ -62,8 +62,8 @@ class DataConfig:
     )
     labels: int | None = setting(
         None,
-        "models trained on labels (m2, hybrid): keep this many training labels, balanced over the classes and "
-        "drawn with --seed, and hide the rest (default: keep all)",
+        "models trained on labels (the semi-supervised families): keep this many training labels, balanced over "
+        "the classes and drawn with --seed, and hide the rest (default: keep all)",
         min=1,
         max=10**9,
     )
@@ -182,7 +182,8 @@ class RunConfig:
         ):
             raise ConfigError(f"device: unknown device {device[:40]!r}; choose auto, cpu, cuda or cuda:N")
         if self.data.labels is not None and not self.model.uses_labels:
-            raise ConfigError(f"labels: the {self.model.name} model is not trained on labels (m2 and hybrid are)")
+            trained = " and ".join(name for name, family in FAMILIES.items() if family.uses_labels)
+            raise ConfigError(f"labels: the {self.model.name} model is not trained on labels ({trained} are)")
         if self.data.image_shape is not None and len(self.data.image_shape) not in (2, 3):
             raise ConfigError(f"image_shape takes H W or C H W, got {self.data.image_shape}")
         if self.data.codes_of is not None:

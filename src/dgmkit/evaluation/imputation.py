@@ -91,8 +91,9 @@ def impute_batched(
     """``objectives.miwae.impute`` over ``x`` in batches, with one generator seeded by ``seed``."""
     if not model.can_impute:
         raise ConfigError(
-            f"imputation by importance sampling needs a VAE (whose encoder reads missing entries as 0, as MIWAE "
-            f"trains it); this run's model: {type(model).__name__}"
+            "imputation by importance sampling needs a latent variable model whose p(x|z) factorizes over the "
+            "entries and whose encoder reads missing entries as 0 (a VAE, as MIWAE trains it); this run's model, "
+            f"{type(model).__name__}, is not one"
         )
     g = torch.Generator(device=x.device).manual_seed(seed)
     singles, multiples = [], []
