@@ -68,7 +68,9 @@ class DataConfig:
         max=10**9,
     )
     codes_of: str | None = setting(
-        None, "a VQ-VAE run folder: train on the code grids of its data (a prior over its codes) instead of --dataset"
+        None,
+        "a run folder whose family makes data for other runs: train on those data of its own splits instead of "
+        "--dataset (a VQ-VAE: its code grids, for a prior over its codes; a VAE: its latent means, for M1+M2)",
     )
     missing_rate: float = setting(
         0.0,
@@ -189,8 +191,10 @@ class RunConfig:
             own = (self.data.dataset, self.data.data_key, self.data.binarize, self.data.image_shape)
             if own != (DataConfig.dataset, DataConfig.data_key, DataConfig.binarize, None):
                 raise ConfigError(
-                    "codes_of takes its data from the VQ-VAE run; leave out dataset, data_key, image_shape and binarize"
+                    "codes_of takes its data from the other run; leave out dataset, data_key, image_shape and binarize"
                 )
+            if self.data.missing_rate:
+                raise ConfigError("missing_rate removes entries of stored data, not of the data another run makes")
 
     @property
     def family(self) -> str:
