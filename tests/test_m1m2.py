@@ -5,13 +5,17 @@ them refuses them once the VAE was trained on since."""
 
 import json
 
+import pytest
 import torch
 
 from dgmkit.cli.main import main
-from dgmkit.config import load_run
+from dgmkit.cli.train import _with_kept_labels
+from dgmkit.config import RunConfig, load_run
 from dgmkit.config.inputs import derived_dataset
 from dgmkit.data import load_dataset
+from dgmkit.data.labels import HIDDEN, keep_labels
 from dgmkit.distributions import location
+from dgmkit.errors import ConfigError
 from dgmkit.training.trainer import VALID_SEED
 
 M = 3
@@ -79,3 +83,20 @@ def test_latents_need_a_density_and_have_no_entries_to_remove(tmp_path, capsys):
     assert main([*M2, "--codes-of", str(m2), "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert "makes no data for other runs" in err and "vae (latents)" in err and "vqvae (codes)" in err
+
+
+def test_the_labelled_subset_has_a_seed_of_its_own():
+    """Kingma et al.'s protocol varies the labelled subset over seeds: --labels-seed draws it
+    apart from --seed (the weights and batches), which it defaults to."""
+    digits = load_dataset("digits")
+
+    def kept(**keys) -> torch.Tensor:
+        return _with_kept_labels(RunConfig.of(model="m2", labels=30, **keys), digits).train.y
+
+    assert torch.equal(kept(seed=0, labels_seed=5), kept(seed=1, labels_seed=5))
+    assert not torch.equal(kept(labels_seed=5), kept(labels_seed=6))
+    assert torch.equal(kept(seed=3), keep_labels(digits.train, 30, 10, seed=3).y)
+    assert torch.equal(kept(seed=3), kept(seed=0, labels_seed=3))
+    assert (kept(labels_seed=5) != HIDDEN).sum() == 30
+    with pytest.raises(ConfigError, match="give --labels"):
+        RunConfig.of(model="m2", labels_seed=5)

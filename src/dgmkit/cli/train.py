@@ -280,13 +280,15 @@ class _Labelled(Protocol):
 
 def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
     """For families trained on labels: the training split with ``cfg.data.labels`` labels kept
-    (balanced over the classes, drawn with the run's seed: the same on --resume) and the others
-    hidden (-1); validation keeps all its labels, for the accuracy it reports."""
+    (balanced over the classes, drawn with ``labels_seed``, else the run's seed: the same on
+    --resume) and the others hidden (-1); validation keeps all its labels, for the accuracy it
+    reports."""
     if not cfg.model.uses_labels:
         return dataset
     classes = cast(_Labelled, cfg.model).classes
     check_labels(dataset.valid, classes, "the validation split")
-    train = keep_labels(dataset.train, cfg.data.labels, classes, cfg.optim.seed)
+    seed = cfg.optim.seed if cfg.data.labels_seed is None else cfg.data.labels_seed
+    train = keep_labels(dataset.train, cfg.data.labels, classes, seed)
     return dataclasses.replace(dataset, train=train)
 
 

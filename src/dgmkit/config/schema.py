@@ -63,9 +63,12 @@ class DataConfig:
     labels: int | None = setting(
         None,
         "models trained on labels (m2, hybrid): keep this many training labels, balanced over the classes and "
-        "drawn with --seed, and hide the rest (default: keep all)",
+        "drawn with --labels-seed (default --seed), and hide the rest (default: keep all)",
         min=1,
         max=10**9,
+    )
+    labels_seed: int | None = setting(
+        None, "seed of the labelled subset that --labels draws (default: --seed)", min=0, max=2**62
     )
     codes_of: str | None = setting(
         None,
@@ -185,6 +188,8 @@ class RunConfig:
             raise ConfigError(f"device: unknown device {device[:40]!r}; choose auto, cpu, cuda or cuda:N")
         if self.data.labels is not None and not self.model.uses_labels:
             raise ConfigError(f"labels: the {self.model.name} model is not trained on labels (m2 and hybrid are)")
+        if self.data.labels_seed is not None and self.data.labels is None:
+            raise ConfigError("labels_seed draws the labelled subset of --labels N; give --labels")
         if self.data.image_shape is not None and len(self.data.image_shape) not in (2, 3):
             raise ConfigError(f"image_shape takes H W or C H W, got {self.data.image_shape}")
         if self.data.codes_of is not None:
