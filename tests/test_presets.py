@@ -23,6 +23,13 @@ def test_preset_builds(path):
         terms = build_objective(cfg)(model, torch.randint(0, 512, (2, 1, 7, 7)))
         assert terms.loss.shape == (2,) and torch.isfinite(terms.loss).all()
         return
+    if path.stem.startswith("m1m2-"):  # M2 on the latents of an M1 run (--codes-of): 50-D continuous vectors
+        assert cfg.family == "m2" and cfg.model.likelihood == "gaussian" and cfg.data.labels
+        model = build_model(cfg, (1, 1, 50), None)
+        y = torch.tensor([3, -1])  # a labelled row and a hidden one
+        terms = build_objective(cfg)(model, torch.randn(2, 1, 1, 50), y=y)
+        assert terms.loss.shape == (2,) and torch.isfinite(terms.loss).all()
+        return
     if cfg.data.dataset == "breast-cancer":  # a table with half its entries missing (MIWAE)
         assert cfg.data.missing_rate == 0.5 and cfg.model.objective == "miwae"
         model = build_model(cfg, (1, 1, 30), None)
@@ -37,7 +44,8 @@ def test_preset_builds(path):
         x = torch.randint(0, 256, (2, 1, 28, 28)).float().add(torch.rand(2, 1, 28, 28)).div(256)
     else:
         x = (torch.rand(2, 1, 28, 28) < 0.2).float()
-    terms = build_objective(cfg)(model, x)
+    objective = build_objective(cfg)
+    terms = objective(model, x, y=torch.tensor([3, -1])) if objective.takes_labels else objective(model, x)
     assert terms.loss.shape == (2,) and torch.isfinite(terms.loss).all()
 
 

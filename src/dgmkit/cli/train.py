@@ -224,7 +224,7 @@ def train_run(
                           "process; data-parallel training (torchrun, --nproc) is for gradient training")  # fmt: skip
     if resume and family.fit != "gradient":
         raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
-    if cfg.data.codes_of and not resume:  # the VQ-VAE run by its full path, wherever the prior is used from
+    if cfg.data.codes_of and not resume:  # the source run by its full path, wherever this run is used from
         cfg = cfg.replace(codes_of=str(Path(cfg.data.codes_of).resolve()))
     if not resume:  # a data file and a data folder by their full paths, wherever the run is used from
         for key in ("dataset", "data_dir", "schema"):
@@ -247,13 +247,14 @@ def train_run(
         f"--codes-of: code indices are integers 0..{(dataset.num_levels or 2) - 1}; model them with a family that "
         "scores integers (--likelihood categorical or logistic)"
     )
+    codes = cfg.data.codes_of is not None and dataset.num_levels is not None  # integers made by another run
     try:
         transform = family.transform(dataset, cfg.data.binarize)
     except DataError:
-        if cfg.data.codes_of:
+        if codes:
             raise codes_refused from None
         raise
-    if cfg.data.codes_of and transform.kind != "integers":
+    if codes and transform.kind != "integers":
         raise codes_refused
     if transform.kind == "dequantize" and has_missing(dataset):  # its D log L shift counts every entry
         raise DataError(
@@ -279,13 +280,15 @@ class _Labelled(Protocol):
 
 def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
     """For families trained on labels: the training split with ``cfg.data.labels`` labels kept
-    (balanced over the classes, drawn with the run's seed: the same on --resume) and the others
-    hidden (-1); validation keeps all its labels, for the accuracy it reports."""
+    (balanced over the classes, drawn with ``labels_seed``, else the run's seed: the same on
+    --resume) and the others hidden (-1); validation keeps all its labels, for the accuracy it
+    reports."""
     if not cfg.model.uses_labels:
         return dataset
     classes = cast(_Labelled, cfg.model).classes
     check_labels(dataset.valid, classes, "the validation split")
-    train = keep_labels(dataset.train, cfg.data.labels, classes, cfg.optim.seed)
+    seed = cfg.optim.seed if cfg.data.labels_seed is None else cfg.data.labels_seed
+    train = keep_labels(dataset.train, cfg.data.labels, classes, seed)
     return dataclasses.replace(dataset, train=train)
 
 

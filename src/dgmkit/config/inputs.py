@@ -3,11 +3,13 @@
 Two ways a run uses another, each declared by a family (``FamilyConfig``):
 
 - **data made by another run**: a family whose runs make data for others names it
-  (``derived_data``, e.g. a VQ-VAE's ``"codes"``: the code grids of its data) and makes it
-  (``make_derived_data``). A run trains on it with ``codes_of = RUN`` (``--codes-of RUN``), for
-  any family of integer data. The dataset is named after the source run's id and a digest of
-  its checkpoint, so the run stays tied to those exact data: using it after the source run was
-  trained on, or replaced, is refused.
+  (``derived_data``, e.g. a VQ-VAE's ``"codes"``: the code grids of its data; a VAE's
+  ``"latents"``: the posterior means of its data) and makes it (``make_derived_data``). A run
+  trains on it with ``codes_of = RUN`` (``--codes-of RUN``), for any family that models such
+  data (integer codes as integers; continuous latents with a density). The dataset is named
+  after the source run's id and a digest of its checkpoint, so the run stays tied to those
+  exact data (pinned by that name, not by the content of floats that may differ in their last
+  bits elsewhere): using it after the source run was trained on, or replaced, is refused.
 - **a model attached from another run when a run is used**: a family names the roles its runs
   take (``inputs``, e.g. a VQ-VAE's ``"code-prior"``: a model of its code grids, the prior of
   its bound and of sampling) and attaches them (``attach``), told whether the other run was
@@ -18,6 +20,10 @@ Two ways a run uses another, each declared by a family (``FamilyConfig``):
     dgm train --model arm --codes-of runs/vq --likelihood categorical --out runs/vq-prior
     dgm eval runs/vq --input code-prior=runs/vq-prior     # the bound with the learned prior
     dgm sample runs/vq --input code-prior=runs/vq-prior --out samples.png
+
+    dgm train --dataset mnist --latent-dim 50 --out runs/m1                   # M1+M2 (Kingma et al. 2014)
+    dgm train --model m2 --codes-of runs/m1 --likelihood gaussian --labels 100 --out runs/m1m2
+    dgm eval runs/m1m2                                    # q(y|x)'s test accuracy on M1's test latents
 
 (``--code-prior RUN`` is the same as ``--input code-prior=RUN``.)
 """
@@ -32,6 +38,7 @@ from dgmkit.config.schema import DataConfig
 from dgmkit.data import Dataset, load_dataset
 from dgmkit.data.missing import remove_completely_at_random
 from dgmkit.errors import ConfigError, DataError
+from dgmkit.families import FAMILIES
 from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["run_dataset", "derived_dataset", "derived_name", "attach_input", "check_derived_current"]
@@ -66,9 +73,10 @@ def derived_dataset(source_dir: str | Path, data_dir: str | None = None) -> Data
     source = load_run(source_dir)
     family = source.cfg.model
     if family.derived_data is None:
+        makers = ", ".join(f"{name} ({cls.derived_data})" for name, cls in FAMILIES.items() if cls.derived_data)
         raise ConfigError(
             f"{source_dir} is a run of the {source.cfg.family} family, which makes no data for other runs "
-            "(--codes-of takes a run whose family does, such as a VQ-VAE: its code grids)"
+            f"(--codes-of takes a run of a family that does: {makers})"
         )
     images = run_dataset(source.cfg.data, data_dir)
     if list(images.event_shape) != list(source.record["data"]["event_shape"]):

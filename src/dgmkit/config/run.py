@@ -41,8 +41,9 @@ def run_record(
     """What config.json and every checkpoint store about a run; ``run_id`` (new if not given)
     is what ties the run's checkpoints to it. The data are pinned by ``sha256``,
     ``Dataset.fingerprint()`` (a digest of the content of data read from files, of the
-    definition of generated data), so that data changed after training are refused (a VQ-VAE's
-    code grids are pinned by their name, which holds the checkpoint's digest). ``digest``: the
+    definition of generated data), so that data changed after training are refused (data made by
+    another run, ``codes_of``, are pinned by their name, which holds that run's checkpoint digest:
+    not by their content, whose floats may differ in their last bits on another machine). ``digest``: the
     one a resumed run recorded, where it pinned generated data by their content (older runs)."""
     data = {
         "name": dataset.name,
@@ -50,7 +51,7 @@ def run_record(
         "num_levels": dataset.num_levels,
         "transform": transform.kind,
     }
-    if not dataset.name.startswith("codes:"):
+    if not cfg.data.codes_of:
         data["sha256"] = digest or dataset.fingerprint()
     return {
         "format": FORMAT,

@@ -63,12 +63,17 @@ class DataConfig:
     labels: int | None = setting(
         None,
         "models trained on labels (the semi-supervised families): keep this many training labels, balanced over "
-        "the classes and drawn with --seed, and hide the rest (default: keep all)",
+        "the classes and drawn with --labels-seed (default --seed), and hide the rest (default: keep all)",
         min=1,
         max=10**9,
     )
+    labels_seed: int | None = setting(
+        None, "seed of the labelled subset that --labels draws (default: --seed)", min=0, max=2**62
+    )
     codes_of: str | None = setting(
-        None, "a VQ-VAE run folder: train on the code grids of its data (a prior over its codes) instead of --dataset"
+        None,
+        "a run folder whose family makes data for other runs: train on those data of its own splits instead of "
+        "--dataset (a VQ-VAE: its code grids, for a prior over its codes; a VAE: its latent means, for M1+M2)",
     )
     missing_rate: float = setting(
         0.0,
@@ -184,14 +189,18 @@ class RunConfig:
         if self.data.labels is not None and not self.model.uses_labels:
             trained = " and ".join(name for name, family in FAMILIES.items() if family.uses_labels)
             raise ConfigError(f"labels: the {self.model.name} model is not trained on labels ({trained} are)")
+        if self.data.labels_seed is not None and self.data.labels is None:
+            raise ConfigError("labels_seed draws the labelled subset of --labels N; give --labels")
         if self.data.image_shape is not None and len(self.data.image_shape) not in (2, 3):
             raise ConfigError(f"image_shape takes H W or C H W, got {self.data.image_shape}")
         if self.data.codes_of is not None:
             own = (self.data.dataset, self.data.data_key, self.data.binarize, self.data.image_shape)
             if own != (DataConfig.dataset, DataConfig.data_key, DataConfig.binarize, None):
                 raise ConfigError(
-                    "codes_of takes its data from the VQ-VAE run; leave out dataset, data_key, image_shape and binarize"
+                    "codes_of takes its data from the other run; leave out dataset, data_key, image_shape and binarize"
                 )
+            if self.data.missing_rate:
+                raise ConfigError("missing_rate removes entries of stored data, not of the data another run makes")
 
     @property
     def family(self) -> str:

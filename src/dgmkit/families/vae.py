@@ -2,15 +2,18 @@
 trained by the ELBO (with beta, KL warm-up and free bits) or the IWAE bound."""
 
 import dataclasses
-from typing import Literal
+from collections.abc import Callable
+from typing import ClassVar, Literal, cast
 
 import torch
 
 from dgmkit.conditional import ConditionalDistribution, GaussianEncoder, IAFEncoder
+from dgmkit.data import Dataset, Split
+from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import FamilyConfig
 from dgmkit.families.parts import ImportanceSampledEval, VAESettings, encoder_net
-from dgmkit.models import VAE
+from dgmkit.models import VAE, GenerativeModel
 from dgmkit.objectives import ELBO, IWAE, BetaTCVAE, Objective
 from dgmkit.objectives.miwae import MIWAE
 from dgmkit.settings import setting
@@ -23,6 +26,8 @@ __all__ = ["VAEConfig"]
 class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
     name = "vae"
     summary = "variational autoencoder: Gaussian latents, ELBO or IWAE"
+    # the first stage of Kingma et al.'s M1+M2: other runs train on its latents (--codes-of)
+    derived_data: ClassVar[str | None] = "latents"
 
     latent_dim: int = setting(32, "latent dimensions M", min=1, max=4096)
     posterior: Literal["gaussian", "iaf"] = setting("gaussian", "q(z|x): diagonal Gaussian, or followed by IAF layers")
@@ -90,3 +95,18 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
         scale = self.input_scale(num_levels)
         prior = self.build_prior(m, self.hidden, self.activation, event_shape, scale, init_data, seed)
         return VAE(encoder, decoder, prior, scale)
+
+    @torch.no_grad()
+    def make_derived_data(
+        self, model: GenerativeModel, held_out: Callable[[torch.Tensor], torch.Tensor], data: Dataset, name: str
+    ) -> Dataset:
+        """Each image's representative point of q(z|x) (the posterior mean; an IAF posterior's
+        code at eps = 0) as continuous vectors (N, 1, 1, M), of every split (each image as the
+        run's model sees held-out data, ``held_out``), with the labels."""
+        vae = cast(VAE, model)  # what build() makes
+        splits = {}
+        for split in ("train", "valid", "test"):
+            s = data.split(split)
+            z = torch.cat([location(vae.posterior(b)) for b in held_out(s.x).split(1000)])  # (N, M)
+            splits[split] = Split(z.float()[:, None, None, :], s.y)
+        return Dataset(name, splits["train"], splits["valid"], splits["test"], num_levels=None)
