@@ -2,6 +2,7 @@
 computed by quadrature, the ADGM's p(x) against M2's form (a integrates out), the classifier's
 average over draws of a, gradients to every network, sampling and the command line."""
 
+import json
 import math
 
 import pytest
@@ -147,4 +148,20 @@ def test_cli_trains_and_reports_accuracy(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(out), "--iw-samples", "5"]) == 0
     text = capsys.readouterr().out
-    assert "accuracy" in text and "error on all" in text
+    assert "accuracy" in text and "error on all" in text and "KL of a" in text
+    report = json.loads((out / "eval.json").read_text())
+    parts = {t["name"]: t["value"] for t in report["terms"]}
+    assert math.isclose(parts["kl_a"] + parts["kl_z"] + parts["kl_y"], report["kl"], rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_elbo_terms_split_the_kl_of_the_same_bound_that_training_uses():
+    model = _tiny(skip=False, latent=2, aux=2)
+    x = IMAGES[2:10]
+    torch.manual_seed(4)
+    terms = model.elbo_terms(x)
+    torch.manual_seed(4)
+    u = model.enumerate(x).unlabelled()
+    torch.testing.assert_close(terms["elbo"], u)
+    torch.testing.assert_close(terms["kl_a"] + terms["kl_z"] + terms["kl_y"], terms["kl"])
+    torch.testing.assert_close(terms["recon"] - terms["kl"], terms["elbo"])
+    assert (terms["kl_z"] >= 0).all() and (terms["kl_y"] >= -1e-6).all()

@@ -84,7 +84,7 @@ def _exact(
 def _elbo_terms(model: LatentVariableModel, x: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
     if isinstance(model, EnumeratedELBO):  # a discrete latent summed out exactly: the model's own bound
         own = [model.elbo_terms(b) for b in _batches(x, batch_size)]
-        return {k: torch.cat([t[k] for t in own]).double() for k in ("elbo", "recon", "kl")}
+        return {k: torch.cat([t[k] for t in own]).double() for k in own[0]}
     parts = [ELBO(1)(model, b) for b in _batches(x, _fitting(model, x, batch_size))]
     return {
         "elbo": torch.cat([t.elbo for t in parts]).double(),

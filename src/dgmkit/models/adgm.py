@@ -36,6 +36,7 @@ from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import JointTerms
 from dgmkit.models.m2 import EnumeratedTerms, SemiSupervisedVAE, _full
+from dgmkit.models.terms import Term
 
 __all__ = ["AuxiliaryDGM"]
 
@@ -105,10 +106,10 @@ class AuxiliaryDGM(SemiSupervisedVAE):
         log_qy = self._log_qy(flat.expand(len(a), *flat.shape), a)
         return torch.logsumexp(log_qy, dim=0) - math.log(len(a))
 
-    def enumerate(self, x: torch.Tensor) -> EnumeratedTerms:
-        """For one draw a ~ q(a|x) per datapoint and one z ~ q(z|a,x,y) per class: L(x, y) and
-        log q(y|a,x), each (B, K). ``kl_z`` holds the whole KL part of L, KL(q(z|.) || p(z)) +
-        log q(a|x) - log p(a|.), so that ``bound`` = ``recon`` - ``kl_z`` + log p(y)."""
+    def _enumerate_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For one draw a ~ q(a|x) per datapoint and one z ~ q(z|a,x,y) per class, each (B, K):
+        log q(y|a,x); log p(x|.); KL(q(z|a,x,y) || p(z)); and log q(a|x) - log p(a|.), the
+        auxiliary part of the KL."""
         b, k = len(x), self.num_classes
         flat = self._flat(x)
         qa = self.aux_encoder(flat)
@@ -122,9 +123,43 @@ class AuxiliaryDGM(SemiSupervisedVAE):
         recon = self._p_x(y, z, ak.to(z.dtype)).log_prob(xk)
         kl_z = kl_divergence(qz, standard_normal(self.latent_dim, device=z.device, dtype=z.dtype))
         log_pa = self._p_a(flatk.to(z.dtype), y, z).log_prob(ak)
-        recon = _full(recon).view(b, k)
-        kl = (_full(kl_z) - _full(log_pa)).view(b, k) + log_qa[:, None]
-        return EnumeratedTerms(log_qy, recon - kl - math.log(k), recon, kl)
+        aux = log_qa[:, None] - _full(log_pa).view(b, k)
+        return log_qy, _full(recon).view(b, k), _full(kl_z).view(b, k), aux
+
+    def enumerate(self, x: torch.Tensor) -> EnumeratedTerms:
+        """L(x, y) and log q(y|a,x), each (B, K), for one draw of a per datapoint and one z per
+        class (``_enumerate_parts``). ``kl_z`` holds the whole KL part of L, KL(q(z|.) || p(z)) +
+        log q(a|x) - log p(a|.), so that ``bound`` = ``recon`` - ``kl_z`` + log p(y)."""
+        log_qy, recon, kl_z, aux = self._enumerate_parts(x)
+        kl = kl_z + aux
+        return EnumeratedTerms(log_qy, recon - kl - math.log(self.num_classes), recon, kl)
+
+    def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """U(x) = recon - KL, shape (B,), with the KL in its three parts (each averaged over
+        q(y|a,x)): ``kl_a`` = log q(a|x) - log p(a|.), ``kl_z`` = KL(q(z|a,x,y) || p(z)) and
+        ``kl_y`` = KL(q(y|a,x) || p(y))."""
+        log_qy, recon, kl_z, aux = self._enumerate_parts(x)
+        qy = log_qy.exp()
+        parts = {
+            "kl_a": (qy * aux).sum(-1),
+            "kl_z": (qy * kl_z).sum(-1),
+            "kl_y": (qy * (log_qy + math.log(self.num_classes))).sum(-1),
+        }
+        recon_mean = (qy * recon).sum(-1)
+        kl = parts["kl_a"] + parts["kl_z"] + parts["kl_y"]
+        return {"elbo": recon_mean - kl, "recon": recon_mean, "kl": kl, **parts}
+
+    def evaluation_terms(
+        self, x: torch.Tensor, y: torch.Tensor | None, estimate: dict[str, torch.Tensor], batch_size: int
+    ) -> dict[str, Term]:
+        """The accuracy (``Classifier``) and the KL of the ELBO in its parts: how much the
+        auxiliary a, the continuous z and the class y each cost."""
+        terms = super().evaluation_terms(x, y, estimate, batch_size)
+        if "kl_a" in estimate:
+            terms["kl_a"] = Term("KL of a", estimate["kl_a"], note="log q(a|x) - log p(a|.), one draw of a", level=2)
+            terms["kl_z"] = Term("KL of z", estimate["kl_z"], note="KL(q(z|a,x,y) || p(z)), closed form", level=2)
+            terms["kl_y"] = Term("KL of y", estimate["kl_y"], note="KL(q(y|a,x) || p(y)), y enumerated", level=2)
+        return terms
 
     def joint_pass(
         self, x: torch.Tensor, k: int, generator: torch.Generator | None = None

@@ -234,7 +234,9 @@ class EMFit(ABC):
 class EnumeratedELBO(ABC):
     """A variational model whose ELBO sums a discrete latent out exactly (M2's class):
     ``elbo_terms(x)`` gives per-example ``elbo``, ``recon`` and ``kl``, each (B,), which
-    ``dgm eval`` reports in place of the one-sample ELBO of a continuous posterior."""
+    ``dgm eval`` reports in place of the one-sample ELBO of a continuous posterior, and any
+    other per-example terms of the same pass (parts of the KL, say), which reach the model's
+    ``evaluation_terms`` in its ``estimate`` to be shown."""
 
     @abstractmethod
     def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
