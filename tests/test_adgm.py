@@ -100,6 +100,11 @@ def test_sdgm_uses_a_in_its_generative_model_and_adgm_does_not():
             a_lo = model.log_joint(IMAGES[:2], latents[:1].expand(2, -1)).log_px_z
             a_hi = model.log_joint(IMAGES[:2], torch.cat([latents[:1, :-1], latents[1:, -1:]], -1).expand(2, -1)).log_px_z
         assert torch.allclose(a_lo, a_hi) != skip, f"skip={skip}: p(x|.) should {'' if skip else 'not '}read a"
+        # p(a|x,y,z) reads x in the ADGM; p(a|y,z) does not in the SDGM
+        with torch.no_grad():
+            x_a = model.log_joint(IMAGES[[0]], latents[:1]).log_pz
+            x_b = model.log_joint(IMAGES[[15]], latents[:1]).log_pz
+        assert torch.allclose(x_a, x_b) == skip, f"skip={skip}: p(a|.) should {'not ' if skip else ''}read x"
 
 
 def test_classifier_averages_q_y_given_a_over_draws_of_a():
@@ -131,12 +136,16 @@ def test_objective_reaches_every_network(skip):
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
 
 
-def test_sampling_is_seeded_and_cycles_the_classes():
+def test_sampling_is_seeded_and_cycles_the_classes(monkeypatch):
     model = _tiny(skip=True)
+    seen = []
+    p_x = model._p_x
+    monkeypatch.setattr(model, "_p_x", lambda y, z, a: seen.append(y.argmax(-1)) or p_x(y, z, a))
     s1, m1 = model.sample(6, generator=torch.Generator().manual_seed(3))
     s2, m2 = model.sample(6, generator=torch.Generator().manual_seed(3))
     assert s1.shape == (6, 1, 2, 2) and torch.equal(s1, s2) and torch.equal(m1, m2)
     assert set(s1.unique().tolist()) <= {0.0, 1.0}
+    assert seen[0].tolist() == [0, 1, 0, 1, 0, 1]
 
 
 def test_cli_trains_and_reports_accuracy(tmp_path, capsys):

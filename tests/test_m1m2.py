@@ -5,6 +5,7 @@ them refuses them once the VAE was trained on since."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,6 +66,26 @@ def test_m2_trains_on_a_vaes_latents_and_refuses_them_once_the_vae_changed(tmp_p
     capsys.readouterr()
     assert main(["eval", str(m2), "--iw-samples", "2"]) == 1
     assert "other data than the run" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(m2), "--epochs", "2", "--quiet"]) == 1  # nor resumed on them
+    assert "other data than the run" in capsys.readouterr().err
+
+
+def test_latents_of_a_source_whose_data_file_changed_are_refused(tmp_path, capsys):
+    """The source run's own data are pinned by content: replaced, the latents it would make are of
+    other images, and a run on them is refused as the source run itself is."""
+    digits = load_dataset("digits")
+    data = tmp_path / "data.npz"
+    x = torch.cat([digits.split(s).x for s in ("train", "valid", "test")]).numpy()
+    y = torch.cat([digits.split(s).y for s in ("train", "valid", "test")]).numpy()
+    np.savez(data, x=x, y=y)
+    m1, m2 = tmp_path / "m1", tmp_path / "m2"
+    vae = [*(a if a != "digits" else str(data) for a in VAE), "--binarize", "dynamic"]
+    assert main([*vae, "--out", str(m1)]) == 0
+    assert main([*M2, "--codes-of", str(m1), "--out", str(m2)]) == 0
+    np.savez(data, x=x[:, :, :, ::-1].copy(), y=y)  # the same shape, the images mirrored
+    capsys.readouterr()
+    assert main(["eval", str(m2), "--iw-samples", "2"]) == 1
+    assert "now holds other data than" in capsys.readouterr().err
 
 
 def test_latents_need_a_density_and_have_no_entries_to_remove(tmp_path, capsys):

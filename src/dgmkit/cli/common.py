@@ -16,6 +16,7 @@ from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, 
 from dgmkit.cli.argtypes import SEED, count
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import attach_input, check_derived_current, run_dataset
+from dgmkit.config.run import holds_recorded_data
 from dgmkit.data import Dataset, default_data_dir
 from dgmkit.data.formats import read_arrays
 from dgmkit.data.registry import check_images, is_data_file
@@ -140,7 +141,7 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
     check_derived_current(dataset, run.cfg.data, run.record, run.path)
     want = run.record["data"].get("sha256")
     # a run of generated data recorded before they were identified by their definition holds their content digest
-    if want is not None and dataset.fingerprint() != want and not (dataset.generator and dataset.content_digest() == want):
+    if not holds_recorded_data(dataset, want):
         where = (
             cfg.dataset if is_data_file(cfg.dataset) else f"{cfg.dataset} (in {default_data_dir(data_dir or cfg.data_dir)})"
         )

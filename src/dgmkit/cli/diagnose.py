@@ -90,7 +90,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     model = run.model
     if not isinstance(model, LatentVariableModel):
         raise ConfigError(
-            f"a {run.cfg.family} model has no prior p(z) over latents to diagnose (dgm eval reports an "
+            f"the {run.cfg.family} model has no prior p(z) over latents to diagnose (dgm eval reports an "
             "autoencoder's active units)"
         )
     hierarchical = model.has_layers

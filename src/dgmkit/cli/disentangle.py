@@ -37,7 +37,7 @@ __all__ = ["add_parsers", "run_disentangle", "run_traverse"]
 
 def _needs_codes(run: Run) -> None:
     if not run.model.has_latents:
-        raise ConfigError(f"a {run.cfg.family} model has no continuous codes to measure (it has no latent space)")
+        raise ConfigError(f"the {run.cfg.family} model has no continuous codes to measure (it has no latent space)")
 
 
 @torch.no_grad()

@@ -108,7 +108,7 @@ def sample(args: argparse.Namespace) -> int:
     attach_inputs(run, args)
     model = run.model
     if not model.can_sample:
-        raise ConfigError(f"a {run.cfg.family} model has no distribution to sample from (no prior)")
+        raise ConfigError(f"the {run.cfg.family} model has no distribution to sample from (no prior)")
     if args.temperature != 1.0 and not model.sample_temperature:
         raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
     if args.naive and not model.sample_cached:
@@ -117,7 +117,7 @@ def sample(args: argparse.Namespace) -> int:
         raise ConfigError("--steps is for diffusion models (their ancestral sampling steps)")
     if args.draw and not model.sample_means:
         raise ConfigError(
-            f"--draw is for latent variable models (draws of p(x|z) instead of its means); a {run.cfg.family} model's "
+            f"--draw is for latent variable models (draws of p(x|z) instead of its means); the {run.cfg.family} model's "
             "samples are already draws x ~ p(x)"
         )
     shown, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive,
@@ -131,7 +131,7 @@ def sample(args: argparse.Namespace) -> int:
 
 def _needs_latents(run: Run) -> None:
     if not run.model.has_latents:
-        raise ConfigError(f"a {run.cfg.family} model has no latent variables to reconstruct through, interpolate or plot")
+        raise ConfigError(f"the {run.cfg.family} model has no latent variables to reconstruct through, interpolate or plot")
 
 
 def _reconstructs(run: Run) -> None:

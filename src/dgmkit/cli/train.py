@@ -19,7 +19,7 @@ from dgmkit import distributed
 from dgmkit.cli.common import add_count_flag, plural, say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
-from dgmkit.config.inputs import run_dataset
+from dgmkit.config.inputs import check_derived_current, run_dataset
 from dgmkit.config.run import check_same_run, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.data import Dataset, DataTransform
@@ -299,6 +299,7 @@ def _resumable_run_id(
     agree that ``cfg`` continues it (under the folder's lock), and the data digest to keep
     recording: the run's own where it pinned generated data by their content (else None)."""
     own = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
+    check_derived_current(dataset, cfg.data, own, out)  # data made by another run: still the ones it was trained on
     recorded = own["data"].get("sha256")
     digest = recorded if dataset.generator and recorded == dataset.content_digest() else None
     for name in ("checkpoint.safetensors", "best.safetensors"):

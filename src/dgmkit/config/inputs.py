@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from dgmkit.config.run import Run, load_run
+from dgmkit.config.run import Run, holds_recorded_data, load_run
 from dgmkit.config.schema import DataConfig
 from dgmkit.data import Dataset, load_dataset
 from dgmkit.data.missing import remove_completely_at_random
@@ -81,6 +81,12 @@ def derived_dataset(source_dir: str | Path, data_dir: str | None = None) -> Data
     images = run_dataset(source.cfg.data, data_dir)
     if list(images.event_shape) != list(source.record["data"]["event_shape"]):
         raise DataError(f"the data of {source_dir} now have shape {images.event_shape}, not what its model was trained on")
+    if not holds_recorded_data(images, source.record["data"].get("sha256")):
+        raise DataError(
+            f"{source.cfg.data.dataset} now holds other data than {source_dir} was trained on (content SHA-256 "
+            f"{images.fingerprint()[:16]}...): the data that run makes would be of other images. Point it back at its "
+            "original data"
+        )
 
     def held_out(x: torch.Tensor) -> torch.Tensor:  # as evaluation sees data: the fixed held-out noise
         return source.transform(x, torch.Generator().manual_seed(VALID_SEED))

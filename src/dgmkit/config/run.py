@@ -23,6 +23,7 @@ from dgmkit.training.checkpoint import check_dtypes
 from dgmkit.training.run_writer import new_run_id, nonfinite_state
 
 __all__ = [
+    "holds_recorded_data",
     "Run",
     "load_run",
     "run_record",
@@ -33,6 +34,15 @@ __all__ = [
     "load_weights",
     "check_same_run",
 ]
+
+
+def holds_recorded_data(dataset: Dataset, recorded: str | None) -> bool:
+    """Whether ``dataset`` is the data a run recorded by ``sha256`` (``run_record``): its
+    fingerprint, or for generated data that an older run pinned by content, that content's
+    digest. A run with no digest (older formats, data made by another run) holds any."""
+    if recorded is None:
+        return True
+    return dataset.fingerprint() == recorded or bool(dataset.generator and dataset.content_digest() == recorded)
 
 
 def run_record(

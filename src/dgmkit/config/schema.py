@@ -187,7 +187,8 @@ class RunConfig:
         ):
             raise ConfigError(f"device: unknown device {device[:40]!r}; choose auto, cpu, cuda or cuda:N")
         if self.data.labels is not None and not self.model.uses_labels:
-            trained = " and ".join(name for name, family in FAMILIES.items() if family.uses_labels)
+            names = [name for name, family in FAMILIES.items() if family.uses_labels]
+            trained = ", ".join(names[:-1]) + " and " + names[-1]
             raise ConfigError(f"labels: the {self.model.name} model is not trained on labels ({trained} are)")
         if self.data.labels_seed is not None and self.data.labels is None:
             raise ConfigError("labels_seed draws the labelled subset of --labels N; give --labels")

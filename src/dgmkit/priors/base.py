@@ -30,9 +30,11 @@ class Prior(nn.Module, ABC):
     has_components: ClassVar[bool] = False
     components: int  # where has_components: how many
 
-    def __init__(self, latent_dim: int):
+    def __init__(self, latent_dim: int | None = None):
+        """``latent_dim``: set here, or by the subclass itself (as priors written before this took it)."""
         super().__init__()
-        self.latent_dim = latent_dim
+        if latent_dim is not None:
+            self.latent_dim = latent_dim
 
     @abstractmethod
     def forward(self, context: Any = None) -> Distribution: ...
