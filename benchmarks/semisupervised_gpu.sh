@@ -13,12 +13,14 @@
 set -u
 out=${1:?OUT_DIR}; what=${2:?SECONDS or eval}
 mkdir -p "$out"
-dgm() { PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} python3 -c 'import sys; from dgmkit.cli.main import main; sys.exit(main())' "$@"; }
+py=${PYTHON:-python3}  # a Python with torch
+dgm() { PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$py" -c 'import sys; from dgmkit.cli.main import main; sys.exit(main())' "$@"; }
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
+device=${DEVICE:-cuda}  # DEVICE=cpu: a smoke test of the script itself
 
 if [ "$what" = eval ]; then
   for run in m2-100 adgm-100 sdgm-100 m1m2-100; do
-    [ -d "$out/$run" ] && dgm eval "$out/$run" --device cuda --iw-samples 100 > "$out/$run.eval.log" 2>&1 &
+    [ -d "$out/$run" ] && dgm eval "$out/$run" --device "$device" --iw-samples 100 > "$out/$run.eval.log" 2>&1 &
   done
   wait
   grep -H "accuracy\|NLL" "$out"/*.eval.log
@@ -29,9 +31,9 @@ fi
 train() {
   local name=$1 preset=$2; shift 2
   if [ -f "$out/$name/config.json" ]; then
-    dgm train --resume --out "$out/$name" --device cuda --time-budget "$what" --quiet >> "$out/$name.log" 2>&1
+    dgm train --resume --out "$out/$name" --device "$device" --time-budget "$what" --quiet >> "$out/$name.log" 2>&1
   else
-    dgm train --config "configs/$preset.toml" "$@" --out "$out/$name" --device cuda --time-budget "$what" --quiet \
+    dgm train --config "configs/$preset.toml" "$@" --out "$out/$name" --device "$device" --time-budget "$what" --quiet \
       >> "$out/$name.log" 2>&1
   fi
 }
