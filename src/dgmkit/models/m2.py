@@ -87,6 +87,13 @@ class SemiSupervisedVAE(Classifier, VariationalModel, EnumeratedELBO):
         xk = x.repeat_interleave(k, dim=0)
         return xk, self._flat(xk), onehot
 
+    def importance_rows(self, budget_bytes: int) -> int:
+        """Rows (draws x datapoints) of one importance-sampling chunk that fit in ``budget_bytes``:
+        each row is K rows of the networks (one per class), whose activations are about twice
+        their layers' widths (the linear outputs and the nonlinearity's), in 4-byte floats."""
+        widths = sum(m.out_features for m in self.modules() if isinstance(m, nn.Linear))
+        return max(1, budget_bytes // (4 * 2 * self.num_classes * max(1, widths)))
+
     def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The bound U(x) on log p(x), shape (B,), as reconstruction - KL, where the KL is
         sum_y q(y|x) kl_z(x, y) + KL(q(y|x) || p(y))."""
