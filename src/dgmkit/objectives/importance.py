@@ -178,8 +178,9 @@ def _batch_log_likelihood(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's importance-sampled log p(x), shape (B,), and its first draw's log weight:
     k draws in chunks of ``chunk_size`` rows, reduced by a running logsumexp in float64."""
-    q = model.posterior(xb)
-    prior = cast("LatentVariableModel", model).prior() if model.has_latents else None
+    fused = getattr(model, "joint_pass", None) is not None  # its one pass makes q and p itself
+    q = None if fused else model.posterior(xb)
+    prior = cast("LatentVariableModel", model).prior() if model.has_latents and not fused else None
     per_chunk = max(1, chunk_size // len(xb))
     total: torch.Tensor | None = None  # log sum_i w_i over the draws so far
     first: torch.Tensor | None = None
