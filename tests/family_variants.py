@@ -12,6 +12,8 @@ def family_variants() -> list[tuple[str, dict]]:
     for name, cls in FAMILIES.items():
         out.append((name, {}))
         for key, tp in typing.get_type_hints(cls).items():
+            if key in cls.unused_settings:  # refused unless left at its default
+                continue
             for choice in choices_of(tp) or ():
                 if choice is not None and choice != getattr(cls(), key):
                     out.append((name, {key: choice}))

@@ -8,8 +8,10 @@ import math
 import pytest
 import torch
 
+from dgmkit.cli.main import main
 from dgmkit.conditional import BernoulliHead, CategoricalHead
 from dgmkit.conditional.pixelcnn import AutoregressivePixels, PixelCNNDecoder
+from dgmkit.config import RunConfig, load_config_file
 from dgmkit.distributions import observed_log_prob
 from dgmkit.families.pixelvae import PixelVAEConfig
 from dgmkit.models.pixelvae import PixelVAE
@@ -184,3 +186,20 @@ def test_importance_sampling_chunks_fit_the_pixelcnn_in_memory(monkeypatch):
         est = importance.importance_sampled_log_likelihood(m, x, k=7, generator=torch.Generator().manual_seed(0))
     assert est.shape == (4,) and torch.isfinite(est).all()
     assert max(sizes) <= 10 and sum(sizes) == 7 * 4
+
+
+def test_the_continuous_likelihoods_settings_are_not_offered(tmp_path, capsys):
+    """The decoder's likelihood is a discrete one: the Gaussian and Student's t settings of the
+    shared likelihood part are neither flags of this family nor accepted from a config file."""
+    assert main(["train", "--model", "pixelvae", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--pixelcnn-layers" in shown
+    assert all(f"--{name.replace('_', '-')}" not in shown for name in PixelVAEConfig.unused_settings)
+    assert main(["train", "--model", "pixelvae", "--gaussian-scale", "0.2", "--out", str(tmp_path / "a")]) == 1
+    assert "not of pixelvae" in capsys.readouterr().err
+    config = tmp_path / "pv.toml"
+    config.write_text('model = "pixelvae"\ngaussian_scale = 0.3\n')
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "b")]) == 1
+    assert "does not use this setting" in capsys.readouterr().err
+    config.write_text('model = "pixelvae"\nlatent_sizes = [2]\npixelcnn_layers = 1\n')  # the defaults stay accepted
+    assert RunConfig.from_dict(load_config_file(config)).model.gaussian_scale == 0.1

@@ -33,12 +33,14 @@ def _parser(kind: str, optional: bool, name: str):
     return parse
 
 
-def add_settings_flags(group: argparse._ActionsContainer, cls: type) -> list[str]:
-    """Add a flag for every field of settings dataclass ``cls``; returns their dest names. Every
-    default is None, so that ``given_values`` can tell what the user set."""
+def add_settings_flags(group: argparse._ActionsContainer, cls: type, skip: typing.Collection[str] = ()) -> list[str]:
+    """Add a flag for every field of settings dataclass ``cls`` but those in ``skip``; returns
+    their dest names. Every default is None, so that ``given_values`` can tell what the user set."""
     hints = typing.get_type_hints(cls)
     dests = []
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         kind, optional = field_kind(hints[f.name])
         factory = typing.cast(Callable[[], object], f.default_factory)  # a field without a default has one
         default = f.default if f.default is not dataclasses.MISSING else factory()

@@ -106,12 +106,13 @@ def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMIL
     dests = []
     for name, cls in SECTIONS.items():
         dests += add_settings_flags(p.add_argument_group(name), cls)
-    dests += add_settings_flags(p.add_argument_group(f"model {family.name}: {family.summary}"), family)
+    group = p.add_argument_group(f"model {family.name}: {family.summary}")
+    dests += add_settings_flags(group, family, skip=family.unused_settings)
     own = set(dests)
     foreign: dict[str, list[str]] = {}
     for n, cls in FAMILIES.items():
         for f in dataclasses.fields(cls):
-            if f.name not in own:
+            if f.name not in own and f.name not in cls.unused_settings:
                 foreign.setdefault(f.name, []).append(n)
     for dest in foreign:
         p.add_argument("--" + dest.replace("_", "-"), dest="_foreign_" + dest, nargs="*", help=argparse.SUPPRESS)

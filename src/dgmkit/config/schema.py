@@ -8,9 +8,10 @@ range-checked from its declaration; unknown keys are rejected with the closest n
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from dgmkit._io import parse_json
 from dgmkit.errors import ConfigError
@@ -174,6 +175,9 @@ class RunConfig:
     def __post_init__(self):
         for part in (self.model, self.data, self.optim, self.eval):
             check(part)
+        for f in dataclasses.fields(self.model):
+            if f.name in self.model.unused_settings and getattr(self.model, f.name) != _default(f):
+                raise ConfigError(f"{f.name}: the {self.model.name} model does not use this setting (leave it out)")
         self.model.validate()
         self.model.validate_optim(self.optim)
         if self.eval.iw_samples is not None and self.model.time_sampled:
@@ -341,3 +345,10 @@ def load_config_file(path: str | Path) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a table of keys")
     return values
+
+
+def _default(f: dataclasses.Field) -> object:
+    """A settings field's default value."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return cast("Callable[[], object]", f.default_factory)()  # a setting without a default has a factory

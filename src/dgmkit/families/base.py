@@ -42,6 +42,9 @@ class FamilyConfig(ABC):
     # on (None: nothing), and the roles in which they take another run when used (role -> what it is)
     derived_data: ClassVar[str | None] = None
     inputs: ClassVar[dict[str, str]] = {}
+    # settings of a shared part that this family never reads (a PixelCNN decoder's Gaussian scale):
+    # not offered as its flags, and refused where a config gives them another value than the default
+    unused_settings: ClassVar[frozenset[str]] = frozenset()
 
     def validate(self) -> None:  # noqa: B027 - rules between fields, none by default
         """Raise ConfigError where fields contradict each other."""

@@ -29,6 +29,10 @@ class PixelVAEConfig(StackSettings, FamilyConfig):
     summary = "VAE with an autoregressive decoder: a gated PixelCNN over x sees z (PixelVAE; two layers: PixelHVAE)"
 
     stack_class: ClassVar[type[HierarchicalVAE]] = PixelVAE
+    # the likelihood is a discrete one that a pixel can be drawn from: the continuous ones' settings go
+    unused_settings: ClassVar[frozenset[str]] = frozenset(
+        {"gaussian_variance", "gaussian_scale", "gaussian_min_scale", "student_min_df", "student_min_scale", "table_levels"}
+    )
 
     latent_sizes: list[int] = setting(
         [40], "dimensions of each stochastic layer, from z_1 (next to x) to the top (two: the PixelHVAE)", min=1, max=4096
