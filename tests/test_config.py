@@ -503,8 +503,12 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
     ema = 0.0 if name == "vqvae" else 0.99  # the VQ-VAE refuses it (its codebook is already an average)
     cfg = RunConfig.of(model=name, epochs=3, batch_size=7, lr=2e-3, seed=5, ema=ema, skip_grad_norm=10.0)
     opts = trainer_options(cfg)
+    schedule = {"lr_schedule": "kind", "lr_decay": "decay", "lr_decay_every": "every", "lr_min": "minimum"}
     for f in dataclasses.fields(SECTIONS["optim"]):
-        assert opts[f.name] == getattr(cfg.optim, f.name), f.name
+        if f.name in schedule:  # these four make one LRSchedule, passed as lr_schedule
+            assert getattr(opts["lr_schedule"], schedule[f.name]) == getattr(cfg.optim, f.name), f.name
+        else:
+            assert opts[f.name] == getattr(cfg.optim, f.name), f.name
     assert set(cfg.model.trainer_options()) <= set(opts)
     accepted = set(inspect.signature(Trainer).parameters)
     assert set(opts) <= accepted, set(opts) - accepted

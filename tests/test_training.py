@@ -206,3 +206,32 @@ def test_updates_with_a_gradient_norm_above_the_threshold_are_skipped_and_counte
     plain = make_trainer(digits, epochs=1)
     (p,) = plain.fit()
     assert "skipped_steps" not in p and p["train_loss"] == pytest.approx(m["train_loss"], rel=1e-6)
+
+
+def test_the_exponential_schedule_decays_in_steps_down_to_its_floor():
+    from dgmkit.config.run import trainer_options
+    from dgmkit.errors import ConfigError
+    from dgmkit.training import LRSchedule
+
+    steps = LRSchedule("exponential", decay=0.75, every=200, minimum=3e-5)  # Maaløe et al.'s ADGM schedule
+    rates = [steps.learning_rate(3e-4, e, 1000) for e in (0, 199, 200, 399, 400, 999)]
+    assert rates == pytest.approx([3e-4, 3e-4, 2.25e-4, 2.25e-4, 1.6875e-4, 3e-4 * 0.75**4])
+    assert LRSchedule("exponential", decay=0.5, every=1, minimum=1e-4).learning_rate(1e-3, 10, 20) == 1e-4
+    assert LRSchedule("exponential").learning_rate(1.0, 3, 10) == pytest.approx(0.99**3)  # the old default
+    with pytest.raises(ValueError, match="unknown lr schedule"):
+        LRSchedule("linear")
+    cfg = RunConfig.of(lr_schedule="exponential", lr_decay=0.75, lr_decay_every=200, lr_min=3e-5)
+    assert trainer_options(cfg)["lr_schedule"] == steps
+    with pytest.raises(ConfigError, match="exponential schedule"):
+        RunConfig.of(lr_decay=0.5)
+
+
+def test_the_trainer_sets_each_epochs_learning_rate_from_its_schedule(digits):
+    from dgmkit.training import LRSchedule
+
+    seen = []
+    trainer = make_trainer(digits, epochs=3, callbacks=[lambda t, metrics: seen.append(t.optimizer.param_groups[0]["lr"])])
+    assert trainer.lr_schedule == LRSchedule("cosine")  # a name is the schedule of that kind
+    trainer.lr_schedule = LRSchedule("exponential", decay=0.5, every=2)
+    trainer.fit()
+    assert seen == pytest.approx([1e-3, 1e-3, 5e-4])

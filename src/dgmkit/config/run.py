@@ -21,6 +21,7 @@ from dgmkit.objectives import Objective
 from dgmkit.training import load_checkpoint
 from dgmkit.training.checkpoint import check_dtypes
 from dgmkit.training.run_writer import new_run_id, nonfinite_state
+from dgmkit.training.schedules import LRSchedule
 
 __all__ = [
     "holds_recorded_data",
@@ -99,7 +100,7 @@ def trainer_options(cfg: RunConfig) -> dict:
         "epochs": o.epochs,
         "batch_size": o.batch_size,
         "lr": o.lr,
-        "lr_schedule": o.lr_schedule,
+        "lr_schedule": LRSchedule(o.lr_schedule, o.lr_decay, o.lr_decay_every, o.lr_min),
         "weight_decay": o.weight_decay,
         "mutation_rate": o.mutation_rate,
         "grad_clip": o.grad_clip,

@@ -92,6 +92,11 @@ class OptimConfig:
     batch_size: int = setting(128, "datapoints per gradient step", min=1, max=10**7)
     lr: float = setting(1e-3, "Adam's learning rate", gt=0, max=10.0)
     lr_schedule: Literal["constant", "cosine", "exponential"] = setting("constant", "the learning rate over the epochs")
+    lr_decay: float = setting(
+        0.99, "exponential schedule: the factor on the learning rate every --lr-decay-every epochs", gt=0, max=1
+    )
+    lr_decay_every: int = setting(1, "exponential schedule: epochs between the decays", min=1, max=10**6)
+    lr_min: float = setting(0.0, "the learning rate never falls below this", min=0, max=10.0)
     weight_decay: float = setting(0.0, "Adam's L2 penalty", min=0, max=1e3)
     mutation_rate: float = setting(
         0.0,
@@ -190,6 +195,9 @@ class RunConfig:
             device.startswith("cuda:") and index.isascii() and index.isdigit() and len(index) < 6
         ):
             raise ConfigError(f"device: unknown device {device[:40]!r}; choose auto, cpu, cuda or cuda:N")
+        o = self.optim
+        if o.lr_schedule != "exponential" and (o.lr_decay != 0.99 or o.lr_decay_every != 1):
+            raise ConfigError("lr_decay and lr_decay_every shape the exponential schedule: add --lr-schedule exponential")
         if self.data.labels is not None and not self.model.uses_labels:
             names = [name for name, family in FAMILIES.items() if family.uses_labels]
             trained = ", ".join(names[:-1]) + " and " + names[-1]

@@ -5,7 +5,7 @@ from dgmkit.training.checkpoint import load_checkpoint, read_metadata, save_chec
 from dgmkit.training.ema import EMA
 from dgmkit.training.fit import EXACT_SCORE, FitResult, fit_closed_form, fit_em, latent_diagnostics, trainer_result
 from dgmkit.training.run_writer import RunFolder, RunWriter
-from dgmkit.training.schedules import LR_SCHEDULES, kl_weight, lr_factor
+from dgmkit.training.schedules import LR_SCHEDULES, LRSchedule, kl_weight, lr_factor
 from dgmkit.training.trainer import VALID_SEED, Trainer, resolve_device
 
 __all__ = [
@@ -26,5 +26,6 @@ __all__ = [
     "read_metadata",
     "kl_weight",
     "lr_factor",
+    "LRSchedule",
     "LR_SCHEDULES",
 ]

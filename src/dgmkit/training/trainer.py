@@ -41,7 +41,7 @@ from dgmkit.training.data_parallel import DataParallel, ObjectiveModule, check_s
 from dgmkit.training.ema import EMA
 from dgmkit.training.precision import MixedPrecision
 from dgmkit.training.run_writer import RunWriter, nonfinite_state
-from dgmkit.training.schedules import kl_weight, lr_factor
+from dgmkit.training.schedules import LRSchedule, kl_weight
 from dgmkit.training.step_guard import WINDOW, FiniteLossCheck, GradientGuard
 
 __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
@@ -84,7 +84,7 @@ class Trainer:
         epochs: int = 10,
         batch_size: int = 128,
         lr: float = 1e-3,
-        lr_schedule: str = "constant",
+        lr_schedule: str | LRSchedule = "constant",
         weight_decay: float = 0.0,
         mutation_rate: float = 0.0,
         grad_clip: float | None = None,
@@ -112,7 +112,7 @@ class Trainer:
             raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
         if not 0 <= ema < 1:
             raise ValueError(f"the EMA decay must be in [0, 1) (0: off), got {ema}")
-        lr_factor(lr_schedule, 0, epochs)  # validates the name
+        schedule = lr_schedule if isinstance(lr_schedule, LRSchedule) else LRSchedule(lr_schedule)  # validated there
         self.dist = distributed.current()
         self.device = resolve_device(device)
         if self.dist.parallel:
@@ -139,7 +139,7 @@ class Trainer:
             if valid is not None and valid.y is not None:
                 self._valid_y = valid.y.to(self.device).long()  # all of them: validation reports accuracy
         self.valid = valid
-        self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, lr_schedule
+        self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, schedule
         self.patience = patience
         # clipping, and skipping (VDVAE); on a GPU decided there, without a read-back in each step
         self.guard = GradientGuard(grad_clip, skip_grad_norm, skip_grad_factor, on_device=self.device.type == "cuda")
@@ -367,7 +367,7 @@ class Trainer:
     def _train_epoch(self) -> dict:
         self.model.train()
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * lr_factor(self.lr_schedule, self.epoch, self.epochs)
+            group["lr"] = self.lr_schedule.learning_rate(self.lr, self.epoch, self.epochs)
         total_loss, total_score = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
         beta = self.beta
         self.guard.start_epoch()
