@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from dgmkit.errors import ConfigError
 
-__all__ = ["setting", "check", "from_dict", "field_kind", "describe_type", "choices_of", "unused_keys"]
+__all__ = ["setting", "default_of", "check", "from_dict", "field_kind", "describe_type", "choices_of", "unused_keys"]
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -51,6 +51,13 @@ def setting(
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def default_of(f: dataclasses.Field) -> object:
+    """A setting's default value (a list setting's is made afresh by its factory)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return typing.cast("typing.Callable[[], object]", f.default_factory)()  # a setting without a default has a factory
 
 
 def _split_optional(tp: Any) -> tuple[Any, bool]:

@@ -4,10 +4,9 @@ choices and help from the field's declaration (``dgmkit.settings``)."""
 import argparse
 import dataclasses
 import typing
-from collections.abc import Callable
 
 from dgmkit.errors import ConfigError
-from dgmkit.settings import choices_of, describe_type, field_kind
+from dgmkit.settings import choices_of, default_of, describe_type, field_kind
 
 __all__ = ["add_settings_flags", "given_values", "flag_name"]
 
@@ -42,8 +41,7 @@ def add_settings_flags(group: argparse._ActionsContainer, cls: type, skip: typin
         if f.name in skip:
             continue
         kind, optional = field_kind(hints[f.name])
-        factory = typing.cast(Callable[[], object], f.default_factory)  # a field without a default has one
-        default = f.default if f.default is not dataclasses.MISSING else factory()
+        default = default_of(f)
         helptext = f"{f.metadata.get('help', '')} ({describe_type(hints[f.name])}; default {default})"
         kw: dict[str, typing.Any] = dict(dest=f.name, default=None, help=helptext.replace("%", "%%"))
         if kind == "bool":

@@ -8,15 +8,14 @@ range-checked from its declaration; unknown keys are rejected with the closest n
 
 import dataclasses
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 from dgmkit._io import parse_json
 from dgmkit.errors import ConfigError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, FamilyConfig, get_family
-from dgmkit.settings import check, from_dict, setting, unknown_keys
+from dgmkit.settings import check, default_of, from_dict, setting, unknown_keys
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -181,7 +180,7 @@ class RunConfig:
         for part in (self.model, self.data, self.optim, self.eval):
             check(part)
         for f in dataclasses.fields(self.model):
-            if f.name in self.model.unused_settings and getattr(self.model, f.name) != _default(f):
+            if f.name in self.model.unused_settings and getattr(self.model, f.name) != default_of(f):
                 raise ConfigError(f"{f.name}: the {self.model.name} model does not use this setting (leave it out)")
         self.model.validate()
         self.model.validate_optim(self.optim)
@@ -196,7 +195,8 @@ class RunConfig:
         ):
             raise ConfigError(f"device: unknown device {device[:40]!r}; choose auto, cpu, cuda or cuda:N")
         o = self.optim
-        if o.lr_schedule != "exponential" and (o.lr_decay != 0.99 or o.lr_decay_every != 1):
+        decays = (o.lr_decay, o.lr_decay_every) != (OptimConfig.lr_decay, OptimConfig.lr_decay_every)  # not the defaults
+        if o.lr_schedule != "exponential" and decays:
             raise ConfigError("lr_decay and lr_decay_every shape the exponential schedule: add --lr-schedule exponential")
         if self.data.labels is not None and not self.model.uses_labels:
             names = [name for name, family in FAMILIES.items() if family.uses_labels]
@@ -353,10 +353,3 @@ def load_config_file(path: str | Path) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a table of keys")
     return values
-
-
-def _default(f: dataclasses.Field) -> object:
-    """A settings field's default value."""
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    return cast("Callable[[], object]", f.default_factory)()  # a setting without a default has a factory
