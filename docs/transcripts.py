@@ -201,6 +201,14 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "--batch-size 64 --epochs 10 --out runs/sdgm",
         "dgm eval runs/sdgm --iw-samples 200",
     ],
+    "m1m2": [
+        f"{T} --hidden 256 --latent-dim 8 --epochs 50 --quiet --out runs/m1",
+        "dgm train --model m2 --codes-of runs/m1 --likelihood gaussian --labels 50 --labels-seed 1 --hidden 128 "
+        "--latent-dim 4 --labelled-batch 32 --batch-size 64 --epochs 100 --lr-schedule exponential --lr-decay 0.5 "
+        "--lr-decay-every 40 --lr-min 3e-4 --quiet --out runs/m1m2",
+        "grep -o '\"lr\": [0-9.e-]*' runs/m1m2/metrics.jsonl | uniq -c",
+        "dgm eval runs/m1m2 --iw-samples 200",
+    ],
     "hybrid": [
         f"{T} --model hybrid --flow glow --hidden 32 --flow-layers 2 --epochs 5 --batch-size 64 --out runs/hybrid",
         "dgm eval runs/hybrid",
