@@ -16,8 +16,10 @@ import inspect
 import itertools
 import math
 import pkgutil
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -44,8 +46,9 @@ from dgmkit.distributions import (
 )
 from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.logit_normal import LogitNormal
+from dgmkit.errors import ConfigError
 from dgmkit.evaluation import estimate, evaluate
-from dgmkit.families import FAMILIES, FIT_PATHS, FamilyConfig, get_family
+from dgmkit.families import FAMILIES, FIT_PATHS, DataSpec, FamilyConfig, get_family
 from dgmkit.models import (
     ClosedFormFit,
     EMFit,
@@ -978,6 +981,28 @@ def test_family_declaration_and_defaults(name, datasets):
             family.training_objective()
     score = _deterministic_score(model.eval(), x)
     assert score.shape == (4,) and torch.isfinite(score).all()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (((), 2), "positive integer sizes"),
+        (((1, 0, 8), 2), "positive integer sizes"),
+        (((1, 8.0, 8), 2), "positive integer sizes"),
+        (((1, True, 8), 2), "positive integer sizes"),
+        (((1, 8, 8), 1), "levels must be an integer >= 2"),
+        (((1, 8, 8), 2.5), "levels must be an integer >= 2"),
+        (((1, 8, 8), 2, torch.zeros(3, 1, 4, 4)), "initialisation data have events of shape (1, 4, 4)"),
+        (((1, 8, 8), 2, None, -1), "seed must be an integer >= 0"),
+    ],
+)
+def test_every_family_builds_through_one_checked_data_spec(args, words):
+    """``FamilyConfig.build`` checks what it is given once, before any family reads it."""
+    for name in ("vae", "ppca", "flow"):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            get_family(name)().build(*args)
+    spec = DataSpec.of([np.int64(1), 8, 8], np.int64(2), None, np.int64(3))  # numpy integers are integers
+    assert spec == DataSpec((1, 8, 8), 2, None, 3) and all(type(v) is int for v in (*spec.event_shape, spec.num_levels))
 
 
 def _changed(before: dict, model: nn.Module) -> bool:

@@ -5,7 +5,7 @@ Adding a family: write its module (a FamilyConfig dataclass), its networks and i
 import it and name its class below: that is its registration.
 """
 
-from dgmkit.families.base import FIT_PATHS, FamilyConfig
+from dgmkit.families.base import FIT_PATHS, DataSpec, FamilyConfig
 from dgmkit.families.registry import FAMILIES, get_family, register_family
 
 from dgmkit.families import vae, hvae, pixelvae, dvae, ae, wae, vqvae, ppca, loglinear, helmholtz
@@ -35,4 +35,4 @@ del _family
 
 DEFAULT_FAMILY = "vae"
 
-__all__ = ["FamilyConfig", "FAMILIES", "FIT_PATHS", "DEFAULT_FAMILY", "get_family", "register_family"]
+__all__ = ["FamilyConfig", "DataSpec", "FAMILIES", "FIT_PATHS", "DEFAULT_FAMILY", "get_family", "register_family"]

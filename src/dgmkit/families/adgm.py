@@ -7,9 +7,8 @@ units in every network."""
 import dataclasses
 import math
 
-import torch
-
 from dgmkit.conditional import Decoder, GaussianEncoder
+from dgmkit.families.base import DataSpec
 from dgmkit.families.m2 import M2Config, _image
 from dgmkit.models.adgm import AuxiliaryDGM
 from dgmkit.nn import MLP
@@ -42,18 +41,16 @@ class ADGMConfig(M2Config):
             f"{self.likelihood} likelihood)"
         )
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> AuxiliaryDGM:
-        d, k, m, a = math.prod(event_shape), self.classes, self.latent_dim, self.aux_dim
-        head = self.head(num_levels)
+    def model_for(self, data: DataSpec) -> AuxiliaryDGM:
+        d, k, m, a = math.prod(data.event_shape), self.classes, self.latent_dim, self.aux_dim
+        head = self.head(data.num_levels)
         rev, act = list(reversed(self.hidden)), self.activation
         aux_encoder = GaussianEncoder(MLP(d, self.hidden, 2 * a, act), a)
         classifier = MLP(d + a, self.hidden, k, act)
         encoder = GaussianEncoder(MLP(d + a + k, self.hidden, 2 * m, act), m)
         aux_decoder = GaussianEncoder(MLP(k + m if self.skip else d + k + m, rev, 2 * a, act), a)
         decoder_in = k + m + (a if self.skip else 0)
-        decoder = Decoder(MLP(decoder_in, rev, d * head.params_per_pixel, act), head, _image(event_shape))
+        decoder = Decoder(MLP(decoder_in, rev, d * head.params_per_pixel, act), head, _image(data.event_shape))
         return AuxiliaryDGM(
             aux_encoder,
             classifier,
@@ -63,8 +60,8 @@ class ADGMConfig(M2Config):
             k,
             m,
             a,
-            event_shape,
+            data.event_shape,
             skip=self.skip,
-            input_scale=self.input_scale(num_levels),
+            input_scale=self.input_scale(data.num_levels),
             class_samples=self.class_samples,
         )

@@ -3,9 +3,7 @@ density (evaluation reports the reconstruction only)."""
 
 import dataclasses
 
-import torch
-
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import AutoencoderSettings, encoder_net
 from dgmkit.models import Autoencoder
 from dgmkit.objectives import Objective, Reconstruction
@@ -27,10 +25,8 @@ class AutoencoderConfig(AutoencoderSettings, FamilyConfig):
     def training_objective(self) -> Objective:
         return Reconstruction()
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> Autoencoder:
-        self.check_networks(event_shape)
-        decoder = self.build_decoder(event_shape, self.latent_dim, self.head(num_levels))
-        enc = encoder_net(self, event_shape, self.latent_dim)
-        return Autoencoder(enc, decoder, self.latent_dim, self.input_scale(num_levels))
+    def model_for(self, data: DataSpec) -> Autoencoder:
+        self.check_networks(data.event_shape)
+        decoder = self.build_decoder(data.event_shape, self.latent_dim, self.head(data.num_levels))
+        enc = encoder_net(self, data.event_shape, self.latent_dim)
+        return Autoencoder(enc, decoder, self.latent_dim, self.input_scale(data.num_levels))

@@ -5,11 +5,9 @@ likelihood; their exact conditionals also drive sampling and lossless compressio
 import dataclasses
 from typing import Literal, cast
 
-import torch
-
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import LikelihoodSettings
 from dgmkit.models import MADEARM, AutoregressiveModel, CausalConvARM, GatedPixelCNN
 from dgmkit.objectives import MaximumLikelihood, Objective
@@ -47,19 +45,17 @@ class ARMConfig(FamilyConfig):
     def training_objective(self) -> Objective:
         return MaximumLikelihood()
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> AutoregressiveModel:
-        head = LikelihoodSettings(self.likelihood, logistic_components=self.logistic_components).head(num_levels)
+    def model_for(self, data: DataSpec) -> AutoregressiveModel:
+        head = LikelihoodSettings(self.likelihood, logistic_components=self.logistic_components).head(data.num_levels)
         scale = 1.0
         if self.likelihood in ("categorical", "logistic"):
-            assert num_levels is not None  # head() raised otherwise
-            scale = 1.0 / (num_levels - 1)
-        image = cast("tuple[int, int, int]", event_shape)  # (1, H, W): the models refuse another shape (ValueError)
+            assert data.num_levels is not None  # head() raised otherwise
+            scale = 1.0 / (data.num_levels - 1)
+        image = cast("tuple[int, int, int]", data.event_shape)  # (1, H, W): the models refuse another shape (ValueError)
         try:
             if self.arm == "made":
                 return MADEARM(
-                    head, image, self.made_hidden, self.made_masks, self.made_random_order, seed, scale,
+                    head, image, self.made_hidden, self.made_masks, self.made_random_order, data.seed, scale,
                     self.made_direct,
                 )  # fmt: skip
             kind = CausalConvARM if self.arm == "causal-conv" else GatedPixelCNN

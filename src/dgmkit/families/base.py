@@ -3,29 +3,64 @@
 A family module holds one ``FamilyConfig`` subclass (nanoGPT keeps ``GPTConfig`` beside
 ``GPT``): its fields are the family's settings with their own defaults, types, ranges and help
 (``dgmkit.settings.setting``), from which config files and command-line flags are derived; its
-methods say how data meets the model (``transform``), how the model is built (``build``), what
+methods say how data meets the model (``transform``), how the model is built (``model_for``
+the data's ``DataSpec``; callers use ``build``), what
 it is trained on (``objective``, with ``fit`` naming the fit path: gradient steps, closed form
 or EM) and how many importance samples its evaluation takes by default. ``@register_family``
 adds it to the registry; ``config/``, ``cli/`` and ``evaluation/`` never name a family.
 """
 
 import dataclasses
+import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from dgmkit.data import Dataset, DataTransform
+from dgmkit.errors import ConfigError
 from dgmkit.models import GenerativeModel
 from dgmkit.objectives import Objective
 
 if TYPE_CHECKING:
     from dgmkit.config.run import Run
 
-__all__ = ["FamilyConfig", "FIT_PATHS"]
+__all__ = ["FamilyConfig", "DataSpec", "FIT_PATHS"]
 
 FIT_PATHS = ("gradient", "closed-form", "em")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """What a family builds its model for: the shape of one datapoint, the data's levels (None:
+    continuous values), transformed training data for a data-dependent initialisation (where the
+    family's ``needs_init_data`` says so) and the run's seed. ``DataSpec.of`` checks them."""
+
+    event_shape: tuple[int, ...]
+    num_levels: int | None
+    init_data: torch.Tensor | None = None
+    seed: int = 0
+
+    @classmethod
+    def of(
+        cls, event_shape: Sequence[int], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
+    ) -> "DataSpec":
+        shape = tuple(event_shape)
+        if not shape or not all(_is_int(d) and d >= 1 for d in shape):
+            raise ConfigError(f"a model is built for events of positive integer sizes, got shape {shape}")
+        if num_levels is not None and not (_is_int(num_levels) and num_levels >= 2):
+            raise ConfigError(f"the data's levels must be an integer >= 2 (or None: continuous), got {num_levels!r}")
+        if init_data is not None and tuple(init_data.shape[1:]) != shape:
+            raise ConfigError(f"the initialisation data have events of shape {tuple(init_data.shape[1:])}, not {shape}")
+        if not (_is_int(seed) and seed >= 0):
+            raise ConfigError(f"the seed must be an integer >= 0, got {seed!r}")
+        levels = None if num_levels is None else int(num_levels)
+        return cls(tuple(int(d) for d in shape), levels, init_data, int(seed))
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 @dataclasses.dataclass
@@ -61,16 +96,21 @@ class FamilyConfig(ABC):
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         """How the stored data become what the model scores."""
 
-    @abstractmethod
     def build(
         self,
-        event_shape: tuple[int, ...],
+        event_shape: Sequence[int],
         num_levels: int | None,
         init_data: torch.Tensor | None = None,
         seed: int = 0,
     ) -> GenerativeModel:
         """The model for data of ``event_shape`` with ``num_levels`` levels (None: continuous).
-        ``init_data``: transformed training data, where ``needs_init_data`` says so."""
+        ``init_data``: transformed training data, where ``needs_init_data`` says so; ``seed``:
+        the run's seed, for what a family draws at build time (an order of the pixels, ...)."""
+        return self.model_for(DataSpec.of(event_shape, num_levels, init_data, seed))
+
+    @abstractmethod
+    def model_for(self, data: "DataSpec") -> GenerativeModel:
+        """The family's model for ``data`` (checked: see ``DataSpec``)."""
 
     def training_objective(self) -> Objective:
         """What gradient training minimizes (families fitted otherwise have none)."""

@@ -6,11 +6,9 @@ import dataclasses
 import math
 from typing import Literal
 
-import torch
-
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.models import SCHEDULES, GaussianDiffusion, GenerativeModel, MaskedDiffusion
 from dgmkit.nn.unet import UNet
 from dgmkit.objectives import DiffusionBound, Objective
@@ -100,32 +98,32 @@ class DiffusionConfig(FamilyConfig):
     def training_objective(self) -> Objective:
         return DiffusionBound(self.loss)
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> GenerativeModel:
-        if len(event_shape) != 3:
-            raise ConfigError(f"diffusion models here are of images (C, H, W); got events of shape {tuple(event_shape)}")
-        if num_levels is None:
+    def model_for(self, data: DataSpec) -> GenerativeModel:
+        if len(data.event_shape) != 3:
+            raise ConfigError(
+                f"diffusion models here are of images (C, H, W); got events of shape {tuple(data.event_shape)}"
+            )
+        if data.num_levels is None:
             raise ConfigError("diffusion models here score quantized data (integer levels)")
-        c, h, w = event_shape
+        c, h, w = data.event_shape
         gaussian = self.process == "gaussian"
         try:
             net = UNet(
-                c if gaussian else c * (num_levels + 1),
-                c if gaussian else c * num_levels,
+                c if gaussian else c * (data.num_levels + 1),
+                c if gaussian else c * data.num_levels,
                 self.unet_channels,
                 blocks=self.unet_blocks,
                 attention=self.attention,
                 dropout=self.dropout,
-                fourier=_fourier_exponents(num_levels) if gaussian and self.fourier else [],
+                fourier=_fourier_exponents(data.num_levels) if gaussian and self.fourier else [],
                 image_size=(h, w),
             )
         except ValueError as e:
             raise ConfigError(str(e)) from None
         if not gaussian:
-            return MaskedDiffusion(net, event_shape, num_levels, self.diffusion_steps)
+            return MaskedDiffusion(net, data.event_shape, data.num_levels, self.diffusion_steps)
         if self.schedule == "ddpm":
             schedule = SCHEDULES["ddpm"](self.diffusion_steps or 1000)
         else:
             schedule = SCHEDULES[self.schedule](self.gamma_min, self.gamma_max)
-        return GaussianDiffusion(net, schedule, event_shape, num_levels, self.diffusion_steps)
+        return GaussianDiffusion(net, schedule, data.event_shape, data.num_levels, self.diffusion_steps)

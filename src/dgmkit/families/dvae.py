@@ -5,12 +5,11 @@ import dataclasses
 import math
 from typing import Literal
 
-import torch
 from torch import nn
 
 from dgmkit.conditional import CategoricalEncoder
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import AutoencoderSettings, ImportanceSampledEval, KLWeightSettings, encoder_net
 from dgmkit.models import CategoricalVAE
 from dgmkit.nn import MLP
@@ -59,16 +58,14 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
             self.gumbel_temperature, self.gumbel_temperature_min, self.anneal_rate, self.straight_through
         )
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> CategoricalVAE:
-        self.check_networks(event_shape)
+    def model_for(self, data: DataSpec) -> CategoricalVAE:
+        self.check_networks(data.event_shape)
         m = self.latent_dim * self.latent_classes  # the decoder reads the flattened one-hot vectors
-        decoder = self.build_decoder(event_shape, m, self.head(num_levels))
-        encoder = CategoricalEncoder(encoder_net(self, event_shape, m), self.latent_dim, self.latent_classes)
+        decoder = self.build_decoder(data.event_shape, m, self.head(data.num_levels))
+        encoder = CategoricalEncoder(encoder_net(self, data.event_shape, m), self.latent_dim, self.latent_classes)
         prior = UniformCategoricalPrior(self.latent_dim, self.latent_classes)
         baseline = None
         if self.objective == "reinforce":  # the score-function estimator's learned control variate b(x)
-            dims = math.prod(event_shape)
+            dims = math.prod(data.event_shape)
             baseline = nn.Sequential(nn.Flatten(), MLP(dims, [self.hidden[-1]], 1, self.activation))
-        return CategoricalVAE(encoder, decoder, prior, self.input_scale(num_levels), baseline=baseline)
+        return CategoricalVAE(encoder, decoder, prior, self.input_scale(data.num_levels), baseline=baseline)

@@ -6,11 +6,9 @@ import dataclasses
 import math
 from typing import Literal, cast
 
-import torch
-
 from dgmkit.data import Dataset, DataTransform, density_transform
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import Activation
 from dgmkit.models import FlowModel, GenerativeModel, LogitNormalDequantizer, VariationallyDequantizedFlow
 from dgmkit.objectives import DequantizationBound, MaximumLikelihood, Objective
@@ -58,30 +56,30 @@ class FlowConfig(FamilyConfig):
         factor = 2 ** (self.flow_levels - (self.flow == "realnvp"))
         return event_shape[1] % factor == 0 and event_shape[2] % factor == 0
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> GenerativeModel:
+    def model_for(self, data: DataSpec) -> GenerativeModel:
         """The multi-scale convolutional RealNVP or Glow for images whose sides the levels
-        divide, else the vector version over the flattened data. Quantized data (num_levels
+        divide, else the vector version over the flattened data. Quantized data (data.num_levels
         set) arrive dequantized in [0, 1] and get the logit pre-processing."""
         bij: Bijection
-        if self._image_flow_fits(event_shape):
-            image = cast("tuple[int, int, int]", tuple(event_shape))  # (C, H, W): _image_flow_fits checked
+        if self._image_flow_fits(data.event_shape):
+            image = cast("tuple[int, int, int]", tuple(data.event_shape))  # (C, H, W): _image_flow_fits checked
             bij = IMAGE_FLOWS[self.flow](
                 image, hidden=self.hidden[0], layers=self.flow_layers, levels=self.flow_levels,
                 blocks=self.flow_blocks,
             )  # fmt: skip
             flatten = False
         else:
-            bij = VECTOR_FLOWS[self.flow](math.prod(event_shape), self.hidden, self.flow_layers, act=self.activation)
+            bij = VECTOR_FLOWS[self.flow](math.prod(data.event_shape), self.hidden, self.flow_layers, act=self.activation)
             flatten = True
-        if num_levels is not None:
+        if data.num_levels is not None:
             bij = Compose([Logit(self.logit_alpha), bij])
-        flow = FlowModel(bij, tuple(event_shape), flatten=flatten)
+        flow = FlowModel(bij, tuple(data.event_shape), flatten=flatten)
         if self.dequantization == "variational":
-            if num_levels is None:
+            if data.num_levels is None:
                 raise ConfigError("variational dequantization needs integer data")
-            return VariationallyDequantizedFlow(flow, LogitNormalDequantizer(event_shape[0], num_levels, self.hidden[0]))
+            return VariationallyDequantizedFlow(
+                flow, LogitNormalDequantizer(data.event_shape[0], data.num_levels, self.hidden[0])
+            )
         return flow
 
     @classmethod

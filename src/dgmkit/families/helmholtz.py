@@ -4,9 +4,7 @@ by wake-sleep or reweighted wake-sleep."""
 import dataclasses
 from typing import Literal
 
-import torch
-
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import FixedLikelihood, ImportanceSampledEval
 from dgmkit.models import HelmholtzMachine
 from dgmkit.objectives import Objective, ReweightedWakeSleep, WakeSleep
@@ -35,10 +33,8 @@ class HelmholtzConfig(FixedLikelihood, ImportanceSampledEval, FamilyConfig):
     def training_objective(self) -> Objective:
         return ReweightedWakeSleep(k=self.iw_k) if self.objective == "rws" else WakeSleep()
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> HelmholtzMachine:
-        return HelmholtzMachine(event_shape, self.layers)
+    def model_for(self, data: DataSpec) -> HelmholtzMachine:
+        return HelmholtzMachine(data.event_shape, self.layers)
 
     @classmethod
     def from_v1(cls, flat: dict) -> dict:

@@ -6,12 +6,11 @@ import dataclasses
 import math
 from typing import ClassVar, Literal
 
-import torch
 from torch import nn
 
 from dgmkit.conditional import Decoder
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import ImportanceSampledEval, VAESettings, decoder_net, encoder_net
 from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.models.vdvae import DeepTopDownVAE
@@ -126,21 +125,19 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         decoder_in = sum(sizes) if self.decoder_sees == "all" else sizes[0]
         return decoder_net(self, event_shape, decoder_in, per_pixel)
 
-    def _build_stack(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None, seed: int
-    ) -> HierarchicalVAE:
+    def _build_stack(self, data: DataSpec) -> HierarchicalVAE:
         if self.architecture == "conv-hvae":
-            return self._build_conv_hvae(event_shape, num_levels, init_data, seed)
-        self.check_networks(event_shape)
+            return self._build_conv_hvae(data)
+        self.check_networks(data.event_shape)
         sizes, width, act = self.latent_sizes, self.hidden[-1], self.activation
-        features = self._features(event_shape)
+        features = self._features(data.event_shape)
         top = len(sizes) - 1
         ladder = []
         if self.posterior == "bottom-up":
             q_nets: list[nn.Module] = [nn.Linear(width, 2 * sizes[0])]
             q_nets += [self._net(sizes[i - 1], 2 * sizes[i]) for i in range(1, len(sizes))]
         elif self._reference_hvae:
-            dims = math.prod(event_shape)  # the features are x itself
+            dims = math.prod(data.event_shape)  # the features are x itself
             q_nets = [GatedBranches([dims, sizes[i + 1]], self.hidden[-1], 2 * sizes[i]) for i in range(top)]
             q_nets.append(GatedMLP(dims, self.hidden, 2 * sizes[top]))
         elif self.posterior == "top-down":
@@ -150,9 +147,9 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             ladder = [nn.Sequential(MLP(width, [width], width, act), activation(act)) for _ in range(top)]
             q_nets = [nn.Linear(width, 2 * m) for m in sizes]
         layer_priors = [GaussianLayerPrior(self._net(sizes[i + 1], 2 * sizes[i]), sizes[i]) for i in range(top)]
-        scale = self.input_scale(num_levels)
-        decoder = self._decoder(event_shape, num_levels, scale)
-        prior = self.build_prior(sizes[top], self.hidden, act, event_shape, scale, init_data, seed)
+        scale = self.input_scale(data.num_levels)
+        decoder = self._decoder(data.event_shape, data.num_levels, scale)
+        prior = self.build_prior(sizes[top], self.hidden, act, scale, data)
         return self.stack_class(
             sizes,
             self.posterior,
@@ -166,18 +163,16 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             input_scale=scale,
         )
 
-    def _build_conv_hvae(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None, seed: int
-    ) -> HierarchicalVAE:
+    def _build_conv_hvae(self, data: DataSpec) -> HierarchicalVAE:
         """Tomczak & Welling's convHVAE (reference code ``convHVAE_2level``): q(z_L | x) a gated
         conv stack (kernels 7, 3/2, 5, 3/2, 3 to 6 channels at a quarter of the size) and an affine
         layer; q(z_l | x, z_{l+1}) another conv stack (kernels 3) and a gated layer on z_{l+1},
         joined by a gated layer; p(z_l | z_{l+1}) gated dense layers; p(x | z) a gated layer per
         layer, a gated layer to the image size, four gated 3x3 convolutions of 64 channels and a
         1x1 convolution."""
-        if len(event_shape) != 3 or event_shape[1] % 4 or event_shape[2] % 4:
-            raise ConfigError(f"conv-hvae needs images whose sides divide by 4, got shape {event_shape}")
-        c, hgt, wid = event_shape
+        if len(data.event_shape) != 3 or data.event_shape[1] % 4 or data.event_shape[2] % 4:
+            raise ConfigError(f"conv-hvae needs images whose sides divide by 4, got shape {data.event_shape}")
+        c, hgt, wid = data.event_shape
         dims, width, sizes = c * hgt * wid, self.hidden[-1], self.latent_sizes
         h_size = 6 * (hgt // 4) * (wid // 4)
         top = len(sizes) - 1
@@ -186,7 +181,7 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             chans, layers = [c, 32, 32, 64, 64, 6], []
             for (k, st, pad, _), a, b in zip(kernels, chans[:-1], chans[1:]):
                 layers.append(GatedConv2d(a, b, k, st, pad))
-            return ImageBranch(nn.Sequential(*layers), event_shape, h_size)
+            return ImageBranch(nn.Sequential(*layers), data.event_shape, h_size)
 
         top_stack = [(7, 1, 3, 0), (3, 2, 1, 0), (5, 1, 2, 0), (3, 2, 1, 0), (3, 1, 1, 0)]
         small = [(3, 1, 1, 0), (3, 2, 1, 0), (3, 1, 1, 0), (3, 2, 1, 0), (3, 1, 1, 0)]
@@ -198,9 +193,9 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         ]
         q_nets.append(nn.Sequential(stack(top_stack), nn.Linear(h_size, 2 * sizes[top])))
         layer_priors = [GaussianLayerPrior(GatedMLP(sizes[i + 1], self.hidden, 2 * sizes[i]), sizes[i]) for i in range(top)]
-        scale = self.input_scale(num_levels)
-        decoder = self._decoder(event_shape, num_levels, scale)
-        prior = self.build_prior(sizes[top], self.hidden, self.activation, event_shape, scale, init_data, seed)
+        scale = self.input_scale(data.num_levels)
+        decoder = self._decoder(data.event_shape, data.num_levels, scale)
+        prior = self.build_prior(sizes[top], self.hidden, self.activation, scale, data)
         return self.stack_class(
             sizes, "top-down", nn.Flatten(), q_nets, layer_priors, prior, decoder, decoder_input="all", input_scale=scale
         )
@@ -256,19 +251,15 @@ class HVAEConfig(StackSettings, FamilyConfig):
             )
         return super().describe()
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> HierarchicalVAE | DeepTopDownVAE:
+    def model_for(self, data: DataSpec) -> HierarchicalVAE | DeepTopDownVAE:
         if self.posterior == "residual":
-            return self._build_residual(event_shape, num_levels, init_data, seed)
-        return self._build_stack(event_shape, num_levels, init_data, seed)
+            return self._build_residual(data)
+        return self._build_stack(data)
 
-    def _build_residual(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None, seed: int
-    ) -> DeepTopDownVAE:
-        if len(event_shape) != 3 or event_shape[1] != event_shape[2]:
-            raise ConfigError(f"the residual top-down VAE needs square images (C, H, H), got shape {event_shape}")
-        side, low, high = event_shape[1], self.res_resolutions[0], self.res_resolutions[-1]
+    def _build_residual(self, data: DataSpec) -> DeepTopDownVAE:
+        if len(data.event_shape) != 3 or data.event_shape[1] != data.event_shape[2]:
+            raise ConfigError(f"the residual top-down VAE needs square images (C, H, H), got shape {data.event_shape}")
+        side, low, high = data.event_shape[1], self.res_resolutions[0], self.res_resolutions[-1]
         ratio = side // high if side % high == 0 else 0
         if ratio == 0 or ratio & (ratio - 1):
             raise ConfigError(
@@ -276,12 +267,12 @@ class HVAEConfig(StackSettings, FamilyConfig):
                 f"(e.g. [7, 14] for 28x28, [4, 8, 16] for 32x32)"
             )
         top = self.res_latent_channels * low * low
-        scale = self.input_scale(num_levels)
+        scale = self.input_scale(data.num_levels)
         hidden = [self.res_width, self.res_width]
-        prior = self.build_prior(top, hidden, self.activation, event_shape, scale, init_data, seed)
+        prior = self.build_prior(top, hidden, self.activation, scale, data)
         return DeepTopDownVAE(
-            event_shape,
-            self.head(num_levels),
+            data.event_shape,
+            self.head(data.num_levels),
             prior,
             resolutions=self.res_resolutions,
             layers=self.res_layers,

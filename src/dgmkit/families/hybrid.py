@@ -4,9 +4,8 @@ The flow settings are the flow family's."""
 
 import dataclasses
 
-import torch
-
 from dgmkit.errors import ConfigError
+from dgmkit.families.base import DataSpec
 from dgmkit.families.flow import FlowConfig
 from dgmkit.families.parts import LabelledBatches
 from dgmkit.models import FlowModel
@@ -42,10 +41,8 @@ class HybridConfig(LabelledBatches, FlowConfig):
     def training_objective(self) -> Objective:
         return HybridObjective(self.px_weight)
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> HybridFlow:
-        flow = super().build(event_shape, num_levels, init_data, seed)
+    def model_for(self, data: DataSpec) -> HybridFlow:
+        flow = super().model_for(data)
         if not isinstance(flow, FlowModel):  # excluded by validate: uniform dequantization only
             raise ConfigError("the hybrid model needs a flow of uniformly dequantized data")
         return HybridFlow(flow, self.classes)

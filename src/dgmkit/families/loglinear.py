@@ -3,11 +3,9 @@ small binary images, with exact inference by enumeration, fitted by EM."""
 
 import dataclasses
 
-import torch
-
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import ConfigError, DataError
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import FixedLikelihood
 from dgmkit.models import LogLinearLVM
 from dgmkit.settings import setting
@@ -38,11 +36,9 @@ class LogLinearConfig(FixedLikelihood, FamilyConfig):
     def describe(self) -> str:
         return f"a log-linear LVM ({self.states} states)"
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> LogLinearLVM:
+    def model_for(self, data: DataSpec) -> LogLinearLVM:
         try:
-            return LogLinearLVM(event_shape, self.states)
+            return LogLinearLVM(data.event_shape, self.states)
         except ValueError as e:
             raise ConfigError(str(e)) from None
 

@@ -6,10 +6,8 @@ import dataclasses
 import math
 from typing import cast
 
-import torch
-
 from dgmkit.conditional import Decoder, GaussianEncoder
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import Activation, LabelledBatches, LikelihoodSettings
 from dgmkit.models.m2 import M2, SemiSupervisedVAE
 from dgmkit.nn import MLP
@@ -52,16 +50,14 @@ class M2Config(LabelledBatches, LikelihoodSettings, FamilyConfig):
     def training_objective(self) -> Objective:
         return M2Objective(self.alpha)
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> SemiSupervisedVAE:
-        d, k, m = math.prod(event_shape), self.classes, self.latent_dim
-        head = self.head(num_levels)
+    def model_for(self, data: DataSpec) -> SemiSupervisedVAE:
+        d, k, m = math.prod(data.event_shape), self.classes, self.latent_dim
+        head = self.head(data.num_levels)
         rev = list(reversed(self.hidden))
         classifier = MLP(d, self.hidden, k, self.activation)
         encoder = GaussianEncoder(MLP(d + k, self.hidden, 2 * m, self.activation), m)
-        decoder = Decoder(MLP(m + k, rev, d * head.params_per_pixel, self.activation), head, _image(event_shape))
-        return M2(classifier, encoder, decoder, k, m, event_shape, self.input_scale(num_levels))
+        decoder = Decoder(MLP(m + k, rev, d * head.params_per_pixel, self.activation), head, _image(data.event_shape))
+        return M2(classifier, encoder, decoder, k, m, data.event_shape, self.input_scale(data.num_levels))
 
 
 def _image(event_shape: tuple[int, ...]) -> tuple[int, int, int]:

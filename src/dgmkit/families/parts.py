@@ -20,6 +20,7 @@ from dgmkit.conditional import (
 )
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError, DataError
+from dgmkit.families.base import DataSpec
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
 from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
 from dgmkit.settings import setting
@@ -164,12 +165,11 @@ class PriorSettings:
         m: int,
         hidden: list[int],
         act: str,
-        event_shape: tuple[int, ...],
         input_scale: float,
-        init_data: torch.Tensor | None,
-        seed: int,
+        data: DataSpec,
     ) -> Prior:
-        """p(z) over ``m`` dimensions; a flow prior's networks have widths ``hidden``."""
+        """p(z) over ``m`` dimensions; a flow prior's networks have widths ``hidden``; a VampPrior's
+        pseudo-inputs have the data's event shape (and start at training images where asked)."""
         if self.prior == "standard":
             return StandardNormalPrior(m)
         if self.prior == "flow":
@@ -178,12 +178,12 @@ class PriorSettings:
             return MixtureOfGaussiansPrior(m, self.prior_components or 10)
         k = self.prior_components or 500
         init = None
-        if self.pseudo_init == "data" and init_data is not None:
-            if len(init_data) < k:
-                raise ConfigError(f"pseudo_init = data needs at least {k} training images, got {len(init_data)}")
-            idx = torch.randperm(len(init_data), generator=torch.Generator().manual_seed(seed))[:k]
-            init = init_data[idx].float() * input_scale
-        return VampPrior(m, tuple(event_shape), k, init=init)
+        if self.pseudo_init == "data" and data.init_data is not None:
+            if len(data.init_data) < k:
+                raise ConfigError(f"pseudo_init = data needs at least {k} training images, got {len(data.init_data)}")
+            idx = torch.randperm(len(data.init_data), generator=torch.Generator().manual_seed(data.seed))[:k]
+            init = data.init_data[idx].float() * input_scale
+        return VampPrior(m, data.event_shape, k, init=init)
 
 
 @dataclasses.dataclass

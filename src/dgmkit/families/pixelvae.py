@@ -8,12 +8,11 @@ import dataclasses
 import math
 from typing import ClassVar, Literal
 
-import torch
 from torch import nn
 
 from dgmkit.conditional.pixelcnn import PixelCNNDecoder
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.hvae import StackSettings
 from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.models.pixelvae import PixelVAE
@@ -85,7 +84,5 @@ class PixelVAEConfig(StackSettings, FamilyConfig):
             input_scale=scale,
         )
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> HierarchicalVAE:
-        return self._build_stack(event_shape, num_levels, init_data, seed)
+    def model_for(self, data: DataSpec) -> HierarchicalVAE:
+        return self._build_stack(data)

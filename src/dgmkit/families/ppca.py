@@ -4,10 +4,8 @@ likelihood in closed form (Tipping & Bishop 1999); everything about it is exact.
 import dataclasses
 import math
 
-import torch
-
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import FixedLikelihood
 from dgmkit.models import PPCA
 from dgmkit.settings import setting
@@ -27,12 +25,12 @@ class PPCAConfig(FixedLikelihood, FamilyConfig):
     def describe(self) -> str:
         return f"PPCA (M = {self.latent_dim})"
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> PPCA:
-        if not self.latent_dim < math.prod(event_shape):
-            raise ConfigError(f"ppca's latent_dim must be below the {event_shape} data's dimensions, got {self.latent_dim}")
-        return PPCA.empty(tuple(event_shape), self.latent_dim)
+    def model_for(self, data: DataSpec) -> PPCA:
+        if not self.latent_dim < math.prod(data.event_shape):
+            raise ConfigError(
+                f"ppca's latent_dim must be below the {data.event_shape} data's dimensions, got {self.latent_dim}"
+            )
+        return PPCA.empty(tuple(data.event_shape), self.latent_dim)
 
     @classmethod
     def from_v1(cls, flat: dict) -> dict:

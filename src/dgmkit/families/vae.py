@@ -11,7 +11,7 @@ from dgmkit.conditional import ConditionalDistribution, GaussianEncoder, IAFEnco
 from dgmkit.data import Dataset, Split
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import ImportanceSampledEval, VAESettings, encoder_net
 from dgmkit.models import VAE, GenerativeModel
 from dgmkit.objectives import ELBO, IWAE, BetaTCVAE, Objective
@@ -79,21 +79,19 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
             return BetaTCVAE(self.mi_weight, self.tc_weight, self.dim_kl_weight, self.tc_estimator)
         return ELBO(num_samples=self.samples, free_bits=self.free_bits)
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> VAE:
-        self.check_networks(event_shape)
+    def model_for(self, data: DataSpec) -> VAE:
+        self.check_networks(data.event_shape)
         m = self.latent_dim
-        decoder = self.build_decoder(event_shape, m, self.head(num_levels))
+        decoder = self.build_decoder(data.event_shape, m, self.head(data.num_levels))
         encoder: ConditionalDistribution
         if self.posterior == "iaf":
             c = self.hidden[-1]  # the context h(x) of the IAF layers
             flow = iaf(m, self.hidden, self.flow_layers, context_features=c, act=self.activation)
-            encoder = IAFEncoder(encoder_net(self, event_shape, 2 * m + c), m, c, flow)
+            encoder = IAFEncoder(encoder_net(self, data.event_shape, 2 * m + c), m, c, flow)
         else:
-            encoder = GaussianEncoder(encoder_net(self, event_shape, 2 * m), m)
-        scale = self.input_scale(num_levels)
-        prior = self.build_prior(m, self.hidden, self.activation, event_shape, scale, init_data, seed)
+            encoder = GaussianEncoder(encoder_net(self, data.event_shape, 2 * m), m)
+        scale = self.input_scale(data.num_levels)
+        prior = self.build_prior(m, self.hidden, self.activation, scale, data)
         return VAE(encoder, decoder, prior, scale)
 
     @torch.no_grad()

@@ -11,7 +11,7 @@ from torch import nn
 from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.data import Dataset, Split
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import LikelihoodSettings
 from dgmkit.models import GenerativeModel
 from dgmkit.models.vqvae import VQVAE
@@ -116,23 +116,23 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
             )
         run.model.code_prior = other.model
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> VQVAE:
-        if len(event_shape) != 3:
-            raise ConfigError(f"the VQ-VAE needs images (C, H, W), got shape {event_shape}")
-        c, h, w = event_shape
+    def model_for(self, data: DataSpec) -> VQVAE:
+        if len(data.event_shape) != 3:
+            raise ConfigError(f"the VQ-VAE needs images (C, H, W), got shape {data.event_shape}")
+        c, h, w = data.event_shape
         f = 2**self.downsample
         if h % f or w % f:
             raise ConfigError(f"{self.downsample} halvings need height and width divisible by {f}, got {h}x{w}")
-        head = self.head(num_levels)
+        head = self.head(data.num_levels)
         if self.vq_levels == 2:
-            return self._build_two_levels(head, (c, h, w), f, num_levels)
+            return self._build_two_levels(head, (c, h, w), f, data.num_levels)
         encoder = DownsamplingEncoder(c, self.code_dim, self.vq_width, self.downsample, self.res_blocks)
         decoder = UpsamplingDecoder(
             self.code_dim, c * head.params_per_pixel, self.vq_width, self.downsample, self.res_blocks
         )
-        return VQVAE(encoder, self._quantizer(), decoder, head, (c, h, w), (h // f, w // f), self.input_scale(num_levels))
+        return VQVAE(
+            encoder, self._quantizer(), decoder, head, (c, h, w), (h // f, w // f), self.input_scale(data.num_levels)
+        )
 
     def _quantizer(self) -> VectorQuantizer:
         return VectorQuantizer(

@@ -4,10 +4,8 @@ decoder likelihood and prior, and the MMD penalty between the codes and the prio
 import dataclasses
 from typing import Literal
 
-import torch
-
 from dgmkit.conditional import GaussianEncoder
-from dgmkit.families.base import FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import AutoencoderSettings, KLWeightSettings, encoder_net
 from dgmkit.models.wae import WassersteinAutoencoder
 from dgmkit.objectives import Objective
@@ -36,13 +34,13 @@ class WAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
     def training_objective(self) -> Objective:
         return WAEObjective(self.mmd_weight)
 
-    def build(
-        self, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
-    ) -> WassersteinAutoencoder:
-        self.check_networks(event_shape)
+    def model_for(self, data: DataSpec) -> WassersteinAutoencoder:
+        self.check_networks(data.event_shape)
         m = self.latent_dim
-        decoder = self.build_decoder(event_shape, m, self.head(num_levels))
+        decoder = self.build_decoder(data.event_shape, m, self.head(data.num_levels))
         deterministic = self.wae_encoder == "deterministic"
-        net = encoder_net(self, event_shape, m if deterministic else 2 * m)
+        net = encoder_net(self, data.event_shape, m if deterministic else 2 * m)
         encoder = net if deterministic else GaussianEncoder(net, m)
-        return WassersteinAutoencoder(encoder, decoder, StandardNormalPrior(m), deterministic, self.input_scale(num_levels))
+        return WassersteinAutoencoder(
+            encoder, decoder, StandardNormalPrior(m), deterministic, self.input_scale(data.num_levels)
+        )

@@ -10,15 +10,13 @@ Each datapoint of a batch gets its own time t, the times of the batch stratified
   an unweighted objective that is not a bound; the bound is still computed and monitored.
 """
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
+from dgmkit.models import TimeSampledBound
 from dgmkit.models.diffusion import stratified_times
 from dgmkit.objectives.base import Objective
-
-if TYPE_CHECKING:
-    from dgmkit.models import TimeSampledBound
 
 __all__ = ["DiffusionBound", "DiffusionTerms", "DIFFUSION_LOSSES"]
 
@@ -36,7 +34,7 @@ class DiffusionTerms(NamedTuple):
     diffusion: torch.Tensor
 
 
-class DiffusionBound(Objective["TimeSampledBound"]):
+class DiffusionBound(Objective[TimeSampledBound]):
     score = "bound"
     score_label = "ELBO"
 
@@ -45,7 +43,7 @@ class DiffusionBound(Objective["TimeSampledBound"]):
             raise ValueError(f"the diffusion loss must be one of {DIFFUSION_LOSSES}, got {loss!r}")
         self.loss = loss
 
-    def __call__(self, model: "TimeSampledBound", x: torch.Tensor, beta: float = 1.0) -> DiffusionTerms:
+    def __call__(self, model: TimeSampledBound, x: torch.Tensor, beta: float = 1.0) -> DiffusionTerms:
         t = stratified_times(len(x), device=x.device)
         train = model.training and torch.is_grad_enabled() and self.loss == "vlb"
         terms = model.bound_terms(x, t, train=train)

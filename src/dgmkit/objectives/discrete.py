@@ -15,17 +15,14 @@ E_q[log p(x|z)] - KL(q(z|x) || p(z)), from a one-sample estimate with an exact d
 """
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch.distributions import kl_divergence
 
+from dgmkit.models import CategoricalVAE
 from dgmkit.objectives.base import Objective
 from dgmkit.objectives.elbo import ELBOTerms
-
-if TYPE_CHECKING:
-    from dgmkit.models import CategoricalVAE
 
 __all__ = ["GumbelSoftmaxELBO", "ReinforceELBO", "DiscreteTerms"]
 
@@ -38,7 +35,7 @@ def _gumbel(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.log(u))
 
 
-class GumbelSoftmaxELBO(Objective["CategoricalVAE"]):
+class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
     def __init__(
         self,
         temperature: float = 1.0,
@@ -57,7 +54,7 @@ class GumbelSoftmaxELBO(Objective["CategoricalVAE"]):
     def update(self, step: int) -> None:
         self.temperature = max(self.temperature_min, self.temperature0 * math.exp(-self.anneal_rate * step))
 
-    def __call__(self, model: "CategoricalVAE", x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
+    def __call__(self, model: CategoricalVAE, x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
         q = model.posterior(x)
         logits = q.base_dist.logits  # type: ignore[attr-defined]  # (B, V, K), normalized; q: Independent(OneHotCategorical), typed Distribution
         perturbed = logits + _gumbel(logits.shape, logits)
@@ -76,10 +73,10 @@ class GumbelSoftmaxELBO(Objective["CategoricalVAE"]):
         return DiscreteTerms(loss, log_px_z - kl, log_px_z, kl)
 
 
-class ReinforceELBO(Objective["CategoricalVAE"]):
+class ReinforceELBO(Objective[CategoricalVAE]):
     """Needs a model with a baseline network (``CategoricalVAE(..., baseline=net)``)."""
 
-    def __call__(self, model: "CategoricalVAE", x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
+    def __call__(self, model: CategoricalVAE, x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
         q = model.posterior(x)
         z = q.sample()  # (B, V, K), no gradient path
         log_px_z = model.likelihood(z).log_prob(x)  # f(z): its gradient trains the decoder

@@ -9,17 +9,15 @@ otherwise estimated by Monte Carlo with the same samples. Training minimizes
 Sonderby et al. 2016), while ``elbo`` is always the true bound (beta = 1).
 """
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch.distributions import Distribution, kl_divergence
 
 from dgmkit.distributions import kl_per_dimension
+from dgmkit.models import LatentVariableModel
 from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.importance import log_importance_weights
-
-if TYPE_CHECKING:
-    from dgmkit.models import LatentVariableModel
 
 __all__ = ["ELBO", "ELBOTerms", "kl_term"]
 
@@ -42,7 +40,7 @@ def kl_term(q: Distribution, p: Distribution, log_qz: torch.Tensor, log_pz: torc
         return (log_qz - log_pz).mean(0)
 
 
-class ELBO(Objective["LatentVariableModel"]):
+class ELBO(Objective[LatentVariableModel]):
     """ELBO estimator with ``num_samples`` (L) reparameterized samples per datapoint, for any
     ``models.LatentVariableModel`` with a continuous posterior.
 
@@ -59,7 +57,7 @@ class ELBO(Objective["LatentVariableModel"]):
         self.num_samples = at_least("num_samples", num_samples, 1)
         self.free_bits = at_least("free_bits", free_bits, 0)
 
-    def __call__(self, model: "LatentVariableModel", x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
+    def __call__(self, model: LatentVariableModel, x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
         q = model.posterior(x)
         p = model.prior()
         if not q.has_rsample and torch.is_grad_enabled():

@@ -17,16 +17,12 @@ Training minimizes -(log p(x|z) - beta * sum_l KL_l'), where KL_l' applies free 
 without gradient, so that no layer is pushed into collapse. ``elbo`` keeps beta = 1 and no floor.
 """
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch.distributions import Distribution, kl_divergence
 
+from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.elbo import ELBOTerms
-
-if TYPE_CHECKING:
-    from dgmkit.models.hvae import HierarchicalVAE
 
 __all__ = ["HierarchicalELBO", "layer_kls"]
 
@@ -40,7 +36,7 @@ def _kl(q: Distribution, p: Distribution, z: torch.Tensor, closed_form: bool) ->
     return q.log_prob(z) - p.log_prob(z)
 
 
-def layer_kls(model: "HierarchicalVAE", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def layer_kls(model: HierarchicalVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One posterior draw per datapoint: (log p(x | z) of shape (B,), the KL terms (L, B), layer
     0 next to x)."""
     draws, px = model.draw(x)
@@ -50,7 +46,7 @@ def layer_kls(model: "HierarchicalVAE", x: torch.Tensor) -> tuple[torch.Tensor, 
     return px.log_prob(x), torch.stack(kls)
 
 
-class HierarchicalELBO(Objective["HierarchicalVAE"]):
+class HierarchicalELBO(Objective[HierarchicalVAE]):
     """The ELBO of a ``models.HierarchicalVAE`` with per-layer KL terms (see the module
     docstring); ``free_bits`` is the floor lambda (nats) on each layer's batch-mean KL."""
 
@@ -60,7 +56,7 @@ class HierarchicalELBO(Objective["HierarchicalVAE"]):
     def __init__(self, free_bits: float = 0.0):
         self.free_bits = at_least("free_bits", free_bits, 0)
 
-    def __call__(self, model: "HierarchicalVAE", x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
+    def __call__(self, model: HierarchicalVAE, x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
         log_px_z, kls = layer_kls(model, x)
         kl = kls.sum(0)
         elbo = log_px_z - kl

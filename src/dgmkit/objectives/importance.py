@@ -18,16 +18,14 @@ and every estimator here is a reduction of them:
 """
 
 import math
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import NamedTuple, cast
 
 import torch
 from torch.distributions import Distribution
 
 from dgmkit.distributions.sampling import rsample_and_log_prob
+from dgmkit.models import LatentVariableModel, VariationalModel
 from dgmkit.objectives.base import at_least
-
-if TYPE_CHECKING:
-    from dgmkit.models import LatentVariableModel, VariationalModel
 
 __all__ = [
     "ImportanceWeights",
@@ -54,7 +52,7 @@ class ImportanceWeights(NamedTuple):
 
 
 def log_importance_weights(
-    model: "VariationalModel",
+    model: VariationalModel,
     x: torch.Tensor,
     k: int,
     q: Distribution | None = None,
@@ -75,7 +73,7 @@ def log_importance_weights(
     q = model.posterior(x) if q is None else q
     z, log_qz = rsample_and_log_prob(q, (k,), generator, reparameterized, device=x.device)
     if keep_likelihood:  # a single-layer latent variable model's
-        lvm = cast("LatentVariableModel", model)
+        lvm = cast(LatentVariableModel, model)
         px = lvm.likelihood(z)
         log_px_z, log_pz = lvm.log_joint(x, z, prior, px=px)
         return ImportanceWeights(z, log_px_z, log_pz, log_qz, px)
@@ -88,7 +86,7 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
 
 
-def iwae_bound(model: "VariationalModel", x: torch.Tensor, k: int) -> torch.Tensor:
+def iwae_bound(model: VariationalModel, x: torch.Tensor, k: int) -> torch.Tensor:
     """The k-sample importance-weighted bound per datapoint, shape (B,)."""
     return log_mean_exp(log_importance_weights(model, x, k).log_w)
 
@@ -120,7 +118,7 @@ CPU_CHUNK_BYTES, GPU_CHUNK_BYTES = 2 * 2**30, 8 * 2**30
 
 @torch.no_grad()
 def importance_sampled_log_likelihood(
-    model: "VariationalModel",
+    model: VariationalModel,
     x: torch.Tensor,
     k: int = 5000,
     batch_size: int | None = None,
@@ -158,7 +156,7 @@ def importance_sampled_log_likelihood(
 
 
 def _importance_sizes(
-    model: "VariationalModel", device: torch.device, batch_size: int | None, chunk_size: int | None
+    model: VariationalModel, device: torch.device, batch_size: int | None, chunk_size: int | None
 ) -> tuple[int, int]:
     """The datapoints per batch and the rows (draws x datapoints) per chunk of
     ``importance_sampled_log_likelihood``: those given, else the device's defaults, capped where
@@ -174,13 +172,13 @@ def _importance_sizes(
 
 
 def _batch_log_likelihood(
-    model: "VariationalModel", xb: torch.Tensor, k: int, chunk_size: int, generator: torch.Generator | None
+    model: VariationalModel, xb: torch.Tensor, k: int, chunk_size: int, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's importance-sampled log p(x), shape (B,), and its first draw's log weight:
     k draws in chunks of ``chunk_size`` rows, reduced by a running logsumexp in float64."""
     fused = getattr(model, "joint_pass", None) is not None  # its one pass makes q and p itself
     q = None if fused else model.posterior(xb)
-    prior = cast("LatentVariableModel", model).prior() if model.has_latents and not fused else None
+    prior = cast(LatentVariableModel, model).prior() if model.has_latents and not fused else None
     per_chunk = max(1, chunk_size // len(xb))
     total: torch.Tensor | None = None  # log sum_i w_i over the draws so far
     first: torch.Tensor | None = None

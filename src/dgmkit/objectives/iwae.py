@@ -5,15 +5,13 @@ r"""The importance-weighted bound as a training objective (Burda et al. 2016, ar
 L_1 is the ELBO, L_k increases with k and tends to log p(x).
 """
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
+from dgmkit.models import VariationalModel
 from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
-
-if TYPE_CHECKING:
-    from dgmkit.models import VariationalModel
 
 __all__ = ["IWAE", "IWAETerms"]
 
@@ -30,7 +28,7 @@ class IWAETerms(NamedTuple):
     kl: torch.Tensor
 
 
-class IWAE(Objective["VariationalModel"]):
+class IWAE(Objective[VariationalModel]):
     """The importance-weighted bound with k samples per datapoint.
 
     Its gradient weights each sample by its normalized importance weight. With beta < 1 (KL
@@ -47,7 +45,7 @@ class IWAE(Objective["VariationalModel"]):
     def label(self) -> str:
         return f"IWAE-{self.k} bound"
 
-    def __call__(self, model: "VariationalModel", x: torch.Tensor, beta: float = 1.0) -> IWAETerms:
+    def __call__(self, model: VariationalModel, x: torch.Tensor, beta: float = 1.0) -> IWAETerms:
         w = log_importance_weights(model, x, self.k)  # (k, B)
         log_ratio = w.log_pz - w.log_qz
         bound = log_mean_exp(w.log_w)

@@ -1,13 +1,11 @@
 """Maximum likelihood for models with an exact log p(x) (flows, autoregressive models)."""
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
+from dgmkit.models import ExactLikelihoodModel
 from dgmkit.objectives.base import Objective
-
-if TYPE_CHECKING:
-    from dgmkit.models import ExactLikelihoodModel
 
 __all__ = ["MaximumLikelihood", "LikelihoodTerms"]
 
@@ -19,10 +17,10 @@ class LikelihoodTerms(NamedTuple):
     log_px: torch.Tensor
 
 
-class MaximumLikelihood(Objective["ExactLikelihoodModel"]):
+class MaximumLikelihood(Objective[ExactLikelihoodModel]):
     score = "log_px"
     score_label = "log p(x)"
 
-    def __call__(self, model: "ExactLikelihoodModel", x: torch.Tensor, beta: float = 1.0) -> LikelihoodTerms:
+    def __call__(self, model: ExactLikelihoodModel, x: torch.Tensor, beta: float = 1.0) -> LikelihoodTerms:
         log_px = model.log_prob(x)
         return LikelihoodTerms(-log_px, log_px)

@@ -18,18 +18,15 @@ made in chunks, reduced as they come, so that memory stays that of one chunk for
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
 from dgmkit.data.missing import observed
+from dgmkit.models import LatentVariableModel
 from dgmkit.objectives.base import BoundTerms, Objective, at_least
 from dgmkit.objectives.importance import log_importance_weights
-
-if TYPE_CHECKING:
-    from dgmkit.models import LatentVariableModel
 
 __all__ = ["MIWAE", "MIWAETerms", "observed_mask", "miwae_log_weights", "impute", "point_statistics"]
 
@@ -37,7 +34,7 @@ observed_mask = observed  # True where x is observed (not NaN)
 
 
 def miwae_log_weights(
-    model: "LatentVariableModel",
+    model: LatentVariableModel,
     x: torch.Tensor,
     k: int,
     generator: torch.Generator | None = None,
@@ -54,7 +51,7 @@ def miwae_log_weights(
 MIWAETerms = BoundTerms  # the MIWAE bound's terms (its former name)
 
 
-class MIWAE(Objective["LatentVariableModel"]):
+class MIWAE(Objective[LatentVariableModel]):
     """The MIWAE bound with ``k`` draws per datapoint (NaN entries of x are missing)."""
 
     score = "bound"
@@ -64,7 +61,7 @@ class MIWAE(Objective["LatentVariableModel"]):
     def __init__(self, k: int = 5):
         self.k = at_least("k", k, 1)
 
-    def __call__(self, model: "LatentVariableModel", x: torch.Tensor, beta: float = 1.0) -> BoundTerms:
+    def __call__(self, model: LatentVariableModel, x: torch.Tensor, beta: float = 1.0) -> BoundTerms:
         log_w, _, _ = miwae_log_weights(model, x, self.k)
         bound = torch.logsumexp(log_w, 0) - math.log(self.k)
         return BoundTerms(-bound, bound)
@@ -82,7 +79,7 @@ def point_statistics(px: Distribution) -> tuple[torch.Tensor, Callable[[torch.Te
 
 
 def _resample(
-    model: "LatentVariableModel",
+    model: LatentVariableModel,
     x: torch.Tensor,
     log_w: torch.Tensor,
     z: torch.Tensor,
@@ -109,7 +106,7 @@ def _resample(
 
 @torch.no_grad()
 def impute(
-    model: "LatentVariableModel",
+    model: LatentVariableModel,
     x: torch.Tensor,
     k: int = 10000,
     draws: int = 0,

@@ -1,13 +1,11 @@
 """The autoencoder's objective: the reconstruction log-likelihood log p(x | z = f(x))."""
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
+from dgmkit.models import Autoencoder
 from dgmkit.objectives.base import Objective
-
-if TYPE_CHECKING:
-    from dgmkit.models import Autoencoder
 
 __all__ = ["Reconstruction", "ReconstructionTerms"]
 
@@ -19,10 +17,10 @@ class ReconstructionTerms(NamedTuple):
     recon: torch.Tensor
 
 
-class Reconstruction(Objective["Autoencoder"]):
+class Reconstruction(Objective[Autoencoder]):
     score = "recon"
     score_label = "log p(x|f(x))"
 
-    def __call__(self, model: "Autoencoder", x: torch.Tensor, beta: float = 1.0) -> ReconstructionTerms:
+    def __call__(self, model: Autoencoder, x: torch.Tensor, beta: float = 1.0) -> ReconstructionTerms:
         log_px_z = model.likelihood(model.posterior(x).rsample()).log_prob(x)
         return ReconstructionTerms(-log_px_z, log_px_z)

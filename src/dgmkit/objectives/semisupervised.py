@@ -15,16 +15,14 @@ The hybrid model (Nalisnick et al. 2019, arXiv 1902.02767) maximizes
 log p(y|x) + (lambda / D) log p(x) (where the label is hidden, the second term alone).
 """
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
+from dgmkit.models.hybrid import HybridFlow
+from dgmkit.models.m2 import SemiSupervisedVAE
 from dgmkit.objectives.base import Objective, at_least
-
-if TYPE_CHECKING:
-    from dgmkit.models.hybrid import HybridFlow
-    from dgmkit.models.m2 import SemiSupervisedVAE
 
 __all__ = ["M2Objective", "M2Terms", "HybridObjective", "HybridObjectiveTerms"]
 
@@ -55,7 +53,7 @@ class M2Terms(NamedTuple):
     labelled: torch.Tensor
 
 
-class M2Objective(Objective["SemiSupervisedVAE"]):
+class M2Objective(Objective[SemiSupervisedVAE]):
     """M2's objective (module docstring) with the classification weight ``alpha`` = a N on the
     mean over the labelled examples, a = ``alpha_fraction``, N the training set's size
     (``setup``) and N_l its labelled examples (``setup_labels``)."""
@@ -76,7 +74,7 @@ class M2Objective(Objective["SemiSupervisedVAE"]):
         self.labelled = labelled
 
     def __call__(
-        self, model: "SemiSupervisedVAE", x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
+        self, model: SemiSupervisedVAE, x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
     ) -> M2Terms:
         y = _labels(x, y)
         t = model.enumerate(x)
@@ -115,7 +113,7 @@ class HybridObjectiveTerms(NamedTuple):
     labelled: torch.Tensor
 
 
-class HybridObjective(Objective["HybridFlow"]):
+class HybridObjective(Objective[HybridFlow]):
     """-(log p(y|x) + (lambda / D) log p(x)) for a ``models.HybridFlow`` over D dimensions.
 
     The score that training monitors (early stopping, the best checkpoint) is the exact
@@ -129,7 +127,7 @@ class HybridObjective(Objective["HybridFlow"]):
         self.px_weight = at_least("px_weight", px_weight, 0)
 
     def __call__(
-        self, model: "HybridFlow", x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
+        self, model: HybridFlow, x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
     ) -> HybridObjectiveTerms:
         y = _labels(x, y)
         t = model.joint(x)

@@ -16,17 +16,15 @@ The aggregate posterior q(z) is estimated from each batch with minibatch stratif
 the Trainer sets (``setup``); without it the batch is the whole data.
 """
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch.distributions import kl_divergence
 
 from dgmkit.distributions import DiagonalNormal
+from dgmkit.models import VAE
 from dgmkit.objectives.base import Objective
 from dgmkit.objectives.total_correlation import ESTIMATORS, decompose_kl
-
-if TYPE_CHECKING:
-    from dgmkit.models import VAE
 
 __all__ = ["BetaTCVAE", "TCVAETerms"]
 
@@ -45,7 +43,7 @@ class TCVAETerms(NamedTuple):
     dim_kl: torch.Tensor
 
 
-class BetaTCVAE(Objective["VAE"]):
+class BetaTCVAE(Objective[VAE]):
     """See the module docstring. Needs a diagonal Gaussian posterior and a prior that factorizes
     over dimensions (the standard normal)."""
 
@@ -73,7 +71,7 @@ class BetaTCVAE(Objective["VAE"]):
     def setup(self, train_size: int) -> None:
         self.dataset_size = train_size
 
-    def __call__(self, model: "VAE", x: torch.Tensor, beta: float = 1.0) -> TCVAETerms:
+    def __call__(self, model: VAE, x: torch.Tensor, beta: float = 1.0) -> TCVAETerms:
         q, p = model.posterior(x), model.prior()
         if not isinstance(q, DiagonalNormal):
             raise ValueError("beta-TCVAE needs a diagonal Gaussian posterior q(z|x)")

@@ -9,15 +9,13 @@ perplexity and usage (the share of the K codes that it uses) are reported per da
 batch's value, so that the Trainer logs their validation means every epoch.
 """
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
+from dgmkit.models.vqvae import VQVAE
 from dgmkit.nn.quantize import perplexity
 from dgmkit.objectives.base import Objective
-
-if TYPE_CHECKING:
-    from dgmkit.models.vqvae import VQVAE
 
 __all__ = ["VQObjective", "VQTerms"]
 
@@ -32,11 +30,11 @@ class VQTerms(NamedTuple):
     usage: torch.Tensor
 
 
-class VQObjective(Objective["VQVAE"]):
+class VQObjective(Objective[VQVAE]):
     score = "bound"
     score_label = "bound (uniform code prior)"
 
-    def __call__(self, model: "VQVAE", x: torch.Tensor, beta: float = 1.0) -> VQTerms:
+    def __call__(self, model: VQVAE, x: torch.Tensor, beta: float = 1.0) -> VQTerms:
         px, q = model.train_pass(x)
         recon = px.log_prob(x)
         n = len(x)

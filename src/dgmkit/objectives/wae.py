@@ -10,15 +10,13 @@ over several scales (``distributions.mmd``). The MMD is a property of the batch:
 (a reconstruction score, not a bound on log p(x)).
 """
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from dgmkit.distributions.mmd import IMQ_SCALES, imq_kernel, mmd2_unbiased
+from dgmkit.models.wae import WassersteinAutoencoder
 from dgmkit.objectives.base import Objective, at_least
-
-if TYPE_CHECKING:
-    from dgmkit.models.wae import WassersteinAutoencoder
 
 __all__ = ["WAEObjective", "WAETerms"]
 
@@ -29,7 +27,7 @@ class WAETerms(NamedTuple):
     mmd: torch.Tensor
 
 
-class WAEObjective(Objective["WassersteinAutoencoder"]):
+class WAEObjective(Objective[WassersteinAutoencoder]):
     """See the module docstring; ``mmd_weight`` is lambda. The Trainer's KL weight (a warm-up)
     scales the penalty too."""
 
@@ -40,7 +38,7 @@ class WAEObjective(Objective["WassersteinAutoencoder"]):
         self.mmd_weight = at_least("mmd_weight", mmd_weight, 0)
         self.kernel = imq_kernel(prior_variance, scales)
 
-    def __call__(self, model: "WassersteinAutoencoder", x: torch.Tensor, beta: float = 1.0) -> WAETerms:
+    def __call__(self, model: WassersteinAutoencoder, x: torch.Tensor, beta: float = 1.0) -> WAETerms:
         z = model.posterior(x).rsample()
         recon = model.likelihood(z).log_prob(x)
         if len(x) < 2:  # the unbiased MMD needs two codes; a lone datapoint carries no penalty

@@ -13,15 +13,13 @@ is exactly the gradient of the k-sample IWAE bound with respect to p; the wake u
 sum_i w~_i grad log q(h_i|x), optionally with the sleep update added.
 """
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
+from dgmkit.models import LatentVariableModel
 from dgmkit.objectives.base import Objective, at_least
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
-
-if TYPE_CHECKING:
-    from dgmkit.models import LatentVariableModel
 
 __all__ = ["WakeSleep", "ReweightedWakeSleep", "WakeSleepTerms"]
 
@@ -34,17 +32,17 @@ class WakeSleepTerms(NamedTuple):
     iwae: torch.Tensor  # the k-sample bound (k = 1 for wake-sleep)
 
 
-def _sleep_term(model: "LatentVariableModel", n: int) -> torch.Tensor:
+def _sleep_term(model: LatentVariableModel, n: int) -> torch.Tensor:
     with torch.no_grad():
         h = model.prior().sample((n,))
         x = model.likelihood(h).sample()
     return model.posterior(x).log_prob(h)  # (n,)
 
 
-class WakeSleep(Objective["LatentVariableModel"]):
+class WakeSleep(Objective[LatentVariableModel]):
     score = "elbo"
 
-    def __call__(self, model: "LatentVariableModel", x: torch.Tensor, beta: float = 1.0) -> WakeSleepTerms:
+    def __call__(self, model: LatentVariableModel, x: torch.Tensor, beta: float = 1.0) -> WakeSleepTerms:
         w = log_importance_weights(model, x, 1, reparameterized=False)  # (1, B); h carries no gradient
         wake = (w.log_px_z + w.log_pz)[0]  # gradient: generative parameters only
         loss = -wake
@@ -54,7 +52,7 @@ class WakeSleep(Objective["LatentVariableModel"]):
         return WakeSleepTerms(loss, elbo, w.log_px_z[0].detach(), (w.log_qz - w.log_pz)[0].detach(), elbo)
 
 
-class ReweightedWakeSleep(Objective["LatentVariableModel"]):
+class ReweightedWakeSleep(Objective[LatentVariableModel]):
     score = "iwae"
     score_label = "IWAE bound"
 
@@ -65,7 +63,7 @@ class ReweightedWakeSleep(Objective["LatentVariableModel"]):
     def label(self) -> str:
         return f"IWAE-{self.k} bound"
 
-    def __call__(self, model: "LatentVariableModel", x: torch.Tensor, beta: float = 1.0) -> WakeSleepTerms:
+    def __call__(self, model: LatentVariableModel, x: torch.Tensor, beta: float = 1.0) -> WakeSleepTerms:
         w = log_importance_weights(model, x, self.k, reparameterized=False)  # (k, B)
         log_w = w.log_w
         weights = torch.softmax(log_w.detach(), dim=0)  # self-normalized importance weights
