@@ -190,6 +190,7 @@ TRANSCRIPTS: dict[str, list[str]] = {
         f"{T} --model diffusion --process masked --unet-channels 16 32 --unet-blocks 1 --epochs 2 --batch-size 64 "
         "--quiet --out runs/masked",
         "dgm eval runs/masked",
+        "dgm eval runs/masked --orders 4",
     ],
     "m2": [
         f"{T} --model m2 --labels 50 --hidden 256 --latent-dim 8 --labelled-batch 32 --batch-size 64 --epochs 10 "

@@ -26,6 +26,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.errors import ConfigError, DgmError
 from dgmkit.evaluation import evaluate, record_terms
+from dgmkit.models import AnyOrderModel
 from dgmkit.models.terms import format_term
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ _NLL_ROW = {
     "importance-sampled": lambda r: f"NLL (k={r['iw_samples']})",
     "bound": lambda r: f"NLL bound (k={r['iw_samples']})",
     "time-sampled": lambda r: f"NLL bound ({plural(r['iw_samples'], 'time')} per datapoint)",
+    "order-mixture": lambda r: f"NLL (exact, {plural(r['iw_samples'], 'order')})",
 }
+MAX_ORDERS = 4096
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +61,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         1,
         MAX_IW_SAMPLES,
         help="diffusion models: times per datapoint the bound is averaged over (default: the run's)",
+    )
+    add_count_flag(
+        p,
+        "--orders",
+        1,
+        MAX_ORDERS,
+        help="any-order models (masked diffusion): the exact NLL of the uniform mixture of M orders of the entries, "
+        "drawn with --seed (D network passes per order and datapoint), instead of the bound",
     )
     add_limit_flag(p)
     add_seeded_data_flags(p, "seed of the subset and of the sampling")
@@ -124,6 +135,8 @@ def _notes(r: dict) -> list[str]:
         "bound": "both numbers are lower bounds on log p(x) (as -NLL); the bound tightens as k grows",
         "importance-sampled": "the NLL estimate is a stochastic upper bound that tends to the true NLL as k grows",
         "exact": "the NLL is exact",
+        "order-mixture": "the NLL is exact: -log of the uniform mixture of the orders drawn with the seed, each an "
+        "autoregressive model from the same network; -ELBO is the mean of the per-order NLLs, an upper bound on it",
         "time-sampled": "the NLL is an upper bound (-ELBO), estimated without importance sampling: the mean of the "
         "bound's terms at sampled times; more times lower its noise, not the bound",
     }
@@ -197,10 +210,17 @@ def evaluate_run(
     data_dir: str | None = None,
     data: str | None = None,
     inputs: dict[str, str] | None = None,
+    orders: int | None = None,
 ) -> dict:
     """What ``dgm eval`` computes for a loaded run (its eval.json record; nothing is written):
     the estimate the run's family declares, with ``iw_samples`` (or ``time_samples``; default:
-    the run's), on ``split`` or a seeded random ``limit`` of it."""
+    the run's), on ``split`` or a seeded random ``limit`` of it; ``orders``: an any-order
+    model's exact mixture of that many orders instead."""
+    if orders is not None:
+        if not isinstance(run.model, AnyOrderModel):
+            raise ConfigError(f"--orders: {run.cfg.model.describe()} is not an any-order model (e.g. masked diffusion)")
+        if iw_samples is not None or time_samples is not None:
+            raise ConfigError("--orders scores the exact mixture of orders: it takes no --iw-samples or --time-samples")
     k = run.cfg.iw_samples if iw_samples is None else iw_samples
     timed = run.model.estimate_kind == "time-sampled"
     if time_samples is not None and not timed:
@@ -239,6 +259,7 @@ def evaluate_run(
         seed=seed,
         continuous=run.transform.kind == "continuous",
         y=y,
+        orders=orders or 0,
     )
     return {
         **report.to_dict(),
@@ -281,7 +302,7 @@ def run_eval(args: argparse.Namespace) -> int:
     _EVALS.kept(run.path)  # a foreign evals.json is refused before any work
     result = evaluate_run(
         run, args.split, args.iw_samples, args.time_samples, args.limit, args.seed, args.data_dir, args.data,
-        inputs=inputs,
+        inputs=inputs, orders=args.orders,
     )  # fmt: skip
     if not distributed.current().is_main:  # under torchrun every rank evaluated its share; rank 0 writes
         return 0

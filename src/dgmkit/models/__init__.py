@@ -4,6 +4,7 @@ from dgmkit.models.adgm import AuxiliaryDGM
 from dgmkit.models.autoencoder import Autoencoder
 from dgmkit.models.autoregressive import MADEARM, AutoregressiveModel, CausalConvARM, GatedPixelCNN
 from dgmkit.models.base import (
+    AnyOrderModel,
     CapabilityError,
     ClosedFormFit,
     EMFit,
@@ -63,6 +64,7 @@ __all__ = [
     "AuxiliaryDGM",
     "HybridFlow",
     "TimeSampledBound",
+    "AnyOrderModel",
     "GaussianDiffusion",
     "MaskedDiffusion",
     "NoiseSchedule",

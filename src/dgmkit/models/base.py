@@ -10,6 +10,9 @@ class:
   dequantization of integer data) or ``"reconstruction"`` (no density: log p(x | z = f(x))).
 - ``time-sampled``: a variational bound with no proposal to importance-sample, estimated by
   averaging ``bound_terms(x, t)`` over times t (a diffusion model, ``TimeSampledBound``).
+- ``AnyOrderModel``: a network that predicts any entries from any others (a masked diffusion
+  model) is an autoregressive model in every order of the entries; ``dgm eval --orders M`` scores
+  the exact likelihood of the uniform mixture of M such orders.
 - ``has_latents``: ``posterior(x)`` is over interpretable latents: reconstructions,
   interpolations, latent plots and active units apply.
 - ``can_sample``, ``sample_means``, ``sample_temperature``, ``sample_cached``: what
@@ -261,8 +264,11 @@ class TimeSampledBound(ABC):
     def evaluation_terms(
         self, x: torch.Tensor, y: torch.Tensor | None, estimate: dict[str, torch.Tensor], batch_size: int
     ) -> dict[str, Term]:
-        """The KL split into its two parts (list this contract before ``GenerativeModel``)."""
+        """The KL split into its two parts, where the estimate is the bound over times (list this
+        contract before ``GenerativeModel``)."""
         terms = super().evaluation_terms(x, y, estimate, batch_size)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
+        if "prior_kl" not in estimate:  # scored otherwise (an any-order model's mixture of orders)
+            return terms
         terms["prior_kl"] = Term("prior KL", estimate["prior_kl"], note="KL(q(z_1|x) || p(z_1))", level=2)
         terms["diffusion_kl"] = Term(
             "diffusion KL", estimate["diffusion_kl"], note="the sum over the steps from z_1 to z_0", level=2
@@ -272,3 +278,18 @@ class TimeSampledBound(ABC):
     @property
     @abstractmethod
     def default_sample_steps(self) -> int: ...
+
+
+class AnyOrderModel(ABC):
+    """A model with a conditional p(x_d | x_S) for any entry d and any set S of known entries
+    (a masked diffusion model: S the unmasked entries). Each order sigma of the D entries then
+    makes an autoregressive model p(x | sigma) = prod_i p(x_sigma(i) | x_sigma(<i)), normalised
+    and exact; the uniform mixture of M fixed orders, p(x) = (1/M) sum_j p(x | sigma_j), is an
+    exact likelihood too (Uria et al. 2014; Hoogeboom et al. 2022's ARDM; Jain et al. 2020 average
+    orders the same way). Its log is at least the mean of the M per-order log-likelihoods, which in
+    turn estimates the any-order bound E_sigma log p(x | sigma)."""
+
+    @abstractmethod
+    def order_log_likelihood(self, x: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
+        """log p(x | sigma_j), (B, M), for data x (B, *event) and ``orders`` (M, D): each row a
+        permutation of the D = prod(event) flattened entries, the first revealed first."""

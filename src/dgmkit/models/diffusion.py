@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dgmkit._rng import seeded_by
-from dgmkit.models.base import GenerativeModel, TimeSampledBound
+from dgmkit.models.base import AnyOrderModel, GenerativeModel, TimeSampledBound
 from dgmkit.models.noise_schedule import LearnedSchedule, NoiseSchedule
 from dgmkit.nn.unet import UNet
 
@@ -220,7 +220,7 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         return x, x
 
 
-class MaskedDiffusion(TimeSampledBound, GenerativeModel):
+class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
     """Absorbing-state (masked) diffusion on images (C, H, W) with ``num_levels`` levels (see
     the module docstring). ``net`` maps the one-hot input (levels + mask: C (L + 1) channels)
     and the time to L logits per entry."""
@@ -282,6 +282,38 @@ class MaskedDiffusion(TimeSampledBound, GenerativeModel):
         nll = -(logp * masked).flatten(1).sum(1)
         zero = torch.zeros_like(nll)
         return {"prior": zero, "recon": zero, "diffusion": nll / t if weight is None else nll * weight}
+
+    @torch.no_grad()
+    def order_log_likelihood(self, x: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
+        """log p(x | sigma_j), (B, M), float64 (see ``AnyOrderModel``): D network passes over
+        the B M pairs, the i-th reading x with the entries sigma_j(>= i) masked and scoring entry
+        sigma_j(i). The network's time is that of m = D - i masked entries, m / (D + 1) (the mean
+        of the Beta(m, D - m + 1) time the bound draws for m; in T steps, the end of its step):
+        any time gives a normalised conditional, this one the network was trained at."""
+        d = math.prod(self.event_shape)
+        x = x.long()
+        if x.shape[1:] != self.event_shape:
+            raise ValueError(f"expected data of shape (B, {self.event_shape}), got {tuple(x.shape)}")
+        if orders.dim() != 2 or orders.shape[1] != d or len(orders) == 0:
+            raise ValueError(f"orders must be (M, {d}) permutations of the entries, got shape {tuple(orders.shape)}")
+        orders = orders.to(x.device).long()
+        if not torch.equal(orders.sort(1).values, torch.arange(d, device=x.device).expand_as(orders)):
+            raise ValueError("every row of orders must be a permutation of 0..D-1")
+        b, m = len(x), len(orders)
+        rank = torch.empty_like(orders).scatter_(1, orders, torch.arange(d, device=x.device).expand_as(orders))
+        ranks = rank.repeat(b, 1)  # (B M, D): row b M + j is datapoint b in order j
+        xs = x.flatten(1).repeat_interleave(m, 0)
+        total = torch.zeros(b * m, dtype=torch.float64, device=x.device)
+        rows = torch.arange(b * m, device=x.device)
+        for i in range(d):
+            z = torch.where(ranks >= i, self.num_levels, xs).view(b * m, *self.event_shape)
+            t = torch.full((b * m,), (d - i) / (d + 1), device=x.device, dtype=self._device_probe.dtype)
+            if self.steps:
+                t = _discretize(t, self.steps)
+            logp = torch.log_softmax(self.logits(z, t).double(), dim=-1).flatten(1, -2)  # (B M, D, L)
+            entry = orders[:, i].repeat(b)  # the entry each row reveals at step i
+            total += logp[rows, entry, xs[rows, entry]].double()
+        return total.view(b, m)
 
     @torch.no_grad()
     def sample(

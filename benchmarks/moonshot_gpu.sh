@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Issue 29 on one GPU, in resumable chunks: configs/moonshot-masked-bmnist.toml trained for
+# --time-budget SECONDS a call (calling again with the same OUT_DIR goes on with --resume), the
+# bound scored on all 10000 static test images after every chunk (4 times per image; each
+# eval.json kept as OUT_DIR/curve/bound-epoch-E.json beside the training seconds it took), and
+# at the end the exact NLL of the mixture of M orders (dgm eval --orders M), on all 10000 images.
+#
+#   benchmarks/moonshot_gpu.sh OUT_DIR SECONDS     # start, or go on, for SECONDS; then the bound
+#   benchmarks/moonshot_gpu.sh OUT_DIR orders M    # the exact NLL of a mixture of M orders
+#   benchmarks/moonshot_gpu.sh OUT_DIR bound K     # the bound with K times per image
+#
+# SEED (default 0) seeds the run (a second seed: SEED=1 and another OUT_DIR); EVAL_SEED (default 0)
+# the orders or times of the evaluation. Data from $DGMKIT_DATA (binarized-mnist/, the .amat
+# files). DEVICE=cpu and PYTHON (a Python with torch; default python3) with EXTRA flags (e.g.
+# "--unet-channels 8 8 --epochs 1 --limit 64 ...") for a smoke test of the script itself.
+set -u
+out=${1:?OUT_DIR}; what=${2:?SECONDS, orders or bound}
+mkdir -p "$out/curve"
+py=${PYTHON:-python3}
+dgm() { PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$py" -c 'import sys; from dgmkit.cli.main import main; sys.exit(main())' "$@"; }
+export PYTHONUNBUFFERED=1
+device=${DEVICE:-cuda}
+run="$out/run"
+evalflags=(--device "$device" --seed "${EVAL_SEED:-0}" ${EVAL_EXTRA:-})
+
+case "$what" in
+  orders|bound)
+    n=${3:?how many}
+    flag=$([ "$what" = orders ] && echo --orders || echo --time-samples)
+    dgm eval "$run" $flag "$n" "${evalflags[@]}" | tee "$out/$what-$n.log"
+    cp "$run/eval.json" "$out/$what-$n-seed${EVAL_SEED:-0}.eval.json"
+    exit 0
+    ;;
+esac
+
+if [ -f "$run/config.json" ]; then
+  dgm train --resume --out "$run" --device "$device" --time-budget "$what" --quiet >> "$out/train.log" 2>&1
+else
+  dgm train --config configs/moonshot-masked-bmnist.toml --seed "${SEED:-0}" ${EXTRA:-} --out "$run" \
+    --device "$device" --time-budget "$what" --quiet >> "$out/train.log" 2>&1
+fi
+code=$?
+tail -n 3 "$out/train.log"
+[ $code -eq 0 ] || exit $code
+dgm eval "$run" --time-samples 4 "${evalflags[@]}" > "$out/curve.log" 2>&1 || { cat "$out/curve.log"; exit 1; }
+"$py" - "$run" "$out/curve" <<'PY'
+import json, pathlib, shutil, sys
+run, curve = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+r = json.loads((run / "eval.json").read_text())
+log = run / "metrics.jsonl"  # (none before the first epoch ends)
+rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+seconds = sum(row.get("time_s", 0.0) for row in rows)  # per epoch, validation included
+t = r.get("trained") or {"epochs": len(rows), "steps_into_next": 0}
+name = f"bound-epoch-{t['epochs']}" + (f"-step-{t['steps_into_next']}" if t["steps_into_next"] else "")
+shutil.copy(run / "eval.json", curve / f"{name}.json")
+print(f"{name}: -ELBO {r['nll']:.3f} +- {r['nll_stderr']:.3f} nats on {r['n']} test images; {seconds:.0f} s of training in {len(rows)} finished epochs")
+PY
