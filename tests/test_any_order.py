@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from dgmkit import distributed
 from dgmkit.cli.main import main
 from dgmkit.evaluation import estimate, evaluate
 from dgmkit.evaluation.estimates import draw_orders
@@ -17,26 +18,32 @@ from dgmkit.models import MaskedDiffusion
 
 
 class _Denoiser(nn.Module):
-    """An MLP from the one-hot input (B, L + 1, 1, D) and, unless ``timeless``, the time to L
-    logits per entry."""
+    """An MLP from the one-hot input (B, C (L + 1), H, W) and, unless ``timeless``, the time to
+    L logits per entry, (B, C L, H, W); it keeps the most rows it was given."""
 
-    def __init__(self, d: int, levels: int, timeless: bool = False):
+    def __init__(self, event: tuple[int, int, int], levels: int, timeless: bool = False):
         super().__init__()
-        self.d, self.levels, self.timeless = d, levels, timeless
+        self.event, self.levels, self.timeless, self.most_rows = event, levels, timeless, 0
+        d = math.prod(event)
         self.net = nn.Sequential(nn.Linear(d * (levels + 1) + 1, 16), nn.Tanh(), nn.Linear(16, d * levels))
 
     def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        self.most_rows = max(self.most_rows, len(h))
         s = torch.zeros_like(s) if self.timeless else s / 1000
-        return self.net(torch.cat([h.flatten(1), s.view(-1, 1)], 1)).view(-1, self.levels, 1, self.d)
+        c, hh, w = self.event
+        return self.net(torch.cat([h.flatten(1), s.view(-1, 1)], 1)).view(-1, c * self.levels, hh, w)
 
 
-def _model(d: int = 4, levels: int = 2, steps: int = 0, timeless: bool = False, seed: int = 3) -> MaskedDiffusion:
+def _model(
+    d: int = 4, levels: int = 2, steps: int = 0, timeless: bool = False, seed: int = 3, event: tuple | None = None
+) -> MaskedDiffusion:
     torch.manual_seed(seed)
-    return MaskedDiffusion(_Denoiser(d, levels, timeless), (1, 1, d), levels, steps).double().eval()
+    event = event or (1, 1, d)
+    return MaskedDiffusion(_Denoiser(event, levels, timeless), event, levels, steps).double().eval()
 
 
-def _all_images(d: int, levels: int) -> torch.Tensor:
-    return torch.tensor(list(itertools.product(range(levels), repeat=d))).view(-1, 1, 1, d)
+def _all_images(d: int, levels: int, event: tuple | None = None) -> torch.Tensor:
+    return torch.tensor(list(itertools.product(range(levels), repeat=d))).view(-1, *(event or (1, 1, d)))
 
 
 def _by_hand(model: MaskedDiffusion, x: torch.Tensor, order: list[int]) -> float:
@@ -82,6 +89,15 @@ def test_every_order_and_their_mixture_sum_to_one_over_all_images(levels):
     assert not torch.allclose(per[:, 0], per[:, 1])  # the orders are different models
 
 
+@pytest.mark.parametrize("event", [(2, 1, 2), (1, 2, 2), (2, 2, 1)])
+@pytest.mark.parametrize("steps", [0, 3])
+def test_orders_of_several_channels_and_levels_are_normalised(event, steps):
+    model = _model(levels=3, steps=steps, event=event)
+    per = model.order_log_likelihood(_all_images(4, 3, event), draw_orders(5, 4, torch.Generator().manual_seed(7)))
+    assert torch.logsumexp(per, 0).abs().max().item() < 1e-10
+    assert abs(torch.logsumexp(torch.logsumexp(per, 1) - math.log(5), 0).item()) < 1e-10
+
+
 def _exact_count_bound(model: MaskedDiffusion, x: torch.Tensor) -> float:
     """sum_{m=1..D} (1/m) mean over the sets S of m masked entries of sum_{d in S} log p(x_d | x
     outside S): the masked bound of a network that ignores the time, by enumeration."""
@@ -125,7 +141,7 @@ def test_the_estimator_is_seeded_batch_invariant_and_reports_the_mean_as_its_bou
     x = _all_images(4, 2)
 
     def run(seed: int, batch_size: int):
-        return estimate(model, x, 0, torch.Generator().manual_seed(seed), batch_size, orders=3)
+        return estimate(model, x, 0, None, batch_size, orders=draw_orders(3, 4, torch.Generator().manual_seed(seed)))
 
     a, b, c = run(0, 1000), run(0, 3), run(1, 1000)
     assert a.kind == "order-mixture" and a.k == 3
@@ -133,7 +149,7 @@ def test_the_estimator_is_seeded_batch_invariant_and_reports_the_mean_as_its_bou
     assert not torch.equal(a.log_px, c.log_px)  # another seed, other orders
     assert (a.terms["elbo"] <= a.log_px + 1e-12).all()
     assert torch.logsumexp(a.log_px, 0).item() == pytest.approx(0.0, abs=1e-10)
-    r = evaluate(model, x.double(), seed=0, orders=3)
+    r = evaluate(model, x.double(), seed=0, orders=3)  # the orders of a CPU generator seeded by seed
     assert r.estimate == "order-mixture" and r.iw_samples == 3 and r.variance_reduction is None
     assert r.nll == pytest.approx(-a.log_px.mean().item()) and r.elbo <= -r.nll
     assert not r.terms  # the bound's KL split belongs to the time-sampled estimate only
@@ -160,3 +176,47 @@ def test_cli_refuses_orders_for_a_model_without_them(tmp_path, capsys):
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
     assert main(["eval", str(out), "--orders", "2"]) == 1
     assert "is not an any-order model" in capsys.readouterr().err
+
+
+def test_the_network_sees_at_most_batch_size_rows():
+    model = _model()
+    orders = draw_orders(8, 4, torch.Generator().manual_seed(0))
+    a = estimate(model, _all_images(4, 2), 0, None, batch_size=3, orders=orders)
+    assert 1 <= model.net.most_rows <= 3
+    b = estimate(model, _all_images(4, 2), 0, None, batch_size=1000, orders=orders)
+    assert torch.allclose(a.log_px, b.log_px, rtol=0, atol=1e-12)
+
+
+def test_every_rank_scores_rank_0_s_orders(monkeypatch):
+    """Under torchrun each rank scores its share of the data with the orders of rank 0, even where
+    a caller drew different ones on each rank: one mixture, normalised when gathered."""
+    model, x = _model(), _all_images(4, 2)
+    monkeypatch.setattr(distributed, "gather_rows", lambda t: t)
+    sent: list = []  # broadcast_object with the two ranks run one after the other: rank 0's object
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj, src=0: sent.append(obj) or sent[0])
+    parts = []
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "current", lambda rank=rank: distributed.Context(rank, 2, rank))
+        own = draw_orders(3, 4, torch.Generator().manual_seed(100 + rank))
+        parts.append(estimate(model, x, 0, None, 1000, orders=own).log_px)
+    assert sum(len(p) for p in parts) == len(x)
+    assert abs(torch.logsumexp(torch.cat(parts), 0).item()) < 1e-10
+
+
+def test_evaluate_draws_the_orders_on_the_cpu_from_its_seed(monkeypatch):
+    """The same seed is the same mixture on any device: evaluate draws the orders from a CPU
+    generator seeded by seed, never from the data's device."""
+    import dgmkit.evaluation.report as report
+
+    seen = []
+    real = report.draw_orders
+    monkeypatch.setattr(report, "draw_orders", lambda m, d, g: seen.append(g.device) or real(m, d, g))
+    model, x = _model(), _all_images(4, 2)
+    r = evaluate(model, x, seed=5, orders=2)
+    assert seen == [torch.device("cpu")]
+    want = estimate(model, x, 0, None, orders=draw_orders(2, 4, torch.Generator().manual_seed(5))).log_px
+    assert r.nll == pytest.approx(-want.mean().item(), abs=1e-12)
+    with pytest.raises(ValueError, match="orders must be >= 0"):
+        evaluate(model, x, orders=-1)
+    with pytest.raises(ValueError, match="at least one order"):
+        draw_orders(0, 4)

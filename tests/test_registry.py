@@ -986,6 +986,7 @@ def test_family_declaration_and_defaults(name, datasets):
 @pytest.mark.parametrize(
     "args, words",
     [
+        ((784, 2), "a sequence of sizes"),
         (((), 2), "positive integer sizes"),
         (((1, 0, 8), 2), "positive integer sizes"),
         (((1, 8.0, 8), 2), "positive integer sizes"),
@@ -1003,6 +1004,7 @@ def test_every_family_builds_through_one_checked_data_spec(args, words):
             get_family(name)().build(*args)
     spec = DataSpec.of([np.int64(1), 8, 8], np.int64(2), None, np.int64(3))  # numpy integers are integers
     assert spec == DataSpec((1, 8, 8), 2, None, 3) and all(type(v) is int for v in (*spec.event_shape, spec.num_levels))
+    assert DataSpec.of((1, 8, 8), 2, torch.zeros(3, 1, 8, 8)) == DataSpec.of((1, 8, 8), 2, torch.ones(5, 1, 8, 8))
 
 
 def _changed(before: dict, model: nn.Module) -> bool:

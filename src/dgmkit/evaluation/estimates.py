@@ -16,8 +16,8 @@ per kind, each returning an ``Estimate`` that says what its numbers are.
 - ``reconstruction``: no density: log p(x | z = f(x)) only.
 - ``order-mixture`` (asked for, not declared: ``dgm eval --orders M``): an any-order model
   (``AnyOrderModel``) scored exactly as the uniform mixture of M orders of the entries, drawn
-  once from the evaluation's seed and the same for every datapoint (they are part of the model
-  scored), log (1/M) sum_j p(x | sigma_j); its ELBO is the mean of the M per-order
+  once on the CPU from the evaluation's seed and the same for every datapoint (they are part of
+  the model scored), log (1/M) sum_j p(x | sigma_j); its ELBO is the mean of the M per-order
   log-likelihoods, a lower bound on it (Jensen).
 
 What a model reports beyond these it adds itself (``GenerativeModel.evaluation_terms``).
@@ -173,8 +173,12 @@ def _reconstruction(
     return Estimate("reconstruction", None, 0, {"recon": recon.double()})
 
 
-def draw_orders(m: int, d: int, generator: torch.Generator | None) -> torch.Tensor:
-    """M orders of D entries, (M, D), each a uniform random permutation, on the generator's device."""
+def draw_orders(m: int, d: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """M orders of D entries, (M, D), each a uniform random permutation. Draw them from a CPU
+    generator (as ``evaluate`` does from its seed): CUDA's permutations differ from the CPU's, and
+    the orders are part of the model scored."""
+    if m < 1 or d < 1:
+        raise ValueError(f"need at least one order of at least one entry, got M = {m}, D = {d}")
     device = generator.device if generator is not None else torch.device("cpu")
     return torch.stack([torch.randperm(d, generator=generator, device=device) for _ in range(m)])
 
@@ -184,8 +188,11 @@ def _order_mixture(model: GenerativeModel, x: torch.Tensor, orders: torch.Tensor
     if not isinstance(model, AnyOrderModel):
         raise EvaluationError(f"{type(model).__name__} is not an any-order model: it has no likelihood in an order")
     m = len(orders)
-    rows = max(1, batch_size // m)  # B M rows go through the network at once
-    per = torch.cat([model.order_log_likelihood(b, orders).double() for b in _batches(x, rows)])  # (N, M)
+    per_pass = max(1, min(m, batch_size))  # orders, and datapoints, so that a pass holds <= batch_size rows
+    rows = max(1, batch_size // per_pass)
+    per = torch.cat(
+        [torch.cat([model.order_log_likelihood(b, o) for o in orders.split(per_pass)], 1) for b in _batches(x, rows)]
+    ).double()  # (N, M)
     return Estimate("order-mixture", torch.logsumexp(per, 1) - math.log(m), m, {"elbo": per.mean(1)})
 
 
@@ -204,16 +211,20 @@ def estimate(
     k: int = 5000,
     generator: torch.Generator | None = None,
     batch_size: int = 1000,
-    orders: int = 0,
+    orders: torch.Tensor | None = None,
 ) -> Estimate:
-    """Estimate log p(x) for data x as the model declares (``model.estimate_kind``), or, with
-    ``orders`` M >= 1, as the mixture of M orders of an any-order model (drawn first, so that
-    every rank scores the same mixture). Under torchrun each rank estimates its share of the
+    """Estimate log p(x) for data x as the model declares (``model.estimate_kind``), or, given
+    ``orders`` (M, D), as the exact mixture of those orders of an any-order model (under torchrun
+    rank 0's orders on every rank: one model). Under torchrun each rank estimates its share of the
     datapoints (with its own random stream) and every rank gets all of them back, in order."""
     model.eval()
     fn = ESTIMATORS[model.estimate_kind]
-    if orders:
-        drawn = draw_orders(orders, math.prod(x.shape[1:]), generator)
+    if orders is not None:
+        if orders.dim() != 2 or len(orders) == 0:
+            raise ValueError(f"orders must be (M, D) with M >= 1, got shape {tuple(orders.shape)}")
+        drawn = orders.cpu()
+        if distributed.current().parallel:
+            drawn = cast(torch.Tensor, distributed.broadcast_object(drawn))
 
         def fn(model: GenerativeModel, x: torch.Tensor, k: int, g: torch.Generator | None, bs: int) -> Estimate:
             return _order_mixture(model, x, drawn, bs)

@@ -13,7 +13,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.devices import device_of
 from dgmkit.errors import EvaluationError
 from dgmkit.evaluation.diagnostics import diagnose
-from dgmkit.evaluation.estimates import estimate
+from dgmkit.evaluation.estimates import draw_orders, estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
 from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel
 from dgmkit.models.base import TimeSampledBound
@@ -175,9 +175,12 @@ def evaluate(
         seen = (~torch.isnan(x)).flatten(1).sum(1).double().mean().item()
     dims = num_dims if seen is None else seen  # bits per (observed) dimension
     shift = dims * log_volume
+    if orders < 0:
+        raise ValueError(f"orders must be >= 0, got {orders}")
+    drawn = draw_orders(orders, num_dims, torch.Generator().manual_seed(seed)) if orders else None  # on the CPU: any device
     g = torch.Generator(device=x.device).manual_seed(seed)
     with seeded_by(torch.Generator().manual_seed(seed), x.device):
-        est = estimate(model, x, iw_samples, g, batch_size, orders=orders)
+        est = estimate(model, x, iw_samples, g, batch_size, orders=drawn)
         added = model.evaluation_terms(x, y, est.terms, batch_size)  # on every rank: the same data, the same seed
     time_var = est.terms.pop("time_var", None)
     timed = est.kind == "time-sampled"  # (a time-sampled model can be scored otherwise: --orders)

@@ -39,14 +39,17 @@ class DataSpec:
 
     event_shape: tuple[int, ...]
     num_levels: int | None
-    init_data: torch.Tensor | None = None
+    init_data: torch.Tensor | None = dataclasses.field(default=None, compare=False)  # (specs compare by their shape)
     seed: int = 0
 
     @classmethod
     def of(
         cls, event_shape: Sequence[int], num_levels: int | None, init_data: torch.Tensor | None = None, seed: int = 0
     ) -> "DataSpec":
-        shape = tuple(event_shape)
+        try:
+            shape = tuple(event_shape)
+        except TypeError:
+            raise ConfigError(f"a model is built for an event shape (a sequence of sizes), got {event_shape!r}") from None
         if not shape or not all(_is_int(d) and d >= 1 for d in shape):
             raise ConfigError(f"a model is built for events of positive integer sizes, got shape {shape}")
         if num_levels is not None and not (_is_int(num_levels) and num_levels >= 2):

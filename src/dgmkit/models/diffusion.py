@@ -289,7 +289,8 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         the B M pairs, the i-th reading x with the entries sigma_j(>= i) masked and scoring entry
         sigma_j(i). The network's time is that of m = D - i masked entries, m / (D + 1) (the mean
         of the Beta(m, D - m + 1) time the bound draws for m; in T steps, the end of its step):
-        any time gives a normalised conditional, this one the network was trained at."""
+        any time gives a normalised conditional, this one the network was trained at. Call it
+        in eval mode (``dgm eval`` does): dropout would make each pass another network."""
         d = math.prod(self.event_shape)
         x = x.long()
         if x.shape[1:] != self.event_shape:
@@ -310,9 +311,9 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
             t = torch.full((b * m,), (d - i) / (d + 1), device=x.device, dtype=self._device_probe.dtype)
             if self.steps:
                 t = _discretize(t, self.steps)
-            logp = torch.log_softmax(self.logits(z, t).double(), dim=-1).flatten(1, -2)  # (B M, D, L)
             entry = orders[:, i].repeat(b)  # the entry each row reveals at step i
-            total += logp[rows, entry, xs[rows, entry]].double()
+            logits = self.logits(z, t).flatten(1, -2)[rows, entry]  # (B M, L): that entry's only
+            total += torch.log_softmax(logits.double(), dim=-1)[rows, xs[rows, entry]]
         return total.view(b, m)
 
     @torch.no_grad()
