@@ -6,7 +6,8 @@
 # at the end the exact NLL of the mixture of M orders (dgm eval --orders M), on all 10000 images.
 #
 #   benchmarks/moonshot_gpu.sh OUT_DIR SECONDS     # start, or go on, for SECONDS; then the bound
-#   benchmarks/moonshot_gpu.sh OUT_DIR orders M    # the exact NLL of a mixture of M orders
+#   benchmarks/moonshot_gpu.sh OUT_DIR orders M    # the exact NLL of a mixture of M orders (each
+#                                                  # order kept as done: call again to go on)
 #   benchmarks/moonshot_gpu.sh OUT_DIR bound K     # the bound with K times per image
 #
 # SEED (default 0) seeds the run (a second seed: SEED=1 and another OUT_DIR); EVAL_SEED (default 0)

@@ -220,3 +220,76 @@ def test_evaluate_draws_the_orders_on_the_cpu_from_its_seed(monkeypatch):
         evaluate(model, x, orders=-1)
     with pytest.raises(ValueError, match="at least one order"):
         draw_orders(0, 4)
+
+
+@pytest.fixture(scope="module")
+def masked_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ao") / "run"
+    args = ["train", "--model", "diffusion", "--process", "masked", "--dataset", "digits", "--epochs", "1"]
+    assert main([*args, "--unet-channels", "8", "8", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _counting(monkeypatch, fail_at: int | None = None) -> list:
+    """Count the orders that MaskedDiffusion scores (one call per order and batch); raise at call
+    ``fail_at`` (a kill mid-evaluation)."""
+    calls: list = []
+    real = MaskedDiffusion.order_log_likelihood
+
+    def wrapped(self, x, orders):
+        calls.append(orders[0].tolist())
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt("killed")
+        return real(self, x, orders)
+
+    monkeypatch.setattr(MaskedDiffusion, "order_log_likelihood", wrapped)
+    return calls
+
+
+def test_a_stopped_order_evaluation_goes_on_where_it_was(masked_run, monkeypatch, capsys):
+    args = ["eval", str(masked_run), "--limit", "5", "--seed", "3"]
+    calls = _counting(monkeypatch, fail_at=2)
+    assert main([*args, "--orders", "3"]) == 130  # interrupted in its second order: the first is kept
+    (folder,) = (masked_run / "orders").iterdir()
+    assert sorted(f.name for f in folder.iterdir()) == ["order-0.npz"]
+    calls = _counting(monkeypatch)
+    assert main([*args, "--orders", "3"]) == 0
+    assert len(calls) == 2 and "a stopped evaluation goes on there" in capsys.readouterr().out
+    resumed = json.loads((masked_run / "eval.json").read_text())
+    calls = _counting(monkeypatch)
+    assert main([*args, "--orders", "4"]) == 0 and len(calls) == 1  # the first three are the same orders
+    for f in folder.iterdir():
+        f.unlink()
+    assert main([*args, "--orders", "3"]) == 0
+    fresh = json.loads((masked_run / "eval.json").read_text())
+    assert fresh["nll"] == pytest.approx(resumed["nll"], abs=1e-9) and fresh["elbo"] == pytest.approx(resumed["elbo"])
+    calls = _counting(monkeypatch)
+    assert main([*args[:-1], "4", "--orders", "3"]) == 0 and len(calls) == 3  # another seed: other orders, own folder
+    assert len(list((masked_run / "orders").iterdir())) == 2
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other order", "nan", "short", "extra array"])
+def test_a_damaged_order_file_is_refused_by_name(masked_run, capsys, damage):
+    import numpy as np
+
+    args = ["eval", str(masked_run), "--limit", "4", "--seed", "11", "--orders", "1"]
+    assert main(args) == 0
+    (folder,) = [d for d in (masked_run / "orders").iterdir() if sorted(f.name for f in d.iterdir()) == ["order-0.npz"]]
+    path = folder / "order-0.npz"
+    with np.load(path) as f:
+        order, values = f["order"], f["values"]
+    if damage == "garbage":
+        path.write_bytes(b"PK\x03\x04 not a zip")
+    elif damage == "other order":
+        np.savez(path, order=order[::-1].copy(), values=values)
+    elif damage == "nan":
+        np.savez(path, order=order, values=np.full_like(values, np.nan))
+    elif damage == "short":
+        np.savez(path, order=order, values=values[:2])
+    else:
+        np.savez(path, order=order, values=values, more=values)
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "delete it to compute it again" in err
+    path.unlink()

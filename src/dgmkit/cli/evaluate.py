@@ -26,6 +26,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.errors import ConfigError, DgmError
 from dgmkit.evaluation import evaluate, record_terms
+from dgmkit.evaluation.order_files import OrderFiles
 from dgmkit.models import AnyOrderModel
 from dgmkit.models.terms import format_term
 
@@ -146,6 +147,8 @@ def _notes(r: dict) -> list[str]:
             f"exact for the uniformly dequantized data; for the {r['num_dims']}-D integer data an upper bound on the NLL "
             "(Jensen over the noise u), one draw of u per datapoint"
         ]
+    if r.get("order_files"):
+        out.append(f"each order's log-likelihoods are kept in {r['order_files']}: a stopped evaluation goes on there")
     if r["estimate"] == "time-sampled":
         out.append(f"times: {r.get('variance_reduction')}; the standard error is over datapoints and times together")
         if r.get("time_stderr") is not None:
@@ -251,6 +254,10 @@ def evaluate_run(
         x = x[idx]
         y = None if y is None else y[idx]
         subset = {"seed": seed, "of": total, "indices": idx.tolist()}
+    store = None
+    if orders is not None and distributed.current().world_size == 1:  # each order's values kept as done
+        key = hashlib.sha256(f"{weights}|{seed}|{tuple(x.shape)}|".encode() + x.cpu().numpy().tobytes()).hexdigest()
+        store = OrderFiles(run.path / "orders" / key[:16], len(x))
     report = evaluate(
         run.model,
         x,
@@ -260,6 +267,7 @@ def evaluate_run(
         continuous=run.transform.kind == "continuous",
         y=y,
         orders=orders or 0,
+        order_store=store,
     )
     return {
         **report.to_dict(),
@@ -276,6 +284,7 @@ def evaluate_run(
         "seed": seed,
         "weights": weights,
         "processes": distributed.current().world_size,
+        "order_files": None if store is None else str(store.folder),
     }
 
 

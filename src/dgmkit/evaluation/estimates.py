@@ -26,7 +26,7 @@ What a model reports beyond these it adds itself (``GenerativeModel.evaluation_t
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Protocol, cast
 
 import torch
 
@@ -47,7 +47,7 @@ from dgmkit.models import (
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
 from dgmkit.objectives.importance import CPU_CHUNK_BYTES, GPU_CHUNK_BYTES
 
-__all__ = ["Estimate", "ESTIMATORS", "estimate"]
+__all__ = ["Estimate", "ESTIMATORS", "estimate", "draw_orders", "OrderStore"]
 
 
 @dataclass
@@ -183,17 +183,33 @@ def draw_orders(m: int, d: int, generator: torch.Generator | None = None) -> tor
     return torch.stack([torch.randperm(d, generator=generator, device=device) for _ in range(m)])
 
 
+class OrderStore(Protocol):
+    """Where the per-order log-likelihoods of a mixture are kept as they are done (``dgm eval
+    --orders`` keeps them in the run folder, so that a killed evaluation goes on where it
+    stopped): ``get`` gives order j's (N,) values if stored for this very order, else None."""
+
+    def get(self, j: int, order: torch.Tensor) -> torch.Tensor | None: ...
+
+    def put(self, j: int, order: torch.Tensor, values: torch.Tensor) -> None: ...
+
+
 @torch.no_grad()
-def _order_mixture(model: GenerativeModel, x: torch.Tensor, orders: torch.Tensor, batch_size: int) -> Estimate:
+def _order_mixture(
+    model: GenerativeModel, x: torch.Tensor, orders: torch.Tensor, batch_size: int, store: OrderStore | None = None
+) -> Estimate:
     if not isinstance(model, AnyOrderModel):
         raise EvaluationError(f"{type(model).__name__} is not an any-order model: it has no likelihood in an order")
+    per = []
+    for j, order in enumerate(orders):  # one order at a time, batch_size datapoints a pass
+        values = None if store is None else store.get(j, order)
+        if values is None:
+            values = torch.cat([model.order_log_likelihood(b, order[None]) for b in _batches(x, batch_size)])[:, 0]
+            if store is not None:
+                store.put(j, order, values)
+        per.append(values.double().to(x.device))
+    stacked = torch.stack(per, 1)  # (N, M)
     m = len(orders)
-    per_pass = max(1, min(m, batch_size))  # orders, and datapoints, so that a pass holds <= batch_size rows
-    rows = max(1, batch_size // per_pass)
-    per = torch.cat(
-        [torch.cat([model.order_log_likelihood(b, o) for o in orders.split(per_pass)], 1) for b in _batches(x, rows)]
-    ).double()  # (N, M)
-    return Estimate("order-mixture", torch.logsumexp(per, 1) - math.log(m), m, {"elbo": per.mean(1)})
+    return Estimate("order-mixture", torch.logsumexp(stacked, 1) - math.log(m), m, {"elbo": stacked.mean(1)})
 
 
 ESTIMATORS: dict[str, Callable[..., Estimate]] = {
@@ -212,10 +228,12 @@ def estimate(
     generator: torch.Generator | None = None,
     batch_size: int = 1000,
     orders: torch.Tensor | None = None,
+    order_store: OrderStore | None = None,
 ) -> Estimate:
     """Estimate log p(x) for data x as the model declares (``model.estimate_kind``), or, given
     ``orders`` (M, D), as the exact mixture of those orders of an any-order model (under torchrun
-    rank 0's orders on every rank: one model). Under torchrun each rank estimates its share of the
+    rank 0's orders on every rank: one model; ``order_store`` keeps each order's values as they
+    are done, in a single process only). Under torchrun each rank estimates its share of the
     datapoints (with its own random stream) and every rank gets all of them back, in order."""
     model.eval()
     fn = ESTIMATORS[model.estimate_kind]
@@ -223,11 +241,12 @@ def estimate(
         if orders.dim() != 2 or len(orders) == 0:
             raise ValueError(f"orders must be (M, D) with M >= 1, got shape {tuple(orders.shape)}")
         drawn = orders.cpu()
+        store = order_store
         if distributed.current().parallel:
-            drawn = cast(torch.Tensor, distributed.broadcast_object(drawn))
+            drawn, store = cast(torch.Tensor, distributed.broadcast_object(drawn)), None
 
         def fn(model: GenerativeModel, x: torch.Tensor, k: int, g: torch.Generator | None, bs: int) -> Estimate:
-            return _order_mixture(model, x, drawn, bs)
+            return _order_mixture(model, x, drawn, bs, store)
 
     ctx = distributed.current()
     if not ctx.parallel or len(x) < ctx.world_size:

@@ -13,7 +13,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.devices import device_of
 from dgmkit.errors import EvaluationError
 from dgmkit.evaluation.diagnostics import diagnose
-from dgmkit.evaluation.estimates import draw_orders, estimate
+from dgmkit.evaluation.estimates import OrderStore, draw_orders, estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
 from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel
 from dgmkit.models.base import TimeSampledBound
@@ -157,6 +157,7 @@ def evaluate(
     continuous: bool = False,
     y: torch.Tensor | None = None,
     orders: int = 0,
+    order_store: OrderStore | None = None,
 ) -> EvalReport:
     """Evaluate ``model`` on transformed data ``x`` (what the likelihood scores).
 
@@ -165,7 +166,8 @@ def evaluate(
     ``log_volume``: log L per dimension for uniformly dequantized data
     (``DataTransform.log_volume``), so that the numbers are of the integers. ``continuous``: the
     data are continuous values (not quantized): no bits/dim. ``orders`` M >= 1: an any-order
-    model's exact likelihood as the mixture of M orders drawn from ``seed`` (``iw_samples`` unused)."""
+    model's exact likelihood as the mixture of M orders drawn from ``seed`` (``iw_samples`` unused),
+    each order's values kept in ``order_store`` as they are done (see ``estimates.OrderStore``)."""
     t0 = time.perf_counter()
     x = x.to(device_of(model))  # the data go where the model is
     y = None if y is None else y.to(x.device)
@@ -180,7 +182,7 @@ def evaluate(
     drawn = draw_orders(orders, num_dims, torch.Generator().manual_seed(seed)) if orders else None  # on the CPU: any device
     g = torch.Generator(device=x.device).manual_seed(seed)
     with seeded_by(torch.Generator().manual_seed(seed), x.device):
-        est = estimate(model, x, iw_samples, g, batch_size, orders=drawn)
+        est = estimate(model, x, iw_samples, g, batch_size, orders=drawn, order_store=order_store)
         added = model.evaluation_terms(x, y, est.terms, batch_size)  # on every rank: the same data, the same seed
     time_var = est.terms.pop("time_var", None)
     timed = est.kind == "time-sampled"  # (a time-sampled model can be scored otherwise: --orders)

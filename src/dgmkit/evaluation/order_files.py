@@ -1,0 +1,64 @@
+"""The per-order log-likelihoods of a mixture of orders (``dgm eval --orders``), kept on disk as
+each order is done, so that an evaluation that was stopped or killed goes on where it was.
+
+One file per order, ``order-J.npz`` (NumPy, no pickles): the order itself (D entries) and its
+log p(x | sigma_J) for each of the N datapoints (float64). The folder is named by what the values
+depend on (the weights, the data, the seed: ``dgm eval`` hashes them), and since the orders of a
+seed are drawn one after another, ``--orders 4`` then ``--orders 8`` computes only the last four.
+A file is read back only if it holds exactly this order and N finite values; a file that does
+not is an error that names it (delete it to compute that order again).
+"""
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dgmkit._io import atomic_write_bytes
+from dgmkit.errors import EvaluationError
+
+__all__ = ["OrderFiles"]
+
+
+class OrderFiles:
+    """An ``estimates.OrderStore`` in ``folder`` for ``n`` datapoints."""
+
+    def __init__(self, folder: Path, n: int):
+        self.folder, self.n = Path(folder), int(n)
+
+    def _path(self, j: int) -> Path:
+        return self.folder / f"order-{j}.npz"
+
+    def get(self, j: int, order: torch.Tensor) -> torch.Tensor | None:
+        path = self._path(j)
+        if not path.is_file():
+            return None
+        want = order.cpu().numpy().astype(np.int64)
+        try:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:  # (closed however the reading ends)
+                if set(f.files) != {"order", "values"}:
+                    raise ValueError(f"arrays {sorted(f.files)}, not order and values")
+                got, values = f["order"], f["values"]
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise EvaluationError(
+                f"{path}: not a stored order of this evaluation ({e}); delete it to compute it again"
+            ) from None
+        if got.dtype != np.int64 or got.shape != want.shape or not np.array_equal(got, want):
+            raise EvaluationError(f"{path} holds another order than order {j} of this seed; delete it to compute it again")
+        if values.dtype != np.float64 or values.shape != (self.n,) or not np.isfinite(values).all():
+            raise EvaluationError(
+                f"{path}: expected {self.n} finite float64 log-likelihoods, got {values.dtype} {values.shape}; "
+                "delete it to compute it again"
+            )
+        return torch.from_numpy(values.copy())
+
+    def put(self, j: int, order: torch.Tensor, values: torch.Tensor) -> None:
+        v = values.detach().double().cpu().numpy()
+        if v.shape != (self.n,):
+            raise ValueError(f"expected {self.n} values for order {j}, got shape {v.shape}")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, order=order.cpu().numpy().astype(np.int64), values=v)
+        atomic_write_bytes(self._path(j), buf.getvalue())
