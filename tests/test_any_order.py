@@ -53,12 +53,19 @@ def _by_hand(model: MaskedDiffusion, x: torch.Tensor, order: list[int]) -> float
     total = 0.0
     for i, e in enumerate(order):
         t = (d - i) / (d + 1)
-        if model.steps:
-            t = min(math.floor(t * model.steps) + 1, model.steps) / model.steps
+        if model.steps:  # the nearest step; t = 1 (all masks in training) only when all are masked
+            t = min(max(round(t * model.steps), 1), model.steps if i == 0 else model.steps - 1) / model.steps
         logits = model.logits(z.view(1, 1, 1, d), torch.tensor([t], dtype=torch.float64))[0, 0, 0]
         total += torch.log_softmax(logits, -1)[e, int(x.flatten()[e])].item()
         z.view(-1)[e] = x.flatten()[e]
     return total
+
+
+def test_the_network_reads_m_masks_at_a_time_it_was_trained_at():
+    assert _model(steps=0).order_time(3, 4) == pytest.approx(3 / 5)
+    four = _model(d=64, steps=4)
+    assert [four.order_time(m, 64) for m in (64, 63, 49, 40, 1)] == [1.0, 0.75, 0.75, 0.5, 0.25]
+    assert _model(d=64, steps=1).order_time(5, 64) == 1.0  # one step: its only time
 
 
 @pytest.mark.parametrize("steps", [0, 5])

@@ -283,14 +283,23 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         zero = torch.zeros_like(nll)
         return {"prior": zero, "recon": zero, "diffusion": nll / t if weight is None else nll * weight}
 
+    def order_time(self, m: int, d: int) -> float:
+        """The time at which the network reads m of d entries masked: in continuous time m / (d + 1),
+        the mean of the Beta(m, d - m + 1) time the bound draws for m masks; in T steps the nearest
+        step j / T, where t = 1 (all masks in training) is kept for m = d."""
+        t = m / (d + 1)
+        if not self.steps:
+            return t
+        last = self.steps if m == d or self.steps == 1 else self.steps - 1
+        return min(max(round(t * self.steps), 1), last) / self.steps
+
     @torch.no_grad()
     def order_log_likelihood(self, x: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
         """log p(x | sigma_j), (B, M), float64 (see ``AnyOrderModel``): D network passes over
         the B M pairs, the i-th reading x with the entries sigma_j(>= i) masked and scoring entry
-        sigma_j(i). The network's time is that of m = D - i masked entries, m / (D + 1) (the mean
-        of the Beta(m, D - m + 1) time the bound draws for m; in T steps, the end of its step):
-        any time gives a normalised conditional, this one the network was trained at. Call it
-        in eval mode (``dgm eval`` does): dropout would make each pass another network."""
+        sigma_j(i). The network's time is that of m = D - i masked entries (``order_time``): any
+        time gives a normalised conditional, this one the network was trained at. Call it in eval
+        mode (``dgm eval`` does): dropout would make each pass another network."""
         d = math.prod(self.event_shape)
         x = x.long()
         if x.shape[1:] != self.event_shape:
@@ -308,9 +317,7 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         rows = torch.arange(b * m, device=x.device)
         for i in range(d):
             z = torch.where(ranks >= i, self.num_levels, xs).view(b * m, *self.event_shape)
-            t = torch.full((b * m,), (d - i) / (d + 1), device=x.device, dtype=self._device_probe.dtype)
-            if self.steps:
-                t = _discretize(t, self.steps)
+            t = torch.full((b * m,), self.order_time(d - i, d), device=x.device, dtype=self._device_probe.dtype)
             entry = orders[:, i].repeat(b)  # the entry each row reveals at step i
             logits = self.logits(z, t).flatten(1, -2)[rows, entry]  # (B M, L): that entry's only
             total += torch.log_softmax(logits.double(), dim=-1)[rows, xs[rows, entry]]
