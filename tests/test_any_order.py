@@ -261,8 +261,9 @@ def test_a_stopped_order_evaluation_goes_on_where_it_was(masked_run, monkeypatch
     assert sorted(f.name for f in folder.iterdir()) == ["order-0.npz"]
     calls = _counting(monkeypatch)
     assert main([*args, "--orders", "3"]) == 0
-    assert len(calls) == 2 and "a stopped evaluation goes on there" in capsys.readouterr().out
+    assert len(calls) == 2 and "a stopped evaluation goes on" in capsys.readouterr().out
     resumed = json.loads((masked_run / "eval.json").read_text())
+    assert resumed["order_files"] == f"orders/{folder.name}"  # relative: no machine's paths in the record
     calls = _counting(monkeypatch)
     assert main([*args, "--orders", "4"]) == 0 and len(calls) == 1  # the first three are the same orders
     for f in folder.iterdir():

@@ -148,7 +148,7 @@ def _notes(r: dict) -> list[str]:
             "(Jensen over the noise u), one draw of u per datapoint"
         ]
     if r.get("order_files"):
-        out.append(f"each order's log-likelihoods are kept in {r['order_files']}: a stopped evaluation goes on there")
+        out.append(f"each order's log-likelihoods are kept in the run's {r['order_files']}: a stopped evaluation goes on")
     if r["estimate"] == "time-sampled":
         out.append(f"times: {r.get('variance_reduction')}; the standard error is over datapoints and times together")
         if r.get("time_stderr") is not None:
@@ -284,7 +284,7 @@ def evaluate_run(
         "seed": seed,
         "weights": weights,
         "processes": distributed.current().world_size,
-        "order_files": None if store is None else str(store.folder),
+        "order_files": None if store is None else store.folder.relative_to(run.path).as_posix(),  # in the run folder
     }
 
 
