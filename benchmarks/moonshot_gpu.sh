@@ -2,8 +2,10 @@
 # Issue 29 on one GPU, in resumable chunks: configs/moonshot-masked-bmnist.toml trained for
 # --time-budget SECONDS a call (calling again with the same OUT_DIR goes on with --resume), the
 # bound scored on all 10000 static test images after every chunk (4 times per image; each
-# eval.json kept as OUT_DIR/curve/bound-epoch-E.json beside the training seconds it took), and
-# at the end the exact NLL of the mixture of M orders (dgm eval --orders M), on all 10000 images.
+# eval.json kept as OUT_DIR/curve/bound-epoch-E.json and a line of OUT_DIR/curve/points.jsonl with
+# the training commands' wall seconds so far), and at the end the exact NLL of the mixture of M orders
+# (dgm eval --orders M), on all 10000 images. benchmarks/moonshot_curve.py OUT_DIR: the table and
+# the figure of the bound against training minutes.
 #
 #   benchmarks/moonshot_gpu.sh OUT_DIR SECONDS     # start, or go on, for SECONDS; then the bound
 #   benchmarks/moonshot_gpu.sh OUT_DIR orders M    # the exact NLL of a mixture of M orders (each
@@ -34,6 +36,7 @@ case "$what" in
     ;;
 esac
 
+start=$SECONDS
 if [ -f "$run/config.json" ]; then
   dgm train --resume --out "$run" --device "$device" --time-budget "$what" --quiet >> "$out/train.log" 2>&1
 else
@@ -41,12 +44,13 @@ else
     --device "$device" --time-budget "$what" --quiet >> "$out/train.log" 2>&1
 fi
 code=$?
+took=$((SECONDS - start))  # the training command's wall time, start-up and compilation included
 tail -n 3 "$out/train.log"
 [ $code -eq 0 ] || exit $code
 dgm eval "$run" --time-samples 4 "${evalflags[@]}" > "$out/curve.log" 2>&1 || { cat "$out/curve.log"; exit 1; }
-"$py" - "$run" "$out/curve" <<'PY'
+"$py" - "$run" "$out/curve" "$took" <<'PY'
 import json, pathlib, shutil, sys
-run, curve = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+run, curve, took = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), float(sys.argv[3])
 r = json.loads((run / "eval.json").read_text())
 log = run / "metrics.jsonl"  # (none before the first epoch ends)
 rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
@@ -54,5 +58,11 @@ seconds = sum(row.get("time_s", 0.0) for row in rows)  # per epoch, validation i
 t = r.get("trained") or {"epochs": len(rows), "steps_into_next": 0}
 name = f"bound-epoch-{t['epochs']}" + (f"-step-{t['steps_into_next']}" if t["steps_into_next"] else "")
 shutil.copy(run / "eval.json", curve / f"{name}.json")
+points = curve / "points.jsonl"  # one line a chunk: the training commands' wall seconds so far and the bound
+before = [json.loads(line) for line in points.read_text().splitlines() if line.strip()] if points.exists() else []
+spent = (before[-1]["train_s"] if before else 0.0) + took
+point = {"name": name, **t, "train_s": spent, "epoch_seconds": seconds, "nll": r["nll"], "stderr": r["nll_stderr"], "n": r["n"]}
+with points.open("a") as f:
+    f.write(json.dumps(point) + "\n")
 print(f"{name}: -ELBO {r['nll']:.3f} +- {r['nll_stderr']:.3f} nats on {r['n']} test images; {seconds:.0f} s of training in {len(rows)} finished epochs")
 PY
