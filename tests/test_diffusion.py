@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dgmkit.cli.main import main
+from dgmkit.errors import ConfigError
 from dgmkit.evaluation import evaluate
 from dgmkit.families.diffusion import DiffusionConfig
 from dgmkit.models import DDPMSchedule, GaussianDiffusion, LearnedSchedule, LinearSchedule, MaskedDiffusion
@@ -414,3 +415,26 @@ def test_masked_diffusion_evaluates_the_continuous_bound_by_counts_with_finite_v
                 xb[: 4 * 2000], torch.remainder(torch.rand(2000).repeat_interleave(4) + torch.arange(4).repeat(2000) / 4, 1)
             )["diffusion"]
             assert k4.view(2000, 4).mean(1).median().item() == pytest.approx(exact, abs=0.1)
+
+
+def test_masked_training_on_counts_uses_the_evaluation_s_finite_variance_form():
+    torch.manual_seed(0)
+    counts = MaskedDiffusion(_TinyDenoiser(3, 2), (1, 1, 3), 2, 0, train_counts=True).double()
+    times = MaskedDiffusion(_TinyDenoiser(3, 2), (1, 1, 3), 2, 0).double()
+    times.load_state_dict(counts.state_dict())
+    x, t = torch.randint(0, 2, (64, 1, 1, 3)), torch.rand(64, dtype=torch.float64)
+
+    def terms(model, train):
+        torch.manual_seed(1)
+        return model.bound_terms(x, t, train=train)["diffusion"]
+
+    assert torch.equal(terms(counts, True), terms(counts, False))  # training's form is evaluation's
+    assert not torch.equal(terms(times, True), terms(times, False))
+    terms(counts, True).mean().backward()
+    assert all(p.grad is not None for p in counts.parameters())
+    assert MaskedDiffusion(_TinyDenoiser(3, 2), (1, 1, 3), 2, 4, train_counts=True).train_counts is False  # T steps
+    with pytest.raises(ConfigError, match="masked_training counts"):
+        DiffusionConfig(process="masked", diffusion_steps=10, masked_training="counts").validate()
+    with pytest.raises(ConfigError, match="masked_training counts"):
+        DiffusionConfig(masked_training="counts").validate()
+    assert DiffusionConfig(process="masked", masked_training="counts").build((1, 8, 8), 2).train_counts

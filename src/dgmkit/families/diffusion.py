@@ -45,6 +45,11 @@ class DiffusionConfig(FamilyConfig):
     loss: Literal["vlb", "simple"] = setting(
         "vlb", "vlb: the bound itself; simple: DDPM's unweighted eps error (fixed schedules; the bound is still monitored)"
     )
+    masked_training: Literal["times", "counts"] = setting(
+        "times",
+        "masked, continuous time: the training bound's estimate per sampled time t ((1/t) sum over the masked "
+        "pixels), or per sampled count m of masked pixels (D/m times their sum: dgm eval's form, of finite variance)",
+    )
     unet_channels: list[int] = setting(
         [32, 64, 64], "U-Net widths, one per resolution (the image halves between them)", min=1, max=4096
     )
@@ -64,6 +69,11 @@ class DiffusionConfig(FamilyConfig):
             for key in ("schedule", "gamma_min", "gamma_max"):
                 if getattr(self, key) != defaults[key].default:
                     raise ConfigError(f"{key} is a setting of gaussian diffusion; masked diffusion needs it left out")
+        if self.masked_training == "counts" and (self.process != "masked" or self.diffusion_steps):
+            raise ConfigError(
+                "masked_training counts is the continuous-time masked bound's form: it needs --process masked and "
+                "--diffusion-steps 0"
+            )
         if self.schedule == "ddpm":
             for key in ("gamma_min", "gamma_max"):
                 if getattr(self, key) != defaults[key].default:
@@ -121,7 +131,9 @@ class DiffusionConfig(FamilyConfig):
         except ValueError as e:
             raise ConfigError(str(e)) from None
         if not gaussian:
-            return MaskedDiffusion(net, data.event_shape, data.num_levels, self.diffusion_steps)
+            return MaskedDiffusion(
+                net, data.event_shape, data.num_levels, self.diffusion_steps, self.masked_training == "counts"
+            )
         if self.schedule == "ddpm":
             schedule = SCHEDULES["ddpm"](self.diffusion_steps or 1000)
         else:

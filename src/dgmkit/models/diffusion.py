@@ -233,7 +233,9 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
     # and the compiled bf16 step ran 300 steps without a non-finite loss
     trains_in_bf16: ClassVar[bool] = True
 
-    def __init__(self, net: nn.Module, event_shape: tuple[int, ...], num_levels: int, steps: int = 0):
+    def __init__(
+        self, net: nn.Module, event_shape: tuple[int, ...], num_levels: int, steps: int = 0, train_counts: bool = False
+    ):
         super().__init__()
         if num_levels < 2:
             raise ValueError(f"masked diffusion needs at least 2 levels, got {num_levels}")
@@ -242,6 +244,7 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         self.net = net
         self.event_shape = tuple(event_shape)
         self.num_levels, self.steps = int(num_levels), int(steps)
+        self.train_counts = bool(train_counts) and not self.steps  # continuous time: train on the count form too
         self.register_buffer("_device_probe", torch.zeros(()), persistent=False)
 
     @property
@@ -264,9 +267,10 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         """``prior`` and ``recon`` (both 0) and ``diffusion``: (1/t) sum of -log p(x_d | z_t)
         over the masked entries, for integer images x and times t (B,) uniform in [0, 1). In
         continuous time outside training, t is read as the stratified count of masked entries
-        instead (see the module docstring): the same bound's estimate of finite variance."""
+        instead (see the module docstring): the same bound's estimate of finite variance, in
+        training too where ``train_counts``."""
         x = x.long()
-        if self.steps or train:
+        if self.steps or (train and not self.train_counts):
             t = _discretize(t, self.steps) if self.steps else 1.0 - t  # continuous: uniform on (0, 1]
             masked = torch.rand(x.shape, device=x.device) < t.view(-1, *([1] * (x.dim() - 1)))
             weight = None
