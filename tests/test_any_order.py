@@ -257,11 +257,14 @@ def test_a_stopped_order_evaluation_goes_on_where_it_was(masked_run, monkeypatch
     args = ["eval", str(masked_run), "--limit", "5", "--seed", "3"]
     calls = _counting(monkeypatch, fail_at=2)
     assert main([*args, "--orders", "3"]) == 130  # interrupted in its second order: the first is kept
+    assert "order 0: scored in" in capsys.readouterr().out
     (folder,) = (masked_run / "orders").iterdir()
     assert sorted(f.name for f in folder.iterdir()) == ["order-0.npz"]
     calls = _counting(monkeypatch)
     assert main([*args, "--orders", "3"]) == 0
-    assert len(calls) == 2 and "a stopped evaluation goes on" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert len(calls) == 2 and "a stopped evaluation goes on" in out
+    assert "order 0: read back from order-0.npz" in out and "order 2: scored in" in out and "order 0: scored" not in out
     resumed = json.loads((masked_run / "eval.json").read_text())
     assert resumed["order_files"] == f"orders/{folder.name}"  # relative: no machine's paths in the record
     calls = _counting(monkeypatch)

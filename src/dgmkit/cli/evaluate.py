@@ -257,7 +257,7 @@ def evaluate_run(
     store = None
     if orders is not None and distributed.current().world_size == 1:  # each order's values kept as done
         key = hashlib.sha256(f"{weights}|{seed}|{tuple(x.shape)}|".encode() + x.cpu().numpy().tobytes()).hexdigest()
-        store = OrderFiles(run.path / "orders" / key[:16], len(x))
+        store = OrderFiles(run.path / "orders" / key[:16], len(x), report=say)
     report = evaluate(
         run.model,
         x,

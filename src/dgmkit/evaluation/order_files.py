@@ -10,7 +10,9 @@ not is an error that names it (delete it to compute that order again).
 """
 
 import io
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +25,12 @@ __all__ = ["OrderFiles"]
 
 
 class OrderFiles:
-    """An ``estimates.OrderStore`` in ``folder`` for ``n`` datapoints."""
+    """An ``estimates.OrderStore`` in ``folder`` for ``n`` datapoints; ``report`` (e.g. print)
+    is told of each order as it is read back or kept, with the seconds it took."""
 
-    def __init__(self, folder: Path, n: int):
-        self.folder, self.n = Path(folder), int(n)
+    def __init__(self, folder: Path, n: int, report: Callable[[str], None] | None = None):
+        self.folder, self.n, self.report = Path(folder), int(n), report
+        self._since = time.perf_counter()
 
     def _path(self, j: int) -> Path:
         return self.folder / f"order-{j}.npz"
@@ -52,6 +56,9 @@ class OrderFiles:
                 f"{path}: expected {self.n} finite float64 log-likelihoods, got {values.dtype} {values.shape}; "
                 "delete it to compute it again"
             )
+        if self.report is not None:
+            self.report(f"order {j}: read back from {path.name}")
+        self._since = time.perf_counter()
         return torch.from_numpy(values.copy())
 
     def put(self, j: int, order: torch.Tensor, values: torch.Tensor) -> None:
@@ -62,3 +69,6 @@ class OrderFiles:
         buf = io.BytesIO()
         np.savez(buf, order=order.cpu().numpy().astype(np.int64), values=v)
         atomic_write_bytes(self._path(j), buf.getvalue())
+        if self.report is not None:
+            self.report(f"order {j}: scored in {time.perf_counter() - self._since:.1f} s and kept")
+        self._since = time.perf_counter()
