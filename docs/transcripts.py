@@ -187,8 +187,8 @@ TRANSCRIPTS: dict[str, list[str]] = {
         f"{T} --model diffusion --unet-channels 16 32 --unet-blocks 1 --epochs 2 --batch-size 64 --out runs/vdm",
         "dgm eval runs/vdm --time-samples 4",
         "dgm sample runs/vdm -n 16 --steps 50 --out vdm.png",
-        f"{T} --model diffusion --process masked --unet-channels 16 32 --unet-blocks 1 --epochs 2 --batch-size 64 "
-        "--quiet --out runs/masked",
+        f"{T} --model diffusion --process masked --masked-training counts --unet-channels 16 32 --unet-blocks 1 "
+        "--epochs 2 --batch-size 64 --quiet --out runs/masked",
         "dgm eval runs/masked",
         "dgm eval runs/masked --orders 4",
     ],
