@@ -1,10 +1,11 @@
 """Random-number helpers."""
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 
-__all__ = ["seeded_by"]
+__all__ = ["seeded_by", "seeded"]
 
 
 @contextlib.contextmanager
@@ -19,3 +20,13 @@ def seeded_by(generator: torch.Generator | None, device: torch.device | str = "c
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=generator.device)))
         yield
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[torch.Generator]:
+    """A generator on ``device`` seeded by ``seed``, for the code that takes one, while torch's
+    global RNG is seeded from the same seed for the code that draws from it (``seeded_by``), and
+    restored afterwards: an evaluation of one seed draws the same numbers each time it is run,
+    in one process or in many, and leaves the caller's random state as it was."""
+    with seeded_by(torch.Generator().manual_seed(seed), device):
+        yield torch.Generator(device=device).manual_seed(seed)

@@ -27,8 +27,8 @@ from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.errors import ConfigError, DataError
-from dgmkit.evaluation.estimates import estimate
-from dgmkit.evaluation.metrics import discrete_nll
+from dgmkit.evaluation.estimates import log_likelihoods
+from dgmkit.evaluation.metrics import observed_entries
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED
 
@@ -91,16 +91,8 @@ def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0)
         k = cast("DiffusionConfig", run.cfg.model).time_samples if kind == "time-sampled" else run.cfg.iw_samples
     t = run.transform
     xt = t(x, torch.Generator().manual_seed(VALID_SEED)).to(run.device)  # on the CPU: the same noise on any device
-    g = torch.Generator(device=run.device).manual_seed(seed)
-    est = estimate(run.model, xt, k if kind != "exact" else 0, g)
-    assert est.log_px is not None  # only a reconstruction score has none: refused above
-    log_px = est.log_px.double().cpu().numpy()
-    if not np.isfinite(log_px).all():
-        bad = int((~np.isfinite(log_px)).sum())
-        raise DataError(f"the model gives a non-finite log p(x) to {bad} of {len(x)} inputs; nothing was written")
-    flat = x.reshape(len(x), -1)
-    dims = (~torch.isnan(flat)).sum(1).double().numpy() if flat.is_floating_point() else np.full(len(x), flat.shape[1])
-    log_px = np.array([-discrete_nll(-v, int(d), t.log_volume) for v, d in zip(log_px, dims)])
+    log_px = log_likelihoods(run.model, xt, t.log_volume, k if kind != "exact" else 0, seed).numpy()
+    dims = observed_entries(x).numpy()
     bpd = None if t.kind == "continuous" else -log_px / (dims * math.log(2))
     return log_px, bpd
 

@@ -31,9 +31,10 @@ from typing import Protocol, cast
 import torch
 
 from dgmkit import distributed
-from dgmkit._rng import seeded_by
+from dgmkit._rng import seeded, seeded_by
 from dgmkit.distributions import location
 from dgmkit.errors import EvaluationError
+from dgmkit.evaluation.metrics import observed_entries
 from dgmkit.models import (
     AnyOrderModel,
     Autoencoder,
@@ -44,10 +45,11 @@ from dgmkit.models import (
     TimeSampledBound,
     VariationalModel,
 )
+from dgmkit.models.terms import refuse_non_finite
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
 from dgmkit.objectives.importance import CPU_CHUNK_BYTES, GPU_CHUNK_BYTES
 
-__all__ = ["Estimate", "ESTIMATORS", "estimate", "draw_orders", "OrderStore"]
+__all__ = ["Estimate", "ESTIMATORS", "estimate", "log_likelihoods", "draw_orders", "OrderStore"]
 
 
 @dataclass
@@ -258,3 +260,31 @@ def estimate(
     log_px = None if est.log_px is None else distributed.gather_rows(est.log_px)
     terms = {name: distributed.gather_rows(t) for name, t in est.terms.items()}
     return Estimate(est.kind, log_px, est.k, terms)
+
+
+def log_likelihoods(
+    model: GenerativeModel,
+    x: torch.Tensor,
+    log_volume: float = 0.0,
+    iw_samples: int = 5000,
+    seed: int = 0,
+    batch_size: int = 1000,
+) -> torch.Tensor:
+    """(N,) float64 on the CPU: each input's estimate of log p(x) as the model declares it, in
+    nats of the integer data (what ``dgm score`` writes and ``dgm ood`` scores).
+
+    ``x`` is what the likelihood scores (the run's transform applied); ``log_volume``: log L per
+    dimension for uniformly dequantized data (``DataTransform.log_volume``), subtracted once per
+    observed entry of each input (NaN entries are missing: log p(x_o)) so that the numbers are of
+    the integers; ``iw_samples``: importance samples (or times) where the estimate is sampled,
+    drawn from ``seed`` (``_rng.seeded``). A model without a density, or a non-finite value, is
+    refused by name."""
+    if model.estimate_kind == "reconstruction":
+        raise EvaluationError(
+            "the model defines no density over x (a reconstruction score only): there is no log-likelihood to score"
+        )
+    with seeded(seed, x.device) as g:
+        log_px = estimate(model, x, iw_samples, g, batch_size).log_px
+    assert log_px is not None  # only a reconstruction score has none: refused above
+    refuse_non_finite("log-likelihood", log_px)
+    return log_px.double().cpu() - observed_entries(x) * log_volume

@@ -7,7 +7,7 @@ import torch
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.models import Autoencoder, LatentVariableModel
 
-__all__ = ["bits_per_dim", "discrete_nll", "active_units", "posterior_statistics"]
+__all__ = ["bits_per_dim", "discrete_nll", "observed_entries", "active_units", "posterior_statistics"]
 
 
 def discrete_nll(nll_nats: float, num_dims: float, log_volume: float) -> float:
@@ -16,6 +16,14 @@ def discrete_nll(nll_nats: float, num_dims: float, log_volume: float) -> float:
     For uniform dequantization y = (k + u) / L, log P(k) >= log p(y) - D log L, so
     ``log_volume`` = log L per dimension is added; it is 0 for discrete likelihoods."""
     return nll_nats + num_dims * log_volume
+
+
+def observed_entries(x: torch.Tensor) -> torch.Tensor:
+    """(N,) float64 on the CPU: the entries of each datapoint of ``x`` (N, ...) that are observed,
+    all of them but those that are NaN (missing: the numbers are then of log p(x_o))."""
+    flat = x.flatten(1)
+    seen = (~torch.isnan(flat)).sum(1) if flat.is_floating_point() else torch.full((len(x),), flat.shape[1])
+    return seen.double().cpu()
 
 
 def bits_per_dim(nll_nats: float, num_dims: float) -> float:

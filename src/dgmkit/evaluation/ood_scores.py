@@ -31,12 +31,10 @@ from typing import Any, overload
 import numpy as np
 import torch
 
-from dgmkit._rng import seeded_by
 from dgmkit.errors import EvaluationError
-from dgmkit.evaluation.estimates import estimate
+from dgmkit.evaluation.estimates import log_likelihoods
 from dgmkit.evaluation.figures import figure_png
 from dgmkit.evaluation.ood import TypicalityTest, detection_metrics, typicality_test
-from dgmkit.models import GenerativeModel
 
 __all__ = ["SCORES", "OODScores", "log_likelihoods", "png_code_length", "ood_scores", "histogram_png"]
 
@@ -48,37 +46,6 @@ SCORES = {
     "typicality_batch": "typicality of batches |mean -log p(x) - H|",
     "complexity": "complexity -log2 p(x) - L_PNG(x)",
 }
-
-
-def log_likelihoods(
-    model: GenerativeModel,
-    x: torch.Tensor,
-    log_volume: float = 0.0,
-    iw_samples: int = 5000,
-    seed: int = 0,
-    batch_size: int = 1000,
-) -> torch.Tensor:
-    """(N,) float64: the model's estimate of log p(x) for each input, in nats of the integer data.
-
-    ``x`` is what the likelihood scores (the run's transform applied); ``log_volume``: log L per
-    dimension for uniformly dequantized data (``DataTransform.log_volume``), subtracted so that the
-    numbers are of the integers; ``iw_samples``: importance samples where the estimate is
-    sampled (``evaluation.estimates``), seeded by ``seed``."""
-    if model.estimate_kind == "reconstruction":
-        raise EvaluationError(
-            "the model defines no density over x (a reconstruction score only): there is no log-likelihood to score"
-        )
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    with seeded_by(torch.Generator().manual_seed(seed), x.device):
-        log_px = estimate(model, x, iw_samples, g, batch_size).log_px
-    assert log_px is not None  # only a reconstruction score has none: refused above
-    bad = ~torch.isfinite(log_px)
-    if bool(bad.any()):
-        raise EvaluationError(
-            f"the model gives a non-finite log-likelihood ({log_px[bad][0].item()}) to {int(bad.sum())} of {len(x)} "
-            "inputs; no score is reported"
-        )
-    return log_px.double().cpu() - math.prod(x.shape[1:]) * log_volume
 
 
 def png_code_length(images: torch.Tensor) -> torch.Tensor:

@@ -9,15 +9,14 @@ from typing import Any, cast, overload
 import torch
 
 from dgmkit import distributed
-from dgmkit._rng import seeded_by
+from dgmkit._rng import seeded
 from dgmkit.devices import device_of
-from dgmkit.errors import EvaluationError
 from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import OrderStore, draw_orders, estimate
-from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, posterior_statistics
+from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, observed_entries, posterior_statistics
 from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel
 from dgmkit.models.base import TimeSampledBound
-from dgmkit.models.terms import TERM_LEVELS
+from dgmkit.models.terms import TERM_LEVELS, refuse_non_finite
 
 __all__ = ["EvalReport", "evaluate", "record_terms"]
 
@@ -174,25 +173,20 @@ def evaluate(
     n, num_dims = len(x), int(math.prod(x.shape[1:]))
     seen = None
     if x.is_floating_point() and bool(torch.isnan(x).any()):  # numbers of the observed entries: log p(x_o)
-        seen = (~torch.isnan(x)).flatten(1).sum(1).double().mean().item()
+        seen = observed_entries(x).mean().item()
     dims = num_dims if seen is None else seen  # bits per (observed) dimension
     shift = dims * log_volume
     if orders < 0:
         raise ValueError(f"orders must be >= 0, got {orders}")
     drawn = draw_orders(orders, num_dims, torch.Generator().manual_seed(seed)) if orders else None  # on the CPU: any device
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    with seeded_by(torch.Generator().manual_seed(seed), x.device):
+    with seeded(seed, x.device) as g:
         est = estimate(model, x, iw_samples, g, batch_size, orders=drawn, order_store=order_store)
         added = model.evaluation_terms(x, y, est.terms, batch_size)  # on every rank: the same data, the same seed
     time_var = est.terms.pop("time_var", None)
     timed = est.kind == "time-sampled"  # (a time-sampled model can be scored otherwise: --orders)
     for name, t in [("log-likelihood", est.log_px), *est.terms.items()]:
-        if t is not None and not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).sum())
-            raise EvaluationError(
-                f"the model gives a non-finite {name} ({t[~torch.isfinite(t)][0].item()}) to {bad} of {n} datapoints; "
-                "no result is reported"
-            )
+        if t is not None:
+            refuse_non_finite(name, t)
     nll = None if est.log_px is None else discrete_nll(-_mean(est.log_px), dims, log_volume)
     stderr = None if est.log_px is None or n < 2 else est.log_px.std().item() / math.sqrt(n)
     elbo = None if "elbo" not in est.terms else -discrete_nll(-_mean(est.terms["elbo"]), dims, log_volume)

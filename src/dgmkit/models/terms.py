@@ -15,9 +15,21 @@ import torch
 
 from dgmkit.errors import EvaluationError
 
-__all__ = ["Term", "TERM_LEVELS"]
+__all__ = ["Term", "TERM_LEVELS", "refuse_non_finite"]
 
 TERM_LEVELS = (0, 1, 2)  # 0: a row of its own; 1: beside the ELBO's reconstruction and KL; 2: a part of the KL
+
+
+def refuse_non_finite(label: str, values: torch.Tensor, bad: torch.Tensor | None = None) -> None:
+    """Raise an ``EvaluationError`` that names ``label`` where any of the per-datapoint ``values``
+    is NaN or infinite (or, given ``bad``, where that mask is set): no number is reported from
+    them, as one NaN would make every mean and score of the evaluation NaN."""
+    bad = ~torch.isfinite(values) if bad is None else bad
+    if bool(bad.any()):
+        raise EvaluationError(
+            f"the model gives a non-finite {label} ({values[bad][0].item()}) to {int(bad.sum())} of {len(values)} "
+            "datapoints; no result is reported"
+        )
 
 
 @dataclass
@@ -53,12 +65,7 @@ class Term:
         """The mean over the datapoints that have a value (None if none has). A non-finite value
         (other than a ``partial`` term's NaN) is an error that names the term."""
         v = self.values.double()
-        bad = torch.isinf(v) if self.partial else ~torch.isfinite(v)
-        if bool(bad.any()):
-            raise EvaluationError(
-                f"the model gives a non-finite {self.label} ({v[bad][0].item()}) to {int(bad.sum())} of {len(v)} "
-                "datapoints; no result is reported"
-            )
+        refuse_non_finite(self.label, v, torch.isinf(v) if self.partial else None)
         defined = v[~torch.isnan(v)]
         return None if len(defined) == 0 else defined.mean().item()
 
