@@ -61,6 +61,8 @@ def test_png_images_of_a_binary_model_are_scored_by_name_and_bad_inputs_refused(
         code = main(["score", str(run), *argv, "--out", str(tmp_path / "t.csv")])
         assert code == 1 and needle in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
+    assert main(["eval", str(run), "--iw-samples", "5"]) == 1  # the same refusal, by dgm eval's flag
+    assert "--iw-samples: " in (err := capsys.readouterr().err) and "exact log-likelihood" in err
 
 
 def test_a_model_without_a_density_has_nothing_to_score(tmp_path, capsys):

@@ -3,7 +3,6 @@ where it has one, bits/dim and latent diagnostics."""
 
 import argparse
 import hashlib
-from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -30,10 +29,7 @@ from dgmkit.evaluation.order_files import OrderFiles
 from dgmkit.models import AnyOrderModel
 from dgmkit.models.terms import format_term
 
-if TYPE_CHECKING:
-    from dgmkit.families.diffusion import DiffusionConfig
-
-__all__ = ["add_parser", "run_eval", "format_report"]
+__all__ = ["add_parser", "run_eval", "format_report", "estimate_samples"]
 
 # what each kind of estimate is called on the NLL row
 _NLL_ROW = {
@@ -203,6 +199,35 @@ def protocol_key(r: dict) -> str:
 _EVALS = ResultsFile("evals.json", "estimate", "evaluate again", protocol_key)
 
 
+def estimate_samples(
+    run: Run,
+    iw_samples: int | None = None,
+    time_samples: int | None = None,
+    iw_flag: str = "--iw-samples",
+    time_flag: str = "--time-samples",
+) -> int:
+    """The k of a run's estimate of log p(x): importance samples, or for a model scored by its
+    bound over sampled times the times (the run's own setting, ``cfg.iw_samples``, where none is
+    given), and 0 where the likelihood is exact. A count that means nothing for the estimate the
+    run's family declares is refused, naming the flag that gave it."""
+    kind, name = run.model.estimate_kind, run.cfg.model.describe()
+    if time_samples is not None and kind != "time-sampled":
+        raise ConfigError(f"{time_flag} is for diffusion models; {name} has no time to sample")
+    if iw_samples is not None and kind == "time-sampled":
+        raise ConfigError(
+            f"{iw_flag}: {name} is scored by its bound over sampled times, without importance sampling; use {time_flag}"
+        )
+    if iw_samples is not None and kind in ("exact", "reconstruction"):
+        what = "an exact log-likelihood" if kind == "exact" else "no density (a reconstruction score)"
+        raise ConfigError(f"{iw_flag}: {name} has {what}; there is nothing to sample")
+    if kind == "exact":
+        return 0
+    k = iw_samples if iw_samples is not None else time_samples if time_samples is not None else run.cfg.iw_samples
+    if kind in ("importance-sampled", "bound") and k < 1:
+        raise ConfigError(f"{name} estimates log p(x) by importance sampling: {iw_flag} must be >= 1 (k = 1 is the ELBO)")
+    return k
+
+
 def evaluate_run(
     run: Run,
     split: str = "test",
@@ -224,27 +249,7 @@ def evaluate_run(
             raise ConfigError(f"--orders: {run.cfg.model.describe()} is not an any-order model (e.g. masked diffusion)")
         if iw_samples is not None or time_samples is not None:
             raise ConfigError("--orders scores the exact mixture of orders: it takes no --iw-samples or --time-samples")
-    k = run.cfg.iw_samples if iw_samples is None else iw_samples
-    timed = run.model.estimate_kind == "time-sampled"
-    if time_samples is not None and not timed:
-        raise ConfigError(f"--time-samples is for diffusion models; {run.cfg.model.describe()} has no time to sample")
-    if timed:
-        if iw_samples is not None:
-            raise ConfigError(
-                f"--iw-samples: {run.cfg.model.describe()} is scored by its bound over sampled times, without "
-                "importance sampling; use --time-samples"
-            )
-        k = cast("DiffusionConfig", run.cfg.model).time_samples if time_samples is None else time_samples
-    if iw_samples is not None and run.model.estimate_kind in ("exact", "reconstruction"):
-        what = "an exact log-likelihood" if run.model.estimate_kind == "exact" else "no density (a reconstruction score)"
-        raise ConfigError(f"--iw-samples: {run.cfg.model.describe()} has {what}; there is nothing to sample")
-    if run.model.estimate_kind == "exact":
-        k = 0  # nothing to sample
-    elif run.model.estimate_kind in ("importance-sampled", "bound") and k < 1:
-        raise ConfigError(
-            f"{run.cfg.model.describe()} estimates log p(x) by importance sampling: --iw-samples must be >= 1 "
-            "(k = 1 is the ELBO)"
-        )
+    k = estimate_samples(run, iw_samples, time_samples)
     weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]  # which weights these numbers are of
     x, y = split_data(run, split, data_dir, data)
     subset = None

@@ -14,7 +14,6 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from dgmkit._io import atomic_write_bytes, check_new_output
 from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import add_count_flag, add_device_flag, read_input_file, run_data, say
 from dgmkit.cli.compress import read_pngs
+from dgmkit.cli.evaluate import estimate_samples
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data.table import TABLE_SUFFIXES
@@ -31,9 +31,6 @@ from dgmkit.evaluation.estimates import log_likelihoods
 from dgmkit.evaluation.metrics import observed_entries
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED
-
-if TYPE_CHECKING:
-    from dgmkit.families.diffusion import DiffusionConfig
 
 __all__ = ["add_parser", "run_score", "score_inputs"]
 
@@ -85,13 +82,11 @@ def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0)
     kind = run.model.estimate_kind
     if kind == "reconstruction":
         raise ConfigError(f"{run.cfg.model.describe()} defines no density over x: there is no log p(x) to score")
-    if k is not None and kind == "exact":
-        raise ConfigError(f"--k: {run.cfg.model.describe()} has an exact log-likelihood; there is nothing to sample")
-    if k is None:
-        k = cast("DiffusionConfig", run.cfg.model).time_samples if kind == "time-sampled" else run.cfg.iw_samples
+    timed = kind == "time-sampled"  # --k counts the times of a diffusion bound
+    k = estimate_samples(run, None if timed else k, k if timed else None, iw_flag="--k", time_flag="--k")
     t = run.transform
     xt = t(x, torch.Generator().manual_seed(VALID_SEED)).to(run.device)  # on the CPU: the same noise on any device
-    log_px = log_likelihoods(run.model, xt, t.log_volume, k if kind != "exact" else 0, seed).numpy()
+    log_px = log_likelihoods(run.model, xt, t.log_volume, k, seed).numpy()
     dims = observed_entries(x).numpy()
     bpd = None if t.kind == "continuous" else -log_px / (dims * math.log(2))
     return log_px, bpd
