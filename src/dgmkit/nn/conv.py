@@ -37,9 +37,12 @@ def he_init(layers: Sequence[nn.Module]) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _check_size(height: int, width: int) -> None:
-    if height % 4 or width % 4:
-        raise ValueError(f"conv networks need height and width divisible by 4, got {height}x{width}")
+def _quarter(event_shape: Sequence[int]) -> tuple[int, int, int]:
+    """(C, H/4, W/4) of images (C, H, W): the channels, and the grid after two stride-2 stages."""
+    c, h, w = event_shape
+    if h % 4 or w % 4:
+        raise ValueError(f"conv networks need height and width divisible by 4, got {h}x{w}")
+    return c, h // 4, w // 4
 
 
 class ConvEncoderNet(nn.Module):
@@ -60,8 +63,7 @@ class ConvEncoderNet(nn.Module):
         act: str = "relu",
     ):
         super().__init__()
-        c, h, w = event_shape
-        _check_size(h, w)
+        c, h4, w4 = _quarter(event_shape)
         c1, c2 = channels
         self.features = nn.Sequential(
             nn.Conv2d(c, c1, 3, stride=2, padding=1),  # H/2
@@ -70,8 +72,7 @@ class ConvEncoderNet(nn.Module):
             activation(act),
             nn.Flatten(),
         )
-        flat = c2 * (h // 4) * (w // 4)
-        self.head = nn.Sequential(nn.Linear(flat, hidden), activation(act), nn.Linear(hidden, out_features))
+        self.head = nn.Sequential(nn.Linear(c2 * h4 * w4, hidden), activation(act), nn.Linear(hidden, out_features))
         he_init([*self.features, self.head[0]])  # the output layer keeps PyTorch's smaller default
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,12 +96,12 @@ class ConvDecoderNet(nn.Module):
         act: str = "relu",
     ):
         super().__init__()
-        _, h, w = event_shape
-        _check_size(h, w)
+        _, h4, w4 = _quarter(event_shape)
         c2, c1 = channels
-        self._grid = (c2, h // 4, w // 4)
-        flat = c2 * (h // 4) * (w // 4)
-        self.head = nn.Sequential(nn.Linear(in_features, hidden), activation(act), nn.Linear(hidden, flat), activation(act))
+        self._grid = (c2, h4, w4)
+        self.head = nn.Sequential(
+            nn.Linear(in_features, hidden), activation(act), nn.Linear(hidden, c2 * h4 * w4), activation(act)
+        )
         self.up = nn.Sequential(
             nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1),  # H/2
             activation(act),
