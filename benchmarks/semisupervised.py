@@ -27,6 +27,8 @@ from dgmkit.api import Evaluation
 def table(runs: list[str]) -> None:
     print(f"{'run':<28} {'labels':>7} {'epochs':>6} {'test error %':>12} {'NLL':>9} {'k':>5}")
     for r in runs:
+        if not (Path(r) / "eval.json").is_file():
+            raise SystemExit(f"{r}: no eval.json (a run folder that dgm eval has evaluated, e.g. runs/m2-100)")
         e = Evaluation(json.loads((Path(r) / "eval.json").read_text()))  # .accuracy: old or new record
         c = json.loads((Path(r) / "config.json").read_text())["config"]
         epochs = sum(1 for _ in open(Path(r) / "metrics.jsonl"))

@@ -305,6 +305,11 @@ def test_ood_refusals(runs, tmp_path, capsys):
     model = runs / "model"
     _refused(*_dgm(capsys, "ood", model, "--ood", runs / "big.npy")[::2], "shape (1, 10, 10)", "(1, 8, 8)")
     _refused(*_dgm(capsys, "ood", model, "--ood", runs / "bytes.npy")[::2], "256 levels", "17 levels")
+    holes = np.random.default_rng(1).integers(0, 17, size=(50, 8, 8)).astype(np.float32)
+    holes[:, 2, 2] = np.nan  # in every row, so in whichever split is scored
+    holes[::2, 0] = np.nan  # log p(x_o) of different observed entries are not comparable
+    np.save(tmp_path / "holes.npy", holes)
+    _refused(*_dgm(capsys, "ood", model, "--ood", tmp_path / "holes.npy")[::2], "inputs have missing entries (NaN)")
     _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--iw-samples", "5")[::2], "exact log-likelihood")
     _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--out", tmp_path / "a.jpg")[::2], ".png")
     ae = tmp_path / "ae"

@@ -87,17 +87,29 @@ def test_a_sampled_bound_is_drawn_from_the_seed_alone_and_agrees_with_dgm_eval(t
     run = load_run(run_dir)
     x = run_data(run).test.x
     torch.manual_seed(1)
-    first, _ = score_inputs(run, x, k=2, seed=3)
     state = torch.get_rng_state()
+    first, _ = score_inputs(run, x, k=2, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is untouched
     torch.manual_seed(2)
     again, _ = score_inputs(run, x, k=2, seed=3)
     other, _ = score_inputs(run, x, k=2, seed=4)
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-3  # the seed does draw the noise
-    torch.manual_seed(1)
-    score_inputs(run, x, k=2, seed=3)
-    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is untouched
     capsys.readouterr()
     assert main(["eval", str(run_dir), "--time-samples", "2", "--seed", "3"]) == 0
     nll = json.loads((run_dir / "eval.json").read_text())["nll"]
     assert -first.mean() == pytest.approx(nll, abs=1e-6)  # the same data, times and noise
+
+
+def test_a_run_that_sets_zero_importance_samples_is_not_scored_by_its_elbo_as_log_px(tmp_path, capsys):
+    """dgm score once wrote a run's ELBO as log p(x) where the run's iw_samples was 0; it is
+    refused, as dgm eval refuses it, naming the setting and the flag that overrides it."""
+    run = tmp_path / "vae0"
+    assert main(["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--iw-samples", "0",
+                 "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    np.save(tmp_path / "x.npy", run_data(load_run(run)).test.x.numpy()[:4])
+    for argv, flag in ((["score", str(run), str(tmp_path / "x.npy"), "--out", str(tmp_path / "s.csv")], "--k"),
+                       (["eval", str(run)], "--iw-samples")):  # fmt: skip
+        assert main(argv) == 1
+        assert f"the run's iw_samples is 0: give {flag} >= 1" in capsys.readouterr().err
+    assert main(["score", str(run), str(tmp_path / "x.npy"), "--k", "3", "--out", str(tmp_path / "s.csv")]) == 0

@@ -16,9 +16,14 @@ def seeded_by(generator: torch.Generator | None, device: torch.device | str = "c
     if generator is None:
         yield
         return
-    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    target = torch.device(device)
+    devices = [target] if target.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=generator.device)))
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        torch.default_generator.manual_seed(seed)  # only the generators fork_rng restores (torch.manual_seed
+        if devices:  # would also seed every other CUDA device's, and leave them so)
+            with torch.cuda.device(target):
+                torch.cuda.manual_seed(seed)
         yield
 
 

@@ -224,7 +224,8 @@ def estimate_samples(
         return 0
     k = iw_samples if iw_samples is not None else time_samples if time_samples is not None else run.cfg.iw_samples
     if kind in ("importance-sampled", "bound") and k < 1:
-        raise ConfigError(f"{name} estimates log p(x) by importance sampling: {iw_flag} must be >= 1 (k = 1 is the ELBO)")
+        given = f"{iw_flag} must be >= 1" if iw_samples is not None else f"the run's iw_samples is {k}: give {iw_flag} >= 1"
+        raise ConfigError(f"{name} estimates log p(x) by importance sampling: {given} (k = 1 is the ELBO)")
     return k
 
 

@@ -166,7 +166,14 @@ def _per_input_csv(scores: dict[str, tuple[torch.Tensor, torch.Tensor]], subsets
 
 
 def _inputs(run: Run, raw: torch.Tensor) -> torch.Tensor:
-    """What the run's likelihood scores: its transform with the fixed held-out noise seed."""
+    """What the run's likelihood scores: its transform with the fixed held-out noise seed. Inputs
+    with missing entries are refused: log p(x_o) of different observed entries rank nothing."""
+    if raw.is_floating_point() and bool(torch.isnan(raw).any()):
+        rows = int(torch.isnan(raw.reshape(len(raw), -1)).any(1).sum())
+        raise DataError(
+            f"{rows} of {len(raw)} inputs have missing entries (NaN): dgm ood compares log p(x) of complete inputs, "
+            "and the log-likelihoods of different observed entries are not comparable"
+        )
     return run.transform(raw, torch.Generator().manual_seed(VALID_SEED))
 
 

@@ -2,7 +2,7 @@
 diagnostics, reports and figures."""
 
 from dgmkit.evaluation.diagnostics import Diagnosis, diagnose
-from dgmkit.evaluation.estimates import ESTIMATORS, Estimate, estimate
+from dgmkit.evaluation.estimates import ESTIMATORS, Estimate, estimate, log_likelihoods
 from dgmkit.evaluation.metrics import active_units, bits_per_dim, discrete_nll, posterior_statistics
 from dgmkit.evaluation.report import EvalReport, evaluate, record_terms
 from dgmkit.objectives import importance_sampled_log_likelihood
@@ -11,6 +11,7 @@ __all__ = [
     "Estimate",
     "ESTIMATORS",
     "estimate",
+    "log_likelihoods",
     "importance_sampled_log_likelihood",
     "bits_per_dim",
     "discrete_nll",

@@ -21,7 +21,7 @@ def discrete_nll(nll_nats: float, num_dims: float, log_volume: float) -> float:
 def observed_entries(x: torch.Tensor) -> torch.Tensor:
     """(N,) float64 on the CPU: the entries of each datapoint of ``x`` (N, ...) that are observed,
     all of them but those that are NaN (missing: the numbers are then of log p(x_o))."""
-    flat = x.flatten(1)
+    flat = x.reshape(len(x), -1)
     seen = (~torch.isnan(flat)).sum(1) if flat.is_floating_point() else torch.full((len(x),), flat.shape[1])
     return seen.double().cpu()
 
