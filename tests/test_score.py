@@ -102,14 +102,16 @@ def test_a_sampled_bound_is_drawn_from_the_seed_alone_and_agrees_with_dgm_eval(t
 
 
 def test_a_run_that_sets_zero_importance_samples_is_not_scored_by_its_elbo_as_log_px(tmp_path, capsys):
-    """dgm score once wrote a run's ELBO as log p(x) where the run's iw_samples was 0; it is
-    refused, as dgm eval refuses it, naming the setting and the flag that overrides it."""
+    """dgm score once wrote a run's ELBO as log p(x) where the run's iw_samples was 0 (and dgm ood
+    scored it with k = 1); it is refused, as dgm eval refuses it, naming the setting and the flag
+    that overrides it."""
     run = tmp_path / "vae0"
     assert main(["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--iw-samples", "0",
                  "--quiet", "--out", str(run)]) == 0  # fmt: skip
     np.save(tmp_path / "x.npy", run_data(load_run(run)).test.x.numpy()[:4])
     for argv, flag in ((["score", str(run), str(tmp_path / "x.npy"), "--out", str(tmp_path / "s.csv")], "--k"),
-                       (["eval", str(run)], "--iw-samples")):  # fmt: skip
+                       (["eval", str(run)], "--iw-samples"),
+                       (["ood", str(run), "--ood", str(tmp_path / "x.npy")], "--iw-samples")):  # fmt: skip
         assert main(argv) == 1
         assert f"the run's iw_samples is 0: give {flag} >= 1" in capsys.readouterr().err
     assert main(["score", str(run), str(tmp_path / "x.npy"), "--k", "3", "--out", str(tmp_path / "s.csv")]) == 0

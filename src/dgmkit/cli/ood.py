@@ -34,6 +34,7 @@ from dgmkit.cli.common import (
     say,
     write_png,
 )
+from dgmkit.cli.evaluate import estimate_samples
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset, load_dataset
@@ -259,13 +260,16 @@ def run_ood(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     run = _likelihood_run(args.run_dir, "the run", args.device)
     bg = None if args.background is None else _likelihood_run(args.background, "--background", args.device)
-    if args.iw_samples is not None and all(r.model.estimate_kind == "exact" for r in [run, *([bg] if bg else [])]):
+    scored = [run, *([bg] if bg else [])]
+    if args.iw_samples is not None and all(r.model.estimate_kind == "exact" for r in scored):
         raise ConfigError(
             f"--iw-samples: {run.cfg.model.describe()} has an exact log-likelihood; there is nothing to sample"
         )
-    if args.iw_samples is not None and any(r.model.estimate_kind == "time-sampled" for r in [run, *([bg] if bg else [])]):
+    if args.iw_samples is not None and any(r.model.estimate_kind == "time-sampled" for r in scored):
         raise ConfigError("--iw-samples: a diffusion model is scored by its bound over the run's time_samples, without "
                           "importance sampling")  # fmt: skip
+    # each model's k: 0 where exact (a flag given for the other model leaves an exact one as it is)
+    k_of = {id(r): estimate_samples(r, None if r.model.estimate_kind == "exact" else args.iw_samples) for r in scored}
     if bg is not None:
         _check_background(run, bg, args.background)
     protected = [run.path / n for n in (*RUN_FILES, _KEPT)]
@@ -281,10 +285,9 @@ def run_ood(args: argparse.Namespace) -> int:
     raw_valid, _ = _subset(dataset.valid.x, args.fit_limit, args.seed + 3)
 
     def ll(r: Run, raw: torch.Tensor) -> torch.Tensor:
-        k = r.cfg.iw_samples if args.iw_samples is None else args.iw_samples
         # the inputs transformed on the CPU (the same noise on any device), scored where the model is;
         # log_likelihoods returns them on the CPU, for the scores and the figure
-        return log_likelihoods(r.model, _inputs(r, raw).to(r.device), r.transform.log_volume, max(k, 1), args.seed)
+        return log_likelihoods(r.model, _inputs(r, raw).to(r.device), r.transform.log_volume, k_of[id(r)], args.seed)
 
     lp_in, lp_ood = ll(run, raw_in), ll(run, raw_ood)
     background = None if bg is None else (ll(bg, raw_in), ll(bg, raw_ood))
@@ -303,7 +306,6 @@ def run_ood(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     continuous = run.transform.kind == "continuous"
-    k = 0 if run.model.estimate_kind == "exact" else (run.cfg.iw_samples if args.iw_samples is None else args.iw_samples)
     result = {
         **scores.to_dict(),
         "dataset": run.record["data"]["name"],
@@ -317,7 +319,7 @@ def run_ood(args: argparse.Namespace) -> int:
         "fit_limit": args.fit_limit,
         "typicality_batch": args.typicality_batch,
         "estimate": run.model.estimate_kind,
-        "iw_samples": k,
+        "iw_samples": k_of[id(run)],
         "bits_per_dim": None
         if continuous
         else {w: (-t.mean().item()) / (num_dims * math.log(2)) for w, t in (("in", lp_in), ("ood", lp_ood))},
