@@ -166,15 +166,19 @@ def _per_input_csv(scores: dict[str, tuple[torch.Tensor, torch.Tensor]], subsets
     return buf.getvalue().encode()
 
 
-def _inputs(run: Run, raw: torch.Tensor) -> torch.Tensor:
-    """What the run's likelihood scores: its transform with the fixed held-out noise seed. Inputs
-    with missing entries are refused: log p(x_o) of different observed entries rank nothing."""
+def _complete(raw: torch.Tensor, what: str) -> torch.Tensor:
+    """``raw``, refused if any input has missing entries: log p(x_o) of different observed entries rank nothing."""
     if raw.is_floating_point() and bool(torch.isnan(raw).any()):
         rows = int(torch.isnan(raw.reshape(len(raw), -1)).any(1).sum())
         raise DataError(
-            f"{rows} of {len(raw)} inputs have missing entries (NaN): dgm ood compares log p(x) of complete inputs, "
-            "and the log-likelihoods of different observed entries are not comparable"
+            f"{rows} of {len(raw)} {what} inputs have missing entries (NaN): dgm ood compares log p(x) of complete "
+            "inputs, and the log-likelihoods of different observed entries are not comparable"
         )
+    return raw
+
+
+def _inputs(run: Run, raw: torch.Tensor) -> torch.Tensor:
+    """What the run's likelihood scores: its transform with the fixed held-out noise seed."""
     return run.transform(raw, torch.Generator().manual_seed(VALID_SEED))
 
 
@@ -279,10 +283,10 @@ def run_ood(args: argparse.Namespace) -> int:
     _RESULTS.kept(run.path)  # a foreign ood.json is refused before any work
     dataset = run_data(run, args.data_dir, args.data)
     ood = _ood_dataset(run, args)
-    raw_in, sub_in = _subset(dataset.split(args.in_split).x, args.limit, args.seed)
-    raw_ood, sub_ood = _subset(ood.split(args.ood_split).x, args.limit, args.seed + 1)
-    raw_train, _ = _subset(dataset.train.x, args.fit_limit, args.seed + 2)
-    raw_valid, _ = _subset(dataset.valid.x, args.fit_limit, args.seed + 3)
+    raw_in, sub_in = _subset(_complete(dataset.split(args.in_split).x, "in-distribution"), args.limit, args.seed)
+    raw_ood, sub_ood = _subset(_complete(ood.split(args.ood_split).x, "--ood"), args.limit, args.seed + 1)
+    raw_train, _ = _subset(_complete(dataset.train.x, "training"), args.fit_limit, args.seed + 2)
+    raw_valid, _ = _subset(_complete(dataset.valid.x, "validation"), args.fit_limit, args.seed + 3)
 
     def ll(r: Run, raw: torch.Tensor) -> torch.Tensor:
         # the inputs transformed on the CPU (the same noise on any device), scored where the model is;
