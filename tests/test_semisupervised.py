@@ -15,9 +15,11 @@ from dgmkit.data.labels import HIDDEN, keep_labels
 from dgmkit.distributions import DiagonalNormal
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models import M2, HybridFlow
+from dgmkit.models.m2 import EnumeratedTerms
 from dgmkit.objectives import importance_sampled_log_likelihood
 from dgmkit.objectives.semisupervised import HybridObjective, M2Objective
 from dgmkit.training import Trainer
+from dgmkit.training.batches import BatchSource
 
 K, M = 3, 2
 
@@ -100,7 +102,7 @@ def test_group_weights_make_the_batch_mean_estimate_the_whole_sum():
     y = torch.tensor([0, 1, -1, -1, -1, -1])
     objective = M2Objective(alpha_fraction=0.0)
     objective.setup(1000)
-    objective.setup_labels(10)  # 1% labelled, but a third of this batch
+    objective.setup_labels(10, added=2)  # 1% labelled, but a third of this batch (2 rows added to each)
     torch.manual_seed(0)
     t = objective(model, x, y=y)
     torch.manual_seed(0)
@@ -108,6 +110,46 @@ def test_group_weights_make_the_batch_mean_estimate_the_whole_sum():
     labelled = -e.bound.gather(1, y.clamp(min=0)[:, None]).squeeze(1)
     want = torch.where(y >= 0, 0.01 * 6 / 2 * labelled, 0.99 * 6 / 4 * -e.unlabelled())
     torch.testing.assert_close(t.loss, want)
+
+
+class _TabledTerms:
+    """A stand-in for an M2 model whose terms are fixed per training example (its index is x)."""
+
+    def __init__(self, n: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.bound = -50 - 10 * torch.rand(n, K, generator=g, dtype=torch.float64)
+        self.log_qy = torch.log_softmax(3 * torch.randn(n, K, generator=g, dtype=torch.float64), -1)
+
+    def enumerate(self, x: torch.Tensor) -> EnumeratedTerms:
+        i = x[:, 0].long()
+        return EnumeratedTerms(self.log_qy[i], self.bound[i], self.bound[i], torch.zeros_like(self.bound[i]))
+
+
+@torch.no_grad()
+def test_uniform_batches_estimate_the_whole_objective_even_when_a_batch_holds_no_label():
+    """Without labelled rows added to every batch, batches are uniform draws from the training set:
+    the mean over one epoch of equal batches' mean losses is exactly -J / N, also where some of
+    those batches hold no label (group weights would drop the labelled term from them)."""
+    n, n_l, a, bs = 1000, 20, 0.1, 50
+    tabled = _TabledTerms(n)
+    y = torch.full((n,), -1)
+    kept = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:n_l]
+    y[kept] = kept % K
+    lab = y >= 0
+    u = EnumeratedTerms(tabled.log_qy, tabled.bound, tabled.bound, tabled.bound).unlabelled()
+    rows = torch.arange(n)
+    j = tabled.bound[rows[lab], y[lab]].sum() + u[~lab].sum() + a * n * tabled.log_qy[rows[lab], y[lab]].mean()
+    objective = M2Objective(alpha_fraction=a)
+    objective.setup(n)
+    objective.setup_labels(n_l, added=0)
+    x = rows.double()[:, None]
+    source = BatchSource(x, y, lambda v, g: v, torch.Generator().manual_seed(2), bs, n // bs)
+    means, unlabelled_batches = [], 0
+    for xb, yb in source.epoch():
+        means.append(objective(tabled, xb, y=yb).loss.mean())
+        unlabelled_batches += int(not bool((yb >= 0).any()))
+    assert unlabelled_batches > 0  # the case that matters
+    torch.testing.assert_close(torch.stack(means).mean(), -j / n)
 
 
 @torch.no_grad()
@@ -177,7 +219,7 @@ def test_trainer_passes_labels_and_adds_labelled_rows():
         (m,) = trainer.fit()
     finally:
         type(objective).__call__ = type_call
-    assert objective.labelled == 20 and objective.train_size == 200
+    assert objective.labelled == 20 and objective.train_size == 200 and objective.added == 7
     train_calls = seen[:-1]  # the last call is the validation batch
     assert len(train_calls) == math.ceil(200 / 32)
     for n, y in train_calls:

@@ -36,7 +36,12 @@ class M2Config(LabelledBatches, LikelihoodSettings, FamilyConfig):
         min=0,
         max=1e6,
     )
-    labelled_batch: int = setting(100, "labelled rows added to every batch (drawn from the kept labels)", min=0, max=10**6)
+    labelled_batch: int = setting(
+        100,
+        "labelled rows added to every batch (drawn from the kept labels; 0: none, batches are uniform draws)",
+        min=0,
+        max=10**6,
+    )
 
     @property
     def default_iw_samples(self) -> int:

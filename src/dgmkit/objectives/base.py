@@ -74,6 +74,7 @@ class Objective(ABC, Generic[ModelT]):
         """Called once by the Trainer with the number of training datapoints (for estimators
         whose minibatches stand for the whole training set)."""
 
-    def setup_labels(self, labelled: int) -> None:  # noqa: B027 - a hook, empty by default
+    def setup_labels(self, labelled: int, added: int = 0) -> None:  # noqa: B027 - a hook, empty by default
         """Called once by the Trainer, for objectives that take labels, with the number of
-        labelled training datapoints."""
+        labelled training datapoints and ``added``, the labelled rows drawn into every batch
+        besides the batch's share of the shuffled training set (0: batches are uniform draws)."""

@@ -6,10 +6,15 @@ M2 (Kingma et al. 2014, arXiv 1406.5298) maximizes, over the whole training set,
     J = sum_labelled L(x, y) + sum_unlabelled U(x) + alpha E_labelled[log q(y|x)],   alpha = a N
 
 (the paper's eq. 9, with a = 0.1): the classification term is a mean over the N_l labelled
-examples, so each of them carries alpha / N_l = a N / N_l. A batch holds ``B_l`` labelled and
-``B_u`` unlabelled rows (the Trainer adds labelled rows to every batch, ``labelled_batch``);
-each row is weighted by the inverse of its group's share in the batch, (N_l / N) (B / B_l) or
-(N_u / N) (B / B_u), so that the batch mean of the loss estimates -J / N whatever the batch holds.
+examples, so each of them carries alpha / N_l = a N / N_l. The batch mean of the loss is an
+unbiased estimate of -J / N:
+- where the Trainer adds labelled rows to every batch (``labelled_batch`` > 0), a batch holds
+  ``B_l`` >= 1 labelled and ``B_u`` unlabelled rows, each group a uniform draw from its own; each
+  row is weighted by the inverse of its group's share in the batch, (N_l / N) (B / B_l) or
+  (N_u / N) (B / B_u);
+- where it adds none, a batch is a uniform draw from the whole training set, and each row
+  keeps weight 1 (the group weights would drop the labelled term from every batch that happens
+  to hold no label, a bias).
 
 The hybrid model (Nalisnick et al. 2019, arXiv 1902.02767) maximizes
 log p(y|x) + (lambda / D) log p(x) (where the label is hidden, the second term alone).
@@ -66,12 +71,14 @@ class M2Objective(Objective[SemiSupervisedVAE]):
         self.alpha_fraction = at_least("alpha_fraction", alpha_fraction, 0)
         self.train_size: int | None = None
         self.labelled: int | None = None
+        self.added = 0  # labelled rows drawn into every batch (``setup_labels``)
 
     def setup(self, train_size: int) -> None:
         self.train_size = train_size
 
-    def setup_labels(self, labelled: int) -> None:
+    def setup_labels(self, labelled: int, added: int = 0) -> None:
         self.labelled = labelled
+        self.added = added
 
     def __call__(
         self, model: SemiSupervisedVAE, x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
@@ -88,11 +95,12 @@ class M2Objective(Objective[SemiSupervisedVAE]):
             dist.all_reduce(counts)
             b_l, b_u, rows = counts[0], counts[1], counts[2]
         b_l, b_u = b_l.clamp(min=1), b_u.clamp(min=1)
-        # the labelled share of the training set (without ``setup_labels``: of this batch), and each
-        # group's weight: its share of the training set over its share of the batch
-        share = self.labelled / n if self.labelled is not None and self.train_size else lab.float().mean()
-        w_l = share * rows / b_l
-        w_u = (1 - share) * rows / b_u
+        w_l: torch.Tensor | float = 1.0  # uniform batches (or no ``setup_labels``): every row weight 1
+        w_u: torch.Tensor | float = 1.0
+        if self.added > 0 and self.labelled is not None and self.train_size:
+            # each group's weight: its share of the training set over its share of the batch
+            share = self.labelled / n
+            w_l, w_u = share * rows / b_l, (1 - share) * rows / b_u
         n_l = self.labelled if self.labelled else b_l  # without ``setup_labels``: the batch's labelled rows
         alpha = self.alpha_fraction * n / n_l  # alpha = a N on the mean over labelled examples: a N / N_l each
         loss = torch.where(lab, -w_l * (bound_y + alpha * log_qy), -w_u * u)

@@ -135,7 +135,7 @@ class Trainer:
             if train.y is None:
                 raise ConfigError(f"{type(objective).__name__} trains on labels, and the training data have none")
             self.train_y = train.y.to(self.device).long()
-            objective.setup_labels(int((self.train_y >= 0).sum()))
+            objective.setup_labels(int((self.train_y >= 0).sum()), labelled_batch)
             if valid is not None and valid.y is not None:
                 self._valid_y = valid.y.to(self.device).long()  # all of them: validation reports accuracy
         self.valid = valid
