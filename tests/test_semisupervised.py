@@ -136,8 +136,8 @@ def test_uniform_batches_estimate_the_whole_objective_even_when_a_batch_holds_no
     kept = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:n_l]
     y[kept] = kept % K
     lab = y >= 0
-    u = EnumeratedTerms(tabled.log_qy, tabled.bound, tabled.bound, tabled.bound).unlabelled()
     rows = torch.arange(n)
+    u = tabled.enumerate(rows.double()[:, None]).unlabelled()
     j = tabled.bound[rows[lab], y[lab]].sum() + u[~lab].sum() + a * n * tabled.log_qy[rows[lab], y[lab]].mean()
     objective = M2Objective(alpha_fraction=a)
     objective.setup(n)

@@ -40,6 +40,18 @@ def _labels(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
     return y.long()
 
 
+def _group_weights(lab: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each group's weight, for batches of ``lab`` (True: labelled row) that hold labelled rows
+    added to the batch's uniform draw: the group's share of the training set (``share``, the
+    labelled one) over its share of the batch (of the global batch in data-parallel training)."""
+    b_l, b_u, rows = lab.sum(), (~lab).sum(), torch.tensor(len(lab), device=lab.device)
+    if torch.is_grad_enabled() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        counts = torch.stack([b_l, b_u, rows])
+        dist.all_reduce(counts)
+        b_l, b_u, rows = counts[0], counts[1], counts[2]
+    return share * rows / b_l.clamp(min=1), (1 - share) * rows / b_u.clamp(min=1)
+
+
 def _at(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """t[b, y_b] (0 where y_b < 0), shape (B,)."""
     return torch.where(y >= 0, t.gather(1, y.clamp(min=0)[:, None]).squeeze(1), torch.zeros_like(t[:, 0]))
@@ -89,19 +101,12 @@ class M2Objective(Objective[SemiSupervisedVAE]):
         lab = y >= 0
         bound_y, log_qy = _at(t.bound, y), _at(t.log_qy, y)
         n = self.train_size or len(x)
-        b_l, b_u, rows = lab.sum(), (~lab).sum(), torch.tensor(len(x), device=x.device)
-        if torch.is_grad_enabled() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            counts = torch.stack([b_l, b_u, rows])  # data-parallel training: the weights of the whole global batch
-            dist.all_reduce(counts)
-            b_l, b_u, rows = counts[0], counts[1], counts[2]
-        b_l, b_u = b_l.clamp(min=1), b_u.clamp(min=1)
         w_l: torch.Tensor | float = 1.0  # uniform batches (or no ``setup_labels``): every row weight 1
         w_u: torch.Tensor | float = 1.0
         if self.added > 0 and self.labelled is not None and self.train_size:
-            # each group's weight: its share of the training set over its share of the batch
-            share = self.labelled / n
-            w_l, w_u = share * rows / b_l, (1 - share) * rows / b_u
-        n_l = self.labelled if self.labelled else b_l  # without ``setup_labels``: the batch's labelled rows
+            w_l, w_u = _group_weights(lab, self.labelled / n)
+        # N_l, the labelled examples (without ``setup_labels``: the batch's labelled rows)
+        n_l = self.labelled if self.labelled else lab.sum().clamp(min=1)
         alpha = self.alpha_fraction * n / n_l  # alpha = a N on the mean over labelled examples: a N / N_l each
         loss = torch.where(lab, -w_l * (bound_y + alpha * log_qy), -w_u * u)
         correct = (t.log_qy.argmax(-1) == y) & lab
