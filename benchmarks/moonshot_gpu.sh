@@ -14,8 +14,10 @@
 #
 # SEED (default 0) seeds the run (a second seed: SEED=1 and another OUT_DIR); EVAL_SEED (default 0)
 # the orders or times of the evaluation. Data from $DGMKIT_DATA (binarized-mnist/, the .amat
-# files). DEVICE=cpu and PYTHON (a Python with torch; default python3) with EXTRA flags (e.g.
-# "--unet-channels 8 8 --epochs 1 --limit 64 ...") for a smoke test of the script itself.
+# files). DEVICE=cpu and PYTHON (a Python with torch; default python3) with EXTRA training flags and
+# EVAL_EXTRA evaluation flags for a smoke test of the script itself, e.g. (2026-11-24, 2 CPU cores:
+# under 30 s a call) EXTRA="--unet-channels 8 8 --epochs 1 --no-compile" EVAL_EXTRA="--limit 64"
+# with SECONDS 20 (tests/test_gpu_scripts.py, --run-slow).
 set -u
 out=${1:?OUT_DIR}; what=${2:?SECONDS, orders or bound}
 mkdir -p "$out/curve"

@@ -12,8 +12,10 @@
 #                                            # after it go to dgm ood, e.g. --limit 200)
 #
 # Data from $DGMKIT_DATA: fashion-mnist/ (the four IDX files of the Debian package
-# dataset-fashion-mnist, /usr/share/datasets/fashion-mnist) and mnist/. DEVICE=cpu and PYTHON
-# (a Python with torch; default python3) for a smoke test of the script itself.
+# dataset-fashion-mnist, /usr/share/datasets/fashion-mnist) and mnist/. The exit status is 1
+# where either training failed (its log says why). DEVICE=cpu and PYTHON (a Python with torch;
+# default python3) for a smoke test of the script itself (tests/test_gpu_scripts.py, --run-slow:
+# SECONDS 10, then `ood --limit 40 --fit-limit 60`).
 set -u
 out=${1:?OUT_DIR}; what=${2:?SECONDS or ood}; shift 2
 mkdir -p "$out"
@@ -38,7 +40,10 @@ train() {  # train RUN_NAME PRESET: a new run from the preset, or the run in OUT
   fi
 }
 
-train fashion ood-fashion-pixelcnn &
-train fashion-bg ood-fashion-pixelcnn-background &
-wait
+train fashion ood-fashion-pixelcnn & a=$!
+train fashion-bg ood-fashion-pixelcnn-background & b=$!
+status=0
+wait $a || status=1  # 1 where either training failed (its log says why)
+wait $b || status=1
 tail -n 2 "$out"/fashion*.log
+exit $status

@@ -9,7 +9,10 @@
 #   benchmarks/semisupervised_gpu.sh OUT_DIR eval       # dgm eval every run: the test error of
 #                                                       # q(y|x) on all 10000 test labels
 # MNIST comes from $DGMKIT_DATA (the IDX files under mnist/). Other rows: the same presets with
-# --labels 600 / 1000 / 3000 and --labels-seed 1, 2 (docs/uses/semi-supervised.md).
+# --labels 600 / 1000 / 3000 and --labels-seed 1, 2 (docs/uses/semi-supervised.md). The exit
+# status is 1 where any run failed (its OUT_DIR/RUN.log says why). DEVICE=cpu and PYTHON (a Python
+# with torch) for a smoke test of the script (tests/test_gpu_scripts.py, --run-slow): SECONDS 25,
+# enough for M1 to have active units, whose latents M1+M2 keeps.
 set -u
 out=${1:?OUT_DIR}; what=${2:?SECONDS or eval}
 mkdir -p "$out"
@@ -18,13 +21,20 @@ dgm() { PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$py" -c 'import sys; from dgm
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
 device=${DEVICE:-cuda}  # DEVICE=cpu: a smoke test of the script itself
 
+# the exit status: 1 where any of the background commands failed (its log says why)
+pids=()
+finish() { local status=0 p; for p in "${pids[@]}"; do wait "$p" || status=1; done; return $status; }
+
 if [ "$what" = eval ]; then
   for run in m2-100 adgm-100 sdgm-100 m1m2-100; do
-    [ -d "$out/$run" ] && dgm eval "$out/$run" --device "$device" --iw-samples 100 > "$out/$run.eval.log" 2>&1 &
+    if [ -d "$out/$run" ]; then
+      dgm eval "$out/$run" --device "$device" --iw-samples 100 > "$out/$run.eval.log" 2>&1 &
+      pids+=($!)
+    fi
   done
-  wait
-  grep -H "accuracy\|NLL" "$out"/*.eval.log
-  exit 0
+  finish; status=$?
+  grep -H "accuracy\|NLL\|error" "$out"/*.eval.log
+  exit $status
 fi
 
 # train RUN_NAME PRESET [flags]: a new run from the preset, or the run in OUT_DIR/RUN_NAME resumed
@@ -38,13 +48,14 @@ train() {
   fi
 }
 
-train m2-100 m2-mnist-100 &
-train adgm-100 adgm-mnist-100 &
-train sdgm-100 sdgm-mnist-100 &
+train m2-100 m2-mnist-100 & pids+=($!)
+train adgm-100 adgm-mnist-100 & pids+=($!)
+train sdgm-100 sdgm-mnist-100 & pids+=($!)
 if [ -f "$out/m1/config.json" ]; then
-  train m1m2-100 m1m2-mnist-100 --codes-of "$out/m1" &
+  train m1m2-100 m1m2-mnist-100 --codes-of "$out/m1" & pids+=($!)
 else
-  train m1 m1-mnist &
+  train m1 m1-mnist & pids+=($!)
 fi
-wait
+finish; status=$?
 tail -n 2 "$out"/*.log
+exit $status

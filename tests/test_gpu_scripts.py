@@ -1,0 +1,108 @@
+"""The GPU scripts of benchmarks/ (the first commands of a session that is lent a GPU, whose
+device minutes are few) run end to end in their smoke mode on the CPU (DEVICE=cpu, tiny
+settings): a first chunk, a resumed chunk, and the step that scores the runs. Slow (a minute or
+two each): run with --run-slow after changing a script, a preset or a flag they use."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+pytestmark = pytest.mark.slow
+
+
+def _script(name: str, out: Path, *args: object, data: Path, status: int = 0, **env: str) -> str:
+    """Runs benchmarks/NAME OUT ARGS from the repository root on the CPU, expecting exit
+    ``status``; its output."""
+    e = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "DGMKIT_DATA": str(data), **env}
+    r = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / name), str(out), *map(str, args)],
+        cwd=ROOT,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == status, f"{name} {args}: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_moonshot_script_chunks_resume_and_score(tmp_path, data_dir):
+    if not (data_dir / "binarized_mnist").is_dir() and not (data_dir / "binarized-mnist").is_dir():
+        pytest.skip("the static binarized MNIST files are not in the data folder")
+    small = {"EXTRA": "--unet-channels 8 8 --epochs 1 --no-compile", "EVAL_EXTRA": "--limit 32"}
+    out = tmp_path / "moon"
+    _script("moonshot_gpu.sh", out, 8, data=data_dir, **small)
+    _script("moonshot_gpu.sh", out, 5, data=data_dir, **small)  # goes on with --resume
+    points = _lines(out / "curve" / "points.jsonl")
+    assert len(points) == 2
+    first, second = points
+    assert (second["epochs"], second["steps_into_next"]) > (first["epochs"], first["steps_into_next"])
+    assert second["train_s"] > first["train_s"] > 0
+    assert all(p["n"] == 32 and p["nll"] > 0 for p in points)
+    assert (out / "curve" / f"{second['name']}.json").is_file()
+    _script("moonshot_gpu.sh", out, "orders", 1, data=data_dir, EVAL_EXTRA="--limit 2")
+    exact = json.loads((out / "orders-1-seed0.eval.json").read_text())
+    assert exact["estimate"] == "order-mixture" and exact["n"] == 2 and exact["nll"] > 0
+    curve = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "moonshot_curve.py"), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert curve.returncode == 0, curve.stderr[-3000:]
+    assert (out / "curve.png").is_file() and "exact, 1 orders" in curve.stdout
+
+
+def test_semisupervised_script_trains_m1_then_m1m2_on_it(tmp_path, data_dir):
+    if not (data_dir / "mnist").is_dir():
+        pytest.skip("the MNIST IDX files are not in the data folder")
+    out = tmp_path / "ss"
+    _script("semisupervised_gpu.sh", out, 25, data=data_dir)  # M1 long enough to have active units
+    runs = ("m2-100", "adgm-100", "sdgm-100", "m1")
+    assert all((out / r / "config.json").is_file() for r in runs)
+    assert not (out / "m1m2-100").exists()  # M1+M2 waits for M1's first chunk
+    _script("semisupervised_gpu.sh", out, 10, data=data_dir)
+    assert (out / "m1m2-100" / "config.json").is_file()
+    for r in (*runs[:3], "m1m2-100"):
+        log = (out / f"{r}.log").read_text()
+        assert "run folder:" in log and "Traceback" not in log, log[-2000:]
+    assert (out / "m2-100.log").read_text().count("stopped by --time-budget") == 2  # chunk, then resumed chunk
+    # a training that fails (here: a damaged run folder) fails the script, beside the others
+    (out / "sdgm-100" / "config.json").write_text("{")
+    _script("semisupervised_gpu.sh", out, 2, data=data_dir, status=1)
+    assert (out / "m2-100.log").read_text().count("stopped by --time-budget") == 3
+
+
+def test_ood_script_trains_both_models_and_scores(tmp_path, data_dir):
+    if not (data_dir / "mnist").is_dir():
+        pytest.skip("the MNIST IDX files are not in the data folder")
+    if not FASHION.is_dir() and not (data_dir / "fashion-mnist").is_dir():
+        pytest.skip("Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)")
+    out = tmp_path / "ood"
+    _script("ood_gpu.sh", out, 10, data=data_dir)
+    _script("ood_gpu.sh", out, 5, data=data_dir)
+    for r in ("fashion", "fashion-bg"):
+        assert (out / f"{r}.log").read_text().count("stopped by --time-budget") == 2
+    config = out / "fashion-bg" / "config.json"
+    kept = config.read_text()
+    config.write_text("{")  # a training that fails (a damaged run folder) fails the script
+    _script("ood_gpu.sh", out, 2, data=data_dir, status=1)
+    config.write_text(kept)
+    _script("ood_gpu.sh", out, "ood", "--limit", 40, "--fit-limit", 60, data=data_dir)
+    result = json.loads((out / "ood-fashion-mnist.json").read_text())
+    assert (result["n_in"], result["n_ood"], result["background_mutation_rate"]) == (40, 40, 0.1)
+    for score in ("nll", "likelihood_ratio", "typicality", "complexity"):
+        assert 0 <= result["scores"][score]["auroc"] <= 1
+    assert (out / "ood-fashion-mnist.png").is_file()
