@@ -17,7 +17,7 @@
 # files). DEVICE=cpu and PYTHON (a Python with torch; default python3) with EXTRA training flags and
 # EVAL_EXTRA evaluation flags for a smoke test of the script itself, e.g. (2026-11-24, 2 CPU cores:
 # under 30 s a call) EXTRA="--unet-channels 8 8 --epochs 1 --no-compile" EVAL_EXTRA="--limit 64"
-# with SECONDS 20 (tests/test_gpu_scripts.py, --run-slow).
+# with SECONDS 20 (tests/test_run_scripts.py, --run-slow).
 set -u
 out=${1:?OUT_DIR}; what=${2:?SECONDS, orders or bound}
 mkdir -p "$out/curve"

@@ -14,7 +14,7 @@
 # Data from $DGMKIT_DATA: fashion-mnist/ (the four IDX files of the Debian package
 # dataset-fashion-mnist, /usr/share/datasets/fashion-mnist) and mnist/. The exit status is 1
 # where either training failed (its log says why). DEVICE=cpu and PYTHON (a Python with torch;
-# default python3) for a smoke test of the script itself (tests/test_gpu_scripts.py, --run-slow:
+# default python3) for a smoke test of the script itself (tests/test_run_scripts.py, --run-slow:
 # SECONDS 10, then `ood --limit 40 --fit-limit 60`).
 set -u
 out=${1:?OUT_DIR}; what=${2:?SECONDS or ood}; shift 2

@@ -11,7 +11,7 @@
 # MNIST comes from $DGMKIT_DATA (the IDX files under mnist/). Other rows: the same presets with
 # --labels 600 / 1000 / 3000 and --labels-seed 1, 2 (docs/uses/semi-supervised.md). The exit
 # status is 1 where any run failed (its OUT_DIR/RUN.log says why). DEVICE=cpu and PYTHON (a Python
-# with torch) for a smoke test of the script (tests/test_gpu_scripts.py, --run-slow): SECONDS 25,
+# with torch) for a smoke test of the script (tests/test_run_scripts.py, --run-slow): SECONDS 25,
 # enough for M1 to have active units, whose latents M1+M2 keeps.
 set -u
 out=${1:?OUT_DIR}; what=${2:?SECONDS or eval}

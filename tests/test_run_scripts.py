@@ -1,7 +1,8 @@
-"""The GPU scripts of benchmarks/ (the first commands of a session that is lent a GPU, whose
-device minutes are few) run end to end in their smoke mode on the CPU (DEVICE=cpu, tiny
-settings): a first chunk, a resumed chunk, and the step that scores the runs. Slow (a minute or
-two each): run with --run-slow after changing a script, a preset or a flag they use."""
+"""The run scripts of benchmarks/ run end to end with tiny settings on the CPU: the GPU scripts
+(the first commands of a session that is lent a GPU, whose device minutes are few) in their smoke
+mode (DEVICE=cpu), and the CPU chain of the M1+M2 rows; a first chunk, a resumed chunk, the step
+that scores the runs, and the exit status of a failure. Slow (a minute or two each): run with
+--run-slow after changing a script, a preset or a flag they use."""
 
 import json
 import os
@@ -21,6 +22,7 @@ def _script(name: str, out: Path, *args: object, data: Path, status: int = 0, **
     """Runs benchmarks/NAME OUT ARGS from the repository root on the CPU, expecting exit
     ``status``; its output."""
     e = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "DGMKIT_DATA": str(data), **env}
+    e.pop("OMP_NUM_THREADS", None)  # the scripts set their own
     r = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / name), str(out), *map(str, args)],
         cwd=ROOT,
@@ -106,3 +108,25 @@ def test_ood_script_trains_both_models_and_scores(tmp_path, data_dir):
     for score in ("nll", "likelihood_ratio", "typicality", "complexity"):
         assert 0 <= result["scores"][score]["auroc"] <= 1
     assert (out / "ood-fashion-mnist.png").is_file()
+
+
+def test_m1m2_cpu_chain_resumes_m1_then_trains_and_scores_three_subsets(tmp_path, data_dir):
+    if not (data_dir / "mnist").is_dir():
+        pytest.skip("the MNIST IDX files are not in the data folder")
+    out = tmp_path / "m1m2"
+    small = {"M1_EPOCHS": "2", "EPOCHS": "1", "EVAL_EXTRA": "--limit 200"}
+    _script("m1m2_cpu.sh", out, 600, 2, data=data_dir, status=2, **small)  # the budget stops M1
+    assert "stopped by --time-budget" in (out / "m1.log").read_text()
+    assert not list(out.glob("m1m2-*"))  # no M2 run starts on an unfinished M1
+    text = _script("m1m2_cpu.sh", out, 600, data=data_dir, **small)
+    assert (out / "m1.log").read_text().count("resuming") == 1
+    for s in range(3):
+        r = json.loads((out / f"m1m2-600-s{s}" / "eval.json").read_text())
+        assert r["n"] == 200 and r["iw_samples"] == 100
+        config = json.loads((out / f"m1m2-600-s{s}" / "config.json").read_text())["config"]
+        assert (config["data"]["labels"], config["data"]["labels_seed"]) == (600, s)
+    assert "M1+M2 at 600 labels:" in text and "mean +- sd over 3 subsets" in text
+    again = _script("m1m2_cpu.sh", out, 600, data=data_dir, **small)  # all done: nothing is trained or scored again
+    assert again.splitlines()[-1] == text.splitlines()[-1]
+    assert all((out / f"m1m2-600-s{s}.log").read_text().count("resuming") == 1 for s in range(3))
+    _script("m1m2_cpu.sh", out, "6x", data=data_dir, status=1)
