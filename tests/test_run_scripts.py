@@ -67,24 +67,36 @@ def test_moonshot_script_chunks_resume_and_score(tmp_path, data_dir):
     assert (out / "curve.png").is_file() and "exact, 1 orders" in curve.stdout
 
 
-def test_semisupervised_script_trains_m1_then_m1m2_on_it(tmp_path, data_dir):
+def test_semisupervised_script_trains_m1_then_m1m2_on_it_and_scores_the_rows(tmp_path, data_dir):
     if not (data_dir / "mnist").is_dir():
         pytest.skip("the MNIST IDX files are not in the data folder")
     out = tmp_path / "ss"
     _script("semisupervised_gpu.sh", out, 25, data=data_dir)  # M1 long enough to have active units
-    runs = ("m2-100", "adgm-100", "sdgm-100", "m1")
+    runs = ("m2-100-s0", "adgm-100-s0", "sdgm-100-s0", "m1")
     assert all((out / r / "config.json").is_file() for r in runs)
-    assert not (out / "m1m2-100").exists()  # M1+M2 waits for M1's first chunk
+    assert not list(out.glob("m1m2-*"))  # M1+M2 waits for M1's first chunk
     _script("semisupervised_gpu.sh", out, 10, data=data_dir)
-    assert (out / "m1m2-100" / "config.json").is_file()
-    for r in (*runs[:3], "m1m2-100"):
+    assert (out / "m1m2-100-s0" / "config.json").is_file()
+    for r in (*runs[:3], "m1m2-100-s0"):
         log = (out / f"{r}.log").read_text()
         assert "run folder:" in log and "Traceback" not in log, log[-2000:]
-    assert (out / "m2-100.log").read_text().count("stopped by --time-budget") == 2  # chunk, then resumed chunk
+    assert (out / "m2-100-s0.log").read_text().count("stopped by --time-budget") == 2  # chunk, then resumed chunk
+    # another row: M2 and M1+M2 (the 600-label preset) for two labelled subsets, on the same M1
+    _script("semisupervised_gpu.sh", out, 5, data=data_dir, LABELS="600", SUBSETS="1 2")
+    for s in (1, 2):
+        for model in ("m2", "m1m2"):
+            config = json.loads((out / f"{model}-600-s{s}" / "config.json").read_text())["config"]
+            assert (config["data"]["labels"], config["data"]["labels_seed"]) == (600, s)
+    assert json.loads((out / "m1m2-600-s1" / "config.json").read_text())["config"]["model"]["hidden"] == [500]
+    assert not list(out.glob("adgm-600-*"))  # the ADGM and SDGM rows are at 100 labels only
+    text = _script("semisupervised_gpu.sh", out, "eval", data=data_dir, EVAL_EXTRA="--limit 50")
+    assert "m2 at 600 labels:" in text and "over 2 labelled subset(s)" in text
+    assert "sdgm at 100 labels:" in text and "m1m2 at 100 labels:" in text
+    _script("semisupervised_gpu.sh", out, 5, data=data_dir, LABELS="700", status=1)
     # a training that fails (here: a damaged run folder) fails the script, beside the others
-    (out / "sdgm-100" / "config.json").write_text("{")
+    (out / "sdgm-100-s0" / "config.json").write_text("{")
     _script("semisupervised_gpu.sh", out, 2, data=data_dir, status=1)
-    assert (out / "m2-100.log").read_text().count("stopped by --time-budget") == 3
+    assert (out / "m2-100-s0.log").read_text().count("stopped by --time-budget") == 3
 
 
 def test_ood_script_trains_both_models_and_scores(tmp_path, data_dir):
