@@ -20,7 +20,7 @@
 # tests/test_run_scripts.py: M1_EPOCHS=2 EPOCHS=1 EVAL_EXTRA="--limit 200").
 set -u
 out=${1:?OUT_DIR}; labels=${2:?LABELS: 100, 600, 1000 or 3000}; budget=${3:-}
-case "$labels" in ''|*[!0-9]*) echo "LABELS must be a whole number, got '$labels'" >&2; exit 1 ;; esac
+case "$labels" in 100|600|1000|3000) ;; *) echo "LABELS must be 100, 600, 1000 or 3000, got '$labels'" >&2; exit 1 ;; esac
 mkdir -p "$out"
 py=${PYTHON:-python3}
 dgm() { PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$py" -c 'import sys; from dgmkit.cli.main import main; sys.exit(main())' "$@"; }
@@ -33,14 +33,19 @@ if [ "$labels" = 100 ]; then preset=m1m2-mnist-100; else preset=m1m2-mnist-600; 
 # when it has finished, 2 when this call's budget stopped it, 1 when it failed.
 train() {
   local name=$1; shift
-  local log="$out/$name.log"
+  local log="$out/$name.log" said
+  said=$(mktemp)
   if [ -f "$out/$name/config.json" ]; then
-    dgm train --resume --out "$out/$name" "${limit[@]}" --quiet >> "$log" 2>&1 || return 1
+    dgm train --resume --out "$out/$name" "${limit[@]}" --quiet > "$said" 2>&1
   else
-    dgm train "$@" --out "$out/$name" "${limit[@]}" --quiet >> "$log" 2>&1 || return 1
+    dgm train "$@" --out "$out/$name" "${limit[@]}" --quiet > "$said" 2>&1
   fi
-  if tail -n 3 "$log" | grep -q "stopped by --time-budget"; then return 2; fi
-  return 0
+  local code=$?
+  cat "$said" >> "$log"
+  if [ $code -ne 0 ]; then rm -f "$said"; return 1; fi
+  grep -q "stopped by --time-budget" "$said" && code=2  # what this command said, not an earlier one
+  rm -f "$said"
+  return $code
 }
 
 OMP_NUM_THREADS=2 train m1 --config configs/m1-mnist.toml --epochs "${M1_EPOCHS:-670}"

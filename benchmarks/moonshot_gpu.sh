@@ -17,7 +17,7 @@
 # files). DEVICE=cpu and PYTHON (a Python with torch; default python3) with EXTRA training flags and
 # EVAL_EXTRA evaluation flags for a smoke test of the script itself, e.g. (2026-11-24, 2 CPU cores:
 # under 30 s a call) EXTRA="--unet-channels 8 8 --epochs 1 --no-compile" EVAL_EXTRA="--limit 64"
-# with SECONDS 20 (tests/test_run_scripts.py, --run-slow).
+# with SECONDS 5 to 20 (tests/test_run_scripts.py, --run-slow).
 set -u
 out=${1:?OUT_DIR}; what=${2:?SECONDS, orders or bound}
 mkdir -p "$out/curve"
@@ -33,6 +33,7 @@ case "$what" in
     n=${3:?how many}
     flag=$([ "$what" = orders ] && echo --orders || echo --time-samples)
     dgm eval "$run" $flag "$n" "${evalflags[@]}" | tee "$out/$what-$n.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1  # (else eval.json is still the last chunk's bound)
     cp "$run/eval.json" "$out/$what-$n-seed${EVAL_SEED:-0}.eval.json"
     exit 0
     ;;

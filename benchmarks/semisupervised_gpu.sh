@@ -31,17 +31,22 @@ pids=()
 finish() { local status=0 p; for p in "${pids[@]}"; do wait "$p" || status=1; done; return $status; }
 
 if [ "$what" = eval ]; then
+  runs=()
   for run in "$out"/*-s[0-9]*/; do
     run=${run%/}
     [ -f "$run/config.json" ] || continue
     dgm eval "$run" --device "$device" --iw-samples 100 ${EVAL_EXTRA:-} > "$run.eval.log" 2>&1 &
-    pids+=($!)
+    pids+=($!); runs+=("$run")
   done
-  finish; status=$?
-  "$py" - "$out" <<'PY'
+  status=0; scored=()  # the runs whose evaluation succeeded in this call: only their eval.json is this call's
+  for i in "${!pids[@]}"; do
+    if wait "${pids[$i]}"; then scored+=("${runs[$i]}"); else status=1; echo "failed: dgm eval ${runs[$i]} (${runs[$i]}.eval.log)"; fi
+  done
+  "$py" - "${scored[@]}" <<'PY' || status=1
 import json, pathlib, re, statistics, sys
 rows = {}
-for ev in sorted(pathlib.Path(sys.argv[1]).glob("*-s*/eval.json")):
+for run in sorted(sys.argv[1:]):
+    ev = pathlib.Path(run) / "eval.json"
     m = re.fullmatch(r"(.+)-(\d+)-s(\d+)", ev.parent.name)
     if not m:
         continue
@@ -70,8 +75,13 @@ train() {
 labels=${LABELS:-100}
 case "$labels" in 100|600|1000|3000) ;; *) echo "LABELS must be 100, 600, 1000 or 3000, got '$labels'" >&2; exit 1 ;; esac
 m1m2=$([ "$labels" = 100 ] && echo m1m2-mnist-100 || echo m1m2-mnist-600)
-for s in ${SUBSETS:-0}; do
+subsets=" "
+for s in ${SUBSETS:-0}; do  # all checked before any run starts
   case "$s" in ''|*[!0-9]*) echo "SUBSETS are whole numbers, got '$s'" >&2; exit 1 ;; esac
+  case "$subsets" in *" $s "*) echo "SUBSETS names $s twice" >&2; exit 1 ;; esac
+  subsets="$subsets$s "
+done
+for s in $subsets; do
   flags=(--labels "$labels" --labels-seed "$s")
   train "m2-$labels-s$s" m2-mnist-100 "${flags[@]}" & pids+=($!)
   if [ "$labels" = 100 ]; then

@@ -92,7 +92,11 @@ def test_semisupervised_script_trains_m1_then_m1m2_on_it_and_scores_the_rows(tmp
     text = _script("semisupervised_gpu.sh", out, "eval", data=data_dir, EVAL_EXTRA="--limit 50")
     assert "m2 at 600 labels:" in text and "over 2 labelled subset(s)" in text
     assert "sdgm at 100 labels:" in text and "m1m2 at 100 labels:" in text
+    assert "resuming" not in (out / "m1.log").read_text()  # M1 trained in the first call only
     _script("semisupervised_gpu.sh", out, 5, data=data_dir, LABELS="700", status=1)
+    for bad in ("0 x", "0 0"):  # refused before any run starts
+        _script("semisupervised_gpu.sh", out, 5, data=data_dir, LABELS="1000", SUBSETS=bad, status=1)
+    assert not list(out.glob("*-1000-*"))
     # a training that fails (here: a damaged run folder) fails the script, beside the others
     (out / "sdgm-100-s0" / "config.json").write_text("{")
     _script("semisupervised_gpu.sh", out, 2, data=data_dir, status=1)
@@ -138,7 +142,10 @@ def test_m1m2_cpu_chain_resumes_m1_then_trains_and_scores_three_subsets(tmp_path
         config = json.loads((out / f"m1m2-600-s{s}" / "config.json").read_text())["config"]
         assert (config["data"]["labels"], config["data"]["labels_seed"]) == (600, s)
     assert "M1+M2 at 600 labels:" in text and "mean +- sd over 3 subsets" in text
+    files = [out / f"m1m2-600-s{s}" / name for s in range(3) for name in ("eval.json", "checkpoint.safetensors")]
+    stamps = [f.stat().st_mtime_ns for f in [*files, out / "m1" / "checkpoint.safetensors"]]
     again = _script("m1m2_cpu.sh", out, 600, data=data_dir, **small)  # all done: nothing is trained or scored again
     assert again.splitlines()[-1] == text.splitlines()[-1]
-    assert all((out / f"m1m2-600-s{s}.log").read_text().count("resuming") == 1 for s in range(3))
-    _script("m1m2_cpu.sh", out, "6x", data=data_dir, status=1)
+    assert [f.stat().st_mtime_ns for f in [*files, out / "m1" / "checkpoint.safetensors"]] == stamps
+    for bad in ("6x", "700"):
+        _script("m1m2_cpu.sh", out, bad, data=data_dir, status=1)

@@ -130,6 +130,22 @@ def test_early_stopping_on_the_validation_elbo(digits):
     history = trainer.fit()
     assert len(history) < 50
     assert trainer.bad_epochs == 2
+    assert trainer.fit() == []  # a second call trains no more
+
+
+def test_a_resumed_run_that_stopped_early_trains_no_more(digits, tmp_path):
+    trainer = make_trainer(digits, tmp_path, epochs=50, patience=2, lr=1e-9)
+    done = len(trainer.fit())
+    before = (tmp_path / "checkpoint.safetensors").read_bytes()
+    again = make_trainer(digits, tmp_path, epochs=50, patience=2, lr=1e-9)
+    again.resume()
+    assert again.stopped_early and again.epoch == done
+    assert again.fit() == []
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == before
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == done
+    more = make_trainer(digits, tmp_path, epochs=50, patience=4, lr=1e-9)  # a larger patience goes on
+    more.resume()
+    assert not more.stopped_early and len(more.fit()) == 2
 
 
 def test_checkpoint_round_trip_and_bad_files(digits, tmp_path):

@@ -543,7 +543,7 @@ class Trainer:
         history: list[dict] = []
         self.budget_spent = False
         self._deadline = None if self.time_budget is None else self.clock() + self.time_budget
-        while self.epoch < self.epochs:
+        while self.epoch < self.epochs and not self.stopped_early:  # (a resumed run that had stopped trains no more)
             if history and self._out_of_time():  # (a call takes one step at least: every call goes on)
                 self.budget_spent = True
                 break
@@ -576,13 +576,19 @@ class Trainer:
             log.info(json.dumps(metrics))
             for cb in self.callbacks if self.dist.is_main else ():
                 cb(self, metrics)
-            if self.patience is not None and self.bad_epochs >= self.patience:
+            if self.stopped_early:
                 log.info(
                     "early stopping after epoch %d: no validation improvement in %d epoch(s)", self.epoch, self.patience
                 )
                 break
         distributed.barrier()  # the other ranks wait for rank 0's last files
         return history
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether the run has had ``patience`` epochs without validation improvement (between
+        epochs: an epoch stopped within by the time budget goes on)."""
+        return self.patience is not None and self.bad_epochs >= self.patience and self._progress is None
 
     def _data_checked(self) -> contextlib.AbstractContextManager:
         """Where the splits hold no missing entry: models and likelihoods need not look."""
