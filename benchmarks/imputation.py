@@ -16,8 +16,8 @@ degrees of freedom > 3 predicted per entry) trained by the MIWAE bound (K = 20, 
 bound, whose weights are used; or, with ``--protocol fixed`` (the authors' code), a fixed 601
 epochs whose last weights are used. A run folder left by an earlier call is resumed, and
 refused if it was trained with other settings. Then imputation by self-normalized importance
-sampling (k = 10000). Scored by the RMSE on the removed entries of the training split (in-sample: every imputer sees the
-same incomplete rows), in standardized units, next to the column means, KNN (5), MICE
+sampling (k = 10000). Scored by the RMSE on the removed entries of the training split
+(in-sample: every imputer sees the same incomplete rows), in standardized units, next to the column means, KNN (5), MICE
 (IterativeImputer, Bayesian ridge, 10 rounds) and missForest (IterativeImputer, random forests
 of 100 trees, 10 rounds); mean and standard error over the masks.
 
@@ -50,17 +50,19 @@ from dgmkit.cli.main import main as dgm  # noqa: E402
 TABLES = ["breast-cancer", "concrete"]
 BASELINES = ["mean", "knn", "iterative", "missforest"]
 # the tables' networks (the paper's), as dgm train's flags and as the run's record holds them
+MISSING_RATE = 0.5
 TABLE_NETWORK = {"latent_dim": 10, "hidden": [128, 128], "activation": "tanh", "likelihood": "student-t"}
 TABLE_MODEL = [
     "--model", "vae", "--objective", "miwae", "--iw-k", "20", "--latent-dim", str(TABLE_NETWORK["latent_dim"]),
     "--hidden", *map(str, TABLE_NETWORK["hidden"]), "--activation", TABLE_NETWORK["activation"],
-    "--likelihood", TABLE_NETWORK["likelihood"], "--missing-rate", "0.5", "--batch-size", "64", "--lr", "1e-3",
+    "--likelihood", TABLE_NETWORK["likelihood"], "--missing-rate", str(MISSING_RATE), "--batch-size", "64",
+    "--lr", "1e-3",
 ]  # fmt: skip
-PROTOCOLS = {
+PROTOCOLS = {  # the patience (None: none) and the weights that impute
     # stopped 100 epochs after the best validation bound, whose weights impute
-    "early-stop": (["--patience", "100"], "best"),
+    "early-stop": (100, "best"),
     # the authors' code: a fixed 601 epochs, the last weights impute (in-sample: no validation)
-    "fixed": ([], "last"),
+    "fixed": (None, "last"),
 }
 
 
@@ -120,15 +122,16 @@ def table(name: str, args) -> dict:
     """MIWAE and the baselines on ``name`` over ``args.masks`` masks: every impute.json, and the
     mean and standard error of each method's RMSE."""
     dataset = str(_concrete_csv(Path(args.out))) if name == "concrete" else name
-    flags, weights = PROTOCOLS[args.protocol]
+    patience, weights = PROTOCOLS[args.protocol]
+    flags = [] if patience is None else ["--patience", str(patience)]
     epochs = args.epochs if args.epochs is not None else (2000 if args.protocol == "early-stop" else 601)
     masks = []
     for seed in range(args.masks):
         out = Path(args.out) / (f"{name}-mask{seed}" + ("" if args.protocol == "early-stop" else f"-{args.protocol}"))
         settings = {
             "model": TABLE_NETWORK,
-            "data": {"missing_seed": seed, "missing_rate": 0.5},
-            "optim": {"epochs": epochs, "patience": 100 if args.protocol == "early-stop" else None},
+            "data": {"missing_seed": seed, "missing_rate": MISSING_RATE},
+            "optim": {"epochs": epochs, "patience": patience},
         }
         seconds = _train(
             out,
@@ -158,9 +161,9 @@ def mnist(args) -> dict:
     out = Path(args.out) / "bmnist"
     flags = [
         "--dataset", "binarized-mnist", "--model", "vae", "--objective", "miwae", "--iw-k", "5",
-        "--latent-dim", "32", "--missing-rate", "0.5", "--epochs", str(args.mnist_epochs),
+        "--latent-dim", "32", "--missing-rate", str(MISSING_RATE), "--epochs", str(args.mnist_epochs),
     ]  # fmt: skip
-    seconds = _train(out, flags, {"model": {"latent_dim": 32}, "optim": {"epochs": args.mnist_epochs}})
+    seconds = _train(out, flags, {"optim": {"epochs": args.mnist_epochs}})
     k = str(args.mnist_k)
     results = {}
     # the whole test split against the column means; KNN (quadratic in N) on a seeded random 2000
