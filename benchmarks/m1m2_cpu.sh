@@ -83,7 +83,7 @@ for s in range(3):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     best = max(rows, key=lambda row: row["valid_elbo"])["epoch"]  # the best checkpoint's: the validation bound
     errors.append(100 * (1 - acc))
-    print(f"{run.name}: test error {errors[-1]:.2f}% on {r['n']} test images; NLL (k = {r['iw_samples']}) "
+    print(f"{run.name}: test error {errors[-1]:.2f}% on {r['n']} test images; NLL of M1's latents z1 (k = {r['iw_samples']}) "
           f"{r['nll']:.2f} +- {r['nll_stderr']:.2f} nats; best epoch {best}")
 print(f"M1+M2 at {labels} labels: {statistics.fmean(errors):.2f}% +- {statistics.stdev(errors):.2f} (mean +- sd over 3 subsets)")
 PY

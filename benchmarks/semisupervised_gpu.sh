@@ -52,7 +52,9 @@ for run in sorted(sys.argv[1:]):
         continue
     r = json.loads(ev.read_text())
     acc = next(t["value"] for t in r["terms"] if t["name"] == "accuracy")
-    print(f"{ev.parent.name}: test error {100 * (1 - acc):.2f}% on {r['n']} test images, NLL (k = {r['iw_samples']}) {r['nll']:.2f} nats")
+    of = "M1's latents z1" if str(r.get("dataset", "")).startswith("latents:") else "the images"  # M1+M2 models z1
+    print(f"{ev.parent.name}: test error {100 * (1 - acc):.2f}% on {r['n']} test images, "
+          f"NLL of {of} (k = {r['iw_samples']}) {r['nll']:.2f} nats")
     rows.setdefault((m[1], int(m[2])), []).append(100 * (1 - acc))
 for (model, labels), errors in sorted(rows.items()):
     sd = f" +- {statistics.stdev(errors):.2f}" if len(errors) > 1 else ""
