@@ -36,8 +36,23 @@ def test_a_config_and_keywords_and_resume(tmp_path):
     run = dgmkit.train(tmp_path / "r", resume=True, epochs=2)
     assert run.cfg.optim.epochs == 2
     assert (tmp_path / "r" / "metrics.jsonl").read_text().count("\n") == 2
-    with pytest.raises(ConfigError, match="resume continues the run"):
+    with pytest.raises(ConfigError, match="resume continues the run.*not latent_dim"):
         dgmkit.train(tmp_path / "r", resume=True, latent_dim=5)
+
+
+def test_a_budgeted_run_goes_on_in_chunks_from_python_exactly(tmp_path):
+    """time_budget (and compile) may be given on resume, as on the command line; the budget is the
+    call's own, and the chunks end where the uninterrupted run ends."""
+    whole = dgmkit.train(tmp_path / "whole", dataset="digits", seed=3, **TINY)
+    dgmkit.train(tmp_path / "chunks", dataset="digits", seed=3, time_budget=1e-9, **TINY)
+    steps = [(tmp_path / "chunks" / "metrics.jsonl").is_file()]
+    dgmkit.train(tmp_path / "chunks", resume=True, time_budget=1e-9, compile=False)
+    steps.append((tmp_path / "chunks" / "metrics.jsonl").is_file())
+    assert steps == [False, False]  # each budget ran out within the first epoch
+    run = dgmkit.train(tmp_path / "chunks", resume=True)  # no budget: the earlier one is not carried over
+    assert run.cfg.optim.time_budget is None
+    for a, b in zip(whole.model.parameters(), run.model.parameters()):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("form", ["numpy", "tensor-pair", "torch-dataset"])

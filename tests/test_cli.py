@@ -407,7 +407,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 COMPUTING = [
     "train", "eval", "ood", "diagnose", "disentangle", "traverse", "sample", "reconstruct", "interpolate", "latents",
-    "density", "impute", "cluster", "compress", "decompress", "report",
+    "density", "impute", "cluster", "compress", "decompress", "report", "score", "demo",
 ]  # fmt: skip
 
 
@@ -416,6 +416,13 @@ def test_every_command_that_computes_takes_a_device(command, capsys):
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
     assert "--device" in out and "cuda" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no CUDA device")
+def test_demo_takes_its_device_to_training(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "1", "--device", "cuda", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("dgm: error:") == 1 and "no CUDA device" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no CUDA device")

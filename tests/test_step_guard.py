@@ -157,3 +157,21 @@ def test_auto_precision_is_bf16_on_a_gpu_only_for_families_checked_in_it(monkeyp
     masked = RunConfig.of(dataset="digits", model="diffusion", process="masked", unet_channels=[4], unet_blocks=1)
     vae = RunConfig.of(dataset="digits", hidden=[8], latent_dim=2)
     assert build_model(masked, (1, 8, 8), 2).trains_in_bf16 and not build_model(vae, (1, 8, 8), 2).trains_in_bf16
+
+
+def test_a_cuda_run_says_its_precision_and_warns_of_bf16_asked_of_an_unchecked_family(monkeypatch):
+    from dgmkit.training.precision import MixedPrecision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cuda = torch.device("cuda")
+    said = {
+        (asked, checked): MixedPrecision(asked, cuda, bf16_checked=checked).describe()
+        for asked in ("auto", "fp32", "bf16")
+        for checked in (False, True)
+    }
+    assert said[("auto", False)] == "precision: fp32 (this family's training in bf16 has not been checked)"
+    assert said[("auto", True)].startswith("precision: bf16 autocast (this family's training in bf16 was checked)")
+    assert said[("fp32", True)] == said[("fp32", False)] == "precision: fp32 (as asked)"
+    assert said[("bf16", True)] == "precision: bf16 autocast, as asked"
+    assert "has not been checked" in said[("bf16", False)] and "auto trains it in fp32" in said[("bf16", False)]
+    assert MixedPrecision("auto", torch.device("cpu"), bf16_checked=True).describe() is None  # a CPU is always fp32

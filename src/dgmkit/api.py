@@ -33,6 +33,7 @@ from dgmkit.cli.figures import draw_samples
 from dgmkit.cli.train import train_run
 from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.config.inputs import attach_input
+from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation import record_terms
 
@@ -116,13 +117,16 @@ def train(
     ``data``: arrays or a torch Dataset instead of a named dataset (module docstring)."""
     out = Path(out)
     if resume:
-        if config is not None or data is not None or set(settings) - {"epochs", "patience", "device"}:
-            raise ConfigError("resume continues the run as it was configured: give only epochs, patience or device")
+        if config is not None or data is not None or set(settings) - set(FREE_ON_RESUME):
+            raise ConfigError(
+                f"resume continues the run as it was configured: give only {', '.join(FREE_ON_RESUME)}, "
+                f"not {', '.join(sorted(set(settings) - set(FREE_ON_RESUME))) or 'config or data'}"
+            )
         from dgmkit.config import migrate_record
         from dgmkit.config.run import read_json
 
         stored = RunConfig.from_dict(migrate_record(read_json(out / "config.json"), str(out))["config"], str(out))
-        cfg = stored.replace(time_budget=None, **settings)
+        cfg = stored.replace(**{"time_budget": None, **settings})  # a budget is never carried over, as in the CLI
     else:
         values = dict(config.flat() if isinstance(config, RunConfig) else RunConfig.given_keys(dict(config or {})))
         values.update(settings)
@@ -135,8 +139,9 @@ def train(
     return load(out)
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
-    """A run folder (written by ``train`` or ``dgm train``) with its model on ``device``."""
+def load(path: str | os.PathLike, device: str | torch.device = "auto") -> Run:
+    """A run folder (written by ``train`` or ``dgm train``) with its model on ``device``
+    (auto: CUDA where present, as everywhere)."""
     return load_run(path, device=device)
 
 

@@ -198,11 +198,17 @@ def to_display(x: torch.Tensor, run: Run) -> torch.Tensor:
     return x.float().clamp(0, 1)
 
 
-def add_device_flag(p: argparse.ArgumentParser, what: str = "where the model computes") -> None:
+def add_device_flag(
+    p: argparse.ArgumentParser, what: str = "where the model computes", default: str = "auto", why: str = ""
+) -> None:
     """--device auto|cpu|cuda: one flag for every command that computes with a model
-    (``devices.resolve_device``; auto: CUDA where present)."""
+    (``devices.resolve_device``; auto: CUDA where present). ``default`` is auto but where a
+    command has a reason for another, which ``why`` says in the help."""
     p.add_argument(
-        "--device", default="auto", metavar="{auto,cpu,cuda}", help=f"{what}: auto (CUDA where present), cpu or cuda"
+        "--device",
+        default=default,
+        metavar="{auto,cpu,cuda}",
+        help=f"{what}: auto (CUDA where present), cpu or cuda (default: {default}{'; ' + why if why else ''})",
     )
 
 

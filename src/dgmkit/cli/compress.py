@@ -23,7 +23,7 @@ import torch
 
 from dgmkit import __version__
 from dgmkit._io import atomic_folder, atomic_write_bytes, check_base_name, check_new_output, describe_os_error
-from dgmkit.cli.common import add_run_parser, plural, say
+from dgmkit.cli.common import add_device_flag, add_run_parser, plural, say
 from dgmkit.coding import decode_images, encode_images, model_fingerprint, read_container, write_container
 from dgmkit.coding.container import (
     DTYPES,
@@ -43,10 +43,8 @@ from dgmkit.training.run_writer import RUN_FILES
 
 __all__ = ["add_parsers"]
 
-_DEVICE_HELP = (
-    "where the model computes the coding probabilities: cpu, cuda or auto (CUDA where present); a file decodes only "
-    "on the kind of device that encoded it (recorded in the file), so the CPU, which every machine has, is the default"
-)
+_DEVICE_WHAT = "where the model computes the coding probabilities"
+_DEVICE_WHY = "a file decodes only on the kind of device that encoded it (recorded in the file), and every machine has a CPU"
 
 
 def _pil_errors() -> tuple[type[BaseException], ...]:
@@ -327,12 +325,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="compressed file to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--batch-size", type=int, default=500, help="images coded together (recorded in the file)")
-    p.add_argument("--device", default="cpu", metavar="{auto,cpu,cuda}", help=_DEVICE_HELP)
+    add_device_flag(p, _DEVICE_WHAT, default="cpu", why=_DEVICE_WHY)
     p.set_defaults(func=compress)
     p = sub.add_parser("decompress", help="decompress a file written by dgm compress")
     p.add_argument("file")
     p.add_argument("--run", required=True, help="the run folder of the model that compressed it")
     p.add_argument("--out", required=True, help=".npy file (or a folder, for PNG inputs) to write")
     p.add_argument("--force", action="store_true", help="replace existing output files")
-    p.add_argument("--device", default="cpu", metavar="{auto,cpu,cuda}", help=_DEVICE_HELP)
+    add_device_flag(p, _DEVICE_WHAT, default="cpu", why=_DEVICE_WHY)
     p.set_defaults(func=decompress)

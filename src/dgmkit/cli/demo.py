@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from dgmkit.cli.common import add_count_flag, say
+from dgmkit.cli.common import add_count_flag, add_device_flag, say
 from dgmkit.cli.train import train_run
 from dgmkit.config import RunConfig
 from dgmkit.errors import DgmError
@@ -45,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--out", default=None, help="run folder, new or empty (default: runs/demo, or runs/demo-2, ... if that is taken)"
     )
     add_count_flag(p, "--epochs", 1, 10**6)
+    add_device_flag(p, "where the demo trains and evaluates", default="cpu", why="the output the README shows is the CPU's")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_demo)
 
@@ -65,7 +66,8 @@ def run_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = Path(args.out) if args.out is not None else _free_folder(Path("runs/demo"))
     RunFolder(out, fresh=True).check_fresh()  # never touch what is there: a demo needs a new or empty folder
-    cfg = RunConfig.from_dict({**DEMO_CONFIG, **({"epochs": args.epochs} if args.epochs else {})}, "demo")
+    given = {"device": args.device, **({"epochs": args.epochs} if args.epochs else {})}
+    cfg = RunConfig.from_dict({**DEMO_CONFIG, **given}, "demo")
     vae = cast("VAEConfig", cfg.model)  # DEMO_CONFIG's
     say(
         f"dgm demo: training a VAE ({vae.hidden} MLP, {vae.latent_dim}-D latent, Bernoulli likelihood) on "
@@ -88,7 +90,7 @@ def run_demo(args: argparse.Namespace) -> int:
         ["interpolate", out, "--pairs", "6", "--steps", "8", "--out", out / "interpolations.png"],
         ["latents", out, "--out", out / "latents.png"],
     ):
-        cmd = parser.parse_args([str(a) for a in argv])
+        cmd = parser.parse_args([str(a) for a in argv] + ["--device", args.device])
         cmd.func(cmd)
     say(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is in {out}/:")
     for f in sorted(out.iterdir()):

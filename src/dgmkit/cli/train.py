@@ -391,6 +391,8 @@ def _fit(
         say(f"resuming {out} " + (f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"))
     elif trainer.dist.is_main:
         writer.start()
+    if trainer.amp.describe() is not None and trainer.dist.is_main:
+        say(trainer.amp.describe())
     if trainer.dist.parallel:
         say(
             f"data-parallel: {trainer.dist.world_size} processes share each batch of {cfg.optim.batch_size} "

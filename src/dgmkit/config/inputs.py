@@ -120,7 +120,7 @@ def derived_name(run: Run) -> str:
 
 def derived_dataset(source_dir: str | Path, data_dir: str | None = None) -> Dataset:
     """The data the run in ``source_dir`` makes for other runs, from every split of its own data."""
-    source = load_run(source_dir)
+    source = load_run(source_dir, device="cpu")  # the same data on every machine, whatever device reads them
     family = source.cfg.model
     if family.derived_data is None:
         makers = ", ".join(f"{name} ({cls.derived_data})" for name, cls in FAMILIES.items() if cls.derived_data)

@@ -138,7 +138,7 @@ class Run:
         return DataTransform(d["transform"], d["num_levels"])
 
 
-def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "cpu") -> Run:
+def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "auto") -> Run:
     """Load a run folder's config and model weights (``best`` if it exists, else the last),
     the model on ``device`` (``devices.resolve_device``: auto, cpu, cuda)."""
     device = resolve_device(device)  # refused before any file is read

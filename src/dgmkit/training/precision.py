@@ -32,6 +32,23 @@ class MixedPrecision:
         self.name = resolve_precision(precision, device, bf16_checked)
         self.device_type = device.type
         self.scaler = torch.amp.GradScaler("cuda") if self.name == "fp16" else None
+        self.asked, self.checked = precision, bf16_checked
+
+    def describe(self) -> str | None:
+        """One line on the precision a CUDA run trains in, and why; None on a CPU (always fp32)."""
+        if self.device_type != "cuda":
+            return None
+        if self.name == "fp32":
+            why = "as asked" if self.asked == "fp32" else "this family's training in bf16 has not been checked"
+            return f"precision: fp32 ({why})"
+        if self.asked == "auto":
+            return f"precision: {self.name} autocast (this family's training in bf16 was checked)"
+        if self.checked:
+            return f"precision: {self.name} autocast, as asked"
+        return (
+            f"precision: {self.name} autocast, as asked, though this family's training in bf16 has not been checked "
+            "(--precision auto trains it in fp32); a loss that is not finite stops the run"
+        )
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.name in ("bf16", "fp16"):
