@@ -335,3 +335,44 @@ def test_conv_hvae_is_a_top_down_posterior():
 
     with pytest.raises(ConfigError, match="conv-hvae"):
         RunConfig.of(model="hvae", architecture="conv-hvae", posterior="ladder")
+
+
+def test_layer_hidden_builds_burda_et_al_s_two_layer_networks():
+    """Burda et al.'s two stochastic layers (their code, experiments.py): q(z1|x) 784-200-200-100,
+    q(z2|z1) 100-100-100-50, p(z1|z2) 50-100-100-100, p(x|z1) 100-200-200-784, tanh: 521,084
+    parameters; widths per layer, each network as deep as --hidden."""
+    from dgmkit.families import get_family
+
+    cfg = get_family("hvae")(
+        posterior="bottom-up",
+        encoder="mlp",
+        activation="tanh",
+        hidden=[200, 200],
+        latent_sizes=[100, 50],
+        layer_hidden=[200, 100],
+    )
+    model = cfg.build((1, 28, 28), 2)
+    linears = lambda net: [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, nn.Linear)]  # noqa: E731
+    assert linears(model.features) + linears(model.q_nets[0]) == [(784, 200), (200, 200), (200, 200)]  # mean and scale
+    assert linears(model.q_nets[1]) == [(100, 100), (100, 100), (100, 100)]
+    assert linears(model.layer_priors[0]) == [(50, 100), (100, 100), (100, 200)]
+    assert linears(model.decoder) == [(100, 200), (200, 200), (200, 784)]
+    assert sum(p.numel() for p in model.parameters()) == 521_084
+    x = (torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    assert torch.isfinite(HierarchicalELBO()(model, x).elbo).all()
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        (dict(latent_sizes=[100, 50], layer_hidden=[200]), "one width per stochastic layer"),
+        (dict(posterior="top-down", layer_hidden=[200, 100]), "bottom-up"),
+        (dict(posterior="bottom-up", encoder="gated", layer_hidden=[200, 100]), "bottom-up"),
+    ],
+)
+def test_layer_hidden_is_refused_where_it_would_mean_nothing(settings, match):
+    from dgmkit.config import RunConfig
+    from dgmkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        RunConfig.of(model="hvae", **settings)

@@ -392,3 +392,15 @@ def test_a_checkpoint_without_every_ranks_state_reseeds_the_other_ranks():
         )
         state, cuda = Trainer._rank_states(fake, {"torch": saved}, Path("c"))
         assert torch.equal(state, saved) == (rank == 0) and cuda is None
+
+
+def test_iwae_lr_factor_is_burda_et_al_s_stages_of_3_to_the_i_epochs():
+    """Their code: stage i = 1..8 runs 3^(i-1) epochs at 1e-4 * round(10^(1 - (i-1)/7), 1)."""
+    expected: list[float] = []
+    for i in range(1, 9):
+        expected += [1e-4 * round(10 ** (1 - (i - 1) / 7), 1)] * 3 ** (i - 1)
+    assert len(expected) == 3280
+    got = [1e-3 * lr_factor("iwae", e, 3280) for e in range(3280)]
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert got[:5] == pytest.approx([1e-3, 7.2e-4, 7.2e-4, 7.2e-4, 5.2e-4])
+    assert 1e-3 * lr_factor("iwae", 5000, 3280) == pytest.approx(1e-4)  # the last stage's rate after them

@@ -100,7 +100,10 @@ class OptimConfig:
     epochs: int = setting(50, "passes over the training data", min=1, max=10**6)
     batch_size: int = setting(128, "datapoints per gradient step", min=1, max=10**7)
     lr: float = setting(1e-3, "Adam's learning rate", gt=0, max=10.0)
-    lr_schedule: Literal["constant", "cosine", "exponential"] = setting("constant", "the learning rate over the epochs")
+    lr_schedule: Literal["constant", "cosine", "exponential", "iwae"] = setting(
+        "constant",
+        "the learning rate over the epochs (iwae: Burda et al.'s stages of 3^i epochs, i = 0..7, at 10^(-i/7) of --lr)",
+    )
     lr_decay: float = setting(
         0.99, "exponential schedule: the factor on the learning rate every --lr-decay-every epochs", gt=0, max=1
     )

@@ -96,7 +96,8 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             sizes = [dims, *self.hidden]
             return nn.Sequential(nn.Flatten(), *[GatedDense(a, b) for a, b in zip(sizes[:-1], sizes[1:])])
         if self.encoder == "mlp":
-            return nn.Sequential(nn.Flatten(), MLP(dims, self.hidden[:-1], self.hidden[-1], act), activation(act))
+            h = self._hidden_at(0)
+            return nn.Sequential(nn.Flatten(), MLP(dims, h[:-1], h[-1], act), activation(act))
         return nn.Sequential(encoder_net(self, event_shape, self.hidden[-1]), activation(act))
 
     @property
@@ -106,9 +107,22 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         p(x | z_1, ..., z_L) one gated branch per input, joined by a gated layer."""
         return self.encoder == "gated" and self.posterior == "top-down"
 
-    def _net(self, i: int, o: int) -> nn.Module:
-        """A layer's network (posterior or prior): gated or plain, with the hidden sizes."""
-        return GatedMLP(i, self.hidden, o) if self.encoder == "gated" else MLP(i, self.hidden, o, self.activation)
+    def _net(self, i: int, o: int, hidden: list[int] | None = None) -> nn.Module:
+        """A layer's network (posterior or prior): gated or plain, with the hidden sizes (``hidden``,
+        default the setting's)."""
+        hidden = self.hidden if hidden is None else hidden
+        return GatedMLP(i, hidden, o) if self.encoder == "gated" else MLP(i, hidden, o, self.activation)
+
+    def _layer_widths(self) -> list[int]:
+        """The width of the networks between each stochastic layer and the one below it (x below
+        z_1), where they differ from layer to layer (the hvae family's ``layer_hidden``); empty:
+        every network has the hidden sizes."""
+        return []
+
+    def _hidden_at(self, layer: int) -> list[int]:
+        """The hidden sizes of the networks between z_layer and the layer below it (0: x and z_1)."""
+        widths = self._layer_widths()
+        return [widths[layer]] * len(self.hidden) if widths else self.hidden
 
     def _decoder(self, event_shape: tuple[int, ...], num_levels: int | None, scale: float) -> Decoder:
         """p(x | z) for the layers the decoder sees; ``scale``: the model's input scale."""
@@ -123,19 +137,21 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         if self.decoder_sees == "all" and (self.decoder or self.encoder) == "gated" and len(sizes) > 1:
             return GatedBranches(sizes, self.hidden[-1], math.prod(event_shape) * per_pixel)
         decoder_in = sum(sizes) if self.decoder_sees == "all" else sizes[0]
+        if self._layer_widths():  # mlp networks (validated): p(x | z_1) as wide as q(z_1 | x)
+            return MLP(decoder_in, self._hidden_at(0), math.prod(event_shape) * per_pixel, self.activation)
         return decoder_net(self, event_shape, decoder_in, per_pixel)
 
     def _build_stack(self, data: DataSpec) -> HierarchicalVAE:
         if self.architecture == "conv-hvae":
             return self._build_conv_hvae(data)
         self.check_networks(data.event_shape)
-        sizes, width, act = self.latent_sizes, self.hidden[-1], self.activation
+        sizes, width, act = self.latent_sizes, self._hidden_at(0)[-1], self.activation
         features = self._features(data.event_shape)
         top = len(sizes) - 1
         ladder = []
         if self.posterior == "bottom-up":
             q_nets: list[nn.Module] = [nn.Linear(width, 2 * sizes[0])]
-            q_nets += [self._net(sizes[i - 1], 2 * sizes[i]) for i in range(1, len(sizes))]
+            q_nets += [self._net(sizes[i - 1], 2 * sizes[i], self._hidden_at(i)) for i in range(1, len(sizes))]
         elif self._reference_hvae:
             dims = math.prod(data.event_shape)  # the features are x itself
             q_nets = [GatedBranches([dims, sizes[i + 1]], self.hidden[-1], 2 * sizes[i]) for i in range(top)]
@@ -146,7 +162,9 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         else:
             ladder = [nn.Sequential(MLP(width, [width], width, act), activation(act)) for _ in range(top)]
             q_nets = [nn.Linear(width, 2 * m) for m in sizes]
-        layer_priors = [GaussianLayerPrior(self._net(sizes[i + 1], 2 * sizes[i]), sizes[i]) for i in range(top)]
+        layer_priors = [
+            GaussianLayerPrior(self._net(sizes[i + 1], 2 * sizes[i], self._hidden_at(i + 1)), sizes[i]) for i in range(top)
+        ]
         scale = self.input_scale(data.num_levels)
         decoder = self._decoder(data.event_shape, data.num_levels, scale)
         prior = self.build_prior(sizes[top], self.hidden, act, scale, data)
@@ -228,9 +246,27 @@ class HVAEConfig(StackSettings, FamilyConfig):
     res_blocks: int = setting(1, "residual: blocks per bottom-up resolution and at the output", min=1, max=64)
     scale_min: float = setting(1e-3, "residual: lower bound of every posterior and prior scale", min=1e-6, max=1.0)
     scale_max: float = setting(10.0, "residual: upper bound of every posterior and prior scale", min=1.0, max=1e4)
+    layer_hidden: list[int] | None = setting(
+        None,
+        "bottom-up posterior of mlp networks: the width of the networks between each stochastic layer and the one "
+        "below it (x below z_1), one a layer, each as deep as hidden (Burda et al.'s two layers: 200 100; default: "
+        "every network has hidden's sizes)",
+        min=1,
+        max=65536,
+    )
 
     def validate(self) -> None:
         super().validate()
+        if self.layer_hidden:
+            if len(self.layer_hidden) != len(self.latent_sizes):
+                raise ConfigError(
+                    f"layer_hidden {self.layer_hidden} needs one width per stochastic layer "
+                    f"(latent_sizes {self.latent_sizes})"
+                )
+            if self.posterior != "bottom-up" or self.encoder != "mlp" or (self.decoder or "mlp") != "mlp":
+                raise ConfigError("layer_hidden sets the mlp networks of a bottom-up posterior (--posterior bottom-up)")
+            if self.architecture != "default":
+                raise ConfigError("layer_hidden sets the default networks, not conv-hvae's")
         if self.posterior == "residual":
             if len(self.res_layers) != len(self.res_resolutions):
                 raise ConfigError(
@@ -241,6 +277,9 @@ class HVAEConfig(StackSettings, FamilyConfig):
                 raise ConfigError(f"res_resolutions {self.res_resolutions} must double from one to the next")
             if not self.scale_min < 1.0 < self.scale_max:
                 raise ConfigError("scale_min < 1 < scale_max is needed (a unit scale at initialisation)")
+
+    def _layer_widths(self) -> list[int]:
+        return self.layer_hidden or []
 
     def describe(self) -> str:
         if self.posterior == "residual":

@@ -5,18 +5,26 @@ from dataclasses import dataclass
 
 __all__ = ["lr_factor", "kl_weight", "LR_SCHEDULES", "LRSchedule"]
 
-LR_SCHEDULES = ("constant", "cosine", "exponential")
+LR_SCHEDULES = ("constant", "cosine", "exponential", "iwae")
 
 
 def lr_factor(schedule: str, epoch: int, epochs: int, gamma: float = 0.99, every: int = 1) -> float:
     """Multiplier of the base learning rate during ``epoch`` (0-based): 1, a half cosine over the
-    epochs, or ``gamma`` to the power of the ``every``-epoch periods that have passed."""
+    epochs, ``gamma`` to the power of the ``every``-epoch periods that have passed, or Burda et
+    al.'s IWAE schedule: stages i = 0..7 of 3^i epochs (3280 in all) at 10^(-i/7) rounded to one
+    decimal as their code rounds it (1, 0.72, 0.52, ..., 0.14), the last stage's after them."""
     if schedule == "constant":
         return 1.0
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, epochs)))
     if schedule == "exponential":
         return gamma ** (epoch // every)
+    if schedule == "iwae":
+        stage, end = 0, 1
+        while epoch >= end and stage < 7:
+            stage += 1
+            end += 3**stage
+        return round(10 ** (1 - stage / 7), 1) / 10
     raise ValueError(f"unknown lr schedule {schedule!r}; choose from {LR_SCHEDULES}")
 
 
