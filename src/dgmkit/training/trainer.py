@@ -369,18 +369,7 @@ class Trainer:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_schedule.learning_rate(self.lr, self.epoch, self.epochs)
-        total_loss, total_score = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
-        beta = self.beta
-        self.guard.start_epoch()
-        progress, self._progress, perm, start = self._progress, None, None, 0
-        if progress is not None:  # an epoch that stopped within: on from where it stopped
-            perm, start, beta = progress["perm"].to(self.device), progress["step"], progress["beta"]
-            if self.dist.is_main:  # the sums so far are global: one rank holds them, the ranks' sums are added
-                total_loss.fill_(progress["loss_sum"])
-                total_score.fill_(progress["score_sum"])
-            norms = [math.nan if v is None else v for v in progress["norms"]]
-            self.guard.load_epoch(progress["skipped"], norms, progress["threshold"])
-        self._epoch_share = (self.steps_per_epoch - start) / self.steps_per_epoch  # of the epoch trained in this call
+        perm, start, beta, total_loss, total_score = self._start_epoch()
         with self._progress_bar() as bar:
             bar.update(start)
             for i, (x, y) in enumerate(self.batches.epoch(perm, start), start):
@@ -411,6 +400,23 @@ class Trainer:
                 if i + 1 < self.steps_per_epoch and self._out_of_time(within_epoch=True):
                     raise _BudgetSpent(self._epoch_progress(i + 1, total_loss, total_score, beta))
         return self._epoch_metrics(total_loss, total_score, beta)
+
+    def _start_epoch(self) -> tuple[torch.Tensor | None, int, float, torch.Tensor, torch.Tensor]:
+        """Where the epoch starts: (the data order or None for a new one, the first step, the KL
+        weight, the sums of loss and score so far); from the start, or, for an epoch that stopped
+        within (``--time-budget``), from where it stopped."""
+        total_loss, total_score = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+        self.guard.start_epoch()
+        progress, self._progress, perm, start, beta = self._progress, None, None, 0, self.beta
+        if progress is not None:
+            perm, start, beta = progress["perm"].to(self.device), progress["step"], progress["beta"]
+            if self.dist.is_main:  # the sums so far are global: one rank holds them, the ranks' sums are added
+                total_loss.fill_(progress["loss_sum"])
+                total_score.fill_(progress["score_sum"])
+            norms = [math.nan if v is None else v for v in progress["norms"]]
+            self.guard.load_epoch(progress["skipped"], norms, progress["threshold"])
+        self._epoch_share = (self.steps_per_epoch - start) / self.steps_per_epoch  # of the epoch trained in this call
+        return perm, start, beta, total_loss, total_score
 
     def _out_of_time(self, within_epoch: bool = False) -> bool:
         """Whether --time-budget has run out. Data-parallel ranks decide together at the end of
