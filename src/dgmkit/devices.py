@@ -12,9 +12,19 @@ import torch
 
 from dgmkit.errors import ConfigError
 
-__all__ = ["DEVICE_CHOICES", "resolve_device", "device_of"]
+__all__ = ["DEVICE_CHOICES", "check_device_name", "resolve_device", "device_of"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def check_device_name(device: str) -> None:
+    """Refuse a name that is not auto, cpu, cuda or cuda:N (whether that device is present is
+    ``resolve_device``'s to say: a config written on one machine may name another's)."""
+    index = device.removeprefix("cuda:")
+    if device not in ("auto", "cpu", "cuda") and not (
+        device.startswith("cuda:") and index.isascii() and index.isdigit() and len(index) < 6
+    ):
+        raise ConfigError(f"unknown device {device[:40]!r}; choose auto, cpu, cuda or cuda:N")
 
 
 def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
@@ -23,13 +33,12 @@ def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
         device = str(device)
     if not isinstance(device, str):
         raise ConfigError(f"a device is named by a string (auto, cpu, cuda), got {type(device).__name__}")
+    check_device_name(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
         return torch.device("cpu")
     index = device.removeprefix("cuda:") if device.startswith("cuda:") else None
-    if device != "cuda" and not (index is not None and index.isascii() and index.isdigit() and len(index) < 6):
-        raise ConfigError(f"unknown device {device[:40]!r}; choose auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         raise ConfigError(f"--device {device} was asked for, but no CUDA device is available (use --device cpu or auto)")
     if index is None:

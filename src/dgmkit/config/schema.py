@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from dgmkit._io import parse_json
+from dgmkit.devices import check_device_name
 from dgmkit.errors import ConfigError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, FamilyConfig, get_family
 from dgmkit.settings import check, default_of, from_dict, setting, unknown_keys
@@ -201,12 +202,10 @@ class RunConfig:
             raise ConfigError(
                 f"iw_samples: the {self.model.name} model is scored without importance sampling; set time_samples"
             )
-        device = self.optim.device
-        index = device.removeprefix("cuda:")
-        if device not in ("auto", "cpu", "cuda") and not (
-            device.startswith("cuda:") and index.isascii() and index.isdigit() and len(index) < 6
-        ):
-            raise ConfigError(f"device: unknown device {device[:40]!r}; choose auto, cpu, cuda or cuda:N")
+        try:
+            check_device_name(self.optim.device)
+        except ConfigError as e:
+            raise ConfigError(f"device: {e}") from None
         o = self.optim
         decays = (o.lr_decay, o.lr_decay_every) != (OptimConfig.lr_decay, OptimConfig.lr_decay_every)  # not the defaults
         if o.lr_schedule != "exponential" and decays:
