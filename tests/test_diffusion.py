@@ -465,3 +465,42 @@ def test_the_moonshot_preset_trains_on_the_digits_samples_and_its_spread_over_se
     stated = statistics.fmean(r["time_stderr"] for r in results)
     assert 0.5 < spread / stated < 1.6, (spread, stated)  # 12 seeds: the ratio's 99% range is about 0.6 to 1.45
     assert all(r.nll_stderr > r["time_stderr"] for r in results)  # the total error holds the datapoints' spread too
+
+
+def test_fourier_features_are_vdm_s_periods_of_two_bins_and_one_bin():
+    """VDM's code (google-research/vdm, model_vdm.py): Base2FourierFeatures(start=6, stop=8) on
+    z = 2 (x + 1/2) / 256 - 1, sin and cos of 2^n 2 pi z. At the bin centres, n = 7 (one bin) is
+    the same for every level and n = 6 (two bins) tells even levels from odd ones."""
+    from dgmkit.families.diffusion import _fourier_exponents
+    from dgmkit.nn.unet import fourier_features
+
+    assert _fourier_exponents(256) == [6, 7] and _fourier_exponents(2) == [-1, 0]
+    z = (2 * (torch.arange(256, dtype=torch.float64) + 0.5) / 256 - 1).view(1, 1, 1, 256)
+    f = fourier_features(z, [6, 7])[0, :, 0]  # channels: z, sin n=6, sin n=7, cos n=6, cos n=7
+    zeros = torch.zeros(256, dtype=torch.float64)
+    assert torch.allclose(f[2], zeros, atol=1e-9) and torch.allclose(f[4], zeros - 1, atol=1e-9)
+    parity = torch.tensor([1.0, -1.0], dtype=torch.float64).repeat(128)
+    assert torch.allclose(f[1], parity * f[1, 0], atol=1e-9) and abs(f[1, 0]) == pytest.approx(1.0)
+    model = DiffusionConfig().build((1, 8, 8), 256)
+    assert model.net.fourier == [6, 7]
+
+
+def test_a_run_written_before_format_4_keeps_the_fourier_features_it_was_trained_with(tmp_path, capsys):
+    from dgmkit.config import load_run, migrate_record
+
+    out = tmp_path / "vdm"
+    argv = ["train", "--model", "diffusion", "--dataset", "digits", "--epochs", "1", "--unet-channels", "8", "8"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    new = load_run(out)
+    assert new.record["format"] == 4 and new.cfg.model.fourier_exponents is None
+    assert new.model.net.fourier == [3, 4]  # 17 levels: periods of two bins and one bin
+    record = json.loads((out / "config.json").read_text())
+    model_keys = {k: v for k, v in record["config"]["model"].items() if k != "fourier_exponents"}
+    old = {**record, "format": 3, "config": {**record["config"], "model": model_keys}}
+    migrated = migrate_record(old, "config.json")
+    assert migrated["migrated_from"] == 3 and migrated["config"]["model"]["fourier_exponents"] == [4, 5]
+    masked = {**old, "config": {**old["config"], "model": {**model_keys, "process": "masked"}}}
+    assert "fourier_exponents" not in migrate_record(masked, "config.json")["config"]["model"]
+    assert migrate_record(migrated, "config.json") == migrated  # the current format is left as it is
+    with pytest.raises(ConfigError, match="fourier_exponents"):
+        DiffusionConfig(process="masked", fourier_exponents=[1, 2]).validate()

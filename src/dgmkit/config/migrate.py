@@ -1,10 +1,12 @@
 """Run records of earlier releases, brought to the current format.
 
 A run record (``config.json``, and the same JSON in every checkpoint) is
-``{"format": 3, "dgmkit_version", "config": {model, data, optim, eval}, "data": {...}}``.
+``{"format": 4, "dgmkit_version", "config": {model, data, optim, eval}, "data": {...}}``.
 dgmkit 0.1 wrote format 1 (no ``format`` key): one flat table of keys shared by every family.
 Format 2 differs from 3 only in setting names that families have since changed (``renamed``:
-the discrete VAE's ``temperature`` is now ``gumbel_temperature``).
+the discrete VAE's ``temperature`` is now ``gumbel_temperature``). Format 3 differs from 4 in
+what a default meant (``from_format_3``: a Gaussian diffusion's Fourier features were one
+octave above VDM's; its runs keep theirs).
 Each family says which 0.1 configs were its own (``claims_v1``) and which of their keys it keeps
 (``from_v1``), so this module needs to know no family.
 """
@@ -17,7 +19,7 @@ from dgmkit.families import FAMILIES
 
 __all__ = ["FORMAT", "migrate_record", "config_from_v1", "check_record"]
 
-FORMAT = 3
+FORMAT = 4
 _V1_DEFAULT_IW_SAMPLES = 5000
 
 
@@ -35,6 +37,14 @@ def config_from_v1(flat: dict, source: str = "config") -> dict:
     if out["eval"].get("iw_samples") == _V1_DEFAULT_IW_SAMPLES:
         out["eval"]["iw_samples"] = None  # 0.1 stored its default; the family's default now applies
     return out
+
+
+def _config_from_v3(config: dict, data: dict) -> dict:
+    model = config.get("model")
+    family = FAMILIES.get(model.get("name", "")) if isinstance(model, dict) else None
+    if family is None or not isinstance(model, dict):
+        return config  # RunConfig names what is wrong with it
+    return {**config, "model": family.from_format_3(model, data)}
 
 
 def _config_from_v2(config: dict) -> dict:
@@ -56,10 +66,14 @@ def migrate_record(record: object, source: str) -> dict:
     version = record.get("format", 1)
     if version == FORMAT:
         return record
-    if version == 1:
-        return {**record, "format": FORMAT, "config": config_from_v1(record["config"], source), "migrated_from": 1}
-    if version == 2:
-        return {**record, "format": FORMAT, "config": _config_from_v2(record["config"]), "migrated_from": 2}
+    if version in (1, 2, 3) and not isinstance(version, bool):
+        config = record["config"]
+        if version == 1:
+            config = config_from_v1(config, source)
+        elif version == 2:
+            config = _config_from_v2(config)
+        config = _config_from_v3(config, record["data"])
+        return {**record, "format": FORMAT, "config": config, "migrated_from": version}
     if isinstance(version, int) and version > FORMAT:
         raise CheckpointError(f"{source} was written by a newer dgmkit (run format {version}); upgrade dgmkit")
     raise CheckpointError(f"{source} has an unknown run format {version!r}")

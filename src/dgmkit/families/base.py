@@ -159,6 +159,13 @@ class FamilyConfig(ABC):
         """``keys`` with the names this family has since changed (``renamed``: old -> new)."""
         return {cls.renamed.get(k, k): v for k, v in keys.items()}
 
+    @classmethod
+    def from_format_3(cls, keys: dict, data: dict) -> dict:
+        """A run of format 3 (or earlier): its model ``keys`` as they keep the run what it was
+        trained as, where this family has since changed what a default means (``data``: the
+        record's data description). Most families changed nothing."""
+        return keys
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

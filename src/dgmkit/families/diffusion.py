@@ -18,8 +18,16 @@ __all__ = ["DiffusionConfig"]
 
 
 def _fourier_exponents(levels: int) -> list[int]:
-    """The exponents n whose features sin(2^n 2 pi z) vary over one and over half a bin of L
-    levels in [-1, 1] (bins of width 2 / L)."""
+    """VDM's exponents n (their code: Base2FourierFeatures(start=6, stop=8) for 256 levels),
+    whose features sin(2^n 2 pi z) have periods of two bins and of one bin of L levels in
+    [-1, 1] (bins of width 2 / L)."""
+    top = math.ceil(math.log2(levels))
+    return [top - 2, top - 1]
+
+
+def _fourier_exponents_before_format_4(levels: int) -> list[int]:
+    """The exponents of runs written before run format 4, one octave above VDM's (periods of
+    one bin and half a bin): what those runs were trained with."""
     top = math.ceil(math.log2(levels))
     return [top - 1, top]
 
@@ -58,8 +66,14 @@ class DiffusionConfig(FamilyConfig):
     dropout: float = setting(0.0, "dropout in the U-Net's residual blocks", min=0, lt=1)
     fourier: bool = setting(
         True,
-        "gaussian: Fourier features sin/cos(2^n 2 pi z) of the input at the data's resolution (VDM; L levels: "
-        "n = ceil(log2 L) - 1 and ceil(log2 L), 7 and 8 for 8-bit data)",
+        "gaussian: Fourier features sin/cos(2^n 2 pi z) of the input at the data's resolution (VDM's: periods of "
+        "two bins and one bin, n = ceil(log2 L) - 2 and - 1 for L levels, 6 and 7 for 8-bit data)",
+    )
+    fourier_exponents: list[int] | None = setting(
+        None,
+        "gaussian, fourier: other exponents n than VDM's (runs written before run format 4 hold theirs)",
+        min=-16,
+        max=32,
     )
     time_samples: int = setting(4, "times per datapoint that dgm eval averages the bound over (stratified)", min=1, max=4096)
 
@@ -83,8 +97,22 @@ class DiffusionConfig(FamilyConfig):
                 "loss simple (DDPM's eps error) needs gaussian diffusion with a fixed schedule (--schedule ddpm or "
                 "linear): it gives a learned schedule no gradient"
             )
+        if self.fourier_exponents is not None and (self.process != "gaussian" or not self.fourier):
+            raise ConfigError("fourier_exponents sets the Fourier features of gaussian diffusion (--fourier)")
         if self.process == "gaussian" and self.schedule != "ddpm" and self.gamma_min >= self.gamma_max:
             raise ConfigError(f"gamma_min ({self.gamma_min}) must be below gamma_max ({self.gamma_max})")
+
+    def _fourier(self, levels: int) -> list[int]:
+        return self.fourier_exponents if self.fourier_exponents is not None else _fourier_exponents(levels)
+
+    @classmethod
+    def from_format_3(cls, keys: dict, data: dict) -> dict:
+        """Runs of format 3 and before were trained with Fourier features one octave above VDM's."""
+        levels = data.get("num_levels")
+        gaussian = keys.get("process", "gaussian") == "gaussian" and keys.get("fourier", True) is True
+        if gaussian and "fourier_exponents" not in keys and isinstance(levels, int) and levels >= 2:
+            return {**keys, "fourier_exponents": _fourier_exponents_before_format_4(levels)}
+        return keys
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         if dataset.num_levels is None:
@@ -125,7 +153,7 @@ class DiffusionConfig(FamilyConfig):
                 blocks=self.unet_blocks,
                 attention=self.attention,
                 dropout=self.dropout,
-                fourier=_fourier_exponents(data.num_levels) if gaussian and self.fourier else [],
+                fourier=self._fourier(data.num_levels) if gaussian and self.fourier else [],
                 image_size=(h, w),
             )
         except ValueError as e:
