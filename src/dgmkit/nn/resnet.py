@@ -29,7 +29,9 @@ class _ResidualBlock(nn.Module):
 
 class ConvConditioner(nn.Sequential):
     """conv3x3 -> residual blocks (ReLU, conv3x3, ReLU, conv1x1) -> ReLU -> zero-initialised
-    conv3x3: Glow's coupling network with optional residual depth (RealNVP used ResNets).
+    conv3x3 (RealNVP used ResNets). Glow's network (openai/glow: conv3x3, ReLU, conv1x1, ReLU,
+    zero conv3x3) has a hidden 1x1 layer that ``blocks = 0`` leaves out and one block replaces
+    by a residual pair.
 
     >>> ConvConditioner(2, 8, hidden=16)(torch.zeros(1, 2, 6, 6)).shape
     torch.Size([1, 8, 6, 6])
