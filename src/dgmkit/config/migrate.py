@@ -12,10 +12,11 @@ Each family says which 0.1 configs were its own (``claims_v1``) and which of the
 """
 
 import dataclasses
+from collections.abc import Callable
 
 from dgmkit.config.schema import SECTIONS, RunConfig
 from dgmkit.errors import CheckpointError, ConfigError
-from dgmkit.families import FAMILIES
+from dgmkit.families import FAMILIES, FamilyConfig
 
 __all__ = ["FORMAT", "migrate_record", "config_from_v1", "check_record"]
 
@@ -39,20 +40,21 @@ def config_from_v1(flat: dict, source: str = "config") -> dict:
     return out
 
 
-def _config_from_v3(config: dict, data: dict) -> dict:
+def _with_model_keys(config: dict, change: Callable[[type[FamilyConfig], dict], dict]) -> dict:
+    """``config`` with its model keys as ``change`` (its family, the keys) gives them."""
     model = config.get("model")
     family = FAMILIES.get(model.get("name", "")) if isinstance(model, dict) else None
     if family is None or not isinstance(model, dict):
         return config  # RunConfig names what is wrong with it
-    return {**config, "model": family.from_format_3(model, data)}
+    return {**config, "model": change(family, model)}
 
 
 def _config_from_v2(config: dict) -> dict:
-    model = config.get("model")
-    family = FAMILIES.get(model.get("name", "")) if isinstance(model, dict) else None
-    if family is None or not isinstance(model, dict):
-        return config  # RunConfig names what is wrong with it
-    return {**config, "model": family.rename_keys(model)}
+    return _with_model_keys(config, lambda family, keys: family.rename_keys(keys))
+
+
+def _config_from_v3(config: dict, data: dict) -> dict:
+    return _with_model_keys(config, lambda family, keys: family.from_format_3(keys, data))
 
 
 def migrate_record(record: object, source: str) -> dict:
