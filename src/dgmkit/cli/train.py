@@ -391,8 +391,9 @@ def _fit(
         say(f"resuming {out} " + (f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"))
     elif trainer.dist.is_main:
         writer.start()
-    if trainer.amp.describe() is not None and trainer.dist.is_main:
-        say(trainer.amp.describe())
+    precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why
+    if precision is not None and trainer.dist.is_main:
+        say(precision)
     if trainer.dist.parallel:
         say(
             f"data-parallel: {trainer.dist.world_size} processes share each batch of {cfg.optim.batch_size} "
