@@ -423,6 +423,7 @@ def test_demo_takes_its_device_to_training(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "1", "--device", "cuda", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.count("dgm: error:") == 1 and "no CUDA device" in err
+    assert not (tmp_path / "demo" / "checkpoint.safetensors").exists()  # refused by training, not after it
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no CUDA device")
