@@ -474,7 +474,7 @@ def test_fourier_features_are_vdm_s_periods_of_two_bins_and_one_bin():
     from dgmkit.families.diffusion import _fourier_exponents
     from dgmkit.nn.unet import fourier_features
 
-    assert _fourier_exponents(256) == [6, 7] and _fourier_exponents(2) == [-1, 0]
+    assert _fourier_exponents(256) == [6, 7] and _fourier_exponents(2) == [-1, 0] and _fourier_exponents(17) == [2, 3]
     z = (2 * (torch.arange(256, dtype=torch.float64) + 0.5) / 256 - 1).view(1, 1, 1, 256)
     f = fourier_features(z, [6, 7])[0, :, 0]  # channels: z, sin n=6, sin n=7, cos n=6, cos n=7
     zeros = torch.zeros(256, dtype=torch.float64)
@@ -493,7 +493,7 @@ def test_a_run_written_before_format_4_keeps_the_fourier_features_it_was_trained
     assert main([*argv, "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
     new = load_run(out)
     assert new.record["format"] == 4 and new.cfg.model.fourier_exponents is None
-    assert new.model.net.fourier == [3, 4]  # 17 levels: periods of two bins and one bin
+    assert new.model.net.fourier == [2, 3]  # 17 levels: periods of 2.1 bins and 1.06 bins
     record = json.loads((out / "config.json").read_text())
     model_keys = {k: v for k, v in record["config"]["model"].items() if k != "fourier_exponents"}
     old = {**record, "format": 3, "config": {**record["config"], "model": model_keys}}
@@ -502,5 +502,16 @@ def test_a_run_written_before_format_4_keeps_the_fourier_features_it_was_trained
     masked = {**old, "config": {**old["config"], "model": {**model_keys, "process": "masked"}}}
     assert "fourier_exponents" not in migrate_record(masked, "config.json")["config"]["model"]
     assert migrate_record(migrated, "config.json") == migrated  # the current format is left as it is
+    # a folder of format 3 (its record in config.json and in the checkpoint) loads with its features
+    from dgmkit.training.checkpoint import save_checkpoint
+
+    (out / "config.json").write_text(json.dumps(old))
+    for name in ("best.safetensors", "checkpoint.safetensors"):
+        (out / name).unlink(missing_ok=True)
+    save_checkpoint(out / "best.safetensors", new.model, old)
+    again = load_run(out)
+    assert again.record["migrated_from"] == 3 and again.model.net.fourier == [4, 5]
+    for a, b in zip(again.model.state_dict().values(), new.model.state_dict().values()):
+        assert torch.equal(a, b)  # the same weights, read with the features they were trained with
     with pytest.raises(ConfigError, match="fourier_exponents"):
         DiffusionConfig(process="masked", fourier_exponents=[1, 2]).validate()

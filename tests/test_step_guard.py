@@ -2,6 +2,7 @@
 with them: counted, reported, resumed exactly, and never silently skipping every update."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -170,8 +171,16 @@ def test_a_cuda_run_says_its_precision_and_warns_of_bf16_asked_of_an_unchecked_f
         for checked in (False, True)
     }
     assert said[("auto", False)] == "precision: fp32 (this family's training in bf16 has not been checked)"
-    assert said[("auto", True)].startswith("precision: bf16 autocast (this family's training in bf16 was checked)")
+    assert said[("auto", True)] == "precision: bf16 autocast (auto; this family's training in bf16 was checked)"
     assert said[("fp32", True)] == said[("fp32", False)] == "precision: fp32 (as asked)"
-    assert said[("bf16", True)] == "precision: bf16 autocast, as asked"
-    assert "has not been checked" in said[("bf16", False)] and "auto trains it in fp32" in said[("bf16", False)]
+    assert said[("bf16", True)] == "precision: bf16 autocast (as asked; this family's training in bf16 was checked)"
+    assert "in bf16 has not been checked" in said[("bf16", False)] and "--precision fp32 avoids" in said[("bf16", False)]
+    with warnings.catch_warnings():  # fp16's gradient scaler warns where there is no CUDA device
+        warnings.simplefilter("ignore", UserWarning)
+        fp16 = MixedPrecision("fp16", cuda, bf16_checked=True)  # fp16 was checked for no family
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+        no_bf16 = MixedPrecision("auto", cuda, bf16_checked=True)
+    assert fp16.unchecked and "in fp16 has not been checked" in (fp16.describe() or "")
+    assert no_bf16.name == "fp16" and "(auto: this GPU has no bf16)" in no_bf16.describe() and no_bf16.unchecked
+    assert not MixedPrecision("auto", cuda, bf16_checked=False).unchecked
     assert MixedPrecision("auto", torch.device("cpu"), bf16_checked=True).describe() is None  # a CPU is always fp32

@@ -139,9 +139,10 @@ def train(
     return load(out)
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "auto") -> Run:
-    """A run folder (written by ``train`` or ``dgm train``) with its model on ``device``
-    (auto: CUDA where present, as everywhere)."""
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
+    """A run folder (written by ``train`` or ``dgm train``) with its model on ``device``: the
+    CPU by default, where the caller's tensors are (``device="auto"``: CUDA where present, and
+    then tensors given to the model belong on ``run.device``)."""
     return load_run(path, device=device)
 
 

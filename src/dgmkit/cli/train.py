@@ -386,13 +386,13 @@ def _fit(
         **trainer_options(cfg),
     )
     if resume:
-        trainer.resume()  # config.json is rewritten (with the epochs, patience or device asked for) with the next epoch
+        trainer.resume()  # config.json is rewritten (with what FREE_ON_RESUME lets change) with the next epoch
         k = trainer.steps_into_epoch
         say(f"resuming {out} " + (f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"))
     elif trainer.dist.is_main:
         writer.start()
-    precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why
-    if precision is not None and trainer.dist.is_main:
+    precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why (a warning even if quiet)
+    if precision is not None and trainer.dist.is_main and (not quiet or trainer.amp.unchecked):
         say(precision)
     if trainer.dist.parallel:
         say(

@@ -138,9 +138,10 @@ class Run:
         return DataTransform(d["transform"], d["num_levels"])
 
 
-def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "auto") -> Run:
+def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "cpu") -> Run:
     """Load a run folder's config and model weights (``best`` if it exists, else the last),
-    the model on ``device`` (``devices.resolve_device``: auto, cpu, cuda)."""
+    the model on ``device`` (``devices.resolve_device``: auto, cpu, cuda; the CPU by default,
+    where the tensors of Python callers are: the CLI passes its --device, auto by default)."""
     device = resolve_device(device)  # refused before any file is read
     path = Path(run_dir)
     if not path.is_dir():

@@ -20,8 +20,9 @@ __all__ = ["DiffusionConfig"]
 def _fourier_exponents(levels: int) -> list[int]:
     """VDM's exponents n (their code: Base2FourierFeatures(start=6, stop=8) for 256 levels),
     whose features sin(2^n 2 pi z) have periods of two bins and of one bin of L levels in
-    [-1, 1] (bins of width 2 / L)."""
-    top = math.ceil(math.log2(levels))
+    [-1, 1] (bins of width 2 / L: periods 4 / L and 2 / L, so n = log2(L) - 2 and - 1, the
+    nearest integers where L is not a power of two: 2 and 3 for 17 levels)."""
+    top = round(math.log2(levels))
     return [top - 2, top - 1]
 
 
@@ -67,7 +68,7 @@ class DiffusionConfig(FamilyConfig):
     fourier: bool = setting(
         True,
         "gaussian: Fourier features sin/cos(2^n 2 pi z) of the input at the data's resolution (VDM's: periods of "
-        "two bins and one bin, n = ceil(log2 L) - 2 and - 1 for L levels, 6 and 7 for 8-bit data)",
+        "two bins and one bin, n = log2(L) - 2 and - 1 rounded for L levels, 6 and 7 for 8-bit data)",
     )
     fourier_exponents: list[int] | None = setting(
         None,

@@ -120,7 +120,8 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         return []
 
     def _hidden_at(self, layer: int) -> list[int]:
-        """The hidden sizes of the networks between z_layer and the layer below it (0: x and z_1)."""
+        """The hidden sizes of the networks between z_{layer+1} and the layer below it (layer 0:
+        between x and z_1, layer 1: between z_1 and z_2, ...)."""
         widths = self._layer_widths()
         return [widths[layer]] * len(self.hidden) if widths else self.hidden
 

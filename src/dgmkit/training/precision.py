@@ -34,6 +34,12 @@ class MixedPrecision:
         self.scaler = torch.amp.GradScaler("cuda") if self.name == "fp16" else None
         self.asked, self.checked = precision, bf16_checked
 
+    @property
+    def unchecked(self) -> bool:
+        """Whether it trains in a reduced precision that this family's training was not checked
+        in: bf16 asked of a family not checked in it, or fp16 (checked for none)."""
+        return self.name == "fp16" or (self.name == "bf16" and not self.checked)
+
     def describe(self) -> str | None:
         """One line on the precision a CUDA run trains in, and why; None on a CPU (always fp32)."""
         if self.device_type != "cuda":
@@ -41,13 +47,12 @@ class MixedPrecision:
         if self.name == "fp32":
             why = "as asked" if self.asked == "fp32" else "this family's training in bf16 has not been checked"
             return f"precision: fp32 ({why})"
-        if self.asked == "auto":
-            return f"precision: {self.name} autocast (this family's training in bf16 was checked)"
-        if self.checked:
-            return f"precision: {self.name} autocast, as asked"
+        how = "as asked" if self.asked == self.name else "auto: this GPU has no bf16" if self.name == "fp16" else "auto"
+        if not self.unchecked:
+            return f"precision: bf16 autocast ({how}; this family's training in bf16 was checked)"
         return (
-            f"precision: {self.name} autocast, as asked, though this family's training in bf16 has not been checked "
-            "(--precision auto trains it in fp32); a loss that is not finite stops the run"
+            f"precision: {self.name} autocast ({how}), though this family's training in {self.name} has not been "
+            "checked (--precision fp32 avoids that); a loss that is not finite stops the run"
         )
 
     def autocast(self) -> contextlib.AbstractContextManager:

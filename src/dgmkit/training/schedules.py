@@ -11,8 +11,8 @@ LR_SCHEDULES = ("constant", "cosine", "exponential", "iwae")
 def lr_factor(schedule: str, epoch: int, epochs: int, gamma: float = 0.99, every: int = 1) -> float:
     """Multiplier of the base learning rate during ``epoch`` (0-based): 1, a half cosine over the
     epochs, ``gamma`` to the power of the ``every``-epoch periods that have passed, or Burda et
-    al.'s IWAE schedule: stages i = 0..7 of 3^i epochs (3280 in all) at 10^(-i/7) rounded to one
-    decimal as their code rounds it (1, 0.72, 0.52, ..., 0.14), the last stage's after them."""
+    al.'s IWAE schedule: stages i = 0..7 of 3^i epochs (3280 in all) at 10^(-i/7) rounded as
+    their code rounds it (1, 0.72, 0.52, 0.37, 0.27, 0.19, 0.14, 0.1), and 0.1 after them."""
     if schedule == "constant":
         return 1.0
     if schedule == "cosine":
