@@ -4,7 +4,7 @@ For each model (a preset of configs/, the same network and batch in every conten
 script times the same number of training steps of:
 
 - ``dgmkit``: the Trainer (one epoch of exactly the timed steps; no validation, no run folder);
-- ``dgmkit --compile``: the Trainer with ``compile=True`` (its compilation in a warm-up epoch);
+- ``dgmkit --compile``: the Trainer with the ``Compile()`` part (its compilation in a warm-up epoch);
 - ``plain``: a minimal loop over the same model object: index, transform, the objective's loss,
   backward, fused Adam;
 - ``plain compile``: that loop's loss under ``torch.compile``;
@@ -126,8 +126,7 @@ def time_trainer(cfg, dataset, transform, init, device, steps: int, precision: s
     """images/s of the Trainer over one epoch of ``steps`` steps, after a warm-up epoch."""
     b = cfg.optim.batch_size
     rows = dataset.train.x[: steps * b]
-    options = {**trainer_options(cfg), "epochs": 2, "device": str(device), "compile": compile, "patience": None,
-               "precision": precision}  # fmt: skip
+    options = trainer_options(cfg.replace(epochs=2, device=str(device), compile=compile, patience=None, precision=precision))
     trainer = Trainer(fresh_model(cfg, dataset, init, device), build_objective(cfg), Split(rows), transform,
                       progress=False, **options)  # fmt: skip
     trainer.epochs = 1

@@ -27,7 +27,7 @@ from dgmkit.training import Trainer
 def sync_sites(name: str, device: torch.device, steps: int) -> collections.Counter:
     cfg, dataset, transform, init = setting_up(name, device, data_dir())
     rows = dataset.train.x[: steps * cfg.optim.batch_size]
-    options = {**trainer_options(cfg), "epochs": 2, "device": str(device), "patience": None}
+    options = trainer_options(cfg.replace(epochs=2, device=str(device), patience=None))
     trainer = Trainer(fresh_model(cfg, dataset, init, device), build_objective(cfg), Split(rows), transform,
                       progress=False, **options)  # fmt: skip
     trainer.epochs = 1

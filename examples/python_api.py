@@ -10,7 +10,7 @@ from dgmkit.models import VAE
 from dgmkit.nn import MLP
 from dgmkit.objectives import ELBO
 from dgmkit.priors import StandardNormalPrior
-from dgmkit.training import Trainer
+from dgmkit.training import KLWarmup, Trainer
 
 torch.manual_seed(0)  # the initial weights: the printed numbers below repeat
 
@@ -34,7 +34,7 @@ trainer = Trainer(
     valid=data.valid,
     epochs=60,
     batch_size=64,
-    warmup_epochs=10,
+    parts=[KLWarmup(beta=1.0, epochs=10)],  # training-time features are parts (dgmkit.training.parts)
     seed=0,
     progress=False,
 )

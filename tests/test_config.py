@@ -498,17 +498,39 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
     import inspect
 
     from dgmkit.config import trainer_options
-    from dgmkit.training import Trainer
+    from dgmkit.training import Compile, MovingAverage, Mutation, Precision, StepGuard, TimeBudget, Trainer
 
     ema = 0.0 if name == "vqvae" else 0.99  # the VQ-VAE refuses it (its codebook is already an average)
-    cfg = RunConfig.of(model=name, epochs=3, batch_size=7, lr=2e-3, seed=5, ema=ema, skip_grad_norm=10.0)
+    cfg = RunConfig.of(
+        model=name, epochs=3, batch_size=7, lr=2e-3, seed=5, ema=ema, skip_grad_norm=10.0, grad_clip=5.0,
+        skip_grad_factor=3.0, precision="fp32", compile=True, time_budget=60.0, mutation_rate=0.1,
+    )  # fmt: skip
     opts = trainer_options(cfg)
+    parts = {type(p): p for p in opts["parts"]}
+    assert len(parts) == len(opts["parts"])  # one of each kind
     schedule = {"lr_schedule": "kind", "lr_decay": "decay", "lr_decay_every": "every", "lr_min": "minimum"}
+    in_parts = {
+        "grad_clip": (StepGuard, "clip"),
+        "skip_grad_norm": (StepGuard, "skip_norm"),
+        "skip_grad_factor": (StepGuard, "skip_factor"),
+        "ema": (MovingAverage, "decay"),
+        "precision": (Precision, "name"),
+        "time_budget": (TimeBudget, "seconds"),
+        "mutation_rate": (Mutation, "rate"),
+    }
     for f in dataclasses.fields(SECTIONS["optim"]):
+        value = getattr(cfg.optim, f.name)
         if f.name in schedule:  # these four make one LRSchedule, passed as lr_schedule
-            assert getattr(opts["lr_schedule"], schedule[f.name]) == getattr(cfg.optim, f.name), f.name
+            assert getattr(opts["lr_schedule"], schedule[f.name]) == value, f.name
+        elif f.name == "compile":
+            assert Compile in parts
+        elif f.name == "ema" and not value:
+            assert MovingAverage not in parts
+        elif f.name in in_parts:
+            kind, field = in_parts[f.name]
+            assert getattr(parts[kind], field) == value, f.name
         else:
-            assert opts[f.name] == getattr(cfg.optim, f.name), f.name
-    assert set(cfg.model.trainer_options()) <= set(opts)
+            assert opts[f.name] == value, f.name
+    assert all(p in opts["parts"] for p in cfg.model.training_parts())
     accepted = set(inspect.signature(Trainer).parameters)
     assert set(opts) <= accepted, set(opts) - accepted

@@ -11,7 +11,7 @@ from dgmkit.cli.main import main
 from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.data import load_dataset, make_transform
 from dgmkit.errors import CheckpointError, ConfigError, TrainingError
-from dgmkit.training import EMA, Trainer, latent_diagnostics, load_checkpoint
+from dgmkit.training import EMA, MovingAverage, StepGuard, Trainer, latent_diagnostics, load_checkpoint
 
 CFG = RunConfig.of(dataset="digits", hidden=[16], latent_dim=3, batch_size=128, epochs=2, seed=3, device="cpu")
 
@@ -36,8 +36,10 @@ def make_trainer(digits, run_dir=None, ema=0.9, **kw):
         lr=cfg.optim.lr,
         seed=cfg.optim.seed,
         device="cpu",
-        skip_grad_norm=cfg.optim.skip_grad_norm,
-        ema=ema,
+        parts=[
+            *([MovingAverage(ema)] if ema else []),
+            *([StepGuard(skip_norm=cfg.optim.skip_grad_norm)] if cfg.optim.skip_grad_norm is not None else []),
+        ],
         run_dir=run_dir,
         config={"config": cfg.to_dict()},
         progress=False,
@@ -195,7 +197,7 @@ def test_the_setting_and_its_flag(tmp_path, capsys):
     for bad in (1.0, -0.1):
         with pytest.raises(ConfigError, match="ema"):
             RunConfig.of(ema=bad)
-    with pytest.raises(ValueError, match="EMA decay"):
+    with pytest.raises(ValueError, match="moving average's decay"):
         make_trainer(load_dataset("digits"), ema=1.0)
     out = tmp_path / "run"
     argv = ["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--ema", "0.99"]

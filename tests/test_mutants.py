@@ -19,7 +19,7 @@ from dgmkit.errors import DgmError, EvaluationError
 from dgmkit.evaluation import active_units, posterior_statistics
 from dgmkit.models import VAE
 from dgmkit.priors import StandardNormalPrior
-from dgmkit.training import Trainer, lr_factor
+from dgmkit.training import StepGuard, Trainer, lr_factor
 
 
 @pytest.mark.parametrize("epochs", [1, 4, 10])
@@ -109,7 +109,7 @@ def test_trainer_clips_the_gradient_norm_seen_by_the_optimizer():
         make_transform("bernoulli", digits),
         epochs=1,
         batch_size=256,
-        grad_clip=clip,
+        parts=[StepGuard(clip=clip)],
         device="cpu",
         seed=0,
         progress=False,

@@ -190,7 +190,7 @@ def test_training_mutates_training_batches_only():
     from dgmkit.config import RunConfig
     from dgmkit.config.run import build_model, trainer_options
     from dgmkit.data import DataTransform, load_dataset
-    from dgmkit.training import Trainer
+    from dgmkit.training import Mutation, Trainer
 
     ds = load_dataset("digits")
     cfg = RunConfig.of(model="arm", likelihood="categorical", channels=4, arm_layers=1, epochs=1, mutation_rate=1.0)
@@ -199,14 +199,16 @@ def test_training_mutates_training_batches_only():
     trainer = Trainer(
         build_model(cfg, (1, 8, 8), 17), objective, ds.train, t, valid=ds.valid, progress=False, **trainer_options(cfg)
     )
-    assert trainer.mutation_rate == 1.0
+    assert trainer.batches.mutation_rate == 1.0
     trainer.fit()
     seen = torch.cat(objective.batches).double()
     # mu = 1: every pixel is a uniform level (mean 8), where the digits' pixels have mean ~4.9
     assert seen.mean().item() == pytest.approx(8.0, abs=0.1) and ds.train.x.double().mean() < 5.5
     assert torch.equal(trainer._valid_x, t(ds.valid.x))  # held-out inputs as they are
     with pytest.raises(ConfigError, match="quantized"):
-        Trainer(build_model(cfg, (1, 8, 8), 17), objective, ds.train, DataTransform("continuous", None), mutation_rate=0.1)
+        Trainer(
+            build_model(cfg, (1, 8, 8), 17), objective, ds.train, DataTransform("continuous", None), parts=[Mutation(0.1)]
+        )
 
 
 # ----------------------------------------------------------------------------- dgm ood and dgm train --mutation-rate

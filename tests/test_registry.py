@@ -1023,7 +1023,7 @@ def test_family_fits_one_step_and_evaluates_by_its_declared_kind(name, datasets)
         trainer = Trainer(
             model, build_objective(cfg), dataset.train.subset(torch.arange(128)), transform,
             valid=dataset.valid.subset(torch.arange(64)), epochs=1, batch_size=64, progress=False, device="cpu",
-            **family.trainer_options(),
+            parts=family.training_parts(),
         )  # fmt: skip
         (metrics,) = trainer.fit()
         score = trainer.score

@@ -18,7 +18,7 @@ from dgmkit.models import M2, HybridFlow
 from dgmkit.models.m2 import EnumeratedTerms
 from dgmkit.objectives import importance_sampled_log_likelihood
 from dgmkit.objectives.semisupervised import HybridObjective, M2Objective
-from dgmkit.training import Trainer
+from dgmkit.training import LabelledRows, Trainer
 from dgmkit.training.batches import BatchSource
 
 K, M = 3, 2
@@ -214,7 +214,7 @@ def test_trainer_passes_labels_and_adds_labelled_rows():
     try:
         trainer = Trainer(
             model, objective, train, cfg.model.transform(digits), valid=digits.valid.subset(torch.arange(50)),
-            epochs=1, batch_size=32, progress=False, labelled_batch=7,
+            epochs=1, batch_size=32, progress=False, parts=[LabelledRows(7)],
         )  # fmt: skip
         (m,) = trainer.fit()
     finally:

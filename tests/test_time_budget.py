@@ -13,7 +13,7 @@ from dgmkit.cli.main import main
 from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.data import load_dataset, make_transform
 from dgmkit.errors import CheckpointError
-from dgmkit.training import Trainer
+from dgmkit.training import MovingAverage, StepGuard, TimeBudget, Trainer
 
 
 class Clock:
@@ -37,11 +37,12 @@ def digits():
 CFG = RunConfig.of(dataset="digits", hidden=[16], latent_dim=3, batch_size=64, epochs=3, seed=5, ema=0.9, device="cpu")
 
 
-def _trainer(digits, run_dir, **kw) -> Trainer:
+def _trainer(digits, run_dir, budget=None, **kw) -> Trainer:
     model = build_model(CFG, digits.event_shape, digits.num_levels)
+    parts = [MovingAverage(0.9), StepGuard(skip_factor=1.5), *([] if budget is None else [TimeBudget(budget, Clock())])]
     return Trainer(
         model, build_objective(CFG), digits.train, make_transform("bernoulli", digits), valid=digits.valid, epochs=3,
-        batch_size=64, seed=5, ema=0.9, run_dir=run_dir, progress=False, device="cpu", skip_grad_factor=1.5, **kw,
+        batch_size=64, seed=5, run_dir=run_dir, progress=False, device="cpu", parts=parts, **kw,
     )  # fmt: skip
 
 
@@ -54,12 +55,12 @@ def test_a_run_stopped_within_epochs_and_resumed_ends_bit_for_bit_as_the_uninter
     whole.fit()
     steps = whole.steps_per_epoch  # 19 steps per epoch
     run = tmp_path / "parts"
-    first = _trainer(digits, run, time_budget=5.5, clock=Clock())  # out after step 6 of epoch 1
+    first = _trainer(digits, run, budget=5.5)  # out after step 6 of epoch 1
     assert first.fit() == [] and first.budget_spent and first.steps_into_epoch == 6 and first.step == 6
     assert not (run / "metrics.jsonl").exists()  # no epoch finished
     done = 6
     for budget in (steps + 4.5, 2.5, 1000.0):  # into epoch 2, a little further, then to the end
-        t = _trainer(digits, run, time_budget=budget, clock=Clock())
+        t = _trainer(digits, run, budget=budget)
         t.resume()
         assert t.step == done
         t.fit()
@@ -75,7 +76,7 @@ def test_a_run_stopped_within_epochs_and_resumed_ends_bit_for_bit_as_the_uninter
 
 
 def test_a_budget_that_runs_out_with_an_epoch_stops_before_the_next(digits, tmp_path):
-    t = _trainer(digits, tmp_path, time_budget=18.5, clock=Clock())  # 1 + 18 readings in epoch 1, the 20th after it
+    t = _trainer(digits, tmp_path, budget=18.5)  # 1 + 18 readings in epoch 1, the 20th after it
     history = t.fit()
     assert len(history) == 1 and t.budget_spent and t.steps_into_epoch == 0 and t.epoch == 1
 
@@ -109,7 +110,7 @@ def _rewrite(path, change_trainer=None, change_tensors=None) -> None:
     ],
 )
 def test_a_crafted_place_within_an_epoch_is_refused(digits, tmp_path, what, change_trainer, change_tensors):
-    _trainer(digits, tmp_path, time_budget=7.5, clock=Clock()).fit()
+    _trainer(digits, tmp_path, budget=7.5).fit()
     _rewrite(tmp_path / "checkpoint.safetensors", change_trainer, change_tensors)
     with pytest.raises(CheckpointError):
         _trainer(digits, tmp_path).resume()

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from dgmkit._io import atomic_write_bytes
-from dgmkit.config import RunConfig, build_model, build_objective
+from dgmkit.config import RunConfig, build_model, build_objective, trainer_options
 from dgmkit.data import load_dataset, make_transform
 from dgmkit.errors import CheckpointError, DgmError, TrainingError
 from dgmkit.training import Trainer, load_checkpoint, read_metadata
@@ -43,20 +43,10 @@ def make_trainer(digits, run_dir=None, objective=None, **kw):
         digits.train,
         make_transform("bernoulli", digits),
         valid=digits.valid,
-        epochs=cfg.optim.epochs,
-        batch_size=cfg.optim.batch_size,
-        lr=cfg.optim.lr,
-        lr_schedule=cfg.optim.lr_schedule,
-        warmup_epochs=cfg.model.warmup,
-        seed=cfg.optim.seed,
-        device=cfg.optim.device,
-        precision=cfg.optim.precision,
-        patience=cfg.optim.patience,
-        skip_grad_norm=cfg.optim.skip_grad_norm,
-        skip_grad_factor=cfg.optim.skip_grad_factor,
         run_dir=run_dir,
         config={"config": cfg.to_dict()},
         progress=False,
+        **trainer_options(cfg),  # the optim settings and the parts they make
         **extra,
     )
 

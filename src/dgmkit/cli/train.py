@@ -31,6 +31,7 @@ from dgmkit.families import DEFAULT_FAMILY, FAMILIES
 from dgmkit.models import ClosedFormFit, EMFit
 from dgmkit.training import (
     FitResult,
+    KLWarmup,
     RunFolder,
     RunWriter,
     Trainer,
@@ -166,7 +167,7 @@ def _reporter(
     """Prints one line per epoch (every ``report_every``) in nats of the stored data (bits/dim
     too for discrete data: a continuous density has none that compare)."""
     bpd = score in ("log_px", "bound") and not continuous
-    weighted = "beta" in cfg.model.trainer_options()
+    weighted = any(isinstance(p, KLWarmup) for p in cfg.model.training_parts())
 
     def report(fit: Trainer | FitResult, m: dict) -> None:
         patience = getattr(fit, "patience", None)

@@ -20,6 +20,7 @@ from dgmkit.models import GenerativeModel
 from dgmkit.objectives import Objective
 from dgmkit.training import load_checkpoint
 from dgmkit.training.checkpoint import check_dtypes
+from dgmkit.training.parts import Compile, MovingAverage, Mutation, Precision, StepGuard, TimeBudget, TrainingPart
 from dgmkit.training.run_writer import new_run_id, nonfinite_state
 from dgmkit.training.schedules import LRSchedule
 
@@ -92,30 +93,33 @@ def build_objective(cfg: RunConfig) -> Objective:
 
 def trainer_options(cfg: RunConfig) -> dict:
     """The Trainer's keyword arguments that ``cfg`` sets: the optim section (epochs, batch
-    size, Adam, the learning-rate schedule, gradient clipping and skipping, the moving average
-    of the weights, early stopping, seed, device, precision) and the family's own (a KL weight
-    schedule, ...). ``dgm train`` and the benchmarks build their Trainers from it, so that a
-    setting cannot be dropped on one path: ``Trainer(model, objective, train, transform,
-    **trainer_options(cfg))``."""
+    size, Adam, the learning-rate schedule, early stopping, seed, device) and its parts (gradient
+    clipping and skipping, the moving average of the weights, precision, compile, mutation, the
+    time budget) and the family's own (a KL weight schedule, labelled rows). ``dgm train`` and
+    the benchmarks build their Trainers from it, so that a setting cannot be dropped on one
+    path: ``Trainer(model, objective, train, transform, **trainer_options(cfg))``."""
     o = cfg.optim
+    parts: list[TrainingPart] = [Precision(o.precision)]
+    if o.grad_clip is not None or o.skip_grad_norm is not None or o.skip_grad_factor is not None:
+        parts.append(StepGuard(o.grad_clip, o.skip_grad_norm, o.skip_grad_factor))
+    if o.ema > 0:
+        parts.append(MovingAverage(o.ema))
+    if o.mutation_rate > 0:
+        parts.append(Mutation(o.mutation_rate))
+    if o.compile:
+        parts.append(Compile())
+    if o.time_budget is not None:
+        parts.append(TimeBudget(o.time_budget))
     return {
         "epochs": o.epochs,
         "batch_size": o.batch_size,
         "lr": o.lr,
         "lr_schedule": LRSchedule(o.lr_schedule, o.lr_decay, o.lr_decay_every, o.lr_min),
         "weight_decay": o.weight_decay,
-        "mutation_rate": o.mutation_rate,
-        "grad_clip": o.grad_clip,
-        "skip_grad_norm": o.skip_grad_norm,
-        "skip_grad_factor": o.skip_grad_factor,
-        "ema": o.ema,
         "patience": o.patience,
         "seed": o.seed,
         "device": o.device,
-        "precision": o.precision,
-        "compile": o.compile,
-        "time_budget": o.time_budget,
-        **cfg.model.trainer_options(),
+        "parts": [*parts, *cfg.model.training_parts()],
     }
 
 

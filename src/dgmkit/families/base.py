@@ -22,6 +22,7 @@ from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import ConfigError
 from dgmkit.models import GenerativeModel
 from dgmkit.objectives import Objective
+from dgmkit.training.parts import TrainingPart
 
 if TYPE_CHECKING:
     from dgmkit.config.run import Run
@@ -129,9 +130,9 @@ class FamilyConfig(ABC):
         time-sampled bound, the times per datapoint)."""
         return 0
 
-    def trainer_options(self) -> dict:
-        """Extra keyword arguments of the Trainer (a KL weight schedule, ...)."""
-        return {}
+    def training_parts(self) -> list[TrainingPart]:
+        """The family's own parts of the Trainer (a KL weight schedule, labelled rows, ...)."""
+        return []
 
     @property
     def iterations(self) -> int | None:

@@ -24,6 +24,7 @@ from dgmkit.families.base import DataSpec
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
 from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
 from dgmkit.settings import setting
+from dgmkit.training.parts import KLWarmup, LabelledRows, TrainingPart
 from dgmkit.transforms import VECTOR_FLOWS
 
 __all__ = [
@@ -194,8 +195,8 @@ class KLWeightSettings:
     beta: float = setting(1.0, "weight of the KL term in the loss (the reported ELBO keeps 1)", min=0, max=1e6)
     warmup: float = setting(0.0, "epochs of linear KL warm-up from 0 to beta", min=0, max=1e6)
 
-    def trainer_options(self) -> dict:
-        return {"beta": self.beta, "warmup_epochs": self.warmup}
+    def training_parts(self) -> list[TrainingPart]:
+        return [KLWarmup(self.beta, self.warmup)]
 
 
 @dataclasses.dataclass
@@ -240,8 +241,8 @@ class LabelledBatches:
     uses_labels: ClassVar[bool] = True
     labelled_batch: int
 
-    def trainer_options(self) -> dict:
-        return {"labelled_batch": self.labelled_batch}
+    def training_parts(self) -> list[TrainingPart]:
+        return [LabelledRows(self.labelled_batch)]
 
 
 def encoder_net(s: NetworkSettings, event_shape: tuple[int, ...], out: int) -> nn.Module:

@@ -32,21 +32,32 @@ class BatchSource:
         batch_size: int,
         steps: int,
         *,
-        mutation_rate: float = 0.0,
-        labelled_batch: int = 0,
         scale: torch.Tensor | None = None,
     ):
-        if mutation_rate > 0 and transform.num_levels is None:
-            raise ConfigError("mutation_rate replaces pixels by random levels: it needs quantized data, not continuous ones")
         self.x, self.y, self.transform, self.generator = x, y, transform, generator
-        self.batch_size, self.steps, self.mutation_rate = batch_size, steps, mutation_rate
+        self.batch_size, self.steps = batch_size, steps
         self.labelled = None if y is None else torch.nonzero(y >= 0).flatten()  # (N_l,) rows with a label
-        if labelled_batch and (self.labelled is None or not len(self.labelled)):
-            raise ConfigError("labelled_batch draws labelled rows, and no training label is kept")
-        self.labelled_batch = labelled_batch
+        self.mutation_rate, self.labelled_batch = 0.0, 0
         if scale is not None and scale.shape != x.shape:
             raise ConfigError(f"the data's spread has shape {tuple(scale.shape)}, the data {tuple(x.shape)}")
         self.scale = scale  # (N, *event) standard deviations: each batch draws x + scale * eps
+
+    @property
+    def labelled_count(self) -> int:
+        """How many training rows hold a label."""
+        return 0 if self.labelled is None else len(self.labelled)
+
+    def mutate(self, rate: float) -> None:
+        """Replace each pixel of a batch by a random level with probability ``rate``."""
+        if rate > 0 and self.transform.num_levels is None:
+            raise ConfigError("mutation replaces pixels by random levels: it needs quantized data, not continuous ones")
+        self.mutation_rate = rate
+
+    def add_labelled(self, rows: int) -> None:
+        """Add ``rows`` rows drawn (with replacement) from the labelled ones to every batch."""
+        if rows and not self.labelled_count:
+            raise ConfigError("labelled rows are drawn into every batch, and no training label is kept")
+        self.labelled_batch = rows
 
     @property
     def rows_per_epoch(self) -> int:
@@ -64,12 +75,12 @@ class BatchSource:
         for i in range(start, self.steps):
             idx = perm[i * bs : (i + 1) * bs]
             if self.labelled_batch:
-                assert self.labelled is not None  # __init__ refused labelled_batch without labelled rows
+                assert self.labelled is not None  # add_labelled refused rows without labelled ones
                 pick = torch.randint(len(self.labelled), (self.labelled_batch,), generator=g, device=self.x.device)
                 idx = torch.cat([idx, self.labelled[pick]])
             x = self.x[idx]
             if self.mutation_rate > 0:
-                assert self.transform.num_levels is not None  # __init__ refused mutation without levels
+                assert self.transform.num_levels is not None  # mutate refused continuous data
                 x = mutate(x, self.mutation_rate, self.transform.num_levels, g)
             if self.scale is not None:
                 x = x + self.scale[idx] * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)

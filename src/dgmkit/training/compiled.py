@@ -36,7 +36,7 @@ class CompiledOrEager:
 
     def __init__(
         self,
-        module: torch.nn.Module,
+        module: Callable,
         compiler: Callable[..., Callable] = torch.compile,
         device: torch.device | None = None,
     ):

@@ -2,10 +2,11 @@
 
 The loop is deliberately plain (nanoGPT style): data lives in memory as a tensor, each epoch
 draws a permutation from a seeded generator, and each step is transform, forward, backward,
-step. What happens around those is a part of its own, so that a new training-time feature is a
-new part: the batch source (``batches``), the finite-loss check and the gradient guard
-(``step_guard``), the precision (``precision``), DDP (``data_parallel``), ``--compile``
-(``compiled``), and hooks after each step (the moving average of the weights). A run is
+step. What happens around those is a piece of its own: the batch source (``batches``), the
+finite-loss check and the gradient guard (``step_guard``), the precision (``precision``), DDP
+(``data_parallel``), ``--compile`` (``compiled``), and hooks after each step (the moving average
+of the weights). The optional features are parts given to the Trainer (``training.parts``), each
+of which attaches itself, so that a new training-time feature is a new part, not a new keyword. A run is
 repeatable from its seed, and a resumed run ends where the uninterrupted one would have: the
 checkpoint holds the optimizer state, every random generator's state and the moving average of
 the weights where the run keeps one.
@@ -36,9 +37,9 @@ from dgmkit.errors import CheckpointError, ConfigError, TrainingError
 from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource
 from dgmkit.training.checkpoint import check_dtypes, load_checkpoint
-from dgmkit.training.compiled import CompiledOrEager
 from dgmkit.training.data_parallel import DataParallel, ObjectiveModule, check_shares, rank_device
 from dgmkit.training.ema import EMA
+from dgmkit.training.parts import TimeBudget, TrainingPart, attach_parts
 from dgmkit.training.precision import MixedPrecision
 from dgmkit.training.run_writer import RunWriter, nonfinite_state
 from dgmkit.training.schedules import LRSchedule, kl_weight
@@ -63,14 +64,15 @@ class Trainer:
     ``diagnostics(model, valid_x)`` adds its dict to each epoch's validation metrics (the KL
     per latent dimension and the active units of latent variable models).
 
-    ``ema`` (a decay in (0, 1); 0: off) keeps an exponential moving average of the parameters
-    (``training.ema.EMA``, updated after every step taken; a step skipped by ``skip_grad_norm``,
-    ``skip_grad_factor`` or the fp16 gradient scaler leaves it as it is). Validation, the diagnostics and
-    ``best.safetensors`` then use the averaged weights, and each metrics line holds ``ema``;
-    ``checkpoint.safetensors`` holds the raw weights and the average, so that a resumed run
-    continues both. ``model`` holds the raw weights, also after ``fit`` (so that training can
-    go on): evaluate the average within ``with trainer.ema_weights():`` or from
-    ``best.safetensors``.
+    ``parts`` (``training.parts``) are the optional training-time features: the KL weight's
+    warm-up, gradient clipping and skipping, a moving average of the weights, the precision,
+    ``torch.compile``, mutated or labelled batches, a time budget. With a ``MovingAverage``
+    (updated after every step taken; a step skipped by the step guard or the fp16 gradient
+    scaler leaves it as it is), validation, the diagnostics and ``best.safetensors`` use the
+    averaged weights, and each metrics line holds ``ema``; ``checkpoint.safetensors`` holds the
+    raw weights and the average, so that a resumed run continues both. ``model`` holds the raw
+    weights, also after ``fit`` (so that training can go on): evaluate the average within
+    ``with trainer.ema_weights():`` or from ``best.safetensors``.
     """
 
     def __init__(
@@ -86,33 +88,21 @@ class Trainer:
         lr: float = 1e-3,
         lr_schedule: str | LRSchedule = "constant",
         weight_decay: float = 0.0,
-        mutation_rate: float = 0.0,
-        grad_clip: float | None = None,
-        skip_grad_norm: float | None = None,
-        skip_grad_factor: float | None = None,
-        ema: float = 0.0,
         patience: int | None = None,
-        beta: float = 1.0,
-        warmup_epochs: float = 0.0,
         seed: int = 0,
         device: str = "auto",
-        precision: str = "auto",
-        compile: bool = False,
-        time_budget: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        parts: Iterable[TrainingPart] = (),
         run_dir: str | Path | None = None,
         config: dict | None = None,
         progress: bool = True,
         eval_batch_size: int = 1000,
         callbacks: list[Callable[["Trainer", dict], None]] | None = None,
         diagnostics: Callable[[Any, torch.Tensor], dict] | None = None,
-        labelled_batch: int = 0,
     ):
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
-        if not 0 <= ema < 1:
-            raise ValueError(f"the EMA decay must be in [0, 1) (0: off), got {ema}")
-        schedule = lr_schedule if isinstance(lr_schedule, LRSchedule) else LRSchedule(lr_schedule)  # validated there
+        self.lr_schedule = lr_schedule if isinstance(lr_schedule, LRSchedule) else LRSchedule(lr_schedule)  # validated there
+        self.epochs, self.batch_size, self.lr, self.patience, self.seed = epochs, batch_size, lr, patience, seed
         self.dist = distributed.current()
         self.device = resolve_device(device)
         if self.dist.parallel:
@@ -120,91 +110,110 @@ class Trainer:
             sizes = {"batch_size": batch_size, "the training split": len(train)}
             check_shares(self.dist, {**sizes, **({"the validation split": len(valid)} if valid is not None else {})})
         self.model = model.to(self.device)
-        self.objective = objective
-        objective.setup(len(train))
-        self.transform = transform
-        self.mutation_rate = mutation_rate  # training batches only (Ren et al.'s background model, data.mutation)
-        self.train_x = train.x.to(self.device)
-        # looked for once here, so that no step looks for missing entries (NaN) in its batch: on a
-        # GPU each look waits for the device
-        self._complete = not any(may_be_incomplete(t) for t in (train.x, *(() if valid is None else (valid.x,))))
-        # Objectives that take labels get them (-1: hidden) with every batch, and every batch gets
-        # ``labelled_batch`` more rows drawn from the labelled ones (semi-supervised training).
-        self.train_y, self._valid_y = None, None
-        if objective.takes_labels:
-            if train.y is None:
-                raise ConfigError(f"{type(objective).__name__} trains on labels, and the training data have none")
-            self.train_y = train.y.to(self.device).long()
-            objective.setup_labels(int((self.train_y >= 0).sum()), labelled_batch)
-            if valid is not None and valid.y is not None:
-                self._valid_y = valid.y.to(self.device).long()  # all of them: validation reports accuracy
-        self.valid = valid
-        self.epochs, self.batch_size, self.lr, self.lr_schedule = epochs, batch_size, lr, schedule
-        self.patience = patience
-        # clipping, and skipping (VDVAE); on a GPU decided there, without a read-back in each step
-        self.guard = GradientGuard(grad_clip, skip_grad_norm, skip_grad_factor, on_device=self.device.type == "cuda")
-        self.ema = EMA(self.model, ema) if ema > 0 else None  # the averaged weights, from the initial ones
-        self.beta, self.warmup_epochs, self.seed = beta, warmup_epochs, seed
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.config = config or {}
-        # rank 0 alone writes the run folder; the others read it (to resume) and never write
-        self.writer = RunWriter(self.run_dir, self.config) if self.run_dir is not None and self.dist.is_main else None
+        self.objective, self.transform, self.valid = objective, transform, valid
         self.score = objective.score
-        self.progress = progress
-        self.eval_batch_size = eval_batch_size
-        self.callbacks = list(callbacks or [])
-        self.diagnostics = diagnostics
-        # autocast and the fp16 gradient scaler; auto: bf16 on a GPU for the families checked in it
-        self.amp = MixedPrecision(precision, self.device, bool(getattr(model, "trains_in_bf16", False)))
-        self.precision, self.scaler = self.amp.name, self.amp.scaler
+        objective.setup(len(train))
         self.optimizer = _adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.steps_per_epoch = math.ceil(len(train) / batch_size)
         if self.dist.parallel and 0 < len(train) % batch_size < self.dist.world_size:
             self.steps_per_epoch -= 1  # a last batch too small to share between the ranks is left out
-        # counters that a checkpoint restores
-        self.epoch = 0
-        self.step = 0
-        self.best_valid = -math.inf
-        self.best_epoch = -1
-        self.bad_epochs = 0
-        self._record_pending = False
-        # --time-budget: fit stops at the end of the step in which the budget runs out (``clock``: seconds)
-        if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
-            raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget}")
-        self._deadline: float | None
-        self.time_budget, self.clock, self._deadline = time_budget, clock, None
-        self.budget_spent = False  # whether the last fit stopped for the budget
-        self._progress: dict | None = None  # where an epoch stopped within (its checkpoint holds it)
-        # The trainer owns its random streams: the global ones (used by rsample) are swapped in
-        # around each epoch, so other code running between epochs or other trainers in the same
-        # process cannot change this run, and a checkpoint can restore them exactly.
-        self._torch_state = torch.Generator().manual_seed(self._rank_seed(0)).get_state()
-        self._cuda_state = None
-        if self.device.type == "cuda":
-            self._cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
-        self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self._data(train, valid)
+        self._counters_from_start()
+        self._output(run_dir, config, progress, eval_batch_size, callbacks, diagnostics)
+        self._default_parts()
+        attach_parts(self, parts)
+
+    def _data(self, train: Split, valid: Split | None) -> None:
+        """The splits on the device, the labels where the objective takes them, and the batch
+        source, with its own seeded generator."""
+        self.train_x = train.x.to(self.device)
+        # looked for once here, so that no step looks for missing entries (NaN) in its batch: on a
+        # GPU each look waits for the device
+        self._complete = not any(may_be_incomplete(t) for t in (train.x, *(() if valid is None else (valid.x,))))
+        # Objectives that take labels get them (-1: hidden) with every batch (and validation's
+        # all, to report accuracy).
+        self.train_y, self._valid_y = None, None
+        if self.objective.takes_labels:
+            if train.y is None:
+                raise ConfigError(f"{type(self.objective).__name__} trains on labels, and the training data have none")
+            self.train_y = train.y.to(self.device).long()
+            if valid is not None and valid.y is not None:
+                self._valid_y = valid.y.to(self.device).long()
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        scale = None if train.x_scale is None else train.x_scale.to(self.device)
         self.batches = BatchSource(
-            self.train_x, self.train_y, transform, self.generator, batch_size, self.steps_per_epoch,
-            mutation_rate=mutation_rate, labelled_batch=labelled_batch if objective.takes_labels else 0,
-            scale=None if train.x_scale is None else train.x_scale.to(self.device),
-        )  # fmt: skip
+            self.train_x, self.train_y, self.transform, self.generator, self.batch_size, self.steps_per_epoch, scale=scale
+        )
+        if self.train_y is not None:
+            self.objective.setup_labels(self.batches.labelled_count)
         self._valid_x = None
         if valid is not None:
             g = torch.Generator(device=self.device).manual_seed(VALID_SEED)
-            self._valid_x = transform(valid.x.to(self.device), g)
-        # under torchrun: DDP around the forward pass; its construction gives every rank rank 0's weights
+            self._valid_x = self.transform(valid.x.to(self.device), g)
+
+    def _counters_from_start(self) -> None:
+        """The counters a checkpoint restores, and the random streams, as a new run has them.
+        The trainer owns its random streams: the global ones (used by rsample) are swapped in
+        around each epoch, so other code running between epochs or other trainers in the same
+        process cannot change this run, and a checkpoint can restore them exactly."""
+        self.epoch, self.step = 0, 0
+        self.best_valid, self.best_epoch, self.bad_epochs = -math.inf, -1, 0
+        self._record_pending = False
+        self.budget_spent = False  # whether the last fit stopped for the time budget
+        self._deadline: float | None = None
+        self._progress: dict | None = None  # where an epoch stopped within (its checkpoint holds it)
+        self._torch_state = torch.Generator().manual_seed(self._rank_seed(0)).get_state()
+        self._cuda_state = None
+        if self.device.type == "cuda":
+            self._cuda_state = torch.Generator(device=self.device).manual_seed(self.seed).get_state()
+
+    def _output(
+        self,
+        run_dir: str | Path | None,
+        config: dict | None,
+        progress: bool,
+        eval_batch_size: int,
+        callbacks: list[Callable[["Trainer", dict], None]] | None,
+        diagnostics: Callable[[Any, torch.Tensor], dict] | None,
+    ) -> None:
+        """Where the run is written (rank 0 alone writes; the others read it, to resume), what
+        is told after each epoch, and what validation adds."""
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.config = config or {}
+        self.writer = RunWriter(self.run_dir, self.config) if self.run_dir is not None and self.dist.is_main else None
+        self.progress, self.eval_batch_size = progress, eval_batch_size
+        self.callbacks = list(callbacks or [])
+        self.diagnostics = diagnostics
+
+    def _default_parts(self) -> None:
+        """The pieces that parts replace, as a run without parts has them, and the forward pass
+        (under torchrun DDP around it: its construction gives every rank rank 0's weights)."""
+        self.beta, self.warmup_epochs = 1.0, 0.0
+        self.guard = GradientGuard(on_device=self.device.type == "cuda")
+        self.model_trains_in_bf16 = bool(getattr(self.model, "trains_in_bf16", False))
+        self.amp = MixedPrecision("auto", self.device, self.model_trains_in_bf16)
+        self.ema: EMA | None = None
+        self.budget: TimeBudget | None = None
+        # called after every step with whether it was taken (a bool, or on a GPU a boolean tensor)
+        self.step_hooks: list[Callable[[bool | torch.Tensor], None]] = []
         self.parallel = DataParallel(self.model, self._objective, self.device, self.dist) if self.dist.parallel else None
         self.gradient_transport = None if self.parallel is None else self.parallel.transport
-        forward = self.parallel.module if self.parallel is not None else ObjectiveModule(self.model, self._objective)
         # the objective's terms of a batch
-        self._forward = CompiledOrEager(forward, device=self.device) if compile else forward
+        self.forward: Callable = (
+            self.parallel.module if self.parallel is not None else ObjectiveModule(self.model, self._objective)
+        )
         every = 1 if self.device.type == "cpu" else 50  # a value read on a GPU waits for it: less often
         self.loss_check = FiniteLossCheck(every, self.parallel is not None, self._nan_message)
-        # called after every step with whether it was taken (a bool, or on a GPU a boolean tensor)
-        self._step_hooks: list[Callable[[bool | torch.Tensor], None]] = []
-        if self.ema is not None:
-            averager = self.ema
-            self._step_hooks.append(lambda taken: averager.update(self.model, taken))
+
+    @property
+    def precision(self) -> str:
+        """The floating point the forward pass computes in (``fp32``, ``bf16``, ``fp16``)."""
+        return self.amp.name
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        """The fp16 gradient scaler (None in other precisions)."""
+        return self.amp.scaler
 
     @property
     def steps_into_epoch(self) -> int:
@@ -379,7 +388,7 @@ class Trainer:
                 if self.parallel is not None:
                     x, y = self.parallel.share(x, y, beta)
                 with self.amp.autocast():
-                    terms = self._forward(x, beta, y)
+                    terms = self.forward(x, beta, y)
                 loss = terms.loss.mean()
                 self.optimizer.zero_grad(set_to_none=True)
                 with self.loss_check.around_backward(i, terms.loss, rows):
@@ -388,8 +397,8 @@ class Trainer:
                 if self.parallel is not None:
                     self.parallel.check_gradients(self.step)
                 take = self.guard.take(self.model.parameters())
-                taken = self.amp.step(self.optimizer, take, tell_taken=bool(self._step_hooks))
-                for hook in self._step_hooks:
+                taken = self.amp.step(self.optimizer, take, tell_taken=bool(self.step_hooks))
+                for hook in self.step_hooks:
                     hook(taken)
                 self.step += 1
                 total_loss += loss.detach() * x.shape[0]
@@ -421,9 +430,9 @@ class Trainer:
     def _out_of_time(self, within_epoch: bool = False) -> bool:
         """Whether --time-budget has run out. Data-parallel ranks decide together at the end of
         an epoch only (rank 0's clock), never within one."""
-        if self._deadline is None or (within_epoch and self.dist.parallel):
+        if self._deadline is None or self.budget is None or (within_epoch and self.dist.parallel):
             return False
-        return bool(distributed.broadcast_object(self.clock() >= self._deadline))
+        return bool(distributed.broadcast_object(self.budget.clock() >= self._deadline))
 
     def _epoch_progress(self, steps: int, total_loss: torch.Tensor, total_score: torch.Tensor, beta: float) -> dict:
         """What a checkpoint within an epoch keeps, so that --resume goes on from the next step."""
@@ -548,7 +557,7 @@ class Trainer:
         per-epoch metrics of this call."""
         history: list[dict] = []
         self.budget_spent = False
-        self._deadline = None if self.time_budget is None else self.clock() + self.time_budget
+        self._deadline = None if self.budget is None else self.budget.clock() + self.budget.seconds
         while self.epoch < self.epochs and not self.stopped_early:  # (a resumed run that had stopped trains no more)
             if history and self._out_of_time():  # (a call takes one step at least: every call goes on)
                 self.budget_spent = True

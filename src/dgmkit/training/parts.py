@@ -1,0 +1,203 @@
+"""The Trainer's optional parts: each training-time feature is a part handed to the Trainer
+(``Trainer(..., parts=[MovingAverage(0.999), StepGuard(clip=200.0)])``), not a keyword of it.
+
+A part is attached once, at the end of the Trainer's construction (``attach``): it puts in one
+of the trainer's own pieces (the step guard, the precision, the forward pass, the batch source's
+options, the KL weight, the time budget) or adds a hook that runs after every step
+(``Trainer.step_hooks``). A trainer takes at most one part of each kind. Without parts the
+trainer trains in fp32 on a CPU (auto precision), with no clipping or skipping, no moving
+average, the KL weight 1, eager, and without a time budget.
+
+- ``KLWarmup(beta, epochs)``: the KL weight of the loss, reached by linear warm-up.
+- ``StepGuard(clip, skip_norm, skip_factor)``: gradient clipping and skipping
+  (``step_guard.GradientGuard``).
+- ``MovingAverage(decay)``: an exponential moving average of the weights (``ema.EMA``).
+- ``Precision(name)``: autocast and the fp16 gradient scaler (``precision.MixedPrecision``).
+- ``Compile()``: the forward pass under ``torch.compile`` (``compiled.CompiledOrEager``).
+- ``Mutation(rate)``: Ren et al.'s mutated training batches (the background model).
+- ``LabelledRows(rows)``: labelled rows added to every batch (semi-supervised training).
+- ``TimeBudget(seconds)``: stop, with a checkpoint, when the budget runs out.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dgmkit.errors import ConfigError
+from dgmkit.training.compiled import CompiledOrEager
+from dgmkit.training.ema import EMA
+from dgmkit.training.precision import MixedPrecision
+from dgmkit.training.step_guard import GradientGuard
+
+if TYPE_CHECKING:
+    from dgmkit.training.trainer import Trainer
+
+__all__ = [
+    "TrainingPart",
+    "KLWarmup",
+    "StepGuard",
+    "MovingAverage",
+    "Precision",
+    "Compile",
+    "Mutation",
+    "LabelledRows",
+    "TimeBudget",
+    "attach_parts",
+]
+
+
+class TrainingPart:
+    """A training-time feature: ``attach(trainer)`` puts it into a trainer under construction."""
+
+    def attach(self, trainer: Trainer) -> None:
+        raise NotImplementedError
+
+
+def attach_parts(trainer: Trainer, parts: Iterable[TrainingPart]) -> None:
+    """Attach ``parts`` in their order; TypeError for what is not a part, ValueError for two
+    parts of one kind."""
+    kinds: set[type] = set()
+    for part in parts:
+        if not isinstance(part, TrainingPart):
+            raise TypeError(f"a Trainer's parts are TrainingParts (dgmkit.training.parts), got {part!r}")
+        if type(part) in kinds:
+            raise ValueError(f"a Trainer takes one {type(part).__name__} part, got two")
+        kinds.add(type(part))
+        part.attach(trainer)
+
+
+def _number(name: str, v: float, lowest: float, open_low: bool = False) -> None:
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, int | float)
+        or not math.isfinite(v)
+        or v < lowest
+        or (open_low and v == lowest)
+    ):
+        bound = f"> {lowest}" if open_low else f">= {lowest}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class KLWarmup(TrainingPart):
+    """The KL term's weight in the loss: ``beta``, reached from 0 by linear warm-up over
+    ``epochs`` (a fraction counts); the reported bound keeps weight 1."""
+
+    beta: float = 1.0
+    epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        _number("the KL weight beta", self.beta, 0.0)
+        _number("the KL warm-up's epochs", self.epochs, 0.0)
+
+    def attach(self, trainer: Trainer) -> None:
+        trainer.beta, trainer.warmup_epochs = self.beta, self.epochs
+
+
+@dataclass(frozen=True)
+class StepGuard(TrainingPart):
+    """Clips the gradient norm to ``clip`` and skips an update whose norm is above
+    ``skip_norm`` or ``skip_factor`` times the median of the recent ones (VDVAE); on a GPU
+    decided there, without a read-back in each step."""
+
+    clip: float | None = None
+    skip_norm: float | None = None
+    skip_factor: float | None = None
+
+    def __post_init__(self) -> None:
+        GradientGuard(self.clip, self.skip_norm, self.skip_factor)  # checks the values
+
+    def attach(self, trainer: Trainer) -> None:
+        on_device = trainer.device.type == "cuda"
+        trainer.guard = GradientGuard(self.clip, self.skip_norm, self.skip_factor, on_device=on_device)
+
+
+@dataclass(frozen=True)
+class MovingAverage(TrainingPart):
+    """An exponential moving average of the weights with ``decay`` in (0, 1), from the
+    initial ones, updated after every step taken: validation, the diagnostics and
+    ``best.safetensors`` use it (``ema.EMA``)."""
+
+    decay: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.decay, bool) or not isinstance(self.decay, int | float) or not 0 < self.decay < 1:
+            raise ValueError(f"the moving average's decay must be in (0, 1), got {self.decay!r}")
+
+    def attach(self, trainer: Trainer) -> None:
+        ema = trainer.ema = EMA(trainer.model, self.decay)
+        model = trainer.model
+        trainer.step_hooks.append(lambda taken: ema.update(model, taken))
+
+
+@dataclass(frozen=True)
+class Precision(TrainingPart):
+    """The forward pass's floating point: ``auto`` (fp32 on a CPU; on CUDA bf16 for the
+    families whose training in bf16 was checked), ``fp32``, ``bf16`` or ``fp16`` (with the
+    gradient scaler)."""
+
+    name: str = "auto"
+
+    def attach(self, trainer: Trainer) -> None:
+        trainer.amp = MixedPrecision(self.name, trainer.device, trainer.model_trains_in_bf16)
+
+
+@dataclass(frozen=True)
+class Compile(TrainingPart):
+    """The training forward pass under ``torch.compile`` (with CUDA graphs on a GPU); where it
+    cannot be compiled, the run says why once and goes on eagerly."""
+
+    def attach(self, trainer: Trainer) -> None:
+        trainer.forward = CompiledOrEager(trainer.forward, device=trainer.device)
+
+
+@dataclass(frozen=True)
+class Mutation(TrainingPart):
+    """Replace each pixel of a training batch by a random level with probability ``rate``
+    (Ren et al. 2019's background model); quantized data only."""
+
+    rate: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rate, bool) or not isinstance(self.rate, int | float) or not 0 <= self.rate <= 1:
+            raise ValueError(f"the mutation rate must be in [0, 1], got {self.rate!r}")
+
+    def attach(self, trainer: Trainer) -> None:
+        trainer.batches.mutate(self.rate)
+
+
+@dataclass(frozen=True)
+class LabelledRows(TrainingPart):
+    """Add ``rows`` rows drawn from the labelled ones to every training batch (semi-supervised
+    objectives, which weigh each part of a batch to its share of the training set)."""
+
+    rows: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rows, bool) or not isinstance(self.rows, int) or self.rows < 0:
+            raise ValueError(f"the labelled rows of a batch must be an integer >= 0, got {self.rows!r}")
+
+    def attach(self, trainer: Trainer) -> None:
+        if not trainer.objective.takes_labels:
+            raise ConfigError(f"{type(trainer.objective).__name__} takes no labels: it cannot train on labelled rows")
+        trainer.batches.add_labelled(self.rows)
+        trainer.objective.setup_labels(trainer.batches.labelled_count, self.rows)
+
+
+@dataclass(frozen=True)
+class TimeBudget(TrainingPart):
+    """Stop ``fit`` at the end of the step in which ``seconds`` (of ``clock``) have passed since
+    it began, with a checkpoint from which ``resume`` goes on exactly."""
+
+    seconds: float
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    def __post_init__(self) -> None:
+        _number("the time budget (seconds)", self.seconds, 0.0, open_low=True)
+
+    def attach(self, trainer: Trainer) -> None:
+        trainer.budget = self

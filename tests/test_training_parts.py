@@ -1,0 +1,104 @@
+"""The Trainer's parts: each optional feature attaches itself; bad values and bad combinations
+are refused where the part is made or attached, and a new feature needs no new keyword."""
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from dgmkit.config import RunConfig, build_model, build_objective
+from dgmkit.data import load_dataset, make_transform
+from dgmkit.errors import ConfigError
+from dgmkit.training import (
+    KLWarmup,
+    LabelledRows,
+    MovingAverage,
+    Mutation,
+    StepGuard,
+    TimeBudget,
+    Trainer,
+    TrainingPart,
+)
+
+CFG = RunConfig.of(dataset="digits", hidden=[8], latent_dim=2, batch_size=256, epochs=1, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _trainer(digits, parts=(), **kw) -> Trainer:
+    torch.manual_seed(0)
+    model = build_model(CFG, digits.event_shape, digits.num_levels)
+    transform = make_transform("bernoulli", digits)
+    return Trainer(model, build_objective(CFG), digits.train, transform, progress=False, device="cpu", parts=parts, **kw)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: KLWarmup(beta=-0.1), "beta"),
+        (lambda: KLWarmup(beta=math.nan), "beta"),
+        (lambda: KLWarmup(epochs=math.inf), "warm-up"),
+        (lambda: StepGuard(clip=0.0), "clip"),
+        (lambda: StepGuard(skip_factor=1.0), "skip_factor"),
+        (lambda: MovingAverage(1.0), "decay"),
+        (lambda: MovingAverage(0.0), "decay"),
+        (lambda: MovingAverage(True), "decay"),
+        (lambda: Mutation(1.5), "mutation rate"),
+        (lambda: LabelledRows(-1), "labelled rows"),
+        (lambda: LabelledRows(2.5), "labelled rows"),
+        (lambda: TimeBudget(0.0), "time budget"),
+        (lambda: TimeBudget(math.inf), "time budget"),
+    ],
+)
+def test_a_part_refuses_a_bad_value_where_it_is_made(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_parts_are_checked_as_the_trainer_attaches_them(digits):
+    with pytest.raises(TypeError, match="TrainingPart"):
+        _trainer(digits, parts=[{"ema": 0.9}])
+    with pytest.raises(ValueError, match="one MovingAverage part, got two"):
+        _trainer(digits, parts=[MovingAverage(0.9), MovingAverage(0.99)])
+    with pytest.raises(ConfigError, match="takes no labels"):  # the VAE's ELBO has no use for labelled rows
+        _trainer(digits, parts=[LabelledRows(8)])
+
+
+def test_without_parts_a_trainer_has_none_of_the_features(digits):
+    t = _trainer(digits)
+    assert (t.beta, t.warmup_epochs, t.ema, t.budget, t.step_hooks) == (1.0, 0.0, None, None, [])
+    assert t.precision == "fp32" and t.scaler is None and not t.guard.skips
+    assert t.batches.mutation_rate == 0.0 and t.batches.labelled_batch == 0
+
+
+def test_each_part_puts_in_its_piece(digits):
+    budget = TimeBudget(60.0)
+    t = _trainer(digits, parts=[KLWarmup(0.5, 2.0), StepGuard(clip=5.0, skip_norm=1e6), MovingAverage(0.9), budget])
+    assert (t.beta, t.warmup_epochs) == (0.5, 2.0)
+    assert t.guard.clip == 5.0 and t.guard.skip_norm == 1e6 and t.guard.skips
+    assert t.ema is not None and t.ema.decay == 0.9 and len(t.step_hooks) == 1
+    assert t.budget is budget
+
+
+def test_a_new_feature_is_a_new_part(digits):
+    """A part written outside dgmkit that counts the updates taken, through the hook after each
+    step: the Trainer needs no keyword for it."""
+
+    @dataclass
+    class CountSteps(TrainingPart):
+        taken: int = 0
+
+        def attach(self, trainer: Trainer) -> None:
+            trainer.step_hooks.append(self.count)
+
+        def count(self, taken) -> None:
+            self.taken += int(taken)
+
+    counter = CountSteps()
+    t = _trainer(digits, parts=[counter, StepGuard(skip_norm=1e9)], epochs=2)
+    t.fit()
+    assert counter.taken == t.step == 2 * t.steps_per_epoch > 0
