@@ -5,6 +5,7 @@ script times the same number of training steps of:
 
 - ``dgmkit``: the Trainer (one epoch of exactly the timed steps; no validation, no run folder);
 - ``dgmkit --compile``: the Trainer with the ``Compile()`` part (its compilation in a warm-up epoch);
+- ``dgmkit NHWC``, ``dgmkit --compile NHWC``: the same with ``--channels-last`` (``ChannelsLast()``);
 - ``plain``: a minimal loop over the same model object: index, transform, the objective's loss,
   backward, fused Adam;
 - ``plain compile``: that loop's loss under ``torch.compile``;
@@ -122,11 +123,14 @@ def fresh_model(cfg: RunConfig, dataset, init, device: torch.device) -> torch.nn
     return build_model(cfg, dataset.event_shape, dataset.num_levels, init).to(device)
 
 
-def time_trainer(cfg, dataset, transform, init, device, steps: int, precision: str, compile: bool) -> float:
+def time_trainer(
+    cfg, dataset, transform, init, device, steps: int, precision: str, compile: bool, channels_last: bool = False
+) -> float:
     """images/s of the Trainer over one epoch of ``steps`` steps, after a warm-up epoch."""
     b = cfg.optim.batch_size
     rows = dataset.train.x[: steps * b]
-    options = trainer_options(cfg.replace(epochs=2, device=str(device), compile=compile, patience=None, precision=precision))
+    run = dict(epochs=2, device=str(device), compile=compile, channels_last=channels_last, patience=None)
+    options = trainer_options(cfg.replace(**run, precision=precision))
     trainer = Trainer(fresh_model(cfg, dataset, init, device), build_objective(cfg), Split(rows), transform,
                       progress=False, **options)  # fmt: skip
     trainer.epochs = 1
@@ -197,7 +201,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="timed training steps per contender")
     ap.add_argument("--eval-images", type=int, default=None, help="test images for the NLL (default: 10000 on CUDA, 200)")
     ap.add_argument("--k", type=int, default=5000, help="draws per image of the IS-NLL (0: leave the NLL out)")
-    names = "plain eager, dgmkit, dgmkit --compile, plain compile, plain graphs"
+    names = "plain eager, dgmkit, dgmkit --compile, dgmkit NHWC, dgmkit --compile NHWC, plain compile, plain graphs"
     ap.add_argument("--contenders", default=None, help=f"comma-separated, of: {names}")
     ap.add_argument("--no-compile", action="store_true", help="leave out the compiled contenders")
     ap.add_argument("--precision", default="auto", help="of every contender: auto (the Trainer's default), fp32, bf16")
@@ -208,7 +212,7 @@ def main() -> None:
     print(f"machine: {machine()}; device: {torch.cuda.get_device_name(device) if gpu else 'cpu'}; "
           f"precision: {args.precision} (auto: bf16 for the families checked in it, else fp32)", flush=True)  # fmt: skip
     wanted = set(args.contenders.split(",")) if args.contenders else None
-    print(f"{'model':<18}{'contender':<18}{'images/s':>10}{'ratio':>8}{'peak MiB':>10}{'GPU busy':>10}")
+    print(f"{'model':<18}{'contender':<22}{'images/s':>10}{'ratio':>8}{'peak MiB':>10}{'GPU busy':>10}")
     for name in args.models.split(","):
         cfg, dataset, transform, init = setting_up(name, device, data)
         steps = min(args.steps, len(dataset.train.x) // cfg.optim.batch_size)  # distinct rows in every step
@@ -219,6 +223,8 @@ def main() -> None:
             "plain eager": functools.partial(time_plain, *setup, "eager"),
             "dgmkit": functools.partial(time_trainer, *setup, False),
             "dgmkit --compile": functools.partial(time_trainer, *setup, True),
+            "dgmkit NHWC": functools.partial(time_trainer, *setup, False, True),  # --channels-last
+            "dgmkit --compile NHWC": functools.partial(time_trainer, *setup, True, True),
             "plain compile": functools.partial(time_plain, *setup, "compile"),
             "plain graphs": functools.partial(time_plain, *setup, "graphs"),
         }
@@ -232,13 +238,13 @@ def main() -> None:
             try:
                 rate, busy = run()
             except Exception as e:  # noqa: BLE001 - a contender that cannot run is reported, the others go on
-                print(f"{name:<18}{label:<18}  failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}", flush=True)
+                print(f"{name:<18}{label:<22}  failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}", flush=True)
                 continue
             base = rate if label == "plain eager" else base
             peak = f"{torch.cuda.max_memory_allocated(device) / 2**20:10.0f}" if gpu else f"{'-':>10}"
             ratio = f"{rate / base:8.2f}" if base else f"{'-':>8}"
             busy = "-" if busy is None else f"{busy:.0%}"
-            print(f"{name:<18}{label:<18}{rate:10.0f}{ratio}{peak}{busy:>10}", flush=True)
+            print(f"{name:<18}{label:<22}{rate:10.0f}{ratio}{peak}{busy:>10}", flush=True)
     if args.k == 0:
         return
     # the importance-sampled NLL of the gated VAE, k draws per image

@@ -11,6 +11,7 @@ from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.data import load_dataset, make_transform
 from dgmkit.errors import ConfigError
 from dgmkit.training import (
+    ChannelsLast,
     KLWarmup,
     LabelledRows,
     MovingAverage,
@@ -102,3 +103,56 @@ def test_a_new_feature_is_a_new_part(digits):
     t = _trainer(digits, parts=[counter, StepGuard(skip_norm=1e9)], epochs=2)
     t.fit()
     assert counter.taken == t.step == 2 * t.steps_per_epoch > 0
+
+
+CONV_MODELS = {  # small conv models of the families that have them, on the 8x8 digits
+    "conv VAE": dict(model="vae", encoder="conv", decoder="conv", hidden=[8], latent_dim=2),
+    "gated PixelCNN": dict(model="arm", likelihood="categorical", channels=4, arm_layers=2),
+    "PixelVAE": dict(model="pixelvae", hidden=[8], latent_sizes=[2, 2], pixelcnn_layers=2, pixelcnn_channels=4),
+    "residual HVAE": dict(
+        model="hvae",
+        posterior="residual",
+        res_resolutions=[4, 8],
+        res_layers=[1, 1],
+        res_width=4,
+        res_bottleneck=2,
+        res_latent_channels=1,
+    ),  # fmt: skip
+    "Glow": dict(model="flow", flow="glow", hidden=[8], flow_layers=1, flow_levels=1),
+    "VQ-VAE": dict(model="vqvae", codes=4, code_dim=2, vq_width=4, downsample=1, res_blocks=1),
+    "diffusion U-Net": dict(model="diffusion", unet_channels=[4], attention=False, fourier=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONV_MODELS))
+def test_channels_last_trains_every_conv_family_to_the_same_numbers(name, digits, tmp_path):
+    """ChannelsLast changes the memory layout, not the model: the convolution weights are
+    channels-last, a run trains to the eager run's numbers up to rounding, and its checkpoint
+    resumes (into a model of either layout)."""
+    cfg = RunConfig.of(dataset="digits", batch_size=64, epochs=2, seed=0, device="cpu", **CONV_MODELS[name])
+    train = digits.train.subset(torch.arange(256))
+    runs = {}
+    for layout, parts in (("plain", []), ("channels-last", [ChannelsLast()])):
+        torch.manual_seed(0)
+        model = build_model(cfg, digits.event_shape, digits.num_levels)
+        t = Trainer(
+            model, build_objective(cfg), train, cfg.model.transform(digits), epochs=1, batch_size=64, seed=0,
+            device="cpu", progress=False, run_dir=tmp_path / layout, parts=[*cfg.model.training_parts(), *parts],
+        )  # fmt: skip
+        runs[layout] = (t, t.fit()[0])
+    t, cl = runs["channels-last"]
+    plain = runs["plain"][1]
+    four_d = [p for p in t.model.parameters() if p.dim() == 4]
+    assert four_d and all(p.is_contiguous(memory_format=torch.channels_last) for p in four_d)
+    assert cl["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-4, abs=1e-4)
+    for layout in runs:  # each run's checkpoint goes on in the other layout
+        other = [] if layout == "channels-last" else [ChannelsLast()]
+        torch.manual_seed(1)
+        more = Trainer(
+            build_model(cfg, digits.event_shape, digits.num_levels), build_objective(cfg), train,
+            cfg.model.transform(digits), epochs=2, batch_size=64, seed=0, device="cpu", progress=False,
+            run_dir=tmp_path / layout, parts=[*cfg.model.training_parts(), *other],
+        )  # fmt: skip
+        more.resume()
+        (m,) = more.fit()
+        assert m["epoch"] == 2 and math.isfinite(m["train_loss"])

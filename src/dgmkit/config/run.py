@@ -20,7 +20,16 @@ from dgmkit.models import GenerativeModel
 from dgmkit.objectives import Objective
 from dgmkit.training import load_checkpoint
 from dgmkit.training.checkpoint import check_dtypes
-from dgmkit.training.parts import Compile, MovingAverage, Mutation, Precision, StepGuard, TimeBudget, TrainingPart
+from dgmkit.training.parts import (
+    ChannelsLast,
+    Compile,
+    MovingAverage,
+    Mutation,
+    Precision,
+    StepGuard,
+    TimeBudget,
+    TrainingPart,
+)
 from dgmkit.training.run_writer import new_run_id, nonfinite_state
 from dgmkit.training.schedules import LRSchedule
 
@@ -106,6 +115,8 @@ def trainer_options(cfg: RunConfig) -> dict:
         parts.append(MovingAverage(o.ema))
     if o.mutation_rate > 0:
         parts.append(Mutation(o.mutation_rate))
+    if o.channels_last:  # (before Compile: the compiled step sees the layout)
+        parts.append(ChannelsLast())
     if o.compile:
         parts.append(Compile())
     if o.time_budget is not None:

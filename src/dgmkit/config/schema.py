@@ -153,6 +153,11 @@ class OptimConfig:
         "compile the training forward pass with torch.compile (where a model cannot be compiled, training says so "
         "and goes on without it)",
     )
+    channels_last: bool = setting(
+        False,
+        "convolution weights and image batches in channels-last memory (NHWC), which the fastest GPU and CPU "
+        "convolutions read (the same numbers up to rounding; not with torchrun)",
+    )
 
 
 @dataclass
@@ -171,7 +176,7 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "eval": E
 _NON_GRADIENT_KEYS = ("seed", "device")
 _FIT_WORDS = {"closed-form": "in closed form", "em": "by EM"}
 # what --resume may change: how long to go on and where
-FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "time_budget", "em_iterations")
+FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "channels_last", "time_budget", "em_iterations")
 
 
 def _owner(key: str) -> str | None:
