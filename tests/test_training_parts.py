@@ -4,6 +4,7 @@ are refused where the part is made or attached, and a new feature needs no new k
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from dgmkit.training import (
     LabelledRows,
     MovingAverage,
     Mutation,
+    Precision,
     StepGuard,
     TimeBudget,
     Trainer,
@@ -45,6 +47,9 @@ def _trainer(digits, parts=(), **kw) -> Trainer:
         (lambda: KLWarmup(epochs=math.inf), "warm-up"),
         (lambda: StepGuard(clip=0.0), "clip"),
         (lambda: StepGuard(skip_factor=1.0), "skip_factor"),
+        (lambda: StepGuard(clip=True), "clip"),
+        (lambda: StepGuard(skip_norm="5"), "skip_norm"),
+        (lambda: Precision("bogus"), "unknown precision"),
         (lambda: MovingAverage(1.0), "decay"),
         (lambda: MovingAverage(0.0), "decay"),
         (lambda: MovingAverage(True), "decay"),
@@ -63,10 +68,28 @@ def test_a_part_refuses_a_bad_value_where_it_is_made(make, match):
 def test_parts_are_checked_as_the_trainer_attaches_them(digits):
     with pytest.raises(TypeError, match="TrainingPart"):
         _trainer(digits, parts=[{"ema": 0.9}])
-    with pytest.raises(ValueError, match="one MovingAverage part, got two"):
-        _trainer(digits, parts=[MovingAverage(0.9), MovingAverage(0.99)])
+    with pytest.raises(TypeError, match="clock"):
+        TimeBudget(5.0, clock="x")
     with pytest.raises(ConfigError, match="takes no labels"):  # the VAE's ELBO has no use for labelled rows
         _trainer(digits, parts=[LabelledRows(8)])
+    assert _trainer(digits, parts=[LabelledRows(0)]).batches.labelled_batch == 0  # none: nothing to refuse
+
+
+def test_a_later_part_of_a_kind_replaces_an_earlier_one(digits):
+    """As a later keyword would: the config's parts, then an override."""
+
+    class Slower(MovingAverage):  # a subclass is a moving average too
+        pass
+
+    t = _trainer(digits, parts=[MovingAverage(0.9), StepGuard(clip=1.0), Slower(0.999), Precision("fp32")])
+    assert t.ema is not None and t.ema.decay == 0.999 and len(t.step_hooks) == 1 and t.guard.clip == 1.0
+
+
+def test_numpy_numbers_are_numbers():
+    assert MovingAverage(np.float32(0.5)).decay == 0.5 and LabelledRows(np.int64(3)).rows == 3
+    assert TimeBudget(np.float32(2.0)).seconds == 2.0 and KLWarmup(np.float64(0.5), np.int64(2)).epochs == 2
+    with pytest.raises(ValueError, match="labelled rows"):
+        LabelledRows(np.bool_(True))
 
 
 def test_without_parts_a_trainer_has_none_of_the_features(digits):

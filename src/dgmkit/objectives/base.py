@@ -75,6 +75,7 @@ class Objective(ABC, Generic[ModelT]):
         whose minibatches stand for the whole training set)."""
 
     def setup_labels(self, labelled: int, added: int = 0) -> None:  # noqa: B027 - a hook, empty by default
-        """Called once by the Trainer, for objectives that take labels, with the number of
-        labelled training datapoints and ``added``, the labelled rows drawn into every batch
-        besides the batch's share of the shuffled training set (0: batches are uniform draws)."""
+        """Called by the Trainer (again where a ``LabelledRows`` part adds rows), for objectives
+        that take labels, with the number of labelled training datapoints and ``added``, the
+        labelled rows drawn into every batch besides the batch's share of the shuffled training
+        set (0: batches are uniform draws)."""

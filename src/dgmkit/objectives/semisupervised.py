@@ -8,10 +8,10 @@ M2 (Kingma et al. 2014, arXiv 1406.5298) maximizes, over the whole training set,
 (the paper's eq. 9, with a = 0.1): the classification term is a mean over the N_l labelled
 examples, so each of them carries alpha / N_l = a N / N_l. The batch mean of the loss is an
 unbiased estimate of -J / N:
-- where the Trainer adds labelled rows to every batch (``labelled_batch`` > 0), a batch holds
-  ``B_l`` >= 1 labelled and ``B_u`` unlabelled rows, each group a uniform draw from its own; each
-  row is weighted by the inverse of its group's share in the batch, (N_l / N) (B / B_l) or
-  (N_u / N) (B / B_u);
+- where the Trainer adds labelled rows to every batch (``LabelledRows``, the setting
+  ``labelled_batch`` > 0), a batch holds ``B_l`` >= 1 labelled and ``B_u`` unlabelled rows,
+  each group a uniform draw from its own; each row is weighted by the inverse of its group's
+  share in the batch, (N_l / N) (B / B_l) or (N_u / N) (B / B_u);
 - where it adds none, a batch is a uniform draw from the whole training set, and each row
   keeps weight 1 (the group weights would drop the labelled term from every batch that happens
   to hold no label, a bias).

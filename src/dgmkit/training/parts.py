@@ -4,9 +4,9 @@
 A part is attached once, at the end of the Trainer's construction (``attach``): it puts in one
 of the trainer's own pieces (the step guard, the precision, the forward pass, the batch source's
 options, the KL weight, the time budget) or adds a hook that runs after every step
-(``Trainer.step_hooks``). A trainer takes at most one part of each kind. Without parts the
-trainer trains in fp32 on a CPU (auto precision), with no clipping or skipping, no moving
-average, the KL weight 1, eager, and without a time budget.
+(``Trainer.step_hooks``). A trainer takes one part of each kind: a later one replaces an
+earlier one. Without parts the trainer trains in fp32 on a CPU (auto precision), with no
+clipping or skipping, no moving average, the KL weight 1, eager, and without a time budget.
 
 - ``KLWarmup(beta, epochs)``: the KL weight of the loss, reached by linear warm-up.
 - ``StepGuard(clip, skip_norm, skip_factor)``: gradient clipping and skipping
@@ -23,17 +23,19 @@ average, the KL weight 1, eager, and without a time budget.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from dgmkit.errors import ConfigError
 from dgmkit.training.compiled import CompiledOrEager
 from dgmkit.training.ema import EMA
-from dgmkit.training.precision import MixedPrecision
+from dgmkit.training.precision import PRECISIONS, MixedPrecision
 from dgmkit.training.step_guard import GradientGuard
 
 if TYPE_CHECKING:
@@ -50,7 +52,6 @@ __all__ = [
     "Mutation",
     "LabelledRows",
     "TimeBudget",
-    "attach_parts",
 ]
 
 
@@ -62,26 +63,30 @@ class TrainingPart:
 
 
 def attach_parts(trainer: Trainer, parts: Iterable[TrainingPart]) -> None:
-    """Attach ``parts`` in their order; TypeError for what is not a part, ValueError for two
-    parts of one kind."""
-    kinds: set[type] = set()
+    """Attach ``parts`` (the Trainer's construction does, once). A later part of a kind replaces
+    an earlier one, as a later keyword would (``[*trainer_options(cfg)["parts"],
+    Precision("fp32")]`` overrides the config's precision), and takes its place in the order;
+    TypeError for what is not a part."""
+    chosen: dict[type, TrainingPart] = {}
     for part in parts:
         if not isinstance(part, TrainingPart):
             raise TypeError(f"a Trainer's parts are TrainingParts (dgmkit.training.parts), got {part!r}")
-        if type(part) in kinds:
-            raise ValueError(f"a Trainer takes one {type(part).__name__} part, got two")
-        kinds.add(type(part))
+        kind = _kind(part)
+        chosen.pop(kind, None)
+        chosen[kind] = part
+    for part in chosen.values():
         part.attach(trainer)
 
 
-def _number(name: str, v: float, lowest: float, open_low: bool = False) -> None:
-    if (
-        isinstance(v, bool)
-        or not isinstance(v, int | float)
-        or not math.isfinite(v)
-        or v < lowest
-        or (open_low and v == lowest)
-    ):
+def _kind(part: TrainingPart) -> type:
+    """The part's kind: its class below TrainingPart (a subclass of MovingAverage is one)."""
+    return next(c for c in type(part).__mro__ if TrainingPart in c.__bases__)
+
+
+def _number(name: str, v: object, lowest: float, open_low: bool = False) -> None:
+    """A finite real number (numpy's too, not a bool) >= ``lowest`` (> where ``open_low``)."""
+    real = isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) and math.isfinite(v)
+    if not real or v < lowest or (open_low and v == lowest):  # type: ignore[operator]
         bound = f"> {lowest}" if open_low else f">= {lowest}"
         raise ValueError(f"{name} must be a finite number {bound}, got {v!r}")
 
@@ -113,7 +118,13 @@ class StepGuard(TrainingPart):
     skip_factor: float | None = None
 
     def __post_init__(self) -> None:
-        GradientGuard(self.clip, self.skip_norm, self.skip_factor)  # checks the values
+        for name, v, lowest in (
+            ("clip", self.clip, 0.0),
+            ("skip_norm", self.skip_norm, 0.0),
+            ("skip_factor", self.skip_factor, 1.0),
+        ):
+            if v is not None:
+                _number(f"the step guard's {name}", v, lowest, open_low=True)
 
     def attach(self, trainer: Trainer) -> None:
         on_device = trainer.device.type == "cuda"
@@ -129,7 +140,8 @@ class MovingAverage(TrainingPart):
     decay: float
 
     def __post_init__(self) -> None:
-        if isinstance(self.decay, bool) or not isinstance(self.decay, int | float) or not 0 < self.decay < 1:
+        _number("the moving average's decay", self.decay, 0.0, open_low=True)
+        if not self.decay < 1:
             raise ValueError(f"the moving average's decay must be in (0, 1), got {self.decay!r}")
 
     def attach(self, trainer: Trainer) -> None:
@@ -145,6 +157,10 @@ class Precision(TrainingPart):
     gradient scaler)."""
 
     name: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.name not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.name!r}; choose {', '.join(PRECISIONS)}")
 
     def attach(self, trainer: Trainer) -> None:
         trainer.amp = MixedPrecision(self.name, trainer.device, trainer.model_trains_in_bf16)
@@ -194,7 +210,8 @@ class Mutation(TrainingPart):
     rate: float
 
     def __post_init__(self) -> None:
-        if isinstance(self.rate, bool) or not isinstance(self.rate, int | float) or not 0 <= self.rate <= 1:
+        _number("the mutation rate", self.rate, 0.0)
+        if not self.rate <= 1:
             raise ValueError(f"the mutation rate must be in [0, 1], got {self.rate!r}")
 
     def attach(self, trainer: Trainer) -> None:
@@ -209,14 +226,16 @@ class LabelledRows(TrainingPart):
     rows: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.rows, bool) or not isinstance(self.rows, int) or self.rows < 0:
+        if not isinstance(self.rows, numbers.Integral) or isinstance(self.rows, bool | np.bool_) or self.rows < 0:
             raise ValueError(f"the labelled rows of a batch must be an integer >= 0, got {self.rows!r}")
 
     def attach(self, trainer: Trainer) -> None:
+        if not self.rows:
+            return  # (none drawn: the batches as they are, whatever the objective)
         if not trainer.objective.takes_labels:
             raise ConfigError(f"{type(trainer.objective).__name__} takes no labels: it cannot train on labelled rows")
-        trainer.batches.add_labelled(self.rows)
-        trainer.objective.setup_labels(trainer.batches.labelled_count, self.rows)
+        trainer.batches.add_labelled(int(self.rows))
+        trainer.objective.setup_labels(trainer.batches.labelled_count, int(self.rows))
 
 
 @dataclass(frozen=True)
@@ -229,6 +248,8 @@ class TimeBudget(TrainingPart):
 
     def __post_init__(self) -> None:
         _number("the time budget (seconds)", self.seconds, 0.0, open_low=True)
+        if not callable(self.clock):
+            raise TypeError(f"the time budget's clock must be a function that returns seconds, got {self.clock!r}")
 
     def attach(self, trainer: Trainer) -> None:
         trainer.budget = self

@@ -9,15 +9,17 @@ import torch
 
 from dgmkit.errors import TrainingError
 
-__all__ = ["MixedPrecision", "resolve_precision"]
+__all__ = ["MixedPrecision", "resolve_precision", "PRECISIONS"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_precision(precision: str, device: torch.device, bf16_checked: bool = False) -> str:
     """``auto``, ``fp32``, ``bf16`` or ``fp16`` on ``device``: fp32 on a CPU; on CUDA, auto is
     bf16 (fp16 where bf16 is not supported) for a family whose training in bf16 was checked
     (``bf16_checked``: the model's ``trains_in_bf16``), else fp32."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if device.type != "cuda":
         if precision in ("bf16", "fp16"):
             raise TrainingError(f"mixed precision ({precision}) is only supported on a CUDA device here")

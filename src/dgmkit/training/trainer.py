@@ -222,7 +222,7 @@ class Trainer:
 
     @property
     def skipped_steps(self) -> int:
-        """Updates skipped in the whole run (``skip_grad_norm``, ``skip_grad_factor``)."""
+        """Updates skipped in the whole run (the ``StepGuard``'s ``skip_norm``, ``skip_factor``)."""
         return self.guard.skipped_total
 
     def _rank_seed(self, epoch: int) -> int:
@@ -329,8 +329,8 @@ class Trainer:
         """Restore model, optimizer, counters, random generators and the moving average of the
         weights from a checkpoint; a checkpoint that does not fit this model or holds malformed
         state is refused (CheckpointError) before anything in the run folder changes. A run with
-        ``ema`` needs the checkpoint's average (one written without it cannot be continued
-        exactly, so it is refused); one without ``ema`` ignores it."""
+        a ``MovingAverage`` needs the checkpoint's average (one written without it cannot be
+        continued exactly, so it is refused); one without it ignores it."""
         if path is None and self.run_dir is None:
             raise ValueError("resume needs the checkpoint's path: this trainer has no run folder")
         path = Path(path) if path is not None else cast(Path, self.run_dir) / "checkpoint.safetensors"
@@ -651,7 +651,7 @@ class Trainer:
 def _checked_training_state(ckpt: dict, path: Path, ema: EMA | None) -> dict:
     """A checkpoint's trainer counters (``_checked_counters``), once it is known to hold what a
     resumed run needs: the training state, the random generators' states, an optimizer state of
-    tensors and, for a run that keeps a moving average of the weights (``ema``), that average."""
+    tensors and, for a run that keeps a moving average of the weights, that average."""
     if ckpt["optimizer"] is None or ckpt["trainer"] is None:
         raise TrainingError(f"{path} holds no training state to resume from")
     t = _checked_counters(ckpt["trainer"], path)
