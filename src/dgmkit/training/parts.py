@@ -186,7 +186,8 @@ class ChannelsLast(TrainingPart):
     def attach(self, trainer: Trainer) -> None:
         if trainer.parallel is not None:
             raise ConfigError("channels-last memory is not supported in data-parallel training")
-        trainer.model.to(memory_format=torch.channels_last)  # the same Parameters, the optimizer's own
+        # the same Parameters (the optimizer's), their data re-laid (Module.to documents memory_format; its stub lacks it)
+        trainer.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         trainer.forward = _ChannelsLastInput(trainer.forward)
 
 
