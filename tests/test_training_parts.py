@@ -3,6 +3,7 @@ are refused where the part is made or attached, and a new feature needs no new k
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -179,3 +180,11 @@ def test_channels_last_trains_every_conv_family_to_the_same_numbers(name, digits
         more.resume()
         (m,) = more.fit()
         assert m["epoch"] == 2 and math.isfinite(m["train_loss"])
+
+
+def test_channels_last_is_refused_in_data_parallel_training():
+    """DDP is built around the model's layout before the parts attach: refused, with the reason."""
+    under_ddp = SimpleNamespace(parallel=object(), model=torch.nn.Conv2d(1, 2, 3), forward=None)
+    with pytest.raises(ConfigError, match="data-parallel"):
+        ChannelsLast().attach(under_ddp)
+    assert under_ddp.model.weight.is_contiguous()  # nothing was changed
