@@ -188,3 +188,18 @@ def test_channels_last_is_refused_in_data_parallel_training():
     with pytest.raises(ConfigError, match="data-parallel"):
         ChannelsLast().attach(under_ddp)
     assert under_ddp.model.weight.is_contiguous()  # nothing was changed
+
+
+def test_channels_last_hands_the_forward_pass_nhwc_images(digits):
+    """Batches of images reach the forward pass in channels-last memory; other batches as they are."""
+    seen = []
+
+    class Record(TrainingPart):  # attached first: ChannelsLast wraps it
+        def attach(self, trainer: Trainer) -> None:
+            trainer.forward = lambda x, beta, *a: seen.append(x)
+
+    t = _trainer(digits, parts=[Record(), ChannelsLast()])
+    t.forward(torch.zeros(2, 3, 4, 4), 1.0)
+    t.forward(torch.zeros(2, 5), 1.0)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    assert seen[1].shape == (2, 5) and seen[1].is_contiguous()
