@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["seeded_by", "seeded"]
+__all__ = ["seeded_by", "seeded", "randn"]
 
 
 @contextlib.contextmanager
@@ -35,3 +35,16 @@ def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[torch.Gene
     in one process or in many, and leaves the caller's random state as it was."""
     with seeded_by(torch.Generator().manual_seed(seed), device):
         yield torch.Generator(device=device).manual_seed(seed)
+
+
+def randn(
+    shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None, *, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """``torch.randn(shape)`` from ``generator``, or from torch's global generator where it is
+    None. The generator is named only where there is one: ``torch.compile`` cannot trace
+    ``torch.randn(shape, generator=None)`` once the batch size in ``shape`` is symbolic (a short
+    last batch compiles the step again for any batch size), and the whole step would fall back
+    to eager."""
+    if generator is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 
+from dgmkit._rng import randn
 from dgmkit.distributions.sampling import JointSampler
 
 __all__ = ["LogitNormal"]
@@ -36,9 +37,7 @@ class LogitNormal(Distribution, JointSampler):
     def rsample_and_log_prob(
         self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        eps = torch.randn(
-            (*sample_shape, *self.loc.shape), generator=generator, device=self.loc.device, dtype=self.loc.dtype
-        )
+        eps = randn((*sample_shape, *self.loc.shape), generator, device=self.loc.device, dtype=self.loc.dtype)
         v = self.loc + self.scale * eps
         return torch.sigmoid(v).clamp(_EPS, 1 - _EPS), self._log_density(v, eps)
 

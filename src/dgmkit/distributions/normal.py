@@ -5,6 +5,7 @@ import math
 import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence, register_kl
 
+from dgmkit._rng import randn
 from dgmkit.distributions.sampling import JointSampler
 
 __all__ = ["DiagonalNormal", "diagonal_normal", "kl_per_dimension"]
@@ -52,7 +53,7 @@ class DiagonalNormal(Independent, JointSampler):
         self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         loc, scale = self.base_dist.loc, self.base_dist.scale
-        eps = torch.randn((*sample_shape, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
+        eps = randn((*sample_shape, *loc.shape), generator, device=loc.device, dtype=loc.dtype)
         const = -scale.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)  # (*batch,)
         return loc + scale * eps, const - 0.5 * eps.pow(2).sum(-1)
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from dgmkit._rng import seeded_by
+from dgmkit._rng import randn, seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.distributions import DiagonalNormal, JointSampler, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
@@ -68,7 +68,7 @@ def _gaussian(h: torch.Tensor, m: int, min_scale: float) -> DiagonalNormal:
 def _draw(q: DiagonalNormal, given: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
     if given is not None:
         return given
-    eps = torch.randn(q.mean.shape, generator=generator, device=q.mean.device, dtype=q.mean.dtype)
+    eps = randn(q.mean.shape, generator, device=q.mean.device, dtype=q.mean.dtype)
     return q.mean + q.stddev * eps
 
 
@@ -320,7 +320,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         layers, log_p = [z_top], z_top.new_zeros(z_top.shape[:-1])
         for i in range(self.num_layers - 2, -1, -1):
             p = self.layer_priors[i](layers[0])
-            eps = torch.randn(p.mean.shape, generator=generator, device=p.mean.device, dtype=p.mean.dtype)
+            eps = randn(p.mean.shape, generator, device=p.mean.device, dtype=p.mean.dtype)
             z = p.mean + p.stddev * eps
             log_p = log_p + p.log_prob(z)
             layers.insert(0, z)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
 
-from dgmkit._rng import seeded_by
+from dgmkit._rng import randn, seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.distributions import DiagonalNormal, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
@@ -243,7 +243,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
                 elif means:
                     z = dist.mean
                 else:
-                    eps = torch.randn(dist.mean.shape, generator=generator, device=h.device, dtype=h.dtype)
+                    eps = randn(dist.mean.shape, generator, device=h.device, dtype=h.dtype)
                     z = dist.mean + dist.stddev * eps
             draws.append(LayerDraw(index, q if q is not None else p, z, p))  # type: ignore[arg-type]  # None at the top when generating; not read
             h = cell.absorb(h + dh, z.reshape(n, self.latent_channels, r, r))
