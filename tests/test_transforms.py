@@ -169,3 +169,25 @@ def test_flow_density_integrates_to_one(flow):
     # and the flow is not the identity: the density differs from the base
     base = -0.5 * (grid**2).sum(-1) - math.log(2 * math.pi)
     assert (log_p - base).abs().max() > 0.1
+
+
+def test_actnorm_initialises_from_its_first_training_batch_once_and_reads_its_flag_only_until_then():
+    """The first training pass sets zero mean and unit variance per channel; later passes leave
+    the parameters to the optimizer and do not read the flag (a wait for a GPU in every step);
+    a loaded state is read again, and a loaded initialised one is not initialised anew."""
+    x = torch.randn(64, 3, 2, 2, generator=torch.Generator().manual_seed(0)) * 5 + 2
+    norm = T.ActNorm(3).train()
+    z, _ = norm(x)
+    assert torch.allclose(z.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(z.std((0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4)
+    fitted = {k: v.clone() for k, v in norm.state_dict().items()}
+    norm.initialized.fill_(False)  # behind its back: a pass that read the flag would initialise again
+    norm(x * 3)
+    assert torch.equal(norm.bias, fitted["bias"])
+    norm.load_state_dict({**fitted, "initialized": torch.tensor(False)})  # a state never initialised
+    norm(x * 3)
+    assert not torch.equal(norm.bias, fitted["bias"]) and bool(norm.initialized)
+    fresh = T.ActNorm(3).train()
+    fresh.load_state_dict(fitted)  # an initialised state: kept as loaded
+    fresh(x * 3)
+    assert torch.equal(fresh.bias, fitted["bias"])

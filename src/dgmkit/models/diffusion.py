@@ -130,15 +130,14 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
     def _recon_nll(self, k: torch.Tensor, x: torch.Tensor, gamma_0: torch.Tensor) -> torch.Tensor:
         """-log p(x | z_0) at one draw of z_0 ~ q(z_0 | x), summed over the entries. The
         normaliser sums the levels within 12 standard deviations of z_0 / alpha_0 (and x's own),
-        which leaves out less than L exp(-72) of it: all levels where that window is most of them."""
+        which leaves out less than L exp(-72) of it, on the CPU; every level where that window is
+        most of them, and on a GPU or under torch.compile (``_window``)."""
         a0, s0 = torch.sigmoid(-gamma_0).sqrt(), torch.sigmoid(gamma_0).sqrt()
         z0 = a0 * x + s0 * torch.randn_like(x)
         u, prec = z0 / a0, torch.exp(-gamma_0)
         levels, width = self.num_levels, 2.0 / self.num_levels
-        g0 = float(gamma_0.detach())
-        wide = not math.isfinite(g0) or 0.5 * g0 > math.log(levels * width)  # the window would hold every level
-        half = levels if wide else math.ceil(12 * math.exp(0.5 * g0) / width) + 1
-        if 2 * half + 1 >= levels:
+        half = self._window(gamma_0)
+        if half is None:
             logp = torch.log_softmax(self._recon_logits(z0, gamma_0), dim=-1)
             return -logp.gather(-1, k.long().unsqueeze(-1)).squeeze(-1).flatten(1).sum(1)
         centre = torch.round((u + 1) / width - 0.5).clamp(0, levels - 1)
@@ -150,6 +149,22 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         outside = (k.to(u.dtype) - centre).abs() > half
         norm = torch.where(outside, torch.logaddexp(norm, own), norm)
         return -(own - norm).flatten(1).sum(1)
+
+    def _window(self, gamma_0: torch.Tensor) -> int | None:
+        """How many levels either side of z_0 / alpha_0 the normaliser of p(x | z_0) sums, or
+        None for all of them. The window's size depends on gamma_0's value, which the host can
+        read for free on the CPU only: on a GPU it waits for the device, and under torch.compile
+        it ends the graph. There every level is summed: the same value (the window leaves out
+        less than L exp(-72) of the normaliser) at no read, for L times the work of an
+        elementwise term, which a GPU does in microseconds."""
+        if gamma_0.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        levels, width = self.num_levels, 2.0 / self.num_levels
+        g0 = float(gamma_0.detach())
+        if not math.isfinite(g0) or 0.5 * g0 > math.log(levels * width):  # the window would hold every level
+            return None
+        half = math.ceil(12 * math.exp(0.5 * g0) / width) + 1
+        return None if 2 * half + 1 >= levels else half
 
     def bound_terms(self, x: torch.Tensor, t: torch.Tensor, train: bool = False) -> dict[str, torch.Tensor]:
         """``prior``, ``recon``, ``diffusion`` (nats, (B,) each; their sum estimates -ELBO) and

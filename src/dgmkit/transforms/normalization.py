@@ -13,7 +13,9 @@ class ActNorm(Bijection):
 
     Data-dependent initialisation: the first forward pass in training mode sets them so that
     that batch has zero mean and unit variance per channel. ``initialized`` is saved with the
-    weights, so a loaded model is not initialised again.
+    weights, so a loaded model is not initialised again. The host reads that flag until it has
+    seen it set (and again after a load), not in every step: on a GPU each read waits for the
+    device, and under torch.compile it would end the graph.
     """
 
     initialized: torch.Tensor
@@ -23,6 +25,11 @@ class ActNorm(Bijection):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.log_scale = nn.Parameter(torch.zeros(channels))
         self.register_buffer("initialized", torch.tensor(False))
+        self._seen_initialized = False  # the host's copy of ``initialized``, once it is True
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._seen_initialized = False  # (the loaded flag is read at the next training pass)
 
     def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return t.view(1, -1, *[1] * (x.dim() - 2))
@@ -36,10 +43,14 @@ class ActNorm(Bijection):
         self.bias.copy_(flat.mean(1))
         self.log_scale.copy_(-torch.log(flat.std(1, unbiased=False).clamp_min(1e-6)))
         self.initialized.fill_(True)
+        self._seen_initialized = True
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.training and not bool(self.initialized):
-            self.initialize(x)
+        if self.training and not self._seen_initialized:
+            if bool(self.initialized):
+                self._seen_initialized = True
+            else:
+                self.initialize(x)
         z = (x - self._view(self.bias, x)) * self._view(self.log_scale.exp(), x)
         return z, (self.log_scale.sum() * self._spatial(x)).expand(x.shape[0])
 
