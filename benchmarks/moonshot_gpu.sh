@@ -12,8 +12,8 @@
 #                                                  # order kept as done: call again to go on)
 #   benchmarks/moonshot_gpu.sh OUT_DIR bound K     # the bound with K times per image
 #   benchmarks/moonshot_gpu.sh OUT_DIR pack DEST    # OUT_DIR as parts of at most 15 MiB in DEST,
-#                                                  # with their SHA-256 (to carry it elsewhere)
-#   benchmarks/moonshot_gpu.sh OUT_DIR unpack SRC   # OUT_DIR back from SRC's parts, checked first
+#                                                  # with their SHA-256 (benchmarks/carry.py)
+#   benchmarks/moonshot_gpu.sh OUT_DIR unpack SRC   # a new OUT_DIR from SRC's parts, checked first
 #
 # Carrying a run between machines (a device session's files come back as at most 8 files of 16
 # MiB, 64 MiB together, and at most 64 MiB travels to the next one, the repository and the data
@@ -31,7 +31,6 @@
 # with SECONDS 5 to 20 (tests/test_run_scripts.py, --run-slow).
 set -u
 out=${1:?OUT_DIR}; what=${2:?SECONDS, orders, bound, pack or unpack}
-mkdir -p "$out/curve"
 py=${PYTHON:-python3}
 dgm() { PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$py" -c 'import sys; from dgmkit.cli.main import main; sys.exit(main())' "$@"; }
 export PYTHONUNBUFFERED=1
@@ -41,33 +40,12 @@ evalflags=(--device "$device" --seed "${EVAL_SEED:-0}" ${EVAL_EXTRA:-})
 
 case "$what" in
   pack)
-    dest=${3:?DEST}
     [ -f "$run/config.json" ] || { echo "no run in $run to pack" >&2; exit 1; }
-    mkdir -p "$dest"
-    case "$(cd "$dest" && pwd -P)/" in "$(cd "$out" && pwd -P)/"*)
-      echo "DEST must lie outside $out (the parts would pack themselves)" >&2; exit 1;; esac
-    if compgen -G "$dest/moonshot.tgz.part*" > /dev/null; then
-      echo "$dest already holds parts of a packed run: name an empty folder" >&2; exit 1
-    fi
-    (set -o pipefail; tar -C "$out" --exclude="*.lock" -czf - . | split -b 15M -d -a 2 - "$dest/moonshot.tgz.part") || exit 1
-    (cd "$dest" && sha256sum moonshot.tgz.part* > moonshot.sha256) || exit 1
-    parts=$(ls "$dest"/moonshot.tgz.part* | wc -l)
-    mib=$(du -cm "$dest"/moonshot.tgz.part* | tail -n 1 | cut -f1)
-    echo "packed $out into $parts parts, $mib MiB in all, in $dest"
-    if [ $((parts + 1)) -gt 8 ] || [ "$mib" -gt 63 ]; then
-      echo "warning: $((parts + 1)) files and $mib MiB: more than a device session gives back (8 files, 64 MiB)" >&2
-    fi
-    exit 0
+    "$py" benchmarks/carry.py pack "$out" "${3:?DEST}"; exit $?
     ;;
   unpack)
-    src=${3:?SRC}
-    [ -e "$run" ] && { echo "$run exists: unpack into a new OUT_DIR" >&2; exit 1; }
-    [ -f "$src/moonshot.sha256" ] || { echo "no moonshot.sha256 in $src" >&2; exit 1; }
-    (cd "$src" && sha256sum --check --quiet --strict moonshot.sha256) || { echo "the parts in $src are damaged or incomplete" >&2; exit 1; }
-    names=$(cut -c67- "$src/moonshot.sha256")
-    [ "$names" = "$(cd "$src" && ls moonshot.tgz.part*)" ] || { echo "$src holds parts that moonshot.sha256 does not list" >&2; exit 1; }
-    (set -o pipefail; (cd "$src" && cat $names) | tar -C "$out" --no-same-owner --no-same-permissions -xzf -) || exit 1
-    echo "unpacked into $out: go on with benchmarks/moonshot_gpu.sh $out SECONDS"
+    "$py" benchmarks/carry.py unpack "${3:?SRC}" "$out" || exit 1
+    echo "go on with: benchmarks/moonshot_gpu.sh $out SECONDS"
     exit 0
     ;;
   orders|bound)
@@ -80,6 +58,7 @@ case "$what" in
     ;;
 esac
 
+mkdir -p "$out/curve"
 start=$SECONDS
 if [ -f "$run/config.json" ]; then
   dgm train --resume --out "$run" --device "$device" --time-budget "$what" --quiet >> "$out/train.log" 2>&1

@@ -134,7 +134,7 @@ class DDPMSchedule(NoiseSchedule):
         self.register_buffer("params", torch.tensor([1.0 / steps, beta_min, beta_max], dtype=torch.float64))
 
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        eps, b0, b1 = self.params.unbind()  # (tensors: a read of them would wait for a GPU)
+        eps, b0, b1 = self.params.to(t.device, torch.float64).unbind()  # (tensors: a read would wait for a GPU)
         tau = eps + (1 - eps) * t.double()
         a = b0 * tau + 0.5 * (b1 - b0) * tau**2  # -log alpha_bar
         gamma = torch.log(torch.expm1(a))

@@ -1,0 +1,191 @@
+"""A folder (a run, and what a GPU script wrote beside it) carried to another machine as parts of
+at most 15 MiB, with a manifest of their sizes and SHA-256 and the whole archive's, so that a
+device session's few, small files can bring a run back and take it to the next session.
+
+    python benchmarks/carry.py pack FOLDER DEST      # DEST/carry.json and DEST/carry.tgz.part00, 01, ...
+    python benchmarks/carry.py unpack SRC FOLDER     # FOLDER (new, or empty) from SRC's parts
+
+``pack`` refuses a folder in use (a held ``*.lock``: a training or evaluation writing to it),
+one that holds links, and a DEST inside FOLDER or already holding a manifest or parts; ``unpack``
+checks every part and the whole archive against the manifest before it writes anything, refuses
+parts it does not list and archive members that are links or would land outside FOLDER, and
+extracts into a temporary folder beside FOLDER that takes FOLDER's name only once complete.
+Either leaves nothing of its own behind when it fails. Lock files are not carried.
+"""
+
+import fcntl
+import hashlib
+import io
+import json
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+PART_BYTES = 15 * 2**20
+MANIFEST = "carry.json"
+PART_NAME = re.compile(r"carry\.tgz\.part\d{2,4}")
+MAX_PARTS = 1000
+__all__ = ["pack", "unpack", "CarryError"]
+
+
+class CarryError(Exception):
+    """A folder that cannot be packed, or parts that cannot be unpacked; the message says why."""
+
+
+def _held(lock: Path) -> bool:
+    with lock.open("rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def pack(folder: str | Path, dest: str | Path, part_bytes: int = PART_BYTES) -> dict:
+    """Writes FOLDER as DEST/carry.tgz.partNN and DEST/carry.json; returns the manifest."""
+    folder, dest = Path(folder).resolve(), Path(dest).resolve()
+    if not folder.is_dir():
+        raise CarryError(f"{folder} is not a folder")
+    if dest == folder or folder in dest.parents:
+        raise CarryError(f"{dest} lies inside {folder}: the parts would pack themselves")
+    files = sorted(folder.rglob("*"))
+    links = [p for p in files if p.is_symlink()]
+    if links:
+        raise CarryError(f"{folder} holds links ({links[0].relative_to(folder)}), which are not carried")
+    in_use = [p for p in files if p.suffix == ".lock" and p.is_file() and _held(p)]
+    if in_use:
+        raise CarryError(f"{in_use[0]} is held: a command is still writing to {folder}; pack it when that ends")
+    if dest.exists() and any(p.name == MANIFEST or PART_NAME.fullmatch(p.name) for p in dest.iterdir()):
+        raise CarryError(f"{dest} already holds a packed folder: name an empty one")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for p in files:
+            if p.suffix != ".lock":
+                tar.add(p, arcname=str(p.relative_to(folder)), recursive=False)
+    data = buffer.getvalue()
+    pieces = [data[i : i + part_bytes] for i in range(0, len(data), part_bytes)]
+    if len(pieces) > MAX_PARTS:
+        raise CarryError(f"{folder} makes {len(pieces)} parts, more than {MAX_PARTS}")
+    dest.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        parts = []
+        for i, piece in enumerate(pieces):
+            path = dest / f"carry.tgz.part{i:02d}"
+            written.append(path)
+            path.write_bytes(piece)
+            parts.append({"name": path.name, "bytes": len(piece), "sha256": hashlib.sha256(piece).hexdigest()})
+        manifest = {"format": 1, "parts": parts, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        written.append(dest / MANIFEST)
+        (dest / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return manifest
+
+
+def _checked_manifest(src: Path) -> dict:
+    path = src / MANIFEST
+    if not path.is_file() or path.stat().st_size > 2**20:
+        raise CarryError(f"no manifest {path} (or not one that pack wrote)")
+    try:
+        m = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CarryError(f"{path} is not a manifest: {e}") from None
+    digest = re.compile(r"[0-9a-f]{64}")
+    ok = (
+        isinstance(m, dict)
+        and m.get("format") == 1
+        and isinstance(m.get("parts"), list)
+        and 0 < len(m["parts"]) <= MAX_PARTS
+        and all(
+            isinstance(p, dict)
+            and isinstance(p.get("name"), str)
+            and PART_NAME.fullmatch(p["name"])
+            and type(p.get("bytes")) is int
+            and 0 < p["bytes"] <= 2**31
+            and isinstance(p.get("sha256"), str)
+            and digest.fullmatch(p["sha256"])
+            for p in m["parts"]
+        )
+        and [p["name"] for p in m["parts"]] == [f"carry.tgz.part{i:02d}" for i in range(len(m["parts"]))]
+        and type(m.get("bytes")) is int
+        and m["bytes"] == sum(p["bytes"] for p in m["parts"])
+        and isinstance(m.get("sha256"), str)
+        and digest.fullmatch(m["sha256"])
+    )
+    if not ok:
+        raise CarryError(f"{path} is malformed")
+    return m
+
+
+def unpack(src: str | Path, folder: str | Path) -> None:
+    """FOLDER (which must not exist, or be empty) from the parts in SRC, all checked first."""
+    if not hasattr(tarfile, "data_filter"):
+        raise CarryError("unpacking needs tarfile's extraction filters: Python 3.10.12, 3.11.4 or later")
+    src, folder = Path(src).resolve(), Path(folder).resolve()
+    if folder.is_symlink() or (folder.exists() and (not folder.is_dir() or any(folder.iterdir()))):
+        raise CarryError(f"{folder} exists and is not an empty folder: unpack into a new one")
+    m = _checked_manifest(src)
+    listed = {p["name"] for p in m["parts"]}
+    extra = sorted(p.name for p in src.iterdir() if PART_NAME.fullmatch(p.name) and p.name not in listed)
+    if extra:
+        raise CarryError(f"{src} holds parts that {MANIFEST} does not list ({', '.join(extra)})")
+    pieces = []
+    for p in m["parts"]:
+        path = src / p["name"]
+        if not path.is_file() or path.stat().st_size != p["bytes"]:
+            raise CarryError(f"{path} is missing or not of the {p['bytes']} bytes {MANIFEST} gives")
+        piece = path.read_bytes()
+        if hashlib.sha256(piece).hexdigest() != p["sha256"]:
+            raise CarryError(f"{path} is damaged: its SHA-256 is not the one {MANIFEST} gives")
+        pieces.append(piece)
+    data = b"".join(pieces)
+    if hashlib.sha256(data).hexdigest() != m["sha256"]:
+        raise CarryError(f"the parts in {src} do not make the archive {MANIFEST} describes")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.unpacking-", dir=folder.parent))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            members = tar.getmembers()
+            odd = [t.name for t in members if not (t.isfile() or t.isdir())]
+            if odd:
+                raise CarryError(f"the archive holds links or special files ({odd[0]}), which pack never writes")
+            tar.extractall(tmp, filter="data")  # (refuses absolute names and names that leave tmp)
+        if folder.exists():
+            folder.rmdir()  # (empty: checked above)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def main(argv: list[str]) -> int:
+    usage = "usage: carry.py pack FOLDER DEST | carry.py unpack SRC FOLDER"
+    if len(argv) != 3 or argv[0] not in ("pack", "unpack"):
+        print(usage, file=sys.stderr)
+        return 2
+    try:
+        if argv[0] == "pack":
+            m = pack(argv[1], argv[2])
+            files, mib = len(m["parts"]) + 1, m["bytes"] / 2**20
+            print(f"packed {argv[1]} into {len(m['parts'])} parts, {mib:.1f} MiB, in {argv[2]}")
+            if files > 8 or mib > 63:
+                print(f"warning: {files} files and {mib:.1f} MiB: more than a device session gives back "
+                      "(8 files, 64 MiB)", file=sys.stderr)  # fmt: skip
+        else:
+            unpack(argv[1], argv[2])
+            print(f"unpacked {argv[1]} into {argv[2]}")
+    except (CarryError, OSError, tarfile.TarError) as e:
+        print(f"carry.py: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,162 @@
+"""benchmarks/carry.py: a folder carried as checked parts (between device sessions). Round trips,
+and every refusal leaving nothing behind: damaged, missing, extra or unlisted parts, a
+malformed manifest, a crafted archive with a link or a name that leaves the folder, a folder in
+use, a destination inside the folder or already used."""
+
+import fcntl
+import hashlib
+import importlib.util
+import io
+import json
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("carry", Path(__file__).resolve().parents[1] / "benchmarks" / "carry.py")
+carry = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(carry)
+
+
+def _folder(root: Path) -> Path:
+    f = root / "moon"
+    (f / "run" / "orders" / "s0").mkdir(parents=True)
+    (f / "curve").mkdir()
+    (f / "run" / "checkpoint.safetensors").write_bytes(random.Random(0).randbytes(5000))  # (several parts)
+    (f / "run" / "config.json").write_text('{"model": "diffusion"}')
+    (f / "run" / "orders" / "s0" / "order-0.pt").write_bytes(b"\x00\x01" * 3000)
+    (f / "curve" / "points.jsonl").write_text('{"nll": 80.2}\n')
+    (f / "run" / ".dgm.lock").write_bytes(b"")
+    return f
+
+
+def _files(f: Path) -> dict:
+    return {str(p.relative_to(f)): p.read_bytes() for p in sorted(f.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_comes_back_file_for_file_without_its_locks(tmp_path):
+    f = _folder(tmp_path)
+    m = carry.pack(f, tmp_path / "parts", part_bytes=1000)
+    parts = sorted((tmp_path / "parts").glob("carry.tgz.part*"))
+    assert len(parts) == len(m["parts"]) > 1 and all(p.stat().st_size <= 1000 for p in parts)
+    carry.unpack(tmp_path / "parts", tmp_path / "back")
+    expected = {k: v for k, v in _files(f).items() if not k.endswith(".lock")}
+    assert _files(tmp_path / "back") == expected and "run/orders/s0/order-0.pt" in expected
+    (tmp_path / "empty").mkdir()
+    carry.unpack(tmp_path / "parts", tmp_path / "empty")  # an empty folder may be named too
+    assert _files(tmp_path / "empty") == expected
+
+
+def test_pack_refuses_a_folder_in_use_a_link_and_a_destination_inside_or_used(tmp_path):
+    f = _folder(tmp_path)
+    with pytest.raises(carry.CarryError, match="inside"):
+        carry.pack(f, f / "parts")
+    with (f / "run" / ".dgm.lock").open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(carry.CarryError, match="is held"):
+            carry.pack(f, tmp_path / "parts")
+    assert not (tmp_path / "parts").exists()
+    carry.pack(f, tmp_path / "parts")  # (the lock let go)
+    with pytest.raises(carry.CarryError, match="already holds"):
+        carry.pack(f, tmp_path / "parts")
+    (f / "run" / "elsewhere").symlink_to(tmp_path)
+    with pytest.raises(carry.CarryError, match="links"):
+        carry.pack(f, tmp_path / "parts2")
+
+
+def _refused(tmp_path: Path, src: Path, match: str) -> None:
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(carry.CarryError, match=match):
+        carry.unpack(src, tmp_path / "back")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no folder, no temporary one
+
+
+def _edit(manifest: Path, change) -> None:
+    m = json.loads(manifest.read_text())
+    change(m)
+    manifest.write_text(json.dumps(m))
+
+
+def test_unpack_checks_every_part_and_the_whole_before_it_writes(tmp_path):
+    f = _folder(tmp_path)
+    src = tmp_path / "parts"
+    carry.pack(f, src, part_bytes=1000)
+    last = sorted(src.glob("carry.tgz.part*"))[-1]
+    good = last.read_bytes()
+    last.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    _refused(tmp_path, src, "damaged")
+    last.write_bytes(good[:-1])
+    _refused(tmp_path, src, "missing or not of")
+    last.write_bytes(good)
+    (src / "carry.tgz.part99").write_bytes(b"x")
+    _refused(tmp_path, src, "does not list")
+    (src / "carry.tgz.part99").unlink()
+    saved = (src / "carry.json").read_text()
+
+    def drop_last(m):  # a tail gone from the manifest and the folder alike
+        gone = m["parts"].pop()
+        m["bytes"] -= gone["bytes"]
+
+    _edit(src / "carry.json", drop_last)
+    last.unlink()
+    _refused(tmp_path, src, "do not make the archive")
+    (src / "carry.json").write_text(saved)
+    last.write_bytes(good)
+    (tmp_path / "back").mkdir()
+    (tmp_path / "back" / "kept").write_text("mine")
+    with pytest.raises(carry.CarryError, match="not an empty folder"):
+        carry.unpack(src, tmp_path / "back")
+    assert (tmp_path / "back" / "kept").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m.update(format=2),
+        lambda m: m.update(parts=[]),
+        lambda m: m["parts"][0].update(name="../carry.tgz.part00"),
+        lambda m: m["parts"][0].update(bytes=-1),
+        lambda m: m["parts"][0].update(bytes=True),
+        lambda m: m["parts"][0].update(sha256="zz"),
+        lambda m: m.update(bytes=m["bytes"] + 1),
+        lambda m: m["parts"].reverse(),
+        lambda m: m.clear(),
+    ],
+)
+def test_a_malformed_manifest_is_refused(tmp_path, change):
+    carry.pack(_folder(tmp_path), tmp_path / "parts", part_bytes=1000)
+    _edit(tmp_path / "parts" / "carry.json", change)
+    _refused(tmp_path, tmp_path / "parts", "malformed")
+
+
+def _crafted(src: Path, members: list[tarfile.TarInfo], data: bytes = b"x") -> None:
+    """Parts and a manifest, consistent, for an archive that pack would never write."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for t in members:
+            tar.addfile(t, io.BytesIO(data) if t.isfile() else None)
+    blob = buffer.getvalue()
+    src.mkdir()
+    (src / "carry.tgz.part00").write_bytes(blob)
+    digest = hashlib.sha256(blob).hexdigest()
+    part = {"name": "carry.tgz.part00", "bytes": len(blob), "sha256": digest}
+    (src / "carry.json").write_text(json.dumps({"format": 1, "parts": [part], "bytes": len(blob), "sha256": digest}))
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfile.TarInfo:
+    t = tarfile.TarInfo(name)
+    t.type, t.linkname, t.size = kind, target, 1 if kind == tarfile.REGTYPE else 0
+    return t
+
+
+def test_a_crafted_archive_with_a_link_or_a_name_outside_the_folder_writes_nothing(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    _crafted(tmp_path / "a", [_member("run", tarfile.SYMTYPE, str(victim)), _member("run/f")])
+    _refused(tmp_path, tmp_path / "a", "links")
+    _crafted(tmp_path / "b", [_member("../escaped")])
+    with pytest.raises(tarfile.TarError):  # (tarfile's data filter)
+        carry.unpack(tmp_path / "b", tmp_path / "back")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "back").exists()
+    assert not list(tmp_path.glob(".back.unpacking-*")) and not any(victim.iterdir())
