@@ -56,6 +56,8 @@ MODELS = {  # name: (preset, overrides)
     "realnvp": ("flow-mnist-realnvp.toml", {}),
     "masked-diffusion": ("diffusion-bmnist-masked.toml", {}),
     "residual-hvae": ("hvae-residual-cpu-hour.toml", {}),
+    "glow": ("flow-mnist-glow.toml", {}),
+    "vdm": ("diffusion-mnist-vdm.toml", {}),
 }
 
 
