@@ -112,3 +112,36 @@ def test_the_codebook_learns_in_float32_under_bf16_autocast():
     for t in (vq.embedding, vq.embed_sum, vq.cluster_size):
         assert t.dtype == torch.float32 and torch.isfinite(t).all()
     assert out.indices.shape == (4, 5, 5)
+
+
+def test_dead_codes_restart_without_a_read_as_on_a_gpu(monkeypatch):
+    """On a GPU (and when compiled) the restart of dead codes reads nothing back: every code
+    draws a vector of the batch and keeps it where it is dead. Only the dead codes move, each to
+    a vector of the batch with a count of 1, and the far code of the test above is restarted on
+    the data and stays alive."""
+    vq = VectorQuantizer(6, 3, channel_dim=-1, kmeans_init=False, decay=0.5, dead_threshold=0.5).train()
+    flat = torch.randn(50, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        vq.cluster_size.copy_(torch.tensor([0.1, 2.0, 0.3, 5.0, 1.0, 0.0]))
+    before = vq.embedding.clone()
+    torch.manual_seed(0)
+    vq._restart_unread(flat, vq.cluster_size < vq.dead_threshold)
+    dead = torch.tensor([True, False, True, False, False, True])
+    assert torch.equal(vq.embedding[~dead], before[~dead])
+    assert all(any(torch.equal(e, v) for v in flat) for e in vq.embedding[dead])
+    assert torch.equal(vq.embed_sum[dead], vq.embedding[dead])
+    assert vq.cluster_size.tolist() == [1.0, 2.0, 1.0, 5.0, 1.0, 1.0]
+
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # the path a GPU takes
+    g = torch.Generator().manual_seed(3)
+    centres = torch.tensor([[5.0, 0, 0], [-5, 0, 0], [0, 5, 0], [0, -5, 0]])
+    z = centres[torch.randint(4, (400,), generator=g)] + 0.1 * torch.randn(400, 3, generator=g)
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 3, channel_dim=-1, kmeans_init=False, decay=0.5, dead_threshold=0.01).train()
+    with torch.no_grad():
+        vq.embedding[0] = torch.tensor([100.0, 100, 100])
+        vq.embed_sum[0] = vq.embedding[0]
+    for _ in range(12):
+        vq(z)
+    assert torch.cdist(vq.embedding[:1], z).min() < 1.0
+    assert (vq.cluster_size > 0.01).all()

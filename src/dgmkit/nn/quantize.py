@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dgmkit.nn.data_init import DataInitialised
+
 __all__ = ["VectorQuantizer", "Quantized", "perplexity"]
 
 
@@ -50,14 +52,13 @@ def perplexity(counts: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum())
 
 
-class VectorQuantizer(nn.Module):
+class VectorQuantizer(DataInitialised):
     """See the module docstring. ``channel_dim``: the dimension that holds the vectors (1 for
     image-shaped maps (B, D, H, W); -1 for (B, ..., D))."""
 
     embedding: torch.Tensor
     cluster_size: torch.Tensor
     embed_sum: torch.Tensor
-    initialized: torch.Tensor
 
     def __init__(
         self,
@@ -91,7 +92,7 @@ class VectorQuantizer(nn.Module):
             self.register_buffer("embed_sum", init.clone())
         else:
             self.embedding = nn.Parameter(init)
-        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        self._register_initialized(not kmeans_init)
 
     # ------------------------------------------------------------ shapes
     def _flatten(self, z: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -128,14 +129,14 @@ class VectorQuantizer(nn.Module):
         for _ in range(self.kmeans_iters):
             k = _nearest(flat, centres)
             sums = torch.zeros_like(centres).index_add_(0, k, flat)
-            counts = torch.bincount(k, minlength=self.num_codes).to(flat.dtype)
+            counts = _counts(k, self.num_codes).to(flat.dtype)
             centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
         self.embedding.data.copy_(centres)
         if self.use_ema:
-            counts = torch.bincount(_nearest(flat, centres), minlength=self.num_codes).to(flat.dtype)
+            counts = _counts(_nearest(flat, centres), self.num_codes).to(flat.dtype)
             self.cluster_size.copy_(counts.clamp_min(1.0))
             self.embed_sum.copy_(centres * self.cluster_size[:, None])
-        self.initialized.fill_(True)
+        self._mark_initialized()
 
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, k: torch.Tensor, counts: torch.Tensor) -> None:
@@ -154,7 +155,9 @@ class VectorQuantizer(nn.Module):
         self.embedding.copy_(self.embed_sum / smoothed[:, None])
         if self.restart_dead:
             dead = self.cluster_size < self.dead_threshold
-            if dead.any():
+            if not parallel and (flat.device.type != "cpu" or torch.compiler.is_compiling()):
+                self._restart_unread(flat, dead)
+            elif dead.any():
                 picks = flat[torch.randint(len(flat), (int(dead.sum()),), device=flat.device)]
                 self.embedding[dead] = picks
                 self.embed_sum[dead] = picks
@@ -163,13 +166,24 @@ class VectorQuantizer(nn.Module):
                     for t in (self.embedding, self.embed_sum, self.cluster_size):
                         dist.broadcast(t, src=0)
 
+    @torch.no_grad()
+    def _restart_unread(self, flat: torch.Tensor, dead: torch.Tensor) -> None:
+        """The restart of dead codes without reading which are dead (on a GPU, a read waits for
+        the device; under torch.compile it ends the graph): a random vector of the batch drawn
+        for every code, taken where the code is dead."""
+        picks = flat[torch.randint(len(flat), (self.num_codes,), device=flat.device)].to(self.embedding.dtype)
+        alive = ~dead[:, None]
+        self.embedding.copy_(torch.where(alive, self.embedding, picks))
+        self.embed_sum.copy_(torch.where(alive, self.embed_sum, picks))
+        self.cluster_size.copy_(torch.where(dead, torch.ones_like(self.cluster_size), self.cluster_size))
+
     # ------------------------------------------------------------ forward
     def forward(self, z_e: torch.Tensor) -> Quantized:
         flat, shape = self._flatten(z_e)
-        if self.training and not bool(self.initialized):
+        if self.training and self.needs_initialising():
             self._kmeans(flat.detach().to(self.embedding.dtype))  # float32 counts and means under autocast
         k = self.nearest(flat.detach())
-        counts = torch.bincount(k, minlength=self.num_codes)
+        counts = _counts(k, self.num_codes)
         e = self.embedding[k]
         batch = z_e.shape[0]
         commitment = self.commitment_weight * (flat - e.detach()).square().reshape(batch, -1).sum(1)
@@ -181,6 +195,12 @@ class VectorQuantizer(nn.Module):
             codebook = (flat.detach() - e).square().reshape(batch, -1).sum(1)
         z_q = flat + (e - flat).detach()  # straight-through: the gradient reaches z_e unchanged
         return Quantized(self._unflatten(z_q, shape), k.reshape(shape[:-1]), commitment, codebook, counts)
+
+
+def _counts(k: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """How often each of the codes 0..K-1 occurs in k (K,), int64: bincount's numbers, in a
+    shape known without looking at k (bincount's depends on k's largest value)."""
+    return torch.zeros(num_codes, dtype=torch.int64, device=k.device).scatter_add_(0, k, torch.ones_like(k))
 
 
 def _nearest(flat: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:

@@ -3,33 +3,26 @@
 import torch
 from torch import nn
 
+from dgmkit.nn.data_init import DataInitialised
 from dgmkit.transforms.base import Bijection
 
 __all__ = ["ActNorm"]
 
 
-class ActNorm(Bijection):
+class ActNorm(DataInitialised, Bijection):
     """z = (x - bias) * exp(log_scale), one bias and scale per channel (dim 1).
 
     Data-dependent initialisation: the first forward pass in training mode sets them so that
     that batch has zero mean and unit variance per channel. ``initialized`` is saved with the
-    weights, so a loaded model is not initialised again. The host reads that flag until it has
-    seen it set (and again after a load), not in every step: on a GPU each read waits for the
-    device, and under torch.compile it would end the graph.
+    weights, so a loaded model is not initialised again (``DataInitialised``: read by the host
+    until it is seen set).
     """
-
-    initialized: torch.Tensor
 
     def __init__(self, channels: int):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
         self.log_scale = nn.Parameter(torch.zeros(channels))
-        self.register_buffer("initialized", torch.tensor(False))
-        self._seen_initialized = False  # the host's copy of ``initialized``, once it is True
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self._seen_initialized = False  # (the loaded flag is read at the next training pass)
+        self._register_initialized(False)
 
     def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return t.view(1, -1, *[1] * (x.dim() - 2))
@@ -42,15 +35,11 @@ class ActNorm(Bijection):
         flat = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, B * H * W)
         self.bias.copy_(flat.mean(1))
         self.log_scale.copy_(-torch.log(flat.std(1, unbiased=False).clamp_min(1e-6)))
-        self.initialized.fill_(True)
-        self._seen_initialized = True
+        self._mark_initialized()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.training and not self._seen_initialized:
-            if bool(self.initialized):
-                self._seen_initialized = True
-            else:
-                self.initialize(x)
+        if self.training and self.needs_initialising():
+            self.initialize(x)
         z = (x - self._view(self.bias, x)) * self._view(self.log_scale.exp(), x)
         return z, (self.log_scale.sum() * self._spatial(x)).expand(x.shape[0])
 
