@@ -58,6 +58,7 @@ MODELS = {  # name: (preset, overrides)
     "residual-hvae": ("hvae-residual-cpu-hour.toml", {}),
     "glow": ("flow-mnist-glow.toml", {}),
     "vdm": ("diffusion-mnist-vdm.toml", {}),
+    "vqvae": ("vqvae-bmnist.toml", {}),
 }
 
 

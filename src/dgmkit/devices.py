@@ -12,7 +12,7 @@ import torch
 
 from dgmkit.errors import ConfigError
 
-__all__ = ["DEVICE_CHOICES", "check_device_name", "resolve_device", "device_of"]
+__all__ = ["DEVICE_CHOICES", "check_device_name", "resolve_device", "device_of", "reads_are_free"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -55,3 +55,11 @@ def device_of(module: torch.nn.Module) -> torch.device:
     for b in module.buffers():
         return b.device
     return torch.device("cpu")
+
+
+def reads_are_free(t: torch.Tensor) -> bool:
+    """Whether the host may read ``t``'s values (``float(t)``, ``bool(t)``) at no cost: on the
+    CPU, outside ``torch.compile``. On a GPU a read waits for the device, and under
+    torch.compile it ends the graph; code in a training step that would read chooses a way that
+    does not there."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()

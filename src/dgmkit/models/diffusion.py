@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dgmkit._rng import seeded_by
+from dgmkit.devices import reads_are_free
 from dgmkit.models.base import AnyOrderModel, GenerativeModel, TimeSampledBound
 from dgmkit.models.noise_schedule import LearnedSchedule, NoiseSchedule
 from dgmkit.nn.unet import UNet
@@ -157,7 +158,7 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         it ends the graph. There every level is summed: the same value (the window leaves out
         less than L exp(-72) of the normaliser) at no read, for L times the work of an
         elementwise term, which a GPU does in microseconds."""
-        if gamma_0.device.type != "cpu" or torch.compiler.is_compiling():
+        if not reads_are_free(gamma_0):
             return None
         levels, width = self.num_levels, 2.0 / self.num_levels
         g0 = float(gamma_0.detach())

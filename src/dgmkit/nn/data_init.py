@@ -15,6 +15,7 @@ class DataInitialised(nn.Module):
     in a training pass, and call ``_mark_initialized()`` when they have initialised."""
 
     initialized: torch.Tensor
+    _seen_initialized: bool = False  # (until _register_initialized, or in a module pickled before it existed)
 
     def _register_initialized(self, value: bool) -> None:
         self.register_buffer("initialized", torch.tensor(value))

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dgmkit.devices import reads_are_free
 from dgmkit.nn.data_init import DataInitialised
 
 __all__ = ["VectorQuantizer", "Quantized", "perplexity"]
@@ -82,7 +83,7 @@ class VectorQuantizer(DataInitialised):
         self.num_codes, self.dim = num_codes, dim
         self.commitment_weight, self.use_ema, self.decay, self.eps = commitment, ema, decay, eps
         self.kmeans_iters = kmeans_iters if kmeans_init else 0
-        self.restart_dead = restart_dead and ema
+        self.restart_dead = restart_dead and ema and dead_threshold > 0  # (no count is below 0)
         self.dead_threshold = dead_threshold
         self.channel_dim = channel_dim
         init = torch.randn(num_codes, dim) / dim**0.5
@@ -155,7 +156,7 @@ class VectorQuantizer(DataInitialised):
         self.embedding.copy_(self.embed_sum / smoothed[:, None])
         if self.restart_dead:
             dead = self.cluster_size < self.dead_threshold
-            if not parallel and (flat.device.type != "cpu" or torch.compiler.is_compiling()):
+            if not parallel and not reads_are_free(flat):
                 self._restart_unread(flat, dead)
             elif dead.any():
                 picks = flat[torch.randint(len(flat), (int(dead.sum()),), device=flat.device)]
@@ -171,7 +172,9 @@ class VectorQuantizer(DataInitialised):
         """The restart of dead codes without reading which are dead (on a GPU, a read waits for
         the device; under torch.compile it ends the graph): a random vector of the batch drawn
         for every code, taken where the code is dead."""
-        picks = flat[torch.randint(len(flat), (self.num_codes,), device=flat.device)].to(self.embedding.dtype)
+        if not len(flat):  # (no vector to restart a code at: a map of no positions)
+            return
+        picks = flat[torch.randint(len(flat), (self.num_codes,), device=flat.device)]
         alive = ~dead[:, None]
         self.embedding.copy_(torch.where(alive, self.embedding, picks))
         self.embed_sum.copy_(torch.where(alive, self.embed_sum, picks))
