@@ -120,8 +120,9 @@ def test_every_family_traces_as_one_graph_also_for_a_batch_of_another_size(name,
     (``float(tensor)``) breaks the graph there, as it waits for a GPU in every step (the VDM's
     reconstruction window, the DDPM schedule's constants, ActNorm's and the VQ-VAE codebook's
     flag, the codebook's dead codes and its counts by bincount). Dynamo traces each family's step,
-    with its eager backend, for a full and a short batch: one graph for each (after an eager
-    step, as torch.distributions' KL lookup breaks the first graph it is traced in)."""
+    with its eager backend, for full and short batches while the KL weight and the objective's
+    own schedules move: one graph for each batch size (after an eager step, as
+    torch.distributions' KL lookup breaks the first graph it is traced in)."""
     try:
         cfg = RunConfig.of(model=name, **change)
         model = build_model(cfg, (1, 8, 8), 2)
@@ -149,7 +150,8 @@ def test_every_family_traces_as_one_graph_also_for_a_batch_of_another_size(name,
     model.train()
     with complete_data():  # (as the Trainer trains on data without missing entries: no look for them)
         step(x[:8], 1.0, y)  # (eager)
-        for rows in (8, 5):  # (a full batch, then the short last one)
-            forward(x[:rows], 1.0, None if y is None else y[:rows]).loss.mean().backward()
+        for step, (rows, beta) in enumerate([(8, 0.5), (8, 0.6), (5, 0.7), (5, 1.0)]):  # (the last batch short)
+            objective.update(1000 * step)  # (a schedule of the objective's own moves on, as in training)
+            forward(x[:rows], beta, None if y is None else y[:rows]).loss.mean().backward()
             assert forward.failure is None, f"a batch of {rows} rows: {forward.failure}"
     assert len(graphs) == 2, f"{len(graphs)} graphs for two batch sizes"

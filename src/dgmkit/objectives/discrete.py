@@ -50,9 +50,20 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
         self.anneal_rate = anneal_rate
         self.straight_through = straight_through
         self.temperature = temperature
+        self._tau: torch.Tensor | None = None  # the temperature as the step reads it (see ``_temperature``)
 
     def update(self, step: int) -> None:
         self.temperature = max(self.temperature_min, self.temperature0 * math.exp(-self.anneal_rate * step))
+        if self._tau is not None:
+            self._tau.fill_(self.temperature)
+
+    def _temperature(self, like: torch.Tensor) -> torch.Tensor:
+        """The temperature as a tensor on ``like``'s device, changed in place by ``update``: under
+        torch.compile a number that changes in every step would compile the step again (and
+        again, or end CUDA graphs), a tensor's value does not."""
+        if self._tau is None or self._tau.device != like.device or self._tau.dtype != like.dtype:
+            self._tau = torch.tensor(self.temperature, device=like.device, dtype=like.dtype)
+        return self._tau
 
     def __call__(self, model: CategoricalVAE, x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
         q = model.posterior(x)
@@ -61,7 +72,7 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
         hard = F.one_hot(perturbed.argmax(-1), logits.shape[-1]).to(logits.dtype)  # an exact sample of q
         kl = kl_divergence(q, model.prior())
         if model.training:
-            soft = torch.softmax(perturbed / self.temperature, -1)
+            soft = torch.softmax(perturbed / self._temperature(perturbed), -1)
             z = hard + soft - soft.detach() if self.straight_through else soft
             relaxed = model.likelihood(z).log_prob(x)
             with torch.no_grad():
