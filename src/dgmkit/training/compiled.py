@@ -13,6 +13,12 @@ its kernels are replayed in one launch, where a small model would otherwise wait
 launch each of them. The KL weight reaches the compiled step as a tensor (``weight``), so that
 a warm-up, which changes it in every step, does not compile the step again for each value.
 
+The first call of a run (or of a resumed run) is eager. What a model or library fills in
+Python on its first pass is then filled before dynamo traces the step: torch.distributions'
+KL lookup (traced while empty, it breaks the graph, and dynamo leaves the KL function eager
+in every later step), a lazily made tensor, the data-dependent initialisation of ActNorm and
+of a k-means codebook.
+
 Compiled code draws its random numbers with its own generator (inductor's), seeded from the
 global one: a compiled run is repeatable from its seed but does not draw what the eager run
 draws, so its numbers are of the same kind, not the same bits.
@@ -50,8 +56,12 @@ class CompiledOrEager:
         except Exception as e:  # noqa: BLE001 - torch.compile itself refused (an unsupported set-up): said once
             self._give_up(e)
         self._weight = torch.zeros((), device=device)  # the KL weight, as the compiled step reads it
+        self._eager_first = True  # (see the module)
 
     def __call__(self, x: torch.Tensor, beta: float, *args):
+        if self._eager_first:
+            self._eager_first = False
+            return self.module(x, beta, *args)
         if self.compiled is not None:
             try:
                 if self.graphs:
