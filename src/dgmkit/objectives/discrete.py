@@ -61,8 +61,8 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
         """The temperature as a tensor on ``like``'s device, changed in place by ``update``: under
         torch.compile a number that changes in every step would compile the step again (and
         again, or end CUDA graphs), a tensor's value does not."""
-        if self._tau is None or self._tau.device != like.device or self._tau.dtype != like.dtype:
-            self._tau = torch.tensor(self.temperature, device=like.device, dtype=like.dtype)
+        if self._tau is None or self._tau.device != like.device:  # (float32: a 0-d tensor keeps like's dtype)
+            self._tau = torch.tensor(self.temperature, device=like.device, dtype=torch.float32)
         return self._tau
 
     def __call__(self, model: CategoricalVAE, x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
