@@ -376,3 +376,50 @@ def test_layer_hidden_is_refused_where_it_would_mean_nothing(settings, match):
 
     with pytest.raises(ConfigError, match=match):
         RunConfig.of(model="hvae", **settings)
+
+
+def _dense_layers(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    return {n: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
+            for n, m in model.named_modules() if isinstance(m, nn.Linear)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(model="hvae", encoder="gated", posterior="top-down", prior="vampprior", hidden=[300, 300]),
+        dict(model="vae", encoder="gated", hidden=[300, 300], prior="flow", posterior="iaf", latent_dim=8),
+    ],
+    ids=["reference HVAE", "VAE with flows"],
+)
+def test_he_initialisation_draws_each_dense_layer_outside_a_flow(settings):
+    """``init = "he"``: every dense layer's weights N(0, 2 / fan_in), as the VampPrior reference
+    code draws them; biases, pseudo-inputs and the layers of a flow (prior or IAF posterior) as
+    they were built."""
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.transforms.base import Bijection
+
+    def built(init):
+        return build_model(RunConfig.of(dataset="digits", init=init, seed=3, **settings), (1, 8, 8), 2)
+
+    default, he = built("default"), built("he")
+    flows = {f"{n}.{m}".strip(".") for n, b in he.named_modules() if isinstance(b, Bijection) for m, _ in b.named_modules()}
+    before, after = _dense_layers(default), _dense_layers(he)
+    assert before.keys() == after.keys()
+    assert bool(flows & after.keys()) == (settings.get("prior") == "flow")  # the flows hold dense layers
+    drawn = 0
+    for name, (w, b) in after.items():
+        w0, b0 = before[name]
+        assert b is None or torch.equal(b, b0)
+        if name in flows:
+            assert torch.equal(w, w0), name
+            continue
+        drawn += 1
+        assert not torch.equal(w, w0), name
+        if w.numel() >= 2000:  # moments of many draws
+            assert abs(w.std().item() / math.sqrt(2 / w.shape[1]) - 1) < 0.1, name
+            assert abs(w.mean().item()) < 0.1 * math.sqrt(2 / w.shape[1]), name
+    assert drawn >= 4
+    for (n0, p0), p1 in zip(default.named_parameters(), he.parameters()):
+        if "pseudo" in n0:
+            assert torch.equal(p0, p1)
+    assert all(torch.equal(a, b) for a, b in zip(he.parameters(), built("he").parameters()))  # seeded

@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from dgmkit.config import RunConfig, build_model, build_objective
+from dgmkit.config import RunConfig, build_model, build_objective, trainer_options
 from dgmkit.data import load_dataset, make_transform
 from dgmkit.errors import ConfigError
+from dgmkit.objectives import ELBO
 from dgmkit.training import (
     ChannelsLast,
     KLWarmup,
     LabelledRows,
     MovingAverage,
     Mutation,
+    NormalisedGradients,
     Precision,
     StepGuard,
     TimeBudget,
@@ -58,6 +60,8 @@ def _trainer(digits, parts=(), **kw) -> Trainer:
         (lambda: LabelledRows(-1), "labelled rows"),
         (lambda: LabelledRows(2.5), "labelled rows"),
         (lambda: TimeBudget(0.0), "time budget"),
+        (lambda: NormalisedGradients(0.0), "normalisation"),
+        (lambda: NormalisedGradients(math.nan), "normalisation"),
         (lambda: TimeBudget(math.inf), "time budget"),
     ],
 )
@@ -203,3 +207,77 @@ def test_channels_last_hands_the_forward_pass_nhwc_images(digits):
     t.forward(torch.zeros(2, 5), 1.0)
     assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
     assert seen[1].shape == (2, 5) and seen[1].is_contiguous()
+
+
+# ---------------------------------------------------------------- gradient normalisation
+def _adam_normgrad_reference(params, grads_per_step, lr, betas=(0.9, 0.999), eps=1e-8, norm_eps=1e-7):
+    """Tomczak & Welling's AdamNormGrad, written out: each tensor's gradient divided by its norm
+    (+ 1e-7), then Adam's moments and bias-corrected step."""
+    params = [p.detach().clone() for p in params]
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    for t, grads in enumerate(grads_per_step, 1):
+        for i, g in enumerate(grads):
+            g = g / (g.norm() + norm_eps)
+            m[i] = betas[0] * m[i] + (1 - betas[0]) * g
+            v[i] = betas[1] * v[i] + (1 - betas[1]) * g * g
+            step = lr * math.sqrt(1 - betas[1] ** t) / (1 - betas[0] ** t)
+            params[i] = params[i] - step * m[i] / (v[i].sqrt() + eps)
+    return params
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_normalised_gradients_make_adam_the_reference_adam_normgrad(fused):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    start = [p.detach().clone() for p in net.parameters()]
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01, fused=fused)
+    NormalisedGradients().attach(SimpleNamespace(optimizer=optimizer))
+    seen = []
+    for step in range(6):
+        x = torch.randn(16, 5)
+        loss = (net(x) ** 2).sum() * 10.0 ** (3 * (step % 3) - 3)  # gradients of very different sizes
+        optimizer.zero_grad()
+        loss.backward()
+        seen.append([p.grad.detach().clone() for p in net.parameters()])
+        optimizer.step()
+    expected = _adam_normgrad_reference(start, seen, lr=0.01)
+    for p, e in zip(net.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6)
+
+
+class _StepScaledELBO(ELBO):
+    """The ELBO whose loss is 1000 times larger at every odd step: plain Adam weighs those steps
+    more, Adam on normalised gradients does not see the difference."""
+
+    scale = 1.0
+
+    def update(self, step: int) -> None:
+        self.scale = 1000.0 if step % 2 else 1.0
+
+    def __call__(self, model, x, beta=1.0):
+        terms = super().__call__(model, x, beta)
+        return terms._replace(loss=terms.loss * self.scale)
+
+
+def test_a_trainer_with_normalised_gradients_does_not_see_the_size_of_a_step(digits):
+    def weights(objective, parts):
+        torch.manual_seed(0)
+        model = build_model(CFG, digits.event_shape, digits.num_levels)
+        transform = make_transform("bernoulli", digits)
+        t = Trainer(model, objective, digits.train, transform, progress=False, device="cpu", parts=parts, epochs=2)
+        t.fit()
+        assert t.step == 2 * t.steps_per_epoch >= 8
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    normalised = weights(ELBO(), [NormalisedGradients()])
+    torch.testing.assert_close(weights(_StepScaledELBO(), [NormalisedGradients()]), normalised, rtol=1e-4, atol=1e-5)
+    plain = weights(ELBO(), [])
+    assert (weights(_StepScaledELBO(), []) - plain).abs().max() > 1e-3  # plain Adam does
+    assert (plain - normalised).abs().max() > 1e-3
+
+
+def test_the_config_setting_adds_the_part():
+    on = trainer_options(RunConfig.of(dataset="digits", normalise_gradients=True))["parts"]
+    off = trainer_options(RunConfig.of(dataset="digits"))["parts"]
+    assert NormalisedGradients() in on and not any(isinstance(p, NormalisedGradients) for p in off)

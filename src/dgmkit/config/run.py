@@ -25,6 +25,7 @@ from dgmkit.training.parts import (
     Compile,
     MovingAverage,
     Mutation,
+    NormalisedGradients,
     Precision,
     StepGuard,
     TimeBudget,
@@ -111,6 +112,8 @@ def trainer_options(cfg: RunConfig) -> dict:
     parts: list[TrainingPart] = [Precision(o.precision)]
     if o.grad_clip is not None or o.skip_grad_norm is not None or o.skip_grad_factor is not None:
         parts.append(StepGuard(o.grad_clip, o.skip_grad_norm, o.skip_grad_factor))
+    if o.normalise_gradients:
+        parts.append(NormalisedGradients())
     if o.ema > 0:
         parts.append(MovingAverage(o.ema))
     if o.mutation_rate > 0:

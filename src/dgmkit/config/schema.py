@@ -129,6 +129,11 @@ class OptimConfig:
         gt=1,
         max=1e6,
     )
+    normalise_gradients: bool = setting(
+        False,
+        "scale each parameter's gradient to unit norm before every Adam step (the VampPrior reference code's "
+        "optimiser, AdamNormGrad; after any clipping)",
+    )
     time_budget: float | None = setting(
         None,
         "seconds of training this command may take: it stops at the end of the step in which they run out, with a "

@@ -110,11 +110,19 @@ class FamilyConfig(ABC):
         """The model for data of ``event_shape`` with ``num_levels`` levels (None: continuous).
         ``init_data``: transformed training data, where ``needs_init_data`` says so; ``seed``:
         the run's seed, for what a family draws at build time (an order of the pixels, ...)."""
-        return self.model_for(DataSpec.of(event_shape, num_levels, init_data, seed))
+        model = self.model_for(DataSpec.of(event_shape, num_levels, init_data, seed))
+        self.initialise_weights(model)
+        return model
 
     @abstractmethod
     def model_for(self, data: "DataSpec") -> GenerativeModel:
         """The family's model for ``data`` (checked: see ``DataSpec``)."""
+
+    def initialise_weights(self, model: GenerativeModel) -> None:
+        """Re-draw the built model's initial weights where a setting asks for another
+        initialisation (from torch's global RNG, which the run's seed seeds); by default the
+        layers keep their own."""
+        return None
 
     def training_objective(self) -> Objective:
         """What gradient training minimizes (families fitted otherwise have none)."""

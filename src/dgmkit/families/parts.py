@@ -22,10 +22,12 @@ from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families.base import DataSpec
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
+from dgmkit.nn.conv import he_init
 from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
 from dgmkit.settings import setting
 from dgmkit.training.parts import KLWarmup, LabelledRows, TrainingPart
 from dgmkit.transforms import VECTOR_FLOWS
+from dgmkit.transforms.base import Bijection
 
 __all__ = [
     "LikelihoodSettings",
@@ -134,6 +136,16 @@ class NetworkSettings:
         [32, 64], "conv: channels of the two stride-2 convolution stages, input side first", min=1, max=4096
     )
     activation: Activation = setting("relu", "the networks' activation")
+    init: Literal["default", "he"] = setting(
+        "default",
+        "the dense layers' initial weights: each layer's default, or He et al.'s N(0, 2/fan_in) in every dense layer "
+        "outside a flow, biases as they were (the VampPrior reference code's initialisation)",
+    )
+
+    def initialise_weights(self, model: nn.Module) -> None:
+        if self.init == "he":
+            inside_flows = {id(m) for b in model.modules() if isinstance(b, Bijection) for m in b.modules()}
+            he_init((m for m in model.modules() if isinstance(m, nn.Linear) and id(m) not in inside_flows), zero_bias=False)
 
     def check_networks(self, event_shape: tuple[int, ...]) -> None:
         conv = "conv" in (self.encoder, self.decoder or self.encoder)

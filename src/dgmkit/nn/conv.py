@@ -5,7 +5,7 @@ small, then maps to a vector; the decoder mirrors it with transposed convolution
 for 28x28 (28 -> 14 -> 7) and 8x8 (8 -> 4 -> 2) images, and any size divisible by 4.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import cast
 
 import torch
@@ -13,17 +13,18 @@ from torch import nn
 
 from dgmkit.nn.mlp import activation
 
-__all__ = ["ConvEncoderNet", "ConvDecoderNet", "ResidualStack", "DownsamplingEncoder", "UpsamplingDecoder"]
+__all__ = ["he_init", "ConvEncoderNet", "ConvDecoderNet", "ResidualStack", "DownsamplingEncoder", "UpsamplingDecoder"]
 
 
-def he_init(layers: Sequence[nn.Module]) -> None:
+def he_init(layers: Iterable[nn.Module], zero_bias: bool = True) -> None:
     """He initialisation (zero-mean normal, variance 2 / fan-in, zero bias) for layers followed by
     a ReLU-like activation, so that a signal keeps its scale through the stack. PyTorch's default
     shrinks it at every layer (by about 1/sqrt(3)), and through a transposed convolution, whose
     fan-in it takes from the wrong weight axis, by far more: at that default a conv decoder's output
     on the 8x8 digits moved 30 times less with z than an MLP decoder's, and the posterior
     collapsed before the networks learned to use z. The fan-in of a transposed convolution is its
-    input channels times the kernel taps that reach each output pixel (k^2 / stride^2)."""
+    input channels times the kernel taps that reach each output pixel (k^2 / stride^2).
+    ``zero_bias=False`` keeps the biases as they are (the VampPrior reference code's way)."""
     for m in layers:
         if isinstance(m, nn.ConvTranspose2d):
             c_in, _, kh, kw = m.weight.shape
@@ -33,7 +34,7 @@ def he_init(layers: Sequence[nn.Module]) -> None:
         else:
             continue
         nn.init.normal_(m.weight, 0.0, (2.0 / fan_in) ** 0.5)
-        if m.bias is not None:
+        if zero_bias and m.bias is not None:
             nn.init.zeros_(m.bias)
 
 

@@ -11,6 +11,8 @@ clipping or skipping, no moving average, the KL weight 1, eager, and without a t
 - ``KLWarmup(beta, epochs)``: the KL weight of the loss, reached by linear warm-up.
 - ``StepGuard(clip, skip_norm, skip_factor)``: gradient clipping and skipping
   (``step_guard.GradientGuard``).
+- ``NormalisedGradients()``: each parameter's gradient scaled to unit norm before the Adam step
+  (the VampPrior reference code's optimiser).
 - ``MovingAverage(decay)``: an exponential moving average of the weights (``ema.EMA``).
 - ``Precision(name)``: autocast and the fp16 gradient scaler (``precision.MixedPrecision``).
 - ``Compile()``: the forward pass under ``torch.compile`` (``compiled.CompiledOrEager``).
@@ -45,6 +47,7 @@ __all__ = [
     "TrainingPart",
     "KLWarmup",
     "StepGuard",
+    "NormalisedGradients",
     "MovingAverage",
     "Precision",
     "Compile",
@@ -129,6 +132,31 @@ class StepGuard(TrainingPart):
     def attach(self, trainer: Trainer) -> None:
         on_device = trainer.device.type == "cuda"
         trainer.guard = GradientGuard(self.clip, self.skip_norm, self.skip_factor, on_device=on_device)
+
+
+@dataclass(frozen=True)
+class NormalisedGradients(TrainingPart):
+    """Scale each parameter tensor's gradient to unit L2 norm, g / (||g|| + eps), just before
+    every optimizer step (after clipping, and after the fp16 scaler's unscaling): Adam on these
+    is the optimiser of Tomczak & Welling's VampPrior code (``AdamNormGrad``, eps 1e-7). Each
+    step then weighs the same whatever its gradient's size; Adam's moments see the normalised
+    gradients. Computed where the gradients are, without a read-back."""
+
+    eps: float = 1e-7
+
+    def __post_init__(self) -> None:
+        _number("the gradient normalisation's eps", self.eps, 0.0, open_low=True)
+
+    def attach(self, trainer: Trainer) -> None:
+        eps = self.eps
+
+        def normalise(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if grads:
+                norms = torch._foreach_norm(grads)
+                torch._foreach_div_(grads, torch._foreach_add(norms, eps))
+
+        trainer.optimizer.register_step_pre_hook(normalise)
 
 
 @dataclass(frozen=True)
