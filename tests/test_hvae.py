@@ -368,9 +368,11 @@ def test_layer_hidden_builds_burda_et_al_s_two_layer_networks():
         (dict(latent_sizes=[100, 50], layer_hidden=[200]), "one width per stochastic layer"),
         (dict(posterior="top-down", layer_hidden=[200, 100]), "bottom-up"),
         (dict(posterior="bottom-up", encoder="gated", layer_hidden=[200, 100]), "bottom-up"),
+        (dict(posterior="residual", init="he"), "dense layers"),
+        (dict(encoder="gated", normalise_gradients=True, grad_clip=100.0), "grad_clip would do nothing"),
     ],
 )
-def test_layer_hidden_is_refused_where_it_would_mean_nothing(settings, match):
+def test_settings_are_refused_where_they_would_mean_nothing(settings, match):
     from dgmkit.config import RunConfig
     from dgmkit.errors import ConfigError
 
@@ -423,3 +425,5 @@ def test_he_initialisation_draws_each_dense_layer_outside_a_flow(settings):
         if "pseudo" in n0:
             assert torch.equal(p0, p1)
     assert all(torch.equal(a, b) for a, b in zip(he.parameters(), built("he").parameters()))  # seeded
+    other = build_model(RunConfig.of(dataset="digits", init="he", seed=4, **settings), (1, 8, 8), 2)
+    assert not torch.equal(next(iter(_dense_layers(other).values()))[0], next(iter(after.values()))[0])

@@ -132,7 +132,7 @@ class OptimConfig:
     normalise_gradients: bool = setting(
         False,
         "scale each parameter's gradient to unit norm before every Adam step (the VampPrior reference code's "
-        "optimiser, AdamNormGrad; after any clipping)",
+        "optimiser, AdamNormGrad; with it --grad-clip would do nothing, and is refused)",
     )
     time_budget: float | None = setting(
         None,
@@ -220,6 +220,11 @@ class RunConfig:
         decays = (o.lr_decay, o.lr_decay_every) != (OptimConfig.lr_decay, OptimConfig.lr_decay_every)  # not the defaults
         if o.lr_schedule != "exponential" and decays:
             raise ConfigError("lr_decay and lr_decay_every shape the exponential schedule: add --lr-schedule exponential")
+        if o.normalise_gradients and o.grad_clip is not None:
+            raise ConfigError(
+                "grad_clip would do nothing with normalise_gradients: every gradient is scaled to unit norm after it "
+                "(the skip thresholds still apply)"
+            )
         if self.data.labels is not None and not self.model.uses_labels:
             names = [name for name, family in FAMILIES.items() if family.uses_labels]
             trained = ", ".join(names[:-1]) + " and " + names[-1]

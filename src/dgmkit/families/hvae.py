@@ -59,6 +59,8 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         own_networks = self.architecture == "conv-hvae" or self.posterior == "residual"
         if own_networks and self.conv_channels != [32, 64]:
             raise ConfigError("conv_channels sets --encoder conv networks; conv-hvae and the residual model have their own")
+        if self.posterior == "residual" and self.init != "default":
+            raise ConfigError("init sets the dense layers' weights; the residual model has none (it is convolutional)")
         if self.architecture == "conv-hvae" and (self.posterior != "top-down" or self.decoder_sees != "all"):
             raise ConfigError("architecture = conv-hvae is a top-down posterior whose decoder sees every layer")
         if self.prior == "vampprior" and self.posterior == "bottom-up":
