@@ -281,3 +281,30 @@ def test_the_config_setting_adds_the_part():
     on = trainer_options(RunConfig.of(dataset="digits", normalise_gradients=True))["parts"]
     off = trainer_options(RunConfig.of(dataset="digits"))["parts"]
     assert NormalisedGradients() in on and not any(isinstance(p, NormalisedGradients) for p in off)
+
+
+def test_a_step_skipped_on_the_device_stays_skipped_with_normalised_gradients():
+    """The step guard's decision as a tensor (as on a GPU) with fused Adam: a skipped step with a
+    non-finite gradient (normalised to NaN by the hook) changes neither the weights nor Adam's
+    moments; the next step taken moves them."""
+    from dgmkit.training.precision import MixedPrecision
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01, fused=True)
+    NormalisedGradients().attach(SimpleNamespace(optimizer=optimizer))
+    amp = MixedPrecision("fp32", torch.device("cpu"))
+
+    def step(loss_scale: float, take: bool) -> None:
+        optimizer.zero_grad()
+        (net(torch.randn(8, 4)).sum() * loss_scale).backward()
+        amp.step(optimizer, torch.tensor(take))
+
+    step(1.0, True)
+    before = [p.detach().clone() for p in net.parameters()]
+    moments = [s["exp_avg"].clone() for s in optimizer.state.values()]
+    step(math.inf, False)
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    assert all(torch.equal(s["exp_avg"], m) for s, m in zip(optimizer.state.values(), moments))
+    step(1.0, True)
+    assert all(torch.isfinite(p).all() and not torch.equal(p, b) for p, b in zip(net.parameters(), before))
