@@ -512,10 +512,21 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
 
     ema = 0.0 if name == "vqvae" else 0.99  # the VQ-VAE refuses it (its codebook is already an average)
     cfg = RunConfig.of(
-        model=name, epochs=3, batch_size=7, lr=2e-3, seed=5, ema=ema, skip_grad_norm=10.0, grad_clip=5.0,
-        skip_grad_factor=3.0, precision="fp32", compile=True, channels_last=True, time_budget=60.0, mutation_rate=0.1,
-        normalise_gradients=True,
-    )  # fmt: skip
+        model=name,
+        epochs=3,
+        batch_size=7,
+        lr=2e-3,
+        seed=5,
+        ema=ema,
+        skip_grad_norm=10.0,
+        grad_clip=5.0,
+        skip_grad_factor=3.0,
+        precision="fp32",
+        compile=True,
+        channels_last=True,
+        time_budget=60.0,
+        mutation_rate=0.1,
+    )  # fmt: skip  (normalise_gradients refuses grad_clip: test_training_parts sets it)
     opts = trainer_options(cfg)
     parts = {type(p): p for p in opts["parts"]}
     assert len(parts) == len(opts["parts"])  # one of each kind
@@ -533,9 +544,10 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         value = getattr(cfg.optim, f.name)
         if f.name in schedule:  # these four make one LRSchedule, passed as lr_schedule
             assert getattr(opts["lr_schedule"], schedule[f.name]) == value, f.name
-        elif f.name in ("compile", "channels_last", "normalise_gradients"):
-            flags = {"compile": Compile, "channels_last": ChannelsLast, "normalise_gradients": NormalisedGradients}
-            assert flags[f.name] in parts
+        elif f.name in ("compile", "channels_last"):
+            assert {"compile": Compile, "channels_last": ChannelsLast}[f.name] in parts
+        elif f.name == "normalise_gradients":
+            assert (NormalisedGradients in parts) == value
         elif f.name == "ema" and not value:
             assert MovingAverage not in parts
         elif f.name in in_parts:

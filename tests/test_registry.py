@@ -97,7 +97,8 @@ def _all_subclasses(cls):
 
 
 def _concrete(cls):
-    return {c for c in _all_subclasses(cls) if not inspect.isabstract(c)}
+    """dgmkit's own concrete subclasses (not those other test modules define)."""
+    return {c for c in _all_subclasses(cls) if not inspect.isabstract(c) and c.__module__.startswith("dgmkit.")}
 
 
 def _perturb(module: nn.Module, scale: float, seed: int = 0) -> None:
