@@ -14,6 +14,7 @@ from dgmkit.cli.main import main
 from dgmkit.conditional import Decoder, GaussianHead
 from dgmkit.evaluation import importance_sampled_log_likelihood
 from dgmkit.models.hvae import INFERENCE_KINDS, HierarchicalVAE
+from dgmkit.nn.scale import ClippedLogVariance, SoftplusScale, scale_map
 from dgmkit.objectives import log_importance_weights
 from dgmkit.objectives.hierarchical import HierarchicalELBO, layer_kls
 from dgmkit.priors import StandardNormalPrior
@@ -30,10 +31,11 @@ def _linear(i: int, o: int, g: torch.Generator, scale: float = 0.6) -> nn.Linear
     return lin
 
 
-def linear_gaussian(inference: str, seed: int = 0) -> HierarchicalVAE:
+def linear_gaussian(inference: str, seed: int = 0, scale_map: nn.Module | None = None) -> HierarchicalVAE:
     """z_2 ~ N(0, I), z_1 | z_2 ~ N(A z_2 + a, diag s^2), x | z_1 ~ N(W z_1 + b, 0.5^2 I): the
     layer prior's scale does not depend on z_2 (its raw-scale rows have zero weights), so p(x)
-    is Gaussian in closed form. The posterior networks are linear too (any weights)."""
+    is Gaussian in closed form. The posterior networks are linear too (any weights).
+    ``scale_map``: the Gaussian layers' raw -> standard deviation (default softplus)."""
     g = torch.Generator().manual_seed(seed)
     prior_net = _linear(M2, 2 * M1, g)
     with torch.no_grad():
@@ -52,10 +54,11 @@ def linear_gaussian(inference: str, seed: int = 0) -> HierarchicalVAE:
         inference,
         nn.Flatten(),
         q_nets,
-        [GaussianLayerPrior(prior_net, M1)],
+        [GaussianLayerPrior(prior_net, M1, scale_map=scale_map)],
         StandardNormalPrior(M2),
         decoder,
         ladder_nets=ladder,
+        scale_map=scale_map,
     )
     return model.double().eval()
 
@@ -63,7 +66,7 @@ def linear_gaussian(inference: str, seed: int = 0) -> HierarchicalVAE:
 def exact_log_px(model: HierarchicalVAE, x: torch.Tensor) -> torch.Tensor:
     net = model.layer_priors[0].net
     a_mat, a = net.weight[:M1], net.bias[:M1]
-    s = F.softplus(net.bias[M1:]) + model.layer_priors[0].min_scale
+    s = model.layer_priors[0].scale_map(net.bias[M1:])
     dec = model.decoder.net
     cov_z1 = a_mat @ a_mat.T + torch.diag(s**2)
     cov = dec.weight @ cov_z1 @ dec.weight.T + NOISE**2 * torch.eye(D, dtype=torch.float64)
@@ -76,10 +79,14 @@ def data() -> torch.Tensor:
     return torch.randn(6, 1, 1, D, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
 
 
-@pytest.mark.parametrize("inference", INFERENCE_KINDS)
+@pytest.mark.parametrize(
+    "inference, scale_map",
+    [*[(kind, None) for kind in INFERENCE_KINDS], ("top-down", ClippedLogVariance(-1.0, 2.0))],
+    ids=[*INFERENCE_KINDS, "top-down-clipped-log-variance"],
+)
 @torch.no_grad()
-def test_bounds_order_and_importance_sampling_reach_the_exact_likelihood(inference, data):
-    model = linear_gaussian(inference)
+def test_bounds_order_and_importance_sampling_reach_the_exact_likelihood(inference, scale_map, data):
+    model = linear_gaussian(inference, scale_map=scale_map)
     exact = exact_log_px(model, data)
     torch.manual_seed(0)
     reps = 4000
@@ -233,7 +240,7 @@ def test_prior_and_posterior_draws_have_the_right_moments(data):
     z, _ = model.prior().rsample_and_log_prob((n,), generator=torch.Generator().manual_seed(0))
     net = model.layer_priors[0].net
     a_mat, a = net.weight[:M1], net.bias[:M1]
-    s = F.softplus(net.bias[M1:]) + model.layer_priors[0].min_scale
+    s = model.layer_priors[0].scale_map(net.bias[M1:])
     z1, z2 = z[:, :M1], z[:, M1:]
     torch.testing.assert_close(z2.mean(0), torch.zeros(M2, dtype=torch.float64), atol=0.02, rtol=0)
     torch.testing.assert_close(torch.cov(z2.T), torch.eye(M2, dtype=torch.float64), atol=0.02, rtol=0)
@@ -369,6 +376,7 @@ def test_layer_hidden_builds_burda_et_al_s_two_layer_networks():
         (dict(posterior="top-down", layer_hidden=[200, 100]), "bottom-up"),
         (dict(posterior="bottom-up", encoder="gated", layer_hidden=[200, 100]), "bottom-up"),
         (dict(posterior="residual", init="he"), "dense layers"),
+        (dict(posterior="residual", latent_scale="clipped-log-variance"), "has its own"),
         (dict(encoder="gated", normalise_gradients=True, grad_clip=100.0), "grad_clip would do nothing"),
     ],
 )
@@ -427,3 +435,57 @@ def test_he_initialisation_draws_each_dense_layer_outside_a_flow(settings):
     assert all(torch.equal(a, b) for a, b in zip(he.parameters(), built("he").parameters()))  # seeded
     other = build_model(RunConfig.of(dataset="digits", init="he", seed=4, **settings), (1, 8, 8), 2)
     assert not torch.equal(next(iter(_dense_layers(other).values()))[0], next(iter(after.values()))[0])
+
+
+def test_scale_maps_floor_and_clip_the_standard_deviation():
+    """softplus(raw) + floor: above the floor, unbounded, smooth; the clipped log-variance:
+    exp(raw / 2) between e^(low/2) and e^(high/2), with no gradient where the clip holds."""
+    raw = torch.linspace(-40.0, 40.0, 801, dtype=torch.float64, requires_grad=True)
+    clipped = ClippedLogVariance()(raw)
+    inside = (raw > -6) & (raw < 2)
+    torch.testing.assert_close(clipped[inside], torch.exp(raw[inside] / 2))
+    assert clipped.min().item() == pytest.approx(math.exp(-3)) and clipped.max().item() == pytest.approx(math.exp(1))
+    (grad,) = torch.autograd.grad(clipped.sum(), raw)
+    assert (grad[~inside] == 0).all() and (grad[inside] > 0).all()
+    soft = SoftplusScale(1e-3)(raw)
+    assert (soft > 1e-3).all() and soft.max().item() > 39 and torch.isfinite(soft).all()
+    (grad,) = torch.autograd.grad(soft.sum(), raw)
+    assert (grad > 0).all()
+    for bad in (lambda: SoftplusScale(0.0), lambda: SoftplusScale(float("nan")), lambda: ClippedLogVariance(2.0, -6.0)):
+        with pytest.raises(ValueError):
+            bad()
+    with pytest.raises(ValueError, match="unknown scale parametrisation"):
+        scale_map("exp")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("architecture", ["default", "conv-hvae"])
+@torch.no_grad()
+def test_latent_scale_sets_every_gaussian_layer_and_no_weight(architecture):
+    """``latent_scale = "clipped-log-variance"`` (the VampPrior reference code's): every
+    posterior layer, every layer prior and the VampPrior's components keep their standard
+    deviations within [e^-3, e^1] however large the networks' outputs, where softplus's are not
+    bounded; the weights drawn for a seed are the same under either setting."""
+    from dgmkit.config import RunConfig, build_model
+
+    def built(kind):
+        cfg = RunConfig.of(
+            model="hvae", dataset="digits", encoder="gated", hidden=[32, 32], latent_sizes=[6, 4], prior="vampprior",
+            prior_components=5, architecture=architecture, latent_scale=kind, seed=2,
+        )  # fmt: skip
+        return build_model(cfg, (1, 8, 8), 2)
+
+    soft, clipped = built("softplus"), built("clipped-log-variance")
+    assert all(torch.equal(a, b) for a, b in zip(soft.state_dict().values(), clipped.state_dict().values()))
+    assert soft.state_dict().keys() == clipped.state_dict().keys()
+    x = (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    spans = {}
+    for name, model in (("softplus", soft), ("clipped", clipped)):
+        for p in model.parameters():
+            p.mul_(40.0)  # outputs far outside [-6, 2]
+        draws = model.path(x, generator=torch.Generator().manual_seed(0))
+        scales = [d.q.stddev for d in draws] + [d.p.stddev for d in draws if d.p is not None]
+        scales.append(model.top().scale)  # the VampPrior's components, q(z_L | u_k)
+        spans[name] = (min(s.min().item() for s in scales), max(s.max().item() for s in scales))
+    low, high = spans["clipped"]
+    assert math.exp(-3) - 1e-6 <= low and high <= math.exp(1) + 1e-6
+    assert spans["softplus"][1] > 10 * math.exp(1)

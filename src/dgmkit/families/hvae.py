@@ -17,6 +17,7 @@ from dgmkit.models.vdvae import DeepTopDownVAE
 from dgmkit.nn import MLP, GatedMLP
 from dgmkit.nn.gated import GatedBranches, GatedConv2d, GatedDense, ImageBranch
 from dgmkit.nn.mlp import activation
+from dgmkit.nn.scale import ScaleKind, scale_map
 from dgmkit.objectives import IWAE, Objective
 from dgmkit.objectives.hierarchical import HierarchicalELBO
 from dgmkit.priors.conditional import GaussianLayerPrior
@@ -54,6 +55,11 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         "conv-hvae: Tomczak & Welling's convHVAE networks (gated convolutions on x in q(z_L|x), q(z_l|x,z_l+1) and "
         "p(x|z), gated dense layers of hidden[-1] units elsewhere; top-down posterior)",
     )
+    latent_scale: ScaleKind = setting(
+        "softplus",
+        "how the latent layers' Gaussian standard deviations come from the networks: softplus(raw) + 0.001, or "
+        "clipped-log-variance, raw as log sigma^2 clipped to [-6, 2] (the VampPrior reference code's)",
+    )
 
     def validate(self) -> None:
         own_networks = self.architecture == "conv-hvae" or self.posterior == "residual"
@@ -61,6 +67,8 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             raise ConfigError("conv_channels sets --encoder conv networks; conv-hvae and the residual model have their own")
         if self.posterior == "residual" and self.init != "default":
             raise ConfigError("init sets the dense layers' weights; the residual model has none (it is convolutional)")
+        if self.posterior == "residual" and self.latent_scale != "softplus":
+            raise ConfigError("latent_scale sets the dense stacks' Gaussian layers; the residual model has its own")
         if self.architecture == "conv-hvae" and (self.posterior != "top-down" or self.decoder_sees != "all"):
             raise ConfigError("architecture = conv-hvae is a top-down posterior whose decoder sees every layer")
         if self.prior == "vampprior" and self.posterior == "bottom-up":
@@ -144,6 +152,10 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             return MLP(decoder_in, self._hidden_at(0), math.prod(event_shape) * per_pixel, self.activation)
         return decoder_net(self, event_shape, decoder_in, per_pixel)
 
+    def _scale(self) -> nn.Module:
+        """The Gaussian layers' map from a raw network output to a standard deviation."""
+        return scale_map(self.latent_scale)
+
     def _build_stack(self, data: DataSpec) -> HierarchicalVAE:
         if self.architecture == "conv-hvae":
             return self._build_conv_hvae(data)
@@ -165,9 +177,8 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         else:
             ladder = [nn.Sequential(MLP(width, [width], width, act), activation(act)) for _ in range(top)]
             q_nets = [nn.Linear(width, 2 * m) for m in sizes]
-        layer_priors = [
-            GaussianLayerPrior(self._net(sizes[i + 1], 2 * sizes[i], self._hidden_at(i + 1)), sizes[i]) for i in range(top)
-        ]
+        prior_nets = [self._net(sizes[i + 1], 2 * sizes[i], self._hidden_at(i + 1)) for i in range(top)]
+        layer_priors = [GaussianLayerPrior(net, sizes[i], scale_map=self._scale()) for i, net in enumerate(prior_nets)]
         scale = self.input_scale(data.num_levels)
         decoder = self._decoder(data.event_shape, data.num_levels, scale)
         prior = self.build_prior(sizes[top], self.hidden, act, scale, data)
@@ -182,6 +193,7 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             decoder_input=self.decoder_sees,
             ladder_nets=ladder,
             input_scale=scale,
+            scale_map=self._scale(),
         )
 
     def _build_conv_hvae(self, data: DataSpec) -> HierarchicalVAE:
@@ -213,12 +225,24 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             for i in range(top)
         ]
         q_nets.append(nn.Sequential(stack(top_stack), nn.Linear(h_size, 2 * sizes[top])))
-        layer_priors = [GaussianLayerPrior(GatedMLP(sizes[i + 1], self.hidden, 2 * sizes[i]), sizes[i]) for i in range(top)]
+        layer_priors = [
+            GaussianLayerPrior(GatedMLP(sizes[i + 1], self.hidden, 2 * sizes[i]), sizes[i], scale_map=self._scale())
+            for i in range(top)
+        ]
         scale = self.input_scale(data.num_levels)
         decoder = self._decoder(data.event_shape, data.num_levels, scale)
         prior = self.build_prior(sizes[top], self.hidden, self.activation, scale, data)
         return self.stack_class(
-            sizes, "top-down", nn.Flatten(), q_nets, layer_priors, prior, decoder, decoder_input="all", input_scale=scale
+            sizes,
+            "top-down",
+            nn.Flatten(),
+            q_nets,
+            layer_priors,
+            prior,
+            decoder,
+            decoder_input="all",
+            input_scale=scale,
+            scale_map=self._scale(),
         )
 
 

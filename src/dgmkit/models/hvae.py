@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, constraints
 
@@ -36,6 +35,7 @@ from dgmkit.conditional import Decoder
 from dgmkit.distributions import DiagonalNormal, JointSampler, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import DecodedModel, LatentVariableModel
+from dgmkit.nn.scale import SoftplusScale
 from dgmkit.priors import Prior
 from dgmkit.priors.conditional import GaussianLayerPrior
 
@@ -60,9 +60,9 @@ class LayerDraw:
     p: DiagonalNormal | None
 
 
-def _gaussian(h: torch.Tensor, m: int, min_scale: float) -> DiagonalNormal:
+def _gaussian(h: torch.Tensor, m: int, scale_map: nn.Module) -> DiagonalNormal:
     loc, raw = h.split(m, dim=-1)
-    return diagonal_normal(loc, F.softplus(raw) + min_scale)
+    return diagonal_normal(loc, scale_map(raw))
 
 
 def _draw(q: DiagonalNormal, given: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
@@ -196,7 +196,10 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         ladder_nets: Sequence[nn.Module] = (),
         input_scale: float = 1.0,
         min_scale: float = 1e-3,
+        scale_map: nn.Module | None = None,
     ):
+        """``scale_map``: raw network output -> the posteriors' standard deviations
+        (``nn.scale``; default softplus floored at ``min_scale``)."""
         super().__init__()
         if inference not in INFERENCE_KINDS:
             raise ValueError(f"inference must be one of {INFERENCE_KINDS}, got {inference!r}")
@@ -222,7 +225,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         self.decoder_input = decoder_input
         self.ladder_nets = nn.ModuleList(ladder_nets)
         self.input_scale = float(input_scale)
-        self.min_scale = min_scale
+        self.scale_map = SoftplusScale(min_scale) if scale_map is None else scale_map
 
     # ------------------------------------------------------------ inference
     def _encode(self, x: torch.Tensor, scale: bool = True) -> list[torch.Tensor]:
@@ -243,7 +246,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
     def _top_q(self, enc: list[torch.Tensor]) -> DiagonalNormal:
         top = self.num_layers - 1
         h = enc[-1] if self.inference == "ladder" else enc[0]
-        return _gaussian(self.q_nets[top](h), self.sizes[top], self.min_scale)
+        return _gaussian(self.q_nets[top](h), self.sizes[top], self.scale_map)
 
     def top_posterior(self, u: torch.Tensor) -> DiagonalNormal:
         """q(z_L | u) for network inputs u (top-down and ladder posteriors): the VampPrior's
@@ -273,7 +276,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         draws: dict[int, LayerDraw] = {}
         below = enc[0]
         for i in range(L):
-            q = _gaussian(self.q_nets[i](below), self.sizes[i], self.min_scale)
+            q = _gaussian(self.q_nets[i](below), self.sizes[i], self.scale_map)
             q = how.expand(q) if i == 0 else q  # q(z_1 | x): once per datapoint
             below = how.take(q, fixed[i])
             draws[i] = LayerDraw(i, q, below, None)
@@ -298,9 +301,9 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
                     h = cast("GatedBranches", net).partial(enc[0])(z)
                 else:
                     h = net(torch.cat([enc[0].expand(*z.shape[:-1], enc[0].shape[-1]), z], -1))
-                q = _gaussian(h, self.sizes[i], self.min_scale)
+                q = _gaussian(h, self.sizes[i], self.scale_map)
             else:  # ladder: precision-weighted merge of the bottom-up estimate and the prior
-                est = how.expand(_gaussian(self.q_nets[i](enc[i]), self.sizes[i], self.min_scale))
+                est = how.expand(_gaussian(self.q_nets[i](enc[i]), self.sizes[i], self.scale_map))
                 prec_e, prec_p = est.stddev.pow(-2), p.stddev.pow(-2)
                 var = 1.0 / (prec_e + prec_p)
                 q = diagonal_normal((est.mean * prec_e + p.mean * prec_p) * var, var.sqrt())

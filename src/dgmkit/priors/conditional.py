@@ -1,10 +1,10 @@
 """The prior of one layer of a hierarchy given the layer above: p(z_l | z_{l+1})."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dgmkit.distributions import DiagonalNormal, diagonal_normal
+from dgmkit.nn.scale import SoftplusScale
 from dgmkit.priors.base import Prior
 
 __all__ = ["GaussianLayerPrior"]
@@ -12,20 +12,21 @@ __all__ = ["GaussianLayerPrior"]
 
 class GaussianLayerPrior(Prior):
     """p(z_l | z_{l+1}) = N(mu(z_{l+1}), diag(sigma(z_{l+1})^2)): ``net`` maps the layer above
-    (..., M_above) to 2 * ``latent_dim`` numbers, a mean and a raw scale (softplus, floored at
-    ``min_scale``). Its context is the latent variable above (``context = "latent"``)."""
+    (..., M_above) to 2 * ``latent_dim`` numbers, a mean and a raw scale that ``scale_map`` makes
+    the standard deviation (``nn.scale``; default softplus floored at ``min_scale``). Its context
+    is the latent variable above (``context = "latent"``)."""
 
     context = "latent"
 
-    def __init__(self, net: nn.Module, latent_dim: int, min_scale: float = 1e-3):
+    def __init__(self, net: nn.Module, latent_dim: int, min_scale: float = 1e-3, scale_map: nn.Module | None = None):
         super().__init__(latent_dim)
         self.net = net
-        self.min_scale = min_scale
+        self.scale_map = SoftplusScale(min_scale) if scale_map is None else scale_map
 
     def params(self, z_above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.net(z_above)
         loc, raw = h.split(self.latent_dim, dim=-1)
-        return loc, F.softplus(raw) + self.min_scale
+        return loc, self.scale_map(raw)
 
     def forward(self, context: torch.Tensor | None = None) -> DiagonalNormal:
         if context is None:
