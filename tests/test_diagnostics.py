@@ -90,7 +90,7 @@ def _collapsed_hvae():
     with torch.no_grad():
         top.weight.zero_()
         top.bias.zero_()
-        unit = 1.0 - model.min_scale
+        unit = 1.0 - model.scale_map.min_scale
         top.bias[3:] = math.log(math.expm1(unit))  # softplus^-1: scale exactly 1
         for w in model.q_nets[0].parameters():  # z_1 clearly alive
             w.mul_(4.0)

@@ -81,7 +81,7 @@ def data() -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "inference, scale_map",
-    [*[(kind, None) for kind in INFERENCE_KINDS], ("top-down", ClippedLogVariance(-1.0, 2.0))],
+    [*[(kind, None) for kind in INFERENCE_KINDS], ("top-down", ClippedLogVariance())],
     ids=[*INFERENCE_KINDS, "top-down-clipped-log-variance"],
 )
 @torch.no_grad()
@@ -133,32 +133,42 @@ def test_importance_sampling_with_a_fitted_posterior_is_within_a_small_tolerance
     assert (elbo <= exact + 0.02).all() and (elbo > exact - 1.0).all(), (elbo, exact)
 
 
-def _gauss(h: torch.Tensor, m: int, min_scale: float = 1e-3) -> Normal:
-    return Normal(h[..., :m], F.softplus(h[..., m:]) + min_scale)
+_SIGMA = {  # raw -> standard deviation, written out: the default, and a log-variance clip that binds here
+    "softplus": lambda r: F.softplus(r) + 1e-3,
+    "clipped": lambda r: torch.exp(0.5 * torch.where(r < -0.5, -0.5, torch.where(r > 0.5, 0.5, r))),
+}
 
 
+def _gauss(h: torch.Tensor, m: int, sigma=_SIGMA["softplus"]) -> Normal:
+    return Normal(h[..., :m], sigma(h[..., m:]))
+
+
+@pytest.mark.parametrize("scale", _SIGMA)
 @pytest.mark.parametrize("inference", INFERENCE_KINDS)
 @torch.no_grad()
-def test_posterior_and_joint_match_a_hand_written_reference(inference, data):
-    """log q(z | x), log p(z) and log p(x | z) at fixed weights and latents, written out."""
-    model = linear_gaussian(inference, seed=3)
+def test_posterior_and_joint_match_a_hand_written_reference(inference, scale, data):
+    """log q(z | x), log p(z) and log p(x | z) at fixed weights and latents, written out, with
+    the default scale map and a clipped log-variance."""
+    scale_map = ClippedLogVariance(-0.5, 0.5) if scale == "clipped" else None
+    model = linear_gaussian(inference, seed=3, scale_map=scale_map)
+    sigma = _SIGMA[scale]
     z = torch.randn(4, len(data), M1 + M2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     z1, z2 = z[..., :M1], z[..., M1:]
     h = data.flatten(1)
     q = model.q_nets
     if inference == "bottom-up":
-        log_q = _gauss(q[0](h), M1).log_prob(z1).sum(-1) + _gauss(q[1](z1), M2).log_prob(z2).sum(-1)
+        log_q = _gauss(q[0](h), M1, sigma).log_prob(z1).sum(-1) + _gauss(q[1](z1), M2, sigma).log_prob(z2).sum(-1)
     elif inference == "top-down":
         hz = torch.cat([h.expand(4, *h.shape), z2], -1)
-        log_q = _gauss(q[1](h), M2).log_prob(z2).sum(-1) + _gauss(q[0](hz), M1).log_prob(z1).sum(-1)
+        log_q = _gauss(q[1](h), M2, sigma).log_prob(z2).sum(-1) + _gauss(q[0](hz), M1, sigma).log_prob(z1).sum(-1)
     else:
         d2 = model.ladder_nets[0](h)
-        top = _gauss(q[1](d2), M2)
-        est, prior = _gauss(q[0](h), M1), _gauss(model.layer_priors[0].net(z2), M1)
+        top = _gauss(q[1](d2), M2, sigma)
+        est, prior = _gauss(q[0](h), M1, sigma), _gauss(model.layer_priors[0].net(z2), M1, sigma)
         prec = est.scale**-2 + prior.scale**-2
         merged = Normal((est.loc * est.scale**-2 + prior.loc * prior.scale**-2) / prec, prec**-0.5)
         log_q = top.log_prob(z2).sum(-1) + merged.log_prob(z1).sum(-1)
-    log_pz = Normal(0.0, 1.0).log_prob(z2).sum(-1) + _gauss(model.layer_priors[0].net(z2), M1).log_prob(z1).sum(-1)
+    log_pz = Normal(0.0, 1.0).log_prob(z2).sum(-1) + _gauss(model.layer_priors[0].net(z2), M1, sigma).log_prob(z1).sum(-1)
     dec = model.decoder.net
     log_px_z = Normal(z1 @ dec.weight.T + dec.bias, NOISE).log_prob(h).sum(-1)
     torch.testing.assert_close(model.posterior(data).log_prob(z), log_q)
@@ -458,19 +468,33 @@ def test_scale_maps_floor_and_clip_the_standard_deviation():
         scale_map("exp")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("architecture", ["default", "conv-hvae"])
+_REFERENCE = dict(encoder="gated", posterior="top-down", prior="vampprior")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(model="hvae", **_REFERENCE),
+        dict(model="hvae", architecture="conv-hvae", **_REFERENCE),
+        dict(model="hvae", encoder="mlp", posterior="bottom-up", prior="standard"),
+        dict(model="hvae", encoder="mlp", posterior="ladder", prior="vampprior"),
+        dict(model="pixelvae", pixelcnn_layers=2, pixelcnn_channels=8, **_REFERENCE),
+    ],
+    ids=["reference", "conv-hvae", "bottom-up", "ladder", "pixelhvae"],
+)
 @torch.no_grad()
-def test_latent_scale_sets_every_gaussian_layer_and_no_weight(architecture):
+def test_latent_scale_sets_every_gaussian_layer_and_no_weight(settings):
     """``latent_scale = "clipped-log-variance"`` (the VampPrior reference code's): every
     posterior layer, every layer prior and the VampPrior's components keep their standard
-    deviations within [e^-3, e^1] however large the networks' outputs, where softplus's are not
-    bounded; the weights drawn for a seed are the same under either setting."""
+    deviations within [e^-3, e^1] however large the networks' outputs (the ladder's merge of two
+    such Gaussians down to e^-3 / sqrt 2), where softplus's are not bounded; the weights drawn
+    for a seed are the same under either setting."""
     from dgmkit.config import RunConfig, build_model
 
     def built(kind):
         cfg = RunConfig.of(
-            model="hvae", dataset="digits", encoder="gated", hidden=[32, 32], latent_sizes=[6, 4], prior="vampprior",
-            prior_components=5, architecture=architecture, latent_scale=kind, seed=2,
+            dataset="digits", hidden=[32, 32], latent_sizes=[6, 4], prior_components=5, latent_scale=kind, seed=2,
+            **settings,
         )  # fmt: skip
         return build_model(cfg, (1, 8, 8), 2)
 
@@ -484,8 +508,10 @@ def test_latent_scale_sets_every_gaussian_layer_and_no_weight(architecture):
             p.mul_(40.0)  # outputs far outside [-6, 2]
         draws = model.path(x, generator=torch.Generator().manual_seed(0))
         scales = [d.q.stddev for d in draws] + [d.p.stddev for d in draws if d.p is not None]
-        scales.append(model.top().scale)  # the VampPrior's components, q(z_L | u_k)
+        if settings["prior"] == "vampprior":
+            scales.append(model.top().scale)  # the VampPrior's components, q(z_L | u_k)
         spans[name] = (min(s.min().item() for s in scales), max(s.max().item() for s in scales))
     low, high = spans["clipped"]
-    assert math.exp(-3) - 1e-6 <= low and high <= math.exp(1) + 1e-6
-    assert spans["softplus"][1] > 10 * math.exp(1)
+    floor = math.exp(-3) / (math.sqrt(2) if settings["posterior"] == "ladder" else 1.0)
+    assert floor - 1e-6 <= low and high <= math.exp(1) + 1e-6, spans
+    assert spans["softplus"][1] > 10 * math.exp(1) and spans["softplus"][0] < floor, spans
