@@ -165,3 +165,26 @@ def test_m1m2_cpu_chain_resumes_m1_then_trains_and_scores_three_subsets(tmp_path
     assert [f.stat().st_mtime_ns for f in [*files, out / "m1" / "checkpoint.safetensors"]] == stamps
     for bad in ("6x", "700"):
         _script("m1m2_cpu.sh", out, bad, data=data_dir, status=1)
+
+
+def test_rows_script_chunks_side_by_side_reports_and_scores(tmp_path, data_dir):
+    """Issue 30's rows: two presets side by side on the embedded digits, a chunk stopped by the
+    budget then finished by a resumed one (status says which), the scores, and the exit status of
+    an unknown row and of a failed command."""
+    out = tmp_path / "rows"
+    small = {"EXTRA": "--dataset digits --epochs 2 --prior-components 10"}
+    first = _script("rows_gpu.sh", out, 3, "vampprior", "hvae-vampprior", data=data_dir, **small)
+    assert ", done;" not in first  # 3 s: neither row has finished its 2 epochs
+    _script("rows_gpu.sh", out, 600, "vampprior", "hvae-vampprior", data=data_dir, **small)
+    status = _script("rows_gpu.sh", out, "status", data=data_dir)
+    assert status.count("2 epochs") == 2 and status.count(", done;") == 2, status
+    for name in ("vampprior", "hvae-vampprior"):
+        assert (out / f"{name}.log").read_text().count("stopped by --time-budget") == 1
+    scores = _script("rows_gpu.sh", out, "eval", "vampprior", "hvae-vampprior", data=data_dir, EVAL_EXTRA="--iw-samples 20")
+    for name in ("vampprior", "hvae-vampprior"):
+        r = json.loads((out / f"{name}.eval.json").read_text())
+        assert r["estimate"] == "importance-sampled" and r["iw_samples"] == 20 and r["nll"] > 0
+        assert f"{name}: importance-sampled NLL {r['nll']:.3f}" in scores
+    assert "unknown row" in _script("rows_gpu.sh", out, 5, "nope", data=data_dir, status=2)
+    failed = _script("rows_gpu.sh", tmp_path / "bad", 5, "vampprior", data=data_dir, status=1, EXTRA="--no-such-flag")
+    assert "failed: vampprior" in failed
