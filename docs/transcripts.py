@@ -87,7 +87,8 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "dgm eval runs/hvae --iw-samples 500",
         "dgm diagnose runs/hvae --out diagnose.png -n 300",
         f"{T} --model hvae --latent-sizes 8 4 --hidden 128 --encoder gated --prior vampprior --prior-components 50 "
-        "--epochs 5 --warmup 5 --batch-size 64 --normalise-gradients --init he --out runs/hvae-reference",
+        "--epochs 5 --warmup 5 --batch-size 64 --normalise-gradients --init he --latent-scale clipped-log-variance "
+        "--out runs/hvae-reference",
     ],
     "pixelvae": [
         f"{T} --model pixelvae --latent-sizes 8 4 --hidden 128 --encoder gated --prior vampprior --prior-components 50 "
