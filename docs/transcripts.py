@@ -69,6 +69,9 @@ TRANSCRIPTS: dict[str, list[str]] = {
     "vae-vampprior": [
         f"{T} {V} --warmup 10 --prior vampprior --prior-components 50 --pseudo-init data --quiet --out runs/vamp",
         "dgm eval runs/vamp --iw-samples 1000",
+        f"{T} {V} --warmup 10 --prior vampprior --prior-components 50 --pseudo-init data --latent-scale "
+        "clipped-log-variance --quiet --out runs/vamp-clipped",
+        "dgm eval runs/vamp-clipped --iw-samples 1000",
     ],
     "vae-flow": [
         f"{T} {V} --warmup 10 --prior flow --flow maf --posterior iaf --flow-layers 2 --quiet --out runs/flowprior",

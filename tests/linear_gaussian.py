@@ -36,7 +36,7 @@ def make(seed: int = 0, exact_posterior: bool = True, perturb: float = 0.0):
         lin.weight.zero_()
         lin.weight[:M] = A
         lin.bias[:M] = -A @ b
-        lin.bias[M:] = torch.log(torch.expm1(std - model.encoder.min_scale))  # inverse softplus
+        lin.bias[M:] = torch.log(torch.expm1(std - model.encoder.scale_map.min_scale))  # inverse softplus
         if perturb:
             lin.weight.add_(perturb * torch.randn(lin.weight.shape, generator=g, dtype=torch.float64))
             lin.bias.add_(perturb * torch.randn(lin.bias.shape, generator=g, dtype=torch.float64))

@@ -9,6 +9,7 @@ from torch import nn
 from dgmkit.conditional import BernoulliHead, Decoder, GaussianEncoder
 from dgmkit.evaluation import bits_per_dim, discrete_nll, evaluate, posterior_statistics
 from dgmkit.models import VAE
+from dgmkit.nn.scale import ClippedLogVariance
 from dgmkit.priors import StandardNormalPrior
 from linear_gaussian import D, data, make
 
@@ -51,11 +52,11 @@ def test_active_units_counts_dimensions_whose_posterior_mean_moves():
         def forward(self, x):  # z_1 follows the data; z_2, z_3 ignore it (posterior = prior)
             out = torch.zeros(x.shape[0], 2 * m)
             out[:, 0] = x.flatten(1).sum(1)
-            out[:, m:] = math.log(math.expm1(1.0))  # softplus^-1(1): unit scale
+            out[:, m:] = 0.0  # log sigma^2 = 0: unit scale
             return out
 
     model = VAE(
-        GaussianEncoder(HalfCollapsed(), m, min_scale=0.0),
+        GaussianEncoder(HalfCollapsed(), m, scale_map=ClippedLogVariance()),
         Decoder(nn.Linear(m, 4), BernoulliHead(), (1, 2, 2)),
         StandardNormalPrior(m),
     )

@@ -59,3 +59,49 @@ def test_decoder_keeps_sample_dimensions():
     px = model.likelihood(torch.zeros(5, 3, 2))
     assert px.batch_shape == (5, 3) and px.event_shape == (1, 8, 8)
     assert px.log_prob(torch.zeros(3, 1, 8, 8)).shape == (5, 3)
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "iaf"])
+@torch.no_grad()
+def test_latent_scale_sets_the_encoders_scale_and_no_weight(posterior):
+    """``latent_scale``: q(z|x)'s standard deviation (an IAF posterior's base) is softplus(raw) +
+    1e-4 or exp(clamp(raw, -6, 2) / 2) of the encoder network's raw output, written out here by
+    hand; the VampPrior's components (q(z|u_k)) follow; the weights drawn for a seed are the same
+    under either setting."""
+    import math
+
+    import torch.nn.functional as F
+
+    prior = "vampprior" if posterior == "gaussian" else "mog"  # the VampPrior needs a Gaussian q(z|x)
+
+    def built(kind):
+        cfg = RunConfig.of(
+            hidden=[16], latent_dim=3, prior=prior, prior_components=4, posterior=posterior, latent_scale=kind
+        )
+        return build_model(cfg, (1, 4, 4), 2)
+
+    soft, clipped = built("softplus"), built("clipped-log-variance")
+    assert soft.state_dict().keys() == clipped.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(soft.state_dict().values(), clipped.state_dict().values()))
+    x = (torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    by_hand = {"softplus": lambda r: F.softplus(r) + 1e-4, "clipped": lambda r: torch.exp(0.5 * r.clamp(-6, 2))}
+    for p in clipped.parameters():
+        p.mul_(30.0)  # raw outputs far outside [-6, 2]
+    soft.load_state_dict(clipped.state_dict())
+    for name, model in (("softplus", soft), ("clipped", clipped)):
+        raw = model.encoder.net(x)[:, 3:6]
+        q = model.encoder(x)
+        base = q.base if posterior == "iaf" else q
+        assert torch.allclose(base.stddev, by_hand[name](raw), rtol=1e-5, atol=0)
+        if name == "clipped":
+            assert base.stddev.min() >= math.exp(-3) - 1e-6 and base.stddev.max() <= math.exp(1) + 1e-6
+            assert (raw.abs() > 6).any()  # the clip binds
+        if prior == "vampprior":  # its components are q(z|u_k), bounded only by the clip
+            components = model.prior().scale
+            bounded = math.exp(-3) - 1e-6 <= components.min() and components.max() <= math.exp(1) + 1e-6
+            assert bounded == (name == "clipped"), (name, components)
+
+
+def test_the_vampprior_needs_a_gaussian_posterior():
+    with pytest.raises(ConfigError, match="needs a Gaussian q"):
+        build_model(RunConfig.of(hidden=[8], latent_dim=2, prior="vampprior", posterior="iaf"), (1, 4, 4), 2)

@@ -18,6 +18,7 @@ from dgmkit.data import Split, load_dataset, make_transform
 from dgmkit.errors import DgmError, EvaluationError
 from dgmkit.evaluation import active_units, posterior_statistics
 from dgmkit.models import VAE
+from dgmkit.nn.scale import ClippedLogVariance
 from dgmkit.priors import StandardNormalPrior
 from dgmkit.training import StepGuard, Trainer, lr_factor
 
@@ -49,11 +50,11 @@ def _fixed_mean_vae(scales):
             s = x.flatten(1)[:, :1] * 2 - 1  # +-1 from the first pixel
             out = torch.zeros(x.shape[0], 2 * m)
             out[:, :m] = s * a
-            out[:, m:] = math.log(math.expm1(1.0))  # unit scale
+            out[:, m:] = 0.0  # log sigma^2 = 0: unit scale
             return out
 
     return VAE(
-        GaussianEncoder(Enc(), m, min_scale=0.0),
+        GaussianEncoder(Enc(), m, scale_map=ClippedLogVariance()),
         Decoder(nn.Linear(m, 4), BernoulliHead(), (1, 2, 2)),
         StandardNormalPrior(m),
     )

@@ -1,12 +1,12 @@
 """Amortized Gaussian posterior q(z|x) = N(mu(x), diag(sigma(x)^2))."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Independent
 
 from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.distributions import diagonal_normal
+from dgmkit.nn.scale import SoftplusScale
 
 __all__ = ["GaussianEncoder"]
 
@@ -14,18 +14,19 @@ __all__ = ["GaussianEncoder"]
 class GaussianEncoder(ConditionalDistribution):
     """q(z|x) with a network that outputs 2M numbers: the mean and a raw scale.
 
-    The scale is softplus(raw) + ``min_scale``: smooth, positive and bounded away from zero.
+    The scale is ``scale_map(raw)`` (``nn.scale``), by default softplus(raw) + ``min_scale``:
+    smooth, positive and bounded away from zero.
     """
 
-    def __init__(self, net: nn.Module, latent_dim: int, min_scale: float = 1e-4):
+    def __init__(self, net: nn.Module, latent_dim: int, min_scale: float = 1e-4, scale_map: nn.Module | None = None):
         super().__init__()
         self.net = net
         self.latent_dim = latent_dim
-        self.min_scale = min_scale
+        self.scale_map = SoftplusScale(min_scale) if scale_map is None else scale_map
 
     def forward(self, x: torch.Tensor) -> Independent:
         h = self.net(x)  # (B, 2M)
         if h.dtype in (torch.float16, torch.bfloat16):
             h = h.float()
         loc, raw = h.split(self.latent_dim, dim=-1)
-        return diagonal_normal(loc, F.softplus(raw) + self.min_scale)
+        return diagonal_normal(loc, self.scale_map(raw))

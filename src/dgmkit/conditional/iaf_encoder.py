@@ -6,12 +6,12 @@ pass; log q of any other point would need the sequential inverse.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.distributions import diagonal_normal
 from dgmkit.distributions.flow import FlowDistribution
+from dgmkit.nn.scale import SoftplusScale
 from dgmkit.transforms import Bijection
 
 __all__ = ["IAFEncoder"]
@@ -19,17 +19,27 @@ __all__ = ["IAFEncoder"]
 
 class IAFEncoder(ConditionalDistribution):
     """``net`` outputs 2M + C numbers (mean, raw scale, context); ``flow`` is a Bijection on
-    (B, M) taking a (B, C) context whose inverse is the cheap direction (see ``transforms.iaf``)."""
+    (B, M) taking a (B, C) context whose inverse is the cheap direction (see ``transforms.iaf``).
+    The base's scale is ``scale_map(raw)`` (``nn.scale``), by default softplus(raw) + ``min_scale``."""
 
-    def __init__(self, net: nn.Module, latent_dim: int, context_features: int, flow: Bijection, min_scale: float = 1e-4):
+    def __init__(
+        self,
+        net: nn.Module,
+        latent_dim: int,
+        context_features: int,
+        flow: Bijection,
+        min_scale: float = 1e-4,
+        scale_map: nn.Module | None = None,
+    ):
         super().__init__()
         self.net, self.flow = net, flow
-        self.latent_dim, self.context_features, self.min_scale = latent_dim, context_features, min_scale
+        self.latent_dim, self.context_features = latent_dim, context_features
+        self.scale_map = SoftplusScale(min_scale) if scale_map is None else scale_map
 
     def forward(self, x: torch.Tensor) -> FlowDistribution:
         h = self.net(x)
         if h.dtype in (torch.float16, torch.bfloat16):
             h = h.float()
         loc, raw, c = h.split([self.latent_dim, self.latent_dim, self.context_features], dim=-1)
-        base = diagonal_normal(loc, F.softplus(raw) + self.min_scale)
+        base = diagonal_normal(loc, self.scale_map(raw))
         return FlowDistribution(base, self.flow, context=c)

@@ -14,6 +14,7 @@ from dgmkit.errors import ConfigError
 from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import ImportanceSampledEval, VAESettings, encoder_net
 from dgmkit.models import VAE, GenerativeModel
+from dgmkit.nn.scale import ScaleKind, scale_map
 from dgmkit.objectives import ELBO, IWAE, BetaTCVAE, Objective
 from dgmkit.objectives.miwae import MIWAE
 from dgmkit.settings import setting
@@ -31,6 +32,11 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
 
     latent_dim: int = setting(32, "latent dimensions M", min=1, max=4096)
     posterior: Literal["gaussian", "iaf"] = setting("gaussian", "q(z|x): diagonal Gaussian, or followed by IAF layers")
+    latent_scale: ScaleKind = setting(
+        "softplus",
+        "how q(z|x)'s standard deviations (an IAF posterior's base) come from the encoder: softplus(raw) + 0.0001, "
+        "or clipped-log-variance, raw as log sigma^2 clipped to [-6, 2] (the VampPrior reference code's)",
+    )
     objective: Literal["elbo", "iwae", "tcvae", "miwae"] = setting(
         "elbo",
         "the training objective (tcvae: the ELBO with its KL split and weighted, beta-TCVAE; miwae: the "
@@ -61,6 +67,11 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
                 "objective tcvae needs the standard prior (its dimension-wise KL needs a factorized p(z)) "
                 "and the gaussian posterior"
             )
+        if self.prior == "vampprior" and self.posterior == "iaf":
+            raise ConfigError(
+                "the VampPrior is the mixture of q(z|u_k) at its pseudo-inputs, which needs a Gaussian q(z|x); "
+                "an IAF posterior's density at any z would need its sequential inverse (use posterior gaussian)"
+            )
         if self.free_bits and (self.objective != "elbo" or self.prior != "standard" or self.posterior != "gaussian"):
             raise ConfigError("free_bits needs the elbo objective, the standard prior and the gaussian posterior")
 
@@ -84,12 +95,13 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
         m = self.latent_dim
         decoder = self.build_decoder(data.event_shape, m, self.head(data.num_levels))
         encoder: ConditionalDistribution
+        sigma = scale_map(self.latent_scale, min_scale=1e-4)
         if self.posterior == "iaf":
             c = self.hidden[-1]  # the context h(x) of the IAF layers
             flow = iaf(m, self.hidden, self.flow_layers, context_features=c, act=self.activation)
-            encoder = IAFEncoder(encoder_net(self, data.event_shape, 2 * m + c), m, c, flow)
+            encoder = IAFEncoder(encoder_net(self, data.event_shape, 2 * m + c), m, c, flow, scale_map=sigma)
         else:
-            encoder = GaussianEncoder(encoder_net(self, data.event_shape, 2 * m), m)
+            encoder = GaussianEncoder(encoder_net(self, data.event_shape, 2 * m), m, scale_map=sigma)
         scale = self.input_scale(data.num_levels)
         prior = self.build_prior(m, self.hidden, self.activation, scale, data)
         return VAE(encoder, decoder, prior, scale)
