@@ -392,3 +392,29 @@ def test_a_categorical_column_of_one_category_is_modelled(tmp_path, capsys):
     code, _, err = _run(capsys, "impute", tmp_path / "r", "--out", tmp_path / "i.csv", "--k", "5")
     assert code == 0, err
     assert {line.split(",")[1] for line in (tmp_path / "i.csv").read_text().splitlines()[1:]} == {"x"}
+
+
+def test_figures_of_a_run_on_incomplete_images_draw_the_holes_grey(tmp_path, capsys):
+    """``dgm reconstruct`` and ``dgm interpolate`` of a run trained with missing entries draw the
+    data images' holes at mid-grey (as ``dgm impute`` does) and say so; they are not taken for a
+    model's non-finite output."""
+    from dgmkit.cli.figures import reconstruction_pairs
+    from dgmkit.config import load_run
+
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "--dataset", "digits", "--objective", "miwae", "--missing-rate", "0.2",
+                        "--latent-dim", "2", "--hidden", "16", "--epochs", "1", "--quiet", "--out", run)  # fmt: skip
+    assert code == 0, err
+    for command, count in (("reconstruct", ["-n", "4"]), ("interpolate", ["--pairs", "2"])):
+        code, out, err = _run(capsys, command, run, *count, "--out", tmp_path / f"{command}.png")
+        assert code == 0, err
+        assert "missing entries of the data images at mid-grey" in out
+    r = load_run(run)
+    x = r.transform(load_dataset("digits").test.x[:6], torch.Generator().manual_seed(0))
+    holes = torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) < 0.2
+    x = x.masked_fill(holes, float("nan"))
+    shown = reconstruction_pairs(r, x)
+    data, recon = shown[0::2], shown[1::2]
+    assert torch.isfinite(shown).all()
+    assert (data[holes] == 0.5).all() and torch.equal(data[~holes], x[~holes].float().clamp(0, 1))
+    assert torch.equal(recon, r.model.reconstruct(x).float().clamp(0, 1))

@@ -196,7 +196,7 @@ def test_active_latents_keeps_the_units_whose_means_vary(tmp_path, monkeypatch, 
     for key in ("active_latents", "latent_draws"):  # a preset may set them; the data need --codes-of
         with pytest.raises(ConfigError, match="give --codes-of"):
             run_dataset(RunConfig.of(model="m2", **{key: True}).data)
-    with pytest.raises(ConfigError, match="without batches"):  # a closed-form fit would ignore it
+    with pytest.raises(ConfigError, match="fitted in closed form, without batches"):  # a closed-form fit would ignore it
         RunConfig.of(model="ppca", codes_of=str(m1), latent_draws=True)
 
 

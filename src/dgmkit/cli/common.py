@@ -198,6 +198,12 @@ def to_display(x: torch.Tensor, run: Run) -> torch.Tensor:
     return x.float().clamp(0, 1)
 
 
+def data_to_display(x: torch.Tensor, run: Run) -> torch.Tensor:
+    """Data images for a picture, as ``to_display``, with their missing entries (NaN: a run trained
+    on incomplete data) at mid-grey, as ``dgm impute`` draws them."""
+    return to_display(x, run).nan_to_num(nan=0.5)
+
+
 def add_device_flag(
     p: argparse.ArgumentParser, what: str = "where the model computes", default: str = "auto", why: str = ""
 ) -> None:

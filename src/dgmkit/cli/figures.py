@@ -16,6 +16,7 @@ from dgmkit.cli.common import (
     add_seeded_data_flags,
     add_split_flag,
     attach_inputs,
+    data_to_display,
     figure_split,
     latent_model,
     plural,
@@ -90,8 +91,10 @@ def draw_samples(
 
 
 def reconstruction_pairs(run: Run, x: torch.Tensor) -> torch.Tensor:
-    """Each image of x followed by its reconstruction, both mapped to [0, 1] for a picture."""
-    return torch.stack([to_display(x, run), to_display(latent_model(run).reconstruct(x), run)], 1).flatten(0, 1)
+    """Each image of x followed by its reconstruction, both mapped to [0, 1] for a picture (x's
+    missing entries, if any, at mid-grey)."""
+    shown = [data_to_display(x, run), to_display(latent_model(run).reconstruct(x), run)]
+    return torch.stack(shown, 1).flatten(0, 1)
 
 
 def latent_scatter(run: Run, x: torch.Tensor, y: torch.Tensor | None, title: str) -> tuple[bytes, str]:
@@ -139,6 +142,12 @@ def _reconstructs(run: Run) -> None:
         _needs_latents(run)
 
 
+def _holes(x: torch.Tensor) -> str:
+    """What a figure's note says of the data images' missing entries, if they have any."""
+    n = int(torch.isnan(x).sum()) if x.is_floating_point() else 0
+    return f" ({plural(n, 'missing entry', 'missing entries')} of the data images at mid-grey)" if n else ""
+
+
 @torch.no_grad()
 def reconstruct(args: argparse.Namespace) -> int:
     out, run, x, _ = figure_split(args, _reconstructs)
@@ -148,7 +157,7 @@ def reconstruct(args: argparse.Namespace) -> int:
     pairs = reconstruction_pairs(run, xb)
     nrow = 2 * min(8, args.n)
     path = write_png(out, image_grid_png(pairs, nrow=nrow))
-    say(f"wrote {plural(args.n, args.split + ' image')} (left) and reconstructions (right) to {path}")
+    say(f"wrote {plural(args.n, args.split + ' image')} (left) and reconstructions (right) to {path}{_holes(xb)}")
     return 0
 
 
@@ -164,11 +173,11 @@ def interpolate(args: argparse.Namespace) -> int:
     t = torch.linspace(0, 1, args.steps, device=za.device).view(1, -1, *[1] * (za.dim() - 1))
     z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, *latent): for one-hot latents, through the simplex
     dec = location(model.likelihood(z))  # (P, S, C, H, W)
-    rows = torch.cat([to_display(a, run)[:, None], to_display(dec, run), to_display(b, run)[:, None]], 1)
+    rows = torch.cat([data_to_display(a, run)[:, None], to_display(dec, run), data_to_display(b, run)[:, None]], 1)
     path = write_png(out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
     say(
         f"wrote {plural(args.pairs, 'latent interpolation')} ({args.split} image, {args.steps} decoded steps, "
-        f"{args.split} image per row) to {path}"
+        f"{args.split} image per row) to {path}{_holes(torch.cat([a, b]))}"
     )
     return 0
 

@@ -244,7 +244,7 @@ class RunConfig:
             if self.data.latent_draws and self.model.fit != "gradient":
                 raise ConfigError(
                     f"latent_draws draws afresh for every batch; the {self.model.name} model is fitted "
-                    f"{self.model.fit}, without batches"
+                    f"{_FIT_WORDS[self.model.fit]}, without batches"
                 )
 
     @property
