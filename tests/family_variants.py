@@ -20,5 +20,18 @@ def family_variants() -> list[tuple[str, dict]]:
     return out
 
 
+def setting_pairs() -> list[tuple[str, dict]]:
+    """Each family's pairs of two of its variants on different keys (every choice of one
+    choice-valued key with every choice of another): the combinations whose conflicts a family's
+    ``validate`` must refuse by name rather than leave to fail in a step."""
+    out = []
+    singles = [(name, change) for name, change in family_variants() if change]
+    for i, (name, a) in enumerate(singles):
+        for other, b in singles[i + 1 :]:
+            if other == name and a.keys().isdisjoint(b):
+                out.append((name, {**a, **b}))
+    return out
+
+
 def variant_id(v: object) -> str:
     return v if isinstance(v, str) else "-".join(map(str, v.values()))
