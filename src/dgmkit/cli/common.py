@@ -43,6 +43,8 @@ __all__ = [
     "figure_split",
     "add_run_parser",
     "to_display",
+    "data_to_display",
+    "holes_note",
     "write_png",
     "png_output",
     "add_output_flags",
@@ -202,6 +204,12 @@ def data_to_display(x: torch.Tensor, run: Run) -> torch.Tensor:
     """Data images for a picture, as ``to_display``, with their missing entries (NaN: a run trained
     on incomplete data) at mid-grey, as ``dgm impute`` draws them."""
     return to_display(x, run).nan_to_num(nan=0.5)
+
+
+def holes_note(x: torch.Tensor) -> str:
+    """What a figure's note says of its data images' missing entries, if they have any."""
+    n = int(torch.isnan(x).sum()) if x.is_floating_point() else 0
+    return f" ({plural(n, 'missing entry', 'missing entries')} of the data images at mid-grey)" if n else ""
 
 
 def add_device_flag(

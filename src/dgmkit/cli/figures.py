@@ -18,6 +18,7 @@ from dgmkit.cli.common import (
     attach_inputs,
     data_to_display,
     figure_split,
+    holes_note,
     latent_model,
     plural,
     png_output,
@@ -142,12 +143,6 @@ def _reconstructs(run: Run) -> None:
         _needs_latents(run)
 
 
-def _holes(x: torch.Tensor) -> str:
-    """What a figure's note says of the data images' missing entries, if they have any."""
-    n = int(torch.isnan(x).sum()) if x.is_floating_point() else 0
-    return f" ({plural(n, 'missing entry', 'missing entries')} of the data images at mid-grey)" if n else ""
-
-
 @torch.no_grad()
 def reconstruct(args: argparse.Namespace) -> int:
     out, run, x, _ = figure_split(args, _reconstructs)
@@ -157,7 +152,7 @@ def reconstruct(args: argparse.Namespace) -> int:
     pairs = reconstruction_pairs(run, xb)
     nrow = 2 * min(8, args.n)
     path = write_png(out, image_grid_png(pairs, nrow=nrow))
-    say(f"wrote {plural(args.n, args.split + ' image')} (left) and reconstructions (right) to {path}{_holes(xb)}")
+    say(f"wrote {plural(args.n, args.split + ' image')} (left) and reconstructions (right) to {path}{holes_note(xb)}")
     return 0
 
 
@@ -177,7 +172,7 @@ def interpolate(args: argparse.Namespace) -> int:
     path = write_png(out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
     say(
         f"wrote {plural(args.pairs, 'latent interpolation')} ({args.split} image, {args.steps} decoded steps, "
-        f"{args.split} image per row) to {path}{_holes(torch.cat([a, b]))}"
+        f"{args.split} image per row) to {path}{holes_note(torch.cat([a, b]))}"
     )
     return 0
 

@@ -12,7 +12,16 @@ import torch
 
 from dgmkit._io import atomic_write_bytes, check_new_output, parse_json
 from dgmkit.cli.argtypes import SEED
-from dgmkit.cli.common import add_count_flag, add_data_flags, add_device_flag, plural, say, split_data, to_display
+from dgmkit.cli.common import (
+    add_count_flag,
+    add_data_flags,
+    add_device_flag,
+    holes_note,
+    plural,
+    say,
+    split_data,
+    to_display,
+)
 from dgmkit.cli.evaluate import _EVALS, protocol_key
 from dgmkit.cli.figures import draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
@@ -111,9 +120,10 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
         return figs, notes
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed)).to(x.device)  # the same on any device
     if images:
-        pairs = reconstruction_pairs(run, x[idx[:8]]).cpu()
-        figs.append(("reconstructions", f"8 random test images (left) and their reconstructions (right), seed {args.seed}",
-                     image_grid_png(pairs, 4)))  # fmt: skip
+        shown = x[idx[:8]]
+        pairs = reconstruction_pairs(run, shown).cpu()
+        caption = f"8 random test images (left) and their reconstructions (right), seed {args.seed}{holes_note(shown)}"
+        figs.append(("reconstructions", caption, image_grid_png(pairs, 4)))
     pick = idx[:1000]
     what = "images" if images else "rows"
     title = f"{run.cfg.data.dataset} test: posterior means E[z|x] (n={len(pick)})"

@@ -15,7 +15,8 @@ class GaussianEncoder(ConditionalDistribution):
     """q(z|x) with a network that outputs 2M numbers: the mean and a raw scale.
 
     The scale is ``scale_map(raw)`` (``nn.scale``), by default softplus(raw) + ``min_scale``:
-    smooth, positive and bounded away from zero.
+    smooth, positive and bounded away from zero (``min_scale`` > 0 is that default's floor; it
+    has no part in a ``scale_map`` given).
     """
 
     def __init__(self, net: nn.Module, latent_dim: int, min_scale: float = 1e-4, scale_map: nn.Module | None = None):
