@@ -230,6 +230,9 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "--out runs/miwae",
         "dgm eval runs/miwae",
         "dgm impute runs/miwae --k 1000 --baselines mean knn iterative --out breast-filled.npy",
+        "dgm train --dataset digits --objective miwae --missing-rate 0.2 --latent-dim 8 --epochs 10 --quiet "
+        "--out runs/miwae-digits",
+        "dgm reconstruct runs/miwae-digits -n 8 --out miwae-digits-reconstructions.png",
     ],
     "miwae-table": [
         IRIS_CSV,
