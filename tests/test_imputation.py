@@ -418,3 +418,11 @@ def test_figures_of_a_run_on_incomplete_images_draw_the_holes_grey(tmp_path, cap
     assert torch.isfinite(shown).all()
     assert (data[holes] == 0.5).all() and torch.equal(data[~holes], x[~holes].float().clamp(0, 1))
     assert torch.equal(recon, r.model.reconstruct(x).float().clamp(0, 1))
+    # dgm impute's figure: its first row is the observed images, drawn the same way
+    import dgmkit.cli.impute as impute_cli
+
+    grids = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(impute_cli, "image_grid_png", lambda images, nrow: grids.append(images) or b"png")
+        impute_cli._figure(tmp_path / "f.png", r, x, r.model.reconstruct(x), None)
+    assert torch.equal(grids[0][:6], data)

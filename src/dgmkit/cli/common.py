@@ -202,7 +202,7 @@ def to_display(x: torch.Tensor, run: Run) -> torch.Tensor:
 
 def data_to_display(x: torch.Tensor, run: Run) -> torch.Tensor:
     """Data images for a picture, as ``to_display``, with their missing entries (NaN: a run trained
-    on incomplete data) at mid-grey, as ``dgm impute`` draws them."""
+    on incomplete data) at mid-grey, as ``dgm impute`` draws them too."""
     return to_display(x, run).nan_to_num(nan=0.5)
 
 

@@ -27,6 +27,7 @@ from dgmkit.cli.common import (
     add_limit_flag,
     add_run_parser,
     add_split_flag,
+    data_to_display,
     plural,
     read_input_file,
     run_data,
@@ -273,12 +274,9 @@ def _figure(path: Path, run: Run, data: torch.Tensor, single: torch.Tensor, trut
     """Up to 8 datapoints: the observed entries (missing ones shown at mid-grey), the imputation,
     and the complete data where known, one row each."""
     n = min(8, len(data))
-    shown = to_display(data[:n].nan_to_num(0.0), run)
-    shown = torch.where(observed(data[:n]), shown, torch.full_like(shown, 0.5))
-    rows = [shown, to_display(single[:n].float(), run)]
+    rows = [data_to_display(data[:n], run), to_display(single[:n].float(), run)]
     if truth is not None:  # entries missing in the data file itself: unknown, mid-grey
-        known = to_display(truth[:n].nan_to_num(0.0), run)
-        rows.append(torch.where(observed(truth[:n]), known, torch.full_like(known, 0.5)))
+        rows.append(data_to_display(truth[:n], run))
     atomic_write_bytes(path, image_grid_png(torch.cat(rows), nrow=n))
 
 
