@@ -115,3 +115,27 @@ def test_a_run_that_sets_zero_importance_samples_is_not_scored_by_its_elbo_as_lo
         assert main(argv) == 1
         assert f"the run's iw_samples is 0: give {flag} >= 1" in capsys.readouterr().err
     assert main(["score", str(run), str(tmp_path / "x.npy"), "--k", "3", "--out", str(tmp_path / "s.csv")]) == 0
+
+
+def test_an_exact_density_of_dequantized_integers_is_called_a_one_draw_bound(tmp_path, capsys):
+    """A flow on integer digits models y = (k + u) / L: its log p(y) - D log L at one draw of u is a
+    lower bound on log P(k) in expectation, not the exact log P(k); dgm score and dgm ood say so
+    as dgm eval does, and a model on binary data stays exact."""
+    from dgmkit.cli.common import estimate_words
+
+    assert estimate_words("exact", "dequantize") == "a one-draw lower bound (uniform dequantization)"
+    assert estimate_words("exact", "binary") == "exact"
+    assert estimate_words("importance-sampled", "dequantize") == "importance-sampled"
+    run = tmp_path / "flow"
+    assert main(["train", "--dataset", "digits", "--model", "flow", "--flow", "realnvp", "--flow-layers", "2",
+                 "--hidden", "8", "--epochs", "1", "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    assert load_run(run).transform.kind == "dequantize"
+    test = run_data(load_run(run)).test.x[:20].numpy()
+    np.save(tmp_path / "some.npy", test)
+    capsys.readouterr()
+    assert main(["score", str(run), str(tmp_path / "some.npy"), "--out", str(tmp_path / "s.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "(a one-draw lower bound (uniform dequantization))" in out and "(exact)" not in out
+    assert main(["ood", str(run), "--ood", str(tmp_path / "some.npy"), "--json", str(tmp_path / "o.json")]) == 0
+    assert "log p(x): a one-draw lower bound (uniform dequantization)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "o.json").read_text())["transform"] == "dequantize"

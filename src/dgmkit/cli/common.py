@@ -45,6 +45,7 @@ __all__ = [
     "to_display",
     "data_to_display",
     "holes_note",
+    "estimate_words",
     "write_png",
     "png_output",
     "add_output_flags",
@@ -210,6 +211,24 @@ def holes_note(x: torch.Tensor) -> str:
     """What a figure's note says of its data images' missing entries, if they have any."""
     n = int(torch.isnan(x).sum()) if x.is_floating_point() else 0
     return f" ({plural(n, 'missing entry', 'missing entries')} of the data images at mid-grey)" if n else ""
+
+
+_ESTIMATE_WORDS = {
+    "exact": "exact",
+    "importance-sampled": "importance-sampled",
+    "bound": "a lower bound",
+    "time-sampled": "a lower bound over sampled times",
+}
+
+
+def estimate_words(kind: str, transform: str) -> str:
+    """What a run's log p(x) is, for a line of output: the model's declared estimate (``kind``),
+    except that an exact density of uniformly dequantized data (``transform``) scores the integers
+    by one draw of the noise: a lower bound on their log-likelihood in expectation, as ``dgm eval``
+    says ("NLL (one-draw bound)")."""
+    if kind == "exact" and transform == "dequantize":
+        return "a one-draw lower bound (uniform dequantization)"
+    return _ESTIMATE_WORDS.get(kind, kind)
 
 
 def add_device_flag(

@@ -28,6 +28,7 @@ from dgmkit.cli.common import (
     add_device_flag,
     add_limit_flag,
     add_run_parser,
+    estimate_words,
     plural,
     png_output,
     run_data,
@@ -238,7 +239,8 @@ def _notes(r: dict) -> list[str]:
     notes = [
         f"in: {r['dataset']} {r['in_split']} ({plural(r['n_in'], 'input')}); OOD: {r['ood']} {r['ood_split']} "
         f"({plural(r['n_ood'], 'input')}); OOD inputs are the positives, larger scores more OOD",
-        f"log p(x): {r['estimate']}" + (f" (k={r['iw_samples']})" if r["iw_samples"] else ""),
+        f"log p(x): {estimate_words(r['estimate'], r.get('transform', ''))}"
+        + (f" (k={r['iw_samples']})" if r["iw_samples"] else ""),
     ]
     for name in ("typicality", "typicality_batch"):
         t, s = r.get(name + "_test"), r["scores"].get(name)
@@ -323,6 +325,7 @@ def run_ood(args: argparse.Namespace) -> int:
         "fit_limit": args.fit_limit,
         "typicality_batch": args.typicality_batch,
         "estimate": run.model.estimate_kind,
+        "transform": run.transform.kind,
         "iw_samples": k_of[id(run)],
         "bits_per_dim": None
         if continuous

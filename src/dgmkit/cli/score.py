@@ -20,7 +20,7 @@ import torch
 
 from dgmkit._io import atomic_write_bytes, check_new_output
 from dgmkit.cli.argtypes import SEED
-from dgmkit.cli.common import add_count_flag, add_device_flag, read_input_file, run_data, say
+from dgmkit.cli.common import add_count_flag, add_device_flag, estimate_words, read_input_file, run_data, say
 from dgmkit.cli.compress import read_pngs
 from dgmkit.cli.evaluate import estimate_samples
 from dgmkit.config import Run, load_run
@@ -106,8 +106,7 @@ def run_score(args: argparse.Namespace) -> int:
     for i, name in enumerate(names):
         w.writerow([name, repr(float(log_px[i])), "" if bpd is None else repr(float(bpd[i]))])
     atomic_write_bytes(out, buf.getvalue().encode())
-    kind = {"exact": "exact", "importance-sampled": "importance-sampled", "bound": "a lower bound",
-            "time-sampled": "a lower bound over sampled times"}[run.model.estimate_kind]  # fmt: skip
+    kind = estimate_words(run.model.estimate_kind, run.transform.kind)
     unit = "" if bpd is None else f", {float(np.mean(bpd)):.4f} bits/dim"
     say(f"scored {len(names)} inputs: mean log p(x) {float(np.mean(log_px)):.3f} nats{unit} ({kind}) -> {out}")
     return 0
