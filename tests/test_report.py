@@ -200,3 +200,22 @@ def test_the_config_table_leaves_out_settings_that_do_not_apply():
     assert "gaussian_variance" not in gauss and "student_min_df" in gauss
     mixed = set(unused_keys(RunConfig.of(likelihood="mixed", table_levels=[0, 3]).model))
     assert "table_levels" not in mixed and "gaussian_min_scale" not in mixed
+
+
+def test_learning_curves_of_dequantized_data_are_in_nats_of_the_integers(tmp_path, monkeypatch):
+    """A flow on integer digits logs log p(y) of the dequantized y; the page's score curves show
+    it less D log L, as the epoch line and the comparison table do, not on another scale."""
+    import math
+
+    import dgmkit.reporting.page as page
+
+    metrics = [{"epoch": 1, "train_log_px": 10.0, "valid_log_px": 12.0}, {"epoch": 2, "valid_log_px": 13.0}]
+    (title, lines), *_ = page._curve_panels(metrics, "log p(x)", "log_px", shift=100.0)
+    assert title == "score" and lines[0][1] == ([1.0], [-90.0]) and lines[1][1] == ([1.0, 2.0], [-88.0, -87.0])
+    run = tmp_path / "flow"
+    assert main(["train", "--dataset", "digits", "--model", "flow", "--flow", "realnvp", "--flow-layers", "2",
+                 "--hidden", "8", "--epochs", "1", "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    seen = []
+    monkeypatch.setattr(page, "curves_png", lambda *a: seen.append(a) or None)
+    assert main(["report", str(run), "--no-figures", "--out", str(tmp_path / "r.html")]) == 0
+    assert seen[0][3] == pytest.approx(64 * math.log(17))  # the digits' 17 levels, 8x8 pixels

@@ -124,10 +124,13 @@ def _layer_or_total(metrics: list[dict], key: str, titles: tuple[str, str], labe
     return [(titles[1], [(label, total)])] if total[0] else []
 
 
-def _curve_panels(metrics: list[dict], score_label: str, score: str) -> list[tuple]:
-    """The learning-curve panels the run logged: (title, [(label, (epochs, values))])."""
+def _curve_panels(metrics: list[dict], score_label: str, score: str, shift: float = 0.0) -> list[tuple]:
+    """The learning-curve panels the run logged: (title, [(label, (epochs, values))]); the score
+    less ``shift`` (D log L: nats of the integers from nats of dequantized data, as the epoch line
+    and the comparison table give them)."""
     panels = []
-    train, valid = metric_series(metrics, f"train_{score}"), metric_series(metrics, f"valid_{score}")
+    (te, tv), (ve, vv) = metric_series(metrics, f"train_{score}"), metric_series(metrics, f"valid_{score}")
+    train, valid = (te, [v - shift for v in tv]), (ve, [v - shift for v in vv])
     if train[0] or valid[0]:
         panels.append(("score", [(f"train {score_label}", train), (f"valid {score_label}", valid)]))
     panels += _layer_or_total(metrics, "kl", ("KL per layer (valid, nats)", "KL (valid, nats)"), "KL")
@@ -138,15 +141,16 @@ def _curve_panels(metrics: list[dict], score_label: str, score: str) -> list[tup
     return panels
 
 
-def curves_png(metrics: list[dict], score_label: str, score: str) -> bytes | None:
-    """Learning curves as one PNG: the monitored score (train and valid), the KL (total or per
-    layer), the active units and the learning rate, each panel only where the run logged it."""
+def curves_png(metrics: list[dict], score_label: str, score: str, shift: float = 0.0) -> bytes | None:
+    """Learning curves as one PNG: the monitored score (train and valid; less ``shift``, see
+    ``RunPage.shift``), the KL (total or per layer), the active units and the learning rate, each
+    panel only where the run logged it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = _curve_panels(metrics, score_label, score)
+    panels = _curve_panels(metrics, score_label, score, shift)
     if not panels:
         return None
     cols = min(2, len(panels))
@@ -272,7 +276,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
         for note in r.notes:
             out.append(f"<p class='note'>{_e(note)}</p>")
         out.append("<h3>Learning curves</h3>")
-        png = curves_png(r.metrics, r.score_label, r.score)
+        png = curves_png(r.metrics, r.score_label, r.score, r.shift)
         out.append(_img(png, f"learning curves of {r.name}") if png else "<p class='note'>no metrics logged</p>")
         out.append("<h3>Evaluation</h3>" + _eval_table(r.evals, r.weights))
         if r.figures:
