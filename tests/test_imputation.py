@@ -20,7 +20,7 @@ from dgmkit.data.missing import has_missing, missing_count, remove_completely_at
 from dgmkit.data.table import read_table, write_table
 from dgmkit.distributions import element_log_probs, observed_log_prob
 from dgmkit.errors import DataError
-from dgmkit.evaluation.imputation import baseline_impute, rmse
+from dgmkit.evaluation.imputation import baseline_impute, from_data_units, rmse, to_data_units
 
 
 def test_mcar_removes_about_the_rate_the_same_entries_again_and_keeps_the_rest():
@@ -418,11 +418,29 @@ def test_figures_of_a_run_on_incomplete_images_draw_the_holes_grey(tmp_path, cap
     assert torch.isfinite(shown).all()
     assert (data[holes] == 0.5).all() and torch.equal(data[~holes], x[~holes].float().clamp(0, 1))
     assert torch.equal(recon, r.model.reconstruct(x).float().clamp(0, 1))
-    # dgm impute's figure: its first row is the observed images, drawn the same way
+    # dgm impute's figure: the observed images, imputations and truth, each in the data's own units
+    # (0..16 here, which the run binarizes at random: k / 16 is the model's value), holes at mid-grey
     import dgmkit.cli.impute as impute_cli
 
+    assert r.transform.kind == "dynamic-binarize"
+    raw = load_dataset("digits").test.x[:6].float()
     grids = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(impute_cli, "image_grid_png", lambda images, nrow: grids.append(images) or b"png")
-        impute_cli._figure(tmp_path / "f.png", r, x, r.model.reconstruct(x), None)
-    assert torch.equal(grids[0][:6], data)
+        impute_cli._figure(tmp_path / "f.png", r, raw.masked_fill(holes, float("nan")), raw.double(), raw)
+    observed_row, imputed_row, true_row = grids[0].split(6)
+    assert (observed_row[holes] == 0.5).all() and torch.equal(observed_row[~holes], raw[~holes] / 16)
+    assert torch.equal(imputed_row, raw / 16) and torch.equal(true_row, raw / 16)
+
+
+@pytest.mark.parametrize("kind", ["binary", "dynamic-binarize", "scale", "integers", "continuous"])
+def test_data_units_and_the_models_values_convert_both_ways(kind):
+    """to_data_units (the imputations written) and from_data_units (dgm impute's figure) are inverses;
+    probabilities of k / 16 (dynamic-binarize) and scaled values are 16 times larger in data units."""
+    t = DataTransform(kind, None if kind in ("binary", "continuous") else 17)
+    values = torch.tensor([0.0, 4.0, 16.0, math.nan] if kind == "integers" else [0.0, 0.25, 1.0, math.nan])
+    data = to_data_units(values, t)
+    scale = 16 if kind in ("dynamic-binarize", "scale") else 1
+    assert torch.equal(data[:3], values[:3].double() * scale)
+    back = from_data_units(data, t)
+    assert torch.equal(back[:3], values[:3].double()) and torch.isnan(back[3])

@@ -32,7 +32,6 @@ from dgmkit.cli.common import (
     read_input_file,
     run_data,
     say,
-    to_display,
 )
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import run_dataset
@@ -41,7 +40,14 @@ from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES, write_table
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.figures import image_grid_png
-from dgmkit.evaluation.imputation import BASELINES, baseline_impute, impute_batched, rmse, to_data_units
+from dgmkit.evaluation.imputation import (
+    BASELINES,
+    baseline_impute,
+    from_data_units,
+    impute_batched,
+    rmse,
+    to_data_units,
+)
 from dgmkit.models import LatentVariableModel
 from dgmkit.training.run_writer import RUN_FILES
 from dgmkit.training.trainer import VALID_SEED
@@ -272,11 +278,16 @@ def _scores(
 
 def _figure(path: Path, run: Run, data: torch.Tensor, single: torch.Tensor, truth: torch.Tensor | None) -> None:
     """Up to 8 datapoints: the observed entries (missing ones shown at mid-grey), the imputation,
-    and the complete data where known, one row each."""
+    and the complete data where known, one row each; all three are in the data's own units, drawn
+    as the model's values of them are."""
     n = min(8, len(data))
-    rows = [data_to_display(data[:n], run), to_display(single[:n].float(), run)]
+
+    def shown(v: torch.Tensor) -> torch.Tensor:
+        return data_to_display(from_data_units(v[:n], run.transform), run)
+
+    rows = [shown(data), shown(single)]
     if truth is not None:  # entries missing in the data file itself: unknown, mid-grey
-        rows.append(data_to_display(truth[:n], run))
+        rows.append(shown(truth))
     atomic_write_bytes(path, image_grid_png(torch.cat(rows), nrow=n))
 
 

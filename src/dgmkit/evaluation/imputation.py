@@ -25,7 +25,7 @@ from dgmkit.errors import ConfigError, DataError
 from dgmkit.models import LatentVariableModel
 from dgmkit.objectives.miwae import impute
 
-__all__ = ["BASELINES", "baseline_impute", "rmse", "impute_batched", "to_data_units"]
+__all__ = ["BASELINES", "baseline_impute", "rmse", "impute_batched", "to_data_units", "from_data_units"]
 
 BASELINES = ("mean", "knn", "iterative", "missforest")
 
@@ -81,6 +81,14 @@ def to_data_units(x: torch.Tensor, transform: DataTransform) -> torch.Tensor:
     ``dynamic-binarize`` (probabilities of the intensity k / (L - 1)) times L - 1; others as they are."""
     if transform.kind in ("scale", "dynamic-binarize"):
         return x.double() * (cast(int, transform.num_levels) - 1)  # (set for these kinds)
+    return x.double()
+
+
+def from_data_units(x: torch.Tensor, transform: DataTransform) -> torch.Tensor:
+    """The inverse of ``to_data_units``: values in the data's own units as the model scores them
+    (for ``scale`` and ``dynamic-binarize``, k / (L - 1)); float64, NaN kept."""
+    if transform.kind in ("scale", "dynamic-binarize"):
+        return x.double() / (cast(int, transform.num_levels) - 1)
     return x.double()
 
 
