@@ -192,6 +192,11 @@ def compress(args: argparse.Namespace) -> int:
     out = check_new_output(args.out, args.force, inputs=args.inputs, protected=_run_files(args.run_dir))
     run, model, levels = _coding_model(args.run_dir, args.device)
     x, meta = _read_images(args.inputs, model.event_shape)
+    if meta.get("png_mode") == "1" and levels != 2:
+        raise DataError(
+            f"1-bit PNG images are black and white; {args.run_dir}'s model codes {levels} levels: give it 8-bit grey "
+            "(mode L) images, or compress these with a model of binary images"
+        )
     if x.ndim < 2:
         shape = model.event_shape
         raise DataError(f"expected N images of {shape[-2]}x{shape[-1]} pixels, got an array of shape {x.shape}")
@@ -205,7 +210,8 @@ def compress(args: argparse.Namespace) -> int:
         "shape": list(x.shape),
         "dtype": x.dtype.str,
         "batch_size": args.batch_size,
-        "content_sha256": content_digest(x),
+        # of the array as decompression rebuilds it from the coded integers (a float -0.0 comes back as 0.0)
+        "content_sha256": content_digest(xt.numpy().reshape(x.shape).astype(x.dtype)),
         "coder": "constriction range coder, categorical models (perfect=False)",
         "device": coding_device(run.device),
         **meta,
