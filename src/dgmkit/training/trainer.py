@@ -57,7 +57,8 @@ class Trainer:
     ``objective`` (an ``objectives.Objective``) returns named per-example terms with at least
     ``loss`` and the score it names (``objective.score``: ``elbo``, ``iwae``, ``log_px``, ...):
     the metrics hold ``train_<score>`` and ``valid_<score>``, and the validation score decides
-    early stopping and the best checkpoint. ``run_dir`` (optional) receives, through a
+    early stopping and the best checkpoint (without ``valid``, the training score does, and the
+    early-stopping line says so). ``run_dir`` (optional) receives, through a
     ``RunWriter``, ``checkpoint.safetensors`` each epoch, ``best.safetensors`` whenever the
     validation score improves, and one JSON line per epoch in ``metrics.jsonl``. ``config`` is
     the run record stored in every checkpoint so that a run folder describes itself.
@@ -593,7 +594,10 @@ class Trainer:
                 cb(self, metrics)
             if self.stopped_early:
                 log.info(
-                    "early stopping after epoch %d: no validation improvement in %d epoch(s)", self.epoch, self.patience
+                    "early stopping after epoch %d: no %s improvement in %d epoch(s)",
+                    self.epoch,
+                    "validation" if self.valid is not None else "training-score",
+                    self.patience,
                 )
                 break
         distributed.barrier()  # the other ranks wait for rank 0's last files
