@@ -574,7 +574,8 @@ class Trainer:
                 break
             with self._own_rng():
                 train_time = time.perf_counter() - t0
-                metrics["images_per_s"] = len(self.train_x) * self._epoch_share / train_time  # (this call's part)
+                # the rows trained (labelled rows drawn into the batches too), of this call's part of the epoch
+                metrics["images_per_s"] = self.batches.rows_per_epoch * self._epoch_share / train_time
                 self._check_finite(metrics)  # before validation, which NaN weights could make fail unclearly
                 if self._valid_x is not None:
                     with self._data_checked():
