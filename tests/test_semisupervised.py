@@ -227,6 +227,8 @@ def test_trainer_passes_labels_and_adds_labelled_rows():
     n, y = seen[-1]
     assert n == 50 and torch.equal(y, digits.valid.y[:50].long())  # validation: every label
     assert 0 <= m["valid_accuracy"] <= 1 and math.isfinite(m["valid_elbo"])
+    # the throughput counts every row trained, the 7 labelled ones drawn into each of the 7 batches too
+    assert trainer.images_per_s(2.0) == (200 + 7 * 7) / 2.0
 
 
 @torch.no_grad()

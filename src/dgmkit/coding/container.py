@@ -5,8 +5,9 @@
     SHA-256 of everything before it (32 bytes)
 
 The header holds the model's fingerprint, the images' shape, dtype and number of levels, the
-coding batch size and the SHA-256 of the original array; decoding checks all of them, so a
-file read with another model, truncated, corrupted, or not ours fails with a clear error.
+coding batch size and the SHA-256 of the images as decoding rebuilds them (the original array's
+values in its dtype); decoding checks all of them, so a file read with another model,
+truncated, corrupted, or not ours fails with a clear error.
 
 The trailing SHA-256 detects accidents only: whoever crafts a file can recompute it. So every
 header field is treated as hostile and checked against a schema (``check_header``) before

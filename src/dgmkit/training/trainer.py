@@ -428,6 +428,12 @@ class Trainer:
         self._epoch_share = (self.steps_per_epoch - start) / self.steps_per_epoch  # of the epoch trained in this call
         return perm, start, beta, total_loss, total_score
 
+    def images_per_s(self, seconds: float) -> float:
+        """The epoch's throughput, had its training part taken ``seconds``: the rows it trains on
+        (the labelled rows drawn into every batch too, as ``train_loss`` counts them), of the part
+        of the epoch this call trained."""
+        return self.batches.rows_per_epoch * self._epoch_share / seconds
+
     def _out_of_time(self, within_epoch: bool = False) -> bool:
         """Whether --time-budget has run out. Data-parallel ranks decide together at the end of
         an epoch only (rank 0's clock), never within one."""
@@ -574,8 +580,7 @@ class Trainer:
                 break
             with self._own_rng():
                 train_time = time.perf_counter() - t0
-                # the rows trained (labelled rows drawn into the batches too), of this call's part of the epoch
-                metrics["images_per_s"] = self.batches.rows_per_epoch * self._epoch_share / train_time
+                metrics["images_per_s"] = self.images_per_s(train_time)
                 self._check_finite(metrics)  # before validation, which NaN weights could make fail unclearly
                 if self._valid_x is not None:
                     with self._data_checked():
