@@ -46,6 +46,7 @@ __all__ = [
     "data_to_display",
     "holes_note",
     "estimate_words",
+    "one_draw_bound",
     "write_png",
     "png_output",
     "add_output_flags",
@@ -221,12 +222,17 @@ _ESTIMATE_WORDS = {
 }
 
 
+def one_draw_bound(kind: str, transform: str) -> bool:
+    """Whether a model's exact density (estimate ``kind``) is of uniformly dequantized data
+    (``transform``): it scores the integers by one draw of the noise, a lower bound on their
+    log-likelihood in expectation, not their exact log-likelihood."""
+    return kind == "exact" and transform == "dequantize"
+
+
 def estimate_words(kind: str, transform: str) -> str:
     """What a run's log p(x) is, for a line of output: the model's declared estimate (``kind``),
-    except that an exact density of uniformly dequantized data (``transform``) scores the integers
-    by one draw of the noise: a lower bound on their log-likelihood in expectation, as ``dgm eval``
-    says ("NLL (one-draw bound)")."""
-    if kind == "exact" and transform == "dequantize":
+    or a one-draw bound (``one_draw_bound``), as ``dgm eval`` says ("NLL (one-draw bound)")."""
+    if one_draw_bound(kind, transform):
         return "a one-draw lower bound (uniform dequantization)"
     return _ESTIMATE_WORDS.get(kind, kind)
 

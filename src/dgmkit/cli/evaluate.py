@@ -17,6 +17,7 @@ from dgmkit.cli.common import (
     add_seeded_data_flags,
     add_split_flag,
     attach_inputs,
+    one_draw_bound,
     plural,
     say,
     split_data,
@@ -33,7 +34,7 @@ __all__ = ["add_parser", "run_eval", "format_report", "estimate_samples"]
 
 # what each kind of estimate is called on the NLL row
 _NLL_ROW = {
-    "exact": lambda r: "NLL (one-draw bound)" if r.get("transform") == "dequantize" else "NLL (exact)",
+    "exact": lambda r: "NLL (one-draw bound)" if one_draw_bound("exact", r.get("transform", "")) else "NLL (exact)",
     "importance-sampled": lambda r: f"NLL (k={r['iw_samples']})",
     "bound": lambda r: f"NLL bound (k={r['iw_samples']})",
     "time-sampled": lambda r: f"NLL bound ({plural(r['iw_samples'], 'time')} per datapoint)",
@@ -138,7 +139,7 @@ def _notes(r: dict) -> list[str]:
         "bound's terms at sampled times; more times lower its noise, not the bound",
     }
     out = [notes[r["estimate"]]]
-    if r["estimate"] == "exact" and r.get("transform") == "dequantize":  # exact of y = (k + u) / L, not of k
+    if one_draw_bound(r["estimate"], r.get("transform", "")):  # exact of y = (k + u) / L, not of k
         out = [
             f"exact for the uniformly dequantized data; for the {r['num_dims']}-D integer data an upper bound on the NLL "
             "(Jensen over the noise u), one draw of u per datapoint"
