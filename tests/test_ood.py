@@ -147,6 +147,12 @@ def test_png_code_length_is_the_size_of_a_lossless_png():
     assert (binary < bits[:3] / 4).all()
     with pytest.raises(ValueError, match="integer images"):
         png_code_length(torch.rand(2, 1, 4, 4))
+    # an image's length does not depend on the images coded with it where the data's kind is given
+    bits01 = (noise[:1] > 127).to(torch.uint8)
+    alone, beside = png_code_length(bits01, binary=False), png_code_length(torch.cat([bits01, noise[1:2]]), binary=False)
+    assert alone[0] == beside[0] and alone[0] > png_code_length(bits01)[0]  # grey, not 1-bit
+    with pytest.raises(ValueError, match="binary=True"):
+        png_code_length(noise, binary=True)
 
 
 # ----------------------------------------------------------------------------- mutation (Ren et al.)
@@ -278,8 +284,11 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
     assert {"nll", "likelihood_ratio", "typicality", "complexity"} <= set(rows[0])
     # the same protocol again replaces its result; another --ood split adds one
     assert _dgm(capsys, *argv)[0] == 0
-    assert _dgm(capsys, *argv, "--ood-split", "valid", "--limit", "30")[0] == 0
-    assert len(json.loads((runs / "model" / "ood.json").read_text())["results"]) == 2
+    code, out, _ = _dgm(capsys, *argv, "--ood-split", "valid", "--limit", "30")
+    assert code == 0 and "in-sample" not in out and "average precision" in out
+    code, out, _ = _dgm(capsys, *argv, "--in", "valid", "--limit", "30")  # the split epsilon is fitted on
+    assert code == 0 and "typicality is in-sample here: epsilon was fitted on the valid split" in out
+    assert len(json.loads((runs / "model" / "ood.json").read_text())["results"]) == 3
     # existing outputs are not replaced without --force
     _refused(*_dgm(capsys, *argv, "--json", out_json)[::2], "exists")
     assert _dgm(capsys, *argv, "--json", out_json, "--force")[0] == 0
@@ -322,6 +331,9 @@ def test_ood_refusals(runs, tmp_path, capsys):
     flags = ["--model", "arm", "--likelihood", "bernoulli", "--binarize", "dynamic", "--channels", "4", "--arm-layers", "1"]
     assert main(["train", "--dataset", "digits", *flags, "--epochs", "1", "--quiet", "--out", str(binary)]) == 0
     _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", binary)[::2], "different inputs")
+    other = tmp_path / "other"  # a background model of other data (here the OOD inputs themselves)
+    assert main(["train", "--dataset", str(runs / "noise.npy"), *_ARM, "--epochs", "1", "--out", str(other)]) == 0
+    _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", other)[::2], "was trained on", "same data")
     # a foreign ood.json in the run folder is refused before any work, and kept
     copy = tmp_path / "copy"
     shutil.copytree(model, copy)

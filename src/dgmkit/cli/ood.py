@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Score in-distribution inputs (a split of the run's data) against OOD inputs (another dataset) "
         "by -log p(x), Ren et al.'s likelihood ratio (with --background), Nalisnick et al.'s typicality test and "
         "Serra et al.'s complexity correction (L(x): the bits of a PNG file, Pillow optimize=True); report AUROC, "
-        "AUPRC and the FPR at 95% TPR with the OOD inputs as positives.",
+        "AUPRC (as average precision) and the FPR at 95% TPR with the OOD inputs as positives.",
     )
     p.add_argument("--in", dest="in_split", default="test", choices=SPLITS, help="in-distribution split")
     p.add_argument("--ood", required=True, metavar="DATASET", help="the OOD data: a named dataset or a .npy/.npz/.mat file")
@@ -122,6 +122,12 @@ def _check_background(run: Run, bg: Run, path: str) -> None:
         raise DataError(
             f"--background {path} scores {b['transform']} data and {run.path} {a['transform']} data: "
             "their likelihoods are of different inputs"
+        )
+    if a.get("name") != b.get("name") or a.get("sha256") != b.get("sha256"):
+        raise DataError(
+            f"--background {path} was trained on {b.get('name')} (content SHA-256 {str(b.get('sha256'))[:16]}...) and "
+            f"{run.path} on {a.get('name')} ({str(a.get('sha256'))[:16]}...): Ren et al.'s background model is the "
+            "run's model trained on the same data with perturbed inputs (dgm train --mutation-rate)"
         )
 
 
@@ -193,6 +199,12 @@ def _code_images(run: Run, raw: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
+def _code_binary(run: Run) -> bool:
+    """Whether the images of ``_code_images`` are coded as 1-bit PNGs: decided by the run's data, not
+    by the values a set of images happens to hold (so an image's L(x) is the same in any set)."""
+    return run.transform.kind in ("binary", "dynamic-binarize") or run.transform.num_levels == 2
+
+
 def _digest(run: Run) -> str:
     return hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]
 
@@ -238,7 +250,8 @@ def _metrics(v: dict) -> tuple[str, str, str]:
 def _notes(r: dict) -> list[str]:
     notes = [
         f"in: {r['dataset']} {r['in_split']} ({plural(r['n_in'], 'input')}); OOD: {r['ood']} {r['ood_split']} "
-        f"({plural(r['n_ood'], 'input')}); OOD inputs are the positives, larger scores more OOD",
+        f"({plural(r['n_ood'], 'input')}); OOD inputs are the positives, larger scores more OOD; AUPRC is the "
+        "average precision (the step sum of scikit-learn's average_precision_score, not a trapezoid)",
         f"log p(x): {estimate_words(r['estimate'], r.get('transform', ''))}"
         + (f" (k={r['iw_samples']})" if r["iw_samples"] else ""),
     ]
@@ -251,6 +264,12 @@ def _notes(r: dict) -> list[str]:
                 f"{s['flagged']['in']:.1%} of in-distribution and {s['flagged']['ood']:.1%} of OOD "
                 + ("inputs" if t["batch_size"] == 1 else "batches")
             )
+    fitted = {"train": "H", "valid": "epsilon"}.get(r["in_split"])
+    if fitted and "typicality" in r["scores"]:
+        notes.append(
+            f"typicality is in-sample here: {fitted} was fitted on the {r['in_split']} split that is scored as "
+            "in-distribution, so the share of it flagged is not a held-out false-alarm rate (--in test is)"
+        )
     if r["typicality_batch"] > 1 and "typicality_batch" not in r["scores"]:
         notes.append(f"typicality of batches: n/a (fewer than 2 batches of M={r['typicality_batch']} inputs on a side)")
     if "complexity" in r["scores"]:
@@ -299,7 +318,12 @@ def run_ood(args: argparse.Namespace) -> int:
     background = None if bg is None else (ll(bg, raw_in), ll(bg, raw_ood))
     fit = (ll(run, raw_train), ll(run, raw_valid))
     images = _code_images(run, raw_in), _code_images(run, raw_ood)
-    code_bits = None if images[0] is None or images[1] is None else (png_code_length(images[0]), png_code_length(images[1]))
+    binary = _code_binary(run)
+    code_bits = (
+        None
+        if images[0] is None or images[1] is None
+        else (png_code_length(images[0], binary=binary), png_code_length(images[1], binary=binary))
+    )
     num_dims = math.prod(run.record["data"]["event_shape"])
     scores = ood_scores(
         lp_in,

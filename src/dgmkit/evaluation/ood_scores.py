@@ -48,19 +48,24 @@ SCORES = {
 }
 
 
-def png_code_length(images: torch.Tensor) -> torch.Tensor:
+def png_code_length(images: torch.Tensor, binary: bool | None = None) -> torch.Tensor:
     """(N,) float64: the bits of each image (N, C, H, W) of integers 0..255 as a PNG file
     (Pillow, optimize=True, lossless): 1-bit for binary images, 8-bit grey for one channel, RGB
     for three, and the C channels stacked vertically as one grey image otherwise. The file's
     header and chunk overhead are included: the same for every image of one size, it shifts every
-    score equally and leaves the metrics unchanged."""
+    score equally and leaves the metrics unchanged. ``binary``: whether the data are binary (1-bit
+    PNGs); None decides it from these images (all in {0, 1}), so pass it where images of the same
+    data are coded in several calls, or one image's length would depend on its company."""
     from PIL import Image
 
     x = torch.as_tensor(images)
     if x.ndim != 4 or x.is_floating_point() or len(x) and (int(x.min()) < 0 or int(x.max()) > 255):
         raise ValueError(f"expected integer images (N, C, H, W) in 0..255, got {x.dtype} {tuple(x.shape)}")
     arr = x.cpu().numpy().astype(np.uint8)
-    binary = bool(arr.max(initial=0) <= 1)
+    if binary is None:
+        binary = bool(arr.max(initial=0) <= 1)
+    elif binary and arr.max(initial=0) > 1:
+        raise ValueError(f"binary=True, but the images hold values up to {int(arr.max())}")
     out = torch.empty(len(arr), dtype=torch.float64)
     for i, img in enumerate(arr):
         c, h, w = img.shape
