@@ -331,9 +331,14 @@ def test_ood_refusals(runs, tmp_path, capsys):
     flags = ["--model", "arm", "--likelihood", "bernoulli", "--binarize", "dynamic", "--channels", "4", "--arm-layers", "1"]
     assert main(["train", "--dataset", "digits", *flags, "--epochs", "1", "--quiet", "--out", str(binary)]) == 0
     _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", binary)[::2], "different inputs")
-    other = tmp_path / "other"  # a background model of other data (here the OOD inputs themselves)
+    other = tmp_path / "other"  # a background model of other data: here of the OOD inputs themselves
     assert main(["train", "--dataset", str(runs / "noise.npy"), *_ARM, "--epochs", "1", "--out", str(other)]) == 0
-    _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", other)[::2], "was trained on", "same data")
+    _refused(*_dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--background", other)[::2], "the OOD dataset itself")
+    np.save(tmp_path / "noise2.npy", np.random.default_rng(2).integers(0, 17, size=(100, 8, 8)))
+    code, out, _ = _dgm(
+        capsys, "ood", model, "--ood", tmp_path / "noise2.npy", "--background", other, "--json", tmp_path / "o.json"
+    )
+    assert code == 0 and "not Ren et al.'s" in out and json.loads((tmp_path / "o.json").read_text())["background_data"]
     # a foreign ood.json in the run folder is refused before any work, and kept
     copy = tmp_path / "copy"
     shutil.copytree(model, copy)

@@ -37,6 +37,7 @@ from dgmkit.cli.common import (
 )
 from dgmkit.cli.evaluate import estimate_samples
 from dgmkit.config import Run, load_run
+from dgmkit.config.run import holds_recorded_data
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset, load_dataset
 from dgmkit.errors import ConfigError, DataError
@@ -123,12 +124,24 @@ def _check_background(run: Run, bg: Run, path: str) -> None:
             f"--background {path} scores {b['transform']} data and {run.path} {a['transform']} data: "
             "their likelihoods are of different inputs"
         )
-    if a.get("name") != b.get("name") or a.get("sha256") != b.get("sha256"):
+
+
+def _background_data(run: Run, bg: Run, path: str, ood: Dataset) -> str | None:
+    """None where the background model was trained on the run's own data (Ren et al.'s protocol);
+    a note where it was trained on other data (a ratio against a more general model); refused where
+    those data are the OOD inputs' own dataset, whose statistics the ratio would then carry."""
+    a, b = run.record["data"], bg.record["data"]
+    if (a.get("name"), a.get("sha256")) == (b.get("name"), b.get("sha256")):
+        return None
+    if b.get("name") == ood.name or (b.get("sha256") is not None and holds_recorded_data(ood, b.get("sha256"))):
         raise DataError(
-            f"--background {path} was trained on {b.get('name')} (content SHA-256 {str(b.get('sha256'))[:16]}...) and "
-            f"{run.path} on {a.get('name')} ({str(a.get('sha256'))[:16]}...): Ren et al.'s background model is the "
-            "run's model trained on the same data with perturbed inputs (dgm train --mutation-rate)"
+            f"--background {path} was trained on {b.get('name')}, the OOD dataset itself: the ratio would score the "
+            "OOD inputs with a model of them; train the background model on the run's data (dgm train --mutation-rate)"
         )
+    return (
+        f"--background {path} was trained on {b.get('name')}, not on {run.path}'s data ({a.get('name')}): a ratio "
+        "against a model of other data, not Ren et al.'s (their background model sees the run's data, mutated)"
+    )
 
 
 def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
@@ -304,6 +317,7 @@ def run_ood(args: argparse.Namespace) -> int:
     _RESULTS.kept(run.path)  # a foreign ood.json is refused before any work
     dataset = run_data(run, args.data_dir, args.data)
     ood = _ood_dataset(run, args)
+    foreign = None if bg is None else _background_data(run, bg, args.background, ood)
     raw_in, sub_in = _subset(_complete(dataset.split(args.in_split).x, "in-distribution"), args.limit, args.seed)
     raw_ood, sub_ood = _subset(_complete(ood.split(args.ood_split).x, "--ood"), args.limit, args.seed + 1)
     raw_train, _ = _subset(_complete(dataset.train.x, "training"), args.fit_limit, args.seed + 2)
@@ -358,6 +372,7 @@ def run_ood(args: argparse.Namespace) -> int:
         "background": None if bg is None else str(args.background),
         "background_weights": None if bg is None else _digest(bg),
         "background_mutation_rate": None if bg is None else bg.cfg.optim.mutation_rate,
+        "background_data": None if bg is None else bg.record["data"].get("name"),
         "checkpoint": run.checkpoint.name,
         "weights": _digest(run),
         "seed": args.seed,
@@ -366,6 +381,8 @@ def run_ood(args: argparse.Namespace) -> int:
     say(format_table(result))
     for note in _notes(result):
         say(f"  {note}")
+    if foreign is not None:
+        say(f"  note: {foreign}")
     if bg is not None and bg.cfg.optim.mutation_rate == 0:
         say(f"  note: {args.background} was trained without --mutation-rate (Ren et al. used 0.1 to 0.3)")
     count_kept = _RESULTS.keep(run.path, result)
