@@ -80,6 +80,34 @@ def test_aggregate_log_density_matches_brute_force_mixtures():
     torch.testing.assert_close(aggregate_log_density(z, expanded), aggregate_log_density(z, one))
 
 
+def test_aggregate_marginal_reduces_the_matrix_in_bounded_blocks(monkeypatch):
+    """The aggregate density and each draw's own term, reduced block by block, equal the full (A, N)
+    matrix's logsumexp and diagonal, also where the budget leaves one row a block."""
+    import dgmkit.evaluation.diagnostics as diagnostics
+
+    g = torch.Generator().manual_seed(1)
+    q = diagonal_normal(torch.randn(2, 6, 3, generator=g), torch.rand(2, 6, 3, generator=g) + 0.5)  # S=2, N=6
+    z = torch.randn(6, 3, generator=g)
+    full = aggregate_log_density(z, q)
+    for budget in (1, 24, 1 << 23):  # one row a block, two rows, all rows
+        monkeypatch.setattr(diagnostics, "_BLOCK_VALUES", budget)
+        marginal, own = diagnostics.aggregate_marginal(z, q, diagonal=True)
+        torch.testing.assert_close(marginal, torch.logsumexp(full, 1) - math.log(6))
+        torch.testing.assert_close(own, full.diagonal())
+        assert diagnostics.aggregate_marginal(z[:4], q)[1] is None
+        rows = [len(block) for _, block in diagnostics._aggregate_blocks(z, q, chunk=256)]
+        assert rows == {1: [1] * 6, 24: [2, 2, 2], 1 << 23: [6]}[budget]  # S * N = 12 values a row
+
+
+def test_diagnose_refuses_one_datapoint():
+    from dgmkit.errors import DataError
+    from dgmkit.families.vae import VAEConfig
+
+    model = VAEConfig(hidden=[4], latent_dim=2).build((1, 1, 4), 2)
+    with pytest.raises(DataError, match="at least two datapoints"):
+        diagnose(model, torch.ones(1, 1, 1, 4))
+
+
 def _collapsed_hvae():
     """A two-layer top-down HVAE whose top layer is collapsed by construction: q(z_2 | x) = N(0, I)
     = p(z_2) for every x (zero weights, unit scale)."""
@@ -149,7 +177,7 @@ def test_dgm_diagnose_writes_a_table_a_figure_and_per_epoch_metrics(tmp_path, ca
     assert main(["train", "--model", "flow", "--dataset", "two-moons", "--epochs", "1", "--quiet", "--out", str(flow)]) == 0
     capsys.readouterr()
     assert main(["diagnose", str(flow), "--out", str(tmp_path / "f.png")]) == 1
-    assert "no prior p(z)" in capsys.readouterr().err
+    assert "not a latent variable model with one prior p(z)" in capsys.readouterr().err
 
 
 def test_the_table_flags_a_mutual_information_at_the_estimators_ceiling():

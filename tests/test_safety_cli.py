@@ -732,7 +732,7 @@ def test_atomic_folder_leaves_nothing_on_failure(tmp_path):
 @pytest.mark.parametrize("command", ["reconstruct", "interpolate", "latents"])
 def test_latent_commands_on_a_model_without_latents(arm_run, tmp_path, capsys, command):
     code, _, err = run(capsys, command, arm_run, "--out", tmp_path / "x.png")
-    assert_one_error_line(code, err, "no latent variables")
+    assert_one_error_line(code, err, "has no latent space q(z|x)")
     assert list(tmp_path.iterdir()) == []
 
 

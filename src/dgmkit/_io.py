@@ -153,6 +153,11 @@ def check_new_output(
             raise DgmError(f"{what} {path} is {kind}; write the output elsewhere")
     if path.is_dir():
         raise DgmError(f"{what} {path} is a folder; name a file")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:  # the nearest folder there is: made below it on writing
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DgmError(f"{what} {path}: {folder} is a file, not a folder")
     if (path.exists() or path.is_symlink()) and not force:
         raise DgmError(f"{what} {path} exists; choose another name or add --force to replace it")
     return path

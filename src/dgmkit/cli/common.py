@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,10 @@ __all__ = [
     "add_split_flag",
     "figure_run",
     "figure_split",
+    "own_result_file",
+    "enough_rows",
+    "shows_images",
+    "images_only",
     "add_run_parser",
     "to_display",
     "data_to_display",
@@ -305,17 +310,57 @@ def figure_run(args: argparse.Namespace, check: Callable[[Run], None] | None = N
 
 
 def figure_split(
-    args: argparse.Namespace, check: Callable[[Run], None] | None = None
+    args: argparse.Namespace, check: Callable[[Run], None] | None = None, at_least: int = 1
 ) -> tuple[Path, Run, torch.Tensor, torch.Tensor | None]:
-    """``figure_run``, then the --split of the run's data and its labels (``split_data``): where a
-    figure of the run's images starts."""
+    """``figure_run``, then the --split of the run's data and its labels (``split_data``), refused
+    where it holds fewer than ``at_least`` rows (``enough_rows``): where a figure of the run's
+    images starts."""
     out, run = figure_run(args, check)
     x, y = split_data(run, args.split, args.data_dir, args.data)
+    enough_rows(x, args.split, at_least)
     return out, run, x, y
+
+
+def enough_rows(x: torch.Tensor, split: str, at_least: int, why: str = "a spread over the data") -> None:
+    """A split of ``len(x)`` rows, refused (ConfigError) where a command needs ``at_least``."""
+    if len(x) < at_least:
+        raise ConfigError(f"the {split} split holds {plural(len(x), 'row')}; this needs at least {at_least} ({why})")
+
+
+def shows_images(run: Run) -> bool:
+    """Whether the run's data are pictures: rows (1, 1, D) are a table or 2-D points, not images."""
+    shape = run.record["data"]["event_shape"]
+    return len(shape) == 3 and shape[1] > 1 and shape[2] > 1
+
+
+def images_only(run: Run) -> None:
+    """Refuses (ConfigError) a figure of images for a run whose data are rows of values."""
+    if not shows_images(run):
+        shape = tuple(run.record["data"]["event_shape"])
+        hint = "dgm density RUN_DIR --out FILE.png" if math.prod(shape) == 2 else "dgm latents or dgm eval"
+        raise ConfigError(f"{run.path}'s data are rows of {math.prod(shape)} values {shape}, not images: use {hint}")
 
 
 def write_png(path: Path, data: bytes) -> Path:
     atomic_write_bytes(path, data)
+    return path
+
+
+def own_result_file(path: Path, marker: str, again: str, max_bytes: int = 64 << 20) -> Path:
+    """``path``, a run folder's file of a command's latest result (a JSON object holding the field
+    ``marker``), checked before any work: absent, or one that dgmkit wrote, which the new result
+    replaces; a folder or a file of anything else is refused (a DataError), never overwritten."""
+    if not path.exists() and not path.is_symlink():
+        return path
+    refuse = DataError(f"{path} is not a {path.name} of dgmkit; move it away to keep it, then {again}")
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > max_bytes:
+        raise refuse
+    try:
+        old = parse_json(path.read_bytes())
+    except (OSError, ValueError, DgmError):
+        raise refuse from None
+    if not isinstance(old, dict) or marker not in old:
+        raise refuse
     return path
 
 

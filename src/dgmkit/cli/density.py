@@ -49,8 +49,13 @@ def density(args: argparse.Namespace) -> int:
     out, run = figure_run(args)
     model = cast(ExactLikelihoodModel, run.model)  # (refused below unless exact)
     shape = tuple(run.record["data"]["event_shape"])
-    if model.estimate_kind != "exact" or not model.can_sample or math.prod(shape) != 2:
-        raise ConfigError(f"dgm density needs an exact-likelihood model (a flow) of 2-D data; this run has {shape} data")
+    if math.prod(shape) != 2:
+        raise ConfigError(f"dgm density draws 2-D data; this run has data of shape {shape}")
+    if model.estimate_kind != "exact" or not model.can_sample:
+        raise ConfigError(
+            f"dgm density needs an exact-likelihood model that samples (a flow); {run.cfg.model.describe()} has "
+            f"{'no exact likelihood' if model.estimate_kind != 'exact' else 'no sampler'}"
+        )
     x, _ = split_data(run, "test", args.data_dir, args.data)
     pts = x.reshape(-1, 2)
     lo, hi = pts.min(0).values, pts.max(0).values

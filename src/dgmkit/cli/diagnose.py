@@ -14,9 +14,12 @@ from dgmkit.cli.common import (
     add_run_parser,
     add_seeded_data_flags,
     add_split_flag,
+    enough_rows,
     figure_run,
+    own_result_file,
     plural,
     say,
+    shows_images,
     split_data,
     to_display,
     write_png,
@@ -90,8 +93,8 @@ def run_diagnose(args: argparse.Namespace) -> int:
     model = run.model
     if not isinstance(model, LatentVariableModel):
         raise ConfigError(
-            f"the {run.cfg.family} model has no prior p(z) over latents to diagnose (dgm eval reports an "
-            "autoencoder's active units)"
+            f"the {run.cfg.family} model is not a latent variable model with one prior p(z) to diagnose (dgm eval "
+            "reports an autoencoder's active units)"
         )
     hierarchical = model.has_layers
     if args.samples is not None and not hierarchical:
@@ -100,7 +103,9 @@ def run_diagnose(args: argparse.Namespace) -> int:
             f"{run.cfg.model.describe()} has one latent layer, whose posterior needs no draws"
         )
     samples = args.samples or 16
+    kept = own_result_file(run.path / "diagnose.json", "estimators", "run dgm diagnose again")
     x, _ = split_data(run, args.split, args.data_dir, args.data)
+    enough_rows(x, args.split, 2, "a covariance over the data")
     total = len(x)
     if args.n < total:
         idx = torch.randperm(total, generator=torch.Generator().manual_seed(args.seed))[: args.n].sort().values
@@ -116,13 +121,11 @@ def run_diagnose(args: argparse.Namespace) -> int:
     result["seconds"] = time.perf_counter() - t0
     say(format_diagnosis(result))
     holes = typical = None
-    if d.hole_z is not None and d.typical_z is not None:  # (set together)
+    if d.hole_z is not None and d.typical_z is not None and shows_images(run):  # (set together); rows: no pictures
         holes = to_display(location(model.likelihood(d.hole_z)), run).cpu()  # decoded on the device, drawn by the CPU
         typical = to_display(location(model.likelihood(d.typical_z)), run).cpu()
-        if holes.dim() != 4:
-            holes = typical = None  # 2-D points, not images
     title = f"{run.path.name}: {run.cfg.model.describe()}"
     path = write_png(out, diagnosis_png(result, holes, typical, title))
-    atomic_write_json(run.path / "diagnose.json", result)
-    say(f"wrote {path} and {run.path / 'diagnose.json'}")
+    atomic_write_json(kept, result)
+    say(f"wrote {path} and {kept}")
     return 0

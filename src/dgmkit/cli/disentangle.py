@@ -15,7 +15,9 @@ from dgmkit.cli.common import (
     add_seeded_data_flags,
     add_split_flag,
     figure_split,
+    images_only,
     latent_model,
+    own_result_file,
     plural,
     posterior_means,
     run_data,
@@ -40,7 +42,11 @@ def _needs_codes(run: Run) -> None:
         raise ConfigError(f"the {run.cfg.family} model has no continuous codes to measure (it has no latent space)")
 
 
-@torch.no_grad()
+def _traverses(run: Run) -> None:
+    _needs_codes(run)
+    images_only(run)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_run_parser(sub, "disentangle", help="MIG and the FactorVAE metric of a model's codes on data with known factors")
     add_split_flag(p)
@@ -103,6 +109,7 @@ def _factor_vae(run: Run, dataset: Dataset, codes: torch.Tensor, args: argparse.
 def run_disentangle(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     _needs_codes(run)
+    kept = own_result_file(run.path / "disentangle.json", "mig_estimator", "run dgm disentangle again")
     dataset = run_data(run, args.data_dir, args.data)
     if not dataset.factor_names:
         raise ConfigError(
@@ -140,14 +147,14 @@ def run_disentangle(args: argparse.Namespace) -> int:
         "seconds": time.perf_counter() - t0,
     }
     say(format_disentanglement(result))
-    atomic_write_json(run.path / "disentangle.json", result)
-    say(f"wrote {run.path / 'disentangle.json'}")
+    atomic_write_json(kept, result)
+    say(f"wrote {kept}")
     return 0
 
 
 @torch.no_grad()
 def run_traverse(args: argparse.Namespace) -> int:
-    out, run, x, _ = figure_split(args, _needs_codes)
+    out, run, x, _ = figure_split(args, _traverses, at_least=2)
     g = torch.Generator().manual_seed(args.seed)
     sample = x[torch.randperm(len(x), generator=g)[: min(len(x), 2000)].to(x.device)]
     codes = posterior_means(run, sample)  # the spread of each dimension over the data

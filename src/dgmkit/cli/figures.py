@@ -19,6 +19,7 @@ from dgmkit.cli.common import (
     data_to_display,
     figure_split,
     holes_note,
+    images_only,
     latent_model,
     plural,
     png_output,
@@ -124,10 +125,9 @@ def sample(args: argparse.Namespace) -> int:
             f"--draw is for latent variable models (draws of p(x|z) instead of its means); the {run.cfg.family} model's "
             "samples are already draws x ~ p(x)"
         )
+    images_only(run)
     shown, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive,
                                steps=args.steps, draw=args.draw)  # fmt: skip
-    if tuple(shown.shape[2:]) == (1, 2) or shown.dim() != 4:
-        raise ConfigError("these are 2-D points, not images: use dgm density RUN_DIR --out FILE.png")
     path = write_png(out, image_grid_png(to_display(shown, run), nrow=min(args.nrow or _side(args.n), args.n)))
     say(f"wrote {what} to {path}")
     return 0
@@ -135,12 +135,21 @@ def sample(args: argparse.Namespace) -> int:
 
 def _needs_latents(run: Run) -> None:
     if not run.model.has_latents:
-        raise ConfigError(f"the {run.cfg.family} model has no latent variables to reconstruct through, interpolate or plot")
+        raise ConfigError(
+            f"the {run.cfg.family} model has no latent space q(z|x) (one vector per input) to reconstruct through, "
+            "interpolate or plot"
+        )
 
 
 def _reconstructs(run: Run) -> None:
     if not run.model.reconstructs:  # latent models, autoencoders, code models (VQ-VAE)
         _needs_latents(run)
+    images_only(run)
+
+
+def _interpolates(run: Run) -> None:
+    _needs_latents(run)
+    images_only(run)
 
 
 @torch.no_grad()
@@ -158,7 +167,7 @@ def reconstruct(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def interpolate(args: argparse.Namespace) -> int:
-    out, run, x, _ = figure_split(args, _needs_latents)
+    out, run, x, _ = figure_split(args, _interpolates)
     if 2 * args.pairs > len(x):
         raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} images; the {args.split} split has {len(x)}")
     idx = _pick(len(x), 2 * args.pairs, args.seed).to(x.device)

@@ -19,13 +19,14 @@ from dgmkit.cli.common import (
     holes_note,
     plural,
     say,
+    shows_images,
     split_data,
     to_display,
 )
 from dgmkit.cli.evaluate import _EVALS, protocol_key
 from dgmkit.cli.figures import draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
-from dgmkit.errors import DataError, DgmError
+from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.reporting import RunPage, render_page
 from dgmkit.settings import unused_keys
@@ -104,8 +105,7 @@ def _used_config(run: Run) -> dict:
 def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, bytes]], list[str]]:
     notes: list[str]
     model, figs, notes = run.model, [], []
-    shape = run.record["data"]["event_shape"]
-    images = len(shape) == 3 and shape[1] > 1 and shape[2] > 1  # rows (1, 1, D): a table or 2-D points, not pictures
+    images = shows_images(run)
     if args.samples and model.can_sample and images:
         shown, what = draw_samples(run, args.samples, args.seed, steps=args.steps)
         side = max(1, round(args.samples**0.5))
@@ -122,10 +122,16 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     if images:
         shown = x[idx[:8]]
         pairs = reconstruction_pairs(run, shown).cpu()
-        caption = f"8 random test images (left) and their reconstructions (right), seed {args.seed}{holes_note(shown)}"
+        caption = (
+            f"{plural(len(shown), 'random test image')} (left) and their reconstructions (right), seed {args.seed}"
+            f"{holes_note(shown)}"
+        )
         figs.append(("reconstructions", caption, image_grid_png(pairs, 4)))
     pick = idx[:1000]
     what = "images" if images else "rows"
+    if len(pick) < 2:
+        notes.append(f"no latent figure: the test split holds {len(pick)} row (a scatter needs at least 2)")
+        return figs, notes
     title = f"{run.cfg.data.dataset} test: posterior means E[z|x] (n={len(pick)})"
     scatter, axes = latent_scatter(run, x[pick], None if y is None else y[pick].cpu(), title)  # labels: for matplotlib
     figs.append(("latent means", f"posterior means of {len(pick)} random test {what} ({axes})", scatter))
@@ -140,9 +146,11 @@ def run_report(args: argparse.Namespace) -> int:
     check_new_output(out, args.force, protected=protected)
     if len(set(map(lambda d: Path(d).resolve(), args.run_dirs))) != len(args.run_dirs):
         raise DataError("a run folder is named twice")
+    runs = [load_run(d, device=args.device) for d in args.run_dirs]
+    if args.steps is not None and not any(run.model.sample_steps for run in runs):
+        raise ConfigError("--steps is for diffusion models (their ancestral sampling steps); no run here is one")
     pages = []
-    for d in args.run_dirs:
-        run = load_run(d, device=args.device)
+    for d, run in zip(args.run_dirs, runs):
         objective = build_objective(run.cfg) if run.cfg.model.fit == "gradient" else None
         score = objective.score if objective is not None else "log_px"
         label = objective.label if objective is not None else "log p(x)"

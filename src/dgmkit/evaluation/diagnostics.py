@@ -27,6 +27,7 @@ with one latent variable has one layer, ``z``):
 """
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
@@ -35,14 +36,22 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.distributions.sampling import rsample_and_log_prob
-from dgmkit.errors import EvaluationError
+from dgmkit.errors import DataError, EvaluationError
 from dgmkit.models.base import LatentVariableModel
 
 if TYPE_CHECKING:
     from dgmkit.models.hvae import HierarchicalVAE
     from dgmkit.models.vdvae import DeepTopDownVAE
 
-__all__ = ["LayerReport", "Diagnosis", "diagnose", "aggregate_log_density", "ACTIVE_THRESHOLD", "DIAGNOSTIC_ESTIMATORS"]
+__all__ = [
+    "LayerReport",
+    "Diagnosis",
+    "diagnose",
+    "aggregate_log_density",
+    "aggregate_marginal",
+    "ACTIVE_THRESHOLD",
+    "DIAGNOSTIC_ESTIMATORS",
+]
 
 ACTIVE_THRESHOLD = 0.01
 HOLE_RATIO = 0.1  # a prior draw is in a hole where q^(z) < HOLE_RATIO p(z)
@@ -130,31 +139,55 @@ def _diagonal_parts(q: Distribution) -> tuple[torch.Tensor, torch.Tensor] | None
     return None
 
 
-def aggregate_log_density(z: torch.Tensor, q: Distribution, chunk: int = 256) -> torch.Tensor:
-    """log q^(z_a | x_n) for every draw a and datapoint n, (A, N): q has batch shape (S, N) (S
-    draws of what the layer conditions on, averaged: a mixture of S) or (N,); z is (A, *event).
-    Diagonal Gaussians by matrix products; any other q through its broadcasting ``log_prob``."""
+_BLOCK_VALUES = 1 << 23  # float64 values of one block of log q(z_a | x_n) terms (64 MiB), at most
+
+
+def _aggregate_blocks(z: torch.Tensor, q: Distribution, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """(a, block): rows a.. of log q^(z_a | x_n), each block (A', N) (see ``aggregate_log_density``),
+    with A' * S * N at most ``_BLOCK_VALUES`` (and A' at most ``chunk``), so that memory stays
+    bounded whatever A, S and N are."""
     parts = _diagonal_parts(q)
     batch = q.batch_shape
     if len(batch) == 1:
         batch = torch.Size([1, *batch])
     s, n = batch
-    out = []
-    for a in range(0, len(z), chunk):
-        za = z[a : a + chunk]
+    if parts is not None:
+        loc, scale = (t.reshape(s, n, -1) for t in parts)
+        if s > 1 and loc.stride(0) == 0 and scale.stride(0) == 0:  # the same q for every draw
+            loc, scale, s = loc[:1], scale[:1], 1
+        loc, scale = loc.reshape(-1, loc.shape[-1]), scale.reshape(-1, loc.shape[-1])
+    rows = max(1, min(chunk, _BLOCK_VALUES // (s * n)))
+    for a in range(0, len(z), rows):
+        za = z[a : a + rows]
         if parts is not None:
-            loc, scale = (t.reshape(s, n, -1) for t in parts)
-            if s > 1 and loc.stride(0) == 0 and scale.stride(0) == 0:  # the same q for every draw
-                loc, scale, s_eff = loc[:1], scale[:1], 1
-            else:
-                s_eff = s
-            lp = _normal_cross_log_density(za.flatten(1), loc.reshape(-1, loc.shape[-1]), scale.reshape(-1, loc.shape[-1]))
-            lp = lp.reshape(len(za), s_eff, n)
+            lp = _normal_cross_log_density(za.flatten(1), loc, scale).reshape(len(za), s, n)
         else:
             shape = (len(za),) + (1,) * len(q.batch_shape) + tuple(za.shape[1:])
             lp = q.log_prob(za.reshape(shape)).double().reshape(len(za), -1, n)
-        out.append(torch.logsumexp(lp, 1) - math.log(lp.shape[1]))
-    return torch.cat(out)
+        yield a, torch.logsumexp(lp, 1) - math.log(lp.shape[1])
+
+
+def aggregate_log_density(z: torch.Tensor, q: Distribution, chunk: int = 256) -> torch.Tensor:
+    """log q^(z_a | x_n) for every draw a and datapoint n, (A, N): q has batch shape (S, N) (S
+    draws of what the layer conditions on, averaged: a mixture of S) or (N,); z is (A, *event).
+    Diagonal Gaussians by matrix products; any other q through its broadcasting ``log_prob``.
+    (A x N values: for large A and N, ``aggregate_marginal`` reduces them as they are made.)"""
+    return torch.cat([block for _, block in _aggregate_blocks(z, q, chunk)])
+
+
+def aggregate_marginal(
+    z: torch.Tensor, q: Distribution, diagonal: bool = False, chunk: int = 256
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log q(z_a) = log mean_n q^(z_a | x_n), (A,), the aggregate posterior's density at each
+    draw, and with ``diagonal`` (z_n drawn from q(. | x_n), A = N) each draw's own log q^(z_n | x_n),
+    (N,): what ``aggregate_log_density`` gives, reduced block by block (memory O(A), not O(A N))."""
+    n = q.batch_shape[-1]
+    marginal, own = [], []
+    for a, block in _aggregate_blocks(z, q, chunk):
+        marginal.append(torch.logsumexp(block, 1) - math.log(n))
+        if diagonal:
+            own.append(block[torch.arange(len(block)), torch.arange(a, a + len(block))])
+    return torch.cat(marginal), torch.cat(own) if diagonal else None
 
 
 # ---------------------------------------------------------------- layers of a model
@@ -249,7 +282,7 @@ def diagnose(
     for prior holes (0: none); ``shown``: the deepest holes kept as joint latents for decoding;
     ``mutual_info=False``: KL and active units only (no N x N aggregate: for large N)."""
     if len(x) < 2:
-        raise ValueError("the diagnostics need at least two datapoints (a covariance over x)")
+        raise DataError(f"the diagnostics need at least two datapoints (a covariance over x), got {len(x)}")
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     model.eval()
@@ -267,12 +300,12 @@ def diagnose(
         variance = _unit_variance(layer.loc)
         mi = None
         try:
-            log_q = None if layer.q_many is None or not mutual_info else aggregate_log_density(layer.z, layer.q_many)
+            log_q = None if layer.q_many is None or not mutual_info else aggregate_marginal(layer.z, layer.q_many, True)
         except (RuntimeError, ValueError, NotImplementedError):  # a q whose log_prob does not broadcast
             log_q = None
         if log_q is not None:
-            agg = torch.logsumexp(log_q, 1) - math.log(len(x))
-            mi = float((log_q.diagonal() - agg).mean())
+            agg, own = log_q
+            mi = float((cast(torch.Tensor, own) - agg).mean())
             if index == len(layers) - 1:
                 agg_top = (layer, agg)
         reports.append(
@@ -305,7 +338,7 @@ def diagnose(
     if holes > 0:
         assert top_layer.q_many is not None  # agg_top is set only where it gave log_q
         z_p, log_p = rsample_and_log_prob(p_top, (holes,), g, reparameterized=False, device=x.device)
-        ratio = torch.logsumexp(aggregate_log_density(z_p, top_layer.q_many), 1) - math.log(len(x)) - log_p.double()
+        ratio = aggregate_marginal(z_p, top_layer.q_many)[0] - log_p.double()
         out.hole_fraction = float((ratio < math.log(HOLE_RATIO)).double().mean())
         order = ratio.argsort()
         k = min(shown, holes)

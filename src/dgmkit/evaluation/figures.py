@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from dgmkit.errors import EvaluationError
+from dgmkit.errors import DataError, EvaluationError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -67,6 +67,8 @@ def project_2d(z: torch.Tensor) -> tuple[np.ndarray, tuple[str, str], str]:
     two leading principal components."""
     check_finite(z, "latent means")
     z = z.detach().double().cpu()
+    if len(z) < 2:
+        raise DataError(f"a scatter of latent means needs at least 2 points, got {len(z)}")
     if z.shape[1] == 1:
         jitter = torch.rand(z.shape, generator=torch.Generator().manual_seed(0), dtype=z.dtype) - 0.5
         return torch.cat([z, jitter], 1).numpy(), ("z_1", "random jitter (no meaning)"), "z_1"
@@ -74,7 +76,14 @@ def project_2d(z: torch.Tensor) -> tuple[np.ndarray, tuple[str, str], str]:
         return z.numpy(), ("z_1", "z_2"), "z_1, z_2"
     centred = z - z.mean(0)
     _, s, v = torch.linalg.svd(centred, full_matrices=False)
-    share = s**2 / (s**2).sum()
+    total = (s**2).sum()
+    if total == 0:  # every mean the same point: no direction to project on
+        return (
+            torch.zeros(len(z), 2, dtype=z.dtype).numpy(),
+            ("PC 1 (no variance)", "PC 2 (no variance)"),
+            (f"all {len(z)} {z.shape[1]}-D means equal (no variance)"),
+        )
+    share = s**2 / total
     labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
     return (centred @ v[:2].T).numpy(), labels, f"PCA of {z.shape[1]}-D means ({share[:2].sum():.0%} of variance)"
 

@@ -1,0 +1,105 @@
+"""The figure and use commands on data they cannot draw or measure: a split of one row, rows of
+values that are not images, result files that dgmkit did not write, an output below a file.
+Each is refused in one line before any work (nothing written), or drawn with a true caption."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dgmkit.cli.main import main
+from dgmkit.evaluation.figures import project_2d
+
+VAE = ["--model", "vae", "--hidden", "8", "--latent-dim", "3", "--epochs", "1", "--quiet"]
+
+
+def _dgm(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _refused(code, err, *needles):
+    assert code == 1 and err.startswith("dgm: error: ") and err.count("\n") == 1, err
+    for n in needles:
+        assert n in err, err
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A VAE of 12 images of 8x8 (its test split: 1 image), one of 40 (4), one of 2-D points."""
+    root = tmp_path_factory.mktemp("figure-inputs")
+    rng = np.random.default_rng(0)
+    for name, n in (("one", 12), ("four", 40)):
+        np.save(root / f"{name}.npy", rng.integers(0, 2, size=(n, 8, 8)).astype(np.uint8))
+        assert main(["train", "--dataset", str(root / f"{name}.npy"), *VAE, "--out", str(root / name)]) == 0
+    assert main(["train", "--dataset", "two-moons", "--likelihood", "gaussian", *VAE, "--out", str(root / "moons")]) == 0
+    return root
+
+
+def test_a_split_of_one_row_is_refused_where_a_spread_is_needed(runs, tmp_path, capsys):
+    one = runs / "one"
+    _refused(*_dgm(capsys, "latents", one, "--out", tmp_path / "l.png")[::2], "at least 2 points, got 1")
+    _refused(*_dgm(capsys, "latents", runs / "four", "--limit", "1", "--out", tmp_path / "l.png")[::2], "got 1")
+    _refused(*_dgm(capsys, "diagnose", one, "--out", tmp_path / "d.png")[::2], "test split holds 1 row", "at least 2")
+    _refused(*_dgm(capsys, "traverse", one, "--out", tmp_path / "t.png")[::2], "test split holds 1 row")
+    assert not list(tmp_path.iterdir()) and not (one / "diagnose.json").exists()
+    # the report leaves the scatter out and says why
+    code, _, err = _dgm(capsys, "report", one, "--out", tmp_path / "r.html")
+    assert code == 0, err
+    assert "no latent figure: the test split holds 1 row" in (tmp_path / "r.html").read_text()
+
+
+def test_a_report_captions_the_images_it_shows(runs, tmp_path, capsys):
+    assert _dgm(capsys, "report", runs / "four", "--out", tmp_path / "r.html")[0] == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "4 random test images (left) and their reconstructions" in page and "8 random test images" not in page
+    _refused(*_dgm(capsys, "report", runs / "four", "--steps", "5", "--out", tmp_path / "s.html")[::2], "--steps")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reconstruct"],
+        ["interpolate", "--pairs", "2"],
+        ["traverse"],
+        ["sample"],
+    ],
+)
+def test_rows_of_values_are_not_drawn_as_images(runs, tmp_path, capsys, argv):
+    _refused(*_dgm(capsys, argv[0], runs / "moons", *argv[1:], "--out", tmp_path / "f.png")[::2], "not images")
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_density_names_what_it_needs(runs, tmp_path, capsys):
+    _refused(*_dgm(capsys, "density", runs / "moons", "--out", tmp_path / "m.png")[::2], "no exact likelihood")
+    _refused(*_dgm(capsys, "density", runs / "four", "--out", tmp_path / "m.png")[::2], "draws 2-D data", "(1, 8, 8)")
+
+
+def test_diagnose_keeps_a_file_it_did_not_write_and_writes_nothing(runs, tmp_path, capsys):
+    own = runs / "four" / "diagnose.json"
+    own.write_text("my notes")
+    _refused(*_dgm(capsys, "diagnose", runs / "four", "--out", tmp_path / "d.png")[::2], "not a diagnose.json of dgmkit")
+    assert own.read_text() == "my notes" and not (tmp_path / "d.png").exists()
+    own.unlink()
+    own.mkdir()
+    _refused(*_dgm(capsys, "diagnose", runs / "four", "--out", tmp_path / "d.png")[::2], "not a diagnose.json")
+    assert not (tmp_path / "d.png").exists()
+    own.rmdir()
+    code, _, err = _dgm(capsys, "diagnose", runs / "four", "--holes", "10", "--out", tmp_path / "d.png")
+    assert code == 0, err
+    assert "estimators" in json.loads(own.read_text())  # its own result is replaced by the next
+    assert _dgm(capsys, "diagnose", runs / "four", "--holes", "0", "--out", tmp_path / "d.png", "--force")[0] == 0
+
+
+def test_an_output_below_a_file_is_refused_before_any_work(runs, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    _refused(*_dgm(capsys, "sample", runs / "four", "--out", tmp_path / "a-file" / "s.png")[::2], "is a file, not a folder")
+    code, _, err = _dgm(capsys, "sample", runs / "four", "-n", "4", "--out", tmp_path / "new" / "deeper" / "s.png")
+    assert code == 0 and (tmp_path / "new" / "deeper" / "s.png").is_file(), err  # missing folders are made
+
+
+def test_a_projection_of_equal_means_has_no_variance_to_share():
+    points, axes, what = project_2d(torch.ones(5, 4))
+    assert np.all(points == 0) and "no variance" in axes[0] and "nan" not in what
