@@ -103,3 +103,7 @@ def test_an_output_below_a_file_is_refused_before_any_work(runs, tmp_path, capsy
 def test_a_projection_of_equal_means_has_no_variance_to_share():
     points, axes, what = project_2d(torch.ones(5, 4))
     assert np.all(points == 0) and "no variance" in axes[0] and "nan" not in what
+
+
+def test_the_factor_vae_metric_refuses_billions_of_images(runs, capsys):
+    _refused(*_dgm(capsys, "disentangle", runs / "four", "--votes", "100000", "--batch", "10000")[::2], "--votes 100000")

@@ -37,6 +37,9 @@ from dgmkit.training.trainer import VALID_SEED
 __all__ = ["add_parsers", "run_disentangle", "run_traverse"]
 
 
+MAX_VOTE_IMAGES = 5_000_000  # votes x batch of the FactorVAE metric: 10 million images rendered and encoded, minutes
+
+
 def _needs_codes(run: Run) -> None:
     if not run.model.has_latents:
         raise ConfigError(f"the {run.cfg.family} model has no continuous codes to measure (it has no latent space)")
@@ -51,7 +54,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_run_parser(sub, "disentangle", help="MIG and the FactorVAE metric of a model's codes on data with known factors")
     add_split_flag(p)
     add_count_flag(p, "--bins", 2, 1000, default=20, help="MIG: equal-width bins per code dimension")
-    add_count_flag(p, "--votes", 1, 100_000, default=800, help="FactorVAE metric: votes to fit, and as many to score")
+    add_count_flag(
+        p,
+        "--votes",
+        1,
+        100_000,
+        default=800,
+        help="FactorVAE metric: votes to fit, and as many to score (votes x batch <= 5e6)",
+    )
     add_count_flag(p, "--batch", 2, 10_000, default=64, help="FactorVAE metric: images per vote")
     add_seeded_data_flags(p)
     p.set_defaults(func=run_disentangle)
@@ -107,6 +117,11 @@ def _factor_vae(run: Run, dataset: Dataset, codes: torch.Tensor, args: argparse.
 
 @torch.no_grad()
 def run_disentangle(args: argparse.Namespace) -> int:
+    if args.votes * args.batch > MAX_VOTE_IMAGES:
+        raise ConfigError(
+            f"--votes {args.votes} x --batch {args.batch} renders {2 * args.votes * args.batch:,} images (votes to fit "
+            f"and as many to score); at most {2 * MAX_VOTE_IMAGES:,}: fewer votes or smaller batches"
+        )
     run = load_run(args.run_dir, device=args.device)
     _needs_codes(run)
     kept = own_result_file(run.path / "disentangle.json", "mig_estimator", "run dgm disentangle again")
