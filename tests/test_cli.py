@@ -277,6 +277,8 @@ def test_categorical_latents_train_and_evaluate(tmp_path, capsys, objective):
     assert 0 <= r["kl"] <= 4 * np.log(3) + 1e-6  # KL to the uniform prior is at most V log K
     for command in ("sample", "interpolate", "latents"):
         assert run(capsys, command, out, "--out", tmp_path / f"{command}.png")[0] == 0
+    code, _, err = run(capsys, "traverse", out, "--out", tmp_path / "t.png")  # one-hot codes have no range to sweep
+    assert_clean_failure(code, err, "latents are discrete")
     code, _, err = run(capsys, "train", "--dataset", "digits", "--objective", objective, "--out", tmp_path / "bad")
     assert_clean_failure(code, err, "unknown objective", "elbo, iwae")
 

@@ -47,6 +47,11 @@ def _needs_codes(run: Run) -> None:
 
 def _traverses(run: Run) -> None:
     _needs_codes(run)
+    if run.model.discrete_latents:
+        raise ConfigError(
+            f"the {run.cfg.family} model's latents are discrete: a sweep of a code dimension over its mean +- a few "
+            "standard deviations leaves the values they can take (dgm interpolate or dgm sample instead)"
+        )
     images_only(run)
 
 

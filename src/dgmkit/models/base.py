@@ -37,6 +37,8 @@ class:
   entries can be imputed by importance sampling.
 - ``produces_codes``: ``codes(x)`` gives discrete code grids another model can be trained on
   (``--codes-of``) and whose prior it can take back (``--code-prior``).
+- ``discrete_latents``: z takes discrete values (one-hot categories, binary units), so a code
+  dimension cannot be swept across a range (``dgm traverse``).
 
 What a model reports beyond the numbers every model has (a WAE's MMD, a diffusion model's KL
 split, a classifier's accuracy) it declares by ``evaluation_terms`` (``models.terms.Term``).
@@ -102,6 +104,7 @@ class GenerativeModel(nn.Module, ABC):
     point_mass_posterior: ClassVar[bool] = False
     can_impute: ClassVar[bool] = False
     produces_codes: ClassVar[bool] = False
+    discrete_latents: ClassVar[bool] = False
     event_shape: tuple[int, ...]
 
     @property

@@ -21,6 +21,8 @@ class CategoricalVAE(VAE):
     """``baseline``: an optional network x -> (B, 1), the learned control variate of the
     score-function estimator (trained with the model, saved with it)."""
 
+    discrete_latents = True
+
     def __init__(
         self,
         encoder: ConditionalDistribution,

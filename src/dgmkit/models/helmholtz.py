@@ -101,6 +101,8 @@ class _Posterior(_Chain):
 class HelmholtzMachine(LatentVariableModel):
     """``sizes`` = (n_1, ..., n_L), bottom to top, for data with ``event_shape`` = (C, H, W)."""
 
+    discrete_latents = True
+
     def __init__(self, event_shape: Sequence[int], sizes: Sequence[int]):
         super().__init__()
         if not sizes or min(sizes) < 1:
