@@ -111,3 +111,31 @@ def test_the_report_page_gives_every_added_term_a_column():
     rows = {"a": {"split": "test", "terms": [term]}, "b": {"split": "test", "accuracy": 0.5}, "c": {"split": "valid"}}
     page = _eval_table(rows)
     assert page.count("<th>accuracy</th>") == 1 and "0.9123" in page and "0.5000" in page
+
+
+def test_evaluation_leaves_every_module_in_the_mode_it_found_it():
+    """A hand-written training loop that evaluates mid-run keeps training: estimate, importance
+    sampling, clustering, imputation and the diagnostics run in eval mode and give each module
+    its own mode back (here the model in train mode with its decoder alone in eval mode)."""
+    from dgmkit.evaluation.clustering import cluster_assignments
+    from dgmkit.evaluation.diagnostics import diagnose
+    from dgmkit.families.vae import VAEConfig
+    from dgmkit.objectives.miwae import impute
+
+    model = VAEConfig(hidden=[8], latent_dim=2, prior="mog", prior_components=3).build((1, 1, 4), 2)
+    x = torch.bernoulli(torch.full((6, 1, 1, 4), 0.5))
+    holes = x.clone()
+    holes[:, 0, 0, 0] = float("nan")
+    seen = []
+    model.encoder.register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    for run in (
+        lambda: evaluate(model, x, iw_samples=3),
+        lambda: cluster_assignments(model, x),
+        lambda: impute(model, holes, k=4),
+        lambda: diagnose(model, x, holes=4),
+    ):
+        model.train()
+        model.decoder.eval()
+        run()
+        assert model.training and model.encoder.training and not model.decoder.training
+    assert seen and not any(seen)  # the encoder ran in eval mode: each call put the model in it

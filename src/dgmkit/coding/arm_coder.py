@@ -16,6 +16,7 @@ decoder would agree and round trips would succeed, at a rate far from the model'
 import numpy as np
 import torch
 
+from dgmkit._modes import evaluates
 from dgmkit.devices import device_of
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
@@ -81,6 +82,7 @@ def _check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
+@evaluates
 @torch.no_grad()
 def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
     """Compress integer images (N, 1, H, W) to range-coder words (uint32)."""
@@ -92,7 +94,6 @@ def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int =
     batch_size = _check_batch_size(batch_size)
     order = model.order().tolist()
     device = device_of(model)
-    model.eval()
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].flatten(1)
 
@@ -112,6 +113,7 @@ def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int =
     return encoder.get_compressed()
 
 
+@evaluates
 @torch.no_grad()
 def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
     """Invert ``encode_images``: n images (N, 1, H, W) as int64. Compressed data that the model
@@ -128,7 +130,6 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
         raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {words.shape}")
     decoder = stream.queue.RangeDecoder(words)
     device = device_of(model)
-    model.eval()
     out = []
     for start in range(0, n, batch_size):
         nb = min(batch_size, n - start)

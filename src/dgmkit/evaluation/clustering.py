@@ -7,17 +7,18 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import normalized_mutual_info_score
 
+from dgmkit._modes import evaluates
 from dgmkit.distributions import location
 from dgmkit.models import CapabilityError, GenerativeModel, LatentVariableModel
 
 __all__ = ["cluster_assignments", "clustering_scores"]
 
 
+@evaluates
 @torch.no_grad()
 def cluster_assignments(model: GenerativeModel, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     if not isinstance(model, LatentVariableModel) or model.num_components is None:
         raise CapabilityError("clustering needs a model whose prior is a mixture (for example --prior mog)")
-    model.eval()
     out = [model.assign_components(location(model.posterior(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)]
     return torch.cat(out)
 

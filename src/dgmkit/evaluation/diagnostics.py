@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
+from dgmkit._modes import evaluates
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.errors import DataError, EvaluationError
@@ -266,6 +267,7 @@ def _unit_variance(loc: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- the report
+@evaluates
 @torch.no_grad()
 def diagnose(
     model: LatentVariableModel,
@@ -285,7 +287,6 @@ def diagnose(
         raise DataError(f"the diagnostics need at least two datapoints (a covariance over x), got {len(x)}")
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    model.eval()
     g = torch.Generator(device=x.device).manual_seed(seed)
     hierarchical = model.has_layers
     if not hierarchical:

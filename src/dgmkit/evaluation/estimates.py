@@ -31,6 +31,7 @@ from typing import Protocol, cast
 import torch
 
 from dgmkit import distributed
+from dgmkit._modes import evaluates
 from dgmkit._rng import seeded, seeded_by
 from dgmkit.distributions import location
 from dgmkit.errors import EvaluationError
@@ -223,6 +224,7 @@ ESTIMATORS: dict[str, Callable[..., Estimate]] = {
 }
 
 
+@evaluates
 def estimate(
     model: GenerativeModel,
     x: torch.Tensor,
@@ -237,7 +239,6 @@ def estimate(
     rank 0's orders on every rank: one model; ``order_store`` keeps each order's values as they
     are done, in a single process only). Under torchrun each rank estimates its share of the
     datapoints (with its own random stream) and every rank gets all of them back, in order."""
-    model.eval()
     fn = ESTIMATORS[model.estimate_kind]
     if orders is not None:
         if orders.dim() != 2 or len(orders) == 0:

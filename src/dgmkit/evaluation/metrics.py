@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from dgmkit._modes import evaluates
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.models import Autoencoder, LatentVariableModel
 
@@ -31,6 +32,7 @@ def bits_per_dim(nll_nats: float, num_dims: float) -> float:
     return nll_nats / (num_dims * math.log(2))
 
 
+@evaluates
 @torch.no_grad()
 def posterior_statistics(
     model: LatentVariableModel | Autoencoder, x: torch.Tensor, batch_size: int = 1000, threshold: float = 0.01

@@ -9,6 +9,7 @@ from typing import Any, cast, overload
 import torch
 
 from dgmkit import distributed
+from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
 from dgmkit.devices import device_of
 from dgmkit.evaluation.diagnostics import diagnose
@@ -146,6 +147,7 @@ def _diagnostics(model: GenerativeModel, x: torch.Tensor, seed: int) -> tuple[di
     return stats, layers
 
 
+@evaluates
 def evaluate(
     model: GenerativeModel,
     x: torch.Tensor,

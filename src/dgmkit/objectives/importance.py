@@ -23,6 +23,7 @@ from typing import NamedTuple, cast
 import torch
 from torch.distributions import Distribution
 
+from dgmkit._modes import evaluates
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models import LatentVariableModel, VariationalModel
 from dgmkit.objectives.base import at_least
@@ -116,6 +117,7 @@ GPU_BATCH, GPU_CHUNK = 250, 65536
 CPU_CHUNK_BYTES, GPU_CHUNK_BYTES = 2 * 2**30, 8 * 2**30
 
 
+@evaluates
 @torch.no_grad()
 def importance_sampled_log_likelihood(
     model: VariationalModel,
@@ -144,7 +146,6 @@ def importance_sampled_log_likelihood(
     """
     at_least("k", k, 1)
     batch_size, chunk_size = _importance_sizes(model, x.device, batch_size, chunk_size)
-    model.eval()
     if x.device.type == "cpu":
         _warm_allocator()
     out, one = [], []

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Distribution
 
+from dgmkit._modes import evaluates
 from dgmkit._rng import seeded_by
 from dgmkit.data.missing import observed
 from dgmkit.models import LatentVariableModel
@@ -104,6 +105,7 @@ def _resample(
     return torch.where(take, sample, picked)
 
 
+@evaluates
 @torch.no_grad()
 def impute(
     model: LatentVariableModel,
@@ -119,7 +121,6 @@ def impute(
     kept as they are. The K draws are taken ``chunk`` at a time."""
     if k < 1 or draws < 0 or chunk < 1:
         raise ValueError(f"need k >= 1, draws >= 0 and chunk >= 1, got {k}, {draws} and {chunk}")
-    model.eval()
     mask = observed(x)
     q = model.posterior(x)
     total: torch.Tensor | None = None  # log sum of the weights so far, (B,)
