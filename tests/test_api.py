@@ -27,6 +27,22 @@ def test_train_load_sample_evaluate_and_the_cli_reads_the_folder(tmp_path, capsy
     assert not (tmp_path / "vae" / "eval.json").exists()  # the API writes nothing when evaluating
     assert main(["eval", str(tmp_path / "vae"), "--iw-samples", "20", "--limit", "50"]) == 0
     assert f"{result.nll:.3f}" in capsys.readouterr().out  # the CLI's number is the API's
+    # what the CLI refuses, the API refuses in its words too (not ignored, not a traceback)
+    for kwargs, needle in [
+        (dict(temperature=0.5), "--temperature is for flows"),
+        (dict(steps=3), "--steps is for diffusion"),
+        (dict(naive=True), "--naive"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            dgmkit.sample(again, 2, **kwargs)
+    for n in (0, -1, 2.5):
+        with pytest.raises(ConfigError, match="positive integer"):
+            dgmkit.sample(again, n)
+    for limit in (0, -1):
+        with pytest.raises(ConfigError, match="limit must be a positive integer"):
+            dgmkit.evaluate(again, limit=limit)
+    with pytest.raises(ConfigError, match="to score arrays"):
+        dgmkit.evaluate(again, data=torch.zeros(3, 1, 8, 8))
 
 
 def test_a_config_and_keywords_and_resume(tmp_path):
@@ -84,3 +100,11 @@ def test_bad_data_is_refused_in_one_line(tmp_path):
         dgmkit.train(tmp_path / "r", data="not data", **TINY)
     with pytest.raises(DataError, match="empty"):
         dgmkit.train(tmp_path / "r", data=torch.utils.data.TensorDataset(torch.zeros(0, 4)), **TINY)
+
+
+def test_a_family_fitted_without_gradients_says_how_to_fit_it_from_python():
+    from dgmkit.config import RunConfig, build_objective
+
+    for model, how in (("ppca", "model.fit_closed_form"), ("loglinear", "model.em_step")):
+        with pytest.raises(ConfigError, match=how):
+            build_objective(RunConfig.of(model=model))

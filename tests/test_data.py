@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import re
 import struct
 import threading
 from pathlib import Path
@@ -248,3 +249,21 @@ def test_generated_data_are_identified_by_their_definition_not_their_last_bits(t
     assert main(["train", "--resume", "--out", str(old), "--epochs", "2", "--quiet"]) == 0
     assert json.loads((old / "config.json").read_text())["data"]["sha256"] == moons.content_digest()
     assert main(["eval", str(old), "--split", "valid"]) == 0
+
+
+@pytest.mark.parametrize("kind", ["binary", "dynamic-binarize", "dequantize", "scale", "integers"])
+def test_a_transform_of_integer_data_refuses_values_that_are_not_its_levels(kind):
+    """Images already scaled to [0, 1], or values past the top level, would be scored as other
+    data; NaN (missing) entries and the levels themselves pass."""
+    t = DataTransform(kind, 2 if kind == "binary" else 17)
+    top = 1 if kind == "binary" else 16
+    ok = torch.tensor([[0.0, float(top), float("nan")]])
+    assert t(ok).shape == ok.shape
+    assert t(torch.tensor([[0, top]], dtype=torch.uint8)).shape == (1, 2)
+    for bad, needle in [
+        (torch.tensor([[0.0, 0.5]]), "not all whole numbers"),
+        (torch.tensor([[0, top + 1]]), f"integer levels 0..{top}"),
+        (torch.tensor([[-1, 0]]), "values in [-1"),
+    ]:
+        with pytest.raises(DataError, match=re.escape(needle)):
+            t(bad)

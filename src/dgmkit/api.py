@@ -170,8 +170,6 @@ def sample(
     model); ``options``: ``temperature``, ``naive``, ``steps`` or ``draw`` as ``dgm sample``;
     ``inputs``: other runs in roles the family declares (``{"code-prior": RUN}``: a VQ-VAE draws
     its code grids from that run; ``code_prior=RUN`` is short for it), attached to ``run``."""
-    if not run.model.can_sample:
-        raise ConfigError(f"{run.cfg.model.describe()} has no prior to sample from")
     _attach(run, inputs, code_prior)
     x, what = draw_samples(run, n, seed, **options)
     return x.cpu(), what.rstrip(",")

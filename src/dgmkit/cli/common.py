@@ -137,6 +137,11 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
     """The dataset a run was trained on, read again (``data``: the data file at a new path), and
     refused if its content is not what the run recorded."""
     cfg = run.cfg.data
+    if data is not None and not isinstance(data, (str, Path)):
+        raise ConfigError(
+            f"data names the run's data file at a new path, got a {type(data).__name__}; to score arrays, use "
+            "dgmkit.evaluation.evaluate(run.model, run.transform(x)) or log_likelihoods"
+        )
     if data is not None:
         if cfg.codes_of or not is_data_file(cfg.dataset):
             what = f"the data the run {cfg.codes_of} makes" if cfg.codes_of else f"the named dataset {cfg.dataset!r}"

@@ -65,7 +65,9 @@ def draw_samples(
     of p(x|z)); x ~ p(x) otherwise, at ``temperature`` for a flow, cached or ``naive`` for an
     autoregressive model, in ``steps`` ancestral steps for a diffusion model (default: its own).
     The draws are made where the model is (``run.device``), from a generator there seeded with
-    ``seed`` (a CUDA device draws other samples than the CPU)."""
+    ``seed`` (a CUDA device draws other samples than the CPU). Options the model does not take
+    are refused (``check_sample_options``)."""
+    check_sample_options(run, n, temperature, naive, steps, draw)
     model = run.model
     device = run.device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -92,6 +94,29 @@ def draw_samples(
     return x, what
 
 
+def check_sample_options(
+    run: Run, n: int, temperature: float = 1.0, naive: bool = False, steps: int | None = None, draw: bool = False
+) -> None:
+    """Refuses (ConfigError, in ``dgm sample``'s words) n < 1 and a sampling option the run's model
+    does not take, rather than ignoring it."""
+    model = run.model
+    if not model.can_sample:
+        raise ConfigError(f"the {run.cfg.family} model has no distribution to sample from (no prior)")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
+    if temperature != 1.0 and not model.sample_temperature:
+        raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
+    if naive and not model.sample_cached:
+        raise ConfigError("--naive is for autoregressive models (their uncached pixel-by-pixel path)")
+    if steps is not None and not model.sample_steps:
+        raise ConfigError("--steps is for diffusion models (their ancestral sampling steps)")
+    if draw and not model.sample_means:
+        raise ConfigError(
+            f"--draw is for latent variable models (draws of p(x|z) instead of its means); the {run.cfg.family} model's "
+            "samples are already draws x ~ p(x)"
+        )
+
+
 def reconstruction_pairs(run: Run, x: torch.Tensor) -> torch.Tensor:
     """Each image of x followed by its reconstruction, both mapped to [0, 1] for a picture (x's
     missing entries, if any, at mid-grey)."""
@@ -111,20 +136,7 @@ def sample(args: argparse.Namespace) -> int:
     out = png_output(args)
     run = load_run(args.run_dir, device=args.device)
     attach_inputs(run, args)
-    model = run.model
-    if not model.can_sample:
-        raise ConfigError(f"the {run.cfg.family} model has no distribution to sample from (no prior)")
-    if args.temperature != 1.0 and not model.sample_temperature:
-        raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
-    if args.naive and not model.sample_cached:
-        raise ConfigError("--naive is for autoregressive models (their uncached pixel-by-pixel path)")
-    if args.steps is not None and not model.sample_steps:
-        raise ConfigError("--steps is for diffusion models (their ancestral sampling steps)")
-    if args.draw and not model.sample_means:
-        raise ConfigError(
-            f"--draw is for latent variable models (draws of p(x|z) instead of its means); the {run.cfg.family} model's "
-            "samples are already draws x ~ p(x)"
-        )
+    check_sample_options(run, args.n, args.temperature, args.naive, args.steps, args.draw)
     images_only(run)
     shown, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive,
                                steps=args.steps, draw=args.draw)  # fmt: skip

@@ -46,6 +46,8 @@ class DataTransform:
         return cast(int, self.num_levels)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.kind != "continuous" and x.device.type == "cpu":  # (on a GPU a look would wait for it)
+            self._check_levels(x)
         if self.kind == "binary":
             return x.float()
         if self.kind == "dynamic-binarize":
@@ -63,6 +65,25 @@ class DataTransform:
         if self.kind == "integers":  # with missing entries (NaN): the integers as floats beside the NaN
             return x.float() if may_be_incomplete(x) else x.long()
         return x.float()
+
+    def _check_levels(self, x: torch.Tensor) -> None:
+        """Refuses (DataError) values that are not the stored integer levels 0..L-1 (NaN: missing),
+        such as images already scaled to [0, 1], whose likelihood would be of other data."""
+        top = 1 if self.kind == "binary" else self.num_levels
+        if top is None or x.numel() == 0:
+            return
+        top = 1 if self.kind == "binary" else top - 1
+        v = x[~torch.isnan(x)] if x.is_floating_point() else x
+        if v.numel() == 0:
+            return
+        lo, hi = v.min().item(), v.max().item()
+        whole = not x.is_floating_point() or bool((v == v.round()).all())
+        if lo < 0 or hi > top or not whole:
+            got = f"values in [{lo:g}, {hi:g}]" + ("" if whole else ", not all whole numbers")
+            raise DataError(
+                f"the {self.kind} transform reads the data as stored, integer levels 0..{top}; got {got} "
+                "(pass the raw integers, not images scaled to [0, 1])"
+            )
 
     @property
     def log_volume(self) -> float:

@@ -126,7 +126,11 @@ class FamilyConfig(ABC):
 
     def training_objective(self) -> Objective:
         """What gradient training minimizes (families fitted otherwise have none)."""
-        raise NotImplementedError(f"the {self.name} family is fitted by {self.fit}, not by an objective")
+        how = {"closed-form": "model.fit_closed_form(x)", "em": "model.em_step(x), repeated"}.get(self.fit, self.fit)
+        raise ConfigError(
+            f"the {self.name} family is fitted by {self.fit}, not by a gradient objective: {how} on the transformed "
+            "training data, or dgmkit.train (dgm train), which does it"
+        )
 
     @property
     def needs_init_data(self) -> bool:
