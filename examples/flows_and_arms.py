@@ -26,6 +26,7 @@ Trainer(
     epochs=10,
     batch_size=256,
     seed=0,
+    device="cpu",  # where the tensors below are (the default, auto, would take a GPU where there is one)
     progress=False,
 ).fit()
 print(f"MAF, two moons: test log p(x) = {flow.log_prob(moons.test.x).mean().item():.3f} nats")
@@ -35,8 +36,9 @@ digits = load_dataset("digits")
 deq = DataTransform("dequantize", 17)
 image_flow = FlowModel(Compose([Logit(0.05), realnvp_multiscale((1, 8, 8), hidden=32, layers=3)]), (1, 8, 8))
 Trainer(
-    image_flow, MaximumLikelihood(), digits.train, deq, valid=digits.valid, epochs=20, batch_size=64, seed=0, progress=False
-).fit()
+    image_flow, MaximumLikelihood(), digits.train, deq, valid=digits.valid, epochs=20, batch_size=64, seed=0,
+    device="cpu", progress=False,
+).fit()  # fmt: skip
 report = evaluate(image_flow, deq(digits.test.x, torch.Generator().manual_seed(1)), log_volume=deq.log_volume)
 print(f"RealNVP, digits: test NLL {report.nll:.2f} nats, {report.bpd:.4f} bits/dim (of the 17-level integers)")
 
@@ -44,8 +46,9 @@ print(f"RealNVP, digits: test NLL {report.nll:.2f} nats, {report.bpd:.4f} bits/d
 ints = DataTransform("integers", 17)
 arm = GatedPixelCNN(CategoricalHead(17), (1, 8, 8), channels=32, layers=5, input_scale=1 / 16)
 Trainer(
-    arm, MaximumLikelihood(), digits.train, ints, valid=digits.valid, epochs=20, batch_size=64, seed=0, progress=False
-).fit()
+    arm, MaximumLikelihood(), digits.train, ints, valid=digits.valid, epochs=20, batch_size=64, seed=0,
+    device="cpu", progress=False,
+).fit()  # fmt: skip
 x = digits.test.x.long()
 with torch.no_grad():
     nll_bits = -arm.log_prob(x).sum().item() / torch.log(torch.tensor(2.0)).item()

@@ -13,7 +13,7 @@ complete = load_dataset("breast-cancer")  # scikit-learn's bundled table, standa
 data = remove_completely_at_random(complete, rate=0.5, seed=0)  # NaN marks a missing entry
 cfg = RunConfig.of(
     model="vae", objective="miwae", iw_k=20, latent_dim=10, hidden=[128, 128], likelihood="gaussian",
-    gaussian_variance="predicted", epochs=60, batch_size=64,
+    gaussian_variance="predicted", epochs=60, batch_size=64, device="cpu",  # where x below is
 )  # fmt: skip
 model = build_model(cfg, data.event_shape, data.num_levels)
 transform = cfg.model.transform(data)

@@ -1,7 +1,8 @@
-"""VQ-VAE, two stages: an encoder maps each image to a grid of codebook indices (here 4x4
-codes of a 32-entry codebook) and a decoder reconstructs it; then a PixelCNN is trained on
-those code grids (codes_of) as the VQ-VAE's prior p(z). The bound log p(x|z_q) + log p(z_q)
-is loose under a uniform code prior and tighter under the learned one."""
+"""VQ-VAE, two stages: an encoder maps each image to a grid of codebook indices (here 2x2
+codes of a 32-entry codebook: downsample=2 halves the 8x8 digits twice) and a decoder
+reconstructs it; then a PixelCNN is trained on those code grids (codes_of) as the VQ-VAE's
+prior p(z). The bound log p(x|z_q) + log p(z_q) is loose under a uniform code prior and
+tighter under the learned one."""
 
 import dgmkit
 

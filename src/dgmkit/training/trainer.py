@@ -61,7 +61,11 @@ class Trainer:
     early-stopping line says so). ``run_dir`` (optional) receives, through a
     ``RunWriter``, ``checkpoint.safetensors`` each epoch, ``best.safetensors`` whenever the
     validation score improves, and one JSON line per epoch in ``metrics.jsonl``. ``config`` is
-    the run record stored in every checkpoint so that a run folder describes itself.
+    the run record stored in every checkpoint so that a run folder describes itself
+    (``config.run.run_record(cfg, dataset, transform)``; without it ``dgmkit.load`` cannot read
+    the folder back). The scores are of the data as ``transform`` gives them: for uniformly
+    dequantized integers, nats of the continuous y, D log L above the nats of the integers
+    (``evaluation.evaluate(..., log_volume=transform.log_volume)`` reports the latter).
     ``diagnostics(model, valid_x)`` adds its dict to each epoch's validation metrics (the KL
     per latent dimension and the active units of latent variable models).
 
