@@ -9,16 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from dgm_cli import dgm as _dgm
 from dgmkit.cli.main import main
 
 COMMANDS = ["diagnose", "cluster", "impute", "ood", "report"]
 _TINY = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--epochs", "1", "--quiet"]
-
-
-def _dgm(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -8,22 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from dgm_cli import dgm as _dgm
+from dgm_cli import refused as _refused
 from dgmkit.cli.main import main
 from dgmkit.evaluation.figures import project_2d
 
 VAE = ["--model", "vae", "--hidden", "8", "--latent-dim", "3", "--epochs", "1", "--quiet"]
-
-
-def _dgm(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _refused(code, err, *needles):
-    assert code == 1 and err.startswith("dgm: error: ") and err.count("\n") == 1, err
-    for n in needles:
-        assert n in err, err
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from dgm_cli import dgm as _dgm
+from dgm_cli import refused as _refused
 from dgmkit.data.mutation import mutate
 from dgmkit.errors import ConfigError, EvaluationError
 from dgmkit.evaluation.ood import auprc, auroc, detection_metrics, fpr_at_tpr, typicality_test
@@ -218,20 +220,6 @@ def test_training_mutates_training_batches_only():
 
 
 # ----------------------------------------------------------------------------- dgm ood and dgm train --mutation-rate
-
-
-def _dgm(capsys, *argv):
-    from dgmkit.cli.main import main
-
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _refused(code, err, *needles):
-    assert code == 1 and err.startswith("dgm: error: ") and err.count("\n") == 1, err
-    for n in needles:
-        assert n in err, err
 
 
 _ARM = ["--model", "arm", "--likelihood", "categorical", "--channels", "8", "--arm-layers", "2", "--quiet"]
