@@ -35,9 +35,11 @@ def test_train_load_sample_evaluate_and_the_cli_reads_the_folder(tmp_path, capsy
     ]:
         with pytest.raises(ConfigError, match=needle):
             dgmkit.sample(again, 2, **kwargs)
-    for n in (0, -1, 2.5):
+    for n in (0, -1, 2.5, True):
         with pytest.raises(ConfigError, match="positive integer"):
             dgmkit.sample(again, n)
+    assert dgmkit.sample(again, np.int64(2))[0].shape[0] == 2  # a NumPy integer is an integer
+    assert dgmkit.evaluate(again, iw_samples=2, limit=np.int64(3)).n == 3
     for limit in (0, -1):
         with pytest.raises(ConfigError, match="limit must be a positive integer"):
             dgmkit.evaluate(again, limit=limit)

@@ -128,8 +128,11 @@ def test_evaluation_leaves_every_module_in_the_mode_it_found_it():
     holes[:, 0, 0, 0] = float("nan")
     seen = []
     model.encoder.register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    from dgmkit.evaluation.estimates import estimate
+
     for run in (
         lambda: evaluate(model, x, iw_samples=3),
+        lambda: estimate(model=model, x=x, k=2),  # the model by keyword too
         lambda: cluster_assignments(model, x),
         lambda: impute(model, holes, k=4),
         lambda: diagnose(model, x, holes=4),

@@ -86,6 +86,8 @@ def test_diagnose_keeps_a_file_it_did_not_write_and_writes_nothing(runs, tmp_pat
 def test_an_output_below_a_file_is_refused_before_any_work(runs, tmp_path, capsys):
     (tmp_path / "a-file").write_text("x")
     _refused(*_dgm(capsys, "sample", runs / "four", "--out", tmp_path / "a-file" / "s.png")[::2], "is a file, not a folder")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    _refused(*_dgm(capsys, "sample", runs / "four", "--out", tmp_path / "gone" / "s.png")[::2], "a link to nothing")
     code, _, err = _dgm(capsys, "sample", runs / "four", "-n", "4", "--out", tmp_path / "new" / "deeper" / "s.png")
     assert code == 0 and (tmp_path / "new" / "deeper" / "s.png").is_file(), err  # missing folders are made
 

@@ -322,11 +322,12 @@ def test_ood_refusals(runs, tmp_path, capsys):
     other = tmp_path / "other"  # a background model of other data: here of the OOD inputs themselves
     assert main(["train", "--dataset", str(runs / "noise.npy"), *_ARM, "--epochs", "1", "--out", str(other)]) == 0
     _refused(*_dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--background", other)[::2], "the OOD dataset itself")
-    np.save(tmp_path / "noise2.npy", np.random.default_rng(2).integers(0, 17, size=(100, 8, 8)))
-    code, out, _ = _dgm(
-        capsys, "ood", model, "--ood", tmp_path / "noise2.npy", "--background", other, "--json", tmp_path / "o.json"
-    )
-    assert code == 0 and "not Ren et al.'s" in out and json.loads((tmp_path / "o.json").read_text())["background_data"]
+    (tmp_path / "b").mkdir()  # other images under the same file name: told apart by content
+    np.save(tmp_path / "b" / "noise.npy", np.random.default_rng(2).integers(0, 17, size=(100, 8, 8)))
+    argv = ["ood", model, "--ood", tmp_path / "b" / "noise.npy", "--background", other, "--json", tmp_path / "o.json"]
+    code, out, _ = _dgm(capsys, *argv)
+    assert code == 0 and "trained on other data" in out and "not Ren et al.'s" in out
+    assert json.loads((tmp_path / "o.json").read_text())["background_data"] == "noise.npy"
     # a foreign ood.json in the run folder is refused before any work, and kept
     copy = tmp_path / "copy"
     shutil.copytree(model, copy)

@@ -1119,3 +1119,28 @@ def test_family_run_folder_loads_back_the_trained_model(name, tmp_path, monkeypa
     torch.testing.assert_close(
         _deterministic_score(run.model, x), _deterministic_score(trained.cpu().eval(), x), rtol=0, atol=0
     )
+
+
+def test_discrete_latents_is_declared_where_the_prior_is_discrete():
+    """A model with latents declares ``discrete_latents`` exactly where p(z) has a discrete
+    support (one-hot categories, binary units): dgm traverse refuses to sweep such codes."""
+    from dgmkit.config import RunConfig
+    from dgmkit.config.run import build_model
+    from dgmkit.errors import DgmError
+    from family_variants import family_variants
+
+    checked = set()
+    for name, change in family_variants():
+        try:
+            model = build_model(RunConfig.of(model=name, **change), (1, 4, 4) if name == "loglinear" else (1, 8, 8), 2)
+        except DgmError:  # a choice that needs other settings with it
+            continue
+        if not model.has_latents or not callable(getattr(model, "prior", None)):
+            continue
+        try:
+            discrete = model.prior().support.is_discrete
+        except NotImplementedError:  # a flow prior: a density over R^M
+            discrete = False
+        assert model.discrete_latents == discrete, (name, change)
+        checked.add((name, discrete))
+    assert {("dvae", True), ("helmholtz", True), ("loglinear", True), ("vae", False)} <= checked

@@ -154,10 +154,11 @@ def check_new_output(
     if path.is_dir():
         raise DgmError(f"{what} {path} is a folder; name a file")
     folder = path.absolute().parent
-    while not folder.exists() and folder != folder.parent:  # the nearest folder there is: made below it on writing
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:  # made below it on writing
         folder = folder.parent
     if not folder.is_dir():
-        raise DgmError(f"{what} {path}: {folder} is a file, not a folder")
+        kind = "a link to nothing" if folder.is_symlink() and not folder.exists() else "a file"
+        raise DgmError(f"{what} {path}: {folder} is {kind}, not a folder")
     if (path.exists() or path.is_symlink()) and not force:
         raise DgmError(f"{what} {path} exists; choose another name or add --force to replace it")
     return path

@@ -3,6 +3,8 @@
 import argparse
 import dataclasses
 import math
+import operator
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +46,7 @@ __all__ = [
     "figure_split",
     "own_result_file",
     "enough_rows",
+    "positive_count",
     "shows_images",
     "images_only",
     "add_run_parser",
@@ -137,7 +140,7 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
     """The dataset a run was trained on, read again (``data``: the data file at a new path), and
     refused if its content is not what the run recorded."""
     cfg = run.cfg.data
-    if data is not None and not isinstance(data, (str, Path)):
+    if data is not None and not isinstance(data, (str, os.PathLike)):
         raise ConfigError(
             f"data names the run's data file at a new path, got a {type(data).__name__}; to score arrays, use "
             "dgmkit.evaluation.evaluate(run.model, run.transform(x)) or log_likelihoods"
@@ -324,6 +327,16 @@ def figure_split(
     x, y = split_data(run, args.split, args.data_dir, args.data)
     enough_rows(x, args.split, at_least)
     return out, run, x, y
+
+
+def positive_count(v: object) -> bool:
+    """Whether ``v`` is an integer >= 1 (a Python or NumPy integer; not a bool, not a float)."""
+    if isinstance(v, bool):
+        return False
+    try:
+        return operator.index(v) >= 1  # type: ignore[arg-type]
+    except TypeError:
+        return False
 
 
 def enough_rows(x: torch.Tensor, split: str, at_least: int, why: str = "a spread over the data") -> None:

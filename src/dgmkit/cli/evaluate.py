@@ -19,6 +19,7 @@ from dgmkit.cli.common import (
     attach_inputs,
     one_draw_bound,
     plural,
+    positive_count,
     say,
     split_data,
 )
@@ -251,7 +252,7 @@ def evaluate_run(
             raise ConfigError(f"--orders: {run.cfg.model.describe()} is not an any-order model (e.g. masked diffusion)")
         if iw_samples is not None or time_samples is not None:
             raise ConfigError("--orders scores the exact mixture of orders: it takes no --iw-samples or --time-samples")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+    if limit is not None and not positive_count(limit):
         raise ConfigError(f"limit must be a positive integer (a seeded random subset of the split), got {limit!r}")
     k = estimate_samples(run, iw_samples, time_samples)
     weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]  # which weights these numbers are of

@@ -23,6 +23,7 @@ from dgmkit.cli.common import (
     latent_model,
     plural,
     png_output,
+    positive_count,
     posterior_means,
     say,
     to_display,
@@ -102,8 +103,10 @@ def check_sample_options(
     model = run.model
     if not model.can_sample:
         raise ConfigError(f"the {run.cfg.family} model has no distribution to sample from (no prior)")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not positive_count(n):
         raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
+    if steps is not None and not positive_count(steps):
+        raise ConfigError(f"--steps must be a positive integer, got {steps!r}")
     if temperature != 1.0 and not model.sample_temperature:
         raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
     if naive and not model.sample_cached:

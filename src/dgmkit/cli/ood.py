@@ -131,16 +131,21 @@ def _background_data(run: Run, bg: Run, path: str, ood: Dataset) -> str | None:
     a note where it was trained on other data (a ratio against a more general model); refused where
     those data are the OOD inputs' own dataset, whose statistics the ratio would then carry."""
     a, b = run.record["data"], bg.record["data"]
-    if (a.get("name"), a.get("sha256")) == (b.get("name"), b.get("sha256")):
+    if a.get("sha256") and b.get("sha256"):  # the data are told apart by content
+        same_data, on_ood = a["sha256"] == b["sha256"], holds_recorded_data(ood, b["sha256"])
+    else:  # by name, where an older run recorded no digest
+        same_data, on_ood = a.get("name") == b.get("name"), b.get("name") == ood.name
+    if same_data:
         return None
-    if b.get("name") == ood.name or (b.get("sha256") is not None and holds_recorded_data(ood, b.get("sha256"))):
+    if on_ood:
         raise DataError(
             f"--background {path} was trained on {b.get('name')}, the OOD dataset itself: the ratio would score the "
             "OOD inputs with a model of them; train the background model on the run's data (dgm train --mutation-rate)"
         )
     return (
-        f"--background {path} was trained on {b.get('name')}, not on {run.path}'s data ({a.get('name')}): a ratio "
-        "against a model of other data, not Ren et al.'s (their background model sees the run's data, mutated)"
+        f"--background {path} was trained on other data than {run.path} (its {b.get('name')}, content SHA-256 "
+        f"{str(b.get('sha256'))[:16]}..., against {a.get('name')}, {str(a.get('sha256'))[:16]}...): a ratio against a "
+        "model of other data, not Ren et al.'s (their background model sees the run's data, mutated)"
     )
 
 

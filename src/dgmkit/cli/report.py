@@ -107,7 +107,8 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     model, figs, notes = run.model, [], []
     images = shows_images(run)
     if args.samples and model.can_sample and images:
-        shown, what = draw_samples(run, args.samples, args.seed, steps=args.steps)
+        steps = args.steps if model.sample_steps else None  # --steps: for the diffusion models among the runs
+        shown, what = draw_samples(run, args.samples, args.seed, steps=steps)
         side = max(1, round(args.samples**0.5))
         shown = to_display(shown, run).cpu()  # to a PNG, on the CPU
         figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(shown, side)))

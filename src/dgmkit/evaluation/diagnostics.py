@@ -27,7 +27,7 @@ with one latent variable has one layer, ``z``):
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
@@ -124,14 +124,19 @@ class Diagnosis:
 
 
 # ---------------------------------------------------------------- aggregate densities
-def _normal_cross_log_density(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """log N(z_m; loc_j, diag scale_j^2) for every pair: z (A, M), loc/scale (J, M) -> (A, J),
-    by three matrix products (no (A, J, M) tensor)."""
-    z, loc, scale = z.double(), loc.double(), scale.double()
+def _normal_cross_log_density(loc: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z (A, M) -> (A, J): log N(z_a; loc_j, diag scale_j^2) for every pair, loc/scale (J, M), by
+    two matrix products (no (A, J, M) tensor); the terms of the J Gaussians are computed once."""
+    loc, scale = loc.double(), scale.double()
     prec = scale.pow(-2)
-    quad = z.pow(2) @ prec.T - 2 * z @ (loc * prec).T + (loc.pow(2) * prec).sum(-1)
-    const = -scale.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
-    return const - 0.5 * quad
+    prec_t, weighted_t = prec.T.contiguous(), (loc * prec).T.contiguous()
+    const = -scale.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi) - 0.5 * (loc.pow(2) * prec).sum(-1)
+
+    def log_density(z: torch.Tensor) -> torch.Tensor:
+        z = z.double()
+        return const - 0.5 * (z.pow(2) @ prec_t - 2 * z @ weighted_t)
+
+    return log_density
 
 
 def _diagonal_parts(q: Distribution) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -145,23 +150,28 @@ _BLOCK_VALUES = 1 << 23  # float64 values of one block of log q(z_a | x_n) terms
 
 def _aggregate_blocks(z: torch.Tensor, q: Distribution, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
     """(a, block): rows a.. of log q^(z_a | x_n), each block (A', N) (see ``aggregate_log_density``),
-    with A' * S * N at most ``_BLOCK_VALUES`` (and A' at most ``chunk``), so that memory stays
-    bounded whatever A, S and N are."""
+    A' at most ``chunk`` and chosen so that a block's intermediate values (A' x S x N, times the
+    event's size where q has no diagonal-Gaussian form) stay within ``_BLOCK_VALUES``: memory of a
+    block does not grow with A, and with S and N only past one row a block."""
     parts = _diagonal_parts(q)
     batch = q.batch_shape
     if len(batch) == 1:
         batch = torch.Size([1, *batch])
     s, n = batch
+    per_row = s * n
     if parts is not None:
         loc, scale = (t.reshape(s, n, -1) for t in parts)
         if s > 1 and loc.stride(0) == 0 and scale.stride(0) == 0:  # the same q for every draw
             loc, scale, s = loc[:1], scale[:1], 1
-        loc, scale = loc.reshape(-1, loc.shape[-1]), scale.reshape(-1, loc.shape[-1])
-    rows = max(1, min(chunk, _BLOCK_VALUES // (s * n)))
+        cross = _normal_cross_log_density(loc.reshape(-1, loc.shape[-1]), scale.reshape(-1, loc.shape[-1]))
+        per_row = s * n
+    else:
+        per_row *= max(1, math.prod(z.shape[1:]))  # log_prob broadcasts (A', S, N, *event) first
+    rows = max(1, min(chunk, _BLOCK_VALUES // per_row))
     for a in range(0, len(z), rows):
         za = z[a : a + rows]
         if parts is not None:
-            lp = _normal_cross_log_density(za.flatten(1), loc, scale).reshape(len(za), s, n)
+            lp = cross(za.flatten(1)).reshape(len(za), s, n)
         else:
             shape = (len(za),) + (1,) * len(q.batch_shape) + tuple(za.shape[1:])
             lp = q.log_prob(za.reshape(shape)).double().reshape(len(za), -1, n)

@@ -74,6 +74,8 @@ class EnumeratedBinary(Distribution):
 class LogLinearLVM(ExactLatentVariableModel, EMFit):
     """K latent states over binary images of ``event_shape`` (at most 20 pixels)."""
 
+    discrete_latents = True
+
     states: torch.Tensor
     edges: torch.Tensor
 
