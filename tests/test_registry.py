@@ -978,7 +978,7 @@ def test_family_declaration_and_defaults(name, datasets):
         assert isinstance(objective, Objective)
         assert objective.score in objective(model.train(), x)._fields
     else:
-        with pytest.raises(NotImplementedError):
+        with pytest.raises(ConfigError, match="not by a gradient objective"):
             family.training_objective()
     score = _deterministic_score(model.eval(), x)
     assert score.shape == (4,) and torch.isfinite(score).all()
