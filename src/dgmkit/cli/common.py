@@ -364,21 +364,33 @@ def write_png(path: Path, data: bytes) -> Path:
     return path
 
 
+def _not_ours(path: Path, again: str) -> DataError:
+    article = "an" if path.name[:1] in "aeiou" else "a"
+    return DataError(f"{path} is not {article} {path.name} of dgmkit; move it away to keep it, then {again}")
+
+
+def _own_json(path: Path, again: str, max_bytes: int) -> object:
+    """The JSON a run folder's result file ``path`` holds (None where there is none), read before
+    any work; a folder, a file over ``max_bytes`` or one that is not JSON is refused (a DataError
+    that says to move it away, then ``again``), never overwritten."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    refuse = _not_ours(path, again)
+    if not path.is_file() or path.stat().st_size > max_bytes:
+        raise refuse
+    try:
+        return parse_json(path.read_bytes())
+    except (OSError, ValueError, DgmError):
+        raise refuse from None
+
+
 def own_result_file(path: Path, marker: str, again: str, max_bytes: int = 64 << 20) -> Path:
     """``path``, a run folder's file of a command's latest result (a JSON object holding the field
     ``marker``), checked before any work: absent, or one that dgmkit wrote, which the new result
     replaces; a folder or a file of anything else is refused (a DataError), never overwritten."""
-    if not path.exists() and not path.is_symlink():
-        return path
-    refuse = DataError(f"{path} is not a {path.name} of dgmkit; move it away to keep it, then {again}")
-    if path.is_symlink() or not path.is_file() or path.stat().st_size > max_bytes:
-        raise refuse
-    try:
-        old = parse_json(path.read_bytes())
-    except (OSError, ValueError, DgmError):
-        raise refuse from None
-    if not isinstance(old, dict) or marker not in old:
-        raise refuse
+    old = _own_json(path, again, max_bytes)
+    if old is not None and (not isinstance(old, dict) or marker not in old):
+        raise _not_ours(path, again)
     return path
 
 
@@ -398,18 +410,12 @@ class ResultsFile:
     def kept(self, run_dir: Path) -> dict:
         """The results by protocol (empty if there is no file yet)."""
         path = run_dir / self.name
-        if not path.exists() and not path.is_symlink():
+        old = _own_json(path, self.again, self.max_bytes)
+        if old is None:
             return {}
-        refuse = DataError(f"{path} is not an {self.name} of dgmkit; move it away to keep it, then {self.again}")
-        if not path.is_file() or path.stat().st_size > self.max_bytes:
-            raise refuse
-        try:
-            old = parse_json(path.read_bytes())
-        except (OSError, ValueError, DgmError):
-            raise refuse from None
         results = old.get("results") if isinstance(old, dict) else None
         if not isinstance(results, dict) or not all(isinstance(v, dict) and self.marker in v for v in results.values()):
-            raise refuse
+            raise _not_ours(path, self.again)
         return results
 
     def keep(self, run_dir: Path, result: dict) -> int:
