@@ -86,7 +86,7 @@ def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0)
     k = estimate_samples(run, None if timed else k, k if timed else None, iw_flag="--k", time_flag="--k")
     t = run.transform
     xt = t(x, torch.Generator().manual_seed(VALID_SEED)).to(run.device)  # on the CPU: the same noise on any device
-    log_px = log_likelihoods(run.model, xt, t.log_volume, k, seed).numpy()
+    log_px = log_likelihoods(run.model, xt, log_volume=t.log_volume, iw_samples=k, seed=seed).numpy()
     dims = observed_entries(x).numpy()
     bpd = None if t.kind == "continuous" else -log_px / (dims * math.log(2))
     return log_px, bpd

@@ -266,6 +266,7 @@ def estimate(
 def log_likelihoods(
     model: GenerativeModel,
     x: torch.Tensor,
+    *,
     log_volume: float = 0.0,
     iw_samples: int = 5000,
     seed: int = 0,
@@ -279,7 +280,8 @@ def log_likelihoods(
     observed entry of each input (NaN entries are missing: log p(x_o)) so that the numbers are of
     the integers; ``iw_samples``: importance samples (or times) where the estimate is sampled,
     drawn from ``seed`` (``_rng.seeded``). A model without a density, or a non-finite value, is
-    refused by name."""
+    refused by name. The options are keywords only: ``evaluate`` takes ``iw_samples`` before
+    ``log_volume``, and a positional call in the other order would score silently wrong numbers."""
     if model.estimate_kind == "reconstruction":
         raise EvaluationError(
             "the model defines no density over x (a reconstruction score only): there is no log-likelihood to score"
