@@ -56,6 +56,10 @@ def test_a_config_and_keywords_and_resume(tmp_path):
     assert (tmp_path / "r" / "metrics.jsonl").read_text().count("\n") == 2
     with pytest.raises(ConfigError, match="resume continues the run.*not latent_dim"):
         dgmkit.train(tmp_path / "r", resume=True, latent_dim=5)
+    assert dgmkit.load(tmp_path / "r").checkpoint.name == "best.safetensors"
+    assert dgmkit.load(tmp_path / "r", which="last").checkpoint.name == "checkpoint.safetensors"
+    with pytest.raises(ConfigError, match="'best' or 'last', got 'lats'"):  # not silently the last
+        dgmkit.load(tmp_path / "r", which="lats")
 
 
 def test_a_budgeted_run_goes_on_in_chunks_from_python_exactly(tmp_path):

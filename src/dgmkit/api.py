@@ -139,11 +139,13 @@ def train(
     return load(out)
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", which: str = "best") -> Run:
     """A run folder (written by ``train`` or ``dgm train``) with its model on ``device``: the
     CPU by default, where the caller's tensors are (``device="auto"``: CUDA where present, and
-    then tensors given to the model belong on ``run.device``)."""
-    return load_run(path, device=device)
+    then tensors given to the model belong on ``run.device``); ``which``: the weights of the
+    best validation epoch (``"best"``, or the last where a run kept no best) or of the last
+    epoch (``"last"``, as ``dgm impute --weights last``)."""
+    return load_run(path, which=which, device=device)
 
 
 def _attach(run: Run, inputs: Mapping[str, str] | None, code_prior: str | None) -> dict[str, str]:

@@ -157,9 +157,12 @@ class Run:
 
 
 def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "cpu") -> Run:
-    """Load a run folder's config and model weights (``best`` if it exists, else the last),
+    """Load a run folder's config and model weights (``which="best"``: the best-validation
+    checkpoint if it exists, else the last; ``"last"``: the last),
     the model on ``device`` (``devices.resolve_device``: auto, cpu, cuda; the CPU by default,
     where the tensors of Python callers are: the CLI passes its --device, auto by default)."""
+    if which not in ("best", "last"):
+        raise ConfigError(f"which checkpoint to load must be 'best' or 'last', got {which!r}")
     device = resolve_device(device)  # refused before any file is read
     path = Path(run_dir)
     if not path.is_dir():
