@@ -253,6 +253,7 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
     assert set(result["scores"]) == {"nll", "likelihood_ratio", "typicality", "typicality_batch", "complexity"}
     assert result["n_in"] == 300 and result["n_ood"] == 40  # the digits' test split; the file's 10% test split
     assert result["background_mutation_rate"] == 0.2 and result["typicality_test"]["batch_size"] == 1
+    assert "background " + str(runs / "bg") + " (mutation rate 0.2; its log p(x): exact)" in out
     # uniform noise is far less likely than the digits under a model of the digits
     assert result["scores"]["nll"]["auroc"] > 0.95
     nll = result["scores"]["nll"]
@@ -362,3 +363,18 @@ def test_mutation_training_resumes_where_the_uninterrupted_run_ends(tmp_path, ca
     )
     c = load_checkpoint(tmp_path / "plain" / "checkpoint.safetensors")["model"]
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the mutation changed the training
+
+
+def test_the_note_says_what_the_background_log_p_is():
+    """A ratio against a background whose log p(x) is a one-draw bound (a flow on dequantized
+    data) or importance-sampled says so; results kept before the field existed still print."""
+    from dgmkit.cli.ood import _notes
+
+    r = {"dataset": "d", "in_split": "test", "n_in": 2, "ood": "o", "ood_split": "test", "n_ood": 2,
+         "estimate": "exact", "transform": "integers", "iw_samples": 0, "typicality_batch": 1, "scores": {},
+         "complexity_note": "none", "background": "bg", "background_mutation_rate": 0.2}  # fmt: skip
+    assert any(n.endswith("(mutation rate 0.2)") for n in _notes(r))
+    r |= {"background_estimate": "exact", "background_transform": "dequantize", "background_iw_samples": 0}
+    assert any("its log p(x): a one-draw lower bound (uniform dequantization))" in n for n in _notes(r))
+    r |= {"background_estimate": "importance-sampled", "background_transform": "binary", "background_iw_samples": 50}
+    assert any("its log p(x): importance-sampled (k=50))" in n for n in _notes(r))

@@ -295,7 +295,13 @@ def _notes(r: dict) -> list[str]:
     else:
         notes.append(f"complexity: n/a ({r['complexity_note']})")
     if r.get("background"):
-        notes.append(f"likelihood ratio: background {r['background']} (mutation rate {r['background_mutation_rate']})")
+        what = (
+            f"; its log p(x): {estimate_words(r['background_estimate'], r['background_transform'])}"
+            + (f" (k={r['background_iw_samples']})" if r.get("background_iw_samples") else "")
+            if r.get("background_estimate")
+            else ""  # results kept before the background's estimate was recorded
+        )
+        notes.append(f"likelihood ratio: background {r['background']} (mutation rate {r['background_mutation_rate']}{what})")
     return notes
 
 
@@ -331,7 +337,9 @@ def run_ood(args: argparse.Namespace) -> int:
     def ll(r: Run, raw: torch.Tensor) -> torch.Tensor:
         # the inputs transformed on the CPU (the same noise on any device), scored where the model is;
         # log_likelihoods returns them on the CPU, for the scores and the figure
-        return log_likelihoods(r.model, _inputs(r, raw).to(r.device), r.transform.log_volume, k_of[id(r)], args.seed)
+        return log_likelihoods(
+            r.model, _inputs(r, raw).to(r.device), log_volume=r.transform.log_volume, iw_samples=k_of[id(r)], seed=args.seed
+        )
 
     lp_in, lp_ood = ll(run, raw_in), ll(run, raw_ood)
     background = None if bg is None else (ll(bg, raw_in), ll(bg, raw_ood))
@@ -378,6 +386,9 @@ def run_ood(args: argparse.Namespace) -> int:
         "background_weights": None if bg is None else _digest(bg),
         "background_mutation_rate": None if bg is None else bg.cfg.optim.mutation_rate,
         "background_data": None if bg is None else bg.record["data"].get("name"),
+        "background_estimate": None if bg is None else bg.model.estimate_kind,
+        "background_transform": None if bg is None else bg.transform.kind,
+        "background_iw_samples": None if bg is None else k_of[id(bg)],
         "checkpoint": run.checkpoint.name,
         "weights": _digest(run),
         "seed": args.seed,
