@@ -160,7 +160,7 @@ def test_mat_files_that_cannot_be_data(tmp_path):
     scipy.io.savemat(big, {"x": np.zeros((100, 100))}, do_compression=True)
     os.environ["DGMKIT_MAX_DATA_BYTES"] = "4000"
     try:
-        with pytest.raises(DataError, match="expands beyond the limit of 4000 bytes"):
+        with pytest.raises(DataError, match="compressed variables expand beyond the limit of 4000 bytes"):
             read_mat(big)  # 80000 bytes once inflated, from a file of a few hundred
     finally:
         del os.environ["DGMKIT_MAX_DATA_BYTES"]
@@ -194,6 +194,63 @@ def test_crafted_mat_structures_are_refused_before_scipy_reads_them(tmp_path):
     os.mkfifo(tmp_path / "fifo.mat")
     with pytest.raises(DataError, match="not a regular file"):
         read_mat(tmp_path / "fifo.mat")  # never blocks
+
+
+def _element(kind: int, body: bytes) -> bytes:
+    import struct
+
+    return struct.pack("<II", kind, len(body)) + body + bytes(-len(body) % 8)
+
+
+def _crafted_mat(data_kind: int = 9, dims: tuple[int, int] = (20, 3)) -> bytes:
+    import struct
+
+    header = b"MATLAB 5.0 MAT-file".ljust(116) + bytes(8) + b"\x00\x01IM"
+    flags, shape = _element(6, struct.pack("<II", 6, 0)), _element(5, struct.pack("<2i", *dims))
+    return header + _element(14, flags + shape + _element(1, b"x") + _element(data_kind, np.ones(60).tobytes()))
+
+
+@pytest.mark.parametrize("kind", [0, 8, 10, 11, 15, 19, 20, 255])
+def test_a_data_part_of_unknown_type_is_refused_before_scipy_reads_it(tmp_path, kind):
+    """SciPy's reader indexes a table with a part's type code unchecked: codes outside MATLAB's
+    (8, 10, 11, 19 and up) crashed the process with a segmentation fault, through dgm train too."""
+    (tmp_path / "crafted.mat").write_bytes(_crafted_mat(kind))
+    with pytest.raises(DataError, match=f"a part of unknown data type {kind}"):
+        read_mat(tmp_path / "crafted.mat")
+
+
+def test_crafted_mat_parts_negative_dims_and_nesting(tmp_path):
+    (tmp_path / "ok.mat").write_bytes(_crafted_mat())
+    assert read_mat(tmp_path / "ok.mat")[0].shape == (20, 3)  # the crafting itself is a valid file
+    (tmp_path / "neg.mat").write_bytes(_crafted_mat(dims=(-20, 3)))  # NumPy would read -20 as "the rest"
+    with pytest.raises(DataError, match="negative or malformed dimensions"):
+        read_mat(tmp_path / "neg.mat")
+    top = _crafted_mat()
+    (tmp_path / "top.mat").write_bytes(top[:128] + _element(9, np.ones(4).tobytes()) + top[128:])
+    with pytest.raises(DataError, match="an element of type 9 stands where a variable belongs"):
+        read_mat(tmp_path / "top.mat")
+    cell = tmp_path / "deep.mat"
+    scipy.io.savemat(cell, {"x": np.zeros((2, 2)), "c": np.array([[np.array([[1.0]]), "a"]], dtype=object)})
+    assert read_mat(cell)[0].shape == (2, 2)  # a cell beside the data is walked (its parts checked) and left
+    small = bytearray(_crafted_mat())
+    import struct
+
+    struct.pack_into("<I", small, 128 + 8, (200 << 16) | 6)  # a small element claiming 200 bytes in 4
+    (tmp_path / "small.mat").write_bytes(bytes(small))
+    with pytest.raises(DataError, match="small element that declares 200 bytes"):
+        read_mat(tmp_path / "small.mat")
+
+
+def test_the_cap_holds_for_all_compressed_variables_together(tmp_path, monkeypatch):
+    """Each variable under the cap, all of them over it: refused before most are inflated (a
+    file of a few MB made of many such variables once took a minute of inflating)."""
+    path = tmp_path / "many.mat"
+    scipy.io.savemat(path, {f"v{i}": np.zeros((100, 10)) for i in range(10)} | {"x": np.ones((3, 2))}, do_compression=True)
+    monkeypatch.setenv("DGMKIT_MAX_DATA_BYTES", str(9 * 8000 + 4000))  # room for 9 of the 10 zero arrays
+    with pytest.raises(DataError, match="compressed variables expand beyond the limit"):
+        read_mat(path)
+    monkeypatch.setenv("DGMKIT_MAX_DATA_BYTES", str(12 * 8000))
+    assert read_mat(path, "x")[0].shape == (3, 2)
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +306,24 @@ def test_a_run_pins_its_data_file_by_full_path_and_content(capsys, tmp_path, mon
     code, _, err = run(capsys, "eval", out, "--iw-samples", "2", "--data", moved)
     assert code == 0, err
     failure(*run(capsys, "eval", out, "--data", tmp_path / "nope.txt")[::2], ".npy, .npz, .mat, .csv or .parquet")
+
+
+def test_a_linked_data_file_is_read_by_the_name_it_was_given(capsys, tmp_path):
+    """A data file that is a link into a store of suffix-less blobs (DVC, git-annex) is read by
+    its link's name, as load_dataset reads it; the CLI followed the link to the blob's name and
+    refused it as an unknown dataset. The run records the link, its folder resolved."""
+    store = tmp_path / "store"
+    store.mkdir()
+    _npy(store / "blob.npy").rename(store / "blob")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.npy").symlink_to(store / "blob")
+    (tmp_path / "to-data").symlink_to(tmp_path / "data")
+    out = tmp_path / "run"
+    flags = ["--image-shape", "4", "4", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    code, _, err = run(capsys, "train", "--dataset", tmp_path / "to-data" / "x.npy", *flags, "--out", out)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["config"]["data"]["dataset"] == str(tmp_path / "data" / "x.npy")
+    assert run(capsys, "eval", out, "--iw-samples", "2")[0] == 0
 
 
 def test_data_flag_is_refused_for_a_named_dataset(capsys, tmp_path):

@@ -233,8 +233,10 @@ def train_run(
             value = getattr(cfg.data, key)
             if value is None or (key == "dataset" and not is_data_file(value)):
                 continue
-            try:
-                cfg = cfg.replace(**{key: str(Path(value).expanduser().resolve())})
+            try:  # a file keeps its own name (a link's, whose suffix says its format, as in load_dataset)
+                full = Path(value).expanduser()
+                full = full.resolve() if key == "data_dir" else full.parent.resolve() / full.name
+                cfg = cfg.replace(**{key: str(full)})
             except (RuntimeError, OSError, ValueError):  # ~user of an unknown user, a NUL byte...: the loader says it
                 pass
     units = None  # a resumed run on another run's latents keeps the units it recorded keeping

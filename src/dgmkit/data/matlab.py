@@ -5,12 +5,14 @@ else ``x`` or ``X``, else the only numeric variable; a variable ``y`` (or ``Y``)
 gives the labels (one whole number per row of the data, checked as every file's labels). Before
 SciPy reads anything, dgmkit walks the file's structure itself: the file must be a regular file
 within the data cap of :func:`dgmkit.data.formats.max_data_bytes`; in a v5 file every element
-(and every part of a variable) must declare no more bytes than it holds, and every compressed
-element is inflated as a stream that stops at the cap, so no header can make a reader allocate
-more than the cap; variable names must be unique. Then each chosen variable's declared size
-(shape times the bytes of its class, from ``scipy.io.whosmat``) is held against the cap. Only
-real numeric arrays are read (no cells, structs, strings, sparse or complex matrices). MATLAB
-7.3 files are HDF5 containers, which this reader refuses with advice.
+(and every part of a variable, to any depth) must declare no more bytes than it holds and be
+of a known data type, no dimension may be negative, and the compressed elements are inflated
+as streams that stop when all of them together reach the cap, so no header can make a reader
+allocate more than the cap (nor crash SciPy's reader); variable names must be unique. Then
+each chosen variable's declared size (shape times the bytes of its class, from
+``scipy.io.whosmat``) is held against the cap. Only real numeric arrays are read (no cells,
+structs, strings, sparse or complex matrices). MATLAB 7.3 files are HDF5 containers, which this
+reader refuses with advice.
 
 Rows are datapoints, as in NumPy files. Some MATLAB files store one datapoint per column (Roweis'
 ``frey_rawface.mat`` is 560 x 1965); that one is recognised by its content as the named dataset
@@ -70,6 +72,8 @@ def _elements(data: bytes | memoryview, order: str, where: str, fail: Callable[[
             fail(f"{where} ends inside an element tag")
         kind, nbytes = struct.unpack_from(order + "II", data, pos)
         if kind >> 16:  # a small element: type and size packed in 4 bytes, data in the next 4
+            if kind >> 16 > 4:
+                fail(f"{where} has a small element that declares {kind >> 16} bytes in a field of 4")
             out.append((kind & 0xFFFF, bytes(data[pos + 4 : pos + 4 + (kind >> 16)])))
             pos += 8
             continue
@@ -89,26 +93,58 @@ def _inflate(body: bytes, limit: int, fail: Callable[[str], NoReturn]) -> bytes:
     except zlib.error as e:
         fail(f"a compressed variable is corrupt ({e})")
     if len(out) > limit:
-        fail(f"a compressed variable expands beyond the limit of {limit} bytes (set {MAX_BYTES_ENV} to raise it)")
+        fail(f"its compressed variables expand beyond the limit of {limit} bytes (set {MAX_BYTES_ENV} to raise it)")
     return out
 
 
+# the v5 data types (miINT8 ... miUTF32); SciPy indexes a table with the code unchecked, so any
+# other code must never reach it
+_MI_TYPES = frozenset((1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 14, 15, 16, 17, 18))
+_MI_INT32, _MI_UINT32 = 5, 6
+_MAX_NESTING = 32
+
+
+def _check_matrix(body: bytes, order: str, fail: Callable[[str], NoReturn], depth: int = 0) -> None:
+    """A variable's parts: array flags, dimensions (none negative), name, then its data, each of a
+    known type and holding what it declares; the variables inside a cell or struct likewise."""
+    if depth > _MAX_NESTING:
+        fail(f"variables nest more than {_MAX_NESTING} deep")
+    parts = _elements(body, order, "a variable", fail)
+    if not parts:
+        return  # an empty matrix (an empty cell's entry)
+    for kind, _ in parts:
+        if kind not in _MI_TYPES or kind == _MI_COMPRESSED:
+            fail(f"a variable has a part of unknown data type {kind}")
+    if len(parts) < 3 or parts[0][0] != _MI_UINT32 or parts[1][0] != _MI_INT32:
+        fail("a variable does not start with its array flags, dimensions and name")
+    dims = parts[1][1]
+    if len(dims) % 4 or any(d < 0 for d in struct.unpack(f"{order}{len(dims) // 4}i", dims)):
+        fail("a variable declares negative or malformed dimensions")
+    for kind, sub in parts[3:]:
+        if kind == _MI_MATRIX:
+            _check_matrix(sub, order, fail, depth + 1)
+
+
 def _check_v5(raw: bytes, limit: int, path: Path) -> None:
-    """Walk a v5 file: top-level elements, compressed ones inflated (bounded), and the parts of
-    every variable, each holding no fewer bytes than it declares."""
+    """Walk a v5 file: top-level elements, compressed ones inflated (all of them together
+    bounded by the cap), and every variable (``_check_matrix``), before SciPy sees a byte."""
 
     def fail(why: str) -> NoReturn:
         raise DataError(f"cannot read {_show(path)} as a MATLAB .mat file: {why}")
 
     order = "<" if raw[126:128] == b"IM" else ">"
+    budget = limit
     for kind, body in _elements(memoryview(raw)[128:], order, "the file", fail):
         if kind == _MI_COMPRESSED:
-            inner = _elements(_inflate(body, limit, fail), order, "a compressed variable", fail)
+            inflated = _inflate(body, budget, fail)
+            budget -= len(inflated)
+            inner = _elements(inflated, order, "a compressed variable", fail)
         else:
             inner = [(kind, body)]
         for sub_kind, sub_body in inner:
-            if sub_kind == _MI_MATRIX:
-                _elements(sub_body, order, "a variable", fail)  # flags, dims, name, data...: each as declared
+            if sub_kind != _MI_MATRIX:
+                fail(f"an element of type {sub_kind} stands where a variable belongs")
+            _check_matrix(sub_body, order, fail)
 
 
 def _variables(path: Path, raw: bytes) -> list[tuple[str, tuple[int, ...], str]]:
