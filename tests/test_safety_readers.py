@@ -9,6 +9,7 @@ import time
 import tracemalloc
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -339,6 +340,21 @@ def test_npz_data_key_selects_the_array(tmp_path):
     assert load_dataset(str(tmp_path / "default.npz")).event_shape == (1, 1, 4)  # 'x' by default
 
 
+@pytest.mark.parametrize("names", [("x.npy", "x.npy"), ("x.npy", "x")])
+def test_npz_with_an_array_named_twice_is_refused(tmp_path, names):
+    """NumPy takes the last of two members of one name (and ``x`` and ``x.npy`` are one name to
+    it); which one the user meant is unclear, so neither is read (it was silently the first)."""
+    path = tmp_path / "twice.npz"
+    with zipfile.ZipFile(path, "w") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+        for name, value in zip(names, (np.ones((20, 4)), np.zeros((20, 4)))):
+            buf = io.BytesIO()
+            np.save(buf, value)
+            z.writestr(name, buf.getvalue())
+    with pytest.raises(DataError, match="holds the array 'x' twice"):
+        read_array(path)
+
+
 # ---------------------------------------------------------------------------------------- IDX
 
 IDX_CODES = [0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E]
@@ -442,6 +458,13 @@ def test_gzip_members_padding_truncation_and_trailing_garbage(tmp_path):
     (tmp_path / "tail.gz").write_bytes(gzip.compress(data) + b"garbage")
     with pytest.raises(DataError, match="after the end"):
         read_idx(tmp_path / "tail.gz")
+    (tmp_path / "pad-tail.gz").write_bytes(gzip.compress(data) + b"\0" * 70000 + b"x" + b"\0" * 9)
+    with pytest.raises(DataError, match="after the end"):  # zeros, then a byte: not padding to the end
+        read_idx(tmp_path / "pad-tail.gz")
+    # many members: the padding check once, not a scan of the rest per member (20000 took 5 s)
+    empty = gzip.compress(b"", mtime=0)
+    (tmp_path / "many.gz").write_bytes(gzip.compress(data) + empty * 20000 + b"\0" * 70000)
+    assert np.array_equal(read_idx(tmp_path / "many.gz"), arr)
 
 
 def write_mnist_folder(folder: Path, n_train: int, n_test: int = 7, **override) -> None:

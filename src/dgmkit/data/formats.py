@@ -163,6 +163,7 @@ class _GzipSource:
         self._path = path
         self.limit = limit
         self.total = 0
+        self._pad: int | None = None  # where the trailing zero bytes start, once known
 
     def read(self, n: int) -> bytearray:
         out = bytearray()
@@ -193,13 +194,26 @@ class _GzipSource:
     def _next_member(self) -> None:
         self._pos -= len(self._d.unused_data)  # back to the first byte after this member
         self._tail = b""
-        rest = len(self._raw) - self._pos
-        if rest == 0 or self._buf.count(b"\x00", self._pos) == rest:  # end, or zero padding
+        if self._pos >= self._padding_start():  # the end, or zero padding to the end
             self._done = True
         elif self._raw[self._pos : self._pos + 2] == _GZIP_MAGIC:
             self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         else:
             raise DataError(f"{_show(self._path)}: unexpected bytes after the end of the gzip data")
+
+    def _padding_start(self) -> int:
+        """The offset from which the file holds only zero bytes (its length where it ends in
+        another byte): found once, scanning back from the end, so many members cost linear time."""
+        if self._pad is None:
+            end = len(self._raw)
+            while end > 0:
+                start = max(0, end - _FEED)
+                kept = len(bytes(self._raw[start:end]).rstrip(b"\x00"))
+                end = start + kept
+                if kept:
+                    break
+            self._pad = end
+        return self._pad
 
 
 def _open_source(path: Path, limit: int | None = None) -> _BufferSource | _GzipSource:
@@ -641,7 +655,10 @@ def _read_npz(path: Path, key: str | None, labels: bool) -> tuple[np.ndarray, np
         with _open_regular(path) as fobj, zipfile.ZipFile(fobj) as z:
             members: dict[str, zipfile.ZipInfo] = {}
             for info in z.infolist():
-                members.setdefault(info.filename.removesuffix(".npy"), info)
+                name = info.filename.removesuffix(".npy")
+                if name in members:  # NumPy would take the last of them; which one is meant is unclear
+                    raise DataError(f"{p} holds the array {_short(name)} twice; which one is meant is unclear")
+                members[name] = info
             names = list(members)
             if not names:
                 raise DataError(f"{p}: the .npz file holds no arrays")
