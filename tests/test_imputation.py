@@ -19,7 +19,7 @@ from dgmkit.data import DataTransform, from_array, load_dataset
 from dgmkit.data.missing import has_missing, missing_count, remove_completely_at_random
 from dgmkit.data.table import read_table, write_table
 from dgmkit.distributions import element_log_probs, observed_log_prob
-from dgmkit.errors import DataError
+from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.imputation import baseline_impute, from_data_units, rmse, to_data_units
 
 
@@ -36,6 +36,11 @@ def test_mcar_removes_about_the_rate_the_same_entries_again_and_keeps_the_rest()
     assert a.num_levels == d.num_levels and a.fingerprint() == b.fingerprint() != d.fingerprint()
     assert (seen.flatten(1).any(1)).all()  # no row left without an observed entry
     assert remove_completely_at_random(d, 0.0) is d and not has_missing(d)
+    big = remove_completely_at_random(d, 0.5, seed=2**63)  # beyond int64 (was a raw OverflowError)
+    assert torch.equal(big.train.x.isnan(), remove_completely_at_random(d, 0.5, seed=np.uint64(2**63)).train.x.isnan())
+    for seed in (-1, 1.5, True, "3"):
+        with pytest.raises(ConfigError, match="seed of the removed entries must be an integer >= 0"):
+            remove_completely_at_random(d, 0.5, seed=seed)
 
 
 @pytest.mark.parametrize("kind, levels", [("binary", 2), ("dynamic-binarize", 17), ("integers", 17), ("scale", 17)])
@@ -309,6 +314,7 @@ def test_csv_quoting_line_numbers_and_numbers_out_of_range(tmp_path):
         ("a,b\n1e400,x\n2,y\n", "'1e400': a numeric column's values must be finite"),  # not silently categorical
         ("a,b\ninf,x\n2,y\n", "'inf'"),
         ("a,b\n1e308,x\n1e308,y\n", "'1e308'"),  # its mean would overflow: a column of NaN
+        ("a,b\n" + "9" * 5000 + ",x\n2,y\n", r"holds '9{40}'\.\.\. \(5000 characters\): a numeric"),  # not all of it
     ):
         p.write_text(text)
         with pytest.raises(DataError, match=problem):

@@ -8,6 +8,7 @@ floats so that NaN can stand beside them.
 """
 
 import dataclasses
+import operator
 
 import torch
 
@@ -48,6 +49,12 @@ def remove_completely_at_random(dataset: Dataset, rate: float, seed: int = 0) ->
     no information; its first observed entry is restored)."""
     if not 0 <= rate <= MAX_MISSING_RATE:
         raise ConfigError(f"missing_rate must lie in [0, {MAX_MISSING_RATE}], got {rate}")
+    try:
+        whole = -1 if isinstance(seed, bool) else operator.index(seed)  # an int or NumPy integer, not a float
+    except TypeError:
+        whole = -1
+    if whole < 0:
+        raise ConfigError(f"the seed of the removed entries must be an integer >= 0, got {seed!r}")
     if rate == 0:
         return dataset
     if dataset.name.startswith("codes:"):
@@ -55,7 +62,7 @@ def remove_completely_at_random(dataset: Dataset, rate: float, seed: int = 0) ->
     splits = {}
     for i, name in enumerate(SPLITS):
         s = dataset.split(name)
-        g = torch.Generator().manual_seed(int(seed) * len(SPLITS) + i)
+        g = torch.Generator().manual_seed((whole * len(SPLITS) + i) % 2**64)  # any seed: 2**64 wraps
         drop = torch.rand(s.x.shape, generator=g) < rate
         flat = drop.view(len(s.x), -1)
         seen = observed(s.x).reshape(len(s.x), -1)

@@ -7,7 +7,8 @@ values. An empty cell, ``NA``, ``NaN`` or ``?`` (in any case) is a missing entry
 other cell is a value (``none`` or ``null`` too: a category may be named so). The schema says
 each column's kind: a JSON file ``{"columns": {"age": "numeric", "sex": "categorical", ...}}``
 naming every column, or, without one, inferred: a column whose observed values all read as
-finite numbers is numeric, any other is categorical. A number is written in decimal, as in
+numbers is numeric (and then each must be finite and within float32's range: ``inf`` or
+``1e39`` in it is refused, not taken as a category), any other is categorical. A number is written in decimal, as in
 C or a spreadsheet (``-1.5``, ``2e-3``, ``.5``): Python's digit separators (``5_0``) and
 non-ASCII digits are not numbers here, so such a cell makes its column categorical, or is
 refused in a numeric one. The columns (``Dataset.columns``) give
@@ -138,15 +139,20 @@ def _number(cell: str) -> float | None:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def _shown_cell(cell: str) -> str:
+    return repr(cell) if len(cell) <= 40 else repr(cell[:40]) + f"... ({len(cell)} characters)"
+
+
 def _check_number(path: Path, name: str, cell: str, v: float | None, line: int | None = None) -> None:
     """A numeric column's value must be a finite number within float32's range (the stored
     rows' type: a larger one would overflow the column's standardization)."""
     where = f"line {line}, " if line is not None else ""
+    shown = _shown_cell(cell)
     if v is None:
-        raise DataError(f"{path.name}: {where}column {name!r} is numeric, but holds {cell!r}")
+        raise DataError(f"{path.name}: {where}column {name!r} is numeric, but holds {shown}")
     if not math.isfinite(v) or abs(v) > _FLOAT32_MAX:
         raise DataError(
-            f"{path.name}: {where}column {name!r} holds {cell!r}: a numeric column's values must be finite numbers "
+            f"{path.name}: {where}column {name!r} holds {shown}: a numeric column's values must be finite numbers "
             f"within +-{_FLOAT32_MAX:.4g} (a schema can make the column categorical)"
         )
 
@@ -213,7 +219,7 @@ def _encode(
                 x[i, j] = index[cell]
             else:
                 raise DataError(
-                    f"{path.name}: line {lines[i]}, column {c.name!r}: {cell!r} is not one of its categories "
+                    f"{path.name}: line {lines[i]}, column {c.name!r}: {_shown_cell(cell)} is not one of its categories "
                     f"{list(c.categories)}"
                 )
     return x
