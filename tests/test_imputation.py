@@ -117,6 +117,48 @@ def test_a_table_reads_with_an_inferred_or_given_schema_and_writes_back(tmp_path
     assert np.allclose(again, x, atol=1e-5, equal_nan=True)
 
 
+def test_a_parquet_table_reads_as_its_csv_does(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    p = _table(tmp_path)
+    x, cols = read_table(p)
+    header, *rows = [line.split(",") for line in p.read_text().splitlines()]
+    values = {h: [r[j] or None for r in rows] for j, h in enumerate(header)}
+    typed = {h: [None if v is None else float(v) for v in values[h]] for h in ("size", "weight")}
+    columns = {"size": typed["size"], "colour": values["colour"], "weight": typed["weight"]}
+    pq.write_table(pa.table(columns), tmp_path / "t.parquet")
+    px, pcols = read_table(tmp_path / "t.parquet")
+    assert pcols == cols and np.allclose(px, x, equal_nan=True)
+
+
+def test_a_parquet_table_that_would_expand_is_refused_before_it_does(tmp_path, monkeypatch):
+    """One long value repeated, stored once as a dictionary: a file of a few kB that would be
+    gigabytes of Python strings. And columns that are not numbers or text."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    import dgmkit.data.table as table
+
+    pq.write_table(pa.table({"a": ["x" * 1000] * 20000, "b": [1, 2] * 10000}), tmp_path / "bomb.parquet")
+    assert (tmp_path / "bomb.parquet").stat().st_size < 100_000
+    monkeypatch.setattr(table, "MAX_TABLE_BYTES", 10_000_000)  # the 20 MB of text over a lowered cap
+    with pytest.raises(DataError, match=r"its text expands to 20000000 bytes, more than the 10000000"):
+        read_table(tmp_path / "bomb.parquet")
+    monkeypatch.setattr(table, "MAX_TABLE_CELLS", 39_999)
+    with pytest.raises(DataError, match="20000 rows of 2 columns, more than"):
+        read_table(tmp_path / "bomb.parquet")
+    pq.write_table(pa.table({"a": [[1, 2], [3]], "b": [1, 2]}), tmp_path / "nested.parquet")
+    with pytest.raises(DataError, match="column 'a' holds list<.*numbers or text"):
+        read_table(tmp_path / "nested.parquet")
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1" + bytes(100) + b"PAR1")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        read_table(tmp_path / "junk.parquet")
+    (tmp_path / "many.csv").write_text("a,b\n" + "1,2\n" * 20000)
+    with pytest.raises(DataError, match="more than the 39999 cells"):
+        read_table(tmp_path / "many.csv")
+
+
 @pytest.mark.parametrize(
     "text, problem",
     [

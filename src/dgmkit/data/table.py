@@ -35,6 +35,7 @@ MISSING_CELLS = ("", "na", "nan", "?")
 MAX_CATEGORIES = 256
 MAX_TABLE_BYTES = 1 << 28  # parsed into Python strings: some 20 times that in memory
 MAX_COLUMNS = 10_000
+MAX_TABLE_CELLS = 1 << 25  # each a Python string once parsed: some 2 GB at most
 
 
 @dataclass(frozen=True)
@@ -65,32 +66,22 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     if size > MAX_TABLE_BYTES:
         raise DataError(f"{path.name}: {size} bytes, more than the {MAX_TABLE_BYTES} a table may have")
     if path.suffix.lower() == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise DataError(
-                f"{path.name}: reading Parquet needs pyarrow (pip install pyarrow), or give the table as CSV"
-            ) from None
-        try:
-            t = pq.read_table(path)
-        except Exception as e:  # noqa: BLE001 - any reader failure is a bad file, said in one line
-            raise DataError(f"{path.name}: not a readable Parquet file ({type(e).__name__}: {e})") from None
-        header = [str(n) for n in t.column_names]
-        cols = [["" if v is None else str(v) for v in t.column(i).to_pylist()] for i in range(t.num_columns)]
-        rows = [list(r) for r in zip(*cols)]
-        return header, rows, list(range(2, len(rows) + 2))
+        return _read_parquet(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{path.name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     # newline="": a quoted cell keeps its line breaks, and only \r and \n end a row (not \f or U+2028)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    rows, lines, line = [], [], 1
+    rows, lines, line, cells = [], [], 1, 0
     try:
         for r in reader:
             if r and (len(r) > 1 or r[0].strip()):
                 rows.append(r)
                 lines.append(line)
+                cells += len(r)
+                if cells > MAX_TABLE_CELLS:
+                    raise DataError(f"{path.name}: more than the {MAX_TABLE_CELLS} cells a table may have")
             line = reader.line_num + 1
     except csv.Error as e:
         raise DataError(f"{path.name}: not a readable CSV file (line {reader.line_num}: {e})") from None
@@ -101,6 +92,59 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
         if len(r) != len(header):
             raise DataError(f"{path.name}: line {i} has {len(r)} cells, the header {len(header)}")
     return header, [[c.strip() for c in r] for r in rows[1:]], lines[1:]
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """A Parquet file's cells as text, its checks made before any column is expanded: the cells
+    and the stored bytes (each column's pages uncompressed) within the caps, its columns of
+    numbers or text, then the text the cells will hold (a column stored as a dictionary, one
+    long value repeated, expands far beyond its pages) within the byte cap, as a CSV file's."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path.name}: reading Parquet needs pyarrow (pip install pyarrow), or give it as CSV") from None
+    try:
+        schema = pq.read_schema(path)
+        for field in schema:
+            kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+                    or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):  # fmt: skip
+                raise DataError(f"{path.name}: column {field.name!r} holds {kind}; a table's cells are numbers or text")
+        text_columns = [f.name for f in schema if not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+                                                      or pa.types.is_boolean(f.type))]  # fmt: skip
+        file = pq.ParquetFile(path, read_dictionary=text_columns)  # text columns stay as indices into their values
+        meta = file.metadata
+        if meta.num_columns > MAX_COLUMNS or meta.num_rows * meta.num_columns > MAX_TABLE_CELLS:
+            raise DataError(
+                f"{path.name}: {meta.num_rows} rows of {meta.num_columns} columns, more than the {MAX_COLUMNS} columns "
+                f"and {MAX_TABLE_CELLS} cells a table may have"
+            )
+        stored = sum(
+            meta.row_group(g).column(c).total_uncompressed_size
+            for g in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+        )
+        if stored > MAX_TABLE_BYTES:
+            raise DataError(f"{path.name}: {stored} bytes uncompressed, more than the {MAX_TABLE_BYTES} a table may have")
+        t = file.read()
+        text = 0
+        for column in t.columns:
+            for chunk in column.chunks:
+                if pa.types.is_dictionary(chunk.type):
+                    text += pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
+                elif pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type):
+                    text += pc.sum(pc.binary_length(chunk)).as_py() or 0
+        if text > MAX_TABLE_BYTES:
+            raise DataError(f"{path.name}: its text expands to {text} bytes, more than the {MAX_TABLE_BYTES} allowed")
+        cols = [["" if v is None else str(v) for v in column.to_pylist()] for column in t.columns]
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file, said in one line
+        why = " ".join(str(e).split())[:200]
+        raise DataError(f"{path.name}: not a readable Parquet file ({type(e).__name__}: {why})") from None
+    return [str(n) for n in t.column_names], [list(r) for r in zip(*cols)], list(range(2, meta.num_rows + 2))
 
 
 def _schema(path: Path | None, header: list[str]) -> dict[str, str] | None:
