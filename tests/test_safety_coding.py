@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import math
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -356,7 +357,44 @@ def test_decompress_of_a_crafted_payload_writes_nothing(env, capsys, tmp_path):
         evil = tmp_path / f"evil{i}.dgmz"
         evil.write_bytes(rewrite(data, payload=payload))
         err = assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], _decompress(env, evil, tmp_path / "o.npy"))
-        assert "invalid for this model" in err or "checksum mismatch" in err, err
+        assert any(s in err for s in ("invalid for this", "checksum mismatch", "not written with this", "is empty")), err
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00" * 8, None])
+def test_a_small_file_declaring_hours_of_decoding_is_refused_early(env, capsys, tmp_path, monkeypatch, payload):
+    """2**23 images at one a batch behind a payload of a few words: a file of 500 bytes that
+    passed every check and would have decoded for some 32 CPU-hours. Refused when more has been
+    decoded from the payload than it can hold (or at once where it is empty)."""
+    import dgmkit.coding.arm_coder as coder
+
+    steps = []
+
+    def counted(*args, f=coder._probabilities):
+        steps.append(1)
+        assert len(steps) < 16 * 2000, "still decoding after 2000 images' pixel steps"
+        return f(*args)
+
+    monkeypatch.setattr(coder, "_probabilities", counted)
+    evil = tmp_path / "evil.dgmz"
+    evil.write_bytes(rewrite(env.npz.read_bytes(), payload=payload, shape=[2**23, 4, 4], batch_size=1))
+    needle = "is empty" if payload == b"" else "not written with this model"
+    assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], _decompress(env, evil, tmp_path / "o.npy"), needle)
+    assert payload == b"" or steps  # refused while decoding (a few images' worth of pixel steps), not at once
+
+
+def test_decoding_reads_no_special_file(env, capsys, tmp_path):
+    (tmp_path / "pipes").mkdir()
+    os.mkfifo(tmp_path / "pipes" / "fifo.dgmz")  # reading it would block forever; /dev/zero would never end
+    (tmp_path / "out").mkdir()
+    for f in (tmp_path / "pipes" / "fifo.dgmz", "/dev/zero"):
+        argv = _decompress(env, f, tmp_path / "out" / "o.npy")
+        assert_fails_and_changes_nothing(capsys, [tmp_path / "out"], argv, "not a regular file")
+
+
+def test_a_lock_file_of_the_run_is_never_an_output(env, capsys, tmp_path):
+    for name in (".dgm.lock", ".evals.lock"):
+        argv = ["compress", env.run, env.root / "x.npy", "--out", env.run / name, "--force"]
+        assert_fails_and_changes_nothing(capsys, [env.root], argv, "file of the run")
 
 
 def test_compress_refuses_duplicate_base_names(env, capsys, tmp_path):

@@ -68,7 +68,7 @@ def describe_os_error(e: OSError, path: os.PathLike | str | None = None, action:
     return f"cannot {action} {path}: {e.strerror or e}"
 
 
-def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
+def atomic_write_bytes(path: os.PathLike | str, data: bytes | memoryview) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, and rename it into place.
     On failure the temporary file is removed and a DgmError names the problem."""
     path = Path(path)

@@ -26,7 +26,7 @@ from dgmkit.data.registry import check_images, is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError, DataError, DgmError
-from dgmkit.training.run_writer import RUN_FILES
+from dgmkit.training.run_writer import run_files
 from dgmkit.training.trainer import VALID_SEED
 
 __all__ = [
@@ -304,7 +304,7 @@ def png_output(args: argparse.Namespace) -> Path:
     if path.suffix.lower() != ".png":
         raise DataError(f"--out must name a .png file, got {path}")
     run_dir = Path(getattr(args, "run_dir", "."))
-    return check_new_output(path, args.force, protected=[run_dir / n for n in RUN_FILES])
+    return check_new_output(path, args.force, protected=run_files(run_dir))
 
 
 def figure_run(args: argparse.Namespace, check: Callable[[Run], None] | None = None) -> tuple[Path, Run]:

@@ -39,7 +39,7 @@ from dgmkit.coding.container import (
 )
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError, DataError, DgmError
-from dgmkit.training.run_writer import RUN_FILES
+from dgmkit.training.run_writer import run_files
 
 __all__ = ["add_parsers"]
 
@@ -58,10 +58,6 @@ def _text(value: object, limit: int = 200) -> str:
     """A free-text header field the schema accepts: printable (control characters escaped), short."""
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _run_files(run_dir: str) -> list[Path]:
-    return [Path(run_dir) / n for n in RUN_FILES]
 
 
 def _coding_model(run_dir: str, device: str):
@@ -189,7 +185,7 @@ def _check_amount(n: int, pixels: int, itemsize: int, batch_size: int) -> None:
 def compress(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    out = check_new_output(args.out, args.force, inputs=args.inputs, protected=_run_files(args.run_dir))
+    out = check_new_output(args.out, args.force, inputs=args.inputs, protected=run_files(args.run_dir))
     run, model, levels = _coding_model(args.run_dir, args.device)
     x, meta = _read_images(args.inputs, model.event_shape)
     if meta.get("png_mode") == "1" and levels != 2:
@@ -201,6 +197,7 @@ def compress(args: argparse.Namespace) -> int:
         shape = model.event_shape
         raise DataError(f"expected N images of {shape[-2]}x{shape[-1]} pixels, got an array of shape {x.shape}")
     _check_amount(len(x), model.num_dims, x.dtype.itemsize, args.batch_size)
+    batch_size = min(args.batch_size, len(x))  # a larger one codes the same single batch
     xt = _to_model_input(x, model.event_shape, levels)
     header = {
         "dgmkit_version": __version__,
@@ -209,7 +206,7 @@ def compress(args: argparse.Namespace) -> int:
         "levels": levels,
         "shape": list(x.shape),
         "dtype": x.dtype.str,
-        "batch_size": args.batch_size,
+        "batch_size": batch_size,
         # of the array as decompression rebuilds it from the coded integers (a float -0.0 comes back as 0.0)
         "content_sha256": content_digest(xt.numpy().reshape(x.shape).astype(x.dtype)),
         "coder": "constriction range coder, categorical models (perfect=False)",
@@ -217,7 +214,7 @@ def compress(args: argparse.Namespace) -> int:
         **meta,
     }
     t0 = time.perf_counter()
-    words = encode_images(model, xt, args.batch_size)
+    words = encode_images(model, xt, batch_size)
     seconds = max(time.perf_counter() - t0, 1e-9)
     with torch.no_grad():
         parts = [model.log_prob(xt[i : i + 1000].to(run.device)).cpu() for i in range(0, len(xt), 1000)]
@@ -235,15 +232,20 @@ def compress(args: argparse.Namespace) -> int:
 
 
 def _read_compressed(path: Path) -> bytes:
-    try:
-        size = path.stat().st_size
-        if path.is_dir():
-            raise DataError(f"{path} is a folder, not a compressed file")
-        if size > MAX_FILE_BYTES:
-            raise DataError(f"{path} has {size} bytes, more than a compressed file of this dgmkit holds ({MAX_FILE_BYTES})")
-        return path.read_bytes()
-    except OSError as e:
-        raise DataError(describe_os_error(e, path, "read")) from None
+    """The bytes of a regular file (never a device, a pipe or a folder: /dev/zero would never
+    end), at most a compressed file's size read."""
+    from dgmkit.data.formats import _open_regular
+
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a compressed file")
+    with _open_regular(path) as f:
+        try:
+            data = f.read(MAX_FILE_BYTES + 1)
+        except OSError as e:
+            raise DataError(describe_os_error(e, path, "read")) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise DataError(f"{path} has more than the {MAX_FILE_BYTES} bytes a compressed file of this dgmkit holds")
+    return data
 
 
 def _png_targets(out: Path, names: list[str], args: argparse.Namespace) -> None:
@@ -262,7 +264,7 @@ def _png_targets(out: Path, names: list[str], args: argparse.Namespace) -> None:
         target = out / name
         if os.path.dirname(os.path.normpath(target.absolute())) != root:  # the schema makes this impossible
             raise DataError(f"{args.file} names an image {name!r} outside --out")
-        check_new_output(target, args.force, inputs=[args.file], protected=_run_files(args.run), what="the image")
+        check_new_output(target, args.force, inputs=[args.file], protected=run_files(args.run), what="the image")
 
 
 def decompress(args: argparse.Namespace) -> int:
@@ -276,7 +278,7 @@ def decompress(args: argparse.Namespace) -> int:
     else:
         if out.suffix.lower() != ".npy":
             raise ConfigError(f"--out must name a .npy file, got {out}")
-        check_new_output(out, args.force, inputs=[args.file], protected=_run_files(args.run))
+        check_new_output(out, args.force, inputs=[args.file], protected=run_files(args.run))
     run, model, levels = _coding_model(args.run, args.device)
     check_coding_device(h, run.device, str(path))
     if model_fingerprint(model) != h["model_fingerprint"]:
@@ -292,6 +294,7 @@ def decompress(args: argparse.Namespace) -> int:
     xt = decode_images(model, f.payload, n, h["batch_size"])  # DataError on data the model cannot have coded
     seconds = max(time.perf_counter() - t0, 1e-9)
     x = xt.numpy().reshape(shape).astype(dtype)
+    del xt  # the int64 images: only the file's dtype is kept from here on
     if content_digest(x) != h["content_sha256"]:
         raise DataError(
             f"decoding {args.file} gave images that differ from the originals (checksum mismatch): the file is "
@@ -304,7 +307,7 @@ def decompress(args: argparse.Namespace) -> int:
     else:
         buf = io.BytesIO()
         np.save(buf, x, allow_pickle=False)
-        atomic_write_bytes(out, buf.getvalue())
+        atomic_write_bytes(out, buf.getbuffer())  # its bytes in place, not a copy
         where = str(out)
     say(f"decompressed {plural(n, 'image')} ({x.nbytes / 1e6 / seconds:.3f} MB/s), checksum verified -> {where}")
     return 0

@@ -49,7 +49,7 @@ from dgmkit.evaluation.imputation import (
     to_data_units,
 )
 from dgmkit.models import LatentVariableModel
-from dgmkit.training.run_writer import RUN_FILES
+from dgmkit.training.run_writer import run_files
 from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["add_parser", "run_impute"]
@@ -102,7 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
-    protected = [Path(args.run_dir) / n for n in RUN_FILES]
+    protected = run_files(args.run_dir)
     out = Path(args.out)
     if out.suffix.lower() not in _OUT_SUFFIXES:
         raise ConfigError(f"--out must name a .npy, .npz or (for a table) .csv file, got {out}")

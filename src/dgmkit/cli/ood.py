@@ -42,7 +42,7 @@ from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset, load_dataset
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.ood_scores import SCORES, histogram_png, log_likelihoods, ood_scores, png_code_length
-from dgmkit.training.run_writer import RUN_FILES
+from dgmkit.training.run_writer import run_files
 from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["add_parser", "run_ood"]
@@ -321,7 +321,7 @@ def run_ood(args: argparse.Namespace) -> int:
     k_of = {id(r): estimate_samples(r, None if r.model.estimate_kind == "exact" else args.iw_samples) for r in scored}
     if bg is not None:
         _check_background(run, bg, args.background)
-    protected = [run.path / n for n in (*RUN_FILES, _KEPT)]
+    protected = run_files(run.path)
     figure = png_output(args) if args.out is not None else None
     if args.json is not None:
         check_new_output(args.json, args.force, protected=protected, what="--json")

@@ -30,7 +30,7 @@ from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.reporting import RunPage, render_page
 from dgmkit.settings import unused_keys
-from dgmkit.training.run_writer import RUN_FILES
+from dgmkit.training.run_writer import run_files
 
 __all__ = ["add_parser", "run_report", "read_metrics"]
 
@@ -143,7 +143,7 @@ def run_report(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise DataError(f"--out must name an .html file, got {out}")
-    protected = [Path(d) / n for d in args.run_dirs for n in RUN_FILES]
+    protected = [p for d in args.run_dirs for p in run_files(d)]
     check_new_output(out, args.force, protected=protected)
     if len(set(map(lambda d: Path(d).resolve(), args.run_dirs))) != len(args.run_dirs):
         raise DataError("a run folder is named twice")

@@ -29,7 +29,7 @@ from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.estimates import log_likelihoods
 from dgmkit.evaluation.metrics import observed_entries
-from dgmkit.training.run_writer import RUN_FILES
+from dgmkit.training.run_writer import run_files
 from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["add_parser", "run_score", "score_inputs"]
@@ -96,7 +96,7 @@ def run_score(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"--out must name a .csv file, got {out}")
-    out = check_new_output(out, args.force, inputs=args.inputs, protected=[Path(args.run_dir) / n for n in RUN_FILES])
+    out = check_new_output(out, args.force, inputs=args.inputs, protected=run_files(args.run_dir))
     run = load_run(args.run_dir, device=args.device)
     x, names = _inputs(args.inputs, run)
     log_px, bpd = score_inputs(run, x, args.k, args.seed)

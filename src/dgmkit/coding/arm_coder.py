@@ -128,21 +128,50 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
     words = np.ascontiguousarray(words, dtype=np.uint32)
     if words.ndim != 1:
         raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {words.shape}")
+    if n and not len(words):  # the coder writes at least one word for any symbol
+        raise DataError(f"the compressed data is empty, but {n} images are to be decoded from it")
     decoder = stream.queue.RangeDecoder(words)
     device = device_of(model)
-    out = []
+    out = torch.empty(n, *model.event_shape, dtype=torch.long)
+    held = _payload_bits(words)
+    decoded = [0.0]  # bits of information decoded so far (a lower bound on the bits they took to code)
     for start in range(0, n, batch_size):
         nb = min(batch_size, n - start)
 
         def choose(t: int, log_pmf: torch.Tensor, nb: int = nb) -> torch.Tensor:
             probs = _probabilities(log_pmf, nb, levels, t)
             try:
-                values = decoder.decode(family, probs)
+                values = np.asarray(decoder.decode(family, probs))
             except _CODER_ERRORS:
                 raise DataError(
                     "the compressed data is invalid for this model (the range coder could not decode it)"
                 ) from None
-            return torch.from_numpy(np.asarray(values).astype(np.int64)).to(device)
+            decoded[0] += _information_bits(probs, values)
+            if decoded[0] > held:
+                raise DataError(
+                    f"the compressed data holds {32 * len(words)} bits, but the images decoded from it so far took at "
+                    f"least {decoded[0]:.0f} to code: it was not written with this model (damaged or crafted)"
+                )
+            return torch.from_numpy(values.astype(np.int64)).to(device)
 
-        out.append(model.run_cached(nb, choose, device).round().long().cpu())
-    return torch.cat(out) if out else torch.zeros(0, *model.event_shape, dtype=torch.long)
+        out[start : start + nb] = model.run_cached(nb, choose, device).round().long().cpu()
+    return out
+
+
+# the coder gives every value a probability of at least 2**-24 (its precision) and rounds the
+# others to multiples of it; -log2(p + 2 * 2**-24) is then at most what coding the value cost
+_FLOOR = 2.0**-23
+
+
+def _information_bits(probs: np.ndarray, values: np.ndarray) -> float:
+    """A lower bound on the bits that coding ``values`` under ``probs`` took."""
+    return float(-np.log2(probs[np.arange(len(values)), values] + _FLOOR).sum())
+
+
+def _payload_bits(words: np.ndarray) -> float:
+    """The most information that ``words`` can hold: their bits, the coder's 64-bit state and
+    a margin for rounding. A payload from which more is decoded was not written by the encoder
+    with this model: refused as soon as that is known, not after decoding all that its header
+    declares (a file of a few hundred bytes could declare hours of decoding)."""
+    bits = 32 * len(words) + 64
+    return bits * 1.01 + 128

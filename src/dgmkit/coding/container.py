@@ -94,7 +94,9 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 def content_digest(x: np.ndarray) -> str:
     """SHA-256 of an array's shape, dtype and bytes (C order)."""
     x = np.ascontiguousarray(x)
-    return hashlib.sha256(f"{x.shape}:{x.dtype.str}".encode() + x.tobytes()).hexdigest()
+    digest = hashlib.sha256(f"{x.shape}:{x.dtype.str}".encode())
+    digest.update(x.reshape(-1).view(np.uint8).data)  # the bytes in place, not a copy of them
+    return digest.hexdigest()
 
 
 # -- the header's schema ---------------------------------------------------------------------

@@ -30,13 +30,21 @@ from dgmkit._io import (
 from dgmkit.errors import CheckpointError, DgmError, TrainingError
 from dgmkit.training.checkpoint import save_checkpoint
 
-__all__ = ["RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "new_run_id", "nonfinite_state"]
+__all__ = ["RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "run_files", "new_run_id", "nonfinite_state"]
 
 RUN_FILES = (
     "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "evals.json", "cluster.json",
     "cluster-assignments.csv", "diagnose.json", "disentangle.json", "ood.json", "ood-scores.csv",
 )  # fmt: skip
 LOCK_NAME = ".dgm.lock"
+
+
+def run_files(run_dir: os.PathLike[str] | str) -> list[Path]:
+    """The paths of a run folder's own files, which no command's output may replace: RUN_FILES,
+    the run's lock and the locks under which results are kept (replacing a lock's file while a
+    process holds it would let a second process lock the new one and write the run too)."""
+    locks = [LOCK_NAME] + [f".{Path(n).stem}.lock" for n in RUN_FILES if n.endswith(".json")]
+    return [Path(run_dir) / n for n in (*RUN_FILES, *locks)]
 
 
 def new_run_id() -> str:
