@@ -377,8 +377,10 @@ def test_a_small_file_declaring_hours_of_decoding_is_refused_early(env, capsys, 
     monkeypatch.setattr(coder, "_probabilities", counted)
     evil = tmp_path / "evil.dgmz"
     evil.write_bytes(rewrite(env.npz.read_bytes(), payload=payload, shape=[2**23, 4, 4], batch_size=1))
-    needle = "is empty" if payload == b"" else "not written with this model"
-    assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], _decompress(env, evil, tmp_path / "o.npy"), needle)
+    err = assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], _decompress(env, evil, tmp_path / "o.npy"))
+    # the real payload, read in other batches, may also reach a state the range coder refuses first
+    needles = ["is empty"] if payload == b"" else ["not written with this model", "invalid for this model"]
+    assert any(n in err for n in needles), err
     assert payload == b"" or steps  # refused while decoding (a few images' worth of pixel steps), not at once
 
 
