@@ -130,6 +130,20 @@ def test_a_parquet_table_reads_as_its_csv_does(tmp_path):
     pq.write_table(pa.table(columns), tmp_path / "t.parquet")
     px, pcols = read_table(tmp_path / "t.parquet")
     assert pcols == cols and np.allclose(px, x, equal_nan=True)
+    import datetime
+    import decimal
+
+    more = {  # SQL and Spark exports: decimals are numbers; dates and string views are categories, as in a CSV
+        "price": pa.array([decimal.Decimal("1.25"), decimal.Decimal("2.50"), None], pa.decimal128(3, 2)),
+        "day": pa.array([datetime.date(2020, 1, 2), datetime.date(2020, 1, 1), None]),
+        "tag": pa.array(["b", "a", "b"], pa.string_view() if hasattr(pa, "string_view") else pa.string()),
+    }
+    pq.write_table(pa.table(more), tmp_path / "kinds.parquet")
+    kx, kcols = read_table(tmp_path / "kinds.parquet")
+    assert [(c.kind, c.categories) for c in kcols] == [
+        ("numeric", ()), ("categorical", ("2020-01-01", "2020-01-02")), ("categorical", ("a", "b"))
+    ]  # fmt: skip
+    assert np.allclose(kx, [[-1, 1, 1], [1, 0, 0], [np.nan, np.nan, 1]], equal_nan=True)
 
 
 def test_a_parquet_table_that_would_expand_is_refused_before_it_does(tmp_path, monkeypatch):

@@ -241,6 +241,47 @@ def test_crafted_mat_parts_negative_dims_and_nesting(tmp_path):
         read_mat(tmp_path / "small.mat")
 
 
+def test_a_variable_as_the_data_of_a_numeric_one_is_refused(tmp_path):
+    """A miMATRIX where a double's real (or imaginary) part belongs crashed SciPy's reader too;
+    variables are parts only of cells, structs and objects."""
+    import struct
+
+    header = b"MATLAB 5.0 MAT-file".ljust(116) + bytes(8) + b"\x00\x01IM"
+    inner = _crafted_mat()[128 + 8 :]  # a valid double variable's body
+    flags, shape = _element(6, struct.pack("<II", 6, 0)), _element(5, struct.pack("<2i", 1, 1))
+    (tmp_path / "nested.mat").write_bytes(header + _element(14, flags + shape + _element(1, b"x") + _element(14, inner)))
+    with pytest.raises(DataError, match="a variable of class 6 .* holds a variable as a part"):
+        read_mat(tmp_path / "nested.mat")
+
+
+def test_matlab_written_objects_and_uint32_dimensions_still_read():
+    """Files from MATLAB that SciPy's tests keep: function handles (opaque objects, which have
+    no dimensions part) beside the data, and dimensions stored as miUINT32."""
+    data = Path(scipy.io.__file__).parent / "matlab" / "tests" / "data"
+    if not (data / "some_functions.mat").exists():
+        pytest.skip("SciPy's test files are not installed")
+    assert read_mat(data / "some_functions.mat", "a")[0].shape == (1, 1)
+    assert read_mat(data / "miuint32_for_miint32.mat")[0].shape == (1, 10)
+
+
+def test_nested_cells_are_walked_without_a_copy_a_level(tmp_path):
+    import tracemalloc
+
+    value: object = np.zeros(4 * 2**20, np.uint8)
+    for _ in range(20):  # 20 cells deep around 4 MiB: 84 MiB when every level copied its body
+        cell = np.empty((1, 1), dtype=object)
+        cell[0, 0] = value
+        value = cell
+    scipy.io.savemat(tmp_path / "deep.mat", {"c": value, "x": np.ones((2, 2))}, do_compression=True)
+    tracemalloc.start()
+    try:
+        assert read_mat(tmp_path / "deep.mat", "x")[0].shape == (2, 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 4 * 2**20, peak  # the inflated variable and its growth, not a copy a level
+
+
 def test_the_cap_holds_for_all_compressed_variables_together(tmp_path, monkeypatch):
     """Each variable under the cap, all of them over it: refused before most are inflated (a
     file of a few MB made of many such variables once took a minute of inflating)."""

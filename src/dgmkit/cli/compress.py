@@ -240,7 +240,7 @@ def _read_compressed(path: Path) -> bytes:
         raise DataError(f"{path} is a folder, not a compressed file")
     with _open_regular(path) as f:
         try:
-            data = f.read(MAX_FILE_BYTES + 1)
+            data = f.read(min(os.fstat(f.fileno()).st_size, MAX_FILE_BYTES) + 1)  # not 1 GiB reserved at once
         except OSError as e:
             raise DataError(describe_os_error(e, path, "read")) from None
     if len(data) > MAX_FILE_BYTES:

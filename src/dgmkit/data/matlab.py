@@ -21,6 +21,7 @@ Rows are datapoints, as in NumPy files. Some MATLAB files store one datapoint pe
 
 import io
 import math
+import os
 import struct
 import warnings
 import zlib
@@ -64,8 +65,9 @@ def _name(name: str) -> str:
     return repr(name[:60])
 
 
-def _elements(data: bytes | memoryview, order: str, where: str, fail: Callable[[str], NoReturn]) -> list[tuple[int, bytes]]:
-    """The (type, body) elements of a v5 byte stream, each checked to hold what it declares."""
+def _elements(data: memoryview, order: str, where: str, fail: Callable[[str], NoReturn]) -> list[tuple[int, memoryview]]:
+    """The (type, body) elements of a v5 byte stream, each checked to hold what it declares;
+    the bodies are views of ``data``, not copies (nested variables would copy it once a level)."""
     out, pos = [], 0
     while pos < len(data):
         if len(data) - pos < 8:
@@ -74,39 +76,56 @@ def _elements(data: bytes | memoryview, order: str, where: str, fail: Callable[[
         if kind >> 16:  # a small element: type and size packed in 4 bytes, data in the next 4
             if kind >> 16 > 4:
                 fail(f"{where} has a small element that declares {kind >> 16} bytes in a field of 4")
-            out.append((kind & 0xFFFF, bytes(data[pos + 4 : pos + 4 + (kind >> 16)])))
+            out.append((kind & 0xFFFF, data[pos + 4 : pos + 4 + (kind >> 16)]))
             pos += 8
             continue
         if nbytes > len(data) - pos - 8:
             fail(f"{where} has an element that declares {nbytes} bytes but holds {len(data) - pos - 8}")
-        out.append((kind, bytes(data[pos + 8 : pos + 8 + nbytes])))
+        out.append((kind, data[pos + 8 : pos + 8 + nbytes]))
         pos += 8 + nbytes
         if kind != _MI_COMPRESSED:
             pos += -nbytes % 8  # uncompressed elements are padded to 8 bytes
     return out
 
 
-def _inflate(body: bytes, limit: int, fail: Callable[[str], NoReturn]) -> bytes:
+def _inflate(body: memoryview, limit: int, fail: Callable[[str], NoReturn]) -> bytearray:
+    """The inflated bytes of a compressed element, grown in steps (zlib would reserve the whole
+    ``limit`` at once if asked for it in one call), never more than ``limit``."""
     d = zlib.decompressobj()
+    out = bytearray()
+    data: bytes | memoryview = body
     try:
-        out = d.decompress(body, limit + 1)
+        while not d.eof:
+            chunk = d.decompress(data, min(_STEP, limit + 1 - len(out)))
+            out += chunk
+            if len(out) > limit:
+                fail(f"its compressed variables expand beyond the limit of {limit} bytes (set {MAX_BYTES_ENV} to raise it)")
+            data = d.unconsumed_tail
+            if not chunk and not data:
+                break  # the input ended before the stream did: SciPy says so when it reads it
     except zlib.error as e:
         fail(f"a compressed variable is corrupt ({e})")
-    if len(out) > limit:
-        fail(f"its compressed variables expand beyond the limit of {limit} bytes (set {MAX_BYTES_ENV} to raise it)")
     return out
+
+
+_STEP = 1 << 24
 
 
 # the v5 data types (miINT8 ... miUTF32); SciPy indexes a table with the code unchecked, so any
 # other code must never reach it
 _MI_TYPES = frozenset((1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 14, 15, 16, 17, 18))
 _MI_INT32, _MI_UINT32 = 5, 6
+# the classes whose data parts may be variables (cell, struct, object, function handle, opaque
+# object); in any other a variable as the data crashes SciPy's reader
+_CONTAINERS = frozenset((1, 2, 3, 16, 17))
+_MX_OPAQUE = 17  # a MATLAB object of a newer kind (string, table, function handle...): no dimensions part
 _MAX_NESTING = 32
 
 
-def _check_matrix(body: bytes, order: str, fail: Callable[[str], NoReturn], depth: int = 0) -> None:
-    """A variable's parts: array flags, dimensions (none negative), name, then its data, each of a
-    known type and holding what it declares; the variables inside a cell or struct likewise."""
+def _check_matrix(body: memoryview, order: str, fail: Callable[[str], NoReturn], depth: int = 0) -> None:
+    """A variable's parts: array flags (a known class), dimensions (none negative; an opaque
+    object has none), name, then its data, each of a known type and holding what it declares,
+    variables as parts only of a cell, struct or object, whose variables are checked likewise."""
     if depth > _MAX_NESTING:
         fail(f"variables nest more than {_MAX_NESTING} deep")
     parts = _elements(body, order, "a variable", fail)
@@ -115,13 +134,21 @@ def _check_matrix(body: bytes, order: str, fail: Callable[[str], NoReturn], dept
     for kind, _ in parts:
         if kind not in _MI_TYPES or kind == _MI_COMPRESSED:
             fail(f"a variable has a part of unknown data type {kind}")
-    if len(parts) < 3 or parts[0][0] != _MI_UINT32 or parts[1][0] != _MI_INT32:
-        fail("a variable does not start with its array flags, dimensions and name")
-    dims = parts[1][1]
-    if len(dims) % 4 or any(d < 0 for d in struct.unpack(f"{order}{len(dims) // 4}i", dims)):
-        fail("a variable declares negative or malformed dimensions")
-    for kind, sub in parts[3:]:
+    if parts[0][0] not in (_MI_INT32, _MI_UINT32) or len(parts[0][1]) < 4:
+        fail("a variable does not start with its array flags")
+    mclass = struct.unpack_from(order + "I", parts[0][1])[0] & 0xFF
+    if not 1 <= mclass <= _MX_OPAQUE:
+        fail(f"a variable is of unknown class {mclass}")
+    if mclass != _MX_OPAQUE:
+        if len(parts) < 3 or parts[1][0] not in (_MI_INT32, _MI_UINT32):
+            fail("a variable does not start with its array flags, dimensions and name")
+        dims = parts[1][1]
+        if len(dims) % 4 or any(d < 0 for d in struct.unpack(f"{order}{len(dims) // 4}i", dims)):
+            fail("a variable declares negative or malformed dimensions")
+    for kind, sub in parts[1 if mclass == _MX_OPAQUE else 2 :]:
         if kind == _MI_MATRIX:
+            if mclass not in _CONTAINERS:
+                fail(f"a variable of class {mclass} (numbers, characters or sparse) holds a variable as a part")
             _check_matrix(sub, order, fail, depth + 1)
 
 
@@ -138,7 +165,7 @@ def _check_v5(raw: bytes, limit: int, path: Path) -> None:
         if kind == _MI_COMPRESSED:
             inflated = _inflate(body, budget, fail)
             budget -= len(inflated)
-            inner = _elements(inflated, order, "a compressed variable", fail)
+            inner = _elements(memoryview(inflated), order, "a compressed variable", fail)
         else:
             inner = [(kind, body)]
         for sub_kind, sub_body in inner:
@@ -238,7 +265,8 @@ def read_mat(path: Path, key: str | None = None) -> tuple[np.ndarray, np.ndarray
     limit = max_data_bytes()
     with _open_regular(path) as f:  # a regular file only: never a FIFO or device that could block
         try:
-            raw = f.read(limit + 1)
+            # as much as the file holds (asked for limit + 1 at once, Python reserves all of it)
+            raw = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
         except OSError as e:
             raise DataError(describe_os_error(e, _show(path), "read")) from None
     if len(raw) > limit:

@@ -107,14 +107,16 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
         raise DataError(f"{path.name}: reading Parquet needs pyarrow (pip install pyarrow), or give it as CSV") from None
     try:
         schema = pq.read_schema(path)
+
+        def text(t: "pa.DataType") -> bool:
+            return pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view"
+
         for field in schema:
             kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
-            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
-                    or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):  # fmt: skip
+            if pa.types.is_nested(kind) or not (text(kind) or pa.types.is_primitive(kind) or pa.types.is_decimal(kind)):
                 raise DataError(f"{path.name}: column {field.name!r} holds {kind}; a table's cells are numbers or text")
-        text_columns = [f.name for f in schema if not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
-                                                      or pa.types.is_boolean(f.type))]  # fmt: skip
-        file = pq.ParquetFile(path, read_dictionary=text_columns)  # text columns stay as indices into their values
+        # text columns stay as indices into their distinct values until their size is known
+        file = pq.ParquetFile(path, read_dictionary=[f.name for f in schema if pa.types.is_string(f.type)])
         meta = file.metadata
         if meta.num_columns > MAX_COLUMNS or meta.num_rows * meta.num_columns > MAX_TABLE_CELLS:
             raise DataError(
@@ -129,15 +131,15 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
         if stored > MAX_TABLE_BYTES:
             raise DataError(f"{path.name}: {stored} bytes uncompressed, more than the {MAX_TABLE_BYTES} a table may have")
         t = file.read()
-        text = 0
+        size = 0
         for column in t.columns:
             for chunk in column.chunks:
-                if pa.types.is_dictionary(chunk.type):
-                    text += pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
-                elif pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type):
-                    text += pc.sum(pc.binary_length(chunk)).as_py() or 0
-        if text > MAX_TABLE_BYTES:
-            raise DataError(f"{path.name}: its text expands to {text} bytes, more than the {MAX_TABLE_BYTES} allowed")
+                if pa.types.is_dictionary(chunk.type) and text(chunk.type.value_type):
+                    size += pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
+                elif text(chunk.type):
+                    size += pc.sum(pc.binary_length(chunk.cast(pa.large_string()))).as_py() or 0
+        if size > MAX_TABLE_BYTES:
+            raise DataError(f"{path.name}: its text expands to {size} bytes, more than the {MAX_TABLE_BYTES} allowed")
         cols = [["" if v is None else str(v) for v in column.to_pylist()] for column in t.columns]
     except DataError:
         raise
