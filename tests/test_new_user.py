@@ -254,6 +254,22 @@ def test_a_variable_as_the_data_of_a_numeric_one_is_refused(tmp_path):
         read_mat(tmp_path / "nested.mat")
 
 
+@pytest.mark.parametrize("flags, parts, problem", [(6 | 0x800, 1, "1 data parts where its flags promise 2"),
+                                                    (6, 0, "0 data parts where its flags promise 1"),
+                                                    (5, 1, "1 data parts where its flags promise 3")])  # fmt: skip
+def test_a_variable_without_the_parts_its_flags_promise_is_refused(tmp_path, flags, parts, problem):
+    """A complex flag on a double with no imaginary part (one bit of a valid file flipped, found
+    by fuzzing) made SciPy read past the variable and crash."""
+    import struct
+
+    header = b"MATLAB 5.0 MAT-file".ljust(116) + bytes(8) + b"\x00\x01IM"
+    head = _element(6, struct.pack("<II", flags, 0)) + _element(5, struct.pack("<2i", 2, 3)) + _element(1, b"x")
+    data = _element(9, np.ones(6).tobytes()) * parts
+    (tmp_path / "promise.mat").write_bytes(header + _element(14, head + data))
+    with pytest.raises(DataError, match=problem):
+        read_mat(tmp_path / "promise.mat")
+
+
 def test_matlab_written_objects_and_uint32_dimensions_still_read():
     """Files from MATLAB that SciPy's tests keep: function handles (opaque objects, which have
     no dimensions part) beside the data, and dimensions stored as miUINT32."""

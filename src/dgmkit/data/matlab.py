@@ -118,6 +118,7 @@ _MI_INT32, _MI_UINT32 = 5, 6
 # the classes whose data parts may be variables (cell, struct, object, function handle, opaque
 # object); in any other a variable as the data crashes SciPy's reader
 _CONTAINERS = frozenset((1, 2, 3, 16, 17))
+_MX_SPARSE, _MX_COMPLEX_FLAG = 5, 0x0800
 _MX_OPAQUE = 17  # a MATLAB object of a newer kind (string, table, function handle...): no dimensions part
 _MAX_NESTING = 32
 
@@ -145,6 +146,11 @@ def _check_matrix(body: memoryview, order: str, fail: Callable[[str], NoReturn],
         dims = parts[1][1]
         if len(dims) % 4 or any(d < 0 for d in struct.unpack(f"{order}{len(dims) // 4}i", dims)):
             fail("a variable declares negative or malformed dimensions")
+    if mclass not in _CONTAINERS:  # SciPy reads the parts the flags promise, there or not
+        complex_ = bool(struct.unpack_from(order + "I", parts[0][1])[0] & _MX_COMPLEX_FLAG)
+        wanted = (3 if mclass == _MX_SPARSE else 1) + complex_
+        if len(parts) - 3 != wanted:
+            fail(f"a variable of class {mclass} has {len(parts) - 3} data parts where its flags promise {wanted}")
     for kind, sub in parts[1 if mclass == _MX_OPAQUE else 2 :]:
         if kind == _MI_MATRIX:
             if mclass not in _CONTAINERS:
