@@ -270,6 +270,38 @@ def test_a_variable_without_the_parts_its_flags_promise_is_refused(tmp_path, fla
         read_mat(tmp_path / "promise.mat")
 
 
+def test_parts_that_scipy_would_parse_otherwise_are_refused(tmp_path):
+    """Where SciPy reads bytes in another way than the check walks them, a file could pass the
+    check and still crash SciPy (found by a fuzzing pass): array flags written as a small
+    element (SciPy reads two full words there), a variable whose size is not whole 8-byte blocks
+    (SciPy goes on at its end, the check after the padding), the logical flag on a struct (SciPy
+    then calls it a logical array: 10M empty fields took 4 GB) and a file full of field names
+    (SciPy compares each with all before it)."""
+    import struct
+
+    header = b"MATLAB 5.0 MAT-file".ljust(116) + bytes(8) + b"\x00\x01IM"
+    dims, name = _element(5, struct.pack("<2i", 1, 1)), _element(1, b"x")
+    small_flags = struct.pack("<II", (4 << 16) | 6, 1)  # a cell, its flags in a small element
+    (tmp_path / "small.mat").write_bytes(header + _element(14, small_flags + dims + name + _element(14, b"")))
+    with pytest.raises(DataError, match="does not start with its array flags"):
+        read_mat(tmp_path / "small.mat")
+    body = _element(6, struct.pack("<II", 6, 0)) + dims + name + _element(9, np.ones(1).tobytes())
+    (tmp_path / "odd.mat").write_bytes(header + struct.pack("<II", 14, len(body) - 4) + body)
+    with pytest.raises(DataError, match="a variable of 60 bytes, not a whole number of 8-byte blocks"):
+        read_mat(tmp_path / "odd.mat")
+    fields = _element(5, struct.pack("<i", 8)) + _element(1, b"a".ljust(8, b"\0"))
+    logical = _element(6, struct.pack("<II", 2 | 0x200, 0)) + _element(5, struct.pack("<2i", 1000, 10000)) + name
+    (tmp_path / "logical.mat").write_bytes(header + _element(14, logical + fields))
+    with pytest.raises(DataError, match="class 2 is flagged logical, which only numbers can be"):
+        read_mat(tmp_path / "logical.mat")
+    scipy.io.savemat(tmp_path / "fields.mat", {"x": np.ones((2, 2)), "s": {f"f{i}": 0 for i in range(20001)}})
+    with pytest.raises(DataError, match="name more than 20000 fields"):
+        read_mat(tmp_path / "fields.mat")
+    scipy.io.savemat(tmp_path / "ok.mat", {"x": np.ones((2, 2)), "s": {f"f{i}": 0 for i in range(2000)},
+                                          "sparse_logical": scipy.sparse.csc_matrix(np.eye(3, dtype=bool))})  # fmt: skip
+    assert read_mat(tmp_path / "ok.mat")[0].shape == (2, 2)
+
+
 def test_matlab_written_objects_and_uint32_dimensions_still_read():
     """Files from MATLAB that SciPy's tests keep: function handles (opaque objects, which have
     no dimensions part) beside the data, and dimensions stored as miUINT32."""

@@ -6,9 +6,12 @@ gives the labels (one whole number per row of the data, checked as every file's 
 SciPy reads anything, dgmkit walks the file's structure itself: the file must be a regular file
 within the data cap of :func:`dgmkit.data.formats.max_data_bytes`; in a v5 file every element
 (and every part of a variable, to any depth) must declare no more bytes than it holds and be
-of a known data type, no dimension may be negative, and the compressed elements are inflated
-as streams that stop when all of them together reach the cap, so no header can make a reader
-allocate more than the cap (nor crash SciPy's reader); variable names must be unique. Then
+of a known data type, laid out as SciPy will read it (``_check_matrix``: flags and dimensions
+as full elements, a known class, the data parts its flags promise, variables only inside cells,
+structs and objects, no dimension negative, a bounded number of struct fields), and the
+compressed elements are inflated as streams that stop when all of them together reach the cap,
+so no header can make a reader allocate more than the cap (nor crash SciPy's reader, which
+trusts what it reads); variable names must be unique. Then
 each chosen variable's declared size (shape times the bytes of its class, from
 ``scipy.io.whosmat``) is held against the cap. Only real numeric arrays are read (no cells,
 structs, strings, sparse or complex matrices). MATLAB 7.3 files are HDF5 containers, which this
@@ -27,7 +30,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 import numpy as np
 
@@ -65,9 +68,15 @@ def _name(name: str) -> str:
     return repr(name[:60])
 
 
-def _elements(data: memoryview, order: str, where: str, fail: Callable[[str], NoReturn]) -> list[tuple[int, memoryview]]:
-    """The (type, body) elements of a v5 byte stream, each checked to hold what it declares;
-    the bodies are views of ``data``, not copies (nested variables would copy it once a level)."""
+class _Part(NamedTuple):
+    kind: int
+    body: memoryview
+    small: bool  # written as a small element (type, size and up to 4 bytes in one 8-byte tag)
+
+
+def _elements(data: memoryview, order: str, where: str, fail: Callable[[str], NoReturn]) -> list[_Part]:
+    """The elements of a v5 byte stream, each checked to hold what it declares; the bodies are
+    views of ``data``, not copies (nested variables would copy it once a level)."""
     out, pos = [], 0
     while pos < len(data):
         if len(data) - pos < 8:
@@ -76,12 +85,14 @@ def _elements(data: memoryview, order: str, where: str, fail: Callable[[str], No
         if kind >> 16:  # a small element: type and size packed in 4 bytes, data in the next 4
             if kind >> 16 > 4:
                 fail(f"{where} has a small element that declares {kind >> 16} bytes in a field of 4")
-            out.append((kind & 0xFFFF, data[pos + 4 : pos + 4 + (kind >> 16)]))
+            out.append(_Part(kind & 0xFFFF, data[pos + 4 : pos + 4 + (kind >> 16)], True))
             pos += 8
             continue
         if nbytes > len(data) - pos - 8:
             fail(f"{where} has an element that declares {nbytes} bytes but holds {len(data) - pos - 8}")
-        out.append((kind, data[pos + 8 : pos + 8 + nbytes]))
+        if kind == _MI_MATRIX and nbytes % 8:  # SciPy goes on at its end, the padding rule elsewhere
+            fail(f"{where} has a variable of {nbytes} bytes, not a whole number of 8-byte blocks")
+        out.append(_Part(kind, data[pos + 8 : pos + 8 + nbytes], False))
         pos += 8 + nbytes
         if kind != _MI_COMPRESSED:
             pos += -nbytes % 8  # uncompressed elements are padded to 8 bytes
@@ -118,44 +129,57 @@ _MI_INT32, _MI_UINT32 = 5, 6
 # the classes whose data parts may be variables (cell, struct, object, function handle, opaque
 # object); in any other a variable as the data crashes SciPy's reader
 _CONTAINERS = frozenset((1, 2, 3, 16, 17))
-_MX_SPARSE, _MX_COMPLEX_FLAG = 5, 0x0800
+_MX_STRUCT, _MX_OBJECT, _MX_SPARSE, _MX_LAST_NUMERIC = 2, 3, 5, 15
+_MX_COMPLEX_FLAG, _MX_LOGICAL_FLAG = 0x0800, 0x0200
+_MAX_FIELDS = 20_000  # field names in all of a file's structs
 _MX_OPAQUE = 17  # a MATLAB object of a newer kind (string, table, function handle...): no dimensions part
 _MAX_NESTING = 32
 
 
-def _check_matrix(body: memoryview, order: str, fail: Callable[[str], NoReturn], depth: int = 0) -> None:
-    """A variable's parts: array flags (a known class), dimensions (none negative; an opaque
-    object has none), name, then its data, each of a known type and holding what it declares,
-    variables as parts only of a cell, struct or object, whose variables are checked likewise."""
+def _check_matrix(body: memoryview, order: str, fail: Callable[[str], NoReturn], fields: list[int], depth: int = 0) -> None:
+    """A variable's parts: array flags (a known class; the logical flag only on numbers),
+    dimensions (none negative; an opaque object has none), both as full elements, then its name
+    and data, each of a known type and holding what it declares, variables as parts only of a
+    cell, struct or object, whose variables are checked likewise; ``fields`` counts the field
+    names of the file's structs (SciPy checks each against all before it, in quadratic time)."""
     if depth > _MAX_NESTING:
         fail(f"variables nest more than {_MAX_NESTING} deep")
     parts = _elements(body, order, "a variable", fail)
     if not parts:
         return  # an empty matrix (an empty cell's entry)
-    for kind, _ in parts:
-        if kind not in _MI_TYPES or kind == _MI_COMPRESSED:
-            fail(f"a variable has a part of unknown data type {kind}")
-    if parts[0][0] not in (_MI_INT32, _MI_UINT32) or len(parts[0][1]) < 4:
+    for part in parts:
+        if part.kind not in _MI_TYPES or part.kind == _MI_COMPRESSED:
+            fail(f"a variable has a part of unknown data type {part.kind}")
+    # SciPy reads the flags and the dimensions as full elements whatever their tags say
+    if parts[0].kind not in (_MI_INT32, _MI_UINT32) or len(parts[0].body) < 4 or parts[0].small:
         fail("a variable does not start with its array flags")
-    mclass = struct.unpack_from(order + "I", parts[0][1])[0] & 0xFF
+    flags = struct.unpack_from(order + "I", parts[0].body)[0]
+    mclass = flags & 0xFF
     if not 1 <= mclass <= _MX_OPAQUE:
         fail(f"a variable is of unknown class {mclass}")
+    if flags & _MX_LOGICAL_FLAG and not _MX_SPARSE <= mclass <= _MX_LAST_NUMERIC:
+        fail(f"a variable of class {mclass} is flagged logical, which only numbers can be")
     if mclass != _MX_OPAQUE:
-        if len(parts) < 3 or parts[1][0] not in (_MI_INT32, _MI_UINT32):
+        if len(parts) < 3 or parts[1].kind not in (_MI_INT32, _MI_UINT32) or parts[1].small:
             fail("a variable does not start with its array flags, dimensions and name")
-        dims = parts[1][1]
+        dims = parts[1].body
         if len(dims) % 4 or any(d < 0 for d in struct.unpack(f"{order}{len(dims) // 4}i", dims)):
             fail("a variable declares negative or malformed dimensions")
     if mclass not in _CONTAINERS:  # SciPy reads the parts the flags promise, there or not
-        complex_ = bool(struct.unpack_from(order + "I", parts[0][1])[0] & _MX_COMPLEX_FLAG)
-        wanted = (3 if mclass == _MX_SPARSE else 1) + complex_
+        wanted = (3 if mclass == _MX_SPARSE else 1) + bool(flags & _MX_COMPLEX_FLAG)
         if len(parts) - 3 != wanted:
             fail(f"a variable of class {mclass} has {len(parts) - 3} data parts where its flags promise {wanted}")
-    for kind, sub in parts[1 if mclass == _MX_OPAQUE else 2 :]:
-        if kind == _MI_MATRIX:
+    if mclass in (_MX_STRUCT, _MX_OBJECT) and len(parts) >= (5 if mclass == _MX_STRUCT else 6):
+        length, names = parts[3:5] if mclass == _MX_STRUCT else parts[4:6]
+        size = struct.unpack_from(order + "i", length.body)[0] if len(length.body) >= 4 else 0
+        fields[0] += len(names.body) // size if size > 0 else 0
+        if fields[0] > _MAX_FIELDS:
+            fail(f"its structs name more than {_MAX_FIELDS} fields")
+    for part in parts[1 if mclass == _MX_OPAQUE else 2 :]:
+        if part.kind == _MI_MATRIX:
             if mclass not in _CONTAINERS:
                 fail(f"a variable of class {mclass} (numbers, characters or sparse) holds a variable as a part")
-            _check_matrix(sub, order, fail, depth + 1)
+            _check_matrix(part.body, order, fail, fields, depth + 1)
 
 
 def _check_v5(raw: bytes, limit: int, path: Path) -> None:
@@ -166,18 +190,18 @@ def _check_v5(raw: bytes, limit: int, path: Path) -> None:
         raise DataError(f"cannot read {_show(path)} as a MATLAB .mat file: {why}")
 
     order = "<" if raw[126:128] == b"IM" else ">"
-    budget = limit
-    for kind, body in _elements(memoryview(raw)[128:], order, "the file", fail):
-        if kind == _MI_COMPRESSED:
-            inflated = _inflate(body, budget, fail)
+    budget, fields = limit, [0]
+    for top in _elements(memoryview(raw)[128:], order, "the file", fail):
+        if top.kind == _MI_COMPRESSED:
+            inflated = _inflate(top.body, budget, fail)
             budget -= len(inflated)
             inner = _elements(memoryview(inflated), order, "a compressed variable", fail)
         else:
-            inner = [(kind, body)]
-        for sub_kind, sub_body in inner:
-            if sub_kind != _MI_MATRIX:
-                fail(f"an element of type {sub_kind} stands where a variable belongs")
-            _check_matrix(sub_body, order, fail)
+            inner = [top]
+        for part in inner:
+            if part.kind != _MI_MATRIX or part.small:
+                fail(f"an element of type {part.kind} stands where a variable belongs")
+            _check_matrix(part.body, order, fail, fields)
 
 
 def _variables(path: Path, raw: bytes) -> list[tuple[str, tuple[int, ...], str]]:
