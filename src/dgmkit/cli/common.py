@@ -26,7 +26,7 @@ from dgmkit.data.registry import check_images, is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError, DataError, DgmError
-from dgmkit.training.run_writer import run_files
+from dgmkit.training.run_writer import results_lock, run_files
 from dgmkit.training.trainer import VALID_SEED
 
 __all__ = [
@@ -421,7 +421,7 @@ class ResultsFile:
     def keep(self, run_dir: Path, result: dict) -> int:
         """Add ``result`` under its protocol, the file read again under a lock so that two
         commands on one run at once both stay; returns how many results it holds."""
-        lock = _lock.acquire(run_dir / f".{Path(self.name).stem}.lock", wait=True)
+        lock = _lock.acquire(run_dir / results_lock(self.name), wait=True)
         try:
             kept = self.kept(run_dir)
             kept[self.protocol(result)] = result

@@ -232,17 +232,13 @@ def compress(args: argparse.Namespace) -> int:
 
 
 def _read_compressed(path: Path) -> bytes:
-    """The bytes of a regular file (never a device, a pipe or a folder: /dev/zero would never
-    end), at most a compressed file's size read."""
-    from dgmkit.data.formats import _open_regular
+    """The bytes of a regular file (never a device, a pipe or a folder), at most a compressed
+    file's size read."""
+    from dgmkit.data.formats import read_regular
 
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a compressed file")
-    with _open_regular(path) as f:
-        try:
-            data = f.read(min(os.fstat(f.fileno()).st_size, MAX_FILE_BYTES) + 1)  # not 1 GiB reserved at once
-        except OSError as e:
-            raise DataError(describe_os_error(e, path, "read")) from None
+    data = read_regular(path, MAX_FILE_BYTES)
     if len(data) > MAX_FILE_BYTES:
         raise DataError(f"{path} has more than the {MAX_FILE_BYTES} bytes a compressed file of this dgmkit holds")
     return data

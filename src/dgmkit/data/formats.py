@@ -42,6 +42,7 @@ __all__ = [
     "read_array",
     "read_arrays",
     "open_maybe_gzip",
+    "read_regular",
     "max_data_bytes",
     "MAX_DECOMPRESSED_BYTES",
     "MAX_BYTES_ENV",
@@ -107,6 +108,17 @@ def _open_regular(path: Path) -> io.BufferedReader:
     if f is None:
         raise DataError(f"{_show(path)}: not a regular file")
     return f
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the regular file ``path`` (the caller refuses more than
+    ``limit``): asked for only as many as the file holds, since Python reserves a read's whole
+    size at once, and never from a FIFO or device (``/dev/zero`` would never end)."""
+    with _open_regular(path) as f:
+        try:
+            return f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
+        except OSError as e:
+            raise DataError(describe_os_error(e, _show(path), "read")) from None
 
 
 def _read_all(f: io.BufferedReader, path: Path) -> bytearray:

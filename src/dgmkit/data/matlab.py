@@ -24,7 +24,6 @@ Rows are datapoints, as in NumPy files. Some MATLAB files store one datapoint pe
 
 import io
 import math
-import os
 import struct
 import warnings
 import zlib
@@ -35,7 +34,7 @@ from typing import NamedTuple, NoReturn
 import numpy as np
 
 from dgmkit._io import describe_os_error
-from dgmkit.data.formats import MAX_BYTES_ENV, _open_regular, max_data_bytes
+from dgmkit.data.formats import MAX_BYTES_ENV, max_data_bytes, read_regular
 from dgmkit.errors import DataError
 
 __all__ = ["read_mat", "MAT_MAGIC_73"]
@@ -293,12 +292,7 @@ def read_mat(path: Path, key: str | None = None) -> tuple[np.ndarray, np.ndarray
     """The data array of a MATLAB ``.mat`` file and its labels (or None): see the module docstring."""
     path = Path(path)
     limit = max_data_bytes()
-    with _open_regular(path) as f:  # a regular file only: never a FIFO or device that could block
-        try:
-            # as much as the file holds (asked for limit + 1 at once, Python reserves all of it)
-            raw = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
-        except OSError as e:
-            raise DataError(describe_os_error(e, _show(path), "read")) from None
+    raw = read_regular(path, limit)
     if len(raw) > limit:
         raise DataError(f"{_show(path)} is more than the limit of {limit} bytes (set {MAX_BYTES_ENV} to raise it)")
     if raw.startswith(MAT_MAGIC_73):

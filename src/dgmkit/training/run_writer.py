@@ -30,7 +30,7 @@ from dgmkit._io import (
 from dgmkit.errors import CheckpointError, DgmError, TrainingError
 from dgmkit.training.checkpoint import save_checkpoint
 
-__all__ = ["RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "run_files", "new_run_id", "nonfinite_state"]
+__all__ = ["RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "run_files", "results_lock", "new_run_id", "nonfinite_state"]
 
 RUN_FILES = (
     "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "evals.json", "cluster.json",
@@ -39,11 +39,16 @@ RUN_FILES = (
 LOCK_NAME = ".dgm.lock"
 
 
+def results_lock(name: str) -> str:
+    """The name of the lock under which the run folder's results file ``name`` is rewritten."""
+    return f".{Path(name).stem}.lock"
+
+
 def run_files(run_dir: os.PathLike[str] | str) -> list[Path]:
     """The paths of a run folder's own files, which no command's output may replace: RUN_FILES,
     the run's lock and the locks under which results are kept (replacing a lock's file while a
     process holds it would let a second process lock the new one and write the run too)."""
-    locks = [LOCK_NAME] + [f".{Path(n).stem}.lock" for n in RUN_FILES if n.endswith(".json")]
+    locks = [LOCK_NAME] + [results_lock(n) for n in RUN_FILES if n.endswith(".json")]
     return [Path(run_dir) / n for n in (*RUN_FILES, *locks)]
 
 
