@@ -440,6 +440,50 @@ def test_sigkill_before_the_first_checkpoint_then_resume_starts_the_run_again(tm
     assert (other / "config.json").is_file() and (other / "notes.txt").read_text() == "mine"
 
 
+def test_resume_of_a_run_whose_checkpoint_is_gone_after_epoch_one_is_refused(tmp_path, capsys):
+    """A run of three epochs whose checkpoint.safetensors was removed (a folder kept only to
+    evaluate, say) did not stop before its first checkpoint: --resume refuses it instead of
+    starting it again, which removed its best weights and its metrics."""
+    out = tmp_path / "kept"
+    assert main(["train", *TINY, "--epochs", "3", "--out", str(out)]) == 0
+    (out / "checkpoint.safetensors").unlink()
+    best, metrics = (out / "best.safetensors").read_bytes(), (out / "metrics.jsonl").read_bytes()
+    assert not RunFolder(out, fresh=False).stranded_start()
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "1", "--out", out)
+    assert_one_error_line(code, err, "nothing to resume")
+    assert (out / "best.safetensors").read_bytes() == best and (out / "metrics.jsonl").read_bytes() == metrics
+    lines = metrics.decode().splitlines()
+    (out / "metrics.jsonl").write_text(lines[0] + "\n")  # one epoch's line, but a best of a later epoch
+    assert not RunFolder(out, fresh=False).stranded_start()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_config_and_run_files_that_are_no_regular_files_are_refused(tmp_path, capsys):
+    """A config file, a run's config.json or metrics.jsonl that is a FIFO (reading would block)
+    or a link to /dev/zero (reading would never end) is refused by name, before any work."""
+    os.mkfifo(tmp_path / "fifo.toml")
+    (tmp_path / "zero.toml").symlink_to("/dev/zero")
+    for name in ("fifo.toml", "zero.toml"):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            load_config_file(tmp_path / name)
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    (out / "metrics.jsonl").unlink()
+    (out / "metrics.jsonl").symlink_to("/dev/zero")
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "2", "--out", out)
+    assert_one_error_line(code, err, "metrics.jsonl", "not a regular file")
+    record = (out / "config.json").read_bytes()
+    (out / "config.json").unlink()
+    os.mkfifo(out / "config.json")
+    for argv in (["train", "--resume", "--epochs", "2", "--out", out], ["eval", out, "--iw-samples", "2"]):
+        code, _, err = run(capsys, *argv)
+        assert_one_error_line(code, err, "config.json", "not a regular file")
+    (out / "config.json").unlink()
+    (out / "config.json").write_bytes(record + b" " * (16 << 20))
+    code, _, err = run(capsys, "eval", out, "--iw-samples", "2")
+    assert_one_error_line(code, err, "config.json", "larger than 16 MiB")
+
+
 def _blow_up(run_dir) -> None:
     """Scale every weight of both checkpoints by 1e20: finite, but the network's outputs overflow."""
     from safetensors import safe_open

@@ -7,15 +7,19 @@ folders, and JSON that standard parsers accept.
 - ``atomic_folder``: a multi-file output is written into a temporary folder beside its target and
   moved into place only when every file is written; a failure leaves nothing behind.
 - ``to_json``: non-finite numbers become ``null`` and are listed under ``"non_finite"``.
+- ``open_regular`` and ``read_regular``: input that is a regular file and nothing else (a FIFO
+  would block and ``/dev/zero`` never end), read within a cap.
 """
 
 import contextlib
 import errno
+import io
 import json
 import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -278,6 +282,35 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 def _no_constant(token: str) -> None:
     raise ValueError(f"{token} is not standard JSON")
+
+
+class NotRegularFile(OSError):
+    """What ``open_regular`` raises for a path that exists but is no regular file."""
+
+
+def open_regular(path: os.PathLike | str) -> io.BufferedReader:
+    """``path`` opened for reading if it is a regular file; anything else (a FIFO, which would
+    block, a device such as ``/dev/zero``, which never ends, a folder) raises NotRegularFile.
+    Opened without blocking and checked on the open file: no window between a check and the
+    open."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", os.fspath(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: os.PathLike | str, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the regular file ``path`` (the caller refuses more than
+    ``limit``), asked for only as many as the file holds, since Python reserves a read's whole
+    size at once; OSError as ``open_regular``."""
+    with open_regular(path) as f:
+        return f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
 
 
 def parse_json(text: str | bytes) -> Any:

@@ -30,11 +30,9 @@ from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.reporting import RunPage, render_page
 from dgmkit.settings import unused_keys
-from dgmkit.training.run_writer import run_files
+from dgmkit.training.run_writer import MAX_METRICS_BYTES, run_files
 
 __all__ = ["add_parser", "run_report", "read_metrics"]
-
-MAX_METRICS_BYTES = 256 << 20
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

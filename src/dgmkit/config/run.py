@@ -31,7 +31,7 @@ from dgmkit.training.parts import (
     TimeBudget,
     TrainingPart,
 )
-from dgmkit.training.run_writer import new_run_id, nonfinite_state
+from dgmkit.training.run_writer import MAX_RECORD_BYTES, new_run_id, nonfinite_state, read_run_file
 from dgmkit.training.schedules import LRSchedule
 
 __all__ = [
@@ -174,7 +174,7 @@ def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str |
     ckpt = load_checkpoint(found[0])
     record = migrate_record(ckpt["config"], str(found[0]))
     cfg = check_record(record, str(found[0]))
-    if (path / "config.json").is_file():
+    if os.path.lexists(path / "config.json"):  # (one that is not a regular file is refused by read_json)
         own = migrate_record(read_json(path / "config.json"), str(path / "config.json"))
         check_same_run(own, record, path / "config.json", found[0], FREE_ON_RESUME)
     data = record["data"]
@@ -247,10 +247,10 @@ def check_same_run(
 
 
 def read_json(path: Path) -> dict:
+    """The JSON object in a run's record file ``path`` (a regular file of at most
+    ``MAX_RECORD_BYTES``); CheckpointError otherwise."""
     try:
-        value = parse_json(Path(path).read_bytes())
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+        value = parse_json(read_run_file(path, MAX_RECORD_BYTES))
     except ValueError as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(value, dict):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dgmkit._io import parse_json
+from dgmkit._io import parse_json, read_regular
 from dgmkit.devices import check_device_name
 from dgmkit.errors import ConfigError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, FamilyConfig, get_family
@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 
+MAX_CONFIG_BYTES = 16 << 20  # a config file (dgmkit's presets are a few kB)
 MAX_IW_SAMPLES = 10**9  # memory stays bounded for any k (a running logsumexp); time grows with k
 
 
@@ -373,9 +374,12 @@ def load_config_file(path: str | Path) -> dict:
     """Read a TOML or JSON config file into a dict of keys (checked by RunConfig.from_dict)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = read_regular(path, MAX_CONFIG_BYTES)
+        text = raw.decode()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
     try:
         values = parse_json(text) if path.suffix == ".json" else tomllib.loads(text)
     except RecursionError:

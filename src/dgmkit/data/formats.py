@@ -21,7 +21,6 @@ import io
 import math
 import os
 import re
-import stat
 import struct
 import warnings
 import zipfile
@@ -33,7 +32,7 @@ from typing import NoReturn
 import numpy as np
 from numpy.typing import DTypeLike
 
-from dgmkit._io import describe_os_error
+from dgmkit._io import NotRegularFile, describe_os_error, open_regular
 from dgmkit.errors import DataError
 
 __all__ = [
@@ -99,21 +98,18 @@ def _open_regular(path: Path) -> io.BufferedReader:
     """``path`` opened for reading, if it is a regular file (never a FIFO or device that could
     block or never end)."""
     try:
-        regular = stat.S_ISREG(os.stat(path).st_mode)
-        f = open(path, "rb") if regular else None
+        return open_regular(path)
+    except NotRegularFile:
+        raise DataError(f"{_show(path)}: not a regular file") from None
     except OSError as e:
         raise DataError(describe_os_error(e, _show(path), "read")) from None
     except ValueError:  # a NUL byte in the name
         raise DataError(f"{_show(path)}: not a valid file name") from None
-    if f is None:
-        raise DataError(f"{_show(path)}: not a regular file")
-    return f
 
 
 def read_regular(path: Path, limit: int) -> bytes:
     """At most ``limit + 1`` bytes of the regular file ``path`` (the caller refuses more than
-    ``limit``): asked for only as many as the file holds, since Python reserves a read's whole
-    size at once, and never from a FIFO or device (``/dev/zero`` would never end)."""
+    ``limit``), as ``_io.read_regular``; every failure a DataError."""
     with _open_regular(path) as f:
         try:
             return f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)

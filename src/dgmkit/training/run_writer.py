@@ -24,19 +24,37 @@ from dgmkit._io import (
     atomic_write_json,
     describe_os_error,
     parse_json,
+    read_regular,
     remove_stale_temporaries,
     to_json,
 )
 from dgmkit.errors import CheckpointError, DgmError, TrainingError
 from dgmkit.training.checkpoint import save_checkpoint
 
-__all__ = ["RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "run_files", "results_lock", "new_run_id", "nonfinite_state"]
+__all__ = [
+    "RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "MAX_RECORD_BYTES", "MAX_METRICS_BYTES", "read_run_file",
+    "run_files", "results_lock", "new_run_id", "nonfinite_state",
+]  # fmt: skip
 
 RUN_FILES = (
     "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "evals.json", "cluster.json",
     "cluster-assignments.csv", "diagnose.json", "disentangle.json", "ood.json", "ood-scores.csv",
 )  # fmt: skip
 LOCK_NAME = ".dgm.lock"
+MAX_RECORD_BYTES = 16 << 20  # a run's config.json (dgmkit's are a few kB)
+MAX_METRICS_BYTES = 256 << 20  # a run's metrics.jsonl
+
+
+def read_run_file(path: Path, limit: int) -> bytes:
+    """The bytes of the run folder's file ``path``: a regular file of at most ``limit`` bytes (a
+    FIFO in its place would block, a link to ``/dev/zero`` never end); CheckpointError otherwise."""
+    try:
+        raw = read_regular(path, limit)
+    except OSError as e:
+        raise CheckpointError(describe_os_error(e, path, "read")) from None
+    if len(raw) > limit:
+        raise CheckpointError(f"{path} is larger than {limit >> 20} MiB: not a file of a dgmkit run")
+    return raw
 
 
 def results_lock(name: str) -> str:
@@ -110,24 +128,31 @@ class RunFolder:
 
     def stranded_start(self) -> bool:
         """Whether the folder holds a run that stopped (killed, say) before its first checkpoint:
-        its config.json, perhaps metrics.jsonl and a best.safetensors of that run (written just
-        before the checkpoint, without the training state a resume needs), and nothing else but
-        stale temporaries."""
+        its config.json, perhaps one line of metrics.jsonl and a best.safetensors of that run's
+        first epoch (written just before the checkpoint, without the training state a resume
+        needs), and nothing else but stale temporaries. A run whose checkpoint is gone later
+        than that is not: starting it again would throw away its epochs and best weights."""
         if not self.path.is_dir():
             return False
         others = self._other_entries()
         if "config.json" not in others or not set(others) <= set(self.STARTED):
             return False
-        if "best.safetensors" not in others:
-            return True
         from dgmkit.training.checkpoint import read_metadata
 
         try:
-            own = parse_json((self.path / "config.json").read_text(encoding="utf-8")).get("run_id")
-            theirs = parse_json(read_metadata(self.path / "best.safetensors")["config"]).get("run_id")
-        except (OSError, ValueError, KeyError, AttributeError, DgmError):
+            own = parse_json(read_run_file(self.path / "config.json", MAX_RECORD_BYTES)).get("run_id")
+            if "metrics.jsonl" in others:
+                lines = read_run_file(self.path / "metrics.jsonl", MAX_METRICS_BYTES).splitlines()
+                if sum(1 for line in lines if line.strip()) > 1:
+                    return False
+            if "best.safetensors" not in others:
+                return True
+            meta = read_metadata(self.path / "best.safetensors")
+            theirs = parse_json(meta["config"]).get("run_id")
+            epoch = parse_json(meta["trainer"]).get("epoch")
+        except (ValueError, KeyError, AttributeError, DgmError):
             return False
-        return isinstance(own, str) and own == theirs
+        return isinstance(own, str) and own == theirs and type(epoch) is int and epoch <= 1
 
     def check_fresh(self) -> None:
         """A fresh run needs a folder that does not exist or is empty."""
@@ -246,7 +271,7 @@ class RunWriter:
         if not path.exists():
             return
         kept = []
-        for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        for i, line in enumerate(read_run_file(path, MAX_METRICS_BYTES).decode(errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
             try:
