@@ -17,6 +17,7 @@ from safetensors.torch import save as st_save
 from dgmkit.cli.common import split_data
 from dgmkit.cli.main import main
 from dgmkit.config import FORMAT, RunConfig, load_run, migrate_record
+from dgmkit.config.migrate import check_record
 from dgmkit.distributions import location
 from dgmkit.errors import CheckpointError
 from dgmkit.evaluation import evaluate
@@ -178,7 +179,7 @@ def test_a_record_from_a_newer_dgmkit_is_refused():
         migrate_record({**record, "format": 99}, "config.json")
 
 
-@pytest.mark.parametrize("version", [0, "2", 1.5, None, [1]])
+@pytest.mark.parametrize("version", [0, "2", 1.5, None, [1], 1.0, float(FORMAT), True])
 def test_an_unknown_format_is_refused(version):
     record = migrate_record(_record(), "config.json")
     with pytest.raises(CheckpointError, match="format"):
@@ -204,6 +205,28 @@ def test_a_v0_1_config_of_an_unknown_model_is_refused():
     record["config"] = {**record["config"], "model": "gan"}
     with pytest.raises(CheckpointError, match="gan"):
         migrate_record(record, "config.json")
+
+
+@pytest.mark.parametrize(
+    "config, version",
+    [
+        ({"model": "arm", "hidden": []}, 1),
+        ({"model": "arm", "hidden": 5}, 1),
+        ({"model": "helmholtz", "hidden": 5}, 1),
+        ({"model": {"name": ["vae"]}}, 2),
+        ({"model": {"name": {"a": 1}}}, 3),
+    ],
+)
+def test_a_crafted_old_record_is_refused_by_name(config, version):
+    """Old formats' records are migrated by each family's own code: keys of the wrong type or
+    length there are a CheckpointError naming the file, not a TypeError or IndexError."""
+    record = {"format": version, "config": config, "data": _record()["data"]}
+    try:
+        check_record(migrate_record(record, "x.json"), "x.json")
+    except CheckpointError as e:
+        assert "x.json" in str(e)
+    else:
+        raise AssertionError("accepted")
 
 
 def _rewrite_checkpoints(folder: Path, edit) -> None:

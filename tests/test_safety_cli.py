@@ -484,6 +484,16 @@ def test_config_and_run_files_that_are_no_regular_files_are_refused(tmp_path, ca
     assert_one_error_line(code, err, "config.json", "larger than 16 MiB")
 
 
+@pytest.mark.parametrize("model", ['model = ["vae"]', "[model]\nname = {a = 1}", "model = 3"])
+def test_a_config_file_naming_the_model_by_no_string_is_one_error_line(tmp_path, capsys, model):
+    """The family is read off the command line before the parse (to offer its flags): a list
+    or table there was a TypeError with a traceback."""
+    (tmp_path / "c.toml").write_text(model + "\n")
+    code, _, err = run(capsys, "train", "--config", tmp_path / "c.toml", "--out", tmp_path / "o")
+    assert_one_error_line(code, err, "must be named by a string")
+    assert not (tmp_path / "o").exists()
+
+
 def _blow_up(run_dir) -> None:
     """Scale every weight of both checkpoints by 1e20: finite, but the network's outputs overflow."""
     from safetensors import safe_open

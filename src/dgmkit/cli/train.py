@@ -60,19 +60,16 @@ def family_from_argv(argv: list[str]) -> str:
                 return a.split("=", 1)[1]
         return None
 
-    if (name := value("--model")) is not None:
-        return name
+    name: object = value("--model")
     try:
-        if (config := value("--config")) is not None:
-            values = load_config_file(config)
-            model = values.get("model")
-            return (model.get("name") if isinstance(model, dict) else model) or DEFAULT_FAMILY
-        if "--resume" in argv and (out := value("--out")) is not None:
-            record = migrate_record(read_json(Path(out) / "config.json"), "config.json")
-            return record["config"]["model"]["name"]
+        if name is None and (config := value("--config")) is not None:
+            model = load_config_file(config).get("model")
+            name = model.get("name") if isinstance(model, dict) else model
+        elif name is None and "--resume" in argv and (out := value("--out")) is not None:
+            name = migrate_record(read_json(Path(out) / "config.json"), "config.json")["config"]["model"]["name"]
     except Exception:  # the real parse reports a bad file or folder with its own message
         pass
-    return DEFAULT_FAMILY
+    return name if isinstance(name, str) and name else DEFAULT_FAMILY  # (a list or table there: the parse says so)
 
 
 def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMILY) -> None:

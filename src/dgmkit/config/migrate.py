@@ -43,7 +43,8 @@ def config_from_v1(flat: dict, source: str = "config") -> dict:
 def _with_model_keys(config: dict, change: Callable[[type[FamilyConfig], dict], dict]) -> dict:
     """``config`` with its model keys as ``change`` (its family, the keys) gives them."""
     model = config.get("model")
-    family = FAMILIES.get(model.get("name", "")) if isinstance(model, dict) else None
+    name = model.get("name") if isinstance(model, dict) else None
+    family = FAMILIES.get(name) if isinstance(name, str) else None
     if family is None or not isinstance(model, dict):
         return config  # RunConfig names what is wrong with it
     return {**config, "model": change(family, model)}
@@ -66,15 +67,18 @@ def migrate_record(record: object, source: str) -> dict:
     ):
         raise CheckpointError(f"{source} holds no dgmkit run record (config and data)")
     version = record.get("format", 1)
-    if version == FORMAT:
+    if type(version) is int and version == FORMAT:
         return record
-    if version in (1, 2, 3) and not isinstance(version, bool):
+    if type(version) is int and version in (1, 2, 3):
         config = record["config"]
-        if version == 1:
-            config = config_from_v1(config, source)
-        elif version == 2:
-            config = _config_from_v2(config)
-        config = _config_from_v3(config, record["data"])
+        try:
+            if version == 1:
+                config = config_from_v1(config, source)
+            elif version == 2:
+                config = _config_from_v2(config)
+            config = _config_from_v3(config, record["data"])
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # a family's keys of a crafted record
+            raise CheckpointError(f"{source} holds a run record of format {version} that cannot be read ({e})") from None
         return {**record, "format": FORMAT, "config": config, "migrated_from": version}
     if isinstance(version, int) and version > FORMAT:
         raise CheckpointError(f"{source} was written by a newer dgmkit (run format {version}); upgrade dgmkit")

@@ -21,7 +21,9 @@ def register_family(cls: type[FamilyConfig]) -> type[FamilyConfig]:
 
 
 def get_family(name: object) -> type[FamilyConfig]:
-    if not isinstance(name, str) or name not in FAMILIES:
+    if not isinstance(name, str):
+        raise ConfigError(f"the model must be named by a string, got {type(name).__name__} {str(name)[:40]}")
+    if name not in FAMILIES:
         close = difflib.get_close_matches(str(name), list(FAMILIES), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"unknown model {name!r}{hint}; choose from {', '.join(FAMILIES)}")
