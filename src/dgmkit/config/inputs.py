@@ -46,16 +46,27 @@ from dgmkit.training.trainer import VALID_SEED
 __all__ = ["run_dataset", "derived_dataset", "derived_name", "attach_input", "check_derived_current"]
 
 
-def run_dataset(data: DataConfig, data_dir: str | None = None, units: object = None) -> Dataset:
+MAX_CHAIN = 8  # runs on the data of runs on the data of ... (each holds its model while the next loads)
+
+
+def run_dataset(
+    data: DataConfig, data_dir: str | None = None, units: object = None, _chain: tuple[Path, ...] = ()
+) -> Dataset:
     """The dataset a run trains on: a named dataset or file, or the data another run makes
     (``codes_of``), with the entries ``missing_rate`` removes (NaN). ``units``: the latent units
     that a run on another run's latents recorded keeping (``active_latents``), kept again as
     recorded (from config.json: checked here), rather than chosen again from floats that may
-    differ in their last bits elsewhere."""
+    differ in their last bits elsewhere. ``_chain``: the runs whose data this one's are part of
+    (a run that names itself, or a loop or chain of more than ``MAX_CHAIN`` runs, is refused)."""
     if (data.latent_draws or data.active_latents) and not data.codes_of:  # checked here: a preset sets them, a flag the run
         raise ConfigError("latent_draws and active_latents shape the latents of another run: give --codes-of RUN")
     if data.codes_of:
-        dataset = _latent_form(derived_dataset(data.codes_of, data_dir or data.data_dir), data, units)
+        source = Path(data.codes_of).resolve()
+        if source in _chain:
+            raise ConfigError(f"codes_of: {data.codes_of} is made from its own data (a run on the data of runs that loop)")
+        if len(_chain) >= MAX_CHAIN:
+            raise ConfigError(f"codes_of: {data.codes_of} is a run on the data of more than {MAX_CHAIN} runs in a chain")
+        dataset = _latent_form(derived_dataset(data.codes_of, data_dir or data.data_dir, (*_chain, source)), data, units)
     else:
         dataset = load_dataset(
             data.dataset,
@@ -118,8 +129,9 @@ def derived_name(run: Run) -> str:
     return f"{run.cfg.model.derived_data}:{run.record.get('run_id') or run.path.resolve()}:{digest}"
 
 
-def derived_dataset(source_dir: str | Path, data_dir: str | None = None) -> Dataset:
-    """The data the run in ``source_dir`` makes for other runs, from every split of its own data."""
+def derived_dataset(source_dir: str | Path, data_dir: str | None = None, _chain: tuple[Path, ...] = ()) -> Dataset:
+    """The data the run in ``source_dir`` makes for other runs, from every split of its own data
+    (``_chain``: as ``run_dataset``'s)."""
     source = load_run(source_dir, device="cpu")  # the same data on every machine, whatever device reads them
     family = source.cfg.model
     if family.derived_data is None:
@@ -128,7 +140,8 @@ def derived_dataset(source_dir: str | Path, data_dir: str | None = None) -> Data
             f"{source_dir} is a run of the {source.cfg.family} family, which makes no data for other runs "
             f"(--codes-of takes a run of a family that does: {makers})"
         )
-    images = run_dataset(source.cfg.data, data_dir, source.record["data"].get("units"))
+    chain = _chain or (Path(source_dir).resolve(),)
+    images = run_dataset(source.cfg.data, data_dir, source.record["data"].get("units"), chain)
     if list(images.event_shape) != list(source.record["data"]["event_shape"]):
         raise DataError(f"the data of {source_dir} now have shape {images.event_shape}, not what its model was trained on")
     if not holds_recorded_data(images, source.record["data"].get("sha256")):
