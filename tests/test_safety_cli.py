@@ -858,6 +858,26 @@ def test_mismatched_checkpoint_is_one_line(vae_copy, tmp_path, capsys):
     assert_one_error_line(code, err, "1 tensors missing", "1 tensors unexpected")
 
 
+@pytest.mark.parametrize("kind", ["integers", "dequantize"])
+def test_a_record_whose_data_transform_is_not_its_models_is_refused(vae_copy, capsys, kind):
+    """The transform is recorded, and the model's family chooses it from the data: a record edited
+    to another (both files alike) scored integers by a Bernoulli, a positive log-likelihood."""
+
+    def edited(text: str) -> str:
+        record = json.loads(text)
+        assert record["data"]["transform"] == "dynamic-binarize"
+        record["data"]["transform"] = kind
+        return json.dumps(record)
+
+    best = vae_copy / "best.safetensors"  # what dgm eval reads
+    ckpt, meta = load_checkpoint(best), read_metadata(best)
+    meta["config"] = edited(meta["config"])
+    best.write_bytes(st_save({f"model/{k}": v for k, v in ckpt["model"].items()}, metadata=meta))
+    (vae_copy / "config.json").write_text(edited((vae_copy / "config.json").read_text()))
+    code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "2")
+    assert_one_error_line(code, err, f"records its data transformed as '{kind}'", "'dynamic-binarize'")
+
+
 @pytest.mark.parametrize("length", [200, 241, 242, 251, 255])
 def test_a_legal_name_of_up_to_255_bytes_is_written_and_its_temporary_found(tmp_path, length):
     """The temporary beside the file (.NAME.XXXXXXXX.tmp) holds as much of the name as fits: a

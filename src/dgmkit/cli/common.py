@@ -193,6 +193,12 @@ def split_data(
             f"{cfg.dataset} now holds {what(dataset.num_levels)}, but the run was trained on {what(levels)}: "
             "the data changed after training"
         )
+    recorded, chosen = run.record["data"]["transform"], run.cfg.model.transform(dataset, cfg.binarize).kind
+    if chosen != recorded:  # (a record edited by hand: integers scored by a Bernoulli gave a positive log-likelihood)
+        raise DataError(
+            f"the run records its data transformed as {recorded!r}, but its model ({run.cfg.family}) takes "
+            f"{cfg.codes_of or cfg.dataset} as {chosen!r}: its record was edited, or the data changed after training"
+        )
     s = dataset.split(split)
     x = run.transform(s.x, torch.Generator().manual_seed(VALID_SEED))  # on the CPU: the same noise on any device
     return x.to(run.device), None if s.y is None else s.y.to(run.device)
