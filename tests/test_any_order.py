@@ -2,9 +2,12 @@
 by hand, normalisation of the mixture of orders by enumeration, the any-order identity with the
 masked bound, the estimator and ``dgm eval --orders``."""
 
+import io
 import itertools
 import json
 import math
+import tracemalloc
+import zipfile
 
 import pytest
 import torch
@@ -279,8 +282,21 @@ def test_a_stopped_order_evaluation_goes_on_where_it_was(masked_run, monkeypatch
     assert len(list((masked_run / "orders").iterdir())) == 2
 
 
-@pytest.mark.parametrize("damage", ["garbage", "other order", "nan", "short", "extra array"])
+def _npy(a) -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "damage", ["garbage", "other order", "nan", "short", "extra array", "compressed bomb", "huge header", "big-endian"]
+)
 def test_a_damaged_order_file_is_refused_by_name(masked_run, capsys, damage):
+    """A stored order that is not exactly this evaluation's is refused by name, and read no
+    further than its header says it should be (a compressed member declaring 3e8 values, or a
+    header claiming 10**12 of them, took gigabytes before the check)."""
     import numpy as np
 
     args = ["eval", str(masked_run), "--limit", "4", "--seed", "11", "--orders", "1"]
@@ -297,10 +313,27 @@ def test_a_damaged_order_file_is_refused_by_name(masked_run, capsys, damage):
         np.savez(path, order=order, values=np.full_like(values, np.nan))
     elif damage == "short":
         np.savez(path, order=order, values=values[:2])
-    else:
+    elif damage == "extra array":
         np.savez(path, order=order, values=values, more=values)
+    elif damage == "compressed bomb":
+        np.savez_compressed(path, order=order, values=np.zeros(30_000_000))  # 240 MB of values in a small file
+        assert path.stat().st_size < 1 << 20
+    elif damage == "huge header":
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("order.npy", _npy(order))
+            z.writestr("values.npy", buf.getvalue() + values.tobytes())
+    else:
+        np.savez(path, order=order, values=values.astype(">f8"))
     capsys.readouterr()
-    assert main(args) == 1
+    tracemalloc.start()  # (NumPy's arrays are traced)
+    try:
+        assert main(args) == 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     err = capsys.readouterr().err
     assert str(path) in err and "delete it to compute it again" in err
+    assert peak < 64 << 20, peak
     path.unlink()

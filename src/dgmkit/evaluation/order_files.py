@@ -10,6 +10,7 @@ not is an error that names it (delete it to compute that order again).
 """
 
 import io
+import math
 import time
 import zipfile
 from collections.abc import Callable
@@ -41,25 +42,25 @@ class OrderFiles:
             return None
         want = order.cpu().numpy().astype(np.int64)
         try:
-            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:  # (closed however the reading ends)
-                if set(f.files) != {"order", "values"}:
-                    raise ValueError(f"arrays {sorted(f.files)}, not order and values")
-                got, values = f["order"], f["values"]
+            with open(path, "rb") as fh, zipfile.ZipFile(fh) as z:  # (closed however the reading ends)
+                if sorted(z.namelist()) != ["order.npy", "values.npy"]:
+                    raise ValueError(f"arrays {sorted(z.namelist())[:4]}, not order and values")
+                got = _read_member(z, "order", np.int64, want.shape)
+                values = _read_member(z, "values", np.float64, (self.n,))
+        except _Mismatch as e:
+            raise EvaluationError(f"{path}: {e}; delete it to compute it again") from None
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise EvaluationError(
                 f"{path}: not a stored order of this evaluation ({e}); delete it to compute it again"
             ) from None
-        if got.dtype != np.int64 or got.shape != want.shape or not np.array_equal(got, want):
+        if not np.array_equal(got, want):
             raise EvaluationError(f"{path} holds another order than order {j} of this seed; delete it to compute it again")
-        if values.dtype != np.float64 or values.shape != (self.n,) or not np.isfinite(values).all():
-            raise EvaluationError(
-                f"{path}: expected {self.n} finite float64 log-likelihoods, got {values.dtype} {values.shape}; "
-                "delete it to compute it again"
-            )
+        if not np.isfinite(values).all():
+            raise EvaluationError(f"{path}: its log-likelihoods are not all finite; delete it to compute it again")
         if self.report is not None:
             self.report(f"order {j}: read back from {path.name}")
         self._since = time.perf_counter()
-        return torch.from_numpy(values.copy())
+        return torch.from_numpy(values)
 
     def put(self, j: int, order: torch.Tensor, values: torch.Tensor) -> None:
         v = values.detach().double().cpu().numpy()
@@ -72,3 +73,25 @@ class OrderFiles:
         if self.report is not None:
             self.report(f"order {j}: scored in {time.perf_counter() - self._since:.1f} s and kept")
         self._since = time.perf_counter()
+
+
+class _Mismatch(ValueError):
+    """A stored array of another kind or size than the evaluation's."""
+
+
+def _read_member(z: zipfile.ZipFile, name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+    """The array ``name`` of the .npz archive ``z``, read only once its .npy header says it is of
+    ``dtype`` and ``shape`` (so a crafted header or a compressed member cannot make it large)."""
+    nbytes = np.dtype(dtype).itemsize * math.prod(shape)
+    with z.open(f"{name}.npy") as m:
+        version = np.lib.format.read_magic(m)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"{name}: .npy format version {version}")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        got_shape, fortran, got_dtype = read_header(m)
+        if got_dtype != np.dtype(dtype) or tuple(got_shape) != tuple(shape) or fortran:
+            raise _Mismatch(f"expected {name} of {np.dtype(dtype)} {tuple(shape)}, got {got_dtype} {tuple(got_shape)}")
+        data = m.read(nbytes + 1)
+    if len(data) != nbytes:
+        raise ValueError(f"{name}: {len(data)} bytes of data, not the {nbytes} its header gives")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
