@@ -219,3 +219,14 @@ def test_learning_curves_of_dequantized_data_are_in_nats_of_the_integers(tmp_pat
     monkeypatch.setattr(page, "curves_png", lambda *a: seen.append(a) or None)
     assert main(["report", str(run), "--no-figures", "--out", str(tmp_path / "r.html")]) == 0
     assert seen[0][3] == pytest.approx(64 * math.log(17))  # the digits' 17 levels, 8x8 pixels
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308, 1e31])
+def test_learning_curves_leave_out_values_no_axis_can_hold(value):
+    """A metrics line with a finite value near the float range (a diverging run, or a crafted
+    file) made matplotlib's tick placement fail (ValueError): such points are left out."""
+    from dgmkit.reporting.page import curves_png
+
+    metrics = [{"epoch": 1, "train_elbo": -90.0, "lr": 1e-3}, {"epoch": 2, "train_elbo": value, "lr": value}]
+    png = curves_png(metrics, "ELBO", "elbo")
+    assert png is not None and png.startswith(b"\x89PNG")

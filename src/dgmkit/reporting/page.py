@@ -76,15 +76,18 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
+PLOTTED_MAX = 1e30  # beyond it, a curve's axis cannot be laid out (matplotlib's ticks overflow near 1e308)
+
+
 def _finite(v: object) -> float | None:
-    """v as a finite float, or None (not a number, a bool, NaN, inf or too large)."""
+    """v as a float to plot, or None (not a number, a bool, NaN, inf or beyond +-PLOTTED_MAX)."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     try:
         f = float(v)
     except OverflowError:
         return None
-    return f if math.isfinite(f) else None
+    return f if math.isfinite(f) and abs(f) <= PLOTTED_MAX else None
 
 
 def _epoch(m: dict) -> int | None:
