@@ -17,11 +17,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 
 from dgmkit._io import atomic_folder, check_new_output, to_json
 from dgmkit.cli.main import EXIT_BUG, main
-from dgmkit.config import RunConfig, load_config_file
+from dgmkit.config import RunConfig, load_config_file, migrate_record
 from dgmkit.errors import CheckpointError, ConfigError, DgmError
 from dgmkit.training import RunFolder, load_checkpoint, read_metadata, save_checkpoint
 
@@ -322,6 +323,34 @@ def test_crafted_trainer_state_is_refused_and_changes_nothing(vae_copy, capsys, 
     code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
     assert_one_error_line(code, err, needle)
     assert snapshot(vae_copy) == before
+
+
+@pytest.mark.parametrize("entry", ["step", "exp_avg_sq"])
+def test_an_optimizer_state_adam_never_writes_is_refused(vae_copy, capsys, entry):
+    """A negative step count or second moment made every update NaN, and the run was then told
+    to lower its learning rate."""
+    from safetensors import safe_open
+
+    path = vae_copy / "checkpoint.safetensors"
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    keys = [k for k in tensors if k.startswith("optim/") and k.endswith(f"/{entry}")]
+    assert keys, sorted(tensors)[:8]
+    tensors[keys[0]] = -tensors[keys[0]].abs() - 1
+    path.write_bytes(st_save(tensors, metadata=read_metadata(path)))
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, entry, "negative")
+    assert snapshot(vae_copy) == before
+
+
+@pytest.mark.parametrize("text", ["seed = 0.0\n", "[model]\nbeta = true\n"])
+def test_resume_with_a_config_value_of_the_wrong_type_is_refused(vae_copy, tmp_path, capsys, text):
+    """A value that equals the run's in Python (0.0 == 0, True == 1) but that a fresh run would
+    refuse for its type is refused on resume too."""
+    (tmp_path / "c.toml").write_text(text)
+    code, _, err = run(capsys, "train", "--resume", "--config", tmp_path / "c.toml", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, text.split()[-3])
 
 
 @pytest.mark.parametrize(
@@ -876,6 +905,65 @@ def test_a_record_whose_data_transform_is_not_its_models_is_refused(vae_copy, ca
     (vae_copy / "config.json").write_text(edited((vae_copy / "config.json").read_text()))
     code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "2")
     assert_one_error_line(code, err, f"records its data transformed as '{kind}'", "'dynamic-binarize'")
+
+
+def _spy_builds(monkeypatch) -> list[str]:
+    """The device of every model dgmkit builds from a run record from now on."""
+    from dgmkit.config import run as run_module
+
+    devices, build = [], run_module.build_model
+
+    def spy(*args, **kwargs):
+        model = build(*args, **kwargs)
+        devices.append(next(model.parameters()).device.type)
+        return model
+
+    monkeypatch.setattr(run_module, "build_model", spy)
+    monkeypatch.setattr("dgmkit.cli.train.build_model", spy)
+    return devices
+
+
+def test_a_record_describing_a_model_its_checkpoint_does_not_hold_is_refused_before_building_it(
+    vae_copy, capsys, monkeypatch
+):
+    """Hidden sizes edited in both records (or, for --resume, in config.json alone) describe a model
+    of tens of GB: it is checked against the checkpoint's tensors on the meta device and refused,
+    never built in memory."""
+
+    def edited(text: str) -> str:
+        record = json.loads(text)
+        record["config"]["model"]["hidden"] = [4096] * 8
+        return json.dumps(record)
+
+    resumed = vae_copy.parent / "resumed"
+    shutil.copytree(vae_copy, resumed)
+    (resumed / "config.json").write_text(edited((resumed / "config.json").read_text()))
+    for path in vae_copy.glob("*.safetensors"):
+        tensors, meta = st_load_file(path), read_metadata(path)
+        meta["config"] = edited(meta["config"])
+        path.write_bytes(st_save(tensors, metadata=meta))
+    (vae_copy / "config.json").write_text(edited((vae_copy / "config.json").read_text()))
+    devices = _spy_builds(monkeypatch)
+    code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "2")
+    assert_one_error_line(code, err, "best.safetensors does not fit the model its record describes", "of another shape")
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "9", "--out", resumed)
+    assert_one_error_line(code, err, "checkpoint.safetensors does not fit the model", "config.json describes")
+    assert devices == ["meta", "meta"]
+
+
+def test_a_record_of_datapoints_too_large_to_draw_is_refused():
+    from dgmkit.config.migrate import check_record
+
+    record = migrate_record(
+        json.loads((Path(__file__).parent / "data" / "runs_v0_1" / "vae" / "config.json").read_text()), "x"
+    )
+    for shape, ok in (([1, 4096, 4096], True), ([1, 65536, 65536], False), ([3, 4096, 4096], False)):
+        bad = {**record, "data": {**record["data"], "event_shape": shape}}
+        if ok:
+            check_record(bad, "x.json")
+        else:
+            with pytest.raises(CheckpointError, match="more than 16777216 values"):
+                check_record(bad, "x.json")
 
 
 @pytest.mark.parametrize("length", [200, 241, 242, 251, 255])

@@ -20,7 +20,7 @@ from dgmkit.cli.common import add_count_flag, plural, say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import check_derived_current, run_dataset
-from dgmkit.config.run import check_same_run, read_json
+from dgmkit.config.run import check_same_run, check_weights_fit, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.labels import check_labels, keep_labels
@@ -138,8 +138,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     if args.model is not None:
         asked["model"] = args.model
     flat = stored.flat()
-    if any(k not in flat for k in asked):
-        RunConfig.from_dict({**flat, **asked}, args.config or "flags")  # names the key that is not the run's
+    RunConfig.from_dict({**flat, **asked}, args.config or "flags")  # names a key that is not the run's, or of a wrong type
     clash = [k for k, v in asked.items() if k not in FREE_ON_RESUME and flat.get(k) != v]
     if clash:
         shown = ", ".join(f"{k} = {asked[k]!r} (the run has {flat.get(k)!r})" for k in clash)
@@ -268,6 +267,10 @@ def train_run(
     init_data = None
     if family.needs_init_data and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
+    if resume:  # the run's checkpoint bounds the model config.json describes (before it is built)
+        last = out / "checkpoint.safetensors"
+        state = load_checkpoint(last)["model"]
+        check_weights_fit(cfg, dataset.event_shape, dataset.num_levels, state, last, str(out / "config.json"))
     model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
     fitted = _with_kept_labels(cfg, dataset)
     with RunFolder(out, fresh=not resume, restart=restart) if ctx.is_main else contextlib.nullcontext():

@@ -12,6 +12,7 @@ Each family says which 0.1 configs were its own (``claims_v1``) and which of the
 """
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 from dgmkit.config.schema import SECTIONS, RunConfig
@@ -21,6 +22,7 @@ from dgmkit.families import FAMILIES, FamilyConfig
 __all__ = ["FORMAT", "migrate_record", "config_from_v1", "check_record"]
 
 FORMAT = 4
+MAX_EVENT_SIZE = 2**24  # values in one datapoint of a run (4096 x 4096 grey pixels)
 _V1_DEFAULT_IW_SAMPLES = 5000
 
 
@@ -99,6 +101,8 @@ def check_record(record: dict, source: str) -> RunConfig:
     levels = d.get("num_levels")
     if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(isinstance(v, int) and 0 < v <= 2**16 for v in shape)):
         raise CheckpointError(f"{source}: event_shape {shape!r} is not a list of 1 to 4 positive sizes")
+    if math.prod(shape) > MAX_EVENT_SIZE:  # (a model of convolutions takes any size: drawing one would not end)
+        raise CheckpointError(f"{source}: event_shape {shape!r} holds more than {MAX_EVENT_SIZE} values a datapoint")
     if levels is not None and not (isinstance(levels, int) and not isinstance(levels, bool) and 2 <= levels <= 2**16):
         raise CheckpointError(f"{source}: num_levels {levels!r} is not an integer in 2..65536 or null")
     if not isinstance(d.get("transform"), str):

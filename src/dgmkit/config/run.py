@@ -44,6 +44,7 @@ __all__ = [
     "trainer_options",
     "read_json",
     "load_weights",
+    "check_weights_fit",
     "check_same_run",
 ]
 
@@ -180,6 +181,7 @@ def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str |
     data = record["data"]
     try:
         DataTransform(data["transform"], data["num_levels"])
+        check_weights_fit(cfg, tuple(data["event_shape"]), data["num_levels"], ckpt["model"], found[0])
         model = build_model(cfg, tuple(data["event_shape"]), data["num_levels"])
     except (KeyError, TypeError, ValueError, ConfigError, DataError) as e:
         raise CheckpointError(f"{found[0]} does not describe a model this dgmkit can build: {e}") from None
@@ -190,8 +192,30 @@ def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str |
     return Run(path, cfg, record, model.eval().to(device), found[0])
 
 
-def load_weights(model: torch.nn.Module, state: dict, source: Path) -> None:
-    """Load a checkpoint's tensors into ``model``, or one CheckpointError line saying how they differ."""
+def check_weights_fit(
+    cfg: RunConfig,
+    event_shape: tuple[int, ...],
+    num_levels: int | None,
+    state: dict,
+    source: Path,
+    described_by: str = "its record",
+) -> None:
+    """The model ``cfg`` describes must take a checkpoint's tensors ``state`` (``load_weights``'s
+    check), checked on a copy built on the meta device, which holds no memory: a record edited to
+    describe a model of billions of weights is refused by what its file holds before the model
+    is built. A family whose construction computes on its tensors (PPCA) cannot be built there;
+    its model is checked once built, by ``load_weights``."""
+    try:
+        with torch.device("meta"):
+            probe = build_model(cfg, event_shape, num_levels)
+    except (RuntimeError, NotImplementedError):
+        return
+    load_weights(probe, {k: v.to("meta") if torch.is_tensor(v) else v for k, v in state.items()}, source, described_by)
+
+
+def load_weights(model: torch.nn.Module, state: dict, source: Path, described_by: str = "its record") -> None:
+    """Load a checkpoint's tensors into ``model``, or one CheckpointError line saying how they
+    differ from the model that ``described_by`` describes."""
     check_dtypes(model, state, source)
     try:
         model.load_state_dict(state)
@@ -206,7 +230,7 @@ def load_weights(model: torch.nn.Module, state: dict, source: Path) -> None:
     for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
         if keys:
             parts.append(f"{len(keys)} tensors {what} (e.g. {keys[0]})")
-    raise CheckpointError(f"{source} does not fit the model its record describes: {', '.join(parts) or first[:300]}")
+    raise CheckpointError(f"{source} does not fit the model {described_by} describes: {', '.join(parts) or first[:300]}")
 
 
 def check_same_run(

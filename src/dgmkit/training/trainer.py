@@ -684,12 +684,16 @@ def _checked_training_state(ckpt: dict, path: Path, ema: EMA | None) -> dict:
 
 def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     """Refuse (ValueError) a loaded optimizer state whose entries are not tensors, or not of
-    their parameter's shape (a scalar, such as Adam's step, fits any)."""
+    their parameter's shape (a scalar, such as Adam's step, fits any), or that Adam could not
+    have written: a negative step count or second moment (the update would be NaN, and the run
+    would be told to lower its learning rate)."""
     for group in optimizer.param_groups:
         for p in group["params"]:
             for key, v in optimizer.state.get(p, {}).items():
                 if not torch.is_tensor(v) or (v.dim() > 0 and v.shape != p.shape):
                     raise ValueError(f"the optimizer's {key} does not match a parameter of shape {tuple(p.shape)}")
+                if (key == "step" or key.endswith("_sq")) and bool((v < 0).any()):
+                    raise ValueError(f"the optimizer's {key} holds negative values, which it never writes")
 
 
 def _first_line(e: BaseException) -> str:
