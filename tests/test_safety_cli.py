@@ -997,3 +997,20 @@ def test_an_interruption_is_said_once_under_torchrun(monkeypatch, capsys):
         monkeypatch.setenv("RANK", rank)
         assert _status(interrupted) == 130
         assert ("dgm: interrupted" in capsys.readouterr().err) == said
+
+
+def test_pytorchs_failure_to_allocate_is_said_as_out_of_memory_not_as_a_bug(capsys):
+    """The CPU allocator's RuntimeError (a record or flags asking for too much) and CUDA's
+    OutOfMemoryError are the user's sizes, said in one line with what was asked for."""
+    from dgmkit.cli.main import _status
+
+    def cuda_out_of_memory() -> int:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB (GPU 0; 79.11 GiB total)")
+
+    for attempt, needle in ((lambda: torch.empty(2**44).numel(), "65536.0 GiB asked for at once"),
+                            (cuda_out_of_memory, "80.00 GiB asked for at once on the GPU")):  # fmt: skip
+        assert _status(attempt) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "out of memory" in err and needle in err, err
+    assert _status(lambda: torch.ones(2) @ torch.ones(3)) == EXIT_BUG  # other RuntimeErrors stay bugs
+    capsys.readouterr()

@@ -204,14 +204,41 @@ def _status(run: Callable[[], int]) -> int:
         _say_error(describe_os_error(e))
         return EXIT_USER_ERROR
     except MemoryError:
-        _say_error("out of memory: the sizes asked for (batch, samples, images) need more memory than this machine has")
+        _say_error(_OUT_OF_MEMORY)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") in ("0", ""):  # under torchrun every rank is interrupted: rank 0 says it
             print("dgm: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: a bug, said as such
+        if _out_of_memory(e):
+            _say_error(f"{_OUT_OF_MEMORY} ({_allocation(e)})")
+            return EXIT_USER_ERROR
         return _report_bug(e)
+
+
+_OUT_OF_MEMORY = "out of memory: the sizes asked for (batch, samples, images) need more memory than this machine has"
+
+
+def _out_of_memory(e: Exception) -> bool:
+    """Whether ``e`` is PyTorch's failure to allocate: on a GPU its OutOfMemoryError, on the CPU a
+    RuntimeError of its allocator."""
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(e)
+    )
+
+
+def _allocation(e: Exception) -> str:
+    """What the allocator said it was asked for, in one short phrase."""
+    import re
+
+    m = re.search(r"tried to allocate (\d+) bytes", str(e))
+    if m:
+        return f"{int(m[1]) / 2**30:.1f} GiB asked for at once"
+    m = re.search(r"Tried to allocate ([\d.]+ [KMGT]iB)", str(e))
+    return f"{m[1]} asked for at once on the GPU" if m else "an allocation failed"
 
 
 def main(argv: list[str] | None = None) -> int:
