@@ -243,6 +243,14 @@ def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
     parts = [tuple(map(int, r.split(","))) for r in rows[1:]]
     assert [p[0] for p in parts] == list(range(300)) and all(0 <= p[2] < 10 for p in parts)
     assert len({p[2] for p in parts}) == scores["clusters_used"]
+    assert run(capsys, "cluster", out)[0] == 0  # its own files are replaced; files of the same names of others are not
+    for name, mine in (("cluster.json", '{"mine": 1}'), ("cluster-assignments.csv", "my,notes\n")):
+        kept = (out / name).read_bytes()
+        (out / name).write_text(mine)
+        code, _, err = run(capsys, "cluster", out)
+        assert_clean_failure(code, err, f"{name} of dgmkit", "move it away")
+        assert (out / name).read_text() == mine
+        (out / name).write_bytes(kept)
     code, _, err = run(capsys, "cluster", trained)
     assert_clean_failure(code, err, "--prior mog")
 

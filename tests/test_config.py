@@ -199,7 +199,7 @@ def test_an_int_is_a_float():
         ({"seed": -1}, "seed must be >= 0"),
         ({"model": "gan"}, "unknown model 'gan'"),
         ({"model": "vea"}, "did you mean 'vae'"),
-        ({"model": 3}, "unknown model 3"),
+        ({"model": 3}, "must be named by a string, got int 3"),
     ],
 )
 def test_bad_values_raise_config_error(values, needle):

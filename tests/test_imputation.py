@@ -324,6 +324,16 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys):
     ):
         code, _, err = _run(capsys, "impute", run, *args)
         assert code == 1 and problem in err and len(err.strip().splitlines()) == 1
+    # the run's own table is an input of every command on it, never an output (even with --force)
+    table = p.read_bytes()
+    code, _, err = _run(capsys, "score", run, holes, "--out", p, "--force", "--k", "2")
+    assert code == 1 and "an input of this command" in err and p.read_bytes() == table
+    # a result file of the run folder that dgmkit did not write is refused, not replaced
+    for command, name in ((["impute", run, "--out", tmp_path / "z.npy", "--k", "5"], "impute.json"),
+                          (["eval", run, "--iw-samples", "2"], "eval.json")):  # fmt: skip
+        (run / name).write_text("my notes\n")
+        code, _, err = _run(capsys, *command)
+        assert code == 1 and f"not an {name} of dgmkit" in err and (run / name).read_text() == "my notes\n"
 
 
 def test_impute_fills_binary_images_and_refuses_complete_data(tmp_path, capsys):

@@ -3,7 +3,17 @@
 import argparse
 
 from dgmkit._io import atomic_write_bytes, atomic_write_json
-from dgmkit.cli.common import add_data_flags, add_device_flag, add_run_parser, add_split_flag, plural, say, split_data
+from dgmkit.cli.common import (
+    add_data_flags,
+    add_device_flag,
+    add_run_parser,
+    add_split_flag,
+    own_result_file,
+    own_result_table,
+    plural,
+    say,
+    split_data,
+)
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.clustering import cluster_assignments, clustering_scores
@@ -20,12 +30,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_cluster)
 
 
+_HEADER = "index,label,component"  # cluster-assignments.csv's columns
+
+
 def run_cluster(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     if not isinstance(run.model, LatentVariableModel) or run.model.num_components is None:
         raise ConfigError(
             f"{args.run_dir} holds a model without a mixture prior; clustering needs one (for example --prior mog)"
         )
+    own_result_file(run.path / "cluster.json", "clusters_used", "cluster again")  # a foreign one: refused before any work
+    own_result_table(run.path / "cluster-assignments.csv", _HEADER, "cluster again")
     x, y = split_data(run, args.split, args.data_dir, args.data)
     if y is None:
         raise DataError(f"{run.cfg.data.dataset} has no labels to score a clustering against")
@@ -41,7 +56,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     say(f"accuracy (majority label per cluster) {scores['accuracy_majority']:.4f}")
     say(f"NMI                                   {scores['nmi']:.4f}")
     atomic_write_json(run.path / "cluster.json", scores)
-    rows = ["index,label,component"] + [f"{i},{int(a)},{int(b)}" for i, (a, b) in enumerate(zip(y.cpu().tolist(), assign))]
+    rows = [_HEADER] + [f"{i},{int(a)},{int(b)}" for i, (a, b) in enumerate(zip(y.cpu().tolist(), assign))]
     atomic_write_bytes(run.path / "cluster-assignments.csv", ("\n".join(rows) + "\n").encode())
     say(f"wrote {run.path / 'cluster.json'} and {run.path / 'cluster-assignments.csv'} (each datapoint's component)")
     return 0

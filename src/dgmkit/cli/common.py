@@ -15,7 +15,7 @@ import torch
 from torch.distributions import Distribution
 
 from dgmkit import _lock
-from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, parse_json
+from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, parse_json, read_regular
 from dgmkit.cli.argtypes import SEED, count
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import attach_input, check_derived_current, run_dataset
@@ -45,6 +45,8 @@ __all__ = [
     "figure_run",
     "figure_split",
     "own_result_file",
+    "own_result_table",
+    "run_inputs",
     "enough_rows",
     "positive_count",
     "shows_images",
@@ -398,6 +400,34 @@ def own_result_file(path: Path, marker: str, again: str, max_bytes: int = 64 << 
     if old is not None and (not isinstance(old, dict) or marker not in old):
         raise _not_ours(path, again)
     return path
+
+
+def own_result_table(path: Path, header: str, again: str) -> Path:
+    """``path``, a run folder's CSV file of a command's latest result, checked before any work as
+    ``own_result_file`` checks JSON: absent, or a file whose first line begins with ``header``
+    (the columns dgmkit writes first)."""
+    if not path.exists() and not path.is_symlink():
+        return path
+    try:
+        first = read_regular(path, len(header)).decode()
+    except (OSError, UnicodeDecodeError):
+        raise _not_ours(path, again) from None
+    if not first.startswith(header):
+        raise _not_ours(path, again)
+    return path
+
+
+def run_inputs(run: Run, data: str | None = None) -> list[Path]:
+    """The files a command on ``run`` reads besides the run folder, which no output may replace
+    (even with --force): its data file (or ``--data``), its table's schema, and the files of the
+    run whose data it models (``codes_of``)."""
+    d = run.cfg.data
+    files = [Path(v) for v in (data, d.schema) if v]
+    if d.dataset and is_data_file(d.dataset) and not data:
+        files.append(Path(d.dataset))
+    if d.codes_of:
+        files += run_files(d.codes_of)
+    return files
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dgmkit.cli.common import (
     add_split_flag,
     attach_inputs,
     one_draw_bound,
+    own_result_file,
     plural,
     positive_count,
     say,
@@ -318,7 +319,8 @@ def _trained(run: Run) -> dict | None:
 def run_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     inputs = attach_inputs(run, args)
-    _EVALS.kept(run.path)  # a foreign evals.json is refused before any work
+    _EVALS.kept(run.path)  # a foreign evals.json or eval.json is refused before any work
+    own_result_file(run.path / "eval.json", "estimate", "evaluate again")
     result = evaluate_run(
         run, args.split, args.iw_samples, args.time_samples, args.limit, args.seed, args.data_dir, args.data,
         inputs=inputs, orders=args.orders,

@@ -28,15 +28,16 @@ from dgmkit.cli.common import (
     add_run_parser,
     add_split_flag,
     data_to_display,
+    own_result_file,
     plural,
     read_input_file,
     run_data,
+    run_inputs,
     say,
 )
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import run_dataset
 from dgmkit.data.missing import observed
-from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES, write_table
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.figures import image_grid_png
@@ -110,9 +111,7 @@ def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
         raise ConfigError("--draws writes several imputations: --out must name a .npz file")
     if out.suffix.lower() == ".csv" and run.cfg.model.to_dict().get("likelihood") != "mixed":
         raise ConfigError("--out .csv writes a table: the run must model one (--likelihood mixed); name a .npy file")
-    d = run.cfg.data  # the run's own data file and schema are read too: never replaced
-    inputs = [v for v in (args.input, args.data, d.schema) if v]
-    inputs += [d.dataset] if d.dataset and is_data_file(d.dataset) and not args.data else []
+    inputs = [*([args.input] if args.input else []), *run_inputs(run, args.data)]  # the run's own data are read too
     out = check_new_output(out, args.force, inputs=inputs, protected=protected)
     figure = None
     if args.figure is not None:
@@ -137,6 +136,7 @@ def _npy_bytes(**arrays: np.ndarray) -> bytes:
 def run_impute(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, which=args.weights, device=args.device)
     out, figure = _outputs(args, run)
+    own_result_file(run.path / "impute.json", "rmse", "impute again")  # a foreign impute.json is refused before any work
     if args.baselines and args.input:
         raise ConfigError(
             "--baselines score imputations against the removed values: they need the run's own data, not INPUT"

@@ -29,9 +29,11 @@ from dgmkit.cli.common import (
     add_limit_flag,
     add_run_parser,
     estimate_words,
+    own_result_table,
     plural,
     png_output,
     run_data,
+    run_inputs,
     say,
     write_png,
 )
@@ -40,6 +42,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.config.run import holds_recorded_data
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset, load_dataset
+from dgmkit.data.registry import is_data_file
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.ood_scores import SCORES, histogram_png, log_likelihoods, ood_scores, png_code_length
 from dgmkit.training.run_writer import run_files
@@ -321,11 +324,15 @@ def run_ood(args: argparse.Namespace) -> int:
     k_of = {id(r): estimate_samples(r, None if r.model.estimate_kind == "exact" else args.iw_samples) for r in scored}
     if bg is not None:
         _check_background(run, bg, args.background)
-    protected = run_files(run.path)
+    protected = run_files(run.path) + ([] if bg is None else run_files(bg.path))
     figure = png_output(args) if args.out is not None else None
-    if args.json is not None:
-        check_new_output(args.json, args.force, protected=protected, what="--json")
-    _RESULTS.kept(run.path)  # a foreign ood.json is refused before any work
+    if args.json is not None:  # never one of the files this command reads (the runs' data, --ood's), nor the figure
+        inputs = [*run_inputs(run, args.data), *([] if bg is None else run_inputs(bg))]
+        inputs += [args.ood] if is_data_file(args.ood) else []
+        mine = protected + ([figure] if figure else [])
+        check_new_output(args.json, args.force, inputs=inputs, protected=mine, what="--json")
+    _RESULTS.kept(run.path)  # a foreign ood.json or ood-scores.csv is refused before any work
+    own_result_table(run.path / PER_INPUT, "set,split,index", "score again")
     dataset = run_data(run, args.data_dir, args.data)
     ood = _ood_dataset(run, args)
     foreign = None if bg is None else _background_data(run, bg, args.background, ood)

@@ -20,7 +20,15 @@ import torch
 
 from dgmkit._io import atomic_write_bytes, check_new_output
 from dgmkit.cli.argtypes import SEED
-from dgmkit.cli.common import add_count_flag, add_device_flag, estimate_words, read_input_file, run_data, say
+from dgmkit.cli.common import (
+    add_count_flag,
+    add_device_flag,
+    estimate_words,
+    read_input_file,
+    run_data,
+    run_inputs,
+    say,
+)
 from dgmkit.cli.compress import read_pngs
 from dgmkit.cli.evaluate import estimate_samples
 from dgmkit.config import Run, load_run
@@ -96,8 +104,8 @@ def run_score(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"--out must name a .csv file, got {out}")
-    out = check_new_output(out, args.force, inputs=args.inputs, protected=run_files(args.run_dir))
     run = load_run(args.run_dir, device=args.device)
+    out = check_new_output(out, args.force, inputs=[*args.inputs, *run_inputs(run)], protected=run_files(args.run_dir))
     x, names = _inputs(args.inputs, run)
     log_px, bpd = score_inputs(run, x, args.k, args.seed)
     buf = io.StringIO()

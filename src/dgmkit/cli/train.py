@@ -138,7 +138,8 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     if args.model is not None:
         asked["model"] = args.model
     flat = stored.flat()
-    RunConfig.from_dict({**flat, **asked}, args.config or "flags")  # names a key that is not the run's, or of a wrong type
+    if any(k not in flat for k in asked):
+        RunConfig.from_dict({**flat, **asked}, args.config or "flags")  # names the key that is not the run's
     clash = [k for k, v in asked.items() if k not in FREE_ON_RESUME and flat.get(k) != v]
     if clash:
         shown = ", ".join(f"{k} = {asked[k]!r} (the run has {flat.get(k)!r})" for k in clash)
@@ -146,6 +147,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
             f"--resume continues {out} as it was configured; these contradict it: {shown}. "
             f"Only {', '.join(FREE_ON_RESUME)} may change; train into a new --out for other settings"
         )
+    RunConfig.from_dict({**flat, **asked}, args.config or "flags")  # a value equal to the run's of another type (0.0, true)
     stored = stored.replace(time_budget=None)  # a budget is the command's that names it, never carried over
     return stored.replace(**{k: v for k, v in asked.items() if k in FREE_ON_RESUME})
 

@@ -38,7 +38,7 @@ __all__ = [
 
 RUN_FILES = (
     "config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl", "eval.json", "evals.json", "cluster.json",
-    "cluster-assignments.csv", "diagnose.json", "disentangle.json", "ood.json", "ood-scores.csv",
+    "cluster-assignments.csv", "diagnose.json", "disentangle.json", "impute.json", "ood.json", "ood-scores.csv",
 )  # fmt: skip
 LOCK_NAME = ".dgm.lock"
 MAX_RECORD_BYTES = 16 << 20  # a run's config.json (dgmkit's are a few kB)
