@@ -294,6 +294,9 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys):
     code, out, err = _run(capsys, "eval", run, "--iw-samples", "10")
     assert code == 0, err
     assert "observed entries only" in out
+    # the numbers are of the standardized numeric columns, and say so (they said: of the values as given)
+    assert "2 numeric columns (size, weight) are scored standardized" in out and "as given" not in out
+    assert json.loads((run / "eval.json").read_text())["table_note"].startswith("a table: its 2 numeric columns")
     code, out, err = _run(capsys, "impute", run, "--out", tmp_path / "i.npz", "--k", "50", "--draws", "3",
                           "--baselines", "mean", "knn")  # fmt: skip
     assert code == 0, err
@@ -328,6 +331,8 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys):
     table = p.read_bytes()
     code, _, err = _run(capsys, "score", run, holes, "--out", p, "--force", "--k", "2")
     assert code == 1 and "an input of this command" in err and p.read_bytes() == table
+    code, out, err = _run(capsys, "score", run, holes, "--out", tmp_path / "s.csv", "--k", "2")
+    assert code == 0 and "are scored standardized" in out, err
     # a result file of the run folder that dgmkit did not write is refused, not replaced
     for command, name in ((["impute", run, "--out", tmp_path / "z.npy", "--k", "5"], "impute.json"),
                           (["eval", run, "--iw-samples", "2"], "eval.json")):  # fmt: skip

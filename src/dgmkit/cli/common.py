@@ -47,6 +47,7 @@ __all__ = [
     "own_result_file",
     "own_result_table",
     "run_inputs",
+    "standardized_note",
     "enough_rows",
     "positive_count",
     "shows_images",
@@ -415,6 +416,21 @@ def own_result_table(path: Path, header: str, again: str) -> Path:
     if not first.startswith(header):
         raise _not_ours(path, again)
     return path
+
+
+def standardized_note(dataset: Dataset) -> str | None:
+    """What a score of a table's rows is of, where the table has numeric columns (None if not):
+    dgmkit standardizes them as it reads them, so their densities are of standardized values."""
+    numeric = [c.name for c in dataset.columns if c.kind == "numeric"]
+    if not numeric:
+        return None
+    shown = ", ".join(numeric[:4]) + (", ..." if len(numeric) > 4 else "")
+    return (
+        f"a table: its {plural(len(numeric), 'numeric column')} ({shown}) {'is' if len(numeric) == 1 else 'are'} "
+        "scored standardized, as dgmkit "
+        "reads them (mean 0, sd 1 over their observed values): log-densities of those values, not of the file's "
+        "units (in those: less the sum of log sd over a row's observed numeric columns)"
+    )
 
 
 def run_inputs(run: Run, data: str | None = None) -> list[Path]:

@@ -21,8 +21,10 @@ from dgmkit.cli.common import (
     own_result_file,
     plural,
     positive_count,
+    run_data,
     say,
     split_data,
+    standardized_note,
 )
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
@@ -172,7 +174,9 @@ def _notes(r: dict) -> list[str]:
         )
     if r.get("transform") == "dequantize" and r["estimate"] != "exact":
         out.append(f"uniformly dequantized data: the numbers bound those of the {r['num_dims']}-D integer data")
-    if r.get("density_of") == "continuous" and r["estimate"] != "reconstruction":
+    if r.get("table_note") and r["estimate"] != "reconstruction":
+        out.append(r["table_note"])
+    elif r.get("density_of") == "continuous" and r["estimate"] != "reconstruction":
         out.append(
             "continuous data: log-densities of the values as given, not probabilities; they shift with the data's "
             "scale (dividing by 255 adds D log 255 nats) and do not compare with bits/dim of 8-bit or binary data"
@@ -257,7 +261,8 @@ def evaluate_run(
         raise ConfigError(f"limit must be a positive integer (a seeded random subset of the split), got {limit!r}")
     k = estimate_samples(run, iw_samples, time_samples)
     weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]  # which weights these numbers are of
-    x, y = split_data(run, split, data_dir, data)
+    dataset = run_data(run, data_dir, data)
+    x, y = split_data(run, split, dataset=dataset)
     subset = None
     if limit is not None and limit < len(x):
         total = len(x)
@@ -285,6 +290,7 @@ def evaluate_run(
         "trained": _trained(run),
         # what the model declares that the numbers' notes depend on
         "point_mass_posterior": run.model.point_mass_posterior,
+        "table_note": standardized_note(dataset),  # what a table's numbers are of
         "split": split,
         "subset": subset,
         "checkpoint": run.checkpoint.name,

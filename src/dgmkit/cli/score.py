@@ -28,6 +28,7 @@ from dgmkit.cli.common import (
     run_data,
     run_inputs,
     say,
+    standardized_note,
 )
 from dgmkit.cli.compress import read_pngs
 from dgmkit.cli.evaluate import estimate_samples
@@ -117,4 +118,6 @@ def run_score(args: argparse.Namespace) -> int:
     kind = estimate_words(run.model.estimate_kind, run.transform.kind)
     unit = "" if bpd is None else f", {float(np.mean(bpd)):.4f} bits/dim"
     say(f"scored {len(names)} inputs: mean log p(x) {float(np.mean(log_px)):.3f} nats{unit} ({kind}) -> {out}")
+    if len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in TABLE_SUFFIXES:
+        say(standardized_note(run_data(run)) or "")
     return 0
