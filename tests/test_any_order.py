@@ -337,3 +337,15 @@ def test_a_damaged_order_file_is_refused_by_name(masked_run, capsys, damage):
     assert str(path) in err and "delete it to compute it again" in err
     assert peak < 64 << 20, peak
     path.unlink()
+
+
+def test_the_python_api_scores_orders_without_writing_them(masked_run):
+    """dgmkit.evaluate writes nothing (its docstring's promise): the orders it scores are not kept
+    in the run folder, as dgm eval keeps them."""
+    import dgmkit
+
+    listing = lambda: sorted(p.relative_to(masked_run) for p in masked_run.rglob("*"))  # noqa: E731
+    before = listing()
+    result = dgmkit.evaluate(dgmkit.load(masked_run), orders=1, limit=3, seed=23)
+    assert result.estimate == "order-mixture" and result["order_files"] is None
+    assert listing() == before

@@ -35,9 +35,30 @@ def test_train_load_sample_evaluate_and_the_cli_reads_the_folder(tmp_path, capsy
     ]:
         with pytest.raises(ConfigError, match=needle):
             dgmkit.sample(again, 2, **kwargs)
-    for n in (0, -1, 2.5, True):
-        with pytest.raises(ConfigError, match="positive integer"):
+    for n in (0, -1, 2.5, True, 10**12):  # (10**12 asked the allocator for 128 TB)
+        with pytest.raises(ConfigError, match=r"number of samples must be an integer in 1\.\.10000"):
             dgmkit.sample(again, n)
+    for kwargs, needle in [  # the ranges of the flags (a NaN temperature drew NaN images; a seed of 2**64 overflowed)
+        (dict(temperature=float("nan")), "--temperature must be a finite number"),
+        (dict(temperature=0), "--temperature must be"),
+        (dict(temperature=-1.0), "--temperature must be"),
+        (dict(steps=10**12), r"--steps must be an integer in 1\.\.100000"),
+        (dict(seed=2**64), "seed must be an integer"),
+        (dict(seed=1.5), "seed must be an integer"),
+        (dict(seed=None), "seed must be an integer"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            dgmkit.sample(again, 2, **kwargs)
+    for kwargs, needle in [  # (True was k = True; time_samples 0 became 1; orders 0 was ignored)
+        (dict(iw_samples=True), "iw_samples must be an integer"),
+        (dict(iw_samples=-1), "iw_samples must be an integer"),
+        (dict(time_samples=0), "time_samples must be an integer"),
+        (dict(orders=0), "orders must be an integer"),
+        (dict(orders=5000), "orders must be an integer"),
+        (dict(seed=-1), "seed must be an integer"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            dgmkit.evaluate(again, limit=3, **kwargs)
     assert dgmkit.sample(again, np.int64(2))[0].shape[0] == 2  # a NumPy integer is an integer
     assert dgmkit.evaluate(again, iw_samples=2, limit=np.int64(3)).n == 3
     for limit in (0, -1):

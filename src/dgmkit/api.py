@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from dgmkit._io import atomic_write_bytes
+from dgmkit.cli.argtypes import MAX_SEED, given_count
 from dgmkit.cli.evaluate import evaluate_run, format_report
 from dgmkit.cli.figures import draw_samples
 from dgmkit.cli.train import train_run
@@ -172,6 +173,7 @@ def sample(
     model); ``options``: ``temperature``, ``naive``, ``steps`` or ``draw`` as ``dgm sample``;
     ``inputs``: other runs in roles the family declares (``{"code-prior": RUN}``: a VQ-VAE draws
     its code grids from that run; ``code_prior=RUN`` is short for it), attached to ``run``."""
+    given_count(seed, 0, MAX_SEED, "seed")
     _attach(run, inputs, code_prior)
     x, what = draw_samples(run, n, seed, **options)
     return x.cpu(), what.rstrip(",")
@@ -185,7 +187,7 @@ def evaluate(
     **options: Any,
 ) -> Evaluation:
     """``dgm eval`` of a loaded run, without writing anything: ``iw_samples``, ``time_samples``,
-    ``limit`` (a seeded random subset), ``seed``, ``data_dir`` or ``data`` as keywords;
+    ``orders``, ``limit`` (a seeded random subset), ``seed``, ``data_dir`` or ``data`` as keywords;
     ``inputs``/``code_prior`` as for ``sample`` (``dgm eval --input``)."""
     named = _attach(run, inputs, code_prior)
     return Evaluation(evaluate_run(run, split, inputs=named, **options))

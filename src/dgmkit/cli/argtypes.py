@@ -6,7 +6,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["count", "real", "SEED", "MAX_SEED"]
+__all__ = ["count", "real", "SEED", "MAX_SEED", "given_count", "given_real"]
 
 MAX_SEED = 2**62  # as the run setting `seed` (the trainer also seeds with seed + 1)
 
@@ -48,3 +48,28 @@ def real(gt: float | None = None, lo: float | None = None, hi: float | None = No
 
 
 SEED = count(0, MAX_SEED, "a seed")
+
+
+def given_count(value: object, lo: int, hi: int, what: str) -> int:
+    """``value`` given from Python where a flag takes ``count(lo, hi)``: an integer (a NumPy one
+    too; not a bool) in lo..hi, else a ConfigError that names ``what``."""
+    import numbers
+
+    from dgmkit.errors import ConfigError
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= int(value) <= hi:
+        raise ConfigError(f"{what} must be an integer in {lo}..{hi}, got {value!r}")
+    return int(value)
+
+
+def given_real(value: object, gt: float, hi: float, what: str) -> float:
+    """``value`` given from Python where a flag takes ``real(gt=gt, hi=hi)``: a finite real number
+    (not a bool) with gt < value <= hi, else a ConfigError that names ``what``."""
+    import numbers
+
+    from dgmkit.errors import ConfigError
+
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    if not ok or not gt < float(value) <= hi:  # type: ignore[arg-type]
+        raise ConfigError(f"{what} must be a finite number > {gt:g} and <= {hi:g}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]

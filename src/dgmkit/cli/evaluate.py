@@ -8,6 +8,7 @@ import torch
 
 from dgmkit import distributed
 from dgmkit._io import atomic_write_json
+from dgmkit.cli.argtypes import MAX_SEED, given_count
 from dgmkit.cli.common import (
     ResultsFile,
     add_count_flag,
@@ -247,11 +248,21 @@ def evaluate_run(
     data: str | None = None,
     inputs: dict[str, str] | None = None,
     orders: int | None = None,
+    keep_orders: bool = False,
 ) -> dict:
-    """What ``dgm eval`` computes for a loaded run (its eval.json record; nothing is written):
-    the estimate the run's family declares, with ``iw_samples`` (or ``time_samples``; default:
-    the run's), on ``split`` or a seeded random ``limit`` of it; ``orders``: an any-order
-    model's exact mixture of that many orders instead."""
+    """What ``dgm eval`` computes for a loaded run (its eval.json record): the estimate the run's
+    family declares, with ``iw_samples`` (or ``time_samples``; default: the run's), on ``split``
+    or a seeded random ``limit`` of it; ``orders``: an any-order model's exact mixture of that
+    many orders instead, each order kept in the run folder as it is done where ``keep_orders``
+    (``dgm eval``'s; otherwise nothing is written). The counts are checked as the flags check them."""
+    for value, lo, hi, what in (
+        (iw_samples, 0, MAX_IW_SAMPLES, "iw_samples"),
+        (time_samples, 1, MAX_IW_SAMPLES, "time_samples"),
+        (orders, 1, MAX_ORDERS, "orders"),
+    ):
+        if value is not None:
+            given_count(value, lo, hi, what)
+    given_count(seed, 0, MAX_SEED, "seed")
     if orders is not None:
         if not isinstance(run.model, AnyOrderModel):
             raise ConfigError(f"--orders: {run.cfg.model.describe()} is not an any-order model (e.g. masked diffusion)")
@@ -271,7 +282,7 @@ def evaluate_run(
         y = None if y is None else y[idx]
         subset = {"seed": seed, "of": total, "indices": idx.tolist()}
     store = None
-    if orders is not None and distributed.current().world_size == 1:  # each order's values kept as done
+    if orders is not None and keep_orders and distributed.current().world_size == 1:  # each order's values kept as done
         key = hashlib.sha256(f"{weights}|{seed}|{tuple(x.shape)}|".encode() + x.cpu().numpy().tobytes()).hexdigest()
         store = OrderFiles(run.path / "orders" / key[:16], len(x), report=say)
     report = evaluate(
@@ -329,7 +340,7 @@ def run_eval(args: argparse.Namespace) -> int:
     own_result_file(run.path / "eval.json", "estimate", "evaluate again")
     result = evaluate_run(
         run, args.split, args.iw_samples, args.time_samples, args.limit, args.seed, args.data_dir, args.data,
-        inputs=inputs, orders=args.orders,
+        inputs=inputs, orders=args.orders, keep_orders=True,
     )  # fmt: skip
     if not distributed.current().is_main:  # under torchrun every rank evaluated its share; rank 0 writes
         return 0

@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from dgmkit.cli.argtypes import SEED, real
+from dgmkit.cli.argtypes import SEED, given_count, given_real, real
 from dgmkit.cli.common import (
     add_count_flag,
     add_device_flag,
@@ -23,7 +23,6 @@ from dgmkit.cli.common import (
     latent_model,
     plural,
     png_output,
-    positive_count,
     posterior_means,
     say,
     to_display,
@@ -43,7 +42,14 @@ __all__ = [
     "draw_samples",
     "reconstruction_pairs",
     "latent_scatter",
+    "MAX_SAMPLES",
+    "MAX_SAMPLE_STEPS",
+    "MAX_TEMPERATURE",
 ]
+
+MAX_SAMPLES = 10_000  # images a sample draws at once
+MAX_SAMPLE_STEPS = 100_000  # a diffusion model's ancestral steps
+MAX_TEMPERATURE = 100.0  # a flow's base scale
 
 
 def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
@@ -103,10 +109,10 @@ def check_sample_options(
     model = run.model
     if not model.can_sample:
         raise ConfigError(f"the {run.cfg.family} model has no distribution to sample from (no prior)")
-    if not positive_count(n):
-        raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
-    if steps is not None and not positive_count(steps):
-        raise ConfigError(f"--steps must be a positive integer, got {steps!r}")
+    given_count(n, 1, MAX_SAMPLES, "the number of samples")
+    if steps is not None:
+        given_count(steps, 1, MAX_SAMPLE_STEPS, "--steps")
+    given_real(temperature, 0, MAX_TEMPERATURE, "--temperature")
     if temperature != 1.0 and not model.sample_temperature:
         raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
     if naive and not model.sample_cached:
@@ -221,13 +227,13 @@ def _side(n: int) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_run_parser(sub, "sample", help="sample images from the model to a PNG")
-    add_count_flag(p, "-n", 1, 10_000, default=64, help="images (1..10000)")
+    add_count_flag(p, "-n", 1, MAX_SAMPLES, default=64, help=f"images (1..{MAX_SAMPLES})")
     add_output_flags(p)
     add_count_flag(p, "--nrow", 1, 10_000, help="images per row (default: a square grid)")
     p.add_argument("--draw", action="store_true", help="show draws x ~ p(x|z) instead of the means of p(x|z)")
     p.add_argument(
         "--temperature",
-        type=real(gt=0, hi=100),
+        type=real(gt=0, hi=MAX_TEMPERATURE),
         default=1.0,
         help="flows only: sample the base z ~ N(0, T^2 I); T < 1 for smoother images",
     )
@@ -236,7 +242,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p,
         "--steps",
         1,
-        100_000,
+        MAX_SAMPLE_STEPS,
         help="diffusion models: ancestral sampling steps from t = 1 to 0 (default: the model's T, or 250 in continuous "
         "time; masked: one entry per step)",
     )
