@@ -523,6 +523,55 @@ def test_a_config_file_naming_the_model_by_no_string_is_one_error_line(tmp_path,
     assert not (tmp_path / "o").exists()
 
 
+def test_a_first_checkpoint_that_fails_to_write_leaves_nothing_and_a_failed_restart_stays_restartable(
+    tmp_path, capsys, monkeypatch
+):
+    """The first checkpoint is written just after the best weights: a full disk there left a
+    folder holding best.safetensors that neither a new run nor --resume would take. A restart
+    (--resume of a run stopped before its first checkpoint) interrupted in its first epoch removed
+    config.json, and the run could no longer be restarted. An empty folder says what to do."""
+    import errno
+
+    from dgmkit.training import trainer as trainer_module
+    from dgmkit.training.run_writer import RunWriter
+
+    write = RunWriter.checkpoint
+
+    def full_disk(self, model, name="checkpoint.safetensors", *args, **kwargs):
+        if name == "checkpoint.safetensors":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(self, model, name, *args, **kwargs)
+
+    out = tmp_path / "runs" / "first"
+    with monkeypatch.context() as m:
+        m.setattr(RunWriter, "checkpoint", full_disk)
+        code, _, err = run(capsys, "train", *TINY, "--epochs", "2", "--out", out)
+    assert_one_error_line(code, err, "no space left")
+    assert not (tmp_path / "runs").exists()  # the folders this call made, and all it wrote there, are gone
+
+    out = tmp_path / "stranded"  # what a run killed while writing its first checkpoint leaves
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    (out / "checkpoint.safetensors").unlink()
+    record = json.loads((out / "config.json").read_text())
+    assert RunFolder(out, fresh=False).stranded_start()
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer_module.Trainer, "_train_epoch", interrupted)
+        code, _, _ = run(capsys, "train", "--resume", "--out", out)
+    assert code == 130
+    assert (out / "config.json").is_file() and json.loads((out / "config.json").read_text())["config"] == record["config"]
+    assert RunFolder(out, fresh=False).stranded_start()
+    code, said, err = run(capsys, "train", "--resume", "--quiet", "--out", out)
+    assert code == 0 and "starting it again" in said + err, err
+
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "train", "--resume", "--out", tmp_path / "empty")
+    assert_one_error_line(code, err, "holds no run", "without --resume")
+
+
 def _blow_up(run_dir) -> None:
     """Scale every weight of both checkpoints by 1e20: finite, but the network's outputs overflow."""
     from safetensors import safe_open
@@ -812,6 +861,28 @@ def test_atomic_folder_leaves_nothing_on_failure(tmp_path):
             pass
 
 
+def test_atomic_folder_into_an_existing_folder_takes_back_the_new_files_it_moved(tmp_path, monkeypatch):
+    """Into a folder that exists the files move one by one: an interrupt after the first left it
+    in the folder, and the same command was then refused (the file exists)."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "mine.txt").write_text("mine")
+    replace, calls = os.replace, []
+
+    def interrupted_after_one(src, dst):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(dst)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted_after_one)
+    with pytest.raises(KeyboardInterrupt), atomic_folder(target, ["a.png", "b.png", "c.png"]) as tmp:
+        for n in ("a.png", "b.png", "c.png"):
+            (tmp / n).write_bytes(n.encode())
+    assert len(calls) == 1
+    assert sorted(os.listdir(target)) == ["mine.txt"] and sorted(os.listdir(tmp_path)) == ["out"]
+
+
 @pytest.mark.parametrize("command", ["reconstruct", "interpolate", "latents"])
 def test_latent_commands_on_a_model_without_latents(arm_run, tmp_path, capsys, command):
     code, _, err = run(capsys, command, arm_run, "--out", tmp_path / "x.png")
@@ -1014,3 +1085,16 @@ def test_pytorchs_failure_to_allocate_is_said_as_out_of_memory_not_as_a_bug(caps
         assert err.count("\n") == 1 and "out of memory" in err and needle in err, err
     assert _status(lambda: torch.ones(2) @ torch.ones(3)) == EXIT_BUG  # other RuntimeErrors stay bugs
     capsys.readouterr()
+
+
+def test_an_interrupt_while_the_commands_load_is_said_in_one_line(capsys, monkeypatch):
+    """Ctrl-C while the parser and the commands' modules load printed a traceback and ended by
+    the signal; it is 'dgm: interrupted' and exit 130, as later."""
+    from dgmkit.cli import main as main_module
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(main_module, "build_parser", interrupted)
+    assert main(["eval", "somewhere"]) == 130
+    assert capsys.readouterr().err == "dgm: interrupted\n"

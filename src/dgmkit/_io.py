@@ -175,7 +175,10 @@ def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool =
     folder is removed and ``target`` is as it was.
 
     Existing files of ``target`` with one of ``names`` are refused unless ``force``; other
-    files there are left alone. The names must be plain base names (see ``check_base_name``)."""
+    files there are left alone. Into a folder that exists the files move one by one: an error or
+    an interrupt while they move takes back those that were new (the ones replaced with ``force``
+    are replaced; a killed process can leave part of them). The names must be plain base names
+    (see ``check_base_name``)."""
     target = Path(target)
     names = list(names)
     for name in names:
@@ -204,9 +207,18 @@ def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool =
         if not target.exists():
             os.rename(tmp, target)  # one step: the whole folder appears at once
             tmp = None
-        else:
-            for n in names:
-                os.replace(tmp / n, target / n)
+        else:  # one by one: on an error or an interrupt, the new files already moved go again
+            moved: list[str] = []
+            try:
+                for n in names:
+                    os.replace(tmp / n, target / n)
+                    moved.append(n)
+            except BaseException:
+                for n in moved:
+                    if n not in clash:
+                        with contextlib.suppress(OSError):
+                            os.unlink(target / n)
+                raise
         done = True
     except OSError as e:
         raise DgmError(describe_os_error(e, target, "write")) from None

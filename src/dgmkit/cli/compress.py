@@ -5,7 +5,8 @@ Both commands check everything they can before the slow coding: the outputs (nev
 existing file without ``--force``, never an input or a file of the run), the inputs (PNG sizes
 before any pixel is decoded; file names that decompression can write back one per image) and,
 for decompression, every field of the file's header (``dgmkit.coding.container.check_header``).
-Outputs are written atomically: a PNG folder appears whole or not at all.
+Outputs are written atomically: a new PNG folder appears whole or not at all (into one that exists,
+the files move one by one; an error or interrupt takes back the new ones).
 """
 
 import argparse

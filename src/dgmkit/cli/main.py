@@ -251,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version and usage errors end here
         return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
+    except KeyboardInterrupt:  # while the commands' modules load
+        print("dgm: interrupted", file=sys.stderr)
+        return 130
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     args._argv = argv
     from dgmkit import distributed

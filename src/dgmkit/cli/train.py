@@ -377,6 +377,8 @@ def _fit(
             for logger in logs:
                 logger.close()
     objective = family.training_objective()
+    if not resume and distributed.current().is_main:
+        writer.start()  # before the Trainer (building it can take seconds): a run stopped meanwhile can be restarted
     trainer = Trainer(
         model,
         objective,
@@ -394,8 +396,6 @@ def _fit(
         trainer.resume()  # config.json is rewritten (with what FREE_ON_RESUME lets change) with the next epoch
         k = trainer.steps_into_epoch
         say(f"resuming {out} " + (f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"))
-    elif trainer.dist.is_main:
-        writer.start()
     precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why (a warning even if quiet)
     if precision is not None and trainer.dist.is_main and (not quiet or trainer.amp.unchecked):
         say(precision)
@@ -445,7 +445,13 @@ def run_train(args: argparse.Namespace) -> int:
     restart = False
     if args.resume:
         if not (out / "checkpoint.safetensors").is_file():
-            if not RunFolder(out, fresh=False).stranded_start():
+            folder = RunFolder(out, fresh=False)
+            if out.is_dir() and not folder.other_entries():
+                raise ConfigError(
+                    f"nothing to resume: {out} holds no run (one stopped before it wrote config.json leaves the folder "
+                    "empty): run the command again without --resume"
+                )
+            if not folder.stranded_start():
                 raise ConfigError(f"nothing to resume: {out} holds no checkpoint.safetensors")
             restart = True  # stopped before its first checkpoint: the run starts again from its beginning
             if ctx.is_main:

@@ -115,7 +115,8 @@ class RunFolder:
         self._created = False
         self._made: list[Path] = []
 
-    def _other_entries(self) -> list[str]:
+    def other_entries(self) -> list[str]:
+        """The folder's entries but its lock and stale temporaries of dgmkit's writes."""
         from dgmkit._io import is_own_temporary
 
         try:
@@ -134,7 +135,7 @@ class RunFolder:
         than that is not: starting it again would throw away its epochs and best weights."""
         if not self.path.is_dir():
             return False
-        others = self._other_entries()
+        others = self.other_entries()
         if "config.json" not in others or not set(others) <= set(self.STARTED):
             return False
         from dgmkit.training.checkpoint import read_metadata
@@ -158,7 +159,7 @@ class RunFolder:
         """A fresh run needs a folder that does not exist or is empty."""
         if self.path.exists() and not self.path.is_dir():
             raise DgmError(f"--out {self.path} is a file, not a folder")
-        others = self._other_entries()
+        others = self.other_entries()
         if self.restart and set(others) <= set(self.STARTED):
             return
         if others:
@@ -196,8 +197,8 @@ class RunFolder:
         if self.fresh:
             try:
                 self.check_fresh()  # again under the lock: another process may have been quicker
-                if self.restart:
-                    for name in self.STARTED:
+                if self.restart:  # (config.json stays, replaced whole when the run starts: restartable throughout)
+                    for name in self.STARTED[1:]:
                         (self.path / name).unlink(missing_ok=True)
             except DgmError:
                 self.__exit__(None, None, None)
@@ -215,10 +216,12 @@ class RunFolder:
             self._cleanup()
 
     def _cleanup(self) -> None:
-        """After a failed fresh run: remove what this call wrote if no checkpoint came of it
-        (config.json, metrics.jsonl), and the folder if this call created it."""
+        """After a failed or interrupted fresh run: remove what this call wrote if no checkpoint
+        came of it (config.json, metrics.jsonl, best.safetensors: a failed write of the first
+        checkpoint comes just after the best's), and the folder if this call created it. A
+        restart keeps config.json, so that --resume can start the run again."""
         if self.fresh and not (self.path / "checkpoint.safetensors").exists():
-            for name in ("config.json", "metrics.jsonl"):
+            for name in self.STARTED[1:] if self.restart else self.STARTED:
                 with contextlib.suppress(OSError):
                     (self.path / name).unlink(missing_ok=True)
         if not self._created:
