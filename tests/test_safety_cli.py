@@ -25,6 +25,7 @@ from dgmkit.cli.main import EXIT_BUG, main
 from dgmkit.config import RunConfig, load_config_file, migrate_record
 from dgmkit.errors import CheckpointError, ConfigError, DgmError
 from dgmkit.training import RunFolder, load_checkpoint, read_metadata, save_checkpoint
+from family_variants import family_variants, variant_id
 
 TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--batch-size", "256", "--quiet"]
 
@@ -974,8 +975,9 @@ def test_a_record_whose_data_transform_is_not_its_models_is_refused(vae_copy, ca
     meta["config"] = edited(meta["config"])
     best.write_bytes(st_save({f"model/{k}": v for k, v in ckpt["model"].items()}, metadata=meta))
     (vae_copy / "config.json").write_text(edited((vae_copy / "config.json").read_text()))
-    code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "2")
-    assert_one_error_line(code, err, f"records its data transformed as '{kind}'", "'dynamic-binarize'")
+    for command in (["eval", vae_copy, "--iw-samples", "2"], ["ood", vae_copy, "--ood", "digits", "--limit", "5"]):
+        code, _, err = run(capsys, *command)  # (every command that reads the run's data: checked where they enter)
+        assert_one_error_line(code, err, f"records its data transformed as '{kind}'", "'dynamic-binarize'")
 
 
 def _spy_builds(monkeypatch) -> list[str]:
@@ -1098,3 +1100,30 @@ def test_an_interrupt_while_the_commands_load_is_said_in_one_line(capsys, monkey
     monkeypatch.setattr(main_module, "build_parser", interrupted)
     assert main(["eval", "somewhere"]) == 130
     assert capsys.readouterr().err == "dgm: interrupted\n"
+
+
+@pytest.mark.parametrize("name, change", family_variants(), ids=variant_id)
+def test_every_family_builds_on_the_meta_device_to_check_a_checkpoint(name, change):
+    """The check of a checkpoint against its record builds the model on the meta device first
+    (no memory): every family and variant must build there, and its own weights must fit. (MADE's
+    masks, couplings' masks, permutations and PPCA's variance check read values at build time and
+    failed there; the check was skipped for them, and an edited record built the model for real.)"""
+    from dgmkit.config.run import build_model, check_weights_fit
+
+    table = {"table_levels": [0, 3, 0]} if change.get("likelihood") == "mixed" else {}  # a table's columns
+    try:
+        cfg = RunConfig.from_dict({"model": {"name": name, **change, **table}}, "x")
+    except ConfigError as e:  # a choice that needs another beside it
+        pytest.skip(str(e))
+    for shape, levels in (((1, 8, 8), 17), ((1, 8, 8), 2), ((1, 1, 3), None), ((1, 28, 28), 2)):
+        try:
+            real = build_model(cfg, shape, levels)
+        except (ConfigError, DgmError, ValueError):
+            continue  # this variant takes other data
+        check_weights_fit(cfg, shape, levels, real.state_dict(), Path("x"))
+        bigger = {k: torch.zeros(2, *v.shape, dtype=v.dtype) if v.dim() else v for k, v in real.state_dict().items()}
+        if bigger:
+            with pytest.raises(CheckpointError, match="of another shape"):
+                check_weights_fit(cfg, shape, levels, bigger, Path("x"))
+        return
+    pytest.fail(f"{name} {change} built for none of the data tried")

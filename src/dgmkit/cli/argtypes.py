@@ -69,7 +69,10 @@ def given_real(value: object, gt: float, hi: float, what: str) -> float:
 
     from dgmkit.errors import ConfigError
 
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    if not ok or not gt < float(value) <= hi:  # type: ignore[arg-type]
-        raise ConfigError(f"{what} must be a finite number > {gt:g} and <= {hi:g}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    try:
+        f = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer beyond float's range
+        f = math.inf
+    if not (math.isfinite(f) and gt < f <= hi):
+        raise ConfigError(f"{what} must be a finite number > {gt:g} and <= {hi:g}, got {str(value)[:40]}")
+    return f

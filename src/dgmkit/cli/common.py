@@ -174,7 +174,31 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
                 else "Point --data-dir at the original files"
             )
         )
+    _check_as_recorded(run, dataset)
     return dataset
+
+
+def _check_as_recorded(run: Run, dataset: Dataset) -> None:
+    """The data's shape and levels must be those the run recorded, and the transform it recorded
+    the one its model's family takes for them (a record edited from dynamic-binarize to integers
+    scored integers by a Bernoulli: a positive log-likelihood)."""
+    cfg, record = run.cfg.data, run.record["data"]
+    want = tuple(record["event_shape"])
+    if dataset.event_shape != want:
+        source = f"the data of {cfg.codes_of}" if cfg.codes_of else cfg.dataset
+        raise DataError(f"{source} now have shape {dataset.event_shape}, but the run was trained on {want}")
+    if dataset.num_levels != record["num_levels"]:
+        what = lambda n: "continuous values" if n is None else f"{n} levels"  # noqa: E731
+        raise DataError(
+            f"{cfg.dataset} now holds {what(dataset.num_levels)}, but the run was trained on {what(record['num_levels'])}: "
+            "the data changed after training"
+        )
+    chosen = run.cfg.model.transform(dataset, cfg.binarize).kind
+    if chosen != record["transform"]:
+        raise DataError(
+            f"the run records its data transformed as {record['transform']!r}, but its model ({run.cfg.family}) takes "
+            f"{cfg.codes_of or cfg.dataset} as {chosen!r}: its record was edited, or the data changed after training"
+        )
 
 
 def split_data(
@@ -183,25 +207,7 @@ def split_data(
     """The split of a run's dataset (``dataset`` if already read with ``run_data``), transformed
     as the model scores it (with the fixed held-out noise seed for stochastic binarization or
     dequantization), and its labels."""
-    cfg = run.cfg.data
     dataset = dataset if dataset is not None else run_data(run, data_dir, data)
-    want = tuple(run.record["data"]["event_shape"])
-    if dataset.event_shape != want:
-        source = f"the data of {cfg.codes_of}" if cfg.codes_of else cfg.dataset
-        raise DataError(f"{source} now have shape {dataset.event_shape}, but the run was trained on {want}")
-    levels = run.record["data"]["num_levels"]
-    if dataset.num_levels != levels:
-        what = lambda n: "continuous values" if n is None else f"{n} levels"  # noqa: E731
-        raise DataError(
-            f"{cfg.dataset} now holds {what(dataset.num_levels)}, but the run was trained on {what(levels)}: "
-            "the data changed after training"
-        )
-    recorded, chosen = run.record["data"]["transform"], run.cfg.model.transform(dataset, cfg.binarize).kind
-    if chosen != recorded:  # (a record edited by hand: integers scored by a Bernoulli gave a positive log-likelihood)
-        raise DataError(
-            f"the run records its data transformed as {recorded!r}, but its model ({run.cfg.family}) takes "
-            f"{cfg.codes_of or cfg.dataset} as {chosen!r}: its record was edited, or the data changed after training"
-        )
     s = dataset.split(split)
     x = run.transform(s.x, torch.Generator().manual_seed(VALID_SEED))  # on the CPU: the same noise on any device
     return x.to(run.device), None if s.y is None else s.y.to(run.device)

@@ -337,7 +337,7 @@ def run_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     inputs = attach_inputs(run, args)
     _EVALS.kept(run.path)  # a foreign evals.json or eval.json is refused before any work
-    own_result_file(run.path / "eval.json", "estimate", "evaluate again")
+    own_result_file(run.path / "eval.json", "nll", "evaluate again")  # (dgmkit 0.1's had no estimate)
     result = evaluate_run(
         run, args.split, args.iw_samples, args.time_samples, args.limit, args.seed, args.data_dir, args.data,
         inputs=inputs, orders=args.orders, keep_orders=True,

@@ -207,14 +207,18 @@ def _status(run: Callable[[], int]) -> int:
         _say_error(_OUT_OF_MEMORY)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") in ("0", ""):  # under torchrun every rank is interrupted: rank 0 says it
-            print("dgm: interrupted", file=sys.stderr)
+        _say_interrupted()
         return 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: a bug, said as such
         if _out_of_memory(e):
             _say_error(f"{_OUT_OF_MEMORY} ({_allocation(e)})")
             return EXIT_USER_ERROR
         return _report_bug(e)
+
+
+def _say_interrupted() -> None:
+    if os.environ.get("RANK", "0") in ("0", ""):  # under torchrun every rank is interrupted: rank 0 says it
+        print("dgm: interrupted", file=sys.stderr)
 
 
 _OUT_OF_MEMORY = "out of memory: the sizes asked for (batch, samples, images) need more memory than this machine has"
@@ -226,7 +230,7 @@ def _out_of_memory(e: Exception) -> bool:
     import torch
 
     return isinstance(e, torch.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(e)
+        isinstance(e, RuntimeError) and "DefaultCPUAllocator:" in str(e) and "memory" in str(e)  # (Windows: "not enough")
     )
 
 
@@ -252,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version and usage errors end here
         return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
     except KeyboardInterrupt:  # while the commands' modules load
-        print("dgm: interrupted", file=sys.stderr)
+        _say_interrupted()
         return 130
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     args._argv = argv

@@ -24,7 +24,7 @@ from dgmkit.cli.common import (
     to_display,
 )
 from dgmkit.cli.evaluate import _EVALS, protocol_key
-from dgmkit.cli.figures import draw_samples, latent_scatter, reconstruction_pairs
+from dgmkit.cli.figures import MAX_SAMPLE_STEPS, draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
 from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the .html file to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     add_count_flag(p, "--samples", 0, 400, default=16, help="images sampled per run (0: none)")
-    add_count_flag(p, "--steps", 1, 100_000, help="diffusion models: sampling steps (default: the model's)")
+    add_count_flag(p, "--steps", 1, MAX_SAMPLE_STEPS, help="diffusion models: sampling steps (default: the model's)")
     p.add_argument("--no-figures", action="store_true", help="leave out the figures (no model passes, no data read)")
     p.add_argument("--title", default="dgmkit report", help="the page's title")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the samples and of the images shown")

@@ -34,6 +34,7 @@ from dgmkit.cli.compress import read_pngs
 from dgmkit.cli.evaluate import estimate_samples
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
+from dgmkit.data import Dataset
 from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.estimates import log_likelihoods
@@ -62,12 +63,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_score)
 
 
-def _inputs(paths: list[str], run: Run) -> tuple[torch.Tensor, list[str]]:
-    """The inputs as the run's raw data (float32, NaN: missing) and a name for each."""
+def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[torch.Tensor, list[str]]:
+    """The inputs as the run's raw data (float32, NaN: missing) and a name for each; ``table``: the
+    run's own table, whose columns encode a table given as the input."""
     event = tuple(run.record["data"]["event_shape"])
     if len(paths) == 1 and not paths[0].lower().endswith(".png"):
-        table = Path(paths[0]).suffix.lower() in TABLE_SUFFIXES  # encoded with the columns of the run's own table
-        data, _ = read_input_file(paths[0], run, run_data(run).columns if table else (), "score")
+        data, _ = read_input_file(paths[0], run, table.columns if table is not None else (), "score")
         return data, [str(i) for i in range(len(data))]
     if len(event) != 3 or event[0] != 1:
         raise DataError(f"PNG images are single-channel pictures; the run's data have shape {event}: give a data file")
@@ -107,7 +108,9 @@ def run_score(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out must name a .csv file, got {out}")
     run = load_run(args.run_dir, device=args.device)
     out = check_new_output(out, args.force, inputs=[*args.inputs, *run_inputs(run)], protected=run_files(args.run_dir))
-    x, names = _inputs(args.inputs, run)
+    given_table = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in TABLE_SUFFIXES
+    table = run_data(run) if given_table else None  # read once: its columns, and what its numbers are of
+    x, names = _inputs(args.inputs, run, table)
     log_px, bpd = score_inputs(run, x, args.k, args.seed)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -118,6 +121,7 @@ def run_score(args: argparse.Namespace) -> int:
     kind = estimate_words(run.model.estimate_kind, run.transform.kind)
     unit = "" if bpd is None else f", {float(np.mean(bpd)):.4f} bits/dim"
     say(f"scored {len(names)} inputs: mean log p(x) {float(np.mean(log_px)):.3f} nats{unit} ({kind}) -> {out}")
-    if len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in TABLE_SUFFIXES:
-        say(standardized_note(run_data(run)) or "")
+    note = standardized_note(table) if table is not None else None
+    if note:
+        say(note)
     return 0

@@ -270,9 +270,7 @@ def train_run(
     if family.needs_init_data and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
     if resume:  # the run's checkpoint bounds the model config.json describes (before it is built)
-        last = out / "checkpoint.safetensors"
-        state = load_checkpoint(last)["model"]
-        check_weights_fit(cfg, dataset.event_shape, dataset.num_levels, state, last, str(out / "config.json"))
+        _check_resumed_fit(cfg, dataset, out)
     model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
     fitted = _with_kept_labels(cfg, dataset)
     with RunFolder(out, fresh=not resume, restart=restart) if ctx.is_main else contextlib.nullcontext():
@@ -299,6 +297,14 @@ def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
     seed = cfg.optim.seed if cfg.data.labels_seed is None else cfg.data.labels_seed
     train = keep_labels(dataset.train, cfg.data.labels, classes, seed)
     return dataclasses.replace(dataset, train=train)
+
+
+def _check_resumed_fit(cfg: RunConfig, dataset: Dataset, out: Path) -> None:
+    """The resumed run's checkpoint must hold the model its config.json describes (checked before
+    it is built; the tensors read here are let go at once, Trainer.resume reads them again)."""
+    last = out / "checkpoint.safetensors"
+    state = load_checkpoint(last)["model"]
+    check_weights_fit(cfg, dataset.event_shape, dataset.num_levels, state, last, str(out / "config.json"))
 
 
 def _resumable_run_id(

@@ -200,29 +200,35 @@ def check_weights_fit(
     source: Path,
     described_by: str = "its record",
 ) -> None:
-    """The model ``cfg`` describes must take a checkpoint's tensors ``state`` (``load_weights``'s
-    check), checked on a copy built on the meta device, which holds no memory: a record edited to
-    describe a model of billions of weights is refused by what its file holds before the model
-    is built. A family whose construction computes on its tensors (PPCA) cannot be built there;
-    its model is checked once built, by ``load_weights``."""
-    try:
-        with torch.device("meta"):
-            probe = build_model(cfg, event_shape, num_levels)
-    except (RuntimeError, NotImplementedError):
-        return
-    load_weights(probe, {k: v.to("meta") if torch.is_tensor(v) else v for k, v in state.items()}, source, described_by)
+    """The model ``cfg`` describes must have a checkpoint's tensors ``state`` (their names,
+    shapes and dtypes), checked on a copy built on the meta device, which holds no memory: a
+    record edited to describe a model of billions of weights is refused by what its file holds
+    before the model is built (every family builds there: tests/test_safety_cli.py)."""
+    with torch.device("meta"):
+        probe = build_model(cfg, event_shape, num_levels)
+    meta = {k: v.to("meta") if torch.is_tensor(v) else v for k, v in state.items()}
+    load_weights(probe, meta, source, described_by, assign=True)  # (assigned: the probe's masks may be CPU tensors)
 
 
-def load_weights(model: torch.nn.Module, state: dict, source: Path, described_by: str = "its record") -> None:
-    """Load a checkpoint's tensors into ``model``, or one CheckpointError line saying how they
-    differ from the model that ``described_by`` describes."""
+def load_weights(
+    model: torch.nn.Module, state: dict, source: Path, described_by: str = "its record", assign: bool = False
+) -> None:
+    """Load a checkpoint's tensors into ``model`` (``assign``: as its tensors, not copied into
+    them), or one CheckpointError line saying how they differ from the model that
+    ``described_by`` describes. (Through ``load_state_dict``: older runs' tensor names are
+    mapped by the modules' own hooks.)"""
     check_dtypes(model, state, source)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(state, assign=assign)
         return
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-    own = model.state_dict()
+    parts = _differences(model.state_dict(), state)
+    raise CheckpointError(f"{source} does not fit the model {described_by} describes: {', '.join(parts) or first[:300]}")
+
+
+def _differences(own: dict, state: dict) -> list[str]:
+    """How a checkpoint's tensors ``state`` differ from a model's ``own``, in a few words each."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
@@ -230,7 +236,7 @@ def load_weights(model: torch.nn.Module, state: dict, source: Path, described_by
     for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
         if keys:
             parts.append(f"{len(keys)} tensors {what} (e.g. {keys[0]})")
-    raise CheckpointError(f"{source} does not fit the model {described_by} describes: {', '.join(parts) or first[:300]}")
+    return parts
 
 
 def check_same_run(

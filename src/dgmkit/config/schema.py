@@ -375,11 +375,11 @@ def load_config_file(path: str | Path) -> dict:
     path = Path(path)
     try:
         raw = read_regular(path, MAX_CONFIG_BYTES)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
         text = raw.decode()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
     try:
         values = parse_json(text) if path.suffix == ".json" else tomllib.loads(text)
     except RecursionError:

@@ -199,10 +199,11 @@ class MADEARM(AutoregressiveModel):
         if k == self._current:
             return
         if self.masks == 1 and not self.random_order:
-            self.made.set_order(torch.arange(self.num_dims))
+            self.made.set_order(torch.arange(self.num_dims, device="cpu"))
         else:
             g = torch.Generator().manual_seed(self.seed * 1000 + k)
-            order = torch.randperm(self.num_dims, generator=g) if self.random_order else torch.arange(self.num_dims)
+            natural = torch.arange(self.num_dims, device="cpu")
+            order = torch.randperm(self.num_dims, generator=g, device="cpu") if self.random_order else natural
             self.made.set_order(order, generator=g if self.masks > 1 else None)
         self._current = k
 

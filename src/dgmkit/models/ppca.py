@@ -39,7 +39,7 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         if mu.shape != (D,):
             raise ValueError(f"mu must have shape ({D},), got {tuple(mu.shape)}")
         sigma2 = torch.as_tensor(sigma2, dtype=W.dtype)
-        if not sigma2 > 0:
+        if not sigma2.is_meta and not sigma2 > 0:  # (built on the meta device, it holds no value to check)
             raise ValueError(f"sigma2 must be > 0, got {float(sigma2)}")
         self.W = nn.Parameter(W.clone())
         self.mu = nn.Parameter(mu.clone())

@@ -75,12 +75,13 @@ class MADE(nn.Module):
         self.direct = MaskedLinear(features, params_per_dim * features, bias=False) if direct else None
         self.act = activation(act)
         self.register_buffer("order", torch.arange(features))
-        self.set_order(torch.arange(features) if order is None else order)
+        self.set_order(torch.arange(features, device="cpu") if order is None else order)
 
     def set_order(self, order: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Use input ``order`` (order[d] = position of input d, a permutation of range(D)).
-        Hidden degrees are spread evenly over [1, D-1], or drawn at random with ``generator``."""
-        order = torch.as_tensor(order, dtype=torch.long).cpu()
+        Hidden degrees are spread evenly over [1, D-1], or drawn at random with ``generator``.
+        The masks are worked out on the CPU (also where the model is built on the meta device)."""
+        order = torch.as_tensor(order, dtype=torch.long, device="cpu")
         if sorted(order.tolist()) != list(range(self.features)):
             raise ValueError(f"order must be a permutation of range({self.features}), got {order.tolist()}")
         self.order.copy_(order)
@@ -92,9 +93,9 @@ class MADE(nn.Module):
         for layer in hidden:
             n = layer.out_features
             if generator is None:  # evenly over [1, D-1], both ends: every input reaches the last output
-                deg = torch.linspace(low, max(low, d - 1), n).round().long()
+                deg = torch.linspace(low, max(low, d - 1), n, device="cpu").round().long()
             else:
-                deg = torch.randint(low, max(low, d - 1) + 1, (n,), generator=generator)
+                deg = torch.randint(low, max(low, d - 1) + 1, (n,), generator=generator, device="cpu")
             degrees.append(deg)
         for layer, (a, b) in zip(hidden, zip(degrees[:-1], degrees[1:])):
             layer.set_mask(b[:, None] >= a[None, :])

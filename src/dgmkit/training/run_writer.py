@@ -209,11 +209,11 @@ class RunFolder:
         return self
 
     def __exit__(self, kind: object, value: object, tb: object) -> None:
+        if kind is not None or value is not None:
+            self._cleanup()  # under the lock: a restart that takes it next finds the folder as left
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-        if kind is not None or value is not None:
-            self._cleanup()
 
     def _cleanup(self) -> None:
         """After a failed or interrupted fresh run: remove what this call wrote if no checkpoint

@@ -41,7 +41,7 @@ def _coupling_net(mask: torch.Tensor, n_params: int, hidden: Sequence[int], cont
 
 
 def _half_mask(features: int) -> torch.Tensor:
-    return (torch.arange(features) < (features + 1) // 2).float()
+    return (torch.arange(features, device="cpu") < (features + 1) // 2).float()
 
 
 def nice(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:

@@ -26,7 +26,7 @@ def soft_clamp(raw: torch.Tensor, bound: float) -> torch.Tensor:
 
 def alternating_mask(features: int, parity: int = 0) -> torch.Tensor:
     """(D,) mask 1, 0, 1, ... (or 0, 1, 0, ... with parity 1)."""
-    return ((torch.arange(features) + parity) % 2 == 0).float()
+    return ((torch.arange(features, device="cpu") + parity) % 2 == 0).float()  # (on the CPU: a structure, not a state)
 
 
 def checkerboard_mask(height: int, width: int, parity: int = 0) -> torch.Tensor:

@@ -15,7 +15,7 @@ class Permutation(Bijection):
 
     def __init__(self, perm: torch.Tensor):
         super().__init__()
-        perm = torch.as_tensor(perm, dtype=torch.long)
+        perm = torch.as_tensor(perm, dtype=torch.long, device="cpu")  # (a structure: also where built on meta)
         if sorted(perm.tolist()) != list(range(len(perm))):
             raise ValueError("perm must be a permutation of range(len(perm))")
         self.register_buffer("perm", perm)
@@ -23,11 +23,11 @@ class Permutation(Bijection):
 
     @classmethod
     def reverse(cls, features: int) -> "Permutation":
-        return cls(torch.arange(features - 1, -1, -1))
+        return cls(torch.arange(features - 1, -1, -1, device="cpu"))
 
     @classmethod
     def random(cls, features: int, generator: torch.Generator | None = None) -> "Permutation":
-        return cls(torch.randperm(features, generator=generator))
+        return cls(torch.randperm(features, generator=generator, device="cpu"))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return x[:, self.perm], x.new_zeros(x.shape[0])
