@@ -271,3 +271,14 @@ def test_a_v0_1_checkpoint_re_saved_by_this_dgmkit_loads_identically(tmp_path):
     assert again.cfg == run.cfg and "migrated_from" not in again.record
     x = _inputs(run, "vae-mog")
     torch.testing.assert_close(reference_log_p(again, x), reference_log_p(run, x), rtol=0, atol=0)
+
+
+def test_dgm_eval_replaces_the_eval_json_that_dgmkit_0_1_wrote(tmp_path, capsys):
+    """dgmkit 0.1's eval.json had no 'estimate' (elbo, nll, exact, note, split, checkpoint): it is
+    dgmkit's own, replaced by a new evaluation, not refused as a foreign file."""
+    folder = tmp_path / "vae"
+    shutil.copytree(RUNS / "vae", folder)
+    old = {"elbo": -30.1, "nll": 29.5, "exact": False, "note": "k=10", "split": "test", "checkpoint": "best.safetensors"}
+    (folder / "eval.json").write_text(json.dumps(old))
+    assert main(["eval", str(folder), "--iw-samples", "5"]) == 0, capsys.readouterr().err
+    assert json.loads((folder / "eval.json").read_text())["estimate"] == "importance-sampled"
