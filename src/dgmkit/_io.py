@@ -207,18 +207,8 @@ def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool =
         if not target.exists():
             os.rename(tmp, target)  # one step: the whole folder appears at once
             tmp = None
-        else:  # one by one: on an error or an interrupt, the new files already moved go again
-            moved: list[str] = []
-            try:
-                for n in names:
-                    os.replace(tmp / n, target / n)
-                    moved.append(n)
-            except BaseException:
-                for n in moved:
-                    if n not in clash:
-                        with contextlib.suppress(OSError):
-                            os.unlink(target / n)
-                raise
+        else:
+            _move_into(tmp, target, names, new=set(names) - set(clash))
         done = True
     except OSError as e:
         raise DgmError(describe_os_error(e, target, "write")) from None
@@ -227,6 +217,22 @@ def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool =
             shutil.rmtree(tmp, ignore_errors=True)
         if not done:
             _remove_empty(made)
+
+
+def _move_into(tmp: Path, target: Path, names: list[str], new: set[str]) -> None:
+    """The files ``names`` moved from ``tmp`` into the existing folder ``target`` one by one; on
+    an error or an interrupt, those of them that were ``new`` there and already moved go again."""
+    moved: list[str] = []
+    try:
+        for n in names:
+            os.replace(tmp / n, target / n)
+            moved.append(n)
+    except BaseException:
+        for n in moved:
+            if n in new:
+                with contextlib.suppress(OSError):
+                    os.unlink(target / n)
+        raise
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -132,18 +132,20 @@ def _num(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+_ESTIMATE_NOTES = {  # what each kind of estimate's numbers are
+    "reconstruction": "this model defines no density over x: no ELBO, NLL or bits/dim",
+    "bound": "both numbers are lower bounds on log p(x) (as -NLL); the bound tightens as k grows",
+    "importance-sampled": "the NLL estimate is a stochastic upper bound that tends to the true NLL as k grows",
+    "exact": "the NLL is exact",
+    "order-mixture": "the NLL is exact: -log of the uniform mixture of the orders drawn with the seed, each an "
+    "autoregressive model from the same network; -ELBO is the mean of the per-order NLLs, an upper bound on it",
+    "time-sampled": "the NLL is an upper bound (-ELBO), estimated without importance sampling: the mean of the "
+    "bound's terms at sampled times; more times lower its noise, not the bound",
+}
+
+
 def _notes(r: dict) -> list[str]:
-    notes = {
-        "reconstruction": "this model defines no density over x: no ELBO, NLL or bits/dim",
-        "bound": "both numbers are lower bounds on log p(x) (as -NLL); the bound tightens as k grows",
-        "importance-sampled": "the NLL estimate is a stochastic upper bound that tends to the true NLL as k grows",
-        "exact": "the NLL is exact",
-        "order-mixture": "the NLL is exact: -log of the uniform mixture of the orders drawn with the seed, each an "
-        "autoregressive model from the same network; -ELBO is the mean of the per-order NLLs, an upper bound on it",
-        "time-sampled": "the NLL is an upper bound (-ELBO), estimated without importance sampling: the mean of the "
-        "bound's terms at sampled times; more times lower its noise, not the bound",
-    }
-    out = [notes[r["estimate"]]]
+    out = [_ESTIMATE_NOTES[r["estimate"]]]
     if one_draw_bound(r["estimate"], r.get("transform", "")):  # exact of y = (k + u) / L, not of k
         out = [
             f"exact for the uniformly dequantized data; for the {r['num_dims']}-D integer data an upper bound on the NLL "
