@@ -6,13 +6,10 @@ import copy
 import json
 import math
 import shutil
-import struct
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from dgmkit.cli.common import split_data
 from dgmkit.cli.main import main
@@ -23,6 +20,7 @@ from dgmkit.errors import CheckpointError
 from dgmkit.evaluation import evaluate
 from dgmkit.families import FAMILIES
 from dgmkit.training import save_checkpoint
+from run_records import rewrite_records
 
 RUNS = Path(__file__).resolve().parent / "data" / "runs_v0_1"
 EXPECTED = json.loads((RUNS / "expected.json").read_text())
@@ -229,18 +227,6 @@ def test_a_crafted_old_record_is_refused_by_name(config, version):
         raise AssertionError("accepted")
 
 
-def _rewrite_checkpoints(folder: Path, edit) -> None:
-    """Store an edited run record in every checkpoint of a run folder (tensors unchanged)."""
-    for path in folder.glob("*.safetensors"):
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            meta = dict(json.loads(f.read(n))["__metadata__"])
-        meta["config"] = json.dumps(edit(json.loads(meta["config"])))
-        path.write_bytes(st_save(st_load(path.read_bytes()), metadata=meta))
-    config = folder / "config.json"  # the run's own record says the same (else: "different runs")
-    config.write_text(json.dumps(edit(json.loads(config.read_text()))))
-
-
 @pytest.mark.parametrize(
     "edit, needle",
     [
@@ -255,7 +241,7 @@ def _rewrite_checkpoints(folder: Path, edit) -> None:
 def test_load_run_refuses_a_bad_record_with_a_checkpoint_error(edit, needle, tmp_path):
     folder = tmp_path / "vae"
     shutil.copytree(RUNS / "vae", folder)
-    _rewrite_checkpoints(folder, edit)
+    rewrite_records(folder, edit)
     with pytest.raises(CheckpointError, match=needle):
         load_run(folder)
 

@@ -17,7 +17,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 
 from dgmkit._io import atomic_folder, check_new_output, to_json
@@ -26,6 +25,7 @@ from dgmkit.config import RunConfig, load_config_file, migrate_record
 from dgmkit.errors import CheckpointError, ConfigError, DgmError
 from dgmkit.training import RunFolder, load_checkpoint, read_metadata, save_checkpoint
 from family_variants import family_variants, variant_id
+from run_records import rewrite_records
 
 TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--batch-size", "256", "--quiet"]
 
@@ -964,17 +964,12 @@ def test_a_record_whose_data_transform_is_not_its_models_is_refused(vae_copy, ca
     """The transform is recorded, and the model's family chooses it from the data: a record edited
     to another (both files alike) scored integers by a Bernoulli, a positive log-likelihood."""
 
-    def edited(text: str) -> str:
-        record = json.loads(text)
+    def edited(record: dict) -> dict:
         assert record["data"]["transform"] == "dynamic-binarize"
         record["data"]["transform"] = kind
-        return json.dumps(record)
+        return record
 
-    best = vae_copy / "best.safetensors"  # what dgm eval reads
-    ckpt, meta = load_checkpoint(best), read_metadata(best)
-    meta["config"] = edited(meta["config"])
-    best.write_bytes(st_save({f"model/{k}": v for k, v in ckpt["model"].items()}, metadata=meta))
-    (vae_copy / "config.json").write_text(edited((vae_copy / "config.json").read_text()))
+    rewrite_records(vae_copy, edited)
     for command in (["eval", vae_copy, "--iw-samples", "2"], ["ood", vae_copy, "--ood", "digits", "--limit", "5"]):
         code, _, err = run(capsys, *command)  # (every command that reads the run's data: checked where they enter)
         assert_one_error_line(code, err, f"records its data transformed as '{kind}'", "'dynamic-binarize'")
@@ -1003,19 +998,14 @@ def test_a_record_describing_a_model_its_checkpoint_does_not_hold_is_refused_bef
     of tens of GB: it is checked against the checkpoint's tensors on the meta device and refused,
     never built in memory."""
 
-    def edited(text: str) -> str:
-        record = json.loads(text)
+    def edited(record: dict) -> dict:
         record["config"]["model"]["hidden"] = [4096] * 8
-        return json.dumps(record)
+        return record
 
     resumed = vae_copy.parent / "resumed"
     shutil.copytree(vae_copy, resumed)
-    (resumed / "config.json").write_text(edited((resumed / "config.json").read_text()))
-    for path in vae_copy.glob("*.safetensors"):
-        tensors, meta = st_load_file(path), read_metadata(path)
-        meta["config"] = edited(meta["config"])
-        path.write_bytes(st_save(tensors, metadata=meta))
-    (vae_copy / "config.json").write_text(edited((vae_copy / "config.json").read_text()))
+    (resumed / "config.json").write_text(json.dumps(edited(json.loads((resumed / "config.json").read_text()))))
+    rewrite_records(vae_copy, edited)
     devices = _spy_builds(monkeypatch)
     code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "2")
     assert_one_error_line(code, err, "best.safetensors does not fit the model its record describes", "of another shape")

@@ -1,0 +1,23 @@
+"""Editing a run's records in a test: the run record stored in every checkpoint of a run folder
+and in its config.json, changed alike (the commands compare the two)."""
+
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+
+def rewrite_records(folder: Path, edit: Callable[[dict], dict]) -> None:
+    """``edit`` applied to the run record of every checkpoint in ``folder`` (tensors unchanged)
+    and to its config.json."""
+    for path in folder.glob("*.safetensors"):
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            meta = dict(json.loads(f.read(n))["__metadata__"])
+        meta["config"] = json.dumps(edit(json.loads(meta["config"])))
+        path.write_bytes(st_save(st_load(path.read_bytes()), metadata=meta))
+    config = folder / "config.json"
+    config.write_text(json.dumps(edit(json.loads(config.read_text()))))
