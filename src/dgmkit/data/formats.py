@@ -17,6 +17,7 @@ floats (16, 32 or 64 bits), in C or Fortran order, with no zero in the shape. Co
 strings, datetimes, timedeltas, objects and structured records are refused.
 """
 
+import contextlib
 import io
 import math
 import os
@@ -25,13 +26,14 @@ import struct
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 from numpy.typing import DTypeLike
 
+from dgmkit import _io
 from dgmkit._io import NotRegularFile, describe_os_error, open_regular
 from dgmkit.errors import DataError
 
@@ -94,11 +96,11 @@ def _alloc(n: int, path: Path) -> bytearray:
         raise DataError(f"{_show(path)}: not enough memory to read {n} bytes") from None
 
 
-def _open_regular(path: Path) -> io.BufferedReader:
-    """``path`` opened for reading, if it is a regular file (never a FIFO or device that could
-    block or never end)."""
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """What opening or reading ``path`` raises, as one DataError line that names it."""
     try:
-        return open_regular(path)
+        yield
     except NotRegularFile:
         raise DataError(f"{_show(path)}: not a regular file") from None
     except OSError as e:
@@ -107,14 +109,18 @@ def _open_regular(path: Path) -> io.BufferedReader:
         raise DataError(f"{_show(path)}: not a valid file name") from None
 
 
+def _open_regular(path: Path) -> io.BufferedReader:
+    """``path`` opened for reading, if it is a regular file (never a FIFO or device that could
+    block or never end)."""
+    with _reading(path):
+        return open_regular(path)
+
+
 def read_regular(path: Path, limit: int) -> bytes:
     """At most ``limit + 1`` bytes of the regular file ``path`` (the caller refuses more than
     ``limit``), as ``_io.read_regular``; every failure a DataError."""
-    with _open_regular(path) as f:
-        try:
-            return f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
-        except OSError as e:
-            raise DataError(describe_os_error(e, _show(path), "read")) from None
+    with _reading(path):
+        return _io.read_regular(path, limit)
 
 
 def _read_all(f: io.BufferedReader, path: Path) -> bytearray:
