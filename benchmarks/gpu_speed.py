@@ -17,8 +17,15 @@ the timed part during which the GPU was busy (``nvidia-smi`` sampled every 0.1 s
 exists). Then the importance-sampled NLL of the gated VAE (untrained weights: the time does not
 depend on them): dgmkit's ``importance_sampled_log_likelihood`` against a plain chunked loop.
 
+With ``--profile DIR`` each contender then runs its timed steps once more under
+``torch.profiler``, to show where a contender's time per step goes that another's does not: a
+line per contender (per step: the time under the profiler, the outermost operators and, on a
+GPU, the device kernels, their summed time and its share of the step) and, in
+``DIR/MODEL--CONTENDER.txt``, the outermost host events by host time and the kernels by count.
+
     python benchmarks/gpu_speed.py [--device auto] [--models gated-vae,pixelcnn] [--steps 200]
         [--eval-images 10000] [--k 5000] [--no-compile] [--precision auto] [--contenders ...]
+        [--profile DIR]
 
 On a CPU the compiled contenders take minutes to compile (``--no-compile`` leaves them out) and
 CUDA graphs are skipped. Data: binarized MNIST (and 8-bit MNIST for RealNVP) from $DGMKIT_DATA.
@@ -112,6 +119,66 @@ def timed(device: torch.device, fn) -> tuple[float, float | None]:
     return seconds, meter.utilization()
 
 
+class Profile:
+    """Where the time of ``steps`` training steps goes, from ``torch.profiler`` (``--profile``)."""
+
+    def __init__(self, out: Path, name: str, label: str):
+        self.out, self.name, self.label = out, name, label
+        self.summary: str | None = None
+
+    def __call__(self, device: torch.device, fn, steps: int) -> None:
+        """Run ``fn()`` (``steps`` steps, already warmed up) under the profiler: one line in
+        ``summary``, the tables in ``out/NAME--LABEL.txt``."""
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        _sync(device)
+        with profile(activities=activities) as prof:
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            seconds = time.perf_counter() - t0
+        self.summary, tables = profile_summary(prof.events(), seconds, steps, device.type == "cuda")
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / f"{self.name}--{self.label.replace(' ', '-')}.txt"
+        path.write_text(f"{self.name}, {self.label}: {self.summary}\n\n{tables}")
+
+
+def profile_summary(events, seconds: float, steps: int, gpu: bool) -> tuple[str, str]:
+    """A line (per step: wall time under the profiler, top-level operators, device kernels, their
+    summed time and its share of the wall time) and the tables of operators by host time and by
+    count, from a profile of ``steps`` steps that took ``seconds``."""
+    from torch.autograd import DeviceType
+
+    top = [e for e in events if e.device_type == DeviceType.CPU and e.cpu_parent is None]  # each thread's outermost
+    ops = [e for e in top if e.name.startswith("aten::")]
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    kernel_us = sum(e.device_time for e in kernels)
+    per = 1e6 / steps
+    line = f"{seconds * per:8.1f} us a step under the profiler, {len(ops) / steps:6.1f} top-level aten ops a step"
+    if gpu:
+        line += (f", {len(kernels) / steps:6.1f} kernels a step taking {kernel_us / steps:8.1f} us "
+                 f"({kernel_us / 1e6 / seconds:.0%} of the step)")  # fmt: skip
+    by_host: dict[str, list[float]] = {}
+    for e in top:  # their host time includes what they called
+        row = by_host.setdefault(e.name, [0, 0.0])
+        row[0] += 1
+        row[1] += e.cpu_time_total
+    rows = sorted(by_host.items(), key=lambda kv: -kv[1][1])
+    lines = [f"{'outermost host event':<64}{'calls a step':>14}{'host us a step':>16}"]
+    lines += [f"{name[:63]:<64}{n / steps:14.2f}{us / steps:16.1f}" for name, (n, us) in rows[:40]]
+    by_kernel: dict[str, list[float]] = {}
+    for e in kernels:
+        row = by_kernel.setdefault(e.name, [0, 0.0])
+        row[0] += 1
+        row[1] += e.device_time
+    if by_kernel:
+        lines += ["", f"{'device kernel':<80}{'launches a step':>17}{'us a step':>11}"]
+        for name, (n, us) in sorted(by_kernel.items(), key=lambda kv: -kv[1][0])[:40]:
+            lines.append(f"{name[:79]:<80}{n / steps:17.2f}{us / steps:11.1f}")
+    return line, "\n".join(lines) + "\n"
+
+
 def setting_up(name: str, device: torch.device, data: str) -> tuple:
     preset, overrides = MODELS[name]
     values = {**load_config_file(CONFIGS / preset), **overrides, "device": device.type, "data_dir": data}
@@ -127,8 +194,17 @@ def fresh_model(cfg: RunConfig, dataset, init, device: torch.device) -> torch.nn
 
 
 def time_trainer(
-    cfg, dataset, transform, init, device, steps: int, precision: str, compile: bool, channels_last: bool = False
-) -> float:
+    cfg,
+    dataset,
+    transform,
+    init,
+    device,
+    steps: int,
+    precision: str,
+    compile: bool,
+    channels_last: bool = False,
+    profile: Profile | None = None,
+) -> tuple[float, float | None]:
     """images/s of the Trainer over one epoch of ``steps`` steps, after a warm-up epoch."""
     b = cfg.optim.batch_size
     rows = dataset.train.x[: steps * b]
@@ -140,10 +216,15 @@ def time_trainer(
     trainer.fit()  # warm-up (and compilation)
     trainer.epochs = 2
     seconds, busy = timed(device, trainer.fit)
+    if profile is not None:
+        trainer.epochs = 3
+        profile(device, trainer.fit, steps)
     return steps * b / seconds, busy
 
 
-def time_plain(cfg, dataset, transform, init, device, steps: int, precision: str, mode: str) -> float:
+def time_plain(
+    cfg, dataset, transform, init, device, steps: int, precision: str, mode: str, profile: Profile | None = None
+) -> tuple[float, float | None]:
     """images/s of a minimal loop over the same model, at the Trainer's precision (autocast):
     ``mode`` eager, compile or graphs."""
     model = fresh_model(cfg, dataset, init, device).train()
@@ -176,6 +257,8 @@ def time_plain(cfg, dataset, transform, init, device, steps: int, precision: str
     with complete_data():  # (the data hold no missing entry: no look for one in each step)
         epoch()  # warm-up (and compilation)
         seconds, busy = timed(device, epoch)
+        if profile is not None:
+            profile(device, epoch, steps)
     return steps * b / seconds, busy
 
 
@@ -208,6 +291,8 @@ def main() -> None:
     ap.add_argument("--contenders", default=None, help=f"comma-separated, of: {names}")
     ap.add_argument("--no-compile", action="store_true", help="leave out the compiled contenders")
     ap.add_argument("--precision", default="auto", help="of every contender: auto (the Trainer's default), fp32, bf16")
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                    help="then profile each contender's timed steps: a line each, the tables into DIR")  # fmt: skip
     args = ap.parse_args()
     device = resolve_device(args.device)
     data = data_dir()
@@ -238,8 +323,9 @@ def main() -> None:
                 continue
             if gpu:
                 torch.cuda.reset_peak_memory_stats(device)
+            profile = Profile(args.profile, name, label) if args.profile is not None else None
             try:
-                rate, busy = run()
+                rate, busy = run(profile=profile)
             except Exception as e:  # noqa: BLE001 - a contender that cannot run is reported, the others go on
                 print(f"{name:<18}{label:<22}  failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}", flush=True)
                 continue
@@ -248,6 +334,8 @@ def main() -> None:
             ratio = f"{rate / base:8.2f}" if base else f"{'-':>8}"
             busy = "-" if busy is None else f"{busy:.0%}"
             print(f"{name:<18}{label:<22}{rate:10.0f}{ratio}{peak}{busy:>10}", flush=True)
+            if profile is not None and profile.summary is not None:
+                print(f"{'':<18}{'':<22}profile: {profile.summary}", flush=True)
     if args.k == 0:
         return
     # the importance-sampled NLL of the gated VAE, k draws per image
