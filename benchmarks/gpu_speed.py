@@ -21,7 +21,8 @@ With ``--profile DIR`` each contender then runs its timed steps once more under
 ``torch.profiler``, to show where a contender's time per step goes that another's does not: a
 line per contender (per step: the time under the profiler, the outermost operators and, on a
 GPU, the device kernels, their summed time and its share of the step) and, in
-``DIR/MODEL--CONTENDER.txt``, the outermost host events by host time and the kernels by count.
+``DIR/MODEL.txt``, each contender's outermost host events by host time and kernels by count
+(a file a model, added to where it is there).
 
     python benchmarks/gpu_speed.py [--device auto] [--models gated-vae,pixelcnn] [--steps 200]
         [--eval-images 10000] [--k 5000] [--no-compile] [--precision auto] [--contenders ...]
@@ -128,7 +129,7 @@ class Profile:
 
     def __call__(self, device: torch.device, fn, steps: int) -> None:
         """Run ``fn()`` (``steps`` steps, already warmed up) under the profiler: one line in
-        ``summary``, the tables in ``out/NAME--LABEL.txt``."""
+        ``summary``, the tables added to ``out/NAME.txt``."""
         from torch.profiler import ProfilerActivity, profile
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -140,8 +141,8 @@ class Profile:
             seconds = time.perf_counter() - t0
         self.summary, tables = profile_summary(prof.events(), seconds, steps, device.type == "cuda")
         self.out.mkdir(parents=True, exist_ok=True)
-        path = self.out / f"{self.name}--{self.label.replace(' ', '-')}.txt"
-        path.write_text(f"{self.name}, {self.label}: {self.summary}\n\n{tables}")
+        with (self.out / f"{self.name}.txt").open("a") as f:  # the model's contenders one after another
+            f.write(f"## {self.name}, {self.label}: {self.summary}\n\n{tables}\n")
 
 
 def profile_summary(events, seconds: float, steps: int, gpu: bool) -> tuple[str, str]:
