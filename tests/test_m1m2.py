@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from dgmkit.cli.common import run_inputs
 from dgmkit.cli.main import main
 from dgmkit.cli.train import _with_kept_labels
 from dgmkit.config import RunConfig, inputs, load_run
@@ -87,6 +88,27 @@ def test_latents_of_a_source_whose_data_file_changed_are_refused(tmp_path, capsy
     capsys.readouterr()
     assert main(["eval", str(m2), "--iw-samples", "2"]) == 1
     assert "now holds other data than" in capsys.readouterr().err
+
+
+def test_no_output_replaces_the_data_file_of_the_run_whose_latents_a_run_models(tmp_path, capsys):
+    """A command on a run of another run's latents reads that run's data file too: it is among
+    the run's inputs, which no output may replace, even with --force."""
+    digits = load_dataset("digits")
+    data = tmp_path / "data.npz"
+    np.savez(data, x=torch.cat([digits.split(s).x for s in ("train", "valid", "test")]).numpy(),
+             y=torch.cat([digits.split(s).y for s in ("train", "valid", "test")]).numpy())  # fmt: skip
+    m1, m2 = tmp_path / "m1", tmp_path / "m2"
+    assert main([*(a if a != "digits" else str(data) for a in VAE), "--binarize", "dynamic", "--out", str(m1)]) == 0
+    assert main([*M2, "--codes-of", str(m1), "--out", str(m2)]) == 0
+    inputs = {p.resolve() for p in run_inputs(load_run(m2))}
+    assert data.resolve() in inputs and (m1 / "config.json").resolve() in inputs
+    before = data.read_bytes()
+    ood = tmp_path / "ood.npy"  # latents of another kind
+    np.save(ood, np.random.default_rng(0).normal(3.0, 1.0, (20, 1, 1, M)).astype(np.float32))
+    capsys.readouterr()
+    assert main(["ood", str(m2), "--ood", str(ood), "--json", str(data), "--force"]) == 1
+    assert str(data) in capsys.readouterr().err
+    assert data.read_bytes() == before
 
 
 def test_latents_need_a_density_and_have_no_entries_to_remove(tmp_path, capsys):

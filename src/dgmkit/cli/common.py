@@ -18,8 +18,9 @@ from dgmkit import _lock
 from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, parse_json, read_regular
 from dgmkit.cli.argtypes import SEED, count
 from dgmkit.config import Run, load_run
-from dgmkit.config.inputs import attach_input, check_derived_current, run_dataset
-from dgmkit.config.run import holds_recorded_data
+from dgmkit.config.inputs import MAX_CHAIN, attach_input, check_derived_current, run_dataset
+from dgmkit.config.run import holds_recorded_data, recorded_config
+from dgmkit.config.schema import DataConfig
 from dgmkit.data import Dataset, default_data_dir
 from dgmkit.data.formats import read_arrays
 from dgmkit.data.registry import check_images, is_data_file
@@ -441,14 +442,23 @@ def standardized_note(dataset: Dataset) -> str | None:
 
 def run_inputs(run: Run, data: str | None = None) -> list[Path]:
     """The files a command on ``run`` reads besides the run folder, which no output may replace
-    (even with --force): its data file (or ``--data``), its table's schema, and the files of the
-    run whose data it models (``codes_of``)."""
-    d = run.cfg.data
+    (even with --force): its data file (or ``--data``), its table's schema, and, for a run on
+    the data of another run (``codes_of``), that run's files and the files it reads in turn."""
+    return _data_inputs(run.cfg.data, data, ())
+
+
+def _data_inputs(d: DataConfig, data: str | None, chain: tuple[Path, ...]) -> list[Path]:
     files = [Path(v) for v in (data, d.schema) if v]
     if d.dataset and is_data_file(d.dataset) and not data:
         files.append(Path(d.dataset))
     if d.codes_of:
         files += run_files(d.codes_of)
+        source = Path(d.codes_of).resolve()
+        if source not in chain and len(chain) < MAX_CHAIN:  # (a loop or a longer chain is refused where the data load)
+            try:
+                files += _data_inputs(recorded_config(source).data, None, (*chain, source))
+            except DgmError:  # an unreadable source run: the command says so itself when it makes its data
+                pass
     return files
 
 

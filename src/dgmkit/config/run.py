@@ -19,7 +19,7 @@ from dgmkit.errors import CheckpointError, ConfigError, DataError
 from dgmkit.models import GenerativeModel
 from dgmkit.objectives import Objective
 from dgmkit.training import load_checkpoint
-from dgmkit.training.checkpoint import check_dtypes
+from dgmkit.training.checkpoint import check_dtypes, read_metadata, record_of
 from dgmkit.training.parts import (
     ChannelsLast,
     Compile,
@@ -46,6 +46,7 @@ __all__ = [
     "load_weights",
     "check_weights_fit",
     "check_same_run",
+    "recorded_config",
 ]
 
 
@@ -190,6 +191,18 @@ def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str |
     if bad is not None:
         raise CheckpointError(f"{found[0]}: {bad} holds NaN or inf (the run diverged); there is nothing to evaluate or use")
     return Run(path, cfg, record, model.eval().to(device), found[0])
+
+
+def recorded_config(run_dir: str | os.PathLike[str]) -> RunConfig:
+    """The config of the run in ``run_dir`` as ``load_run`` takes it (its best checkpoint's
+    record, else the last's), from that checkpoint's header alone: no weights are read and no
+    model is built."""
+    path = Path(run_dir)
+    found = [path / n for n in ("best.safetensors", "checkpoint.safetensors") if (path / n).is_file()]
+    if not found:
+        raise CheckpointError(f"{path} holds no checkpoint (best.safetensors or checkpoint.safetensors)")
+    record = record_of(read_metadata(found[0]), found[0])
+    return check_record(migrate_record(record, str(found[0])), str(found[0]))
 
 
 def check_weights_fit(

@@ -16,7 +16,7 @@ from safetensors.torch import save as st_save
 from dgmkit._io import atomic_write_bytes, parse_json
 from dgmkit.errors import CheckpointError
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "read_metadata", "check_dtypes", "Checkpoint"]
+__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "read_metadata", "record_of", "check_dtypes", "Checkpoint"]
 
 FORMAT = "dgmkit-checkpoint"
 VERSION = 1
@@ -119,6 +119,13 @@ def read_metadata(path: os.PathLike | str) -> dict:
     return meta
 
 
+def record_of(meta: dict, path: Path) -> dict:
+    """The run record in a checkpoint's metadata ``meta`` (``read_metadata`` of ``path``)."""
+    if "config" not in meta:
+        raise CheckpointError(f"{path} holds no run record")
+    return _json_field(meta, "config", path)
+
+
 def _json_field(meta: dict, key: str, path: Path) -> dict:
     try:
         value = parse_json(meta[key])
@@ -145,9 +152,7 @@ def check_dtypes(model: torch.nn.Module, state: dict, source: os.PathLike | str)
 def load_checkpoint(path: os.PathLike | str) -> Checkpoint:
     path = Path(path)
     meta = read_metadata(path)
-    if "config" not in meta:
-        raise CheckpointError(f"{path} holds no run record")
-    config = _json_field(meta, "config", path)
+    config = record_of(meta, path)
     trainer = _json_field(meta, "trainer", path) if "trainer" in meta else None
     optim_meta = _json_field(meta, "optimizer", path) if "optimizer" in meta else None
     try:
