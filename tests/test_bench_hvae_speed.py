@@ -2,25 +2,16 @@
 for `dgm train --model hvae --posterior top-down --encoder gated` (same weights and noise, same
 loss), so the speed comparison is between two implementations of one thing."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "hvae_speed.py"
+from benchmark_scripts import load
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = list(sys.path)
-    try:  # the script puts benchmarks/ on sys.path for its _common import; take it off again
-        spec = importlib.util.spec_from_file_location("hvae_speed", BENCH)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = path
-    return module
+    return load("hvae_speed")
 
 
 @pytest.mark.parametrize("prior", ["standard", "vampprior"])

@@ -5,7 +5,6 @@ use, a destination inside the folder or already used."""
 
 import fcntl
 import hashlib
-import importlib.util
 import io
 import json
 import random
@@ -14,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("carry", Path(__file__).resolve().parents[1] / "benchmarks" / "carry.py")
-carry = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(carry)
+from benchmark_scripts import load
+
+carry = load("carry")
 
 
 def _folder(root: Path) -> Path:

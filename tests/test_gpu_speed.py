@@ -2,27 +2,17 @@
 step from ``torch.profiler`` (the next GPU session's first look at the gap between dgmkit's
 compiled step and a plain CUDA-graph loop; issue 28). Checked here on the CPU."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_speed.py"
+from benchmark_scripts import load
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = list(sys.path)
-    try:  # its `_common` import needs benchmarks/ on sys.path; take it off again
-        sys.path.insert(0, str(BENCH.parent))
-        spec = importlib.util.spec_from_file_location("gpu_speed", BENCH)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = path
-    return module
+    return load("gpu_speed")
 
 
 def test_the_summary_counts_the_outermost_operators_of_each_step(bench):
