@@ -508,6 +508,7 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         StepGuard,
         TimeBudget,
         Trainer,
+        TrainFor,
     )
 
     ema = 0.0 if name == "vqvae" else 0.99  # the VQ-VAE refuses it (its codebook is already an average)
@@ -525,6 +526,7 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         compile=True,
         channels_last=True,
         time_budget=60.0,
+        train_for=600.0,
         mutation_rate=0.1,
     )  # fmt: skip  (normalise_gradients refuses grad_clip: test_training_parts sets it)
     opts = trainer_options(cfg)
@@ -538,6 +540,7 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         "ema": (MovingAverage, "decay"),
         "precision": (Precision, "name"),
         "time_budget": (TimeBudget, "seconds"),
+        "train_for": (TrainFor, "seconds"),
         "mutation_rate": (Mutation, "rate"),
     }
     for f in dataclasses.fields(SECTIONS["optim"]):

@@ -144,3 +144,106 @@ def test_a_run_stopped_within_an_epoch_resumes_on_two_processes_with_the_epoch_l
     assert done.returncode == 0, done.stderr
     a, b = (json.loads((tmp_path / r / "metrics.jsonl").read_text()) for r in ("whole", "parts"))
     assert b["train_loss"] == pytest.approx(a["train_loss"], rel=2e-3)  # (the ranks' steps agree to float error)
+
+
+# --train-for: the run's epochs from its first epoch's pace
+
+
+def test_the_pace_leaves_the_first_tenth_out_and_counts_its_warm_up_once(monkeypatch):
+    import time
+
+    from dgmkit.training import Pace
+
+    class FakeTrainer:
+        steps_per_epoch, epochs, device = 100, 1000, torch.device("cpu")
+
+    now = iter([10.0])  # the one reading: at the end of the 10th step of this call's 100
+    monkeypatch.setattr(time, "perf_counter", lambda: next(now))
+    pace, t = Pace(112.0), FakeTrainer()
+    assert not pace.measured
+    for i in range(100):
+        pace.after_step(t, i)
+    assert pace.measured
+    # 90 steps in 9 s after the mark: 0.1 s a step; 12 s of training, 2 of them beyond the pace;
+    # an epoch: 100 steps and 1 s of validation and files, 11 s: (112 - 2) // 11 = 10 epochs
+    epochs, per_epoch, warmup = pace.epochs(t, train_end=19.0, train_s=12.0, rest_s=1.0)
+    assert (epochs, per_epoch, warmup) == (10, pytest.approx(11.0), pytest.approx(2.0))
+    t.epochs = 7  # never more than the run's epochs, never fewer than the one trained
+    assert pace.epochs(t, 19.0, 12.0, 1.0)[0] == 7
+    assert Pace(1.0).epochs(t, 19.0, 12.0, 1.0)[0] == 1
+
+
+def _for(digits, run_dir, train_for=None, epochs=400, budget=None) -> Trainer:
+    """A run of CFG for ``epochs``, or for ``train_for`` seconds, with a cosine schedule (its
+    ``budget``: seconds, or a TimeBudget)."""
+    from dgmkit.config import run_record, trainer_options
+
+    cfg = CFG.replace(epochs=epochs, lr_schedule="cosine", train_for=train_for)
+    options = trainer_options(cfg)
+    options["parts"] += [] if budget is None else [budget if isinstance(budget, TimeBudget) else TimeBudget(budget)]
+    t = make_transform("bernoulli", digits)
+    return Trainer(build_model(cfg, digits.event_shape, digits.num_levels), build_objective(cfg), digits.train, t,
+                   valid=digits.valid, run_dir=run_dir, progress=False, config=run_record(cfg, digits, t),
+                   **options)  # fmt: skip
+
+
+def _same_runs(a, b) -> None:
+    x, y = _tensors(a), _tensors(b)
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+    def rows(run) -> list[dict]:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(r).items() if k not in ("time_s", "images_per_s")} for r in lines]
+
+    assert rows(a) == rows(b)
+
+
+def test_a_run_for_a_time_is_the_run_of_the_epochs_it_chose_given_from_the_start(digits, tmp_path):
+    """The first epoch's learning rate is the base rate whatever the number of epochs (a cosine
+    schedule too), so a run whose epochs were set after it trains what those epochs, given from
+    the start, train: the same weights and metrics bit for bit."""
+    paced = _for(digits, tmp_path / "paced", train_for=1.0, budget=TimeBudget(18.5, Clock()))  # out after epoch 1
+    history = paced.fit()
+    epochs = paced.epochs
+    assert 1 < epochs < 400 and len(history) == 1 and history[0]["paced_epochs"] == epochs
+    for name in ("config.json", "best.safetensors", "checkpoint.safetensors"):  # every file of the run records it
+        if name == "config.json":
+            record = json.loads((tmp_path / "paced" / name).read_text())
+        else:
+            with safe_open(str(tmp_path / "paced" / name), "pt") as f:
+                record = json.loads(f.metadata()["config"])
+        assert record["config"]["optim"]["epochs"] == epochs, name
+    paced = _for(digits, tmp_path / "paced", train_for=1.0, epochs=epochs)  # as --resume takes it from config.json
+    paced.resume()
+    paced.fit()
+    assert paced.epoch == epochs
+    given = _for(digits, tmp_path / "given", epochs=epochs)
+    given.fit()
+    _same_runs(tmp_path / "paced", tmp_path / "given")
+
+
+def test_a_first_epoch_stopped_within_is_paced_by_the_call_that_ends_it(digits, tmp_path):
+    run = tmp_path / "r"
+    first = _for(digits, run, train_for=1.0, budget=1e-9)  # out of time after its first step
+    first.fit()
+    assert first.budget_spent and first.epoch == 0 and first.epochs == 400
+    rest = _for(digits, run, train_for=1.0)
+    rest.resume()
+    rest.fit()
+    assert 1 < rest.epochs < 400
+    _for(digits, tmp_path / "given", epochs=rest.epochs).fit()
+    _same_runs(run, tmp_path / "given")
+
+
+def test_dgm_train_for_says_the_epochs_it_chose_and_a_resume_keeps_them(tmp_path, capsys):
+    args = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "3", "--lr-schedule", "cosine"]
+    out = str(tmp_path / "r")
+    assert main([*args, "--epochs", "1000", "--train-for", "1", "--quiet", "--out", out]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("--train-for 1 s: ") and "epochs at the first epoch's pace" in said
+    epochs = json.loads((tmp_path / "r" / "config.json").read_text())["config"]["optim"]["epochs"]
+    assert 1 < epochs < 1000 and f"the run's epochs are {epochs}\n" in said and f"trained {epochs} epochs" in said
+    assert main([*args, "--resume", "--train-for", "2", "--out", out]) == 1  # the run's own, not to change
+    assert "train_for" in capsys.readouterr().err
+    assert main([*args, "--resume", "--epochs", str(epochs + 2), "--quiet", "--out", out]) == 0  # extended as any run
+    assert f"trained {epochs + 2} epochs" in capsys.readouterr().out

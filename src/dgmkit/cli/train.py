@@ -168,6 +168,12 @@ def _reporter(
     weighted = any(isinstance(p, KLWarmup) for p in cfg.model.training_parts())
 
     def report(fit: Trainer | FitResult, m: dict) -> None:
+        if "paced_epochs" in m:  # said even when quiet: it sets the run's length
+            say(
+                f"--train-for {cfg.optim.train_for:g} s: {m['paced_epochs']} epochs at the first epoch's pace "
+                f"({m['paced_epoch_s']:.3g} s an epoch, {m['paced_warmup_s']:.3g} s of warm-up); the run's epochs are "
+                f"{m['paced_epochs']}"
+            )
         patience = getattr(fit, "patience", None)
         last = m["epoch"] == fit.epochs or (patience is not None and cast(Trainer, fit).bad_epochs >= patience)
         if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):

@@ -29,6 +29,7 @@ from dgmkit.training.parts import (
     Precision,
     StepGuard,
     TimeBudget,
+    TrainFor,
     TrainingPart,
 )
 from dgmkit.training.run_writer import MAX_RECORD_BYTES, new_run_id, nonfinite_state, read_run_file
@@ -107,7 +108,7 @@ def trainer_options(cfg: RunConfig) -> dict:
     """The Trainer's keyword arguments that ``cfg`` sets: the optim section (epochs, batch
     size, Adam, the learning-rate schedule, early stopping, seed, device) and its parts (gradient
     clipping and skipping, the moving average of the weights, precision, compile, mutation, the
-    time budget) and the family's own (a KL weight schedule, labelled rows). ``dgm train`` and
+    time budget, the training time) and the family's own (a KL weight schedule, labelled rows). ``dgm train`` and
     the benchmarks build their Trainers from it, so that a setting cannot be dropped on one
     path: ``Trainer(model, objective, train, transform, **trainer_options(cfg))``."""
     o = cfg.optim
@@ -126,6 +127,8 @@ def trainer_options(cfg: RunConfig) -> dict:
         parts.append(Compile())
     if o.time_budget is not None:
         parts.append(TimeBudget(o.time_budget))
+    if o.train_for is not None:
+        parts.append(TrainFor(o.train_for))
     return {
         "epochs": o.epochs,
         "batch_size": o.batch_size,

@@ -142,6 +142,13 @@ class OptimConfig:
         gt=0,
         max=1e9,
     )
+    train_for: float | None = setting(
+        None,
+        "seconds the run is to train in all: after the first epoch, --epochs is lowered to as many epochs as fit in "
+        "them at its pace (a cosine schedule then ends on time), and the run records that number",
+        gt=0,
+        max=1e9,
+    )
     ema: float = setting(
         0.0,
         "decay of a moving average of the weights (e.g. 0.999; 0: off) that validation and best.safetensors hold",

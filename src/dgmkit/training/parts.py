@@ -20,6 +20,7 @@ clipping or skipping, no moving average, the KL weight 1, eager, and without a t
 - ``Mutation(rate)``: Ren et al.'s mutated training batches (the background model).
 - ``LabelledRows(rows)``: labelled rows added to every batch (semi-supervised training).
 - ``TimeBudget(seconds)``: stop, with a checkpoint, when the budget runs out.
+- ``TrainFor(seconds)``: after the first epoch, as many epochs as fit in ``seconds`` at its pace.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ __all__ = [
     "Mutation",
     "LabelledRows",
     "TimeBudget",
+    "TrainFor",
+    "Pace",
 ]
 
 
@@ -282,3 +285,62 @@ class TimeBudget(TrainingPart):
 
     def attach(self, trainer: Trainer) -> None:
         trainer.budget = self
+
+
+@dataclass(frozen=True)
+class TrainFor(TrainingPart):
+    """Train for about ``seconds`` in all: at the end of the first epoch, the trainer's epochs are
+    lowered to as many as fit in ``seconds`` at that epoch's pace (``Pace``). Every learning-rate
+    schedule gives the first epoch its base rate whatever the number of epochs, so the run is the
+    one that this number of epochs, given from the start, would train (a cosine schedule ends on
+    time); it becomes the run's recorded epochs."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        _number("the training time (seconds)", self.seconds, 0.0, open_low=True)
+
+    def attach(self, trainer: Trainer) -> None:
+        trainer.pace = Pace(self.seconds)
+
+
+class Pace:
+    """The first epoch's pace, and the epochs that fit in ``seconds`` at it. The steps of the
+    first tenth of the epoch that this call trains are left out of the pace (compilation, the
+    allocator's and the kernels' first calls), and counted, with whatever else the epoch took
+    beyond its pace, once: epochs = (seconds - that warm-up) // (an epoch's steps at the pace +
+    its validation and files)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._first: int | None = None  # the first step this call trains in the first epoch
+        self._mark: tuple[int, float] | None = None  # (a step, the time its work had been done)
+
+    @property
+    def measured(self) -> bool:
+        """Whether this call trained steps of the first epoch."""
+        return self._first is not None
+
+    def after_step(self, trainer: Trainer, i: int) -> None:
+        """Step ``i`` of the first epoch is done (on the host: the device is waited for once)."""
+        if self._first is None:
+            self._first = i
+        if self._mark is None and i - self._first + 1 >= max(1, (trainer.steps_per_epoch - self._first) // 10):
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize(trainer.device)
+            self._mark = (i, time.perf_counter())
+
+    def epochs(self, trainer: Trainer, train_end: float, train_s: float, rest_s: float) -> tuple[int, float, float]:
+        """(the epochs to train, the seconds of an epoch at the pace, the warm-up seconds), at the
+        end of the first epoch, whose training ended at ``train_end`` (``time.perf_counter``)
+        after ``train_s``, and whose validation and files took ``rest_s``."""
+        steps = trainer.steps_per_epoch
+        trained = steps - (self._first or 0)  # (a first epoch stopped within by a time budget: this call's part)
+        if self._mark is not None and self._mark[0] < steps - 1:
+            per_step = (train_end - self._mark[1]) / (steps - 1 - self._mark[0])
+        else:  # too few steps to leave any out
+            per_step = train_s / max(1, trained)
+        per_epoch = per_step * steps + rest_s
+        warmup = max(0.0, train_s - per_step * trained)
+        fit = int((self.seconds - warmup) // per_epoch) if per_epoch > 0 else trainer.epochs
+        return max(1, min(trainer.epochs, fit)), per_epoch, warmup

@@ -39,7 +39,7 @@ from dgmkit.training.batches import BatchSource
 from dgmkit.training.checkpoint import check_dtypes, load_checkpoint
 from dgmkit.training.data_parallel import DataParallel, ObjectiveModule, check_shares, rank_device
 from dgmkit.training.ema import EMA
-from dgmkit.training.parts import TimeBudget, TrainingPart, attach_parts
+from dgmkit.training.parts import Pace, TimeBudget, TrainingPart, attach_parts
 from dgmkit.training.precision import MixedPrecision
 from dgmkit.training.run_writer import RunWriter, nonfinite_state
 from dgmkit.training.schedules import LRSchedule, kl_weight
@@ -199,6 +199,7 @@ class Trainer:
         self.amp = MixedPrecision("auto", self.device, self.model_trains_in_bf16)
         self.ema: EMA | None = None
         self.budget: TimeBudget | None = None
+        self.pace: Pace | None = None  # (TrainFor: the epochs from the first epoch's pace)
         # called after every step with whether it was taken (a bool, or on a GPU a boolean tensor)
         self.step_hooks: list[Callable[[bool | torch.Tensor], None]] = []
         self.parallel = DataParallel(self.model, self._objective, self.device, self.dist) if self.dist.parallel else None
@@ -405,6 +406,8 @@ class Trainer:
                 taken = self.amp.step(self.optimizer, take, tell_taken=bool(self.step_hooks))
                 for hook in self.step_hooks:
                     hook(taken)
+                if self.pace is not None and self.epoch == 0:
+                    self.pace.after_step(self, i)
                 self.step += 1
                 total_loss += loss.detach() * x.shape[0]
                 total_score += getattr(terms, self.score).detach().sum()
@@ -590,6 +593,7 @@ class Trainer:
                     with self._data_checked():
                         metrics.update(self.validate())
                     self._check_finite(metrics, check_state=False)
+                valid_end = time.perf_counter()
             self._write_started()
             self.epoch += 1
             improved = self._track_best(metrics)
@@ -599,6 +603,8 @@ class Trainer:
             if improved:
                 self.save("best.safetensors", with_state=False)
             self.save()
+            if self.pace is not None and self.epoch == 1 and self.pace.measured:
+                self._set_epochs(metrics, t0 + train_time, train_time, valid_end - t0 - train_time, valid_end)
             log.info(json.dumps(metrics))
             for cb in self.callbacks if self.dist.is_main else ():
                 cb(self, metrics)
@@ -618,6 +624,25 @@ class Trainer:
         """Whether the run has had ``patience`` epochs without validation improvement (between
         epochs: an epoch stopped within by the time budget goes on)."""
         return self.patience is not None and self.bad_epochs >= self.patience and self._progress is None
+
+    def _set_epochs(self, metrics: dict, train_end: float, train_s: float, valid_s: float, valid_end: float) -> None:
+        """``TrainFor``, once the first epoch and its files are done: the run's epochs from its
+        pace (rank 0's, on every rank), the files written again with them in the run's record
+        where they changed; the numbers go into ``metrics`` for the callbacks."""
+        assert self.pace is not None
+        files_s = time.perf_counter() - valid_end  # its metrics line and checkpoints, as every epoch writes them
+        decided = self.pace.epochs(self, train_end, train_s, valid_s + files_s)
+        epochs, per_epoch, warmup = cast(tuple, distributed.broadcast_object(decided))
+        metrics.update(paced_epochs=epochs, paced_epoch_s=per_epoch, paced_warmup_s=warmup)
+        if epochs == self.epochs:
+            return
+        self.epochs = epochs
+        if self.writer is not None and isinstance(self.writer.record.get("config"), dict):
+            self.writer.record["config"]["optim"]["epochs"] = epochs
+            self.writer.start()  # config.json first: a resume takes the epochs from it
+        if self.best_epoch == 1:  # (the weights of the first epoch, still the best)
+            self.save("best.safetensors", with_state=False)
+        self.save()
 
     def _data_checked(self) -> contextlib.AbstractContextManager:
         """Where the splits hold no missing entry: models and likelihoods need not look."""
