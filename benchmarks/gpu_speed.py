@@ -133,13 +133,16 @@ class Profile:
         from torch.profiler import ProfilerActivity, profile
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        _sync(device)
-        with profile(activities=activities) as prof:
-            t0 = time.perf_counter()
-            fn()
+        try:  # a profile that fails is said in its line: the contender's timing, taken before, stands
             _sync(device)
-            seconds = time.perf_counter() - t0
-        self.summary, tables = profile_summary(prof.events(), seconds, steps, device.type == "cuda")
+            with profile(activities=activities) as prof:
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                seconds = time.perf_counter() - t0
+            self.summary, tables = profile_summary(prof.events(), seconds, steps, device.type == "cuda")
+        except Exception as e:  # noqa: BLE001 - whatever the profiler raises
+            self.summary, tables = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}", ""
         self.out.mkdir(parents=True, exist_ok=True)
         with (self.out / f"{self.name}.txt").open("a") as f:  # the model's contenders one after another
             f.write(f"## {self.name}, {self.label}: {self.summary}\n\n{tables}\n")

@@ -149,38 +149,56 @@ def test_a_run_stopped_within_an_epoch_resumes_on_two_processes_with_the_epoch_l
 # --train-for: the run's epochs from its first epoch's pace
 
 
-def test_the_pace_leaves_the_first_tenth_out_and_counts_its_warm_up_once(monkeypatch):
-    import time
+class FakeTrainer:
+    steps_per_epoch, epochs, device = 100, 1000, torch.device("cpu")
 
+
+def test_the_pace_leaves_out_the_first_tenth_and_the_short_last_step_and_counts_their_time_once():
     from dgmkit.training import Pace
 
-    class FakeTrainer:
-        steps_per_epoch, epochs, device = 100, 1000, torch.device("cpu")
-
-    now = iter([10.0])  # the one reading: at the end of the 10th step of this call's 100
-    monkeypatch.setattr(time, "perf_counter", lambda: next(now))
-    pace, t = Pace(112.0), FakeTrainer()
-    assert not pace.measured
+    # the epoch starts at 0 s; the mark after its 11th step at 3 s; its 99th step ends 88 steps
+    # of 0.1 s later; its last (short, compiled again) at 12.8 s; its validation at 13.8 s
+    readings = iter([0.0, 3.0, 11.8, 12.8, 13.8])
+    pace, t = Pace(113.0, clock=lambda: next(readings)), FakeTrainer()
+    pace.start_epoch()
     for i in range(100):
         pace.after_step(t, i)
-    assert pace.measured
-    # 90 steps in 9 s after the mark: 0.1 s a step; 12 s of training, 2 of them beyond the pace;
-    # an epoch: 100 steps and 1 s of validation and files, 11 s: (112 - 2) // 11 = 10 epochs
-    epochs, per_epoch, warmup = pace.epochs(t, train_end=19.0, train_s=12.0, rest_s=1.0)
-    assert (epochs, per_epoch, warmup) == (10, pytest.approx(11.0), pytest.approx(2.0))
+    assert pace.measured and pace.step_s == pytest.approx(0.1)
+    # an epoch: 100 steps of 0.1 s and 1 s of validation; warm-up: 12.8 - 10 = 2.8 s, once
+    epochs, per_epoch, warmup = pace.epochs(t)
+    assert (epochs, per_epoch, warmup) == (10, pytest.approx(11.0), pytest.approx(2.8))  # (113 - 2.8) // 11
+
+
+def test_a_call_that_ends_the_first_epoch_with_too_few_steps_to_time_keeps_the_earlier_pace():
+    from dgmkit.training import Pace
+
+    readings = iter([0.0, 5.0, 6.0])  # its 2 steps (compilation in them) end at 5 s, validation at 6 s
+    pace, t = Pace(113.0, clock=lambda: next(readings)), FakeTrainer()
+    pace.earlier = 0.1  # timed by the call that the budget stopped after step 98
+    pace.start_epoch()
+    for i in (98, 99):
+        pace.after_step(t, i)
+    assert pace.epochs(t) == (9, pytest.approx(11.0), pytest.approx(4.8))  # (113 - 4.8) // 11
     t.epochs = 7  # never more than the run's epochs, never fewer than the one trained
-    assert pace.epochs(t, 19.0, 12.0, 1.0)[0] == 7
-    assert Pace(1.0).epochs(t, 19.0, 12.0, 1.0)[0] == 1
+    for cap, seconds in ((7, 113.0), (1, 1.0)):
+        readings = iter([0.0, 5.0, 6.0])
+        pace = Pace(seconds, clock=lambda: next(readings))  # noqa: B023 - read at once
+        pace.earlier, t.epochs = 0.1, max(cap, 1)
+        pace.start_epoch()
+        for i in (98, 99):
+            pace.after_step(t, i)
+        assert pace.epochs(t)[0] == cap
 
 
 def _for(digits, run_dir, train_for=None, epochs=400, budget=None) -> Trainer:
-    """A run of CFG for ``epochs``, or for ``train_for`` seconds, with a cosine schedule (its
-    ``budget``: seconds, or a TimeBudget)."""
+    """A run of CFG for ``epochs``, or for ``train_for`` seconds of a clock that advances 1 s at
+    each reading, with a cosine schedule (``budget``: a TimeBudget)."""
     from dgmkit.config import run_record, trainer_options
+    from dgmkit.training import TrainFor
 
     cfg = CFG.replace(epochs=epochs, lr_schedule="cosine", train_for=train_for)
     options = trainer_options(cfg)
-    options["parts"] += [] if budget is None else [budget if isinstance(budget, TimeBudget) else TimeBudget(budget)]
+    options["parts"] += ([] if train_for is None else [TrainFor(train_for, Clock())]) + ([budget] if budget else [])
     t = make_transform("bernoulli", digits)
     return Trainer(build_model(cfg, digits.event_shape, digits.num_levels), build_objective(cfg), digits.train, t,
                    valid=digits.valid, run_dir=run_dir, progress=False, config=run_record(cfg, digits, t),
@@ -193,45 +211,48 @@ def _same_runs(a, b) -> None:
 
     def rows(run) -> list[dict]:
         lines = (run / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(r).items() if k not in ("time_s", "images_per_s")} for r in lines]
+        drop = ("time_s", "images_per_s", "paced_epochs", "paced_epoch_s", "paced_warmup_s")
+        return [{k: v for k, v in json.loads(r).items() if k not in drop} for r in lines]
 
     assert rows(a) == rows(b)
+
+
+def _recorded_epochs(run) -> dict:
+    out = {"config.json": json.loads((run / "config.json").read_text())["config"]["optim"]["epochs"]}
+    for name in ("best.safetensors", "checkpoint.safetensors"):
+        with safe_open(str(run / name), "pt") as f:
+            out[name] = json.loads(f.metadata()["config"])["config"]["optim"]["epochs"]
+    return out
 
 
 def test_a_run_for_a_time_is_the_run_of_the_epochs_it_chose_given_from_the_start(digits, tmp_path):
     """The first epoch's learning rate is the base rate whatever the number of epochs (a cosine
     schedule too), so a run whose epochs were set after it trains what those epochs, given from
     the start, train: the same weights and metrics bit for bit."""
-    paced = _for(digits, tmp_path / "paced", train_for=1.0, budget=TimeBudget(18.5, Clock()))  # out after epoch 1
+    # 19 steps: the clock read at the epoch's start (1), after step 2 (2), after step 18 (3), after
+    # step 19 (4) and after validation (5): 1/16 s a step, an epoch 19/16 + 1 s, warm-up 3 - 19/16 s
+    paced = _for(digits, tmp_path / "paced", train_for=20.0, budget=TimeBudget(18.5, Clock()))  # out after epoch 1
     history = paced.fit()
-    epochs = paced.epochs
-    assert 1 < epochs < 400 and len(history) == 1 and history[0]["paced_epochs"] == epochs
-    for name in ("config.json", "best.safetensors", "checkpoint.safetensors"):  # every file of the run records it
-        if name == "config.json":
-            record = json.loads((tmp_path / "paced" / name).read_text())
-        else:
-            with safe_open(str(tmp_path / "paced" / name), "pt") as f:
-                record = json.loads(f.metadata()["config"])
-        assert record["config"]["optim"]["epochs"] == epochs, name
-    paced = _for(digits, tmp_path / "paced", train_for=1.0, epochs=epochs)  # as --resume takes it from config.json
+    assert paced.epochs == 8 and len(history) == 1 and history[0]["paced_epochs"] == 8  # (20 - 1.8125) // 2.1875
+    assert set(_recorded_epochs(tmp_path / "paced").values()) == {8}  # every file of the run, at once
+    paced = _for(digits, tmp_path / "paced", train_for=20.0, epochs=8)  # as --resume takes it from config.json
     paced.resume()
     paced.fit()
-    assert paced.epoch == epochs
-    given = _for(digits, tmp_path / "given", epochs=epochs)
-    given.fit()
+    assert paced.epoch == 8
+    _for(digits, tmp_path / "given", epochs=8).fit()
     _same_runs(tmp_path / "paced", tmp_path / "given")
 
 
 def test_a_first_epoch_stopped_within_is_paced_by_the_call_that_ends_it(digits, tmp_path):
     run = tmp_path / "r"
-    first = _for(digits, run, train_for=1.0, budget=1e-9)  # out of time after its first step
+    first = _for(digits, run, train_for=20.0, budget=TimeBudget(5.5, Clock()))  # out after step 6 of 19
     first.fit()
     assert first.budget_spent and first.epoch == 0 and first.epochs == 400
-    rest = _for(digits, run, train_for=1.0)
+    rest = _for(digits, run, train_for=20.0)
     rest.resume()
-    rest.fit()
-    assert 1 < rest.epochs < 400
-    _for(digits, tmp_path / "given", epochs=rest.epochs).fit()
+    rest.fit()  # timed from step 8 to step 18: 1/10 s a step, an epoch 2.9 s, warm-up 3 - 1.3 s
+    assert rest.epochs == 6  # (20 - 1.7) // 2.9
+    _for(digits, tmp_path / "given", epochs=6).fit()
     _same_runs(run, tmp_path / "given")
 
 
@@ -240,10 +261,12 @@ def test_dgm_train_for_says_the_epochs_it_chose_and_a_resume_keeps_them(tmp_path
     out = str(tmp_path / "r")
     assert main([*args, "--epochs", "1000", "--train-for", "1", "--quiet", "--out", out]) == 0
     said = capsys.readouterr().out
-    assert said.startswith("--train-for 1 s: ") and "epochs at the first epoch's pace" in said
     epochs = json.loads((tmp_path / "r" / "config.json").read_text())["config"]["optim"]["epochs"]
-    assert 1 < epochs < 1000 and f"the run's epochs are {epochs}\n" in said and f"trained {epochs} epochs" in said
+    assert said.startswith(f"--train-for 1 s: {epochs} epoch") and f"; the run's epochs are {epochs}\n" in said
+    assert f"trained {epochs} epoch" in said and set(_recorded_epochs(tmp_path / "r").values()) == {epochs}
     assert main([*args, "--resume", "--train-for", "2", "--out", out]) == 1  # the run's own, not to change
     assert "train_for" in capsys.readouterr().err
     assert main([*args, "--resume", "--epochs", str(epochs + 2), "--quiet", "--out", out]) == 0  # extended as any run
     assert f"trained {epochs + 2} epochs" in capsys.readouterr().out
+    assert main([*args, "--batch-size", "1000", "--train-for", "1", "--out", str(tmp_path / "one")]) == 1
+    assert "needs 4 of them at least; an epoch of this run has 2" in capsys.readouterr().err

@@ -152,6 +152,17 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     return stored.replace(**{k: v for k, v in asked.items() if k in FREE_ON_RESUME})
 
 
+def _paced(cfg: RunConfig, m: dict) -> str:
+    """What --train-for chose after the first epoch (its metrics ``m``)."""
+    n, pace = m["paced_epochs"], f"({m['paced_epoch_s']:.3g} s an epoch, {m['paced_warmup_s']:.3g} s of warm-up)"
+    said = (
+        f"the run's {plural(n, 'epoch')} fit in them at the first epoch's pace {pace}"
+        if n == cfg.optim.epochs
+        else f"{plural(n, 'epoch')} at the first epoch's pace {pace}; the run's epochs are {n}"
+    )
+    return f"--train-for {cfg.optim.train_for:g} s: {said}"
+
+
 def _reporter(
     cfg: RunConfig,
     num_dims: float,
@@ -169,11 +180,7 @@ def _reporter(
 
     def report(fit: Trainer | FitResult, m: dict) -> None:
         if "paced_epochs" in m:  # said even when quiet: it sets the run's length
-            say(
-                f"--train-for {cfg.optim.train_for:g} s: {m['paced_epochs']} epochs at the first epoch's pace "
-                f"({m['paced_epoch_s']:.3g} s an epoch, {m['paced_warmup_s']:.3g} s of warm-up); the run's epochs are "
-                f"{m['paced_epochs']}"
-            )
+            say(_paced(cfg, m))
         patience = getattr(fit, "patience", None)
         last = m["epoch"] == fit.epochs or (patience is not None and cast(Trainer, fit).bad_epochs >= patience)
         if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):

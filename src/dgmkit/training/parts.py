@@ -290,57 +290,98 @@ class TimeBudget(TrainingPart):
 @dataclass(frozen=True)
 class TrainFor(TrainingPart):
     """Train for about ``seconds`` in all: at the end of the first epoch, the trainer's epochs are
-    lowered to as many as fit in ``seconds`` at that epoch's pace (``Pace``). Every learning-rate
-    schedule gives the first epoch its base rate whatever the number of epochs, so the run is the
-    one that this number of epochs, given from the start, would train (a cosine schedule ends on
-    time); it becomes the run's recorded epochs."""
+    lowered to as many as fit in ``seconds`` at that epoch's pace (``Pace``, read from ``clock``).
+    Every learning-rate schedule gives the first epoch its base rate whatever the number of
+    epochs, so the run is the one that this number of epochs, given from the start, would train
+    (a cosine schedule ends on time); it becomes the run's recorded epochs."""
 
     seconds: float
+    clock: Callable[[], float] = field(default=time.perf_counter, compare=False)
 
     def __post_init__(self) -> None:
         _number("the training time (seconds)", self.seconds, 0.0, open_low=True)
+        if not callable(self.clock):
+            raise TypeError(f"the training time's clock must be a function that returns seconds, got {self.clock!r}")
 
     def attach(self, trainer: Trainer) -> None:
-        trainer.pace = Pace(self.seconds)
+        if trainer.steps_per_epoch < MIN_PACED_STEPS:
+            raise ConfigError(
+                f"--train-for measures the pace of the first epoch's steps and needs {MIN_PACED_STEPS} of them at "
+                f"least; an epoch of this run has {trainer.steps_per_epoch} (lower --batch-size, or give --epochs)"
+            )
+        trainer.pace = Pace(self.seconds, self.clock)
+
+
+MIN_PACED_STEPS = 4  # an eager first step, a compiled second, steps to time, a (short) last one
 
 
 class Pace:
-    """The first epoch's pace, and the epochs that fit in ``seconds`` at it. The steps of the
-    first tenth of the epoch that this call trains are left out of the pace (compilation, the
-    allocator's and the kernels' first calls), and counted, with whatever else the epoch took
-    beyond its pace, once: epochs = (seconds - that warm-up) // (an epoch's steps at the pace +
-    its validation and files)."""
+    """The first epoch's pace, and the epochs that fit in ``seconds`` at it.
 
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self._first: int | None = None  # the first step this call trains in the first epoch
-        self._mark: tuple[int, float] | None = None  # (a step, the time its work had been done)
+    The pace is timed from the end of the first tenth of the steps that this call trains of the
+    first epoch (the second at the least: the first is eager and the second compiles, where the
+    step is compiled) to the end of its second-to-last step (a short last batch compiles again);
+    whatever the epoch's training took beyond that pace (compilation, first calls) is counted
+    once: epochs = (seconds - that warm-up) // (an epoch's steps at the pace + its validation).
+    The checkpoints an epoch writes are not counted. A first epoch stopped within by a time
+    budget keeps the pace timed so far (``step_s``) for the call that ends it, where that one
+    trains too few of its steps to time them. The device is waited for where the clock is read
+    (three times in the run)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.perf_counter):
+        self.seconds, self.clock = seconds, clock
+        self.earlier: float | None = None  # seconds a step, timed by an earlier call in the first epoch
+        self.start_call()
+
+    def start_call(self) -> None:
+        """A new ``fit`` call: nothing of this call's timed yet."""
+        self._t0: float | None = None
+        self._first: int | None = None
+        self._mark: tuple[int, float] | None = None
+        self._end: tuple[int, float] | None = None
+        self._train_end: float | None = None
 
     @property
     def measured(self) -> bool:
-        """Whether this call trained steps of the first epoch."""
-        return self._first is not None
+        """Whether this call trained the end of the first epoch (then its epochs are decided)."""
+        return self._train_end is not None
+
+    def start_epoch(self) -> None:
+        self._t0 = self.clock()
+
+    def _now(self, trainer: Trainer) -> float:
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+        return self.clock()
 
     def after_step(self, trainer: Trainer, i: int) -> None:
-        """Step ``i`` of the first epoch is done (on the host: the device is waited for once)."""
+        """Step ``i`` of the first epoch is done."""
+        n = trainer.steps_per_epoch
         if self._first is None:
             self._first = i
-        if self._mark is None and i - self._first + 1 >= max(1, (trainer.steps_per_epoch - self._first) // 10):
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize(trainer.device)
-            self._mark = (i, time.perf_counter())
+        if self._mark is None and i < n - 2 and i >= self._first + max(1, (n - self._first) // 10):
+            self._mark = (i, self._now(trainer))
+        elif self._mark is not None and i == n - 2:
+            self._end = (i, self._now(trainer))
+        if i == n - 1:
+            self._train_end = self._now(trainer)
 
-    def epochs(self, trainer: Trainer, train_end: float, train_s: float, rest_s: float) -> tuple[int, float, float]:
-        """(the epochs to train, the seconds of an epoch at the pace, the warm-up seconds), at the
-        end of the first epoch, whose training ended at ``train_end`` (``time.perf_counter``)
-        after ``train_s``, and whose validation and files took ``rest_s``."""
-        steps = trainer.steps_per_epoch
-        trained = steps - (self._first or 0)  # (a first epoch stopped within by a time budget: this call's part)
-        if self._mark is not None and self._mark[0] < steps - 1:
-            per_step = (train_end - self._mark[1]) / (steps - 1 - self._mark[0])
-        else:  # too few steps to leave any out
-            per_step = train_s / max(1, trained)
-        per_epoch = per_step * steps + rest_s
+    @property
+    def step_s(self) -> float | None:
+        """Seconds a step at the pace timed in this call, else by an earlier one (None: neither)."""
+        if self._mark is not None and self._end is not None:
+            return (self._end[1] - self._mark[1]) / (self._end[0] - self._mark[0])
+        return self.earlier
+
+    def epochs(self, trainer: Trainer) -> tuple[int, float, float]:
+        """(the epochs to train, the seconds of an epoch at the pace, the warm-up seconds), once
+        the first epoch's training and validation are done."""
+        assert self._t0 is not None and self._train_end is not None and self._first is not None
+        now = self.clock()
+        train_s, valid_s = self._train_end - self._t0, now - self._train_end
+        trained = trainer.steps_per_epoch - self._first
+        per_step = self.step_s if self.step_s is not None else train_s / trained  # (too few steps: all of them)
+        per_epoch = per_step * trainer.steps_per_epoch + valid_s
         warmup = max(0.0, train_s - per_step * trained)
         fit = int((self.seconds - warmup) // per_epoch) if per_epoch > 0 else trainer.epochs
         return max(1, min(trainer.epochs, fit)), per_epoch, warmup

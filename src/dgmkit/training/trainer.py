@@ -432,6 +432,8 @@ class Trainer:
                 total_score.fill_(progress["score_sum"])
             norms = [math.nan if v is None else v for v in progress["norms"]]
             self.guard.load_epoch(progress["skipped"], norms, progress["threshold"])
+            if self.pace is not None and self.epoch == 0:  # the pace an earlier call timed in the first epoch
+                self.pace.earlier = progress.get("pace_s")
         self._epoch_share = (self.steps_per_epoch - start) / self.steps_per_epoch  # of the epoch trained in this call
         return perm, start, beta, total_loss, total_score
 
@@ -459,6 +461,7 @@ class Trainer:
             "norms": [v if math.isfinite(v) else None for v in self.guard.epoch_norms],  # None: not finite
             "threshold": self.guard.epoch_threshold if math.isfinite(self.guard.epoch_threshold) else None,
             "perm": self.batches.perm.detach().cpu().clone(),
+            **({"pace_s": self.pace.step_s} if self.pace is not None and self.epoch == 0 else {}),
         }
 
     def _checked_progress(self, p: object, perm: object, path: Path) -> dict | None:
@@ -479,6 +482,7 @@ class Trainer:
             and all(v is None or (isinstance(v, float) and v >= 0) for v in norms)
             and _count(skipped, 0, len(norms))
             and (threshold is None or (isinstance(threshold, float) and threshold >= 0))
+            and _seconds_or_none(p.get("pace_s"))
             and perm.dtype == torch.int64
             and perm.shape == (n,)
             and torch.equal(perm.sort().values, torch.arange(n))
@@ -572,10 +576,15 @@ class Trainer:
         history: list[dict] = []
         self.budget_spent = False
         self._deadline = None if self.budget is None else self.budget.clock() + self.budget.seconds
+        pace = self.pace if self.pace is not None and self.epoch == 0 else None  # (its first epoch is still to end)
+        if pace is not None:
+            pace.start_call()
         while self.epoch < self.epochs and not self.stopped_early:  # (a resumed run that had stopped trains no more)
             if history and self._out_of_time():  # (a call takes one step at least: every call goes on)
                 self.budget_spent = True
                 break
+            if pace is not None and self.epoch == 0:
+                pace.start_epoch()
             t0 = time.perf_counter()
             try:
                 with self._own_rng(), self._data_checked():
@@ -585,15 +594,7 @@ class Trainer:
                 self._write_started()
                 self.save()
                 break
-            with self._own_rng():
-                train_time = time.perf_counter() - t0
-                metrics["images_per_s"] = self.images_per_s(train_time)
-                self._check_finite(metrics)  # before validation, which NaN weights could make fail unclearly
-                if self._valid_x is not None:
-                    with self._data_checked():
-                        metrics.update(self.validate())
-                    self._check_finite(metrics, check_state=False)
-                valid_end = time.perf_counter()
+            self._after_training(metrics, time.perf_counter() - t0)
             self._write_started()
             self.epoch += 1
             improved = self._track_best(metrics)
@@ -603,8 +604,6 @@ class Trainer:
             if improved:
                 self.save("best.safetensors", with_state=False)
             self.save()
-            if self.pace is not None and self.epoch == 1 and self.pace.measured:
-                self._set_epochs(metrics, t0 + train_time, train_time, valid_end - t0 - train_time, valid_end)
             log.info(json.dumps(metrics))
             for cb in self.callbacks if self.dist.is_main else ():
                 cb(self, metrics)
@@ -625,24 +624,34 @@ class Trainer:
         epochs: an epoch stopped within by the time budget goes on)."""
         return self.patience is not None and self.bad_epochs >= self.patience and self._progress is None
 
-    def _set_epochs(self, metrics: dict, train_end: float, train_s: float, valid_s: float, valid_end: float) -> None:
-        """``TrainFor``, once the first epoch and its files are done: the run's epochs from its
-        pace (rank 0's, on every rank), the files written again with them in the run's record
-        where they changed; the numbers go into ``metrics`` for the callbacks."""
+    def _after_training(self, metrics: dict, train_time: float) -> None:
+        """An epoch's training done (in ``train_time``): its throughput, the checks, its
+        validation and (``TrainFor``, after the first) the run's epochs, into ``metrics``."""
+        with self._own_rng():
+            metrics["images_per_s"] = self.images_per_s(train_time)
+            self._check_finite(metrics)  # before validation, which NaN weights could make fail unclearly
+            if self._valid_x is not None:
+                with self._data_checked():
+                    metrics.update(self.validate())
+                self._check_finite(metrics, check_state=False)
+            if self.pace is not None and self.epoch == 0 and self.pace.measured:
+                self._set_epochs(metrics)
+
+    def _set_epochs(self, metrics: dict) -> None:
+        """``TrainFor``, at the end of the first epoch (before its files): the run's epochs from
+        its pace (rank 0's, on every rank), in the epoch's metrics and in the run's record, which
+        config.json and the epoch's checkpoints then hold."""
         assert self.pace is not None
-        files_s = time.perf_counter() - valid_end  # its metrics line and checkpoints, as every epoch writes them
-        decided = self.pace.epochs(self, train_end, train_s, valid_s + files_s)
-        epochs, per_epoch, warmup = cast(tuple, distributed.broadcast_object(decided))
+        epochs, per_epoch, warmup = cast(tuple, distributed.broadcast_object(self.pace.epochs(self)))
         metrics.update(paced_epochs=epochs, paced_epoch_s=per_epoch, paced_warmup_s=warmup)
         if epochs == self.epochs:
             return
         self.epochs = epochs
-        if self.writer is not None and isinstance(self.writer.record.get("config"), dict):
-            self.writer.record["config"]["optim"]["epochs"] = epochs
-            self.writer.start()  # config.json first: a resume takes the epochs from it
-        if self.best_epoch == 1:  # (the weights of the first epoch, still the best)
-            self.save("best.safetensors", with_state=False)
-        self.save()
+        config = self.writer.record.get("config") if self.writer is not None else None
+        optim = config.get("optim") if isinstance(config, dict) else None
+        if isinstance(optim, dict):
+            optim["epochs"] = epochs
+            self._record_pending = True  # config.json first, then the checkpoints: a resume takes it from config.json
 
     def _data_checked(self) -> contextlib.AbstractContextManager:
         """Where the splits hold no missing entry: models and likelihoods need not look."""
@@ -741,6 +750,10 @@ class _BudgetSpent(Exception):
     def __init__(self, progress: dict):
         super().__init__("the time budget ran out")
         self.progress = progress
+
+
+def _seconds_or_none(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isfinite(v) and v >= 0)
 
 
 def _count(v: object, lowest: int, highest: int) -> TypeGuard[int]:
