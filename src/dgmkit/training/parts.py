@@ -30,7 +30,7 @@ import numbers
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -271,37 +271,40 @@ class LabelledRows(TrainingPart):
 
 
 @dataclass(frozen=True)
-class TimeBudget(TrainingPart):
-    """Stop ``fit`` at the end of the step in which ``seconds`` (of ``clock``) have passed since
-    it began, with a checkpoint from which ``resume`` goes on exactly."""
+class _Seconds(TrainingPart):
+    """A part of ``seconds`` (> 0) read from ``clock``; ``what`` names them in errors."""
 
+    what: ClassVar[str]
     seconds: float
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
 
     def __post_init__(self) -> None:
-        _number("the time budget (seconds)", self.seconds, 0.0, open_low=True)
+        _number(f"{self.what} (seconds)", self.seconds, 0.0, open_low=True)
         if not callable(self.clock):
-            raise TypeError(f"the time budget's clock must be a function that returns seconds, got {self.clock!r}")
+            raise TypeError(f"{self.what}'s clock must be a function that returns seconds, got {self.clock!r}")
+
+
+@dataclass(frozen=True)
+class TimeBudget(_Seconds):
+    """Stop ``fit`` at the end of the step in which ``seconds`` (of ``clock``) have passed since
+    it began, with a checkpoint from which ``resume`` goes on exactly."""
+
+    what = "the time budget"
 
     def attach(self, trainer: Trainer) -> None:
         trainer.budget = self
 
 
 @dataclass(frozen=True)
-class TrainFor(TrainingPart):
+class TrainFor(_Seconds):
     """Train for about ``seconds`` in all: at the end of the first epoch, the trainer's epochs are
     lowered to as many as fit in ``seconds`` at that epoch's pace (``Pace``, read from ``clock``).
     Every learning-rate schedule gives the first epoch its base rate whatever the number of
     epochs, so the run is the one that this number of epochs, given from the start, would train
     (a cosine schedule ends on time); it becomes the run's recorded epochs."""
 
-    seconds: float
+    what = "the training time"
     clock: Callable[[], float] = field(default=time.perf_counter, compare=False)
-
-    def __post_init__(self) -> None:
-        _number("the training time (seconds)", self.seconds, 0.0, open_low=True)
-        if not callable(self.clock):
-            raise TypeError(f"the training time's clock must be a function that returns seconds, got {self.clock!r}")
 
     def attach(self, trainer: Trainer) -> None:
         if trainer.steps_per_epoch < MIN_PACED_STEPS:
