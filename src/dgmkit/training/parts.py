@@ -30,7 +30,7 @@ import numbers
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -87,6 +87,13 @@ def attach_parts(trainer: Trainer, parts: Iterable[TrainingPart]) -> None:
 def _kind(part: TrainingPart) -> type:
     """The part's kind: its class below TrainingPart (a subclass of MovingAverage is one)."""
     return next(c for c in type(part).__mro__ if TrainingPart in c.__bases__)
+
+
+def _seconds(what: str, seconds: object, clock: object) -> None:
+    """``seconds`` > 0 of a ``clock`` (a function); ``what`` names them in errors."""
+    _number(f"{what} (seconds)", seconds, 0.0, open_low=True)
+    if not callable(clock):
+        raise TypeError(f"{what}'s clock must be a function that returns seconds, got {clock!r}")
 
 
 def _number(name: str, v: object, lowest: float, open_low: bool = False) -> None:
@@ -271,40 +278,33 @@ class LabelledRows(TrainingPart):
 
 
 @dataclass(frozen=True)
-class _Seconds(TrainingPart):
-    """A part of ``seconds`` (> 0) read from ``clock``; ``what`` names them in errors."""
+class TimeBudget(TrainingPart):
+    """Stop ``fit`` at the end of the step in which ``seconds`` (of ``clock``) have passed since
+    it began, with a checkpoint from which ``resume`` goes on exactly."""
 
-    what: ClassVar[str]
     seconds: float
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
 
     def __post_init__(self) -> None:
-        _number(f"{self.what} (seconds)", self.seconds, 0.0, open_low=True)
-        if not callable(self.clock):
-            raise TypeError(f"{self.what}'s clock must be a function that returns seconds, got {self.clock!r}")
-
-
-@dataclass(frozen=True)
-class TimeBudget(_Seconds):
-    """Stop ``fit`` at the end of the step in which ``seconds`` (of ``clock``) have passed since
-    it began, with a checkpoint from which ``resume`` goes on exactly."""
-
-    what = "the time budget"
+        _seconds("the time budget", self.seconds, self.clock)
 
     def attach(self, trainer: Trainer) -> None:
         trainer.budget = self
 
 
 @dataclass(frozen=True)
-class TrainFor(_Seconds):
+class TrainFor(TrainingPart):
     """Train for about ``seconds`` in all: at the end of the first epoch, the trainer's epochs are
     lowered to as many as fit in ``seconds`` at that epoch's pace (``Pace``, read from ``clock``).
     Every learning-rate schedule gives the first epoch its base rate whatever the number of
     epochs, so the run is the one that this number of epochs, given from the start, would train
     (a cosine schedule ends on time); it becomes the run's recorded epochs."""
 
-    what = "the training time"
+    seconds: float
     clock: Callable[[], float] = field(default=time.perf_counter, compare=False)
+
+    def __post_init__(self) -> None:
+        _seconds("the training time", self.seconds, self.clock)
 
     def attach(self, trainer: Trainer) -> None:
         if trainer.steps_per_epoch < MIN_PACED_STEPS:
