@@ -102,6 +102,9 @@ def _rewrite(path, change_trainer=None, change_tensors=None) -> None:
         ("a loss that is not a number", lambda c: c["epoch_progress"].update(loss_sum="x"), None),
         ("a loss beyond float32", lambda c: c["epoch_progress"].update(loss_sum=1e308), None),
         ("a negative norm", lambda c: c["epoch_progress"].update(norms=[-1.0]), None),
+        ("a pace of 1e300 s a step", lambda c: c["epoch_progress"].update(pace_s=1e300), None),
+        ("a pace that is text", lambda c: c["epoch_progress"].update(pace_s="0.1"), None),
+        ("a negative time spent", lambda c: c["epoch_progress"].update(pace_spent_s=-1.0), None),
         ("more skipped than seen", lambda c: c["epoch_progress"].update(skipped=99), None),
         ("no order", None, lambda t: t.pop("rng/epoch_perm")),
         ("an order with a repeat", None, lambda t: t["rng/epoch_perm"].__setitem__(0, t["rng/epoch_perm"][1].item())),
@@ -157,37 +160,24 @@ def test_the_pace_leaves_out_the_first_tenth_and_the_short_last_step_and_counts_
     from dgmkit.training import Pace
 
     # the epoch starts at 0 s; the mark after its 11th step at 3 s; its 99th step ends 88 steps
-    # of 0.1 s later; its last (short, compiled again) at 12.8 s; its validation at 13.8 s
-    readings = iter([0.0, 3.0, 11.8, 12.8, 13.8])
+    # of 0.1 s later; its last (short, compiled again) at 12.8 s; its validation at 13.8 s; its
+    # files at 14.8 s
+    readings = iter([0.0, 3.0, 11.8, 12.8, 13.8, 14.8])
     pace, t = Pace(113.0, clock=lambda: next(readings)), FakeTrainer()
     pace.start_epoch()
     for i in range(100):
         pace.after_step(t, i)
     assert pace.measured and pace.step_s == pytest.approx(0.1)
     # an epoch: 100 steps of 0.1 s and 1 s of validation; warm-up: 12.8 - 10 = 2.8 s, once
-    epochs, per_epoch, warmup = pace.epochs(t)
-    assert (epochs, per_epoch, warmup) == (10, pytest.approx(11.0), pytest.approx(2.8))  # (113 - 2.8) // 11
-
-
-def test_a_call_that_ends_the_first_epoch_with_too_few_steps_to_time_keeps_the_earlier_pace():
-    from dgmkit.training import Pace
-
-    readings = iter([0.0, 5.0, 6.0])  # its 2 steps (compilation in them) end at 5 s, validation at 6 s
-    pace, t = Pace(113.0, clock=lambda: next(readings)), FakeTrainer()
-    pace.earlier = 0.1  # timed by the call that the budget stopped after step 98
-    pace.start_epoch()
-    for i in (98, 99):
-        pace.after_step(t, i)
-    assert pace.epochs(t) == (9, pytest.approx(11.0), pytest.approx(4.8))  # (113 - 4.8) // 11
-    t.epochs = 7  # never more than the run's epochs, never fewer than the one trained
-    for cap, seconds in ((7, 113.0), (1, 1.0)):
-        readings = iter([0.0, 5.0, 6.0])
-        pace = Pace(seconds, clock=lambda: next(readings))  # noqa: B023 - read at once
-        pace.earlier, t.epochs = 0.1, max(cap, 1)
+    assert pace.decide(t) == (10, pytest.approx(11.0), pytest.approx(2.8))  # (113 - 2.8) // 11
+    t.epochs = 10
+    assert pace.with_files(t) == (9, pytest.approx(12.0), pytest.approx(2.8))  # and 1 s of files: // 12
+    for seconds, cap, chosen in ((113.0, 7, 7), (1.0, 7, 1)):  # never more than the run's epochs, nor fewer than 1
+        pace, t.epochs = Pace(seconds, clock=iter([0.0, 3.0, 11.8, 12.8, 13.8]).__next__), cap
         pace.start_epoch()
-        for i in (98, 99):
+        for i in range(100):
             pace.after_step(t, i)
-        assert pace.epochs(t)[0] == cap
+        assert pace.decide(t)[0] == chosen
 
 
 def _for(digits, run_dir, train_for=None, epochs=400, budget=None) -> Trainer:
@@ -229,30 +219,42 @@ def test_a_run_for_a_time_is_the_run_of_the_epochs_it_chose_given_from_the_start
     """The first epoch's learning rate is the base rate whatever the number of epochs (a cosine
     schedule too), so a run whose epochs were set after it trains what those epochs, given from
     the start, train: the same weights and metrics bit for bit."""
-    # 19 steps: the clock read at the epoch's start (1), after step 2 (2), after step 18 (3), after
-    # step 19 (4) and after validation (5): 1/16 s a step, an epoch 19/16 + 1 s, warm-up 3 - 19/16 s
+    # 19 steps; the pace's clock read at the epoch's start (1), after step 2 (2), after step 18
+    # (3), after step 19 (4), after validation (5) and after the files (6): 1/16 s a step, warm-up
+    # 3 - 19/16 s; an epoch 19/16 + 1 s: (20 - 1.8125) // 2.1875 = 8, with its files (+1 s): 5
     paced = _for(digits, tmp_path / "paced", train_for=20.0, budget=TimeBudget(18.5, Clock()))  # out after epoch 1
     history = paced.fit()
-    assert paced.epochs == 8 and len(history) == 1 and history[0]["paced_epochs"] == 8  # (20 - 1.8125) // 2.1875
-    assert set(_recorded_epochs(tmp_path / "paced").values()) == {8}  # every file of the run, at once
-    paced = _for(digits, tmp_path / "paced", train_for=20.0, epochs=8)  # as --resume takes it from config.json
+    assert paced.epochs == 5 and len(history) == 1 and history[0]["paced_epochs"] == 5
+    assert set(_recorded_epochs(tmp_path / "paced").values()) == {5}  # every file of the run, at once
+    paced = _for(digits, tmp_path / "paced", train_for=20.0, epochs=5)  # as --resume takes it from config.json
     paced.resume()
     paced.fit()
-    assert paced.epoch == 8
-    _for(digits, tmp_path / "given", epochs=8).fit()
+    assert paced.epoch == 5
+    _for(digits, tmp_path / "given", epochs=5).fit()
     _same_runs(tmp_path / "paced", tmp_path / "given")
 
 
-def test_a_first_epoch_stopped_within_is_paced_by_the_call_that_ends_it(digits, tmp_path):
+@pytest.mark.parametrize(
+    "stop, epochs",
+    [
+        # after step 6: the next call times its own pace (from step 8 to 18: 1/10 s a step) and
+        # counts the 2 s spent before: warm-up 3 - 1.3 + 2 s; (20 - 3.7) // (1.9 + 1 + 1) = 4
+        (5.5, 4),
+        # after step 16: the next call trains 3 steps, too few to time, and takes the pace timed
+        # before (from step 2 to 16: 1/14 s); warm-up 1 - 3/14 + 2 s; // (19/14 + 1 + 1) = 5
+        (16.5, 5),
+    ],
+)
+def test_a_first_epoch_stopped_within_is_paced_by_the_call_that_ends_it(digits, tmp_path, stop, epochs):
     run = tmp_path / "r"
-    first = _for(digits, run, train_for=20.0, budget=TimeBudget(5.5, Clock()))  # out after step 6 of 19
+    first = _for(digits, run, train_for=20.0, budget=TimeBudget(stop, Clock()))
     first.fit()
     assert first.budget_spent and first.epoch == 0 and first.epochs == 400
     rest = _for(digits, run, train_for=20.0)
     rest.resume()
-    rest.fit()  # timed from step 8 to step 18: 1/10 s a step, an epoch 2.9 s, warm-up 3 - 1.3 s
-    assert rest.epochs == 6  # (20 - 1.7) // 2.9
-    _for(digits, tmp_path / "given", epochs=6).fit()
+    rest.fit()
+    assert rest.epochs == epochs
+    _for(digits, tmp_path / "given", epochs=epochs).fit()
     _same_runs(run, tmp_path / "given")
 
 

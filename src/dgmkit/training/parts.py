@@ -310,7 +310,7 @@ class TrainFor(TrainingPart):
         if trainer.steps_per_epoch < MIN_PACED_STEPS:
             raise ConfigError(
                 f"--train-for measures the pace of the first epoch's steps and needs {MIN_PACED_STEPS} of them at "
-                f"least; an epoch of this run has {trainer.steps_per_epoch} (lower --batch-size, or give --epochs)"
+                f"least; an epoch of this run has {trainer.steps_per_epoch} (lower --batch-size, or give --epochs instead)"
             )
         trainer.pace = Pace(self.seconds, self.clock)
 
@@ -325,15 +325,17 @@ class Pace:
     first epoch (the second at the least: the first is eager and the second compiles, where the
     step is compiled) to the end of its second-to-last step (a short last batch compiles again);
     whatever the epoch's training took beyond that pace (compilation, first calls) is counted
-    once: epochs = (seconds - that warm-up) // (an epoch's steps at the pace + its validation).
-    The checkpoints an epoch writes are not counted. A first epoch stopped within by a time
-    budget keeps the pace timed so far (``step_s``) for the call that ends it, where that one
-    trains too few of its steps to time them. The device is waited for where the clock is read
-    (three times in the run)."""
+    once: epochs = (seconds - that warm-up) // (an epoch's steps at the pace + its validation +
+    its files). The epochs are decided before the first epoch's files are written (``decide``)
+    and lowered again once they are (``with_files``). A first epoch stopped within by a time
+    budget keeps the pace timed so far and the seconds spent (``stopped``) for the call that
+    ends it (``resume_from``): that call counts them, and uses the pace where it trains too
+    few steps to time its own. The device is waited for where the clock is read."""
 
     def __init__(self, seconds: float, clock: Callable[[], float] = time.perf_counter):
         self.seconds, self.clock = seconds, clock
         self.earlier: float | None = None  # seconds a step, timed by an earlier call in the first epoch
+        self.spent = 0.0  # seconds the earlier calls trained of the first epoch
         self.start_call()
 
     def start_call(self) -> None:
@@ -343,6 +345,11 @@ class Pace:
         self._mark: tuple[int, float] | None = None
         self._end: tuple[int, float] | None = None
         self._train_end: float | None = None
+        self._valid_s, self._decided_at = 0.0, 0.0
+
+    def resume_from(self, progress: dict) -> None:
+        """An earlier call's ``stopped`` record (a checkpoint's place within the first epoch)."""
+        self.earlier, self.spent = progress.get("pace_s"), progress.get("pace_spent_s") or 0.0
 
     @property
     def measured(self) -> bool:
@@ -369,6 +376,15 @@ class Pace:
         if i == n - 1:
             self._train_end = self._now(trainer)
 
+    def stopped(self, trainer: Trainer, i: int) -> dict:
+        """A time budget stopped the first epoch after step ``i``: what the call that ends it
+        needs (the pace timed so far, the seconds spent), for the checkpoint."""
+        now = self._now(trainer)
+        if self._mark is not None and self._end is None and i > self._mark[0]:
+            self._end = (i, now)
+        spent = self.spent + (now - self._t0 if self._t0 is not None else 0.0)
+        return {"pace_s": self.step_s, "pace_spent_s": max(0.0, spent)}
+
     @property
     def step_s(self) -> float | None:
         """Seconds a step at the pace timed in this call, else by an earlier one (None: neither)."""
@@ -376,15 +392,22 @@ class Pace:
             return (self._end[1] - self._mark[1]) / (self._end[0] - self._mark[0])
         return self.earlier
 
-    def epochs(self, trainer: Trainer) -> tuple[int, float, float]:
+    def decide(self, trainer: Trainer) -> tuple[int, float, float]:
         """(the epochs to train, the seconds of an epoch at the pace, the warm-up seconds), once
-        the first epoch's training and validation are done."""
+        the first epoch's training and validation are done, before its files."""
+        self._decided_at = self.clock()
+        self._valid_s = self._decided_at - (self._train_end or self._decided_at)
+        return self._fit(trainer, 0.0)
+
+    def with_files(self, trainer: Trainer) -> tuple[int, float, float]:
+        """``decide``'s numbers again, an epoch's files (the time since ``decide``) counted."""
+        return self._fit(trainer, self.clock() - self._decided_at)
+
+    def _fit(self, trainer: Trainer, files_s: float) -> tuple[int, float, float]:
         assert self._t0 is not None and self._train_end is not None and self._first is not None
-        now = self.clock()
-        train_s, valid_s = self._train_end - self._t0, now - self._train_end
-        trained = trainer.steps_per_epoch - self._first
+        train_s, trained = self._train_end - self._t0, trainer.steps_per_epoch - self._first
         per_step = self.step_s if self.step_s is not None else train_s / trained  # (too few steps: all of them)
-        per_epoch = per_step * trainer.steps_per_epoch + valid_s
-        warmup = max(0.0, train_s - per_step * trained)
+        per_epoch = per_step * trainer.steps_per_epoch + self._valid_s + files_s
+        warmup = max(0.0, train_s - per_step * trained) + self.spent
         fit = int((self.seconds - warmup) // per_epoch) if per_epoch > 0 else trainer.epochs
         return max(1, min(trainer.epochs, fit)), per_epoch, warmup

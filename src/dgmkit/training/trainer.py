@@ -200,6 +200,7 @@ class Trainer:
         self.ema: EMA | None = None
         self.budget: TimeBudget | None = None
         self.pace: Pace | None = None  # (TrainFor: the epochs from the first epoch's pace)
+        self._paced: tuple | None = None  # its decision, until the first epoch's files are counted
         # called after every step with whether it was taken (a bool, or on a GPU a boolean tensor)
         self.step_hooks: list[Callable[[bool | torch.Tensor], None]] = []
         self.parallel = DataParallel(self.model, self._objective, self.device, self.dist) if self.dist.parallel else None
@@ -433,7 +434,7 @@ class Trainer:
             norms = [math.nan if v is None else v for v in progress["norms"]]
             self.guard.load_epoch(progress["skipped"], norms, progress["threshold"])
             if self.pace is not None and self.epoch == 0:  # the pace an earlier call timed in the first epoch
-                self.pace.earlier = progress.get("pace_s")
+                self.pace.resume_from(progress)
         self._epoch_share = (self.steps_per_epoch - start) / self.steps_per_epoch  # of the epoch trained in this call
         return perm, start, beta, total_loss, total_score
 
@@ -461,7 +462,7 @@ class Trainer:
             "norms": [v if math.isfinite(v) else None for v in self.guard.epoch_norms],  # None: not finite
             "threshold": self.guard.epoch_threshold if math.isfinite(self.guard.epoch_threshold) else None,
             "perm": self.batches.perm.detach().cpu().clone(),
-            **({"pace_s": self.pace.step_s} if self.pace is not None and self.epoch == 0 else {}),
+            **(self.pace.stopped(self, steps - 1) if self.pace is not None and self.epoch == 0 else {}),
         }
 
     def _checked_progress(self, p: object, perm: object, path: Path) -> dict | None:
@@ -483,6 +484,7 @@ class Trainer:
             and _count(skipped, 0, len(norms))
             and (threshold is None or (isinstance(threshold, float) and threshold >= 0))
             and _seconds_or_none(p.get("pace_s"))
+            and _seconds_or_none(p.get("pace_spent_s"))
             and perm.dtype == torch.int64
             and perm.shape == (n,)
             and torch.equal(perm.sort().values, torch.arange(n))
@@ -604,6 +606,8 @@ class Trainer:
             if improved:
                 self.save("best.safetensors", with_state=False)
             self.save()
+            if self._paced is not None:
+                self._count_files(metrics)
             log.info(json.dumps(metrics))
             for cb in self.callbacks if self.dist.is_main else ():
                 cb(self, metrics)
@@ -635,23 +639,41 @@ class Trainer:
                     metrics.update(self.validate())
                 self._check_finite(metrics, check_state=False)
             if self.pace is not None and self.epoch == 0 and self.pace.measured:
-                self._set_epochs(metrics)
+                self._set_epochs()
 
-    def _set_epochs(self, metrics: dict) -> None:
-        """``TrainFor``, at the end of the first epoch (before its files): the run's epochs from
-        its pace (rank 0's, on every rank), in the epoch's metrics and in the run's record, which
-        config.json and the epoch's checkpoints then hold."""
+    def _set_epochs(self) -> None:
+        """``TrainFor``, at the end of the first epoch, before its files: the run's epochs from
+        its pace (rank 0's, on every rank), into the run's record, which config.json and the
+        epoch's checkpoints then hold."""
         assert self.pace is not None
-        epochs, per_epoch, warmup = cast(tuple, distributed.broadcast_object(self.pace.epochs(self)))
+        self._paced = cast(tuple, distributed.broadcast_object(self.pace.decide(self)))
+        if self._paced[0] < self.epochs:
+            self.epochs = self._paced[0]
+            self._record_pending = self._record_epochs()  # (config.json first: a resume takes the epochs from it)
+
+    def _count_files(self, metrics: dict) -> None:
+        """``TrainFor``, once the first epoch's files are written: the epochs again, their time
+        counted; where fewer fit, config.json and then the checkpoints again. The numbers go into
+        ``metrics`` for the callbacks (not into metrics.jsonl: config.json holds the epochs)."""
+        assert self.pace is not None and self._paced is not None
+        epochs, per_epoch, warmup = cast(tuple, distributed.broadcast_object(self.pace.with_files(self)))
+        if epochs < self.epochs:
+            self.epochs = epochs
+            if self._record_epochs() and self.writer is not None:
+                self.writer.start()
+            if self.best_epoch == 1:  # (the weights of the first epoch, still the best)
+                self.save("best.safetensors", with_state=False)
+            self.save()
         metrics.update(paced_epochs=epochs, paced_epoch_s=per_epoch, paced_warmup_s=warmup)
-        if epochs == self.epochs:
-            return
-        self.epochs = epochs
+        self._paced = None
+
+    def _record_epochs(self) -> bool:
+        """The run's epochs into its record (where the Trainer writes one); whether they went in."""
         config = self.writer.record.get("config") if self.writer is not None else None
         optim = config.get("optim") if isinstance(config, dict) else None
         if isinstance(optim, dict):
-            optim["epochs"] = epochs
-            self._record_pending = True  # config.json first, then the checkpoints: a resume takes it from config.json
+            optim["epochs"] = self.epochs
+        return isinstance(optim, dict)
 
     def _data_checked(self) -> contextlib.AbstractContextManager:
         """Where the splits hold no missing entry: models and likelihoods need not look."""
@@ -752,8 +774,11 @@ class _BudgetSpent(Exception):
         self.progress = progress
 
 
+MAX_SECONDS = 1e9  # a pace or a time spent recorded in a checkpoint (the settings of seconds' cap)
+
+
 def _seconds_or_none(v: object) -> bool:
-    return v is None or (isinstance(v, float) and math.isfinite(v) and v >= 0)
+    return v is None or (isinstance(v, float) and 0 <= v <= MAX_SECONDS)
 
 
 def _count(v: object, lowest: int, highest: int) -> TypeGuard[int]:
