@@ -172,40 +172,43 @@ def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str |
     path = Path(run_dir)
     if not path.is_dir():
         raise CheckpointError(f"no run folder at {path}")
-    names = ["best.safetensors", "checkpoint.safetensors"] if which == "best" else ["checkpoint.safetensors"]
-    found = [path / n for n in names if (path / n).is_file()]
-    if not found:
-        raise CheckpointError(f"{path} holds no checkpoint ({' or '.join(names)}); train with `dgm train --out {path}`")
-    ckpt = load_checkpoint(found[0])
-    record = migrate_record(ckpt["config"], str(found[0]))
-    cfg = check_record(record, str(found[0]))
+    found = _checkpoint_of(path, which)
+    ckpt = load_checkpoint(found)
+    record = migrate_record(ckpt["config"], str(found))
+    cfg = check_record(record, str(found))
     if os.path.lexists(path / "config.json"):  # (one that is not a regular file is refused by read_json)
         own = migrate_record(read_json(path / "config.json"), str(path / "config.json"))
-        check_same_run(own, record, path / "config.json", found[0], FREE_ON_RESUME)
+        check_same_run(own, record, path / "config.json", found, FREE_ON_RESUME)
     data = record["data"]
     try:
         DataTransform(data["transform"], data["num_levels"])
-        check_weights_fit(cfg, tuple(data["event_shape"]), data["num_levels"], ckpt["model"], found[0])
+        check_weights_fit(cfg, tuple(data["event_shape"]), data["num_levels"], ckpt["model"], found)
         model = build_model(cfg, tuple(data["event_shape"]), data["num_levels"])
     except (KeyError, TypeError, ValueError, ConfigError, DataError) as e:
-        raise CheckpointError(f"{found[0]} does not describe a model this dgmkit can build: {e}") from None
-    load_weights(model, ckpt["model"], found[0])
+        raise CheckpointError(f"{found} does not describe a model this dgmkit can build: {e}") from None
+    load_weights(model, ckpt["model"], found)
     bad = nonfinite_state(model)
     if bad is not None:
-        raise CheckpointError(f"{found[0]}: {bad} holds NaN or inf (the run diverged); there is nothing to evaluate or use")
-    return Run(path, cfg, record, model.eval().to(device), found[0])
+        raise CheckpointError(f"{found}: {bad} holds NaN or inf (the run diverged); there is nothing to evaluate or use")
+    return Run(path, cfg, record, model.eval().to(device), found)
 
 
 def recorded_config(run_dir: str | os.PathLike[str]) -> RunConfig:
     """The config of the run in ``run_dir`` as ``load_run`` takes it (its best checkpoint's
     record, else the last's), from that checkpoint's header alone: no weights are read and no
     model is built."""
-    path = Path(run_dir)
-    found = [path / n for n in ("best.safetensors", "checkpoint.safetensors") if (path / n).is_file()]
+    found = _checkpoint_of(Path(run_dir), "best")
+    return check_record(migrate_record(record_of(read_metadata(found), found), str(found)), str(found))
+
+
+def _checkpoint_of(path: Path, which: str) -> Path:
+    """The checkpoint a run folder is read from: ``best``: best.safetensors where it exists, else
+    the last; ``last``: the last."""
+    names = ["best.safetensors", "checkpoint.safetensors"] if which == "best" else ["checkpoint.safetensors"]
+    found = [path / n for n in names if (path / n).is_file()]
     if not found:
-        raise CheckpointError(f"{path} holds no checkpoint (best.safetensors or checkpoint.safetensors)")
-    record = record_of(read_metadata(found[0]), found[0])
-    return check_record(migrate_record(record, str(found[0])), str(found[0]))
+        raise CheckpointError(f"{path} holds no checkpoint ({' or '.join(names)}); train with `dgm train --out {path}`")
+    return found[0]
 
 
 def check_weights_fit(

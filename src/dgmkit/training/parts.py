@@ -336,11 +336,15 @@ class Pace:
         self.seconds, self.clock = seconds, clock
         self.earlier: float | None = None  # seconds a step, timed by an earlier call in the first epoch
         self.spent = 0.0  # seconds the earlier calls trained of the first epoch
-        self.start_call()
-
-    def start_call(self) -> None:
-        """A new ``fit`` call: nothing of this call's timed yet."""
         self._t0: float | None = None
+        self._forget()
+
+    def start_epoch(self) -> None:
+        """A ``fit`` call begins the first epoch (once a call: nothing of an earlier call's timed)."""
+        self._forget()
+        self._t0 = self.clock()
+
+    def _forget(self) -> None:
         self._first: int | None = None
         self._mark: tuple[int, float] | None = None
         self._end: tuple[int, float] | None = None
@@ -355,9 +359,6 @@ class Pace:
     def measured(self) -> bool:
         """Whether this call trained the end of the first epoch (then its epochs are decided)."""
         return self._train_end is not None
-
-    def start_epoch(self) -> None:
-        self._t0 = self.clock()
 
     def _now(self, trainer: Trainer) -> float:
         if trainer.device.type == "cuda":

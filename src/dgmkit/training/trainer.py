@@ -578,15 +578,12 @@ class Trainer:
         history: list[dict] = []
         self.budget_spent = False
         self._deadline = None if self.budget is None else self.budget.clock() + self.budget.seconds
-        pace = self.pace if self.pace is not None and self.epoch == 0 else None  # (its first epoch is still to end)
-        if pace is not None:
-            pace.start_call()
         while self.epoch < self.epochs and not self.stopped_early:  # (a resumed run that had stopped trains no more)
             if history and self._out_of_time():  # (a call takes one step at least: every call goes on)
                 self.budget_spent = True
                 break
-            if pace is not None and self.epoch == 0:
-                pace.start_epoch()
+            if self.pace is not None and self.epoch == 0:  # (once a call: the epoch ends, or the budget stops it)
+                self.pace.start_epoch()
             t0 = time.perf_counter()
             try:
                 with self._own_rng(), self._data_checked():
@@ -649,7 +646,8 @@ class Trainer:
         self._paced = cast(tuple, distributed.broadcast_object(self.pace.decide(self)))
         if self._paced[0] < self.epochs:
             self.epochs = self._paced[0]
-            self._record_pending = self._record_epochs()  # (config.json first: a resume takes the epochs from it)
+            if self._record_epochs():  # config.json first, with the epoch's files: a resume takes the epochs from it
+                self._record_pending = True
 
     def _count_files(self, metrics: dict) -> None:
         """``TrainFor``, once the first epoch's files are written: the epochs again, their time
