@@ -251,6 +251,9 @@ TRANSCRIPTS: dict[str, list[str]] = {
         f"{T} --hidden 32 --latent-dim 4 --epochs 2 --batch-size 8 --skip-grad-factor 1.5 --time-budget 0.3 --out runs/tb",
         f"{T} --hidden 32 --latent-dim 4 --epochs 2 --batch-size 8 --skip-grad-factor 1.5 --resume --out runs/tb",
     ],
+    "train-for": [
+        f"{T} --hidden 32 --latent-dim 4 --epochs 1000 --lr-schedule cosine --train-for 8 --quiet --out runs/tf",
+    ],
     "ddp": [
         f"{T} --hidden 64 --latent-dim 4 --epochs 2 --nproc 2 --out runs/ddp",
         "dgm report runs/ddp runs/vae --out report.html --samples 16",
