@@ -15,6 +15,8 @@ import hashlib
 import io
 import math
 import time
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -44,7 +46,7 @@ from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset, load_dataset
 from dgmkit.data.registry import is_data_file
 from dgmkit.errors import ConfigError, DataError
-from dgmkit.evaluation.ood_scores import SCORES, histogram_png, log_likelihoods, ood_scores, png_code_length
+from dgmkit.evaluation.ood_scores import SCORES, OODScores, histogram_png, log_likelihoods, ood_scores, png_code_length
 from dgmkit.training.run_writer import run_files
 from dgmkit.training.trainer import VALID_SEED
 
@@ -310,6 +312,26 @@ def _notes(r: dict) -> list[str]:
 
 def run_ood(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    run, bg, k_of = _scored_runs(args)
+    figure = _checked_outputs(args, run, bg)
+    _RESULTS.kept(run.path)  # a foreign ood.json or ood-scores.csv is refused before any work
+    own_result_table(run.path / PER_INPUT, "set,split,index", "score again")
+    scored = _score(args, run, bg, k_of)
+    result = {**_record(args, run, bg, k_of, scored), "seconds": time.perf_counter() - t0}
+    say(format_table(result))
+    for note in _notes(result):
+        say(f"  {note}")
+    if scored.foreign is not None:
+        say(f"  note: {scored.foreign}")
+    if bg is not None and bg.cfg.optim.mutation_rate == 0:
+        say(f"  note: {args.background} was trained without --mutation-rate (Ren et al. used 0.1 to 0.3)")
+    _write(args, run, result, scored.scores, figure)
+    return 0
+
+
+def _scored_runs(args: argparse.Namespace) -> tuple[Run, Run | None, dict[int, int]]:
+    """The run, its --background (or None) and each one's k (by ``id``: 0 where exact; a flag given
+    for the other model leaves an exact one as it is), the flags checked against them."""
     run = _likelihood_run(args.run_dir, "the run", args.device)
     bg = None if args.background is None else _likelihood_run(args.background, "--background", args.device)
     scored = [run, *([bg] if bg else [])]
@@ -320,19 +342,35 @@ def run_ood(args: argparse.Namespace) -> int:
     if args.iw_samples is not None and any(r.model.estimate_kind == "time-sampled" for r in scored):
         raise ConfigError("--iw-samples: a diffusion model is scored by its bound over the run's time_samples, without "
                           "importance sampling")  # fmt: skip
-    # each model's k: 0 where exact (a flag given for the other model leaves an exact one as it is)
     k_of = {id(r): estimate_samples(r, None if r.model.estimate_kind == "exact" else args.iw_samples) for r in scored}
     if bg is not None:
         _check_background(run, bg, args.background)
+    return run, bg, k_of
+
+
+def _checked_outputs(args: argparse.Namespace, run: Run, bg: Run | None) -> Path | None:
+    """--out's figure path (or None), and --json checked: never one of the files this command
+    reads (the runs' data, --ood's), nor a run's file, nor the figure."""
     protected = run_files(run.path) + ([] if bg is None else run_files(bg.path))
     figure = png_output(args) if args.out is not None else None
-    if args.json is not None:  # never one of the files this command reads (the runs' data, --ood's), nor the figure
+    if args.json is not None:
         inputs = [*run_inputs(run, args.data), *([] if bg is None else run_inputs(bg))]
         inputs += [args.ood] if is_data_file(args.ood) else []
         mine = protected + ([figure] if figure else [])
         check_new_output(args.json, args.force, inputs=inputs, protected=mine, what="--json")
-    _RESULTS.kept(run.path)  # a foreign ood.json or ood-scores.csv is refused before any work
-    own_result_table(run.path / PER_INPUT, "set,split,index", "score again")
+    return figure
+
+
+class _Scored(NamedTuple):
+    scores: OODScores
+    lp_in: torch.Tensor  # (N_in,) log p(x) of the run's model
+    lp_ood: torch.Tensor
+    subsets: dict  # the seeded subsets of --limit: {"in": ..., "ood": ...}
+    code_bits: tuple[torch.Tensor, torch.Tensor] | None  # PNG code lengths, for the complexity score
+    foreign: str | None  # a note on the background's data
+
+
+def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int]) -> _Scored:
     dataset = run_data(run, args.data_dir, args.data)
     ood = _ood_dataset(run, args)
     foreign = None if bg is None else _background_data(run, bg, args.background, ood)
@@ -349,8 +387,6 @@ def run_ood(args: argparse.Namespace) -> int:
         )
 
     lp_in, lp_ood = ll(run, raw_in), ll(run, raw_ood)
-    background = None if bg is None else (ll(bg, raw_in), ll(bg, raw_ood))
-    fit = (ll(run, raw_train), ll(run, raw_valid))
     images = _code_images(run, raw_in), _code_images(run, raw_ood)
     binary = _code_binary(run)
     code_bits = (
@@ -358,20 +394,26 @@ def run_ood(args: argparse.Namespace) -> int:
         if images[0] is None or images[1] is None
         else (png_code_length(images[0], binary=binary), png_code_length(images[1], binary=binary))
     )
-    num_dims = math.prod(run.record["data"]["event_shape"])
     scores = ood_scores(
         lp_in,
         lp_ood,
-        num_dims=num_dims,
-        background=background,
+        num_dims=math.prod(run.record["data"]["event_shape"]),
+        background=None if bg is None else (ll(bg, raw_in), ll(bg, raw_ood)),
         code_bits=code_bits,
-        typicality_fit=fit,
+        typicality_fit=(ll(run, raw_train), ll(run, raw_valid)),
         typicality_batch=args.typicality_batch,
         seed=args.seed,
     )
+    return _Scored(scores, lp_in, lp_ood, {"in": sub_in, "ood": sub_ood}, code_bits, foreign)
+
+
+def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int], scored: _Scored) -> dict:
+    """What ood.json keeps of this call (less its seconds)."""
+    num_dims = math.prod(run.record["data"]["event_shape"])
     continuous = run.transform.kind == "continuous"
-    result = {
-        **scores.to_dict(),
+    lp_in, lp_ood = scored.lp_in, scored.lp_ood
+    return {
+        **scored.scores.to_dict(),
         "dataset": run.record["data"]["name"],
         "in_split": args.in_split,
         "ood": args.ood,
@@ -379,7 +421,7 @@ def run_ood(args: argparse.Namespace) -> int:
         "n_in": len(lp_in),
         "n_ood": len(lp_ood),
         "limit": args.limit,
-        "subsets": {"in": sub_in, "ood": sub_ood},
+        "subsets": scored.subsets,
         "fit_limit": args.fit_limit,
         "typicality_batch": args.typicality_batch,
         "estimate": run.model.estimate_kind,
@@ -388,7 +430,9 @@ def run_ood(args: argparse.Namespace) -> int:
         "bits_per_dim": None
         if continuous
         else {w: (-t.mean().item()) / (num_dims * math.log(2)) for w, t in (("in", lp_in), ("ood", lp_ood))},
-        "complexity_note": None if code_bits else f"no integer images of at most 256 levels ({run.transform.kind} data)",
+        "complexity_note": None
+        if scored.code_bits
+        else f"no integer images of at most 256 levels ({run.transform.kind} data)",
         "background": None if bg is None else str(args.background),
         "background_weights": None if bg is None else _digest(bg),
         "background_mutation_rate": None if bg is None else bg.cfg.optim.mutation_rate,
@@ -399,15 +443,11 @@ def run_ood(args: argparse.Namespace) -> int:
         "checkpoint": run.checkpoint.name,
         "weights": _digest(run),
         "seed": args.seed,
-        "seconds": time.perf_counter() - t0,
     }
-    say(format_table(result))
-    for note in _notes(result):
-        say(f"  {note}")
-    if foreign is not None:
-        say(f"  note: {foreign}")
-    if bg is not None and bg.cfg.optim.mutation_rate == 0:
-        say(f"  note: {args.background} was trained without --mutation-rate (Ren et al. used 0.1 to 0.3)")
+
+
+def _write(args: argparse.Namespace, run: Run, result: dict, scores: OODScores, figure: Path | None) -> None:
+    """ood.json (kept by protocol), every input's scores, and the --json and --out copies."""
     count_kept = _RESULTS.keep(run.path, result)
     atomic_write_bytes(
         run.path / PER_INPUT, _per_input_csv(scores.scores, result["subsets"], (args.in_split, args.ood_split))
@@ -421,4 +461,3 @@ def run_ood(args: argparse.Namespace) -> int:
         write_png(figure, histogram_png(scores, (f"{result['dataset']} (in)", f"{args.ood} (OOD)"), title))
         wrote.append(str(figure))
     say(f"wrote {', '.join(wrote)}")
-    return 0
