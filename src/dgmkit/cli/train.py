@@ -223,41 +223,71 @@ def train_run(
     every ``report_every`` epochs (and logging to ``out/tensorboard`` with ``tensorboard``). A
     fresh run needs a new or empty folder; the folder is locked while the run is written.
     ``restart``: a fresh run in place of one that stopped before its first checkpoint."""
-    if tensorboard:
-        if cfg.model.fit == "closed-form":
-            raise ConfigError(f"--tensorboard: the {cfg.model.name} model is fitted in closed form; it has no epochs to log")
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None:  # refused before any work, not after an epoch
-            raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
-    family = cfg.model
-    ctx = distributed.current()
-    if ctx.parallel and family.fit != "gradient":
-        raise ConfigError(f"the {family.name} model is fitted {family.fit == 'em' and 'by EM' or 'in closed form'} in one "
-                          "process; data-parallel training (torchrun, --nproc) is for gradient training")  # fmt: skip
-    if resume and family.fit != "gradient":
-        raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
-    if cfg.data.codes_of and not resume:  # the source run by its full path, wherever this run is used from
-        cfg = cfg.replace(codes_of=str(Path(cfg.data.codes_of).resolve()))
-    if not resume:  # a data file and a data folder by their full paths, wherever the run is used from
-        for key in ("dataset", "data_dir", "schema"):
-            value = getattr(cfg.data, key)
-            if value is None or (key == "dataset" and not is_data_file(value)):
-                continue
-            try:  # a file keeps its own name (a link's, whose suffix says its format, as in load_dataset)
-                full = Path(value).expanduser()
-                full = full.resolve() if key == "data_dir" else full.parent.resolve() / full.name
-                cfg = cfg.replace(**{key: str(full)})
-            except (RuntimeError, OSError, ValueError):  # ~user of an unknown user, a NUL byte...: the loader says it
-                pass
+    _check_fit_flags(cfg, resume, tensorboard)
+    if not resume:
+        cfg = _with_full_paths(cfg)
     units = None  # a resumed run on another run's latents keeps the units it recorded keeping
     if resume:
         units = migrate_record(read_json(out / "config.json"), str(out / "config.json"))["data"].get("units")
     dataset = run_dataset(cfg.data, units=units)
-    read_off = family.settings_from_data(dataset)  # e.g. the heads a table's columns need
+    read_off = cfg.model.settings_from_data(dataset)  # e.g. the heads a table's columns need
     if read_off:
         cfg = cfg.replace(**read_off)
-        family = cfg.model
+    family = cfg.model
+    transform = _data_transform(cfg, dataset)
+    init_data = None
+    if family.needs_init_data and not resume:
+        init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
+    if resume:  # the run's checkpoint bounds the model config.json describes (before it is built)
+        _check_resumed_fit(cfg, dataset, out)
+    model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
+    fitted = _with_kept_labels(cfg, dataset)
+    main = distributed.current().is_main
+    with RunFolder(out, fresh=not resume, restart=restart) if main else contextlib.nullcontext():
+        run_id, digest = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None)
+        record = run_record(cfg, dataset, transform, run_id, digest)  # of the data as they are, all labels included
+        return _fit(cfg, model, fitted, transform, RunWriter(out, record), resume, quiet, report_every, tensorboard)
+
+
+def _check_fit_flags(cfg: RunConfig, resume: bool, tensorboard: bool) -> None:
+    """What the family's way of fitting and this process refuse, before any work."""
+    family = cfg.model
+    if tensorboard:
+        if family.fit == "closed-form":
+            raise ConfigError(f"--tensorboard: the {family.name} model is fitted in closed form; it has no epochs to log")
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:  # refused before any work, not after an epoch
+            raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    if distributed.current().parallel and family.fit != "gradient":
+        raise ConfigError(f"the {family.name} model is fitted {family.fit == 'em' and 'by EM' or 'in closed form'} in one "
+                          "process; data-parallel training (torchrun, --nproc) is for gradient training")  # fmt: skip
+    if resume and family.fit != "gradient":
+        raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
+
+
+def _with_full_paths(cfg: RunConfig) -> RunConfig:
+    """A fresh run's source run (--codes-of), data file and data folder by their full paths,
+    wherever the run is used from."""
+    if cfg.data.codes_of:
+        cfg = cfg.replace(codes_of=str(Path(cfg.data.codes_of).resolve()))
+    for key in ("dataset", "data_dir", "schema"):
+        value = getattr(cfg.data, key)
+        if value is None or (key == "dataset" and not is_data_file(value)):
+            continue
+        try:  # a file keeps its own name (a link's, whose suffix says its format, as in load_dataset)
+            full = Path(value).expanduser()
+            full = full.resolve() if key == "data_dir" else full.parent.resolve() / full.name
+            cfg = cfg.replace(**{key: str(full)})
+        except (RuntimeError, OSError, ValueError):  # ~user of an unknown user, a NUL byte...: the loader says it
+            pass
+    return cfg
+
+
+def _data_transform(cfg: RunConfig, dataset: Dataset) -> DataTransform:
+    """The family's transform of ``dataset``, checked against what the family trains on (missing
+    entries, another run's code indices, dequantized data)."""
+    family = cfg.model
     objective = family.training_objective() if family.fit == "gradient" else None
     what = f"{family.describe()}" + (f" trained by the {objective.label}" if objective is not None else "")
     check_missing_allowed(dataset, objective is not None and objective.handles_missing, what)
@@ -279,17 +309,7 @@ def train_run(
             f"{dataset.name} has missing entries: model quantized data with missing entries by a discrete likelihood "
             "(--likelihood bernoulli, categorical or logistic), not a density of dequantized values"
         )
-    init_data = None
-    if family.needs_init_data and not resume:
-        init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
-    if resume:  # the run's checkpoint bounds the model config.json describes (before it is built)
-        _check_resumed_fit(cfg, dataset, out)
-    model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
-    fitted = _with_kept_labels(cfg, dataset)
-    with RunFolder(out, fresh=not resume, restart=restart) if ctx.is_main else contextlib.nullcontext():
-        run_id, digest = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None)
-        record = run_record(cfg, dataset, transform, run_id, digest)  # of the data as they are, all labels included
-        return _fit(cfg, model, fitted, transform, RunWriter(out, record), resume, quiet, report_every, tensorboard)
+    return transform
 
 
 class _Labelled(Protocol):
@@ -347,6 +367,27 @@ def _resumable_run_id(
     return own.get("run_id"), digest
 
 
+class _LazyTensorBoard:
+    """A callback that logs to ``run_dir/tensorboard`` from its first call on (a fresh run's folder
+    must be empty until the run writes it); nothing where ``enabled`` is false."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.run_dir, self.enabled = run_dir, enabled
+        self.logger: TensorBoardLogger | None = None
+
+    def __call__(self, fit: object, m: dict) -> None:
+        if self.enabled and self.logger is None:
+            from dgmkit.training.tensorboard import TensorBoardLogger
+
+            self.logger = TensorBoardLogger(self.run_dir / "tensorboard")
+        if self.logger is not None:
+            self.logger(fit, m)
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+
+
 def _fit(
     cfg: RunConfig,
     model: torch.nn.Module,
@@ -359,16 +400,7 @@ def _fit(
     tensorboard: bool = False,
 ) -> FitResult:
     family, out = cfg.model, writer.run_dir
-    logs: list[TensorBoardLogger] = []  # a TensorBoard logger, made once the folder is written (a fresh run needs it empty)
-
-    def log(fit: object, m: dict) -> None:
-        if tensorboard and not logs:
-            from dgmkit.training.tensorboard import TensorBoardLogger
-
-            logs.append(TensorBoardLogger(out / "tensorboard"))
-        if logs:
-            logs[0](fit, m)
-
+    log = _LazyTensorBoard(out, tensorboard)
     num_dims: float = math.prod(dataset.event_shape)
     shift = num_dims * transform.log_volume  # nats of the integer data from nats of dequantized data
     continuous = transform.kind == "continuous"
@@ -376,25 +408,11 @@ def _fit(
     if valid_x.is_floating_point() and bool(torch.isnan(valid_x).any()):  # log p(x_o): bits per observed entry
         num_dims = (~torch.isnan(valid_x)).flatten(1).sum(1).double().mean().item()
     if family.fit != "gradient":
-        writer.start()
         report = _reporter(cfg, num_dims, shift, "log p(x)", "log_px", quiet, report_every, continuous)
-        if family.fit == "closed-form":
-            result = fit_closed_form(
-                cast(ClosedFormFit, model), dataset.train, dataset.valid, transform, writer, cfg.optim.seed
-            )
-            if not quiet:
-                nats = result.best_valid - shift
-                say(f"fitted {family.describe()} in closed form: exact log-likelihood {nats:.3f} nats (valid)")
-            return result
         try:
-            return fit_em(
-                cast(EMFit, model), dataset.train, dataset.valid, transform, writer, cast(int, family.iterations),
-                cfg.optim.seed,
-                callbacks=[report, log],
-            )  # fmt: skip
+            return _fit_in_one_go(cfg, model, dataset, transform, writer, [report, log], quiet, shift)
         finally:
-            for logger in logs:
-                logger.close()
+            log.close()
     objective = family.training_objective()
     if not resume and distributed.current().is_main:
         writer.start()  # before the Trainer (building it can take seconds): a run stopped meanwhile can be restarted
@@ -411,6 +429,48 @@ def _fit(
         diagnostics=latent_diagnostics if model.has_latents else None,
         **trainer_options(cfg),
     )
+    _start(trainer, cfg, out, resume, quiet)
+    try:
+        trainer.fit()
+    finally:
+        log.close()
+    if trainer.budget_spent:
+        k, steps = trainer.steps_into_epoch, trainer.steps_per_epoch
+        where = f"in epoch {trainer.epoch + 1} after step {k} of {steps}" if k else f"after epoch {trainer.epoch}"
+        say(
+            f"stopped by --time-budget ({cfg.optim.time_budget:g} s) {where}, with a checkpoint; go on with: "
+            f"dgm train --resume --out {out}"
+        )
+    return trainer_result(trainer, objective)
+
+
+def _fit_in_one_go(
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    dataset: Dataset,
+    transform: DataTransform,
+    writer: RunWriter,
+    callbacks: list,
+    quiet: bool,
+    shift: float,
+) -> FitResult:
+    """A family fitted in closed form or by EM (no gradient steps, no resume)."""
+    family = cfg.model
+    writer.start()
+    if family.fit == "closed-form":
+        result = fit_closed_form(cast(ClosedFormFit, model), dataset.train, dataset.valid, transform, writer, cfg.optim.seed)
+        if not quiet:
+            nats = result.best_valid - shift
+            say(f"fitted {family.describe()} in closed form: exact log-likelihood {nats:.3f} nats (valid)")
+        return result
+    return fit_em(
+        cast(EMFit, model), dataset.train, dataset.valid, transform, writer, cast(int, family.iterations), cfg.optim.seed,
+        callbacks=callbacks,
+    )  # fmt: skip
+
+
+def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: bool) -> None:
+    """The checkpoint read where the run resumes, and the lines that say how the run trains."""
     if resume:
         trainer.resume()  # config.json is rewritten (with what FREE_ON_RESUME lets change) with the next epoch
         k = trainer.steps_into_epoch
@@ -423,19 +483,6 @@ def _fit(
             f"data-parallel: {trainer.dist.world_size} processes share each batch of {cfg.optim.batch_size} "
             f"(gradients averaged through {trainer.gradient_transport})"
         )
-    try:
-        trainer.fit()
-    finally:
-        for logger in logs:
-            logger.close()
-    if trainer.budget_spent:
-        k, steps = trainer.steps_into_epoch, trainer.steps_per_epoch
-        where = f"in epoch {trainer.epoch + 1} after step {k} of {steps}" if k else f"after epoch {trainer.epoch}"
-        say(
-            f"stopped by --time-budget ({cfg.optim.time_budget:g} s) {where}, with a checkpoint; go on with: "
-            f"dgm train --resume --out {out}"
-        )
-    return trainer_result(trainer, objective)
 
 
 def _launch(args: argparse.Namespace) -> int:
