@@ -37,6 +37,7 @@ from dgmkit.cli.common import (
 )
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import run_dataset
+from dgmkit.data import Dataset
 from dgmkit.data.missing import observed
 from dgmkit.data.table import TABLE_SUFFIXES, write_table
 from dgmkit.errors import ConfigError, DataError
@@ -144,18 +145,55 @@ def run_impute(args: argparse.Namespace) -> int:
     transform = run.transform
     if transform.kind == "dequantize":
         raise ConfigError("imputation of dequantized data is not supported: train with a discrete likelihood")
-    truth = None
     dataset = run_data(run, args.data_dir, args.data)
     columns = dataset.columns
+    data, truth, file_shape, where = _incomplete(args, run, dataset)
+    missing = ~observed(data)
+    # the data, masks and scores stay on the CPU (the noise of the transform drawn there, the same on any
+    # device); only the model's input goes to its device, and its imputations come back
+    x = transform(data, torch.Generator().manual_seed(VALID_SEED)).to(run.device)
+    single, multiple = impute_batched(cast(LatentVariableModel, run.model), x, k=args.k, draws=args.draws, seed=args.seed)
+    single, multiple = single.cpu(), None if multiple is None else multiple.cpu()
+    single_data = torch.where(missing, to_data_units(single, transform), data.double())
+    say(
+        f"imputed {plural(int(missing.sum()), 'missing entry', 'missing entries')} of "
+        f"{plural(len(data), 'datapoint')} ({where}) with k = {args.k} importance samples"
+        + (f", and {plural(args.draws, 'multiple imputation')}" if args.draws else "")
+    )
+    arrays = {"x": single_data.numpy().reshape(file_shape)}
+    if multiple is not None:
+        draws = torch.where(missing, to_data_units(multiple, transform), data.double())
+        arrays["draws"] = draws.numpy().reshape(args.draws, *file_shape)
+    scores = None
+    if truth is not None:
+        scores = _scores(args, run, data, truth, single_data, missing, columns)
+    _write_imputed(args, out, arrays["x"].reshape(len(data), -1), columns, arrays)
+    say(f"wrote {out}")
+    if figure is not None:
+        _figure(figure, run, data, single_data, truth)
+        say(f"wrote {figure}")
+    if scores is not None:
+        atomic_write_json(run.path / "impute.json", scores)
+        say(f"wrote {run.path / 'impute.json'}")
+    return 0
+
+
+def _incomplete(
+    args: argparse.Namespace, run: Run, dataset: Dataset
+) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, ...], str]:
+    """The datapoints to impute (INPUT's or the split's, --limit of them drawn with --seed), the
+    values that the run's --missing-rate removed from them (or None: unknown), the shape that the
+    output file keeps, and words for where they come from; checked to have something to impute
+    and, with --baselines, something to score."""
+    truth = None
     if args.input:
-        data, file_shape = read_input_file(args.input, run, columns, "impute")
+        data, file_shape = read_input_file(args.input, run, dataset.columns, "impute")
         where = args.input
     else:
         data = dataset.split(args.split).x
         file_shape = tuple(data.shape)
         where = f"the {args.split} split of {run.record['data']['name']}"
-        rate = run.cfg.data.missing_rate
-        if rate > 0:  # the run removed these entries itself: the values that were there are known
+        if run.cfg.data.missing_rate > 0:  # the run removed these entries itself: the values that were there are known
             source = run.cfg.data if args.data is None else dataclasses.replace(run.cfg.data, dataset=args.data)
             complete = run_dataset(dataclasses.replace(source, missing_rate=0.0), args.data_dir or None)
             truth = complete.split(args.split).x.float()
@@ -180,39 +218,21 @@ def run_impute(args: argparse.Namespace) -> int:
             f"--draws {args.draws} of {plural(data.numel(), 'value')} would hold {args.draws * data.numel()} values, "
             f"more than {MAX_DRAWN_VALUES}; draw fewer, or impute fewer datapoints (--limit)"
         )
-    # the data, masks and scores stay on the CPU (the noise of the transform drawn there, the same on any
-    # device); only the model's input goes to its device, and its imputations come back
-    x = transform(data, torch.Generator().manual_seed(VALID_SEED)).to(run.device)
-    single, multiple = impute_batched(cast(LatentVariableModel, run.model), x, k=args.k, draws=args.draws, seed=args.seed)
-    single, multiple = single.cpu(), None if multiple is None else multiple.cpu()
-    single_data = torch.where(missing, to_data_units(single, transform), data.double())
-    say(
-        f"imputed {plural(int(missing.sum()), 'missing entry', 'missing entries')} of "
-        f"{plural(len(data), 'datapoint')} ({where}) with k = {args.k} importance samples"
-        + (f", and {plural(args.draws, 'multiple imputation')}" if args.draws else "")
-    )
-    arrays = {"x": single_data.numpy().reshape(file_shape)}
-    if multiple is not None:
-        draws = torch.where(missing, to_data_units(multiple, transform), data.double())
-        arrays["draws"] = draws.numpy().reshape(args.draws, *file_shape)
-    scores = None
-    if truth is not None:
-        scores = _scores(args, run, data, truth, single_data, missing, columns)
+    return data, truth, file_shape, where
+
+
+def _write_imputed(
+    args: argparse.Namespace, out: Path, rows: np.ndarray, columns: tuple, arrays: dict[str, np.ndarray]
+) -> None:
+    """The imputed data as a table (``.csv``: a table INPUT's other columns kept where every row
+    was imputed) or as ``.npy``/``.npz`` arrays (the draws too)."""
     if out.suffix.lower() == ".csv":
         table_in = (
             args.input if args.input and Path(args.input).suffix.lower() in TABLE_SUFFIXES and args.limit is None else None
         )
-        atomic_write_bytes(out, write_table(arrays["x"].reshape(len(data), -1), columns, original=table_in).encode())
+        atomic_write_bytes(out, write_table(rows, columns, original=table_in).encode())
     else:
         atomic_write_bytes(out, _npy_bytes(**arrays))
-    say(f"wrote {out}")
-    if figure is not None:
-        _figure(figure, run, data, single_data, truth)
-        say(f"wrote {figure}")
-    if scores is not None:
-        atomic_write_json(run.path / "impute.json", scores)
-        say(f"wrote {run.path / 'impute.json'}")
-    return 0
 
 
 def _baseline(rows: np.ndarray, name: str, seed: int, cat: np.ndarray) -> np.ndarray:
