@@ -257,32 +257,12 @@ def evaluate_run(
     or a seeded random ``limit`` of it; ``orders``: an any-order model's exact mixture of that
     many orders instead, each order kept in the run folder as it is done where ``keep_orders``
     (``dgm eval``'s; otherwise nothing is written). The counts are checked as the flags check them."""
-    for value, lo, hi, what in (
-        (iw_samples, 0, MAX_IW_SAMPLES, "iw_samples"),
-        (time_samples, 1, MAX_IW_SAMPLES, "time_samples"),
-        (orders, 1, MAX_ORDERS, "orders"),
-    ):
-        if value is not None:
-            given_count(value, lo, hi, what)
-    given_count(seed, 0, MAX_SEED, "seed")
-    if orders is not None:
-        if not isinstance(run.model, AnyOrderModel):
-            raise ConfigError(f"--orders: {run.cfg.model.describe()} is not an any-order model (e.g. masked diffusion)")
-        if iw_samples is not None or time_samples is not None:
-            raise ConfigError("--orders scores the exact mixture of orders: it takes no --iw-samples or --time-samples")
-    if limit is not None and not positive_count(limit):
-        raise ConfigError(f"limit must be a positive integer (a seeded random subset of the split), got {limit!r}")
+    _check_counts(run, iw_samples, time_samples, limit, seed, orders)
     k = estimate_samples(run, iw_samples, time_samples)
     weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]  # which weights these numbers are of
     dataset = run_data(run, data_dir, data)
     x, y = split_data(run, split, dataset=dataset)
-    subset = None
-    if limit is not None and limit < len(x):
-        total = len(x)
-        idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-        x = x[idx]
-        y = None if y is None else y[idx]
-        subset = {"seed": seed, "of": total, "indices": idx.tolist()}
+    x, y, subset = _seeded_subset(x, y, limit, seed)
     store = None
     if orders is not None and keep_orders and distributed.current().world_size == 1:  # each order's values kept as done
         key = hashlib.sha256(f"{weights}|{seed}|{tuple(x.shape)}|".encode() + x.cpu().numpy().tobytes()).hexdigest()
@@ -316,6 +296,39 @@ def evaluate_run(
         "processes": distributed.current().world_size,
         "order_files": None if store is None else store.folder.relative_to(run.path).as_posix(),  # in the run folder
     }
+
+
+def _check_counts(
+    run: Run, iw_samples: int | None, time_samples: int | None, limit: int | None, seed: int, orders: int | None
+) -> None:
+    """The counts of ``evaluate_run``, checked as the flags check them, and --orders against the run."""
+    for value, lo, hi, what in (
+        (iw_samples, 0, MAX_IW_SAMPLES, "iw_samples"),
+        (time_samples, 1, MAX_IW_SAMPLES, "time_samples"),
+        (orders, 1, MAX_ORDERS, "orders"),
+    ):
+        if value is not None:
+            given_count(value, lo, hi, what)
+    given_count(seed, 0, MAX_SEED, "seed")
+    if orders is not None:
+        if not isinstance(run.model, AnyOrderModel):
+            raise ConfigError(f"--orders: {run.cfg.model.describe()} is not an any-order model (e.g. masked diffusion)")
+        if iw_samples is not None or time_samples is not None:
+            raise ConfigError("--orders scores the exact mixture of orders: it takes no --iw-samples or --time-samples")
+    if limit is not None and not positive_count(limit):
+        raise ConfigError(f"limit must be a positive integer (a seeded random subset of the split), got {limit!r}")
+
+
+def _seeded_subset(
+    x: torch.Tensor, y: torch.Tensor | None, limit: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor | None, dict | None]:
+    """``limit`` datapoints drawn at random with ``seed`` (in their order in the split), and the
+    record of which (None: all of them)."""
+    if limit is None or limit >= len(x):
+        return x, y, None
+    total = len(x)
+    idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    return x[idx], None if y is None else y[idx], {"seed": seed, "of": total, "indices": idx.tolist()}
 
 
 def _trained(run: Run) -> dict | None:
