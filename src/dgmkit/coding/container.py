@@ -205,6 +205,14 @@ def check_header(header: Any, source: str = "the file") -> dict:
         raise DataError(
             f"{source} has a bad header: 'dtype' must be a boolean, integer or float type such as '|u1', got {_short(dtype)}"
         )
+    _check_sizes(h, shape, dtype, source)
+    _check_source(h, shape, dtype, levels, source)
+    return h
+
+
+def _check_sizes(h: dict, shape: list[int], dtype: str, source: str) -> None:
+    """The data a header declares and its batches, bounded: decoding allocates at most
+    ``MAX_DECODED_BYTES``, a batch codes at most ``MAX_BATCH_PIXELS`` pixels."""
     n, pixels = shape[0], math.prod(shape[1:])  # python integers: no overflow
     item = max(8, np.dtype(dtype).itemsize)  # int64 while decoding
     if n * pixels > MAX_PIXELS or n * pixels * item > MAX_DECODED_BYTES:
@@ -218,6 +226,10 @@ def check_header(header: Any, source: str = "the file") -> dict:
             f"{source} has a bad header: 'batch_size' {batch_size} codes {min(batch_size, n) * pixels} pixels at once, "
             f"more than {MAX_BATCH_PIXELS}"
         )
+
+
+def _check_source(h: dict, shape: list[int], dtype: str, levels: int, source: str) -> None:
+    """'source' and the keys that go with it: PNG images' names and mode, or none for an array."""
     src = h["source"]
     if src not in SOURCES:
         raise DataError(f"{source} has a bad header: 'source' must be one of {', '.join(SOURCES)}, got {_short(src)}")
@@ -233,12 +245,11 @@ def check_header(header: Any, source: str = "the file") -> dict:
                 f"{source} has a bad header: PNG images of mode {mode} need a shape [N, H, W] and dtype "
                 f"{PNG_MODES[mode]}{' and 2 levels' if mode == '1' else ''}, got {_short(shape)}, {dtype}, {levels}"
             )
-        check_png_names(h["names"], n, source)
+        check_png_names(h["names"], shape[0], source)
     else:
         extra = [k for k in ("names", "png_mode") if k in h]
         if extra:
             raise DataError(f"{source} has a bad header: it holds a NumPy array but has {', '.join(map(repr, extra))}")
-    return h
 
 
 def coding_device(device: torch.device) -> str:
