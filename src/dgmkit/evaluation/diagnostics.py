@@ -308,29 +308,10 @@ def diagnose(
     layers = [_join([p[j] for p in parts]) for j in range(len(parts[0]))]
     reports, agg_top = [], None
     for index, layer in enumerate(layers):
-        variance = _unit_variance(layer.loc)
-        mi = None
-        try:
-            log_q = None if layer.q_many is None or not mutual_info else aggregate_marginal(layer.z, layer.q_many, True)
-        except (RuntimeError, ValueError, NotImplementedError):  # a q whose log_prob does not broadcast
-            log_q = None
-        if log_q is not None:
-            agg, own = log_q
-            mi = float((cast(torch.Tensor, own) - agg).mean())
-            if index == len(layers) - 1:
-                agg_top = (layer, agg)
-        reports.append(
-            LayerReport(
-                name=layer.name,
-                index=index,
-                size=layer.size,
-                kl=float(layer.kl.double().mean()),
-                active_units=int((variance > ACTIVE_THRESHOLD).sum()),
-                mutual_info=mi,
-                kl_per_dim=None if layer.kl_dims is None else layer.kl_dims.double().flatten(1).mean(0).tolist(),
-                mean_variance=variance.tolist(),
-            )
-        )
+        report, agg = _layer_report(index, layer, mutual_info)
+        reports.append(report)
+        if agg is not None and index == len(layers) - 1:
+            agg_top = (layer, agg)
     numbers = [v for r in reports for v in (r.kl, r.mutual_info, *(r.kl_per_dim or ()), *r.mean_variance) if v is not None]
     if not all(math.isfinite(v) for v in numbers):
         raise EvaluationError(
@@ -347,17 +328,58 @@ def diagnose(
         raise EvaluationError("the model gives a non-finite marginal KL (NaN or inf; its weights may be too large)")
     out.top_mean_kl = reports[-1].kl
     if holes > 0:
-        assert top_layer.q_many is not None  # agg_top is set only where it gave log_q
-        z_p, log_p = rsample_and_log_prob(p_top, (holes,), g, reparameterized=False, device=x.device)
-        ratio = aggregate_marginal(z_p, top_layer.q_many)[0] - log_p.double()
-        out.hole_fraction = float((ratio < math.log(HOLE_RATIO)).double().mean())
-        order = ratio.argsort()
-        k = min(shown, holes)
-        deepest, typical = z_p[order[:k]], z_p[order.flip(0)[:k]]
-        if hierarchical:
-            deepest, typical = _stack(model).descend(deepest, g)[0], _stack(model).descend(typical, g)[0]
-        out.hole_z, out.typical_z = deepest, typical
+        _find_holes(out, model, top_layer, p_top, holes, shown, g, x.device)
     return out
+
+
+def _layer_report(index: int, layer: _Layer, mutual_info: bool) -> tuple[LayerReport, torch.Tensor | None]:
+    """One layer's numbers, and log q(z) of its aggregate posterior at its own draws (None where
+    not computed: ``mutual_info`` off, or a q whose log_prob does not broadcast)."""
+    variance = _unit_variance(layer.loc)
+    mi, agg = None, None
+    try:
+        log_q = None if layer.q_many is None or not mutual_info else aggregate_marginal(layer.z, layer.q_many, True)
+    except (RuntimeError, ValueError, NotImplementedError):  # a q whose log_prob does not broadcast
+        log_q = None
+    if log_q is not None:
+        agg, own = log_q
+        mi = float((cast(torch.Tensor, own) - agg).mean())
+    report = LayerReport(
+        name=layer.name,
+        index=index,
+        size=layer.size,
+        kl=float(layer.kl.double().mean()),
+        active_units=int((variance > ACTIVE_THRESHOLD).sum()),
+        mutual_info=mi,
+        kl_per_dim=None if layer.kl_dims is None else layer.kl_dims.double().flatten(1).mean(0).tolist(),
+        mean_variance=variance.tolist(),
+    )
+    return report, agg
+
+
+def _find_holes(
+    out: Diagnosis,
+    model: LatentVariableModel,
+    top_layer: _Layer,
+    p_top: Distribution,
+    holes: int,
+    shown: int,
+    g: torch.Generator,
+    device: torch.device,
+) -> None:
+    """The prior-hole numbers of ``out``: ``holes`` draws of the top prior scored against the
+    aggregate posterior, and the ``shown`` deepest and most typical of them (descended to the
+    bottom layer of a hierarchy), as joint latents for decoding."""
+    assert top_layer.q_many is not None  # the caller has its aggregate marginal
+    z_p, log_p = rsample_and_log_prob(p_top, (holes,), g, reparameterized=False, device=device)
+    ratio = aggregate_marginal(z_p, top_layer.q_many)[0] - log_p.double()
+    out.hole_fraction = float((ratio < math.log(HOLE_RATIO)).double().mean())
+    order = ratio.argsort()
+    k = min(shown, holes)
+    deepest, typical = z_p[order[:k]], z_p[order.flip(0)[:k]]
+    if model.has_layers:
+        deepest, typical = _stack(model).descend(deepest, g)[0], _stack(model).descend(typical, g)[0]
+    out.hole_z, out.typical_z = deepest, typical
 
 
 def _join(parts: list[_Layer]) -> _Layer:
