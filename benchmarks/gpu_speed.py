@@ -67,6 +67,9 @@ MODELS = {  # name: (preset, overrides)
     "glow": ("flow-mnist-glow.toml", {}),
     "vdm": ("diffusion-mnist-vdm.toml", {}),
     "vqvae": ("vqvae-bmnist.toml", {}),
+    # a step of almost no compute (the embedded digits, 4 hidden units, batch 8): what a training
+    # loop costs on the host a step, beside a plain loop's
+    "tiny-vae": ("binarized-mnist-vae.toml", {"dataset": "digits", "hidden": [4], "latent_dim": 2, "batch_size": 8}),
 }
 
 

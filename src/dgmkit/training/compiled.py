@@ -56,6 +56,7 @@ class CompiledOrEager:
         except Exception as e:  # noqa: BLE001 - torch.compile itself refused (an unsupported set-up): said once
             self._give_up(e)
         self._weight = torch.zeros((), device=device)  # the KL weight, as the compiled step reads it
+        self._beta: float | None = None  # the weight it holds (set again only when it changes: a warm-up)
         self._eager_first = True  # (see the module)
 
     def __call__(self, x: torch.Tensor, beta: float, *args):
@@ -66,7 +67,10 @@ class CompiledOrEager:
             try:
                 if self.graphs:
                     torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are no longer read
-                return self.compiled(x, self._weight.fill_(beta), *args)
+                if beta != self._beta:
+                    self._weight.fill_(beta)
+                    self._beta = beta
+                return self.compiled(x, self._weight, *args)
             except DgmError:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever dynamo or inductor raise: fall back, said once

@@ -231,16 +231,16 @@ class FiniteLossCheck:
         self.every, self.parallel, self.message = every, parallel, message
 
     @contextlib.contextmanager
-    def around_backward(self, i: int, losses: torch.Tensor, rows: int) -> Iterator[None]:
-        """Around step ``i``'s backward pass; ``losses`` this process's per-example losses,
-        ``rows`` the global batch's."""
+    def around_backward(self, i: int, loss: torch.Tensor, losses: torch.Tensor, rows: int) -> Iterator[None]:
+        """Around step ``i``'s backward pass; ``loss`` this process's mean loss, ``losses`` its
+        per-example losses, ``rows`` the global batch's."""
         pending = None
         if (i + 1) % self.every == 0:
             if self.parallel:
                 checked = losses.detach().sum()
                 pending = dist.all_reduce(checked, async_op=True)
             else:
-                checked = losses.detach().mean()
+                checked = loss.detach()
                 if not torch.isfinite(checked).all():
                     raise TrainingError(self.message(checked))
         try:

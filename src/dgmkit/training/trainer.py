@@ -43,6 +43,7 @@ from dgmkit.training.parts import Pace, TimeBudget, TrainingPart, attach_parts
 from dgmkit.training.precision import MixedPrecision
 from dgmkit.training.run_writer import RunWriter, nonfinite_state
 from dgmkit.training.schedules import LRSchedule, kl_weight
+from dgmkit.training.step import ReducedStep
 from dgmkit.training.step_guard import WINDOW, FiniteLossCheck, GradientGuard
 
 __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
@@ -205,9 +206,12 @@ class Trainer:
         self.step_hooks: list[Callable[[bool | torch.Tensor], None]] = []
         self.parallel = DataParallel(self.model, self._objective, self.device, self.dist) if self.dist.parallel else None
         self.gradient_transport = None if self.parallel is None else self.parallel.transport
-        # the objective's terms of a batch
-        self.forward: Callable = (
-            self.parallel.module if self.parallel is not None else ObjectiveModule(self.model, self._objective)
+        # the objective's terms of a batch, reduced to what the step needs (training/step.py)
+        self.forward: Callable = ReducedStep(
+            self.parallel.module if self.parallel is not None else ObjectiveModule(self.model, self._objective),
+            self.score,
+            keep_graph=self.parallel is not None,
+            autocast=lambda: self.amp.autocast(),
         )
         every = 1 if self.device.type == "cpu" else 50  # a value read on a GPU waits for it: less often
         self.loss_check = FiniteLossCheck(every, self.parallel is not None, self._nan_message)
@@ -394,12 +398,11 @@ class Trainer:
                 rows = x.shape[0]  # of the global batch
                 if self.parallel is not None:
                     x, y = self.parallel.share(x, y, beta)
-                with self.amp.autocast():
-                    terms = self.forward(x, beta, y)
-                loss = terms.loss.mean()
+                out = self.forward(x, beta, y)
+                loss = out.loss
                 self.optimizer.zero_grad(set_to_none=True)
-                with self.loss_check.around_backward(i, terms.loss, rows):
-                    step_loss = loss if self.parallel is None else self.parallel.step_loss(terms.loss, rows)
+                with self.loss_check.around_backward(i, loss, out.losses, rows):
+                    step_loss = loss if self.parallel is None else self.parallel.step_loss(out.losses, rows)
                     self.amp.backward(step_loss, self.optimizer)
                 if self.parallel is not None:
                     self.parallel.check_gradients(self.step)
@@ -411,7 +414,7 @@ class Trainer:
                     self.pace.after_step(self, i)
                 self.step += 1
                 total_loss += loss.detach() * x.shape[0]
-                total_score += getattr(terms, self.score).detach().sum()
+                total_score += out.score_sum
                 bar.update(1)
                 if self.progress and i % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
