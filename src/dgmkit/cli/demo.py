@@ -74,10 +74,12 @@ def run_demo(args: argparse.Namespace) -> int:
         f"the 8x8 digits into {out}"
     )
     result = train_run(cfg, out, quiet=args.quiet, report_every=10)
-    say(
-        f"best validation {result.label} {result.best_valid:.3f} nats at epoch {result.best_epoch} "
-        f"(stopped after epoch {result.epoch})"
+    ended = (
+        f"all {result.epoch} epochs trained"
+        if result.epoch >= result.epochs
+        else f"stopped early after epoch {result.epoch} of {result.epochs}"
     )
+    say(f"best validation {result.label} {result.best_valid:.3f} nats at epoch {result.best_epoch} ({ended})")
     say("")
     # the follow-up commands, parsed by the real parser so their defaults stay those of `dgm`
     from dgmkit.cli.main import build_parser

@@ -26,7 +26,14 @@ def _parser(kind: str, optional: bool, name: str):
         try:
             return base(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} takes {kind.replace('choice', 'a name')}, got {text!r}") from None
+            hint = (
+                f" (values are separated by spaces: {' '.join(text.split(','))})"
+                if kind == "list[int]" and "," in text
+                else ""
+            )
+            raise argparse.ArgumentTypeError(
+                f"{name} takes {kind.replace('choice', 'a name')}, got {text!r}{hint}"
+            ) from None
 
     parse.__name__ = kind  # argparse names the type in its messages
     return parse

@@ -27,7 +27,7 @@ from dgmkit.data.labels import check_labels, keep_labels
 from dgmkit.data.missing import check_missing_allowed, has_missing
 from dgmkit.data.registry import is_data_file
 from dgmkit.errors import ConfigError, DataError
-from dgmkit.families import DEFAULT_FAMILY, FAMILIES
+from dgmkit.families import DEFAULT_FAMILY, FAMILIES, get_family
 from dgmkit.models import ClosedFormFit, EMFit
 from dgmkit.training import (
     FitResult,
@@ -72,6 +72,14 @@ def family_from_argv(argv: list[str]) -> str:
     return name if isinstance(name, str) and name else DEFAULT_FAMILY  # (a list or table there: the parse says so)
 
 
+def _family_name(text: str) -> str:
+    """--model's value: a registered family's name (else the error, with the closest name)."""
+    try:
+        return get_family(text).name
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMILY) -> None:
     family = FAMILIES.get(family_name, FAMILIES[DEFAULT_FAMILY])
     listing = "\n".join(f"  {n:<10} {c.summary}" for n, c in FAMILIES.items())
@@ -83,7 +91,13 @@ def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMIL
         epilog=f"models (--model NAME; `dgm train --model NAME --help` shows its settings):\n{listing}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", choices=list(FAMILIES), default=None, help=f"the model family (default {DEFAULT_FAMILY})")
+    p.add_argument(
+        "--model",
+        type=_family_name,
+        choices=list(FAMILIES),
+        default=None,
+        help=f"the model family (default {DEFAULT_FAMILY})",
+    )
     p.add_argument("--config", help="TOML or JSON file of config keys")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (flags may only extend it)")
@@ -474,7 +488,9 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
     if resume:
         trainer.resume()  # config.json is rewritten (with what FREE_ON_RESUME lets change) with the next epoch
         k = trainer.steps_into_epoch
-        say(f"resuming {out} " + (f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"))
+        if not quiet:
+            where = f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"
+            say(f"resuming {out} {where}")
     precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why (a warning even if quiet)
     if precision is not None and trainer.dist.is_main and (not quiet or trainer.amp.unchecked):
         say(precision)

@@ -30,7 +30,9 @@ def config_from_v1(flat: dict, source: str = "config") -> dict:
     """The sectioned config of a dgmkit 0.1 flat config."""
     owners = [cls for cls in FAMILIES.values() if cls.claims_v1(flat)]
     if len(owners) != 1:
-        raise CheckpointError(f"{source}: model {str(flat.get('model'))[:40]!r} of dgmkit 0.1 is not known to this dgmkit")
+        raise CheckpointError(
+            f"{source}: model {str(flat.get('model'))[:40]!r} of a format-1 (flat) config is not known to this dgmkit"
+        )
     family = owners[0]
     out = {"model": {"name": family.name, **family.from_v1(flat)}}
     for name, cls in SECTIONS.items():

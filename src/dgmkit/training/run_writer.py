@@ -163,12 +163,14 @@ class RunFolder:
         if self.restart and set(others) <= set(self.STARTED):
             return
         if others:
-            shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
-            hint = "; use --resume to continue the run there" if "checkpoint.safetensors" in others else ""
+            listed = sorted(others, key=lambda name: (name.startswith("."), name))  # a run's lock files last
+            shown = ", ".join(listed[:4]) + (f" and {len(listed) - 4} more" if len(listed) > 4 else "")
+            resume = f"dgm train --resume --out {self.path}"
+            hint = f"; `{resume}` continues the run there" if "checkpoint.safetensors" in others else ""
             if self.stranded_start():
                 hint = (
-                    "; it holds a run that stopped before its first checkpoint was written: --resume starts that "
-                    "run again from its beginning"
+                    f"; it holds a run that stopped before its first checkpoint was written: `{resume}` starts "
+                    "that run again from its beginning"
                 )
             raise DgmError(
                 f"{self.path} is not empty (it holds {shown}): a new run needs a new or empty folder{hint}. "
