@@ -101,7 +101,7 @@ def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMIL
     p.add_argument("--config", help="TOML or JSON file of config keys")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (flags may only extend it)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, per-epoch or resuming lines")
     add_count_flag(
         p,
         "--nproc",
