@@ -136,7 +136,7 @@ def train(
                 raise ConfigError("give either data (arrays) or a dataset by name, not both")
             values["dataset"] = _data_file(out, data)
         cfg = RunConfig.of(**values)
-    train_run(cfg, out, resume=resume, quiet=quiet)
+    train_run(cfg, out, resume=resume, quiet=quiet, resume_line=not quiet)
     return load(out)
 
 

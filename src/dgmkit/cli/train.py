@@ -101,7 +101,7 @@ def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMIL
     p.add_argument("--config", help="TOML or JSON file of config keys")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (flags may only extend it)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, per-epoch or resuming lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     add_count_flag(
         p,
         "--nproc",
@@ -232,11 +232,14 @@ def train_run(
     report_every: int = 1,
     tensorboard: bool = False,
     restart: bool = False,
+    resume_line: bool = True,
 ) -> FitResult:
     """Fit ``cfg`` into the run folder ``out`` (or resume the run there), printing a line
     every ``report_every`` epochs (and logging to ``out/tensorboard`` with ``tensorboard``). A
     fresh run needs a new or empty folder; the folder is locked while the run is written.
-    ``restart``: a fresh run in place of one that stopped before its first checkpoint."""
+    ``restart``: a fresh run in place of one that stopped before its first checkpoint;
+    ``resume_line``: say where a resumed run goes on from (``dgm train`` does, even with
+    --quiet)."""
     _check_fit_flags(cfg, resume, tensorboard)
     if not resume:
         cfg = _with_full_paths(cfg)
@@ -260,7 +263,8 @@ def train_run(
     with RunFolder(out, fresh=not resume, restart=restart) if main else contextlib.nullcontext():
         run_id, digest = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None)
         record = run_record(cfg, dataset, transform, run_id, digest)  # of the data as they are, all labels included
-        return _fit(cfg, model, fitted, transform, RunWriter(out, record), resume, quiet, report_every, tensorboard)
+        writer = RunWriter(out, record)
+        return _fit(cfg, model, fitted, transform, writer, resume, quiet, report_every, tensorboard, resume_line)
 
 
 def _check_fit_flags(cfg: RunConfig, resume: bool, tensorboard: bool) -> None:
@@ -412,6 +416,7 @@ def _fit(
     quiet: bool,
     report_every: int,
     tensorboard: bool = False,
+    resume_line: bool = True,
 ) -> FitResult:
     family, out = cfg.model, writer.run_dir
     log = _LazyTensorBoard(out, tensorboard)
@@ -443,7 +448,7 @@ def _fit(
         diagnostics=latent_diagnostics if model.has_latents else None,
         **trainer_options(cfg),
     )
-    _start(trainer, cfg, out, resume, quiet)
+    _start(trainer, cfg, out, resume, quiet, resume_line)
     try:
         trainer.fit()
     finally:
@@ -483,12 +488,12 @@ def _fit_in_one_go(
     )  # fmt: skip
 
 
-def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: bool) -> None:
+def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: bool, resume_line: bool) -> None:
     """The checkpoint read where the run resumes, and the lines that say how the run trains."""
     if resume:
         trainer.resume()  # config.json is rewritten (with what FREE_ON_RESUME lets change) with the next epoch
         k = trainer.steps_into_epoch
-        if not quiet:
+        if resume_line:
             where = f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"
             say(f"resuming {out} {where}")
     precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why (a warning even if quiet)

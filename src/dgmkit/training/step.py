@@ -22,10 +22,12 @@ __all__ = ["StepTerms", "ReducedStep"]
 class StepTerms(NamedTuple):
     """``loss``: the batch's mean loss (what one process differentiates); ``losses``: the
     per-example losses (detached, but with their graph under data-parallel training, whose loss
-    is their sum); ``score_sum``: the sum of the objective's score over the batch (detached)."""
+    is their sum); ``loss_sum`` and ``score_sum``: the batch's share of the epoch's sums of the
+    loss (its mean times the rows) and of the objective's score (detached)."""
 
     loss: torch.Tensor
     losses: torch.Tensor
+    loss_sum: torch.Tensor
     score_sum: torch.Tensor
 
 
@@ -47,5 +49,10 @@ class ReducedStep:
         with self.autocast():
             terms = self.forward(x, beta, *args)
         losses = terms.loss
-        score = getattr(terms, self.score)
-        return StepTerms(losses.mean(), losses if self.keep_graph else losses.detach(), score.detach().sum())
+        loss = losses.mean()
+        return StepTerms(
+            loss,
+            losses if self.keep_graph else losses.detach(),
+            loss.detach() * x.shape[0],
+            getattr(terms, self.score).detach().sum(),
+        )

@@ -413,7 +413,7 @@ class Trainer:
                 if self.pace is not None and self.epoch == 0:
                     self.pace.after_step(self, i)
                 self.step += 1
-                total_loss += loss.detach() * x.shape[0]
+                total_loss += out.loss_sum
                 total_score += out.score_sum
                 bar.update(1)
                 if self.progress and i % 50 == 0:
