@@ -16,6 +16,7 @@ from dgmkit.errors import ConfigError, DataError
 from dgmkit.families import FAMILIES
 from dgmkit.training.compiled import CompiledOrEager
 from dgmkit.training.data_parallel import ObjectiveModule
+from dgmkit.training.step import ReducedStep
 from family_variants import family_variants, variant_id
 
 
@@ -148,8 +149,9 @@ def test_every_family_traces_as_one_graph_also_for_a_batch_of_another_size(name,
         return gm.forward
 
     torch._dynamo.reset()
-    forward = CompiledOrEager(
-        ObjectiveModule(model, objective_terms), compiler=functools.partial(torch.compile, backend=counting)
+    forward = CompiledOrEager(  # as the Trainer compiles it: the terms reduced to what the step needs
+        ReducedStep(ObjectiveModule(model, objective_terms), objective.score),
+        compiler=functools.partial(torch.compile, backend=counting),
     )
     x = DataTransform("binary", 2)(torch.randint(0, 2, (13, 1, 8, 8), dtype=torch.uint8), torch.Generator())
     y = torch.tensor([0, 1, -1, -1, 2, -1, 3, -1]) if labels else None

@@ -450,7 +450,9 @@ def test_sigkill_before_the_first_checkpoint_then_resume_starts_the_run_again(tm
     assert p.returncode == -signal.SIGKILL
     assert not (out / "checkpoint.safetensors").exists() and (out / "config.json").is_file()
     code, _, err = run(capsys, "train", *argv, "--out", out)
-    assert_one_error_line(code, err, f"stopped before its first checkpoint was written: `dgm train --resume --out {out}` starts that run again")
+    assert_one_error_line(
+        code, err, f"stopped before its first checkpoint was written: `dgm train --resume --out {out}` starts that run again"
+    )
     code, said, err = run(capsys, "train", "--resume", "--quiet", "--out", out)
     assert code == 0, err
     assert "starting it again from its beginning" in said + err

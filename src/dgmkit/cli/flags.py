@@ -27,7 +27,7 @@ def _parser(kind: str, optional: bool, name: str):
             return base(text)
         except ValueError:
             hint = (
-                f" (values are separated by spaces: {' '.join(text.split(','))})"
+                f" (values are separated by spaces: {' '.join(v.strip() for v in text.split(',') if v.strip())})"
                 if kind == "list[int]" and "," in text
                 else ""
             )

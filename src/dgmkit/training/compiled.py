@@ -1,5 +1,5 @@
-"""``--compile``: the training forward pass (the objective's terms of a batch) compiled with
-``torch.compile``, opt-in.
+"""``--compile``: the training forward pass (the objective's terms of a batch, reduced to what
+the step needs: ``training.step``) compiled with ``torch.compile``, opt-in.
 
 Compilation happens at the first call (and again for a batch of a new shape, such as a short
 last batch). Where it fails (a family that dynamo or inductor cannot handle, no C++ compiler for

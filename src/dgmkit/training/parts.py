@@ -39,6 +39,7 @@ from dgmkit.errors import ConfigError
 from dgmkit.training.compiled import CompiledOrEager
 from dgmkit.training.ema import EMA
 from dgmkit.training.precision import PRECISIONS, MixedPrecision
+from dgmkit.training.step import ReducedStep
 from dgmkit.training.step_guard import GradientGuard
 
 if TYPE_CHECKING:
@@ -210,7 +211,13 @@ class Compile(TrainingPart):
     cannot be compiled, the run says why once and goes on eagerly."""
 
     def attach(self, trainer: Trainer) -> None:
-        trainer.forward = CompiledOrEager(trainer.forward, device=trainer.device)
+        step = trainer.forward
+        if trainer.parallel is not None and isinstance(step, ReducedStep):
+            # dynamo does not trace into DistributedDataParallel's forward: compiling the reduced
+            # step would make the reductions a second graph; DDP's forward pass is compiled alone
+            step.forward = CompiledOrEager(step.forward, device=trainer.device)
+        else:
+            trainer.forward = CompiledOrEager(step, device=trainer.device)
 
 
 @dataclass(frozen=True)

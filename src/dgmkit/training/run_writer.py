@@ -13,6 +13,7 @@ else.
 
 import contextlib
 import os
+import shlex
 import uuid
 from pathlib import Path
 
@@ -165,8 +166,12 @@ class RunFolder:
         if others:
             listed = sorted(others, key=lambda name: (name.startswith("."), name))  # a run's lock files last
             shown = ", ".join(listed[:4]) + (f" and {len(listed) - 4} more" if len(listed) > 4 else "")
-            resume = f"dgm train --resume --out {self.path}"
-            hint = f"; `{resume}` continues the run there" if "checkpoint.safetensors" in others else ""
+            resume = f"dgm train --resume --out {shlex.quote(str(self.path))}"
+            hint = (
+                f"; a run trained by gradient steps goes on there with `{resume}`"
+                if "checkpoint.safetensors" in others
+                else ""
+            )
             if self.stranded_start():
                 hint = (
                     f"; it holds a run that stopped before its first checkpoint was written: `{resume}` starts "

@@ -1,6 +1,7 @@
 """The training step's forward pass as the loop uses it: the objective's per-example terms of a
-batch reduced, in the same call, to what the step needs (the mean loss to differentiate, the
-losses for the finiteness check, the score's sum for the epoch line).
+batch reduced, in the same call, to what the step needs (the mean loss to differentiate and to
+check for NaN, the sums of the loss and the score for the epoch line; under data-parallel
+training also the per-example losses, whose sum each process differentiates).
 
 Reducing inside the call matters where the call is compiled (``--compile``): the reductions then
 run inside the compiled graph (and, on CUDA, its graph replay), and the only output that needs a
@@ -21,12 +22,12 @@ __all__ = ["StepTerms", "ReducedStep"]
 
 class StepTerms(NamedTuple):
     """``loss``: the batch's mean loss (what one process differentiates); ``losses``: the
-    per-example losses (detached, but with their graph under data-parallel training, whose loss
-    is their sum); ``loss_sum`` and ``score_sum``: the batch's share of the epoch's sums of the
-    loss (its mean times the rows) and of the objective's score (detached)."""
+    per-example losses with their graph under data-parallel training (whose loss is their sum),
+    else None; ``loss_sum`` and ``score_sum``: the batch's share of the epoch's sums of the loss
+    (its mean times the rows) and of the objective's score (detached)."""
 
     loss: torch.Tensor
-    losses: torch.Tensor
+    losses: torch.Tensor | None
     loss_sum: torch.Tensor
     score_sum: torch.Tensor
 
@@ -34,7 +35,8 @@ class StepTerms(NamedTuple):
 class ReducedStep:
     """``forward(x, beta, *args)``'s terms (computed under ``autocast()``) reduced to a
     ``StepTerms``; ``score``: the name of the objective's score term; ``keep_graph``: the
-    per-example losses keep their graph (data-parallel training differentiates their sum)."""
+    per-example losses are returned, with their graph (data-parallel training differentiates
+    their sum)."""
 
     def __init__(
         self,
@@ -52,7 +54,7 @@ class ReducedStep:
         loss = losses.mean()
         return StepTerms(
             loss,
-            losses if self.keep_graph else losses.detach(),
+            losses if self.keep_graph else None,
             loss.detach() * x.shape[0],
             getattr(terms, self.score).detach().sum(),
         )

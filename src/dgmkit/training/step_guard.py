@@ -231,12 +231,13 @@ class FiniteLossCheck:
         self.every, self.parallel, self.message = every, parallel, message
 
     @contextlib.contextmanager
-    def around_backward(self, i: int, loss: torch.Tensor, losses: torch.Tensor, rows: int) -> Iterator[None]:
+    def around_backward(self, i: int, loss: torch.Tensor, losses: torch.Tensor | None, rows: int) -> Iterator[None]:
         """Around step ``i``'s backward pass; ``loss`` this process's mean loss, ``losses`` its
-        per-example losses, ``rows`` the global batch's."""
+        per-example losses (data-parallel training), ``rows`` the global batch's."""
         pending = None
         if (i + 1) % self.every == 0:
             if self.parallel:
+                assert losses is not None  # (a data-parallel step returns them)
                 checked = losses.detach().sum()
                 pending = dist.all_reduce(checked, async_op=True)
             else:

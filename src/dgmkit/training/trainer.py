@@ -402,7 +402,9 @@ class Trainer:
                 loss = out.loss
                 self.optimizer.zero_grad(set_to_none=True)
                 with self.loss_check.around_backward(i, loss, out.losses, rows):
-                    step_loss = loss if self.parallel is None else self.parallel.step_loss(out.losses, rows)
+                    step_loss = (
+                        loss if self.parallel is None else self.parallel.step_loss(cast(torch.Tensor, out.losses), rows)
+                    )
                     self.amp.backward(step_loss, self.optimizer)
                 if self.parallel is not None:
                     self.parallel.check_gradients(self.step)
