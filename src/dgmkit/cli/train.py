@@ -140,7 +140,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         raise ConfigError(f"--model {args.model} contradicts the config file's model {values['model']!r}")
     values.update(given_values(args, args._dests))
     values["model"] = args._family
-    return RunConfig.from_dict(values, source=args.config or "flags")
+    return RunConfig.from_dict(values, source=args.config or "the command line")
 
 
 def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
@@ -153,7 +153,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
         asked["model"] = args.model
     flat = stored.flat()
     if any(k not in flat for k in asked):
-        RunConfig.from_dict({**flat, **asked}, args.config or "flags")  # names the key that is not the run's
+        RunConfig.from_dict({**flat, **asked}, args.config or "the command line")  # names the key that is not the run's
     clash = [k for k, v in asked.items() if k not in FREE_ON_RESUME and flat.get(k) != v]
     if clash:
         shown = ", ".join(f"{k} = {asked[k]!r} (the run has {flat.get(k)!r})" for k in clash)
@@ -161,7 +161,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
             f"--resume continues {out} as it was configured; these contradict it: {shown}. "
             f"Only {', '.join(FREE_ON_RESUME)} may change; train into a new --out for other settings"
         )
-    RunConfig.from_dict({**flat, **asked}, args.config or "flags")  # a value equal to the run's of another type (0.0, true)
+    RunConfig.from_dict({**flat, **asked}, args.config or "the command line")  # a value equal to the run's of another type (0.0, true)
     stored = stored.replace(time_budget=None)  # a budget is the command's that names it, never carried over
     return stored.replace(**{k: v for k, v in asked.items() if k in FREE_ON_RESUME})
 
