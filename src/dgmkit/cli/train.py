@@ -161,7 +161,8 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
             f"--resume continues {out} as it was configured; these contradict it: {shown}. "
             f"Only {', '.join(FREE_ON_RESUME)} may change; train into a new --out for other settings"
         )
-    RunConfig.from_dict({**flat, **asked}, args.config or "the command line")  # a value equal to the run's of another type (0.0, true)
+    # a value equal to the run's of another type (0.0, true) is refused here
+    RunConfig.from_dict({**flat, **asked}, args.config or "the command line")
     stored = stored.replace(time_budget=None)  # a budget is the command's that names it, never carried over
     return stored.replace(**{k: v for k, v in asked.items() if k in FREE_ON_RESUME})
 
