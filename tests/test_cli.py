@@ -441,3 +441,20 @@ def test_eval_on_cuda_without_one_is_refused_in_one_line(trained, capsys):
     assert main(["eval", str(trained), "--device", "cuda"]) == 1
     err = capsys.readouterr().err
     assert err.count("dgm: error:") == 1 and "no CUDA device" in err
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["--model", "vea"], ["unknown model 'vea'", "(did you mean 'vae'?)"]),
+        (["--dataset", "digitz"], ["unknown dataset 'digitz'", "(did you mean 'digits'?)"]),
+        (["--hidden", "256,128"], ["got '256,128'", "separated by spaces: 256 128"]),
+        (["--hidden", "64, 64,"], ["separated by spaces: 64 64)"]),
+    ],
+)
+def test_a_mistyped_name_or_list_gets_the_closest_name_or_the_form(tmp_path, capsys, argv, needles):
+    code, _, err = run(capsys, "train", *argv, "--out", tmp_path / "r")
+    assert code != 0 and err.startswith("dgm: error: ") and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    assert not (tmp_path / "r").exists()

@@ -5,7 +5,24 @@ or malformed files, wrong shapes, corrupt checkpoints). The CLI prints the messa
 with a non-zero code, without a traceback.
 """
 
-__all__ = ["DgmError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "EvaluationError"]
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "DgmError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "TrainingError",
+    "EvaluationError",
+    "did_you_mean",
+]
+
+
+def did_you_mean(name: object, known: Iterable[object]) -> str:
+    """`` (did you mean 'X'?)`` for the known name closest to a mistyped ``name``, else ''."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class DgmError(Exception):

@@ -17,14 +17,13 @@ dgmkit.errors.ConfigError: epochs must be >= 1, got 0
 """
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, did_you_mean
 
 __all__ = ["setting", "default_of", "check", "from_dict", "field_kind", "describe_type", "choices_of", "unused_keys"]
 
@@ -122,8 +121,7 @@ def _check_value(name: str, value: Any, tp: Any) -> None:
     }[kind](value)
     if not ok:
         if kind == "choice":
-            close = difflib.get_close_matches(str(value), [str(c) for c in _choices(tp)], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(value, _choices(tp))
             raise ConfigError(f"unknown {name} {value!r}{hint}; choose from {', '.join(map(str, _choices(tp)))}")
         raise ConfigError(f"{name} has the wrong type: {value!r} (expected {describe_type(tp)})")
     if kind == "float" and not _finite(value):
@@ -183,8 +181,7 @@ def from_dict(cls: type[_T], values: dict, source: str) -> _T:
 def unknown_keys(unknown: list, known: list) -> str:
     hints = []
     for k in unknown:
-        close = difflib.get_close_matches(str(k), known, n=1)
-        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints.append(f"{k!r}{did_you_mean(k, known)}")
     return f"unknown key(s) {', '.join(hints)}"
 
 

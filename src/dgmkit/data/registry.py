@@ -11,7 +11,6 @@ dataset and split, else loading fails and says what the file holds instead (MNIS
 Fashion-MNIST use the same file names, so a folder of one must never pass for the other).
 """
 
-import difflib
 import hashlib
 import math
 import os
@@ -30,7 +29,7 @@ from dgmkit.data.matlab import read_mat
 from dgmkit.data.sprites import sprites
 from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.data.toy2d import TOY_2D, toy_2d
-from dgmkit.errors import DataError
+from dgmkit.errors import DataError, did_you_mean
 
 __all__ = [
     "DATASETS",
@@ -583,10 +582,9 @@ def load_dataset(
     if is_data_file(name):
         return _load_data_file(name, key, shape, schema)
     if name not in DATASETS:
-        close = difflib.get_close_matches(str(name), list(DATASETS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise DataError(
-            f"unknown dataset {name!r}{hint}; choose from {sorted(DATASETS)} or give a .npy, .npz or .mat file by its path"
+            f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; choose from {sorted(DATASETS)} or give a .npy, "
+            ".npz or .mat file by its path"
         )
     if key is not None:
         raise DataError(f"--data-key {key!r} applies only to .npz and .mat files, not to the dataset {name!r}")

@@ -1,8 +1,6 @@
 """The family registry: a name -> FamilyConfig subclass map, filled by ``@register_family``."""
 
-import difflib
-
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, did_you_mean
 from dgmkit.families.base import FIT_PATHS, FamilyConfig
 
 __all__ = ["FAMILIES", "register_family", "get_family"]
@@ -24,7 +22,5 @@ def get_family(name: object) -> type[FamilyConfig]:
     if not isinstance(name, str):
         raise ConfigError(f"the model must be named by a string, got {type(name).__name__} {str(name)[:40]}")
     if name not in FAMILIES:
-        close = difflib.get_close_matches(str(name), list(FAMILIES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown model {name!r}{hint}; choose from {', '.join(FAMILIES)}")
+        raise ConfigError(f"unknown model {name!r}{did_you_mean(name, FAMILIES)}; choose from {', '.join(FAMILIES)}")
     return FAMILIES[name]
