@@ -42,6 +42,7 @@ examples: $(VENV)/.installed  # the README's Python examples run as printed, the
 	$(PY) examples/python_api.py
 	$(PY) examples/flows_and_arms.py
 	$(PY) examples/imputation.py
+	$(PY) examples/custom_parts.py
 	rm -rf runs/families
 	@for f in examples/families/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 

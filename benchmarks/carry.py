@@ -5,23 +5,29 @@ device session's few, small files can bring a run back and take it to the next s
     python benchmarks/carry.py pack FOLDER DEST      # DEST/carry.json and DEST/carry.tgz.part00, 01, ...
     python benchmarks/carry.py unpack SRC FOLDER     # FOLDER (new, or empty) from SRC's parts
 
-``pack`` refuses a folder in use (a held ``*.lock``: a training or evaluation writing to it),
-one that holds links, and a DEST inside FOLDER or already holding a manifest or parts; ``unpack``
-checks every part and the whole archive against the manifest before it writes anything, refuses
-parts it does not list and archive members that are links or would land outside FOLDER, and
-extracts into a temporary folder beside FOLDER that takes FOLDER's name only once complete.
-Either leaves nothing of its own behind when it fails. Lock files are not carried.
+``pack`` refuses a folder in use (a held ``*.lock``: a training or evaluation writing to it;
+pack holds every lock while it reads, so none starts meanwhile), one that holds links or special
+files (a hard-linked file is carried as a plain one), and a DEST inside FOLDER or already holding
+a manifest or parts; ``unpack`` checks every part and the whole archive against the manifest
+before it writes anything, refuses parts it does not list and archive members that are links or
+would land outside FOLDER, and extracts into a temporary folder beside FOLDER that takes
+FOLDER's name (and a new folder's usual permissions, or the empty FOLDER's own) only once
+complete. Either leaves nothing of its own behind when it fails. Lock files are not carried.
 """
 
+import contextlib
 import fcntl
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import sys
 import tarfile
 import tempfile
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 PART_BYTES = 15 * 2**20
@@ -35,14 +41,36 @@ class CarryError(Exception):
     """A folder that cannot be packed, or parts that cannot be unpacked; the message says why."""
 
 
-def _held(lock: Path) -> bool:
-    with lock.open("rb") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
+@contextlib.contextmanager
+def _holding(locks: list[Path], folder: Path) -> Iterator[None]:
+    """Every lock of ``locks`` held (as dgm's commands take them) for the duration, or CarryError
+    naming one that a command holds."""
+    with contextlib.ExitStack() as stack:
+        for lock in locks:
+            f = stack.enter_context(lock.open("rb"))
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CarryError(f"{lock} is held: a command is still writing to {folder}; pack it when that ends") from None
+            stack.callback(fcntl.flock, f, fcntl.LOCK_UN)
+        yield
+
+
+def _archive(files: list[Path], folder: Path) -> bytes:
+    """The gzipped tar of ``files`` (below ``folder``; no lock file): folders, and files as plain
+    files whatever links they have."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for p in files:
+            name = str(p.relative_to(folder))
+            if p.is_dir():
+                tar.add(p, arcname=name, recursive=False)
+                continue
+            info = tar.gettarinfo(p, arcname=name)
+            info.type, info.linkname, info.size = tarfile.REGTYPE, "", p.stat().st_size  # (a hard link: its content)
+            with p.open("rb") as f:
+                tar.addfile(info, f)
+    return buffer.getvalue()
 
 
 def pack(folder: str | Path, dest: str | Path, part_bytes: int = PART_BYTES) -> dict:
@@ -56,17 +84,15 @@ def pack(folder: str | Path, dest: str | Path, part_bytes: int = PART_BYTES) -> 
     links = [p for p in files if p.is_symlink()]
     if links:
         raise CarryError(f"{folder} holds links ({links[0].relative_to(folder)}), which are not carried")
-    in_use = [p for p in files if p.suffix == ".lock" and p.is_file() and _held(p)]
-    if in_use:
-        raise CarryError(f"{in_use[0]} is held: a command is still writing to {folder}; pack it when that ends")
+    odd = [p for p in files if not (p.is_file() or p.is_dir())]
+    if odd:
+        raise CarryError(f"{folder} holds special files ({odd[0].relative_to(folder)}: a pipe, socket or device), "
+                         "which are not carried")  # fmt: skip
     if dest.exists() and any(p.name == MANIFEST or PART_NAME.fullmatch(p.name) for p in dest.iterdir()):
         raise CarryError(f"{dest} already holds a packed folder: name an empty one")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for p in files:
-            if p.suffix != ".lock":
-                tar.add(p, arcname=str(p.relative_to(folder)), recursive=False)
-    data = buffer.getvalue()
+    locks = [p for p in files if p.suffix == ".lock" and p.is_file()]
+    with _holding(locks, folder):
+        data = _archive([p for p in files if p.suffix != ".lock"], folder)
     pieces = [data[i : i + part_bytes] for i in range(0, len(data), part_bytes)]
     if len(pieces) > MAX_PARTS:
         raise CarryError(f"{folder} makes {len(pieces)} parts, more than {MAX_PARTS}")
@@ -115,12 +141,15 @@ def _checked_manifest(src: Path) -> dict:
         )
         and [p["name"] for p in m["parts"]] == [f"carry.tgz.part{i:02d}" for i in range(len(m["parts"]))]
         and type(m.get("bytes")) is int
-        and m["bytes"] == sum(p["bytes"] for p in m["parts"])
         and isinstance(m.get("sha256"), str)
         and digest.fullmatch(m["sha256"])
     )
+    if isinstance(m, dict) and type(m.get("format")) is int and m["format"] != 1:
+        raise CarryError(f"{path} is of format {m.get('format')!r}; this carry.py reads format 1")
     if not ok:
         raise CarryError(f"{path} is malformed")
+    if m["bytes"] != sum(p["bytes"] for p in m["parts"]):
+        raise CarryError(f"{path} is malformed: its bytes, {m['bytes']}, are not the sum of its parts' bytes")
     return m
 
 
@@ -128,8 +157,10 @@ def unpack(src: str | Path, folder: str | Path) -> None:
     """FOLDER (which must not exist, or be empty) from the parts in SRC, all checked first."""
     if not hasattr(tarfile, "data_filter"):
         raise CarryError("unpacking needs tarfile's extraction filters: Python 3.10.12, 3.11.4 or later")
+    if Path(folder).is_symlink():
+        raise CarryError(f"{folder} is a link: unpack into a new folder")
     src, folder = Path(src).resolve(), Path(folder).resolve()
-    if folder.is_symlink() or (folder.exists() and (not folder.is_dir() or any(folder.iterdir()))):
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise CarryError(f"{folder} exists and is not an empty folder: unpack into a new one")
     m = _checked_manifest(src)
     listed = {p["name"] for p in m["parts"]}
@@ -143,26 +174,52 @@ def unpack(src: str | Path, folder: str | Path) -> None:
             raise CarryError(f"{path} is missing or not of the {p['bytes']} bytes {MANIFEST} gives")
         piece = path.read_bytes()
         if hashlib.sha256(piece).hexdigest() != p["sha256"]:
-            raise CarryError(f"{path} is damaged: its SHA-256 is not the one {MANIFEST} gives")
+            raise CarryError(
+                f"{path} is damaged, or {MANIFEST} is another pack's: its SHA-256 is not the one {MANIFEST} gives"
+            )
         pieces.append(piece)
     data = b"".join(pieces)
     if hashlib.sha256(data).hexdigest() != m["sha256"]:
         raise CarryError(f"the parts in {src} do not make the archive {MANIFEST} describes")
+    made = [d for d in (folder.parent, *folder.parent.parents) if not d.exists()]  # removed again on failure
+    mode = folder.stat().st_mode & 0o7777 if folder.exists() else 0o777 & ~_umask()
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.unpacking-", dir=folder.parent))
+    try:
+        _extract(data, tmp)
+        tmp.chmod(mode)
+        if folder.exists():
+            folder.rmdir()  # (empty: checked above)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for d in made:  # (innermost first; each only if still empty)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _extract(data: bytes, into: Path) -> None:
+    """The gzipped tar ``data`` into the empty folder ``into``: plain files and folders under it
+    only, else CarryError."""
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             members = tar.getmembers()
             odd = [t.name for t in members if not (t.isfile() or t.isdir())]
             if odd:
                 raise CarryError(f"the archive holds links or special files ({odd[0]}), which pack never writes")
-            tar.extractall(tmp, filter="data")  # (refuses absolute names and names that leave tmp)
-        if folder.exists():
-            folder.rmdir()  # (empty: checked above)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            outside = [t.name for t in members if t.name.startswith("/") or ".." in Path(t.name).parts]
+            if outside:
+                raise CarryError(f"the archive holds a name outside the folder ({outside[0]}), which pack never writes")
+            tar.extractall(into, filter="data")  # (refuses names that would leave ``into`` as well)
+    except (EOFError, zlib.error) as e:
+        raise CarryError(f"the archive is truncated or corrupt: {e}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def main(argv: list[str]) -> int:

@@ -273,6 +273,7 @@ TRANSCRIPTS: dict[str, list[str]] = {
     "python-api": ["python examples/python_api.py"],
     "python-flows-arms": ["python examples/flows_and_arms.py"],
     "python-imputation": ["python examples/imputation.py"],
+    "python-custom-parts": ["python examples/custom_parts.py"],
     "sprites": [
         "dgm train --dataset sprites --hidden 256 --latent-dim 6 --epochs 1 --batch-size 256 --out runs/sprites",
         "dgm disentangle runs/sprites",

@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import io
 import json
+import os
 import random
 import tarfile
 from pathlib import Path
@@ -126,7 +127,7 @@ def test_unpack_checks_every_part_and_the_whole_before_it_writes(tmp_path):
 def test_a_malformed_manifest_is_refused(tmp_path, change):
     carry.pack(_folder(tmp_path), tmp_path / "parts", part_bytes=1000)
     _edit(tmp_path / "parts" / "carry.json", change)
-    _refused(tmp_path, tmp_path / "parts", "malformed")
+    _refused(tmp_path, tmp_path / "parts", "malformed|of format 2; this carry.py reads format 1")
 
 
 def _crafted(src: Path, members: list[tarfile.TarInfo], data: bytes = b"x") -> None:
@@ -154,8 +155,63 @@ def test_a_crafted_archive_with_a_link_or_a_name_outside_the_folder_writes_nothi
     victim.mkdir()
     _crafted(tmp_path / "a", [_member("run", tarfile.SYMTYPE, str(victim)), _member("run/f")])
     _refused(tmp_path, tmp_path / "a", "links")
-    _crafted(tmp_path / "b", [_member("../escaped")])
-    with pytest.raises(tarfile.TarError):  # (tarfile's data filter)
-        carry.unpack(tmp_path / "b", tmp_path / "back")
-    assert not (tmp_path / "escaped").exists() and not (tmp_path / "back").exists()
-    assert not list(tmp_path.glob(".back.unpacking-*")) and not any(victim.iterdir())
+    for i, name in enumerate(["../escaped", str(tmp_path / "absolute")]):
+        _crafted(tmp_path / f"b{i}", [_member(name)])
+        _refused(tmp_path, tmp_path / f"b{i}", "a name outside the folder")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "absolute").exists()
+    assert not any(victim.iterdir())
+
+
+def test_a_truncated_archive_is_refused_by_name_and_a_failed_unpack_removes_the_folders_it_made(tmp_path):
+    blob = io.BytesIO()
+    with tarfile.open(fileobj=blob, mode="w:gz") as tar:
+        info = tarfile.TarInfo("big")
+        info.size = 300_000
+        tar.addfile(info, io.BytesIO(random.Random(1).randbytes(300_000)))
+    src = tmp_path / "t"
+    src.mkdir()
+    cut = blob.getvalue()[:150_000]  # consistent with its manifest, and not a whole gzip stream
+    (src / "carry.tgz.part00").write_bytes(cut)
+    digest = hashlib.sha256(cut).hexdigest()
+    part = {"name": "carry.tgz.part00", "bytes": len(cut), "sha256": digest}
+    (src / "carry.json").write_text(json.dumps({"format": 1, "parts": [part], "bytes": len(cut), "sha256": digest}))
+    with pytest.raises(carry.CarryError, match="truncated or corrupt"):
+        carry.unpack(src, tmp_path / "new1" / "new2" / "out")
+    assert not (tmp_path / "new1").exists()
+
+
+def test_hard_links_travel_as_files_special_files_are_refused_and_pack_holds_the_locks_while_it_reads(tmp_path, monkeypatch):
+    f = _folder(tmp_path)
+    (f / "curve" / "again.jsonl").hardlink_to(f / "curve" / "points.jsonl")
+    archive = carry._archive
+
+    def read_while_locked(files, folder):  # a command that starts now finds the lock taken
+        with (f / "run" / ".dgm.lock").open("rb") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return archive(files, folder)
+
+    monkeypatch.setattr(carry, "_archive", read_while_locked)
+    carry.pack(f, tmp_path / "parts")
+    carry.unpack(tmp_path / "parts", tmp_path / "back")
+    assert (tmp_path / "back" / "curve" / "again.jsonl").read_text() == '{"nll": 80.2}\n'
+    os.mkfifo(f / "curve" / "pipe")
+    with pytest.raises(carry.CarryError, match="special files"):
+        carry.pack(f, tmp_path / "parts2")
+
+
+def test_unpack_refuses_a_link_and_gives_the_folder_a_new_folders_permissions(tmp_path):
+    carry.pack(_folder(tmp_path), tmp_path / "parts")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    with pytest.raises(carry.CarryError, match="is a link"):
+        carry.unpack(tmp_path / "parts", tmp_path / "link")
+    assert (tmp_path / "target").is_dir() and not any((tmp_path / "target").iterdir())
+    mask = os.umask(0o022)
+    try:
+        carry.unpack(tmp_path / "parts", tmp_path / "new")
+        (tmp_path / "mine").mkdir(mode=0o750)
+        carry.unpack(tmp_path / "parts", tmp_path / "mine")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "mine").stat().st_mode & 0o777 == 0o750

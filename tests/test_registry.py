@@ -1042,6 +1042,12 @@ def test_family_fits_one_step_and_evaluates_by_its_declared_kind(name, datasets)
     assert _changed(before, model), f"{name}: the fit step left every parameter as it was"
     # evaluation reports the kind the model declares
     x, _ = _data(family, dataset, "test", 32, seed=VALID_SEED)
+    # a model of integer data says which values its likelihood takes (data_support), and the
+    # family's data are among them (evaluation and the Trainer refuse data that are not)
+    support, integers = model.data_support, transform.kind in ("binary", "dynamic-binarize", "integers")
+    assert support is not None or not integers, name
+    if support is not None:
+        assert bool(support.check(x).all()) and (not integers or not bool(support.check(x + 0.5).all())), name
     d = math.prod(dataset.event_shape)
     shift = d * transform.log_volume
     kind = model.estimate_kind

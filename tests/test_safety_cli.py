@@ -316,6 +316,15 @@ def _edit_metadata(path: Path, key: str, edit) -> None:
         ("trainer", lambda t: {**t, "best_valid": "high"}, "best_valid"),
         ("optimizer", lambda o: {**o, "param_groups": "all"}, "optimizer state"),
         ("optimizer", lambda o: {**o, "scalars": {"0/step": 1}}, "optimizer"),
+        # an index no state entry names: load_state_dict dropped parameter 0's moments without a word
+        (
+            "optimizer",
+            lambda o: {
+                **o,
+                "param_groups": [{**o["param_groups"][0], "params": [10**20, *o["param_groups"][0]["params"][1:]]}],
+            },
+            "parameter indices are not 0..",
+        ),
     ],
 )
 def test_crafted_trainer_state_is_refused_and_changes_nothing(vae_copy, capsys, key, edit, needle):
@@ -343,6 +352,16 @@ def test_an_optimizer_state_adam_never_writes_is_refused(vae_copy, capsys, entry
     code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
     assert_one_error_line(code, err, entry, "negative")
     assert snapshot(vae_copy) == before
+
+
+@pytest.mark.parametrize("key, value, needle", [("epochs", 2.0, "wrong type"), ("batch_size", 10**9, "must be <=")])
+def test_a_bad_value_in_config_json_is_named_as_the_files(vae_copy, capsys, key, value, needle):
+    """The user can tell their flag from the run's file: the error names config.json."""
+    record = json.loads((vae_copy / "config.json").read_text())
+    record["config"]["optim"][key] = value
+    (vae_copy / "config.json").write_text(json.dumps(record))
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, "config.json", needle)
 
 
 @pytest.mark.parametrize("text", ["seed = 0.0\n", "[model]\nbeta = true\n"])

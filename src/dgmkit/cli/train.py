@@ -20,6 +20,7 @@ from dgmkit.cli.common import add_count_flag, plural, say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import check_derived_current, run_dataset
+from dgmkit.config.migrate import check_record
 from dgmkit.config.run import check_same_run, check_weights_fit, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.data import Dataset, DataTransform
@@ -146,7 +147,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     """The run's own config; flags (and a --config file) may only extend it (FREE_ON_RESUME)."""
     record = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
-    stored = RunConfig.from_dict(record["config"], source=str(out / "config.json"))
+    stored = check_record(record, str(out / "config.json"))  # (a bad value: named as config.json's)
     asked = RunConfig.given_keys(load_config_file(args.config), args.config) if args.config else {}
     asked.update(given_values(args, args._dests))
     if args.model is not None:

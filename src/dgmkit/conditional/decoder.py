@@ -1,5 +1,6 @@
 """Decoder p(x|z): a network followed by a likelihood head."""
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -29,5 +30,12 @@ class Decoder(ConditionalDistribution):
     def forward(self, z: torch.Tensor) -> Distribution:
         c, h, w = self.event_shape
         out = self.net(z.reshape(-1, z.shape[-1]))
+        need = c * self.head.params_per_pixel * h * w
+        if out.numel() != need * math.prod(z.shape[:-1]):
+            raise ValueError(
+                f"the decoder network gave output of shape {tuple(out.shape)} for {math.prod(z.shape[:-1])} latents; "
+                f"the {type(self.head).__name__} needs C * P * H * W = {c} * {self.head.params_per_pixel} * {h} * {w} "
+                f"= {need} numbers per latent (P: the head's params_per_pixel)"
+            )
         params = out.reshape(*z.shape[:-1], c, self.head.params_per_pixel, h, w)  # (*batch, C, P, H, W)
         return self.head(params)

@@ -27,6 +27,12 @@ class GaussianEncoder(ConditionalDistribution):
 
     def forward(self, x: torch.Tensor) -> Independent:
         h = self.net(x)  # (B, 2M)
+        if h.shape[-1] != 2 * self.latent_dim:
+            raise ValueError(
+                f"the encoder network gave {h.shape[-1]} numbers per datapoint (output shape {tuple(h.shape)}); "
+                f"a GaussianEncoder of latent_dim {self.latent_dim} needs 2 * {self.latent_dim} = "
+                f"{2 * self.latent_dim}: the means, then the raw scales"
+            )
         if h.dtype in (torch.float16, torch.bfloat16):
             h = h.float()
         loc, raw = h.split(self.latent_dim, dim=-1)

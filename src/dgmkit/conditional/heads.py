@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, Independent, StudentT
+from torch.distributions import Distribution, Independent, StudentT, constraints
 
 from dgmkit.distributions import (
     BernoulliPixels,
@@ -49,6 +49,12 @@ class LikelihoodHead(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, params: torch.Tensor) -> Distribution: ...
+
+    @property
+    def support(self) -> constraints.Constraint:
+        """The values an entry of x may take: the integers 0..L-1 for a discrete head of L
+        levels, else the real line."""
+        return constraints.real if self.num_levels is None else constraints.integer_interval(0, self.num_levels - 1)
 
     def pixel_log_pmf(self, params: torch.Tensor) -> torch.Tensor:
         """log p(x_d = v) of every value v for each pixel, (*batch, L) in float64, from one

@@ -69,7 +69,12 @@ def migrate_record(record: object, source: str) -> dict:
         or not isinstance(record.get("config"), dict)
         or not isinstance(record.get("data"), dict)
     ):
-        raise CheckpointError(f"{source} holds no dgmkit run record (config and data)")
+        raise CheckpointError(
+            f"{source} holds no dgmkit run record (config and data), which dgmkit.load and dgm read to rebuild "
+            "the model. A Trainer writes it when given config=run_record(cfg, dataset, transform); the weights of a "
+            "model composed by hand are read with dgmkit.training.load_checkpoint(path)['model'] and "
+            "model.load_state_dict"
+        )
     version = record.get("format", 1)
     if type(version) is int and version == FORMAT:
         return record

@@ -279,16 +279,15 @@ def check_same_run(
         )
     skip_digest = fresh and digest is None
 
-    def key(record: dict) -> dict:
-        c = RunConfig.from_dict(record["config"], "record").flat()
+    def key(record: dict, source: Path) -> dict:
+        try:
+            c = RunConfig.from_dict(record["config"], "record").flat()
+        except ConfigError as e:
+            raise CheckpointError(f"{source} holds a config this dgmkit rejects: {e}") from None
         data = {k: v for k, v in record["data"].items() if not (k == "sha256" and skip_digest)}
         return {"config": {k: v for k, v in c.items() if k not in free}, "data": data}
 
-    try:
-        same = key(own) == key(other)
-    except ConfigError as e:
-        raise CheckpointError(f"{own_source} or {other_source} holds a config this dgmkit rejects: {e}") from None
-    if not same:
+    if key(own, own_source) != key(other, other_source):
         raise CheckpointError(
             f"{own_source} and {other_source} describe different runs (was config.json edited?); "
             "restore config.json or train into a new folder"

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 import torch
+from torch.distributions import constraints
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
@@ -65,6 +66,10 @@ class AutoregressiveModel(ExactLikelihoodModel):
     def coding_levels(self) -> int | None:
         """Exact conditionals over ``num_levels`` values drive an entropy coder."""
         return self.head.num_levels
+
+    @property
+    def data_support(self) -> constraints.Constraint:
+        return self.head.support
 
     def order(self) -> torch.Tensor:
         """Flat pixel indices in generation order."""

@@ -27,6 +27,10 @@ class:
   and a small gated VAE steps faster in fp32 than in bf16 (the casts cost more than they save).
 - ``coding_levels``: the alphabet size of exact sequential conditionals that an entropy
   coder can use, or None.
+- ``data_support``: the values an entry of the data may take (a ``torch.distributions``
+  constraint: 0 or 1, the integers 0..L-1), or None for a density on the real line;
+  ``check_data(x)`` refuses data outside it, as every evaluation function and the Trainer do
+  where data enter.
 - ``reconstructs``: ``reconstruct(x)`` gives the mean of p(x|z) at a representative code of x
   (latent models, autoencoders, code models).
 - ``has_layers``: a stack of stochastic layers (``path``, ``top``, ``descend``): diagnosed and
@@ -49,11 +53,11 @@ from typing import ClassVar, Literal, NamedTuple
 
 import torch
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, constraints
 
 from dgmkit.conditional import Decoder
 from dgmkit.distributions.pixels import observed_log_prob
-from dgmkit.errors import DgmError
+from dgmkit.errors import DataError, DgmError
 from dgmkit.models.terms import Term
 
 __all__ = [
@@ -111,6 +115,32 @@ class GenerativeModel(nn.Module, ABC):
     def coding_levels(self) -> int | None:
         return None
 
+    @property
+    def data_support(self) -> constraints.Constraint | None:
+        """The values an entry of the data may take (``torch.distributions.constraints``): the
+        integers 0..L-1 of a discrete likelihood, 0 or 1 for binary units; None where the model
+        states none (a density on the real line)."""
+        return None
+
+    def check_data(self, x: torch.Tensor) -> None:
+        """Refuses (DataError) data with an observed entry outside ``data_support``: a
+        likelihood of values it does not define is no likelihood (a Bernoulli pixel's "log p" of
+        the value 16 is a number, and a wrong one). Missing entries (NaN) are not looked at."""
+        support = self.data_support
+        if support is None or x.numel() == 0:
+            return
+        v = x[~torch.isnan(x)] if x.is_floating_point() else x
+        if v.numel() == 0 or bool(support.check(v).all()):
+            return
+        lo, hi = v.min().item(), v.max().item()
+        whole = not v.is_floating_point() or bool((v == v.round()).all())
+        got = f"values in [{lo:g}, {hi:g}]" + ("" if whole else ", not all whole numbers")
+        raise DataError(
+            f"the data do not fit {type(self).__name__}: its likelihood scores {_describe(support)} in each entry, "
+            f"and the data hold {got}. Pass them through the transform the likelihood needs "
+            "(dgmkit.data.make_transform(likelihood, dataset), as dgm does)"
+        )
+
     def evaluation_terms(
         self, x: torch.Tensor, y: torch.Tensor | None, estimate: dict[str, torch.Tensor], batch_size: int
     ) -> dict[str, Term]:
@@ -127,14 +157,29 @@ class GenerativeModel(nn.Module, ABC):
         raise CapabilityError(f"{type(self).__name__} defines no distribution to sample from")
 
 
+def _describe(support: constraints.Constraint) -> str:
+    """A constraint in words: "0 or 1", "the integers 0..255", "real numbers"."""
+    if isinstance(support, constraints.integer_interval):
+        lo, hi = support.lower_bound, support.upper_bound
+        return f"{lo} or {hi}" if hi == lo + 1 else f"the integers {lo}..{hi}"
+    if support is constraints.boolean:
+        return "0 or 1"
+    return f"values in {support}"
+
+
 class DecodedModel(GenerativeModel):
-    """A model whose events are those of its decoder p(x|.): ``event_shape`` is the decoder's."""
+    """A model whose events are those of its decoder p(x|.): ``event_shape`` is the decoder's,
+    and so is ``data_support`` (its likelihood head's)."""
 
     decoder: Decoder
 
     @property
     def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here: derived, never assigned
         return self.decoder.event_shape
+
+    @property
+    def data_support(self) -> constraints.Constraint | None:
+        return self.decoder.head.support
 
 
 class ExactLikelihoodModel(GenerativeModel):

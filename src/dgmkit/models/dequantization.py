@@ -17,7 +17,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, constraints
 
 from dgmkit.distributions.logit_normal import LogitNormal
 from dgmkit.models.base import JointTerms, VariationalModel
@@ -56,6 +56,11 @@ class VariationallyDequantizedFlow(VariationalModel):
         self.flow, self.dequantizer = flow, dequantizer
         self.num_levels = dequantizer.num_levels
         self.event_shape = flow.event_shape
+
+    @property
+    def data_support(self) -> constraints.Constraint:
+        """The integers 0..L-1 it dequantizes."""
+        return constraints.integer_interval(0, self.num_levels - 1)
 
     def posterior(self, k: torch.Tensor) -> LogitNormal:
         """q(u | k)."""

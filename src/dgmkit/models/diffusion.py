@@ -44,6 +44,7 @@ from typing import ClassVar, cast
 
 import torch
 from torch import nn
+from torch.distributions import constraints
 from torch.nn import functional as F
 
 from dgmkit._rng import seeded_by
@@ -101,6 +102,11 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         self.event_shape = tuple(event_shape)
         self.num_levels, self.steps = int(num_levels), int(steps)
         self.register_buffer("levels", (2 * torch.arange(num_levels, dtype=torch.float32) + 1) / num_levels - 1)
+
+    @property
+    def data_support(self) -> constraints.Constraint:
+        """The integer levels 0..L-1 it models."""
+        return constraints.integer_interval(0, self.num_levels - 1)
 
     @property
     def variance_reduction(self) -> str:
@@ -262,6 +268,11 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         self.num_levels, self.steps = int(num_levels), int(steps)
         self.train_counts = bool(train_counts) and not self.steps  # continuous time: train on the count form too
         self.register_buffer("_device_probe", torch.zeros(()), persistent=False)
+
+    @property
+    def data_support(self) -> constraints.Constraint:
+        """The integer levels 0..L-1 it models."""
+        return constraints.integer_interval(0, self.num_levels - 1)
 
     @property
     def variance_reduction(self) -> str:

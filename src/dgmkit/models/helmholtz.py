@@ -121,6 +121,10 @@ class HelmholtzMachine(LatentVariableModel):
     def latent_dim(self) -> int:
         return sum(self.sizes)
 
+    @property
+    def data_support(self) -> constraints.Constraint:
+        return constraints.boolean
+
     def prior(self) -> Distribution:
         return _Prior(self, torch.Size())
 

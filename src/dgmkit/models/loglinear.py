@@ -97,6 +97,10 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
         self.log_pi = nn.Parameter(torch.full((num_states,), -math.log(num_states)), requires_grad=False)
 
     @property
+    def data_support(self) -> constraints.Constraint:
+        return constraints.boolean
+
+    @property
     def latent_dim(self) -> int:
         return self.num_states
 

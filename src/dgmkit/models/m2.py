@@ -22,7 +22,7 @@ from typing import ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Categorical, kl_divergence
+from torch.distributions import Categorical, constraints, kl_divergence
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional import Decoder
@@ -57,6 +57,7 @@ class SemiSupervisedVAE(Classifier, VariationalModel, EnumeratedELBO):
     ``enumerate``'s terms give (``elbo_terms``)."""
 
     _eye: torch.Tensor
+    decoder: Decoder  # p(x|.)
 
     estimate_kind: ClassVar[str] = "importance-sampled"
     has_latents: ClassVar[bool] = False  # (y, z) are not one vector that latent plots could show
@@ -68,6 +69,10 @@ class SemiSupervisedVAE(Classifier, VariationalModel, EnumeratedELBO):
         self.event_shape = tuple(event_shape)
         self.input_scale = input_scale
         self.register_buffer("_eye", torch.eye(num_classes), persistent=False)
+
+    @property
+    def data_support(self) -> constraints.Constraint:
+        return self.decoder.head.support
 
     @abstractmethod
     def enumerate(self, x: torch.Tensor) -> EnumeratedTerms:

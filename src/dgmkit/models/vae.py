@@ -35,6 +35,7 @@ class VAE(DecodedModel, LatentVariableModel):
 
     def __init__(self, encoder: ConditionalDistribution, decoder: Decoder, prior: Prior, input_scale: float = 1.0):
         super().__init__()
+        _check_prior(prior, encoder)
         self.encoder = encoder
         self.decoder = decoder
         self.prior_module = prior
@@ -95,3 +96,22 @@ def _rename_v1_prior_keys(module: nn.Module, state_dict: dict, prefix: str, *arg
     """Checkpoints of dgmkit 0.1 named the prior's parameters ``prior.*``."""
     for key in [k for k in state_dict if k.startswith(prefix + "prior.")]:
         state_dict[prefix + "prior_module." + key[len(prefix) + 6 :]] = state_dict.pop(key)
+
+
+def _check_prior(prior: object, encoder: nn.Module) -> None:
+    """A Prior that says its latent dimensions, as many as the encoder's where it says them (a
+    TypeError or ValueError that says what is wrong)."""
+    if not isinstance(prior, Prior):
+        raise TypeError(f"the prior must be a dgmkit.priors.Prior (a module returning p(z)), got {type(prior).__name__}")
+    try:
+        dim = prior.latent_dim
+    except AttributeError:
+        dim = None
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(
+            f"the prior {type(prior).__name__} sets no latent_dim (got {dim!r}): pass the number of latent "
+            "dimensions to Prior.__init__(latent_dim) in its constructor"
+        )
+    q_dim = getattr(encoder, "latent_dim", None)  # (an encoder's own attribute: GaussianEncoder has one)
+    if isinstance(q_dim, int) and q_dim != dim:
+        raise ValueError(f"the encoder's q(z|x) is over {q_dim} latent dimensions and the prior's p(z) over {dim}")

@@ -36,7 +36,7 @@ from typing import ClassVar, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, constraints
 
 from dgmkit._rng import randn, seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
@@ -186,6 +186,10 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         self.sizes = [latent_channels * r * r for r in reversed(self.cell_res)]
         if top_prior.latent_dim != self.sizes[-1]:
             raise ValueError(f"the top prior must be over {self.sizes[-1]} dimensions, got {top_prior.latent_dim}")
+
+    @property
+    def data_support(self) -> constraints.Constraint:
+        return self.head.support
 
     # ------------------------------------------------------------ shapes
     def closed_form_kl(self, index: int) -> bool:

@@ -18,7 +18,7 @@ from typing import cast
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Independent
+from torch.distributions import Categorical, Distribution, Independent, constraints
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
@@ -61,6 +61,10 @@ class VQVAE(VariationalModel):
     @property
     def num_codes(self) -> int:
         return self.quantizer.num_codes
+
+    @property
+    def data_support(self) -> constraints.Constraint:
+        return self.head.support
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()

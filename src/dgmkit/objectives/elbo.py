@@ -12,7 +12,7 @@ Sonderby et al. 2016), while ``elbo`` is always the true bound (beta = 1).
 from typing import NamedTuple
 
 import torch
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, Independent, kl_divergence
 
 from dgmkit.distributions import kl_per_dimension
 from dgmkit.models import LatentVariableModel
@@ -47,7 +47,8 @@ class ELBO(Objective[LatentVariableModel]):
     ``free_bits`` (lambda, nats) puts a floor on the KL of each latent dimension, averaged over
     the mini-batch (Kingma et al. 2016, arXiv 1606.04934): the training loss uses
     sum_j max(lambda, KL_j), so dimensions below the floor are not pushed further towards the
-    prior. It needs a prior that factorizes over dimensions. ``elbo`` stays the true bound.
+    prior. It needs the KL of each dimension in closed form (``distributions.kl_per_dimension``:
+    a diagonal Gaussian posterior and the standard normal prior, say). ``elbo`` stays the true bound.
     """
 
     score = "elbo"
@@ -78,6 +79,15 @@ def _free_bits_kl(q: Distribution, p: Distribution, floor: float) -> torch.Tenso
     """Per-example KL whose batch mean is sum_j max(floor, mean_batch KL_j)."""
     per_dim = kl_per_dimension(q, p)  # (B, M)
     if per_dim is None:
-        raise ValueError("free bits need a prior and posterior that factorize over latent dimensions")
+        raise ValueError(
+            f"free bits need each latent dimension's KL in closed form: a posterior and prior that are both "
+            f"Independent over the dimensions with a KL between their bases in torch's registry; got "
+            f"{_named(q)} and {_named(p)}"
+        )
     active = per_dim.detach().mean(0) >= floor  # (M,)
     return torch.where(active, per_dim, torch.full_like(per_dim, floor)).sum(-1)
+
+
+def _named(d: Distribution) -> str:
+    """``Independent(Normal)``, or the class's name."""
+    return f"Independent({type(d.base_dist).__name__})" if isinstance(d, Independent) else type(d).__name__

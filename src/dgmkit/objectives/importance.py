@@ -70,16 +70,39 @@ def log_importance_weights(
     latent variable model), for imputation from the same decoder pass."""
     fused = getattr(model, "joint_pass", None)
     if fused is not None and reparameterized and not keep_likelihood:
-        return ImportanceWeights(*fused(x, k, generator))
+        return _checked(ImportanceWeights(*fused(x, k, generator)), k, len(x))
     q = model.posterior(x) if q is None else q
     z, log_qz = rsample_and_log_prob(q, (k,), generator, reparameterized, device=x.device)
     if keep_likelihood:  # a single-layer latent variable model's
         lvm = cast(LatentVariableModel, model)
         px = lvm.likelihood(z)
         log_px_z, log_pz = lvm.log_joint(x, z, prior, px=px)
-        return ImportanceWeights(z, log_px_z, log_pz, log_qz, px)
+        return _checked(ImportanceWeights(z, log_px_z, log_pz, log_qz, px), k, len(x))
     log_px_z, log_pz = model.log_joint(x, z, prior)
-    return ImportanceWeights(z, log_px_z, log_pz, log_qz)
+    return _checked(ImportanceWeights(z, log_px_z, log_pz, log_qz), k, len(x))
+
+
+_TERMS = {
+    "log_px_z": "log p(x|z), the likelihood's log_prob,",
+    "log_pz": "log p(z), the prior's log_prob,",
+    "log_qz": "log q(z|x), the posterior's log_prob,",
+}
+
+
+def _checked(w: ImportanceWeights, k: int, b: int) -> ImportanceWeights:
+    """``w`` if each term holds one value per draw and datapoint, (k, B); else a ValueError that
+    names the part whose distribution scores a part of a latent vector or image on its own (a
+    factorized distribution whose event shape is not the whole vector)."""
+    for name, what in _TERMS.items():
+        shape = tuple(getattr(w, name).shape)
+        if shape != (k, b):
+            raise ValueError(
+                f"{what} has shape {shape} where one value per draw and datapoint, ({k}, {b}), was expected: "
+                "its distribution's event shape must be a whole latent vector (a prior's and posterior's: "
+                "(latent_dim,)) or a whole image; torch.distributions.Independent(d, n) makes the last n "
+                "batch dimensions of d its event"
+            )
+    return w
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:

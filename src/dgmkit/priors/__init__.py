@@ -1,4 +1,5 @@
-"""Priors p(z): modules with no context whose ``forward()`` returns a Distribution."""
+"""Priors p(z): modules whose ``forward(context=None)`` returns a Distribution over the latent
+vector (``Prior``: the VampPrior takes the encoder as its context, a layer's prior the layer above)."""
 
 from dgmkit.priors.base import Prior
 from dgmkit.priors.categorical import UniformCategoricalPrior

@@ -72,6 +72,11 @@ def save_checkpoint(
     trainer: dict | None = None,
     ema: dict[str, torch.Tensor] | None = None,
 ) -> None:
+    """Write ``model``'s state dict (and what else is given: the optimizer's state, random
+    states, the trainer's counters, the moving average) to ``path`` atomically, with ``config``
+    (a JSON-able dict: the run record where ``dgmkit.load`` is to read it back) in its metadata.
+    A model composed by hand is saved like any other; ``load_checkpoint(path)["model"]`` gives
+    the state dict back for ``model.load_state_dict``."""
     tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "version": str(VERSION), "config": json.dumps(config)}
     if optimizer is not None:
@@ -150,6 +155,9 @@ def check_dtypes(model: torch.nn.Module, state: dict, source: os.PathLike | str)
 
 
 def load_checkpoint(path: os.PathLike | str) -> Checkpoint:
+    """The ``Checkpoint`` at ``path`` (``checkpoint.safetensors`` or ``best.safetensors`` of a run
+    folder, or a file of ``save_checkpoint``), every part checked; ``CheckpointError`` naming what
+    is wrong with a file that is not one."""
     path = Path(path)
     meta = read_metadata(path)
     config = record_of(meta, path)

@@ -34,6 +34,7 @@ from dgmkit.data import DataTransform, Split
 from dgmkit.devices import resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
 from dgmkit.errors import CheckpointError, ConfigError, TrainingError
+from dgmkit.models.base import GenerativeModel
 from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource
 from dgmkit.training.checkpoint import check_dtypes, load_checkpoint
@@ -50,6 +51,16 @@ __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
 
 log = logging.getLogger(__name__)
 VALID_SEED = 1234  # fixed noise for binarizing/dequantizing held-out data
+_PROBE_ROWS = 1024  # training rows transformed once, before the first step, to check them against the model
+
+
+def _split(name: str, data: object) -> Split:
+    """``data`` as a Split: a tensor of images is one without labels."""
+    if isinstance(data, torch.Tensor):
+        return Split(data)
+    if not isinstance(data, Split):
+        raise TypeError(f"the Trainer's {name} data: a dgmkit.data.Split or a tensor of images, got {type(data).__name__}")
+    return data
 
 
 class Trainer:
@@ -85,10 +96,10 @@ class Trainer:
         self,
         model: torch.nn.Module,
         objective: Objective,
-        train: Split,
+        train: Split | torch.Tensor,
         transform: DataTransform,
         *,
-        valid: Split | None = None,
+        valid: Split | torch.Tensor | None = None,
         epochs: int = 10,
         batch_size: int = 128,
         lr: float = 1e-3,
@@ -107,6 +118,7 @@ class Trainer:
     ):
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+        train, valid = _split("train", train), None if valid is None else _split("valid", valid)
         self.lr_schedule = lr_schedule if isinstance(lr_schedule, LRSchedule) else LRSchedule(lr_schedule)  # validated there
         self.epochs, self.batch_size, self.lr, self.patience, self.seed = epochs, batch_size, lr, patience, seed
         self.dist = distributed.current()
@@ -156,6 +168,11 @@ class Trainer:
         if valid is not None:
             g = torch.Generator(device=self.device).manual_seed(VALID_SEED)
             self._valid_x = self.transform(valid.x.to(self.device), g)
+        if isinstance(self.model, GenerativeModel):  # values the likelihood does not define: refused before a step
+            probe = self.transform(self.train_x[:_PROBE_ROWS], torch.Generator(device=self.device).manual_seed(0))
+            self.model.check_data(probe)
+            if self._valid_x is not None:
+                self.model.check_data(self._valid_x)
 
     def _counters_from_start(self) -> None:
         """The counters a checkpoint restores, and the random streams, as a new run has them.
@@ -352,6 +369,7 @@ class Trainer:
         check_dtypes(self.model, ckpt["model"], path)
         try:
             self.model.load_state_dict(ckpt["model"])
+            _check_optimizer_indices(ckpt["optimizer"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             for group, own in zip(self.optimizer.param_groups, own_groups):
                 group.update(own)  # the hyper-parameters are the run's (its config), not the file's
@@ -753,6 +771,18 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
                     raise ValueError(f"the optimizer's {key} does not match a parameter of shape {tuple(p.shape)}")
                 if (key == "step" or key.endswith("_sq")) and bool((v < 0).any()):
                     raise ValueError(f"the optimizer's {key} holds negative values, which it never writes")
+
+
+def _check_optimizer_indices(state: dict) -> None:
+    """Refuse (ValueError) a saved optimizer state whose parameter indices are not 0..n-1 in
+    order over its groups, as ``state_dict`` writes them, or whose entries name another index:
+    ``load_state_dict`` would drop such entries (a parameter's moments) without a word."""
+    ids = [i for g in state["param_groups"] for i in g.get("params", [])]
+    if ids != list(range(len(ids))):
+        raise ValueError(f"the optimizer's parameter indices are not 0..{len(ids) - 1} in order")
+    stray = [k for k in state["state"] if not (type(k) is int and 0 <= k < len(ids))]
+    if stray:
+        raise ValueError(f"the optimizer holds state for parameter {stray[0]!r}, which none of its groups has")
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,0 +1,141 @@
+"""Parts composed by hand from Python meet the checks the CLI's data path has: data a likelihood
+does not define are refused where they enter (evaluation, the Trainer), and parts whose shapes
+do not fit get an error that names the part, never a silent wrong number or a bare broadcast
+error."""
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Independent, Normal, StudentT
+
+from dgmkit.conditional import BernoulliHead, CategoricalHead, Decoder, GaussianEncoder, GaussianHead
+from dgmkit.data import DataTransform, Split
+from dgmkit.errors import DataError
+from dgmkit.evaluation import evaluate, importance_sampled_log_likelihood
+from dgmkit.models import VAE
+from dgmkit.nn import MLP
+from dgmkit.objectives import ELBO, IWAE
+from dgmkit.priors import Prior, StandardNormalPrior
+from dgmkit.training import Trainer
+
+M = 3
+
+
+def _vae(head=None, prior=None, enc_out: int = 2 * M, dec_out: int = 16) -> VAE:
+    torch.manual_seed(0)
+    head = BernoulliHead() if head is None else head
+    encoder = GaussianEncoder(nn.Sequential(nn.Flatten(), MLP(16, [8], enc_out)), M)
+    decoder = Decoder(MLP(M, [8], dec_out * head.params_per_pixel), head, (1, 4, 4))
+    return VAE(encoder, decoder, StandardNormalPrior(M) if prior is None else prior)
+
+
+def _binary(n: int = 6) -> torch.Tensor:
+    return torch.bernoulli(torch.full((n, 1, 4, 4), 0.4), generator=torch.Generator().manual_seed(0))
+
+
+class _FactorPrior(Prior):
+    """p(z) as a Normal whose event is one dimension (no Independent): log_prob gives (*, M)."""
+
+    def __init__(self):
+        super().__init__(M)
+
+    def forward(self, context=None):
+        return Normal(torch.zeros(M), torch.ones(M))
+
+
+class _StudentPrior(Prior):
+    def __init__(self):
+        super().__init__(M)
+
+    def forward(self, context=None):
+        return Independent(StudentT(torch.full((M,), 5.0), torch.zeros(M), torch.ones(M)), 1)
+
+
+# ------------------------------------------------------------- data the likelihood does not define
+def test_evaluation_refuses_data_outside_the_likelihoods_support():
+    model = _vae()
+    raw = torch.randint(0, 17, (6, 1, 4, 4))  # integer pixels 0..16 given to a Bernoulli likelihood
+    with pytest.raises(DataError, match=r"scores 0 or 1 in each entry.*values in \[0, 16\]"):
+        evaluate(model, raw, iw_samples=2)
+    with pytest.raises(DataError, match="0 or 1"):  # every evaluator, by position or keyword
+        importance_sampled_log_likelihood(model, x=raw.float(), k=2)
+    with pytest.raises(DataError, match="not all whole numbers"):
+        evaluate(model, torch.full((2, 1, 4, 4), 0.5), iw_samples=2)
+    report = evaluate(model, _binary(), iw_samples=2)  # the data it defines pass
+    assert report.nll > 0
+
+
+def test_a_categorical_likelihood_takes_its_levels_and_missing_entries_are_not_looked_at():
+    model = _vae(head=CategoricalHead(5))
+    ok = torch.randint(0, 5, (4, 1, 4, 4))
+    model.check_data(ok)
+    with pytest.raises(DataError, match=r"the integers 0\.\.4.*\[5, 5\]"):
+        model.check_data(torch.full((4, 1, 4, 4), 5))
+    holes = ok.float()
+    holes[0, 0, 0, 0] = float("nan")
+    model.check_data(holes)
+    _vae(head=GaussianHead()).check_data(torch.randn(4, 1, 4, 4))  # a density: any real value
+
+
+def test_the_trainer_refuses_a_transform_whose_output_the_likelihood_does_not_define():
+    raw = Split(torch.randint(0, 17, (32, 1, 4, 4)))
+    with pytest.raises(DataError, match="0 or 1"):
+        Trainer(_vae(), ELBO(1), raw, DataTransform("integers", 17), epochs=1, device="cpu", progress=False)
+    # the validation split as well: levels 0..4 by the transform, and the likelihood takes 0..2
+    train, valid = Split(torch.randint(0, 3, (32, 1, 4, 4))), Split(torch.randint(0, 5, (8, 1, 4, 4)))
+    model = _vae(head=CategoricalHead(3))
+    with pytest.raises(DataError, match=r"the integers 0\.\.2.*\[0, 4\]"):
+        Trainer(model, ELBO(1), train, DataTransform("integers", 5), valid=valid, epochs=1, device="cpu", progress=False)
+
+
+def test_the_trainer_takes_a_tensor_of_images_and_refuses_other_data_by_name():
+    x = _binary(32).to(torch.uint8)
+    trainer = Trainer(_vae(), ELBO(1), x, DataTransform("binary", 2), valid=x[:8], epochs=1, device="cpu", progress=False)
+    assert trainer.fit()[-1]["epoch"] == 1
+    with pytest.raises(TypeError, match="train data: a dgmkit.data.Split or a tensor"):
+        Trainer(_vae(), ELBO(1), x.tolist(), DataTransform("binary", 2), device="cpu", progress=False)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------- parts whose shapes do not fit
+@pytest.mark.parametrize("batch", [M, 5])  # batch == M: the case that broadcast silently into a (B, B) "ELBO"
+def test_a_prior_whose_event_is_not_the_latent_vector_is_named(batch):
+    model = _vae(prior=_FactorPrior())
+    with pytest.raises(ValueError, match=r"log p\(z\), the prior's log_prob, has shape .*Independent"):
+        ELBO(1)(model, _binary(batch))
+    with pytest.raises(ValueError, match=r"log p\(z\)"):
+        IWAE(4)(model, _binary(batch))
+
+
+def test_a_likelihood_whose_event_is_not_the_image_is_named():
+    class RowHead(BernoulliHead):  # Bernoulli pixels whose event is one row of the image
+        def forward(self, params):
+            d = super().forward(params)
+            return Independent(torch.distributions.Bernoulli(logits=d.logits), 1)
+
+    with pytest.raises(ValueError, match=r"log p\(x\|z\), the likelihood's log_prob, has shape \(1, 4, 1, 4\)"):
+        ELBO(1)(_vae(head=RowHead()), _binary(4))
+
+
+def test_networks_of_the_wrong_width_and_priors_of_the_wrong_size_are_named():
+    with pytest.raises(ValueError, match=r"encoder network gave 3 numbers .* needs 2 \* 3 = 6"):
+        ELBO(1)(_vae(enc_out=M), _binary())
+    with pytest.raises(ValueError, match=r"decoder network gave output of shape \(6, 8\).* = 16 numbers per latent"):
+        ELBO(1)(_vae(dec_out=8), _binary())
+    with pytest.raises(ValueError, match=r"q\(z\|x\) is over 3 latent dimensions and the prior's p\(z\) over 2"):
+        _vae(prior=StandardNormalPrior(2))
+
+    class Dimensionless(Prior):
+        def forward(self, context=None):
+            return Independent(Normal(torch.zeros(M), torch.ones(M)), 1)
+
+    with pytest.raises(ValueError, match=r"Dimensionless sets no latent_dim .*Prior.__init__\(latent_dim\)"):
+        _vae(prior=Dimensionless())
+    with pytest.raises(TypeError, match="must be a dgmkit.priors.Prior"):
+        _vae(prior=nn.Identity())  # type: ignore[arg-type]
+
+
+def test_free_bits_name_the_distributions_without_a_per_dimension_kl():
+    model = _vae(prior=_StudentPrior())
+    with pytest.raises(ValueError, match=r"closed form.*Independent\(Normal\) and Independent\(StudentT\)"):
+        ELBO(1, free_bits=0.1)(model, _binary())
+    assert ELBO(1)(model, _binary()).elbo.shape == (6,)  # (without free bits the KL is estimated)
