@@ -141,7 +141,7 @@ def bad_inputs(tmp_path):
             ["train", "--dataset", "binarized-mnist", "--data-dir", empty, "--no-download", "--out", out],
             ["binarized_mnist_train.amat", str(empty)],
         ),
-        (["train", "--dataset", tmp_path / "flat.npy", "--out", out], ["expected at least 10 images"]),
+        (["train", "--dataset", tmp_path / "flat.npy", "--out", out], ["expected images shaped"]),
         (["train", "--dataset", tmp_path / "u8.npy", "--out", out], ["non-binary data", "bernoulli"]),
         (["train", "--dataset", tmp_path / "missing.npy", "--out", out], ["no such data file"]),
         (["train", "--config", tmp_path / "unknown.toml", "--out", out], ["latnet_dim", "did you mean 'latent_dim'"]),

@@ -200,8 +200,13 @@ def test_make_transform_choices_and_errors():
 def test_from_array_splits_and_rejects_bad_input(tmp_path):
     d = from_array(np.zeros((100, 8, 8), np.uint8))
     assert [len(d.train), len(d.valid), len(d.test)] == [80, 10, 10] and d.event_shape == (1, 8, 8)
-    with pytest.raises(DataError, match="expected at least 10 images"):
+    with pytest.raises(DataError, match="expected images shaped"):
         from_array(np.zeros(5))
+    with pytest.raises(DataError, match="9 rows .* at least 10 are needed"):
+        from_array(np.zeros((9, 5)))
+    with pytest.raises(DataError, match=r"channels-last images \(N, H, W, C\).*numpy.transpose\(x, \(0, 3, 1, 2\)\)"):
+        from_array(np.zeros((20, 12, 12, 3), np.uint8))
+    assert from_array(np.zeros((20, 3, 12, 12), np.uint8)).event_shape == (3, 12, 12)  # (N, C, H, W) as it is
     with pytest.raises(DataError, match="NaN"):
         from_array(np.full((20, 3), np.nan))
     np.save(tmp_path / "a.npy", np.ones((20, 4)))
@@ -267,3 +272,11 @@ def test_a_transform_of_integer_data_refuses_values_that_are_not_its_levels(kind
     ]:
         with pytest.raises(DataError, match=re.escape(needle)):
             t(bad)
+
+
+def test_continuous_data_for_a_bernoulli_likelihood_point_to_densities_and_say_what_binarize_does():
+    cont = from_array(np.random.default_rng(0).random((20, 4)).astype(np.float32))
+    with pytest.raises(DataError, match=r"--likelihood gaussian \(or student-t\) in the VAE families, or --model flow"):
+        make_transform("bernoulli", cont)
+    with pytest.raises(DataError, match="--binarize dynamic draws binary pixels from integer levels"):
+        make_transform("bernoulli", cont, "dynamic")

@@ -99,3 +99,23 @@ def test_a_projection_of_equal_means_has_no_variance_to_share():
 
 def test_the_factor_vae_metric_refuses_billions_of_images(runs, capsys):
     _refused(*_dgm(capsys, "disentangle", runs / "four", "--votes", "100000", "--batch", "10000")[::2], "--votes 100000")
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 12])
+def test_images_of_any_number_of_channels_are_drawn(channels):
+    """1, 3 and 4 channels as grey, RGB and RGBA; others channel by channel in grey, side by side
+    (a grid of 12-channel images was an internal error of PIL's)."""
+    import io
+
+    from PIL import Image
+
+    from dgmkit.evaluation.figures import image_grid_png
+
+    x = torch.rand(3, channels, 5, 6, generator=torch.Generator().manual_seed(0))
+    img = Image.open(io.BytesIO(image_grid_png(x, nrow=3, min_cell=1, pad=0)))
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, "L")
+    width = 3 * 6 * (channels if mode == "L" and channels != 1 else 1)
+    assert img.mode == mode and img.size == (width, 5)
+    if channels == 12:  # the second channel of the first image sits right of its first
+        grey = np.asarray(img)
+        assert np.allclose(grey[:, 6:12] / 255, x[0, 1].numpy(), atol=1 / 255)

@@ -521,3 +521,37 @@ def test_data_units_and_the_models_values_convert_both_ways(kind):
     assert torch.equal(data[:3], values[:3].double() * scale)
     back = from_data_units(data, t)
     assert torch.equal(back[:3], values[:3].double()) and torch.isnan(back[3])
+
+
+@pytest.mark.parametrize(
+    "argv, what",
+    [
+        (["--likelihood", "gaussian"], "a gaussian likelihood"),
+        (["--likelihood", "bernoulli"], "a bernoulli likelihood"),
+        (["--model", "flow", "--flow", "maf"], "a density of continuous values"),
+    ],
+)
+def test_a_table_with_categorical_columns_is_refused_for_densities_of_numbers(tmp_path, capsys, argv, what):
+    """Its category indices (0, 1, 2) would be scored as numbers, and the NLL printed as the table's."""
+    p = tmp_path / "t.csv"
+    p.write_text("size,colour\n" + "".join(f"{i % 5 / 2},{['red', 'blue'][i % 2]}\n" for i in range(40)))
+    code, _, err = _run(capsys, "train", "--dataset", p, *argv, "--epochs", "1", "--out", tmp_path / "r")
+    assert code == 1 and "colour are categorical" in err and what in err and "--likelihood mixed" in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_score_refuses_missing_entries_a_model_cannot_score_and_notes_those_it_can(tmp_path, capsys):
+    x = (np.random.default_rng(0).random((60, 16)) < 0.5).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    holes = x[:3].copy()
+    holes[0, 2] = np.nan
+    np.save(tmp_path / "holes.npy", holes)
+    for name, argv in (("vae", ["--hidden", "8", "--latent-dim", "2"]), ("arm", ["--model", "arm", "--arm", "made"])):
+        code, _, err = _run(capsys, "train", "--dataset", tmp_path / "x.npy", *argv, "--epochs", "1", "--quiet",
+                            "--out", tmp_path / name)  # fmt: skip
+        assert code == 0, err
+    code, out, err = _run(capsys, "score", tmp_path / "vae", tmp_path / "holes.npy", "--out", tmp_path / "v.csv", "--k", "4")
+    assert code == 0 and "note: 1 of 3 inputs hold missing entries" in out and "log p(x_o)" in out, err
+    code, _, err = _run(capsys, "score", tmp_path / "arm", tmp_path / "holes.npy", "--out", tmp_path / "a.csv")
+    assert code == 1 and "1 missing entries (NaN)" in err and "cannot score incomplete data" in err, err
+    assert "internal error" not in err and not (tmp_path / "a.csv").exists()

@@ -115,7 +115,7 @@ def test_latents_need_a_density_and_have_no_entries_to_remove(tmp_path, capsys):
     m1 = tmp_path / "m1"
     assert main([*VAE, "--out", str(m1)]) == 0
     capsys.readouterr()
-    for likelihood, says in (("bernoulli", "use gaussian"), ("categorical", "needs integer")):
+    for likelihood, says in (("bernoulli", "--likelihood gaussian"), ("categorical", "needs integer")):
         argv = [*M2, "--codes-of", str(m1), "--likelihood", likelihood, "--out", str(tmp_path / likelihood)]
         assert main(argv) == 1 and says in capsys.readouterr().err
     assert main([*M2, "--codes-of", str(m1), "--missing-rate", "0.5", "--out", str(tmp_path / "mcar")]) == 1

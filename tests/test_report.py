@@ -219,6 +219,14 @@ def test_learning_curves_of_dequantized_data_are_in_nats_of_the_integers(tmp_pat
     monkeypatch.setattr(page, "curves_png", lambda *a: seen.append(a) or None)
     assert main(["report", str(run), "--no-figures", "--out", str(tmp_path / "r.html")]) == 0
     assert seen[0][3] == pytest.approx(64 * math.log(17))  # the digits' 17 levels, 8x8 pixels
+    # its test NLL is a one-draw bound on the integers' (as dgm eval says), never "exact", in both tables
+    import shutil
+
+    assert main(["eval", str(run)]) == 0
+    shutil.copytree(run, tmp_path / "again")
+    assert main(["report", str(run), str(tmp_path / "again"), "--no-figures", "--out", str(tmp_path / "two.html")]) == 0
+    html = (tmp_path / "two.html").read_text()
+    assert html.count("<td>one-draw bound") >= 3 and "<td>exact" not in html
 
 
 @pytest.mark.parametrize("value", [1e308, -1e308, 1e31])

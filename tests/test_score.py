@@ -139,3 +139,17 @@ def test_an_exact_density_of_dequantized_integers_is_called_a_one_draw_bound(tmp
     assert main(["ood", str(run), "--ood", str(tmp_path / "some.npy"), "--json", str(tmp_path / "o.json")]) == 0
     assert "log p(x): a one-draw lower bound (uniform dequantization)" in capsys.readouterr().out
     assert json.loads((tmp_path / "o.json").read_text())["transform"] == "dequantize"
+
+
+def test_images_scaled_to_one_given_to_a_run_of_integer_levels_get_the_scale_named(tmp_path, capsys):
+    x = np.random.default_rng(0).integers(0, 17, (60, 1, 4, 4)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "scaled.npy", x[:4].astype(np.float32) / 16)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "x.npy"), "--likelihood", "categorical", "--hidden", "8",
+                 "--latent-dim", "2", "--epochs", "1", "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["score", str(run), str(tmp_path / "scaled.npy"), "--out", str(tmp_path / "s.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "integers 0..16; the file's observed values lie in [0, 1], not all whole numbers" in err
+    assert "multiply by 16 and round" in err and not (tmp_path / "s.csv").exists()

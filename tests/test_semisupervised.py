@@ -189,6 +189,9 @@ def test_keep_labels_is_balanced_seeded_and_exact():
     skewed = Split(split.x, (torch.arange(100) >= 90).long())  # 90 of class 0, 10 of class 1
     with pytest.raises(DataError, match="needs 20 examples of class 1"):
         keep_labels(skewed, 40, 2, seed=0)
+    three = Split(split.x, torch.arange(100) % 3)  # labels 0..2, and a model of 10 classes
+    with pytest.raises(DataError, match=r"class 3; the training split holds 0 \(its labels take 3 values: --classes 3\?\)"):
+        keep_labels(three, 30, 10, seed=0)
     with pytest.raises(DataError, match="outside the model's classes 0..4"):
         keep_labels(split, 10, 5, seed=0)
     with pytest.raises(DataError, match="no labels"):

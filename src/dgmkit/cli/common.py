@@ -27,6 +27,7 @@ from dgmkit.data.registry import check_images, is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError, DataError, DgmError
+from dgmkit.evaluation.report import one_draw_bound
 from dgmkit.training.run_writer import results_lock, run_files
 from dgmkit.training.trainer import VALID_SEED
 
@@ -249,13 +250,6 @@ _ESTIMATE_WORDS = {
     "bound": "a lower bound",
     "time-sampled": "a lower bound over sampled times",
 }
-
-
-def one_draw_bound(kind: str, transform: str) -> bool:
-    """Whether a model's exact density (estimate ``kind``) is of uniformly dequantized data
-    (``transform``): it scores the integers by one draw of the noise, a lower bound on their
-    log-likelihood in expectation, not their exact log-likelihood."""
-    return kind == "exact" and transform == "dequantize"
 
 
 def estimate_words(kind: str, transform: str) -> str:
@@ -505,7 +499,7 @@ def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[tor
     own shape. ``verb``: what the command does with them, for the messages."""
     p = Path(path)
     if p.suffix.lower() not in (".npy", ".npz", *TABLE_SUFFIXES):
-        raise DataError(f"the data to {verb} must be a .npy, .npz or .csv file, got {p}")
+        raise DataError(f"the data to {verb} must be a .npy, .npz, .csv or .parquet file, got {p}")
     if not p.is_file():
         raise DataError(f"no such data file: {p}")
     if p.suffix.lower() in TABLE_SUFFIXES:
@@ -536,5 +530,9 @@ def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[tor
         and seen.size
         and (seen.min() < 0 or seen.max() > levels - 1 or not np.all(seen == np.round(seen)))
     ):
-        raise DataError(f"{p.name}: the run's data are integers 0..{levels - 1}; the file's observed values are not")
+        got = f"[{seen.min():g}, {seen.max():g}]" + ("" if np.all(seen == np.round(seen)) else ", not all whole numbers")
+        hint = f" (images scaled to [0, 1]: multiply by {levels - 1} and round)" if seen.max() <= 1 < levels - 1 else ""
+        raise DataError(
+            f"{p.name}: the run's data are integers 0..{levels - 1}; the file's observed values lie in {got}{hint}"
+        )
     return torch.from_numpy(x.astype(np.float32).reshape(len(x), *event)), shape

@@ -68,7 +68,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "AUPRC (as average precision) and the FPR at 95% TPR with the OOD inputs as positives.",
     )
     p.add_argument("--in", dest="in_split", default="test", choices=SPLITS, help="in-distribution split")
-    p.add_argument("--ood", required=True, metavar="DATASET", help="the OOD data: a named dataset or a .npy/.npz/.mat file")
+    p.add_argument(
+        "--ood",
+        required=True,
+        metavar="DATASET",
+        help="the OOD data: a named dataset or a data file (.npy, .npz, .mat, .csv, .parquet)",
+    )
     p.add_argument("--ood-split", default="test", choices=SPLITS, help="the split of --ood to use")
     p.add_argument("--ood-data-dir", default=None, help="folder of --ood's files (default: as --data-dir)")
     p.add_argument(

@@ -24,6 +24,7 @@ from dgmkit.cli.common import (
     add_count_flag,
     add_device_flag,
     estimate_words,
+    plural,
     read_input_file,
     run_data,
     run_inputs,
@@ -120,7 +121,13 @@ def run_score(args: argparse.Namespace) -> int:
     atomic_write_bytes(out, buf.getvalue().encode())
     kind = estimate_words(run.model.estimate_kind, run.transform.kind)
     unit = "" if bpd is None else f", {float(np.mean(bpd)):.4f} bits/dim"
-    say(f"scored {len(names)} inputs: mean log p(x) {float(np.mean(log_px)):.3f} nats{unit} ({kind}) -> {out}")
+    say(f"scored {plural(len(names), 'input')}: mean log p(x) {float(np.mean(log_px)):.3f} nats{unit} ({kind}) -> {out}")
+    incomplete = int(torch.isnan(x).flatten(1).any(1).sum())
+    if incomplete:
+        say(
+            f"note: {incomplete} of {len(names)} inputs hold missing entries: theirs is log p(x_o) of the observed "
+            "entries (bits/dim per observed entry), not comparable with a complete input's log p(x)"
+        )
     note = standardized_note(table) if table is not None else None
     if note:
         say(note)

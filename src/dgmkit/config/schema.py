@@ -42,7 +42,7 @@ MAX_IW_SAMPLES = 10**9  # memory stays bounded for any k (a running logsumexp); 
 @dataclass
 class DataConfig:
     dataset: str = setting(
-        "digits", "a named dataset (see docs/data.md) or a .npy, .npz or .mat file (stored by its full path)"
+        "digits", "a named dataset (see docs/data.md) or a .npy, .npz, .mat, .csv or .parquet file (stored by its full path)"
     )
     data_dir: str | None = setting(None, "folder of the data files (default: $DGMKIT_DATA, else ~/.cache/dgmkit)")
     data_key: str | None = setting(

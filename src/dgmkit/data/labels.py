@@ -48,7 +48,11 @@ def keep_labels(split: Split, n: int | None, num_classes: int, seed: int) -> Spl
     for c in range(num_classes):
         members = torch.nonzero(y == c).flatten()
         if len(members) < per_class:
-            raise DataError(f"--labels {n} needs {per_class} examples of class {c}; the training split holds {len(members)}")
+            top = int(y.max()) + 1
+            fewer = f" (its labels take {top} values: --classes {top}?)" if top < num_classes and not len(members) else ""
+            raise DataError(
+                f"--labels {n} needs {per_class} examples of class {c}; the training split holds {len(members)}{fewer}"
+            )
         pick = members[torch.randperm(len(members), generator=g)[:per_class]]
         kept[pick] = c
     return dataclasses.replace(split, y=kept)

@@ -428,9 +428,14 @@ def check_images(x: np.ndarray, name: str, min_rows: int = 10) -> np.ndarray:
         x = x[:, None, None, :]
     elif x.ndim == 3:
         x = x[:, None]
-    if x.ndim != 4 or len(x) < min_rows:
+    if x.ndim != 4:
+        raise DataError(f"{name}: expected images shaped (N, D), (N, H, W) or (N, C, H, W), got {x.shape}")
+    if len(x) < min_rows:
+        raise DataError(f"{name}: {len(x)} rows (images, or a table's rows); at least {min_rows} are needed")
+    if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         raise DataError(
-            f"{name}: expected at least {min_rows} images shaped (N, D), (N, H, W) or (N, C, H, W), got {x.shape}"
+            f"{name}: shape {x.shape} looks like channels-last images (N, H, W, C); dgmkit reads (N, C, H, W): "
+            "transpose them first, as numpy.transpose(x, (0, 3, 1, 2))"
         )
     if 0 in x.shape:
         raise DataError(f"{name}: the images hold no values (shape {x.shape})")
@@ -584,7 +589,7 @@ def load_dataset(
     if name not in DATASETS:
         raise DataError(
             f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; choose from {sorted(DATASETS)} or give a .npy, "
-            ".npz or .mat file by its path"
+            ".npz, .mat, .csv or .parquet file by its path"
         )
     if key is not None:
         raise DataError(f"--data-key {key!r} applies only to .npz and .mat files, not to the dataset {name!r}")

@@ -70,7 +70,7 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path.name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise DataError(f"{path.name}: not UTF-8 text ({e.reason} at byte {e.start}); save the table as UTF-8") from None
     # newline="": a quoted cell keeps its line breaks, and only \r and \n end a row (not \f or U+2028)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows, lines, line, cells = [], [], 1, 0

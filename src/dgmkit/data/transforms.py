@@ -92,8 +92,20 @@ class DataTransform:
         return math.log(self._levels) if self.kind == "dequantize" else 0.0
 
 
+def _numeric_columns_only(dataset: Dataset, what: str) -> None:
+    """Refuses (DataError) a table with categorical columns for a density of numbers, which would
+    score their category indices as numbers."""
+    cats = [c.name for c in dataset.columns if c.levels]
+    if cats:
+        raise DataError(
+            f"{dataset.name}: the column(s) {', '.join(cats)} are categorical, and {what} would score their category "
+            "indices as numbers; model the table with a VAE and --likelihood mixed (a categorical for each such column)"
+        )
+
+
 def make_transform(likelihood: str, dataset: Dataset, binarize: str = "auto") -> DataTransform:
     """Choose the transform a likelihood needs for a dataset, or fail with a clear reason."""
+    _numeric_columns_only(dataset, f"a {likelihood} likelihood")
     levels = dataset.num_levels
     if binarize not in ("auto", "dynamic", "none"):
         raise DataError(f"binarize must be auto, dynamic or none, got {binarize!r}")
@@ -101,7 +113,12 @@ def make_transform(likelihood: str, dataset: Dataset, binarize: str = "auto") ->
         if levels == 2:
             return DataTransform("binary", 2)
         if levels is None:
-            raise DataError(f"{dataset.name}: non-binary continuous data cannot have a bernoulli likelihood; use gaussian")
+            flag = " (--binarize dynamic draws binary pixels from integer levels, not from continuous values)"
+            raise DataError(
+                f"{dataset.name}: non-binary continuous data cannot have a bernoulli likelihood"
+                f"{flag if binarize == 'dynamic' else ''}; model them with a density of continuous values: "
+                "--likelihood gaussian (or student-t) in the VAE families, or --model flow"
+            )
         dynamic = binarize == "dynamic" or (binarize == "auto" and dataset.name in _NAMED_8BIT)
         if not dynamic:
             raise DataError(
@@ -122,6 +139,7 @@ def density_transform(dataset: Dataset, variational: bool = False) -> DataTransf
     """For models of continuous densities (flows): quantized data are uniformly dequantized
     to [0, 1] (so that D log L is added to the NLL of y to bound the integers' NLL); continuous
     data are used as they are. With ``variational`` the model dequantizes itself: integers."""
+    _numeric_columns_only(dataset, "a density of continuous values")
     if variational:
         if dataset.num_levels is None:
             raise DataError(f"{dataset.name}: variational dequantization needs integer data, got continuous data")

@@ -39,11 +39,14 @@ def figure_png(fig: "Figure") -> bytes:
 
 def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int = 2) -> bytes:
     """A grid of images (N, C, H, W) with values in [0, 1], ``nrow`` images per row.
-    Small images are enlarged (nearest neighbour) to at least ``min_cell`` pixels. Refused
-    (EvaluationError) if a value is NaN or inf."""
+    Small images are enlarged (nearest neighbour) to at least ``min_cell`` pixels. 1, 3 and 4
+    channels are grey, RGB and RGBA; images of another number of channels show each channel in
+    grey, side by side. Refused (EvaluationError) if a value is NaN or inf."""
     check_finite(images, "pixel values")
     x = images.detach().float().clamp(0, 1).cpu()
     n, c, h, w = x.shape
+    if c not in (1, 3, 4):
+        x, c, w = x.permute(0, 2, 1, 3).reshape(n, 1, h, c * w), 1, c * w
     scale = max(1, -(-min_cell // max(h, w)))
     x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
     h, w = h * scale, w * scale

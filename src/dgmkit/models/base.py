@@ -37,8 +37,10 @@ class:
   reported layer by layer.
 - ``point_mass_posterior``: q(z|x) is a point mass (a VQ-VAE's code grid): more importance draws
   change nothing, and the bound splits into log p(x|z_q) and log p(z_q).
-- ``can_impute``: the encoder reads missing entries (as 0, as MIWAE trains it), so missing
-  entries can be imputed by importance sampling.
+- ``can_impute``: the encoder reads missing entries (as 0, as MIWAE trains it) and the
+  likelihood leaves them out, so data with missing entries (NaN) can be scored, log p(x_o) of
+  the observed entries, and their missing entries imputed by importance sampling; other models
+  refuse incomplete data (``check_data``).
 - ``produces_codes``: ``codes(x)`` gives discrete code grids another model can be trained on
   (``--codes-of``) and whose prior it can take back (``--code-prior``).
 - ``discrete_latents``: z takes discrete values (one-hot categories, binary units), so a code
@@ -125,11 +127,19 @@ class GenerativeModel(nn.Module, ABC):
     def check_data(self, x: torch.Tensor) -> None:
         """Refuses (DataError) data with an observed entry outside ``data_support``: a
         likelihood of values it does not define is no likelihood (a Bernoulli pixel's "log p" of
-        the value 16 is a number, and a wrong one). Missing entries (NaN) are not looked at."""
+        the value 16 is a number, and a wrong one); and missing entries (NaN) unless the model
+        ``can_impute`` (its likelihood of the observed entries)."""
+        holes = torch.isnan(x) if x.is_floating_point() else None
+        if holes is not None and not self.can_impute and bool(holes.any()):
+            raise DataError(
+                f"the data hold {int(holes.sum())} missing entries (NaN), and {type(self).__name__} cannot score "
+                "incomplete data (a VAE can: its encoder reads a missing entry as 0 and its likelihood leaves it out); "
+                "fill them in, or leave out the incomplete rows"
+            )
         support = self.data_support
         if support is None or x.numel() == 0:
             return
-        v = x[~torch.isnan(x)] if x.is_floating_point() else x
+        v = x if holes is None else x[~holes]
         if v.numel() == 0 or bool(support.check(v).all()):
             return
         lo, hi = v.min().item(), v.max().item()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dgmkit.evaluation.figures import figure_png
-from dgmkit.evaluation.report import record_terms
+from dgmkit.evaluation.report import estimate_label, record_terms
 
 __all__ = ["RunPage", "curves_png", "render_page", "metric_series"]
 
@@ -200,7 +200,10 @@ def _eval_table(evals: dict[str, dict], weights: str | None = None) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in _EVAL_COLUMNS) + "".join(f"<th>{_e(h)}</th>" for h in added.values())
     body = []
     for protocol, r in evals.items():
-        cells = "".join(f'<td class="num">{_num(r.get(k), d if d is not None else 0)}</td>' for k, _, d in _EVAL_COLUMNS)
+        cells = "".join(
+            f"<td>{_e(estimate_label(r))}</td>" if k == "estimate" else f'<td class="num">{_num(r.get(k), d or 0)}</td>'
+            for k, _, d in _EVAL_COLUMNS
+        )
         own = {str(t.get("name")): t for t in record_terms(r)}
         cells += "".join(
             f'<td class="num">{_num(own[n].get("value"), int(own[n].get("digits", 3))) if n in own else "–"}</td>'
@@ -266,7 +269,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
                 f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
                 f"<td>{_e(r.dataset)}</td><td class='num'>{epochs}</td><td class='num'>{_e(best_s)}</td>"
                 f"<td class='num'>{_num(t.get('nll'))}</td><td class='num'>{_num(t.get('bpd'), 4)}</td>"
-                f"<td>{_e(t.get('estimate', '–'))}{'' if not t else ' k=' + _e(t.get('iw_samples'))}</td></tr>"
+                f"<td>{_e(estimate_label(t))}{'' if not t else ' k=' + _e(t.get('iw_samples'))}</td></tr>"
             )
         out.append("</table>")
         out.append(
