@@ -211,6 +211,22 @@ def test_none_and_null_are_values_and_only_plain_decimals_are_numbers(tmp_path):
     assert np.allclose(x[:, 0] * cols[0].std + cols[0].mean, [-1.5, 0.002, 0.5, 7.0, 100.0])
 
 
+def test_a_column_of_numbers_but_for_a_slip_is_refused_unless_a_schema_says_categorical(tmp_path):
+    """'4o.2' among 49 ages made the column categorical: each age a category of its own."""
+    p = tmp_path / "t.csv"
+    ages = [f"{20 + i * 0.7:.1f}" for i in range(50)]
+    ages[6] = "4o.2"
+    p.write_text("age,pet\n" + "".join(f"{a},{'cat' if i % 2 else 'dog'}\n" for i, a in enumerate(ages)))
+    with pytest.raises(DataError, match=r"column 'age' holds numbers but for 1 cell\(s\), the first '4o.2' on line 8"):
+        read_table(p)
+    s = tmp_path / "s.json"
+    s.write_text(json.dumps({"columns": {"age": "categorical", "pet": "categorical"}}))
+    assert read_table(p, s)[1][0].levels == 50  # the schema decides
+    ages[7] = "old"  # two slips in 50: a column of words and numbers, categorical as inferred
+    p.write_text("age,pet\n" + "".join(f"{a},{'cat' if i % 2 else 'dog'}\n" for i, a in enumerate(ages)))
+    assert read_table(p)[1][0].kind == "categorical"
+
+
 def test_a_schema_must_name_every_column_with_a_known_kind(tmp_path):
     p = _table(tmp_path)
     for spec, problem in (

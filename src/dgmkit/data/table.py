@@ -8,7 +8,9 @@ other cell is a value (``none`` or ``null`` too: a category may be named so). Th
 each column's kind: a JSON file ``{"columns": {"age": "numeric", "sex": "categorical", ...}}``
 naming every column, or, without one, inferred: a column whose observed values all read as
 numbers is numeric (and then each must be finite and within float32's range: ``inf`` or
-``1e39`` in it is refused, not taken as a category), any other is categorical. A number is written in decimal, as in
+``1e39`` in it is refused, not taken as a category), any other is categorical, except that a
+column of numbers but for one cell in 50 or fewer (a typing slip, ``4o.2``) is refused: a
+schema says if it is categorical. A number is written in decimal, as in
 C or a spreadsheet (``-1.5``, ``2e-3``, ``.5``): Python's digit separators (``5_0``) and
 non-ASCII digits are not numbers here, so such a cell makes its column categorical, or is
 refused in a numeric one. The columns (``Dataset.columns``) give
@@ -203,6 +205,20 @@ def _check_number(path: Path, name: str, cell: str, v: float | None, line: int |
         )
 
 
+def _check_not_a_slip(path: Path, name: str, cells: list[str], numbers: list[float | None], lines: list[int]) -> None:
+    """Refuses (DataError) an inferred column of numbers but for a few cells (one, or at most 1 in
+    50; at least 20 numbers), which would make it categorical (every number a category of its
+    own) through what is most likely a typing slip."""
+    odd = [i for i, v in enumerate(numbers) if v is None]
+    if odd and len(numbers) - len(odd) >= 20 and len(odd) <= max(1, len(numbers) // 50):
+        schema = '{"columns": {"' + name + '": "categorical", ...}}'
+        raise DataError(
+            f"{path.name}: column {name!r} holds numbers but for {len(odd)} cell(s), the first "
+            f"{_shown_cell(cells[odd[0]])} on line {lines[odd[0]]}; mend the cell, or give a schema ({schema}, "
+            "--schema) if the column is categorical"
+        )
+
+
 def read_table(
     path: str | Path, schema: str | os.PathLike[str] | None = None, columns: tuple[Column, ...] | None = None
 ) -> tuple[np.ndarray, tuple[Column, ...]]:
@@ -226,6 +242,8 @@ def read_table(
         kind = kinds[name] if kinds else ("numeric" if all(v is not None for v in numbers) else "categorical")
         if not present:
             raise DataError(f"{path.name}: column {name!r} has no observed value")
+        if not kinds:
+            _check_not_a_slip(path, name, [cells[i] for i in present], numbers, [lines[i] for i in present])
         if kind == "numeric":
             for i, v in zip(present, numbers):
                 _check_number(path, name, cells[i], v, lines[i])
