@@ -207,6 +207,8 @@ def test_from_array_splits_and_rejects_bad_input(tmp_path):
     with pytest.raises(DataError, match=r"channels-last images \(N, H, W, C\).*numpy.transpose\(x, \(0, 3, 1, 2\)\)"):
         from_array(np.zeros((20, 12, 12, 3), np.uint8))
     assert from_array(np.zeros((20, 3, 12, 12), np.uint8)).event_shape == (3, 12, 12)  # (N, C, H, W) as it is
+    assert from_array(np.zeros((20, 2, 4, 4), np.uint8)).event_shape == (2, 4, 4)  # small images: no guess
+    assert from_array(np.zeros((20, 12, 12, 3), np.uint8), shaped=True).event_shape == (12, 12, 3)  # --image-shape
     with pytest.raises(DataError, match="NaN"):
         from_array(np.full((20, 3), np.nan))
     np.save(tmp_path / "a.npy", np.ones((20, 4)))

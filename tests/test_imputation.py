@@ -225,6 +225,10 @@ def test_a_column_of_numbers_but_for_a_slip_is_refused_unless_a_schema_says_cate
     ages[7] = "old"  # two slips in 50: a column of words and numbers, categorical as inferred
     p.write_text("age,pet\n" + "".join(f"{a},{'cat' if i % 2 else 'dog'}\n" for i, a in enumerate(ages)))
     assert read_table(p)[1][0].kind == "categorical"
+    rating = [str(i % 5 + 1) for i in range(80)]  # a few codes and one word: categorical, as inferred
+    rating[3] = "unsure"
+    p.write_text("rating\n" + "".join(f"{r}\n" for r in rating))
+    assert read_table(p)[1][0].categories == ("1", "2", "3", "4", "5", "unsure")
 
 
 def test_a_schema_must_name_every_column_with_a_known_kind(tmp_path):

@@ -153,3 +153,16 @@ def test_images_scaled_to_one_given_to_a_run_of_integer_levels_get_the_scale_nam
     err = capsys.readouterr().err
     assert "integers 0..16; the file's observed values lie in [0, 1], not all whole numbers" in err
     assert "multiply by 16 and round" in err and not (tmp_path / "s.csv").exists()
+
+
+def test_channels_last_inputs_for_a_run_of_channels_first_images_are_refused_not_reshaped(tmp_path, capsys):
+    x = np.random.default_rng(0).integers(0, 2, (40, 3, 6, 5)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "last.npy", x[:4].transpose(0, 2, 3, 1))  # the same images, (N, H, W, C)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "x.npy"), "--hidden", "8", "--latent-dim", "2", "--epochs", "1",
+                 "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["score", str(run), str(tmp_path / "last.npy"), "--out", str(tmp_path / "s.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "images of shape (6, 5, 3) are the run's (3, 6, 5) channels-last" in err and "transpose" in err

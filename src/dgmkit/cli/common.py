@@ -510,6 +510,11 @@ def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[tor
         x, _ = read_arrays(p, None)
     shape = x.shape
     event = tuple(run.record["data"]["event_shape"])
+    if x.ndim == 4 and x.shape[1:] != event and (x.shape[3], x.shape[1], x.shape[2]) == event:
+        raise DataError(
+            f"{p.name}: images of shape {x.shape[1:]} are the run's {event} channels-last; dgmkit reads (N, C, H, W): "
+            "transpose them first, as numpy.transpose(x, (0, 3, 1, 2))"
+        )
     x = check_images(x, p.name, min_rows=1)
     if int(np.prod(x.shape[1:])) != int(np.prod(event)):
         raise DataError(f"{p.name}: rows of {int(np.prod(x.shape[1:]))} values, but the run's data have {event}")

@@ -126,7 +126,8 @@ def run_score(args: argparse.Namespace) -> int:
     if incomplete:
         say(
             f"note: {incomplete} of {len(names)} inputs hold missing entries: theirs is log p(x_o) of the observed "
-            "entries (bits/dim per observed entry), not comparable with a complete input's log p(x)"
+            f"entries{'' if bpd is None else ' (bits/dim per observed entry)'}, not comparable with a complete input's "
+            "log p(x)"
         )
     note = standardized_note(table) if table is not None else None
     if note:

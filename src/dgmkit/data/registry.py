@@ -432,11 +432,6 @@ def check_images(x: np.ndarray, name: str, min_rows: int = 10) -> np.ndarray:
         raise DataError(f"{name}: expected images shaped (N, D), (N, H, W) or (N, C, H, W), got {x.shape}")
     if len(x) < min_rows:
         raise DataError(f"{name}: {len(x)} rows (images, or a table's rows); at least {min_rows} are needed")
-    if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
-        raise DataError(
-            f"{name}: shape {x.shape} looks like channels-last images (N, H, W, C); dgmkit reads (N, C, H, W): "
-            "transpose them first, as numpy.transpose(x, (0, 3, 1, 2))"
-        )
     if 0 in x.shape:
         raise DataError(f"{name}: the images hold no values (shape {x.shape})")
     if x.dtype.kind == "f":
@@ -451,6 +446,18 @@ def check_images(x: np.ndarray, name: str, min_rows: int = 10) -> np.ndarray:
         if np.nanmax(np.abs(x)) > np.finfo(np.float32).max:
             raise DataError(f"{name}: the data holds values beyond the float32 range")
     return x
+
+
+def check_channels_first(x: np.ndarray, name: str) -> None:
+    """Refuses (DataError) an array (N, A, B, C) that looks like channels-last images (N, H, W, C):
+    C of 1, 3 or 4 (grey, RGB, RGBA) after two axes of more than 4 (images that high and wide),
+    which read as (N, C, H, W) would be A channels of B x C pixels."""
+    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and min(x.shape[1:3]) > 4:
+        raise DataError(
+            f"{name}: shape {x.shape} looks like channels-last images (N, H, W, C); dgmkit reads (N, C, H, W): "
+            "transpose them first, as numpy.transpose(x, (0, 3, 1, 2)) (if they are (N, C, H, W) already, save them "
+            "flat, (N, C*H*W), and give --image-shape C H W)"
+        )
 
 
 def _check_labels(y: object, n: int, name: str) -> torch.Tensor:
@@ -476,7 +483,9 @@ def _check_labels(y: object, n: int, name: str) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
-def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", seed: int = 0) -> Dataset:
+def from_array(
+    x: np.ndarray, y: np.ndarray | None = None, name: str = "array", seed: int = 0, shaped: bool = False
+) -> Dataset:
     """A dataset from one array of images: (N, D), (N, H, W) or (N, C, H, W), at least 10.
 
     The images must be real numbers (bool, integer or float), NaN marking a missing entry
@@ -486,12 +495,15 @@ def from_array(x: np.ndarray, y: np.ndarray | None = None, name: str = "array", 
     binary, 256 if the largest value needs 8 bits (128..255: 8-bit data, whose levels are 256
     even where no pixel reaches 255), else max + 1 (digits of 0..16: 17); other float data is
     continuous. The rows are split with a seeded permutation into 80% train, 10% valid and
-    10% test, none of them empty.
+    10% test, none of them empty. An array that looks channels-last is refused
+    (``check_channels_first``) unless ``shaped``: its shape was given (``--image-shape``).
     """
     try:
         x = np.asarray(x)
     except (ValueError, TypeError) as e:  # ragged nested lists, or objects that are not arrays
         raise DataError(f"{name}: the data is not an array of numbers ({e})") from None
+    if not shaped:
+        check_channels_first(x, name)
     x = check_images(x, name)
     missing = x.dtype.kind == "f" and bool(np.isnan(x).any())
     seen = x[~np.isnan(x)] if missing else x
@@ -562,7 +574,7 @@ def _load_data_file(name: str, key: str | None, shape: tuple[int, ...] | None, s
         x, y = read_arrays(path, key)
     if shape is not None:
         x = _reshape(x, shape, path.name)
-    return from_array(x, y, name=path.name)
+    return from_array(x, y, name=path.name, shaped=shape is not None)
 
 
 def load_dataset(

@@ -9,9 +9,9 @@ each column's kind: a JSON file ``{"columns": {"age": "numeric", "sex": "categor
 naming every column, or, without one, inferred: a column whose observed values all read as
 numbers is numeric (and then each must be finite and within float32's range: ``inf`` or
 ``1e39`` in it is refused, not taken as a category), any other is categorical, except that a
-column of numbers but for one cell in 50 or fewer (a typing slip, ``4o.2``) is refused: a
-schema says if it is categorical. A number is written in decimal, as in
-C or a spreadsheet (``-1.5``, ``2e-3``, ``.5``): Python's digit separators (``5_0``) and
+column of more than 20 distinct numbers but for one cell in 50 or fewer (a typing slip,
+``4o.2``, or ``N/A`` for a missing entry) is refused: a schema says if it is categorical. A
+number is written in decimal, as in C or a spreadsheet (``-1.5``, ``2e-3``, ``.5``): Python's digit separators (``5_0``) and
 non-ASCII digits are not numbers here, so such a cell makes its column categorical, or is
 refused in a numeric one. The columns (``Dataset.columns``) give
 the mixed likelihood its heads (``--likelihood mixed``) and ``dgm impute`` its CSV output.
@@ -206,16 +206,17 @@ def _check_number(path: Path, name: str, cell: str, v: float | None, line: int |
 
 
 def _check_not_a_slip(path: Path, name: str, cells: list[str], numbers: list[float | None], lines: list[int]) -> None:
-    """Refuses (DataError) an inferred column of numbers but for a few cells (one, or at most 1 in
-    50; at least 20 numbers), which would make it categorical (every number a category of its
-    own) through what is most likely a typing slip."""
+    """Refuses (DataError) an inferred column of more than 20 distinct numbers but for a few cells
+    (one, or at most 1 in 50), which would make it categorical, every number a category of its
+    own, through what is most likely a typing slip or a missing entry marked otherwise than the
+    table's markers. (A few codes and a word, "1".."5" and "unsure", stay categorical.)"""
     odd = [i for i, v in enumerate(numbers) if v is None]
-    if odd and len(numbers) - len(odd) >= 20 and len(odd) <= max(1, len(numbers) // 50):
+    if odd and len(set(numbers) - {None}) > 20 and len(odd) <= max(1, len(numbers) // 50):
         schema = '{"columns": {"' + name + '": "categorical", ...}}'
         raise DataError(
             f"{path.name}: column {name!r} holds numbers but for {len(odd)} cell(s), the first "
-            f"{_shown_cell(cells[odd[0]])} on line {lines[odd[0]]}; mend the cell, or give a schema ({schema}, "
-            "--schema) if the column is categorical"
+            f"{_shown_cell(cells[odd[0]])} on line {lines[odd[0]]}; mend the cell (an empty cell, NA, NaN or ? marks "
+            f"a missing entry), or give a schema ({schema}, --schema) if the column is categorical"
         )
 
 

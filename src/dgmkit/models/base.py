@@ -133,8 +133,8 @@ class GenerativeModel(nn.Module, ABC):
         if holes is not None and not self.can_impute and bool(holes.any()):
             raise DataError(
                 f"the data hold {int(holes.sum())} missing entries (NaN), and {type(self).__name__} cannot score "
-                "incomplete data (a VAE can: its encoder reads a missing entry as 0 and its likelihood leaves it out); "
-                "fill them in, or leave out the incomplete rows"
+                "incomplete data (a one-layer VAE whose likelihood factorizes over the entries can: its encoder reads "
+                "a missing entry as 0 and its likelihood leaves it out); fill them in, or leave out the incomplete rows"
             )
         support = self.data_support
         if support is None or x.numel() == 0:
@@ -147,8 +147,8 @@ class GenerativeModel(nn.Module, ABC):
         got = f"values in [{lo:g}, {hi:g}]" + ("" if whole else ", not all whole numbers")
         raise DataError(
             f"the data do not fit {type(self).__name__}: its likelihood scores {_describe(support)} in each entry, "
-            f"and the data hold {got}. Pass them through the transform the likelihood needs "
-            "(dgmkit.data.make_transform(likelihood, dataset), as dgm does)"
+            f"and the data hold {got}. Give it the data as its likelihood takes them (dgmkit.data.make_transform("
+            "likelihood, dataset) makes the transform, as dgm does), to a model built for as many levels as they have"
         )
 
     def evaluation_terms(

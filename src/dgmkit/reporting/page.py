@@ -72,6 +72,11 @@ def _num(v: object, digits: int = 3) -> str:
     return "–" if not math.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _samples(t: dict) -> str:
+    """The " k=K" after a sampled estimate (none after an exact one, or where there is no result)."""
+    return "" if not t or t.get("estimate") == "exact" else f" k={_e(t.get('iw_samples'))}"
+
+
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
@@ -269,7 +274,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
                 f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
                 f"<td>{_e(r.dataset)}</td><td class='num'>{epochs}</td><td class='num'>{_e(best_s)}</td>"
                 f"<td class='num'>{_num(t.get('nll'))}</td><td class='num'>{_num(t.get('bpd'), 4)}</td>"
-                f"<td>{_e(estimate_label(t))}{'' if not t else ' k=' + _e(t.get('iw_samples'))}</td></tr>"
+                f"<td>{_e(estimate_label(t))}{_samples(t)}</td></tr>"
             )
         out.append("</table>")
         out.append(
