@@ -575,3 +575,29 @@ def test_score_refuses_missing_entries_a_model_cannot_score_and_notes_those_it_c
     code, _, err = _run(capsys, "score", tmp_path / "arm", tmp_path / "holes.npy", "--out", tmp_path / "a.csv")
     assert code == 1 and "1 missing entries (NaN)" in err and "cannot score incomplete data" in err, err
     assert "internal error" not in err and not (tmp_path / "a.csv").exists()
+
+
+def test_a_table_runs_samples_are_rows_of_its_table(tmp_path, capsys):
+    p = _table(tmp_path, n=90)
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "--dataset", p, "--likelihood", "mixed", "--objective", "miwae", "--iw-k", "2",
+                        "--latent-dim", "2", "--hidden", "8", "--epochs", "2", "--quiet", "--out", run)  # fmt: skip
+    assert code == 0, err
+    code, out, err = _run(capsys, "sample", run, "-n", "7", "--seed", "3", "--out", tmp_path / "s.csv")
+    assert code == 0 and "7 draws x ~ p(x|z), z ~ p(z), as rows of t.csv's columns" in out, err
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert lines[0] == "size,colour,weight" and len(lines) == 8
+    for line in lines[1:]:
+        size, colour, weight = line.split(",")
+        assert colour in ("red", "green", "blue") and math.isfinite(float(size)) and math.isfinite(float(weight))
+    code, _, _ = _run(capsys, "sample", run, "-n", "7", "--seed", "3", "--out", tmp_path / "again.csv")
+    assert code == 0 and (tmp_path / "again.csv").read_text() == (tmp_path / "s.csv").read_text()  # seeded
+    code, _, err = _run(capsys, "sample", run, "--draw", "--out", tmp_path / "d.csv")
+    assert code == 1 and "draws x ~ p(x) already" in err
+    x = (np.random.default_rng(0).random((40, 16)) < 0.5).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, _, err = _run(capsys, "train", "--dataset", tmp_path / "x.npy", "--hidden", "8", "--latent-dim", "2",
+                        "--epochs", "1", "--quiet", "--out", tmp_path / "images")  # fmt: skip
+    assert code == 0, err
+    code, _, err = _run(capsys, "sample", tmp_path / "images", "--out", tmp_path / "i.csv")
+    assert code == 1 and "was not trained on one: name a .png file" in err and not (tmp_path / "i.csv").exists()

@@ -1,13 +1,17 @@
-"""``dgm sample``, ``dgm reconstruct``, ``dgm interpolate`` and ``dgm latents``: PNG figures."""
+"""``dgm sample``, ``dgm reconstruct``, ``dgm interpolate`` and ``dgm latents``: PNG figures
+(and a table run's samples as rows of its table)."""
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from dgmkit._io import atomic_write_bytes, check_new_output
 from dgmkit.cli.argtypes import SEED, given_count, given_real, real
 from dgmkit.cli.common import (
     add_count_flag,
+    add_data_flags,
     add_device_flag,
     add_input_flags,
     add_limit_flag,
@@ -24,14 +28,18 @@ from dgmkit.cli.common import (
     plural,
     png_output,
     posterior_means,
+    run_data,
+    run_inputs,
     say,
     to_display,
     write_png,
 )
 from dgmkit.config import Run, load_run
+from dgmkit.data.table import write_table
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
+from dgmkit.training.run_writer import run_files
 
 __all__ = [
     "add_parsers",
@@ -142,6 +150,8 @@ def latent_scatter(run: Run, x: torch.Tensor, y: torch.Tensor | None, title: str
 
 @torch.no_grad()
 def sample(args: argparse.Namespace) -> int:
+    if Path(args.out).suffix.lower() == ".csv":
+        return _sample_rows(args)
     out = png_output(args)
     run = load_run(args.run_dir, device=args.device)
     attach_inputs(run, args)
@@ -151,6 +161,26 @@ def sample(args: argparse.Namespace) -> int:
                                steps=args.steps, draw=args.draw)  # fmt: skip
     path = write_png(out, image_grid_png(to_display(shown, run), nrow=min(args.nrow or _side(args.n), args.n)))
     say(f"wrote {what} to {path}")
+    return 0
+
+
+def _sample_rows(args: argparse.Namespace) -> int:
+    """``dgm sample RUN --out FILE.csv``: a table run's samples as rows of its table, in its own
+    units (numeric columns un-standardized, categories by name), drawn x ~ p(x) (a latent
+    variable model's x ~ p(x|z), z ~ p(z), not the means)."""
+    run = load_run(args.run_dir, device=args.device)
+    attach_inputs(run, args)
+    table = run_data(run, args.data_dir, args.data)
+    if not table.columns:
+        raise ConfigError(f"--out .csv writes rows of a table, and {run.path} was not trained on one: name a .png file")
+    out = check_new_output(Path(args.out), args.force, inputs=run_inputs(run, args.data), protected=run_files(args.run_dir))
+    if args.nrow is not None or args.draw:
+        raise ConfigError("--nrow and --draw shape a picture; a table's rows are draws x ~ p(x) already")
+    x, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive, steps=args.steps,
+                           draw=run.model.sample_means)  # fmt: skip
+    rows = x.reshape(len(x), -1).double().cpu().numpy()
+    atomic_write_bytes(out, write_table(rows, table.columns).encode())
+    say(f"wrote {what} as rows of {table.name}'s columns to {out}")
     return 0
 
 
@@ -226,9 +256,9 @@ def _side(n: int) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = add_run_parser(sub, "sample", help="sample images from the model to a PNG")
+    p = add_run_parser(sub, "sample", help="sample images from the model to a PNG (a table's rows: to a CSV file)")
     add_count_flag(p, "-n", 1, MAX_SAMPLES, default=64, help=f"images (1..{MAX_SAMPLES})")
-    add_output_flags(p)
+    add_output_flags(p, "PNG file to write (a run on a table: a .csv file of rows)")
     add_count_flag(p, "--nrow", 1, 10_000, help="images per row (default: a square grid)")
     p.add_argument("--draw", action="store_true", help="show draws x ~ p(x|z) instead of the means of p(x|z)")
     p.add_argument(
@@ -248,6 +278,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=SEED, default=0)
     add_input_flags(p)
+    add_data_flags(p)
     add_device_flag(p)
     p.set_defaults(func=sample)
 
