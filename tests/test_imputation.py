@@ -601,3 +601,16 @@ def test_a_table_runs_samples_are_rows_of_its_table(tmp_path, capsys):
     assert code == 0, err
     code, _, err = _run(capsys, "sample", tmp_path / "images", "--out", tmp_path / "i.csv")
     assert code == 1 and "was not trained on one: name a .png file" in err and not (tmp_path / "i.csv").exists()
+
+
+def test_a_table_without_a_header_line_is_refused_unless_a_schema_names_its_columns(tmp_path):
+    """Its first row of values became the column names, silently."""
+    p = tmp_path / "t.csv"
+    p.write_text("".join(f"{i + 5},{i * 2.5},{i % 3}\n" for i in range(30)))
+    with pytest.raises(DataError, match=r"first line holds numbers only \('5', '0.0', '0'\): a table needs a header"):
+        read_table(p)
+    s = tmp_path / "s.json"
+    q = tmp_path / "years.csv"
+    q.write_text("2019,2020\n" + "".join(f"{i},{i + 1}\n" for i in range(30)))
+    s.write_text(json.dumps({"columns": {"2019": "numeric", "2020": "numeric"}}))
+    assert [c.name for c in read_table(q, s)[1]] == ["2019", "2020"]  # the schema says they are names

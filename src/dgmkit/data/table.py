@@ -232,6 +232,12 @@ def read_table(
         raise DataError(f"{path.name}: the header must name up to {MAX_COLUMNS} columns, each once and none empty")
     if columns is not None:
         return _encode(path, header, rows, lines, columns), columns
+    if schema is None and all(_number(h) is not None for h in header):
+        raise DataError(
+            f"{path.name}: its first line holds numbers only ({', '.join(map(_shown_cell, header[:3]))}"
+            f"{', ...' if len(header) > 3 else ''}): a table needs a header line naming its columns (a schema naming "
+            "them says that these are the names)"
+        )
     kinds = _schema(Path(schema) if schema is not None else None, header)
     n, d = len(rows), len(header)
     x = np.full((n, d), np.nan)
