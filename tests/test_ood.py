@@ -312,6 +312,8 @@ def test_ood_refusals(runs, tmp_path, capsys):
     _refused(*_dgm(capsys, "ood", model, "--ood", tmp_path / "holes.npy")[::2], "inputs have missing entries (NaN)")
     _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--iw-samples", "5")[::2], "exact log-likelihood")
     _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--out", tmp_path / "a.jpg")[::2], ".png")
+    # the run's own data as --ood: in-distribution inputs that every score would tell apart by chance (AUROC 0.5)
+    _refused(*_dgm(capsys, "ood", model, "--ood", "digits")[::2], "holds the data", "name other data")
     ae = tmp_path / "ae"
     assert main(["train", "--dataset", "digits", "--model", "ae", "--epochs", "1", "--quiet", "--out", str(ae)]) == 0
     _refused(*_dgm(capsys, "ood", ae, "--ood", "digits")[::2], "defines no density", "needs a model with a likelihood")

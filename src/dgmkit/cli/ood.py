@@ -378,6 +378,12 @@ class _Scored(NamedTuple):
 def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int]) -> _Scored:
     dataset = run_data(run, args.data_dir, args.data)
     ood = _ood_dataset(run, args)
+    own = run.record["data"].get("sha256")
+    if own is not None and holds_recorded_data(ood, own):
+        raise DataError(
+            f"--ood {args.ood} holds the data {run.path} was trained on: its inputs are in-distribution, and every "
+            "score would tell them apart by chance alone; name other data"
+        )
     foreign = None if bg is None else _background_data(run, bg, args.background, ood)
     raw_in, sub_in = _subset(_complete(dataset.split(args.in_split).x, "in-distribution"), args.limit, args.seed)
     raw_ood, sub_ood = _subset(_complete(ood.split(args.ood_split).x, "--ood"), args.limit, args.seed + 1)
