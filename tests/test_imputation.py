@@ -381,6 +381,11 @@ def test_impute_fills_binary_images_and_refuses_complete_data(tmp_path, capsys):
     np.save(complete, x[:5])
     code, _, err = _run(capsys, "impute", run, complete, "--out", tmp_path / "j.npy")
     assert code == 1 and "no missing entries" in err
+    (tmp_path / "t.csv").write_text("a,b\n1,\n2,3\n")  # a table given to a run on images: the input is named
+    code, _, err = _run(capsys, "impute", run, tmp_path / "t.csv", "--out", tmp_path / "u.csv")
+    assert code == 1 and "t.csv is a table, and" in err and "trained on images" in err
+    code, _, err = _run(capsys, "impute", run, "--out", tmp_path / "u.csv")
+    assert code == 1 and "--out .csv writes a table, and" in err and "name a .npy file" in err
 
 
 def load_run_split(run):

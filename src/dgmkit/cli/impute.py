@@ -110,8 +110,11 @@ def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
         raise ConfigError(f"--out must name a .npy, .npz or (for a table) .csv file, got {out}")
     if args.draws and out.suffix.lower() != ".npz":
         raise ConfigError("--draws writes several imputations: --out must name a .npz file")
-    if out.suffix.lower() == ".csv" and run.cfg.model.to_dict().get("likelihood") != "mixed":
-        raise ConfigError("--out .csv writes a table: the run must model one (--likelihood mixed); name a .npy file")
+    table_run = Path(run.cfg.data.dataset).suffix.lower() in TABLE_SUFFIXES
+    if args.input and Path(args.input).suffix.lower() in TABLE_SUFFIXES and not table_run:
+        raise DataError(f"{args.input} is a table, and {run.path} was trained on images: give them as a .npy or .npz file")
+    if out.suffix.lower() == ".csv" and not table_run:
+        raise ConfigError(f"--out .csv writes a table, and {run.path} was not trained on one; name a .npy file")
     inputs = [*([args.input] if args.input else []), *run_inputs(run, args.data)]  # the run's own data are read too
     out = check_new_output(out, args.force, inputs=inputs, protected=protected)
     figure = None
@@ -119,8 +122,8 @@ def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
         figure = Path(args.figure)
         if figure.suffix.lower() != ".png":
             raise ConfigError(f"--figure must name a .png file, got {figure}")
-        if run.cfg.model.to_dict().get("likelihood") == "mixed":
-            raise ConfigError("--figure shows images; the run models a table (--likelihood mixed): leave it out")
+        if table_run:
+            raise ConfigError("--figure shows images; the run models a table: leave it out")
         figure = check_new_output(figure, args.force, inputs=inputs, protected=protected + [out], what="--figure")
     return out, figure
 
