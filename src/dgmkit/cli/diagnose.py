@@ -92,9 +92,14 @@ def run_diagnose(args: argparse.Namespace) -> int:
     out, run = figure_run(args)
     model = run.model
     if not isinstance(model, LatentVariableModel):
+        what = (
+            "dgm eval reports its active units"
+            if model.reconstructs and model.has_latents
+            else "dgm eval reports its likelihood, and dgm sample shows what it has learnt"
+        )
         raise ConfigError(
-            f"the {run.cfg.family} model is not a latent variable model with one prior p(z) to diagnose (dgm eval "
-            "reports an autoencoder's active units)"
+            f"the {run.cfg.family} model is not a latent variable model with a prior p(z) and an amortized q(z|x) to "
+            f"diagnose: {what}"
         )
     hierarchical = model.has_layers
     if args.samples is not None and not hierarchical:

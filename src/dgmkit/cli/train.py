@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import torch
 
 from dgmkit import distributed
-from dgmkit.cli.common import add_count_flag, plural, say
+from dgmkit.cli.common import add_count_flag, estimate_words, plural, say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import check_derived_current, run_dataset
@@ -482,7 +482,8 @@ def _fit_in_one_go(
         result = fit_closed_form(cast(ClosedFormFit, model), dataset.train, dataset.valid, transform, writer, cfg.optim.seed)
         if not quiet:
             nats = result.best_valid - shift
-            say(f"fitted {family.describe()} in closed form: exact log-likelihood {nats:.3f} nats (valid)")
+            what = estimate_words("exact", transform.kind)  # of dequantized integers: a one-draw bound, as dgm eval says
+            say(f"fitted {family.describe()} in closed form: log-likelihood {nats:.3f} nats (valid; {what})")
         return result
     return fit_em(
         cast(EMFit, model), dataset.train, dataset.valid, transform, writer, cast(int, family.iterations), cfg.optim.seed,

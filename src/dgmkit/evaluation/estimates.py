@@ -43,6 +43,7 @@ from dgmkit.models import (
     ExactLikelihoodModel,
     GenerativeModel,
     LatentVariableModel,
+    ModelELBO,
     TimeSampledBound,
     VariationalModel,
 )
@@ -93,8 +94,9 @@ def _exact(
 
 @torch.no_grad()
 def _elbo_terms(model: LatentVariableModel, x: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
-    if isinstance(model, EnumeratedELBO):  # a discrete latent summed out exactly: the model's own bound
-        own = [model.elbo_terms(b) for b in _batches(x, batch_size)]
+    if isinstance(model, ModelELBO):  # the model's own bound (a discrete latent summed out, per-layer KLs)
+        size = batch_size if isinstance(model, EnumeratedELBO) else _fitting(model, x, batch_size)
+        own = [model.elbo_terms(b) for b in _batches(x, size)]
         return {k: torch.cat([t[k] for t in own]).double() for k in own[0]}
     parts = [ELBO(1)(model, b) for b in _batches(x, _fitting(model, x, batch_size))]
     return {

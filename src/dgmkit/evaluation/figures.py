@@ -140,12 +140,15 @@ def diagnosis_png(report: dict, holes: torch.Tensor | None, typical: torch.Tenso
         ax.bar(np.arange(len(values)), values, color=np.where(active, "tab:blue", "lightgray"), width=1.0)
         what = "each dimension's share of it (nats)" if layer["kl_per_dim"] is not None else "Var_x E[z|x]"
         mi = "n/a" if layer["mutual_info"] is None else f"{layer['mutual_info']:.2f}"
+        z = str(layer["name"])
+        kl = "KL(q(z|x) || p(z))" if len(layers) == 1 else f"KL(q({z}|.) || p({z}|.))"  # a layer's, given the others
         ax.set_title(
-            f"{layer['name']}: E_x KL(q(z|x) || p(z)) {layer['kl']:.2f} nats, active {layer['active_units']}/"
-            f"{len(variance)}, I(x;z) {mi}",
+            f"{z}: E_x {kl} {layer['kl']:.2f} nats, active {layer['active_units']}/{len(variance)}, I(x;{z}) {mi}",
             fontsize=9,
         )
         ax.set_ylabel(what, fontsize=8)
+        ax.set_xlabel("latent dimension", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.tick_params(labelsize=7)
     if holes is not None:
         ax = axes[-1, 0]

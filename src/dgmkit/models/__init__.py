@@ -14,6 +14,7 @@ from dgmkit.models.base import (
     GenerativeModel,
     JointTerms,
     LatentVariableModel,
+    ModelELBO,
     TimeSampledBound,
     VariationalModel,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "ClosedFormFit",
     "EMFit",
     "EnumeratedELBO",
+    "ModelELBO",
     "Classifier",
     "JointTerms",
     "CapabilityError",

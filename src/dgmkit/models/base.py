@@ -75,6 +75,7 @@ __all__ = [
     "ClosedFormFit",
     "EMFit",
     "EnumeratedELBO",
+    "ModelELBO",
     "TimeSampledBound",
 ]
 
@@ -292,15 +293,19 @@ class EMFit(ABC):
         """One E- and M-step on data x; returns the mean log-likelihood before the step."""
 
 
-class EnumeratedELBO(ABC):
-    """A variational model whose ELBO sums a discrete latent out exactly (M2's class):
-    ``elbo_terms(x)`` gives per-example ``elbo``, ``recon`` and ``kl``, each (B,), which
-    ``dgm eval`` reports in place of the one-sample ELBO of a continuous posterior, and any
-    other per-example terms of the same pass (parts of the KL, say), which reach the model's
-    ``evaluation_terms`` in its ``estimate`` to be shown."""
+class ModelELBO(ABC):
+    """A variational model whose ELBO has a form of its own, of lower variance than the
+    one-sample ELBO of a generic posterior: ``elbo_terms(x)`` gives per-example ``elbo``,
+    ``recon`` and ``kl``, each (B,), which ``dgm eval`` reports in place of that one-sample ELBO,
+    and any other per-example terms of the same pass (parts of the KL, say), which reach the
+    model's ``evaluation_terms`` in its ``estimate`` to be shown."""
 
     @abstractmethod
     def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+class EnumeratedELBO(ModelELBO):
+    """A ``ModelELBO`` that sums a discrete latent out exactly (M2's class)."""
 
 
 class TimeSampledBound(ABC):

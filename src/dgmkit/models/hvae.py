@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, constraints
+from torch.distributions import Distribution, constraints, kl_divergence
 
 from dgmkit._rng import randn, seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.distributions import DiagonalNormal, JointSampler, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
-from dgmkit.models.base import DecodedModel, LatentVariableModel
+from dgmkit.models.base import DecodedModel, LatentVariableModel, ModelELBO
 from dgmkit.nn.scale import SoftplusScale
 from dgmkit.priors import Prior
 from dgmkit.priors.conditional import GaussianLayerPrior
@@ -95,12 +95,13 @@ class PosteriorPass:
         return q.mean if self.means and given is None else _draw(q, given, self.generator)
 
 
-class LayerStack:
+class LayerStack(ModelELBO):
     """What every stack of stochastic layers z = (z_1, ..., z_L) shares, whatever its networks
     (``HierarchicalVAE``, the deep top-down VAE): q(z | x) and p(z) over the concatenated layers,
-    ancestral through the model's ``path`` and ``top()``, and clusters from the top prior's
-    mixture components where it has them. Listed before ``LatentVariableModel`` in the bases.
-    ``sizes``: the layers' dimensions M_1, ..., M_L."""
+    ancestral through the model's ``path`` and ``top()``, clusters from the top prior's mixture
+    components where it has them, and its ELBO with one KL term per layer (``layer_kls``), in
+    closed form where the layer's prior conditions on layers drawn before it. Listed before
+    ``LatentVariableModel`` in the bases. ``sizes``: the layers' dimensions M_1, ..., M_L."""
 
     has_layers: ClassVar[bool] = True
     sizes: list[int]
@@ -113,9 +114,36 @@ class LayerStack:
             self, x: torch.Tensor, how: "PosteriorPass", output: bool
         ) -> tuple[list[LayerDraw], Distribution | None]: ...
 
+        def closed_form_kl(self, index: int) -> bool: ...
+
     @property
     def latent_dim(self) -> int:
         return sum(self.sizes)
+
+    def layer_kls(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One posterior draw per datapoint: log p(x | z), shape (B,), and each layer's KL term,
+        (L, B), layer 0 next to x: KL(q || p) in closed form where ``closed_form_kl`` allows it and
+        torch's registry has it, else the draw's log q(z_l | .) - log p(z_l | .)."""
+        draws, px = self.draw(x)
+        top = self.top()
+        kls = []
+        for d in sorted(draws, key=lambda d: d.index):
+            p = top if d.p is None else d.p
+            kl = None
+            if self.closed_form_kl(d.index):
+                try:
+                    kl = kl_divergence(d.q, p)
+                except NotImplementedError:
+                    pass
+            kls.append(d.q.log_prob(d.z) - p.log_prob(d.z) if kl is None else kl)
+        return px.log_prob(x), torch.stack(kls)
+
+    def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ELBO of one posterior draw with the per-layer KL terms of ``layer_kls``, as training
+        reports it (``objectives.HierarchicalELBO``)."""
+        log_px_z, kls = self.layer_kls(x)
+        kl = kls.sum(0)
+        return {"elbo": log_px_z - kl, "recon": log_px_z, "kl": kl}
 
     @property
     def num_layers(self) -> int:

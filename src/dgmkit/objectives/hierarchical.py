@@ -18,7 +18,6 @@ without gradient, so that no layer is pushed into collapse. ``elbo`` keeps beta 
 """
 
 import torch
-from torch.distributions import Distribution, kl_divergence
 
 from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.objectives.base import Objective, at_least, unit_weight
@@ -27,23 +26,10 @@ from dgmkit.objectives.elbo import ELBOTerms
 __all__ = ["HierarchicalELBO", "layer_kls"]
 
 
-def _kl(q: Distribution, p: Distribution, z: torch.Tensor, closed_form: bool) -> torch.Tensor:
-    if closed_form:
-        try:
-            return kl_divergence(q, p)
-        except NotImplementedError:
-            pass
-    return q.log_prob(z) - p.log_prob(z)
-
-
 def layer_kls(model: HierarchicalVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One posterior draw per datapoint: (log p(x | z) of shape (B,), the KL terms (L, B), layer
-    0 next to x)."""
-    draws, px = model.draw(x)
-    top = model.top()
-    by_layer = sorted(draws, key=lambda d: d.index)
-    kls = [_kl(d.q, top if d.p is None else d.p, d.z, model.closed_form_kl(d.index)) for d in by_layer]
-    return px.log_prob(x), torch.stack(kls)
+    0 next to x): ``LayerStack.layer_kls``."""
+    return model.layer_kls(x)
 
 
 class HierarchicalELBO(Objective[HierarchicalVAE]):
