@@ -205,3 +205,15 @@ def test_aggregate_density_of_a_flow_posterior_pairs_every_draw_with_every_datap
     z = torch.randn(5, 2, dtype=torch.float64)
     by_hand = torch.stack([q.log_prob(za.expand(3, 2)) for za in z])  # (A, N)
     torch.testing.assert_close(aggregate_log_density(z, q, chunk=4), by_hand)
+
+
+def test_a_posterior_without_an_aggregate_density_says_why_i_x_z_is_not_estimated(tmp_path, capsys):
+    """A Helmholtz machine: I(x;z) n/a, and the estimator line no longer describes an estimate
+    that was not made."""
+    run = tmp_path / "hm"
+    argv = ["train", "--model", "helmholtz", "--layers", "8", "4", "--dataset", "digits", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(run), "--out", str(tmp_path / "d.png"), "-n", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "I(x;z) not estimated (n/a)" in out and "nested Monte Carlo" not in out

@@ -83,7 +83,13 @@ def format_diagnosis(r: dict) -> str:
         lines.append(f"prior draws in holes (q(z) < p(z)/10): {r['hole_fraction']:.1%}")
     draws = "" if r["samples"] is None else f", {plural(r['samples'], 'posterior draw')} per datapoint"
     lines.append(f"data: {r['split']}, {plural(r['n'], 'datapoint')} ({r['subset']}){draws}")
-    lines.append(f"I(x;z) estimator: {DIAGNOSTIC_ESTIMATORS['mutual_info']}")
+    if any(la["mutual_info"] is not None for la in r["layers"]):
+        lines.append(f"I(x;z) estimator: {DIAGNOSTIC_ESTIMATORS['mutual_info']}")
+    else:
+        lines.append(
+            "I(x;z) not estimated (n/a): the estimator scores each draw under every datapoint's q(z|x), which this "
+            "model's posterior does not offer; so neither are the prior's holes"
+        )
     return "\n".join(lines)
 
 
