@@ -119,3 +119,11 @@ def test_images_of_any_number_of_channels_are_drawn(channels):
     if channels == 12:  # the second channel of the first image sits right of its first
         grey = np.asarray(img)
         assert np.allclose(grey[:, 6:12] / 255, x[0, 1].numpy(), atol=1 / 255)
+
+
+def test_interpolations_of_discrete_latents_say_what_lies_between_the_codes(tmp_path, capsys):
+    run = tmp_path / "dvae"
+    assert main(["train", "--model", "dvae", "--dataset", "digits", "--epochs", "1", "--quiet", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["interpolate", str(run), "--pairs", "2", "--out", str(tmp_path / "i.png")]) == 0
+    assert "the latents are discrete" in capsys.readouterr().out

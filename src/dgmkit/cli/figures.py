@@ -230,9 +230,15 @@ def interpolate(args: argparse.Namespace) -> int:
     dec = location(model.likelihood(z))  # (P, S, C, H, W)
     rows = torch.cat([data_to_display(a, run)[:, None], to_display(dec, run), data_to_display(b, run)[:, None]], 1)
     path = write_png(out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
+    between = (
+        "; the latents are discrete, so the steps between the two codes are blends of class (or unit) probabilities, "
+        "not codes that the prior gives mass"
+        if run.model.discrete_latents
+        else ""
+    )
     say(
         f"wrote {plural(args.pairs, 'latent interpolation')} ({args.split} image, {args.steps} decoded steps, "
-        f"{args.split} image per row) to {path}{holes_note(torch.cat([a, b]))}"
+        f"{args.split} image per row) to {path}{holes_note(torch.cat([a, b]))}{between}"
     )
     return 0
 
