@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -73,6 +74,7 @@ def test_train_writes_a_self_describing_run(trained):
 def test_eval_reports_consistent_numbers(trained, capsys):
     code, out, _ = run(capsys, "eval", trained, "--iw-samples", "200")
     assert code == 0 and "NLL (k=200)" in out
+    assert re.search(r"^data +digits, binarized \(one seeded Bernoulli draw of each pixel\)$", out, re.M), out
     r = json.loads((trained / "eval.json").read_text())
     for key in ("elbo", "nll", "bpd", "kl", "recon", "active_units", "iw_samples", "n"):
         assert key in r

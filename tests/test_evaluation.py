@@ -142,3 +142,12 @@ def test_evaluation_leaves_every_module_in_the_mode_it_found_it():
         run()
         assert model.training and model.encoder.training and not model.decoder.training
     assert seen and not any(seen)  # the encoder ran in eval mode: each call put the model in it
+
+
+def test_dgm_evals_report_says_what_data_its_numbers_are_of():
+    """Bits/dim of binarized digits and of their 17 levels differ by what is scored; the report
+    names it for every transform (compare like with like)."""
+    from dgmkit.cli.evaluate import _DATA_WORDS
+    from dgmkit.data.transforms import TRANSFORMS
+
+    assert set(_DATA_WORDS) == set(TRANSFORMS)

@@ -79,6 +79,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_eval)
 
 
+_DATA_WORDS = {
+    "binary": "binary values as stored",
+    "dynamic-binarize": "binarized (one seeded Bernoulli draw of each pixel)",
+    "dequantize": "integer levels (one seeded draw of uniform dequantization)",
+    "integers": "integer levels as stored",
+    "scale": "integer levels scaled to [0, 1]",
+    "continuous": "continuous values as stored",
+}
+
+
 def format_report(r: dict) -> str:
     """What ``dgm eval`` prints for an eval.json record: the common numbers, then the terms the
     model added (``record_terms``), each where its level puts it."""
@@ -86,6 +96,8 @@ def format_report(r: dict) -> str:
     split_terms = [format_term(t) for t in terms if t.get("level")]  # parts of the ELBO's split
     own_terms = [format_term(t) for t in terms if not t.get("level")]
     rows = [("split", f"{r['split']} ({plural(r['n'], 'datapoint')}{', random subset' if r['subset'] else ''})")]
+    if r.get("dataset") and r.get("transform") in _DATA_WORDS:  # what the numbers are of: compare like with like
+        rows.append(("data", f"{r['dataset']}, {_DATA_WORDS[r['transform']]}"))
     if r["estimate"] == "reconstruction":
         rows.append(("reconstruction", f"{r['recon']:.3f} nats  (log p(x | z = f(x)))"))
         rows += split_terms
