@@ -97,7 +97,7 @@ TRANSCRIPTS: dict[str, list[str]] = {
         f"{T} --model pixelvae --latent-sizes 8 4 --hidden 128 --encoder gated --prior vampprior --prior-components 50 "
         "--pixelcnn-layers 4 --pixelcnn-channels 32 --epochs 10 --warmup 5 --batch-size 64 --out runs/pixelvae",
         "dgm eval runs/pixelvae --iw-samples 100",
-        "dgm sample runs/pixelvae -n 16 --out samples.png",
+        "dgm sample runs/pixelvae -n 16 --out pixelvae-samples.png",
     ],
     "hvae-residual": [
         f"{T} --model hvae --posterior residual --res-resolutions 4 8 --res-layers 2 2 --res-width 32 "
