@@ -33,10 +33,10 @@ DIGITS_FLIPPED_NPY = (
     'python -c "from dgmkit.data import load_dataset; import numpy as np; '
     "np.save('digits-flipped.npy', load_dataset('digits').test.x.flip(-2).numpy().astype(np.uint8))\""
 )
-IRIS_CSV = (
-    'python -c "import sklearn.datasets as d; t = d.load_iris(as_frame=True); f = t.frame; '
-    "f.columns = ['sepal_length', 'sepal_width', 'petal_length', 'petal_width', 'species']; "
-    "f['species'] = t.target_names[f['species']]; f.to_csv('iris.csv', index=False)\""
+IRIS_CSV = (  # (with the csv module: no pandas needed)
+    'python -c "import csv, sklearn.datasets as d; t = d.load_iris(); w = csv.writer(open(\'iris.csv\', \'w\', '
+    "newline='')); w.writerow(['sepal_length', 'sepal_width', 'petal_length', 'petal_width', 'species']); "
+    "w.writerows([*map(float, r), t.target_names[y]] for r, y in zip(t.data, t.target))\""
 )
 HOLES_CSV = (
     "printf 'sepal_length,sepal_width,petal_length,petal_width,species\\n5.1,3.5,1.4,0.2,\\n"
@@ -242,6 +242,7 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "dgm impute runs/iris --k 1000 --baselines mean knn iterative --out iris-train-filled.csv",
         HOLES_CSV,
         "dgm impute runs/iris holes.csv --k 1000 --out filled.csv && cat filled.csv",
+        "dgm sample runs/iris -n 5 --out synthetic.csv && cat synthetic.csv",
     ],
     "ood": [
         DIGITS_FLIPPED_NPY,

@@ -139,3 +139,17 @@ def test_free_bits_name_the_distributions_without_a_per_dimension_kl():
     with pytest.raises(ValueError, match=r"closed form.*Independent\(Normal\) and Independent\(StudentT\)"):
         ELBO(1, free_bits=0.1)(model, _binary())
     assert ELBO(1)(model, _binary()).elbo.shape == (6,)  # (without free bits the KL is estimated)
+
+
+def test_an_evaluation_checks_its_data_once_not_in_every_evaluation_it_calls(monkeypatch):
+    """dgm eval's evaluate calls estimate, the importance sampler and the diagnostics, each an
+    evaluation function of the same data: one pass over them is the check."""
+    from dgmkit.models.base import GenerativeModel
+
+    calls = []
+    check = GenerativeModel.check_data
+    monkeypatch.setattr(GenerativeModel, "check_data", lambda self, x: calls.append(len(x)) or check(self, x))
+    evaluate(_vae(), _binary(), iw_samples=2)
+    assert calls == [6]
+    importance_sampled_log_likelihood(_vae(), _binary(), k=2)  # a new evaluation checks again
+    assert calls == [6, 6]

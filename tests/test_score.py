@@ -151,7 +151,7 @@ def test_images_scaled_to_one_given_to_a_run_of_integer_levels_get_the_scale_nam
     capsys.readouterr()
     assert main(["score", str(run), str(tmp_path / "scaled.npy"), "--out", str(tmp_path / "s.csv")]) == 1
     err = capsys.readouterr().err
-    assert "integers 0..16; the file's observed values lie in [0, 1], not all whole numbers" in err
+    assert "integers 0..16; the file holds values in [0, 1], not all whole numbers" in err
     assert "multiply by 16 and round" in err and not (tmp_path / "s.csv").exists()
 
 

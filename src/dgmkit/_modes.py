@@ -2,10 +2,11 @@
 (train or eval) as it found it, so that a caller's own training loop can evaluate mid-run, and
 that checks its data against what the model's likelihood defines."""
 
+import contextvars
 import functools
 import inspect
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar, cast
 
 import torch
 from torch import nn
@@ -17,12 +18,15 @@ R = TypeVar("R")
 
 __all__ = ["evaluates"]
 
+_checked = contextvars.ContextVar("data_checked", default=False)  # within an evaluation that checked its data
+
 
 def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
     """Decorates ``fn(model, ...)``: the model (its first argument, given by position or as
     ``model=``) in eval mode during the call, each of its modules back in its own mode
     afterwards, also when the call raises. Where ``fn`` takes data ``x``, a model of the
-    contract checks them first (``GenerativeModel.check_data``: values its likelihood defines)."""
+    contract checks them first (``GenerativeModel.check_data``: values its likelihood defines),
+    once: the evaluations it calls in turn are given those data, or parts of them."""
     names = list(inspect.signature(fn).parameters)
     at = names.index("x") if "x" in names else None
 
@@ -32,13 +36,17 @@ def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
         if not isinstance(model, nn.Module):
             raise TypeError(f"{fn.__name__}() needs a model (a torch.nn.Module) first, got {type(model).__name__}")
         x = None if at is None else args[at] if at < len(args) else kwargs.get("x")
-        if isinstance(model, GenerativeModel) and isinstance(x, torch.Tensor):
-            model.check_data(x)
+        check = isinstance(model, GenerativeModel) and isinstance(x, torch.Tensor) and not _checked.get()
+        if check:
+            cast(GenerativeModel, model).check_data(cast(torch.Tensor, x))
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
+        token = _checked.set(True) if check else None
         try:
             return fn(*args, **kwargs)
         finally:
+            if token is not None:
+                _checked.reset(token)
             for m, training in modes:
                 m.training = training
 

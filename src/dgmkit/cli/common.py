@@ -25,6 +25,7 @@ from dgmkit.data import Dataset, default_data_dir
 from dgmkit.data.formats import read_arrays
 from dgmkit.data.registry import check_images, is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES, read_table
+from dgmkit.data.transforms import values_seen
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.report import one_draw_bound
@@ -535,9 +536,6 @@ def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[tor
         and seen.size
         and (seen.min() < 0 or seen.max() > levels - 1 or not np.all(seen == np.round(seen)))
     ):
-        got = f"[{seen.min():g}, {seen.max():g}]" + ("" if np.all(seen == np.round(seen)) else ", not all whole numbers")
         hint = f" (images scaled to [0, 1]: multiply by {levels - 1} and round)" if seen.max() <= 1 < levels - 1 else ""
-        raise DataError(
-            f"{p.name}: the run's data are integers 0..{levels - 1}; the file's observed values lie in {got}{hint}"
-        )
+        raise DataError(f"{p.name}: the run's data are integers 0..{levels - 1}; the file holds {values_seen(seen)}{hint}")
     return torch.from_numpy(x.astype(np.float32).reshape(len(x), *event)), shape

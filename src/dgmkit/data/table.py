@@ -11,10 +11,11 @@ numbers is numeric (and then each must be finite and within float32's range: ``i
 ``1e39`` in it is refused, not taken as a category), any other is categorical, except that a
 column of more than 20 distinct numbers but for one cell in 50 or fewer (a typing slip,
 ``4o.2``, or ``N/A`` for a missing entry) is refused: a schema says if it is categorical. A
-number is written in decimal, as in C or a spreadsheet (``-1.5``, ``2e-3``, ``.5``): Python's digit separators (``5_0``) and
-non-ASCII digits are not numbers here, so such a cell makes its column categorical, or is
-refused in a numeric one. The columns (``Dataset.columns``) give
-the mixed likelihood its heads (``--likelihood mixed``) and ``dgm impute`` its CSV output.
+number is written in decimal, as in C or a spreadsheet (``-1.5``, ``2e-3``, ``.5``): Python's
+digit separators (``5_0``) and non-ASCII digits are not numbers here, so such a cell makes its
+column categorical, or is refused in a numeric one. A first line of numbers only is no header
+and is refused (unless a schema names those columns). The columns (``Dataset.columns``) give the
+mixed likelihood its heads (``--likelihood mixed``) and ``dgm impute`` its CSV output.
 """
 
 import csv

@@ -17,16 +17,25 @@ import math
 from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
 import torch
 
 from dgmkit.data.dataset import Dataset
 from dgmkit.distributions.pixels import may_be_incomplete
 from dgmkit.errors import DataError
 
-__all__ = ["DataTransform", "make_transform", "density_transform", "TRANSFORMS"]
+__all__ = ["DataTransform", "make_transform", "density_transform", "TRANSFORMS", "values_seen"]
 
 TRANSFORMS = ("binary", "dynamic-binarize", "dequantize", "scale", "integers", "continuous")
 _NAMED_8BIT = ("mnist", "fashion-mnist", "digits")
+
+
+def values_seen(v: torch.Tensor | np.ndarray) -> str:
+    """What observed values ``v`` (no NaN; at least one) hold, for a message that refuses them:
+    "values in [0, 16]", with ", not all whole numbers" where some are fractions."""
+    floating = v.is_floating_point() if isinstance(v, torch.Tensor) else v.dtype.kind == "f"
+    whole = not floating or bool((v == v.round()).all())
+    return f"values in [{float(v.min()):g}, {float(v.max()):g}]" + ("" if whole else ", not all whole numbers")
 
 
 @dataclass(frozen=True)
@@ -79,9 +88,8 @@ class DataTransform:
         lo, hi = v.min().item(), v.max().item()
         whole = not x.is_floating_point() or bool((v == v.round()).all())
         if lo < 0 or hi > top or not whole:
-            got = f"values in [{lo:g}, {hi:g}]" + ("" if whole else ", not all whole numbers")
             raise DataError(
-                f"the {self.kind} transform reads the data as stored, integer levels 0..{top}; got {got} "
+                f"the {self.kind} transform reads the data as stored, integer levels 0..{top}; got {values_seen(v)} "
                 "(pass the raw integers, not images scaled to [0, 1])"
             )
 

@@ -58,6 +58,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from dgmkit.conditional import Decoder
+from dgmkit.data.transforms import values_seen
 from dgmkit.distributions.pixels import observed_log_prob
 from dgmkit.errors import DataError, DgmError
 from dgmkit.models.terms import Term
@@ -143,12 +144,9 @@ class GenerativeModel(nn.Module, ABC):
         v = x if holes is None else x[~holes]
         if v.numel() == 0 or bool(support.check(v).all()):
             return
-        lo, hi = v.min().item(), v.max().item()
-        whole = not v.is_floating_point() or bool((v == v.round()).all())
-        got = f"values in [{lo:g}, {hi:g}]" + ("" if whole else ", not all whole numbers")
         raise DataError(
             f"the data do not fit {type(self).__name__}: its likelihood scores {_describe(support)} in each entry, "
-            f"and the data hold {got}. Give it the data as its likelihood takes them (dgmkit.data.make_transform("
+            f"and the data hold {values_seen(v)}. Give it the data as its likelihood takes them (dgmkit.data.make_transform("
             "likelihood, dataset) makes the transform, as dgm does), to a model built for as many levels as they have"
         )
 
