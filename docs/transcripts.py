@@ -34,9 +34,9 @@ DIGITS_FLIPPED_NPY = (
     "np.save('digits-flipped.npy', load_dataset('digits').test.x.flip(-2).numpy().astype(np.uint8))\""
 )
 IRIS_CSV = (  # (with the csv module: no pandas needed)
-    'python -c "import csv, sklearn.datasets as d; t = d.load_iris(); w = csv.writer(open(\'iris.csv\', \'w\', '
+    "python -c \"import csv, sklearn.datasets as d; t = d.load_iris(); w = csv.writer(open('iris.csv', 'w', "
     "newline='')); w.writerow(['sepal_length', 'sepal_width', 'petal_length', 'petal_width', 'species']); "
-    "w.writerows([*map(float, r), t.target_names[y]] for r, y in zip(t.data, t.target))\""
+    'w.writerows([*map(float, r), t.target_names[y]] for r, y in zip(t.data, t.target))"'
 )
 HOLES_CSV = (
     "printf 'sepal_length,sepal_width,petal_length,petal_width,species\\n5.1,3.5,1.4,0.2,\\n"
