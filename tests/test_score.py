@@ -166,3 +166,33 @@ def test_channels_last_inputs_for_a_run_of_channels_first_images_are_refused_not
     assert main(["score", str(run), str(tmp_path / "last.npy"), "--out", str(tmp_path / "s.csv")]) == 1
     err = capsys.readouterr().err
     assert "images of shape (6, 5, 3) are the run's (3, 6, 5) channels-last" in err and "transpose" in err
+
+
+def test_a_bundled_table_is_scored_in_its_own_units_from_a_csv_and_as_the_model_sees_it_from_an_array(tmp_path, capsys):
+    # iris is standardized as it is read: its numbers are of standardized values, and say so (they said "as stored")
+    run = tmp_path / "ppca"
+    assert main(["train", "--dataset", "iris", "--model", "ppca", "--latent-dim", "2", "--quiet", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "iris, a table's rows, numeric columns standardized" in out and "as stored" not in out
+    assert "(sepal length (cm), sepal width (cm), petal length (cm), petal width (cm)) are scored standardized" in out
+    table = run_data(load_run(run))
+    std = table.test.x.reshape(len(table.test.x), -1).numpy().astype(np.float64)
+    cols = table.columns
+    raw = std * np.array([c.std for c in cols]) + np.array([c.mean for c in cols])
+    assert 4.0 < raw[:, 0].min() and raw[:, 0].max() < 8.0  # sepal lengths in centimetres
+    with open(tmp_path / "raw.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([c.name for c in cols])
+        w.writerows(raw.tolist())
+    np.save(tmp_path / "std.npy", std.astype(np.float32))
+    assert main(["score", str(run), str(tmp_path / "raw.csv"), "--out", str(tmp_path / "a.csv")]) == 0
+    assert "taken to hold values as the model sees them" not in capsys.readouterr().out
+    assert main(["score", str(run), str(tmp_path / "std.npy"), "--out", str(tmp_path / "b.csv")]) == 0
+    assert "std.npy is taken to hold values as the model sees them" in capsys.readouterr().out
+    a = [float(r["log_px_nats"]) for r in _rows(tmp_path / "a.csv")]
+    b = [float(r["log_px_nats"]) for r in _rows(tmp_path / "b.csv")]
+    np.testing.assert_allclose(a, b, atol=1e-4)  # the CSV's centimetres standardized by the columns the run read
+    assert main(["sample", str(run), "-n", "3", "--out", str(tmp_path / "rows.csv")]) == 0
+    assert list(_rows(tmp_path / "rows.csv")[0]) == [c.name for c in cols]

@@ -97,7 +97,8 @@ def format_report(r: dict) -> str:
     own_terms = [format_term(t) for t in terms if not t.get("level")]
     rows = [("split", f"{r['split']} ({plural(r['n'], 'datapoint')}{', random subset' if r['subset'] else ''})")]
     if r.get("dataset") and r.get("transform") in _DATA_WORDS:  # what the numbers are of: compare like with like
-        rows.append(("data", f"{r['dataset']}, {_DATA_WORDS[r['transform']]}"))
+        words = "a table's rows, numeric columns standardized" if r.get("table_note") else _DATA_WORDS[r["transform"]]
+        rows.append(("data", f"{r['dataset']}, {words}"))
     if r["estimate"] == "reconstruction":
         rows.append(("reconstruction", f"{r['recon']:.3f} nats  (log p(x | z = f(x)))"))
         rows += split_terms

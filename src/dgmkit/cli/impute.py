@@ -39,6 +39,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import run_dataset
 from dgmkit.data import Dataset
 from dgmkit.data.missing import observed
+from dgmkit.data.registry import is_table
 from dgmkit.data.table import TABLE_SUFFIXES, write_table
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.figures import image_grid_png
@@ -110,7 +111,7 @@ def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
         raise ConfigError(f"--out must name a .npy, .npz or (for a table) .csv file, got {out}")
     if args.draws and out.suffix.lower() != ".npz":
         raise ConfigError("--draws writes several imputations: --out must name a .npz file")
-    table_run = Path(run.cfg.data.dataset).suffix.lower() in TABLE_SUFFIXES
+    table_run = is_table(run.cfg.data.dataset)
     if args.input and Path(args.input).suffix.lower() in TABLE_SUFFIXES and not table_run:
         raise DataError(f"{args.input} is a table, and {run.path} was trained on images: give them as a .npy or .npz file")
     if out.suffix.lower() == ".csv" and not table_run:

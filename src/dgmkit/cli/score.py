@@ -36,6 +36,7 @@ from dgmkit.cli.evaluate import estimate_samples
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset
+from dgmkit.data.registry import is_table
 from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.estimates import log_likelihoods
@@ -110,7 +111,8 @@ def run_score(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     out = check_new_output(out, args.force, inputs=[*args.inputs, *run_inputs(run)], protected=run_files(args.run_dir))
     given_table = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in TABLE_SUFFIXES
-    table = run_data(run) if given_table else None  # read once: its columns, and what its numbers are of
+    # a table run's data are read once: its columns encode or check the input, and say what its numbers are of
+    table = run_data(run) if is_table(run.cfg.data.dataset) else None
     x, names = _inputs(args.inputs, run, table)
     log_px, bpd = score_inputs(run, x, args.k, args.seed)
     buf = io.StringIO()
@@ -132,4 +134,11 @@ def run_score(args: argparse.Namespace) -> int:
     note = standardized_note(table) if table is not None else None
     if note:
         say(note)
+    if note and table is not None and not given_table:
+        say(
+            f"note: {args.inputs[0]} is taken to hold values as the model sees them, each numeric column standardized "
+            f"(not in its own units) and each categorical one as indices of its categories; to score rows in the table's "
+            f"own units, give a .csv with its header ({', '.join(c.name for c in table.columns[:3])}"
+            f"{', ...' if len(table.columns) > 3 else ''})"
+        )
     return 0

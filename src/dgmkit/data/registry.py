@@ -27,7 +27,7 @@ from dgmkit.data.download import download as fetch
 from dgmkit.data.formats import read_amat, read_arrays, read_idx
 from dgmkit.data.matlab import read_mat
 from dgmkit.data.sprites import sprites
-from dgmkit.data.table import TABLE_SUFFIXES, read_table
+from dgmkit.data.table import TABLE_SUFFIXES, Column, read_table
 from dgmkit.data.toy2d import TOY_2D, toy_2d
 from dgmkit.errors import DataError, did_you_mean
 
@@ -40,6 +40,7 @@ __all__ = [
     "frey_faces",
     "content_digest",
     "is_data_file",
+    "is_table",
     "check_images",
     "DATA_FILE_SUFFIXES",
 ]
@@ -381,16 +382,21 @@ _TABLES = {"breast-cancer": "load_breast_cancer", "wine": "load_wine", "iris": "
 def _table(name: str) -> Callable[[Path, bool], Dataset]:
     """A bundled UCI table, standardized (each column to mean 0 and standard deviation 1 over all
     rows, as in the MIWAE protocol), as continuous rows (N, 1, 1, D) split 80/10/10 with seed 0;
-    the class as label where the table has one (not diabetes, whose target is a real number)."""
+    the class as label where the table has one (not diabetes, whose target is a real number). Its
+    ``columns`` name scikit-learn's features with their means and standard deviations, as a table
+    read from a file has them: its numbers are of standardized values, and rows are written and
+    read in the table's own units (diabetes: scikit-learn's, already scaled)."""
 
     def load(root: Path, download: bool) -> Dataset:
         import sklearn.datasets
 
         d = getattr(sklearn.datasets, _TABLES[name])()
         x = d.data.astype(np.float64)
-        x = (x - x.mean(0)) / x.std(0)
+        mean, std = x.mean(0), x.std(0)
+        x = (x - mean) / std
         y = None if name == "diabetes" else d.target
-        return from_array(x.astype(np.float32), y, name=name)
+        columns = tuple(Column(str(c), "numeric", float(m), float(s)) for c, m, s in zip(d.feature_names, mean, std))
+        return replace(from_array(x.astype(np.float32), y, name=name), columns=columns)
 
     return load
 
@@ -532,6 +538,12 @@ DATA_FILE_SUFFIXES = (".npy", ".npz", ".mat", *TABLE_SUFFIXES)
 def is_data_file(name: str) -> bool:
     """Whether a ``--dataset`` value names a file (by its suffix) rather than a named dataset."""
     return name.lower().endswith(DATA_FILE_SUFFIXES)
+
+
+def is_table(name: str) -> bool:
+    """Whether a ``--dataset`` value names a table (rows of named columns): a .csv or .parquet
+    file, or one of the bundled UCI tables."""
+    return name in _TABLES or name.lower().endswith(TABLE_SUFFIXES)
 
 
 def _reshape(x: np.ndarray, image_shape: tuple[int, ...], name: str) -> np.ndarray:
