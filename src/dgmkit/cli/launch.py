@@ -6,7 +6,9 @@ What the user sees is dgmkit's, not the agent's: each rank that stops on an erro
 one ``dgm: error:`` line, and a line that several ranks say alike is shown once (the ranks
 other than 0 leave their error lines in a folder that this launcher made, named by
 ``DGMKIT_RANK_ERRORS``, and it shows those that differ from rank 0's, which rank 0 has said). A rank ended by a signal is
-named with the signal. The agent's own log lines and its ChildFailedError report are left out.
+named with the signal. A rank that only lost contact with a failed one leaves its line to the
+launcher too, which says the causes first. The agent's own log lines and its ChildFailedError
+report are left out.
 
 Exit status: 0 when every rank succeeded, else the highest status of a rank that exited with
 one (1: a user error, 2: a bug), or 1 when ranks were ended by signals. Once one rank fails,
@@ -21,9 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["RANK_ERRORS_ENV", "launch", "rank_error_file", "report"]
+__all__ = ["LOST_CONTACT", "RANK_ERRORS_ENV", "launch", "rank_error_file", "report"]
 
 RANK_ERRORS_ENV = "DGMKIT_RANK_ERRORS"
+LOST_CONTACT = "lost contact with another process"  # what a rank says when a collective fails: not a cause
 _RUN_ENV = "DGMKIT_RANK_ERRORS_RUN"  # the launcher's run id: the folder is used only by ranks of that run
 _MAX_LINE = 4096
 
@@ -82,10 +85,16 @@ def launch(nproc: int, args: list[str]) -> int:
 
 def report(failures: dict, folder: Path) -> int:
     """Say what the failed ranks (``{rank: failure with .exitcode}``) left to say, once each,
-    and the launcher's exit status."""
-    shown = {_read_line(folder / "rank-0.txt")}  # rank 0 has said its line
-    for rank in sorted(r for r in failures if r):
-        line = _read_line(folder / f"rank-{rank}.txt")
+    and the launcher's exit status. The causes come first: a rank's error line, or a rank
+    ended by a signal; a rank that only lost contact with a failed one, or that torchrun's agent
+    ended with SIGTERM after it, stopped with the run, and is said to have only where nothing
+    else explains the stop."""
+    lines = {r: _read_line(folder / f"rank-{r}.txt") for r in {0, *failures}}
+    lost = {r for r, line in lines.items() if line and LOST_CONTACT in line}
+    shown = {lines[0]} if lines[0] and 0 not in lost else set()  # rank 0 has said its line itself
+    causes = any(f.exitcode > 0 and r not in lost for r, f in failures.items())  # an error, said or not
+    for rank in sorted(r for r in failures if r and r not in lost):
+        line = lines[rank]
         if line and line not in shown:
             tagged = line.replace("dgm: error: ", f"dgm: error (rank {rank}): ", 1)
             print(tagged if tagged != line else line.replace("dgm: ", f"dgm (rank {rank}): ", 1), file=sys.stderr)
@@ -93,11 +102,14 @@ def report(failures: dict, folder: Path) -> int:
     killed = {r: f.exitcode for r, f in failures.items() if f.exitcode < 0}
     codes = [f.exitcode for f in failures.values() if f.exitcode > 0]
     # once a process fails, torchrun's agent ends the others with SIGTERM: those are not causes
-    caused = bool(codes) or any(code != -signal.SIGTERM for code in killed.values())
-    stopped = [r for r, code in killed.items() if caused and code == -signal.SIGTERM]
+    causes = causes or any(code != -signal.SIGTERM for code in killed.values())
+    stopped = {r for r, code in killed.items() if causes and code == -signal.SIGTERM}
     for rank, code in sorted(killed.items()):
         if rank not in stopped:
             print(f"dgm: error: the process of rank {rank} was ended by {_signal_name(code)}", file=sys.stderr)
+    if lost and not causes and not killed:  # nothing else explains it: what the ranks saw
+        print(lines[min(lost)], file=sys.stderr)
+    stopped |= lost if causes or killed else set()
     if stopped:
         ranks = ", ".join(map(str, sorted(stopped)))
         print(f"dgm: note: rank{'s' if len(stopped) > 1 else ''} {ranks} stopped with the run", file=sys.stderr)

@@ -10,6 +10,7 @@ import argparse
 import datetime
 import logging
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -127,10 +128,12 @@ def _say_error(message: object) -> None:
     _error_line(f"dgm: error: {_one_line(message)}")
 
 
-def _error_line(line: str) -> None:
+def _error_line(line: str, here: bool = True) -> None:
     """Say ``line`` on stderr; a rank under ``dgm train --nproc``'s launcher leaves it in the
-    launcher's folder, which shows the lines of ranks other than 0 once (``cli.launch``)."""
-    from dgmkit.cli.launch import rank_error_file
+    launcher's folder, which shows the lines of ranks other than 0 once, and after the causes a
+    rank 0 that only lost contact with another (``cli.launch``). ``here=False``: said by rank 0
+    alone where no launcher collects the line (every rank of the run says it alike)."""
+    from dgmkit.cli.launch import LOST_CONTACT, rank_error_file
 
     rank = os.environ.get("RANK", "0")
     parallel = os.environ.get("WORLD_SIZE", "1") != "1" and rank.isascii() and rank.isdigit()
@@ -140,11 +143,12 @@ def _error_line(line: str) -> None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(line + "\n")
-            if rank != "0":
+            if rank != "0" or LOST_CONTACT in line:
                 return
         except OSError:  # not left for the launcher: said here
             pass
-    print(line, file=sys.stderr, flush=True)
+    if here or rank in ("0", ""):
+        print(line, file=sys.stderr, flush=True)
 
 
 def _report_bug(e: BaseException) -> int:
@@ -173,6 +177,7 @@ def _as_rank(args: argparse.Namespace) -> int:
     because another rank is gone is said as such, not as a bug of this rank."""
     import torch.distributed as dist
 
+    from dgmkit.cli.launch import LOST_CONTACT
     from dgmkit.distributed import init_from_environment
 
     if args.command not in _PARALLEL_COMMANDS:
@@ -186,8 +191,9 @@ def _as_rank(args: argparse.Namespace) -> int:
     except (dist.DistError, RuntimeError) as e:
         if not isinstance(e, dist.DistError) and "gloo/transport" not in str(e):
             raise  # not a collective that failed
-        what = _one_line(e).split("This is typically caused", 1)[0].strip()[:200]
-        raise DgmError(f"rank {ctx.rank} lost contact with another process of this run, which stopped: {what}") from e
+        what = _one_line(e).split("This is typically caused", 1)[0].strip()
+        what = re.sub(r"\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", what)[:200]  # (gloo's source file and line)
+        raise DgmError(f"rank {ctx.rank} {LOST_CONTACT} of this run, which stopped: {what}") from e
 
 
 def _status(run: Callable[[], int]) -> int:
@@ -217,8 +223,8 @@ def _status(run: Callable[[], int]) -> int:
 
 
 def _say_interrupted() -> None:
-    if os.environ.get("RANK", "0") in ("0", ""):  # under torchrun every rank is interrupted: rank 0 says it
-        print("dgm: interrupted", file=sys.stderr)
+    # under torchrun every rank is interrupted at once: rank 0 says it (one rank alone: the launcher says which)
+    _error_line("dgm: interrupted", here=False)
 
 
 _OUT_OF_MEMORY = "out of memory: the sizes asked for (batch, samples, images) need more memory than this machine has"

@@ -554,6 +554,12 @@ def run_train(args: argparse.Namespace) -> int:
     if launch:  # the config and the folder checked here, in one line, before N processes start
         if cfg.model.fit != "gradient":
             raise ConfigError(f"--nproc: {cfg.model.name} is not trained by gradient steps; it fits in one process")
+        if cfg.optim.channels_last:
+            raise ConfigError("--nproc: channels-last memory is not supported in data-parallel training")
+        if cfg.optim.batch_size < args.nproc:
+            raise ConfigError(
+                f"--nproc: the batch size ({cfg.optim.batch_size}) is smaller than the {args.nproc} processes sharing it"
+            )
         return _launch(args)
     result = train_run(
         cfg, out, resume=args.resume and not restart, quiet=args.quiet, tensorboard=args.tensorboard, restart=restart

@@ -1,9 +1,12 @@
 """Modules initialised from their first training batch (ActNorm, a k-means codebook)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
-__all__ = ["DataInitialised"]
+__all__ = ["DataInitialised", "initialisation_pass"]
 
 
 class DataInitialised(nn.Module):
@@ -12,10 +15,13 @@ class DataInitialised(nn.Module):
     initialised again. The host reads it until it has seen it set (and again after a load), not
     in every step: on a GPU a read waits for the device, and under torch.compile it ends the
     graph. Subclasses call ``_register_initialized`` in ``__init__``, ask ``needs_initialising()``
-    in a training pass, and call ``_mark_initialized()`` when they have initialised."""
+    in a training pass, and call ``_mark_initialized()`` when they have initialised. Within
+    ``initialisation_pass`` (``initialising_only``) a pass initialises and changes nothing else
+    that a training pass changes (a codebook's moving averages)."""
 
     initialized: torch.Tensor
     _seen_initialized: bool = False  # (until _register_initialized, or in a module pickled before it existed)
+    initialising_only: bool = False
 
     def _register_initialized(self, value: bool) -> None:
         self.register_buffer("initialized", torch.tensor(value))
@@ -33,3 +39,18 @@ class DataInitialised(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._seen_initialized = False  # (the loaded flag is read at the next training pass)
+
+
+@contextmanager
+def initialisation_pass(model: nn.Module) -> Iterator[None]:
+    """Within it, a training pass of ``model`` only initialises its data-initialised modules:
+    what data-parallel ranks run on the whole global batch before their first step, which
+    itself updates the training statistics once, as one process does."""
+    modules = [m for m in model.modules() if isinstance(m, DataInitialised)]
+    for m in modules:
+        m.initialising_only = True
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.initialising_only = False

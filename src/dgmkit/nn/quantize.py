@@ -192,7 +192,7 @@ class VectorQuantizer(DataInitialised):
         commitment = self.commitment_weight * (flat - e.detach()).square().reshape(batch, -1).sum(1)
         if self.use_ema:
             codebook = torch.zeros(batch, device=z_e.device, dtype=z_e.dtype)
-            if self.training:
+            if self.training and not self.initialising_only:
                 self._ema_update(flat.detach(), k, counts)
         else:
             codebook = (flat.detach() - e).square().reshape(batch, -1).sum(1)

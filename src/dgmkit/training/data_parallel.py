@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dgmkit import distributed
 from dgmkit.errors import ConfigError, TrainingError
+from dgmkit.nn.data_init import initialisation_pass
 from dgmkit.training import shared_memory
 
 __all__ = ["DataParallel", "ObjectiveModule", "rank_device", "check_shares"]
@@ -97,7 +98,11 @@ class DataParallel:
         if not fresh:
             self._uninitialised = False  # initialisation happens once: no need to look again
             return
-        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with (
+            torch.no_grad(),
+            torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []),
+            initialisation_pass(self.model),  # the step itself updates a codebook's averages, once
+        ):
             self.objective(x, beta, y)
         # what the initialisation drew (a flow prior's ActNorm after the encoder's noise, a codebook's
         # k-means start) may differ between the ranks: all take rank 0's weights and buffers

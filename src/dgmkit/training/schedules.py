@@ -54,7 +54,9 @@ class LRSchedule:
 
 def kl_weight(beta: float, warmup_epochs: float, step: int, steps_per_epoch: int) -> float:
     """beta times a linear warm-up from 0 to 1 over ``warmup_epochs`` epochs, by step
-    (Sonderby et al. 2016; Bowman et al. 2016). ``step`` counts from 0 over the whole run."""
+    (Sonderby et al. 2016; Bowman et al. 2016). ``step`` counts from 0 over the whole run, as
+    the epochs done times ``steps_per_epoch`` plus the step within the epoch (so that a run
+    resumed with another number of steps an epoch continues where it was)."""
     if warmup_epochs <= 0:
         return beta
     return beta * min(1.0, (step + 1) / (warmup_epochs * steps_per_epoch))

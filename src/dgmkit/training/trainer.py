@@ -411,7 +411,9 @@ class Trainer:
         with self._progress_bar() as bar:
             bar.update(start)
             for i, (x, y) in enumerate(self.batches.epoch(perm, start), start):
-                beta = kl_weight(self.beta, self.warmup_epochs, self.step, self.steps_per_epoch)
+                # by the place in the epochs (not the steps taken: a resume on another number of ranks may
+                # change an epoch's steps by one)
+                beta = kl_weight(self.beta, self.warmup_epochs, self.epoch * self.steps_per_epoch + i, self.steps_per_epoch)
                 self.objective.update(self.step)
                 rows = x.shape[0]  # of the global batch
                 if self.parallel is not None:
