@@ -14,6 +14,7 @@ import re
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -186,6 +187,7 @@ def _as_rank(args: argparse.Namespace) -> int:
     if not ctx.is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
         logging.getLogger().setLevel(logging.ERROR)  # a note (e.g. --compile falling back) once, from rank 0
+        warnings.simplefilter("ignore")  # and PyTorch's warnings once, from rank 0 (every rank meets them alike)
     try:
         return args.func(args)
     except (dist.DistError, RuntimeError) as e:
