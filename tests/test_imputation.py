@@ -14,13 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dgmkit.cli.main import main
-from dgmkit.conditional import BernoulliHead, MixedTableHead
+from dgmkit.conditional import BernoulliHead, Decoder, GaussianEncoder, MixedTableHead
 from dgmkit.data import DataTransform, from_array, load_dataset
 from dgmkit.data.missing import has_missing, missing_count, remove_completely_at_random
 from dgmkit.data.table import read_table, write_table
 from dgmkit.distributions import element_log_probs, observed_log_prob
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.imputation import baseline_impute, from_data_units, rmse, to_data_units
+from dgmkit.models import VAE
+from dgmkit.nn import MLP
+from dgmkit.priors import StandardNormalPrior
 
 
 def test_mcar_removes_about_the_rate_the_same_entries_again_and_keeps_the_rest():
@@ -88,6 +91,28 @@ def test_the_mixed_likelihood_normalizes_and_imputes_by_type():
     assert torch.allclose(point[..., 0], px.loc[..., 0]) and torch.equal(
         point[..., 1], px.logits[..., 1, :3].argmax(-1).double()
     )
+
+
+@pytest.mark.parametrize("bad", [3.0, 7.0, -1.0, 1.4])
+def test_a_categorical_column_refuses_a_value_that_is_not_one_of_its_indices(bad):
+    """The index was rounded and clamped: 3 and 7 scored as category 2, -1 as 0, 1.4 as 1."""
+    head = MixedTableHead([0, 3])
+    x = torch.tensor([[[[0.5, 2.0]]], [[[-0.3, bad]]]])
+    assert head.support.check(x).tolist() == [[[[True, True]]], [[[True, False]]]]
+    px = head(torch.randn(2, 1, head.params_per_pixel, 1, 2))
+    assert torch.isfinite(px.log_prob(x[:1])).all()
+    with pytest.raises(ValueError, match="not one of its indices"):
+        px.log_prob(x)
+    encoder = GaussianEncoder(torch.nn.Sequential(torch.nn.Flatten(), MLP(2, [8], 4)), latent_dim=2)
+    model = VAE(
+        encoder, Decoder(MLP(2, [8], 2 * head.params_per_pixel), head, event_shape=(1, 1, 2)), StandardNormalPrior(2)
+    )
+    with pytest.raises(DataError, match=r"category indices in categorical ones \(column 1: 0..2\).*1 entries that do not"):
+        model.check_data(torch.cat([x, x[:1]]))
+    # a row with no observed entry has nothing to score (its bits/dim divided by zero)
+    empty = torch.cat([x[:1], torch.full_like(x[:1], float("nan"))])
+    with pytest.raises(DataError, match="1 of the 2 datapoints have no observed entry"):
+        model.check_data(empty)
 
 
 def _table(tmp_path, n=60):

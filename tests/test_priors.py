@@ -26,6 +26,24 @@ def test_mixture_log_prob_matches_torch_in_float64():
     assert torch.allclose(ours, ref, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mixture_log_prob_of_narrow_components_far_from_zero_keeps_its_precision(dtype):
+    """Each of the three terms of the matrix-product form is about sum (mu / s)^2 (here 40 *
+    (3/0.001)^2), and in float32 their sum lost up to tens of nats: a float64 reference of the
+    direct form is matched to float32's rounding of the result (and bfloat16's, of z itself)."""
+    g = torch.Generator().manual_seed(0)
+    loc = torch.randn(50, 40, generator=g, dtype=torch.float64) * 3
+    scale = torch.full((50, 40), 1e-3, dtype=torch.float64)
+    logits = torch.randn(50, generator=g, dtype=torch.float64)
+    z = (loc[torch.arange(8) % 50] + scale[:8] * torch.randn(8, 40, generator=g, dtype=torch.float64)).to(dtype)
+    ours = DiagonalGaussianMixture(logits.float(), loc.float(), scale.float()).log_prob(z)
+    zz, mu, s = z.double(), loc.float().double(), scale.float().double()
+    direct = -0.5 * (((zz[:, None] - mu) / s) ** 2).sum(-1) - s.log().sum(-1) - 20 * math.log(2 * math.pi)
+    ref = torch.logsumexp(torch.log_softmax(logits.float().double(), -1) + direct, -1)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours.double(), ref, rtol=1e-6, atol=1e-3)
+
+
 def test_mixture_samples_agree_with_log_prob():
     """Histogram of 1-D samples against the density integrated over each bin."""
     d = DiagonalGaussianMixture(torch.tensor([0.0, 1.0]), torch.tensor([[-2.0], [1.5]]), torch.tensor([[0.5], [1.0]]))

@@ -19,7 +19,7 @@ from dgmkit.distributions import (
     bernoulli_pixels,
     gaussian_pixels,
 )
-from dgmkit.distributions.table import MixedColumns
+from dgmkit.distributions.table import MixedColumns, TableColumns
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -203,6 +203,11 @@ class MixedTableHead(LikelihoodHead):
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.long), persistent=False)
         self.min_scale = min_scale
         self.params_per_pixel = max(2, *levels)
+
+    @property
+    def support(self) -> constraints.Constraint:
+        """Real numbers in the numeric columns, each categorical column's indices in its own."""
+        return TableColumns(self.levels)
 
     def forward(self, params: torch.Tensor) -> MixedColumns:  # (*batch, 1, P, 1, D)
         params = _full(params)

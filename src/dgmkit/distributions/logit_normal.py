@@ -17,6 +17,7 @@ from dgmkit.distributions.sampling import JointSampler
 __all__ = ["LogitNormal"]
 
 _EPS = 1e-6
+_LOGIT_EPS = math.log((1 - _EPS) / _EPS)  # logit(1 - EPS)
 
 
 class LogitNormal(Distribution, JointSampler):
@@ -38,8 +39,10 @@ class LogitNormal(Distribution, JointSampler):
         self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         eps = randn((*sample_shape, *self.loc.shape), generator, device=self.loc.device, dtype=self.loc.dtype)
-        v = self.loc + self.scale * eps
-        return torch.sigmoid(v).clamp(_EPS, 1 - _EPS), self._log_density(v, eps)
+        drawn = self.loc + self.scale * eps
+        v = drawn.clamp(-_LOGIT_EPS, _LOGIT_EPS)  # u within [EPS, 1 - EPS], and log q that of the u returned
+        eps = torch.where(v == drawn, eps, (v - self.loc) / self.scale)
+        return torch.sigmoid(v), self._log_density(v, eps)
 
     def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]

@@ -6,7 +6,31 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 
-__all__ = ["MixedColumns"]
+__all__ = ["MixedColumns", "TableColumns"]
+
+
+class TableColumns(constraints.Constraint):
+    """The values of a table's row, column by column (the last dimension): any real number in
+    a numeric column (``levels[d]`` 0), the indices 0..levels[d]-1 in a categorical one."""
+
+    is_discrete = False
+    event_dim = 0
+
+    def __init__(self, levels: torch.Tensor):
+        self.levels = levels
+        super().__init__()
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        levels = self.levels.to(value.device)
+        index = (value == value.round()) & (value >= 0) & (value <= levels - 1)
+        return torch.where(levels > 0, index, value == value)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(levels={self.levels.tolist()})"
+
+    def describe(self) -> str:
+        cats = [f"column {d}: 0..{n - 1}" for d, n in enumerate(self.levels.tolist()) if n > 0]
+        return f"real numbers in numeric columns and category indices in categorical ones ({', '.join(cats)})"
 
 
 class MixedColumns(Distribution):
@@ -35,8 +59,12 @@ class MixedColumns(Distribution):
         gauss = -((value - self.loc) ** 2) / (2 * var) - self.scale.log() - 0.5 * math.log(2 * math.pi)
         logp = F.log_softmax(self.logits, -1)
         shape = torch.broadcast_shapes(value.shape, logp.shape[:-1])
-        index = torch.where(self.categorical, value, torch.zeros_like(value)).round().long()
-        index = index.clamp(0, logp.shape[-1] - 1).expand(shape)
+        index = torch.where(self.categorical, value, torch.zeros_like(value))
+        if not bool(TableColumns(self.levels).check(index).all()):  # (a rounded or clamped index: another category)
+            raise ValueError(
+                f"a categorical column holds a value that is not one of its indices ({self.levels.tolist()} levels)"
+            )
+        index = index.long().expand(shape)
         cat = logp.expand(*shape, logp.shape[-1]).gather(-1, index.unsqueeze(-1)).squeeze(-1)
         return torch.where(self.categorical, cat, gauss)
 

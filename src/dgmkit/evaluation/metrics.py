@@ -28,7 +28,9 @@ def observed_entries(x: torch.Tensor) -> torch.Tensor:
 
 
 def bits_per_dim(nll_nats: float, num_dims: float) -> float:
-    """nats per datapoint -> bits per dimension."""
+    """nats per datapoint -> bits per dimension (of ``num_dims`` > 0 observed dimensions)."""
+    if not num_dims > 0:
+        raise ValueError(f"bits/dim need at least one observed dimension, got {num_dims}")
     return nll_nats / (num_dims * math.log(2))
 
 

@@ -138,15 +138,25 @@ class GenerativeModel(nn.Module, ABC):
                 "incomplete data (a one-layer VAE whose likelihood factorizes over the entries can: its encoder reads "
                 "a missing entry as 0 and its likelihood leaves it out); fill them in, or leave out the incomplete rows"
             )
+        empty = None if holes is None or x.dim() < 2 else holes.flatten(1).all(1)
+        if empty is not None and bool(empty.any()):
+            raise DataError(
+                f"{int(empty.sum())} of the {len(x)} datapoints have no observed entry (all NaN), e.g. row "
+                f"{int(empty.nonzero()[0])}: there is nothing of them to score; leave them out"
+            )
         support = self.data_support
         if support is None or x.numel() == 0:
             return
         v = x if holes is None else x[~holes]
-        if v.numel() == 0 or bool(support.check(v).all()):
+        fits = support.check(x) if holes is None else support.check(x.nan_to_num(0.0)) | holes  # (entry by entry)
+        if v.numel() == 0 or bool(fits.all()):
             return
+        bad = x[~fits]
         raise DataError(
             f"the data do not fit {type(self).__name__}: its likelihood scores {_describe(support)} in each entry, "
-            f"and the data hold {values_seen(v)}. Give it the data as its likelihood takes them (dgmkit.data.make_transform("
+            f"and the data hold {values_seen(v)}"
+            + ("" if len(bad) == len(v) else f" ({len(bad)} entries that do not fit: {values_seen(bad)})")
+            + ". Give it the data as its likelihood takes them (dgmkit.data.make_transform("
             "likelihood, dataset) makes the transform, as dgm does), to a model built for as many levels as they have"
         )
 
@@ -173,7 +183,8 @@ def _describe(support: constraints.Constraint) -> str:
         return f"{lo} or {hi}" if hi == lo + 1 else f"the integers {lo}..{hi}"
     if support is constraints.boolean:
         return "0 or 1"
-    return f"values in {support}"
+    describe = getattr(support, "describe", None)  # a constraint of dgmkit's own says itself
+    return describe() if callable(describe) else f"values in {support}"
 
 
 class DecodedModel(GenerativeModel):

@@ -21,8 +21,8 @@ class Logit(Bijection):
 
     def __init__(self, alpha: float = 0.05):
         super().__init__()
-        if not 0 <= alpha < 0.5:
-            raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
+        if not 0 < alpha < 0.5:  # at 0: data on the boundary (uniformly dequantized 255 + u rounds to 1.0) have no logit
+            raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
         self.alpha = alpha
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
