@@ -241,3 +241,31 @@ def test_the_trainer_sets_each_epochs_learning_rate_from_its_schedule(digits):
     trainer.lr_schedule = LRSchedule("exponential", decay=0.5, every=2)
     trainer.fit()
     assert seen == pytest.approx([1e-3, 1e-3, 5e-4])
+
+
+def test_a_run_whose_data_order_was_drawn_on_another_kind_of_device_resumes_with_a_new_stream(digits, tmp_path):
+    """A CUDA generator's state (16 bytes) cannot be set on a CPU one (5056 bytes), nor the
+    reverse: --resume on another device type stopped with "RNG state is wrong size"."""
+    from safetensors import safe_open
+
+    def interrupt(trainer, metrics):
+        if metrics["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(digits, tmp_path, callbacks=[interrupt]).fit()
+    path = tmp_path / "checkpoint.safetensors"
+    with safe_open(str(path), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    tensors["rng/data"] = torch.arange(16, dtype=torch.uint8)  # as a run on a GPU leaves it
+    save_file(tensors, str(path), metadata=meta)
+    resumed = make_trainer(digits, tmp_path)
+    resumed.resume()
+    assert resumed.streams_moved and resumed.epoch == 1
+    resumed.fit()  # goes on to the end
+    again = make_trainer(digits, tmp_path / "x")
+    assert not again.streams_moved
+    tensors["rng/data"] = torch.arange(17, dtype=torch.uint8)  # neither kind: malformed, refused
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        make_trainer(digits, tmp_path).resume()

@@ -499,6 +499,12 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
         if resume_line:
             where = f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"
             say(f"resuming {out} {where}")
+        if trainer.streams_moved and trainer.dist.is_main:
+            say(
+                f"note: the run's random streams were drawn on another kind of device than {trainer.device.type}; they "
+                "go on from a seed derived from the run's seed and epoch: the run continues as one of the same "
+                "settings, not bit for bit as it would have there"
+            )
     precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why (a warning even if quiet)
     if precision is not None and trainer.dist.is_main and (not quiet or trainer.amp.unchecked):
         say(precision)

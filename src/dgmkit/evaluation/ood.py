@@ -24,7 +24,7 @@ __all__ = ["auroc", "auprc", "fpr_at_tpr", "detection_metrics", "TypicalityTest"
 
 
 def _check(scores_in: torch.Tensor, scores_ood: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a, b = torch.as_tensor(scores_in).double().flatten(), torch.as_tensor(scores_ood).double().flatten()
+    a, b = (torch.as_tensor(s).detach().cpu().double().flatten() for s in (scores_in, scores_ood))  # (scores on a GPU too)
     if len(a) == 0 or len(b) == 0:
         raise ValueError("need at least one in-distribution and one out-of-distribution score")
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):

@@ -168,7 +168,7 @@ def importance_sampled_log_likelihood(
     ``first=True`` also returns the first draw's log weight, a one-sample ELBO, shape (N,).
     """
     at_least("k", k, 1)
-    batch_size, chunk_size = _importance_sizes(model, x.device, batch_size, chunk_size)
+    batch_size, chunk_size = _importance_sizes(model, x, batch_size, chunk_size)
     if x.device.type == "cpu":
         _warm_allocator()
     out, one = [], []
@@ -180,19 +180,41 @@ def importance_sampled_log_likelihood(
 
 
 def _importance_sizes(
-    model: VariationalModel, device: torch.device, batch_size: int | None, chunk_size: int | None
+    model: VariationalModel, x: torch.Tensor, batch_size: int | None, chunk_size: int | None
 ) -> tuple[int, int]:
     """The datapoints per batch and the rows (draws x datapoints) per chunk of
     ``importance_sampled_log_likelihood``: those given, else the device's defaults, capped where
-    the model says how many rows fit (``importance_rows``)."""
-    gpu = device.type == "cuda"
+    the model says how many rows fit (``importance_rows``) and, on a GPU, by the memory that a
+    probe of a few rows takes (a 256-way categorical decoder or a deep hierarchy's activations
+    take megabytes a row: 65536 rows would not fit)."""
+    gpu = x.device.type == "cuda"
+    budget = GPU_CHUNK_BYTES if gpu else CPU_CHUNK_BYTES
+    rows = model.importance_rows(budget)
+    if gpu and chunk_size is None and len(x):
+        measured = _rows_that_fit(model, x[:1], budget)
+        rows = measured if rows is None else min(rows, measured)
     batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
     chunk_size = chunk_size or (GPU_CHUNK if gpu else CPU_CHUNK)
-    rows = model.importance_rows(GPU_CHUNK_BYTES if gpu else CPU_CHUNK_BYTES)
     if rows is not None:  # a chunk holds at least one draw for each datapoint of the batch
         chunk_size = min(chunk_size, max(1, rows))
         batch_size = min(batch_size, chunk_size)
     return batch_size, chunk_size
+
+
+PROBE_ROWS = 64
+
+
+def _rows_that_fit(model: VariationalModel, x1: torch.Tensor, budget_bytes: int) -> int:
+    """On CUDA: how many rows of log-weights fit in ``budget_bytes``, from the peak memory of
+    ``PROBE_ROWS`` draws for one datapoint ``x1`` (its own random stream: the run's is untouched)."""
+    device = x1.device
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    with torch.random.fork_rng(devices=[device]):
+        log_importance_weights(model, x1, PROBE_ROWS)
+    per_row = max(1, torch.cuda.max_memory_allocated(device) - base) / PROBE_ROWS
+    return max(1, int(budget_bytes // per_row))
 
 
 def _batch_log_likelihood(

@@ -187,8 +187,9 @@ class Trainer:
         self._progress: dict | None = None  # where an epoch stopped within (its checkpoint holds it)
         self._torch_state = torch.Generator().manual_seed(self._rank_seed(0)).get_state()
         self._cuda_state = None
-        if self.device.type == "cuda":
-            self._cuda_state = torch.Generator(device=self.device).manual_seed(self.seed).get_state()
+        if self.device.type == "cuda":  # (each rank its own stream, as on the CPU)
+            self._cuda_state = torch.Generator(device=self.device).manual_seed(self._rank_seed(0)).get_state()
+        self.streams_moved = False  # whether a resume found the run's streams drawn on another kind of device
 
     def _output(
         self,
@@ -296,7 +297,9 @@ class Trainer:
             return own, cuda
         if self.dist.is_main:
             return rng["torch"], cuda
-        return torch.Generator().manual_seed(self._rank_seed(self.epoch)).get_state(), None
+        seed = self._rank_seed(self.epoch)
+        cuda = torch.Generator(device=self.device).manual_seed(seed).get_state() if self.device.type == "cuda" else None
+        return torch.Generator().manual_seed(seed).get_state(), cuda
 
     @contextlib.contextmanager
     def _own_rng(self):
@@ -374,7 +377,11 @@ class Trainer:
             for group, own in zip(self.optimizer.param_groups, own_groups):
                 group.update(own)  # the hyper-parameters are the run's (its config), not the file's
             generator_state = self.generator.get_state()
-            self.generator.set_state(rng["data"])
+            self.streams_moved = _drawn_elsewhere(rng["data"], generator_state)
+            if self.streams_moved:  # a new stream, the same on every resume of this epoch
+                self.generator.manual_seed(((self.seed + 1) * 1_000_003 + t["epoch"] * 104_729 + 1) % 2**62)
+            else:
+                self.generator.set_state(rng["data"])
             torch.Generator().set_state(rng["torch"])  # checks the state before it is used
             if self.scaler is not None and t.get("scaler"):
                 self.scaler.load_state_dict(t["scaler"])
@@ -785,6 +792,19 @@ def _check_optimizer_indices(state: dict) -> None:
     stray = [k for k in state["state"] if not (type(k) is int and 0 <= k < len(ids))]
     if stray:
         raise ValueError(f"the optimizer holds state for parameter {stray[0]!r}, which none of its groups has")
+
+
+_CUDA_STATE_BYTES = 16  # a CUDA generator's state (Philox: seed and offset); a CPU one's is larger
+
+
+def _drawn_elsewhere(saved: torch.Tensor, own: torch.Tensor) -> bool:
+    """Whether a checkpoint's data-order stream ``saved`` was drawn by a generator on another kind
+    of device (CPU or CUDA) than this run's (state ``own``): their states differ in kind and
+    size, and one cannot be continued by the other (a resume on another device type)."""
+    if saved.numel() == own.numel():
+        return False
+    cpu = torch.Generator().get_state().numel()
+    return {saved.numel(), own.numel()} == {cpu, _CUDA_STATE_BYTES}
 
 
 def _first_line(e: BaseException) -> str:
