@@ -206,7 +206,9 @@ PROBE_ROWS = 64
 
 def _rows_that_fit(model: VariationalModel, x1: torch.Tensor, budget_bytes: int) -> int:
     """On CUDA: how many rows of log-weights fit in ``budget_bytes``, from the peak memory of
-    ``PROBE_ROWS`` draws for one datapoint ``x1`` (its own random stream: the run's is untouched)."""
+    ``PROBE_ROWS`` draws for one datapoint ``x1`` (its own random stream: the run's is untouched).
+    It resets the device's peak-memory statistics: ``torch.cuda.max_memory_allocated`` then
+    reports the evaluation's peak, from this probe on."""
     device = x1.device
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
