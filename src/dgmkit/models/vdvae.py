@@ -279,8 +279,9 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         acts = self._bottom_up(x)  # once per datapoint, whatever the number of draws
         lead = (*sample_shape, len(x))
         n = math.prod(lead)
-        if sample_shape:
-            acts = {r: a.expand(*sample_shape, *a.shape).reshape(n, *a.shape[1:]) for r, a in acts.items()}
+        if sample_shape:  # copied per draw: only the resolutions the latent cells read (not the input's, the largest)
+            read = set(self.cell_res)
+            acts = {r: a.expand(*sample_shape, *a.shape).reshape(n, *a.shape[1:]) for r, a in acts.items() if r in read}
         return acts, n, lead
 
     def _with_given(self, given: torch.Tensor | None) -> list[torch.Tensor] | None:
