@@ -541,6 +541,11 @@ def run_train(args: argparse.Namespace) -> int:
     restart = False
     if args.resume:
         if not (out / "checkpoint.safetensors").is_file():
+            if not out.exists() and not out.is_symlink():
+                raise ConfigError(
+                    f"nothing to resume: there is no folder {out} (a run stopped before its first checkpoint removes "
+                    "what it wrote): run the command again without --resume"
+                )
             folder = RunFolder(out, fresh=False)
             if out.is_dir() and not folder.other_entries():
                 raise ConfigError(
