@@ -536,6 +536,8 @@ def test_dgm_train_nproc_says_which_rank_was_killed_and_the_others_stop_in_one_l
         # an interrupt of rank 1 alone: said by the launcher, for rank 1
         ({0: 1, 1: 130}, ["dgm (rank 1): interrupted", "note: rank 0 stopped with the run"], 130, ("lost", "interrupted")),
         ({0: 1, 1: 1}, ["rank 0 lost contact with another process"], 1, ("lost", "lost")),  # nothing else: what they saw
+        # a rank that failed without a line: named by its status (only the note was said)
+        ({0: 1, 1: 2}, ["rank 1 exited with status 2 and no message", "note: rank 0 stopped with the run"], 2, ("lost",)),
     ],
 )
 def test_the_launcher_names_causes_not_the_ranks_it_stopped(codes, said, status, lines, tmp_path, capsys):

@@ -408,3 +408,31 @@ def test_ood_json_never_replaces_what_the_command_reads_or_its_figure(runs, tmp_
         scores.unlink()
         if kept is not None:
             scores.write_bytes(kept)
+
+
+def test_ood_rows_of_a_table_are_read_by_the_run_s_columns_not_standardized_by_their_own(tmp_path, capsys):
+    """Iris shifted by 2 cm: read by its own means and sds the shift vanished (the CSV's -log p(x)
+    178.6 nats against 191.5 for the same rows standardized by iris's statistics)."""
+    import csv
+
+    import sklearn.datasets
+
+    from dgmkit.cli.main import main
+
+    run = tmp_path / "ppca"
+    assert main(["train", "--dataset", "iris", "--model", "ppca", "--latent-dim", "2", "--quiet", "--out", str(run)]) == 0
+    iris = sklearn.datasets.load_iris()
+    shifted = iris.data[:100] + 2.0
+    with open(tmp_path / "shift.csv", "w", newline="") as f:
+        csv.writer(f).writerows([iris.feature_names, *shifted.tolist()])
+    np.save(tmp_path / "shift.npy", ((shifted - iris.data.mean(0)) / iris.data.std(0)).astype(np.float32))
+    means = []
+    for name in ("shift.csv", "shift.npy"):
+        capsys.readouterr()
+        assert main(["ood", str(run), "--ood", str(tmp_path / name), "--json", str(tmp_path / f"{name}.json")]) == 0
+        out = capsys.readouterr().out
+        assert ("taken to hold values as the model sees them" in out) == name.endswith(".npy")
+        means.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    a, b = (m["scores"]["nll"]["mean_ood"] for m in means)
+    assert a == pytest.approx(b, rel=1e-4)
+    assert a > 5 * means[0]["scores"]["nll"]["mean_in"]  # the shift is seen

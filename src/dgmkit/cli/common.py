@@ -23,7 +23,7 @@ from dgmkit.config.run import holds_recorded_data, recorded_config
 from dgmkit.config.schema import DataConfig
 from dgmkit.data import Dataset, default_data_dir
 from dgmkit.data.formats import read_arrays
-from dgmkit.data.registry import check_images, is_data_file
+from dgmkit.data.registry import check_images, is_data_file, is_table
 from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.data.transforms import values_seen
 from dgmkit.distributions import location
@@ -34,6 +34,8 @@ from dgmkit.training.trainer import VALID_SEED
 
 __all__ = [
     "ResultsFile",
+    "array_of_table_note",
+    "run_table",
     "plural",
     "posterior_means",
     "LatentModel",
@@ -179,6 +181,32 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
         )
     _check_as_recorded(run, dataset)
     return dataset
+
+
+def run_table(run: Run, given_table: bool) -> Dataset | None:
+    """The table a run was trained on (None for a run on images): its columns encode an input
+    table and check an input array, and say what the numbers are of. Needed (read, or refused if
+    it is not as recorded) where the input is a table (``given_table``); for an input array only
+    where it can be read (a moved data file: the array is scored without its columns' names)."""
+    if not is_table(run.cfg.data.dataset):
+        return None
+    if given_table:
+        return run_data(run)
+    try:
+        return run_data(run)
+    except DgmError:
+        return None
+
+
+def array_of_table_note(path: str, table: Dataset | None) -> str:
+    """What an array given for a table run is taken to hold (the model's own encoding)."""
+    cols = () if table is None else table.columns
+    names = f" ({', '.join(c.name for c in cols[:3])}{', ...' if len(cols) > 3 else ''})" if cols else ""
+    return (
+        f"note: {path} is taken to hold values as the model sees them, each numeric column standardized (not in its "
+        f"own units) and each categorical one as indices of its categories; for rows in the table's own units, give "
+        f"a .csv with its header{names}"
+    )
 
 
 def _check_as_recorded(run: Run, dataset: Dataset) -> None:

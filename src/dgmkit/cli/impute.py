@@ -27,6 +27,7 @@ from dgmkit.cli.common import (
     add_limit_flag,
     add_run_parser,
     add_split_flag,
+    array_of_table_note,
     data_to_display,
     own_result_file,
     plural,
@@ -164,6 +165,8 @@ def run_impute(args: argparse.Namespace) -> int:
         f"{plural(len(data), 'datapoint')} ({where}) with k = {args.k} importance samples"
         + (f", and {plural(args.draws, 'multiple imputation')}" if args.draws else "")
     )
+    if args.input and Path(args.input).suffix.lower() not in TABLE_SUFFIXES and is_table(run.cfg.data.dataset):
+        say(array_of_table_note(args.input, dataset))
     arrays = {"x": single_data.numpy().reshape(file_shape)}
     if multiple is not None:
         draws = torch.where(missing, to_data_units(multiple, transform), data.double())

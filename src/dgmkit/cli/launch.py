@@ -93,9 +93,13 @@ def report(failures: dict, folder: Path) -> int:
     lost = {r for r, line in lines.items() if line and LOST_CONTACT in line}
     shown = {lines[0]} if lines[0] and 0 not in lost else set()  # rank 0 has said its line itself
     causes = any(f.exitcode > 0 and r not in lost for r, f in failures.items())  # an error, said or not
-    for rank in sorted(r for r in failures if r and r not in lost):
-        line = lines[rank]
-        if line and line not in shown:
+    for rank in sorted(r for r in failures if r not in lost):
+        line, code = lines[rank], failures[rank].exitcode
+        if line is None and code > 0:  # a cause that left no line: named by its status
+            print(f"dgm: error: the process of rank {rank} exited with status {code} and no message", file=sys.stderr)
+        if not rank or not line:
+            continue
+        if line not in shown:
             tagged = line.replace("dgm: error: ", f"dgm: error (rank {rank}): ", 1)
             print(tagged if tagged != line else line.replace("dgm: ", f"dgm (rank {rank}): ", 1), file=sys.stderr)
             shown.add(line)

@@ -30,12 +30,14 @@ from dgmkit.cli.common import (
     add_device_flag,
     add_limit_flag,
     add_run_parser,
+    array_of_table_note,
     estimate_words,
     own_result_table,
     plural,
     png_output,
     run_data,
     run_inputs,
+    run_table,
     say,
     write_png,
 )
@@ -45,6 +47,7 @@ from dgmkit.config.run import holds_recorded_data
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset, load_dataset
 from dgmkit.data.registry import is_data_file
+from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.ood_scores import SCORES, OODScores, histogram_png, log_likelihoods, ood_scores, png_code_length
 from dgmkit.training.run_writer import run_files
@@ -162,7 +165,12 @@ def _background_data(run: Run, bg: Run, path: str, ood: Dataset) -> str | None:
 def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     """The OOD dataset, refused unless it has the run's image shape and number of levels."""
     cfg = run.cfg.data
-    ds = load_dataset(args.ood, args.ood_data_dir or args.data_dir or cfg.data_dir, download=cfg.download)
+    given_table = args.ood.lower().endswith(TABLE_SUFFIXES)
+    table = run_table(run, given_table)  # a table's rows are read by the run's own columns, not by their own
+    columns = table.columns if table is not None and given_table else None
+    ds = load_dataset(args.ood, args.ood_data_dir or args.data_dir or cfg.data_dir, download=cfg.download, columns=columns)
+    if table is not None and not given_table and is_data_file(args.ood):
+        say(array_of_table_note(args.ood, table))
     want, levels = tuple(run.record["data"]["event_shape"]), run.record["data"]["num_levels"]
     if tuple(ds.event_shape) != want or ds.num_levels != levels:
         what = lambda n: "continuous values" if n is None else f"{n} levels"  # noqa: E731

@@ -23,11 +23,12 @@ from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import (
     add_count_flag,
     add_device_flag,
+    array_of_table_note,
     estimate_words,
     plural,
     read_input_file,
-    run_data,
     run_inputs,
+    run_table,
     say,
     standardized_note,
 )
@@ -111,8 +112,7 @@ def run_score(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     out = check_new_output(out, args.force, inputs=[*args.inputs, *run_inputs(run)], protected=run_files(args.run_dir))
     given_table = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in TABLE_SUFFIXES
-    # a table run's data are read once: its columns encode or check the input, and say what its numbers are of
-    table = run_data(run) if is_table(run.cfg.data.dataset) else None
+    table = run_table(run, given_table)  # read once: its columns encode or check the input, and name the units
     x, names = _inputs(args.inputs, run, table)
     log_px, bpd = score_inputs(run, x, args.k, args.seed)
     buf = io.StringIO()
@@ -134,11 +134,6 @@ def run_score(args: argparse.Namespace) -> int:
     note = standardized_note(table) if table is not None else None
     if note:
         say(note)
-    if note and table is not None and not given_table:
-        say(
-            f"note: {args.inputs[0]} is taken to hold values as the model sees them, each numeric column standardized "
-            f"(not in its own units) and each categorical one as indices of its categories; to score rows in the table's "
-            f"own units, give a .csv with its header ({', '.join(c.name for c in table.columns[:3])}"
-            f"{', ...' if len(table.columns) > 3 else ''})"
-        )
+    if is_table(run.cfg.data.dataset) and not given_table:
+        say(array_of_table_note(args.inputs[0], table))
     return 0

@@ -559,7 +559,13 @@ def _reshape(x: np.ndarray, image_shape: tuple[int, ...], name: str) -> np.ndarr
     return x.reshape(len(x), *image_shape)
 
 
-def _load_data_file(name: str, key: str | None, shape: tuple[int, ...] | None, schema: str | os.PathLike | None) -> Dataset:
+def _load_data_file(
+    name: str,
+    key: str | None,
+    shape: tuple[int, ...] | None,
+    schema: str | os.PathLike | None,
+    columns: tuple[Column, ...] | None = None,
+) -> Dataset:
     """A dataset from a data file given by its path (``load_dataset``)."""
     try:
         path = Path(name).expanduser()
@@ -572,7 +578,7 @@ def _load_data_file(name: str, key: str | None, shape: tuple[int, ...] | None, s
     if path.suffix.lower() in TABLE_SUFFIXES:
         if key is not None or shape is not None:
             raise DataError(f"--data-key and --image-shape do not apply to a table ({path.name})")
-        rows, columns = read_table(path, schema)
+        rows, columns = read_table(path, schema, columns)
         return replace(from_array(rows.astype(np.float32), None, name=path.name), columns=columns)
     if path.suffix.lower() == ".mat":
         x, y = read_mat(path, key)
@@ -596,8 +602,12 @@ def load_dataset(
     key: str | None = None,
     image_shape: Iterable[int] | None = None,
     schema: str | os.PathLike | None = None,
+    columns: tuple[Column, ...] | None = None,
 ) -> Dataset:
     """Load a named dataset, or a ``.npy``, ``.npz`` or MATLAB ``.mat`` file given by its path.
+    A table file (``.csv``, ``.parquet``) is read by ``columns`` where given (another table's:
+    the same header, standardized by their means and standard deviations, their categories),
+    else by its own.
 
     A ``.npz`` file's data is its array ``key`` (``--data-key``), else its array ``x``, else
     its only array; its array ``y``, if any, gives the labels (a ``.mat`` file likewise, see
@@ -609,7 +619,7 @@ def load_dataset(
     """
     shape = None if image_shape is None else tuple(int(v) for v in image_shape)
     if is_data_file(name):
-        return _load_data_file(name, key, shape, schema)
+        return _load_data_file(name, key, shape, schema, columns)
     if name not in DATASETS:
         raise DataError(
             f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; choose from {sorted(DATASETS)} or give a .npy, "

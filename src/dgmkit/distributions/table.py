@@ -22,6 +22,7 @@ class TableColumns(constraints.Constraint):
 
     def check(self, value: torch.Tensor) -> torch.Tensor:
         levels = self.levels.to(value.device)
+        value = value if value.is_floating_point() else value.double()  # (integer or boolean data)
         index = (value == value.round()) & (value >= 0) & (value <= levels - 1)
         return torch.where(levels > 0, index, value == value)
 

@@ -201,22 +201,30 @@ def _importance_sizes(
     return batch_size, chunk_size
 
 
-PROBE_ROWS = 64
+PROBE_ROWS = (32, 96)
 
 
 def _rows_that_fit(model: VariationalModel, x1: torch.Tensor, budget_bytes: int) -> int:
-    """On CUDA: how many rows of log-weights fit in ``budget_bytes``, from the peak memory of
-    ``PROBE_ROWS`` draws for one datapoint ``x1`` (its own random stream: the run's is untouched).
-    It resets the device's peak-memory statistics: ``torch.cuda.max_memory_allocated`` then
-    reports the evaluation's peak, from this probe on."""
+    """On CUDA: how many rows of log-weights fit in ``budget_bytes``, from the peak memory of two
+    probes of ``PROBE_ROWS`` draws for one datapoint ``x1``: their difference is the memory a row
+    takes, without what a pass takes whatever its rows (the encoder's pass, a VampPrior's
+    pseudo-inputs, a convolution's workspace). Each probe has its own random stream: the run's is
+    untouched. It resets the device's peak-memory statistics: ``torch.cuda.max_memory_allocated``
+    then reports the evaluation's peak, from the probes on."""
     device = x1.device
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    with torch.random.fork_rng(devices=[device]):
-        log_importance_weights(model, x1, PROBE_ROWS)
-    per_row = max(1, torch.cuda.max_memory_allocated(device) - base) / PROBE_ROWS
-    return max(1, int(budget_bytes // per_row))
+    peaks = []
+    for rows in PROBE_ROWS:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with torch.random.fork_rng(devices=[device]):
+            log_importance_weights(model, x1, rows)
+        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+    small, large = PROBE_ROWS
+    per_row = (peaks[1] - peaks[0]) / (large - small)
+    if per_row <= 0:  # (the allocator's rounding hid the difference: the whole of the larger probe)
+        per_row = peaks[1] / large
+    return max(1, int(budget_bytes // max(per_row, 1.0)))
 
 
 def _batch_log_likelihood(

@@ -370,13 +370,13 @@ class Trainer:
         rng = ckpt["rng"]
         own_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         check_dtypes(self.model, ckpt["model"], path)
+        generator_state = self.generator.get_state()
         try:
             self.model.load_state_dict(ckpt["model"])
             _check_optimizer_indices(ckpt["optimizer"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             for group, own in zip(self.optimizer.param_groups, own_groups):
                 group.update(own)  # the hyper-parameters are the run's (its config), not the file's
-            generator_state = self.generator.get_state()
             self.streams_moved = _drawn_elsewhere(rng["data"], generator_state)
             if self.streams_moved:  # a new stream, the same on every resume of this epoch
                 self.generator.manual_seed(((self.seed + 1) * 1_000_003 + t["epoch"] * 104_729 + 1) % 2**62)
@@ -392,6 +392,8 @@ class Trainer:
                 self.ema.load_state_dict({"updates": updates, "weights": ckpt["ema"]})
             _check_optimizer_state(self.optimizer)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            self.generator.set_state(generator_state)
+            self.streams_moved = False
             raise CheckpointError(f"{path} does not fit this run's model and optimizer: {_first_line(e)}") from None
         bad = nonfinite_state(self.model, self.optimizer, self._ema_state())
         if bad is not None:
@@ -404,6 +406,9 @@ class Trainer:
         self._torch_state, cuda = self._rank_states(rng, path)
         if cuda is not None:
             self._cuda_state = cuda
+        elif self.device.type == "cuda" and rng.get("cuda") is None:  # a run on the CPU until now: a CUDA stream of its own
+            seed = (self._rank_seed(self.epoch) * 1_000_003 + self.epoch * 104_729 + 2) % 2**62
+            self._cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
         self._progress = self._checked_progress(t.get("epoch_progress"), rng.get("epoch_perm"), path)
         if self.writer is not None:
             self.writer.truncate_metrics(self.epoch)
