@@ -147,8 +147,8 @@ def test_evaluation_leaves_every_module_in_the_mode_it_found_it():
 def test_dgm_evals_report_says_what_data_its_numbers_are_of():
     """Bits/dim of binarized digits and of their 17 levels differ by what is scored; the report
     names it for every transform (compare like with like)."""
-    from dgmkit.cli.evaluate import _DATA_WORDS
     from dgmkit.data.transforms import TRANSFORMS
+    from dgmkit.evaluation.report import _DATA_WORDS
 
     assert set(_DATA_WORDS) == set(TRANSFORMS)
 

@@ -211,7 +211,7 @@ def test_learning_curves_of_dequantized_data_are_in_nats_of_the_integers(tmp_pat
 
     metrics = [{"epoch": 1, "train_log_px": 10.0, "valid_log_px": 12.0}, {"epoch": 2, "valid_log_px": 13.0}]
     (title, lines), *_ = page._curve_panels(metrics, "log p(x)", "log_px", shift=100.0)
-    assert title == "score" and lines[0][1] == ([1.0], [-90.0]) and lines[1][1] == ([1.0, 2.0], [-88.0, -87.0])
+    assert title == "score (nats)" and lines[0][1] == ([1.0], [-90.0]) and lines[1][1] == ([1.0, 2.0], [-88.0, -87.0])
     run = tmp_path / "flow"
     assert main(["train", "--dataset", "digits", "--model", "flow", "--flow", "realnvp", "--flow-layers", "2",
                  "--hidden", "8", "--epochs", "1", "--quiet", "--out", str(run)]) == 0  # fmt: skip
@@ -238,3 +238,29 @@ def test_learning_curves_leave_out_values_no_axis_can_hold(value):
     metrics = [{"epoch": 1, "train_elbo": -90.0, "lr": 1e-3}, {"epoch": 2, "train_elbo": value, "lr": value}]
     png = curves_png(metrics, "ELBO", "elbo")
     assert png is not None and png.startswith(b"\x89PNG")
+
+
+def test_the_comparison_says_what_each_number_is_of_and_prefers_an_exact_number_to_a_bound():
+    """A review found the page naming only the dataset (binarized digits and their 17 levels in
+    one column, alike), "time-sampled k=4" for 4 times, "k=0" after exact numbers, and a bound of
+    8 times picked over an exact mixture of 2 orders."""
+    from dgmkit.reporting.page import RunPage, render_page
+
+    def rec(estimate, k, nll, transform="integers", **kw):
+        return {"split": "test", "subset": None, "n": 300, "estimate": estimate, "iw_samples": k, "nll": nll,
+                "transform": transform, **kw}  # fmt: skip
+
+    diffusion = {"a": rec("order-mixture", 2, 149.743), "b": rec("time-sampled", 8, 151.764)}
+    vae = {"a": rec("importance-sampled", 50, 31.809, "dynamic-binarize")}
+    iris = {"a": rec("exact", 0, 3.332, "continuous", density_of="continuous", table_note="a table: its 4 numeric ...")}
+    pages = [
+        RunPage(name, "m", "digits" if name != "iris" else "iris", {}, [], "elbo", "ELBO", evals)
+        for name, evals in (("diffusion", diffusion), ("vae", vae), ("iris", iris))
+    ]
+    html = render_page(pages)
+    comparison = html.split("<h2 id=")[0]
+    assert "149.743" in comparison and "151.764" not in comparison and "exact, 2 orders" in comparison
+    assert "digits, integer levels as stored" in comparison and "digits, binarized" in comparison
+    assert "importance-sampled, k=50" in comparison and "k=0" not in html and "time-sampled k=" not in html
+    assert "iris, a table&#x27;s rows, numeric columns standardized" in comparison
+    assert "bound, 8 times a datapoint" in html and "a table: its 4 numeric ..." in html

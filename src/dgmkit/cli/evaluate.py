@@ -32,6 +32,7 @@ from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.errors import ConfigError, DgmError
 from dgmkit.evaluation import evaluate, record_terms
 from dgmkit.evaluation.order_files import OrderFiles
+from dgmkit.evaluation.report import data_notes, data_words
 from dgmkit.models import AnyOrderModel
 from dgmkit.models.terms import format_term
 
@@ -79,16 +80,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_eval)
 
 
-_DATA_WORDS = {
-    "binary": "binary values as stored",
-    "dynamic-binarize": "binarized (one seeded Bernoulli draw of each pixel)",
-    "dequantize": "integer levels (one seeded draw of uniform dequantization)",
-    "integers": "integer levels as stored",
-    "scale": "integer levels scaled to [0, 1]",
-    "continuous": "continuous values as stored",
-}
-
-
 def format_report(r: dict) -> str:
     """What ``dgm eval`` prints for an eval.json record: the common numbers, then the terms the
     model added (``record_terms``), each where its level puts it."""
@@ -96,8 +87,8 @@ def format_report(r: dict) -> str:
     split_terms = [format_term(t) for t in terms if t.get("level")]  # parts of the ELBO's split
     own_terms = [format_term(t) for t in terms if not t.get("level")]
     rows = [("split", f"{r['split']} ({plural(r['n'], 'datapoint')}{', random subset' if r['subset'] else ''})")]
-    if r.get("dataset") and r.get("transform") in _DATA_WORDS:  # what the numbers are of: compare like with like
-        words = "a table's rows, numeric columns standardized" if r.get("table_note") else _DATA_WORDS[r["transform"]]
+    words = data_words(r)
+    if r.get("dataset") and words:  # what the numbers are of: compare like with like
         rows.append(("data", f"{r['dataset']}, {words}"))
     if r["estimate"] == "reconstruction":
         rows.append(("reconstruction", f"{r['recon']:.3f} nats  (log p(x | z = f(x)))"))
@@ -183,21 +174,12 @@ def _notes(r: dict) -> list[str]:
             f"the weights are of a run stopped in epoch {trained['epochs'] + 1} after step {trained['steps_into_next']} "
             f"({trained['epochs']} epochs finished): a partly trained model; go on with dgm train --resume"
         )
-    if r.get("observed_dims") is not None:
-        out.append(
-            f"incomplete data: every number is of the observed entries only, log p(x_o) ({r['observed_dims']:.1f} of "
-            f"{r['num_dims']} per datapoint on average)" + ("; bits per observed entry" if r.get("bpd") is not None else "")
-        )
+    notes = data_notes(r)
+    if r.get("observed_dims") is not None:  # (the incomplete data's first, as dgm eval has said them)
+        out.append(notes.pop(0))
     if r.get("transform") == "dequantize" and r["estimate"] != "exact":
         out.append(f"uniformly dequantized data: the numbers bound those of the {r['num_dims']}-D integer data")
-    if r.get("table_note") and r["estimate"] != "reconstruction":
-        out.append(r["table_note"])
-    elif r.get("density_of") == "continuous" and r["estimate"] != "reconstruction":
-        out.append(
-            "continuous data: log-densities of the values as given, not probabilities; they shift with the data's "
-            "scale (dividing by 255 adds D log 255 nats) and do not compare with bits/dim of 8-bit or binary data"
-        )
-    return out
+    return out + notes
 
 
 def _inputs(r: dict) -> dict[str, str]:

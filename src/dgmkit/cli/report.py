@@ -153,6 +153,8 @@ def run_report(args: argparse.Namespace) -> int:
         objective = build_objective(run.cfg) if run.cfg.model.fit == "gradient" else None
         score = objective.score if objective is not None else "log_px"
         label = objective.label if objective is not None else "log p(x)"
+        if label == "log p(x)" and run.transform.kind == "dequantize":  # of one draw of the noise, as dgm eval says
+            label = "log p(x), one-draw bound"
         figures, notes = ([], []) if args.no_figures else _figures(run, args)
         pages.append(
             RunPage(

@@ -19,7 +19,16 @@ from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel
 from dgmkit.models.base import TimeSampledBound
 from dgmkit.models.terms import TERM_LEVELS, refuse_non_finite
 
-__all__ = ["EvalReport", "evaluate", "record_terms", "one_draw_bound", "estimate_label"]
+__all__ = [
+    "EvalReport",
+    "evaluate",
+    "record_terms",
+    "one_draw_bound",
+    "estimate_label",
+    "estimate_protocol",
+    "data_words",
+    "data_notes",
+]
 
 
 @dataclass
@@ -100,6 +109,60 @@ def estimate_label(record: dict) -> str:
     exact density scores dequantized integers (``one_draw_bound``)."""
     kind = str(record.get("estimate", "–"))
     return "one-draw bound" if one_draw_bound(kind, str(record.get("transform", ""))) else kind
+
+
+_DATA_WORDS = {
+    "binary": "binary values as stored",
+    "dynamic-binarize": "binarized (one seeded Bernoulli draw of each pixel)",
+    "dequantize": "integer levels (one seeded draw of uniform dequantization)",
+    "integers": "integer levels as stored",
+    "scale": "integer levels scaled to [0, 1]",
+    "continuous": "continuous values as stored",
+}
+
+
+def data_words(record: dict) -> str | None:
+    """What an eval record's numbers are of, in words ("binarized (one seeded Bernoulli draw of
+    each pixel)", "a table's rows, numeric columns standardized"): compare like with like. None
+    for a record that does not say."""
+    if record.get("table_note"):
+        return "a table's rows, numeric columns standardized"
+    return _DATA_WORDS.get(str(record.get("transform")))
+
+
+def estimate_protocol(record: dict) -> str:
+    """An eval record's estimate with its samples, as ``dgm eval`` names them: "exact",
+    "one-draw bound", "importance-sampled, k=50", "bound, 4 times a datapoint", "exact, 2 orders"."""
+    kind, k = str(record.get("estimate", "–")), record.get("iw_samples")
+    if kind == "time-sampled":
+        return f"bound, {k} time{'s' if k != 1 else ''} a datapoint"
+    if kind == "order-mixture":
+        return f"exact, {k} order{'s' if k != 1 else ''}"
+    if kind in ("importance-sampled", "bound") and isinstance(k, int):
+        return f"{kind}, k={k}"
+    return estimate_label(record)
+
+
+def data_notes(record: dict) -> list[str]:
+    """What a reader of an eval record's numbers must know of its data: of a table's standardized
+    values, of incomplete data's observed entries, of continuous values (log-densities)."""
+    out = []
+    if record.get("observed_dims") is not None:
+        bits = "; bits per observed entry" if record.get("bpd") is not None else ""
+        out.append(
+            f"incomplete data: every number is of the observed entries only, log p(x_o) "
+            f"({record['observed_dims']:.1f} of {record['num_dims']} per datapoint on average){bits}"
+        )
+    if record.get("estimate") == "reconstruction":
+        return out
+    if record.get("table_note"):
+        out.append(str(record["table_note"]))
+    elif record.get("density_of") == "continuous":
+        out.append(
+            "continuous data: log-densities of the values as given, not probabilities; they shift with the data's "
+            "scale (dividing by 255 adds D log 255 nats) and do not compare with bits/dim of 8-bit or binary data"
+        )
+    return out
 
 
 def record_terms(record: dict) -> list[dict]:

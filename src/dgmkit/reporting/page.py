@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dgmkit.evaluation.figures import figure_png
-from dgmkit.evaluation.report import estimate_label, record_terms
+from dgmkit.evaluation.report import data_notes, data_words, estimate_protocol, record_terms
 
 __all__ = ["RunPage", "curves_png", "render_page", "metric_series"]
 
@@ -70,11 +70,6 @@ def _num(v: object, digits: int = 3) -> str:
     if isinstance(v, int):
         return str(v)
     return "–" if not math.isfinite(v) else f"{v:.{digits}f}"
-
-
-def _samples(t: dict) -> str:
-    """The " k=K" after a sampled estimate (none after an exact one, or where there is no result)."""
-    return "" if not t or t.get("estimate") == "exact" else f" k={_e(t.get('iw_samples'))}"
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -140,7 +135,7 @@ def _curve_panels(metrics: list[dict], score_label: str, score: str, shift: floa
     (te, tv), (ve, vv) = metric_series(metrics, f"train_{score}"), metric_series(metrics, f"valid_{score}")
     train, valid = (te, [v - shift for v in tv]), (ve, [v - shift for v in vv])
     if train[0] or valid[0]:
-        panels.append(("score", [(f"train {score_label}", train), (f"valid {score_label}", valid)]))
+        panels.append(("score (nats)", [(f"train {score_label}", train), (f"valid {score_label}", valid)]))
     panels += _layer_or_total(metrics, "kl", ("KL per layer (valid, nats)", "KL (valid, nats)"), "KL")
     panels += _layer_or_total(metrics, "active_units", ("active units (valid)",) * 2, "active units")
     lr = metric_series(metrics, "lr")
@@ -188,7 +183,6 @@ _EVAL_COLUMNS = [
     ("elbo", "ELBO (nats)", 3),
     ("recon", "reconstruction", 3),
     ("kl", "KL", 3),
-    ("iw_samples", "k / times", None),
     ("active_units", "active units", None),
     ("seconds", "time (s)", 1),
 ]
@@ -206,7 +200,7 @@ def _eval_table(evals: dict[str, dict], weights: str | None = None) -> str:
     body = []
     for protocol, r in evals.items():
         cells = "".join(
-            f"<td>{_e(estimate_label(r))}</td>" if k == "estimate" else f'<td class="num">{_num(r.get(k), d or 0)}</td>'
+            f"<td>{_e(estimate_protocol(r))}</td>" if k == "estimate" else f'<td class="num">{_num(r.get(k), d or 0)}</td>'
             for k, _, d in _EVAL_COLUMNS
         )
         own = {str(t.get("name")): t for t in record_terms(r)}
@@ -216,10 +210,14 @@ def _eval_table(evals: dict[str, dict], weights: str | None = None) -> str:
         )
         older = "" if weights is None or r.get("weights") == weights else " (earlier weights than the run's now)"
         body.append(f"<tr><td>{_e(r.get('split', '?'))}</td>{cells}<td class='note'>{_e(protocol)}{older}</td></tr>")
+    notes = dict.fromkeys(  # what the numbers are of, said once for the records alike
+        [f"data: {w}" for w in map(data_words, evals.values()) if w] + [n for r in evals.values() for n in data_notes(r)]
+    )
     return (
         f"<table><tr><th>split</th>{head}<th>protocol (split | subset | estimate | seed | weights)</th></tr>"
         + "".join(body)
         + "</table>"
+        + "".join(f"<p class='note'>{_e(n)}</p>" for n in notes)
     )
 
 
@@ -251,7 +249,12 @@ def _test_result(evals: dict[str, dict], weights: str | None) -> dict | None:
     if not full:
         return None
     k = [r.get("iw_samples") if isinstance(r.get("iw_samples"), int) else 0 for r in full]
-    return full[max(range(len(full)), key=lambda i: (k[i], i))]
+    # an exact number first, then an estimate that tends to it, then a bound; within a kind the most samples
+    rank = [_KIND_RANK.get(estimate_protocol(r).split(",")[0], 0) for r in full]
+    return full[max(range(len(full)), key=lambda i: (rank[i], k[i], i))]
+
+
+_KIND_RANK = {"exact": 3, "importance-sampled": 2, "bound": 1, "one-draw bound": 1}
 
 
 def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
@@ -263,18 +266,20 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
         f"<h1>{_e(title)}</h1>",
     ]
     if len(runs) > 1:
-        out.append("<h2>Comparison</h2><table><tr><th>run</th><th>model</th><th>dataset</th><th>epochs</th>")
+        out.append("<h2>Comparison</h2><table><tr><th>run</th><th>model</th><th>data</th><th>epochs</th>")
         out.append("<th>best validation -score (nats)</th><th>test NLL (nats)</th><th>bits/dim</th><th>estimate</th></tr>")
         for i, r in enumerate(runs):
             best, at = _best(r.metrics, r.score)
             t = _test_result(r.evals, r.weights) or {}
             epochs = max((e for e in map(_epoch, r.metrics) if e is not None), default=0)
             best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} (epoch {at})"
+            words = data_words(t) if t else None
             out.append(
                 f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
-                f"<td>{_e(r.dataset)}</td><td class='num'>{epochs}</td><td class='num'>{_e(best_s)}</td>"
+                f"<td>{_e(r.dataset)}{', ' + _e(words) if words else ''}</td><td class='num'>{epochs}</td>"
+                f"<td class='num'>{_e(best_s)}</td>"
                 f"<td class='num'>{_num(t.get('nll'))}</td><td class='num'>{_num(t.get('bpd'), 4)}</td>"
-                f"<td>{_e(estimate_label(t))}{_samples(t)}</td></tr>"
+                f"<td>{_e(estimate_protocol(t)) if t else '–'}</td></tr>"
             )
         out.append("</table>")
         out.append(
