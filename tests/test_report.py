@@ -64,6 +64,8 @@ def test_report_is_self_contained_escaped_and_compares_runs(runs, tmp_path, caps
     evals = json.loads((vae / "evals.json").read_text())["results"]
     nll = next(iter(evals.values()))["nll"]
     assert f"{nll:.3f}" in page  # the evaluation table holds the run's own number
+    # and the notes dgm eval prints under it: what the estimate is, what the data are
+    assert "stochastic upper bound that tends to the true NLL as k grows" in page and "data: binarized" in page
     assert main(["report", str(vae), "--out", str(out)]) == 1  # never replaces a file without --force
     assert "exists" in capsys.readouterr().err
     assert main(["report", str(vae), "--out", str(vae / "metrics.jsonl"), "--force"]) == 1  # nor a run's file

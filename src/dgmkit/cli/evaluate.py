@@ -36,7 +36,7 @@ from dgmkit.evaluation.report import data_notes, data_words
 from dgmkit.models import AnyOrderModel
 from dgmkit.models.terms import format_term
 
-__all__ = ["add_parser", "run_eval", "format_report", "estimate_samples"]
+__all__ = ["add_parser", "run_eval", "format_report", "estimate_samples", "eval_notes"]
 
 # what each kind of estimate is called on the NLL row
 _NLL_ROW = {
@@ -115,7 +115,7 @@ def format_report(r: dict) -> str:
         rows.append(
             (f"  layer {layer['name']}", f"KL {layer['kl']:.3f} nats, active {layer['active_units']} / {layer['size']}")
         )
-    rows += [("what", line) for line in _notes(r)]
+    rows += [("what", line) for line in eval_notes(r)]
     rows.append(("time", f"{r['seconds']:.1f} s"))
     width = max(len(a) for a, _ in rows)
     return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
@@ -148,7 +148,9 @@ _ESTIMATE_NOTES = {  # what each kind of estimate's numbers are
 }
 
 
-def _notes(r: dict) -> list[str]:
+def eval_notes(r: dict) -> list[str]:
+    """The notes ``dgm eval`` prints under an evaluation record's numbers: what the estimate is,
+    what the data are, what to know of the weights."""
     out = [_ESTIMATE_NOTES[r["estimate"]]]
     if one_draw_bound(r["estimate"], r.get("transform", "")):  # exact of y = (k + u) / L, not of k
         out = [

@@ -23,7 +23,7 @@ from dgmkit.cli.common import (
     split_data,
     to_display,
 )
-from dgmkit.cli.evaluate import _EVALS, protocol_key
+from dgmkit.cli.evaluate import _EVALS, eval_notes, protocol_key
 from dgmkit.cli.figures import MAX_SAMPLE_STEPS, draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
 from dgmkit.errors import ConfigError, DataError, DgmError
@@ -88,6 +88,18 @@ def _evaluations(run_dir: Path) -> dict[str, dict]:
         return {protocol_key(one): one}
     except (KeyError, TypeError, AttributeError):
         raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit") from None
+
+
+def _notes_of(evals: dict[str, dict]) -> list[str]:
+    """The notes dgm eval prints under these evaluations, each once (a record too old to hold
+    what they need has none)."""
+    notes: dict[str, None] = {}
+    for r in evals.values():
+        try:
+            notes.update(dict.fromkeys(eval_notes(r)))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return list(notes)
 
 
 def _used_config(run: Run) -> dict:
@@ -156,6 +168,7 @@ def run_report(args: argparse.Namespace) -> int:
         if label == "log p(x)" and run.transform.kind == "dequantize":  # of one draw of the noise, as dgm eval says
             label = "log p(x), one-draw bound"
         figures, notes = ([], []) if args.no_figures else _figures(run, args)
+        evals = _evaluations(run.path)
         pages.append(
             RunPage(
                 name=str(d),
@@ -165,7 +178,8 @@ def run_report(args: argparse.Namespace) -> int:
                 metrics=read_metrics(run.path / "metrics.jsonl"),
                 score=score,
                 score_label=label,
-                evals=_evaluations(run.path),
+                evals=evals,
+                eval_notes=_notes_of(evals),
                 figures=figures,
                 notes=notes,
                 weights=hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16],

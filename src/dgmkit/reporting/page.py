@@ -57,6 +57,7 @@ class RunPage:
     figures: list[tuple[str, str, bytes]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     weights: str | None = None  # the digest of the weights evaluated now: evaluations of others are marked
+    eval_notes: list[str] = field(default_factory=list)  # what dgm eval says under the evaluations' numbers
     shift: float = 0.0  # nats of the integers from nats of dequantized data (D log L), as dgm train prints them
 
 
@@ -181,6 +182,7 @@ _EVAL_COLUMNS = [
     ("nll_stderr", "± stderr", 3),
     ("bpd", "bits/dim", 4),
     ("elbo", "ELBO (nats)", 3),
+    ("elbo_bpd", "ELBO bits/dim", 4),
     ("recon", "reconstruction", 3),
     ("kl", "KL", 3),
     ("active_units", "active units", None),
@@ -188,7 +190,7 @@ _EVAL_COLUMNS = [
 ]
 
 
-def _eval_table(evals: dict[str, dict], weights: str | None = None) -> str:
+def _eval_table(evals: dict[str, dict], weights: str | None = None, said: list[str] | None = None) -> str:
     if not evals:
         return '<p class="note">no evaluation yet (<code>dgm eval RUN</code> adds one)</p>'
     # the terms the models added, one column each, in the order they first appear
@@ -210,8 +212,9 @@ def _eval_table(evals: dict[str, dict], weights: str | None = None) -> str:
         )
         older = "" if weights is None or r.get("weights") == weights else " (earlier weights than the run's now)"
         body.append(f"<tr><td>{_e(r.get('split', '?'))}</td>{cells}<td class='note'>{_e(protocol)}{older}</td></tr>")
-    notes = dict.fromkeys(  # what the numbers are of, said once for the records alike
-        [f"data: {w}" for w in map(data_words, evals.values()) if w] + [n for r in evals.values() for n in data_notes(r)]
+    notes = dict.fromkeys(  # what the numbers are of, said once for the records alike (``said``: dgm eval's notes)
+        [f"data: {w}" for w in map(data_words, evals.values()) if w]
+        + (said if said is not None else [n for r in evals.values() for n in data_notes(r)])
     )
     return (
         f"<table><tr><th>split</th>{head}<th>protocol (split | subset | estimate | seed | weights)</th></tr>"
@@ -294,7 +297,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
         out.append("<h3>Learning curves</h3>")
         png = curves_png(r.metrics, r.score_label, r.score, r.shift)
         out.append(_img(png, f"learning curves of {r.name}") if png else "<p class='note'>no metrics logged</p>")
-        out.append("<h3>Evaluation</h3>" + _eval_table(r.evals, r.weights))
+        out.append("<h3>Evaluation</h3>" + _eval_table(r.evals, r.weights, r.eval_notes or None))
         if r.figures:
             out.append("<h3>Figures</h3>")
             for fig_title, caption, data in r.figures:
