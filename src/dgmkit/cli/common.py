@@ -190,11 +190,11 @@ def run_table(run: Run, given_table: bool) -> Dataset | None:
     where it can be read (a moved data file: the array is scored without its columns' names)."""
     if not is_table(run.cfg.data.dataset):
         return None
-    if given_table:
-        return run_data(run)
     try:
         return run_data(run)
     except DgmError:
+        if given_table:
+            raise
         return None
 
 

@@ -176,12 +176,7 @@ def eval_notes(r: dict) -> list[str]:
             f"the weights are of a run stopped in epoch {trained['epochs'] + 1} after step {trained['steps_into_next']} "
             f"({trained['epochs']} epochs finished): a partly trained model; go on with dgm train --resume"
         )
-    notes = data_notes(r)
-    if r.get("observed_dims") is not None:  # (the incomplete data's first, as dgm eval has said them)
-        out.append(notes.pop(0))
-    if r.get("transform") == "dequantize" and r["estimate"] != "exact":
-        out.append(f"uniformly dequantized data: the numbers bound those of the {r['num_dims']}-D integer data")
-    return out + notes
+    return out + data_notes(r)
 
 
 def _inputs(r: dict) -> dict[str, str]:

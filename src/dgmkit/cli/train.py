@@ -42,6 +42,7 @@ from dgmkit.training import (
     load_checkpoint,
     trainer_result,
 )
+from dgmkit.training.data_parallel import check_shares
 
 if TYPE_CHECKING:
     from dgmkit.training.tensorboard import TensorBoardLogger
@@ -567,10 +568,9 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--nproc: {cfg.model.name} is not trained by gradient steps; it fits in one process")
         if cfg.optim.channels_last:
             raise ConfigError("--nproc: channels-last memory is not supported in data-parallel training")
-        if cfg.optim.batch_size < args.nproc:
-            raise ConfigError(
-                f"--nproc: the batch size ({cfg.optim.batch_size}) is smaller than the {args.nproc} processes sharing it"
-            )
+        check_shares(
+            distributed.Context(world_size=args.nproc), {"the batch size": cfg.optim.batch_size}
+        )  # as each rank does
         return _launch(args)
     result = train_run(
         cfg, out, resume=args.resume and not restart, quiet=args.quiet, tensorboard=args.tensorboard, restart=restart

@@ -144,8 +144,9 @@ def estimate_protocol(record: dict) -> str:
 
 
 def data_notes(record: dict) -> list[str]:
-    """What a reader of an eval record's numbers must know of its data: of a table's standardized
-    values, of incomplete data's observed entries, of continuous values (log-densities)."""
+    """What a reader of an eval record's numbers must know of its data: of incomplete data's
+    observed entries, of dequantized integers (bounds), of a table's standardized values, of
+    continuous values (log-densities)."""
     out = []
     if record.get("observed_dims") is not None:
         bits = "; bits per observed entry" if record.get("bpd") is not None else ""
@@ -153,6 +154,8 @@ def data_notes(record: dict) -> list[str]:
             f"incomplete data: every number is of the observed entries only, log p(x_o) "
             f"({record['observed_dims']:.1f} of {record['num_dims']} per datapoint on average){bits}"
         )
+    if record.get("transform") == "dequantize" and record.get("estimate") != "exact":
+        out.append(f"uniformly dequantized data: the numbers bound those of the {record['num_dims']}-D integer data")
     if record.get("estimate") == "reconstruction":
         return out
     if record.get("table_note"):

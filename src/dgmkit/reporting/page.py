@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dgmkit.evaluation.figures import figure_png
-from dgmkit.evaluation.report import data_notes, data_words, estimate_protocol, record_terms
+from dgmkit.evaluation.report import data_notes, data_words, estimate_label, estimate_protocol, record_terms
 
 __all__ = ["RunPage", "curves_png", "render_page", "metric_series"]
 
@@ -253,11 +253,11 @@ def _test_result(evals: dict[str, dict], weights: str | None) -> dict | None:
         return None
     k = [r.get("iw_samples") if isinstance(r.get("iw_samples"), int) else 0 for r in full]
     # an exact number first, then an estimate that tends to it, then a bound; within a kind the most samples
-    rank = [_KIND_RANK.get(estimate_protocol(r).split(",")[0], 0) for r in full]
+    rank = [_KIND_RANK.get(estimate_label(r), 0) for r in full]
     return full[max(range(len(full)), key=lambda i: (rank[i], k[i], i))]
 
 
-_KIND_RANK = {"exact": 3, "importance-sampled": 2, "bound": 1, "one-draw bound": 1}
+_KIND_RANK = {"exact": 3, "order-mixture": 3, "importance-sampled": 2, "bound": 1, "time-sampled": 1, "one-draw bound": 1}
 
 
 def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
