@@ -112,6 +112,32 @@ def test_group_weights_make_the_batch_mean_estimate_the_whole_sum():
     torch.testing.assert_close(t.loss, want)
 
 
+@torch.no_grad()
+def test_several_draws_average_each_datapoints_terms_with_u_formed_per_draw():
+    """num_samples = S: L(x, y), log q(y|x) and U(x) are the means over S draws of the latents
+    (in the ADGM, q(y|a,x) moves with a, so U(x) must be formed per draw before the mean)."""
+    torch.manual_seed(0)
+    cfg = RunConfig.of(model="adgm", hidden=[8], latent_dim=2, aux_dim=2, classes=K, samples=3)
+    model = build_model(cfg, (1, 4, 4), 2).double()
+    objective = build_objective(cfg)
+    assert isinstance(objective, M2Objective) and objective.num_samples == 3
+    objective.setup(100)
+    objective.setup_labels(10)
+    x, y = _binary(4).double(), torch.tensor([0, 2, -1, -1])
+    torch.manual_seed(1)
+    got = objective(model, x, y=y)
+    torch.manual_seed(1)
+    e = model.enumerate(x.repeat_interleave(3, 0))  # the same draws, rows b * 3 + s
+    u = e.unlabelled().view(4, 3).mean(1)
+    bound, log_qy = e.bound.view(4, 3, K).mean(1), e.log_qy.view(4, 3, K).mean(1)
+    at = y.clamp(min=0)[:, None]
+    labelled = -(bound.gather(1, at) + 0.1 * 100 / 10 * log_qy.gather(1, at)).squeeze(1)
+    torch.testing.assert_close(got.elbo, u)
+    torch.testing.assert_close(got.loss, torch.where(y >= 0, labelled, -u))
+    assert not torch.allclose(u, e.unlabelled()[::3])  # the draws differ: one draw is not the mean
+    torch.testing.assert_close(got.log_qy[:2], log_qy.gather(1, at).squeeze(1)[:2])
+
+
 class _TabledTerms:
     """A stand-in for an M2 model whose terms are fixed per training example (its index is x)."""
 

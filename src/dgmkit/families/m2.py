@@ -42,6 +42,9 @@ class M2Config(LabelledBatches, LikelihoodSettings, FamilyConfig):
         min=0,
         max=10**6,
     )
+    samples: int = setting(
+        1, "draws of the continuous latents per datapoint that the training bound averages", min=1, max=1000
+    )
 
     @property
     def default_iw_samples(self) -> int:
@@ -53,7 +56,7 @@ class M2Config(LabelledBatches, LikelihoodSettings, FamilyConfig):
         )
 
     def training_objective(self) -> Objective:
-        return M2Objective(self.alpha)
+        return M2Objective(self.alpha, num_samples=self.samples)
 
     def model_for(self, data: DataSpec) -> SemiSupervisedVAE:
         d, k, m = math.prod(data.event_shape), self.classes, self.latent_dim

@@ -16,6 +16,10 @@ unbiased estimate of -J / N:
   keeps weight 1 (the group weights would drop the labelled term from every batch that happens
   to hold no label, a bias).
 
+With ``num_samples`` = S > 1, each datapoint's L(x, y), U(x) and log q(y|x) are the means of
+their estimates from S independent draws of the continuous latents (z, and a in the auxiliary
+models; U(x) formed per draw), as the ADGM authors' code averages its 5 draws.
+
 The hybrid model (Nalisnick et al. 2019, arXiv 1902.02767) maximizes
 log p(y|x) + (lambda / D) log p(x) (where the label is hidden, the second term alone).
 """
@@ -79,8 +83,9 @@ class M2Objective(Objective[SemiSupervisedVAE]):
     score_label = "ELBO"
     takes_labels = True
 
-    def __init__(self, alpha_fraction: float = 0.1):
+    def __init__(self, alpha_fraction: float = 0.1, num_samples: int = 1):
         self.alpha_fraction = at_least("alpha_fraction", alpha_fraction, 0)
+        self.num_samples = at_least("num_samples", num_samples, 1)
         self.train_size: int | None = None
         self.labelled: int | None = None
         self.added = 0  # labelled rows drawn into every batch (``setup_labels``)
@@ -96,10 +101,15 @@ class M2Objective(Objective[SemiSupervisedVAE]):
         self, model: SemiSupervisedVAE, x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
     ) -> M2Terms:
         y = _labels(x, y)
-        t = model.enumerate(x)
-        u = t.unlabelled()  # (B,)
+        s = self.num_samples
+        t = model.enumerate(x.repeat_interleave(s, 0) if s > 1 else x)
+        u = t.unlabelled()  # (B S,)
+        bound, all_log_qy = t.bound, t.log_qy
+        if s > 1:  # each datapoint's S draws (rows b S .. b S + S - 1) averaged
+            u = u.view(len(x), s).mean(1)
+            bound, all_log_qy = bound.view(len(x), s, -1).mean(1), all_log_qy.view(len(x), s, -1).mean(1)
         lab = y >= 0
-        bound_y, log_qy = _at(t.bound, y), _at(t.log_qy, y)
+        bound_y, log_qy = _at(bound, y), _at(all_log_qy, y)
         n = self.train_size or len(x)
         w_l: torch.Tensor | float = 1.0  # uniform batches (or no ``setup_labels``): every row weight 1
         w_u: torch.Tensor | float = 1.0
@@ -109,7 +119,7 @@ class M2Objective(Objective[SemiSupervisedVAE]):
         n_l = self.labelled if self.labelled else lab.sum().clamp(min=1)
         alpha = self.alpha_fraction * n / n_l  # alpha = a N on the mean over labelled examples: a N / N_l each
         loss = torch.where(lab, -w_l * (bound_y + alpha * log_qy), -w_u * u)
-        correct = (t.log_qy.argmax(-1) == y) & lab
+        correct = (all_log_qy.argmax(-1) == y) & lab
         return M2Terms(loss, u, log_qy, correct.float(), lab.float())
 
 
