@@ -377,7 +377,7 @@ def test_the_note_says_what_the_background_log_p_is():
          "complexity_note": "none", "background": "bg", "background_mutation_rate": 0.2}  # fmt: skip
     assert any(n.endswith("(mutation rate 0.2)") for n in _notes(r))
     r |= {"background_estimate": "exact", "background_transform": "dequantize", "background_iw_samples": 0}
-    assert any("its log p(x): a one-draw lower bound (uniform dequantization))" in n for n in _notes(r))
+    assert any("its log p(x): a one-draw estimate of a lower bound (uniform dequantization))" in n for n in _notes(r))
     r |= {"background_estimate": "importance-sampled", "background_transform": "binary", "background_iw_samples": 50}
     assert any("its log p(x): importance-sampled (k=50))" in n for n in _notes(r))
 

@@ -123,7 +123,7 @@ def test_an_exact_density_of_dequantized_integers_is_called_a_one_draw_bound(tmp
     as dgm eval does, and a model on binary data stays exact."""
     from dgmkit.cli.common import estimate_words
 
-    assert estimate_words("exact", "dequantize") == "a one-draw lower bound (uniform dequantization)"
+    assert estimate_words("exact", "dequantize") == "a one-draw estimate of a lower bound (uniform dequantization)"
     assert estimate_words("exact", "binary") == "exact"
     assert estimate_words("importance-sampled", "dequantize") == "importance-sampled"
     run = tmp_path / "flow"
@@ -135,9 +135,9 @@ def test_an_exact_density_of_dequantized_integers_is_called_a_one_draw_bound(tmp
     capsys.readouterr()
     assert main(["score", str(run), str(tmp_path / "some.npy"), "--out", str(tmp_path / "s.csv")]) == 0
     out = capsys.readouterr().out
-    assert "(a one-draw lower bound (uniform dequantization))" in out and "(exact)" not in out
+    assert "(a one-draw estimate of a lower bound (uniform dequantization))" in out and "(exact)" not in out
     assert main(["ood", str(run), "--ood", str(tmp_path / "some.npy"), "--json", str(tmp_path / "o.json")]) == 0
-    assert "log p(x): a one-draw lower bound (uniform dequantization)" in capsys.readouterr().out
+    assert "log p(x): a one-draw estimate of a lower bound (uniform dequantization)" in capsys.readouterr().out
     assert json.loads((tmp_path / "o.json").read_text())["transform"] == "dequantize"
 
 

@@ -285,7 +285,7 @@ def estimate_words(kind: str, transform: str) -> str:
     """What a run's log p(x) is, for a line of output: the model's declared estimate (``kind``),
     or a one-draw bound (``one_draw_bound``), as ``dgm eval`` says ("NLL (one-draw bound)")."""
     if one_draw_bound(kind, transform):
-        return "a one-draw lower bound (uniform dequantization)"
+        return "a one-draw estimate of a lower bound (uniform dequantization)"
     return _ESTIMATE_WORDS.get(kind, kind)
 
 

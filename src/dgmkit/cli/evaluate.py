@@ -138,7 +138,8 @@ def _num(v: float | None) -> str:
 
 _ESTIMATE_NOTES = {  # what each kind of estimate's numbers are
     "reconstruction": "this model defines no density over x: no ELBO, NLL or bits/dim",
-    "bound": "both numbers are lower bounds on log p(x) (as -NLL); the bound tightens as k grows",
+    "bound": "both numbers are lower bounds on log p(x) (as -NLL; estimates of them where drawn at random); the bound "
+    "tightens as k grows",
     "importance-sampled": "the NLL estimate is a stochastic upper bound that tends to the true NLL as k grows",
     "exact": "the NLL is exact",
     "order-mixture": "the NLL is exact: -log of the uniform mixture of the orders drawn with the seed, each an "
@@ -154,8 +155,8 @@ def eval_notes(r: dict) -> list[str]:
     out = [_ESTIMATE_NOTES[r["estimate"]]]
     if one_draw_bound(r["estimate"], r.get("transform", "")):  # exact of y = (k + u) / L, not of k
         out = [
-            f"exact for the uniformly dequantized data; for the {r['num_dims']}-D integer data an upper bound on the NLL "
-            "(Jensen over the noise u), one draw of u per datapoint"
+            f"exact for the uniformly dequantized data; for the {r['num_dims']}-D integer data a stochastic upper bound on "
+            "the NLL (Jensen over the noise u), one draw of u per datapoint"
         ]
     if r.get("order_files"):
         out.append(f"each order's log-likelihoods are kept in the run's {r['order_files']}: a stopped evaluation goes on")

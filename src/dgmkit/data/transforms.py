@@ -3,7 +3,8 @@
 - ``binary``: data already in {0, 1} (static binarization): cast to float.
 - ``dynamic-binarize``: a fresh Bernoulli draw x ~ Bernoulli(k / (L - 1)) for every batch.
 - ``dequantize``: y = (k + u) / L with u ~ U[0, 1): continuous data in [0, 1], so that a
-  density on y lower-bounds the probability of the integers k, log P(k) >= log p(y) - D log L.
+  density on y lower-bounds the probability of the integers k in expectation over the noise,
+  log P(k) >= E_u[log p(y)] - D log L (at one draw of u, a stochastic lower bound).
 - ``scale``: k / (L - 1) in [0, 1], deterministic (for display, or for models of continuous
   data where no likelihood of the integers is claimed).
 - ``integers``: the raw integers 0..L-1 for categorical and discretized logistic likelihoods.

@@ -14,7 +14,7 @@ __all__ = ["bits_per_dim", "discrete_nll", "observed_entries", "active_units", "
 def discrete_nll(nll_nats: float, num_dims: float, log_volume: float) -> float:
     """The NLL of the integer data in nats from the NLL of transformed continuous data.
 
-    For uniform dequantization y = (k + u) / L, log P(k) >= log p(y) - D log L, so
+    For uniform dequantization y = (k + u) / L, log P(k) >= E_u[log p(y)] - D log L, so
     ``log_volume`` = log L per dimension is added; it is 0 for discrete likelihoods."""
     return nll_nats + num_dims * log_volume
 

@@ -69,8 +69,9 @@ class FlowModel(ExactLikelihoodModel):
     def sample(
         self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """n samples x = T^{-1}(z), z ~ N(0, T^2 I) (temperature T <= 1 trades diversity for
-        typicality). Returns (x, x): a flow has no separate mean to display."""
+        """n samples x = f^{-1}(z), z ~ N(0, tau^2 I), f the flow (temperature tau < 1 trades
+        diversity for samples of higher density, nearer the mode). Returns (x, x): a flow has no
+        separate mean to display."""
         with seeded_by(generator, self._zero.device):
             z = torch.randn(n, self.num_dims, device=self._zero.device) * temperature
         x, _ = self.bijection.inverse(z)

@@ -17,11 +17,11 @@ r"""A very deep residual top-down VAE on images, in the style of VDVAE (Child 20
   are Gaussians given the state. After the last latent layer, residual blocks at full
   resolution and a 1x1 convolution give the parameters of the likelihood head (Bernoulli,
   logistic mixture, ...).
-- **Stability**: every scale is bounded, sigma = s_min + (s_max - s_min) sigmoid(u) (posterior
-  scale bounds; sigma = 1 at u = 0 for the defaults); the last convolution of each residual
-  branch and of W is scaled by 1/sqrt(L) at initialisation (VDVAE), so the state's variance does
-  not grow with the depth. Gradient-norm skipping, free bits per layer, KL warm-up and an EMA of
-  the weights come from the Trainer and the objective.
+- **Stability**: every scale is bounded, sigma = s_min + (s_max - s_min) sigmoid(u + c) (posterior
+  scale bounds; c puts sigma = 1 at u = 0 where 1 lies between them, as for the defaults); the
+  last convolution of each residual branch and of W is scaled by 1/sqrt(L) at initialisation
+  (VDVAE), so the state's variance does not grow with the depth. Gradient-norm skipping, free
+  bits per layer, KL warm-up and an EMA of the weights come from the Trainer and the objective.
 
 It follows the hierarchical contract of ``models.hvae`` (``path``, ``draw``, ``descend``,
 ``closed_form_kl``, ``top``), so the per-layer ELBO, the importance-sampled likelihood, the

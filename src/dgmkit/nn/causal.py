@@ -4,7 +4,7 @@ van den Oord et al. 2016, arXiv 1609.03499).
 The first layer excludes the current position (its output at t sees x_{t-k} .. x_{t-1});
 later layers are causal with dilations 1, 2, 4, ... and include it. The receptive field,
 and so the model's memory, is ``receptive_field`` positions: finite, growing with depth and
-dilation (k = 3 and 8 layers see the previous 128 + 2 positions).
+dilation (k = 3 and 8 layers, dilations 1, 1, 2, ..., 64, see the previous 257 positions).
 """
 
 from collections.abc import Iterable

@@ -19,10 +19,10 @@ __all__ = ["he_init", "ConvEncoderNet", "ConvDecoderNet", "ResidualStack", "Down
 def he_init(layers: Iterable[nn.Module], zero_bias: bool = True) -> None:
     """He initialisation (zero-mean normal, variance 2 / fan-in, zero bias) for layers followed by
     a ReLU-like activation, so that a signal keeps its scale through the stack. PyTorch's default
-    shrinks it at every layer (by about 1/sqrt(3)), and through a transposed convolution, whose
-    fan-in it takes from the wrong weight axis, by far more: at that default a conv decoder's output
-    on the 8x8 digits moved 30 times less with z than an MLP decoder's, and the posterior
-    collapsed before the networks learned to use z. The fan-in of a transposed convolution is its
+    (variance 1 / (3 fan-in)) shrinks it at every layer by about 1/sqrt(6), and through a
+    transposed convolution, whose fan-in it takes from the wrong weight axis, by far more: at that
+    default a conv decoder's output on the 8x8 digits moved 30 times less with z than an MLP
+    decoder's, and the posterior collapsed before the networks learned to use z. The fan-in of a transposed convolution is its
     input channels times the kernel taps that reach each output pixel (k^2 / stride^2).
     ``zero_bias=False`` keeps the biases as they are (the VampPrior reference code's way)."""
     for m in layers:

@@ -1,7 +1,7 @@
 """A Gaussian's standard deviation from an unconstrained network output: sigma = g(raw).
 
 - ``SoftplusScale``: sigma = softplus(raw) + ``min_scale``; smooth, unbounded above, floored.
-- ``ClippedLogVariance``: log sigma^2 = clamp(raw, ``low``, ``high``), sigma = exp(raw / 2); the
+- ``ClippedLogVariance``: log sigma^2 = clamp(raw, ``low``, ``high``), sigma = exp(clamp(raw) / 2); the
   VampPrior reference code's parametrisation (Tomczak & Welling 2018: a hardtanh to [-6, 2] on
   the log-variance, so 0.050 <= sigma <= 2.72). The gradient is zero where the clamp holds.
 

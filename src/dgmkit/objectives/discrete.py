@@ -6,12 +6,14 @@ E_q[log p(x|z)] - KL(q(z|x) || p(z)), from a one-sample estimate with an exact d
 
 - :class:`GumbelSoftmaxELBO` (Jang et al. 2017, arXiv 1611.01144; Maddison et al. 2017): the
   reconstruction term is taken at the relaxed sample softmax((logits + g) / tau), g ~ Gumbel,
-  a biased but low-variance gradient whose bias vanishes as tau -> 0. The temperature is
+  a biased but low-variance gradient whose bias vanishes as tau -> 0 while its variance grows
+  (hence the floor tau_min). The temperature is
   annealed tau_t = max(tau_min, tau_0 exp(-r t)). The discrete sample for the reported ELBO is
   the argmax of the same perturbed logits (the Gumbel-max trick: an exact sample of q).
 - :class:`ReinforceELBO` (Williams 1992; Mnih & Gregor 2014, arXiv 1402.0030): the unbiased
-  score-function gradient (f(z) - b(x)) grad log q(z|x), f = log p(x|z), with a learned
-  input-dependent baseline b(x) fitted by least squares to f.
+  score-function gradient (f(z) - b(x)) grad log q(z|x), f = log p(x|z), of the reconstruction
+  term, with a learned input-dependent baseline b(x) fitted by least squares to f; the KL
+  term's gradient is exact (closed form).
 """
 
 import math

@@ -57,6 +57,7 @@ class MaskedAffineAutoregressive(Bijection):
 
 
 def iaf_layer(features: int, hidden: Sequence[int], context_features: int = 0, **kwargs) -> Inverse:
-    """An IAF layer: one MADE pass from noise to data, x = z exp(alpha(z_<d)) + mu(z_<d) in the
-    parameterisation of the inverted MAF layer."""
+    """An IAF layer: one MADE pass from noise to data, x = (z - mu(z_<d)) exp(-alpha(z_<d)), the
+    MAF layer's one pass run from noise to data (Kingma et al.'s x = z exp(s) + m, with s = -alpha
+    and m = -mu exp(-alpha)); log |det dx/dz| = -sum alpha."""
     return Inverse(MaskedAffineAutoregressive(features, hidden, context_features, **kwargs))
