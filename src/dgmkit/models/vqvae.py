@@ -9,8 +9,8 @@ position), so for any prior p(z) over code grids
 a bound (the entropy of a point mass is 0). Trained alone, the model's prior is uniform over
 the K codes at each of the h x w positions, log p(z) = -h w log K, as in the paper's first
 stage; a learned prior over code grids (an autoregressive model, the second stage) moves the
-bound by log p_prior(z_q) + h w log K (up, where the prior fits the codes better than uniform). ``dgm eval`` reports the bound (k = 1 suffices: the
-posterior has one point).
+bound by log p_prior(z_q) + h w log K (up, where the prior fits the codes better than uniform).
+``dgm eval`` reports the bound (k = 1 suffices: the posterior has one point).
 """
 
 import math
