@@ -22,9 +22,9 @@ def he_init(layers: Iterable[nn.Module], zero_bias: bool = True) -> None:
     (variance 1 / (3 fan-in)) shrinks it at every layer by about 1/sqrt(6), and through a
     transposed convolution, whose fan-in it takes from the wrong weight axis, by far more: at that
     default a conv decoder's output on the 8x8 digits moved 30 times less with z than an MLP
-    decoder's, and the posterior collapsed before the networks learned to use z. The fan-in of a transposed convolution is its
-    input channels times the kernel taps that reach each output pixel (k^2 / stride^2).
-    ``zero_bias=False`` keeps the biases as they are (the VampPrior reference code's way)."""
+    decoder's, and the posterior collapsed before the networks learned to use z. The fan-in of a
+    transposed convolution is its input channels times the kernel taps that reach each output
+    pixel (k^2 / stride^2). ``zero_bias=False`` keeps the biases as they are (the VampPrior reference code's way)."""
     for m in layers:
         if isinstance(m, nn.ConvTranspose2d):
             c_in, _, kh, kw = m.weight.shape
