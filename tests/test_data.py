@@ -282,3 +282,10 @@ def test_continuous_data_for_a_bernoulli_likelihood_point_to_densities_and_say_w
         make_transform("bernoulli", cont)
     with pytest.raises(DataError, match="--binarize dynamic draws binary pixels from integer levels"):
         make_transform("bernoulli", cont, "dynamic")
+
+
+def test_dequantization_noise_is_uniform_within_each_bin():
+    y = DataTransform("dequantize", 4)(torch.full((20_000,), 2, dtype=torch.long), torch.Generator().manual_seed(0))
+    u = y.double() * 4 - 2  # the noise added to the level
+    assert ((u >= 0) & (u < 1)).all()
+    assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(u.var()) - 1 / 12) < 0.004  # stderrs 0.002, 0.0005

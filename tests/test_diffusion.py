@@ -515,3 +515,22 @@ def test_a_run_written_before_format_4_keeps_the_fourier_features_it_was_trained
         assert torch.equal(a, b)  # the same weights, read with the features they were trained with
     with pytest.raises(ConfigError, match="fourier_exponents"):
         DiffusionConfig(process="masked", fourier_exponents=[1, 2]).validate()
+
+
+@torch.no_grad()
+def test_the_time_sampled_estimate_is_minus_the_sum_of_its_three_terms():
+    """A schedule that ends at gamma_1 = 0 leaves a prior term of a fraction of a nat: the
+    estimate of log p(x) must carry it, as the one-time-sample objective does."""
+    from dgmkit.evaluation.estimates import estimate
+
+    model = GaussianDiffusion(_ExactDenoiser(), LinearSchedule(-13.3, 0.0), (1, 1, 1), LEVELS, 0).double()
+    x = torch.full((6, 1, 1, 1), 560, dtype=torch.long)
+    est = estimate(model, x, k=2, generator=torch.Generator().manual_seed(0))
+    prior = model.bound_terms(x, torch.full((6,), 0.5, dtype=torch.float64))["prior"]
+    assert est.kind == "time-sampled" and (prior > 0.05).all()
+    assert torch.allclose(est.terms["prior_kl"], prior.double())
+    assert torch.allclose(est.log_px, est.terms["recon"] - est.terms["kl"])
+    assert torch.allclose(est.terms["kl"], est.terms["prior_kl"] + est.terms["diffusion_kl"])
+    assert "time_var" in est.terms  # two halves of one time each still give an honest time error
+    t = DiffusionBound()(model, x)  # the training objective's one-time-sample bound carries it too
+    assert torch.allclose(t.bound, -(t.prior + t.recon + t.diffusion)) and (t.prior > 0.05).all()

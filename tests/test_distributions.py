@@ -173,3 +173,35 @@ def test_diagonal_normal_kl_and_parameters_match_the_generic_rules():
     assert wide.batch_shape == (6,) and wide.mean.shape == (6, 5)
     z = q.rsample()
     assert torch.allclose(q.log_prob(z), Independent(Normal(a, c.exp()), 1).log_prob(z))
+
+
+def test_pixel_entropies_are_minus_the_expected_log_probability_by_enumeration():
+    logits = torch.tensor([[-1.5, 0.3, 2.0]], dtype=torch.float64)
+    d = BernoulliPixels(logits, event_dims=1)
+    images = torch.cartesian_prod(*[torch.tensor([0.0, 1.0], dtype=torch.float64)] * 3)  # all 8 images
+    lp = d.log_prob(images[:, None, :])  # (8, 1)
+    assert torch.allclose(d.entropy(), -(lp.exp() * lp).sum(0), atol=1e-12)
+    c = CategoricalPixels(torch.randn(2, 2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), 1)
+    images = torch.cartesian_prod(torch.arange(4), torch.arange(4))  # all 16 two-pixel images
+    lp = c.log_prob(images[:, None, :])  # (16, 2)
+    assert torch.allclose(c.entropy(), -(lp.exp() * lp).sum(0), atol=1e-12)
+
+
+def test_categorical_samples_keep_each_pixel_s_own_distribution():
+    probs = torch.tensor([[[0.8, 0.15, 0.05], [0.05, 0.15, 0.8]]])  # one image of two pixels, opposite levels likely
+    d = CategoricalPixels(probs.log(), event_dims=1)
+    torch.manual_seed(0)
+    s = d.sample((20_000,))
+    assert s.shape == (20_000, 1, 2)
+    freq = torch.stack([(s == k).double().mean(0) for k in range(3)], -1)  # (1, 2, 3)
+    assert (freq - probs.double()).abs().max() < 0.015  # binomial stderr <= 0.0029
+
+
+def test_the_logistic_mixtures_log_scale_is_clamped_at_minus_7():
+    """One component just above the edge between levels 1 and 2 of 3 (centres -1, 0, 1; edges
+    at +-0.5) with log-scale -20, clamped at -7: level 2 has sigmoid(1e-3 e^7) of the mass, not ~1."""
+    p = torch.zeros(1, 1, 1, dtype=torch.float64)
+    d = DiscretizedLogisticMixture(p, p + 0.5 + 1e-3, p - 20.0, num_levels=3, event_dims=1)
+    log_p2, log_p1 = d.log_prob(torch.tensor([[2], [1]])).tolist()
+    assert log_p2 == pytest.approx(-math.log1p(math.exp(-1e-3 * math.exp(7))), abs=1e-9)
+    assert math.exp(log_p2) + math.exp(log_p1) == pytest.approx(1.0, abs=1e-9)

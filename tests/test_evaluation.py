@@ -209,3 +209,58 @@ def test_the_gpu_probe_takes_the_memory_a_row_adds_not_what_a_pass_takes_whateve
     rows = importance._rows_that_fit(None, torch.zeros(1, 1, 4, 4), 8 * 2**30)
     assert calls == [(1, 32), (1, 96)]
     assert rows == 8 * 2**30 // 10_000
+
+
+def _fake_cuda_peaks(monkeypatch, peak_of_rows):
+    """The CUDA allocator's statistics faked on the CPU: a probe of ``rows`` peaks at ``peak_of_rows(rows)``."""
+    import contextlib
+
+    from dgmkit.objectives import importance
+
+    state = {"peak": 0}
+    monkeypatch.setattr(importance, "log_importance_weights", lambda m, x1, rows: state.update(peak=peak_of_rows(rows)))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: state.update(peak=0))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
+    monkeypatch.setattr(torch.random, "fork_rng", lambda devices=None: contextlib.nullcontext())
+    return importance
+
+
+def test_the_gpu_probe_takes_the_whole_larger_probe_where_rounding_hid_the_difference(monkeypatch):
+    importance = _fake_cuda_peaks(monkeypatch, lambda rows: 2 * 2**20)  # both probes round to 2 MiB
+    assert importance._rows_that_fit(None, torch.zeros(1, 1, 4, 4), 8 * 2**30) == 8 * 2**30 * 96 // (2 * 2**20)
+
+
+def test_importance_sizes_take_the_fewer_rows_of_the_model_s_cap_and_the_probe_and_fit_the_batch_in_a_chunk(monkeypatch):
+    from dgmkit.objectives import importance
+
+    class Capped:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def importance_rows(self, budget):
+            return self.rows
+
+    class OnCuda:  # what _importance_sizes reads of x: its device, length and first row
+        device = torch.device("cuda")
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            return self
+
+    monkeypatch.setattr(importance, "_rows_that_fit", lambda model, x1, budget: 1000)
+    assert importance._importance_sizes(Capped(100), OnCuda(), None, None) == (100, 100)
+    assert importance._importance_sizes(Capped(None), OnCuda(), None, None) == (250, 1000)
+    assert importance._importance_sizes(Capped(10), torch.zeros(3, 4), None, None) == (10, 10)  # CPU: no probe
+
+
+def test_posterior_statistics_average_each_dimension_s_kl_over_the_datapoints():
+    model, marginal = make(perturb=0.3)
+    x = data(marginal, 50)
+    stats = posterior_statistics(model, x, batch_size=20)
+    with torch.no_grad():
+        kl = torch.distributions.kl_divergence(model.posterior(x), model.prior())  # (50,), summed over dimensions
+    assert sum(stats["kl_per_dim"]) == pytest.approx(float(kl.mean()), rel=1e-9)

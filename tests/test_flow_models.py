@@ -209,3 +209,20 @@ def test_a_logit_normal_draw_far_in_the_tail_comes_with_its_own_log_density(dtyp
 def test_the_logit_transform_needs_a_margin_from_the_boundary():
     with pytest.raises(ValueError, match=r"alpha must be in \(0, 0.5\)"):
         T.Logit(0.0)
+
+
+def test_a_flow_draw_at_a_temperature_shrinks_the_base_about_its_mean_and_keeps_the_density_at_one():
+    """u = mean + T (u' - mean) in the base, and log p(x) of the flow itself (temperature 1)."""
+    from dgmkit.distributions import DiagonalNormal, FlowDistribution
+    from dgmkit.transforms import DiagonalScaling
+
+    scaling = DiagonalScaling((2,))
+    with torch.no_grad():
+        scaling.log_scale.copy_(torch.tensor([0.3, -0.2]))
+    base = DiagonalNormal(torch.tensor([2.0, -1.0]), torch.tensor([1.0, 0.5]))
+    torch.manual_seed(0)
+    x, log_px = FlowDistribution(base, scaling, temperature=0.5).rsample_and_log_prob((40_000,))
+    assert torch.allclose(log_px, FlowDistribution(base, scaling).log_prob(x.clone()), atol=1e-5)
+    u, _ = scaling(x)
+    assert torch.allclose(u.mean(0), base.mean, atol=0.01)  # stderr <= 0.0025
+    assert torch.allclose(u.std(0), 0.5 * base.stddev, atol=0.01)

@@ -92,3 +92,13 @@ def test_element_log_probs_sum_to_log_prob(head, params):
     per = element_log_probs(px, x)
     assert per.shape == (3, 1, 2, 2)
     assert torch.allclose(per.sum((1, 2, 3)), px.log_prob(x), atol=1e-5)
+
+
+@torch.no_grad()
+def test_the_miwae_bound_of_complete_data_is_exact_at_the_true_posterior():
+    """Every importance weight is p(x) when q(z|x) = p(z|x): the bound is log p(x) for any k."""
+    from linear_gaussian import data, make
+
+    model, marginal = make(exact_posterior=True)
+    x = data(marginal, 8)
+    assert torch.allclose(MIWAE(5)(model, x).bound, marginal.log_prob(x.view(8, -1)), atol=1e-9)

@@ -162,3 +162,31 @@ def test_tcvae_needs_a_factorized_prior_and_logs_its_terms(tmp_path, capsys):
     for k in ("valid_mi", "valid_tc", "valid_dim_kl", "valid_elbo"):
         assert k in line and math.isfinite(line[k])
     assert line["valid_mi"] + line["valid_tc"] + line["valid_dim_kl"] == pytest.approx(line["valid_kl"], abs=2.0)
+
+
+def test_the_kernels_values_at_a_known_distance():
+    x = torch.zeros(1, 3, dtype=torch.float64)
+    y = torch.tensor([[1.0, 2.0, 2.0]], dtype=torch.float64)  # |x - y|^2 = 9, M = 3
+    assert rbf_kernel(1.5)(x, y).item() == pytest.approx(math.exp(-9 / (2 * 1.5**2)))
+    # the inverse multiquadric's C_s = 2 M sigma^2 s (Tolstikhin et al.): 3 and 6 here
+    assert imq_kernel(0.5, scales=(1.0, 2.0))(x, y).item() == pytest.approx(3 / (3 + 9) + 6 / (6 + 9))
+    assert imq_kernel()(x, x).item() == pytest.approx(7.0)  # 1 for each of the 7 scales at distance 0
+
+
+def test_tcvae_weights_the_batch_by_the_training_set_size_and_its_penalty_by_the_kl_weight():
+    from dgmkit.objectives import BetaTCVAE
+
+    _, model = _small_vae(tc_weight=1.0)
+    x = (torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(4)) < 0.4).float()
+    objective = BetaTCVAE(tc_weight=6.0)
+    objective.setup(1000)  # the batch stands for 1000 datapoints: stratified weights, not the batch mixture
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        t = objective(model, x, beta=0.5)
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        q = model.posterior(x)
+        z, _ = q.rsample_and_log_prob()
+        mi, tc, dim_kl = decompose_kl(z, q.loc, q.scale, model.prior().log_prob(z), 1000)
+    assert torch.allclose(t.mi, mi, atol=1e-5) and torch.allclose(t.tc, tc, atol=1e-5)
+    assert torch.allclose(t.loss, -(t.log_px_z - 0.5 * (mi + 6 * tc + dim_kl)), atol=1e-4)

@@ -120,3 +120,37 @@ def test_clustering_scores_are_invariant_to_label_names():
     split = labels * 2 + (torch.arange(300).numpy() // 10) % 2  # every class split into two clusters
     s = clustering_scores(split, labels)
     assert s["accuracy_majority"] == 1.0 and s["accuracy"] == pytest.approx(0.5)
+
+
+def test_mixture_mean_is_the_integral_of_z_times_its_density():
+    d = DiagonalGaussianMixture(
+        torch.tensor([0.0, 1.5, -1.0], dtype=torch.float64),
+        torch.tensor([[-2.0, 1.0], [1.5, -0.5], [4.0, 3.0]], dtype=torch.float64),
+        torch.tensor([[0.5, 1.0], [1.0, 0.7], [0.8, 0.6]], dtype=torch.float64),
+    )
+    grid = torch.linspace(-12, 14, 521, dtype=torch.float64)
+    z = torch.cartesian_prod(grid, grid)  # (n^2, 2)
+    density = d.log_prob(z).exp() * (grid[1] - grid[0]) ** 2
+    assert float(density.sum()) == pytest.approx(1.0, abs=1e-9)
+    assert torch.allclose(d.mean, (density[:, None] * z).sum(0), atol=1e-8)
+
+
+def test_mixture_prior_scales_start_at_init_scale_floor_at_min_scale_and_responsibilities_use_the_weights():
+    prior = MixtureOfGaussiansPrior(2, components=2, init_scale=0.7, min_scale=0.05)
+    assert torch.allclose(prior().scale, torch.full((2, 2), 0.7))
+    with torch.no_grad():
+        prior.raw_scales.fill_(-50.0)
+        prior.means.zero_()
+        prior.logits.copy_(torch.tensor([0.0, math.log(3.0)]))
+    assert torch.allclose(prior().scale, torch.full((2, 2), 0.05))
+    # equal components: p(k | z) is the mixture weight, 1/4 and 3/4
+    assert torch.allclose(prior.responsibilities(torch.zeros(1, 2)), torch.tensor([[0.25, 0.75]]))
+
+
+def test_vampprior_pseudo_inputs_are_clipped_to_the_unit_interval():
+    from dgmkit.priors import VampPrior
+
+    prior = VampPrior(2, (3,), components=2)
+    with torch.no_grad():
+        prior.pseudo_inputs.copy_(torch.tensor([[-1.0, 0.5, 2.0], [0.2, 1.5, -0.1]]))
+    assert torch.equal(prior.pseudo_input_values(), torch.tensor([[0.0, 0.5, 1.0], [0.2, 1.0, 0.0]]))

@@ -191,3 +191,19 @@ def test_actnorm_initialises_from_its_first_training_batch_once_and_reads_its_fl
     fresh.load_state_dict(fitted)  # an initialised state: kept as loaded
     fresh(x * 3)
     assert torch.equal(fresh.bias, fitted["bias"])
+
+
+def test_a_glow_coupling_starts_by_scaling_its_moved_entries_by_sigmoid_2():
+    """scale "sigmoid": exp(s) = sigmoid(raw + 2), so at the conditioner's zero start each moved
+    entry is multiplied by sigmoid(2) and log|det J| is their count times log sigmoid(2)."""
+
+    class Zero(torch.nn.Module):
+        def forward(self, h):
+            return torch.zeros(len(h), 4)
+
+    layer = T.AffineCoupling(T.alternating_mask(4), Zero(), scale="sigmoid")
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    z, ladj = layer(x)
+    s = torch.sigmoid(torch.tensor(2.0))
+    assert torch.allclose(z, torch.tensor([[1.0, 2.0 * s, 3.0, 4.0 * s]]))
+    assert torch.allclose(ladj, 2 * torch.log(s).reshape(1))

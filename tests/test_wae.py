@@ -78,3 +78,10 @@ def test_eval_mmd_skips_batches_too_small_for_the_estimate():
     both = evaluate(model, x, batch_size=2, seed=4)  # a batch of 2 and a batch of 1
     alone = evaluate(model, x[:2], batch_size=2, seed=4)
     assert both.term("mmd") is not None and both.term("mmd") == pytest.approx(alone.term("mmd"))
+
+
+def test_the_kl_weight_scales_the_mmd_penalty():
+    cfg, model = _wae(wae_encoder="gaussian", mmd_weight=7.0)
+    x = (torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    t = cfg.model.training_objective()(model, x, beta=0.5)
+    assert torch.allclose(t.loss, -t.recon + 0.5 * 7.0 * t.mmd)
