@@ -78,6 +78,26 @@ def test_active_units_default_threshold_is_0_01():
     assert posterior_statistics(model, x, threshold=0.001)["active_units"] == 4
 
 
+def test_a_categorical_latent_is_active_when_any_of_its_class_probabilities_moves():
+    """One-hot latents (V variables of K classes): the posterior means are class probabilities,
+    and a variable counts as active when the variance over x of any class's probability exceeds
+    the threshold (here class 0 moves by 0.0121 and class 1 with it; class 2 and variable 1 stay:
+    the mean over classes, 0.0081, would call variable 0 collapsed)."""
+
+    class OneHotPosterior(nn.Module):
+        def posterior(self, x):
+            s = x.flatten(1)[:, :1] * 2 - 1  # +-1, half each
+            v0 = torch.cat([0.5 + 0.11 * s, 0.3 - 0.11 * s, torch.full_like(s, 0.2)], 1)
+            v1 = torch.tensor([0.1, 0.2, 0.7]).expand(len(x), 3)
+            probs = torch.stack([v0, v1], 1)  # (N, V = 2, K = 3)
+            return torch.distributions.Independent(torch.distributions.OneHotCategorical(probs=probs), 1)
+
+    x = torch.tensor([[0.0], [1.0]]).repeat(50, 1)  # s = -1, +1 alternately: unbiased variance 0.0121 * 100 / 99
+    stats = posterior_statistics(OneHotPosterior(), x)
+    assert stats["active_units"] == 1
+    assert posterior_statistics(OneHotPosterior(), x, threshold=0.013)["active_units"] == 0
+
+
 def test_the_layer_diagnostics_count_active_units_at_0_01_too():
     """dgm diagnose, and the per-layer rows of dgm eval and the report, use the same threshold."""
     from dgmkit.evaluation.diagnostics import diagnose
