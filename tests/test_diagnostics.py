@@ -217,3 +217,15 @@ def test_a_posterior_without_an_aggregate_density_says_why_i_x_z_is_not_estimate
     assert main(["diagnose", str(run), "--out", str(tmp_path / "d.png"), "-n", "100"]) == 0
     out = capsys.readouterr().out
     assert "I(x;z) not estimated (n/a)" in out and "nested Monte Carlo" not in out
+
+
+def test_the_top_mean_kl_is_the_top_layer_s():
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.data import load_dataset
+
+    d = load_dataset("digits")
+    torch.manual_seed(0)
+    model = build_model(RunConfig.of(model="hvae", dataset="digits", hidden=[16], seed=0), d.event_shape, d.num_levels)
+    r = diagnose(model, (d.test.x[:100].float() / 16).round(), samples=2, holes=0, seed=0)
+    assert [layer.name for layer in r.layers] == ["z1", "z2"] and r.layers[0].kl != r.layers[1].kl
+    assert r.top_mean_kl == r.layers[1].kl  # z2: the layer whose prior is p(z_L), which marginal_kl is of

@@ -87,3 +87,25 @@ def test_factor_vae_metric_with_no_active_dimension_is_chance():
     f = grid((2, 2))
     s = factor_vae_score(lambda x: torch.zeros(len(x), 3), lambda x: x, (2, 2), torch.zeros(len(f), 3), votes=5)
     assert s.accuracy == 0.5 and not s.active.any()
+
+
+def test_codes_are_cut_into_equal_width_bins_over_their_range():
+    from dgmkit.evaluation.disentanglement import _bin
+
+    codes = torch.arange(10.0).double()[:, None]  # range 0..9, 5 bins of width 1.8
+    assert _bin(codes, 5)[:, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_the_factor_vae_score_never_votes_for_an_inactive_dimension():
+    """Code 0 is constant (inactive: its within-batch variance is 0 too); codes 1 and 2 are the two
+    factors. Each vote's fixed factor has zero variance in its own code: the score is 1."""
+
+    def encode(images):
+        f = images.double()
+        return torch.stack([torch.zeros(len(f), dtype=torch.float64), f[:, 0], f[:, 1]], 1)
+
+    sizes = (4, 5)
+    grid = torch.cartesian_prod(torch.arange(4), torch.arange(5))
+    s = factor_vae_score(encode, lambda f: f, sizes, encode(grid), votes=50, batch=16)
+    assert s.active.tolist() == [False, True, True] and s.assignment.tolist() == [-1, 0, 1]
+    assert s.accuracy == 1.0 and s.train_accuracy == 1.0

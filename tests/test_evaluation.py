@@ -264,3 +264,13 @@ def test_posterior_statistics_average_each_dimension_s_kl_over_the_datapoints():
     with torch.no_grad():
         kl = torch.distributions.kl_divergence(model.posterior(x), model.prior())  # (50,), summed over dimensions
     assert sum(stats["kl_per_dim"]) == pytest.approx(float(kl.mean()), rel=1e-9)
+
+
+@torch.no_grad()
+def test_the_nll_s_standard_error_is_the_per_datapoint_spread_over_root_n():
+    model, marginal = make(exact_posterior=True)
+    x = data(marginal, 40)
+    report = evaluate(model, x, iw_samples=50)
+    exact = marginal.log_prob(x.view(40, -1)).double()
+    assert report.nll_stderr == pytest.approx(exact.std().item() / math.sqrt(40), rel=1e-6)
+    assert evaluate(model, x[:1], iw_samples=5).nll_stderr is None  # one datapoint: no spread to give

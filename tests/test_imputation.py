@@ -644,3 +644,64 @@ def test_a_table_without_a_header_line_is_refused_unless_a_schema_names_its_colu
     q.write_text("2019,2020\n" + "".join(f"{i},{i + 1}\n" for i in range(30)))
     s.write_text(json.dumps({"columns": {"2019": "numeric", "2020": "numeric"}}))
     assert [c.name for c in read_table(q, s)[1]] == ["2019", "2020"]  # the schema says they are names
+
+
+def test_mcar_at_the_highest_rate_keeps_each_row_s_first_observed_entry_and_draws_each_split_anew():
+    """Rows [NaN, 1, 2, 3] (the first entry missing already) at the highest rate: every row keeps an
+    observed entry, and a row that lost all its observed ones gets back its first observed entry,
+    the second; splits of the same shape are not given the same removals."""
+    from dgmkit.data import Dataset, Split
+    from dgmkit.data.missing import MAX_MISSING_RATE
+
+    row = torch.tensor([float("nan"), 1.0, 2.0, 3.0]).view(1, 1, 1, 4)
+    split = Split(row.repeat(400, 1, 1, 1))
+    d = Dataset("rows", split, split, split, num_levels=4)
+    out = remove_completely_at_random(d, MAX_MISSING_RATE, seed=0)
+    for s in (out.train, out.valid, out.test):
+        seen = ~s.x.flatten(1).isnan()
+        assert seen.any(1).all() and not seen[:, 0].any()
+        first_only = (seen.sum(1) == 1) & seen[:, 1]
+        assert first_only.sum() > 350  # about 0.99^3 of the rows lost all three: each gets the second entry back
+    big = remove_completely_at_random(d, 0.5, seed=0)
+    assert not torch.equal(big.train.x.isnan(), big.valid.x.isnan())
+    assert not torch.equal(big.valid.x.isnan(), big.test.x.isnan())
+    assert missing_count(big) == sum(int(s.x.isnan().sum()) for s in (big.train, big.valid, big.test))
+
+
+def test_the_baseline_imputers_follow_their_protocols():
+    x = np.array([[1.0, np.nan], [2.0, 4.0], [6.0, 5.0], [np.nan, 9.0]])
+    assert baseline_impute(x, "mean").tolist() == [[1.0, 6.0], [2.0, 4.0], [6.0, 5.0], [3.0, 9.0]]  # means, not medians
+    # KNN: 5 neighbours by distance on the observed column: rows 1..5 for row 0, whose mean is 30
+    knn = np.stack([np.arange(8.0), np.r_[np.nan, 10.0 * np.arange(1, 8)]], 1)
+    assert baseline_impute(knn, "knn")[0, 1] == pytest.approx(30.0)
+    # MICE: 10 rounds of chained Bayesian ridge regressions (these data still move after the first)
+    import warnings
+
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+
+    rng = np.random.default_rng(0)
+    x0 = rng.normal(size=40)
+    full = np.stack([x0, 2 * x0 + 1, -3 * x0 + 2], 1)
+    hide = rng.random(full.shape) < 0.4
+    hide[hide.all(1)] = [False, True, True]
+    data = np.where(hide, np.nan, full)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rounds = [IterativeImputer(max_iter=r, random_state=0).fit_transform(data) for r in (1, 10)]
+    assert not np.allclose(rounds[0], rounds[1])
+    assert np.allclose(baseline_impute(data, "iterative", seed=0), rounds[1])
+
+
+@torch.no_grad()
+def test_eval_of_incomplete_data_gives_bits_per_observed_entry():
+    from dgmkit.evaluation import evaluate
+
+    torch.manual_seed(0)
+    encoder = GaussianEncoder(torch.nn.Sequential(torch.nn.Flatten(), MLP(4, [8], 4)), latent_dim=2)
+    model = VAE(encoder, Decoder(MLP(2, [8], 4), BernoulliHead(), event_shape=(1, 2, 2)), StandardNormalPrior(2))
+    x = torch.bernoulli(torch.full((6, 1, 2, 2), 0.5), generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, 0] = x[1, 0, 0, :] = x[2, 0, 1, 1] = float("nan")  # 20 of 24 entries observed
+    r = evaluate(model, x, iw_samples=5)
+    assert r.observed_dims == pytest.approx(20 / 6) and r.num_dims == 4
+    assert r.bpd == pytest.approx(r.nll / (20 / 6 * math.log(2)), rel=1e-12)

@@ -425,3 +425,24 @@ def test_iwae_lr_factor_is_burda_et_al_s_stages_of_3_to_the_i_epochs():
     assert got == pytest.approx(expected, rel=1e-12)
     assert got[:5] == pytest.approx([1e-3, 7.2e-4, 7.2e-4, 7.2e-4, 5.2e-4])
     assert 1e-3 * lr_factor("iwae", 5000, 3280) == pytest.approx(1e-4)  # the last stage's rate after them
+
+
+def test_a_seeded_subset_keeps_the_split_s_order_and_a_limit_of_every_datapoint_is_no_subset():
+    from dgmkit.cli.evaluate import _seeded_subset
+
+    x, y = torch.arange(10.0) * 10, torch.arange(10)
+    xs, ys, record = _seeded_subset(x, y, 4, seed=3)
+    picked = sorted(torch.randperm(10, generator=torch.Generator().manual_seed(3))[:4].tolist())
+    assert record == {"seed": 3, "of": 10, "indices": picked} and ys.tolist() == picked
+    assert xs.tolist() == [10.0 * i for i in picked]
+    assert _seeded_subset(x, y, 4, seed=4)[2]["indices"] != picked  # another seed, another subset
+    assert _seeded_subset(x, y, 10, seed=3)[2] is None  # all of them: not a subset
+
+
+def test_an_array_s_splits_are_drawn_with_its_seed():
+    from dgmkit.data import from_array
+
+    x = np.arange(40, dtype=np.float32).reshape(40, 1, 1, 1) / 7  # continuous rows, each its own value
+    a, b, c = from_array(x, seed=0), from_array(x, seed=0), from_array(x, seed=1)
+    assert (len(a.train), len(a.valid), len(a.test)) == (32, 4, 4)
+    assert torch.equal(a.valid.x, b.valid.x) and not torch.equal(a.valid.x, c.valid.x)

@@ -257,6 +257,7 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
     # uniform noise is far less likely than the digits under a model of the digits
     assert result["scores"]["nll"]["auroc"] > 0.95
     nll = result["scores"]["nll"]
+    assert result["bits_per_dim"]["in"] == pytest.approx(nll["mean_in"] / (64 * math.log(2)), rel=1e-9)  # nats to bits
     row = next(s for s in lines if s.startswith("-log p(x)"))
     assert f"{nll['auroc']:.4f}" in row and f"{nll['mean_in']:.2f}" in row
     assert hist.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
@@ -436,3 +437,30 @@ def test_ood_rows_of_a_table_are_read_by_the_run_s_columns_not_standardized_by_t
     a, b = (m["scores"]["nll"]["mean_ood"] for m in means)
     assert a == pytest.approx(b, rel=1e-4)
     assert a > 5 * means[0]["scores"]["nll"]["mean_in"]  # the shift is seen
+
+
+def test_the_typicality_test_flags_a_statistic_strictly_above_epsilon():
+    from dgmkit.evaluation.ood import TypicalityTest
+
+    one = TypicalityTest(entropy=10.0, epsilon=2.0, batch_size=1, alpha=0.01)
+    nll = torch.tensor([12.0, 8.0, 12.5, 10.0, 7.5])
+    assert one.flags(nll).tolist() == [False, False, True, False, True]  # |NLL - H| = 2 is inside the typical set
+    two = TypicalityTest(entropy=10.0, epsilon=1.0, batch_size=2, alpha=0.01)
+    assert two.statistic(nll).tolist() == [0.0, 1.25] and two.flags(nll).tolist() == [False, True]  # 7.5 left over
+
+
+def test_the_typicality_fit_takes_h_from_training_and_epsilon_from_held_out_nlls():
+    """Training NLLs 1, 2, 3 (H = 2) and held-out NLLs all 10: every bootstrap statistic is
+    |10 - 2| = 8, so epsilon is 8; ood_scores reads log p, whose negatives are these NLLs."""
+    t = typicality_test(torch.tensor([1.0, 2.0, 3.0]), torch.full((4,), 10.0), batch_size=1, bootstraps=50)
+    assert (t.entropy, t.epsilon) == (2.0, 8.0)
+    lp_in, lp_ood = torch.tensor([-10.0, -12.0, -11.0, -2.0]), torch.tensor([-8.0, -9.0, -30.0])
+    fit = (-torch.tensor([1.0, 2.0, 3.0]), torch.full((4,), -10.0))
+    r = ood_scores(lp_in, lp_ood, num_dims=4, typicality_fit=fit, typicality_batch=2)
+    assert (r.typicality.entropy, r.typicality.epsilon) == (2.0, 8.0)
+    assert r.flagged["typicality"] == {"in": 0.5, "ood": pytest.approx(1 / 3)}  # |NLL - 2| > 8: 12, 11; and 30
+    assert r.typicality_batch is None and "typicality_batch" not in r.scores  # 3 OOD inputs: not 2 batches of 2
+    d = r.to_dict()["scores"]["nll"]
+    assert (d["mean_in"], d["mean_ood"], d["n_in"], d["n_ood"]) == (8.75, pytest.approx(47 / 3), 4, 3)
+    both = ood_scores(lp_in, torch.cat([lp_ood, lp_ood[:1]]), num_dims=4, typicality_fit=fit, typicality_batch=2)
+    assert both.typicality_batch is not None and len(both.scores["typicality_batch"][1]) == 2

@@ -3,6 +3,7 @@ mixture of posteriors at pseudo-inputs, and saving models with a shared encoder.
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Categorical, MixtureSameFamily
@@ -154,3 +155,18 @@ def test_vampprior_pseudo_inputs_are_clipped_to_the_unit_interval():
     with torch.no_grad():
         prior.pseudo_inputs.copy_(torch.tensor([[-1.0, 0.5, 2.0], [0.2, 1.5, -0.1]]))
     assert torch.equal(prior.pseudo_input_values(), torch.tensor([[0.0, 0.5, 1.0], [0.2, 1.0, 0.0]]))
+
+
+def test_clustering_scores_from_the_contingency_table():
+    """Clusters 0, 1, 2 against classes 0, 1: counts [[3, 1], [1, 2], [1, 2]]. The best one-to-one
+    matching takes 3 + 2 of 10, each cluster's majority 3 + 2 + 2, and NMI is I / mean(H_labels, H_clusters)."""
+    assign = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 1, 1, 0])
+    s = clustering_scores(assign, labels)
+    assert s["accuracy"] == 0.5 and s["accuracy_majority"] == 0.7
+    assert s["clusters_used"] == 3 and s["n"] == 10
+    joint = np.array([[3, 1], [1, 2], [1, 2]]) / 10
+    pa, pl = joint.sum(1), joint.sum(0)
+    mi = sum(p * math.log(p / (pa[i] * pl[j])) for (i, j), p in np.ndenumerate(joint))
+    h_a, h_l = -(pa * np.log(pa)).sum(), -(pl * np.log(pl)).sum()
+    assert s["nmi"] == pytest.approx(mi / ((h_a + h_l) / 2), rel=1e-9)

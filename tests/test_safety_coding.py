@@ -520,3 +520,40 @@ def test_names_that_could_show_as_other_names_are_refused(bad):
     with pytest.raises(DataError, match="invisible or control character"):
         check_png_names(["ok.png", bad], 2)
     assert check_png_names(["ok.png", "\u00e9t\u00e9 \u0627\u0644.png"], 2)  # accents and right-to-left letters are names
+
+
+def test_a_payload_of_a_ragged_word_count_is_refused_and_the_content_digest_covers_every_byte():
+    from dgmkit.coding.container import FORMAT_VERSION, content_digest
+
+    head = b"{}"
+    body = MAGIC + struct.pack("<HI", FORMAT_VERSION, len(head)) + head + struct.pack("<Q", 6) + bytes(6)
+    with pytest.raises(DataError, match="payload of 6 bytes is not a whole number of 32-bit words"):
+        read_container(body + hashlib.sha256(body).digest())
+    x = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    expected = hashlib.sha256(b"(2, 3):|u1" + x.tobytes()).hexdigest()
+    assert content_digest(x) == expected
+    y = x.copy()
+    y[-1, -1] += 1
+    assert content_digest(y) != expected  # the last byte counts too
+
+
+def test_a_payload_far_too_small_for_the_images_it_declares_is_refused_at_the_first_pixel_step(monkeypatch):
+    """Two images' code (3 words), decoded as 1000 in batches of 500: the first pixel step alone
+    decodes 500 values, far more information than 96 bits can hold (the sum over the batch's
+    values, not their mean, is what the payload must have held)."""
+    import dgmkit.coding.arm_coder as coder
+
+    torch.manual_seed(0)
+    model = GatedPixelCNN(CategoricalHead(5), (1, 4, 4), channels=8, layers=3, input_scale=0.25).eval()
+    x, _ = model.sample(2, generator=torch.Generator().manual_seed(1))
+    words = encode_images(model, x.long())
+    steps = []
+
+    def counted(*args, f=coder._probabilities):
+        steps.append(1)
+        return f(*args)
+
+    monkeypatch.setattr(coder, "_probabilities", counted)
+    with pytest.raises(DataError, match=f"holds {32 * len(words)} bits, .* not written with this model"):
+        decode_images(model, words, 1000, batch_size=500)
+    assert len(steps) == 1

@@ -30,7 +30,8 @@ def test_scores_per_input_agree_with_dgm_eval_on_the_same_data(tmp_path, capsys)
     log_px = np.array([float(r["log_px_nats"]) for r in rows])
     bpd = np.array([float(r["bits_per_dim"]) for r in rows])
     np.testing.assert_allclose(bpd, -log_px / (64 * math.log(2)), rtol=1e-12)
-    capsys.readouterr()
+    said = "".join(capsys.readouterr())
+    assert f"mean log p(x) {log_px.mean():.3f} nats, {bpd.mean():.4f} bits/dim" in said  # the means of the rows
     assert main(["eval", str(run), "--iw-samples", "50"]) == 0
     nll = float(next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("NLL")).split()[2])
     assert -log_px.mean() == pytest.approx(nll, abs=1e-3)  # the same transform noise, draws and batches

@@ -11,7 +11,7 @@ from torch import nn
 from dgmkit.cli.main import main
 from dgmkit.config import RunConfig, build_model, build_objective, load_run
 from dgmkit.data import Split, load_dataset
-from dgmkit.data.labels import HIDDEN, keep_labels
+from dgmkit.data.labels import HIDDEN, check_labels, keep_labels
 from dgmkit.distributions import DiagonalNormal
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models import M2, HybridFlow
@@ -338,3 +338,30 @@ def test_cli_refuses_with_one_line(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_keep_labels_draws_at_random_within_each_class_and_takes_the_boundaries():
+    y = torch.arange(40) % 2  # 20 of each class
+    split = Split(torch.zeros(40, 1, 1, 1), y)
+    kept_rows = set()
+    for seed in range(10):
+        kept = keep_labels(split, 4, num_classes=2, seed=seed).y
+        kept_rows |= set(torch.nonzero(kept >= 0).flatten().tolist())
+    assert len(kept_rows) > 10  # not the first members of each class every time: 10 draws of 2 of 20 each
+    small = Split(torch.zeros(4, 1, 1, 1), torch.tensor([1, 0, 0, 1]))
+    assert torch.equal(keep_labels(small, 4, num_classes=2, seed=0).y, small.y)  # every label: n = N, n / K per class
+    assert torch.equal(check_labels(small, 2), small.y)  # classes 0 and K - 1 are inside
+    with pytest.raises(DataError, match="outside"):
+        check_labels(Split(small.x, torch.tensor([0, 2, 1, 1])), 2)
+    with pytest.raises(DataError, match="outside"):
+        check_labels(Split(small.x, torch.tensor([0, -1, 1, 1])), 2)
+
+
+def test_the_labelled_rows_added_to_batches_are_drawn_from_every_labelled_row():
+    y = torch.full((30,), HIDDEN)
+    y[[3, 11, 29]] = torch.tensor([0, 1, 0])  # three labelled rows, the last row among them
+    source = BatchSource(torch.arange(30.0)[:, None], y, lambda v, g: v, torch.Generator().manual_seed(0), 10, 3)
+    source.add_labelled(20)
+    assert source.rows_per_epoch == 30 + 3 * 20
+    drawn = torch.cat([xb[10:, 0] for xb, _ in source.epoch()]).long()
+    assert set(drawn.tolist()) == {3, 11, 29}  # 60 draws with replacement: each labelled row comes up

@@ -184,3 +184,13 @@ def test_a_cuda_run_says_its_precision_and_warns_of_bf16_asked_of_an_unchecked_f
     assert no_bf16.name == "fp16" and "(auto: this GPU has no bf16)" in no_bf16.describe() and no_bf16.unchecked
     assert not MixedPrecision("auto", cuda, bf16_checked=False).unchecked
     assert MixedPrecision("auto", torch.device("cpu"), bf16_checked=True).describe() is None  # a CPU is always fp32
+
+
+def test_each_epoch_counts_its_own_skipped_updates_norms_and_threshold():
+    guard = GradientGuard(skip_norm=2.0)
+    assert _decide(guard, [3.0, 1.0, 4.0]) == [False, True, False]
+    assert guard.epoch_skipped == 2 and guard.epoch_norms == [3.0, 1.0, 4.0]
+    guard.start_epoch()
+    assert guard.epoch_skipped == 0 and guard.epoch_norms == [] and guard.epoch_threshold == math.inf
+    assert _decide(guard, [5.0, 1.0]) == [False, True]
+    assert guard.epoch_skipped == 1 and guard.skipped_total == 3 and guard.epoch_threshold == 2.0

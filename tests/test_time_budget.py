@@ -272,3 +272,42 @@ def test_dgm_train_for_says_the_epochs_it_chose_and_a_resume_keeps_them(tmp_path
     assert f"trained {epochs + 2} epochs" in capsys.readouterr().out
     assert main([*args, "--batch-size", "1000", "--train-for", "1", "--out", str(tmp_path / "one")]) == 1
     assert "needs 4 of them at least; an epoch of this run has 2" in capsys.readouterr().err
+
+
+def test_the_pace_of_a_short_first_epoch_leaves_out_its_first_step_and_counts_the_earlier_calls_seconds():
+    from dgmkit.training import Pace
+
+    class Short(FakeTrainer):
+        steps_per_epoch = 5
+
+    # 5 steps: the mark after step 1 (not 0, the eager one: the first tenth is less than a step) at 5 s,
+    # step 3 (the second-to-last) ends at 7 s, the last at 8 s, validation at 9 s: 1 s a step
+    pace, t = Pace(100.0, clock=iter([0.0, 5.0, 7.0, 8.0, 9.0]).__next__), Short()
+    pace.start_epoch()
+    for i in range(5):
+        pace.after_step(t, i)
+    assert pace.step_s == pytest.approx(1.0)
+    # an epoch: 5 steps of 1 s and 1 s of validation; warm-up: 8 - 5 = 3 s: (100 - 3) // 6 = 16
+    assert pace.decide(t) == (16, pytest.approx(6.0), pytest.approx(3.0))
+    resumed = Pace(100.0, clock=iter([0.0, 5.0, 7.0, 8.0, 9.0]).__next__)
+    resumed.resume_from({"pace_s": None, "pace_spent_s": 10.0})  # an earlier call trained 10 s of this epoch
+    resumed.start_epoch()
+    for i in range(5):
+        resumed.after_step(t, i)
+    assert resumed.decide(t) == (14, pytest.approx(6.0), pytest.approx(13.0))  # (100 - 13) // 6
+
+
+def test_train_for_takes_an_epoch_of_the_fewest_steps_it_can_pace(digits):
+    from dgmkit.errors import ConfigError
+    from dgmkit.training import TrainFor
+
+    def trainer(batch_size):
+        return Trainer(
+            build_model(CFG, digits.event_shape, digits.num_levels), build_objective(CFG), digits.train,
+            make_transform("bernoulli", digits), epochs=3, batch_size=batch_size, progress=False, device="cpu",
+            parts=[TrainFor(60.0, Clock())],
+        )  # fmt: skip
+
+    assert trainer(300).steps_per_epoch == 4  # 1197 rows: 4 steps, the fewest --train-for paces
+    with pytest.raises(ConfigError, match="needs 4 of them at least; an epoch of this run has 3"):
+        trainer(400)

@@ -269,3 +269,100 @@ def test_a_run_whose_data_order_was_drawn_on_another_kind_of_device_resumes_with
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(CheckpointError, match="does not fit"):
         make_trainer(digits, tmp_path).resume()
+
+
+def test_kl_weight_warms_up_linearly_by_step_and_learning_rate_settings_accept_their_bounds():
+    from dgmkit.training import LRSchedule
+    from dgmkit.training.schedules import kl_weight
+
+    # beta * min(1, (step + 1) / (warmup epochs * steps an epoch)): 2 epochs of 5 steps reach beta at step 9
+    assert [kl_weight(2.0, 2, s, 5) for s in (0, 4, 8, 9, 10, 50)] == pytest.approx([0.2, 1.0, 1.8, 2.0, 2.0, 2.0])
+    assert kl_weight(0.7, 0, 0, 5) == 0.7  # no warm-up: beta from the first step
+    assert LRSchedule("exponential", decay=1.0).learning_rate(1e-3, 50, 100) == 1e-3  # decay 1 is allowed: constant
+    with pytest.raises(ValueError, match="every >= 1"):
+        LRSchedule("exponential", every=0)
+
+
+def _probe_trainer(digits, objective, run_dir=None, parts=(), epochs=3, **kw):
+    torch.manual_seed(123)
+    return Trainer(
+        build_model(CFG, digits.event_shape, digits.num_levels),
+        objective,
+        digits.train,
+        make_transform("bernoulli", digits),
+        valid=digits.valid,
+        run_dir=run_dir,
+        config={"config": CFG.to_dict()},
+        progress=False,
+        epochs=epochs,
+        batch_size=64,
+        lr=1e-3,
+        seed=7,
+        device="cpu",
+        parts=list(parts),
+        **kw,
+    )
+
+
+def test_epoch_lines_are_row_means_with_the_warmed_up_beta_and_validation_at_beta_1(digits):
+    """A probe objective whose loss is 3 and whose score is the KL weight it was given, for every
+    row: train_loss is 3 exactly, train_elbo the row-weighted mean of the epoch's KL weights, beta the
+    weight of the epoch's last step, and validation (in batches of 64 that do not divide its 300 rows)
+    scores at weight 1."""
+    from dgmkit.training.parts import KLWarmup
+
+    base = build_objective(CFG)
+    seen = []
+
+    class Probe(type(base)):
+        def __call__(self, model, x, beta=1.0):
+            terms = base(model, x, beta)
+            if model.training:
+                seen.append((float(beta), len(x)))
+            return terms._replace(loss=terms.loss - terms.loss.detach() + 3.0, elbo=torch.full_like(terms.elbo, beta))
+
+    trainer = _probe_trainer(digits, Probe(), parts=[KLWarmup(0.5, 1.5)], epochs=2, eval_batch_size=64)
+    history = trainer.fit()
+    s = trainer.steps_per_epoch
+    assert s == 19 and len(digits.train) == 1197 and len(digits.valid) == 300  # 18 batches of 64 and one of 45
+    expected = [0.5 * min(1.0, (step + 1) / (1.5 * s)) for step in range(2 * s)]
+    assert [b for b, _ in seen] == pytest.approx(expected, abs=1e-12)  # by the step over the whole run
+    for e, m in enumerate(history):
+        epoch = seen[e * s : (e + 1) * s]
+        assert m["train_loss"] == pytest.approx(3.0, abs=1e-12)
+        assert m["train_elbo"] == pytest.approx(sum(b * n for b, n in epoch) / 1197, rel=1e-6)  # (float32 terms)
+        assert m["beta"] == pytest.approx(expected[(e + 1) * s - 1], abs=1e-12)
+        assert m["valid_elbo"] == pytest.approx(1.0, abs=1e-12)
+    assert history[0]["beta"] == pytest.approx(0.5 * 2 / 3) and history[1]["beta"] == 0.5
+
+
+def test_the_best_epoch_is_the_first_of_the_highest_validation_scores_and_best_holds_its_weights(digits, tmp_path):
+    """Validation scores -1, -1, 0, -5 while the training score rises every epoch: the best epoch is
+    1, then 1 (a tie is no improvement), then 3, then 3, with 0, 1, 0, 1 epochs without improvement;
+    best.safetensors holds epoch 3's weights. Patience 2 on a flat validation score stops after 3."""
+    base = build_objective(CFG)
+    valid_scores, epoch = [-1.0, -1.0, 0.0, -5.0], {"n": 0}
+
+    class Probe(type(base)):
+        def __call__(self, model, x, beta=1.0):
+            terms = base(model, x, beta)
+            score = float(epoch["n"]) if model.training else valid_scores[epoch["n"]]
+            return terms._replace(elbo=torch.full_like(terms.elbo, score))
+
+    states, weights = [], {}
+
+    def after(trainer, metrics):
+        states.append((trainer.best_epoch, trainer.bad_epochs, trainer.best_valid))
+        weights[trainer.epoch] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        epoch["n"] += 1
+
+    trainer = _probe_trainer(digits, Probe(), tmp_path, epochs=4, callbacks=[after])
+    trainer.fit()
+    assert states == [(1, 0, -1.0), (1, 1, -1.0), (3, 0, 0.0), (3, 1, 0.0)]
+    best = load_checkpoint(tmp_path / "best.safetensors")["model"]
+    assert states_equal(best, weights[3]) and not states_equal(best, weights[4])
+
+    valid_scores[:] = [-1.0] * 10
+    epoch["n"] = 0
+    flat = _probe_trainer(digits, Probe(), epochs=10, patience=2, callbacks=[lambda t, m: epoch.update(n=epoch["n"] + 1)])
+    assert len(flat.fit()) == 3 and flat.best_epoch == 1 and flat.bad_epochs == 2
