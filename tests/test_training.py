@@ -32,23 +32,28 @@ def digits():
     return load_dataset("digits")
 
 
-def make_trainer(digits, run_dir=None, objective=None, **kw):
+def _digits_trainer(digits, cfg, objective, run_dir, **kw):
+    """A Trainer of ``cfg``'s model (seeded initialisation) on the digits' binarized splits."""
     torch.manual_seed(123)  # model initialisation
-    cfg = CFG.replace(**{k: v for k, v in kw.items() if k in CFG.flat()})
     model = build_model(cfg, digits.event_shape, digits.num_levels)
-    extra = {k: v for k, v in kw.items() if k not in CFG.flat()}
     return Trainer(
         model,
-        objective or build_objective(cfg),
+        objective,
         digits.train,
         make_transform("bernoulli", digits),
         valid=digits.valid,
         run_dir=run_dir,
         config={"config": cfg.to_dict()},
         progress=False,
-        **trainer_options(cfg),  # the optim settings and the parts they make
-        **extra,
+        **kw,
     )
+
+
+def make_trainer(digits, run_dir=None, objective=None, **kw):
+    cfg = CFG.replace(**{k: v for k, v in kw.items() if k in CFG.flat()})
+    extra = {k: v for k, v in kw.items() if k not in CFG.flat()}
+    # the optim settings and the parts they make
+    return _digits_trainer(digits, cfg, objective or build_objective(cfg), run_dir, **trainer_options(cfg), **extra)
 
 
 def states_equal(a, b):
@@ -284,16 +289,11 @@ def test_kl_weight_warms_up_linearly_by_step_and_learning_rate_settings_accept_t
 
 
 def _probe_trainer(digits, objective, run_dir=None, parts=(), epochs=3, **kw):
-    torch.manual_seed(123)
-    return Trainer(
-        build_model(CFG, digits.event_shape, digits.num_levels),
+    return _digits_trainer(
+        digits,
+        CFG,
         objective,
-        digits.train,
-        make_transform("bernoulli", digits),
-        valid=digits.valid,
-        run_dir=run_dir,
-        config={"config": CFG.to_dict()},
-        progress=False,
+        run_dir,
         epochs=epochs,
         batch_size=64,
         lr=1e-3,
