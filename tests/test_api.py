@@ -6,6 +6,7 @@ import torch
 
 import dgmkit
 from dgmkit.cli.main import main
+from dgmkit.data import load_dataset
 from dgmkit.errors import ConfigError, DataError
 
 TINY = dict(hidden=[16], latent_dim=2, epochs=1, batch_size=64)
@@ -61,6 +62,8 @@ def test_train_load_sample_evaluate_and_the_cli_reads_the_folder(tmp_path, capsy
             dgmkit.evaluate(again, limit=3, **kwargs)
     assert dgmkit.sample(again, np.int64(2))[0].shape[0] == 2  # a NumPy integer is an integer
     assert dgmkit.evaluate(again, iw_samples=2, limit=np.int64(3)).n == 3
+    by_default = dgmkit.evaluate(again, iw_samples=2)  # the test split, all of it, as dgm eval
+    assert by_default.split == "test" and by_default.n == len(load_dataset("digits").test)
     for limit in (0, -1):
         with pytest.raises(ConfigError, match="limit must be a positive integer"):
             dgmkit.evaluate(again, limit=limit)
