@@ -3,6 +3,7 @@ with a schema and their mixed likelihood, the classical baselines, and `dgm trai
 / `dgm eval` / `dgm impute` (the closed-form checks of the MIWAE bound itself are in
 test_miwae.py)."""
 
+import csv
 import json
 import math
 import os
@@ -602,6 +603,9 @@ def test_score_refuses_missing_entries_a_model_cannot_score_and_notes_those_it_c
         assert code == 0, err
     code, out, err = _run(capsys, "score", tmp_path / "vae", tmp_path / "holes.npy", "--out", tmp_path / "v.csv", "--k", "4")
     assert code == 0 and "note: 1 of 3 inputs hold missing entries" in out and "log p(x_o)" in out, err
+    rows = list(csv.DictReader((tmp_path / "v.csv").read_text().splitlines()))  # bits/dim per own observed entries
+    for row, seen in zip(rows, (15, 16, 16), strict=True):
+        assert float(row["bits_per_dim"]) == pytest.approx(-float(row["log_px_nats"]) / (seen * math.log(2)), rel=1e-6)
     code, _, err = _run(capsys, "score", tmp_path / "arm", tmp_path / "holes.npy", "--out", tmp_path / "a.csv")
     assert code == 1 and "1 missing entries (NaN)" in err and "cannot score incomplete data" in err, err
     assert "internal error" not in err and not (tmp_path / "a.csv").exists()
