@@ -185,50 +185,39 @@ def test_importance_sampling_on_a_gpu_stays_within_its_chunk_budget(settings):
     assert torch.cuda.max_memory_allocated() - base < 1.5 * GPU_CHUNK_BYTES
 
 
-def test_the_gpu_probe_takes_the_memory_a_row_adds_not_what_a_pass_takes_whatever_its_rows(monkeypatch):
-    """The CUDA allocator's statistics faked on the CPU: a pass takes 5 MB whatever its rows and
-    10 kB a row; the probe's two sizes give the 10 kB (dividing the whole peak by the rows would
-    count the 5 MB in every row)."""
+def _fake_cuda_peaks(monkeypatch, peak_of_rows):
+    """The CUDA allocator's statistics faked on the CPU: a probe of ``rows`` peaks at
+    ``peak_of_rows(rows)``. Returns the importance module and the (datapoints, rows) of each probe."""
     import contextlib
 
     from dgmkit.objectives import importance
 
-    calls = []
+    state, calls = {"peak": 0}, []
 
-    def fake_log_importance_weights(model, x1, rows):
+    def probe(model, x1, rows):
         calls.append((len(x1), rows))
-        state["peak"] = 5_000_000 + 10_000 * rows
+        state["peak"] = peak_of_rows(rows)
 
-    state = {"peak": 0}
-    monkeypatch.setattr(importance, "log_importance_weights", fake_log_importance_weights)
+    monkeypatch.setattr(importance, "log_importance_weights", probe)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: state.update(peak=0))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
     monkeypatch.setattr(torch.random, "fork_rng", lambda devices=None: contextlib.nullcontext())
+    return importance, calls
+
+
+def test_the_gpu_probe_takes_the_memory_a_row_adds_not_what_a_pass_takes_whatever_its_rows(monkeypatch):
+    """A pass takes 5 MB whatever its rows and 10 kB a row; the probe's two sizes give the 10 kB
+    (dividing the whole peak by the rows would count the 5 MB in every row)."""
+    importance, calls = _fake_cuda_peaks(monkeypatch, lambda rows: 5_000_000 + 10_000 * rows)
     rows = importance._rows_that_fit(None, torch.zeros(1, 1, 4, 4), 8 * 2**30)
     assert calls == [(1, 32), (1, 96)]
     assert rows == 8 * 2**30 // 10_000
 
 
-def _fake_cuda_peaks(monkeypatch, peak_of_rows):
-    """The CUDA allocator's statistics faked on the CPU: a probe of ``rows`` peaks at ``peak_of_rows(rows)``."""
-    import contextlib
-
-    from dgmkit.objectives import importance
-
-    state = {"peak": 0}
-    monkeypatch.setattr(importance, "log_importance_weights", lambda m, x1, rows: state.update(peak=peak_of_rows(rows)))
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: state.update(peak=0))
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
-    monkeypatch.setattr(torch.random, "fork_rng", lambda devices=None: contextlib.nullcontext())
-    return importance
-
-
 def test_the_gpu_probe_takes_the_whole_larger_probe_where_rounding_hid_the_difference(monkeypatch):
-    importance = _fake_cuda_peaks(monkeypatch, lambda rows: 2 * 2**20)  # both probes round to 2 MiB
+    importance, _ = _fake_cuda_peaks(monkeypatch, lambda rows: 2 * 2**20)  # both probes round to 2 MiB
     assert importance._rows_that_fit(None, torch.zeros(1, 1, 4, 4), 8 * 2**30) == 8 * 2**30 * 96 // (2 * 2**20)
 
 
