@@ -244,9 +244,13 @@ def _best(metrics: list[dict], score: str) -> tuple[float | None, int | None]:
     return vals[i], int(eps[i])
 
 
+# the order of preference of a test result's kinds (``_test_result``)
+_KIND_RANK = {"exact": 3, "order-mixture": 3, "importance-sampled": 2, "bound": 1, "time-sampled": 1, "one-draw bound": 1}
+
+
 def _test_result(evals: dict[str, dict], weights: str | None) -> dict | None:
-    """The evaluation of the current weights on the whole test set with the most samples (the
-    last written among equals)."""
+    """The evaluation of the current weights on the whole test set of the most preferred kind
+    (``_KIND_RANK``), then with the most samples (the last written among equals)."""
     full = [r for r in evals.values() if r.get("split") == "test" and not r.get("subset")]
     full = [r for r in full if weights is None or r.get("weights") == weights]
     if not full:
@@ -255,9 +259,6 @@ def _test_result(evals: dict[str, dict], weights: str | None) -> dict | None:
     # an exact number first, then an estimate that tends to it, then a bound; within a kind the most samples
     rank = [_KIND_RANK.get(estimate_label(r), 0) for r in full]
     return full[max(range(len(full)), key=lambda i: (rank[i], k[i], i))]
-
-
-_KIND_RANK = {"exact": 3, "order-mixture": 3, "importance-sampled": 2, "bound": 1, "time-sampled": 1, "one-draw bound": 1}
 
 
 def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
