@@ -1087,10 +1087,14 @@ def test_an_interruption_is_said_once_under_torchrun(monkeypatch, capsys):
         assert ("dgm: interrupted" in capsys.readouterr().err) == said
 
 
-def test_pytorchs_failure_to_allocate_is_said_as_out_of_memory_not_as_a_bug(capsys):
+def test_pytorchs_failure_to_allocate_is_said_as_out_of_memory_not_as_a_bug(capsys, monkeypatch, tmp_path):
     """The CPU allocator's RuntimeError (a record or flags asking for too much) and CUDA's
     OutOfMemoryError are the user's sizes, said in one line with what was asked for."""
+    import tempfile
+
     from dgmkit.cli.main import _status
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the one bug report below is written here, not in /tmp
 
     def cuda_out_of_memory() -> int:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB (GPU 0; 79.11 GiB total)")
@@ -1101,7 +1105,7 @@ def test_pytorchs_failure_to_allocate_is_said_as_out_of_memory_not_as_a_bug(caps
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "out of memory" in err and needle in err, err
     assert _status(lambda: torch.ones(2) @ torch.ones(3)) == EXIT_BUG  # other RuntimeErrors stay bugs
-    capsys.readouterr()
+    assert "internal error" in capsys.readouterr().err and len(list(tmp_path.glob("dgm-bug-*.txt"))) == 1
 
 
 def test_an_interrupt_while_the_commands_load_is_said_in_one_line(capsys, monkeypatch):
