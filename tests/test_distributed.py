@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -329,8 +330,10 @@ def test_shards_cover_the_rows_once_in_order():
 
 def _torchrun(args: list[str], nproc: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "dgmkit"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=600)
+    with tempfile.TemporaryDirectory() as logs:  # (torchrun's own default: a torchelastic_* left in /tmp)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+        cmd += ["--log-dir", logs, "-m", "dgmkit"]
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=600)
 
 
 def _weights(run) -> dict:
@@ -383,14 +386,18 @@ def test_a_resumed_three_process_run_ends_bit_identical_to_the_uninterrupted_one
     assert states.shape[0] == 3 and not torch.equal(states[1], states[2])
 
 
-def test_dgm_train_nproc_launches_torchrun_and_eval_shards_the_data(tmp_path, capsys):
+def test_dgm_train_nproc_launches_torchrun_and_eval_shards_the_data(tmp_path, capsys, monkeypatch):
     from dgmkit.cli.main import main
 
-    run = tmp_path / "vae"
+    run, scratch = tmp_path / "vae", tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the launcher's process
+    monkeypatch.setattr(tempfile, "tempdir", None)
     args = ["train", "--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--epochs", "2", "--nproc", "2"]
     args += ["--device", "cpu"]  # (a machine with one GPU would refuse 2 processes on it)
     assert main([*args, "--out", str(run), "--quiet"]) == 0
     assert "starting 2 processes with torchrun" in capsys.readouterr().out
+    assert not list(scratch.glob("torchelastic_*"))  # torchrun's agent left one a launch (PyTorch's caches stay)
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     shared = _torchrun(["eval", str(run), "--iw-samples", "20"], 2)
     assert shared.returncode == 0, shared.stderr[-3000:]

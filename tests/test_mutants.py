@@ -384,7 +384,8 @@ def test_a_two_process_resume_of_a_one_process_checkpoint_saves_each_ranks_own_s
     ]
     out = tmp_path / "run"
     assert main([*base, "--epochs", "1", "--out", str(out)]) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "dgmkit"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd += ["--log-dir", str(tmp_path / "agent"), "-m", "dgmkit"]
     p = subprocess.run(
         [*cmd, *base, "--epochs", "2", "--resume", "--out", str(out)],
         capture_output=True,

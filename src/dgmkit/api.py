@@ -4,7 +4,8 @@ and sampling and evaluation work on what was loaded. A run folder written here i
 and ``load`` reads any folder the CLI wrote.
 
 >>> import dgmkit, tempfile
->>> out = tempfile.mkdtemp() + "/vae"
+>>> folder = tempfile.TemporaryDirectory()
+>>> out = folder.name + "/vae"
 >>> run = dgmkit.train(out, dataset="digits", hidden=[16], latent_dim=2, epochs=1)
 >>> images, what = dgmkit.sample(run, 4)
 >>> images.shape, what
@@ -12,6 +13,7 @@ and ``load`` reads any folder the CLI wrote.
 >>> result = dgmkit.evaluate(dgmkit.load(out), "test", iw_samples=10)
 >>> result.estimate, result.n, result.nll > 0
 ('importance-sampled', 300, True)
+>>> folder.cleanup()
 
 Data may also be given as an array (NumPy or torch, (N, D), (N, H, W) or (N, C, H, W)), with
 labels, or as a ``torch.utils.data.Dataset`` of images (or of (image, label) pairs): they are

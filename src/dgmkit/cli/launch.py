@@ -60,7 +60,7 @@ def launch(nproc: int, args: list[str]) -> int:
     """Run ``python -m dgmkit *args`` as ``nproc`` ranks on this machine; their status."""
     import uuid
 
-    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -71,6 +71,7 @@ def launch(nproc: int, args: list[str]) -> int:
         config = LaunchConfig(
             min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=run_id, rdzv_backend="c10d",
             rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+            logs_specs=DefaultLogsSpecs(log_dir=os.path.join(folder, "agent")),  # (default: a torchelastic_* left in /tmp)
         )  # fmt: skip
         try:
             elastic_launch(config, entrypoint=sys.executable)("-m", "dgmkit", *args)
