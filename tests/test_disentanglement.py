@@ -109,3 +109,24 @@ def test_the_factor_vae_score_never_votes_for_an_inactive_dimension():
     s = factor_vae_score(encode, lambda f: f, sizes, encode(grid), votes=50, batch=16)
     assert s.active.tolist() == [False, True, True] and s.assignment.tolist() == [-1, 0, 1]
     assert s.accuracy == 1.0 and s.train_accuracy == 1.0
+
+
+def test_the_factor_vae_accuracy_is_measured_on_fresh_votes_not_on_the_fitted_ones():
+    """An encoder whose code changes after the classifier's votes: during the first ``votes``
+    batches each factor is its own dimension (so each dimension is assigned its factor and the
+    training accuracy is 1); afterwards the dimensions are rotated, so every fresh vote lands on a
+    dimension assigned to another factor and the accuracy on them is 0. Measured on the votes
+    the classifier was fitted on, it would be 1."""
+    sizes, votes = (4, 5, 6), 40
+    calls = []
+
+    def encode(f):
+        calls.append(len(f))
+        f = f.double()
+        return f if len(calls) <= votes else f.roll(1, dims=1)  # factor k in dimension (k + 1) % 3
+
+    data_codes = torch.cartesian_prod(*(torch.arange(s) for s in sizes)).double()
+    s = factor_vae_score(encode, lambda f: f, sizes, data_codes, votes=votes, batch=16)
+    assert len(calls) == 2 * votes and set(calls) == {16}  # votes to fit, as many fresh ones to measure
+    assert s.assignment.tolist() == [0, 1, 2] and s.train_accuracy == 1.0
+    assert s.accuracy == 0.0

@@ -300,6 +300,41 @@ def test_ood_scores_agree_with_the_python_api(runs, capsys):
     assert r.scores["nll"][0].mean().item() == pytest.approx(cli["scores"]["nll"]["mean_in"], rel=1e-9)
 
 
+def test_the_typicality_test_of_dgm_ood_is_fitted_on_the_training_and_held_out_splits(runs, tmp_path, capsys):
+    """H is the mean NLL of the run's training inputs and epsilon is bootstrapped from its held-out
+    inputs (the default --fit-limit of 10000 takes the digits' 1197 and 300 whole), not from the
+    scored --in split (test) nor with the two swapped: the CLI's tests equal those fitted through
+    the Python API on those splits, and the fits on the other splits differ from them."""
+    from dgmkit.config import load_run
+    from dgmkit.data import load_dataset
+    from dgmkit.evaluation.ood_scores import log_likelihoods
+
+    model = tmp_path / "model"
+    shutil.copytree(runs / "model", model)  # the run's ood.json keeps the results of the other tests
+    argv = ["ood", model, "--ood", runs / "noise.npy", "--typicality-batch", "5", "--json", tmp_path / "o.json"]
+    code, _, err = _dgm(capsys, *argv)
+    assert code == 0, err
+    cli = json.loads((tmp_path / "o.json").read_text())
+    assert cli["in_split"] == "test" and cli["fit_limit"] == 10000
+    run = load_run(model)
+    digits = load_dataset("digits")
+    lp = {s: log_likelihoods(run.model, run.transform(digits.split(s).x)) for s in ("train", "valid", "test")}
+    lp_ood = log_likelihoods(run.model, run.transform(load_dataset(str(runs / "noise.npy")).test.x))
+
+    def fitted(train: str, valid: str) -> dict:
+        r = ood_scores(lp["test"], lp_ood, num_dims=64, typicality_fit=(lp[train], lp[valid]), typicality_batch=5)
+        return r.to_dict()
+
+    api = fitted("train", "valid")
+    assert api["typicality_test"]["entropy"] == pytest.approx(-lp["train"].double().mean().item(), rel=1e-12)
+    for name in ("typicality_test", "typicality_batch_test"):
+        for key in ("entropy", "epsilon"):
+            assert cli[name][key] == pytest.approx(api[name][key], rel=1e-9), (name, key)
+    for train, valid in (("valid", "train"), ("test", "valid"), ("train", "test")):
+        other = fitted(train, valid)["typicality_test"]
+        assert other != pytest.approx(api["typicality_test"], rel=1e-6), (train, valid)
+
+
 def test_ood_refusals(runs, tmp_path, capsys):
     from dgmkit.cli.main import main
 

@@ -557,3 +557,48 @@ def test_a_payload_far_too_small_for_the_images_it_declares_is_refused_at_the_fi
     with pytest.raises(DataError, match=f"holds {32 * len(words)} bits, .* not written with this model"):
         decode_images(model, words, 1000, batch_size=500)
     assert len(steps) == 1
+
+
+def test_the_payload_bound_passes_all_that_the_encoder_writes_and_stops_a_truncated_payload_midway(monkeypatch):
+    """The decoder counts the information of each decoded value as -log2(p + 2**-23), at most
+    what coding it cost, so whatever the encoder wrote stays within its payload's bits and the
+    coder's 64-bit state (the bound before its margin), even for values below the coder's floor
+    of 2**-24 (of which -log2 p alone would be far more than the payload holds) and for a file
+    of a few words. A real payload cut in half is refused midway, not decoded to the end."""
+    import dgmkit.coding.arm_coder as coder
+
+    info, steps = [], []
+
+    def counted(*args, f=coder._information_bits):
+        info.append(f(*args))
+        return info[-1]
+
+    def stepped(*args, f=coder._probabilities):
+        steps.append(1)
+        return f(*args)
+
+    monkeypatch.setattr(coder, "_information_bits", counted)
+    monkeypatch.setattr(coder, "_probabilities", stepped)
+    torch.manual_seed(0)
+    model = GatedPixelCNN(CategoricalHead(17), (1, 6, 6), channels=8, layers=3, input_scale=0.25).eval()
+    sharp = GatedPixelCNN(CategoricalHead(17), (1, 6, 6), channels=8, layers=3, input_scale=0.25).eval()
+    with torch.no_grad():  # logits 100 times as far apart: most values far below the coder's floor
+        sharp.net.head[3].weight.mul_(100.0)
+        sharp.net.head[3].bias.mul_(100.0)
+    noise = torch.randint(0, 17, (200, 1, 6, 6), generator=torch.Generator().manual_seed(0))
+    one, _ = model.sample(1, generator=torch.Generator().manual_seed(1))
+    for m, x, batch in ((model, noise, 100), (sharp, noise[:20], 20), (model, one.long(), 1)):
+        words = encode_images(m, x, batch)
+        info.clear()
+        assert torch.equal(decode_images(m, words, len(x), batch), x)
+        assert sum(info) <= 32 * len(words) + 64, (len(x), sum(info), 32 * len(words))
+        if m is sharp:
+            with torch.no_grad():
+                nll_bits = -m.log_prob(x).double().sum().item() / np.log(2)
+            assert nll_bits > 2 * (32 * len(words) + 64)  # what -log2 p would count
+    words = encode_images(model, noise, 100)  # 200 images at about 4 bits a pixel: the information is spread evenly
+    half = words[: len(words) // 2]
+    steps.clear()
+    with pytest.raises(DataError, match=f"holds {32 * len(half)} bits, .* not written with this model"):
+        decode_images(model, half, len(noise), 100)
+    assert 0.4 < len(steps) / (2 * 36) < 0.6  # refused about halfway through the 2 batches of 36 pixel steps
