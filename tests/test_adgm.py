@@ -160,7 +160,8 @@ def test_cli_trains_and_reports_accuracy(tmp_path, capsys):
     assert "accuracy" in text and "error on all" in text and "KL of a" in text
     report = json.loads((out / "eval.json").read_text())
     parts = {t["name"]: t["value"] for t in report["terms"]}
-    assert math.isclose(parts["kl_a"] + parts["kl_z"] + parts["kl_y"], report["kl"], rel_tol=1e-9, abs_tol=1e-9)
+    # the parts are float32 per datapoint, summed before the mean on one side and after it on the other
+    assert math.isclose(parts["kl_a"] + parts["kl_z"] + parts["kl_y"], report["kl"], rel_tol=1e-6)
 
 
 def test_elbo_terms_split_the_kl_of_the_same_bound_that_training_uses():

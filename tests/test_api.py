@@ -138,3 +138,37 @@ def test_a_family_fitted_without_gradients_says_how_to_fit_it_from_python():
     for model, how in (("ppca", "model.fit_closed_form"), ("loglinear", "model.em_step")):
         with pytest.raises(ConfigError, match=how):
             build_objective(RunConfig.of(model=model))
+
+
+def test_reconstruct_and_interpolate_from_python_as_the_cli_draws_them(tmp_path):
+    """dgmkit.reconstruct / interpolate: the images the CLI's figures would show, as tensors in
+    the units the model scores: seeded picks of the split, reconstructions at the posterior's
+    location, and paths whose ends are the two images' reconstructions."""
+    from dgmkit.cli.common import split_data
+    from dgmkit.distributions import location
+
+    run = dgmkit.train(tmp_path / "vae", dataset="digits", **TINY)
+    x, r = dgmkit.reconstruct(run, 5, seed=2)
+    test = split_data(run, "test")[0]
+    assert x.shape == r.shape == (5, 1, 8, 8) and all(any(torch.equal(row, t) for t in test) for row in x)
+    with torch.no_grad():
+        assert torch.equal(r, run.model.reconstruct(x)) and ((0 < r) & (r < 1)).all()  # means of Bernoullis
+    assert torch.equal(x, dgmkit.reconstruct(run, 5, seed=2)[0]) and not torch.equal(x, dgmkit.reconstruct(run, 5)[0])
+    rows = dgmkit.interpolate(run, pairs=3, steps=4, seed=1)
+    assert rows.shape == (3, 6, 1, 8, 8)
+    a, b = rows[:, 0], rows[:, -1]
+    with torch.no_grad():
+        ends = [run.model.likelihood(location(run.model.posterior(v))).mean for v in (a, b)]
+    assert torch.allclose(rows[:, 1], ends[0], atol=1e-6) and torch.allclose(rows[:, -2], ends[1], atol=1e-6)
+    assert not torch.equal(rows[:, 1], rows[:, 2])  # the path moves
+    for call, needle in [
+        (lambda: dgmkit.reconstruct(run, 301), "n = 301 is more than the 300 images of the test split"),
+        (lambda: dgmkit.reconstruct(run, 0), r"n must be an integer in 1\.\.10000"),
+        (lambda: dgmkit.interpolate(run, pairs=151), "needs 302 images; the test split has 300"),
+        (lambda: dgmkit.interpolate(run, steps=1), r"steps must be an integer in 2\.\.100"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            call()
+    flow = dgmkit.train(tmp_path / "flow", dataset="digits", model="flow", flow="realnvp", hidden=[8], epochs=1)
+    with pytest.raises(ConfigError, match="the flow model has no latent space q\\(z\\|x\\)"):
+        dgmkit.reconstruct(flow)

@@ -134,6 +134,26 @@ def test_networks_of_the_wrong_width_and_priors_of_the_wrong_size_are_named():
         _vae(prior=nn.Identity())  # type: ignore[arg-type]
 
 
+def test_a_decoder_that_is_not_a_decoder_is_named_where_the_model_is_built():
+    """A network that returns p(x|z) itself says neither the data's shape nor their support: it
+    was taken, and the first Trainer or evaluation failed with "'VAE' object has no attribute
+    'data_support'" (the property's AttributeError, swallowed by nn.Module)."""
+    from dgmkit.models import Autoencoder, WassersteinAutoencoder
+
+    class OwnDecoder(nn.Module):
+        def forward(self, z):
+            return Independent(torch.distributions.Bernoulli(logits=z.new_zeros(*z.shape[:-1], 1, 4, 4)), 3)
+
+    encoder = GaussianEncoder(nn.Sequential(nn.Flatten(), MLP(16, [8], 2 * M)), M)
+    said = r"the decoder must be a dgmkit.conditional.Decoder, got OwnDecoder: wrap the network as Decoder\(net, head"
+    with pytest.raises(TypeError, match=said):
+        VAE(encoder, OwnDecoder(), StandardNormalPrior(M))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=said):
+        Autoencoder(nn.Flatten(), OwnDecoder(), M)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=said):
+        WassersteinAutoencoder(nn.Flatten(), OwnDecoder(), StandardNormalPrior(M))  # type: ignore[arg-type]
+
+
 def test_free_bits_name_the_distributions_without_a_per_dimension_kl():
     model = _vae(prior=_StudentPrior())
     with pytest.raises(ValueError, match=r"closed form.*Independent\(Normal\) and Independent\(StudentT\)"):

@@ -193,6 +193,8 @@ def test_make_transform_choices_and_errors():
     assert make_transform("categorical", ints).kind == "integers"
     with pytest.raises(DataError, match="integer pixel data"):
         make_transform("logistic", cont)
+    with pytest.raises(DataError, match="'beta': the transforms are those of bernoulli, gaussian, student-t, categorical"):
+        make_transform("beta", cont)  # a head of one's own: the message says which transform to take
     with pytest.raises(DataError, match="bernoulli"):
         make_transform("bernoulli", cont)
 
@@ -289,3 +291,9 @@ def test_dequantization_noise_is_uniform_within_each_bin():
     u = y.double() * 4 - 2  # the noise added to the level
     assert ((u >= 0) & (u < 1)).all()
     assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(u.var()) - 1 / 12) < 0.004  # stderrs 0.002, 0.0005
+
+
+def test_a_dataset_prints_as_its_sizes_and_shape_not_its_tensors():
+    digits = load_dataset("digits")
+    assert repr(digits) == "Dataset('digits': train 1197, valid 300, test 300 of (1, 8, 8), 17 levels, labelled)"
+    assert repr(digits.test) == "Split(x: torch.uint8 (300, 1, 8, 8), y: torch.int64 (300,))"

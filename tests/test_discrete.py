@@ -76,6 +76,14 @@ def test_enumeration_is_a_distribution_and_the_elbo_bounds_log_px():
         assert est.item() == pytest.approx(log_px.item(), abs=0.01)
 
 
+def test_reinforce_without_a_baseline_says_how_to_give_one():
+    model = tiny_model()
+    model.baseline = None
+    said = r"no baseline network, which the score-function .* CategoricalVAE\(\.\.\., baseline=net\)"
+    with pytest.raises(ValueError, match=said):
+        ReinforceELBO()(model, X)
+
+
 def test_reinforce_with_a_baseline_is_unbiased():
     model = tiny_model()
     torch.manual_seed(1)

@@ -1,6 +1,7 @@
 """Units, diagnostics and the evaluation report against a model with a known likelihood."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -27,7 +28,7 @@ def test_bits_per_dim_and_the_dequantization_offset():
 def test_evaluate_recovers_the_exact_log_likelihood():
     model, marginal = make(exact_posterior=True)
     x = data(marginal, 40)
-    report = evaluate(model, x, iw_samples=50)
+    report = evaluate(model, x, iw_samples=50, continuous=False)  # (bits/dim, as if of data in unit bins)
     exact = -marginal.log_prob(x.view(40, -1)).mean().item()
     assert report.nll == pytest.approx(exact, abs=1e-8)
     assert report.bpd == pytest.approx(exact / (D * math.log(2)))
@@ -86,6 +87,12 @@ def test_eval_notes_follow_the_models_declarations_not_its_name():
              "kl": 1.0, "nll": 3.0, "nll_stderr": 0.1, "bpd": 0.1, "iw_samples": 10, "seconds": 0.1}  # fmt: skip
     assert "more draws (k) change nothing" in format_report({**bound, "point_mass_posterior": True})
     assert "change nothing" not in format_report({**bound, "point_mass_posterior": False})
+    assert re.search(r"\nELBO +-3\.000 nats  \(", format_report(bound))  # a record from before elbo_stderr
+    layers = [{"name": f"z{i + 1}", "size": 4 - 2 * i, "kl": 1.5 - i, "active_units": 3 - 2 * i} for i in range(2)]
+    shown = format_report({**bound, "elbo_stderr": 0.25, "layers": layers})
+    assert re.search(r"\nELBO +-3\.000 \+- 0\.250 nats  \(0\.1000 bits/dim\)", shown)
+    assert re.search(r"\nper layer +KL at a further posterior draw .*\n  layer z1 +KL 1\.500 nats, active 3 / 4\n", shown)
+    assert "+-" not in format_report({**bound, "estimate": "exact", "elbo_stderr": 0.25}).split("NLL")[0]  # = log p(x)
 
 
 def test_a_term_is_a_mean_per_datapoint_and_refuses_what_is_no_number():
@@ -111,6 +118,8 @@ def test_the_report_page_gives_every_added_term_a_column():
     rows = {"a": {"split": "test", "terms": [term]}, "b": {"split": "test", "accuracy": 0.5}, "c": {"split": "valid"}}
     page = _eval_table(rows)
     assert page.count("<th>accuracy</th>") == 1 and "0.9123" in page and "0.5000" in page
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", _eval_table({"a": {"split": "test", "elbo": -3.0, "elbo_stderr": 0.25}}))
+    assert cells[cells.index("-3.000") + 1] == "0.250"  # the ELBO's +- beside it
 
 
 def test_evaluation_leaves_every_module_in_the_mode_it_found_it():
@@ -263,3 +272,43 @@ def test_the_nll_s_standard_error_is_the_per_datapoint_spread_over_root_n():
     exact = marginal.log_prob(x.view(40, -1)).double()
     assert report.nll_stderr == pytest.approx(exact.std().item() / math.sqrt(40), rel=1e-6)
     assert evaluate(model, x[:1], iw_samples=5).nll_stderr is None  # one datapoint: no spread to give
+
+
+@torch.no_grad()
+def test_the_elbo_s_standard_error_is_that_of_the_same_draws_whose_mean_is_the_elbo():
+    """The ELBO's +- (eval.json's elbo_stderr) is the per-datapoint spread over root n of the
+    very draws whose mean is printed, not of other draws; one datapoint gives none."""
+    from dgmkit._rng import seeded
+    from dgmkit.evaluation.estimates import estimate
+
+    model, marginal = make(perturb=0.3)
+    x = data(marginal, 40)
+    report = evaluate(model, x, iw_samples=5, seed=3)
+    with seeded(3) as g:
+        elbo = estimate(model, x, 5, g, 1000).terms["elbo"]
+    assert report.elbo == pytest.approx(elbo.mean().item(), rel=1e-9)
+    assert report.elbo_stderr == pytest.approx(elbo.std().item() / math.sqrt(40), rel=1e-9)
+    assert report.elbo_stderr > 0.01
+    assert evaluate(model, x[:1], iw_samples=5).elbo_stderr is None
+
+
+@torch.no_grad()
+def test_a_density_on_the_real_line_with_no_bins_named_is_reported_as_of_continuous_data():
+    """Hand-built evaluation of a model whose data have no discrete support: without a
+    log_volume nothing says what bins the data came from, so no bits/dim (they came out
+    negative, labelled as of discrete data); a log_volume, or continuous=False, says there are."""
+    model, marginal = make(perturb=0.3)
+    assert not model.data_support.is_discrete  # a Gaussian p(x|z)
+    x = data(marginal, 20)
+    plain = evaluate(model, x, iw_samples=5)
+    assert plain.density_of == "continuous" and plain.bpd is None and plain.elbo_bpd is None
+    binned = evaluate(model, x, iw_samples=5, log_volume=math.log(256))
+    assert binned.density_of == "discrete" and binned.bpd == pytest.approx(binned.nll / (D * math.log(2)))
+    assert binned.nll == pytest.approx(plain.nll + D * math.log(256))
+    assert evaluate(model, x, iw_samples=5, continuous=False).bpd is not None  # unit bins, said outright
+    binary = VAE(
+        GaussianEncoder(nn.Sequential(nn.Flatten(), nn.Linear(4, 4)), 2, scale_map=ClippedLogVariance()),
+        Decoder(nn.Linear(2, 4), BernoulliHead(), (1, 2, 2)),
+        StandardNormalPrior(2),
+    )  # fmt: skip
+    assert evaluate(binary, (torch.rand(5, 1, 2, 2) < 0.5).float(), iw_samples=5).bpd is not None  # a discrete support

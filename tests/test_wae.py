@@ -78,6 +78,12 @@ def test_eval_mmd_skips_batches_too_small_for_the_estimate():
     both = evaluate(model, x, batch_size=2, seed=4)  # a batch of 2 and a batch of 1
     alone = evaluate(model, x[:2], batch_size=2, seed=4)
     assert both.term("mmd") is not None and both.term("mmd") == pytest.approx(alone.term("mmd"))
+    notes = {r.terms[0]["note"] for r in (both, alone)}  # the batches as they were, not the batch size asked for
+    assert notes == {
+        "unbiased, inverse multiquadric kernel, one batch of 2 and one of 1, one draw of q and p each",
+        "unbiased, inverse multiquadric kernel, one batch of 2, one draw of q and p each",
+    }
+    assert "10 batches of 1000 and one of 7" in evaluate(model, x.repeat(3336, 1, 1, 1)[:10007]).terms[0]["note"]
 
 
 def test_the_kl_weight_scales_the_mmd_penalty():

@@ -31,8 +31,9 @@ import torch
 
 from dgmkit._io import atomic_write_bytes
 from dgmkit.cli.argtypes import MAX_SEED, given_count
+from dgmkit.cli.common import latent_model, split_data
 from dgmkit.cli.evaluate import evaluate_run, format_report
-from dgmkit.cli.figures import draw_samples
+from dgmkit.cli.figures import draw_samples, interpolation, picked_images, picked_pairs
 from dgmkit.cli.train import train_run
 from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.config.inputs import attach_input
@@ -40,7 +41,7 @@ from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation import record_terms
 
-__all__ = ["train", "load", "sample", "evaluate", "Evaluation"]
+__all__ = ["train", "load", "sample", "reconstruct", "interpolate", "evaluate", "Evaluation"]
 
 
 class Evaluation(dict):
@@ -179,6 +180,43 @@ def sample(
     _attach(run, inputs, code_prior)
     x, what = draw_samples(run, n, seed, **options)
     return x.cpu(), what.rstrip(",")
+
+
+def _has_latents(run: Run, what: str) -> None:
+    if not (run.model.has_latents or (what == "reconstruct" and run.model.reconstructs)):
+        raise ConfigError(f"the {run.cfg.family} model has no latent space q(z|x) (one vector per input) to {what} through")
+
+
+@torch.no_grad()
+def reconstruct(
+    run: Run, n: int = 16, split: str = "test", seed: int = 0, data_dir: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dgm reconstruct`` without the picture: n images of the run's ``split`` drawn at random
+    with ``seed``, and their reconstructions (the mean of p(x|z) at the posterior's location,
+    E[z|x] where it has one), each (n, *event) on the CPU in the units the model scores (as
+    ``sample``'s). ``data_dir``: where the run's data are read from, if not where it recorded."""
+    given_count(seed, 0, MAX_SEED, "seed")
+    given_count(n, 1, 10_000, "n")
+    _has_latents(run, "reconstruct")
+    x = picked_images(split_data(run, split, data_dir)[0], n, seed, split, flag="n =")
+    return x.cpu(), latent_model(run).reconstruct(x).cpu()
+
+
+@torch.no_grad()
+def interpolate(
+    run: Run, pairs: int = 4, steps: int = 8, split: str = "test", seed: int = 0, data_dir: str | None = None
+) -> torch.Tensor:
+    """``dgm interpolate`` without the picture: (pairs, steps + 2, *event) on the CPU, each row an
+    image of the run's ``split``, the means of p(x|z) at ``steps`` evenly spaced points on the line
+    from its posterior location to that of a second image (both ends included), and the second
+    image; the images drawn at random with ``seed``, everything in the units the model scores."""
+    given_count(seed, 0, MAX_SEED, "seed")
+    given_count(pairs, 1, 1000, "pairs")
+    given_count(steps, 2, 100, "steps")
+    _has_latents(run, "interpolate")
+    a, b = picked_pairs(split_data(run, split, data_dir)[0], pairs, seed, split)
+    path = interpolation(run, a, b, steps)
+    return torch.cat([a[:, None].to(path.dtype), path, b[:, None].to(path.dtype)], 1).cpu()
 
 
 def evaluate(

@@ -151,7 +151,8 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
     if data is not None and not isinstance(data, (str, os.PathLike)):
         raise ConfigError(
             f"data names the run's data file at a new path, got a {type(data).__name__}; to score arrays, use "
-            "dgmkit.evaluation.evaluate(run.model, run.transform(x)) or log_likelihoods"
+            "dgmkit.evaluation.evaluate(run.model, run.transform(x), log_volume=run.transform.log_volume) or "
+            "log_likelihoods"
         )
     if data is not None:
         if cfg.codes_of or not is_data_file(cfg.dataset):

@@ -97,7 +97,8 @@ def format_report(r: dict) -> str:
         if r.get("elbo") is not None:
             exact = r["estimate"] == "exact"
             bpd = "" if r.get("elbo_bpd") is None else f"  ({r['elbo_bpd']:.4f} bits/dim)"
-            rows.append(("ELBO" + (" = log p(x)" if exact else ""), f"{r['elbo']:.3f} nats{bpd}"))
+            spread = "" if exact or r.get("elbo_stderr") is None else f" +- {_num(r['elbo_stderr'])}"
+            rows.append(("ELBO" + (" = log p(x)" if exact else ""), f"{r['elbo']:.3f}{spread} nats{bpd}"))
             if r.get("recon") is not None:
                 rows += [("  reconstruction", f"{r['recon']:.3f} nats"), ("  KL", f"{r['kl']:.3f} nats")]
         rows += split_terms
@@ -111,6 +112,8 @@ def format_report(r: dict) -> str:
         rows.append(("active units", f"{r['active_units']} / {r['latent_dim']}  (Cov_x E[z_u|x] > 0.01)"))
     if r.get("kl_per_dim"):
         rows.append(("KL per dimension", _kl_per_dim(r["kl_per_dim"])))
+    if r.get("layers"):
+        rows.append(("per layer", "KL at a further posterior draw (the layers' KLs add up to the KL above in expectation)"))
     for layer in r.get("layers") or []:
         rows.append(
             (f"  layer {layer['name']}", f"KL {layer['kl']:.3f} nats, active {layer['active_units']} / {layer['size']}")

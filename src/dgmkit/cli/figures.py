@@ -49,6 +49,9 @@ __all__ = [
     "latents",
     "draw_samples",
     "reconstruction_pairs",
+    "picked_images",
+    "picked_pairs",
+    "interpolation",
     "latent_scatter",
     "MAX_SAMPLES",
     "MAX_SAMPLE_STEPS",
@@ -63,6 +66,34 @@ MAX_TEMPERATURE = 100.0  # a flow's base scale
 def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
     """n of n_total indices, a seeded draw on the CPU (the same pick on any device)."""
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
+
+
+def picked_images(x: torch.Tensor, n: int, seed: int, split: str, flag: str = "-n") -> torch.Tensor:
+    """n rows of a split's x, drawn at random with ``seed`` (refused where the split holds fewer)."""
+    if n > len(x):
+        raise ConfigError(f"{flag} {n} is more than the {len(x)} images of the {split} split")
+    return x[_pick(len(x), n, seed).to(x.device)]
+
+
+def picked_pairs(x: torch.Tensor, pairs: int, seed: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """2 x ``pairs`` distinct rows of a split's x drawn at random with ``seed``, as the pairs' first
+    and second images."""
+    if 2 * pairs > len(x):
+        raise ConfigError(f"--pairs {pairs} needs {2 * pairs} images; the {split} split has {len(x)}")
+    idx = _pick(len(x), 2 * pairs, seed).to(x.device)
+    return x[idx[:pairs]], x[idx[pairs:]]
+
+
+@torch.no_grad()
+def interpolation(run: Run, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """(P, steps, *event): the means of p(x|z) at ``steps`` evenly spaced points from the
+    posterior location of each image of a to that of the image of b beside it (both ends
+    included), in the units the model scores."""
+    model = latent_model(run)
+    za, zb = location(model.posterior(a)), location(model.posterior(b))  # (P, M)
+    t = torch.linspace(0, 1, steps, device=za.device).view(1, -1, *[1] * (za.dim() - 1))
+    z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, *latent): for one-hot latents, through the simplex
+    return location(model.likelihood(z))  # (P, S, C, H, W)
 
 
 def draw_samples(
@@ -206,9 +237,7 @@ def _interpolates(run: Run) -> None:
 @torch.no_grad()
 def reconstruct(args: argparse.Namespace) -> int:
     out, run, x, _ = figure_split(args, _reconstructs)
-    if args.n > len(x):
-        raise ConfigError(f"-n {args.n} is more than the {len(x)} images of the {args.split} split")
-    xb = x[_pick(len(x), args.n, args.seed).to(x.device)]
+    xb = picked_images(x, args.n, args.seed, args.split)
     pairs = reconstruction_pairs(run, xb)
     nrow = 2 * min(8, args.n)
     path = write_png(out, image_grid_png(pairs, nrow=nrow))
@@ -219,15 +248,8 @@ def reconstruct(args: argparse.Namespace) -> int:
 @torch.no_grad()
 def interpolate(args: argparse.Namespace) -> int:
     out, run, x, _ = figure_split(args, _interpolates)
-    if 2 * args.pairs > len(x):
-        raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} images; the {args.split} split has {len(x)}")
-    idx = _pick(len(x), 2 * args.pairs, args.seed).to(x.device)
-    a, b = x[idx[: args.pairs]], x[idx[args.pairs :]]
-    model = latent_model(run)
-    za, zb = location(model.posterior(a)), location(model.posterior(b))  # (P, M)
-    t = torch.linspace(0, 1, args.steps, device=za.device).view(1, -1, *[1] * (za.dim() - 1))
-    z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, *latent): for one-hot latents, through the simplex
-    dec = location(model.likelihood(z))  # (P, S, C, H, W)
+    a, b = picked_pairs(x, args.pairs, args.seed, args.split)
+    dec = interpolation(run, a, b, args.steps)
     rows = torch.cat([data_to_display(a, run)[:, None], to_display(dec, run), data_to_display(b, run)[:, None]], 1)
     path = write_png(out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))
     between = (

@@ -57,6 +57,11 @@ class Split:
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    def __repr__(self) -> str:  # (the dataclass's own printed every tensor in full)
+        parts = [f"x: {self.x.dtype} {tuple(self.x.shape)}"]
+        parts += [f"{n}: {t.dtype} {tuple(t.shape)}" for n, t in (("y", self.y), ("factors", self.factors)) if t is not None]
+        return f"Split({', '.join(parts)}{', with x_scale' if self.x_scale is not None else ''})"
+
     def subset(self, index: torch.Tensor) -> "Split":
         return Split(
             self.x[index],
@@ -90,6 +95,14 @@ class Dataset:
     columns: tuple = ()  # a table's columns (``data.table.Column``): names, kinds, standardization, categories
     generator: str | None = None  # generated data: what defines it (name, generator version, sizes, seeds)
     units: tuple[int, ...] | None = None  # another run's latents: the units kept of them (--active-latents)
+
+    def __repr__(self) -> str:
+        levels = "continuous" if self.num_levels is None else f"{self.num_levels} levels"
+        sizes = ", ".join(f"{s} {len(self.split(s))}" for s in SPLITS)
+        shape = tuple(self.train.x.shape[1:])
+        labelled = ", labelled" if self.train.y is not None else ""
+        factors = f", factors {', '.join(self.factor_names)}" if self.factor_names else ""
+        return f"Dataset({self.name!r}: {sizes} of {shape}, {levels}{labelled}{factors})"
 
     def __post_init__(self) -> None:
         for s in SPLITS:

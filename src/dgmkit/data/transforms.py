@@ -141,7 +141,10 @@ def make_transform(likelihood: str, dataset: Dataset, binarize: str = "auto") ->
         if levels is None:
             raise DataError(f"{dataset.name}: the {likelihood} likelihood needs integer pixel data, got continuous data")
         return DataTransform("integers", levels)
-    raise DataError(f"unknown likelihood {likelihood!r}")
+    raise DataError(
+        f"unknown likelihood {likelihood!r}: the transforms are those of bernoulli, gaussian, student-t, categorical and "
+        "logistic (a likelihood head of your own takes gaussian's for continuous values, categorical's for integer levels)"
+    )
 
 
 def density_transform(dataset: Dataset, variational: bool = False) -> DataTransform:

@@ -70,6 +70,8 @@ class EvalReport:
     time_stderr: float | None = None
     # what the model adds (``GenerativeModel.evaluation_terms``), in its order: ``Term.record()`` each
     terms: list = field(default_factory=list)
+    # the ELBO's standard error over datapoints (one posterior draw each, as the ELBO itself)
+    elbo_stderr: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -235,7 +237,7 @@ def evaluate(
     log_volume: float = 0.0,
     seed: int = 0,
     batch_size: int = 1000,
-    continuous: bool = False,
+    continuous: bool | None = None,
     y: torch.Tensor | None = None,
     orders: int = 0,
     order_store: OrderStore | None = None,
@@ -246,10 +248,16 @@ def evaluate(
     ELBO as the bound it is, kind ``bound`` with k = 1); ignored where it is exact.
     ``log_volume``: log L per dimension for uniformly dequantized data
     (``DataTransform.log_volume``), so that the numbers are of the integers. ``continuous``: the
-    data are continuous values (not quantized): no bits/dim. ``orders`` M >= 1: an any-order
-    model's exact likelihood as the mixture of M orders drawn from ``seed`` (``iw_samples`` unused),
-    each order's values kept in ``order_store`` as they are done (see ``estimates.OrderStore``)."""
+    data are continuous values (not quantized): no bits/dim; None (the default): continuous where
+    the model states no discrete support for its data (``data_support``: a density on the real
+    line) and no ``log_volume`` is given, since then nothing says what bins the data came from.
+    ``orders`` M >= 1: an any-order model's exact likelihood as the mixture of M orders drawn from
+    ``seed`` (``iw_samples`` unused), each order's values kept in ``order_store`` as they are done
+    (see ``estimates.OrderStore``)."""
     t0 = time.perf_counter()
+    if continuous is None:
+        support = model.data_support
+        continuous = (support is None or not support.is_discrete) and log_volume == 0.0
     x = x.to(device_of(model))  # the data go where the model is
     y = None if y is None else y.to(x.device)
     n, num_dims = len(x), int(math.prod(x.shape[1:]))
@@ -272,6 +280,7 @@ def evaluate(
     nll = None if est.log_px is None else discrete_nll(-_mean(est.log_px), dims, log_volume)
     stderr = None if est.log_px is None or n < 2 else est.log_px.std().item() / math.sqrt(n)
     elbo = None if "elbo" not in est.terms else -discrete_nll(-_mean(est.terms["elbo"]), dims, log_volume)
+    elbo_stderr = None if elbo is None or n < 2 else est.terms["elbo"].std().item() / math.sqrt(n)
     recon = None if "recon" not in est.terms else _mean(est.terms["recon"]) - shift
     terms = [term.record(name) for name, term in added.items()]
     main = distributed.current().is_main  # under torchrun: computed once (rank 0), every rank's report the same
@@ -300,4 +309,5 @@ def evaluate(
         variance_reduction=model.variance_reduction if isinstance(model, TimeSampledBound) and timed else None,
         time_stderr=None if time_var is None else time_var.sum().sqrt().item() / n,
         terms=terms,
+        elbo_stderr=elbo_stderr,
     )

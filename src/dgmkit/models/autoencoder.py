@@ -11,7 +11,7 @@ from torch.distributions import Distribution
 
 from dgmkit.conditional import Decoder
 from dgmkit.distributions.delta import Delta
-from dgmkit.models.base import DecodedModel
+from dgmkit.models.base import DecodedModel, check_decoder
 
 __all__ = ["Autoencoder"]
 
@@ -26,6 +26,7 @@ class Autoencoder(DecodedModel):
 
     def __init__(self, encoder_net: nn.Module, decoder: Decoder, latent_dim: int, input_scale: float = 1.0):
         super().__init__()
+        check_decoder(decoder)
         self.encoder_net = encoder_net
         self.decoder = decoder
         self.latent_dim = latent_dim

@@ -190,6 +190,17 @@ def _describe(support: constraints.Constraint) -> str:
     return describe() if callable(describe) else f"values in {support}"
 
 
+def check_decoder(decoder: object) -> None:
+    """A decoder p(x|z) that says its event shape and its likelihood (the data's support, the
+    numbers a pixel): a ``dgmkit.conditional.Decoder`` (a TypeError that says what to do)."""
+    if not isinstance(decoder, Decoder):
+        raise TypeError(
+            f"the decoder must be a dgmkit.conditional.Decoder, got {type(decoder).__name__}: wrap the network as "
+            "Decoder(net, head, event_shape) with a likelihood head (dgmkit.conditional.heads; for a likelihood of your "
+            "own, a LikelihoodHead subclass), so that the model knows its data's shape and support"
+        )
+
+
 class DecodedModel(GenerativeModel):
     """A model whose events are those of its decoder p(x|.): ``event_shape`` is the decoder's,
     and so is ``data_support`` (its likelihood head's)."""

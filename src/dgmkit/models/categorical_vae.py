@@ -40,6 +40,9 @@ class CategoricalVAE(VAE):
 
     def baseline_value(self, x: torch.Tensor) -> torch.Tensor:
         if self.baseline is None:
-            raise ValueError("this model has no baseline network")
+            raise ValueError(
+                "this model has no baseline network, which the score-function (REINFORCE) estimator needs as its "
+                "control variate: build it as CategoricalVAE(..., baseline=net), net mapping x to one number a datapoint"
+            )
         x = x.float() * self.input_scale
         return self.baseline(x).squeeze(-1)

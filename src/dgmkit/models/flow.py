@@ -23,7 +23,8 @@ __all__ = ["FlowModel"]
 
 class FlowModel(ExactLikelihoodModel):
     """``bijection`` maps data of ``event_shape`` to (B, D) base variables. With
-    ``flatten=True`` the data are flattened to (B, D) first (vector flows on images or points).
+    ``flatten=True`` the data are flattened to (B, D) first (vector flows on images or points);
+    ``event_shape`` is still the data's (dgmkit's 2-D points are (1, 1, 2), as images of one pixel).
 
     >>> from dgmkit.transforms import realnvp
     >>> flow = FlowModel(realnvp(2, [16]), (2,), flatten=True)
@@ -48,7 +49,10 @@ class FlowModel(ExactLikelihoodModel):
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1:] != self.event_shape:
-            raise ValueError(f"expected data of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
+            hint = f" (event_shape is the data's, {tuple(x.shape[1:])}, even with flatten=True)" if self.flatten else ""
+            raise ValueError(
+                f"expected data of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}{hint}"
+            )
         x = x.float() if not x.is_floating_point() else x
         return x.flatten(1) if self.flatten else x
 

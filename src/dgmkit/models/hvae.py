@@ -34,7 +34,7 @@ from dgmkit._rng import randn, seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.distributions import DiagonalNormal, JointSampler, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
-from dgmkit.models.base import DecodedModel, LatentVariableModel, ModelELBO
+from dgmkit.models.base import DecodedModel, LatentVariableModel, ModelELBO, check_decoder
 from dgmkit.nn.scale import SoftplusScale
 from dgmkit.priors import Prior
 from dgmkit.priors.conditional import GaussianLayerPrior
@@ -249,6 +249,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         self.q_nets = nn.ModuleList(q_nets)
         self.layer_priors = nn.ModuleList(layer_priors)
         self.top_prior = top_prior
+        check_decoder(decoder)
         self.decoder = decoder
         self.decoder_input = decoder_input
         self.ladder_nets = nn.ModuleList(ladder_nets)

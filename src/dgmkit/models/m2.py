@@ -29,7 +29,7 @@ from dgmkit.conditional import Decoder
 from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
-from dgmkit.models.base import EnumeratedELBO, JointTerms, VariationalModel
+from dgmkit.models.base import EnumeratedELBO, JointTerms, VariationalModel, check_decoder
 from dgmkit.models.classifier import Classifier
 
 __all__ = ["M2", "SemiSupervisedVAE", "EnumeratedTerms"]
@@ -130,6 +130,7 @@ class M2(SemiSupervisedVAE):
         input_scale: float = 1.0,
     ):
         super().__init__(num_classes, latent_dim, event_shape, input_scale)
+        check_decoder(decoder)
         self.classifier, self.encoder, self.decoder = classifier, encoder, decoder
 
     def class_log_probs(self, x: torch.Tensor) -> torch.Tensor:

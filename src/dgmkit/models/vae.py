@@ -14,7 +14,7 @@ from torch.distributions import Distribution
 from dgmkit._rng import seeded_by
 from dgmkit.conditional import ConditionalDistribution, Decoder
 from dgmkit.distributions import JointSampler, may_be_incomplete
-from dgmkit.models.base import DecodedModel, LatentVariableModel
+from dgmkit.models.base import DecodedModel, LatentVariableModel, check_decoder
 from dgmkit.priors import Prior
 
 __all__ = ["VAE"]
@@ -36,6 +36,7 @@ class VAE(DecodedModel, LatentVariableModel):
     def __init__(self, encoder: ConditionalDistribution, decoder: Decoder, prior: Prior, input_scale: float = 1.0):
         super().__init__()
         _check_prior(prior, encoder)
+        check_decoder(decoder)
         self.encoder = encoder
         self.decoder = decoder
         self.prior_module = prior

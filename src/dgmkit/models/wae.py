@@ -15,7 +15,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.distributions.delta import Delta
 from dgmkit.distributions.mmd import imq_kernel, mmd2_unbiased
-from dgmkit.models.base import DecodedModel
+from dgmkit.models.base import DecodedModel, check_decoder
 from dgmkit.models.terms import Term
 from dgmkit.priors import Prior
 
@@ -36,6 +36,7 @@ class WassersteinAutoencoder(DecodedModel):
         self, encoder: nn.Module, decoder: Decoder, prior: Prior, deterministic: bool = True, input_scale: float = 1.0
     ):
         super().__init__()
+        check_decoder(decoder)
         self.encoder = encoder
         self.decoder = decoder
         self.top_prior = prior
@@ -87,7 +88,7 @@ class WassersteinAutoencoder(DecodedModel):
                 "MMD^2(q(z), p(z))",
                 mmd,
                 unit="",
-                note=f"unbiased, inverse multiquadric kernel, batches of {batch_size}",
+                note=f"unbiased, inverse multiquadric kernel, {_batches(len(x), batch_size)}, one draw of q and p each",
                 undefined="the unbiased estimate needs at least 2 datapoints",
                 partial=True,
                 digits=5,
@@ -100,3 +101,13 @@ class WassersteinAutoencoder(DecodedModel):
         z = self.posterior(x).sample().reshape(len(x), -1).double()
         zp = self.prior().sample((len(x),)).reshape(len(x), -1).double()
         return mmd2_unbiased(z, zp, imq_kernel()).expand(len(x))
+
+
+def _batches(n: int, size: int) -> str:
+    """The batches that n datapoints make, in words: "one batch of 300", "10 batches of 1000", "2
+    batches of 1000 and one of 200"."""
+    whole, rest = divmod(n, size)
+    if not whole:
+        return f"one batch of {rest}"
+    said = f"{'one' if whole == 1 else whole} batch{'es' if whole > 1 else ''} of {size}"
+    return said + (f" and one of {rest}" if rest else "")

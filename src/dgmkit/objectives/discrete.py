@@ -38,6 +38,13 @@ def _gumbel(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
 
 
 class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
+    """The Gumbel-softmax (concrete) relaxation of the module docstring. ``temperature`` tau_0,
+    ``temperature_min`` tau_min and ``anneal_rate`` r set the temperature of optimizer step t,
+    tau_t = max(tau_min, tau_0 exp(-r t)), which ``update(step)`` sets (the Trainer calls it
+    before every step); r = 0 here keeps tau_0 throughout, while the ``dvae`` family (``dgm train
+    --model dvae``) anneals at r = 3e-5 a step. ``straight_through``: the decoder sees the hard
+    one-hot sample in the forward pass and the relaxed sample's gradient in the backward pass."""
+
     def __init__(
         self,
         temperature: float = 1.0,

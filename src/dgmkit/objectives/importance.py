@@ -151,7 +151,8 @@ def importance_sampled_log_likelihood(
     generator: torch.Generator | None = None,
     first: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Per-datapoint estimate of log p(x) in nats, shape (N) (Rezende et al. 2014; Burda et al. 2016):
+    """Per-datapoint estimate of log p(x) in nats, shape (N), in the model's dtype (the sums are
+    in float64; Rezende et al. 2014; Burda et al. 2016):
 
         log p(x) ~ log (1/k) sum_i p(x, z_i) / q(z_i|x),   z_i ~ q(z|x)
 
