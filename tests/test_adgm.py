@@ -175,3 +175,11 @@ def test_elbo_terms_split_the_kl_of_the_same_bound_that_training_uses():
     torch.testing.assert_close(terms["kl_a"] + terms["kl_z"] + terms["kl_y"], terms["kl"])
     torch.testing.assert_close(terms["recon"] - terms["kl"], terms["elbo"])
     assert (terms["kl_z"] >= 0).all() and (terms["kl_y"] >= -1e-6).all()
+
+
+def test_a_decoder_that_is_not_a_decoder_is_refused_where_the_model_is_built():
+    m = _tiny(skip=False)
+    parts = (m.aux_encoder, m.classifier, m.encoder, m.aux_decoder)
+    with pytest.raises(TypeError, match="the decoder must be a dgmkit.conditional.Decoder, got Linear"):
+        AuxiliaryDGM(*parts, nn.Linear(4, 16), K, 1, 1, (1, 2, 2))  # type: ignore[arg-type]
+    assert AuxiliaryDGM(*parts, m.decoder, K, 1, 1, (1, 2, 2)).event_shape == (1, 2, 2)

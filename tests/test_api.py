@@ -161,6 +161,9 @@ def test_reconstruct_and_interpolate_from_python_as_the_cli_draws_them(tmp_path)
         ends = [run.model.likelihood(location(run.model.posterior(v))).mean for v in (a, b)]
     assert torch.allclose(rows[:, 1], ends[0], atol=1e-6) and torch.allclose(rows[:, -2], ends[1], atol=1e-6)
     assert not torch.equal(rows[:, 1], rows[:, 2])  # the path moves
+    assert torch.equal(dgmkit.interpolate(run, pairs=np.int64(3), steps=np.int64(4), seed=np.int64(1)), rows)
+    assert torch.equal(dgmkit.reconstruct(run, np.int64(5), seed=np.int64(2))[0], x)  # NumPy integers are integers
+    assert torch.equal(dgmkit.sample(run, 3, seed=np.int64(4))[0], dgmkit.sample(run, 3, seed=4)[0])
     for call, needle in [
         (lambda: dgmkit.reconstruct(run, 301), "n = 301 is more than the 300 images of the test split"),
         (lambda: dgmkit.reconstruct(run, 0), r"n must be an integer in 1\.\.10000"),

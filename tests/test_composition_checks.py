@@ -3,6 +3,8 @@ does not define are refused where they enter (evaluation, the Trainer), and part
 do not fit get an error that names the part, never a silent wrong number or a bare broadcast
 error."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -152,6 +154,37 @@ def test_a_decoder_that_is_not_a_decoder_is_named_where_the_model_is_built():
         Autoencoder(nn.Flatten(), OwnDecoder(), M)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=said):
         WassersteinAutoencoder(nn.Flatten(), OwnDecoder(), StandardNormalPrior(M))  # type: ignore[arg-type]
+    decoder = _vae().decoder
+
+    class Wrapped(nn.Module):  # a wrapper that holds a decoder's head and event shape is one
+        def __init__(self):
+            super().__init__()
+            self.inner, self.head, self.event_shape = decoder, decoder.head, decoder.event_shape
+
+        def forward(self, z):
+            return self.inner(z)
+
+    for taken in (Wrapped(), torch.compile(decoder)):  # (compiled at its first call: not here)
+        assert VAE(encoder, taken, StandardNormalPrior(M)).event_shape == (1, 4, 4)  # type: ignore[arg-type]
+
+
+def test_a_head_that_says_it_is_discrete_gets_bits_per_dim_without_naming_levels():
+    """A head of one's own with ``discrete = True`` and no ``num_levels`` (a binomial count): its
+    log_prob is a probability, so evaluation gives bits/dim as it stands; a density head (the
+    Gaussian) gets none where no bins are named."""
+    from dgmkit.conditional import LikelihoodHead
+
+    class BinomialHead(LikelihoodHead):
+        discrete = True
+
+        def forward(self, params):
+            return Independent(torch.distributions.Binomial(16, logits=params[..., 0, :, :]), 3)
+
+    x = torch.randint(0, 17, (6, 1, 4, 4)).float()
+    counts = evaluate(_vae(head=BinomialHead()), x, iw_samples=4)
+    assert counts.density_of == "discrete" and counts.bpd == pytest.approx(counts.nll / (16 * math.log(2)))
+    density = evaluate(_vae(head=GaussianHead()), x / 16, iw_samples=4)
+    assert density.density_of == "continuous" and density.bpd is None
 
 
 def test_free_bits_name_the_distributions_without_a_per_dimension_kl():

@@ -176,7 +176,7 @@ def sample(
     model); ``options``: ``temperature``, ``naive``, ``steps`` or ``draw`` as ``dgm sample``;
     ``inputs``: other runs in roles the family declares (``{"code-prior": RUN}``: a VQ-VAE draws
     its code grids from that run; ``code_prior=RUN`` is short for it), attached to ``run``."""
-    given_count(seed, 0, MAX_SEED, "seed")
+    seed = given_count(seed, 0, MAX_SEED, "seed")
     _attach(run, inputs, code_prior)
     x, what = draw_samples(run, n, seed, **options)
     return x.cpu(), what.rstrip(",")
@@ -192,11 +192,13 @@ def reconstruct(
     run: Run, n: int = 16, split: str = "test", seed: int = 0, data_dir: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``dgm reconstruct`` without the picture: n images of the run's ``split`` drawn at random
-    with ``seed``, and their reconstructions (the mean of p(x|z) at the posterior's location,
-    E[z|x] where it has one), each (n, *event) on the CPU in the units the model scores (as
-    ``sample``'s). ``data_dir``: where the run's data are read from, if not where it recorded."""
-    given_count(seed, 0, MAX_SEED, "seed")
-    given_count(n, 1, 10_000, "n")
+    with ``seed``, and their reconstructions as ``dgm reconstruct`` shows them (the model's
+    ``reconstruct``: for a VAE the mean of p(x|z) at the posterior's location, E[z|x] where it
+    has one; a PixelVAE decodes greedily), each (n, *event) on the CPU in the units the model
+    scores (as ``sample``'s). ``data_dir``: where the run's data are read from, if not where it
+    recorded."""
+    seed = given_count(seed, 0, MAX_SEED, "seed")
+    n = given_count(n, 1, 10_000, "n")
     _has_latents(run, "reconstruct")
     x = picked_images(split_data(run, split, data_dir)[0], n, seed, split, flag="n =")
     return x.cpu(), latent_model(run).reconstruct(x).cpu()
@@ -210,9 +212,9 @@ def interpolate(
     image of the run's ``split``, the means of p(x|z) at ``steps`` evenly spaced points on the line
     from its posterior location to that of a second image (both ends included), and the second
     image; the images drawn at random with ``seed``, everything in the units the model scores."""
-    given_count(seed, 0, MAX_SEED, "seed")
-    given_count(pairs, 1, 1000, "pairs")
-    given_count(steps, 2, 100, "steps")
+    seed = given_count(seed, 0, MAX_SEED, "seed")
+    pairs = given_count(pairs, 1, 1000, "pairs")
+    steps = given_count(steps, 2, 100, "steps")
     _has_latents(run, "interpolate")
     a, b = picked_pairs(split_data(run, split, data_dir)[0], pairs, seed, split)
     path = interpolation(run, a, b, steps)

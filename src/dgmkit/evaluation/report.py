@@ -249,15 +249,14 @@ def evaluate(
     ``log_volume``: log L per dimension for uniformly dequantized data
     (``DataTransform.log_volume``), so that the numbers are of the integers. ``continuous``: the
     data are continuous values (not quantized): no bits/dim; None (the default): continuous where
-    the model states no discrete support for its data (``data_support``: a density on the real
-    line) and no ``log_volume`` is given, since then nothing says what bins the data came from.
+    the model's probabilities are not of discrete values (``discrete_data``: a density) and no
+    ``log_volume`` is given, since then nothing says what bins the data came from.
     ``orders`` M >= 1: an any-order model's exact likelihood as the mixture of M orders drawn from
     ``seed`` (``iw_samples`` unused), each order's values kept in ``order_store`` as they are done
     (see ``estimates.OrderStore``)."""
     t0 = time.perf_counter()
     if continuous is None:
-        support = model.data_support
-        continuous = (support is None or not support.is_discrete) and log_volume == 0.0
+        continuous = not model.discrete_data and log_volume == 0.0
     x = x.to(device_of(model))  # the data go where the model is
     y = None if y is None else y.to(x.device)
     n, num_dims = len(x), int(math.prod(x.shape[1:]))

@@ -34,7 +34,7 @@ from dgmkit.conditional import Decoder
 from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
-from dgmkit.models.base import JointTerms
+from dgmkit.models.base import JointTerms, check_decoder
 from dgmkit.models.m2 import EnumeratedTerms, SemiSupervisedVAE, _full
 from dgmkit.models.terms import Term
 
@@ -76,6 +76,7 @@ class AuxiliaryDGM(SemiSupervisedVAE):
         if class_samples < 1:
             raise ValueError(f"class_samples must be at least 1, got {class_samples}")
         self.aux_encoder, self.classifier, self.encoder = aux_encoder, classifier, encoder
+        check_decoder(decoder)
         self.aux_decoder, self.decoder = aux_decoder, decoder
         self.aux_dim, self.skip, self.class_samples = aux_dim, skip, class_samples
 

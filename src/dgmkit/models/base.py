@@ -30,7 +30,9 @@ class:
 - ``data_support``: the values an entry of the data may take (a ``torch.distributions``
   constraint: 0 or 1, the integers 0..L-1), or None for a density on the real line;
   ``check_data(x)`` refuses data outside it, as every evaluation function and the Trainer do
-  where data enter.
+  where data enter. ``discrete_data``: whether ``log_prob`` is a probability of discrete values
+  (a discrete support, or a likelihood head that says ``discrete``) rather than a density, so
+  that ``evaluate`` gives bits/dim of the data as they stand where no bins are named.
 - ``reconstructs``: ``reconstruct(x)`` gives the mean of p(x|z) at a representative code of x
   (latent models, autoencoders, code models).
 - ``has_layers``: a stack of stochastic layers (``path``, ``top``, ``descend``): diagnosed and
@@ -58,7 +60,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from dgmkit.conditional import Decoder
+from dgmkit.conditional import Decoder, LikelihoodHead
 from dgmkit.data.transforms import values_seen
 from dgmkit.distributions.pixels import observed_log_prob
 from dgmkit.errors import DataError, DgmError
@@ -127,6 +129,12 @@ class GenerativeModel(nn.Module, ABC):
         states none (a density on the real line)."""
         return None
 
+    @property
+    def discrete_data(self) -> bool:
+        """Whether the model's probabilities are of discrete values (see the module docstring)."""
+        support = self.data_support
+        return support is not None and support.is_discrete
+
     def check_data(self, x: torch.Tensor) -> None:
         """Refuses (DataError) data with an observed entry outside ``data_support``: a
         likelihood of values it does not define is no likelihood (a Bernoulli pixel's "log p" of
@@ -192,8 +200,13 @@ def _describe(support: constraints.Constraint) -> str:
 
 def check_decoder(decoder: object) -> None:
     """A decoder p(x|z) that says its event shape and its likelihood (the data's support, the
-    numbers a pixel): a ``dgmkit.conditional.Decoder`` (a TypeError that says what to do)."""
-    if not isinstance(decoder, Decoder):
+    numbers a pixel): a ``dgmkit.conditional.Decoder``, or a module that holds one's ``head``
+    and ``event_shape`` (``torch.compile`` of one, a wrapper); else a TypeError that says what to do."""
+    if not isinstance(decoder, Decoder) and not (
+        isinstance(decoder, nn.Module)
+        and isinstance(getattr(decoder, "head", None), LikelihoodHead)
+        and isinstance(getattr(decoder, "event_shape", None), tuple)
+    ):
         raise TypeError(
             f"the decoder must be a dgmkit.conditional.Decoder, got {type(decoder).__name__}: wrap the network as "
             "Decoder(net, head, event_shape) with a likelihood head (dgmkit.conditional.heads; for a likelihood of your "
@@ -214,6 +227,10 @@ class DecodedModel(GenerativeModel):
     @property
     def data_support(self) -> constraints.Constraint | None:
         return self.decoder.head.support
+
+    @property
+    def discrete_data(self) -> bool:
+        return self.decoder.head.discrete
 
     def importance_rows(self, budget_bytes: int) -> int | None:
         """Rows of log p(x|z) within ``budget_bytes``: at least the likelihood's parameters of a

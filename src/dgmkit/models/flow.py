@@ -49,7 +49,7 @@ class FlowModel(ExactLikelihoodModel):
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1:] != self.event_shape:
-            hint = f" (event_shape is the data's, {tuple(x.shape[1:])}, even with flatten=True)" if self.flatten else ""
+            hint = " (flatten=True flattens data of the event shape, not data of another)" if self.flatten else ""
             raise ValueError(
                 f"expected data of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}{hint}"
             )

@@ -74,6 +74,10 @@ class SemiSupervisedVAE(Classifier, VariationalModel, EnumeratedELBO):
     def data_support(self) -> constraints.Constraint:
         return self.decoder.head.support
 
+    @property
+    def discrete_data(self) -> bool:
+        return self.decoder.head.discrete
+
     @abstractmethod
     def enumerate(self, x: torch.Tensor) -> EnumeratedTerms:
         """L(x, y) for every class y, with log q(y|x) (or log q(y|a,x) at the draw of a that L used)."""

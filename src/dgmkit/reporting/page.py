@@ -182,7 +182,7 @@ _EVAL_COLUMNS = [
     ("nll_stderr", "± stderr", 3),
     ("bpd", "bits/dim", 4),
     ("elbo", "ELBO (nats)", 3),
-    ("elbo_stderr", "± stderr", 3),
+    ("elbo_stderr", "ELBO ± stderr", 3),
     ("elbo_bpd", "ELBO bits/dim", 4),
     ("recon", "reconstruction", 3),
     ("kl", "KL", 3),
