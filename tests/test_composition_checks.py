@@ -206,3 +206,16 @@ def test_an_evaluation_checks_its_data_once_not_in_every_evaluation_it_calls(mon
     assert calls == [6]
     importance_sampled_log_likelihood(_vae(), _binary(), k=2)  # a new evaluation checks again
     assert calls == [6, 6]
+
+
+def test_an_encoder_that_does_not_say_its_size_is_named_when_its_latents_reach_the_decoder():
+    """q(z|x) over 2 dimensions from an encoder without latent_dim, a prior over 3: named at
+    p(x|z), not a bare 'mat1 and mat2 shapes cannot be multiplied' from inside the decoder."""
+
+    class Unsized(nn.Module):
+        def forward(self, x):
+            return Independent(Normal(x.flatten(1)[:, :2], torch.ones(len(x), 2)), 1)
+
+    model = VAE(Unsized(), _vae().decoder, StandardNormalPrior(M))
+    with pytest.raises(ValueError, match=r"p\(x\|z\) was given latents of 2 dimensions, and the prior's p\(z\) is over 3"):
+        ELBO(1)(model, _binary())

@@ -64,6 +64,12 @@ class VAE(DecodedModel, LatentVariableModel):
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for latents of shape (*batch, M)."""
+        if z.shape[-1] != self.latent_dim:  # an encoder that does not say its size, unchecked where built
+            raise ValueError(
+                f"p(x|z) was given latents of {z.shape[-1]} dimensions, and the prior's p(z) is over {self.latent_dim}: "
+                "the encoder's q(z|x) must be over as many (an encoder that sets latent_dim is checked where the model "
+                "is built)"
+            )
         return self.decoder(z)
 
     @property
