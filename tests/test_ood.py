@@ -249,6 +249,7 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["score", "mean"] and "FPR@95%TPR" in lines[0]
     assert "as bits/dim" in out and "typicality, batches of M=5" in out and "L(x) = the bits of each image as a PNG" in out
+    assert "typicality of batches: 60 in-distribution and 8 OOD batches from one shuffle of each side" in out  # 300/5, 40/5
     result = json.loads(out_json.read_text())
     assert set(result["scores"]) == {"nll", "likelihood_ratio", "typicality", "typicality_batch", "complexity"}
     assert result["n_in"] == 300 and result["n_ood"] == 40  # the digits' test split; the file's 10% test split

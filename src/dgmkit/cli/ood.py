@@ -308,6 +308,12 @@ def _notes(r: dict) -> list[str]:
         )
     if r["typicality_batch"] > 1 and "typicality_batch" not in r["scores"]:
         notes.append(f"typicality of batches: n/a (fewer than 2 batches of M={r['typicality_batch']} inputs on a side)")
+    elif r["typicality_batch"] > 1:
+        b = r["scores"]["typicality_batch"]
+        notes.append(
+            f"typicality of batches: {b['n_in']} in-distribution and {b['n_ood']} OOD batches from one shuffle of each "
+            "side drawn with --seed; with few batches its metrics move with the seed"
+        )
     if "complexity" in r["scores"]:
         notes.append("complexity: L(x) = the bits of each image as a PNG file (Pillow, optimize=True, lossless)")
     else:

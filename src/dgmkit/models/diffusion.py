@@ -19,8 +19,8 @@ steps: T times one step's term), so that averaging over t in [0, 1] estimates th
   -(z_0 / alpha_0 - v)^2 / (2 sigma_0^2 / alpha_0^2) at each level's value v. Continuous
   time: 1/2 gamma'(t) ||eps - eps_hat||^2; T steps: T/2 expm1(gamma(t) - gamma(s)) ||eps - eps_hat||^2
   with s = t - 1/T. Ho et al. 2020's DDPM is the case of the fixed ``DDPMSchedule`` (their
-  linear betas in continuous form, z_0 at their first noise level, so that T = 1000 steps end
-  one step beyond their 1000), with the simple loss ||eps - eps_hat||^2 (an objective's choice,
+  linear betas in continuous form, z_0 at their first noise level and z_1 at their last, so that
+  T = 1000 steps span their 999 intervals), with the simple loss ||eps - eps_hat||^2 (an objective's choice,
   ``objectives.diffusion``).
 - ``MaskedDiffusion``: absorbing-state diffusion on data with L levels (binary images: L = 2):
   each entry is replaced by a mask token with probability t (Austin et al. 2021; Shi et al.
@@ -317,7 +317,8 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
     def order_time(self, m: int, d: int) -> float:
         """The time at which the network reads m of d entries masked: in continuous time m / (d + 1),
         the mean of the Beta(m, d - m + 1) time the bound draws for m masks; in T steps the nearest
-        step j / T, where t = 1 (all masks in training) is kept for m = d."""
+        step j / T, where t = 1 (all masks in training) is left to m = d alone: other m stop at
+        (T - 1) / T, and m = d takes it where it is the nearest step (d >= 2T - 1)."""
         t = m / (d + 1)
         if not self.steps:
             return t
