@@ -33,7 +33,7 @@ from dgmkit._io import atomic_write_bytes
 from dgmkit.cli.argtypes import MAX_SEED, given_count
 from dgmkit.cli.common import latent_model, split_data
 from dgmkit.cli.evaluate import evaluate_run, format_report
-from dgmkit.cli.figures import draw_samples, interpolation, picked_images, picked_pairs
+from dgmkit.cli.figures import draw_samples, interpolation, needs_latents, picked_images, picked_pairs, reconstructs
 from dgmkit.cli.train import train_run
 from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.config.inputs import attach_input
@@ -182,11 +182,6 @@ def sample(
     return x.cpu(), what.rstrip(",")
 
 
-def _has_latents(run: Run, what: str) -> None:
-    if not (run.model.has_latents or (what == "reconstruct" and run.model.reconstructs)):
-        raise ConfigError(f"the {run.cfg.family} model has no latent space q(z|x) (one vector per input) to {what} through")
-
-
 @torch.no_grad()
 def reconstruct(
     run: Run, n: int = 16, split: str = "test", seed: int = 0, data_dir: str | None = None
@@ -199,7 +194,7 @@ def reconstruct(
     recorded."""
     seed = given_count(seed, 0, MAX_SEED, "seed")
     n = given_count(n, 1, 10_000, "n")
-    _has_latents(run, "reconstruct")
+    reconstructs(run)
     x = picked_images(split_data(run, split, data_dir)[0], n, seed, split, flag="n =")
     return x.cpu(), latent_model(run).reconstruct(x).cpu()
 
@@ -215,7 +210,7 @@ def interpolate(
     seed = given_count(seed, 0, MAX_SEED, "seed")
     pairs = given_count(pairs, 1, 1000, "pairs")
     steps = given_count(steps, 2, 100, "steps")
-    _has_latents(run, "interpolate")
+    needs_latents(run)
     a, b = picked_pairs(split_data(run, split, data_dir)[0], pairs, seed, split)
     path = interpolation(run, a, b, steps)
     return torch.cat([a[:, None].to(path.dtype), path, b[:, None].to(path.dtype)], 1).cpu()

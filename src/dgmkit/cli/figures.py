@@ -49,6 +49,8 @@ __all__ = [
     "latents",
     "draw_samples",
     "reconstruction_pairs",
+    "needs_latents",
+    "reconstructs",
     "picked_images",
     "picked_pairs",
     "interpolation",
@@ -215,7 +217,8 @@ def _sample_rows(args: argparse.Namespace) -> int:
     return 0
 
 
-def _needs_latents(run: Run) -> None:
+def needs_latents(run: Run) -> None:
+    """A run whose model has a latent space q(z|x) (to interpolate in, or plot), else a ConfigError."""
     if not run.model.has_latents:
         raise ConfigError(
             f"the {run.cfg.family} model has no latent space q(z|x) (one vector per input) to reconstruct through, "
@@ -223,14 +226,19 @@ def _needs_latents(run: Run) -> None:
         )
 
 
-def _reconstructs(run: Run) -> None:
+def reconstructs(run: Run) -> None:
+    """A run whose model reconstructs its inputs, else a ConfigError."""
     if not run.model.reconstructs:  # latent models, autoencoders, code models (VQ-VAE)
-        _needs_latents(run)
+        needs_latents(run)
+
+
+def _reconstructs(run: Run) -> None:
+    reconstructs(run)
     images_only(run)
 
 
 def _interpolates(run: Run) -> None:
-    _needs_latents(run)
+    needs_latents(run)
     images_only(run)
 
 
@@ -267,7 +275,7 @@ def interpolate(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def latents(args: argparse.Namespace) -> int:
-    out, run, x, y = figure_split(args, _needs_latents)
+    out, run, x, y = figure_split(args, needs_latents)
     if args.limit is not None and args.limit < len(x):
         idx = _pick(len(x), args.limit, args.seed).to(x.device)
         x, y = x[idx], (None if y is None else y[idx])
