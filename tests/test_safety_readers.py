@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from dgmkit.data import Dataset, Split, from_array, load_dataset
 from dgmkit.data.download import download
-from dgmkit.data.formats import MAX_BYTES_ENV, max_data_bytes, open_maybe_gzip, read_amat, read_array, read_idx
+from dgmkit.data.formats import MAX_BYTES_ENV, max_data_bytes, open_maybe_gzip, read_amat, read_array, read_arrays, read_idx
+from dgmkit.data.matlab import read_mat
 from dgmkit.errors import DataError
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -114,12 +115,12 @@ def gzip_wrap(raw_deflate: bytes, crc: int, size: int) -> bytes:
     return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + raw_deflate + struct.pack("<II", crc, size & 0xFFFFFFFF)
 
 
-def zip_with_deflated_member(name: bytes, raw_deflate: bytes, size: int, crc: int) -> bytes:
-    """A one-member zip file (no zip64: sizes below 4 GiB) around a ready deflate stream."""
-    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(raw_deflate), size, len(name), 0)
-    central = struct.pack(
-        "<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0x21, crc, len(raw_deflate), size, len(name), 0, 0, 0, 0, 0, 0
-    )
+def zip_with_deflated_member(name: bytes, raw_deflate: bytes, size: int, crc: int, method: int = 8, flags: int = 0) -> bytes:
+    """A one-member zip file (no zip64: sizes below 4 GiB) around a ready deflate stream (or,
+    with ``method`` 0, stored bytes), its declared size, CRC and flags as given."""
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, flags, method, 0, 0x21, crc, len(raw_deflate), size, len(name), 0)
+    fields = (20, 20, flags, method, 0, 0x21, crc, len(raw_deflate), size, len(name), 0, 0, 0, 0, 0, 0)
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, *fields)
     offset = len(local) + len(name) + len(raw_deflate)
     end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central) + len(name), offset, 0)
     return local + name + raw_deflate + central + name + end
@@ -355,6 +356,74 @@ def test_npz_with_an_array_named_twice_is_refused(tmp_path, names):
         read_array(path)
 
 
+HEADER = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }"
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        (npy_with_header(HEADER[: HEADER.index("3")], BASE.tobytes()), r"malformed header \(it ends early\)"),
+        (npy_with_header(HEADER.replace("(2, 3)", "(2 3)"), BASE.tobytes()), "unexpected '3' in the shape"),
+        (npy_with_header(HEADER.replace("'descr':", "'descr'"), BASE.tobytes()), "a key without ':'"),
+        (npy_with_header(HEADER.replace("'<f8',", "'<f8'"), BASE.tobytes()), "unexpected \"'fortran_order'\""),
+        (npy_with_header(HEADER + " {", BASE.tobytes()), "text after the dict"),
+        (npy_with_header(HEADER.replace("'<f8'", "(8,)"), BASE.tobytes()), r"descr \(8,\) is not a string"),
+        (npy_with_header(HEADER.replace("(2, 3)", "(-2, -3)"), BASE.tobytes()), "not a tuple of non-negative integers"),
+        (npy_with_header(HEADER.replace("(2, 3)", "'6'"), BASE.tobytes()), "not a tuple of non-negative integers"),
+        (npy_with_header(HEADER.replace("(2, 3)", "(2, 3" + ", 1" * 31 + ")"), BASE.tobytes()), "33 dimensions"),
+        (b"\x93NUMPY\x01\x00\x05", "truncated header"),  # one of the two bytes of the header's length
+        (b"\x93NUMPY\x01\x00" + struct.pack("<H", 100) + b"{'descr'", "truncated header"),
+        (b"\x93NUMPY\x02\x00" + struct.pack("<I", 1 << 20) + b"{}", "the header claims 1048576 bytes"),
+    ],
+)
+def test_npy_headers_that_numpy_would_not_write_are_refused_by_name(tmp_path, data, problem):
+    path = tmp_path / "bad.npy"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=problem) as e:
+        read_array(path)
+    assert str(e.value).startswith(f"cannot read {path} as a NumPy array: ")
+
+
+def test_npy_header_without_a_trailing_comma_reads_as_numpys_own(tmp_path):
+    """A dict literal that ends without ", " (as NumPy 1.x wrote before 1.17's padding) is the same header."""
+    (tmp_path / "plain.npy").write_bytes(npy_with_header(HEADER.replace(", }", "}"), BASE.tobytes()))
+    assert np.array_equal(read_array(tmp_path / "plain.npy"), BASE)
+
+
+def test_npy_every_plain_dtype_in_every_byte_order_reads_its_values(tmp_path):
+    values = np.arange(6) % 2
+    for body in ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"):
+        for order in "<>|=":
+            stored = values.astype(np.dtype(order + body))
+            header = f"{{'descr': '{order}{body}', 'fortran_order': False, 'shape': (6,), }}"
+            (tmp_path / "t.npy").write_bytes(npy_with_header(header, stored.tobytes()))
+            got = read_array(tmp_path / "t.npy")
+            assert got.dtype.isnative and got.dtype.kind == stored.dtype.kind and np.array_equal(got, values), (order, body)
+
+
+def test_npz_of_one_array_not_named_x_is_read_by_default(tmp_path):
+    np.savez(tmp_path / "one.npz", images=BASE)
+    x, y = read_arrays(tmp_path / "one.npz")
+    assert np.array_equal(x, BASE) and y is None
+
+
+def test_npz_members_that_are_encrypted_otherwise_compressed_or_shorter_than_declared(tmp_path):
+    member = npy_bytes(BASE)
+    (tmp_path / "bz.npz").write_bytes(npz_bytes({"x.npy": member}, zipfile.ZIP_BZIP2))
+    secret = zip_with_deflated_member(b"x.npy", member, len(member), zlib.crc32(member), method=0, flags=1)
+    (tmp_path / "secret.npz").write_bytes(secret)
+    cut = member[:-8]  # the zip's sizes and CRC say the whole member; its stored bytes stop 8 short (CRC of those)
+    (tmp_path / "short.npz").write_bytes(zip_with_deflated_member(b"x.npy", cut, len(member), zlib.crc32(cut), method=0))
+    for name, problem in (
+        ("bz.npz", r"compression method 12 is not supported \(only stored or deflated\)"),
+        ("secret.npz", "the member is encrypted"),
+        ("short.npz", "truncated member \\(40 of 48 bytes\\)"),
+    ):
+        with pytest.raises(DataError, match=problem) as e:
+            read_array(tmp_path / name)
+        assert str(e.value).startswith(f"cannot read {tmp_path / name} (array 'x') as a NumPy array: ")
+
+
 # ---------------------------------------------------------------------------------------- IDX
 
 IDX_CODES = [0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E]
@@ -434,6 +503,16 @@ def test_idx_gzip_stream_is_read_only_as_far_as_the_header_declares(tmp_path):
         read_idx(path)
 
 
+def test_idx_gzip_whose_header_declares_more_than_the_cap_is_refused_unread(tmp_path, monkeypatch):
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 1000, 28, 28)  # 784000 bytes declared
+    path = tmp_path / "big-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(header + bytes(1000)))
+    monkeypatch.setenv(MAX_BYTES_ENV, "100000")
+    assert guarded(read_idx, path) is None
+    with pytest.raises(DataError, match=f"784000 bytes\\), more than the limit of 100000 bytes \\(set {MAX_BYTES_ENV}"):
+        read_idx(path)
+
+
 def test_gzip_bomb_stops_at_the_cap(tmp_path, monkeypatch):
     text = gzip.compress(b"0 " * (32 * MB))  # 64 MiB of text in a small file
     (tmp_path / "bomb.amat.gz").write_bytes(text)
@@ -465,6 +544,21 @@ def test_gzip_members_padding_truncation_and_trailing_garbage(tmp_path):
     empty = gzip.compress(b"", mtime=0)
     (tmp_path / "many.gz").write_bytes(gzip.compress(data) + empty * 20000 + b"\0" * 70000)
     assert np.array_equal(read_idx(tmp_path / "many.gz"), arr)
+
+
+@pytest.mark.parametrize("reader", [read_array, read_idx, read_amat, open_maybe_gzip, read_mat])
+def test_a_path_that_is_no_readable_file_is_one_data_error_naming_it(tmp_path, reader):
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "folder").mkdir()
+    for path, problem in (
+        (tmp_path / "missing.npy", f"no such file or folder: {tmp_path / 'missing.npy'}"),
+        (tmp_path / "folder", f"{tmp_path / 'folder'}: not a regular file"),
+        (tmp_path / "file" / "x.npy", f"cannot read {tmp_path / 'file' / 'x.npy'}: a part of the path is not a folder"),
+        (Path(f"{tmp_path}/a\0b.npy"), f"{tmp_path}/a\\x00b.npy: not a valid file name"),  # (os.open: ValueError)
+    ):
+        with pytest.raises(DataError) as e:
+            reader(path)
+        assert str(e.value) == problem
 
 
 def write_mnist_folder(folder: Path, n_train: int, n_test: int = 7, **override) -> None:
@@ -568,6 +662,15 @@ def test_amat_general_parser_keeps_lines_and_blank_lines(tmp_path):
     (tmp_path / "ok.amat").write_text("1 2 3\n\n  4.5\t5 -6  \r\n")
     got = read_amat(tmp_path / "ok.amat", 3)
     assert got.dtype == np.float32 and got.tolist() == [[1, 2, 3], [4.5, 5, -6]]
+
+
+def test_amat_line_of_too_many_values_is_refused_at_the_first_block_it_overflows(tmp_path):
+    """A line longer than a scanning block (256 KiB) that already holds more values than the
+    columns: refused with its line number, before the rest is scanned."""
+    path = tmp_path / "long.amat"
+    path.write_bytes(b"1 2 3\n4 5 6\n" + b"7 " * 200_000 + b"\n")
+    with pytest.raises(DataError, match=f"{path}: line 3 holds more than 3 values, expected 3 columns"):
+        read_amat(path, 3)
 
 
 def test_binarized_mnist_file_checks_name_the_file(tmp_path):
