@@ -312,6 +312,80 @@ def test_matlab_written_objects_and_uint32_dimensions_still_read():
     assert read_mat(data / "miuint32_for_miint32.mat")[0].shape == (1, 10)
 
 
+def _mat_variable(mclass: int, dims: tuple[int, ...], *data: bytes, name: bytes = b"x") -> bytes:
+    """A v5 variable element: array flags of class ``mclass``, dimensions, name and data parts."""
+    import struct
+
+    flags, shape = _element(6, struct.pack("<II", mclass, 0)), _element(5, struct.pack(f"<{len(dims)}i", *dims))
+    return _element(14, flags + shape + _element(1, name) + b"".join(data))
+
+
+MAT_HEADER = b"MATLAB 5.0 MAT-file".ljust(116) + bytes(8) + b"\x00\x01IM"
+DOUBLES = _element(9, np.ones(60).tobytes())
+
+
+def test_crafted_mat_classes_layouts_and_sizes_are_refused_by_name(tmp_path):
+    """What the structure walk and the size checks refuse before SciPy allocates or reads:
+    each a DataError naming the file and the problem."""
+    import io
+    import struct
+
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"x": np.arange(60.0).reshape(20, 3)}, do_compression=True)
+    packed = buf.getvalue()
+    (size,) = struct.unpack_from("<I", packed, 132)
+    cut = packed[:128] + struct.pack("<II", 15, size // 2) + packed[136 : 136 + size // 2]  # the stream stops midway
+    for name, data, problem in (
+        ("tail.mat", _crafted_mat() + bytes(4), "the file ends inside an element tag"),
+        ("cut.mat", cut, "a compressed variable has an element that declares"),
+        ("class0.mat", MAT_HEADER + _mat_variable(0, (20, 3), DOUBLES), "a variable is of unknown class 0"),
+        ("class18.mat", MAT_HEADER + _mat_variable(18, (20, 3), DOUBLES), "a variable is of unknown class 18"),
+        (
+            "nodims.mat",
+            MAT_HEADER + _element(14, _element(6, struct.pack("<II", 6, 0)) + DOUBLES),
+            "flags, dimensions and name",
+        ),
+        (
+            "huge.mat",
+            MAT_HEADER + _mat_variable(6, (10**6, 10**6), DOUBLES),
+            "declares 8000000000000 bytes, more than the limit",
+        ),
+        ("reshape.mat", MAT_HEADER + _mat_variable(6, (20, 4), DOUBLES), "cannot reshape array of size 60"),
+        ("short.mat", b"MATLAB", "neither a v5 header nor a v4 matrix header"),
+    ):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=problem) as e:
+            read_mat(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_mat_cells_nest_at_most_32_deep_and_an_empty_entry_is_walked(tmp_path):
+    value: object = np.zeros((2, 2))
+    for _ in range(33):
+        cell = np.empty((1, 1), dtype=object)
+        cell[0, 0] = value
+        value = cell
+    scipy.io.savemat(tmp_path / "deep.mat", {"x": np.ones((2, 2)), "c": value})
+    with pytest.raises(DataError, match="variables nest more than 32 deep"):
+        read_mat(tmp_path / "deep.mat")
+    empty = _mat_variable(1, (1, 1), _element(14, b""), name=b"c")  # a cell whose one entry is an empty matrix
+    (tmp_path / "empty.mat").write_bytes(MAT_HEADER + empty + _crafted_mat()[128:])
+    assert np.array_equal(read_mat(tmp_path / "empty.mat")[0], np.ones((20, 3)))
+
+
+def test_mat_complex_logical_and_the_whole_file_against_the_cap(tmp_path, monkeypatch):
+    scipy.io.savemat(tmp_path / "complex.mat", {"x": np.ones((20, 3)) * (1 + 2j)})
+    with pytest.raises(DataError, match="the variable 'x' is not a real numeric array"):
+        read_mat(tmp_path / "complex.mat")
+    mask = np.arange(60).reshape(20, 3) % 3 == 0
+    scipy.io.savemat(tmp_path / "logical.mat", {"x": mask})
+    x, _ = read_mat(tmp_path / "logical.mat")
+    assert x.dtype == np.uint8 and np.array_equal(x, mask)  # 0/1 bytes, as a .npy of bools reads
+    monkeypatch.setenv("DGMKIT_MAX_DATA_BYTES", "100")
+    with pytest.raises(DataError, match="logical.mat is more than the limit of 100 bytes \\(set DGMKIT_MAX_DATA_BYTES"):
+        read_mat(tmp_path / "logical.mat")
+
+
 def test_nested_cells_are_walked_without_a_copy_a_level(tmp_path):
     import tracemalloc
 
