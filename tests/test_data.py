@@ -220,6 +220,42 @@ def test_from_array_splits_and_rejects_bad_input(tmp_path):
         load_dataset(str(tmp_path / "junk.npy"))
 
 
+@pytest.mark.parametrize(
+    "name, options, problem",
+    [
+        ("digits", dict(schema="s.json"), "--schema applies only to .csv and .parquet files, not to the dataset 'digits'"),
+        ("digits", dict(image_shape=[8, 8]), "--image-shape applies only to data files; the dataset 'digits' knows"),
+        (
+            "x.npy",
+            dict(schema="s.json"),
+            "--schema describes a table's columns: it applies to .csv and .parquet files, not x",
+        ),
+        ("t.csv", dict(key="x"), r"--data-key and --image-shape do not apply to a table \(t.csv\)"),
+        ("t.csv", dict(image_shape=[1, 2]), r"--data-key and --image-shape do not apply to a table \(t.csv\)"),
+        ("x.npy", dict(image_shape=[12]), r"--image-shape takes H W or C H W, positive whole numbers; got \[12\]"),
+        ("x.npy", dict(image_shape=[0, 12]), r"--image-shape takes H W or C H W, positive whole numbers; got \[0, 12\]"),
+        ("~no-such-user-dgmkit/x.npy", {}, "no such data file: ~no-such-user-dgmkit/x.npy"),
+    ],
+)
+def test_options_that_do_not_apply_to_the_data_are_refused(tmp_path, monkeypatch, name, options, problem):
+    monkeypatch.chdir(tmp_path)
+    np.save("x.npy", np.zeros((20, 12), np.uint8))
+    Path("t.csv").write_text("a,b\n1,2\n3,4\n")
+    with pytest.raises(DataError, match=problem):
+        load_dataset(name, **options)
+
+
+def test_from_array_refuses_ragged_data_or_labels_and_reads_bool_labels():
+    with pytest.raises(DataError, match="the data is not an array of numbers"):
+        from_array([[1, 2], [3]] * 10)
+    x = np.zeros((20, 4), np.uint8)
+    with pytest.raises(DataError, match="the labels are not an array of numbers"):
+        from_array(x, [[1, 2], [3]] * 10)
+    d = from_array(x, np.arange(20) % 2 == 1)
+    labels = torch.cat([d.train.y, d.valid.y, d.test.y])
+    assert labels.dtype == torch.int64 and sorted(labels.tolist()) == [0] * 10 + [1] * 10
+
+
 def test_generated_data_are_identified_by_their_definition_not_their_last_bits(tmp_path, monkeypatch):
     """Another CPU or library build may move a generated float by one ulp: the run must still
     recognise its two moons (it once refused them as "other data"); an older run that pinned

@@ -83,11 +83,77 @@ def test_frey_faces_by_name_and_by_path(data_dir):
     assert every.mean().item() == pytest.approx(154.4609, abs=1e-3) and every.min() == 8 and every.max() == 238
     by_path = load_dataset(str(data_dir / "frey_faces" / "frey_rawface.mat"))
     assert by_path.name == "frey-faces" and by_path.fingerprint() == d.fingerprint()
+    for shape in ([28, 20], [1, 28, 20]):  # the frames' own shape may be given; another is a contradiction
+        assert (
+            load_dataset(str(data_dir / "frey_faces" / "frey_rawface.mat"), image_shape=shape).fingerprint()
+            == d.fingerprint()
+        )
+    with pytest.raises(
+        DataError, match=r"holds the Frey faces, whose frames are 28 x 20; --image-shape \(20, 28\) contradicts"
+    ):
+        load_dataset(str(data_dir / "frey_faces" / "frey_rawface.mat"), image_shape=[20, 28])
 
 
 def test_frey_faces_missing_says_where_it_comes_from(tmp_path):
     with pytest.raises(DataError, match="frey_rawface.mat.*roweis"):
         load_dataset("frey-faces", tmp_path, download=False)
+
+
+def test_frey_faces_copies_that_are_not_freys_are_passed_over_or_named(data_dir, tmp_path):
+    """Of several frey_rawface.mat, the first that holds Frey's frames is read; if none does, the
+    first copy's problem is the error, naming it."""
+    wrong_shape, no_ff = tmp_path / "frey_faces" / "frey_rawface.mat", tmp_path / "frey-faces" / "frey_rawface.mat"
+    for path in (wrong_shape, no_ff):
+        path.parent.mkdir()
+    scipy.io.savemat(wrong_shape, {"ff": np.zeros((28, 20), np.uint8)})
+    scipy.io.savemat(no_ff, {"x": np.zeros((28, 20), np.uint8)})
+    with pytest.raises(
+        DataError, match="expected Frey's variable ff as uint8 of shape \\(560, 1965\\), found uint8 \\(28, 20\\)"
+    ):
+        load_dataset("frey-faces", tmp_path, download=False)
+    wrong_shape.unlink()
+    with pytest.raises(DataError, match=f"{no_ff} is not Roweis' frey_rawface.mat \\(.*has no variable named 'ff'"):
+        load_dataset("frey-faces", tmp_path, download=False)
+    (tmp_path / "frey_rawface.mat").symlink_to(data_dir / "frey_faces" / "frey_rawface.mat")  # a third copy, Frey's
+    d = load_dataset("frey-faces", tmp_path, download=False)
+    assert d.fingerprint() == load_dataset("frey-faces", data_dir, download=False).fingerprint()
+
+
+def test_frey_faces_download_is_verified_by_content_and_a_failed_one_leaves_nothing(data_dir, tmp_path, monkeypatch):
+    """The download path, offline through a file:// URL: the file is checked by its content
+    (a MATLAB header holds a time stamp: no checksum) before it is put in place."""
+    import dgmkit.data.registry as registry
+
+    monkeypatch.setattr(registry, "_FREY_URL", (data_dir / "frey_faces" / "frey_rawface.mat").as_uri())
+    d = load_dataset("frey-faces", tmp_path / "root", download=True)
+    assert d.fingerprint() == load_dataset("frey-faces", data_dir, download=False).fingerprint()
+    assert sorted(p.name for p in (tmp_path / "root" / "frey_faces").iterdir()) == ["frey_rawface.mat"]
+    scipy.io.savemat(tmp_path / "other.mat", {"ff": np.zeros((28, 20), np.uint8)})
+    for url, problem in (
+        ((tmp_path / "nope.mat").as_uri(), "could not download"),
+        ((tmp_path / "other.mat").as_uri(), "expected Frey's variable ff"),
+    ):
+        monkeypatch.setattr(registry, "_FREY_URL", url)
+        with pytest.raises(
+            DataError, match=f"missing data file frey_rawface.mat in {tmp_path / 'new' / 'frey_faces'}, and .*{problem}"
+        ):
+            load_dataset("frey-faces", tmp_path / "new", download=True)
+        assert not (tmp_path / "new").exists()
+
+
+def test_mnist_download_is_read_and_identified_like_a_file_found(data_dir, tmp_path, monkeypatch):
+    """A missing canonical file is downloaded (here from a file:// URL, with the MD5 of that
+    copy), put in the dataset's subfolder, read and identified by its content."""
+    import hashlib
+
+    import dgmkit.data.registry as registry
+
+    local = data_dir / "mnist"
+    md5 = {k: hashlib.md5((local / r.name).read_bytes()).hexdigest() for k, r in registry._MNIST_FILES.items()}
+    monkeypatch.setattr(registry, "_MNIST_FILES", registry._idx_files(local.as_uri() + "/", md5))
+    d = load_dataset("mnist", tmp_path, download=True)
+    assert d.fingerprint() == load_dataset("mnist", data_dir, download=False).fingerprint()
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == sorted(r.name for r in registry._MNIST_FILES.values())
 
 
 def test_a_mat_file_by_path_with_key_labels_and_image_shape(tmp_path):

@@ -774,3 +774,38 @@ def test_failed_download_leaves_no_folder_behind(tmp_path, monkeypatch):
     with pytest.raises(DataError):
         download("http://example.invalid/f.bin", tmp_path / "kept" / "new" / "f.bin", "0" * 64)
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["note.txt"]
+
+
+def test_download_is_checked_before_it_is_in_place_and_a_failure_leaves_nothing(tmp_path, monkeypatch):
+    """Offline, through file:// URLs: what the download checks (its size against the cap, its
+    checksum or ``verify``) refuses a file before it is in place, and every failure, an
+    interrupt too, leaves neither the temporary file nor a folder that the call made."""
+    import hashlib
+
+    src = tmp_path / "src" / "f.bin"
+    src.parent.mkdir()
+    src.write_bytes(b"abc" * 1000)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    url = src.as_uri()
+    dest = tmp_path / "got" / "sub" / "f.bin"
+    assert download(url, dest, sha) == dest and dest.read_bytes() == src.read_bytes()
+    assert [p.name for p in dest.parent.iterdir()] == ["f.bin"]  # the temporary file renamed, none left
+
+    def refuse(path: Path) -> None:
+        assert path.read_bytes() == src.read_bytes()  # verify sees the whole file, before it is in place
+        raise DataError("not the file wanted")
+
+    def interrupt(path: Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv(MAX_BYTES_ENV, "1000")
+    with pytest.raises(DataError, match=f"download of {url} exceeds 1000 bytes, the limit \\(set {MAX_BYTES_ENV}"):
+        download(url, tmp_path / "new" / "f.bin", sha)
+    monkeypatch.delenv(MAX_BYTES_ENV)
+    with pytest.raises(DataError, match="not the file wanted"):
+        download(url, tmp_path / "new" / "f.bin", None, verify=refuse)
+    with pytest.raises(KeyboardInterrupt):
+        download(url, tmp_path / "new" / "f.bin", None, verify=interrupt)
+    with pytest.raises(DataError, match=f"could not download {url}: .*File name too long"):
+        download(url, tmp_path / "new" / ("x" * 300) / "f.bin", sha)  # new/ is made, then x...x cannot be
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["got", "src"]  # new/ is gone each time

@@ -523,10 +523,8 @@ def from_array(
         levels, t = None, torch.from_numpy(x.astype(np.float32))
     labels = None if y is None else _check_labels(y, len(t), name)
     perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))
-    n_va = n_te = max(1, len(t) // 10)
+    n_va = n_te = max(1, len(t) // 10)  # at least 10 rows (check_images): train keeps 8 or more
     parts = perm[: len(t) - n_va - n_te], perm[len(t) - n_va - n_te : len(t) - n_te], perm[len(t) - n_te :]
-    if min(len(p) for p in parts) == 0:
-        raise DataError(f"{name}: {len(t)} images are too few for non-empty train, valid and test splits")
     full = Split(t, labels)
     train, valid, test = (full.subset(p) for p in parts)
     return Dataset(name, train, valid, test, num_levels=levels)
