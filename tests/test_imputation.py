@@ -199,6 +199,49 @@ def test_a_parquet_table_that_would_expand_is_refused_before_it_does(tmp_path, m
         read_table(tmp_path / "many.csv")
 
 
+def test_tables_past_the_byte_cap_or_without_pyarrow_are_refused_before_they_are_read(tmp_path, monkeypatch):
+    import sys
+
+    import dgmkit.data.table as table
+
+    big = tmp_path / "big.csv"
+    big.write_text("a,b\n1,2\n")
+    os.truncate(big, table.MAX_TABLE_BYTES + 1)  # a sparse file: its size is all that is looked at
+    with pytest.raises(
+        DataError, match=f"big.csv: {table.MAX_TABLE_BYTES + 1} bytes, more than the {table.MAX_TABLE_BYTES}"
+    ):
+        read_table(big)
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "wide.parquet"  # 160 kB of doubles, a few hundred bytes compressed
+    pq.write_table(pa.table({"a": np.arange(20000) % 3 * 1.0}), path, use_dictionary=False, compression="zstd")
+    monkeypatch.setattr(table, "MAX_TABLE_BYTES", 100_000)
+    with pytest.raises(DataError, match=r"wide.parquet: 1\d{5} bytes uncompressed, more than the 100000"):
+        read_table(path)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if it were not installed
+    with pytest.raises(DataError, match=r"reading Parquet needs pyarrow \(pip install pyarrow\), or give it as CSV"):
+        read_table(path)
+
+
+def test_rows_read_with_a_models_columns_must_be_of_its_columns_and_categories(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("a,b\n-1,x\n1,y\n0,x\n")  # a of mean 0: its 0 is stored as 0
+    x, cols = read_table(p)
+    (tmp_path / "swapped.csv").write_text("b,a\nx,1\n")
+    with pytest.raises(DataError, match=r"swapped.csv: columns \['b', 'a'\], but the model's table has \['a', 'b'\]"):
+        read_table(tmp_path / "swapped.csv", columns=cols)
+    (tmp_path / "new.csv").write_text("a,b\n1,x\n\n2,z\n")
+    with pytest.raises(DataError, match=r"new.csv: line 4, column 'b': 'z' is not one of its categories \['x', 'y'\]"):
+        read_table(tmp_path / "new.csv", columns=cols)
+    with pytest.raises(DataError, match="t.csv has 3 rows, the values to write 2"):
+        write_table(x[:2], cols, original=p)  # the table's cells and other rows would be paired wrongly
+    back = tmp_path / "back.csv"
+    back.write_text(write_table(x, cols))  # (a value of exactly 0 has no digits to count: log10(0))
+    assert back.read_text().splitlines() == ["a,b", "-1,x", "1,y", "0.0,x"]
+    assert np.array_equal(read_table(back, columns=cols)[0], x)
+
+
 @pytest.mark.parametrize(
     "text, problem",
     [
@@ -206,6 +249,7 @@ def test_a_parquet_table_that_would_expand_is_refused_before_it_does(tmp_path, m
         ("a,a\n1,2\n", "each once"),
         ("a,b\n,1\n,2\n", "no observed value"),
         ("a\n", "header row and at least one row"),
+        ("a\n" + "".join(f"w{i}\n" for i in range(257)), "column 'a' has 257 categories, more than 256"),
     ],
 )
 def test_bad_tables_are_refused(tmp_path, text, problem):
@@ -270,6 +314,9 @@ def test_a_schema_must_name_every_column_with_a_known_kind(tmp_path):
             read_table(p, s)
     s.write_text(json.dumps({"columns": {"size": "numeric", "colour": "numeric", "weight": "numeric"}}))
     with pytest.raises(DataError, match="'colour' is numeric, but holds 'green'"):
+        read_table(p, s)
+    s.write_text('{"columns": {"size": "numeric",}}')
+    with pytest.raises(DataError, match=f"schema {s}: not a readable JSON file"):
         read_table(p, s)
 
 
