@@ -85,3 +85,10 @@ def test_variational_dequantization_from_the_command_line(tmp_path, capsys):
     assert r["bpd"] == pytest.approx(r["nll"] / (64 * math.log(2)))
     code, _, err = run(capsys, "train", "--dataset", "digits", "--dequantization", "variational", "--out", tmp_path / "x")
     assert_clean_failure(code, err, "a setting of the flow and hybrid models")
+
+
+def test_variational_dequantization_of_continuous_data_is_refused(tmp_path, capsys):
+    argv = ["train", "--model", "flow", "--dataset", "two-moons", "--dequantization", "variational"]
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "x")
+    assert_clean_failure(code, err, "two-moons: variational dequantization needs integer data, got continuous data")
+    assert not (tmp_path / "x").exists()

@@ -197,6 +197,8 @@ def test_make_transform_choices_and_errors():
         make_transform("beta", cont)  # a head of one's own: the message says which transform to take
     with pytest.raises(DataError, match="bernoulli"):
         make_transform("bernoulli", cont)
+    with pytest.raises(DataError, match="binarize must be auto, dynamic or none, got 'always'"):
+        make_transform("bernoulli", ints, binarize="always")
 
 
 def test_from_array_splits_and_rejects_bad_input(tmp_path):
@@ -256,6 +258,35 @@ def test_from_array_refuses_ragged_data_or_labels_and_reads_bool_labels():
     assert labels.dtype == torch.int64 and sorted(labels.tolist()) == [0] * 10 + [1] * 10
 
 
+def test_splits_and_datasets_refuse_what_they_cannot_hold():
+    from dgmkit.data import Dataset, Split
+
+    x = torch.zeros(4, 1, 2, 2)
+    ok = Split(x)
+    for make, problem in [
+        (lambda: Split(torch.tensor(1.0)), r"a split needs a batch of images, got a tensor of shape \(\)"),
+        (lambda: Split(x, torch.zeros(4)), "labels must be integers, not torch.float32"),
+        (
+            lambda: Dataset("d", ok, ok, Split(torch.zeros(4, 1, 3, 3)), None),
+            r"different shapes \[\(1, 2, 2\), \(1, 3, 3\)\]",
+        ),
+        (lambda: Dataset("d", ok, ok, ok, None, factor_names=("a",)), "1 factor names for 0 factor sizes"),
+        (lambda: Dataset("d", ok, ok, ok, None, ("a",), (2,)), "needs 1 factor indices"),
+        (lambda: load_dataset("digits").split("validation"), "unknown split 'validation'; choose train, valid or test"),
+    ]:
+        with pytest.raises(DataError, match=problem):
+            make()
+
+
+def test_the_checkerboard_is_uniform_on_its_eight_black_squares():
+    x = load_dataset("checkerboard").train.x.reshape(-1, 2)
+    assert x.shape == (20000, 2) and bool(((x >= -2) & (x < 2)).all())
+    col, row = (x + 2).floor().long().unbind(1)
+    assert bool(((col + row) % 2 == 0).all())  # the black squares only
+    counts = torch.bincount(col * 4 + row, minlength=16)[[0, 2, 5, 7, 8, 10, 13, 15]]
+    assert (counts - 2500).abs().max() < 200  # 2500 each (a standard deviation of 47)
+
+
 def test_generated_data_are_identified_by_their_definition_not_their_last_bits(tmp_path, monkeypatch):
     """Another CPU or library build may move a generated float by one ulp: the run must still
     recognise its two moons (it once refused them as "other data"); an older run that pinned
@@ -304,6 +335,7 @@ def test_a_transform_of_integer_data_refuses_values_that_are_not_its_levels(kind
     top = 1 if kind == "binary" else 16
     ok = torch.tensor([[0.0, float(top), float("nan")]])
     assert t(ok).shape == ok.shape
+    assert t(torch.full((2, 3), float("nan"))).isnan().all()  # nothing observed: nothing to check, still missing
     assert t(torch.tensor([[0, top]], dtype=torch.uint8)).shape == (1, 2)
     for bad, needle in [
         (torch.tensor([[0.0, 0.5]]), "not all whole numbers"),
