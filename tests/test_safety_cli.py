@@ -867,6 +867,51 @@ def test_a_failed_write_removes_the_folders_it_made(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupted_write_removes_its_temporary_and_the_folders_it_made(tmp_path, monkeypatch):
+    """A Ctrl-C while the file was written removed the temporary file but left the folders made
+    for it (an OSError removed both)."""
+    from dgmkit import _io
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_io.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _io.atomic_write_bytes(tmp_path / "a" / "b" / "x.png", b"data")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writes_onto_or_under_what_is_no_folder_are_one_error_naming_it_and_change_nothing(tmp_path):
+    from dgmkit import _io
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "kept.txt").write_text("kept")
+    (tmp_path / "file").write_text("file")
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "b.png").mkdir()  # where a file is to go, a folder with a file in it
+    (target / "b.png" / "inner.txt").write_text("inner")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(DgmError, match=f"^cannot write {tmp_path / 'folder'}: it is a folder$"):
+        _io.atomic_write_bytes(tmp_path / "folder", b"data")
+    with pytest.raises(DgmError, match=f"^--out {tmp_path / 'folder'} is a folder; name a file$"):
+        check_new_output(tmp_path / "folder", force=True)
+    with (
+        pytest.raises(DgmError, match=f"^{tmp_path / 'file'} is a file, not a folder$"),
+        atomic_folder(tmp_path / "file", ["a.png"]),
+    ):
+        pass
+    under_a_file = tmp_path / "file" / "sub" / "out"
+    with pytest.raises(DgmError, match=f"^cannot write {under_a_file}: a part of the path is not a folder$"):
+        with atomic_folder(under_a_file, ["a.png"]):
+            pass
+    with pytest.raises(DgmError, match=f"^cannot write {target / 'b.png'}: it is a folder$"):
+        with atomic_folder(target, ["a.png", "b.png"], force=True) as tmp:
+            for n in ("a.png", "b.png"):
+                (tmp / n).write_bytes(n.encode())
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # a.png, moved first, taken back
+
+
 def test_atomic_folder_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(RuntimeError), atomic_folder(tmp_path / "new" / "deeper" / "out", ["a.png"]):
         raise RuntimeError("failed before the first file")

@@ -74,10 +74,12 @@ def describe_os_error(e: OSError, path: os.PathLike | str | None = None, action:
 
 def atomic_write_bytes(path: os.PathLike | str, data: bytes | memoryview) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, and rename it into place.
-    On failure the temporary file is removed and a DgmError names the problem."""
+    On failure (an OSError, which a DgmError then names, or an interrupt) the temporary file and
+    the folders this call made for ``path`` are removed."""
     path = Path(path)
     tmp = None
     made = [p for p in path.parents if not p.exists()]  # folders this call creates (deepest first)
+    done = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_tmp_stem(path.name)}.", suffix=TMP_SUFFIX)
@@ -87,16 +89,15 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes | memoryview) -> Non
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the file its usual mode
         os.replace(tmp, path)
-        tmp = None
+        done = True
     except OSError as e:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-            tmp = None
-        _remove_empty(made)
         raise DgmError(describe_os_error(e, path, "write")) from None
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        if not done:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            _remove_empty(made)
 
 
 def is_own_temporary(name: str) -> bool:
@@ -210,8 +211,8 @@ def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool =
         else:
             _move_into(tmp, target, names, new=set(names) - set(clash))
         done = True
-    except OSError as e:
-        raise DgmError(describe_os_error(e, target, "write")) from None
+    except OSError as e:  # a rename names the file it could not write second
+        raise DgmError(describe_os_error(e, getattr(e, "filename2", None) or target, "write")) from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
