@@ -71,6 +71,21 @@ def test_train_load_sample_evaluate_and_the_cli_reads_the_folder(tmp_path, capsy
         dgmkit.evaluate(again, data=torch.zeros(3, 1, 8, 8))
 
 
+def test_a_number_too_long_to_print_is_refused_by_its_size_as_a_config_error():
+    """given_count and given_real (the API's checks of the flags' ranges) printed the value: an
+    integer of more than 4300 digits made that a ValueError, not the ConfigError."""
+    from dgmkit.cli.argtypes import MAX_SEED, given_count, given_real
+
+    with pytest.raises(ConfigError, match=f"^seed must be an integer in 0..{MAX_SEED}, got an integer of 16610 bits$"):
+        given_count(10**5000, 0, MAX_SEED, "seed")
+    with pytest.raises(
+        ConfigError, match="^--temperature must be a finite number > 0 and <= 100, got an integer of 16610 bits$"
+    ):
+        given_real(10**5000, 0, 100, "--temperature")
+    with pytest.raises(ConfigError, match=f"^n must be an integer in 1..10, got '{'x' * 36}\\.\\.\\.$"):
+        given_count("x" * 1000, 1, 10, "n")
+
+
 def test_a_config_and_keywords_and_resume(tmp_path):
     cfg = {"model": {"name": "vae", "latent_dim": 3, "hidden": [8]}, "data": {"dataset": "digits"}}
     run = dgmkit.train(tmp_path / "r", cfg, epochs=1)

@@ -98,6 +98,11 @@ def vae_copy(vae_run, tmp_path):
         (["eval", "RUN", "--seed", str(2**70)], "a seed must be in 0.."),
         (["sample", "RUN", "--out", "x.png", "--nrow", "-3"], "--nrow must be in 1.."),
         (["sample", "RUN", "--out", "x.png", "--temperature", "inf"], "expected a finite number"),
+        (["sample", "RUN", "--out", "x.png", "--temperature", "warm"], "expected a number, got 'warm'"),
+        (["sample", "RUN", "--out", "x.png", "--temperature", "0"], "must be > 0 and <= 100, got 0"),
+        (["sample", "RUN", "--out", "x.png", "--temperature", "9" * 400], "expected a finite number, got '9999"),
+        (["eval", "RUN", "--iw-samples", "many"], "expected an integer, got 'many'"),
+        (["eval", "RUN", "--seed", "9" * 5000], "a seed must be in 0..4611686018427387904, got an integer of 5000 digits"),
         (["sample", "RUN", "--out", "x.png", "-n", "0"], "-n must be in 1.."),
         (["interpolate", "RUN", "--out", "x.png", "--steps", "1"], "--steps must be in 2.."),
         (["density", "RUN", "--out", "x.png", "--grid", "-5"], "--grid must be in 10.."),
@@ -111,6 +116,7 @@ def test_bad_flags_are_one_line_user_errors(argv, needle, tmp_path, capsys, monk
         argv = [*argv, "--out", "run"]
     code, _, err = run(capsys, *argv)
     assert_one_error_line(code, err, needle)
+    assert len(err) < 300, "the error repeats a long argument in full"
     assert list(tmp_path.iterdir()) == [], "a refused command created files"
 
 

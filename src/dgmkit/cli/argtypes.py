@@ -11,6 +11,15 @@ __all__ = ["count", "real", "SEED", "MAX_SEED", "given_count", "given_real"]
 MAX_SEED = 2**62  # as the run setting `seed` (the trainer also seeds with seed + 1)
 
 
+def _shown(value: object) -> str:
+    """``value`` for a message: its repr, cut to 40 characters; an integer too long for Python to
+    print (4300 digits) by its size."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def count(lo: int = 1, hi: int = 10**9, what: str = "a count") -> Callable[[str], int]:
     """An integer in lo..hi (Python integers: no overflow whatever the text)."""
 
@@ -18,7 +27,12 @@ def count(lo: int = 1, hi: int = 10**9, what: str = "a count") -> Callable[[str]
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            digits = text.strip().lstrip("+-")
+            if digits.isdecimal():  # an integer of more digits than int() reads (4300)
+                raise argparse.ArgumentTypeError(
+                    f"{what} must be in {lo}..{hi}, got an integer of {len(digits)} digits"
+                ) from None
+            raise argparse.ArgumentTypeError(f"expected an integer, got {_shown(text)}") from None
         if not lo <= value <= hi:
             raise argparse.ArgumentTypeError(f"{what} must be in {lo}..{hi}, got {value}")
         return value
@@ -34,9 +48,9 @@ def real(gt: float | None = None, lo: float | None = None, hi: float | None = No
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a number, got {_shown(text)}") from None
         if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {_shown(text)}")
         if (gt is not None and not value > gt) or (lo is not None and value < lo) or (hi is not None and value > hi):
             bounds = [f"> {gt:g}" if gt is not None else "", f">= {lo:g}" if lo is not None else ""]
             bounds.append(f"<= {hi:g}" if hi is not None else "")
@@ -58,7 +72,7 @@ def given_count(value: object, lo: int, hi: int, what: str) -> int:
     from dgmkit.errors import ConfigError
 
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= int(value) <= hi:
-        raise ConfigError(f"{what} must be an integer in {lo}..{hi}, got {value!r}")
+        raise ConfigError(f"{what} must be an integer in {lo}..{hi}, got {_shown(value)}")
     return int(value)
 
 
@@ -74,5 +88,5 @@ def given_real(value: object, gt: float, hi: float, what: str) -> float:
     except OverflowError:  # an integer beyond float's range
         f = math.inf
     if not (math.isfinite(f) and gt < f <= hi):
-        raise ConfigError(f"{what} must be a finite number > {gt:g} and <= {hi:g}, got {str(value)[:40]}")
+        raise ConfigError(f"{what} must be a finite number > {gt:g} and <= {hi:g}, got {_shown(value)}")
     return f
