@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dgmkit.cli.common import run_data
@@ -197,3 +198,32 @@ def test_a_bundled_table_is_scored_in_its_own_units_from_a_csv_and_as_the_model_
     np.testing.assert_allclose(a, b, atol=1e-4)  # the CSV's centimetres standardized by the columns the run read
     assert main(["sample", str(run), "-n", "3", "--out", str(tmp_path / "rows.csv")]) == 0
     assert list(_rows(tmp_path / "rows.csv")[0]) == [c.name for c in cols]
+
+
+def test_png_inputs_are_read_as_the_runs_values_whatever_its_levels(tmp_path, capsys):
+    """A 1-bit PNG for a run of continuous data was an internal error (None - 1): it reads as 0
+    and 1, as an 8-bit PNG of black and white reads as x / 255; for a run of 17 levels as 0 and
+    16. 8-bit grey PNGs need a run of 256 levels (or continuous data), PNGs a run of single-channel
+    images, and --out a .csv name."""
+    from types import SimpleNamespace
+
+    from dgmkit.cli.score import _inputs
+    from dgmkit.errors import DataError
+
+    def runs(levels, event=(1, 4, 4)):
+        return SimpleNamespace(record={"data": {"event_shape": list(event), "num_levels": levels}})
+
+    white = np.eye(4, dtype=bool)
+    Image.fromarray(white).save(tmp_path / "bw.png")
+    Image.fromarray(white.astype(np.uint8) * 255).save(tmp_path / "grey.png")
+    one_bit, _ = _inputs([str(tmp_path / "bw.png")], runs(None))
+    eight_bit, _ = _inputs([str(tmp_path / "grey.png")], runs(None))
+    assert one_bit.dtype == torch.float32 and torch.equal(one_bit, eight_bit) and torch.equal(one_bit[0, 0], torch.eye(4))
+    assert torch.equal(_inputs([str(tmp_path / "bw.png")], runs(17))[0][0, 0], 16 * torch.eye(4))
+    with pytest.raises(DataError, match="the run models 17 levels per pixel; 8-bit PNGs hold 256"):
+        _inputs([str(tmp_path / "grey.png")], runs(17))
+    with pytest.raises(DataError, match=r"PNG images are single-channel pictures; the run's data have shape \(3, 4, 4\)"):
+        _inputs([str(tmp_path / "bw.png")], runs(2, (3, 4, 4)))
+    assert main(["score", str(tmp_path / "no-run"), str(tmp_path / "bw.png"), "--out", str(tmp_path / "s.txt")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dgm: error: --out must name a .csv file, got ") and err.count("\n") == 1

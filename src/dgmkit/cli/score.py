@@ -81,7 +81,9 @@ def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[t
     if meta["png_mode"] == "1" or levels == 2:
         if levels == 2 and meta["png_mode"] == "L" and not np.isin(x, (0, 255)).all() and not np.isin(x, (0, 1)).all():
             raise DataError("the run models binary images; these 8-bit PNGs hold grey levels, not only black and white")
-        x = (x != 0).astype(np.float32) if levels == 2 else x * (levels - 1)
+        x = (x != 0).astype(np.float32)  # black and white: 0 and 1
+        if levels is not None:
+            x *= levels - 1  # the lowest and the highest level (continuous data: 0 and 1, as x / 255 below)
     elif levels is not None and levels != 256:
         raise DataError(f"the run models {levels} levels per pixel; 8-bit PNGs hold 256")
     elif levels is None:
