@@ -263,6 +263,37 @@ def test_pixels_out_of_range_are_refused_before_coding():
         encode_images(_model(), torch.full((2, 1, 3, 3), 5), 2)
 
 
+def test_the_coders_arguments_are_checked_before_coding():
+    """encode_images and decode_images (dgmkit.coding, beneath dgm compress): images of another
+    shape, not integers or complex (which was a NotImplementedError of the model's data check), a
+    batch size or an image count that is no positive integer, a payload that is not flat and a
+    model without one pixel order are each one DataError."""
+    from dgmkit.models.autoregressive import MADEARM
+
+    model = _model()
+    x = torch.randint(0, 5, (3, 1, 3, 3), generator=torch.Generator().manual_seed(0))
+    words = encode_images(model, x, 2)
+    mixture = MADEARM(CategoricalHead(5), (1, 3, 3), hidden=[8], masks=2)  # a mixture over two pixel orders
+    for call, problem in [
+        (lambda: encode_images(model, x[:, :, :2]), r"expected images of shape \(N, 1, 3, 3\), got \(3, 1, 2, 3\)"),
+        (lambda: encode_images(model, x + 0.5), "integers 0..4 in each entry, .* not all whole numbers"),
+        (
+            lambda: encode_images(model, x.to(torch.complex64)),
+            "real numbers .*, not torch.complex64",
+        ),  # (NotImplementedError)
+        (lambda: encode_images(model, x, 0), "the coding batch size must be a positive integer, got 0"),
+        (lambda: encode_images(model, x, True), "the coding batch size must be a positive integer, got True"),
+        (lambda: decode_images(model, words, 3, 2.0), "the coding batch size must be a positive integer, got 2.0"),
+        (lambda: decode_images(model, words, -1), "the number of images to decode must be a non-negative integer, got -1"),
+        (lambda: decode_images(model, words, True), "the number of images to decode must be a non-negative integer"),
+        (lambda: decode_images(model, words.reshape(1, -1), 3), r"a flat array of 32-bit words, got shape \(1, "),
+        (lambda: encode_images(mixture, x), "this model has no exact sequential conditionals over discrete values"),
+    ]:
+        with pytest.raises(DataError, match=problem):
+            call()
+    assert torch.equal(decode_images(model, words, 3, 2), x)  # well-formed arguments: the round trip
+
+
 def test_a_crafted_payload_decodes_to_a_data_error_or_to_images():
     model = _model()
     for words in (np.full(3, 0xFFFFFFFF, np.uint32), np.arange(5, dtype=np.uint32), np.zeros(0, np.uint32)):
@@ -602,3 +633,64 @@ def test_the_payload_bound_passes_all_that_the_encoder_writes_and_stops_a_trunca
     with pytest.raises(DataError, match=f"holds {32 * len(half)} bits, .* not written with this model"):
         decode_images(model, half, len(noise), 100)
     assert 0.4 < len(steps) / (2 * 36) < 0.6  # refused about halfway through the 2 batches of 36 pixel steps
+
+
+def test_compress_refuses_inputs_and_settings_it_cannot_code_before_coding(env, capsys, tmp_path, monkeypatch):
+    """Each refused before a pixel is coded, in one line, nothing written: a batch size below 1,
+    a run whose model has no sequential conditionals, an input that is neither a .npy file nor
+    PNGs, a PNG name that decompression could not write back, PNGs of two modes, an animated
+    PNG, more images than a file holds and a batch of more pixels than are coded at once."""
+    from PIL import Image
+
+    import dgmkit.cli.compress as compress
+
+    ppca = tmp_path / "ppca"
+    assert (
+        main(["train", "--model", "ppca", "--dataset", "digits-4x4", "--latent-dim", "2", "--quiet", "--out", str(ppca)])
+        == 0
+    )
+    capsys.readouterr()
+    (tmp_path / "in").mkdir()
+    hidden, grey, animated = tmp_path / "in" / ".hidden.png", tmp_path / "in" / "grey.png", tmp_path / "in" / "anim.png"
+    hidden.write_bytes(env.pngs[0].read_bytes())
+    Image.new("L", (4, 4)).save(grey)
+    Image.new("L", (4, 4)).save(animated, save_all=True, append_images=[Image.new("L", (4, 4), 255)])
+    np.savez(tmp_path / "in" / "x.npz", x=env.x)
+    roots = [tmp_path, env.root]
+    out = ["--out", tmp_path / "o.dgmz"]
+    for argv, needle in (
+        ([env.run, env.root / "x.npy", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        ([ppca, env.root / "x.npy"], "has no exact sequential conditionals to drive the entropy coder"),
+        ([env.run, tmp_path / "in" / "x.npz"], "x.npz: give one .npy file or PNG files"),
+        ([env.run, env.pngs[0], hidden], "is not a plain base name"),
+        ([env.run, env.pngs[0], grey], "the PNG files differ in mode: give all 1-bit or all 8-bit grey images"),
+        ([env.run, animated], "anim.png is an animated PNG; give single images"),
+    ):
+        err = assert_fails_and_changes_nothing(capsys, roots, ["compress", *argv, *out], needle)
+        assert "Traceback" not in err
+    monkeypatch.setattr(compress, "MAX_DECODED_BYTES", 1000)  # 125 pixels: fewer than the 40 images' 640
+    argv = ["compress", env.run, env.root / "x.npy", *out]
+    assert_fails_and_changes_nothing(capsys, roots, argv, "40 images of 16 pixels are more than one compressed file holds")
+    monkeypatch.undo()
+    monkeypatch.setattr(compress, "MAX_BATCH_PIXELS", 100)
+    assert_fails_and_changes_nothing(capsys, roots, argv, "--batch-size 500 codes too many pixels at once: at most 6 images")
+
+
+def test_decompress_refuses_what_it_cannot_read_or_write_before_loading_the_model(env, capsys, tmp_path, monkeypatch):
+    import dgmkit.cli.compress as compress
+
+    (tmp_path / "folder.dgmz").mkdir()
+    (tmp_path / "taken").write_bytes(b"mine")
+    roots = [tmp_path, env.root]
+    for file, out, needle in (
+        (tmp_path / "folder.dgmz", tmp_path / "o.npy", "folder.dgmz is a folder, not a compressed file"),
+        (env.npz, tmp_path / "o.txt", "--out must name a .npy file, got"),
+        (env.pz, tmp_path / "taken", "holds PNG images: name a folder"),
+        (env.pz, tmp_path / "images.png", "holds PNG images: --out must name a folder, got"),
+    ):
+        assert_fails_and_changes_nothing(capsys, roots, _decompress(env, file, out), needle)
+    monkeypatch.setattr(compress, "MAX_FILE_BYTES", 100)
+    argv = _decompress(env, env.npz, tmp_path / "o.npy")
+    assert_fails_and_changes_nothing(
+        capsys, roots, argv, "has more than the 100 bytes a compressed file of this dgmkit holds"
+    )

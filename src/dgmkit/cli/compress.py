@@ -77,10 +77,7 @@ def _coding_model(run_dir: str, device: str):
 def _read_npy(path: str) -> np.ndarray:
     from dgmkit.data.formats import read_array  # the data loaders' safe reader (no pickles, checked header)
 
-    x = read_array(Path(path))
-    if not isinstance(x, np.ndarray):
-        raise DataError(f"{path} does not hold a NumPy array")
-    return x
+    return read_array(Path(path))
 
 
 def _read_png(p: str, height: int, width: int, errors: tuple[type[BaseException], ...]) -> tuple[np.ndarray, str]:

@@ -142,6 +142,8 @@ class GenerativeModel(nn.Module, ABC):
         ``can_impute`` (its likelihood of the observed entries)."""
         if x.dim() == 0:
             raise DataError(f"the data are a single number ({float(x):g}); give datapoints, a tensor (N, *event)")
+        if x.is_complex():  # (the support's check would raise NotImplementedError)
+            raise DataError(f"the data must be real numbers (bool, integers or floats), not {x.dtype}")
         holes = torch.isnan(x) if x.is_floating_point() else None
         if holes is not None and not self.can_impute and bool(holes.any()):
             raise DataError(
