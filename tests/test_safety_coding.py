@@ -181,6 +181,7 @@ def test_the_number_of_pixels_to_decode_is_bounded():
         (raw_container(b"{}", version=2), "format version 2"),
         (MAGIC + struct.pack("<HI", 1, 2**32 - 1) + b"{}" + bytes(40), "truncated"),
         (MAGIC + struct.pack("<HI", 1, 2) + b"{}" + struct.pack("<Q", 2**64 - 1) + bytes(32), "truncated"),
+        ("DGMZ" + "x" * 50, "expected bytes, got str"),  # (the API's read_container given text)
     ],
 )
 def test_malformed_containers_are_one_data_error(data, needle):
