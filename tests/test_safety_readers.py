@@ -503,7 +503,12 @@ def test_idx_gzip_stream_is_read_only_as_far_as_the_header_declares(tmp_path):
         read_idx(path)
 
 
-def test_idx_gzip_whose_header_declares_more_than_the_cap_is_refused_unread(tmp_path, monkeypatch):
+def test_idx_headers_declaring_no_data_or_more_than_the_cap_are_refused_unread(tmp_path, monkeypatch):
+    (tmp_path / "empty-idx3-ubyte").write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 5, 0, 28) + bytes(100))
+    with pytest.raises(
+        DataError, match=r"empty-idx3-ubyte: IDX header declares the shape \(5, 0, 28\), which holds no data"
+    ):
+        read_idx(tmp_path / "empty-idx3-ubyte")
     header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 1000, 28, 28)  # 784000 bytes declared
     path = tmp_path / "big-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(header + bytes(1000)))
