@@ -140,7 +140,11 @@ def test_tensorboard_is_off_by_default_and_refused_for_closed_form_fits(tmp_path
     assert "closed form" in capsys.readouterr().err
 
 
-def test_a_link_planted_at_the_tensorboard_folder_is_not_followed(tmp_path, capsys):
+@pytest.mark.parametrize("planted", ["link", "file"])
+def test_a_link_or_file_planted_at_the_tensorboard_folder_is_refused_before_the_run_goes_on(tmp_path, capsys, planted):
+    """The link is not followed, and the file not written to; both are refused before --resume
+    trains an epoch (they were refused after it: the run had gone on, its files rewritten, and the
+    command failed)."""
     pytest.importorskip("tensorboard")
     import shutil
 
@@ -149,12 +153,18 @@ def test_a_link_planted_at_the_tensorboard_folder_is_not_followed(tmp_path, caps
     assert main([*args, "--epochs", "1", "--out", str(out)]) == 0
     shutil.rmtree(out / "tensorboard")
     elsewhere.mkdir()
-    (out / "tensorboard").symlink_to(elsewhere)
+    if planted == "link":
+        (out / "tensorboard").symlink_to(elsewhere)
+    else:
+        (out / "tensorboard").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.is_symlink()}
     capsys.readouterr()
     assert main([*args, "--epochs", "2", "--out", str(out), "--resume"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("dgm: error: ") and "symbolic link" in err and "Traceback" not in err
+    said = "symbolic link" if planted == "link" else "exists and is not a folder"
+    assert err.startswith("dgm: error: ") and said in err and err.count("\n") == 1, err
     assert not list(elsewhere.iterdir())
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.is_symlink()} == before
 
 
 def test_a_table_run_with_holes_gets_no_pictures_of_its_rows(tmp_path):

@@ -43,6 +43,7 @@ from dgmkit.training import (
     trainer_result,
 )
 from dgmkit.training.data_parallel import check_shares
+from dgmkit.training.tensorboard import check_log_dir
 
 if TYPE_CHECKING:
     from dgmkit.training.tensorboard import TensorBoardLogger
@@ -244,6 +245,8 @@ def train_run(
     ``resume_line``: say where a resumed run goes on from (``dgm train`` does, even with
     --quiet)."""
     _check_fit_flags(cfg, resume, tensorboard)
+    if tensorboard and resume:  # a resumed run's log folder, refused before an epoch is trained (not after)
+        check_log_dir(out / "tensorboard")
     if not resume:
         cfg = _with_full_paths(cfg)
     units = None  # a resumed run on another run's latents keeps the units it recorded keeping

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dgmkit.errors import ConfigError
 
-__all__ = ["TensorBoardLogger", "tensorboard_tags"]
+__all__ = ["TensorBoardLogger", "tensorboard_tags", "check_log_dir"]
 
 
 def tensorboard_tags(metrics: dict) -> dict[str, float]:
@@ -42,6 +42,16 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def check_log_dir(log_dir: Path) -> None:
+    """Refuse (ConfigError) a log folder the event files may not be written to: the run's own
+    folder, never followed elsewhere (every other run file is replaced, not followed), and a folder."""
+    if log_dir.is_symlink():
+        raise ConfigError(f"{log_dir} is a symbolic link: the event files are written only inside the run "
+                          "folder; remove the link")  # fmt: skip
+    if log_dir.exists() and not log_dir.is_dir():
+        raise ConfigError(f"{log_dir} exists and is not a folder: the event files cannot be written there")
+
+
 class TensorBoardLogger:
     """``callback(trainer, metrics)``: the epoch's scalars to TensorBoard event files in ``log_dir``."""
 
@@ -51,12 +61,7 @@ class TensorBoardLogger:
         except ImportError:
             raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
         self.log_dir = Path(log_dir)
-        # the run's own folder, never followed elsewhere (every other run file is replaced, not followed)
-        if self.log_dir.is_symlink():
-            raise ConfigError(f"{self.log_dir} is a symbolic link: the event files are written only inside the run "
-                              "folder; remove the link")  # fmt: skip
-        if self.log_dir.exists() and not self.log_dir.is_dir():
-            raise ConfigError(f"{self.log_dir} exists and is not a folder: the event files cannot be written there")
+        check_log_dir(self.log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
     def __call__(self, trainer: object, metrics: dict) -> None:
