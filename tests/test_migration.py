@@ -228,6 +228,34 @@ def test_a_crafted_old_record_is_refused_by_name(config, version):
 
 
 @pytest.mark.parametrize(
+    "key, value, needle",
+    [
+        ("run_id", "a" * 31, "run_id 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' is not a run id of dgmkit"),
+        ("run_id", 7, "run_id '7' is not a run id"),
+        ("run_id", "\u00e9" * 32, "is not a run id"),  # alphanumeric, not ASCII
+        ("event_shape", [0, 8, 8], "event_shape [0, 8, 8] is not a list of 1 to 4 positive sizes"),
+        ("event_shape", [True, 8, 8], "event_shape [True, 8, 8] is not a list"),  # JSON true is no size
+        ("event_shape", [1, 1, 1, 1, 1], "is not a list of 1 to 4"),
+        ("event_shape", "1x8x8", "is not a list of 1 to 4"),
+        ("transform", None, "the data transform is missing"),
+        ("sha256", "ab" * 16, "the data's sha256 'abab"),
+        ("sha256", "AB" * 32, "is not a SHA-256 digest"),  # (hexdigest writes lower case)
+    ],
+)
+def test_a_record_describing_its_data_or_run_id_wrongly_is_refused_by_name(key, value, needle):
+    record = migrate_record(_record(), "config.json")
+    ok = {**record, "run_id": "0123456789abcdef" * 2, "data": {**record["data"], "sha256": "0f" * 32}}
+    check_record(ok, "x.json")
+    where = ok if key == "run_id" else ok["data"]
+    where[key] = value
+    if value is None:
+        del where[key]
+    with pytest.raises(CheckpointError, match="^x.json: ") as e:
+        check_record(ok, "x.json")
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize(
     "edit, needle",
     [
         (lambda r: {**r, "format": 99}, "newer dgmkit"),

@@ -106,7 +106,7 @@ def check_record(record: dict, source: str) -> RunConfig:
     d = record["data"]
     shape = d.get("event_shape")
     levels = d.get("num_levels")
-    if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(isinstance(v, int) and 0 < v <= 2**16 for v in shape)):
+    if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(type(v) is int and 0 < v <= 2**16 for v in shape)):
         raise CheckpointError(f"{source}: event_shape {shape!r} is not a list of 1 to 4 positive sizes")
     if math.prod(shape) > MAX_EVENT_SIZE:  # (a model of convolutions takes any size: drawing one would not end)
         raise CheckpointError(f"{source}: event_shape {shape!r} holds more than {MAX_EVENT_SIZE} values a datapoint")
