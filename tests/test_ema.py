@@ -170,6 +170,26 @@ def test_resume_refuses_a_checkpoint_without_the_average(digits, tmp_path):
         make_trainer(digits, tmp_path, epochs=2).resume()
 
 
+def test_resume_refuses_an_update_count_the_run_could_not_have_made(digits, tmp_path):
+    """The average's update count weighs its bias correction: more updates than steps (or one
+    that is no count) is a crafted or foreign checkpoint, refused with the file named."""
+    make_trainer(digits, tmp_path, epochs=1).fit()
+    path = tmp_path / "checkpoint.safetensors"
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    counters = json.loads(header["__metadata__"]["trainer"])
+    assert counters["ema_updates"] == counters["step"] == 10
+    for updates, needle in ((11, "counts 11 updates in 10 steps"), (-1, "not an integer >= 0"), ("10", "'10'")):
+        header["__metadata__"]["trainer"] = json.dumps({**counters, "ema_updates": updates})
+        head = json.dumps(header).encode()
+        path.write_bytes(len(head).to_bytes(8, "little") + head + raw[8 + n :])
+        resumed = make_trainer(digits, tmp_path, epochs=2)
+        with pytest.raises(CheckpointError, match=f"checkpoint.safetensors does not fit.*{needle}"):
+            resumed.resume()
+        assert resumed.epoch == 0 and resumed.ema.updates == 0
+
+
 def test_skipped_steps_leave_the_average_as_it_is(digits):
     skipped = make_trainer(digits, epochs=1, skip_grad_norm=1e-9)
     start = {n: w.clone() for n, w in skipped.ema.weights.items()}

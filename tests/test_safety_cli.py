@@ -194,11 +194,26 @@ def test_deeply_nested_or_duplicated_config_keys_are_config_errors(tmp_path, cap
         ("deep2.json", '{"a":' * 50_000 + "1" + "}" * 50_000),
         ("twice.json", '{"epochs": 1, "epochs": 2}'),
         ("nan.json", '{"lr": NaN}'),
+        ("deep.toml", "a = " + "[" * 100_000 + "]" * 100_000),  # (tomllib raises RecursionError: said as such)
+        ("deep2.toml", "a = " + "{b = " * 5_000 + "1" + "}" * 5_000),
+        ("list.json", "[1, 2]"),
     ]:
         (tmp_path / name).write_text(text)
         code, _, err = run(capsys, "train", "--config", tmp_path / name, "--out", tmp_path / "run")
         assert_one_error_line(code, err, name)
+        if name.startswith("deep"):
+            assert "nested too deeply" in err, err
+        if name == "list.json":
+            assert "must hold a table of keys" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_larger_than_16_mib_is_refused_unparsed(tmp_path, capsys):
+    path = tmp_path / "big.toml"
+    path.write_bytes(b"epochs = 1\n" + b"#" * (16 << 20))
+    code, _, err = run(capsys, "train", "--config", path, "--out", tmp_path / "run")
+    assert_one_error_line(code, err, "big.toml", "larger than 16 MiB")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.toml"]
 
 
 # ---------------------------------------------------------------- run folders
@@ -320,6 +335,9 @@ def _edit_metadata(path: Path, key: str, edit) -> None:
         ("trainer", lambda t: {k: v for k, v in t.items() if k != "epoch"}, "counter epoch"),
         ("trainer", lambda t: {**t, "best_epoch": 99}, "contradict each other"),
         ("trainer", lambda t: {**t, "best_valid": "high"}, "best_valid"),
+        ("trainer", lambda t: {**t, "scaler": [1.0]}, "the gradient scaler state is not a table"),
+        ("trainer", lambda t: {**t, "recent_grad_norms": [1.0, -2.0]}, "recent_grad_norms is not a list"),
+        ("trainer", lambda t: {**t, "recent_grad_norms": [1.0] * 101}, "at most 100 finite gradient norms"),
         ("optimizer", lambda o: {**o, "param_groups": "all"}, "optimizer state"),
         ("optimizer", lambda o: {**o, "scalars": {"0/step": 1}}, "optimizer"),
         # an index no state entry names: load_state_dict dropped parameter 0's moments without a word
@@ -357,6 +375,72 @@ def test_an_optimizer_state_adam_never_writes_is_refused(vae_copy, capsys, entry
     before = snapshot(vae_copy)
     code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
     assert_one_error_line(code, err, entry, "negative")
+    assert snapshot(vae_copy) == before
+
+
+def _edit_tensors(path: Path, edit) -> None:
+    """``edit`` applied to the tensors (by name) of the checkpoint ``path``, its metadata kept."""
+    from safetensors.torch import load as st_load
+
+    tensors = st_load(path.read_bytes())
+    edit(tensors)
+    path.write_bytes(st_save(tensors, metadata=read_metadata(path)))
+
+
+def _rename(tensors: dict, old: str, new: str) -> None:
+    tensors[new] = tensors.pop(old)
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        # the weights to evaluate, copied over the last checkpoint: no optimizer or random states
+        (lambda run: shutil.copy(run / "best.safetensors", run / "checkpoint.safetensors"), "holds no training state"),
+        (
+            lambda run: _edit_tensors(
+                run / "checkpoint.safetensors", lambda t: t.update({"rng/torch": t["rng/torch"].float()})
+            ),
+            "holds no valid random generator states",
+        ),
+        (
+            lambda run: _edit_tensors(run / "checkpoint.safetensors", lambda t: t.pop("rng/data")),
+            "holds no valid random generator states",
+        ),
+        (
+            lambda run: _edit_tensors(
+                run / "checkpoint.safetensors", lambda t: t.update({"optim/0/exp_avg": torch.zeros(3)})
+            ),
+            "the optimizer's exp_avg does not match a parameter of shape",
+        ),
+        # parameter 0's moments filed under an index no group has: load_state_dict would drop them without a word
+        (
+            lambda run: _edit_tensors(
+                run / "checkpoint.safetensors",
+                lambda t: [_rename(t, f"optim/0/{k}", f"optim/99/{k}") for k in ("exp_avg", "exp_avg_sq", "step")],
+            ),
+            "holds state for parameter 99, which none of its groups has",
+        ),
+        (
+            lambda run: (run / "metrics.jsonl").write_text('{"epoch": 1}\nnot json\n'),
+            "metrics.jsonl line 2 is not a metrics",
+        ),
+        (lambda run: (run / "metrics.jsonl").write_text('{"epoch": true}\n'), "metrics.jsonl line 1 is not a metrics"),
+    ],
+    ids=[
+        "best-as-checkpoint",
+        "rng-of-floats",
+        "no-data-order",
+        "moment-of-another-shape",
+        "stray-index",
+        "metrics-line",
+        "metrics-epoch",
+    ],
+)
+def test_a_checkpoint_or_metrics_file_that_cannot_be_resumed_is_refused_and_changes_nothing(vae_copy, capsys, edit, needle):
+    edit(vae_copy)
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, needle)
     assert snapshot(vae_copy) == before
 
 
@@ -516,6 +600,46 @@ def test_resume_of_a_run_whose_checkpoint_is_gone_after_epoch_one_is_refused(tmp
     lines = metrics.decode().splitlines()
     (out / "metrics.jsonl").write_text(lines[0] + "\n")  # one epoch's line, but a best of a later epoch
     assert not RunFolder(out, fresh=False).stranded_start()
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda run: (run / "config.json").write_text("{not json"),
+        lambda run: (run / "config.json").write_text("[]"),
+        lambda run: (run / "best.safetensors").write_bytes(b"\0" * 64),
+        lambda run: _edit_header(run / "best.safetensors", lambda m: m.pop("trainer")),
+        lambda run: _edit_header(run / "best.safetensors", lambda m: m.update(trainer="[1]")),
+    ],
+    ids=["config-not-json", "config-not-a-record", "best-not-a-checkpoint", "best-without-counters", "best-counters-list"],
+)
+def test_a_folder_that_only_looks_stranded_is_neither_restarted_nor_changed(vae_copy, capsys, spoil):
+    """--resume of a run stopped before its first checkpoint starts it again, removing its
+    metrics.jsonl and best.safetensors: only where config.json and best.safetensors are shown to
+    be that run's first epoch. A folder whose files cannot be read as such is refused, untouched."""
+    (vae_copy / "checkpoint.safetensors").unlink()
+    first = (vae_copy / "metrics.jsonl").read_text().splitlines()[0]
+    (vae_copy / "metrics.jsonl").write_text(first + "\n")
+    _edit_header(
+        vae_copy / "best.safetensors", lambda m: m.update(trainer=json.dumps({**json.loads(m["trainer"]), "epoch": 1}))
+    )
+    assert RunFolder(vae_copy, fresh=False).stranded_start()  # what a run killed in its first checkpoint's write leaves
+    spoil(vae_copy)
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "train", "--resume", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, "nothing to resume", "holds no checkpoint.safetensors")
+    code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--out", vae_copy)
+    assert_one_error_line(code, err, "is not empty")
+    assert "starts that run again" not in err
+    assert snapshot(vae_copy) == before
+
+
+def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.write_text("mine")
+    code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--out", out)
+    assert_one_error_line(code, err, f"--out {out} is a file, not a folder")
+    assert out.read_text() == "mine" and sorted(tmp_path.iterdir()) == [out]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
@@ -1033,6 +1157,63 @@ def test_mismatched_checkpoint_is_one_line(vae_copy, tmp_path, capsys):
     (vae_copy / "best.safetensors").write_bytes(st_save(tensors, metadata=meta))
     code, _, err = run(capsys, "eval", vae_copy)
     assert_one_error_line(code, err, "1 tensors missing", "1 tensors unexpected")
+
+
+def _edit_header(path: Path, edit) -> None:
+    """``edit`` applied to the metadata table of the safetensors file ``path`` (the tensors' bytes unchanged)."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    edit(header["__metadata__"])
+    head = json.dumps(header).encode()
+    path.write_bytes(len(head).to_bytes(8, "little") + head + raw[8 + n :])
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda p: _edit_header(p, lambda m: m.update(version="2")), "written by a newer dgmkit (format version 2)"),
+        (lambda p: _edit_header(p, lambda m: m.pop("config")), "holds no run record"),
+        (lambda p: p.write_bytes(p.read_bytes()[:-100]), "is corrupt"),  # a whole header, its tensors cut short
+    ],
+    ids=["newer", "no-record", "cut-short"],
+)
+def test_a_checkpoint_of_a_newer_dgmkit_without_a_record_or_cut_short_is_one_line(vae_copy, tmp_path, capsys, edit, needle):
+    edit(vae_copy / "best.safetensors")
+    before = snapshot(vae_copy)
+    for argv in (["eval", vae_copy, "--iw-samples", "1"], ["sample", vae_copy, "--out", tmp_path / "s.png"]):
+        code, _, err = run(capsys, *argv)
+        assert_one_error_line(code, err, "best.safetensors", needle)
+    assert snapshot(vae_copy) == before and not (tmp_path / "s.png").exists()
+
+
+def _config_json_with_a_rejected_latent_dim(folder: Path) -> None:
+    record = json.loads((folder / "config.json").read_text())
+    record["config"]["model"]["latent_dim"] = "wide"
+    (folder / "config.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda p: (p / "config.json").write_text("[1]"), "config.json does not hold a JSON object"),
+        (_config_json_with_a_rejected_latent_dim, "config.json holds a config this dgmkit rejects: latent_dim"),
+        (
+            lambda p: rewrite_records(p, lambda r: {**r, "data": {**r["data"], "transform": "magic"}}),
+            "does not describe a model this dgmkit can build: unknown data transform 'magic'",
+        ),
+    ],
+    ids=["not-an-object", "rejected-config", "unknown-transform"],
+)
+def test_a_run_record_that_cannot_describe_a_model_is_named_in_one_line(vae_copy, capsys, edit, needle):
+    edit(vae_copy)
+    before = snapshot(vae_copy)
+    for argv in (["eval", vae_copy, "--iw-samples", "1"], ["train", "--resume", "--epochs", "3", "--out", vae_copy]):
+        code, _, err = run(capsys, *argv)
+        assert_one_error_line(code, err)
+        if argv[0] == "eval":
+            assert needle in err, err
+    assert snapshot(vae_copy) == before
 
 
 @pytest.mark.parametrize("kind", ["integers", "dequantize"])
