@@ -213,6 +213,11 @@ def test_ppca_fits_in_closed_form_and_evaluates_exactly(tmp_path, capsys):
         assert run(capsys, command, out, "--out", tmp_path / f"{command}.png")[0] == 0
     code, _, err = run(capsys, "train", "--dataset", "digits", "--model", "ppca", "--lr", "0.1", "--out", tmp_path / "x")
     assert_clean_failure(code, err, "fitted in closed form", "lr has no meaning")
+    # nothing to resume (it said "replace: ... time_budget has no meaning for it", a key the user never gave)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = run(capsys, "train", "--resume", "--out", out)
+    assert_clean_failure(code, err, "nothing to resume: the ppca model is fitted in one go")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
