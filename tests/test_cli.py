@@ -113,6 +113,30 @@ def test_resume_continues_a_run(tmp_path, capsys):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.parametrize(
+    "argv, pattern, key, scale",
+    [
+        (["--objective", "iwae", "--iw-k", "4"], r"valid -ELBO +([\d.]+)", "valid_elbo", -1),  # beside the IWAE bound
+        (["--model", "m2", "--labels", "100"], r"valid acc +([\d.]+)%", "valid_accuracy", 100),
+    ],
+    ids=["elbo-beside-iwae", "m2-accuracy"],
+)
+def test_the_epoch_line_says_the_elbo_beside_another_bound_and_a_labelled_familys_accuracy(
+    tmp_path, capsys, argv, pattern, key, scale
+):
+    out = tmp_path / "r"
+    code, said, err = run(capsys, "train", "--dataset", "digits", *argv, "--hidden", "16", "--latent-dim", "2",
+                          "--epochs", "1", "--out", out)  # fmt: skip
+    assert code == 0, err
+    shown = re.search(pattern, said)
+    assert shown, said
+    m = json.loads((out / "metrics.jsonl").read_text())
+    assert float(shown[1]) == pytest.approx(scale * m[key], abs=0.006)
+    if key == "valid_elbo":  # the bound optimised is the tighter one, on the same data
+        bound = re.search(r"valid -IWAE-4 bound +([\d.]+)", said)
+        assert bound and float(bound[1]) < float(shown[1]), said
+
+
 def test_config_file_and_flag_override(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text('dataset = "digits"\nlatent_dim = 3\nhidden = [8]\nepochs = 1\n')
@@ -146,6 +170,7 @@ def bad_inputs(tmp_path):
         (["train", "--dataset", tmp_path / "flat.npy", "--out", out], ["expected images shaped"]),
         (["train", "--dataset", tmp_path / "u8.npy", "--out", out], ["non-binary data", "bernoulli"]),
         (["train", "--dataset", tmp_path / "missing.npy", "--out", out], ["no such data file"]),
+        (["train", "--dataset", "~no_such_user_of_dgm/x.npy", "--out", out], ["no such data file: ~no_such_user_of_dgm"]),
         (["train", "--config", tmp_path / "unknown.toml", "--out", out], ["latnet_dim", "did you mean 'latent_dim'"]),
         (["train", "--config", tmp_path / "broken.toml", "--out", out], ["not valid TOML"]),
         (["train", "--latent-dim", "0", "--out", out], ["latent_dim must be >= 1"]),

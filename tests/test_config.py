@@ -275,6 +275,23 @@ def test_sections_must_be_tables():
             RunConfig.from_dict(values)
 
 
+def test_given_keys_are_the_keys_a_table_sets_flat_or_in_sections():
+    """What --resume and dgmkit.train read of a config file: its own keys, not the defaults of the rest."""
+    assert RunConfig.given_keys({"epochs": 3, "latent_dim": 2}) == {"epochs": 3, "latent_dim": 2}
+    sectioned = {"model": {"name": "flow", "flow": "maf"}, "optim": {"epochs": 3}, "eval": {"iw_samples": 2}}
+    assert RunConfig.given_keys(sectioned) == {"model": "flow", "flow": "maf", "epochs": 3, "iw_samples": 2}
+    assert RunConfig.given_keys({"model": "flow", "optim": {"epochs": 3}}) == {"model": "flow", "epochs": 3}
+    for bad, needle in (
+        ([("epochs", 3)], "expected a table of keys, got list"),
+        ({"optim": {}, "extra": {}}, "unknown key(s) 'extra'"),
+        ({"data": {}, "optim": [1]}, "[optim] must be a table of keys, got list"),
+        ({"model": 3, "optim": {}}, "[model] must be a table of keys, got int"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            RunConfig.given_keys(bad, "c.toml")
+        assert str(e.value).startswith("c.toml: ") and needle in str(e.value)
+
+
 @pytest.mark.parametrize(
     "values",
     [
@@ -409,6 +426,14 @@ def _clean_failure(code: int, err: str, *needles: str) -> None:
         (["--lr", "nan"], ["lr must be a finite number"]),
         (["--model", "arm", "--arm", "pixelcnn", "--arm-kernel", "4"], ["odd"]),
         (["--prior", "gaussian"], ["unknown prior 'gaussian'", "vampprior"]),
+        # --model=NAME picks the flags offered as --model NAME does (else a VAE was trained, --hidden and all)
+        (["--model=arm", "--hidden", "8"], ["--hidden", "not of arm"]),
+        (["--image-shape", "8"], ["image_shape takes H W or C H W, got [8]"]),
+        # the MIWAE bound takes missing entries; a density of dequantized integers counts every entry
+        (
+            ["--objective", "miwae", "--likelihood", "gaussian", "--missing-rate", "0.2"],
+            ["digits has missing entries", "not a density of dequantized values"],
+        ),
     ],
 )
 def test_train_refuses_bad_settings_with_one_error_line(argv, needles, tmp_path, capsys):
@@ -423,6 +448,16 @@ def test_train_refuses_a_config_file_with_a_bad_key(tmp_path, capsys):
     cfg.write_text(json.dumps({"model": "arm", "hidden": [8]}))
     code, _, err = _run(capsys, "train", "--config", cfg, "--out", tmp_path / "run")
     _clean_failure(code, err, "'hidden' is a key of the", "not of arm")
+
+
+@pytest.mark.parametrize("form", [["--config", "{c}"], ["--config={c}"]])
+def test_train_refuses_a_model_flag_that_contradicts_the_config_files(tmp_path, capsys, form):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "flow"\n')
+    argv = [a.format(c=cfg) for a in form]
+    code, _, err = _run(capsys, "train", *argv, "--model", "arm", "--out", tmp_path / "run")
+    _clean_failure(code, err, "--model arm contradicts the config file's model 'flow'")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "1.5"], ["--batch-size", "many"], ["--model", "gan"]])

@@ -98,6 +98,32 @@ def test_vampprior_from_data_and_checkpoint_round_trip(tmp_path):
     assert torch.allclose(fresh.prior().log_prob(z), model.prior().log_prob(z))
 
 
+def test_dgm_train_starts_vampprior_pseudo_inputs_at_binarized_training_images(tmp_path, capsys, monkeypatch):
+    """--pseudo-init data: the model is built from the training split as the run's transform
+    gives it, drawn with the run's seed (not the raw 8-bit images, not the validation split)."""
+    from dgmkit.cli import train as train_cli
+    from dgmkit.cli.main import main
+    from dgmkit.data import load_dataset, make_transform
+
+    built, real = [], train_cli.build_model
+
+    def spy(cfg, shape, levels, init_data=None):
+        model = real(cfg, shape, levels, init_data)
+        built.append((init_data, model.prior_module.pseudo_inputs.detach().clone()))
+        return model
+
+    monkeypatch.setattr(train_cli, "build_model", spy)
+    argv = ["--prior", "vampprior", "--pseudo-init", "data", "--prior-components", "6", "--hidden", "16", "--seed", "4"]
+    assert main(["train", "--dataset", "digits", *argv, "--latent-dim", "2", "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "r")]) == 0  # fmt: skip
+    ((init_data, start),) = built
+    digits = load_dataset("digits")
+    binarized = make_transform("bernoulli", digits)(digits.train.x, torch.Generator().manual_seed(4))
+    assert torch.equal(init_data, binarized)
+    rows = (start - 0.01) / 0.98
+    assert all(any(torch.allclose(r, d, atol=1e-6) for d in binarized) for r in rows)
+
+
 @pytest.mark.parametrize("prior", ["mog", "vampprior"])
 def test_elbo_with_a_mixture_prior_estimates_the_kl_with_the_reconstruction_samples(prior):
     cfg = RunConfig.of(prior=prior, prior_components=5, hidden=[16], latent_dim=3, samples=4)

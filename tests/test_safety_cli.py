@@ -306,7 +306,9 @@ def test_resume_refuses_an_edited_config(vae_copy, capsys):
     assert_one_error_line(code, err, "config.json")
 
 
-@pytest.mark.parametrize("text", ["epochs = 3\n", "[optim]\nepochs = 3\npatience = 2\n"])
+@pytest.mark.parametrize(
+    "text", ["epochs = 3\n", "[optim]\nepochs = 3\npatience = 2\n", 'model = "vae"\n[optim]\nepochs = 3\n']
+)
 def test_resume_with_a_config_file_of_free_keys_only(vae_copy, tmp_path, capsys, text):
     """A config file given with --resume sets only its own keys (not the defaults of the rest)."""
     (tmp_path / "more.toml").write_text(text)
@@ -444,6 +446,25 @@ def test_a_checkpoint_or_metrics_file_that_cannot_be_resumed_is_refused_and_chan
     assert snapshot(vae_copy) == before
 
 
+def test_a_resume_on_another_kind_of_device_says_so_and_goes_on_alike_every_time(vae_copy, tmp_path, capsys):
+    """A data-order stream drawn on CUDA (16 bytes of state) cannot go on on the CPU: the run goes
+    on from a stream derived from its seed and epoch, said even with --quiet, the same on every
+    resume of that checkpoint."""
+    _edit_tensors(vae_copy / "checkpoint.safetensors", lambda t: t.update({"rng/data": torch.arange(16, dtype=torch.uint8)}))
+    again = tmp_path / "again"
+    shutil.copytree(vae_copy, again)
+    for out in (vae_copy, again):
+        code, said, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", out)
+        assert code == 0, err
+        assert "note: the run's random streams were drawn on another kind of device than cpu" in said
+    lines = [[json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()] for out in (vae_copy, again)]
+    assert [m["epoch"] for m in lines[0]] == [1, 2, 3]
+    drop = ("time_s", "images_per_s")
+    assert [{k: v for k, v in m.items() if k not in drop} for m in lines[0]] == [
+        {k: v for k, v in m.items() if k not in drop} for m in lines[1]
+    ]
+
+
 @pytest.mark.parametrize("key, value, needle", [("epochs", 2.0, "wrong type"), ("batch_size", 10**9, "must be <=")])
 def test_a_bad_value_in_config_json_is_named_as_the_files(vae_copy, capsys, key, value, needle):
     """The user can tell their flag from the run's file: the error names config.json."""
@@ -452,6 +473,23 @@ def test_a_bad_value_in_config_json_is_named_as_the_files(vae_copy, capsys, key,
     (vae_copy / "config.json").write_text(json.dumps(record))
     code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
     assert_one_error_line(code, err, "config.json", needle)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("latnet_dim = 3\n", "unknown key(s) 'latnet_dim' (did you mean 'latent_dim'?)"),
+        ("arm_layers = 3\n", "'arm_layers' is a key of the arm model, not of vae"),
+        ("[optim]\nepochs = 3\n[extra]\na = 1\n", "unknown key(s) 'extra'"),
+        ('data = "digits"\n[optim]\nepochs = 3\n', "[data] must be a table of keys, got str"),
+    ],
+)
+def test_resume_with_a_config_file_of_keys_no_run_has_is_refused_by_name(vae_copy, tmp_path, capsys, text, needle):
+    (tmp_path / "c.toml").write_text(text)
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "train", "--resume", "--config", tmp_path / "c.toml", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, "c.toml", needle)
+    assert snapshot(vae_copy) == before
 
 
 @pytest.mark.parametrize("text", ["seed = 0.0\n", "[model]\nbeta = true\n"])
