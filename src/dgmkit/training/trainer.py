@@ -845,10 +845,9 @@ def _count(v: object, lowest: int, highest: int) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and lowest <= v <= highest
 
 
-def _checked_counters(t: object, path: Path) -> dict:
-    """The trainer counters of a checkpoint, type- and range-checked."""
-    if not isinstance(t, dict):
-        raise CheckpointError(f"{path}: the trainer counters are not a table")
+def _checked_counters(t: dict, path: Path) -> dict:
+    """The trainer counters of a checkpoint (a table: ``load_checkpoint`` refuses other JSON),
+    type- and range-checked."""
     for key, lowest in _COUNTERS.items():
         v = t.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or not lowest <= v < 2**62:
