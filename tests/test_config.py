@@ -269,6 +269,19 @@ def test_the_device_key_takes_cuda_n_and_refuses_other_names():
             RunConfig.of(device=bad)
 
 
+def test_a_device_is_named_by_a_string_or_a_torch_device_and_a_module_without_tensors_is_on_the_cpu():
+    from dgmkit.devices import device_of, resolve_device
+
+    assert resolve_device(torch.device("cpu")) == resolve_device("cpu") == torch.device("cpu")
+    for bad in (0, None, ["cpu"]):  # (torch.device(0) would be CUDA device 0)
+        with pytest.raises(ConfigError, match=f"a device is named by a string .*got {type(bad).__name__}"):
+            resolve_device(bad)
+    assert device_of(torch.nn.ReLU()) == torch.device("cpu")
+    holder = torch.nn.Module()
+    holder.register_buffer("b", torch.zeros(1, device="meta"))
+    assert device_of(holder) == torch.device("meta")  # a module of buffers only: theirs
+
+
 def test_sections_must_be_tables():
     for values in ([("model", "vae")], "vae", None, {"model": {"name": "vae"}, "extra": {}}):
         with pytest.raises(ConfigError):

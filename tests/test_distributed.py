@@ -577,6 +577,17 @@ def test_the_launcher_names_causes_not_the_ranks_it_stopped(codes, said, status,
         assert "lost contact" not in err  # a rank that lost contact with the cause stopped with the run
 
 
+def test_the_launcher_names_a_signal_python_has_no_name_for_by_its_number(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from dgmkit.cli.launch import report
+
+    assert report({0: SimpleNamespace(exitcode=-15), 1: SimpleNamespace(exitcode=-99)}, tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "dgm: error: the process of rank 1 was ended by signal 99\n" in err
+    assert "note: rank 0 stopped with the run" in err  # (SIGTERM after a cause: the launcher's agent ended it)
+
+
 @pytest.mark.parametrize(
     "env, said",
     [
@@ -601,6 +612,25 @@ def test_a_bad_torchrun_environment_is_refused_in_one_line(env, said, monkeypatc
     assert status == 1
     err = capsys.readouterr().err
     assert err.count("dgm: error:") == 1 and said in err, err
+
+
+@pytest.mark.parametrize("command", ["report", "sample"])
+def test_a_command_of_one_process_is_refused_under_torchrun_before_it_joins(command, monkeypatch, capsys, tmp_path):
+    from dgmkit.cli.main import main
+
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    monkeypatch.delenv("DGMKIT_RANK_ERRORS", raising=False)
+    monkeypatch.setattr(os, "_exit", lambda status: (_ for _ in ()).throw(SystemExit(status)))
+    out = tmp_path / ("r.html" if command == "report" else "s.png")
+    try:
+        status = main([command, str(tmp_path / "run"), "--out", str(out)])
+    except SystemExit as e:  # a rank process ends with its status
+        status = e.code
+    assert status == 1 and not dist.is_initialized() and not out.exists()
+    err = capsys.readouterr().err
+    assert err == f"dgm: error: dgm {command} runs in one process; only train and eval run under torchrun\n"
 
 
 def test_kl_warm_up_continues_where_it_was_when_a_run_resumes_on_more_processes(tmp_path):

@@ -99,6 +99,33 @@ def test_kmeans_initialisation_fits_the_first_batch_and_dead_codes_restart():
     _a_far_code_is_restarted_on_the_data()
 
 
+def test_an_initialisation_pass_then_a_step_update_the_codebook_as_one_training_pass():
+    """What data-parallel ranks run on the whole global batch before their first step
+    (nn.data_init.initialisation_pass): the k-means start alone, no moving-average update, so
+    that the first step then updates the averages once, as one process's first pass does."""
+    from dgmkit.nn.data_init import initialisation_pass
+
+    z = _clusters()
+    torch.manual_seed(0)  # (one k-means iteration: the start is no fixed point of the update on the same batch)
+    ranks, one = (VectorQuantizer(4, 3, channel_dim=-1, kmeans_iters=1, restart_dead=False).train() for _ in range(2))
+    one.load_state_dict(ranks.state_dict())
+    torch.manual_seed(1)
+    with initialisation_pass(torch.nn.Sequential(ranks)):
+        ranks(z)
+        started = {k: v.clone() for k, v in ranks.state_dict().items()}
+        ranks(z + 1.0)  # initialised: a pass within changes nothing
+    assert bool(ranks.initialized) and not ranks.initialising_only
+    assert all(torch.equal(v, started[k]) for k, v in ranks.state_dict().items())
+    ranks(z)  # the first step's pass
+    torch.manual_seed(1)
+    one(z)  # one process's first pass: the k-means start and the update
+    for k, v in one.state_dict().items():
+        torch.testing.assert_close(ranks.state_dict()[k], v, msg=k)
+    with pytest.raises(KeyError), initialisation_pass(torch.nn.Sequential(ranks)):
+        raise KeyError("a failed pass")
+    assert not ranks.initialising_only  # (set back whatever happens)
+
+
 def test_perplexity_and_bad_input():
     assert perplexity(torch.tensor([5, 5, 5, 5])).item() == pytest.approx(4.0)
     assert perplexity(torch.tensor([9, 0, 0])).item() == pytest.approx(1.0)

@@ -45,9 +45,10 @@ def test_metrics_reader_leaves_out_a_line_being_written_and_refuses_others(tmp_p
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"epoch": 1, "valid_elbo": -3.0}\n{"epoch": 2, "valid_el')
     assert read_metrics(path) == [{"epoch": 1, "valid_elbo": -3.0}]
-    path.write_text('{"epoch": 1}\n[1, 2]\n{"epoch": 3}\n')
-    with pytest.raises(DataError, match="line 2"):
-        read_metrics(path)
+    for middle in ("[1, 2]", '{"epoch": 2, "valid_el'):  # not a table; cut short, but not the last line
+        path.write_text('{"epoch": 1}\n' + middle + '\n{"epoch": 3}\n')
+        with pytest.raises(DataError, match="line 2: not a JSON object"):
+            read_metrics(path)
     assert read_metrics(tmp_path / "none.jsonl") == []
 
 
@@ -70,6 +71,52 @@ def test_report_is_self_contained_escaped_and_compares_runs(runs, tmp_path, caps
     assert "exists" in capsys.readouterr().err
     assert main(["report", str(vae), "--out", str(vae / "metrics.jsonl"), "--force"]) == 1  # nor a run's file
     assert main(["report", str(vae), "--out", str(tmp_path / "r.txt")]) == 1
+
+
+def test_a_run_with_only_an_eval_json_is_reported_as_with_evals_json(runs, tmp_path, capsys):
+    """A run evaluated before evals.json existed holds its one eval.json: the page shows it as it
+    shows evals.json's; an eval.json that is not dgm eval's is refused by name."""
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    assert main(["report", str(vae), "--out", str(tmp_path / "a.html"), "--no-figures"]) == 0
+    (vae / "evals.json").unlink()
+    assert main(["report", str(vae), "--out", str(tmp_path / "b.html"), "--no-figures"]) == 0
+    page = (tmp_path / "a.html").read_text()
+    assert json.loads((vae / "eval.json").read_text())["estimate"] in page
+    assert (tmp_path / "b.html").read_text() == page
+    capsys.readouterr()
+    for text in ("{not json", '{"estimate": "exact"}'):  # not JSON; no split, k or seed
+        (vae / "eval.json").write_text(text)
+        assert main(["report", str(vae), "--out", str(tmp_path / "c.html"), "--no-figures"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("dgm: error: ") and err.count("\n") == 1 and "eval.json is not an eval.json of dgmkit" in err
+    assert not (tmp_path / "c.html").exists()
+
+
+def test_a_run_folder_named_twice_is_refused(runs, tmp_path, capsys):
+    vae = runs[0]
+    capsys.readouterr()
+    assert main(["report", str(vae), str(vae / "."), "--out", str(tmp_path / "r.html")]) == 1
+    err = capsys.readouterr().err
+    assert err == "dgm: error: a run folder is named twice\n" and not (tmp_path / "r.html").exists()
+
+
+def test_a_run_whose_data_file_is_gone_is_reported_with_a_note_for_its_data_figures(tmp_path, capsys):
+    """Samples need no data; the reconstructions and latent means do: without the file, the
+    page says why they are missing instead of failing."""
+    import numpy as np
+
+    data = tmp_path / "bits.npy"
+    np.save(data, (np.random.default_rng(0).random((60, 8, 8)) < 0.5).astype(np.uint8))
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", str(data), "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(run)]) == 0
+    data.unlink()
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html"), "--samples", "4"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "no reconstruction or latent figures: the test data could not be read" in page and "bits.npy" in page
+    alts = re.findall(r'<img alt="([^"]*)"', page)
+    assert "samples" in alts and not {"reconstructions", "latent means"} & set(alts), alts
 
 
 def test_report_without_figures_reads_no_data(runs, tmp_path, monkeypatch):
@@ -130,6 +177,21 @@ def test_tensorboard_logs_the_metrics_of_every_epoch(tmp_path):
     assert {"train/elbo", "valid/elbo", "valid/kl", "lr"} <= set(tags)
     logged = [(e.step, e.value) for e in acc.Scalars("valid/elbo")]
     assert logged == [(m["epoch"], pytest.approx(m["valid_elbo"], rel=1e-6)) for m in lines]
+
+
+def test_tensorboard_tags_are_the_finite_numbers_of_a_metrics_line_grouped():
+    from dgmkit.training.tensorboard import tensorboard_tags
+
+    line = {"epoch": 3, "train_elbo": -3.5, "valid_elbo": -4.0, "lr": 1e-3, "valid_kl": float("nan"), "ema": True,
+            "valid_layer_kl": [1.0, float("inf"), 2], "valid_units": [True, False], "name": "x", "steps": 7}  # fmt: skip
+    assert tensorboard_tags(line) == {
+        "train/elbo": -3.5,
+        "valid/elbo": -4.0,
+        "lr": 1e-3,
+        "valid/layer_kl/1": 1.0,
+        "valid/layer_kl/3": 2.0,
+        "steps": 7.0,
+    }  # (a flag is no number: left out, as a list of flags)
 
 
 def test_tensorboard_is_off_by_default_and_refused_for_closed_form_fits(tmp_path, capsys):

@@ -138,6 +138,23 @@ def test_an_unexpected_exception_is_reported_as_a_bug_with_its_traceback_on_file
     assert Path(path).parent == tmp_path and "Traceback" in Path(path).read_text()
 
 
+def test_a_bug_whose_traceback_cannot_be_saved_is_still_said_in_one_line(capsys, monkeypatch, tmp_path):
+    import tempfile
+
+    import dgmkit.cli.evaluate as evaluate
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+
+    def boom(args):
+        raise ZeroDivisionError("deliberate")
+
+    monkeypatch.setattr(evaluate, "run_eval", boom)
+    code, _, err = run(capsys, "eval", "somewhere")
+    assert_one_error_line(code, err, "a bug", "ZeroDivisionError: deliberate", "(the traceback could not be saved)",
+                          exit_code=EXIT_BUG)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_console_script_exit_codes():
     ok = subprocess.run([sys.executable, "-m", "dgmkit.cli.main", "--version"], capture_output=True, text=True)
     assert ok.returncode == 0
@@ -337,6 +354,7 @@ def _edit_metadata(path: Path, key: str, edit) -> None:
         ("trainer", lambda t: {k: v for k, v in t.items() if k != "epoch"}, "counter epoch"),
         ("trainer", lambda t: {**t, "best_epoch": 99}, "contradict each other"),
         ("trainer", lambda t: {**t, "best_valid": "high"}, "best_valid"),
+        ("trainer", lambda t: [t], "its trainer metadata is not a dict"),  # (refused by load_checkpoint)
         ("trainer", lambda t: {**t, "scaler": [1.0]}, "the gradient scaler state is not a table"),
         ("trainer", lambda t: {**t, "recent_grad_norms": [1.0, -2.0]}, "recent_grad_norms is not a list"),
         ("trainer", lambda t: {**t, "recent_grad_norms": [1.0] * 101}, "at most 100 finite gradient norms"),
@@ -1370,8 +1388,9 @@ def test_pytorchs_failure_to_allocate_is_said_as_out_of_memory_not_as_a_bug(caps
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB (GPU 0; 79.11 GiB total)")
 
     for attempt, needle in ((lambda: torch.empty(2**44).numel(), "65536.0 GiB asked for at once"),
-                            (cuda_out_of_memory, "80.00 GiB asked for at once on the GPU")):  # fmt: skip
-        assert _status(attempt) == 1
+                            (cuda_out_of_memory, "80.00 GiB asked for at once on the GPU"),
+                            (lambda: len(bytearray(2**62)), "need more memory than this machine has")):  # fmt: skip
+        assert _status(attempt) == 1  # (the last: Python's own MemoryError)
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "out of memory" in err and needle in err, err
     assert _status(lambda: torch.ones(2) @ torch.ones(3)) == EXIT_BUG  # other RuntimeErrors stay bugs

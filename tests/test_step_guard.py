@@ -90,6 +90,18 @@ def test_an_epoch_of_skipped_updates_is_described_with_the_threshold_and_the_nor
     assert "from 3 to 5 (median 4)" in problem and "skip_grad_norm = 1" in problem
     guard.start_epoch()
     assert guard.epoch_problem() is None  # a new epoch, nothing seen yet
+    relative = GradientGuard(skip_factor=2.0, window=2)
+    _decide(relative, [1.0, 3.0])  # the window fills: median 2, threshold 4
+    relative.start_epoch()
+    _decide(relative, [5.0, math.inf])
+    problem = relative.epoch_problem()
+    assert "every one of the epoch's 2 updates was skipped" in problem and "from 5 to 5 (median 5)" in problem
+    assert "skip_grad_factor = 2 times the recent median; lowest in force 4)" in problem
+    relative.start_epoch()
+    _decide(relative, [math.nan])
+    assert "their gradient norms were none finite" in relative.epoch_problem()
+    with pytest.raises(AttributeError, match="what the steps saw"):
+        relative.epoch_skipped = 0  # (the counts are read back from the steps, never set)
 
 
 def test_bad_settings_are_refused():
@@ -143,6 +155,28 @@ def test_an_ema_told_by_tensors_averages_as_one_told_by_bools():
     assert device.updates == host.updates == 4
     for name, w in host.weights.items():
         torch.testing.assert_close(device.weights[name], w)
+
+
+def test_an_update_decided_on_the_device_is_taken_or_skipped_alike_by_fused_and_plain_adam():
+    """MixedPrecision.step with the guard's decision as a tensor: fused Adam skips on the device
+    (nothing read back); Adam without the fused kernel (where it is unavailable) reads it. Both
+    end with the same weights and step count."""
+    from dgmkit.training.precision import MixedPrecision
+
+    amp = MixedPrecision("fp32", torch.device("cpu"))
+    ends = []
+    for fused in (True, False):
+        w = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 5))
+        adam = torch.optim.Adam([w], lr=0.1, fused=fused)
+        for take in (True, False, True, False):
+            w.grad = torch.arange(5.0) - 1.5
+            assert bool(amp.step(adam, torch.tensor(take))) == take
+        ends.append((w.detach().clone(), float(adam.state[w]["step"])))
+    torch.testing.assert_close(ends[0][0], ends[1][0])
+    assert ends[0][1] == ends[1][1] == 2.0
+    assert not torch.equal(ends[0][0], torch.linspace(-1.0, 1.0, 5))
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        MixedPrecision("fp8", torch.device("cpu"))
 
 
 def test_auto_precision_is_bf16_on_a_gpu_only_for_families_checked_in_it(monkeypatch):

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from dgmkit._io import atomic_write_bytes
 from dgmkit.config import RunConfig, build_model, build_objective, trainer_options
 from dgmkit.data import load_dataset, make_transform
-from dgmkit.errors import CheckpointError, DgmError, TrainingError
+from dgmkit.errors import CheckpointError, ConfigError, DgmError, TrainingError
 from dgmkit.training import Trainer, load_checkpoint, read_metadata
 
 CFG = RunConfig.of(
@@ -164,6 +164,23 @@ def test_checkpoint_round_trip_and_bad_files(digits, tmp_path):
         load_checkpoint(tmp_path / "missing.safetensors")
 
 
+def test_the_run_writer_refuses_a_checkpoint_of_nan_or_inf_and_keeps_the_last(tmp_path):
+    """The guard of every fit path that writes through a RunWriter (closed form and EM have no
+    other): the file is not written, the last one stays."""
+    from dgmkit.training import RunWriter
+
+    writer = RunWriter(tmp_path, {"config": {}})
+    model = torch.nn.Linear(2, 2)
+    writer.checkpoint(model, counters={"epoch": 1})
+    before = (tmp_path / "checkpoint.safetensors").read_bytes()
+    with torch.no_grad():
+        model.bias[1] = float("inf")
+    with pytest.raises(TrainingError, match=r"the model's bias holds NaN or inf; .*checkpoint.safetensors was not written"):
+        writer.checkpoint(model, counters={"epoch": 2})
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.safetensors"]
+
+
 def test_atomic_write_gives_files_their_usual_mode(tmp_path):
     umask = os.umask(0o022)
     try:
@@ -197,6 +214,40 @@ def test_precision_and_device_are_checked(digits):
     if not torch.cuda.is_available():
         with pytest.raises(DgmError, match="no CUDA device"):
             make_trainer(digits, device="cuda")
+
+
+def test_the_trainers_own_arguments_are_checked_before_any_step(digits):
+    """What the Python API is given directly: sizes that would train nothing, and labels that an
+    objective trained on labels needs (M2) but the training split lacks."""
+    from dgmkit.data import Split
+
+    for bad in (dict(epochs=0), dict(batch_size=0), dict(lr=0.0)):
+        with pytest.raises(ValueError, match="need epochs >= 1, batch_size >= 1, lr > 0"):
+            _digits_trainer(digits, CFG, build_objective(CFG), None, **bad)
+    m2 = CFG.replace(model="m2", hidden=[8], latent_dim=2)
+    model = build_model(m2, digits.event_shape, digits.num_levels)
+    with pytest.raises(ConfigError, match="trains on labels, and the training data have none"):
+        Trainer(model, build_objective(m2), Split(digits.train.x), make_transform("bernoulli", digits), progress=False)
+
+
+def test_adam_falls_back_to_its_plain_kernel_with_every_parameter_where_fused_is_unavailable(monkeypatch):
+    """The parameters are often a generator (model.parameters()): the failed fused attempt must
+    not use them up, or the fallback gets none."""
+    from dgmkit.training import trainer as trainer_module
+
+    real = torch.optim.Adam
+
+    def without_fused(params, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", without_fused)
+    model = torch.nn.Linear(3, 2)
+    adam = trainer_module._adam(model.parameters(), lr=0.01, weight_decay=0.5)
+    assert not adam.defaults.get("fused")
+    assert adam.param_groups[0]["params"] == list(model.parameters())
+    assert adam.defaults["lr"] == 0.01 and adam.defaults["weight_decay"] == 0.5
 
 
 def test_updates_with_a_gradient_norm_above_the_threshold_are_skipped_and_counted(digits, tmp_path):
