@@ -50,6 +50,10 @@ def test_metrics_reader_leaves_out_a_line_being_written_and_refuses_others(tmp_p
         with pytest.raises(DataError, match="line 2: not a JSON object"):
             read_metrics(path)
     assert read_metrics(tmp_path / "none.jsonl") == []
+    with open(tmp_path / "huge.jsonl", "wb") as f:  # (sparse: no disk used; refused by its size, unread)
+        f.truncate((256 << 20) + 1)
+    with pytest.raises(DataError, match="huge.jsonl is larger than 256 MiB"):
+        read_metrics(tmp_path / "huge.jsonl")
 
 
 def test_report_is_self_contained_escaped_and_compares_runs(runs, tmp_path, capsys):
@@ -91,6 +95,18 @@ def test_a_run_with_only_an_eval_json_is_reported_as_with_evals_json(runs, tmp_p
         err = capsys.readouterr().err
         assert err.startswith("dgm: error: ") and err.count("\n") == 1 and "eval.json is not an eval.json of dgmkit" in err
     assert not (tmp_path / "c.html").exists()
+
+
+def test_an_evaluation_of_a_kind_this_dgmkit_has_no_notes_for_is_shown_without_them(runs, tmp_path):
+    """(A result written by a newer dgmkit, say): the page shows its numbers, not the notes."""
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    (vae / "evals.json").unlink()
+    record = json.loads((vae / "eval.json").read_text())
+    (vae / "eval.json").write_text(json.dumps({**record, "estimate": "future-kind"}))
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "future-kind" in page and f"{record['nll']:.3f}" in page
 
 
 def test_a_run_folder_named_twice_is_refused(runs, tmp_path, capsys):

@@ -205,6 +205,16 @@ def test_any_config_value_is_accepted_valid_or_refused_with_a_config_error(key, 
     assert RunConfig.from_dict(cfg.to_dict(), "round trip") == cfg
 
 
+def test_tensorboard_without_its_package_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
+    code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--tensorboard", "--out", tmp_path / "run")
+    assert_one_error_line(code, err, "--tensorboard needs the tensorboard package: pip install tensorboard")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_deeply_nested_or_duplicated_config_keys_are_config_errors(tmp_path, capsys):
     for name, text in [
         ("deep.json", "[" * 100_000 + "]" * 100_000),
@@ -548,8 +558,11 @@ def test_a_resume_that_fails_leaves_config_json_as_it_was(vae_copy, capsys, monk
 
 
 def test_resume_with_more_epochs_records_them_and_stays_loadable(vae_copy, capsys):
+    metrics = vae_copy / "metrics.jsonl"
+    metrics.write_text("\n" + metrics.read_text() + "  \n")  # blank lines (an editor's): left out, not refused
     code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
     assert code == 0, err
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().split("\n")[:-1]] == [1, 2, 3]
     assert json.loads((vae_copy / "config.json").read_text())["config"]["optim"]["epochs"] == 3
     code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "2")
     assert code == 0, err
@@ -695,6 +708,10 @@ def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
     out.write_text("mine")
     code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--out", out)
     assert_one_error_line(code, err, f"--out {out} is a file, not a folder")
+    code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--out", out / "run")
+    assert_one_error_line(code, err, f"{out / 'run'}: a part of the path is not a folder")
+    code, _, err = run(capsys, "train", "--resume", "--out", out)
+    assert_one_error_line(code, err, f"nothing to resume: {out} holds no checkpoint.safetensors")
     assert out.read_text() == "mine" and sorted(tmp_path.iterdir()) == [out]
 
 
