@@ -89,11 +89,16 @@ def test_a_run_with_only_an_eval_json_is_reported_as_with_evals_json(runs, tmp_p
     assert json.loads((vae / "eval.json").read_text())["estimate"] in page
     assert (tmp_path / "b.html").read_text() == page
     capsys.readouterr()
-    for text in ("{not json", '{"estimate": "exact"}'):  # not JSON; no split, k or seed
-        (vae / "eval.json").write_text(text)
+    for text in ("{not json", '{"estimate": "exact"}', None):  # not JSON; no split, k or seed; over 16 MiB
+        if text is None:
+            with open(vae / "eval.json", "wb") as f:  # sparse: refused from its size, never read in
+                f.truncate(17 << 20)
+        else:
+            (vae / "eval.json").write_text(text)
         assert main(["report", str(vae), "--out", str(tmp_path / "c.html"), "--no-figures"]) == 1
         err = capsys.readouterr().err
-        assert err.startswith("dgm: error: ") and err.count("\n") == 1 and "eval.json is not an eval.json of dgmkit" in err
+        said = "eval.json is larger than 16 MiB" if text is None else "eval.json is not an eval.json of dgmkit"
+        assert err.startswith("dgm: error: ") and err.count("\n") == 1 and said in err, err
     assert not (tmp_path / "c.html").exists()
 
 

@@ -30,7 +30,7 @@ from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.reporting import RunPage, render_page
 from dgmkit.settings import unused_keys
-from dgmkit.training.run_writer import MAX_METRICS_BYTES, run_files
+from dgmkit.training.run_writer import MAX_METRICS_BYTES, MAX_RECORD_BYTES, read_run_file, run_files
 
 __all__ = ["add_parser", "run_report", "read_metrics"]
 
@@ -80,9 +80,10 @@ def _evaluations(run_dir: Path) -> dict[str, dict]:
     kept = _EVALS.kept(run_dir)
     if kept or not (run_dir / "eval.json").is_file():
         return kept
+    raw = read_run_file(run_dir / "eval.json", MAX_RECORD_BYTES)  # a regular file, not too large to read
     try:
-        one = parse_json((run_dir / "eval.json").read_bytes())
-    except (OSError, ValueError, DgmError):
+        one = parse_json(raw)
+    except (ValueError, DgmError):
         raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit") from None
     try:
         return {protocol_key(one): one}
