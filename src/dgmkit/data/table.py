@@ -23,7 +23,7 @@ import io
 import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +56,6 @@ class Column:
     def levels(self) -> int:
         """K for a categorical column, 0 for a numeric one."""
         return len(self.categories) if self.kind == "categorical" else 0
-
-    def to_dict(self) -> dict:
-        """The fields, the categories as a list (for JSON)."""
-        return asdict(self) | {"categories": list(self.categories)}
 
 
 def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
