@@ -7,7 +7,7 @@ import torch
 import dgmkit
 from dgmkit.cli.main import main
 from dgmkit.data import load_dataset
-from dgmkit.errors import ConfigError, DataError
+from dgmkit.errors import ConfigError, DataError, DgmError
 
 TINY = dict(hidden=[16], latent_dim=2, epochs=1, batch_size=64)
 
@@ -25,6 +25,9 @@ def test_train_load_sample_evaluate_and_the_cli_reads_the_folder(tmp_path, capsy
     assert result.n == 50 and result.estimate == "importance-sampled" and result["nll"] == result.nll
     assert -result.elbo >= result.nll - 1e-9  # the ELBO bounds the importance-sampled estimate
     assert "NLL (k=20)" in str(result) and "bits/dim" in str(result)
+    with pytest.raises(AttributeError, match="no_such_number"):  # (not a KeyError: hasattr and getattr's default work)
+        getattr(result, "no_such_number")  # noqa: B009 (the attribute access is what is tested)
+    assert getattr(result, "no_such_number", None) is None and not hasattr(result, "mmd")
     assert not (tmp_path / "vae" / "eval.json").exists()  # the API writes nothing when evaluating
     assert main(["eval", str(tmp_path / "vae"), "--iw-samples", "20", "--limit", "50"]) == 0
     assert f"{result.nll:.3f}" in capsys.readouterr().out  # the CLI's number is the API's
@@ -64,7 +67,7 @@ def test_train_load_sample_evaluate_and_the_cli_reads_the_folder(tmp_path, capsy
     assert dgmkit.evaluate(again, iw_samples=2, limit=np.int64(3)).n == 3
     by_default = dgmkit.evaluate(again, iw_samples=2)  # the test split, all of it, as dgm eval
     assert by_default.split == "test" and by_default.n == len(load_dataset("digits").test)
-    for limit in (0, -1):
+    for limit in (0, -1, 2.5, True):  # (True passed as the integer 1)
         with pytest.raises(ConfigError, match="limit must be a positive integer"):
             dgmkit.evaluate(again, limit=limit)
     with pytest.raises(ConfigError, match="to score arrays"):
@@ -145,6 +148,38 @@ def test_bad_data_is_refused_in_one_line(tmp_path):
         dgmkit.train(tmp_path / "r", data="not data", **TINY)
     with pytest.raises(DataError, match="empty"):
         dgmkit.train(tmp_path / "r", data=torch.utils.data.TensorDataset(torch.zeros(0, 4)), **TINY)
+
+    class Stream(torch.utils.data.IterableDataset):  # no len(), no indexing
+        def __iter__(self):
+            return iter([torch.zeros(4, 4)] * 80)
+
+    with pytest.raises(DataError, match="needs len\\(\\) and indexing \\(a map-style dataset\\)"):
+        dgmkit.train(tmp_path / "r", data=Stream(), **TINY)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_call_leaves_no_data_file_behind_and_keeps_one_it_did_not_write(tmp_path):
+    """train(out, data=...) wrote OUT.data.npz before the settings and the folder were checked: a
+    refused call left it behind, under a refusal that said "Nothing was changed". Arrays that are
+    there already (a run folder moved away, its data kept) are read again and never removed."""
+    x = (np.random.default_rng(0).random((80, 4, 4)) > 0.5).astype(np.uint8)
+    saved = tmp_path / "run.data.npz"
+    with pytest.raises(ConfigError, match="hidden must be >= 1"):
+        dgmkit.train(tmp_path / "run", data=x, **{**TINY, "hidden": [0]})
+    assert list(tmp_path.iterdir()) == []
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(DgmError, match="is not empty .*Nothing was changed"):
+        dgmkit.train(busy, data=x, **TINY)
+    assert [p.name for p in tmp_path.iterdir()] == ["busy"] and [p.name for p in busy.iterdir()] == ["notes.txt"]
+    np.savez(saved, x=x)
+    kept = saved.read_bytes()
+    with pytest.raises(ConfigError, match="hidden must be >= 1"):
+        dgmkit.train(tmp_path / "run", data=x, **{**TINY, "hidden": [0]})
+    assert saved.read_bytes() == kept
+    run = dgmkit.train(tmp_path / "run", data=x, **TINY)
+    assert run.cfg.data.dataset == str(saved) and saved.read_bytes() == kept
 
 
 def test_a_family_fitted_without_gradients_says_how_to_fit_it_from_python():

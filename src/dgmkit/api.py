@@ -83,9 +83,9 @@ def _as_arrays(data: object) -> tuple[np.ndarray, np.ndarray | None]:
     raise DataError(f"data must be an array, a pair (x, y) or a torch Dataset, not {type(data).__name__}")
 
 
-def _data_file(out: Path, data: object) -> str:
-    """Write the arrays as OUT.data.npz (x, and y where given) and return its path; an existing
-    file is kept only if it holds the same arrays (it is never overwritten)."""
+def _data_file(out: Path, data: object) -> tuple[Path, bool]:
+    """Write the arrays as OUT.data.npz (x, and y where given): its path, and whether this call
+    wrote it. An existing file is kept only if it holds the same arrays (never overwritten)."""
     import io
 
     x, y = _as_arrays(data)
@@ -99,10 +99,10 @@ def _data_file(out: Path, data: object) -> str:
             same = same and (y is None or np.array_equal(old["y"], y))
         if not same:
             raise DataError(f"{path} exists and holds other data; move it away or train into another folder")
-        return str(path)
+        return path, False
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
-    return str(path)
+    return path, True
 
 
 def train(
@@ -131,15 +131,24 @@ def train(
 
         stored = RunConfig.from_dict(migrate_record(read_json(out / "config.json"), str(out))["config"], str(out))
         cfg = stored.replace(**{"time_budget": None, **settings})  # a budget is never carried over, as in the CLI
-    else:
-        values = dict(config.flat() if isinstance(config, RunConfig) else RunConfig.given_keys(dict(config or {})))
-        values.update(settings)
-        if data is not None:
-            if "dataset" in values:
-                raise ConfigError("give either data (arrays) or a dataset by name, not both")
-            values["dataset"] = _data_file(out, data)
-        cfg = RunConfig.of(**values)
-    train_run(cfg, out, resume=resume, quiet=quiet, resume_line=not quiet)
+        train_run(cfg, out, resume=True, quiet=quiet, resume_line=not quiet)
+        return load(out)
+    values = dict(config.flat() if isinstance(config, RunConfig) else RunConfig.given_keys(dict(config or {})))
+    values.update(settings)
+    had_run, written = (out / "config.json").exists(), None
+    if data is not None:
+        if "dataset" in values:
+            raise ConfigError("give either data (arrays) or a dataset by name, not both")
+        path, wrote = _data_file(out, data)
+        values["dataset"], written = str(path), path if wrote else None
+    try:
+        train_run(RunConfig.of(**values), out, quiet=quiet, resume_line=not quiet)
+    except BaseException:
+        # a refused call (a bad setting, a folder that is not empty) leaves no data file of its own
+        # behind; one that the run this call started names stays, for a resume
+        if written is not None and (had_run or not (out / "config.json").exists()):
+            written.unlink(missing_ok=True)
+        raise
     return load(out)
 
 
