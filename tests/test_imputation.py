@@ -342,6 +342,13 @@ def test_the_baselines_and_rmse():
         assert not np.isnan(baseline_impute(rows, method)).any()
     with pytest.raises(ValueError, match="no missing"):
         rmse(filled, truth, np.zeros_like(rows, bool))
+    with pytest.raises(ValueError, match=r"holds NaN or inf on a missing entry"):  # never a NaN score
+        rmse(rows, truth, np.isnan(rows))
+    with pytest.raises(ValueError, match=r"shapes differ: imputed \(3, 2\), truth \(2, 2\)"):
+        rmse(filled, truth[:2], np.isnan(rows))
+    for method, x, problem in (("median", rows, "unknown baseline 'median'"), ("mean", rows[0], "rows \\(N, D\\)")):
+        with pytest.raises((ConfigError, DataError), match=problem):
+            baseline_impute(x, method)
 
 
 def test_missforest_imputes_a_nonlinear_column_that_the_linear_chain_cannot():
@@ -461,6 +468,35 @@ def test_impute_fills_binary_images_and_refuses_complete_data(tmp_path, capsys):
     assert code == 1 and "--out .csv writes a table, and" in err and "name a .npy file" in err
 
 
+def test_impute_names_a_model_that_cannot_impute_before_what_its_data_are(tmp_path, capsys):
+    """A flow run given incomplete images was told "imputation of dequantized data is not
+    supported: train with a discrete likelihood", which no flow can be; that the model cannot
+    impute comes first, by name, as for a PixelCNN. A VAE of dequantized data is refused for them."""
+    holes = np.random.default_rng(0).integers(0, 17, (5, 1, 8, 8)).astype(np.float32)
+    holes[:, 0, 0, 0] = np.nan
+    np.save(tmp_path / "h.npy", holes)
+    for name, flags, needles in (
+        (
+            "flow",
+            ["--model", "flow", "--flow", "maf", "--hidden", "8", "--flow-layers", "1"],
+            ["needs a latent variable model", "FlowModel, is not one"],
+        ),
+        (
+            "arm",
+            ["--model", "arm", "--likelihood", "categorical", "--channels", "4", "--arm-layers", "1"],
+            ["needs a latent variable model", "GatedPixelCNN, is not one"],
+        ),
+        ("vae", ["--likelihood", "gaussian", "--hidden", "8", "--latent-dim", "2"], ["dequantized data", "discrete"]),
+    ):
+        run = tmp_path / name
+        code, _, err = _run(capsys, "train", "--dataset", "digits", *flags, "--epochs", "1", "--quiet", "--out", run)
+        assert code == 0, err
+        code, _, err = _run(capsys, "impute", run, tmp_path / "h.npy", "--out", tmp_path / f"{name}.npy")
+        assert code == 1 and all(n in err for n in needles) and len(err.strip().splitlines()) == 1, err
+        assert "discrete" not in err or name == "vae"
+        assert not (tmp_path / f"{name}.npy").exists()
+
+
 def load_run_split(run):
     from dgmkit.cli.common import split_data
     from dgmkit.config import load_run
@@ -548,6 +584,7 @@ def test_impute_refusals_and_scores_on_a_table_with_holes_of_its_own(tmp_path, c
         ([rows, "--out", tmp_path / "o.npy"], "indices 0..2"),
         ([holes, "--out", tmp_path / "o.csv"], "1 rows hold no observed value"),
         (["--out", tmp_path / "o.npy", "--figure", tmp_path / "f.png"], "--figure shows images"),
+        (["--out", tmp_path / "o.npy", "--figure", tmp_path / "f.jpg"], "--figure must name a .png file"),
         (["--out", p, "--force"], "is an input of this command"),  # the run's own data file
         (["--out", tmp_path / "o.npz", "--draws", "10"], "draw fewer"),
         (["--out", tmp_path / "i.npy"], "--out "),
@@ -555,6 +592,12 @@ def test_impute_refusals_and_scores_on_a_table_with_holes_of_its_own(tmp_path, c
         code, _, err = _run(capsys, "impute", run, *args)
         assert code == 1 and problem in err and len(err.strip().splitlines()) == 1, err
     assert p.read_bytes() == before
+    # rows given as an array are taken in the model's own encoding, and the command says so
+    np.save(rows, np.array([[0.0, 2.0, np.nan], [0.5, np.nan, 1.0]]))
+    code, out, err = _run(capsys, "impute", run, rows, "--out", tmp_path / "o.npy", "--k", "5")
+    assert code == 0, err
+    assert f"note: {rows} is taken to hold values as the model sees them" in out and "(size, colour, weight)" in out
+    assert not np.isnan(np.load(tmp_path / "o.npy")).any()
 
 
 def test_a_categorical_column_of_one_category_is_modelled(tmp_path, capsys):

@@ -47,6 +47,7 @@ from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.evaluation.imputation import (
     BASELINES,
     baseline_impute,
+    check_imputes,
     from_data_units,
     impute_batched,
     rmse,
@@ -147,6 +148,7 @@ def run_impute(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--baselines score imputations against the removed values: they need the run's own data, not INPUT"
         )
+    check_imputes(run.model)  # (a flow's dequantized data are refused below: that a flow cannot impute comes first)
     transform = run.transform
     if transform.kind == "dequantize":
         raise ConfigError("imputation of dequantized data is not supported: train with a discrete likelihood")

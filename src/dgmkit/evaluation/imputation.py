@@ -22,10 +22,12 @@ import torch
 
 from dgmkit.data import DataTransform
 from dgmkit.errors import ConfigError, DataError
-from dgmkit.models import LatentVariableModel
+from dgmkit.models import GenerativeModel, LatentVariableModel
 from dgmkit.objectives.miwae import impute
 
-__all__ = ["BASELINES", "baseline_impute", "rmse", "impute_batched", "to_data_units", "from_data_units"]
+__all__ = [
+    "BASELINES", "baseline_impute", "rmse", "check_imputes", "impute_batched", "to_data_units", "from_data_units",
+]  # fmt: skip
 
 BASELINES = ("mean", "knn", "iterative", "missforest")
 
@@ -92,17 +94,22 @@ def from_data_units(x: torch.Tensor, transform: DataTransform) -> torch.Tensor:
     return x.double()
 
 
-@torch.no_grad()
-def impute_batched(
-    model: LatentVariableModel, x: torch.Tensor, k: int = 10000, draws: int = 0, seed: int = 0, batch_size: int = 100
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``objectives.miwae.impute`` over ``x`` in batches, with one generator seeded by ``seed``."""
+def check_imputes(model: GenerativeModel) -> None:
+    """Refuses (ConfigError) a model that cannot impute by importance sampling (``can_impute``)."""
     if not model.can_impute:
         raise ConfigError(
             "imputation by importance sampling needs a latent variable model whose p(x|z) factorizes over the "
             "entries and whose encoder reads missing entries as 0 (a VAE, as MIWAE trains it); this run's model, "
             f"{type(model).__name__}, is not one"
         )
+
+
+@torch.no_grad()
+def impute_batched(
+    model: LatentVariableModel, x: torch.Tensor, k: int = 10000, draws: int = 0, seed: int = 0, batch_size: int = 100
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``objectives.miwae.impute`` over ``x`` in batches, with one generator seeded by ``seed``."""
+    check_imputes(model)
     g = torch.Generator(device=x.device).manual_seed(seed)
     singles, multiples = [], []
     per_row = max(1, math.prod(x.shape[1:]))
