@@ -52,10 +52,9 @@ def _mc_elbo(model: GaussianDiffusion, k: int, n: int = 25_000, replicates: int 
     return m.mean().item(), m.std().item() / math.sqrt(replicates)
 
 
-def _chain_log_prob(model: GaussianDiffusion, k: int, steps: int) -> float:
-    """log P(k) of the model's own generative chain with ``steps`` steps: z_1 ~ N(0, 1), each
-    ancestral step affine in z plus Gaussian noise (the denoiser is affine), so z_0 is Gaussian;
-    then P(k) = E[p(k | z_0)] by quadrature over z_0 around level k."""
+def _chain_z0(model: GaussianDiffusion, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and variance of z_0 under the model's own generative chain with ``steps`` steps:
+    z_1 ~ N(0, 1), each ancestral step affine in z plus Gaussian noise (the denoiser is affine)."""
     mean, var = torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
     sch = model.schedule
     for i in range(steps, 0, -1):
@@ -67,6 +66,14 @@ def _chain_log_prob(model: GaussianDiffusion, k: int, steps: int) -> float:
         coef = r * (1 - c * s2t.sqrt() * slope)
         mean = coef * mean - r * c * s2t.sqrt() * offset
         var = coef**2 * var + c * torch.sigmoid(gs)
+    return mean, var
+
+
+def _chain_log_prob(model: GaussianDiffusion, k: int, steps: int) -> float:
+    """log P(k) of the model's own generative chain with ``steps`` steps: z_0 is Gaussian
+    (``_chain_z0``); P(k) = E[p(k | z_0)] by quadrature over z_0 around level k."""
+    mean, var = _chain_z0(model, steps)
+    sch = model.schedule
     g0, _ = sch.endpoints()
     a0 = torch.sigmoid(-g0).sqrt()
     z = a0 * (model.levels[k].double() + torch.linspace(-12, 12, 100_001, dtype=torch.float64) * 2 / LEVELS)
@@ -189,6 +196,25 @@ def test_the_windowed_reconstruction_term_equals_the_full_softmax():
         z0 = torch.sigmoid(-g0).sqrt() * xs + torch.sigmoid(g0).sqrt() * torch.randn_like(xs)
         full = -torch.log_softmax(model._recon_logits(z0, g0), -1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
         torch.testing.assert_close(got, full.flatten(1).sum(1))
+
+
+@pytest.mark.parametrize("steps", [5, 20])
+def test_ancestral_sampling_draws_the_chain_s_own_distribution_in_the_model_s_precision(steps):
+    """The sampler is the chain whose z_0 is N(mean, var) in closed form (``_chain_z0``); its
+    levels' mean and spread are z_0's over alpha_0 (the levels are 2/1024 apart). A float64
+    model drew its noise in float32 and failed at the first step."""
+    model = _gaussian_model(0)
+    x, shown = model.sample(3000, torch.Generator().manual_seed(0), steps=steps)
+    assert x.dtype == torch.long and torch.equal(x, shown) and 0 <= x.min() and x.max() < LEVELS
+    mean, var = _chain_z0(model, steps)
+    g0, _ = model.schedule.endpoints()
+    a0 = torch.sigmoid(-g0).sqrt()
+    v = model.levels[x].double()
+    sd = (var.sqrt() / a0).item()
+    assert v.mean().item() == pytest.approx((mean / a0).item(), abs=4 * sd / math.sqrt(3000) + 1e-3)
+    assert v.std().item() == pytest.approx(sd, rel=0.05)
+    net = GaussianDiffusion(UNet(1, 1, [4], attention=False), LinearSchedule(), (1, 3, 3), 16, steps).double()
+    assert net.sample(2, torch.Generator().manual_seed(0))[0].shape == (2, 1, 3, 3)  # (float32 noise into float64 weights)
 
 
 # ---------------------------------------------------------------- masked diffusion by enumeration
@@ -350,6 +376,9 @@ def test_cli_trains_evaluates_and_samples_a_diffusion_model(tmp_path, capsys):
     assert r["bpd"] == pytest.approx(r["nll"] / (64 * math.log(2)))
     assert main(["eval", str(out), "--iw-samples", "5"]) == 1
     assert "--time-samples" in capsys.readouterr().err
+    assert main(["ood", str(out), "--ood", "digits", "--iw-samples", "5"]) == 1  # (before the data are read)
+    err = capsys.readouterr().err
+    assert err.startswith("dgm: error: --iw-samples: a diffusion model is scored by its bound") and err.count("\n") == 1
     assert main(["sample", str(out), "-n", "4", "--steps", "3", "--out", str(tmp_path / "s.png")]) == 0
     assert "ancestral sampling in 3 steps" in capsys.readouterr().out
     assert (tmp_path / "s.png").stat().st_size > 0

@@ -1,6 +1,7 @@
 """Flows inside models: IAF posteriors and flow priors against exact linear-Gaussian
 likelihoods, and the dequantization accounting of image flows' bits/dim."""
 
+import itertools
 import math
 
 import pytest
@@ -192,6 +193,56 @@ def test_variational_dequantization_bounds_the_probability_of_each_integer_image
                 assert iw <= log_mass + 0.02, (k1, k2, iw, log_mass)
                 gaps.append(log_mass - iw)
     assert sorted(gaps)[len(gaps) // 2] < 0.5  # importance sampling closes most of the gap
+
+
+def test_a_variationally_dequantized_flow_draws_each_integer_image_with_its_probability():
+    """Its draws are the flow's y floored to the L levels: an image of inner levels as often as
+    the flow's mass on its cell [k/L, (k+1)/L)^2, P(k) by quadrature; the logit's margin leaves a
+    little mass outside [0, 1]^2 (P sums to less than 1), which the draws give to the edge levels.
+    (The model's draws had no test, and the flow's ignored its dtype: a float64 flow failed.)"""
+    from dgmkit.models import VariationallyDequantizedFlow
+    from dgmkit.models.dequantization import LogitNormalDequantizer
+
+    levels, n = 4, 20_000
+    flow = _logit_flow()
+    model = VariationallyDequantizedFlow(flow, LogitNormalDequantizer(1, levels, hidden=8).double()).eval()
+    k, shown = model.sample(n, torch.Generator().manual_seed(0))
+    assert k.shape == (n, 1, 1, 2) and k.dtype == torch.float64 and torch.equal(k, shown) and torch.equal(k, k.round())
+    assert 0 <= k.min() and k.max() <= levels - 1
+    assert torch.equal(k, model.sample(n, torch.Generator().manual_seed(0))[0])
+    t = (torch.arange(100, dtype=torch.float64) + 0.5) / 100
+    cell = torch.stack(torch.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+    flat, total, excess = k.view(n, 2), 0.0, 0.0
+    with torch.no_grad():
+        for k1, k2 in itertools.product(range(levels), repeat=2):
+            y = (torch.tensor([k1, k2], dtype=torch.float64) + cell) / levels
+            mass = flow.log_prob(y.view(-1, 1, 1, 2)).exp().mean().item() / levels**2
+            freq = (flat == torch.tensor([k1, k2], dtype=flat.dtype)).all(1).double().mean().item()
+            tolerance = 4 * math.sqrt(mass * (1 - mass) / n) + 1e-3
+            total += mass
+            if {k1, k2} & {0, levels - 1}:
+                assert freq >= mass - tolerance, (k1, k2, freq, mass)
+                excess += freq - mass
+            else:
+                assert freq == pytest.approx(mass, abs=tolerance), (k1, k2)
+    assert 0.95 < total < 0.99 and excess == pytest.approx(1 - total, abs=0.01)  # the mass outside, at the edges
+
+
+def test_a_flow_model_as_a_distribution_scores_as_the_model_and_names_a_wrong_shape():
+    """``distribution()`` (a torch Distribution over flattened data) and ``base()`` give the
+    numbers log_prob writes out by hand: log N(T(x); 0, I) + log|det|."""
+    flow = _logit_flow()
+    y = torch.rand(5, 1, 1, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        z, ladj = flow.transform(y)
+        torch.testing.assert_close(flow.base().log_prob(z) + ladj, flow.log_prob(y))
+        torch.testing.assert_close(flow.distribution().log_prob(y.flatten(1)), flow.log_prob(y))
+        torch.manual_seed(5)
+        x = flow.distribution().sample((4,))
+        torch.manual_seed(5)
+        torch.testing.assert_close(x, flow.sample(4)[0].flatten(1))  # the model's own draws
+    with pytest.raises(ValueError, match=r"expected data of shape \(B, 1, 1, 2\), got \(5, 2\) \(flatten=True flattens"):
+        flow.log_prob(y.flatten(1))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

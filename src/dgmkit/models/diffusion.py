@@ -221,12 +221,12 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         steps = self.default_sample_steps if steps is None else int(steps)
         if steps < 1:
             raise ValueError(f"sampling needs at least 1 step, got {steps}")
-        device = self.levels.device
+        device, dtype = self.levels.device, self.levels.dtype  # (the model's precision, as it was cast)
         with seeded_by(generator, device):
-            z = torch.randn(n, *self.event_shape, device=device)
+            z = torch.randn(n, *self.event_shape, device=device, dtype=dtype)
             for i in range(steps, 0, -1):
-                t = torch.full((n,), i / steps, device=device)
-                s = torch.full((n,), (i - 1) / steps, device=device)
+                t = torch.full((n,), i / steps, device=device, dtype=dtype)
+                s = torch.full((n,), (i - 1) / steps, device=device, dtype=dtype)
                 g_t, _ = self.schedule(t)
                 g_s, _ = self.schedule(s)
                 eps_hat = self.eps_hat(z, g_t)

@@ -77,7 +77,7 @@ class FlowModel(ExactLikelihoodModel):
         diversity for samples of higher density, nearer the mode). Returns (x, x): a flow has no
         separate mean to display."""
         with seeded_by(generator, self._zero.device):
-            z = torch.randn(n, self.num_dims, device=self._zero.device) * temperature
+            z = torch.randn(n, self.num_dims, device=self._zero.device, dtype=self._zero.dtype) * temperature
         x, _ = self.bijection.inverse(z)
         x = x.reshape(n, *self.event_shape)
         return x, x
