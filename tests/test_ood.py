@@ -368,6 +368,18 @@ def test_ood_refusals(runs, tmp_path, capsys):
     code, out, _ = _dgm(capsys, *argv)
     assert code == 0 and "trained on other data" in out and "not Ren et al.'s" in out
     assert json.loads((tmp_path / "o.json").read_text())["background_data"] == "noise.npy"
+    # a background run from before data digests tells data apart by name alone: that name is refused
+    from run_records import rewrite_records
+
+    old = tmp_path / "old"
+    shutil.copytree(other, old)
+    rewrite_records(old, lambda r: {**r, "data": {k: v for k, v in r["data"].items() if k != "sha256"}})
+    argv = ["ood", model, "--ood", tmp_path / "b" / "noise.npy", "--background", old]
+    _refused(*_dgm(capsys, *argv)[::2], "trained on noise.npy, the OOD dataset itself")
+    # a background model of another space: no likelihood ratio
+    big = tmp_path / "big"
+    assert main(["train", "--dataset", str(runs / "big.npy"), *_ARM, "--epochs", "1", "--out", str(big)]) == 0
+    _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", big)[::2], "[1, 10, 10] with 17", "one space")
     # a foreign ood.json in the run folder is refused before any work, and kept
     copy = tmp_path / "copy"
     shutil.copytree(model, copy)
@@ -437,10 +449,11 @@ def test_ood_json_never_replaces_what_the_command_reads_or_its_figure(runs, tmp_
     scores = runs / "model" / "ood-scores.csv"
     kept = scores.read_bytes() if scores.exists() else None  # (the module's runs are shared)
     try:
-        scores.write_text("my,own,notes\n")
-        code, _, err = _dgm(capsys, *argv)
-        _refused(code, err, "ood-scores.csv of dgmkit", "move it away")
-        assert scores.read_text() == "my,own,notes\n"
+        for notes in (b"my,own,notes\n", b"\xff\xfe binary notes"):  # (the second is no text: it raised)
+            scores.write_bytes(notes)
+            code, _, err = _dgm(capsys, *argv)
+            _refused(code, err, "ood-scores.csv of dgmkit", "move it away")
+            assert scores.read_bytes() == notes
     finally:
         scores.unlink()
         if kept is not None:
@@ -473,6 +486,28 @@ def test_ood_rows_of_a_table_are_read_by_the_run_s_columns_not_standardized_by_t
     a, b = (m["scores"]["nll"]["mean_ood"] for m in means)
     assert a == pytest.approx(b, rel=1e-4)
     assert a > 5 * means[0]["scores"]["nll"]["mean_in"]  # the shift is seen
+
+
+def test_ood_rows_for_a_table_run_whose_file_moved_are_read_by_its_columns_from_data(tmp_path, capsys):
+    """--data names the run's table at its new path: OOD rows from a .csv were refused there ("no
+    such data file ..., if it moved, --data PATH", with --data given), and an array was scored
+    without the note that says it is taken in the model's encoding."""
+    from dgmkit.cli.main import main
+
+    rows = np.random.default_rng(0).normal(size=(120, 3))
+    (tmp_path / "t.csv").write_text("a,b,c\n" + "".join(f"{r[0]:.4f},{r[1]:.4f},{r[2]:.4f}\n" for r in rows))
+    (tmp_path / "o.csv").write_text("a,b,c\n" + "".join(f"{r[0] + 3:.4f},{r[1]:.4f},{r[2]:.4f}\n" for r in rows[:40]))
+    np.save(tmp_path / "o.npy", (rows[:40] + 3).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "t.csv"), "--model", "ppca", "--latent-dim", "1", "--quiet",
+                 "--out", str(run)]) == 0  # fmt: skip
+    (tmp_path / "t.csv").rename(tmp_path / "moved.csv")
+    for ood in ("o.csv", "o.npy"):
+        capsys.readouterr()
+        code, out, err = _dgm(capsys, "ood", run, "--ood", tmp_path / ood, "--data", tmp_path / "moved.csv")
+        assert code == 0, err
+        assert ("taken to hold values as the model sees them" in out and "(a, b, c)" in out) == (ood == "o.npy")
+    _refused(*_dgm(capsys, "ood", run, "--ood", tmp_path / "o.csv")[::2], "no such data file", "--data PATH")
 
 
 def test_the_typicality_test_flags_a_statistic_strictly_above_epsilon():

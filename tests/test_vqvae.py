@@ -130,6 +130,9 @@ def test_two_levels_bound_below_enumeration_and_the_joint_code_prior(tmp_path, c
         # the code of an image decodes the same way as the training pass's quantized maps
         px, q = model.train_pass(x)
     assert codes.shape == (10, 1, 5) and torch.equal(q.indices, codes)
+    with torch.no_grad():  # quantize: both levels' indices joined as codes() joins them, both codebooks' counts
+        both = model.quantize(x)
+    assert torch.equal(both.indices, codes) and both.counts.shape == (6,) and both.counts.sum() == 10 * 5
     assert torch.allclose(px.log_prob(x), model.likelihood(codes).log_prob(x), atol=1e-5)
     assert (bound <= exact + 1e-5).all()
     assert model.log_prior_uniform() == pytest.approx(-5 * math.log(3))
@@ -189,6 +192,16 @@ def test_code_priors_must_model_integers_and_current_codes(tmp_path, capsys):
     assert "whose inputs are: none" in capsys.readouterr().err
     assert main(["eval", str(vq), "--input", "background"]) == 1
     assert "ROLE=RUN_DIR" in capsys.readouterr().err
+    assert main(["eval", str(vq), "--input", f"code-prior={prior}", "--code-prior", str(prior)]) == 1
+    assert "--input code-prior is named twice" in capsys.readouterr().err
+    # a model of the codes without an exact likelihood is no code prior (a VAE's is a bound)
+    vae = tmp_path / "vae"
+    flags = ["--likelihood", "categorical", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    assert main(["train", "--model", "vae", "--codes-of", str(vq), *flags, "--out", str(vae)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(vq), "--code-prior", str(vae)]) == 1
+    err = capsys.readouterr().err
+    assert "holds a vae model: a code prior needs an exact log-likelihood and sampling" in err and err.count("\n") == 1
 
     # the codebook is a moving average already: --ema is refused
     assert main([*argv, "--ema", "0.99", "--out", str(tmp_path / "e")]) == 1

@@ -184,15 +184,16 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
     return dataset
 
 
-def run_table(run: Run, given_table: bool) -> Dataset | None:
-    """The table a run was trained on (None for a run on images): its columns encode an input
-    table and check an input array, and say what the numbers are of. Needed (read, or refused if
-    it is not as recorded) where the input is a table (``given_table``); for an input array only
-    where it can be read (a moved data file: the array is scored without its columns' names)."""
+def run_table(run: Run, given_table: bool, data_dir: str | None = None, data: str | None = None) -> Dataset | None:
+    """The table a run was trained on (None for a run on images), read as ``run_data`` reads it
+    (``data_dir``, ``data``: --data-dir, --data): its columns encode an input table and check an
+    input array, and say what the numbers are of. Needed (read, or refused if it is not as
+    recorded) where the input is a table (``given_table``); for an input array only where it can be
+    read (a moved data file: the array is scored without its columns' names)."""
     if not is_table(run.cfg.data.dataset):
         return None
     try:
-        return run_data(run)
+        return run_data(run, data_dir, data)
     except DgmError:
         if given_table:
             raise
@@ -321,14 +322,15 @@ def attach_inputs(run: Run, args: argparse.Namespace) -> dict[str, str]:
     """Attach the runs named by --input (and --code-prior) to ``run``; returns role -> path."""
     named = list(args.input or []) + ([] if args.code_prior is None else [f"code-prior={args.code_prior}"])
     inputs: dict[str, str] = {}
-    for item in named:
+    for item in named:  # every flag checked before any run is read
         role, sep, path = item.partition("=")
         if not sep or not role or not path:
             raise ConfigError(f"--input takes ROLE=RUN_DIR, got {item!r}")
         if role in inputs:
             raise ConfigError(f"--input {role} is named twice")
-        attach_input(run, role, path)
         inputs[role] = path
+    for role, path in inputs.items():
+        attach_input(run, role, path)
     return inputs
 
 

@@ -166,7 +166,7 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     """The OOD dataset, refused unless it has the run's image shape and number of levels."""
     cfg = run.cfg.data
     given_table = args.ood.lower().endswith(TABLE_SUFFIXES)
-    table = run_table(run, given_table)  # a table's rows are read by the run's own columns, not by their own
+    table = run_table(run, given_table, args.data_dir, args.data)  # a table's rows: read by the run's own columns
     columns = table.columns if table is not None and given_table else None
     ds = load_dataset(args.ood, args.ood_data_dir or args.data_dir or cfg.data_dir, download=cfg.download, columns=columns)
     if table is not None and not given_table and is_data_file(args.ood):
