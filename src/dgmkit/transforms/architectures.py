@@ -8,7 +8,6 @@ Vector flows (data of shape (B, D), optionally conditional on a context (B, C)):
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 
 from dgmkit.nn import MLP, ConvConditioner, zero_init
 from dgmkit.transforms.autoregressive import MaskedAffineAutoregressive, iaf_layer
@@ -160,7 +159,3 @@ def glow_multiscale(
 
 
 IMAGE_FLOWS = {"realnvp": realnvp_multiscale, "glow": glow_multiscale}
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
