@@ -144,6 +144,15 @@ def test_orders_are_checked():
             model.order_log_likelihood(x, bad)
     with pytest.raises(ValueError, match="shape"):
         model.order_log_likelihood(x.view(2, 1, 2, 2), torch.tensor([[0, 1, 2, 3]]))
+    with pytest.raises(ValueError, match=r"orders must be \(M, D\) with M >= 1, got shape \(4,\)"):
+        estimate(model, x, orders=torch.arange(4))
+    # the estimators' entry point names a model that has no likelihood in an order (the CLI refuses it earlier)
+    from dgmkit.errors import EvaluationError
+    from dgmkit.families.vae import VAEConfig
+
+    vae = VAEConfig(hidden=[8], latent_dim=2).build((1, 1, 4), 2)
+    with pytest.raises(EvaluationError, match="VAE is not an any-order model"):
+        estimate(vae, x.view(2, 1, 1, 4).float(), orders=torch.tensor([[0, 1, 2, 3]]))
 
 
 def test_the_estimator_is_seeded_batch_invariant_and_reports_the_mean_as_its_bound():
@@ -337,6 +346,34 @@ def test_a_damaged_order_file_is_refused_by_name(masked_run, capsys, damage):
     assert str(path) in err and "delete it to compute it again" in err
     assert peak < 64 << 20, peak
     path.unlink()
+
+
+@pytest.mark.parametrize("damage", ["truncated values", "trailing bytes", "npy version 3"])
+def test_an_order_file_whose_header_does_not_fit_its_data_is_refused_by_name(tmp_path, damage):
+    """The .npy header of the values must be a format NumPy writes and say exactly as many bytes
+    as follow it: a file cut short, one with more after it, or a header of an unknown format
+    version is not this evaluation's order (the same file whole is read back)."""
+    import numpy as np
+
+    from dgmkit.errors import EvaluationError
+    from dgmkit.evaluation.order_files import OrderFiles
+
+    store, order, values = OrderFiles(tmp_path, 5), torch.tensor([2, 0, 1, 3]), torch.arange(5.0)
+    store.put(0, order, values)
+    torch.testing.assert_close(store.get(0, order), values.double())
+    data = _npy(values.double().numpy())
+    data = {"truncated values": data[:-8], "trailing bytes": data + bytes(8)}.get(damage, data)
+    if damage == "npy version 3":
+        data = data[:6] + b"\x03" + data[7:]
+    path = tmp_path / "order-0.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("order.npy", _npy(order.numpy().astype(np.int64)))
+        z.writestr("values.npy", data)
+    with pytest.raises(EvaluationError) as refusal:
+        store.get(0, order)
+    assert str(path) in str(refusal.value) and "delete it to compute it again" in str(refusal.value)
+    what = {"npy version 3": "format version (3, 0)"}.get(damage, "bytes of data, not the 40 its header gives")
+    assert what in str(refusal.value)
 
 
 def test_the_python_api_scores_orders_without_writing_them(masked_run):

@@ -69,6 +69,26 @@ def test_narrow_made_still_sees_every_input():
     assert dep[15, :15].all()
 
 
+def test_a_resampled_made_is_autoregressive_in_its_new_order():
+    """``MADE.resample`` (order-agnostic training) draws a new order and new hidden degrees:
+    each output then depends on exactly the inputs before it in that order (with direct
+    connections, on all of them), by input gradients."""
+    from dgmkit.nn import MADE
+
+    torch.manual_seed(0)
+    made = MADE(6, [16, 16], 2, direct=True)
+    g = torch.Generator().manual_seed(3)
+    orders = []
+    for _ in range(3):
+        made.resample(g)
+        order = made.order.clone()
+        orders.append(order.tolist())
+        assert sorted(order.tolist()) == list(range(6))
+        dep = _dependencies(lambda v: made(v.flatten(1)).sum(1), torch.rand(2, 1, 1, 6))
+        assert torch.equal(dep, order[None, :] < order[:, None])
+    assert len({tuple(o) for o in orders}) > 1 and orders[0] != list(range(6))
+
+
 def test_both_pixelcnn_stacks_are_causal():
     shape = (1, 5, 5)
     m = _build("pixelcnn", BernoulliHead(), shape)

@@ -159,8 +159,36 @@ def bad_inputs(tmp_path):
     save_file({"w": torch.zeros(1)}, str(foreign / "checkpoint.safetensors"))
     empty = tmp_path / "empty"
     empty.mkdir()
+    np.save(tmp_path / "rgb.npy", np.random.default_rng(0).integers(0, 4, (40, 3, 8, 8)).astype(np.uint8))
+    (tmp_path / "t.csv").write_text("a,b\n" + "".join(f"{i / 10},{'xyz'[i % 3]}\n" for i in range(30)))
     out = str(tmp_path / "o")
+    digits = ["train", "--dataset", "digits", "--out", out]
     return [
+        # settings that do not fit the data, each refused by name before a run folder is made
+        ([*digits, "--likelihood", "mixed"], ["digits is not a table", "the mixed likelihood needs columns"]),
+        (
+            ["train", "--dataset", tmp_path / "t.csv", "--likelihood", "mixed", "--table-levels", "0", "2", "--out", out],
+            ["t.csv's columns have [0, 3] categories", "built for [0, 2]"],
+        ),
+        (
+            ["train", "--dataset", tmp_path / "t.csv", "--likelihood", "gaussian", "--table-levels", "0", "3", "--out", out],
+            ["table_levels applies to the mixed likelihood only"],
+        ),
+        ([*digits, "--encoder", "conv", "--conv-channels", "8"], ["conv_channels takes the channels of the 2 conv stages"]),
+        (
+            [*digits, "--prior", "vampprior", "--pseudo-init", "data", "--prior-components", "5000"],
+            ["pseudo_init = data needs at least 5000 training images, got 1197"],
+        ),
+        ([*digits, "--model", "diffusion", "--binarize", "dynamic"], ["--binarize dynamic", "the data's own levels"]),
+        ([*digits, "--model", "diffusion", "--gamma-min", "5", "--gamma-max", "4"], ["gamma_min (5.0) must be below"]),
+        (
+            [*digits, "--model", "vqvae", "--vq-levels", "2", "--downsample", "3"],
+            ["two levels need a bottom grid with even sides", "gives 1x1"],
+        ),
+        (
+            ["train", "--dataset", tmp_path / "rgb.npy", "--model", "arm", "--likelihood", "categorical", "--out", out],
+            ["single-channel images, got shape (3, 8, 8)"],
+        ),
         (["train", "--dataset", "nope", "--out", out], ["unknown dataset 'nope'"]),
         (["train", "--likelihood", "poisson", "--out", out], ["unknown likelihood 'poisson'"]),
         (

@@ -95,6 +95,50 @@ def test_eval_notes_follow_the_models_declarations_not_its_name():
     assert "+-" not in format_report({**bound, "estimate": "exact", "elbo_stderr": 0.25}).split("NLL")[0]  # = log p(x)
 
 
+def test_eval_reports_summarise_many_latent_dimensions_and_older_records_by_their_numbers():
+    """Beyond 16 dimensions the KL per dimension is the 8 largest, the smallest and how many carry
+    more than 0.1 nats; a record with a KL per category sums each variable's; a record from before
+    terms gets its accuracy's error rate; a Gaussian VAE of dequantized integers says its numbers
+    bound the integers'; and an evaluation of several processes is a protocol of its own."""
+    from dgmkit.cli.evaluate import _kl_per_dim, format_report, protocol_key
+
+    kl = [0.05, 2.0, 0.3, 0.11, 0.1, 1.5, 0.0, 0.7, 0.9, 0.2, 0.01, 0.5, 0.6, 0.02, 0.4, 0.03, 0.8, 0.04]
+    assert _kl_per_dim(kl) == "2.00 1.50 0.90 0.80 0.70 0.60 0.50 0.40 ... 0.00 nats (largest first; 11 of 18 above 0.1)"
+    assert _kl_per_dim(kl[:16]).endswith("0.00 nats (largest first)") and "..." not in _kl_per_dim(kl[:16])
+    assert _kl_per_dim([[0.5, 0.25], [1.0, 0.5]]) == "1.50 0.75 nats (largest first)"
+    bound = {"split": "test", "n": 300, "subset": None, "estimate": "importance-sampled", "elbo": -3.0, "recon": -2.0,
+             "kl": 1.0, "nll": 3.0, "nll_stderr": 0.1, "bpd": 0.1, "iw_samples": 10, "seconds": 0.1}  # fmt: skip
+    bound["num_dims"] = 64
+    assert re.search(
+        r"\naccuracy +0\.9123  \(8\.77% error on all 300 labels\)\n", format_report({**bound, "accuracy": 0.9123})
+    )
+    dequantized = format_report({**bound, "transform": "dequantize"})
+    assert "uniformly dequantized data: the numbers bound those of the 64-D integer data" in dequantized
+    assert "uniformly dequantized" not in format_report({**bound, "transform": "integers"})
+    key = {**bound, "seed": 0, "weights": "abc"}
+    assert protocol_key({**key, "processes": 2}).endswith(" | 2 processes | weights abc")
+    assert protocol_key({**key, "processes": 1}) == protocol_key(key) != protocol_key({**key, "processes": 2})
+
+
+@torch.no_grad()
+def test_an_evaluation_names_the_terms_it_has_when_asked_for_another():
+    model, marginal = make(exact_posterior=True)
+    r = evaluate(model, data(marginal, 5), iw_samples=3)
+    with pytest.raises(KeyError, match=r"this evaluation has no term 'mmd'; it has \["):
+        r.term("mmd")
+
+
+def test_log_likelihoods_name_a_model_without_a_density():
+    """An autoencoder scores reconstructions only: no log-likelihood to give (it hit an assert)."""
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.errors import EvaluationError
+    from dgmkit.evaluation import log_likelihoods
+
+    ae = build_model(RunConfig.of(model="ae", hidden=[8], latent_dim=2), (1, 1, 4), 2)
+    with pytest.raises(EvaluationError, match="defines no density over x .* there is no log-likelihood to score"):
+        log_likelihoods(ae, torch.zeros(3, 1, 1, 4))
+
+
 def test_a_term_is_a_mean_per_datapoint_and_refuses_what_is_no_number():
     from dgmkit.errors import EvaluationError
     from dgmkit.models import Term

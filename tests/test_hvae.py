@@ -540,3 +540,39 @@ def test_latent_scale_sets_every_gaussian_layer_and_no_weight(settings):
     floor = math.exp(-3) / (math.sqrt(2) if settings["posterior"] == "ladder" else 1.0)
     assert floor - 1e-6 <= low and high <= math.exp(1) + 1e-6, spans
     assert spans["softplus"][1] > 10 * math.exp(1) and spans["softplus"][0] < floor, spans
+
+
+@pytest.mark.parametrize("posterior", ["top-down", "residual"])
+@torch.no_grad()
+def test_integer_images_reach_the_networks_scaled_and_the_vampprior_is_made_of_the_top_posterior(posterior):
+    """Integer levels (a categorical likelihood: network inputs x / (L - 1)): the posterior of the
+    integers is that of the same values as floats; q(z_L | u) at network inputs u = x / (L - 1) is
+    the top layer of the posterior of x (unscaled it is not); and the VampPrior p(z_L) is the
+    uniform mixture of q(z_L | u_k) at its pseudo-inputs, for both stacks (the residual one's
+    q(z_L | u) had no test)."""
+    from dgmkit.families import get_family
+
+    settings = {
+        "top-down": dict(latent_sizes=[3, 2], hidden=[8]),
+        "residual": dict(res_resolutions=[2, 4], res_layers=[1, 1], res_width=8, res_bottleneck=4, res_latent_channels=1),
+    }[posterior]
+    torch.manual_seed(0)
+    family = get_family("hvae")(
+        posterior=posterior, likelihood="categorical", prior="vampprior", prior_components=3, **settings
+    )
+    model = family.build((1, 4, 4), 4).double().eval()
+    assert model.input_scale == pytest.approx(1 / 3)
+    x = torch.randint(0, 4, (5, 1, 4, 4), generator=torch.Generator().manual_seed(1))
+
+    def top_q(v):
+        return next(d.q for d in model.path(v, means=True) if d.index == model.num_layers - 1)
+
+    for a, b in zip(model.path(x, means=True), model.path(x.double(), means=True)):
+        torch.testing.assert_close((a.q.mean, a.q.stddev), (b.q.mean, b.q.stddev))
+    q, u = top_q(x), model.top_posterior(x.double() / 3)
+    torch.testing.assert_close((u.mean, u.stddev), (q.mean, q.stddev))
+    assert not torch.allclose(model.top_posterior(x.double()).mean, q.mean)
+    model.top_prior.pseudo_inputs.copy_(x[:3].double() / 3)
+    z = torch.randn(7, model.sizes[-1], dtype=torch.float64)
+    mixture = torch.logsumexp(top_q(x[:3]).log_prob(z[:, None]), 1) - math.log(3)
+    torch.testing.assert_close(model.top().log_prob(z), mixture)

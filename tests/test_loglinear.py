@@ -65,3 +65,39 @@ def test_em_never_lowers_the_log_likelihood_on_real_data():
 def test_too_large_a_space_is_refused():
     with pytest.raises(ValueError, match="at most 20"):
         LogLinearLVM((1, 8, 8), 3)
+
+
+def test_an_m_step_that_would_lower_q_is_undone_and_em_still_never_lowers_the_log_likelihood(monkeypatch):
+    """A generalized M-step keeps the weights only where Q did not fall: an optimiser whose step
+    ruins them (here to NaN, as a diverged line search can) is rolled back to the weights before
+    it, and the step still raises the log-likelihood through the mixture weights alone."""
+    x = torch.bernoulli(torch.full((100, 1, 3, 3), 0.4), generator=torch.Generator().manual_seed(1))
+    m = random_model(k=3)
+    before = [p.detach().clone() for p in (m.unary, m.bias, m.pairwise)]
+    ll = m.log_prob(x).mean().item()
+
+    class Diverging(torch.optim.LBFGS):
+        def step(self, closure):
+            with torch.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p.fill_(float("nan"))
+
+    monkeypatch.setattr(torch.optim, "LBFGS", Diverging)
+    assert m.em_step(x) == pytest.approx(ll)
+    for p, old in zip((m.unary, m.bias, m.pairwise), before):
+        assert torch.equal(p, old)
+    assert m.log_prob(x).mean().item() >= ll - 1e-6 and torch.isfinite(m.log_pi).all()
+
+
+def test_data_other_than_binary_are_refused_in_words():
+    from dgmkit.errors import DataError
+    from dgmkit.evaluation import evaluate
+
+    m = random_model()
+    x = torch.zeros(2, 1, 3, 3)
+    x[1, 0, 1, 1] = 2.0
+    with pytest.raises(DataError, match=r"its likelihood scores 0 or 1 in each entry, and the data hold values in \[0, 2\]"):
+        evaluate(m, x)
+    with pytest.raises(DataError, match=r"the data are a single number \(3\); give datapoints"):
+        evaluate(m, torch.tensor(3.0))

@@ -190,3 +190,25 @@ def test_tcvae_weights_the_batch_by_the_training_set_size_and_its_penalty_by_the
         mi, tc, dim_kl = decompose_kl(z, q.loc, q.scale, model.prior().log_prob(z), 1000)
     assert torch.allclose(t.mi, mi, atol=1e-5) and torch.allclose(t.tc, tc, atol=1e-5)
     assert torch.allclose(t.loss, -(t.log_px_z - 0.5 * (mi + 6 * tc + dim_kl)), atol=1e-4)
+
+
+@pytest.mark.parametrize("estimator", ["mss", "mws"])
+def test_a_batch_of_one_is_its_own_posterior_and_an_empty_one_is_refused(estimator):
+    """M = 1 leaves stratified sampling's (N - 1)/(N (M - 1)) undefined: the lone posterior is all
+    the batch says of q(z), as the batch mixture has it: log q(z) = log q(z|x) by closed form,
+    each dimension's marginal its own factor, and so no mutual information."""
+    g = torch.Generator().manual_seed(4)
+    loc, scale = torch.randn(1, 3, generator=g, dtype=torch.float64), torch.tensor([[0.5, 1.0, 2.0]], dtype=torch.float64)
+    z = loc + scale * torch.randn(1, 3, generator=g, dtype=torch.float64)
+    log_qz, log_dims = aggregate_log_densities(z, loc, scale, dataset_size=1000, estimator=estimator)
+    per_dim = torch.distributions.Normal(loc, scale).log_prob(z)
+    torch.testing.assert_close(log_qz, per_dim.sum(1))
+    torch.testing.assert_close(log_dims, per_dim.sum(1))
+    mi, tc, _ = decompose_kl(z, loc, scale, torch.zeros(1, dtype=torch.float64), 1000, estimator)
+    assert mi.abs().item() < 1e-12 and tc.abs().item() < 1e-12
+    with pytest.raises(ValueError, match="batch"):
+        aggregate_log_densities(z[:0], loc[:0], scale[:0], dataset_size=1000, estimator=estimator)
+    with pytest.raises(ValueError, match=r"estimator must be one of \('mss', 'mws'\), got 'msss'"):
+        aggregate_log_densities(z, loc, scale, 1000, "msss")
+    with pytest.raises(ValueError, match=r"same shape \(M, D\), got \(1, 3\), \(1, 2\)"):
+        aggregate_log_densities(z, loc[:, :2], scale, 1000, estimator)

@@ -537,6 +537,34 @@ def test_a_run_pins_its_data_file_by_full_path_and_content(capsys, tmp_path, mon
     failure(*run(capsys, "eval", out, "--data", tmp_path / "nope.txt")[::2], ".npy, .npz, .mat, .csv or .parquet")
 
 
+def test_a_data_file_gone_or_changed_under_a_run_that_recorded_no_digest_is_refused_by_name(capsys, tmp_path):
+    """The run's data file deleted since: "no such data file", named, and how to point at it. A
+    run that recorded no digest of its data (older formats) is held to the shape and the levels it
+    recorded: other data there are refused, not scored."""
+    from run_records import rewrite_records
+
+    data, out = tmp_path / "x.npy", tmp_path / "run"
+    rng = np.random.default_rng(0)
+    np.save(data, rng.integers(0, 2, (120, 4, 4)).astype(np.uint8))
+    code, _, err = run(capsys, "train", "--dataset", data, "--hidden", "16", "--latent-dim", "2", "--epochs", "1",
+                       "--quiet", "--out", out)  # fmt: skip
+    assert code == 0, err
+    data.unlink()
+    failure(*run(capsys, "eval", out, "--iw-samples", "2")[::2], f"no such data file: {data}", "--data PATH")
+
+    def no_digest(record: dict) -> dict:
+        del record["data"]["sha256"]
+        return record
+
+    rewrite_records(out, no_digest)
+    np.save(data, rng.integers(0, 3, (120, 4, 4)).astype(np.uint8))
+    failure(*run(capsys, "eval", out, "--iw-samples", "2")[::2], "now holds 3 levels", "trained on 2 levels")
+    np.save(data, rng.integers(0, 2, (120, 5, 5)).astype(np.uint8))
+    failure(*run(capsys, "eval", out, "--iw-samples", "2")[::2], "now have shape (1, 5, 5)", "trained on (1, 4, 4)")
+    np.save(data, rng.integers(0, 2, (120, 4, 4)).astype(np.uint8))  # other data alike: nothing tells them apart
+    assert run(capsys, "eval", out, "--iw-samples", "2")[0] == 0
+
+
 def test_a_linked_data_file_is_read_by_the_name_it_was_given(capsys, tmp_path):
     """A data file that is a link into a store of suffix-less blobs (DVC, git-annex) is read by
     its link's name, as load_dataset reads it; the CLI followed the link to the blob's name and

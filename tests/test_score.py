@@ -56,13 +56,19 @@ def test_png_images_of_a_binary_model_are_scored_by_name_and_bad_inputs_refused(
     assert main(["score", str(run), str(tmp_path / "img0.png"), "--out", str(out)]) == 1  # exists: not replaced
     grey = np.arange(16, dtype=np.uint8).reshape(4, 4) * 10
     Image.fromarray(grey).save(tmp_path / "grey.png")
+    np.save(tmp_path / "wide.npy", np.zeros((3, 7), np.uint8))
+    (tmp_path / "t.csv").write_text("a,b\n1,0\n")
+    (tmp_path / "x.txt").write_text("1\n")
     for argv, needle in (
         ([str(tmp_path / "grey.png")], "hold grey levels"),
         ([str(tmp_path / "img0.png"), "--k", "5"], "exact log-likelihood"),
+        ([str(tmp_path / "wide.npy")], "wide.npy: rows of 7 values, but the run's data have (1, 4, 4)"),
+        ([str(tmp_path / "t.csv")], f"t.csv is a table, but {run} was not trained on one"),
+        ([str(tmp_path / "x.txt")], "the data to score must be a .npy, .npz, .csv or .parquet file"),
     ):
-        code = main(["score", str(run), *argv, "--out", str(tmp_path / "t.csv")])
+        code = main(["score", str(run), *argv, "--out", str(tmp_path / "u.csv")])
         assert code == 1 and needle in capsys.readouterr().err
-    assert not (tmp_path / "t.csv").exists()
+    assert not (tmp_path / "u.csv").exists()
     assert main(["eval", str(run), "--iw-samples", "5"]) == 1  # the same refusal, by dgm eval's flag
     assert "--iw-samples: " in (err := capsys.readouterr().err) and "exact log-likelihood" in err
 
