@@ -233,3 +233,33 @@ def test_png_inputs_are_read_as_the_runs_values_whatever_its_levels(tmp_path, ca
     assert main(["score", str(tmp_path / "no-run"), str(tmp_path / "bw.png"), "--out", str(tmp_path / "s.txt")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("dgm: error: --out must name a .csv file, got ") and err.count("\n") == 1
+
+
+def test_a_table_run_whose_file_moved_scores_a_csv_read_from_data(tmp_path, capsys):
+    """A .csv input is encoded by the columns of the run's own table: where that file moved, the
+    refusal says --data PATH, and with --data the scores equal those before the move."""
+    rows = np.random.default_rng(0).normal(size=(60, 3))
+    text = "a,b,c\n" + "".join(f"{r[0]:.4f},{r[1]:.4f},{r[2]:.4f}\n" for r in rows)
+    (tmp_path / "t.csv").write_text(text)
+    (tmp_path / "in.csv").write_text("a,b,c\n" + "".join(text.splitlines(keepends=True)[1:11]))
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "t.csv"), "--model", "ppca", "--latent-dim", "1", "--quiet",
+                 "--out", str(run)]) == 0  # fmt: skip
+    assert main(["score", str(run), str(tmp_path / "in.csv"), "--out", str(tmp_path / "a.csv")]) == 0
+    (tmp_path / "t.csv").rename(tmp_path / "moved.csv")
+    capsys.readouterr()
+    assert main(["score", str(run), str(tmp_path / "in.csv"), "--out", str(tmp_path / "b.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dgm: error: ") and "no such data file" in err and "--data PATH" in err, err
+    assert not (tmp_path / "b.csv").exists()
+    args = [
+        "score",
+        str(run),
+        str(tmp_path / "in.csv"),
+        "--data",
+        str(tmp_path / "moved.csv"),
+        "--out",
+        str(tmp_path / "b.csv"),
+    ]
+    assert main(args) == 0
+    assert (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()

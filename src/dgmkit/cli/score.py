@@ -22,6 +22,7 @@ from dgmkit._io import atomic_write_bytes, check_new_output
 from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import (
     add_count_flag,
+    add_data_flags,
     add_device_flag,
     array_of_table_note,
     estimate_words,
@@ -62,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p, "--k", 1, MAX_IW_SAMPLES, help="importance samples (or a diffusion model's times) per input (default: the run's)"
     )
     p.add_argument("--seed", type=SEED, default=0, help="seed of the sampling")
+    add_data_flags(p)
     add_device_flag(p)
     p.set_defaults(func=run_score)
 
@@ -114,7 +116,8 @@ def run_score(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     out = check_new_output(out, args.force, inputs=[*args.inputs, *run_inputs(run)], protected=run_files(args.run_dir))
     given_table = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in TABLE_SUFFIXES
-    table = run_table(run, given_table)  # read once: its columns encode or check the input, and name the units
+    # the run's table, read once: its columns encode or check the input, and name the units
+    table = run_table(run, given_table, args.data_dir, args.data)
     x, names = _inputs(args.inputs, run, table)
     log_px, bpd = score_inputs(run, x, args.k, args.seed)
     buf = io.StringIO()
