@@ -77,14 +77,18 @@ def test_train_load_sample_evaluate_and_the_cli_reads_the_folder(tmp_path, capsy
 def test_a_number_too_long_to_print_is_refused_by_its_size_as_a_config_error():
     """given_count and given_real (the API's checks of the flags' ranges) printed the value: an
     integer of more than 4300 digits made that a ValueError, not the ConfigError."""
+    from fractions import Fraction
+
     from dgmkit.cli.argtypes import MAX_SEED, given_count, given_real
 
-    with pytest.raises(ConfigError, match=f"^seed must be an integer in 0..{MAX_SEED}, got an integer of 16610 bits$"):
+    with pytest.raises(ConfigError, match=f"^seed must be an integer in 0..{MAX_SEED}, got an integer of 5001 digits$"):
         given_count(10**5000, 0, MAX_SEED, "seed")
     with pytest.raises(
-        ConfigError, match="^--temperature must be a finite number > 0 and <= 100, got an integer of 16610 bits$"
+        ConfigError, match="^--temperature must be a finite number > 0 and <= 100, got an integer of 5001 digits$"
     ):
         given_real(10**5000, 0, 100, "--temperature")
+    with pytest.raises(ConfigError, match="^--temperature must be .*, got a Fraction too large to print$"):
+        given_real(Fraction(10**5000), 0, 100, "--temperature")
     with pytest.raises(ConfigError, match=f"^n must be an integer in 1..10, got '{'x' * 36}\\.\\.\\.$"):
         given_count("x" * 1000, 1, 10, "n")
 
@@ -102,6 +106,9 @@ def test_a_config_and_keywords_and_resume(tmp_path):
     assert dgmkit.load(tmp_path / "r", which="last").checkpoint.name == "checkpoint.safetensors"
     with pytest.raises(ConfigError, match="'best' or 'last', got 'lats'"):  # not silently the last
         dgmkit.load(tmp_path / "r", which="lats")
+    dgmkit.train(tmp_path / "p", dataset="digits", model="ppca", latent_dim=2)
+    with pytest.raises(ConfigError, match="nothing to resume"):  # (it named a time_budget the call never gave)
+        dgmkit.train(tmp_path / "p", resume=True)
 
 
 def test_a_budgeted_run_goes_on_in_chunks_from_python_exactly(tmp_path):
@@ -167,6 +174,13 @@ def test_a_refused_call_leaves_no_data_file_behind_and_keeps_one_it_did_not_writ
     with pytest.raises(ConfigError, match="hidden must be >= 1"):
         dgmkit.train(tmp_path / "run", data=x, **{**TINY, "hidden": [0]})
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match="hidden must be >= 1"):  # nor the folders it made for it
+        dgmkit.train(tmp_path / "new" / "sub" / "run", data=x, **{**TINY, "hidden": [0]})
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "run.data.npz").symlink_to(tmp_path / "nowhere.npz")
+    with pytest.raises(DataError, match="run.data.npz is a link to nothing"):  # never replaced, then removed
+        dgmkit.train(tmp_path / "run", data=x, **TINY)
+    (tmp_path / "run.data.npz").unlink()
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")

@@ -30,6 +30,7 @@ from dgmkit.errors import DgmError
 
 __all__ = [
     "atomic_write_bytes",
+    "remove_empty_folders",
     "atomic_write_json",
     "describe_os_error",
     "check_new_output",
@@ -97,7 +98,7 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes | memoryview) -> Non
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
-            _remove_empty(made)
+            remove_empty_folders(made)
 
 
 def is_own_temporary(name: str) -> bool:
@@ -197,7 +198,7 @@ def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool =
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{_tmp_stem(target.name)}.", suffix=TMP_SUFFIX))
     except OSError as e:
-        _remove_empty(made)
+        remove_empty_folders(made)
         raise DgmError(describe_os_error(e, target, "write")) from None
     done = False
     try:
@@ -217,7 +218,7 @@ def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool =
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         if not done:
-            _remove_empty(made)
+            remove_empty_folders(made)
 
 
 def _move_into(tmp: Path, target: Path, names: list[str], new: set[str]) -> None:
@@ -236,7 +237,7 @@ def _move_into(tmp: Path, target: Path, names: list[str], new: set[str]) -> None
         raise
 
 
-def _remove_empty(folders: list[Path]) -> None:
+def remove_empty_folders(folders: list[Path]) -> None:
     """Remove the folders (deepest first) that are empty: those a failed call created."""
     for folder in folders:
         with contextlib.suppress(OSError):

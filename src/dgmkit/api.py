@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dgmkit._io import atomic_write_bytes
+from dgmkit._io import atomic_write_bytes, remove_empty_folders
 from dgmkit.cli.argtypes import MAX_SEED, given_count
 from dgmkit.cli.common import latent_model, split_data
 from dgmkit.cli.evaluate import evaluate_run, format_report
@@ -93,6 +93,8 @@ def _data_file(out: Path, data: object) -> tuple[Path, bool]:
     arrays: dict[str, Any] = {"x": x} if y is None else {"x": x, "y": y}
     np.savez(buf, **arrays)
     path = out.parent / f"{out.name}.data.npz"
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{path} is a link to nothing; move it away or train into another folder")
     if path.exists():
         with np.load(path, allow_pickle=False) as old:
             same = set(old.files) == ({"x"} if y is None else {"x", "y"}) and np.array_equal(old["x"], x)
@@ -100,8 +102,7 @@ def _data_file(out: Path, data: object) -> tuple[Path, bool]:
         if not same:
             raise DataError(f"{path} exists and holds other data; move it away or train into another folder")
         return path, False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())  # (with the folders it needs)
     return path, True
 
 
@@ -130,12 +131,13 @@ def train(
         from dgmkit.config.run import read_json
 
         stored = RunConfig.from_dict(migrate_record(read_json(out / "config.json"), str(out))["config"], str(out))
-        cfg = stored.replace(**{"time_budget": None, **settings})  # a budget is never carried over, as in the CLI
+        cfg = stored.resumed(settings)
         train_run(cfg, out, resume=True, quiet=quiet, resume_line=not quiet)
         return load(out)
     values = dict(config.flat() if isinstance(config, RunConfig) else RunConfig.given_keys(dict(config or {})))
     values.update(settings)
     had_run, written = (out / "config.json").exists(), None
+    made = [p for p in out.parents if not p.exists()]  # folders this call creates (deepest first)
     if data is not None:
         if "dataset" in values:
             raise ConfigError("give either data (arrays) or a dataset by name, not both")
@@ -148,6 +150,7 @@ def train(
         # behind; one that the run this call started names stays, for a resume
         if written is not None and (had_run or not (out / "config.json").exists()):
             written.unlink(missing_ok=True)
+        remove_empty_folders(made)  # (only those left empty)
         raise
     return load(out)
 

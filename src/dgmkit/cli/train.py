@@ -166,9 +166,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
         )
     # a value equal to the run's of another type (0.0, true) is refused here
     RunConfig.from_dict({**flat, **asked}, args.config or "the command line")
-    if stored.optim.time_budget is not None:  # a budget is the command's that names it, never carried over
-        stored = stored.replace(time_budget=None)  # (a family fitted in one go has none: its config takes no such key)
-    return stored.replace(**{k: v for k, v in asked.items() if k in FREE_ON_RESUME})
+    return stored.resumed({k: v for k, v in asked.items() if k in FREE_ON_RESUME})
 
 
 def _paced(cfg: RunConfig, m: dict) -> str:

@@ -287,6 +287,13 @@ class RunConfig:
         values = {**self.flat(), **changes} if "model" not in changes else {**self._common(), **changes}
         return RunConfig.from_dict(values, source="replace")
 
+    def resumed(self, changes: dict) -> "RunConfig":
+        """The config a resume continues: this run's, with ``changes`` (keys of FREE_ON_RESUME)
+        applied; a time budget is the command's that names it, never carried over (a family fitted
+        in one go has none: its config takes no such key)."""
+        cfg = self.replace(time_budget=None) if self.optim.time_budget is not None else self
+        return cfg.replace(**changes) if changes else cfg
+
     def _common(self) -> dict:
         return {k: v for name in SECTIONS for k, v in dataclasses.asdict(getattr(self, name)).items()}
 
