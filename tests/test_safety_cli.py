@@ -25,7 +25,7 @@ from dgmkit.config import RunConfig, load_config_file, migrate_record
 from dgmkit.errors import CheckpointError, ConfigError, DgmError
 from dgmkit.training import RunFolder, load_checkpoint, read_metadata, save_checkpoint
 from family_variants import family_variants, variant_id
-from run_records import rewrite_records
+from run_records import edit_metadata, rewrite_records
 
 TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--batch-size", "256", "--quiet"]
 
@@ -103,6 +103,11 @@ def vae_copy(vae_run, tmp_path):
         (["sample", "RUN", "--out", "x.png", "--temperature", "9" * 400], "expected a finite number, got '9999"),
         (["eval", "RUN", "--iw-samples", "many"], "expected an integer, got 'many'"),
         (["eval", "RUN", "--seed", "9" * 5000], "a seed must be in 0..4611686018427387904, got an integer of 5000 digits"),
+        (
+            ["eval", "RUN", "--iw-samples", "9" * 4000],
+            "--iw-samples must be in 0..1000000000, got an integer of 4000 digits",
+        ),
+        (["eval", "RUN", "--iw-samples", "+-5"], "expected an integer, got '+-5'"),
         (["sample", "RUN", "--out", "x.png", "-n", "0"], "-n must be in 1.."),
         (["interpolate", "RUN", "--out", "x.png", "--steps", "1"], "--steps must be in 2.."),
         (["density", "RUN", "--out", "x.png", "--grid", "-5"], "--grid must be in 10.."),
@@ -349,13 +354,8 @@ def test_resume_with_a_config_file_of_free_keys_only(vae_copy, tmp_path, capsys,
 
 
 def _edit_metadata(path: Path, key: str, edit) -> None:
-    raw = path.read_bytes()
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + n])
-    value = json.loads(header["__metadata__"][key])
-    header["__metadata__"][key] = json.dumps(edit(value))
-    head = json.dumps(header).encode()
-    path.write_bytes(len(head).to_bytes(8, "little") + head + raw[8 + n :])
+    """The JSON value under ``key`` of a checkpoint's metadata replaced by ``edit(value)``."""
+    edit_metadata(path, lambda meta: meta.update({key: json.dumps(edit(json.loads(meta[key])))}))
 
 
 @pytest.mark.parametrize(
@@ -677,8 +677,8 @@ def test_resume_of_a_run_whose_checkpoint_is_gone_after_epoch_one_is_refused(tmp
         lambda run: (run / "config.json").write_text("{not json"),
         lambda run: (run / "config.json").write_text("[]"),
         lambda run: (run / "best.safetensors").write_bytes(b"\0" * 64),
-        lambda run: _edit_header(run / "best.safetensors", lambda m: m.pop("trainer")),
-        lambda run: _edit_header(run / "best.safetensors", lambda m: m.update(trainer="[1]")),
+        lambda run: edit_metadata(run / "best.safetensors", lambda m: m.pop("trainer")),
+        lambda run: edit_metadata(run / "best.safetensors", lambda m: m.update(trainer="[1]")),
     ],
     ids=["config-not-json", "config-not-a-record", "best-not-a-checkpoint", "best-without-counters", "best-counters-list"],
 )
@@ -689,7 +689,7 @@ def test_a_folder_that_only_looks_stranded_is_neither_restarted_nor_changed(vae_
     (vae_copy / "checkpoint.safetensors").unlink()
     first = (vae_copy / "metrics.jsonl").read_text().splitlines()[0]
     (vae_copy / "metrics.jsonl").write_text(first + "\n")
-    _edit_header(
+    edit_metadata(
         vae_copy / "best.safetensors", lambda m: m.update(trainer=json.dumps({**json.loads(m["trainer"]), "epoch": 1}))
     )
     assert RunFolder(vae_copy, fresh=False).stranded_start()  # what a run killed in its first checkpoint's write leaves
@@ -1232,21 +1232,11 @@ def test_mismatched_checkpoint_is_one_line(vae_copy, tmp_path, capsys):
     assert_one_error_line(code, err, "1 tensors missing", "1 tensors unexpected")
 
 
-def _edit_header(path: Path, edit) -> None:
-    """``edit`` applied to the metadata table of the safetensors file ``path`` (the tensors' bytes unchanged)."""
-    raw = path.read_bytes()
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + n])
-    edit(header["__metadata__"])
-    head = json.dumps(header).encode()
-    path.write_bytes(len(head).to_bytes(8, "little") + head + raw[8 + n :])
-
-
 @pytest.mark.parametrize(
     "edit, needle",
     [
-        (lambda p: _edit_header(p, lambda m: m.update(version="2")), "written by a newer dgmkit (format version 2)"),
-        (lambda p: _edit_header(p, lambda m: m.pop("config")), "holds no run record"),
+        (lambda p: edit_metadata(p, lambda m: m.update(version="2")), "written by a newer dgmkit (format version 2)"),
+        (lambda p: edit_metadata(p, lambda m: m.pop("config")), "holds no run record"),
         (lambda p: p.write_bytes(p.read_bytes()[:-100]), "is corrupt"),  # a whole header, its tensors cut short
     ],
     ids=["newer", "no-record", "cut-short"],

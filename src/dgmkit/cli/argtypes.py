@@ -4,6 +4,7 @@ below one, a negative grid or an infinite temperature."""
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 
 __all__ = ["count", "real", "SEED", "MAX_SEED", "given_count", "given_real"]
@@ -12,11 +13,15 @@ MAX_SEED = 2**62  # as the run setting `seed` (the trainer also seeds with seed 
 
 
 def _shown(value: object) -> str:
-    """``value`` for a message: its repr, cut to 40 characters; an integer too long for Python to
-    print (4300 digits) by its size."""
+    """``value`` for a message: its repr cut to 40 characters; an integer of over 38 digits by its
+    size (Python prints none of over 4300), and a value whose repr cannot be made by its type."""
     if isinstance(value, int) and value.bit_length() > 128:
-        return f"an integer of {value.bit_length()} bits"
-    text = repr(value)
+        digits = int((value.bit_length() - 1) * math.log10(2)) + 1  # the fewest an integer of its bits has
+        return f"an integer of {digits + (abs(value) >= 10**digits)} digits"
+    try:
+        text = repr(value)
+    except ValueError:  # e.g. a Fraction of such an integer
+        return f"a {type(value).__name__} too large to print"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -27,14 +32,14 @@ def count(lo: int = 1, hi: int = 10**9, what: str = "a count") -> Callable[[str]
         try:
             value = int(text)
         except ValueError:
-            digits = text.strip().lstrip("+-")
-            if digits.isdecimal():  # an integer of more digits than int() reads (4300)
+            digits = re.fullmatch(r"\s*[+-]?(\d+)\s*", text)
+            if digits:  # an integer of more digits than int() reads (4300)
                 raise argparse.ArgumentTypeError(
-                    f"{what} must be in {lo}..{hi}, got an integer of {len(digits)} digits"
+                    f"{what} must be in {lo}..{hi}, got an integer of {len(digits[1])} digits"
                 ) from None
             raise argparse.ArgumentTypeError(f"expected an integer, got {_shown(text)}") from None
         if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{what} must be in {lo}..{hi}, got {value}")
+            raise argparse.ArgumentTypeError(f"{what} must be in {lo}..{hi}, got {_shown(value)}")
         return value
 
     parse.__name__ = "integer"
