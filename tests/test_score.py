@@ -263,3 +263,18 @@ def test_a_table_run_whose_file_moved_scores_a_csv_read_from_data(tmp_path, caps
     ]
     assert main(args) == 0
     assert (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()
+    np.save(tmp_path / "in.npy", np.zeros((2, 3), np.float32))
+    for given in (["--data", str(tmp_path / "nowhere.csv")], ["--data", str(tmp_path / "in.npy")]):  # not dropped
+        capsys.readouterr()
+        assert main(["score", str(run), str(tmp_path / "in.npy"), *given, "--out", str(tmp_path / "c.csv")]) == 1
+        assert capsys.readouterr().err.startswith("dgm: error: ") and not (tmp_path / "c.csv").exists()
+    digits = tmp_path / "digits"
+    assert (
+        main(["train", "--dataset", "digits", "--model", "ppca", "--latent-dim", "2", "--quiet", "--out", str(digits)]) == 0
+    )
+    np.save(tmp_path / "img.npy", np.zeros((2, 1, 8, 8), np.float32))
+    capsys.readouterr()
+    given = ["--data", str(tmp_path / "moved.csv"), "--out", str(tmp_path / "c.csv")]
+    assert main(["score", str(digits), str(tmp_path / "img.npy"), *given]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dgm: error: --data and --data-dir say where a table run's table is"), err

@@ -189,13 +189,14 @@ def run_table(run: Run, given_table: bool, data_dir: str | None = None, data: st
     (``data_dir``, ``data``: --data-dir, --data): its columns encode an input table and check an
     input array, and say what the numbers are of. Needed (read, or refused if it is not as
     recorded) where the input is a table (``given_table``); for an input array only where it can be
-    read (a moved data file: the array is scored without its columns' names)."""
+    read (a moved data file: the array is scored without its columns' names), unless a place to read
+    it from was given."""
     if not is_table(run.cfg.data.dataset):
         return None
     try:
         return run_data(run, data_dir, data)
     except DgmError:
-        if given_table:
+        if given_table or data is not None or data_dir is not None:
             raise
         return None
 

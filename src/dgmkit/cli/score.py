@@ -115,6 +115,8 @@ def run_score(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out must name a .csv file, got {out}")
     run = load_run(args.run_dir, device=args.device)
     out = check_new_output(out, args.force, inputs=[*args.inputs, *run_inputs(run)], protected=run_files(args.run_dir))
+    if (args.data is not None or args.data_dir is not None) and not is_table(run.cfg.data.dataset):
+        raise ConfigError("--data and --data-dir say where a table run's table is; this run's inputs are scored alone")
     given_table = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in TABLE_SUFFIXES
     # the run's table, read once: its columns encode or check the input, and name the units
     table = run_table(run, given_table, args.data_dir, args.data)
