@@ -101,3 +101,10 @@ def test_data_other_than_binary_are_refused_in_words():
         evaluate(m, x)
     with pytest.raises(DataError, match=r"the data are a single number \(3\); give datapoints"):
         evaluate(m, torch.tensor(3.0))
+
+
+def test_a_model_cast_to_float64_draws_the_images_of_its_float32_self():
+    model = LogLinearLVM((1, 2, 3), 3)
+    single = model.float().sample(20, torch.Generator().manual_seed(0))[0]
+    double = model.double().sample(20, torch.Generator().manual_seed(0))[0]  # (failed: float32 rows to fill)
+    assert double.dtype == torch.float64 and torch.equal(single.double(), double)

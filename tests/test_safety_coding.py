@@ -282,6 +282,7 @@ def test_the_coders_arguments_are_checked_before_coding():
             lambda: encode_images(model, x.to(torch.complex64)),
             "real numbers .*, not torch.complex64",
         ),  # (NotImplementedError)
+        (lambda: encode_images(model, torch.tensor(1 + 2j)), "real numbers .*, not torch.complex64"),  # (a RuntimeError)
         (lambda: encode_images(model, x, 0), "the coding batch size must be a positive integer, got 0"),
         (lambda: encode_images(model, x, True), "the coding batch size must be a positive integer, got True"),
         (lambda: decode_images(model, words, 3, 2.0), "the coding batch size must be a positive integer, got 2.0"),

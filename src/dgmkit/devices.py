@@ -57,6 +57,15 @@ def device_of(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def dtype_of(module: torch.nn.Module) -> torch.dtype:
+    """The floating-point precision of a module's first floating parameter or buffer (the default
+    dtype for one that holds none): what its inputs and draws are made in."""
+    for t in (*module.parameters(), *module.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()
+
+
 def reads_are_free(t: torch.Tensor) -> bool:
     """Whether the host may read ``t``'s values (``float(t)``, ``bool(t)``) at no cost: on the
     CPU, outside ``torch.compile``. On a GPU a read waits for the device, and under

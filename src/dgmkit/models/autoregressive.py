@@ -19,6 +19,7 @@ from torch.distributions import constraints
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
+from dgmkit.devices import dtype_of
 from dgmkit.distributions.sampling import inverse_cdf
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.nn.causal import CausalConvNet
@@ -82,7 +83,7 @@ class AutoregressiveModel(ExactLikelihoodModel):
     @torch.no_grad()
     def run_naive(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
         """Generate n images position by position with a full network pass per pixel."""
-        x = torch.zeros(n, self.num_dims, device=device)
+        x = torch.zeros(n, self.num_dims, device=device, dtype=dtype_of(self))
         for t, d in enumerate(self.order().tolist()):
             log_pmf = self.head.pixel_log_pmf(self._params_at(x.view(n, *self.event_shape), d))
             x[:, d] = choose(t, log_pmf).to(x.dtype)
@@ -146,9 +147,9 @@ class CausalConvARM(GatedConvARM):
 
     @torch.no_grad()
     def run_cached(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
-        x = torch.zeros(n, 1, self.num_dims, device=device)
+        x = torch.zeros(n, 1, self.num_dims, device=device, dtype=dtype_of(self))
         ch = cast(torch.nn.Conv1d, self.net.mix[0]).out_channels
-        cache = [torch.zeros(n, ch, self.num_dims, device=device) for _ in self.net.convs]
+        cache = [torch.zeros(n, ch, self.num_dims, device=device, dtype=x.dtype) for _ in self.net.convs]
         for t in range(self.num_dims):
             params = self.net.step(cache, x, t)  # (B, P)
             value = choose(t, self.head.pixel_log_pmf(params))
@@ -170,7 +171,7 @@ class GatedPixelCNN(GatedConvARM):
     @torch.no_grad()
     def run_cached(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
         """Row by row, each layer at the new pixel alone (``GatedPixelCNNNet.generate``)."""
-        x = torch.zeros(n, *self.event_shape, device=device)
+        x = torch.zeros(n, *self.event_shape, device=device, dtype=dtype_of(self))
         return self.net.generate(x, lambda t, params: choose(t, self.head.pixel_log_pmf(params)), self.input_scale)
 
 
@@ -277,7 +278,7 @@ class MADEARM(AutoregressiveModel):
         with seeded_by(generator, device):
             ks = torch.randint(self.masks, (n,), device=device)
             u = torch.rand(n, self.num_dims, device=device, dtype=torch.float64)
-        out = torch.empty(n, *self.event_shape, device=device)
+        out = torch.empty(n, *self.event_shape, device=device, dtype=dtype_of(self))
         for k in ks.unique().tolist():
             self.use_mask(k)
             sel = ks == k

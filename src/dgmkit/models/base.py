@@ -140,10 +140,10 @@ class GenerativeModel(nn.Module, ABC):
         likelihood of values it does not define is no likelihood (a Bernoulli pixel's "log p" of
         the value 16 is a number, and a wrong one); and missing entries (NaN) unless the model
         ``can_impute`` (its likelihood of the observed entries)."""
-        if x.dim() == 0:
-            raise DataError(f"the data are a single number ({float(x):g}); give datapoints, a tensor (N, *event)")
         if x.is_complex():  # (the support's check would raise NotImplementedError)
             raise DataError(f"the data must be real numbers (bool, integers or floats), not {x.dtype}")
+        if x.dim() == 0:
+            raise DataError(f"the data are a single number ({float(x):g}); give datapoints, a tensor (N, *event)")
         holes = torch.isnan(x) if x.is_floating_point() else None
         if holes is not None and not self.can_impute and bool(holes.any()):
             raise DataError(

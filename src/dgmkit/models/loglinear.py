@@ -145,7 +145,7 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
         with seeded_by(generator, device_of(self)):
             z = torch.multinomial(F.softmax(self.log_pi, 0), n, replacement=True)  # (n,)
             table = (self._energy(self.states) - self.log_normalizers()).T.exp()  # (K, S): p(x | z)
-            x = torch.empty(n, self.states.shape[1], device=self.states.device)
+            x = torch.empty(n, self.states.shape[1], device=self.states.device, dtype=self.states.dtype)
             for k in z.unique().tolist():  # ancestral sampling, one state at a time
                 rows = (z == k).nonzero().squeeze(1)
                 x[rows] = self.states[torch.multinomial(table[k], len(rows), replacement=True)]
