@@ -21,3 +21,14 @@ def rewrite_records(folder: Path, edit: Callable[[dict], dict]) -> None:
         path.write_bytes(st_save(st_load(path.read_bytes()), metadata=meta))
     config = folder / "config.json"
     config.write_text(json.dumps(edit(json.loads(config.read_text()))))
+
+
+def edit_metadata(path: Path, edit: Callable[[dict], None]) -> None:
+    """``edit`` applied in place to the metadata table of the safetensors file ``path`` (the
+    header rewritten as it is, the tensors' bytes unchanged: no check of the library's runs)."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    edit(header["__metadata__"])
+    head = json.dumps(header).encode()
+    path.write_bytes(len(head).to_bytes(8, "little") + head + raw[8 + n :])

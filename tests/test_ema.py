@@ -12,6 +12,7 @@ from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.data import load_dataset, make_transform
 from dgmkit.errors import CheckpointError, ConfigError, TrainingError
 from dgmkit.training import EMA, MovingAverage, StepGuard, Trainer, latent_diagnostics, load_checkpoint
+from run_records import edit_metadata
 
 CFG = RunConfig.of(dataset="digits", hidden=[16], latent_dim=3, batch_size=128, epochs=2, seed=3, device="cpu")
 
@@ -175,15 +176,11 @@ def test_resume_refuses_an_update_count_the_run_could_not_have_made(digits, tmp_
     that is no count) is a crafted or foreign checkpoint, refused with the file named."""
     make_trainer(digits, tmp_path, epochs=1).fit()
     path = tmp_path / "checkpoint.safetensors"
-    raw = path.read_bytes()
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + n])
-    counters = json.loads(header["__metadata__"]["trainer"])
+    counters: dict = {}
+    edit_metadata(path, lambda meta: counters.update(json.loads(meta["trainer"])))
     assert counters["ema_updates"] == counters["step"] == 10
     for updates, needle in ((11, "counts 11 updates in 10 steps"), (-1, "not an integer >= 0"), ("10", "'10'")):
-        header["__metadata__"]["trainer"] = json.dumps({**counters, "ema_updates": updates})
-        head = json.dumps(header).encode()
-        path.write_bytes(len(head).to_bytes(8, "little") + head + raw[8 + n :])
+        edit_metadata(path, lambda meta, u=updates: meta.update(trainer=json.dumps({**counters, "ema_updates": u})))
         resumed = make_trainer(digits, tmp_path, epochs=2)
         with pytest.raises(CheckpointError, match=f"checkpoint.safetensors does not fit.*{needle}"):
             resumed.resume()

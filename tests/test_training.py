@@ -238,6 +238,7 @@ def test_adam_falls_back_to_its_plain_kernel_with_every_parameter_where_fused_is
     real = torch.optim.Adam
 
     def without_fused(params, fused=None, **kwargs):
+        params = list(params)  # as torch's Adam reads them before it refuses
         if fused:
             raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
         return real(params, **kwargs)
