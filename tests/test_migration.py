@@ -296,3 +296,35 @@ def test_dgm_eval_replaces_the_eval_json_that_dgmkit_0_1_wrote(tmp_path, capsys)
     (folder / "eval.json").write_text(json.dumps(old))
     assert main(["eval", str(folder), "--iw-samples", "5"]) == 0, capsys.readouterr().err
     assert json.loads((folder / "eval.json").read_text())["estimate"] == "importance-sampled"
+
+
+def test_a_table_is_pinned_by_its_columns_too_and_a_run_pinned_by_its_values_alone_still_reads(tmp_path, capsys):
+    """A table's digest was of its standardized values alone, the same for a column shifted as a
+    whole: such a file passed as the run's data. The columns' standardization is pinned now; a run
+    recorded the older way still evaluates and resumes, keeping its digest."""
+    import numpy as np
+
+    from dgmkit.cli.common import run_data
+
+    rows = np.random.default_rng(0).normal(size=(60, 3))
+    for name, shift in (("t.csv", 0.0), ("shifted.csv", 1.0)):
+        lines = "".join(f"{r[0] + shift:.4f},{r[1]:.4f},{r[2]:.4f}\n" for r in rows)
+        (tmp_path / name).write_text("a,b,c\n" + lines)
+    run = tmp_path / "run"
+    train = ["train", "--dataset", tmp_path / "t.csv", "--model", "ppca", "--latent-dim", "1", "--quiet", "--out", run]
+    assert main([str(a) for a in train]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--data", str(tmp_path / "shifted.csv")]) == 1
+    assert "shifted.csv now holds other data than" in capsys.readouterr().err
+    dataset = run_data(load_run(run))
+    values_alone = dataset.content_digest(columns=False)
+    assert values_alone != dataset.fingerprint()
+    rewrite_records(run, lambda r: {**r, "data": {**r["data"], "sha256": values_alone}})
+    assert main(["eval", str(run)]) == 0
+    vae = tmp_path / "vae"
+    train = ["train", "--dataset", tmp_path / "t.csv", "--likelihood", "gaussian", "--hidden", "4", "--latent-dim", "1",
+             "--epochs", "1", "--quiet", "--out", vae]  # fmt: skip
+    assert main([str(a) for a in train]) == 0
+    rewrite_records(vae, lambda r: {**r, "data": {**r["data"], "sha256": values_alone}})
+    assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(vae)]) == 0
+    assert json.loads((vae / "config.json").read_text())["data"]["sha256"] == values_alone

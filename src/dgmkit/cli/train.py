@@ -21,7 +21,7 @@ from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import check_derived_current, run_dataset
 from dgmkit.config.migrate import check_record
-from dgmkit.config.run import check_same_run, check_weights_fit, read_json
+from dgmkit.config.run import check_same_run, check_weights_fit, holds_recorded_data, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.labels import check_labels, keep_labels
@@ -368,11 +368,13 @@ def _resumable_run_id(
 ) -> tuple[str | None, str | None]:
     """The run id of the run in ``out``, once its config.json, its checkpoints and the data
     agree that ``cfg`` continues it (under the folder's lock), and the data digest to keep
-    recording: the run's own where it pinned generated data by their content (else None)."""
+    recording: the run's own where it pinned the data in an older form (generated data by their
+    content, a table by its standardized values alone; ``holds_recorded_data``), else None."""
     own = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
     check_derived_current(dataset, cfg.data, own, out)  # data made by another run: still the ones it was trained on
     recorded = own["data"].get("sha256")
-    digest = recorded if dataset.generator and recorded == dataset.content_digest() else None
+    older_form = recorded not in (None, dataset.fingerprint()) and holds_recorded_data(dataset, recorded)
+    digest = recorded if older_form else None
     for name in ("checkpoint.safetensors", "best.safetensors"):
         if (out / name).is_file():
             meta = load_checkpoint(out / name)

@@ -54,10 +54,15 @@ __all__ = [
 def holds_recorded_data(dataset: Dataset, recorded: str | None) -> bool:
     """Whether ``dataset`` is the data a run recorded by ``sha256`` (``run_record``): its
     fingerprint, or for generated data that an older run pinned by content, that content's
+    digest, or for a table that an older run pinned by its standardized values alone, their
     digest. A run with no digest (older formats, data made by another run) holds any."""
     if recorded is None:
         return True
-    return dataset.fingerprint() == recorded or bool(dataset.generator and dataset.content_digest() == recorded)
+    if dataset.fingerprint() == recorded:
+        return True
+    return bool(dataset.generator and dataset.content_digest() == recorded) or bool(
+        dataset.columns and dataset.content_digest(columns=False) == recorded
+    )
 
 
 def run_record(

@@ -133,8 +133,10 @@ class Dataset:
             return hashlib.sha256(f"generated:{self.generator}".encode()).hexdigest()
         return self.content_digest()
 
-    def content_digest(self) -> str:
-        """SHA-256 of every split's images, labels and factors (values, dtype and shape)."""
+    def content_digest(self, columns: bool = True) -> str:
+        """SHA-256 of every split's images, labels and factors (values, dtype and shape) and, for a
+        table (``columns``), of each column's name, kind, standardization and categories: the
+        standardized values alone are the same for a column shifted or scaled as a whole."""
         h = hashlib.sha256()
         for s in SPLITS:
             split = self.split(s)
@@ -145,6 +147,10 @@ class Dataset:
                 t = t.detach().cpu().contiguous()
                 h.update(f"{t.dtype}{tuple(t.shape)};".encode())
                 h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if columns and self.columns:
+            h.update(
+                repr([(c.name, c.kind, float(c.mean), float(c.std), tuple(c.categories)) for c in self.columns]).encode()
+            )
         return h.hexdigest()
 
     @property
