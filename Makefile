@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint typecheck check examples docs package-check bench bench-flows clean
+.PHONY: demo test test-all coverage lint typecheck check examples docs package-check bench bench-flows clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV_FLAGS) $(VENV)
@@ -29,6 +29,16 @@ test: $(VENV)/.installed
 
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q --run-slow $(PYTEST_ARGS)
+
+# The suite under coverage.py ([tool.coverage] in pyproject.toml), with the processes it starts; the
+# statements no test runs, by module, into build/coverage/report.txt (docs/development.md)
+coverage: $(VENV)/.installed
+	rm -rf build/coverage && mkdir -p build/coverage
+	COVERAGE_FILE=$(CURDIR)/build/coverage/.coverage COVERAGE_RCFILE=$(CURDIR)/pyproject.toml \
+	  $(VENV)/bin/coverage run -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	cd build/coverage && COVERAGE_RCFILE=$(CURDIR)/pyproject.toml $(CURDIR)/$(VENV)/bin/coverage combine -q
+	cd build/coverage && COVERAGE_RCFILE=$(CURDIR)/pyproject.toml $(CURDIR)/$(VENV)/bin/coverage report > report.txt; \
+	  grep -E "^TOTAL" report.txt
 
 lint: $(VENV)/.installed  # style, imports, bugbear and type annotations of the library
 	$(VENV)/bin/ruff check src tests benchmarks examples docs/transcripts.py docs/hooks.py
