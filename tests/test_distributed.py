@@ -646,3 +646,29 @@ def test_kl_warm_up_continues_where_it_was_when_a_run_resumes_on_more_processes(
     assert p.returncode == 0, p.stderr[-3000:]
     betas = [json.loads(line)["beta"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert betas == pytest.approx([0.1, 0.2, 0.3, 0.4])
+
+
+def test_a_rank_ending_at_once_saves_a_running_coverage_measurement_and_keeps_it_running(monkeypatch):
+    """A rank exits with os._exit, which skips coverage.py's save at exit (`make coverage` read the
+    data-parallel modules as 21% covered): end_process saves the measurement that is running, and
+    leaves it running (a test that calls end_process in the measured process goes on measured)."""
+    import types
+
+    calls = []
+
+    class Measurement:
+        def save(self):
+            calls.append("save")
+
+        def stop(self):
+            calls.append("stop")
+
+    fake = types.ModuleType("coverage")
+    fake.Coverage = types.SimpleNamespace(current=Measurement)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "coverage", fake)
+    monkeypatch.setattr(os, "_exit", lambda status: calls.append(status))
+    dd.end_process(3)
+    assert calls == ["save", 3]
+    monkeypatch.delitem(sys.modules, "coverage")
+    dd.end_process(0)  # no coverage.py loaded: nothing imported, nothing saved
+    assert calls == ["save", 3, 0] and "coverage" not in sys.modules
