@@ -367,14 +367,14 @@ def _resumable_run_id(
     cfg: RunConfig, out: Path, dataset: Dataset, transform: DataTransform
 ) -> tuple[str | None, str | None]:
     """The run id of the run in ``out``, once its config.json, its checkpoints and the data
-    agree that ``cfg`` continues it (under the folder's lock), and the data digest to keep
-    recording: the run's own where it pinned the data in an older form (generated data by their
-    content, a table by its standardized values alone; ``holds_recorded_data``), else None."""
+    agree that ``cfg`` continues it (under the folder's lock), and the data digest to record: the
+    run's own where it pinned the data in an older form (generated data by their content, a table
+    by its standardized values alone; ``holds_recorded_data``), else the data's fingerprint (taken
+    once here: a digest of every split)."""
     own = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
     check_derived_current(dataset, cfg.data, own, out)  # data made by another run: still the ones it was trained on
-    recorded = own["data"].get("sha256")
-    older_form = recorded not in (None, dataset.fingerprint()) and holds_recorded_data(dataset, recorded)
-    digest = recorded if older_form else None
+    recorded, now = own["data"].get("sha256"), dataset.fingerprint()
+    digest = recorded if recorded not in (None, now) and holds_recorded_data(dataset, recorded) else now
     for name in ("checkpoint.safetensors", "best.safetensors"):
         if (out / name).is_file():
             meta = load_checkpoint(out / name)
