@@ -282,6 +282,18 @@ def test_a_device_is_named_by_a_string_or_a_torch_device_and_a_module_without_te
     assert device_of(holder) == torch.device("meta")  # a module of buffers only: theirs
 
 
+def test_a_modules_precision_is_that_of_its_first_floating_tensor_past_integer_ones():
+    from dgmkit.devices import dtype_of
+
+    holder = torch.nn.Module()
+    holder.register_buffer("index", torch.arange(3))  # (int64: no precision of the module's draws)
+    assert dtype_of(holder) == torch.get_default_dtype()
+    holder.register_buffer("scale", torch.ones(2, dtype=torch.float64))
+    assert dtype_of(holder) == torch.float64
+    holder.weight = torch.nn.Parameter(torch.zeros(2, dtype=torch.float16))  # parameters come first
+    assert dtype_of(holder) == torch.float16
+
+
 def test_sections_must_be_tables():
     for values in ([("model", "vae")], "vae", None, {"model": {"name": "vae"}, "extra": {}}):
         with pytest.raises(ConfigError):

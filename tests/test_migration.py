@@ -198,6 +198,16 @@ def test_a_record_that_is_not_a_table_is_refused(record):
         migrate_record(record, "x.json")
 
 
+@pytest.mark.parametrize("name, iw_samples", [("vae", 200), ("vae", 4999), ("vae-iwae", 1)])
+def test_a_v0_1_run_that_asked_for_other_iw_samples_keeps_them(name, iw_samples):
+    """Only 0.1's default (5000, which it stored whatever was asked) gives way to the family's
+    default; a number the run asked for stays its evaluation's."""
+    record = _record(name)
+    record["config"] = {**record["config"], "iw_samples": iw_samples}
+    cfg = RunConfig.from_dict(migrate_record(record, "config.json")["config"], "migrated")
+    assert cfg.eval.iw_samples == iw_samples and cfg.iw_samples == iw_samples
+
+
 def test_a_v0_1_config_of_an_unknown_model_is_refused():
     record = _record()
     record["config"] = {**record["config"], "model": "gan"}

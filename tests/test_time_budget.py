@@ -311,3 +311,24 @@ def test_train_for_takes_an_epoch_of_the_fewest_steps_it_can_pace(digits):
     assert trainer(300).steps_per_epoch == 4  # 1197 rows: 4 steps, the fewest --train-for paces
     with pytest.raises(ConfigError, match="needs 4 of them at least; an epoch of this run has 3"):
         trainer(400)
+
+
+def test_train_for_with_time_for_more_epochs_than_asked_trains_the_epochs_asked(tmp_path, capsys):
+    """--train-for only lowers the epochs: where more would fit, the run's own stand, recorded
+    as they were, and the line says they fit."""
+    out = tmp_path / "r"
+    args = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "3", "--batch-size", "64"]
+    assert main([*args, "--epochs", "2", "--train-for", "3600", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "--train-for 3600 s: the run's 2 epochs fit in them at the first epoch's pace (" in said
+    assert "trained 2 epochs" in said and set(_recorded_epochs(out).values()) == {2}
+    lines = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+
+
+def test_a_run_for_a_time_without_a_run_folder_chooses_the_same_epochs(digits):
+    """A Trainer that writes no files (no run_dir, so no record to hold the epochs) is paced as
+    one that does: its epochs are lowered in memory, and it trains those."""
+    paced = _for(digits, None, train_for=20.0, budget=TimeBudget(18.5, Clock()))  # as in the test above: 5
+    history = paced.fit()
+    assert paced.epochs == 5 and history[0]["paced_epochs"] == 5 and paced.epoch == 1

@@ -418,3 +418,44 @@ def test_the_best_epoch_is_the_first_of_the_highest_validation_scores_and_best_h
     epoch["n"] = 0
     flat = _probe_trainer(digits, Probe(), epochs=10, patience=2, callbacks=[lambda t, m: epoch.update(n=epoch["n"] + 1)])
     assert len(flat.fit()) == 3 and flat.best_epoch == 1 and flat.bad_epochs == 2
+
+
+def test_em_keeps_the_iteration_of_the_best_validation_log_likelihood_when_a_later_one_falls(tmp_path):
+    """fit_em's best.safetensors (and its FitResult) hold the iteration whose validation score
+    was the highest, not the last: a step that raises the training likelihood may lower the
+    validation one. Here each "EM step" sets the weights to the next of three random states,
+    the best (for validation) in the middle."""
+    from dgmkit.data import DataTransform, Split
+    from dgmkit.models import LogLinearLVM
+    from dgmkit.training import RunWriter, fit_em
+
+    g = torch.Generator().manual_seed(0)
+    train = Split(torch.bernoulli(torch.full((40, 1, 2, 2), 0.3), generator=g).to(torch.uint8))
+    valid = Split(torch.bernoulli(torch.full((30, 1, 2, 2), 0.7), generator=g).to(torch.uint8))
+    states = []
+    for _ in range(3):
+        m = LogLinearLVM((1, 2, 2), 2)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+        states.append((m.log_prob(valid.x.float()).mean().item(), {k: v.clone() for k, v in m.state_dict().items()}))
+    states.sort(key=lambda s: s[0])
+    states = [states[0], states[2], states[1]]  # validation: low, best, middle
+
+    class Scheduled(LogLinearLVM):
+        def em_step(self, x):
+            before = self.log_prob(x).mean().item()
+            self.load_state_dict(states[self.calls][1])
+            self.calls += 1
+            return before
+
+    model = Scheduled((1, 2, 2), 2)
+    model.calls = 0
+    result = fit_em(model, train, valid, DataTransform("binary", 2), RunWriter(tmp_path, {"config": {}}), iterations=3)
+    assert (result.epoch, result.best_epoch) == (3, 2)
+    assert result.best_valid == pytest.approx(states[1][0])
+    best, last = load_checkpoint(tmp_path / "best.safetensors"), load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert best["trainer"]["epoch"] == 2 and last["trainer"]["epoch"] == 3
+    assert states_equal(best["model"], states[1][1]) and states_equal(last["model"], states[2][1])
+    lines = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["valid_log_px"] for r in lines] == pytest.approx([s[0] for s in states])
