@@ -289,6 +289,21 @@ def test_the_exponential_schedule_decays_in_steps_down_to_its_floor():
         RunConfig.of(lr_decay=0.5)
 
 
+def test_a_learning_rate_floor_above_the_learning_rate_is_refused_and_one_equal_to_it_holds_it():
+    """lr_min was taken as it came: above lr, every epoch trained at lr_min (with lr 1e-3 and
+    lr_min 5, at 5000 times the rate asked for), without a word."""
+    from dgmkit.config.run import trainer_options
+    from dgmkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^lr_min 5 is above lr 0.001: the learning rate falls to lr_min, never below"):
+        RunConfig.of(lr=1e-3, lr_min=5.0)
+    with pytest.raises(ConfigError, match="lr_min 0.0002 is above lr 0.0001"):
+        RunConfig.of(lr=1e-4, lr_min=2e-4, lr_schedule="cosine")
+    cfg = RunConfig.of(lr=1e-3, lr_min=1e-3, lr_schedule="cosine")  # the edge: a constant rate
+    schedule = trainer_options(cfg)["lr_schedule"]
+    assert [schedule.learning_rate(cfg.optim.lr, e, 10) for e in (0, 5, 9)] == [1e-3, 1e-3, 1e-3]
+
+
 def test_the_trainer_sets_each_epochs_learning_rate_from_its_schedule(digits):
     from dgmkit.training import LRSchedule
 
