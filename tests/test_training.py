@@ -143,6 +143,20 @@ def test_a_resumed_run_that_stopped_early_trains_no_more(digits, tmp_path):
     assert not more.stopped_early and len(more.fit()) == 2
 
 
+def test_a_resume_asking_for_fewer_epochs_than_the_run_trained_is_refused_and_changes_nothing(digits, tmp_path):
+    """It trained nothing and returned as if the run were done at the epochs asked for (dgm train
+    --resume --epochs 1 on a run of 2 said "trained 2 epochs", exit 0), the number ignored."""
+    make_trainer(digits, tmp_path, epochs=2).fit()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    fewer = make_trainer(digits, tmp_path, epochs=1)
+    with pytest.raises(ConfigError, match=r"has trained 2 epochs, more than the 1 asked for: .*give epochs 2 or more"):
+        fewer.resume()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    same = make_trainer(digits, tmp_path, epochs=2)  # the edge: as many as trained, nothing more to do
+    same.resume()
+    assert same.epoch == 2 and same.fit() == []
+
+
 def test_checkpoint_round_trip_and_bad_files(digits, tmp_path):
     trainer = make_trainer(digits, tmp_path, epochs=1)
     trainer.fit()

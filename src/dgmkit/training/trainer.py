@@ -367,6 +367,11 @@ class Trainer:
         path = Path(path) if path is not None else cast(Path, self.run_dir) / "checkpoint.safetensors"
         ckpt = load_checkpoint(path)
         t = _checked_training_state(ckpt, path, self.ema)
+        if t["epoch"] > self.epochs:  # (fit would train nothing, and say the run's epochs were the ones asked)
+            raise ConfigError(
+                f"{path} has trained {t['epoch']} epochs, more than the {self.epochs} asked for: a run is not shortened; "
+                f"give epochs {t['epoch']} or more to go on"
+            )
         rng = ckpt["rng"]
         own_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         check_dtypes(self.model, ckpt["model"], path)
