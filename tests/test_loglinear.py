@@ -1,6 +1,8 @@
 """The log-linear latent variable model: exact normalisation and inference by enumeration, and
 EM that never lowers the log-likelihood."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -60,6 +62,23 @@ def test_em_never_lowers_the_log_likelihood_on_real_data():
     steps = np.diff(history)
     assert (steps >= -1e-5).all(), steps
     assert history[-1] > history[0] + 0.5
+
+
+@torch.no_grad()
+def test_edges_given_couple_the_pixels_they_name_and_bad_ones_are_refused():
+    m = LogLinearLVM((1, 3, 3), 2, edges=[(0, 8)])  # opposite corners, no grid neighbours
+    w = 1.5
+    for p, v in ((m.unary, 0.0), (m.bias, 0.0), (m.pairwise, w)):
+        p.fill_(v)
+    p = m.log_prob(m.states.view(-1, 1, 3, 3)).exp().view(2, 2, 2, 2, 2, 2, 2, 2, 2)
+    assert p.sum().item() == pytest.approx(1.0, abs=1e-5)
+    corners = p.sum((1, 2, 3, 4, 5, 6, 7))  # p(x_0, x_8), the other pixels uniform
+    assert corners[1, 1].item() == pytest.approx(math.exp(w) / (3 + math.exp(w)), abs=1e-6)
+    assert corners[0, 1].item() == pytest.approx(1 / (3 + math.exp(w)), abs=1e-6)
+    # an index past the 9 pixels failed only at the first likelihood; a negative one coupled pixel 8 silently
+    for edges in ([(0, 9)], [(-1, 0)], [(4, 4)], [(0, 1, 2)]):
+        with pytest.raises(ValueError, match=r"pairs of two distinct pixel indices in 0\.\.8, got"):
+            LogLinearLVM((1, 3, 3), 2, edges=edges)
 
 
 def test_too_large_a_space_is_refused():

@@ -87,6 +87,9 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
             raise ValueError(f"the log-linear model enumerates all 2^D images: D = {d} is too large (at most {MAX_PIXELS})")
         if edges is None:
             edges = grid_edges(*self.event_shape[-2:]) if len(self.event_shape) >= 2 else []
+        bad = [e for e in edges if len(e) != 2 or e[0] == e[1] or not all(0 <= i < d for i in e)]
+        if bad:  # (an index past D failed at the first likelihood; a negative one coupled a pixel from the end)
+            raise ValueError(f"edges are pairs of two distinct pixel indices in 0..{d - 1}, got {bad[0]}")
         self.num_states = num_states
         self.register_buffer("states", torch.tensor(list(itertools.product([0.0, 1.0], repeat=d))), persistent=False)
         self.register_buffer("edges", torch.tensor(edges, dtype=torch.long).reshape(-1, 2), persistent=False)
