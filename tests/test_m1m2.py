@@ -19,6 +19,7 @@ from dgmkit.data.labels import HIDDEN, keep_labels
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.training.batches import BatchSource
+from dgmkit.training.run_writer import run_files
 from dgmkit.training.trainer import VALID_SEED
 
 M = 3
@@ -271,7 +272,14 @@ def test_a_run_made_from_its_own_data_is_refused_not_loaded_without_end(tmp_path
         record["config"]["data"]["codes_of"] = str(m1)
         return record
 
+    x = tmp_path / "x.npy"
+    np.save(x, load_dataset("digits").test.x[:5].numpy())
+    assert main(["score", str(m1), str(x), "--out", str(tmp_path / "before.csv"), "--k", "5"]) == 0
     rewrite_records(m1, loop)
+    # what a command reads is listed without end; inputs given with the run are scored as before the loop
+    assert run_inputs(load_run(m1)) == 2 * run_files(m1)
+    assert main(["score", str(m1), str(x), "--out", str(tmp_path / "after.csv"), "--k", "5"]) == 0
+    assert (tmp_path / "after.csv").read_text() == (tmp_path / "before.csv").read_text()
     with pytest.raises(ConfigError, match="made from its own data"):
         derived_dataset(m1)
     with pytest.raises(ConfigError, match="made from its own data"):
