@@ -209,7 +209,7 @@ def test_a_bundled_table_is_scored_in_its_own_units_from_a_csv_and_as_the_model_
 def test_png_inputs_are_read_as_the_runs_values_whatever_its_levels(tmp_path, capsys):
     """A 1-bit PNG for a run of continuous data was an internal error (None - 1): it reads as 0
     and 1, as an 8-bit PNG of black and white reads as x / 255; for a run of 17 levels as 0 and
-    16. 8-bit grey PNGs need a run of 256 levels (or continuous data), PNGs a run of single-channel
+    16. 8-bit grey PNGs need a run of 256 levels (read as they are) or continuous data, PNGs a run of single-channel
     images, and --out a .csv name."""
     from types import SimpleNamespace
 
@@ -226,6 +226,9 @@ def test_png_inputs_are_read_as_the_runs_values_whatever_its_levels(tmp_path, ca
     eight_bit, _ = _inputs([str(tmp_path / "grey.png")], runs(None))
     assert one_bit.dtype == torch.float32 and torch.equal(one_bit, eight_bit) and torch.equal(one_bit[0, 0], torch.eye(4))
     assert torch.equal(_inputs([str(tmp_path / "bw.png")], runs(17))[0][0, 0], 16 * torch.eye(4))
+    ramp = np.arange(0, 256, 17, dtype=np.uint8).reshape(4, 4)  # a run of 256 levels reads 8-bit grey as it is
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    assert torch.equal(_inputs([str(tmp_path / "ramp.png")], runs(256))[0][0, 0], torch.from_numpy(ramp).float())
     with pytest.raises(DataError, match="the run models 17 levels per pixel; 8-bit PNGs hold 256"):
         _inputs([str(tmp_path / "grey.png")], runs(17))
     with pytest.raises(DataError, match=r"PNG images are single-channel pictures; the run's data have shape \(3, 4, 4\)"):
