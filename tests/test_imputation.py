@@ -563,6 +563,38 @@ def test_training_reports_bits_per_observed_entry(tmp_path, capsys):
     assert bpd == pytest.approx(nats / (8 * math.log(2)), abs=1e-3)  # 8 observed entries per row, not 16
 
 
+def test_impute_of_a_run_without_missing_rate_fills_only_the_holes_of_its_own_data(tmp_path, capsys, monkeypatch):
+    """A run trained on images with holes of their own (no --missing-rate): ``dgm impute RUN``
+    fills exactly those holes of its split and keeps every observed value; no value is known to
+    score --baselines against, which is refused by name, and --figure draws no row of truth."""
+    import dgmkit.cli.impute as impute_cli
+
+    x = (np.random.default_rng(0).random((60, 16)) < 0.5).astype(np.float32)
+    x[::2, :4] = np.nan
+    p = tmp_path / "holes.npy"
+    np.save(p, x)
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "--dataset", p, "--objective", "miwae", "--latent-dim", "2", "--hidden", "8",
+                        "--epochs", "1", "--quiet", "--out", run)  # fmt: skip
+    assert code == 0, err
+    code, out, err = _run(capsys, "impute", run, "--out", tmp_path / "i.npy", "--k", "5")
+    assert code == 0, err
+    split = load_run_split(run).numpy()
+    holes = np.isnan(split)
+    filled = np.load(tmp_path / "i.npy")
+    assert filled.shape == split.shape and np.array_equal(filled[~holes], split[~holes])
+    assert not np.isnan(filled).any() and ((filled[holes] > 0) & (filled[holes] < 1)).all()  # E[x_m | x_o]: in (0, 1)
+    assert f"imputed {holes.sum()} missing entries of {len(split)} datapoints (the train split of holes.npy)" in out
+    code, _, err = _run(capsys, "impute", run, "--out", tmp_path / "b.npy", "--baselines", "mean")
+    assert code == 1 and "has no such entries (the run's --missing-rate is 0.0)" in err and not (tmp_path / "b.npy").exists()
+    grids = []
+    monkeypatch.setattr(impute_cli, "image_grid_png", lambda images, nrow: grids.append(images) or b"png")
+    code, _, err = _run(capsys, "impute", run, "--out", tmp_path / "f.npy", "--k", "5", "--limit", "3",
+                        "--figure", tmp_path / "f.png")  # fmt: skip
+    assert code == 0, err
+    assert len(grids[0]) == 2 * 3  # the observed images and the imputations; the complete data are unknown
+
+
 def test_impute_refusals_and_scores_on_a_table_with_holes_of_its_own(tmp_path, capsys, monkeypatch):
     p = _table(tmp_path, n=60)  # the colour column has empty cells of its own; --missing-rate removes more
     run = tmp_path / "run"
