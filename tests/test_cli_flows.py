@@ -3,7 +3,9 @@
 import json
 import math
 
+import numpy as np
 import pytest
+import torch
 from tests.test_cli import PNG, assert_clean_failure, run
 
 SMALL = ["--hidden", "16", "--flow-layers", "2", "--epochs", "2", "--batch-size", "64", "--quiet"]
@@ -56,6 +58,26 @@ def test_vae_with_flow_prior_and_iaf_posterior(tmp_path, capsys):
     for cmd in ("sample", "reconstruct", "interpolate", "latents"):
         code, _, err = run(capsys, cmd, out, "--out", tmp_path / f"{cmd}.png")
         assert code == 0, (cmd, err)
+
+
+def test_a_flow_of_data_of_one_dimension_is_a_maf_and_coupling_flows_are_refused_by_name(tmp_path, capsys):
+    """Couplings split the data's dimensions in two, which one dimension cannot be: a NICE,
+    RealNVP or Glow flow of it was an internal error (the coupling mask's ValueError). MAF models
+    one dimension; at its start (the identity map) its density is the standard normal base's."""
+    from dgmkit.families import FAMILIES
+
+    data = tmp_path / "one.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(100, 1)).astype(np.float32))
+    for model, flow in (("flow", "nice"), ("flow", "realnvp"), ("flow", "glow"), ("hybrid", "realnvp")):
+        code, _, err = run(capsys, "train", "--dataset", data, "--model", model, "--flow", flow, "--out", tmp_path / flow)
+        assert_clean_failure(code, err, f"a {flow} flow's couplings", "a single dimension: use --flow maf")
+        assert not (tmp_path / flow).exists()
+    maf_args = ["--model", "flow", "--flow", "maf"]
+    code, _, err = run(capsys, "train", "--dataset", data, *maf_args, *SMALL, "--out", tmp_path / "m")
+    assert code == 0, err
+    x = torch.linspace(-3, 3, 7).unsqueeze(1)
+    maf = FAMILIES["flow"](flow="maf").build((1,), None)
+    assert torch.allclose(maf.log_prob(x), torch.distributions.Normal(0.0, 1.0).log_prob(x[:, 0]))
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,13 @@ class FlowConfig(FamilyConfig):
             )  # fmt: skip
             flatten = False
         else:
-            bij = VECTOR_FLOWS[self.flow](math.prod(data.event_shape), self.hidden, self.flow_layers, act=self.activation)
+            dims = math.prod(data.event_shape)
+            if dims < 2 and self.flow != "maf":  # (the coupling mask's ValueError was an internal error)
+                raise ConfigError(
+                    f"a {self.flow} flow's couplings transform some of the data's dimensions given the others; these "
+                    "data have a single dimension: use --flow maf"
+                )
+            bij = VECTOR_FLOWS[self.flow](dims, self.hidden, self.flow_layers, act=self.activation)
             flatten = True
         if data.num_levels is not None:
             bij = Compose([Logit(self.logit_alpha), bij])
