@@ -60,6 +60,17 @@ def test_vae_with_flow_prior_and_iaf_posterior(tmp_path, capsys):
         assert code == 0, (cmd, err)
 
 
+def test_a_glow_flow_of_a_table_is_loaded_back_by_the_commands(tmp_path, capsys):
+    """A vector Glow (iris: 4 values) trained and then failed every command with an internal
+    error, in the check of its checkpoint on the meta device."""
+    out = tmp_path / "glow"
+    code, _, err = run(capsys, "train", "--model", "flow", "--flow", "glow", "--dataset", "iris", *SMALL, "--out", out)
+    assert code == 0, err
+    code, text, err = run(capsys, "eval", out)
+    assert code == 0, err
+    assert json.loads((out / "eval.json").read_text())["estimate"] == "exact"
+
+
 def test_a_flow_of_data_of_one_dimension_is_a_maf_and_coupling_flows_are_refused_by_name(tmp_path, capsys):
     """Couplings split the data's dimensions in two, which one dimension cannot be: a NICE,
     RealNVP or Glow flow of it was an internal error (the coupling mask's ValueError). MAF models

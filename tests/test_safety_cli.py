@@ -1417,6 +1417,23 @@ def test_an_interrupt_while_the_commands_load_is_said_in_one_line(capsys, monkey
     assert capsys.readouterr().err == "dgm: interrupted\n"
 
 
+@pytest.mark.parametrize("flow", ["nice", "realnvp", "glow"])
+def test_a_vector_coupling_flow_of_any_size_builds_on_the_meta_device(flow):
+    """A coupling's layout compared its CPU mask with a range made on the default device, the meta
+    device in the check of a checkpoint: a vector NICE or RealNVP of an odd size, or a Glow of more
+    than 2 values (a flow of iris, of 5x7 images), trained, and then no command could load it."""
+    from dgmkit.config.run import build_model, check_weights_fit
+
+    cfg = RunConfig.from_dict({"model": {"name": "flow", "flow": flow}}, "x")
+    for shape, levels in (((1, 1, 3), None), ((1, 1, 4), None), ((1, 1, 5), None), ((1, 5, 7), 17)):
+        real = build_model(cfg, shape, levels)
+        check_weights_fit(cfg, shape, levels, real.state_dict(), Path("x"))
+        with torch.device("meta"):
+            probe = build_model(cfg, shape, levels)
+        layouts = [m.layout for m in real.modules() if hasattr(m, "layout")]
+        assert layouts and layouts == [m.layout for m in probe.modules() if hasattr(m, "layout")]
+
+
 @pytest.mark.parametrize("name, change", family_variants(), ids=variant_id)
 def test_every_family_builds_on_the_meta_device_to_check_a_checkpoint(name, change):
     """The check of a checkpoint against its record builds the model on the meta device first

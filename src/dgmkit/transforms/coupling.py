@@ -45,9 +45,11 @@ def _layout(keep: torch.Tensor, move: torch.Tensor) -> str:
     d = len(keep) + len(move)
     if len(keep) == len(move) and (keep % 2 == keep[0] % 2).all() and (move % 2 != keep[0] % 2).all():
         return "interleave"  # even D, alternating mask
-    if (keep == torch.arange(len(keep))).all():
+    # (the ranges on the mask's device: built under torch.device("meta"), as a checkpoint's check builds a
+    # model, a default-device arange met the CPU mask and failed every vector flow but an even interleave)
+    if (keep == torch.arange(len(keep), device=keep.device)).all():
         return "head"
-    if (keep == torch.arange(d - len(keep), d)).all():
+    if (keep == torch.arange(d - len(keep), d, device=keep.device)).all():
         return "tail"
     return "index"
 
