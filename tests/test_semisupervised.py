@@ -1,6 +1,7 @@
 """Semi-supervised models: M2's bound with the class summed out exactly, labelled subsets kept
 balanced and seeded, labels through the Trainer, the hybrid flow's two factors, and the CLI."""
 
+import dataclasses
 import json
 import math
 
@@ -261,6 +262,39 @@ def test_trainer_passes_labels_and_adds_labelled_rows():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("family", ["m2", "hybrid"])
+def test_validation_means_label_terms_over_the_labelled_examples_alone(family):
+    """A validation split with some labels hidden: the accuracy and the log-probability of the
+    label are means over its labelled examples, not shares of every example; with no label at all
+    they are not reported (not a 0% accuracy)."""
+    digits = load_dataset("digits")
+    extra = {"hidden": [16], "latent_dim": 2} if family == "m2" else {"hidden": [8], "flow_layers": 2, "flow_levels": 1}
+    cfg = RunConfig.of(model=family, batch_size=64, epochs=1, **extra)
+    torch.manual_seed(0)
+    model = build_model(cfg, digits.event_shape, digits.num_levels)
+    objective = build_objective(cfg)
+    valid = digits.valid.subset(torch.arange(60))
+    y = valid.y.clone().long()
+    y[::3] = HIDDEN  # 20 of the 60 labels hidden
+
+    def trainer(split):
+        return Trainer(model, objective, digits.train.subset(torch.arange(64)), cfg.model.transform(digits), valid=split,
+                       epochs=1, batch_size=64, progress=False, eval_batch_size=25)  # fmt: skip
+
+    t = trainer(dataclasses.replace(valid, y=y))
+    got = t.validate()
+    with torch.no_grad():
+        terms = objective(model.eval(), t._valid_x, 1.0, y=y.to(t._valid_x.device))
+    (label_term,) = [k for k in objective.label_terms if k != "accuracy"]
+    assert got["valid_labelled"] == pytest.approx(40 / 60)
+    for k in ("accuracy", label_term):
+        want = getattr(terms, k).double()[y >= 0].mean().item()
+        assert got[f"valid_{k}"] == pytest.approx(want, rel=1e-5)
+    assert got["valid_accuracy"] > 0 and got[f"valid_{label_term}"] < 0  # (not vacuous: terms that move)
+    on_none = trainer(dataclasses.replace(valid, y=None)).validate()
+    assert "valid_accuracy" not in on_none and f"valid_{label_term}" not in on_none and on_none["valid_labelled"] == 0
+
+
 def test_hybrid_objective_pieces_are_exact():
     torch.manual_seed(0)
     cfg = RunConfig.of(model="hybrid", hidden=[8], flow_layers=2, flow_levels=1, classes=K, px_weight=2.0)

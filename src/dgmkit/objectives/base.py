@@ -58,6 +58,10 @@ class Objective(ABC, Generic[ModelT]):
     # marking unlabelled examples; the Trainer passes them (all of them in validation)
     takes_labels: ClassVar[bool] = False
     handles_missing: ClassVar[bool] = False  # whether x may hold missing entries (NaN)
+    # label_terms: terms defined on the labelled examples only (0 where the label is hidden),
+    # which the objective's ``labelled`` term marks (1 where the label is kept): validation
+    # averages them over the labelled examples, and leaves them out where there are none
+    label_terms: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def __call__(self, model: ModelT, x: torch.Tensor, beta: float = 1.0) -> NamedTuple: ...

@@ -82,6 +82,7 @@ class M2Objective(Objective[SemiSupervisedVAE]):
     score = "elbo"
     score_label = "ELBO"
     takes_labels = True
+    label_terms = ("log_qy", "accuracy")
 
     def __init__(self, alpha_fraction: float = 0.1, num_samples: int = 1):
         self.alpha_fraction = at_least("alpha_fraction", alpha_fraction, 0)
@@ -145,6 +146,7 @@ class HybridObjective(Objective[HybridFlow]):
     score = "log_px"
     score_label = "log p(x)"
     takes_labels = True
+    label_terms = ("log_py_x", "accuracy")
 
     def __init__(self, px_weight: float = 1.0):
         self.px_weight = at_least("px_weight", px_weight, 0)

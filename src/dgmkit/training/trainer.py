@@ -586,8 +586,9 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Mean objective terms on the validation split (beta = 1), all but the loss, and the
-        diagnostics; with the moving average of the weights where the run keeps one."""
+        """Mean objective terms on the validation split (beta = 1), all but the loss (an
+        objective's ``label_terms`` over its labelled examples), and the diagnostics; with the
+        moving average of the weights where the run keeps one."""
         self.model.eval()
         assert self._valid_x is not None  # fit validates only with a validation split
         n = len(self._valid_x)
@@ -609,6 +610,12 @@ class Trainer:
                 total = distributed.all_reduce_sum(torch.stack([sums[k] for k in names]))
                 sums = dict(zip(names, total))
             out = {f"valid_{k}": v.item() / n for k, v in sums.items()}
+            labelled = sums["labelled"].item() if "labelled" in sums else 0.0
+            for k in self.objective.label_terms:  # means over the labelled examples alone (none: not reported)
+                if labelled > 0:
+                    out[f"valid_{k}"] = sums[k].item() / labelled
+                else:
+                    out.pop(f"valid_{k}", None)
             if self.diagnostics is not None:
                 diag = self.diagnostics(self.model, self._valid_x) if self.dist.is_main else None
                 out.update({f"valid_{k}": v for k, v in cast(dict, distributed.broadcast_object(diag)).items()})
