@@ -29,6 +29,9 @@ from dgmkit.models.base import EMFit, ExactLatentVariableModel
 __all__ = ["LogLinearLVM", "EnumeratedBinary", "grid_edges"]
 
 MAX_PIXELS = 20
+# the energies of every image under every state, a (2^D, K) table that each likelihood and each
+# step of the M-step forms (with its gradient: several at once): at most 2^27 entries (512 MiB)
+MAX_TABLE = 2**27
 
 
 def grid_edges(height: int, width: int) -> list[tuple[int, int]]:
@@ -85,6 +88,11 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
         d = math.prod(self.event_shape)
         if d > MAX_PIXELS:
             raise ValueError(f"the log-linear model enumerates all 2^D images: D = {d} is too large (at most {MAX_PIXELS})")
+        if num_states * 2**d > MAX_TABLE:
+            raise ValueError(
+                f"{num_states} states are too many for D = {d} pixels: the model scores all 2^{d} images under every "
+                f"state, {num_states * 2**d:.3g} energies, more than {MAX_TABLE:.3g} (at most {MAX_TABLE // 2**d} states)"
+            )
         if edges is None:
             edges = grid_edges(*self.event_shape[-2:]) if len(self.event_shape) >= 2 else []
         bad = [e for e in edges if len(e) != 2 or e[0] == e[1] or not all(0 <= i < d for i in e)]
