@@ -104,6 +104,12 @@ def test_bad_factors_and_sizes_are_refused():
         grid.render(torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="32x32 or 64x64"):
         SpritesGrid(48)
+    # split fractions: a negative one was read as an empty test split, NaN failed inside round()
+    for kw in ({"valid_fraction": -0.1}, {"test_fraction": float("nan")}, {"valid_fraction": 0.0}, {"test_fraction": 1.0}):
+        with pytest.raises(ValueError, match=f"^{next(iter(kw))} must lie strictly between 0 and 1"):
+            sprites(**kw)
+    with pytest.raises(ValueError, match="must leave a training split"):
+        sprites(valid_fraction=0.5, test_fraction=0.5)
 
 
 def test_a_dataset_checks_its_factors():

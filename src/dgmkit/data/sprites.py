@@ -141,6 +141,13 @@ def sprites(size: int = 32, seed: int = 0, valid_fraction: float = 0.1, test_fra
     """The full grid of sprites (``SpritesGrid(size)``), split at random by ``seed``: 80% train,
     10% validation, 10% test by default. Labels ``y`` are the shapes; ``factors`` every
     image's five factor indices."""
+    for name, f in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0 < f < 1:  # (NaN too)
+            raise ValueError(f"{name} must lie strictly between 0 and 1, got {f!r}")
+    if not valid_fraction + test_fraction < 1:
+        raise ValueError(
+            f"valid_fraction + test_fraction must leave a training split: {valid_fraction!r} + {test_fraction!r}"
+        )
     grid = SpritesGrid(size=size)
     factors = grid.all_factors()
     templates = grid._templates()
