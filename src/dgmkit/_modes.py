@@ -11,6 +11,8 @@ from typing import ParamSpec, TypeVar, cast
 import torch
 from torch import nn
 
+from dgmkit.devices import dtype_of
+from dgmkit.errors import DataError
 from dgmkit.models.base import GenerativeModel
 
 P = ParamSpec("P")
@@ -25,8 +27,11 @@ def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
     """Decorates ``fn(model, ...)``: the model (its first argument, given by position or as
     ``model=``) in eval mode during the call, each of its modules back in its own mode
     afterwards, also when the call raises. Where ``fn`` takes data ``x``, a model of the
-    contract checks them first (``GenerativeModel.check_data``: values its likelihood defines),
-    once: the evaluations it calls in turn are given those data, or parts of them."""
+    contract checks them first (``GenerativeModel.check_data``: values its likelihood defines, in
+    datapoints of its event shape), once: the evaluations it calls in turn are given those data,
+    or parts of them. Data that are not a tensor (a NumPy array) are refused in words, and
+    floating-point data of another precision than the model's are given to it in its own (a
+    float64 model scores float32 data, as the transforms make them, and the reverse)."""
     names = list(inspect.signature(fn).parameters)
     at = names.index("x") if "x" in names else None
 
@@ -36,6 +41,19 @@ def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
         if not isinstance(model, nn.Module):
             raise TypeError(f"{fn.__name__}() needs a model (a torch.nn.Module) first, got {type(model).__name__}")
         x = None if at is None else args[at] if at < len(args) else kwargs.get("x")
+        if isinstance(model, GenerativeModel) and x is not None:
+            if not isinstance(x, torch.Tensor):
+                raise DataError(
+                    f"{fn.__name__}() takes the data as a torch tensor (N, *event), got {type(x).__name__} "
+                    "(torch.as_tensor(x) makes one of a NumPy array)"
+                )
+            want = dtype_of(model)
+            if x.is_floating_point() and x.dtype != want:  # (a matrix product of float64 and float32 fails)
+                x = x.to(want)
+                if at is not None and at < len(args):
+                    args = (*args[:at], x, *args[at + 1 :])  # type: ignore[assignment]
+                else:
+                    kwargs["x"] = x
         check = isinstance(model, GenerativeModel) and isinstance(x, torch.Tensor) and not _checked.get()
         if check:
             cast(GenerativeModel, model).check_data(cast(torch.Tensor, x))

@@ -57,6 +57,11 @@ def device_of(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision results (under autocast) in float32; float32 and float64 as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def dtype_of(module: torch.nn.Module) -> torch.dtype:
     """The floating-point precision of a module's first floating parameter or buffer (the default
     dtype for one that holds none): what its inputs and draws are made in."""

@@ -10,6 +10,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from dgmkit.conditional import Decoder
+from dgmkit.devices import dtype_of, widened
 from dgmkit.distributions.delta import Delta
 from dgmkit.models.base import DecodedModel, check_decoder
 
@@ -34,8 +35,9 @@ class Autoencoder(DecodedModel):
 
     def posterior(self, x: torch.Tensor) -> Delta:
         """The code z = f(x) as a point mass."""
-        x = x.float() * self.input_scale if self.input_scale != 1.0 else x.float()
-        return Delta(self.encoder_net(x).float())
+        x = x.to(dtype_of(self))  # (the model's precision: float64 once made so)
+        x = x * self.input_scale if self.input_scale != 1.0 else x
+        return Delta(widened(self.encoder_net(x)))
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         return self.decoder(z)

@@ -287,7 +287,7 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         c = self.event_shape[0]
         onehot = F.one_hot(z.long(), self.num_levels + 1).to(self._device_probe.dtype)  # (B, C, H, W, L+1)
         h = onehot.permute(0, 1, 4, 2, 3).reshape(z.shape[0], c * (self.num_levels + 1), *z.shape[2:])
-        out = self.net(h, 1000.0 * t)  # (B, C L, H, W)
+        out = self.net(h, 1000.0 * t.to(onehot.dtype))  # (B, C L, H, W); (times drawn in float32: a float64 model)
         return out.view(z.shape[0], c, self.num_levels, *z.shape[2:]).permute(0, 1, 3, 4, 2)
 
     def bound_terms(self, x: torch.Tensor, t: torch.Tensor, train: bool = False) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ from torch.distributions import Categorical, Distribution, Independent, constrai
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
+from dgmkit.devices import dtype_of
 from dgmkit.distributions.delta import Delta
 from dgmkit.models.base import ExactLikelihoodModel, GenerativeModel, JointTerms, VariationalModel
 from dgmkit.nn.quantize import Quantized, VectorQuantizer
@@ -67,7 +68,7 @@ class VQVAE(VariationalModel):
         return self.head.support
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
+        x = x.to(dtype_of(self))  # (the model's precision: float64 once made so)
         return x * self.input_scale if self.input_scale != 1.0 else x
 
     def quantize(self, x: torch.Tensor) -> Quantized:

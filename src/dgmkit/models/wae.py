@@ -13,6 +13,7 @@ from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional import Decoder
+from dgmkit.devices import dtype_of, widened
 from dgmkit.distributions.delta import Delta
 from dgmkit.distributions.mmd import imq_kernel, mmd2_unbiased
 from dgmkit.models.base import DecodedModel, check_decoder
@@ -49,9 +50,10 @@ class WassersteinAutoencoder(DecodedModel):
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q(z|x): a point mass at f(x) (deterministic encoder) or the encoder's Gaussian."""
-        x = x.float() * self.input_scale if self.input_scale != 1.0 else x.float()
+        x = x.to(dtype_of(self))  # (the model's precision: float64 once made so)
+        x = x * self.input_scale if self.input_scale != 1.0 else x
         if self.deterministic:
-            return Delta(self.encoder(x).float())
+            return Delta(widened(self.encoder(x)))
         return self.encoder(x)
 
     def prior(self) -> Distribution:
