@@ -239,3 +239,56 @@ def test_reconstruct_and_interpolate_from_python_as_the_cli_draws_them(tmp_path)
     flow = dgmkit.train(tmp_path / "flow", dataset="digits", model="flow", flow="realnvp", hidden=[8], epochs=1)
     with pytest.raises(ConfigError, match="the flow model has no latent space q\\(z\\|x\\)"):
         dgmkit.reconstruct(flow)
+
+
+def test_the_functions_of_a_run_take_its_path_and_refuse_other_things_in_words(tmp_path):
+    """sample / evaluate / reconstruct / interpolate given a run folder's path (as `dgm sample
+    RUN` is) or a model built by hand failed with "'str' object has no attribute 'model'", a
+    mistyped option with a TypeError naming an internal function, load(5) with pathlib's
+    TypeError, train(out, "file.toml") with a ValueError from dict(); a model made float64
+    (run.model.double()) failed in its first layer on the float32 images of its split."""
+    out = tmp_path / "vae"
+    run = dgmkit.train(out, dataset="digits", **TINY)
+    for path in (out, str(out)):  # a path is loaded, as dgmkit.load loads it
+        assert torch.equal(dgmkit.sample(path, 3, seed=1)[0], dgmkit.sample(run, 3, seed=1)[0])
+        assert dgmkit.evaluate(path, iw_samples=2, limit=5).nll == dgmkit.evaluate(run, iw_samples=2, limit=5).nll
+        assert torch.equal(dgmkit.reconstruct(path, 2)[1], dgmkit.reconstruct(run, 2)[1])
+        assert torch.equal(dgmkit.interpolate(path, 1, 2), dgmkit.interpolate(run, 1, 2))
+    with pytest.raises(DgmError, match="no run folder at"):
+        dgmkit.sample(tmp_path / "nowhere", 2)
+    for call in (lambda r: dgmkit.sample(r, 2), dgmkit.evaluate, dgmkit.reconstruct, dgmkit.interpolate):
+        with pytest.raises(ConfigError, match=r"dgmkit\.\w+ takes a run .*not a VAE model"):
+            call(run.model)
+        with pytest.raises(ConfigError, match=r"dgmkit\.\w+ takes a run .*not int"):
+            call(3)
+    with pytest.raises(ConfigError, match="dgmkit.sample takes no option 'temprature' \\(did you mean 'temperature'\\?\\)"):
+        dgmkit.sample(run, 2, temprature=0.5)
+    with pytest.raises(ConfigError, match="dgmkit.evaluate takes no option 'iw_sample' \\(did you mean 'iw_samples'\\?\\)"):
+        dgmkit.evaluate(run, iw_sample=5)
+    with pytest.raises(ConfigError, match="takes no option 'keep_orders'"):  # (it writes into the run folder)
+        dgmkit.evaluate(run, keep_orders=True)
+    for bad in (5, None):
+        with pytest.raises(ConfigError, match=f"a run folder is named by a path .*got {type(bad).__name__}"):
+            dgmkit.load(bad)
+    # a config file by its path, as dgm train --config
+    (tmp_path / "c.toml").write_text('[model]\nname = "vae"\nlatent_dim = 3\nhidden = [8]\n[optim]\nepochs = 1\n')
+    from_file = dgmkit.train(tmp_path / "from-file", tmp_path / "c.toml", dataset="digits")
+    assert from_file.cfg.model.latent_dim == 3 and from_file.cfg.optim.epochs == 1
+    with pytest.raises(ConfigError, match="cannot read config file .*missing.toml"):
+        dgmkit.train(tmp_path / "r", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match="config must be a RunConfig, a table of config keys or the path of a config"):
+        dgmkit.train(tmp_path / "r", 5)
+    # (x, None): images without labels (a None label array was saved as an object array, then refused as one)
+    x = (np.random.default_rng(0).random((80, 4, 4)) > 0.5).astype(np.uint8)
+    unlabelled = dgmkit.train(tmp_path / "xs", data=(x, None), **TINY)
+    with np.load(tmp_path / "xs.data.npz") as z:
+        assert z.files == ["x"]
+    assert unlabelled.record["data"]["event_shape"] == [1, 4, 4]
+    # a float64 model: the split's float32 images are given to it in its precision
+    single = dgmkit.evaluate(run, iw_samples=2, limit=5)
+    run.model.double()
+    double = dgmkit.evaluate(run, iw_samples=2, limit=5)
+    assert double.n == 5 and double.nll == pytest.approx(single.nll, rel=0.05)  # (other draws in float64)
+    x, r = dgmkit.reconstruct(run, 2)
+    assert x.dtype == torch.float32 and r.dtype == torch.float64  # the data as the split holds them
+    assert dgmkit.interpolate(run, 1, 2).shape == (1, 4, 1, 8, 8)

@@ -37,8 +37,9 @@ from dgmkit.cli.figures import draw_samples, interpolation, needs_latents, picke
 from dgmkit.cli.train import train_run
 from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.config.inputs import attach_input
-from dgmkit.config.schema import FREE_ON_RESUME
-from dgmkit.errors import ConfigError, DataError
+from dgmkit.config.schema import FREE_ON_RESUME, load_config_file
+from dgmkit.devices import dtype_of
+from dgmkit.errors import ConfigError, DataError, did_you_mean
 from dgmkit.evaluation import record_terms
 
 __all__ = ["train", "load", "sample", "reconstruct", "interpolate", "evaluate", "Evaluation"]
@@ -66,6 +67,8 @@ def _as_arrays(data: object) -> tuple[np.ndarray, np.ndarray | None]:
     """Images (and labels) from an array, a pair (x, y) or a torch Dataset."""
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
+        if y is None:  # (x, None): images without labels
+            return _as_arrays(x)
         return np.asarray(x.cpu() if torch.is_tensor(x) else x), np.asarray(y.cpu() if torch.is_tensor(y) else y)
     if torch.is_tensor(data) or isinstance(data, np.ndarray):
         return np.asarray(data.cpu() if torch.is_tensor(data) else data), None
@@ -108,7 +111,7 @@ def _data_file(out: Path, data: object) -> tuple[Path, bool]:
 
 def train(
     out: str | os.PathLike,
-    config: RunConfig | Mapping | None = None,
+    config: RunConfig | Mapping | str | os.PathLike | None = None,
     *,
     data: object = None,
     resume: bool = False,
@@ -134,7 +137,7 @@ def train(
         cfg = stored.resumed(settings)
         train_run(cfg, out, resume=True, quiet=quiet, resume_line=not quiet)
         return load(out)
-    values = dict(config.flat() if isinstance(config, RunConfig) else RunConfig.given_keys(dict(config or {})))
+    values = dict(_config_keys(config))
     values.update(settings)
     had_run, written = (out / "config.json").exists(), None
     made = [p for p in out.parents if not p.exists()]  # folders this call creates (deepest first)
@@ -153,6 +156,58 @@ def train(
         remove_empty_folders(made)  # (only those left empty)
         raise
     return load(out)
+
+
+def _config_keys(config: object) -> dict:
+    """The keys that ``train``'s ``config`` sets: a RunConfig's, a table's or a config file's."""
+    if isinstance(config, RunConfig):
+        return config.flat()
+    if isinstance(config, (str, os.PathLike)):  # a config file, as dgm train --config FILE
+        return RunConfig.given_keys(load_config_file(Path(config)), str(config))
+    if config is None or isinstance(config, Mapping):
+        return RunConfig.given_keys(dict(config or {}))
+    raise ConfigError(
+        f"config must be a RunConfig, a table of config keys or the path of a config file, not {type(config).__name__}"
+    )
+
+
+def _the_run(run: object, call: str) -> Run:
+    """The run that ``call`` (sample, evaluate, ...) works on: a loaded run, or a run folder's
+    path, loaded as ``load`` loads it (on the CPU). Anything else, a model built by hand among
+    them, is refused in words: these functions read the run's record (its data, its transform)."""
+    if isinstance(run, Run):
+        return run
+    if isinstance(run, (str, os.PathLike)):
+        return load(run)
+    if isinstance(run, torch.nn.Module):
+        raise ConfigError(
+            f"dgmkit.{call} takes a run (dgmkit.load(FOLDER), dgmkit.train(...) or a run folder's path), not a "
+            f"{type(run).__name__} model: a model without its run record has no data or transform to go by; call its "
+            "methods (model.sample(n), model.reconstruct(x)) or dgmkit.evaluation.evaluate(model, x) instead"
+        )
+    raise ConfigError(
+        f"dgmkit.{call} takes a run (dgmkit.load(FOLDER), dgmkit.train(...) or a run folder's path), "
+        f"not {type(run).__name__}"
+    )
+
+
+def _known_options(options: Mapping[str, Any], known: tuple[str, ...], call: str) -> None:
+    """Refuses a keyword that ``call`` does not take, in words (not a TypeError from inside)."""
+    for name in options:
+        if name not in known:
+            raise ConfigError(
+                f"dgmkit.{call} takes no option {name!r}{did_you_mean(name, known)}; its options are {', '.join(known)}"
+            )
+
+
+def _in_precision(x: torch.Tensor, run: Run) -> torch.Tensor:
+    """Images as the run's model takes them: floating-point ones in its precision (the transforms
+    make float32; a model made float64 with ``run.model.double()`` would fail in its first layer)."""
+    return x.to(dtype_of(run.model)) if x.is_floating_point() else x
+
+
+SAMPLE_OPTIONS = ("temperature", "naive", "steps", "draw")
+EVAL_OPTIONS = ("iw_samples", "time_samples", "orders", "limit", "seed", "data_dir", "data")  # (it writes nothing)
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu", which: str = "best") -> Run:
@@ -175,7 +230,7 @@ def _attach(run: Run, inputs: Mapping[str, str] | None, code_prior: str | None) 
 
 
 def sample(
-    run: Run,
+    run: Run | str | os.PathLike,
     n: int,
     seed: int = 0,
     inputs: Mapping[str, str] | None = None,
@@ -187,7 +242,10 @@ def sample(
     dequantized data), and what they are in words (the means of p(x|z) for a latent variable
     model); ``options``: ``temperature``, ``naive``, ``steps`` or ``draw`` as ``dgm sample``;
     ``inputs``: other runs in roles the family declares (``{"code-prior": RUN}``: a VQ-VAE draws
-    its code grids from that run; ``code_prior=RUN`` is short for it), attached to ``run``."""
+    its code grids from that run; ``code_prior=RUN`` is short for it), attached to ``run``.
+    ``run``: a loaded run, or a run folder's path (loaded as ``load`` does, for this call)."""
+    run = _the_run(run, "sample")
+    _known_options(options, SAMPLE_OPTIONS, "sample")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     _attach(run, inputs, code_prior)
     x, what = draw_samples(run, n, seed, **options)
@@ -196,40 +254,48 @@ def sample(
 
 @torch.no_grad()
 def reconstruct(
-    run: Run, n: int = 16, split: str = "test", seed: int = 0, data_dir: str | None = None
+    run: Run | str | os.PathLike, n: int = 16, split: str = "test", seed: int = 0, data_dir: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``dgm reconstruct`` without the picture: n images of the run's ``split`` drawn at random
     with ``seed``, and their reconstructions as ``dgm reconstruct`` shows them (the model's
     ``reconstruct``: for a VAE the mean of p(x|z) at the posterior's location, E[z|x] where it
     has one; a PixelVAE decodes greedily), each (n, *event) on the CPU in the units the model
     scores (as ``sample``'s). ``data_dir``: where the run's data are read from, if not where it
-    recorded."""
+    recorded. ``run``: a loaded run, or a run folder's path."""
+    run = _the_run(run, "reconstruct")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     n = given_count(n, 1, 10_000, "n")
     reconstructs(run)
     x = picked_images(split_data(run, split, data_dir)[0], n, seed, split, flag="n =")
-    return x.cpu(), latent_model(run).reconstruct(x).cpu()
+    return x.cpu(), latent_model(run).reconstruct(_in_precision(x, run)).cpu()
 
 
 @torch.no_grad()
 def interpolate(
-    run: Run, pairs: int = 4, steps: int = 8, split: str = "test", seed: int = 0, data_dir: str | None = None
+    run: Run | str | os.PathLike,
+    pairs: int = 4,
+    steps: int = 8,
+    split: str = "test",
+    seed: int = 0,
+    data_dir: str | None = None,
 ) -> torch.Tensor:
     """``dgm interpolate`` without the picture: (pairs, steps + 2, *event) on the CPU, each row an
     image of the run's ``split``, the means of p(x|z) at ``steps`` evenly spaced points on the line
     from its posterior location to that of a second image (both ends included), and the second
-    image; the images drawn at random with ``seed``, everything in the units the model scores."""
+    image; the images drawn at random with ``seed``, everything in the units the model scores.
+    ``run``: a loaded run, or a run folder's path."""
+    run = _the_run(run, "interpolate")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     pairs = given_count(pairs, 1, 1000, "pairs")
     steps = given_count(steps, 2, 100, "steps")
     needs_latents(run)
     a, b = picked_pairs(split_data(run, split, data_dir)[0], pairs, seed, split)
-    path = interpolation(run, a, b, steps)
+    path = interpolation(run, _in_precision(a, run), _in_precision(b, run), steps)
     return torch.cat([a[:, None].to(path.dtype), path, b[:, None].to(path.dtype)], 1).cpu()
 
 
 def evaluate(
-    run: Run,
+    run: Run | str | os.PathLike,
     split: str = "test",
     inputs: Mapping[str, str] | None = None,
     code_prior: str | None = None,
@@ -237,6 +303,9 @@ def evaluate(
 ) -> Evaluation:
     """``dgm eval`` of a loaded run, without writing anything: ``iw_samples``, ``time_samples``,
     ``orders``, ``limit`` (a seeded random subset), ``seed``, ``data_dir`` or ``data`` as keywords;
-    ``inputs``/``code_prior`` as for ``sample`` (``dgm eval --input``)."""
+    ``inputs``/``code_prior`` as for ``sample`` (``dgm eval --input``). ``run``: a loaded run, or a
+    run folder's path."""
+    run = _the_run(run, "evaluate")
+    _known_options(options, EVAL_OPTIONS, "evaluate")
     named = _attach(run, inputs, code_prior)
     return Evaluation(evaluate_run(run, split, inputs=named, **options))

@@ -174,6 +174,8 @@ def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str |
     if which not in ("best", "last"):
         raise ConfigError(f"which checkpoint to load must be 'best' or 'last', got {which!r}")
     device = resolve_device(device)  # refused before any file is read
+    if not isinstance(run_dir, (str, os.PathLike)):  # (Path(5): a TypeError from pathlib)
+        raise ConfigError(f"a run folder is named by a path (str or os.PathLike), got {type(run_dir).__name__}")
     path = Path(run_dir)
     if not path.is_dir():
         raise CheckpointError(f"no run folder at {path}")
