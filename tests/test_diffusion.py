@@ -364,6 +364,22 @@ def test_unet_keeps_odd_sizes():
     assert net(torch.zeros(1, 1, 28, 28), torch.zeros(1)).shape == (1, 1, 28, 28)
 
 
+def test_unet_takes_one_image_whose_norm_groups_hold_a_single_value():
+    # 1x1 images with one channel per GroupNorm group: a batch of one (eval --limit 1, dgm score
+    # of one input, a last training batch of one) failed inside GroupNorm; it is computed as in
+    # a larger batch
+    torch.manual_seed(0)
+    net = UNet(1, 1, [8], blocks=1, image_size=(1, 1))
+    for p in net.parameters():
+        nn.init.normal_(p)
+    x, s = torch.randn(3, 1, 1, 1), torch.tensor([1.0, 500.0, 900.0])
+    batch = net(x, s)
+    for i in range(3):
+        assert torch.allclose(net(x[i : i + 1], s[i : i + 1]), batch[i : i + 1], atol=1e-5)
+    net = UNet(1, 1, [8, 8, 8, 8], blocks=1, image_size=(8, 8))  # 8x8 halved down to 1x1
+    assert net(torch.zeros(1, 1, 8, 8), torch.zeros(1)).shape == (1, 1, 8, 8)
+
+
 def test_cli_trains_evaluates_and_samples_a_diffusion_model(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--model", "diffusion", "--dataset", "digits", "--epochs", "1", "--unet-channels", "8", "8"]

@@ -39,9 +39,26 @@ def fourier_features(x: torch.Tensor, exponents: list[int]) -> torch.Tensor:
     return torch.cat([x, torch.sin(h), torch.cos(h)], dim=1)
 
 
+class _GroupNorm(nn.GroupNorm):
+    """GroupNorm that takes a batch of one image whose groups hold a single value each (one
+    channel per group at a 1x1 resolution: a 1x1 image, or a side halved down to 1), which
+    PyTorch refuses as too few values to normalise. Such a value normalises to 0 whatever it is,
+    so the output is the bias, as PyTorch computes it for a batch of two or more: one image is
+    scored as it is in a larger batch."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() > 1 and input[0].numel() == self.num_groups:
+            out = torch.zeros_like(input)  # (x - mean) / sd of a single value
+            if self.affine:
+                shape = (1, -1) + (1,) * (input.dim() - 2)
+                out = out * self.weight.view(shape) + self.bias.view(shape)
+            return out
+        return super().forward(input)
+
+
 def _norm(channels: int) -> nn.GroupNorm:
     groups = math.gcd(channels, 8)
-    return nn.GroupNorm(groups, channels)
+    return _GroupNorm(groups, channels)
 
 
 class ResBlock(nn.Module):
