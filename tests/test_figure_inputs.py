@@ -25,6 +25,8 @@ def runs(tmp_path_factory):
         np.save(root / f"{name}.npy", rng.integers(0, 2, size=(n, 8, 8)).astype(np.uint8))
         assert main(["train", "--dataset", str(root / f"{name}.npy"), *VAE, "--out", str(root / name)]) == 0
     assert main(["train", "--dataset", "two-moons", "--likelihood", "gaussian", *VAE, "--out", str(root / "moons")]) == 0
+    flow = ["--model", "flow", "--flow", "maf", "--hidden", "8", "--flow-layers", "1", "--epochs", "1", "--quiet"]
+    assert main(["train", "--dataset", "two-moons", *flow, "--out", str(root / "moons-flow")]) == 0
     return root
 
 
@@ -60,6 +62,13 @@ def test_a_report_captions_the_images_it_shows(runs, tmp_path, capsys):
 def test_rows_of_values_are_not_drawn_as_images(runs, tmp_path, capsys, argv):
     _refused(*_dgm(capsys, argv[0], runs / "moons", *argv[1:], "--out", tmp_path / "f.png")[::2], "not images")
     assert not (tmp_path / "f.png").exists()
+
+
+def test_the_refusal_of_rows_as_images_names_a_command_that_takes_the_run(runs, tmp_path, capsys):
+    """The hint names what the run can do: a VAE of 2-D points has latents (dgm density would
+    refuse it), a 2-D flow's density is drawn (it has no latents)."""
+    _refused(*_dgm(capsys, "sample", runs / "moons", "--out", tmp_path / "f.png")[::2], "use dgm latents or dgm eval")
+    _refused(*_dgm(capsys, "sample", runs / "moons-flow", "--out", tmp_path / "f.png")[::2], "use dgm density RUN_DIR")
 
 
 def test_density_names_what_it_needs(runs, tmp_path, capsys):

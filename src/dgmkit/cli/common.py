@@ -397,8 +397,11 @@ def shows_images(run: Run) -> bool:
 def images_only(run: Run) -> None:
     """Refuses (ConfigError) a figure of images for a run whose data are rows of values."""
     if not shows_images(run):
-        shape = tuple(run.record["data"]["event_shape"])
-        hint = "dgm density RUN_DIR --out FILE.png" if math.prod(shape) == 2 else "dgm latents or dgm eval"
+        shape, model = tuple(run.record["data"]["event_shape"]), run.model
+        if math.prod(shape) == 2 and model.estimate_kind == "exact" and model.can_sample:  # (what dgm density draws)
+            hint = "dgm density RUN_DIR --out FILE.png"
+        else:
+            hint = "dgm latents or dgm eval" if model.has_latents else "dgm eval or dgm score"
         raise ConfigError(f"{run.path}'s data are rows of {math.prod(shape)} values {shape}, not images: use {hint}")
 
 
