@@ -303,16 +303,26 @@ def test_the_exponential_schedule_decays_in_steps_down_to_its_floor():
         RunConfig.of(lr_decay=0.5)
 
 
-def test_a_learning_rate_floor_above_the_learning_rate_is_refused_and_one_equal_to_it_holds_it():
+def test_a_learning_rate_floor_above_the_learning_rate_is_refused_for_a_new_run_and_one_equal_to_it_holds_it(
+    tmp_path, capsys
+):
     """lr_min was taken as it came: above lr, every epoch trained at lr_min (with lr 1e-3 and
-    lr_min 5, at 5000 times the rate asked for), without a word."""
+    lr_min 5, at 5000 times the rate asked for), without a word. A new run is refused; a run
+    recorded with such a floor (it trained at it) still loads, evaluates and resumes: its config
+    is not refused."""
+    from dgmkit.cli.main import main
     from dgmkit.config.run import trainer_options
-    from dgmkit.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^lr_min 5 is above lr 0.001: the learning rate falls to lr_min, never below"):
-        RunConfig.of(lr=1e-3, lr_min=5.0)
-    with pytest.raises(ConfigError, match="lr_min 0.0002 is above lr 0.0001"):
-        RunConfig.of(lr=1e-4, lr_min=2e-4, lr_schedule="cosine")
+    for floor, schedule in ((5.0, "constant"), (2e-4, "cosine")):
+        lr = 1e-3 if floor == 5.0 else 1e-4
+        recorded = RunConfig.of(lr=lr, lr_min=floor, lr_schedule=schedule)
+        assert RunConfig.from_dict(recorded.to_dict()).optim.lr_min == floor  # (as config.json reads back)
+        out = tmp_path / f"r{floor:g}"
+        argv = ["train", "--dataset", "digits", "--lr", f"{lr:g}", "--lr-min", f"{floor:g}", "--lr-schedule", schedule]
+        assert main([*argv, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert f"lr_min {floor:g} is above lr {lr:g}: the learning rate falls to lr_min, never below" in err, err
+        assert not out.exists()
     cfg = RunConfig.of(lr=1e-3, lr_min=1e-3, lr_schedule="cosine")  # the edge: a constant rate
     schedule = trainer_options(cfg)["lr_schedule"]
     assert [schedule.learning_rate(cfg.optim.lr, e, 10) for e in (0, 5, 9)] == [1e-3, 1e-3, 1e-3]

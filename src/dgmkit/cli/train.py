@@ -287,6 +287,10 @@ def _check_fit_flags(cfg: RunConfig, resume: bool, tensorboard: bool) -> None:
                           "process; data-parallel training (torchrun, --nproc) is for gradient training")  # fmt: skip
     if resume and family.fit != "gradient":
         raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
+    o = cfg.optim
+    if not resume and o.lr_min > o.lr:  # (the floor would be the learning rate of every epoch, above the one asked for)
+        # a new run's check, not RunConfig's: a run recorded with such a floor trained at it, and still loads and resumes
+        raise ConfigError(f"lr_min {o.lr_min:g} is above lr {o.lr:g}: the learning rate falls to lr_min, never below it")
 
 
 def _with_full_paths(cfg: RunConfig) -> RunConfig:

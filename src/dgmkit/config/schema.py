@@ -228,8 +228,6 @@ class RunConfig:
         decays = (o.lr_decay, o.lr_decay_every) != (OptimConfig.lr_decay, OptimConfig.lr_decay_every)  # not the defaults
         if o.lr_schedule != "exponential" and decays:
             raise ConfigError("lr_decay and lr_decay_every shape the exponential schedule: add --lr-schedule exponential")
-        if o.lr_min > o.lr:  # (the floor would be the learning rate of every epoch, above the one asked for)
-            raise ConfigError(f"lr_min {o.lr_min:g} is above lr {o.lr:g}: the learning rate falls to lr_min, never below it")
         if o.normalise_gradients and o.grad_clip is not None:
             raise ConfigError(
                 "grad_clip would do nothing with normalise_gradients: every gradient is scaled to unit norm after it "
