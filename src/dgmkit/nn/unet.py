@@ -43,11 +43,12 @@ class _GroupNorm(nn.GroupNorm):
     """GroupNorm that takes a batch of one image whose groups hold a single value each (one
     channel per group at a 1x1 resolution: a 1x1 image, or a side halved down to 1), which
     PyTorch refuses as too few values to normalise. Such a value normalises to 0 whatever it is,
-    so the output is the bias, as PyTorch computes it for a batch of two or more: one image is
-    scored as it is in a larger batch."""
+    so the output is the bias, as PyTorch computes it for a batch of two or more up to rounding
+    (its kernel's x * s + (b - mean * s) is not exactly b): one image is scored as it is in a
+    larger batch. Any other batch is PyTorch's own, to the bit (the numbers of existing runs)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.dim() > 1 and input[0].numel() == self.num_groups:
+        if input.dim() > 1 and input.shape[0] == 1 and input[0].numel() == self.num_groups:  # (what PyTorch refuses)
             out = torch.zeros_like(input)  # (x - mean) / sd of a single value
             if self.affine:
                 shape = (1, -1) + (1,) * (input.dim() - 2)
