@@ -8,6 +8,8 @@ one of these, is refused with one line.
 device(type='cpu')
 """
 
+import itertools
+
 import torch
 
 from dgmkit.errors import ConfigError
@@ -65,7 +67,9 @@ def widened(t: torch.Tensor) -> torch.Tensor:
 def dtype_of(module: torch.nn.Module) -> torch.dtype:
     """The floating-point precision of a module's first floating parameter or buffer (the default
     dtype for one that holds none): what its inputs and draws are made in."""
-    for t in (*module.parameters(), *module.buffers()):
+    # (lazily: an AE, a WAE and a VQ-VAE ask on every forward pass, and a tuple of every
+    # parameter and buffer took 30 to 75 us a call where the first tensor answers)
+    for t in itertools.chain(module.parameters(), module.buffers()):
         if t.is_floating_point():
             return t.dtype
     return torch.get_default_dtype()
