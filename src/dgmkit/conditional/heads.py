@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Independent, StudentT, constraints
 
+from dgmkit.devices import widened
 from dgmkit.distributions import (
     BernoulliPixels,
     CategoricalPixels,
@@ -20,13 +21,6 @@ from dgmkit.distributions import (
     gaussian_pixels,
 )
 from dgmkit.distributions.table import MixedColumns, TableColumns
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """Compute log-probabilities in at least float32 (under mixed precision the network
-    output is half precision); float64 stays float64."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
 
 __all__ = [
     "LikelihoodHead", "BernoulliHead", "GaussianHead", "StudentTHead", "CategoricalHead", "LogisticMixtureHead",
@@ -70,7 +64,7 @@ class BernoulliHead(LikelihoodHead):
     num_levels = 2
 
     def forward(self, params: torch.Tensor) -> BernoulliPixels:  # (*batch, C, 1, H, W)
-        return bernoulli_pixels(_full(params.squeeze(-3)), event_dims=3)
+        return bernoulli_pixels(widened(params.squeeze(-3)), event_dims=3)
 
     def pixel_log_pmf(self, params: torch.Tensor) -> torch.Tensor:
         logit = params[..., 0].double()
@@ -107,7 +101,7 @@ class GaussianHead(LikelihoodHead):
             self.raw_scale = nn.Parameter(torch.tensor(raw))
 
     def forward(self, params: torch.Tensor) -> Independent:
-        params = _full(params)
+        params = widened(params)
         loc = params.select(-3, 0)
         if self.variance == "fixed":
             scale = self.scale.expand_as(loc)
@@ -137,7 +131,7 @@ class StudentTHead(LikelihoodHead):
         self.min_df = min_df
 
     def forward(self, params: torch.Tensor) -> Independent:
-        params = _full(params)
+        params = widened(params)
         loc = params.select(-3, 0)
         scale = F.softplus(params.select(-3, 1)) + self.min_scale
         df = F.softplus(params.select(-3, 2)) + self.min_df
@@ -155,7 +149,7 @@ class CategoricalHead(LikelihoodHead):
         self.params_per_pixel = num_levels
 
     def forward(self, params: torch.Tensor) -> CategoricalPixels:  # (*batch, C, L, H, W)
-        return CategoricalPixels(_full(params).movedim(-3, -1), event_dims=3)
+        return CategoricalPixels(widened(params).movedim(-3, -1), event_dims=3)
 
     def pixel_log_pmf(self, params: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(params.double(), -1)
@@ -175,7 +169,7 @@ class LogisticMixtureHead(LikelihoodHead):
         self.params_per_pixel = 3 * components
 
     def forward(self, params: torch.Tensor) -> DiscretizedLogisticMixture:  # (*batch, C, 3K, H, W)
-        p = _full(params).movedim(-3, -1)  # (*batch, C, H, W, 3K)
+        p = widened(params).movedim(-3, -1)  # (*batch, C, H, W, 3K)
         logits, loc, log_scale = p.split(self.components, dim=-1)
         return DiscretizedLogisticMixture(logits, torch.tanh(loc), log_scale, self.num_levels, event_dims=3)
 
@@ -210,7 +204,7 @@ class MixedTableHead(LikelihoodHead):
         return TableColumns(self.levels)
 
     def forward(self, params: torch.Tensor) -> MixedColumns:  # (*batch, 1, P, 1, D)
-        params = _full(params)
+        params = widened(params)
         loc = params.select(-3, 0)
         scale = F.softplus(params.select(-3, 1)) + self.min_scale
         logits = params.movedim(-3, -1)  # (*batch, 1, 1, D, P)

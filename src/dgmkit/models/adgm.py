@@ -32,10 +32,11 @@ from torch.distributions import Distribution, kl_divergence
 from dgmkit._rng import seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.devices import widened
 from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import JointTerms, check_decoder
-from dgmkit.models.m2 import EnumeratedTerms, SemiSupervisedVAE, _full
+from dgmkit.models.m2 import EnumeratedTerms, SemiSupervisedVAE
 from dgmkit.models.terms import Term
 
 __all__ = ["AuxiliaryDGM"]
@@ -84,7 +85,7 @@ class AuxiliaryDGM(SemiSupervisedVAE):
 
     def _log_qy(self, flat: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """log q(y|a,x), shape (*, K)."""
-        return F.log_softmax(_full(self.classifier(torch.cat([flat, a.to(flat.dtype)], -1))), dim=-1)
+        return F.log_softmax(widened(self.classifier(torch.cat([flat, a.to(flat.dtype)], -1))), dim=-1)
 
     def _p_a(self, flat: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> Distribution:
         """p(a|y,z) (SDGM) or p(a|x,y,z) (ADGM)."""
@@ -115,7 +116,7 @@ class AuxiliaryDGM(SemiSupervisedVAE):
         flat = self._flat(x)
         qa = self.aux_encoder(flat)
         a = qa.rsample()  # (B, A)
-        log_qa, log_qy = _full(qa.log_prob(a)), self._log_qy(flat, a)
+        log_qa, log_qy = widened(qa.log_prob(a)), self._log_qy(flat, a)
         xk, flatk, onehot = self._per_class(x)
         ak = a.repeat_interleave(k, dim=0)  # (B*K, A)
         qz = self.encoder(torch.cat([flatk, ak.to(flatk.dtype), onehot], -1))
@@ -124,8 +125,8 @@ class AuxiliaryDGM(SemiSupervisedVAE):
         recon = self._p_x(y, z, ak.to(z.dtype)).log_prob(xk)
         kl_z = kl_divergence(qz, standard_normal(self.latent_dim, device=z.device, dtype=z.dtype))
         log_pa = self._p_a(flatk.to(z.dtype), y, z).log_prob(ak)
-        aux = log_qa[:, None] - _full(log_pa).view(b, k)
-        return log_qy, _full(recon).view(b, k), _full(kl_z).view(b, k), aux
+        aux = log_qa[:, None] - widened(log_pa).view(b, k)
+        return log_qy, widened(recon).view(b, k), widened(kl_z).view(b, k), aux
 
     def enumerate(self, x: torch.Tensor) -> EnumeratedTerms:
         """L(x, y) and log q(y|a,x), each (B, K), for one draw of a per datapoint and one z per
@@ -180,8 +181,8 @@ class AuxiliaryDGM(SemiSupervisedVAE):
         log_pz = standard_normal(self.latent_dim, device=z.device, dtype=z.dtype).log_prob(z)
         log_pa = self._p_a(flatk.to(z.dtype), y, z).log_prob(ak)
         log_px = self._p_x(y, z, ak.to(z.dtype)).log_prob(xk.expand(k, *xk.shape))
-        log_w = _full(log_px + log_pa + log_pz - log_qz).view(k, b, n) - math.log(n)
-        total = torch.logsumexp(log_w, dim=-1) - _full(log_qa)  # (k, B)
+        log_w = widened(log_px + log_pa + log_pz - log_qz).view(k, b, n) - math.log(n)
+        total = torch.logsumexp(log_w, dim=-1) - widened(log_qa)  # (k, B)
         zero = torch.zeros_like(total)
         return torch.cat([ak, z], -1).view(k, b, n, -1), total, zero, zero
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgmkit.devices import widened
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.models.classifier import Classifier
 from dgmkit.models.flow import FlowModel
@@ -51,7 +52,7 @@ class HybridFlow(Classifier, ExactLikelihoodModel):
     def joint(self, x: torch.Tensor) -> HybridTerms:
         z, ladj = self.flow.transform(x)  # (B, D), (B,)
         log_px = ladj - 0.5 * z.pow(2).sum(-1) - 0.5 * self.flow.num_dims * math.log(2 * math.pi)
-        return HybridTerms(log_px, F.log_softmax(_full(self.head(z.flatten(1))), dim=-1))
+        return HybridTerms(log_px, F.log_softmax(widened(self.head(z.flatten(1))), dim=-1))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return self.flow.log_prob(x)
@@ -64,8 +65,3 @@ class HybridFlow(Classifier, ExactLikelihoodModel):
         self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.flow.sample(n, generator, temperature=temperature)
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """Half-precision results (under autocast) in float32; others as they are."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

@@ -27,6 +27,7 @@ from torch.distributions import Categorical, constraints, kl_divergence
 from dgmkit._rng import seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.devices import widened
 from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import EnumeratedELBO, JointTerms, VariationalModel, check_decoder
@@ -138,7 +139,7 @@ class M2(SemiSupervisedVAE):
         self.classifier, self.encoder, self.decoder = classifier, encoder, decoder
 
     def class_log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(_full(self.classifier(self._flat(x))), dim=-1)  # (B, K)
+        return F.log_softmax(widened(self.classifier(self._flat(x))), dim=-1)  # (B, K)
 
     def posterior(self, x: torch.Tensor) -> Categorical:
         """q(y|x), the proposal of the discrete latent (z's proposal q(z|x,y) depends on y)."""
@@ -152,7 +153,7 @@ class M2(SemiSupervisedVAE):
         z = q.rsample()  # (B*K, M)
         recon = self.decoder(torch.cat([z, onehot.to(z.dtype)], -1)).log_prob(xk)  # (B*K,)
         kl_z = kl_divergence(q, standard_normal(self.latent_dim, device=z.device, dtype=z.dtype))
-        recon, kl_z = _full(recon).view(b, k), _full(kl_z).view(b, k)
+        recon, kl_z = widened(recon).view(b, k), widened(kl_z).view(b, k)
         bound = recon - kl_z - math.log(k)
         return EnumeratedTerms(self.class_log_probs(x), bound, recon, kl_z)
 
@@ -170,7 +171,7 @@ class M2(SemiSupervisedVAE):
         log_pz = standard_normal(self.latent_dim, device=z.device, dtype=z.dtype).log_prob(z)
         px = self.decoder(torch.cat([z, onehot.expand(k, -1, -1).to(z.dtype)], -1))
         log_px = px.log_prob(xk.expand(k, *xk.shape))  # (k, B*K)
-        log_w = _full(log_px + log_pz - log_qz).view(k, b, n) - math.log(n)
+        log_w = widened(log_px + log_pz - log_qz).view(k, b, n) - math.log(n)
         total = torch.logsumexp(log_w, dim=-1)  # (k, B)
         zero = torch.zeros_like(total)
         return z.view(k, b, n, -1), total, zero, zero
@@ -192,8 +193,3 @@ class M2(SemiSupervisedVAE):
             z = torch.randn(n, self.latent_dim, device=device)
             px = self.decoder(torch.cat([z, self._eye[torch.arange(n, device=device) % self.num_classes]], -1))
             return px.sample(), px.mean
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """Half-precision results (under autocast) in float32; others as they are."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
