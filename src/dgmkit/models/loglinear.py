@@ -30,8 +30,11 @@ __all__ = ["LogLinearLVM", "EnumeratedBinary", "grid_edges"]
 
 MAX_PIXELS = 20
 # the energies of every image under every state, a (2^D, K) table that each likelihood and each
-# step of the M-step forms (with its gradient: several at once): at most 2^27 entries (512 MiB)
-MAX_TABLE = 2**27
+# step of the M-step forms (with its gradient: several at once, about 18 bytes an entry at the
+# peak of an EM step): at most 2^31 entries, about 36 GiB, a bound on what can have been trained
+# (checked where any model is built, a recorded run's too), not on what fits a given machine
+MAX_TABLE = 2**31
+PEAK_BYTES_PER_ENTRY = 18
 
 
 def grid_edges(height: int, width: int) -> list[tuple[int, int]]:
@@ -91,7 +94,8 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
         if num_states * 2**d > MAX_TABLE:
             raise ValueError(
                 f"{num_states} states are too many for D = {d} pixels: the model scores all 2^{d} images under every "
-                f"state, {num_states * 2**d:.3g} energies, more than {MAX_TABLE:.3g} (at most {MAX_TABLE // 2**d} states)"
+                f"state, {num_states * 2**d:.3g} energies (about {num_states * 2**d * PEAK_BYTES_PER_ENTRY / 2**30:.0f} "
+                f"GiB at the peak of an EM step), more than {MAX_TABLE:.3g} (at most {MAX_TABLE // 2**d} states)"
             )
         if edges is None:
             edges = grid_edges(*self.event_shape[-2:]) if len(self.event_shape) >= 2 else []
