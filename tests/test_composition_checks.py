@@ -239,11 +239,12 @@ def test_evaluation_takes_tensors_of_the_models_event_shape_in_the_models_precis
     assert evaluate(model, x, iw_samples=4, seed=1).nll == evaluate(model, x.double(), iw_samples=4, seed=1).nll
 
 
-@pytest.mark.parametrize("family", ["ae", "wae", "vqvae", "diffusion"])
+@pytest.mark.parametrize("family", ["ae", "wae", "vqvae", "diffusion", "dvae", "helmholtz"])
 def test_a_model_made_float64_scores_the_transforms_float32_data(family):
     """model.double() (for a more precise evaluation) failed in the first layer: these families
-    cast their input with .float() (an autoencoder's and a WAE's code with it), and masked
-    diffusion fed float32 times to a float64 network. Other families already took it."""
+    cast their input with .float() (an autoencoder's and a WAE's code with it, the discrete VAE's
+    posterior logits, the Helmholtz machine's recognition input), and masked diffusion fed float32
+    times to a float64 network. Other families already took it."""
     from dgmkit.config import RunConfig, build_model
     from dgmkit.data import load_dataset
 
@@ -255,3 +256,20 @@ def test_a_model_made_float64_scores_the_transforms_float32_data(family):
     report = evaluate(model, x, iw_samples=2, batch_size=6)
     assert report.n == 6 and (report.nll is None or math.isfinite(report.nll))
     assert math.isfinite(report.recon if report.nll is None else report.nll)
+
+
+@pytest.mark.parametrize("family", ["vae", "m2", "loglinear"])
+def test_a_model_made_float64_scores_integer_data_as_their_values(family):
+    """Integer data (0/1 as long) to a float64 model: cast to float32 inside (a dtype error in the
+    first layer); now the model's precision, the same numbers as the data given as floats."""
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.data import load_dataset
+
+    name = "digits-4x4" if family == "loglinear" else "digits"
+    cfg = RunConfig.of(model=family, dataset=name)
+    data = load_dataset(name)
+    x = cfg.model.transform(data)(data.test.x[:6], torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = build_model(cfg, data.event_shape, data.num_levels).double()
+    as_long = evaluate(model, x.long(), iw_samples=4, seed=1, batch_size=6).nll
+    assert as_long == evaluate(model, x.double(), iw_samples=4, seed=1, batch_size=6).nll and math.isfinite(as_long)

@@ -5,6 +5,7 @@ from torch import nn
 from torch.distributions import Independent, OneHotCategorical
 
 from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.devices import widened
 
 __all__ = ["CategoricalEncoder"]
 
@@ -19,5 +20,5 @@ class CategoricalEncoder(ConditionalDistribution):
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> Independent:
-        logits = self.net(x).float().view(-1, self.num_vars, self.num_classes)
+        logits = widened(self.net(x)).view(-1, self.num_vars, self.num_classes)
         return Independent(OneHotCategorical(logits=logits, validate_args=False), 1, validate_args=False)

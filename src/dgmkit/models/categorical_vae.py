@@ -11,6 +11,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from dgmkit.conditional import ConditionalDistribution, Decoder
+from dgmkit.devices import dtype_of
 from dgmkit.models.vae import VAE
 from dgmkit.priors import Prior
 
@@ -44,5 +45,5 @@ class CategoricalVAE(VAE):
                 "this model has no baseline network, which the score-function (REINFORCE) estimator needs as its "
                 "control variate: build it as CategoricalVAE(..., baseline=net), net mapping x to one number a datapoint"
             )
-        x = x.float() * self.input_scale
+        x = x.to(dtype_of(self)) * self.input_scale
         return self.baseline(x).squeeze(-1)

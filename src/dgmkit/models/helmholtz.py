@@ -21,7 +21,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from dgmkit._rng import seeded_by
-from dgmkit.devices import device_of
+from dgmkit.devices import device_of, dtype_of
 from dgmkit.distributions import BernoulliPixels
 from dgmkit.models.base import LatentVariableModel
 
@@ -129,7 +129,7 @@ class HelmholtzMachine(LatentVariableModel):
         return _Prior(self, torch.Size())
 
     def posterior(self, x: torch.Tensor) -> Distribution:
-        flat = x.float().flatten(1)
+        flat = x.to(dtype_of(self)).flatten(1)  # (the model's precision: float64 once made so)
         return _Posterior(self, torch.Size([flat.shape[0]]), flat)
 
     def likelihood(self, h: torch.Tensor) -> BernoulliPixels:
@@ -149,4 +149,5 @@ class HelmholtzMachine(LatentVariableModel):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.likelihood((self.posterior(x).mean > 0.5).float()).mean
+        mean = self.posterior(x).mean
+        return self.likelihood((mean > 0.5).to(mean.dtype)).mean

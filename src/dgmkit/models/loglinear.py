@@ -135,7 +135,7 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
         return self._energy(flat) - self.log_normalizers()
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1).float()
+        return x.reshape(x.shape[0], -1).to(self.bias.dtype)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(F.log_softmax(self.log_pi, 0) + self.conditional_log_probs(self._flat(x)), dim=-1)

@@ -27,7 +27,7 @@ from torch.distributions import Categorical, constraints, kl_divergence
 from dgmkit._rng import seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.conditional.base import ConditionalDistribution
-from dgmkit.devices import widened
+from dgmkit.devices import dtype_of, widened
 from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import EnumeratedELBO, JointTerms, VariationalModel, check_decoder
@@ -87,7 +87,7 @@ class SemiSupervisedVAE(Classifier, VariationalModel, EnumeratedELBO):
         if tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"expected data of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
         x = x.flatten(1)
-        return (x if x.is_floating_point() else x.float()) * self.input_scale
+        return (x if x.is_floating_point() else x.to(dtype_of(self))) * self.input_scale
 
     def _per_class(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x repeated for every class (B*K, *event), flat x (B*K, D) and onehot(y) (B*K, K):

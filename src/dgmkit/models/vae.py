@@ -13,6 +13,7 @@ from torch.distributions import Distribution
 
 from dgmkit._rng import seeded_by
 from dgmkit.conditional import ConditionalDistribution, Decoder
+from dgmkit.devices import dtype_of
 from dgmkit.distributions import JointSampler, may_be_incomplete
 from dgmkit.models.base import DecodedModel, LatentVariableModel, check_decoder
 from dgmkit.priors import Prior
@@ -55,7 +56,7 @@ class VAE(DecodedModel, LatentVariableModel):
         """q(z|x) for a batch of data of shape (B, *event). Missing entries (NaN) reach the
         encoder as 0 (zero imputation, as MIWAE's encoder sees incomplete data)."""
         if not x.is_floating_point():
-            x = x.float()
+            x = x.to(dtype_of(self))  # (the model's precision: float64 once made so)
         elif may_be_incomplete(x):
             x = x.nan_to_num(0.0)
         if self.input_scale != 1.0:
