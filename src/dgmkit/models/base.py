@@ -144,11 +144,13 @@ class GenerativeModel(nn.Module, ABC):
             raise DataError(f"the data must be real numbers (bool, integers or floats), not {x.dtype}")
         if x.dim() == 0:
             raise DataError(f"the data are a single number ({float(x):g}); give datapoints, a tensor (N, *event)")
+        # (flat rows to an image model: an IndexError inside; a model of one's own may keep its
+        # event shape as a list or torch.Size, or not at all)
         event = getattr(self, "event_shape", None)
-        if isinstance(event, tuple) and tuple(x.shape[1:]) != event:  # (flat rows to an image model: an IndexError inside)
+        if event is not None and tuple(x.shape[1:]) != tuple(event):
             raise DataError(
                 f"the data are shaped {tuple(x.shape)}, datapoints of shape {tuple(x.shape[1:])}, and {type(self).__name__} "
-                f"models events of shape {event}: give a tensor (N, {', '.join(map(str, event))})"
+                f"models events of shape {tuple(event)}: give a tensor (N, {', '.join(map(str, event))})"
             )
         holes = torch.isnan(x) if x.is_floating_point() else None
         if holes is not None and not self.can_impute and bool(holes.any()):
