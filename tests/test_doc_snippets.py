@@ -1,0 +1,127 @@
+"""The Python written out in the docs runs as printed: every fenced ``python`` block of README.md
+and docs/ that is not an included example file (those run in tests/test_examples.py).
+
+A block runs in a fresh folder with only the substitutions listed here (each must still match
+the text, so a changed block is seen), and what it computes is checked. A block that is not run
+carries, on a line before it, ``<!-- not run by tests/test_doc_snippets.py: REASON -->``."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SKIP = re.compile(r"<!-- not run by tests/test_doc_snippets\.py: (.+?) -->", re.S)
+INCLUDE = re.compile(r'^--8<-- "[^"]+"$')
+
+
+def python_blocks(page: Path) -> list[tuple[int, str, str | None]]:
+    """(line, code, reason it is not run or None) of each fenced python block that is not only an include."""
+    lines, out, i = page.read_text(encoding="utf-8").splitlines(), [], 0
+    while i < len(lines):
+        if lines[i].strip() == "```python":
+            j = next(k for k in range(i + 1, len(lines)) if lines[k].strip() == "```")
+            body = lines[i + 1 : j]
+            if not all(INCLUDE.match(line.strip()) or not line.strip() for line in body):
+                skip = SKIP.search("\n".join(lines[max(0, i - 3) : i]))
+                out.append((i + 1, "\n".join(body) + "\n", skip.group(1) if skip else None))
+            i = j + 1
+        else:
+            i += 1
+    return out
+
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+BLOCKS = {f"{p.relative_to(REPO)}:{line}": (code, skip) for p in PAGES for line, code, skip in python_blocks(p)}
+
+
+def _block(page: str) -> str:
+    (code,) = [code for key, (code, _) in BLOCKS.items() if key.startswith(page + ":")]
+    return code
+
+
+def _substituted(code: str, subs: dict[str, str]) -> str:
+    for old, new in subs.items():
+        assert code.count(old) == 1, f"the block no longer holds {old!r} once: update this test with it"
+        code = code.replace(old, new)
+    return code
+
+
+def _run(code: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> str:
+    script = cwd / "snippet.py"
+    script.write_text(code, encoding="utf-8")
+    env = dict(os.environ if env is None else env, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_every_python_block_is_run_here_or_says_why_not():
+    tested = {"README.md", "docs/uses/semi-supervised.md", "docs/uses/ood.md"}
+    assert BLOCKS, "no python block found: the parser is broken"
+    for key, (code, skip) in BLOCKS.items():
+        compile(code, key, "exec")  # every block is Python, run or not
+        page = key.rsplit(":", 1)[0]
+        assert page in tested or (skip is not None and len(skip.strip()) > 10), f"{key}: not run and no reason given"
+
+
+def test_the_readme_block_is_the_quickstart_example():
+    example = (REPO / "examples" / "quickstart.py").read_text(encoding="utf-8")
+    body = example.split('"""', 2)[2].lstrip("\n")  # the example less its docstring
+    assert _block("README.md") == body  # the example runs in tests/test_examples.py
+
+
+def test_the_semi_supervised_block_trains_m2_and_predicts(tmp_path):
+    code = _substituted(_block("docs/uses/semi-supervised.md"), {"epochs=100": "epochs=3"})
+    code += "assert 0.0 <= float(accuracy) <= 1.0\nprint(f'accuracy {float(accuracy):.4f}')\n"
+    out = _run(code, tmp_path)
+    assert float(out.split()[-1]) > 0.1 + 0.05  # above chance (10 classes) after 3 epochs with 50 labels
+
+
+@pytest.mark.slow
+def test_the_ood_block_scores_fashion_against_mnist(tmp_path, data_dir):
+    data = data_dir
+    if not (data / "mnist").is_dir():
+        pytest.skip(f"MNIST not found in {data}")
+    env = dict(os.environ, DGMKIT_DATA=str(data))
+    base = [sys.executable, "-m", "dgmkit.cli.main", "train", "--dataset", "fashion-mnist", "--model", "arm", "--arm",
+            "pixelcnn", "--likelihood", "logistic", "--channels", "4", "--arm-layers", "2", "--epochs", "1",
+            "--batch-size", "256", "--time-budget", "5", "--quiet"]  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    for extra in ([], ["--mutation-rate", "0.2"]):
+        out = "runs/fashion" + ("-background" if extra else "")
+        proc = subprocess.run([*base, *extra, "--out", out], cwd=tmp_path, env=env, capture_output=True, text=True)
+        if proc.returncode != 0 and "fashion-mnist" in proc.stderr and "not found" in proc.stderr:
+            pytest.skip("Fashion-MNIST not installed")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = _run(_block("docs/uses/ood.md"), tmp_path, env)
+    scores = eval(out.strip().splitlines()[-1], {})  # the printed {name: AUROC}
+    assert set(scores) == {"nll", "likelihood_ratio", "complexity"}
+    assert all(0.0 <= v <= 1.0 for v in scores.values()), scores
+
+
+def test_every_dgmkit_name_the_docs_mention_exists():
+    import importlib
+
+    named = {m.group(0) for p in PAGES for m in re.finditer(r"\bdgmkit(?:\.[A-Za-z_]\w*)+", p.read_text(encoding="utf-8"))}
+    assert len(named) > 20, "the docs name dgmkit's parts: the pattern is broken"
+    missing = []
+    for name in sorted(named):
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):  # the longest prefix that imports, then attributes
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+                break
+            except ImportError:
+                continue
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                missing.append(name)
+                break
+            obj = getattr(obj, attr)
+    assert not missing, f"the docs name parts that do not exist: {missing}"
