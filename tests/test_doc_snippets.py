@@ -1,5 +1,6 @@
 """The Python written out in the docs runs as printed: every fenced ``python`` block of README.md
-and docs/ that is not an included example file (those run in tests/test_examples.py).
+and docs/ that is not an included example file (those run in tests/test_examples.py); the
+dgmkit names that the prose mentions exist, and the calls it writes out fit their signatures.
 
 A block runs in a fresh folder with only the substitutions listed here (each must still match
 the text, so a changed block is seen), and what it computes is checked. A block that is not run
@@ -105,23 +106,78 @@ def test_the_ood_block_scores_fashion_against_mnist(tmp_path, data_dir):
     assert all(0.0 <= v <= 1.0 for v in scores.values()), scores
 
 
-def test_every_dgmkit_name_the_docs_mention_exists():
+_MISSING = object()
+
+
+def _resolve(name: str) -> object:
+    """The object a dotted dgmkit name means: the longest prefix that imports, then attributes (or _MISSING)."""
     import importlib
 
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+            break
+        except ImportError:
+            continue
+    for attr in parts[i:]:
+        obj = getattr(obj, attr, _MISSING)
+    return obj
+
+
+def test_every_dgmkit_name_the_docs_mention_exists():
     named = {m.group(0) for p in PAGES for m in re.finditer(r"\bdgmkit(?:\.[A-Za-z_]\w*)+", p.read_text(encoding="utf-8"))}
     assert len(named) > 20, "the docs name dgmkit's parts: the pattern is broken"
-    missing = []
-    for name in sorted(named):
-        parts = name.split(".")
-        for i in range(len(parts), 0, -1):  # the longest prefix that imports, then attributes
-            try:
-                obj = importlib.import_module(".".join(parts[:i]))
-                break
-            except ImportError:
-                continue
-        for attr in parts[i:]:
-            if not hasattr(obj, attr):
-                missing.append(name)
-                break
-            obj = getattr(obj, attr)
+    missing = [name for name in sorted(named) if _resolve(name) is _MISSING]
     assert not missing, f"the docs name parts that do not exist: {missing}"
+
+
+def _public_names() -> dict[str, object]:
+    """Each name in some dgmkit module's __all__ that means one object everywhere it is exported."""
+    import importlib
+    import pkgutil
+
+    import dgmkit
+
+    found: dict[str, list] = {}
+    for info in pkgutil.walk_packages(dgmkit.__path__, "dgmkit."):
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", []):
+            found.setdefault(name, []).append(getattr(module, name))
+    return {name: objs[0] for name, objs in found.items() if all(o is objs[0] for o in objs)}
+
+
+def test_the_calls_written_in_the_docs_prose_fit_the_signatures():
+    """`dgmkit.reconstruct(run, 16, split="test", seed=0)` in a sentence: a keyword renamed or an
+    argument dropped since shows here. ``...`` in a call stands for arguments left out."""
+    import ast
+    import inspect
+
+    public, checked, wrong = _public_names(), 0, []
+    for page in PAGES:
+        prose = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for span in {m.group(1) for m in re.finditer(r"`([^`\n]*\([^`\n]*)`", prose)}:
+            try:
+                tree = ast.parse(span)
+            except SyntaxError:
+                continue  # a shell line or a formula, not Python
+            for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+                name = ast.unparse(call.func)
+                if name.startswith("dgmkit."):
+                    obj = _resolve(name)  # one that does not exist fails the test above
+                elif name in public and callable(public[name]):
+                    obj = public[name]
+                else:
+                    continue
+                starred = any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords)
+                if not callable(obj) or starred:
+                    continue
+                elided = any(isinstance(a, ast.Constant) and a.value is Ellipsis for a in call.args)
+                bind = inspect.signature(obj).bind_partial if elided else inspect.signature(obj).bind
+                try:
+                    bind(*call.args, **{k.arg: k.value for k in call.keywords if k.arg})
+                    checked += 1
+                except TypeError as e:
+                    wrong.append(f"{page.relative_to(REPO)}: `{span}`: {e}")
+    assert checked >= 10, f"only {checked} calls checked: the parser is broken"
+    assert not wrong, "\n".join(wrong)
