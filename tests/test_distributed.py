@@ -148,6 +148,61 @@ def test_ranks_hold_one_model_when_the_model_draws_noise(case, tmp_path):
         torch.testing.assert_close(a["state"][name], b["state"][name], rtol=0, atol=0, msg=name)
 
 
+class _Clock:
+    """A clock that advances one second each time it is read (as tests/test_time_budget.py's)."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+def _made_in_batches_of_23(run, budget: float | None = None) -> Trainer:
+    """The MADE case's 24 rows in batches of 23: 2 steps an epoch in one process, 1 on 2 (the
+    last row cannot be shared); ``budget``: a time budget of the clock above."""
+    from dgmkit.training import TimeBudget
+
+    settings, levels, kind, lr = CASES["arm"]
+    cfg, model, train = _setup(settings, levels)
+    parts = [] if budget is None else [TimeBudget(budget, _Clock())]
+    return Trainer(
+        model, build_objective(cfg), train, DataTransform(kind, levels), epochs=2, batch_size=23, lr=lr, seed=3,
+        progress=False, run_dir=run, parts=parts,
+    )  # fmt: skip
+
+
+@_rank_process
+def _resuming_worker(rank: int, port: int, run: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    trainer = _made_in_batches_of_23(run)
+    trainer.resume()
+    start = (trainer.epoch, trainer.steps_into_epoch, trainer.steps_per_epoch)
+    trainer.fit()
+    params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    torch.save({"start": start, "epoch": trainer.epoch, "step": trainer.step, "params": params}, f"{out}.{rank}")
+
+
+def test_a_run_that_one_process_stopped_before_a_step_the_ranks_leave_out_resumes_on_two(tmp_path):
+    """Stopped by its time budget after step 1 of 2 in one process, the run is at the end of
+    the ranks' epoch (their last batch, of one row, is left out): on 2 processes it goes on
+    from there, to epoch 2 (it was refused as a checkpoint whose place in the epoch is malformed)."""
+    run, out = tmp_path / "run", str(tmp_path / "resumed.pt")
+    first = _made_in_batches_of_23(run, budget=0.5)  # out after the first step
+    first.fit()
+    assert first.budget_spent and first.steps_into_epoch == 1 and first.step == 1
+    mp.start_processes(_resuming_worker, args=(_free_port(), str(run), out), nprocs=WORLD, start_method="spawn")
+    a, b = (torch.load(f"{out}.{rank}") for rank in range(WORLD))
+    for r in (a, b):
+        assert r["start"] == (0, 1, 1) and r["epoch"] == 2 and r["step"] == 2  # epoch 1 ends; epoch 2's one step
+    assert all(torch.equal(a["params"][n], b["params"][n]) for n in a["params"])
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
 class _NaNOnRankOne:
     """The objective, except that rank 1's third training loss is NaN."""
 

@@ -508,10 +508,13 @@ class Trainer:
         }
 
     def _checked_progress(self, p: object, perm: object, path: Path) -> dict | None:
-        """A checkpoint's place within an epoch, type-, range- and consistency-checked (None: none)."""
+        """A checkpoint's place within an epoch, type-, range- and consistency-checked (None: none).
+        Only one process stops within an epoch, so its steps are those of one process: where the
+        ranks leave out a last batch too small to share, the place may be after their last step
+        (the epoch then goes on with no step left, as the ranks' epochs leave that batch out)."""
         if p is None and perm is None:
             return None
-        n, steps = len(self.train_x), self.steps_per_epoch
+        n, steps = len(self.train_x), math.ceil(len(self.train_x) / self.batch_size)
         bad = CheckpointError(f"{path}: the place within an epoch it records is malformed or does not fit this run")
         if not isinstance(p, dict) or not isinstance(perm, torch.Tensor):
             raise bad
