@@ -14,6 +14,7 @@ steps. CPU ranks on one machine average through shared memory (``shared_memory``
 
 import inspect
 import os
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -53,6 +54,12 @@ class DataParallel:
         # Buffers are synced once, here, and not before every forward: the ones training changes
         # (ActNorm's initialisation, an EMA codebook) are made equal on every rank where they change;
         # the gradients are views into DDP's buckets (the averages need no copy back).
+        # DDP warns (once, in the first backward pass) where a gradient's strides differ from its
+        # bucket's, also where they differ only in a dimension of size 1, which lays out the same
+        # memory: the weight gradient of a convolution of one input channel or of a 1x1 kernel can
+        # come out so (a VQ-VAE's first convolution on grayscale images, the masked diffusion's
+        # U-Net); DDP copies it into the bucket as it does any gradient. Nothing for the user to do.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides", category=UserWarning)
         self.module = DistributedDataParallel(ObjectiveModule(model, objective), device_ids=ids,
                                               find_unused_parameters=False, gradient_as_bucket_view=True,
                                               **_no_forward_buffer_sync(model))  # fmt: skip
