@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 
 import pytest
 import torch
@@ -429,6 +430,36 @@ def test_torchrun_writes_the_run_once_and_resumes_across_process_counts(tmp_path
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-5, msg=k)
     assert [json.loads(line)["epoch"] for line in (mixed / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_dgmkit_train_in_a_script_under_torchrun_trains_data_parallel(tmp_path):
+    """``torchrun --nproc-per-node 2 script.py`` with ``dgmkit.train`` in it: the call joins the
+    group (it trained once per rank before, racing on one folder, and one rank failed), rank 0
+    alone writes and prints, and every rank gets the run, the weights of one process's run."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import os, sys, dgmkit\n"
+        "run = dgmkit.train(sys.argv[1], dataset='digits', model='arm', arm='made', made_hidden=[32], batch_size=64,\n"
+        "                   epochs=2, device='cpu', quiet=False)\n"
+        "print('rank', os.environ['RANK'], 'has', type(run.model).__name__, flush=True)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH")])
+    )
+    with tempfile.TemporaryDirectory() as logs:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--log-dir", logs]
+        p = subprocess.run([*cmd, str(script), str(tmp_path / "ddp")], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert p.stdout.count("data-parallel: 2 processes") == 1 and p.stdout.count("epoch    1/2") == 1, p.stdout
+    assert sorted(line.split()[1] for line in p.stdout.splitlines() if line.startswith("rank ")) == ["0", "1"]
+    import dgmkit
+
+    dgmkit.train(tmp_path / "one", dataset="digits", model="arm", arm="made", made_hidden=[32], batch_size=64, epochs=2,
+                 device="cpu")  # fmt: skip
+    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "one")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-5, msg=k)
 
 
 def test_a_resumed_three_process_run_ends_bit_identical_to_the_uninterrupted_one(tmp_path):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dgmkit import distributed
 from dgmkit._io import atomic_write_bytes, remove_empty_folders
 from dgmkit.cli.argtypes import MAX_SEED, given_count
 from dgmkit.cli.common import latent_model, split_data
@@ -122,8 +123,15 @@ def train(
     there) and return it loaded (its best weights). The run is ``config`` (a ``RunConfig`` or a
     table of its keys, flat or in sections, as a config file) with ``settings`` on top: the
     flags of ``dgm train`` as keywords (``dataset="mnist"``, ``hidden=[512, 256]``, ...).
-    ``data``: arrays or a torch Dataset instead of a named dataset (module docstring)."""
+    ``data``: arrays or a torch Dataset instead of a named dataset (module docstring).
+
+    In a script that torchrun started (``torchrun --nproc-per-node N script.py``), the call joins
+    the process group of torchrun's environment (where the script has not) and trains
+    data-parallel, as ``dgm train`` under torchrun does: rank 0 writes the run folder and prints;
+    every rank returns the trained run."""
     out = Path(out)
+    if not distributed.init_from_environment().is_main:  # (joins the group under torchrun: called first, always)
+        quiet = True
     if resume:
         if config is not None or data is not None or set(settings) - set(FREE_ON_RESUME):
             raise ConfigError(

@@ -187,6 +187,7 @@ def _as_rank(args: argparse.Namespace) -> int:
     if not ctx.is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
         logging.getLogger().setLevel(logging.ERROR)  # a note (e.g. --compile falling back) once, from rank 0
+        logging.getLogger("torch").setLevel(logging.ERROR)  # (torch's loggers print on their own, not through the root's)
         warnings.simplefilter("ignore")  # and PyTorch's warnings once, from rank 0 (every rank meets them alike)
     try:
         return args.func(args)

@@ -517,7 +517,7 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
     precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why (a warning even if quiet)
     if precision is not None and trainer.dist.is_main and (not quiet or trainer.amp.unchecked):
         say(precision)
-    if trainer.dist.parallel:
+    if trainer.dist.parallel and trainer.dist.is_main:  # (a script's other ranks print, under dgmkit.train)
         say(
             f"data-parallel: {trainer.dist.world_size} processes share each batch of {cfg.optim.batch_size} "
             f"(gradients averaged through {trainer.gradient_transport})"
