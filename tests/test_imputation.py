@@ -238,7 +238,7 @@ def test_rows_read_with_a_models_columns_must_be_of_its_columns_and_categories(t
         write_table(x[:2], cols, original=p)  # the table's cells and other rows would be paired wrongly
     back = tmp_path / "back.csv"
     back.write_text(write_table(x, cols))  # (a value of exactly 0 has no digits to count: log10(0))
-    assert back.read_text().splitlines() == ["a,b", "-1,x", "1,y", "0.0,x"]
+    assert back.read_text().splitlines() == ["a,b", "-1,x", "1,y", "0,x"]
     assert np.array_equal(read_table(back, columns=cols)[0], x)
 
 
@@ -540,6 +540,28 @@ def test_write_table_keeps_the_digits_of_a_column_far_from_zero(tmp_path):
     text = write_table(x.astype(np.float32), cols)  # stored rows are float32
     back = [float(line.split(",")[0]) for line in text.splitlines()[1:]]
     assert np.allclose(back, values, rtol=0, atol=1.0)
+
+
+def test_write_table_writes_a_files_own_values_as_it_had_them_and_reads_back_the_same(tmp_path):
+    """A value stored as float32 after standardization (40 as 39.9999997) is written as the
+    shortest decimal that reads back as the same stored value: the file's own 40, 0 and 1.764
+    (observed cells of rows written without their file, as dgm impute --limit writes them), not
+    39.9999997, -5e-08 and 1.764000004; a value of the model's keeps the digits it needs."""
+    p = tmp_path / "t.csv"
+    p.write_text("age,label,height,income\n" + "".join(
+        f"{a},{i % 3},{1.5 + 0.037 * (i % 11):.3f},{52098 + 1234.56 * i:.2f}\n" for i, a in enumerate(range(18, 78, 3))
+    ))  # fmt: skip
+    x, cols = read_table(p)
+    stored = x.astype(np.float32)
+    text = write_table(stored, cols)
+    assert [[float(v) for v in r.split(",")] for r in text.splitlines()[1:]] == [
+        [float(v) for v in r.split(",")] for r in p.read_text().splitlines()[1:]
+    ]
+    assert text.splitlines()[1] == "18,0,1.5,52098" and "e-0" not in text and "99999" not in text
+    drawn = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    again = tmp_path / "again.csv"
+    again.write_text(write_table(drawn, cols))
+    assert np.array_equal(read_table(again, columns=cols)[0].astype(np.float32), drawn)
 
 
 def test_mcar_keeps_an_observed_entry_in_rows_with_missing_entries_already():

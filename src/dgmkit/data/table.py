@@ -293,16 +293,49 @@ def _encode(
     return x
 
 
-def _unstandardized(v: float, c: Column) -> str:
-    """A stored (float32, standardized) value in the column's units, with the digits that the
-    float32 value determines: its resolution is relative to the standardized value, so a column
-    far from 0 (a mean large against the spread) needs more than float32's 7 significant digits."""
-    value = float(v) * c.std + c.mean
-    resolution = float(np.spacing(np.float32(abs(v)))) * c.std
-    if value == 0 or resolution <= 0:
+def _unstandardized(v: float, c: Column, low: float, high: float) -> str:
+    """A stored (float32, standardized) value ``v`` in the column's units: the shortest decimal
+    that reads back (``read_table`` with these columns) as the same float32 value, the standardized
+    values strictly between ``low`` and ``high`` (``_float32_bounds``) rounding to it. The coarsest
+    rounding that does, so that a cell that was ``40`` in the file, stored as 39.9999997 after
+    standardization, is written ``40`` again, not with digits of float32's rounding; a column
+    far from 0 (a mean large against the spread) keeps the digits it needs, beyond float32's 7
+    significant ones."""
+    value = v * c.std + c.mean
+    reach = min(v - low, high - v) * c.std  # the value moved less than this in the column's units reads back the same
+    if value == 0:
+        return "0"
+    if not math.isfinite(value) or not 0 < reach < math.inf:
         return repr(value)
-    digits = math.ceil(math.log10(abs(value) / resolution)) + 1
-    return repr(value) if digits >= 17 else f"{value:.{max(digits, 1)}g}"
+    # rounded at the place whose half unit is within reach, the value fits (but for the rounding of
+    # these operations: the next places are tried); at coarser places it is one number for as long as
+    # it fits (it lies within reach of the value), so the coarsest place that fits ends the search
+    sure = math.ceil(-math.log10(2 * reach))
+    for places in range(sure, sure + 8):
+        near = round(value, places) + 0.0  # (+ 0.0: no "-0")
+        if low < (near - c.mean) / c.std < high:
+            break
+    else:
+        return repr(value)
+    for coarse in range(places - 1, sure - 340, -1):
+        if near == 0:  # (no coarser number)
+            break
+        coarser = round(value, coarse) + 0.0
+        if not low < (coarser - c.mean) / c.std < high:
+            break
+        near = coarser
+    text = repr(near)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _float32_bounds(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each value of ``rows`` as float32, the midpoints to its float32 neighbours (float64,
+    exact): the numbers strictly between them round to it (NaN where the value is NaN)."""
+    stored = rows.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        below = np.nextafter(stored, np.float32(-np.inf)).astype(np.float64)
+        above = np.nextafter(stored, np.float32(np.inf)).astype(np.float64)
+        return (stored + below) / 2, (stored + above) / 2
 
 
 def write_table(rows: np.ndarray, columns: tuple[Column, ...], original: str | Path | None = None) -> str:
@@ -314,7 +347,9 @@ def write_table(rows: np.ndarray, columns: tuple[Column, ...], original: str | P
     kept = None if original is None else _read_cells(Path(original))[1]
     if original is not None and kept is not None and len(kept) != len(rows):
         raise DataError(f"{Path(original).name} has {len(kept)} rows, the values to write {len(rows)}")
-    for i, r in enumerate(np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)):
+    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+    lows, highs = _float32_bounds(values)
+    for i, (r, low, high) in enumerate(zip(values.tolist(), lows.tolist(), highs.tolist())):
         cells = []
         for j, (v, c) in enumerate(zip(r, columns)):
             if kept is not None and kept[i][j].lower() not in MISSING_CELLS:
@@ -322,7 +357,7 @@ def write_table(rows: np.ndarray, columns: tuple[Column, ...], original: str | P
             elif math.isnan(v):
                 cells.append("")
             elif c.kind == "numeric":
-                cells.append(_unstandardized(v, c))
+                cells.append(_unstandardized(v, c, low[j], high[j]))
             else:
                 cells.append(c.categories[int(min(max(round(v), 0), len(c.categories) - 1))])
         out.append(cells)
