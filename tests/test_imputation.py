@@ -246,7 +246,11 @@ def test_rows_read_with_a_models_columns_must_be_of_its_columns_and_categories(t
     "text, problem",
     [
         ("a,b\n1,2\n3\n", "line 3 has 1 cells"),
-        ("a,a\n1,2\n", "each once"),
+        ("a,b,a\n1,2,3\n", r"names 'a' twice \(columns 1 and 3\)"),
+        ("a,b,\n1,2,\n", "the header's column 3 has no name"),  # (a trailing comma)
+        # another separator: one categorical column of whole lines, a model of nonsense, if read with commas
+        ("a;b\n1;2\n3;4\n", r"one column, every line split by semicolons as its header is \('a;b'\)"),
+        ("a\tb\nx\t2\n", "split by tabs"),
         ("a,b\n,1\n,2\n", "no observed value"),
         ("a\n", "header row and at least one row"),
         ("a\n" + "".join(f"w{i}\n" for i in range(257)), "column 'a' has 257 categories, more than 256"),

@@ -217,6 +217,35 @@ def _check_not_a_slip(path: Path, name: str, cells: list[str], numbers: list[flo
         )
 
 
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _check_header(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """Refuses (DataError) a header that does not name each column once, saying which name is
+    empty or repeated, and a file of one column whose every line holds as many semicolons, tabs
+    or vertical bars as its header: a table separated by those (a European spreadsheet's CSV, a
+    TSV), which read with commas would be one categorical column of whole lines."""
+    if len(header) > MAX_COLUMNS:
+        raise DataError(f"{path.name}: the header names {len(header)} columns, more than the {MAX_COLUMNS} a table may have")
+    if len(header) == 1:
+        for sep, name in _OTHER_SEPARATORS.items():
+            count = header[0].count(sep)
+            if count and all(r[0].count(sep) == count for r in rows):
+                raise DataError(
+                    f"{path.name}: one column, every line split by {name} as its header is ({_shown_cell(header[0])}): "
+                    f"a table separated by {name}; dgmkit reads comma-separated files (a cell holding a comma "
+                    "quoted): save it so"
+                )
+    for j, h in enumerate(header):
+        if not h:
+            raise DataError(f"{path.name}: the header's column {j + 1} has no name (every column needs one)")
+        if h in header[:j]:
+            raise DataError(
+                f"{path.name}: the header names {h!r} twice (columns {header.index(h) + 1} and {j + 1}); each column "
+                "needs a name of its own"
+            )
+
+
 def read_table(
     path: str | Path, schema: str | os.PathLike[str] | None = None, columns: tuple[Column, ...] | None = None
 ) -> tuple[np.ndarray, tuple[Column, ...]]:
@@ -225,8 +254,7 @@ def read_table(
     order, its standardization and its categories) instead of the table's own."""
     path = Path(path)
     header, rows, lines = _read_cells(path)
-    if len(header) > MAX_COLUMNS or len(set(header)) != len(header) or any(not h for h in header):
-        raise DataError(f"{path.name}: the header must name up to {MAX_COLUMNS} columns, each once and none empty")
+    _check_header(path, header, rows)
     if columns is not None:
         return _encode(path, header, rows, lines, columns), columns
     if schema is None and all(_number(h) is not None for h in header):
