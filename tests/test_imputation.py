@@ -857,3 +857,21 @@ def test_eval_of_incomplete_data_gives_bits_per_observed_entry():
     r = evaluate(model, x, iw_samples=5)
     assert r.observed_dims == pytest.approx(20 / 6) and r.num_dims == 4
     assert r.bpd == pytest.approx(r.nll / (20 / 6 * math.log(2)), rel=1e-12)
+
+
+def test_a_table_of_categorical_columns_only_is_scored_in_probabilities_with_bits_per_column(tmp_path, capsys):
+    """Its mixed likelihood is a categorical per column: log-probabilities, not log-densities of
+    continuous values, so bits/dim (per column) is reported and no note of continuous data."""
+    p = tmp_path / "cats.csv"
+    p.write_text("colour,size\n" + "".join(f"{'rgb'[i % 3]},{'SML'[i * 7 % 3]}\n" for i in range(30)))
+    code, out, err = _run(capsys, "train", "--dataset", p, "--likelihood", "mixed", "--hidden", "4", "--latent-dim", "1",
+                          "--epochs", "1", "--quiet", "--out", tmp_path / "r")  # fmt: skip
+    assert code == 0 and "continuous" not in out, err
+    code, out, err = _run(capsys, "eval", tmp_path / "r", "--iw-samples", "2")
+    assert code == 0, err
+    assert "a table's rows of categories" in out and "continuous" not in out
+    record = json.loads((tmp_path / "r" / "eval.json").read_text())
+    assert record["density_of"] == "discrete" and record["bpd"] == pytest.approx(record["nll"] / (2 * math.log(2)))
+    code, out, err = _run(capsys, "score", tmp_path / "r", p, "--k", "2", "--out", tmp_path / "s.csv")
+    rows = [r.split(",") for r in (tmp_path / "s.csv").read_text().splitlines()[1:]]
+    assert code == 0 and all(float(b) == pytest.approx(-float(lp) / (2 * math.log(2))) for _, lp, b in rows), err

@@ -29,6 +29,7 @@ from dgmkit.cli.common import (
 )
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
+from dgmkit.data.transforms import scores_densities
 from dgmkit.errors import ConfigError, DgmError
 from dgmkit.evaluation import evaluate, record_terms
 from dgmkit.evaluation.order_files import OrderFiles
@@ -269,7 +270,7 @@ def evaluate_run(
         iw_samples=k,
         log_volume=run.transform.log_volume,
         seed=seed,
-        continuous=run.transform.kind == "continuous",
+        continuous=scores_densities(run.transform.kind, run.cfg.model),
         y=y,
         orders=orders or 0,
         order_store=store,

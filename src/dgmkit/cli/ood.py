@@ -48,6 +48,7 @@ from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset, load_dataset
 from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES
+from dgmkit.data.transforms import scores_densities
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.ood_scores import SCORES, OODScores, histogram_png, log_likelihoods, ood_scores, png_code_length
 from dgmkit.training.run_writer import run_files
@@ -435,7 +436,7 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
 def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int], scored: _Scored) -> dict:
     """What ood.json keeps of this call (less its seconds)."""
     num_dims = math.prod(run.record["data"]["event_shape"])
-    continuous = run.transform.kind == "continuous"
+    continuous = scores_densities(run.transform.kind, run.cfg.model)
     lp_in, lp_ood = scored.lp_in, scored.lp_ood
     return {
         **scored.scores.to_dict(),

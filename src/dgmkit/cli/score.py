@@ -40,6 +40,7 @@ from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset
 from dgmkit.data.registry import is_table
 from dgmkit.data.table import TABLE_SUFFIXES
+from dgmkit.data.transforms import scores_densities
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.estimates import log_likelihoods
 from dgmkit.evaluation.metrics import observed_entries
@@ -105,7 +106,7 @@ def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0)
     xt = t(x, torch.Generator().manual_seed(VALID_SEED)).to(run.device)  # on the CPU: the same noise on any device
     log_px = log_likelihoods(run.model, xt, log_volume=t.log_volume, iw_samples=k, seed=seed).numpy()
     dims = observed_entries(x).numpy()
-    bpd = None if t.kind == "continuous" else -log_px / (dims * math.log(2))
+    bpd = None if scores_densities(t.kind, run.cfg.model) else -log_px / (dims * math.log(2))
     return log_px, bpd
 
 

@@ -27,6 +27,7 @@ from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.labels import check_labels, keep_labels
 from dgmkit.data.missing import check_missing_allowed, has_missing
 from dgmkit.data.registry import is_data_file
+from dgmkit.data.transforms import scores_densities
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, get_family
 from dgmkit.models import ClosedFormFit, EMFit
@@ -433,7 +434,7 @@ def _fit(
     log = _LazyTensorBoard(out, tensorboard)
     num_dims: float = math.prod(dataset.event_shape)
     shift = num_dims * transform.log_volume  # nats of the integer data from nats of dequantized data
-    continuous = transform.kind == "continuous"
+    continuous = scores_densities(transform.kind, family)
     valid_x = dataset.valid.x
     if valid_x.is_floating_point() and bool(torch.isnan(valid_x).any()):  # log p(x_o): bits per observed entry
         num_dims = (~torch.isnan(valid_x)).flatten(1).sum(1).double().mean().item()
@@ -585,9 +586,11 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if not ctx.is_main:
         return 0
-    data = read_json(out / "config.json")["data"]
+    record = read_json(out / "config.json")
+    data = record["data"]
     shift = math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume
-    density = " (a log-density of continuous data, not a probability)" if data["transform"] == "continuous" else ""
+    continuous = scores_densities(data["transform"], record["config"]["model"])  # (a table's columns as read off)
+    density = " (a log-density of continuous data, not a probability)" if continuous else ""
     step = "EM iteration" if cfg.model.fit == "em" else "epoch"
     best = f"{result.label} {result.best_valid - shift:.3f} nats{density}"
     if cfg.model.fit != "closed-form" and result.best_epoch >= 0:  # a closed-form fit has said what it found

@@ -25,7 +25,7 @@ from dgmkit.data.dataset import Dataset
 from dgmkit.distributions.pixels import may_be_incomplete
 from dgmkit.errors import DataError
 
-__all__ = ["DataTransform", "make_transform", "density_transform", "TRANSFORMS", "values_seen"]
+__all__ = ["DataTransform", "make_transform", "density_transform", "TRANSFORMS", "values_seen", "scores_densities"]
 
 TRANSFORMS = ("binary", "dynamic-binarize", "dequantize", "scale", "integers", "continuous")
 _NAMED_8BIT = ("mnist", "fashion-mnist", "digits")
@@ -99,6 +99,18 @@ class DataTransform:
         """log of the Jacobian from integer data to the transformed continuous data, per
         dimension: D times this is added to a continuous NLL to bound the integer NLL."""
         return math.log(self._levels) if self.kind == "dequantize" else 0.0
+
+
+def scores_densities(kind: str, model: object = None) -> bool:
+    """Whether a model's numbers of data taken by the transform ``kind`` are log-densities of
+    continuous values (no bits/dim; they shift with the data's scale), not log-probabilities:
+    data taken as they are ("continuous"), but for a table of categorical columns only (the mixed
+    likelihood of ``model``'s settings, its ``table_levels`` none 0), whose numbers are the
+    probabilities of its categories, per column in bits as those of integer levels. ``model``: the
+    model's settings, or their table in a run's config.json."""
+    setting = (lambda k: model.get(k)) if isinstance(model, dict) else (lambda k: getattr(model, k, None))  # noqa: E731
+    levels = setting("likelihood") == "mixed" and setting("table_levels")
+    return kind == "continuous" and not (levels and min(levels) > 0)
 
 
 def _numeric_columns_only(dataset: Dataset, what: str) -> None:

@@ -129,6 +129,8 @@ def data_words(record: dict) -> str | None:
     for a record that does not say."""
     if record.get("table_note"):
         return "a table's rows, numeric columns standardized"
+    if record.get("transform") == "continuous" and record.get("density_of") == "discrete":  # (scores_densities)
+        return "a table's rows of categories"
     return _DATA_WORDS.get(str(record.get("transform")))
 
 
