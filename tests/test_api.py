@@ -152,7 +152,9 @@ def test_data_from_arrays_or_a_torch_dataset_is_written_beside_the_run_and_pinne
 
 def test_bad_data_is_refused_in_one_line(tmp_path):
     with pytest.raises(DataError, match="an array, a pair"):
-        dgmkit.train(tmp_path / "r", data="not data", **TINY)
+        dgmkit.train(tmp_path / "r", data=b"not data", **TINY)
+    with pytest.raises(DataError, match=r"data takes arrays; a data file or a named dataset is dataset='t.csv'"):
+        dgmkit.train(tmp_path / "r", data="t.csv", **TINY)
     with pytest.raises(DataError, match="empty"):
         dgmkit.train(tmp_path / "r", data=torch.utils.data.TensorDataset(torch.zeros(0, 4)), **TINY)
 

@@ -875,3 +875,6 @@ def test_a_table_of_categorical_columns_only_is_scored_in_probabilities_with_bit
     code, out, err = _run(capsys, "score", tmp_path / "r", p, "--k", "2", "--out", tmp_path / "s.csv")
     rows = [r.split(",") for r in (tmp_path / "s.csv").read_text().splitlines()[1:]]
     assert code == 0 and all(float(b) == pytest.approx(-float(lp) / (2 * math.log(2))) for _, lp, b in rows), err
+    code, _, err = _run(capsys, "sample", tmp_path / "r", "--out", tmp_path / "s.png")  # a table's rows are no picture
+    assert code == 1 and "models a table: its samples are rows, written to --out FILE.csv" in err
+    assert not (tmp_path / "s.png").exists()

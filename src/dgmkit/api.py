@@ -84,6 +84,10 @@ def _as_arrays(data: object) -> tuple[np.ndarray, np.ndarray | None]:
         xs = [torch.as_tensor(it[0] if pairs else it) for it in items]
         ys = [int(torch.as_tensor(it[1])) for it in items] if pairs and len(items[0]) > 1 else None
         return torch.stack(xs).cpu().numpy(), None if ys is None else np.asarray(ys)  # (a dataset of GPU tensors too)
+    if isinstance(data, (str, os.PathLike)):
+        raise DataError(
+            f"data takes arrays; a data file or a named dataset is dataset={str(data)!r} (as dgm train --dataset)"
+        )
     raise DataError(f"data must be an array, a pair (x, y) or a torch Dataset, not {type(data).__name__}")
 
 

@@ -35,6 +35,7 @@ from dgmkit.cli.common import (
     write_png,
 )
 from dgmkit.config import Run, load_run
+from dgmkit.data.registry import is_table
 from dgmkit.data.table import write_table
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
@@ -189,6 +190,8 @@ def sample(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     attach_inputs(run, args)
     check_sample_options(run, args.n, args.temperature, args.naive, args.steps, args.draw)
+    if is_table(run.cfg.data.dataset):
+        raise ConfigError(f"{run.path} models a table: its samples are rows, written to --out FILE.csv in its own units")
     images_only(run)
     shown, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive,
                                steps=args.steps, draw=args.draw)  # fmt: skip
