@@ -536,6 +536,14 @@ def test_csv_quoting_line_numbers_and_numbers_out_of_range(tmp_path):
             read_table(p, schema)
 
 
+def test_a_column_of_tiny_numbers_is_standardized_by_its_own_spread(tmp_path):
+    """Values of 1e-200 (squared: 0 in float64) keep their spread, not a constant column of 0."""
+    p = tmp_path / "t.csv"
+    p.write_text("a,b\n" + "".join(f"{(i % 7) * 1e-200},{i}\n" for i in range(14)))
+    x, cols = read_table(p)
+    assert cols[0].std == pytest.approx(2e-200) and np.allclose(np.nanstd(x[:, 0]), 1) and np.allclose(x[:, 0].mean(), 0)
+
+
 def test_write_table_keeps_the_digits_of_a_column_far_from_zero(tmp_path):
     p = tmp_path / "t.csv"
     values = [1700000000 + 1234 * i for i in range(10)]  # timestamps: mean large against the spread

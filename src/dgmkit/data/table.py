@@ -281,6 +281,9 @@ def read_table(
                 _check_number(path, name, cells[i], v, lines[i])
             values = np.array(numbers)
             mean, std = float(values.mean()), float(values.std())
+            if std < 1e-150 and values.min() != values.max():  # their squares underflow (to 0: a constant column)
+                scale = float(np.abs(values).max())
+                std = float((values / scale).std()) * scale
             std = std if std > 0 else 1.0
             x[present, j] = (values - mean) / std
             found.append(Column(name, "numeric", mean, std))
