@@ -409,8 +409,9 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys):
     z = np.load(tmp_path / "i.npz")
     assert z["draws"].shape == (3, *z["x"].shape) and not np.isnan(z["x"]).any()
     assert scores["checkpoint"] == "best.safetensors"
-    code, _, err = _run(capsys, "impute", run, "--out", tmp_path / "last.npy", "--k", "50", "--weights", "last")
+    code, out, err = _run(capsys, "impute", run, "--out", tmp_path / "last.npy", "--k", "50", "--weights", "last")
     assert code == 0, err  # MIWAE's in-sample protocol: the weights at the end of training
+    assert "last.npy holds the rows as the model sees them, each numeric column standardized" in out  # (not its units)
     assert json.loads((run / "impute.json").read_text())["checkpoint"] == "checkpoint.safetensors"
     # a table with holes, given by path, comes back filled as a table
     holes = tmp_path / "holes.csv"

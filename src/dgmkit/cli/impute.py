@@ -178,6 +178,11 @@ def run_impute(args: argparse.Namespace) -> int:
         scores = _scores(args, run, data, truth, single_data, missing, columns)
     _write_imputed(args, out, arrays["x"].reshape(len(data), -1), columns, arrays)
     say(f"wrote {out}")
+    if columns and out.suffix.lower() != ".csv":
+        say(
+            f"note: {out} holds the rows as the model sees them, each numeric column standardized (not in its own "
+            "units) and each categorical one as indices of its categories; --out FILE.csv writes them in the table's units"
+        )
     if figure is not None:
         _figure(figure, run, data, single_data, truth)
         say(f"wrote {figure}")
