@@ -887,3 +887,6 @@ def test_a_table_of_categorical_columns_only_is_scored_in_probabilities_with_bit
     code, _, err = _run(capsys, "sample", tmp_path / "r", "--out", tmp_path / "s.png")  # a table's rows are no picture
     assert code == 1 and "models a table: its samples are rows, written to --out FILE.csv" in err
     assert not (tmp_path / "s.png").exists()
+    code, _, err = _run(capsys, "train", "--model", "m2", "--dataset", p, "--likelihood", "mixed", "--epochs", "1",
+                        "--out", tmp_path / "m2")  # fmt: skip
+    assert code == 1 and "cats.csv is a table: every column is a feature that the model scores, none a label" in err

@@ -354,6 +354,11 @@ def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
     if not cfg.model.uses_labels:
         return dataset
     classes = cast(_Labelled, cfg.model).classes
+    if dataset.columns and dataset.valid.y is None:  # (a named UCI table has its class labels)
+        raise DataError(
+            f"{dataset.name} is a table: every column is a feature that the model scores, none a label, and the "
+            f"{cfg.model.name} model is trained on labels (give the rows as a .npz file of x and the labels y)"
+        )
     check_labels(dataset.valid, classes, "the validation split")
     seed = cfg.optim.seed if cfg.data.labels_seed is None else cfg.data.labels_seed
     train = keep_labels(dataset.train, cfg.data.labels, classes, seed)
