@@ -890,3 +890,6 @@ def test_a_table_of_categorical_columns_only_is_scored_in_probabilities_with_bit
     code, _, err = _run(capsys, "train", "--model", "m2", "--dataset", p, "--likelihood", "mixed", "--epochs", "1",
                         "--out", tmp_path / "m2")  # fmt: skip
     assert code == 1 and "cats.csv is a table: every column is a feature that the model scores, none a label" in err
+    code, _, err = _run(capsys, "train", "--model", "vqvae", "--dataset", p, "--likelihood", "mixed", "--epochs", "1",
+                        "--out", tmp_path / "vq")  # fmt: skip
+    assert code == 1 and "the VQ-VAE's networks are convolutional: it needs images, not rows of 2 values" in err

@@ -121,6 +121,8 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
             raise ConfigError(f"the VQ-VAE needs images (C, H, W), got shape {data.event_shape}")
         c, h, w = data.event_shape
         f = 2**self.downsample
+        if h == 1:  # (a table's rows, 2-D points: 1 x D)
+            raise ConfigError(f"the VQ-VAE's networks are convolutional: it needs images, not rows of {w} values")
         if h % f or w % f:
             raise ConfigError(f"{self.downsample} halvings need height and width divisible by {f}, got {h}x{w}")
         head = self.head(data.num_levels)
