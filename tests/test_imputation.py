@@ -251,6 +251,8 @@ def test_rows_read_with_a_models_columns_must_be_of_its_columns_and_categories(t
         # another separator: one categorical column of whole lines, a model of nonsense, if read with commas
         ("a;b\n1;2\n3;4\n", r"one column, every line split by semicolons as its header is \('a;b'\)"),
         ("a\tb\nx\t2\n", "split by tabs"),
+        # numbers written with symbols, or an identifier: a category each, a new row's value none of them
+        ("price,n\n" + "".join(f'"${i},{i % 9}00.50",{i}\n' for i in range(30)), r"'price' holds 30 distinct values in 30"),
         ("a,b\n,1\n,2\n", "no observed value"),
         ("a\n", "header row and at least one row"),
         ("a\n" + "".join(f"w{i}\n" for i in range(257)), "column 'a' has 257 categories, more than 256"),

@@ -10,7 +10,9 @@ naming every column, or, without one, inferred: a column whose observed values a
 numbers is numeric (and then each must be finite and within float32's range: ``inf`` or
 ``1e39`` in it is refused, not taken as a category), any other is categorical, except that a
 column of more than 20 distinct numbers but for one cell in 50 or fewer (a typing slip,
-``4o.2``, or ``N/A`` for a missing entry) is refused: a schema says if it is categorical. A
+``4o.2``, or ``N/A`` for a missing entry) is refused, as is one of more than 20 distinct values
+most of them seen once (more than half its cells: an identifier, or numbers written with
+symbols, ``$1,234``): a schema says if it is categorical. A
 number is written in decimal, as in C or a spreadsheet (``-1.5``, ``2e-3``, ``.5``): Python's
 digit separators (``5_0``) and non-ASCII digits are not numbers here, so such a cell makes its
 column categorical, or is refused in a numeric one. A first line of numbers only is no header
@@ -246,6 +248,21 @@ def _check_header(path: Path, header: list[str], rows: list[list[str]]) -> None:
             )
 
 
+def _check_not_unique(path: Path, name: str, cats: tuple[str, ...], observed: int) -> None:
+    """Refuses (DataError) an inferred categorical column of more than 20 values, most of them
+    seen once (more distinct values than half its observed cells): an identifier, or numbers
+    written with symbols (``$1,234``, ``12%``), each of which would be a category of its own, a
+    new row's value none of them. A schema that names it categorical takes it as it is."""
+    if len(cats) > 20 and 2 * len(cats) > observed:
+        schema = '{"columns": {"' + name + '": "categorical", ...}}'
+        raise DataError(
+            f"{path.name}: column {name!r} holds {len(cats)} distinct values in {observed} cells "
+            f"({', '.join(map(_shown_cell, cats[:3]))}, ...), each a category of its own if it were categorical: an "
+            "identifier (leave it out), numbers written with symbols (write them plain: 1234.5, not $1,234.50), or, if "
+            f"it is categorical, a schema that says so ({schema}, --schema)"
+        )
+
+
 def read_table(
     path: str | Path, schema: str | os.PathLike[str] | None = None, columns: tuple[Column, ...] | None = None
 ) -> tuple[np.ndarray, tuple[Column, ...]]:
@@ -291,6 +308,8 @@ def read_table(
             cats = tuple(sorted({cells[i] for i in present}))
             if len(cats) > MAX_CATEGORIES:
                 raise DataError(f"{path.name}: column {name!r} has {len(cats)} categories, more than {MAX_CATEGORIES}")
+            if not kinds:
+                _check_not_unique(path, name, cats, len(present))
             index = {c: k for k, c in enumerate(cats)}
             x[present, j] = [index[cells[i]] for i in present]
             found.append(Column(name, "categorical", categories=cats))
