@@ -895,3 +895,13 @@ def test_a_table_of_categorical_columns_only_is_scored_in_probabilities_with_bit
     code, _, err = _run(capsys, "train", "--model", "vqvae", "--dataset", p, "--likelihood", "mixed", "--epochs", "1",
                         "--out", tmp_path / "vq")  # fmt: skip
     assert code == 1 and "the VQ-VAE's networks are convolutional: it needs images, not rows of 2 values" in err
+
+
+def test_a_constant_numeric_column_is_refused_for_training(tmp_path, capsys):
+    """A flow's density on it grows without bound (its NLL fell below that of the same table
+    without the column, on and on): the numbers would be of no data."""
+    p = tmp_path / "t.csv"
+    p.write_text("a,b,c\n" + "".join(f"{i % 7},5,{i % 3}\n" for i in range(30)))
+    for family in (["--model", "flow"], ["--likelihood", "gaussian"]):
+        code, _, err = _run(capsys, "train", "--dataset", p, *family, "--epochs", "1", "--out", tmp_path / "r")
+        assert code == 1 and "column 'b' holds one value, 5, in every row" in err and not (tmp_path / "r").exists()

@@ -24,6 +24,7 @@ from dgmkit.config.migrate import check_record
 from dgmkit.config.run import check_same_run, check_weights_fit, holds_recorded_data, read_json
 from dgmkit.config.schema import FREE_ON_RESUME
 from dgmkit.data import Dataset, DataTransform
+from dgmkit.data.dataset import SPLITS
 from dgmkit.data.labels import check_labels, keep_labels
 from dgmkit.data.missing import check_missing_allowed, has_missing
 from dgmkit.data.registry import is_data_file
@@ -258,6 +259,8 @@ def train_run(
         cfg = cfg.replace(**read_off)
     family = cfg.model
     transform = _data_transform(cfg, dataset)
+    if not resume:  # (a run that trained on one goes on as it began)
+        _check_no_constant_column(dataset)
     init_data = None
     if family.needs_init_data and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
@@ -310,6 +313,22 @@ def _with_full_paths(cfg: RunConfig) -> RunConfig:
         except (RuntimeError, OSError, ValueError):  # ~user of an unknown user, a NUL byte...: the loader says it
             pass
     return cfg
+
+
+def _check_no_constant_column(dataset: Dataset) -> None:
+    """Refuses (DataError) a table's numeric column that holds one value in every row: its density
+    grows without bound as the model's scale for it shrinks (a flow's), or up to a floor of that
+    scale (a VAE's), a log-likelihood of no data that swamps the others'."""
+    rows = torch.cat([dataset.split(s).x.reshape(len(dataset.split(s).x), -1).double() for s in SPLITS])
+    for j, c in enumerate(dataset.columns):
+        seen = rows[:, j][~torch.isnan(rows[:, j])]
+        if c.kind == "numeric" and len(seen) and bool((seen == seen[0]).all()):
+            value = float(seen[0]) * c.std + c.mean
+            raise DataError(
+                f"{dataset.name}: column {c.name!r} holds one value, {value:g}, in every row: a density of continuous "
+                "values on it grows without bound (or to the floor of its scale), a log-likelihood of no data; leave the "
+                "column out (or, with --likelihood mixed, name it categorical in a --schema: one category, probability 1)"
+            )
 
 
 def _data_transform(cfg: RunConfig, dataset: Dataset) -> DataTransform:
