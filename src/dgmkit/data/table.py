@@ -307,7 +307,10 @@ def read_table(
         else:
             cats = tuple(sorted({cells[i] for i in present}))
             if len(cats) > MAX_CATEGORIES:
-                raise DataError(f"{path.name}: column {name!r} has {len(cats)} categories, more than {MAX_CATEGORIES}")
+                raise DataError(
+                    f"{path.name}: column {name!r} has {len(cats)} categories, more than {MAX_CATEGORIES} (the most a "
+                    "categorical column may have): group the rare ones, or leave the column out"
+                )
             if not kinds:
                 _check_not_unique(path, name, cats, len(present))
             index = {c: k for k, c in enumerate(cats)}
