@@ -298,9 +298,12 @@ def test_a_column_of_numbers_but_for_a_slip_is_refused_unless_a_schema_says_cate
     s = tmp_path / "s.json"
     s.write_text(json.dumps({"columns": {"age": "categorical", "pet": "categorical"}}))
     assert read_table(p, s)[1][0].levels == 50  # the schema decides
-    ages[7] = "old"  # two slips in 50: a column of words and numbers, categorical as inferred
+    ages[7] = "old"  # two slips in 50: a column of words and numbers, no slip; but each value once, 50 categories
     p.write_text("age,pet\n" + "".join(f"{a},{'cat' if i % 2 else 'dog'}\n" for i, a in enumerate(ages)))
-    assert read_table(p)[1][0].kind == "categorical"
+    with pytest.raises(DataError, match="column 'age' holds 50 distinct values in 50 cells"):
+        read_table(p)
+    p.write_text("age,pet\n" + "".join(f"{a},{'cat' if i % 2 else 'dog'}\n" for i, a in enumerate(ages[:20] * 3)))
+    assert read_table(p)[1][0].kind == "categorical"  # words and numbers, each seen thrice: categorical, as inferred
     rating = [str(i % 5 + 1) for i in range(80)]  # a few codes and one word: categorical, as inferred
     rating[3] = "unsure"
     p.write_text("rating\n" + "".join(f"{r}\n" for r in rating))
