@@ -19,6 +19,11 @@ Data may also be given as an array (NumPy or torch, (N, D), (N, H, W) or (N, C, 
 labels, or as a ``torch.utils.data.Dataset`` of images (or of (image, label) pairs): they are
 written as ``OUT.data.npz`` beside the run folder, which the run names and pins by digest as any
 data file, so that the CLI reads them again.
+
+In a script that torchrun started (``torchrun --nproc-per-node N script.py``), ``train`` joins
+the process group of torchrun's environment (where the script has not) and trains data-parallel,
+as ``dgm train`` under torchrun does: rank 0 writes the run folder and prints; every rank gets
+the trained run back.
 """
 
 import os
@@ -127,12 +132,8 @@ def train(
     there) and return it loaded (its best weights). The run is ``config`` (a ``RunConfig`` or a
     table of its keys, flat or in sections, as a config file) with ``settings`` on top: the
     flags of ``dgm train`` as keywords (``dataset="mnist"``, ``hidden=[512, 256]``, ...).
-    ``data``: arrays or a torch Dataset instead of a named dataset (module docstring).
-
-    In a script that torchrun started (``torchrun --nproc-per-node N script.py``), the call joins
-    the process group of torchrun's environment (where the script has not) and trains
-    data-parallel, as ``dgm train`` under torchrun does: rank 0 writes the run folder and prints;
-    every rank returns the trained run."""
+    ``data``: arrays or a torch Dataset instead of a named dataset; under torchrun, data-parallel
+    (module docstring)."""
     out = Path(out)
     if not distributed.init_from_environment().is_main:  # (joins the group under torchrun: called first, always)
         quiet = True
