@@ -296,13 +296,7 @@ def read_table(
         if kind == "numeric":
             for i, v in zip(present, numbers):
                 _check_number(path, name, cells[i], v, lines[i])
-            values = np.array(numbers)
-            mean, std = float(values.mean()), float(values.std())
-            if std < 1e-150 and values.min() != values.max():  # their squares underflow (to 0: a constant column)
-                scale = float(np.abs(values).max())
-                std = float((values / scale).std()) * scale
-            std = std if std > 0 else 1.0
-            x[present, j] = (values - mean) / std
+            x[present, j], mean, std = _standardized(np.array(numbers))
             found.append(Column(name, "numeric", mean, std))
         else:
             cats = tuple(sorted({cells[i] for i in present}))
@@ -317,6 +311,16 @@ def read_table(
             x[present, j] = [index[cells[i]] for i in present]
             found.append(Column(name, "categorical", categories=cats))
     return x, tuple(found)
+
+
+def _standardized(values: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(values - mean) / std, the mean and the standard deviation (1 for a constant column)."""
+    mean, std = float(values.mean()), float(values.std())
+    if std < 1e-150 and values.min() != values.max():  # their squares underflow (to 0: a constant column)
+        scale = float(np.abs(values).max())
+        std = float((values / scale).std()) * scale
+    std = std if std > 0 else 1.0
+    return (values - mean) / std, mean, std
 
 
 def _encode(
