@@ -172,6 +172,23 @@ def test_a_parquet_table_reads_as_its_csv_does(tmp_path):
     assert np.allclose(kx, [[-1, 1, 1], [1, 0, 0], [np.nan, np.nan, 1]], equal_nan=True)
 
 
+def test_a_bad_cell_is_placed_by_its_line_in_a_csv_file_and_by_its_row_in_a_parquet_one(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    (tmp_path / "t.csv").write_text("a,b\n1,x\n2,y\n\n3,z\n")  # a blank line: the third row is on line 5
+    _, cols = read_table(tmp_path / "t.csv")
+    (tmp_path / "new.csv").write_text("a,b\n1,x\n2,y\n3,w\n")
+    with pytest.raises(DataError, match=r"new\.csv: line 4, column 'b': 'w' is not one of its categories"):
+        read_table(tmp_path / "new.csv", columns=cols)
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.0], "b": ["x", "y", "w"]}), tmp_path / "new.parquet")
+    with pytest.raises(DataError, match=r"new\.parquet: row 3, column 'b': 'w' is not one of its categories"):
+        read_table(tmp_path / "new.parquet", columns=cols)  # (it said "line 4": a Parquet file has no lines)
+    pq.write_table(pa.table({"a": [1.0, float("inf")], "b": ["x", "y"]}), tmp_path / "inf.parquet")
+    with pytest.raises(DataError, match=r"inf\.parquet: row 2, column 'a' holds 'inf'"):
+        read_table(tmp_path / "inf.parquet")
+
+
 def test_a_parquet_table_that_would_expand_is_refused_before_it_does(tmp_path, monkeypatch):
     """One long value repeated, stored once as a dictionary: a file of a few kB that would be
     gigabytes of Python strings. And columns that are not numbers or text."""

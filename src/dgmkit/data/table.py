@@ -60,9 +60,10 @@ class Column:
         return len(self.categories) if self.kind == "categorical" else 0
 
 
-def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """The header, the rows of cells and each row's line in the file (blank lines skipped; a row
-    of empty cells is a row of missing entries, kept)."""
+def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
+    """The header, the rows of cells and where each row is in the file, as the messages name it
+    ("line 5" of a CSV file, "row 4" of a Parquet one) (blank lines skipped; a row of empty cells
+    is a row of missing entries, kept)."""
     size = path.stat().st_size
     if size > MAX_TABLE_BYTES:
         raise DataError(f"{path.name}: {size} bytes, more than the {MAX_TABLE_BYTES} a table may have")
@@ -92,10 +93,10 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     for i, r in zip(lines[1:], rows[1:]):
         if len(r) != len(header):
             raise DataError(f"{path.name}: line {i} has {len(r)} cells, the header {len(header)}")
-    return header, [[c.strip() for c in r] for r in rows[1:]], lines[1:]
+    return header, [[c.strip() for c in r] for r in rows[1:]], [f"line {i}" for i in lines[1:]]
 
 
-def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
     """A Parquet file's cells as text, its checks made before any column is expanded: the cells
     and the stored bytes (each column's pages uncompressed) within the caps, its columns of
     numbers or text, then the text the cells will hold (a column stored as a dictionary, one
@@ -147,7 +148,7 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file, said in one line
         why = " ".join(str(e).split())[:200]
         raise DataError(f"{path.name}: not a readable Parquet file ({type(e).__name__}: {why})") from None
-    return [str(n) for n in t.column_names], [list(r) for r in zip(*cols)], list(range(2, meta.num_rows + 2))
+    return [str(n) for n in t.column_names], [list(r) for r in zip(*cols)], [f"row {i}" for i in range(1, meta.num_rows + 1)]
 
 
 def _schema(path: Path | None, header: list[str]) -> dict[str, str] | None:
@@ -190,10 +191,10 @@ def _shown_cell(cell: str) -> str:
     return repr(cell) if len(cell) <= 40 else repr(cell[:40]) + f"... ({len(cell)} characters)"
 
 
-def _check_number(path: Path, name: str, cell: str, v: float | None, line: int | None = None) -> None:
+def _check_number(path: Path, name: str, cell: str, v: float | None, place: str | None = None) -> None:
     """A numeric column's value must be a finite number within float32's range (the stored
     rows' type: a larger one would overflow the column's standardization)."""
-    where = f"line {line}, " if line is not None else ""
+    where = f"{place}, " if place is not None else ""
     shown = _shown_cell(cell)
     if v is None:
         raise DataError(f"{path.name}: {where}column {name!r} is numeric, but holds {shown}")
@@ -204,7 +205,7 @@ def _check_number(path: Path, name: str, cell: str, v: float | None, line: int |
         )
 
 
-def _check_not_a_slip(path: Path, name: str, cells: list[str], numbers: list[float | None], lines: list[int]) -> None:
+def _check_not_a_slip(path: Path, name: str, cells: list[str], numbers: list[float | None], places: list[str]) -> None:
     """Refuses (DataError) an inferred column of more than 20 distinct numbers but for a few cells
     (one, or at most 1 in 50), which would make it categorical, every number a category of its
     own, through what is most likely a typing slip or a missing entry marked otherwise than the
@@ -214,7 +215,7 @@ def _check_not_a_slip(path: Path, name: str, cells: list[str], numbers: list[flo
         schema = '{"columns": {"' + name + '": "categorical", ...}}'
         raise DataError(
             f"{path.name}: column {name!r} holds numbers but for {len(odd)} cell(s), the first "
-            f"{_shown_cell(cells[odd[0]])} on line {lines[odd[0]]}; mend the cell (an empty cell, NA, NaN or ? marks "
+            f"{_shown_cell(cells[odd[0]])} on {places[odd[0]]}; mend the cell (an empty cell, NA, NaN or ? marks "
             f"a missing entry), or give a schema ({schema}, --schema) if the column is categorical"
         )
 
@@ -270,10 +271,10 @@ def read_table(
     ``columns``: encode with these (a table a model was trained on: the same names in the same
     order, its standardization and its categories) instead of the table's own."""
     path = Path(path)
-    header, rows, lines = _read_cells(path)
+    header, rows, places = _read_cells(path)
     _check_header(path, header, rows)
     if columns is not None:
-        return _encode(path, header, rows, lines, columns), columns
+        return _encode(path, header, rows, places, columns), columns
     if schema is None and all(_number(h) is not None for h in header):
         raise DataError(
             f"{path.name}: its first line holds numbers only ({', '.join(map(_shown_cell, header[:3]))}"
@@ -292,10 +293,10 @@ def read_table(
         if not present:
             raise DataError(f"{path.name}: column {name!r} has no observed value")
         if not kinds:
-            _check_not_a_slip(path, name, [cells[i] for i in present], numbers, [lines[i] for i in present])
+            _check_not_a_slip(path, name, [cells[i] for i in present], numbers, [places[i] for i in present])
         if kind == "numeric":
             for i, v in zip(present, numbers):
-                _check_number(path, name, cells[i], v, lines[i])
+                _check_number(path, name, cells[i], v, places[i])
             x[present, j], mean, std = _standardized(np.array(numbers))
             found.append(Column(name, "numeric", mean, std))
         else:
@@ -324,7 +325,7 @@ def _standardized(values: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def _encode(
-    path: Path, header: list[str], rows: list[list[str]], lines: list[int], columns: tuple[Column, ...]
+    path: Path, header: list[str], rows: list[list[str]], places: list[str], columns: tuple[Column, ...]
 ) -> np.ndarray:
     if header != [c.name for c in columns]:
         raise DataError(f"{path.name}: columns {header}, but the model's table has {[c.name for c in columns]}")
@@ -337,14 +338,14 @@ def _encode(
                 continue
             if c.kind == "numeric":
                 v = _number(cell)
-                _check_number(path, c.name, cell, v, lines[i])
+                _check_number(path, c.name, cell, v, places[i])
                 assert v is not None  # _check_number raised otherwise
                 x[i, j] = (v - c.mean) / c.std
             elif cell in index:
                 x[i, j] = index[cell]
             else:
                 raise DataError(
-                    f"{path.name}: line {lines[i]}, column {c.name!r}: {_shown_cell(cell)} is not one of its categories "
+                    f"{path.name}: {places[i]}, column {c.name!r}: {_shown_cell(cell)} is not one of its categories "
                     f"{list(c.categories)}"
                 )
     return x
