@@ -596,7 +596,13 @@ def test_write_table_writes_a_files_own_values_as_it_had_them_and_reads_back_the
     drawn = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
     again = tmp_path / "again.csv"
     again.write_text(write_table(drawn, cols))
-    assert np.array_equal(read_table(again, columns=cols)[0].astype(np.float32), drawn)
+    back = read_table(again, columns=cols)[0]
+    assert [c.integer for c in cols] == [True, True, False, False]  # age and label hold whole numbers only
+    assert np.array_equal(back[:, 2:].astype(np.float32), drawn[:, 2:])  # the others' values read back as they were
+    in_units = [back[:, j] * cols[j].std + cols[j].mean for j in (0, 1)]  # a whole number's column writes whole numbers
+    for j, values in enumerate(in_units):
+        assert np.allclose(values, np.round(values), atol=1e-9)
+        assert np.allclose(values, np.round(drawn[:, j].astype(np.float64) * cols[j].std + cols[j].mean), atol=1e-9)
 
 
 def test_mcar_keeps_an_observed_entry_in_rows_with_missing_entries_already():

@@ -45,14 +45,16 @@ MAX_TABLE_CELLS = 1 << 25  # each a Python string once parsed: some 2 GB at most
 
 @dataclass(frozen=True)
 class Column:
-    """One column: ``kind`` numeric (standardized by ``mean`` and ``std``) or categorical
-    (``categories``, their index being the stored value)."""
+    """One column: ``kind`` numeric (standardized by ``mean`` and ``std``; ``integer``: every
+    value the file holds is a whole number, so values written back (samples, imputations) are
+    rounded to one) or categorical (``categories``, their index being the stored value)."""
 
     name: str
     kind: str
     mean: float = 0.0
     std: float = 1.0
     categories: tuple[str, ...] = ()
+    integer: bool = False
 
     @property
     def levels(self) -> int:
@@ -297,8 +299,10 @@ def read_table(
         if kind == "numeric":
             for i, v in zip(present, numbers):
                 _check_number(path, name, cells[i], v, places[i])
-            x[present, j], mean, std = _standardized(np.array(numbers))
-            found.append(Column(name, "numeric", mean, std))
+            values = np.array(numbers)
+            x[present, j], mean, std = _standardized(values)
+            whole = bool(np.all(values == np.round(values)) and np.abs(values).max() < 2**53)
+            found.append(Column(name, "numeric", mean, std, integer=whole))
         else:
             cats = tuple(sorted({cells[i] for i in present}))
             if len(cats) > MAX_CATEGORIES:
@@ -414,6 +418,8 @@ def write_table(rows: np.ndarray, columns: tuple[Column, ...], original: str | P
                 cells.append(kept[i][j])
             elif math.isnan(v):
                 cells.append("")
+            elif c.kind == "numeric" and c.integer and abs(v * c.std + c.mean) < 2**53:
+                cells.append(str(round(v * c.std + c.mean)))
             elif c.kind == "numeric":
                 cells.append(_unstandardized(v, c, low[j], high[j]))
             else:
