@@ -60,7 +60,7 @@ def test_train_writes_a_self_describing_run(trained):
     names = {p.name for p in trained.iterdir()}
     assert {"config.json", "checkpoint.safetensors", "best.safetensors", "metrics.jsonl"} <= names
     record = json.loads((trained / "config.json").read_text())
-    assert record["format"] == 4 and record["config"]["model"] == {
+    assert record["format"] == 5 and record["config"]["model"] == {
         **record["config"]["model"],
         "name": "vae",
         "latent_dim": 4,

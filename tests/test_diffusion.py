@@ -546,7 +546,7 @@ def test_a_run_written_before_format_4_keeps_the_fourier_features_it_was_trained
     argv = ["train", "--model", "diffusion", "--dataset", "digits", "--epochs", "1", "--unet-channels", "8", "8"]
     assert main([*argv, "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
     new = load_run(out)
-    assert new.record["format"] == 4 and new.cfg.model.fourier_exponents is None
+    assert new.record["format"] == 5 and new.cfg.model.fourier_exponents is None
     assert new.model.net.fourier == [2, 3]  # 17 levels: periods of 2.1 bins and 1.06 bins
     record = json.loads((out / "config.json").read_text())
     model_keys = {k: v for k, v in record["config"]["model"].items() if k != "fourier_exponents"}

@@ -23,7 +23,7 @@ from dgmkit.distributions import element_log_probs, observed_log_prob
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.imputation import baseline_impute, from_data_units, rmse, to_data_units
 from dgmkit.models import VAE
-from dgmkit.nn import MLP
+from dgmkit.nn import MLP, OneHotColumns
 from dgmkit.priors import StandardNormalPrior
 
 
@@ -94,6 +94,76 @@ def test_the_mixed_likelihood_normalizes_and_imputes_by_type():
     )
 
 
+def test_a_tables_categorical_columns_reach_the_encoder_one_hot():
+    """Column by column: a numeric value as it is, a category as indicators of its categories
+    (its index as a number put category 2 between 1 and 3); a missing category as none."""
+    layer = OneHotColumns([0, 3, 0, 2])
+    x = torch.tensor([[[[0.5, 2.0, -1.5, 0.0]]], [[[float("nan"), float("nan"), 2.0, 1.0]]]])
+    want = [[0.5, 0, 0, 1, -1.5, 1, 0], [0, 0, 0, 0, 2.0, 0, 1]]
+    assert layer.width == 7 and layer(x).tolist() == want
+    assert layer(x.double()).dtype == torch.float64 and not list(layer.state_dict())  # no weights: old state dicts load
+    # between two indices (a VampPrior's pseudo-input) the indicators interpolate, with a gradient
+    u = torch.tensor([[0.0, 0.25, 0.0, 0.0]], requires_grad=True)
+    out = layer(u)
+    assert out[0, 1:4].tolist() == [0.75, 0.25, 0.0]
+    out[0, 2].backward()
+    assert u.grad is not None and u.grad[0, 1] == 1.0
+    with pytest.raises(ValueError, match="rows of 3 values given to the input layer of a table of 4 columns"):
+        layer(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="levels must be 0"):
+        OneHotColumns([0, -2])
+
+
+def _first_linear(net: torch.nn.Module) -> torch.nn.Linear:
+    return next(m for m in net.modules() if isinstance(m, torch.nn.Linear))
+
+
+def test_a_mixed_table_model_reads_categories_one_hot_and_a_format_4_run_keeps_its_indices(tmp_path, capsys):
+    """The VAE's encoder reads 3 features for a 3-category column (it read 1); a run written before
+    format 5 is rebuilt as it was trained, its encoder reading the index."""
+    from dgmkit.config import load_run, migrate_record
+    from dgmkit.training.checkpoint import save_checkpoint
+
+    p = _table(tmp_path)
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "--dataset", p, "--likelihood", "mixed", "--objective", "miwae", "--iw-k", "2",
+                        "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet", "--out", run)  # fmt: skip
+    assert code == 0, err
+    new = load_run(run)
+    assert new.cfg.model.table_input == "one-hot" and not new.model.fill_missing
+    assert _first_linear(new.model.encoder).in_features == 5  # size, 3 colours, weight
+    record = json.loads((run / "config.json").read_text())
+    model_keys = {k: v for k, v in record["config"]["model"].items() if k != "table_input"}
+    old = {**record, "format": 4, "config": {**record["config"], "model": model_keys}}
+    migrated = migrate_record(old, "config.json")
+    assert migrated["migrated_from"] == 4 and migrated["config"]["model"]["table_input"] == "index"
+    for version in (3, 2):  # (the same holds for every older format)
+        assert migrate_record({**old, "format": version}, "config.json")["config"]["model"]["table_input"] == "index"
+    gaussian = {**old, "config": {**old["config"], "model": {**model_keys, "likelihood": "gaussian", "table_levels": None}}}
+    assert "table_input" not in migrate_record(gaussian, "config.json")["config"]["model"]
+    # a folder of format 4 with an encoder of 3 inputs loads and scores as it was trained
+    code, _, err = _run(capsys, "train", "--dataset", p, "--likelihood", "mixed", "--objective", "miwae", "--iw-k", "2",
+                        "--table-input", "index", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet",
+                        "--out", tmp_path / "index")  # fmt: skip
+    assert code == 0, err
+    index = load_run(tmp_path / "index")
+    record = json.loads((tmp_path / "index" / "config.json").read_text())
+    index_keys = {k: v for k, v in record["config"]["model"].items() if k != "table_input"}
+    old = {**record, "format": 4, "config": {**record["config"], "model": index_keys}}
+    (tmp_path / "index" / "config.json").write_text(json.dumps(old))
+    for name in ("best.safetensors", "checkpoint.safetensors"):
+        (tmp_path / "index" / name).unlink()
+    save_checkpoint(tmp_path / "index" / "best.safetensors", index.model, old)
+    loaded = load_run(tmp_path / "index")
+    assert loaded.cfg.model.table_input == "index" and loaded.model.fill_missing
+    assert _first_linear(loaded.model.encoder).in_features == 3
+    code, out, err = _run(capsys, "eval", tmp_path / "index", "--iw-samples", "2")
+    assert code == 0 and "NLL" in out, err
+    code, _, err = _run(capsys, "train", "--dataset", "iris", "--likelihood", "gaussian", "--table-input", "index",
+                        "--epochs", "1", "--out", tmp_path / "g")  # fmt: skip
+    assert code == 1 and "table_input applies to the mixed likelihood only" in err
+
+
 @pytest.mark.parametrize("bad", [3.0, 7.0, -1.0, 1.4])
 def test_a_categorical_column_refuses_a_value_that_is_not_one_of_its_indices(bad):
     """The index was rounded and clamped: 3 and 7 scored as category 2, -1 as 0, 1.4 as 1."""
@@ -126,6 +196,30 @@ def _table(tmp_path, n=60):
     p = tmp_path / "t.csv"
     p.write_text("\n".join(lines) + "\n")
     return p
+
+
+def test_training_on_a_table_says_how_it_reads_each_column(tmp_path, capsys):
+    """Inferred kinds are printed, so that a column read as the wrong kind is seen before the run
+    ends; a name that does not print is quoted, a long list cut."""
+    p = _table(tmp_path)
+    miwae = ["--likelihood", "mixed", "--objective", "miwae", "--iw-k", "2", "--hidden", "4", "--epochs", "1"]
+    code, out, err = _run(capsys, "train", "--dataset", p, *miwae, "--out", tmp_path / "r")
+    line = (
+        "t.csv: 3 columns (kinds inferred; --schema FILE.json names them): size numeric, colour categorical (blue, "
+        "green, red), weight numeric"
+    )
+    assert code == 0 and line in out.splitlines(), out
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"columns": {"size": "numeric", "colour": "categorical", "weight": "numeric"}}))
+    code, out, err = _run(capsys, "train", "--dataset", p, "--schema", schema, *miwae, "--out", tmp_path / "s")
+    assert code == 0 and "t.csv: 3 columns (kinds from s.json): size numeric" in out, err
+    code, out, _ = _run(capsys, "train", "--dataset", p, *miwae, "--quiet", "--out", tmp_path / "q")
+    assert code == 0 and "columns" not in out
+    from dgmkit.data.table import Column, describe_columns
+
+    cols = [Column("a\x1b[2Jb", "categorical", categories=("x,y", *"pqrstu")), Column("n", "numeric", integer=True)]
+    assert describe_columns(cols) == "'a\\x1b[2Jb' categorical ('x,y', p, q, r, s, ... 7 in all), n numeric (whole numbers)"
+    assert describe_columns([Column(f"c{i}", "numeric") for i in range(15)], most=2) == "c0 numeric, c1 numeric, and 13 more"
 
 
 def test_a_table_reads_with_an_inferred_or_given_schema_and_writes_back(tmp_path):

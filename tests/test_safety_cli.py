@@ -368,6 +368,8 @@ def _edit_metadata(path: Path, key: str, edit) -> None:
         ("trainer", lambda t: {**t, "scaler": [1.0]}, "the gradient scaler state is not a table"),
         ("trainer", lambda t: {**t, "recent_grad_norms": [1.0, -2.0]}, "recent_grad_norms is not a list"),
         ("trainer", lambda t: {**t, "recent_grad_norms": [1.0] * 101}, "at most 100 finite gradient norms"),
+        ("trainer", lambda t: {**t, "cpu_threads": 0}, "cpu_threads = '0' is not a number of threads"),
+        ("trainer", lambda t: {**t, "cpu_threads": "2"}, "cpu_threads = '2' is not a number of threads"),
         ("optimizer", lambda o: {**o, "param_groups": "all"}, "optimizer state"),
         ("optimizer", lambda o: {**o, "scalars": {"0/step": 1}}, "optimizer"),
         # an index no state entry names: load_state_dict dropped parameter 0's moments without a word
@@ -472,6 +474,20 @@ def test_a_checkpoint_or_metrics_file_that_cannot_be_resumed_is_refused_and_chan
     code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
     assert_one_error_line(code, err, needle)
     assert snapshot(vae_copy) == before
+
+
+def test_a_resume_with_other_cpu_threads_or_compiled_says_it_goes_on_up_to_rounding(vae_copy, capsys):
+    """The CPU's kernels add in another order with another number of threads (weights 1e-7 apart
+    after an epoch), and a compiled run's resumed first step is eager: no bit-for-bit promise."""
+    trained = json.loads(read_metadata(vae_copy / "checkpoint.safetensors")["trainer"])["cpu_threads"]
+    assert trained == torch.get_num_threads()
+    code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", vae_copy)
+    assert code == 0 and "note" not in said, err
+    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "cpu_threads": trained + 3})
+    code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--compile", "--quiet", "--out", vae_copy)
+    assert code == 0, err
+    assert f"note: the run trained with {trained + 3} CPU threads and goes on with {trained}" in said
+    assert f"OMP_NUM_THREADS={trained + 3}" in said and "a compiled run resumes with an eager first step" in said
 
 
 def test_a_resume_on_another_kind_of_device_says_so_and_goes_on_alike_every_time(vae_copy, tmp_path, capsys):

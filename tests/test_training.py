@@ -230,6 +230,18 @@ def test_precision_and_device_are_checked(digits):
             make_trainer(digits, device="cuda")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_validation_data_are_binarized_as_dgm_eval_binarizes_them_on_any_device(digits):
+    """On the CPU, with the fixed held-out seed, as dgm eval and dgm score draw them: a CUDA
+    generator of the same seed draws other bits, and the best checkpoint was chosen on other data
+    than the validation numbers dgm eval prints."""
+    from dgmkit.training import VALID_SEED
+
+    trainer = make_trainer(digits, device="cuda")
+    want = make_transform("bernoulli", digits)(digits.valid.x, torch.Generator().manual_seed(VALID_SEED))
+    assert torch.equal(trainer._valid_x.cpu(), want)
+
+
 def test_the_trainers_own_arguments_are_checked_before_any_step(digits):
     """What the Python API is given directly: sizes that would train nothing, and labels that an
     objective trained on labels needs (M2) but the training split lacks."""

@@ -31,8 +31,9 @@ def seeded_by(generator: torch.Generator | None, device: torch.device | str = "c
 def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[torch.Generator]:
     """A generator on ``device`` seeded by ``seed``, for the code that takes one, while torch's
     global RNG is seeded from the same seed for the code that draws from it (``seeded_by``), and
-    restored afterwards: an evaluation of one seed draws the same numbers each time it is run,
-    in one process or in many, and leaves the caller's random state as it was."""
+    restored afterwards: an evaluation of one seed draws the same numbers each time it is run
+    (a data-parallel one, each rank from a seed of its own: the same on as many processes), and
+    leaves the caller's random state as it was."""
     with seeded_by(torch.Generator().manual_seed(seed), device):
         yield torch.Generator(device=device).manual_seed(seed)
 

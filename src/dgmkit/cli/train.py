@@ -28,6 +28,7 @@ from dgmkit.data.dataset import SPLITS
 from dgmkit.data.labels import check_labels, keep_labels
 from dgmkit.data.missing import check_missing_allowed, has_missing
 from dgmkit.data.registry import is_data_file
+from dgmkit.data.table import describe_columns
 from dgmkit.data.transforms import scores_densities
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, get_family
@@ -261,6 +262,9 @@ def train_run(
     transform = _data_transform(cfg, dataset)
     if not resume:  # (a run that trained on one goes on as it began)
         _check_no_constant_column(dataset)
+        if dataset.columns and not quiet and distributed.current().is_main:
+            columns = plural(len(dataset.columns), "column")
+            say(f"{dataset.name}: {columns}{_kinds_source(cfg)}: {describe_columns(dataset.columns)}")
     init_data = None
     if family.needs_init_data and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
@@ -329,6 +333,13 @@ def _check_no_constant_column(dataset: Dataset) -> None:
                 "values on it grows without bound (or to the floor of its scale), a log-likelihood of no data; leave the "
                 "column out (or, with --likelihood mixed, name it categorical in a --schema: one category, probability 1)"
             )
+
+
+def _kinds_source(cfg: RunConfig) -> str:
+    """Where a table's column kinds come from: a schema, the file's values, or the bundled table."""
+    if cfg.data.schema:
+        return f" (kinds from {Path(cfg.data.schema).name})"
+    return " (kinds inferred; --schema FILE.json names them)" if is_data_file(cfg.data.dataset) else ""
 
 
 def _data_transform(cfg: RunConfig, dataset: Dataset) -> DataTransform:
@@ -533,6 +544,18 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
         if resume_line:
             where = f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"
             say(f"resuming {out} {where}")
+        if trainer.threads_moved is not None and trainer.dist.is_main:
+            before, now = trainer.threads_moved
+            say(
+                f"note: the run trained with {plural(before, 'CPU thread')} and goes on with {now}: the CPU's kernels "
+                "add in another order, so it continues up to rounding, not bit for bit (set OMP_NUM_THREADS="
+                f"{before} or torch.set_num_threads({before}) to continue exactly)"
+            )
+        if cfg.optim.compile and trainer.dist.is_main:
+            say(
+                "note: a compiled run resumes with an eager first step, whose random draws and rounding are not the "
+                "compiled step's: it continues as a run of the same settings, not bit for bit"
+            )
         if trainer.streams_moved and trainer.dist.is_main:
             say(
                 f"note: the run's random streams were drawn on another kind of device than {trainer.device.type}; they "

@@ -1,12 +1,13 @@
 """Run records of earlier releases, brought to the current format.
 
 A run record (``config.json``, and the same JSON in every checkpoint) is
-``{"format": 4, "dgmkit_version", "config": {model, data, optim, eval}, "data": {...}}``.
+``{"format": 5, "dgmkit_version", "config": {model, data, optim, eval}, "data": {...}}``.
 dgmkit 0.1 wrote format 1 (no ``format`` key): one flat table of keys shared by every family.
 Format 2 differs from 3 only in setting names that families have since changed (``renamed``:
 the discrete VAE's ``temperature`` is now ``gumbel_temperature``). Format 3 differs from 4 in
 what a default meant (``from_format_3``: a Gaussian diffusion's Fourier features were one
-octave above VDM's; its runs keep theirs).
+octave above VDM's; its runs keep theirs). Format 4 differs from 5 likewise (``from_format_4``:
+a mixed likelihood's encoder read a table's categorical columns as indices, not one-hot).
 Each family says which 0.1 configs were its own (``claims_v1``) and which of their keys it keeps
 (``from_v1``), so this module needs to know no family.
 """
@@ -21,7 +22,7 @@ from dgmkit.families import FAMILIES, FamilyConfig
 
 __all__ = ["FORMAT", "migrate_record", "config_from_v1", "check_record"]
 
-FORMAT = 4
+FORMAT = 5
 MAX_EVENT_SIZE = 2**24  # values in one datapoint of a run (4096 x 4096 grey pixels)
 _V1_DEFAULT_IW_SAMPLES = 5000
 
@@ -62,6 +63,10 @@ def _config_from_v3(config: dict, data: dict) -> dict:
     return _with_model_keys(config, lambda family, keys: family.from_format_3(keys, data))
 
 
+def _config_from_v4(config: dict, data: dict) -> dict:
+    return _with_model_keys(config, lambda family, keys: family.from_format_4(keys, data))
+
+
 def migrate_record(record: object, source: str) -> dict:
     """The record in the current format, or CheckpointError naming what is wrong."""
     if (
@@ -78,14 +83,16 @@ def migrate_record(record: object, source: str) -> dict:
     version = record.get("format", 1)
     if type(version) is int and version == FORMAT:
         return record
-    if type(version) is int and version in (1, 2, 3):
+    if type(version) is int and version in (1, 2, 3, 4):
         config = record["config"]
         try:
             if version == 1:
                 config = config_from_v1(config, source)
             elif version == 2:
                 config = _config_from_v2(config)
-            config = _config_from_v3(config, record["data"])
+            if version <= 3:
+                config = _config_from_v3(config, record["data"])
+            config = _config_from_v4(config, record["data"])
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # a family's keys of a crafted record
             raise CheckpointError(f"{source} holds a run record of format {version} that cannot be read ({e})") from None
         return {**record, "format": FORMAT, "config": config, "migrated_from": version}

@@ -138,7 +138,8 @@ class OptimConfig:
     time_budget: float | None = setting(
         None,
         "seconds of training this command may take: it stops at the end of the step in which they run out, with a "
-        "checkpoint that --resume continues exactly (data-parallel runs stop at the end of an epoch)",
+        "checkpoint that --resume continues bit for bit on the same kind of device and number of CPU threads, "
+        "without --compile (data-parallel runs stop at the end of an epoch)",
         gt=0,
         max=1e9,
     )

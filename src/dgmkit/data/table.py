@@ -25,6 +25,7 @@ import io
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import numpy as np
 from dgmkit._io import parse_json
 from dgmkit.errors import DataError
 
-__all__ = ["Column", "read_table", "write_table", "TABLE_SUFFIXES", "MISSING_CELLS", "MAX_CATEGORIES"]
+__all__ = ["Column", "read_table", "write_table", "describe_columns", "TABLE_SUFFIXES", "MISSING_CELLS", "MAX_CATEGORIES"]
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 MISSING_CELLS = ("", "na", "nan", "?")
@@ -191,6 +192,25 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def _shown_cell(cell: str) -> str:
     return repr(cell) if len(cell) <= 40 else repr(cell[:40]) + f"... ({len(cell)} characters)"
+
+
+def describe_columns(columns: Sequence[Column], most: int = 12) -> str:
+    """The columns as a run reads them, ``most`` of them named: "age numeric (whole numbers),
+    colour categorical (blue, green, red)" (a name or category that is long or holds characters
+    that do not print is quoted, as the messages quote cells)."""
+
+    def shown(text: str) -> str:
+        return text if text.isprintable() and len(text) <= 40 and "," not in text else _shown_cell(text)
+
+    words = []
+    for c in columns[:most]:
+        if c.kind == "categorical":
+            cats = ", ".join(shown(v) for v in c.categories[:5]) + (f", ... {c.levels} in all" if c.levels > 5 else "")
+            words.append(f"{shown(c.name)} categorical ({cats})")
+        else:
+            words.append(f"{shown(c.name)} numeric" + (" (whole numbers)" if c.integer else ""))
+    more = len(columns) - len(words)
+    return ", ".join(words) + (f", and {more} more" if more > 0 else "")
 
 
 def _check_number(path: Path, name: str, cell: str, v: float | None, place: str | None = None) -> None:

@@ -179,6 +179,12 @@ class FamilyConfig(ABC):
         record's data description). Most families changed nothing."""
         return keys
 
+    @classmethod
+    def from_format_4(cls, keys: dict, data: dict) -> dict:
+        """A run of format 4 (or earlier), as ``from_format_3`` (after it, for runs before format 4):
+        the families with a mixed likelihood read a table's categorical columns as indices then."""
+        return keys
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -2,7 +2,6 @@
 Gumbel-softmax relaxation or the score-function (REINFORCE) estimator."""
 
 import dataclasses
-import math
 from typing import Literal
 
 from torch import nn
@@ -10,7 +9,7 @@ from torch import nn
 from dgmkit.conditional import CategoricalEncoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import DataSpec, FamilyConfig
-from dgmkit.families.parts import AutoencoderSettings, ImportanceSampledEval, KLWeightSettings, encoder_net
+from dgmkit.families.parts import AutoencoderSettings, ImportanceSampledEval, KLWeightSettings, encoder_net, flat_input
 from dgmkit.models import CategoricalVAE
 from dgmkit.nn import MLP
 from dgmkit.objectives import GumbelSoftmaxELBO, Objective, ReinforceELBO
@@ -66,6 +65,6 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
         prior = UniformCategoricalPrior(self.latent_dim, self.latent_classes)
         baseline = None
         if self.objective == "reinforce":  # the score-function estimator's learned control variate b(x)
-            dims = math.prod(data.event_shape)
-            baseline = nn.Sequential(nn.Flatten(), MLP(dims, [self.hidden[-1]], 1, self.activation))
+            flat, dims = flat_input(self, data.event_shape)
+            baseline = nn.Sequential(flat, MLP(dims, [self.hidden[-1]], 1, self.activation))
         return CategoricalVAE(encoder, decoder, prior, self.input_scale(data.num_levels), baseline=baseline)

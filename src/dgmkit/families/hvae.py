@@ -11,7 +11,7 @@ from torch import nn
 from dgmkit.conditional import Decoder
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import DataSpec, FamilyConfig
-from dgmkit.families.parts import ImportanceSampledEval, VAESettings, decoder_net, encoder_net
+from dgmkit.families.parts import ImportanceSampledEval, VAESettings, decoder_net, encoder_net, flat_input
 from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.models.vdvae import DeepTopDownVAE
 from dgmkit.nn import MLP, GatedMLP
@@ -99,15 +99,15 @@ class StackSettings(VAESettings, ImportanceSampledEval):
     def _features(self, event_shape: tuple[int, ...]) -> nn.Module:
         """x -> h of width hidden[-1], the deterministic encoder every posterior starts from
         (gated: the reference HVAE's gated dense layers, without an output layer)."""
-        dims, act = math.prod(event_shape), self.activation
+        (flat, dims), act = flat_input(self, event_shape), self.activation
         if self._reference_hvae:
-            return nn.Flatten()  # every posterior network reads x itself
+            return flat  # every posterior network reads x itself
         if self.encoder == "gated":
             sizes = [dims, *self.hidden]
-            return nn.Sequential(nn.Flatten(), *[GatedDense(a, b) for a, b in zip(sizes[:-1], sizes[1:])])
+            return nn.Sequential(flat, *[GatedDense(a, b) for a, b in zip(sizes[:-1], sizes[1:])])
         if self.encoder == "mlp":
             h = self._hidden_at(0)
-            return nn.Sequential(nn.Flatten(), MLP(dims, h[:-1], h[-1], act), activation(act))
+            return nn.Sequential(flat, MLP(dims, h[:-1], h[-1], act), activation(act))
         return nn.Sequential(encoder_net(self, event_shape, self.hidden[-1]), activation(act))
 
     @property
@@ -168,7 +168,7 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             q_nets: list[nn.Module] = [nn.Linear(width, 2 * sizes[0])]
             q_nets += [self._net(sizes[i - 1], 2 * sizes[i], self._hidden_at(i)) for i in range(1, len(sizes))]
         elif self._reference_hvae:
-            dims = math.prod(data.event_shape)  # the features are x itself
+            dims = flat_input(self, data.event_shape)[1]  # the features are x itself
             q_nets = [GatedBranches([dims, sizes[i + 1]], self.hidden[-1], 2 * sizes[i]) for i in range(top)]
             q_nets.append(GatedMLP(dims, self.hidden, 2 * sizes[top]))
         elif self.posterior == "top-down":

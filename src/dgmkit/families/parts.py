@@ -21,7 +21,7 @@ from dgmkit.conditional import (
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families.base import DataSpec
-from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP
+from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP, OneHotColumns
 from dgmkit.nn.conv import he_init
 from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
 from dgmkit.settings import setting
@@ -40,6 +40,7 @@ __all__ = [
     "FixedLikelihood",
     "LabelledBatches",
     "encoder_net",
+    "flat_input",
     "decoder_net",
     "Activation",
 ]
@@ -75,6 +76,11 @@ class LikelihoodSettings:
         "mixed likelihood: each column's number of categories, 0 for a numeric column (filled in from the table)",
         min=0,
         max=256,
+    )
+    table_input: Literal["one-hot", "index"] = setting(
+        "one-hot",
+        "mixed likelihood: how a categorical column reaches the encoder: one-hot over its categories, or its index "
+        "0..K-1 as one number (runs written before run format 5)",
     )
 
     def head(self, num_levels: int | None) -> LikelihoodHead:
@@ -113,7 +119,22 @@ class LikelihoodSettings:
             return DataTransform("continuous", None)
         if self.table_levels is not None:
             raise ConfigError("table_levels applies to the mixed likelihood only")
+        if self.table_input != "one-hot":
+            raise ConfigError("table_input applies to the mixed likelihood only")
         return make_transform(self.likelihood, dataset, binarize)
+
+    def one_hot_columns(self) -> list[int] | None:
+        """A mixed table's columns' categories where the encoder reads them one-hot (0: numeric);
+        None where it reads x flat as it is."""
+        return self.table_levels if self.likelihood == "mixed" and self.table_input == "one-hot" else None
+
+    @classmethod
+    def from_format_4(cls, keys: dict, data: dict) -> dict:
+        """Runs of format 4 and before read a mixed table's categorical columns as indices."""
+        keys = super().from_format_4(keys, data)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
+        if keys.get("likelihood") == "mixed" and "table_input" not in keys:
+            return {**keys, "table_input": "index"}
+        return keys
 
     def input_scale(self, num_levels: int | None) -> float:
         """Integer targets (categorical, logistic) reach the networks scaled to [0, 1]."""
@@ -257,14 +278,24 @@ class LabelledBatches:
         return [LabelledRows(self.labelled_batch)]
 
 
+def flat_input(s: object, event_shape: tuple[int, ...]) -> tuple[nn.Module, int]:
+    """The layer that reads x (B, *event) as flat features for a dense network, and their number:
+    x flattened, or a mixed table's row with its categorical columns one-hot."""
+    levels = s.one_hot_columns() if isinstance(s, LikelihoodSettings) else None
+    if levels:
+        layer = OneHotColumns(levels)
+        return layer, layer.width
+    return nn.Flatten(), math.prod(event_shape)
+
+
 def encoder_net(s: NetworkSettings, event_shape: tuple[int, ...], out: int) -> nn.Module:
     """x (B, *event) -> (B, out)."""
-    dims = math.prod(event_shape)
     if s.encoder == "conv":
         return ConvEncoderNet(event_shape, out, channels=s.conv_channels, hidden=s.hidden[0], act=s.activation)
+    flat, dims = flat_input(s, event_shape)
     if s.encoder == "gated":
-        return nn.Sequential(nn.Flatten(), GatedMLP(dims, s.hidden, out))
-    return nn.Sequential(nn.Flatten(), MLP(dims, s.hidden, out, s.activation))
+        return nn.Sequential(flat, GatedMLP(dims, s.hidden, out))
+    return nn.Sequential(flat, MLP(dims, s.hidden, out, s.activation))
 
 
 def decoder_net(s: NetworkSettings, event_shape: tuple[int, ...], latent: int, params_per_pixel: int) -> nn.Module:

@@ -30,7 +30,15 @@ class PixelVAEConfig(StackSettings, FamilyConfig):
     stack_class: ClassVar[type[HierarchicalVAE]] = PixelVAE
     # the likelihood is a discrete one that a pixel can be drawn from: the continuous ones' settings go
     unused_settings: ClassVar[frozenset[str]] = frozenset(
-        {"gaussian_variance", "gaussian_scale", "gaussian_min_scale", "student_min_df", "student_min_scale", "table_levels"}
+        {
+            "gaussian_variance",
+            "gaussian_scale",
+            "gaussian_min_scale",
+            "student_min_df",
+            "student_min_scale",
+            "table_levels",
+            "table_input",
+        }
     )
 
     latent_sizes: list[int] = setting(

@@ -104,7 +104,7 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
             encoder = GaussianEncoder(encoder_net(self, data.event_shape, 2 * m), m, scale_map=sigma)
         scale = self.input_scale(data.num_levels)
         prior = self.build_prior(m, self.hidden, self.activation, scale, data)
-        return VAE(encoder, decoder, prior, scale)
+        return VAE(encoder, decoder, prior, scale, fill_missing=not self.one_hot_columns())
 
     @torch.no_grad()
     def make_derived_data(

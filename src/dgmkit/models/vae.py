@@ -29,12 +29,21 @@ class VAE(DecodedModel, LatentVariableModel):
     ``input_scale`` multiplies the data before the encoder sees it (for example 1/255 when the
     likelihood scores integer pixels), so that the decoder's targets and the encoder's inputs
     can differ in representation. Its encoder reads a missing entry (NaN) as 0, as MIWAE trains
-    it, so missing entries can be imputed (``can_impute``).
+    it, so missing entries can be imputed (``can_impute``); with ``fill_missing`` False the
+    encoder is given the NaN entries to read as it does (a table's one-hot input layer makes a
+    missing category no category at all).
     """
 
     can_impute: ClassVar[bool] = True
 
-    def __init__(self, encoder: ConditionalDistribution, decoder: Decoder, prior: Prior, input_scale: float = 1.0):
+    def __init__(
+        self,
+        encoder: ConditionalDistribution,
+        decoder: Decoder,
+        prior: Prior,
+        input_scale: float = 1.0,
+        fill_missing: bool = True,
+    ):
         super().__init__()
         _check_prior(prior, encoder)
         check_decoder(decoder)
@@ -42,6 +51,7 @@ class VAE(DecodedModel, LatentVariableModel):
         self.decoder = decoder
         self.prior_module = prior
         self.input_scale = float(input_scale)
+        self.fill_missing = bool(fill_missing)
         self.register_load_state_dict_pre_hook(_rename_v1_prior_keys)
 
     @property
@@ -54,10 +64,11 @@ class VAE(DecodedModel, LatentVariableModel):
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q(z|x) for a batch of data of shape (B, *event). Missing entries (NaN) reach the
-        encoder as 0 (zero imputation, as MIWAE's encoder sees incomplete data)."""
+        encoder as 0 (zero imputation, as MIWAE's encoder sees incomplete data), or as they are
+        where the encoder reads them (``fill_missing`` False)."""
         if not x.is_floating_point():
             x = x.to(dtype_of(self))  # (the model's precision: float64 once made so)
-        elif may_be_incomplete(x):
+        elif self.fill_missing and may_be_incomplete(x):
             x = x.nan_to_num(0.0)
         if self.input_scale != 1.0:
             x = x * self.input_scale

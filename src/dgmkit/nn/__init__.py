@@ -1,10 +1,12 @@
-"""Networks only, no probability: MLPs, convolutional stacks, masked (MADE) networks."""
+"""Networks only, no probability: MLPs, convolutional stacks, masked (MADE) networks, a table's
+input layer."""
 
 from dgmkit.nn.conv import ConvDecoderNet, ConvEncoderNet
 from dgmkit.nn.gated import GatedDense, GatedMLP
 from dgmkit.nn.made import MADE, MaskedLinear
 from dgmkit.nn.mlp import MLP
 from dgmkit.nn.resnet import ConvConditioner, zero_init
+from dgmkit.nn.table import OneHotColumns
 
 __all__ = [
     "MLP",
@@ -16,4 +18,5 @@ __all__ = [
     "MaskedLinear",
     "ConvConditioner",
     "zero_init",
+    "OneHotColumns",
 ]

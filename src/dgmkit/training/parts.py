@@ -287,7 +287,8 @@ class LabelledRows(TrainingPart):
 @dataclass(frozen=True)
 class TimeBudget(TrainingPart):
     """Stop ``fit`` at the end of the step in which ``seconds`` (of ``clock``) have passed since
-    it began, with a checkpoint from which ``resume`` goes on exactly."""
+    it began, with a checkpoint from which ``resume`` goes on bit for bit (on the same kind of
+    device and number of CPU threads, not compiled)."""
 
     seconds: float
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)

@@ -166,8 +166,9 @@ class Trainer:
             self.objective.setup_labels(self.batches.labelled_count)
         self._valid_x = None
         if valid is not None:
-            g = torch.Generator(device=self.device).manual_seed(VALID_SEED)
-            self._valid_x = self.transform(valid.x.to(self.device), g)
+            # drawn on the CPU, as dgm eval draws it: the same binarization or noise on any device (a CUDA
+            # generator of the same seed draws other bits: the best checkpoint was chosen on other data)
+            self._valid_x = self.transform(valid.x, torch.Generator().manual_seed(VALID_SEED)).to(self.device)
         if isinstance(self.model, GenerativeModel):  # values the likelihood does not define: refused before a step
             probe = self.transform(self.train_x[:_PROBE_ROWS], torch.Generator(device=self.device).manual_seed(0))
             self.model.check_data(probe)
@@ -190,6 +191,7 @@ class Trainer:
         if self.device.type == "cuda":  # (each rank its own stream, as on the CPU)
             self._cuda_state = torch.Generator(device=self.device).manual_seed(self._rank_seed(0)).get_state()
         self.streams_moved = False  # whether a resume found the run's streams drawn on another kind of device
+        self.threads_moved: tuple[int, int] | None = None  # a resume's CPU threads, before and now, where they differ
 
     def _output(
         self,
@@ -327,6 +329,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             **({"ema_updates": self.ema.updates} if self.ema is not None else {}),
             **({"epoch_progress": {k: v for k, v in self._progress.items() if k != "perm"}} if self._progress else {}),
+            **({"cpu_threads": torch.get_num_threads()} if self.device.type == "cpu" else {}),
         }
 
     def ema_weights(self) -> contextlib.AbstractContextManager:
@@ -405,6 +408,9 @@ class Trainer:
             self.generator.set_state(generator_state)
             raise CheckpointError(f"{path}: {bad} holds NaN or inf; it cannot be resumed")
         self.epoch, self.step = t["epoch"], t["step"]
+        threads = t.get("cpu_threads")  # (checked; absent where the run trained on a GPU, or before it was kept)
+        now = torch.get_num_threads()
+        self.threads_moved = (threads, now) if self.device.type == "cpu" and threads not in (None, now) else None
         self.best_valid = t["best_valid"] if t.get("best_valid") is not None else -math.inf
         self.best_epoch, self.bad_epochs = t["best_epoch"], t["bad_epochs"]
         self.guard.load_state(t["skipped_steps"], t.get("recent_grad_norms", []))
@@ -874,6 +880,9 @@ def _checked_counters(t: dict, path: Path) -> dict:
         raise CheckpointError(f"{path}: best_valid = {b!r} is not a finite number or null")
     if t.get("scaler") is not None and not isinstance(t["scaler"], dict):
         raise CheckpointError(f"{path}: the gradient scaler state is not a table")
+    threads = t.get("cpu_threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 2**16):
+        raise CheckpointError(f"{path}: cpu_threads = {str(threads)[:40]!r} is not a number of threads (1 to 65536)")
     norms = t.get("recent_grad_norms", [])
     if not isinstance(norms, list) or len(norms) > WINDOW or not all(_norm(v) for v in norms):
         raise CheckpointError(f"{path}: recent_grad_norms is not a list of at most {WINDOW} finite gradient norms")
