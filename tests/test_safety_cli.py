@@ -91,6 +91,7 @@ def vae_copy(vae_run, tmp_path):
         (["train", "--seed", str(2**70)], "seed must be <="),
         (["train", "--lr", "nan"], "lr must be a finite number"),
         (["train", "--iw-samples", "-1"], "iw_samples must be >= 0"),
+        (["train", "--dataset", "digits", "--iw-samples", "0"], "iw_samples 0: the vae model's log p(x) is estimated"),
         (["train", "--model", "vae", "--iw-k", str(10**9)], "iw_k must be <= 5000"),
         (["train", "--model", "arm", "--arm-kernel", "99999"], "arm_kernel must be <= 31"),
         (["train", "--model", "vae", "--hidden", *["8"] * 65], "at most 64 values"),

@@ -295,6 +295,11 @@ def _check_fit_flags(cfg: RunConfig, resume: bool, tensorboard: bool) -> None:
                           "process; data-parallel training (torchrun, --nproc) is for gradient training")  # fmt: skip
     if resume and family.fit != "gradient":
         raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
+    if not resume and cfg.eval.iw_samples == 0 and family.default_iw_samples > 0:  # (a new run's check: as lr_min's)
+        raise ConfigError(
+            f"iw_samples 0: the {family.name} model's log p(x) is estimated by sampling (its default k is "
+            f"{family.default_iw_samples}); give 1 or more (k = 1 is the ELBO)"
+        )
     o = cfg.optim
     if not resume and o.lr_min > o.lr:  # (the floor would be the learning rate of every epoch, above the one asked for)
         # a new run's check, not RunConfig's: a run recorded with such a floor trained at it, and still loads and resumes
