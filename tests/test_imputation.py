@@ -222,6 +222,37 @@ def test_training_on_a_table_says_how_it_reads_each_column(tmp_path, capsys):
     assert describe_columns([Column(f"c{i}", "numeric") for i in range(15)], most=2) == "c0 numeric, c1 numeric, and 13 more"
 
 
+def test_a_run_whose_schema_moved_reads_it_from_its_new_path(tmp_path, capsys):
+    """A run folder moved with its table and schema: --data and --schema name their new paths
+    (the schema was a dead end: every command stopped at the path the run recorded)."""
+    p = _table(tmp_path)
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"columns": {"size": "numeric", "colour": "categorical", "weight": "numeric"}}))
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "--dataset", p, "--schema", schema, "--likelihood", "mixed", "--objective",
+                        "miwae", "--iw-k", "2", "--hidden", "4", "--epochs", "1", "--quiet", "--out", run)  # fmt: skip
+    assert code == 0, err
+    moved = tmp_path / "moved.json"
+    schema.rename(moved)
+    code, _, err = _run(capsys, "eval", run, "--iw-samples", "2")
+    assert code == 1 and f"no such schema file: {schema}" in err and "if it moved, --schema PATH" in err
+    code, out, err = _run(capsys, "eval", run, "--iw-samples", "2", "--schema", moved)
+    assert code == 0 and "NLL" in out, err
+    code, _, err = _run(capsys, "impute", run, "--schema", moved, "--k", "4", "--out", tmp_path / "i.csv")
+    assert code == 0, err
+    code, _, err = _run(capsys, "score", run, p, "--schema", moved, "--k", "2", "--out", tmp_path / "s.csv")
+    assert code == 0, err
+    other = tmp_path / "other.json"  # other kinds: other columns, refused by the run's pinned data
+    other.write_text(json.dumps({"columns": {"size": "categorical", "colour": "categorical", "weight": "numeric"}}))
+    code, _, err = _run(capsys, "eval", run, "--iw-samples", "2", "--schema", other)
+    assert code == 1 and "now holds other data than" in err
+    code, _, err = _run(capsys, "train", "--dataset", p, "--likelihood", "mixed", "--objective", "miwae", "--iw-k", "2",
+                        "--hidden", "4", "--epochs", "1", "--quiet", "--out", tmp_path / "inferred")  # fmt: skip
+    assert code == 0, err
+    code, _, err = _run(capsys, "eval", tmp_path / "inferred", "--schema", moved)
+    assert code == 1 and "was trained without a schema (its columns' kinds inferred)" in err
+
+
 def test_a_table_reads_with_an_inferred_or_given_schema_and_writes_back(tmp_path):
     p = _table(tmp_path)
     x, cols = read_table(p)

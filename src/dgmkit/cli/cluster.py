@@ -41,7 +41,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         )
     own_result_file(run.path / "cluster.json", "clusters_used", "cluster again")  # a foreign one: refused before any work
     own_result_table(run.path / "cluster-assignments.csv", _HEADER, "cluster again")
-    x, y = split_data(run, args.split, args.data_dir, args.data)
+    x, y = split_data(run, args.split, args.data_dir, args.data, schema=args.schema)
     if y is None:
         raise DataError(f"{run.cfg.data.dataset} has no labels to score a clustering against")
     assign = cluster_assignments(run.model, x).cpu()  # scored by NumPy and scikit-learn, on the CPU

@@ -104,7 +104,7 @@ def add_run_parser(sub: argparse._SubParsersAction, name: str, **kwargs) -> argp
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
-    """--data-dir and --data: where a run's data are read from, if not where they were."""
+    """--data-dir, --data and --schema: where a run's data are read from, if not where they were."""
     p.add_argument(
         "--data-dir", default=None, help="folder of a named dataset's files (default: the run's, else $DGMKIT_DATA)"
     )
@@ -113,6 +113,13 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help="a run trained on a data file: read it from PATH (moved or copied); its content must be the same",
+    )
+    p.add_argument(
+        "--schema",
+        default=None,
+        metavar="PATH",
+        help="a run trained on a table with a --schema: read the schema from PATH (moved or copied); the columns it "
+        "gives must be the same",
     )
 
 
@@ -144,10 +151,11 @@ def add_seeded_data_flags(p: argparse.ArgumentParser, seed_help: str | None = No
     add_device_flag(p)
 
 
-def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> Dataset:
-    """The dataset a run was trained on, read again (``data``: the data file at a new path), and
-    refused if its content is not what the run recorded."""
-    cfg = run.cfg.data
+def run_data(run: Run, data_dir: str | None = None, data: str | None = None, schema: str | None = None) -> Dataset:
+    """The dataset a run was trained on, read again (``data``: the data file at a new path;
+    ``schema``: the table's schema at a new path), and refused if its content is not what the run
+    recorded."""
+    cfg = _moved_schema(run, run.cfg.data, schema)
     if data is not None and not isinstance(data, (str, os.PathLike)):
         raise ConfigError(
             f"data names the run's data file at a new path, got a {type(data).__name__}; to score arrays, use "
@@ -184,7 +192,24 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None) -> 
     return dataset
 
 
-def run_table(run: Run, given_table: bool, data_dir: str | None = None, data: str | None = None) -> Dataset | None:
+def _moved_schema(run: Run, cfg: DataConfig, schema: str | None) -> DataConfig:
+    """The run's data settings with its table's schema read from ``schema`` (--schema), where the
+    run was trained with one; a schema no longer where it was is refused, saying so."""
+    if schema is not None:
+        if cfg.schema is None:
+            raise ConfigError(f"--schema: {run.path} was trained without a schema (its columns' kinds inferred)")
+        return dataclasses.replace(cfg, schema=schema)
+    if cfg.schema is not None and not Path(cfg.schema).expanduser().is_file():
+        raise DataError(
+            f"no such schema file: {cfg.schema} (the schema of the table {run.path} was trained on); if it moved, "
+            "--schema PATH"
+        )
+    return cfg
+
+
+def run_table(
+    run: Run, given_table: bool, data_dir: str | None = None, data: str | None = None, schema: str | None = None
+) -> Dataset | None:
     """The table a run was trained on (None for a run on images), read as ``run_data`` reads it
     (``data_dir``, ``data``: --data-dir, --data): its columns encode an input table and check an
     input array, and say what the numbers are of. Needed (read, or refused if it is not as
@@ -194,9 +219,9 @@ def run_table(run: Run, given_table: bool, data_dir: str | None = None, data: st
     if not is_table(run.cfg.data.dataset):
         return None
     try:
-        return run_data(run, data_dir, data)
+        return run_data(run, data_dir, data, schema)
     except DgmError:
-        if given_table or data is not None or data_dir is not None:
+        if given_table or data is not None or data_dir is not None or schema is not None:
             raise
         return None
 
@@ -236,12 +261,17 @@ def _check_as_recorded(run: Run, dataset: Dataset) -> None:
 
 
 def split_data(
-    run: Run, split: str, data_dir: str | None = None, data: str | None = None, dataset: Dataset | None = None
+    run: Run,
+    split: str,
+    data_dir: str | None = None,
+    data: str | None = None,
+    dataset: Dataset | None = None,
+    schema: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The split of a run's dataset (``dataset`` if already read with ``run_data``), transformed
     as the model scores it (with the fixed held-out noise seed for stochastic binarization or
     dequantization), and its labels."""
-    dataset = dataset if dataset is not None else run_data(run, data_dir, data)
+    dataset = dataset if dataset is not None else run_data(run, data_dir, data, schema)
     s = dataset.split(split)
     x = run.transform(s.x, torch.Generator().manual_seed(VALID_SEED))  # on the CPU: the same noise on any device
     return x.to(run.device), None if s.y is None else s.y.to(run.device)
@@ -367,7 +397,7 @@ def figure_split(
     where it holds fewer than ``at_least`` rows (``enough_rows``): where a figure of the run's
     images starts."""
     out, run = figure_run(args, check)
-    x, y = split_data(run, args.split, args.data_dir, args.data)
+    x, y = split_data(run, args.split, args.data_dir, args.data, schema=args.schema)
     enough_rows(x, args.split, at_least)
     return out, run, x, y
 

@@ -56,7 +56,7 @@ def density(args: argparse.Namespace) -> int:
             f"dgm density needs an exact-likelihood model that samples (a flow); {run.cfg.model.describe()} has "
             f"{'no exact likelihood' if model.estimate_kind != 'exact' else 'no sampler'}"
         )
-    x, _ = split_data(run, "test", args.data_dir, args.data)
+    x, _ = split_data(run, "test", args.data_dir, args.data, schema=args.schema)
     pts = x.reshape(-1, 2)
     lo, hi = pts.min(0).values, pts.max(0).values
     pad = 0.15 * (hi - lo)

@@ -115,7 +115,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
         )
     samples = args.samples or 16
     kept = own_result_file(run.path / "diagnose.json", "estimators", "run dgm diagnose again")
-    x, _ = split_data(run, args.split, args.data_dir, args.data)
+    x, _ = split_data(run, args.split, args.data_dir, args.data, schema=args.schema)
     enough_rows(x, args.split, 2, "a covariance over the data")
     total = len(x)
     if args.n < total:

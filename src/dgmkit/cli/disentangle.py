@@ -130,7 +130,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     _needs_codes(run)
     kept = own_result_file(run.path / "disentangle.json", "mig_estimator", "run dgm disentangle again")
-    dataset = run_data(run, args.data_dir, args.data)
+    dataset = run_data(run, args.data_dir, args.data, args.schema)
     if not dataset.factor_names:
         raise ConfigError(
             f"{dataset.name} has no known generative factors; disentanglement needs one that has (e.g. sprites)"

@@ -248,6 +248,7 @@ def evaluate_run(
     inputs: dict[str, str] | None = None,
     orders: int | None = None,
     keep_orders: bool = False,
+    schema: str | None = None,
 ) -> dict:
     """What ``dgm eval`` computes for a loaded run (its eval.json record): the estimate the run's
     family declares, with ``iw_samples`` (or ``time_samples``; default: the run's), on ``split``
@@ -257,7 +258,7 @@ def evaluate_run(
     _check_counts(run, iw_samples, time_samples, limit, seed, orders)
     k = estimate_samples(run, iw_samples, time_samples)
     weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]  # which weights these numbers are of
-    dataset = run_data(run, data_dir, data)
+    dataset = run_data(run, data_dir, data, schema)
     x, y = split_data(run, split, dataset=dataset)
     x, y, subset = _seeded_subset(x, y, limit, seed)
     store = None
@@ -352,7 +353,7 @@ def run_eval(args: argparse.Namespace) -> int:
     own_result_file(run.path / "eval.json", "nll", "evaluate again")  # (dgmkit 0.1's had no estimate)
     result = evaluate_run(
         run, args.split, args.iw_samples, args.time_samples, args.limit, args.seed, args.data_dir, args.data,
-        inputs=inputs, orders=args.orders, keep_orders=True,
+        inputs=inputs, orders=args.orders, keep_orders=True, schema=args.schema,
     )  # fmt: skip
     if not distributed.current().is_main:  # under torchrun every rank evaluated its share; rank 0 writes
         return 0

@@ -206,7 +206,7 @@ def _sample_rows(args: argparse.Namespace) -> int:
     variable model's x ~ p(x|z), z ~ p(z), not the means)."""
     run = load_run(args.run_dir, device=args.device)
     attach_inputs(run, args)
-    table = run_data(run, args.data_dir, args.data)
+    table = run_data(run, args.data_dir, args.data, args.schema)
     if not table.columns:
         raise ConfigError(f"--out .csv writes rows of a table, and {run.path} was not trained on one: name a .png file")
     out = check_new_output(Path(args.out), args.force, inputs=run_inputs(run, args.data), protected=run_files(args.run_dir))

@@ -152,7 +152,7 @@ def run_impute(args: argparse.Namespace) -> int:
     transform = run.transform
     if transform.kind == "dequantize":
         raise ConfigError("imputation of dequantized data is not supported: train with a discrete likelihood")
-    dataset = run_data(run, args.data_dir, args.data)
+    dataset = run_data(run, args.data_dir, args.data, args.schema)
     columns = dataset.columns
     data, truth, file_shape, where = _incomplete(args, run, dataset)
     missing = ~observed(data)
@@ -208,7 +208,11 @@ def _incomplete(
         file_shape = tuple(data.shape)
         where = f"the {args.split} split of {run.record['data']['name']}"
         if run.cfg.data.missing_rate > 0:  # the run removed these entries itself: the values that were there are known
-            source = run.cfg.data if args.data is None else dataclasses.replace(run.cfg.data, dataset=args.data)
+            source = dataclasses.replace(
+                run.cfg.data,
+                dataset=args.data or run.cfg.data.dataset,
+                schema=args.schema or run.cfg.data.schema,  # (as run_data read them)
+            )
             complete = run_dataset(dataclasses.replace(source, missing_rate=0.0), args.data_dir or None)
             truth = complete.split(args.split).x.float()
             if truth.shape != data.shape or not torch.equal(truth[observed(data)], data[observed(data)].float()):

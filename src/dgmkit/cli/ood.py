@@ -167,7 +167,7 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     """The OOD dataset, refused unless it has the run's image shape and number of levels."""
     cfg = run.cfg.data
     given_table = args.ood.lower().endswith(TABLE_SUFFIXES)
-    table = run_table(run, given_table, args.data_dir, args.data)  # a table's rows: read by the run's own columns
+    table = run_table(run, given_table, args.data_dir, args.data, args.schema)  # a table: read by the run's columns
     columns = table.columns if table is not None and given_table else None
     ds = load_dataset(args.ood, args.ood_data_dir or args.data_dir or cfg.data_dir, download=cfg.download, columns=columns)
     if table is not None and not given_table and is_data_file(args.ood):
@@ -391,7 +391,7 @@ class _Scored(NamedTuple):
 
 
 def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int]) -> _Scored:
-    dataset = run_data(run, args.data_dir, args.data)
+    dataset = run_data(run, args.data_dir, args.data, args.schema)
     ood = _ood_dataset(run, args)
     own = run.record["data"].get("sha256")
     if own is not None and holds_recorded_data(ood, own):

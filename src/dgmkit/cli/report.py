@@ -126,7 +126,7 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     if not model.has_latents:
         return figs, notes
     try:
-        x, y = split_data(run, "test", args.data_dir, args.data)
+        x, y = split_data(run, "test", args.data_dir, args.data, schema=args.schema)
     except DataError as e:
         notes.append(f"no reconstruction or latent figures: the test data could not be read ({e})")
         return figs, notes

@@ -120,7 +120,7 @@ def run_score(args: argparse.Namespace) -> int:
         raise ConfigError("--data and --data-dir say where a table run's table is; this run's inputs are scored alone")
     given_table = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in TABLE_SUFFIXES
     # the run's table, read once: its columns encode or check the input, and name the units
-    table = run_table(run, given_table, args.data_dir, args.data)
+    table = run_table(run, given_table, args.data_dir, args.data, args.schema)
     x, names = _inputs(args.inputs, run, table)
     log_px, bpd = score_inputs(run, x, args.k, args.seed)
     buf = io.StringIO()
