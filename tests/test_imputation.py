@@ -551,6 +551,7 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys):
     code, out, err = _run(capsys, "impute", run, "--out", tmp_path / "i.npz", "--k", "50", "--draws", "3",
                           "--baselines", "mean", "knn")  # fmt: skip
     assert code == 0, err
+    assert "i.npz holds the rows of the train split, a seeded share of t.csv's rows in a seeded order\n" in out
     scores = json.loads((run / "impute.json").read_text())
     assert set(scores["rmse"]) == {"MIWAE (k=50)", "mean", "knn"} and set(scores["categorical_error"]) == set(scores["rmse"])
     z = np.load(tmp_path / "i.npz")

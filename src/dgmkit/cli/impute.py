@@ -40,7 +40,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import run_dataset
 from dgmkit.data import Dataset
 from dgmkit.data.missing import observed
-from dgmkit.data.registry import is_table
+from dgmkit.data.registry import is_data_file, is_table
 from dgmkit.data.table import TABLE_SUFFIXES, write_table
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.figures import image_grid_png
@@ -178,6 +178,12 @@ def run_impute(args: argparse.Namespace) -> int:
         scores = _scores(args, run, data, truth, single_data, missing, columns)
     _write_imputed(args, out, arrays["x"].reshape(len(data), -1), columns, arrays)
     say(f"wrote {out}")
+    if not args.input and is_data_file(run.cfg.data.dataset):
+        fill = f"; to fill the file itself, row for row: dgm impute {args.run_dir} {run.cfg.data.dataset} --out FILE"
+        say(
+            f"note: {out} holds the rows of the {args.split} split, a seeded share of {run.record['data']['name']}'s "
+            f"rows in a seeded order" + (fill if run.cfg.data.missing_rate == 0 else "")
+        )
     if columns and out.suffix.lower() != ".csv":
         say(
             f"note: {out} holds the rows as the model sees them, each numeric column standardized (not in its own "
