@@ -10,29 +10,20 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from dgmkit.conditional import ConditionalDistribution, Decoder
 from dgmkit.devices import dtype_of
 from dgmkit.models.vae import VAE
-from dgmkit.priors import Prior
 
 __all__ = ["CategoricalVAE"]
 
 
 class CategoricalVAE(VAE):
-    """``baseline``: an optional network x -> (B, 1), the learned control variate of the
-    score-function estimator (trained with the model, saved with it)."""
+    """The VAE's parts (its arguments), and ``baseline``: an optional network x -> (B, 1), the
+    learned control variate of the score-function estimator (trained with the model, saved with it)."""
 
     discrete_latents = True
 
-    def __init__(
-        self,
-        encoder: ConditionalDistribution,
-        decoder: Decoder,
-        prior: Prior,
-        input_scale: float = 1.0,
-        baseline: nn.Module | None = None,
-    ):
-        super().__init__(encoder, decoder, prior, input_scale)
+    def __init__(self, *vae_args, baseline: nn.Module | None = None, **vae_kwargs):
+        super().__init__(*vae_args, **vae_kwargs)
         self.baseline = baseline
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
