@@ -183,6 +183,37 @@ def test_vampprior_pseudo_inputs_are_clipped_to_the_unit_interval():
     assert torch.equal(prior.pseudo_input_values(), torch.tensor([[0.0, 0.5, 1.0], [0.2, 1.0, 0.0]]))
 
 
+def test_vampprior_pseudo_inputs_of_continuous_data_are_free_and_old_runs_keep_their_clip():
+    """A table's standardized columns (or another run's latents) span negative values and more
+    than 1: clipped to [0, 1], no pseudo-input could be a typical row (and one started at a
+    training row was squashed into [0.01, 0.99]). Pixels keep the reference code's clip; a run
+    recorded before run format 5 keeps the clip it was trained with."""
+    from dgmkit.config import migrate_record
+    from dgmkit.families.base import DataSpec
+    from dgmkit.priors import VampPrior
+
+    rows = torch.tensor([[-1.5, 0.5, 2.5], [0.2, 3.0, -0.7]])
+    free = VampPrior(2, (3,), components=2, init=rows, bounded=False)
+    assert torch.equal(free.pseudo_input_values(), rows)
+    cfg = RunConfig.from_dict({"model": {"name": "vae", "prior": "vampprior", "prior_components": 2, "hidden": [4]}})
+    table, pixels = DataSpec.of((1, 1, 3), None), DataSpec.of((1, 2, 2), 2)
+    assert not cfg.model.model_for(table).prior_module.bounded and cfg.model.model_for(pixels).prior_module.bounded
+    unit = cfg.replace(pseudo_range="unit")
+    assert unit.model.model_for(table).prior_module.bounded
+    record = {"format": 4, "config": cfg.to_dict(), "data": {"event_shape": [1, 1, 3], "num_levels": None}}
+    del record["config"]["model"]["pseudo_range"]
+    assert migrate_record(record, "config.json")["config"]["model"]["pseudo_range"] == "unit"
+    record["config"]["model"]["prior"] = "standard"
+    assert "pseudo_range" not in migrate_record(record, "config.json")["config"]["model"]
+    # started at training rows with missing entries (MIWAE's data): each hole filled with its column's observed mean
+    # (a NaN pseudo-input made the first step's loss NaN)
+    nan = float("nan")
+    holes = torch.tensor([[1.0, nan, 3.0], [nan, nan, 5.0], [2.0, 4.0, nan]]).view(3, 1, 1, 3)
+    from_data = cfg.replace(pseudo_init="data", prior_components=3).model.model_for(DataSpec.of((1, 1, 3), None, holes))
+    u = from_data.prior_module.pseudo_input_values().sort(0).values
+    assert torch.equal(u.flatten(1), torch.tensor([[1.0, 4.0, 3.0], [1.5, 4.0, 4.0], [2.0, 4.0, 5.0]]))
+
+
 def test_clustering_scores_from_the_contingency_table():
     """Clusters 0, 1, 2 against classes 0, 1: counts [[3, 1], [1, 2], [1, 2]]. The best one-to-one
     matching takes 3 + 2 of 10, each cluster's majority 3 + 2 + 2, and NMI is I / mean(H_labels, H_clusters)."""

@@ -187,12 +187,26 @@ class PriorSettings:
     prior: Literal["standard", "mog", "vampprior", "flow"] = setting("standard", "the prior p(z)")
     prior_components: int | None = setting(None, "mog / vampprior components K (default 10 / 500)", min=1, max=10000)
     pseudo_init: Literal["random", "data"] = setting("random", "vampprior pseudo-inputs: random, or random training images")
+    pseudo_range: Literal["data", "unit"] = setting(
+        "data",
+        "vampprior pseudo-inputs: clipped to [0, 1] where the encoder reads pixels scaled there, free where it reads "
+        "continuous values (a table's standardized columns, another run's latents) (data); or clipped to [0, 1] "
+        "always (unit: runs written before run format 5)",
+    )
     flow: Literal["nice", "realnvp", "glow", "maf"] = setting("maf", "the flow of --prior flow")
     flow_layers: int = setting(4, "layers of the flow prior (or of a VAE's IAF posterior)", min=1, max=256)
 
     @property
     def needs_init_data(self) -> bool:
         return self.prior == "vampprior" and self.pseudo_init == "data"
+
+    @classmethod
+    def from_format_4(cls, keys: dict, data: dict) -> dict:
+        """Runs of format 4 and before clipped a VampPrior's pseudo-inputs to [0, 1] on any data."""
+        keys = super().from_format_4(keys, data)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
+        if keys.get("prior") == "vampprior" and "pseudo_range" not in keys:
+            return {**keys, "pseudo_range": "unit"}
+        return keys
 
     def build_prior(
         self,
@@ -216,8 +230,11 @@ class PriorSettings:
             if len(data.init_data) < k:
                 raise ConfigError(f"pseudo_init = data needs at least {k} training images, got {len(data.init_data)}")
             idx = torch.randperm(len(data.init_data), generator=torch.Generator().manual_seed(data.seed))[:k]
-            init = data.init_data[idx].float() * input_scale
-        return VampPrior(m, data.event_shape, k, init=init)
+            x = data.init_data.float()
+            filled = torch.nanmean(x, 0).nan_to_num(0.0)  # a missing entry (NaN): its observed mean (no NaN weights)
+            init = torch.where(torch.isnan(x[idx]), filled, x[idx]) * input_scale
+        bounded = self.pseudo_range == "unit" or data.num_levels is not None  # (levels: pixels scaled to [0, 1])
+        return VampPrior(m, data.event_shape, k, init=init, bounded=bounded)
 
 
 @dataclasses.dataclass

@@ -19,12 +19,13 @@ __all__ = ["VampPrior"]
 
 class VampPrior(Prior):
     """The context of ``forward`` is the encoder, which maps inputs of shape ``event_shape`` to
-    q(z|u). Pseudo-inputs live in the encoder's input space and are clipped to [0, 1] (hardtanh,
-    as in the reference code).
+    q(z|u). Pseudo-inputs live in the encoder's input space: ``bounded``, for pixels scaled to
+    [0, 1], they are clipped to [0, 1] (hardtanh, as in the reference code); otherwise, for
+    continuous values of any range (a table's standardized columns, another run's latents), free.
 
-    ``init``: a tensor of K inputs in [0, 1] to start from (for example random training
-    images), or None for random values N(``mean``, ``std``^2). Given inputs are mapped affinely
-    into [0.01, 0.99]: hardtanh has no gradient at 0 and 1, so pseudo-inputs copied from binary
+    ``init``: a tensor of K inputs to start from (for example random training images), or None
+    for random values N(``mean``, ``std``^2). Bounded, given inputs are mapped affinely into
+    [0.01, 0.99]: hardtanh has no gradient at 0 and 1, so pseudo-inputs copied from binary
     images would otherwise never move.
     """
 
@@ -38,15 +39,17 @@ class VampPrior(Prior):
         init: torch.Tensor | None = None,
         mean: float = 0.05,
         std: float = 0.01,
+        bounded: bool = True,
     ):
         super().__init__(latent_dim)
         self.components = components
+        self.bounded = bool(bounded)
         if init is None:
             u = mean + std * torch.randn(components, *event_shape)
         else:
             if init.shape != (components, *event_shape):
                 raise ValueError(f"init must have shape {(components, *event_shape)}, got {tuple(init.shape)}")
-            u = 0.01 + 0.98 * init.float().clamp(0, 1)
+            u = 0.01 + 0.98 * init.float().clamp(0, 1) if self.bounded else init.float().clone()
         self.pseudo_inputs = nn.Parameter(u)
 
     def forward(self, context: ConditionalDistribution | None = None) -> DiagonalGaussianMixture:
@@ -58,5 +61,5 @@ class VampPrior(Prior):
         return DiagonalGaussianMixture(weights, q_u.mean, q_u.stddev)
 
     def pseudo_input_values(self) -> torch.Tensor:
-        """The pseudo-inputs u_k, clipped to [0, 1]."""
-        return torch.nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
+        """The pseudo-inputs u_k, clipped to [0, 1] where ``bounded``."""
+        return torch.nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0) if self.bounded else self.pseudo_inputs
