@@ -139,6 +139,17 @@ def test_a_mixed_table_model_reads_categories_one_hot_and_a_format_4_run_keeps_i
     assert migrated["migrated_from"] == 4 and migrated["config"]["model"]["table_input"] == "index"
     for version in (3, 2):  # (the same holds for every older format)
         assert migrate_record({**old, "format": version}, "config.json")["config"]["model"]["table_input"] == "index"
+    crafted = {
+        **old,
+        "config": {**old["config"], "model": {**model_keys, "table_input": "one-hot"}},
+    }  # a key format 4 lacked
+    assert migrate_record(crafted, "config.json")["config"]["model"]["table_input"] == "index"
+    # the discrete VAE reads a missing category as none too
+    from dgmkit.config import RunConfig
+    from dgmkit.families.base import DataSpec
+
+    dvae = RunConfig.from_dict({"model": {"name": "dvae", "likelihood": "mixed", "table_levels": [0, 3, 0], "hidden": [4]}})
+    assert not dvae.model.model_for(DataSpec.of((1, 1, 3), None)).fill_missing
     gaussian = {**old, "config": {**old["config"], "model": {**model_keys, "likelihood": "gaussian", "table_levels": None}}}
     assert "table_input" not in migrate_record(gaussian, "config.json")["config"]["model"]
     # a folder of format 4 with an encoder of 3 inputs loads and scores as it was trained
@@ -161,7 +172,7 @@ def test_a_mixed_table_model_reads_categories_one_hot_and_a_format_4_run_keeps_i
     assert code == 0 and "NLL" in out, err
     code, _, err = _run(capsys, "train", "--dataset", "iris", "--likelihood", "gaussian", "--table-input", "index",
                         "--epochs", "1", "--out", tmp_path / "g")  # fmt: skip
-    assert code == 1 and "table_input applies to the mixed likelihood only" in err
+    assert code == 1 and "table_input index needs the mixed likelihood" in err
 
 
 @pytest.mark.parametrize("bad", [3.0, 7.0, -1.0, 1.4])

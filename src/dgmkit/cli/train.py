@@ -544,6 +544,7 @@ def _fit_in_one_go(
 def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: bool, resume_line: bool) -> None:
     """The checkpoint read where the run resumes, and the lines that say how the run trains."""
     if resume:
+        compiled_before = migrate_record(read_json(out / "config.json"), "config.json")["config"]["optim"].get("compile")
         trainer.resume()  # config.json is rewritten (with what FREE_ON_RESUME lets change) with the next epoch
         k = trainer.steps_into_epoch
         if resume_line:
@@ -556,10 +557,11 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
                 "add in another order, so it continues up to rounding, not bit for bit (set OMP_NUM_THREADS="
                 f"{before} or torch.set_num_threads({before}) to continue exactly)"
             )
-        if cfg.optim.compile and trainer.dist.is_main:
+        if (cfg.optim.compile or compiled_before is True) and trainer.dist.is_main:
             say(
-                "note: a compiled run resumes with an eager first step, whose random draws and rounding are not the "
-                "compiled step's: it continues as a run of the same settings, not bit for bit"
+                "note: a compiled run resumes with an eager first step (or eager steps, without --compile now), whose "
+                "random draws and rounding are not the compiled step's: it continues as a run of the same settings, "
+                "not bit for bit"
             )
         if trainer.streams_moved and trainer.dist.is_main:
             say(

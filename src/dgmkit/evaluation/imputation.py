@@ -99,7 +99,7 @@ def check_imputes(model: GenerativeModel) -> None:
     if not model.can_impute:
         raise ConfigError(
             "imputation by importance sampling needs a latent variable model whose p(x|z) factorizes over the "
-            "entries and whose encoder reads missing entries as 0 (a VAE, as MIWAE trains it); this run's model, "
+            "entries and whose encoder reads incomplete data (a VAE, as MIWAE trains it); this run's model, "
             f"{type(model).__name__}, is not one"
         )
 

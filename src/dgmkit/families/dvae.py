@@ -67,4 +67,5 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
         if self.objective == "reinforce":  # the score-function estimator's learned control variate b(x)
             flat, dims = flat_input(self, data.event_shape)
             baseline = nn.Sequential(flat, MLP(dims, [self.hidden[-1]], 1, self.activation))
-        return CategoricalVAE(encoder, decoder, prior, self.input_scale(data.num_levels), baseline=baseline)
+        scale, one_hot = self.input_scale(data.num_levels), self.one_hot_columns()
+        return CategoricalVAE(encoder, decoder, prior, scale, fill_missing=not one_hot, baseline=baseline)

@@ -4,7 +4,7 @@ others; q(y|x) is the classifier, scored by ``dgm eval``'s accuracy."""
 
 import dataclasses
 import math
-from typing import cast
+from typing import ClassVar, cast
 
 from dgmkit.conditional import Decoder, GaussianEncoder
 from dgmkit.families.base import DataSpec, FamilyConfig
@@ -22,6 +22,7 @@ __all__ = ["M2Config"]
 class M2Config(LabelledBatches, LikelihoodSettings, FamilyConfig):
     name = "m2"
     summary = "semi-supervised VAE (Kingma et al.'s M2): labels where kept, summed out elsewhere"
+    unused_settings: ClassVar[frozenset[str]] = frozenset({"table_input"})  # (labels: no table reaches its networks)
 
     classes: int = setting(10, "classes K of the labels (0..K-1)", min=2, max=1000)
     latent_dim: int = setting(50, "dimensions of the continuous latent z", min=1, max=4096)

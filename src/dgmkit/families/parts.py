@@ -83,6 +83,13 @@ class LikelihoodSettings:
         "0..K-1 as one number (runs written before run format 5)",
     )
 
+    def __post_init__(self) -> None:  # (the families' configs run it: none has its own)
+        if self.likelihood != "mixed" and self.table_input != "one-hot":
+            raise ConfigError(
+                f"table_input {self.table_input} needs the mixed likelihood: it says how a table's categorical columns "
+                "reach the encoder"
+            )
+
     def head(self, num_levels: int | None) -> LikelihoodHead:
         if self.likelihood == "mixed":
             if not self.table_levels:
@@ -119,8 +126,6 @@ class LikelihoodSettings:
             return DataTransform("continuous", None)
         if self.table_levels is not None:
             raise ConfigError("table_levels applies to the mixed likelihood only")
-        if self.table_input != "one-hot":
-            raise ConfigError("table_input applies to the mixed likelihood only")
         return make_transform(self.likelihood, dataset, binarize)
 
     def one_hot_columns(self) -> list[int] | None:
@@ -132,7 +137,7 @@ class LikelihoodSettings:
     def from_format_4(cls, keys: dict, data: dict) -> dict:
         """Runs of format 4 and before read a mixed table's categorical columns as indices."""
         keys = super().from_format_4(keys, data)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
-        if keys.get("likelihood") == "mixed" and "table_input" not in keys:
+        if keys.get("likelihood") == "mixed":  # (a key format 4 never had is not trusted)
             return {**keys, "table_input": "index"}
         return keys
 
@@ -204,7 +209,7 @@ class PriorSettings:
     def from_format_4(cls, keys: dict, data: dict) -> dict:
         """Runs of format 4 and before clipped a VampPrior's pseudo-inputs to [0, 1] on any data."""
         keys = super().from_format_4(keys, data)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
-        if keys.get("prior") == "vampprior" and "pseudo_range" not in keys:
+        if keys.get("prior") == "vampprior":  # (a key format 4 never had is not trusted)
             return {**keys, "pseudo_range": "unit"}
         return keys
 
