@@ -182,7 +182,14 @@ class FamilyConfig(ABC):
     @classmethod
     def from_format_4(cls, keys: dict, data: dict) -> dict:
         """A run of format 4 (or earlier), as ``from_format_3`` (after it, for runs before format 4):
-        the families with a mixed likelihood read a table's categorical columns as indices then."""
+        where a setting's value meant what another setting, new in format 5, now says, the run keeps
+        that meaning (``format_4_meant`` of the family's classes: (setting, value) -> (new setting,
+        its value then); a mixed likelihood read a table's categorical columns as indices). The new
+        setting's value in the record, a key format 4 never had, is not trusted."""
+        for klass in cls.__mro__:
+            for (key, value), (new, then) in vars(klass).get("format_4_meant", {}).items():
+                if keys.get(key) == value:
+                    keys = {**keys, new: then}
         return keys
 
     def to_dict(self) -> dict:

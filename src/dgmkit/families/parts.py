@@ -77,6 +77,8 @@ class LikelihoodSettings:
         min=0,
         max=256,
     )
+    # runs of format 4 and before read a mixed table's categorical columns as indices
+    format_4_meant: ClassVar[dict] = {("likelihood", "mixed"): ("table_input", "index")}
     table_input: Literal["one-hot", "index"] = setting(
         "one-hot",
         "mixed likelihood: how a categorical column reaches the encoder: one-hot over its categories, or its index "
@@ -133,13 +135,6 @@ class LikelihoodSettings:
         None where it reads x flat as it is."""
         return self.table_levels if self.likelihood == "mixed" and self.table_input == "one-hot" else None
 
-    @classmethod
-    def from_format_4(cls, keys: dict, data: dict) -> dict:
-        """Runs of format 4 and before read a mixed table's categorical columns as indices."""
-        keys = super().from_format_4(keys, data)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
-        if keys.get("likelihood") == "mixed":  # (a key format 4 never had is not trusted)
-            return {**keys, "table_input": "index"}
-        return keys
 
     def input_scale(self, num_levels: int | None) -> float:
         """Integer targets (categorical, logistic) reach the networks scaled to [0, 1]."""
@@ -192,6 +187,8 @@ class PriorSettings:
     prior: Literal["standard", "mog", "vampprior", "flow"] = setting("standard", "the prior p(z)")
     prior_components: int | None = setting(None, "mog / vampprior components K (default 10 / 500)", min=1, max=10000)
     pseudo_init: Literal["random", "data"] = setting("random", "vampprior pseudo-inputs: random, or random training images")
+    # runs of format 4 and before clipped a VampPrior's pseudo-inputs to [0, 1] on any data
+    format_4_meant: ClassVar[dict] = {("prior", "vampprior"): ("pseudo_range", "unit")}
     pseudo_range: Literal["data", "unit"] = setting(
         "data",
         "vampprior pseudo-inputs: clipped to [0, 1] where the encoder reads pixels scaled there, free where it reads "
@@ -205,13 +202,6 @@ class PriorSettings:
     def needs_init_data(self) -> bool:
         return self.prior == "vampprior" and self.pseudo_init == "data"
 
-    @classmethod
-    def from_format_4(cls, keys: dict, data: dict) -> dict:
-        """Runs of format 4 and before clipped a VampPrior's pseudo-inputs to [0, 1] on any data."""
-        keys = super().from_format_4(keys, data)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
-        if keys.get("prior") == "vampprior":  # (a key format 4 never had is not trusted)
-            return {**keys, "pseudo_range": "unit"}
-        return keys
 
     def build_prior(
         self,
