@@ -135,7 +135,6 @@ class LikelihoodSettings:
         None where it reads x flat as it is."""
         return self.table_levels if self.likelihood == "mixed" and self.table_input == "one-hot" else None
 
-
     def input_scale(self, num_levels: int | None) -> float:
         """Integer targets (categorical, logistic) reach the networks scaled to [0, 1]."""
         return 1.0 / (num_levels - 1) if self.likelihood in ("categorical", "logistic") and num_levels else 1.0
@@ -201,7 +200,6 @@ class PriorSettings:
     @property
     def needs_init_data(self) -> bool:
         return self.prior == "vampprior" and self.pseudo_init == "data"
-
 
     def build_prior(
         self,
