@@ -45,6 +45,30 @@ def test_two_dimensional_density_plot(tmp_path, capsys):
     assert_clean_failure(code, err, "dgm density")
 
 
+def test_the_density_of_a_two_column_table_is_drawn_in_its_own_units(tmp_path, capsys, monkeypatch):
+    """Its columns reach the flow standardized; the axes said those values (a price of 1000 drawn
+    near 0) and named no column."""
+    import dgmkit.cli.density as density
+
+    rng = np.random.default_rng(0)
+    rows = "".join(f"{1000 + 10 * a:.3f},{-50 + 2 * b:.3f}\n" for a, b in rng.normal(size=(200, 2)))
+    (tmp_path / "t.csv").write_text("price,temperature\n" + rows)
+    out = tmp_path / "flow"
+    code, _, err = run(capsys, "train", "--model", "flow", "--flow", "realnvp", "--dataset", tmp_path / "t.csv", *SMALL,
+                       "--out", out)  # fmt: skip
+    assert code == 0, err
+    drawn = {}
+    real = density.density_png
+    monkeypatch.setattr(density, "density_png", lambda *a: drawn.update(args=a) or real(*a))
+    code, text, err = run(capsys, "density", out, "--out", tmp_path / "d.png", "--grid", "40", "-n", "50")
+    assert code == 0, err
+    _, extent, samples, _, names = drawn["args"]
+    assert names == ("price", "temperature")
+    assert extent[0] < 990 and extent[1] > 1010 and extent[2] < -52 and extent[3] > -48 and extent[1] < 1100
+    assert 950 < samples[:, 0].mean() < 1050 and -60 < samples[:, 1].mean() < -40
+    assert 0.9 < float(text.split("mass in the window ")[1].split(")")[0]) <= 1.01  # (the same in either units)
+
+
 def test_vae_with_flow_prior_and_iaf_posterior(tmp_path, capsys):
     out = tmp_path / "vae"
     args = ["--dataset", "digits", "--prior", "flow", "--flow", "maf", "--posterior", "iaf", "--latent-dim", "4"]

@@ -14,6 +14,7 @@ from dgmkit.cli.common import (
     add_seeded_data_flags,
     figure_run,
     plural,
+    run_data,
     say,
     split_data,
     write_png,
@@ -25,7 +26,14 @@ from dgmkit.models import ExactLikelihoodModel
 __all__ = ["add_parser", "density"]
 
 
-def density_png(log_p: np.ndarray, extent: tuple[float, float, float, float], samples: np.ndarray, title: str) -> bytes:
+def density_png(
+    log_p: np.ndarray,
+    extent: tuple[float, float, float, float],
+    samples: np.ndarray,
+    title: str,
+    names: tuple[str, str] | None = None,
+) -> bytes:
+    """The density on the grid of ``extent`` beside ``samples``; ``names``: the axes' (a table's columns)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,6 +46,10 @@ def density_png(log_p: np.ndarray, extent: tuple[float, float, float, float], sa
     axes[1].scatter(samples[:, 0], samples[:, 1], s=2, c="tab:red", alpha=0.6)
     axes[1].set_xlim(extent[0], extent[1])
     axes[1].set_ylim(extent[2], extent[3])
+    for ax in axes:
+        if names is not None:
+            ax.set_xlabel(names[0], fontsize=9)
+            ax.set_ylabel(names[1], fontsize=9)
     axes[1].set_title(f"{plural(len(samples), 'sample')} x ~ p(x)", fontsize=10)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -56,7 +68,8 @@ def density(args: argparse.Namespace) -> int:
             f"dgm density needs an exact-likelihood model that samples (a flow); {run.cfg.model.describe()} has "
             f"{'no exact likelihood' if model.estimate_kind != 'exact' else 'no sampler'}"
         )
-    x, _ = split_data(run, "test", args.data_dir, args.data, schema=args.schema)
+    dataset = run_data(run, args.data_dir, args.data, args.schema)
+    x, _ = split_data(run, "test", dataset=dataset)
     pts = x.reshape(-1, 2)
     lo, hi = pts.min(0).values, pts.max(0).values
     pad = 0.15 * (hi - lo)
@@ -67,9 +80,16 @@ def density(args: argparse.Namespace) -> int:
     log_p = torch.cat([model.log_prob(c) for c in grid.split(50000)]).reshape(args.grid, args.grid)
     mass = (log_p.exp().sum() * (tx[1] - tx[0]) * (ty[1] - ty[0])).item()
     samples, _ = model.sample(args.n, generator=torch.Generator(device=run.device).manual_seed(args.seed))
-    extent = (lo[0].item(), hi[0].item(), lo[1].item(), hi[1].item())
+    points = samples.reshape(-1, 2).cpu().numpy()
+    names = None
+    if dataset.columns:  # a table's two columns, standardized as the model sees them: drawn in the table's own units
+        mean = np.array([c.mean for c in dataset.columns])
+        std = np.array([c.std for c in dataset.columns])
+        lo, hi, points = lo.cpu().numpy() * std + mean, hi.cpu().numpy() * std + mean, points * std + mean
+        names = (dataset.columns[0].name[:60], dataset.columns[1].name[:60])
+    extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
     title = f"{run.cfg.model.describe()} on {run.cfg.data.dataset}: probability mass in this window {mass:.4f}"
-    path = write_png(out, density_png(log_p.cpu().numpy(), extent, samples.reshape(-1, 2).cpu().numpy(), title))
+    path = write_png(out, density_png(log_p.cpu().numpy(), extent, points, title, names))
     say(
         f"wrote the density on a {args.grid}x{args.grid} grid (mass in the window {mass:.4f}) and "
         f"{plural(args.n, 'sample')} to {path}"
