@@ -12,6 +12,7 @@ classical imputers (``--baselines``) on the same incomplete data.
 import argparse
 import dataclasses
 import io
+import shlex
 from pathlib import Path
 from typing import Any, cast
 
@@ -179,7 +180,8 @@ def run_impute(args: argparse.Namespace) -> int:
     _write_imputed(args, out, arrays["x"].reshape(len(data), -1), columns, arrays)
     say(f"wrote {out}")
     if not args.input and is_data_file(run.cfg.data.dataset):
-        fill = f"; to fill the file itself, row for row: dgm impute {args.run_dir} {run.cfg.data.dataset} --out FILE"
+        command = f"dgm impute {shlex.quote(str(args.run_dir))} {shlex.quote(run.cfg.data.dataset)} --out FILE"
+        fill = f"; to fill the file itself, row for row: {command}"
         say(
             f"note: {out} holds the rows of the {args.split} split, a seeded share of {run.record['data']['name']}'s "
             f"rows in a seeded order" + (fill if run.cfg.data.missing_rate == 0 else "")
