@@ -108,6 +108,19 @@ def test_a_prior_whose_event_is_not_the_latent_vector_is_named(batch):
         IWAE(4)(model, _binary(batch))
 
 
+@pytest.mark.parametrize("batch", [M, 5])
+def test_a_closed_form_kl_whose_event_is_not_the_latent_vector_is_named(batch):
+    class FactorEncoder(GaussianEncoder):  # q(z|x) as a Normal whose event is one dimension
+        def forward(self, x):
+            q = super().forward(x)
+            return Normal(q.mean, q.stddev)
+
+    model = _vae(prior=_FactorPrior())
+    model.encoder = FactorEncoder(nn.Sequential(nn.Flatten(), MLP(16, [8], 2 * M)), M)
+    with pytest.raises(ValueError, match=rf"KL\(q\(z\|x\) \|\| p\(z\)\), in closed form, has shape \({batch}, {M}\)"):
+        ELBO(1)(model, _binary(batch))
+
+
 def test_a_likelihood_whose_event_is_not_the_image_is_named():
     class RowHead(BernoulliHead):  # Bernoulli pixels whose event is one row of the image
         def forward(self, params):

@@ -49,13 +49,25 @@ class DiagonalNormal(Independent, JointSampler):
     mean = loc
     stddev = scale
 
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+        """z = loc + scale * eps: the draw of ``rsample_and_log_prob``, without its log-density."""
+        return self._draw(sample_shape, None)[0]
+
     def rsample_and_log_prob(
         self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        z, eps = self._draw(sample_shape, generator)
+        scale = self.base_dist.scale
+        const = -scale.log().sum(-1) - 0.5 * scale.shape[-1] * math.log(2 * math.pi)  # (*batch,)
+        return z, const - 0.5 * eps.pow(2).sum(-1)
+
+    def _draw(
+        self, sample_shape: torch.Size | list[int] | tuple[int, ...], generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z and the standard normal noise eps it was made from."""
         loc, scale = self.base_dist.loc, self.base_dist.scale
         eps = randn((*sample_shape, *loc.shape), generator, device=loc.device, dtype=loc.dtype)
-        const = -scale.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)  # (*batch,)
-        return loc + scale * eps, const - 0.5 * eps.pow(2).sum(-1)
+        return loc + scale * eps, eps
 
 
 @register_kl(DiagonalNormal, DiagonalNormal)

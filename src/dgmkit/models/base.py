@@ -307,8 +307,12 @@ class LatentVariableModel(VariationalModel):
         """log p(x|z) (of the observed entries where x holds missing ones, NaN) and log p(z);
         ``px``: p(x|z) at these z where the caller has it already."""
         p = self.prior() if prior is None else prior
-        px = self.likelihood(z) if px is None else px
-        return JointTerms(observed_log_prob(px, x), p.log_prob(z))
+        return JointTerms(self.log_px_given_z(x, z, px), p.log_prob(z))
+
+    def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor, px: Distribution | None = None) -> torch.Tensor:
+        """log p(x|z), of the observed entries where x holds missing ones (NaN), shape (*sample, B):
+        ``log_joint``'s first term alone (the ELBO with a closed-form KL needs no log p(z))."""
+        return observed_log_prob(self.likelihood(z) if px is None else px, x)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

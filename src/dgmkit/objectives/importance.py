@@ -31,6 +31,8 @@ from dgmkit.objectives.base import at_least
 __all__ = [
     "ImportanceWeights",
     "log_importance_weights",
+    "log_px_at_draws",
+    "check_per_datapoint",
     "log_mean_exp",
     "iwae_bound",
     "importance_sampled_log_likelihood",
@@ -82,6 +84,16 @@ def log_importance_weights(
     return _checked(ImportanceWeights(z, log_px_z, log_pz, log_qz), k, len(x))
 
 
+def log_px_at_draws(model: LatentVariableModel, x: torch.Tensor, k: int, q: Distribution) -> torch.Tensor:
+    """log p(x | z_i) at k draws z_i ~ q(z|x), reparameterized where q allows it, shape (k, B):
+    the reconstruction term alone, for an ELBO whose KL is in closed form (no log q(z) or log p(z)
+    is formed)."""
+    z = q.rsample((k,)) if q.has_rsample else q.sample((k,))
+    log_px_z = model.log_px_given_z(x, z)
+    check_per_datapoint(log_px_z, "log p(x|z), the likelihood's log_prob,", (k, len(x)))
+    return log_px_z
+
+
 _TERMS = {
     "log_px_z": "log p(x|z), the likelihood's log_prob,",
     "log_pz": "log p(z), the prior's log_prob,",
@@ -90,19 +102,23 @@ _TERMS = {
 
 
 def _checked(w: ImportanceWeights, k: int, b: int) -> ImportanceWeights:
-    """``w`` if each term holds one value per draw and datapoint, (k, B); else a ValueError that
-    names the part whose distribution scores a part of a latent vector or image on its own (a
-    factorized distribution whose event shape is not the whole vector)."""
+    """``w`` if each term holds one value per draw and datapoint, (k, B) (``check_per_datapoint``)."""
     for name, what in _TERMS.items():
-        shape = tuple(getattr(w, name).shape)
-        if shape != (k, b):
-            raise ValueError(
-                f"{what} has shape {shape} where one value per draw and datapoint, ({k}, {b}), was expected: "
-                "its distribution's event shape must be a whole latent vector (a prior's and posterior's: "
-                "(latent_dim,)) or a whole image; torch.distributions.Independent(d, n) makes the last n "
-                "batch dimensions of d its event"
-            )
+        check_per_datapoint(getattr(w, name), what, (k, b))
     return w
+
+
+def check_per_datapoint(t: torch.Tensor, what: str, shape: tuple[int, ...]) -> None:
+    """A ValueError unless ``t`` holds one value per draw and datapoint, of ``shape``, naming the
+    part (``what``) whose distribution scores a part of a latent vector or image on its own (a
+    factorized distribution whose event shape is not the whole vector)."""
+    if tuple(t.shape) != shape:
+        raise ValueError(
+            f"{what} has shape {tuple(t.shape)} where one value per draw and datapoint, {shape}, was expected: "
+            "its distribution's event shape must be a whole latent vector (a prior's and posterior's: "
+            "(latent_dim,)) or a whole image; torch.distributions.Independent(d, n) makes the last n "
+            "batch dimensions of d its event"
+        )
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
