@@ -5,6 +5,7 @@ error."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -102,23 +103,72 @@ def test_the_trainer_takes_a_tensor_of_images_and_refuses_other_data_by_name():
 @pytest.mark.parametrize("batch", [M, 5])  # batch == M: the case that broadcast silently into a (B, B) "ELBO"
 def test_a_prior_whose_event_is_not_the_latent_vector_is_named(batch):
     model = _vae(prior=_FactorPrior())
-    with pytest.raises(ValueError, match=r"log p\(z\), the prior's log_prob, has shape .*Independent"):
+    named = r"the prior _FactorPrior gave p\(z\) of batch shape \(3,\) and event shape \(\); .*Independent"
+    with pytest.raises(ValueError, match=named):
         ELBO(1)(model, _binary(batch))
-    with pytest.raises(ValueError, match=r"log p\(z\)"):
+    with pytest.raises(ValueError, match=named):
         IWAE(4)(model, _binary(batch))
+    with pytest.raises(ValueError, match=named):
+        model.sample(2)
+
+
+@pytest.mark.parametrize("size", [M - 1, M + 1])
+def test_a_prior_over_another_number_of_dimensions_or_a_batch_of_priors_is_named(size):
+    class Sized(Prior):
+        def __init__(self):
+            super().__init__(M)
+
+        def forward(self, context=None):
+            return Independent(Normal(torch.zeros(size), torch.ones(size)), 1)
+
+    with pytest.raises(ValueError, match=rf"gave p\(z\) of batch shape \(\) and event shape \({size},\); .* \({M},\)"):
+        ELBO(1)(_vae(prior=Sized()), _binary())
+
+    class Batched(Sized):  # (1, M): model.sample(n) gave (n, 1, *event)
+        def forward(self, context=None):
+            return Independent(Normal(torch.zeros(1, M), torch.ones(1, M)), 1)
+
+    with pytest.raises(ValueError, match=r"gave p\(z\) of batch shape \(1,\) and event shape \(3,\)"):
+        _vae(prior=Batched()).sample(2)
+
+
+def test_a_prior_takes_a_numpy_integer_as_its_latent_dim():
+    assert type(StandardNormalPrior(np.int64(M)).latent_dim) is int
+    with pytest.raises(TypeError, match="latent_dim must be an integer, got float 3.0"):
+        StandardNormalPrior(3.0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("batch", [M, 5])
-def test_a_closed_form_kl_whose_event_is_not_the_latent_vector_is_named(batch):
+def test_an_encoder_whose_posterior_is_not_one_distribution_over_the_latent_vector_is_named(batch):
     class FactorEncoder(GaussianEncoder):  # q(z|x) as a Normal whose event is one dimension
         def forward(self, x):
             q = super().forward(x)
             return Normal(q.mean, q.stddev)
 
-    model = _vae(prior=_FactorPrior())
+    model = _vae()
     model.encoder = FactorEncoder(nn.Sequential(nn.Flatten(), MLP(16, [8], 2 * M)), M)
-    with pytest.raises(ValueError, match=rf"KL\(q\(z\|x\) \|\| p\(z\)\), in closed form, has shape \({batch}, {M}\)"):
+    with pytest.raises(
+        ValueError, match=rf"q\(z\|x\) of batch shape \({batch}, {M}\) and event shape \(\) for data.*Independent\(d, 1\)"
+    ):
         ELBO(1)(model, _binary(batch))
+    model.encoder = GaussianEncoder(nn.Linear(4, 2 * M), M)  # no nn.Flatten: a (B, 1, 4, 2M) output
+    with pytest.raises(ValueError, match=rf"batch shape \({batch}, 1, 4\) and event shape \({M},\) .*nn.Flatten"):
+        ELBO(1)(model, _binary(batch))
+
+
+def test_a_closed_form_kl_that_is_not_one_value_a_datapoint_is_named():
+    class Unchecked(VAE):  # a model of one's own whose parts are not checked where they meet
+        def posterior(self, x):
+            q = super().posterior(x)
+            return Normal(q.mean, q.stddev)
+
+        def prior(self):
+            return Normal(torch.zeros(M), torch.ones(M))
+
+    model = _vae()
+    model = Unchecked(model.encoder, model.decoder, model.prior_module)
+    with pytest.raises(ValueError, match=r"KL\(q\(z\|x\) \|\| p\(z\)\), in closed form, has shape \(6, 3\)"):
+        ELBO(1)(model, _binary())
 
 
 def test_a_likelihood_whose_event_is_not_the_image_is_named():
@@ -200,6 +250,40 @@ def test_a_head_that_says_it_is_discrete_gets_bits_per_dim_without_naming_levels
     assert density.density_of == "continuous" and density.bpd is None
 
 
+def test_a_head_of_ones_own_that_factorizes_scores_the_observed_entries_of_incomplete_data():
+    """Any Independent of a distribution of single values factorizes over the entries: a missing
+    one (NaN) is left out of log p(x|z) (it was refused as 'not factorized' unless Normal or
+    Student's t)."""
+    from dgmkit.conditional import LikelihoodHead
+    from dgmkit.distributions import observed_log_prob
+
+    class LaplaceHead(LikelihoodHead):
+        params_per_pixel, discrete = 2, False
+
+        def forward(self, params):
+            loc, raw = params.unbind(-3)
+            return Independent(torch.distributions.Laplace(loc, torch.nn.functional.softplus(raw) + 1e-3), 3)
+
+    px = LaplaceHead()(torch.randn(2, 1, 2, 4, 4, generator=torch.Generator().manual_seed(0)))
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    x[0, 0, 1, 2] = x[1, 0, 3, 3] = float("nan")
+    seen = ~torch.isnan(x)
+    want = torch.where(seen, px.base_dist.log_prob(x.nan_to_num(0.0)), torch.tensor(0.0)).flatten(1).sum(-1)
+    assert torch.equal(observed_log_prob(px, x), want) and want.isfinite().all()
+    report = evaluate(_vae(head=LaplaceHead()), x, iw_samples=4)
+    assert math.isfinite(report.nll) and report.density_of == "continuous"
+
+    class RowsHead(LaplaceHead):  # a distribution over rows of pixels: it does not factorize over them
+        def forward(self, params):
+            loc = params[..., 0, :, :]
+            return Independent(torch.distributions.MultivariateNormal(loc, torch.eye(4)), 2)
+
+    with pytest.raises(
+        ValueError, match=r"p\(x\|z\) is a Independent\(MultivariateNormal\) over its base's event shape \(4,\)"
+    ):
+        observed_log_prob(RowsHead()(torch.zeros(2, 1, 2, 4, 4)), x)
+
+
 def test_free_bits_name_the_distributions_without_a_per_dimension_kl():
     model = _vae(prior=_StudentPrior())
     with pytest.raises(ValueError, match=r"closed form.*Independent\(Normal\) and Independent\(StudentT\)"):
@@ -222,16 +306,21 @@ def test_an_evaluation_checks_its_data_once_not_in_every_evaluation_it_calls(mon
 
 
 def test_an_encoder_that_does_not_say_its_size_is_named_when_its_latents_reach_the_decoder():
-    """q(z|x) over 2 dimensions from an encoder without latent_dim, a prior over 3: named at
-    p(x|z), not a bare 'mat1 and mat2 shapes cannot be multiplied' from inside the decoder."""
+    """q(z|x) over 2 dimensions from an encoder without latent_dim, a prior over 3: named where
+    q(z|x) is made and at p(x|z), not a bare 'mat1 and mat2 shapes cannot be multiplied' from
+    inside the decoder."""
 
     class Unsized(nn.Module):
         def forward(self, x):
             return Independent(Normal(x.flatten(1)[:, :2], torch.ones(len(x), 2)), 1)
 
     model = VAE(Unsized(), _vae().decoder, StandardNormalPrior(M))
-    with pytest.raises(ValueError, match=r"p\(x\|z\) was given latents of 2 dimensions, and the prior's p\(z\) is over 3"):
+    with pytest.raises(
+        ValueError, match=r"q\(z\|x\) of batch shape \(6,\) and event shape \(2,\).*as many latent dimensions"
+    ):
         ELBO(1)(model, _binary())
+    with pytest.raises(ValueError, match=r"p\(x\|z\) was given latents of 2 dimensions, and the prior's p\(z\) is over 3"):
+        model.likelihood(torch.zeros(6, 2))
 
 
 def test_evaluation_takes_tensors_of_the_models_event_shape_in_the_models_precision():
@@ -286,3 +375,44 @@ def test_a_model_made_float64_scores_integer_data_as_their_values(family):
     model = build_model(cfg, data.event_shape, data.num_levels).double()
     as_long = evaluate(model, x.long(), iw_samples=4, seed=1, batch_size=6).nll
     assert as_long == evaluate(model, x.double(), iw_samples=4, seed=1, batch_size=6).nll and math.isfinite(as_long)
+
+
+def test_a_model_made_float64_trains_on_the_transforms_float32_batches():
+    """The Trainer gives batches, validation data and its probe in the model's precision (a
+    float64 model met 'mat1 and mat2 must have the same dtype' in its first layer)."""
+    model = _vae().double()
+    x = _binary(24)
+    history = Trainer(
+        model, ELBO(1), x, DataTransform("binary", 2), valid=x[:8], epochs=2, batch_size=8, device="cpu", progress=False
+    ).fit()
+    assert len(history) == 2 and all(math.isfinite(h["valid_elbo"]) for h in history)
+    assert next(model.parameters()).dtype == torch.float64
+
+
+def test_the_trainer_refuses_an_objective_for_another_kind_of_model_by_name():
+    from dgmkit.objectives import MaximumLikelihood, ReinforceELBO
+
+    for objective, kind in ((ReinforceELBO(), "CategoricalVAE"), (MaximumLikelihood(), "ExactLikelihoodModel")):
+        with pytest.raises(TypeError, match=rf"{type(objective).__name__} trains a {kind} .*, and the model is a VAE"):
+            Trainer(_vae(), objective, _binary(), DataTransform("binary", 2), device="cpu", progress=False)
+    compiled = torch.compile(_vae())  # (the module it compiles is what is checked)
+    Trainer(compiled, ELBO(1), _binary(), DataTransform("binary", 2), device="cpu", progress=False)  # type: ignore[arg-type]
+
+
+def test_a_decoder_of_no_image_shape_a_decoder_without_parameters_and_no_data_are_named():
+    with pytest.raises(ValueError, match=r"a Decoder's event_shape is an image's \(C, H, W\), .*got \(16,\)"):
+        Decoder(MLP(M, [8], 16), BernoulliHead(), (16,))
+    with pytest.raises(ValueError, match=r"got \(1, 0, 4\)"):
+        Decoder(MLP(M, [8], 16), BernoulliHead(), (1, 0, 4))
+    assert Decoder(MLP(M, [8], 16), BernoulliHead(), tuple(np.array([1, 4, 4]))).event_shape == (1, 4, 4)
+    fixed = VAE(_vae().encoder, Decoder(nn.Flatten(), BernoulliHead(), (1, 1, M)), StandardNormalPrior(M))
+    assert fixed.sample(2)[0].shape == (2, 1, 1, M)  # (a decoder that holds no parameters: a bare StopIteration)
+    with pytest.raises(DataError, match="evaluate\\(\\) needs at least one datapoint, got none"):
+        evaluate(_vae(), _binary()[:0])
+
+
+def test_flat_rows_given_to_an_image_model_are_named_where_they_reach_the_encoder():
+    with pytest.raises(ValueError, match=r"q\(z\|x\) was given data of shape \(6, 16\); .* \(1, 4, 4\)"):
+        ELBO(1)(_vae(), _binary().view(6, 16))
+    with pytest.raises(ValueError, match=r"data of shape \(1, 4, 4\)"):
+        _vae().posterior(_binary()[0])  # one image without its batch dimension

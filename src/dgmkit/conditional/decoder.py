@@ -1,6 +1,7 @@
 """Decoder p(x|z): a network followed by a likelihood head."""
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -25,7 +26,15 @@ class Decoder(ConditionalDistribution):
         super().__init__()
         self.net = net
         self.head = head
-        self.event_shape = tuple(event_shape)
+        try:
+            self.event_shape = tuple(operator.index(n) for n in event_shape)
+        except TypeError:
+            self.event_shape = ()
+        if len(self.event_shape) != 3 or min(self.event_shape) < 1:
+            raise ValueError(
+                f"a Decoder's event_shape is an image's (C, H, W), three positive integers, got {event_shape!r}: "
+                "a vector of D values is the image (1, 1, D)"
+            )
 
     def forward(self, z: torch.Tensor) -> Distribution:
         c, h, w = self.event_shape

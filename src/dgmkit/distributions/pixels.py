@@ -5,7 +5,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch.distributions import Distribution, Independent, Normal, StudentT
+from torch.distributions import Distribution, Independent, Normal
 
 from dgmkit.distributions.bernoulli import BernoulliPixels
 
@@ -62,13 +62,28 @@ def pixel_mean(dist: Distribution) -> torch.Tensor:
 
 def element_log_probs(dist: Distribution, value: torch.Tensor) -> torch.Tensor:
     """log p(x_d) of every pixel of a factorized pixel distribution, not summed over the event
-    (for likelihoods of partly observed data): (*batch, *event)."""
-    if isinstance(dist, Independent) and isinstance(dist.base_dist, (Normal, StudentT)):
-        return dist.base_dist.log_prob(value)
+    (for likelihoods of partly observed data): (*batch, *event). A factorized one is an
+    ``Independent`` of a distribution of single values (Normal, Bernoulli, Laplace, ...: its
+    ``log_prob`` is per element) or one that gives ``log_prob_elements`` (dgmkit's own)."""
     per = getattr(dist, "log_prob_elements", None)
-    if per is None:
-        raise ValueError(f"{type(dist).__name__} does not factorize over pixels: no per-pixel log-likelihood")
-    return per(value)
+    if per is not None:
+        return per(value)
+    if isinstance(dist, Independent) and dist.base_dist.event_shape == ():
+        return dist.base_dist.log_prob(value)
+    raise ValueError(
+        f"missing entries need a likelihood that factorizes over the entries, and p(x|z) is a {_named(dist)}: "
+        "torch.distributions.Independent(d, 3) of a distribution d of single values (Normal, Bernoulli, Laplace, ...) "
+        "or a distribution with log_prob_elements(x), each entry's log-likelihood"
+    )
+
+
+def _named(dist: Distribution) -> str:
+    """The class's name, and an Independent's base and its event shape."""
+    if isinstance(dist, Independent):
+        return (
+            f"Independent({type(dist.base_dist).__name__}) over its base's event shape {tuple(dist.base_dist.event_shape)}"
+        )
+    return type(dist).__name__
 
 
 def observed_log_prob(dist: Distribution, value: torch.Tensor) -> torch.Tensor:

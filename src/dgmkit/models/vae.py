@@ -5,6 +5,7 @@ The model is composition only; the objectives (ELBO, IWAE, ...) are arithmetic o
 distributions it returns.
 """
 
+import itertools
 from typing import ClassVar
 
 import torch
@@ -59,20 +60,49 @@ class VAE(DecodedModel, LatentVariableModel):
         return self.prior_module.latent_dim
 
     def prior(self) -> Distribution:
-        """p(z)."""
-        return self.prior_module(self.encoder if self.prior_module.context == "encoder" else None)
+        """p(z): one distribution (batch shape ()) over the latent vector (event shape (M, ...))."""
+        p = self.prior_module(self.encoder if self.prior_module.context == "encoder" else None)
+        if p.batch_shape != () or p.event_shape[:1] != (self.latent_dim,):
+            raise ValueError(
+                f"the prior {type(self.prior_module).__name__} gave p(z) of batch shape {tuple(p.batch_shape)} and event "
+                f"shape {tuple(p.event_shape)}; it must be one distribution over the latent vector, batch shape () and "
+                f"event shape ({self.latent_dim},) (its latent_dim): torch.distributions.Independent(d, 1) makes the last "
+                "batch dimension of d its event"
+            )
+        return p
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q(z|x) for a batch of data of shape (B, *event). Missing entries (NaN) reach the
         encoder as 0 (zero imputation, as MIWAE's encoder sees incomplete data), or as they are
         where the encoder reads them (``fill_missing`` False)."""
+        event = self.event_shape
+        if tuple(x.shape[x.dim() - len(event) :]) != event or x.dim() <= len(event):
+            raise ValueError(
+                f"q(z|x) was given data of shape {tuple(x.shape)}; the model's datapoints are of shape {event}: "
+                f"a batch is (B, {', '.join(map(str, event))})"
+            )
         if not x.is_floating_point():
             x = x.to(dtype_of(self))  # (the model's precision: float64 once made so)
         elif self.fill_missing and may_be_incomplete(x):
             x = x.nan_to_num(0.0)
         if self.input_scale != 1.0:
             x = x * self.input_scale
-        return self.encoder(x)
+        q = self.encoder(x)
+        batch = x.shape[: x.dim() - len(event)]
+        if q.batch_shape != batch or q.event_shape[:1] != (self.latent_dim,):
+            hint = (
+                "an encoder network of images ends in (B, 2M) numbers (nn.Flatten before its first linear layer)"
+                if q.batch_shape != batch and len(q.event_shape) > 0
+                else "torch.distributions.Independent(d, 1) makes the last batch dimension of d its event"
+                if q.batch_shape != batch
+                else "q(z|x) and p(z) must be over as many latent dimensions"
+            )
+            raise ValueError(
+                f"the encoder gave q(z|x) of batch shape {tuple(q.batch_shape)} and event shape {tuple(q.event_shape)} "
+                f"for data of batch shape {tuple(batch)}; it must give one distribution over the latent vector a "
+                f"datapoint, event shape ({self.latent_dim},) (the prior's latent_dim): {hint}"
+            )
+        return q
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for latents of shape (*batch, M)."""
@@ -108,7 +138,10 @@ class VAE(DecodedModel, LatentVariableModel):
 
     @property
     def decoder_device(self) -> torch.device:
-        return next(self.decoder.parameters()).device
+        """Where the decoder's tensors are (the model's, for a decoder that holds none)."""
+        for t in itertools.chain(self.decoder.parameters(), self.decoder.buffers(), self.parameters(), self.buffers()):
+            return t.device
+        return torch.device("cpu")
 
 
 def _rename_v1_prior_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
@@ -122,10 +155,7 @@ def _check_prior(prior: object, encoder: nn.Module) -> None:
     TypeError or ValueError that says what is wrong)."""
     if not isinstance(prior, Prior):
         raise TypeError(f"the prior must be a dgmkit.priors.Prior (a module returning p(z)), got {type(prior).__name__}")
-    try:
-        dim = prior.latent_dim
-    except AttributeError:
-        dim = None
+    dim = getattr(prior, "latent_dim", None)
     if not isinstance(dim, int) or dim < 1:
         raise ValueError(
             f"the prior {type(prior).__name__} sets no latent_dim (got {dim!r}): pass the number of latent "

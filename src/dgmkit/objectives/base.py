@@ -1,7 +1,7 @@
 """The objective interface."""
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Generic, NamedTuple, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, get_args, get_origin
 
 import torch
 
@@ -62,6 +62,26 @@ class Objective(ABC, Generic[ModelT]):
     # which the objective's ``labelled`` term marks (1 where the label is kept): validation
     # averages them over the labelled examples, and leaves them out where there are none
     label_terms: ClassVar[tuple[str, ...]] = ()
+
+    # model_type: the kind of model it takes, X of its base Objective[X] (set for each subclass)
+    model_type: ClassVar[type] = object
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            if get_origin(base) is Objective and isinstance(get_args(base)[0], type):
+                cls.model_type = get_args(base)[0]
+
+    def check_model(self, model: object) -> None:
+        """A TypeError unless ``model`` is of the kind this objective takes (``model_type``): the
+        Trainer asks before its first step (a model of another kind met an AttributeError deep in
+        the step)."""
+        inner = getattr(model, "_orig_mod", model)  # (torch.compile's wrapper: the module it compiled)
+        if not isinstance(inner, self.model_type):
+            raise TypeError(
+                f"{type(self).__name__} trains a {self.model_type.__name__} ({self.model_type.__module__}), and the "
+                f"model is a {type(inner).__name__}"
+            )
 
     @abstractmethod
     def __call__(self, model: ModelT, x: torch.Tensor, beta: float = 1.0) -> NamedTuple: ...

@@ -19,21 +19,22 @@ without gradient, so that no layer is pushed into collapse. ``elbo`` keeps beta 
 
 import torch
 
-from dgmkit.models.hvae import HierarchicalVAE
+from dgmkit.models.hvae import LayerStack
 from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.elbo import ELBOTerms
 
 __all__ = ["HierarchicalELBO", "layer_kls"]
 
 
-def layer_kls(model: HierarchicalVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def layer_kls(model: LayerStack, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One posterior draw per datapoint: (log p(x | z) of shape (B,), the KL terms (L, B), layer
     0 next to x): ``LayerStack.layer_kls``."""
     return model.layer_kls(x)
 
 
-class HierarchicalELBO(Objective[HierarchicalVAE]):
-    """The ELBO of a ``models.HierarchicalVAE`` with per-layer KL terms (see the module
+class HierarchicalELBO(Objective[LayerStack]):
+    """The ELBO of a stack of stochastic layers (``models.LayerStack``: a hierarchical VAE, the deep
+    top-down VAE) with per-layer KL terms (see the module
     docstring); ``free_bits`` is the floor lambda (nats) on each layer's batch-mean KL."""
 
     score = "elbo"
@@ -42,7 +43,7 @@ class HierarchicalELBO(Objective[HierarchicalVAE]):
     def __init__(self, free_bits: float = 0.0):
         self.free_bits = at_least("free_bits", free_bits, 0)
 
-    def __call__(self, model: HierarchicalVAE, x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
+    def __call__(self, model: LayerStack, x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:
         log_px_z, kls = layer_kls(model, x)
         kl = kls.sum(0)
         elbo = log_px_z - kl

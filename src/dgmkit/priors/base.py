@@ -7,6 +7,7 @@ prior of a layer of a hierarchy, given the layer above) takes it. ``context`` sa
 context a prior needs, so that a model passes it without knowing the prior's class.
 """
 
+import operator
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -34,7 +35,10 @@ class Prior(nn.Module, ABC):
         """``latent_dim``: set here, or by the subclass itself (as priors written before this took it)."""
         super().__init__()
         if latent_dim is not None:
-            self.latent_dim = latent_dim
+            try:  # (a NumPy integer or a 0-d integer tensor: the int it holds)
+                self.latent_dim = operator.index(latent_dim)
+            except TypeError:
+                raise TypeError(f"latent_dim must be an integer, got {type(latent_dim).__name__} {latent_dim!r}") from None
 
     @abstractmethod
     def forward(self, context: Any = None) -> Distribution: ...

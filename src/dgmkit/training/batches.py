@@ -17,7 +17,7 @@ from dgmkit.data import DataTransform
 from dgmkit.data.mutation import mutate
 from dgmkit.errors import ConfigError
 
-__all__ = ["BatchSource"]
+__all__ = ["BatchSource", "in_precision"]
 
 
 class BatchSource:
@@ -33,8 +33,10 @@ class BatchSource:
         steps: int,
         *,
         scale: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
     ):
         self.x, self.y, self.transform, self.generator = x, y, transform, generator
+        self.dtype = dtype  # the model's floating-point precision, which its batches are given in
         self.batch_size, self.steps = batch_size, steps
         self.labelled = None if y is None else torch.nonzero(y >= 0).flatten()  # (N_l,) rows with a label
         self.mutation_rate, self.labelled_batch = 0.0, 0
@@ -84,4 +86,10 @@ class BatchSource:
                 x = mutate(x, self.mutation_rate, self.transform.num_levels, g)
             if self.scale is not None:
                 x = x + self.scale[idx] * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
-            yield self.transform(x, g), None if self.y is None else self.y[idx]
+            yield in_precision(self.transform(x, g), self.dtype), None if self.y is None else self.y[idx]
+
+
+def in_precision(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Floating-point data in ``dtype`` (a model made float64 trains on the transforms' float32
+    values in float64); integer data as they are."""
+    return x.to(dtype) if x.is_floating_point() and x.dtype != dtype else x

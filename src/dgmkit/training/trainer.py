@@ -31,12 +31,12 @@ from tqdm.auto import tqdm
 
 from dgmkit import distributed
 from dgmkit.data import DataTransform, Split
-from dgmkit.devices import resolve_device
+from dgmkit.devices import dtype_of, resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
 from dgmkit.errors import CheckpointError, ConfigError, TrainingError
 from dgmkit.models.base import GenerativeModel
 from dgmkit.objectives.base import Objective
-from dgmkit.training.batches import BatchSource
+from dgmkit.training.batches import BatchSource, in_precision
 from dgmkit.training.checkpoint import check_dtypes, load_checkpoint
 from dgmkit.training.data_parallel import DataParallel, ObjectiveModule, check_shares, rank_device
 from dgmkit.training.ema import EMA
@@ -128,6 +128,7 @@ class Trainer:
             sizes = {"batch_size": batch_size, "the training split": len(train)}
             check_shares(self.dist, {**sizes, **({"the validation split": len(valid)} if valid is not None else {})})
         self.model = model.to(self.device)
+        objective.check_model(model)
         self.objective, self.transform, self.valid = objective, transform, valid
         self.score = objective.score
         objective.setup(len(train))
@@ -159,8 +160,16 @@ class Trainer:
                 self._valid_y = valid.y.to(self.device).long()
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         scale = None if train.x_scale is None else train.x_scale.to(self.device)
+        dtype = dtype_of(self.model)
         self.batches = BatchSource(
-            self.train_x, self.train_y, self.transform, self.generator, self.batch_size, self.steps_per_epoch, scale=scale
+            self.train_x,
+            self.train_y,
+            self.transform,
+            self.generator,
+            self.batch_size,
+            self.steps_per_epoch,
+            scale=scale,
+            dtype=dtype,
         )
         if self.train_y is not None:
             self.objective.setup_labels(self.batches.labelled_count)
@@ -168,10 +177,11 @@ class Trainer:
         if valid is not None:
             # drawn on the CPU, as dgm eval draws it: the same binarization or noise on any device (a CUDA
             # generator of the same seed draws other bits: the best checkpoint was chosen on other data)
-            self._valid_x = self.transform(valid.x, torch.Generator().manual_seed(VALID_SEED)).to(self.device)
+            valid_x = self.transform(valid.x, torch.Generator().manual_seed(VALID_SEED))
+            self._valid_x = in_precision(valid_x, dtype).to(self.device)
         if isinstance(self.model, GenerativeModel):  # values the likelihood does not define: refused before a step
             probe = self.transform(self.train_x[:_PROBE_ROWS], torch.Generator(device=self.device).manual_seed(0))
-            self.model.check_data(probe)
+            self.model.check_data(in_precision(probe, dtype))
             if self._valid_x is not None:
                 self.model.check_data(self._valid_x)
 
