@@ -214,6 +214,16 @@ def test_vampprior_pseudo_inputs_of_continuous_data_are_free_and_old_runs_keep_t
     assert torch.equal(u.flatten(1), torch.tensor([[1.0, 4.0, 3.0], [1.5, 4.0, 4.0], [2.0, 4.0, 5.0]]))
 
 
+def test_clustering_scores_refuse_vectors_that_do_not_pair_up_by_name():
+    labels = np.array([0, 1, 1, 0])
+    for assign in (np.array([0, 1, 1]), np.zeros((4, 1), dtype=np.int64), np.array([], dtype=np.int64)):
+        with pytest.raises(ValueError, match="one cluster and one label a datapoint"):
+            clustering_scores(assign, labels if len(assign) else assign)
+    with pytest.raises(ValueError, match="labels must be whole numbers .*nan"):
+        clustering_scores(np.array([0, 1, 1, 0]), np.array([np.nan, 1.0, 1.0, 0.0]))
+    assert clustering_scores(np.array([0, 1, 1, 0]), labels.astype(np.float32))["accuracy"] == 1.0
+
+
 def test_clustering_scores_from_the_contingency_table():
     """Clusters 0, 1, 2 against classes 0, 1: counts [[3, 1], [1, 2], [1, 2]]. The best one-to-one
     matching takes 3 + 2 of 10, each cluster's majority 3 + 2 + 2, and NMI is I / mean(H_labels, H_clusters)."""

@@ -37,6 +37,15 @@ def test_scores_per_input_agree_with_dgm_eval_on_the_same_data(tmp_path, capsys)
     assert main(["eval", str(run), "--iw-samples", "50"]) == 0
     nll = float(next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("NLL")).split()[2])
     assert -log_px.mean() == pytest.approx(nll, abs=1e-3)  # the same transform noise, draws and batches
+    holed = test[:40].astype(np.float64)
+    holed[::2, 0, :4, :] = np.nan  # every other input misses half its entries
+    np.save(tmp_path / "holed.npy", holed)
+    assert main(["score", str(run), str(tmp_path / "holed.npy"), "--k", "50", "--out", str(tmp_path / "h.csv")]) == 0
+    log_px = np.array([float(r["log_px_nats"]) for r in _rows(tmp_path / "h.csv")])
+    seen = np.isfinite(holed).reshape(40, -1).sum(1)
+    per_entry = -log_px.sum() / (seen.sum() * math.log(2))  # as dgm eval divides: all entries, not each input's mean
+    assert f"{per_entry:.4f} bits/dim" in capsys.readouterr().out
+    assert abs(per_entry - np.mean(-log_px / (seen * math.log(2)))) > 1e-3
 
 
 def test_png_images_of_a_binary_model_are_scored_by_name_and_bad_inputs_refused(tmp_path, capsys):

@@ -130,7 +130,8 @@ def run_score(args: argparse.Namespace) -> int:
         w.writerow([name, repr(float(log_px[i])), "" if bpd is None else repr(float(bpd[i]))])
     atomic_write_bytes(out, buf.getvalue().encode())
     kind = estimate_words(run.model.estimate_kind, run.transform.kind)
-    unit = "" if bpd is None else f", {float(np.mean(bpd)):.4f} bits/dim"
+    # bits per entry over all inputs, as dgm eval gives them (with missing entries, not the mean of each input's)
+    unit = "" if bpd is None else f", {float(-log_px.sum() / (observed_entries(x).sum().item() * math.log(2))):.4f} bits/dim"
     say(f"scored {plural(len(names), 'input')}: mean log p(x) {float(np.mean(log_px)):.3f} nats{unit} ({kind}) -> {out}")
     incomplete = int(torch.isnan(x).flatten(1).any(1).sum())
     if incomplete:

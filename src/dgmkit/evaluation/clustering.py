@@ -29,6 +29,17 @@ def clustering_scores(assign: np.ndarray, labels: np.ndarray) -> dict:
     ``accuracy_majority``: each cluster takes its most frequent label (many-to-one).
     ``nmi``: normalized mutual information (arithmetic normalization)."""
     assign, labels = np.asarray(assign), np.asarray(labels)
+    if assign.ndim != 1 or labels.ndim != 1 or len(assign) != len(labels) or len(labels) == 0:
+        raise ValueError(
+            f"clustering scores take one cluster and one label a datapoint, two vectors of one length >= 1; got "
+            f"shapes {assign.shape} and {labels.shape}"
+        )
+    for name, v in (("cluster assignments", assign), ("labels", labels)):
+        whole = np.issubdtype(v.dtype, np.integer) or (
+            np.issubdtype(v.dtype, np.floating) and bool(np.isfinite(v).all() and (v == np.round(v)).all())
+        )
+        if not whole:
+            raise ValueError(f"the {name} must be whole numbers (no NaN), got {v.dtype} values such as {v.flat[0]!r}")
     clusters, classes = np.unique(assign), np.unique(labels)
     counts = np.zeros((len(clusters), len(classes)), dtype=np.int64)
     np.add.at(counts, (np.searchsorted(clusters, assign), np.searchsorted(classes, labels)), 1)

@@ -49,6 +49,8 @@ class EvalReport:
 
     estimate: str
     nll: float | None
+    # the standard error of ``nll`` as a mean over the datapoints (their sample sd, ddof 1, over
+    # sqrt(n)): the spread between datapoints and the estimate's own noise together
     nll_stderr: float | None
     bpd: float | None
     elbo: float | None
@@ -232,6 +234,15 @@ def _diagnostics(model: GenerativeModel, x: torch.Tensor, seed: int) -> tuple[di
     return stats, layers
 
 
+def _stderr(per_row: torch.Tensor, counts: torch.Tensor | None, log_volume: float) -> float:
+    """The standard error of the mean of a per-datapoint number in nats of the integer data:
+    each row's value less its observed entries' log volume (they differ between rows only where
+    entries are missing)."""
+    if counts is not None and log_volume:
+        per_row = per_row.double().cpu() - counts * log_volume
+    return per_row.std().item() / math.sqrt(len(per_row))
+
+
 @evaluates
 def evaluate(
     model: GenerativeModel,
@@ -265,9 +276,10 @@ def evaluate(
     x = x.to(device_of(model))  # the data go where the model is
     y = None if y is None else y.to(x.device)
     n, num_dims = len(x), int(math.prod(x.shape[1:]))
-    seen = None
+    seen, counts = None, None
     if x.is_floating_point() and bool(torch.isnan(x).any()):  # numbers of the observed entries: log p(x_o)
-        seen = observed_entries(x).mean().item()
+        counts = observed_entries(x)  # (N,)
+        seen = counts.mean().item()
     dims = num_dims if seen is None else seen  # bits per (observed) dimension
     shift = dims * log_volume
     if orders < 0:
@@ -282,9 +294,9 @@ def evaluate(
         if t is not None:
             refuse_non_finite(name, t)
     nll = None if est.log_px is None else discrete_nll(-_mean(est.log_px), dims, log_volume)
-    stderr = None if est.log_px is None or n < 2 else est.log_px.std().item() / math.sqrt(n)
+    stderr = None if est.log_px is None or n < 2 else _stderr(est.log_px, counts, log_volume)
     elbo = None if "elbo" not in est.terms else -discrete_nll(-_mean(est.terms["elbo"]), dims, log_volume)
-    elbo_stderr = None if elbo is None or n < 2 else est.terms["elbo"].std().item() / math.sqrt(n)
+    elbo_stderr = None if elbo is None or n < 2 else _stderr(est.terms["elbo"], counts, log_volume)
     recon = None if "recon" not in est.terms else _mean(est.terms["recon"]) - shift
     terms = [term.record(name) for name, term in added.items()]
     main = distributed.current().is_main  # under torchrun: computed once (rank 0), every rank's report the same
