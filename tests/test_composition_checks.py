@@ -15,9 +15,9 @@ from dgmkit.conditional import BernoulliHead, CategoricalHead, Decoder, Gaussian
 from dgmkit.data import DataTransform, Split
 from dgmkit.errors import DataError
 from dgmkit.evaluation import evaluate, importance_sampled_log_likelihood
-from dgmkit.models import VAE
+from dgmkit.models import VAE, LatentVariableModel
 from dgmkit.nn import MLP
-from dgmkit.objectives import ELBO, IWAE
+from dgmkit.objectives import ELBO, IWAE, Objective
 from dgmkit.priors import Prior, StandardNormalPrior
 from dgmkit.training import Trainer
 
@@ -273,6 +273,14 @@ def test_a_head_of_ones_own_that_factorizes_scores_the_observed_entries_of_incom
     report = evaluate(_vae(head=LaplaceHead()), x, iw_samples=4)
     assert math.isfinite(report.nll) and report.density_of == "continuous"
 
+    loc = torch.zeros(2, 1, 4, 4, requires_grad=True)  # a base whose support leaves 0 out: a missing entry not at 0
+    for checked in (True, False):
+        positive = Independent(torch.distributions.LogNormal(loc, 1.0, validate_args=checked), 3)
+        got = observed_log_prob(positive, x.exp())
+        got.sum().backward()
+        want = torch.where(seen, torch.distributions.LogNormal(0.0, 1.0).log_prob(x.exp().nan_to_num(1.0)), 0.0)
+        assert torch.allclose(got, want.flatten(1).sum(-1)) and loc.grad is not None and loc.grad.isfinite().all()
+
     class RowsHead(LaplaceHead):  # a distribution over rows of pixels: it does not factorize over them
         def forward(self, params):
             loc = params[..., 0, :, :]
@@ -395,6 +403,15 @@ def test_the_trainer_refuses_an_objective_for_another_kind_of_model_by_name():
     for objective, kind in ((ReinforceELBO(), "CategoricalVAE"), (MaximumLikelihood(), "ExactLikelihoodModel")):
         with pytest.raises(TypeError, match=rf"{type(objective).__name__} trains a {kind} .*, and the model is a VAE"):
             Trainer(_vae(), objective, _binary(), DataTransform("binary", 2), device="cpu", progress=False)
+    from typing import Protocol
+
+    class Scores(Protocol):  # a kind of model isinstance cannot test: not checked
+        def score(self, x): ...
+
+    class OwnObjective(ELBO, Objective[Scores]):  # type: ignore[misc]
+        pass
+
+    assert OwnObjective.model_type is LatentVariableModel  # (ELBO's kind, inherited)
     compiled = torch.compile(_vae())  # (the module it compiles is what is checked)
     Trainer(compiled, ELBO(1), _binary(), DataTransform("binary", 2), device="cpu", progress=False)  # type: ignore[arg-type]
 

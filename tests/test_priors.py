@@ -219,9 +219,10 @@ def test_clustering_scores_refuse_vectors_that_do_not_pair_up_by_name():
     for assign in (np.array([0, 1, 1]), np.zeros((4, 1), dtype=np.int64), np.array([], dtype=np.int64)):
         with pytest.raises(ValueError, match="one cluster and one label a datapoint"):
             clustering_scores(assign, labels if len(assign) else assign)
-    with pytest.raises(ValueError, match="labels must be whole numbers .*nan"):
+    with pytest.raises(ValueError, match="the labels hold NaN or infinite values"):
         clustering_scores(np.array([0, 1, 1, 0]), np.array([np.nan, 1.0, 1.0, 0.0]))
-    assert clustering_scores(np.array([0, 1, 1, 0]), labels.astype(np.float32))["accuracy"] == 1.0
+    for named in (labels.astype(np.float32), labels.astype(bool), np.array(list("abba"))):  # any names of classes
+        assert clustering_scores(np.array([0, 1, 1, 0]), named)["accuracy"] == 1.0
 
 
 def test_clustering_scores_from_the_contingency_table():

@@ -94,6 +94,18 @@ def observed_log_prob(dist: Distribution, value: torch.Tensor) -> torch.Tensor:
     if not may_be_incomplete(value):
         return dist.log_prob(value)
     seen = ~torch.isnan(value)
-    per = element_log_probs(dist, value.nan_to_num(0.0))
+    per = element_log_probs(dist, _filled(dist, value, seen))
     per = torch.where(seen, per, torch.zeros((), dtype=per.dtype, device=per.device))
     return per.flatten(per.dim() - len(dist.event_shape)).sum(-1)
+
+
+def _filled(dist: Distribution, value: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """``value`` with each missing entry at a point of the likelihood's support, where its
+    log-density and gradient are finite (they are then left out): 0, or for an Independent whose
+    base excludes 0 (a LogNormal, a Gamma) the base's mean, without gradient."""
+    base = dist.base_dist if isinstance(dist, Independent) and not hasattr(dist, "log_prob_elements") else None
+    if base is not None and base.event_shape != ():  # (not elementwise: element_log_probs names it)
+        base = None
+    if base is None or bool(base.support.check(torch.zeros((), dtype=value.dtype, device=value.device)).all()):
+        return value.nan_to_num(0.0)
+    return torch.where(seen, value, base.mean.detach().to(value.dtype).expand_as(value))

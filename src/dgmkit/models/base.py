@@ -311,7 +311,9 @@ class LatentVariableModel(VariationalModel):
 
     def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor, px: Distribution | None = None) -> torch.Tensor:
         """log p(x|z), of the observed entries where x holds missing ones (NaN), shape (*sample, B):
-        ``log_joint``'s first term alone (the ELBO with a closed-form KL needs no log p(z))."""
+        ``log_joint``'s first term alone (the ELBO with a closed-form KL needs no log p(z)). A model
+        whose log p(x|z) is other than its likelihood's log_prob overrides this, not ``log_joint``,
+        so that both read it."""
         return observed_log_prob(self.likelihood(z) if px is None else px, x)
 
     @torch.no_grad()

@@ -69,8 +69,12 @@ class Objective(ABC, Generic[ModelT]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for base in getattr(cls, "__orig_bases__", ()):
-            if get_origin(base) is Objective and isinstance(get_args(base)[0], type):
-                cls.model_type = get_args(base)[0]
+            kind = get_args(base)[0] if get_origin(base) is Objective else None
+            # (a typing Protocol is a kind isinstance can test only where it is runtime-checkable)
+            if isinstance(kind, type) and (
+                not getattr(kind, "_is_protocol", False) or getattr(kind, "_is_runtime_protocol", False)
+            ):
+                cls.model_type = kind
 
     def check_model(self, model: object) -> None:
         """A TypeError unless ``model`` is of the kind this objective takes (``model_type``): the
