@@ -88,20 +88,7 @@ class VAE(DecodedModel, LatentVariableModel):
         if self.input_scale != 1.0:
             x = x * self.input_scale
         q = self.encoder(x)
-        batch = x.shape[: x.dim() - len(event)]
-        if q.batch_shape != batch or q.event_shape[:1] != (self.latent_dim,):
-            hint = (
-                "an encoder network of images ends in (B, 2M) numbers (nn.Flatten before its first linear layer)"
-                if q.batch_shape != batch and len(q.event_shape) > 0
-                else "torch.distributions.Independent(d, 1) makes the last batch dimension of d its event"
-                if q.batch_shape != batch
-                else "q(z|x) and p(z) must be over as many latent dimensions"
-            )
-            raise ValueError(
-                f"the encoder gave q(z|x) of batch shape {tuple(q.batch_shape)} and event shape {tuple(q.event_shape)} "
-                f"for data of batch shape {tuple(batch)}; it must give one distribution over the latent vector a "
-                f"datapoint, event shape ({self.latent_dim},) (the prior's latent_dim): {hint}"
-            )
+        _check_posterior(q, x.shape[: x.dim() - len(event)], self.latent_dim)
         return q
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
@@ -148,6 +135,24 @@ def _rename_v1_prior_keys(module: nn.Module, state_dict: dict, prefix: str, *arg
     """Checkpoints of dgmkit 0.1 named the prior's parameters ``prior.*``."""
     for key in [k for k in state_dict if k.startswith(prefix + "prior.")]:
         state_dict[prefix + "prior_module." + key[len(prefix) + 6 :]] = state_dict.pop(key)
+
+
+def _check_posterior(q: Distribution, batch: torch.Size, latent_dim: int) -> None:
+    """A ValueError unless q(z|x) is one distribution over the latent vector a datapoint of the
+    batch ``batch``, naming the likely slip."""
+    if q.batch_shape == batch and q.event_shape[:1] == (latent_dim,):
+        return
+    if q.batch_shape == batch:
+        hint = "q(z|x) and p(z) must be over as many latent dimensions"
+    elif len(q.event_shape) > 0:
+        hint = "an encoder network of images ends in (B, 2M) numbers (nn.Flatten before its first linear layer)"
+    else:
+        hint = "torch.distributions.Independent(d, 1) makes the last batch dimension of d its event"
+    raise ValueError(
+        f"the encoder gave q(z|x) of batch shape {tuple(q.batch_shape)} and event shape {tuple(q.event_shape)} for "
+        f"data of batch shape {tuple(batch)}; it must give one distribution over the latent vector a datapoint, event "
+        f"shape ({latent_dim},) (the prior's latent_dim): {hint}"
+    )
 
 
 def _check_prior(prior: object, encoder: nn.Module) -> None:
