@@ -277,3 +277,71 @@ def test_a_flow_draw_at_a_temperature_shrinks_the_base_about_its_mean_and_keeps_
     u, _ = scaling(x)
     assert torch.allclose(u.mean(0), base.mean, atol=0.01)  # stderr <= 0.0025
     assert torch.allclose(u.std(0), 0.5 * base.stddev, atol=0.01)
+
+
+# ------------------------------------------------------------- flows composed by hand (a hostile review)
+realnvp = T.realnvp
+
+
+def test_a_transform_whose_log_det_is_not_one_value_a_datapoint_is_named():
+    """A (B, 1) log|det J| broadcast into a (B, B) "log p(x)": a mean that looked right, wrong rows."""
+    from dgmkit.transforms import Bijection, Compose
+
+    class Doubling(Bijection):
+        def forward(self, x, context=None):
+            return 2 * x, x.new_full((len(x), 1), x.shape[1] * math.log(2))
+
+        def inverse(self, z, context=None):
+            return z / 2, z.new_full((len(z), 1), -z.shape[1] * math.log(2))
+
+    flow = FlowModel(Compose([Doubling(), realnvp(3, [4], 2)]), (3,), flatten=True)
+    with pytest.raises(ValueError, match=r"gave log\|det J\| of shape \(8, 8\) for 8 datapoints.*shape \(8,\)"):
+        flow.log_prob(torch.randn(8, 3))
+
+
+def test_flows_and_ppca_take_empty_batches_and_their_own_precision():
+    from dgmkit.models import PPCA
+    from dgmkit.transforms import glow
+
+    for bijection in (realnvp(4, [8]), glow(4, [8])):
+        flow = FlowModel(bijection, (4,), flatten=True).eval()
+        assert flow.log_prob(torch.zeros(0, 4)).shape == (0,) and flow.sample(0)[0].shape == (0, 4)
+    ppca = PPCA.fit(torch.randn(50, 4, generator=torch.Generator().manual_seed(0)), 2)
+    assert ppca.log_prob(torch.zeros(0, 4)).shape == (0,)
+    wide = FlowModel(realnvp(2, [4]), (2,), flatten=True).double()
+    assert wide.log_prob(torch.randint(0, 2, (3, 2))).dtype == torch.float64
+    assert torch.equal(wide.log_prob(torch.ones(3, 2)), wide.log_prob(torch.ones(3, 2, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        wide.sample(2, temperature=0.0)
+
+
+def test_data_outside_a_logit_flows_domain_are_refused_by_name():
+    """Integers given to a flow that begins with a logit (dequantization forgotten) were a NaN
+    log-likelihood, and in training 'try a lower --lr'."""
+    from dgmkit.errors import DataError
+    from dgmkit.evaluation import evaluate
+    from dgmkit.transforms import Compose, Logit
+
+    flow = FlowModel(Compose([Logit(0.05), realnvp(2, [4])]), (2,), flatten=True)
+    assert flow.data_support is not None and not flow.discrete_data
+    with pytest.raises(DataError, match=r"the data do not fit FlowModel: .*Interval\(lower_bound=0.0, upper_bound=1.0\)"):
+        evaluate(flow, torch.randint(0, 17, (64, 2)).float())
+    assert math.isfinite(evaluate(flow, torch.rand(64, 2)).nll)
+
+
+def test_actnorm_a_rank_deficient_ppca_and_a_transform_without_levels_are_refused_by_name():
+    from dgmkit.data import DataTransform
+    from dgmkit.errors import DataError
+    from dgmkit.models import PPCA
+    from dgmkit.transforms import glow
+
+    flow = FlowModel(glow(2, [4], layers=1), (2,), flatten=True)  # training mode: ActNorm initialises
+    with pytest.raises(ValueError, match="a batch of 1 holds 1 value"):
+        flow.log_prob(torch.randn(1, 2))  # (a scale from a spread of 0: every other point at -1e12)
+    flat = torch.randn(100, 3, generator=torch.Generator().manual_seed(0)) @ torch.randn(3, 6)
+    with pytest.raises(ValueError, match="vary in at most 3 directions"):
+        PPCA.fit(flat, 3)
+    assert PPCA.fit(flat, 2).sigma2.item() > 0
+    for kind in ("dequantize", "scale", "dynamic-binarize"):
+        with pytest.raises(DataError, match=f"the {kind} transform reads the data's levels"):
+            DataTransform(kind, None)

@@ -49,6 +49,13 @@ class DataTransform:
     def __post_init__(self):
         if self.kind not in TRANSFORMS:
             raise DataError(f"unknown data transform {self.kind!r}; choose from {TRANSFORMS}")
+        if self.kind in ("dynamic-binarize", "dequantize", "scale") and not (
+            isinstance(self.num_levels, int) and not isinstance(self.num_levels, bool) and self.num_levels >= 2
+        ):
+            raise DataError(
+                f"the {self.kind} transform reads the data's levels 0..L-1: num_levels must be an integer L >= 2, "
+                f"got {self.num_levels!r}"
+            )
 
     @property
     def _levels(self) -> int:

@@ -11,6 +11,7 @@ original 8-bit images.
 import math
 
 import torch
+from torch.distributions import constraints
 
 from dgmkit._rng import seeded_by
 from dgmkit.distributions.flow import FlowDistribution, standard_normal
@@ -44,6 +45,12 @@ class FlowModel(ExactLikelihoodModel):
         self.num_dims = math.prod(self.event_shape)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
+    @property
+    def data_support(self) -> constraints.Constraint | None:
+        """Where its first transform is defined (a Logit's [0, 1]: integers not dequantized are
+        refused by name, not scored as NaN); None: the real line."""
+        return self.bijection.domain
+
     def base(self) -> DiagonalNormal:
         return standard_normal(self.num_dims, device=self._zero.device, dtype=self._zero.dtype)
 
@@ -53,12 +60,19 @@ class FlowModel(ExactLikelihoodModel):
             raise ValueError(
                 f"expected data of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}{hint}"
             )
-        x = x.float() if not x.is_floating_point() else x
+        x = x.to(self._zero.dtype)  # (the model's precision: float64 once made so; integers as their values)
         return x.flatten(1) if self.flatten else x
 
     def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z = T(x), shape (B, D), and log|det dT/dx|, shape (B,)."""
-        return self.bijection(self._in(x))
+        z, ladj = self.bijection(self._in(x))
+        if ladj.shape != x.shape[:1]:  # (a (B, 1) one broadcast into a (B, B) "log p(x)")
+            raise ValueError(
+                f"the flow's {type(self.bijection).__name__} gave log|det J| of shape {tuple(ladj.shape)} for {len(x)} "
+                f"datapoints; a bijection's forward returns (z, ladj) with one ladj a datapoint, shape ({len(x)},) "
+                "(transforms.sum_except_batch sums a per-entry one)"
+            )
+        return z, ladj
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         z, ladj = self.transform(x)
@@ -76,6 +90,8 @@ class FlowModel(ExactLikelihoodModel):
         """n samples x = f^{-1}(z), z ~ N(0, tau^2 I), f the flow (temperature tau < 1 trades
         diversity for samples of higher density, nearer the mode). Returns (x, x): a flow has no
         separate mean to display."""
+        if not temperature > 0:
+            raise ValueError(f"the temperature must be > 0, got {temperature}")
         with seeded_by(generator, self._zero.device):
             z = torch.randn(n, self.num_dims, device=self._zero.device, dtype=self._zero.dtype) * temperature
         x, _ = self.bijection.inverse(z)

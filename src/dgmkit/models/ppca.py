@@ -62,7 +62,13 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         S = centred.T @ centred / n
         evals, evecs = torch.linalg.eigh(S)  # ascending
         evals, evecs = evals.flip(0), evecs.flip(1)
-        sigma2 = evals[latent_dim:].mean().clamp_min(1e-12)
+        sigma2 = evals[latent_dim:].mean()
+        if not sigma2 > 1e-10 * evals[0].clamp_min(1e-300):  # (1e-12 was taken: float32 found no density)
+            raise ValueError(
+                f"the data vary in at most {latent_dim} directions (rank <= latent_dim), so PPCA's noise variance "
+                f"sigma^2 is 0 ({sigma2.item():.3g}) and p(x) has no density off that subspace: take a smaller "
+                "latent_dim (or data with spread in more directions)"
+            )
         W = evecs[:, :latent_dim] * (evals[:latent_dim] - sigma2).clamp_min(0).sqrt()
         dtype = x.dtype if x.is_floating_point() else torch.float32
         return cls(W.to(dtype), mu.to(dtype), sigma2.to(dtype), event_shape=x.shape[1:])
@@ -86,7 +92,7 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         return self.log_sigma2.exp()
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1).to(self.W.dtype)
+        return x.flatten(1).to(self.W.dtype)
 
     def marginal(self) -> MultivariateNormal:
         D = self.W.shape[0]
@@ -94,6 +100,8 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         return MultivariateNormal(self.mu, covariance_matrix=cov)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) == 0:  # (torch's value check cannot reshape no rows)
+            return self.W.new_zeros(0)
         return self.marginal().log_prob(self._flat(x))
 
     @classmethod

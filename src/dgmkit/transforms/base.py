@@ -15,16 +15,24 @@ from typing import cast
 
 import torch
 from torch import nn
+from torch.distributions import constraints
 
 __all__ = ["Bijection", "Compose", "Inverse", "sum_except_batch"]
 
 
 def sum_except_batch(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1).sum(-1)
+    """(B, ...) -> (B,): the sum over each datapoint's entries (0 for an empty batch's none)."""
+    return t.flatten(1).sum(-1) if t.dim() > 1 else t
 
 
 class Bijection(nn.Module, ABC):
     """An invertible map with a tractable log|det J| (see the module docstring)."""
+
+    @property
+    def domain(self) -> constraints.Constraint | None:
+        """The values an entry of x may take where the map is defined (``torch.distributions``
+        constraints); None: the real line."""
+        return None
 
     @abstractmethod
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -39,6 +47,11 @@ class Compose(Bijection):
     def __init__(self, bijections: Iterable[Bijection]):
         super().__init__()
         self.steps = nn.ModuleList(bijections)
+
+    @property
+    def domain(self) -> constraints.Constraint | None:
+        """The first step's: the data meet it first."""
+        return cast(Bijection, self.steps[0]).domain if len(self.steps) else None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         ladj = x.new_zeros(x.shape[0])

@@ -5,6 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import constraints
 
 from dgmkit.transforms.base import Bijection, sum_except_batch
 
@@ -24,6 +25,10 @@ class Logit(Bijection):
         if not 0 < alpha < 0.5:  # at 0: data on the boundary (uniformly dequantized 255 + u rounds to 1.0) have no logit
             raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
         self.alpha = alpha
+
+    @property
+    def domain(self) -> constraints.Constraint:
+        return constraints.unit_interval
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.alpha + (1 - 2 * self.alpha) * x

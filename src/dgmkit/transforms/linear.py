@@ -5,6 +5,8 @@ U strictly upper triangular: log|det W| = sum log|s|, O(C) instead of O(C^3). On
 pixel's channel vector is multiplied by W (a 1x1 convolution), so log|det J| = H W sum log|s|.
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -45,9 +47,9 @@ class InvertibleLinear(Bijection):
         return torch.einsum("ij,bj...->bi...", w, x)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        spatial = x[0, 0].numel()
+        spatial = math.prod(x.shape[2:])
         return self._multiply(x, self.weight()), (self.log_s.sum() * spatial).expand(x.shape[0])
 
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        spatial = z[0, 0].numel()
+        spatial = math.prod(z.shape[2:])
         return self._multiply(z, torch.linalg.inv(self.weight())), (-self.log_s.sum() * spatial).expand(z.shape[0])

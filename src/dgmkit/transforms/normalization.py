@@ -1,5 +1,7 @@
 """ActNorm (Kingma & Dhariwal 2018, Glow, arXiv 1807.03039)."""
 
+import math
+
 import torch
 from torch import nn
 
@@ -28,11 +30,16 @@ class ActNorm(DataInitialised, Bijection):
         return t.view(1, -1, *[1] * (x.dim() - 2))
 
     def _spatial(self, x: torch.Tensor) -> int:
-        return x[0, 0].numel()
+        return math.prod(x.shape[2:])
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
         flat = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, B * H * W)
+        if flat.shape[1] < 2:  # (a scale of 1 / 1e-6 from a spread of 0 sent every other point to -1e12)
+            raise ValueError(
+                f"ActNorm sets its scale from the spread of its first training batch, and a batch of {len(x)} holds "
+                f"{flat.shape[1]} value(s) a channel: give it a first batch of at least 2 datapoints"
+            )
         self.bias.copy_(flat.mean(1))
         self.log_scale.copy_(-torch.log(flat.std(1, unbiased=False).clamp_min(1e-6)))
         self._mark_initialized()
