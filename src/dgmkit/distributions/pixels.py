@@ -106,6 +106,7 @@ def _filled(dist: Distribution, value: torch.Tensor, seen: torch.Tensor) -> torc
     base = dist.base_dist if isinstance(dist, Independent) and not hasattr(dist, "log_prob_elements") else None
     if base is not None and base.event_shape != ():  # (not elementwise: element_log_probs names it)
         base = None
-    if base is None or bool(base.support.check(torch.zeros((), dtype=value.dtype, device=value.device)).all()):
+    # (0 is asked on the CPU: no wait for a GPU, where the support does not hold tensors of the device)
+    if base is None or bool(base.support.check(torch.zeros((), dtype=value.dtype)).all()):
         return value.nan_to_num(0.0)
     return torch.where(seen, value, base.mean.detach().to(value.dtype).expand_as(value))
