@@ -327,16 +327,22 @@ def test_data_outside_a_logit_flows_domain_are_refused_by_name():
     with pytest.raises(DataError, match=r"the data do not fit FlowModel: .*Interval\(lower_bound=0.0, upper_bound=1.0\)"):
         evaluate(flow, torch.randint(0, 17, (64, 2)).float())
     assert math.isfinite(evaluate(flow, torch.rand(64, 2)).nll)
+    from dgmkit.models.hybrid import HybridFlow
+
+    with pytest.raises(DataError, match=r"the data do not fit HybridFlow"):  # (a hybrid flow's is its flow's)
+        evaluate(HybridFlow(flow, 3), torch.randint(0, 17, (64, 2)).float())
 
 
 def test_actnorm_a_rank_deficient_ppca_and_a_transform_without_levels_are_refused_by_name():
+    import numpy as np
+
     from dgmkit.data import DataTransform
-    from dgmkit.errors import DataError
+    from dgmkit.errors import ConfigError, DataError
     from dgmkit.models import PPCA
     from dgmkit.transforms import glow
 
     flow = FlowModel(glow(2, [4], layers=1), (2,), flatten=True)  # training mode: ActNorm initialises
-    with pytest.raises(ValueError, match="a batch of 1 holds 1 value"):
+    with pytest.raises(ConfigError, match="a batch of 1 holds 1 value.*--batch-size"):
         flow.log_prob(torch.randn(1, 2))  # (a scale from a spread of 0: every other point at -1e12)
     flat = torch.randn(100, 3, generator=torch.Generator().manual_seed(0)) @ torch.randn(3, 6)
     with pytest.raises(ValueError, match="vary in at most 3 directions"):
@@ -345,3 +351,5 @@ def test_actnorm_a_rank_deficient_ppca_and_a_transform_without_levels_are_refuse
     for kind in ("dequantize", "scale", "dynamic-binarize"):
         with pytest.raises(DataError, match=f"the {kind} transform reads the data's levels"):
             DataTransform(kind, None)
+    assert DataTransform("dequantize", np.int64(256)).num_levels == 256  # (a NumPy integer is one)
+    assert type(DataTransform("scale", torch.tensor(17)).num_levels) is int

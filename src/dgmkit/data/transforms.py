@@ -15,6 +15,7 @@ returns the integers as floats, since an integer tensor cannot hold NaN.
 """
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import cast
 
@@ -49,8 +50,13 @@ class DataTransform:
     def __post_init__(self):
         if self.kind not in TRANSFORMS:
             raise DataError(f"unknown data transform {self.kind!r}; choose from {TRANSFORMS}")
+        if self.num_levels is not None and not isinstance(self.num_levels, bool):
+            try:  # (a NumPy or 0-d tensor integer: the int it holds)
+                object.__setattr__(self, "num_levels", operator.index(self.num_levels))
+            except TypeError:
+                pass
         if self.kind in ("dynamic-binarize", "dequantize", "scale") and not (
-            isinstance(self.num_levels, int) and not isinstance(self.num_levels, bool) and self.num_levels >= 2
+            type(self.num_levels) is int and self.num_levels >= 2
         ):
             raise DataError(
                 f"the {self.kind} transform reads the data's levels 0..L-1: num_levels must be an integer L >= 2, "

@@ -14,6 +14,7 @@ from typing import ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import constraints
 
 from dgmkit.devices import widened
 from dgmkit.models.base import ExactLikelihoodModel
@@ -56,6 +57,11 @@ class HybridFlow(Classifier, ExactLikelihoodModel):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return self.flow.log_prob(x)
+
+    @property
+    def data_support(self) -> constraints.Constraint | None:
+        """Its flow's (a Logit's [0, 1])."""
+        return self.flow.data_support
 
     def class_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         return self.joint(x).log_py_x

@@ -5,6 +5,7 @@ import math
 import torch
 from torch import nn
 
+from dgmkit.errors import ConfigError
 from dgmkit.nn.data_init import DataInitialised
 from dgmkit.transforms.base import Bijection
 
@@ -36,9 +37,9 @@ class ActNorm(DataInitialised, Bijection):
     def initialize(self, x: torch.Tensor) -> None:
         flat = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, B * H * W)
         if flat.shape[1] < 2:  # (a scale of 1 / 1e-6 from a spread of 0 sent every other point to -1e12)
-            raise ValueError(
-                f"ActNorm sets its scale from the spread of its first training batch, and a batch of {len(x)} holds "
-                f"{flat.shape[1]} value(s) a channel: give it a first batch of at least 2 datapoints"
+            raise ConfigError(
+                f"ActNorm (Glow) sets its scale from the spread of its first training batch, and a batch of {len(x)} "
+                f"holds {flat.shape[1]} value(s) a channel: train with batches of at least 2 datapoints (--batch-size)"
             )
         self.bias.copy_(flat.mean(1))
         self.log_scale.copy_(-torch.log(flat.std(1, unbiased=False).clamp_min(1e-6)))
