@@ -12,7 +12,7 @@ from dgmkit.distributions.delta import Delta
 from dgmkit.distributions.flow import FlowDistribution, location
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
 from dgmkit.distributions.mixture import DiagonalGaussianMixture
-from dgmkit.distributions.normal import DiagonalNormal, diagonal_normal, kl_per_dimension
+from dgmkit.distributions.normal import DiagonalNormal, closed_form_kl, diagonal_normal, kl_per_dimension
 from dgmkit.distributions.pixels import *  # noqa: F403 - the names of pixels.__all__, re-exported below
 from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
 
@@ -22,6 +22,7 @@ __all__ = [
     "JointSampler",
     "rsample_and_log_prob",
     "kl_per_dimension",
+    "closed_form_kl",
     *pixels.__all__,
     "BernoulliPixels",
     "CategoricalPixels",

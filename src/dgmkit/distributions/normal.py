@@ -8,7 +8,7 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 from dgmkit._rng import randn
 from dgmkit.distributions.sampling import JointSampler
 
-__all__ = ["DiagonalNormal", "diagonal_normal", "kl_per_dimension"]
+__all__ = ["DiagonalNormal", "diagonal_normal", "kl_per_dimension", "closed_form_kl"]
 
 
 class DiagonalNormal(Independent, JointSampler):
@@ -91,7 +91,15 @@ def kl_per_dimension(q: Distribution, p: Distribution) -> torch.Tensor | None:
     """
     if not (isinstance(q, Independent) and isinstance(p, Independent)):
         return None
+    return closed_form_kl(q.base_dist, p.base_dist)
+
+
+def closed_form_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
+    """KL(q || p) where torch's KL registry has a closed form for the pair, else None; None too
+    for a pair over events of different shapes (the draws' path names the part that is off)."""
+    if q.event_shape != p.event_shape:
+        return None
     try:
-        return kl_divergence(q.base_dist, p.base_dist)
+        return kl_divergence(q, p)
     except NotImplementedError:
         return None

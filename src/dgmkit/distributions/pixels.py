@@ -68,13 +68,22 @@ def element_log_probs(dist: Distribution, value: torch.Tensor) -> torch.Tensor:
     per = getattr(dist, "log_prob_elements", None)
     if per is not None:
         return per(value)
-    if isinstance(dist, Independent) and dist.base_dist.event_shape == ():
-        return dist.base_dist.log_prob(value)
+    base = _elementwise_base(dist)
+    if base is not None:
+        return base.log_prob(value)
     raise ValueError(
         f"missing entries need a likelihood that factorizes over the entries, and p(x|z) is a {_named(dist)}: "
         "torch.distributions.Independent(d, 3) of a distribution d of single values (Normal, Bernoulli, Laplace, ...) "
         "or a distribution with log_prob_elements(x), each entry's log-likelihood"
     )
+
+
+def _elementwise_base(dist: Distribution) -> Distribution | None:
+    """The base of an Independent of distributions of single values (its log_prob per entry), for
+    a distribution without ``log_prob_elements`` of its own; else None."""
+    if isinstance(dist, Independent) and not hasattr(dist, "log_prob_elements") and dist.base_dist.event_shape == ():
+        return dist.base_dist
+    return None
 
 
 def _named(dist: Distribution) -> str:
@@ -103,10 +112,9 @@ def _filled(dist: Distribution, value: torch.Tensor, seen: torch.Tensor) -> torc
     """``value`` with each missing entry at a point of the likelihood's support, where its
     log-density and gradient are finite (they are then left out): 0, or for an Independent whose
     base excludes 0 (a LogNormal, a Gamma) the base's mean, without gradient."""
-    base = dist.base_dist if isinstance(dist, Independent) and not hasattr(dist, "log_prob_elements") else None
-    if base is not None and base.event_shape != ():  # (not elementwise: element_log_probs names it)
-        base = None
+    base = _elementwise_base(dist)  # (None: 0, and element_log_probs reads it or names the distribution)
+    support = None if base is None else base.support
     # (0 is asked on the CPU: no wait for a GPU, where the support does not hold tensors of the device)
-    if base is None or bool(base.support.check(torch.zeros((), dtype=value.dtype)).all()):
+    if base is None or support is None or bool(support.check(torch.zeros((), dtype=value.dtype)).all()):
         return value.nan_to_num(0.0)
     return torch.where(seen, value, base.mean.detach().to(value.dtype).expand_as(value))

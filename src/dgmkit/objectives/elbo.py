@@ -12,9 +12,9 @@ Sonderby et al. 2016), while ``elbo`` is always the true bound (beta = 1).
 from typing import NamedTuple
 
 import torch
-from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import Distribution, Independent
 
-from dgmkit.distributions import kl_per_dimension
+from dgmkit.distributions import closed_form_kl, kl_per_dimension
 from dgmkit.models import LatentVariableModel
 from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.importance import check_per_datapoint, log_importance_weights, log_px_at_draws
@@ -36,17 +36,6 @@ def kl_term(q: Distribution, p: Distribution, log_qz: torch.Tensor, log_pz: torc
     log q(z) - log p(z) over the draws (L, B) that the reconstruction term uses."""
     kl = closed_form_kl(q, p)
     return (log_qz - log_pz).mean(0) if kl is None else kl
-
-
-def closed_form_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
-    """KL(q || p) where torch's KL registry has a closed form for the pair, else None; None too
-    for a pair over events of different shapes (the draws' path names the part that is off)."""
-    if q.event_shape != p.event_shape:
-        return None
-    try:
-        return kl_divergence(q, p)
-    except NotImplementedError:
-        return None
 
 
 class ELBO(Objective[LatentVariableModel]):
