@@ -1,5 +1,5 @@
 """``dgm compress`` and ``dgm decompress``: lossless compression with a trained
-autoregressive model (see ``dgmkit.coding``).
+autoregressive model or VAE (see ``dgmkit.coding``).
 
 Both commands check everything they can before the slow coding: the outputs (never an
 existing file without ``--force``, never an input or a file of the run), the inputs (PNG sizes
@@ -25,7 +25,7 @@ import torch
 from dgmkit import __version__
 from dgmkit._io import atomic_folder, atomic_write_bytes, check_base_name, check_new_output, describe_os_error
 from dgmkit.cli.common import add_device_flag, add_run_parser, plural, say
-from dgmkit.coding import decode_images, encode_images, model_fingerprint, read_container, write_container
+from dgmkit.coding import Coder, coder_of, model_fingerprint, read_container, write_container
 from dgmkit.coding.container import (
     DTYPES,
     MAX_BATCH_PIXELS,
@@ -38,8 +38,9 @@ from dgmkit.coding.container import (
     content_digest,
     name_key,
 )
-from dgmkit.config import load_run
+from dgmkit.config import Run, load_run
 from dgmkit.errors import ConfigError, DataError, DgmError
+from dgmkit.models import GenerativeModel
 from dgmkit.training.run_writer import run_files
 
 __all__ = ["add_parsers"]
@@ -61,17 +62,21 @@ def _text(value: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _coding_model(run_dir: str, device: str):
+def _coding_model(run_dir: str, device: str) -> tuple[Run, GenerativeModel, int, Coder]:
     run = load_run(run_dir, device=device)
     model = run.model
-    levels = model.coding_levels
-    if levels is None:
+    coder = coder_of(model)
+    if coder is None:
         raise ConfigError(
             f"{run_dir} holds {run.cfg.model.describe()}, which has no exact sequential conditionals to drive the "
-            "entropy coder: compression needs an autoregressive model (--model arm) with one pixel order "
-            "(a MADE mixture over connectivities, made_masks > 1, has none)"
+            "entropy coder nor a Gaussian posterior to code by bits-back: compression needs an autoregressive model "
+            "(--model arm) or a VAE (--model vae) with a discrete likelihood"
         )
-    return run, model, levels
+    try:
+        levels = coder.check(model)
+    except ConfigError as e:
+        raise ConfigError(f"{run_dir} holds {run.cfg.model.describe()}, which cannot be compressed with: {e}") from None
+    return run, model, levels, coder
 
 
 def _read_npy(path: str) -> np.ndarray:
@@ -184,7 +189,7 @@ def compress(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = check_new_output(args.out, args.force, inputs=args.inputs, protected=run_files(args.run_dir))
-    run, model, levels = _coding_model(args.run_dir, args.device)
+    run, model, levels, coder = _coding_model(args.run_dir, args.device)
     x, meta = _read_images(args.inputs, model.event_shape)
     if meta.get("png_mode") == "1" and levels != 2:
         raise DataError(
@@ -194,7 +199,7 @@ def compress(args: argparse.Namespace) -> int:
     if x.ndim < 2:
         shape = model.event_shape
         raise DataError(f"expected N images of {shape[-2]}x{shape[-1]} pixels, got an array of shape {x.shape}")
-    _check_amount(len(x), model.num_dims, x.dtype.itemsize, args.batch_size)
+    _check_amount(len(x), math.prod(model.event_shape), x.dtype.itemsize, args.batch_size)
     batch_size = min(args.batch_size, len(x))  # a larger one codes the same single batch
     xt = _to_model_input(x, model.event_shape, levels)
     header = {
@@ -207,23 +212,22 @@ def compress(args: argparse.Namespace) -> int:
         "batch_size": batch_size,
         # of the array as decompression rebuilds it from the coded integers (a float -0.0 comes back as 0.0)
         "content_sha256": content_digest(xt.numpy().reshape(x.shape).astype(x.dtype)),
-        "coder": "constriction range coder, categorical models (perfect=False)",
+        "coder": coder.name,
         "device": coding_device(run.device),
         **meta,
     }
     t0 = time.perf_counter()
-    words = encode_images(model, xt, batch_size)
+    words = coder.encode(model, xt, batch_size)
     seconds = max(time.perf_counter() - t0, 1e-9)
-    with torch.no_grad():
-        parts = [model.log_prob(xt[i : i + 1000].to(run.device)).cpu() for i in range(0, len(xt), 1000)]
-        nll = -torch.cat(parts).double().sum().item()
+    label, reference = coder.reference
+    nll = reference(model, xt).sum().item()
     data = write_container(header, words)  # checks the header against the schema decompress applies
     atomic_write_bytes(out, data)
     dims = xt[0].numel() * len(xt)
     rate = 8 * len(data) / dims
     say(
         f"compressed {plural(len(x), 'image')} ({dims} pixels) to {len(data)} bytes: {rate:.4f} bits/dim "
-        f"(the model's NLL: {nll / (dims * math.log(2)):.4f} bits/dim; payload {32 * len(words) / dims:.4f}) "
+        f"({label}: {nll / (dims * math.log(2)):.4f} bits/dim; payload {32 * len(words) / dims:.4f}) "
         f"in {seconds:.1f} s, {x.nbytes / 1e6 / seconds:.3f} MB/s of input -> {out}"
     )
     return 0
@@ -273,7 +277,7 @@ def decompress(args: argparse.Namespace) -> int:
         if out.suffix.lower() != ".npy":
             raise ConfigError(f"--out must name a .npy file, got {out}")
         check_new_output(out, args.force, inputs=[args.file], protected=run_files(args.run))
-    run, model, levels = _coding_model(args.run, args.device)
+    run, model, levels, coder = _coding_model(args.run, args.device)
     check_coding_device(h, run.device, str(path))
     if model_fingerprint(model) != h["model_fingerprint"]:
         m = h["model"]
@@ -282,10 +286,12 @@ def decompress(args: argparse.Namespace) -> int:
             f"{h['model_fingerprint'][:12]}); {args.run} holds a different one: decompress with the same model"
         )
     check_against_model(h, model.event_shape, levels, str(path))
+    if h["coder"] != coder.name:
+        raise DataError(f"{args.file} was coded by {h['coder']!r}; {args.run}'s model codes with {coder.name!r}")
     shape, dtype = tuple(h["shape"]), np.dtype(h["dtype"])
     n = shape[0]
     t0 = time.perf_counter()
-    xt = decode_images(model, f.payload, n, h["batch_size"])  # DataError on data the model cannot have coded
+    xt = coder.decode(model, f.payload, n, h["batch_size"])  # DataError on data the model cannot have coded
     seconds = max(time.perf_counter() - t0, 1e-9)
     x = xt.numpy().reshape(shape).astype(dtype)
     del xt  # the int64 images: only the file's dtype is kept from here on
@@ -323,7 +329,9 @@ def _write_pngs(out: Path, x: np.ndarray, names: list[str], force: bool) -> None
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = add_run_parser(sub, "compress", help="losslessly compress images with a trained autoregressive model")
+    p = add_run_parser(
+        sub, "compress", help="losslessly compress images with a trained autoregressive model or VAE (bits-back)"
+    )
     p.add_argument("inputs", nargs="+", help="one .npy array of images, or PNG files (with distinct names)")
     p.add_argument("--out", required=True, help="compressed file to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")

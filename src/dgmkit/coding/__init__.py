@@ -1,8 +1,18 @@
-"""Lossless compression with exact-likelihood models: an entropy coder (constriction's range
-coder) driven by an autoregressive model's conditionals, in a self-checking file format whose
-header is checked against a schema before anything uses it."""
+"""Lossless compression with a trained model: an entropy coder (constriction's) driven by an
+autoregressive model's conditionals (``arm_coder``: a range coder, pixel by pixel) or by a latent
+variable model's q(z|x), p(x|z) and p(z) (``bitsback``: bits-back coding on an ANS stack), in a
+self-checking file format whose header is checked against a schema before anything uses it.
 
-from dgmkit.coding.arm_coder import decode_images, encode_images
+A model says which coder codes it (``GenerativeModel.coding``); ``coder_of`` gives it."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from dgmkit.coding.arm_coder import check_sequential, decode_images, encode_images, sequential_nll
+from dgmkit.coding.bitsback import check_bits_back, decode_bits_back, encode_bits_back, negative_elbo
 from dgmkit.coding.container import (
     CompressedFile,
     check_against_model,
@@ -11,10 +21,16 @@ from dgmkit.coding.container import (
     read_container,
     write_container,
 )
+from dgmkit.models.base import GenerativeModel
 
 __all__ = [
+    "Coder",
+    "coder_of",
+    "CODERS",
     "encode_images",
     "decode_images",
+    "encode_bits_back",
+    "decode_bits_back",
     "CompressedFile",
     "read_container",
     "write_container",
@@ -22,3 +38,40 @@ __all__ = [
     "check_against_model",
     "model_fingerprint",
 ]
+
+
+class Coder(NamedTuple):
+    """How a kind of model codes images: ``name`` (the file header's ``coder``, checked when
+    decoding), ``check(model)`` (the levels of a pixel, or a ConfigError saying why the model
+    cannot code), ``encode(model, x, batch_size)`` -> words, ``decode(model, words, n,
+    batch_size)`` -> images, and ``reference``: what the rate is set beside (a label, and
+    ``(model, x) -> nats a datapoint``)."""
+
+    name: str
+    check: Callable[[Any], int]
+    encode: Callable[[Any, torch.Tensor, int], np.ndarray]
+    decode: Callable[[Any, np.ndarray, int, int], torch.Tensor]
+    reference: tuple[str, Callable[[Any, torch.Tensor], torch.Tensor]]
+
+
+CODERS = {
+    "sequential": Coder(
+        "constriction range coder, categorical models (perfect=False)",
+        check_sequential,
+        encode_images,
+        decode_images,
+        ("the model's NLL", sequential_nll),
+    ),
+    "bits-back": Coder(
+        "constriction ANS coder, bits-back (BB-ANS), latent buckets of 2^-10 prior scales within +-10",
+        check_bits_back,
+        encode_bits_back,
+        decode_bits_back,
+        ("the model's -ELBO, one draw a datapoint", negative_elbo),
+    ),
+}
+
+
+def coder_of(model: GenerativeModel) -> Coder | None:
+    """The coder of a model that declares one (``model.coding``), else None."""
+    return CODERS.get(model.coding) if model.coding is not None else None

@@ -21,7 +21,7 @@ from dgmkit.devices import device_of
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
 
-__all__ = ["encode_images", "decode_images"]
+__all__ = ["encode_images", "decode_images", "check_sequential", "sequential_nll"]
 
 # what constriction raises on an impossible symbol (KeyError), probabilities it cannot use
 # (ValueError) or compressed data that its model cannot have produced (AssertionError)
@@ -74,6 +74,23 @@ def _levels(model: AutoregressiveModel) -> int:
     if levels is None:
         raise DataError("this model has no exact sequential conditionals over discrete values to code with")
     return int(levels)
+
+
+def check_sequential(model: AutoregressiveModel) -> int:
+    """The number of levels of a pixel that ``model`` codes, or a ConfigError saying why it cannot."""
+    if model.coding_levels is None:
+        raise ConfigError(
+            "it has no exact sequential conditionals to drive the entropy coder (a MADE mixture over connectivities, "
+            "made_masks > 1, has none; one pixel order has)"
+        )
+    return int(model.coding_levels)
+
+
+@torch.no_grad()
+def sequential_nll(model: AutoregressiveModel, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x) of each image (nats, float64), 1000 images at a time."""
+    device = device_of(model)
+    return -torch.cat([model.log_prob(x[i : i + 1000].to(device)).cpu() for i in range(0, len(x), 1000)]).double()
 
 
 def _check_batch_size(batch_size: int) -> int:

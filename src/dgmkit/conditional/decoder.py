@@ -48,3 +48,11 @@ class Decoder(ConditionalDistribution):
             )
         params = out.reshape(*z.shape[:-1], c, self.head.params_per_pixel, h, w)  # (*batch, C, P, H, W)
         return self.head(params)
+
+    def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(x_d = v | z) of every value v of every pixel, (*batch, C, H, W, L) in float64:
+        what an entropy coder of x given z needs. A head of a density has none (TypeError)."""
+        c, h, w = self.event_shape
+        out = self.net(z.reshape(-1, z.shape[-1]))
+        params = out.reshape(*z.shape[:-1], c, self.head.params_per_pixel, h, w).movedim(-3, -1)
+        return self.head.pixel_log_pmf(params)

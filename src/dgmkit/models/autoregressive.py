@@ -40,6 +40,7 @@ class AutoregressiveModel(ExactLikelihoodModel):
     model says otherwise. ``input_scale`` maps the integers to [0, 1] for the network."""
 
     sample_cached = True
+    coding = "sequential"
 
     def __init__(self, head: LikelihoodHead, event_shape: tuple[int, int, int], input_scale: float = 1.0):
         super().__init__()

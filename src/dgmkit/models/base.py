@@ -25,8 +25,10 @@ class:
   trains in fp32 under auto (bf16 when asked for by name). Measured on an H100: the two-layer
   VampPrior HVAE's loss became NaN within 200 steps of a compiled bf16 step (fp32: no NaN),
   and a small gated VAE steps faster in fp32 than in bf16 (the casts cost more than they save).
-- ``coding_levels``: the alphabet size of exact sequential conditionals that an entropy
-  coder can use, or None.
+- ``coding``: how ``dgm compress`` codes the model's data losslessly (``dgmkit.coding``):
+  ``"sequential"`` (a range coder driven by exact conditionals p(x_d | x_<d), an autoregressive
+  model) or ``"bits-back"`` (an ANS stack driven by q(z|x), p(x|z) and p(z), a VAE), or None;
+  ``coding_levels``: the number of values of a pixel it codes, or None where it cannot.
 - ``data_support``: the values an entry of the data may take (a ``torch.distributions``
   constraint: 0 or 1, the integers 0..L-1), or None for a density on the real line;
   ``check_data(x)`` refuses data outside it, as every evaluation function and the Trainer do
@@ -116,6 +118,7 @@ class GenerativeModel(nn.Module, ABC):
     can_impute: ClassVar[bool] = False
     produces_codes: ClassVar[bool] = False
     discrete_latents: ClassVar[bool] = False
+    coding: ClassVar[Literal["sequential", "bits-back"] | None] = None
     event_shape: tuple[int, ...]
 
     @property

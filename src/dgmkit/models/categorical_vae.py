@@ -21,6 +21,7 @@ class CategoricalVAE(VAE):
     learned control variate of the score-function estimator (trained with the model, saved with it)."""
 
     discrete_latents = True
+    coding = None  # (bits-back coding here takes Gaussian latents)
 
     def __init__(self, *vae_args, baseline: nn.Module | None = None, **vae_kwargs):
         super().__init__(*vae_args, **vae_kwargs)

@@ -6,7 +6,7 @@ distributions it returns.
 """
 
 import itertools
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ class VAE(DecodedModel, LatentVariableModel):
     """
 
     can_impute: ClassVar[bool] = True
+    coding: ClassVar[Literal["sequential", "bits-back"] | None] = "bits-back"
 
     def __init__(
         self,
@@ -100,6 +101,12 @@ class VAE(DecodedModel, LatentVariableModel):
                 "is built)"
             )
         return self.decoder(z)
+
+    @property
+    def coding_levels(self) -> int | None:
+        """The values of a pixel that bits-back coding codes: a discrete likelihood's levels."""
+        head = self.decoder.head
+        return head.num_levels if self.coding is not None and head.discrete else None
 
     @property
     def num_components(self) -> int | None:

@@ -1,0 +1,250 @@
+r"""Bits-back coding of images with a latent variable model (BB-ANS: Townsend, Bird & Barber,
+"Practical lossless compression with latent variables using bits back coding", ICLR 2019).
+
+An ANS coder is a stack. Each image x goes on it in three moves: decode a latent z from the
+stack with q(z|x) (taking back -log2 Q(z|x) bits already there), encode x with p(x|z), encode z
+with p(z). Its net cost is -log2 p(x|z) - log2 P(z) + log2 Q(z|x), whose mean over the draws is
+the negative ELBO in bits. Decoding runs the moves backwards: z from p(z), x from p(x|z), and z
+encoded back with q(z|x), which returns the stack to the state before the image.
+
+A Gaussian latent is coded on a grid: each dimension, standardised by the prior's mean and
+scale, falls into buckets of width ``BUCKET`` (in units of the prior's scale) between
+``-RANGE`` and ``RANGE``; P(z) and Q(z|x) are the Gaussians' masses of its bucket (constriction's
+quantized Gaussian, every bucket given a mass of at least 2**-24), and the decoder reads the
+bucket's centre. For posteriors much wider than a bucket the net cost is the ELBO's; one
+narrower than a bucket puts all its mass on one, and the code is of that coarser model.
+
+The first image has no bits on the stack to take back: the stack starts with ``seed_words``
+fixed pseudo-random words (enough for one image's latents), part of the output. The images are
+coded in batches that grow with what the stack holds (``next_batch``: a batch takes back no more
+than the bits on it, with a margin), and each batch's size goes on the stack after it (uniform
+over 0..batch_size), so decoding reads the size of the batch it undoes next. A stack that ran
+short would still decode exactly, at a worse rate. Decoding ends with exactly the first words on
+the stack, which it checks. Encoder and decoder compute q(z|x) on the same batches and p(x|z) on
+the same chunks of images, so both see the same probabilities bit for bit on the same machine
+and software.
+"""
+
+import math
+
+import numpy as np
+import torch
+from torch.distributions import Distribution, Independent, Normal
+
+from dgmkit._modes import evaluates
+from dgmkit._rng import seeded
+from dgmkit.coding.arm_coder import _CODER_ERRORS, _coder
+from dgmkit.devices import device_of, dtype_of
+from dgmkit.errors import ConfigError, DataError
+from dgmkit.models import VAE
+from dgmkit.objectives.elbo import ELBO
+
+__all__ = [
+    "encode_bits_back",
+    "decode_bits_back",
+    "next_batch",
+    "seed_words",
+    "check_bits_back",
+    "negative_elbo",
+    "BUCKET",
+    "RANGE",
+]
+
+BUCKET = 2.0**-10  # width of a latent bucket, in units of the prior's scale
+RANGE = 10.0  # buckets cover the prior's mean +- RANGE scales
+_EDGE = int(RANGE / BUCKET)  # bucket indices -_EDGE.._EDGE
+_PRECISION_BITS = 24  # constriction's default: a latent bucket costs at most 24 bits to take back
+_PMF_BUDGET = 2**22  # pixel probabilities (float64) computed at once: images x pixels x levels
+_SEED = 0x6262616E73  # the generator of the stack's first words ("bbans")
+
+
+def _gaussian(d: Distribution, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and scale (*batch, M) of a diagonal Gaussian over the latent vector."""
+    if isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1:
+        base = d.base_dist
+        shape = (*d.batch_shape, *d.event_shape)
+        return base.loc.expand(shape), base.scale.expand(shape)
+    raise ConfigError(
+        f"bits-back coding needs {what} to be a diagonal Gaussian over the latent vector; this model's is a "
+        f"{type(d).__name__}{f' of {type(d.base_dist).__name__}' if isinstance(d, Independent) else ''} "
+        "(a VAE with the standard prior and the Gaussian posterior codes)"
+    )
+
+
+def check_bits_back(model: VAE) -> int:
+    """The number of levels of a pixel that ``model`` codes by bits-back, or a ConfigError that
+    says what it lacks: a diagonal Gaussian prior, a discrete likelihood."""
+    levels = model.coding_levels
+    if levels is None:
+        raise ConfigError(
+            "bits-back coding codes x with p(x|z), which must be a probability of discrete pixels (a Bernoulli, "
+            "categorical or discretized logistic likelihood); this model's is a density"
+        )
+    _gaussian(model.prior(), "the prior p(z)")
+    return int(levels)
+
+
+@torch.no_grad()
+def negative_elbo(model: VAE, x: torch.Tensor) -> torch.Tensor:
+    """-ELBO of each image (nats, float64), one seeded draw of z a datapoint (the KL in closed
+    form where it has one), 1000 images at a time: what bits-back coding's rate tends to."""
+    device = device_of(model)
+    with seeded(0, device):
+        parts = [ELBO(1)(model, x[i : i + 1000].to(device)).elbo.cpu() for i in range(0, len(x), 1000)]
+    return -torch.cat(parts).double()
+
+
+def next_batch(stack_bits: int, bits_per_image: float, left: int, batch_size: int) -> int:
+    """The size of the next batch: the images whose latents the stack can pay for, taking back
+    ``bits_per_image`` each (the last batch's, with a margin of a quarter), at least one and at
+    most ``batch_size`` and the images ``left``."""
+    affordable = int((stack_bits - 64) / (1.25 * max(bits_per_image, 1.0)))
+    return max(1, min(batch_size, left, affordable))
+
+
+def seed_words(latent_dim: int) -> np.ndarray:
+    """The stack's first words: fixed pseudo-random bits, enough to take back one image's
+    latents (at most 24 bits a dimension) with a margin."""
+    n = math.ceil((_PRECISION_BITS * latent_dim + 64) / 32) + 1
+    words = np.random.Generator(np.random.PCG64(_SEED)).integers(0, 2**32, n, dtype=np.uint32)
+    words[-1] |= 1  # the top word of a stack holds its state: never zero
+    return words
+
+
+class _Grid:
+    """The latent grid of one batch under a Gaussian: bucket indices (flat, B*M) and the
+    quantized Gaussian's parameters in bucket units, float64 on the CPU."""
+
+    def __init__(self, prior_loc: torch.Tensor, prior_scale: torch.Tensor):
+        self.loc = prior_loc.detach().double().cpu()
+        self.scale = prior_scale.detach().double().cpu()
+
+    def params(self, loc: torch.Tensor, scale: torch.Tensor, what: str) -> tuple[np.ndarray, np.ndarray]:
+        mean = ((loc.detach().double().cpu() - self.loc) / (self.scale * BUCKET)).reshape(-1).numpy()
+        std = (scale.detach().double().cpu() / (self.scale * BUCKET)).reshape(-1).numpy()
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise DataError(f"{what} has a non-finite mean or a scale that is not positive (are the weights finite?)")
+        return np.ascontiguousarray(mean), np.ascontiguousarray(std)
+
+    def prior(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        m = len(self.loc)
+        return np.zeros(b * m), np.full(b * m, 1.0 / BUCKET)
+
+    def centres(self, index: np.ndarray, b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        u = torch.from_numpy(index.astype(np.float64)).view(b, -1) * BUCKET
+        return (self.loc + self.scale * u).to(dtype=dtype, device=device)
+
+
+def _pixel_probabilities(model: VAE, z: torch.Tensor, levels: int) -> np.ndarray:
+    """p(x_d = v | z) for every pixel of each image, a C-ordered float64 array (B * D, levels) of
+    finite, normalised rows."""
+    log_pmf = model.decoder.pixel_log_pmf(z)
+    p = np.ascontiguousarray(log_pmf.detach().cpu().to(torch.float64).exp().reshape(-1, levels).numpy())
+    total = p.sum(axis=1, keepdims=True)
+    if not (np.isfinite(p).all() and np.isfinite(total).all() and (total > 0).all()):
+        raise DataError("the model gives non-finite or zero pixel probabilities (are its weights finite?)")
+    p /= total
+    return p
+
+
+def _chunks(b: int, pixels: int, levels: int) -> list[tuple[int, int]]:
+    """The images of a batch whose pixel probabilities are computed (and coded) together."""
+    rows = max(1, _PMF_BUDGET // (pixels * levels))
+    return [(s, min(s + rows, b)) for s in range(0, b, rows)]
+
+
+def _check(model: VAE, batch_size: int) -> tuple[int, _Grid]:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"the coding batch size must be a positive integer, got {batch_size!r}")
+    levels = check_bits_back(model)
+    loc, scale = _gaussian(model.prior(), "the prior p(z)")
+    return levels, _Grid(loc, scale)
+
+
+@evaluates
+@torch.no_grad()
+def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+    """Compress integer images (N, *event) to ANS words (uint32) by bits-back coding."""
+    stream = _coder()
+    levels, grid = _check(model, batch_size)
+    x = x.long().cpu()
+    if len(x) and (int(x.min()) < 0 or int(x.max()) >= levels):
+        raise DataError(f"the model codes integer pixels 0..{levels - 1}; these run from {int(x.min())} to {int(x.max())}")
+    gauss, categorical = stream.model.QuantizedGaussian(-_EDGE, _EDGE), stream.model.Categorical(perfect=False)
+    sizes = stream.model.Uniform(batch_size + 1)  # (constriction's uniform model needs two values or more)
+    coder = stream.stack.AnsCoder(seed_words(model.latent_dim))
+    device, dtype, pixels = device_of(model), dtype_of(model), math.prod(x.shape[1:])
+    start, taken = 0, _PRECISION_BITS * model.latent_dim  # bits taken back an image: at most this at first
+    try:
+        while start < len(x):
+            b = next_batch(coder.num_bits(), taken, len(x) - start, batch_size)
+            xb = x[start : start + b]
+            start += b
+            q = model.posterior(xb.to(device))
+            mean, std = grid.params(*_gaussian(q, "the posterior q(z|x)"), "q(z|x)")
+            before = coder.num_bits()
+            index = np.asarray(coder.decode(gauss, mean, std))  # bits back
+            taken = (before - coder.num_bits()) / b
+            z = grid.centres(index, b, dtype, device)
+            for s, e in _chunks(b, pixels, levels):
+                probs = _pixel_probabilities(model, z[s:e], levels)
+                coder.encode_reverse(np.ascontiguousarray(xb[s:e].reshape(-1).numpy(), dtype=np.int32), categorical, probs)
+            coder.encode_reverse(np.ascontiguousarray(index, dtype=np.int32), gauss, *grid.prior(b))
+            coder.encode_reverse(np.int32(b), sizes)  # read first when decoding
+    except _CODER_ERRORS:
+        raise DataError(
+            "the ANS coder cannot code these images: the model gives one of their pixels a probability too small to code"
+        ) from None
+    return np.asarray(coder.get_compressed(), dtype=np.uint32)
+
+
+@evaluates
+@torch.no_grad()
+def decode_bits_back(model: VAE, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
+    """Invert ``encode_bits_back``: n images (N, *event) as int64. Words that the model cannot
+    have produced raise DataError (the stack must end as it began)."""
+    stream = _coder()
+    levels, grid = _check(model, batch_size)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise DataError(f"the number of images to decode must be a non-negative integer, got {n!r}")
+    words = np.ascontiguousarray(words, dtype=np.uint32)
+    if words.ndim != 1 or not len(words) or words[-1] == 0:
+        raise DataError("the compressed data is not an ANS stack of this coder (empty, or its top word is zero)")
+    gauss, categorical = stream.model.QuantizedGaussian(-_EDGE, _EDGE), stream.model.Categorical(perfect=False)
+    sizes = stream.model.Uniform(batch_size + 1)  # (constriction's uniform model needs two values or more)
+    coder = stream.stack.AnsCoder(words)
+    device, dtype = device_of(model), dtype_of(model)
+    shape, pixels = model.event_shape, math.prod(model.event_shape)
+    out = torch.empty(n, *shape, dtype=torch.long)
+    end = n
+    try:
+        while end > 0:
+            b = int(coder.decode(sizes))
+            if not 1 <= b <= end:
+                raise DataError(
+                    f"the compressed data names a batch of {b} images where {end} are left to decode: it was not coded "
+                    "with this model, or it is damaged"
+                )
+            index = np.asarray(coder.decode(gauss, *grid.prior(b)))
+            z = grid.centres(index, b, dtype, device)
+            xb = torch.empty(b, pixels, dtype=torch.long)
+            for s, e in reversed(_chunks(b, pixels, levels)):
+                probs = _pixel_probabilities(model, z[s:e], levels)
+                xb[s:e] = torch.from_numpy(np.asarray(coder.decode(categorical, probs)).astype(np.int64)).view(e - s, -1)
+            xb = xb.view(b, *shape)
+            q = model.posterior(xb.to(device))
+            mean, std = grid.params(*_gaussian(q, "the posterior q(z|x)"), "q(z|x)")
+            coder.encode_reverse(np.ascontiguousarray(index, dtype=np.int32), gauss, mean, std)  # the bits given back
+            out[end - b : end] = xb
+            end -= b
+    except _CODER_ERRORS:
+        raise DataError(
+            "the compressed data is invalid for this model (the ANS coder could not decode it): it was not coded with "
+            "this model, or it is damaged"
+        ) from None
+    if not np.array_equal(np.asarray(coder.get_compressed()), seed_words(model.latent_dim)):
+        raise DataError(
+            "decoding did not end where coding began (the stack's first words differ): the data were not coded with "
+            "this model, or they are damaged"
+        )
+    return out
