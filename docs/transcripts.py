@@ -185,6 +185,15 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "cmp digits-test.npy digits-back.npy && echo IDENTICAL",
         "dgm decompress digits-test.dgmz --run runs/causal --out x.npy  # fails",
     ],
+    "compress-vae": [
+        DIGITS_TEST_NPY,
+        f"{T} {V} --likelihood categorical --quiet --out runs/vae-categorical",
+        "dgm compress runs/vae-categorical digits-test.npy --out digits-bb.dgmz",
+        "dgm decompress digits-bb.dgmz --run runs/vae-categorical --out digits-bb.npy",
+        "cmp digits-test.npy digits-bb.npy && echo IDENTICAL",
+        "dgm eval runs/vae-categorical --iw-samples 1000 | grep -E 'ELBO|NLL|bits/dim'",
+        "dgm compress runs/mog digits-test.npy --out x.dgmz  # fails",
+    ],
     "score": [
         "dgm score runs/vae digits-test.npy --k 1000 --out scores.csv",
         "head -4 scores.csv",
@@ -283,7 +292,14 @@ TRANSCRIPTS: dict[str, list[str]] = {
 }
 
 # transcript -> the transcripts whose runs or files it reads
-NEEDS = {"compress": ["arm"], "score": ["vae", "compress"], "ood": ["arm"], "ddp": ["vae"], "safety": ["vae"]}
+NEEDS = {
+    "compress": ["arm"],
+    "compress-vae": ["vae-mog"],
+    "score": ["vae", "compress"],
+    "ood": ["arm"],
+    "ddp": ["vae"],
+    "safety": ["vae"],
+}
 
 # `dgm train --model NAME --help`: the section of the family's own settings.
 FAMILIES = [

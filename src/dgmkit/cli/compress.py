@@ -75,7 +75,7 @@ def _coding_model(run_dir: str, device: str) -> tuple[Run, GenerativeModel, int,
     try:
         levels = coder.check(model)
     except ConfigError as e:
-        raise ConfigError(f"{run_dir} holds {run.cfg.model.describe()}, which cannot be compressed with: {e}") from None
+        raise ConfigError(f"{run_dir} holds {run.cfg.model.describe()}, which cannot be compressed: {e}") from None
     return run, model, levels, coder
 
 
