@@ -35,7 +35,7 @@ from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
 from dgmkit.coding.arm_coder import _CODER_ERRORS, _coder
 from dgmkit.devices import device_of, dtype_of
-from dgmkit.errors import ConfigError, DataError
+from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.models import VAE
 from dgmkit.objectives.elbo import ELBO
 
@@ -191,6 +191,8 @@ def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.n
                 coder.encode_reverse(np.ascontiguousarray(xb[s:e].reshape(-1).numpy(), dtype=np.int32), categorical, probs)
             coder.encode_reverse(np.ascontiguousarray(index, dtype=np.int32), gauss, *grid.prior(b))
             coder.encode_reverse(np.int32(b), sizes)  # read first when decoding
+    except DgmError:  # (a ConfigError or DataError is a ValueError too: not the coder's)
+        raise
     except _CODER_ERRORS:
         raise DataError(
             "the ANS coder cannot code these images: the model gives one of their pixels a probability too small to code"
@@ -237,6 +239,8 @@ def decode_bits_back(model: VAE, words: np.ndarray, n: int, batch_size: int = 50
             coder.encode_reverse(np.ascontiguousarray(index, dtype=np.int32), gauss, mean, std)  # the bits given back
             out[end - b : end] = xb
             end -= b
+    except DgmError:  # (a ConfigError or DataError is a ValueError too: not the coder's)
+        raise
     except _CODER_ERRORS:
         raise DataError(
             "the compressed data is invalid for this model (the ANS coder could not decode it): it was not coded with "
