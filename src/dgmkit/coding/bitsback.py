@@ -25,6 +25,7 @@ the same chunks of images, so both see the same probabilities bit for bit on the
 and software.
 """
 
+import hashlib
 import math
 
 import numpy as np
@@ -55,7 +56,6 @@ RANGE = 10.0  # buckets cover the prior's mean +- RANGE scales
 _EDGE = int(RANGE / BUCKET)  # bucket indices -_EDGE.._EDGE
 _PRECISION_BITS = 24  # constriction's default: a latent bucket costs at most 24 bits to take back
 _PMF_BUDGET = 2**22  # pixel probabilities (float64) computed at once: images x pixels x levels
-_SEED = 0x6262616E73  # the generator of the stack's first words ("bbans")
 
 
 def _gaussian(d: Distribution, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,10 +103,12 @@ def next_batch(stack_bits: int, bits_per_image: float, left: int, batch_size: in
 
 
 def seed_words(latent_dim: int) -> np.ndarray:
-    """The stack's first words: fixed pseudo-random bits, enough to take back one image's
-    latents (at most 24 bits a dimension) with a margin."""
+    """The stack's first words: fixed pseudo-random bits (SHA-256 in counter mode, the same with
+    any library version), enough to take back one image's latents (at most 24 bits a dimension)
+    with a margin."""
     n = math.ceil((_PRECISION_BITS * latent_dim + 64) / 32) + 1
-    words = np.random.Generator(np.random.PCG64(_SEED)).integers(0, 2**32, n, dtype=np.uint32)
+    blocks = (hashlib.sha256(f"dgmkit bits-back {i}".encode()).digest() for i in range(math.ceil(n / 8)))
+    words = np.frombuffer(b"".join(blocks), dtype="<u4")[:n].astype(np.uint32)
     words[-1] |= 1  # the top word of a stack holds its state: never zero
     return words
 
