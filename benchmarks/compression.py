@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, machine  # noqa: E402
 
+from dgmkit import __version__  # noqa: E402
 from dgmkit.coding import coder_of, model_fingerprint, write_container  # noqa: E402
 from dgmkit.coding.container import content_digest  # noqa: E402
 from dgmkit.config import load_run  # noqa: E402
@@ -64,7 +65,9 @@ def main() -> None:
     words = coder.encode(model, xt, 500)
     t_enc = time.perf_counter() - t0
     header = {"model_fingerprint": model_fingerprint(model), "shape": list(x.shape), "dtype": x.dtype.str}
-    header |= {"batch_size": 500, "content_sha256": content_digest(x), "levels": ds.num_levels}
+    header |= {"batch_size": 500, "content_sha256": content_digest(x), "levels": ds.num_levels, "source": "npy"}
+    header |= {"dgmkit_version": __version__, "coder": coder.name, "device": "cpu"}
+    header |= {"model": {"kind": run.cfg.model.describe(), "dataset": run.cfg.data.dataset}}  # as dgm compress writes it
     size = len(write_container(header, words))
     t0 = time.perf_counter()
     back = coder.decode(model, words, n, 500)
@@ -76,7 +79,7 @@ def main() -> None:
     if model.coding == "bits-back" and ev.exists():
         e = json.loads(ev.read_text())
         if e.get("split") == "test" and e.get("n") == n and e.get("nll") is not None:
-            rows.append((f"the model's NLL (IS, k={e['k']})", e["nll"] * n / math.log(2) / 8))
+            rows.append((f"the model's NLL (IS, k={e['iw_samples']})", e["nll"] * n / math.log(2) / 8))
     rows += [
         ("dgmkit (coder + model)", size),
         ("PNG per image", png_bytes(x, binary)),

@@ -1,6 +1,7 @@
 """Bits-back coding with a VAE: bit-exact round trips, a rate at the negative ELBO, and data
 or models it cannot code refused by name."""
 
+import functools
 import math
 
 import numpy as np
@@ -152,3 +153,24 @@ def test_cli_codes_a_vae_run_by_bits_back(vae_runs, capsys, tmp_path):
     code, _, err = run(capsys, "compress", r / "mog", r / "x.npy", "--out", tmp_path / "m.dgmz")
     assert code == 1 and "cannot be compressed: bits-back coding needs the prior p(z) to be a diagonal Gaussian" in err
     assert not (tmp_path / "m.dgmz").exists()
+
+
+def test_a_narrow_posterior_draws_only_near_its_mean_and_gives_the_bits_back():
+    """The coder floors every bucket of a model's range at 2**-24: over the prior's whole range a
+    narrow posterior would draw about one latent in a thousand anywhere in it (each costing
+    hundreds of bits through p(x|z)); within its window the floor's draws stay near its mean."""
+    import constriction
+
+    stream = constriction.stream
+    words = np.frombuffer(np.random.default_rng(0).bytes(4 * 200_000), dtype=np.uint32).copy()
+    words[-1] |= 1
+    coder = stream.stack.AnsCoder(words)
+    grid = bitsback._Grid(torch.zeros(1), torch.ones(1))
+    family = functools.cache(lambda w: stream.model.QuantizedGaussian(-w, w))
+    rng = np.random.default_rng(1)
+    mean, std = rng.uniform(-3000, 3000, 200_000), np.full(200_000, 5.0)  # in buckets
+    index = grid.take(coder, family, mean, std)
+    assert np.abs(index - mean).max() <= 64.5  # 8 scales is 40 buckets: a window of +-64
+    assert 0.97 < np.std((index - mean) / std) < 1.03
+    grid.give(coder, family, index, mean, std)
+    assert np.array_equal(coder.get_compressed(), words)

@@ -63,7 +63,7 @@ CODERS = {
         ("the model's NLL", sequential_nll),
     ),
     "bits-back": Coder(
-        "constriction ANS coder, bits-back (BB-ANS), latent buckets of 2^-10 prior scales within +-10",
+        "constriction ANS coder, bits-back (BB-ANS), latent buckets of 2^-8 prior scales, posterior windows of 8 scales",
         check_bits_back,
         encode_bits_back,
         decode_bits_back,

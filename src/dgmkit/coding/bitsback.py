@@ -8,11 +8,17 @@ the negative ELBO in bits. Decoding runs the moves backwards: z from p(z), x fro
 encoded back with q(z|x), which returns the stack to the state before the image.
 
 A Gaussian latent is coded on a grid: each dimension, standardised by the prior's mean and
-scale, falls into buckets of width ``BUCKET`` (in units of the prior's scale) between
-``-RANGE`` and ``RANGE``; P(z) and Q(z|x) are the Gaussians' masses of its bucket (constriction's
-quantized Gaussian, every bucket given a mass of at least 2**-24), and the decoder reads the
-bucket's centre. For posteriors much wider than a bucket the net cost is the ELBO's; one
-narrower than a bucket puts all its mass on one, and the code is of that coarser model.
+scale, falls into buckets of width ``BUCKET`` (in units of the prior's scale); P(z) and Q(z|x)
+are the Gaussians' masses of its bucket (constriction's quantized Gaussian), and the decoder
+reads the bucket's centre. For posteriors much wider than a bucket the net cost is the ELBO's;
+one narrower than a bucket puts all its mass on one, and the code is of that coarser model.
+
+The coder gives every bucket in a quantized Gaussian's range a mass of at least 2**-24. Over
+the prior's whole range (tens of thousands of buckets) that floor would hand a narrow posterior
+about a thousandth of its draws far from its mean, each costing hundreds of bits through p(x|z);
+so q(z|x) is quantized over a window of its own, the buckets within about 8 of its scales of the
+bucket of its mean (a power of two, the same for the decoder, which knows the mean when it gives
+the bits back), and the floor's mass stays there.
 
 The first image has no bits on the stack to take back: the stack starts with ``seed_words``
 fixed pseudo-random words (enough for one image's latents), part of the output. The images are
@@ -25,8 +31,11 @@ the same chunks of images, so both see the same probabilities bit for bit on the
 and software.
 """
 
+import functools
 import hashlib
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,9 +60,11 @@ __all__ = [
     "RANGE",
 ]
 
-BUCKET = 2.0**-10  # width of a latent bucket, in units of the prior's scale
-RANGE = 10.0  # buckets cover the prior's mean +- RANGE scales
-_EDGE = int(RANGE / BUCKET)  # bucket indices -_EDGE.._EDGE
+BUCKET = 2.0**-8  # width of a latent bucket, in units of the prior's scale
+RANGE = 32  # a posterior mean lies within the prior's mean +- RANGE scales
+_CENTRES = int(RANGE / BUCKET)  # the bucket of a posterior mean: -_CENTRES.._CENTRES
+_MAX_WINDOW = 2**12  # a posterior's buckets: its mean's +- 8 scales (a power of two), at most this (16 prior scales)
+_EDGE = _CENTRES + _MAX_WINDOW  # bucket indices -_EDGE.._EDGE
 _PRECISION_BITS = 24  # constriction's default: a latent bucket costs at most 24 bits to take back
 _PMF_BUDGET = 2**22  # pixel probabilities (float64) computed at once: images x pixels x levels
 
@@ -132,9 +143,38 @@ class _Grid:
         m = len(self.loc)
         return np.zeros(b * m), np.full(b * m, 1.0 / BUCKET)
 
+    def take(self, coder: Any, family: Callable[[int], Any], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        """Decode bucket indices from the stack with the posterior: each within its window."""
+        centre, windows = _windows(mean, std)
+        index = np.empty(len(mean), dtype=np.int64)
+        for w, at in windows:
+            index[at] = centre[at] + np.asarray(coder.decode(family(w), mean[at] - centre[at], std[at]))
+        return index
+
+    def give(self, coder: Any, family: Callable[[int], Any], index: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+        """Encode the indices back with the posterior (the inverse of ``take``)."""
+        centre, windows = _windows(mean, std)
+        for w, at in reversed(windows):
+            offset = np.ascontiguousarray(index[at] - centre[at], dtype=np.int32)
+            coder.encode_reverse(offset, family(w), mean[at] - centre[at], std[at])
+
     def centres(self, index: np.ndarray, b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         u = torch.from_numpy(index.astype(np.float64)).view(b, -1) * BUCKET
         return (self.loc + self.scale * u).to(dtype=dtype, device=device)
+
+
+def _windows(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """The bucket of each posterior mean, and the entries grouped by their window's half-width
+    (the power of two at or above 8 scales, at least 16 buckets, at most ``_MAX_WINDOW``), in
+    increasing order."""
+    centre = np.rint(mean)
+    if np.abs(centre).max(initial=0) > _CENTRES:
+        raise DataError(
+            f"q(z|x) puts a latent's mean {np.abs(mean).max() * BUCKET:.0f} prior scales from the prior's mean, beyond "
+            f"the {RANGE} that bits-back coding's grid covers (are the weights sound?)"
+        )
+    half = np.minimum(2.0 ** np.ceil(np.log2(np.maximum(8 * std, 16))), _MAX_WINDOW).astype(np.int64)
+    return centre.astype(np.int64), [(int(w), np.flatnonzero(half == w)) for w in np.unique(half)]
 
 
 def _pixel_probabilities(model: VAE, z: torch.Tensor, levels: int) -> np.ndarray:
@@ -173,6 +213,7 @@ def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.n
     if len(x) and (int(x.min()) < 0 or int(x.max()) >= levels):
         raise DataError(f"the model codes integer pixels 0..{levels - 1}; these run from {int(x.min())} to {int(x.max())}")
     gauss, categorical = stream.model.QuantizedGaussian(-_EDGE, _EDGE), stream.model.Categorical(perfect=False)
+    window = functools.cache(lambda w: stream.model.QuantizedGaussian(-w, w))
     sizes = stream.model.Uniform(batch_size + 1)  # (constriction's uniform model needs two values or more)
     coder = stream.stack.AnsCoder(seed_words(model.latent_dim))
     device, dtype, pixels = device_of(model), dtype_of(model), math.prod(x.shape[1:])
@@ -185,7 +226,7 @@ def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.n
             q = model.posterior(xb.to(device))
             mean, std = grid.params(*_gaussian(q, "the posterior q(z|x)"), "q(z|x)")
             before = coder.num_bits()
-            index = np.asarray(coder.decode(gauss, mean, std))  # bits back
+            index = grid.take(coder, window, mean, std)  # bits back
             taken = (before - coder.num_bits()) / b
             z = grid.centres(index, b, dtype, device)
             for s, e in _chunks(b, pixels, levels):
@@ -215,6 +256,7 @@ def decode_bits_back(model: VAE, words: np.ndarray, n: int, batch_size: int = 50
     if words.ndim != 1 or not len(words) or words[-1] == 0:
         raise DataError("the compressed data is not an ANS stack of this coder (empty, or its top word is zero)")
     gauss, categorical = stream.model.QuantizedGaussian(-_EDGE, _EDGE), stream.model.Categorical(perfect=False)
+    window = functools.cache(lambda w: stream.model.QuantizedGaussian(-w, w))
     sizes = stream.model.Uniform(batch_size + 1)  # (constriction's uniform model needs two values or more)
     coder = stream.stack.AnsCoder(words)
     device, dtype = device_of(model), dtype_of(model)
@@ -238,7 +280,7 @@ def decode_bits_back(model: VAE, words: np.ndarray, n: int, batch_size: int = 50
             xb = xb.view(b, *shape)
             q = model.posterior(xb.to(device))
             mean, std = grid.params(*_gaussian(q, "the posterior q(z|x)"), "q(z|x)")
-            coder.encode_reverse(np.ascontiguousarray(index, dtype=np.int32), gauss, mean, std)  # the bits given back
+            grid.give(coder, window, index, mean, std)  # the bits given back
             out[end - b : end] = xb
             end -= b
     except DgmError:  # (a ConfigError or DataError is a ValueError too: not the coder's)
