@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dgmkit.evaluation.figures import figure_png
+from dgmkit.evaluation.figures import figure_png, literal
 from dgmkit.evaluation.report import data_notes, data_words, estimate_label, estimate_protocol, record_terms
 
 __all__ = ["RunPage", "curves_png", "render_page", "metric_series"]
@@ -163,8 +163,8 @@ def curves_png(metrics: list[dict], score_label: str, score: str, shift: float =
     for ax, (title, lines) in zip(axes.flat, panels):
         for label, (xs, ys) in lines:
             if xs:
-                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=label)
-        ax.set_title(title, fontsize=10)
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=literal(label))
+        ax.set_title(literal(title), fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if len(lines) > 1:
