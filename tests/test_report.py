@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from dgm_cli import dgm as _dgm
+from dgm_cli import refused as _refused
 from dgmkit.cli.main import main
 from dgmkit.cli.report import read_metrics
 from dgmkit.errors import DataError
@@ -112,6 +114,61 @@ def test_an_evaluation_of_a_kind_this_dgmkit_has_no_notes_for_is_shown_without_t
     assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "future-kind" in page and f"{record['nll']:.3f}" in page
+
+
+BAD_FIELDS = [  # (an edit of a record dgm eval wrote, what the refusal names)
+    (lambda r: {**r, "terms": [{"name": "mmd", "label": "MMD", "value": 10**400}]}, "terms[0].value is 1000"),
+    (lambda r: {**r, "accuracy": 10**400}, "accuracy is 1000"),  # (a term's field in records before terms)
+    (lambda r: {**r, "observed_dims": "x"}, "observed_dims is 'x'"),
+    (lambda r: {**r, "observed_dims": [1]}, "observed_dims is [1]"),
+    (lambda r: {**{k: v for k, v in r.items() if k != "num_dims"}, "estimate": "magic"}, "it has no num_dims"),
+    (lambda r: {**r, "n": -5}, "n is -5, not a positive integer"),
+    (lambda r: {**r, "nll": -3.0}, "nll is -3.0, below 0: the data are discrete"),
+    (lambda r: {**r, "nll": "41.373"}, "nll is '41.373', not a finite number"),
+    (lambda r: {**r, "n": 300.6}, "n is 300.6, not a positive integer"),
+    (lambda r: {**r, "active_units": 1.5}, "active_units is 1.5, not an integer"),
+    (lambda r: {**r, "active_units": r["latent_dim"] + 1}, "more than latent_dim"),
+    (lambda r: {**r, "iw_samples": 10.0}, "iw_samples is 10.0, not an integer"),
+    (lambda r: {**r, "subset": {"of": 5, "seed": 0}}, "subset is"),
+    (lambda r: {**r, "point_mass_posterior": 1}, "point_mass_posterior is 1, not true or false"),
+]
+
+
+@pytest.mark.parametrize("edit, said", BAD_FIELDS)
+def test_an_evaluation_record_with_a_field_of_another_type_or_range_is_refused_by_name(runs, tmp_path, capsys, edit, said):
+    """A crafted evals.json or eval.json (a huge integer, a string or a float for a number or a
+    count, a negative count, a field missing) made an internal error (OverflowError, KeyError,
+    TypeError) or showed a wrong number (n=-5, '41.373' as a number, 300.6 as 301, k=10.0 with
+    no k): it is refused, naming the file, the result and the field; dgm eval reads the records
+    through the same check, before any work."""
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    evals = json.loads((vae / "evals.json").read_text())["results"]
+    [(protocol, record)] = evals.items()
+    (vae / "evals.json").write_text(json.dumps({"results": {protocol: edit(record)}}))
+    html = tmp_path / "r.html"
+    _refused(
+        *_dgm(capsys, "report", vae, "--out", html, "--no-figures")[::2], "evals.json is not an evals.json", protocol, said
+    )
+    _refused(*_dgm(capsys, "eval", vae, "--iw-samples", "2")[::2], "evals.json", protocol, said)
+    (vae / "evals.json").unlink()  # a run with only its eval.json: the same check
+    (vae / "eval.json").write_text(json.dumps(edit(record)))
+    _refused(*_dgm(capsys, "report", vae, "--out", html, "--no-figures")[::2], "eval.json is not an eval.json", said)
+    _refused(*_dgm(capsys, "eval", vae, "--iw-samples", "2")[::2], "eval.json is not an eval.json", said)
+    assert not html.exists() and json.loads((vae / "eval.json").read_text()) == edit(record)  # nothing written
+
+
+def test_the_eval_json_of_dgmkit_0_1_is_shown_as_dgm_eval_reads_it(runs, tmp_path):
+    """dgm eval takes dgmkit 0.1's eval.json (no estimate; tests/test_migration.py) as its own;
+    the page called it 'not an eval.json of dgmkit'. It shows its numbers now, saying what it is."""
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    (vae / "evals.json").unlink()
+    old = {"elbo": -30.1, "nll": 29.5, "exact": False, "note": "k=10", "split": "test", "checkpoint": "best.safetensors"}
+    (vae / "eval.json").write_text(json.dumps(old))
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "29.500" in page and "-30.100" in page and "dgmkit 0.1&#x27;s evaluation (k=10)" in page
 
 
 def test_a_run_folder_named_twice_is_refused(runs, tmp_path, capsys):

@@ -23,14 +23,14 @@ from dgmkit.cli.common import (
     split_data,
     to_display,
 )
-from dgmkit.cli.evaluate import _EVALS, eval_notes, protocol_key
+from dgmkit.cli.evaluate import EVALS, eval_notes, protocol_key, read_eval_json
 from dgmkit.cli.figures import MAX_SAMPLE_STEPS, draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
 from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.reporting import RunPage, render_page
 from dgmkit.settings import unused_keys
-from dgmkit.training.run_writer import MAX_METRICS_BYTES, MAX_RECORD_BYTES, read_run_file, run_files
+from dgmkit.training.run_writer import MAX_METRICS_BYTES, run_files
 
 __all__ = ["add_parser", "run_report", "read_metrics"]
 
@@ -76,19 +76,12 @@ def read_metrics(path: Path) -> list[dict]:
 
 def _evaluations(run_dir: Path) -> dict[str, dict]:
     """The run's evaluations by protocol (evals.json), or its one eval.json where a run written
-    before evals.json existed has only that."""
-    kept = _EVALS.kept(run_dir)
-    if kept or not (run_dir / "eval.json").is_file():
+    before evals.json existed has only that, each read and checked as dgm eval reads them."""
+    kept = EVALS.kept(run_dir)
+    if kept:
         return kept
-    raw = read_run_file(run_dir / "eval.json", MAX_RECORD_BYTES)  # a regular file, not too large to read
-    try:
-        one = parse_json(raw)
-    except (ValueError, DgmError):
-        raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit") from None
-    try:
-        return {protocol_key(one): one}
-    except (KeyError, TypeError, AttributeError):
-        raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit") from None
+    one = read_eval_json(run_dir)
+    return {} if one is None else {protocol_key(one): one}
 
 
 def _notes_of(evals: dict[str, dict]) -> list[str]:
