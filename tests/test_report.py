@@ -171,6 +171,38 @@ def test_the_eval_json_of_dgmkit_0_1_is_shown_as_dgm_eval_reads_it(runs, tmp_pat
     assert "29.500" in page and "-30.100" in page and "dgmkit 0.1&#x27;s evaluation (k=10)" in page
 
 
+@pytest.mark.parametrize("name", ["metrics.jsonl", "eval.json", "best.safetensors"])
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "FIFO", "folder"])
+def test_a_run_file_that_is_not_a_regular_file_is_refused_by_name(runs, tmp_path, capsys, name, kind):
+    """metrics.jsonl or eval.json as a link to /dev/zero, a FIFO or a folder was taken as absent
+    ('no metrics logged', 'no evaluation yet'), and such a best.safetensors was passed over for
+    checkpoint.safetensors (its evaluation then called 'of earlier weights'): each is refused by
+    name, as evals.json and config.json are. A link to a regular file (git-annex, DVC) is read."""
+    import os
+
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    (vae / "evals.json").unlink()  # (eval.json is read where there is no evals.json)
+    (vae / name).rename(tmp_path / name)
+    (vae / name).symlink_to(tmp_path / name)  # a link to the file: read as the file
+    html = tmp_path / "r.html"
+    assert main(["report", str(vae), "--out", str(html), "--no-figures"]) == 0
+    before = html.read_text()
+    assert "no metrics logged" not in before and "no evaluation yet" not in before and "earlier weights" not in before
+    (vae / name).unlink()
+    if kind == "FIFO":
+        os.mkfifo(vae / name)
+    elif kind == "folder":
+        (vae / name).mkdir()
+    else:
+        (vae / name).symlink_to("/dev/zero")
+    capsys.readouterr()
+    _refused(
+        *_dgm(capsys, "report", vae, "--out", tmp_path / "s.html", "--no-figures")[::2], f"{vae / name}", "regular file"
+    )
+    assert not (tmp_path / "s.html").exists()
+
+
 def test_a_run_folder_named_twice_is_refused(runs, tmp_path, capsys):
     vae = runs[0]
     capsys.readouterr()

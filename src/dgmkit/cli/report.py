@@ -6,6 +6,7 @@ several runs, a comparison table."""
 import argparse
 import hashlib
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.reporting import RunPage, render_page
 from dgmkit.settings import unused_keys
-from dgmkit.training.run_writer import MAX_METRICS_BYTES, run_files
+from dgmkit.training.run_writer import MAX_METRICS_BYTES, read_run_file, run_files
 
 __all__ = ["add_parser", "run_report", "read_metrics"]
 
@@ -52,12 +53,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def read_metrics(path: Path) -> list[dict]:
     """The epochs of a metrics.jsonl: one JSON object per line. A last line cut short (a run
-    still writing) is left out; any other line that is not a JSON object is an error."""
-    if not path.is_file():
+    still writing) is left out; any other line that is not a JSON object is an error, as is a
+    metrics.jsonl that is not a regular file (a link to a device, a FIFO, a folder)."""
+    if not os.path.lexists(path):
         return []
-    if path.stat().st_size > MAX_METRICS_BYTES:
+    if path.is_file() and path.stat().st_size > MAX_METRICS_BYTES:
         raise DataError(f"{path} is larger than {MAX_METRICS_BYTES >> 20} MiB; not a metrics file of dgmkit")
-    lines = path.read_bytes().split(b"\n")
+    lines = read_run_file(path, MAX_METRICS_BYTES).split(b"\n")
     out = []
     for i, line in enumerate(lines):
         if not line.strip():
