@@ -203,6 +203,42 @@ def test_a_run_file_that_is_not_a_regular_file_is_refused_by_name(runs, tmp_path
     assert not (tmp_path / "s.html").exists()
 
 
+def test_another_runs_evaluation_or_metrics_are_not_shown_as_this_runs(runs, tmp_path):
+    """An evals.json copied or linked from another run was shown as this run's 'earlier
+    weights', even where its record names another model; a metrics.jsonl of another run (3
+    epochs, another best) was drawn without a word. Records name their run (run_id) and model:
+    another's is marked so; metrics.jsonl that contradicts the checkpoint's counters is noted."""
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    [(protocol, record)] = json.loads((vae / "evals.json").read_text())["results"].items()
+    own = json.loads((vae / "config.json").read_text())["run_id"]
+    assert record["run_id"] == own and record["model"] == "vae"
+    no_id = {k: v for k, v in record.items() if k != "run_id"}
+    cases = {  # protocol -> (record, what the page says of it)
+        "a": ({**record, "run_id": "0" * 32}, f"not this run&#x27;s: an evaluation of the run {'0' * 32}"),
+        "b": ({**no_id, "model": "flow"}, "not this run&#x27;s: an evaluation of a flow model"),
+        "c": ({**record, "weights": "0" * 16}, "earlier weights than the run&#x27;s now"),
+        "d": ({**no_id, "weights": "0" * 16}, "other weights than the run&#x27;s now (the record names no run)"),
+        "e": (record, None),
+    }
+    (vae / "evals.json").write_text(json.dumps({"results": {k: r for k, (r, _) in cases.items()}}))
+    lines = [json.loads(line) for line in (vae / "metrics.jsonl").read_text().splitlines()]
+    best = max(range(len(lines)), key=lambda i: lines[i]["valid_elbo"])
+    lines[best]["valid_elbo"] += 1.25
+    lines.append({**lines[-1], "epoch": len(lines) + 1})
+    (vae / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    for key, (_, said) in cases.items():
+        cell = re.search(f"<td class='note'>{key}( \\(([^<]*)\\))?</td>", page)
+        assert cell is not None and cell.group(2) == said, (key, cell and cell.group(0))
+    assert f"metrics.jsonl logs epochs up to {len(lines)}, but checkpoint.safetensors was written after epoch " in page
+    assert f"metrics.jsonl gives valid_elbo {lines[best]['valid_elbo']:.3f} at epoch {best + 1}" in page
+    shutil.copy(runs[0] / "metrics.jsonl", vae / "metrics.jsonl")  # the run's own: no such note
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures", "--force"]) == 0
+    assert "metrics.jsonl logs" not in (tmp_path / "r.html").read_text()
+
+
 def test_a_run_folder_named_twice_is_refused(runs, tmp_path, capsys):
     vae = runs[0]
     capsys.readouterr()

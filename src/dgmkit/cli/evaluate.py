@@ -299,6 +299,7 @@ def evaluate_run(
         "subset": subset,
         "checkpoint": run.checkpoint.name,
         "model": run.cfg.family,
+        "run_id": run.record.get("run_id"),  # whose evaluation it is (a copied evals.json is another run's)
         "dataset": run.record["data"]["name"],
         "transform": run.transform.kind,
         "inputs": dict(inputs or {}),  # the runs attached in roles its family declares (--input)

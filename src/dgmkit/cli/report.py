@@ -29,8 +29,10 @@ from dgmkit.cli.figures import MAX_SAMPLE_STEPS, draw_samples, latent_scatter, r
 from dgmkit.config import Run, build_objective, load_run
 from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
+from dgmkit.evaluation.report import finite_number
 from dgmkit.reporting import RunPage, render_page
 from dgmkit.settings import unused_keys
+from dgmkit.training.checkpoint import read_metadata
 from dgmkit.training.run_writer import MAX_METRICS_BYTES, read_run_file, run_files
 
 __all__ = ["add_parser", "run_report", "read_metrics"]
@@ -96,6 +98,55 @@ def _notes_of(evals: dict[str, dict]) -> list[str]:
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
     return list(notes)
+
+
+def _whose(r: dict, run: Run, weights: str) -> str:
+    """What an evaluation record is of where it is not of the run's weights now ("" where it
+    is): another run's (the record names another run_id or model: a file copied or linked from
+    there), of weights it does not name (dgmkit 0.1's), of earlier weights of this run, or of
+    other weights where the record names no run (records before run_id)."""
+    if r.get("run_id") is not None and r["run_id"] != run.record.get("run_id"):
+        return f"not this run's: an evaluation of the run {r['run_id']}"
+    if r.get("model") is not None and r["model"] != run.cfg.family:
+        return f"not this run's: an evaluation of a {r['model']} model"
+    if r.get("weights") == weights:
+        return ""
+    if r.get("weights") is None:
+        return "of weights it does not name"
+    if r.get("run_id") is not None:
+        return "earlier weights than the run's now"
+    return "other weights than the run's now (the record names no run)"
+
+
+def _metrics_notes(run: Run, metrics: list[dict], score: str) -> list[str]:
+    """Where metrics.jsonl contradicts the trainer's counters in checkpoint.safetensors (the
+    epochs done; the best score and its epoch), a note (a file of another run, say); none where
+    the checkpoint holds no counters. The header alone is read."""
+    try:
+        t = parse_json(read_metadata(run.path / "checkpoint.safetensors").get("trainer") or "null")
+    except (ValueError, DgmError):
+        return []
+    if not isinstance(t, dict) or type(t.get("epoch")) is not int:
+        return []
+    lines = {m["epoch"]: m for m in metrics if type(m.get("epoch")) is int}
+    notes = []
+    if lines and max(lines) != t["epoch"]:
+        notes.append(
+            f"metrics.jsonl logs epochs up to {max(lines)}, but checkpoint.safetensors was written after epoch "
+            f"{t['epoch']}: the curves may not be of this run"
+        )
+    best, at = t.get("best_valid"), t.get("best_epoch")
+    line = lines.get(at) if type(at) is int else None
+    if finite_number(best) and line is not None:
+        key = f"valid_{score}" if f"valid_{score}" in line else f"train_{score}"  # (what the trainer tracks)
+        logged = line.get(key)
+        if not (finite_number(logged) and math.isclose(logged, best, rel_tol=1e-9, abs_tol=1e-9)):
+            given = f"{key} {logged:.3f}" if finite_number(logged) else f"no {key}"
+            notes.append(
+                f"metrics.jsonl gives {given} at epoch {at}, where checkpoint.safetensors records the best score, "
+                f"{best:.3f}: the curves may not be of this run"
+            )
+    return notes
 
 
 def _used_config(run: Run) -> dict:
@@ -165,20 +216,23 @@ def run_report(args: argparse.Namespace) -> int:
             label = "log p(x), one-draw bound"
         figures, notes = ([], []) if args.no_figures else _figures(run, args)
         evals = _evaluations(run.path)
+        weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]
+        metrics = read_metrics(run.path / "metrics.jsonl")
         pages.append(
             RunPage(
                 name=str(d),
                 describe=run.cfg.model.describe(),
                 dataset=str(run.record["data"].get("name", run.cfg.data.dataset)),
                 config=_used_config(run),
-                metrics=read_metrics(run.path / "metrics.jsonl"),
+                metrics=metrics,
                 score=score,
                 score_label=label,
                 evals=evals,
                 eval_notes=_notes_of(evals),
                 figures=figures,
-                notes=notes,
-                weights=hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16],
+                notes=_metrics_notes(run, metrics, score) + notes,
+                weights=weights,
+                marks={protocol: _whose(r, run, weights) for protocol, r in evals.items()},
                 shift=math.prod(run.record["data"]["event_shape"]) * run.transform.log_volume,
             )
         )

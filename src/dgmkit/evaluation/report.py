@@ -4,7 +4,7 @@ model declares), the ELBO split where it has one, bits/dim and latent diagnostic
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast, overload
+from typing import Any, TypeGuard, cast, overload
 
 import torch
 
@@ -177,7 +177,7 @@ def data_notes(record: dict) -> list[str]:
     return out
 
 
-def finite_number(v: object) -> bool:
+def finite_number(v: object) -> TypeGuard[int | float]:
     """Whether ``v`` (read from JSON) is a finite real number: an int or a float, not a bool, NaN,
     an infinity or an integer beyond any float (JSON has them: ``10**400``)."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):

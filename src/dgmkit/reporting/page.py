@@ -56,9 +56,10 @@ class RunPage:
     evals: dict[str, dict]
     figures: list[tuple[str, str, bytes]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    weights: str | None = None  # the digest of the weights evaluated now: evaluations of others are marked
+    weights: str | None = None  # the digest of the weights evaluated now: the comparison takes only theirs
     eval_notes: list[str] = field(default_factory=list)  # what dgm eval says under the evaluations' numbers
     shift: float = 0.0  # nats of the integers from nats of dequantized data (D log L), as dgm train prints them
+    marks: dict[str, str] = field(default_factory=dict)  # by protocol: what an evaluation not of the weights now is of
 
 
 def _e(v: object) -> str:
@@ -191,7 +192,7 @@ _EVAL_COLUMNS = [
 ]
 
 
-def _eval_table(evals: dict[str, dict], weights: str | None = None, said: list[str] | None = None) -> str:
+def _eval_table(evals: dict[str, dict], marks: dict[str, str] | None = None, said: list[str] | None = None) -> str:
     if not evals:
         return '<p class="note">no evaluation yet (<code>dgm eval RUN</code> adds one)</p>'
     # the terms the models added, one column each, in the order they first appear
@@ -211,8 +212,8 @@ def _eval_table(evals: dict[str, dict], weights: str | None = None, said: list[s
             f'<td class="num">{_num(own[n].get("value"), int(own[n].get("digits", 3))) if n in own else "–"}</td>'
             for n in added
         )
-        older = "" if weights is None or r.get("weights") == weights else " (earlier weights than the run's now)"
-        body.append(f"<tr><td>{_e(r.get('split', '?'))}</td>{cells}<td class='note'>{_e(protocol)}{older}</td></tr>")
+        whose = f" ({marks[protocol]})" if marks and marks.get(protocol) else ""
+        body.append(f"<tr><td>{_e(r.get('split', '?'))}</td>{cells}<td class='note'>{_e(protocol)}{_e(whose)}</td></tr>")
     notes = dict.fromkeys(  # what the numbers are of, said once for the records alike (``said``: dgm eval's notes)
         [f"data: {w}" for w in map(data_words, evals.values()) if w]
         + (said if said is not None else [n for r in evals.values() for n in data_notes(r)])
@@ -299,7 +300,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
         out.append("<h3>Learning curves</h3>")
         png = curves_png(r.metrics, r.score_label, r.score, r.shift)
         out.append(_img(png, f"learning curves of {r.name}") if png else "<p class='note'>no metrics logged</p>")
-        out.append("<h3>Evaluation</h3>" + _eval_table(r.evals, r.weights, r.eval_notes or None))
+        out.append("<h3>Evaluation</h3>" + _eval_table(r.evals, r.marks, r.eval_notes or None))
         if r.figures:
             out.append("<h3>Figures</h3>")
             for fig_title, caption, data in r.figures:
