@@ -239,6 +239,45 @@ def test_another_runs_evaluation_or_metrics_are_not_shown_as_this_runs(runs, tmp
     assert "metrics.jsonl logs" not in (tmp_path / "r.html").read_text()
 
 
+def test_the_page_says_what_dgm_eval_says_of_terms_active_units_and_em_steps(runs, tmp_path, monkeypatch):
+    """The page dropped what dgm eval prints: a term's note (a WAE's MMD), "n/a: reason" (shown
+    as "-"), the active units of the latent dimensions ("1 / 2", shown as "1"); and it drew an EM
+    run's curves against "epoch" where dgm train says "EM iteration"."""
+    import html
+
+    import numpy as np
+    from matplotlib.text import Text
+
+    import dgmkit.reporting.page as page
+    from dgmkit.cli.evaluate import format_report
+    from dgmkit.models.terms import format_term
+
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    [(protocol, record)] = json.loads((vae / "evals.json").read_text())["results"].items()
+    mmd = {"name": "mmd", "label": "MMD^2", "value": 0.01234, "unit": "", "note": "unbiased, inverse multiquadric",
+           "level": 0, "digits": 5}  # fmt: skip
+    accuracy = {"name": "accuracy", "label": "accuracy", "value": None, "unit": "", "note": "no labels", "level": 0,
+                "digits": 4}  # fmt: skip
+    record = {**record, "terms": [mmd, accuracy], "active_units": 1}
+    (vae / "evals.json").write_text(json.dumps({"results": {protocol: record}}))
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
+    shown, printed = (tmp_path / "r.html").read_text(), format_report(record)
+    for said in [format_term(t)[1] for t in (mmd, accuracy)] + [f"1 / {record['latent_dim']}"]:
+        assert said in printed and html.escape(said) in shown, said
+    assert "0.01234  (unbiased, inverse multiquadric)" in printed and "n/a: no labels" in printed
+    patches = (np.random.default_rng(0).random((300, 3, 3)) < 0.4).astype(np.uint8)
+    np.save(tmp_path / "patches.npy", patches)
+    em = tmp_path / "em"
+    argv = ["--model", "loglinear", "--states", "2", "--em-iterations", "2", "--quiet", "--out", str(em)]
+    assert main(["train", "--dataset", str(tmp_path / "patches.npy"), *argv]) == 0
+    texts: list[str] = []
+    png = page.figure_png
+    monkeypatch.setattr(page, "figure_png", lambda fig: texts.extend(t.get_text() for t in fig.findobj(Text)) or png(fig))
+    assert main(["report", str(em), "--out", str(tmp_path / "em.html"), "--no-figures"]) == 0
+    assert "EM iteration" in texts and "epoch" not in texts
+
+
 def test_a_run_folder_named_twice_is_refused(runs, tmp_path, capsys):
     vae = runs[0]
     capsys.readouterr()

@@ -20,7 +20,7 @@ from dgmkit.cli.argtypes import SEED, count
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import MAX_CHAIN, attach_input, check_derived_current, run_dataset
 from dgmkit.config.run import holds_recorded_data, recorded_config
-from dgmkit.config.schema import DataConfig
+from dgmkit.config.schema import DataConfig, RunConfig
 from dgmkit.data import Dataset, default_data_dir
 from dgmkit.data.formats import read_arrays
 from dgmkit.data.registry import check_images, is_data_file, is_table
@@ -49,6 +49,7 @@ __all__ = [
     "add_split_flag",
     "figure_run",
     "figure_split",
+    "fit_step",
     "own_result",
     "own_result_file",
     "own_result_table",
@@ -439,6 +440,12 @@ def images_only(run: Run) -> None:
 def write_png(path: Path, data: bytes) -> Path:
     atomic_write_bytes(path, data)
     return path
+
+
+def fit_step(cfg: RunConfig) -> str:
+    """What one step of a run's fit is called where its progress is shown: an "epoch", an "EM
+    iteration" for a family fitted by EM (its metrics.jsonl lines are numbered "epoch" alike)."""
+    return "EM iteration" if cfg.model.fit == "em" else "epoch"
 
 
 def _not_ours(path: Path, again: str, why: str = "") -> DataError:

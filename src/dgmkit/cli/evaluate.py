@@ -34,7 +34,7 @@ from dgmkit.data.transforms import scores_densities
 from dgmkit.errors import ConfigError, DgmError
 from dgmkit.evaluation import evaluate, record_terms
 from dgmkit.evaluation.order_files import OrderFiles
-from dgmkit.evaluation.report import data_notes, data_words, record_problem
+from dgmkit.evaluation.report import active_units_words, data_notes, data_words, record_problem
 from dgmkit.models import AnyOrderModel
 from dgmkit.models.terms import format_term
 from dgmkit.training.run_writer import MAX_RECORD_BYTES
@@ -112,7 +112,7 @@ def format_report(r: dict) -> str:
             rows.append(("bits/dim", "n/a: continuous data (see below)"))
     rows += own_terms
     if r.get("active_units") is not None:
-        rows.append(("active units", f"{r['active_units']} / {r['latent_dim']}  (Cov_x E[z_u|x] > 0.01)"))
+        rows.append(("active units", f"{active_units_words(r)}  (Cov_x E[z_u|x] > 0.01)"))
     if r.get("kl_per_dim"):
         rows.append(("KL per dimension", _kl_per_dim(r["kl_per_dim"])))
     if r.get("layers"):

@@ -17,6 +17,7 @@ from dgmkit.cli.common import (
     add_count_flag,
     add_data_flags,
     add_device_flag,
+    fit_step,
     holes_note,
     plural,
     say,
@@ -129,10 +130,10 @@ def _metrics_notes(run: Run, metrics: list[dict], score: str) -> list[str]:
     if not isinstance(t, dict) or type(t.get("epoch")) is not int:
         return []
     lines = {m["epoch"]: m for m in metrics if type(m.get("epoch")) is int}
-    notes = []
+    notes, step = [], fit_step(run.cfg)
     if lines and max(lines) != t["epoch"]:
         notes.append(
-            f"metrics.jsonl logs epochs up to {max(lines)}, but checkpoint.safetensors was written after epoch "
+            f"metrics.jsonl logs {step}s up to {max(lines)}, but checkpoint.safetensors was written after {step} "
             f"{t['epoch']}: the curves may not be of this run"
         )
     best, at = t.get("best_valid"), t.get("best_epoch")
@@ -143,7 +144,7 @@ def _metrics_notes(run: Run, metrics: list[dict], score: str) -> list[str]:
         if not (finite_number(logged) and math.isclose(logged, best, rel_tol=1e-9, abs_tol=1e-9)):
             given = f"{key} {logged:.3f}" if finite_number(logged) else f"no {key}"
             notes.append(
-                f"metrics.jsonl gives {given} at epoch {at}, where checkpoint.safetensors records the best score, "
+                f"metrics.jsonl gives {given} at {step} {at}, where checkpoint.safetensors records the best score, "
                 f"{best:.3f}: the curves may not be of this run"
             )
     return notes
@@ -233,6 +234,7 @@ def run_report(args: argparse.Namespace) -> int:
                 notes=_metrics_notes(run, metrics, score) + notes,
                 weights=weights,
                 marks={protocol: _whose(r, run, weights) for protocol, r in evals.items()},
+                step=fit_step(run.cfg),
                 shift=math.prod(run.record["data"]["event_shape"]) * run.transform.log_volume,
             )
         )

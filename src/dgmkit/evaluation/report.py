@@ -31,6 +31,7 @@ __all__ = [
     "data_notes",
     "record_problem",
     "finite_number",
+    "active_units_words",
 ]
 
 
@@ -150,6 +151,15 @@ def estimate_protocol(record: dict) -> str:
     if kind in ("importance-sampled", "bound") and isinstance(k, int):
         return f"{kind}, k={k}"
     return estimate_label(record)
+
+
+def active_units_words(record: dict) -> str | None:
+    """An eval record's active units as ``dgm eval`` says them, of its latent dimensions ("1 / 2";
+    None where it has none)."""
+    if record.get("active_units") is None:
+        return None
+    dims = record.get("latent_dim")
+    return f"{record['active_units']}" + ("" if dims is None else f" / {dims}")
 
 
 def data_notes(record: dict) -> list[str]:

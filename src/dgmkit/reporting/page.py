@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dgmkit.evaluation.figures import figure_png, literal
-from dgmkit.evaluation.report import data_notes, data_words, estimate_label, estimate_protocol, record_terms
+from dgmkit.evaluation.report import (
+    active_units_words,
+    data_notes,
+    data_words,
+    estimate_label,
+    estimate_protocol,
+    record_terms,
+)
+from dgmkit.models.terms import format_term
 
 __all__ = ["RunPage", "curves_png", "render_page", "metric_series"]
 
@@ -60,6 +68,7 @@ class RunPage:
     eval_notes: list[str] = field(default_factory=list)  # what dgm eval says under the evaluations' numbers
     shift: float = 0.0  # nats of the integers from nats of dequantized data (D log L), as dgm train prints them
     marks: dict[str, str] = field(default_factory=dict)  # by protocol: what an evaluation not of the weights now is of
+    step: str = "epoch"  # what a metrics line is of, as dgm train says it ("EM iteration" for EM fits)
 
 
 def _e(v: object) -> str:
@@ -146,10 +155,10 @@ def _curve_panels(metrics: list[dict], score_label: str, score: str, shift: floa
     return panels
 
 
-def curves_png(metrics: list[dict], score_label: str, score: str, shift: float = 0.0) -> bytes | None:
+def curves_png(metrics: list[dict], score_label: str, score: str, shift: float = 0.0, step: str = "epoch") -> bytes | None:
     """Learning curves as one PNG: the monitored score (train and valid; less ``shift``, see
     ``RunPage.shift``), the KL (total or per layer), the active units and the learning rate, each
-    panel only where the run logged it."""
+    panel only where the run logged it, against the ``step`` (``RunPage.step``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +175,7 @@ def curves_png(metrics: list[dict], score_label: str, score: str, shift: float =
             if xs:
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=literal(label))
         ax.set_title(literal(title), fontsize=10)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(literal(step))
         ax.grid(alpha=0.3)
         if len(lines) > 1:
             ax.legend(fontsize=8)
@@ -192,6 +201,15 @@ _EVAL_COLUMNS = [
 ]
 
 
+def _eval_cell(r: dict, key: str, digits: int | None) -> str:
+    """A cell of the evaluation table, as dgm eval says its value: the estimate with its samples,
+    the active units of the latent dimensions ("1 / 2"), numbers to ``digits`` decimals."""
+    if key == "estimate":
+        return f"<td>{_e(estimate_protocol(r))}</td>"
+    shown = _e(active_units_words(r) or "–") if key == "active_units" else _num(r.get(key), digits or 0)
+    return f'<td class="num">{shown}</td>'
+
+
 def _eval_table(evals: dict[str, dict], marks: dict[str, str] | None = None, said: list[str] | None = None) -> str:
     if not evals:
         return '<p class="note">no evaluation yet (<code>dgm eval RUN</code> adds one)</p>'
@@ -199,19 +217,13 @@ def _eval_table(evals: dict[str, dict], marks: dict[str, str] | None = None, sai
     added: dict[str, str] = {}
     for r in evals.values():
         for t in record_terms(r):
-            added.setdefault(str(t.get("name")), f"{t.get('label', '?')}" + (f" ({t['unit']})" if t.get("unit") else ""))
+            added.setdefault(str(t.get("name")), str(t.get("label", "?")))  # (its unit: in its cells, as dgm eval says it)
     head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in _EVAL_COLUMNS) + "".join(f"<th>{_e(h)}</th>" for h in added.values())
     body = []
     for protocol, r in evals.items():
-        cells = "".join(
-            f"<td>{_e(estimate_protocol(r))}</td>" if k == "estimate" else f'<td class="num">{_num(r.get(k), d or 0)}</td>'
-            for k, _, d in _EVAL_COLUMNS
-        )
+        cells = "".join(_eval_cell(r, k, d) for k, _, d in _EVAL_COLUMNS)
         own = {str(t.get("name")): t for t in record_terms(r)}
-        cells += "".join(
-            f'<td class="num">{_num(own[n].get("value"), int(own[n].get("digits", 3))) if n in own else "–"}</td>'
-            for n in added
-        )
+        cells += "".join(f'<td class="num">{_e(format_term(own[n])[1]) if n in own else "–"}</td>' for n in added)
         whose = f" ({marks[protocol]})" if marks and marks.get(protocol) else ""
         body.append(f"<tr><td>{_e(r.get('split', '?'))}</td>{cells}<td class='note'>{_e(protocol)}{_e(whose)}</td></tr>")
     notes = dict.fromkeys(  # what the numbers are of, said once for the records alike (``said``: dgm eval's notes)
@@ -278,7 +290,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
             best, at = _best(r.metrics, r.score)
             t = _test_result(r.evals, r.weights) or {}
             epochs = max((e for e in map(_epoch, r.metrics) if e is not None), default=0)
-            best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} (epoch {at})"
+            best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} ({r.step} {at})"
             words = data_words(t) if t else None
             out.append(
                 f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
@@ -298,7 +310,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
         for note in r.notes:
             out.append(f"<p class='note'>{_e(note)}</p>")
         out.append("<h3>Learning curves</h3>")
-        png = curves_png(r.metrics, r.score_label, r.score, r.shift)
+        png = curves_png(r.metrics, r.score_label, r.score, r.shift, r.step)
         out.append(_img(png, f"learning curves of {r.name}") if png else "<p class='note'>no metrics logged</p>")
         out.append("<h3>Evaluation</h3>" + _eval_table(r.evals, r.marks, r.eval_notes or None))
         if r.figures:
