@@ -278,6 +278,39 @@ def test_the_page_says_what_dgm_eval_says_of_terms_active_units_and_em_steps(run
     assert "EM iteration" in texts and "epoch" not in texts
 
 
+def test_invisible_characters_in_names_are_shown_escaped(runs, tmp_path):
+    """A run folder or a CSV column named with a right-to-left override or a zero width space
+    went raw into the page's headings and cells, where a name can show as another: they are
+    shown as their escapes (\\u202e), in the page and in the figures' texts."""
+    from dgmkit.evaluation.figures import literal
+
+    vae = tmp_path / "run\u202etxt.exe"
+    shutil.copytree(runs[0], vae)
+    evals = json.loads((vae / "evals.json").read_text())
+    for r in evals["results"].values():
+        r["table_note"] = "a table: its numeric columns (a\u200bb) are scored standardized"
+    (vae / "evals.json").write_text(json.dumps(evals))
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "\u202e" not in page and "\u200b" not in page
+    assert "<h2 id='run-0'>" + str(vae).replace("\u202e", "\\u202e") + "</h2>" in page and "(a\\u200bb)" in page
+    assert literal("a\u202eb\x85c") == "a\\u202eb\\x85c" and literal("é ü") == "é ü"  # (others as they are)
+
+
+def test_a_metrics_line_of_nan_or_infinity_is_named_as_such(tmp_path):
+    """A last line holding Infinity was left out as 'cut short', a middle line with NaN called
+    'not a JSON object': JSON that dgmkit never writes is named."""
+    path = tmp_path / "metrics.jsonl"
+    for text, line, what in (
+        ('{"epoch": 1}\n{"epoch": 2, "valid_elbo": Infinity}', 2, "Infinity"),
+        ('{"epoch": 1, "valid_elbo": NaN}\n{"epoch": 2}\n', 1, "NaN"),
+        ('{"epoch": 1, "epoch": 2}\n', 1, "the key 'epoch' appears twice"),
+    ):
+        path.write_text(text)
+        with pytest.raises(DataError, match=f"line {line}: {what}"):
+            read_metrics(path)
+
+
 def test_a_run_folder_named_twice_is_refused(runs, tmp_path, capsys):
     vae = runs[0]
     capsys.readouterr()

@@ -5,6 +5,7 @@ several runs, a comparison table."""
 
 import argparse
 import hashlib
+import json
 import math
 import os
 from pathlib import Path
@@ -57,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def read_metrics(path: Path) -> list[dict]:
     """The epochs of a metrics.jsonl: one JSON object per line. A last line cut short (a run
     still writing) is left out; any other line that is not a JSON object is an error, as is a
+    line of JSON that dgmkit never writes (NaN or Infinity, a key twice) and a
     metrics.jsonl that is not a regular file (a link to a device, a FIFO, a folder)."""
     if not os.path.lexists(path):
         return []
@@ -69,10 +71,12 @@ def read_metrics(path: Path) -> list[dict]:
             continue
         try:
             row = parse_json(line)
-        except (ValueError, DgmError):
+        except json.JSONDecodeError:
             if i == len(lines) - 1:  # no newline yet: the line being written
                 break
             raise DataError(f"{path}, line {i + 1}: not a JSON object; not a metrics file of dgmkit") from None
+        except (ValueError, DgmError) as e:  # JSON, but not what dgmkit writes: NaN, Infinity, a key twice
+            raise DataError(f"{path}, line {i + 1}: {e}; not a metrics file of dgmkit") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}, line {i + 1}: not a JSON object; not a metrics file of dgmkit")
         out.append(row)

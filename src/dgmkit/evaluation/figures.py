@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from dgmkit._io import shown_text
 from dgmkit.errors import DataError, EvaluationError
 
 if TYPE_CHECKING:
@@ -30,8 +31,10 @@ def check_finite(t: torch.Tensor, what: str) -> None:
 def literal(text: object) -> str:
     """``text`` as matplotlib shows it letter for letter: every ``$`` escaped, so that no part of
     a name (a data file's, a column's, a run folder's) is read as mathtext (``costs_$1_$2.csv``
-    failed to parse; ``US$ and CA$`` lost its dollar signs). Every text a figure is given goes through it."""
-    return str(text).replace("$", r"\$")
+    failed to parse; ``US$ and CA$`` lost its dollar signs), and invisible characters escaped
+    (``shown_text``: a right-to-left override would show a name as another). Every text a
+    figure is given goes through it."""
+    return shown_text(str(text)).replace("$", r"\$")
 
 
 def figure_png(fig: "Figure") -> bytes:
@@ -166,6 +169,6 @@ def diagnosis_png(report: dict, holes: torch.Tensor | None, typical: torch.Tenso
         ax.imshow(np.asarray(Image.open(io.BytesIO(png))), cmap="gray", vmin=0, vmax=255)
         ax.set_axis_off()
         ax.set_title("decoded z ~ p(z): top row where q(z)/p(z) is lowest (holes), bottom row where highest", fontsize=9)
-    fig.suptitle(literal(textwrap.fill(title, 110)), fontsize=9)
+    fig.suptitle(textwrap.fill(literal(title), 110), fontsize=9)
     fig.tight_layout()
     return figure_png(fig)

@@ -3,7 +3,8 @@ URIs, the style sheet, a few lines of script that only check the page rendered),
 opens anywhere with no network access.
 
 The page is built from plain values (``RunPage``), gathered by the command (``cli/report.py``);
-every string that came from a file is escaped here, so a crafted run folder cannot inject markup.
+every string that came from a file is escaped here, so a crafted run folder cannot inject markup
+(nor, with invisible characters such as a right-to-left override, show a name as another).
 """
 
 import base64
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dgmkit._io import shown_text
 from dgmkit.evaluation.figures import figure_png, literal
 from dgmkit.evaluation.report import (
     active_units_words,
@@ -72,7 +74,8 @@ class RunPage:
 
 
 def _e(v: object) -> str:
-    return html.escape(str(v), quote=True)
+    """``v`` as text of the page: markup escaped, and invisible characters (``shown_text``)."""
+    return html.escape(shown_text(str(v)), quote=True)
 
 
 def _num(v: object, digits: int = 3) -> str:
