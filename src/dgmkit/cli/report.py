@@ -5,9 +5,11 @@ several runs, a comparison table."""
 
 import argparse
 import hashlib
+import io
 import json
 import math
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -32,12 +34,12 @@ from dgmkit.config import Run, build_objective, load_run
 from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.evaluation.report import finite_number
-from dgmkit.reporting import RunPage, render_page
+from dgmkit.reporting import RunPage, metric_keys, render_page
 from dgmkit.settings import unused_keys
 from dgmkit.training.checkpoint import read_metadata
 from dgmkit.training.run_writer import MAX_METRICS_BYTES, read_run_file, run_files
 
-__all__ = ["add_parser", "run_report", "read_metrics"]
+__all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,31 +57,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_report)
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The epochs of a metrics.jsonl: one JSON object per line. A last line cut short (a run
-    still writing) is left out; any other line that is not a JSON object is an error, as is a
-    line of JSON that dgmkit never writes (NaN or Infinity, a key twice) and a
-    metrics.jsonl that is not a regular file (a link to a device, a FIFO, a folder)."""
+MAX_METRICS_LINES = 10**6  # one line an epoch, and no run has more epochs (nor EM iterations)
+
+
+def read_metrics(path: Path, keys: Collection[str] | None = None) -> list[dict]:
+    """The epochs of a metrics.jsonl: one JSON object per line (where ``keys`` are given, only
+    those, and only lines that hold one: what the page draws, so that memory stays within a few
+    times the file's size; it was 55 times, 14 GB at the size cap). A last line cut
+    short (a run still writing) is left out; any other line that is not a JSON object is an
+    error, as is a line of JSON that dgmkit never writes (NaN or Infinity, a key twice), a file
+    of more than MAX_METRICS_LINES lines and a metrics.jsonl that is not a regular file (a link
+    to a device, a FIFO, a folder)."""
     if not os.path.lexists(path):
         return []
     if path.is_file() and path.stat().st_size > MAX_METRICS_BYTES:
         raise DataError(f"{path} is larger than {MAX_METRICS_BYTES >> 20} MiB; not a metrics file of dgmkit")
-    lines = read_run_file(path, MAX_METRICS_BYTES).split(b"\n")
-    out = []
-    for i, line in enumerate(lines):
+    out: list[dict] = []
+    lines = 0
+    for i, line in enumerate(io.BytesIO(read_run_file(path, MAX_METRICS_BYTES)), 1):  # (one line at a time)
         if not line.strip():
             continue
+        lines += 1
+        if lines > MAX_METRICS_LINES:
+            raise DataError(
+                f"{path} holds more than {MAX_METRICS_LINES:,} lines, one an epoch, more than any run has epochs; "
+                "not a metrics file of dgmkit"
+            )
         try:
             row = parse_json(line)
         except json.JSONDecodeError:
-            if i == len(lines) - 1:  # no newline yet: the line being written
+            if not line.endswith(b"\n"):  # the last line, with no newline yet: the line being written
                 break
-            raise DataError(f"{path}, line {i + 1}: not a JSON object; not a metrics file of dgmkit") from None
+            raise DataError(f"{path}, line {i}: not a JSON object; not a metrics file of dgmkit") from None
         except (ValueError, DgmError) as e:  # JSON, but not what dgmkit writes: NaN, Infinity, a key twice
-            raise DataError(f"{path}, line {i + 1}: {e}; not a metrics file of dgmkit") from None
+            raise DataError(f"{path}, line {i}: {e}; not a metrics file of dgmkit") from None
         if not isinstance(row, dict):
-            raise DataError(f"{path}, line {i + 1}: not a JSON object; not a metrics file of dgmkit")
-        out.append(row)
+            raise DataError(f"{path}, line {i}: not a JSON object; not a metrics file of dgmkit")
+        kept = row if keys is None else {k: row[k] for k in keys if k in row}
+        if kept or keys is None:  # (a line with none of the keys: nothing to keep)
+            out.append(kept)
     return out
 
 
@@ -222,7 +238,7 @@ def run_report(args: argparse.Namespace) -> int:
         figures, notes = ([], []) if args.no_figures else _figures(run, args)
         evals = _evaluations(run.path)
         weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]
-        metrics = read_metrics(run.path / "metrics.jsonl")
+        metrics = read_metrics(run.path / "metrics.jsonl", metric_keys(score))
         pages.append(
             RunPage(
                 name=str(d),

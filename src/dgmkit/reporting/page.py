@@ -26,7 +26,7 @@ from dgmkit.evaluation.report import (
 )
 from dgmkit.models.terms import format_term
 
-__all__ = ["RunPage", "curves_png", "render_page", "metric_series"]
+__all__ = ["RunPage", "curves_png", "render_page", "metric_series", "metric_keys"]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -139,6 +139,13 @@ def _layer_or_total(metrics: list[dict], key: str, titles: tuple[str, str], labe
         return [(titles[0], [(f"layer {i + 1}", (eps, list(vals[:, i]))) for i in range(vals.shape[1])])]
     total = metric_series(metrics, f"valid_{key}")
     return [(titles[1], [(label, total)])] if total[0] else []
+
+
+def metric_keys(score: str) -> set[str]:
+    """The keys of metrics.jsonl that the page reads (its curves, the best score, the epochs) for
+    a run that monitors ``score``: a reader may keep these alone."""
+    layered = [f"valid_{k}" for k in ("kl", "active_units")] + [f"valid_layer_{k}" for k in ("kl", "active_units")]
+    return {"epoch", "iteration", f"train_{score}", f"valid_{score}", "lr", *layered}
 
 
 def _curve_panels(metrics: list[dict], score_label: str, score: str, shift: float = 0.0) -> list[tuple]:
