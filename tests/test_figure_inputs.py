@@ -11,7 +11,7 @@ import torch
 from dgm_cli import dgm as _dgm
 from dgm_cli import refused as _refused
 from dgmkit.cli.main import main
-from dgmkit.evaluation.figures import project_2d
+from dgmkit.evaluation.figures import figure_png, project_2d
 
 VAE = ["--model", "vae", "--hidden", "8", "--latent-dim", "3", "--epochs", "1", "--quiet"]
 
@@ -136,3 +136,54 @@ def test_interpolations_of_discrete_latents_say_what_lies_between_the_codes(tmp_
     capsys.readouterr()
     assert main(["interpolate", str(run), "--pairs", "2", "--out", str(tmp_path / "i.png")]) == 0
     assert "the latents are discrete" in capsys.readouterr().out
+
+
+NAMES = ("costs_$1_$2.csv", "US$ and CA$.csv", r"a\$b$")  # mathtext that fails to parse; that loses its $; escapes
+
+
+def _texts_drawn(monkeypatch, module) -> list[tuple[str, bool]]:
+    """Every text of the figures that ``module`` turns into PNGs: (as shown, whether as mathtext)."""
+    from matplotlib.text import Text
+
+    seen: list[tuple[str, bool]] = []
+
+    def spy(fig):
+        seen.extend(t._preprocess_math(t.get_text()) for t in fig.findobj(Text))
+        return figure_png(fig)
+
+    monkeypatch.setattr(module, "figure_png", spy)
+    return seen
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_names_in_figures_are_shown_letter_for_letter(monkeypatch, name):
+    """A data path with ``$`` in a figure's title (dgm report, dgm latents) failed as matplotlib
+    mathtext (an internal error) or lost its dollar signs: every figure shows the names it is
+    given as they are."""
+    import dgmkit.cli.density as density
+    import dgmkit.evaluation.figures as figures
+    import dgmkit.evaluation.ood_scores as ood
+    import dgmkit.reporting.page as page
+
+    points = np.random.default_rng(0).normal(size=(20, 2))
+    metrics = [{"epoch": 1, "train_elbo": -3.0}, {"epoch": 2, "train_elbo": -2.0}]
+    layer = {
+        "name": name,
+        "mean_variance": [1.0, 0.0],
+        "kl_per_dim": None,
+        "mutual_info": None,
+        "kl": 1.0,
+        "active_units": 1,
+    }
+    scores = ood.OODScores(4, {"nll": (torch.arange(4.0), torch.arange(4.0) + 1)}, {"nll": {"auroc": 0.5}})
+    for module, draw in (
+        (figures, lambda: figures.scatter_png(points, np.arange(20) % 3, f"{name} test", (name, name))),
+        (page, lambda: page.curves_png(metrics, name, "elbo")),
+        (density, lambda: density.density_png(np.zeros((4, 4)), (0, 1, 0, 1), points, name, (name, name))),
+        (figures, lambda: figures.diagnosis_png({"layers": [layer]}, None, None, name)),
+        (ood, lambda: ood.histogram_png(scores, (name, name), name)),
+    ):
+        seen = _texts_drawn(monkeypatch, module)
+        assert draw().startswith(b"\x89PNG")
+        assert not any(math for _, math in seen), seen
+        assert any(name in shown for shown, _ in seen), seen

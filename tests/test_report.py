@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from dgm_cli import dgm as _dgm
+from dgm_cli import refused as _refused
 from dgmkit.cli.main import main
 from dgmkit.cli.report import read_metrics
 from dgmkit.errors import DataError
@@ -112,6 +114,226 @@ def test_an_evaluation_of_a_kind_this_dgmkit_has_no_notes_for_is_shown_without_t
     assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "future-kind" in page and f"{record['nll']:.3f}" in page
+
+
+BAD_FIELDS = [  # (an edit of a record dgm eval wrote, what the refusal names)
+    (lambda r: {**r, "terms": [{"name": "mmd", "label": "MMD", "value": 10**400}]}, "terms[0].value is 1000"),
+    (lambda r: {**r, "accuracy": 10**400}, "accuracy is 1000"),  # (a term's field in records before terms)
+    (lambda r: {**r, "observed_dims": "x"}, "observed_dims is 'x'"),
+    (lambda r: {**r, "observed_dims": [1]}, "observed_dims is [1]"),
+    (lambda r: {**{k: v for k, v in r.items() if k != "num_dims"}, "estimate": "magic"}, "it has no num_dims"),
+    (lambda r: {**r, "n": -5}, "n is -5, not a positive integer"),
+    (lambda r: {**r, "nll": -3.0}, "nll is -3.0, below 0: the data are discrete"),
+    (lambda r: {**r, "nll": "41.373"}, "nll is '41.373', not a finite number"),
+    (lambda r: {**r, "n": 300.6}, "n is 300.6, not a positive integer"),
+    (lambda r: {**r, "active_units": 1.5}, "active_units is 1.5, not an integer"),
+    (lambda r: {**r, "active_units": r["latent_dim"] + 1}, "more than latent_dim"),
+    (lambda r: {**r, "iw_samples": 10.0}, "iw_samples is 10.0, not an integer"),
+    (lambda r: {**r, "subset": {"of": 5, "seed": 0}}, "subset is"),
+    (lambda r: {**r, "point_mass_posterior": 1}, "point_mass_posterior is 1, not true or false"),
+]
+
+
+@pytest.mark.parametrize("edit, said", BAD_FIELDS)
+def test_an_evaluation_record_with_a_field_of_another_type_or_range_is_refused_by_name(runs, tmp_path, capsys, edit, said):
+    """A crafted evals.json or eval.json (a huge integer, a string or a float for a number or a
+    count, a negative count, a field missing) made an internal error (OverflowError, KeyError,
+    TypeError) or showed a wrong number (n=-5, '41.373' as a number, 300.6 as 301, k=10.0 with
+    no k): it is refused, naming the file, the result and the field; dgm eval reads the records
+    through the same check, before any work."""
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    evals = json.loads((vae / "evals.json").read_text())["results"]
+    [(protocol, record)] = evals.items()
+    (vae / "evals.json").write_text(json.dumps({"results": {protocol: edit(record)}}))
+    html = tmp_path / "r.html"
+    _refused(
+        *_dgm(capsys, "report", vae, "--out", html, "--no-figures")[::2], "evals.json is not an evals.json", protocol, said
+    )
+    _refused(*_dgm(capsys, "eval", vae, "--iw-samples", "2")[::2], "evals.json", protocol, said)
+    (vae / "evals.json").unlink()  # a run with only its eval.json: the same check
+    (vae / "eval.json").write_text(json.dumps(edit(record)))
+    _refused(*_dgm(capsys, "report", vae, "--out", html, "--no-figures")[::2], "eval.json is not an eval.json", said)
+    _refused(*_dgm(capsys, "eval", vae, "--iw-samples", "2")[::2], "eval.json is not an eval.json", said)
+    assert not html.exists() and json.loads((vae / "eval.json").read_text()) == edit(record)  # nothing written
+
+
+def test_the_eval_json_of_dgmkit_0_1_is_shown_as_dgm_eval_reads_it(runs, tmp_path):
+    """dgm eval takes dgmkit 0.1's eval.json (no estimate; tests/test_migration.py) as its own;
+    the page called it 'not an eval.json of dgmkit'. It shows its numbers now, saying what it is."""
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    (vae / "evals.json").unlink()
+    old = {"elbo": -30.1, "nll": 29.5, "exact": False, "note": "k=10", "split": "test", "checkpoint": "best.safetensors"}
+    (vae / "eval.json").write_text(json.dumps(old))
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "29.500" in page and "-30.100" in page and "dgmkit 0.1&#x27;s evaluation (k=10)" in page
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "eval.json", "best.safetensors"])
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "FIFO", "folder"])
+def test_a_run_file_that_is_not_a_regular_file_is_refused_by_name(runs, tmp_path, capsys, name, kind):
+    """metrics.jsonl or eval.json as a link to /dev/zero, a FIFO or a folder was taken as absent
+    ('no metrics logged', 'no evaluation yet'), and such a best.safetensors was passed over for
+    checkpoint.safetensors (its evaluation then called 'of earlier weights'): each is refused by
+    name, as evals.json and config.json are. A link to a regular file (git-annex, DVC) is read."""
+    import os
+
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    (vae / "evals.json").unlink()  # (eval.json is read where there is no evals.json)
+    (vae / name).rename(tmp_path / name)
+    (vae / name).symlink_to(tmp_path / name)  # a link to the file: read as the file
+    html = tmp_path / "r.html"
+    assert main(["report", str(vae), "--out", str(html), "--no-figures"]) == 0
+    before = html.read_text()
+    assert "no metrics logged" not in before and "no evaluation yet" not in before and "earlier weights" not in before
+    (vae / name).unlink()
+    if kind == "FIFO":
+        os.mkfifo(vae / name)
+    elif kind == "folder":
+        (vae / name).mkdir()
+    else:
+        (vae / name).symlink_to("/dev/zero")
+    capsys.readouterr()
+    _refused(
+        *_dgm(capsys, "report", vae, "--out", tmp_path / "s.html", "--no-figures")[::2], f"{vae / name}", "regular file"
+    )
+    assert not (tmp_path / "s.html").exists()
+
+
+def test_another_runs_evaluation_or_metrics_are_not_shown_as_this_runs(runs, tmp_path):
+    """An evals.json copied or linked from another run was shown as this run's 'earlier
+    weights', even where its record names another model; a metrics.jsonl of another run (3
+    epochs, another best) was drawn without a word. Records name their run (run_id) and model:
+    another's is marked so; metrics.jsonl that contradicts the checkpoint's counters is noted."""
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    [(protocol, record)] = json.loads((vae / "evals.json").read_text())["results"].items()
+    own = json.loads((vae / "config.json").read_text())["run_id"]
+    assert record["run_id"] == own and record["model"] == "vae"
+    no_id = {k: v for k, v in record.items() if k != "run_id"}
+    cases = {  # protocol -> (record, what the page says of it)
+        "a": ({**record, "run_id": "0" * 32}, f"not this run&#x27;s: an evaluation of the run {'0' * 32}"),
+        "b": ({**no_id, "model": "flow"}, "not this run&#x27;s: an evaluation of a flow model"),
+        "c": ({**record, "weights": "0" * 16}, "earlier weights than the run&#x27;s now"),
+        "d": ({**no_id, "weights": "0" * 16}, "other weights than the run&#x27;s now (the record names no run)"),
+        "e": (record, None),
+    }
+    (vae / "evals.json").write_text(json.dumps({"results": {k: r for k, (r, _) in cases.items()}}))
+    lines = [json.loads(line) for line in (vae / "metrics.jsonl").read_text().splitlines()]
+    best = max(range(len(lines)), key=lambda i: lines[i]["valid_elbo"])
+    lines[best]["valid_elbo"] += 1.25
+    lines.append({**lines[-1], "epoch": len(lines) + 1})
+    (vae / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    for key, (_, said) in cases.items():
+        cell = re.search(f"<td class='note'>{key}( \\(([^<]*)\\))?</td>", page)
+        assert cell is not None and cell.group(2) == said, (key, cell and cell.group(0))
+    assert f"metrics.jsonl logs epochs up to {len(lines)}, but checkpoint.safetensors was written after epoch " in page
+    assert f"metrics.jsonl gives valid_elbo {lines[best]['valid_elbo']:.3f} at epoch {best + 1}" in page
+    shutil.copy(runs[0] / "metrics.jsonl", vae / "metrics.jsonl")  # the run's own: no such note
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures", "--force"]) == 0
+    assert "metrics.jsonl logs" not in (tmp_path / "r.html").read_text()
+
+
+def test_the_page_says_what_dgm_eval_says_of_terms_active_units_and_em_steps(runs, tmp_path, monkeypatch):
+    """The page dropped what dgm eval prints: a term's note (a WAE's MMD), "n/a: reason" (shown
+    as "-"), the active units of the latent dimensions ("1 / 2", shown as "1"); and it drew an EM
+    run's curves against "epoch" where dgm train says "EM iteration"."""
+    import html
+
+    import numpy as np
+    from matplotlib.text import Text
+
+    import dgmkit.reporting.page as page
+    from dgmkit.cli.evaluate import format_report
+    from dgmkit.models.terms import format_term
+
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    [(protocol, record)] = json.loads((vae / "evals.json").read_text())["results"].items()
+    mmd = {"name": "mmd", "label": "MMD^2", "value": 0.01234, "unit": "", "note": "unbiased, inverse multiquadric",
+           "level": 0, "digits": 5}  # fmt: skip
+    accuracy = {"name": "accuracy", "label": "accuracy", "value": None, "unit": "", "note": "no labels", "level": 0,
+                "digits": 4}  # fmt: skip
+    record = {**record, "terms": [mmd, accuracy], "active_units": 1}
+    (vae / "evals.json").write_text(json.dumps({"results": {protocol: record}}))
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
+    shown, printed = (tmp_path / "r.html").read_text(), format_report(record)
+    for said in [format_term(t)[1] for t in (mmd, accuracy)] + [f"1 / {record['latent_dim']}"]:
+        assert said in printed and html.escape(said) in shown, said
+    assert "0.01234  (unbiased, inverse multiquadric)" in printed and "n/a: no labels" in printed
+    patches = (np.random.default_rng(0).random((300, 3, 3)) < 0.4).astype(np.uint8)
+    np.save(tmp_path / "patches.npy", patches)
+    em = tmp_path / "em"
+    argv = ["--model", "loglinear", "--states", "2", "--em-iterations", "2", "--quiet", "--out", str(em)]
+    assert main(["train", "--dataset", str(tmp_path / "patches.npy"), *argv]) == 0
+    texts: list[str] = []
+    png = page.figure_png
+    monkeypatch.setattr(page, "figure_png", lambda fig: texts.extend(t.get_text() for t in fig.findobj(Text)) or png(fig))
+    assert main(["report", str(em), "--out", str(tmp_path / "em.html"), "--no-figures"]) == 0
+    assert "EM iteration" in texts and "epoch" not in texts
+
+
+def test_invisible_characters_in_names_are_shown_escaped(runs, tmp_path):
+    """A run folder or a CSV column named with a right-to-left override or a zero width space
+    went raw into the page's headings and cells, where a name can show as another: they are
+    shown as their escapes (\\u202e), in the page and in the figures' texts."""
+    from dgmkit.evaluation.figures import literal
+
+    vae = tmp_path / "run\u202etxt.exe"
+    shutil.copytree(runs[0], vae)
+    evals = json.loads((vae / "evals.json").read_text())
+    for r in evals["results"].values():
+        r["table_note"] = "a table: its numeric columns (a\u200bb) are scored standardized"
+    (vae / "evals.json").write_text(json.dumps(evals))
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "\u202e" not in page and "\u200b" not in page
+    assert "<h2 id='run-0'>" + str(vae).replace("\u202e", "\\u202e") + "</h2>" in page and "(a\\u200bb)" in page
+    assert literal("a\u202eb\x85c") == "a\\u202eb\\x85c" and literal("é ü") == "é ü"  # (others as they are)
+
+
+def test_a_metrics_line_of_nan_or_infinity_is_named_as_such(tmp_path):
+    """A last line holding Infinity was left out as 'cut short', a middle line with NaN called
+    'not a JSON object': JSON that dgmkit never writes is named."""
+    path = tmp_path / "metrics.jsonl"
+    for text, line, what in (
+        ('{"epoch": 1}\n{"epoch": 2, "valid_elbo": Infinity}', 2, "Infinity"),
+        ('{"epoch": 1, "valid_elbo": NaN}\n{"epoch": 2}\n', 1, "NaN"),
+        ('{"epoch": 1, "epoch": 2}\n', 1, "the key 'epoch' appears twice"),
+    ):
+        path.write_text(text)
+        with pytest.raises(DataError, match=f"line {line}: {what}"):
+            read_metrics(path)
+
+
+def test_metrics_are_read_in_memory_bounded_by_the_file_and_its_lines(tmp_path, monkeypatch):
+    """A 66 MB metrics.jsonl of '{}' lines took 3.6 GB (55 times the file; 14 GB at the size
+    cap): the page's keys alone are kept, a line at a time, and a file of more lines than any
+    run has epochs is refused."""
+    import tracemalloc
+
+    import dgmkit.cli.report as report
+    from dgmkit.reporting import metric_keys
+
+    path = tmp_path / "metrics.jsonl"
+    line = {"train_loss": 1.5, "images_per_s": 2.5, "time_s": 0.1, "valid_kl_per_dim": [0.5] * 16}
+    path.write_text("".join(json.dumps({"epoch": i, **line, "valid_elbo": -i}) + "\n" for i in range(1, 20001)))
+    tracemalloc.start()
+    rows = read_metrics(path, metric_keys("elbo"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert rows[-1] == {"epoch": 20000, "valid_elbo": -20000} and len(rows) == 20000
+    assert peak < 3 * path.stat().st_size, (peak, path.stat().st_size)  # (8 times before)
+    path.write_text("{}\n" * 30)
+    assert read_metrics(path, {"epoch"}) == [] and len(read_metrics(path)) == 30
+    monkeypatch.setattr(report, "MAX_METRICS_LINES", 29)
+    with pytest.raises(DataError, match="holds more than 29 lines, one an epoch, more than any run has epochs"):
+        read_metrics(path)
 
 
 def test_a_run_folder_named_twice_is_refused(runs, tmp_path, capsys):

@@ -250,6 +250,15 @@ _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f/\\:]")
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
+def shown_text(text: str) -> str:
+    """``text`` to show to a person: each invisible or control character (a bidi override, a zero
+    width, C0 and C1 controls, a lone surrogate of an undecodable file name) written as its
+    escape, ``\\u202e``, so that no name shows as another; any other character as it is."""
+    if text.isprintable():  # (the common case: nothing to escape; a space is printable)
+        return text
+    return "".join(ascii(c)[1:-1] if unicodedata.category(c) in _INVISIBLE_CATEGORIES else c for c in text)
+
+
 def check_base_name(name: object, what: str = "file name") -> str:
     """``name`` if it is a plain, harmless base name: a non-empty string without path
     separators, control characters or NUL, not ``.``/``..`` and not hidden."""
@@ -301,7 +310,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 
 def _no_constant(token: str) -> None:
-    raise ValueError(f"{token} is not standard JSON")
+    raise ValueError(f"{token} is not standard JSON (dgmkit writes a non-finite number as null)")
 
 
 class NotRegularFile(OSError):

@@ -20,7 +20,7 @@ from dgmkit.cli.argtypes import SEED, count
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import MAX_CHAIN, attach_input, check_derived_current, run_dataset
 from dgmkit.config.run import holds_recorded_data, recorded_config
-from dgmkit.config.schema import DataConfig
+from dgmkit.config.schema import DataConfig, RunConfig
 from dgmkit.data import Dataset, default_data_dir
 from dgmkit.data.formats import read_arrays
 from dgmkit.data.registry import check_images, is_data_file, is_table
@@ -49,6 +49,8 @@ __all__ = [
     "add_split_flag",
     "figure_run",
     "figure_split",
+    "fit_step",
+    "own_result",
     "own_result_file",
     "own_result_table",
     "run_inputs",
@@ -440,9 +442,16 @@ def write_png(path: Path, data: bytes) -> Path:
     return path
 
 
-def _not_ours(path: Path, again: str) -> DataError:
+def fit_step(cfg: RunConfig) -> str:
+    """What one step of a run's fit is called where its progress is shown: an "epoch", an "EM
+    iteration" for a family fitted by EM (its metrics.jsonl lines are numbered "epoch" alike)."""
+    return "EM iteration" if cfg.model.fit == "em" else "epoch"
+
+
+def _not_ours(path: Path, again: str, why: str = "") -> DataError:
     article = "an" if path.name[:1] in "aeiou" else "a"
-    return DataError(f"{path} is not {article} {path.name} of dgmkit; move it away to keep it, then {again}")
+    why = f" ({why})" if why else ""
+    return DataError(f"{path} is not {article} {path.name} of dgmkit{why}; move it away to keep it, then {again}")
 
 
 def _own_json(path: Path, again: str, max_bytes: int) -> object:
@@ -451,22 +460,41 @@ def _own_json(path: Path, again: str, max_bytes: int) -> object:
     that says to move it away, then ``again``), never overwritten."""
     if not path.exists() and not path.is_symlink():
         return None
-    refuse = _not_ours(path, again)
-    if not path.is_file() or path.stat().st_size > max_bytes:
-        raise refuse
+    if not path.is_file():
+        raise _not_ours(path, again, "not a regular file")
+    if path.stat().st_size > max_bytes:
+        article = "an" if path.name[:1] in "aeiou" else "a"
+        raise DataError(
+            f"{path} is larger than {max_bytes >> 20} MiB: not {article} {path.name} of dgmkit; move it away to keep it, "
+            f"then {again}"
+        )
     try:
-        return parse_json(path.read_bytes())
+        return parse_json(read_regular(path, max_bytes))  # (regular: a FIFO put there since is_file blocks no read)
     except (OSError, ValueError, DgmError):
-        raise refuse from None
+        raise _not_ours(path, again) from None
+
+
+def own_result(
+    path: Path, marker: str, again: str, max_bytes: int = 64 << 20, check: Callable[[dict], str | None] | None = None
+) -> dict | None:
+    """The result a run folder's file of a command's latest result holds (a JSON object holding
+    the field ``marker``; None where there is no file), read before any work; a folder, a file of
+    anything else or a result that ``check`` finds a problem in (it names the field) is refused
+    (a DataError), never overwritten."""
+    old = _own_json(path, again, max_bytes)
+    if old is not None and (not isinstance(old, dict) or marker not in old):
+        raise _not_ours(path, again)
+    problem = None if old is None or check is None else check(cast(dict, old))
+    if problem is not None:
+        raise _not_ours(path, again, problem)
+    return cast("dict | None", old)
 
 
 def own_result_file(path: Path, marker: str, again: str, max_bytes: int = 64 << 20) -> Path:
     """``path``, a run folder's file of a command's latest result (a JSON object holding the field
     ``marker``), checked before any work: absent, or one that dgmkit wrote, which the new result
     replaces; a folder or a file of anything else is refused (a DataError), never overwritten."""
-    old = _own_json(path, again, max_bytes)
-    if old is not None and (not isinstance(old, dict) or marker not in old):
-        raise _not_ours(path, again)
+    own_result(path, marker, again, max_bytes)
     return path
 
 
@@ -527,13 +555,16 @@ class ResultsFile:
     """A run folder's record of a command's results, keyed by their protocol (``evals.json`` of
     ``dgm eval``, ``ood.json`` of ``dgm ood``): ``{"results": {protocol: result}}``. Each result
     holds the field ``marker``; ``again`` says how to rerun the command. A file of that name that
-    dgmkit did not write is refused, before any work, never overwritten."""
+    dgmkit did not write is refused, before any work, never overwritten: one that is not JSON of
+    results holding the marker, or holds a result that ``check`` finds a problem in (it names the
+    field; ``evaluation.report.record_problem`` for evals.json)."""
 
     name: str
     marker: str
     again: str
     protocol: Callable[[dict], str]
     max_bytes: int = 64 << 20
+    check: Callable[[dict], str | None] | None = None
 
     def kept(self, run_dir: Path) -> dict:
         """The results by protocol (empty if there is no file yet)."""
@@ -544,6 +575,10 @@ class ResultsFile:
         results = old.get("results") if isinstance(old, dict) else None
         if not isinstance(results, dict) or not all(isinstance(v, dict) and self.marker in v for v in results.values()):
             raise _not_ours(path, self.again)
+        for protocol, result in results.items():
+            problem = None if self.check is None else self.check(result)
+            if problem is not None:
+                raise _not_ours(path, self.again, f"its result {protocol!r}: {problem}")
         return results
 
     def keep(self, run_dir: Path, result: dict) -> int:

@@ -20,7 +20,7 @@ from dgmkit.cli.common import (
     write_png,
 )
 from dgmkit.errors import ConfigError
-from dgmkit.evaluation.figures import figure_png
+from dgmkit.evaluation.figures import figure_png, literal
 from dgmkit.models import ExactLikelihoodModel
 
 __all__ = ["add_parser", "density"]
@@ -48,10 +48,10 @@ def density_png(
     axes[1].set_ylim(extent[2], extent[3])
     for ax in axes:
         if names is not None:
-            ax.set_xlabel(names[0], fontsize=9)
-            ax.set_ylabel(names[1], fontsize=9)
+            ax.set_xlabel(literal(names[0]), fontsize=9)
+            ax.set_ylabel(literal(names[1]), fontsize=9)
     axes[1].set_title(f"{plural(len(samples), 'sample')} x ~ p(x)", fontsize=10)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(literal(title), fontsize=10)
     fig.tight_layout()
     return figure_png(fig)
 

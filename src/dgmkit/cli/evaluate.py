@@ -3,6 +3,7 @@ where it has one, bits/dim and latent diagnostics."""
 
 import argparse
 import hashlib
+from pathlib import Path
 
 import torch
 
@@ -19,7 +20,7 @@ from dgmkit.cli.common import (
     add_split_flag,
     attach_inputs,
     one_draw_bound,
-    own_result_file,
+    own_result,
     plural,
     positive_count,
     run_data,
@@ -33,11 +34,12 @@ from dgmkit.data.transforms import scores_densities
 from dgmkit.errors import ConfigError, DgmError
 from dgmkit.evaluation import evaluate, record_terms
 from dgmkit.evaluation.order_files import OrderFiles
-from dgmkit.evaluation.report import data_notes, data_words
+from dgmkit.evaluation.report import active_units_words, data_notes, data_words, record_problem
 from dgmkit.models import AnyOrderModel
 from dgmkit.models.terms import format_term
+from dgmkit.training.run_writer import MAX_RECORD_BYTES
 
-__all__ = ["add_parser", "run_eval", "format_report", "estimate_samples", "eval_notes"]
+__all__ = ["add_parser", "run_eval", "format_report", "estimate_samples", "eval_notes", "read_eval_json", "EVALS"]
 
 # what each kind of estimate is called on the NLL row
 _NLL_ROW = {
@@ -110,7 +112,7 @@ def format_report(r: dict) -> str:
             rows.append(("bits/dim", "n/a: continuous data (see below)"))
     rows += own_terms
     if r.get("active_units") is not None:
-        rows.append(("active units", f"{r['active_units']} / {r['latent_dim']}  (Cov_x E[z_u|x] > 0.01)"))
+        rows.append(("active units", f"{active_units_words(r)}  (Cov_x E[z_u|x] > 0.01)"))
     if r.get("kl_per_dim"):
         rows.append(("KL per dimension", _kl_per_dim(r["kl_per_dim"])))
     if r.get("layers"):
@@ -194,6 +196,8 @@ def _inputs(r: dict) -> dict[str, str]:
 
 def protocol_key(r: dict) -> str:
     """What makes two evaluations comparable: the weights, split, subset, k, seed and code prior."""
+    if "estimate" not in r:  # dgmkit 0.1's eval.json: its protocol was not recorded
+        return f"{r['split']} | dgmkit 0.1's evaluation ({r.get('note') or 'no protocol recorded'})"
     subset = "all" if not r.get("subset") else f"random {r['n']} of {r['subset']['of']} (seed {r['subset']['seed']})"
     key = f"{r['split']} | {subset} | {r['estimate']} k={r['iw_samples']} | seed {r.get('seed', 0)}"
     if (r.get("processes") or 1) > 1:  # each rank draws its own stream: another draw of the same estimate
@@ -203,7 +207,16 @@ def protocol_key(r: dict) -> str:
     return key + f" | weights {r.get('weights', '?')}"
 
 
-_EVALS = ResultsFile("evals.json", "estimate", "evaluate again", protocol_key)
+# the run's evaluations by protocol; each result checked as it is read (dgm eval, dgm report)
+EVALS = ResultsFile("evals.json", "estimate", "evaluate again", protocol_key, check=record_problem)
+
+
+def read_eval_json(run_dir: Path) -> dict | None:
+    """The run's eval.json (None where there is none): ``dgm eval``'s latest record, or dgmkit
+    0.1's (an NLL and an ELBO; no estimate or k recorded). Anything else is refused by name: a
+    file that is not regular, over 16 MiB or not such a record, or a record that
+    ``record_problem`` finds a field of in the wrong type or range."""
+    return own_result(run_dir / "eval.json", "nll", "evaluate again", MAX_RECORD_BYTES, record_problem)
 
 
 def estimate_samples(
@@ -286,6 +299,7 @@ def evaluate_run(
         "subset": subset,
         "checkpoint": run.checkpoint.name,
         "model": run.cfg.family,
+        "run_id": run.record.get("run_id"),  # whose evaluation it is (a copied evals.json is another run's)
         "dataset": run.record["data"]["name"],
         "transform": run.transform.kind,
         "inputs": dict(inputs or {}),  # the runs attached in roles its family declares (--input)
@@ -349,8 +363,8 @@ def _trained(run: Run) -> dict | None:
 def run_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     inputs = attach_inputs(run, args)
-    _EVALS.kept(run.path)  # a foreign evals.json or eval.json is refused before any work
-    own_result_file(run.path / "eval.json", "nll", "evaluate again")  # (dgmkit 0.1's had no estimate)
+    EVALS.kept(run.path)  # a foreign evals.json or eval.json is refused before any work
+    read_eval_json(run.path)
     result = evaluate_run(
         run, args.split, args.iw_samples, args.time_samples, args.limit, args.seed, args.data_dir, args.data,
         inputs=inputs, orders=args.orders, keep_orders=True, schema=args.schema,
@@ -359,6 +373,6 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     say(format_report(result))
     atomic_write_json(run.path / "eval.json", result)
-    count = _EVALS.keep(run.path, result)
+    count = EVALS.keep(run.path, result)
     say(f"wrote {run.path / 'eval.json'} (this result) and {run.path / 'evals.json'} (results by protocol: {count})")
     return 0

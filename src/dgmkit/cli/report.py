@@ -5,7 +5,11 @@ several runs, a comparison table."""
 
 import argparse
 import hashlib
+import io
+import json
 import math
+import os
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -16,6 +20,7 @@ from dgmkit.cli.common import (
     add_count_flag,
     add_data_flags,
     add_device_flag,
+    fit_step,
     holes_note,
     plural,
     say,
@@ -23,16 +28,18 @@ from dgmkit.cli.common import (
     split_data,
     to_display,
 )
-from dgmkit.cli.evaluate import _EVALS, eval_notes, protocol_key
+from dgmkit.cli.evaluate import EVALS, eval_notes, protocol_key, read_eval_json
 from dgmkit.cli.figures import MAX_SAMPLE_STEPS, draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
 from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
-from dgmkit.reporting import RunPage, render_page
+from dgmkit.evaluation.report import finite_number
+from dgmkit.reporting import RunPage, metric_keys, render_page
 from dgmkit.settings import unused_keys
-from dgmkit.training.run_writer import MAX_METRICS_BYTES, MAX_RECORD_BYTES, read_run_file, run_files
+from dgmkit.training.checkpoint import read_metadata
+from dgmkit.training.run_writer import MAX_METRICS_BYTES, read_run_file, run_files
 
-__all__ = ["add_parser", "run_report", "read_metrics"]
+__all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,45 +57,56 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_report)
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The epochs of a metrics.jsonl: one JSON object per line. A last line cut short (a run
-    still writing) is left out; any other line that is not a JSON object is an error."""
-    if not path.is_file():
+MAX_METRICS_LINES = 10**6  # one line an epoch, and no run has more epochs (nor EM iterations)
+
+
+def read_metrics(path: Path, keys: Collection[str] | None = None) -> list[dict]:
+    """The epochs of a metrics.jsonl: one JSON object per line (where ``keys`` are given, only
+    those, and only lines that hold one: what the page draws, so that memory stays within a few
+    times the file's size; it was 55 times, 14 GB at the size cap). A last line cut
+    short (a run still writing) is left out; any other line that is not a JSON object is an
+    error, as is a line of JSON that dgmkit never writes (NaN or Infinity, a key twice), a file
+    of more than MAX_METRICS_LINES lines and a metrics.jsonl that is not a regular file (a link
+    to a device, a FIFO, a folder)."""
+    if not os.path.lexists(path):
         return []
-    if path.stat().st_size > MAX_METRICS_BYTES:
+    if path.is_file() and path.stat().st_size > MAX_METRICS_BYTES:
         raise DataError(f"{path} is larger than {MAX_METRICS_BYTES >> 20} MiB; not a metrics file of dgmkit")
-    lines = path.read_bytes().split(b"\n")
-    out = []
-    for i, line in enumerate(lines):
+    out: list[dict] = []
+    lines = 0
+    for i, line in enumerate(io.BytesIO(read_run_file(path, MAX_METRICS_BYTES)), 1):  # (one line at a time)
         if not line.strip():
             continue
+        lines += 1
+        if lines > MAX_METRICS_LINES:
+            raise DataError(
+                f"{path} holds more than {MAX_METRICS_LINES:,} lines, one an epoch, more than any run has epochs; "
+                "not a metrics file of dgmkit"
+            )
         try:
             row = parse_json(line)
-        except (ValueError, DgmError):
-            if i == len(lines) - 1:  # no newline yet: the line being written
+        except json.JSONDecodeError:
+            if not line.endswith(b"\n"):  # the last line, with no newline yet: the line being written
                 break
-            raise DataError(f"{path}, line {i + 1}: not a JSON object; not a metrics file of dgmkit") from None
+            raise DataError(f"{path}, line {i}: not a JSON object; not a metrics file of dgmkit") from None
+        except (ValueError, DgmError) as e:  # JSON, but not what dgmkit writes: NaN, Infinity, a key twice
+            raise DataError(f"{path}, line {i}: {e}; not a metrics file of dgmkit") from None
         if not isinstance(row, dict):
-            raise DataError(f"{path}, line {i + 1}: not a JSON object; not a metrics file of dgmkit")
-        out.append(row)
+            raise DataError(f"{path}, line {i}: not a JSON object; not a metrics file of dgmkit")
+        kept = row if keys is None else {k: row[k] for k in keys if k in row}
+        if kept or keys is None:  # (a line with none of the keys: nothing to keep)
+            out.append(kept)
     return out
 
 
 def _evaluations(run_dir: Path) -> dict[str, dict]:
     """The run's evaluations by protocol (evals.json), or its one eval.json where a run written
-    before evals.json existed has only that."""
-    kept = _EVALS.kept(run_dir)
-    if kept or not (run_dir / "eval.json").is_file():
+    before evals.json existed has only that, each read and checked as dgm eval reads them."""
+    kept = EVALS.kept(run_dir)
+    if kept:
         return kept
-    raw = read_run_file(run_dir / "eval.json", MAX_RECORD_BYTES)  # a regular file, not too large to read
-    try:
-        one = parse_json(raw)
-    except (ValueError, DgmError):
-        raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit") from None
-    try:
-        return {protocol_key(one): one}
-    except (KeyError, TypeError, AttributeError):
-        raise DataError(f"{run_dir / 'eval.json'} is not an eval.json of dgmkit") from None
+    one = read_eval_json(run_dir)
+    return {} if one is None else {protocol_key(one): one}
 
 
 def _notes_of(evals: dict[str, dict]) -> list[str]:
@@ -101,6 +119,55 @@ def _notes_of(evals: dict[str, dict]) -> list[str]:
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
     return list(notes)
+
+
+def _whose(r: dict, run: Run, weights: str) -> str:
+    """What an evaluation record is of where it is not of the run's weights now ("" where it
+    is): another run's (the record names another run_id or model: a file copied or linked from
+    there), of weights it does not name (dgmkit 0.1's), of earlier weights of this run, or of
+    other weights where the record names no run (records before run_id)."""
+    if r.get("run_id") is not None and r["run_id"] != run.record.get("run_id"):
+        return f"not this run's: an evaluation of the run {r['run_id']}"
+    if r.get("model") is not None and r["model"] != run.cfg.family:
+        return f"not this run's: an evaluation of a {r['model']} model"
+    if r.get("weights") == weights:
+        return ""
+    if r.get("weights") is None:
+        return "of weights it does not name"
+    if r.get("run_id") is not None:
+        return "earlier weights than the run's now"
+    return "other weights than the run's now (the record names no run)"
+
+
+def _metrics_notes(run: Run, metrics: list[dict], score: str) -> list[str]:
+    """Where metrics.jsonl contradicts the trainer's counters in checkpoint.safetensors (the
+    epochs done; the best score and its epoch), a note (a file of another run, say); none where
+    the checkpoint holds no counters. The header alone is read."""
+    try:
+        t = parse_json(read_metadata(run.path / "checkpoint.safetensors").get("trainer") or "null")
+    except (ValueError, DgmError):
+        return []
+    if not isinstance(t, dict) or type(t.get("epoch")) is not int:
+        return []
+    lines = {m["epoch"]: m for m in metrics if type(m.get("epoch")) is int}
+    notes, step = [], fit_step(run.cfg)
+    if lines and max(lines) != t["epoch"]:
+        notes.append(
+            f"metrics.jsonl logs {step}s up to {max(lines)}, but checkpoint.safetensors was written after {step} "
+            f"{t['epoch']}: the curves may not be of this run"
+        )
+    best, at = t.get("best_valid"), t.get("best_epoch")
+    line = lines.get(at) if type(at) is int else None
+    if finite_number(best) and line is not None:
+        key = f"valid_{score}" if f"valid_{score}" in line else f"train_{score}"  # (what the trainer tracks)
+        logged = line.get(key)
+        if not (finite_number(logged) and math.isclose(logged, best, rel_tol=1e-9, abs_tol=1e-9)):
+            given = f"{key} {logged:.3f}" if finite_number(logged) else f"no {key}"
+            notes.append(
+                f"metrics.jsonl gives {given} at {step} {at}, where checkpoint.safetensors records the best score, "
+                f"{best:.3f}: the curves may not be of this run"
+            )
+    return notes
 
 
 def _used_config(run: Run) -> dict:
@@ -170,20 +237,24 @@ def run_report(args: argparse.Namespace) -> int:
             label = "log p(x), one-draw bound"
         figures, notes = ([], []) if args.no_figures else _figures(run, args)
         evals = _evaluations(run.path)
+        weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]
+        metrics = read_metrics(run.path / "metrics.jsonl", metric_keys(score))
         pages.append(
             RunPage(
                 name=str(d),
                 describe=run.cfg.model.describe(),
                 dataset=str(run.record["data"].get("name", run.cfg.data.dataset)),
                 config=_used_config(run),
-                metrics=read_metrics(run.path / "metrics.jsonl"),
+                metrics=metrics,
                 score=score,
                 score_label=label,
                 evals=evals,
                 eval_notes=_notes_of(evals),
                 figures=figures,
-                notes=notes,
-                weights=hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16],
+                notes=_metrics_notes(run, metrics, score) + notes,
+                weights=weights,
+                marks={protocol: _whose(r, run, weights) for protocol, r in evals.items()},
+                step=fit_step(run.cfg),
                 shift=math.prod(run.record["data"]["event_shape"]) * run.transform.log_volume,
             )
         )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import torch
 
 from dgmkit import distributed
-from dgmkit.cli.common import add_count_flag, estimate_words, plural, say
+from dgmkit.cli.common import add_count_flag, estimate_words, fit_step, plural, say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import check_derived_current, run_dataset
@@ -205,7 +205,7 @@ def _reporter(
         last = m["epoch"] == fit.epochs or (patience is not None and cast(Trainer, fit).bad_epochs >= patience)
         if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):
             return
-        step = "EM iteration" if cfg.model.fit == "em" else "epoch"
+        step = fit_step(cfg)
         line = f"{step} {m['epoch']:>4}/{fit.epochs}  train -{label} {shift - m[f'train_{score}']:9.3f}"
         if f"valid_{score}" in m:
             value = shift - m[f"valid_{score}"]
@@ -645,7 +645,7 @@ def run_train(args: argparse.Namespace) -> int:
     shift = math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume
     continuous = scores_densities(data["transform"], record["config"]["model"])  # (a table's columns as read off)
     density = " (a log-density of continuous data, not a probability)" if continuous else ""
-    step = "EM iteration" if cfg.model.fit == "em" else "epoch"
+    step = fit_step(cfg)
     best = f"{result.label} {result.best_valid - shift:.3f} nats{density}"
     if cfg.model.fit != "closed-form" and result.best_epoch >= 0:  # a closed-form fit has said what it found
         say(f"trained {plural(result.epoch, step)}; best validation {best} at {step} {result.best_epoch}")

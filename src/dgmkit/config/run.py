@@ -212,10 +212,14 @@ def _checkpoint_of(path: Path, which: str) -> Path:
     """The checkpoint a run folder is read from: ``best``: best.safetensors where it exists, else
     the last; ``last``: the last."""
     names = ["best.safetensors", "checkpoint.safetensors"] if which == "best" else ["checkpoint.safetensors"]
-    found = [path / n for n in names if (path / n).is_file()]
-    if not found:
-        raise CheckpointError(f"{path} holds no checkpoint ({' or '.join(names)}); train with `dgm train --out {path}`")
-    return found[0]
+    for found in (path / n for n in names):
+        if found.is_file():
+            return found
+        if os.path.lexists(found):  # not passed over for the next: the run would be read from other weights than its own
+            link = f", a link to {os.readlink(found)}," if found.is_symlink() else ""
+            what = "names no file" if not found.exists() else "is not a regular file"
+            raise CheckpointError(f"{found}{link} {what}: the run's weights cannot be read from it")
+    raise CheckpointError(f"{path} holds no checkpoint ({' or '.join(names)}); train with `dgm train --out {path}`")
 
 
 def check_weights_fit(

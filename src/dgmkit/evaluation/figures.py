@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from dgmkit._io import shown_text
 from dgmkit.errors import DataError, EvaluationError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["figure_png", "image_grid_png", "scatter_png", "project_2d", "diagnosis_png", "check_finite"]
+__all__ = ["figure_png", "image_grid_png", "scatter_png", "project_2d", "diagnosis_png", "check_finite", "literal"]
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
@@ -25,6 +26,15 @@ def check_finite(t: torch.Tensor, what: str) -> None:
             f"the model gives non-finite {what} ({bad} of {t.numel()} values are NaN or inf; its weights may be too "
             "large); nothing was written"
         )
+
+
+def literal(text: object) -> str:
+    """``text`` as matplotlib shows it letter for letter: every ``$`` escaped, so that no part of
+    a name (a data file's, a column's, a run folder's) is read as mathtext (``costs_$1_$2.csv``
+    failed to parse; ``US$ and CA$`` lost its dollar signs), and invisible characters escaped
+    (``shown_text``: a right-to-left override would show a name as another). Every text a
+    figure is given goes through it."""
+    return shown_text(str(text)).replace("$", r"\$")
 
 
 def figure_png(fig: "Figure") -> bytes:
@@ -111,9 +121,9 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
         else:
             sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap="viridis")
             fig.colorbar(sc, ax=ax, label=f"label (0..{classes - 1})")
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(axes[0])
-    ax.set_ylabel(axes[1])
+    ax.set_title(literal(title), fontsize=10)
+    ax.set_xlabel(literal(axes[0]))
+    ax.set_ylabel(literal(axes[1]))
     fig.tight_layout()
     return figure_png(fig)
 
@@ -143,7 +153,7 @@ def diagnosis_png(report: dict, holes: torch.Tensor | None, typical: torch.Tenso
         z = str(layer["name"])
         kl = "KL(q(z|x) || p(z))" if len(layers) == 1 else f"KL(q({z}|.) || p({z}|.))"  # a layer's, given the others
         ax.set_title(
-            f"{z}: E_x {kl} {layer['kl']:.2f} nats, active {layer['active_units']}/{len(variance)}, I(x;{z}) {mi}",
+            literal(f"{z}: E_x {kl} {layer['kl']:.2f} nats, active {layer['active_units']}/{len(variance)}, I(x;{z}) {mi}"),
             fontsize=9,
         )
         ax.set_ylabel(what, fontsize=8)
@@ -159,6 +169,6 @@ def diagnosis_png(report: dict, holes: torch.Tensor | None, typical: torch.Tenso
         ax.imshow(np.asarray(Image.open(io.BytesIO(png))), cmap="gray", vmin=0, vmax=255)
         ax.set_axis_off()
         ax.set_title("decoded z ~ p(z): top row where q(z)/p(z) is lowest (holes), bottom row where highest", fontsize=9)
-    fig.suptitle(textwrap.fill(title, 110), fontsize=9)
+    fig.suptitle(textwrap.fill(literal(title), 110), fontsize=9)
     fig.tight_layout()
     return figure_png(fig)

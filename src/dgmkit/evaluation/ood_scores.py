@@ -33,7 +33,7 @@ import torch
 
 from dgmkit.errors import EvaluationError
 from dgmkit.evaluation.estimates import log_likelihoods
-from dgmkit.evaluation.figures import figure_png
+from dgmkit.evaluation.figures import figure_png, literal
 from dgmkit.evaluation.ood import TypicalityTest, detection_metrics, typicality_test
 
 __all__ = ["SCORES", "OODScores", "log_likelihoods", "png_code_length", "ood_scores", "histogram_png"]
@@ -215,13 +215,13 @@ def histogram_png(result: OODScores, labels: tuple[str, str] = ("in-distribution
         a, b = (t.numpy() for t in result.scores[name])
         lo, hi = np.quantile(np.r_[a, b], [0.001, 0.999])
         bins = np.linspace(lo, hi, 60) if hi > lo else 30
-        ax.hist(a, bins=bins, density=True, alpha=0.55, label=f"{labels[0]} ({len(a)})", color="tab:blue")
-        ax.hist(b, bins=bins, density=True, alpha=0.55, label=f"{labels[1]} ({len(b)})", color="tab:orange")
+        ax.hist(a, bins=bins, density=True, alpha=0.55, label=literal(f"{labels[0]} ({len(a)})"), color="tab:blue")
+        ax.hist(b, bins=bins, density=True, alpha=0.55, label=literal(f"{labels[1]} ({len(b)})"), color="tab:orange")
         ax.set_title(f"{SCORES[name]}\nAUROC {result.metrics[name]['auroc']:.3f}", fontsize=9)
         ax.set_xlabel("score (larger: more OOD)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(literal(title), fontsize=10)
     fig.tight_layout()
     return figure_png(fig)

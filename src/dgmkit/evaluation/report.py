@@ -4,7 +4,7 @@ model declares), the ELBO split where it has one, bits/dim and latent diagnostic
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast, overload
+from typing import Any, TypeGuard, cast, overload
 
 import torch
 
@@ -29,6 +29,9 @@ __all__ = [
     "estimate_protocol",
     "data_words",
     "data_notes",
+    "record_problem",
+    "finite_number",
+    "active_units_words",
 ]
 
 
@@ -150,6 +153,15 @@ def estimate_protocol(record: dict) -> str:
     return estimate_label(record)
 
 
+def active_units_words(record: dict) -> str | None:
+    """An eval record's active units as ``dgm eval`` says them, of its latent dimensions ("1 / 2";
+    None where it has none)."""
+    if record.get("active_units") is None:
+        return None
+    dims = record.get("latent_dim")
+    return f"{record['active_units']}" + ("" if dims is None else f" / {dims}")
+
+
 def data_notes(record: dict) -> list[str]:
     """What a reader of an eval record's numbers must know of its data: of incomplete data's
     observed entries, of dequantized integers (bounds), of a table's standardized values, of
@@ -173,6 +185,131 @@ def data_notes(record: dict) -> list[str]:
             "scale (dividing by 255 adds D log 255 nats) and do not compare with bits/dim of 8-bit or binary data"
         )
     return out
+
+
+def finite_number(v: object) -> TypeGuard[int | float]:
+    """Whether ``v`` (read from JSON) is a finite real number: an int or a float, not a bool, NaN,
+    an infinity or an integer beyond any float (JSON has them: ``10**400``)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _shown(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _count(v: object, least: int) -> bool:
+    return type(v) is int and v >= least  # (not a bool, not a float such as 300.6 or 10.0)
+
+
+# what each field of an evaluation record is (``EvalReport`` and ``evaluate_run``'s fields; the
+# numbers that records before terms held in fields of their own): (test, what it must be)
+_FIELDS: dict[str, tuple[Any, str]] = {
+    **dict.fromkeys(("n", "num_dims", "latent_dim", "processes"), (lambda v: _count(v, 1), "a positive integer")),
+    **dict.fromkeys(("iw_samples", "active_units", "seed"), (lambda v: _count(v, 0), "an integer >= 0")),
+    **dict.fromkeys(("nll", "bpd", "elbo", "elbo_bpd", "recon", "kl", *_LEGACY_TERMS), (finite_number, "a finite number")),
+    **dict.fromkeys(
+        ("nll_stderr", "elbo_stderr", "time_stderr", "seconds", "observed_dims"),
+        (lambda v: finite_number(v) and v >= 0, "a finite number >= 0"),
+    ),
+    **dict.fromkeys(
+        ("split", "estimate", "transform", "density_of", "dataset", "checkpoint", "model", "weights", "run_id")
+        + ("table_note", "order_files", "variance_reduction", "code_prior", "note"),
+        (lambda v: isinstance(v, str), "a string"),
+    ),
+    **dict.fromkeys(("point_mass_posterior", "exact"), (lambda v: isinstance(v, bool), "true or false")),
+    "inputs": (
+        lambda v: isinstance(v, dict) and all(isinstance(a, str) for a in v.values()),
+        "an object of run paths (strings)",
+    ),
+    "kl_per_dim": (
+        lambda v: (
+            isinstance(v, list) and all(finite_number(a) or (isinstance(a, list) and all(map(finite_number, a))) for a in v)
+        ),
+        "a list of finite numbers (or of lists of them)",
+    ),
+}
+_TERM_FIELDS: dict[str, tuple[Any, str]] = {
+    **dict.fromkeys(("name", "label", "unit", "note"), (lambda v: isinstance(v, str), "a string")),
+    "value": (finite_number, "a finite number"),
+    "level": (lambda v: type(v) is int and v in TERM_LEVELS, f"one of {TERM_LEVELS}"),
+    "digits": (lambda v: type(v) is int and 0 <= v <= 8, "an integer 0..8"),
+}
+_LAYER_FIELDS: dict[str, tuple[Any, str]] = {
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "size": (lambda v: _count(v, 1), "a positive integer"),
+    "kl": (finite_number, "a finite number"),
+    "active_units": (lambda v: _count(v, 0), "an integer >= 0"),
+}
+
+
+def _fields_problem(d: dict, fields: dict[str, tuple[Any, str]], where: str = "") -> str | None:
+    for key, (ok, what) in fields.items():
+        if d.get(key) is not None and not ok(d[key]):
+            return f"{where}{key} is {_shown(d[key])}, not {what}"
+    return None
+
+
+def _parts_problem(r: dict, key: str, fields: dict[str, tuple[Any, str]]) -> str | None:
+    """What is wrong with the list of objects ``r[key]`` (terms, layers), if anything."""
+    parts = r.get(key)
+    if parts is None:
+        return None
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        return f"{key} is {_shown(parts)}, not a list of objects"
+    for i, part in enumerate(parts):
+        problem = _fields_problem(part, fields, f"{key}[{i}].")
+        if problem is not None:
+            return problem
+        if key == "layers" and (part.get("active_units") or 0) > (part.get("size") or math.inf):
+            return f"{key}[{i}] has {part['active_units']} active units of {part['size']}"
+    return None
+
+
+def record_problem(record: object) -> str | None:
+    """What makes ``record``, an evaluation record read from a file (eval.json, a result of
+    evals.json), other than one that ``dgm eval`` writes (None: nothing): the first field of
+    another type or outside its range, named with its value. Integers are ints (not bools or
+    floats), counts positive, numbers finite, strings strings; the fields the readers need are
+    there (a record of dgmkit 0.1, with no ``estimate``, needs only a split and an NLL). Every
+    reader of these files checks records with it, so that none is shown with a wrong number."""
+    if not isinstance(record, dict):
+        return f"it is {_shown(record)}, not an object"
+    r = record
+    needed = ("split", "estimate", "iw_samples", "n", "num_dims") if "estimate" in r else ("split", "nll")
+    missing = [k for k in needed if r.get(k) is None]
+    if missing:
+        return f"it has no {missing[0]}"
+    if r.get("num_dims") is None and (r.get("observed_dims") is not None or r.get("transform") == "dequantize"):
+        return "it has no num_dims (the data notes need it)"
+    problem = (
+        _fields_problem(r, _FIELDS) or _parts_problem(r, "terms", _TERM_FIELDS) or _parts_problem(r, "layers", _LAYER_FIELDS)
+    )
+    if problem is not None:
+        return problem
+    subset, trained = r.get("subset"), r.get("trained")
+    if subset is not None and not (
+        isinstance(subset, dict) and _count(subset.get("of"), r.get("n") or 1) and _count(subset.get("seed"), 0)
+    ):
+        return f"subset is {_shown(subset)}, not a seeded subset (of: the split's size >= n, seed)"
+    if trained is not None and not (
+        isinstance(trained, dict) and _count(trained.get("epochs"), 0) and _count(trained.get("steps_into_next"), 0)
+    ):
+        return f"trained is {_shown(trained)}, not an object of epochs and steps_into_next (integers >= 0)"
+    if (r.get("active_units") or 0) > (r.get("latent_dim") or math.inf):
+        return f"active_units is {r['active_units']}, more than latent_dim {r['latent_dim']}"
+    if (r.get("observed_dims") or 0) > (r.get("num_dims") or math.inf):
+        return f"observed_dims is {r['observed_dims']}, more than num_dims {r['num_dims']}"
+    if r.get("density_of") == "discrete":  # a probability is at most 1: its NLL and bits are >= 0 (but for rounding)
+        for key in ("nll", "bpd"):
+            if (r.get(key) or 0) < -1e-6:
+                return f"{key} is {_shown(r[key])}, below 0: the data are discrete, and a probability is at most 1"
+    return None
 
 
 def record_terms(record: dict) -> list[dict]:
@@ -200,7 +337,7 @@ def _checked_term(t: dict) -> dict:
         return str(t[key])[:200] if isinstance(t.get(key), str) else ""
 
     value: Any = t.get("value")  # (from a file: checked here)
-    finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    finite = finite_number(value)
     level, digits = t.get("level"), t.get("digits")
     return {
         "name": text("name") or "?",

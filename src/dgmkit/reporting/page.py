@@ -3,7 +3,8 @@ URIs, the style sheet, a few lines of script that only check the page rendered),
 opens anywhere with no network access.
 
 The page is built from plain values (``RunPage``), gathered by the command (``cli/report.py``);
-every string that came from a file is escaped here, so a crafted run folder cannot inject markup.
+every string that came from a file is escaped here, so a crafted run folder cannot inject markup
+(nor, with invisible characters such as a right-to-left override, show a name as another).
 """
 
 import base64
@@ -13,10 +14,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dgmkit.evaluation.figures import figure_png
-from dgmkit.evaluation.report import data_notes, data_words, estimate_label, estimate_protocol, record_terms
+from dgmkit._io import shown_text
+from dgmkit.evaluation.figures import figure_png, literal
+from dgmkit.evaluation.report import (
+    active_units_words,
+    data_notes,
+    data_words,
+    estimate_label,
+    estimate_protocol,
+    record_terms,
+)
+from dgmkit.models.terms import format_term
 
-__all__ = ["RunPage", "curves_png", "render_page", "metric_series"]
+__all__ = ["RunPage", "curves_png", "render_page", "metric_series", "metric_keys"]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -56,13 +66,16 @@ class RunPage:
     evals: dict[str, dict]
     figures: list[tuple[str, str, bytes]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    weights: str | None = None  # the digest of the weights evaluated now: evaluations of others are marked
+    weights: str | None = None  # the digest of the weights evaluated now: the comparison takes only theirs
     eval_notes: list[str] = field(default_factory=list)  # what dgm eval says under the evaluations' numbers
     shift: float = 0.0  # nats of the integers from nats of dequantized data (D log L), as dgm train prints them
+    marks: dict[str, str] = field(default_factory=dict)  # by protocol: what an evaluation not of the weights now is of
+    step: str = "epoch"  # what a metrics line is of, as dgm train says it ("EM iteration" for EM fits)
 
 
 def _e(v: object) -> str:
-    return html.escape(str(v), quote=True)
+    """``v`` as text of the page: markup escaped, and invisible characters (``shown_text``)."""
+    return html.escape(shown_text(str(v)), quote=True)
 
 
 def _num(v: object, digits: int = 3) -> str:
@@ -128,6 +141,13 @@ def _layer_or_total(metrics: list[dict], key: str, titles: tuple[str, str], labe
     return [(titles[1], [(label, total)])] if total[0] else []
 
 
+def metric_keys(score: str) -> set[str]:
+    """The keys of metrics.jsonl that the page reads (its curves, the best score, the epochs) for
+    a run that monitors ``score``: a reader may keep these alone."""
+    layered = [f"valid_{k}" for k in ("kl", "active_units")] + [f"valid_layer_{k}" for k in ("kl", "active_units")]
+    return {"epoch", "iteration", f"train_{score}", f"valid_{score}", "lr", *layered}
+
+
 def _curve_panels(metrics: list[dict], score_label: str, score: str, shift: float = 0.0) -> list[tuple]:
     """The learning-curve panels the run logged: (title, [(label, (epochs, values))]); the score
     less ``shift`` (D log L: nats of the integers from nats of dequantized data, as the epoch line
@@ -145,10 +165,10 @@ def _curve_panels(metrics: list[dict], score_label: str, score: str, shift: floa
     return panels
 
 
-def curves_png(metrics: list[dict], score_label: str, score: str, shift: float = 0.0) -> bytes | None:
+def curves_png(metrics: list[dict], score_label: str, score: str, shift: float = 0.0, step: str = "epoch") -> bytes | None:
     """Learning curves as one PNG: the monitored score (train and valid; less ``shift``, see
     ``RunPage.shift``), the KL (total or per layer), the active units and the learning rate, each
-    panel only where the run logged it."""
+    panel only where the run logged it, against the ``step`` (``RunPage.step``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,9 +183,9 @@ def curves_png(metrics: list[dict], score_label: str, score: str, shift: float =
     for ax, (title, lines) in zip(axes.flat, panels):
         for label, (xs, ys) in lines:
             if xs:
-                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=label)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=literal(label))
+        ax.set_title(literal(title), fontsize=10)
+        ax.set_xlabel(literal(step))
         ax.grid(alpha=0.3)
         if len(lines) > 1:
             ax.legend(fontsize=8)
@@ -191,28 +211,31 @@ _EVAL_COLUMNS = [
 ]
 
 
-def _eval_table(evals: dict[str, dict], weights: str | None = None, said: list[str] | None = None) -> str:
+def _eval_cell(r: dict, key: str, digits: int | None) -> str:
+    """A cell of the evaluation table, as dgm eval says its value: the estimate with its samples,
+    the active units of the latent dimensions ("1 / 2"), numbers to ``digits`` decimals."""
+    if key == "estimate":
+        return f"<td>{_e(estimate_protocol(r))}</td>"
+    shown = _e(active_units_words(r) or "–") if key == "active_units" else _num(r.get(key), digits or 0)
+    return f'<td class="num">{shown}</td>'
+
+
+def _eval_table(evals: dict[str, dict], marks: dict[str, str] | None = None, said: list[str] | None = None) -> str:
     if not evals:
         return '<p class="note">no evaluation yet (<code>dgm eval RUN</code> adds one)</p>'
     # the terms the models added, one column each, in the order they first appear
     added: dict[str, str] = {}
     for r in evals.values():
         for t in record_terms(r):
-            added.setdefault(str(t.get("name")), f"{t.get('label', '?')}" + (f" ({t['unit']})" if t.get("unit") else ""))
+            added.setdefault(str(t.get("name")), str(t.get("label", "?")))  # (its unit: in its cells, as dgm eval says it)
     head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in _EVAL_COLUMNS) + "".join(f"<th>{_e(h)}</th>" for h in added.values())
     body = []
     for protocol, r in evals.items():
-        cells = "".join(
-            f"<td>{_e(estimate_protocol(r))}</td>" if k == "estimate" else f'<td class="num">{_num(r.get(k), d or 0)}</td>'
-            for k, _, d in _EVAL_COLUMNS
-        )
+        cells = "".join(_eval_cell(r, k, d) for k, _, d in _EVAL_COLUMNS)
         own = {str(t.get("name")): t for t in record_terms(r)}
-        cells += "".join(
-            f'<td class="num">{_num(own[n].get("value"), int(own[n].get("digits", 3))) if n in own else "–"}</td>'
-            for n in added
-        )
-        older = "" if weights is None or r.get("weights") == weights else " (earlier weights than the run's now)"
-        body.append(f"<tr><td>{_e(r.get('split', '?'))}</td>{cells}<td class='note'>{_e(protocol)}{older}</td></tr>")
+        cells += "".join(f'<td class="num">{_e(format_term(own[n])[1]) if n in own else "–"}</td>' for n in added)
+        whose = f" ({marks[protocol]})" if marks and marks.get(protocol) else ""
+        body.append(f"<tr><td>{_e(r.get('split', '?'))}</td>{cells}<td class='note'>{_e(protocol)}{_e(whose)}</td></tr>")
     notes = dict.fromkeys(  # what the numbers are of, said once for the records alike (``said``: dgm eval's notes)
         [f"data: {w}" for w in map(data_words, evals.values()) if w]
         + (said if said is not None else [n for r in evals.values() for n in data_notes(r)])
@@ -277,7 +300,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
             best, at = _best(r.metrics, r.score)
             t = _test_result(r.evals, r.weights) or {}
             epochs = max((e for e in map(_epoch, r.metrics) if e is not None), default=0)
-            best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} (epoch {at})"
+            best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} ({r.step} {at})"
             words = data_words(t) if t else None
             out.append(
                 f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
@@ -297,9 +320,9 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
         for note in r.notes:
             out.append(f"<p class='note'>{_e(note)}</p>")
         out.append("<h3>Learning curves</h3>")
-        png = curves_png(r.metrics, r.score_label, r.score, r.shift)
+        png = curves_png(r.metrics, r.score_label, r.score, r.shift, r.step)
         out.append(_img(png, f"learning curves of {r.name}") if png else "<p class='note'>no metrics logged</p>")
-        out.append("<h3>Evaluation</h3>" + _eval_table(r.evals, r.weights, r.eval_notes or None))
+        out.append("<h3>Evaluation</h3>" + _eval_table(r.evals, r.marks, r.eval_notes or None))
         if r.figures:
             out.append("<h3>Figures</h3>")
             for fig_title, caption, data in r.figures:
