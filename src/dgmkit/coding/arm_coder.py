@@ -13,6 +13,9 @@ coder reads the array's memory row by row whatever its strides say, so a transpo
 decoder would agree and round trips would succeed, at a rate far from the model's NLL.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -21,11 +24,25 @@ from dgmkit.devices import device_of
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
 
-__all__ = ["encode_images", "decode_images", "check_sequential", "sequential_nll"]
+__all__ = ["encode_images", "decode_images", "check_sequential", "sequential_nll", "one_thread"]
 
 # what constriction raises on an impossible symbol (KeyError), probabilities it cannot use
 # (ValueError) or compressed data that its model cannot have produced (AssertionError)
 _CODER_ERRORS = (AssertionError, ValueError, KeyError, RuntimeError, OverflowError)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one CPU thread while it computes coding probabilities: a matrix product's last
+    bits depend on how many threads share it (a batch of 9 images differed by up to 6e-8 between
+    1 and 2), so a file coded with N threads would decode only with N; with one, on any machine
+    of the same type and software."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _coder():
@@ -126,7 +143,8 @@ def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int =
                 ) from None
             return values.to(device)
 
-        model.run_cached(len(xb), choose, device)
+        with one_thread():
+            model.run_cached(len(xb), choose, device)
     return encoder.get_compressed()
 
 
@@ -171,7 +189,8 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
                 )
             return torch.from_numpy(values.astype(np.int64)).to(device)
 
-        out[start : start + nb] = model.run_cached(nb, choose, device).round().long().cpu()
+        with one_thread():
+            out[start : start + nb] = model.run_cached(nb, choose, device).round().long().cpu()
     return out
 
 

@@ -43,9 +43,9 @@ from torch.distributions import Distribution, Independent, Normal
 
 from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
-from dgmkit.coding.arm_coder import _CODER_ERRORS, _coder
+from dgmkit.coding.arm_coder import _CODER_ERRORS, _coder, one_thread
 from dgmkit.devices import device_of, dtype_of
-from dgmkit.errors import ConfigError, DataError, DgmError
+from dgmkit.errors import ConfigError, DataError
 from dgmkit.models import VAE
 from dgmkit.objectives.elbo import ELBO
 
@@ -67,6 +67,7 @@ _MAX_WINDOW = 2**12  # a posterior's buckets: its mean's +- 8 scales (a power of
 _EDGE = _CENTRES + _MAX_WINDOW  # bucket indices -_EDGE.._EDGE
 _PRECISION_BITS = 24  # constriction's default: a latent bucket costs at most 24 bits to take back
 _PMF_BUDGET = 2**22  # pixel probabilities (float64) computed at once: images x pixels x levels
+_MAX_BATCH = 2**20  # images a batch (its size goes on the stack, uniform over 0..batch size: the coder takes < 2**24)
 
 
 def _gaussian(d: Distribution, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,6 +86,11 @@ def _gaussian(d: Distribution, what: str) -> tuple[torch.Tensor, torch.Tensor]:
 def check_bits_back(model: VAE) -> int:
     """The number of levels of a pixel that ``model`` codes by bits-back, or a ConfigError that
     says what it lacks: a diagonal Gaussian prior, a discrete likelihood."""
+    if getattr(model, "coding", None) != "bits-back":
+        raise ConfigError(
+            f"a {type(model).__name__} does not declare bits-back coding (its coding is "
+            f"{getattr(model, 'coding', None)!r}): dgmkit.coding.coder_of(model) gives its coder, if it has one"
+        )
     levels = model.coding_levels
     if levels is None:
         raise ConfigError(
@@ -143,20 +149,22 @@ class _Grid:
         m = len(self.loc)
         return np.zeros(b * m), np.full(b * m, 1.0 / BUCKET)
 
-    def take(self, coder: Any, family: Callable[[int], Any], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    def take(self, ans: "_Ans", family: Callable[[int], Any], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
         """Decode bucket indices from the stack with the posterior: each within its window."""
         centre, windows = _windows(mean, std)
         index = np.empty(len(mean), dtype=np.int64)
         for w, at in windows:
-            index[at] = centre[at] + np.asarray(coder.decode(family(w), mean[at] - centre[at], std[at]))
+            index[at] = centre[at] + ans.pop(family(w), mean[at] - centre[at], std[at])
         return index
 
-    def give(self, coder: Any, family: Callable[[int], Any], index: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    def give(self, ans: "_Ans", family: Callable[[int], Any], index: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
         """Encode the indices back with the posterior (the inverse of ``take``)."""
         centre, windows = _windows(mean, std)
         for w, at in reversed(windows):
-            offset = np.ascontiguousarray(index[at] - centre[at], dtype=np.int32)
-            coder.encode_reverse(offset, family(w), mean[at] - centre[at], std[at])
+            offset = index[at] - centre[at]
+            if np.abs(offset).max(initial=0) > w:  # (only a decoder of data not coded with this model meets one)
+                raise _AnsFailure
+            ans.push(np.ascontiguousarray(offset, dtype=np.int32), family(w), mean[at] - centre[at], std[at])
 
     def centres(self, index: np.ndarray, b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         u = torch.from_numpy(index.astype(np.float64)).view(b, -1) * BUCKET
@@ -195,52 +203,93 @@ def _chunks(b: int, pixels: int, levels: int) -> list[tuple[int, int]]:
     return [(s, min(s + rows, b)) for s in range(0, b, rows)]
 
 
-def _check(model: VAE, batch_size: int) -> tuple[int, _Grid]:
+def _check(model: VAE, batch_size: int, n: int) -> tuple[int, _Grid, int]:
+    """The levels, the latent grid and the largest batch (``batch_size``, at most ``n``)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"the coding batch size must be a positive integer, got {batch_size!r}")
+    batch_size = min(batch_size, max(n, 1))
+    if batch_size > _MAX_BATCH:
+        raise DataError(f"the coding batch size must be at most {_MAX_BATCH} images, got {batch_size}")
     levels = check_bits_back(model)
     loc, scale = _gaussian(model.prior(), "the prior p(z)")
-    return levels, _Grid(loc, scale)
+    return levels, _Grid(loc, scale), batch_size
+
+
+class _AnsFailure(Exception):
+    """constriction refused a symbol or its probabilities (an error, or a panic of its Rust code)."""
+
+
+class _Ans:
+    """constriction's ANS stack, its refusals raised as ``_AnsFailure``: torch's own errors in the
+    loop around it stay what they are."""
+
+    def __init__(self, words: np.ndarray):
+        self.stack = _coder().stack.AnsCoder(words)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except _CODER_ERRORS:
+            raise _AnsFailure from None
+        except BaseException as e:  # pyo3's PanicException derives from BaseException
+            if type(e).__name__ != "PanicException":
+                raise
+            raise _AnsFailure from None
+
+    def pop(self, family: Any, *params: Any) -> np.ndarray:
+        return np.asarray(self._call(self.stack.decode, family, *params))
+
+    def push(self, symbols: np.ndarray | np.integer, family: Any, *params: Any) -> None:
+        self._call(self.stack.encode_reverse, symbols, family, *params)
+
+    def bits(self) -> int:
+        return int(self.stack.num_valid_bits())  # (num_bits counts whole words)
+
+
+class _Families:
+    """The coder's models: latent buckets under the prior, a posterior's window, pixels, batch sizes."""
+
+    def __init__(self, batch_size: int):
+        model = _coder().model
+        self.gauss = model.QuantizedGaussian(-_EDGE, _EDGE)
+        self.window = functools.cache(lambda w: model.QuantizedGaussian(-w, w))
+        self.pixels = model.Categorical(perfect=False)
+        self.sizes = model.Uniform(batch_size + 1)  # (constriction's uniform model needs two values or more)
 
 
 @evaluates
 @torch.no_grad()
 def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
-    """Compress integer images (N, *event) to ANS words (uint32) by bits-back coding."""
-    stream = _coder()
-    levels, grid = _check(model, batch_size)
+    """Compress integer images (N, *event) to ANS words (uint32) by bits-back coding (on one
+    CPU thread: see ``one_thread``)."""
+    levels, grid, batch_size = _check(model, batch_size, len(x))
     x = x.long().cpu()
     if len(x) and (int(x.min()) < 0 or int(x.max()) >= levels):
         raise DataError(f"the model codes integer pixels 0..{levels - 1}; these run from {int(x.min())} to {int(x.max())}")
-    gauss, categorical = stream.model.QuantizedGaussian(-_EDGE, _EDGE), stream.model.Categorical(perfect=False)
-    window = functools.cache(lambda w: stream.model.QuantizedGaussian(-w, w))
-    sizes = stream.model.Uniform(batch_size + 1)  # (constriction's uniform model needs two values or more)
-    coder = stream.stack.AnsCoder(seed_words(model.latent_dim))
+    f, ans = _Families(batch_size), _Ans(seed_words(model.latent_dim))
     device, dtype, pixels = device_of(model), dtype_of(model), math.prod(x.shape[1:])
-    start, taken = 0, _PRECISION_BITS * model.latent_dim  # bits taken back an image: at most this at first
+    start, taken = 0, float(_PRECISION_BITS * model.latent_dim)  # bits taken back an image: at most this at first
     try:
-        while start < len(x):
-            b = next_batch(coder.num_bits(), taken, len(x) - start, batch_size)
-            xb = x[start : start + b]
-            start += b
-            q = model.posterior(xb.to(device))
-            mean, std = grid.params(*_gaussian(q, "the posterior q(z|x)"), "q(z|x)")
-            before = coder.num_bits()
-            index = grid.take(coder, window, mean, std)  # bits back
-            taken = (before - coder.num_bits()) / b
-            z = grid.centres(index, b, dtype, device)
-            for s, e in _chunks(b, pixels, levels):
-                probs = _pixel_probabilities(model, z[s:e], levels)
-                coder.encode_reverse(np.ascontiguousarray(xb[s:e].reshape(-1).numpy(), dtype=np.int32), categorical, probs)
-            coder.encode_reverse(np.ascontiguousarray(index, dtype=np.int32), gauss, *grid.prior(b))
-            coder.encode_reverse(np.int32(b), sizes)  # read first when decoding
-    except DgmError:  # (a ConfigError or DataError is a ValueError too: not the coder's)
-        raise
-    except _CODER_ERRORS:
+        with one_thread():
+            while start < len(x):
+                b = next_batch(ans.bits(), taken, len(x) - start, batch_size)
+                xb = x[start : start + b]
+                start += b
+                mean, std = grid.params(*_gaussian(model.posterior(xb.to(device)), "the posterior q(z|x)"), "q(z|x)")
+                before = ans.bits()
+                index = grid.take(ans, f.window, mean, std)  # bits back
+                taken = (before - ans.bits()) / b
+                z = grid.centres(index, b, dtype, device)
+                for s, e in _chunks(b, pixels, levels):
+                    probs = _pixel_probabilities(model, z[s:e], levels)
+                    ans.push(np.ascontiguousarray(xb[s:e].reshape(-1).numpy(), dtype=np.int32), f.pixels, probs)
+                ans.push(np.ascontiguousarray(index, dtype=np.int32), f.gauss, *grid.prior(b))
+                ans.push(np.int32(b), f.sizes)  # read first when decoding
+    except _AnsFailure:
         raise DataError(
             "the ANS coder cannot code these images: the model gives one of their pixels a probability too small to code"
         ) from None
-    return np.asarray(coder.get_compressed(), dtype=np.uint32)
+    return np.asarray(ans.stack.get_compressed(), dtype=np.uint32)
 
 
 @evaluates
@@ -248,49 +297,40 @@ def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.n
 def decode_bits_back(model: VAE, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
     """Invert ``encode_bits_back``: n images (N, *event) as int64. Words that the model cannot
     have produced raise DataError (the stack must end as it began)."""
-    stream = _coder()
-    levels, grid = _check(model, batch_size)
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise DataError(f"the number of images to decode must be a non-negative integer, got {n!r}")
+    levels, grid, batch_size = _check(model, batch_size, n)
     words = np.ascontiguousarray(words, dtype=np.uint32)
     if words.ndim != 1 or not len(words) or words[-1] == 0:
         raise DataError("the compressed data is not an ANS stack of this coder (empty, or its top word is zero)")
-    gauss, categorical = stream.model.QuantizedGaussian(-_EDGE, _EDGE), stream.model.Categorical(perfect=False)
-    window = functools.cache(lambda w: stream.model.QuantizedGaussian(-w, w))
-    sizes = stream.model.Uniform(batch_size + 1)  # (constriction's uniform model needs two values or more)
-    coder = stream.stack.AnsCoder(words)
+    f, ans = _Families(batch_size), _Ans(words)
     device, dtype = device_of(model), dtype_of(model)
     shape, pixels = model.event_shape, math.prod(model.event_shape)
     out = torch.empty(n, *shape, dtype=torch.long)
     end = n
     try:
-        while end > 0:
-            b = int(coder.decode(sizes))
-            if not 1 <= b <= end:
-                raise DataError(
-                    f"the compressed data names a batch of {b} images where {end} are left to decode: it was not coded "
-                    "with this model, or it is damaged"
-                )
-            index = np.asarray(coder.decode(gauss, *grid.prior(b)))
-            z = grid.centres(index, b, dtype, device)
-            xb = torch.empty(b, pixels, dtype=torch.long)
-            for s, e in reversed(_chunks(b, pixels, levels)):
-                probs = _pixel_probabilities(model, z[s:e], levels)
-                xb[s:e] = torch.from_numpy(np.asarray(coder.decode(categorical, probs)).astype(np.int64)).view(e - s, -1)
-            xb = xb.view(b, *shape)
-            q = model.posterior(xb.to(device))
-            mean, std = grid.params(*_gaussian(q, "the posterior q(z|x)"), "q(z|x)")
-            grid.give(coder, window, index, mean, std)  # the bits given back
-            out[end - b : end] = xb
-            end -= b
-    except DgmError:  # (a ConfigError or DataError is a ValueError too: not the coder's)
-        raise
-    except _CODER_ERRORS:
+        with one_thread():
+            while end > 0:
+                b = int(ans.pop(f.sizes))
+                if not 1 <= b <= end:
+                    raise _AnsFailure
+                index = ans.pop(f.gauss, *grid.prior(b))
+                z = grid.centres(index, b, dtype, device)
+                xb = torch.empty(b, pixels, dtype=torch.long)
+                for s, e in reversed(_chunks(b, pixels, levels)):
+                    probs = _pixel_probabilities(model, z[s:e], levels)
+                    xb[s:e] = torch.from_numpy(ans.pop(f.pixels, probs).astype(np.int64)).view(e - s, -1)
+                xb = xb.view(b, *shape)
+                mean, std = grid.params(*_gaussian(model.posterior(xb.to(device)), "the posterior q(z|x)"), "q(z|x)")
+                grid.give(ans, f.window, index, mean, std)  # the bits given back
+                out[end - b : end] = xb
+                end -= b
+    except _AnsFailure:
         raise DataError(
             "the compressed data is invalid for this model (the ANS coder could not decode it): it was not coded with "
             "this model, or it is damaged"
         ) from None
-    if not np.array_equal(np.asarray(coder.get_compressed()), seed_words(model.latent_dim)):
+    if not np.array_equal(np.asarray(ans.stack.get_compressed()), seed_words(model.latent_dim)):
         raise DataError(
             "decoding did not end where coding began (the stack's first words differ): the data were not coded with "
             "this model, or they are damaged"
