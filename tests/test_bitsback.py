@@ -169,6 +169,7 @@ def vae_runs(tmp_path_factory):
     argv = ["train", "--model", "vae", "--dataset", "digits-4x4", "--latent-dim", "3", "--hidden", "16", "--epochs", "2"]
     assert main([*argv, "--quiet", "--out", str(root / "vae")]) == 0
     assert main([*argv, "--prior", "mog", "--quiet", "--out", str(root / "mog")]) == 0
+    assert main([*argv, "--posterior", "iaf", "--quiet", "--out", str(root / "iaf")]) == 0
     from dgmkit.data import load_dataset
 
     np.save(root / "x.npy", load_dataset("digits-4x4").test.x[:, 0].numpy())  # (300, 4, 4) uint8 0/1
@@ -189,6 +190,9 @@ def test_cli_codes_a_vae_run_by_bits_back(vae_runs, capsys, tmp_path):
     code, _, err = run(capsys, "compress", r / "mog", r / "x.npy", "--out", tmp_path / "m.dgmz")
     assert code == 1 and "cannot be compressed: bits-back coding needs the prior p(z) to be a diagonal Gaussian" in err
     assert not (tmp_path / "m.dgmz").exists()
+    code, _, err = run(capsys, "compress", r / "iaf", r / "x.npy", "--out", tmp_path / "i.dgmz")
+    assert code == 1 and "which cannot be compressed: bits-back coding needs the posterior q(z|x)" in err
+    assert "FlowDistribution" in err and not (tmp_path / "i.dgmz").exists()
 
 
 def test_a_narrow_posterior_draws_only_near_its_mean_and_gives_the_bits_back():

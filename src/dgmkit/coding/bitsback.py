@@ -83,9 +83,12 @@ def _gaussian(d: Distribution, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
+@evaluates
+@torch.no_grad()
 def check_bits_back(model: VAE) -> int:
     """The number of levels of a pixel that ``model`` codes by bits-back, or a ConfigError that
-    says what it lacks: a diagonal Gaussian prior, a discrete likelihood."""
+    says what it lacks: a diagonal Gaussian prior and posterior (tried on a blank image), a
+    discrete likelihood."""
     if getattr(model, "coding", None) != "bits-back":
         raise ConfigError(
             f"a {type(model).__name__} does not declare bits-back coding (its coding is "
@@ -98,6 +101,8 @@ def check_bits_back(model: VAE) -> int:
             "categorical or discretized logistic likelihood); this model's is a density"
         )
     _gaussian(model.prior(), "the prior p(z)")
+    blank = torch.zeros(1, *model.event_shape, dtype=torch.long, device=device_of(model))
+    _gaussian(model.posterior(blank), "the posterior q(z|x)")
     return int(levels)
 
 
