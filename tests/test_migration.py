@@ -341,3 +341,45 @@ def test_a_table_is_pinned_by_its_columns_too_and_a_run_pinned_by_its_values_alo
     rewrite_records(vae, lambda r: {**r, "data": {**r["data"], "sha256": values_alone}})
     assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(vae)]) == 0
     assert json.loads((vae / "config.json").read_text())["data"]["sha256"] == values_alone
+
+
+def test_dgm_eval_and_report_take_the_eval_json_that_dgmkit_0_1_wrote_for_an_autoencoder(tmp_path, capsys):
+    """dgmkit 0.1 wrote "nll": null for a model with no density: the check of records refused it
+    as 'not an eval.json of dgmkit' (dgm eval took it before)."""
+    folder = tmp_path / "ae"
+    shutil.copytree(RUNS / "ae", folder)
+    old = {
+        "active_units": 0,
+        "bpd": None,
+        "checkpoint": "best.safetensors",
+        "dataset": "digits",
+        "elbo": None,
+        "elbo_bpd": None,
+        "exact": False,
+        "iw_samples": 0,
+        "kl": None,
+        "kl_per_dim": None,
+        "latent_dim": 2,
+        "n": 300,
+        "nll": None,
+        "nll_stderr": None,
+        "note": "an autoencoder defines no density over x",
+        "num_dims": 64,
+        "recon": -44.27,
+        "seconds": 0.003,
+        "split": "test",
+        "subset": None,
+        "transform": "dynamic-binarize",
+    }  # fmt: skip  (as dgmkit 0.1, commit d548364, wrote it for this run)
+    (folder / "eval.json").write_text(json.dumps(old))
+    assert main(["report", str(folder), "--no-figures", "--out", str(tmp_path / "r.html")]) == 0, capsys.readouterr().err
+    assert main(["eval", str(folder)]) == 0, capsys.readouterr().err
+    assert json.loads((folder / "eval.json").read_text())["estimate"] == "reconstruction"
+
+
+def test_the_report_of_the_v0_1_runs_notes_no_contradiction_with_their_checkpoints(tmp_path, capsys):
+    """dgmkit 0.1 tracked the ELBO as every family's best score: the report took the metrics of 11
+    of these runs for another run's, comparing the checkpoint's best with today's score key."""
+    folders = [str(RUNS / name) for name in VARIANTS]
+    assert main(["report", *folders, "--no-figures", "--out", str(tmp_path / "r.html")]) == 0, capsys.readouterr().err
+    assert "may not be of this run" not in (tmp_path / "r.html").read_text()

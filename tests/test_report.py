@@ -91,15 +91,15 @@ def test_a_run_with_only_an_eval_json_is_reported_as_with_evals_json(runs, tmp_p
     assert json.loads((vae / "eval.json").read_text())["estimate"] in page
     assert (tmp_path / "b.html").read_text() == page
     capsys.readouterr()
-    for text in ("{not json", '{"estimate": "exact"}', None):  # not JSON; no split, k or seed; over 16 MiB
+    for text in ("{not json", '{"estimate": "exact"}', None):  # not JSON; no split, k or seed; over 64 MiB
         if text is None:
             with open(vae / "eval.json", "wb") as f:  # sparse: refused from its size, never read in
-                f.truncate(17 << 20)
+                f.truncate(65 << 20)
         else:
             (vae / "eval.json").write_text(text)
         assert main(["report", str(vae), "--out", str(tmp_path / "c.html"), "--no-figures"]) == 1
         err = capsys.readouterr().err
-        said = "eval.json is larger than 16 MiB" if text is None else "eval.json is not an eval.json of dgmkit"
+        said = "eval.json is larger than 64 MiB" if text is None else "eval.json is not an eval.json of dgmkit"
         assert err.startswith("dgm: error: ") and err.count("\n") == 1 and said in err, err
     assert not (tmp_path / "c.html").exists()
 
@@ -224,8 +224,9 @@ def test_another_runs_evaluation_or_metrics_are_not_shown_as_this_runs(runs, tmp
     (vae / "evals.json").write_text(json.dumps({"results": {k: r for k, (r, _) in cases.items()}}))
     lines = [json.loads(line) for line in (vae / "metrics.jsonl").read_text().splitlines()]
     best = max(range(len(lines)), key=lambda i: lines[i]["valid_elbo"])
+    recorded = lines[best]["valid_elbo"]
     lines[best]["valid_elbo"] += 1.25
-    lines.append({**lines[-1], "epoch": len(lines) + 1})
+    lines += [{**lines[-1], "epoch": len(lines) + 1}, {**lines[-1], "epoch": len(lines) + 2}]
     (vae / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
     assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
     page = (tmp_path / "r.html").read_text()
@@ -233,10 +234,17 @@ def test_another_runs_evaluation_or_metrics_are_not_shown_as_this_runs(runs, tmp
         cell = re.search(f"<td class='note'>{key}( \\(([^<]*)\\))?</td>", page)
         assert cell is not None and cell.group(2) == said, (key, cell and cell.group(0))
     assert f"metrics.jsonl logs epochs up to {len(lines)}, but checkpoint.safetensors was written after epoch " in page
-    assert f"metrics.jsonl gives valid_elbo {lines[best]['valid_elbo']:.3f} at epoch {best + 1}" in page
-    shutil.copy(runs[0] / "metrics.jsonl", vae / "metrics.jsonl")  # the run's own: no such note
+    assert f"metrics.jsonl gives no score of {recorded:.3f} at epoch {best + 1}" in page
+    own = (runs[0] / "metrics.jsonl").read_text()
+    (vae / "metrics.jsonl").write_text(own)  # the run's own: no such note
     assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures", "--force"]) == 0
     assert "metrics.jsonl logs" not in (tmp_path / "r.html").read_text()
+    last = json.loads(own.splitlines()[-1])  # a run stopped after an epoch's line, before its checkpoint
+    (vae / "metrics.jsonl").write_text(own + json.dumps({**last, "epoch": last["epoch"] + 1}) + "\n")
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--no-figures", "--force"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert f"but the run stopped before its checkpoint (checkpoint.safetensors is of epoch {last['epoch']}" in page
+    assert "may not be of this run" not in page
 
 
 def test_the_page_says_what_dgm_eval_says_of_terms_active_units_and_em_steps(runs, tmp_path, monkeypatch):
@@ -582,3 +590,17 @@ def test_the_comparison_says_what_each_number_is_of_and_prefers_an_exact_number_
     assert "importance-sampled, k=50" in comparison and "k=0" not in html and "time-sampled k=" not in html
     assert "iris, a table&#x27;s rows, numeric columns standardized" in comparison
     assert "bound, 8 times a datapoint" in html and "a table: its 4 numeric ..." in html
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "best.safetensors"])
+def test_a_link_to_nothing_says_so_and_what_to_do(runs, tmp_path, capsys, name):
+    """A link whose target is absent (git-annex content not fetched): named as a link to nothing,
+    with the way out (best.safetensors: remove it to read checkpoint.safetensors)."""
+    vae = tmp_path / "vae"
+    shutil.copytree(runs[0], vae)
+    (vae / name).unlink()
+    (vae / name).symlink_to(tmp_path / "not-fetched")
+    capsys.readouterr()
+    code, _, err = _dgm(capsys, "report", vae, "--out", tmp_path / "s.html", "--no-figures")
+    want = "remove it to read the run's last weights" if name == "best.safetensors" else "or remove the link"
+    _refused(code, err, f"{vae / name}, a link to {tmp_path / 'not-fetched'}", "names no file", "fetch its content", want)

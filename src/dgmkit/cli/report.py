@@ -70,6 +70,8 @@ def read_metrics(path: Path, keys: Collection[str] | None = None) -> list[dict]:
     to a device, a FIFO, a folder)."""
     if not os.path.lexists(path):
         return []
+    if path.is_symlink() and not path.exists():  # (git-annex content not fetched, say)
+        raise DataError(f"{path}, a link to {os.readlink(path)}, names no file: fetch its content, or remove the link")
     if path.is_file() and path.stat().st_size > MAX_METRICS_BYTES:
         raise DataError(f"{path} is larger than {MAX_METRICS_BYTES >> 20} MiB; not a metrics file of dgmkit")
     out: list[dict] = []
@@ -139,10 +141,13 @@ def _whose(r: dict, run: Run, weights: str) -> str:
     return "other weights than the run's now (the record names no run)"
 
 
-def _metrics_notes(run: Run, metrics: list[dict], score: str) -> list[str]:
+def _metrics_notes(run: Run, metrics: list[dict]) -> list[str]:
     """Where metrics.jsonl contradicts the trainer's counters in checkpoint.safetensors (the
-    epochs done; the best score and its epoch), a note (a file of another run, say); none where
-    the checkpoint holds no counters. The header alone is read."""
+    epochs done; the best score at its epoch), a note (a file of another run, say); none where
+    the checkpoint holds no counters. The header alone is read. The best score is looked for
+    among the line's scores (the monitored one was another in runs of older versions: dgmkit
+    0.1 tracked the ELBO of every family); a line one epoch ahead is a run stopped before that
+    epoch's checkpoint."""
     try:
         t = parse_json(read_metadata(run.path / "checkpoint.safetensors").get("trainer") or "null")
     except (ValueError, DgmError):
@@ -150,22 +155,25 @@ def _metrics_notes(run: Run, metrics: list[dict], score: str) -> list[str]:
     if not isinstance(t, dict) or type(t.get("epoch")) is not int:
         return []
     lines = {m["epoch"]: m for m in metrics if type(m.get("epoch")) is int}
-    notes, step = [], fit_step(run.cfg)
-    if lines and max(lines) != t["epoch"]:
+    notes, step, done = [], fit_step(run.cfg), t["epoch"]
+    if lines and max(lines) == done + 1:
+        notes.append(
+            f"metrics.jsonl logs {step} {done + 1}, but the run stopped before its checkpoint (checkpoint.safetensors is "
+            f"of {step} {done}: dgm train --resume goes on from there)"
+        )
+    elif lines and max(lines) != done:
         notes.append(
             f"metrics.jsonl logs {step}s up to {max(lines)}, but checkpoint.safetensors was written after {step} "
-            f"{t['epoch']}: the curves may not be of this run"
+            f"{done}: the curves may not be of this run"
         )
     best, at = t.get("best_valid"), t.get("best_epoch")
     line = lines.get(at) if type(at) is int else None
     if finite_number(best) and line is not None:
-        key = f"valid_{score}" if f"valid_{score}" in line else f"train_{score}"  # (what the trainer tracks)
-        logged = line.get(key)
-        if not (finite_number(logged) and math.isclose(logged, best, rel_tol=1e-9, abs_tol=1e-9)):
-            given = f"{key} {logged:.3f}" if finite_number(logged) else f"no {key}"
+        scores = {k: v for k, v in line.items() if k.startswith(("valid_", "train_")) and finite_number(v)}
+        if scores and not any(math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-9) for v in scores.values()):
             notes.append(
-                f"metrics.jsonl gives {given} at {step} {at}, where checkpoint.safetensors records the best score, "
-                f"{best:.3f}: the curves may not be of this run"
+                f"metrics.jsonl gives no score of {best:.3f} at {step} {at}, where checkpoint.safetensors records that "
+                "best score: the curves may not be of this run"
             )
     return notes
 
@@ -238,7 +246,8 @@ def run_report(args: argparse.Namespace) -> int:
         figures, notes = ([], []) if args.no_figures else _figures(run, args)
         evals = _evaluations(run.path)
         weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]
-        metrics = read_metrics(run.path / "metrics.jsonl", metric_keys(score))
+        # (and the ELBO's: dgmkit 0.1 tracked it as every family's best score, which _metrics_notes looks for)
+        metrics = read_metrics(run.path / "metrics.jsonl", metric_keys(score) | {"train_elbo", "valid_elbo"})
         pages.append(
             RunPage(
                 name=str(d),
@@ -251,7 +260,7 @@ def run_report(args: argparse.Namespace) -> int:
                 evals=evals,
                 eval_notes=_notes_of(evals),
                 figures=figures,
-                notes=_metrics_notes(run, metrics, score) + notes,
+                notes=_metrics_notes(run, metrics) + notes,
                 weights=weights,
                 marks={protocol: _whose(r, run, weights) for protocol, r in evals.items()},
                 step=fit_step(run.cfg),

@@ -218,7 +218,14 @@ def _checkpoint_of(path: Path, which: str) -> Path:
         if os.path.lexists(found):  # not passed over for the next: the run would be read from other weights than its own
             link = f", a link to {os.readlink(found)}," if found.is_symlink() else ""
             what = "names no file" if not found.exists() else "is not a regular file"
-            raise CheckpointError(f"{found}{link} {what}: the run's weights cannot be read from it")
+            other = (
+                "; remove it to read the run's last weights, checkpoint.safetensors"
+                if found.name == names[0] != names[-1]
+                else ""
+            )
+            raise CheckpointError(
+                f"{found}{link} {what}: the run's weights cannot be read from it (fetch its content{other})"
+            )
     raise CheckpointError(f"{path} holds no checkpoint ({' or '.join(names)}); train with `dgm train --out {path}`")
 
 

@@ -276,13 +276,14 @@ def record_problem(record: object) -> str | None:
     evals.json), other than one that ``dgm eval`` writes (None: nothing): the first field of
     another type or outside its range, named with its value. Integers are ints (not bools or
     floats), counts positive, numbers finite, strings strings; the fields the readers need are
-    there (a record of dgmkit 0.1, with no ``estimate``, needs only a split and an NLL). Every
-    reader of these files checks records with it, so that none is shown with a wrong number."""
+    there (a record of dgmkit 0.1, with no ``estimate``, needs only a split and an NLL field,
+    null for a model with no density). Every reader of these files checks records with it, so
+    that none is shown with a wrong number."""
     if not isinstance(record, dict):
         return f"it is {_shown(record)}, not an object"
     r = record
-    needed = ("split", "estimate", "iw_samples", "n", "num_dims") if "estimate" in r else ("split", "nll")
-    missing = [k for k in needed if r.get(k) is None]
+    needed = ("split", "estimate", "iw_samples", "n", "num_dims") if "estimate" in r else ("split",)
+    missing = [k for k in needed if r.get(k) is None] or ([] if "estimate" in r or "nll" in r else ["nll"])
     if missing:
         return f"it has no {missing[0]}"
     if r.get("num_dims") is None and (r.get("observed_dims") is not None or r.get("transform") == "dequantize"):
