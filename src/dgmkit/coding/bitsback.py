@@ -27,8 +27,8 @@ than the bits on it, with a margin), and each batch's size goes on the stack aft
 over 0..batch_size), so decoding reads the size of the batch it undoes next. A stack that ran
 short would still decode exactly, at a worse rate. Decoding ends with exactly the first words on
 the stack, which it checks. Encoder and decoder compute q(z|x) on the same batches and p(x|z) on
-the same chunks of images, so both see the same probabilities bit for bit on the same machine
-and software.
+the same chunks of images, on one CPU thread (``one_thread``), so both see the same
+probabilities bit for bit on the same type of machine and software.
 """
 
 import functools
