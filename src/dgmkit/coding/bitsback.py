@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent, Normal, OneHotCategorical
 
 from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
@@ -70,25 +70,12 @@ _PMF_BUDGET = 2**22  # pixel probabilities (float64) computed at once: images x 
 _MAX_BATCH = 2**20  # images a batch (its size goes on the stack, uniform over 0..batch size: the coder takes < 2**24)
 
 
-def _gaussian(d: Distribution, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean and scale (*batch, M) of a diagonal Gaussian over the latent vector."""
-    if isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1:
-        base = d.base_dist
-        shape = (*d.batch_shape, *d.event_shape)
-        return base.loc.expand(shape), base.scale.expand(shape)
-    raise ConfigError(
-        f"bits-back coding needs {what} to be a diagonal Gaussian over the latent vector; this model's is a "
-        f"{type(d).__name__}{f' of {type(d.base_dist).__name__}' if isinstance(d, Independent) else ''} "
-        "(a VAE with the standard prior and the Gaussian posterior codes)"
-    )
-
-
 @evaluates
 @torch.no_grad()
 def check_bits_back(model: VAE) -> int:
     """The number of levels of a pixel that ``model`` codes by bits-back, or a ConfigError that
-    says what it lacks: a diagonal Gaussian prior and posterior (tried on a blank image), a
-    discrete likelihood."""
+    says what it lacks: a diagonal Gaussian prior and posterior, or independent categorical
+    ones (the posterior tried on a blank image), a discrete likelihood."""
     if getattr(model, "coding", None) != "bits-back":
         raise ConfigError(
             f"a {type(model).__name__} does not declare bits-back coding (its coding is "
@@ -100,9 +87,8 @@ def check_bits_back(model: VAE) -> int:
             "bits-back coding codes x with p(x|z), which must be a probability of discrete pixels (a Bernoulli, "
             "categorical or discretized logistic likelihood); this model's is a density"
         )
-    _gaussian(model.prior(), "the prior p(z)")
-    blank = torch.zeros(1, *model.event_shape, dtype=torch.long, device=device_of(model))
-    _gaussian(model.posterior(blank), "the posterior q(z|x)")
+    latents = _latents(model.prior())
+    latents.posterior(model.posterior(torch.zeros(1, *model.event_shape, dtype=torch.long, device=device_of(model))))
     return int(levels)
 
 
@@ -135,45 +121,127 @@ def seed_words(latent_dim: int) -> np.ndarray:
     return words
 
 
+def _gaussian(d: Distribution) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The mean and scale (*batch, M) of a diagonal Gaussian over the latent vector, or None."""
+    if isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1:
+        shape = (*d.batch_shape, *d.event_shape)
+        return d.base_dist.loc.expand(shape), d.base_dist.scale.expand(shape)
+    return None
+
+
+def _categories(d: Distribution) -> torch.Tensor | None:
+    """The probabilities (*batch, V, K) of V independent categorical variables (one-hot), or None."""
+    if isinstance(d, Independent) and isinstance(d.base_dist, OneHotCategorical) and len(d.event_shape) == 2:
+        return d.base_dist.probs.expand(*d.batch_shape, *d.event_shape)
+    return None
+
+
+def _refused(d: Distribution, what: str) -> ConfigError:
+    inner = f" of {type(d.base_dist).__name__}" if isinstance(d, Independent) else ""
+    return ConfigError(
+        f"bits-back coding needs {what} to be a diagonal Gaussian over the latent vector (or independent categorical "
+        f"variables); this model's is a {type(d).__name__}{inner} (a VAE with the standard prior and the Gaussian "
+        "posterior codes, and a discrete VAE)"
+    )
+
+
+def _checked(a: np.ndarray, what: str) -> np.ndarray:
+    if not np.isfinite(a).all():
+        raise DataError(f"{what} has non-finite parameters (are the weights finite?)")
+    return np.ascontiguousarray(a)
+
+
 class _Grid:
-    """The latent grid of one batch under a Gaussian: bucket indices (flat, B*M) and the
-    quantized Gaussian's parameters in bucket units, float64 on the CPU."""
+    """Gaussian latents on a grid of buckets ``BUCKET`` prior scales wide: bucket indices (flat,
+    B*M) and the quantized Gaussians' parameters in bucket units, float64 on the CPU."""
 
-    def __init__(self, prior_loc: torch.Tensor, prior_scale: torch.Tensor):
-        self.loc = prior_loc.detach().double().cpu()
-        self.scale = prior_scale.detach().double().cpu()
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
+        self.loc, self.scale = loc.detach().double().cpu(), scale.detach().double().cpu()
 
-    def params(self, loc: torch.Tensor, scale: torch.Tensor, what: str) -> tuple[np.ndarray, np.ndarray]:
-        mean = ((loc.detach().double().cpu() - self.loc) / (self.scale * BUCKET)).reshape(-1).numpy()
-        std = (scale.detach().double().cpu() / (self.scale * BUCKET)).reshape(-1).numpy()
-        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-            raise DataError(f"{what} has a non-finite mean or a scale that is not positive (are the weights finite?)")
-        return np.ascontiguousarray(mean), np.ascontiguousarray(std)
+    def posterior(self, q: Distribution) -> Any:  # (the mean and scale in bucket units)
+        params = _gaussian(q)
+        if params is None:
+            raise _refused(q, "the posterior q(z|x)")
+        mean = _checked(
+            ((params[0].detach().double().cpu() - self.loc) / (self.scale * BUCKET)).reshape(-1).numpy(), "q(z|x)"
+        )
+        std = _checked((params[1].detach().double().cpu() / (self.scale * BUCKET)).reshape(-1).numpy(), "q(z|x)")
+        if not (std > 0).all():
+            raise DataError("q(z|x) has a scale that is not positive (are the weights finite?)")
+        return mean, std
 
-    def prior(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        m = len(self.loc)
-        return np.zeros(b * m), np.full(b * m, 1.0 / BUCKET)
+    def _prior(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(b * len(self.loc)), np.full(b * len(self.loc), 1.0 / BUCKET)
 
-    def take(self, ans: "_Ans", family: Callable[[int], Any], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    def prior_pop(self, ans: "_Ans", f: "_Families", b: int) -> np.ndarray:
+        return ans.pop(f.gauss, *self._prior(b))
+
+    def prior_push(self, ans: "_Ans", f: "_Families", index: np.ndarray, b: int) -> None:
+        ans.push(np.ascontiguousarray(index, dtype=np.int32), f.gauss, *self._prior(b))
+
+    def take(self, ans: "_Ans", f: "_Families", params: Any) -> np.ndarray:
         """Decode bucket indices from the stack with the posterior: each within its window."""
+        mean, std = params
         centre, windows = _windows(mean, std)
         index = np.empty(len(mean), dtype=np.int64)
         for w, at in windows:
-            index[at] = centre[at] + ans.pop(family(w), mean[at] - centre[at], std[at])
+            index[at] = centre[at] + ans.pop(f.window(w), mean[at] - centre[at], std[at])
         return index
 
-    def give(self, ans: "_Ans", family: Callable[[int], Any], index: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    def give(self, ans: "_Ans", f: "_Families", index: np.ndarray, params: Any) -> None:
         """Encode the indices back with the posterior (the inverse of ``take``)."""
+        mean, std = params
         centre, windows = _windows(mean, std)
         for w, at in reversed(windows):
             offset = index[at] - centre[at]
             if np.abs(offset).max(initial=0) > w:  # (only a decoder of data not coded with this model meets one)
                 raise _AnsFailure
-            ans.push(np.ascontiguousarray(offset, dtype=np.int32), family(w), mean[at] - centre[at], std[at])
+            ans.push(np.ascontiguousarray(offset, dtype=np.int32), f.window(w), mean[at] - centre[at], std[at])
 
-    def centres(self, index: np.ndarray, b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    def z(self, index: np.ndarray, b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         u = torch.from_numpy(index.astype(np.float64)).view(b, -1) * BUCKET
         return (self.loc + self.scale * u).to(dtype=dtype, device=device)
+
+
+class _Categories:
+    """V independent categorical latents of K classes, coded exactly: class indices (flat, B*V)
+    and their probabilities (B*V, K), float64 on the CPU."""
+
+    def __init__(self, probs: torch.Tensor):
+        self.probs = _checked(probs.detach().double().cpu().numpy(), "p(z)")
+        self.shape = tuple(probs.shape)  # (V, K)
+
+    def posterior(self, q: Distribution) -> Any:  # (the probabilities, (B*V, K))
+        probs = _categories(q)
+        if probs is None or tuple(probs.shape[-2:]) != self.shape:
+            raise _refused(q, "the posterior q(z|x)")
+        return _checked(probs.detach().double().cpu().reshape(-1, self.shape[1]).numpy(), "q(z|x)")
+
+    def prior_pop(self, ans: "_Ans", f: "_Families", b: int) -> np.ndarray:
+        return ans.pop(f.categorical, np.tile(self.probs, (b, 1)))
+
+    def prior_push(self, ans: "_Ans", f: "_Families", index: np.ndarray, b: int) -> None:
+        ans.push(np.ascontiguousarray(index, dtype=np.int32), f.categorical, np.tile(self.probs, (b, 1)))
+
+    def take(self, ans: "_Ans", f: "_Families", probs: Any) -> np.ndarray:
+        return ans.pop(f.categorical, probs).astype(np.int64)
+
+    def give(self, ans: "_Ans", f: "_Families", index: np.ndarray, probs: Any) -> None:
+        ans.push(np.ascontiguousarray(index, dtype=np.int32), f.categorical, probs)
+
+    def z(self, index: np.ndarray, b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        one_hot = torch.nn.functional.one_hot(torch.from_numpy(index.astype(np.int64)), self.shape[1])
+        return one_hot.view(b, *self.shape).to(dtype=dtype, device=device)
+
+
+def _latents(prior: Distribution) -> "_Grid | _Categories":
+    """How the model's latents are coded, from its prior p(z)."""
+    gaussian, categories = _gaussian(prior), _categories(prior)
+    if gaussian is not None:
+        return _Grid(*gaussian)
+    if categories is not None:
+        return _Categories(categories)
+    raise _refused(prior, "the prior p(z)")
 
 
 def _windows(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
@@ -193,7 +261,7 @@ def _windows(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, list[tuple[
 def _pixel_probabilities(model: VAE, z: torch.Tensor, levels: int) -> np.ndarray:
     """p(x_d = v | z) for every pixel of each image, a C-ordered float64 array (B * D, levels) of
     finite, normalised rows."""
-    log_pmf = model.decoder.pixel_log_pmf(z)
+    log_pmf = model.decoder.pixel_log_pmf(model.decoder_input(z))
     p = np.ascontiguousarray(log_pmf.detach().cpu().to(torch.float64).exp().reshape(-1, levels).numpy())
     total = p.sum(axis=1, keepdims=True)
     if not (np.isfinite(p).all() and np.isfinite(total).all() and (total > 0).all()):
@@ -208,7 +276,7 @@ def _chunks(b: int, pixels: int, levels: int) -> list[tuple[int, int]]:
     return [(s, min(s + rows, b)) for s in range(0, b, rows)]
 
 
-def _check(model: VAE, batch_size: int, n: int) -> tuple[int, _Grid, int]:
+def _check(model: VAE, batch_size: int, n: int) -> tuple[int, "_Grid | _Categories", int]:
     """The levels, the latent grid and the largest batch (``batch_size``, at most ``n``)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"the coding batch size must be a positive integer, got {batch_size!r}")
@@ -216,8 +284,7 @@ def _check(model: VAE, batch_size: int, n: int) -> tuple[int, _Grid, int]:
     if batch_size > _MAX_BATCH:
         raise DataError(f"the coding batch size must be at most {_MAX_BATCH} images, got {batch_size}")
     levels = check_bits_back(model)
-    loc, scale = _gaussian(model.prior(), "the prior p(z)")
-    return levels, _Grid(loc, scale), batch_size
+    return levels, _latents(model.prior()), batch_size
 
 
 class _AnsFailure(Exception):
@@ -258,7 +325,7 @@ class _Families:
         model = _coder().model
         self.gauss = model.QuantizedGaussian(-_EDGE, _EDGE)
         self.window = functools.cache(lambda w: model.QuantizedGaussian(-w, w))
-        self.pixels = model.Categorical(perfect=False)
+        self.categorical = model.Categorical(perfect=False)  # (pixels, categorical latents)
         self.sizes = model.Uniform(batch_size + 1)  # (constriction's uniform model needs two values or more)
 
 
@@ -267,7 +334,7 @@ class _Families:
 def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
     """Compress integer images (N, *event) to ANS words (uint32) by bits-back coding (on one
     CPU thread: see ``one_thread``)."""
-    levels, grid, batch_size = _check(model, batch_size, len(x))
+    levels, latents, batch_size = _check(model, batch_size, len(x))
     x = x.long().cpu()
     if len(x) and (int(x.min()) < 0 or int(x.max()) >= levels):
         raise DataError(f"the model codes integer pixels 0..{levels - 1}; these run from {int(x.min())} to {int(x.max())}")
@@ -280,15 +347,15 @@ def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.n
                 b = next_batch(ans.bits(), taken, len(x) - start, batch_size)
                 xb = x[start : start + b]
                 start += b
-                mean, std = grid.params(*_gaussian(model.posterior(xb.to(device)), "the posterior q(z|x)"), "q(z|x)")
+                q = latents.posterior(model.posterior(xb.to(device)))
                 before = ans.bits()
-                index = grid.take(ans, f.window, mean, std)  # bits back
+                index = latents.take(ans, f, q)  # bits back
                 taken = (before - ans.bits()) / b
-                z = grid.centres(index, b, dtype, device)
+                z = latents.z(index, b, dtype, device)
                 for s, e in _chunks(b, pixels, levels):
                     probs = _pixel_probabilities(model, z[s:e], levels)
-                    ans.push(np.ascontiguousarray(xb[s:e].reshape(-1).numpy(), dtype=np.int32), f.pixels, probs)
-                ans.push(np.ascontiguousarray(index, dtype=np.int32), f.gauss, *grid.prior(b))
+                    ans.push(np.ascontiguousarray(xb[s:e].reshape(-1).numpy(), dtype=np.int32), f.categorical, probs)
+                latents.prior_push(ans, f, index, b)
                 ans.push(np.int32(b), f.sizes)  # read first when decoding
     except _AnsFailure:
         raise DataError(
@@ -304,7 +371,7 @@ def decode_bits_back(model: VAE, words: np.ndarray, n: int, batch_size: int = 50
     have produced raise DataError (the stack must end as it began)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise DataError(f"the number of images to decode must be a non-negative integer, got {n!r}")
-    levels, grid, batch_size = _check(model, batch_size, n)
+    levels, latents, batch_size = _check(model, batch_size, n)
     words = np.ascontiguousarray(words, dtype=np.uint32)
     if words.ndim != 1 or not len(words) or words[-1] == 0:
         raise DataError("the compressed data is not an ANS stack of this coder (empty, or its top word is zero)")
@@ -319,15 +386,14 @@ def decode_bits_back(model: VAE, words: np.ndarray, n: int, batch_size: int = 50
                 b = int(ans.pop(f.sizes))
                 if not 1 <= b <= end:
                     raise _AnsFailure
-                index = ans.pop(f.gauss, *grid.prior(b))
-                z = grid.centres(index, b, dtype, device)
+                index = latents.prior_pop(ans, f, b)
+                z = latents.z(index, b, dtype, device)
                 xb = torch.empty(b, pixels, dtype=torch.long)
                 for s, e in reversed(_chunks(b, pixels, levels)):
                     probs = _pixel_probabilities(model, z[s:e], levels)
-                    xb[s:e] = torch.from_numpy(ans.pop(f.pixels, probs).astype(np.int64)).view(e - s, -1)
+                    xb[s:e] = torch.from_numpy(ans.pop(f.categorical, probs).astype(np.int64)).view(e - s, -1)
                 xb = xb.view(b, *shape)
-                mean, std = grid.params(*_gaussian(model.posterior(xb.to(device)), "the posterior q(z|x)"), "q(z|x)")
-                grid.give(ans, f.window, index, mean, std)  # the bits given back
+                latents.give(ans, f, index, latents.posterior(model.posterior(xb.to(device))))  # the bits given back
                 out[end - b : end] = xb
                 end -= b
     except _AnsFailure:

@@ -21,7 +21,6 @@ class CategoricalVAE(VAE):
     learned control variate of the score-function estimator (trained with the model, saved with it)."""
 
     discrete_latents = True
-    coding = None  # (bits-back coding here takes Gaussian latents)
 
     def __init__(self, *vae_args, baseline: nn.Module | None = None, **vae_kwargs):
         super().__init__(*vae_args, **vae_kwargs)
@@ -29,7 +28,11 @@ class CategoricalVAE(VAE):
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for one-hot (or relaxed) z of shape (*batch, V, K)."""
-        return self.decoder(z.flatten(-2))
+        return self.decoder(self.decoder_input(z))
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        """The flattened one-hot (or relaxed) z of shape (*batch, V, K) that the decoder reads."""
+        return z.flatten(-2)
 
     def baseline_value(self, x: torch.Tensor) -> torch.Tensor:
         if self.baseline is None:

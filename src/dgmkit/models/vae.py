@@ -100,7 +100,11 @@ class VAE(DecodedModel, LatentVariableModel):
                 "the encoder's q(z|x) must be over as many (an encoder that sets latent_dim is checked where the model "
                 "is built)"
             )
-        return self.decoder(z)
+        return self.decoder(self.decoder_input(z))
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the decoder network reads of latents z (*batch, M): z itself here."""
+        return z
 
     @property
     def coding_levels(self) -> int | None:
