@@ -24,7 +24,7 @@ from dgmkit.devices import device_of
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
 
-__all__ = ["encode_images", "decode_images", "check_sequential", "sequential_nll", "one_thread"]
+__all__ = ["encode_images", "decode_images", "check_sequential", "sequential_nll", "one_thread", "pmf_rows"]
 
 # what constriction raises on an impossible symbol (KeyError), probabilities it cannot use
 # (ValueError) or compressed data that its model cannot have produced (AssertionError)
@@ -57,18 +57,25 @@ def _coder():
 
 
 def _probabilities(log_pmf: torch.Tensor, batch: int, levels: int, t: int) -> np.ndarray:
-    """The conditionals of pixel step ``t`` as the coder needs them: a C-contiguous float64
-    array (batch, levels) whose rows are finite, non-negative and sum to one."""
+    """The conditionals of pixel step ``t`` as the coder needs them (``pmf_rows``), of shape
+    (batch, levels)."""
     if tuple(log_pmf.shape) != (batch, levels):
         raise DataError(
             f"internal: the model gave probabilities of shape {tuple(log_pmf.shape)} at pixel step {t}, "
             f"expected ({batch}, {levels})"
         )
-    p = np.ascontiguousarray(log_pmf.detach().cpu().to(torch.float64).exp().numpy(), dtype=np.float64)
+    return pmf_rows(log_pmf, levels, f"at pixel step {t}")
+
+
+def pmf_rows(log_pmf: torch.Tensor, levels: int, where: str) -> np.ndarray:
+    """Log-probabilities (..., levels) as the coder needs them: a C-contiguous float64 array
+    (rows, levels) whose rows are finite, non-negative and sum to one; a DataError naming
+    ``where`` for non-finite or all-zero rows (weights that are not finite)."""
+    p = np.ascontiguousarray(log_pmf.detach().cpu().to(torch.float64).exp().reshape(-1, levels).numpy())
     total = p.sum(axis=1, keepdims=True)
     if not (np.isfinite(p).all() and np.isfinite(total).all() and (total > 0).all()):
         raise DataError(
-            f"the model gives non-finite or zero probabilities at pixel step {t} (are its weights finite?): "
+            f"the model gives non-finite or zero probabilities {where} (are its weights finite?): "
             "these images cannot be coded with it"
         )
     p /= total

@@ -43,7 +43,7 @@ from torch.distributions import Distribution, Independent, Normal, OneHotCategor
 
 from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
-from dgmkit.coding.arm_coder import _CODER_ERRORS, _coder, one_thread
+from dgmkit.coding.arm_coder import _CODER_ERRORS, _coder, one_thread, pmf_rows
 from dgmkit.devices import device_of, dtype_of
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models import VAE
@@ -261,13 +261,7 @@ def _windows(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, list[tuple[
 def _pixel_probabilities(model: VAE, z: torch.Tensor, levels: int) -> np.ndarray:
     """p(x_d = v | z) for every pixel of each image, a C-ordered float64 array (B * D, levels) of
     finite, normalised rows."""
-    log_pmf = model.decoder.pixel_log_pmf(model.decoder_input(z))
-    p = np.ascontiguousarray(log_pmf.detach().cpu().to(torch.float64).exp().reshape(-1, levels).numpy())
-    total = p.sum(axis=1, keepdims=True)
-    if not (np.isfinite(p).all() and np.isfinite(total).all() and (total > 0).all()):
-        raise DataError("the model gives non-finite or zero pixel probabilities (are its weights finite?)")
-    p /= total
-    return p
+    return pmf_rows(model.decoder.pixel_log_pmf(model.decoder_input(z)), levels, "of pixels given z")
 
 
 def _chunks(b: int, pixels: int, levels: int) -> list[tuple[int, int]]:
