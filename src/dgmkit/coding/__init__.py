@@ -74,4 +74,4 @@ CODERS = {
 
 def coder_of(model: GenerativeModel) -> Coder | None:
     """The coder of a model that declares one (``model.coding``), else None."""
-    return CODERS.get(model.coding) if model.coding is not None else None
+    return CODERS.get(model.coding)  # type: ignore[arg-type]  # (None: no coder)

@@ -23,8 +23,19 @@ from dgmkit._modes import evaluates
 from dgmkit.devices import device_of
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
+from dgmkit.models.base import GenerativeModel
 
-__all__ = ["encode_images", "decode_images", "check_sequential", "sequential_nll", "one_thread", "pmf_rows"]
+__all__ = [
+    "encode_images",
+    "decode_images",
+    "check_sequential",
+    "sequential_nll",
+    "one_thread",
+    "pmf_rows",
+    "check_images",
+    "check_batch_size",
+    "check_count",
+]
 
 # what constriction raises on an impossible symbol (KeyError), probabilities it cannot use
 # (ValueError) or compressed data that its model cannot have produced (AssertionError)
@@ -82,7 +93,8 @@ def pmf_rows(log_pmf: torch.Tensor, levels: int, where: str) -> np.ndarray:
     return p
 
 
-def _check_images(model: AutoregressiveModel, x: torch.Tensor, levels: int) -> torch.Tensor:
+def check_images(model: GenerativeModel, x: torch.Tensor, levels: int) -> torch.Tensor:
+    """``x`` as int64 images of the model's event shape, each pixel one of the ``levels`` it codes."""
     if tuple(x.shape[1:]) != tuple(model.event_shape):
         raise DataError(f"expected images of shape (N, {', '.join(map(str, model.event_shape))}), got {tuple(x.shape)}")
     if x.dtype.is_complex or (x.dtype.is_floating_point and not torch.equal(x, x.round())):
@@ -117,7 +129,14 @@ def sequential_nll(model: AutoregressiveModel, x: torch.Tensor) -> torch.Tensor:
     return -torch.cat([model.log_prob(x[i : i + 1000].to(device)).cpu() for i in range(0, len(x), 1000)]).double()
 
 
-def _check_batch_size(batch_size: int) -> int:
+def check_count(n: int) -> int:
+    """The number of images a decoder is to give: a non-negative integer."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise DataError(f"the number of images to decode must be a non-negative integer, got {n!r}")
+    return n
+
+
+def check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"the coding batch size must be a positive integer, got {batch_size!r}")
     return batch_size
@@ -125,14 +144,15 @@ def _check_batch_size(batch_size: int) -> int:
 
 @evaluates
 @torch.no_grad()
+@one_thread()
 def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
     """Compress integer images (N, 1, H, W) to range-coder words (uint32)."""
     stream = _coder()
     family = stream.model.Categorical(perfect=False)
     encoder = stream.queue.RangeEncoder()
     levels = _levels(model)
-    x = _check_images(model, x, levels).cpu()  # the coder's values are read on the CPU
-    batch_size = _check_batch_size(batch_size)
+    x = check_images(model, x, levels).cpu()  # the coder's values are read on the CPU
+    batch_size = check_batch_size(batch_size)
     order = model.order().tolist()
     device = device_of(model)
     for start in range(0, len(x), batch_size):
@@ -150,13 +170,13 @@ def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int =
                 ) from None
             return values.to(device)
 
-        with one_thread():
-            model.run_cached(len(xb), choose, device)
+        model.run_cached(len(xb), choose, device)
     return encoder.get_compressed()
 
 
 @evaluates
 @torch.no_grad()
+@one_thread()
 def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
     """Invert ``encode_images``: n images (N, 1, H, W) as int64. Compressed data that the model
     cannot have produced raises DataError (data that it can have produced decodes to some
@@ -164,9 +184,8 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
     stream = _coder()
     family = stream.model.Categorical(perfect=False)
     levels = _levels(model)
-    batch_size = _check_batch_size(batch_size)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise DataError(f"the number of images to decode must be a non-negative integer, got {n!r}")
+    batch_size = check_batch_size(batch_size)
+    check_count(n)
     words = np.ascontiguousarray(words, dtype=np.uint32)
     if words.ndim != 1:
         raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {words.shape}")
@@ -196,8 +215,7 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
                 )
             return torch.from_numpy(values.astype(np.int64)).to(device)
 
-        with one_thread():
-            out[start : start + nb] = model.run_cached(nb, choose, device).round().long().cpu()
+        out[start : start + nb] = model.run_cached(nb, choose, device).round().long().cpu()
     return out
 
 

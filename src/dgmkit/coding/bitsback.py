@@ -43,7 +43,15 @@ from torch.distributions import Distribution, Independent, Normal, OneHotCategor
 
 from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
-from dgmkit.coding.arm_coder import _CODER_ERRORS, _coder, one_thread, pmf_rows
+from dgmkit.coding.arm_coder import (
+    _CODER_ERRORS,
+    _coder,
+    check_batch_size,
+    check_count,
+    check_images,
+    one_thread,
+    pmf_rows,
+)
 from dgmkit.devices import device_of, dtype_of
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models import VAE
@@ -76,6 +84,11 @@ def check_bits_back(model: VAE) -> int:
     """The number of levels of a pixel that ``model`` codes by bits-back, or a ConfigError that
     says what it lacks: a diagonal Gaussian prior and posterior, or independent categorical
     ones (the posterior tried on a blank image), a discrete likelihood."""
+    return _codec_of(model)[0]
+
+
+def _codec_of(model: VAE) -> tuple[int, "_Grid | _Categories"]:
+    """``check_bits_back``'s levels, and the codec of the model's latents."""
     if getattr(model, "coding", None) != "bits-back":
         raise ConfigError(
             f"a {type(model).__name__} does not declare bits-back coding (its coding is "
@@ -89,7 +102,7 @@ def check_bits_back(model: VAE) -> int:
         )
     latents = _latents(model.prior())
     latents.posterior(model.posterior(torch.zeros(1, *model.event_shape, dtype=torch.long, device=device_of(model))))
-    return int(levels)
+    return int(levels), latents
 
 
 @torch.no_grad()
@@ -271,14 +284,11 @@ def _chunks(b: int, pixels: int, levels: int) -> list[tuple[int, int]]:
 
 
 def _check(model: VAE, batch_size: int, n: int) -> tuple[int, "_Grid | _Categories", int]:
-    """The levels, the latent grid and the largest batch (``batch_size``, at most ``n``)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise DataError(f"the coding batch size must be a positive integer, got {batch_size!r}")
-    batch_size = min(batch_size, max(n, 1))
+    """The levels, the latents' codec and the largest batch (``batch_size``, at most ``n``)."""
+    batch_size = min(check_batch_size(batch_size), max(n, 1))
     if batch_size > _MAX_BATCH:
         raise DataError(f"the coding batch size must be at most {_MAX_BATCH} images, got {batch_size}")
-    levels = check_bits_back(model)
-    return levels, _latents(model.prior()), batch_size
+    return (*_codec_of(model), batch_size)
 
 
 class _AnsFailure(Exception):
@@ -329,9 +339,7 @@ def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.n
     """Compress integer images (N, *event) to ANS words (uint32) by bits-back coding (on one
     CPU thread: see ``one_thread``)."""
     levels, latents, batch_size = _check(model, batch_size, len(x))
-    x = x.long().cpu()
-    if len(x) and (int(x.min()) < 0 or int(x.max()) >= levels):
-        raise DataError(f"the model codes integer pixels 0..{levels - 1}; these run from {int(x.min())} to {int(x.max())}")
+    x = check_images(model, x, levels).cpu()
     f, ans = _Families(batch_size), _Ans(seed_words(model.latent_dim))
     device, dtype, pixels = device_of(model), dtype_of(model), math.prod(x.shape[1:])
     start, taken = 0, float(_PRECISION_BITS * model.latent_dim)  # bits taken back an image: at most this at first
@@ -363,9 +371,7 @@ def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.n
 def decode_bits_back(model: VAE, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
     """Invert ``encode_bits_back``: n images (N, *event) as int64. Words that the model cannot
     have produced raise DataError (the stack must end as it began)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise DataError(f"the number of images to decode must be a non-negative integer, got {n!r}")
-    levels, latents, batch_size = _check(model, batch_size, n)
+    levels, latents, batch_size = _check(model, batch_size, check_count(n))
     words = np.ascontiguousarray(words, dtype=np.uint32)
     if words.ndim != 1 or not len(words) or words[-1] == 0:
         raise DataError("the compressed data is not an ANS stack of this coder (empty, or its top word is zero)")

@@ -37,6 +37,15 @@ class Decoder(ConditionalDistribution):
             )
 
     def forward(self, z: torch.Tensor) -> Distribution:
+        return self.head(self._params(z))
+
+    def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(x_d = v | z) of every value v of every pixel, (*batch, C, H, W, L) in float64:
+        what an entropy coder of x given z needs. A head of a density has none (TypeError)."""
+        return self.head.pixel_log_pmf(self._params(z).movedim(-3, -1))
+
+    def _params(self, z: torch.Tensor) -> torch.Tensor:
+        """The head's parameters (*batch, C, P, H, W) for latents z (*batch, M)."""
         c, h, w = self.event_shape
         out = self.net(z.reshape(-1, z.shape[-1]))
         need = c * self.head.params_per_pixel * h * w
@@ -46,13 +55,4 @@ class Decoder(ConditionalDistribution):
                 f"the {type(self.head).__name__} needs C * P * H * W = {c} * {self.head.params_per_pixel} * {h} * {w} "
                 f"= {need} numbers per latent (P: the head's params_per_pixel)"
             )
-        params = out.reshape(*z.shape[:-1], c, self.head.params_per_pixel, h, w)  # (*batch, C, P, H, W)
-        return self.head(params)
-
-    def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(x_d = v | z) of every value v of every pixel, (*batch, C, H, W, L) in float64:
-        what an entropy coder of x given z needs. A head of a density has none (TypeError)."""
-        c, h, w = self.event_shape
-        out = self.net(z.reshape(-1, z.shape[-1]))
-        params = out.reshape(*z.shape[:-1], c, self.head.params_per_pixel, h, w).movedim(-3, -1)
-        return self.head.pixel_log_pmf(params)
+        return out.reshape(*z.shape[:-1], c, self.head.params_per_pixel, h, w)

@@ -220,7 +220,7 @@ def _checkpoint_of(path: Path, which: str) -> Path:
             what = "names no file" if not found.exists() else "is not a regular file"
             other = (
                 "; remove it to read the run's last weights, checkpoint.safetensors"
-                if found.name == names[0] != names[-1]
+                if which == "best" and found.name == "best.safetensors"
                 else ""
             )
             raise CheckpointError(

@@ -110,7 +110,7 @@ class VAE(DecodedModel, LatentVariableModel):
     def coding_levels(self) -> int | None:
         """The values of a pixel that bits-back coding codes: a discrete likelihood's levels."""
         head = self.decoder.head
-        return head.num_levels if self.coding is not None and head.discrete else None
+        return head.num_levels if head.discrete else None
 
     @property
     def num_components(self) -> int | None:
