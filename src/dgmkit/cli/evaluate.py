@@ -31,7 +31,7 @@ from dgmkit.cli.common import (
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data.transforms import scores_densities
-from dgmkit.errors import ConfigError, DgmError
+from dgmkit.errors import ConfigError
 from dgmkit.evaluation import evaluate, record_terms
 from dgmkit.evaluation.order_files import OrderFiles
 from dgmkit.evaluation.report import active_units_words, data_notes, data_words, record_problem
@@ -346,14 +346,10 @@ def _seeded_subset(
 def _trained(run: Run) -> dict | None:
     """How far training had gone when the evaluated weights were written: epochs finished and,
     for a run stopped within an epoch (--time-budget), the steps into the next (None: unknown)."""
-    from dgmkit._io import parse_json
-    from dgmkit.training.checkpoint import read_metadata
+    from dgmkit.training.checkpoint import trainer_counters
 
-    try:
-        t = parse_json(read_metadata(run.checkpoint).get("trainer") or "null")
-    except (ValueError, DgmError):
-        return None
-    if not isinstance(t, dict) or not isinstance(t.get("epoch"), int):
+    t = trainer_counters(run.checkpoint)
+    if t is None:
         return None
     progress = t.get("epoch_progress")
     step = progress.get("step") if isinstance(progress, dict) else None

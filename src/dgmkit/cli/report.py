@@ -36,7 +36,7 @@ from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.evaluation.report import finite_number
 from dgmkit.reporting import RunPage, metric_keys, render_page
 from dgmkit.settings import unused_keys
-from dgmkit.training.checkpoint import read_metadata
+from dgmkit.training.checkpoint import trainer_counters
 from dgmkit.training.run_writer import MAX_METRICS_BYTES, read_run_file, run_files
 
 __all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES"]
@@ -148,11 +148,8 @@ def _metrics_notes(run: Run, metrics: list[dict]) -> list[str]:
     among the line's scores (the monitored one was another in runs of older versions: dgmkit
     0.1 tracked the ELBO of every family); a line one epoch ahead is a run stopped before that
     epoch's checkpoint."""
-    try:
-        t = parse_json(read_metadata(run.path / "checkpoint.safetensors").get("trainer") or "null")
-    except (ValueError, DgmError):
-        return []
-    if not isinstance(t, dict) or type(t.get("epoch")) is not int:
+    t = trainer_counters(run.path / "checkpoint.safetensors")
+    if t is None:
         return []
     lines = {m["epoch"]: m for m in metrics if type(m.get("epoch")) is int}
     notes, step, done = [], fit_step(run.cfg), t["epoch"]

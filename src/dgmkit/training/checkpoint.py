@@ -14,7 +14,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from dgmkit._io import atomic_write_bytes, parse_json
-from dgmkit.errors import CheckpointError
+from dgmkit.errors import CheckpointError, DgmError
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "read_metadata", "record_of", "check_dtypes", "Checkpoint"]
 
@@ -129,6 +129,18 @@ def record_of(meta: dict, path: Path) -> dict:
     if "config" not in meta:
         raise CheckpointError(f"{path} holds no run record")
     return _json_field(meta, "config", path)
+
+
+def trainer_counters(path: os.PathLike | str) -> dict | None:
+    """The trainer's counters a checkpoint records (its ``trainer`` metadata: the epochs done,
+    the best score and its epoch, the place in an unfinished epoch), read from the header alone;
+    None where there are none or they cannot be read (a foreign or damaged file, a record
+    without an integer ``epoch``)."""
+    try:
+        t = parse_json(read_metadata(path).get("trainer") or "null")
+    except (ValueError, DgmError):
+        return None
+    return t if isinstance(t, dict) and type(t.get("epoch")) is int else None
 
 
 def _json_field(meta: dict, key: str, path: Path) -> dict:
