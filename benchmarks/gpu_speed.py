@@ -33,6 +33,7 @@ CUDA graphs are skipped. Data: binarized MNIST (and 8-bit MNIST for RealNVP) fro
 """
 
 import argparse
+import contextlib
 import functools
 import math
 import shutil
@@ -44,6 +45,11 @@ import time
 from pathlib import Path
 
 import torch
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
 from _common import data_dir, machine
 
 from dgmkit.config import RunConfig, build_model, build_objective, load_config_file, trainer_options
@@ -107,15 +113,58 @@ class BusyMeter:
         return statistics.mean(self.samples) / 100 if self.samples else None
 
 
+class GraphEvents:
+    """While it runs: dynamo's compilations and CUDA-graph skips, and what CUDA-graph trees did
+    with each call of a compiled graph (replayed, recorded, run eagerly to warm up, or run
+    without a graph: an input it mutates, too many re-recordings). The timed steps of a compiled
+    contender should replay only; anything else there is where a compiled step loses its time.
+    Reads torch's private counters and wraps its cudagraph trees' methods (a benchmark's probe)."""
+
+    _COUNTED = ("run", "execute_node", "record_function", "run_eager")
+
+    def __enter__(self):
+        from torch._dynamo.utils import counters
+        from torch._inductor import cudagraph_trees
+
+        self._counters, self._manager = counters, cudagraph_trees.CUDAGraphTreeManager
+        self.calls = dict.fromkeys(self._COUNTED, 0)
+        self._before = (counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"])
+        self._saved = {name: getattr(self._manager, name) for name in self._COUNTED}
+        for name, method in self._saved.items():
+            setattr(self._manager, name, self._counting(name, method))
+        return self
+
+    def _counting(self, name: str, method):
+        def counted(manager, *args, **kwargs):
+            self.calls[name] += 1
+            return method(manager, *args, **kwargs)
+
+        return counted
+
+    def __exit__(self, *exc):
+        for name, method in self._saved.items():
+            setattr(self._manager, name, method)
+        self.compiled = self._counters["stats"]["unique_graphs"] - self._before[0]
+        self.skipped = self._counters["inductor"]["cudagraph_skips"] - self._before[1]
+
+    def summary(self, steps: int) -> str:
+        c = self.calls
+        without = c["run"] - c["execute_node"] - c["record_function"] - c["run_eager"]
+        return (f"graphs: {c['run'] / steps:.1f} graph calls a step: {c['execute_node']} replayed, "
+                f"{c['record_function']} recorded, {c['run_eager']} warm-up runs, {without} without a graph; "
+                f"{self.compiled} compilations, {self.skipped} CUDA-graph skips in the timed steps")  # fmt: skip
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def timed(device: torch.device, fn) -> tuple[float, float | None]:
-    """Seconds that ``fn()`` takes on ``device`` (waited for), and the GPU's busy fraction meanwhile."""
+def timed(device: torch.device, fn, events: GraphEvents | None = None) -> tuple[float, float | None]:
+    """Seconds that ``fn()`` takes on ``device`` (waited for), and the GPU's busy fraction
+    meanwhile; ``events`` counts what compiled graphs did in it."""
     _sync(device)
-    with BusyMeter(device) as meter:
+    with BusyMeter(device) as meter, events if events is not None else contextlib.nullcontext():
         t0 = time.perf_counter()
         fn()
         _sync(device)
@@ -186,14 +235,28 @@ def profile_summary(events, seconds: float, steps: int, gpu: bool) -> tuple[str,
     return line, "\n".join(lines) + "\n"
 
 
-def setting_up(name: str, device: torch.device, data: str) -> tuple:
-    preset, overrides = MODELS[name]
-    values = {**load_config_file(CONFIGS / preset), **overrides, "device": device.type, "data_dir": data}
+def setting_up(name: str, device: torch.device, data: str, overrides: dict | None = None) -> tuple:
+    preset, own = MODELS[name]
+    values = {**load_config_file(CONFIGS / preset), **own, **(overrides or {}), "device": device.type, "data_dir": data}
     cfg = RunConfig.from_dict(values)
     dataset = run_dataset(cfg.data)
     transform = cfg.model.transform(dataset, cfg.data.binarize)
     init = transform(dataset.train.x, torch.Generator().manual_seed(0)) if cfg.model.needs_init_data else None
     return cfg, dataset, transform, init
+
+
+def setting_of(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--set``: the value read as TOML (``ema=0``), or ``none`` (unset:
+    ``skip_grad_norm=none``)."""
+    key, eq, value = item.partition("=")
+    if not eq or not key.strip():
+        raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+    if value.strip() == "none":
+        return key.strip(), None
+    try:
+        return key.strip(), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError as e:
+        raise SystemExit(f"--set {item!r}: the value is not a TOML value ({e})") from None
 
 
 def fresh_model(cfg: RunConfig, dataset, init, device: torch.device) -> torch.nn.Module:
@@ -211,6 +274,7 @@ def time_trainer(
     compile: bool,
     channels_last: bool = False,
     profile: Profile | None = None,
+    events: GraphEvents | None = None,
 ) -> tuple[float, float | None]:
     """images/s of the Trainer over one epoch of ``steps`` steps, after a warm-up epoch."""
     b = cfg.optim.batch_size
@@ -222,7 +286,7 @@ def time_trainer(
     trainer.epochs = 1
     trainer.fit()  # warm-up (and compilation)
     trainer.epochs = 2
-    seconds, busy = timed(device, trainer.fit)
+    seconds, busy = timed(device, trainer.fit, events)
     if profile is not None:
         trainer.epochs = 3
         profile(device, trainer.fit, steps)
@@ -230,7 +294,16 @@ def time_trainer(
 
 
 def time_plain(
-    cfg, dataset, transform, init, device, steps: int, precision: str, mode: str, profile: Profile | None = None
+    cfg,
+    dataset,
+    transform,
+    init,
+    device,
+    steps: int,
+    precision: str,
+    mode: str,
+    profile: Profile | None = None,
+    events: GraphEvents | None = None,
 ) -> tuple[float, float | None]:
     """images/s of a minimal loop over the same model, at the Trainer's precision (autocast):
     ``mode`` eager, compile or graphs."""
@@ -263,7 +336,7 @@ def time_plain(
 
     with complete_data():  # (the data hold no missing entry: no look for one in each step)
         epoch()  # warm-up (and compilation)
-        seconds, busy = timed(device, epoch)
+        seconds, busy = timed(device, epoch, events)
         if profile is not None:
             profile(device, epoch, steps)
     return steps * b / seconds, busy
@@ -300,7 +373,10 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", help="of every contender: auto (the Trainer's default), fp32, bf16")
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
                     help="then profile each contender's timed steps: a line each, the tables into DIR")  # fmt: skip
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config value of every model (a TOML value or none, e.g. ema=0), after its preset's")  # fmt: skip
     args = ap.parse_args()
+    overrides = dict(setting_of(item) for item in args.set)
     device = resolve_device(args.device)
     data = data_dir()
     gpu = device.type == "cuda"
@@ -309,7 +385,7 @@ def main() -> None:
     wanted = set(args.contenders.split(",")) if args.contenders else None
     print(f"{'model':<18}{'contender':<22}{'images/s':>10}{'ratio':>8}{'peak MiB':>10}{'GPU busy':>10}")
     for name in args.models.split(","):
-        cfg, dataset, transform, init = setting_up(name, device, data)
+        cfg, dataset, transform, init = setting_up(name, device, data, overrides)
         steps = min(args.steps, len(dataset.train.x) // cfg.optim.batch_size)  # distinct rows in every step
         if steps < args.steps:
             print(f"{name}: {steps} steps (an epoch of the training split), not {args.steps}", flush=True)
@@ -331,8 +407,9 @@ def main() -> None:
             if gpu:
                 torch.cuda.reset_peak_memory_stats(device)
             profile = Profile(args.profile, name, label) if args.profile is not None else None
+            events = GraphEvents() if gpu and compiled else None
             try:
-                rate, busy = run(profile=profile)
+                rate, busy = run(profile=profile, events=events)
             except Exception as e:  # noqa: BLE001 - a contender that cannot run is reported, the others go on
                 print(f"{name:<18}{label:<22}  failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}", flush=True)
                 continue
@@ -341,6 +418,8 @@ def main() -> None:
             ratio = f"{rate / base:8.2f}" if base else f"{'-':>8}"
             busy = "-" if busy is None else f"{busy:.0%}"
             print(f"{name:<18}{label:<22}{rate:10.0f}{ratio}{peak}{busy:>10}", flush=True)
+            if events is not None:
+                print(f"{'':<18}{'':<22}{events.summary(steps)}", flush=True)
             if profile is not None and profile.summary is not None:
                 print(f"{'':<18}{'':<22}profile: {profile.summary}", flush=True)
     if args.k == 0:

@@ -68,6 +68,42 @@ def test_a_compiler_that_refuses_at_once_falls_back_too(caplog):
     assert sum("cannot be compiled" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_cuda_graphs_that_inductor_skips_are_said_once_with_its_reason(caplog, monkeypatch):
+    """A step compiled without its CUDA graphs runs, but launches each kernel from Python: the
+    run says so (inductor counts the skip, in the forward pass or in the backward pass after it)."""
+    from torch._dynamo.utils import counters
+
+    class Metrics:
+        cudagraph_skip_reason = "skipping cudagraphs due to mutated inputs (1 instances). Found from :\n  x.add_(1)"
+
+    monkeypatch.setattr("torch._dynamo.utils.get_compilation_metrics", lambda: [Metrics()])
+    calls = []
+
+    def skipping(module, **kwargs):
+        def compiled(*args):
+            calls.append(1)
+            if len(calls) == 2:  # (not at the first compiled call: said at the call after the skip)
+                counters["inductor"]["cudagraph_skips"] += 1
+            return module(*args)
+
+        return compiled
+
+    with caplog.at_level(logging.WARNING, logger="dgmkit.training.compiled"):
+        quiet = CompiledOrEager(_Counting(), lambda m, **kw: m)
+        for _ in range(3):
+            quiet(torch.ones(1), 1.0)
+        assert not caplog.records
+        forward = CompiledOrEager(_Counting(), skipping)
+        for _ in range(3):
+            forward(torch.ones(1), 1.0)
+        assert not caplog.records  # (the eager first step, then two compiled ones: the skip counted in the last)
+        for _ in range(3):
+            forward(torch.ones(1), 1.0)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "CUDA graphs were skipped" in said[0]
+    assert "mutated inputs (1 instances). Found from :)" in said[0] and "x.add_" not in said[0]
+
+
 def test_dgmkit_errors_pass_through_as_they_are():
     def refusing(module, **kwargs):
         def compiled(*args):

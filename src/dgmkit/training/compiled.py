@@ -19,6 +19,10 @@ KL lookup (traced while empty, it breaks the graph, and dynamo leaves the KL fun
 in every later step), a lazily made tensor, the data-dependent initialisation of ActNorm and
 of a k-means codebook.
 
+Where inductor skips CUDA graphs for a graph of the step (an input it mutates, an operation on
+the CPU), the step still runs compiled but launches each kernel from Python, much slower for a
+small model on a GPU; the run says so once, with inductor's reason where it recorded one.
+
 Compiled code draws its random numbers with its own generator (inductor's), seeded from the
 global one: a compiled run is repeatable from its seed but does not draw what the eager run
 draws, so its numbers are of the same kind, not the same bits.
@@ -58,6 +62,7 @@ class CompiledOrEager:
         self._weight = torch.zeros((), device=device)  # the KL weight, as the compiled step reads it
         self._beta: float | None = None  # the weight it holds (set again only when it changes: a warm-up)
         self._eager_first = True  # (see the module)
+        self._skips: int | None = _cudagraph_skips()  # inductor's count of CUDA-graph skips (None: said)
 
     def __call__(self, x: torch.Tensor, beta: float, *args):
         if self._eager_first:
@@ -70,6 +75,8 @@ class CompiledOrEager:
                 if beta != self._beta:
                     self._weight.fill_(beta)
                     self._beta = beta
+                if self._skips is not None:  # (a backward pass compiles after the call: seen at the next)
+                    self._say_skipped_graphs()
                 return self.compiled(x, self._weight, *args)
             except DgmError:
                 raise
@@ -77,12 +84,50 @@ class CompiledOrEager:
                 self._give_up(e)
         return self.module(x, beta, *args)
 
+    def _say_skipped_graphs(self) -> None:
+        """Say once that inductor skipped CUDA graphs since this step was made, and why."""
+        if _cudagraph_skips() == self._skips:
+            return
+        self._skips = None
+        reasons = [getattr(m, "cudagraph_skip_reason", None) for m in _compilation_metrics()]
+        reason = next((r for r in reversed(reasons) if r), "TORCH_LOGS=cudagraphs shows why")
+        log.warning(
+            "--compile: CUDA graphs were skipped for part of the training step (%s); it runs compiled, "
+            "its kernels launched one by one",
+            _line(reason),
+        )
+
     def _give_up(self, e: BaseException) -> None:
         self.compiled = None
         self.failure = _first_line(e)
         log.warning("--compile: this model cannot be compiled (%s); training goes on without it", self.failure)
 
 
+def _cudagraph_skips() -> int:
+    """The CUDA-graph skips inductor has counted in this process (a private counter of torch's:
+    0 where it has none)."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["inductor"]["cudagraph_skips"])
+    except Exception:  # noqa: BLE001 - another torch's internals: nothing to say
+        return 0
+
+
+def _compilation_metrics() -> list:
+    """torch's records of its recent compilations (private: empty where it has none)."""
+    try:
+        from torch._dynamo.utils import get_compilation_metrics
+
+        return list(get_compilation_metrics())
+    except Exception:  # noqa: BLE001 - another torch's internals
+        return []
+
+
 def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+    return f"{type(e).__name__}: {_line(str(e))}"[:300]
+
+
+def _line(text: str) -> str:
+    """The first line of ``text`` that is not blank, at most 300 characters."""
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:300]
