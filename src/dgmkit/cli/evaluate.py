@@ -270,7 +270,7 @@ def evaluate_run(
     (``dgm eval``'s; otherwise nothing is written). The counts are checked as the flags check them."""
     _check_counts(run, iw_samples, time_samples, limit, seed, orders)
     k = estimate_samples(run, iw_samples, time_samples)
-    weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]  # which weights these numbers are of
+    weights = run.weights_digest()  # which weights these numbers are of
     dataset = run_data(run, data_dir, data, schema)
     x, y = split_data(run, split, dataset=dataset)
     x, y, subset = _seeded_subset(x, y, limit, seed)

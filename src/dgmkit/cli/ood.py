@@ -11,7 +11,6 @@ and a histogram figure, never over an existing file without ``--force``.
 
 import argparse
 import csv
-import hashlib
 import io
 import math
 import time
@@ -242,10 +241,6 @@ def _code_binary(run: Run) -> bool:
     return run.transform.kind in ("binary", "dynamic-binarize") or run.transform.num_levels == 2
 
 
-def _digest(run: Run) -> str:
-    return hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]
-
-
 def _protocol(r: dict) -> str:
     sub = r["subsets"]
     limit = "all" if sub["in"] is None and sub["ood"] is None else f"limit {r['limit']} (seed {r['seed']})"
@@ -460,14 +455,14 @@ def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, 
         if scored.code_bits
         else f"no integer images of at most 256 levels ({run.transform.kind} data)",
         "background": None if bg is None else str(args.background),
-        "background_weights": None if bg is None else _digest(bg),
+        "background_weights": None if bg is None else bg.weights_digest(),
         "background_mutation_rate": None if bg is None else bg.cfg.optim.mutation_rate,
         "background_data": None if bg is None else bg.record["data"].get("name"),
         "background_estimate": None if bg is None else bg.model.estimate_kind,
         "background_transform": None if bg is None else bg.transform.kind,
         "background_iw_samples": None if bg is None else k_of[id(bg)],
         "checkpoint": run.checkpoint.name,
-        "weights": _digest(run),
+        "weights": run.weights_digest(),
         "seed": args.seed,
     }
 

@@ -4,7 +4,6 @@ from the model (samples; reconstructions and latent means for models with latent
 several runs, a comparison table."""
 
 import argparse
-import hashlib
 import io
 import json
 import math
@@ -242,7 +241,7 @@ def run_report(args: argparse.Namespace) -> int:
             label = "log p(x), one-draw bound"
         figures, notes = ([], []) if args.no_figures else _figures(run, args)
         evals = _evaluations(run.path)
-        weights = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]
+        weights = run.weights_digest()
         # (and the ELBO's: dgmkit 0.1 tracked it as every family's best score, which _metrics_notes looks for)
         metrics = read_metrics(run.path / "metrics.jsonl", metric_keys(score) | {"train_elbo", "valid_elbo"})
         pages.append(

@@ -29,7 +29,6 @@ Two ways a run uses another, each declared by a family (``FamilyConfig``):
 """
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import torch
@@ -125,8 +124,7 @@ def _latent_form(dataset: Dataset, data: DataConfig, units: object = None) -> Da
 def derived_name(run: Run) -> str:
     """The name of the data ``run`` makes for other runs: what they are, the run's id and a
     digest of the checkpoint that made them (a run trained on afterwards makes other data)."""
-    digest = hashlib.sha256(run.checkpoint.read_bytes()).hexdigest()[:16]
-    return f"{run.cfg.model.derived_data}:{run.record.get('run_id') or run.path.resolve()}:{digest}"
+    return f"{run.cfg.model.derived_data}:{run.record.get('run_id') or run.path.resolve()}:{run.weights_digest()}"
 
 
 def derived_dataset(source_dir: str | Path, data_dir: str | None = None, _chain: tuple[Path, ...] = ()) -> Dataset:

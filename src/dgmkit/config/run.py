@@ -3,6 +3,7 @@ checkpoints, ``metrics.jsonl`` and ``eval.json``. A run folder describes itself,
 command after ``dgm train`` needs only its path. Folders written by dgmkit 0.1 load through
 ``config.migrate``."""
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,11 @@ class Run:
     def transform(self) -> DataTransform:
         d = self.record["data"]
         return DataTransform(d["transform"], d["num_levels"])
+
+    def weights_digest(self) -> str:
+        """Which weights these are: the first 16 hex digits of the SHA-256 of the checkpoint
+        file they were read from (what evaluations, OOD scores and derived data record)."""
+        return hashlib.sha256(self.checkpoint.read_bytes()).hexdigest()[:16]
 
 
 def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "cpu") -> Run:
