@@ -64,6 +64,28 @@ class Scalar(nn.Module):
         self.register_buffer("count", torch.tensor([7.0]))
 
 
+def test_the_average_follows_the_model_it_is_given_and_its_weights_changed_in_place():
+    """The parameters are looked up once a model (not in every step), so what is averaged is
+    the model named in the call, with whatever its weights hold now."""
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    ema = EMA(a, decay=0.5)
+    start = {k: v.clone() for k, v in ema.weights.items()}
+    with torch.no_grad():
+        a.weight.fill_(1.0)  # in place, after the average was made
+    ema.update(a)  # first update: decay min(0.5, 1/10) = 0.1
+    assert torch.allclose(ema.weights["weight"], 0.1 * start["weight"] + 0.9)
+    with torch.no_grad():
+        b.weight.fill_(-3.0)
+        a.weight.fill_(7.0)
+    before = ema.weights["weight"].clone()
+    ema.update(b)  # another model: its weights, not a's
+    d = min(0.5, 2 / 11)
+    assert torch.allclose(ema.weights["weight"], d * before + (1 - d) * -3.0)
+    ema.update(a, torch.tensor(True))  # back to a, on the device path
+    d3 = min(0.5, 3 / 12)
+    assert torch.allclose(ema.weights["weight"], d3 * (d * before + (1 - d) * -3.0) + (1 - d3) * 7.0)
+
+
 def test_the_average_follows_its_recursion_with_the_warm_up():
     model, decay = Scalar(5.0), 0.9
     ema = EMA(model, decay)

@@ -54,6 +54,16 @@ class _ReadBack(Generic[T]):
         raise AttributeError(f"{self.attr[1:]} is what the steps saw: it cannot be set")
 
 
+def _total_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """The norm of all the gradients of ``params`` together, as ``clip_grad_norm_`` computes it
+    (torch >= 2.6 names that computation ``get_total_norm``; before, clip_grad_norm_ with no
+    limit, which multiplies every gradient by 1)."""
+    get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
+    if get_total_norm is None:
+        return torch.nn.utils.clip_grad_norm_(params, math.inf)
+    return get_total_norm([p.grad for p in params if p.grad is not None])
+
+
 class GradientGuard:
     """Clips (``clip``) and decides whether each update is taken (``skip_norm``,
     ``skip_factor``); counts what it skipped, in the epoch and in the run.
@@ -139,7 +149,11 @@ class GradientGuard:
         their norm before clipping: a bool, or (``on_device``) a boolean tensor."""
         if not self.active:
             return True
-        norm = torch.nn.utils.clip_grad_norm_(list(parameters), self.clip if self.clip is not None else math.inf)
+        params = list(parameters)
+        if self.clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.clip)
+        else:  # the same norm, without clip_grad_norm_'s multiplication of every gradient by 1
+            norm = _total_norm(params)
         if not self.skips:
             return True
         if self.on_device:
