@@ -128,6 +128,7 @@ class GraphEvents:
 
         self._counters, self._manager = counters, cudagraph_trees.CUDAGraphTreeManager
         self.calls = dict.fromkeys(self._COUNTED, 0)
+        self._depth = 0
         self._before = (counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"])
         self._saved = {name: getattr(self._manager, name) for name in self._COUNTED}
         for name, method in self._saved.items():
@@ -136,6 +137,13 @@ class GraphEvents:
 
     def _counting(self, name: str, method):
         def counted(manager, *args, **kwargs):
+            if name == "run":  # (the manager's run may call itself again for the same call: counted once)
+                self._depth += 1
+                try:
+                    self.calls[name] += self._depth == 1
+                    return method(manager, *args, **kwargs)
+                finally:
+                    self._depth -= 1
             self.calls[name] += 1
             return method(manager, *args, **kwargs)
 
