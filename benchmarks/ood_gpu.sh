@@ -23,6 +23,9 @@ py=${PYTHON:-python3}
 dgm() { PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$py" -c 'import sys; from dgmkit.cli.main import main; sys.exit(main())' "$@"; }
 export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1
 device=${DEVICE:-cuda}
+# on a GPU every run trains compiled (--compile with CUDA graphs: 2x to 6x a plain eager loop on the
+# H200, benchmarks/RESULTS.md); COMPILE= (empty) trains eagerly, COMPILE=--compile on the CPU too
+compile=${COMPILE-$([ "$device" = cuda ] && echo --compile)}
 
 if [ "$what" = ood ]; then
   dgm ood "$out/fashion" --in test --ood mnist --background "$out/fashion-bg" --device "$device" \
@@ -33,9 +36,9 @@ fi
 train() {  # train RUN_NAME PRESET: a new run from the preset, or the run in OUT_DIR/RUN_NAME resumed
   local name=$1 preset=$2
   if [ -f "$out/$name/config.json" ]; then
-    dgm train --resume --out "$out/$name" --device "$device" --time-budget "$what" --quiet >> "$out/$name.log" 2>&1
+    dgm train --resume --out "$out/$name" --device "$device" $compile --time-budget "$what" --quiet >> "$out/$name.log" 2>&1
   else
-    dgm train --config "configs/$preset.toml" --out "$out/$name" --device "$device" --time-budget "$what" --quiet \
+    dgm train --config "configs/$preset.toml" --out "$out/$name" --device "$device" $compile --time-budget "$what" --quiet \
       >> "$out/$name.log" 2>&1
   fi
 }

@@ -28,6 +28,9 @@ py=${PYTHON:-python3}
 dgm() { PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$py" -c 'import sys; from dgmkit.cli.main import main; sys.exit(main())' "$@"; }
 export PYTHONUNBUFFERED=1
 device=${DEVICE:-cuda}
+# on a GPU every run trains compiled (--compile with CUDA graphs: 2x to 6x a plain eager loop on the
+# H200, benchmarks/RESULTS.md); COMPILE= (empty) trains eagerly, COMPILE=--compile on the CPU too
+compile=${COMPILE-$([ "$device" = cuda ] && echo --compile)}
 
 preset() {
   case "$1" in
@@ -90,9 +93,9 @@ for name in "$@"; do
     dgm eval "$run" --device "$device" ${EVAL_EXTRA:-} > "$out/$name.eval.log" 2>&1 \
       && cp "$run/eval.json" "$out/$name.eval.json" &
   elif [ -f "$run/config.json" ]; then
-    dgm train --resume --out "$run" --device "$device" --time-budget "$what" --quiet >> "$out/$name.log" 2>&1 &
+    dgm train --resume --out "$run" --device "$device" $compile --time-budget "$what" --quiet >> "$out/$name.log" 2>&1 &
   else
-    dgm train --config "$(preset "$name")" ${EXTRA:-} --out "$run" --device "$device" --time-budget "$what" \
+    dgm train --config "$(preset "$name")" ${EXTRA:-} --out "$run" --device "$device" $compile --time-budget "$what" \
       --quiet >> "$out/$name.log" 2>&1 &
   fi
   pids+=($!); names+=("$name")

@@ -25,6 +25,9 @@ py=${PYTHON:-python3}  # a Python with torch
 dgm() { PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$py" -c 'import sys; from dgmkit.cli.main import main; sys.exit(main())' "$@"; }
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
 device=${DEVICE:-cuda}  # DEVICE=cpu: a smoke test of the script itself
+# on a GPU every run trains compiled (--compile with CUDA graphs: 2x to 6x a plain eager loop on the
+# H200, benchmarks/RESULTS.md); COMPILE= (empty) trains eagerly, COMPILE=--compile on the CPU too
+compile=${COMPILE-$([ "$device" = cuda ] && echo --compile)}
 
 # the exit status: 1 where any of the background commands failed (its log says why)
 pids=()
@@ -67,9 +70,9 @@ fi
 train() {
   local name=$1 preset=$2; shift 2
   if [ -f "$out/$name/config.json" ]; then
-    dgm train --resume --out "$out/$name" --device "$device" --time-budget "$what" --quiet >> "$out/$name.log" 2>&1
+    dgm train --resume --out "$out/$name" --device "$device" $compile --time-budget "$what" --quiet >> "$out/$name.log" 2>&1
   else
-    dgm train --config "configs/$preset.toml" "$@" --out "$out/$name" --device "$device" --time-budget "$what" --quiet \
+    dgm train --config "configs/$preset.toml" "$@" --out "$out/$name" --device "$device" $compile --time-budget "$what" --quiet \
       >> "$out/$name.log" 2>&1
   fi
 }
