@@ -118,9 +118,11 @@ class GraphEvents:
     with each call of a compiled graph (replayed, recorded, run eagerly to warm up, or run
     without a graph: an input it mutates, too many re-recordings). The timed steps of a compiled
     contender should replay only; anything else there is where a compiled step loses its time.
-    Reads torch's private counters and wraps its cudagraph trees' methods (a benchmark's probe)."""
+    Reads torch's private counters and wraps its cudagraph trees' manager's methods, which it
+    looks up on itself at each call (``run`` is bound once, when a graph is made: ``_run`` is
+    counted instead); a benchmark's probe."""
 
-    _COUNTED = ("run", "execute_node", "record_function", "run_eager")
+    _COUNTED = ("_run", "execute_node", "record_function", "run_eager")
 
     def __enter__(self):
         from torch._dynamo.utils import counters
@@ -137,7 +139,7 @@ class GraphEvents:
 
     def _counting(self, name: str, method):
         def counted(manager, *args, **kwargs):
-            if name == "run":  # (the manager's run may call itself again for the same call: counted once)
+            if name == "_run":  # (it may pass the same call to itself again, through run: counted once)
                 self._depth += 1
                 try:
                     self.calls[name] += self._depth == 1
@@ -157,8 +159,8 @@ class GraphEvents:
 
     def summary(self, steps: int) -> str:
         c = self.calls
-        without = c["run"] - c["execute_node"] - c["record_function"] - c["run_eager"]
-        return (f"graphs: {c['run'] / steps:.1f} graph calls a step: {c['execute_node']} replayed, "
+        without = c["_run"] - c["execute_node"] - c["record_function"] - c["run_eager"]
+        return (f"graphs: {c['_run'] / steps:.1f} graph calls a step: {c['execute_node']} replayed, "
                 f"{c['record_function']} recorded, {c['run_eager']} warm-up runs, {without} without a graph; "
                 f"{self.compiled} compilations, {self.skipped} CUDA-graph skips in the timed steps")  # fmt: skip
 
@@ -254,17 +256,17 @@ def setting_up(name: str, device: torch.device, data: str, overrides: dict | Non
 
 
 def setting_of(item: str) -> tuple[str, object]:
-    """``KEY=VALUE`` of ``--set``: the value read as TOML (``ema=0``), or ``none`` (unset:
-    ``skip_grad_norm=none``)."""
+    """``KEY=VALUE`` of ``--set``: the value read as TOML (``ema=0``), ``none`` (unset:
+    ``skip_grad_norm=none``), else as a string (``precision=bf16``)."""
     key, eq, value = item.partition("=")
-    if not eq or not key.strip():
-        raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
-    if value.strip() == "none":
+    if not eq or not key.strip() or "\n" in item:
+        raise SystemExit(f"--set takes one KEY=VALUE, got {item!r}")
+    if value.strip().lower() == "none":
         return key.strip(), None
     try:
         return key.strip(), tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError as e:
-        raise SystemExit(f"--set {item!r}: the value is not a TOML value ({e})") from None
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value.strip()  # a bare word: a string (precision=bf16)
 
 
 def fresh_model(cfg: RunConfig, dataset, init, device: torch.device) -> torch.nn.Module:

@@ -25,7 +25,7 @@ export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1
 device=${DEVICE:-cuda}
 # on a GPU every run trains compiled (--compile with CUDA graphs: 2x to 6x a plain eager loop on the
 # H200, benchmarks/RESULTS.md); COMPILE= (empty) trains eagerly, COMPILE=--compile on the CPU too
-compile=${COMPILE-$([ "$device" = cuda ] && echo --compile)}
+compile=${COMPILE-$(case "$device" in cuda*) echo --compile ;; esac)}
 
 if [ "$what" = ood ]; then
   dgm ood "$out/fashion" --in test --ood mnist --background "$out/fashion-bg" --device "$device" \

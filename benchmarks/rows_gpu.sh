@@ -30,7 +30,7 @@ export PYTHONUNBUFFERED=1
 device=${DEVICE:-cuda}
 # on a GPU every run trains compiled (--compile with CUDA graphs: 2x to 6x a plain eager loop on the
 # H200, benchmarks/RESULTS.md); COMPILE= (empty) trains eagerly, COMPILE=--compile on the CPU too
-compile=${COMPILE-$([ "$device" = cuda ] && echo --compile)}
+compile=${COMPILE-$(case "$device" in cuda*) echo --compile ;; esac)}
 
 preset() {
   case "$1" in

@@ -27,7 +27,7 @@ export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
 device=${DEVICE:-cuda}  # DEVICE=cpu: a smoke test of the script itself
 # on a GPU every run trains compiled (--compile with CUDA graphs: 2x to 6x a plain eager loop on the
 # H200, benchmarks/RESULTS.md); COMPILE= (empty) trains eagerly, COMPILE=--compile on the CPU too
-compile=${COMPILE-$([ "$device" = cuda ] && echo --compile)}
+compile=${COMPILE-$(case "$device" in cuda*) echo --compile ;; esac)}
 
 # the exit status: 1 where any of the background commands failed (its log says why)
 pids=()

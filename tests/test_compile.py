@@ -88,20 +88,31 @@ def test_cuda_graphs_that_inductor_skips_are_said_once_with_its_reason(caplog, m
 
         return compiled
 
+    monkeypatch.setitem(counters["inductor"], "cudagraph_skips", counters["inductor"]["cudagraph_skips"])  # (put back)
     with caplog.at_level(logging.WARNING, logger="dgmkit.training.compiled"):
-        quiet = CompiledOrEager(_Counting(), lambda m, **kw: m)
+        quiet = CompiledOrEager(_Counting(), lambda m, **kw: m, graphs=True)
+        no_graphs = CompiledOrEager(_Counting(), lambda m, **kw: m)  # (on the CPU: no CUDA graphs to miss)
         for _ in range(3):
             quiet(torch.ones(1), 1.0)
         assert not caplog.records
-        forward = CompiledOrEager(_Counting(), skipping)
+        forward = CompiledOrEager(_Counting(), skipping, graphs=True)
         for _ in range(3):
             forward(torch.ones(1), 1.0)
         assert not caplog.records  # (the eager first step, then two compiled ones: the skip counted in the last)
         for _ in range(3):
             forward(torch.ones(1), 1.0)
+            no_graphs(torch.ones(1), 1.0)
+        counters["inductor"]["cudagraph_skips"] -= 5  # (a counter cleared: not a skip)
+        fresh = CompiledOrEager(_Counting(), lambda m, **kw: m, graphs=True)
+        counters["inductor"]["cudagraph_skips"] -= 1
+        for _ in range(3):
+            fresh(torch.ones(1), 1.0)
     said = [r.getMessage() for r in caplog.records]
-    assert len(said) == 1 and "CUDA graphs were skipped" in said[0]
-    assert "mutated inputs (1 instances). Found from :)" in said[0] and "x.add_" not in said[0]
+    assert len(said) == 1 and "CUDA graphs were skipped" in said[0]  # forward's: not no_graphs', nor fresh's (a fall)
+    assert (
+        "the last reason torch recorded: skipping cudagraphs due to mutated inputs (1 instances). Found from :)" in said[0]
+    )
+    assert "x.add_" not in said[0]
 
 
 def test_dgmkit_errors_pass_through_as_they_are():

@@ -41,18 +41,19 @@ log = logging.getLogger(__name__)
 
 
 class CompiledOrEager:
-    """Calls ``torch.compile(module)`` (with CUDA graphs on ``device`` CUDA); after its first
-    failure, ``module`` itself."""
+    """Calls ``torch.compile(module)`` (with CUDA graphs where ``graphs``, by default on a CUDA
+    ``device``); after its first failure, ``module`` itself."""
 
     def __init__(
         self,
         module: Callable,
         compiler: Callable[..., Callable] = torch.compile,
         device: torch.device | None = None,
+        graphs: bool | None = None,
     ):
         device = device if device is not None else torch.device("cpu")
         self.module = module
-        self.graphs = device.type == "cuda"
+        self.graphs = device.type == "cuda" if graphs is None else graphs
         self.compiled: Callable | None = None
         self.failure: str | None = None  # why compilation was given up, once it was
         try:
@@ -62,7 +63,8 @@ class CompiledOrEager:
         self._weight = torch.zeros((), device=device)  # the KL weight, as the compiled step reads it
         self._beta: float | None = None  # the weight it holds (set again only when it changes: a warm-up)
         self._eager_first = True  # (see the module)
-        self._skips: int | None = _cudagraph_skips()  # inductor's count of CUDA-graph skips (None: said)
+        # inductor's count of CUDA-graph skips in the process when the step was made (None: said, or no graphs)
+        self._skips: int | None = _cudagraph_skips() if self.graphs else None
 
     def __call__(self, x: torch.Tensor, beta: float, *args):
         if self._eager_first:
@@ -85,16 +87,17 @@ class CompiledOrEager:
         return self.module(x, beta, *args)
 
     def _say_skipped_graphs(self) -> None:
-        """Say once that inductor skipped CUDA graphs since this step was made, and why."""
-        if _cudagraph_skips() == self._skips:
+        """Say once that inductor skipped CUDA graphs since this step was made, and why (the
+        last reason torch recorded for a compilation; a skip decided at run time records none)."""
+        if self._skips is None or _cudagraph_skips() <= self._skips:
             return
         self._skips = None
         reasons = [getattr(m, "cudagraph_skip_reason", None) for m in _compilation_metrics()]
-        reason = next((r for r in reversed(reasons) if r), "TORCH_LOGS=cudagraphs shows why")
+        reason = next((r for r in reversed(reasons) if r), None)
         log.warning(
             "--compile: CUDA graphs were skipped for part of the training step (%s); it runs compiled, "
             "its kernels launched one by one",
-            _line(reason),
+            "TORCH_LOGS=cudagraphs shows why" if reason is None else f"the last reason torch recorded: {_line(reason)}",
         )
 
     def _give_up(self, e: BaseException) -> None:

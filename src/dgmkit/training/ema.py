@@ -71,7 +71,9 @@ class EMA:
         """``model``'s parameters in the order of the averages, looked up once a model: on a GPU
         a step of a model of hundreds of weight tensors would otherwise spend a few hundred
         microseconds of the host's time walking its modules. The same Parameter objects for
-        the rest of the run (what their data become, in place or re-laid, is what is averaged)."""
+        the rest of the run (what their data become, in place or re-laid, is what is averaged):
+        a model whose parameters are replaced by new objects (``load_state_dict(..., assign=True)``)
+        needs a new EMA, as it needs a new optimizer."""
         if self._seen is None or self._seen[0] is not model:
             named = dict(model.named_parameters())
             self._seen = (model, [named[name] for name in self.weights])
