@@ -126,13 +126,16 @@ class GraphEvents:
 
     def __enter__(self):
         from torch._dynamo.utils import counters
-        from torch._inductor import cudagraph_trees
 
-        self._counters, self._manager = counters, cudagraph_trees.CUDAGraphTreeManager
-        self.calls = dict.fromkeys(self._COUNTED, 0)
-        self._depth = 0
+        self._counters, self.calls, self._depth, self._saved = counters, dict.fromkeys(self._COUNTED, 0), 0, {}
         self._before = (counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"])
-        self._saved = {name: getattr(self._manager, name) for name in self._COUNTED}
+        try:  # (another torch's internals: counted where they are as here, else said to be unknown)
+            from torch._inductor import cudagraph_trees
+
+            self._manager = cudagraph_trees.CUDAGraphTreeManager
+            self._saved = {name: getattr(self._manager, name) for name in self._COUNTED}
+        except (ImportError, AttributeError):
+            self._saved = {}
         for name, method in self._saved.items():
             setattr(self._manager, name, self._counting(name, method))
         return self
@@ -159,6 +162,8 @@ class GraphEvents:
 
     def summary(self, steps: int) -> str:
         c = self.calls
+        if not self._saved:
+            return f"graphs: not counted (this torch's CUDA-graph trees differ); {self.compiled} compilations"
         without = c["_run"] - c["execute_node"] - c["record_function"] - c["run_eager"]
         return (f"graphs: {c['_run'] / steps:.1f} graph calls a step: {c['execute_node']} replayed, "
                 f"{c['record_function']} recorded, {c['run_eager']} warm-up runs, {without} without a graph; "
