@@ -46,3 +46,54 @@ def test_each_contender_is_profiled_after_its_timing(bench, data_dir, tmp_path, 
     for s in sections:
         assert "outermost host event" in s
         assert "Optimizer.step#Adam.step" in s  # every step's update is among them, once a step
+
+
+def test_set_reads_toml_values_none_and_bare_words(bench):
+    assert bench.setting_of("ema=0") == ("ema", 0)
+    assert bench.setting_of(" hidden = [8, 4]") == ("hidden", [8, 4])
+    assert bench.setting_of("skip_grad_norm=None") == ("skip_grad_norm", None)
+    assert bench.setting_of("precision=bf16") == ("precision", "bf16")
+    for bad in ("ema", "=1", "ema=0\nlr=5"):
+        with pytest.raises(SystemExit, match="KEY=VALUE"):
+            bench.setting_of(bad)
+
+
+def test_graph_events_count_each_call_once_through_a_run_bound_before_timing(bench, monkeypatch):
+    """CUDA-graph trees bind each graph's ``run`` when the graph is made (before the timed steps)
+    and may pass a call to themselves again; each timed call is counted once, by what it did,
+    and the manager's methods are put back (checked on the CPU with stand-ins for them)."""
+    import functools
+
+    from torch._inductor import cudagraph_trees
+
+    manager = cudagraph_trees.CUDAGraphTreeManager
+    again = {"now": False}
+
+    def run(self, x, function_id):
+        return self._run(x, function_id)
+
+    def _run(self, x, function_id):
+        if again["now"]:  # (the manager ends a path and passes the call to itself again)
+            again["now"] = False
+            return self.run(x, function_id)
+        return self.record_function(x, function_id) if function_id else self.execute_node(None, x)
+
+    monkeypatch.setattr(manager, "run", run)
+    monkeypatch.setattr(manager, "_run", _run)
+    monkeypatch.setattr(manager, "execute_node", lambda self, node, x: "replayed")
+    monkeypatch.setattr(manager, "record_function", lambda self, x, function_id: "recorded")
+    m = object.__new__(manager)
+    replay, record = functools.partial(m.run, function_id=0), functools.partial(m.run, function_id=1)
+    events = bench.GraphEvents()
+    with events:
+        for i in range(6):
+            again["now"] = i == 2
+            assert replay([]) == "replayed"
+        assert record([]) == "recorded"
+    assert manager._run is _run and manager.execute_node(m, None, []) == "replayed"  # put back
+    line = events.summary(7)
+    assert "1.0 graph calls a step: 6 replayed, 1 recorded, 0 warm-up runs, 0 without a graph" in line
+    monkeypatch.delattr(manager, "run_eager")
+    with bench.GraphEvents() as missing:
+        replay([])
+    assert "not counted" in missing.summary(1)
