@@ -290,16 +290,22 @@ def time_trainer(
     channels_last: bool = False,
     profile: Profile | None = None,
     events: GraphEvents | None = None,
+    graph_step: bool = False,
 ) -> tuple[float, float | None]:
-    """images/s of the Trainer over one epoch of ``steps`` steps, after a warm-up epoch."""
+    """images/s of the Trainer over one epoch of ``steps`` steps, after a warm-up epoch
+    (``graph_step``: the whole step captured as one CUDA graph, in the warm-up epoch)."""
     b = cfg.optim.batch_size
     rows = dataset.train.x[: steps * b]
-    run = dict(epochs=2, device=str(device), compile=compile, channels_last=channels_last, patience=None)
+    run = dict(epochs=2, device=str(device), compile=compile, channels_last=channels_last, graph_step=graph_step,
+               patience=None)  # fmt: skip
     options = trainer_options(cfg.replace(**run, precision=precision))
     trainer = Trainer(fresh_model(cfg, dataset, init, device), build_objective(cfg), Split(rows), transform,
                       progress=False, **options)  # fmt: skip
     trainer.epochs = 1
     trainer.fit()  # warm-up (and compilation)
+    if graph_step and (trainer.graph is None or not trainer.graph.captured):
+        why = "refused (see the warning above)" if trainer.graph is None else trainer.graph.failure
+        print(f"    --graph-step: the step was not captured: {why}", flush=True)
     trainer.epochs = 2
     seconds, busy = timed(device, trainer.fit, events)
     if profile is not None:
@@ -382,7 +388,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="timed training steps per contender")
     ap.add_argument("--eval-images", type=int, default=None, help="test images for the NLL (default: 10000 on CUDA, 200)")
     ap.add_argument("--k", type=int, default=5000, help="draws per image of the IS-NLL (0: leave the NLL out)")
-    names = "plain eager, dgmkit, dgmkit --compile, dgmkit NHWC, dgmkit --compile NHWC, plain compile, plain graphs"
+    names = ("plain eager, dgmkit, dgmkit --compile, dgmkit NHWC, dgmkit --compile NHWC, dgmkit --graph-step, "
+             "dgmkit --compile --graph-step, plain compile, plain graphs")  # fmt: skip
     ap.add_argument("--contenders", default=None, help=f"comma-separated, of: {names}")
     ap.add_argument("--no-compile", action="store_true", help="leave out the compiled contenders")
     ap.add_argument("--precision", default="auto", help="of every contender: auto (the Trainer's default), fp32, bf16")
@@ -398,7 +405,7 @@ def main() -> None:
     print(f"machine: {machine()}; device: {torch.cuda.get_device_name(device) if gpu else 'cpu'}; "
           f"precision: {args.precision} (auto: bf16 for the families checked in it, else fp32)", flush=True)  # fmt: skip
     wanted = set(args.contenders.split(",")) if args.contenders else None
-    print(f"{'model':<18}{'contender':<22}{'images/s':>10}{'ratio':>8}{'peak MiB':>10}{'GPU busy':>10}")
+    print(f"{'model':<18}{'contender':<30}{'images/s':>10}{'ratio':>8}{'peak MiB':>10}{'GPU busy':>10}")
     for name in args.models.split(","):
         cfg, dataset, transform, init = setting_up(name, device, data, overrides)
         steps = min(args.steps, len(dataset.train.x) // cfg.optim.batch_size)  # distinct rows in every step
@@ -411,13 +418,16 @@ def main() -> None:
             "dgmkit --compile": functools.partial(time_trainer, *setup, True),
             "dgmkit NHWC": functools.partial(time_trainer, *setup, False, True),  # --channels-last
             "dgmkit --compile NHWC": functools.partial(time_trainer, *setup, True, True),
+            "dgmkit --graph-step": functools.partial(time_trainer, *setup, False, graph_step=True),
+            "dgmkit --compile --graph-step": functools.partial(time_trainer, *setup, True, graph_step=True),
             "plain compile": functools.partial(time_plain, *setup, "compile"),
             "plain graphs": functools.partial(time_plain, *setup, "graphs"),
         }
         base = None
         for label, run in contenders.items():
             compiled = "compile" in label or "graphs" in label
-            if (args.no_compile and compiled) or ("graphs" in label and not gpu) or (wanted and label not in wanted):
+            cuda_only = "graphs" in label or "graph-step" in label
+            if (args.no_compile and compiled) or (cuda_only and not gpu) or (wanted and label not in wanted):
                 continue
             if gpu:
                 torch.cuda.reset_peak_memory_stats(device)
@@ -426,17 +436,17 @@ def main() -> None:
             try:
                 rate, busy = run(profile=profile, events=events)
             except Exception as e:  # noqa: BLE001 - a contender that cannot run is reported, the others go on
-                print(f"{name:<18}{label:<22}  failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}", flush=True)
+                print(f"{name:<18}{label:<30}  failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}", flush=True)
                 continue
             base = rate if label == "plain eager" else base
             peak = f"{torch.cuda.max_memory_allocated(device) / 2**20:10.0f}" if gpu else f"{'-':>10}"
             ratio = f"{rate / base:8.2f}" if base else f"{'-':>8}"
             busy = "-" if busy is None else f"{busy:.0%}"
-            print(f"{name:<18}{label:<22}{rate:10.0f}{ratio}{peak}{busy:>10}", flush=True)
+            print(f"{name:<18}{label:<30}{rate:10.0f}{ratio}{peak}{busy:>10}", flush=True)
             if events is not None:
-                print(f"{'':<18}{'':<22}{events.summary(steps)}", flush=True)
+                print(f"{'':<18}{'':<30}{events.summary(steps)}", flush=True)
             if profile is not None and profile.summary is not None:
-                print(f"{'':<18}{'':<22}profile: {profile.summary}", flush=True)
+                print(f"{'':<18}{'':<30}profile: {profile.summary}", flush=True)
     if args.k == 0:
         return
     # the importance-sampled NLL of the gated VAE, k draws per image

@@ -578,6 +578,7 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
     from dgmkit.training import (
         ChannelsLast,
         Compile,
+        GraphStep,
         MovingAverage,
         Mutation,
         NormalisedGradients,
@@ -601,6 +602,7 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         skip_grad_factor=3.0,
         precision="fp32",
         compile=True,
+        graph_step=True,
         channels_last=True,
         time_budget=60.0,
         train_for=600.0,
@@ -624,8 +626,8 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         value = getattr(cfg.optim, f.name)
         if f.name in schedule:  # these four make one LRSchedule, passed as lr_schedule
             assert getattr(opts["lr_schedule"], schedule[f.name]) == value, f.name
-        elif f.name in ("compile", "channels_last"):
-            assert {"compile": Compile, "channels_last": ChannelsLast}[f.name] in parts
+        elif f.name in ("compile", "graph_step", "channels_last"):
+            assert {"compile": Compile, "graph_step": GraphStep, "channels_last": ChannelsLast}[f.name] in parts
         elif f.name == "normalise_gradients":
             assert (NormalisedGradients in parts) == value
         elif f.name == "ema" and not value:

@@ -24,6 +24,7 @@ from dgmkit.training.checkpoint import check_dtypes, read_metadata, record_of
 from dgmkit.training.parts import (
     ChannelsLast,
     Compile,
+    GraphStep,
     MovingAverage,
     Mutation,
     NormalisedGradients,
@@ -131,6 +132,8 @@ def trainer_options(cfg: RunConfig) -> dict:
         parts.append(ChannelsLast())
     if o.compile:
         parts.append(Compile())
+    if o.graph_step:
+        parts.append(GraphStep())
     if o.time_budget is not None:
         parts.append(TimeBudget(o.time_budget))
     if o.train_for is not None:

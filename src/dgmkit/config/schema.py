@@ -167,6 +167,12 @@ class OptimConfig:
         "compile the training forward pass with torch.compile (where a model cannot be compiled, training says so "
         "and goes on without it)",
     )
+    graph_step: bool = setting(
+        False,
+        "on CUDA, capture the whole training step (with --compile, its compiled passes) as one CUDA graph after its "
+        "first steps and replay it (not with torchrun, fp16 or gradient skipping; where it cannot be captured, training "
+        "says so and goes on without it)",
+    )
     channels_last: bool = setting(
         False,
         "convolution weights and image batches in channels-last memory (NHWC), which the fastest GPU and CPU "
@@ -190,7 +196,7 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "eval": E
 _NON_GRADIENT_KEYS = ("seed", "device")
 _FIT_WORDS = {"closed-form": "in closed form", "em": "by EM"}
 # what --resume may change: how long to go on and where
-FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "channels_last", "time_budget", "em_iterations")
+FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "graph_step", "channels_last", "time_budget", "em_iterations")
 
 
 def _owner(key: str) -> str | None:

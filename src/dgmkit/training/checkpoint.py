@@ -36,7 +36,9 @@ def _flatten_optimizer(state: dict) -> tuple[dict, dict]:
                 tensors[f"optim/{idx}/{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{idx}/{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+    # a learning rate held as a tensor (``--graph-step`` changes it in place on the device) is kept as the number
+    groups = [{k: float(v) if torch.is_tensor(v) else v for k, v in g.items()} for g in state["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:

@@ -66,7 +66,7 @@ class CompiledOrEager:
         # inductor's count of CUDA-graph skips in the process when the step was made (None: said, or no graphs)
         self._skips: int | None = _cudagraph_skips() if self.graphs else None
 
-    def __call__(self, x: torch.Tensor, beta: float, *args):
+    def __call__(self, x: torch.Tensor, beta: float | torch.Tensor, *args):
         if self._eager_first:
             self._eager_first = False
             return self.module(x, beta, *args)
@@ -74,12 +74,15 @@ class CompiledOrEager:
             try:
                 if self.graphs:
                     torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are no longer read
-                if beta != self._beta:
-                    self._weight.fill_(beta)
-                    self._beta = beta
+                weight = beta  # (a tensor already: the captured step's, GraphStep)
+                if not isinstance(beta, torch.Tensor):
+                    if beta != self._beta:
+                        self._weight.fill_(beta)
+                        self._beta = beta
+                    weight = self._weight
                 if self._skips is not None:  # (a backward pass compiles after the call: seen at the next)
                     self._say_skipped_graphs()
-                return self.compiled(x, self._weight, *args)
+                return self.compiled(x, weight, *args)
             except DgmError:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever dynamo or inductor raise: fall back, said once

@@ -41,12 +41,15 @@ class EMA:
     def updates(self) -> int:
         """Updates made so far (read back from the device where ``update`` was told by a tensor)."""
         if self._device_updates is not None:
-            self._updates, self._device_updates = int(self._device_updates), None
+            return int(self._device_updates)
         return self._updates
 
     @updates.setter
     def updates(self, n: int) -> None:
-        self._updates, self._device_updates = n, None
+        # the device's count is kept, and set in place: a step captured as a CUDA graph adds to that tensor
+        self._updates = n
+        if self._device_updates is not None:
+            self._device_updates.fill_(n)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, taken: bool | torch.Tensor = True) -> None:

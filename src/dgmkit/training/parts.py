@@ -16,6 +16,7 @@ clipping or skipping, no moving average, the KL weight 1, eager, and without a t
 - ``MovingAverage(decay)``: an exponential moving average of the weights (``ema.EMA``).
 - ``Precision(name)``: autocast and the fp16 gradient scaler (``precision.MixedPrecision``).
 - ``Compile()``: the forward pass under ``torch.compile`` (``compiled.CompiledOrEager``).
+- ``GraphStep()``: the whole step captured as one CUDA graph and replayed (``graphed.StepGraph``).
 - ``ChannelsLast()``: convolution weights and image batches in channels-last memory (NHWC).
 - ``Mutation(rate)``: Ren et al.'s mutated training batches (the background model).
 - ``LabelledRows(rows)``: labelled rows added to every batch (semi-supervised training).
@@ -25,6 +26,7 @@ clipping or skipping, no moving average, the KL weight 1, eager, and without a t
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import time
@@ -38,12 +40,15 @@ import torch
 from dgmkit.errors import ConfigError
 from dgmkit.training.compiled import CompiledOrEager
 from dgmkit.training.ema import EMA
+from dgmkit.training.graphed import Capture, StepGraph
 from dgmkit.training.precision import PRECISIONS, MixedPrecision
 from dgmkit.training.step import ReducedStep
 from dgmkit.training.step_guard import GradientGuard
 
 if TYPE_CHECKING:
     from dgmkit.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "TrainingPart",
@@ -53,6 +58,7 @@ __all__ = [
     "MovingAverage",
     "Precision",
     "Compile",
+    "GraphStep",
     "ChannelsLast",
     "Mutation",
     "LabelledRows",
@@ -218,6 +224,21 @@ class Compile(TrainingPart):
             step.forward = CompiledOrEager(step.forward, device=trainer.device)
         else:
             trainer.forward = CompiledOrEager(step, device=trainer.device)
+
+
+@dataclass(frozen=True)
+class GraphStep(TrainingPart):
+    """The whole training step captured as one CUDA graph after its first steps and replayed
+    (``graphed.StepGraph``); with ``Compile``, the compiled forward and backward passes are
+    captured in it. Not with torchrun, fp16's gradient scaler or gradient skipping (the run says
+    so and trains uncaptured); on a CPU it does nothing. ``capture``: the capture backend (the
+    tests' recording on the CPU; default CUDA graphs)."""
+
+    capture: Capture | None = field(default=None, compare=False)
+
+    def attach(self, trainer: Trainer) -> None:
+        # (what it needs of the other parts is checked when training starts: ``Trainer.fit``, whatever their order)
+        trainer.graph = StepGraph(trainer.graph_step, self.capture)
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,12 @@ class MixedPrecision:
             "checked (--precision fp32 avoids that); a loss that is not finite stops the run"
         )
 
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self, cache: bool = True) -> contextlib.AbstractContextManager:
+        """The forward pass's autocast; ``cache``: keep the weights cast within it (not in a step
+        captured as a CUDA graph)."""
         if self.name in ("bf16", "fp16"):
-            return torch.autocast(self.device_type, dtype=torch.bfloat16 if self.name == "bf16" else torch.float16)
+            dtype = torch.bfloat16 if self.name == "bf16" else torch.float16
+            return torch.autocast(self.device_type, dtype=dtype, cache_enabled=cache)
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:

@@ -38,13 +38,15 @@ from dgmkit.models.base import GenerativeModel
 from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource, in_precision
 from dgmkit.training.checkpoint import check_dtypes, load_checkpoint
+from dgmkit.training.compiled import CompiledOrEager
 from dgmkit.training.data_parallel import DataParallel, ObjectiveModule, check_shares, rank_device
 from dgmkit.training.ema import EMA
+from dgmkit.training.graphed import StepGraph, capture_cuda
 from dgmkit.training.parts import Pace, TimeBudget, TrainingPart, attach_parts
 from dgmkit.training.precision import MixedPrecision
 from dgmkit.training.run_writer import RunWriter, nonfinite_state
 from dgmkit.training.schedules import LRSchedule, kl_weight
-from dgmkit.training.step import ReducedStep
+from dgmkit.training.step import ReducedStep, StepTerms
 from dgmkit.training.step_guard import WINDOW, FiniteLossCheck, GradientGuard
 
 __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
@@ -237,6 +239,10 @@ class Trainer:
         self._paced: tuple | None = None  # its decision, until the first epoch's files are counted
         # called after every step with whether it was taken (a bool, or on a GPU a boolean tensor)
         self.step_hooks: list[Callable[[bool | torch.Tensor], None]] = []
+        self.graph: StepGraph | None = None  # (GraphStep: the whole step captured as a CUDA graph)
+        self._weight = torch.zeros((), device=self.device)  # the KL weight, as a captured step reads it
+        self._weight_now, self._graph_ready = math.nan, False  # (the weight it holds; _prepare_graph done)
+        self._totals = (torch.zeros((), device=self.device), torch.zeros((), device=self.device))  # the epoch's sums
         self.parallel = DataParallel(self.model, self._objective, self.device, self.dist) if self.dist.parallel else None
         self.gradient_transport = None if self.parallel is None else self.parallel.transport
         # the objective's terms of a batch, reduced to what the step needs (training/step.py)
@@ -244,7 +250,7 @@ class Trainer:
             self.parallel.module if self.parallel is not None else ObjectiveModule(self.model, self._objective),
             self.score,
             keep_graph=self.parallel is not None,
-            autocast=lambda: self.amp.autocast(),
+            autocast=lambda: self.amp.autocast() if self.graph is None else self.amp.autocast(cache=False),
         )
         every = 1 if self.device.type == "cpu" else 50  # a value read on a GPU waits for it: less often
         self.loss_check = FiniteLossCheck(every, self.parallel is not None, self._nan_message)
@@ -441,8 +447,12 @@ class Trainer:
     # ----------------------------------------------------------------- loop
     def _train_epoch(self) -> dict:
         self.model.train()
+        lr = self.lr_schedule.learning_rate(self.lr, self.epoch, self.epochs)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_schedule.learning_rate(self.lr, self.epoch, self.epochs)
+            if torch.is_tensor(group["lr"]):  # (GraphStep's: the captured update reads it)
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
         perm, start, beta, total_loss, total_score = self._start_epoch()
         with self._progress_bar() as bar:
             bar.update(start)
@@ -451,28 +461,20 @@ class Trainer:
                 # change an epoch's steps by one)
                 beta = kl_weight(self.beta, self.warmup_epochs, self.epoch * self.steps_per_epoch + i, self.steps_per_epoch)
                 self.objective.update(self.step)
-                rows = x.shape[0]  # of the global batch
-                if self.parallel is not None:
-                    x, y = self.parallel.share(x, y, beta)
-                out = self.forward(x, beta, y)
+                out: StepTerms | None = None
+                if self.graph is not None and self.graph.takes(x, y):
+                    if beta != self._weight_now:
+                        self._weight.fill_(beta)
+                        self._weight_now = beta
+                    out = self.graph(x, y)  # None: it could not be captured (said once), the step runs as it is
+                    if out is not None:
+                        self.loss_check.after_step(i, out.loss)
+                if out is None:
+                    out = self._step(x, y, beta, i)
                 loss = out.loss
-                self.optimizer.zero_grad(set_to_none=True)
-                with self.loss_check.around_backward(i, loss, out.losses, rows):
-                    step_loss = (
-                        loss if self.parallel is None else self.parallel.step_loss(cast(torch.Tensor, out.losses), rows)
-                    )
-                    self.amp.backward(step_loss, self.optimizer)
-                if self.parallel is not None:
-                    self.parallel.check_gradients(self.step)
-                take = self.guard.take(self._trained)
-                taken = self.amp.step(self.optimizer, take, tell_taken=bool(self.step_hooks))
-                for hook in self.step_hooks:
-                    hook(taken)
                 if self.pace is not None and self.epoch == 0:
                     self.pace.after_step(self, i)
                 self.step += 1
-                total_loss += out.loss_sum
-                total_score += out.score_sum
                 bar.update(1)
                 if self.progress and i % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
@@ -480,11 +482,70 @@ class Trainer:
                     raise _BudgetSpent(self._epoch_progress(i + 1, total_loss, total_score, beta))
         return self._epoch_metrics(total_loss, total_score, beta)
 
+    def _step(self, x: torch.Tensor, y: torch.Tensor | None, beta: float | torch.Tensor, i: int,
+              graphed: bool = False) -> StepTerms:  # fmt: skip
+        """One training step on the batch ``x`` (labels ``y``), step ``i`` of the epoch: forward,
+        backward, the step guard, the update, the hooks after it, the epoch's sums. ``graphed``:
+        the step that ``GraphStep`` captures (``beta`` a tensor; the update taken on the device
+        where the loss is finite, the loss checked after the step: ``FiniteLossCheck.after_step``)."""
+        rows = x.shape[0]  # of the global batch
+        if self.parallel is not None:
+            x, y = self.parallel.share(x, y, cast(float, beta))  # (a number: no step is captured under torchrun)
+        out: StepTerms = self.forward(x, beta, y)
+        loss = out.loss
+        self.optimizer.zero_grad(set_to_none=True)
+        with contextlib.nullcontext() if graphed else self.loss_check.around_backward(i, loss, out.losses, rows):
+            step_loss = loss if self.parallel is None else self.parallel.step_loss(cast(torch.Tensor, out.losses), rows)
+            self.amp.backward(step_loss, self.optimizer)
+        if self.parallel is not None:
+            self.parallel.check_gradients(self.step)
+        take = self.guard.take(self._trained)
+        if graphed:  # (a replay cannot stop within the step: a loss that is not finite takes no update)
+            finite = torch.isfinite(loss.detach())
+            take = finite if take is True else take & finite
+        taken = self.amp.step(self.optimizer, take, tell_taken=bool(self.step_hooks))
+        for hook in self.step_hooks:
+            hook(taken)
+        total_loss, total_score = self._totals
+        total_loss += out.loss_sum
+        total_score += out.score_sum
+        return out
+
+    def graph_step(self, x: torch.Tensor, y: torch.Tensor | None) -> StepTerms:
+        """The step that ``GraphStep`` captures: ``_step`` with the KL weight as a tensor."""
+        return self._step(x, y, self._weight, -1, graphed=True)
+
+    def _prepare_graph(self) -> None:
+        """Before training with ``GraphStep``: what the captured step needs of the other parts
+        (or, where it cannot be had, the step uncaptured, said once)."""
+        if self.graph is None or self._graph_ready:
+            return
+        self._graph_ready = True
+        why = (
+            "it needs a CUDA device" if self.device.type != "cuda" and self.graph.capture is capture_cuda
+            else "not under torchrun" if self.parallel is not None
+            else "not with fp16's gradient scaler" if self.amp.scaler is not None
+            else "not with gradient skipping (--skip-grad-norm, --skip-grad-factor)" if self.guard.skips
+            else None
+        )  # fmt: skip
+        if why is not None:
+            log.warning("--graph-step: %s; the step runs uncaptured", why)
+            self.graph = None
+            return
+        if isinstance(self.forward, CompiledOrEager) and self.forward.graphs:  # (its CUDA graphs: within the step's)
+            self.forward = CompiledOrEager(self.forward.module, device=self.device, graphs=False)
+        for group in self.optimizer.param_groups:  # read by the captured update, changed in place by the schedule
+            if not torch.is_tensor(group["lr"]):
+                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+            group["capturable"] = True
+
     def _start_epoch(self) -> tuple[torch.Tensor | None, int, float, torch.Tensor, torch.Tensor]:
         """Where the epoch starts: (the data order or None for a new one, the first step, the KL
         weight, the sums of loss and score so far); from the start, or, for an epoch that stopped
         within (``--time-budget``), from where it stopped."""
-        total_loss, total_score = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+        total_loss, total_score = self._totals  # (the same tensors every epoch: a captured step adds to them)
+        total_loss.zero_()
+        total_score.zero_()
         self.guard.start_epoch()
         progress, self._progress, perm, start, beta = self._progress, None, None, 0, self.beta
         if progress is not None:
@@ -581,7 +642,7 @@ class Trainer:
             "train_loss": total_loss.item() / rows,
             f"train_{self.score}": total_score.item() / rows,
             "beta": beta,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self.lr_schedule.learning_rate(self.lr, self.epoch, self.epochs),  # (as set: GraphStep's is a tensor)
             **({"skipped_steps": self.guard.epoch_skipped, "steps": self.steps_per_epoch} if self.guard.skips else {}),
             **({"ema": self.ema.decay} if self.ema is not None else {}),  # validation uses the averaged weights
         }
@@ -647,6 +708,7 @@ class Trainer:
         """Train from the current epoch to ``epochs`` (or until early stopping); returns the
         per-epoch metrics of this call."""
         history: list[dict] = []
+        self._prepare_graph()
         self.budget_spent = False
         self._deadline = None if self.budget is None else self.budget.clock() + self.budget.seconds
         while self.epoch < self.epochs and not self.stopped_early:  # (a resumed run that had stopped trains no more)

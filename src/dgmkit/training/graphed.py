@@ -1,0 +1,149 @@
+"""``--graph-step``: the whole training step (forward, backward, the step guard's clipping, the
+optimizer's update, the moving average of the weights, the epoch's sums) captured once as one
+CUDA graph and replayed for every later batch of the same shape.
+
+Why: a small model's step on a GPU is a few hundred short kernels, and launching them from
+Python (eager) or replaying the forward and backward graphs of ``--compile`` with the
+optimizer's and the moving average's launches around them leaves the GPU idle most of the
+step. One replay launches them all at once, and the step costs the host a copy of the batch
+into the graph's input and one launch.
+
+How: the step's first calls (``WARMUP``, on a side stream) run it as it is, which also compiles
+it under ``--compile`` and makes the state that the step keeps on the device (Adam's moments and
+step counts, the moving average's update count); the next call captures it
+(``torch.cuda.graph``) and replays it, and every later batch of that shape is copied into the
+captured input and replayed. A batch of another shape (a short last batch) runs uncaptured.
+What the step reads that changes between steps is a tensor that the loop changes in place
+outside the graph: the batch, the KL weight, the learning rate (each parameter group's ``lr``
+becomes a tensor at the capture), the objective's own schedules (the Gumbel-softmax
+temperature). An update is taken on the device where the loss is finite (a replay cannot stop
+halfway); the loop reads the loss every ``FiniteLossCheck.every`` steps and stops the run on a
+non-finite one, with the weights of before that step.
+
+Where a step cannot be captured (an operation that reads a value back to the host, a CPU
+tensor, a library call that CUDA graphs do not allow), the run says why once and goes on with
+the uncaptured step: the same numbers. The capture backend is a parameter (``capture``) so that
+the tests can replay a recording of the step's operations on the CPU.
+"""
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from dgmkit.errors import DgmError
+
+__all__ = ["StepGraph", "capture_cuda", "WARMUP"]
+
+log = logging.getLogger(__name__)
+
+WARMUP = 3  # uncaptured calls before the capture (compilation, lazily made state, cuBLAS' workspaces)
+
+Capture = Callable[[Callable[[], Any], Any], tuple[Any, Callable[[], None]]]
+
+
+def capture_cuda(step: Callable[[], Any], stream: Any) -> tuple[Any, Callable[[], None]]:
+    """``step`` captured as a CUDA graph on ``stream`` and run once (a capture runs nothing):
+    (what the captured call returned, whose tensors each replay rewrites; the replay)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        out = step()
+    graph.replay()
+    return out, graph.replay
+
+
+class StepGraph:
+    """Runs ``step(x, y)`` (a whole training step on the batch ``x`` and its labels ``y`` or
+    None) for the trainer: ``WARMUP`` calls as they are, then captured by ``capture`` (default:
+    ``capture_cuda``) and replayed. ``takes(x, y)`` says whether a batch goes through it (the
+    shape it was captured for, and no failure); ``__call__`` returns the step's output (after a
+    capture, the same tensors each call) or None where the capture failed: the caller then runs
+    the step itself."""
+
+    def __init__(self, step: Callable[[torch.Tensor, torch.Tensor | None], Any], capture: Capture | None = None):
+        self.step = step
+        self.capture: Capture = capture if capture is not None else capture_cuda
+        self.failure: str | None = None  # why the step could not be captured, once it could not
+        self.captures = 0  # steps captured (one, unless the batch's shape changed before the capture)
+        self._shape: tuple | None = None  # the batch's (shape, dtype, labels' shape) that is warmed up and captured
+        self._runs = 0  # uncaptured calls of that shape so far
+        self._replay: Callable[[], None] | None = None
+        self._x: torch.Tensor | None = None  # the captured input
+        self._y: torch.Tensor | None = None
+        self._out: Any = None
+        self._stream: Any = None  # the side stream of the warm-up and the capture (CUDA)
+
+    @property
+    def captured(self) -> bool:
+        return self._replay is not None
+
+    def takes(self, x: torch.Tensor, y: torch.Tensor | None) -> bool:
+        """Whether this batch's step goes through the graph: until the capture, any batch (the
+        warm-up follows the latest shape); after it, those of the captured shape."""
+        if self.failure is not None:
+            return False
+        return self._replay is None or _shape(x, y) == self._shape
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None) -> Any:
+        if self._replay is not None:
+            assert self._x is not None  # (captured with it)
+            self._x.copy_(x)
+            if y is not None and self._y is not None:
+                self._y.copy_(y)
+            self._replay()
+            return self._out
+        shape = _shape(x, y)
+        if shape != self._shape:  # (a short batch before the capture: the warm-up starts again)
+            self._shape, self._runs = shape, 0
+        if self._runs < WARMUP:
+            self._runs += 1
+            return self._on_side_stream(x, lambda: self.step(x, y))
+        static_x, static_y = x.clone(), None if y is None else y.clone()
+        self._x, self._y = static_x, static_y
+        try:
+            out, replay = self.capture(lambda: self.step(static_x, static_y), self._side_stream())
+        except DgmError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the capture raised: said once, the step runs uncaptured
+            self._give_up(e)
+            return None
+        self._out, self._replay = out, replay
+        self.captures += 1
+        return out
+
+    def _side_stream(self) -> Any:
+        """The side stream of the warm-up and the capture on CUDA (None on a CPU)."""
+        if self._stream is None and self._x is not None and self._x.is_cuda:
+            self._stream = torch.cuda.Stream(self._x.device)
+        return self._stream
+
+    def _on_side_stream(self, x: torch.Tensor, call: Callable[[], Any]) -> Any:
+        """``call()``, on CUDA on the side stream that the capture will use (what a stream makes
+        lazily, such as cuBLAS' workspace, is then made before the capture)."""
+        if not x.is_cuda:
+            return call()
+        current = torch.cuda.current_stream(x.device)
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(x.device)
+        self._stream.wait_stream(current)
+        with torch.cuda.stream(self._stream):
+            out = call()
+        current.wait_stream(self._stream)
+        return out
+
+    def _give_up(self, e: BaseException) -> None:
+        self.failure = f"{type(e).__name__}: {_line(str(e))}"[:300]
+        self._x = self._y = self._out = None
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        log.warning("--graph-step: the training step cannot be captured as a CUDA graph (%s); it runs uncaptured",
+                    self.failure)  # fmt: skip
+
+
+def _shape(x: torch.Tensor, y: torch.Tensor | None) -> tuple:
+    return (tuple(x.shape), x.dtype, x.device, None if y is None else (tuple(y.shape), y.dtype))
+
+
+def _line(text: str) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")

@@ -1,0 +1,77 @@
+"""A CUDA graph's semantics on the CPU, for the tests of ``--graph-step`` (``training.graphed``):
+``capture_recorded(step, stream)`` runs ``step`` once while recording every operation that
+reaches the dispatcher (the forward and backward passes, the optimizer's, the moving average's),
+and returns a replay that runs those operations again on the same tensors, writing each result
+into the tensor the recorded call made, without running any Python. As in a CUDA graph, what
+Python computed during the capture (a number read from a tensor, a learning rate held as a
+float, a counter on the host) is frozen, random draws are drawn anew, and an operation that
+reads a value back to the host (``.item()``, ``bool(tensor)``, a data-dependent shape) is an
+error during the capture. ``capture_rerun`` is the reference: it runs the Python again at every
+replay."""
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+aten = torch.ops.aten
+
+# operations whose result reaches the host (forbidden in a capture) or whose output size depends on the data
+READS_BACK = {
+    aten._local_scalar_dense.default,
+    aten.is_nonzero.default,
+    aten.equal.default,
+    aten.allclose.default,
+    aten.nonzero.default,
+    aten.masked_select.default,
+    aten._unique2.default,
+    aten.unique_dim.default,
+    aten.unique_consecutive.default,
+    aten.bincount.default,
+}
+
+
+class _Recording(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Any, tuple, dict, Any]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in READS_BACK:
+            raise RuntimeError(f"operation not permitted when stream is capturing: {func} reads a value back")
+        out = func(*args, **kwargs)
+        self.calls.append((func, args, kwargs, out))
+        return out
+
+
+def capture_recorded(step: Callable[[], Any], stream: Any = None) -> tuple[Any, Callable[[], None]]:
+    recording = _Recording()
+    with recording:
+        out = step()
+    calls = recording.calls
+
+    def replay() -> None:
+        with torch.no_grad():
+            for func, args, kwargs, made in calls:
+                again = func(*args, **kwargs)
+                for into, new in zip(tree_flatten(made)[0], tree_flatten(again)[0]):
+                    if isinstance(into, torch.Tensor) and into is not new:
+                        into.copy_(new)
+
+    return out, replay
+
+
+def capture_rerun(step: Callable[[], Any], stream: Any = None) -> tuple[Any, Callable[[], None]]:
+    out = step()
+
+    def replay() -> None:
+        again = step()
+        with torch.no_grad():
+            for into, new in zip(tree_flatten(out)[0], tree_flatten(again)[0]):
+                if isinstance(into, torch.Tensor):
+                    into.copy_(new)
+
+    return out, replay

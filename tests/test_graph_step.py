@@ -1,0 +1,220 @@
+"""--graph-step: the whole training step captured as one CUDA graph and replayed. On the CPU the
+capture is emulated (``op_replay``: the step's operations recorded and run again without its
+Python, as a CUDA graph runs them), so that what a CUDA graph would freeze is found here: a
+replayed run must end bit for bit where a run that executes its Python at every step ends."""
+
+import logging
+import math
+
+import pytest
+import torch
+from tests.test_cli import run
+
+from dgmkit.config import RunConfig, build_model, build_objective
+from dgmkit.config.run import trainer_options
+from dgmkit.data import load_dataset, make_transform
+from dgmkit.errors import TrainingError
+from dgmkit.training import GraphStep, Trainer
+from dgmkit.training.graphed import WARMUP
+from op_replay import capture_recorded, capture_rerun
+
+DIGITS = load_dataset("digits")
+# a warm-up of the KL weight (a new weight every step), a cosine learning rate (a new one every
+# epoch), clipping, a moving average (its decay warms up with its count on the device)
+SETTINGS = {
+    "model": "vae",
+    "dataset": "digits",
+    "epochs": 2,
+    "batch_size": 64,
+    "hidden": [32],
+    "latent_dim": 4,
+    "ema": 0.99,
+    "warmup": 1,
+    "lr_schedule": "cosine",
+    "grad_clip": 100.0,
+}
+
+
+def trainer(capture=None, run_dir=None, objective=None, **settings) -> Trainer:
+    cfg = RunConfig.from_dict({**SETTINGS, **settings})
+    torch.manual_seed(0)
+    model = build_model(cfg, DIGITS.event_shape, DIGITS.num_levels)
+    opts = trainer_options(cfg)
+    if capture is not None:
+        opts["parts"] = [*opts["parts"], GraphStep(capture)]
+    return Trainer(
+        model,
+        objective if objective is not None else build_objective(cfg),
+        DIGITS.train,
+        make_transform("bernoulli", DIGITS),
+        valid=DIGITS.valid,
+        progress=False,
+        run_dir=run_dir,
+        **opts,
+    )
+
+
+def same_state(a: Trainer, b: Trainer) -> bool:
+    tensors = [
+        *zip(a.model.state_dict().values(), b.model.state_dict().values()),
+        *zip(a.ema.weights.values(), b.ema.weights.values()),
+        *(
+            (a.optimizer.state[p][k], b.optimizer.state[q][k])
+            for p, q in zip(a.model.parameters(), b.model.parameters())
+            for k in a.optimizer.state[p]
+        ),
+    ]
+    return all(torch.equal(u, v) for u, v in tensors) and a.ema.updates == b.ema.updates
+
+
+def test_the_emulated_capture_freezes_python_and_refuses_reads_as_a_cuda_graph_does():
+    total, k = torch.zeros(()), [2.0]
+    out, replay = capture_recorded(lambda: total.add_(torch.ones(()) * k[0]))
+    k[0] = 5.0  # a number that Python read during the capture: the replays keep the captured one
+    replay()
+    replay()
+    assert total.item() == 6.0 and out is total
+    total.zero_()
+    _, again = capture_rerun(lambda: total.add_(torch.ones(()) * k[0]))
+    again()
+    assert total.item() == 10.0
+    with pytest.raises(RuntimeError, match="reads a value back"):
+        capture_recorded(lambda: float(total.sum()))
+
+
+def test_a_replayed_training_step_ends_where_running_its_python_every_step_ends():
+    replayed, rerun, plain = trainer(capture_recorded), trainer(capture_rerun), trainer()
+    history = [t.fit() for t in (replayed, rerun, plain)]
+    assert replayed.graph is not None and replayed.graph.captured and replayed.graph.captures == 1
+    assert same_state(replayed, rerun)
+    assert history[0] == [
+        {**m, "time_s": h["time_s"], "images_per_s": h["images_per_s"]} for m, h in zip(history[1], history[0])
+    ]
+    # against the uncaptured step: the same run up to rounding (the learning rate in float32, the
+    # moving average's update told by a tensor)
+    for p, q in zip(replayed.model.parameters(), plain.model.parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-6)
+    for a, b in zip(history[0], history[2]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["valid_elbo"] == pytest.approx(b["valid_elbo"], rel=1e-6) and a["lr"] == b["lr"]
+
+
+@pytest.mark.parametrize("capture", [capture_recorded, None])
+def test_a_resumed_captured_run_ends_where_the_uninterrupted_one_does(capture, tmp_path):
+    schedule = {"lr_schedule": "exponential", "lr_decay": 0.5}  # (a new rate every epoch, whatever the epochs)
+    whole = trainer(capture, epochs=3, **schedule)
+    whole.fit()
+    first = trainer(capture, run_dir=tmp_path, epochs=2, **schedule)
+    first.fit()  # (its checkpoints hold the learning rate that the captured update reads as a tensor)
+    resumed = trainer(capture, run_dir=tmp_path, epochs=3, **schedule)
+    resumed.resume()
+    resumed.fit()
+    assert same_state(whole, resumed)
+    assert capture is None or (resumed.graph is not None and resumed.graph.captured)
+
+
+class _ReadsBack:
+    """The ELBO, with a read of a value in every step (which a CUDA graph cannot hold)."""
+
+    def __init__(self, objective):
+        self.objective = objective
+        self.reads = 0
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def __call__(self, model, x, beta=1.0):
+        if torch.is_grad_enabled():  # (a training step, not validation)
+            self.reads += x.sum().item() >= 0
+        return self.objective(model, x, beta)
+
+
+def test_a_step_that_cannot_be_captured_says_why_once_and_trains_uncaptured(caplog):
+    cfg = RunConfig.from_dict(SETTINGS)
+    objective = _ReadsBack(build_objective(cfg))
+    t = trainer(capture_recorded, objective=objective)
+    with caplog.at_level(logging.WARNING, logger="dgmkit.training.graphed"):
+        history = t.fit()
+    said = [r.getMessage() for r in caplog.records if "--graph-step" in r.getMessage()]
+    assert len(said) == 1 and "cannot be captured" in said[0] and "reads a value back" in said[0]
+    assert t.graph is not None and not t.graph.captured and t.graph.failure is not None
+    steps = 2 * t.steps_per_epoch
+    assert objective.reads == steps  # every step ran once (the failed capture stopped at the read), none was lost
+    plain = trainer()
+    expected = plain.fit()
+    assert history[-1]["train_loss"] == pytest.approx(expected[-1]["train_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("settings", "why"),
+    [({"skip_grad_norm": 1e6}, "gradient skipping"), ({}, "needs a CUDA device")],
+)
+def test_what_a_captured_step_cannot_hold_is_said_and_the_step_runs_uncaptured(settings, why, caplog):
+    capture = None if why.startswith("needs") else capture_recorded
+    cfg = RunConfig.from_dict({**SETTINGS, **settings, "epochs": 1})
+    torch.manual_seed(0)
+    model = build_model(cfg, DIGITS.event_shape, DIGITS.num_levels)
+    opts = trainer_options(cfg)
+    t = Trainer(model, build_objective(cfg), DIGITS.train, make_transform("bernoulli", DIGITS), progress=False,
+                **{**opts, "parts": [*opts["parts"], GraphStep(capture)]})  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="dgmkit.training.trainer"):
+        t.fit()
+    assert t.graph is None and any(why in r.getMessage() for r in caplog.records)
+    assert all(not torch.is_tensor(g["lr"]) for g in t.optimizer.param_groups)
+
+
+class _Poisoned:
+    """The ELBO, whose loss becomes NaN from step ``at`` on (set by the loop's ``update``, outside
+    the captured step, in a tensor that the captured step reads); ``before``: the weights then."""
+
+    def __init__(self, objective, model, at: int):
+        self.objective, self.model, self.at = objective, model, at
+        self.poison = torch.zeros(())
+        self.before: dict[str, torch.Tensor] = {}
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def update(self, step: int) -> None:
+        self.objective.update(step)
+        if step == self.at:
+            self.before = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.poison.fill_(1.0)
+
+    def __call__(self, model, x, beta=1.0):
+        terms = self.objective(model, x, beta)
+        return terms._replace(loss=torch.where(self.poison > 0, math.nan, terms.loss))
+
+
+def test_a_captured_step_whose_loss_is_not_finite_stops_the_run_with_the_weights_of_before(caplog):
+    cfg = RunConfig.from_dict(SETTINGS)
+    torch.manual_seed(0)
+    model = build_model(cfg, DIGITS.event_shape, DIGITS.num_levels)
+    objective = _Poisoned(build_objective(cfg), model, at=WARMUP + 3)  # two replays after the capture
+    opts = trainer_options(cfg)
+    t = Trainer(model, objective, DIGITS.train, make_transform("bernoulli", DIGITS), progress=False,
+                **{**opts, "parts": [*opts["parts"], GraphStep(capture_recorded)]})  # fmt: skip
+    with pytest.raises(TrainingError, match="training loss became nan at epoch 1, step 7"):
+        t.fit()
+    assert t.graph is not None and t.graph.captured and objective.before
+    assert all(torch.equal(objective.before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_on_cuda_the_step_is_captured_and_trains_as_the_uncaptured_one(compiled):
+    settings = {"device": "cuda", "compile": compiled}
+    captured, plain = trainer(None, graph_step=True, **settings), trainer(None, **settings)
+    a, b = captured.fit(), plain.fit()
+    assert captured.graph is not None and captured.graph.captured and captured.graph.failure is None
+    assert a[-1]["train_loss"] == pytest.approx(b[-1]["train_loss"], rel=0.02)
+    assert a[-1]["valid_elbo"] == pytest.approx(b[-1]["valid_elbo"], rel=0.02)
+
+
+def test_dgm_train_graph_step_on_a_cpu_says_it_needs_cuda_and_trains(tmp_path, capsys, caplog):
+    with caplog.at_level(logging.WARNING, logger="dgmkit.training.trainer"):
+        code, out, err = run(capsys, "train", "--model", "vae", "--dataset", "digits", "--epochs", "1", "--graph-step",
+                             "--hidden", "16", "--latent-dim", "2", "--out", tmp_path / "r")  # fmt: skip
+    said = " ".join(r.getMessage() for r in caplog.records) + out + err
+    assert code == 0 and "--graph-step: it needs a CUDA device" in said
+    assert (tmp_path / "r" / "checkpoint.safetensors").is_file()
