@@ -15,7 +15,7 @@ from dgmkit.config.run import trainer_options
 from dgmkit.data import load_dataset, make_transform
 from dgmkit.errors import TrainingError
 from dgmkit.training import GraphStep, Trainer
-from dgmkit.training.graphed import WARMUP
+from dgmkit.training.graphed import WARMUP, StepGraph
 from op_replay import capture_recorded, capture_rerun
 
 DIGITS = load_dataset("digits")
@@ -145,6 +145,32 @@ def test_a_step_that_cannot_be_captured_says_why_once_and_trains_uncaptured(capl
     assert history[-1]["train_loss"] == pytest.approx(expected[-1]["train_loss"], rel=1e-5)
 
 
+class _RefusesTensorWeights:
+    """The ELBO, failing on a KL weight given as a tensor (as the captured step gives it)."""
+
+    def __init__(self, objective):
+        self.objective = objective
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def __call__(self, model, x, beta=1.0):
+        if isinstance(beta, torch.Tensor):
+            raise RuntimeError("no tensors here")
+        return self.objective(model, x, beta)
+
+
+def test_a_step_that_fails_as_set_up_for_the_capture_is_given_up_and_runs_as_before(caplog):
+    cfg = RunConfig.from_dict(SETTINGS)
+    t = trainer(capture_recorded, objective=_RefusesTensorWeights(build_objective(cfg)))
+    with caplog.at_level(logging.WARNING, logger="dgmkit.training.graphed"):
+        history = t.fit()
+    said = [r.getMessage() for r in caplog.records if "--graph-step" in r.getMessage()]
+    assert len(said) == 1 and "no tensors here" in said[0] and t.graph is not None and not t.graph.captured
+    assert all(isinstance(g["lr"], float) and not g["capturable"] for g in t.optimizer.param_groups)
+    assert history[-1]["train_loss"] == pytest.approx(trainer().fit()[-1]["train_loss"], rel=1e-5)
+
+
 @pytest.mark.parametrize(
     ("settings", "why"),
     [({"skip_grad_norm": 1e6}, "gradient skipping"), ({}, "needs a CUDA device")],
@@ -198,6 +224,24 @@ def test_a_captured_step_whose_loss_is_not_finite_stops_the_run_with_the_weights
         t.fit()
     assert t.graph is not None and t.graph.captured and objective.before
     assert all(torch.equal(objective.before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_a_replayed_step_draws_anew_and_follows_the_generators_state():
+    out = torch.zeros(8, device="cuda")
+
+    def step(x, y):
+        out.copy_(x + torch.randn(8, device="cuda"))
+        return out
+
+    graph, x = StepGraph(step), torch.zeros(8, device="cuda")
+    for _ in range(WARMUP + 1):
+        graph(x, None)
+    assert graph.captured and graph.failure is None
+    state = torch.cuda.get_rng_state()
+    first, second = graph(x, None).clone(), graph(x, None).clone()
+    torch.cuda.set_rng_state(state)
+    assert not torch.equal(first, second) and torch.equal(graph(x, None), first)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -59,11 +59,18 @@ class StepGraph:
     ``capture_cuda``) and replayed. ``takes(x, y)`` says whether a batch goes through it (the
     shape it was captured for, and no failure); ``__call__`` returns the step's output (after a
     capture, the same tensors each call) or None where the capture failed: the caller then runs
-    the step itself."""
+    the step itself. A warm-up call that fails (other than with dgmkit's own errors) is such a
+    failure too, said once; ``undo`` then puts back what the caller set up for the capture."""
 
-    def __init__(self, step: Callable[[torch.Tensor, torch.Tensor | None], Any], capture: Capture | None = None):
+    def __init__(
+        self,
+        step: Callable[[torch.Tensor, torch.Tensor | None], Any],
+        capture: Capture | None = None,
+        undo: Callable[[], None] | None = None,
+    ):
         self.step = step
         self.capture: Capture = capture if capture is not None else capture_cuda
+        self.undo = undo  # called where it gives up: what the caller set up for the capture is put back
         self.failure: str | None = None  # why the step could not be captured, once it could not
         self.captures = 0  # steps captured (one, unless the batch's shape changed before the capture)
         self._shape: tuple | None = None  # the batch's (shape, dtype, labels' shape) that is warmed up and captured
@@ -98,7 +105,13 @@ class StepGraph:
             self._shape, self._runs = shape, 0
         if self._runs < WARMUP:
             self._runs += 1
-            return self._on_side_stream(x, lambda: self.step(x, y))
+            try:
+                return self._on_side_stream(x, lambda: self.step(x, y))
+            except DgmError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the step as set up for a capture fails: said once, run uncaptured
+                self._give_up(e)
+                return None
         static_x, static_y = x.clone(), None if y is None else y.clone()
         self._x, self._y = static_x, static_y
         try:
@@ -135,6 +148,8 @@ class StepGraph:
     def _give_up(self, e: BaseException) -> None:
         self.failure = f"{type(e).__name__}: {_line(str(e))}"[:300]
         self._x = self._y = self._out = None
+        if self.undo is not None:
+            self.undo()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()
         log.warning("--graph-step: the training step cannot be captured as a CUDA graph (%s); it runs uncaptured",

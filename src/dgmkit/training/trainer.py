@@ -538,6 +538,16 @@ class Trainer:
             if not torch.is_tensor(group["lr"]):
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
             group["capturable"] = True
+        # (torch warns once when a capturable optimizer steps uncaptured: the warm-up steps do, by design)
+        self.optimizer._warned_capturable_if_run_uncaptured = True
+        self.graph.undo = self._uncaptured
+
+    def _uncaptured(self) -> None:
+        """Where the step could not be captured: the optimizer as it was set up before."""
+        for group in self.optimizer.param_groups:
+            if torch.is_tensor(group["lr"]):
+                group["lr"] = float(group["lr"])
+            group["capturable"] = False
 
     def _start_epoch(self) -> tuple[torch.Tensor | None, int, float, torch.Tensor, torch.Tensor]:
         """Where the epoch starts: (the data order or None for a new one, the first step, the KL
