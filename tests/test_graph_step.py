@@ -171,21 +171,30 @@ def test_a_step_that_fails_as_set_up_for_the_capture_is_given_up_and_runs_as_bef
     assert history[-1]["train_loss"] == pytest.approx(trainer().fit()[-1]["train_loss"], rel=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("settings", "why"),
-    [({"skip_grad_norm": 1e6}, "gradient skipping"), ({}, "needs a CUDA device")],
-)
-def test_what_a_captured_step_cannot_hold_is_said_and_the_step_runs_uncaptured(settings, why, caplog):
-    capture = None if why.startswith("needs") else capture_recorded
-    cfg = RunConfig.from_dict({**SETTINGS, **settings, "epochs": 1})
+def test_a_captured_step_skips_updates_on_the_device_and_counts_them_as_running_it_again_does():
+    probe = trainer(skip_grad_norm=1e9)  # (the norms of the run: a threshold that some of them pass)
+    probe.fit()
+    norms = sorted(probe.guard.epoch_norms)
+    limit = {"skip_grad_norm": norms[len(norms) * 2 // 3]}
+    replayed, rerun = trainer(capture_recorded, **limit), trainer(capture_rerun, **limit)
+    history = [t.fit() for t in (replayed, rerun)]
+    assert replayed.graph is not None and replayed.graph.captured and same_state(replayed, rerun)
+    skipped = [m["skipped_steps"] for m in history[0]]
+    assert skipped == [m["skipped_steps"] for m in history[1]] and 0 < sum(skipped) < 2 * replayed.steps_per_epoch
+    assert replayed.guard.skipped_total == sum(skipped) == rerun.guard.skipped_total
+    assert replayed.guard.epoch_norms == rerun.guard.epoch_norms
+
+
+def test_a_captured_step_needs_cuda_or_a_capture_given(caplog):
+    cfg = RunConfig.from_dict({**SETTINGS, "epochs": 1})
     torch.manual_seed(0)
     model = build_model(cfg, DIGITS.event_shape, DIGITS.num_levels)
     opts = trainer_options(cfg)
     t = Trainer(model, build_objective(cfg), DIGITS.train, make_transform("bernoulli", DIGITS), progress=False,
-                **{**opts, "parts": [*opts["parts"], GraphStep(capture)]})  # fmt: skip
+                **{**opts, "parts": [*opts["parts"], GraphStep()]})  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="dgmkit.training.trainer"):
         t.fit()
-    assert t.graph is None and any(why in r.getMessage() for r in caplog.records)
+    assert t.graph is None and any("needs a CUDA device" in r.getMessage() for r in caplog.records)
     assert all(not torch.is_tensor(g["lr"]) for g in t.optimizer.param_groups)
 
 

@@ -170,7 +170,7 @@ class OptimConfig:
     graph_step: bool = setting(
         False,
         "on CUDA, capture the whole training step (with --compile, its compiled passes) as one CUDA graph after its "
-        "first steps and replay it (not with torchrun, fp16 or gradient skipping; where it cannot be captured, training "
+        "first steps and replay it (not with torchrun or fp16; where it cannot be captured, training "
         "says so and goes on without it)",
     )
     channels_last: bool = setting(

@@ -230,8 +230,8 @@ class Compile(TrainingPart):
 class GraphStep(TrainingPart):
     """The whole training step captured as one CUDA graph after its first steps and replayed
     (``graphed.StepGraph``); with ``Compile``, the compiled forward and backward passes are
-    captured in it. Not with torchrun, fp16's gradient scaler or gradient skipping (the run says
-    so and trains uncaptured); on a CPU it does nothing. ``capture``: the capture backend (the
+    captured in it, and gradient skipping is decided on the device. Not with torchrun or fp16's
+    gradient scaler (the run says so and trains uncaptured); on a CPU it does nothing. ``capture``: the capture backend (the
     tests' recording on the CPU; default CUDA graphs)."""
 
     capture: Capture | None = field(default=None, compare=False)

@@ -95,7 +95,11 @@ class GradientGuard:
         self._recent: list[float] = []  # norms of the last updates taken (for skip_factor)
         self._ring: torch.Tensor | None = None  # on_device: those norms, a ring of ``window`` (built at the first step)
         self._taken: torch.Tensor | None = None  # on_device: updates taken into the ring (its next place: mod window)
-        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # on_device: (norm, limit, taken)
+        # on_device: what the steps saw, rows (norm, limit, taken) of a log on the device, and how many it holds (a
+        # count on the device: a step captured as a CUDA graph writes its row in every replay, unseen by the host)
+        self._log: torch.Tensor | None = None
+        self._logged: torch.Tensor | None = None
+        self._unread = 0  # rows written by the calls the host saw since the last read (a replay is not seen)
         self._skipped_total = 0
         self.start_epoch()
 
@@ -191,17 +195,47 @@ class GradientGuard:
             place = torch.remainder(self._taken, self.window).view(1)
             self._ring.scatter_(0, place, torch.where(taken, norm, self._ring.gather(0, place)[0]).view(1))
             self._taken += taken
-        self._pending.append((norm, limit, taken))
+        self._write(torch.stack([norm, limit, taken.double()]))
         return taken
+
+    def reserve(self, rows: int, device: torch.device) -> None:
+        """Room on ``device`` for ``rows`` steps between two reads (what a step captured as a CUDA
+        graph needs: its replays cannot make more). Before the capture, on_device only."""
+        if self._log is None or len(self._log) < rows:
+            self._grow(rows, device)
+
+    def _grow(self, rows: int, device: torch.device | None = None) -> None:
+        log = torch.zeros(rows, 3, dtype=torch.float64, device=device if self._log is None else self._log.device)
+        if self._log is not None:
+            log[: len(self._log)] = self._log
+        self._log = log
+        if self._logged is None:
+            self._logged = torch.zeros((), dtype=torch.long, device=log.device)
+
+    def _write(self, row: torch.Tensor) -> None:
+        if self._log is None or self._unread >= len(self._log):
+            self._grow(max(64, 2 * (0 if self._log is None else len(self._log))), row.device)
+        assert self._log is not None and self._logged is not None  # (made by _grow)
+        # (a count beyond the log, which reserve() prevents, overwrites its last row: _flush says so)
+        place = torch.clamp(self._logged, max=len(self._log) - 1).view(1)
+        self._log.index_copy_(0, place, row.view(1, 3))
+        self._logged += 1
+        self._unread += 1
 
     def _flush(self) -> None:
         """Read back what the steps decided on the device (one synchronisation)."""
-        if not self._pending:
+        if self._log is None or self._logged is None:
             return
-        norms, limits, taken = (torch.stack(v).tolist() for v in zip(*self._pending))
-        self._pending = []
-        for n, limit, t in zip(norms, limits, taken):
-            self._record(n, limit, t)
+        n = int(self._logged)
+        if n == 0:
+            return
+        if n > len(self._log):
+            raise TrainingError(f"the step guard logged {n} steps in room for {len(self._log)}: some were lost")
+        rows = self._log[:n].tolist()
+        self._logged.zero_()
+        self._unread = 0
+        for norm, limit, taken in rows:
+            self._record(norm, limit, taken > 0.5)
 
     def epoch_problem(self) -> str | None:
         """What is wrong when every update of the epoch was skipped (None otherwise)."""

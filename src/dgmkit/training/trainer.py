@@ -525,7 +525,6 @@ class Trainer:
             "it needs a CUDA device" if self.device.type != "cuda" and self.graph.capture is capture_cuda
             else "not under torchrun" if self.parallel is not None
             else "not with fp16's gradient scaler" if self.amp.scaler is not None
-            else "not with gradient skipping (--skip-grad-norm, --skip-grad-factor)" if self.guard.skips
             else None
         )  # fmt: skip
         if why is not None:
@@ -538,6 +537,9 @@ class Trainer:
             if not torch.is_tensor(group["lr"]):
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
             group["capturable"] = True
+        if self.guard.skips:  # decided on the device, each step's norm logged there (read once an epoch)
+            self.guard.on_device = True
+            self.guard.reserve(self.steps_per_epoch + 1, self.device)
         # (torch warns once when a capturable optimizer steps uncaptured: the warm-up steps do, by design)
         self.optimizer._warned_capturable_if_run_uncaptured = True
         self.graph.undo = self._uncaptured
