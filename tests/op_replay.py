@@ -9,6 +9,8 @@ reads a value back to the host (``.item()``, ``bool(tensor)``, a data-dependent 
 error during the capture. ``capture_rerun`` is the reference: it runs the Python again at every
 replay."""
 
+import contextlib
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -41,37 +43,63 @@ class _Recording(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in READS_BACK:
-            raise RuntimeError(f"operation not permitted when stream is capturing: {func} reads a value back")
+            raise RuntimeError(f"operation not permitted when stream is capturing: {func} reads a value back{_where()}")
         out = func(*args, **kwargs)
         self.calls.append((func, args, kwargs, out))
         return out
 
 
-def capture_recorded(step: Callable[[], Any], stream: Any = None) -> tuple[Any, Callable[[], None]]:
-    recording = _Recording()
-    with recording:
-        out = step()
-    calls = recording.calls
+def _where() -> str:
+    """Where in dgmkit the read was made (the innermost frame of its source), for the message."""
+    frames = [f for f in traceback.extract_stack() if "/dgmkit/" in f.filename and "/tests/" not in f.filename]
+    return f" (at {frames[-1].filename.split('/dgmkit/')[-1]}:{frames[-1].lineno})" if frames else ""
 
-    def replay() -> None:
-        with torch.no_grad():
-            for func, args, kwargs, made in calls:
-                again = func(*args, **kwargs)
-                for into, new in zip(tree_flatten(made)[0], tree_flatten(again)[0]):
-                    if isinstance(into, torch.Tensor) and into is not new:
+
+class _Strict(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in READS_BACK:
+            raise RuntimeError(f"operation not permitted when stream is capturing: {func} reads a value back{_where()}")
+        return func(*args, **(kwargs or {}))
+
+
+class RecordedCapture:
+    """A CUDA graph's semantics on the CPU (the module's docstring); ``strict()``: a read of a
+    value back is an error, as ``torch.cuda.set_sync_debug_mode("error")`` makes it on CUDA."""
+
+    def __call__(self, step: Callable[[], Any], stream: Any = None) -> tuple[Any, Callable[[], None]]:
+        recording = _Recording()
+        with recording:
+            out = step()
+        calls = recording.calls
+
+        def replay() -> None:
+            with torch.no_grad():
+                for func, args, kwargs, made in calls:
+                    again = func(*args, **kwargs)
+                    for into, new in zip(tree_flatten(made)[0], tree_flatten(again)[0]):
+                        if isinstance(into, torch.Tensor) and into is not new:
+                            into.copy_(new)
+
+        return out, replay
+
+    def strict(self) -> contextlib.AbstractContextManager:
+        return _Strict()
+
+
+class RerunCapture(RecordedCapture):
+    """The reference: every replay runs the step's Python again."""
+
+    def __call__(self, step: Callable[[], Any], stream: Any = None) -> tuple[Any, Callable[[], None]]:
+        out = step()
+
+        def replay() -> None:
+            again = step()
+            with torch.no_grad():
+                for into, new in zip(tree_flatten(out)[0], tree_flatten(again)[0]):
+                    if isinstance(into, torch.Tensor):
                         into.copy_(new)
 
-    return out, replay
+        return out, replay
 
 
-def capture_rerun(step: Callable[[], Any], stream: Any = None) -> tuple[Any, Callable[[], None]]:
-    out = step()
-
-    def replay() -> None:
-        again = step()
-        with torch.no_grad():
-            for into, new in zip(tree_flatten(out)[0], tree_flatten(again)[0]):
-                if isinstance(into, torch.Tensor):
-                    into.copy_(new)
-
-    return out, replay
+capture_recorded, capture_rerun = RecordedCapture(), RerunCapture()

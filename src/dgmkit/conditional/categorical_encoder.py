@@ -2,10 +2,11 @@
 
 import torch
 from torch import nn
-from torch.distributions import Independent, OneHotCategorical
+from torch.distributions import Independent
 
 from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.devices import widened
+from dgmkit.distributions.categorical import one_hot_categorical
 
 __all__ = ["CategoricalEncoder"]
 
@@ -21,4 +22,4 @@ class CategoricalEncoder(ConditionalDistribution):
 
     def forward(self, x: torch.Tensor) -> Independent:
         logits = widened(self.net(x)).view(-1, self.num_vars, self.num_classes)
-        return Independent(OneHotCategorical(logits=logits, validate_args=False), 1, validate_args=False)
+        return Independent(one_hot_categorical(logits), 1, validate_args=False)

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, Independent, StudentT, constraints
+from torch.distributions import Distribution, Independent, constraints
 
 from dgmkit.devices import widened
 from dgmkit.distributions import (
@@ -20,6 +20,7 @@ from dgmkit.distributions import (
     bernoulli_pixels,
     gaussian_pixels,
 )
+from dgmkit.distributions.student_t import student_t
 from dgmkit.distributions.table import MixedColumns, TableColumns
 
 __all__ = [
@@ -135,7 +136,7 @@ class StudentTHead(LikelihoodHead):
         loc = params.select(-3, 0)
         scale = F.softplus(params.select(-3, 1)) + self.min_scale
         df = F.softplus(params.select(-3, 2)) + self.min_df
-        return Independent(StudentT(df, loc, scale, validate_args=False), 3, validate_args=False)
+        return Independent(student_t(df, loc, scale), 3, validate_args=False)
 
 
 class CategoricalHead(LikelihoodHead):

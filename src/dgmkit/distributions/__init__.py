@@ -7,7 +7,7 @@ returns one value per example: the event dimensions are summed.
 
 from dgmkit.distributions import pixels
 from dgmkit.distributions.bernoulli import BernoulliPixels
-from dgmkit.distributions.categorical import CategoricalPixels
+from dgmkit.distributions.categorical import CategoricalPixels, one_hot, one_hot_categorical
 from dgmkit.distributions.delta import Delta
 from dgmkit.distributions.flow import FlowDistribution, location
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
@@ -15,6 +15,7 @@ from dgmkit.distributions.mixture import DiagonalGaussianMixture
 from dgmkit.distributions.normal import DiagonalNormal, closed_form_kl, diagonal_normal, kl_per_dimension
 from dgmkit.distributions.pixels import *  # noqa: F403 - the names of pixels.__all__, re-exported below
 from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
+from dgmkit.distributions.student_t import student_t
 
 __all__ = [
     "DiagonalNormal",
@@ -26,6 +27,9 @@ __all__ = [
     *pixels.__all__,
     "BernoulliPixels",
     "CategoricalPixels",
+    "one_hot_categorical",
+    "one_hot",
+    "student_t",
     "Delta",
     "DiscretizedLogisticMixture",
     "DiagonalGaussianMixture",

@@ -2,10 +2,44 @@
 
 import torch
 import torch.nn.functional as F
+from torch.distributions import Categorical, Distribution, OneHotCategorical
 
 from dgmkit.distributions.levels import LevelPixels
 
-__all__ = ["CategoricalPixels"]
+__all__ = ["CategoricalPixels", "one_hot_categorical", "one_hot"]
+
+
+def one_hot(index: torch.Tensor, classes: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """``F.one_hot(index, classes).to(dtype)`` without its check of the values on a CPU (a read
+    of them back, which a step captured as a CUDA graph, or its emulation in the tests, cannot
+    hold); an index outside 0..classes-1 gives a row of zeros.
+
+    >>> one_hot(torch.tensor([2, 0]), 3)
+    tensor([[0, 0, 1],
+            [1, 0, 0]])
+    """
+    return (index.unsqueeze(-1) == torch.arange(classes, device=index.device)).to(dtype)
+
+
+class _OneHotCategorical(OneHotCategorical):
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+        indices = self._categorical.sample(torch.Size(sample_shape))
+        return one_hot(indices, self._categorical._num_events, self._categorical.logits.dtype)
+
+
+def one_hot_categorical(logits: torch.Tensor) -> OneHotCategorical:
+    """``OneHotCategorical(logits=logits)`` checked nowhere: torch's checks the Categorical it
+    holds whatever its own ``validate_args`` says, a read of the values (a wait for a GPU in
+    every training step, and a read that a step captured as a CUDA graph cannot hold); its
+    samples are made by ``one_hot``.
+
+    >>> one_hot_categorical(torch.zeros(3, 4)).log_prob(torch.eye(4)[:3]).exp()
+    tensor([0.2500, 0.2500, 0.2500])
+    """
+    d = _OneHotCategorical.__new__(_OneHotCategorical)
+    d._categorical = Categorical(logits=logits, validate_args=False)
+    Distribution.__init__(d, d._categorical.batch_shape, d._categorical.param_shape[-1:], validate_args=False)
+    return d
 
 
 class CategoricalPixels(LevelPixels):

@@ -219,6 +219,10 @@ class MADEARM(AutoregressiveModel):
         """None for a mixture over connectivities: it has no single pixel order to code with."""
         return super().coding_levels if self.masks == 1 else None
 
+    @property
+    def fixed_step(self) -> bool:
+        return self.masks == 1  # (more: each training step draws one on the host)
+
     def order(self) -> torch.Tensor:
         return torch.argsort(self.made.order)  # order[d] is d's position; generation visits positions 0, 1, ...
 

@@ -49,6 +49,9 @@ class:
   (``--codes-of``) and whose prior it can take back (``--code-prior``).
 - ``discrete_latents``: z takes discrete values (one-hot categories, binary units), so a code
   dimension cannot be swept across a range (``dgm traverse``).
+- ``fixed_step``: a training step runs the same device operations every time (what a step
+  captured as one CUDA graph, ``--graph-step``, replays); a model that chooses on the host
+  between variants in each step (a MADE drawing one of its masks) does not.
 
 What a model reports beyond the numbers every model has (a WAE's MMD, a diffusion model's KL
 split, a classifier's accuracy) it declares by ``evaluation_terms`` (``models.terms.Term``).
@@ -124,6 +127,10 @@ class GenerativeModel(nn.Module, ABC):
     @property
     def coding_levels(self) -> int | None:
         return None
+
+    @property
+    def fixed_step(self) -> bool:
+        return True
 
     @property
     def data_support(self) -> constraints.Constraint | None:

@@ -49,6 +49,7 @@ from torch.nn import functional as F
 
 from dgmkit._rng import seeded_by
 from dgmkit.devices import reads_are_free
+from dgmkit.distributions.categorical import one_hot
 from dgmkit.models.base import AnyOrderModel, GenerativeModel, TimeSampledBound
 from dgmkit.models.noise_schedule import LearnedSchedule, NoiseSchedule
 from dgmkit.nn.unet import UNet
@@ -285,7 +286,7 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
     def logits(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Logits (B, *event, L) of p(x_d | z_t); z holds levels 0..L-1 and the mask L."""
         c = self.event_shape[0]
-        onehot = F.one_hot(z.long(), self.num_levels + 1).to(self._device_probe.dtype)  # (B, C, H, W, L+1)
+        onehot = one_hot(z.long(), self.num_levels + 1, self._device_probe.dtype)  # (B, C, H, W, L+1)
         h = onehot.permute(0, 1, 4, 2, 3).reshape(z.shape[0], c * (self.num_levels + 1), *z.shape[2:])
         out = self.net(h, 1000.0 * t.to(onehot.dtype))  # (B, C L, H, W); (times drawn in float32: a float64 model)
         return out.view(z.shape[0], c, self.num_levels, *z.shape[2:]).permute(0, 1, 3, 4, 2)

@@ -24,6 +24,7 @@ from torch.distributions import Distribution, OneHotCategorical, constraints
 
 from dgmkit._rng import seeded_by
 from dgmkit.devices import device_of
+from dgmkit.distributions.categorical import one_hot_categorical
 from dgmkit.models.base import EMFit, ExactLatentVariableModel
 
 __all__ = ["LogLinearLVM", "EnumeratedBinary", "grid_edges"]
@@ -141,13 +142,11 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
         return torch.logsumexp(F.log_softmax(self.log_pi, 0) + self.conditional_log_probs(self._flat(x)), dim=-1)
 
     def prior(self) -> OneHotCategorical:
-        return OneHotCategorical(logits=self.log_pi, validate_args=False)
+        return one_hot_categorical(self.log_pi)
 
     def posterior(self, x: torch.Tensor) -> OneHotCategorical:
         """The exact p(z | x), by enumeration of the K states."""
-        return OneHotCategorical(
-            logits=F.log_softmax(self.log_pi, 0) + self.conditional_log_probs(self._flat(x)), validate_args=False
-        )
+        return one_hot_categorical(F.log_softmax(self.log_pi, 0) + self.conditional_log_probs(self._flat(x)))
 
     def likelihood(self, z: torch.Tensor) -> EnumeratedBinary:
         """p(x | z) for one-hot z of shape (..., K); a soft z gives the mixture sum_k z_k p(x | k)."""

@@ -34,7 +34,7 @@ class NoiseSchedule(nn.Module):
         raise NotImplementedError
 
     def endpoints(self) -> tuple[torch.Tensor, torch.Tensor]:
-        g, _ = self(torch.tensor([0.0, 1.0], device=self._device()))
+        g, _ = self(torch.linspace(0.0, 1.0, 2, device=self._device()))  # (made there: no copy from the host)
         return g[0], g[1]
 
     def _device(self) -> torch.device:
@@ -98,7 +98,7 @@ class LearnedSchedule(NoiseSchedule):
     def shape(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The normalised shape in [0, 1] and its derivative, both (B,)."""
         g, dg = self._g(t)
-        ends, _ = self._g(torch.tensor([0.0, 1.0], device=t.device, dtype=t.dtype))
+        ends, _ = self._g(torch.linspace(0.0, 1.0, 2, device=t.device, dtype=t.dtype))  # (made there: no copy)
         span = ends[1] - ends[0]
         return (g - ends[0]) / span, dg / span
 

@@ -108,7 +108,7 @@ class VQVAE(VariationalModel):
         if self.code_prior is not None:
             return CodeGridPrior(self.code_prior, self.code_shape)
         logits = torch.zeros(*self.code_shape, self.num_codes, device=self.quantizer.embedding.device)
-        return Independent(Categorical(logits=logits), 2)
+        return Independent(Categorical(logits=logits, validate_args=False), 2, validate_args=False)
 
     def log_prior_uniform(self) -> float:
         return -math.prod(self.code_shape) * math.log(self.num_codes)

@@ -34,8 +34,8 @@ def fourier_features(x: torch.Tensor, exponents: list[int]) -> torch.Tensor:
     """x (B, C, H, W) with sin(2^n 2 pi x) and cos(2^n 2 pi x) for each n appended as channels."""
     if not exponents:
         return x
-    w = (2.0 ** torch.tensor(exponents, dtype=x.dtype, device=x.device)) * (2 * math.pi)
-    h = (x.unsqueeze(2) * w.view(1, 1, -1, 1, 1)).flatten(1, 2)
+    # (each frequency a number: a tensor of them would be copied from the host in every step)
+    h = torch.stack([x * (2.0**n * 2 * math.pi) for n in exponents], dim=2).flatten(1, 2)
     return torch.cat([x, torch.sin(h), torch.cos(h)], dim=1)
 
 

@@ -19,9 +19,9 @@ E_q[log p(x|z)] - KL(q(z|x) || p(z)), from a one-sample estimate with an exact d
 import math
 
 import torch
-import torch.nn.functional as F
 from torch.distributions import kl_divergence
 
+from dgmkit.distributions.categorical import one_hot
 from dgmkit.models import CategoricalVAE
 from dgmkit.objectives.base import Objective
 from dgmkit.objectives.elbo import ELBOTerms
@@ -78,7 +78,7 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
         q = model.posterior(x)
         logits = q.base_dist.logits  # type: ignore[attr-defined]  # (B, V, K), normalized; q: Independent(OneHotCategorical), typed Distribution
         perturbed = logits + _gumbel(logits.shape, logits)
-        hard = F.one_hot(perturbed.argmax(-1), logits.shape[-1]).to(logits.dtype)  # an exact sample of q
+        hard = one_hot(perturbed.argmax(-1), logits.shape[-1], logits.dtype)  # an exact sample of q
         kl = kl_divergence(q, model.prior())
         if model.training:
             soft = torch.softmax(perturbed / self._temperature(perturbed), -1)

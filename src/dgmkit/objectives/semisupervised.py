@@ -48,7 +48,7 @@ def _group_weights(lab: torch.Tensor, share: float) -> tuple[torch.Tensor, torch
     """Each group's weight, for batches of ``lab`` (True: labelled row) that hold labelled rows
     added to the batch's uniform draw: the group's share of the training set (``share``, the
     labelled one) over its share of the batch (of the global batch in data-parallel training)."""
-    b_l, b_u, rows = lab.sum(), (~lab).sum(), torch.tensor(len(lab), device=lab.device)
+    b_l, b_u, rows = lab.sum(), (~lab).sum(), torch.full((), len(lab), device=lab.device)  # (no copy from the host)
     if torch.is_grad_enabled() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         counts = torch.stack([b_l, b_u, rows])
         dist.all_reduce(counts)

@@ -36,15 +36,17 @@ ESTIMATORS = ("mss", "mws")
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def stratified_log_weights(batch: int, dataset_size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def stratified_log_weights(
+    batch: int, dataset_size: int, dtype: torch.dtype = torch.float64, device: torch.device | None = None
+) -> torch.Tensor:
     """log w (M, M) of minibatch stratified sampling: row i weights the batch's posteriors for
-    the estimate of q(z_i); each row sums to 1."""
+    the estimate of q(z_i); each row sums to 1. Made on ``device`` (no copy from the host)."""
     m, n = batch, dataset_size
     if m < 1 or n < m:
         raise ValueError(f"stratified sampling needs 1 <= batch <= dataset size, got {m} and {n}")
     if m == 1:  # a lone datapoint: its own posterior is all the batch says about q(z)
-        return torch.zeros(1, 1, dtype=dtype)
-    w = torch.full((m, m), (n - 1) / (n * (m - 1)), dtype=dtype)
+        return torch.zeros(1, 1, dtype=dtype, device=device)
+    w = torch.full((m, m), (n - 1) / (n * (m - 1)), dtype=dtype, device=device)
     w.fill_diagonal_(1.0 / n)
     return w.log()
 
@@ -69,7 +71,7 @@ def aggregate_log_densities(
     m = len(z)
     pair = _pairwise_log_normal(z, loc, scale)  # (M, M, D)
     if estimator == "mss":
-        log_w = stratified_log_weights(m, dataset_size, dtype=z.dtype).to(z.device)
+        log_w = stratified_log_weights(m, dataset_size, dtype=z.dtype, device=z.device)
     else:
         if m < 1:
             raise ValueError("the batch is empty")

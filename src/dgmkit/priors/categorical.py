@@ -1,8 +1,9 @@
 """Uniform prior over V independent categorical latent variables with K classes each."""
 
 import torch
-from torch.distributions import Independent, OneHotCategorical
+from torch.distributions import Independent
 
+from dgmkit.distributions.categorical import one_hot_categorical
 from dgmkit.priors.base import Prior
 
 __all__ = ["UniformCategoricalPrior"]
@@ -19,4 +20,4 @@ class UniformCategoricalPrior(Prior):
         self.register_buffer("logits", torch.zeros(num_vars, num_classes), persistent=False)
 
     def forward(self, context: None = None) -> Independent:
-        return Independent(OneHotCategorical(logits=self.logits, validate_args=False), 1, validate_args=False)
+        return Independent(one_hot_categorical(self.logits), 1, validate_args=False)

@@ -86,6 +86,8 @@ class CompiledOrEager:
             except DgmError:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever dynamo or inductor raise: fall back, said once
+                if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+                    raise  # (within a capture of the whole step, GraphStep's: an eager fallback cannot run there)
                 self._give_up(e)
         return self.module(x, beta, *args)
 

@@ -20,37 +20,70 @@ temperature). An update is taken on the device where the loss is finite (a repla
 halfway); the loop reads the loss every ``FiniteLossCheck.every`` steps and stops the run on a
 non-finite one, with the weights of before that step.
 
-Where a step cannot be captured (an operation that reads a value back to the host, a CPU
-tensor, a library call that CUDA graphs do not allow), the run says why once and goes on with
-the uncaptured step: the same numbers. The capture backend is a parameter (``capture``) so that
-the tests can replay a recording of the step's operations on the CPU.
+The last warm-up call runs the model's forward and backward passes strictly
+(``torch.cuda.set_sync_debug_mode("error")``): an operation that a capture cannot hold (a read of
+a value back to the host, a copy from it that waits for the device) raises there, before the
+update, and the run says why once and goes on with the uncaptured step. A capture that fails
+nonetheless stops the run with an error (a failed CUDA capture can leave the process's random
+generator unusable). The capture backend is a parameter (``capture``) so that the tests can
+replay a recording of the step's operations on the CPU.
 """
 
+import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
 
-from dgmkit.errors import DgmError
+from dgmkit.errors import DgmError, TrainingError
 
-__all__ = ["StepGraph", "capture_cuda", "WARMUP"]
+__all__ = ["StepGraph", "Capture", "CudaCapture", "capture_cuda", "WARMUP"]
 
 log = logging.getLogger(__name__)
 
 WARMUP = 3  # uncaptured calls before the capture (compilation, lazily made state, cuBLAS' workspaces)
 
-Capture = Callable[[Callable[[], Any], Any], tuple[Any, Callable[[], None]]]
+
+class Capture(Protocol):
+    """A capture backend: ``capture(step, stream)`` captures ``step`` and runs it once,
+    returning (what it returned, whose tensors each replay rewrites; the replay); ``strict()``
+    is a context in which an operation that a capture cannot hold (a read of a value back to the
+    host, a copy from it that waits) raises at once, before anything is captured."""
+
+    def __call__(self, step: Callable[[], Any], stream: Any) -> tuple[Any, Callable[[], None]]: ...
+
+    def strict(self) -> contextlib.AbstractContextManager: ...
 
 
-def capture_cuda(step: Callable[[], Any], stream: Any) -> tuple[Any, Callable[[], None]]:
-    """``step`` captured as a CUDA graph on ``stream`` and run once (a capture runs nothing):
-    (what the captured call returned, whose tensors each replay rewrites; the replay)."""
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        out = step()
-    graph.replay()
-    return out, graph.replay
+class CudaCapture:
+    """CUDA graphs: ``torch.cuda.CUDAGraph`` captured on the side stream; ``strict()`` makes
+    every synchronising call an error (``torch.cuda.set_sync_debug_mode``)."""
+
+    def __call__(self, step: Callable[[], Any], stream: Any) -> tuple[Any, Callable[[], None]]:
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        # (torch.cuda.graph's own context leaves the side stream current where the capture fails)
+        with torch.cuda.stream(stream):
+            graph.capture_begin()
+            try:
+                out = step()
+            finally:
+                graph.capture_end()
+        graph.replay()
+        return out, graph.replay
+
+    @contextlib.contextmanager
+    def strict(self) -> Iterator[None]:
+        before = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode(before)
+
+
+capture_cuda = CudaCapture()
 
 
 class StepGraph:
@@ -73,8 +106,9 @@ class StepGraph:
         self.undo = undo  # called where it gives up: what the caller set up for the capture is put back
         self.failure: str | None = None  # why the step could not be captured, once it could not
         self.captures = 0  # steps captured (one, unless the batch's shape changed before the capture)
-        self._shape: tuple | None = None  # the batch's (shape, dtype, labels' shape) that is warmed up and captured
-        self._runs = 0  # uncaptured calls of that shape so far
+        self._shape: tuple | None = None  # the batch's (shape, dtype, labels' shape) that was captured
+        self._runs: dict[tuple, int] = {}  # uncaptured calls of each shape so far
+        self._strict = False  # (within the last warm-up call)
         self._replay: Callable[[], None] | None = None
         self._x: torch.Tensor | None = None  # the captured input
         self._y: torch.Tensor | None = None
@@ -86,8 +120,9 @@ class StepGraph:
         return self._replay is not None
 
     def takes(self, x: torch.Tensor, y: torch.Tensor | None) -> bool:
-        """Whether this batch's step goes through the graph: until the capture, any batch (the
-        warm-up follows the latest shape); after it, those of the captured shape."""
+        """Whether this batch's step goes through the graph: until the capture, any batch (each
+        shape warms up on its own; the first to finish is captured); after it, those of the
+        captured shape."""
         if self.failure is not None:
             return False
         return self._replay is None or _shape(x, y) == self._shape
@@ -101,10 +136,10 @@ class StepGraph:
             self._replay()
             return self._out
         shape = _shape(x, y)
-        if shape != self._shape:  # (a short batch before the capture: the warm-up starts again)
-            self._shape, self._runs = shape, 0
-        if self._runs < WARMUP:
-            self._runs += 1
+        runs = self._runs.get(shape, 0)
+        if runs < WARMUP:  # (each shape counts its own: a short last batch does not start the warm-up again)
+            self._runs[shape] = runs + 1
+            self._strict = runs + 1 == WARMUP  # the last one: a read back to the host is an error (``strict``)
             try:
                 return self._on_side_stream(x, lambda: self.step(x, y))
             except DgmError:
@@ -112,18 +147,26 @@ class StepGraph:
             except Exception as e:  # noqa: BLE001 - the step as set up for a capture fails: said once, run uncaptured
                 self._give_up(e)
                 return None
+            finally:
+                self._strict = False
         static_x, static_y = x.clone(), None if y is None else y.clone()
-        self._x, self._y = static_x, static_y
+        self._x, self._y, self._shape = static_x, static_y, shape
         try:
             out, replay = self.capture(lambda: self.step(static_x, static_y), self._side_stream())
-        except DgmError:
-            raise
-        except Exception as e:  # noqa: BLE001 - whatever the capture raised: said once, the step runs uncaptured
-            self._give_up(e)
-            return None
+        except Exception as e:  # (a failed CUDA capture can leave the device's random generator unusable)
+            raise TrainingError(
+                f"--graph-step: the training step could not be captured as a CUDA graph ({_line(str(e))[:300]}), though "
+                "its warm-up steps ran; train without --graph-step"
+            ) from e
         self._out, self._replay = out, replay
         self.captures += 1
         return out
+
+    def strict(self) -> contextlib.AbstractContextManager:
+        """Around the part of the step that calls the model (forward and backward): in the last
+        warm-up call, an operation that a capture cannot hold raises there, before the update,
+        so that the step can run again uncaptured; elsewhere nothing."""
+        return self.capture.strict() if self._strict else contextlib.nullcontext()
 
     def _side_stream(self) -> Any:
         """The side stream of the warm-up and the capture on CUDA (None on a CPU)."""

@@ -300,9 +300,3 @@ class FiniteLossCheck:
         distributed.settle(pending)
         if pending is not None and not torch.isfinite(checked):
             raise TrainingError(self.message(checked / rows))
-
-    def after_step(self, i: int, loss: torch.Tensor) -> None:
-        """After step ``i`` of a step captured as a CUDA graph (``GraphStep``), which took no
-        update where its loss was not finite: the check, every ``every`` steps."""
-        if (i + 1) % self.every == 0 and not torch.isfinite(loss).all():
-            raise TrainingError(self.message(loss.detach()))

@@ -243,6 +243,7 @@ class Trainer:
         self._weight = torch.zeros((), device=self.device)  # the KL weight, as a captured step reads it
         self._weight_now, self._graph_ready = math.nan, False  # (the weight it holds; _prepare_graph done)
         self._totals = (torch.zeros((), device=self.device), torch.zeros((), device=self.device))  # the epoch's sums
+        self._nonfinite = torch.zeros((), dtype=torch.long, device=self.device)  # captured steps whose loss was not
         self.parallel = DataParallel(self.model, self._objective, self.device, self.dist) if self.dist.parallel else None
         self.gradient_transport = None if self.parallel is None else self.parallel.transport
         # the objective's terms of a batch, reduced to what the step needs (training/step.py)
@@ -440,6 +441,8 @@ class Trainer:
             seed = (self._rank_seed(self.epoch) * 1_000_003 + self.epoch * 104_729 + 2) % 2**62
             self._cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
         self._progress = self._checked_progress(t.get("epoch_progress"), rng.get("epoch_perm"), path)
+        if self.graph is not None:  # (a step captured before holds the optimizer's state it replaced: captured again)
+            self.graph = StepGraph(self.graph_step, self.graph.capture, self.graph.undo)
         if self.writer is not None:
             self.writer.truncate_metrics(self.epoch)
             self._record_pending = True  # config.json gets the resumed settings with the first epoch's files
@@ -467,8 +470,8 @@ class Trainer:
                         self._weight.fill_(beta)
                         self._weight_now = beta
                     out = self.graph(x, y)  # None: it could not be captured (said once), the step runs as it is
-                    if out is not None:
-                        self.loss_check.after_step(i, out.loss)
+                    if out is not None and (i + 1) % self.loss_check.every == 0:
+                        self._check_captured_losses(self.step + 1)
                 if out is None:
                     out = self._step(x, y, beta, i)
                 loss = out.loss
@@ -479,8 +482,22 @@ class Trainer:
                 if self.progress and i % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
                 if i + 1 < self.steps_per_epoch and self._out_of_time(within_epoch=True):
+                    self._check_captured_losses(self.step)
                     raise _BudgetSpent(self._epoch_progress(i + 1, total_loss, total_score, beta))
+        self._check_captured_losses(self.step)
         return self._epoch_metrics(total_loss, total_score, beta)
+
+    def _check_captured_losses(self, step: int) -> None:
+        """Stop where a step of ``GraphStep`` had a loss that was not finite by ``step`` of the run
+        (such a step takes no update, and its loss is left out of the epoch's sums)."""
+        if self.graph is None:
+            return
+        bad = int(self._nonfinite)
+        if bad:
+            raise TrainingError(
+                f"the training loss was not finite in {bad} step(s) by epoch {self.epoch + 1}, step {step}, which "
+                f"took no update; {self._kept()}. Try a lower --lr or --grad-clip"
+            )
 
     def _step(self, x: torch.Tensor, y: torch.Tensor | None, beta: float | torch.Tensor, i: int,
               graphed: bool = False) -> StepTerms:  # fmt: skip
@@ -491,24 +508,32 @@ class Trainer:
         rows = x.shape[0]  # of the global batch
         if self.parallel is not None:
             x, y = self.parallel.share(x, y, cast(float, beta))  # (a number: no step is captured under torchrun)
-        out: StepTerms = self.forward(x, beta, y)
-        loss = out.loss
-        self.optimizer.zero_grad(set_to_none=True)
-        with contextlib.nullcontext() if graphed else self.loss_check.around_backward(i, loss, out.losses, rows):
-            step_loss = loss if self.parallel is None else self.parallel.step_loss(cast(torch.Tensor, out.losses), rows)
-            self.amp.backward(step_loss, self.optimizer)
+        # (GraphStep's last warm-up step checks here that the model's passes read nothing back to the host)
+        with self.graph.strict() if graphed and self.graph is not None else contextlib.nullcontext():
+            out: StepTerms = self.forward(x, beta, y)
+            loss = out.loss
+            self.optimizer.zero_grad(set_to_none=True)
+            with contextlib.nullcontext() if graphed else self.loss_check.around_backward(i, loss, out.losses, rows):
+                step_loss = loss if self.parallel is None else self.parallel.step_loss(cast(torch.Tensor, out.losses), rows)
+                self.amp.backward(step_loss, self.optimizer)
         if self.parallel is not None:
             self.parallel.check_gradients(self.step)
         take = self.guard.take(self._trained)
-        if graphed:  # (a replay cannot stop within the step: a loss that is not finite takes no update)
+        finite = None
+        if graphed:  # (a replay cannot stop within the step: a loss that is not finite takes no update, and is counted)
             finite = torch.isfinite(loss.detach())
             take = finite if take is True else take & finite
+            self._nonfinite += ~finite
         taken = self.amp.step(self.optimizer, take, tell_taken=bool(self.step_hooks))
         for hook in self.step_hooks:
             hook(taken)
         total_loss, total_score = self._totals
-        total_loss += out.loss_sum
-        total_score += out.score_sum
+        if finite is None:
+            total_loss += out.loss_sum
+            total_score += out.score_sum
+        else:
+            total_loss += torch.where(finite, out.loss_sum, 0.0)
+            total_score += torch.where(finite, out.score_sum, 0.0)
         return out
 
     def graph_step(self, x: torch.Tensor, y: torch.Tensor | None) -> StepTerms:
@@ -525,6 +550,8 @@ class Trainer:
             "it needs a CUDA device" if self.device.type != "cuda" and self.graph.capture is capture_cuda
             else "not under torchrun" if self.parallel is not None
             else "not with fp16's gradient scaler" if self.amp.scaler is not None
+            else "this model's step changes on the host from step to step (a MADE of several masks)"
+            if isinstance(self.model, GenerativeModel) and not self.model.fixed_step
             else None
         )  # fmt: skip
         if why is not None:
