@@ -205,3 +205,35 @@ def test_the_logistic_mixtures_log_scale_is_clamped_at_minus_7():
     log_p2, log_p1 = d.log_prob(torch.tensor([[2], [1]])).tolist()
     assert log_p2 == pytest.approx(-math.log1p(math.exp(-1e-3 * math.exp(7))), abs=1e-9)
     assert math.exp(log_p2) + math.exp(log_p1) == pytest.approx(1.0, abs=1e-9)
+
+
+def _seeded(draw, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return draw()
+
+
+def test_the_unchecked_one_hot_categorical_and_student_t_are_torchs_without_the_checks():
+    """Made without torch's checks of the distributions they hold (a read of the values in every
+    training step); the same numbers as torch's, draw for draw."""
+    import torch.nn.functional as F
+    from torch.distributions import OneHotCategorical, StudentT, kl_divergence
+
+    from dgmkit.distributions import one_hot, one_hot_categorical, student_t
+
+    logits = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours, theirs = one_hot_categorical(logits), OneHotCategorical(logits=logits)
+    drawn, expected = _seeded(lambda: ours.sample((2,)), 1), _seeded(lambda: theirs.sample((2,)), 1)
+    assert torch.equal(drawn, expected) and drawn.dtype == expected.dtype == torch.float64
+    assert torch.equal(ours.log_prob(expected), theirs.log_prob(expected))
+    assert torch.equal(ours.entropy(), theirs.entropy())
+    assert torch.equal(kl_divergence(ours, theirs), kl_divergence(theirs, theirs))
+    index = torch.tensor([[0, 4], [2, 1]])
+    assert torch.equal(one_hot(index, 5), F.one_hot(index, 5))
+    assert torch.equal(one_hot(torch.tensor([5, -1]), 5), torch.zeros(2, 5, dtype=torch.long))  # (outside: zeros)
+    df, loc = 3.0 + torch.rand(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    scale = 0.5 + torch.rand(6, dtype=torch.float64)
+    ours_t, theirs_t = student_t(df, loc, scale), StudentT(df, loc, scale)
+    drawn, expected = _seeded(lambda: ours_t.rsample((3,)), 2), _seeded(lambda: theirs_t.rsample((3,)), 2)
+    assert torch.equal(drawn, expected)
+    assert torch.equal(ours_t.log_prob(expected), theirs_t.log_prob(expected))
+    assert torch.equal(ours_t.mean, theirs_t.mean) and torch.equal(ours_t.variance, theirs_t.variance)

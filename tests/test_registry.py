@@ -322,6 +322,10 @@ EXCLUDED = {
         "the shared base of the categorical and discretized logistic pixels (no log_prob_elements of its own)"
     ),
     "dgmkit.models.vqvae.CodeGridPrior": "a view of a trained code prior's log_prob and sample (tests/test_vqvae.py)",
+    "dgmkit.distributions.categorical._OneHotCategorical": (
+        "torch's OneHotCategorical made without checks, its samples by one_hot: one-hot events, not enumerable "
+        "element by element; checked against torch's in tests/test_distributions.py"
+    ),
     "dgmkit.distributions.table.MixedColumns": (
         "numeric and categorical columns in one event, neither enumerable nor a grid density: each kind's "
         "normalization is checked in tests/test_imputation.py"
