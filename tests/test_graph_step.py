@@ -118,7 +118,8 @@ def test_a_resumed_captured_run_ends_where_the_uninterrupted_one_does(capture, t
 
 
 class _ReadsBack:
-    """The ELBO, with a read of a value in every step (which a CUDA graph cannot hold)."""
+    """The ELBO, with a read of a value in every step (which a CUDA graph cannot hold), after
+    the step's random draws."""
 
     def __init__(self, objective):
         self.objective = objective
@@ -128,25 +129,36 @@ class _ReadsBack:
         return getattr(self.objective, name)
 
     def __call__(self, model, x, beta=1.0):
+        terms = self.objective(model, x, beta)
         if torch.is_grad_enabled():  # (a training step, not validation)
-            self.reads += x.sum().item() >= 0
-        return self.objective(model, x, beta)
+            self.reads += terms.loss.sum().item() > -math.inf
+        return terms
 
 
-def test_a_step_that_cannot_be_captured_says_why_once_and_trains_uncaptured(caplog):
+def test_a_step_that_cannot_be_captured_says_why_once_and_trains_uncaptured(caplog, tmp_path):
     cfg = RunConfig.from_dict(SETTINGS)
     objective = _ReadsBack(build_objective(cfg))
-    t = trainer(capture_recorded, objective=objective)
+    t = trainer(capture_recorded, objective=objective, run_dir=tmp_path)
     with caplog.at_level(logging.WARNING, logger="dgmkit.training.graphed"):
         history = t.fit()
     said = [r.getMessage() for r in caplog.records if "--graph-step" in r.getMessage()]
     assert len(said) == 1 and "cannot be captured" in said[0] and "reads a value back" in said[0]
     assert t.graph is not None and not t.graph.captured and t.graph.failure is not None
     steps = 2 * t.steps_per_epoch
-    assert objective.reads == steps  # every step ran once (the failed capture stopped at the read), none was lost
+    assert objective.reads == steps  # every step ran once (the strict one stopped at the read), none was lost
+    assert all(isinstance(g["lr"], float) and not g["capturable"] for g in t.optimizer.param_groups)
     plain = trainer()
     expected = plain.fit()
-    assert history[-1]["train_loss"] == pytest.approx(expected[-1]["train_loss"], rel=1e-5)
+    # the same run: the random draws of the step stopped by the read are drawn again, not twice
+    assert history[-1]["train_loss"] == pytest.approx(expected[-1]["train_loss"], rel=1e-6)
+    for p, q in zip(t.model.parameters(), plain.model.parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-6)
+    given_up = t.graph
+    t.epochs = 3
+    t.resume()  # (the step stays uncaptured: it cannot be, and its learning rate is a number again)
+    t.fit()
+    assert t.graph is given_up and not t.graph.captured
+    assert all(isinstance(g["lr"], float) and not g["capturable"] for g in t.optimizer.param_groups)
 
 
 class _RefusesTensorWeights:
@@ -219,8 +231,9 @@ def test_a_resume_within_the_process_captures_the_step_again(tmp_path):
     first = t.graph
     assert first is not None and first.captured
     t.epochs = 2
+    t._nonfinite.fill_(1)  # (as a stopped run leaves it: a resumed run counts its own steps)
     t.resume()  # (the optimizer's state is new: a graph that held the old would write into freed memory on CUDA)
-    assert t.graph is not first and t.graph is not None and not t.graph.captured
+    assert t.graph is not first and t.graph is not None and not t.graph.captured and int(t._nonfinite) == 0
     t.fit()
     assert t.graph.captured
 
@@ -357,11 +370,20 @@ def test_every_familys_training_step_is_captured_as_one_graph(name, change, as_o
         model = build_model(cfg, DIGITS.event_shape, DIGITS.num_levels)
     except ConfigError as e:  # a family for data of another kind (a table)
         pytest.skip(str(e))
-    opts = trainer_options(cfg)
-    t = Trainer(model, cfg.model.training_objective(), DIGITS.train, cfg.model.transform(DIGITS), progress=False,
-                **{**opts, "parts": [*opts["parts"], GraphStep(capture_recorded)]})  # fmt: skip
+    trainers = []
+    for capture in (capture_recorded, capture_rerun):
+        torch.manual_seed(0)
+        model = build_model(cfg, DIGITS.event_shape, DIGITS.num_levels)
+        opts = trainer_options(cfg)
+        trainers.append(Trainer(model, cfg.model.training_objective(), DIGITS.train, cfg.model.transform(DIGITS),
+                                progress=False, **{**opts, "parts": [*opts["parts"], GraphStep(capture)]}))  # fmt: skip
+    t, rerun = trainers
     t.fit()
     if not model.fixed_step:
         assert t.graph is None
         return
     assert t.graph is not None and t.graph.failure is None and t.graph.captured
+    if change:  # (the defaults also against the step run by its Python: nothing of theirs is frozen at the capture)
+        return
+    rerun.fit()
+    assert all(torch.equal(u, v) for u, v in zip(t.model.state_dict().values(), rerun.model.state_dict().values()))

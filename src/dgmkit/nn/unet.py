@@ -30,12 +30,15 @@ def timestep_embedding(s: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return F.pad(emb, (0, dim - 2 * half))
 
 
-def fourier_features(x: torch.Tensor, exponents: list[int]) -> torch.Tensor:
-    """x (B, C, H, W) with sin(2^n 2 pi x) and cos(2^n 2 pi x) for each n appended as channels."""
-    if not exponents:
+def fourier_features(x: torch.Tensor, exponents: list[int] | torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) with sin(2^n 2 pi x) and cos(2^n 2 pi x) for each n appended as channels;
+    ``exponents`` a list, or integers already on x's device (a list is copied there, in every
+    call: the UNet keeps its own as a buffer)."""
+    if len(exponents) == 0:
         return x
-    # (each frequency a number: a tensor of them would be copied from the host in every step)
-    h = torch.stack([x * (2.0**n * 2 * math.pi) for n in exponents], dim=2).flatten(1, 2)
+    n = torch.as_tensor(exponents, device=x.device)
+    w = (2.0 ** n.to(x.dtype)) * (2 * math.pi)
+    h = (x.unsqueeze(2) * w.view(1, 1, -1, 1, 1)).flatten(1, 2)
     return torch.cat([x, torch.sin(h), torch.cos(h)], dim=1)
 
 
@@ -110,6 +113,8 @@ class UNet(nn.Module):
     torch.Size([2, 1, 28, 28])
     """
 
+    _fourier_exponents: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -127,6 +132,8 @@ class UNet(nn.Module):
         if blocks < 1:
             raise ValueError(f"the U-Net needs at least one block per resolution, got {blocks}")
         self.fourier = list(fourier or [])
+        # the exponents where the data are (integers: a change of the model's dtype leaves them), not copied each step
+        self.register_buffer("_fourier_exponents", torch.tensor(self.fourier, dtype=torch.long), persistent=False)
         c0 = channels[0]
         self._tdim = max(32, c0)  # sinusoidal features of the noise level: enough frequencies whatever the width
         self.emb_dim = 4 * self._tdim
@@ -191,7 +198,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         emb = self.embed(timestep_embedding(s, self._tdim))
-        h = self.stem(fourier_features(x, self.fourier))
+        h = self.stem(fourier_features(x, self._fourier_exponents))
         hs = [h]
         for i, level in enumerate(self.down):
             for layer in cast(nn.ModuleList, level):

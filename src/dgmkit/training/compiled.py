@@ -55,6 +55,7 @@ class CompiledOrEager:
         self.module = module
         self.graphs = device.type == "cuda" if graphs is None else graphs
         self.compiled: Callable | None = None
+        self._compiler = compiler
         self.failure: str | None = None  # why compilation was given up, once it was
         try:
             self.compiled = compiler(module, mode="reduce-overhead") if self.graphs else compiler(module)
@@ -86,10 +87,22 @@ class CompiledOrEager:
             except DgmError:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever dynamo or inductor raise: fall back, said once
-                if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-                    raise  # (within a capture of the whole step, GraphStep's: an eager fallback cannot run there)
+                if torch.cuda.is_available() and (
+                    torch.cuda.is_current_stream_capturing() or torch.cuda.get_sync_debug_mode() == 2
+                ):  # (GraphStep's capture of the whole step, or its strict warm-up: the step is given up, not compile)
+                    raise
                 self._give_up(e)
         return self.module(x, beta, *args)
+
+    def without_graphs(self) -> None:
+        """Compile without CUDA graphs (where the whole step is captured as one: ``GraphStep``);
+        before the first call."""
+        if self.graphs and self.failure is None:
+            self.graphs, self._skips = False, None
+            try:
+                self.compiled = self._compiler(self.module)
+            except Exception as e:  # noqa: BLE001 - as at construction
+                self._give_up(e)
 
     def _say_skipped_graphs(self) -> None:
         """Say once that inductor skipped CUDA graphs since this step was made, and why (the

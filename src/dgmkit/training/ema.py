@@ -58,6 +58,10 @@ class EMA:
         its decay and count kept on the device: nothing is read back)."""
         params = self._parameters_of(model)
         averages = list(self.weights.values())
+        if not isinstance(taken, torch.Tensor) and self._device_updates is not None:
+            if not taken:  # (a count kept on the device, by a step captured as a CUDA graph: updated there, unread)
+                return
+            taken = torch.ones((), dtype=torch.bool, device=self._device_updates.device)
         if not isinstance(taken, torch.Tensor):
             if taken:
                 torch._foreach_lerp_(averages, params, 1.0 - self.current_decay())

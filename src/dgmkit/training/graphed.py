@@ -17,8 +17,9 @@ What the step reads that changes between steps is a tensor that the loop changes
 outside the graph: the batch, the KL weight, the learning rate (each parameter group's ``lr``
 becomes a tensor at the capture), the objective's own schedules (the Gumbel-softmax
 temperature). An update is taken on the device where the loss is finite (a replay cannot stop
-halfway); the loop reads the loss every ``FiniteLossCheck.every`` steps and stops the run on a
-non-finite one, with the weights of before that step.
+halfway), and such steps are counted there: the loop reads the count every
+``FiniteLossCheck.every`` steps and at the end of an epoch, and stops the run where it is not 0
+(the updates of the finite steps in between are kept).
 
 The last warm-up call runs the model's forward and backward passes strictly
 (``torch.cuda.set_sync_debug_mode("error")``): an operation that a capture cannot hold (a read of
@@ -62,14 +63,17 @@ class CudaCapture:
 
     def __call__(self, step: Callable[[], Any], stream: Any) -> tuple[Any, Callable[[], None]]:
         graph = torch.cuda.CUDAGraph()
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(stream.device)
         # (torch.cuda.graph's own context leaves the side stream current where the capture fails)
         with torch.cuda.stream(stream):
             graph.capture_begin()
             try:
                 out = step()
-            finally:
-                graph.capture_end()
+            except BaseException:
+                with contextlib.suppress(Exception):  # (its own error would hide the one that ended the capture)
+                    graph.capture_end()
+                raise
+            graph.capture_end()
         graph.replay()
         return out, graph.replay
 
@@ -93,17 +97,22 @@ class StepGraph:
     shape it was captured for, and no failure); ``__call__`` returns the step's output (after a
     capture, the same tensors each call) or None where the capture failed: the caller then runs
     the step itself. A warm-up call that fails (other than with dgmkit's own errors) is such a
-    failure too, said once; ``undo`` then puts back what the caller set up for the capture."""
+    failure too, said once; ``undo`` then puts back what the caller set up for the capture, and
+    what ``keep()`` kept before the strict call (the random streams, the model's buffers: what
+    the passes changed before the read stopped them) is put back, so that the step runs again
+    uncaptured as it would have run the first time."""
 
     def __init__(
         self,
         step: Callable[[torch.Tensor, torch.Tensor | None], Any],
         capture: Capture | None = None,
         undo: Callable[[], None] | None = None,
+        keep: Callable[[], Callable[[], None]] | None = None,
     ):
         self.step = step
         self.capture: Capture = capture if capture is not None else capture_cuda
         self.undo = undo  # called where it gives up: what the caller set up for the capture is put back
+        self.keep = keep  # before the strict call: keeps what it may change, returns what puts it back
         self.failure: str | None = None  # why the step could not be captured, once it could not
         self.captures = 0  # steps captured (one, unless the batch's shape changed before the capture)
         self._shape: tuple | None = None  # the batch's (shape, dtype, labels' shape) that was captured
@@ -140,11 +149,15 @@ class StepGraph:
         if runs < WARMUP:  # (each shape counts its own: a short last batch does not start the warm-up again)
             self._runs[shape] = runs + 1
             self._strict = runs + 1 == WARMUP  # the last one: a read back to the host is an error (``strict``)
+            # (what the passes change before a strict read stops them: random streams, buffers; put back for the rerun)
+            restore = self.keep() if self._strict and self.keep is not None else None
             try:
                 return self._on_side_stream(x, lambda: self.step(x, y))
             except DgmError:
                 raise
             except Exception as e:  # noqa: BLE001 - the step as set up for a capture fails: said once, run uncaptured
+                if restore is not None:
+                    restore()
                 self._give_up(e)
                 return None
             finally:

@@ -441,8 +441,9 @@ class Trainer:
             seed = (self._rank_seed(self.epoch) * 1_000_003 + self.epoch * 104_729 + 2) % 2**62
             self._cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
         self._progress = self._checked_progress(t.get("epoch_progress"), rng.get("epoch_perm"), path)
-        if self.graph is not None:  # (a step captured before holds the optimizer's state it replaced: captured again)
-            self.graph = StepGraph(self.graph_step, self.graph.capture, self.graph.undo)
+        self._nonfinite.zero_()
+        if self.graph is not None and self.graph.captured:  # (it holds the optimizer's state just replaced: again)
+            self.graph = StepGraph(self.graph_step, self.graph.capture, self.graph.undo, self.graph.keep)
         if self.writer is not None:
             self.writer.truncate_metrics(self.epoch)
             self._record_pending = True  # config.json gets the resumed settings with the first epoch's files
@@ -504,7 +505,7 @@ class Trainer:
         """One training step on the batch ``x`` (labels ``y``), step ``i`` of the epoch: forward,
         backward, the step guard, the update, the hooks after it, the epoch's sums. ``graphed``:
         the step that ``GraphStep`` captures (``beta`` a tensor; the update taken on the device
-        where the loss is finite, the loss checked after the step: ``FiniteLossCheck.after_step``)."""
+        where the loss is finite, such steps counted: ``_check_captured_losses``)."""
         rows = x.shape[0]  # of the global batch
         if self.parallel is not None:
             x, y = self.parallel.share(x, y, cast(float, beta))  # (a number: no step is captured under torchrun)
@@ -550,6 +551,7 @@ class Trainer:
             "it needs a CUDA device" if self.device.type != "cuda" and self.graph.capture is capture_cuda
             else "not under torchrun" if self.parallel is not None
             else "not with fp16's gradient scaler" if self.amp.scaler is not None
+            else "it needs the fused Adam (which skips an update on the device)" if not self.optimizer.defaults.get("fused")
             else "this model's step changes on the host from step to step (a MADE of several masks)"
             if isinstance(self.model, GenerativeModel) and not self.model.fixed_step
             else None
@@ -558,8 +560,11 @@ class Trainer:
             log.warning("--graph-step: %s; the step runs uncaptured", why)
             self.graph = None
             return
-        if isinstance(self.forward, CompiledOrEager) and self.forward.graphs:  # (its CUDA graphs: within the step's)
-            self.forward = CompiledOrEager(self.forward.module, device=self.device, graphs=False)
+        forward: Any = self.forward  # the compiled pass, under the parts that wrap it (channels-last), without CUDA graphs:
+        while forward is not None and not isinstance(forward, CompiledOrEager):  # they are within the step's
+            forward = getattr(forward, "forward", None)
+        if forward is not None:
+            forward.without_graphs()
         for group in self.optimizer.param_groups:  # read by the captured update, changed in place by the schedule
             if not torch.is_tensor(group["lr"]):
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
@@ -569,7 +574,23 @@ class Trainer:
             self.guard.reserve(self.steps_per_epoch + 1, self.device)
         # (torch warns once when a capturable optimizer steps uncaptured: the warm-up steps do, by design)
         self.optimizer._warned_capturable_if_run_uncaptured = True
-        self.graph.undo = self._uncaptured
+        self.graph.undo, self.graph.keep = self._uncaptured, self._kept_for_a_rerun
+
+    def _kept_for_a_rerun(self) -> Callable[[], None]:
+        """The random streams and the model's buffers as they are, and what puts them back."""
+        cpu = torch.get_rng_state()
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
+
+        def restore() -> None:
+            torch.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, self.device)
+            with torch.no_grad():
+                for b, kept in buffers:
+                    b.copy_(kept)
+
+        return restore
 
     def _uncaptured(self) -> None:
         """Where the step could not be captured: the optimizer as it was set up before."""
