@@ -1,6 +1,6 @@
-"""``--graph-step``: the whole training step (forward, backward, the step guard's clipping, the
-optimizer's update, the moving average of the weights, the epoch's sums) captured once as one
-CUDA graph and replayed for every later batch of the same shape.
+"""``--graph-step``: the whole training step (forward, backward, the step guard's clipping and
+skipping, the optimizer's update, the moving average of the weights, the epoch's sums) captured
+once as one CUDA graph and replayed for every later batch of the same shape.
 
 Why: a small model's step on a GPU is a few hundred short kernels, and launching them from
 Python (eager) or replaying the forward and backward graphs of ``--compile`` with the
@@ -11,11 +11,11 @@ into the graph's input and one launch.
 How: the step's first calls (``WARMUP``, on a side stream) run it as it is, which also compiles
 it under ``--compile`` and makes the state that the step keeps on the device (Adam's moments and
 step counts, the moving average's update count); the next call captures it
-(``torch.cuda.graph``) and replays it, and every later batch of that shape is copied into the
+(``torch.cuda.CUDAGraph``) and replays it, and every later batch of that shape is copied into the
 captured input and replayed. A batch of another shape (a short last batch) runs uncaptured.
 What the step reads that changes between steps is a tensor that the loop changes in place
 outside the graph: the batch, the KL weight, the learning rate (each parameter group's ``lr``
-becomes a tensor at the capture), the objective's own schedules (the Gumbel-softmax
+becomes a tensor on the device when training starts), the objective's own schedules (the Gumbel-softmax
 temperature). An update is taken on the device where the loss is finite (a replay cannot stop
 halfway), and such steps are counted there: the loop reads the count every
 ``FiniteLossCheck.every`` steps and at the end of an epoch, and stops the run where it is not 0

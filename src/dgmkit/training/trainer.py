@@ -243,7 +243,7 @@ class Trainer:
         self._weight = torch.zeros((), device=self.device)  # the KL weight, as a captured step reads it
         self._weight_now, self._graph_ready = math.nan, False  # (the weight it holds; _prepare_graph done)
         self._totals = (torch.zeros((), device=self.device), torch.zeros((), device=self.device))  # the epoch's sums
-        self._nonfinite = torch.zeros((), dtype=torch.long, device=self.device)  # captured steps whose loss was not
+        self._nonfinite = torch.zeros((), dtype=torch.long, device=self.device)  # captured steps with a loss not finite
         self.parallel = DataParallel(self.model, self._objective, self.device, self.dist) if self.dist.parallel else None
         self.gradient_transport = None if self.parallel is None else self.parallel.transport
         # the objective's terms of a batch, reduced to what the step needs (training/step.py)
