@@ -165,13 +165,13 @@ def test_the_kl_weight_reaches_the_compiled_step_and_is_set_only_when_it_changes
 
     step = CompiledOrEager(lambda x, beta, *a: beta, compiler=fake_compile)
     fills = []
-    original = step._weight.fill_
+    original = step._weight.tensor.fill_
 
     def counting_fill(v):
         fills.append(v)
         return original(v)
 
-    step._weight.fill_ = counting_fill  # type: ignore[method-assign]
+    step._weight.tensor.fill_ = counting_fill  # type: ignore[method-assign]
     for beta in (0.1, 0.2, 0.2, 1.0, 1.0, 1.0):  # the first call is eager
         step(torch.zeros(1), beta)
     assert calls == pytest.approx([0.2, 0.2, 1.0, 1.0, 1.0])

@@ -34,6 +34,7 @@ from collections.abc import Callable
 import torch
 
 from dgmkit.errors import DgmError
+from dgmkit.training.step import DeviceNumber
 
 __all__ = ["CompiledOrEager"]
 
@@ -61,8 +62,7 @@ class CompiledOrEager:
             self.compiled = compiler(module, mode="reduce-overhead") if self.graphs else compiler(module)
         except Exception as e:  # noqa: BLE001 - torch.compile itself refused (an unsupported set-up): said once
             self._give_up(e)
-        self._weight = torch.zeros((), device=device)  # the KL weight, as the compiled step reads it
-        self._beta: float | None = None  # the weight it holds (set again only when it changes: a warm-up)
+        self._weight = DeviceNumber(device)  # the KL weight, as the compiled step reads it
         self._eager_first = True  # (see the module)
         # inductor's count of CUDA-graph skips in the process when the step was made (None: said, or no graphs)
         self._skips: int | None = _cudagraph_skips() if self.graphs else None
@@ -75,12 +75,8 @@ class CompiledOrEager:
             try:
                 if self.graphs:
                     torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are no longer read
-                weight = beta  # (a tensor already: the captured step's, GraphStep)
-                if not isinstance(beta, torch.Tensor):
-                    if beta != self._beta:
-                        self._weight.fill_(beta)
-                        self._beta = beta
-                    weight = self._weight
+                # (a tensor already: the captured step's, GraphStep)
+                weight = beta if isinstance(beta, torch.Tensor) else self._weight.set(beta)
                 if self._skips is not None:  # (a backward pass compiles after the call: seen at the next)
                     self._say_skipped_graphs()
                 return self.compiled(x, weight, *args)

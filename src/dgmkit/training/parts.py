@@ -26,7 +26,6 @@ clipping or skipping, no moving average, the KL weight 1, eager, and without a t
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
 import time
@@ -47,8 +46,6 @@ from dgmkit.training.step_guard import GradientGuard
 
 if TYPE_CHECKING:
     from dgmkit.training.trainer import Trainer
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "TrainingPart",
@@ -230,9 +227,10 @@ class Compile(TrainingPart):
 class GraphStep(TrainingPart):
     """The whole training step captured as one CUDA graph after its first steps and replayed
     (``graphed.StepGraph``); with ``Compile``, the compiled forward and backward passes are
-    captured in it, and gradient skipping is decided on the device. Not with torchrun or fp16's
-    gradient scaler (the run says so and trains uncaptured); on a CPU it does nothing. ``capture``: the capture backend (the
-    tests' recording on the CPU; default CUDA graphs)."""
+    captured in it, and gradient skipping is decided on the device. Not under torchrun, with
+    fp16's gradient scaler, without the fused Adam, or for a model whose step is not fixed (the
+    run says so and trains uncaptured); on a CPU it does nothing. ``capture``: the capture
+    backend (the tests' recording on the CPU; default CUDA graphs)."""
 
     capture: Capture | None = field(default=None, compare=False)
 

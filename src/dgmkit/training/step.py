@@ -12,12 +12,30 @@ same operations in the same order, outside the autocast region as before.
 """
 
 import contextlib
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
-__all__ = ["StepTerms", "ReducedStep"]
+__all__ = ["StepTerms", "ReducedStep", "DeviceNumber"]
+
+
+class DeviceNumber:
+    """A number that a compiled or captured step reads, held in a 0-d tensor on ``device``
+    (a Python number that changes would compile the step again, or be frozen in a CUDA graph);
+    ``set(v)`` fills it only where the number changed (a fill is a launch: a KL warm-up changes
+    it every step, most runs never) and returns the tensor."""
+
+    def __init__(self, device: torch.device | str):
+        self.tensor = torch.zeros((), device=device)
+        self._now = math.nan
+
+    def set(self, value: float) -> torch.Tensor:
+        if value != self._now:
+            self.tensor.fill_(value)
+            self._now = value
+        return self.tensor
 
 
 class StepTerms(NamedTuple):

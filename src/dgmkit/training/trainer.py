@@ -46,7 +46,7 @@ from dgmkit.training.parts import Pace, TimeBudget, TrainingPart, attach_parts
 from dgmkit.training.precision import MixedPrecision
 from dgmkit.training.run_writer import RunWriter, nonfinite_state
 from dgmkit.training.schedules import LRSchedule, kl_weight
-from dgmkit.training.step import ReducedStep, StepTerms
+from dgmkit.training.step import DeviceNumber, ReducedStep, StepTerms
 from dgmkit.training.step_guard import WINDOW, FiniteLossCheck, GradientGuard
 
 __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
@@ -240,8 +240,8 @@ class Trainer:
         # called after every step with whether it was taken (a bool, or on a GPU a boolean tensor)
         self.step_hooks: list[Callable[[bool | torch.Tensor], None]] = []
         self.graph: StepGraph | None = None  # (GraphStep: the whole step captured as a CUDA graph)
-        self._weight = torch.zeros((), device=self.device)  # the KL weight, as a captured step reads it
-        self._weight_now, self._graph_ready = math.nan, False  # (the weight it holds; _prepare_graph done)
+        self._weight = DeviceNumber(self.device)  # the KL weight, as a captured step reads it
+        self._graph_ready = False  # (_prepare_graph done)
         self._totals = (torch.zeros((), device=self.device), torch.zeros((), device=self.device))  # the epoch's sums
         self._nonfinite = torch.zeros((), dtype=torch.long, device=self.device)  # captured steps with a loss not finite
         self.parallel = DataParallel(self.model, self._objective, self.device, self.dist) if self.dist.parallel else None
@@ -467,9 +467,7 @@ class Trainer:
                 self.objective.update(self.step)
                 out: StepTerms | None = None
                 if self.graph is not None and self.graph.takes(x, y):
-                    if beta != self._weight_now:
-                        self._weight.fill_(beta)
-                        self._weight_now = beta
+                    self._weight.set(beta)
                     out = self.graph(x, y)  # None: it could not be captured (said once), the step runs as it is
                     if out is not None and (i + 1) % self.loss_check.every == 0:
                         self._check_captured_losses(self.step + 1)
@@ -539,7 +537,7 @@ class Trainer:
 
     def graph_step(self, x: torch.Tensor, y: torch.Tensor | None) -> StepTerms:
         """The step that ``GraphStep`` captures: ``_step`` with the KL weight as a tensor."""
-        return self._step(x, y, self._weight, -1, graphed=True)
+        return self._step(x, y, self._weight.tensor, -1, graphed=True)
 
     def _prepare_graph(self) -> None:
         """Before training with ``GraphStep``: what the captured step needs of the other parts
