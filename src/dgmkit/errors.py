@@ -16,6 +16,8 @@ __all__ = [
     "TrainingError",
     "EvaluationError",
     "did_you_mean",
+    "first_line",
+    "described",
 ]
 
 
@@ -23,6 +25,16 @@ def did_you_mean(name: object, known: Iterable[object]) -> str:
     """`` (did you mean 'X'?)`` for the known name closest to a mistyped ``name``, else ''."""
     close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def first_line(text: str) -> str:
+    """The first line of ``text`` that is not blank, stripped, at most 300 characters."""
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:300]
+
+
+def described(e: BaseException) -> str:
+    """``Type: first line of its message``, at most 300 characters: an error said in one line."""
+    return f"{type(e).__name__}: {first_line(str(e))}"[:300]
 
 
 class DgmError(Exception):

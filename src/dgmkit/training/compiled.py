@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import torch
 
-from dgmkit.errors import DgmError
+from dgmkit.errors import DgmError, described, first_line
 from dgmkit.training.step import DeviceNumber
 
 __all__ = ["CompiledOrEager"]
@@ -111,12 +111,12 @@ class CompiledOrEager:
         log.warning(
             "--compile: CUDA graphs were skipped for part of the training step (%s); it runs compiled, "
             "its kernels launched one by one",
-            "TORCH_LOGS=cudagraphs shows why" if reason is None else f"the last reason torch recorded: {_line(reason)}",
+            "TORCH_LOGS=cudagraphs shows why" if reason is None else f"the last reason torch recorded: {first_line(reason)}",
         )
 
     def _give_up(self, e: BaseException) -> None:
         self.compiled = None
-        self.failure = _first_line(e)
+        self.failure = described(e)
         log.warning("--compile: this model cannot be compiled (%s); training goes on without it", self.failure)
 
 
@@ -139,12 +139,3 @@ def _compilation_metrics() -> list:
         return list(get_compilation_metrics())
     except Exception:  # noqa: BLE001 - another torch's internals
         return []
-
-
-def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {_line(str(e))}"[:300]
-
-
-def _line(text: str) -> str:
-    """The first line of ``text`` that is not blank, at most 300 characters."""
-    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:300]

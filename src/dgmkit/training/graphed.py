@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import torch
 
-from dgmkit.errors import DgmError, TrainingError
+from dgmkit.errors import DgmError, TrainingError, described, first_line
 
 __all__ = ["StepGraph", "Capture", "CudaCapture", "capture_cuda", "WARMUP"]
 
@@ -165,10 +165,10 @@ class StepGraph:
         static_x, static_y = x.clone(), None if y is None else y.clone()
         self._x, self._y, self._shape = static_x, static_y, shape
         try:
-            out, replay = self.capture(lambda: self.step(static_x, static_y), self._side_stream())
+            out, replay = self.capture(lambda: self.step(static_x, static_y), self._side_stream(x))
         except Exception as e:  # (a failed CUDA capture can leave the device's random generator unusable)
             raise TrainingError(
-                f"--graph-step: the training step could not be captured as a CUDA graph ({_line(str(e))[:300]}), though "
+                f"--graph-step: the training step could not be captured as a CUDA graph ({first_line(str(e))}), though "
                 "its warm-up steps ran; train without --graph-step"
             ) from e
         self._out, self._replay = out, replay
@@ -181,28 +181,27 @@ class StepGraph:
         so that the step can run again uncaptured; elsewhere nothing."""
         return self.capture.strict() if self._strict else contextlib.nullcontext()
 
-    def _side_stream(self) -> Any:
-        """The side stream of the warm-up and the capture on CUDA (None on a CPU)."""
-        if self._stream is None and self._x is not None and self._x.is_cuda:
-            self._stream = torch.cuda.Stream(self._x.device)
+    def _side_stream(self, x: torch.Tensor) -> Any:
+        """The side stream of the warm-up and the capture, on CUDA (None on a CPU)."""
+        if self._stream is None and x.is_cuda:
+            self._stream = torch.cuda.Stream(x.device)
         return self._stream
 
     def _on_side_stream(self, x: torch.Tensor, call: Callable[[], Any]) -> Any:
         """``call()``, on CUDA on the side stream that the capture will use (what a stream makes
         lazily, such as cuBLAS' workspace, is then made before the capture)."""
-        if not x.is_cuda:
+        stream = self._side_stream(x)
+        if stream is None:
             return call()
         current = torch.cuda.current_stream(x.device)
-        if self._stream is None:
-            self._stream = torch.cuda.Stream(x.device)
-        self._stream.wait_stream(current)
-        with torch.cuda.stream(self._stream):
+        stream.wait_stream(current)
+        with torch.cuda.stream(stream):
             out = call()
-        current.wait_stream(self._stream)
+        current.wait_stream(stream)
         return out
 
     def _give_up(self, e: BaseException) -> None:
-        self.failure = f"{type(e).__name__}: {_line(str(e))}"[:300]
+        self.failure = described(e)
         self._x = self._y = self._out = None
         if self.undo is not None:
             self.undo()
@@ -214,7 +213,3 @@ class StepGraph:
 
 def _shape(x: torch.Tensor, y: torch.Tensor | None) -> tuple:
     return (tuple(x.shape), x.dtype, x.device, None if y is None else (tuple(y.shape), y.dtype))
-
-
-def _line(text: str) -> str:
-    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
