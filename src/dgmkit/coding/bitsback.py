@@ -20,6 +20,10 @@ so q(z|x) is quantized over a window of its own, the buckets within about 8 of i
 bucket of its mean (a power of two, the same for the decoder, which knows the mean when it gives
 the bits back), and the floor's mass stays there.
 
+A mixture prior (of diagonal Gaussians: a mixture-of-Gaussians prior, the VampPrior) codes its
+component c by bits back as well (``_MixtureGrid``): c is taken back with p(c|z), then z is coded
+under p(z|c) and c under p(c).
+
 The first image has no bits on the stack to take back: the stack starts with ``seed_words``
 fixed pseudo-random words (enough for one image's latents), part of the output. The images are
 coded in batches that grow with what the stack holds (``next_batch``: a batch takes back no more
@@ -53,6 +57,7 @@ from dgmkit.coding.arm_coder import (
     pmf_rows,
 )
 from dgmkit.devices import device_of, dtype_of
+from dgmkit.distributions import DiagonalGaussianMixture
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models import VAE
 from dgmkit.objectives.elbo import ELBO
@@ -152,9 +157,9 @@ def _categories(d: Distribution) -> torch.Tensor | None:
 def _refused(d: Distribution, what: str) -> ConfigError:
     inner = f" of {type(d.base_dist).__name__}" if isinstance(d, Independent) else ""
     return ConfigError(
-        f"bits-back coding needs {what} to be a diagonal Gaussian over the latent vector (or independent categorical "
-        f"variables); this model's is a {type(d).__name__}{inner} (a VAE with the standard prior and the Gaussian "
-        "posterior codes, and a discrete VAE)"
+        f"bits-back coding needs {what} to be a diagonal Gaussian over the latent vector (the prior may be a "
+        f"mixture of them), or independent categorical variables; this model's is a {type(d).__name__}{inner} (a VAE "
+        "with the Gaussian posterior and the standard, mixture-of-Gaussians or VampPrior prior codes, and a discrete VAE)"
     )
 
 
@@ -247,11 +252,59 @@ class _Categories:
         return one_hot.view(b, *self.shape).to(dtype=dtype, device=device)
 
 
+class _MixtureGrid(_Grid):
+    """Gaussian latents under a mixture of diagonal Gaussians (a mixture-of-Gaussians prior, the
+    VampPrior) on a grid ``BUCKET`` of the mixture's own scales wide (each dimension standardised
+    by the mixture's mean and standard deviation). z is coded with bits back on its component c
+    as well (the posterior then is p(c|z)): taking c back under p(c|z), z coded under p(z|c) and
+    c under p(c) cost -log2 p(z) in all. p(c|z) is computed from the bucket's centre, in float64
+    with elementwise operations only, so encoder and decoder get the same numbers."""
+
+    def __init__(self, logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
+        w = torch.softmax(logits.detach().double().cpu(), -1)
+        loc, scale = loc.detach().double().cpu(), scale.detach().double().cpu()
+        mean = (w[:, None] * loc).sum(0)
+        std = ((w[:, None] * (scale.square() + (loc - mean).square())).sum(0)).sqrt()
+        super().__init__(mean, std)
+        self.weights = _checked(w[None].numpy(), "p(z)'s weights")  # (1, K)
+        self.means = _checked(((loc - mean) / (std * BUCKET)).numpy(), "p(z)")  # (K, M), in buckets
+        self.stds = _checked((scale / (std * BUCKET)).numpy(), "p(z)")
+        if not (self.stds > 0).all():
+            raise DataError("p(z) has a component of a scale that is not positive (are the weights finite?)")
+
+    def _given_z(self, index: np.ndarray, b: int) -> np.ndarray:
+        """p(c|z) of each image (b, K): z at its buckets' centres."""
+        i, out = index.reshape(b, 1, -1).astype(np.float64), np.empty((b, len(self.means)))
+        log_norm = np.log(self.weights[0]) - np.log(self.stds).sum(-1)  # (K,)
+        rows = max(1, _PMF_BUDGET // self.means.size)
+        for s in range(0, b, rows):
+            log_joint = log_norm - 0.5 * np.square((i[s : s + rows] - self.means) / self.stds).sum(-1)
+            p = np.exp(log_joint - log_joint.max(-1, keepdims=True))
+            out[s : s + rows] = p / p.sum(-1, keepdims=True)
+        return out
+
+    def _component(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.means[c].reshape(-1), self.stds[c].reshape(-1)
+
+    def prior_pop(self, ans: "_Ans", f: "_Families", b: int) -> np.ndarray:
+        c = ans.pop(f.categorical, np.repeat(self.weights, b, 0)).astype(np.int64)
+        index = ans.pop(f.gauss, *self._component(c)).astype(np.int64)
+        ans.push(np.ascontiguousarray(c, dtype=np.int32), f.categorical, self._given_z(index, b))  # c's bits back
+        return index
+
+    def prior_push(self, ans: "_Ans", f: "_Families", index: np.ndarray, b: int) -> None:
+        c = ans.pop(f.categorical, self._given_z(index, b)).astype(np.int64)  # bits back
+        ans.push(np.ascontiguousarray(index, dtype=np.int32), f.gauss, *self._component(c))
+        ans.push(np.ascontiguousarray(c, dtype=np.int32), f.categorical, np.repeat(self.weights, b, 0))
+
+
 def _latents(prior: Distribution) -> "_Grid | _Categories":
     """How the model's latents are coded, from its prior p(z)."""
     gaussian, categories = _gaussian(prior), _categories(prior)
     if gaussian is not None:
         return _Grid(*gaussian)
+    if isinstance(prior, DiagonalGaussianMixture):
+        return _MixtureGrid(prior.logits, prior.loc, prior.scale)
     if categories is not None:
         return _Categories(categories)
     raise _refused(prior, "the prior p(z)")
