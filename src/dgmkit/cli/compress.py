@@ -70,7 +70,7 @@ def _coding_model(run_dir: str, device: str) -> tuple[Run, GenerativeModel, int,
         raise ConfigError(
             f"{run_dir} holds {run.cfg.model.describe()}, which has no exact sequential conditionals to drive the "
             "entropy coder nor a Gaussian posterior to code by bits-back: compression needs an autoregressive model "
-            "(--model arm) or a VAE (--model vae) with a discrete likelihood"
+            "(--model arm), or a VAE (--model vae) or hierarchical VAE (--model hvae) with a discrete likelihood"
         )
     try:
         levels = coder.check(model)
@@ -330,7 +330,9 @@ def _write_pngs(out: Path, x: np.ndarray, names: list[str], force: bool) -> None
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_run_parser(
-        sub, "compress", help="losslessly compress images with a trained autoregressive model or VAE (bits-back)"
+        sub,
+        "compress",
+        help="losslessly compress images with a trained autoregressive model, VAE or hierarchical VAE (bits-back)",
     )
     p.add_argument("inputs", nargs="+", help="one .npy array of images, or PNG files (with distinct names)")
     p.add_argument("--out", required=True, help="compressed file to write")

@@ -39,7 +39,7 @@ import functools
 import hashlib
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -57,9 +57,11 @@ from dgmkit.coding.arm_coder import (
     pmf_rows,
 )
 from dgmkit.devices import device_of, dtype_of
-from dgmkit.distributions import DiagonalGaussianMixture
+from dgmkit.distributions import DiagonalGaussianMixture, DiagonalNormal
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models import VAE
+from dgmkit.models.base import ModelELBO
+from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.objectives.elbo import ELBO
 
 __all__ = [
@@ -85,14 +87,14 @@ _MAX_BATCH = 2**20  # images a batch (its size goes on the stack, uniform over 0
 
 @evaluates
 @torch.no_grad()
-def check_bits_back(model: VAE) -> int:
+def check_bits_back(model: "Codable") -> int:
     """The number of levels of a pixel that ``model`` codes by bits-back, or a ConfigError that
     says what it lacks: a diagonal Gaussian prior and posterior, or independent categorical
     ones (the posterior tried on a blank image), a discrete likelihood."""
     return _codec_of(model)[0]
 
 
-def _codec_of(model: VAE) -> tuple[int, "_Grid | _Categories"]:
+def _codec_of(model: "Codable") -> tuple[int, "_Flat | _Layers"]:
     """``check_bits_back``'s levels, and the codec of the model's latents."""
     if getattr(model, "coding", None) != "bits-back":
         raise ConfigError(
@@ -105,18 +107,32 @@ def _codec_of(model: VAE) -> tuple[int, "_Grid | _Categories"]:
             "bits-back coding codes x with p(x|z), which must be a probability of discrete pixels (a Bernoulli, "
             "categorical or discretized logistic likelihood); this model's is a density"
         )
-    latents = _latents(model.prior())
-    latents.posterior(model.posterior(torch.zeros(1, *model.event_shape, dtype=torch.long, device=device_of(model))))
-    return int(levels), latents
+    blank = torch.zeros(1, *model.event_shape, dtype=torch.long, device=device_of(model))
+    if isinstance(model, HierarchicalVAE):  # (its layers' posteriors and priors are diagonal Gaussians)
+        if not model.draws_top_down:
+            raise ConfigError(
+                "bits-back coding of a hierarchical VAE needs a posterior that draws the layers from the top down (a "
+                "top-down or ladder posterior), so that each layer's grid follows its prior given the layers above; "
+                "this model's is bottom-up"
+            )
+        codec: _Flat | _Layers = _Layers(model, _latents(model.top()))
+    else:
+        codec = _Flat(model, _latents(model.prior()))
+    codec.latents_of(blank)
+    return int(levels), codec
 
 
 @torch.no_grad()
-def negative_elbo(model: VAE, x: torch.Tensor) -> torch.Tensor:
+def negative_elbo(model: "Codable", x: torch.Tensor) -> torch.Tensor:
     """-ELBO of each image (nats, float64), one seeded draw of z a datapoint (the KL in closed
     form where it has one), 1000 images at a time: what bits-back coding's rate tends to."""
     device = device_of(model)
+
+    def elbo(xb: torch.Tensor) -> torch.Tensor:
+        return model.elbo_terms(xb)["elbo"] if isinstance(model, ModelELBO) else ELBO(1)(model, xb).elbo
+
     with seeded(0, device):
-        parts = [ELBO(1)(model, x[i : i + 1000].to(device)).elbo.cpu() for i in range(0, len(x), 1000)]
+        parts = [elbo(x[i : i + 1000].to(device)).cpu() for i in range(0, len(x), 1000)]
     return -torch.cat(parts).double()
 
 
@@ -189,7 +205,8 @@ class _Grid:
         return mean, std
 
     def _prior(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros(b * len(self.loc)), np.full(b * len(self.loc), 1.0 / BUCKET)
+        m = self.loc.shape[-1]  # (the loc of a layer's prior is (b, M): one for each image)
+        return np.zeros(b * m), np.full(b * m, 1.0 / BUCKET)
 
     def prior_pop(self, ans: "_Ans", f: "_Families", b: int) -> np.ndarray:
         return ans.pop(f.gauss, *self._prior(b))
@@ -324,10 +341,111 @@ def _windows(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, list[tuple[
     return centre.astype(np.int64), [(int(w), np.flatnonzero(half == w)) for w in np.unique(half)]
 
 
-def _pixel_probabilities(model: VAE, z: torch.Tensor, levels: int) -> np.ndarray:
+class _Flat:
+    """A VAE's latent vector, coded with q(z|x) and p(z) as ``latents`` (its codec) says."""
+
+    def __init__(self, model: VAE, latents: "_Grid | _MixtureGrid | _Categories"):
+        self.model, self.latents = model, latents
+
+    def latents_of(self, x: torch.Tensor) -> Any:
+        """q(z|x)'s parameters as the codec reads them (checked)."""
+        return self.latents.posterior(self.model.posterior(x.to(device_of(self.model))))
+
+    def take(self, ans: "_Ans", f: "_Families", x: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """Decode z from the stack with q(z|x) (bits back): what ``give`` needs, and z."""
+        index = self.latents.take(ans, f, self.latents_of(x))
+        return index, self.latents.z(index, len(x), dtype_of(self.model), device_of(self.model))
+
+    def prior_push(self, ans: "_Ans", f: "_Families", taken: Any, b: int) -> None:
+        self.latents.prior_push(ans, f, taken, b)
+
+    def prior_pop(self, ans: "_Ans", f: "_Families", b: int) -> tuple[Any, torch.Tensor]:
+        index = self.latents.prior_pop(ans, f, b)
+        return index, self.latents.z(index, b, dtype_of(self.model), device_of(self.model))
+
+    def give(self, ans: "_Ans", f: "_Families", x: torch.Tensor, taken: Any, z: torch.Tensor) -> None:
+        """Encode z back with q(z|x): the inverse of ``take``."""
+        self.latents.give(ans, f, taken, self.latents_of(x))
+
+
+class _Layers:
+    """A hierarchical VAE's layers, each coded as a VAE's latent vector is: taken from the stack
+    top layer first with q(z_l | x, z_{>l}) on the grid of the layer's prior given the layers above,
+    p(z_l | z_{l+1}) (the top layer: the top prior's, a mixture's included), and coded under those
+    priors bottom layer first, so that decoding reads the top layer first and knows each layer's
+    prior, and so its grid, when it comes to it. Every posterior and prior is computed from the
+    same partial latents on both sides (the layers above filled in, the others zero), so encoder
+    and decoder see the same numbers."""
+
+    def __init__(self, model: HierarchicalVAE, top: "_Grid | _MixtureGrid | _Categories"):
+        if not isinstance(top, _Grid):
+            raise _refused(model.top(), "the top prior p(z_L)")
+        self.model, self.top = model, top
+        self.ends = np.cumsum(model.sizes).tolist()  # layer l is columns ends[l] - M_l .. ends[l]
+
+    def _grid(self, layer: int, z: torch.Tensor) -> _Grid:
+        """The grid of ``layer`` given the layers above it in z."""
+        if layer == self.model.num_layers - 1:
+            return self.top
+        p = self.model.layer_priors_given(z)[layer]
+        return _Grid(p.mean, p.stddev)
+
+    def _q(self, x: torch.Tensor, z: torch.Tensor, layer: int) -> DiagonalNormal:
+        """q(z_layer | x, the layers above in z)."""
+        return next(d.q for d in self.model.path(x, given=z) if d.index == layer)
+
+    def _set(self, z: torch.Tensor, layer: int, value: torch.Tensor) -> None:
+        z[:, self.ends[layer] - self.model.sizes[layer] : self.ends[layer]] = value
+
+    def _zeros(self, b: int) -> torch.Tensor:
+        return torch.zeros(b, self.model.latent_dim, dtype=dtype_of(self.model), device=device_of(self.model))
+
+    def latents_of(self, x: torch.Tensor) -> Any:
+        x = x.to(device_of(self.model))
+        return self._grid(self.model.num_layers - 1, self._zeros(len(x))).posterior(
+            self._q(x, self._zeros(len(x)), self.model.num_layers - 1)
+        )
+
+    def take(self, ans: "_Ans", f: "_Families", x: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        x, b = x.to(device_of(self.model)), len(x)
+        z, taken = self._zeros(b), {}
+        for layer in reversed(range(self.model.num_layers)):
+            grid = self._grid(layer, z)
+            index = grid.take(ans, f, grid.posterior(self._q(x, z, layer)))
+            self._set(z, layer, grid.z(index, b, z.dtype, z.device))
+            taken[layer] = (index, grid)
+        return taken, z
+
+    def prior_push(self, ans: "_Ans", f: "_Families", taken: Any, b: int) -> None:
+        for layer in range(self.model.num_layers):
+            index, grid = taken[layer]
+            grid.prior_push(ans, f, index, b)
+
+    def prior_pop(self, ans: "_Ans", f: "_Families", b: int) -> tuple[Any, torch.Tensor]:
+        z, taken = self._zeros(b), {}
+        for layer in reversed(range(self.model.num_layers)):
+            grid = self._grid(layer, z)
+            index = grid.prior_pop(ans, f, b)
+            self._set(z, layer, grid.z(index, b, z.dtype, z.device))
+            taken[layer] = (index, grid)
+        return taken, z
+
+    def give(self, ans: "_Ans", f: "_Families", x: torch.Tensor, taken: Any, z: torch.Tensor) -> None:
+        x = x.to(device_of(self.model))
+        for layer in range(self.model.num_layers):  # the reverse of ``take``
+            index, grid = taken[layer]
+            above = z.clone()
+            above[:, : self.ends[layer]] = 0  # as ``take`` saw it: the layers above alone
+            grid.give(ans, f, index, grid.posterior(self._q(x, above, layer)))
+
+
+Codable: TypeAlias = VAE | HierarchicalVAE  # what bits-back coding codes: one latent vector, or layers drawn top-down
+
+
+def _pixel_probabilities(model: Codable, z: torch.Tensor, levels: int) -> np.ndarray:
     """p(x_d = v | z) for every pixel of each image, a C-ordered float64 array (B * D, levels) of
     finite, normalised rows."""
-    return pmf_rows(model.decoder.pixel_log_pmf(model.decoder_input(z)), levels, "of pixels given z")
+    return pmf_rows(model.pixel_log_pmf(z), levels, "of pixels given z")
 
 
 def _chunks(b: int, pixels: int, levels: int) -> list[tuple[int, int]]:
@@ -336,7 +454,7 @@ def _chunks(b: int, pixels: int, levels: int) -> list[tuple[int, int]]:
     return [(s, min(s + rows, b)) for s in range(0, b, rows)]
 
 
-def _check(model: VAE, batch_size: int, n: int) -> tuple[int, "_Grid | _Categories", int]:
+def _check(model: Codable, batch_size: int, n: int) -> tuple[int, "_Flat | _Layers", int]:
     """The levels, the latents' codec and the largest batch (``batch_size``, at most ``n``)."""
     batch_size = min(check_batch_size(batch_size), max(n, 1))
     if batch_size > _MAX_BATCH:
@@ -388,13 +506,13 @@ class _Families:
 
 @evaluates
 @torch.no_grad()
-def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+def encode_bits_back(model: Codable, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
     """Compress integer images (N, *event) to ANS words (uint32) by bits-back coding (on one
     CPU thread: see ``one_thread``)."""
     levels, latents, batch_size = _check(model, batch_size, len(x))
     x = check_images(model, x, levels).cpu()
     f, ans = _Families(batch_size), _Ans(seed_words(model.latent_dim))
-    device, dtype, pixels = device_of(model), dtype_of(model), math.prod(x.shape[1:])
+    pixels = math.prod(x.shape[1:])
     start, taken = 0, float(_PRECISION_BITS * model.latent_dim)  # bits taken back an image: at most this at first
     try:
         with one_thread():
@@ -402,15 +520,13 @@ def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.n
                 b = next_batch(ans.bits(), taken, len(x) - start, batch_size)
                 xb = x[start : start + b]
                 start += b
-                q = latents.posterior(model.posterior(xb.to(device)))
                 before = ans.bits()
-                index = latents.take(ans, f, q)  # bits back
+                taken_z, z = latents.take(ans, f, xb)  # bits back
                 taken = (before - ans.bits()) / b
-                z = latents.z(index, b, dtype, device)
                 for s, e in _chunks(b, pixels, levels):
                     probs = _pixel_probabilities(model, z[s:e], levels)
                     ans.push(np.ascontiguousarray(xb[s:e].reshape(-1).numpy(), dtype=np.int32), f.categorical, probs)
-                latents.prior_push(ans, f, index, b)
+                latents.prior_push(ans, f, taken_z, b)
                 ans.push(np.int32(b), f.sizes)  # read first when decoding
     except _AnsFailure:
         raise DataError(
@@ -421,7 +537,7 @@ def encode_bits_back(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.n
 
 @evaluates
 @torch.no_grad()
-def decode_bits_back(model: VAE, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
+def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
     """Invert ``encode_bits_back``: n images (N, *event) as int64. Words that the model cannot
     have produced raise DataError (the stack must end as it began)."""
     levels, latents, batch_size = _check(model, batch_size, check_count(n))
@@ -429,7 +545,6 @@ def decode_bits_back(model: VAE, words: np.ndarray, n: int, batch_size: int = 50
     if words.ndim != 1 or not len(words) or words[-1] == 0:
         raise DataError("the compressed data is not an ANS stack of this coder (empty, or its top word is zero)")
     f, ans = _Families(batch_size), _Ans(words)
-    device, dtype = device_of(model), dtype_of(model)
     shape, pixels = model.event_shape, math.prod(model.event_shape)
     out = torch.empty(n, *shape, dtype=torch.long)
     end = n
@@ -439,14 +554,13 @@ def decode_bits_back(model: VAE, words: np.ndarray, n: int, batch_size: int = 50
                 b = int(ans.pop(f.sizes))
                 if not 1 <= b <= end:
                     raise _AnsFailure
-                index = latents.prior_pop(ans, f, b)
-                z = latents.z(index, b, dtype, device)
+                taken_z, z = latents.prior_pop(ans, f, b)
                 xb = torch.empty(b, pixels, dtype=torch.long)
                 for s, e in reversed(_chunks(b, pixels, levels)):
                     probs = _pixel_probabilities(model, z[s:e], levels)
                     xb[s:e] = torch.from_numpy(ans.pop(f.categorical, probs).astype(np.int64)).view(e - s, -1)
                 xb = xb.view(b, *shape)
-                latents.give(ans, f, index, latents.posterior(model.posterior(xb.to(device))))  # the bits given back
+                latents.give(ans, f, xb, taken_z, z)  # the bits given back
                 out[end - b : end] = xb
                 end -= b
     except _AnsFailure:

@@ -24,7 +24,7 @@ for the ELBO with per-layer closed-form KL terms (``objectives.HierarchicalELBO`
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 import torch
 from torch import nn
@@ -210,6 +210,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
     """
 
     sample_means: ClassVar[bool] = True
+    coding: ClassVar[Literal["sequential", "bits-back"] | None] = "bits-back"  # (a top-down or ladder posterior)
 
     def __init__(
         self,
@@ -362,9 +363,33 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         """sum_{l<L} log p(z_l | z_{l+1}) for joint latents z (*batch, sum M_l)."""
         zs = self.split(z)
         log_p = z.new_zeros(z.shape[:-1])
-        for i in range(self.num_layers - 1):
-            log_p = log_p + self.layer_priors[i](zs[i + 1]).log_prob(zs[i])
+        for i, p in enumerate(self.layer_priors_given(z)):
+            log_p = log_p + p.log_prob(zs[i])
         return log_p
+
+    def layer_priors_given(self, z: torch.Tensor) -> list[DiagonalNormal]:
+        """p(z_l | z_{l+1}) for l = 0 .. L-2 (layer 0 next to x) given joint latents z (*batch,
+        sum M_l): each reads only the layer above it."""
+        zs = self.split(z)
+        return [self.layer_priors[i](zs[i + 1]) for i in range(self.num_layers - 1)]
+
+    @property
+    def draws_top_down(self) -> bool:
+        """Whether the posterior draws the layers from the top down, as the generative model does
+        (a top-down or ladder posterior): then each layer's prior given the layers above is
+        known when the layer is drawn, which bits-back coding needs."""
+        return self.inference != "bottom-up"
+
+    # ------------------------------------------------------------ coding
+    @property
+    def coding_levels(self) -> int | None:
+        """The values of a pixel that bits-back coding codes: a discrete likelihood's levels."""
+        head = self.decoder.head
+        return head.num_levels if head.discrete else None
+
+    def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(x_d = v | z) of every value v of every pixel, float64 (``Decoder.pixel_log_pmf``)."""
+        return self.decoder.pixel_log_pmf(z if self.decoder_input == "all" else self.split(z)[0])
 
     # ------------------------------------------------------------ generation
     def likelihood(self, z: torch.Tensor) -> Distribution:

@@ -11,7 +11,7 @@ give the same images for the same uniforms.
 """
 
 import math
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 
@@ -32,6 +32,7 @@ class PixelVAE(HierarchicalVAE):
     sample_means: ClassVar[bool] = False
     sample_cached: ClassVar[bool] = True
     can_impute: ClassVar[bool] = False
+    coding: ClassVar[Literal["sequential", "bits-back"] | None] = None  # (p(x|z) is not a product over pixels)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """As ``HierarchicalVAE``'s, with a ``PixelCNNDecoder`` as the decoder."""

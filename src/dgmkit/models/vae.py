@@ -112,6 +112,10 @@ class VAE(DecodedModel, LatentVariableModel):
         head = self.decoder.head
         return head.num_levels if head.discrete else None
 
+    def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(x_d = v | z) of every value v of every pixel, float64 (``Decoder.pixel_log_pmf``)."""
+        return self.decoder.pixel_log_pmf(self.decoder_input(z))
+
     @property
     def num_components(self) -> int | None:
         return self.prior_module.components if self.prior_module.has_components else None
