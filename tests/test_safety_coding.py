@@ -662,7 +662,7 @@ def test_compress_refuses_inputs_and_settings_it_cannot_code_before_coding(env, 
     out = ["--out", tmp_path / "o.dgmz"]
     for argv, needle in (
         ([env.run, env.root / "x.npy", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
-        ([ppca, env.root / "x.npy"], "has no exact sequential conditionals to drive the entropy coder"),
+        ([ppca, env.root / "x.npy"], "which declares no coder (neither exact sequential conditionals"),
         ([env.run, tmp_path / "in" / "x.npz"], "x.npz: give one .npy file or PNG files"),
         ([env.run, env.pngs[0], hidden], "is not a plain base name"),
         ([env.run, env.pngs[0], grey], "the PNG files differ in mode: give all 1-bit or all 8-bit grey images"),

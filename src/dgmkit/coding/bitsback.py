@@ -115,7 +115,7 @@ def _codec_of(model: "Codable") -> tuple[int, "_Flat | _Layers"]:
                 "top-down or ladder posterior), so that each layer's grid follows its prior given the layers above; "
                 "this model's is bottom-up"
             )
-        codec: _Flat | _Layers = _Layers(model, _latents(model.top()))
+        codec: _Flat | _Layers = _Layers(model, _latents(model.top(), "the top prior p(z_L)"))
     else:
         codec = _Flat(model, _latents(model.prior()))
     codec.latents_of(blank)
@@ -272,59 +272,71 @@ class _Categories:
 class _MixtureGrid(_Grid):
     """Gaussian latents under a mixture of diagonal Gaussians (a mixture-of-Gaussians prior, the
     VampPrior) on a grid ``BUCKET`` of the mixture's own scales wide (each dimension standardised
-    by the mixture's mean and standard deviation). z is coded with bits back on its component c
+    by the mixture's mean and standard deviation, widened where a component's mean +- 8 of its
+    scales would lie beyond ``RANGE / 2`` of them). z is coded with bits back on its component c
     as well (the posterior then is p(c|z)): taking c back under p(c|z), z coded under p(z|c) and
     c under p(c) cost -log2 p(z) in all. p(c|z) is computed from the bucket's centre, in float64
-    with elementwise operations only, so encoder and decoder get the same numbers."""
+    with elementwise operations only, so encoder and decoder get the same numbers; at most
+    ``_PMF_BUDGET`` numbers at once."""
 
     def __init__(self, logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
-        w = torch.softmax(logits.detach().double().cpu(), -1)
-        loc, scale = loc.detach().double().cpu(), scale.detach().double().cpu()
+        log_w = torch.log_softmax(logits.detach().double().cpu(), -1)
+        w, loc, scale = log_w.exp(), loc.detach().double().cpu(), scale.detach().double().cpu()
         mean = (w[:, None] * loc).sum(0)
         std = ((w[:, None] * (scale.square() + (loc - mean).square())).sum(0)).sqrt()
+        std = torch.maximum(std, ((loc - mean).abs() + 8 * scale).amax(0) / (RANGE / 2))  # every component on it
         super().__init__(mean, std)
-        self.weights = _checked(w[None].numpy(), "p(z)'s weights")  # (1, K)
+        self.log_weights = _checked(log_w.numpy(), "p(z)'s weights")  # (K,)
+        self.weights = _coder().model.Categorical(_checked(w.numpy(), "p(z)'s weights"), perfect=False)
         self.means = _checked(((loc - mean) / (std * BUCKET)).numpy(), "p(z)")  # (K, M), in buckets
         self.stds = _checked((scale / (std * BUCKET)).numpy(), "p(z)")
         if not (self.stds > 0).all():
             raise DataError("p(z) has a component of a scale that is not positive (are the weights finite?)")
 
-    def _given_z(self, index: np.ndarray, b: int) -> np.ndarray:
-        """p(c|z) of each image (b, K): z at its buckets' centres."""
-        i, out = index.reshape(b, 1, -1).astype(np.float64), np.empty((b, len(self.means)))
-        log_norm = np.log(self.weights[0]) - np.log(self.stds).sum(-1)  # (K,)
+    def _rows(self, b: int) -> list[tuple[int, int]]:
+        """The images whose p(c|z) is computed (and coded) together."""
         rows = max(1, _PMF_BUDGET // self.means.size)
-        for s in range(0, b, rows):
-            log_joint = log_norm - 0.5 * np.square((i[s : s + rows] - self.means) / self.stds).sum(-1)
-            p = np.exp(log_joint - log_joint.max(-1, keepdims=True))
-            out[s : s + rows] = p / p.sum(-1, keepdims=True)
-        return out
+        return [(s, min(s + rows, b)) for s in range(0, b, rows)]
+
+    def _given_z(self, index: np.ndarray) -> np.ndarray:
+        """p(c|z) of each image (B, K) of bucket indices (B*M,): z at its buckets' centres."""
+        i = index.reshape(-1, 1, self.means.shape[1]).astype(np.float64)
+        log_joint = self.log_weights - np.log(self.stds).sum(-1) - 0.5 * np.square((i - self.means) / self.stds).sum(-1)
+        p = np.exp(log_joint - log_joint.max(-1, keepdims=True))
+        return p / p.sum(-1, keepdims=True)
 
     def _component(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.means[c].reshape(-1), self.stds[c].reshape(-1)
 
     def prior_pop(self, ans: "_Ans", f: "_Families", b: int) -> np.ndarray:
-        c = ans.pop(f.categorical, np.repeat(self.weights, b, 0)).astype(np.int64)
+        c = ans.pop(self.weights, b).astype(np.int64)
         index = ans.pop(f.gauss, *self._component(c)).astype(np.int64)
-        ans.push(np.ascontiguousarray(c, dtype=np.int32), f.categorical, self._given_z(index, b))  # c's bits back
+        m = self.means.shape[1]
+        for s, e in reversed(self._rows(b)):  # c's bits given back, as ``prior_push`` took them
+            p = self._given_z(index[s * m : e * m])
+            ans.push(np.ascontiguousarray(c[s:e], dtype=np.int32), f.categorical, p)
         return index
 
     def prior_push(self, ans: "_Ans", f: "_Families", index: np.ndarray, b: int) -> None:
-        c = ans.pop(f.categorical, self._given_z(index, b)).astype(np.int64)  # bits back
+        m, c = self.means.shape[1], np.empty(b, dtype=np.int64)
+        for s, e in self._rows(b):  # bits back
+            c[s:e] = ans.pop(f.categorical, self._given_z(index[s * m : e * m]))
         ans.push(np.ascontiguousarray(index, dtype=np.int32), f.gauss, *self._component(c))
-        ans.push(np.ascontiguousarray(c, dtype=np.int32), f.categorical, np.repeat(self.weights, b, 0))
+        ans.push(np.ascontiguousarray(c, dtype=np.int32), self.weights)
 
 
-def _latents(prior: Distribution) -> "_Grid | _Categories":
+def _latents(prior: Distribution, what: str = "the prior p(z)") -> "_Grid | _Categories":
     """How the model's latents are coded, from its prior p(z)."""
     gaussian, categories = _gaussian(prior), _categories(prior)
     if gaussian is not None:
         return _Grid(*gaussian)
     if isinstance(prior, DiagonalGaussianMixture):
+        if len(prior.logits) == 1:  # (one component: no choice to code)
+            return _Grid(prior.loc[0], prior.scale[0])
         return _MixtureGrid(prior.logits, prior.loc, prior.scale)
     if categories is not None:
         return _Categories(categories)
-    raise _refused(prior, "the prior p(z)")
+    raise _refused(prior, what)
 
 
 def _windows(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
@@ -459,7 +471,8 @@ def _check(model: Codable, batch_size: int, n: int) -> tuple[int, "_Flat | _Laye
     batch_size = min(check_batch_size(batch_size), max(n, 1))
     if batch_size > _MAX_BATCH:
         raise DataError(f"the coding batch size must be at most {_MAX_BATCH} images, got {batch_size}")
-    return (*_codec_of(model), batch_size)
+    with one_thread():  # (a VampPrior's components come from the encoder: on one thread, as the coding)
+        return (*_codec_of(model), batch_size)
 
 
 class _AnsFailure(Exception):
@@ -530,7 +543,8 @@ def encode_bits_back(model: Codable, x: torch.Tensor, batch_size: int = 500) -> 
                 ans.push(np.int32(b), f.sizes)  # read first when decoding
     except _AnsFailure:
         raise DataError(
-            "the ANS coder cannot code these images: the model gives one of their pixels a probability too small to code"
+            "the ANS coder cannot code these images: the model gives one of their pixels (or latents) a probability too "
+            "small to code"
         ) from None
     return np.asarray(ans.stack.get_compressed(), dtype=np.uint32)
 
