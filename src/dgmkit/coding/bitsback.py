@@ -89,8 +89,9 @@ _MAX_BATCH = 2**20  # images a batch (its size goes on the stack, uniform over 0
 @torch.no_grad()
 def check_bits_back(model: "Codable") -> int:
     """The number of levels of a pixel that ``model`` codes by bits-back, or a ConfigError that
-    says what it lacks: a diagonal Gaussian prior and posterior, or independent categorical
-    ones (the posterior tried on a blank image), a discrete likelihood."""
+    says what it lacks: a diagonal Gaussian posterior and prior (or a mixture of them), or
+    independent categorical ones (the posterior tried on a blank image), layers drawn from the
+    top down (a hierarchical VAE), a discrete likelihood."""
     return _codec_of(model)[0]
 
 
