@@ -197,6 +197,11 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "dgm compress runs/vamp-categorical digits-test.npy --out digits-vamp.dgmz",
         "dgm decompress digits-vamp.dgmz --run runs/vamp-categorical --out digits-vamp.npy",
         "cmp digits-test.npy digits-vamp.npy && echo IDENTICAL",
+        "dgm train --dataset digits --model hvae --hidden 256 --latent-sizes 8 4 --epochs 20 --batch-size 64 "
+        "--likelihood categorical --prior vampprior --prior-components 50 --quiet --out runs/hvae-categorical",
+        "dgm compress runs/hvae-categorical digits-test.npy --out digits-hvae.dgmz",
+        "dgm decompress digits-hvae.dgmz --run runs/hvae-categorical --out digits-hvae.npy",
+        "cmp digits-test.npy digits-hvae.npy && echo IDENTICAL",
     ],
     "score": [
         "dgm score runs/vae digits-test.npy --k 1000 --out scores.csv",

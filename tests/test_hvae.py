@@ -211,11 +211,11 @@ def test_dgm_eval_reports_the_elbo_with_the_per_layer_kl_terms_training_reports(
     """Not the one-sample ELBO of the joint posterior (a Monte Carlo KL over all layers at once,
     whose total disagreed with the layer lines); the same draws give the same numbers."""
     from dgmkit.evaluation import evaluate
-    from dgmkit.evaluation.estimates import _elbo_terms
+    from dgmkit.evaluation.estimates import elbo_terms
 
     model = linear_gaussian(inference)
     torch.manual_seed(3)
-    terms = _elbo_terms(model, data, batch_size=1000)
+    terms = elbo_terms(model, data, batch_size=1000)
     torch.manual_seed(3)
     trained = HierarchicalELBO()(model, data)
     torch.testing.assert_close(terms["elbo"], trained.elbo)
@@ -224,7 +224,7 @@ def test_dgm_eval_reports_the_elbo_with_the_per_layer_kl_terms_training_reports(
     assert report.elbo == pytest.approx(report.recon - report.kl, abs=1e-9) and report.estimate == "bound"
     if inference != "bottom-up":  # every term in closed form given the draws above: less spread than the joint's
         x = data[:1].expand(400, *data.shape[1:]).contiguous()
-        own = _elbo_terms(model, x, batch_size=1000)["kl"].var()
+        own = elbo_terms(model, x, batch_size=1000)["kl"].var()
         from dgmkit.objectives import ELBO
 
         assert own < ELBO(1)(model, x).kl.var()

@@ -93,7 +93,10 @@ def _exact(
 
 
 @torch.no_grad()
-def _elbo_terms(model: LatentVariableModel, x: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
+def elbo_terms(model: LatentVariableModel, x: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
+    """Each datapoint's ``elbo``, ``recon`` and ``kl`` (float64): the model's own bound where it has
+    one (``ModelELBO``), else the one-draw ELBO (the KL in closed form where it has one), in
+    batches of at most ``batch_size``."""
     if isinstance(model, ModelELBO):  # the model's own bound (a discrete latent summed out, per-layer KLs)
         size = batch_size if isinstance(model, EnumeratedELBO) else _fitting(model, x, batch_size)
         own = [model.elbo_terms(b) for b in _batches(x, size)]
@@ -110,7 +113,7 @@ def _elbo_terms(model: LatentVariableModel, x: torch.Tensor, batch_size: int) ->
 def _importance_sampled(
     model: LatentVariableModel, x: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int
 ) -> Estimate:
-    terms = _elbo_terms(model, x, batch_size)
+    terms = elbo_terms(model, x, batch_size)
     if k < 1:  # no sampling asked for: the ELBO is all there is, reported as the bound it is
         return Estimate("bound", terms["elbo"], 1, terms)
     log_px = cast(torch.Tensor, importance_sampled_log_likelihood(model, x, k=k, generator=generator)).double()

@@ -252,6 +252,13 @@ class DecodedModel(GenerativeModel):
     def discrete_data(self) -> bool:
         return self.decoder.head.discrete
 
+    @property
+    def coding_levels(self) -> int | None:
+        """The values of a pixel that bits-back coding codes (a model whose ``coding`` is
+        "bits-back"): a discrete likelihood's levels."""
+        head = self.decoder.head
+        return head.num_levels if self.coding == "bits-back" and head.discrete else None
+
     def importance_rows(self, budget_bytes: int) -> int | None:
         """Rows of log p(x|z) within ``budget_bytes``: at least the likelihood's parameters of a
         row (a 256-way categorical's are 256 numbers a pixel: 0.8 MB an MNIST image) in about

@@ -381,12 +381,6 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         return self.inference != "bottom-up"
 
     # ------------------------------------------------------------ coding
-    @property
-    def coding_levels(self) -> int | None:
-        """The values of a pixel that bits-back coding codes: a discrete likelihood's levels."""
-        head = self.decoder.head
-        return head.num_levels if head.discrete else None
-
     def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:
         """log p(x_d = v | z) of every value v of every pixel, float64 (``Decoder.pixel_log_pmf``)."""
         return self.decoder.pixel_log_pmf(z if self.decoder_input == "all" else self.split(z)[0])

@@ -106,12 +106,6 @@ class VAE(DecodedModel, LatentVariableModel):
         """What the decoder network reads of latents z (*batch, M): z itself here."""
         return z
 
-    @property
-    def coding_levels(self) -> int | None:
-        """The values of a pixel that bits-back coding codes: a discrete likelihood's levels."""
-        head = self.decoder.head
-        return head.num_levels if head.discrete else None
-
     def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:
         """log p(x_d = v | z) of every value v of every pixel, float64 (``Decoder.pixel_log_pmf``)."""
         return self.decoder.pixel_log_pmf(self.decoder_input(z))
