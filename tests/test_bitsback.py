@@ -343,25 +343,66 @@ def test_a_narrow_posterior_draws_only_near_its_mean_and_gives_the_bits_back():
 
 
 def _hvae(posterior: str, prior: str = "standard", sizes: tuple[int, ...] = (3, 2), seed: int = 0, **kw):
+    """A hierarchical VAE of 4x4 binary images; ``residual``: the deep top-down VAE, latent layers
+    of one channel at 2x2 (``sizes[0]`` of them) and 4x4 (``sizes[1]``)."""
     from dgmkit.families import get_family
 
     torch.manual_seed(seed)
-    cfg = get_family("hvae")(posterior=posterior, prior=prior, hidden=[16], latent_sizes=list(sizes), **kw)
+    if posterior == "residual":
+        kw = dict(res_resolutions=[2, 4]) | kw
+        kw |= dict(res_layers=list(sizes), res_width=8, res_bottleneck=4, res_latent_channels=1)
+    else:
+        kw |= dict(latent_sizes=list(sizes))
+    cfg = get_family("hvae")(posterior=posterior, prior=prior, hidden=[16], **kw)
     if prior == "vampprior":
         cfg = dataclasses.replace(cfg, prior_components=4)
     return cfg.build((1, 4, 4), 2).eval()
 
 
+def _patterns(n: int, seed: int = 0) -> torch.Tensor:
+    """n 4x4 binary images: eight random patterns, each pixel flipped with probability 0.05."""
+    g = torch.Generator().manual_seed(seed)
+    patterns = (torch.rand(8, 1, 4, 4, generator=g) < 0.5).long()
+    x = patterns[torch.randint(0, 8, (n,), generator=g)]
+    return torch.where(torch.rand(x.shape, generator=g) < 0.05, 1 - x, x)
+
+
+def _fitted(model, steps: int = 100):
+    """The model after ``steps`` Adam steps on the ELBO of ``_patterns``: at initialisation the
+    residual VAE's posteriors barely depend on x, and chained bits-back coding of latents whose
+    posterior is the same for every image pays several percent over the ELBO (a flat VAE too)."""
+    x = _patterns(512, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for i in range(steps):
+        loss = -model.elbo_terms(x[(64 * i) % 512 :][:64])["elbo"].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
 @pytest.mark.parametrize(
     "posterior, prior, sizes",
-    [("top-down", "standard", (3, 2)), ("top-down", "vampprior", (3, 2)), ("ladder", "mog", (3, 2, 2))],
+    [
+        ("top-down", "standard", (3, 2)),
+        ("top-down", "vampprior", (3, 2)),
+        ("ladder", "mog", (3, 2, 2)),
+        ("residual", "standard", (2, 1)),
+        ("residual", "vampprior", (1, 2)),
+    ],
 )
 def test_a_hierarchical_vae_codes_layer_by_layer_at_its_negative_elbo(posterior, prior, sizes):
     """Each layer is taken back top first on the grid of its prior given the layers above, and
     coded under the priors bottom first: the rate is the hierarchical ELBO's (per-layer KL terms
-    in closed form), and the round trip is exact, with a mixture at the top too."""
-    model = _hvae(posterior, prior, sizes)
-    _round_trip_at_the_elbo(model, _data(model, 600), batch_size=100)
+    in closed form), and the round trip is exact, with a mixture at the top too; the deep
+    residual VAE (latent layers at 1x1 and 2x2) as well, fitted briefly."""
+    if posterior == "residual":
+        model = _fitted(_hvae(posterior, prior, sizes, res_resolutions=[1, 2]))
+        _round_trip_at_the_elbo(model, _patterns(600), batch_size=100)
+    else:
+        model = _hvae(posterior, prior, sizes)
+        _round_trip_at_the_elbo(model, _data(model, 600), batch_size=100)
 
 
 def test_hierarchical_models_that_cannot_be_coded_layer_by_layer_say_why():
@@ -373,17 +414,47 @@ def test_hierarchical_models_that_cannot_be_coded_layer_by_layer_say_why():
     pixel = get_family("pixelvae")(hidden=[16], latent_sizes=[2], pixelcnn_channels=4, pixelcnn_layers=2).build((1, 4, 4), 2)
     with pytest.raises(ConfigError, match="a PixelVAE does not declare bits-back coding"):
         encode_bits_back(pixel, x)
+    with pytest.raises(ConfigError, match="the top prior p\\(z_L\\) to be a diagonal Gaussian.*FlowDistribution"):
+        encode_bits_back(_hvae("residual", "flow", (1, 1), res_resolutions=[1, 2]), x)
+    with pytest.raises(ConfigError, match="probability of discrete pixels"):
+        encode_bits_back(_hvae("residual", "standard", (1, 1), res_resolutions=[1, 2], likelihood="gaussian"), x.float())
 
 
-def test_each_layers_grid_is_its_prior_given_the_layers_above_and_the_top_ones_the_top_priors():
-    model = _hvae("ladder", "mog", (3, 2, 2))
+@pytest.mark.parametrize(
+    "posterior, prior, sizes", [("ladder", "mog", (3, 2, 2)), ("top-down", "standard", (2, 2)), ("residual", "mog", (2, 2))]
+)
+def test_each_layers_grid_is_its_prior_given_the_layers_above_and_its_posterior_the_models(posterior, prior, sizes):
+    """The coder's pass, a layer at a time, sees what the model's own posterior pass sees at the
+    same latents: each layer's grid is its prior given the layers above (the top layer's the top
+    prior's, here a mixture's) and its posterior is q(z_l | x, z_{>l}); without x the priors are
+    the same."""
+    model = _hvae(posterior, prior, sizes)
     codec = bitsback._codec_of(model)[1]
-    z = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
-    z1, z2, z3 = model.split(z)
-    for layer, above in ((0, z2), (1, z3)):
-        grid, p = codec._grid(layer, z), model.layer_priors[layer](above)
-        assert torch.equal(grid.loc, p.mean.double()) and torch.equal(grid.scale, p.stddev.double())
-        z_other = z.clone()
-        z_other[:, : codec.ends[layer]] = 0  # the layer itself and those below do not count
-        assert torch.equal(codec._grid(layer, z_other).loc, grid.loc)
-    assert codec._grid(2, z) is codec.top and isinstance(codec.top, bitsback._MixtureGrid)
+    x = _data(model, 5)
+    seen: dict[str, dict] = {"x": {}, "priors": {}}
+    rng = np.random.default_rng(0)
+
+    def choose(record):
+        def pick(layer, grid, q):
+            record[layer] = (grid, q)
+            return rng.integers(-300, 300, len(x) * model.sizes[layer])  # any buckets: z is what follows from them
+
+        return pick
+
+    _, z = codec._walk(x, len(x), choose(seen["x"]))
+    rng = np.random.default_rng(0)
+    _, z_again = codec._walk(None, len(x), choose(seen["priors"]))
+    assert torch.equal(z, z_again)
+    draws = {d.index: d for d in model.path(x, given=z)}
+    top = model.num_layers - 1
+    assert seen["x"][top][0] is codec.top and isinstance(codec.top, bitsback._MixtureGrid) == (prior == "mog")
+    for layer in range(model.num_layers):
+        (grid, q), (grid_p, q_p) = seen["x"][layer], seen["priors"][layer]
+        assert q_p is None
+        torch.testing.assert_close(q.mean, draws[layer].q.mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(q.stddev, draws[layer].q.stddev, rtol=1e-5, atol=1e-6)
+        if layer < top:
+            p = draws[layer].p
+            torch.testing.assert_close(grid.loc, p.mean.double(), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(grid.scale, p.stddev.double(), rtol=1e-5, atol=1e-6)
+            assert torch.equal(grid_p.loc, grid.loc) and torch.equal(grid_p.scale, grid.scale)

@@ -57,11 +57,12 @@ from dgmkit.coding.arm_coder import (
     pmf_rows,
 )
 from dgmkit.devices import device_of, dtype_of
-from dgmkit.distributions import DiagonalGaussianMixture, DiagonalNormal
+from dgmkit.distributions import DiagonalGaussianMixture
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.estimates import elbo_terms
 from dgmkit.models import VAE
 from dgmkit.models.hvae import HierarchicalVAE
+from dgmkit.models.vdvae import DeepTopDownVAE
 
 __all__ = [
     "encode_bits_back",
@@ -108,7 +109,7 @@ def _codec_of(model: "Codable") -> tuple[int, "_Flat | _Layers"]:
             "categorical or discretized logistic likelihood); this model's is a density"
         )
     blank = torch.zeros(1, *model.event_shape, dtype=torch.long, device=device_of(model))
-    if isinstance(model, HierarchicalVAE):  # (its layers' posteriors and priors are diagonal Gaussians)
+    if isinstance(model, (HierarchicalVAE, DeepTopDownVAE)):  # (its layers' posteriors and priors: diagonal Gaussians)
         if not model.draws_top_down:
             raise ConfigError(
                 "bits-back coding of a hierarchical VAE needs a posterior that draws the layers from the top down (a "
@@ -377,77 +378,66 @@ class _Flat:
 
 
 class _Layers:
-    """A hierarchical VAE's layers, each coded as a VAE's latent vector is: taken from the stack
-    top layer first with q(z_l | x, z_{>l}) on the grid of the layer's prior given the layers above,
-    p(z_l | z_{l+1}) (the top layer: the top prior's, a mixture's included), and coded under those
-    priors bottom layer first, so that decoding reads the top layer first and knows each layer's
-    prior, and so its grid, when it comes to it. Every posterior and prior is computed from the
-    same partial latents on both sides (the layers above filled in, the others zero), so encoder
-    and decoder see the same numbers."""
+    """A stack of layers drawn from the top down (a hierarchical VAE with a top-down or ladder
+    posterior, the deep residual top-down VAE), each layer coded as a VAE's latent vector is:
+    taken from the stack top layer first with q(z_l | x, z_{>l}) on the grid of the layer's prior
+    given the layers above, p(z_l | z_{>l}) (the top layer: the top prior's, a mixture's
+    included), and coded under those priors bottom layer first, so that decoding reads the top
+    layer first and knows each layer's prior, and so its grid, when it comes to it. One pass of
+    the model's ``top_down_steps`` a batch on each side gives every layer's prior and posterior
+    from the same layers above, so encoder and decoder see the same numbers."""
 
-    def __init__(self, model: HierarchicalVAE, top: "_Grid | _MixtureGrid | _Categories"):
+    def __init__(self, model: "HierarchicalVAE | DeepTopDownVAE", top: "_Grid | _MixtureGrid | _Categories"):
         if not isinstance(top, _Grid):
             raise _refused(model.top(), "the top prior p(z_L)")
         self.model, self.top = model, top
-        self.ends = np.cumsum(model.sizes).tolist()  # layer l is columns ends[l] - M_l .. ends[l]
 
-    def _grid(self, layer: int, z: torch.Tensor) -> _Grid:
-        """The grid of ``layer`` given the layers above it in z."""
-        if layer == self.model.num_layers - 1:
-            return self.top
-        p = self.model.layer_priors_given(z)[layer]
-        return _Grid(p.mean, p.stddev)
-
-    def _q(self, x: torch.Tensor, z: torch.Tensor, layer: int) -> DiagonalNormal:
-        """q(z_layer | x, the layers above in z)."""
-        return next(d.q for d in self.model.path(x, given=z) if d.index == layer)
-
-    def _set(self, z: torch.Tensor, layer: int, value: torch.Tensor) -> None:
-        z[:, self.ends[layer] - self.model.sizes[layer] : self.ends[layer]] = value
-
-    def _zeros(self, b: int) -> torch.Tensor:
-        return torch.zeros(b, self.model.latent_dim, dtype=dtype_of(self.model), device=device_of(self.model))
+    def _walk(
+        self, x: torch.Tensor | None, b: int, choose: Callable[[int, _Grid, Any], np.ndarray]
+    ) -> tuple[Any, torch.Tensor]:
+        """One top-down pass over b rows (of x, or of the priors alone): each layer's grid (its
+        prior given the layers above), its bucket indices ``choose(layer, grid, q)`` (q: its
+        posterior, None without x), and z at their centres. Returns {layer: (indices, grid, q)}
+        and the joint z (b, sum M_l)."""
+        model = self.model
+        steps = model.top_down_steps(None if x is None else x.to(device_of(model)), b)
+        layer, p, q = next(steps)
+        taken, zs = {}, [torch.empty(0)] * model.num_layers
+        while True:
+            grid = self.top if p is None else _Grid(p.mean, p.stddev)
+            index = choose(layer, grid, q)
+            taken[layer], zs[layer] = (index, grid, q), grid.z(index, b, dtype_of(model), device_of(model))
+            try:
+                layer, p, q = steps.send(zs[layer])
+            except StopIteration:
+                return taken, torch.cat(zs, -1)
 
     def latents_of(self, x: torch.Tensor) -> Any:
-        x = x.to(device_of(self.model))
-        return self._grid(self.model.num_layers - 1, self._zeros(len(x))).posterior(
-            self._q(x, self._zeros(len(x)), self.model.num_layers - 1)
-        )
+        _, _, q = next(self.model.top_down_steps(x.to(device_of(self.model)), len(x)))
+        assert q is not None  # (given x)
+        return self.top.posterior(q)
 
     def take(self, ans: "_Ans", f: "_Families", x: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        x, b = x.to(device_of(self.model)), len(x)
-        z, taken = self._zeros(b), {}
-        for layer in reversed(range(self.model.num_layers)):
-            grid = self._grid(layer, z)
-            index = grid.take(ans, f, grid.posterior(self._q(x, z, layer)))
-            self._set(z, layer, grid.z(index, b, z.dtype, z.device))
-            taken[layer] = (index, grid)
-        return taken, z
+        return self._walk(x, len(x), lambda _, grid, q: grid.take(ans, f, grid.posterior(q)))
 
     def prior_push(self, ans: "_Ans", f: "_Families", taken: Any, b: int) -> None:
         for layer in range(self.model.num_layers):
-            index, grid = taken[layer]
+            index, grid, _ = taken[layer]
             grid.prior_push(ans, f, index, b)
 
     def prior_pop(self, ans: "_Ans", f: "_Families", b: int) -> tuple[Any, torch.Tensor]:
-        z, taken = self._zeros(b), {}
-        for layer in reversed(range(self.model.num_layers)):
-            grid = self._grid(layer, z)
-            index = grid.prior_pop(ans, f, b)
-            self._set(z, layer, grid.z(index, b, z.dtype, z.device))
-            taken[layer] = (index, grid)
-        return taken, z
+        return self._walk(None, b, lambda _, grid, q: grid.prior_pop(ans, f, b))
 
     def give(self, ans: "_Ans", f: "_Families", x: torch.Tensor, taken: Any, z: torch.Tensor) -> None:
-        x = x.to(device_of(self.model))
-        for layer in range(self.model.num_layers):  # the reverse of ``take``
-            index, grid = taken[layer]
-            above = z.clone()
-            above[:, : self.ends[layer]] = 0  # as ``take`` saw it: the layers above alone
-            grid.give(ans, f, index, grid.posterior(self._q(x, above, layer)))
+        """The reverse of ``take``: the layers' posteriors from one pass with x and the decoded
+        layers, given back bottom layer first."""
+        posteriors, _ = self._walk(x, len(x), lambda layer, grid, q: taken[layer][0])
+        for layer in range(self.model.num_layers):
+            index, grid, q = posteriors[layer]
+            grid.give(ans, f, index, grid.posterior(q))
 
 
-Codable: TypeAlias = VAE | HierarchicalVAE  # what bits-back coding codes: one latent vector, or layers drawn top-down
+Codable: TypeAlias = VAE | HierarchicalVAE | DeepTopDownVAE  # one latent vector, or layers drawn top-down
 
 
 def _pixel_probabilities(model: Codable, z: torch.Tensor, levels: int) -> np.ndarray:

@@ -22,9 +22,9 @@ work as for any latent variable model. ``path(x)`` gives the per-layer Gaussians
 for the ELBO with per-layer closed-form KL terms (``objectives.HierarchicalELBO``).
 """
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeAlias, cast
 
 import torch
 from torch import nn
@@ -43,9 +43,14 @@ if TYPE_CHECKING:
     from dgmkit.models.vdvae import DeepTopDownVAE
     from dgmkit.nn.gated import GatedBranches
 
-__all__ = ["HierarchicalVAE", "LayerDraw", "INFERENCE_KINDS"]
+__all__ = ["HierarchicalVAE", "LayerDraw", "INFERENCE_KINDS", "TopDownSteps"]
 
 INFERENCE_KINDS = ("bottom-up", "top-down", "ladder")
+
+
+# bits-back coding's pass over the layers, top first (``LayerStack.top_down_steps``): it yields
+# (layer l, p(z_l | z_{>l}) or None at the top, q(z_l | x, z_{>l}) or None without x) and is sent z_l
+TopDownSteps: TypeAlias = Generator[tuple[int, DiagonalNormal | None, DiagonalNormal | None], torch.Tensor, None]
 
 
 @dataclass
@@ -115,6 +120,18 @@ class LayerStack(ModelELBO):
         ) -> tuple[list[LayerDraw], Distribution | None]: ...
 
         def closed_form_kl(self, index: int) -> bool: ...
+
+        @property
+        def draws_top_down(self) -> bool: ...
+
+        def top_down_steps(self, x: torch.Tensor | None, n: int) -> "TopDownSteps":
+            """The layers one at a time, top first, for n rows (bits-back coding's pass, whose
+            caller chooses each layer): yields (l, p(z_l | z_{>l}) (None for the top layer, whose
+            prior is ``top()``), q(z_l | x, z_{>l}) (None without x)) and is sent z_l (n, M_l).
+            Only where ``draws_top_down``."""
+            ...
+
+        def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor: ...
 
     @property
     def latent_dim(self) -> int:
@@ -325,21 +342,28 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         out = [LayerDraw(L - 1, q, z, None)]
         for i in range(L - 2, -1, -1):
             p = self.layer_priors[i](z)
-            if self.inference == "top-down":
-                net = self.q_nets[i]
-                if hasattr(net, "partial"):  # its x branch once per datapoint
-                    h = cast("GatedBranches", net).partial(enc[0])(z)
-                else:
-                    h = net(torch.cat([enc[0].expand(*z.shape[:-1], enc[0].shape[-1]), z], -1))
-                q = _gaussian(h, self.sizes[i], self.scale_map)
-            else:  # ladder: precision-weighted merge of the bottom-up estimate and the prior
-                est = how.expand(_gaussian(self.q_nets[i](enc[i]), self.sizes[i], self.scale_map))
-                prec_e, prec_p = est.stddev.pow(-2), p.stddev.pow(-2)
-                var = 1.0 / (prec_e + prec_p)
-                q = diagonal_normal((est.mean * prec_e + p.mean * prec_p) * var, var.sqrt())
+            q = self._layer_q(enc, i, z, p, how)
             z = how.take(q, fixed[i])
             out.append(LayerDraw(i, q, z, p))
         return out
+
+    def _layer_q(
+        self, enc: list[torch.Tensor], i: int, z: torch.Tensor, p: DiagonalNormal, how: "PosteriorPass"
+    ) -> DiagonalNormal:
+        """q(z_i | x, z_{i+1}) below the top (a top-down or ladder posterior), given the
+        deterministic pass ``enc`` over x, the layer above z and its prior p(z_i | z_{i+1})."""
+        if self.inference == "top-down":
+            net = self.q_nets[i]
+            if hasattr(net, "partial"):  # its x branch once per datapoint
+                h = cast("GatedBranches", net).partial(enc[0])(z)
+            else:
+                h = net(torch.cat([enc[0].expand(*z.shape[:-1], enc[0].shape[-1]), z], -1))
+            return _gaussian(h, self.sizes[i], self.scale_map)
+        # ladder: precision-weighted merge of the bottom-up estimate and the prior
+        est = how.expand(_gaussian(self.q_nets[i](enc[i]), self.sizes[i], self.scale_map))
+        prec_e, prec_p = est.stddev.pow(-2), p.stddev.pow(-2)
+        var = 1.0 / (prec_e + prec_p)
+        return diagonal_normal((est.mean * prec_e + p.mean * prec_p) * var, var.sqrt())
 
     def closed_form_kl(self, index: int) -> bool:
         """Whether layer ``index``'s ELBO term may be the closed-form KL(q || p): p(z_l | z_{l+1})
@@ -379,6 +403,18 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         (a top-down or ladder posterior): then each layer's prior given the layers above is
         known when the layer is drawn, which bits-back coding needs."""
         return self.inference != "bottom-up"
+
+    def top_down_steps(self, x: torch.Tensor | None, n: int) -> TopDownSteps:
+        """``LayerStack.top_down_steps`` (a top-down or ladder posterior)."""
+        if not self.draws_top_down:
+            raise ValueError("a bottom-up posterior draws z_1 first: it has no pass of the layers from the top")
+        enc = None if x is None else self._encode(x)
+        how = PosteriorPass()
+        top = self.num_layers - 1
+        z = yield top, None, None if enc is None else self._top_q(enc)
+        for i in range(top - 1, -1, -1):
+            p = self.layer_priors[i](z)
+            z = yield i, p, None if enc is None else self._layer_q(enc, i, z, p, how)
 
     # ------------------------------------------------------------ coding
     def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:

@@ -26,12 +26,14 @@ r"""A very deep residual top-down VAE on images, in the style of VDVAE (Child 20
 It follows the hierarchical contract of ``models.hvae`` (``path``, ``draw``, ``descend``,
 ``closed_form_kl``, ``top``), so the per-layer ELBO, the importance-sampled likelihood, the
 diagnostics and every figure apply unchanged. One top-down pass gives q, p and p(x | z) together
-(``draw`` and ``joint_pass``): training and importance sampling never run it twice.
+(``draw`` and ``joint_pass``): training and importance sampling never run it twice. Bits-back
+coding (``dgmkit.coding``) runs the same pass a layer at a time (``top_down_steps``), choosing
+each layer before the pass goes on.
 """
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import ClassVar, cast
+from typing import ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +45,7 @@ from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.distributions import DiagonalNormal, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import LatentVariableModel
-from dgmkit.models.hvae import LayerDraw, LayerStack, PosteriorPass
+from dgmkit.models.hvae import LayerDraw, LayerStack, PosteriorPass, TopDownSteps
 from dgmkit.priors import Prior
 
 __all__ = ["DeepTopDownVAE", "BottleneckBlock"]
@@ -109,6 +111,13 @@ class _LatentCell(nn.Module):
         return self.res(h + self.z_in(z))
 
 
+def _upsampled(h: torch.Tensor, r: int) -> torch.Tensor:
+    """The state h doubled in size (nearest neighbour) until it is r x r."""
+    while h.shape[-1] < r:
+        h = F.interpolate(h, scale_factor=2, mode="nearest")
+    return h
+
+
 def _flat_normal(mu: torch.Tensor, sigma: torch.Tensor, lead: tuple[int, ...]) -> DiagonalNormal:
     """(N, C, r, r) parameters -> a DiagonalNormal over the flattened layer with batch ``lead``."""
     return diagonal_normal(mu.reshape(*lead, -1), sigma.reshape(*lead, -1))
@@ -137,6 +146,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
 
     sample_means: ClassVar[bool] = True
     inference: ClassVar[str] = "top-down"
+    coding: ClassVar[Literal["sequential", "bits-back"] | None] = "bits-back"
 
     def __init__(
         self,
@@ -191,6 +201,14 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
     def data_support(self) -> constraints.Constraint:
         return self.head.support
 
+    @property
+    def coding_levels(self) -> int | None:
+        return self.head.num_levels if self.head.discrete else None
+
+    @property
+    def draws_top_down(self) -> bool:
+        return True
+
     # ------------------------------------------------------------ shapes
     def closed_form_kl(self, index: int) -> bool:
         return True  # top-down: every layer's prior conditions on layers drawn before it
@@ -219,20 +237,17 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         generator: torch.Generator | None,
         means: bool,
         z_top: torch.Tensor | None = None,
-        output: bool = True,
-    ) -> tuple[list[LayerDraw], torch.Tensor, Distribution | None]:
+    ) -> tuple[list[LayerDraw], torch.Tensor, torch.Tensor]:
         """One pass for n = prod(lead) rows: with ``acts`` (bottom-up activations, n rows) each
         layer is drawn from q (or taken from ``given``, layers in drawing order, each (*lead,
         M_l)); without, from p (after ``z_top``, the top layer, if given). Returns the draws in
-        drawing order, the joint z (*lead, sum M_l) and p(x | z) (if ``output``)."""
+        drawing order, the joint z (*lead, sum M_l) and the last state h (``_head_params``)."""
         h = self.h0.expand(n, -1, -1, -1)
         top_dist = self.top() if acts is None and z_top is None and given is None else None
-        draws, r_prev = [], self.cell_res[0]
+        draws = []
         total = len(self.cells)
         for j, (cell, r) in enumerate(zip(cast(Iterable[_LatentCell], self.cells), self.cell_res)):
-            if r != r_prev:
-                h = F.interpolate(h, scale_factor=2, mode="nearest")
-                r_prev = r
+            h = _upsampled(h, r)
             p, q, dh = self._cell_dists(cell, h, None if acts is None else acts[r], lead)
             index = total - 1 - j
             if given is not None:
@@ -251,15 +266,23 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
                     z = dist.mean + dist.stddev * eps
             draws.append(LayerDraw(index, q if q is not None else p, z, p))  # type: ignore[arg-type]  # None at the top when generating; not read
             h = cell.absorb(h + dh, z.reshape(n, self.latent_channels, r, r))
-        while r_prev < self.event_shape[1]:
-            h = F.interpolate(h, scale_factor=2, mode="nearest")
-            r_prev *= 2
-        z = torch.cat([d.z for d in reversed(draws)], -1)
-        if not output:
-            return draws, z, None
-        params = self.out(self.out_blocks(h))
+        return draws, torch.cat([d.z for d in reversed(draws)], -1), h
+
+    def _head_params(self, h: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
+        """The likelihood head's parameters (*lead, C, P, H, W) from a top-down pass's last state."""
         c, hh, ww = self.event_shape
-        return draws, z, self.head(params.reshape(*lead, c, self.head.params_per_pixel, hh, ww))
+        params = self.out(self.out_blocks(_upsampled(h, hh)))
+        return params.reshape(*lead, c, self.head.params_per_pixel, hh, ww)
+
+    def top_down_steps(self, x: torch.Tensor | None, n: int) -> TopDownSteps:
+        """``LayerStack.top_down_steps``: the top-down pass a layer at a time."""
+        acts = None if x is None else self._bottom_up(x)
+        h = self.h0.expand(n, -1, -1, -1)
+        for j, (cell, r) in enumerate(zip(cast(Iterable[_LatentCell], self.cells), self.cell_res)):
+            h = _upsampled(h, r)
+            p, q, dh = self._cell_dists(cell, h, None if acts is None else acts[r], (n,))
+            z = yield len(self.cells) - 1 - j, p, q
+            h = cell.absorb(h + dh, z.reshape(n, self.latent_channels, r, r))
 
     def _cell_dists(
         self, cell: _LatentCell, h: torch.Tensor, act: torch.Tensor | None, lead: tuple[int, ...]
@@ -293,9 +316,9 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         """One top-down pass of the posterior: its draws in drawing order, top first (the top
         one's p is None: the top prior), and p(x | z) (if ``output``)."""
         acts, n, lead = self._expanded_acts(x, tuple(how.sample_shape))
-        draws, _, px = self._top_down(n, lead, acts, self._with_given(how.given), how.generator, how.means, output=output)
+        draws, _, h = self._top_down(n, lead, acts, self._with_given(how.given), how.generator, how.means)
         draws[0].p = None
-        return draws, px
+        return draws, self.head(self._head_params(h, lead)) if output else None
 
     def joint_pass(
         self, x: torch.Tensor, k: int, generator: torch.Generator | None = None
@@ -312,7 +335,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
     def descend(self, z_top: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Complete top-layer draws (*batch, M_L) from the layer priors: z and log prod_{l<L} p."""
         lead = tuple(z_top.shape[:-1])
-        draws, z, _ = self._top_down(math.prod(lead), lead, None, None, generator, False, z_top=z_top, output=False)
+        draws, z, _ = self._top_down(math.prod(lead), lead, None, None, generator, False, z_top=z_top)
         return z, sum((cast(DiagonalNormal, d.p).log_prob(d.z) for d in draws[1:]), z_top.new_zeros(lead))
 
     # ------------------------------------------------------------ contract
@@ -328,19 +351,24 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
     def log_prob_below(self, z: torch.Tensor) -> torch.Tensor:
         """sum_{l<L} log p(z_l | z_{>l}) for joint latents z (*batch, sum M_l), one top-down pass."""
         lead = tuple(z.shape[:-1])
-        draws, _, _ = self._top_down(math.prod(lead), lead, None, self._with_given(z), None, False, output=False)
+        draws, _, _ = self._top_down(math.prod(lead), lead, None, self._with_given(z), None, False)
         return sum((cast(DiagonalNormal, d.p).log_prob(d.z) for d in draws[1:]), z.new_zeros(lead))
 
-    def likelihood(self, z: torch.Tensor) -> Distribution:
+    def _head_params_at(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood head's parameters (*batch, C, P, H, W) at joint latents z (*batch, sum M_l)."""
         lead = tuple(z.shape[:-1])
-        given = self._with_given(z)
-        px = self._top_down(math.prod(lead), lead, None, given, None, False)[2]
-        assert px is not None  # output=True
-        return px
+        return self._head_params(self._top_down(math.prod(lead), lead, None, self._with_given(z), None, False)[2], lead)
+
+    def likelihood(self, z: torch.Tensor) -> Distribution:
+        return self.head(self._head_params_at(z))
+
+    def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(x_d = v | z) of every value v of every pixel, (*batch, C, H, W, L) in float64."""
+        return self.head.pixel_log_pmf(self._head_params_at(z).movedim(-3, -1))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        _, z, px = self._top_down(n, (n,), None, None, generator, False)
-        assert px is not None  # output=True
+        _, z, h = self._top_down(n, (n,), None, None, generator, False)
+        px = self.head(self._head_params(h, (n,)))
         with seeded_by(generator, z.device):
             return px.sample(), px.mean
