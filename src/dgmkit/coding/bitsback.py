@@ -24,13 +24,15 @@ A mixture prior (of diagonal Gaussians: a mixture-of-Gaussians prior, the VampPr
 component c by bits back as well (``_MixtureGrid``): c is taken back with p(c|z), then z is coded
 under p(z|c) and c under p(c).
 
-The first image has no bits on the stack to take back: the stack starts with ``seed_words``
-fixed pseudo-random words (enough for one image's latents), part of the output. The images are
+The first image has no bits on the stack to take back: the stack starts with fixed pseudo-random
+words (``first_words``), part of the output: as many as the first image's latents take back from a
+trial stack, an eighth more and 64 bits (at most ``seed_words``, enough for any image). The images are
 coded in batches that grow with what the stack holds (``next_batch``: a batch takes back no more
 than the bits on it, with a margin), and each batch's size goes on the stack after it (uniform
 over 0..batch_size), so decoding reads the size of the batch it undoes next. A stack that ran
-short would still decode exactly, at a worse rate. Decoding ends with exactly the first words on
-the stack, which it checks. Encoder and decoder compute q(z|x) on the same batches and p(x|z) on
+short would still decode exactly, at a worse rate. Decoding ends with exactly first words on
+the stack (``first_words`` of their number: files coded with a full ``seed_words`` decode too),
+which it checks. Encoder and decoder compute q(z|x) on the same batches and p(x|z) on
 the same chunks of images, on one CPU thread (``one_thread``), so both see the same
 probabilities bit for bit on the same type of machine and software.
 """
@@ -69,6 +71,7 @@ __all__ = [
     "decode_bits_back",
     "next_batch",
     "seed_words",
+    "first_words",
     "check_bits_back",
     "negative_elbo",
     "BUCKET",
@@ -141,15 +144,34 @@ def next_batch(stack_bits: int, bits_per_image: float, left: int, batch_size: in
     return max(1, min(batch_size, left, affordable))
 
 
-def seed_words(latent_dim: int) -> np.ndarray:
-    """The stack's first words: fixed pseudo-random bits (SHA-256 in counter mode, the same with
-    any library version), enough to take back one image's latents (at most 24 bits a dimension)
-    with a margin."""
-    n = math.ceil((_PRECISION_BITS * latent_dim + 64) / 32) + 1
+def first_words(n: int) -> np.ndarray:
+    """n first words of a stack: fixed pseudo-random bits (SHA-256 in counter mode, the same with
+    any library version), the last (the top) odd."""
     blocks = (hashlib.sha256(f"dgmkit bits-back {i}".encode()).digest() for i in range(math.ceil(n / 8)))
     words = np.frombuffer(b"".join(blocks), dtype="<u4")[:n].astype(np.uint32)
-    words[-1] |= 1  # the top word of a stack holds its state: never zero
+    if n:
+        words[-1] |= 1  # the top word of a stack holds its state: never zero
     return words
+
+
+def seed_words(latent_dim: int) -> np.ndarray:
+    """The most first words a file of a model with ``latent_dim`` latent dimensions starts with:
+    enough to take back any image's latents (at most 24 bits a dimension) with a margin (every
+    file before 2026-11-27 starts with these)."""
+    return first_words(math.ceil((_PRECISION_BITS * latent_dim + 64) / 32) + 1)
+
+
+def _first_words_for(latents: "_Flat | _Layers", f: "_Families", x0: torch.Tensor, latent_dim: int) -> np.ndarray:
+    """The first words of a file whose first image is x0 (1, *event): what its latents take back
+    from a trial stack of ``seed_words``, an eighth more and 64 bits (at most ``seed_words``): the
+    first image's latents, taken from other words, take back about as much (a sum over the latent
+    dimensions, each of about 1 bit's spread)."""
+    most = seed_words(latent_dim)
+    trial = _Ans(most)
+    before = trial.bits()
+    latents.take(trial, f, x0)
+    need = before - trial.bits()
+    return first_words(min(math.ceil((1.125 * need + 64) / 32) + 1, len(most)))
 
 
 def _gaussian(d: Distribution) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -510,11 +532,12 @@ def encode_bits_back(model: Codable, x: torch.Tensor, batch_size: int = 500) -> 
     CPU thread: see ``one_thread``)."""
     levels, latents, batch_size = _check(model, batch_size, len(x))
     x = check_images(model, x, levels).cpu()
-    f, ans = _Families(batch_size), _Ans(seed_words(model.latent_dim))
+    f = _Families(batch_size)
     pixels = math.prod(x.shape[1:])
     start, taken = 0, float(_PRECISION_BITS * model.latent_dim)  # bits taken back an image: at most this at first
     try:
         with one_thread():
+            ans = _Ans(_first_words_for(latents, f, x[:1], model.latent_dim) if len(x) else seed_words(model.latent_dim))
             while start < len(x):
                 b = next_batch(ans.bits(), taken, len(x) - start, batch_size)
                 xb = x[start : start + b]
@@ -568,7 +591,8 @@ def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int 
             "the compressed data is invalid for this model (the ANS coder could not decode it): it was not coded with "
             "this model, or it is damaged"
         ) from None
-    if not np.array_equal(np.asarray(ans.stack.get_compressed()), seed_words(model.latent_dim)):
+    left = np.asarray(ans.stack.get_compressed())
+    if not len(left) or not np.array_equal(left, first_words(len(left))):
         raise DataError(
             "decoding did not end where coding began (the stack's first words differ): the data were not coded with "
             "this model, or they are damaged"
