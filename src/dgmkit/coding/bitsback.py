@@ -158,7 +158,11 @@ def seed_words(latent_dim: int) -> np.ndarray:
     """The most first words a file of a model with ``latent_dim`` latent dimensions starts with:
     enough to take back any image's latents (at most 24 bits a dimension) with a margin (every
     file before 2026-11-27 starts with these)."""
-    return first_words(math.ceil((_PRECISION_BITS * latent_dim + 64) / 32) + 1)
+    return first_words(_most_first_words(latent_dim))
+
+
+def _most_first_words(latent_dim: int) -> int:
+    return math.ceil((_PRECISION_BITS * latent_dim + 64) / 32) + 1
 
 
 def _first_words_for(latents: "_Flat | _Layers", f: "_Families", x0: torch.Tensor, latent_dim: int) -> np.ndarray:
@@ -591,8 +595,8 @@ def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int 
             "the compressed data is invalid for this model (the ANS coder could not decode it): it was not coded with "
             "this model, or it is damaged"
         ) from None
-    left = np.asarray(ans.stack.get_compressed())
-    if not len(left) or not np.array_equal(left, first_words(len(left))):
+    left = np.asarray(ans.stack.get_compressed())  # first words: never more than ``seed_words``
+    if not 0 < len(left) <= _most_first_words(model.latent_dim) or not np.array_equal(left, first_words(len(left))):
         raise DataError(
             "decoding did not end where coding began (the stack's first words differ): the data were not coded with "
             "this model, or they are damaged"
