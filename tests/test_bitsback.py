@@ -69,9 +69,7 @@ def _round_trip_at_the_elbo(model: VAE, x: torch.Tensor, batch_size: int) -> Non
     batch sizes (< 7 bits each)."""
     words = encode_bits_back(model, x, batch_size=batch_size)
     assert torch.equal(decode_bits_back(model, words, len(x), batch_size=batch_size), x)
-    first = _first_words(model, x, batch_size)
-    assert np.array_equal(words[: len(first) // 20], first[: len(first) // 20])  # (the first image takes most)
-    net = 32 * (len(words) - len(first))
+    net = 32 * (len(words) - len(_first_words(model, x, batch_size)))
     elbo_bits = negative_elbo(model, x).sum().item() / math.log(2)
     assert 0.98 * elbo_bits < net < 1.01 * elbo_bits + 400
 
@@ -238,6 +236,9 @@ def test_no_images_leave_the_first_words():
     words = encode_bits_back(model, torch.zeros(0, 1, 4, 4, dtype=torch.long))
     assert np.array_equal(words, seed_words(M))
     assert decode_bits_back(model, words, 0).shape == (0, 1, 4, 4)
+    assert decode_bits_back(model, first_words(1), 0).shape == (0, 1, 4, 4)  # first words of any number up to M's
+    with pytest.raises(DataError, match="did not end where coding began"):  # more than any file starts with
+        decode_bits_back(model, first_words(len(seed_words(M)) + 1), 0)
 
 
 def test_the_first_words_are_what_the_first_image_takes_back_and_files_of_the_most_decode(monkeypatch):
@@ -248,7 +249,16 @@ def test_the_first_words_are_what_the_first_image_takes_back_and_files_of_the_mo
     x = _data(model, 50)
     first = _first_words(model, x, 500)
     assert 0.3 * len(seed_words(64)) < len(first) < 0.55 * len(seed_words(64))
+    started, init = [], bitsback._Ans.__init__
+
+    def spy(self, words):
+        started.append(words)
+        init(self, words)
+
+    monkeypatch.setattr(bitsback._Ans, "__init__", spy)
     words = encode_bits_back(model, x)
+    monkeypatch.undo()
+    assert np.array_equal(started[-1], first)  # the real stack, after the trial's
     assert torch.equal(decode_bits_back(model, words, len(x)), x)
     monkeypatch.setattr(bitsback, "_first_words_for", lambda latents, f, x0, latent_dim: seed_words(latent_dim))
     old = encode_bits_back(model, x)
