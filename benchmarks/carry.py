@@ -7,12 +7,15 @@ device session's few, small files can bring a run back and take it to the next s
 
 ``pack`` refuses a folder in use (a held ``*.lock``: a training or evaluation writing to it;
 pack holds every lock while it reads, so none starts meanwhile), one that holds links or special
-files (a hard-linked file is carried as a plain one), and a DEST inside FOLDER or already holding
-a manifest or parts; ``unpack`` checks every part and the whole archive against the manifest
-before it writes anything, refuses parts it does not list and archive members that are links or
-would land outside FOLDER, and extracts into a temporary folder beside FOLDER that takes
-FOLDER's name (and a new folder's usual permissions, or the empty FOLDER's own) only once
-complete. Either leaves nothing of its own behind when it fails. Lock files are not carried.
+files (a hard-linked file is carried as a plain one), a file that changes while it is read, and
+a DEST inside FOLDER or already holding a manifest or parts; ``unpack`` checks every part and the
+whole archive against the manifest before it writes anything, refuses parts it does not list and
+archive members that are links, would land outside FOLDER, stand twice, are nested deeper or
+named longer than a run folder's, or expand over 200 times the archive, and extracts into a
+temporary folder beside FOLDER that takes FOLDER's name (and a new folder's usual permissions,
+or the empty FOLDER's own) only once complete. Either leaves nothing of its own behind when it
+fails (a killed unpack leaves its ``.FOLDER.unpacking-*`` folder, which a later one does not
+remove). Lock files are not carried.
 """
 
 import contextlib
@@ -34,6 +37,8 @@ PART_BYTES = 15 * 2**20
 MANIFEST = "carry.json"
 PART_NAME = re.compile(r"carry\.tgz\.part\d{2,4}")
 MAX_PARTS = 1000
+MAX_NAME, MAX_DEPTH = 1024, 64  # of an archive member's name: a run folder's are a few levels of short names
+MAX_EXPANSION = 200  # the files' bytes per archive byte (gzip gives a run folder's weights about 1.1, text 5 to 20)
 __all__ = ["pack", "unpack", "CarryError"]
 
 
@@ -67,9 +72,18 @@ def _archive(files: list[Path], folder: Path) -> bytes:
                 tar.add(p, arcname=name, recursive=False)
                 continue
             info = tar.gettarinfo(p, arcname=name)
-            info.type, info.linkname, info.size = tarfile.REGTYPE, "", p.stat().st_size  # (a hard link: its content)
             with p.open("rb") as f:
-                tar.addfile(info, f)
+                before = os.fstat(f.fileno())
+                info.type, info.linkname, info.size = tarfile.REGTYPE, "", before.st_size  # (a hard link: its content)
+                try:
+                    tar.addfile(info, f)
+                except OSError as e:  # (tarfile's "unexpected end of data": it shrank)
+                    raise CarryError(
+                        f"{p} changed while it was packed ({e}): pack again once nothing writes to it"
+                    ) from None
+                after = os.fstat(f.fileno())
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                raise CarryError(f"{p} changed while it was packed: pack again once nothing writes to it")
     return buffer.getvalue()
 
 
@@ -96,9 +110,10 @@ def pack(folder: str | Path, dest: str | Path, part_bytes: int = PART_BYTES) -> 
     pieces = [data[i : i + part_bytes] for i in range(0, len(data), part_bytes)]
     if len(pieces) > MAX_PARTS:
         raise CarryError(f"{folder} makes {len(pieces)} parts, more than {MAX_PARTS}")
-    dest.mkdir(parents=True, exist_ok=True)
+    made = [d for d in (dest, *dest.parents) if not d.exists()]  # removed again on failure
     written: list[Path] = []
     try:
+        dest.mkdir(parents=True, exist_ok=True)
         parts = []
         for i, piece in enumerate(pieces):
             path = dest / f"carry.tgz.part{i:02d}"
@@ -111,8 +126,16 @@ def pack(folder: str | Path, dest: str | Path, part_bytes: int = PART_BYTES) -> 
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
+        _remove_if_empty(made)
         raise
     return manifest
+
+
+def _remove_if_empty(made: list[Path]) -> None:
+    """The folders a failed call made (innermost first), each removed where it is still empty."""
+    for d in made:
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def _checked_manifest(src: Path) -> dict:
@@ -121,12 +144,13 @@ def _checked_manifest(src: Path) -> dict:
         raise CarryError(f"no manifest {path} (or not one that pack wrote)")
     try:
         m = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CarryError(f"{path} is not a manifest: {e}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # (JSONDecodeError, a 5000-digit number, [[[...)
+        raise CarryError(f"{path} is not a manifest: {type(e).__name__}: {str(e)[:200]}") from None
     digest = re.compile(r"[0-9a-f]{64}")
     ok = (
         isinstance(m, dict)
-        and m.get("format") == 1
+        and type(m.get("format")) is int
+        and m["format"] == 1
         and isinstance(m.get("parts"), list)
         and 0 < len(m["parts"]) <= MAX_PARTS
         and all(
@@ -183,19 +207,22 @@ def unpack(src: str | Path, folder: str | Path) -> None:
         raise CarryError(f"the parts in {src} do not make the archive {MANIFEST} describes")
     made = [d for d in (folder.parent, *folder.parent.parents) if not d.exists()]  # removed again on failure
     mode = folder.stat().st_mode & 0o7777 if folder.exists() else 0o777 & ~_umask()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.unpacking-", dir=folder.parent))
+    tmp = None
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name[:64]}.unpacking-", dir=folder.parent))
+        except OSError as e:
+            raise CarryError(f"cannot make a folder beside {folder} to unpack into: {e.strerror or e}") from None
         _extract(data, tmp)
         tmp.chmod(mode)
         if folder.exists():
             folder.rmdir()  # (empty: checked above)
         tmp.rename(folder)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for d in made:  # (innermost first; each only if still empty)
-            with contextlib.suppress(OSError):
-                d.rmdir()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _remove_if_empty(made)
         raise
 
 
@@ -211,9 +238,27 @@ def _extract(data: bytes, into: Path) -> None:
             outside = [t.name for t in members if t.name.startswith("/") or ".." in Path(t.name).parts]
             if outside:
                 raise CarryError(f"the archive holds a name outside the folder ({outside[0]}), which pack never writes")
+            names = [t.name.rstrip("/") for t in members]
+            if len(set(names)) != len(names):
+                raise CarryError("the archive holds a name twice, which pack never writes")
+            deep = [n for n in names if len(n) > MAX_NAME or n.count("/") >= MAX_DEPTH]
+            if deep:
+                raise CarryError(f"the archive holds a name deeper or longer than a run folder's ({deep[0][:80]}...)")
+            size = sum(t.size for t in members)
+            if size > MAX_EXPANSION * len(data):
+                raise CarryError(
+                    f"the archive's files come to {size} bytes, over {MAX_EXPANSION} times its own {len(data)}: "
+                    "pack never writes one that expands so far"
+                )
             tar.extractall(into, filter="data")  # (refuses names that would leave ``into`` as well)
-    except (EOFError, zlib.error) as e:
+    except tarfile.FilterError as e:
+        raise CarryError(f"the archive holds a member that pack never writes: {e}") from None
+    except (EOFError, zlib.error, tarfile.TarError) as e:
         raise CarryError(f"the archive is truncated or corrupt: {e}") from None
+    except OSError as e:
+        if e.errno is not None:  # the disk's (full, read-only): as it is
+            raise
+        raise CarryError(f"the archive is truncated or corrupt: {e}") from None  # (tarfile's "unexpected end of data")
 
 
 def _umask() -> int:

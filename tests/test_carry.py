@@ -122,12 +122,20 @@ def test_unpack_checks_every_part_and_the_whole_before_it_writes(tmp_path):
         lambda m: m.update(bytes=m["bytes"] + 1),
         lambda m: m["parts"].reverse(),
         lambda m: m.clear(),
+        lambda m: m.update(format=True),
     ],
 )
 def test_a_malformed_manifest_is_refused(tmp_path, change):
     carry.pack(_folder(tmp_path), tmp_path / "parts", part_bytes=1000)
     _edit(tmp_path / "parts" / "carry.json", change)
     _refused(tmp_path, tmp_path / "parts", "malformed|of format 2; this carry.py reads format 1")
+
+
+@pytest.mark.parametrize("text", ['{"bytes": 1' + "0" * 5000 + "}", "[" * 200_000, '{"format": 1'])
+def test_a_manifest_that_is_no_json_of_ours_is_refused_by_name(tmp_path, text):
+    carry.pack(_folder(tmp_path), tmp_path / "parts", part_bytes=1000)
+    (tmp_path / "parts" / "carry.json").write_text(text)
+    _refused(tmp_path, tmp_path / "parts", "is not a manifest")
 
 
 def _crafted(src: Path, members: list[tarfile.TarInfo], data: bytes = b"x") -> None:
@@ -160,6 +168,34 @@ def test_a_crafted_archive_with_a_link_or_a_name_outside_the_folder_writes_nothi
         _refused(tmp_path, tmp_path / f"b{i}", "a name outside the folder")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "absolute").exists()
     assert not any(victim.iterdir())
+
+
+def test_a_crafted_archive_with_a_name_twice_a_deep_name_or_a_bomb_writes_nothing(tmp_path):
+    _crafted(tmp_path / "a", [_member("run/f"), _member("run/f")])
+    _refused(tmp_path, tmp_path / "a", "a name twice")
+    _crafted(tmp_path / "b", [_member("d/" * 3000 + "f")])
+    _refused(tmp_path, tmp_path / "b", "deeper or longer")
+    bomb = _member("zeros")
+    bomb.size = 20 << 20
+    _crafted(tmp_path / "c", [bomb], data=bytes(bomb.size))  # (about 20 kB gzipped)
+    _refused(tmp_path, tmp_path / "c", "over 200 times")
+
+
+def test_a_file_that_changes_while_it_is_packed_is_refused_and_pack_leaves_no_folder(tmp_path, monkeypatch):
+    f = _folder(tmp_path)
+    addfile = tarfile.TarFile.addfile
+
+    def grows_meanwhile(self, info, fileobj=None, **kw):
+        out = addfile(self, info, fileobj, **kw)
+        if info.name == "curve/points.jsonl":
+            with (f / "curve" / "points.jsonl").open("a") as w:
+                w.write('{"nll": 80.1}\n')
+        return out
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", grows_meanwhile)
+    with pytest.raises(carry.CarryError, match="points.jsonl changed while it was packed"):
+        carry.pack(f, tmp_path / "new" / "parts")
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_truncated_archive_is_refused_by_name_and_a_failed_unpack_removes_the_folders_it_made(tmp_path):
@@ -215,3 +251,22 @@ def test_unpack_refuses_a_link_and_gives_the_folder_a_new_folders_permissions(tm
         os.umask(mask)
     assert (tmp_path / "new").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "mine").stat().st_mode & 0o777 == 0o750
+
+
+def test_a_pack_that_fails_while_it_writes_removes_its_parts_and_the_folders_it_made(tmp_path, monkeypatch):
+    f = _folder(tmp_path)
+    write = Path.write_bytes
+
+    def disk_full_at_the_second_part(self, data):
+        if self.name == "carry.tgz.part01":
+            raise OSError(27, "File too large")
+        return write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full_at_the_second_part)
+    with pytest.raises(OSError, match="File too large"):
+        carry.pack(f, tmp_path / "new" / "parts", part_bytes=1000)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a folder it did not make stays, empty or not
+    with pytest.raises(OSError, match="File too large"):
+        carry.pack(f, tmp_path / "kept", part_bytes=1000)
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())

@@ -355,6 +355,9 @@ def test_ood_refusals(runs, tmp_path, capsys):
     assert main(["train", "--dataset", "digits", "--model", "ae", "--epochs", "1", "--quiet", "--out", str(ae)]) == 0
     _refused(*_dgm(capsys, "ood", ae, "--ood", "digits")[::2], "defines no density", "needs a model with a likelihood")
     _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", ae)[::2], "--background", "no density")
+    itself = tmp_path / "self-copy"  # the run itself as its background: a ratio of 0 for every input
+    shutil.copytree(model, itself)
+    _refused(*_dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--background", itself)[::2], "same weights")
     binary = tmp_path / "binary"
     flags = ["--model", "arm", "--likelihood", "bernoulli", "--binarize", "dynamic", "--channels", "4", "--arm-layers", "1"]
     assert main(["train", "--dataset", "digits", *flags, "--epochs", "1", "--quiet", "--out", str(binary)]) == 0

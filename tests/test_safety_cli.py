@@ -21,7 +21,7 @@ from safetensors.torch import save as st_save
 
 from dgmkit._io import atomic_folder, check_new_output, to_json
 from dgmkit.cli.main import EXIT_BUG, main
-from dgmkit.config import RunConfig, load_config_file, migrate_record
+from dgmkit.config import RunConfig, load_config_file, load_run, migrate_record
 from dgmkit.errors import CheckpointError, ConfigError, DgmError
 from dgmkit.training import RunFolder, load_checkpoint, read_metadata, save_checkpoint
 from family_variants import family_variants, variant_id
@@ -79,6 +79,19 @@ def vae_copy(vae_run, tmp_path):
     dst = tmp_path / "run"
     shutil.copytree(vae_run, dst)
     return dst
+
+
+def test_a_runs_weights_digest_is_of_the_bytes_its_weights_came_from(vae_copy):
+    """The digest that evaluations, OOD scores and derived data record names the weights that
+    were loaded, not a checkpoint written over them since (a run trained on)."""
+    best = vae_copy / "best.safetensors"
+    loaded, counters = best.read_bytes(), json.loads(read_metadata(best)["trainer"])
+    run = load_run(vae_copy)
+    shutil.copy(vae_copy / "checkpoint.safetensors", vae_copy / "newer")
+    os.replace(vae_copy / "newer", best)
+    assert best.read_bytes() != loaded
+    assert run.weights_digest() == hashlib.sha256(loaded).hexdigest()[:16]
+    assert run.trainer == counters
 
 
 # ---------------------------------------------------------------- flags and exit codes

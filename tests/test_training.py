@@ -178,6 +178,32 @@ def test_checkpoint_round_trip_and_bad_files(digits, tmp_path):
         load_checkpoint(tmp_path / "missing.safetensors")
 
 
+def test_a_checkpoint_is_read_whole_from_one_version_of_its_file(digits, tmp_path, monkeypatch):
+    """A checkpoint replaced while it is read (a run trained on writes by os.replace): its
+    record, counters, tensors and digest all come from the same bytes, the new file's."""
+    import hashlib
+
+    import dgmkit.training.checkpoint as checkpoint
+
+    make_trainer(digits, tmp_path, epochs=2).fit()
+    path, newer = tmp_path / "best.safetensors", tmp_path / "newer.safetensors"
+    newer.write_bytes((tmp_path / "checkpoint.safetensors").read_bytes())  # (other bytes: it holds Adam's state)
+    new_bytes = newer.read_bytes()
+    assert new_bytes != path.read_bytes() and "optimizer" not in read_metadata(path)
+    header = checkpoint.read_metadata
+
+    def swapped_after_the_header(p, data=None):
+        meta = header(p, data)
+        if data is None and newer.exists():
+            os.replace(newer, path)
+        return meta
+
+    monkeypatch.setattr(checkpoint, "read_metadata", swapped_after_the_header)
+    ck = checkpoint.load_checkpoint(path)
+    assert ck["digest"] == hashlib.sha256(new_bytes).hexdigest()[:16]
+    assert ck["optimizer"] is not None and ck["trainer"] == json.loads(read_metadata(path)["trainer"])
+
+
 def test_the_run_writer_refuses_a_checkpoint_of_nan_or_inf_and_keeps_the_last(tmp_path):
     """The guard of every fit path that writes through a RunWriter (closed form and EM have no
     other): the file is not written, the last one stays."""

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 
 import pytest
 import torch
@@ -98,6 +99,16 @@ def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, cap
     assert json.loads((vq / "eval.json").read_text())["nll"] == learned["nll"]
     evals = json.loads((vq / "evals.json").read_text())["results"]
     assert len(evals) == 2 and any(" | code prior " in key for key in evals)  # the same protocol, kept once
+    assert learned["input_weights"] == {"code-prior": load_run(prior).weights_digest()}
+    # another prior at the same path (trained on, or another run copied there) is another protocol, kept beside
+    retrained = tmp_path / "prior-b"
+    assert main([*arm, "--arm-layers", "3", "--epochs", "1", "--seed", "5", "--out", str(retrained), "--quiet"]) == 0
+    shutil.move(prior, tmp_path / "prior-a")
+    shutil.copytree(retrained, prior)
+    assert main(["eval", str(vq), "--split", "test", "--code-prior", str(prior)]) == 0
+    assert len(json.loads((vq / "evals.json").read_text())["results"]) == 3
+    shutil.rmtree(prior)
+    shutil.move(tmp_path / "prior-a", prior)
     # the same reconstruction term; the prior term is the prior run's code NLL instead of 16 log 16
     assert main(["eval", str(prior), "--split", "test"]) == 0
     code_nll = json.loads((prior / "eval.json").read_text())["nll"]
@@ -206,3 +217,37 @@ def test_code_priors_must_model_integers_and_current_codes(tmp_path, capsys):
     # the codebook is a moving average already: --ema is refused
     assert main([*argv, "--ema", "0.99", "--out", str(tmp_path / "e")]) == 1
     assert "--ema" in capsys.readouterr().err
+
+
+def test_a_code_prior_follows_its_vqvae_to_a_new_folder_and_no_other(tmp_path, capsys):
+    """A run on another run's data (a code prior, carried to another machine, or its VQ-VAE moved)
+    takes that run's new folder (--data for the commands that read it, --codes-of on resume),
+    pinned by the run's id and weights: another VQ-VAE at the new folder is refused."""
+    vq, other, prior, moved = tmp_path / "vq", tmp_path / "other", tmp_path / "prior", tmp_path / "carried" / "vq"
+    argv = ["train", "--dataset", "digits", "--model", "vqvae", "--codes", "8", "--code-dim", "4", "--vq-width", "16"]
+    for out, seed in ((vq, 0), (other, 1)):
+        assert main([*argv, "--downsample", "1", "--epochs", "1", "--seed", str(seed), "--out", str(out), "--quiet"]) == 0
+    arm = ["train", "--model", "arm", "--arm", "made", "--likelihood", "categorical", "--made-hidden", "32"]
+    assert main([*arm, "--codes-of", str(vq), "--epochs", "1", "--out", str(prior), "--quiet"]) == 0
+    assert main(["eval", str(prior), "--split", "test"]) == 0
+    before = json.loads((prior / "eval.json").read_text())["nll"]
+    moved.parent.mkdir()
+    shutil.move(vq, moved)
+    capsys.readouterr()
+    assert main(["eval", str(prior), "--split", "test"]) == 1
+    err = capsys.readouterr().err
+    assert f"no run folder at {vq}, the run whose data this run takes (moved?" in err and "--data NEW" in err
+    assert main(["eval", str(prior), "--split", "test", "--data", str(moved)]) == 0
+    assert json.loads((prior / "eval.json").read_text())["nll"] == before
+    older_best = (prior / "best.safetensors").read_bytes()  # (it names the VQ-VAE's first folder)
+    assert main(["train", "--resume", "--out", str(prior), "--epochs", "2", "--codes-of", str(moved), "--quiet"]) == 0
+    assert json.loads((prior / "config.json").read_text())["config"]["data"]["codes_of"] == str(moved.resolve())
+    assert main(["eval", str(prior), "--split", "test"]) == 0  # found where it was resumed with
+    (prior / "best.safetensors").write_bytes(older_best)  # a best checkpoint from before the move (no better epoch since)
+    assert main(["eval", str(prior), "--split", "test"]) == 0
+    assert json.loads((prior / "eval.json").read_text())["nll"] == before
+    capsys.readouterr()
+    assert main(["eval", str(prior), "--split", "test", "--data", str(other)]) == 1  # another run there: other codes
+    assert "other data than the run" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(prior), "--epochs", "3", "--codes-of", str(other), "--quiet"]) == 1
+    assert "other data than the run" in capsys.readouterr().err

@@ -232,14 +232,13 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", which: str
     return load_run(path, which=which, device=device)
 
 
-def _attach(run: Run, inputs: Mapping[str, str] | None, code_prior: str | None) -> dict[str, str]:
-    """The runs given in roles the run's family declares (``dgm --input ROLE=RUN``), attached."""
+def _attach(run: Run, inputs: Mapping[str, str] | None, code_prior: str | None) -> dict[str, Run]:
+    """The runs given in roles the run's family declares (``dgm --input ROLE=RUN``), attached:
+    role -> that run."""
     named = dict(inputs or {})
     if code_prior is not None:  # short for inputs={"code-prior": ...}
         named["code-prior"] = str(code_prior)
-    for role, path in named.items():
-        attach_input(run, role, path)
-    return named
+    return {role: attach_input(run, role, path) for role, path in named.items()}
 
 
 def sample(

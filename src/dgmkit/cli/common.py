@@ -114,7 +114,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         "--data",
         default=None,
         metavar="PATH",
-        help="a run trained on a data file: read it from PATH (moved or copied); its content must be the same",
+        help="a run trained on a data file: read it from PATH (moved or copied); its content must be the same. A run "
+        "trained on another run's data (--codes-of): that run's folder at PATH (the same run, the same weights)",
     )
     p.add_argument(
         "--schema",
@@ -164,10 +165,14 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
             "dgmkit.evaluation.evaluate(run.model, run.transform(x), log_volume=run.transform.log_volume) or "
             "log_likelihoods"
         )
-    if data is not None:
-        if cfg.codes_of or not is_data_file(cfg.dataset):
-            what = f"the data the run {cfg.codes_of} makes" if cfg.codes_of else f"the named dataset {cfg.dataset!r}"
-            raise ConfigError(f"--data points at a moved data file, but {run.path} was trained on {what} (use --data-dir)")
+    if data is not None and cfg.codes_of:  # the run whose data it takes, at a new folder (pinned: check_derived_current)
+        cfg = dataclasses.replace(cfg, codes_of=str(Path(data).resolve()))
+    elif data is not None:
+        if not is_data_file(cfg.dataset):
+            raise ConfigError(
+                f"--data points at a moved data file, but {run.path} was trained on the named dataset {cfg.dataset!r} "
+                "(use --data-dir)"
+            )
         if not is_data_file(data):
             raise ConfigError(f"--data names a .npy, .npz, .mat, .csv or .parquet file, got {data!r}")
         cfg = dataclasses.replace(cfg, dataset=data)
@@ -351,8 +356,8 @@ def add_input_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--code-prior", default=None, metavar="RUN", help="VQ-VAE: the same as --input code-prior=RUN")
 
 
-def attach_inputs(run: Run, args: argparse.Namespace) -> dict[str, str]:
-    """Attach the runs named by --input (and --code-prior) to ``run``; returns role -> path."""
+def attach_inputs(run: Run, args: argparse.Namespace) -> dict[str, Run]:
+    """Attach the runs named by --input (and --code-prior) to ``run``; returns role -> that run."""
     named = list(args.input or []) + ([] if args.code_prior is None else [f"code-prior={args.code_prior}"])
     inputs: dict[str, str] = {}
     for item in named:  # every flag checked before any run is read
@@ -362,9 +367,7 @@ def attach_inputs(run: Run, args: argparse.Namespace) -> dict[str, str]:
         if role in inputs:
             raise ConfigError(f"--input {role} is named twice")
         inputs[role] = path
-    for role, path in inputs.items():
-        attach_input(run, role, path)
-    return inputs
+    return {role: attach_input(run, role, path) for role, path in inputs.items()}
 
 
 def add_output_flags(p: argparse.ArgumentParser, what: str = "PNG file to write") -> None:

@@ -3,6 +3,7 @@ where it has one, bits/dim and latent diagnostics."""
 
 import argparse
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -201,8 +202,9 @@ def protocol_key(r: dict) -> str:
     key = f"{r['split']} | {subset} | {r['estimate']} k={r['iw_samples']} | seed {r.get('seed', 0)}"
     if (r.get("processes") or 1) > 1:  # each rank draws its own stream: another draw of the same estimate
         key += f" | {r['processes']} processes"
-    for role, path in sorted(_inputs(r).items()):  # another run in a role: another protocol
-        key += f" | {role.replace('-', ' ')} {path}"
+    weights = r.get("input_weights") or {}  # (records before 2026-11-27 hold the paths alone)
+    for role, path in sorted(_inputs(r).items()):  # another run in a role, or other weights of it: another protocol
+        key += f" | {role.replace('-', ' ')} {path}" + (f" (weights {weights[role]})" if role in weights else "")
     return key + f" | weights {r.get('weights', '?')}"
 
 
@@ -258,7 +260,7 @@ def evaluate_run(
     seed: int = 0,
     data_dir: str | None = None,
     data: str | None = None,
-    inputs: dict[str, str] | None = None,
+    inputs: Mapping[str, Run] | None = None,
     orders: int | None = None,
     keep_orders: bool = False,
     schema: str | None = None,
@@ -302,7 +304,9 @@ def evaluate_run(
         "run_id": run.record.get("run_id"),  # whose evaluation it is (a copied evals.json is another run's)
         "dataset": run.record["data"]["name"],
         "transform": run.transform.kind,
-        "inputs": dict(inputs or {}),  # the runs attached in roles its family declares (--input)
+        # the runs attached in roles its family declares (--input), and which of their weights
+        "inputs": {role: str(other.path) for role, other in (inputs or {}).items()},
+        "input_weights": {role: other.weights_digest() for role, other in (inputs or {}).items()},
         "seed": seed,
         "weights": weights,
         "processes": distributed.current().world_size,
@@ -346,9 +350,7 @@ def _seeded_subset(
 def _trained(run: Run) -> dict | None:
     """How far training had gone when the evaluated weights were written: epochs finished and,
     for a run stopped within an epoch (--time-budget), the steps into the next (None: unknown)."""
-    from dgmkit.training.checkpoint import trainer_counters
-
-    t = trainer_counters(run.checkpoint)
+    t = run.trainer
     if t is None:
         return None
     progress = t.get("epoch_progress")

@@ -126,6 +126,11 @@ def _likelihood_run(path: str, what: str, device: str) -> Run:
 
 
 def _check_background(run: Run, bg: Run, path: str) -> None:
+    if bg.weights_digest() == run.weights_digest():
+        raise ConfigError(
+            f"--background {path} holds the same weights as {run.path}: the likelihood ratio would be 0 for every "
+            "input; name a background model trained on the run's data with --mutation-rate"
+        )
     a, b = run.record["data"], bg.record["data"]
     if list(a["event_shape"]) != list(b["event_shape"]) or a["num_levels"] != b["num_levels"]:
         raise DataError(

@@ -22,7 +22,7 @@ from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, mi
 from dgmkit.config.inputs import check_derived_current, run_dataset
 from dgmkit.config.migrate import check_record
 from dgmkit.config.run import check_same_run, check_weights_fit, holds_recorded_data, read_json
-from dgmkit.config.schema import FREE_ON_RESUME
+from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.dataset import SPLITS
 from dgmkit.data.labels import check_labels, keep_labels
@@ -158,6 +158,9 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     if args.model is not None:
         asked["model"] = args.model
     flat = stored.flat()
+    moved = {}  # the run whose data this one takes, at a new folder: the same run with the same weights, which
+    if flat.get("codes_of") and asked.get("codes_of"):  # check_derived_current checks by its id and digest
+        moved["codes_of"] = str(Path(asked.pop("codes_of")).resolve())
     if any(k not in flat for k in asked):
         RunConfig.from_dict({**flat, **asked}, args.config or "the command line")  # names the key that is not the run's
     clash = [k for k, v in asked.items() if k not in FREE_ON_RESUME and flat.get(k) != v]
@@ -169,7 +172,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
         )
     # a value equal to the run's of another type (0.0, true) is refused here
     RunConfig.from_dict({**flat, **asked}, args.config or "the command line")
-    return stored.resumed({k: v for k, v in asked.items() if k in FREE_ON_RESUME})
+    return stored.resumed({**{k: v for k, v in asked.items() if k in FREE_ON_RESUME}, **moved})
 
 
 def _paced(cfg: RunConfig, m: dict) -> str:
@@ -422,16 +425,14 @@ def _resumable_run_id(
     digest = recorded if recorded not in (None, now) and holds_recorded_data(dataset, recorded) else now
     for name in ("checkpoint.safetensors", "best.safetensors"):
         if (out / name).is_file():
-            meta = load_checkpoint(out / name)
-            check_same_run(
-                own, migrate_record(meta["config"], str(out / name)), out / "config.json", out / name, FREE_ON_RESUME
-            )
+            record = migrate_record(load_checkpoint(out / name)["config"], str(out / name))
+            check_same_run(own, record, out / "config.json", out / name, FREE_ON_RESUME + MOVABLE)
     check_same_run(
         own,
         run_record(cfg, dataset, transform, own.get("run_id"), digest),
         out / "config.json",
         Path("the data and flags"),
-        FREE_ON_RESUME,
+        FREE_ON_RESUME + MOVABLE,
         fresh=True,
     )
     return own.get("run_id"), digest

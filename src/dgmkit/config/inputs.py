@@ -61,6 +61,12 @@ def run_dataset(
         raise ConfigError("latent_draws and active_latents shape the latents of another run: give --codes-of RUN")
     if data.codes_of:
         source = Path(data.codes_of).resolve()
+        if not source.is_dir():
+            raise DataError(
+                f"codes_of: no run folder at {data.codes_of}, the run whose data this run takes (moved? name its new "
+                "folder: --data NEW for dgm eval, sample and the other commands, --codes-of NEW with dgm train --resume; "
+                "it must be the same run with the same weights)"
+            )
         if source in _chain:
             raise ConfigError(f"codes_of: {data.codes_of} is made from its own data (a run on the data of runs that loop)")
         if len(_chain) >= MAX_CHAIN:
@@ -166,7 +172,8 @@ def check_derived_current(dataset: Dataset, data: DataConfig, record: dict, sour
 
 
 def attach_input(run: Run, role: str, path: str | Path) -> Run:
-    """Give ``run`` the run in ``path`` in the role its family declares (``--input ROLE=PATH``)."""
+    """Give ``run`` the run in ``path`` in the role its family declares (``--input ROLE=PATH``);
+    returns that run (whose ``weights_digest`` says which weights were attached)."""
     family = run.cfg.model
     if role not in family.inputs:
         takes = "; ".join(f"{r}: {what}" for r, what in family.inputs.items()) or "none"
@@ -174,4 +181,4 @@ def attach_input(run: Run, role: str, path: str | Path) -> Run:
     other = load_run(path, device=run.device)
     trained_on_mine = family.derived_data is not None and other.record["data"].get("name") == derived_name(run)
     family.attach(role, run, other, trained_on_mine)
-    return run
+    return other

@@ -13,14 +13,14 @@ import torch
 from dgmkit import __version__
 from dgmkit._io import parse_json
 from dgmkit.config.migrate import FORMAT, check_record, migrate_record
-from dgmkit.config.schema import FREE_ON_RESUME, RunConfig
+from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, RunConfig
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.devices import device_of, resolve_device
 from dgmkit.errors import CheckpointError, ConfigError, DataError
 from dgmkit.models import GenerativeModel
 from dgmkit.objectives import Objective
 from dgmkit.training import load_checkpoint
-from dgmkit.training.checkpoint import check_dtypes, read_metadata, record_of
+from dgmkit.training.checkpoint import check_dtypes, counters_or_none, read_metadata, record_of
 from dgmkit.training.parts import (
     ChannelsLast,
     Compile,
@@ -158,6 +158,8 @@ class Run:
     record: dict
     model: GenerativeModel
     checkpoint: Path
+    digest: str = ""  # ``weights_digest``'s, of the bytes the weights were read from
+    trainer: dict | None = None  # the checkpoint's trainer counters (``counters_or_none``), from the same bytes
 
     @property
     def device(self) -> torch.device:
@@ -171,8 +173,9 @@ class Run:
 
     def weights_digest(self) -> str:
         """Which weights these are: the first 16 hex digits of the SHA-256 of the checkpoint
-        file they were read from (what evaluations, OOD scores and derived data record)."""
-        return hashlib.sha256(self.checkpoint.read_bytes()).hexdigest()[:16]
+        file they were read from (what evaluations, OOD scores and derived data record), as it
+        was when they were read: a file replaced since (a run trained on) does not change it."""
+        return self.digest or hashlib.sha256(self.checkpoint.read_bytes()).hexdigest()[:16]
 
 
 def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "cpu") -> Run:
@@ -194,7 +197,10 @@ def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str |
     cfg = check_record(record, str(found))
     if os.path.lexists(path / "config.json"):  # (one that is not a regular file is refused by read_json)
         own = migrate_record(read_json(path / "config.json"), str(path / "config.json"))
-        check_same_run(own, record, path / "config.json", found, FREE_ON_RESUME)
+        check_same_run(own, record, path / "config.json", found, FREE_ON_RESUME + MOVABLE)
+        # where the runs it takes are now: config.json's, which a resume rewrites (a best checkpoint may be older)
+        now = check_record(own, str(path / "config.json")).flat()
+        cfg = cfg.replace(**{k: now[k] for k in MOVABLE if now[k] != cfg.flat()[k]})
     data = record["data"]
     try:
         DataTransform(data["transform"], data["num_levels"])
@@ -206,7 +212,7 @@ def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str |
     bad = nonfinite_state(model)
     if bad is not None:
         raise CheckpointError(f"{found}: {bad} holds NaN or inf (the run diverged); there is nothing to evaluate or use")
-    return Run(path, cfg, record, model.eval().to(device), found)
+    return Run(path, cfg, record, model.eval().to(device), found, ckpt["digest"], counters_or_none(ckpt["trainer"]))
 
 
 def recorded_config(run_dir: str | os.PathLike[str]) -> RunConfig:

@@ -31,6 +31,7 @@ __all__ = [
     "SECTIONS",
     "load_config_file",
     "FREE_ON_RESUME",
+    "MOVABLE",
     "MAX_IW_SAMPLES",
 ]
 
@@ -197,6 +198,9 @@ _NON_GRADIENT_KEYS = ("seed", "device")
 _FIT_WORDS = {"closed-form": "in closed form", "em": "by EM"}
 # what --resume may change: how long to go on and where
 FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "graph_step", "channels_last", "time_budget", "em_iterations")
+# where another run is, which may move (a run carried to another machine): its record's data name
+# (the other run's id and checkpoint digest) pins what it holds, not its path
+MOVABLE = ("codes_of",)
 
 
 def _owner(key: str) -> str | None:

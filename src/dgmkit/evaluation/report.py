@@ -227,6 +227,10 @@ _FIELDS: dict[str, tuple[Any, str]] = {
         lambda v: isinstance(v, dict) and all(isinstance(a, str) for a in v.values()),
         "an object of run paths (strings)",
     ),
+    "input_weights": (
+        lambda v: isinstance(v, dict) and all(isinstance(a, str) for a in v.values()),
+        "an object of weight digests (strings)",
+    ),
     "kl_per_dim": (
         lambda v: (
             isinstance(v, list) and all(finite_number(a) or (isinstance(a, list) and all(map(finite_number, a))) for a in v)

@@ -3,6 +3,8 @@ the moving average of the weights where a run keeps one), with the run's config 
 counters as JSON in its metadata. One file, written atomically, so
 a checkpoint is always whole and consistent."""
 
+import hashlib
+import io
 import json
 import math
 import os
@@ -25,7 +27,8 @@ VERSION = 1
 class Checkpoint(dict):
     """A loaded checkpoint: ``model``, ``optimizer``, ``rng`` and ``ema`` (the averaged
     parameters by name; empty without) tensor dicts, ``config`` and ``trainer`` dicts (the
-    latter's keys are the trainer's counters)."""
+    latter's keys are the trainer's counters), and ``digest``: the first 16 hex digits of the
+    SHA-256 of the bytes all of it was read from."""
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict, dict]:
@@ -94,16 +97,17 @@ def save_checkpoint(
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
-def read_metadata(path: os.PathLike | str) -> dict:
+def read_metadata(path: os.PathLike | str, data: bytes | None = None) -> dict:
     """The metadata of a dgmkit checkpoint (every value a string); CheckpointError if it is
     missing, corrupt or foreign. Reads only the header: its declared length is checked against
-    the file's size before it is read."""
+    the file's size before it is read. ``data``: the file's bytes, already read (then the file
+    is not opened again, and ``path`` only names it in errors)."""
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
+        with open(path, "rb") if data is None else io.BytesIO(data) as f:
+            size = os.fstat(f.fileno()).st_size if data is None else len(data)
             head = f.read(8)
             if len(head) < 8:
                 raise ValueError(f"{size} bytes, too short")
@@ -142,6 +146,11 @@ def trainer_counters(path: os.PathLike | str) -> dict | None:
         t = parse_json(read_metadata(path).get("trainer") or "null")
     except (ValueError, DgmError):
         return None
+    return counters_or_none(t)
+
+
+def counters_or_none(t: object) -> dict | None:
+    """A checkpoint's trainer counters where they hold an integer ``epoch``, else None."""
     return t if isinstance(t, dict) and type(t.get("epoch")) is int else None
 
 
@@ -173,17 +182,23 @@ def load_checkpoint(path: os.PathLike | str) -> Checkpoint:
     folder, or a file of ``save_checkpoint``), every part checked; ``CheckpointError`` naming what
     is wrong with a file that is not one."""
     path = Path(path)
-    meta = read_metadata(path)
+    read_metadata(path)  # (a foreign file is refused by its header before the whole of it is read)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    # every part from these bytes, read once: a file replaced meanwhile (a run trained on) cannot
+    # give a record of one checkpoint with the tensors or the digest of another
+    meta = read_metadata(path, data)
     config = record_of(meta, path)
     trainer = _json_field(meta, "trainer", path) if "trainer" in meta else None
     optim_meta = _json_field(meta, "optimizer", path) if "optimizer" in meta else None
     try:
-        tensors = st_load(path.read_bytes())
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+        tensors = st_load(data)
     except Exception as e:  # safetensors raises its own error types for corrupt payloads
         raise CheckpointError(f"{path} is corrupt: {e}") from None
     ckpt = Checkpoint(
+        digest=hashlib.sha256(data).hexdigest()[:16],
         model={k[6:]: v for k, v in tensors.items() if k.startswith("model/")},
         rng={k[4:]: v for k, v in tensors.items() if k.startswith("rng/")},
         ema={k[4:]: v for k, v in tensors.items() if k.startswith("ema/")},
