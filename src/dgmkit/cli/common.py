@@ -539,12 +539,13 @@ def run_inputs(run: Run, data: str | None = None) -> list[Path]:
 
 
 def _data_inputs(d: DataConfig, data: str | None, chain: tuple[Path, ...]) -> list[Path]:
-    files = [Path(v) for v in (data, d.schema) if v]
+    moved = data if d.codes_of and data else None  # --data: the run whose data it takes, at a new folder
+    files = [Path(v) for v in (None if moved else data, d.schema) if v]
     if d.dataset and is_data_file(d.dataset) and not data:
         files.append(Path(d.dataset))
     if d.codes_of:
-        files += run_files(d.codes_of)
-        source = Path(d.codes_of).resolve()
+        files += run_files(moved or d.codes_of)
+        source = Path(moved or d.codes_of).resolve()
         if source not in chain and len(chain) < MAX_CHAIN:  # (a loop or a longer chain is refused where the data load)
             try:
                 files += _data_inputs(recorded_config(source).data, None, (*chain, source))
