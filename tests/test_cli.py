@@ -304,7 +304,11 @@ def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
     assert [p[0] for p in parts] == list(range(300)) and all(0 <= p[2] < 10 for p in parts)
     assert len({p[2] for p in parts}) == scores["clusters_used"]
     assert run(capsys, "cluster", out)[0] == 0  # its own files are replaced; files of the same names of others are not
-    for name, mine in (("cluster.json", '{"mine": 1}'), ("cluster-assignments.csv", "my,notes\n")):
+    mine_too = (
+        ("cluster.json", '{"clusters_used": 3, "precious": true}'),  # the marker alone does not make it dgmkit's
+        ("cluster-assignments.csv", "index,label,components_note,precious\n1,2,3,4\n"),  # nor the header's start
+    )
+    for name, mine in (("cluster.json", '{"mine": 1}'), ("cluster-assignments.csv", "my,notes\n"), *mine_too):
         kept = (out / name).read_bytes()
         (out / name).write_text(mine)
         code, _, err = run(capsys, "cluster", out)

@@ -368,6 +368,14 @@ def test_a_run_whose_data_file_is_gone_is_reported_with_a_note_for_its_data_figu
     assert "no reconstruction or latent figures: the test data could not be read" in page and "bits.npy" in page
     alts = re.findall(r'<img alt="([^"]*)"', page)
     assert "samples" in alts and not {"reconstructions", "latent means"} & set(alts), alts
+    # --data names one run's moved file: a run on a named dataset beside it gets the note, not a failed report
+    data.with_name("moved.npy").write_bytes(b"")
+    digits = tmp_path / "digits"
+    argv = ["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(digits)]) == 0
+    args = ["report", str(run), str(digits), "--out", str(tmp_path / "two.html"), "--samples", "4"]
+    assert main([*args, "--data", str(data.with_name("moved.npy"))]) == 0
+    assert "trained on the named dataset" in (tmp_path / "two.html").read_text()
 
 
 def test_report_without_figures_reads_no_data(runs, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -70,7 +71,7 @@ def test_png_images_of_a_binary_model_are_scored_by_name_and_bad_inputs_refused(
     (tmp_path / "t.csv").write_text("a,b\n1,0\n")
     (tmp_path / "x.txt").write_text("1\n")
     for argv, needle in (
-        ([str(tmp_path / "grey.png")], "hold grey levels"),
+        ([str(tmp_path / "grey.png")], "holds grey levels"),
         ([str(tmp_path / "img0.png"), "--k", "5"], "exact log-likelihood"),
         ([str(tmp_path / "wide.npy")], "wide.npy: rows of 7 values, but the run's data have (1, 4, 4)"),
         ([str(tmp_path / "t.csv")], f"t.csv is a table, but {run} was not trained on one"),
@@ -186,6 +187,29 @@ def test_channels_last_inputs_for_a_run_of_channels_first_images_are_refused_not
     assert main(["score", str(run), str(tmp_path / "last.npy"), "--out", str(tmp_path / "s.csv")]) == 1
     err = capsys.readouterr().err
     assert "images of shape (6, 5, 3) are the run's (3, 6, 5) channels-last" in err and "transpose" in err
+    # other shapes of as many values are other data: refused, not reshaped; flat rows are the run's rows
+    for shape in ((4, 5, 6, 3), (4, 9, 2, 5), (4, 10, 9)):
+        np.save(tmp_path / "other.npy", x[:4].reshape(shape))
+        assert main(["score", str(run), str(tmp_path / "other.npy"), "--out", str(tmp_path / "s.csv")]) == 1
+        err = capsys.readouterr().err
+        assert f"rows of shape {shape[1:]}, but the run's data are (3, 6, 5): give rows of shape (3, 6, 5) or (90,)" in err
+    np.save(tmp_path / "flat.npy", x[:4].reshape(4, 90))
+    np.save(tmp_path / "same.npy", x[:4])
+    assert main(["score", str(run), str(tmp_path / "flat.npy"), "--out", str(tmp_path / "flat.csv")]) == 0
+    assert main(["score", str(run), str(tmp_path / "same.npy"), "--out", str(tmp_path / "same.csv")]) == 0
+    assert (tmp_path / "flat.csv").read_text() == (tmp_path / "same.csv").read_text()
+
+
+def test_a_png_that_is_a_pipe_is_refused_not_waited_on(tmp_path):
+    from types import SimpleNamespace
+
+    from dgmkit.cli.score import _inputs
+    from dgmkit.errors import DataError
+
+    os.mkfifo(tmp_path / "pipe.png")
+    run = SimpleNamespace(record={"data": {"event_shape": [1, 4, 4], "num_levels": 2}})
+    with pytest.raises(DataError, match="pipe.png is not a regular file"):
+        _inputs([str(tmp_path / "pipe.png")], run)
 
 
 def test_a_bundled_table_is_scored_in_its_own_units_from_a_csv_and_as_the_model_sees_it_from_an_array(tmp_path, capsys):
@@ -219,10 +243,11 @@ def test_a_bundled_table_is_scored_in_its_own_units_from_a_csv_and_as_the_model_
 
 
 def test_png_inputs_are_read_as_the_runs_values_whatever_its_levels(tmp_path, capsys):
-    """A 1-bit PNG for a run of continuous data was an internal error (None - 1): it reads as 0
-    and 1, as an 8-bit PNG of black and white reads as x / 255; for a run of 17 levels as 0 and
-    16. 8-bit grey PNGs need a run of 256 levels (read as they are) or continuous data, PNGs a run of single-channel
-    images, and --out a .csv name."""
+    """A 1-bit PNG reads as 0 and 1 for a binary run, as an 8-bit PNG of black and white (each
+    image by its own values, 0/255 or 0/1); for a run of 17 levels as 0 and 16. 8-bit grey PNGs
+    need a run of 256 levels (read as they are); a run of continuous values takes no PNG (their
+    scale is the run's data's, which a PNG does not carry: x / 255 scored a run of 0..255 values
+    some 22 million nats off); PNGs need a run of single-channel images, and --out a .csv name."""
     from types import SimpleNamespace
 
     from dgmkit.cli.score import _inputs
@@ -234,9 +259,14 @@ def test_png_inputs_are_read_as_the_runs_values_whatever_its_levels(tmp_path, ca
     white = np.eye(4, dtype=bool)
     Image.fromarray(white).save(tmp_path / "bw.png")
     Image.fromarray(white.astype(np.uint8) * 255).save(tmp_path / "grey.png")
-    one_bit, _ = _inputs([str(tmp_path / "bw.png")], runs(None))
-    eight_bit, _ = _inputs([str(tmp_path / "grey.png")], runs(None))
-    assert one_bit.dtype == torch.float32 and torch.equal(one_bit, eight_bit) and torch.equal(one_bit[0, 0], torch.eye(4))
+    Image.fromarray(white.astype(np.uint8)).save(tmp_path / "grey01.png")  # black and white stored as 0 and 1
+    one_bit, _ = _inputs([str(tmp_path / "bw.png")], runs(2))
+    eight_bit, _ = _inputs([str(tmp_path / "grey.png"), str(tmp_path / "grey01.png")], runs(2))
+    assert one_bit.dtype == torch.float32 and torch.equal(one_bit[0, 0], torch.eye(4))
+    assert torch.equal(eight_bit, torch.cat([one_bit, one_bit]))
+    for png in ("bw.png", "grey.png"):
+        with pytest.raises(DataError, match="models continuous values, in the scale of its own data"):
+            _inputs([str(tmp_path / png)], runs(None))
     assert torch.equal(_inputs([str(tmp_path / "bw.png")], runs(17))[0][0, 0], 16 * torch.eye(4))
     ramp = np.arange(0, 256, 17, dtype=np.uint8).reshape(4, 4)  # a run of 256 levels reads 8-bit grey as it is
     Image.fromarray(ramp).save(tmp_path / "ramp.png")
@@ -278,6 +308,9 @@ def test_a_table_run_whose_file_moved_scores_a_csv_read_from_data(tmp_path, caps
     ]
     assert main(args) == 0
     assert (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()
+    capsys.readouterr()  # the data file at its new path is an input: never the output, even with --force
+    assert main([*args[:-1], str(tmp_path / "moved.csv"), "--force"]) == 1
+    assert "moved.csv" in capsys.readouterr().err and (tmp_path / "moved.csv").read_text() == text
     np.save(tmp_path / "in.npy", np.zeros((2, 3), np.float32))
     for given in (["--data", str(tmp_path / "nowhere.csv")], ["--data", str(tmp_path / "in.npy")]):  # not dropped
         capsys.readouterr()

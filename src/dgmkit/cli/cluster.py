@@ -8,7 +8,7 @@ from dgmkit.cli.common import (
     add_device_flag,
     add_run_parser,
     add_split_flag,
-    own_result_file,
+    own_result,
     own_result_table,
     plural,
     say,
@@ -17,6 +17,7 @@ from dgmkit.cli.common import (
 from dgmkit.config import load_run
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.clustering import cluster_assignments, clustering_scores
+from dgmkit.evaluation.report import finite_number
 from dgmkit.models import LatentVariableModel
 
 __all__ = ["add_parser", "run_cluster"]
@@ -31,6 +32,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 _HEADER = "index,label,component"  # cluster-assignments.csv's columns
+_SCORES = {"accuracy", "accuracy_majority", "nmi"}  # cluster.json's numbers in [0, 1], beside its counts and split
+_COUNTS = {"clusters_used", "n", "components"}
+
+
+def _result_problem(r: dict) -> str | None:
+    """What is wrong with a cluster.json found in a run folder (None: dgm cluster wrote it)."""
+    extra = set(r) - _SCORES - _COUNTS - {"split"}
+    if extra:
+        return f"it holds {sorted(extra)[0]!r}, which dgm cluster never writes"
+    for k in _SCORES & set(r):
+        if not (finite_number(r[k]) and 0 <= r[k] <= 1):
+            return f"{k} is not a number in [0, 1]"
+    for k in _COUNTS & set(r):
+        if type(r[k]) is not int or r[k] < 0:
+            return f"{k} is not a count"
+    return None if isinstance(r.get("split"), str) else "split is not a string"
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -39,7 +56,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{args.run_dir} holds a model without a mixture prior; clustering needs one (for example --prior mog)"
         )
-    own_result_file(run.path / "cluster.json", "clusters_used", "cluster again")  # a foreign one: refused before any work
+    own_result(run.path / "cluster.json", "clusters_used", "cluster again", check=_result_problem)  # a foreign one: refused
     own_result_table(run.path / "cluster-assignments.csv", _HEADER, "cluster again")
     x, y = split_data(run, args.split, args.data_dir, args.data, schema=args.schema)
     if y is None:

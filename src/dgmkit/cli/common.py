@@ -501,17 +501,22 @@ def own_result_file(path: Path, marker: str, again: str, max_bytes: int = 64 << 
     return path
 
 
-def own_result_table(path: Path, header: str, again: str) -> Path:
+def own_result_table(path: Path, header: str, again: str, named_columns: bool = False) -> Path:
     """``path``, a run folder's CSV file of a command's latest result, checked before any work as
-    ``own_result_file`` checks JSON: absent, or a file whose first line begins with ``header``
-    (the columns dgmkit writes first)."""
+    ``own_result_file`` checks JSON: absent, or a file whose first line is ``header`` (the columns
+    dgmkit writes), followed, with ``named_columns``, by columns named as dgmkit names scores
+    (lower-case identifiers)."""
     if not path.exists() and not path.is_symlink():
         return path
     try:
-        first = read_regular(path, len(header)).decode()
+        first = read_regular(path, 4096).split(b"\n", 1)[0].decode()
     except (OSError, UnicodeDecodeError):
         raise _not_ours(path, again) from None
-    if not first.startswith(header):
+    fixed, more = header.split(","), first.split(",")[header.count(",") + 1 :]
+    ours = first.split(",")[: len(fixed)] == fixed and (
+        all(c.isidentifier() and c == c.lower() for c in more) if named_columns else not more
+    )
+    if not ours:
         raise _not_ours(path, again)
     return path
 
@@ -623,6 +628,13 @@ def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[tor
     x = check_images(x, p.name, min_rows=1)
     if int(np.prod(x.shape[1:])) != int(np.prod(event)):
         raise DataError(f"{p.name}: rows of {int(np.prod(x.shape[1:]))} values, but the run's data have {event}")
+    # the run's shape, its rows flat, or (H, W) of one channel: other shapes of as many values are other data
+    taken = {event, (int(np.prod(event)),)} | ({event[1:]} if len(event) == 3 and event[0] == 1 else set())
+    if tuple(shape[1:]) not in taken:  # (the file's own shape: check_images gave (N, D) and (N, H, W) unit axes)
+        shapes = " or ".join(str(s) for s in sorted(taken, key=len, reverse=True))
+        raise DataError(
+            f"{p.name}: rows of shape {tuple(shape[1:])}, but the run's data are {event}: give rows of shape {shapes}"
+        )
     levels = run.record["data"]["num_levels"]
     seen = x[~np.isnan(x)] if x.dtype.kind == "f" else x
     if columns:  # a table's rows: each categorical column holds its categories' indices 0..K-1

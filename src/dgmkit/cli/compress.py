@@ -23,7 +23,15 @@ import numpy as np
 import torch
 
 from dgmkit import __version__
-from dgmkit._io import atomic_folder, atomic_write_bytes, check_base_name, check_new_output, describe_os_error
+from dgmkit._io import (
+    NotRegularFile,
+    atomic_folder,
+    atomic_write_bytes,
+    check_base_name,
+    check_new_output,
+    describe_os_error,
+    open_regular,
+)
 from dgmkit.cli.common import add_device_flag, add_run_parser, plural, say
 from dgmkit.coding import Coder, coder_of, model_fingerprint, read_container, write_container
 from dgmkit.coding.container import (
@@ -94,7 +102,7 @@ def _read_png(p: str, height: int, width: int, errors: tuple[type[BaseException]
         with warnings.catch_warnings():
             # the size is checked below, before any pixel is decoded
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with open_regular(p) as f, Image.open(f) as im:  # (a FIFO would block, a device never end)
                 if im.format != "PNG":
                     raise DataError(f"{p} is not a PNG file (it holds a {im.format} image)")
                 if im.mode not in ("1", "L"):
@@ -107,6 +115,10 @@ def _read_png(p: str, height: int, width: int, errors: tuple[type[BaseException]
                 return np.asarray(im), im.mode
     except DataError:
         raise
+    except NotRegularFile:
+        raise DataError(f"{p} is not a regular file (a pipe, a device or a folder): give PNG files") from None
+    except FileNotFoundError:
+        raise DataError(f"no such PNG file: {p}") from None
     except errors as e:
         raise DataError(f"cannot read {p} as a PNG: {type(e).__name__}: {e}") from None
 

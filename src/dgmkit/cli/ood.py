@@ -335,7 +335,7 @@ def run_ood(args: argparse.Namespace) -> int:
     run, bg, k_of = _scored_runs(args)
     figure = _checked_outputs(args, run, bg)
     _RESULTS.kept(run.path)  # a foreign ood.json or ood-scores.csv is refused before any work
-    own_result_table(run.path / PER_INPUT, "set,split,index", "score again")
+    own_result_table(run.path / PER_INPUT, "set,split,index", "score again", named_columns=True)
     scored = _score(args, run, bg, k_of)
     result = {**_record(args, run, bg, k_of, scored), "seconds": time.perf_counter() - t0}
     say(format_table(result))

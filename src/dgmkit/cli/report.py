@@ -198,7 +198,7 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
         return figs, notes
     try:
         x, y = split_data(run, "test", args.data_dir, args.data, schema=args.schema)
-    except DataError as e:
+    except (DataError, ConfigError) as e:  # (--data and --schema name one run's files: another run's page goes on)
         notes.append(f"no reconstruction or latent figures: the test data could not be read ({e})")
         return figs, notes
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed)).to(x.device)  # the same on any device

@@ -78,19 +78,24 @@ def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[t
         return data, [str(i) for i in range(len(data))]
     if len(event) != 3 or event[0] != 1:
         raise DataError(f"PNG images are single-channel pictures; the run's data have shape {event}: give a data file")
-    x, meta = read_pngs(paths, event[1], event[2])
     levels = run.record["data"]["num_levels"]
+    if levels is None:  # (a PNG's 0..255 says nothing of the scale the run's values had: / 255, * 255, standardized)
+        raise DataError(
+            "the run models continuous values, in the scale of its own data, which a PNG's 8-bit pixels do not "
+            "carry: give the images as a .npy file of values as the run's data held them"
+        )
+    x, meta = read_pngs(paths, event[1], event[2])
     x = x.astype(np.float32)
     if meta["png_mode"] == "1" or levels == 2:
-        if levels == 2 and meta["png_mode"] == "L" and not np.isin(x, (0, 255)).all() and not np.isin(x, (0, 1)).all():
-            raise DataError("the run models binary images; these 8-bit PNGs hold grey levels, not only black and white")
-        x = (x != 0).astype(np.float32)  # black and white: 0 and 1
-        if levels is not None:
-            x *= levels - 1  # the lowest and the highest level (continuous data: 0 and 1, as x / 255 below)
-    elif levels is not None and levels != 256:
+        two_tone = [bool(np.isin(a, (0, 255)).all() or np.isin(a, (0, 1)).all()) for a in x]  # (each image its own)
+        if levels == 2 and meta["png_mode"] == "L" and not all(two_tone):
+            name = meta["names"][two_tone.index(False)]
+            raise DataError(
+                f"the run models binary images; the 8-bit PNG {name} holds grey levels, not only black and white"
+            )
+        x = (x != 0).astype(np.float32) * (levels - 1)  # black and white: the lowest and the highest level
+    elif levels != 256:
         raise DataError(f"the run models {levels} levels per pixel; 8-bit PNGs hold 256")
-    elif levels is None:
-        x = x / 255.0
     return torch.from_numpy(x.reshape(len(x), *event)), list(meta["names"])
 
 
@@ -115,7 +120,8 @@ def run_score(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"--out must name a .csv file, got {out}")
     run = load_run(args.run_dir, device=args.device)
-    out = check_new_output(out, args.force, inputs=[*args.inputs, *run_inputs(run)], protected=run_files(args.run_dir))
+    inputs = [*args.inputs, *run_inputs(run, args.data), *([args.schema] if args.schema else [])]
+    out = check_new_output(out, args.force, inputs=inputs, protected=run_files(args.run_dir))
     if (args.data is not None or args.data_dir is not None) and not is_table(run.cfg.data.dataset):
         raise ConfigError("--data and --data-dir say where a table run's table is; this run's inputs are scored alone")
     given_table = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in TABLE_SUFFIXES
