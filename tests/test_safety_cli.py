@@ -240,6 +240,7 @@ def test_deeply_nested_or_duplicated_config_keys_are_config_errors(tmp_path, cap
         ("deep2.json", '{"a":' * 50_000 + "1" + "}" * 50_000),
         ("twice.json", '{"epochs": 1, "epochs": 2}'),
         ("nan.json", '{"lr": NaN}'),
+        ("inf.json", '{"lr": 1e999}'),  # (Python reads it as inf)
         ("deep.toml", "a = " + "[" * 100_000 + "]" * 100_000),  # (tomllib raises RecursionError: said as such)
         ("deep2.toml", "a = " + "{b = " * 5_000 + "1" + "}" * 5_000),
         ("list.json", "[1, 2]"),
@@ -251,6 +252,8 @@ def test_deeply_nested_or_duplicated_config_keys_are_config_errors(tmp_path, cap
             assert "nested too deeply" in err, err
         if name == "list.json":
             assert "must hold a table of keys" in err, err
+        if name == "inf.json":
+            assert "beyond a float's range" in err, err
     assert not (tmp_path / "run").exists()
 
 

@@ -343,12 +343,20 @@ def read_regular(path: os.PathLike | str, limit: int) -> bytes:
 
 
 def parse_json(text: str | bytes) -> Any:
-    """Strict JSON of an untrusted source: a key that appears twice, ``NaN``/``Infinity`` and
-    nesting too deep to parse raise ValueError (never RecursionError)."""
+    """Strict JSON of an untrusted source: a key that appears twice, ``NaN``/``Infinity``, a number
+    beyond a float's range (``1e999``, which Python reads as inf) and nesting too deep to parse
+    raise ValueError (never RecursionError)."""
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise ValueError("it is nested too deeply") from None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is beyond a float's range")
+    return value
 
 
 def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:
