@@ -198,6 +198,9 @@ def test_channels_last_inputs_for_a_run_of_channels_first_images_are_refused_not
     assert main(["score", str(run), str(tmp_path / "flat.npy"), "--out", str(tmp_path / "flat.csv")]) == 0
     assert main(["score", str(run), str(tmp_path / "same.npy"), "--out", str(tmp_path / "same.csv")]) == 0
     assert (tmp_path / "flat.csv").read_text() == (tmp_path / "same.csv").read_text()
+    np.savez(tmp_path / "two.npz", a=x[:4], b=x[:4])  # which array: said in terms this command takes
+    assert main(["score", str(run), str(tmp_path / "two.npz"), "--out", str(tmp_path / "two.csv")]) == 1
+    assert "name the data x (numpy.savez(FILE, x=...))" in capsys.readouterr().err
 
 
 def test_a_png_that_is_a_pipe_is_refused_not_waited_on(tmp_path):

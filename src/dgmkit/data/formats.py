@@ -680,7 +680,8 @@ def _read_npz(path: Path, key: str | None, labels: bool) -> tuple[np.ndarray, np
                     key = names[0]
                 else:
                     raise DataError(
-                        f"{p} holds several arrays ({_show_names(names)}) and none is named 'x'; choose one with --data-key"
+                        f"{p} holds several arrays ({_show_names(names)}) and none is named 'x'; choose one with --data-key "
+                        "(dgm train), or name the data x (numpy.savez(FILE, x=...)) for the commands that take no such flag"
                     )
             elif key not in members:
                 raise DataError(
