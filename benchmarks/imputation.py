@@ -32,6 +32,7 @@ log p(x_o) of the observed pixels by `dgm eval`; a figure of observed / imputed 
 
     pip install -r benchmarks/requirements.txt      # pandas: reads the concrete table
     python benchmarks/imputation.py --out runs/imputation --no-mnist [--masks 5] [--epochs 2000]
+    python benchmarks/imputation.py --out runs/imputation --no-mnist --tables red-wine yeast  # no pandas
     python benchmarks/imputation.py --out /tmp/imp --quick     # a smoke run: few epochs, small k
 """
 
