@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from dgmkit.cli.main import main
+from dgmkit.config import load_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -298,6 +299,7 @@ def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
     assert code == 0 and "NMI" in text
     scores = json.loads((out / "cluster.json").read_text())
     assert 0.1 <= scores["accuracy"] <= 1 and 0 <= scores["nmi"] <= 1 and scores["n"] == 300
+    assert scores["weights"] == load_run(out).weights_digest() and scores["checkpoint"] == "best.safetensors"
     rows = (out / "cluster-assignments.csv").read_text().splitlines()  # each datapoint's component
     assert rows[0] == "index,label,component" and len(rows) == 301
     parts = [tuple(map(int, r.split(","))) for r in rows[1:]]

@@ -34,11 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 _HEADER = "index,label,component"  # cluster-assignments.csv's columns
 _SCORES = {"accuracy", "accuracy_majority", "nmi"}  # cluster.json's numbers in [0, 1], beside its counts and split
 _COUNTS = {"clusters_used", "n", "components"}
+_NAMES = {"split", "checkpoint", "weights", "run_id"}  # which data and which weights (records before 2026-11-27: split)
 
 
 def _result_problem(r: dict) -> str | None:
     """What is wrong with a cluster.json found in a run folder (None: dgm cluster wrote it)."""
-    extra = set(r) - _SCORES - _COUNTS - {"split"}
+    extra = set(r) - _SCORES - _COUNTS - _NAMES
     if extra:
         return f"it holds {sorted(extra)[0]!r}, which dgm cluster never writes"
     for k in _SCORES & set(r):
@@ -47,7 +48,10 @@ def _result_problem(r: dict) -> str | None:
     for k in _COUNTS & set(r):
         if type(r[k]) is not int or r[k] < 0:
             return f"{k} is not a count"
-    return None if isinstance(r.get("split"), str) else "split is not a string"
+    for k in _NAMES & set(r):
+        if not isinstance(r[k], str) and not (k == "run_id" and r[k] is None):
+            return f"{k} is not a string"
+    return None
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -66,6 +70,9 @@ def run_cluster(args: argparse.Namespace) -> int:
         **clustering_scores(assign.numpy(), y.cpu().numpy()),
         "split": args.split,
         "components": run.model.num_components,
+        "checkpoint": run.checkpoint.name,  # which weights: a run trained on since makes other clusters
+        "weights": run.weights_digest(),
+        "run_id": run.record.get("run_id"),
     }
     used = f"{scores['clusters_used']} of {plural(scores['components'], 'component')}"
     say(f"{plural(scores['n'], args.split + ' datapoint')} in {used}")
