@@ -107,6 +107,10 @@ def pack(folder: str | Path, dest: str | Path, part_bytes: int = PART_BYTES) -> 
     locks = [p for p in files if p.suffix == ".lock" and p.is_file()]
     with _holding(locks, folder):
         data = _archive([p for p in files if p.suffix != ".lock"], folder)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:  # what unpack will check: refused here, not there
+        problem = _members_problem(tar.getmembers(), len(data))
+    if problem:
+        raise CarryError(f"{folder} cannot be carried: {problem}")
     pieces = [data[i : i + part_bytes] for i in range(0, len(data), part_bytes)]
     if len(pieces) > MAX_PARTS:
         raise CarryError(f"{folder} makes {len(pieces)} parts, more than {MAX_PARTS}")
@@ -238,18 +242,9 @@ def _extract(data: bytes, into: Path) -> None:
             outside = [t.name for t in members if t.name.startswith("/") or ".." in Path(t.name).parts]
             if outside:
                 raise CarryError(f"the archive holds a name outside the folder ({outside[0]}), which pack never writes")
-            names = [t.name.rstrip("/") for t in members]
-            if len(set(names)) != len(names):
-                raise CarryError("the archive holds a name twice, which pack never writes")
-            deep = [n for n in names if len(n) > MAX_NAME or n.count("/") >= MAX_DEPTH]
-            if deep:
-                raise CarryError(f"the archive holds a name deeper or longer than a run folder's ({deep[0][:80]}...)")
-            size = sum(t.size for t in members)
-            if size > MAX_EXPANSION * len(data):
-                raise CarryError(
-                    f"the archive's files come to {size} bytes, over {MAX_EXPANSION} times its own {len(data)}: "
-                    "pack never writes one that expands so far"
-                )
+            problem = _members_problem(members, len(data))
+            if problem:
+                raise CarryError(f"the archive holds {problem}, which pack never writes")
             tar.extractall(into, filter="data")  # (refuses names that would leave ``into`` as well)
     except tarfile.FilterError as e:
         raise CarryError(f"the archive holds a member that pack never writes: {e}") from None
@@ -259,6 +254,20 @@ def _extract(data: bytes, into: Path) -> None:
         if e.errno is not None:  # the disk's (full, read-only): as it is
             raise
         raise CarryError(f"the archive is truncated or corrupt: {e}") from None  # (tarfile's "unexpected end of data")
+
+
+def _members_problem(members: list[tarfile.TarInfo], archive_bytes: int) -> str | None:
+    """What pack refuses to write and unpack to read, in an archive's members (None: nothing)."""
+    names = [t.name.rstrip("/") for t in members]
+    if len(set(names)) != len(names):
+        return "a name twice"
+    deep = [n for n in names if len(n) > MAX_NAME or n.count("/") >= MAX_DEPTH]
+    if deep:
+        return f"a name deeper or longer than a run folder's ({deep[0][:80]}...)"
+    size = sum(t.size for t in members)
+    if size > MAX_EXPANSION * archive_bytes:
+        return f"files of {size} bytes, over {MAX_EXPANSION} times the archive's {archive_bytes}"
+    return None
 
 
 def _umask() -> int:

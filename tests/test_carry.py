@@ -270,3 +270,11 @@ def test_a_pack_that_fails_while_it_writes_removes_its_parts_and_the_folders_it_
     with pytest.raises(OSError, match="File too large"):
         carry.pack(f, tmp_path / "kept", part_bytes=1000)
     assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+
+
+def test_pack_refuses_a_folder_that_unpack_would_refuse(tmp_path):
+    f = _folder(tmp_path)
+    (f / "run" / "zeros.bin").write_bytes(bytes(20 << 20))  # gzip: about 20 kB, over 200 times smaller
+    with pytest.raises(carry.CarryError, match="cannot be carried: files of .* over 200 times"):
+        carry.pack(f, tmp_path / "parts")
+    assert not (tmp_path / "parts").exists()

@@ -524,3 +524,14 @@ def test_a_mistyped_name_or_list_gets_the_closest_name_or_the_form(tmp_path, cap
     for n in needles:
         assert n in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_cluster_json_of_a_perfect_match_is_dgmkits_own():
+    """scikit-learn gives some perfect clusterings an NMI of 1 + 2e-16: dgm cluster's own file
+    was then refused as foreign on the next run."""
+    from dgmkit.cli.cluster import _result_problem
+
+    mine = {"accuracy": 1.0, "accuracy_majority": 1.0, "nmi": 1.0000000000000002, "clusters_used": 7, "n": 14}
+    assert _result_problem({**mine, "split": "test", "components": 10}) is None
+    assert "nmi" in _result_problem({**mine, "nmi": 1.01, "split": "test"})
+    assert "precious" in _result_problem({**mine, "precious": True, "split": "test"})

@@ -19,6 +19,7 @@ from dgmkit.data.mutation import mutate
 from dgmkit.errors import ConfigError, EvaluationError
 from dgmkit.evaluation.ood import auprc, auroc, detection_metrics, fpr_at_tpr, typicality_test
 from dgmkit.evaluation.ood_scores import ood_scores, png_code_length
+from run_records import edit_metadata
 
 
 def _sklearn(a, b):
@@ -357,6 +358,9 @@ def test_ood_refusals(runs, tmp_path, capsys):
     _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", ae)[::2], "--background", "no density")
     itself = tmp_path / "self-copy"  # the run itself as its background: a ratio of 0 for every input
     shutil.copytree(model, itself)
+    _refused(*_dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--background", itself)[::2], "same weights")
+    # the same weights in a file of other bytes (as the same run's other checkpoint file can be)
+    edit_metadata(itself / "best.safetensors", lambda m: m.update(note="a copy"))
     _refused(*_dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--background", itself)[::2], "same weights")
     binary = tmp_path / "binary"
     flags = ["--model", "arm", "--likelihood", "bernoulli", "--binarize", "dynamic", "--channels", "4", "--arm-layers", "1"]

@@ -246,8 +246,44 @@ def test_a_code_prior_follows_its_vqvae_to_a_new_folder_and_no_other(tmp_path, c
     (prior / "best.safetensors").write_bytes(older_best)  # a best checkpoint from before the move (no better epoch since)
     assert main(["eval", str(prior), "--split", "test"]) == 0
     assert json.loads((prior / "eval.json").read_text())["nll"] == before
+    again = tmp_path / "again" / "vq"  # moved once more: a resume with no epoch left to train records it too
+    again.parent.mkdir()
+    shutil.move(moved, again)
+    assert main(["train", "--resume", "--out", str(prior), "--epochs", "2", "--codes-of", str(again), "--quiet"]) == 0
+    assert json.loads((prior / "config.json").read_text())["config"]["data"]["codes_of"] == str(again.resolve())
+    assert main(["eval", str(prior), "--split", "test"]) == 0
+    shutil.move(again, moved)
     capsys.readouterr()
     assert main(["eval", str(prior), "--split", "test", "--data", str(other)]) == 1  # another run there: other codes
     assert "other data than the run" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(prior), "--epochs", "3", "--codes-of", str(other), "--quiet"]) == 1
+    assert "other data than the run" in capsys.readouterr().err
+
+
+def test_every_link_of_a_chain_of_runs_on_runs_data_is_pinned(tmp_path, capsys):
+    """C takes B's latents, B takes A's: C's data are refused once B's source is not the A it was
+    trained on (its config.json pointed at another run, or A trained on since)."""
+    flags = ["--epochs", "1", "--hidden", "8", "--quiet"]
+    a, other, b, c = (tmp_path / n for n in ("a", "other", "b", "c"))
+    for out, seed in ((a, 0), (other, 5)):
+        assert (
+            main(["train", "--dataset", "digits", *flags, "--latent-dim", "4", "--seed", str(seed), "--out", str(out)]) == 0
+        )
+    for out, source in ((b, a), (c, b)):
+        assert main(["train", "--codes-of", str(source), "--likelihood", "gaussian", *flags, "--latent-dim", "2",
+                     "--out", str(out)]) == 0  # fmt: skip
+    assert main(["eval", str(c), "--split", "test"]) == 0
+    kept = (b / "config.json").read_text()
+    (b / "config.json").write_text(kept.replace(json.dumps(str(a.resolve())), json.dumps(str(other.resolve()))))
+    capsys.readouterr()
+    assert main(["eval", str(c), "--split", "test"]) == 1
+    assert "other data than the run" in capsys.readouterr().err
+    (b / "config.json").write_text(kept.replace(json.dumps(str(a.resolve())), "null"))  # nor may its source vanish
+    assert main(["eval", str(c), "--split", "test"]) == 1
+    assert "describe different runs (was config.json edited?)" in capsys.readouterr().err
+    (b / "config.json").write_text(kept)
+    assert main(["eval", str(c), "--split", "test"]) == 0
+    assert main(["train", "--resume", "--out", str(a), "--epochs", "2", "--quiet"]) == 0  # A trained on: other latents
+    capsys.readouterr()
+    assert main(["eval", str(c), "--split", "test"]) == 1
     assert "other data than the run" in capsys.readouterr().err

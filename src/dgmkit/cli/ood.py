@@ -125,8 +125,19 @@ def _likelihood_run(path: str, what: str, device: str) -> Run:
     return run
 
 
+def _same_weights(a: Run, b: Run) -> bool:
+    """Whether two runs' models hold the same tensors (a copy, or the same run read from another
+    checkpoint file of the same weights)."""
+    if a.weights_digest() == b.weights_digest():
+        return True
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype and torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa
+    )
+
+
 def _check_background(run: Run, bg: Run, path: str) -> None:
-    if bg.weights_digest() == run.weights_digest():
+    if _same_weights(run, bg):
         raise ConfigError(
             f"--background {path} holds the same weights as {run.path}: the likelihood ratio would be 0 for every "
             "input; name a background model trained on the run's data with --mutation-rate"

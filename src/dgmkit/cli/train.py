@@ -280,7 +280,14 @@ def train_run(
         run_id, digest = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None)
         record = run_record(cfg, dataset, transform, run_id, digest)  # of the data as they are, all labels included
         writer = RunWriter(out, record)
+        if resume and main and record["config"]["data"].get("codes_of") != _recorded_codes_of(out):
+            writer.start()  # the source's new folder (pinned above): recorded now, whether or not an epoch trains
         return _fit(cfg, model, fitted, transform, writer, resume, quiet, report_every, tensorboard, resume_line)
+
+
+def _recorded_codes_of(out: Path) -> str | None:
+    """Where the run in ``out`` records the run whose data it takes (config.json's codes_of)."""
+    return migrate_record(read_json(out / "config.json"), str(out / "config.json"))["config"]["data"].get("codes_of")
 
 
 def _check_fit_flags(cfg: RunConfig, resume: bool, tensorboard: bool) -> None:

@@ -148,6 +148,7 @@ def derived_dataset(source_dir: str | Path, data_dir: str | None = None, _chain:
     images = run_dataset(source.cfg.data, data_dir, source.record["data"].get("units"), chain)
     if list(images.event_shape) != list(source.record["data"]["event_shape"]):
         raise DataError(f"the data of {source_dir} now have shape {images.event_shape}, not what its model was trained on")
+    check_derived_current(images, source.cfg.data, source.record, source_dir)  # a link in a chain, pinned as the last
     if not holds_recorded_data(images, source.record["data"].get("sha256")):
         raise DataError(
             f"{source.cfg.data.dataset} now holds other data than {source_dir} was trained on (content SHA-256 "

@@ -198,9 +198,7 @@ def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str |
     if os.path.lexists(path / "config.json"):  # (one that is not a regular file is refused by read_json)
         own = migrate_record(read_json(path / "config.json"), str(path / "config.json"))
         check_same_run(own, record, path / "config.json", found, FREE_ON_RESUME + MOVABLE)
-        # where the runs it takes are now: config.json's, which a resume rewrites (a best checkpoint may be older)
-        now = check_record(own, str(path / "config.json")).flat()
-        cfg = cfg.replace(**{k: now[k] for k in MOVABLE if now[k] != cfg.flat()[k]})
+        cfg = _moved_as_recorded(cfg, path)  # where the runs it takes are now
     data = record["data"]
     try:
         DataTransform(data["transform"], data["num_levels"])
@@ -220,7 +218,19 @@ def recorded_config(run_dir: str | os.PathLike[str]) -> RunConfig:
     record, else the last's), from that checkpoint's header alone: no weights are read and no
     model is built."""
     found = _checkpoint_of(Path(run_dir), "best")
-    return check_record(migrate_record(record_of(read_metadata(found), found), str(found)), str(found))
+    cfg = check_record(migrate_record(record_of(read_metadata(found), found), str(found)), str(found))
+    return _moved_as_recorded(cfg, Path(run_dir))
+
+
+def _moved_as_recorded(cfg: RunConfig, path: Path) -> RunConfig:
+    """``cfg`` (a checkpoint's) with the places of other runs (MOVABLE) that the run's config.json
+    gives, where both name one: a resume that named a source's new folder rewrote config.json,
+    and a best checkpoint may be older."""
+    if not os.path.lexists(path / "config.json"):
+        return cfg
+    now = check_record(migrate_record(read_json(path / "config.json"), str(path / "config.json")), "config.json").flat()
+    was = cfg.flat()
+    return cfg.replace(**{k: now[k] for k in MOVABLE if now[k] and was[k] and now[k] != was[k]})
 
 
 def _checkpoint_of(path: Path, which: str) -> Path:
@@ -318,7 +328,8 @@ def check_same_run(
         except ConfigError as e:
             raise CheckpointError(f"{source} holds a config this dgmkit rejects: {e}") from None
         data = {k: v for k, v in record["data"].items() if not (k == "sha256" and skip_digest)}
-        return {"config": {k: v for k, v in c.items() if k not in free}, "data": data}
+        kept = {k: (bool(v) if k in MOVABLE else v) for k, v in c.items() if k not in free or k in MOVABLE}
+        return {"config": kept, "data": data}  # (another run's place may change; whether there is one, not)
 
     if key(own, own_source) != key(other, other_source):
         raise CheckpointError(
