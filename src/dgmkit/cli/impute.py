@@ -119,7 +119,10 @@ def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
         raise DataError(f"{args.input} is a table, and {run.path} was trained on images: give them as a .npy or .npz file")
     if out.suffix.lower() == ".csv" and not table_run:
         raise ConfigError(f"--out .csv writes a table, and {run.path} was not trained on one; name a .npy file")
-    inputs = [*([args.input] if args.input else []), *run_inputs(run, args.data)]  # the run's own data are read too
+    inputs = [
+        *([args.input] if args.input else []),
+        *run_inputs(run, args.data, args.schema),
+    ]  # the run's own data are read too
     out = check_new_output(out, args.force, inputs=inputs, protected=protected)
     figure = None
     if args.figure is not None:

@@ -385,7 +385,7 @@ def _checked_outputs(args: argparse.Namespace, run: Run, bg: Run | None) -> Path
     protected = run_files(run.path) + ([] if bg is None else run_files(bg.path))
     figure = png_output(args) if args.out is not None else None
     if args.json is not None:
-        inputs = [*run_inputs(run, args.data), *([] if bg is None else run_inputs(bg))]
+        inputs = [*run_inputs(run, args.data, args.schema), *([] if bg is None else run_inputs(bg))]
         inputs += [args.ood] if is_data_file(args.ood) else []
         mine = protected + ([figure] if figure else [])
         check_new_output(args.json, args.force, inputs=inputs, protected=mine, what="--json")

@@ -120,7 +120,7 @@ def run_score(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"--out must name a .csv file, got {out}")
     run = load_run(args.run_dir, device=args.device)
-    inputs = [*args.inputs, *run_inputs(run, args.data), *([args.schema] if args.schema else [])]
+    inputs = [*args.inputs, *run_inputs(run, args.data, args.schema)]
     out = check_new_output(out, args.force, inputs=inputs, protected=run_files(args.run_dir))
     if (args.data is not None or args.data_dir is not None) and not is_table(run.cfg.data.dataset):
         raise ConfigError("--data and --data-dir say where a table run's table is; this run's inputs are scored alone")

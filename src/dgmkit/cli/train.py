@@ -277,17 +277,12 @@ def train_run(
     fitted = _with_kept_labels(cfg, dataset)
     main = distributed.current().is_main
     with RunFolder(out, fresh=not resume, restart=restart) if main else contextlib.nullcontext():
-        run_id, digest = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None)
+        run_id, digest, own = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None, None)
         record = run_record(cfg, dataset, transform, run_id, digest)  # of the data as they are, all labels included
         writer = RunWriter(out, record)
-        if resume and main and record["config"]["data"].get("codes_of") != _recorded_codes_of(out):
+        if own is not None and main and record["config"]["data"].get("codes_of") != own["config"]["data"].get("codes_of"):
             writer.start()  # the source's new folder (pinned above): recorded now, whether or not an epoch trains
         return _fit(cfg, model, fitted, transform, writer, resume, quiet, report_every, tensorboard, resume_line)
-
-
-def _recorded_codes_of(out: Path) -> str | None:
-    """Where the run in ``out`` records the run whose data it takes (config.json's codes_of)."""
-    return migrate_record(read_json(out / "config.json"), str(out / "config.json"))["config"]["data"].get("codes_of")
 
 
 def _check_fit_flags(cfg: RunConfig, resume: bool, tensorboard: bool) -> None:
@@ -420,12 +415,12 @@ def _check_resumed_fit(cfg: RunConfig, dataset: Dataset, out: Path) -> None:
 
 def _resumable_run_id(
     cfg: RunConfig, out: Path, dataset: Dataset, transform: DataTransform
-) -> tuple[str | None, str | None]:
+) -> tuple[str | None, str | None, dict]:
     """The run id of the run in ``out``, once its config.json, its checkpoints and the data
-    agree that ``cfg`` continues it (under the folder's lock), and the data digest to record: the
+    agree that ``cfg`` continues it (under the folder's lock); the data digest to record: the
     run's own where it pinned the data in an older form (generated data by their content, a table
     by its standardized values alone; ``holds_recorded_data``), else the data's fingerprint (taken
-    once here: a digest of every split)."""
+    once here: a digest of every split); and its config.json's record as read."""
     own = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
     check_derived_current(dataset, cfg.data, own, out)  # data made by another run: still the ones it was trained on
     recorded, now = own["data"].get("sha256"), dataset.fingerprint()
@@ -442,7 +437,7 @@ def _resumable_run_id(
         FREE_ON_RESUME + MOVABLE,
         fresh=True,
     )
-    return own.get("run_id"), digest
+    return own.get("run_id"), digest, own
 
 
 class _LazyTensorBoard:

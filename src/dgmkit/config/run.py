@@ -198,7 +198,7 @@ def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str |
     if os.path.lexists(path / "config.json"):  # (one that is not a regular file is refused by read_json)
         own = migrate_record(read_json(path / "config.json"), str(path / "config.json"))
         check_same_run(own, record, path / "config.json", found, FREE_ON_RESUME + MOVABLE)
-        cfg = _moved_as_recorded(cfg, path)  # where the runs it takes are now
+        cfg = _moved_as_recorded(cfg, own)  # where the runs it takes are now
     data = record["data"]
     try:
         DataTransform(data["transform"], data["num_levels"])
@@ -219,16 +219,15 @@ def recorded_config(run_dir: str | os.PathLike[str]) -> RunConfig:
     model is built."""
     found = _checkpoint_of(Path(run_dir), "best")
     cfg = check_record(migrate_record(record_of(read_metadata(found), found), str(found)), str(found))
-    return _moved_as_recorded(cfg, Path(run_dir))
+    own = Path(run_dir) / "config.json"
+    return _moved_as_recorded(cfg, migrate_record(read_json(own), str(own))) if os.path.lexists(own) else cfg
 
 
-def _moved_as_recorded(cfg: RunConfig, path: Path) -> RunConfig:
-    """``cfg`` (a checkpoint's) with the places of other runs (MOVABLE) that the run's config.json
-    gives, where both name one: a resume that named a source's new folder rewrote config.json,
-    and a best checkpoint may be older."""
-    if not os.path.lexists(path / "config.json"):
-        return cfg
-    now = check_record(migrate_record(read_json(path / "config.json"), str(path / "config.json")), "config.json").flat()
+def _moved_as_recorded(cfg: RunConfig, own: dict) -> RunConfig:
+    """``cfg`` (a checkpoint's) with the places of other runs (MOVABLE) that the run's own record
+    ``own`` (config.json) gives, where both name one: a resume that named a source's new folder
+    rewrote config.json, and a best checkpoint may be older."""
+    now = check_record(own, "config.json").flat()
     was = cfg.flat()
     return cfg.replace(**{k: now[k] for k in MOVABLE if now[k] and was[k] and now[k] != was[k]})
 
