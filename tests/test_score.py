@@ -76,6 +76,9 @@ def test_png_images_of_a_binary_model_are_scored_by_name_and_bad_inputs_refused(
         ([str(tmp_path / "wide.npy")], "wide.npy: rows of 7 values, but the run's data have (1, 4, 4)"),
         ([str(tmp_path / "t.csv")], f"t.csv is a table, but {run} was not trained on one"),
         ([str(tmp_path / "x.txt")], "the data to score must be a .npy, .npz, .csv or .parquet file"),
+        *(  # a name that a spreadsheet would run as a formula in the CSV's first column
+            ([str(tmp_path / "img0.png"), str(tmp_path / f"{c}HYPERLINK(0).png")], f"begins with {c!r}") for c in "=+-@"
+        ),
     ):
         code = main(["score", str(run), *argv, "--out", str(tmp_path / "u.csv")])
         assert code == 1 and needle in capsys.readouterr().err

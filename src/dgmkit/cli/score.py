@@ -49,6 +49,8 @@ from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["add_parser", "run_score", "score_inputs"]
 
+_FORMULA_START = ("=", "+", "-", "@")  # what makes a CSV cell a formula in a spreadsheet program
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -83,6 +85,12 @@ def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[t
         raise DataError(
             "the run models continuous values, in the scale of its own data, which a PNG's 8-bit pixels do not "
             "carry: give the images as a .npy file of values as the run's data held them"
+        )
+    formula = next((Path(p).name for p in paths if Path(p).name.startswith(_FORMULA_START)), None)
+    if formula is not None:  # (a name is the CSV's first cell of its row; the other cells are numbers)
+        raise DataError(
+            f"the PNG file name {formula!r} begins with {formula[0]!r}: a spreadsheet program reads a cell of the "
+            "output CSV that begins so as a formula; rename the file"
         )
     x, meta = read_pngs(paths, event[1], event[2])
     x = x.astype(np.float32)
