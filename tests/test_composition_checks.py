@@ -80,6 +80,35 @@ def test_a_categorical_likelihood_takes_its_levels_and_missing_entries_are_not_l
     _vae(head=GaussianHead()).check_data(torch.randn(4, 1, 4, 4))  # a density: any real value
 
 
+def test_infinite_entries_no_datapoints_and_bad_evaluation_settings_are_refused_not_scored():
+    """A density's support (the real line) let +-inf through: log p(x) came back NaN, or an
+    error blamed the model. Data of no datapoint crashed inside torch.cat or a reshape. A negative
+    k was taken as 0, a NaN log_volume made every number NaN."""
+    from dgmkit.evaluation import estimate, log_likelihoods, posterior_statistics
+    from dgmkit.objectives.miwae import impute
+
+    gaussian = _vae(head=GaussianHead())
+    x = torch.randn(3, 1, 4, 4)
+    x[1, 0, 2, 3] = -math.inf
+    for call in (
+        lambda: gaussian.check_data(x),
+        lambda: evaluate(gaussian, x, iw_samples=2),
+        lambda: importance_sampled_log_likelihood(gaussian, x, k=2),
+        lambda: impute(gaussian, x, k=2),
+    ):
+        with pytest.raises(DataError, match=r"1 infinite entries \(inf or -inf\), e.g. in datapoint 1"):
+            call()
+    model, none = _vae(), _binary()[:0]
+    for fn in (log_likelihoods, estimate, importance_sampled_log_likelihood, posterior_statistics, impute, evaluate):
+        with pytest.raises(DataError, match=r"^\w+\(\) needs at least one datapoint, got none"):  # (its own or estimate's)
+            fn(model, none)
+    with pytest.raises(ValueError, match="k .* must be an integer >= 0 .* got -3"):
+        evaluate(model, _binary(), iw_samples=-3)
+    with pytest.raises(ValueError, match="log_volume .* must be finite, got nan"):
+        evaluate(model, _binary(), log_volume=math.nan)
+    assert evaluate(model, _binary(), iw_samples=0).estimate == "bound"  # 0: the ELBO, as said
+
+
 def test_the_trainer_refuses_a_transform_whose_output_the_likelihood_does_not_define():
     raw = Split(torch.randint(0, 17, (32, 1, 4, 4)))
     with pytest.raises(DataError, match="0 or 1"):

@@ -31,7 +31,8 @@ def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
     datapoints of its event shape), once: the evaluations it calls in turn are given those data,
     or parts of them. Data that are not a tensor (a NumPy array) are refused in words, and
     floating-point data of another precision than the model's are given to it in its own (a
-    float64 model scores float32 data, as the transforms make them, and the reverse)."""
+    float64 model scores float32 data, as the transforms make them, and the reverse). Data of no
+    datapoint (N = 0) are refused: no estimate, mean or imputation is made of none."""
     names = list(inspect.signature(fn).parameters)
     at = names.index("x") if "x" in names else None
 
@@ -54,7 +55,12 @@ def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
                     args = (*args[:at], x, *args[at + 1 :])  # type: ignore[assignment]
                 else:
                     kwargs["x"] = x
-        check = isinstance(model, GenerativeModel) and isinstance(x, torch.Tensor) and not _checked.get()
+        outer = isinstance(x, torch.Tensor) and not _checked.get()  # (not a part of the data an evaluation passes on)
+        if outer and cast(torch.Tensor, x).dim() > 0 and len(cast(torch.Tensor, x)) == 0:
+            raise DataError(
+                f"{fn.__name__}() needs at least one datapoint, got none (x of shape {tuple(cast(torch.Tensor, x).shape)})"
+            )
+        check = outer and isinstance(model, GenerativeModel)
         if check:
             cast(GenerativeModel, model).check_data(cast(torch.Tensor, x))
         modes = [(m, m.training) for m in model.modules()]

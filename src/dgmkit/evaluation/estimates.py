@@ -24,6 +24,7 @@ What a model reports beyond these it adds itself (``GenerativeModel.evaluation_t
 """
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, cast
@@ -244,6 +245,8 @@ def estimate(
     rank 0's orders on every rank: one model; ``order_store`` keeps each order's values as they
     are done, in a single process only). Under torchrun each rank estimates its share of the
     datapoints (with its own random stream) and every rank gets all of them back, in order."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+        raise ValueError(f"k (importance samples) must be an integer >= 0 (0: the ELBO alone), got {k!r}")
     fn = ESTIMATORS[model.estimate_kind]
     if orders is not None:
         if orders.dim() != 2 or len(orders) == 0:

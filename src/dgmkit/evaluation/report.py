@@ -12,7 +12,6 @@ from dgmkit import distributed
 from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
 from dgmkit.devices import device_of
-from dgmkit.errors import DataError
 from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import OrderStore, draw_orders, estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, observed_entries, posterior_statistics
@@ -411,8 +410,8 @@ def evaluate(
     ``seed`` (``iw_samples`` unused), each order's values kept in ``order_store`` as they are done
     (see ``estimates.OrderStore``)."""
     t0 = time.perf_counter()
-    if len(x) == 0:
-        raise DataError("evaluate() needs at least one datapoint, got none (a mean over no data has no value)")
+    if not math.isfinite(log_volume):
+        raise ValueError(f"log_volume (log L per dimension of the dequantization bins) must be finite, got {log_volume}")
     if continuous is None:
         continuous = not model.discrete_data and log_volume == 0.0
     x = x.to(device_of(model))  # the data go where the model is

@@ -148,8 +148,8 @@ class GenerativeModel(nn.Module, ABC):
     def check_data(self, x: torch.Tensor) -> None:
         """Refuses (DataError) data with an observed entry outside ``data_support``: a
         likelihood of values it does not define is no likelihood (a Bernoulli pixel's "log p" of
-        the value 16 is a number, and a wrong one); and missing entries (NaN) unless the model
-        ``can_impute`` (its likelihood of the observed entries)."""
+        the value 16 is a number, and a wrong one); infinite entries; and missing entries (NaN)
+        unless the model ``can_impute`` (its likelihood of the observed entries)."""
         if x.is_complex():  # (the support's check would raise NotImplementedError)
             raise DataError(f"the data must be real numbers (bool, integers or floats), not {x.dtype}")
         if x.dim() == 0:
@@ -168,6 +168,13 @@ class GenerativeModel(nn.Module, ABC):
                 f"the data hold {int(holes.sum())} missing entries (NaN), and {type(self).__name__} cannot score "
                 "incomplete data (a one-layer VAE whose likelihood factorizes over the entries can: its encoder reads "
                 "a missing entry as 0 and its likelihood leaves it out); fill them in, or leave out the incomplete rows"
+            )
+        if x.is_floating_point() and bool(torch.isinf(x).any()):  # (a density's support, the real line, has no inf)
+            rows = torch.isinf(x).flatten(1).any(1) if x.dim() > 1 else torch.isinf(x)
+            raise DataError(
+                f"the data hold {int(torch.isinf(x).sum())} infinite entries (inf or -inf), e.g. in datapoint "
+                f"{int(rows.nonzero()[0])}: no likelihood scores them; mark an unknown entry as missing (NaN), or leave "
+                "out those datapoints"
             )
         empty = None if holes is None or x.dim() < 2 else holes.flatten(1).all(1)
         if empty is not None and bool(empty.any()):
