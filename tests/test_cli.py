@@ -317,6 +317,24 @@ def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
         assert_clean_failure(code, err, f"{name} of dgmkit", "move it away")
         assert (out / name).read_text() == mine
         (out / name).write_bytes(kept)
+    # two calls at once: each writes its pair (cluster.json, the assignments) under the results' lock
+    import threading
+    import time
+
+    from dgmkit import _lock
+
+    before = {n: (out / n).stat().st_mtime_ns for n in ("cluster.json", "cluster-assignments.csv")}
+    test_rows = (out / "cluster-assignments.csv").read_text()
+    held = _lock.acquire(out / ".cluster.lock", wait=True)
+    codes: list[int] = []
+    other = threading.Thread(target=lambda: codes.append(main(["cluster", str(out), "--split", "valid"])))
+    other.start()
+    time.sleep(4)  # (the clustering takes well under a second; then it waits)
+    assert other.is_alive() and {n: (out / n).stat().st_mtime_ns for n in before} == before
+    held.release()
+    other.join(60)
+    assert codes == [0] and json.loads((out / "cluster.json").read_text())["split"] == "valid"
+    assert (out / "cluster-assignments.csv").read_text() != test_rows  # the valid split's rows, with the valid json
     code, _, err = run(capsys, "cluster", trained)
     assert_clean_failure(code, err, "--prior mog")
 

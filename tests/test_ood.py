@@ -286,6 +286,33 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
     assert _dgm(capsys, *argv, "--json", out_json, "--force")[0] == 0
 
 
+def test_ood_json_and_the_per_input_scores_are_written_as_one_pair_under_the_results_lock(
+    runs, tmp_path, monkeypatch, capsys
+):
+    """Two calls at once could leave ood-scores.csv of one beside ood.json's latest result of the
+    other: the scores were written after the lock was let go."""
+    import dgmkit.cli.ood as ood
+    from dgmkit import _lock
+
+    model = tmp_path / "model"
+    shutil.copytree(runs / "model", model)
+    held_at_write: list[bool] = []
+    write = ood.atomic_write_bytes
+
+    def checked_write(path, data):
+        try:
+            _lock.acquire(model / ".ood.lock", wait=False).release()
+            held_at_write.append(False)
+        except _lock.Timeout:
+            held_at_write.append(True)
+        return write(path, data)
+
+    monkeypatch.setattr(ood, "atomic_write_bytes", checked_write)
+    code, _, err = _dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--limit", "20")
+    assert code == 0, err
+    assert held_at_write == [True]
+
+
 def test_ood_scores_agree_with_the_python_api(runs, capsys):
     from dgmkit.config import load_run
     from dgmkit.data import load_dataset

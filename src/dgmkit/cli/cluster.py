@@ -11,6 +11,7 @@ from dgmkit.cli.common import (
     own_result,
     own_result_table,
     plural,
+    results_locked,
     say,
     split_data,
 )
@@ -79,8 +80,11 @@ def run_cluster(args: argparse.Namespace) -> int:
     say(f"accuracy (best one-to-one matching)  {scores['accuracy']:.4f}")
     say(f"accuracy (majority label per cluster) {scores['accuracy_majority']:.4f}")
     say(f"NMI                                   {scores['nmi']:.4f}")
-    atomic_write_json(run.path / "cluster.json", scores)
     rows = [_HEADER] + [f"{i},{int(a)},{int(b)}" for i, (a, b) in enumerate(zip(y.cpu().tolist(), assign))]
-    atomic_write_bytes(run.path / "cluster-assignments.csv", ("\n".join(rows) + "\n").encode())
+    with results_locked(run.path, "cluster.json"):  # the pair of one call, checked again: another may have written
+        own_result(run.path / "cluster.json", "clusters_used", "cluster again", check=_result_problem)
+        own_result_table(run.path / "cluster-assignments.csv", _HEADER, "cluster again")
+        atomic_write_json(run.path / "cluster.json", scores)
+        atomic_write_bytes(run.path / "cluster-assignments.csv", ("\n".join(rows) + "\n").encode())
     say(f"wrote {run.path / 'cluster.json'} and {run.path / 'cluster-assignments.csv'} (each datapoint's component)")
     return 0

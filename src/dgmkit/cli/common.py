@@ -1,12 +1,13 @@
 """Helpers shared by the CLI commands: loading data for a run, display scaling, output."""
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import operator
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -34,6 +35,7 @@ from dgmkit.training.trainer import VALID_SEED
 
 __all__ = [
     "ResultsFile",
+    "results_locked",
     "array_of_table_note",
     "run_table",
     "plural",
@@ -591,17 +593,29 @@ class ResultsFile:
                 raise _not_ours(path, self.again, f"its result {protocol!r}: {problem}")
         return results
 
-    def keep(self, run_dir: Path, result: dict) -> int:
+    def keep(self, run_dir: Path, result: dict, also: Callable[[], None] | None = None) -> int:
         """Add ``result`` under its protocol, the file read again under a lock so that two
-        commands on one run at once both stay; returns how many results it holds."""
-        lock = _lock.acquire(run_dir / results_lock(self.name), wait=True)
-        try:
+        commands on one run at once both stay; ``also`` writes, under the same lock, a file that
+        goes with the result (``dgm ood``'s per-input scores: the pair is of one call). Returns how
+        many results it holds."""
+        with results_locked(run_dir, self.name):
             kept = self.kept(run_dir)
             kept[self.protocol(result)] = result
             atomic_write_json(run_dir / self.name, {"results": kept})
-        finally:
-            lock.release()
+            if also is not None:
+                also()
         return len(kept)
+
+
+@contextlib.contextmanager
+def results_locked(run_dir: Path, name: str) -> Iterator[None]:
+    """Holds the lock under which the run folder's results file ``name`` (and what goes with it)
+    is written, waiting for another command that holds it."""
+    lock = _lock.acquire(run_dir / results_lock(name), wait=True)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[torch.Tensor, tuple[int, ...]]:

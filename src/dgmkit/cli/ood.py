@@ -485,10 +485,8 @@ def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, 
 
 def _write(args: argparse.Namespace, run: Run, result: dict, scores: OODScores, figure: Path | None) -> None:
     """ood.json (kept by protocol), every input's scores, and the --json and --out copies."""
-    count_kept = _RESULTS.keep(run.path, result)
-    atomic_write_bytes(
-        run.path / PER_INPUT, _per_input_csv(scores.scores, result["subsets"], (args.in_split, args.ood_split))
-    )
+    per_input = _per_input_csv(scores.scores, result["subsets"], (args.in_split, args.ood_split))
+    count_kept = _RESULTS.keep(run.path, result, also=lambda: atomic_write_bytes(run.path / PER_INPUT, per_input))
     wrote = [f"{run.path / _KEPT} (results by protocol: {count_kept})", f"{run.path / PER_INPUT} (every input's scores)"]
     if args.json is not None:
         atomic_write_json(args.json, result)
