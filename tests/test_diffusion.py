@@ -588,3 +588,26 @@ def test_the_time_sampled_estimate_is_minus_the_sum_of_its_three_terms():
     assert "time_var" in est.terms  # two halves of one time each still give an honest time error
     t = DiffusionBound()(model, x)  # the training objective's one-time-sample bound carries it too
     assert torch.allclose(t.bound, -(t.prior + t.recon + t.diffusion)) and (t.prior > 0.05).all()
+
+
+def test_a_schedule_that_does_not_increase_and_the_simple_loss_of_a_masked_model_are_refused_by_name():
+    """From Python, a decreasing schedule was taken and gave a 'bound' above log 1 (NLL -2.08
+    nats on discrete data); DiffusionBound('simple') on a masked model died in a KeyError 'mse'."""
+    for ends in ((5.0, -13.3), (1.0, 1.0), (-13.3, math.inf)):
+        with pytest.raises(ValueError, match="gamma_0 < gamma_1"):
+            LinearSchedule(*ends)
+
+    class _Falling(LinearSchedule):
+        def forward(self, t):
+            g, d = super().forward(t)
+            return -g, -d
+
+    with pytest.raises(ValueError, match=r"the noise schedule must increase, gamma\(0\) < gamma\(1\)"):
+        GaussianDiffusion(_ExactDenoiser(), _Falling(), (1, 1, 1), LEVELS)
+    masked = _masked_model(0)
+    x = torch.randint(0, 2, (4, 1, 1, 3))
+    for call in (lambda: DiffusionBound("simple").check_model(masked), lambda: DiffusionBound("simple")(masked, x)):
+        with pytest.raises(TypeError, match="simple loss is the error of a predicted noise.*MaskedDiffusion"):
+            call()
+    DiffusionBound("vlb").check_model(masked)
+    DiffusionBound("simple").check_model(_gaussian_model(0))

@@ -130,3 +130,23 @@ def test_the_factor_vae_accuracy_is_measured_on_fresh_votes_not_on_the_fitted_on
     assert len(calls) == 2 * votes and set(calls) == {16}  # votes to fit, as many fresh ones to measure
     assert s.assignment.tolist() == [0, 1, 2] and s.train_accuracy == 1.0
     assert s.accuracy == 0.0
+
+
+def test_a_factor_that_does_not_vary_has_no_gap_and_is_left_out_of_the_mean():
+    """A constant factor counted as a gap of 0 (0/0) and lowered the mean."""
+    f = grid((3, 4))
+    codes = f.double()
+    assert mutual_information_gap(codes, f).mig == pytest.approx(1.0, abs=1e-9)
+    held = torch.cat([f, torch.zeros(len(f), 1, dtype=f.dtype)], 1)  # a third factor at one value
+    m = mutual_information_gap(codes, held)
+    assert m.mig == pytest.approx(1.0, abs=1e-9) and m.entropy[2] == 0 and m.gaps[2] == 0
+    with pytest.raises(ValueError, match="no factor takes more than one value"):
+        mutual_information_gap(codes, torch.zeros_like(f))
+    from dgmkit.cli.disentangle import format_disentanglement
+
+    factors = [{"name": n, "values": 3, "entropy": float(m.entropy[k]), "best_dim": 0, "gap": float(m.gaps[k])}
+               for k, n in enumerate("abc")]  # fmt: skip
+    shown = format_disentanglement({"factors": factors, "mig": m.mig, "mig_estimator": "", "factor_vae": None,
+                                    "split": "test", "n": len(f), "latent_dim": 2})  # fmt: skip
+    assert shown.splitlines()[3].endswith("-  (one value in these data: left out of MIG)")
+    assert shown.splitlines()[1].endswith("1.000")

@@ -84,7 +84,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def format_disentanglement(r: dict) -> str:
     lines = [f"{'factor':<12} {'values':>6} {'H (nats)':>9} {'best dim':>8} {'MIG':>7}"]
     for f in r["factors"]:
-        lines.append(f"{f['name']:<12} {f['values']:>6} {f['entropy']:>9.3f} {f['best_dim']:>8} {f['gap']:>7.3f}")
+        gap = f"{f['gap']:>7.3f}" if f["entropy"] > 0 else "      -  (one value in these data: left out of MIG)"
+        lines.append(f"{f['name']:<12} {f['values']:>6} {f['entropy']:>9.3f} {f['best_dim']:>8} {gap}")
     lines.append(f"MIG {r['mig']:.4f}  ({r['mig_estimator']})")
     fv = r["factor_vae"]
     if fv is None:

@@ -13,7 +13,9 @@ autoencoder's codes, and data made from known factors v_1..v_K (``Split.factors`
   disentanglement_lib), and I(c_j; v_k) is the mutual information of the empirical joint
   distribution of the bin and the factor's value (plug-in, in nats); H(v_k) is the empirical
   entropy of the factor. 1 when every factor has its own dimension that determines it and no
-  other dimension says anything about it; 0 when two dimensions tell the same amount.
+  other dimension says anything about it; 0 when two dimensions tell the same amount. A factor
+  that takes one value in the data (H(v_k) = 0) has no gap: it is left out of the mean (its
+  entry in ``gaps`` is 0), and data in which no factor varies are refused.
 
 - **The FactorVAE metric** (Kim & Mnih 2018): for each vote, one factor k and one of its values
   are drawn, ``batch`` images with that value (the other factors at random) are encoded, each
@@ -22,7 +24,9 @@ autoencoder's codes, and data made from known factors v_1..v_K (``Split.factors`
   predicts the factor it voted for most) is fitted on ``votes`` votes and its accuracy measured
   on as many fresh ones. Needs images for chosen factor values (``SpritesGrid.render``).
   Active dimensions: variance of the code over the data above 0.01 (Burda et al.'s active
-  units); dimensions below that cannot vote.
+  units); dimensions below that cannot vote, and a model with none scores chance, 1/K, what a
+  classifier that knows nothing scores on votes spread evenly over the factors (Locatello et
+  al.'s disentanglement_lib reports 0 there instead).
 """
 
 from collections.abc import Callable, Sequence
@@ -98,8 +102,12 @@ def mutual_information_gap(codes: torch.Tensor, factors: torch.Tensor, bins: int
         ents.append(_entropy(torch.bincount(v, minlength=n_values).double()))
     mi, ent = torch.stack(mis, 1), torch.stack(ents)  # (M, K), (K,)
     top = mi.topk(2, dim=0)
-    gaps = torch.where(ent > 0, (top.values[0] - top.values[1]) / ent.clamp_min(1e-12), torch.zeros_like(ent))
-    return MIG(float(gaps.mean()), gaps, mi, ent, top.indices[0], MIG_ESTIMATOR.format(bins=bins))
+    varies = ent > 0
+    if not bool(varies.any()):
+        raise ValueError("no factor takes more than one value in these data: there is nothing for the codes to tell")
+    gaps = torch.where(varies, (top.values[0] - top.values[1]) / ent.clamp_min(1e-12), torch.zeros_like(ent))
+    mig = float(gaps[varies].mean())  # (a factor that does not vary has no gap: 0/0, left out)
+    return MIG(mig, gaps, mi, ent, top.indices[0], MIG_ESTIMATOR.format(bins=bins))
 
 
 @dataclass(frozen=True)

@@ -403,6 +403,7 @@ class TimeSampledBound(ABC):
 
     steps: int  # T discrete steps, or 0 for continuous time
     training: bool  # (nn.Module's, beside which this contract is listed)
+    eps_error: ClassVar[bool] = False  # bound_terms also gives ``mse``, the noise prediction's error (DDPM's simple loss)
 
     @abstractmethod
     def bound_terms(self, x: torch.Tensor, t: torch.Tensor, train: bool = False) -> dict[str, torch.Tensor]: ...

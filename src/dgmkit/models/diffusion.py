@@ -92,6 +92,7 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
 
     estimate_kind: ClassVar[str] = "time-sampled"
     sample_steps: ClassVar[bool] = True
+    eps_error: ClassVar[bool] = True
 
     def __init__(self, net: UNet, schedule: NoiseSchedule, event_shape: tuple[int, ...], num_levels: int, steps: int = 0):
         super().__init__()
@@ -99,6 +100,11 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
             raise ValueError(f"a diffusion model of quantized data needs at least 2 levels, got {num_levels}")
         if steps < 0:
             raise ValueError(f"steps must be >= 0 (0: continuous time), got {steps}")
+        with torch.no_grad():
+            ends = schedule.endpoints()
+        g0, g1 = (math.nan, math.nan) if ends[0].is_meta else (float(ends[0]), float(ends[1]))  # (meta: weights to come)
+        if not ends[0].is_meta and not (math.isfinite(g0) and math.isfinite(g1) and g0 < g1):  # (decreasing: a "bound" > 0)
+            raise ValueError(f"the noise schedule must increase, gamma(0) < gamma(1) and both finite; got {g0} and {g1}")
         self.net, self.schedule = net, schedule
         self.event_shape = tuple(event_shape)
         self.num_levels, self.steps = int(num_levels), int(steps)

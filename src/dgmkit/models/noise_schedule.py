@@ -18,6 +18,8 @@ the continuous-time loss.
   with b0 = 0.1, b1 = 20 for tau in [1/T, 1], so gamma = log(expm1(b0 tau + (b1 - b0) tau^2 / 2)).
 """
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -117,6 +119,8 @@ class LinearSchedule(NoiseSchedule):
 
     def __init__(self, gamma_0: float = -13.3, gamma_1: float = 5.0):
         super().__init__()
+        if not (math.isfinite(gamma_0) and math.isfinite(gamma_1) and gamma_0 < gamma_1):
+            raise ValueError(f"a noise schedule increases: gamma_0 < gamma_1, both finite; got {gamma_0} and {gamma_1}")
         self.register_buffer("ends", torch.tensor([float(gamma_0), float(gamma_1)]))
 
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

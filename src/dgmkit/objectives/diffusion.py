@@ -10,7 +10,7 @@ Each datapoint of a batch gets its own time t, the times of the batch stratified
   an unweighted objective that is not a bound; the bound is still computed and monitored.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 
@@ -43,10 +43,25 @@ class DiffusionBound(Objective[TimeSampledBound]):
             raise ValueError(f"the diffusion loss must be one of {DIFFUSION_LOSSES}, got {loss!r}")
         self.loss = loss
 
+    def check_model(self, model: object) -> None:
+        super().check_model(model)
+        inner = getattr(model, "_orig_mod", model)
+        if self.loss == "simple" and not cast(TimeSampledBound, inner).eps_error:
+            raise _no_eps_error(inner)
+
     def __call__(self, model: TimeSampledBound, x: torch.Tensor, beta: float = 1.0) -> DiffusionTerms:
         t = stratified_times(len(x), device=x.device)
         train = model.training and torch.is_grad_enabled() and self.loss == "vlb"
         terms = model.bound_terms(x, t, train=train)
         neg = terms["prior"] + terms["recon"] + terms["diffusion"]
+        if self.loss == "simple" and "mse" not in terms:  # (called without the Trainer's check_model)
+            raise _no_eps_error(model)
         loss = terms["mse"] if self.loss == "simple" else neg
         return DiffusionTerms(loss, -neg, terms["prior"], terms["recon"], terms["diffusion"])
+
+
+def _no_eps_error(model: object) -> TypeError:
+    return TypeError(
+        f"the simple loss is the error of a predicted noise (Gaussian diffusion), which a {type(model).__name__} does "
+        "not make: train it by the bound (loss 'vlb')"
+    )
