@@ -44,6 +44,9 @@ def test_evaluate_adds_the_dequantization_volume():
     shifted = evaluate(model, x, iw_samples=20, seed=1, log_volume=math.log(256))
     assert shifted.nll - plain.nll == pytest.approx(D * math.log(256))
     assert plain.elbo - shifted.elbo == pytest.approx(D * math.log(256))
+    # its split too: the reconstruction term moves with the ELBO, the KL (of z, not of x) does not
+    assert plain.recon - shifted.recon == pytest.approx(D * math.log(256)) and shifted.kl == pytest.approx(plain.kl)
+    assert shifted.elbo == pytest.approx(shifted.recon - shifted.kl)
 
 
 def test_active_units_counts_dimensions_whose_posterior_mean_moves():

@@ -353,3 +353,29 @@ def test_actnorm_a_rank_deficient_ppca_and_a_transform_without_levels_are_refuse
             DataTransform(kind, None)
     assert DataTransform("dequantize", np.int64(256)).num_levels == 256  # (a NumPy integer is one)
     assert type(DataTransform("scale", torch.tensor(17)).num_levels) is int
+
+
+def test_the_dequantization_bound_and_its_evaluation_are_the_k_sample_bound_and_a_one_draw_elbo():
+    """DequantizationBound(S) trains and reports the S-sample bound (not the mean of its draws'
+    log-weights); the evaluation of a 'bound' model reports that bound as log p(x) and, beside
+    it, the ELBO of the first draw, below it for a dequantizer that is not the exact posterior."""
+    from dgmkit.evaluation.estimates import estimate
+    from dgmkit.models import VariationallyDequantizedFlow
+    from dgmkit.models.dequantization import LogitNormalDequantizer
+    from dgmkit.objectives import DequantizationBound
+
+    torch.manual_seed(0)
+    model = VariationallyDequantizedFlow(_logit_flow(), LogitNormalDequantizer(1, 4, hidden=8).double()).eval()
+    k = torch.randint(0, 4, (6, 1, 1, 2))
+    with torch.no_grad():
+        torch.manual_seed(3)
+        bound = DequantizationBound(8)(model, k).bound
+        torch.manual_seed(3)
+        torch.testing.assert_close(bound, iwae_bound(model, k, 8))
+        torch.manual_seed(3)
+        assert bool((bound > log_importance_weights(model, k, 8).log_w.mean(0)).all())
+    k = torch.randint(0, 4, (200, 1, 1, 2))
+    one = estimate(model, k, k=1, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(one.terms["elbo"], one.log_px)  # one draw: the bound is its ELBO
+    est = estimate(model, k, k=64, generator=torch.Generator().manual_seed(0))
+    assert est.kind == "bound" and est.terms["elbo"].mean() < est.log_px.mean() - 0.01

@@ -102,3 +102,22 @@ def test_the_miwae_bound_of_complete_data_is_exact_at_the_true_posterior():
     model, marginal = make(exact_posterior=True)
     x = data(marginal, 8)
     assert torch.allclose(MIWAE(5)(model, x).bound, marginal.log_prob(x.view(8, -1)), atol=1e-9)
+
+
+def test_multiple_imputations_are_draws_of_the_conditional_whatever_the_chunks():
+    """The draws are resampled from all k weighted proposals, chunk by chunk: each chunk's draws
+    replace the kept ones with the chunk's share of the weight so far. With small chunks and a
+    poor proposal (the prior), a merge that kept the wrong side drew from the last chunks alone;
+    the draws' mean and variance are the closed form's E[x_m | x_o] and Var[x_m | x_o]."""
+    model = _ppca()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        z = torch.randn(4, M, generator=g, dtype=torch.float64)
+        x = model.likelihood(z).mean + SIGMA * torch.randn(4, 1, 1, D, generator=g, dtype=torch.float64)
+    mask = torch.zeros(4, 1, 1, D, dtype=torch.bool)
+    mask[..., :3] = True
+    _, cond_mean, cond_var = _exact(model, x, mask)
+    holed = torch.where(mask, x, torch.full_like(x, float("nan")))
+    _, draws = impute(model, holed, k=20000, draws=4000, generator=g, chunk=50)
+    torch.testing.assert_close(draws.mean(0)[~mask], cond_mean[~mask], rtol=0, atol=0.08)
+    torch.testing.assert_close(draws.var(0)[~mask], cond_var[~mask], rtol=0.15, atol=0)
