@@ -226,3 +226,18 @@ def test_a_model_that_generates_in_another_pixel_order_round_trips_at_its_nll():
     with torch.no_grad():
         nll_bits = -model.log_prob(x).double().sum().item() / np.log(2)
     assert nll_bits <= 32 * len(words) <= 1.01 * nll_bits + 64
+
+
+def test_compress_prints_the_files_own_size_and_bits_per_dim(coder_runs, capsys, tmp_path):
+    """The printed rate is 8 x the file's bytes over the images' pixels (the suite only looked for
+    the words "bits/dim": bytes/dim, 8 times too small, passed)."""
+    import re
+
+    out_file, r = tmp_path / "x.dgmz", coder_runs
+    code, out, err = run(capsys, "compress", r / "a", r / "x.npy", "--out", out_file, "--batch-size", "100")
+    assert code == 0, err
+    said = re.search(r"to (\d+) bytes: ([0-9.]+) bits/dim", out)
+    assert said is not None, out
+    size = out_file.stat().st_size
+    assert int(said.group(1)) == size
+    assert float(said.group(2)) == pytest.approx(8 * size / (300 * 16), abs=5e-5)

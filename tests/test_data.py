@@ -365,3 +365,29 @@ def test_a_dataset_prints_as_its_sizes_and_shape_not_its_tensors():
     digits = load_dataset("digits")
     assert repr(digits) == "Dataset('digits': train 1197, valid 300, test 300 of (1, 8, 8), 17 levels, labelled)"
     assert repr(digits.test) == "Split(x: torch.uint8 (300, 1, 8, 8), y: torch.int64 (300,))"
+
+
+@pytest.mark.parametrize("name", ["iris", "wine"])
+def test_a_bundled_table_is_standardized_and_its_columns_give_back_the_raw_values(name):
+    """Every column at mean 0 and standard deviation 1 over all rows, and the columns' recorded
+    mean and scale give scikit-learn's values back (a scale off by anything trained every table
+    run on other data, and no test saw it)."""
+    import sklearn.datasets
+
+    d = load_dataset(name)
+    x = torch.cat([s.x for s in (d.train, d.valid, d.test)]).double().flatten(1)
+    assert x.mean(0).abs().max() < 1e-5
+    assert x.std(0, unbiased=False).sub(1).abs().max() < 1e-4
+    raw = getattr(sklearn.datasets, f"load_{name}")().data
+    mean = torch.tensor([c.mean for c in d.columns], dtype=torch.float64)
+    std = torch.tensor([c.std for c in d.columns], dtype=torch.float64)
+    np.testing.assert_allclose(np.sort((x * std + mean).numpy(), axis=0), np.sort(raw, axis=0), atol=1e-4)
+
+
+def test_digits_4x4_is_the_pooled_digits_on_from_half_the_range():
+    """digits-4x4: the 8x8 digits pooled 2x2, a pixel on where the pooled value is >= 8 of 0..16
+    (the boundary occurs in the data)."""
+    d, small = load_dataset("digits"), load_dataset("digits-4x4")
+    pooled = torch.nn.functional.avg_pool2d(d.test.x.float(), 2)
+    assert (pooled == 8).any()
+    assert torch.equal(small.test.x, (pooled >= 8).to(torch.uint8))

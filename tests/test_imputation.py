@@ -1068,3 +1068,19 @@ def test_a_constant_numeric_column_is_refused_for_training(tmp_path, capsys):
     for family in (["--model", "flow"], ["--likelihood", "gaussian"]):
         code, _, err = _run(capsys, "train", "--dataset", p, *family, "--epochs", "1", "--out", tmp_path / "r")
         assert code == 1 and "column 'b' holds one value, 5, in every row" in err and not (tmp_path / "r").exists()
+
+
+def test_both_bits_per_dim_of_incomplete_data_are_per_observed_entry():
+    """With missing entries, the NLL's and the ELBO's bits/dim are both over the observed entries
+    (the ELBO's was over all of them: on another scale than the NLL's beside it)."""
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.evaluation import evaluate
+
+    torch.manual_seed(0)
+    model = build_model(RunConfig.of(dataset="digits-4x4", hidden=[8], latent_dim=2), (1, 4, 4), 2).eval()
+    x = (torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    x[:, :, :2] = float("nan")  # half the entries of every image
+    r = evaluate(model, x, iw_samples=5)
+    assert r.observed_dims == 8
+    assert r.bpd == pytest.approx(r.nll / (8 * math.log(2)), rel=1e-12)
+    assert r.elbo_bpd == pytest.approx(-r.elbo / (8 * math.log(2)), rel=1e-12)

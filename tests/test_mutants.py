@@ -447,3 +447,19 @@ def test_an_array_s_splits_are_drawn_with_its_seed():
     a, b, c = from_array(x, seed=0), from_array(x, seed=0), from_array(x, seed=1)
     assert (len(a.train), len(a.valid), len(a.test)) == (32, 4, 4)
     assert torch.equal(a.valid.x, b.valid.x) and not torch.equal(a.valid.x, c.valid.x)
+
+
+def test_the_diagnosis_layer_variances_are_the_unbiased_ones_that_dgm_eval_reports():
+    """dgm diagnose's per-layer variance of the posterior means, and its active units, are dgm
+    eval's (the unbiased n / (n - 1) estimate): a unit at scale 0.0975 over n = 20 has variance
+    0.010006 (active), its biased estimate 0.0095 (not)."""
+    from dgmkit.evaluation.diagnostics import diagnose
+
+    n, scales = 20, [0.0, 0.09, 0.0975, 0.2]
+    x = torch.zeros(n, 1, 2, 2)
+    x[: n // 2, 0, 0, 0] = 1.0
+    model = _fixed_mean_vae(scales)
+    layer = diagnose(model, x, samples=1, holes=0, seed=0, mutual_info=False).layers[0]
+    assert layer.mean_variance == pytest.approx([s * s * n / (n - 1) for s in scales], rel=1e-5, abs=1e-9)
+    assert layer.mean_variance == pytest.approx(posterior_statistics(model, x)["posterior_mean_variance"], rel=1e-5)
+    assert layer.active_units == 2

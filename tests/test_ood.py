@@ -569,3 +569,31 @@ def test_the_typicality_fit_takes_h_from_training_and_epsilon_from_held_out_nlls
     assert (d["mean_in"], d["mean_ood"], d["n_in"], d["n_ood"]) == (8.75, pytest.approx(47 / 3), 4, 3)
     both = ood_scores(lp_in, torch.cat([lp_ood, lp_ood[:1]]), num_dims=4, typicality_fit=fit, typicality_batch=2)
     assert both.typicality_batch is not None and len(both.scores["typicality_batch"][1]) == 2
+
+
+def test_ood_limit_is_the_seeded_random_subset_of_dgm_eval_limit():
+    """--limit draws a seeded random subset (a split's first rows are not a sample of it), the
+    same draw as dgm eval --limit with the same seed."""
+    from dgmkit.cli.evaluate import _seeded_subset
+    from dgmkit.cli.ood import _subset
+
+    x = torch.arange(100).view(100, 1)
+    sub, rec = _subset(x, 10, seed=3)
+    assert rec["indices"] == sorted(rec["indices"]) and len(set(rec["indices"])) == 10
+    assert rec["indices"] != list(range(10))
+    assert torch.equal(sub.flatten(), torch.tensor(rec["indices"]))
+    assert _subset(x, 10, seed=3)[1]["indices"] == rec["indices"]
+    assert _subset(x, 10, seed=4)[1]["indices"] != rec["indices"]
+    assert _seeded_subset(x, None, 10, 3)[2]["indices"] == rec["indices"]
+
+
+def test_the_batch_typicality_test_forms_random_batches_not_consecutive_inputs():
+    """Inputs in an order (sorted by class, by file name) made consecutive batches of unlike
+    inputs: batches are drawn after a seeded shuffle. Sorted NLLs 0..99 in batches of 25: random
+    batches' means lie within about 15 of 49.5, consecutive ones 37.5 away."""
+    nll = torch.arange(100.0)
+    r = ood_scores(-nll, -nll, num_dims=4, typicality_fit=(-nll, -nll), typicality_batch=25)
+    s_in, s_ood = r.scores["typicality_batch"]
+    assert len(s_in) == len(s_ood) == 4
+    assert s_in.max() < 20 and s_ood.max() < 20
+    assert r.flagged["typicality_batch"]["ood"] <= 0.25  # the same inputs on both sides: in distribution
