@@ -183,3 +183,14 @@ def test_a_decoder_that_is_not_a_decoder_is_refused_where_the_model_is_built():
     with pytest.raises(TypeError, match="the decoder must be a dgmkit.conditional.Decoder, got Linear"):
         AuxiliaryDGM(*parts, nn.Linear(4, 16), K, 1, 1, (1, 2, 2))  # type: ignore[arg-type]
     assert AuxiliaryDGM(*parts, m.decoder, K, 1, 1, (1, 2, 2)).event_shape == (1, 2, 2)
+
+
+@pytest.mark.parametrize("skip", [False, True], ids=["adgm", "sdgm"])
+def test_the_elbo_gradient_of_the_auxiliary_encoder_is_the_pathwise_derivative(skip):
+    """a ~ q(a|x) is reparameterized and q(y|a, x) sees a with its gradient: a draw without one
+    leaves every value the same and trains q(a|x) by its KL alone."""
+    from pathwise import check_directional_derivative
+
+    model = _tiny(skip).double()
+    x = IMAGES.double()
+    check_directional_derivative(lambda: model.elbo_terms(x)["elbo"].sum(), list(model.aux_encoder.parameters()))

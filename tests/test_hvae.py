@@ -576,3 +576,46 @@ def test_integer_images_reach_the_networks_scaled_and_the_vampprior_is_made_of_t
     z = torch.randn(7, model.sizes[-1], dtype=torch.float64)
     mixture = torch.logsumexp(top_q(x[:3]).log_prob(z[:, None]), 1) - math.log(3)
     torch.testing.assert_close(model.top().log_prob(z), mixture)
+
+
+# ------------------------------------------------- three layers: what two layers cannot show
+def _three_layers(posterior: str) -> HierarchicalVAE:
+    from dgmkit.families.hvae import HVAEConfig
+
+    torch.manual_seed(0)
+    model = HVAEConfig(latent_sizes=[2, 2, 2], posterior=posterior, hidden=[8]).build((1, 2, 3), 2).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("posterior", ["bottom-up", "top-down", "ladder"])
+@torch.no_grad()
+def test_a_three_layer_prior_scores_its_own_draws(posterior):
+    """p(z) = p(z_3) p(z_2|z_3) p(z_1|z_2): the log-density ancestral sampling returns is the
+    prior's log_prob of the draw. (With two layers, conditioning each layer on the top one instead
+    of the one above is the same thing.)"""
+    prior = _three_layers(posterior).prior()
+    z, log_p = prior.rsample_and_log_prob((7,), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(log_p, prior.log_prob(z))
+
+
+@torch.no_grad()
+def test_a_three_layer_ladder_merges_each_layer_s_own_bottom_up_estimate():
+    """Ladder VAE (Sonderby et al. 2016): q(z_l | .) is the precision-weighted merge of the l-th
+    bottom-up step's estimate N(mu^_l, s^_l) and p(z_l | z_{l+1}); the middle layer by hand."""
+    from dgmkit.distributions import diagonal_normal
+
+    model = _three_layers("ladder")
+    x = torch.randint(0, 2, (4, 1, 2, 3), generator=torch.Generator().manual_seed(1)).double()
+    z = model.posterior(x).rsample()
+    d1 = model.ladder_nets[0](model.features(x * model.input_scale))
+    loc, raw = model.q_nets[1](d1).split(2, -1)
+    estimate = diagonal_normal(loc, model.scale_map(raw))
+    p = model.layer_priors[1](model.split(z)[2])
+    pe, pp = estimate.stddev.pow(-2), p.stddev.pow(-2)
+    var = 1 / (pe + pp)
+    q = next(d.q for d in model.path(x, given=z) if d.index == 1)
+    torch.testing.assert_close(q.mean, (estimate.mean * pe + p.mean * pp) * var)
+    torch.testing.assert_close(q.stddev, var.sqrt())

@@ -134,3 +134,32 @@ def test_a_model_cast_to_float64_draws_the_images_of_its_float32_self():
     single = model.float().sample(20, torch.Generator().manual_seed(0))[0]
     double = model.double().sample(20, torch.Generator().manual_seed(0))[0]  # (failed: float32 rows to fill)
     assert double.dtype == torch.float64 and torch.equal(single.double(), double)
+
+
+def test_the_likelihood_of_a_state_is_its_conditional():
+    """likelihood(one-hot k) is p(x | z = k): the same numbers as the conditional of state k."""
+    m = random_model(k=3)
+    expected = m.conditional_log_probs(m.states)  # (S, K)
+    for k in range(3):
+        z = torch.nn.functional.one_hot(torch.tensor(k), 3).float()
+        torch.testing.assert_close(m.likelihood(z).log_prob(m.states.view(-1, 1, 3, 3)), expected[:, k])
+
+
+def test_an_m_step_that_lowers_q_by_a_finite_amount_is_undone(monkeypatch):
+    """The generalized M-step keeps only a step that does not lower Q (a NaN step was the only
+    case tested)."""
+    x = torch.bernoulli(torch.full((100, 1, 3, 3), 0.4), generator=torch.Generator().manual_seed(1))
+    m = random_model(k=3)
+    before = [p.detach().clone() for p in (m.unary, m.bias, m.pairwise)]
+
+    class Worse(torch.optim.LBFGS):
+        def step(self, closure):
+            with torch.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p.add_(3.0)
+
+    monkeypatch.setattr(torch.optim, "LBFGS", Worse)
+    m.em_step(x)
+    for p, old in zip((m.unary, m.bias, m.pairwise), before):
+        assert torch.equal(p, old)

@@ -119,3 +119,13 @@ def test_log_likelihoods_of_dequantized_data_subtract_log_l_per_entry():
     x, _ = m.sample(3, torch.Generator().manual_seed(1))
     out = log_likelihoods(m, x, log_volume=math.log(4))
     assert torch.allclose(out, m.log_prob(x).double() - 6 * math.log(4))
+
+
+def test_the_closed_form_fit_is_a_stationary_point_of_the_likelihood():
+    """Tipping & Bishop's closed form is the maximum-likelihood fit (of the covariance S = X^T X /
+    N, not / (N - 1)): the mean log-likelihood's gradient vanishes there."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(15, 4, generator=g, dtype=torch.float64) @ torch.randn(4, 4, generator=g, dtype=torch.float64)
+    m = PPCA.fit(x, 2).double()
+    for grad in torch.autograd.grad(m.log_prob(x).mean(), [m.W, m.mu, m.log_sigma2]):
+        assert grad.abs().max() < 1e-8

@@ -172,3 +172,24 @@ def test_dead_codes_restart_without_a_read_as_on_a_gpu(monkeypatch):
 
     monkeypatch.setattr(quantize, "reads_are_free", lambda t: False)  # the path a GPU takes
     _a_far_code_is_restarted_on_the_data()
+
+
+def test_the_vq_losses_stop_the_gradients_they_should():
+    """commitment beta |z_e - sg(e)|^2 moves only the encoder's output, the codebook loss
+    |sg(z_e) - e|^2 only the codes (the codebook learned by gradient: ema=False)."""
+    torch.manual_seed(0)
+    vq = VectorQuantizer(5, 3, ema=False, kmeans_init=False, channel_dim=-1).train()
+    z = torch.randn(8, 4, 3, requires_grad=True)
+    for loss, moves, stays in (("commitment", 0, 1), ("codebook", 1, 0)):
+        grads = torch.autograd.grad(getattr(vq(z), loss).sum(), [z, vq.embedding], allow_unused=True)
+        assert grads[moves] is not None and grads[moves].abs().sum() > 0, loss
+        assert grads[stays] is None or grads[stays].abs().sum() == 0, loss
+
+
+def test_the_ema_codebook_smooths_its_counts_over_all_codes():
+    """N~_k = (N_k + eps) / (sum_j N_j + K eps) sum_j N_j (Laplace smoothing), seen with a large eps."""
+    torch.manual_seed(0)
+    vq = VectorQuantizer(6, 3, decay=0.9, eps=0.5, kmeans_init=False, restart_dead=False, channel_dim=-1).train()
+    vq(torch.randn(50, 3, generator=torch.Generator().manual_seed(2)))
+    n, total = vq.cluster_size, vq.cluster_size.sum()
+    torch.testing.assert_close(vq.embedding, vq.embed_sum / ((n + 0.5) / (total + 6 * 0.5) * total)[:, None])

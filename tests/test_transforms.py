@@ -207,3 +207,42 @@ def test_a_glow_coupling_starts_by_scaling_its_moved_entries_by_sigmoid_2():
     s = torch.sigmoid(torch.tensor(2.0))
     assert torch.allclose(z, torch.tensor([[1.0, 2.0 * s, 3.0, 4.0 * s]]))
     assert torch.allclose(ladj, 2 * torch.log(s).reshape(1))
+
+
+# ------------------------------------------------- what makes a stack of layers transform every entry
+def test_mask_parities_are_complements():
+    torch.testing.assert_close(T.checkerboard_mask(4, 6, 1), 1 - T.checkerboard_mask(4, 6, 0))
+    torch.testing.assert_close(T.channel_mask(8, 1), 1 - T.channel_mask(8, 0))
+    torch.testing.assert_close(T.alternating_mask(5, 1), 1 - T.alternating_mask(5, 0))
+
+
+def test_realnvp_multiscale_alternates_the_masks_of_consecutive_couplings():
+    """Consecutive checkerboard (and channel) couplings of a level take complementary masks
+    (Dinh et al. 2017), so that every entry is transformed: a fixed parity is still a bijection
+    with the right log-determinant, and leaves half the entries as they came."""
+    from dgmkit.transforms.coupling import AffineCoupling
+
+    flow = T.realnvp_multiscale((1, 4, 4), hidden=8, layers=3, levels=2)
+    pairs = 0
+    for level in flow.levels:
+        couplings = [m for m in level.modules() if isinstance(m, AffineCoupling)]
+        for a, b in zip(couplings, couplings[1:]):
+            if a.mask.shape == b.mask.shape:
+                torch.testing.assert_close(a.mask + b.mask, torch.ones_like(a.mask))
+                pairs += 1
+    assert pairs >= 4
+
+
+@pytest.mark.parametrize("flow", ["maf", "iaf"])
+def test_stacked_autoregressive_layers_reverse_their_order(flow):
+    """MAF and IAF reverse the order between layers (Papamakarios et al. 2017): through two layers
+    each output depends on inputs on both sides; without the reversal the Jacobian stays triangular."""
+    torch.manual_seed(0)
+    bij = T.VECTOR_FLOWS[flow](4, [16], 2, act="tanh").double()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in bij.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    x = torch.randn(4, generator=g, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: bij(v.unsqueeze(0))[0][0], x)
+    assert jac.triu(1).abs().max() > 1e-3 and jac.tril(-1).abs().max() > 1e-3, jac
