@@ -18,9 +18,14 @@ from dgmkit.models.base import GenerativeModel
 P = ParamSpec("P")
 R = TypeVar("R")
 
-__all__ = ["evaluates"]
+__all__ = ["evaluates", "codes"]
 
 _checked = contextvars.ContextVar("data_checked", default=False)  # within an evaluation that checked its data
+
+
+def codes(fn: Callable[P, R]) -> Callable[P, R]:
+    """``evaluates`` for a coder, which codes any number of datapoints, none too (an empty file)."""
+    return _evaluation(fn, empty_ok=True)
 
 
 def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
@@ -33,6 +38,10 @@ def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
     floating-point data of another precision than the model's are given to it in its own (a
     float64 model scores float32 data, as the transforms make them, and the reverse). Data of no
     datapoint (N = 0) are refused: no estimate, mean or imputation is made of none."""
+    return _evaluation(fn, empty_ok=False)
+
+
+def _evaluation(fn: Callable[P, R], empty_ok: bool) -> Callable[P, R]:
     names = list(inspect.signature(fn).parameters)
     at = names.index("x") if "x" in names else None
 
@@ -56,7 +65,7 @@ def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
                 else:
                     kwargs["x"] = x
         outer = isinstance(x, torch.Tensor) and not _checked.get()  # (not a part of the data an evaluation passes on)
-        if outer and cast(torch.Tensor, x).dim() > 0 and len(cast(torch.Tensor, x)) == 0:
+        if outer and not empty_ok and cast(torch.Tensor, x).dim() > 0 and len(cast(torch.Tensor, x)) == 0:
             raise DataError(
                 f"{fn.__name__}() needs at least one datapoint, got none (x of shape {tuple(cast(torch.Tensor, x).shape)})"
             )

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from dgmkit._modes import evaluates
+from dgmkit._modes import codes
 from dgmkit.devices import device_of
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
@@ -142,7 +142,7 @@ def check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-@evaluates
+@codes
 @torch.no_grad()
 @one_thread()
 def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
@@ -174,7 +174,7 @@ def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int =
     return encoder.get_compressed()
 
 
-@evaluates
+@codes
 @torch.no_grad()
 @one_thread()
 def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:

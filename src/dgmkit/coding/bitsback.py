@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, Independent, Normal, OneHotCategorical
 
-from dgmkit._modes import evaluates
+from dgmkit._modes import codes, evaluates
 from dgmkit._rng import seeded
 from dgmkit.coding.arm_coder import (
     _CODER_ERRORS,
@@ -529,7 +529,7 @@ class _Families:
         self.sizes = model.Uniform(batch_size + 1)  # (constriction's uniform model needs two values or more)
 
 
-@evaluates
+@codes
 @torch.no_grad()
 def encode_bits_back(model: Codable, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
     """Compress integer images (N, *event) to ANS words (uint32) by bits-back coding (on one
@@ -562,7 +562,7 @@ def encode_bits_back(model: Codable, x: torch.Tensor, batch_size: int = 500) -> 
     return np.asarray(ans.stack.get_compressed(), dtype=np.uint32)
 
 
-@evaluates
+@codes
 @torch.no_grad()
 def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
     """Invert ``encode_bits_back``: n images (N, *event) as int64. Words that the model cannot
