@@ -169,13 +169,7 @@ class GenerativeModel(nn.Module, ABC):
                 "incomplete data (a one-layer VAE whose likelihood factorizes over the entries can: its encoder reads "
                 "a missing entry as 0 and its likelihood leaves it out); fill them in, or leave out the incomplete rows"
             )
-        if x.is_floating_point() and bool(torch.isinf(x).any()):  # (a density's support, the real line, has no inf)
-            rows = torch.isinf(x).flatten(1).any(1) if x.dim() > 1 else torch.isinf(x)
-            raise DataError(
-                f"the data hold {int(torch.isinf(x).sum())} infinite entries (inf or -inf), e.g. in datapoint "
-                f"{int(rows.nonzero()[0])}: no likelihood scores them; mark an unknown entry as missing (NaN), or leave "
-                "out those datapoints"
-            )
+        _refuse_infinite(x)
         empty = None if holes is None or x.dim() < 2 else holes.flatten(1).all(1)
         if empty is not None and bool(empty.any()):
             raise DataError(
@@ -212,6 +206,18 @@ class GenerativeModel(nn.Module, ABC):
         (n, *event). Models with ``sample_temperature`` or ``sample_cached`` take the keyword
         ``temperature`` or ``cached`` as well."""
         raise CapabilityError(f"{type(self).__name__} defines no distribution to sample from")
+
+
+def _refuse_infinite(x: torch.Tensor) -> None:
+    """A DataError for data with an infinite entry: no likelihood scores one (a density's support,
+    the real line, lets +-inf through its check)."""
+    if x.is_floating_point() and bool(torch.isinf(x).any()):
+        rows = torch.isinf(x).flatten(1).any(1) if x.dim() > 1 else torch.isinf(x)
+        raise DataError(
+            f"the data hold {int(torch.isinf(x).sum())} infinite entries (inf or -inf), e.g. in datapoint "
+            f"{int(rows.nonzero()[0])}: no likelihood scores them; mark an unknown entry as missing (NaN), or leave "
+            "out those datapoints"
+        )
 
 
 def _describe(support: constraints.Constraint) -> str:
