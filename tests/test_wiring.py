@@ -134,8 +134,9 @@ def test_vqvae_codes_are_the_quantized_grid_in_its_own_orientation():
     assert not torch.equal(codes, codes.transpose(-1, -2))  # (the data are rich enough to tell)
 
 
-# --- models/vqvae2.py: the decoder reads the top codes ---------------------------------------
-def test_two_level_vqvae_likelihood_depends_on_the_top_codes():
+# --- models/vqvae2.py: the decoder reads the top codes, and both levels commit ---------------
+def _two_level_vqvae():
+    """A VQ-VAE-2 of 4x4 images with perturbed weights (float64), and 6 images."""
     from dgmkit.config import RunConfig, build_model
 
     cfg = RunConfig.of(
@@ -143,13 +144,26 @@ def test_two_level_vqvae_likelihood_depends_on_the_top_codes():
     )
     model = build_model(cfg, (1, 4, 4), 2).double().eval()
     _perturb(model, 0.5, 0)
-    x = (torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.5).double()
+    return model, (torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.5).double()
+
+
+def test_two_level_vqvae_likelihood_depends_on_the_top_codes():
+    model, x = _two_level_vqvae()
     codes = torch.zeros(6, 1, 5, dtype=torch.long)
     other = codes.clone()
     other[..., 0] = 2  # the top code alone changes
     with torch.no_grad():
         a, b = model.likelihood(codes).log_prob(x), model.likelihood(other).log_prob(x)
     assert (a - b).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_two_level_commitment_is_the_sum_of_both_levels():
+    model, x = _two_level_vqvae()
+    top, bottom = model._levels(x, train=False)
+    q = model.quantize(x)
+    assert top.commitment.abs().sum() > 0
+    torch.testing.assert_close(q.commitment, top.commitment + bottom.commitment)
 
 
 # --- nn/conv.py: the residual stack adds each block to its input -----------------------------
@@ -343,23 +357,6 @@ def test_unet_attention_starts_as_the_identity_and_adds_to_its_input():
     att = Attention(8).double()
     x = torch.randn(2, 8, 3, 3, dtype=torch.float64)
     torch.testing.assert_close(att(x), x)
-
-
-# --- models/vqvae2.py: the merged commitment is both levels' ------------------------------------
-@torch.no_grad()
-def test_two_level_commitment_is_the_sum_of_both_levels():
-    from dgmkit.config import RunConfig, build_model
-
-    cfg = RunConfig.of(
-        model="vqvae", dataset="digits-4x4", codes=3, code_dim=2, vq_width=8, downsample=1, res_blocks=1, vq_levels=2
-    )
-    model = build_model(cfg, (1, 4, 4), 2).double().eval()
-    _perturb(model, 0.5, 0)
-    x = (torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.5).double()
-    top, bottom = model._levels(x, train=False)
-    q = model.quantize(x)
-    assert top.commitment.abs().sum() > 0
-    torch.testing.assert_close(q.commitment, top.commitment + bottom.commitment)
 
 
 # --- models/wae.py: the encoder reads x scaled as the other families' do ------------------------
