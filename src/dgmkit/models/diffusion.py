@@ -102,9 +102,10 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
             raise ValueError(f"steps must be >= 0 (0: continuous time), got {steps}")
         with torch.no_grad():
             ends = schedule.endpoints()
-        g0, g1 = (math.nan, math.nan) if ends[0].is_meta else (float(ends[0]), float(ends[1]))  # (meta: weights to come)
-        if not ends[0].is_meta and not (math.isfinite(g0) and math.isfinite(g1) and g0 < g1):  # (decreasing: a "bound" > 0)
-            raise ValueError(f"the noise schedule must increase, gamma(0) < gamma(1) and both finite; got {g0} and {g1}")
+        if not ends[0].is_meta:  # (meta: a run loaded from its checkpoint, its schedule checked by its config)
+            g0, g1 = float(ends[0]), float(ends[1])
+            if not (math.isfinite(g0) and math.isfinite(g1) and g0 < g1):  # (decreasing: a "bound" above log 1)
+                raise ValueError(f"the noise schedule must increase, gamma(0) < gamma(1) and both finite; got {g0} and {g1}")
         self.net, self.schedule = net, schedule
         self.event_shape = tuple(event_shape)
         self.num_levels, self.steps = int(num_levels), int(steps)
