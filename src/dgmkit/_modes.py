@@ -64,14 +64,12 @@ def _evaluation(fn: Callable[P, R], empty_ok: bool) -> Callable[P, R]:
                     args = (*args[:at], x, *args[at + 1 :])  # type: ignore[assignment]
                 else:
                     kwargs["x"] = x
-        outer = isinstance(x, torch.Tensor) and not _checked.get()  # (not a part of the data an evaluation passes on)
-        if outer and not empty_ok and cast(torch.Tensor, x).dim() > 0 and len(cast(torch.Tensor, x)) == 0:
-            raise DataError(
-                f"{fn.__name__}() needs at least one datapoint, got none (x of shape {tuple(cast(torch.Tensor, x).shape)})"
-            )
-        check = outer and isinstance(model, GenerativeModel)
+        data = x if isinstance(x, torch.Tensor) and not _checked.get() else None  # (not a part an evaluation passes on)
+        if data is not None and not empty_ok and data.dim() > 0 and len(data) == 0:
+            raise DataError(f"{fn.__name__}() needs at least one datapoint, got none (x of shape {tuple(data.shape)})")
+        check = data is not None and isinstance(model, GenerativeModel)
         if check:
-            cast(GenerativeModel, model).check_data(cast(torch.Tensor, x))
+            cast(GenerativeModel, model).check_data(cast(torch.Tensor, data))
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
         token = _checked.set(True) if check else None
