@@ -126,6 +126,7 @@ BAD_FIELDS = [  # (an edit of a record dgm eval wrote, what the refusal names)
     (lambda r: {**r, "nll": -3.0}, "nll is -3.0, below 0: the data are discrete"),
     (lambda r: {**r, "nll": "41.373"}, "nll is '41.373', not a finite number"),
     (lambda r: {**r, "n": 300.6}, "n is 300.6, not a positive integer"),
+    (lambda r: {**r, "n": 10**400}, "n is 1000"),  # (shown as a 401-digit count)
     (lambda r: {**r, "active_units": 1.5}, "active_units is 1.5, not an integer"),
     (lambda r: {**r, "active_units": r["latent_dim"] + 1}, "more than latent_dim"),
     (lambda r: {**r, "iw_samples": 10.0}, "iw_samples is 10.0, not an integer"),

@@ -128,6 +128,8 @@ def _check_value(name: str, value: Any, tp: Any) -> None:
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if kind == "str" and ("\0" in value or len(value) > 4096):
         raise ConfigError(f"{name} is not a usable text value")
+    if kind == "str" and optional and not value:  # (a path or name that may be off: "" would be read as off, or as ".")
+        raise ConfigError(f"{name} is empty; leave it out (or give none) for its default")
 
 
 def _finite(value: float) -> bool:

@@ -604,6 +604,8 @@ def run_train(args: argparse.Namespace) -> int:
     reject_foreign(args, args._foreign, args._family)
     launch = args.nproc > 1 and not distributed.launched_by_torchrun()
     ctx = distributed.current()
+    if not args.out:  # (Path("") is the working folder)
+        raise ConfigError("--out is empty: name the run folder to write")
     out = Path(args.out)
     restart = False
     if args.resume:

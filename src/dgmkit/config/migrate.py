@@ -111,6 +111,9 @@ def check_record(record: dict, source: str) -> RunConfig:
     if run_id is not None and not (isinstance(run_id, str) and len(run_id) == 32 and run_id.isalnum() and run_id.isascii()):
         raise CheckpointError(f"{source}: run_id {str(run_id)[:40]!r} is not a run id of dgmkit")
     d = record["data"]
+    name = d.get("name")
+    if not (isinstance(name, str) and name):  # (what evaluations and OOD scores record as their dataset)
+        raise CheckpointError(f"{source}: the data's name {repr(name)[:40]} is not a non-empty string")
     shape = d.get("event_shape")
     levels = d.get("num_levels")
     if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(type(v) is int and 0 < v <= 2**16 for v in shape)):

@@ -334,8 +334,15 @@ class RunConfig:
             elif not isinstance(part, dict):
                 raise ConfigError(f"{source}: [{n}] must be a table of keys, got {type(part).__name__}")
             elif n == "model":
+                placed = [k for k in part if _owner(k) is not None]  # (as from_dict refuses them there)
+                if placed:
+                    raise ConfigError(f"{source} (model): {placed[0]!r} is a key of [{_owner(placed[0])}], not of the model")
                 out.update({("model" if k == "name" else k): v for k, v in part.items()})
             else:
+                known = [f.name for f in dataclasses.fields(SECTIONS[n])]
+                unknown = [k for k in part if k not in known]
+                if unknown:
+                    raise ConfigError(f"{source} ({n}): {unknown_keys(unknown, known)}")
                 out.update(part)
         return out
 

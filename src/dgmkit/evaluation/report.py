@@ -203,7 +203,8 @@ def _shown(v: object) -> str:
 
 
 def _count(v: object, least: int) -> bool:
-    return type(v) is int and v >= least  # (not a bool, not a float such as 300.6 or 10.0)
+    # (not a bool, not a float such as 300.6 or 10.0, not a count no run could make: 10**4000)
+    return type(v) is int and least <= v < 2**63
 
 
 # what each field of an evaluation record is (``EvalReport`` and ``evaluate_run``'s fields; the
