@@ -95,3 +95,13 @@ def test_a_record_whose_data_have_no_name_is_refused_in_one_line(vae_copy, capsy
     code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "1")
     assert_one_error_line(code, err, "the data's name")
     assert snapshot(vae_copy) == before
+
+
+@pytest.mark.parametrize("flag", ["--data-dir", "--data", "--schema"])
+def test_eval_with_an_empty_data_path_is_refused_by_its_flag(vae_copy, capsys, flag):
+    """``--data ""`` was taken for a moved data file ("points at a moved data file"), and
+    ``--data-dir ""`` for no flag at all: an empty path is refused by the flag's name."""
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "1", flag, "")
+    assert_one_error_line(code, err, f"{flag} is empty")
+    assert snapshot(vae_copy) == before

@@ -160,6 +160,9 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
     """The dataset a run was trained on, read again (``data``: the data file at a new path;
     ``schema``: the table's schema at a new path), and refused if its content is not what the run
     recorded."""
+    for flag, value in (("--data-dir", data_dir), ("--data", data), ("--schema", schema)):
+        if isinstance(value, str) and not value:  # ("" would be read as not given, or as the working folder)
+            raise ConfigError(f"{flag} is empty: name a path, or leave it out")
     cfg = _moved_schema(run, run.cfg.data, schema)
     if data is not None and not isinstance(data, (str, os.PathLike)):
         raise ConfigError(
