@@ -105,3 +105,12 @@ def test_eval_with_an_empty_data_path_is_refused_by_its_flag(vae_copy, capsys, f
     code, _, err = run(capsys, "eval", vae_copy, "--iw-samples", "1", flag, "")
     assert_one_error_line(code, err, f"{flag} is empty")
     assert snapshot(vae_copy) == before
+
+
+def test_train_out_at_a_link_to_nothing_is_said_so(tmp_path, capsys):
+    """(The system's words were "File exists", for a name that does not show as a file.)"""
+    link = tmp_path / "run"
+    link.symlink_to(tmp_path / "nowhere")
+    code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--out", link)
+    assert_one_error_line(code, err, "it is a link to nothing")
+    assert link.is_symlink() and not (tmp_path / "nowhere").exists()

@@ -70,6 +70,8 @@ def describe_os_error(e: OSError, path: os.PathLike | str | None = None, action:
         return f"cannot {action} {path}: it is a folder"
     if e.errno == errno.ENOTDIR:
         return f"cannot {action} {path}: a part of the path is not a folder"
+    if e.errno == errno.EEXIST and os.path.islink(path) and not os.path.exists(path):
+        return f"cannot {action} {path}: it is a link to nothing (its target does not exist)"
     return f"cannot {action} {path}: {e.strerror or e}"
 
 
