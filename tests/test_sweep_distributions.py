@@ -272,3 +272,23 @@ def test_the_gaussian_head_s_scales_are_softplus_plus_the_floor_and_the_learned_
     with torch.no_grad():
         learned.raw_scale.fill_(-1e4)
     assert torch.allclose(learned(params[:, :, :1]).base_dist.scale, torch.tensor(0.01))
+
+
+def test_logistic_mixtures_last_level_keeps_a_finite_gradient_with_the_mixture_far_below():
+    """The mirror of the first level's case: the last level's unused interior branch is guarded too."""
+    loc, log_s, w = (torch.full((1, 1), v, requires_grad=True) for v in (-1e6, 0.0, 0.0))
+    lp = DiscretizedLogisticMixture(w, loc, log_s, num_levels=256, event_dims=0).log_prob(torch.tensor([255]))
+    lp.sum().backward()
+    assert torch.isfinite(lp).all() and torch.isfinite(loc.grad).all() and torch.isfinite(log_s.grad).all()
+    assert loc.grad.item() == pytest.approx(1.0)
+
+
+def test_a_conditional_flow_scores_an_unbatched_value_against_every_member_of_its_batch():
+    from dgmkit.transforms import iaf
+
+    torch.manual_seed(1)
+    bij = iaf(2, [8], 2, context_features=3).double()
+    base = DiagonalNormal(torch.randn(2, 2, dtype=torch.float64), 0.5 + torch.rand(2, 2, dtype=torch.float64))
+    d = FlowDistribution(base, bij, context=torch.randn(2, 3, dtype=torch.float64))
+    x = torch.randn(2, dtype=torch.float64)
+    torch.testing.assert_close(d.log_prob(x), d.log_prob(x.expand(2, 2).clone()))

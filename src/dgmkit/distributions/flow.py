@@ -72,8 +72,8 @@ class FlowDistribution(Distribution, JointSampler):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if self._cache is not None and x is self._cache[0]:
             return self._cache[1]
-        sample_dims = x.dim() - 1 - len(self.batch_shape)
-        if sample_dims >= 0 and x.shape[sample_dims:-1] != self.batch_shape:  # broadcast x over the batch
+        sample_dims = max(x.dim() - 1 - len(self.batch_shape), 0)
+        if x.shape[sample_dims:-1] != self.batch_shape:  # broadcast x over the batch (an unbatched x too)
             x = x.expand(*x.shape[:sample_dims], *self.batch_shape, x.shape[-1])
         lead = x.shape[:-1]
         u, ladj = self.bijection(x.reshape(-1, x.shape[-1]), self._flat_context(lead.numel(), sample_dims))

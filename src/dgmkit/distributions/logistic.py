@@ -64,7 +64,8 @@ class DiscretizedLogisticMixture(LevelPixels):
         first = k <= 0
         last = k >= self.num_levels - 1
         safe_lower = torch.where(first, upper - 1.0, lower)
-        interior = _log_sigmoid_difference(upper, safe_lower)
+        safe_upper = torch.where(last, lower + 1.0, upper)
+        interior = _log_sigmoid_difference(safe_upper, safe_lower)
         log_mass = torch.where(first, F.logsigmoid(upper), torch.where(last, -F.softplus(lower), interior))
         return torch.logsumexp(F.log_softmax(self.logit_weights, dim=-1) + log_mass, dim=-1)
 
