@@ -284,8 +284,6 @@ DISTRIBUTIONS = {
         ),
         "discrete",
         [4] * 2,
-        # documented: the mixture mean of the continuous centres (for display), not E[k]
-        mean_is_expectation=False,
     ),  # fmt: skip
     "delta": _case_delta,
     "diagonal-normal": _case_normal,
