@@ -38,6 +38,7 @@ from dgmkit._modes import evaluates
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.errors import DataError, EvaluationError
+from dgmkit.evaluation.metrics import unit_variance
 from dgmkit.models.base import LatentVariableModel
 
 if TYPE_CHECKING:
@@ -267,15 +268,6 @@ def _single_layer(model: LatentVariableModel, x: torch.Tensor, g: torch.Generato
     return [_Layer("z", size, kl, dims, location(q), q, z)]
 
 
-def _unit_variance(loc: torch.Tensor) -> torch.Tensor:
-    v = (
-        loc.double().var(0, unbiased=True)
-        if len(loc) > 1
-        else torch.zeros(loc.shape[1:], dtype=torch.float64, device=loc.device)
-    )
-    return v.flatten(1).amax(1) if v.dim() > 1 else v  # a categorical variable moves if any class does
-
-
 # ---------------------------------------------------------------- the report
 @evaluates
 @torch.no_grad()
@@ -335,7 +327,7 @@ def diagnose(
 def _layer_report(index: int, layer: _Layer, mutual_info: bool) -> tuple[LayerReport, torch.Tensor | None]:
     """One layer's numbers, and log q(z) of its aggregate posterior at its own draws (None where
     not computed: ``mutual_info`` off, or a q whose log_prob does not broadcast)."""
-    variance = _unit_variance(layer.loc)
+    variance = unit_variance(layer.loc)
     mi, agg = None, None
     try:
         log_q = None if layer.q_many is None or not mutual_info else aggregate_marginal(layer.z, layer.q_many, True)

@@ -8,7 +8,7 @@ from dgmkit._modes import evaluates
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.models import Autoencoder, LatentVariableModel
 
-__all__ = ["bits_per_dim", "discrete_nll", "observed_entries", "active_units", "posterior_statistics"]
+__all__ = ["bits_per_dim", "discrete_nll", "observed_entries", "active_units", "posterior_statistics", "unit_variance"]
 
 
 def discrete_nll(nll_nats: float, num_dims: float, log_volume: float) -> float:
@@ -51,16 +51,24 @@ def posterior_statistics(
         kl = kl_per_dimension(q, p) if p is not None else None
         if kl is not None:
             kls.append(kl)
-    mu = torch.cat(means)  # (N, M), or (N, V, K) for one-hot categorical latents
-    variance = mu.var(dim=0, unbiased=True) if len(mu) > 1 else torch.zeros(mu.shape[1:])
-    if variance.dim() > 1:  # a categorical variable is active if any class probability moves
-        variance = variance.flatten(1).amax(1)
+    variance = unit_variance(torch.cat(means))
     return {
         "active_units": int((variance > threshold).sum()),
         "latent_dim": int(variance.shape[0]),
         "posterior_mean_variance": variance.tolist(),
         "kl_per_dim": torch.cat(kls).mean(0).tolist() if kls else None,
     }
+
+
+def unit_variance(loc: torch.Tensor) -> torch.Tensor:
+    """Var_x of each latent unit's posterior location, unbiased, in float64: ``loc`` is (N, M), or
+    (N, V, K) for V one-hot categorical variables, where a variable's is its most varying class's
+    (it is active if any class probability moves)."""
+    if len(loc) > 1:
+        v = loc.double().var(0, unbiased=True)
+    else:
+        v = torch.zeros(loc.shape[1:], dtype=torch.float64, device=loc.device)
+    return v.flatten(1).amax(1) if v.dim() > 1 else v
 
 
 def active_units(model: LatentVariableModel | Autoencoder, x: torch.Tensor, threshold: float = 0.01) -> int:
