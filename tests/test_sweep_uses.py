@@ -95,36 +95,15 @@ def test_mutation_draws_the_replacement_uniformly_so_it_may_keep_the_old_value()
 
 
 def test_the_typical_prior_draws_are_those_the_aggregate_posterior_covers_best_and_the_holes_the_worst():
-    from torch import nn
     from torch.distributions import Independent, Normal
 
     from dgmkit.distributions import diagonal_normal
     from dgmkit.evaluation.diagnostics import diagnose
-    from dgmkit.models import LatentVariableModel
-    from dgmkit.priors import StandardNormalPrior
+    from test_diagnostics import ShiftedGaussian
 
-    class Shifted(LatentVariableModel):  # q(z | x) = N(x + 1, 0.3^2): the aggregate posterior misses much of N(0, I)
-        def __init__(self):
-            super().__init__()
-            self.prior_module = StandardNormalPrior(2)
-            self.dummy = nn.Parameter(torch.zeros(()))
-
-        @property
-        def latent_dim(self) -> int:
-            return 2
-
-        @property
-        def event_shape(self) -> tuple[int, ...]:
-            return (2,)
-
+    class Shifted(ShiftedGaussian):  # q(z | x) = N(x + 1, 0.3^2): the aggregate posterior misses much of N(0, I)
         def posterior(self, x):
             return diagonal_normal(x + 1, torch.full_like(x, 0.3))
-
-        def prior(self):
-            return self.prior_module()
-
-        def likelihood(self, z):
-            return diagonal_normal(z, torch.ones_like(z))
 
     x = 0.5 * torch.randn(300, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     d = diagnose(Shifted().double(), x, samples=1, holes=400, shown=5, seed=2)
