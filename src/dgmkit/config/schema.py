@@ -210,6 +210,35 @@ def _owner(key: str) -> str | None:
     return None
 
 
+def _sectioned(values: dict, source: str) -> tuple[object, dict, dict[str, dict]] | None:
+    """A config table's parts: None for the flat form (every key in one table), else the family
+    name given (None where it is left out; unchecked), the [model] table's other keys and each
+    section's table, every key in the table it belongs to (a key's value is checked later)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a table of keys, got {type(values).__name__}")
+    if not (isinstance(values.get("model"), dict) or any(isinstance(values.get(n), dict) for n in SECTIONS)):
+        return None
+    unknown = [k for k in values if k != "model" and k not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"{source}: {unknown_keys(unknown, ['model', *SECTIONS])}")
+    for n in ("model", *SECTIONS):
+        if n in values and not isinstance(values[n], dict) and not (n == "model" and isinstance(values[n], str)):
+            raise ConfigError(f"{source}: [{n}] must be a table of keys, got {type(values[n]).__name__}")
+    raw = values.get("model")
+    model = {"name": raw} if isinstance(raw, str) else dict(raw or {})  # `model = "name"` beside tables
+    name = model.pop("name", None)
+    placed = [k for k in model if _owner(k) is not None]
+    if placed:
+        raise ConfigError(f"{source} (model): {placed[0]!r} is a key of [{_owner(placed[0])}], not of the model")
+    parts = {n: dict(values.get(n) or {}) for n in SECTIONS}
+    for n, part in parts.items():
+        known = [f.name for f in dataclasses.fields(SECTIONS[n])]
+        unknown = [k for k in part if k not in known]
+        if unknown:
+            raise ConfigError(f"{source} ({n}): {unknown_keys(unknown, known)}")
+    return name, model, parts
+
+
 @dataclass
 class RunConfig:
     """A run: the data, the model family's settings, optimisation and evaluation."""
@@ -317,52 +346,23 @@ class RunConfig:
     def given_keys(cls, values: dict, source: str = "config") -> dict:
         """The flat keys that a config table (flat or sectioned) sets itself, without the
         defaults of the keys it leaves out; each value is checked by ``from_dict`` on use."""
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: expected a table of keys, got {type(values).__name__}")
-        if not (isinstance(values.get("model"), dict) or any(isinstance(values.get(n), dict) for n in SECTIONS)):
+        tables = _sectioned(values, source)
+        if tables is None:
             return dict(values)
-        unknown = [k for k in values if k != "model" and k not in SECTIONS]
-        if unknown:
-            raise ConfigError(f"{source}: {unknown_keys(unknown, ['model', *SECTIONS])}")
-        out = {}
-        for n in ("model", *SECTIONS):
-            part = values.get(n)
-            if part is None:
-                continue
-            if n == "model" and isinstance(part, str):
-                out["model"] = part
-            elif not isinstance(part, dict):
-                raise ConfigError(f"{source}: [{n}] must be a table of keys, got {type(part).__name__}")
-            elif n == "model":
-                placed = [k for k in part if _owner(k) is not None]  # (as from_dict refuses them there)
-                if placed:
-                    raise ConfigError(f"{source} (model): {placed[0]!r} is a key of [{_owner(placed[0])}], not of the model")
-                out.update({("model" if k == "name" else k): v for k, v in part.items()})
-            else:
-                known = [f.name for f in dataclasses.fields(SECTIONS[n])]
-                unknown = [k for k in part if k not in known]
-                if unknown:
-                    raise ConfigError(f"{source} ({n}): {unknown_keys(unknown, known)}")
-                out.update(part)
+        name, model, parts = tables
+        out = {} if name is None else {"model": name}
+        out.update(model)
+        for part in parts.values():
+            out.update(part)
         return out
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
         """From flat keys or sections (see the module docstring)."""
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: expected a table of keys, got {type(values).__name__}")
-        sectioned = isinstance(values.get("model"), dict) or any(isinstance(values.get(n), dict) for n in SECTIONS)
-        if sectioned:
-            unknown = [k for k in values if k != "model" and k not in SECTIONS]
-            if unknown:
-                raise ConfigError(f"{source}: {unknown_keys(unknown, ['model', *SECTIONS])}")
-            for n in ("model", *SECTIONS):
-                if n in values and not isinstance(values[n], dict) and not (n == "model" and isinstance(values[n], str)):
-                    raise ConfigError(f"{source}: [{n}] must be a table of keys, got {type(values[n]).__name__}")
-            raw = values.get("model")
-            model = {"name": raw} if isinstance(raw, str) else dict(raw or {})  # `model = "name"` beside tables
-            name = model.pop("name", DEFAULT_FAMILY)
-            parts = {n: dict(values.get(n) or {}) for n in SECTIONS}
+        tables = _sectioned(values, source)
+        if tables is not None:
+            given, model, parts = tables
+            name = DEFAULT_FAMILY if given is None else given
         else:
             name = values.get("model", DEFAULT_FAMILY)
             parts = {n: {} for n in SECTIONS}
