@@ -1585,3 +1585,15 @@ def test_train_out_at_a_link_to_nothing_is_said_so(tmp_path, capsys):
     code, _, err = run(capsys, "train", *TINY, "--epochs", "1", "--out", link)
     assert_one_error_line(code, err, "it is a link to nothing")
     assert link.is_symlink() and not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("arg", ["r\nrun folder: elsewhere", "r\x1b[2Jx", "r\rx", "r\tx", "r\x85x"])
+def test_an_argument_with_a_control_character_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch, arg):
+    """A run folder named with a line break was printed back raw ("run folder: r" and a forged
+    line); an escape would drive the terminal. Every argument is checked once, where it enters."""
+    monkeypatch.chdir(tmp_path)
+    for argv in (("train", *TINY, "--epochs", "1", "--out", arg), ("eval", arg), ("report", "r", "--title", arg)):
+        code, out, err = run(capsys, *argv)
+        assert_one_error_line(code, err, f"holds U+{ord(arg[1]):04X}")
+        assert "\n" not in err.rstrip("\n") and "\x1b" not in err and "\r" not in err and out == ""
+    assert list(tmp_path.iterdir()) == []

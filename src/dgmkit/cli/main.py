@@ -14,12 +14,13 @@ import re
 import sys
 import tempfile
 import traceback
+import unicodedata
 import warnings
 from collections.abc import Callable
 from typing import NoReturn
 
 from dgmkit import __version__
-from dgmkit._io import describe_os_error
+from dgmkit._io import describe_os_error, shown_text
 from dgmkit.errors import DgmError
 
 __all__ = ["main", "build_parser", "EXIT_USER_ERROR", "EXIT_BUG"]
@@ -119,6 +120,21 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     demo.add_parser(sub)
     _fill_help(parser)
     return parser
+
+
+_CONTROL_NAMES = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab", "\x1b": "an escape", "\x00": "NUL"}
+
+
+def _with_control_character(argv: list[str]) -> str | None:
+    """What is wrong with the first argument that holds a control character (a line break, an
+    escape, ...), which no path, name or value of ``dgm`` takes: printed back, as a run folder's
+    name is ("run folder: ..."), it would forge lines of the output or drive the terminal."""
+    for arg in argv:
+        c = next((c for c in arg if unicodedata.category(c) == "Cc"), None)
+        if c is not None:
+            name = _CONTROL_NAMES.get(c, "a control character")
+            return f"the argument '{shown_text(arg)}' holds U+{ord(c):04X} ({name}): no path, name or value takes one"
+    return None
 
 
 def _one_line(text: object) -> str:
@@ -259,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     that torchrun started as one rank of several, this does not return: the process ends with
     the status (``dgmkit.distributed.end_process``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    bad = _with_control_character(argv)
+    if bad is not None:
+        _say_error(bad)
+        return EXIT_USER_ERROR
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
