@@ -93,15 +93,15 @@ def _wae(encoder: str = "gaussian"):
     return build_model(cfg, (1, 8, 8), 2).double().eval()
 
 
-def _imq_mmd2(z: torch.Tensor, zp: torch.Tensor) -> float:
-    """Unbiased MMD^2 under sum_s C_s / (C_s + |x - y|^2), C_s = 2 M s, written out."""
+def _imq_mmd2(z: torch.Tensor, zp: torch.Tensor, variance: float = 1.0) -> float:
+    """Unbiased MMD^2 under sum_s C_s / (C_s + |x - y|^2), C_s = 2 M variance s, written out."""
     from dgmkit.distributions.mmd import IMQ_SCALES
 
     n, m = z.shape
 
     def k(a, b):
         d2 = ((a[:, None] - b[None]) ** 2).sum(-1)
-        return sum(2 * m * s / (2 * m * s + d2) for s in IMQ_SCALES)
+        return sum(2 * m * variance * s / (2 * m * variance * s + d2) for s in IMQ_SCALES)
 
     off = 1 - torch.eye(n, dtype=z.dtype)
     return ((k(z, z) * off).sum() / (n * (n - 1)) + (k(zp, zp) * off).sum() / (n * (n - 1)) - 2 * k(z, zp).mean()).item()
@@ -117,6 +117,40 @@ def test_wae_eval_mmd_compares_one_draw_of_q_with_prior_draws_under_the_imq_kern
     z = model.posterior(x).sample()
     zp = model.prior().sample((6,))
     assert got.tolist() == pytest.approx([_imq_mmd2(z, zp)] * 6, rel=1e-9)
+
+
+def test_wae_trains_and_reports_its_mmd_under_one_kernel_scaled_by_the_prior_s_variance():
+    """C_s = 2 M sigma^2 s with sigma^2 the prior's variance (4 here), in the training objective
+    and in evaluation alike: the objective once had its own kernel, fixed at variance 1 whatever
+    the prior, beside the evaluation's."""
+    from dgmkit.models import WassersteinAutoencoder
+    from dgmkit.objectives import WAEObjective
+    from dgmkit.priors import StandardNormalPrior
+
+    wide = StandardNormalPrior(3).double()
+    wide.scale.fill_(2.0)
+    base = _wae("deterministic")
+    model = WassersteinAutoencoder(base.encoder, base.decoder, wide, deterministic=True).double()
+    assert model.kernel_variance == 4.0
+    x = (torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.4).double()
+    with torch.no_grad():
+        z = model.posterior(x).sample()
+        torch.manual_seed(3)
+        trained = WAEObjective(mmd_weight=1.0)(model, x).mmd
+        torch.manual_seed(3)
+        reported = model.evaluation_terms(x, None, {}, 6)["mmd"].values
+        torch.manual_seed(3)
+        zp = model.prior().sample((6,))
+    want = _imq_mmd2(z, zp, variance=4.0)
+    assert abs(want - _imq_mmd2(z, zp)) > 1e-3  # (not vacuous: the variance matters)
+    assert trained.tolist() == pytest.approx([want] * 6, rel=1e-9)
+    assert reported.tolist() == pytest.approx([want] * 6, rel=1e-9)
+    # a prior without a closed-form variance (a flow) needs a kernel named
+    from dgmkit.priors import FlowPrior
+    from dgmkit.transforms import realnvp
+
+    with pytest.raises(ValueError, match="no closed-form variance"):
+        WassersteinAutoencoder(base.encoder, base.decoder, FlowPrior(3, realnvp(3, [8])))
 
 
 @torch.no_grad()

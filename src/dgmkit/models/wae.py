@@ -7,6 +7,8 @@ penalty is not a KL, so there is no ELBO. Evaluation reports the reconstruction 
 q(z|x)'s location and the MMD, never a log-likelihood.
 """
 
+import math
+
 import torch
 from torch import nn
 from torch.distributions import Distribution
@@ -15,7 +17,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.devices import dtype_of, widened
 from dgmkit.distributions.delta import Delta
-from dgmkit.distributions.mmd import imq_kernel, mmd2_unbiased
+from dgmkit.distributions.mmd import IMQ_SCALES, Kernel, imq_kernel, mmd2_unbiased
 from dgmkit.models.base import DecodedModel, check_decoder
 from dgmkit.models.terms import Term
 from dgmkit.priors import Prior
@@ -25,7 +27,10 @@ __all__ = ["WassersteinAutoencoder"]
 
 class WassersteinAutoencoder(DecodedModel):
     """``encoder``: x -> q(z|x) (a ``conditional`` encoder returning a distribution), or a plain
-    network x -> z for a deterministic encoder (``deterministic=True``)."""
+    network x -> z for a deterministic encoder (``deterministic=True``). ``kernel``: the MMD's
+    kernel, which training (``objectives.WAEObjective``) and evaluation both use; by default the
+    inverse multiquadric kernel at the scales of Tolstikhin et al., C = 2 M sigma^2 s, with sigma^2
+    the prior's variance at construction (its mean over the M dimensions)."""
 
     estimate_kind = "reconstruction"
     has_latents = True
@@ -34,7 +39,13 @@ class WassersteinAutoencoder(DecodedModel):
     sample_means = True
 
     def __init__(
-        self, encoder: nn.Module, decoder: Decoder, prior: Prior, deterministic: bool = True, input_scale: float = 1.0
+        self,
+        encoder: nn.Module,
+        decoder: Decoder,
+        prior: Prior,
+        deterministic: bool = True,
+        input_scale: float = 1.0,
+        kernel: Kernel | None = None,
     ):
         super().__init__()
         check_decoder(decoder)
@@ -43,6 +54,17 @@ class WassersteinAutoencoder(DecodedModel):
         self.top_prior = prior
         self.deterministic = deterministic
         self.input_scale = float(input_scale)
+        self.own_kernel = kernel
+        self.kernel_variance = None if kernel is not None else _prior_variance(prior)  # (a float: the model pickles)
+
+    @property
+    def kernel(self) -> Kernel:
+        """The MMD's kernel (see the class docstring)."""
+        if self.own_kernel is not None:
+            return self.own_kernel
+        if self.kernel_variance is None:
+            raise RuntimeError("a model built on the meta device (to check a checkpoint's shapes) has no kernel")
+        return imq_kernel(self.kernel_variance, IMQ_SCALES)
 
     @property
     def latent_dim(self) -> int:
@@ -82,7 +104,7 @@ class WassersteinAutoencoder(DecodedModel):
         self, x: torch.Tensor, y: torch.Tensor | None, estimate: dict[str, torch.Tensor], batch_size: int
     ) -> dict[str, Term]:
         """How close the codes came to the prior: the unbiased MMD^2 (``distributions.mmd``,
-        the inverse multiquadric kernel) between the codes of each batch (one draw of q(z|x)
+        under the model's kernel, the one it was trained with) between the codes of each batch (one draw of q(z|x)
         each) and as many prior draws, given to every datapoint of the batch."""
         mmd = torch.cat([self._batch_mmd(b) for b in x.split(batch_size)])
         return {
@@ -102,7 +124,25 @@ class WassersteinAutoencoder(DecodedModel):
             return torch.full((len(x),), float("nan"), dtype=torch.float64, device=x.device)
         z = self.posterior(x).sample().reshape(len(x), -1).double()
         zp = self.prior().sample((len(x),)).reshape(len(x), -1).double()
-        return mmd2_unbiased(z, zp, imq_kernel()).expand(len(x))
+        return mmd2_unbiased(z, zp, self.kernel).expand(len(x))
+
+
+def _prior_variance(prior: Prior) -> float | None:
+    """sigma^2 of the default kernel: the prior's variance, averaged over its dimensions (None
+    for a prior on the meta device, which holds no values)."""
+    try:
+        variance = prior().variance
+    except NotImplementedError:
+        raise ValueError(
+            "the prior has no closed-form variance for the MMD kernel's scale: give the model a kernel "
+            "(distributions.mmd.imq_kernel(sigma^2))"
+        ) from None
+    if variance.is_meta:
+        return None
+    value = float(variance.detach().double().mean())
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"the prior's variance {value} cannot scale the MMD kernel")
+    return value
 
 
 def _batches(n: int, size: int) -> str:

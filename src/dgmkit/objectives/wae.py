@@ -4,17 +4,18 @@ r"""The WAE-MMD objective (Tolstikhin et al. 2018):
 
 with the reconstruction cost c(x, G(z)) = -log p(x|z) (the decoder's likelihood: cross-entropy
 for Bernoulli pixels), one draw of q(z|x) per datapoint, and the unbiased MMD estimate between
-the batch's codes and as many draws from the prior, under the inverse multiquadric kernel summed
-over several scales (``distributions.mmd``). The MMD is a property of the batch: each datapoint's
-``mmd`` term is that batch value, so batch means are the batch's MMD. ``recon`` is the score
-(a reconstruction score, not a bound on log p(x)).
+the batch's codes and as many draws from the prior, under the model's kernel (by default the
+inverse multiquadric kernel summed over several scales, ``distributions.mmd``), the one its
+evaluation uses too. The MMD is a property of the batch: each datapoint's ``mmd`` term is that
+batch value, so batch means are the batch's MMD. ``recon`` is the score (a reconstruction score,
+not a bound on log p(x)).
 """
 
 from typing import NamedTuple
 
 import torch
 
-from dgmkit.distributions.mmd import IMQ_SCALES, imq_kernel, mmd2_unbiased
+from dgmkit.distributions.mmd import mmd2_unbiased
 from dgmkit.models.wae import WassersteinAutoencoder
 from dgmkit.objectives.base import Objective, at_least
 
@@ -34,9 +35,8 @@ class WAEObjective(Objective[WassersteinAutoencoder]):
     score = "recon"
     score_label = "log p(x|z)"
 
-    def __init__(self, mmd_weight: float = 10.0, prior_variance: float = 1.0, scales: tuple[float, ...] = IMQ_SCALES):
+    def __init__(self, mmd_weight: float = 10.0):
         self.mmd_weight = at_least("mmd_weight", mmd_weight, 0)
-        self.kernel = imq_kernel(prior_variance, scales)
 
     def __call__(self, model: WassersteinAutoencoder, x: torch.Tensor, beta: float = 1.0) -> WAETerms:
         z = model.posterior(x).rsample()
@@ -46,6 +46,6 @@ class WAEObjective(Objective[WassersteinAutoencoder]):
         else:
             p = model.prior()
             zp = p.rsample((len(x),)) if p.has_rsample else p.sample((len(x),))
-            mmd = mmd2_unbiased(z.reshape(len(x), -1), zp.reshape(len(x), -1).to(z.dtype), self.kernel)
+            mmd = mmd2_unbiased(z.reshape(len(x), -1), zp.reshape(len(x), -1).to(z.dtype), model.kernel)
         mmd = mmd.expand(len(x))
         return WAETerms(-recon + beta * self.mmd_weight * mmd, recon, mmd)
