@@ -167,6 +167,38 @@ def test_bad_data_is_refused_in_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+@pytest.mark.parametrize(
+    "items, needle",
+    [
+        ([torch.zeros(4)] * 5 + [torch.zeros(5)] * 5, "item 5 of the torch Dataset: its image has shape (5,)"),
+        ([(torch.zeros(4), 1)] * 5 + [torch.zeros(4)] * 5, "item 5 of the torch Dataset is a Tensor, item 0 an"),
+        ([(torch.zeros(4), 1)] * 5 + [(torch.zeros(4),)] * 5, "item 5 of the torch Dataset is an (image,) tuple"),
+        ([(torch.zeros(4), torch.zeros(2))] * 10, "its label 'tensor([0., 0.])' is not one number"),
+        ([(torch.zeros(4), 1)] * 9 + [(torch.zeros(4), "cat")], "item 9 of the torch Dataset: its label 'cat' is not one"),
+        ([None] * 10, "item 0 of the torch Dataset: its image is a NoneType, not an array"),
+        ([(torch.zeros(4) + i % 2, 0.5) for i in range(20)], "labels must be whole numbers"),  # (int() read it as 0)
+    ],
+)
+def test_a_torch_dataset_of_unlike_items_is_refused_by_item(tmp_path, items, needle):
+    """Items of two shapes, images beside pairs, a label that is no number: once a bare
+    RuntimeError of torch.stack or int(), and a label of 0.5 silently read as 0."""
+    with pytest.raises(DataError) as e:
+        dgmkit.train(tmp_path / "r", data=_Items(items), **TINY)
+    assert needle in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_refused_call_leaves_no_data_file_behind_and_keeps_one_it_did_not_write(tmp_path):
     """train(out, data=...) wrote OUT.data.npz before the settings and the folder were checked: a
     refused call left it behind, under a refusal that said "Nothing was changed". Arrays that are

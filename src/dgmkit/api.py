@@ -83,17 +83,49 @@ def _as_arrays(data: object) -> tuple[np.ndarray, np.ndarray | None]:
             items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]  # no len(): TypeError, caught
         except TypeError:
             raise DataError("a torch Dataset for dgmkit needs len() and indexing (a map-style dataset)") from None
-        if not items:
-            raise DataError("the torch Dataset is empty")
-        pairs = isinstance(items[0], (tuple, list))
-        xs = [torch.as_tensor(it[0] if pairs else it) for it in items]
-        ys = [int(torch.as_tensor(it[1])) for it in items] if pairs and len(items[0]) > 1 else None
-        return torch.stack(xs).cpu().numpy(), None if ys is None else np.asarray(ys)  # (a dataset of GPU tensors too)
+        return _dataset_arrays(items)
     if isinstance(data, (str, os.PathLike)):
         raise DataError(
             f"data takes arrays; a data file or a named dataset is dataset={str(data)!r} (as dgm train --dataset)"
         )
     raise DataError(f"data must be an array, a pair (x, y) or a torch Dataset, not {type(data).__name__}")
+
+
+def _dataset_arrays(items: list) -> tuple[np.ndarray, np.ndarray | None]:
+    """The images (and labels) of a torch Dataset's items: all images (or all (image, label)
+    pairs), the images of one shape, each label one number (checked as an array's labels are)."""
+    if not items:
+        raise DataError("the torch Dataset is empty")
+    pairs = isinstance(items[0], (tuple, list)) and len(items[0]) > 0
+    labelled = pairs and len(items[0]) > 1
+    xs, ys = [], []
+    for i, item in enumerate(items):
+        if (isinstance(item, (tuple, list)) and len(item) > 0) != pairs or (pairs and (len(item) > 1) != labelled):
+            raise DataError(f"item {i} of the torch Dataset is {_item_kind(item)}, item 0 {_item_kind(items[0])}")
+        x = item[0] if pairs else item
+        try:
+            xs.append(torch.as_tensor(x).cpu())  # (a dataset of GPU tensors too)
+        except (TypeError, ValueError, RuntimeError):
+            raise DataError(f"item {i} of the torch Dataset: its image is a {type(x).__name__}, not an array") from None
+        if xs[-1].shape != xs[0].shape:
+            raise DataError(
+                f"item {i} of the torch Dataset: its image has shape {tuple(xs[-1].shape)}, item 0's {tuple(xs[0].shape)}"
+            )
+        if labelled:
+            try:
+                y = torch.as_tensor(item[1])
+            except (TypeError, ValueError, RuntimeError):
+                y = None
+            if y is None or y.numel() != 1 or y.is_complex():
+                raise DataError(f"item {i} of the torch Dataset: its label {str(item[1])[:40]!r} is not one number")
+            ys.append(y.item())  # (not int(): a label of 0.5 is refused later as no whole number, not read as 0)
+    return torch.stack(xs).numpy(), np.asarray(ys) if labelled else None
+
+
+def _item_kind(item: object) -> str:
+    if isinstance(item, (tuple, list)) and item:
+        return "an (image, label) pair" if len(item) > 1 else "an (image,) tuple"
+    return f"a {type(item).__name__}"
 
 
 def _data_file(out: Path, data: object) -> tuple[Path, bool]:
