@@ -93,6 +93,26 @@ def test_a_number_too_long_to_print_is_refused_by_its_size_as_a_config_error():
         given_count("x" * 1000, 1, 10, "n")
 
 
+def test_an_array_given_for_a_count_or_a_split_is_refused_in_one_line():
+    """reconstruct(run, x) (an array where n, a count, goes) printed the array's repr over several
+    lines; evaluate(run, x) (an array where the split's name goes) was a bare ValueError of
+    NumPy's ``in``."""
+    from dgmkit.cli.argtypes import given_count
+    from dgmkit.data import load_dataset
+
+    x = np.zeros((2, 5))
+    with pytest.raises(ConfigError, match=r"^n must be an integer in 1..10, got a NumPy array of shape \(2, 5\)$"):
+        given_count(x, 1, 10, "n")
+    with pytest.raises(ConfigError, match=r"got a tensor of shape \(3,\)$"):
+        given_count(torch.zeros(3), 1, 10, "n")
+    assert given_count(np.int64(3), 1, 10, "n") == 3
+    dataset = load_dataset("digits")
+    with pytest.raises(DataError, match=r"^unknown split a NumPy array of shape \(2, 5\); choose train, valid or test$"):
+        dataset.split(x)
+    with pytest.raises(DataError, match=r"^unknown split 'tset'; choose"):
+        dataset.split("tset")
+
+
 def test_a_config_and_keywords_and_resume(tmp_path):
     cfg = {"model": {"name": "vae", "latent_dim": 3, "hidden": [8]}, "data": {"dataset": "digits"}}
     run = dgmkit.train(tmp_path / "r", cfg, epochs=1)

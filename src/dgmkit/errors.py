@@ -6,6 +6,7 @@ with a non-zero code, without a traceback.
 """
 
 import difflib
+import math
 from collections.abc import Iterable
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "did_you_mean",
     "first_line",
     "described",
+    "shown_value",
 ]
 
 
@@ -35,6 +37,24 @@ def first_line(text: str) -> str:
 def described(e: BaseException) -> str:
     """``Type: first line of its message``, at most 300 characters: an error said in one line."""
     return f"{type(e).__name__}: {first_line(str(e))}"[:300]
+
+
+def shown_value(value: object) -> str:
+    """``value`` for a one-line message: its repr on one line, cut to 40 characters; an array or
+    tensor of more than one value by its type and shape, an integer of over 38 digits by its size
+    (Python prints none of over 4300), and a value whose repr cannot be made by its type."""
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple) and math.prod(shape) != 1 and all(isinstance(n, int) for n in shape):
+        name = {"ndarray": "NumPy array", "Tensor": "tensor"}.get(type(value).__name__, type(value).__name__)
+        return f"a {name} of shape {tuple(shape)}"
+    if isinstance(value, int) and value.bit_length() > 128:
+        digits = int((value.bit_length() - 1) * math.log10(2)) + 1  # the fewest an integer of its bits has
+        return f"an integer of {digits + (abs(value) >= 10**digits)} digits"
+    try:
+        text = " ".join(repr(value).split())
+    except ValueError:  # e.g. a Fraction of such an integer
+        return f"a {type(value).__name__} too large to print"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class DgmError(Exception):

@@ -7,22 +7,11 @@ import math
 import re
 from collections.abc import Callable
 
+from dgmkit.errors import shown_value as _shown
+
 __all__ = ["count", "real", "SEED", "MAX_SEED", "given_count", "given_real"]
 
 MAX_SEED = 2**62  # as the run setting `seed` (the trainer also seeds with seed + 1)
-
-
-def _shown(value: object) -> str:
-    """``value`` for a message: its repr cut to 40 characters; an integer of over 38 digits by its
-    size (Python prints none of over 4300), and a value whose repr cannot be made by its type."""
-    if isinstance(value, int) and value.bit_length() > 128:
-        digits = int((value.bit_length() - 1) * math.log10(2)) + 1  # the fewest an integer of its bits has
-        return f"an integer of {digits + (abs(value) >= 10**digits)} digits"
-    try:
-        text = repr(value)
-    except ValueError:  # e.g. a Fraction of such an integer
-        return f"a {type(value).__name__} too large to print"
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def count(lo: int = 1, hi: int = 10**9, what: str = "a count") -> Callable[[str], int]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dgmkit.errors import DataError
+from dgmkit.errors import DataError, shown_value
 
 __all__ = ["Split", "Dataset"]
 
@@ -158,6 +158,6 @@ class Dataset:
         return tuple(self.train.x.shape[1:])
 
     def split(self, name: str) -> Split:
-        if name not in SPLITS:
-            raise DataError(f"unknown split {name!r}; choose train, valid or test")
+        if not isinstance(name, str) or name not in SPLITS:
+            raise DataError(f"unknown split {shown_value(name)}; choose train, valid or test")
         return getattr(self, name)
