@@ -1,11 +1,14 @@
 """The Python API (dgmkit.train / load / sample / evaluate): the same run folders as the CLI."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 import dgmkit
 from dgmkit.cli.main import main
+from dgmkit.config import RunConfig
 from dgmkit.data import load_dataset
 from dgmkit.errors import ConfigError, DataError, DgmError
 
@@ -98,7 +101,6 @@ def test_an_array_given_for_a_count_or_a_split_is_refused_in_one_line():
     lines; evaluate(run, x) (an array where the split's name goes) was a bare ValueError of
     NumPy's ``in``."""
     from dgmkit.cli.argtypes import given_count
-    from dgmkit.data import load_dataset
 
     x = np.zeros((2, 5))
     with pytest.raises(ConfigError, match=r"^n must be an integer in 1..10, got a NumPy array of shape \(2, 5\)$"):
@@ -111,6 +113,37 @@ def test_an_array_given_for_a_count_or_a_split_is_refused_in_one_line():
         dataset.split(x)
     with pytest.raises(DataError, match=r"^unknown split 'tset'; choose"):
         dataset.split("tset")
+
+
+def test_train_refuses_an_out_that_is_no_path_or_empty_and_a_resume_that_is_no_bool(tmp_path, monkeypatch):
+    """out=None was pathlib's TypeError; out="" trained into the working folder (as ``dgm train
+    --out ""`` did before it was refused); resume="no" resumed. load("") read the working folder."""
+    monkeypatch.chdir(tmp_path)
+    for out, needle in ((None, "got None"), (5, "got 5"), (b"r", "got b'r'"), ("", "out is empty")):
+        with pytest.raises(ConfigError, match=needle):
+            dgmkit.train(out, **TINY)
+    with pytest.raises(ConfigError, match="^resume must be True or False, got 'no'$"):
+        dgmkit.train(tmp_path / "r", resume="no", epochs=2)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match="path is empty"):
+        dgmkit.load("")
+    with pytest.raises(ConfigError, match=r"'best' or 'last', got a NumPy array of shape \(2,\)$"):
+        dgmkit.load(tmp_path, which=np.zeros(2))
+
+
+def test_numpy_numbers_and_tuples_are_taken_as_settings_and_arrays_refused_before_the_family_reads_them():
+    """np.int64(3) was refused as "the wrong type" where the flags' checks take it; an array given
+    for a choice reached the family's own check (NumPy's bare ValueError of ``!=``)."""
+    cfg = RunConfig.of(dataset="digits", latent_dim=np.int64(3), lr=np.float32(0.5), hidden=(16, np.int32(8)))
+    assert (cfg.model.latent_dim, cfg.optim.lr, cfg.model.hidden) == (3, 0.5, [16, 8])
+    assert type(cfg.model.latent_dim) is int and type(cfg.optim.lr) is float and type(cfg.model.hidden[1]) is int
+    assert json.loads(json.dumps(cfg.to_dict())) == cfg.to_dict()  # (plain values: config.json writes them)
+    with pytest.raises(ConfigError, match=r"^unknown likelihood a NumPy array of shape \(3,\); choose from"):
+        RunConfig.of(dataset="digits", likelihood=np.zeros(3))
+    with pytest.raises(ConfigError, match=r"^epochs has the wrong type: a tensor of shape \(2,\) \(expected int\)$"):
+        RunConfig.of(dataset="digits", epochs=torch.ones(2))
+    with pytest.raises(ConfigError, match=r"^seed must be <= \d+, got an integer of 5001 digits$"):
+        RunConfig.of(dataset="digits", seed=10**5000)
 
 
 def test_a_config_and_keywords_and_resume(tmp_path):

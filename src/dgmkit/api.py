@@ -45,7 +45,7 @@ from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.config.inputs import attach_input
 from dgmkit.config.schema import FREE_ON_RESUME, load_config_file
 from dgmkit.devices import dtype_of
-from dgmkit.errors import ConfigError, DataError, did_you_mean
+from dgmkit.errors import ConfigError, DataError, did_you_mean, shown_value
 from dgmkit.evaluation import record_terms
 
 __all__ = ["train", "load", "sample", "reconstruct", "interpolate", "evaluate", "Evaluation"]
@@ -166,6 +166,12 @@ def train(
     flags of ``dgm train`` as keywords (``dataset="mnist"``, ``hidden=[512, 256]``, ...).
     ``data``: arrays or a torch Dataset instead of a named dataset; under torchrun, data-parallel
     (module docstring)."""
+    if not (isinstance(out, (str, os.PathLike)) and isinstance(os.fspath(out), str)):  # (Path(None): pathlib's TypeError)
+        raise ConfigError(f"out, the run folder, is named by a path (str or os.PathLike), got {shown_value(out)}")
+    if not os.fspath(out):  # (Path(""), the working folder)
+        raise ConfigError("out is empty: name the run folder to write")
+    if not isinstance(resume, bool):  # (resume="no" is true)
+        raise ConfigError(f"resume must be True or False, got {shown_value(resume)}")
     out = Path(out)
     if not distributed.init_from_environment().is_main:  # (joins the group under torchrun: called first, always)
         quiet = True

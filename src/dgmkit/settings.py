@@ -18,12 +18,13 @@ dgmkit.errors.ConfigError: epochs must be >= 1, got 0
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from dgmkit.errors import ConfigError, did_you_mean
+from dgmkit.errors import ConfigError, did_you_mean, shown_value
 
 __all__ = ["setting", "default_of", "check", "from_dict", "field_kind", "describe_type", "choices_of", "unused_keys"]
 
@@ -122,10 +123,10 @@ def _check_value(name: str, value: Any, tp: Any) -> None:
     if not ok:
         if kind == "choice":
             hint = did_you_mean(value, _choices(tp))
-            raise ConfigError(f"unknown {name} {value!r}{hint}; choose from {', '.join(map(str, _choices(tp)))}")
-        raise ConfigError(f"{name} has the wrong type: {value!r} (expected {describe_type(tp)})")
+            raise ConfigError(f"unknown {name} {shown_value(value)}{hint}; choose from {', '.join(map(str, _choices(tp)))}")
+        raise ConfigError(f"{name} has the wrong type: {shown_value(value)} (expected {describe_type(tp)})")
     if kind == "float" and not _finite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number, got {shown_value(value)}")
     if kind == "str" and ("\0" in value or len(value) > 4096):
         raise ConfigError(f"{name} is not a usable text value")
     if kind == "str" and optional and not value:  # (a path or name that may be off: "" would be read as off, or as ".")
@@ -147,13 +148,13 @@ def _check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
         raise ConfigError(f"{name} may hold at most {MAX_LIST} values, got {len(value)}")
     for v in items:
         if meta.get("min") is not None and v < meta["min"]:
-            raise ConfigError(f"{name} must be >= {meta['min']}, got {value}")
+            raise ConfigError(f"{name} must be >= {meta['min']}, got {shown_value(value)}")
         if meta.get("max") is not None and v > meta["max"]:
-            raise ConfigError(f"{name} must be <= {meta['max']}, got {value}")
+            raise ConfigError(f"{name} must be <= {meta['max']}, got {shown_value(value)}")
         if meta.get("gt") is not None and not v > meta["gt"]:
-            raise ConfigError(f"{name} must be > {meta['gt']}, got {value}")
+            raise ConfigError(f"{name} must be > {meta['gt']}, got {shown_value(value)}")
         if meta.get("lt") is not None and not v < meta["lt"]:
-            raise ConfigError(f"{name} must be < {meta['lt']}, got {value}")
+            raise ConfigError(f"{name} must be < {meta['lt']}, got {shown_value(value)}")
 
 
 def check(obj: Any) -> None:
@@ -175,9 +176,28 @@ def from_dict(cls: type[_T], values: dict, source: str) -> _T:
     unknown = [k for k in values if k not in known]
     if unknown:
         raise ConfigError(f"{source}: {unknown_keys(unknown, known)}")
-    obj = cls(**values)
+    plain = {k: _plain(v) for k, v in values.items()}
+    hints = _hints(cls)
+    for k, v in plain.items():  # (before the class's own __post_init__ reads them)
+        _check_value(k, v, hints[k])
+    obj = cls(**plain)
     check(obj)
     return obj
+
+
+def _plain(value: Any) -> Any:
+    """A value given from Python as the plain value a config file gives: a NumPy scalar
+    (``np.int64(3)``, ``np.float32(0.1)``) as the Python number it holds, a tuple of them as a
+    list; anything else as it is, for ``check`` to judge."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
 
 
 def unknown_keys(unknown: list, known: list) -> str:

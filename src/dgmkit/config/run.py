@@ -16,7 +16,7 @@ from dgmkit.config.migrate import FORMAT, check_record, migrate_record
 from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, RunConfig
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.devices import device_of, resolve_device
-from dgmkit.errors import CheckpointError, ConfigError, DataError
+from dgmkit.errors import CheckpointError, ConfigError, DataError, shown_value
 from dgmkit.models import GenerativeModel
 from dgmkit.objectives import Objective
 from dgmkit.training import load_checkpoint
@@ -183,11 +183,13 @@ def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str |
     checkpoint if it exists, else the last; ``"last"``: the last),
     the model on ``device`` (``devices.resolve_device``: auto, cpu, cuda; the CPU by default,
     where the tensors of Python callers are: the CLI passes its --device, auto by default)."""
-    if which not in ("best", "last"):
-        raise ConfigError(f"which checkpoint to load must be 'best' or 'last', got {which!r}")
+    if not isinstance(which, str) or which not in ("best", "last"):
+        raise ConfigError(f"which checkpoint to load must be 'best' or 'last', got {shown_value(which)}")
     device = resolve_device(device)  # refused before any file is read
-    if not isinstance(run_dir, (str, os.PathLike)):  # (Path(5): a TypeError from pathlib)
+    if not (isinstance(run_dir, (str, os.PathLike)) and isinstance(os.fspath(run_dir), str)):  # (Path(5): a TypeError)
         raise ConfigError(f"a run folder is named by a path (str or os.PathLike), got {type(run_dir).__name__}")
+    if not os.fspath(run_dir):  # (Path(""), the working folder)
+        raise ConfigError("the run folder's path is empty")
     path = Path(run_dir)
     if not path.is_dir():
         raise CheckpointError(f"no run folder at {path}")
