@@ -377,3 +377,16 @@ def test_the_stderr_of_incomplete_dequantized_data_is_of_each_rows_integer_nll()
     rows = -log_likelihoods(model, x, log_volume=log_l, iw_samples=20)  # each row's NLL of the integers
     assert report.nll_stderr == pytest.approx(rows.std().item() / math.sqrt(len(rows)), rel=1e-6)
     assert report.nll == pytest.approx(rows.mean().item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True])
+def test_a_batch_size_or_k_that_is_no_positive_integer_is_refused_by_name(bad):
+    """A batch size of 0 was range()'s bare "arg 3 must not be zero" (or, negative, no batches and
+    torch.cat's error), where k (iw_samples) was already refused by name."""
+    model, marginal = make()
+    x = data(marginal, 4)
+    with pytest.raises(ValueError, match=f"^batch_size must be an integer >= 1, got {bad!r}$"):
+        evaluate(model, x, iw_samples=2, batch_size=bad)
+    if bad != 0:  # (k = 0 is the ELBO alone)
+        with pytest.raises(ValueError, match=r"^k \(importance samples\) must be an integer >= 0"):
+            evaluate(model, x, iw_samples=bad)

@@ -247,6 +247,8 @@ def estimate(
     datapoints (with its own random stream) and every rank gets all of them back, in order."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
         raise ValueError(f"k (importance samples) must be an integer >= 0 (0: the ELBO alone), got {k!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     fn = ESTIMATORS[model.estimate_kind]
     if orders is not None:
         if orders.dim() != 2 or len(orders) == 0:
