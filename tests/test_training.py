@@ -273,9 +273,21 @@ def test_the_trainers_own_arguments_are_checked_before_any_step(digits):
     objective trained on labels needs (M2) but the training split lacks."""
     from dgmkit.data import Split
 
-    for bad in (dict(epochs=0), dict(batch_size=0), dict(lr=0.0)):
-        with pytest.raises(ValueError, match="need epochs >= 1, batch_size >= 1, lr > 0"):
+    for bad, needle in (
+        (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
+        (dict(epochs=2.5), "epochs must be an integer >= 1, got 2.5"),  # (it trained 3)
+        (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+        (dict(eval_batch_size=0), "eval_batch_size must be an integer >= 1, got 0"),
+        (dict(patience=0), "patience must be an integer >= 1, got 0"),
+        (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+        (dict(lr=0.0), "lr must be a finite number > 0, got 0.0"),
+        (dict(lr=float("nan")), "lr must be a finite number > 0, got nan"),  # (nan <= 0 is false)
+        (dict(weight_decay=float("inf")), "weight_decay must be a finite number >= 0, got inf"),
+        (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0, got -0.1"),
+    ):
+        with pytest.raises(ValueError) as e:
             _digits_trainer(digits, CFG, build_objective(CFG), None, **bad)
+        assert str(e.value) == needle
     m2 = CFG.replace(model="m2", hidden=[8], latent_dim=2)
     model = build_model(m2, digits.event_shape, digits.num_levels)
     with pytest.raises(ConfigError, match="trains on labels, and the training data have none"):

@@ -118,8 +118,7 @@ class Trainer:
         callbacks: list[Callable[["Trainer", dict], None]] | None = None,
         diagnostics: Callable[[Any, torch.Tensor], dict] | None = None,
     ):
-        if epochs < 1 or batch_size < 1 or lr <= 0:
-            raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+        _check_settings(epochs, batch_size, lr, weight_decay, patience, seed, eval_batch_size)
         train, valid = _split("train", train), None if valid is None else _split("valid", valid)
         self.lr_schedule = lr_schedule if isinstance(lr_schedule, LRSchedule) else LRSchedule(lr_schedule)  # validated there
         self.epochs, self.batch_size, self.lr, self.patience, self.seed = epochs, batch_size, lr, patience, seed
@@ -986,6 +985,25 @@ class _BudgetSpent(Exception):
     def __init__(self, progress: dict):
         super().__init__("the time budget ran out")
         self.progress = progress
+
+
+def _check_settings(
+    epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int | None, seed: int, eval_batch_size: int
+) -> None:
+    """The Trainer's numbers, refused by name (ValueError) unless each is of its kind and range:
+    2.5 epochs trained 3, a patience of 0 ended in an IndexError, a learning rate of NaN (``nan <=
+    0`` is false) was left to Adam's own check."""
+    counts: dict[str, tuple[object, int]] = {"epochs": (epochs, 1), "batch_size": (batch_size, 1), "seed": (seed, 0)}
+    counts["eval_batch_size"] = (eval_batch_size, 1)
+    if patience is not None:
+        counts["patience"] = (patience, 1)
+    for name, (value, low) in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    for name, value, positive in (("lr", lr, True), ("weight_decay", weight_decay, False)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (number and (value > 0 if positive else value >= 0)):
+            raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 MAX_SECONDS = 1e9  # a pace or a time spent recorded in a checkpoint (the settings of seconds' cap)
