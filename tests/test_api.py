@@ -1,6 +1,7 @@
 """The Python API (dgmkit.train / load / sample / evaluate): the same run folders as the CLI."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -379,3 +380,21 @@ def test_the_functions_of_a_run_take_its_path_and_refuse_other_things_in_words(t
     x, r = dgmkit.reconstruct(run, 2)
     assert x.dtype == torch.float32 and r.dtype == torch.float64  # the data as the split holds them
     assert dgmkit.interpolate(run, 1, 2).shape == (1, 4, 1, 8, 8)
+
+
+def test_sample_and_evaluate_options_are_checked_by_kind_and_numpy_integers_taken(tmp_path):
+    """draw="no" drew (a true string); data_dir=3 was ignored; seed=np.int64(2) passed the
+    check and then failed in torch's generator ("an integer is required")."""
+    run = dgmkit.train(tmp_path / "r", dataset="digits", **TINY)
+    for options, needle in (
+        (dict(draw="no"), "--draw is True or False, got 'no'"),
+        (dict(naive=1), "--naive is True or False, got 1"),
+    ):
+        with pytest.raises(ConfigError, match=f"^{re.escape(needle)}$"):
+            dgmkit.sample(run, 2, **options)
+    with pytest.raises(ConfigError, match="^data_dir names a path, got 3$"):
+        dgmkit.evaluate(run, "test", data_dir=3, iw_samples=2)
+    by_numpy = dgmkit.evaluate(run, "test", seed=np.int64(2), iw_samples=np.int64(3), limit=np.int64(20))
+    by_python = dgmkit.evaluate(run, "test", seed=2, iw_samples=3, limit=20)
+    assert by_numpy.nll == by_python.nll and (by_numpy.seed, by_numpy.iw_samples, by_numpy.n) == (2, 3, 20)
+    assert json.loads(json.dumps(by_numpy))["seed"] == 2

@@ -28,7 +28,7 @@ from dgmkit.data.registry import check_images, is_data_file, is_table
 from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.data.transforms import values_seen
 from dgmkit.distributions import location
-from dgmkit.errors import ConfigError, DataError, DgmError
+from dgmkit.errors import ConfigError, DataError, DgmError, shown_value
 from dgmkit.evaluation.report import one_draw_bound
 from dgmkit.training.run_writer import results_lock, run_files
 from dgmkit.training.trainer import VALID_SEED
@@ -163,6 +163,8 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
     for flag, value in (("--data-dir", data_dir), ("--data", data), ("--schema", schema)):
         if isinstance(value, str) and not value:  # ("" would be read as not given, or as the working folder)
             raise ConfigError(f"{flag} is empty: name a path, or leave it out")
+        if flag != "--data" and not (value is None or isinstance(value, (str, os.PathLike))):  # (from Python)
+            raise ConfigError(f"{flag.lstrip('-').replace('-', '_')} names a path, got {shown_value(value)}")
     cfg = _moved_schema(run, run.cfg.data, schema)
     if data is not None and not isinstance(data, (str, os.PathLike)):
         raise ConfigError(

@@ -270,7 +270,7 @@ def evaluate_run(
     or a seeded random ``limit`` of it; ``orders``: an any-order model's exact mixture of that
     many orders instead, each order kept in the run folder as it is done where ``keep_orders``
     (``dgm eval``'s; otherwise nothing is written). The counts are checked as the flags check them."""
-    _check_counts(run, iw_samples, time_samples, limit, seed, orders)
+    iw_samples, time_samples, limit, seed, orders = _check_counts(run, iw_samples, time_samples, limit, seed, orders)
     k = estimate_samples(run, iw_samples, time_samples)
     weights = run.weights_digest()  # which weights these numbers are of
     dataset = run_data(run, data_dir, data, schema)
@@ -316,16 +316,19 @@ def evaluate_run(
 
 def _check_counts(
     run: Run, iw_samples: int | None, time_samples: int | None, limit: int | None, seed: int, orders: int | None
-) -> None:
-    """The counts of ``evaluate_run``, checked as the flags check them, and --orders against the run."""
-    for value, lo, hi, what in (
-        (iw_samples, 0, MAX_IW_SAMPLES, "iw_samples"),
-        (time_samples, 1, MAX_IW_SAMPLES, "time_samples"),
-        (orders, 1, MAX_ORDERS, "orders"),
-    ):
-        if value is not None:
-            given_count(value, lo, hi, what)
-    given_count(seed, 0, MAX_SEED, "seed")
+) -> tuple[int | None, int | None, int | None, int, int | None]:
+    """The counts of ``evaluate_run``, checked as the flags check them, and --orders against the
+    run; returned as Python integers (a NumPy integer given from Python, as ``np.int64(2)``, is
+    one; torch's generators take no other)."""
+    iw_samples, time_samples, orders = (
+        None if value is None else given_count(value, lo, hi, what)
+        for value, lo, hi, what in (
+            (iw_samples, 0, MAX_IW_SAMPLES, "iw_samples"),
+            (time_samples, 1, MAX_IW_SAMPLES, "time_samples"),
+            (orders, 1, MAX_ORDERS, "orders"),
+        )
+    )
+    seed = given_count(seed, 0, MAX_SEED, "seed")
     if orders is not None:
         if not isinstance(run.model, AnyOrderModel):
             raise ConfigError(f"--orders: {run.cfg.model.describe()} is not an any-order model (e.g. masked diffusion)")
@@ -333,6 +336,7 @@ def _check_counts(
             raise ConfigError("--orders scores the exact mixture of orders: it takes no --iw-samples or --time-samples")
     if limit is not None and not positive_count(limit):
         raise ConfigError(f"limit must be a positive integer (a seeded random subset of the split), got {limit!r}")
+    return iw_samples, time_samples, None if limit is None else int(limit), seed, orders
 
 
 def _seeded_subset(

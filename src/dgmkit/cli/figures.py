@@ -38,7 +38,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.data.registry import is_table
 from dgmkit.data.table import write_table
 from dgmkit.distributions import location
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, shown_value
 from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
 from dgmkit.training.run_writer import run_files
 
@@ -155,6 +155,9 @@ def check_sample_options(
     if steps is not None:
         given_count(steps, 1, MAX_SAMPLE_STEPS, "--steps")
     given_real(temperature, 0, MAX_TEMPERATURE, "--temperature")
+    for flag, value in (("--naive", naive), ("--draw", draw)):
+        if not isinstance(value, bool):  # (from Python: draw="no" is true)
+            raise ConfigError(f"{flag} is True or False, got {shown_value(value)}")
     if temperature != 1.0 and not model.sample_temperature:
         raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
     if naive and not model.sample_cached:
