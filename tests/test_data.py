@@ -391,3 +391,23 @@ def test_digits_4x4_is_the_pooled_digits_on_from_half_the_range():
     pooled = torch.nn.functional.avg_pool2d(d.test.x.float(), 2)
     assert (pooled == 8).any()
     assert torch.equal(small.test.x, (pooled >= 8).to(torch.uint8))
+
+
+def test_load_dataset_refuses_arguments_of_another_kind_by_name(tmp_path):
+    """From Python: a name of None was an AttributeError of ``.lower()``, data_dir=3 pathlib's
+    TypeError, data_dir="" the default folder, and an image shape of (2.5, 4) was read as (2, 4)."""
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.random.default_rng(0).random((40, 12)))
+    for args, needle in (
+        (dict(name=None), "a dataset is named by a string (a name, or a data file's path), got None"),
+        (dict(name=3), "got 3"),
+        (dict(name="digits", data_dir=3), "data_dir names a folder by its path, got 3"),
+        (dict(name="digits", data_dir=""), "data_dir is empty"),
+        (dict(name=str(flat), image_shape=(2.5, 4)), "positive whole numbers; got (2.5, 4)"),
+        (dict(name=str(flat), image_shape="34"), "got '34'"),
+        (dict(name=str(flat), image_shape=(True, 12)), "got (True, 12)"),
+    ):
+        with pytest.raises(DataError) as e:
+            load_dataset(**args)
+        assert needle in str(e.value)
+    assert load_dataset(flat, image_shape=np.array([3, 4])).train.x.shape[1:] == (1, 3, 4)  # (a Path, NumPy sizes)

@@ -1514,7 +1514,7 @@ def test_train_with_an_empty_codes_of_is_refused_before_any_work(tmp_path, capsy
     out = tmp_path / "run"
     argv = ["train", "--model", "arm", "--likelihood", "categorical", *TINY[:2], "--epochs", "1", "--quiet"]
     code, _, err = run(capsys, *argv, "--codes-of", "", "--out", out)
-    assert_one_error_line(code, err, "codes_of is empty")
+    assert_one_error_line(code, err, "--codes-of is empty")
     assert not out.exists()
 
 
@@ -1597,3 +1597,21 @@ def test_an_argument_with_a_control_character_is_refused_before_anything_runs(tm
         assert_one_error_line(code, err, f"holds U+{ord(arg[1]):04X}")
         assert "\n" not in err.rstrip("\n") and "\x1b" not in err and "\r" not in err and out == ""
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (("ood", "r", "--ood", "digits", "--ood-data-dir", ""), "--ood-data-dir is empty"),  # (read as not given)
+        (("report", "r", "--out", "p.html", "--title", ""), "--title is empty"),
+        (("eval", "r", "--data-dir="), "--data-dir is empty"),
+        (("eval", ""), "an argument is empty"),
+    ],
+)
+def test_an_empty_argument_is_refused_by_its_flag_before_anything_runs(tmp_path, capsys, monkeypatch, argv, needle):
+    """``--ood-data-dir ""`` fell through to --data-dir (``"" or ...``): every flag's empty value
+    is refused where arguments enter, as --out's and --data-dir's were by their commands."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    assert_one_error_line(code, err, needle)
+    assert out == "" and list(tmp_path.iterdir()) == []

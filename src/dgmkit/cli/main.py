@@ -125,15 +125,23 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 _CONTROL_NAMES = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab", "\x1b": "an escape", "\x00": "NUL"}
 
 
-def _with_control_character(argv: list[str]) -> str | None:
+def _refused_argument(argv: list[str]) -> str | None:
     """What is wrong with the first argument that holds a control character (a line break, an
     escape, ...), which no path, name or value of ``dgm`` takes: printed back, as a run folder's
-    name is ("run folder: ..."), it would forge lines of the output or drive the terminal."""
-    for arg in argv:
+    name is ("run folder: ..."), it would forge lines of the output or drive the terminal; or
+    that is empty, which no flag reads as its default (an empty path would be the working folder)."""
+    for i, arg in enumerate(argv):
         c = next((c for c in arg if unicodedata.category(c) == "Cc"), None)
         if c is not None:
             name = _CONTROL_NAMES.get(c, "a control character")
             return f"the argument '{shown_text(arg)}' holds U+{ord(c):04X} ({name}): no path, name or value takes one"
+        flag = arg[:-1] if arg.startswith("--") and arg.count("=") == 1 and arg.endswith("=") else None
+        if arg == "" and i and argv[i - 1].startswith("--") and "=" not in argv[i - 1]:
+            flag = argv[i - 1]
+        if flag is not None:
+            return f"{flag} is empty: name a path or value, or leave the flag out for its default"
+        if arg == "":
+            return "an argument is empty (''): no path, name or value is"
     return None
 
 
@@ -275,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     that torchrun started as one rank of several, this does not return: the process ends with
     the status (``dgmkit.distributed.end_process``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    bad = _with_control_character(argv)
+    bad = _refused_argument(argv)
     if bad is not None:
         _say_error(bad)
         return EXIT_USER_ERROR

@@ -13,6 +13,7 @@ Fashion-MNIST use the same file names, so a folder of one must never pass for th
 
 import hashlib
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from dgmkit.data.matlab import read_mat
 from dgmkit.data.sprites import sprites
 from dgmkit.data.table import TABLE_SUFFIXES, Column, read_table
 from dgmkit.data.toy2d import TOY_2D, toy_2d
-from dgmkit.errors import DataError, did_you_mean
+from dgmkit.errors import DataError, did_you_mean, shown_value
 
 __all__ = [
     "DATASETS",
@@ -545,9 +546,8 @@ def is_table(name: str) -> bool:
 
 
 def _reshape(x: np.ndarray, image_shape: tuple[int, ...], name: str) -> np.ndarray:
-    """Flat rows (N, D) as images (N, H, W) or (N, C, H, W), D = H W or C H W."""
-    if len(image_shape) not in (2, 3) or min(image_shape) < 1:
-        raise DataError(f"--image-shape takes H W or C H W, positive whole numbers; got {list(image_shape)}")
+    """Flat rows (N, D) as images (N, H, W) or (N, C, H, W), D = H W or C H W (``image_shape``
+    checked by ``load_dataset``)."""
     per_row = math.prod(x.shape[1:]) if x.ndim >= 2 else None
     if x.ndim != 2 or per_row != math.prod(image_shape):
         raise DataError(
@@ -593,6 +593,30 @@ def _load_data_file(
     return from_array(x, y, name=path.name, shaped=shape is not None)
 
 
+def _checked_arguments(
+    name: object, data_dir: object, image_shape: Iterable[int] | None
+) -> tuple[str, tuple[int, ...] | None]:
+    """``load_dataset``'s name (a path as its text) and image shape, refused in words where they
+    are of another kind (from Python: a name of None was an AttributeError of ``.lower()``, an
+    image shape of 2.5 was read as 2), with ``data_dir`` (a path, not empty)."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise DataError(f"a dataset is named by a string (a name, or a data file's path), got {shown_value(name)}")
+    if data_dir is not None and not (isinstance(data_dir, (str, os.PathLike)) and isinstance(os.fspath(data_dir), str)):
+        raise DataError(f"data_dir names a folder by its path, got {shown_value(data_dir)}")
+    if data_dir is not None and not os.fspath(data_dir):  # (not "no folder given": that is None)
+        raise DataError("data_dir is empty: name a folder, or give None for the default")
+    if image_shape is None:
+        return name, None
+    shape = list(image_shape) if isinstance(image_shape, Iterable) and not isinstance(image_shape, str) else None
+    whole = shape is not None and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in shape)
+    if not (shape is not None and whole and len(shape) in (2, 3) and min(shape) >= 1):
+        shown = [int(v) for v in shape] if shape is not None and whole else shown_value(image_shape)
+        raise DataError(f"--image-shape takes H W or C H W, positive whole numbers; got {shown}")
+    return name, tuple(int(v) for v in shape)
+
+
 def load_dataset(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -615,7 +639,7 @@ def load_dataset(
     >>> load_dataset("digits").train.x.shape
     torch.Size([1197, 1, 8, 8])
     """
-    shape = None if image_shape is None else tuple(int(v) for v in image_shape)
+    name, shape = _checked_arguments(name, data_dir, image_shape)
     if is_data_file(name):
         return _load_data_file(name, key, shape, schema, columns)
     if name not in DATASETS:
