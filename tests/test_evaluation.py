@@ -390,3 +390,26 @@ def test_a_batch_size_or_k_that_is_no_positive_integer_is_refused_by_name(bad):
     if bad != 0:  # (k = 0 is the ELBO alone)
         with pytest.raises(ValueError, match=r"^k \(importance samples\) must be an integer >= 0"):
             evaluate(model, x, iw_samples=bad)
+
+
+def test_the_library_s_sizes_thresholds_and_volumes_are_refused_by_name():
+    """importance_sampled_log_likelihood read a batch or chunk size of 0 as "the default"
+    (``0 or default``); diagnose's batch size of 0 passed for a one-layer model; a negative
+    active-unit threshold counted every unit active; log_likelihoods with a NaN log_volume
+    returned NaN scores."""
+    from dgmkit.evaluation import active_units, diagnose, importance_sampled_log_likelihood, log_likelihoods
+
+    model, marginal = make()
+    x = data(marginal, 6)
+    is_ll = importance_sampled_log_likelihood
+    for call, needle in (
+        (lambda: is_ll(model, x, k=4, batch_size=0), "batch_size must be an integer >= 1, got 0"),
+        (lambda: is_ll(model, x, k=4, chunk_size=0), "chunk_size must be an integer >= 1, got 0"),
+        (lambda: diagnose(model, x, batch_size=0), "batch_size must be an integer >= 1, got 0"),
+        (lambda: diagnose(model, x, samples=2.5), "samples must be an integer >= 1, got 2.5"),
+        (lambda: active_units(model, x, threshold=-1.0), "threshold (a variance) must be a finite number >= 0, got -1.0"),
+        (lambda: log_likelihoods(model, x, log_volume=math.nan), "log_volume (log L per dimension"),
+    ):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert needle in str(e.value)

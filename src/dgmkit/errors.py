@@ -7,6 +7,7 @@ with a non-zero code, without a traceback.
 
 import difflib
 import math
+import numbers
 from collections.abc import Iterable
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "first_line",
     "described",
     "shown_value",
+    "whole_at_least",
 ]
 
 
@@ -55,6 +57,14 @@ def shown_value(value: object) -> str:
     except ValueError:  # e.g. a Fraction of such an integer
         return f"a {type(value).__name__} too large to print"
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def whole_at_least(name: str, value: object, low: int, error: type[Exception] = ValueError) -> int:
+    """``value`` as an int if it is a whole number (a NumPy one too; not a bool) of at least
+    ``low``, else ``error`` saying so by ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise error(f"{name} must be an integer >= {low}, got {shown_value(value)}")
+    return int(value)
 
 
 class DgmError(Exception):

@@ -37,7 +37,7 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 from dgmkit._modes import evaluates
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.distributions.sampling import rsample_and_log_prob
-from dgmkit.errors import DataError, EvaluationError
+from dgmkit.errors import DataError, EvaluationError, whole_at_least
 from dgmkit.evaluation.metrics import unit_variance
 from dgmkit.models.base import LatentVariableModel
 
@@ -287,8 +287,8 @@ def diagnose(
     ``mutual_info=False``: KL and active units only (no N x N aggregate: for large N)."""
     if len(x) < 2:
         raise DataError(f"the diagnostics need at least two datapoints (a covariance over x), got {len(x)}")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+    samples = whole_at_least("samples", samples, 1)
+    batch_size = whole_at_least("batch_size", batch_size, 1)
     g = torch.Generator(device=x.device).manual_seed(seed)
     hierarchical = model.has_layers
     if not hierarchical:

@@ -35,7 +35,7 @@ from dgmkit import distributed
 from dgmkit._modes import evaluates
 from dgmkit._rng import seeded, seeded_by
 from dgmkit.distributions import location
-from dgmkit.errors import EvaluationError
+from dgmkit.errors import EvaluationError, whole_at_least
 from dgmkit.evaluation.metrics import observed_entries
 from dgmkit.models import (
     AnyOrderModel,
@@ -247,8 +247,7 @@ def estimate(
     datapoints (with its own random stream) and every rank gets all of them back, in order."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
         raise ValueError(f"k (importance samples) must be an integer >= 0 (0: the ELBO alone), got {k!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = whole_at_least("batch_size", batch_size, 1)
     fn = ESTIMATORS[model.estimate_kind]
     if orders is not None:
         if orders.dim() != 2 or len(orders) == 0:
@@ -296,6 +295,8 @@ def log_likelihoods(
         raise EvaluationError(
             "the model defines no density over x (a reconstruction score only): there is no log-likelihood to score"
         )
+    if not math.isfinite(log_volume):  # (every score would be NaN)
+        raise ValueError(f"log_volume (log L per dimension of the dequantization bins) must be finite, got {log_volume}")
     with seeded(seed, x.device) as g:
         log_px = estimate(model, x, iw_samples, g, batch_size).log_px
     assert log_px is not None  # only a reconstruction score has none: refused above

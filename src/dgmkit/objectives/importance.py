@@ -25,6 +25,7 @@ from torch.distributions import Distribution
 
 from dgmkit._modes import evaluates
 from dgmkit.distributions.sampling import rsample_and_log_prob
+from dgmkit.errors import whole_at_least
 from dgmkit.models import LatentVariableModel, VariationalModel
 from dgmkit.objectives.base import at_least
 
@@ -210,8 +211,8 @@ def _importance_sizes(
     if gpu and chunk_size is None and len(x):
         measured = _rows_that_fit(model, x[:1], budget)
         rows = measured if rows is None else min(rows, measured)
-    batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
-    chunk_size = chunk_size or (GPU_CHUNK if gpu else CPU_CHUNK)
+    batch_size = (GPU_BATCH if gpu else CPU_BATCH) if batch_size is None else whole_at_least("batch_size", batch_size, 1)
+    chunk_size = (GPU_CHUNK if gpu else CPU_CHUNK) if chunk_size is None else whole_at_least("chunk_size", chunk_size, 1)
     if rows is not None:  # a chunk holds at least one draw for each datapoint of the batch
         chunk_size = min(chunk_size, max(1, rows))
         batch_size = min(batch_size, chunk_size)

@@ -33,7 +33,7 @@ from dgmkit import distributed
 from dgmkit.data import DataTransform, Split
 from dgmkit.devices import dtype_of, resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
-from dgmkit.errors import CheckpointError, ConfigError, TrainingError
+from dgmkit.errors import CheckpointError, ConfigError, TrainingError, whole_at_least
 from dgmkit.models.base import GenerativeModel
 from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource, in_precision
@@ -998,8 +998,7 @@ def _check_settings(
     if patience is not None:
         counts["patience"] = (patience, 1)
     for name, (value, low) in counts.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        whole_at_least(name, value, low)
     for name, value, positive in (("lr", lr, True), ("weight_decay", weight_decay, False)):
         number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not (number and (value > 0 if positive else value >= 0)):
