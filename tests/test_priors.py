@@ -11,7 +11,7 @@ from torch.distributions import Categorical, MixtureSameFamily
 from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.distributions import DiagonalGaussianMixture, diagonal_normal
 from dgmkit.evaluation.clustering import clustering_scores
-from dgmkit.priors import MixtureOfGaussiansPrior
+from dgmkit.priors import MixtureOfGaussiansPrior, StandardNormalPrior
 from dgmkit.training import load_checkpoint, save_checkpoint
 
 
@@ -238,3 +238,28 @@ def test_clustering_scores_from_the_contingency_table():
     mi = sum(p * math.log(p / (pa[i] * pl[j])) for (i, j), p in np.ndenumerate(joint))
     h_a, h_l = -(pa * np.log(pa)).sum(), -(pl * np.log(pl)).sum()
     assert s["nmi"] == pytest.approx(mi / ((h_a + h_l) / 2), rel=1e-9)
+
+
+def test_the_parts_refuse_sizes_and_scales_that_build_nothing_or_nan_by_name():
+    """Built by hand: a prior of 0 dimensions, a mixture of 0 components, an MLP layer of width 0
+    and an encoder of 0 latents were built (a warning at most); a Gaussian head of scale NaN and a
+    mixture initialised at scale NaN or below its floor were built and gave NaN densities (or
+    math's "domain error")."""
+    from dgmkit.conditional import GaussianEncoder, GaussianHead
+    from dgmkit.nn.mlp import MLP
+
+    for build, needle in (
+        (lambda: StandardNormalPrior(0), "latent_dim must be >= 1, got 0"),
+        (lambda: MixtureOfGaussiansPrior(2, components=0), "components must be an integer >= 1, got 0"),
+        (lambda: MixtureOfGaussiansPrior(2, init_scale=math.nan), "need 0 < min_scale < init_scale"),
+        (lambda: MixtureOfGaussiansPrior(2, init_scale=1e-4), "need 0 < min_scale < init_scale"),
+        (lambda: MixtureOfGaussiansPrior(2, min_scale=-1.0), "need 0 < min_scale < init_scale"),
+        (lambda: GaussianHead("fixed", scale=math.nan), "scale and min_scale must be positive and finite"),
+        (lambda: MLP(4, [8, 0], 2), "MLP's hidden[1] must be an integer >= 1, got 0"),
+        (lambda: MLP(4, [8], 0), "MLP's out_features must be an integer >= 1, got 0"),
+        (lambda: GaussianEncoder(torch.nn.Linear(4, 4), 0), "latent_dim must be an integer >= 1, got 0"),
+    ):
+        with pytest.raises(ValueError) as e:
+            build()
+        assert needle in str(e.value)
+    assert MixtureOfGaussiansPrior(2, components=np.int64(3)).components == 3

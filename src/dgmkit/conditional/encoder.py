@@ -6,6 +6,7 @@ from torch.distributions import Independent
 
 from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.distributions import diagonal_normal
+from dgmkit.errors import whole_at_least
 from dgmkit.nn.scale import SoftplusScale
 
 __all__ = ["GaussianEncoder"]
@@ -22,7 +23,7 @@ class GaussianEncoder(ConditionalDistribution):
     def __init__(self, net: nn.Module, latent_dim: int, min_scale: float = 1e-4, scale_map: nn.Module | None = None):
         super().__init__()
         self.net = net
-        self.latent_dim = latent_dim
+        self.latent_dim = whole_at_least("latent_dim", latent_dim, 1)
         self.scale_map = SoftplusScale(min_scale) if scale_map is None else scale_map
 
     def forward(self, x: torch.Tensor) -> Independent:

@@ -89,8 +89,8 @@ class GaussianHead(LikelihoodHead):
         super().__init__()
         if variance not in ("fixed", "learned", "predicted"):
             raise ValueError(f"variance must be fixed, learned or predicted, got {variance!r}")
-        if scale <= 0 or min_scale <= 0:
-            raise ValueError(f"scale and min_scale must be positive, got {scale}, {min_scale}")
+        if not (0 < scale < math.inf and 0 < min_scale < math.inf):  # (NaN is neither)
+            raise ValueError(f"scale and min_scale must be positive and finite, got {scale}, {min_scale}")
         self.variance = variance
         self.min_scale = min_scale
         self.params_per_pixel = 2 if variance == "predicted" else 1
@@ -126,7 +126,7 @@ class StudentTHead(LikelihoodHead):
 
     def __init__(self, min_scale: float = 1e-3, min_df: float = 3.0):
         super().__init__()
-        if min_scale <= 0 or min_df <= 1:
+        if not (0 < min_scale < math.inf and 1 < min_df < math.inf):  # (NaN is neither)
             raise ValueError(f"min_scale must be positive and min_df above 1 (a mean exists), got {min_scale}, {min_df}")
         self.min_scale = min_scale
         self.min_df = min_df

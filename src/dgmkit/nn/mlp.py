@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dgmkit.errors import whole_at_least
+
 __all__ = ["MLP", "activation"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
@@ -29,6 +31,8 @@ class MLP(nn.Sequential):
 
     def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, act: str = "relu"):
         sizes = [in_features, *hidden, out_features]
+        for name, size in zip(["in_features", *(f"hidden[{i}]" for i in range(len(hidden))), "out_features"], sizes):
+            whole_at_least(f"MLP's {name}", size, 1)
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))

@@ -39,6 +39,8 @@ class Prior(nn.Module, ABC):
                 self.latent_dim = operator.index(latent_dim)
             except TypeError:
                 raise TypeError(f"latent_dim must be an integer, got {type(latent_dim).__name__} {latent_dim!r}") from None
+            if self.latent_dim < 1:
+                raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
 
     @abstractmethod
     def forward(self, context: Any = None) -> Distribution: ...

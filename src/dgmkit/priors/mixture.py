@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgmkit.distributions import DiagonalGaussianMixture
+from dgmkit.errors import whole_at_least
 from dgmkit.priors.base import Prior
 
 __all__ = ["MixtureOfGaussiansPrior"]
@@ -25,7 +26,9 @@ class MixtureOfGaussiansPrior(Prior):
 
     def __init__(self, latent_dim: int, components: int = 10, init_scale: float = 1.0, min_scale: float = 1e-3):
         super().__init__(latent_dim)
-        self.components = components
+        self.components = whole_at_least("components", components, 1)
+        if not (0 < min_scale < init_scale < math.inf):  # (NaN is neither)
+            raise ValueError(f"need 0 < min_scale < init_scale, both finite; got {min_scale}, {init_scale}")
         self.min_scale = min_scale
         self.logits = nn.Parameter(torch.zeros(components))
         self.means = nn.Parameter(torch.randn(components, latent_dim))
