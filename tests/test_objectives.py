@@ -230,3 +230,39 @@ def test_reweighted_wake_sleep_reports_the_k_sample_bound_of_its_own_draws():
         log_w = log_importance_weights(model, x, 5, reparameterized=False).log_w
     torch.testing.assert_close(terms.iwae, torch.logsumexp(log_w, 0) - math.log(5))
     assert bool((terms.iwae > log_w.mean(0)).all())  # (Jensen: the k-sample bound is above the ELBO's draws)
+
+
+def test_objective_settings_are_refused_by_kind_and_range():
+    """Built by hand: ELBO(2.5) and IWAE(1.5) were kept as float sample counts, a NaN or infinite
+    weight (tc_weight, mmd_weight) was kept to make NaN losses, a negative anneal rate raised the
+    temperature without end, and sleep="no" (a true string) kept the sleep phase."""
+    import numpy as np
+
+    from dgmkit.objectives import (
+        ELBO,
+        IWAE,
+        BetaTCVAE,
+        DequantizationBound,
+        GumbelSoftmaxELBO,
+        ReweightedWakeSleep,
+        WAEObjective,
+    )
+
+    for build, needle in (
+        (lambda: ELBO(2.5), "num_samples must be an integer >= 1, got 2.5"),
+        (lambda: ELBO(1, free_bits=math.nan), "free_bits must be a finite number >= 0, got nan"),
+        (lambda: IWAE(1.5), "k must be an integer >= 1, got 1.5"),
+        (lambda: IWAE(True), "k must be an integer >= 1, got True"),
+        (lambda: DequantizationBound(0), "samples must be an integer >= 1, got 0"),
+        (lambda: BetaTCVAE(tc_weight=math.nan), "tc_weight must be a finite number >= 0, got nan"),
+        (lambda: BetaTCVAE(dataset_size=2.5), "dataset_size must be an integer >= 1, got 2.5"),
+        (lambda: WAEObjective(math.inf), "mmd_weight must be a finite number >= 0, got inf"),
+        (lambda: GumbelSoftmaxELBO(anneal_rate=-1.0), "anneal_rate must be a finite number >= 0, got -1.0"),
+        (lambda: GumbelSoftmaxELBO(temperature=math.inf), "need 0 < temperature_min <= temperature, finite"),
+        (lambda: ReweightedWakeSleep(2, sleep="no"), "sleep must be True or False, got 'no'"),
+    ):
+        with pytest.raises(ValueError) as e:
+            build()
+        assert needle in str(e.value)
+    assert IWAE(np.int64(3)).k == 3 and type(IWAE(np.int64(3)).k) is int
+    assert BetaTCVAE(tc_weight=np.float32(2.0)).weights == (1.0, 2.0, 1.0)

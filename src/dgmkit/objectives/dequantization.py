@@ -4,8 +4,9 @@ latent, reduced by log-mean-exp."""
 
 import torch
 
+from dgmkit.errors import whole_at_least
 from dgmkit.models import VariationalModel
-from dgmkit.objectives.base import BoundTerms, Objective, at_least
+from dgmkit.objectives.base import BoundTerms, Objective
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
 __all__ = ["DequantizationBound", "BoundTerms"]
@@ -19,7 +20,7 @@ class DequantizationBound(Objective[VariationalModel]):
     score_label = "dequantization bound"
 
     def __init__(self, samples: int = 1):
-        self.samples = at_least("samples", samples, 1)
+        self.samples = whole_at_least("samples", samples, 1)
 
     def __call__(self, model: VariationalModel, x: torch.Tensor, beta: float = 1.0) -> BoundTerms:
         bound = log_mean_exp(log_importance_weights(model, x, self.samples).log_w)

@@ -23,7 +23,7 @@ from torch.distributions import kl_divergence
 
 from dgmkit.distributions.categorical import one_hot
 from dgmkit.models import CategoricalVAE
-from dgmkit.objectives.base import Objective
+from dgmkit.objectives.base import Objective, at_least
 from dgmkit.objectives.elbo import ELBOTerms
 
 __all__ = ["GumbelSoftmaxELBO", "ReinforceELBO", "DiscreteTerms"]
@@ -52,11 +52,11 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
         anneal_rate: float = 0.0,
         straight_through: bool = False,
     ):
-        if not 0 < temperature_min <= temperature:
-            raise ValueError(f"need 0 < temperature_min <= temperature, got {temperature_min}, {temperature}")
+        if not 0 < temperature_min <= temperature < math.inf:  # (NaN is never)
+            raise ValueError(f"need 0 < temperature_min <= temperature, finite, got {temperature_min}, {temperature}")
         self.temperature0 = temperature
         self.temperature_min = temperature_min
-        self.anneal_rate = anneal_rate
+        self.anneal_rate = at_least("anneal_rate", anneal_rate, 0)  # (a negative rate would raise it without end)
         self.straight_through = straight_through
         self.temperature = temperature
         self._tau: torch.Tensor | None = None  # the temperature as the step reads it (see ``_temperature``)

@@ -15,6 +15,7 @@ import torch
 from torch.distributions import Distribution, Independent
 
 from dgmkit.distributions import closed_form_kl, kl_per_dimension
+from dgmkit.errors import whole_at_least
 from dgmkit.models import LatentVariableModel
 from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.importance import check_per_datapoint, log_importance_weights, log_px_at_draws
@@ -53,7 +54,7 @@ class ELBO(Objective[LatentVariableModel]):
     score_label = "ELBO"
 
     def __init__(self, num_samples: int = 1, free_bits: float = 0.0):
-        self.num_samples = at_least("num_samples", num_samples, 1)
+        self.num_samples = whole_at_least("num_samples", num_samples, 1)
         self.free_bits = at_least("free_bits", free_bits, 0)
 
     def __call__(self, model: LatentVariableModel, x: torch.Tensor, beta: float = 1.0) -> ELBOTerms:

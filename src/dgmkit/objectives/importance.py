@@ -27,7 +27,6 @@ from dgmkit._modes import evaluates
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.errors import whole_at_least
 from dgmkit.models import LatentVariableModel, VariationalModel
-from dgmkit.objectives.base import at_least
 
 __all__ = [
     "ImportanceWeights",
@@ -185,7 +184,7 @@ def importance_sampled_log_likelihood(
     decoder) caps both by its ``importance_rows`` within ``CPU_CHUNK_BYTES`` or ``GPU_CHUNK_BYTES``.
     ``first=True`` also returns the first draw's log weight, a one-sample ELBO, shape (N,).
     """
-    at_least("k", k, 1)
+    whole_at_least("k", k, 1)
     batch_size, chunk_size = _importance_sizes(model, x, batch_size, chunk_size)
     if x.device.type == "cpu":
         _warm_allocator()

@@ -9,8 +9,9 @@ from typing import NamedTuple
 
 import torch
 
+from dgmkit.errors import whole_at_least
 from dgmkit.models import VariationalModel
-from dgmkit.objectives.base import Objective, at_least, unit_weight
+from dgmkit.objectives.base import Objective, unit_weight
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
 __all__ = ["IWAE", "IWAETerms"]
@@ -39,7 +40,7 @@ class IWAE(Objective[VariationalModel]):
     score_label = "IWAE bound"
 
     def __init__(self, k: int = 5):
-        self.k = at_least("k", k, 1)
+        self.k = whole_at_least("k", k, 1)
 
     @property
     def label(self) -> str:

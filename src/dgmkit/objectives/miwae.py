@@ -25,8 +25,9 @@ from torch.distributions import Distribution
 from dgmkit._modes import evaluates
 from dgmkit._rng import seeded_by
 from dgmkit.data.missing import observed
+from dgmkit.errors import whole_at_least
 from dgmkit.models import LatentVariableModel
-from dgmkit.objectives.base import BoundTerms, Objective, at_least
+from dgmkit.objectives.base import BoundTerms, Objective
 from dgmkit.objectives.importance import log_importance_weights
 
 __all__ = ["MIWAE", "MIWAETerms", "observed_mask", "miwae_log_weights", "impute", "point_statistics"]
@@ -60,7 +61,7 @@ class MIWAE(Objective[LatentVariableModel]):
     handles_missing = True
 
     def __init__(self, k: int = 5):
-        self.k = at_least("k", k, 1)
+        self.k = whole_at_least("k", k, 1)
 
     def __call__(self, model: LatentVariableModel, x: torch.Tensor, beta: float = 1.0) -> BoundTerms:
         log_w, _, _ = miwae_log_weights(model, x, self.k)

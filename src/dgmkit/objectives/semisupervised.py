@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
+from dgmkit.errors import whole_at_least
 from dgmkit.models.hybrid import HybridFlow
 from dgmkit.models.m2 import SemiSupervisedVAE
 from dgmkit.objectives.base import Objective, at_least
@@ -86,7 +87,7 @@ class M2Objective(Objective[SemiSupervisedVAE]):
 
     def __init__(self, alpha_fraction: float = 0.1, num_samples: int = 1):
         self.alpha_fraction = at_least("alpha_fraction", alpha_fraction, 0)
-        self.num_samples = at_least("num_samples", num_samples, 1)
+        self.num_samples = whole_at_least("num_samples", num_samples, 1)
         self.train_size: int | None = None
         self.labelled: int | None = None
         self.added = 0  # labelled rows drawn into every batch (``setup_labels``)

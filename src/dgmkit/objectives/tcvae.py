@@ -22,8 +22,9 @@ from typing import NamedTuple
 import torch
 
 from dgmkit.distributions import DiagonalNormal
+from dgmkit.errors import whole_at_least
 from dgmkit.models import VAE
-from dgmkit.objectives.base import Objective
+from dgmkit.objectives.base import Objective, at_least
 from dgmkit.objectives.elbo import kl_term
 from dgmkit.objectives.total_correlation import ESTIMATORS, decompose_kl
 
@@ -59,13 +60,14 @@ class BetaTCVAE(Objective[VAE]):
         estimator: str = "mss",
         dataset_size: int | None = None,
     ):
-        if min(mi_weight, tc_weight, dim_kl_weight) < 0:
-            raise ValueError("the weights of the KL's parts must be >= 0")
+        self.weights = tuple(
+            at_least(name, w, 0)
+            for name, w in (("mi_weight", mi_weight), ("tc_weight", tc_weight), ("dim_kl_weight", dim_kl_weight))
+        )
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        if dataset_size is not None and dataset_size < 1:
-            raise ValueError(f"dataset_size must be >= 1, got {dataset_size}")
-        self.weights = (mi_weight, tc_weight, dim_kl_weight)
+        if dataset_size is not None:
+            whole_at_least("dataset_size", dataset_size, 1)
         self.estimator = estimator
         self.dataset_size = dataset_size
 

@@ -17,8 +17,9 @@ from typing import NamedTuple
 
 import torch
 
+from dgmkit.errors import whole_at_least
 from dgmkit.models import LatentVariableModel
-from dgmkit.objectives.base import Objective, at_least
+from dgmkit.objectives.base import Objective
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
 __all__ = ["WakeSleep", "ReweightedWakeSleep", "WakeSleepTerms"]
@@ -57,7 +58,9 @@ class ReweightedWakeSleep(Objective[LatentVariableModel]):
     score_label = "IWAE bound"
 
     def __init__(self, k: int = 5, sleep: bool = True):
-        self.k, self.sleep = at_least("k", k, 1), sleep
+        if not isinstance(sleep, bool):  # (sleep="no" is true)
+            raise ValueError(f"sleep must be True or False, got {sleep!r}")
+        self.k, self.sleep = whole_at_least("k", k, 1), sleep
 
     @property
     def label(self) -> str:
