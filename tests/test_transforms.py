@@ -246,3 +246,31 @@ def test_stacked_autoregressive_layers_reverse_their_order(flow):
     x = torch.randn(4, generator=g, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(lambda v: bij(v.unsqueeze(0))[0][0], x)
     assert jac.triu(1).abs().max() > 1e-3 and jac.tril(-1).abs().max() > 1e-3, jac
+
+
+def test_flow_parts_refuse_sizes_and_bounds_that_build_an_identity_or_nan_by_name():
+    """Built by hand: realnvp(..., layers=0) (or a negative count) was the identity flow, an
+    ActNorm or 1x1 convolution of 0 channels and a mask of 0 features were built, parity 2 made
+    the mask of parity 0, a scale bound of 0 or NaN gave NaN log-determinants, and a permutation
+    of floats was rounded into one."""
+    import math
+
+    import dgmkit.transforms as T
+
+    for build, needle in (
+        (lambda: T.realnvp(4, [8], layers=0), "layers must be an integer >= 1, got 0"),
+        (lambda: T.maf(4, [8], layers=-1), "layers must be an integer >= 1, got -1"),
+        (lambda: T.glow(0, [8]), "features must be an integer >= 1, got 0"),
+        (lambda: T.realnvp_multiscale((1, 8, 8), levels=0), "levels must be an integer >= 1, got 0"),
+        (lambda: T.glow_multiscale((1, 8, 8), blocks=-1), "blocks must be an integer >= 0, got -1"),
+        (lambda: T.ActNorm(0), "channels must be an integer >= 1, got 0"),
+        (lambda: T.InvertibleLinear(0), "channels must be an integer >= 1, got 0"),
+        (lambda: T.alternating_mask(4, parity=2), "parity must be 0 or 1, got 2"),
+        (lambda: T.checkerboard_mask(0, 3), "height must be an integer >= 1, got 0"),
+        (lambda: T.AffineCoupling(T.alternating_mask(4), torch.nn.Linear(2, 4), scale_bound=0.0), "scale_bound must"),
+        (lambda: T.MaskedAffineAutoregressive(4, [8], scale_bound=math.nan), "scale_bound must be a finite number > 0"),
+        (lambda: T.Permutation(torch.tensor([0.5, 1.2])), "perm must be a 1-D tensor of integers"),
+    ):
+        with pytest.raises(ValueError) as e:
+            build()
+        assert needle in str(e.value)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from dgmkit.errors import whole_at_least
 from dgmkit.nn import MLP, ConvConditioner, zero_init
 from dgmkit.transforms.autoregressive import MaskedAffineAutoregressive, iaf_layer
 from dgmkit.transforms.base import Bijection, Compose
@@ -28,6 +29,14 @@ from dgmkit.transforms.reshape import MultiScale, Squeeze
 __all__ = ["VECTOR_FLOWS", "IMAGE_FLOWS", "nice", "realnvp", "glow", "maf", "iaf", "realnvp_multiscale", "glow_multiscale"]
 
 
+def _sizes(features: int, layers: int, context_features: int = 0) -> None:
+    """An architecture's sizes: a flow of no layers (the identity, silently) or of no features is
+    refused by name."""
+    whole_at_least("features", features, 1)
+    whole_at_least("layers", layers, 1)
+    whole_at_least("context_features", context_features, 0)
+
+
 def _mlp(d_in: int, hidden: Sequence[int], d_out: int, act: str) -> MLP:
     net = MLP(d_in, hidden, d_out, act)
     zero_init(net[-1])  # the coupling starts as the identity
@@ -45,6 +54,7 @@ def _half_mask(features: int) -> torch.Tensor:
 
 def nice(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
     """NICE: additive couplings on alternating halves, then a diagonal scaling (arXiv 1410.8516)."""
+    _sizes(features, layers, context_features)
     steps: list[Bijection] = []
     for i in range(layers):
         mask = alternating_mask(features, i % 2)
@@ -54,6 +64,7 @@ def nice(features: int, hidden: Sequence[int], layers: int = 4, context_features
 
 def realnvp(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
     """RealNVP on vectors: affine couplings on alternating masks (arXiv 1605.08803)."""
+    _sizes(features, layers, context_features)
     steps: list[Bijection] = []
     for i in range(layers):
         mask = alternating_mask(features, i % 2)
@@ -64,6 +75,7 @@ def realnvp(features: int, hidden: Sequence[int], layers: int = 4, context_featu
 def glow(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
     """Glow steps on vectors: ActNorm, an LU-parameterised invertible linear map, an affine
     coupling of the first half on the second (arXiv 1807.03039)."""
+    _sizes(features, layers, context_features)
     g = torch.Generator().manual_seed(0)
     steps: list[Bijection] = []
     mask = _half_mask(features)
@@ -78,6 +90,7 @@ def glow(features: int, hidden: Sequence[int], layers: int = 4, context_features
 
 def _reversing(features: int, layers: int, make_layer: Callable[[], Bijection]) -> Compose:
     """``layers`` autoregressive layers with the order reversed between consecutive ones."""
+    _sizes(features, layers)
     steps: list[Bijection] = []
     for i in range(layers):
         if i:
@@ -104,6 +117,11 @@ def _conv_affine(mask: torch.Tensor, channels: int, hidden: int, blocks: int, sc
     return AffineCoupling(mask, ConvConditioner(channels, 2 * channels, hidden, blocks), scale=scale)
 
 
+def _image_sizes(hidden: int, layers: int, levels: int, blocks: int) -> None:
+    for name, value, low in (("hidden", hidden, 1), ("layers", layers, 1), ("levels", levels, 1), ("blocks", blocks, 0)):
+        whole_at_least(name, value, low)
+
+
 def _check_divisible(event_shape: tuple[int, int, int], factor: int, name: str) -> None:
     _, h, w = event_shape
     if h % factor or w % factor:
@@ -116,6 +134,7 @@ def realnvp_multiscale(
     """RealNVP's multi-scale flow: per level, ``layers`` checkerboard couplings, a squeeze and
     ``layers`` channel couplings, then half the channels are factored out; the last level has
     ``layers + 1`` checkerboard couplings."""
+    _image_sizes(hidden, layers, levels, blocks)
     _check_divisible(event_shape, 2 ** (levels - 1), "realnvp")
     c, h, w = event_shape
     out: list[Bijection] = []
@@ -139,6 +158,7 @@ def glow_multiscale(
 ) -> MultiScale:
     """Glow: per level a squeeze and ``layers`` steps of ActNorm, invertible 1x1 convolution and
     an affine coupling of the channel halves; half the channels are factored out between levels."""
+    _image_sizes(hidden, layers, levels, blocks)
     _check_divisible(event_shape, 2**levels, "glow")
     c, h, w = event_shape
     g = torch.Generator().manual_seed(0)

@@ -16,7 +16,7 @@ import torch
 
 from dgmkit.nn.made import MADE
 from dgmkit.transforms.base import Bijection, Inverse
-from dgmkit.transforms.coupling import soft_clamp
+from dgmkit.transforms.coupling import positive_bound, soft_clamp
 
 __all__ = ["MaskedAffineAutoregressive", "iaf_layer"]
 
@@ -37,7 +37,7 @@ class MaskedAffineAutoregressive(Bijection):
         self.made = MADE(features, hidden, 2, context_features, act=act, order=order)
         torch.nn.init.zeros_(self.made.output_layer.weight)  # start at the identity
         torch.nn.init.zeros_(self.made.output_layer.bias)
-        self.scale_bound = scale_bound
+        self.scale_bound = positive_bound(scale_bound)
         self.features = features
 
     def _params(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

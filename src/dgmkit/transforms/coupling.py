@@ -11,10 +11,13 @@ usual source of overflow and NaN in these models. The conditioner's last layer s
 so every coupling starts as the identity.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgmkit.errors import whole_at_least
 from dgmkit.transforms.base import Bijection, sum_except_batch
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "alternating_mask", "checkerboard_mask", "channel_mask", "soft_clamp"]
@@ -24,19 +27,39 @@ def soft_clamp(raw: torch.Tensor, bound: float) -> torch.Tensor:
     return bound * torch.tanh(raw / bound)
 
 
+def positive_bound(bound: float) -> float:
+    """A log-scale bound of ``soft_clamp``: finite and positive (0 divides by zero, NaN makes NaN)."""
+    if not (isinstance(bound, (int, float)) and not isinstance(bound, bool) and 0 < bound < math.inf):
+        raise ValueError(f"scale_bound must be a finite number > 0, got {bound!r}")
+    return float(bound)
+
+
+def _parity(parity: int) -> int:
+    if parity not in (0, 1) or isinstance(parity, bool):
+        raise ValueError(f"parity must be 0 or 1, got {parity!r}")
+    return parity
+
+
 def alternating_mask(features: int, parity: int = 0) -> torch.Tensor:
     """(D,) mask 1, 0, 1, ... (or 0, 1, 0, ... with parity 1)."""
+    whole_at_least("features", features, 1)
+    _parity(parity)
     return ((torch.arange(features, device="cpu") + parity) % 2 == 0).float()  # (on the CPU: a structure, not a state)
 
 
 def checkerboard_mask(height: int, width: int, parity: int = 0) -> torch.Tensor:
     """(1, H, W) checkerboard mask of an image (RealNVP's spatial partition)."""
+    whole_at_least("height", height, 1)
+    whole_at_least("width", width, 1)
+    _parity(parity)
     i, j = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     return ((i + j + parity) % 2 == 0).float().unsqueeze(0)
 
 
 def channel_mask(channels: int, parity: int = 0) -> torch.Tensor:
     """(C, 1, 1) mask of the first (parity 0) or second half of the channels."""
+    whole_at_least("channels", channels, 1)
+    _parity(parity)
     first = (torch.arange(channels) < channels // 2).float()
     return (first if parity == 0 else 1 - first).view(-1, 1, 1)
 
@@ -157,7 +180,7 @@ class AffineCoupling(_Coupling):
         super().__init__(mask, net, context_features)
         if scale not in ("tanh", "sigmoid"):
             raise ValueError(f"scale must be tanh or sigmoid, got {scale!r}")
-        self.scale_bound, self.scale = scale_bound, scale
+        self.scale_bound, self.scale = positive_bound(scale_bound), scale
 
     def _transform(
         self, x: torch.Tensor, params: tuple[torch.Tensor, ...], inverse: bool, where: torch.Tensor | None

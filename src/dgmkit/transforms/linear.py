@@ -10,6 +10,7 @@ import math
 import torch
 from torch import nn
 
+from dgmkit.errors import whole_at_least
 from dgmkit.transforms.base import Bijection
 
 __all__ = ["InvertibleLinear"]
@@ -24,6 +25,7 @@ class InvertibleLinear(Bijection):
 
     def __init__(self, channels: int, generator: torch.Generator | None = None):
         super().__init__()
+        whole_at_least("channels", channels, 1)
         w = torch.linalg.qr(torch.randn(channels, channels, generator=generator, dtype=torch.float64))[0]
         dt = torch.get_default_dtype()
         p, lower, upper = torch.linalg.lu(w)

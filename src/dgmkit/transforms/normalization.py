@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, whole_at_least
 from dgmkit.nn.data_init import DataInitialised
 from dgmkit.transforms.base import Bijection
 
@@ -23,6 +23,7 @@ class ActNorm(DataInitialised, Bijection):
 
     def __init__(self, channels: int):
         super().__init__()
+        whole_at_least("channels", channels, 1)
         self.bias = nn.Parameter(torch.zeros(channels))
         self.log_scale = nn.Parameter(torch.zeros(channels))
         self._register_initialized(False)

@@ -15,7 +15,10 @@ class Permutation(Bijection):
 
     def __init__(self, perm: torch.Tensor):
         super().__init__()
-        perm = torch.as_tensor(perm, dtype=torch.long, device="cpu")  # (a structure: also where built on meta)
+        given = torch.as_tensor(perm, device="cpu")
+        if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool or given.dim() != 1:
+            raise ValueError(f"perm must be a 1-D tensor of integers, got {given.dtype} of shape {tuple(given.shape)}")
+        perm = given.long()  # (a structure, on the CPU: also where built on meta)
         if sorted(perm.tolist()) != list(range(len(perm))):
             raise ValueError("perm must be a permutation of range(len(perm))")
         self.register_buffer("perm", perm)
