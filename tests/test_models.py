@@ -105,3 +105,31 @@ def test_latent_scale_sets_the_encoders_scale_and_no_weight(posterior):
 def test_the_vampprior_needs_a_gaussian_posterior():
     with pytest.raises(ConfigError, match="needs a Gaussian q"):
         build_model(RunConfig.of(hidden=[8], latent_dim=2, prior="vampprior", posterior="iaf"), (1, 4, 4), 2)
+
+
+def test_models_built_by_hand_refuse_sizes_and_schedules_that_build_nothing_or_nan_by_name():
+    """A DDPM schedule of 0 steps divided by zero and one of decreasing betas was built (a noise
+    schedule that falls); a log-linear model of 0 states was math's "domain error"; a learned
+    schedule of width 0, a dequantizer of one level, an autoregressive network of 0 channels, a
+    MADE of 0 masks and a PPCA of NaN weights were built."""
+    import math
+
+    from dgmkit.conditional import BernoulliHead
+    from dgmkit.models import MADEARM, PPCA, CausalConvARM, LogitNormalDequantizer, LogLinearLVM
+    from dgmkit.models.noise_schedule import DDPMSchedule, LearnedSchedule
+
+    for build, needle in (
+        (lambda: DDPMSchedule(0), "steps must be an integer >= 1, got 0"),
+        (lambda: DDPMSchedule(1000, 20.0, 0.1), "the betas need 0 < beta_min <= beta_max"),
+        (lambda: LearnedSchedule(5.0, -13.3), "a noise schedule increases"),
+        (lambda: LearnedSchedule(hidden=0), "hidden must be an integer >= 1, got 0"),
+        (lambda: LogLinearLVM((1, 2, 2), 0), "num_states must be an integer >= 1, got 0"),
+        (lambda: LogitNormalDequantizer(1, 1), "num_levels must be an integer >= 2, got 1"),
+        (lambda: CausalConvARM(BernoulliHead(), (1, 4, 4), channels=0), "channels must be an integer >= 1, got 0"),
+        (lambda: MADEARM(BernoulliHead(), (1, 2, 2), masks=0), "masks must be an integer >= 1, got 0"),
+        (lambda: PPCA(torch.full((4, 2), math.nan), torch.zeros(4), 1.0), "W and mu must be finite"),
+        (lambda: PPCA(torch.ones(4, 2), torch.zeros(4), math.inf), "sigma2 must be > 0 and finite"),
+    ):
+        with pytest.raises(ValueError) as e:
+            build()
+        assert needle in str(e.value)

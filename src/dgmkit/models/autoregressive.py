@@ -21,6 +21,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.devices import dtype_of
 from dgmkit.distributions.sampling import inverse_cdf
+from dgmkit.errors import whole_at_least
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.nn.causal import CausalConvNet
 from dgmkit.nn.made import MADE, MaskedLinear
@@ -131,7 +132,9 @@ class GatedConvARM(AutoregressiveModel):
         input_scale: float = 1.0,
     ):
         super().__init__(head, event_shape, input_scale)
-        self.net = self.net_class(1, self.p, channels, self.default_layers if layers is None else layers, kernel)
+        whole_at_least("channels", channels, 1)
+        layers = self.default_layers if layers is None else whole_at_least("layers", layers, 1)
+        self.net = self.net_class(1, self.p, channels, layers, kernel)
 
 
 class CausalConvARM(GatedConvARM):
@@ -198,7 +201,7 @@ class MADEARM(AutoregressiveModel):
     ):
         super().__init__(head, event_shape, input_scale)
         self.made = MADE(self.num_dims, list(hidden), self.p, direct=direct)
-        self.masks, self.random_order, self.seed = masks, random_order, seed
+        self.masks, self.random_order, self.seed = whole_at_least("masks", masks, 1), random_order, seed
         self._current = -1
         self.use_mask(0)
 

@@ -20,6 +20,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from dgmkit.distributions.logit_normal import LogitNormal
+from dgmkit.errors import whole_at_least
 from dgmkit.models.base import JointTerms, VariationalModel
 from dgmkit.models.flow import FlowModel
 
@@ -31,7 +32,9 @@ class LogitNormalDequantizer(nn.Module):
 
     def __init__(self, channels: int, num_levels: int, hidden: int = 32):
         super().__init__()
-        self.num_levels = num_levels
+        whole_at_least("channels", channels, 1)
+        whole_at_least("hidden", hidden, 1)
+        self.num_levels = whole_at_least("num_levels", num_levels, 2)
         self.net = nn.Sequential(
             nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
             nn.Conv2d(hidden, 2 * channels, 3, padding=1),

@@ -25,6 +25,7 @@ from torch.distributions import Distribution, OneHotCategorical, constraints
 from dgmkit._rng import seeded_by
 from dgmkit.devices import device_of
 from dgmkit.distributions.categorical import one_hot_categorical
+from dgmkit.errors import whole_at_least
 from dgmkit.models.base import EMFit, ExactLatentVariableModel
 
 __all__ = ["LogLinearLVM", "EnumeratedBinary", "grid_edges"]
@@ -88,6 +89,7 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
 
     def __init__(self, event_shape: tuple[int, ...], num_states: int, edges: list[tuple[int, int]] | None = None):
         super().__init__()
+        whole_at_least("num_states", num_states, 1)
         self.event_shape = tuple(event_shape)
         d = math.prod(self.event_shape)
         if d > MAX_PIXELS:

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dgmkit.errors import whole_at_least
+
 __all__ = ["NoiseSchedule", "LearnedSchedule", "LinearSchedule", "DDPMSchedule", "SCHEDULES", "variance_gradient"]
 
 
@@ -78,6 +80,8 @@ class LearnedSchedule(NoiseSchedule):
 
     def __init__(self, gamma_0: float = -13.3, gamma_1: float = 5.0, hidden: int = 1024):
         super().__init__()
+        _increasing(gamma_0, gamma_1)
+        whole_at_least("hidden", hidden, 1)
         self.gamma_0 = nn.Parameter(torch.tensor(float(gamma_0)))
         self.gamma_1 = nn.Parameter(torch.tensor(float(gamma_1)))
         # positive weights through softplus of free parameters; initialised near a linear map
@@ -112,6 +116,11 @@ class LearnedSchedule(NoiseSchedule):
         return self.gamma_0 + span * shape, span * dshape
 
 
+def _increasing(gamma_0: float, gamma_1: float) -> None:
+    if not (math.isfinite(gamma_0) and math.isfinite(gamma_1) and gamma_0 < gamma_1):
+        raise ValueError(f"a noise schedule increases: gamma_0 < gamma_1, both finite; got {gamma_0} and {gamma_1}")
+
+
 class LinearSchedule(NoiseSchedule):
     """gamma(t) = gamma_0 + (gamma_1 - gamma_0) t, fixed."""
 
@@ -119,8 +128,7 @@ class LinearSchedule(NoiseSchedule):
 
     def __init__(self, gamma_0: float = -13.3, gamma_1: float = 5.0):
         super().__init__()
-        if not (math.isfinite(gamma_0) and math.isfinite(gamma_1) and gamma_0 < gamma_1):
-            raise ValueError(f"a noise schedule increases: gamma_0 < gamma_1, both finite; got {gamma_0} and {gamma_1}")
+        _increasing(gamma_0, gamma_1)
         self.register_buffer("ends", torch.tensor([float(gamma_0), float(gamma_1)]))
 
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,6 +143,9 @@ class DDPMSchedule(NoiseSchedule):
 
     def __init__(self, steps: int = 1000, beta_min: float = 0.1, beta_max: float = 20.0):
         super().__init__()
+        whole_at_least("steps", steps, 1)
+        if not 0 < beta_min <= beta_max < math.inf:  # (NaN is never; decreasing betas would not be a schedule)
+            raise ValueError(f"the betas need 0 < beta_min <= beta_max, both finite; got {beta_min} and {beta_max}")
         self.register_buffer("params", torch.tensor([1.0 / steps, beta_min, beta_max], dtype=torch.float64))
 
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

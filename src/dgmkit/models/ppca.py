@@ -39,8 +39,10 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         if mu.shape != (D,):
             raise ValueError(f"mu must have shape ({D},), got {tuple(mu.shape)}")
         sigma2 = torch.as_tensor(sigma2, dtype=W.dtype)
-        if not sigma2.is_meta and not sigma2 > 0:  # (built on the meta device, it holds no value to check)
-            raise ValueError(f"sigma2 must be > 0, got {float(sigma2)}")
+        if not sigma2.is_meta and not 0 < sigma2 < math.inf:  # (built on the meta device, it holds no value to check)
+            raise ValueError(f"sigma2 must be > 0 and finite, got {float(sigma2)}")
+        if not W.is_meta and not (torch.isfinite(W).all() and torch.isfinite(mu).all()):
+            raise ValueError("W and mu must be finite")
         self.W = nn.Parameter(W.clone())
         self.mu = nn.Parameter(mu.clone())
         self.log_sigma2 = nn.Parameter(sigma2.log().reshape(()))
