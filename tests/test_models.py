@@ -133,3 +133,22 @@ def test_models_built_by_hand_refuse_sizes_and_schedules_that_build_nothing_or_n
         with pytest.raises(ValueError) as e:
             build()
         assert needle in str(e.value)
+
+
+def test_networks_built_by_hand_refuse_sizes_of_no_units_by_name():
+    """A gated layer, a convolutional encoder's or decoder's hidden layer of width 0, a MADE of 0
+    parameters a dimension and a ConvConditioner of 0 hidden channels were built (a warning at
+    most); one stage's channels given for two were NumPy's "not enough values to unpack"."""
+    from dgmkit.nn import MADE, ConvConditioner, ConvDecoderNet, ConvEncoderNet, GatedMLP
+
+    for build, needle in (
+        (lambda: GatedMLP(4, [0], 2), "GatedDense's out_features must be an integer >= 1, got 0"),
+        (lambda: ConvEncoderNet((1, 8, 8), 4, channels=(8,)), "ConvEncoderNet takes the channels of its two stages"),
+        (lambda: ConvEncoderNet((1, 8, 8), 4, hidden=0), "ConvEncoderNet's hidden must be an integer >= 1, got 0"),
+        (lambda: ConvDecoderNet(4, (1, 8, 8), 1, channels=(8, 0)), "ConvDecoderNet's channels[1] must be an integer"),
+        (lambda: MADE(4, [8], 0), "MADE's params_per_dim must be an integer >= 1, got 0"),
+        (lambda: ConvConditioner(2, 4, hidden=0), "ConvConditioner's hidden must be an integer >= 1, got 0"),
+    ):
+        with pytest.raises(ValueError) as e:
+            build()
+        assert needle in str(e.value)

@@ -22,6 +22,7 @@ __all__ = [
     "described",
     "shown_value",
     "whole_at_least",
+    "sizes_at_least",
 ]
 
 
@@ -65,6 +66,13 @@ def whole_at_least(name: str, value: object, low: int, error: type[Exception] = 
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise error(f"{name} must be an integer >= {low}, got {shown_value(value)}")
     return int(value)
+
+
+def sizes_at_least(owner: str, sizes: dict[str, object], low: int = 1) -> None:
+    """Each of a network's ``sizes`` (name -> value) a whole number of at least ``low``, else a
+    ValueError that names it as ``owner``'s."""
+    for name, value in sizes.items():
+        whole_at_least(f"{owner}'s {name}", value, low)
 
 
 class DgmError(Exception):

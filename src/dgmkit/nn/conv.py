@@ -11,6 +11,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from dgmkit.errors import sizes_at_least
 from dgmkit.nn.mlp import activation
 
 __all__ = ["he_init", "ConvEncoderNet", "ConvDecoderNet", "ResidualStack", "DownsamplingEncoder", "UpsamplingDecoder"]
@@ -46,6 +47,15 @@ def _quarter(event_shape: Sequence[int]) -> tuple[int, int, int]:
     return c, h // 4, w // 4
 
 
+def _two_channels(owner: str, channels: Sequence[int]) -> tuple[int, int]:
+    """The channels of the two stride-2 stages, each a whole number >= 1."""
+    pair = tuple(channels)
+    if len(pair) != 2:
+        raise ValueError(f"{owner} takes the channels of its two stages, got {list(pair)}")
+    sizes_at_least(owner, {"channels[0]": pair[0], "channels[1]": pair[1]})
+    return pair[0], pair[1]
+
+
 class ConvEncoderNet(nn.Module):
     """(B, C, H, W) -> (B, out_features) with two stride-2 stages.
 
@@ -65,7 +75,8 @@ class ConvEncoderNet(nn.Module):
     ):
         super().__init__()
         c, h4, w4 = _quarter(event_shape)
-        c1, c2 = channels
+        c1, c2 = _two_channels("ConvEncoderNet", channels)
+        sizes_at_least("ConvEncoderNet", {"out_features": out_features, "hidden": hidden})
         self.features = nn.Sequential(
             nn.Conv2d(c, c1, 3, stride=2, padding=1),  # H/2
             activation(act),
@@ -98,7 +109,8 @@ class ConvDecoderNet(nn.Module):
     ):
         super().__init__()
         _, h4, w4 = _quarter(event_shape)
-        c2, c1 = channels
+        c2, c1 = _two_channels("ConvDecoderNet", channels)
+        sizes_at_least("ConvDecoderNet", {"in_features": in_features, "out_channels": out_channels, "hidden": hidden})
         self._grid = (c2, h4, w4)
         self.head = nn.Sequential(
             nn.Linear(in_features, hidden), activation(act), nn.Linear(hidden, c2 * h4 * w4), activation(act)

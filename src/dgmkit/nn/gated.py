@@ -7,6 +7,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from dgmkit.errors import sizes_at_least
+
 __all__ = ["GatedDense", "GatedMLP", "GatedBranches", "GatedConv2d", "ImageBranch"]
 
 
@@ -15,6 +17,7 @@ class GatedDense(nn.Module):
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
+        sizes_at_least("GatedDense", {"in_features": in_features, "out_features": out_features})
         self.out_features = out_features
         self.linear = nn.Linear(in_features, 2 * out_features)
 
@@ -61,6 +64,7 @@ class GatedMLP(nn.Sequential):
 
     def __init__(self, in_features: int, hidden: Sequence[int], out_features: int):
         sizes = [in_features, *hidden]
+        sizes_at_least("GatedMLP", {"out_features": out_features})
         layers = [GatedDense(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
         super().__init__(*layers, nn.Linear(sizes[-1], out_features))
         self.in_features = in_features

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgmkit.errors import sizes_at_least
 from dgmkit.nn.mlp import activation
 
 __all__ = ["MaskedLinear", "MADE"]
@@ -66,6 +67,8 @@ class MADE(nn.Module):
         super().__init__()
         if features < 1 or not hidden or min(hidden) < 1:
             raise ValueError(f"MADE needs features >= 1 and positive hidden sizes, got {features} and {list(hidden)}")
+        sizes_at_least("MADE", {"params_per_dim": params_per_dim})
+        sizes_at_least("MADE", {"context_features": context_features}, low=0)
         self.features, self.params_per_dim = features, params_per_dim
         sizes = [features, *hidden]
         self.hidden_layers = nn.ModuleList(MaskedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))

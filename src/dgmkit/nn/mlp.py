@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dgmkit.errors import whole_at_least
+from dgmkit.errors import sizes_at_least
 
 __all__ = ["MLP", "activation"]
 
@@ -31,8 +31,9 @@ class MLP(nn.Sequential):
 
     def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, act: str = "relu"):
         sizes = [in_features, *hidden, out_features]
-        for name, size in zip(["in_features", *(f"hidden[{i}]" for i in range(len(hidden))), "out_features"], sizes):
-            whole_at_least(f"MLP's {name}", size, 1)
+        sizes_at_least(
+            "MLP", dict(zip(["in_features", *(f"hidden[{i}]" for i in range(len(hidden))), "out_features"], sizes))
+        )
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))

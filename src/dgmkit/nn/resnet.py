@@ -5,6 +5,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from dgmkit.errors import sizes_at_least
+
 __all__ = ["ConvConditioner", "zero_init"]
 
 
@@ -38,6 +40,8 @@ class ConvConditioner(nn.Sequential):
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, blocks: int = 1):
+        sizes_at_least("ConvConditioner", {"in_channels": in_channels, "out_channels": out_channels, "hidden": hidden})
+        sizes_at_least("ConvConditioner", {"blocks": blocks}, low=0)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden, 3, padding=1)]
         layers += [_ResidualBlock(hidden) for _ in range(blocks)]
         layers += [nn.ReLU(), zero_init(nn.Conv2d(hidden, out_channels, 3, padding=1))]
