@@ -52,24 +52,29 @@ def _half_mask(features: int) -> torch.Tensor:
     return (torch.arange(features, device="cpu") < (features + 1) // 2).float()
 
 
-def nice(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
-    """NICE: additive couplings on alternating halves, then a diagonal scaling (arXiv 1410.8516)."""
+def _alternating_couplings(
+    features: int, hidden: Sequence[int], layers: int, context_features: int, act: str, affine: bool
+) -> list[Bijection]:
+    """``layers`` couplings on alternating masks, additive (NICE) or affine (RealNVP)."""
     _sizes(features, layers, context_features)
     steps: list[Bijection] = []
     for i in range(layers):
         mask = alternating_mask(features, i % 2)
-        steps.append(AdditiveCoupling(mask, _coupling_net(mask, 1, hidden, context_features, act), context_features))
+        net = _coupling_net(mask, 2 if affine else 1, hidden, context_features, act)
+        coupling = AffineCoupling if affine else AdditiveCoupling
+        steps.append(coupling(mask, net, context_features))
+    return steps
+
+
+def nice(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
+    """NICE: additive couplings on alternating halves, then a diagonal scaling (arXiv 1410.8516)."""
+    steps = _alternating_couplings(features, hidden, layers, context_features, act, affine=False)
     return Compose([*steps, DiagonalScaling((features,))])
 
 
 def realnvp(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
     """RealNVP on vectors: affine couplings on alternating masks (arXiv 1605.08803)."""
-    _sizes(features, layers, context_features)
-    steps: list[Bijection] = []
-    for i in range(layers):
-        mask = alternating_mask(features, i % 2)
-        steps.append(AffineCoupling(mask, _coupling_net(mask, 2, hidden, context_features, act), context_features))
-    return Compose(steps)
+    return Compose(_alternating_couplings(features, hidden, layers, context_features, act, affine=True))
 
 
 def glow(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
