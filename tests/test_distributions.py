@@ -237,3 +237,27 @@ def test_the_unchecked_one_hot_categorical_and_student_t_are_torchs_without_the_
     assert torch.equal(drawn, expected)
     assert torch.equal(ours_t.log_prob(expected), theirs_t.log_prob(expected))
     assert torch.equal(ours_t.mean, theirs_t.mean) and torch.equal(ours_t.variance, theirs_t.variance)
+
+
+def test_event_dims_and_a_flow_s_temperature_are_refused_outside_their_range():
+    """event_dims of -1 or beyond the tensor's dimensions was clipped by slicing into some other
+    split of batch and event (a Bernoulli over (2, 4) with event_dims 5 had event shape (2, 4));
+    a flow at temperature 0 or NaN drew every sample at the base's mean (or NaN)."""
+    from torch.distributions import Independent, Normal
+
+    import dgmkit.transforms as T
+    from dgmkit.distributions import BernoulliPixels, Delta, DiscretizedLogisticMixture, FlowDistribution
+
+    p = torch.zeros(2, 3, 1, 2, 2)
+    for build, needle in (
+        (lambda: BernoulliPixels(torch.zeros(2, 4), 5), "event_dims must be an integer in 0..2"),
+        (lambda: Delta(torch.zeros(2, 4), -1), "event_dims must be an integer in 0..2"),
+        (lambda: DiscretizedLogisticMixture(p, p, p, 256, -1), "event_dims must be an integer in 0..4"),
+    ):
+        with pytest.raises(ValueError, match=needle):
+            build()
+    base = Independent(Normal(torch.zeros(4), torch.ones(4)), 1)
+    for t in (0.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            FlowDistribution(base, T.realnvp(4, [8]), temperature=t)
+    assert BernoulliPixels(torch.zeros(2, 4), 2).event_shape == (2, 4) and Delta(torch.zeros(2, 4), 0).event_shape == ()

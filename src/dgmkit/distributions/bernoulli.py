@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 
+from dgmkit.distributions.shapes import event_split
+
 __all__ = ["BernoulliPixels"]
 
 
@@ -28,7 +30,7 @@ class BernoulliPixels(Distribution):
 
     def __init__(self, logits: torch.Tensor, event_dims: int):
         self.logits = logits
-        split = logits.dim() - event_dims
+        split = event_split(logits.dim(), event_dims)
         super().__init__(logits.shape[:split], logits.shape[split:], validate_args=False)
 
     def _flat(self, t: torch.Tensor) -> torch.Tensor:

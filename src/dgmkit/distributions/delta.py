@@ -3,6 +3,8 @@
 import torch
 from torch.distributions import Distribution, constraints
 
+from dgmkit.distributions.shapes import event_split
+
 __all__ = ["Delta"]
 
 
@@ -16,7 +18,7 @@ class Delta(Distribution):
 
     def __init__(self, value: torch.Tensor, event_dims: int = 1):
         self.value = value
-        split = value.dim() - event_dims
+        split = event_split(value.dim(), event_dims)
         super().__init__(value.shape[:split], value.shape[split:], validate_args=False)
 
     def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:

@@ -8,6 +8,7 @@ posterior, whose inverse is the sequential direction). Any other tensor is score
 forward pass.
 """
 
+import math
 import typing
 
 import torch
@@ -37,6 +38,8 @@ class FlowDistribution(Distribution, JointSampler):
     def __init__(
         self, base: Distribution, bijection: "Bijection", context: torch.Tensor | None = None, temperature: float = 1.0
     ):
+        if not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):  # (NaN is neither)
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         self.base, self.bijection, self.context, self.temperature = base, bijection, context, temperature
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         super().__init__(base.batch_shape, base.event_shape, validate_args=False)

@@ -4,6 +4,8 @@ discretized logistic mixture): their shapes, support and the sum of ``log_prob``
 import torch
 from torch.distributions import Distribution, constraints
 
+from dgmkit.distributions.shapes import event_split
+
 __all__ = ["LevelPixels"]
 
 
@@ -18,7 +20,7 @@ class LevelPixels(Distribution):
     def __init__(self, params: torch.Tensor, num_levels: int, event_dims: int):
         self.num_levels = num_levels
         shape = params.shape[:-1]
-        split = len(shape) - event_dims
+        split = event_split(len(shape), event_dims)
         super().__init__(shape[:split], shape[split:], validate_args=False)
 
     @property
