@@ -166,7 +166,7 @@ class GradientGuard:
         taken = math.isfinite(value) and value <= limit  # a NaN or infinite norm is never taken
         self._record(value, limit, taken)
         if taken and self.skip_factor is not None:
-            self._recent = [*self._recent[-(self.window - 1) :], value]
+            self._recent = [*self._recent, value][-self.window :]  # (not [-(window - 1):]: [-0:] is all of it)
         return taken
 
     def _record(self, norm: float, limit: float, taken: bool) -> None:
