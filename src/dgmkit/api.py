@@ -166,13 +166,7 @@ def train(
     flags of ``dgm train`` as keywords (``dataset="mnist"``, ``hidden=[512, 256]``, ...).
     ``data``: arrays or a torch Dataset instead of a named dataset; under torchrun, data-parallel
     (module docstring)."""
-    if not (isinstance(out, (str, os.PathLike)) and isinstance(os.fspath(out), str)):  # (Path(None): pathlib's TypeError)
-        raise ConfigError(f"out, the run folder, is named by a path (str or os.PathLike), got {shown_value(out)}")
-    if not os.fspath(out):  # (Path(""), the working folder)
-        raise ConfigError("out is empty: name the run folder to write")
-    if not isinstance(resume, bool):  # (resume="no" is true)
-        raise ConfigError(f"resume must be True or False, got {shown_value(resume)}")
-    out = Path(out)
+    out = _run_folder(out, resume)
     if not distributed.init_from_environment().is_main:  # (joins the group under torchrun: called first, always)
         quiet = True
     if resume:
@@ -207,6 +201,19 @@ def train(
         remove_empty_folders(made)  # (only those left empty)
         raise
     return load(out)
+
+
+def _run_folder(out: object, resume: object) -> Path:
+    """``train``'s run folder, refused unless it is a path that is not empty (``Path(None)`` is
+    pathlib's TypeError, ``Path("")`` the working folder), and its ``resume`` a bool (``"no"`` is
+    true)."""
+    if not (isinstance(out, (str, os.PathLike)) and isinstance(os.fspath(out), str)):
+        raise ConfigError(f"out, the run folder, is named by a path (str or os.PathLike), got {shown_value(out)}")
+    if not os.fspath(out):
+        raise ConfigError("out is empty: name the run folder to write")
+    if not isinstance(resume, bool):
+        raise ConfigError(f"resume must be True or False, got {shown_value(resume)}")
+    return Path(out)
 
 
 def _config_keys(config: object) -> dict:
