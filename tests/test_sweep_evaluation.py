@@ -226,3 +226,33 @@ def test_integer_batches_stay_integers_and_no_labelled_rows_asked_needs_no_label
     source.add_labelled(0)  # (no label in the data: nothing is drawn from them)
     source.mutate(0.0)  # (nor a mutation rate of 0 of continuous data: no level is drawn)
     assert source.rows_per_epoch == 4 and len(list(source.epoch())) == 2
+
+
+# --- training/checkpoint.py: the header's bounds --------------------------------------------------
+@pytest.mark.parametrize(
+    "header, needle",
+    [
+        # a length one past what the file holds after its 8-byte prefix (the bound was the file's size)
+        (None, "its header claims"),
+        # a version of more digits than a format version has (int() of 5000 digits is Python's ValueError)
+        ({"__metadata__": {"format": "dgmkit-checkpoint", "version": "9" * 5000}}, "malformed format version"),
+        ({"__metadata__": {"format": "dgmkit-checkpoint", "version": "0000001"}}, "malformed format version"),
+    ],
+)
+def test_a_checkpoint_header_out_of_its_bounds_is_refused_by_what_is_wrong(tmp_path, header, needle):
+    import json
+    import struct
+
+    from dgmkit.errors import CheckpointError
+    from dgmkit.training.checkpoint import read_metadata
+
+    if header is None:
+        body = json.dumps({"__metadata__": {}}).encode()
+        raw = struct.pack("<Q", len(body) + 1) + body
+    else:
+        body = json.dumps(header).encode()
+        raw = struct.pack("<Q", len(body)) + body
+    path = tmp_path / "c.safetensors"
+    path.write_bytes(raw)
+    with pytest.raises(CheckpointError, match=needle):
+        read_metadata(path)
