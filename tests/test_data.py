@@ -411,3 +411,7 @@ def test_load_dataset_refuses_arguments_of_another_kind_by_name(tmp_path):
             load_dataset(**args)
         assert needle in str(e.value)
     assert load_dataset(flat, image_shape=np.array([3, 4])).train.x.shape[1:] == (1, 3, 4)  # (a Path, NumPy sizes)
+    x = np.random.default_rng(0).random((40, 4))
+    for args, needle in ((dict(name=3), "a dataset's name is a non-empty string, got 3"), (dict(seed=-1), "seed must be")):
+        with pytest.raises(DataError, match=needle):  # (from_array named a dataset 3, which a run record refuses)
+            from_array(x, **args)

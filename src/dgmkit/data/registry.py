@@ -30,7 +30,7 @@ from dgmkit.data.matlab import read_mat
 from dgmkit.data.sprites import sprites
 from dgmkit.data.table import TABLE_SUFFIXES, Column, read_table
 from dgmkit.data.toy2d import TOY_2D, toy_2d
-from dgmkit.errors import DataError, did_you_mean, shown_value
+from dgmkit.errors import DataError, did_you_mean, shown_value, whole_at_least
 
 __all__ = [
     "DATASETS",
@@ -505,6 +505,9 @@ def from_array(
     10% test, none of them empty. An array that looks channels-last is refused
     (``check_channels_first``) unless ``shaped``: its shape was given (``--image-shape``).
     """
+    if not (isinstance(name, str) and name):  # (a run records it as its data's name)
+        raise DataError(f"a dataset's name is a non-empty string, got {shown_value(name)}")
+    whole_at_least("seed", seed, 0, DataError)
     try:
         x = np.asarray(x)
     except (ValueError, TypeError) as e:  # ragged nested lists, or objects that are not arrays
