@@ -256,3 +256,127 @@ def test_a_checkpoint_header_out_of_its_bounds_is_refused_by_what_is_wrong(tmp_p
     path.write_bytes(raw)
     with pytest.raises(CheckpointError, match=needle):
         read_metadata(path)
+
+
+# ---------------------------------------------------------------------------------- clustering.py
+def _accuracy_by_enumeration(assign: np.ndarray, labels: np.ndarray) -> float:
+    """The best one-to-one matching of clusters to labels, by trying every injection of the labels into the clusters."""
+    import itertools
+
+    clusters, classes = sorted(set(assign.tolist())), sorted(set(labels.tolist()))
+    best = 0
+    for image in itertools.permutations(clusters, min(len(clusters), len(classes))):
+        for chosen in itertools.combinations(classes, len(image)):
+            best = max(best, sum(int(((assign == c) & (labels == k)).sum()) for c, k in zip(image, chosen)))
+    return best / len(labels)
+
+
+def test_clustering_accuracy_counts_clusters_of_more_than_127_points():
+    """200 points of label 0 in cluster 5, 60 of label 1 split over clusters 5 and 9: the counts of a cell
+    past a byte's range must not wrap."""
+    from dgmkit.evaluation.clustering import clustering_scores
+
+    assign = np.r_[np.full(200, 5), np.full(30, 5), np.full(30, 9)]
+    labels = np.r_[np.zeros(200, int), np.ones(60, int)]
+    s = clustering_scores(assign, labels)
+    assert s["accuracy"] == _accuracy_by_enumeration(assign, labels) == pytest.approx(230 / 260)
+    assert s["accuracy_majority"] == pytest.approx(230 / 260) and s["clusters_used"] == 2 and s["n"] == 260
+
+
+def test_cluster_assignments_are_those_of_the_whole_set_in_any_batches_and_need_a_mixture():
+    from dgmkit.distributions import location
+    from dgmkit.evaluation.clustering import cluster_assignments
+    from dgmkit.families.vae import VAEConfig
+    from dgmkit.models import CapabilityError
+
+    torch.manual_seed(0)
+    model = VAEConfig(hidden=[8], latent_dim=2, prior="mog", prior_components=3).build((1, 1, 4), 2).eval()
+    x = torch.bernoulli(torch.full((7, 1, 1, 4), 0.5, dtype=torch.float32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        whole = model.assign_components(location(model.posterior(x)))
+    for batch_size in (1, 3, 7, 100):
+        assert torch.equal(cluster_assignments(model, x, batch_size=batch_size), whole)
+    plain = VAEConfig(hidden=[8], latent_dim=2).build((1, 1, 4), 2)
+    with pytest.raises(CapabilityError, match="prior is a mixture .for example --prior mog"):
+        cluster_assignments(plain, x)
+
+
+# ---------------------------------------------------------------------------------- imputation.py
+def test_missforest_is_the_chained_imputer_with_100_seeded_trees_for_10_rounds():
+    import warnings
+
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+
+    from dgmkit.evaluation.imputation import baseline_impute
+
+    rng = np.random.default_rng(1)
+    x0 = rng.normal(size=8)
+    rows = np.stack([x0, x0**2], 1) + 0.1 * rng.normal(size=(8, 2))
+    rows[[0, 3], 1] = np.nan
+    rows[[1, 4], 0] = np.nan
+    forest = RandomForestRegressor(n_estimators=100, random_state=3, n_jobs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = IterativeImputer(estimator=forest, max_iter=10, random_state=3).fit_transform(rows)
+    assert np.allclose(baseline_impute(rows, "missforest", seed=3), want, rtol=0, atol=1e-12)
+
+
+def test_rmse_refuses_a_mask_of_another_shape_than_the_values():
+    """A mask of one flag a row would index whole rows and score the observed entries too."""
+    from dgmkit.evaluation.imputation import rmse
+
+    imputed, truth = np.zeros((3, 2)), np.ones((3, 2))
+    with pytest.raises(ValueError, match=r"shapes differ: imputed \(3, 2\), truth \(3, 2\), mask \(3,\)"):
+        rmse(imputed, truth, np.array([True, False, False]))
+
+
+def test_batched_imputation_is_the_seeded_imputation_and_keeps_every_row_in_place():
+    from dgmkit.evaluation.imputation import impute_batched
+    from dgmkit.families.vae import VAEConfig
+    from dgmkit.objectives.miwae import impute
+
+    torch.manual_seed(0)
+    model = VAEConfig(hidden=[8], latent_dim=2).build((1, 1, 4), 2).eval()
+    x = torch.bernoulli(torch.full((5, 1, 1, 4), 0.5), generator=torch.Generator().manual_seed(2))
+    x[torch.rand(x.shape, generator=torch.Generator().manual_seed(3)) < 0.4] = float("nan")
+    x[:, 0, 0, 0] = 1.0  # an observed entry a row
+    observed = ~torch.isnan(x)
+    # one batch, fewer draws than a chunk: the imputation of one generator seeded by seed
+    single, multiple = impute_batched(model, x, k=6, draws=3, seed=4)
+    want_single, want_multiple = impute(model, x, k=6, draws=3, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(single, want_single) and torch.equal(multiple, want_multiple)
+    # batches of two: every row in its place, its observed entries kept, its draws in the second dimension
+    single, multiple = impute_batched(model, x, k=6, draws=3, seed=4, batch_size=2)
+    assert single.shape == x.shape and multiple.shape == (3, *x.shape)
+    assert torch.equal(single[observed], x[observed]) and not single.isnan().any()
+    for d in range(3):
+        assert torch.equal(multiple[d][observed], x[observed]) and not multiple[d].isnan().any()
+
+
+# ---------------------------------------------------------------------------------- order_files.py
+def test_an_order_file_keeps_every_bit_of_its_values_and_refuses_another_count_or_one_nonfinite_value(tmp_path):
+    import io
+    import zipfile
+
+    from dgmkit.errors import EvaluationError
+    from dgmkit.evaluation.order_files import OrderFiles
+
+    store, order = OrderFiles(tmp_path, 3), torch.tensor([1, 0, 2])
+    values = torch.tensor([-0.1, -1.0 / 3.0, -(2.0**-40) - 1.0], dtype=torch.float64)  # none a float32
+    store.put(0, order, values)
+    assert torch.equal(store.get(0, order), values)
+    with pytest.raises(ValueError, match=r"expected 3 values for order 1, got shape \(2,\)"):
+        store.put(1, order, values[:2])
+    assert not (tmp_path / "order-1.npz").exists()
+    buf = io.BytesIO()
+    np.savez(buf, order=order.numpy().astype(np.int64), values=values.numpy()[:2])
+    (tmp_path / "order-2.npz").write_bytes(buf.getvalue())
+    with pytest.raises(EvaluationError, match=r"expected values of float64 \(3,\), got float64 \(2,\)"):
+        store.get(2, order)
+    with zipfile.ZipFile(tmp_path / "order-2.npz") as z:
+        assert sorted(z.namelist()) == ["order.npy", "values.npy"]
+    np.savez(tmp_path / "order-3.npz", order=order.numpy().astype(np.int64), values=[-1.0, -np.inf, -2.0])  # one of three
+    with pytest.raises(EvaluationError, match="order-3.npz: its log-likelihoods are not all finite"):
+        store.get(3, order)
