@@ -22,6 +22,7 @@ __all__ = [
     "described",
     "shown_value",
     "whole_at_least",
+    "finite_at_least",
     "sizes_at_least",
 ]
 
@@ -66,6 +67,17 @@ def whole_at_least(name: str, value: object, low: int, error: type[Exception] = 
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise error(f"{name} must be an integer >= {low}, got {shown_value(value)}")
     return int(value)
+
+
+def finite_at_least(
+    name: str, value: object, low: float, strict: bool = False, error: type[Exception] = ValueError
+) -> float:
+    """``value`` if it is a finite real number (a NumPy one too; not a bool) of at least ``low``
+    (above it where ``strict``), else ``error`` saying so by ``name`` (NaN never is)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and (value > low if strict else value >= low)):  # type: ignore[operator]
+        raise error(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {shown_value(value)}")
+    return value  # type: ignore[return-value]
 
 
 def sizes_at_least(owner: str, sizes: dict[str, object], low: int = 1) -> None:

@@ -8,7 +8,6 @@ posterior, whose inverse is the sequential direction). Any other tensor is score
 forward pass.
 """
 
-import math
 import typing
 
 import torch
@@ -16,6 +15,7 @@ from torch.distributions import Distribution
 
 from dgmkit.distributions.normal import DiagonalNormal
 from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
+from dgmkit.errors import finite_at_least
 
 if typing.TYPE_CHECKING:
     from dgmkit.transforms.base import Bijection
@@ -38,8 +38,7 @@ class FlowDistribution(Distribution, JointSampler):
     def __init__(
         self, base: Distribution, bijection: "Bijection", context: torch.Tensor | None = None, temperature: float = 1.0
     ):
-        if not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):  # (NaN is neither)
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        finite_at_least("temperature", temperature, 0, strict=True)
         self.base, self.bijection, self.context, self.temperature = base, bijection, context, temperature
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         super().__init__(base.batch_shape, base.event_shape, validate_args=False)

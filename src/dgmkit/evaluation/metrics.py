@@ -6,7 +6,7 @@ import torch
 
 from dgmkit._modes import evaluates
 from dgmkit.distributions import kl_per_dimension, location
-from dgmkit.errors import whole_at_least
+from dgmkit.errors import finite_at_least, whole_at_least
 from dgmkit.models import Autoencoder, LatentVariableModel
 
 __all__ = ["bits_per_dim", "discrete_nll", "observed_entries", "active_units", "posterior_statistics", "unit_variance"]
@@ -45,8 +45,7 @@ def posterior_statistics(
     A unit u is active when Cov_x(E_q[z_u | x]) > ``threshold`` (0.01, Burda et al. 2016): a collapsed
     dimension's posterior mean does not depend on x."""
     batch_size = whole_at_least("batch_size", batch_size, 1)
-    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold >= 0):
-        raise ValueError(f"threshold (a variance) must be a finite number >= 0, got {threshold!r}")
+    finite_at_least("threshold (a variance)", threshold, 0)
     means, kls = [], []
     p = model.prior() if isinstance(model, LatentVariableModel) else None  # a plain autoencoder has no prior
     for i in range(0, len(x), batch_size):

@@ -1,13 +1,11 @@
 """The objective interface."""
 
-import math
-import numbers
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, cast, get_args, get_origin
 
 import torch
 
-from dgmkit.errors import shown_value
+from dgmkit.errors import finite_at_least
 
 __all__ = ["Objective", "BoundTerms", "unit_weight", "at_least"]
 
@@ -28,10 +26,7 @@ def at_least(name: str, value: SettingT, low: float) -> SettingT:
     """An estimator's real-valued setting ``value`` (a weight, free bits), refused (ValueError
     naming it) unless it is a finite number of at least ``low`` (NaN never is, nor a bool);
     returns it, for the estimator to keep. Counts: ``errors.whole_at_least``."""
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (real and math.isfinite(value) and value >= low):
-        raise ValueError(f"{name} must be a finite number >= {low}, got {shown_value(value)}")
-    return value
+    return cast(SettingT, finite_at_least(name, value, low))
 
 
 class BoundTerms(NamedTuple):

@@ -33,7 +33,7 @@ from dgmkit import distributed
 from dgmkit.data import DataTransform, Split
 from dgmkit.devices import dtype_of, resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
-from dgmkit.errors import CheckpointError, ConfigError, TrainingError, whole_at_least
+from dgmkit.errors import CheckpointError, ConfigError, TrainingError, finite_at_least, whole_at_least
 from dgmkit.models.base import GenerativeModel
 from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource, in_precision
@@ -999,10 +999,8 @@ def _check_settings(
         counts["patience"] = (patience, 1)
     for name, (value, low) in counts.items():
         whole_at_least(name, value, low)
-    for name, value, positive in (("lr", lr, True), ("weight_decay", weight_decay, False)):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not (number and (value > 0 if positive else value >= 0)):
-            raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    finite_at_least("lr", lr, 0, strict=True)
+    finite_at_least("weight_decay", weight_decay, 0)
 
 
 MAX_SECONDS = 1e9  # a pace or a time spent recorded in a checkpoint (the settings of seconds' cap)

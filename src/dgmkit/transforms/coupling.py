@@ -11,13 +11,11 @@ usual source of overflow and NaN in these models. The conditioner's last layer s
 so every coupling starts as the identity.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgmkit.errors import whole_at_least
+from dgmkit.errors import finite_at_least, whole_at_least
 from dgmkit.transforms.base import Bijection, sum_except_batch
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "alternating_mask", "checkerboard_mask", "channel_mask", "soft_clamp"]
@@ -29,9 +27,7 @@ def soft_clamp(raw: torch.Tensor, bound: float) -> torch.Tensor:
 
 def positive_bound(bound: float) -> float:
     """A log-scale bound of ``soft_clamp``: finite and positive (0 divides by zero, NaN makes NaN)."""
-    if not (isinstance(bound, (int, float)) and not isinstance(bound, bool) and 0 < bound < math.inf):
-        raise ValueError(f"scale_bound must be a finite number > 0, got {bound!r}")
-    return float(bound)
+    return float(finite_at_least("scale_bound", bound, 0, strict=True))
 
 
 def _parity(parity: int) -> int:
