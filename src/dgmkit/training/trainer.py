@@ -395,6 +395,32 @@ class Trainer:
                 f"give epochs {t['epoch']} or more to go on"
             )
         rng = ckpt["rng"]
+        self._load_states(ckpt, t, path)
+        self.epoch, self.step = t["epoch"], t["step"]
+        threads = t.get("cpu_threads")  # (checked; absent where the run trained on a GPU, or before it was kept)
+        now = torch.get_num_threads()
+        self.threads_moved = (threads, now) if self.device.type == "cpu" and threads not in (None, now) else None
+        self.best_valid = t["best_valid"] if t.get("best_valid") is not None else -math.inf
+        self.best_epoch, self.bad_epochs = t["best_epoch"], t["bad_epochs"]
+        self.guard.load_state(t["skipped_steps"], t.get("recent_grad_norms", []))
+        self._torch_state, cuda = self._rank_states(rng, path)
+        if cuda is not None:
+            self._cuda_state = cuda
+        elif self.device.type == "cuda" and rng.get("cuda") is None:  # a run on the CPU until now: a CUDA stream of its own
+            seed = (self._rank_seed(self.epoch) * 1_000_003 + self.epoch * 104_729 + 2) % 2**62
+            self._cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
+        self._progress = self._checked_progress(t.get("epoch_progress"), rng.get("epoch_perm"), path)
+        self._nonfinite.zero_()
+        if self.graph is not None and self.graph.captured:  # (it holds the optimizer's state just replaced: again)
+            self.graph = StepGraph(self.graph_step, self.graph.capture, self.graph.undo, self.graph.keep)
+        if self.writer is not None:
+            self.writer.truncate_metrics(self.epoch)
+            self._record_pending = True  # config.json gets the resumed settings with the first epoch's files
+
+    def _load_states(self, ckpt: dict, t: dict, path: Path) -> None:
+        """Load the model, optimizer, data stream, scaler and moving average from checked checkpoint parts;
+        on any misfit or non-finite value the data stream is put back and CheckpointError raised."""
+        rng = ckpt["rng"]
         own_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         check_dtypes(self.model, ckpt["model"], path)
         generator_state = self.generator.get_state()
@@ -426,26 +452,6 @@ class Trainer:
         if bad is not None:
             self.generator.set_state(generator_state)
             raise CheckpointError(f"{path}: {bad} holds NaN or inf; it cannot be resumed")
-        self.epoch, self.step = t["epoch"], t["step"]
-        threads = t.get("cpu_threads")  # (checked; absent where the run trained on a GPU, or before it was kept)
-        now = torch.get_num_threads()
-        self.threads_moved = (threads, now) if self.device.type == "cpu" and threads not in (None, now) else None
-        self.best_valid = t["best_valid"] if t.get("best_valid") is not None else -math.inf
-        self.best_epoch, self.bad_epochs = t["best_epoch"], t["bad_epochs"]
-        self.guard.load_state(t["skipped_steps"], t.get("recent_grad_norms", []))
-        self._torch_state, cuda = self._rank_states(rng, path)
-        if cuda is not None:
-            self._cuda_state = cuda
-        elif self.device.type == "cuda" and rng.get("cuda") is None:  # a run on the CPU until now: a CUDA stream of its own
-            seed = (self._rank_seed(self.epoch) * 1_000_003 + self.epoch * 104_729 + 2) % 2**62
-            self._cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
-        self._progress = self._checked_progress(t.get("epoch_progress"), rng.get("epoch_perm"), path)
-        self._nonfinite.zero_()
-        if self.graph is not None and self.graph.captured:  # (it holds the optimizer's state just replaced: again)
-            self.graph = StepGraph(self.graph_step, self.graph.capture, self.graph.undo, self.graph.keep)
-        if self.writer is not None:
-            self.writer.truncate_metrics(self.epoch)
-            self._record_pending = True  # config.json gets the resumed settings with the first epoch's files
 
     # ----------------------------------------------------------------- loop
     def _train_epoch(self) -> dict:
