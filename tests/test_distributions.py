@@ -125,8 +125,10 @@ def test_student_t_head_matches_scipy_and_marginalizes_missing_entries():
     holed[1, 0, 0, 2] = float("nan")
     per = scipy.stats.t.logpdf(x.numpy(), t.df.numpy(), t.loc.numpy(), t.scale.numpy())[1].reshape(-1)
     assert observed_log_prob(d, holed)[1].item() == pytest.approx(per.sum() - per[2])
-    with pytest.raises(ValueError, match="min_df above 1"):
+    with pytest.raises(ValueError, match=r"min_df \(above 1: a mean exists\) must be a finite number > 1, got 1.0$"):
         StudentTHead(min_df=1.0)
+    with pytest.raises(ValueError, match="the Student-t head's min_scale must be a finite number > 0, got 0.0$"):
+        StudentTHead(min_scale=0.0)
 
 
 def test_closed_form_kl_matches_monte_carlo():

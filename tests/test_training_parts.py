@@ -59,6 +59,8 @@ def _trainer(digits, parts=(), **kw) -> Trainer:
         (lambda: Mutation(1.5), "mutation rate"),
         (lambda: LabelledRows(-1), "labelled rows"),
         (lambda: LabelledRows(2.5), "labelled rows"),
+        (lambda: LabelledRows(np.bool_(True)), "labelled rows of a batch must be an integer >= 0, got np.True_"),
+        (lambda: MovingAverage(np.float64("nan")), "decay must be a finite number > 0.0, got np.float64"),
         (lambda: TimeBudget(0.0), "time budget"),
         (lambda: NormalisedGradients(0.0), "normalisation"),
         (lambda: NormalisedGradients(math.nan), "normalisation"),
@@ -68,6 +70,11 @@ def _trainer(digits, parts=(), **kw) -> Trainer:
 def test_a_part_refuses_a_bad_value_where_it_is_made(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_a_numpy_count_of_labelled_rows_is_kept_as_an_int():
+    rows = LabelledRows(np.int64(3)).rows
+    assert rows == 3 and type(rows) is int
 
 
 def test_parts_are_checked_as_the_trainer_attaches_them(digits):

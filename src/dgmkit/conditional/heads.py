@@ -22,6 +22,7 @@ from dgmkit.distributions import (
 )
 from dgmkit.distributions.student_t import student_t
 from dgmkit.distributions.table import MixedColumns, TableColumns
+from dgmkit.errors import finite_at_least
 
 __all__ = [
     "LikelihoodHead", "BernoulliHead", "GaussianHead", "StudentTHead", "CategoricalHead", "LogisticMixtureHead",
@@ -89,8 +90,8 @@ class GaussianHead(LikelihoodHead):
         super().__init__()
         if variance not in ("fixed", "learned", "predicted"):
             raise ValueError(f"variance must be fixed, learned or predicted, got {variance!r}")
-        if not (0 < scale < math.inf and 0 < min_scale < math.inf):  # (NaN is neither)
-            raise ValueError(f"scale and min_scale must be positive and finite, got {scale}, {min_scale}")
+        finite_at_least("the Gaussian head's scale", scale, 0, strict=True)
+        finite_at_least("the Gaussian head's min_scale", min_scale, 0, strict=True)
         self.variance = variance
         self.min_scale = min_scale
         self.params_per_pixel = 2 if variance == "predicted" else 1
@@ -126,8 +127,8 @@ class StudentTHead(LikelihoodHead):
 
     def __init__(self, min_scale: float = 1e-3, min_df: float = 3.0):
         super().__init__()
-        if not (0 < min_scale < math.inf and 1 < min_df < math.inf):  # (NaN is neither)
-            raise ValueError(f"min_scale must be positive and min_df above 1 (a mean exists), got {min_scale}, {min_df}")
+        finite_at_least("the Student-t head's min_scale", min_scale, 0, strict=True)
+        finite_at_least("the Student-t head's min_df (above 1: a mean exists)", min_df, 1, strict=True)
         self.min_scale = min_scale
         self.min_df = min_df
 

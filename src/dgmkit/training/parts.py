@@ -26,17 +26,14 @@ clipping or skipping, no moving average, the KL weight 1, eager, and without a t
 
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, finite_at_least, whole_at_least
 from dgmkit.training.compiled import CompiledOrEager
 from dgmkit.training.ema import EMA
 from dgmkit.training.graphed import Capture, StepGraph
@@ -95,17 +92,9 @@ def _kind(part: TrainingPart) -> type:
 
 def _seconds(what: str, seconds: object, clock: object) -> None:
     """``seconds`` > 0 of a ``clock`` (a function); ``what`` names them in errors."""
-    _number(f"{what} (seconds)", seconds, 0.0, open_low=True)
+    finite_at_least(f"{what} (seconds)", seconds, 0.0, strict=True)
     if not callable(clock):
         raise TypeError(f"{what}'s clock must be a function that returns seconds, got {clock!r}")
-
-
-def _number(name: str, v: object, lowest: float, open_low: bool = False) -> None:
-    """A finite real number (numpy's too, not a bool) >= ``lowest`` (> where ``open_low``)."""
-    real = isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) and math.isfinite(v)
-    if not real or v < lowest or (open_low and v == lowest):  # type: ignore[operator]
-        bound = f"> {lowest}" if open_low else f">= {lowest}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -117,8 +106,8 @@ class KLWarmup(TrainingPart):
     epochs: float = 0.0
 
     def __post_init__(self) -> None:
-        _number("the KL weight beta", self.beta, 0.0)
-        _number("the KL warm-up's epochs", self.epochs, 0.0)
+        finite_at_least("the KL weight beta", self.beta, 0.0)
+        finite_at_least("the KL warm-up's epochs", self.epochs, 0.0)
 
     def attach(self, trainer: Trainer) -> None:
         trainer.beta, trainer.warmup_epochs = self.beta, self.epochs
@@ -141,7 +130,7 @@ class StepGuard(TrainingPart):
             ("skip_factor", self.skip_factor, 1.0),
         ):
             if v is not None:
-                _number(f"the step guard's {name}", v, lowest, open_low=True)
+                finite_at_least(f"the step guard's {name}", v, lowest, strict=True)
 
     def attach(self, trainer: Trainer) -> None:
         on_device = trainer.device.type == "cuda"
@@ -159,7 +148,7 @@ class NormalisedGradients(TrainingPart):
     eps: float = 1e-7
 
     def __post_init__(self) -> None:
-        _number("the gradient normalisation's eps", self.eps, 0.0, open_low=True)
+        finite_at_least("the gradient normalisation's eps", self.eps, 0.0, strict=True)
 
     def attach(self, trainer: Trainer) -> None:
         eps = self.eps
@@ -182,7 +171,7 @@ class MovingAverage(TrainingPart):
     decay: float
 
     def __post_init__(self) -> None:
-        _number("the moving average's decay", self.decay, 0.0, open_low=True)
+        finite_at_least("the moving average's decay", self.decay, 0.0, strict=True)
         if not self.decay < 1:
             raise ValueError(f"the moving average's decay must be in (0, 1), got {self.decay!r}")
 
@@ -275,7 +264,7 @@ class Mutation(TrainingPart):
     rate: float
 
     def __post_init__(self) -> None:
-        _number("the mutation rate", self.rate, 0.0)
+        finite_at_least("the mutation rate", self.rate, 0.0)
         if not self.rate <= 1:
             raise ValueError(f"the mutation rate must be in [0, 1], got {self.rate!r}")
 
@@ -291,8 +280,7 @@ class LabelledRows(TrainingPart):
     rows: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rows, numbers.Integral) or isinstance(self.rows, bool | np.bool_) or self.rows < 0:
-            raise ValueError(f"the labelled rows of a batch must be an integer >= 0, got {self.rows!r}")
+        object.__setattr__(self, "rows", whole_at_least("the labelled rows of a batch", self.rows, 0))  # (frozen)
 
     def attach(self, trainer: Trainer) -> None:
         if not self.rows:
