@@ -4,6 +4,7 @@ unchecked: each test checks a property against an independent computation."""
 
 import itertools
 import math
+import pickle
 
 import pytest
 import torch
@@ -123,6 +124,7 @@ def test_wae_trains_and_reports_its_mmd_under_one_kernel_scaled_by_the_prior_s_v
     """C_s = 2 M sigma^2 s with sigma^2 the prior's variance (4 here), in the training objective
     and in evaluation alike: the objective once had its own kernel, fixed at variance 1 whatever
     the prior, beside the evaluation's."""
+    from dgmkit.distributions.mmd import IMQ_SCALES, InverseMultiquadric
     from dgmkit.models import WassersteinAutoencoder
     from dgmkit.objectives import WAEObjective
     from dgmkit.priors import StandardNormalPrior
@@ -131,7 +133,8 @@ def test_wae_trains_and_reports_its_mmd_under_one_kernel_scaled_by_the_prior_s_v
     wide.scale.fill_(2.0)
     base = _wae("deterministic")
     model = WassersteinAutoencoder(base.encoder, base.decoder, wide, deterministic=True).double()
-    assert model.kernel_variance == 4.0
+    assert model.kernel == InverseMultiquadric(4.0, IMQ_SCALES)  # made once, at construction
+    assert pickle.loads(pickle.dumps(model)).kernel == model.kernel  # (an object, not a closure: the model pickles)
     x = (torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.4).double()
     with torch.no_grad():
         z = model.posterior(x).sample()

@@ -18,11 +18,12 @@ exp(-|x - y|^2 / (2 l^2)) for which MMD^2 between Gaussians has a closed form (u
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import torch
 
-__all__ = ["mmd2_unbiased", "imq_kernel", "rbf_kernel", "IMQ_SCALES"]
+__all__ = ["mmd2_unbiased", "imq_kernel", "rbf_kernel", "InverseMultiquadric", "RadialBasis", "IMQ_SCALES"]
 
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -34,24 +35,47 @@ def _sq_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x.square().sum(-1)[:, None] + y.square().sum(-1)[None, :] - 2 * x @ y.T).clamp_min(0)
 
 
-def imq_kernel(prior_variance: float = 1.0, scales: Sequence[float] = IMQ_SCALES) -> Kernel:
-    """sum_s C_s / (C_s + |x - y|^2), C_s = 2 M prior_variance s (Tolstikhin et al. 2018)."""
-    if not prior_variance > 0 or not scales or min(scales) <= 0:
-        raise ValueError("the inverse multiquadric kernel needs a positive prior variance and positive scales")
+@dataclass(frozen=True)
+class InverseMultiquadric:
+    """k(x, y) = sum_s C_s / (C_s + |x - y|^2), C_s = 2 M prior_variance s (Tolstikhin et al.
+    2018), M the dimension of x and y; an object (not a closure), so that a model holding it pickles."""
 
-    def k(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    prior_variance: float = 1.0
+    scales: tuple[float, ...] = IMQ_SCALES
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", tuple(self.scales))  # (frozen: any sequence given, kept as a tuple)
+        if not self.prior_variance > 0 or not self.scales or min(self.scales) <= 0:
+            raise ValueError("the inverse multiquadric kernel needs a positive prior variance and positive scales")
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         d2 = _sq_dist(x, y)
-        base = 2.0 * x.shape[-1] * prior_variance
-        return cast(torch.Tensor, sum(base * s / (base * s + d2) for s in scales))  # scales: not empty, checked
+        base = 2.0 * x.shape[-1] * self.prior_variance
+        return cast(torch.Tensor, sum(base * s / (base * s + d2) for s in self.scales))  # scales: not empty, checked
 
-    return k
+
+@dataclass(frozen=True)
+class RadialBasis:
+    """k(x, y) = exp(-|x - y|^2 / (2 l^2)), l the ``lengthscale``."""
+
+    lengthscale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.lengthscale > 0:
+            raise ValueError(f"the lengthscale must be positive, got {self.lengthscale}")
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-_sq_dist(x, y) / (2 * self.lengthscale**2))
+
+
+def imq_kernel(prior_variance: float = 1.0, scales: Sequence[float] = IMQ_SCALES) -> Kernel:
+    """The inverse multiquadric kernel (``InverseMultiquadric``) of a prior variance and scales."""
+    return InverseMultiquadric(prior_variance, tuple(scales))
 
 
 def rbf_kernel(lengthscale: float = 1.0) -> Kernel:
-    """exp(-|x - y|^2 / (2 l^2))."""
-    if not lengthscale > 0:
-        raise ValueError(f"the lengthscale must be positive, got {lengthscale}")
-    return lambda x, y: torch.exp(-_sq_dist(x, y) / (2 * lengthscale**2))
+    """The Gaussian kernel exp(-|x - y|^2 / (2 l^2)) (``RadialBasis``)."""
+    return RadialBasis(lengthscale)
 
 
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, kernel: Kernel) -> torch.Tensor:

@@ -17,7 +17,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.devices import dtype_of, widened
 from dgmkit.distributions.delta import Delta
-from dgmkit.distributions.mmd import IMQ_SCALES, Kernel, imq_kernel, mmd2_unbiased
+from dgmkit.distributions.mmd import IMQ_SCALES, InverseMultiquadric, Kernel, mmd2_unbiased
 from dgmkit.models.base import DecodedModel, check_decoder
 from dgmkit.models.terms import Term
 from dgmkit.priors import Prior
@@ -54,17 +54,14 @@ class WassersteinAutoencoder(DecodedModel):
         self.top_prior = prior
         self.deterministic = deterministic
         self.input_scale = float(input_scale)
-        self.own_kernel = kernel
-        self.kernel_variance = None if kernel is not None else _prior_variance(prior)  # (a float: the model pickles)
+        self.chosen_kernel = kernel if kernel is not None else _default_kernel(prior)  # (None only on the meta device)
 
     @property
     def kernel(self) -> Kernel:
         """The MMD's kernel (see the class docstring)."""
-        if self.own_kernel is not None:
-            return self.own_kernel
-        if self.kernel_variance is None:
+        if self.chosen_kernel is None:
             raise RuntimeError("a model built on the meta device (to check a checkpoint's shapes) has no kernel")
-        return imq_kernel(self.kernel_variance, IMQ_SCALES)
+        return self.chosen_kernel
 
     @property
     def latent_dim(self) -> int:
@@ -127,9 +124,9 @@ class WassersteinAutoencoder(DecodedModel):
         return mmd2_unbiased(z, zp, self.kernel).expand(len(x))
 
 
-def _prior_variance(prior: Prior) -> float | None:
-    """sigma^2 of the default kernel: the prior's variance, averaged over its dimensions (None
-    for a prior on the meta device, which holds no values)."""
+def _default_kernel(prior: Prior) -> InverseMultiquadric | None:
+    """The inverse multiquadric kernel at ``IMQ_SCALES`` scaled by sigma^2, the prior's variance
+    averaged over its dimensions (None for a prior on the meta device, which holds no values)."""
     try:
         variance = prior().variance
     except NotImplementedError:
@@ -142,7 +139,7 @@ def _prior_variance(prior: Prior) -> float | None:
     value = float(variance.detach().double().mean())
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"the prior's variance {value} cannot scale the MMD kernel")
-    return value
+    return InverseMultiquadric(value, IMQ_SCALES)
 
 
 def _batches(n: int, size: int) -> str:
