@@ -64,6 +64,8 @@ def test_train_load_sample_evaluate_and_the_cli_reads_the_folder(tmp_path, capsy
         (dict(orders=0), "orders must be an integer"),
         (dict(orders=5000), "orders must be an integer"),
         (dict(seed=-1), "seed must be an integer"),
+        (dict(iw_samples=0), "importance sampling: iw_samples must be >= 1"),  # (Python's keywords, not the flags)
+        (dict(time_samples=2), "^time_samples is for diffusion models"),
     ]:
         with pytest.raises(ConfigError, match=needle):
             dgmkit.evaluate(again, limit=3, **kwargs)

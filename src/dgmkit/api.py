@@ -365,4 +365,4 @@ def evaluate(
     run = _the_run(run, "evaluate")
     _known_options(options, EVAL_OPTIONS, "evaluate")
     named = _attach(run, inputs, code_prior)
-    return Evaluation(evaluate_run(run, split, inputs=named, **options))
+    return Evaluation(evaluate_run(run, split, inputs=named, flags=("iw_samples", "time_samples"), **options))

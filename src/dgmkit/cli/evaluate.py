@@ -264,14 +264,16 @@ def evaluate_run(
     orders: int | None = None,
     keep_orders: bool = False,
     schema: str | None = None,
+    flags: tuple[str, str] = ("--iw-samples", "--time-samples"),
 ) -> dict:
     """What ``dgm eval`` computes for a loaded run (its eval.json record): the estimate the run's
     family declares, with ``iw_samples`` (or ``time_samples``; default: the run's), on ``split``
     or a seeded random ``limit`` of it; ``orders``: an any-order model's exact mixture of that
     many orders instead, each order kept in the run folder as it is done where ``keep_orders``
-    (``dgm eval``'s; otherwise nothing is written). The counts are checked as the flags check them."""
+    (``dgm eval``'s; otherwise nothing is written). The counts are checked as the flags check them;
+    ``flags``: what a refusal calls ``iw_samples`` and ``time_samples`` (a Python caller's keywords)."""
     iw_samples, time_samples, limit, seed, orders = _check_counts(run, iw_samples, time_samples, limit, seed, orders)
-    k = estimate_samples(run, iw_samples, time_samples)
+    k = estimate_samples(run, iw_samples, time_samples, *flags)
     weights = run.weights_digest()  # which weights these numbers are of
     dataset = run_data(run, data_dir, data, schema)
     x, y = split_data(run, split, dataset=dataset)
