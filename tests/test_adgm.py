@@ -183,6 +183,13 @@ def test_a_decoder_that_is_not_a_decoder_is_refused_where_the_model_is_built():
     with pytest.raises(TypeError, match="the decoder must be a dgmkit.conditional.Decoder, got Linear"):
         AuxiliaryDGM(*parts, nn.Linear(4, 16), K, 1, 1, (1, 2, 2))  # type: ignore[arg-type]
     assert AuxiliaryDGM(*parts, m.decoder, K, 1, 1, (1, 2, 2)).event_shape == (1, 2, 2)
+    for classes, latent, needle in [
+        (1, 1, "the semi-supervised VAE's num_classes must be an integer >= 2, got 1"),
+        (2.0, 1, "num_classes must be an integer >= 2, got 2.0"),
+        (K, 0, "the semi-supervised VAE's latent_dim must be an integer >= 1, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            AuxiliaryDGM(*parts, m.decoder, classes, latent, 1, (1, 2, 2))
 
 
 @pytest.mark.parametrize("skip", [False, True], ids=["adgm", "sdgm"])

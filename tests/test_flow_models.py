@@ -327,10 +327,17 @@ def test_data_outside_a_logit_flows_domain_are_refused_by_name():
     with pytest.raises(DataError, match=r"the data do not fit FlowModel: .*Interval\(lower_bound=0.0, upper_bound=1.0\)"):
         evaluate(flow, torch.randint(0, 17, (64, 2)).float())
     assert math.isfinite(evaluate(flow, torch.rand(64, 2)).nll)
+    import numpy as np
+
     from dgmkit.models.hybrid import HybridFlow
 
     with pytest.raises(DataError, match=r"the data do not fit HybridFlow"):  # (a hybrid flow's is its flow's)
         evaluate(HybridFlow(flow, 3), torch.randint(0, 17, (64, 2)).float())
+    with pytest.raises(TypeError, match="the hybrid model's flow must be a FlowModel, got NoneType"):
+        HybridFlow(None, 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="the hybrid flow's num_classes must be an integer >= 2, got 1"):
+        HybridFlow(flow, 1)
+    assert type(HybridFlow(flow, np.int64(3)).num_classes) is int
 
 
 def test_actnorm_a_rank_deficient_ppca_and_a_transform_without_levels_are_refused_by_name():

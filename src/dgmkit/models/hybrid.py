@@ -17,6 +17,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from dgmkit.devices import widened
+from dgmkit.errors import whole_at_least
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.models.classifier import Classifier
 from dgmkit.models.flow import FlowModel
@@ -45,9 +46,11 @@ class HybridFlow(Classifier, ExactLikelihoodModel):
 
     def __init__(self, flow: FlowModel, num_classes: int):
         super().__init__()
+        if not isinstance(flow, FlowModel):
+            raise TypeError(f"the hybrid model's flow must be a FlowModel, got {type(flow).__name__}")
         self.flow = flow
         self.event_shape = flow.event_shape
-        self.num_classes = num_classes
+        self.num_classes = whole_at_least("the hybrid flow's num_classes", num_classes, 2)
         self.head = nn.Linear(flow.num_dims, num_classes)
 
     def joint(self, x: torch.Tensor) -> HybridTerms:

@@ -30,6 +30,7 @@ from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.devices import dtype_of, widened
 from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
+from dgmkit.errors import whole_at_least
 from dgmkit.models.base import EnumeratedELBO, JointTerms, VariationalModel, check_decoder
 from dgmkit.models.classifier import Classifier
 
@@ -66,7 +67,8 @@ class SemiSupervisedVAE(Classifier, VariationalModel, EnumeratedELBO):
 
     def __init__(self, num_classes: int, latent_dim: int, event_shape: tuple[int, ...], input_scale: float = 1.0):
         super().__init__()
-        self.num_classes, self.latent_dim = num_classes, latent_dim
+        self.num_classes = whole_at_least("the semi-supervised VAE's num_classes", num_classes, 2)
+        self.latent_dim = whole_at_least("the semi-supervised VAE's latent_dim", latent_dim, 1)
         self.event_shape = tuple(event_shape)
         self.input_scale = input_scale
         self.register_buffer("_eye", torch.eye(num_classes), persistent=False)
