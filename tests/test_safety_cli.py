@@ -1606,6 +1606,11 @@ def test_an_argument_with_a_control_character_is_refused_before_anything_runs(tm
         (("report", "r", "--out", "p.html", "--title", ""), "--title is empty"),
         (("eval", "r", "--data-dir="), "--data-dir is empty"),
         (("eval", ""), "an argument is empty"),
+        (
+            ("sample", "r", "--draw", ""),
+            "an argument is empty ('', after --draw, which takes no value)",
+        ),  # (not "--draw is empty")
+        (("-v", "sample", "r", "--temperature", ""), "--temperature is empty"),
     ],
 )
 def test_an_empty_argument_is_refused_by_its_flag_before_anything_runs(tmp_path, capsys, monkeypatch, argv, needle):

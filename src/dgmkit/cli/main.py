@@ -125,6 +125,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 _CONTROL_NAMES = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab", "\x1b": "an escape", "\x00": "NUL"}
 
 
+def _takes_no_value(argv: list[str], flag: str) -> bool:
+    """Whether ``flag`` is one that takes no value (``--force``, ``--draw``) in the parser of the
+    command ``argv`` names (its first argument that is not a flag), or in dgm's own."""
+    parser = build_parser(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            parsers.append(action.choices[command])
+    return any(flag in a.option_strings and a.nargs == 0 for p in parsers for a in p._actions)
+
+
 def _refused_argument(argv: list[str]) -> str | None:
     """What is wrong with the first argument that holds a control character (a line break, an
     escape, ...), which no path, name or value of ``dgm`` takes: printed back, as a run folder's
@@ -137,6 +149,8 @@ def _refused_argument(argv: list[str]) -> str | None:
             return f"the argument '{shown_text(arg)}' holds U+{ord(c):04X} ({name}): no path, name or value takes one"
         flag = arg[:-1] if arg.startswith("--") and arg.count("=") == 1 and arg.endswith("=") else None
         if arg == "" and i and argv[i - 1].startswith("--") and "=" not in argv[i - 1]:
+            if _takes_no_value(argv[:i], argv[i - 1]):  # (then '' is an argument of its own)
+                return f"an argument is empty ('', after {argv[i - 1]}, which takes no value): no path, name or value is"
             flag = argv[i - 1]
         if flag is not None:
             return f"{flag} is empty: name a path or value, or leave the flag out for its default"
