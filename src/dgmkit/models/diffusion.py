@@ -77,9 +77,14 @@ def stratified_times(n: int, generator: torch.Generator | None = None, device: t
     return torch.remainder(u + torch.arange(n, device=device, dtype=torch.float32) / n, 1.0)
 
 
+def _step(t: torch.Tensor, steps: int) -> torch.Tensor:
+    """t in [0, 1) to the index i in 1..T of its step, the one that ends at i / T (float64)."""
+    return torch.clamp(torch.floor(t.double() * steps) + 1, 1, steps)
+
+
 def _discretize(t: torch.Tensor, steps: int) -> torch.Tensor:
-    """t in [0, 1) to the end of its step: i / T with i in 1..T."""
-    return torch.clamp(torch.floor(t * steps) + 1, 1, steps) / steps
+    """t in [0, 1) to the end of its step, i / T (in t's dtype)."""
+    return (_step(t, steps) / steps).to(t.dtype)
 
 
 class GaussianDiffusion(TimeSampledBound, GenerativeModel):
@@ -189,8 +194,10 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         k = x
         xs = self.scale(k)
         gamma_0, gamma_1 = self.schedule.endpoints()
+        step = None
         if self.steps:
-            t = _discretize(t, self.steps)
+            step = _step(t, self.steps)
+            t = (step / self.steps).to(t.dtype)
         # continuous time: the shape leaves the bound unchanged and is trained for its variance;
         # with T steps the shape changes the bound itself, and the bound trains it
         variance = train and isinstance(self.schedule, LearnedSchedule) and not self.steps
@@ -202,9 +209,9 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         eps = torch.randn_like(xs)
         z = torch.sigmoid(-g).sqrt() * xs + torch.sigmoid(g).sqrt() * eps
         err = (eps - self.eps_hat(z, gamma_t)).square().flatten(1)
-        if self.steps:
-            gamma_s, _ = self.schedule(t - 1.0 / self.steps)
-            weight = (0.5 * self.steps * torch.expm1((gamma_t - gamma_s).double())).to(gamma_t.dtype)
+        if step is not None:  # gamma(i / T) - gamma((i - 1) / T) in float64: two close values
+            gap = self.schedule.gap(step / self.steps, (step - 1) / self.steps)
+            weight = (0.5 * self.steps * torch.expm1(gap)).to(gamma_t.dtype)
         else:
             weight = 0.5 * dgamma_t
         diffusion = weight * err.sum(1)

@@ -30,12 +30,20 @@ __all__ = ["NoiseSchedule", "LearnedSchedule", "LinearSchedule", "DDPMSchedule",
 
 
 class NoiseSchedule(nn.Module):
-    """gamma(t), increasing on [0, 1]; ``forward(t)`` returns (gamma(t), dgamma/dt(t))."""
+    """gamma(t), increasing on [0, 1]; ``forward(t)`` returns (gamma(t), dgamma/dt(t)), computed
+    in the wider of t's and the parameters' dtypes (float64 times give float64 values in a
+    float32 model, as float32 times do in a float64 one)."""
 
     learned_shape = False  # whether the shape between the endpoints has parameters
 
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def gap(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """gamma(t) - gamma(s) in float64 (differentiable in the parameters): with T steps the two
+        are 1/T apart, and float32's rounding of each (about 1e-6 of values near 10) would be a
+        relative error of up to a few percent of their difference at T = 100000."""
+        return self(t.double())[0] - self(s.double())[0]
 
     def endpoints(self) -> tuple[torch.Tensor, torch.Tensor]:
         g, _ = self(torch.linspace(0.0, 1.0, 2, device=self._device()))  # (made there: no copy from the host)
@@ -93,9 +101,11 @@ class LearnedSchedule(NoiseSchedule):
         self.pending: list | None = None  # the holder of the last forward with the variance gradient
 
     def _g(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        w1, w2, w3 = F.softplus(self.w1), F.softplus(self.w2), F.softplus(self.w3)
-        u = w1 * t + self.b1  # (B,)
-        a = u[..., None] * w2 + self.b2  # (B, H)
+        dtype = torch.promote_types(t.dtype, self.w1.dtype)
+        p = {name: getattr(self, name).to(dtype) for name in ("w1", "b1", "w2", "b2", "w3")}
+        w1, w2, w3 = F.softplus(p["w1"]), F.softplus(p["w2"]), F.softplus(p["w3"])
+        u = w1 * t + p["b1"]  # (B,)
+        a = u[..., None] * w2 + p["b2"]  # (B, H)
         s = torch.sigmoid(a)
         g = u + (s * w3).sum(-1)
         dg = w1 + (s * (1 - s) * w2 * w3).sum(-1) * w1
@@ -112,8 +122,10 @@ class LearnedSchedule(NoiseSchedule):
         shape, dshape = self.shape(t)
         if for_variance:
             (shape, dshape), self.pending = variance_gradient(shape, dshape)
-        span = F.softplus(self.gamma_1 - self.gamma_0)  # > 0: the schedule increases whatever the parameters
-        return self.gamma_0 + span * shape, span * dshape
+        dtype = torch.promote_types(t.dtype, self.gamma_0.dtype)
+        gamma_0, gamma_1 = self.gamma_0.to(dtype), self.gamma_1.to(dtype)
+        span = F.softplus(gamma_1 - gamma_0)  # > 0: the schedule increases whatever the parameters
+        return gamma_0 + span * shape, span * dshape
 
 
 def _increasing(gamma_0: float, gamma_1: float) -> None:
@@ -132,7 +144,7 @@ class LinearSchedule(NoiseSchedule):
         self.register_buffer("ends", torch.tensor([float(gamma_0), float(gamma_1)]))
 
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g0, g1 = self.ends[0], self.ends[1]
+        g0, g1 = self.ends.to(torch.promote_types(t.dtype, self.ends.dtype)).unbind()
         return g0 + (g1 - g0) * t, (g1 - g0).expand_as(t)
 
 
