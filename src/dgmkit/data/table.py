@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dgmkit._io import parse_json
+from dgmkit.data.formats import _open_regular, _reading
 from dgmkit.errors import DataError
 
 __all__ = ["Column", "read_table", "write_table", "describe_columns", "TABLE_SUFFIXES", "MISSING_CELLS", "MAX_CATEGORIES"]
@@ -66,14 +67,18 @@ class Column:
 def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
     """The header, the rows of cells and where each row is in the file, as the messages name it
     ("line 5" of a CSV file, "row 4" of a Parquet one) (blank lines skipped; a row of empty cells
-    is a row of missing entries, kept)."""
-    size = path.stat().st_size
+    is a row of missing entries, kept). A path that is no regular file (none, a folder, a FIFO,
+    which would block) is a DataError naming it, as in every reader."""
+    parquet = path.suffix.lower() == ".parquet"
+    with _open_regular(path) as f, _reading(path):
+        size = os.fstat(f.fileno()).st_size
+        raw = b"" if parquet or size > MAX_TABLE_BYTES else f.read(size)
     if size > MAX_TABLE_BYTES:
         raise DataError(f"{path.name}: {size} bytes, more than the {MAX_TABLE_BYTES} a table may have")
-    if path.suffix.lower() == ".parquet":
+    if parquet:
         return _read_parquet(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")  # (universal newlines, as a text file)
     except UnicodeDecodeError as e:
         raise DataError(f"{path.name}: not UTF-8 text ({e.reason} at byte {e.start}); save the table as UTF-8") from None
     # newline="": a quoted cell keeps its line breaks, and only \r and \n end a row (not \f or U+2028)
