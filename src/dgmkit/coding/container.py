@@ -295,12 +295,12 @@ def write_container(header: dict, payload: np.ndarray) -> bytes:
     check_header(header, "the header to write")
     head = json.dumps(header, sort_keys=True, allow_nan=False).encode()
     words = np.ascontiguousarray(payload, dtype="<u4").tobytes()
-    if len(head) > MAX_HEADER_BYTES or len(MAGIC) + 6 + len(head) + 8 + len(words) + 32 > MAX_FILE_BYTES:
+    body = MAGIC + struct.pack("<HI", FORMAT_VERSION, len(head)) + head + struct.pack("<Q", len(words)) + words
+    if len(head) > MAX_HEADER_BYTES or len(body) + 32 > MAX_FILE_BYTES:  # (the checksum's 32 bytes follow)
         raise DataError(  # (read_container refuses such a file)
             f"the compressed file would have a header of {len(head)} bytes and a payload of {len(words)} bytes, more "
             f"than this dgmkit reads ({MAX_HEADER_BYTES} and {MAX_FILE_BYTES} bytes in all): compress the images in parts"
         )
-    body = MAGIC + struct.pack("<HI", FORMAT_VERSION, len(head)) + head + struct.pack("<Q", len(words)) + words
     return body + hashlib.sha256(body).digest()
 
 
