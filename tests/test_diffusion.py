@@ -221,6 +221,21 @@ def test_the_weight_of_a_step_of_many_is_the_float64_one_in_a_float32_model(sche
     assert model.schedule(torch.zeros(1))[0].dtype == torch.float32  # (float32 times: float32 values, as before)
 
 
+@pytest.mark.parametrize("schedule", [LearnedSchedule, LinearSchedule, DDPMSchedule])
+def test_a_float64_model_is_scored_in_float64_from_the_float32_times_the_bound_draws(schedule):
+    """The objective draws its times in float32; a float64 model's network failed on them (its
+    time embedding was float32), so ``.double()`` on a Gaussian diffusion could not be trained."""
+    x = torch.randint(0, 256, (4, 1, 2, 2))
+    for steps in (0, 10):
+        torch.manual_seed(0)
+        model = GaussianDiffusion(UNet(1, 1, [4], attention=False), schedule(), (1, 2, 2), 256, steps).double()
+        loss = DiffusionBound()(model, x).loss
+        assert loss.dtype == torch.float64 and torch.isfinite(loss).all()
+    if schedule is not DDPMSchedule:  # (DDPM's fixed numbers are float64 in any model: it answers in the times' dtype)
+        assert schedule().double()(torch.rand(3))[0].dtype == torch.float64  # float32 times, float64 parameters
+    assert schedule()(torch.rand(3))[0].dtype == torch.float32  # float32 times and parameters: as before
+
+
 @pytest.mark.parametrize("steps", [5, 20])
 def test_ancestral_sampling_draws_the_chain_s_own_distribution_in_the_model_s_precision(steps):
     """The sampler is the chain whose z_0 is N(mean, var) in closed form (``_chain_z0``); its

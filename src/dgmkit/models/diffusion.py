@@ -193,6 +193,7 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         the gradient of the squared diffusion term (its variance) instead of the term's."""
         k = x
         xs = self.scale(k)
+        t = t.to(torch.promote_types(t.dtype, xs.dtype))  # (a float64 model: float64 times, as its network takes)
         gamma_0, gamma_1 = self.schedule.endpoints()
         step = None
         if self.steps:

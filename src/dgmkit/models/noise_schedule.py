@@ -102,6 +102,7 @@ class LearnedSchedule(NoiseSchedule):
 
     def _g(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = torch.promote_types(t.dtype, self.w1.dtype)
+        t = t.to(dtype)
         p = {name: getattr(self, name).to(dtype) for name in ("w1", "b1", "w2", "b2", "w3")}
         w1, w2, w3 = F.softplus(p["w1"]), F.softplus(p["w2"]), F.softplus(p["w3"])
         u = w1 * t + p["b1"]  # (B,)
@@ -144,7 +145,8 @@ class LinearSchedule(NoiseSchedule):
         self.register_buffer("ends", torch.tensor([float(gamma_0), float(gamma_1)]))
 
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g0, g1 = self.ends.to(torch.promote_types(t.dtype, self.ends.dtype)).unbind()
+        t = t.to(torch.promote_types(t.dtype, self.ends.dtype))
+        g0, g1 = self.ends.to(t.dtype).unbind()
         return g0 + (g1 - g0) * t, (g1 - g0).expand_as(t)
 
 
