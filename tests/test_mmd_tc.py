@@ -58,8 +58,15 @@ def test_mmd_is_differentiable_and_refuses_bad_samples():
         mmd2_unbiased(torch.zeros(5, 2), torch.zeros(5, 3), rbf_kernel())
     with pytest.raises(ValueError, match="at least 2"):
         mmd2_unbiased(torch.zeros(1, 2), torch.zeros(5, 2), rbf_kernel())
-    with pytest.raises(ValueError, match="positive"):
-        imq_kernel(0.0)
+    for make, needle in [
+        (lambda: imq_kernel(0.0), "kernel's prior variance must be a finite number > 0, got 0.0"),
+        (lambda: imq_kernel(math.inf), "kernel's prior variance must be a finite number > 0, got inf"),
+        (lambda: imq_kernel(1.0, scales=(1.0, math.nan)), r"kernel's scales\[1\] must be a finite number > 0, got nan"),
+        (lambda: imq_kernel(1.0, scales=()), "needs at least one scale"),
+        (lambda: rbf_kernel(math.inf), "lengthscale must be a finite number > 0, got inf"),
+    ]:
+        with pytest.raises(ValueError, match=needle):  # (a NaN scale, first or not, was taken; inf gave NaN values)
+            make()
 
 
 def test_stratified_weights_sum_to_one_and_a_full_batch_is_the_exact_mixture():

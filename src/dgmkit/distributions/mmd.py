@@ -23,6 +23,8 @@ from typing import cast
 
 import torch
 
+from dgmkit.errors import finite_at_least
+
 __all__ = ["mmd2_unbiased", "imq_kernel", "rbf_kernel", "InverseMultiquadric", "RadialBasis", "IMQ_SCALES"]
 
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -45,8 +47,11 @@ class InverseMultiquadric:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(self.scales))  # (frozen: any sequence given, kept as a tuple)
-        if not self.prior_variance > 0 or not self.scales or min(self.scales) <= 0:
-            raise ValueError("the inverse multiquadric kernel needs a positive prior variance and positive scales")
+        finite_at_least("the inverse multiquadric kernel's prior variance", self.prior_variance, 0, strict=True)
+        if not self.scales:
+            raise ValueError("the inverse multiquadric kernel needs at least one scale")
+        for i, scale in enumerate(self.scales):
+            finite_at_least(f"the inverse multiquadric kernel's scales[{i}]", scale, 0, strict=True)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         d2 = _sq_dist(x, y)
@@ -61,8 +66,7 @@ class RadialBasis:
     lengthscale: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.lengthscale > 0:
-            raise ValueError(f"the lengthscale must be positive, got {self.lengthscale}")
+        finite_at_least("the Gaussian kernel's lengthscale", self.lengthscale, 0, strict=True)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.exp(-_sq_dist(x, y) / (2 * self.lengthscale**2))
