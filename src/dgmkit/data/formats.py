@@ -44,6 +44,8 @@ __all__ = [
     "read_arrays",
     "open_maybe_gzip",
     "read_regular",
+    "open_data_file",
+    "data_file_errors",
     "max_data_bytes",
     "MAX_DECOMPRESSED_BYTES",
     "MAX_BYTES_ENV",
@@ -97,7 +99,7 @@ def _alloc(n: int, path: Path) -> bytearray:
 
 
 @contextlib.contextmanager
-def _reading(path: Path) -> Iterator[None]:
+def data_file_errors(path: Path) -> Iterator[None]:
     """What opening or reading ``path`` raises, as one DataError line that names it."""
     try:
         yield
@@ -109,17 +111,17 @@ def _reading(path: Path) -> Iterator[None]:
         raise DataError(f"{_show(path)}: not a valid file name") from None
 
 
-def _open_regular(path: Path) -> io.BufferedReader:
+def open_data_file(path: Path) -> io.BufferedReader:
     """``path`` opened for reading, if it is a regular file (never a FIFO or device that could
     block or never end)."""
-    with _reading(path):
+    with data_file_errors(path):
         return open_regular(path)
 
 
 def read_regular(path: Path, limit: int) -> bytes:
     """At most ``limit + 1`` bytes of the regular file ``path`` (the caller refuses more than
     ``limit``), as ``_io.read_regular``; every failure a DataError."""
-    with _reading(path):
+    with data_file_errors(path):
         return _io.read_regular(path, limit)
 
 
@@ -231,7 +233,7 @@ class _GzipSource:
 
 
 def _open_source(path: Path, limit: int | None = None) -> _BufferSource | _GzipSource:
-    with _open_regular(path) as f:
+    with open_data_file(path) as f:
         buf = _read_all(f, path)
     if buf[:2] == _GZIP_MAGIC:
         return _GzipSource(buf, path, max_data_bytes() if limit is None else limit)
@@ -590,7 +592,7 @@ def _read_npy(path: Path, key: str | None) -> np.ndarray:
         raise DataError(
             f"{_show(path)} is a .npy file holding one array; --data-key {_short(key)} applies only to .npz files"
         )
-    with _open_regular(path) as f:
+    with open_data_file(path) as f:
         buf = _read_all(f, path)
     src = _BufferSource(buf)
     dtype, shape, fortran, _ = _npy_header(src.read, fail)
@@ -663,7 +665,7 @@ def _show_names(names: list[str]) -> str:
 def _read_npz(path: Path, key: str | None, labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
     p = _show(path)
     try:
-        with _open_regular(path) as fobj, zipfile.ZipFile(fobj) as z:
+        with open_data_file(path) as fobj, zipfile.ZipFile(fobj) as z:
             members: dict[str, zipfile.ZipInfo] = {}
             for info in z.infolist():
                 name = info.filename.removesuffix(".npy")
@@ -700,7 +702,7 @@ def _read_npz(path: Path, key: str | None, labels: bool) -> tuple[np.ndarray, np
 
 def _read(path: Path, key: str | None, labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
     path = Path(path)
-    with _open_regular(path) as f:
+    with open_data_file(path) as f:
         try:
             magic = f.read(6)
         except OSError as e:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dgmkit._io import parse_json
-from dgmkit.data.formats import _open_regular, _reading
+from dgmkit.data.formats import data_file_errors, open_data_file
 from dgmkit.errors import DataError
 
 __all__ = ["Column", "read_table", "write_table", "describe_columns", "TABLE_SUFFIXES", "MISSING_CELLS", "MAX_CATEGORIES"]
@@ -70,7 +70,7 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
     is a row of missing entries, kept). A path that is no regular file (none, a folder, a FIFO,
     which would block) is a DataError naming it, as in every reader."""
     parquet = path.suffix.lower() == ".parquet"
-    with _open_regular(path) as f, _reading(path):
+    with open_data_file(path) as f, data_file_errors(path):
         size = os.fstat(f.fileno()).st_size
         raw = b"" if parquet or size > MAX_TABLE_BYTES else f.read(size)
     if size > MAX_TABLE_BYTES:
