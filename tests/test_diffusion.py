@@ -209,7 +209,7 @@ def test_the_weight_of_a_step_of_many_is_the_float64_one_in_a_float32_model(sche
     double = GaussianDiffusion(UNet(1, 1, [4], attention=False), schedule(), (1, 2, 2), 256, steps).double()
     double.load_state_dict(model.state_dict())
     step = torch.tensor([1.0, 2.0, 777.0, 50_000.0, 99_999.0, 100_000.0], dtype=torch.float64)
-    gap = model.schedule.gap(step / steps, (step - 1) / steps)
+    gap = model.schedule(step / steps)[0] - model.schedule((step - 1) / steps)[0]  # (float64 times: float64 values)
     exact = double.schedule(step / steps)[0] - double.schedule((step - 1) / steps)[0]
     assert gap.dtype == torch.float64 and torch.allclose(gap, exact, rtol=1e-9, atol=0)
     x = torch.randint(0, 256, (6, 1, 2, 2))

@@ -133,6 +133,16 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         """Integers 0..L-1 to the centres of L equal bins of [-1, 1]."""
         return self.levels[k.long()]
 
+    def _step_gammas(
+        self, step: torch.Tensor, steps: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """gamma(i / T) and gamma((i - 1) / T) in ``dtype`` for steps i (float64, (B,)), and their
+        difference in float64: the two are 1/T apart, and float32's rounding of each (about 1e-6
+        of values near 10) was up to a few percent of the difference at T = 100000."""
+        g_t, _ = self.schedule(step / steps)  # (float64 times: float64 values, whatever the parameters' dtype)
+        g_s, _ = self.schedule((step - 1) / steps)
+        return g_t.to(dtype), g_s.to(dtype), g_t - g_s
+
     def eps_hat(self, z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         lo, hi = _GAMMA_RANGE
         return self.net(z, 1000.0 * (gamma - lo) / (hi - lo))
@@ -204,14 +214,15 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         variance = train and isinstance(self.schedule, LearnedSchedule) and not self.steps
         if variance:
             gamma_t, dgamma_t = self.schedule(t, for_variance=True)
+        elif step is not None:
+            gamma_t, _, gap = self._step_gammas(step, self.steps, t.dtype)
         else:
             gamma_t, dgamma_t = self.schedule(t)
         g = gamma_t.view(-1, *([1] * (xs.dim() - 1)))
         eps = torch.randn_like(xs)
         z = torch.sigmoid(-g).sqrt() * xs + torch.sigmoid(g).sqrt() * eps
         err = (eps - self.eps_hat(z, gamma_t)).square().flatten(1)
-        if step is not None:  # gamma(i / T) - gamma((i - 1) / T) in float64: two close values
-            gap = self.schedule.gap(step / self.steps, (step - 1) / self.steps)
+        if step is not None:
             weight = (0.5 * self.steps * torch.expm1(gap)).to(gamma_t.dtype)
         else:
             weight = 0.5 * dgamma_t
@@ -241,15 +252,13 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         with seeded_by(generator, device):
             z = torch.randn(n, *self.event_shape, device=device, dtype=dtype)
             for i in range(steps, 0, -1):
-                t = torch.full((n,), i / steps, device=device, dtype=dtype)
-                s = torch.full((n,), (i - 1) / steps, device=device, dtype=dtype)
-                g_t, _ = self.schedule(t)
-                g_s, _ = self.schedule(s)
+                g_t, g_s, gap = self._step_gammas(
+                    torch.full((n,), float(i), device=device, dtype=torch.float64), steps, dtype
+                )
                 eps_hat = self.eps_hat(z, g_t)
                 shape = (-1, *([1] * len(self.event_shape)))
                 g_t, g_s = g_t.view(shape), g_s.view(shape)
-                exact = torch.full((n,), float(i), device=device, dtype=torch.float64)  # (gamma_t - gamma_s in float64)
-                c = -torch.expm1(-self.schedule.gap(exact / steps, (exact - 1) / steps)).to(dtype).view(shape)
+                c = -torch.expm1(-gap).to(dtype).view(shape)
                 ratio = torch.sqrt(torch.sigmoid(-g_s) / torch.sigmoid(-g_t))
                 mean = ratio * (z - c * torch.sigmoid(g_t).sqrt() * eps_hat)
                 z = mean + torch.sqrt(c * torch.sigmoid(g_s)) * torch.randn_like(z)

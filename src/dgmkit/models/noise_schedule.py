@@ -39,12 +39,6 @@ class NoiseSchedule(nn.Module):
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def gap(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """gamma(t) - gamma(s) in float64 (differentiable in the parameters): with T steps the two
-        are 1/T apart, and float32's rounding of each (about 1e-6 of values near 10) would be a
-        relative error of up to a few percent of their difference at T = 100000."""
-        return self(t.double())[0] - self(s.double())[0]
-
     def endpoints(self) -> tuple[torch.Tensor, torch.Tensor]:
         g, _ = self(torch.linspace(0.0, 1.0, 2, device=self._device()))  # (made there: no copy from the host)
         return g[0], g[1]
@@ -103,10 +97,10 @@ class LearnedSchedule(NoiseSchedule):
     def _g(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = torch.promote_types(t.dtype, self.w1.dtype)
         t = t.to(dtype)
-        p = {name: getattr(self, name).to(dtype) for name in ("w1", "b1", "w2", "b2", "w3")}
-        w1, w2, w3 = F.softplus(p["w1"]), F.softplus(p["w2"]), F.softplus(p["w3"])
-        u = w1 * t + p["b1"]  # (B,)
-        a = u[..., None] * w2 + p["b2"]  # (B, H)
+        w1, b1, w2, b2, w3 = (getattr(self, name).to(dtype) for name in ("w1", "b1", "w2", "b2", "w3"))
+        w1, w2, w3 = F.softplus(w1), F.softplus(w2), F.softplus(w3)
+        u = w1 * t + b1  # (B,)
+        a = u[..., None] * w2 + b2  # (B, H)
         s = torch.sigmoid(a)
         g = u + (s * w3).sum(-1)
         dg = w1 + (s * (1 - s) * w2 * w3).sum(-1) * w1
