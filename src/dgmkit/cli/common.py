@@ -40,6 +40,9 @@ __all__ = [
     "run_table",
     "plural",
     "posterior_means",
+    "DECODE_BATCH",
+    "decoded_means",
+    "reconstructions",
     "LatentModel",
     "latent_model",
     "split_data",
@@ -289,6 +292,24 @@ def split_data(
     s = dataset.split(split)
     x = run.transform(s.x, torch.Generator().manual_seed(VALID_SEED))  # on the CPU: the same noise on any device
     return x.to(run.device), None if s.y is None else s.y.to(run.device)
+
+
+DECODE_BATCH = 1000  # latents decoded, or images reconstructed, at once by a figure: its memory is that of one batch
+
+
+@torch.no_grad()
+def decoded_means(run: Run, z: torch.Tensor, batch_size: int = DECODE_BATCH) -> torch.Tensor:
+    """The means of p(x|z) for the latents z (N, *latent), decoded in batches (an interpolation's
+    or a traversal's 100,000 latents at once held gigabytes of a conv decoder's activations): (N, *event)."""
+    model = latent_model(run)
+    return torch.cat([location(model.likelihood(c)) for c in z.split(batch_size)])
+
+
+@torch.no_grad()
+def reconstructions(run: Run, x: torch.Tensor, batch_size: int = DECODE_BATCH) -> torch.Tensor:
+    """The model's reconstruction of each image of x (N, *event), in batches, as ``decoded_means``."""
+    model = latent_model(run)
+    return torch.cat([model.reconstruct(c) for c in x.split(batch_size)])
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from dgmkit.errors import ConfigError
 from dgmkit.evaluation.figures import figure_png, literal
 from dgmkit.models import ExactLikelihoodModel
 
-__all__ = ["add_parser", "density"]
+__all__ = ["add_parser", "density", "window_mass"]
 
 
 def density_png(
@@ -56,6 +56,18 @@ def density_png(
     return figure_png(fig)
 
 
+def window_mass(log_p: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> float:
+    """The probability in the window [tx[0], tx[-1]] x [ty[0], ty[-1]] of the density whose log is
+    ``log_p`` at the grid points (tx[i], ty[j]) (evenly spaced, both ends included): the trapezoid
+    rule, each edge point standing for half a cell (a plain sum counts half a cell beyond every
+    edge: a uniform density's window held (G / (G - 1))^2 > 1 of it)."""
+    wx, wy = (torch.ones(len(t), dtype=torch.float64, device=log_p.device) for t in (tx, ty))
+    for w in (wx, wy):
+        w[[0, -1]] = 0.5
+    cell = float(tx[1] - tx[0]) * float(ty[1] - ty[0])
+    return float((log_p.double().exp() * wx[:, None] * wy[None, :]).sum()) * cell
+
+
 @torch.no_grad()
 def density(args: argparse.Namespace) -> int:
     out, run = figure_run(args)
@@ -78,7 +90,7 @@ def density(args: argparse.Namespace) -> int:
     ty = torch.linspace(lo[1].item(), hi[1].item(), args.grid, device=run.device)
     grid = torch.stack(torch.meshgrid(tx, ty, indexing="ij"), -1).reshape(-1, *shape)
     log_p = torch.cat([model.log_prob(c) for c in grid.split(50000)]).reshape(args.grid, args.grid)
-    mass = (log_p.exp().sum() * (tx[1] - tx[0]) * (ty[1] - ty[0])).item()
+    mass = window_mass(log_p, tx, ty)
     samples, _ = model.sample(args.n, generator=torch.Generator(device=run.device).manual_seed(args.seed))
     points = samples.reshape(-1, 2).cpu().numpy()
     names = None

@@ -14,6 +14,7 @@ from dgmkit.cli.common import (
     add_run_parser,
     add_seeded_data_flags,
     add_split_flag,
+    decoded_means,
     figure_split,
     images_only,
     latent_model,
@@ -187,7 +188,7 @@ def run_traverse(args: argparse.Namespace) -> int:
     for row, d in enumerate(order.tolist()):
         z[row, :, d] = mean[d] + t * std[d]
     shape = location(latent_model(run).posterior(sample[:1])).shape[1:]
-    decoded = location(latent_model(run).likelihood(z.reshape(-1, *shape)))
+    decoded = decoded_means(run, z.reshape(-1, *shape))
     path = write_png(out, image_grid_png(to_display(decoded, run), nrow=args.steps))
     dims = ", ".join(str(d) for d in order.tolist())
     say(

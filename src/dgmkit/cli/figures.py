@@ -21,6 +21,7 @@ from dgmkit.cli.common import (
     add_split_flag,
     attach_inputs,
     data_to_display,
+    decoded_means,
     figure_split,
     holes_note,
     images_only,
@@ -28,6 +29,7 @@ from dgmkit.cli.common import (
     plural,
     png_output,
     posterior_means,
+    reconstructions,
     run_data,
     run_inputs,
     say,
@@ -96,7 +98,7 @@ def interpolation(run: Run, a: torch.Tensor, b: torch.Tensor, steps: int) -> tor
     za, zb = location(model.posterior(a)), location(model.posterior(b))  # (P, M)
     t = torch.linspace(0, 1, steps, device=za.device).view(1, -1, *[1] * (za.dim() - 1))
     z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, *latent): for one-hot latents, through the simplex
-    return location(model.likelihood(z))  # (P, S, C, H, W)
+    return decoded_means(run, z.flatten(0, 1)).unflatten(0, z.shape[:2])  # (P, S, C, H, W)
 
 
 def draw_samples(
@@ -174,7 +176,7 @@ def check_sample_options(
 def reconstruction_pairs(run: Run, x: torch.Tensor) -> torch.Tensor:
     """Each image of x followed by its reconstruction, both mapped to [0, 1] for a picture (x's
     missing entries, if any, at mid-grey)."""
-    shown = [data_to_display(x, run), to_display(latent_model(run).reconstruct(x), run)]
+    shown = [data_to_display(x, run), to_display(reconstructions(run, x), run)]
     return torch.stack(shown, 1).flatten(0, 1)
 
 

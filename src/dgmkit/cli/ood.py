@@ -385,6 +385,8 @@ def _checked_outputs(args: argparse.Namespace, run: Run, bg: Run | None) -> Path
     protected = run_files(run.path) + ([] if bg is None else run_files(bg.path))
     figure = png_output(args) if args.out is not None else None
     if args.json is not None:
+        if figure is not None and Path(args.json).absolute() == figure.absolute():  # (else "a file of the run")
+            raise ConfigError(f"--json {args.json} and --out {args.out} name one file: give each its own")
         inputs = [*run_inputs(run, args.data, args.schema), *([] if bg is None else run_inputs(bg))]
         inputs += [args.ood] if is_data_file(args.ood) else []
         mine = protected + ([figure] if figure else [])
