@@ -102,3 +102,12 @@ def test_ood_names_json_and_out_that_are_one_file(runs, tmp_path, capsys):
                         "--out", tmp_path / "o.png", "--iw-samples", 1)  # fmt: skip
     _refused(code, err, "--json", "--out", "name one file")
     assert not (tmp_path / "o.png").exists() and not (runs / "vae" / "ood.json").exists()
+
+
+def test_latents_refuses_a_limit_below_two_points_before_any_work(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("dgmkit.cli.common.load_run", lambda *a, **k: pytest.fail("a run was loaded"))
+    code, _, err = _dgm(capsys, "latents", runs / "vae", "--out", tmp_path / "l.png", "--limit", 1)
+    _refused(code, err, "--limit", "2..")
+    assert not (tmp_path / "l.png").exists()
+    monkeypatch.undo()
+    assert _dgm(capsys, "latents", runs / "vae", "--out", tmp_path / "l.png", "--limit", 2)[0] == 0

@@ -138,9 +138,12 @@ def add_count_flag(
     p.add_argument(flag, type=count(lo, hi, flag), default=default, help=help)
 
 
-def add_limit_flag(p: argparse._ActionsContainer, help: str = "a seeded random subset of N datapoints") -> None:
-    """--limit N: a command reads a seeded random subset of the data, at most N of them."""
-    add_count_flag(p, "--limit", 1, 10**9, help=help)
+def add_limit_flag(
+    p: argparse._ActionsContainer, help: str = "a seeded random subset of N datapoints", low: int = 1
+) -> None:
+    """--limit N: a command reads a seeded random subset of the data, at most N of them (and at
+    least ``low``: what the command needs)."""
+    add_count_flag(p, "--limit", low, 10**9, help=help)
 
 
 SPLITS = ["train", "valid", "test"]

@@ -346,6 +346,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_run_parser(sub, "latents", help="scatter of latent means coloured by label (PCA when M > 2), to a PNG")
     add_output_flags(p)
     add_split_flag(p)
-    add_limit_flag(p)
+    add_limit_flag(p, "a seeded random subset of N datapoints (a scatter: at least 2)", low=2)
     add_seeded_data_flags(p)
     p.set_defaults(func=latents)
