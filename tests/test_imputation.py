@@ -814,7 +814,7 @@ def test_impute_refusals_and_scores_on_a_table_with_holes_of_its_own(tmp_path, c
     monkeypatch.setattr("dgmkit.cli.impute.MAX_DRAWN_VALUES", 100)
     for args, problem in (
         ([rows, "--out", tmp_path / "o.npy"], "indices 0..2"),
-        ([holes, "--out", tmp_path / "o.csv"], "1 rows hold no observed value"),
+        ([holes, "--out", tmp_path / "o.csv"], "1 row holds no observed value"),
         (["--out", tmp_path / "o.npy", "--figure", tmp_path / "f.png"], "--figure shows images"),
         (["--out", tmp_path / "o.npy", "--figure", tmp_path / "f.jpg"], "--figure must name a .png file"),
         (["--out", p, "--force"], "is an input of this command"),  # the run's own data file

@@ -438,7 +438,10 @@ def check_images(x: np.ndarray, name: str, min_rows: int = 10) -> np.ndarray:
     if x.ndim != 4:
         raise DataError(f"{name}: expected images shaped (N, D), (N, H, W) or (N, C, H, W), got {x.shape}")
     if len(x) < min_rows:
-        raise DataError(f"{name}: {len(x)} rows (images, or a table's rows); at least {min_rows} are needed")
+        raise DataError(
+            f"{name}: {len(x)} {'row' if len(x) == 1 else 'rows'} (images, or a table's rows); "
+            f"at least {min_rows} are needed"
+        )
     if 0 in x.shape:
         raise DataError(f"{name}: the images hold no values (shape {x.shape})")
     if x.dtype.kind == "f":
@@ -447,7 +450,9 @@ def check_images(x: np.ndarray, name: str, min_rows: int = 10) -> np.ndarray:
         nan = np.isnan(x)
         if nan.reshape(len(x), -1).all(1).any():
             rows = int(nan.reshape(len(x), -1).all(1).sum())
-            raise DataError(f"{name}: {rows} rows hold no observed value (all NaN); leave them out")
+            raise DataError(
+                f"{name}: {rows} {'row holds' if rows == 1 else 'rows hold'} no observed value (all NaN); leave them out"
+            )
         if nan.any() and x.dtype != np.float64:
             x = x.astype(np.float64)  # the range check below on the observed values
         if np.nanmax(np.abs(x)) > np.finfo(np.float32).max:
