@@ -377,6 +377,11 @@ def test_the_notes_under_the_evaluations_are_those_of_every_record_each_once():
             [{"epoch": 2, "valid_elbo": -1.5}],
             ["gives no score of -1.000"],
         ),
+        (  # an epoch no run logs (a 401-digit number was said), or not a number, is no line of the run
+            {"epoch": 2, "best_valid": -1.0, "best_epoch": 2},
+            [{"epoch": 2, "valid_elbo": -1.0}, {"epoch": 10**400}, {"epoch": 2**31}, {"epoch": True}, {"epoch": 3.0}],
+            [],
+        ),
     ],
 )
 def test_the_metrics_are_checked_against_the_checkpoints_counters_only_where_both_have_them(run, monkeypatch, counters,

@@ -33,7 +33,7 @@ from dgmkit.config import Run, build_objective, load_run
 from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.evaluation.report import finite_number
-from dgmkit.reporting import RunPage, metric_keys, render_page
+from dgmkit.reporting import RunPage, logged_epoch, metric_keys, render_page
 from dgmkit.settings import unused_keys
 from dgmkit.training.checkpoint import trainer_counters
 from dgmkit.training.run_writer import MAX_METRICS_BYTES, read_run_file, run_files
@@ -150,7 +150,7 @@ def _metrics_notes(run: Run, metrics: list[dict]) -> list[str]:
     t = trainer_counters(run.path / "checkpoint.safetensors")
     if t is None:
         return []
-    lines = {m["epoch"]: m for m in metrics if type(m.get("epoch")) is int}
+    lines = {ep: m for m in metrics if (ep := logged_epoch(m)) is not None}
     notes, step, done = [], fit_step(run.cfg), t["epoch"]
     if lines and max(lines) == done + 1:
         notes.append(

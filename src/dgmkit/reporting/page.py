@@ -26,7 +26,7 @@ from dgmkit.evaluation.report import (
 )
 from dgmkit.models.terms import format_term
 
-__all__ = ["RunPage", "curves_png", "render_page", "metric_series", "metric_keys"]
+__all__ = ["RunPage", "curves_png", "render_page", "metric_series", "metric_keys", "logged_epoch"]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -104,7 +104,8 @@ def _finite(v: object) -> float | None:
     return f if math.isfinite(f) and abs(f) <= PLOTTED_MAX else None
 
 
-def _epoch(m: dict) -> int | None:
+def logged_epoch(m: dict) -> int | None:
+    """The epoch (or iteration) a metrics.jsonl line logs; None unless a whole number in 0..2**31-1."""
     ep = m.get("epoch", m.get("iteration"))
     return ep if isinstance(ep, int) and not isinstance(ep, bool) and 0 <= ep < 2**31 else None
 
@@ -113,7 +114,7 @@ def metric_series(metrics: list[dict], key: str) -> tuple[list[float], list[floa
     """(epochs, values) of one scalar metric, leaving out epochs where it is missing or not a number."""
     xs, ys = [], []
     for m in metrics:
-        v, ep = _finite(m.get(key)), _epoch(m)
+        v, ep = _finite(m.get(key)), logged_epoch(m)
         if v is not None and ep is not None:
             xs.append(float(ep))
             ys.append(v)
@@ -122,7 +123,7 @@ def metric_series(metrics: list[dict], key: str) -> tuple[list[float], list[floa
 
 def _layer_series(metrics: list[dict], key: str) -> tuple[list[float], np.ndarray] | None:
     """(epochs, values (E, L)) of a per-layer metric (a list of numbers per epoch; NaN where one is not)."""
-    raw = [(_epoch(m), m.get(key)) for m in metrics]
+    raw = [(logged_epoch(m), m.get(key)) for m in metrics]
     rows = [(ep, v) for ep, v in raw if ep is not None and isinstance(v, list) and 0 < len(v) <= 1024]
     if not rows or len({len(v) for _, v in rows}) != 1:
         return None
@@ -299,7 +300,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
         for i, r in enumerate(runs):
             best, at = _best(r.metrics, r.score)
             t = _test_result(r.evals, r.weights) or {}
-            epochs = max((e for e in map(_epoch, r.metrics) if e is not None), default=0)
+            epochs = max((e for e in map(logged_epoch, r.metrics) if e is not None), default=0)
             best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} ({r.step} {at})"
             words = data_words(t) if t else None
             out.append(
