@@ -21,5 +21,12 @@ class CategoricalEncoder(ConditionalDistribution):
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> Independent:
-        logits = widened(self.net(x)).view(-1, self.num_vars, self.num_classes)
+        h = self.net(x)
+        if h.shape[-1] != self.num_vars * self.num_classes:  # (view would take other widths as other batch sizes)
+            raise ValueError(
+                f"the encoder network gave {h.shape[-1]} numbers per datapoint (output shape {tuple(h.shape)}); a "
+                f"CategoricalEncoder of {self.num_vars} variables of {self.num_classes} classes needs "
+                f"{self.num_vars} * {self.num_classes} = {self.num_vars * self.num_classes} logits"
+            )
+        logits = widened(h).view(-1, self.num_vars, self.num_classes)
         return Independent(one_hot_categorical(logits), 1, validate_args=False)

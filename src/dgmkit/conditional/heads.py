@@ -22,7 +22,7 @@ from dgmkit.distributions import (
 )
 from dgmkit.distributions.student_t import student_t
 from dgmkit.distributions.table import MixedColumns, TableColumns
-from dgmkit.errors import finite_at_least
+from dgmkit.errors import finite_at_least, whole_at_least
 
 __all__ = [
     "LikelihoodHead", "BernoulliHead", "GaussianHead", "StudentTHead", "CategoricalHead", "LogisticMixtureHead",
@@ -147,7 +147,7 @@ class CategoricalHead(LikelihoodHead):
 
     def __init__(self, num_levels: int = 256):
         super().__init__()
-        self.num_levels = num_levels
+        self.num_levels = whole_at_least("the categorical head's num_levels", num_levels, 2)
         self.params_per_pixel = num_levels
 
     def forward(self, params: torch.Tensor) -> CategoricalPixels:  # (*batch, C, L, H, W)
@@ -166,8 +166,8 @@ class LogisticMixtureHead(LikelihoodHead):
 
     def __init__(self, num_levels: int = 256, components: int = 5):
         super().__init__()
-        self.num_levels = num_levels
-        self.components = components
+        self.num_levels = whole_at_least("the logistic head's num_levels", num_levels, 2)
+        self.components = whole_at_least("the logistic head's components", components, 1)
         self.params_per_pixel = 3 * components
 
     def forward(self, params: torch.Tensor) -> DiscretizedLogisticMixture:  # (*batch, C, 3K, H, W)
@@ -196,6 +196,7 @@ class MixedTableHead(LikelihoodHead):
         super().__init__()
         if not levels or min(levels) < 0:  # a column of one category is a constant: probability 1
             raise ValueError(f"levels: one per column, 0 (numeric) or >= 1 (categorical), got {levels}")
+        finite_at_least("the mixed head's min_scale", min_scale, 0, strict=True)
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.long), persistent=False)
         self.min_scale = min_scale
         self.params_per_pixel = max(2, *levels)
