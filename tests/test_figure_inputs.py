@@ -187,3 +187,31 @@ def test_names_in_figures_are_shown_letter_for_letter(monkeypatch, name):
         assert draw().startswith(b"\x89PNG")
         assert not any(math for _, math in seen), seen
         assert any(name in shown for shown, _ in seen), seen
+
+
+def test_the_image_grid_refuses_what_it_cannot_draw_before_drawing():
+    """The image grid from Python: images not (N, C, H, W), a row of no images, and a grid of
+    more pixels than Pillow opens (dgm interpolate's 1000 pairs of 100 steps of 64x64 sprites:
+    444 megapixels) are refused by name; the check reads no pixel (an expanded tensor of 100,000
+    images)."""
+    from dgmkit.errors import DataError
+    from dgmkit.evaluation.figures import MAX_GRID_PIXELS, image_grid_png
+
+    with pytest.raises(DataError, match=r"\(N, C, H, W\).*\(3, 8, 8\)"):
+        image_grid_png(torch.rand(3, 8, 8), nrow=2)
+    with pytest.raises(ValueError, match="nrow"):
+        image_grid_png(torch.rand(3, 1, 8, 8), nrow=0)
+    huge = torch.full((), float("nan")).expand(1000 * 102, 3, 64, 64)  # (NaN: a read of it would be refused otherwise)
+    with pytest.raises(DataError, match=r"6734 x 66002 pixels \(444 megapixels\).*draw fewer"):
+        image_grid_png(huge, nrow=102)
+    with pytest.raises(DataError, match=r"13262 x 66002 pixels"):  # 2 channels: shown side by side
+        image_grid_png(huge[:, :2], nrow=102)
+    side = int(MAX_GRID_PIXELS**0.5) // 30  # a square grid of 28 + 2 pixel cells just inside the limit
+    assert len(image_grid_png(torch.zeros(1).expand(side * side, 1, 28, 28), nrow=side)) > 0
+
+
+def test_a_scatter_of_latent_means_takes_them_as_rows():
+    from dgmkit.errors import DataError
+
+    with pytest.raises(DataError, match=r"\(N, M\), got \(5,\)"):
+        project_2d(torch.randn(5))

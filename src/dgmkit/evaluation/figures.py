@@ -8,12 +8,24 @@ import numpy as np
 import torch
 
 from dgmkit._io import shown_text
-from dgmkit.errors import DataError, EvaluationError
+from dgmkit.errors import DataError, EvaluationError, whole_at_least
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["figure_png", "image_grid_png", "scatter_png", "project_2d", "diagnosis_png", "check_finite", "literal"]
+__all__ = [
+    "MAX_GRID_PIXELS",
+    "figure_png",
+    "image_grid_png",
+    "scatter_png",
+    "project_2d",
+    "diagnosis_png",
+    "check_finite",
+    "literal",
+]
+
+
+MAX_GRID_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS: a larger PNG is a "decompression bomb" to Pillow
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
@@ -51,13 +63,24 @@ def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int
     """A grid of images (N, C, H, W) with values in [0, 1], ``nrow`` images per row.
     Small images are enlarged (nearest neighbour) to at least ``min_cell`` pixels. 1, 3 and 4
     channels are grey, RGB and RGBA; images of another number of channels show each channel in
-    grey, side by side. Refused (EvaluationError) if a value is NaN or inf."""
+    grey, side by side. Refused (EvaluationError) if a value is NaN or inf; a grid of more than
+    ``MAX_GRID_PIXELS`` pixels is refused (DataError) before it is drawn."""
+    if images.dim() != 4 or 0 in images.shape[1:]:
+        raise DataError(f"an image grid takes images shaped (N, C, H, W), C, H and W >= 1, got {tuple(images.shape)}")
+    nrow = whole_at_least("nrow (images per row)", nrow, 1)
+    n, c, h, w = images.shape
+    scale = max(1, -(-min_cell // max(h, w)))
+    shown = w if c in (1, 3, 4) else c * w  # (other channels side by side)
+    tall, wide = -(-n // nrow) * (h * scale + pad) + pad, nrow * (shown * scale + pad) + pad
+    if tall * wide > MAX_GRID_PIXELS:
+        raise DataError(
+            f"a grid of {n} images, {nrow} per row, would be {wide} x {tall} pixels ({tall * wide / 1e6:.0f} megapixels), "
+            f"more than the {MAX_GRID_PIXELS / 1e6:.0f} that image viewers open (Pillow's limit): draw fewer images"
+        )
     check_finite(images, "pixel values")
     x = images.detach().float().clamp(0, 1).cpu()
-    n, c, h, w = x.shape
     if c not in (1, 3, 4):
         x, c, w = x.permute(0, 2, 1, 3).reshape(n, 1, h, c * w), 1, c * w
-    scale = max(1, -(-min_cell // max(h, w)))
     x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
     h, w = h * scale, w * scale
     rows = -(-n // nrow)
@@ -78,6 +101,8 @@ def project_2d(z: torch.Tensor) -> tuple[np.ndarray, tuple[str, str], str]:
     """Latent means (N, M) -> (N, 2) points, the two axis labels and a description: the means
     themselves when M <= 2 (a 1-D latent against a seeded jitter), else their projection on the
     two leading principal components."""
+    if z.dim() != 2:
+        raise DataError(f"a scatter of latent means takes them shaped (N, M), got {tuple(z.shape)}")
     check_finite(z, "latent means")
     z = z.detach().double().cpu()
     if len(z) < 2:
