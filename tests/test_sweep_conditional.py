@@ -311,6 +311,18 @@ def test_an_iaf_encoders_draws_depend_on_its_context():
     assert torch.equal(z, z_same) and not torch.allclose(z, z_other)
 
 
+@pytest.mark.parametrize("width", [6, 8])
+def test_an_iaf_encoder_refuses_a_network_of_the_wrong_width(width):
+    with pytest.raises(ValueError, match=r"needs 2 \* 2 \+ 3 = 7: the means, the raw scales, the context"):
+        IAFEncoder(nn.Identity(), 2, 3, _iaf(2, 3))(_randn(4, width))
+
+
+@pytest.mark.parametrize("latent_dim, context", [(0, 3), (2, -1), (2.5, 3)])
+def test_an_iaf_encoder_of_no_latent_dimension_or_a_negative_context_is_refused(latent_dim, context):
+    with pytest.raises(ValueError, match="latent_dim|context_features"):
+        IAFEncoder(nn.Identity(), latent_dim, context, _iaf(2, 3))
+
+
 # ---- the decoder ----
 
 
@@ -378,6 +390,16 @@ def _pixel_decoder(levels: int = 2, shape=(1, 2, 3), cond: int = 2, input_scale:
         for p in d.parameters():
             p.add_(0.5 * torch.randn(p.shape, generator=_g(1), dtype=p.dtype))
     return d
+
+
+@pytest.mark.parametrize("width", [6, 18])
+def test_a_pixelcnn_decoder_refuses_a_network_of_the_wrong_width_and_takes_its_map_flat_or_shaped(width):
+    d = _pixel_decoder()  # 2 condition channels on 2 x 3 images: 12 numbers per latent
+    d.net = nn.Linear(3, width).double()
+    with pytest.raises(ValueError, match=rf"gave {width} numbers per latent.*needs 2 \* 2 \* 3 = 12"):
+        d.condition(_randn(4, 3))
+    d.net = nn.Sequential(nn.Linear(3, 12), nn.Unflatten(1, (2, 2, 3))).double()
+    assert d.condition(_randn(4, 3)).shape == (4, 2, 2, 3)
 
 
 def test_the_pixelcnn_decoder_normalises_over_every_image():

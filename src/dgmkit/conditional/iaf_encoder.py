@@ -11,6 +11,7 @@ from torch import nn
 from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.distributions import diagonal_normal
 from dgmkit.distributions.flow import FlowDistribution
+from dgmkit.errors import whole_at_least
 from dgmkit.nn.scale import SoftplusScale
 from dgmkit.transforms import Bijection
 
@@ -34,11 +35,19 @@ class IAFEncoder(ConditionalDistribution):
     ):
         super().__init__()
         self.net, self.flow = net, flow
-        self.latent_dim, self.context_features = latent_dim, context_features
+        self.latent_dim = whole_at_least("latent_dim", latent_dim, 1)
+        self.context_features = whole_at_least("context_features", context_features, 0)
         self.scale_map = SoftplusScale(min_scale) if scale_map is None else scale_map
 
     def forward(self, x: torch.Tensor) -> FlowDistribution:
         h = self.net(x)
+        width = 2 * self.latent_dim + self.context_features
+        if h.shape[-1] != width:
+            raise ValueError(
+                f"the encoder network gave {h.shape[-1]} numbers per datapoint (output shape {tuple(h.shape)}); an "
+                f"IAFEncoder of latent_dim {self.latent_dim} and {self.context_features} context features needs "
+                f"2 * {self.latent_dim} + {self.context_features} = {width}: the means, the raw scales, the context"
+            )
         if h.dtype in (torch.float16, torch.bfloat16):
             h = h.float()
         loc, raw, c = h.split([self.latent_dim, self.latent_dim, self.context_features], dim=-1)

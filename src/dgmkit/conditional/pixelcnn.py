@@ -68,7 +68,14 @@ class PixelCNNDecoder(Decoder):
     def condition(self, z: torch.Tensor) -> torch.Tensor:
         """The condition map s(z), (N, S, H, W), for latents (N, M)."""
         _, h, w = self.event_shape
-        return self.net(z).reshape(z.shape[0], self.cond_channels, h, w)
+        s = self.net(z)
+        if math.prod(s.shape[1:]) != self.cond_channels * h * w:  # (a reshape: torch's words, or another batch)
+            raise ValueError(
+                f"the decoder network gave {math.prod(s.shape[1:])} numbers per latent (output shape {tuple(s.shape)}); a "
+                f"PixelCNNDecoder of {self.cond_channels} condition channels on {h} x {w} images needs "
+                f"{self.cond_channels} * {h} * {w} = {self.cond_channels * h * w}"
+            )
+        return s.reshape(z.shape[0], self.cond_channels, h, w)
 
     def params(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """The head's parameters (N, 1, P, H, W) of every p(x_d | x_<d, z), one pass."""
