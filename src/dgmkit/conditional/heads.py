@@ -79,7 +79,9 @@ class GaussianHead(LikelihoodHead):
     ``variance``: ``"fixed"`` (sigma = ``scale``), ``"learned"`` (one global learned sigma)
     or ``"predicted"`` (per pixel, from the decoder). Learned and predicted scales are
     softplus(raw) + ``min_scale``: without a floor the likelihood is unbounded, since a decoder
-    can put an arbitrarily narrow Gaussian on one training pixel.
+    can put an arbitrarily narrow Gaussian on one training pixel. A learned sigma starts at
+    ``scale``, or just above the floor where ``scale`` is not above it (a ``min_scale`` raised
+    alone moves the start with it).
     """
 
     scale: torch.Tensor
