@@ -159,10 +159,11 @@ class VectorQuantizer(DataInitialised):
             if not parallel and not reads_are_free(flat):
                 self._restart_unread(flat, dead)
             elif dead.any():
-                picks = flat[torch.randint(len(flat), (int(dead.sum()),), device=flat.device)]
-                self.embedding[dead] = picks
-                self.embed_sum[dead] = picks
-                self.cluster_size[dead] = 1.0
+                if len(flat):  # (no vector to restart a code at: a map of no positions)
+                    picks = flat[torch.randint(len(flat), (int(dead.sum()),), device=flat.device)]
+                    self.embedding[dead] = picks
+                    self.embed_sum[dead] = picks
+                    self.cluster_size[dead] = 1.0
                 if parallel:  # every rank restarts the same codes (the counts agree); rank 0's picks are kept
                     for t in (self.embedding, self.embed_sum, self.cluster_size):
                         dist.broadcast(t, src=0)
@@ -183,7 +184,7 @@ class VectorQuantizer(DataInitialised):
     # ------------------------------------------------------------ forward
     def forward(self, z_e: torch.Tensor) -> Quantized:
         flat, shape = self._flatten(z_e)
-        if self.training and self.needs_initialising():
+        if self.training and len(flat) and self.needs_initialising():  # (no k-means start from no vector)
             self._kmeans(flat.detach().to(self.embedding.dtype))  # float32 counts and means under autocast
         k = self.nearest(flat.detach())
         counts = _counts(k, self.num_codes)
