@@ -58,6 +58,12 @@ def test_the_uniform_categorical_prior_is_uniform_over_one_hot_vectors():
     assert s.shape == (500, 2, 3) and torch.equal(s.sum(-1), torch.ones(500, 2))
 
 
+@pytest.mark.parametrize("classes", [1, 0, 2.5])
+def test_the_uniform_categorical_prior_needs_two_classes_or_more(classes):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+        UniformCategoricalPrior(2, classes)
+
+
 def test_a_flow_prior_is_in_its_module_s_dtype_and_is_the_change_of_variables_density():
     """p(z) = N(T(z); 0, I) |det dT/dz|, in float32 as built (and float64 once cast)."""
     from dgmkit.transforms import maf

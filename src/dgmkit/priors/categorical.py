@@ -4,6 +4,7 @@ import torch
 from torch.distributions import Independent
 
 from dgmkit.distributions.categorical import one_hot_categorical
+from dgmkit.errors import whole_at_least
 from dgmkit.priors.base import Prior
 
 __all__ = ["UniformCategoricalPrior"]
@@ -16,7 +17,7 @@ class UniformCategoricalPrior(Prior):
 
     def __init__(self, num_vars: int, num_classes: int):
         super().__init__(num_vars)
-        self.num_classes = num_classes
+        self.num_classes = whole_at_least("num_classes", num_classes, 2)  # (one class: a constant, no latent)
         self.register_buffer("logits", torch.zeros(num_vars, num_classes), persistent=False)
 
     def forward(self, context: None = None) -> Independent:
