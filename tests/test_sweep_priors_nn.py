@@ -117,6 +117,23 @@ def test_vampprior_maps_bounded_initial_inputs_into_the_open_unit_interval_and_c
     assert torch.equal(init, kept) and torch.equal(free.pseudo_inputs.detach(), init - 0.5)
 
 
+def test_a_float64_vampprior_weighs_its_components_in_float64():
+    """Its equal weights, log 1/K, in the precision of the encoder's means (float32 zeros made
+    every log p(z) of a float64 model carry log K rounded to float32)."""
+    from torch import nn
+
+    from dgmkit.conditional import GaussianEncoder
+
+    encoder = GaussianEncoder(nn.Sequential(nn.Flatten(), nn.Linear(4, 4)), 2).double()
+    prior = VampPrior(2, (1, 2, 2), components=3).double()
+    p = prior(encoder)
+    assert p.logits.dtype == torch.float64 and p.loc.dtype == torch.float64
+    z = torch.randn(5, 2, dtype=torch.float64)
+    q_u = encoder(prior.pseudo_input_values())
+    per_k = Independent(Normal(q_u.mean[:, None], q_u.stddev[:, None]), 1).log_prob(z)  # (K, 5)
+    assert torch.allclose(p.log_prob(z), torch.logsumexp(per_k, 0) - math.log(3), rtol=0, atol=1e-12)
+
+
 def test_vampprior_without_its_encoder_says_so():
     with pytest.raises(TypeError, match="call it with the encoder"):
         VampPrior(2, (1, 2, 2), components=3)()

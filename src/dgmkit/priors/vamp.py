@@ -56,9 +56,9 @@ class VampPrior(Prior):
         if context is None:
             raise TypeError("the VampPrior is the encoder's mixture at its pseudo-inputs: call it with the encoder")
         q_u = context(self.pseudo_input_values())  # a diagonal Gaussian with batch (K,), event (M,)
-        u = self.pseudo_inputs
-        weights = torch.zeros(self.components, device=u.device)
-        return DiagonalGaussianMixture(weights, q_u.mean, q_u.stddev)
+        loc = q_u.mean
+        weights = torch.zeros(self.components, device=loc.device, dtype=loc.dtype)  # (equal: log 1/K in loc's precision)
+        return DiagonalGaussianMixture(weights, loc, q_u.stddev)
 
     def pseudo_input_values(self) -> torch.Tensor:
         """The pseudo-inputs u_k, clipped to [0, 1] where ``bounded``."""
