@@ -111,3 +111,19 @@ def test_latents_refuses_a_limit_below_two_points_before_any_work(runs, tmp_path
     assert not (tmp_path / "l.png").exists()
     monkeypatch.undo()
     assert _dgm(capsys, "latents", runs / "vae", "--out", tmp_path / "l.png", "--limit", 2)[0] == 0
+
+
+@pytest.mark.parametrize(
+    "argv, grid",
+    [
+        (["interpolate", "--pairs", "11", "--steps", "100"], "3470 x 376 pixels"),  # 11 rows of 102 cells of 34
+        (["traverse", "--dims", "30", "--steps", "40"], "1362 x 1022 pixels"),  # 30 rows of 40 (8x8 shown at 32 + 2)
+    ],
+)
+def test_a_grid_too_large_to_open_is_refused_before_its_latents_are_decoded(runs, tmp_path, capsys, monkeypatch,
+                                                                               argv, grid):  # fmt: skip
+    monkeypatch.setattr("dgmkit.evaluation.figures.MAX_GRID_PIXELS", 10**5)
+    monkeypatch.setattr(VAE, "likelihood", lambda *a: pytest.fail("latents were decoded"))
+    code, _, err = _dgm(capsys, argv[0], runs / "vae", *argv[1:], "--out", tmp_path / "f.png")
+    _refused(code, err, grid, "draw fewer images")
+    assert not (tmp_path / "f.png").exists()

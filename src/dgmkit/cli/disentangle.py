@@ -32,7 +32,7 @@ from dgmkit.data import Dataset
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.disentanglement import factor_vae_score, mutual_information_gap
-from dgmkit.evaluation.figures import image_grid_png
+from dgmkit.evaluation.figures import check_grid, image_grid_png
 from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["add_parsers", "run_disentangle", "run_traverse"]
@@ -188,6 +188,7 @@ def run_traverse(args: argparse.Namespace) -> int:
     for row, d in enumerate(order.tolist()):
         z[row, :, d] = mean[d] + t * std[d]
     shape = location(latent_model(run).posterior(sample[:1])).shape[1:]
+    check_grid(len(order) * args.steps, tuple(x.shape[1:]), args.steps)  # (before the decoding)
     decoded = decoded_means(run, z.reshape(-1, *shape))
     path = write_png(out, image_grid_png(to_display(decoded, run), nrow=args.steps))
     dims = ", ".join(str(d) for d in order.tolist())

@@ -41,7 +41,7 @@ from dgmkit.data.registry import is_table
 from dgmkit.data.table import write_table
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError, shown_value
-from dgmkit.evaluation.figures import image_grid_png, project_2d, scatter_png
+from dgmkit.evaluation.figures import check_grid, image_grid_png, project_2d, scatter_png
 from dgmkit.training.run_writer import run_files
 
 __all__ = [
@@ -267,6 +267,7 @@ def reconstruct(args: argparse.Namespace) -> int:
 def interpolate(args: argparse.Namespace) -> int:
     out, run, x, _ = figure_split(args, _interpolates)
     a, b = picked_pairs(x, args.pairs, args.seed, args.split)
+    check_grid(len(a) * (args.steps + 2), tuple(a.shape[1:]), args.steps + 2)  # (before thousands are decoded)
     dec = interpolation(run, a, b, args.steps)
     rows = torch.cat([data_to_display(a, run)[:, None], to_display(dec, run), data_to_display(b, run)[:, None]], 1)
     path = write_png(out, image_grid_png(rows.flatten(0, 1), nrow=args.steps + 2))

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_GRID_PIXELS",
     "figure_png",
     "image_grid_png",
+    "check_grid",
     "scatter_png",
     "project_2d",
     "diagnosis_png",
@@ -59,16 +60,15 @@ def figure_png(fig: "Figure") -> bytes:
     return buf.getvalue()
 
 
-def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int = 2) -> bytes:
-    """A grid of images (N, C, H, W) with values in [0, 1], ``nrow`` images per row.
-    Small images are enlarged (nearest neighbour) to at least ``min_cell`` pixels. 1, 3 and 4
-    channels are grey, RGB and RGBA; images of another number of channels show each channel in
-    grey, side by side. Refused (EvaluationError) if a value is NaN or inf; a grid of more than
-    ``MAX_GRID_PIXELS`` pixels is refused (DataError) before it is drawn."""
-    if images.dim() != 4 or 0 in images.shape[1:]:
-        raise DataError(f"an image grid takes images shaped (N, C, H, W), C, H and W >= 1, got {tuple(images.shape)}")
+def check_grid(n: int, shape: tuple[int, ...], nrow: int, min_cell: int = 28, pad: int = 2) -> tuple[int, int]:
+    """Refuses (DataError) a grid of ``n`` images of ``shape`` (C, H, W), ``nrow`` per row, that
+    ``image_grid_png`` would draw larger than ``MAX_GRID_PIXELS``, or images of no pixel; callable
+    before the images are made (a command that decodes thousands of them). Returns ``nrow``,
+    checked, and the enlargement of each image."""
     nrow = whole_at_least("nrow (images per row)", nrow, 1)
-    n, c, h, w = images.shape
+    if len(shape) != 3 or 0 in shape:
+        raise DataError(f"an image grid takes images shaped (C, H, W), C, H and W >= 1, got {tuple(shape)}")
+    c, h, w = shape
     scale = max(1, -(-min_cell // max(h, w)))
     shown = w if c in (1, 3, 4) else c * w  # (other channels side by side)
     tall, wide = -(-n // nrow) * (h * scale + pad) + pad, nrow * (shown * scale + pad) + pad
@@ -77,6 +77,19 @@ def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int
             f"a grid of {n} images, {nrow} per row, would be {wide} x {tall} pixels ({tall * wide / 1e6:.0f} megapixels), "
             f"more than the {MAX_GRID_PIXELS / 1e6:.0f} that image viewers open (Pillow's limit): draw fewer images"
         )
+    return nrow, scale
+
+
+def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int = 2) -> bytes:
+    """A grid of images (N, C, H, W) with values in [0, 1], ``nrow`` images per row.
+    Small images are enlarged (nearest neighbour) to at least ``min_cell`` pixels. 1, 3 and 4
+    channels are grey, RGB and RGBA; images of another number of channels show each channel in
+    grey, side by side. Refused (EvaluationError) if a value is NaN or inf; a grid of more than
+    ``MAX_GRID_PIXELS`` pixels is refused (DataError) before it is drawn."""
+    if images.dim() != 4:
+        raise DataError(f"an image grid takes images shaped (N, C, H, W), got {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    nrow, scale = check_grid(n, (c, h, w), nrow, min_cell, pad)
     check_finite(images, "pixel values")
     x = images.detach().float().clamp(0, 1).cpu()
     if c not in (1, 3, 4):
