@@ -215,3 +215,23 @@ def test_a_scatter_of_latent_means_takes_them_as_rows():
 
     with pytest.raises(DataError, match=r"\(N, M\), got \(5,\)"):
         project_2d(torch.randn(5))
+
+
+def test_a_scatter_refuses_points_and_labels_it_cannot_draw_truly():
+    """From Python: points not (N, 2) or not finite, labels of another length, fractional or
+    negative labels (a colour scale from -1 would give the first class another's colour) are
+    refused by name; whole-number labels of any integer type are drawn."""
+    from dgmkit.errors import DataError, EvaluationError
+    from dgmkit.evaluation.figures import scatter_png
+
+    points = np.zeros((4, 2))
+    with pytest.raises(DataError, match=r"\(N, 2\), got float64 \(4, 3\)"):
+        scatter_png(np.zeros((4, 3)), None, "t", ("a", "b"))
+    with pytest.raises(EvaluationError, match="non-finite points to scatter"):
+        scatter_png(np.array([[0.0, np.nan]] * 4), None, "t", ("a", "b"))
+    with pytest.raises(DataError, match="4 points takes 4 labels, got shape \\(3,\\)"):
+        scatter_png(points, np.arange(3), "t", ("a", "b"))
+    for bad in (np.array([0.0, 0.5, 1.0, 2.0]), np.array([-1, 0, 1, 2])):
+        with pytest.raises(DataError, match="whole numbers >= 0"):
+            scatter_png(points, bad, "t", ("a", "b"))
+    assert scatter_png(points, np.arange(4, dtype=np.uint8), "t", ("a", "b")).startswith(b"\x89PNG")

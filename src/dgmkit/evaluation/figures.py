@@ -141,7 +141,18 @@ def project_2d(z: torch.Tensor) -> tuple[np.ndarray, tuple[str, str], str]:
 
 def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes: tuple[str, str]) -> bytes:
     """A scatter of (N, 2) points, coloured by integer labels: one colour per class up to 20
-    classes (tab10 or tab20), a continuous scale beyond."""
+    classes (tab10 or tab20), a continuous scale beyond. Refused (DataError) unless the points
+    are finite and (N, 2) and the labels are N whole numbers >= 0."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != 2 or not np.issubdtype(points.dtype, np.number):
+        raise DataError(f"a scatter takes points shaped (N, 2), got {points.dtype} {points.shape}")
+    check_finite(torch.from_numpy(points.astype(np.float64)), "points to scatter")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(points),):
+            raise DataError(f"a scatter of {len(points)} points takes {len(points)} labels, got shape {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
+            raise DataError(f"a scatter's labels are classes 0, 1, ...: whole numbers >= 0, got {labels.dtype} labels")
     import matplotlib
 
     matplotlib.use("Agg")
