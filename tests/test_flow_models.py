@@ -69,7 +69,9 @@ def test_iaf_posterior_bounds_and_importance_sampling():
         est = importance_sampled_log_likelihood(model, x, k=5000, generator=torch.Generator().manual_seed(0)).mean().item()
     assert elbo < exact - 0.05, "the perturbed flow should not be exact"
     assert elbo < iw[5] < iw[100] <= exact + 1e-3
-    assert abs(est - exact) < 0.03  # a wrong log q (e.g. a missing log-det) is off by nats
+    # a wrong log q (e.g. a missing log-det) is off by nats; k = 5000 leaves a bias below of a few
+    # hundredths at this ELBO gap (0.87 nats)
+    assert -0.1 < est - exact < 0.03
 
 
 def test_flow_prior_gives_the_gaussian_marginal():

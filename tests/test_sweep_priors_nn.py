@@ -224,14 +224,21 @@ def test_a_conditional_made_reads_its_context_and_needs_it():
     assert made.context.bias is None
 
 
-@pytest.mark.xfail(strict=True, reason="known MADE limitation (nflows PR #85): the first output sees no hidden unit")
 def test_the_first_output_of_a_conditional_made_depends_on_the_context():
-    """p(x_1 | c) of one conditional MAF/IAF step does not depend on c: the first output in the
-    order sees no hidden unit, and the context reaches the outputs only through them."""
+    """p(x_1 | c) of one conditional MAF/IAF step depends on c: the first output in the order
+    sees no input, but it sees the hidden units of degree 0, which carry the context (nflows PR
+    #85 fixed the same gap); the outputs stay autoregressive in x, and a MADE without a context
+    keeps its hidden degrees from 1 (a unit of degree 0 would be a constant)."""
     from dgmkit.nn import MADE
 
     torch.manual_seed(0)
-    assert _context_reach(MADE(3, [16], 2, context_features=2).double())[0]
+    made = MADE(3, [16, 16], 2, context_features=2).double()
+    assert _context_reach(made).all()
+    x = torch.randn(3, dtype=torch.float64)
+    c = torch.randn(1, 2, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: made(v[None], c)[0], x)  # (P, D, D)
+    assert (jac.abs().sum(0) > 0).equal(torch.ones(3, 3).tril(-1).bool())  # output d sees exactly x_{<d}
+    assert min(MADE(3, [16], 2).hidden_layers[0].mask.sum(1)) >= 1  # unconditional: every hidden unit sees an input
 
 
 def test_made_direct_connections_are_masked_and_used():

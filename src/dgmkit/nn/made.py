@@ -3,7 +3,10 @@ r"""MADE: masked autoencoder for distribution estimation (Germain et al. 2015, a
 An MLP whose weight matrices are masked so that output d depends only on the inputs that come
 before d in an ordering: with input degrees m(d) (the position of d in the ordering, 1..D),
 hidden degrees m(k) in [1, D-1], a hidden unit k sees input d iff m(k) >= m(d) and an output
-unit for d sees hidden unit k iff m(d) > m(k).
+unit for d sees hidden unit k iff m(d) > m(k). A conditional MADE (a context c, as in a
+conditional MAF or an IAF step) has hidden degrees in [0, D-1]: units of degree 0 see c and no
+input, so that the first output in the order, which sees no input, still depends on c (with
+degrees from 1 it saw no hidden unit, and p(x_1 | c) of one step did not depend on c).
 """
 
 from collections.abc import Iterable, Sequence
@@ -40,7 +43,8 @@ class MADE(nn.Module):
 
     ``forward(x, c)`` returns (B, params_per_dim, D); entry [:, p, d] depends only on the inputs
     before d in ``order`` (and on the optional context c, which enters the first hidden layer
-    through an unmasked linear map).
+    through an unmasked linear map; hidden units of degree 0, which see no input, carry it to
+    every output, the first in the order included).
 
     ``order``: a permutation of range(D), the position of each input; None is the natural order.
     ``direct``: also masked connections from the inputs straight to the outputs.
@@ -82,7 +86,8 @@ class MADE(nn.Module):
 
     def set_order(self, order: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Use input ``order`` (order[d] = position of input d, a permutation of range(D)).
-        Hidden degrees are spread evenly over [1, D-1], or drawn at random with ``generator``.
+        Hidden degrees are spread evenly over [1, D-1] ([0, D-1] with a context), or drawn at
+        random with ``generator``.
         The masks are worked out on the CPU (also where the model is built on the meta device)."""
         order = torch.as_tensor(order, dtype=torch.long, device="cpu")
         if sorted(order.tolist()) != list(range(self.features)):
@@ -91,7 +96,9 @@ class MADE(nn.Module):
         d = self.features
         deg_in = order + 1  # 1..D
         degrees = [deg_in]
-        low = min(1, d - 1)
+        # hidden degrees from 1 (a unit of degree 0 sees no input), but from 0 in a conditional MADE:
+        # those units carry the context alone, to the first output too (which sees no input)
+        low = 0 if self.context is not None else min(1, d - 1)
         hidden = cast("Iterable[MaskedLinear]", self.hidden_layers)
         for layer in hidden:
             n = layer.out_features
