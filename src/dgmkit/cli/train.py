@@ -45,6 +45,7 @@ from dgmkit.training import (
     load_checkpoint,
     trainer_result,
 )
+from dgmkit.training.checkpoint import read_metadata, record_of
 from dgmkit.training.data_parallel import check_shares
 from dgmkit.training.tensorboard import check_log_dir
 
@@ -153,6 +154,10 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     """The run's own config; flags (and a --config file) may only extend it (FREE_ON_RESUME)."""
     record = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
     stored = check_record(record, str(out / "config.json"))  # (a bad value: named as config.json's)
+    last = out / "checkpoint.safetensors"
+    if last.is_file():  # config.json edited since the checkpoint: said before the data it names are loaded
+        theirs = migrate_record(record_of(read_metadata(last), last), str(last))
+        check_same_run(record, theirs, out / "config.json", last, FREE_ON_RESUME + MOVABLE)
     asked = RunConfig.given_keys(load_config_file(args.config), args.config) if args.config else {}
     asked.update(given_values(args, args._dests))
     if args.model is not None:
@@ -616,6 +621,8 @@ def run_train(args: argparse.Namespace) -> int:
                     "what it wrote): run the command again without --resume"
                 )
             folder = RunFolder(out, fresh=False)
+            if ctx.is_main:  # (a run in its first epoch, being written by another process, has not stopped)
+                folder.check_not_in_use()
             if out.is_dir() and not folder.other_entries():
                 raise ConfigError(
                     f"nothing to resume: {out} holds no run (one stopped before it wrote config.json leaves the folder "

@@ -219,6 +219,11 @@ def _sectioned(values: dict, source: str) -> tuple[object, dict, dict[str, dict]
     if not (isinstance(values.get("model"), dict) or any(isinstance(values.get(n), dict) for n in SECTIONS)):
         return None
     unknown = [k for k in values if k != "model" and k not in SECTIONS]
+    family_keys = {f.name for c in FAMILIES.values() for f in dataclasses.fields(c)}
+    placed = [k for k in unknown if _owner(k) is not None or k in family_keys]
+    if placed:  # (a known key, outside the table it belongs in)
+        k = placed[0]
+        raise ConfigError(f"{source}: {k!r} is a key of [{_owner(k) or 'model'}]; beside tables, each key goes in its table")
     if unknown:
         raise ConfigError(f"{source}: {unknown_keys(unknown, ['model', *SECTIONS])}")
     for n in ("model", *SECTIONS):

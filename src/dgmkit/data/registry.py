@@ -578,6 +578,8 @@ def _load_data_file(
     except RuntimeError as e:  # ~user of an unknown user
         raise DataError(f"no such data file: {name} ({e})") from None
     if not path.is_file():
+        if path.exists():  # (a FIFO would block the read, a folder is no file)
+            raise DataError(f"data file {path} is not a regular file")
         raise DataError(f"no such data file: {path}")
     if schema is not None and path.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(f"--schema describes a table's columns: it applies to .csv and .parquet files, not {path.name}")

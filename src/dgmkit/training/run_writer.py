@@ -156,11 +156,26 @@ class RunFolder:
             return False
         return isinstance(own, str) and own == theirs and type(epoch) is int and epoch <= 1
 
+    def check_not_in_use(self) -> None:
+        """Refuse the folder if another process holds its lock (a run being written there), before
+        what it holds is judged: a run in its first epoch is not one that stopped. Creates nothing
+        (a folder without the lock file has no run being written)."""
+        if self._lock is not None or not (self.path / LOCK_NAME).is_file():
+            return
+        try:
+            _lock.acquire(self.path / LOCK_NAME, wait=False).release()
+        except _lock.Timeout:
+            raise DgmError(_in_use(self.path)) from None
+        except OSError:  # (refused with its reason when the folder is locked to be written)
+            return
+
     def check_fresh(self) -> None:
         """A fresh run needs a folder that does not exist or is empty."""
         if self.path.exists() and not self.path.is_dir():
             raise DgmError(f"--out {self.path} is a file, not a folder")
         others = self.other_entries()
+        if others:
+            self.check_not_in_use()
         if self.restart and set(others) <= set(self.STARTED):
             return
         if others:
@@ -196,7 +211,7 @@ class RunFolder:
         try:
             self._lock = _lock.acquire(self.path / LOCK_NAME, wait=False)
         except _lock.Timeout:
-            raise DgmError(f"{self.path} is in use by another dgm process (it holds the folder's lock)") from None
+            raise DgmError(_in_use(self.path)) from None
         except OSError as e:
             self._cleanup()
             raise DgmError(describe_os_error(e, self.path / LOCK_NAME, "lock")) from None
@@ -238,6 +253,10 @@ class RunFolder:
                 (self.path / LOCK_NAME).unlink(missing_ok=True)
                 for folder in self._made:  # the run folder and the parents made for it, deepest first
                     folder.rmdir()
+
+
+def _in_use(path: Path) -> str:
+    return f"{path} is in use by another dgm process (it holds the folder's lock)"
 
 
 class RunWriter:

@@ -1,0 +1,88 @@
+"""What a hostile pass over ``dgm train`` and ``--resume`` found: a second ``dgm train`` into a
+folder whose run was still in its first epoch (another process holding the folder's lock) was told
+that the run had stopped before its first checkpoint and that ``--resume`` would start it again, and
+``--resume`` then said it was starting the run again before it failed on the lock; both now say at
+once that the folder is in use by another dgm process. A data file that exists but is not a
+regular file (a FIFO, a folder named ``x.npy``) was refused as "no such data file", and is now
+named as not a regular file. A config file with a key of a section beside the section tables
+(``epochs = 1`` and an ``[optim]`` table) said the known key was unknown, and now says which table
+it belongs in. The rest of what was tried (config files of wrong types, NaN, inf, huge numbers,
+unknown, duplicate and foreign keys, deep nesting, 100 MB, a FIFO or /dev/zero; --out at a file, a
+non-run folder, a run, a dangling link; resuming a run whose checkpoint is truncated, holds NaN,
+belongs to another run or family, or whose config.json was edited; flags that contradict the run;
+SIGINT and SIGKILL mid-epoch and before the first checkpoint, then --resume, which continued the
+same metrics without duplicated lines; data of 1 to 5 rows, of NaN or inf, a batch larger than the
+data, epochs 0, time budgets that expire at once) was refused in one line or behaved."""
+
+import json
+import os
+
+from dgm_cli import dgm, refused
+from dgmkit import _lock
+from dgmkit.cli.main import main
+from dgmkit.training.run_writer import LOCK_NAME
+
+TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--batch-size", "256", "--quiet"]
+
+
+def test_a_folder_whose_run_is_in_its_first_epoch_is_said_to_be_in_use(tmp_path, capsys):
+    """A run that another process is training (it holds the lock) and that has written only its
+    config.json is in use, not stopped: neither a fresh run nor --resume calls it stranded."""
+    out = tmp_path / "busy"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    (out / "checkpoint.safetensors").unlink()  # what a run in its first epoch has written: config.json alone
+    (out / "best.safetensors").unlink()
+    (out / "metrics.jsonl").unlink()
+    held = _lock.acquire(out / LOCK_NAME, wait=False)  # (another process's, as flock sees it)
+    try:
+        code, said, err = dgm(capsys, "train", *TINY, "--epochs", "1", "--out", out)
+        refused(code, err, "in use by another dgm process")
+        assert "stopped before" not in err
+        code, said, err = dgm(capsys, "train", "--resume", "--out", out)
+        refused(code, err, "in use by another dgm process")
+        assert "starting it again" not in said + err
+    finally:
+        held.release()
+    assert sorted(os.listdir(out)) == [LOCK_NAME, "config.json"]
+
+
+def test_a_non_run_folder_gets_no_lock_file_from_the_check(tmp_path, capsys):
+    """The in-use check of a folder that holds other things creates nothing there."""
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, _, err = dgm(capsys, "train", *TINY, "--epochs", "1", "--out", out)
+    refused(code, err, "is not empty")
+    assert os.listdir(out) == ["notes.txt"]
+
+
+def test_a_data_path_that_is_not_a_regular_file_is_named_so(tmp_path, capsys):
+    fifo, folder = tmp_path / "rows.npy", tmp_path / "dir.npy"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    for path in (fifo, folder):
+        code, _, err = dgm(capsys, "train", "--dataset", path, "--epochs", "1", "--out", tmp_path / "run")
+        refused(code, err, f"{path} is not a regular file")
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_section_key_beside_the_section_tables_is_named_as_misplaced(tmp_path, capsys):
+    config = tmp_path / "mixed.toml"
+    config.write_text('epochs = 1\n[optim]\nlr = 0.001\n[model]\nname = "vae"\n')
+    code, _, err = dgm(capsys, "train", "--config", config, "--out", tmp_path / "run")
+    refused(code, err, "'epochs' is a key of [optim]")
+    assert "unknown" not in err
+
+
+def test_a_config_json_edited_to_other_data_is_named_before_the_data_load(tmp_path, capsys):
+    """config.json edited after training to name other data: --resume says that it no longer
+    describes the run's checkpoint, not what is wrong with those data as the run's."""
+    out = tmp_path / "edited"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    record = json.loads((out / "config.json").read_text())
+    record["config"]["data"]["dataset"] = "iris"
+    (out / "config.json").write_text(json.dumps(record))
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    code, _, err = dgm(capsys, "train", "--resume", "--epochs", "2", "--out", out)
+    refused(code, err, "was config.json edited?")
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
