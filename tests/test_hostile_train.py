@@ -4,18 +4,24 @@ that the run had stopped before its first checkpoint and that ``--resume`` would
 ``--resume`` then said it was starting the run again before it failed on the lock; both now say at
 once that the folder is in use by another dgm process. A data file that exists but is not a
 regular file (a FIFO, a folder named ``x.npy``) was refused as "no such data file", and is now
-named as not a regular file. A config file with a key of a section beside the section tables
+named as not a regular file; so is a run's checkpoint.safetensors that is one (a link to
+/dev/zero, a dangling link, a FIFO, a folder), which --resume called absent ("holds no
+checkpoint.safetensors"). --resume of a run whose config.json was edited to name other data
+loaded those data first and refused them for reasons of their own (iris "cannot have a bernoulli
+likelihood"); config.json is now compared with the checkpoint's header before any data load. A
+config file with a key of a section beside the section tables
 (``epochs = 1`` and an ``[optim]`` table) said the known key was unknown, and now says which table
 it belongs in. The rest of what was tried (config files of wrong types, NaN, inf, huge numbers,
 unknown, duplicate and foreign keys, deep nesting, 100 MB, a FIFO or /dev/zero; --out at a file, a
 non-run folder, a run, a dangling link; resuming a run whose checkpoint is truncated, holds NaN,
-belongs to another run or family, or whose config.json was edited; flags that contradict the run;
+belongs to another run or family; flags that contradict the run;
 SIGINT and SIGKILL mid-epoch and before the first checkpoint, then --resume, which continued the
 same metrics without duplicated lines; data of 1 to 5 rows, of NaN or inf, a batch larger than the
 data, epochs 0, time budgets that expire at once) was refused in one line or behaved."""
 
 import json
 import os
+import shutil
 
 from dgm_cli import dgm, refused
 from dgmkit import _lock
@@ -79,10 +85,33 @@ def test_a_config_json_edited_to_other_data_is_named_before_the_data_load(tmp_pa
     describes the run's checkpoint, not what is wrong with those data as the run's."""
     out = tmp_path / "edited"
     assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
-    record = json.loads((out / "config.json").read_text())
-    record["config"]["data"]["dataset"] = "iris"
-    (out / "config.json").write_text(json.dumps(record))
-    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
-    code, _, err = dgm(capsys, "train", "--resume", "--epochs", "2", "--out", out)
-    refused(code, err, "was config.json edited?")
-    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+    own = (out / "config.json").read_text()
+    for section, key, value in (("data", "dataset", "iris"), ("model", "hidden", [4096] * 8)):
+        record = json.loads(own)
+        record["config"][section][key] = value
+        (out / "config.json").write_text(json.dumps(record))
+        before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+        code, _, err = dgm(capsys, "train", "--resume", "--epochs", "2", "--out", out)
+        refused(code, err, "was config.json edited?")
+        assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+
+
+def test_a_checkpoint_that_is_not_a_regular_file_is_named_on_resume(tmp_path, capsys):
+    """checkpoint.safetensors replaced by a link to /dev/zero, a dangling link, a FIFO or a folder:
+    --resume names it, rather than saying that the folder holds none."""
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(run)]) == 0
+    spoilers = {
+        "zero": lambda p: p.symlink_to("/dev/zero"),
+        "dangling": lambda p: p.symlink_to(tmp_path / "nowhere"),
+        "fifo": lambda p: os.mkfifo(p),
+        "folder": lambda p: p.mkdir(),
+    }
+    for name, spoil in spoilers.items():
+        out = tmp_path / name
+        shutil.copytree(run, out)
+        (out / "checkpoint.safetensors").unlink()
+        spoil(out / "checkpoint.safetensors")
+        code, _, err = dgm(capsys, "train", "--resume", "--epochs", "2", "--out", out)
+        refused(code, err, f"{out / 'checkpoint.safetensors'}", "cannot be resumed")
+        assert "holds no checkpoint" not in err

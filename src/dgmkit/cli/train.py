@@ -30,7 +30,7 @@ from dgmkit.data.missing import check_missing_allowed, has_missing
 from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import describe_columns
 from dgmkit.data.transforms import scores_densities
-from dgmkit.errors import ConfigError, DataError
+from dgmkit.errors import CheckpointError, ConfigError, DataError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, get_family
 from dgmkit.models import ClosedFormFit, EMFit
 from dgmkit.training import (
@@ -614,7 +614,12 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     restart = False
     if args.resume:
-        if not (out / "checkpoint.safetensors").is_file():
+        last = out / "checkpoint.safetensors"
+        if not last.is_file() and os.path.lexists(last):  # (not a run without one: its own is unreadable)
+            link = f", a link to {os.readlink(last)}," if last.is_symlink() else ""
+            what = "names no file" if not last.exists() else "is not a regular file"
+            raise CheckpointError(f"{last}{link} {what}: the run cannot be resumed from it (fetch its content)")
+        if not last.is_file():
             if not out.exists() and not out.is_symlink():
                 raise ConfigError(
                     f"nothing to resume: there is no folder {out} (a run stopped before its first checkpoint removes "
