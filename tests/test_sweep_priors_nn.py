@@ -4,9 +4,8 @@ components to assign z to, the uniform categorical prior against K^-V, the flow 
 change-of-variables density, a new mixture's equal weights and the ends of its scale range, the
 VampPrior's init (its shape, the clamp into [0.01, 0.99], a copy of free inputs) and its refusal
 without an encoder, that fixed priors save nothing; MADE's exact connectivity without direct
-connections (fixed and random hidden degrees over 1..D-1), its context and refusals (and, as a
-strict xfail, the known limitation that the first output of a conditional MADE ignores the
-context); the causal net's receptive field set and kernel refusal; PixelCNN kernels without a
+connections (fixed and random hidden degrees over 1..D-1), its context (which reaches every
+output, the first in the order through the hidden units of degree 0) and refusals; the causal net's receptive field set and kernel refusal; PixelCNN kernels without a
 centre, each half of the condition map, and whole values back from generation at an inexact
 input scale; the quantizer's perplexity formula, setting ranges, initial codebook, lookup
 refusals, k-means start (distinct vectors, empty clusters kept, counts and sums), dead-code
