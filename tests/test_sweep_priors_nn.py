@@ -1,17 +1,18 @@
-"""What a mutation sweep of the priors (priors/) and the numerical parts of nn/ (made.py, causal.py,
-pixelcnn.py, quantize.py, data_init.py, scale.py) found unchecked: that only a mixture prior has
-components to assign z to, the uniform categorical prior against K^-V, the flow prior's dtype and
-change-of-variables density, a new mixture's equal weights and the ends of its scale range, the
-VampPrior's init (its shape, the clamp into [0.01, 0.99], a copy of free inputs) and its refusal
-without an encoder, that fixed priors save nothing; MADE's exact connectivity without direct
-connections (fixed and random hidden degrees over 1..D-1), its context (which reaches every
-output, the first in the order through the hidden units of degree 0) and refusals; the causal net's receptive field set and kernel refusal; PixelCNN kernels without a
-centre, each half of the condition map, and whole values back from generation at an inexact
-input scale; the quantizer's perplexity formula, setting ranges, initial codebook, lookup
-refusals, k-means start (distinct vectors, empty clusters kept, counts and sums), dead-code
-restarts at the threshold, evaluation and reloaded states; the scale maps against their formulas.
-A training pass of the quantizer on a map of no positions (the CPU's path) drew from an empty
-batch and failed; it now changes no code, as the GPU's path did."""
+"""What a mutation sweep of the priors (priors/) and the numerical parts of nn/ (made.py,
+causal.py, pixelcnn.py, quantize.py, data_init.py, scale.py) found unchecked: that only a
+mixture prior has components to assign z to, the uniform categorical prior against K^-V, the
+flow prior's dtype and change-of-variables density, a new mixture's equal weights and the ends
+of its scale range, the VampPrior's init (its shape, the clamp into [0.01, 0.99], a copy of free
+inputs) and its refusal without an encoder, that fixed priors save nothing; MADE's exact
+connectivity without direct connections (fixed and random hidden degrees over 1..D-1), its
+context (which reaches every output, the first in the order through the hidden units of degree
+0) and refusals; the causal net's receptive field set and kernel refusal; PixelCNN kernels
+without a centre, each half of the condition map, and whole values back from generation at an
+inexact input scale; the quantizer's perplexity formula, setting ranges, initial codebook,
+lookup refusals, k-means start (distinct vectors, empty clusters kept, counts and sums),
+dead-code restarts at the threshold, evaluation and reloaded states; the scale maps against
+their formulas. A training pass of the quantizer on a map of no positions (the CPU's path) drew
+from an empty batch and failed; it now changes no code, as the GPU's path did."""
 
 import math
 
