@@ -5,14 +5,27 @@ the device then told by bools, an epoch's coverage of the rows and its row count
 last batch or labelled rows, the spread of data given as Gaussians, the refusals of a
 checkpoint's header, record and dtypes, a learning rate held as a tensor, fused Adam's skip on
 the device, bf16 on a CPU, an EM fit's ties and non-finite scores, the finite-loss check's
-steps, and which epoch writes best.safetensors."""
+steps, and which epoch writes best.safetensors.
+
+A second sweep (the trainer's resume, counters and time budget, ``Pace`` and ``TrainFor``, the
+other parts, the guard's and the average's last checks) found unchecked: the counters a resumed
+run records (its skipped updates), a budget of whole seconds (which runs out on the reading at
+which they have passed), config.json of a resumed run stopped within its first epoch, the
+patience lowered on resume with an epoch under way, the record of ``TrainFor``'s epochs with the
+first epoch's files, the pace of a call resumed within the first epoch (its own tenth, its
+last step's time, its warm-up), a stop where the pace was marked and the seconds of earlier
+calls, a second call on the same pace, a mutation rate of 1, the eps of normalised gradients,
+the labelled rows told to the objective, the guard's epoch resumed within, and a moving
+average of no update or counted on the device taking a loaded count."""
 
 import hashlib
 import json
 import struct
+from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
@@ -29,11 +42,23 @@ from dgmkit.training.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from dgmkit.training.compiled import CompiledOrEager
 from dgmkit.training.ema import EMA
 from dgmkit.training.fit import fit_em
+from dgmkit.training.parts import (
+    ChannelsLast,
+    Compile,
+    LabelledRows,
+    Mutation,
+    NormalisedGradients,
+    Pace,
+    StepGuard,
+    TimeBudget,
+    TrainFor,
+)
 from dgmkit.training.precision import MixedPrecision, resolve_precision
 from dgmkit.training.schedules import LRSchedule
-from dgmkit.training.step_guard import FiniteLossCheck
+from dgmkit.training.step_guard import FiniteLossCheck, GradientGuard
 
 IDENTITY = DataTransform("continuous", None)
 
@@ -245,6 +270,8 @@ def _trainer(digits, run_dir, scores=None, **kw) -> Trainer:
     """A small VAE's Trainer on the digits; ``scores``: the validation scores its epochs report, in turn."""
     cfg = CFG.replace(**{k: v for k, v in kw.items() if k in CFG.flat()})
     extra = {k: v for k, v in kw.items() if k not in CFG.flat()}
+    options = trainer_options(cfg)
+    options["parts"] = [*options["parts"], *extra.pop("parts", [])]
     torch.manual_seed(0)
     model = build_model(cfg, digits.event_shape, digits.num_levels)
     trainer = Trainer(
@@ -256,7 +283,7 @@ def _trainer(digits, run_dir, scores=None, **kw) -> Trainer:
         run_dir=run_dir,
         config={"config": cfg.to_dict()},
         progress=False,
-        **trainer_options(cfg),
+        **options,
         **extra,
     )
     if scores is not None:
@@ -344,3 +371,365 @@ def test_the_finite_loss_check_reads_every_every_th_step_the_first_read_at_step_
     for i in (2, 5):  # steps 3 and 6
         with pytest.raises(TrainingError, match="the loss became nan"), check.around_backward(i, nan, None, 8):
             pass
+
+
+# ----------------------------------------------------------------------------- resume, the time budget and the pace
+def _counters_on_disk(run_dir, name: str = "checkpoint.safetensors") -> dict:
+    t = load_checkpoint(run_dir / name)["trainer"]
+    return {k: t.get(k) for k in ("epoch", "step", "best_valid", "best_epoch", "bad_epochs", "skipped_steps")}
+
+
+def test_a_run_resumed_between_epochs_records_the_counters_and_stops_as_the_uninterrupted_one(digits, tmp_path):
+    """Validation scores -5, -10 | -7, -8, -1 with patience 3: the best is epoch 1, and the third
+    epoch without improvement (epoch 4) ends the run, whether it was resumed after epoch 2 or not;
+    the checkpoint counts every step of the 4 epochs, the best score and the epochs since it."""
+    whole = _trainer(digits, tmp_path / "whole", scores=[-5.0, -10.0, -7.0, -8.0, -1.0], epochs=5, patience=3)
+    assert len(whole.fit()) == 4 and whole.stopped_early
+    steps = whole.steps_per_epoch
+    expected = {"epoch": 4, "step": 4 * steps, "best_valid": -5.0, "best_epoch": 1, "bad_epochs": 3, "skipped_steps": 0}
+    assert _counters_on_disk(tmp_path / "whole") == expected
+    run = tmp_path / "resumed"
+    _trainer(digits, run, scores=[-5.0, -10.0], epochs=2, patience=3).fit()
+    resumed = _trainer(digits, run, scores=[-7.0, -8.0, -1.0], epochs=5, patience=3)
+    resumed.resume()
+    assert (resumed.epoch, resumed.step, resumed.best_epoch, resumed.bad_epochs) == (2, 2 * steps, 1, 1)
+    assert len(resumed.fit()) == 2 and resumed.stopped_early
+    assert _counters_on_disk(run) == expected
+    assert _counters_on_disk(run, "best.safetensors")["epoch"] == 1  # not rewritten by the resumed epochs
+    lines = [[json.loads(s) for s in (p / "metrics.jsonl").read_text().splitlines()] for p in (tmp_path / "whole", run)]
+    assert [m["epoch"] for m in lines[1]] == [1, 2, 3, 4] and [m["valid_elbo"] for m in lines[1]] == [-5, -10, -7, -8]
+    drop = ("time_s", "images_per_s")
+    assert [{k: v for k, v in m.items() if k not in drop} for m in lines[0]] == [
+        {k: v for k, v in m.items() if k not in drop} for m in lines[1]
+    ]
+
+
+class _Clock:
+    """A clock that advances one second at each reading (the budget's: at fit's start, after
+    each step but an epoch's last, and before each epoch but a call's first)."""
+
+    def __init__(self, start: float = 0.0):
+        self.t = start
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+def test_a_budget_of_whole_seconds_runs_out_on_the_reading_at_which_they_have_passed(digits, tmp_path):
+    """Of 5 steps an epoch: a budget of 3 s (the clock read at 101 s when fit starts) has passed at
+    the reading after step 3, which stops the run there; one of 5 s at the reading before epoch 2,
+    which stops it between the epochs; one of half a second still takes a step (every call does)."""
+    within = _trainer(digits, tmp_path / "within", parts=[TimeBudget(3.0, _Clock(100.0))])
+    assert within.steps_per_epoch == 5
+    assert within.fit() == [] and within.budget_spent and (within.step, within.steps_into_epoch) == (3, 3)
+    assert load_checkpoint(tmp_path / "within" / "checkpoint.safetensors")["trainer"]["epoch_progress"]["step"] == 3
+    # a run that stops now keeps that checkpoint (its message says so)
+    again = _trainer(digits, tmp_path / "within", epochs=1)
+    again.resume()
+    with torch.no_grad():
+        for p in again.model.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="epoch 1, step 4; the checkpoint written within epoch 1 is kept"):
+        again.fit()
+    rest = _trainer(digits, tmp_path / "within", epochs=1)
+    rest.resume()
+    assert len(rest.fit()) == 1
+    # its throughput is of the 2 steps of the 5 this call trained: 2/5 of the epoch's rows a second
+    assert rest.images_per_s(1.0) == pytest.approx(len(digits.train) * 2 / 5)
+    between = _trainer(digits, tmp_path / "between", parts=[TimeBudget(5.0, _Clock())])
+    assert len(between.fit()) == 1 and between.budget_spent and (between.step, between.steps_into_epoch) == (5, 0)
+    least = _trainer(digits, None, parts=[TimeBudget(0.5, _Clock())])
+    assert least.fit() == [] and least.budget_spent and least.step == 1
+
+
+def test_a_resumed_run_stopped_within_its_first_epoch_has_written_its_resumed_settings(digits, tmp_path):
+    """A run of 1 epoch resumed for 3 and stopped by the budget after 2 steps of epoch 2: its
+    config.json says 3 epochs, as its checkpoint's record does (a later resume reads the former)."""
+    _trainer(digits, tmp_path, epochs=1).fit()
+    more = _trainer(digits, tmp_path, epochs=3, parts=[TimeBudget(2.0, _Clock())])
+    more.resume()
+    assert more.fit() == [] and more.budget_spent and more.steps_into_epoch == 2
+    written = json.loads((tmp_path / "config.json").read_text())["config"]["optim"]["epochs"]
+    assert written == load_checkpoint(tmp_path / "checkpoint.safetensors")["config"]["config"]["optim"]["epochs"] == 3
+
+
+def test_patience_lowered_on_resume_lets_an_epoch_stopped_within_end_first(digits, tmp_path):
+    """Epochs 1, 2 score -1, -2 (one without improvement) and the budget stops epoch 3 after a
+    step; resumed with a patience of 1, the run ends epoch 3 (its other steps are trained) and
+    stops early after it."""
+    first = _trainer(digits, tmp_path, scores=[-1.0, -2.0], patience=5, parts=[TimeBudget(11.0, _Clock())])
+    assert len(first.fit()) == 2 and (first.epoch, first.steps_into_epoch) == (2, 1)
+    rest = _trainer(digits, tmp_path, scores=[-3.0, -4.0], patience=1)
+    rest.resume()
+    assert len(rest.fit()) == 1 and rest.epoch == 3 and rest.step == 3 * rest.steps_per_epoch and rest.stopped_early
+
+
+def test_a_run_for_a_time_records_its_epochs_with_the_first_epoch_s_files(digits, tmp_path):
+    """Stopped right after the first epoch's files (before their time is counted), the run folder
+    already holds the epochs chosen from the first epoch's pace: config.json and the checkpoint."""
+    run = _trainer(digits, tmp_path, epochs=400, parts=[TrainFor(20.0, _Clock())])
+
+    def killed(trainer):
+        raise KeyboardInterrupt
+
+    assert run.pace is not None
+    run.pace.with_files = killed
+    with pytest.raises(KeyboardInterrupt):
+        run.fit()
+    assert run.epoch == 1 and run.epochs < 400
+    written = json.loads((tmp_path / "config.json").read_text())["config"]["optim"]["epochs"]
+    assert written == load_checkpoint(tmp_path / "checkpoint.safetensors")["config"]["config"]["optim"]["epochs"]
+    assert written == run.epochs
+
+
+def _change_counters(path, change) -> None:
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    counters = json.loads(meta["trainer"])
+    change(counters)
+    meta["trainer"] = json.dumps(counters)
+    path.write_bytes(st_save(tensors, meta))
+
+
+def test_a_place_within_an_epoch_at_its_end_is_refused(digits, tmp_path):
+    """A checkpoint within an epoch records 1 to 4 of its 5 steps done (after 5 it is the next epoch's)."""
+    _trainer(digits, tmp_path, parts=[TimeBudget(3.0, _Clock())]).fit()
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t["epoch_progress"].update(step=5))
+    with pytest.raises(CheckpointError, match="place within an epoch"):
+        _trainer(digits, tmp_path).resume()
+
+
+def test_a_first_epoch_stopped_within_records_the_pace_of_its_steps_after_the_mark(digits, tmp_path):
+    """Of 5 steps: the pace's clock (1 s a reading) is read at the start, after the 2nd step (the
+    mark) and where the budget stops the epoch, after the 3rd: 1 step in 1 s, 2 s spent."""
+    _trainer(digits, tmp_path, epochs=400, parts=[TrainFor(20.0, _Clock()), TimeBudget(3.0, _Clock())]).fit()
+    place = load_checkpoint(tmp_path / "checkpoint.safetensors")["trainer"]["epoch_progress"]
+    assert place["step"] == 3 and (place["pace_s"], place["pace_spent_s"]) == (1.0, 2.0)
+
+
+@pytest.mark.parametrize("change", [{"step": 0}, {"best_epoch": 2}, {"bad_epochs": 2}])
+def test_counters_that_no_run_could_have_recorded_are_refused(digits, tmp_path, change):
+    """After one epoch of 5 steps: fewer steps than epochs, a best or epochs without improvement beyond it."""
+    _trainer(digits, tmp_path, epochs=1).fit()
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(change))
+    with pytest.raises(CheckpointError, match="contradict each other"):
+        _trainer(digits, tmp_path, epochs=2).resume()
+
+
+def test_a_resume_on_another_number_of_threads_says_so(digits, tmp_path):
+    _trainer(digits, tmp_path, epochs=1).fit()
+    now = torch.get_num_threads()
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(cpu_threads=now + 1))
+    moved = _trainer(digits, tmp_path, epochs=2)
+    moved.resume()
+    assert moved.threads_moved == (now + 1, now)
+
+
+def test_a_checkpoint_of_nan_weights_is_refused_and_leaves_the_data_order_as_it_was(digits, tmp_path):
+    _trainer(digits, tmp_path, epochs=1).fit()
+    path = tmp_path / "checkpoint.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    name = next(k for k in tensors if k.startswith("model/") and tensors[k].is_floating_point())
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    path.write_bytes(st_save(tensors, meta))
+    fresh = _trainer(digits, tmp_path, epochs=2)
+    before = fresh.generator.get_state()
+    with pytest.raises(CheckpointError, match="NaN or inf"):
+        fresh.resume()
+    assert torch.equal(fresh.generator.get_state(), before)
+
+
+def test_an_epoch_s_line_counts_the_updates_skipped_before_a_stop_within_it(digits, tmp_path):
+    """Stopped after 3 steps whose guard (a threshold no norm reaches) had skipped 2 by the
+    record: the epoch's line, once resumed and ended, counts those 2."""
+    guard = StepGuard(skip_norm=1e9)
+    _trainer(digits, tmp_path, epochs=1, parts=[guard, TimeBudget(3.0, _Clock())]).fit()
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t["epoch_progress"].update(skipped=2))
+    rest = _trainer(digits, tmp_path, epochs=1, parts=[guard])
+    rest.resume()
+    (line,) = rest.fit()
+    assert (line["skipped_steps"], line["steps"]) == (2, 5)
+
+
+def test_a_place_within_an_epoch_with_more_norms_than_steps_is_refused(digits, tmp_path):
+    _trainer(digits, tmp_path, epochs=1, parts=[StepGuard(skip_norm=1e9), TimeBudget(3.0, _Clock())]).fit()
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t["epoch_progress"].update(norms=[1.0] * 4))
+    with pytest.raises(CheckpointError, match="place within an epoch"):
+        _trainer(digits, tmp_path, epochs=1, parts=[StepGuard(skip_norm=1e9)]).resume()
+
+
+def test_a_run_resumed_from_an_earlier_checkpoint_drops_the_metrics_lines_after_it(digits, tmp_path):
+    _trainer(digits, tmp_path, epochs=1).fit()
+    earlier = (tmp_path / "checkpoint.safetensors").read_bytes()
+    more = _trainer(digits, tmp_path, epochs=2)
+    more.resume()
+    more.fit()
+    (tmp_path / "checkpoint.safetensors").write_bytes(earlier)  # (a run folder put back to epoch 1)
+    again = _trainer(digits, tmp_path, epochs=2)
+    again.resume()
+    again.fit()
+    assert [json.loads(s)["epoch"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_resumed_run_counts_the_updates_its_checkpoint_says_were_skipped(digits, tmp_path):
+    """(A checkpoint of a run whose guard skipped 4 updates, as its counters record them.)"""
+    _trainer(digits, tmp_path, epochs=1).fit()
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(skipped_steps=4))
+    resumed = _trainer(digits, tmp_path, epochs=2)
+    resumed.resume()
+    assert resumed.skipped_steps == 4
+    resumed.fit()  # (no guard: nothing more skipped)
+    assert _counters_on_disk(tmp_path)["skipped_steps"] == 4
+
+
+class _Epoch:
+    """What the pace reads of a trainer: an epoch of 100 steps, on the CPU."""
+
+    steps_per_epoch, epochs, device = 100, 1000, torch.device("cpu")
+
+
+def test_a_call_that_goes_on_within_the_first_epoch_is_timed_from_the_end_of_a_tenth_of_its_own_steps():
+    """A call resumed at step 50 of 100 trains 50 steps: its pace leaves out the first tenth of
+    those (as a whole epoch's leaves out its first 10 of 100, the mark after its 11th step), not a
+    tenth of the epoch, and ends with the second-to-last step. Steps up to 60 take 0.5 s, then 0.1 s."""
+    now = [0.0]
+    pace = Pace(1000.0, clock=lambda: now[0])
+    pace.resume_from({"pace_s": None, "pace_spent_s": 0.0})
+    pace.start_epoch()
+    took = {i: 0.5 if i <= 60 else 0.1 for i in range(50, 100)}
+    for i in range(50, 100):
+        now[0] += took[i]
+        pace.after_step(_Epoch(), i)
+    # the mark after the 6th step trained (step 55), the end after step 98
+    step_s = sum(took[i] for i in range(56, 99)) / 43
+    assert pace.step_s == pytest.approx(step_s)
+    now[0] += 2.0  # validation
+    epochs, per_epoch, warmup = pace.decide(_Epoch())
+    # an epoch: 100 steps at the pace and the 2 s of validation (the last step's time is training's, not
+    # validation's); the warm-up: what the 50 steps took beyond the pace
+    assert per_epoch == pytest.approx(100 * step_s + 2.0)
+    assert warmup == pytest.approx(sum(took.values()) - 50 * step_s)
+    assert epochs == int((1000.0 - warmup) // per_epoch)
+
+
+def test_a_first_epoch_stopped_where_its_pace_was_marked_has_no_pace_and_its_seconds_add_up():
+    now = [0.0]
+    pace = Pace(1000.0, clock=lambda: now[0])
+    pace.resume_from({"pace_s": None, "pace_spent_s": 10.0})  # an earlier call trained 10 s of the epoch
+    pace.start_epoch()
+    for i in range(11):  # the mark after step 10 (the 11th of 100)
+        now[0] += 0.5
+        pace.after_step(_Epoch(), i)
+    # stopped right there: no step after the mark was timed (the earlier call's none either)
+    assert pace.stopped(_Epoch(), 10) == {"pace_s": None, "pace_spent_s": pytest.approx(10.0 + 5.5)}
+
+
+def test_a_second_call_on_the_same_pace_decides_as_a_new_pace_given_the_first_call_s_record():
+    """A fit called again on the same trainer after a time budget stopped its first epoch: the
+    pace keeps nothing of the first call but its record (``stopped``), as a resumed run's new
+    pace has only the checkpoint's."""
+    now = [0.0]
+
+    def run(pace: Pace, steps: range) -> None:
+        pace.start_epoch()
+        for i in steps:
+            now[0] += 0.2 if i % 3 else 0.7
+            pace.after_step(_Epoch(), i)
+
+    again = Pace(1000.0, clock=lambda: now[0])
+    run(again, range(0, 30))
+    record = again.stopped(_Epoch(), 29)
+    again.resume_from(record)
+    fresh = Pace(1000.0, clock=lambda: now[0])
+    fresh.resume_from(record)
+    start = now[0]
+    run(again, range(30, 100))
+    decided = again.decide(_Epoch())
+    now[0] = start
+    run(fresh, range(30, 100))
+    assert decided == fresh.decide(_Epoch())
+
+
+# ----------------------------------------------------------------------------- the other parts
+def test_a_later_part_of_a_kind_takes_its_place_in_the_order(digits):
+    """Compile given again after ChannelsLast compiles the channels-last pass (not the other way round)."""
+    trainer = _trainer(digits, None, parts=[Compile(), ChannelsLast(), Compile()])
+    assert isinstance(trainer.forward, CompiledOrEager)
+
+
+def test_a_mutation_rate_of_one_is_allowed_and_above_it_refused():
+    assert Mutation(1.0).rate == 1.0  # the edge of [0, 1]: every pixel replaced
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        Mutation(1.0 + 1e-9)
+
+
+def test_normalised_gradients_divide_by_the_norm_plus_eps_and_leave_a_zero_gradient_zero():
+    w, z = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.ones(3))
+    adam = torch.optim.Adam([w, z], lr=0.1)
+    NormalisedGradients(eps=1.0).attach(SimpleNamespace(optimizer=adam))
+    w.grad, z.grad = torch.tensor([3.0, 4.0]), torch.zeros(3)
+    adam.step()
+    torch.testing.assert_close(w.grad, torch.tensor([3.0, 4.0]) / (5.0 + 1.0))  # (divided in place, before the step)
+    assert torch.equal(z.grad, torch.zeros(3)) and torch.equal(z.detach(), torch.ones(3))  # (0 / 0 would be NaN)
+
+
+class _Told:
+    """An objective that takes labels and records what the trainer tells it of them."""
+
+    takes_labels = True
+
+    def __init__(self):
+        self.told: list[tuple] = []
+
+    def setup_labels(self, labelled: int, added: int = 0) -> None:
+        self.told.append((labelled, added))
+
+
+def test_labelled_rows_tell_the_objective_the_rows_added_to_every_batch():
+    y = torch.tensor([0, -1, 1, -1, -1, -1, -1, -1])  # two rows labelled
+    objective = _Told()
+    LabelledRows(3).attach(SimpleNamespace(objective=objective, batches=_source(8, 4, y=y)))
+    assert objective.told == [(2, 3)]  # (it weighs each part of a batch by its share of the training set)
+
+
+def test_an_epoch_resumed_within_goes_on_with_what_its_guard_had_seen():
+    """The first step of an epoch (skipped at a threshold of 2) went before a stop; the resumed
+    epoch's step is skipped at 5: every update of the epoch was skipped, and the lowest threshold
+    in force was the first step's."""
+    guard = GradientGuard(skip_norm=5.0)
+    guard.start_epoch()
+    guard.load_epoch(1, [9.0], 2.0)
+    p = nn.Parameter(torch.zeros(1))
+    p.grad = torch.tensor([7.0])
+    assert guard.take([p]) is False
+    assert guard.epoch_norms == [9.0, 7.0] and guard.epoch_skipped == 2
+    problem = guard.epoch_problem()
+    assert problem is not None and "every one of the epoch's 2 updates was skipped" in problem
+    assert "lowest in force 2)" in problem
+
+
+def test_a_moving_average_that_has_made_no_update_loads_back():
+    """(A checkpoint of a run whose every step so far was skipped holds such an average.)"""
+    model = nn.Linear(2, 1)
+    fresh = EMA(model, 0.9)
+    other = EMA(nn.Linear(2, 1), 0.9)
+    other.load_state_dict(fresh.state_dict())
+    assert other.updates == 0 and other.current_decay() == pytest.approx(0.1)
+    assert all(torch.equal(other.weights[k], fresh.weights[k]) for k in fresh.weights)
+
+
+def test_a_moving_average_counted_on_the_device_takes_a_loaded_count():
+    """(A trainer with GraphStep that resumes after training in the same process.)"""
+    model = nn.Linear(1, 1, bias=False)
+    ema = EMA(model, 0.5)
+    for _ in range(2):
+        ema.update(model, torch.tensor(True))
+    state = {"updates": 7, "weights": {"weight": torch.zeros(1, 1)}}
+    ema.load_state_dict(state)
+    assert ema.updates == 7
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model, torch.tensor(True))  # decay min(0.5, 8 / 17): the loaded count's
+    assert ema.weights["weight"].item() == pytest.approx(1 - 8 / 17) and ema.updates == 8
