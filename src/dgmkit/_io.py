@@ -156,7 +156,7 @@ def check_new_output(
     path = Path(path)
     for other in [*inputs, *protected]:
         other = Path(other)
-        if _same_file(path, other) or path.absolute() == other.absolute():
+        if _same_file(path, other) or os.path.realpath(path) == os.path.realpath(other):  # (also one not written yet)
             kind = "an input of this command" if other in [Path(p) for p in inputs] else "a file of the run"
             raise DgmError(f"{what} {path} is {kind}; write the output elsewhere")
     if path.is_dir():
