@@ -10,7 +10,10 @@ family switch by replace, the defaults that the docs' --help transcripts state, 
 prior gets by default, shapes the families build (ppca's M < D, a categorical likelihood's input
 scale, a mixed table's one-hot or index encoder, conv sides divisible by 4, a residual HVAE's
 doublings), and what old run formats meant (format 3 diffusion's Fourier exponents, format 4's
-index table input and unit VampPrior range)"""
+index table input and unit VampPrior range); and from a sweep of the families' own rules: table_input
+index refused with every likelihood but the mixed one, conv_channels of one or three stages refused
+as a config error, a VampPrior started at data taking exactly K images, refusing K - 1, and keeping
+the pseudo-inputs of data with levels in (0, 1)"""
 
 import dataclasses
 import json
@@ -293,3 +296,38 @@ def test_a_record_describing_its_data_wrongly_is_refused_naming_the_key(key, val
     record["data"][key] = value
     with pytest.raises(CheckpointError, match=f"^r: {re.escape(needle)}"):
         check_record(record, "r")
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "student-t", "categorical", "logistic"])
+def test_table_input_index_is_refused_with_every_likelihood_but_the_mixed_one(likelihood):
+    """table_input says how a table's categorical columns reach the encoder: with any likelihood but
+    the mixed one there are none, and index would be a setting that changes nothing."""
+    with pytest.raises(ConfigError, match="table_input index needs the mixed likelihood"):
+        RunConfig.of(likelihood=likelihood, table_input="index")
+    assert RunConfig.of(likelihood=likelihood).model.table_input == "one-hot"
+    assert RunConfig.of(likelihood="mixed", table_input="index").model.table_input == "index"
+
+
+@pytest.mark.parametrize("channels", [[8], [8, 8, 8]])
+def test_conv_channels_of_other_than_two_stages_are_refused_as_a_config_error(channels):
+    """Conv networks have two stride-2 stages: one value or three is refused naming the key (not left
+    to the network's own ValueError)."""
+    for nets in ({"encoder": "conv"}, {"encoder": "mlp", "decoder": "conv"}):
+        model = RunConfig.of(**nets, conv_channels=channels, hidden=[8], latent_dim=2).model
+        needle = re.escape(f"conv_channels takes the channels of the 2 conv stages, got {channels}")
+        with pytest.raises(ConfigError, match=needle):
+            model.build((1, 8, 8), 2)
+    RunConfig.of(encoder="conv", conv_channels=[4, 8], hidden=[8], latent_dim=2).model.build((1, 8, 8), 2)
+
+
+def test_vampprior_pseudo_inputs_from_data_take_exactly_k_images_and_refuse_fewer():
+    """pseudo_init = data starts each of the K pseudo-inputs at a distinct training image: K images
+    suffice (each used once), K - 1 are refused naming both numbers, not left to VampPrior's shape check."""
+    cfg = RunConfig.of(prior="vampprior", prior_components=4, pseudo_init="data", hidden=[8], latent_dim=2)
+    images = torch.arange(16.0).view(4, 1, 2, 2) / 15
+    prior = cfg.model.model_for(DataSpec.of((1, 2, 2), None, images)).prior_module
+    assert torch.allclose(prior.pseudo_input_values().sort(0).values, images)  # (continuous data: free, copied)
+    pixels = cfg.model.model_for(DataSpec.of((1, 2, 2), 16, images)).prior_module  # levels: pixels kept in (0, 1)
+    assert pixels.bounded and torch.allclose(pixels.pseudo_input_values().sort(0).values, 0.01 + 0.98 * images)
+    with pytest.raises(ConfigError, match="pseudo_init = data needs at least 4 training images, got 3"):
+        cfg.model.model_for(DataSpec.of((1, 2, 2), None, images[:3]))
