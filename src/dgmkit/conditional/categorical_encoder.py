@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent
 
-from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.conditional.base import ConditionalDistribution, width_error
 from dgmkit.devices import widened
 from dgmkit.distributions.categorical import one_hot_categorical
 
@@ -22,11 +22,9 @@ class CategoricalEncoder(ConditionalDistribution):
 
     def forward(self, x: torch.Tensor) -> Independent:
         h = self.net(x)
-        if h.shape[-1] != self.num_vars * self.num_classes:  # (view would take other widths as other batch sizes)
-            raise ValueError(
-                f"the encoder network gave {h.shape[-1]} numbers per datapoint (output shape {tuple(h.shape)}); a "
-                f"CategoricalEncoder of {self.num_vars} variables of {self.num_classes} classes needs "
-                f"{self.num_vars} * {self.num_classes} = {self.num_vars * self.num_classes} logits"
-            )
+        v, k = self.num_vars, self.num_classes
+        if h.shape[-1] != v * k:
+            needs = f"a CategoricalEncoder of {v} variables of {k} classes needs {v} * {k} = {v * k} logits"
+            raise width_error(h, h.shape[-1], "encoder", "datapoint", needs)
         logits = widened(h).view(-1, self.num_vars, self.num_classes)
         return Independent(one_hot_categorical(logits), 1, validate_args=False)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent
 
-from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.conditional.base import ConditionalDistribution, width_error
 from dgmkit.distributions import diagonal_normal
 from dgmkit.errors import whole_at_least
 from dgmkit.nn.scale import SoftplusScale
@@ -29,11 +29,9 @@ class GaussianEncoder(ConditionalDistribution):
     def forward(self, x: torch.Tensor) -> Independent:
         h = self.net(x)  # (B, 2M)
         if h.shape[-1] != 2 * self.latent_dim:
-            raise ValueError(
-                f"the encoder network gave {h.shape[-1]} numbers per datapoint (output shape {tuple(h.shape)}); "
-                f"a GaussianEncoder of latent_dim {self.latent_dim} needs 2 * {self.latent_dim} = "
-                f"{2 * self.latent_dim}: the means, then the raw scales"
-            )
+            m = self.latent_dim
+            needs = f"a GaussianEncoder of latent_dim {m} needs 2 * {m} = {2 * m}: the means, then the raw scales"
+            raise width_error(h, h.shape[-1], "encoder", "datapoint", needs)
         if h.dtype in (torch.float16, torch.bfloat16):
             h = h.float()
         loc, raw = h.split(self.latent_dim, dim=-1)

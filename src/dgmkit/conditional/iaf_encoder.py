@@ -8,7 +8,7 @@ pass; log q of any other point would need the sequential inverse.
 import torch
 from torch import nn
 
-from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.conditional.base import ConditionalDistribution, width_error
 from dgmkit.distributions import diagonal_normal
 from dgmkit.distributions.flow import FlowDistribution
 from dgmkit.errors import whole_at_least
@@ -41,13 +41,13 @@ class IAFEncoder(ConditionalDistribution):
 
     def forward(self, x: torch.Tensor) -> FlowDistribution:
         h = self.net(x)
-        width = 2 * self.latent_dim + self.context_features
-        if h.shape[-1] != width:
-            raise ValueError(
-                f"the encoder network gave {h.shape[-1]} numbers per datapoint (output shape {tuple(h.shape)}); an "
-                f"IAFEncoder of latent_dim {self.latent_dim} and {self.context_features} context features needs "
-                f"2 * {self.latent_dim} + {self.context_features} = {width}: the means, the raw scales, the context"
+        m, c = self.latent_dim, self.context_features
+        if h.shape[-1] != 2 * m + c:
+            needs = (
+                f"an IAFEncoder of latent_dim {m} and {c} context features needs 2 * {m} + {c} = {2 * m + c}: the means, "
+                "the raw scales, the context"
             )
+            raise width_error(h, h.shape[-1], "encoder", "datapoint", needs)
         if h.dtype in (torch.float16, torch.bfloat16):
             h = h.float()
         loc, raw, c = h.split([self.latent_dim, self.latent_dim, self.context_features], dim=-1)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from dgmkit.conditional.base import width_error
 from dgmkit.conditional.decoder import Decoder
 from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.distributions.sampling import inverse_cdf
@@ -69,12 +70,10 @@ class PixelCNNDecoder(Decoder):
         """The condition map s(z), (N, S, H, W), for latents (N, M)."""
         _, h, w = self.event_shape
         s = self.net(z)
-        if math.prod(s.shape[1:]) != self.cond_channels * h * w:  # (a reshape: torch's words, or another batch)
-            raise ValueError(
-                f"the decoder network gave {math.prod(s.shape[1:])} numbers per latent (output shape {tuple(s.shape)}); a "
-                f"PixelCNNDecoder of {self.cond_channels} condition channels on {h} x {w} images needs "
-                f"{self.cond_channels} * {h} * {w} = {self.cond_channels * h * w}"
-            )
+        k = self.cond_channels
+        if math.prod(s.shape[1:]) != k * h * w:
+            needs = f"a PixelCNNDecoder of {k} condition channels on {h} x {w} images needs {k} * {h} * {w} = {k * h * w}"
+            raise width_error(s, math.prod(s.shape[1:]), "decoder", "latent", needs)
         return s.reshape(z.shape[0], self.cond_channels, h, w)
 
     def params(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
