@@ -400,3 +400,28 @@ def test_sample_and_evaluate_options_are_checked_by_kind_and_numpy_integers_take
     by_python = dgmkit.evaluate(run, "test", seed=2, iw_samples=3, limit=20)
     assert by_numpy.nll == by_python.nll and (by_numpy.seed, by_numpy.iw_samples, by_numpy.n) == (2, 3, 20)
     assert json.loads(json.dumps(by_numpy))["seed"] == 2
+
+
+def test_samples_are_drawn_in_batches_of_one_stream(tmp_path, monkeypatch):
+    """dgm sample -n 10000 drew every sample in one call (a PixelCNN's cache or a U-Net step of
+    10000 images at once); it now draws SAMPLE_BATCH at a time from one seeded stream."""
+    import dgmkit.cli.figures as figures
+
+    run = dgmkit.train(tmp_path / "r", dataset="digits", **TINY)
+    monkeypatch.setattr(figures, "SAMPLE_BATCH", 3)
+    sizes = []
+    sample = run.model.sample
+
+    def counted(n, *args, **kwargs):
+        sizes.append(n)
+        return sample(n, *args, **kwargs)
+
+    monkeypatch.setattr(run.model, "sample", counted)
+    for draw in (False, True):
+        sizes.clear()
+        seven, what = dgmkit.sample(run, 7, seed=4, draw=draw)
+        assert sizes == [3, 3, 1] and seven.shape == (7, 1, 8, 8) and what.startswith("7 ")
+        assert bool(((seven == 0) | (seven == 1)).all()) == draw  # Bernoulli draws, or their means
+        three, _ = dgmkit.sample(run, 3, seed=4, draw=draw)
+        assert torch.equal(seven[:3], three)  # the first batch is the n = 3 draw
+        assert not torch.equal(seven[3:6], three)  # the next batch goes on along the stream

@@ -63,7 +63,8 @@ __all__ = [
     "MAX_TEMPERATURE",
 ]
 
-MAX_SAMPLES = 10_000  # images a sample draws at once
+MAX_SAMPLES = 10_000  # images one ``dgm sample`` draws
+SAMPLE_BATCH = 1000  # drawn at once: the memory of sampling is that of one batch (a PixelCNN's cache, a U-Net's step)
 MAX_SAMPLE_STEPS = 100_000  # a diffusion model's ancestral steps
 MAX_TEMPERATURE = 100.0  # a flow's base scale
 
@@ -116,8 +117,9 @@ def draw_samples(
     of p(x|z)); x ~ p(x) otherwise, at ``temperature`` for a flow, cached or ``naive`` for an
     autoregressive model, in ``steps`` ancestral steps for a diffusion model (default: its own).
     The draws are made where the model is (``run.device``), from a generator there seeded with
-    ``seed`` (a CUDA device draws other samples than the CPU). Options the model does not take
-    are refused (``check_sample_options``)."""
+    ``seed`` (a CUDA device draws other samples than the CPU), ``SAMPLE_BATCH`` at a time (one
+    stream: the first 1000 samples of n > 1000 are those of n = 1000). Options the model does not
+    take are refused (``check_sample_options``)."""
     check_sample_options(run, n, temperature, naive, steps, draw)
     model = run.model
     device = run.device
@@ -130,11 +132,16 @@ def draw_samples(
     if model.sample_steps:
         options["steps"] = model.default_sample_steps if steps is None else steps
     cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []  # manual_seed seeds them all
+    xs, means = [], []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        x, mean = model.sample(n, generator=g, **options)
+        for start in range(0, n, SAMPLE_BATCH):
+            xb, mb = model.sample(min(SAMPLE_BATCH, n - start), generator=g, **options)
+            xs.append(xb)
+            means.append(mb)
+    x = torch.cat(xs)
     if model.sample_means and not draw:
-        return mean, plural(n, "mean", "means") + " of p(x|z), z ~ p(z),"
+        return torch.cat(means), plural(n, "mean", "means") + " of p(x|z), z ~ p(z),"
     if model.sample_means:
         return x, plural(n, "draw") + " x ~ p(x|z), z ~ p(z),"
     if model.sample_cached:
