@@ -6,8 +6,11 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from dgmkit.training.checkpoint import content_sha256
 
 
 def rewrite_records(folder: Path, edit: Callable[[dict], dict]) -> None:
@@ -21,6 +24,13 @@ def rewrite_records(folder: Path, edit: Callable[[dict], dict]) -> None:
         path.write_bytes(st_save(st_load(path.read_bytes()), metadata=meta))
     config = folder / "config.json"
     config.write_text(json.dumps(edit(json.loads(config.read_text()))))
+
+
+def crafted_checkpoint(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
+    """The bytes of a checkpoint of ``tensors`` with the metadata ``meta`` and the checksum of
+    those tensors recomputed: a crafted file, or one edited by hand, whose header's checksum
+    agrees, so that what a test reaches are the checks behind the checksum."""
+    return st_save(tensors, metadata={**meta, "content_sha256": content_sha256(tensors)})
 
 
 def edit_metadata(path: Path, edit: Callable[[dict], None]) -> None:

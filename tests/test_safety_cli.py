@@ -17,7 +17,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from safetensors.torch import save as st_save
 
 from dgmkit._io import atomic_folder, check_new_output, to_json
 from dgmkit.cli.main import EXIT_BUG, main
@@ -25,7 +24,7 @@ from dgmkit.config import RunConfig, load_config_file, load_run, migrate_record
 from dgmkit.errors import CheckpointError, ConfigError, DgmError
 from dgmkit.training import RunFolder, load_checkpoint, read_metadata, save_checkpoint
 from family_variants import family_variants, variant_id
-from run_records import edit_metadata, rewrite_records
+from run_records import crafted_checkpoint, edit_metadata, rewrite_records
 
 TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--batch-size", "256", "--quiet"]
 
@@ -420,7 +419,7 @@ def test_an_optimizer_state_adam_never_writes_is_refused(vae_copy, capsys, entry
     keys = [k for k in tensors if k.startswith("optim/") and k.endswith(f"/{entry}")]
     assert keys, sorted(tensors)[:8]
     tensors[keys[0]] = -tensors[keys[0]].abs() - 1
-    path.write_bytes(st_save(tensors, metadata=read_metadata(path)))
+    path.write_bytes(crafted_checkpoint(tensors, read_metadata(path)))
     before = snapshot(vae_copy)
     code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
     assert_one_error_line(code, err, entry, "negative")
@@ -433,7 +432,7 @@ def _edit_tensors(path: Path, edit) -> None:
 
     tensors = st_load(path.read_bytes())
     edit(tensors)
-    path.write_bytes(st_save(tensors, metadata=read_metadata(path)))
+    path.write_bytes(crafted_checkpoint(tensors, read_metadata(path)))
 
 
 def _rename(tensors: dict, old: str, new: str) -> None:
@@ -841,7 +840,6 @@ def test_a_first_checkpoint_that_fails_to_write_leaves_nothing_and_a_failed_rest
 def _blow_up(run_dir) -> None:
     """Scale every weight of both checkpoints by 1e20: finite, but the network's outputs overflow."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     for name in ("best.safetensors", "checkpoint.safetensors"):
         path = run_dir / name
@@ -851,7 +849,7 @@ def _blow_up(run_dir) -> None:
         for k, t in tensors.items():
             if k.startswith("model/") and t.is_floating_point() and t.dim() >= 2:
                 tensors[k] = t * 1e20
-        save_file(tensors, str(path), metadata=meta)
+        path.write_bytes(crafted_checkpoint(tensors, meta))
 
 
 @pytest.mark.parametrize(
@@ -879,17 +877,14 @@ def test_finite_but_huge_weights_give_one_error_and_no_output(vae_copy, tmp_path
 
 
 def _relabel_a_weight_as_int32(path) -> str:
-    """Declare one float32 weight of a checkpoint I32 in its header (the bytes unchanged); its name."""
-    import struct as st
+    """Declare one float32 weight of a checkpoint I32 (the bytes unchanged, the header's checksum
+    recomputed to agree); its name."""
+    from safetensors.torch import load as st_load
 
-    raw = path.read_bytes()
-    (n,) = st.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    name = next(k for k, v in header.items() if k.startswith("model/") and v["dtype"] == "F32")
-    header[name]["dtype"] = "I32"
-    text = json.dumps(header).encode()
-    text += b" " * (n - len(text)) if len(text) <= n else b""
-    path.write_bytes(st.pack("<Q", len(text)) + text + raw[8 + n :])
+    tensors = st_load(path.read_bytes())
+    name = next(k for k, v in tensors.items() if k.startswith("model/") and v.dtype == torch.float32)
+    tensors[name] = tensors[name].view(torch.int32)
+    path.write_bytes(crafted_checkpoint(tensors, read_metadata(path)))
     return name.removeprefix("model/")
 
 
@@ -970,7 +965,7 @@ def _poison_checkpoint(path: Path, suffix: str) -> None:
     tensors = st_load(path.read_bytes())
     name = next(k for k in tensors if k.endswith(suffix) and tensors[k].is_floating_point())
     tensors[name].view(-1)[0] = float("inf")
-    path.write_bytes(st_save(tensors, metadata=read_metadata(path)))
+    path.write_bytes(crafted_checkpoint(tensors, read_metadata(path)))
 
 
 def test_eval_of_non_finite_weights_is_refused(vae_copy, capsys):
@@ -1228,7 +1223,7 @@ def test_any_bytes_as_a_checkpoint_give_a_checkpoint_error(tmp_path, data):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    st.sampled_from(["format", "version", "config", "trainer", "optimizer", "__metadata__", "header"]),
+    st.sampled_from(["format", "version", "config", "trainer", "optimizer", "content_sha256", "__metadata__", "header"]),
     _json_values,
 )
 def test_hostile_checkpoint_metadata_gives_a_checkpoint_error(tmp_path, field, value):
@@ -1258,13 +1253,44 @@ def test_a_checkpoint_header_claiming_more_than_the_file_is_refused_without_read
         read_metadata(path)
 
 
+def test_a_checkpoint_whose_tensors_changed_after_it_was_written_is_refused(tmp_path):
+    """A flipped bit in a weight is still a well-formed safetensors file: the SHA-256 of the
+    tensors (names, dtypes, shapes, bytes) in the header is what refuses it. A checkpoint from
+    before the checksum was recorded loads as it did."""
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    path = _valid_checkpoint(tmp_path)
+    raw = path.read_bytes()
+    meta = read_metadata(path)
+    assert len(meta["content_sha256"]) == 64
+    flipped = bytearray(raw)
+    flipped[-1] ^= 0x01  # the last byte of the last tensor's data
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="is corrupt: its tensors do not match the SHA-256 its header records"):
+        load_checkpoint(path)
+    tensors = st_load(raw)
+    for changed in (
+        {("model/" + k[6:].replace("weight", "wight") if k == "model/weight" else k): v for k, v in tensors.items()},
+        {k: v.reshape(-1) if k == "model/weight" else v for k, v in tensors.items()},  # same bytes, another shape
+        {k: v.view(torch.int32) if k == "model/weight" else v for k, v in tensors.items()},  # same bytes, another dtype
+    ):
+        path.write_bytes(st_save(changed, metadata=meta))
+        with pytest.raises(CheckpointError, match="do not match the SHA-256"):
+            load_checkpoint(path)
+    older = {k: v for k, v in meta.items() if k != "content_sha256"}
+    path.write_bytes(st_save(tensors, metadata=older))
+    ckpt = load_checkpoint(path)
+    assert all(torch.equal(ckpt["model"][k[6:]], v) for k, v in tensors.items() if k.startswith("model/"))
+
+
 def test_mismatched_checkpoint_is_one_line(vae_copy, tmp_path, capsys):
     ckpt = load_checkpoint(vae_copy / "best.safetensors")
     tensors = {f"model/{k}": v for k, v in ckpt["model"].items()}
     tensors.pop(next(iter(tensors)))
     tensors["model/extra.weight"] = torch.zeros(3)
     meta = read_metadata(vae_copy / "best.safetensors")
-    (vae_copy / "best.safetensors").write_bytes(st_save(tensors, metadata=meta))
+    (vae_copy / "best.safetensors").write_bytes(crafted_checkpoint(tensors, meta))
     code, _, err = run(capsys, "eval", vae_copy)
     assert_one_error_line(code, err, "1 tensors missing", "1 tensors unexpected")
 

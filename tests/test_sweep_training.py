@@ -59,6 +59,7 @@ from dgmkit.training.parts import (
 from dgmkit.training.precision import MixedPrecision, resolve_precision
 from dgmkit.training.schedules import LRSchedule
 from dgmkit.training.step_guard import FiniteLossCheck, GradientGuard
+from run_records import crafted_checkpoint
 
 IDENTITY = DataTransform("continuous", None)
 
@@ -224,7 +225,8 @@ def test_a_record_or_optimizer_groups_that_are_not_what_was_written_are_refused(
         ("optimizer", json.dumps({"param_groups": [{"lr": {"a": 1}}], "scalars": {}}), "malformed optimizer"),
     ):
         bad = tmp_path / f"{key}.safetensors"
-        bad.write_bytes(st_save({"model/weight": torch.zeros(1, 2), "model/bias": torch.zeros(1)}, {**meta, key: value}))
+        tensors = {"model/weight": torch.zeros(1, 2), "model/bias": torch.zeros(1)}
+        bad.write_bytes(crafted_checkpoint(tensors, {**meta, key: value}))
         with pytest.raises(CheckpointError, match=match):
             load_checkpoint(bad)
 
@@ -533,7 +535,7 @@ def test_a_checkpoint_of_nan_weights_is_refused_and_leaves_the_data_order_as_it_
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     name = next(k for k in tensors if k.startswith("model/") and tensors[k].is_floating_point())
     tensors[name] = torch.full_like(tensors[name], float("nan"))
-    path.write_bytes(st_save(tensors, meta))
+    path.write_bytes(crafted_checkpoint(tensors, meta))
     fresh = _trainer(digits, tmp_path, epochs=2)
     before = fresh.generator.get_state()
     with pytest.raises(CheckpointError, match="NaN or inf"):

@@ -13,6 +13,7 @@ from dgmkit.config import RunConfig, build_model, build_objective, trainer_optio
 from dgmkit.data import load_dataset, make_transform
 from dgmkit.errors import CheckpointError, ConfigError, DgmError, TrainingError
 from dgmkit.training import Trainer, load_checkpoint, read_metadata
+from run_records import crafted_checkpoint
 
 CFG = RunConfig.of(
     dataset="digits",
@@ -392,7 +393,7 @@ def test_the_trainer_sets_each_epochs_learning_rate_from_its_schedule(digits):
 def test_a_run_whose_data_order_was_drawn_on_another_kind_of_device_resumes_with_a_new_stream(digits, tmp_path):
     """A CUDA generator's state (16 bytes) cannot be set on a CPU one (5056 bytes), nor the
     reverse: --resume on another device type stopped with "RNG state is wrong size"."""
-    from safetensors import safe_open
+    from safetensors.torch import load as st_load
 
     def interrupt(trainer, metrics):
         if metrics["epoch"] == 1:
@@ -401,10 +402,9 @@ def test_a_run_whose_data_order_was_drawn_on_another_kind_of_device_resumes_with
     with pytest.raises(KeyboardInterrupt):
         make_trainer(digits, tmp_path, callbacks=[interrupt]).fit()
     path = tmp_path / "checkpoint.safetensors"
-    with safe_open(str(path), "pt") as f:
-        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    tensors, meta = st_load(path.read_bytes()), read_metadata(path)  # (copies: the file is rewritten below)
     tensors["rng/data"] = torch.arange(16, dtype=torch.uint8)  # as a run on a GPU leaves it
-    save_file(tensors, str(path), metadata=meta)
+    path.write_bytes(crafted_checkpoint(tensors, meta))
     resumed = make_trainer(digits, tmp_path)
     resumed.resume()
     assert resumed.streams_moved and resumed.epoch == 1
@@ -412,7 +412,7 @@ def test_a_run_whose_data_order_was_drawn_on_another_kind_of_device_resumes_with
     again = make_trainer(digits, tmp_path / "x")
     assert not again.streams_moved
     tensors["rng/data"] = torch.arange(17, dtype=torch.uint8)  # neither kind: malformed, refused
-    save_file(tensors, str(path), metadata=meta)
+    path.write_bytes(crafted_checkpoint(tensors, meta))
     with pytest.raises(CheckpointError, match="does not fit"):
         make_trainer(digits, tmp_path).resume()
 

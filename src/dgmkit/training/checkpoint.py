@@ -1,7 +1,9 @@
 """Checkpoints: one safetensors file holding the model, the optimizer and the RNG states (and
 the moving average of the weights where a run keeps one), with the run's config and trainer
 counters as JSON in its metadata. One file, written atomically, so
-a checkpoint is always whole and consistent."""
+a checkpoint is always whole and consistent; its header records a SHA-256 of the tensors (their
+names, dtypes, shapes and bytes), so a file damaged afterwards (a flipped bit in the weights,
+which the container format itself does not notice) is refused when read."""
 
 import hashlib
 import io
@@ -18,7 +20,16 @@ from safetensors.torch import save as st_save
 from dgmkit._io import atomic_write_bytes, parse_json
 from dgmkit.errors import CheckpointError, DgmError
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "read_metadata", "record_of", "check_dtypes", "Checkpoint"]
+__all__ = [
+    "FORMAT",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_metadata",
+    "content_sha256",
+    "record_of",
+    "check_dtypes",
+    "Checkpoint",
+]
 
 FORMAT = "dgmkit-checkpoint"
 VERSION = 1
@@ -68,6 +79,17 @@ def _plain(v: object) -> bool:
     return v is None or isinstance(v, (bool, int, str))
 
 
+def content_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """The SHA-256 of a checkpoint's tensors by name, in name order: each one's name, dtype, shape
+    and bytes (not the container's layout, which the safetensors library chooses)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
 def save_checkpoint(
     path: os.PathLike | str,
     model: torch.nn.Module,
@@ -94,6 +116,7 @@ def save_checkpoint(
         tensors[f"ema/{k}"] = v.detach().cpu().contiguous().clone()
     if trainer is not None:
         meta["trainer"] = json.dumps(trainer)
+    meta["content_sha256"] = content_sha256(tensors)
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
@@ -197,6 +220,12 @@ def load_checkpoint(path: os.PathLike | str) -> Checkpoint:
         tensors = st_load(data)
     except Exception as e:  # safetensors raises its own error types for corrupt payloads
         raise CheckpointError(f"{path} is corrupt: {e}") from None
+    recorded = meta.get("content_sha256")  # (none in checkpoints written before it was recorded)
+    if recorded is not None and content_sha256(tensors) != recorded:
+        raise CheckpointError(
+            f"{path} is corrupt: its tensors do not match the SHA-256 its header records (the file was changed or "
+            "damaged after it was written)"
+        )
     ckpt = Checkpoint(
         digest=hashlib.sha256(data).hexdigest()[:16],
         model={k[6:]: v for k, v in tensors.items() if k.startswith("model/")},
