@@ -1,0 +1,224 @@
+"""Tests from a hand mutation sweep over the CLI layer of dgm ood, dgm score and dgm impute: each checks
+a property that an independent computation (by hand, Pillow's own PNG files, a closed form) pins down.
+
+The sweep flipped the seeds of the subsets, the units, the keys written to ood.json and to the CSV
+files, the checks of the inputs and the choices of the complexity score's compressor. Most mutants
+were killed by tests/test_ood.py, tests/test_score.py and tests/test_imputation.py. The survivors
+were gaps, not bugs: nothing checked that ood.json records each model's own k (the flag's None was
+as good, and the background's k could be the run's), the seed, or the OOD subset's seed (the seed
++ 1: the same seed draws the same rows on both sides); that each row of ood-scores.csv names the
+split and the index of the input it scores; that the complexity score codes a binarized run's
+inputs as the 1-bit PNGs of the binarized images, a dequantized flow's integers at all (256 levels
+included) and a run of 2 levels as 1-bit PNGs; that dgm score subtracts the dequantization's log
+volume, writes float64 estimates, counts the inputs with missing entries (not the entries) and
+refuses several data files and a --data-dir that no table run reads; nor, by hand,
+dgm impute's scores: RMSE only over the entries the run removed, the share of categorical
+entries wrong as a mean, and the mean baseline's categorical column filled with the most frequent
+observed category (missing entries not counted), another baseline's rounded to the nearest one;
+nor that dgm impute --limit takes the seeded rows of the split (not its first) and that --seed draws
+the multiple imputations. Equivalent: dgm impute's torch.where that keeps the observed entries (the
+model's imputation returns them as they are), and dgm score's one-table-file test of several inputs
+(a table among several inputs is refused either way).
+No bug was found in the code swept.
+"""
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dgm_cli import dgm
+
+
+def _png_bits(image: np.ndarray, one_bit: bool) -> int:
+    """The bits of one (H, W) image of integers as a PNG file written by Pillow (optimize=True)."""
+    pic = Image.fromarray(image.astype(bool)) if one_bit else Image.fromarray(image.astype(np.uint8), mode="L")
+    buf = io.BytesIO()
+    pic.save(buf, format="PNG", optimize=True)
+    return 8 * len(buf.getvalue())
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _code_lengths(rows):
+    """L(x) of each row of ood-scores.csv, from its complexity score S = -log2 p(x) - L(x) and its -log p(x)."""
+    return np.array([float(r["nll"]) / math.log(2) - float(r["complexity"]) for r in rows])
+
+
+def test_ood_records_each_models_k_and_the_seeded_subsets_and_codes_binarized_inputs_as_1_bit_pngs(tmp_path, capsys):
+    """A VAE of dynamically binarized digits (k = 3) against a background VAE (k = 4): ood.json
+    keeps each model's own k (not the flag's None), the seed, and the subsets of --limit drawn with
+    the seed (in) and the seed + 1 (OOD); each row of ood-scores.csv names the input it scores (its
+    split and index), and
+    its L(x) is the 1-bit PNG of the binarized image the model scores (Pillow, by hand here)."""
+    from dgmkit.cli.common import run_data
+    from dgmkit.config import load_run
+    from dgmkit.data import load_dataset
+    from dgmkit.training.trainer import VALID_SEED
+
+    vae = ["train", "--dataset", "digits", "--likelihood", "bernoulli", "--hidden", "8", "--latent-dim", "2"]
+    vae += ["--epochs", "1", "--quiet"]
+    assert dgm(capsys, *vae, "--iw-samples", "3", "--out", tmp_path / "run")[0] == 0
+    assert dgm(capsys, *vae, "--iw-samples", "4", "--mutation-rate", "0.2", "--out", tmp_path / "bg")[0] == 0
+    noise = tmp_path / "noise.npy"
+    np.save(noise, np.random.default_rng(0).integers(0, 17, size=(600, 8, 8)))  # a valid split of 60
+    argv = ["ood", tmp_path / "run", "--ood", noise, "--ood-split", "valid", "--background", tmp_path / "bg"]
+    argv += ["--limit", "20", "--seed", "5"]
+    code, out, err = dgm(capsys, *argv, "--json", tmp_path / "o.json")
+    assert code == 0, err
+    r = json.loads((tmp_path / "o.json").read_text())
+    assert r["transform"] == "dynamic-binarize" and r["seed"] == 5
+    assert r["iw_samples"] == 3 and r["background_iw_samples"] == 4
+    assert "log p(x): importance-sampled (k=3)" in out and "(k=4))" in out
+    run = load_run(tmp_path / "run")
+    raws = {"in": run_data(run).test.x, "ood": load_dataset(str(noise)).valid.x}
+    rows = _rows(tmp_path / "run" / "ood-scores.csv")
+    for which, seed, split in (("in", 5, "test"), ("ood", 6, "valid")):
+        sub = r["subsets"][which]
+        assert sub["of"] == len(raws[which]) and sub["n"] == 20
+        drawn = torch.randperm(sub["of"], generator=torch.Generator().manual_seed(seed))[:20]
+        assert sub["indices"] == sorted(drawn.tolist())
+        mine = [row for row in rows if row["set"] == which]
+        assert [int(row["index"]) for row in mine] == sub["indices"] and {row["split"] for row in mine} == {split}
+        binarized = run.transform(raws[which][sub["indices"]], torch.Generator().manual_seed(VALID_SEED))
+        assert set(binarized.unique().tolist()) <= {0.0, 1.0}
+        bits = [_png_bits(b.reshape(8, 8).numpy(), one_bit=True) for b in binarized]
+        np.testing.assert_allclose(_code_lengths(mine), bits, atol=1e-3)
+
+
+@pytest.mark.parametrize("levels", [256, 2])
+def test_ood_of_a_flow_on_dequantized_integers_scores_complexity_by_the_png_of_its_integers(tmp_path, capsys, levels):
+    """A flow dequantizes integer images: they are still images to compress. Of 256 levels (at
+    most what an 8-bit PNG holds) L(x) is the 8-bit grey PNG of the integers; of 2 levels the 1-bit
+    PNG, as for binary data, decided by the run's levels."""
+    from dgmkit.data import load_dataset
+
+    g = np.random.default_rng(levels)
+    np.save(tmp_path / "train.npy", g.integers(0, levels, size=(100, 1, 4, 4)).astype(np.uint8))
+    np.save(tmp_path / "ood.npy", g.integers(0, levels, size=(100, 1, 4, 4)).astype(np.uint8))
+    flow = ["--model", "flow", "--flow", "realnvp", "--flow-layers", "2", "--hidden", "8", "--epochs", "1", "--quiet"]
+    assert dgm(capsys, "train", "--dataset", tmp_path / "train.npy", *flow, "--out", tmp_path / "run")[0] == 0
+    code, out, err = dgm(capsys, "ood", tmp_path / "run", "--ood", tmp_path / "ood.npy", "--json", tmp_path / "o.json")
+    assert code == 0, err
+    r = json.loads((tmp_path / "o.json").read_text())
+    assert r["transform"] == "dequantize" and "complexity" in r["scores"] and r["complexity_note"] is None
+    ood = load_dataset(str(tmp_path / "ood.npy")).test.x
+    bits = [_png_bits(x.reshape(4, 4).numpy(), one_bit=levels == 2) for x in ood]
+    rows = [row for row in _rows(tmp_path / "run" / "ood-scores.csv") if row["set"] == "ood"]
+    np.testing.assert_allclose(_code_lengths(rows), bits, atol=1e-3)
+
+
+def test_score_of_a_flow_on_dequantized_integers_is_its_density_less_the_log_volume_of_the_dequantization(tmp_path, capsys):
+    """A flow models y = (k + u) / L of integer digits (L = 17 levels, D = 64): dgm score's log P(k)
+    is log p(y) - D log L, each row's estimate in float64 (not rounded to float32) with its bits/dim.
+    Several data files are refused, not the first scored alone, and --data-dir, which says where a
+    table run's table is, for a run of images."""
+    from dgmkit.cli.common import run_data
+    from dgmkit.config import load_run
+    from dgmkit.evaluation.estimates import log_likelihoods
+    from dgmkit.training.trainer import VALID_SEED
+
+    flow = ["--model", "flow", "--flow", "realnvp", "--flow-layers", "2", "--hidden", "8", "--epochs", "1", "--quiet"]
+    assert dgm(capsys, "train", "--dataset", "digits", *flow, "--out", tmp_path / "run")[0] == 0
+    run = load_run(tmp_path / "run")
+    x = run_data(run).test.x[:10]
+    np.save(tmp_path / "x.npy", x.numpy())
+    code, out, err = dgm(capsys, "score", tmp_path / "run", tmp_path / "x.npy", "--out", tmp_path / "s.csv")
+    assert code == 0, err
+    rows = _rows(tmp_path / "s.csv")
+    log_px = np.array([float(r["log_px_nats"]) for r in rows])
+    density = log_likelihoods(run.model, run.transform(x, torch.Generator().manual_seed(VALID_SEED))).numpy()
+    np.testing.assert_allclose(log_px, density - 64 * math.log(17), rtol=0, atol=1e-6)
+    np.testing.assert_allclose([float(r["bits_per_dim"]) for r in rows], -log_px / (64 * math.log(2)), rtol=1e-12)
+    assert any(float(np.float32(v)) != v for v in log_px)
+    two = [tmp_path / "x.npy", tmp_path / "x.npy"]
+    code, _, err = dgm(capsys, "score", tmp_path / "run", *two, "--out", tmp_path / "t.csv")
+    assert code == 1 and "give one .npy file or PNG files" in err and not (tmp_path / "t.csv").exists()
+    code, _, err = dgm(capsys, "score", tmp_path / "run", two[0], "--out", tmp_path / "t.csv", "--data-dir", tmp_path)
+    assert code == 1 and "--data and --data-dir say where a table run's table is" in err
+
+
+def test_impute_scores_only_the_removed_entries_numeric_by_rmse_and_categorical_by_the_share_wrong():
+    """dgm impute's scores on six rows of a table (numeric, categorical of 3 categories, numeric),
+    worked by hand: of the 5 missing entries, (4, 0) was missing in the file too (its truth is NaN)
+    and is not scored; the model's RMSE is over (0, 0) and (2, 2) (errors 1 and 3: sqrt 5) and its
+    share of categorical entries wrong is 1 of 2. The column-mean baseline fills each numeric column
+    with its observed mean (6.5 and 7.2: errors 5.5 and 1.2) and the categorical column with its most
+    frequent observed category (2, twice among 2, 2, 0, 1, the missing entries not counted: both
+    right; the rounded mean 5/4 would be 1, both wrong). KNN (5 neighbours, of 4 donors: their mean
+    5/4) fills it with the nearest category, 1."""
+    from types import SimpleNamespace
+
+    from dgmkit.cli.impute import _baseline, _scores
+
+    nan = float("nan")
+    truth = torch.tensor([[1, 2, 2], [3, 2, 4], [5, 2, 6], [7, 2, 8], [nan, 0, 10], [11, 1, 12]], dtype=torch.float32)
+    data = truth.clone()
+    for i, j in ((0, 0), (1, 1), (2, 2), (3, 1), (4, 0)):
+        data[i, j] = nan
+    missing = torch.isnan(data)
+    single = torch.where(missing, torch.zeros(()), data).double()
+    single[0, 0], single[2, 2], single[1, 1], single[3, 1], single[4, 0] = 2, 9, 2, 0, 100
+    columns = tuple(SimpleNamespace(kind=k) for k in ("numeric", "categorical", "numeric"))
+    args = SimpleNamespace(k=50, baselines=["mean"], seed=7, split="train")
+    cfg = SimpleNamespace(data=SimpleNamespace(missing_rate=0.3, missing_seed=11, seed=3))
+    run = SimpleNamespace(cfg=cfg, checkpoint=SimpleNamespace(name="best.safetensors"))
+    s = _scores(args, run, data, truth, single, missing, columns)
+    assert s["rmse"] == pytest.approx({"MIWAE (k=50)": math.sqrt(5), "mean": math.sqrt((5.5**2 + 1.2**2) / 2)}, abs=1e-12)
+    assert s["categorical_error"] == {"MIWAE (k=50)": 0.5, "mean": 0.0}
+    assert (s["n"], s["missing"], s["scored"], s["k"], s["seed"]) == (6, 5, 4, 50, 7)
+    assert (s["missing_rate"], s["missing_seed"], s["split"]) == (0.3, 11, "train")
+    cat = np.array([False, True, False])
+    assert _baseline(data.double().numpy(), "knn", 0, cat)[[1, 3], 1].tolist() == [1.0, 1.0]
+
+
+def test_score_counts_the_inputs_with_missing_entries_not_the_entries(tmp_path, capsys):
+    """Three inputs, the first missing 2 of its 16 entries and the second 1: 2 of 3 inputs hold
+    missing entries (not 3 entries of 3), each scored per its own observed entries (14, 15, 16)."""
+    x = (np.random.default_rng(0).random((60, 16)) < 0.5).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    holes = x[:3].copy()
+    holes[0, [2, 5]] = np.nan
+    holes[1, 7] = np.nan
+    np.save(tmp_path / "holes.npy", holes)
+    vae = ["--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    assert dgm(capsys, "train", "--dataset", tmp_path / "x.npy", *vae, "--out", tmp_path / "vae")[0] == 0
+    code, out, err = dgm(capsys, "score", tmp_path / "vae", tmp_path / "holes.npy", "--out", tmp_path / "s.csv", "--k", "4")
+    assert code == 0, err
+    assert "note: 2 of 3 inputs hold missing entries" in out
+    for row, seen in zip(_rows(tmp_path / "s.csv"), (14, 15, 16), strict=True):
+        assert float(row["bits_per_dim"]) == pytest.approx(-float(row["log_px_nats"]) / (seen * math.log(2)), rel=1e-9)
+
+
+def test_impute_limit_takes_the_seeded_rows_of_the_split_and_the_seed_draws_the_imputations(tmp_path, capsys):
+    """--limit 5 --seed 1 imputes the rows torch.randperm(N, seed 1)[:5] of the split, in order (their
+    observed entries are those rows'), not its first 5; and --seed draws the multiple imputations."""
+    from dgmkit.cli.common import run_data
+    from dgmkit.config import load_run
+
+    x = (np.random.default_rng(0).random((60, 16)) < 0.5).astype(np.float32)
+    np.save(tmp_path / "b.npy", x)
+    run = tmp_path / "run"
+    miwae = ["--objective", "miwae", "--missing-rate", "0.25", "--latent-dim", "2", "--hidden", "8", "--epochs", "1"]
+    assert dgm(capsys, "train", "--dataset", tmp_path / "b.npy", *miwae, "--quiet", "--out", run)[0] == 0
+    split = run_data(load_run(run)).train.x.reshape(-1, 16).numpy()
+    code, _, err = dgm(capsys, "impute", run, "--out", tmp_path / "l.npy", "--k", "5", "--limit", "5", "--seed", "1")
+    assert code == 0, err
+    rows = torch.randperm(len(split), generator=torch.Generator().manual_seed(1))[:5].sort().values.numpy()
+    filled, want = np.load(tmp_path / "l.npy").reshape(5, 16), split[rows]
+    seen = ~np.isnan(want)
+    assert rows.tolist() != list(range(5)) and np.array_equal(filled[seen], want[seen])
+    draws = []
+    for seed in ("1", "2"):
+        argv = ["impute", run, "--out", tmp_path / f"d{seed}.npz", "--k", "5", "--draws", "3", "--seed", seed]
+        assert dgm(capsys, *argv)[0] == 0
+        draws.append(np.load(tmp_path / f"d{seed}.npz")["draws"])
+    assert not np.array_equal(draws[0], draws[1])
