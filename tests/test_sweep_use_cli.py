@@ -20,6 +20,17 @@ the multiple imputations. Equivalent: dgm impute's torch.where that keeps the ob
 model's imputation returns them as they are), and dgm score's one-table-file test of several inputs
 (a table among several inputs is refused either way).
 No bug was found in the code swept.
+
+A second pass ran the mutants the first left: of dgm ood, the background's levels check, the
+table's unit of the complexity score, --iw-samples refused where any (not every) model is exact,
+an exact model's k taken from the flag, the dequantization's log volume left out of -log p(x),
+_same_weights with any tensor equal, and the k, typicality and background-weight parts of
+ood.json's protocol key survived; of dgm impute, the --draws cap counting rows (or refusing at the
+cap), the draws' reshape, their observed entries, the figure's 8 rows and the transform seeded with
+--seed (a dynamically binarized run pins it at no cost). The tests below kill each. Equivalent:
+the limit's "(seed N)" in the key (the key ends with the seed again); not reached by a test: the
+check that the complete data still match the incomplete ones (run_data has checked the file's
+digest just before). Again no bug.
 """
 
 import csv
@@ -222,3 +233,153 @@ def test_impute_limit_takes_the_seeded_rows_of_the_split_and_the_seed_draws_the_
         assert dgm(capsys, *argv)[0] == 0
         draws.append(np.load(tmp_path / f"d{seed}.npz")["draws"])
     assert not np.array_equal(draws[0], draws[1])
+
+
+def test_ood_keeps_an_exact_backgrounds_k_at_0_and_keeps_results_of_other_k_apart(tmp_path, capsys):
+    """--iw-samples is the k of the importance-sampled model only: a VAE (k = 5) against an exact
+    PixelCNN background (k = 0, not 5) is scored, not refused as if both were exact; and results of
+    k = 5 and k = 6 are two protocols in ood.json (the same k again replaces its own)."""
+    vae = ["train", "--dataset", "digits", "--likelihood", "categorical", "--hidden", "8", "--latent-dim", "2"]
+    assert dgm(capsys, *vae, "--epochs", "1", "--quiet", "--out", tmp_path / "run")[0] == 0
+    arm = ["train", "--dataset", "digits", "--model", "arm", "--likelihood", "categorical", "--channels", "4"]
+    arm += ["--arm-layers", "1", "--mutation-rate", "0.2", "--epochs", "1", "--quiet", "--out", tmp_path / "bg"]
+    assert dgm(capsys, *arm)[0] == 0
+    np.save(tmp_path / "noise.npy", np.random.default_rng(0).integers(0, 17, size=(100, 8, 8)))
+    argv = ["ood", tmp_path / "run", "--ood", tmp_path / "noise.npy", "--background", tmp_path / "bg"]
+    argv += ["--limit", "10", "--fit-limit", "20", "--typicality-batch", "1"]
+    for k, kept in (("5", 1), ("6", 2), ("5", 2)):
+        code, out, err = dgm(capsys, *argv, "--iw-samples", k, "--json", tmp_path / f"o{k}.json", "--force")
+        assert code == 0, err
+        r = json.loads((tmp_path / f"o{k}.json").read_text())
+        assert (r["estimate"], r["iw_samples"]) == ("importance-sampled", int(k))
+        assert (r["background_estimate"], r["background_iw_samples"]) == ("exact", 0)
+        assert f"(k={k})" in out and "its log p(x): exact)" in out
+        assert len(json.loads((tmp_path / "run" / "ood.json").read_text())["results"]) == kept
+
+
+def test_ood_of_a_dequantized_flow_scores_log_p_of_the_integers_and_refuses_a_background_of_other_levels(tmp_path, capsys):
+    """A flow on the digits (17 levels, D = 64) scores y = (k + u) / 17: each input's -log P(k) in
+    ood-scores.csv is -log p(y) + 64 log 17 (u drawn with the held-out seed), the table's complexity
+    row is in bits and -log p(x)'s in nats. A background flow of 8x8 images of 256 levels (one shape,
+    both dequantized) models other inputs: refused."""
+    from dgmkit.cli.common import run_data
+    from dgmkit.config import load_run
+    from dgmkit.evaluation.estimates import log_likelihoods
+    from dgmkit.evaluation.ood_scores import SCORES
+    from dgmkit.training.trainer import VALID_SEED
+
+    flow = ["--model", "flow", "--flow", "realnvp", "--flow-layers", "2", "--hidden", "8", "--epochs", "1", "--quiet"]
+    assert dgm(capsys, "train", "--dataset", "digits", *flow, "--out", tmp_path / "run")[0] == 0
+    g = np.random.default_rng(0)
+    np.save(tmp_path / "noise.npy", g.integers(0, 17, size=(100, 8, 8)))
+    np.save(tmp_path / "bytes.npy", g.integers(0, 256, size=(100, 8, 8)).astype(np.uint8))
+    argv = ["ood", tmp_path / "run", "--ood", tmp_path / "noise.npy", "--limit", "10", "--fit-limit", "20"]
+    code, out, err = dgm(capsys, *argv, "--json", tmp_path / "o.json")
+    assert code == 0, err
+    r = json.loads((tmp_path / "o.json").read_text())
+    run = load_run(tmp_path / "run")
+    x = run_data(run).test.x[r["subsets"]["in"]["indices"]]
+    density = log_likelihoods(run.model, run.transform(x, torch.Generator().manual_seed(VALID_SEED))).numpy()
+    rows = [row for row in _rows(tmp_path / "run" / "ood-scores.csv") if row["set"] == "in"]
+    np.testing.assert_allclose([float(row["nll"]) for row in rows], -density + 64 * math.log(17), rtol=0, atol=1e-6)
+    lines = out.splitlines()
+    assert any(line.startswith(SCORES["complexity"] + " (bits)") for line in lines)
+    assert any(line.startswith(SCORES["nll"] + " (nats)") for line in lines)
+    assert dgm(capsys, "train", "--dataset", tmp_path / "bytes.npy", *flow, "--out", tmp_path / "bg")[0] == 0
+    code, _, err = dgm(capsys, *argv, "--background", tmp_path / "bg")
+    assert code == 1 and "with 256 levels" in err and "with 17 levels" in err and "one space" in err
+
+
+def test_same_weights_needs_every_tensor_equal_not_one():
+    """Two models are the same weights only if every tensor is equal: a background that shares one
+    tensor with the run (an untrained bias, a buffer) and differs in another is another model."""
+    from types import SimpleNamespace
+
+    from dgmkit.cli.ood import _same_weights
+
+    def run(model, digest):
+        return SimpleNamespace(model=model, weights_digest=lambda: digest)
+
+    a = torch.nn.Linear(3, 2)
+    same, other = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    same.load_state_dict(a.state_dict())
+    other.load_state_dict({"weight": a.weight.detach() + 1, "bias": a.bias.detach()})  # the bias shared
+    assert _same_weights(run(a, "x"), run(same, "y")) and _same_weights(run(a, "x"), run(other, "x"))
+    assert not _same_weights(run(a, "x"), run(other, "y"))
+
+
+def test_ood_keeps_results_of_every_other_protocol_apart():
+    """ood.json keys each result by what it depends on: a result that differs in any of k, the
+    typicality test's M or fit limit, --limit's seed, the background's weights or the run's own
+    weights (a retrained model under the same path) is kept beside the others, not over one."""
+    from dgmkit.cli.ood import _protocol
+
+    base = {"subsets": {"in": {"n": 10}, "ood": None}, "limit": 10, "seed": 0, "in_split": "test", "ood": "noise.npy"}
+    base |= {"ood_split": "test", "iw_samples": 5, "typicality_batch": 25, "fit_limit": 100}
+    base |= {"background": "bg", "background_weights": "b1", "weights": "w1"}
+    changes = [{"iw_samples": 6}, {"typicality_batch": 1}, {"fit_limit": 200}, {"seed": 1}, {"background_weights": "b2"}]
+    changes += [{"weights": "w2"}, {"background": None}, {"limit": 20}, {"ood_split": "valid"}]
+    keys = {_protocol(base)} | {_protocol(base | change) for change in changes}
+    assert len(keys) == 1 + len(changes)
+
+
+def test_impute_binarizes_the_observed_entries_with_the_held_out_seed_not_the_seed_of_the_draws(
+    tmp_path, capsys, monkeypatch
+):
+    """A MIWAE of dynamically binarized digits conditions on a Bernoulli draw of each observed
+    entry: that draw is the fixed held-out seed's (as dgm score, ood and eval draw it), whatever
+    --seed draws the importance samples; dgm impute --seed 1 is the model's imputation of the rows
+    binarized with VALID_SEED, its probabilities times 16 (the digits' top level). --draws 2 of 6
+    images of 64 entries hold 2 x 384 = 768 values: refused past a cap of 767 values (not rows),
+    written at 768 as (2, 6, 1, 8, 8), the images' shape, each draw keeping the observed entries.
+    --figure of 10 rows draws 8 of them."""
+    from dgmkit.cli.common import run_data
+    from dgmkit.config import load_run
+    from dgmkit.evaluation.imputation import impute_batched
+    from dgmkit.training.trainer import VALID_SEED
+
+    miwae = ["--objective", "miwae", "--missing-rate", "0.25", "--likelihood", "bernoulli", "--binarize", "dynamic"]
+    miwae += ["--latent-dim", "2", "--hidden", "8", "--epochs", "1", "--quiet"]
+    assert dgm(capsys, "train", "--dataset", "digits", *miwae, "--out", tmp_path / "run")[0] == 0
+    run = load_run(tmp_path / "run")
+    assert run.transform.kind == "dynamic-binarize" and run.transform.num_levels == 17
+    code, _, err = dgm(
+        capsys, "impute", tmp_path / "run", "--out", tmp_path / "i.npy", "--k", "5", "--limit", "6", "--seed", "1"
+    )
+    assert code == 0, err
+    split = run_data(run).train.x
+    rows = torch.randperm(len(split), generator=torch.Generator().manual_seed(1))[:6].sort().values
+    data = split[rows]
+    missing = torch.isnan(data)
+    binarized = run.transform(data, torch.Generator().manual_seed(VALID_SEED))
+    single, _ = impute_batched(run.model, binarized, k=5, seed=1)
+    filled = np.load(tmp_path / "i.npy")
+    np.testing.assert_allclose(filled[missing.numpy()], 16 * single.double()[missing].numpy(), rtol=1e-6, atol=1e-9)
+    assert np.array_equal(filled[~missing.numpy()], data[~missing].numpy())
+    argv = ["impute", tmp_path / "run", "--k", "5", "--limit", "6", "--seed", "1", "--draws", "2"]
+    monkeypatch.setattr("dgmkit.cli.impute.MAX_DRAWN_VALUES", 767)
+    code, _, err = dgm(capsys, *argv, "--out", tmp_path / "d.npz")
+    assert code == 1 and "would hold 768 values" in err and not (tmp_path / "d.npz").exists()
+    monkeypatch.setattr("dgmkit.cli.impute.MAX_DRAWN_VALUES", 768)
+    assert dgm(capsys, *argv, "--out", tmp_path / "d.npz")[0] == 0
+    z = np.load(tmp_path / "d.npz")
+    assert z["x"].shape == tuple(data.shape) == (6, 1, 8, 8) and z["draws"].shape == (2, 6, 1, 8, 8)
+    seen = ~missing.numpy()
+    assert all(np.array_equal(d[seen], data.numpy()[seen]) for d in z["draws"])
+    assert set(np.unique(z["draws"][:, ~seen])) <= {0.0, 16.0}  # draws of binary values, in the data's units
+    grids = []
+    monkeypatch.setattr("dgmkit.cli.impute.image_grid_png", lambda images, nrow: grids.append((len(images), nrow)) or b"png")
+    argv = [
+        "impute",
+        tmp_path / "run",
+        "--k",
+        "5",
+        "--limit",
+        "10",
+        "--out",
+        tmp_path / "f.npy",
+        "--figure",
+        tmp_path / "f.png",
+    ]
+    assert dgm(capsys, *argv)[0] == 0
+    assert grids == [(3 * 8, 8)]  # of 10 rows the first 8: observed, imputed and complete, a row each
