@@ -114,7 +114,8 @@ def remove_stale_temporaries(folder: os.PathLike[str] | str, names: Iterable[str
     wanted = {_tmp_stem(n) for n in names}
     removed: list[str] = []
     try:
-        entries = list(os.scandir(folder))
+        with os.scandir(folder) as it:  # (closed even where reading the folder fails midway)
+            entries = list(it)
     except OSError:
         return removed
     for entry in entries:
