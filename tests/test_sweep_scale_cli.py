@@ -120,7 +120,7 @@ def test_a_world_of_one_is_not_torchrun_and_needs_no_rank_environment(world, mon
 
 
 def _no_group(**kwargs):
-    raise AssertionError("init_process_group was called: the environment was not refused grid")
+    raise AssertionError("init_process_group was called: the environment was not refused")
 
 
 @pytest.mark.parametrize(
