@@ -425,3 +425,16 @@ def test_samples_are_drawn_in_batches_of_one_stream(tmp_path, monkeypatch):
         three, _ = dgmkit.sample(run, 3, seed=4, draw=draw)
         assert torch.equal(seven[:3], three)  # the first batch is the n = 3 draw
         assert not torch.equal(seven[3:6], three)  # the next batch goes on along the stream
+    # M2 draws its K = 10 classes in turn within a call: each batch is a whole number of cycles (20 of 25), so
+    # that sample i is of class i mod K across batches too (batches of 25 restarted the cycle at 25, 50, ...)
+    m2 = dgmkit.train(tmp_path / "m2", model="m2", dataset="digits", labels=20, **TINY)
+    assert m2.model.sample_period == 10 and run.model.sample_period == 1
+    monkeypatch.setattr(figures, "SAMPLE_BATCH", 25)
+    sample = m2.model.sample
+    monkeypatch.setattr(m2.model, "sample", counted)
+    sizes.clear()
+    assert dgmkit.sample(m2, 45, seed=4)[0].shape == (45, 1, 8, 8) and sizes == [20, 20, 5]
+    monkeypatch.setattr(figures, "SAMPLE_BATCH", 7)  # a batch below one cycle: one cycle at a time
+    sizes.clear()
+    dgmkit.sample(m2, 25, seed=4)
+    assert sizes == [10, 10, 5]

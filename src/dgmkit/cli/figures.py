@@ -117,9 +117,10 @@ def draw_samples(
     of p(x|z)); x ~ p(x) otherwise, at ``temperature`` for a flow, cached or ``naive`` for an
     autoregressive model, in ``steps`` ancestral steps for a diffusion model (default: its own).
     The draws are made where the model is (``run.device``), from a generator there seeded with
-    ``seed`` (a CUDA device draws other samples than the CPU), ``SAMPLE_BATCH`` at a time (one
-    stream: the first 1000 samples of n > 1000 are those of n = 1000). Options the model does not
-    take are refused (``check_sample_options``)."""
+    ``seed`` (a CUDA device draws other samples than the CPU), ``SAMPLE_BATCH`` at a time
+    (rounded down to a whole number of the model's ``sample_period``, so that a class-conditional
+    model's classes stay in turn; one stream: the first batch of n samples is the draw of n = one
+    batch). Options the model does not take are refused (``check_sample_options``)."""
     check_sample_options(run, n, temperature, naive, steps, draw)
     model = run.model
     device = run.device
@@ -132,16 +133,16 @@ def draw_samples(
     if model.sample_steps:
         options["steps"] = model.default_sample_steps if steps is None else steps
     cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []  # manual_seed seeds them all
-    xs, means = [], []
+    batch = max(SAMPLE_BATCH // model.sample_period, 1) * model.sample_period
+    shown = model.sample_means and not draw  # the means of p(x|z), else the draws
+    parts = []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        for start in range(0, n, SAMPLE_BATCH):
-            xb, mb = model.sample(min(SAMPLE_BATCH, n - start), generator=g, **options)
-            xs.append(xb)
-            means.append(mb)
-    x = torch.cat(xs)
-    if model.sample_means and not draw:
-        return torch.cat(means), plural(n, "mean", "means") + " of p(x|z), z ~ p(z),"
+        for start in range(0, n, batch):
+            parts.append(model.sample(min(batch, n - start), generator=g, **options)[1 if shown else 0])
+    x = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if shown:
+        return x, plural(n, "mean", "means") + " of p(x|z), z ~ p(z),"
     if model.sample_means:
         return x, plural(n, "draw") + " x ~ p(x|z), z ~ p(z),"
     if model.sample_cached:

@@ -20,6 +20,9 @@ class:
   temperature; a cached sequential path beside the naive one).
 - ``sample_steps``: ``sample`` takes the keyword ``steps`` (a diffusion model's ancestral
   sampling steps).
+- ``sample_period``: the draws of one ``sample(n)`` call come in cycles of this many (a class-
+  conditional model's classes in turn), so a caller that draws in batches keeps each batch a
+  multiple of it; 1 for the rest.
 - ``trains_in_bf16``: training under bf16 autocast was checked for this family and holds, so
   that ``--precision auto`` uses bf16 on a GPU that has it; a family that does not declare it
   trains in fp32 under auto (bf16 when asked for by name). Measured on an H100: the two-layer
@@ -123,6 +126,10 @@ class GenerativeModel(nn.Module, ABC):
     discrete_latents: ClassVar[bool] = False
     coding: ClassVar[Literal["sequential", "bits-back"] | None] = None
     event_shape: tuple[int, ...]
+
+    @property
+    def sample_period(self) -> int:
+        return 1
 
     @property
     def coding_levels(self) -> int | None:

@@ -74,6 +74,10 @@ class SemiSupervisedVAE(Classifier, VariationalModel, EnumeratedELBO):
         self.register_buffer("_eye", torch.eye(num_classes), persistent=False)
 
     @property
+    def sample_period(self) -> int:
+        return self.num_classes  # (``sample`` draws the classes in turn)
+
+    @property
     def data_support(self) -> constraints.Constraint:
         return self.decoder.head.support
 
