@@ -23,6 +23,7 @@ from dgmkit.cli.main import EXIT_BUG, main
 from dgmkit.config import RunConfig, load_config_file, load_run, migrate_record
 from dgmkit.errors import CheckpointError, ConfigError, DgmError
 from dgmkit.training import RunFolder, load_checkpoint, read_metadata, save_checkpoint
+from dgmkit.training.checkpoint import VERSION, content_sha256
 from family_variants import family_variants, variant_id
 from run_records import crafted_checkpoint, edit_metadata, rewrite_records
 
@@ -1253,21 +1254,21 @@ def test_a_checkpoint_header_claiming_more_than_the_file_is_refused_without_read
         read_metadata(path)
 
 
-def test_a_checkpoint_whose_tensors_changed_after_it_was_written_is_refused(tmp_path):
-    """A flipped bit in a weight is still a well-formed safetensors file: the SHA-256 of the
-    tensors (names, dtypes, shapes, bytes) in the header is what refuses it. A checkpoint from
-    before the checksum was recorded loads as it did."""
+def test_a_checkpoint_whose_tensors_or_metadata_changed_after_it_was_written_is_refused(tmp_path):
+    """A flipped bit in a weight, or a counter changed in the header's JSON, still leaves a
+    well-formed safetensors file: the SHA-256 in the header (over the tensors' names, dtypes,
+    shapes and bytes and over the rest of the metadata) is what refuses it."""
     from safetensors.torch import load as st_load
     from safetensors.torch import save as st_save
 
     path = _valid_checkpoint(tmp_path)
     raw = path.read_bytes()
     meta = read_metadata(path)
-    assert len(meta["content_sha256"]) == 64
+    assert meta["version"] == "2" and len(meta["content_sha256"]) == 64
     flipped = bytearray(raw)
     flipped[-1] ^= 0x01  # the last byte of the last tensor's data
     path.write_bytes(bytes(flipped))
-    with pytest.raises(CheckpointError, match="is corrupt: its tensors do not match the SHA-256 its header records"):
+    with pytest.raises(CheckpointError, match="is corrupt: its tensors or metadata do not match the SHA-256"):
         load_checkpoint(path)
     tensors = st_load(raw)
     for changed in (
@@ -1278,10 +1279,40 @@ def test_a_checkpoint_whose_tensors_changed_after_it_was_written_is_refused(tmp_
         path.write_bytes(st_save(changed, metadata=meta))
         with pytest.raises(CheckpointError, match="do not match the SHA-256"):
             load_checkpoint(path)
-    older = {k: v for k, v in meta.items() if k != "content_sha256"}
-    path.write_bytes(st_save(tensors, metadata=older))
-    ckpt = load_checkpoint(path)
-    assert all(torch.equal(ckpt["model"][k[6:]], v) for k, v in tensors.items() if k.startswith("model/"))
+    for edited in (
+        {**meta, "trainer": json.dumps({"epoch": 3})},  # a counter of the header's JSON
+        {**meta, "note": "added"},  # a key added
+        {k: v for k, v in meta.items() if k != "trainer"},  # a key dropped
+        {**meta, "version": "1"},  # (a version-2 checksum read as version 1's, over the tensors alone)
+    ):
+        path.write_bytes(st_save(tensors, metadata=edited))
+        with pytest.raises(CheckpointError, match="do not match the SHA-256"):
+            load_checkpoint(path)
+    path.write_bytes(st_save(tensors, metadata={k: v for k, v in meta.items() if k != "content_sha256"}))
+    with pytest.raises(CheckpointError, match="records no SHA-256 [(]format version 2 has one[)]"):
+        load_checkpoint(path)
+    path.write_bytes(raw)
+    assert load_checkpoint(path)["trainer"] == {"epoch": 1}  # (the file as written loads)
+
+
+def test_a_version_1_checkpoint_is_checked_as_far_as_it_recorded(tmp_path):
+    """Format version 1 recorded the SHA-256 over the tensors alone, and its earliest files none:
+    both still load; its tensors are still checked where it recorded one."""
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    path = _valid_checkpoint(tmp_path)
+    tensors = st_load(path.read_bytes())
+    meta = {**{k: v for k, v in read_metadata(path).items() if k != "content_sha256"}, "version": "1"}
+    for recorded in ({}, {"content_sha256": content_sha256(tensors)}):
+        path.write_bytes(st_save(tensors, metadata={**meta, **recorded, "trainer": json.dumps({"epoch": 4})}))
+        ckpt = load_checkpoint(path)
+        assert ckpt["trainer"] == {"epoch": 4}
+        assert all(torch.equal(ckpt["model"][k[6:]], v) for k, v in tensors.items() if k.startswith("model/"))
+    changed = {k: v + 1 if k == "model/weight" else v for k, v in tensors.items()}
+    path.write_bytes(st_save(changed, metadata={**meta, "content_sha256": content_sha256(tensors)}))
+    with pytest.raises(CheckpointError, match="is corrupt: its tensors do not match the SHA-256"):
+        load_checkpoint(path)
 
 
 def test_mismatched_checkpoint_is_one_line(vae_copy, tmp_path, capsys):
@@ -1298,7 +1329,10 @@ def test_mismatched_checkpoint_is_one_line(vae_copy, tmp_path, capsys):
 @pytest.mark.parametrize(
     "edit, needle",
     [
-        (lambda p: edit_metadata(p, lambda m: m.update(version="2")), "written by a newer dgmkit (format version 2)"),
+        (
+            lambda p: edit_metadata(p, lambda m: m.update(version=str(VERSION + 1))),
+            f"newer dgmkit (format version {VERSION + 1})",
+        ),
         (lambda p: edit_metadata(p, lambda m: m.pop("config")), "holds no run record"),
         (lambda p: p.write_bytes(p.read_bytes()[:-100]), "is corrupt"),  # a whole header, its tensors cut short
     ],

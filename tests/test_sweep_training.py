@@ -26,7 +26,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import save as st_save
 from torch import nn
 
 from dgmkit.config import RunConfig, build_model, build_objective, trainer_options
@@ -36,6 +35,7 @@ from dgmkit.training import Trainer
 from dgmkit.training.batches import BatchSource, in_precision
 from dgmkit.training.checkpoint import (
     FORMAT,
+    VERSION,
     check_dtypes,
     counters_or_none,
     load_checkpoint,
@@ -59,7 +59,7 @@ from dgmkit.training.parts import (
 from dgmkit.training.precision import MixedPrecision, resolve_precision
 from dgmkit.training.schedules import LRSchedule
 from dgmkit.training.step_guard import FiniteLossCheck, GradientGuard
-from run_records import crafted_checkpoint
+from run_records import crafted_checkpoint, edit_metadata
 
 IDENTITY = DataTransform("continuous", None)
 
@@ -189,7 +189,7 @@ def test_a_checkpoint_header_of_other_than_strings_or_of_a_huge_version_is_refus
     _raw_checkpoint(path, {"format": FORMAT, "version": "1" + "0" * 5000})  # (int() refuses so many digits)
     with pytest.raises(CheckpointError, match="malformed format version"):
         read_metadata(path)
-    _raw_checkpoint(path, {"format": FORMAT, "version": "2"})  # the next format version
+    _raw_checkpoint(path, {"format": FORMAT, "version": str(VERSION + 1)})  # the next format version
     with pytest.raises(CheckpointError, match="newer dgmkit"):
         read_metadata(path)
     _raw_checkpoint(path, {"format": "someone-else's", "version": "1"})  # a foreign file of string metadata
@@ -486,12 +486,12 @@ def test_a_run_for_a_time_records_its_epochs_with_the_first_epoch_s_files(digits
 
 
 def _change_counters(path, change) -> None:
-    with safe_open(str(path), "pt") as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-    counters = json.loads(meta["trainer"])
-    change(counters)
-    meta["trainer"] = json.dumps(counters)
-    path.write_bytes(st_save(tensors, meta))
+    def edit(meta: dict) -> None:
+        counters = json.loads(meta["trainer"])
+        change(counters)
+        meta["trainer"] = json.dumps(counters)
+
+    edit_metadata(path, edit)
 
 
 def test_a_place_within_an_epoch_at_its_end_is_refused(digits, tmp_path):

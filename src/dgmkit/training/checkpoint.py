@@ -2,8 +2,13 @@
 the moving average of the weights where a run keeps one), with the run's config and trainer
 counters as JSON in its metadata. One file, written atomically, so
 a checkpoint is always whole and consistent; its header records a SHA-256 of the tensors (their
-names, dtypes, shapes and bytes), so a file damaged afterwards (a flipped bit in the weights,
-which the container format itself does not notice) is refused when read."""
+names, dtypes, shapes and bytes) and of the rest of the metadata, so a file damaged afterwards (a
+flipped bit in the weights or in a counter of the header's JSON, which the container format
+itself does not notice) is refused when read.
+
+Format versions: 2 (written now) records ``content_sha256`` over the tensors and the metadata and
+must have it; 1 recorded it over the tensors alone where it recorded it at all (the earliest
+checkpoints have none), and is still read, checked as far as it recorded."""
 
 import hashlib
 import io
@@ -32,7 +37,7 @@ __all__ = [
 ]
 
 FORMAT = "dgmkit-checkpoint"
-VERSION = 1
+VERSION = 2
 
 
 class Checkpoint(dict):
@@ -79,10 +84,14 @@ def _plain(v: object) -> bool:
     return v is None or isinstance(v, (bool, int, str))
 
 
-def content_sha256(tensors: dict[str, torch.Tensor]) -> str:
+def content_sha256(tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> str:
     """The SHA-256 of a checkpoint's tensors by name, in name order: each one's name, dtype, shape
-    and bytes (not the container's layout, which the safetensors library chooses)."""
+    and bytes (not the container's layout, which the safetensors library chooses); with ``meta``
+    (format version 2), first each metadata key and value in key order, but ``content_sha256``."""
     h = hashlib.sha256()
+    for key in sorted(meta or {}):
+        if key != "content_sha256":
+            h.update(json.dumps([key, meta[key]]).encode() + b"\0")  # (JSON: no key can end where a value starts)
     for name in sorted(tensors):
         t = tensors[name]
         h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
@@ -116,7 +125,7 @@ def save_checkpoint(
         tensors[f"ema/{k}"] = v.detach().cpu().contiguous().clone()
     if trainer is not None:
         meta["trainer"] = json.dumps(trainer)
-    meta["content_sha256"] = content_sha256(tensors)
+    meta["content_sha256"] = content_sha256(tensors, meta)
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
@@ -200,6 +209,23 @@ def check_dtypes(model: torch.nn.Module, state: dict, source: os.PathLike | str)
         )
 
 
+def _check_sha256(path: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+    recorded = meta.get("content_sha256")
+    if int(meta["version"]) >= 2:
+        if recorded is None:
+            raise CheckpointError(f"{path} is corrupt: its header records no SHA-256 (format version 2 has one)")
+        if content_sha256(tensors, meta) != recorded:
+            raise CheckpointError(
+                f"{path} is corrupt: its tensors or metadata do not match the SHA-256 its header records (the file "
+                "was changed or damaged after it was written)"
+            )
+    elif recorded is not None and content_sha256(tensors) != recorded:  # (version 1: over the tensors, if at all)
+        raise CheckpointError(
+            f"{path} is corrupt: its tensors do not match the SHA-256 its header records (the file was changed or "
+            "damaged after it was written)"
+        )
+
+
 def load_checkpoint(path: os.PathLike | str) -> Checkpoint:
     """The ``Checkpoint`` at ``path`` (``checkpoint.safetensors`` or ``best.safetensors`` of a run
     folder, or a file of ``save_checkpoint``), every part checked; ``CheckpointError`` naming what
@@ -220,12 +246,7 @@ def load_checkpoint(path: os.PathLike | str) -> Checkpoint:
         tensors = st_load(data)
     except Exception as e:  # safetensors raises its own error types for corrupt payloads
         raise CheckpointError(f"{path} is corrupt: {e}") from None
-    recorded = meta.get("content_sha256")  # (none in checkpoints written before it was recorded)
-    if recorded is not None and content_sha256(tensors) != recorded:
-        raise CheckpointError(
-            f"{path} is corrupt: its tensors do not match the SHA-256 its header records (the file was changed or "
-            "damaged after it was written)"
-        )
+    _check_sha256(path, meta, tensors)
     ckpt = Checkpoint(
         digest=hashlib.sha256(data).hexdigest()[:16],
         model={k[6:]: v for k, v in tensors.items() if k.startswith("model/")},
