@@ -89,9 +89,9 @@ def content_sha256(tensors: dict[str, torch.Tensor], meta: dict[str, str] | None
     and bytes (not the container's layout, which the safetensors library chooses); with ``meta``
     (format version 2), first each metadata key and value in key order, but ``content_sha256``."""
     h = hashlib.sha256()
-    for key in sorted(meta or {}):
+    for key, value in sorted((meta or {}).items()):
         if key != "content_sha256":
-            h.update(json.dumps([key, meta[key]]).encode() + b"\0")  # (JSON: no key can end where a value starts)
+            h.update(json.dumps([key, value]).encode() + b"\0")  # (JSON: no key can end where a value starts)
     for name in sorted(tensors):
         t = tensors[name]
         h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
