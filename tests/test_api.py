@@ -438,3 +438,32 @@ def test_samples_are_drawn_in_batches_of_one_stream(tmp_path, monkeypatch):
     sizes.clear()
     dgmkit.sample(m2, 25, seed=4)
     assert sizes == [10, 10, 5]
+
+
+@pytest.mark.parametrize("package", ["models", "objectives", "priors", "distributions"])
+def test_every_part_a_module_of_a_package_offers_is_exported_by_the_package(package):
+    """``dgmkit.objectives.HierarchicalELBO``, ``dgmkit.models.VQVAE``: each model, objective,
+    prior and distribution class that one of the package's modules lists in ``__all__`` is
+    reachable from the package itself, as the docs and docstrings name it."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from dgmkit.models import GenerativeModel
+    from dgmkit.objectives import Objective
+    from dgmkit.priors import Prior
+
+    base = {"models": GenerativeModel, "objectives": Objective, "priors": Prior}.get(
+        package, torch.distributions.Distribution
+    )
+    pkg = importlib.import_module(f"dgmkit.{package}")
+    offered = {
+        name
+        for info in pkgutil.iter_modules(pkg.__path__)
+        for module in [importlib.import_module(f"dgmkit.{package}.{info.name}")]
+        for name in getattr(module, "__all__", [])
+        if inspect.isclass(getattr(module, name)) and issubclass(getattr(module, name), base)
+    }
+    assert len(offered) >= 5
+    assert sorted(offered - set(pkg.__all__)) == []
+    assert all(getattr(pkg, name) is not None for name in pkg.__all__)

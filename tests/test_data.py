@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgmkit.data import DataTransform, from_array, load_dataset, make_transform
+from dgmkit.data import VALID_SEED, DataTransform, from_array, load_dataset, make_transform
 from dgmkit.data.download import download
 from dgmkit.data.formats import read_amat, read_array, read_idx
 from dgmkit.errors import DataError
@@ -163,6 +163,18 @@ def test_dynamic_binarization_is_fresh_and_unbiased():
     assert set(a.unique().tolist()) == {0.0, 1.0}
     assert not torch.equal(a, b)
     assert a.mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("kind", ["dynamic-binarize", "dequantize"])
+def test_held_out_data_are_transformed_with_the_one_fixed_noise(kind):
+    """``held_out``: the noise of VALID_SEED (what validation and dgm eval use), the same on each
+    call, where a plain call draws new noise."""
+    x = torch.randint(0, 17, (500, 1, 2, 2), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    t = DataTransform(kind, 17)
+    a = t.held_out(x)
+    assert torch.equal(a, t.held_out(x)) and torch.equal(a, t(x, torch.Generator().manual_seed(VALID_SEED)))
+    assert not torch.equal(a, t(x, torch.Generator().manual_seed(VALID_SEED + 1))) and not torch.equal(a, t(x))
+    assert VALID_SEED == 1234  # (what every earlier run's validation and evaluation numbers were made with)
 
 
 def test_dequantization_stays_inside_each_bin():

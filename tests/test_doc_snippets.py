@@ -63,7 +63,7 @@ def _run(code: str, cwd: Path, env: dict | None = None, timeout: float = 600) ->
 
 
 def test_every_python_block_is_run_here_or_says_why_not():
-    tested = {"README.md", "docs/uses/semi-supervised.md", "docs/uses/ood.md"}
+    tested = {"README.md", "docs/uses/semi-supervised.md", "docs/uses/ood.md", "docs/families/hvae.md"}
     assert BLOCKS, "no python block found: the parser is broken"
     for key, (code, skip) in BLOCKS.items():
         compile(code, key, "exec")  # every block is Python, run or not
@@ -82,6 +82,11 @@ def test_the_semi_supervised_block_trains_m2_and_predicts(tmp_path):
     code += "assert 0.0 <= float(accuracy) <= 1.0\nprint(f'accuracy {float(accuracy):.4f}')\n"
     out = _run(code, tmp_path)
     assert float(out.split()[-1]) > 0.1 + 0.05  # above chance (10 classes) after 3 epochs with 50 labels
+
+
+def test_the_hvae_block_builds_the_model_from_parts_and_prints_what_it_says(tmp_path):
+    out = _run(_block("docs/families/hvae.md"), tmp_path)
+    assert out.strip() == "(5,) 12"
 
 
 @pytest.mark.slow

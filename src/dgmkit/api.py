@@ -241,7 +241,8 @@ def _the_run(run: object, call: str) -> Run:
         raise ConfigError(
             f"dgmkit.{call} takes a run (dgmkit.load(FOLDER), dgmkit.train(...) or a run folder's path), not a "
             f"{type(run).__name__} model: a model without its run record has no data or transform to go by; call its "
-            "methods (model.sample(n), model.reconstruct(x)) or dgmkit.evaluation.evaluate(model, x) instead"
+            "methods (model.sample(n): a pair, the samples and what to show for them; model.reconstruct(x)) or "
+            "dgmkit.evaluation.evaluate(model, x) instead"
         )
     raise ConfigError(
         f"dgmkit.{call} takes a run (dgmkit.load(FOLDER), dgmkit.train(...) or a run folder's path), "

@@ -31,7 +31,6 @@ from dgmkit.distributions import location
 from dgmkit.errors import ConfigError, DataError, DgmError, shown_value
 from dgmkit.evaluation.report import one_draw_bound
 from dgmkit.training.run_writer import results_lock, run_files
-from dgmkit.training.trainer import VALID_SEED
 
 __all__ = [
     "ResultsFile",
@@ -175,7 +174,7 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
     if data is not None and not isinstance(data, (str, os.PathLike)):
         raise ConfigError(
             f"data names the run's data file at a new path, got a {type(data).__name__}; to score arrays, use "
-            "dgmkit.evaluation.evaluate(run.model, run.transform(x), log_volume=run.transform.log_volume) or "
+            "dgmkit.evaluation.evaluate(run.model, run.transform.held_out(x), log_volume=run.transform.log_volume) or "
             "log_likelihoods"
         )
     if data is not None and cfg.codes_of:  # the run whose data it takes, at a new folder (pinned: check_derived_current)
@@ -293,7 +292,7 @@ def split_data(
     dequantization), and its labels."""
     dataset = dataset if dataset is not None else run_data(run, data_dir, data, schema)
     s = dataset.split(split)
-    x = run.transform(s.x, torch.Generator().manual_seed(VALID_SEED))  # on the CPU: the same noise on any device
+    x = run.transform.held_out(s.x)  # on the CPU: the same noise on any device
     return x.to(run.device), None if s.y is None else s.y.to(run.device)
 
 

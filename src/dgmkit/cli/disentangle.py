@@ -33,7 +33,6 @@ from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.disentanglement import factor_vae_score, mutual_information_gap
 from dgmkit.evaluation.figures import check_grid, image_grid_png
-from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["add_parsers", "run_disentangle", "run_traverse"]
 
@@ -108,7 +107,7 @@ def _factor_vae(run: Run, dataset: Dataset, codes: torch.Tensor, args: argparse.
     assert dataset.render is not None  # the caller's check
 
     def encode(images: torch.Tensor) -> torch.Tensor:  # rendered on the CPU, encoded where the model is
-        batch = run.transform(images, torch.Generator().manual_seed(VALID_SEED))
+        batch = run.transform.held_out(images)
         return posterior_means(run, batch.to(run.device)).cpu()
 
     s = factor_vae_score(encode, dataset.render, dataset.factor_sizes, codes, args.votes, args.batch, g)

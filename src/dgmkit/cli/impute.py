@@ -56,7 +56,6 @@ from dgmkit.evaluation.imputation import (
 )
 from dgmkit.models import LatentVariableModel
 from dgmkit.training.run_writer import run_files
-from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["add_parser", "run_impute"]
 
@@ -162,7 +161,7 @@ def run_impute(args: argparse.Namespace) -> int:
     missing = ~observed(data)
     # the data, masks and scores stay on the CPU (the noise of the transform drawn there, the same on any
     # device); only the model's input goes to its device, and its imputations come back
-    x = transform(data, torch.Generator().manual_seed(VALID_SEED)).to(run.device)
+    x = transform.held_out(data).to(run.device)
     single, multiple = impute_batched(cast(LatentVariableModel, run.model), x, k=args.k, draws=args.draws, seed=args.seed)
     single, multiple = single.cpu(), None if multiple is None else multiple.cpu()
     single_data = torch.where(missing, to_data_units(single, transform), data.double())

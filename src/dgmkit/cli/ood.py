@@ -51,7 +51,6 @@ from dgmkit.data.transforms import scores_densities
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.ood_scores import SCORES, OODScores, histogram_png, log_likelihoods, ood_scores, png_code_length
 from dgmkit.training.run_writer import run_files
-from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["add_parser", "run_ood"]
 
@@ -238,7 +237,7 @@ def _complete(raw: torch.Tensor, what: str) -> torch.Tensor:
 
 def _inputs(run: Run, raw: torch.Tensor) -> torch.Tensor:
     """What the run's likelihood scores: its transform with the fixed held-out noise seed."""
-    return run.transform(raw, torch.Generator().manual_seed(VALID_SEED))
+    return run.transform.held_out(raw)
 
 
 def _code_images(run: Run, raw: torch.Tensor) -> torch.Tensor | None:

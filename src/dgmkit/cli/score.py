@@ -45,7 +45,6 @@ from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.estimates import log_likelihoods
 from dgmkit.evaluation.metrics import observed_entries
 from dgmkit.training.run_writer import run_files
-from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["add_parser", "run_score", "score_inputs"]
 
@@ -116,7 +115,7 @@ def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0)
     timed = kind == "time-sampled"  # --k counts the times of a diffusion bound
     k = estimate_samples(run, None if timed else k, k if timed else None, iw_flag="--k", time_flag="--k")
     t = run.transform
-    xt = t(x, torch.Generator().manual_seed(VALID_SEED)).to(run.device)  # on the CPU: the same noise on any device
+    xt = t.held_out(x).to(run.device)  # on the CPU: the same noise on any device
     log_px = log_likelihoods(run.model, xt, log_volume=t.log_volume, iw_samples=k, seed=seed).numpy()
     dims = observed_entries(x).numpy()
     bpd = None if scores_densities(t.kind, run.cfg.model) else -log_px / (dims * math.log(2))

@@ -40,7 +40,6 @@ from dgmkit.data.dataset import SPLITS
 from dgmkit.data.missing import remove_completely_at_random
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families import FAMILIES
-from dgmkit.training.trainer import VALID_SEED
 
 __all__ = ["run_dataset", "derived_dataset", "derived_name", "attach_input", "check_derived_current"]
 
@@ -157,7 +156,7 @@ def derived_dataset(source_dir: str | Path, data_dir: str | None = None, _chain:
         )
 
     def held_out(x: torch.Tensor) -> torch.Tensor:  # as evaluation sees data: the fixed held-out noise
-        return source.transform(x, torch.Generator().manual_seed(VALID_SEED))
+        return source.transform.held_out(x)
 
     return family.make_derived_data(source.model, held_out, images, derived_name(source))
 

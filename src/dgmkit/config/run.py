@@ -178,11 +178,12 @@ class Run:
         return self.digest or hashlib.sha256(self.checkpoint.read_bytes()).hexdigest()[:16]
 
 
-def load_run(run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "cpu") -> Run:
+def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu") -> Run:
     """Load a run folder's config and model weights (``which="best"``: the best-validation
     checkpoint if it exists, else the last; ``"last"``: the last),
     the model on ``device`` (``devices.resolve_device``: auto, cpu, cuda; the CPU by default,
-    where the tensors of Python callers are: the CLI passes its --device, auto by default)."""
+    where the tensors of Python callers are: the CLI passes its --device, auto by default).
+    ``dgmkit.load`` is the same for Python callers (its ``device`` may come second)."""
     if not isinstance(which, str) or which not in ("best", "last"):
         raise ConfigError(f"which checkpoint to load must be 'best' or 'last', got {shown_value(which)}")
     device = resolve_device(device)  # refused before any file is read

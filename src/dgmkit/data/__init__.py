@@ -3,7 +3,7 @@
 from dgmkit.data.dataset import Dataset, Split
 from dgmkit.data.missing import has_missing, remove_completely_at_random
 from dgmkit.data.registry import DATASETS, default_data_dir, from_array, load_dataset
-from dgmkit.data.transforms import DataTransform, density_transform, make_transform
+from dgmkit.data.transforms import VALID_SEED, DataTransform, density_transform, make_transform
 
 __all__ = [
     "Dataset",
@@ -13,6 +13,7 @@ __all__ = [
     "from_array",
     "default_data_dir",
     "DataTransform",
+    "VALID_SEED",
     "make_transform",
     "density_transform",
     "remove_completely_at_random",

@@ -26,10 +26,19 @@ from dgmkit.data.dataset import Dataset
 from dgmkit.distributions.pixels import may_be_incomplete
 from dgmkit.errors import DataError
 
-__all__ = ["DataTransform", "make_transform", "density_transform", "TRANSFORMS", "values_seen", "scores_densities"]
+__all__ = [
+    "VALID_SEED",
+    "DataTransform",
+    "make_transform",
+    "density_transform",
+    "TRANSFORMS",
+    "values_seen",
+    "scores_densities",
+]
 
 TRANSFORMS = ("binary", "dynamic-binarize", "dequantize", "scale", "integers", "continuous")
 _NAMED_8BIT = ("mnist", "fashion-mnist", "digits")
+VALID_SEED = 1234  # the fixed noise of held-out data (``DataTransform.held_out``)
 
 
 def values_seen(v: torch.Tensor | np.ndarray) -> str:
@@ -88,6 +97,12 @@ class DataTransform:
         if self.kind == "integers":  # with missing entries (NaN): the integers as floats beside the NaN
             return x.float() if may_be_incomplete(x) else x.long()
         return x.float()
+
+    def held_out(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (on the CPU) as held-out data is seen by validation, ``dgm eval``, ``score``,
+        ``ood``, ``impute`` and the figures: transformed with the fixed noise of a CPU generator
+        seeded with ``VALID_SEED``, the same binarization or dequantization on every call."""
+        return self(x, torch.Generator().manual_seed(VALID_SEED))
 
     def _check_levels(self, x: torch.Tensor) -> None:
         """Refuses (DataError) values that are not the stored integer levels 0..L-1 (NaN: missing),

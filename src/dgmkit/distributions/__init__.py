@@ -10,12 +10,15 @@ from dgmkit.distributions.bernoulli import BernoulliPixels
 from dgmkit.distributions.categorical import CategoricalPixels, one_hot, one_hot_categorical
 from dgmkit.distributions.delta import Delta
 from dgmkit.distributions.flow import FlowDistribution, location
+from dgmkit.distributions.levels import LevelPixels
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
+from dgmkit.distributions.logit_normal import LogitNormal
 from dgmkit.distributions.mixture import DiagonalGaussianMixture
 from dgmkit.distributions.normal import DiagonalNormal, closed_form_kl, diagonal_normal, kl_per_dimension
 from dgmkit.distributions.pixels import *  # noqa: F403 - the names of pixels.__all__, re-exported below
 from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
 from dgmkit.distributions.student_t import student_t
+from dgmkit.distributions.table import MixedColumns
 
 __all__ = [
     "DiagonalNormal",
@@ -35,4 +38,7 @@ __all__ = [
     "DiagonalGaussianMixture",
     "FlowDistribution",
     "location",
+    "LevelPixels",
+    "LogitNormal",
+    "MixedColumns",
 ]

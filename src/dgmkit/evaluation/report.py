@@ -39,7 +39,8 @@ class EvalReport:
     """Per-datapoint means in nats. ``estimate`` says what ``nll`` is: ``exact``,
     ``importance-sampled`` (k = ``iw_samples`` draws; a stochastic bound that tends to the
     truth), ``bound``, or ``reconstruction`` (no density: ``nll`` and ``bpd`` are None).
-    ``elbo`` (negative) is a variational lower bound, present only where the model has one. For
+    ``elbo`` is a variational lower bound (negative for discrete data; a log-density of continuous
+    data may have either sign), present only where the model has one. For
     dequantized data every number is of the integer data (see ``discrete_nll``). ``density_of``
     says what the numbers are of: ``discrete`` data (a log-probability; bits/dim are given) or
     ``continuous`` data (a log-density of the values as given, which shifts with their scale:

@@ -7,6 +7,7 @@ from dgmkit.models.base import (
     AnyOrderModel,
     CapabilityError,
     ClosedFormFit,
+    DecodedModel,
     EMFit,
     EnumeratedELBO,
     ExactLatentVariableModel,
@@ -24,13 +25,18 @@ from dgmkit.models.dequantization import LogitNormalDequantizer, VariationallyDe
 from dgmkit.models.diffusion import GaussianDiffusion, MaskedDiffusion
 from dgmkit.models.flow import FlowModel
 from dgmkit.models.helmholtz import HelmholtzMachine
+from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.models.hybrid import HybridFlow
 from dgmkit.models.loglinear import LogLinearLVM
 from dgmkit.models.m2 import M2, SemiSupervisedVAE
 from dgmkit.models.noise_schedule import SCHEDULES, DDPMSchedule, LearnedSchedule, LinearSchedule, NoiseSchedule
+from dgmkit.models.pixelvae import PixelVAE
 from dgmkit.models.ppca import PPCA
 from dgmkit.models.terms import Term
 from dgmkit.models.vae import VAE
+from dgmkit.models.vdvae import DeepTopDownVAE
+from dgmkit.models.vqvae import VQVAE, CodeGridPrior
+from dgmkit.models.vqvae2 import TwoLevelVQVAE
 from dgmkit.models.wae import WassersteinAutoencoder
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "GenerativeModel",
     "ExactLikelihoodModel",
     "VariationalModel",
+    "DecodedModel",
     "LatentVariableModel",
     "ExactLatentVariableModel",
     "ClosedFormFit",
@@ -51,6 +58,12 @@ __all__ = [
     "WassersteinAutoencoder",
     "VAE",
     "CategoricalVAE",
+    "HierarchicalVAE",
+    "DeepTopDownVAE",
+    "PixelVAE",
+    "VQVAE",
+    "TwoLevelVQVAE",
+    "CodeGridPrior",
     "HelmholtzMachine",
     "LogLinearLVM",
     "PPCA",

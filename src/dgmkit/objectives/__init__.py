@@ -6,6 +6,7 @@ from dgmkit.objectives.dequantization import BoundTerms, DequantizationBound
 from dgmkit.objectives.diffusion import DiffusionBound, DiffusionTerms
 from dgmkit.objectives.discrete import DiscreteTerms, GumbelSoftmaxELBO, ReinforceELBO
 from dgmkit.objectives.elbo import ELBO, ELBOTerms, kl_term
+from dgmkit.objectives.hierarchical import HierarchicalELBO
 from dgmkit.objectives.importance import (
     ImportanceWeights,
     importance_sampled_log_likelihood,
@@ -15,8 +16,11 @@ from dgmkit.objectives.importance import (
 )
 from dgmkit.objectives.iwae import IWAE, IWAETerms
 from dgmkit.objectives.likelihood import LikelihoodTerms, MaximumLikelihood
+from dgmkit.objectives.miwae import MIWAE, MIWAETerms
 from dgmkit.objectives.reconstruction import Reconstruction, ReconstructionTerms
+from dgmkit.objectives.semisupervised import HybridObjective, HybridObjectiveTerms, M2Objective, M2Terms
 from dgmkit.objectives.tcvae import BetaTCVAE, TCVAETerms
+from dgmkit.objectives.vq import VQObjective, VQTerms
 from dgmkit.objectives.wae import WAEObjective, WAETerms
 from dgmkit.objectives.wake_sleep import ReweightedWakeSleep, WakeSleep, WakeSleepTerms
 
@@ -25,8 +29,17 @@ __all__ = [
     "ELBO",
     "ELBOTerms",
     "kl_term",
+    "HierarchicalELBO",
     "IWAE",
     "IWAETerms",
+    "MIWAE",
+    "MIWAETerms",
+    "M2Objective",
+    "M2Terms",
+    "HybridObjective",
+    "HybridObjectiveTerms",
+    "VQObjective",
+    "VQTerms",
     "GumbelSoftmaxELBO",
     "ReinforceELBO",
     "DiscreteTerms",

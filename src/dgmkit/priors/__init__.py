@@ -3,9 +3,18 @@ vector (``Prior``: the VampPrior takes the encoder as its context, a layer's pri
 
 from dgmkit.priors.base import Prior
 from dgmkit.priors.categorical import UniformCategoricalPrior
+from dgmkit.priors.conditional import GaussianLayerPrior
 from dgmkit.priors.flow import FlowPrior
 from dgmkit.priors.mixture import MixtureOfGaussiansPrior
 from dgmkit.priors.standard import StandardNormalPrior
 from dgmkit.priors.vamp import VampPrior
 
-__all__ = ["Prior", "StandardNormalPrior", "MixtureOfGaussiansPrior", "VampPrior", "UniformCategoricalPrior", "FlowPrior"]
+__all__ = [
+    "Prior",
+    "StandardNormalPrior",
+    "MixtureOfGaussiansPrior",
+    "VampPrior",
+    "UniformCategoricalPrior",
+    "FlowPrior",
+    "GaussianLayerPrior",
+]

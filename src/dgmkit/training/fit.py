@@ -71,7 +71,7 @@ def trainer_result(trainer: Trainer, objective: Objective) -> FitResult:
 
 def _splits(train: Split, valid: Split | None, transform: DataTransform, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = transform(train.x, torch.Generator().manual_seed(seed))
-    v = transform((valid or train).x, torch.Generator().manual_seed(VALID_SEED))
+    v = transform.held_out((valid or train).x)
     return x, v
 
 

@@ -21,6 +21,10 @@ import contextlib
 import json
 import logging
 import math
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,6 +35,7 @@ from tqdm.auto import tqdm
 
 from dgmkit import distributed
 from dgmkit.data import DataTransform, Split
+from dgmkit.data.transforms import VALID_SEED
 from dgmkit.devices import dtype_of, resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
 from dgmkit.errors import CheckpointError, ConfigError, TrainingError, finite_at_least, whole_at_least
@@ -52,7 +57,6 @@ from dgmkit.training.step_guard import WINDOW, FiniteLossCheck, GradientGuard
 __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
 
 log = logging.getLogger(__name__)
-VALID_SEED = 1234  # fixed noise for binarizing/dequantizing held-out data
 _PROBE_ROWS = 1024  # training rows transformed once, before the first step, to check them against the model
 
 
@@ -181,7 +185,7 @@ class Trainer:
         if valid is not None:
             # drawn on the CPU, as dgm eval draws it: the same binarization or noise on any device (a CUDA
             # generator of the same seed draws other bits: the best checkpoint was chosen on other data)
-            valid_x = self.transform(valid.x, torch.Generator().manual_seed(VALID_SEED))
+            valid_x = self.transform.held_out(valid.x)
             self._valid_x = in_precision(valid_x, dtype).to(self.device)
         if isinstance(self.model, GenerativeModel):  # values the likelihood does not define: refused before a step
             probe = self.transform(self.train_x[:_PROBE_ROWS], torch.Generator(device=self.device).manual_seed(0))
@@ -198,6 +202,7 @@ class Trainer:
         self.best_valid, self.best_epoch, self.bad_epochs = -math.inf, -1, 0
         self._record_pending = False
         self.budget_spent = False  # whether the last fit stopped for the time budget
+        self._terminated = False  # whether a SIGTERM came during the fit (``_sigterm_deferred``)
         self._deadline: float | None = None
         self._progress: dict | None = None  # where an epoch stopped within (its checkpoint holds it)
         self._torch_state = torch.Generator().manual_seed(self._rank_seed(0)).get_state()
@@ -485,9 +490,9 @@ class Trainer:
                 bar.update(1)
                 if self.progress and i % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
-                if i + 1 < self.steps_per_epoch and self._out_of_time(within_epoch=True):
+                if i + 1 < self.steps_per_epoch and (self._terminated or self._out_of_time(within_epoch=True)):
                     self._check_captured_losses(self.step)
-                    raise _BudgetSpent(self._epoch_progress(i + 1, total_loss, total_score, beta))
+                    raise _StopWithin(self._epoch_progress(i + 1, total_loss, total_score, beta))
         self._check_captured_losses(self.step)
         return self._epoch_metrics(total_loss, total_score, beta)
 
@@ -769,12 +774,60 @@ class Trainer:
 
     def fit(self) -> list[dict]:
         """Train from the current epoch to ``epochs`` (or until early stopping); returns the
-        per-epoch metrics of this call."""
+        per-epoch metrics of this call. A SIGTERM meanwhile stops the run at the end of its step,
+        with a checkpoint, and ends the process (``_sigterm_deferred``)."""
         history: list[dict] = []
         self._prepare_graph()
         self.budget_spent = False
         self._deadline = None if self.budget is None else self.budget.clock() + self.budget.seconds
+        with self._sigterm_deferred():
+            self._fit_epochs(history)
+        distributed.barrier()  # the other ranks wait for rank 0's last files
+        return history
+
+    @contextlib.contextmanager
+    def _sigterm_deferred(self):
+        """A SIGTERM (a scheduler's time limit, a preemption, ``kill``) that comes while a run
+        with a folder trains in one process stops it at the end of the step, with a checkpoint
+        of its place as ``--time-budget`` writes one, and then ends the process as the signal
+        would have (its status says SIGTERM). Only where SIGTERM has its default action, in the
+        main thread: a handler of the caller's is left as it is, and data-parallel ranks, which
+        stop together at epochs' ends alone, are ended by it at once as before."""
+        own = (
+            self.run_dir is not None
+            and not self.dist.parallel
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        )
+        if not own:
+            yield
+            return
+        self._terminated = False
+
+        def defer(signum: int, frame: object) -> None:
+            self._terminated = True
+
+        signal.signal(signal.SIGTERM, defer)
+        stopped = False  # (an error on the way: the process ends without the line)
+        try:
+            yield
+            stopped = True
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if self._terminated:
+                if stopped:
+                    k, n = self.steps_into_epoch, self.steps_per_epoch
+                    where = f"in epoch {self.epoch + 1} after step {k} of {n}" if k else f"after epoch {self.epoch}"
+                    log.warning("SIGTERM: stopped %s, with a checkpoint in %s; --resume goes on", where, self.run_dir)
+                for stream in (sys.stdout, sys.stderr, *(getattr(h, "stream", None) for h in logging.getLogger().handlers)):
+                    with contextlib.suppress(Exception):
+                        stream.flush()  # (what was printed is written before the process ends)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def _fit_epochs(self, history: list[dict]) -> None:
         while self.epoch < self.epochs and not self.stopped_early:  # (a resumed run that had stopped trains no more)
+            if history and self._terminated:  # (at an epoch's end, its files written)
+                break
             if history and self._out_of_time():  # (a call takes one step at least: every call goes on)
                 self.budget_spent = True
                 break
@@ -784,8 +837,8 @@ class Trainer:
             try:
                 with self._own_rng(), self._data_checked():
                     metrics = {"epoch": self.epoch + 1, **self._train_epoch()}
-            except _BudgetSpent as stop:  # within the epoch: its place is checkpointed, with the random states
-                self._progress, self.budget_spent = stop.progress, True
+            except _StopWithin as stop:  # within the epoch: its place is checkpointed, with the random states
+                self._progress, self.budget_spent = stop.progress, not self._terminated
                 self._write_started()
                 self.save()
                 break
@@ -812,8 +865,6 @@ class Trainer:
                     self.patience,
                 )
                 break
-        distributed.barrier()  # the other ranks wait for rank 0's last files
-        return history
 
     @property
     def stopped_early(self) -> bool:
@@ -985,11 +1036,12 @@ class _TakesLabels(Protocol):
     def __call__(self, model: Any, x: torch.Tensor, beta: float, *, y: torch.Tensor | None) -> NamedTuple: ...
 
 
-class _BudgetSpent(Exception):
-    """--time-budget ran out within an epoch: ``progress`` is where (``Trainer._epoch_progress``)."""
+class _StopWithin(Exception):
+    """--time-budget ran out, or a SIGTERM came, within an epoch: ``progress`` is where
+    (``Trainer._epoch_progress``)."""
 
     def __init__(self, progress: dict):
-        super().__init__("the time budget ran out")
+        super().__init__("the epoch stops within")
         self.progress = progress
 
 
