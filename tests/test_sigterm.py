@@ -26,9 +26,9 @@ from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.data import load_dataset, make_transform
 from dgmkit.training import MovingAverage, Trainer
 
-def make(run_dir, kill_at=None):
+def make(run_dir, kill_at=None, epochs=3, callbacks=()):
     digits = load_dataset("digits")
-    cfg = RunConfig.of(dataset="digits", hidden=[16], latent_dim=3, batch_size=64, epochs=3, seed=5, device="cpu")
+    cfg = RunConfig.of(dataset="digits", hidden=[16], latent_dim=3, batch_size=64, epochs=epochs, seed=5, device="cpu")
     objective = build_objective(cfg)
     if kill_at is not None:
         update = objective.update
@@ -39,8 +39,8 @@ def make(run_dir, kill_at=None):
         objective.update = update_and_signal
     return Trainer(
         build_model(cfg, digits.event_shape, digits.num_levels), objective, digits.train,
-        make_transform("bernoulli", digits), valid=digits.valid, epochs=3, batch_size=64, seed=5, run_dir=run_dir,
-        progress=False, device="cpu", parts=[MovingAverage(0.9)],
+        make_transform("bernoulli", digits), valid=digits.valid, epochs=epochs, batch_size=64, seed=5, run_dir=run_dir,
+        progress=False, device="cpu", parts=[MovingAverage(0.9)], callbacks=list(callbacks),
     )
 """
 
@@ -76,7 +76,7 @@ def test_a_run_sent_sigterm_checkpoints_its_place_ends_by_the_signal_and_resumes
     proc = _run(f"make({str(run)!r}, kill_at={kill_at}).fit()\nprint('fit returned')")
     assert proc.returncode == -signal.SIGTERM, proc.stdout + proc.stderr
     assert "fit returned" not in proc.stdout  # (the process ended as the signal ends it)
-    assert f"SIGTERM: stopped {where}, with a checkpoint in {run}; --resume goes on" in proc.stderr
+    assert f"SIGTERM: stopped {where}, with a checkpoint in {run}; resuming goes on from it" in proc.stderr
     t = _make(run)
     t.resume()
     assert t.step == kill_at + 1
@@ -110,7 +110,7 @@ def test_dgm_train_sent_sigterm_says_where_it_stopped_and_resumes(tmp_path):
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGTERM, stdout + stderr
-    assert "WARNING SIGTERM: stopped " in stderr and f"with a checkpoint in {out}; --resume goes on" in stderr
+    assert "WARNING SIGTERM: stopped " in stderr and f"with a checkpoint in {out}; resuming goes on from it" in stderr
     done = len((out / "metrics.jsonl").read_text().splitlines())
     resumed = subprocess.run(
         [*argv[:4], "--resume", "--epochs", str(done + 1), "--quiet", "--out", str(out)],
@@ -125,3 +125,57 @@ def test_a_run_without_a_folder_is_ended_by_sigterm_at_once(tmp_path):
     proc = _run("t = make(None, kill_at=5)\nt.fit()\nprint('fit returned')")
     assert proc.returncode == -signal.SIGTERM and "fit returned" not in proc.stdout
     assert "SIGTERM" not in proc.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_a_sigterm_in_the_last_step_of_a_run_ends_it_after_its_files_and_says_so(tmp_path):
+    proc = _run(f"make({str(tmp_path / 'run')!r}, kill_at=56).fit()")  # (57 steps in 3 epochs)
+    assert proc.returncode == -signal.SIGTERM and "SIGTERM: the run had ended (epoch 3), its files written" in proc.stderr
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_an_error_after_a_sigterm_is_raised_as_it_is_not_hidden_by_the_signal(tmp_path):
+    """The SIGTERM came in epoch 1's last step; epoch 1's callback fails: the error ends the run, and says so."""
+
+    script = (
+        "def fail(trainer, metrics):\n    raise RuntimeError('a callback failed')\n"
+        f"make({str(tmp_path / 'run')!r}, kill_at=18, callbacks=[fail]).fit()\n"
+    )
+    proc = _run(script)
+    assert proc.returncode == 1 and "RuntimeError: a callback failed" in proc.stderr and "SIGTERM" not in proc.stderr
+
+
+def test_a_second_sigterm_ends_the_process_at_once(tmp_path):
+    """A run stuck after the first (here a callback that sleeps) is ended by the next."""
+    script = (
+        "import sys, time\n"
+        "def stuck(trainer, metrics):\n    print('stuck', flush=True)\n    time.sleep(600)\n"
+        f"make({str(tmp_path / 'run')!r}, callbacks=[stuck]).fit()\n"
+    )
+    argv = [sys.executable, "-c", MAKE + script]
+    with subprocess.Popen(argv, env=_env(), cwd=REPO, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "stuck"
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert proc.poll() is None  # (the first one waits for the step's end)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == -signal.SIGTERM
+        finally:
+            proc.kill()  # (where it did not end)
+
+
+def test_a_process_forked_during_the_fit_is_ended_by_sigterm_and_a_handler_set_meanwhile_is_kept(tmp_path):
+    script = (
+        "import multiprocessing, signal, time\n"
+        "seen = []\n"
+        "def fork(trainer, metrics):\n"
+        "    child = multiprocessing.get_context('fork').Process(target=time.sleep, args=(600,))\n"
+        "    child.start()\n    child.terminate()\n    child.join(30)\n"
+        "    seen.append(child.exitcode)\n    child.kill()\n"
+        "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"make({str(tmp_path / 'run')!r}, epochs=1, callbacks=[fork]).fit()\n"
+        "print(seen, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)\n"
+    )
+    proc = _run(script)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == f"[{-signal.SIGTERM}] True"

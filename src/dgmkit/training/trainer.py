@@ -792,7 +792,9 @@ class Trainer:
         of its place as ``--time-budget`` writes one, and then ends the process as the signal
         would have (its status says SIGTERM). Only where SIGTERM has its default action, in the
         main thread: a handler of the caller's is left as it is, and data-parallel ranks, which
-        stop together at epochs' ends alone, are ended by it at once as before."""
+        stop together at epochs' ends alone, are ended by it at once as before. A second SIGTERM
+        ends the process at once, as does one sent to a process forked meanwhile; an error on
+        the way is raised as it is (the run ends with it, not with the signal)."""
         own = (
             self.run_dir is not None
             and not self.dist.parallel
@@ -802,27 +804,34 @@ class Trainer:
         if not own:
             yield
             return
-        self._terminated = False
+        self._terminated, pid = False, os.getpid()
 
         def defer(signum: int, frame: object) -> None:
+            if self._terminated or os.getpid() != pid:  # a second one, or a forked child's: the default, now
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
             self._terminated = True
 
         signal.signal(signal.SIGTERM, defer)
-        stopped = False  # (an error on the way: the process ends without the line)
         try:
             yield
-            stopped = True
         finally:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            if self._terminated:
-                if stopped:
-                    k, n = self.steps_into_epoch, self.steps_per_epoch
-                    where = f"in epoch {self.epoch + 1} after step {k} of {n}" if k else f"after epoch {self.epoch}"
-                    log.warning("SIGTERM: stopped %s, with a checkpoint in %s; --resume goes on", where, self.run_dir)
-                for stream in (sys.stdout, sys.stderr, *(getattr(h, "stream", None) for h in logging.getLogger().handlers)):
-                    with contextlib.suppress(Exception):
-                        stream.flush()  # (what was printed is written before the process ends)
-                os.kill(os.getpid(), signal.SIGTERM)
+            if signal.getsignal(signal.SIGTERM) is defer:  # (one installed meanwhile stays)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if self._terminated:  # (not where an error is raised: it ends the run, and says why)
+            k, n = self.steps_into_epoch, self.steps_per_epoch
+            if k:
+                log.warning("SIGTERM: stopped in epoch %d after step %d of %d, with a checkpoint in %s; resuming "
+                            "goes on from it", self.epoch + 1, k, n, self.run_dir)  # fmt: skip
+            elif self.epoch < self.epochs and not self.stopped_early:
+                log.warning("SIGTERM: stopped after epoch %d, with a checkpoint in %s; resuming goes on from it",
+                            self.epoch, self.run_dir)  # fmt: skip
+            else:
+                log.warning("SIGTERM: the run had ended (epoch %d), its files written", self.epoch)
+            for stream in (sys.stdout, sys.stderr, *(getattr(h, "stream", None) for h in logging.getLogger().handlers)):
+                with contextlib.suppress(Exception):
+                    stream.flush()  # (what was printed is written before the process ends)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def _fit_epochs(self, history: list[dict]) -> None:
         while self.epoch < self.epochs and not self.stopped_early:  # (a resumed run that had stopped trains no more)
