@@ -553,3 +553,41 @@ def test_a_cluster_json_of_a_perfect_match_is_dgmkits_own():
     assert _result_problem({**mine, "split": "test", "components": 10}) is None
     assert "nmi" in _result_problem({**mine, "nmi": 1.01, "split": "test"})
     assert "precious" in _result_problem({**mine, "precious": True, "split": "test"})
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--dataset", "digits", "--model", "m2", "--lables", "50"], "did you mean --labels? (see dgm train"),
+        (["train", "--dataset", "digits", "--epoch", "3"], "--epoch 3; did you mean --epochs? (see dgm train --help)"),
+        (["eval", "somewhere", "--iw-sample=5"], "--iw-sample=5; did you mean --iw-samples? (see dgm eval --help)"),
+        (["eval", "somewhere", "--zzz"], "unrecognized arguments: --zzz (see dgm eval --help)"),
+    ],
+    ids=["misspelt", "a-prefix", "with-equals", "unlike-any"],
+)
+def test_a_flag_no_parser_takes_is_refused_by_its_command_with_the_nearest_flag(tmp_path, capsys, argv, needle):
+    """A misspelt flag names the command's help and the flag it is closest to; a prefix of a flag
+    is not taken for it (argparse's abbreviations would train --epoch 3 as --epochs 3)."""
+    out = ["--out", tmp_path / "r"] if argv[0] == "train" else []
+    code, _, err = run(capsys, *argv, *out)
+    assert code == 1 and err.startswith("dgm: error: unrecognized arguments: ") and needle in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_training_interrupted_by_ctrl_c_says_what_it_keeps_and_how_to_go_on(tmp_path, capsys, monkeypatch):
+    from dgmkit.training import Trainer
+
+    out = tmp_path / "r"
+    flags = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--quiet", "--out", out]
+    assert run(capsys, "train", *flags, "--epochs", "1")[0] == 0
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", out)
+    assert code == 130 and err == (
+        f"dgm: interrupted; the run's last checkpoint (after epoch 1) is kept: go on with: dgm train --resume --out {out}\n"
+    )
+    code, _, err = run(capsys, "train", *flags[:-1], tmp_path / "fresh", "--epochs", "3")  # before a first checkpoint
+    assert code == 130 and err == "dgm: interrupted\n" and not (tmp_path / "fresh").exists()

@@ -640,3 +640,51 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
     assert all(p in opts["parts"] for p in cfg.model.training_parts())
     accepted = set(inspect.signature(Trainer).parameters)
     assert set(opts) <= accepted, set(opts) - accepted
+
+
+@pytest.mark.parametrize(
+    "settings, key",
+    [
+        ({"iw_k": 50}, "iw_k"),  # the elbo objective
+        ({"samples": 4, "objective": "iwae"}, "samples"),
+        ({"tc_weight": 3.0}, "tc_weight"),
+        ({"prior_components": 10}, "prior_components"),  # the standard prior
+        ({"pseudo_init": "data", "prior": "mog"}, "pseudo_init"),
+        ({"flow_layers": 7}, "flow_layers"),  # neither a flow prior nor an IAF posterior
+        ({"model": "hvae", "iw_k": 9}, "iw_k"),
+        ({"model": "hvae", "flow": "nice"}, "flow"),
+    ],
+)
+def test_a_new_run_that_sets_what_its_choices_do_not_read_is_refused_before_it_writes(tmp_path, capsys, settings, key):
+    """--iw-k 50 with the elbo objective, --prior-components 10 with the standard prior: trained
+    without them, the run would not be the one asked for."""
+    cfg = RunConfig.of(dataset="digits", **settings)
+    with pytest.raises(ConfigError, match=f"^{key} = .* is read only with --"):
+        cfg.check_inert()
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    assert main(["train", "--dataset", "digits", *flags, "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 1
+    assert f"{key} = " in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set_more_goes_on(tmp_path):
+    for settings in (
+        {"objective": "iwae", "iw_k": 50},
+        {"prior": "mog", "prior_components": 10},
+        {"posterior": "iaf", "flow_layers": 2},
+        {"prior": "flow", "flow": "nice", "flow_layers": 2},
+        {"iw_k": 5, "prior_components": None, "tc_weight": 6.0},  # the defaults, as a preset may list them
+        {"model": "hvae", "objective": "iwae", "iw_k": 3},
+    ):
+        RunConfig.of(dataset="digits", **settings).check_inert()
+    from run_records import rewrite_records
+
+    run = tmp_path / "run"  # trained before the check: a run whose record sets what its prior does not read
+    assert main(["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--quiet",
+                 "--out", str(run)]) == 0  # fmt: skip
+
+    def older(record: dict) -> dict:
+        record["config"]["model"]["prior_components"] = 10
+        return record
+
+    rewrite_records(run, older)
+    assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(run)]) == 0

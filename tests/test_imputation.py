@@ -619,6 +619,7 @@ def test_impute_fills_binary_images_and_refuses_complete_data(tmp_path, capsys):
     assert code == 0, err
     scores = json.loads((run / "impute.json").read_text())["rmse"]
     assert scores["MIWAE (k=200)"] < scores["mean"]  # the model uses the repeated half; column means cannot
+    assert "RMSE on the missing entries, in the data's levels 0..1 (removed by --missing-rate 0.25" in out
     filled = np.load(tmp_path / "i.npy")
     assert filled.shape == (len(load_run_split(run)), 1, 1, 16) and ((filled >= 0) & (filled <= 1)).all()
     complete = tmp_path / "c.npy"
@@ -1084,3 +1085,17 @@ def test_both_bits_per_dim_of_incomplete_data_are_per_observed_entry():
     assert r.observed_dims == 8
     assert r.bpd == pytest.approx(r.nll / (8 * math.log(2)), rel=1e-12)
     assert r.elbo_bpd == pytest.approx(-r.elbo / (8 * math.log(2)), rel=1e-12)
+
+
+def test_the_rmse_of_binarized_grey_images_says_its_units_and_what_each_imputer_read(tmp_path, capsys):
+    """digits (levels 0..16) binarized for the model: its imputations and the baselines' are in the
+    levels, but the model read the observed pixels binarized and the baselines their grey levels."""
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "--dataset", "digits", "--objective", "miwae", "--missing-rate", "0.3",
+                        "--latent-dim", "2", "--hidden", "16", "--epochs", "1", "--quiet", "--out", run)  # fmt: skip
+    assert code == 0, err
+    code, out, err = _run(capsys, "impute", run, "--out", tmp_path / "i.npy", "--k", "10", "--baselines", "mean")
+    assert code == 0, err
+    assert "RMSE on the missing entries, in the data's levels 0..16 (the model reads the observed entries binarized" in out
+    code, out, err = _run(capsys, "impute", run, "--out", tmp_path / "j.npy", "--k", "10")
+    assert code == 0 and "the model reads" not in out and "in the data's levels 0..16 (removed by" in out

@@ -597,3 +597,19 @@ def test_the_batch_typicality_test_forms_random_batches_not_consecutive_inputs()
     assert len(s_in) == len(s_ood) == 4
     assert s_in.max() < 20 and s_ood.max() < 20
     assert r.flagged["typicality_batch"]["ood"] <= 0.25  # the same inputs on both sides: in distribution
+
+
+def test_ood_data_missing_from_the_run_s_data_folder_names_ood_data_dir(tmp_path, capsys, monkeypatch):
+    """The OOD set is looked for where the run's data were: where it is not there, the error
+    says so and names --ood-data-dir (a folder named by the user's own flag is said as it is)."""
+    empty = tmp_path / "data"
+    empty.mkdir()
+    monkeypatch.setenv("DGMKIT_DATA", str(empty))
+    run = tmp_path / "run"
+    flags = ["--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--no-download", "--quiet"]
+    assert _dgm(capsys, "train", *flags, "--out", run)[0] == 0
+    _refused(*_dgm(capsys, "ood", run, "--ood", "mnist")[::2], "missing data file", f"default data folder {empty}",
+             "--ood-data-dir")  # fmt: skip
+    code, _, err = _dgm(capsys, "ood", run, "--ood", "mnist", "--ood-data-dir", empty)
+    _refused(code, err, "missing data file")
+    assert "--ood-data-dir)" not in err

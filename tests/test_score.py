@@ -179,6 +179,22 @@ def test_images_scaled_to_one_given_to_a_run_of_integer_levels_get_the_scale_nam
     assert "multiply by 16 and round" in err and not (tmp_path / "s.csv").exists()
 
 
+def test_binary_arrays_given_to_a_run_of_more_levels_are_scored_as_stored_with_a_note(tmp_path, capsys):
+    """Images binarized to 0/1 (as dgm compress takes them) are levels 0 and 1 of 0..16 for a
+    dgm score of a digits run: nearly black images, said in a note; their 0/16 form gets none."""
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet",
+                 "--out", str(run)]) == 0  # fmt: skip
+    binary = (run_data(load_run(run)).test.x[:20].numpy() >= 8).astype(np.uint8)
+    for name, x, noted in (("b01.npy", binary, True), ("b16.npy", binary * 16, False)):
+        np.save(tmp_path / name, x)
+        capsys.readouterr()
+        assert main(["score", str(run), str(tmp_path / name), "--out", str(tmp_path / f"{name}.csv")]) == 0
+        out = capsys.readouterr().out
+        assert ("note: the inputs hold only the values 0 and 1 of the run's levels 0..16" in out) == noted, out
+        assert ("multiply them by 16" in out) == noted
+
+
 def test_channels_last_inputs_for_a_run_of_channels_first_images_are_refused_not_reshaped(tmp_path, capsys):
     x = np.random.default_rng(0).integers(0, 2, (40, 3, 6, 5)).astype(np.uint8)
     np.save(tmp_path / "x.npy", x)

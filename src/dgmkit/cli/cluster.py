@@ -59,7 +59,8 @@ def run_cluster(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     if not isinstance(run.model, LatentVariableModel) or run.model.num_components is None:
         raise ConfigError(
-            f"{args.run_dir} holds a model without a mixture prior; clustering needs one (for example --prior mog)"
+            f"{args.run_dir} holds a model without a mixture-of-Gaussians prior, whose components are the clusters; "
+            "clustering needs one (train with --prior mog; a VampPrior's components are its pseudo-inputs, not clusters)"
         )
     own_result(run.path / "cluster.json", "clusters_used", "cluster again", check=_result_problem)  # a foreign one: refused
     own_result_table(run.path / "cluster-assignments.csv", _HEADER, "cluster again")

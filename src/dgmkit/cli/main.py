@@ -8,6 +8,7 @@ anticipated, reported as one line that says so and names a file holding the trac
 
 import argparse
 import datetime
+import difflib
 import logging
 import os
 import re
@@ -49,6 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # (a flag's prefix is not taken for it: --epoch for --epochs)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -56,6 +58,20 @@ class _Parser(argparse.ArgumentParser):
         hint = f" (see dgm {command} --help)" if command else " (see dgm --help)"
         _say_error(f"{message}{hint}")
         sys.exit(EXIT_USER_ERROR)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, but arguments that no parser took are refused by the
+    command's own parser (its help named), with the flag of that command closest to a misspelt one."""
+    ns, extras = parser.parse_known_args(argv)
+    if extras:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        owner = subs[0].choices.get(str(getattr(ns, "command", "")), parser) if subs else parser
+        flags = [o for a in owner._actions if a.help != argparse.SUPPRESS for o in a.option_strings if o.startswith("--")]
+        given = [e.split("=", 1)[0] for e in extras if e.startswith("--")]
+        near = next((m[0] for g in given for m in [difflib.get_close_matches(g, flags, n=1, cutoff=0.75)] if m), None)
+        owner.error(f"unrecognized arguments: {' '.join(extras)}" + (f"; did you mean {near}?" if near else ""))
+    return ns
 
 
 # the help of flags that several commands share, where a command gives none of its own
@@ -253,8 +269,8 @@ def _status(run: Callable[[], int]) -> int:
     except MemoryError:
         _say_error(_OUT_OF_MEMORY)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        _say_interrupted()
+    except KeyboardInterrupt as e:
+        _say_interrupted(str(e))
         return 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: a bug, said as such
         if _out_of_memory(e):
@@ -263,9 +279,10 @@ def _status(run: Callable[[], int]) -> int:
         return _report_bug(e)
 
 
-def _say_interrupted() -> None:
+def _say_interrupted(note: str = "") -> None:
+    """``note``: what the command leaves that goes on (a run's checkpoint, and how to resume it)."""
     # under torchrun every rank is interrupted at once: rank 0 says it (one rank alone: the launcher says which)
-    _error_line("dgm: interrupted", here=False)
+    _error_line(f"dgm: interrupted{'; ' + note if note else ''}", here=False)
 
 
 _OUT_OF_MEMORY = "out of memory: the sizes asked for (batch, samples, images) need more memory than this machine has"
@@ -303,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         parser = build_parser(argv)
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     except SystemExit as e:  # --help, --version and usage errors end here
         return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
     except KeyboardInterrupt:  # while the commands' modules load

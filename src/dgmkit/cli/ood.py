@@ -44,7 +44,7 @@ from dgmkit.cli.evaluate import estimate_samples
 from dgmkit.config import Run, load_run
 from dgmkit.config.run import holds_recorded_data
 from dgmkit.config.schema import MAX_IW_SAMPLES
-from dgmkit.data import Dataset, load_dataset
+from dgmkit.data import Dataset, default_data_dir, load_dataset
 from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.data.transforms import scores_densities
@@ -183,7 +183,16 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     given_table = args.ood.lower().endswith(TABLE_SUFFIXES)
     table = run_table(run, given_table, args.data_dir, args.data, args.schema)  # a table: read by the run's columns
     columns = table.columns if table is not None and given_table else None
-    ds = load_dataset(args.ood, args.ood_data_dir or args.data_dir or cfg.data_dir, download=cfg.download, columns=columns)
+    folder = args.ood_data_dir or args.data_dir or cfg.data_dir
+    try:
+        ds = load_dataset(args.ood, folder, download=cfg.download, columns=columns)
+    except DataError as e:
+        if args.ood_data_dir or args.data_dir or is_data_file(args.ood):
+            raise
+        where = f"the run's data folder {folder}" if folder else f"the default data folder {default_data_dir()}"
+        raise DataError(
+            f"{e} (--ood {args.ood} was looked for in {where}: name the folder of its own with --ood-data-dir)"
+        ) from None
     if table is not None and not given_table and is_data_file(args.ood):
         say(array_of_table_note(args.ood, table))
     want, levels = tuple(run.record["data"]["event_shape"]), run.record["data"]["num_levels"]

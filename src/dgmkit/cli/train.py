@@ -45,7 +45,7 @@ from dgmkit.training import (
     load_checkpoint,
     trainer_result,
 )
-from dgmkit.training.checkpoint import read_metadata, record_of
+from dgmkit.training.checkpoint import read_metadata, record_of, trainer_counters
 from dgmkit.training.data_parallel import check_shares
 from dgmkit.training.tensorboard import check_log_dir
 
@@ -255,6 +255,8 @@ def train_run(
     ``resume_line``: say where a resumed run goes on from (``dgm train`` does, even with
     --quiet)."""
     _check_fit_flags(cfg, resume, tensorboard)
+    if not (resume or restart):  # (a run's own record trains as it did)
+        cfg.check_inert()
     if tensorboard and resume:  # a resumed run's log folder, refused before an epoch is trained (not after)
         check_log_dir(out / "tensorboard")
     if not resume:
@@ -652,9 +654,19 @@ def run_train(args: argparse.Namespace) -> int:
             distributed.Context(world_size=args.nproc), {"the batch size": cfg.optim.batch_size}
         )  # as each rank does
         return _launch(args)
-    result = train_run(
-        cfg, out, resume=args.resume and not restart, quiet=args.quiet, tensorboard=args.tensorboard, restart=restart
-    )
+    try:
+        result = train_run(
+            cfg, out, resume=args.resume and not restart, quiet=args.quiet, tensorboard=args.tensorboard, restart=restart
+        )
+    except KeyboardInterrupt:  # (Ctrl-C: what the run keeps, said with dgm's "interrupted")
+        counters = trainer_counters(out / "checkpoint.safetensors") if ctx.is_main else None
+        if counters is None:
+            raise
+        k = (counters.get("epoch_progress") or {}).get("step", 0)
+        where = f"in epoch {counters['epoch'] + 1} after step {k}" if k else f"after epoch {counters['epoch']}"
+        raise KeyboardInterrupt(
+            f"the run's last checkpoint ({where}) is kept: go on with: dgm train --resume --out {out}"
+        ) from None
     if not ctx.is_main:
         return 0
     record = read_json(out / "config.json")

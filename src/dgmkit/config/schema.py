@@ -347,6 +347,19 @@ class RunConfig:
         """From flat keyword arguments: ``RunConfig.of(model="flow", flow="glow", epochs=3)``."""
         return cls.from_dict(values, source="arguments")
 
+    def check_inert(self) -> None:
+        """A new run's settings that its choices leave unread (``FamilyConfig.inert_settings``),
+        given a value other than their default, refused: trained without them, the run would not
+        be the one asked for (``--iw-k 50`` with the elbo objective trains the ELBO)."""
+        fields = {f.name: f for f in dataclasses.fields(self.model)}
+        for key, needs in self.model.inert_settings().items():
+            value = getattr(self.model, key)
+            if value != default_of(fields[key]):
+                raise ConfigError(
+                    f"{key} = {value!r} is read only with {needs}, which this {self.model.name} run does not have: leave "
+                    f"it out, or choose {needs}"
+                )
+
     @classmethod
     def given_keys(cls, values: dict, source: str = "config") -> dict:
         """The flat keys that a config table (flat or sectioned) sets itself, without the

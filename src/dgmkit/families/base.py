@@ -91,6 +91,12 @@ class FamilyConfig(ABC):
     def validate_optim(self, optim: object) -> None:  # noqa: B027 - rules against the optim section, none by default
         """Raise ConfigError where an optimisation setting does not fit this family."""
 
+    def inert_settings(self) -> dict[str, str]:
+        """The settings that these choices leave unread, each with the choice that reads it
+        (``"--objective iwae or miwae"``): a new run that gives one a value of its own is refused
+        (``RunConfig.check_inert``), not trained as if it had not been given. None by default."""
+        return {}
+
     def settings_from_data(self, dataset: Dataset) -> dict:
         """Settings this family reads off the data a new run trains on (recorded in the run's
         config like any other; none by default)."""

@@ -79,6 +79,12 @@ class StackSettings(VAESettings, ImportanceSampledEval):
                 "terms are KL divergences (a bottom-up layer's term is a one-draw estimate that can be negative)"
             )
 
+    def inert_settings(self) -> dict[str, str]:
+        inert = self.prior_inert_settings()
+        if self.objective != "iwae":
+            inert["iw_k"] = "--objective iwae"
+        return inert
+
     @property
     def decoder_sees(self) -> str:
         if self.decoder_input != "auto":

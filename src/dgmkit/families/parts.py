@@ -201,6 +201,17 @@ class PriorSettings:
     def needs_init_data(self) -> bool:
         return self.prior == "vampprior" and self.pseudo_init == "data"
 
+    def prior_inert_settings(self) -> dict[str, str]:
+        """The prior's settings that the chosen prior leaves unread (``FamilyConfig.inert_settings``)."""
+        inert = {}
+        if self.prior not in ("mog", "vampprior"):
+            inert["prior_components"] = "--prior mog or vampprior"
+        if self.prior != "vampprior":
+            inert.update(pseudo_init="--prior vampprior", pseudo_range="--prior vampprior")
+        if self.prior != "flow":
+            inert.update(flow="--prior flow", flow_layers="--prior flow")
+        return inert
+
     def build_prior(
         self,
         m: int,

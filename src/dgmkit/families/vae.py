@@ -75,6 +75,18 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
         if self.free_bits and (self.objective != "elbo" or self.prior != "standard" or self.posterior != "gaussian"):
             raise ConfigError("free_bits needs the elbo objective, the standard prior and the gaussian posterior")
 
+    def inert_settings(self) -> dict[str, str]:
+        inert = self.prior_inert_settings()
+        if self.posterior == "iaf":  # (its layers: flow_layers)
+            inert.pop("flow_layers", None)
+        if self.objective != "elbo":
+            inert["samples"] = "--objective elbo"
+        if self.objective not in ("iwae", "miwae"):
+            inert["iw_k"] = "--objective iwae or miwae"
+        if self.objective != "tcvae":
+            inert.update(dict.fromkeys(("tc_weight", "mi_weight", "dim_kl_weight", "tc_estimator"), "--objective tcvae"))
+        return inert
+
     def describe(self) -> str:
         return (
             f"a VAE ({self.hidden} {self.encoder.upper() if self.encoder == 'mlp' else self.encoder} networks, "
