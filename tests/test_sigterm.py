@@ -55,12 +55,6 @@ def _run(script: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
-def _make(run_dir: Path, kill_at: int | None = None):
-    scope: dict = {}
-    exec(MAKE, scope)
-    return scope["make"](run_dir, kill_at)
-
-
 def _metrics(run: Path) -> list[dict]:
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in m.items() if k not in ("time_s", "images_per_s")} for m in lines]
@@ -77,12 +71,11 @@ def test_a_run_sent_sigterm_checkpoints_its_place_ends_by_the_signal_and_resumes
     assert proc.returncode == -signal.SIGTERM, proc.stdout + proc.stderr
     assert "fit returned" not in proc.stdout  # (the process ended as the signal ends it)
     assert f"SIGTERM: stopped {where}, with a checkpoint in {run}; resuming goes on from it" in proc.stderr
-    t = _make(run)
-    t.resume()
-    assert t.step == kill_at + 1
-    t.fit()
+    # each run in a process of its own, alike (this one's threads and global state are other tests')
+    resumed = _run(f"t = make({str(run)!r})\nt.resume()\nassert t.step == {kill_at + 1}\nt.fit()")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     whole = tmp_path / "whole"
-    _make(whole).fit()
+    assert _run(f"make({str(whole)!r}).fit()").returncode == 0
     a, b = load_file(str(whole / "checkpoint.safetensors")), load_file(str(run / "checkpoint.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _metrics(run) == _metrics(whole)

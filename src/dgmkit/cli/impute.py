@@ -298,9 +298,9 @@ def _scores(
     results = {name: rmse(v, t, num_m) for name, v in imputations.items()} if num_m.any() else {}
     errors = {name: float((v[cat_m] != t[cat_m]).mean()) for name, v in imputations.items()} if cat_m.any() else {}
     d = run.cfg.data
-    levels = run.record["data"]["num_levels"]
     units = " of numeric columns, in standardized units" if columns else ""
-    if not columns and levels is not None:
+    levels = None if columns else run.transform.num_levels
+    if levels is not None:
         units = f", in the data's levels 0..{levels - 1}"
         if run.transform.kind == "dynamic-binarize" and args.baselines:
             units += " (the model reads the observed entries binarized, as it was trained; the baselines their levels)"
