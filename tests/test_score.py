@@ -193,6 +193,12 @@ def test_binary_arrays_given_to_a_run_of_more_levels_are_scored_as_stored_with_a
         out = capsys.readouterr().out
         assert ("note: the inputs hold only the values 0 and 1 of the run's levels 0..16" in out) == noted, out
         assert ("multiply them by 16" in out) == noted
+    binary_run = tmp_path / "binary-run"  # a run of binary data: 0 and 1 are its levels, said nothing of
+    assert main(["train", "--dataset", str(tmp_path / "b01.npy"), "--hidden", "8", "--latent-dim", "2", "--epochs", "1",
+                 "--quiet", "--out", str(binary_run)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["score", str(binary_run), str(tmp_path / "b01.npy"), "--out", str(tmp_path / "bb.csv")]) == 0
+    assert "note:" not in capsys.readouterr().out
 
 
 def test_channels_last_inputs_for_a_run_of_channels_first_images_are_refused_not_reshaped(tmp_path, capsys):
