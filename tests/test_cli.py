@@ -562,13 +562,14 @@ def test_a_cluster_json_of_a_perfect_match_is_dgmkits_own():
         (["train", "--dataset", "digits", "--epoch", "3"], "--epoch 3; did you mean --epochs? (see dgm train --help)"),
         (["eval", "somewhere", "--iw-sample=5"], "--iw-sample=5; did you mean --iw-samples? (see dgm eval --help)"),
         (["eval", "somewhere", "--zzz"], "unrecognized arguments: --zzz (see dgm eval --help)"),
+        (["--verbos", "eval", "somewhere"], "--verbos; did you mean --verbose? (see dgm --help)"),  # dgm's own flag
     ],
-    ids=["misspelt", "a-prefix", "with-equals", "unlike-any"],
+    ids=["misspelt", "a-prefix", "with-equals", "unlike-any", "before-the-command"],
 )
 def test_a_flag_no_parser_takes_is_refused_by_its_command_with_the_nearest_flag(tmp_path, capsys, argv, needle):
     """A misspelt flag names the command's help and the flag it is closest to; a prefix of a flag
     is not taken for it (argparse's abbreviations would train --epoch 3 as --epochs 3)."""
-    out = ["--out", tmp_path / "r"] if argv[0] == "train" else []
+    out = ["--out", tmp_path / "r"] if "train" in argv else []
     code, _, err = run(capsys, *argv, *out)
     assert code == 1 and err.startswith("dgm: error: unrecognized arguments: ") and needle in err, err
     assert not (tmp_path / "r").exists()
@@ -591,3 +592,16 @@ def test_a_training_interrupted_by_ctrl_c_says_what_it_keeps_and_how_to_go_on(tm
     )
     code, _, err = run(capsys, "train", *flags[:-1], tmp_path / "fresh", "--epochs", "3")  # before a first checkpoint
     assert code == 130 and err == "dgm: interrupted\n" and not (tmp_path / "fresh").exists()
+    import dgmkit.cli.train as train_command
+
+    fit_em = train_command.fit_em
+
+    def em_interrupted(*args, **kwargs):  # after its iterations' checkpoints: an EM fit is not resumed
+        fit_em(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "fit_em", em_interrupted)
+    em = tmp_path / "em"
+    code, _, err = run(capsys, "train", "--dataset", "digits-4x4", "--model", "loglinear", "--em-iterations", "2",
+                       "--quiet", "--out", em)  # fmt: skip
+    assert code == 130 and err == "dgm: interrupted\n" and (em / "checkpoint.safetensors").is_file()

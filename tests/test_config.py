@@ -688,3 +688,11 @@ def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set
 
     rewrite_records(run, older)
     assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(run)]) == 0
+
+
+def test_an_unread_setting_is_refused_before_data_parallel_processes_start(tmp_path, capsys):
+    argv = ["train", "--dataset", "digits", "--nproc", "2", "--iw-k", "50", "--epochs", "1", "--out", str(tmp_path / "r")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dgm: error: iw_k = 50 is read only with --objective iwae or miwae") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()

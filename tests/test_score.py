@@ -186,7 +186,7 @@ def test_binary_arrays_given_to_a_run_of_more_levels_are_scored_as_stored_with_a
     assert main(["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet",
                  "--out", str(run)]) == 0  # fmt: skip
     binary = (run_data(load_run(run)).test.x[:20].numpy() >= 8).astype(np.uint8)
-    for name, x, noted in (("b01.npy", binary, True), ("b16.npy", binary * 16, False)):
+    for name, x, noted in (("b01.npy", binary, True), ("b16.npy", binary * 16, False), ("b00.npy", binary * 0, False)):
         np.save(tmp_path / name, x)
         capsys.readouterr()
         assert main(["score", str(run), str(tmp_path / name), "--out", str(tmp_path / f"{name}.csv")]) == 0

@@ -66,8 +66,13 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     ns, extras = parser.parse_known_args(argv)
     if extras:
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        owner = subs[0].choices.get(str(getattr(ns, "command", "")), parser) if subs else parser
-        flags = [o for a in owner._actions if a.help != argparse.SUPPRESS for o in a.option_strings if o.startswith("--")]
+        command = str(getattr(ns, "command", ""))
+        before = command in argv and argv.index(extras[0]) < argv.index(command)  # (dgm --verbos eval: dgm's own)
+        owner = parser if before or not subs else subs[0].choices.get(command, parser)
+        flags = [
+            o for p in {owner, parser} for a in p._actions if a.help != argparse.SUPPRESS for o in a.option_strings
+            if o.startswith("--")
+        ]  # fmt: skip
         given = [e.split("=", 1)[0] for e in extras if e.startswith("--")]
         near = next((m[0] for g in given for m in [difflib.get_close_matches(g, flags, n=1, cutoff=0.75)] if m), None)
         owner.error(f"unrecognized arguments: {' '.join(extras)}" + (f"; did you mean {near}?" if near else ""))

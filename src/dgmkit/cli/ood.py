@@ -44,7 +44,7 @@ from dgmkit.cli.evaluate import estimate_samples
 from dgmkit.config import Run, load_run
 from dgmkit.config.run import holds_recorded_data
 from dgmkit.config.schema import MAX_IW_SAMPLES
-from dgmkit.data import Dataset, default_data_dir, load_dataset
+from dgmkit.data import DATASETS, Dataset, default_data_dir, load_dataset
 from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.data.transforms import scores_densities
@@ -187,8 +187,8 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     try:
         ds = load_dataset(args.ood, folder, download=cfg.download, columns=columns)
     except DataError as e:
-        if args.ood_data_dir or args.data_dir or is_data_file(args.ood):
-            raise
+        if args.ood_data_dir or args.data_dir or is_data_file(args.ood) or args.ood.lower() not in DATASETS:
+            raise  # (a folder named by the user's flag, a file, or an unknown name: no folder helps)
         where = f"the run's data folder {folder}" if folder else f"the default data folder {default_data_dir()}"
         raise DataError(
             f"{e} (--ood {args.ood} was looked for in {where}: name the folder of its own with --ood-data-dir)"

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -643,6 +644,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = resumed_config(args, out)
     else:
         cfg = resolve_config(args)
+        cfg.check_inert()  # (before --nproc's processes start; train_run checks a run made from Python)
         if ctx.is_main:
             RunFolder(out, fresh=True).check_fresh()  # before the data is loaded; again under the lock
     if launch:  # the config and the folder checked here, in one line, before N processes start
@@ -659,14 +661,16 @@ def run_train(args: argparse.Namespace) -> int:
             cfg, out, resume=args.resume and not restart, quiet=args.quiet, tensorboard=args.tensorboard, restart=restart
         )
     except KeyboardInterrupt:  # (Ctrl-C: what the run keeps, said with dgm's "interrupted")
-        counters = trainer_counters(out / "checkpoint.safetensors") if ctx.is_main else None
+        gradient = cfg.model.fit == "gradient"  # (a fit in closed form or by EM is not resumed)
+        counters = trainer_counters(out / "checkpoint.safetensors") if ctx.is_main and gradient else None
         if counters is None:
             raise
         k = (counters.get("epoch_progress") or {}).get("step", 0)
         where = f"in epoch {counters['epoch'] + 1} after step {k}" if k else f"after epoch {counters['epoch']}"
-        raise KeyboardInterrupt(
-            f"the run's last checkpoint ({where}) is kept: go on with: dgm train --resume --out {out}"
-        ) from None
+        again = (
+            f"dgm train --resume{f' --nproc {ctx.world_size}' if ctx.world_size > 1 else ''} --out {shlex.quote(str(out))}"
+        )
+        raise KeyboardInterrupt(f"the run's last checkpoint ({where}) is kept: go on with: {again}") from None
     if not ctx.is_main:
         return 0
     record = read_json(out / "config.json")
