@@ -192,7 +192,7 @@ OTHER_TOOLS_FLAGS = {  # flags the docs give to programs that are not dgm's: tor
     "--nnodes", "--nproc-per-node", "--node-rank", "--rdzv-backend", "--rdzv-endpoint", "--standalone",
     "--system-site-packages", "--strict", "--run-slow", "--logdir",
     "--latent",  # dgm 0.1's, named where its run records are read (families/dvae.py)
-    "--epoch", "--lables",  # the misspelt flags that docs/cli.md and cli/main.py show refused
+    "--epoch", "--lables", "--verbos",  # the misspelt flags that docs/cli.md and cli/main.py show refused
 }  # fmt: skip
 
 
