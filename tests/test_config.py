@@ -688,6 +688,10 @@ def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set
 
     rewrite_records(run, older)
     assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(run)]) == 0
+    for name in ("checkpoint.safetensors", "best.safetensors", "metrics.jsonl"):  # one stopped before a checkpoint
+        (run / name).unlink()
+    assert main(["train", "--resume", "--quiet", "--out", str(run)]) == 0  # started again from its own record
+    assert (run / "checkpoint.safetensors").is_file()
 
 
 def test_an_unread_setting_is_refused_before_data_parallel_processes_start(tmp_path, capsys):

@@ -274,6 +274,20 @@ def _baseline(rows: np.ndarray, name: str, seed: int, cat: np.ndarray) -> np.nda
     return filled
 
 
+def _rmse_units(run: Run, columns: tuple, baselines: bool) -> str:
+    """What the RMSE is in: a table's standardized numeric columns, or images' levels (and, where
+    the model binarized grey images, that the baselines read their levels)."""
+    if columns:
+        return " of numeric columns, in standardized units"
+    levels = run.transform.num_levels
+    if levels is None:
+        return ""
+    units = f", in the data's levels 0..{levels - 1}"
+    if run.transform.kind == "dynamic-binarize" and baselines:
+        units += " (the model reads the observed entries binarized, as it was trained; the baselines their levels)"
+    return units
+
+
 def _scores(
     args: argparse.Namespace,
     run: Run,
@@ -298,12 +312,7 @@ def _scores(
     results = {name: rmse(v, t, num_m) for name, v in imputations.items()} if num_m.any() else {}
     errors = {name: float((v[cat_m] != t[cat_m]).mean()) for name, v in imputations.items()} if cat_m.any() else {}
     d = run.cfg.data
-    units = " of numeric columns, in standardized units" if columns else ""
-    levels = None if columns else run.transform.num_levels
-    if levels is not None:
-        units = f", in the data's levels 0..{levels - 1}"
-        if run.transform.kind == "dynamic-binarize" and args.baselines:
-            units += " (the model reads the observed entries binarized, as it was trained; the baselines their levels)"
+    units = _rmse_units(run, columns, bool(args.baselines))
     removed = f"removed by --missing-rate {d.missing_rate}, seed {d.missing_seed}"
     for title, table, fmt in (
         (f"RMSE on the missing entries{units} ({removed}):", results, ".4f"),

@@ -255,9 +255,7 @@ def train_run(
     ``restart``: a fresh run in place of one that stopped before its first checkpoint;
     ``resume_line``: say where a resumed run goes on from (``dgm train`` does, even with
     --quiet)."""
-    _check_fit_flags(cfg, resume, tensorboard)
-    if not (resume or restart):  # (a run's own record trains as it did)
-        cfg.check_inert()
+    _check_fit_flags(cfg, resume, tensorboard, restart)
     if tensorboard and resume:  # a resumed run's log folder, refused before an epoch is trained (not after)
         check_log_dir(out / "tensorboard")
     if not resume:
@@ -293,8 +291,9 @@ def train_run(
         return _fit(cfg, model, fitted, transform, writer, resume, quiet, report_every, tensorboard, resume_line)
 
 
-def _check_fit_flags(cfg: RunConfig, resume: bool, tensorboard: bool) -> None:
-    """What the family's way of fitting and this process refuse, before any work."""
+def _check_fit_flags(cfg: RunConfig, resume: bool, tensorboard: bool, restart: bool = False) -> None:
+    """What the family's way of fitting and this process refuse, before any work (``restart``: a
+    run stopped before its first checkpoint, started again from its own record)."""
     family = cfg.model
     if tensorboard:
         if family.fit == "closed-form":
@@ -313,6 +312,8 @@ def _check_fit_flags(cfg: RunConfig, resume: bool, tensorboard: bool) -> None:
             f"iw_samples 0: the {family.name} model's log p(x) is estimated by sampling (its default k is "
             f"{family.default_iw_samples}); give 1 or more (k = 1 is the ELBO)"
         )
+    if not (resume or restart):  # (a run's own record trains as it was recorded)
+        cfg.check_inert()
     o = cfg.optim
     if not resume and o.lr_min > o.lr:  # (the floor would be the learning rate of every epoch, above the one asked for)
         # a new run's check, not RunConfig's: a run recorded with such a floor trained at it, and still loads and resumes
@@ -608,6 +609,21 @@ def _launch(args: argparse.Namespace) -> int:
     return subprocess.run([*cmd, *rest], env=env).returncode  # noqa: S603 - our own interpreter and module
 
 
+def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context) -> tuple[str, ...]:
+    """What an interrupted training keeps that ``--resume`` goes on from, said once (by rank 0):
+    its last checkpoint and the command; nothing for a fit in closed form or by EM (not resumed)
+    or a run stopped before its first checkpoint."""
+    counters = trainer_counters(out / "checkpoint.safetensors") if ctx.is_main and cfg.model.fit == "gradient" else None
+    if counters is None:
+        return ()
+    k = (counters.get("epoch_progress") or {}).get("step", 0)
+    where = f"in epoch {counters['epoch'] + 1} after step {k}" if k else f"after epoch {counters['epoch']}"
+    nproc = f" --nproc {ctx.world_size}" if ctx.world_size > 1 else ""
+    return (
+        f"the run's last checkpoint ({where}) is kept: go on with: dgm train --resume{nproc} --out {shlex.quote(str(out))}",
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
     reject_foreign(args, args._foreign, args._family)
     launch = args.nproc > 1 and not distributed.launched_by_torchrun()
@@ -661,16 +677,7 @@ def run_train(args: argparse.Namespace) -> int:
             cfg, out, resume=args.resume and not restart, quiet=args.quiet, tensorboard=args.tensorboard, restart=restart
         )
     except KeyboardInterrupt:  # (Ctrl-C: what the run keeps, said with dgm's "interrupted")
-        gradient = cfg.model.fit == "gradient"  # (a fit in closed form or by EM is not resumed)
-        counters = trainer_counters(out / "checkpoint.safetensors") if ctx.is_main and gradient else None
-        if counters is None:
-            raise
-        k = (counters.get("epoch_progress") or {}).get("step", 0)
-        where = f"in epoch {counters['epoch'] + 1} after step {k}" if k else f"after epoch {counters['epoch']}"
-        again = (
-            f"dgm train --resume{f' --nproc {ctx.world_size}' if ctx.world_size > 1 else ''} --out {shlex.quote(str(out))}"
-        )
-        raise KeyboardInterrupt(f"the run's last checkpoint ({where}) is kept: go on with: {again}") from None
+        raise KeyboardInterrupt(*_kept(cfg, out, ctx)) from None
     if not ctx.is_main:
         return 0
     record = read_json(out / "config.json")
