@@ -653,6 +653,9 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         ({"flow_layers": 7}, "flow_layers"),  # neither a flow prior nor an IAF posterior
         ({"model": "hvae", "iw_k": 9}, "iw_k"),
         ({"model": "hvae", "flow": "nice"}, "flow"),
+        ({"model": "helmholtz", "objective": "wake-sleep", "iw_k": 50}, "iw_k"),
+        ({"model": "dvae", "objective": "reinforce", "anneal_rate": 0.001}, "anneal_rate"),
+        ({"model": "flow", "dequantization_samples": 4}, "dequantization_samples"),  # uniform dequantization
     ],
 )
 def test_a_new_run_that_sets_what_its_choices_do_not_read_is_refused_before_it_writes(tmp_path, capsys, settings, key):
@@ -674,6 +677,9 @@ def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set
         {"prior": "flow", "flow": "nice", "flow_layers": 2},
         {"iw_k": 5, "prior_components": None, "tc_weight": 6.0},  # the defaults, as a preset may list them
         {"model": "hvae", "objective": "iwae", "iw_k": 3},
+        {"model": "helmholtz", "objective": "rws", "iw_k": 50},
+        {"model": "dvae", "straight_through": True},
+        {"model": "flow", "dequantization": "variational", "dequantization_samples": 4},
     ):
         RunConfig.of(dataset="digits", **settings).check_inert()
     from run_records import rewrite_records

@@ -47,6 +47,10 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
                 f"{self.gumbel_temperature_min} > {self.gumbel_temperature}"
             )
 
+    def inert_settings(self) -> dict[str, str]:
+        gumbel = ("gumbel_temperature", "gumbel_temperature_min", "anneal_rate", "straight_through")
+        return dict.fromkeys(gumbel, "--objective gumbel-softmax") if self.objective == "reinforce" else {}
+
     def describe(self) -> str:
         return f"a discrete VAE ({self.latent_dim} categorical latents of {self.latent_classes} classes, {self.objective})"
 

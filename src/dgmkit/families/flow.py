@@ -42,6 +42,9 @@ class FlowConfig(FamilyConfig):
     def default_iw_samples(self) -> int:
         return 64 if self.dequantization == "variational" else 0  # each sample is a pass of the whole flow
 
+    def inert_settings(self) -> dict[str, str]:
+        return {} if self.dequantization == "variational" else {"dequantization_samples": "--dequantization variational"}
+
     def describe(self) -> str:
         return f"a {self.flow} flow ({self.flow_layers} layers per level)"
 

@@ -27,6 +27,9 @@ class HelmholtzConfig(FixedLikelihood, ImportanceSampledEval, FamilyConfig):
         5, "rws: importance samples K per datapoint in training (dgm eval's k is --iw-samples)", min=1, max=5000
     )
 
+    def inert_settings(self) -> dict[str, str]:
+        return {} if self.objective == "rws" else {"iw_k": "--objective rws"}
+
     def describe(self) -> str:
         return f"a Helmholtz machine (layers {self.layers}, {self.objective})"
 
