@@ -191,7 +191,7 @@ def test_binary_arrays_given_to_a_run_of_more_levels_are_scored_as_stored_with_a
         capsys.readouterr()
         assert main(["score", str(run), str(tmp_path / name), "--out", str(tmp_path / f"{name}.csv")]) == 0
         out = capsys.readouterr().out
-        assert ("note: the inputs hold only the values 0 and 1 of the run's levels 0..16" in out) == noted, out
+        assert (f"note: {name} holds only the values 0 and 1 of the run's levels 0..16" in out) == noted, out
         assert ("multiply them by 16" in out) == noted
     binary_run = tmp_path / "binary-run"  # a run of binary data: 0 and 1 are its levels, said nothing of
     assert main(["train", "--dataset", str(tmp_path / "b01.npy"), "--hidden", "8", "--latent-dim", "2", "--epochs", "1",

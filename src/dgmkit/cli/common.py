@@ -697,4 +697,10 @@ def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[tor
     ):
         hint = f" (images scaled to [0, 1]: multiply by {levels - 1} and round)" if seen.max() <= 1 < levels - 1 else ""
         raise DataError(f"{p.name}: the run's data are integers 0..{levels - 1}; the file holds {values_seen(seen)}{hint}")
+    elif levels is not None and levels > 2 and np.any(seen == 1) and np.all((seen == 0) | (seen == 1)):
+        say(
+            f"note: {p.name} holds only the values 0 and 1 of the run's levels 0..{levels - 1}, which it reads as nearly "
+            f"black images; binary images are the levels 0 and {levels - 1} (multiply them by {levels - 1}), as black "
+            "and white PNGs are read"
+        )
     return torch.from_numpy(x.astype(np.float32).reshape(len(x), *event)), shape

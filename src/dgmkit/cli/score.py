@@ -153,14 +153,6 @@ def run_score(args: argparse.Namespace) -> int:
             f"entries{'' if bpd is None else ' (bits/dim per observed entry)'}, not comparable with a complete input's "
             "log p(x)"
         )
-    levels = run.record["data"]["num_levels"]
-    seen = x[~torch.isnan(x)]
-    if levels is not None and levels > 2 and table is None and bool((seen == 1).any() & ((seen == 0) | (seen == 1)).all()):
-        say(
-            f"note: the inputs hold only the values 0 and 1 of the run's levels 0..{levels - 1}, which it reads as nearly "
-            f"black images; binary images are the levels 0 and {levels - 1} (multiply them by {levels - 1}), as black "
-            "and white PNGs are read"
-        )
     note = standardized_note(table) if table is not None else None
     if note:
         say(note)
