@@ -656,6 +656,8 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         ({"model": "helmholtz", "objective": "wake-sleep", "iw_k": 50}, "iw_k"),
         ({"model": "dvae", "objective": "reinforce", "anneal_rate": 0.001}, "anneal_rate"),
         ({"model": "flow", "dequantization_samples": 4}, "dequantization_samples"),  # uniform dequantization
+        ({"model": "flow", "flow": "maf", "flow_levels": 3}, "flow_levels"),  # a vector flow
+        ({"model": "flow", "flow": "nice", "flow_blocks": 2}, "flow_blocks"),
     ],
 )
 def test_a_new_run_that_sets_what_its_choices_do_not_read_is_refused_before_it_writes(tmp_path, capsys, settings, key):
@@ -680,6 +682,7 @@ def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set
         {"model": "helmholtz", "objective": "rws", "iw_k": 50},
         {"model": "dvae", "straight_through": True},
         {"model": "flow", "dequantization": "variational", "dequantization_samples": 4},
+        {"model": "flow", "flow": "glow", "flow_levels": 3, "flow_blocks": 2},
     ):
         RunConfig.of(dataset="digits", **settings).check_inert()
     from run_records import rewrite_records

@@ -43,7 +43,11 @@ class FlowConfig(FamilyConfig):
         return 64 if self.dequantization == "variational" else 0  # each sample is a pass of the whole flow
 
     def inert_settings(self) -> dict[str, str]:
-        return {} if self.dequantization == "variational" else {"dequantization_samples": "--dequantization variational"}
+        inert = {} if self.dequantization == "variational" else {"dequantization_samples": "--dequantization variational"}
+        if self.flow not in IMAGE_FLOWS:  # NICE and MAF are vector flows only
+            image_flows = " or ".join(f"--flow {name}" for name in IMAGE_FLOWS)
+            inert.update(flow_levels=image_flows, flow_blocks=image_flows)
+        return inert
 
     def describe(self) -> str:
         return f"a {self.flow} flow ({self.flow_layers} layers per level)"
