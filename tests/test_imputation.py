@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from dgmkit.cli.main import main
 from dgmkit.conditional import BernoulliHead, Decoder, GaussianEncoder, MixedTableHead
+from dgmkit.config import load_run
 from dgmkit.data import DataTransform, from_array, load_dataset
 from dgmkit.data.missing import has_missing, missing_count, remove_completely_at_random
 from dgmkit.data.table import read_table, write_table
@@ -567,11 +568,12 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys):
     assert set(scores["rmse"]) == {"MIWAE (k=50)", "mean", "knn"} and set(scores["categorical_error"]) == set(scores["rmse"])
     z = np.load(tmp_path / "i.npz")
     assert z["draws"].shape == (3, *z["x"].shape) and not np.isnan(z["x"]).any()
-    assert scores["checkpoint"] == "best.safetensors"
+    assert scores["checkpoint"] == "best.safetensors" and scores["weights"] == load_run(run).weights_digest()
     code, out, err = _run(capsys, "impute", run, "--out", tmp_path / "last.npy", "--k", "50", "--weights", "last")
     assert code == 0, err  # MIWAE's in-sample protocol: the weights at the end of training
     assert "last.npy holds the rows as the model sees them, each numeric column standardized" in out  # (not its units)
-    assert json.loads((run / "impute.json").read_text())["checkpoint"] == "checkpoint.safetensors"
+    last = json.loads((run / "impute.json").read_text())
+    assert last["checkpoint"] == "checkpoint.safetensors" and last["weights"] == load_run(run, which="last").weights_digest()
     # a table with holes, given by path, comes back filled as a table
     holes = tmp_path / "holes.csv"
     holes.write_text("size,colour,weight\n0.1,,0.2\n,red,4.1\n")

@@ -333,7 +333,10 @@ def _scores(
         "seed": args.seed,
         "missing_rate": run.cfg.data.missing_rate,
         "missing_seed": run.cfg.data.missing_seed,
+        "limit": args.limit,  # (drawn with --seed)
         "checkpoint": run.checkpoint.name,
+        "weights": run.weights_digest(),  # which weights: a run trained on since imputes otherwise
+        "run_id": run.record.get("run_id"),
         "units": "standardized (numeric columns)" if columns else "the data's own units",
     }
 
