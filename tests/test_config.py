@@ -671,6 +671,28 @@ def test_a_new_run_that_sets_what_its_choices_do_not_read_is_refused_before_it_w
     assert f"{key} = " in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
+def test_a_setting_left_unread_that_a_config_file_set_is_named_with_the_file_and_the_flag_that_overrides_it(
+    tmp_path, capsys
+):
+    preset = tmp_path / "preset.toml"
+    preset.write_text('dataset = "digits"\nobjective = "iwae"\niw_k = 50\nhidden = [16]\nlatent_dim = 2\n')
+    out = tmp_path / "r"
+    assert main(["train", "--config", str(preset), "--objective", "elbo", "--epochs", "1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"iw_k = 50 (from {preset}) is read only with --objective iwae or miwae" in err
+    assert f"remove it from {preset} (or give --iw-k 5, its default), or choose --objective iwae or miwae" in err
+    assert (
+        main(["train", "--config", str(preset), "--objective", "elbo", "--iw-k", "7", "--epochs", "1", "--out", str(out)])
+        == 1
+    )
+    assert (
+        "iw_k = 7 is read only with --objective iwae or miwae, which this vae run does not have: leave it out,"
+        in capsys.readouterr().err
+    )
+    assert main(["train", "--config", str(preset), "--objective", "elbo", "--iw-k", "5", "--epochs", "1", "--quiet",
+                 "--out", str(out)]) == 0  # fmt: skip
+
+
 def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set_more_goes_on(tmp_path):
     for settings in (
         {"objective": "iwae", "iw_k": 50},

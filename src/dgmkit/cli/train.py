@@ -660,7 +660,8 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = resumed_config(args, out)
     else:
         cfg = resolve_config(args)
-        cfg.check_inert()  # (before --nproc's processes start; train_run checks a run made from Python)
+        # before --nproc's processes start (train_run checks a run made from Python)
+        cfg.check_inert(args.config, given_values(args, args._dests))
         if ctx.is_main:
             RunFolder(out, fresh=True).check_fresh()  # before the data is loaded; again under the lock
     if launch:  # the config and the folder checked here, in one line, before N processes start

@@ -8,6 +8,7 @@ range-checked from its declaration; unknown keys are rejected with the closest n
 
 import dataclasses
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -347,18 +348,25 @@ class RunConfig:
         """From flat keyword arguments: ``RunConfig.of(model="flow", flow="glow", epochs=3)``."""
         return cls.from_dict(values, source="arguments")
 
-    def check_inert(self) -> None:
+    def check_inert(self, file: str | None = None, given: Collection[str] = ()) -> None:
         """A new run's settings that its choices leave unread (``FamilyConfig.inert_settings``),
         given a value other than their default, refused: trained without them, the run would not
-        be the one asked for (``--iw-k 50`` with the elbo objective trains the ELBO)."""
+        be the one asked for (``--iw-k 50`` with the elbo objective trains the ELBO). ``file``: the
+        config file the values came from, unless a flag of ``given`` (the command line's keys) set
+        them, for where the message says to change it."""
         fields = {f.name: f for f in dataclasses.fields(self.model)}
         for key, needs in self.model.inert_settings().items():
-            value = getattr(self.model, key)
-            if value != default_of(fields[key]):
-                raise ConfigError(
-                    f"{key} = {value!r} is read only with {needs}, which this {self.model.name} run does not have: leave "
-                    f"it out, or choose {needs}"
-                )
+            value, default = getattr(self.model, key), default_of(fields[key])
+            if value == default:
+                continue
+            what, fix = f"{key} = {value!r}", "leave it out"
+            if file is not None and key not in given:  # set by the file: the flag of its default overrides it
+                what, fix = f"{what} (from {file})", f"remove it from {file}"
+                if isinstance(default, (int, float, str)) and not isinstance(default, bool):
+                    fix += f" (or give --{key.replace('_', '-')} {default}, its default)"
+            raise ConfigError(
+                f"{what} is read only with {needs}, which this {self.model.name} run does not have: {fix}, or choose {needs}"
+            )
 
     @classmethod
     def given_keys(cls, values: dict, source: str = "config") -> dict:
