@@ -265,6 +265,28 @@ def test_a_run_whose_schema_moved_reads_it_from_its_new_path(tmp_path, capsys):
     assert code == 1 and "was trained without a schema (its columns' kinds inferred)" in err
 
 
+def test_a_report_or_figure_never_replaces_the_runs_schema_even_with_force(tmp_path, capsys):
+    """A schema may have any name: one named as the page or figure to write was read, then
+    written over with HTML or PNG, and the run could not be read again."""
+    p = _table(tmp_path)
+    schema, copy = tmp_path / "s.html", tmp_path / "s.png"
+    text = json.dumps({"columns": {"size": "numeric", "colour": "categorical", "weight": "numeric"}})
+    schema.write_text(text)
+    copy.write_text(text)
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "--dataset", p, "--schema", schema, "--likelihood", "mixed", "--objective",
+                        "miwae", "--iw-k", "2", "--hidden", "4", "--latent-dim", "2", "--epochs", "1", "--quiet",
+                        "--out", run)  # fmt: skip
+    assert code == 0, err
+    for command in (["report", run, "--out", schema, "--force"],  # the schema the run recorded
+                    ["latents", run, "--schema", copy, "--out", copy, "--force"]):  # fmt: skip
+        code, _, err = _run(capsys, *command)
+        assert code == 1 and "is an input of this command" in err, err
+    assert schema.read_text() == text and copy.read_text() == text
+    code, _, err = _run(capsys, "latents", run, "--out", tmp_path / "l.png")
+    assert code == 0, err
+
+
 def test_a_table_reads_with_an_inferred_or_given_schema_and_writes_back(tmp_path):
     p = _table(tmp_path)
     x, cols = read_table(p)

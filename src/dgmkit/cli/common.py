@@ -412,7 +412,8 @@ def png_output(args: argparse.Namespace) -> Path:
     if path.suffix.lower() != ".png":
         raise DataError(f"--out must name a .png file, got {path}")
     run_dir = Path(getattr(args, "run_dir", "."))
-    return check_new_output(path, args.force, protected=run_files(run_dir))
+    inputs = recorded_inputs(run_dir, getattr(args, "data", None), getattr(args, "schema", None))
+    return check_new_output(path, args.force, inputs=inputs, protected=run_files(run_dir))
 
 
 def figure_run(args: argparse.Namespace, check: Callable[[Run], None] | None = None) -> tuple[Path, Run]:
@@ -572,6 +573,17 @@ def run_inputs(run: Run, data: str | None = None, schema: str | None = None) -> 
     for a run on the data of another run (``codes_of``), that run's files and the files it reads
     in turn."""
     return [*_data_inputs(run.cfg.data, data, ()), *([Path(schema)] if schema else [])]
+
+
+def recorded_inputs(run_dir: str | os.PathLike[str], data: str | None = None, schema: str | None = None) -> list[Path]:
+    """``run_inputs`` of the run in ``run_dir`` from its record alone (``recorded_config``: no
+    weights read), for outputs checked before the run loads; a run folder that cannot be read
+    protects ``schema`` alone (loading it then says what is wrong)."""
+    try:
+        d = recorded_config(run_dir).data
+    except DgmError:
+        return [Path(schema)] if schema else []
+    return [*_data_inputs(d, data, ()), *([Path(schema)] if schema else [])]
 
 
 def _data_inputs(d: DataConfig, data: str | None, chain: tuple[Path, ...]) -> list[Path]:

@@ -22,6 +22,7 @@ from dgmkit.cli.common import (
     fit_step,
     holes_note,
     plural,
+    recorded_inputs,
     say,
     shows_images,
     split_data,
@@ -226,7 +227,8 @@ def run_report(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".html", ".htm"):
         raise DataError(f"--out must name an .html file, got {out}")
     protected = [p for d in args.run_dirs for p in run_files(d)]
-    check_new_output(out, args.force, protected=protected)
+    inputs = [p for d in args.run_dirs for p in recorded_inputs(d, args.data, args.schema)]
+    check_new_output(out, args.force, inputs=inputs, protected=protected)
     if len(set(map(lambda d: Path(d).resolve(), args.run_dirs))) != len(args.run_dirs):
         raise DataError("a run folder is named twice")
     runs = [load_run(d, device=args.device) for d in args.run_dirs]
