@@ -627,6 +627,39 @@ def test_dgm_train_nproc_says_which_rank_was_killed_and_the_others_stop_in_one_l
         assert sign not in err, err
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_dgm_train_nproc_alone_stops_the_launcher_and_every_rank(tmp_path, name):
+    """A SIGTERM (a scheduler's, ``kill PID``) or SIGINT sent to ``dgm train --nproc N``'s own
+    process, not to its group: the launcher and the ranks left running on, orphaned, with the
+    run folder locked, after the command had ended."""
+    import signal
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dgmkit", *_NPROC_ARGS, "--epochs", "100000", "--out", str(run), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").is_file():  # training is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        launched = [p for launcher in _children(proc.pid) for p in [launcher, *_children(launcher)]]
+        assert len(launched) == 3
+        os.kill(proc.pid, getattr(signal, name))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert f"dgm: interrupted ({name}); the processes were stopped" in err and "Traceback" not in err, err
+    assert "death signal" not in err, err  # the agent's own log line is left out
+    deadline = time.monotonic() + 30
+    while any(_proc(p, "stat") for p in launched):
+        assert time.monotonic() < deadline, [p for p in launched if _proc(p, "stat")]
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize(
     "codes, said, status, lines",
     [

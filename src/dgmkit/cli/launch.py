@@ -64,7 +64,9 @@ def launch(nproc: int, args: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # dgmkit reports, not the agent
+    for name in ["torch.distributed.elastic", *logging.root.manager.loggerDict]:  # dgmkit reports, not the agent
+        if name.startswith("torch.distributed.elastic"):  # (each of its modules' loggers sets a level of its own)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="dgmkit-ranks-") as folder:
         run_id = str(uuid.uuid4())
         os.environ.update({RANK_ERRORS_ENV: folder, _RUN_ENV: run_id})

@@ -9,6 +9,7 @@ import dataclasses
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -606,7 +607,30 @@ def _launch(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     say(f"starting {args.nproc} processes with torchrun (gloo on CPU, nccl on CUDA); rank 0 reports")
-    return subprocess.run([*cmd, *rest], env=env).returncode  # noqa: S603 - our own interpreter and module
+    launcher = subprocess.Popen([*cmd, *rest], env=env)  # noqa: S603 - our own interpreter and module
+    return _waited_forwarding(launcher, (signal.SIGTERM, signal.SIGHUP))
+
+
+def _waited_forwarding(child: subprocess.Popen, signals: tuple[signal.Signals, ...]) -> int:
+    """``child``'s exit status, each of ``signals`` that this process gets meanwhile passed on to
+    it: a SIGTERM sent to ``dgm train --nproc N`` alone (a scheduler's, ``kill``) reaches the
+    launcher, which stops the ranks and ends, instead of leaving it and them running on, orphaned,
+    with the run folder locked. A terminal's Ctrl-C reaches every process of the group: its
+    launcher ends the ranks and says so, and its status is this one's; a SIGINT to this process
+    alone is passed on once the launcher has not ended within 2 s."""
+    previous = {s: signal.signal(s, lambda signum, _frame: child.send_signal(signum)) for s in signals}
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                try:
+                    return child.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    child.send_signal(signal.SIGINT)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context) -> tuple[str, ...]:
