@@ -658,6 +658,14 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         ({"model": "flow", "dequantization_samples": 4}, "dequantization_samples"),  # uniform dequantization
         ({"model": "flow", "flow": "maf", "flow_levels": 3}, "flow_levels"),  # a vector flow
         ({"model": "flow", "flow": "nice", "flow_blocks": 2}, "flow_blocks"),
+        ({"model": "arm", "arm": "made", "channels": 8}, "channels"),  # the convolutional models' settings
+        ({"model": "arm", "made_masks": 3}, "made_masks"),  # the default pixelcnn
+        ({"model": "arm", "logistic_components": 3}, "logistic_components"),  # a bernoulli likelihood
+        ({"model": "hvae", "res_width": 8}, "res_width"),  # not the residual posterior
+        ({"model": "vqvae", "codebook_update": "gradient", "vq_decay": 0.9}, "vq_decay"),
+        ({"gaussian_variance": "fixed"}, "gaussian_variance"),  # the bernoulli likelihood
+        ({"model": "dvae", "likelihood": "gaussian", "student_min_df": 4.0}, "student_min_df"),
+        ({"likelihood": "gaussian", "binarize": "dynamic"}, "binarize"),  # binary pixels are for a bernoulli likelihood
     ],
 )
 def test_a_new_run_that_sets_what_its_choices_do_not_read_is_refused_before_it_writes(tmp_path, capsys, settings, key):
@@ -689,8 +697,16 @@ def test_a_setting_left_unread_that_a_config_file_set_is_named_with_the_file_and
         "iw_k = 7 is read only with --objective iwae or miwae, which this vae run does not have: leave it out,"
         in capsys.readouterr().err
     )
+    for typed in (["--tc-weight", "6"], ["--gaussian-variance", "learned"]):  # a flag at its default, still not read
+        assert main(["train", "--dataset", "digits", *typed, "--epochs", "1", "--out", str(out)]) == 1
+        assert f"{typed[0][2:].replace('-', '_')} = " in capsys.readouterr().err and not out.exists()
+    for model in ("flow", "ppca"):
+        assert main(["train", "--dataset", "digits", "--model", model, "--binarize", "dynamic", "--out", str(out)]) == 1
+        assert f"binarizing is for a bernoulli likelihood, and the {model} model scores the data's own levels" in (
+            capsys.readouterr().err
+        )
     assert main(["train", "--config", str(preset), "--objective", "elbo", "--iw-k", "5", "--epochs", "1", "--quiet",
-                 "--out", str(out)]) == 0  # fmt: skip
+                 "--out", str(out)]) == 0  # the flag of the default sets back the file's value  # fmt: skip
 
 
 def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set_more_goes_on(tmp_path):
@@ -705,6 +721,11 @@ def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set
         {"model": "dvae", "straight_through": True},
         {"model": "flow", "dequantization": "variational", "dequantization_samples": 4},
         {"model": "flow", "flow": "glow", "flow_levels": 3, "flow_blocks": 2},
+        {"model": "arm", "arm": "made", "made_masks": 3, "made_random_order": True},
+        {"model": "arm", "likelihood": "logistic", "logistic_components": 3},
+        {"likelihood": "gaussian", "gaussian_variance": "fixed", "gaussian_min_scale": 0.05},
+        {"model": "vqvae", "vq_decay": 0.9},
+        {"binarize": "dynamic"},
     ):
         RunConfig.of(dataset="digits", **settings).check_inert()
     from run_records import rewrite_records

@@ -685,7 +685,8 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         cfg = resolve_config(args)
         # before --nproc's processes start (train_run checks a run made from Python)
-        cfg.check_inert(args.config, given_values(args, args._dests))
+        file_keys = RunConfig.given_keys(load_config_file(args.config), args.config) if args.config else {}
+        cfg.check_inert(args.config, given_values(args, args._dests), file_keys)
         if ctx.is_main:
             RunFolder(out, fresh=True).check_fresh()  # before the data is loaded; again under the lock
     if launch:  # the config and the folder checked here, in one line, before N processes start

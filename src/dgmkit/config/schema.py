@@ -348,22 +348,36 @@ class RunConfig:
         """From flat keyword arguments: ``RunConfig.of(model="flow", flow="glow", epochs=3)``."""
         return cls.from_dict(values, source="arguments")
 
-    def check_inert(self, file: str | None = None, given: Collection[str] = ()) -> None:
-        """A new run's settings that its choices leave unread (``FamilyConfig.inert_settings``),
-        given a value other than their default, refused: trained without them, the run would not
-        be the one asked for (``--iw-k 50`` with the elbo objective trains the ELBO). ``file``: the
-        config file the values came from, unless a flag of ``given`` (the command line's keys) set
-        them, for where the message says to change it."""
+    def check_inert(self, file: str | None = None, given: Collection[str] = (), file_keys: Collection[str] = ()) -> None:
+        """A new run's settings that its choices leave unread (``FamilyConfig.inert_settings``, and
+        binarize = dynamic without a bernoulli likelihood) refused: trained without them, the run
+        would not be the one asked for (``--iw-k 50`` with the elbo objective trains the ELBO). A
+        value other than the default is refused, and so is a flag of ``given`` (the command line's
+        keys) at its default, unless it sets back what ``file`` (the config file, whose keys are
+        ``file_keys``) gave, the way to override a preset. The message says where the value came from."""
         fields = {f.name: f for f in dataclasses.fields(self.model)}
-        for key, needs in self.model.inert_settings().items():
-            value, default = getattr(self.model, key), default_of(fields[key])
-            if value == default:
+        unread: list[tuple[str, object, object, str | None]] = [
+            (key, getattr(self.model, key), default_of(fields[key]), needs)
+            for key, needs in self.model.inert_settings().items()
+        ]
+        likelihood = getattr(self.model, "likelihood", None) or getattr(self.model, "data_likelihood", None)
+        if likelihood != "bernoulli":  # (the model scores the data's own levels, or a density of them)
+            needs = "--likelihood bernoulli" if "likelihood" in fields else None
+            unread.append(("binarize", self.data.binarize, "auto", needs))
+        for key, value, default, needs in unread:
+            typed = key in given and key not in file_keys
+            if value == default and not typed:
                 continue
             what, fix = f"{key} = {value!r}", "leave it out"
             if file is not None and key not in given:  # set by the file: the flag of its default overrides it
                 what, fix = f"{what} (from {file})", f"remove it from {file}"
                 if isinstance(default, (int, float, str)) and not isinstance(default, bool):
                     fix += f" (or give --{key.replace('_', '-')} {default}, its default)"
+            if needs is None:
+                raise ConfigError(
+                    f"{what}: binarizing is for a bernoulli likelihood, and the {self.model.name} model scores the data's "
+                    f"own levels: {fix}"
+                )
             raise ConfigError(
                 f"{what} is read only with {needs}, which this {self.model.name} run does not have: {fix}, or choose {needs}"
             )

@@ -39,6 +39,16 @@ class ARMConfig(FamilyConfig):
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         return make_transform(self.likelihood, dataset, binarize)
 
+    def inert_settings(self) -> dict[str, str]:
+        made = ("made_hidden", "made_masks", "made_random_order", "made_direct")
+        convolutional = ("channels", "arm_layers", "arm_kernel")
+        inert = dict.fromkeys(convolutional, "--arm pixelcnn or causal-conv") if self.arm == "made" else {}
+        if self.arm != "made":
+            inert.update(dict.fromkeys(made, "--arm made"))
+        if self.likelihood != "logistic":
+            inert["logistic_components"] = "--likelihood logistic"
+        return inert
+
     def describe(self) -> str:
         return f"a {self.arm} autoregressive model ({self.likelihood})"
 

@@ -49,7 +49,8 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
 
     def inert_settings(self) -> dict[str, str]:
         gumbel = ("gumbel_temperature", "gumbel_temperature_min", "anneal_rate", "straight_through")
-        return dict.fromkeys(gumbel, "--objective gumbel-softmax") if self.objective == "reinforce" else {}
+        inert = super().inert_settings()
+        return {**inert, **dict.fromkeys(gumbel, "--objective gumbel-softmax")} if self.objective == "reinforce" else inert
 
     def describe(self) -> str:
         return f"a discrete VAE ({self.latent_dim} categorical latents of {self.latent_classes} classes, {self.objective})"

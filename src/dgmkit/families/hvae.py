@@ -80,7 +80,7 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             )
 
     def inert_settings(self) -> dict[str, str]:
-        inert = self.prior_inert_settings()
+        inert = {**super().inert_settings(), **self.prior_inert_settings()}
         if self.objective != "iwae":
             inert["iw_k"] = "--objective iwae"
         return inert
@@ -310,6 +310,13 @@ class HVAEConfig(StackSettings, FamilyConfig):
                 raise ConfigError(f"res_resolutions {self.res_resolutions} must double from one to the next")
             if not self.scale_min < 1.0 < self.scale_max:
                 raise ConfigError("scale_min < 1 < scale_max is needed (a unit scale at initialisation)")
+
+    def inert_settings(self) -> dict[str, str]:
+        inert = super().inert_settings()
+        if self.posterior != "residual":
+            residual = [f.name for f in dataclasses.fields(self) if f.name.startswith("res_")] + ["scale_min", "scale_max"]
+            inert.update(dict.fromkeys(residual, "--posterior residual"))
+        return inert
 
     def _layer_widths(self) -> list[int]:
         return self.layer_hidden or []

@@ -48,6 +48,16 @@ __all__ = [
 Activation = Literal["relu", "elu", "tanh", "gelu", "silu"]
 
 
+_LIKELIHOOD_SETTINGS = {  # the settings of some likelihoods: those that read them
+    "gaussian_variance": ("gaussian",),
+    "gaussian_scale": ("gaussian",),
+    "gaussian_min_scale": ("gaussian", "mixed"),
+    "student_min_df": ("student-t",),
+    "student_min_scale": ("student-t",),
+    "logistic_components": ("logistic",),
+}
+
+
 @dataclasses.dataclass
 class LikelihoodSettings:
     """p(x|.) per pixel: Bernoulli, Gaussian or Student's t (dequantized or continuous data),
@@ -91,6 +101,14 @@ class LikelihoodSettings:
                 f"table_input {self.table_input} needs the mixed likelihood: it says how a table's categorical columns "
                 "reach the encoder"
             )
+
+    def inert_settings(self) -> dict[str, str]:
+        """The other likelihoods' settings (``FamilyConfig.inert_settings``), with the next class's."""
+        inert = super().inert_settings()  # type: ignore[misc]  # a mixin: the next class in the MRO has it
+        for key, readers in _LIKELIHOOD_SETTINGS.items():
+            if self.likelihood not in readers:
+                inert[key] = "--likelihood " + " or ".join(readers)
+        return inert
 
     def head(self, num_levels: int | None) -> LikelihoodHead:
         if self.likelihood == "mixed":

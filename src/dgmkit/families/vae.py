@@ -76,7 +76,7 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
             raise ConfigError("free_bits needs the elbo objective, the standard prior and the gaussian posterior")
 
     def inert_settings(self) -> dict[str, str]:
-        inert = self.prior_inert_settings()
+        inert = {**super().inert_settings(), **self.prior_inert_settings()}
         if self.posterior == "iaf":  # (its layers: flow_layers)
             inert.pop("flow_layers", None)
         if self.objective != "elbo":

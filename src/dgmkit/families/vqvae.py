@@ -137,6 +137,12 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
             encoder, self._quantizer(), decoder, head, (c, h, w), (h // f, w // f), self.input_scale(data.num_levels)
         )
 
+    def inert_settings(self) -> dict[str, str]:
+        inert = super().inert_settings()
+        if self.codebook_update != "ema":
+            inert.update(dict.fromkeys(("vq_decay", "restart_dead"), "--codebook-update ema"))
+        return inert
+
     def _quantizer(self) -> VectorQuantizer:
         return VectorQuantizer(
             self.codes,
