@@ -613,3 +613,30 @@ def test_a_link_to_nothing_says_so_and_what_to_do(runs, tmp_path, capsys, name):
     code, _, err = _dgm(capsys, "report", vae, "--out", tmp_path / "s.html", "--no-figures")
     want = "remove it to read the run's last weights" if name == "best.safetensors" else "or remove the link"
     _refused(code, err, f"{vae / name}, a link to {tmp_path / 'not-fetched'}", "names no file", "fetch its content", want)
+
+
+def test_a_run_whose_model_gives_values_no_figure_can_show_gets_a_note_and_the_others_their_pages(runs, tmp_path, capsys):
+    """Finite weights too large for the model's values to be: the report stopped for all runs, not
+    saying which one; now that run's page says why it has no figures."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from run_records import crafted_checkpoint
+
+    huge = tmp_path / "huge"
+    shutil.copytree(runs[0], huge)
+    for name in ("best.safetensors", "checkpoint.safetensors"):
+        with safe_open(str(huge / name), "pt") as f:
+            meta = f.metadata()
+        tensors = load_file(str(huge / name))
+        for k, v in tensors.items():
+            if k.startswith("model/") and v.is_floating_point():
+                v.fill_(3e38 if k.endswith("weight") else -3e38)
+        (huge / name).write_bytes(crafted_checkpoint(tensors, meta))
+    out = tmp_path / "r.html"
+    assert main(["report", str(runs[0]), str(huge), "--out", str(out), "--samples", "4"]) == 0
+    said = capsys.readouterr().out
+    assert f"note: {huge}: no figures: the model gives non-finite" in said
+    page = out.read_text()
+    assert "no figures: the model gives non-finite" in page and "nothing was written" not in page
+    assert len(re.findall(r'<img alt="samples"', page)) == 1  # the first run's figures are there

@@ -31,7 +31,7 @@ from dgmkit.cli.common import (
 from dgmkit.cli.evaluate import EVALS, eval_notes, protocol_key, read_eval_json
 from dgmkit.cli.figures import MAX_SAMPLE_STEPS, draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
-from dgmkit.errors import ConfigError, DataError, DgmError
+from dgmkit.errors import ConfigError, DataError, DgmError, EvaluationError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.evaluation.report import finite_number
 from dgmkit.reporting import RunPage, logged_epoch, metric_keys, render_page
@@ -241,7 +241,11 @@ def run_report(args: argparse.Namespace) -> int:
         label = objective.label if objective is not None else "log p(x)"
         if label == "log p(x)" and run.transform.kind == "dequantize":  # of one draw of the noise, as dgm eval says
             label = "log p(x), one-draw bound"
-        figures, notes = ([], []) if args.no_figures else _figures(run, args)
+        try:
+            figures, notes = ([], []) if args.no_figures else _figures(run, args)
+        except EvaluationError as e:  # (a model whose values cannot be drawn: its page says so, the others go on)
+            figures, notes = [], [f"no figures: {str(e).removesuffix('; nothing was written')}"]
+            say(f"note: {d}: {notes[0]}")
         evals = _evaluations(run.path)
         weights = run.weights_digest()
         # (and the ELBO's: dgmkit 0.1 tracked it as every family's best score, which _metrics_notes looks for)

@@ -715,5 +715,5 @@ def run_train(args: argparse.Namespace) -> int:
     best = f"{result.label} {result.best_valid - shift:.3f} nats{density}"
     if cfg.model.fit != "closed-form" and result.best_epoch >= 0:  # a closed-form fit has said what it found
         say(f"trained {plural(result.epoch, step)}; best validation {best} at {step} {result.best_epoch}")
-    say(f"run folder: {out}  (evaluate with: dgm eval {out})")
+    say(f"run folder: {out}  (evaluate with: dgm eval {shlex.quote(str(out))})")
     return 0
