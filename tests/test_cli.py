@@ -180,7 +180,7 @@ def bad_inputs(tmp_path):
             [*digits, "--prior", "vampprior", "--pseudo-init", "data", "--prior-components", "5000"],
             ["pseudo_init = data needs at least 5000 training images, got 1197"],
         ),
-        ([*digits, "--model", "diffusion", "--binarize", "dynamic"], ["--binarize dynamic", "the data's own levels"]),
+        ([*digits, "--model", "diffusion", "--binarize", "dynamic"], ["binarizing is for a bernoulli likelihood"]),
         ([*digits, "--model", "diffusion", "--gamma-min", "5", "--gamma-max", "4"], ["gamma_min (5.0) must be below"]),
         (
             [*digits, "--model", "vqvae", "--vq-levels", "2", "--downsample", "3"],

@@ -658,6 +658,26 @@ def results_locked(run_dir: Path, name: str) -> Iterator[None]:
         lock.release()
 
 
+def check_row_shape(name: str, shape: tuple[int, ...], event: tuple[int, ...]) -> None:
+    """The rows of an array of ``shape`` (N first), refused unless they are the run's ``event``
+    shape, flat, or (H, W) of its one channel: other shapes of as many values are other data
+    (images channels-last, another side)."""
+    rows, size = tuple(shape[1:]), math.prod(event)
+    if len(rows) == 3 and rows != event and (rows[2], rows[0], rows[1]) == event:
+        raise DataError(
+            f"{name}: images of shape {rows} are the run's {event} channels-last; dgmkit reads (N, C, H, W): "
+            "transpose them first, as numpy.transpose(x, (0, 3, 1, 2))"
+        )
+    if len(shape) < 2:
+        raise DataError(f"{name}: an array of shape {tuple(shape)}, but the run's data are rows of shape {event}")
+    if math.prod(rows) != size:
+        raise DataError(f"{name}: rows of {math.prod(rows)} values, but the run's data have {event}")
+    taken = {event, (size,)} | ({event[1:]} if len(event) == 3 and event[0] == 1 else set())
+    if rows not in taken:
+        shapes = " or ".join(str(s) for s in sorted(taken, key=len, reverse=True))
+        raise DataError(f"{name}: rows of shape {rows}, but the run's data are {event}: give rows of shape {shapes}")
+
+
 def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[torch.Tensor, tuple[int, ...]]:
     """A data file's rows (a .npy, .npz or, for a table run, .csv file), checked against the run's
     data (shape, levels, categories) and shaped as them (float32; NaN: missing), and the file's
@@ -675,21 +695,8 @@ def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[tor
         x, _ = read_arrays(p, None)
     shape = x.shape
     event = tuple(run.record["data"]["event_shape"])
-    if x.ndim == 4 and x.shape[1:] != event and (x.shape[3], x.shape[1], x.shape[2]) == event:
-        raise DataError(
-            f"{p.name}: images of shape {x.shape[1:]} are the run's {event} channels-last; dgmkit reads (N, C, H, W): "
-            "transpose them first, as numpy.transpose(x, (0, 3, 1, 2))"
-        )
+    check_row_shape(p.name, shape, event)
     x = check_images(x, p.name, min_rows=1)
-    if int(np.prod(x.shape[1:])) != int(np.prod(event)):
-        raise DataError(f"{p.name}: rows of {int(np.prod(x.shape[1:]))} values, but the run's data have {event}")
-    # the run's shape, its rows flat, or (H, W) of one channel: other shapes of as many values are other data
-    taken = {event, (int(np.prod(event)),)} | ({event[1:]} if len(event) == 3 and event[0] == 1 else set())
-    if tuple(shape[1:]) not in taken:  # (the file's own shape: check_images gave (N, D) and (N, H, W) unit axes)
-        shapes = " or ".join(str(s) for s in sorted(taken, key=len, reverse=True))
-        raise DataError(
-            f"{p.name}: rows of shape {tuple(shape[1:])}, but the run's data are {event}: give rows of shape {shapes}"
-        )
     levels = run.record["data"]["num_levels"]
     seen = x[~np.isnan(x)] if x.dtype.kind == "f" else x
     if columns:  # a table's rows: each categorical column holds its categories' indices 0..K-1

@@ -32,7 +32,7 @@ from dgmkit._io import (
     describe_os_error,
     open_regular,
 )
-from dgmkit.cli.common import add_device_flag, add_run_parser, plural, say
+from dgmkit.cli.common import add_device_flag, add_run_parser, check_row_shape, plural, say
 from dgmkit.coding import Coder, coder_of, model_fingerprint, read_container, write_container
 from dgmkit.coding.container import (
     DTYPES,
@@ -212,6 +212,8 @@ def compress(args: argparse.Namespace) -> int:
     if x.ndim < 2:
         shape = model.event_shape
         raise DataError(f"expected N images of {shape[-2]}x{shape[-1]} pixels, got an array of shape {x.shape}")
+    if meta["source"] == "npy":  # (PNG files are read at the model's size)
+        check_row_shape(Path(args.inputs[0]).name, x.shape, tuple(model.event_shape))
     _check_amount(len(x), math.prod(model.event_shape), x.dtype.itemsize, args.batch_size)
     batch_size = min(args.batch_size, len(x))  # a larger one codes the same single batch
     xt = _to_model_input(x, model.event_shape, levels)
