@@ -181,6 +181,10 @@ def bad_inputs(tmp_path):
             ["pseudo_init = data needs at least 5000 training images, got 1197"],
         ),
         ([*digits, "--model", "diffusion", "--binarize", "dynamic"], ["binarizing is for a bernoulli likelihood"]),
+        (
+            [*digits, "--model", "helmholtz", "--binarize", "none"],
+            ["or choose a family of another likelihood (the helmholtz model's is bernoulli)"],
+        ),
         ([*digits, "--model", "diffusion", "--gamma-min", "5", "--gamma-max", "4"], ["gamma_min (5.0) must be below"]),
         (
             [*digits, "--model", "vqvae", "--vq-levels", "2", "--downsample", "3"],

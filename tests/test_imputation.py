@@ -565,7 +565,8 @@ def _run(capsys, *args):
 def test_train_refuses_incomplete_data_without_miwae(tmp_path, capsys):
     code, _, err = _run(capsys, "train", "--dataset", "iris", "--likelihood", "gaussian", "--missing-rate", "0.3",
                         "--epochs", "1", "--out", tmp_path / "r")  # fmt: skip
-    assert code == 1 and "missing entries" in err and "--objective miwae" in err
+    assert code == 1 and "missing entries (NaN, with --missing-rate 0.3)" in err and "--objective miwae" in err
+    assert "or leave out --missing-rate" in err  # (not: fill them in first; they are not the data's own)
 
 
 def test_miwae_end_to_end_on_a_table(tmp_path, capsys):

@@ -60,7 +60,9 @@ def run_cluster(args: argparse.Namespace) -> int:
     if not isinstance(run.model, LatentVariableModel) or run.model.num_components is None:
         raise ConfigError(
             f"{args.run_dir} holds a model without a mixture-of-Gaussians prior, whose components are the clusters; "
-            "clustering needs one (train with --prior mog; a VampPrior's components are its pseudo-inputs, not clusters)"
+            "clustering needs one (train "
+            + ("with --prior mog" if hasattr(run.cfg.model, "prior") else "a VAE with --model vae --prior mog")
+            + "; a VampPrior's components are its pseudo-inputs, not clusters)"
         )
     own_result(run.path / "cluster.json", "clusters_used", "cluster again", check=_result_problem)  # a foreign one: refused
     own_result_table(run.path / "cluster-assignments.csv", _HEADER, "cluster again")

@@ -78,8 +78,8 @@ def _coding_model(run_dir: str, device: str) -> tuple[Run, GenerativeModel, int,
         raise ConfigError(
             f"{run_dir} holds {run.cfg.model.describe()}, which declares no coder (neither exact sequential "
             "conditionals for the entropy coder nor a p(x|z) over independent discrete pixels for bits-back coding): "
-            "compression needs an autoregressive model (--model arm), or a VAE (--model vae) or hierarchical VAE "
-            "(--model hvae) with a discrete likelihood"
+            "compression needs an autoregressive model (--model arm), or a VAE (--model vae), discrete VAE "
+            "(--model dvae) or hierarchical VAE (--model hvae) with a discrete likelihood"
         )
     try:
         levels = coder.check(model)

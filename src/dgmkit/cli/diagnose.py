@@ -103,6 +103,8 @@ def run_diagnose(args: argparse.Namespace) -> int:
             if model.reconstructs and model.has_latents
             else "dgm eval reports its likelihood, and dgm sample shows what it has learnt"
         )
+        if run.cfg.family in ("m2", "adgm"):
+            what = f"its z is inferred with the label, q(z|x, y), not from x alone; {what}"
         raise ConfigError(
             f"the {run.cfg.family} model is not a latent variable model with a prior p(z) and an amortized q(z|x) to "
             f"diagnose: {what}"

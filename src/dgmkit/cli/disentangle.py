@@ -42,7 +42,12 @@ MAX_VOTE_IMAGES = 5_000_000  # votes x batch of the FactorVAE metric: 10 million
 
 def _needs_codes(run: Run) -> None:
     if not run.model.has_latents:
-        raise ConfigError(f"the {run.cfg.family} model has no continuous codes to measure (it has no latent space)")
+        why = {
+            "m2": "its z is inferred with the label, q(z|x, y), not from x alone",
+            "adgm": "its z is inferred with the label and the auxiliary a, not from x alone",
+            "vqvae": "its codes are a grid of codebook indices",
+        }.get(run.cfg.family, "it has no latent space")
+        raise ConfigError(f"the {run.cfg.family} model has no continuous codes of x to measure ({why})")
 
 
 def _traverses(run: Run) -> None:

@@ -199,7 +199,8 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     if tuple(ds.event_shape) != want or ds.num_levels != levels:
         what = lambda n: "continuous values" if n is None else f"{n} levels"  # noqa: E731
         raise DataError(
-            f"--ood {args.ood}: images of shape {tuple(ds.event_shape)} with {what(ds.num_levels)}, but {run.path} "
+            f"--ood {args.ood}: {'rows' if table is not None else 'images'} of shape {tuple(ds.event_shape)} with "
+            f"{what(ds.num_levels)}, but {run.path} "
             f"models {want} with {what(levels)}; OOD inputs must be of the run's shape and levels"
         )
     return ds

@@ -368,10 +368,16 @@ def _data_transform(cfg: RunConfig, dataset: Dataset) -> DataTransform:
     family = cfg.model
     objective = family.training_objective() if family.fit == "gradient" else None
     what = f"{family.describe()}" + (f" trained by the {objective.label}" if objective is not None else "")
-    check_missing_allowed(dataset, objective is not None and objective.handles_missing, what)
+    removed = f"--missing-rate {cfg.data.missing_rate:g}" if cfg.data.missing_rate else None
+    check_missing_allowed(dataset, objective is not None and objective.handles_missing, what, removed)
+    scores_integers = (
+        "(--likelihood categorical or logistic)"
+        if hasattr(family, "likelihood")
+        else f"(the {family.name} model does not: --model arm, or a VAE family, with --likelihood categorical or logistic)"
+    )
     codes_refused = ConfigError(
         f"--codes-of: code indices are integers 0..{(dataset.num_levels or 2) - 1}; model them with a family that "
-        "scores integers (--likelihood categorical or logistic)"
+        f"scores integers {scores_integers}"
     )
     codes = cfg.data.codes_of is not None and dataset.num_levels is not None  # integers made by another run
     try:

@@ -152,8 +152,11 @@ def _numeric_columns_only(dataset: Dataset, what: str) -> None:
         )
 
 
-def make_transform(likelihood: str, dataset: Dataset, binarize: str = "auto") -> DataTransform:
-    """Choose the transform a likelihood needs for a dataset, or fail with a clear reason."""
+def make_transform(
+    likelihood: str, dataset: Dataset, binarize: str = "auto", other: str = "choose another likelihood"
+) -> DataTransform:
+    """Choose the transform a likelihood needs for a dataset, or fail with a clear reason;
+    ``other``: what else the user can do (a family of one likelihood: another family)."""
     _numeric_columns_only(dataset, f"a {likelihood} likelihood")
     levels = dataset.num_levels
     if binarize not in ("auto", "dynamic", "none"):
@@ -172,7 +175,7 @@ def make_transform(likelihood: str, dataset: Dataset, binarize: str = "auto") ->
         if not dynamic:
             raise DataError(
                 f"{dataset.name}: non-binary data ({levels} levels) for a bernoulli likelihood; "
-                "pass --binarize dynamic to binarize it on the fly, or choose another likelihood"
+                f"pass --binarize dynamic to binarize it on the fly, or {other}"
             )
         return DataTransform("dynamic-binarize", levels)
     if likelihood in ("gaussian", "student-t"):

@@ -303,7 +303,10 @@ class FixedLikelihood:
     data_likelihood: ClassVar[str]
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
-        return make_transform(self.data_likelihood, dataset, binarize)
+        other = (
+            f"choose a family of another likelihood (the {getattr(self, 'name', 'this')} model's is {self.data_likelihood})"
+        )
+        return make_transform(self.data_likelihood, dataset, binarize, other)
 
 
 class LabelledBatches:
