@@ -250,10 +250,13 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["score", "mean"] and "FPR@95%TPR" in lines[0]
     assert "as bits/dim" in out and "typicality, batches of M=5" in out and "L(x) = the bits of each image as a PNG" in out
-    assert "typicality of batches: 60 in-distribution and 8 OOD batches from one shuffle of each side" in out  # 300/5, 40/5
+    assert (
+        "typicality of batches: 60 in-distribution and 80 OOD batches from one shuffle of each side" in out
+    )  # 300/5, 400/5
     result = json.loads(out_json.read_text())
     assert set(result["scores"]) == {"nll", "likelihood_ratio", "typicality", "typicality_batch", "complexity"}
-    assert result["n_in"] == 300 and result["n_ood"] == 40  # the digits' test split; the file's 10% test split
+    assert result["n_in"] == 300 and result["n_ood"] == 400  # the digits' test split; every row of the file
+    assert result["ood_split"] == "all" and "coarse numbers" not in out
     assert result["background_mutation_rate"] == 0.2 and result["typicality_test"]["batch_size"] == 1
     assert "background " + str(runs / "bg") + " (mutation rate 0.2; its log p(x): exact)" in out
     # uniform noise is far less likely than the digits under a model of the digits
@@ -269,8 +272,15 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
 
     with open(runs / "model" / "ood-scores.csv") as f:  # every input's scores beside the summary
         rows = list(csv.DictReader(f))
-    assert [r["set"] for r in rows] == ["in"] * 300 + ["ood"] * 40
+    assert [r["set"] for r in rows] == ["in"] * 300 + ["ood"] * 400
     assert [int(r["index"]) for r in rows[:300]] == list(range(300))
+    assert [(r["split"], int(r["index"])) for r in rows[300:]] == [("all", i) for i in range(400)]  # the file's rows
+    from dgmkit.config import load_run
+    from dgmkit.evaluation.ood_scores import log_likelihoods
+
+    noise = torch.from_numpy(np.load(runs / "noise.npy").astype(np.uint8)).reshape(400, 1, 8, 8)
+    rows_ood = torch.tensor([float(r["nll"]) for r in rows[300:]], dtype=torch.float64)
+    torch.testing.assert_close(rows_ood, -log_likelihoods(load_run(runs / "model").model, noise).double())
     nll_in = [float(r["nll"]) for r in rows if r["set"] == "in"]
     assert sum(nll_in) / 300 == pytest.approx(result["scores"]["nll"]["mean_in"], rel=1e-9)
     assert {"nll", "likelihood_ratio", "typicality", "complexity"} <= set(rows[0])
@@ -308,9 +318,10 @@ def test_ood_json_and_the_per_input_scores_are_written_as_one_pair_under_the_res
         return write(path, data)
 
     monkeypatch.setattr(ood, "atomic_write_bytes", checked_write)
-    code, _, err = _dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--limit", "20")
+    code, out, err = _dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--limit", "20")
     assert code == 0, err
     assert held_at_write == [True]
+    assert "20 in-distribution inputs and 20 OOD inputs: each OOD input carries 1/20 of the AUROC" in out
 
 
 def test_ood_scores_agree_with_the_python_api(runs, capsys):
@@ -318,7 +329,8 @@ def test_ood_scores_agree_with_the_python_api(runs, capsys):
     from dgmkit.data import load_dataset
     from dgmkit.evaluation.ood_scores import log_likelihoods
 
-    code, _, err = _dgm(capsys, "ood", runs / "model", "--ood", runs / "noise.npy", "--json", runs / "api.json")
+    argv = ["ood", runs / "model", "--ood", runs / "noise.npy", "--ood-split", "test", "--json", runs / "api.json"]
+    code, _, err = _dgm(capsys, *argv)
     assert code == 0, err
     cli = json.loads((runs / "api.json").read_text())
     run = load_run(runs / "model")
@@ -340,8 +352,8 @@ def test_the_typicality_test_of_dgm_ood_is_fitted_on_the_training_and_held_out_s
 
     model = tmp_path / "model"
     shutil.copytree(runs / "model", model)  # the run's ood.json keeps the results of the other tests
-    argv = ["ood", model, "--ood", runs / "noise.npy", "--typicality-batch", "5", "--json", tmp_path / "o.json"]
-    code, _, err = _dgm(capsys, *argv)
+    argv = ["ood", model, "--ood", runs / "noise.npy", "--ood-split", "test", "--typicality-batch", "5"]
+    code, _, err = _dgm(capsys, *argv, "--json", tmp_path / "o.json")
     assert code == 0, err
     cli = json.loads((tmp_path / "o.json").read_text())
     assert cli["in_split"] == "test" and cli["fit_limit"] == 10000

@@ -34,6 +34,7 @@ from dgmkit.cli.common import (
     own_result_table,
     plural,
     png_output,
+    read_input_file,
     run_data,
     run_inputs,
     run_table,
@@ -76,7 +77,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="DATASET",
         help="the OOD data: a named dataset or a data file (.npy, .npz, .mat, .csv, .parquet)",
     )
-    p.add_argument("--ood-split", default="test", choices=SPLITS, help="the split of --ood to use")
+    p.add_argument(
+        "--ood-split",
+        default=None,
+        choices=(*SPLITS, "all"),
+        help="the split of --ood to use; all: every row (of a data file: in its order, the default; of a named "
+        "dataset: train, valid, then test); default for a named dataset: test",
+    )
     p.add_argument("--ood-data-dir", default=None, help="folder of --ood's files (default: as --data-dir)")
     p.add_argument(
         "--background",
@@ -215,6 +222,7 @@ def _subset(x: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, di
 
 
 PER_INPUT = "ood-scores.csv"
+FEW_INPUTS = 100  # fewer in either set: the AUROC moves in steps of 1/n or more (said in a note)
 
 
 def _per_input_csv(scores: dict[str, tuple[torch.Tensor, torch.Tensor]], subsets: dict, splits: tuple[str, str]) -> bytes:
@@ -352,6 +360,8 @@ def _notes(r: dict) -> list[str]:
 
 def run_ood(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    if args.ood_split is None:  # a file of OOD inputs is scored whole; a named dataset by its test split
+        args.ood_split = "all" if is_data_file(args.ood) else "test"
     run, bg, k_of = _scored_runs(args)
     figure = _checked_outputs(args, run, bg)
     _RESULTS.kept(run.path)  # a foreign ood.json or ood-scores.csv is refused before any work
@@ -363,6 +373,12 @@ def run_ood(args: argparse.Namespace) -> int:
         say(f"  {note}")
     if scored.foreign is not None:
         say(f"  note: {scored.foreign}")
+    if min(result["n_in"], result["n_ood"]) < FEW_INPUTS:
+        n_in, n_ood = result["n_in"], result["n_ood"]
+        say(
+            f"  note: {plural(n_in, 'in-distribution input')} and {plural(n_ood, 'OOD input')}: each OOD input carries "
+            f"1/{n_ood} of the AUROC and each in-distribution one 1/{n_in}: coarse numbers; score more inputs for finer ones"
+        )
     if bg is not None and bg.cfg.optim.mutation_rate == 0:
         say(f"  note: {args.background} was trained without --mutation-rate (Ren et al. used 0.1 to 0.3)")
     _write(args, run, result, scored.scores, figure)
@@ -423,7 +439,7 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
         )
     foreign = None if bg is None else _background_data(run, bg, args.background, ood)
     raw_in, sub_in = _subset(_complete(dataset.split(args.in_split).x, "in-distribution"), args.limit, args.seed)
-    raw_ood, sub_ood = _subset(_complete(ood.split(args.ood_split).x, "--ood"), args.limit, args.seed + 1)
+    raw_ood, sub_ood = _subset(_complete(_ood_rows(args, run, ood, dataset), "--ood"), args.limit, args.seed + 1)
     raw_train, _ = _subset(_complete(dataset.train.x, "training"), args.fit_limit, args.seed + 2)
     raw_valid, _ = _subset(_complete(dataset.valid.x, "validation"), args.fit_limit, args.seed + 3)
 
@@ -453,6 +469,17 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
         seed=args.seed,
     )
     return _Scored(scores, lp_in, lp_ood, {"in": sub_in, "ood": sub_ood}, code_bits, foreign)
+
+
+def _ood_rows(args: argparse.Namespace, run: Run, ood: Dataset, dataset: Dataset) -> torch.Tensor:
+    """The OOD inputs: --ood-split's rows; all of a data file's in its own order (read as dgm
+    score reads a file: the indices of ood-scores.csv are its rows), all of a named dataset's
+    as its train, valid and test splits follow one another."""
+    if args.ood_split != "all":
+        return ood.split(args.ood_split).x
+    if is_data_file(args.ood):
+        return read_input_file(args.ood, run, dataset.columns, "score as OOD inputs")[0]
+    return torch.cat([ood.split(s).x for s in SPLITS])
 
 
 def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int], scored: _Scored) -> dict:
