@@ -91,3 +91,14 @@ def test_the_kl_weight_scales_the_mmd_penalty():
     x = (torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.4).float()
     t = cfg.model.training_objective()(model, x, beta=0.5)
     assert torch.allclose(t.loss, -t.recon + 0.5 * 7.0 * t.mmd)
+
+
+def test_the_epoch_line_shows_the_penalty_and_the_help_says_what_beta_weighs(tmp_path, capsys):
+    argv = ["train", "--dataset", "digits", "--model", "wae", "--latent-dim", "2", "--hidden", "16", "--epochs", "1"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    mmd = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])["valid_mmd"]
+    assert f"  MMD^2 {mmd:.4f}" in out and "KL" not in out
+    assert main(["train", "--model", "wae", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "factor of the MMD penalty: the loss weighs it beta * lambda" in shown and "KL term" not in shown

@@ -226,6 +226,8 @@ def _reporter(
                 line += f"  valid -ELBO {shift - m['valid_elbo']:9.3f}"
         if "valid_kl" in m:
             line += f"  KL {m['valid_kl']:7.3f}"
+        if "valid_mmd" in m:  # (a WAE's penalty: its batches' unbiased MMD^2, which can dip below 0)
+            line += f"  MMD^2 {m['valid_mmd']:.4f}"
         if "valid_accuracy" in m:  # on every validation label (reported only; never used for stopping)
             line += f"  valid acc {100 * m['valid_accuracy']:6.2f}%"
         if "valid_active_units" in m:

@@ -21,6 +21,10 @@ class WAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
     name = "wae"
     summary = "Wasserstein autoencoder (WAE-MMD): codes pushed to the prior by an MMD penalty"
 
+    beta: float = setting(  # (KLWeightSettings': a WAE has no KL term, and its warm-up scales the penalty)
+        1.0, "factor of the MMD penalty: the loss weighs it beta * lambda (--mmd-weight)", min=0, max=1e6
+    )
+    warmup: float = setting(0.0, "epochs of linear warm-up of the MMD penalty's factor from 0 to beta", min=0, max=1e6)
     latent_dim: int = setting(8, "code dimensions", min=1, max=4096)
     wae_encoder: Literal["deterministic", "gaussian"] = setting("deterministic", "z = f(x), or a Gaussian q(z|x)")
     mmd_weight: float = setting(10.0, "lambda: weight of the MMD penalty", min=0, max=1e9)
