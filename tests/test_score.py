@@ -139,6 +139,11 @@ def test_a_run_that_sets_zero_importance_samples_is_not_scored_by_its_elbo_as_lo
         assert main(argv) == 1
         assert f"the run's iw_samples is 0: give {flag} >= 1" in capsys.readouterr().err
     assert main(["score", str(run), str(tmp_path / "x.npy"), "--k", "3", "--out", str(tmp_path / "s.csv")]) == 0
+    said = capsys.readouterr().out  # a row's number depends on the draws over the file: said
+    assert "over all the inputs together (the binarization and the importance samples; seeded" in said
+    np.save(tmp_path / "one.npy", run_data(load_run(run)).test.x.numpy()[:1])
+    assert main(["score", str(run), str(tmp_path / "one.npy"), "--k", "3", "--out", str(tmp_path / "o.csv")]) == 0
+    assert "random draws" not in capsys.readouterr().out  # (one input alone: no other row to move)
 
 
 def test_an_exact_density_of_dequantized_integers_is_called_a_one_draw_bound(tmp_path, capsys):
@@ -160,6 +165,7 @@ def test_an_exact_density_of_dequantized_integers_is_called_a_one_draw_bound(tmp
     assert main(["score", str(run), str(tmp_path / "some.npy"), "--out", str(tmp_path / "s.csv")]) == 0
     out = capsys.readouterr().out
     assert "(a one-draw estimate of a lower bound (uniform dequantization))" in out and "(exact)" not in out
+    assert "note: each row's number is of random draws made over all the inputs together (the dequantization noise;" in out
     assert main(["ood", str(run), "--ood", str(tmp_path / "some.npy"), "--json", str(tmp_path / "o.json")]) == 0
     assert "log p(x): a one-draw estimate of a lower bound (uniform dequantization)" in capsys.readouterr().out
     assert json.loads((tmp_path / "o.json").read_text())["transform"] == "dequantize"

@@ -122,6 +122,10 @@ def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0)
     return log_px, bpd
 
 
+_DATA_DRAWS = {"dynamic-binarize": "the binarization", "dequantize": "the dequantization noise"}  # (by transform)
+_ESTIMATE_DRAWS = {"importance-sampled": "the importance samples", "time-sampled": "the diffusion times"}
+
+
 def run_score(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
@@ -152,6 +156,13 @@ def run_score(args: argparse.Namespace) -> int:
             f"note: {incomplete} of {len(names)} inputs hold missing entries: theirs is log p(x_o) of the observed "
             f"entries{'' if bpd is None else ' (bits/dim per observed entry)'}, not comparable with a complete input's "
             "log p(x)"
+        )
+    draws = [d for d in (_DATA_DRAWS.get(run.transform.kind), _ESTIMATE_DRAWS.get(run.model.estimate_kind)) if d]
+    if draws and len(names) > 1:  # (the data's noise is held_out's, of a fixed seed; the estimate's is --seed's)
+        say(
+            f"note: each row's number is of random draws made over all the inputs together ({' and '.join(draws)}; "
+            "seeded: the same inputs score the same every time); a row moved, or scored alone, gets other draws "
+            "and a number within their spread"
         )
     note = standardized_note(table) if table is not None else None
     if note:
