@@ -597,13 +597,9 @@ def _rank_of(pid: int) -> int | None:
     return int(ranks[0]) if ranks else None
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
-def test_dgm_train_nproc_says_which_rank_was_killed_and_the_others_stop_in_one_line(tmp_path):
-    """A rank ended by SIGKILL (as by the out-of-memory killer): the launcher names it and its
-    signal; the other rank says that it lost contact (a user-facing error, exit 1), not a bug."""
-    import signal
-
-    run = tmp_path / "run"
+def _nproc_run_meeting(run: Path, event) -> tuple[int, str]:
+    """``dgm train --nproc 2`` of many epochs into ``run``, ``event(pid)`` done to it once it trains;
+    its exit status and stderr."""
     cmd = [sys.executable, "-m", "dgmkit", *_NPROC_ARGS, "--epochs", "100000", "--out", str(run), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -612,13 +608,26 @@ def test_dgm_train_nproc_says_which_rank_was_killed_and_the_others_stop_in_one_l
         while not (run / "metrics.jsonl").is_file():  # training is under way
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.2)
-        ranks = {_rank_of(p): p for launcher in _children(proc.pid) for p in _children(launcher)}
-        os.kill(ranks[1], signal.SIGKILL)
-        out, err = proc.communicate(timeout=120)
+        event(proc.pid)
+        _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1, err
+    return proc.returncode, err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
+def test_dgm_train_nproc_says_which_rank_was_killed_and_the_others_stop_in_one_line(tmp_path):
+    """A rank ended by SIGKILL (as by the out-of-memory killer): the launcher names it and its
+    signal; the other rank says that it lost contact (a user-facing error, exit 1), not a bug."""
+    import signal
+
+    def kill_rank_1(pid: int) -> None:
+        ranks = {_rank_of(p): p for launcher in _children(pid) for p in _children(launcher)}
+        os.kill(ranks[1], signal.SIGKILL)
+
+    code, err = _nproc_run_meeting(tmp_path / "run", kill_rank_1)
+    assert code == 1, err
     # the cause first; rank 0 noticed it in a collective (lost contact) or was ended by the launcher: not a cause
     lines = [line for line in err.splitlines() if line.startswith("dgm")]
     assert lines == ["dgm: error: the process of rank 1 was ended by SIGKILL", "dgm: note: rank 0 stopped with the run"], err
@@ -635,23 +644,15 @@ def test_a_signal_to_dgm_train_nproc_alone_stops_the_launcher_and_every_rank(tmp
     run folder locked, after the command had ended."""
     import signal
 
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "dgmkit", *_NPROC_ARGS, "--epochs", "100000", "--out", str(run), "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while not (run / "metrics.jsonl").is_file():  # training is under way
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
-        launched = [p for launcher in _children(proc.pid) for p in [launcher, *_children(launcher)]]
+    launched: list[int] = []
+
+    def signal_the_command(pid: int) -> None:
+        launched.extend(p for launcher in _children(pid) for p in [launcher, *_children(launcher)])
         assert len(launched) == 3
-        os.kill(proc.pid, getattr(signal, name))
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+        os.kill(pid, getattr(signal, name))
+
+    code, err = _nproc_run_meeting(tmp_path / "run", signal_the_command)
+    assert code == 130, err
     assert f"dgm: interrupted ({name}); the processes were stopped" in err and "Traceback" not in err, err
     assert "death signal" not in err, err  # the agent's own log line is left out
     deadline = time.monotonic() + 30

@@ -179,10 +179,12 @@ def test_impute_scores_only_the_removed_entries_numeric_by_rmse_and_categorical_
     single = torch.where(missing, torch.zeros(()), data).double()
     single[0, 0], single[2, 2], single[1, 1], single[3, 1], single[4, 0] = 2, 9, 2, 0, 100
     columns = tuple(SimpleNamespace(kind=k) for k in ("numeric", "categorical", "numeric"))
-    args = SimpleNamespace(k=50, baselines=["mean"], seed=7, split="train")
+    args = SimpleNamespace(k=50, baselines=["mean"], seed=7, split="train", limit=None)
     cfg = SimpleNamespace(data=SimpleNamespace(missing_rate=0.3, missing_seed=11, seed=3))
-    run = SimpleNamespace(cfg=cfg, checkpoint=SimpleNamespace(name="best.safetensors"))
+    run = SimpleNamespace(cfg=cfg, checkpoint=SimpleNamespace(name="best.safetensors"), weights_digest=lambda: "w",
+                          record={"run_id": "r"})  # fmt: skip
     s = _scores(args, run, data, truth, single, missing, columns)
+    assert (s["weights"], s["run_id"], s["limit"]) == ("w", "r", None)
     assert s["rmse"] == pytest.approx({"MIWAE (k=50)": math.sqrt(5), "mean": math.sqrt((5.5**2 + 1.2**2) / 2)}, abs=1e-12)
     assert s["categorical_error"] == {"MIWAE (k=50)": 0.5, "mean": 0.0}
     assert (s["n"], s["missing"], s["scored"], s["k"], s["seed"]) == (6, 5, 4, 50, 7)

@@ -243,9 +243,8 @@ def run_report(args: argparse.Namespace) -> int:
             label = "log p(x), one-draw bound"
         try:
             figures, notes = ([], []) if args.no_figures else _figures(run, args)
-        except EvaluationError as e:  # (a model whose values cannot be drawn: its page says so, the others go on)
-            figures, notes = [], [f"no figures: {str(e).removesuffix('; nothing was written')}"]
-            say(f"note: {d}: {notes[0]}")
+        except EvaluationError as e:  # (a model whose values overflow: refused, as by every command, by its name)
+            raise EvaluationError(f"{d}: {e}") from None
         evals = _evaluations(run.path)
         weights = run.weights_digest()
         # (and the ELBO's: dgmkit 0.1 tracked it as every family's best score, which _metrics_notes looks for)
