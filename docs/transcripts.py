@@ -264,7 +264,7 @@ TRANSCRIPTS: dict[str, list[str]] = {
     ],
     "ood": [
         DIGITS_FLIPPED_NPY,
-        "dgm ood runs/pixelcnn --in test --ood digits-flipped.npy --out ood.png",
+        "dgm ood runs/pixelcnn --in test --ood digits-flipped.npy --ood-split all --out ood.png",
     ],
     "resume": [
         f"{T} --hidden 32 --latent-dim 4 --epochs 2 --batch-size 8 --skip-grad-factor 1.5 --time-budget 0.3 --out runs/tb",

@@ -694,8 +694,8 @@ def test_a_setting_left_unread_that_a_config_file_set_is_named_with_the_file_and
         == 1
     )
     assert (
-        "iw_k = 7 is read only with --objective iwae or miwae, which this vae run does not have: leave it out,"
-        in capsys.readouterr().err
+        f"iw_k = 7 is read only with --objective iwae or miwae, which this vae run does not have: leave it out and remove "
+        f"it from {preset}" in capsys.readouterr().err
     )
     for typed in (["--tc-weight", "6"], ["--gaussian-variance", "learned"]):  # a flag at its default, still not read
         assert main(["train", "--dataset", "digits", *typed, "--epochs", "1", "--out", str(out)]) == 1

@@ -250,13 +250,11 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["score", "mean"] and "FPR@95%TPR" in lines[0]
     assert "as bits/dim" in out and "typicality, batches of M=5" in out and "L(x) = the bits of each image as a PNG" in out
-    assert (
-        "typicality of batches: 60 in-distribution and 80 OOD batches from one shuffle of each side" in out
-    )  # 300/5, 400/5
+    assert "typicality of batches: 60 in-distribution and 8 OOD batches from one shuffle of each side" in out  # 300/5, 40/5
     result = json.loads(out_json.read_text())
     assert set(result["scores"]) == {"nll", "likelihood_ratio", "typicality", "typicality_batch", "complexity"}
-    assert result["n_in"] == 300 and result["n_ood"] == 400  # the digits' test split; every row of the file
-    assert result["ood_split"] == "all" and "coarse numbers" not in out
+    assert result["n_in"] == 300 and result["n_ood"] == 40  # the digits' test split; the file's 10% test split
+    assert "noise.npy is split as for training (80/10/10, seeded): its test split holds 40 rows of it" in out
     assert result["background_mutation_rate"] == 0.2 and result["typicality_test"]["batch_size"] == 1
     assert "background " + str(runs / "bg") + " (mutation rate 0.2; its log p(x): exact)" in out
     # uniform noise is far less likely than the digits under a model of the digits
@@ -272,15 +270,8 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
 
     with open(runs / "model" / "ood-scores.csv") as f:  # every input's scores beside the summary
         rows = list(csv.DictReader(f))
-    assert [r["set"] for r in rows] == ["in"] * 300 + ["ood"] * 400
+    assert [r["set"] for r in rows] == ["in"] * 300 + ["ood"] * 40
     assert [int(r["index"]) for r in rows[:300]] == list(range(300))
-    assert [(r["split"], int(r["index"])) for r in rows[300:]] == [("all", i) for i in range(400)]  # the file's rows
-    from dgmkit.config import load_run
-    from dgmkit.evaluation.ood_scores import log_likelihoods
-
-    noise = torch.from_numpy(np.load(runs / "noise.npy").astype(np.uint8)).reshape(400, 1, 8, 8)
-    rows_ood = torch.tensor([float(r["nll"]) for r in rows[300:]], dtype=torch.float64)
-    torch.testing.assert_close(rows_ood, -log_likelihoods(load_run(runs / "model").model, noise).double())
     nll_in = [float(r["nll"]) for r in rows if r["set"] == "in"]
     assert sum(nll_in) / 300 == pytest.approx(result["scores"]["nll"]["mean_in"], rel=1e-9)
     assert {"nll", "likelihood_ratio", "typicality", "complexity"} <= set(rows[0])
@@ -294,6 +285,29 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
     # existing outputs are not replaced without --force
     _refused(*_dgm(capsys, *argv, "--json", out_json)[::2], "exists")
     assert _dgm(capsys, *argv, "--json", out_json, "--force")[0] == 0
+
+
+def test_every_row_of_an_ood_file_is_scored_with_ood_split_all(runs, tmp_path, capsys):
+    """A file of OOD inputs is split as for training, its test split a tenth of it (said in a
+    note); --ood-split all scores every row: the train, valid and test splits in that order."""
+    import csv
+
+    from dgmkit.config import load_run
+    from dgmkit.data import load_dataset
+    from dgmkit.evaluation.ood_scores import log_likelihoods
+
+    model = tmp_path / "model"
+    shutil.copytree(runs / "model", model)
+    code, out, err = _dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--ood-split", "all")
+    assert code == 0, err
+    assert "noise.npy all (400 inputs)" in out and "split as for training" not in out
+    with open(model / "ood-scores.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["set"] == "ood"]
+    assert [(r["split"], int(r["index"])) for r in rows] == [("all", i) for i in range(400)]
+    noise = load_dataset(str(runs / "noise.npy"))
+    x = torch.cat([noise.train.x, noise.valid.x, noise.test.x])
+    got = torch.tensor([float(r["nll"]) for r in rows], dtype=torch.float64)
+    torch.testing.assert_close(got, -log_likelihoods(load_run(model).model, x).double())
 
 
 def test_ood_json_and_the_per_input_scores_are_written_as_one_pair_under_the_results_lock(

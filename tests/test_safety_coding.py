@@ -662,7 +662,6 @@ def test_compress_refuses_inputs_and_settings_it_cannot_code_before_coding(env, 
     np.savez(tmp_path / "in" / "x.npz", x=env.x)
     flat = np.asarray(env.x).reshape(len(env.x), -1)
     np.save(tmp_path / "in" / "side.npy", flat.reshape(-1, 1, 2, 8))  # as many pixels, another image (they were coded)
-    np.save(tmp_path / "in" / "last.npy", flat.reshape(-1, 1, 4, 4).transpose(0, 2, 3, 1))
     roots = [tmp_path, env.root]
     out = ["--out", tmp_path / "o.dgmz"]
     for argv, needle in (
@@ -673,10 +672,6 @@ def test_compress_refuses_inputs_and_settings_it_cannot_code_before_coding(env, 
         ([env.run, env.pngs[0], grey], "the PNG files differ in mode: give all 1-bit or all 8-bit grey images"),
         ([env.run, animated], "anim.png is an animated PNG; give single images"),
         ([env.run, tmp_path / "in" / "side.npy"], "side.npy: rows of shape (1, 2, 8), but the run's data are (1, 4, 4)"),
-        (
-            [env.run, tmp_path / "in" / "last.npy"],
-            "last.npy: images of shape (4, 4, 1) are the run's (1, 4, 4) channels-last",
-        ),
     ):
         err = assert_fails_and_changes_nothing(capsys, roots, ["compress", *argv, *out], needle)
         assert "Traceback" not in err

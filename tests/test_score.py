@@ -360,3 +360,19 @@ def test_a_table_run_whose_file_moved_scores_a_csv_read_from_data(tmp_path, caps
     assert main(["score", str(digits), str(tmp_path / "img.npy"), *given]) == 1
     err = capsys.readouterr().err
     assert err.startswith("dgm: error: --data and --data-dir say where a table run's table is"), err
+
+
+def test_one_channel_images_channels_last_are_the_same_values_and_scored_as_such(tmp_path, capsys):
+    """(N, H, W, 1) holds a one-channel run's (N, 1, H, W) in the same order: dgm score and dgm
+    compress take it (compress had taken it; the shared check of rows' shapes refused it)."""
+    x = np.random.default_rng(0).integers(0, 2, (40, 1, 4, 4)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "last.npy", x[:4].transpose(0, 2, 3, 1))
+    np.save(tmp_path / "same.npy", x[:4])
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "x.npy"), "--model", "arm", "--arm", "made", "--made-hidden", "8",
+                 "--epochs", "1", "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    for name in ("last", "same"):
+        assert main(["score", str(run), str(tmp_path / f"{name}.npy"), "--out", str(tmp_path / f"{name}.csv")]) == 0
+        assert main(["compress", str(run), str(tmp_path / f"{name}.npy"), "--out", str(tmp_path / f"{name}.dgmz")]) == 0
+    assert (tmp_path / "last.csv").read_text() == (tmp_path / "same.csv").read_text()

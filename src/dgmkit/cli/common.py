@@ -660,10 +660,12 @@ def results_locked(run_dir: Path, name: str) -> Iterator[None]:
 
 def check_row_shape(name: str, shape: tuple[int, ...], event: tuple[int, ...]) -> None:
     """The rows of an array of ``shape`` (N first), refused unless they are the run's ``event``
-    shape, flat, or (H, W) of its one channel: other shapes of as many values are other data
-    (images channels-last, another side)."""
+    shape, flat, or (H, W) or (H, W, 1) of its one channel: other shapes of as many values are
+    other data (images channels-last, another side)."""
     rows, size = tuple(shape[1:]), math.prod(event)
-    if len(rows) == 3 and rows != event and (rows[2], rows[0], rows[1]) == event:
+    one_channel = len(event) == 3 and event[0] == 1  # (H, W, 1) then holds its values in the same order
+    taken = {event, (size,)} | ({event[1:], (*event[1:], 1)} if one_channel else set())
+    if len(rows) == 3 and rows not in taken and (rows[2], rows[0], rows[1]) == event:
         raise DataError(
             f"{name}: images of shape {rows} are the run's {event} channels-last; dgmkit reads (N, C, H, W): "
             "transpose them first, as numpy.transpose(x, (0, 3, 1, 2))"
@@ -672,7 +674,6 @@ def check_row_shape(name: str, shape: tuple[int, ...], event: tuple[int, ...]) -
         raise DataError(f"{name}: an array of shape {tuple(shape)}, but the run's data are rows of shape {event}")
     if math.prod(rows) != size:
         raise DataError(f"{name}: rows of {math.prod(rows)} values, but the run's data have {event}")
-    taken = {event, (size,)} | ({event[1:]} if len(event) == 3 and event[0] == 1 else set())
     if rows not in taken:
         shapes = " or ".join(str(s) for s in sorted(taken, key=len, reverse=True))
         raise DataError(f"{name}: rows of shape {rows}, but the run's data are {event}: give rows of shape {shapes}")

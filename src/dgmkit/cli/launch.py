@@ -124,6 +124,10 @@ def report(failures: dict, folder: Path) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or not sys.argv[1].isdigit():
+    if len(sys.argv) < 2 or not (sys.argv[1].isascii() and sys.argv[1].isdigit() and int(sys.argv[1]) >= 1):
         sys.exit("usage: python -m dgmkit.cli.launch NPROC ARGS...")
-    sys.exit(launch(int(sys.argv[1]), sys.argv[2:]))
+    try:
+        sys.exit(launch(int(sys.argv[1]), sys.argv[2:]))
+    except KeyboardInterrupt:  # (before torchrun's agent handles the signal: while it starts)
+        print("dgm: interrupted (SIGINT) while the processes were starting", file=sys.stderr)
+        sys.exit(130)

@@ -34,7 +34,6 @@ from dgmkit.cli.common import (
     own_result_table,
     plural,
     png_output,
-    read_input_file,
     run_data,
     run_inputs,
     run_table,
@@ -79,10 +78,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--ood-split",
-        default=None,
+        default="test",
         choices=(*SPLITS, "all"),
-        help="the split of --ood to use; all: every row (of a data file: in its order, the default; of a named "
-        "dataset: train, valid, then test); default for a named dataset: test",
+        help="the split of --ood to use (a data file is split as for training, 80/10/10 seeded); all: every row, "
+        "the train, valid and test splits one after the other",
     )
     p.add_argument("--ood-data-dir", default=None, help="folder of --ood's files (default: as --data-dir)")
     p.add_argument(
@@ -360,8 +359,6 @@ def _notes(r: dict) -> list[str]:
 
 def run_ood(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    if args.ood_split is None:  # a file of OOD inputs is scored whole; a named dataset by its test split
-        args.ood_split = "all" if is_data_file(args.ood) else "test"
     run, bg, k_of = _scored_runs(args)
     figure = _checked_outputs(args, run, bg)
     _RESULTS.kept(run.path)  # a foreign ood.json or ood-scores.csv is refused before any work
@@ -373,6 +370,11 @@ def run_ood(args: argparse.Namespace) -> int:
         say(f"  {note}")
     if scored.foreign is not None:
         say(f"  note: {scored.foreign}")
+    if is_data_file(args.ood) and args.ood_split != "all":
+        say(
+            f"  note: {args.ood} is split as for training (80/10/10, seeded): its {args.ood_split} split holds "
+            f"{plural(result['n_ood'], 'row')} of it; --ood-split all scores every row"
+        )
     if min(result["n_in"], result["n_ood"]) < FEW_INPUTS:
         n_in, n_ood = result["n_in"], result["n_ood"]
         say(
@@ -439,7 +441,7 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
         )
     foreign = None if bg is None else _background_data(run, bg, args.background, ood)
     raw_in, sub_in = _subset(_complete(dataset.split(args.in_split).x, "in-distribution"), args.limit, args.seed)
-    raw_ood, sub_ood = _subset(_complete(_ood_rows(args, run, ood, dataset), "--ood"), args.limit, args.seed + 1)
+    raw_ood, sub_ood = _subset(_complete(_ood_rows(args, ood), "--ood"), args.limit, args.seed + 1)
     raw_train, _ = _subset(_complete(dataset.train.x, "training"), args.fit_limit, args.seed + 2)
     raw_valid, _ = _subset(_complete(dataset.valid.x, "validation"), args.fit_limit, args.seed + 3)
 
@@ -471,14 +473,11 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
     return _Scored(scores, lp_in, lp_ood, {"in": sub_in, "ood": sub_ood}, code_bits, foreign)
 
 
-def _ood_rows(args: argparse.Namespace, run: Run, ood: Dataset, dataset: Dataset) -> torch.Tensor:
-    """The OOD inputs: --ood-split's rows; all of a data file's in its own order (read as dgm
-    score reads a file: the indices of ood-scores.csv are its rows), all of a named dataset's
-    as its train, valid and test splits follow one another."""
+def _ood_rows(args: argparse.Namespace, ood: Dataset) -> torch.Tensor:
+    """The OOD inputs: --ood-split's rows; all: the train, valid and test splits one after the
+    other (the indices of ood-scores.csv count in that order)."""
     if args.ood_split != "all":
         return ood.split(args.ood_split).x
-    if is_data_file(args.ood):
-        return read_input_file(args.ood, run, dataset.columns, "score as OOD inputs")[0]
     return torch.cat([ood.split(s).x for s in SPLITS])
 
 

@@ -615,30 +615,53 @@ def _launch(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     say(f"starting {args.nproc} processes with torchrun (gloo on CPU, nccl on CUDA); rank 0 reports")
-    launcher = subprocess.Popen([*cmd, *rest], env=env)  # noqa: S603 - our own interpreter and module
-    return _waited_forwarding(launcher, (signal.SIGTERM, signal.SIGHUP))
+    return _waited_forwarding([*cmd, *rest], env, (signal.SIGTERM, signal.SIGHUP))
 
 
-def _waited_forwarding(child: subprocess.Popen, signals: tuple[signal.Signals, ...]) -> int:
-    """``child``'s exit status, each of ``signals`` that this process gets meanwhile passed on to
-    it: a SIGTERM sent to ``dgm train --nproc N`` alone (a scheduler's, ``kill``) reaches the
-    launcher, which stops the ranks and ends, instead of leaving it and them running on, orphaned,
-    with the run folder locked. A terminal's Ctrl-C reaches every process of the group: its
+def _waited_forwarding(cmd: list[str], env: dict, signals: tuple[signal.Signals, ...]) -> int:
+    """The exit status of ``cmd`` (the launcher), each of ``signals`` that this process gets
+    meanwhile passed on to it: a SIGTERM sent to ``dgm train --nproc N`` alone (a scheduler's,
+    ``kill``) reaches the launcher, which stops the ranks and ends, instead of leaving it and them
+    running on, orphaned, with the run folder locked (a signal this process ignores, as SIGHUP
+    under nohup, stays ignored). A terminal's Ctrl-C reaches every process of the group: its
     launcher ends the ranks and says so, and its status is this one's; a SIGINT to this process
-    alone is passed on once the launcher has not ended within 2 s."""
-    previous = {s: signal.signal(s, lambda signum, _frame: child.send_signal(signum)) for s in signals}
+    alone is passed on once the launcher has not ended within 2 s. A launcher ended by a signal
+    before it could say so (while it starts) is said to have been, with the shell's status."""
+    child: list[subprocess.Popen] = []
+    pending: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if child:
+            child[0].send_signal(signum)
+        else:  # (before the launcher has started: passed on once it has)
+            pending.append(signum)
+
+    previous = {s: signal.signal(s, forward) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
     try:
+        child.append(subprocess.Popen(cmd, env=env))  # noqa: S603 - our own interpreter and module
+        for signum in pending:
+            child[0].send_signal(signum)
         while True:
             try:
-                return child.wait()
+                code = child[0].wait()
+                break
             except KeyboardInterrupt:
                 try:
-                    return child.wait(timeout=2)
+                    code = child[0].wait(timeout=2)
+                    break
                 except subprocess.TimeoutExpired:
-                    child.send_signal(signal.SIGINT)
+                    child[0].send_signal(signal.SIGINT)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if code < 0:  # ended by a signal before its own handler was in place
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        print(f"dgm: interrupted ({name}) while the processes were starting", file=sys.stderr)
+        return 128 - code
+    return code
 
 
 def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context) -> tuple[str, ...]:

@@ -350,7 +350,7 @@ class RunConfig:
 
     def check_inert(self, file: str | None = None, given: Collection[str] = (), file_keys: Collection[str] = ()) -> None:
         """A new run's settings that its choices leave unread (``FamilyConfig.inert_settings``, and
-        binarize = dynamic without a bernoulli likelihood) refused: trained without them, the run
+        binarize other than auto without a bernoulli likelihood) refused: trained without them, the run
         would not be the one asked for (``--iw-k 50`` with the elbo objective trains the ELBO). A
         value other than the default is refused, and so is a flag of ``given`` (the command line's
         keys) at its default, unless it sets back what ``file`` (the config file, whose keys are
@@ -369,8 +369,10 @@ class RunConfig:
             if value == default and not typed:
                 continue
             what, fix = f"{key} = {value!r}", "leave it out"
-            if file is not None and key not in given:  # set by the file: the flag of its default overrides it
-                what, fix = f"{what} (from {file})", f"remove it from {file}"
+            from_file = key in file_keys if file_keys else key not in given
+            if file is not None and from_file:  # set by the file: the flag of its default overrides it
+                what = what if key in given else f"{what} (from {file})"
+                fix = ("leave it out and " if key in given else "") + f"remove it from {file}"
                 if isinstance(default, (int, float, str)) and not isinstance(default, bool):
                     fix += f" (or give --{key.replace('_', '-')} {default}, its default)"
             if needs is None:

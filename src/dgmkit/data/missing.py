@@ -80,7 +80,11 @@ def check_missing_allowed(dataset: Dataset, handles_missing: bool, what: str, re
     if handles_missing or not has_missing(dataset):
         return
     where = f"NaN, with {removed_by}" if removed_by else "NaN"
-    fix = f"leave out {removed_by.split()[0]}" if removed_by else "fill them in first"
+    fix = (
+        f"leave out {removed_by.split()[0]} (and fill in any the data lack themselves)"
+        if removed_by
+        else "fill them in first"
+    )
     raise DataError(
         f"{dataset.name} has {missing_count(dataset)} missing entries ({where}), and {what} cannot score incomplete "
         f"data; train a VAE with --objective miwae (the likelihood of the observed entries), or {fix}"
