@@ -140,6 +140,10 @@ def test_variational_dequantization_from_the_command_line(tmp_path, capsys):
     r = json.loads((out / "eval.json").read_text())
     assert r["iw_samples"] == 8 and r["nll"] <= -r["elbo"] + 0.05
     assert r["bpd"] == pytest.approx(r["nll"] / (64 * math.log(2)))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 17, (3, 8, 8)))  # digits: 17 levels
+    code, text, err = run(capsys, "score", out, tmp_path / "x.npy", "--k", "2", "--out", tmp_path / "s.csv")
+    assert code == 0, err  # each row's bound depends on the draws of q(u|x) over the file: said
+    assert "over all the inputs together (the dequantization samples; seeded" in text
     code, _, err = run(capsys, "train", "--dataset", "digits", "--dequantization", "variational", "--out", tmp_path / "x")
     assert_clean_failure(code, err, "a setting of the flow and hybrid models")
 

@@ -970,6 +970,8 @@ def test_family_declaration_and_defaults(name, datasets):
         holed.view(len(x), -1)[:, 0] = float("nan")
         assert torch.isfinite(location(model.posterior(holed))).all()  # the encoder reads a hole
     assert model.produces_codes == callable(getattr(model, "codes", None))
+    # the family names the p(x|.) its --likelihood (or its one kind of model) scores by; binarizing reads it
+    assert family.scored_likelihood() == getattr(family, "likelihood", getattr(family, "data_likelihood", None))
     added = model.evaluation_terms(x, None, estimate(model, x, 2).terms, 2)  # what it adds to its evaluation
     assert all(isinstance(t, Term) and t.values.shape == (len(x),) for t in added.values())
     assert isinstance(model, ClosedFormFit) == (cls.fit == "closed-form")
@@ -1070,6 +1072,9 @@ def test_family_fits_one_step_and_evaluates_by_its_declared_kind(name, datasets)
             assert r.elbo == pytest.approx(-r.nll, rel=1e-5)
         if expected == "bound" and kind == "importance-sampled":
             assert r.nll == pytest.approx(-r.elbo, rel=1e-6)
+    if kind != "reconstruction":  # the estimate draws at random exactly where the model says so (dgm score's note)
+        seeds = [evaluate(model, x, iw_samples=10, log_volume=transform.log_volume, seed=s).nll for s in (0, 1)]
+        assert (seeds[0] != seeds[1]) == (model.estimate_draws is not None), name
 
 
 def _flags(settings: dict) -> list[str]:

@@ -44,7 +44,6 @@ from dgmkit.data.transforms import scores_densities
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.estimates import log_likelihoods
 from dgmkit.evaluation.metrics import observed_entries
-from dgmkit.models import VariationallyDequantizedFlow
 from dgmkit.training.run_writer import run_files
 
 __all__ = ["add_parser", "run_score", "score_inputs"]
@@ -124,7 +123,6 @@ def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0)
 
 
 _DATA_DRAWS = {"dynamic-binarize": "the binarization", "dequantize": "the dequantization noise"}  # (by transform)
-_ESTIMATE_DRAWS = {"importance-sampled": "the importance samples", "time-sampled": "the diffusion times"}
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -158,10 +156,7 @@ def run_score(args: argparse.Namespace) -> int:
             f"entries{'' if bpd is None else ' (bits/dim per observed entry)'}, not comparable with a complete input's "
             "log p(x)"
         )
-    sampled = _ESTIMATE_DRAWS.get(run.model.estimate_kind)
-    if isinstance(run.model, VariationallyDequantizedFlow):  # (its bound: importance samples of q(u|x))
-        sampled = "the dequantization samples"
-    draws = [d for d in (_DATA_DRAWS.get(run.transform.kind), sampled) if d]
+    draws = [d for d in (_DATA_DRAWS.get(run.transform.kind), run.model.estimate_draws) if d]
     if draws and len(names) > 1:  # (the data's noise is held_out's, of a fixed seed; the estimate's is --seed's)
         say(
             f"note: each row's number is of random draws made over all the inputs together ({' and '.join(draws)}; "

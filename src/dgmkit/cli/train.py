@@ -374,7 +374,7 @@ def _data_transform(cfg: RunConfig, dataset: Dataset) -> DataTransform:
     check_missing_allowed(dataset, objective is not None and objective.handles_missing, what, removed)
     scores_integers = (
         "(--likelihood categorical or logistic)"
-        if hasattr(family, "likelihood")
+        if any(f.name == "likelihood" for f in dataclasses.fields(family))  # (a setting of its own)
         else f"(the {family.name} model does not: --model arm, or a VAE family, with --likelihood categorical or logistic)"
     )
     codes_refused = ConfigError(

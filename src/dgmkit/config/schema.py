@@ -360,8 +360,7 @@ class RunConfig:
             (key, getattr(self.model, key), default_of(fields[key]), needs)
             for key, needs in self.model.inert_settings().items()
         ]
-        likelihood = getattr(self.model, "likelihood", None) or getattr(self.model, "data_likelihood", None)
-        if likelihood != "bernoulli":  # (the model scores the data's own levels, or a density of them)
+        if self.model.scored_likelihood() != "bernoulli":  # (the model scores the data's own levels, or a density of them)
             needs = "--likelihood bernoulli" if "likelihood" in fields else None
             unread.append(("binarize", self.data.binarize, "auto", needs))
         for key, value, default, needs in unread:

@@ -39,6 +39,9 @@ class ARMConfig(FamilyConfig):
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         return make_transform(self.likelihood, dataset, binarize)
 
+    def scored_likelihood(self) -> str | None:
+        return self.likelihood
+
     def inert_settings(self) -> dict[str, str]:
         made = ("made_hidden", "made_masks", "made_random_order", "made_direct")
         convolutional = ("channels", "arm_layers", "arm_kernel")

@@ -97,6 +97,13 @@ class FamilyConfig(ABC):
         (``RunConfig.check_inert``), not trained as if it had not been given. None by default."""
         return {}
 
+    def scored_likelihood(self) -> str | None:
+        """The p(x|.) by which this run's models score each entry (a ``--likelihood`` name such as
+        ``"bernoulli"``), or None where they are a density or model the data's own levels in a way
+        of their own (a flow, a diffusion model). Read where a data setting depends on it (binarizing
+        is for a bernoulli likelihood)."""
+        return None
+
     def settings_from_data(self, dataset: Dataset) -> dict:
         """Settings this family reads off the data a new run trains on (recorded in the run's
         config like any other; none by default)."""

@@ -110,6 +110,9 @@ class LikelihoodSettings:
                 inert[key] = "--likelihood " + " or ".join(readers)
         return inert
 
+    def scored_likelihood(self) -> str | None:
+        return self.likelihood
+
     def head(self, num_levels: int | None) -> LikelihoodHead:
         if self.likelihood == "mixed":
             if not self.table_levels:
@@ -301,6 +304,9 @@ class FixedLikelihood:
     (bernoulli: binary units; gaussian: a linear Gaussian model): the data are transformed for it."""
 
     data_likelihood: ClassVar[str]
+
+    def scored_likelihood(self) -> str | None:
+        return self.data_likelihood
 
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         other = (

@@ -8,6 +8,8 @@ class:
   ``"importance-sampled"`` (k draws from ``posterior``, a stochastic lower bound that tends to
   log p(x)), ``"bound"`` (an importance-weighted bound that stays a bound, e.g. variational
   dequantization of integer data) or ``"reconstruction"`` (no density: log p(x | z = f(x))).
+- ``estimate_draws``: what that estimate draws at random, in words (``"the importance
+  samples"``), or None where it draws nothing: inputs scored together share the draws.
 - ``time-sampled``: a variational bound with no proposal to importance-sample, estimated by
   averaging ``bound_terms(x, t)`` over times t (a diffusion model, ``TimeSampledBound``).
 - ``AnyOrderModel``: a network that predicts any entries from any others (a masked diffusion
@@ -106,6 +108,9 @@ class JointTerms(NamedTuple):
     log_pz: torch.Tensor
 
 
+_ESTIMATE_DRAWS = {"importance-sampled": "the importance samples", "time-sampled": "the diffusion times"}
+
+
 class GenerativeModel(nn.Module, ABC):
     """A model of data with events of shape ``event_shape``; see the module docstring for the
     declared capabilities."""
@@ -126,6 +131,10 @@ class GenerativeModel(nn.Module, ABC):
     discrete_latents: ClassVar[bool] = False
     coding: ClassVar[Literal["sequential", "bits-back"] | None] = None
     event_shape: tuple[int, ...]
+
+    @property
+    def estimate_draws(self) -> str | None:
+        return _ESTIMATE_DRAWS.get(self.estimate_kind)
 
     @property
     def sample_period(self) -> int:

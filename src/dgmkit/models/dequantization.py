@@ -52,6 +52,7 @@ class VariationallyDequantizedFlow(VariationalModel):
     q(u | k). Its importance-weighted estimates are lower bounds on log P(k)."""
 
     estimate_kind = "bound"
+    estimate_draws = "the dequantization samples"  # (its bound: importance samples of q(u|x))
     sample_temperature = True
 
     def __init__(self, flow: FlowModel, dequantizer: LogitNormalDequantizer):
