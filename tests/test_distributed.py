@@ -523,6 +523,38 @@ def test_nproc_refuses_in_one_line_before_starting_processes(tmp_path, capsys):
         assert words in err.err and "starting" not in err.out
 
 
+def test_nproc_checks_the_gpus_before_starting_processes_and_notes_more_processes_than_cores(
+    tmp_path, capsys, monkeypatch
+):
+    """One process per GPU: more processes than GPUs, or one GPU named for all, are refused in one
+    line before any process starts (a rank without a GPU failed after the others had started); on
+    the CPU, more processes than cores train (slower), with a note."""
+    from dgmkit.cli import train as train_cli
+    from dgmkit.cli.main import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    started = []
+    monkeypatch.setattr(train_cli, "_launch", lambda args: started.append(args.nproc) or 0)
+    argv = ["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2"]
+    for flags, words in (
+        (["--nproc", "2", "--device", "cuda"], "which has 1 GPU: start one process per GPU"),
+        (["--nproc", "2"], "which has 1 GPU: start one process per GPU"),  # (auto: CUDA where present)
+        (["--nproc", "2", "--device", "cuda:0"], "--device cuda:0 in data-parallel training: each process takes a GPU"),
+    ):
+        assert main([*argv, *flags, "--out", str(tmp_path / "g")]) == 1
+        err = capsys.readouterr()
+        assert words in err.err and "starting" not in err.out, flags
+    assert started == [] and not (tmp_path / "g").exists()
+    monkeypatch.setattr(train_cli.os, "cpu_count", lambda: 1)
+    assert main([*argv, "--nproc", "2", "--device", "cpu", "--out", str(tmp_path / "c")]) == 0
+    assert "note: 2 processes on 1 CPU core: each step waits for the slowest" in capsys.readouterr().out
+    assert started == [2]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert main([*argv, "--nproc", "2", "--device", "cuda", "--out", str(tmp_path / "d")]) == 0  # (no note on a GPU)
+    assert "CPU core" not in capsys.readouterr().out and started == [2, 2]
+
+
 # A fault planted in the ranks of `dgm train --nproc 2`: this module, as `sitecustomize` on the
 # ranks' PYTHONPATH, patches the Trainer before the command runs.
 _PLANT = """

@@ -32,6 +32,7 @@ from dgmkit.data.missing import check_missing_allowed, has_missing
 from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import describe_columns
 from dgmkit.data.transforms import scores_densities
+from dgmkit.devices import resolve_device
 from dgmkit.errors import CheckpointError, ConfigError, DataError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, get_family
 from dgmkit.models import ClosedFormFit, EMFit
@@ -48,7 +49,7 @@ from dgmkit.training import (
     trainer_result,
 )
 from dgmkit.training.checkpoint import read_metadata, record_of, trainer_counters
-from dgmkit.training.data_parallel import check_shares
+from dgmkit.training.data_parallel import check_shares, rank_device
 from dgmkit.training.tensorboard import check_log_dir
 
 if TYPE_CHECKING:
@@ -600,6 +601,18 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
         )
 
 
+def _check_processes(nproc: int, device: torch.device) -> None:
+    """--nproc against this machine, before any process starts: on CUDA the device of the last
+    process as it will check it (one process per GPU); on the CPU, a note where the processes
+    outnumber the cores (each step waits for the slowest, and fewer train faster)."""
+    rank_device(distributed.Context(nproc - 1, nproc, nproc - 1), device)
+    if device.type == "cpu" and nproc > (cores := os.cpu_count() or 1):
+        say(
+            f"note: {nproc} processes on {cores} CPU core{'s' if cores != 1 else ''}: each step waits for the "
+            "slowest process, so fewer processes would train faster"
+        )
+
+
 def _launch(args: argparse.Namespace) -> int:
     """``dgm train --nproc N``: the same command in N processes started by torchrun on this
     machine (a rendezvous on localhost); their exit status."""
@@ -728,6 +741,7 @@ def run_train(args: argparse.Namespace) -> int:
         check_shares(
             distributed.Context(world_size=args.nproc), {"the batch size": cfg.optim.batch_size}
         )  # as each rank does
+        _check_processes(args.nproc, resolve_device(cfg.optim.device))
         return _launch(args)
     try:
         result = train_run(
