@@ -1,4 +1,5 @@
-"""Flows, autoregressive models and compression from Python (the README's second tour)."""
+"""Flows, autoregressive models and compression from Python (docs/python.md shows its output). It
+trains three models for 10 to 20 epochs: a few minutes on a 2-core CPU."""
 
 import torch
 

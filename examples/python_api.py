@@ -1,4 +1,5 @@
-"""The Python API in a few lines: compose a VAE from parts, train it, evaluate it honestly."""
+"""The Python API in a few lines: compose a VAE from parts, train it, evaluate it honestly (60 epochs
+on the 8x8 digits: a minute or two on a 2-core CPU)."""
 
 import torch
 from torch import nn

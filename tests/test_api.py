@@ -28,6 +28,7 @@ def test_train_load_sample_evaluate_and_the_cli_reads_the_folder(tmp_path, capsy
     result = dgmkit.evaluate(again, "test", iw_samples=20, limit=50)
     assert result.n == 50 and result.estimate == "importance-sampled" and result["nll"] == result.nll
     assert -result.elbo >= result.nll - 1e-9  # the ELBO bounds the importance-sampled estimate
+    assert result.estimate_label == "importance-sampled, k=20"  # (as dgm eval names it)
     assert "NLL (k=20)" in str(result) and "bits/dim" in str(result)
     with pytest.raises(AttributeError, match="no_such_number"):  # (not a KeyError: hasattr and getattr's default work)
         getattr(result, "no_such_number")  # noqa: B009 (the attribute access is what is tested)
@@ -327,6 +328,8 @@ def test_reconstruct_and_interpolate_from_python_as_the_cli_draws_them(tmp_path)
         with pytest.raises(ConfigError, match=needle):
             call()
     flow = dgmkit.train(tmp_path / "flow", dataset="digits", model="flow", flow="realnvp", hidden=[8], epochs=1)
+    result = dgmkit.evaluate(flow, "test", limit=20)  # an exact density of dequantized integers: one draw's bound
+    assert (result.estimate, result.estimate_label) == ("exact", "one-draw bound") and "one-draw bound" in str(result)
     with pytest.raises(ConfigError, match="the flow model has no latent space q\\(z\\|x\\)"):
         dgmkit.reconstruct(flow)
 

@@ -523,9 +523,7 @@ def test_nproc_refuses_in_one_line_before_starting_processes(tmp_path, capsys):
         assert words in err.err and "starting" not in err.out
 
 
-def test_nproc_checks_the_gpus_before_starting_processes_and_notes_more_processes_than_cores(
-    tmp_path, capsys, monkeypatch
-):
+def test_nproc_checks_the_gpus_before_starting_processes_and_notes_more_processes_than_cores(tmp_path, capsys, monkeypatch):
     """One process per GPU: more processes than GPUs, or one GPU named for all, are refused in one
     line before any process starts (a rank without a GPU failed after the others had started); on
     the CPU, more processes than cores train (slower), with a note."""

@@ -142,6 +142,24 @@ def test_log_likelihoods_name_a_model_without_a_density():
         log_likelihoods(ae, torch.zeros(3, 1, 1, 4))
 
 
+def test_a_bin_volume_is_refused_for_a_model_of_discrete_values():
+    """log_volume shifts a density of dequantized data to the integers; given to a model whose
+    probabilities are of the integers already it reported 7.8 bits/dim of 17-level pixels (at most
+    log2 17 = 4.09 are possible)."""
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.evaluation import log_likelihoods
+
+    model = build_model(RunConfig.of(hidden=[8], latent_dim=2), (1, 1, 4), 2)  # Bernoulli: of the binary values
+    x = torch.randint(0, 2, (8, 1, 1, 4)).float()
+    assert model.discrete_data
+    for call in (evaluate, log_likelihoods):
+        with pytest.raises(ValueError, match="log_volume 2.83321 is for a density of dequantized data; VAE gives"):
+            call(model, x, log_volume=math.log(17))
+        with pytest.raises(ValueError, match="log_volume .* must be finite, got nan"):
+            call(model, x, log_volume=float("nan"))
+    assert evaluate(model, x, iw_samples=4, log_volume=0.0).nll > 0
+
+
 def test_a_term_is_a_mean_per_datapoint_and_refuses_what_is_no_number():
     from dgmkit.errors import EvaluationError
     from dgmkit.models import Term

@@ -328,6 +328,9 @@ def test_data_outside_a_logit_flows_domain_are_refused_by_name():
     assert flow.data_support is not None and not flow.discrete_data
     with pytest.raises(DataError, match=r"the data do not fit FlowModel: .*Interval\(lower_bound=0.0, upper_bound=1.0\)"):
         evaluate(flow, torch.randint(0, 17, (64, 2)).float())
+    with pytest.raises(DataError) as e:  # (whole numbers or not: no matter on an interval)
+        evaluate(flow, torch.rand(64, 2) * 2)
+    assert "not all whole numbers" not in str(e.value) and "the data hold values in [" in str(e.value)
     assert math.isfinite(evaluate(flow, torch.rand(64, 2)).nll)
     import numpy as np
 

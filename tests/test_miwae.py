@@ -121,3 +121,17 @@ def test_multiple_imputations_are_draws_of_the_conditional_whatever_the_chunks()
     _, draws = impute(model, holed, k=20000, draws=4000, generator=g, chunk=50)
     torch.testing.assert_close(draws.mean(0)[~mask], cond_mean[~mask], rtol=0, atol=0.08)
     torch.testing.assert_close(draws.var(0)[~mask], cond_var[~mask], rtol=0.15, atol=0)
+
+
+def test_a_row_that_every_draw_gives_probability_0_is_refused_not_imputed_as_nan():
+    """An observed 1e20 under a Gaussian p(x|z) of float32 gives every draw the weight 0: the
+    imputation was 0/0, written as a missing entry after "imputed 2 missing entries"."""
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.errors import EvaluationError
+
+    model = build_model(RunConfig.of(likelihood="gaussian", hidden=[8], latent_dim=2), (1, 1, 4), None).eval()
+    x = torch.tensor([[0.1, 0.2, float("nan"), 0.3], [1e20, 0.2, float("nan"), 0.3]]).view(2, 1, 1, 4)
+    with pytest.raises(EvaluationError, match=r"non-finite log-likelihood of the observed entries .*\(-inf\) to 1 of 2"):
+        impute(model, x, k=8, generator=torch.Generator().manual_seed(0))
+    single, _ = impute(model, x[:1], k=8, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(single).all()

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from dgmkit._io import atomic_write_bytes
 from dgmkit.config import RunConfig, build_model, build_objective, trainer_options
 from dgmkit.data import load_dataset, make_transform
-from dgmkit.errors import CheckpointError, ConfigError, DgmError, TrainingError
+from dgmkit.errors import CheckpointError, ConfigError, DataError, DgmError, TrainingError
 from dgmkit.training import Trainer, load_checkpoint, read_metadata
 from run_records import crafted_checkpoint
 
@@ -119,6 +119,27 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
     ckpt = load_checkpoint(tmp_path / "checkpoint.safetensors")
     assert ckpt["trainer"]["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_a_loss_that_is_no_number_at_the_first_step_points_at_the_data_not_the_learning_rate():
+    """Values of 1e20 under a Gaussian p(x|z) overflow float32 at the first step: 'try a lower
+    --lr' could not help a run that had taken no update."""
+    cfg = RunConfig.of(likelihood="gaussian", hidden=[8], latent_dim=2, device="cpu")
+    x = torch.rand(64, 1, 1, 4)
+    x[3, 0, 0, 1] = 1e20
+    model = build_model(cfg, (1, 1, 4), None)
+    trainer = Trainer(model, build_objective(cfg), x, make_transform("gaussian", _continuous(x)), progress=False)
+    with pytest.raises(TrainingError) as e:
+        trainer.fit()
+    said = str(e.value)
+    assert "at epoch 1, step 1" in said and "before any update" in said and "largest magnitude in them is 1e+20" in said
+    assert "lower --lr" not in said
+
+
+def _continuous(x):
+    from dgmkit.data import Dataset, Split
+
+    return Dataset("values", Split(x), Split(x[:8]), Split(x[:8]), num_levels=None)
 
 
 def test_early_stopping_on_the_validation_elbo(digits):
@@ -293,6 +314,25 @@ def test_the_trainers_own_arguments_are_checked_before_any_step(digits):
     model = build_model(m2, digits.event_shape, digits.num_levels)
     with pytest.raises(ConfigError, match="trains on labels, and the training data have none"):
         Trainer(model, build_objective(m2), Split(digits.train.x), make_transform("bernoulli", digits), progress=False)
+    # data of no datapoint (the first fit divided by the steps of an epoch, 0), missing entries for
+    # an objective that cannot train on them (dgm train refuses both), infinite ones
+    model, transform = build_model(CFG, digits.event_shape, digits.num_levels), make_transform("bernoulli", digits)
+    holed = digits.train.x.float().clone()
+    holed[0, 0, 0, 0] = float("nan")
+    endless = digits.train.x.float().clone()
+    endless[1, 0, 0, 0] = float("inf")
+    for train, valid, needle in (
+        (digits.train.x[:0], None, "the Trainer's train data hold no datapoint"),
+        (digits.train, digits.valid.x[:0], "valid data hold no datapoint; give valid=None to train without validation"),
+        (holed, None, "the data hold missing entries (NaN), and ELBO cannot train on incomplete data"),
+        (endless, None, "integer levels 0..16; 1 entries are infinite"),
+    ):
+        with pytest.raises(DataError) as e:
+            Trainer(model, build_objective(CFG), train, transform, valid=valid, progress=False)
+        assert needle in str(e.value)
+    from dgmkit.objectives import MIWAE
+
+    Trainer(model, MIWAE(k=2), holed, transform, progress=False)  # (the likelihood of the observed entries)
 
 
 def test_adam_falls_back_to_its_plain_kernel_with_every_parameter_where_fused_is_unavailable(monkeypatch):

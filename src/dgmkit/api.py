@@ -47,6 +47,7 @@ from dgmkit.config.schema import FREE_ON_RESUME, load_config_file
 from dgmkit.devices import dtype_of
 from dgmkit.errors import ConfigError, DataError, did_you_mean, shown_value
 from dgmkit.evaluation import record_terms
+from dgmkit.evaluation.report import estimate_protocol
 
 __all__ = ["train", "load", "sample", "reconstruct", "interpolate", "evaluate", "Evaluation"]
 
@@ -67,6 +68,12 @@ class Evaluation(dict):
 
     def __str__(self) -> str:
         return format_report(self)
+
+    @property
+    def estimate_label(self) -> str:
+        """What ``nll`` is, as ``dgm eval`` names it: "exact", "importance-sampled, k=5000", "one-draw
+        bound" (an exact density of uniformly dequantized integers: ``estimate`` stays "exact")."""
+        return estimate_protocol(self)
 
 
 def _as_arrays(data: object) -> tuple[np.ndarray, np.ndarray | None]:

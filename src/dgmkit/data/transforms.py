@@ -41,11 +41,12 @@ _NAMED_8BIT = ("mnist", "fashion-mnist", "digits")
 VALID_SEED = 1234  # the fixed noise of held-out data (``DataTransform.held_out``)
 
 
-def values_seen(v: torch.Tensor | np.ndarray) -> str:
+def values_seen(v: torch.Tensor | np.ndarray, integers: bool = True) -> str:
     """What observed values ``v`` (no NaN; at least one) hold, for a message that refuses them:
-    "values in [0, 16]", with ", not all whole numbers" where some are fractions."""
+    "values in [0, 16]", with ", not all whole numbers" where some are fractions and ``integers``
+    (the values wanted are whole numbers)."""
     floating = v.is_floating_point() if isinstance(v, torch.Tensor) else v.dtype.kind == "f"
-    whole = not floating or bool((v == v.round()).all())
+    whole = not integers or not floating or bool((v == v.round()).all())
     return f"values in [{float(v.min()):g}, {float(v.max()):g}]" + ("" if whole else ", not all whole numbers")
 
 
@@ -117,10 +118,12 @@ class DataTransform:
         lo, hi = v.min().item(), v.max().item()
         whole = not x.is_floating_point() or bool((v == v.round()).all())
         if lo < 0 or hi > top or not whole:
-            raise DataError(
-                f"the {self.kind} transform reads the data as stored, integer levels 0..{top}; got {values_seen(v)} "
-                "(pass the raw integers, not images scaled to [0, 1])"
-            )
+            wanted = f"the {self.kind} transform reads the data as stored, integer levels 0..{top}"
+            infinite = int(torch.isinf(v).sum()) if v.is_floating_point() else 0
+            if infinite:
+                raise DataError(f"{wanted}; {infinite} entries are infinite (NaN marks a missing entry)")
+            scaled = " (pass the raw integers, not images scaled to [0, 1])" if not whole and lo >= 0 and hi <= 1 else ""
+            raise DataError(f"{wanted}; got {values_seen(v)}{scaled}")
 
     @property
     def log_volume(self) -> float:

@@ -52,7 +52,7 @@ from dgmkit.models.terms import refuse_non_finite
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
 from dgmkit.objectives.importance import CPU_CHUNK_BYTES, GPU_CHUNK_BYTES
 
-__all__ = ["Estimate", "ESTIMATORS", "estimate", "log_likelihoods", "draw_orders", "OrderStore"]
+__all__ = ["Estimate", "ESTIMATORS", "estimate", "log_likelihoods", "check_log_volume", "draw_orders", "OrderStore"]
 
 
 @dataclass
@@ -272,6 +272,19 @@ def estimate(
     return Estimate(est.kind, log_px, est.k, terms)
 
 
+def check_log_volume(model: GenerativeModel, log_volume: float) -> None:
+    """Refuses a ``log_volume`` that is not finite (every number would be NaN), or one given to a
+    model of discrete values (``discrete_data``), whose probabilities are of the integers already:
+    the shift would report impossible numbers (more bits/dim than the levels hold)."""
+    if not math.isfinite(log_volume):
+        raise ValueError(f"log_volume (log L per dimension of the dequantization bins) must be finite, got {log_volume}")
+    if log_volume != 0.0 and model.discrete_data:
+        raise ValueError(
+            f"log_volume {log_volume:g} is for a density of dequantized data; {type(model).__name__} gives "
+            "probabilities of the discrete values themselves, which no bin volume shifts: leave it 0"
+        )
+
+
 def log_likelihoods(
     model: GenerativeModel,
     x: torch.Tensor,
@@ -295,8 +308,7 @@ def log_likelihoods(
         raise EvaluationError(
             "the model defines no density over x (a reconstruction score only): there is no log-likelihood to score"
         )
-    if not math.isfinite(log_volume):  # (every score would be NaN)
-        raise ValueError(f"log_volume (log L per dimension of the dequantization bins) must be finite, got {log_volume}")
+    check_log_volume(model, log_volume)
     with seeded(seed, x.device) as g:
         log_px = estimate(model, x, iw_samples, g, batch_size).log_px
     assert log_px is not None  # only a reconstruction score has none: refused above

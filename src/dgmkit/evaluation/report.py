@@ -13,7 +13,7 @@ from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
 from dgmkit.devices import device_of
 from dgmkit.evaluation.diagnostics import diagnose
-from dgmkit.evaluation.estimates import OrderStore, draw_orders, estimate
+from dgmkit.evaluation.estimates import OrderStore, check_log_volume, draw_orders, estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, observed_entries, posterior_statistics
 from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel
 from dgmkit.models.base import TimeSampledBound
@@ -412,8 +412,7 @@ def evaluate(
     ``seed`` (``iw_samples`` unused), each order's values kept in ``order_store`` as they are done
     (see ``estimates.OrderStore``)."""
     t0 = time.perf_counter()
-    if not math.isfinite(log_volume):
-        raise ValueError(f"log_volume (log L per dimension of the dequantization bins) must be finite, got {log_volume}")
+    check_log_volume(model, log_volume)
     if continuous is None:
         continuous = not model.discrete_data and log_volume == 0.0
     x = x.to(device_of(model))  # the data go where the model is

@@ -199,11 +199,11 @@ class GenerativeModel(nn.Module, ABC):
         fits = support.check(x) if holes is None else support.check(x.nan_to_num(0.0)) | holes  # (entry by entry)
         if v.numel() == 0 or bool(fits.all()):
             return
-        bad = x[~fits]
+        bad, whole = x[~fits], support.is_discrete  # (whole numbers matter to a discrete support alone)
         raise DataError(
             f"the data do not fit {type(self).__name__}: its likelihood scores {_describe(support)} in each entry, "
-            f"and the data hold {values_seen(v)}"
-            + ("" if len(bad) == len(v) else f" ({len(bad)} entries that do not fit: {values_seen(bad)})")
+            f"and the data hold {values_seen(v, whole)}"
+            + ("" if len(bad) == len(v) else f" ({len(bad)} entries that do not fit: {values_seen(bad, whole)})")
             + ". Give it the data as its likelihood takes them (dgmkit.data.make_transform("
             "likelihood, dataset) makes the transform, as dgm does), to a model built for as many levels as they have"
         )

@@ -27,6 +27,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.data.missing import observed
 from dgmkit.errors import whole_at_least
 from dgmkit.models import LatentVariableModel
+from dgmkit.models.terms import refuse_non_finite
 from dgmkit.objectives.base import BoundTerms, Objective
 from dgmkit.objectives.importance import log_importance_weights
 
@@ -145,7 +146,10 @@ def impute(
         if draws:
             picked = _resample(model, x, log_w, z, part - new_total, picked, draws, generator)
         total = new_total
-    assert acc is not None and to_point is not None  # k >= 1: at least one chunk
+    assert acc is not None and to_point is not None and total is not None  # k >= 1: at least one chunk
+    # a row whose every draw has weight 0 (an observed value the model gives probability 0) has no
+    # imputation to give: refused by name, as dgm score refuses its log-likelihood, not left NaN
+    refuse_non_finite("log-likelihood of the observed entries (of every draw: nothing to impute from)", total)
     single = torch.where(mask, x, to_point(acc).to(x.dtype))
     multiple = None if picked is None else torch.where(mask, x, picked)
     return single, multiple

@@ -38,7 +38,7 @@ from dgmkit.data import DataTransform, Split
 from dgmkit.data.transforms import VALID_SEED
 from dgmkit.devices import dtype_of, resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
-from dgmkit.errors import CheckpointError, ConfigError, TrainingError, finite_at_least, whole_at_least
+from dgmkit.errors import CheckpointError, ConfigError, DataError, TrainingError, finite_at_least, whole_at_least
 from dgmkit.models.base import GenerativeModel
 from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource, in_precision
@@ -61,11 +61,14 @@ _PROBE_ROWS = 1024  # training rows transformed once, before the first step, to 
 
 
 def _split(name: str, data: object) -> Split:
-    """``data`` as a Split: a tensor of images is one without labels."""
+    """``data`` as a Split (a tensor of images is one without labels), of one datapoint or more."""
     if isinstance(data, torch.Tensor):
-        return Split(data)
+        data = Split(data)
     if not isinstance(data, Split):
         raise TypeError(f"the Trainer's {name} data: a dgmkit.data.Split or a tensor of images, got {type(data).__name__}")
+    if len(data.x) == 0:
+        without = "; give valid=None to train without validation" if name == "valid" else ""
+        raise DataError(f"the Trainer's {name} data hold no datapoint{without}")
     return data
 
 
@@ -157,6 +160,11 @@ class Trainer:
         # looked for once here, so that no step looks for missing entries (NaN) in its batch: on a
         # GPU each look waits for the device
         self._complete = not any(may_be_incomplete(t) for t in (train.x, *(() if valid is None else (valid.x,))))
+        if not (self._complete or self.objective.handles_missing):  # (as dgm train and dgmkit.train refuse them)
+            raise DataError(
+                f"the data hold missing entries (NaN), and {type(self.objective).__name__} cannot train on incomplete "
+                "data: train a VAE by dgmkit.objectives.MIWAE (the likelihood of the observed entries), or fill them in"
+            )
         # Objectives that take labels get them (-1: hidden) with every batch (and validation's
         # all, to report accuracy).
         self.train_y, self._valid_y = None, None
@@ -722,10 +730,16 @@ class Trainer:
         return self.objective(self.model, x, beta)
 
     def _nan_message(self, loss: torch.Tensor) -> str:
-        return (
-            f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; {self._kept()}. "
-            "Try a lower --lr or --grad-clip"
-        )
+        where = f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; {self._kept()}. "
+        if self.step == 0:  # before any update, no learning rate is to blame: the data or the model as it starts
+            seen = self.train_x[~torch.isnan(self.train_x)] if self.train_x.is_floating_point() else self.train_x
+            top = float(seen.abs().max()) if seen.numel() else 0.0
+            return (
+                f"{where}That is the first step, before any update: the model as initialised gives the first batch "
+                f"a loss that is no number. Look at the data (the largest magnitude in them is {top:g}; values far "
+                "from the scale of the likelihood overflow it) and at the model's settings"
+            )
+        return f"{where}Try a lower --lr or --grad-clip"
 
     def _kept(self) -> str:
         """Which checkpoint a run that stops now leaves (for its error message)."""

@@ -12,7 +12,7 @@ from dgmkit.transforms.architectures import (
     realnvp_multiscale,
 )
 from dgmkit.transforms.autoregressive import MaskedAffineAutoregressive, iaf_layer
-from dgmkit.transforms.base import Bijection, Compose, Inverse
+from dgmkit.transforms.base import Bijection, Compose, Inverse, sum_except_batch
 from dgmkit.transforms.coupling import AdditiveCoupling, AffineCoupling, alternating_mask, channel_mask, checkerboard_mask
 from dgmkit.transforms.elementwise import DiagonalScaling, Logit
 from dgmkit.transforms.linear import InvertibleLinear
@@ -24,6 +24,7 @@ __all__ = [
     "Bijection",
     "Compose",
     "Inverse",
+    "sum_except_batch",
     "AdditiveCoupling",
     "AffineCoupling",
     "alternating_mask",
