@@ -72,6 +72,11 @@ def test_m2_trains_on_a_vaes_latents_and_refuses_them_once_the_vae_changed(tmp_p
     assert "other data than the run" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(m2), "--epochs", "2", "--quiet"]) == 1  # nor resumed on them
     assert "other data than the run" in capsys.readouterr().err
+    other = tmp_path / "m1other"  # --data names another run: the message names that one, not the recorded one
+    assert main([*VAE, "--out", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(m2), "--iw-samples", "2", "--data", str(other)]) == 1
+    assert f"other data than the run {other.resolve()} now makes" in capsys.readouterr().err
 
 
 def test_latents_of_a_source_whose_data_file_changed_are_refused(tmp_path, capsys):
@@ -86,10 +91,22 @@ def test_latents_of_a_source_whose_data_file_changed_are_refused(tmp_path, capsy
     vae = [*(a if a != "digits" else str(data) for a in VAE), "--binarize", "dynamic"]
     assert main([*vae, "--out", str(m1)]) == 0
     assert main([*M2, "--codes-of", str(m1), "--out", str(m2)]) == 0
+    # moved: the error names the first run's file and how to name its new path, which is then read
+    moved = tmp_path / "elsewhere.npz"
+    data.rename(moved)
+    capsys.readouterr()
+    assert main(["eval", str(m2), "--iw-samples", "2"]) == 1
+    said = capsys.readouterr().err
+    assert f"no such data file: {data}, the data of {m1.resolve()}, from which this run's data are made" in said
+    assert "--data NEW_FILE" in said
+    assert main(["eval", str(m2), "--iw-samples", "2", "--data", str(moved)]) == 0
+    assert str(moved.resolve()) in {str(p.resolve()) for p in run_inputs(load_run(m2), str(moved))}  # (never replaced)
     np.savez(data, x=x[:, :, :, ::-1].copy(), y=y)  # the same shape, the images mirrored
     capsys.readouterr()
     assert main(["eval", str(m2), "--iw-samples", "2"]) == 1
     assert "now holds other data than" in capsys.readouterr().err
+    assert main(["eval", str(m2), "--iw-samples", "2", "--data", str(data)]) == 1  # (the moved file is pinned alike)
+    assert f"{data} now holds other data than {m1.resolve()}" in capsys.readouterr().err
 
 
 def test_no_output_replaces_the_data_file_of_the_run_whose_latents_a_run_models(tmp_path, capsys):

@@ -119,7 +119,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help="a run trained on a data file: read it from PATH (moved or copied); its content must be the same. A run "
-        "trained on another run's data (--codes-of): that run's folder at PATH (the same run, the same weights)",
+        "trained on another run's data (--codes-of): that run's folder at PATH (the same run, the same weights), or "
+        "the data file that run was trained on, moved",
     )
     p.add_argument(
         "--schema",
@@ -177,7 +178,10 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
             "dgmkit.evaluation.evaluate(run.model, run.transform.held_out(x), log_volume=run.transform.log_volume) or "
             "log_likelihoods"
         )
-    if data is not None and cfg.codes_of:  # the run whose data it takes, at a new folder (pinned: check_derived_current)
+    moved_file = None  # a run on another run's data: the data file that run (or the first of a chain) was trained on
+    if data is not None and cfg.codes_of and is_data_file(data) and not Path(data).is_dir():
+        moved_file = data
+    elif data is not None and cfg.codes_of:  # the run whose data it takes, at a new folder (pinned: check_derived_current)
         cfg = dataclasses.replace(cfg, codes_of=str(Path(data).resolve()))
     elif data is not None:
         if not is_data_file(cfg.dataset):
@@ -190,8 +194,8 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
         cfg = dataclasses.replace(cfg, dataset=data)
     elif is_data_file(cfg.dataset) and not Path(cfg.dataset).expanduser().is_file():
         raise DataError(f"no such data file: {cfg.dataset} (the data {run.path} was trained on); if it moved, --data PATH")
-    dataset = run_dataset(cfg, data_dir, run.record["data"].get("units"))
-    check_derived_current(dataset, run.cfg.data, run.record, run.path)
+    dataset = run_dataset(cfg, data_dir, run.record["data"].get("units"), moved_file=moved_file)
+    check_derived_current(dataset, cfg, run.record, run.path)
     want = run.record["data"].get("sha256")
     # a run of generated data recorded before they were identified by their definition holds their content digest
     if not holds_recorded_data(dataset, want):
@@ -587,7 +591,8 @@ def recorded_inputs(run_dir: str | os.PathLike[str], data: str | None = None, sc
 
 
 def _data_inputs(d: DataConfig, data: str | None, chain: tuple[Path, ...]) -> list[Path]:
-    moved = data if d.codes_of and data else None  # --data: the run whose data it takes, at a new folder
+    # --data: the run whose data it takes, at a new folder (or the data file of the first run of the chain)
+    moved = data if d.codes_of and data and not (is_data_file(data) and not Path(data).is_dir()) else None
     files = [Path(v) for v in (None if moved else data, d.schema) if v]
     if d.dataset and is_data_file(d.dataset) and not data:
         files.append(Path(d.dataset))

@@ -38,6 +38,7 @@ from dgmkit.config.schema import DataConfig
 from dgmkit.data import Dataset, load_dataset
 from dgmkit.data.dataset import SPLITS
 from dgmkit.data.missing import remove_completely_at_random
+from dgmkit.data.registry import is_data_file
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.families import FAMILIES
 
@@ -48,14 +49,20 @@ MAX_CHAIN = 8  # runs on the data of runs on the data of ... (each holds its mod
 
 
 def run_dataset(
-    data: DataConfig, data_dir: str | None = None, units: object = None, _chain: tuple[Path, ...] = ()
+    data: DataConfig,
+    data_dir: str | None = None,
+    units: object = None,
+    _chain: tuple[Path, ...] = (),
+    moved_file: str | None = None,
 ) -> Dataset:
     """The dataset a run trains on: a named dataset or file, or the data another run makes
     (``codes_of``), with the entries ``missing_rate`` removes (NaN). ``units``: the latent units
     that a run on another run's latents recorded keeping (``active_latents``), kept again as
     recorded (from config.json: checked here), rather than chosen again from floats that may
     differ in their last bits elsewhere. ``_chain``: the runs whose data this one's are part of
-    (a run that names itself, or a loop or chain of more than ``MAX_CHAIN`` runs, is refused)."""
+    (a run that names itself, or a loop or chain of more than ``MAX_CHAIN`` runs, is refused).
+    ``moved_file``: the data file at the start of the chain, read from a new path (``--data`` of a
+    run on another run's data, where the first run's data file moved)."""
     if (data.latent_draws or data.active_latents) and not data.codes_of:  # checked here: a preset sets them, a flag the run
         raise ConfigError("latent_draws and active_latents shape the latents of another run: give --codes-of RUN")
     if data.codes_of:
@@ -70,10 +77,25 @@ def run_dataset(
             raise ConfigError(f"codes_of: {data.codes_of} is made from its own data (a run on the data of runs that loop)")
         if len(_chain) >= MAX_CHAIN:
             raise ConfigError(f"codes_of: {data.codes_of} is a run on the data of more than {MAX_CHAIN} runs in a chain")
-        dataset = _latent_form(derived_dataset(data.codes_of, data_dir or data.data_dir, (*_chain, source)), data, units)
+        derived = derived_dataset(data.codes_of, data_dir or data.data_dir, (*_chain, source), moved_file)
+        dataset = _latent_form(derived, data, units)
     else:
+        name = data.dataset
+        if moved_file is not None and _chain:
+            if not is_data_file(name):
+                raise ConfigError(
+                    f"--data names a data file, but {_chain[-1]} was trained on the named dataset {name!r}: give --data "
+                    "the folder of the run whose data this run takes, moved, or --data-dir for the named dataset"
+                )
+            name = moved_file
+        elif _chain and is_data_file(name) and not Path(name).expanduser().is_file():
+            raise DataError(
+                f"no such data file: {name}, the data of {_chain[-1]}, from which this run's data are made; if it "
+                "moved, name its new path with --data NEW_FILE (dgm eval, sample and the other commands; to resume "
+                "training, put it back)"
+            )
         dataset = load_dataset(
-            data.dataset,
+            name,
             data_dir or data.data_dir,
             download=data.download,
             key=data.data_key,
@@ -132,9 +154,11 @@ def derived_name(run: Run) -> str:
     return f"{run.cfg.model.derived_data}:{run.record.get('run_id') or run.path.resolve()}:{run.weights_digest()}"
 
 
-def derived_dataset(source_dir: str | Path, data_dir: str | None = None, _chain: tuple[Path, ...] = ()) -> Dataset:
+def derived_dataset(
+    source_dir: str | Path, data_dir: str | None = None, _chain: tuple[Path, ...] = (), moved_file: str | None = None
+) -> Dataset:
     """The data the run in ``source_dir`` makes for other runs, from every split of its own data
-    (``_chain``: as ``run_dataset``'s)."""
+    (``_chain``, ``moved_file``: as ``run_dataset``'s)."""
     source = load_run(source_dir, device="cpu")  # the same data on every machine, whatever device reads them
     family = source.cfg.model
     if family.derived_data is None:
@@ -144,13 +168,15 @@ def derived_dataset(source_dir: str | Path, data_dir: str | None = None, _chain:
             f"(--codes-of takes a run of a family that does: {makers})"
         )
     chain = _chain or (Path(source_dir).resolve(),)
-    images = run_dataset(source.cfg.data, data_dir, source.record["data"].get("units"), chain)
+    images = run_dataset(source.cfg.data, data_dir, source.record["data"].get("units"), chain, moved_file)
     if list(images.event_shape) != list(source.record["data"]["event_shape"]):
         raise DataError(f"the data of {source_dir} now have shape {images.event_shape}, not what its model was trained on")
     check_derived_current(images, source.cfg.data, source.record, source_dir)  # a link in a chain, pinned as the last
     if not holds_recorded_data(images, source.record["data"].get("sha256")):
+        moved = moved_file is not None and is_data_file(source.cfg.data.dataset) and not source.cfg.data.codes_of
+        where = moved_file if moved else source.cfg.data.dataset
         raise DataError(
-            f"{source.cfg.data.dataset} now holds other data than {source_dir} was trained on (content SHA-256 "
+            f"{where} now holds other data than {source_dir} was trained on (content SHA-256 "
             f"{images.fingerprint()[:16]}...): the data that run makes would be of other images. Point it back at its "
             "original data"
         )
@@ -166,8 +192,9 @@ def check_derived_current(dataset: Dataset, data: DataConfig, record: dict, sour
     source run's id and checkpoint digest) must be the one the run recorded."""
     if data.codes_of and dataset.name != record["data"].get("name"):
         raise DataError(
-            f"{source} was trained on other data than the run {data.codes_of} now makes (it was trained on since, or "
-            "replaced); its numbers would be of different data. Train it again with --codes-of"
+            f"{source} was trained on other data than the run {data.codes_of} now makes (that run was trained on since, "
+            "its weights were replaced, or its best.safetensors is gone); the numbers would be of different data. Train "
+            "it again with --codes-of"
         )
 
 
