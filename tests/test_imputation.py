@@ -257,7 +257,8 @@ def test_a_run_whose_schema_moved_reads_it_from_its_new_path(tmp_path, capsys):
     other = tmp_path / "other.json"  # other kinds: other columns, refused by the run's pinned data
     other.write_text(json.dumps({"columns": {"size": "categorical", "colour": "categorical", "weight": "numeric"}}))
     code, _, err = _run(capsys, "eval", run, "--iw-samples", "2", "--schema", other)
-    assert code == 1 and "now holds other data than" in err
+    assert code == 1 and f"{p} read with the schema {other} now holds other data than" in err
+    assert "Point --data at the original file and --schema at the original schema" in err
     code, _, err = _run(capsys, "train", "--dataset", p, "--likelihood", "mixed", "--objective", "miwae", "--iw-k", "2",
                         "--hidden", "4", "--epochs", "1", "--quiet", "--out", tmp_path / "inferred")  # fmt: skip
     assert code == 0, err
@@ -975,7 +976,9 @@ def test_a_table_runs_samples_are_rows_of_its_table(tmp_path, capsys):
     code, _, _ = _run(capsys, "sample", run, "-n", "7", "--seed", "3", "--out", tmp_path / "again.csv")
     assert code == 0 and (tmp_path / "again.csv").read_text() == (tmp_path / "s.csv").read_text()  # seeded
     code, _, err = _run(capsys, "sample", run, "--draw", "--out", tmp_path / "d.csv")
-    assert code == 1 and "draws x ~ p(x) already" in err
+    assert code == 1 and "--draw shapes a picture; a table's rows are draws x ~ p(x) already" in err  # (no --nrow given)
+    code, _, err = _run(capsys, "sample", run, "--out", tmp_path / "s.npy")
+    assert code == 1 and "--out must name a .png file (a grid of images), or a .csv file (a run on a table)" in err
     x = (np.random.default_rng(0).random((40, 16)) < 0.5).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     code, _, err = _run(capsys, "train", "--dataset", tmp_path / "x.npy", "--hidden", "8", "--latent-dim", "2",

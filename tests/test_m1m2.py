@@ -305,3 +305,15 @@ def test_a_run_made_from_its_own_data_is_refused_not_loaded_without_end(tmp_path
     monkeypatch.setattr(inputs, "MAX_CHAIN", 0)  # a chain longer than the cap
     with pytest.raises(ConfigError, match="more than 0 runs"):
         run_dataset(load_run(m1).cfg.data)
+
+
+def test_m2_on_the_latents_of_a_run_whose_data_have_no_labels_says_so(tmp_path, capsys):
+    """It said "the validation split has no labels", as if the training split had some."""
+    data = tmp_path / "x.npy"
+    np.save(data, load_dataset("digits").train.x.numpy())
+    m1 = tmp_path / "m1"
+    assert main([*(a if a != "digits" else str(data) for a in VAE), "--binarize", "dynamic", "--out", str(m1)]) == 0
+    capsys.readouterr()
+    assert main([*M2, "--codes-of", str(m1), "--out", str(tmp_path / "m2")]) == 1
+    err = capsys.readouterr().err
+    assert f"the data of {m1.resolve()} have no labels in any split, and the m2 model is trained on labels" in err

@@ -58,3 +58,30 @@ def test_preset_states_its_budget(path):
     comment = lines[: next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))]
     budget = [line for line in comment if line.startswith("# Budget:")]
     assert len(budget) == 1, f"{path.name}: the leading comment needs one line starting '# Budget:'"
+
+
+def test_a_preset_for_a_run_on_its_own_data_given_codes_of_names_the_file(tmp_path, capsys):
+    """--codes-of with configs/m2-mnist-100.toml (M2 on the pixels) said "leave out dataset, ...",
+    which no flag can do: the file and its keys are named."""
+    from dgmkit.cli.main import main
+
+    preset = Path(__file__).parents[1] / "configs" / "m2-mnist-100.toml"
+    argv = ["train", "--config", str(preset), "--codes-of", str(tmp_path / "m1"), "--out", str(tmp_path / "m2")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"--codes-of takes the data of another run, and {preset} names data of the run's own (dataset" in err
+    assert f"remove them from {preset}" in err and not (tmp_path / "m2").exists()
+
+
+def test_a_wrong_value_in_a_config_file_is_named_with_the_file_even_where_a_flag_overrides_it(tmp_path, capsys):
+    from dgmkit.cli.main import main
+
+    for text, flags, needle in (
+        ("hidden = 64\n", ["--hidden", "16"], "hidden has the wrong type: 64 (expected list[int])"),
+        ("epochs = true\n", ["--epochs", "1"], "epochs has the wrong type: True (expected int)"),
+        ("hiden = [3]\n", [], "unknown key(s) 'hiden' (did you mean 'hidden'?)"),
+    ):
+        preset = tmp_path / "c.toml"
+        preset.write_text(text)
+        assert main(["train", "--config", str(preset), *flags, "--out", str(tmp_path / "r")]) == 1
+        assert f"dgm: error: {preset}: {needle}" in capsys.readouterr().err

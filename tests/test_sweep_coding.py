@@ -20,6 +20,7 @@ from dgmkit.coding import CODERS, bitsback, decode_bits_back, decode_images, enc
 from dgmkit.coding.arm_coder import pmf_rows, sequential_nll
 from dgmkit.coding.bitsback import check_bits_back, next_batch, seed_words
 from dgmkit.coding.container import (
+    MAGIC,
     MAX_BATCH_PIXELS,
     MAX_DECODED_BYTES,
     MAX_FILE_BYTES,
@@ -571,3 +572,15 @@ def test_the_coders_names_are_pinned_since_files_record_them_and_decoding_refuse
         "constriction ANS coder, bits-back (BB-ANS), latent buckets of 2^-8 prior scales, posterior windows of 8 scales"
     )
     assert f"buckets of 2^{round(math.log2(bitsback.BUCKET))} prior scales" in name
+
+
+def test_a_changed_length_field_is_refused_as_corrupted_not_as_a_truncation_of_other_sizes():
+    """A flipped bit of the header's length was "truncated: its header says 553 header bytes, the
+    file has 595 bytes": the checksum is looked at before any size the file states."""
+    data = bytearray(_file())
+    for at in (len(MAGIC) + 2, len(MAGIC) + 3, len(data) - 40):  # the header's length, then the payload
+        changed = bytearray(data)
+        changed[at] ^= 1
+        with pytest.raises(DataError, match="is truncated or corrupted: its checksum does not match its content"):
+            read_container(bytes(changed))
+    read_container(bytes(data))

@@ -148,7 +148,10 @@ def test_numpy_numbers_and_tuples_from_python_are_the_plain_values_a_config_file
         ({"model": "diffusion", "iw_samples": 10}, "iw_samples: the diffusion model is scored without importance"),
         ({"image_shape": [1, 1, 4, 4]}, "image_shape takes H W or C H W, got [1, 1, 4, 4]"),
         ({"codes_of": "runs/a", "missing_rate": 0.1}, "missing_rate removes entries of stored data"),
-        ({"codes_of": "runs/a", "image_shape": [4, 4]}, "codes_of takes its data from the other run"),
+        (
+            {"codes_of": "runs/a", "image_shape": [4, 4]},
+            "codes_of takes its data from the other run; leave out image_shape = [4, 4] (",
+        ),
         ({"model": "ppca", "codes_of": "runs/a", "latent_draws": True}, "the ppca model is fitted in closed form"),
         ({"model": "vqvae", "likelihood": "mixed", "table_input": "index"}, "table_input: the vqvae model does not use"),
         ({"labels_seed": 3}, "labels_seed draws the labelled subset of --labels N"),

@@ -202,11 +202,13 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
         where = (
             cfg.dataset if is_data_file(cfg.dataset) else f"{cfg.dataset} (in {default_data_dir(data_dir or cfg.data_dir)})"
         )
+        if cfg.schema:  # (a table's content is read through its schema: either may have changed)
+            where += f" read with the schema {cfg.schema}"
         raise DataError(
             f"{where} now holds other data than {run.path} was trained on (content SHA-256 {dataset.fingerprint()[:16]}..., "
             f"the run recorded {want[:16]}...): its numbers would be of different data. "
             + (
-                "Point --data at the original file"
+                "Point --data at the original file" + (" and --schema at the original schema" if cfg.schema else "")
                 if is_data_file(cfg.dataset)
                 else "Point --data-dir at the original files"
             )

@@ -40,7 +40,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.data.registry import is_table
 from dgmkit.data.table import write_table
 from dgmkit.distributions import location
-from dgmkit.errors import ConfigError, shown_value
+from dgmkit.errors import ConfigError, DataError, shown_value
 from dgmkit.evaluation.figures import check_grid, image_grid_png, project_2d, scatter_png
 from dgmkit.training.run_writer import run_files
 
@@ -197,8 +197,11 @@ def latent_scatter(run: Run, x: torch.Tensor, y: torch.Tensor | None, title: str
 
 @torch.no_grad()
 def sample(args: argparse.Namespace) -> int:
-    if Path(args.out).suffix.lower() == ".csv":
+    suffix = Path(args.out).suffix.lower()
+    if suffix == ".csv":
         return _sample_rows(args)
+    if suffix != ".png":
+        raise DataError(f"--out must name a .png file (a grid of images), or a .csv file (a run on a table): {args.out}")
     out = png_output(args)
     run = load_run(args.run_dir, device=args.device)
     attach_inputs(run, args)
@@ -226,7 +229,9 @@ def _sample_rows(args: argparse.Namespace) -> int:
         Path(args.out), args.force, inputs=run_inputs(run, args.data, args.schema), protected=run_files(args.run_dir)
     )
     if args.nrow is not None or args.draw:
-        raise ConfigError("--nrow and --draw shape a picture; a table's rows are draws x ~ p(x) already")
+        given = " and ".join(f for f, v in (("--nrow", args.nrow is not None), ("--draw", args.draw)) if v)
+        verb = "shape" if " and " in given else "shapes"
+        raise ConfigError(f"{given} {verb} a picture; a table's rows are draws x ~ p(x) already")
     x, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive, steps=args.steps,
                            draw=run.model.sample_means)  # fmt: skip
     rows = x.reshape(len(x), -1).double().cpu().numpy()

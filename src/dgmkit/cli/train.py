@@ -24,7 +24,7 @@ from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, mi
 from dgmkit.config.inputs import check_derived_current, run_dataset
 from dgmkit.config.migrate import check_record
 from dgmkit.config.run import check_same_run, check_weights_fit, holds_recorded_data, read_json
-from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE
+from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, OWN_DATA_KEYS
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.dataset import SPLITS
 from dgmkit.data.labels import check_labels, keep_labels
@@ -144,11 +144,24 @@ def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMIL
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """The config file's keys, overridden by the flags given."""
     values = {}
-    if args.config:
-        values = RunConfig.from_dict(load_config_file(args.config), source=args.config).flat()
+    if args.config:  # the file is checked whole, flags or not: a wrong value in it is named with the file
+        table = load_config_file(args.config)
+        try:
+            values = RunConfig.from_dict(table, source=args.config).flat()
+        except ConfigError as e:
+            raise (e if str(e).startswith(str(args.config)) else ConfigError(f"{args.config}: {e}")) from None
     if args.model is not None and args.model != values.get("model", args.model):
         raise ConfigError(f"--model {args.model} contradicts the config file's model {values['model']!r}")
-    values.update(given_values(args, args._dests))
+    given = given_values(args, args._dests)
+    if args.config and given.get("codes_of"):  # a preset for a run on its own data, given another run's
+        own = [k for k in RunConfig.given_keys(load_config_file(args.config), args.config) if k in OWN_DATA_KEYS]
+        if own:
+            raise ConfigError(
+                f"--codes-of takes the data of another run, and {args.config} names data of the run's own "
+                f"({', '.join(own)}): remove them from {args.config}, or choose a config made for a run on another "
+                "run's data"
+            )
+    values.update(given)
     values["model"] = args._family
     return RunConfig.from_dict(values, source=args.config or "the command line")
 
@@ -417,6 +430,13 @@ def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
         raise DataError(
             f"{dataset.name} is a table: every column is a feature that the model scores, none a label, and the "
             f"{cfg.model.name} model is trained on labels (give the rows as a .npz file of x and the labels y)"
+        )
+    if all(dataset.split(s).y is None for s in SPLITS):  # (not "the validation split has none", as if the others had)
+        source = cfg.data.codes_of
+        raise DataError(
+            f"{f'the data of {source}' if source else dataset.name} have no labels in any split, and the "
+            f"{cfg.model.name} model is trained on labels"
+            + (" (a run's latents carry the labels of its data, and its data have none)" if source else "")
         )
     check_labels(dataset.valid, classes, "the validation split")
     seed = cfg.optim.seed if cfg.data.labels_seed is None else cfg.data.labels_seed

@@ -109,7 +109,8 @@ def _codec_of(model: "Codable") -> tuple[int, "_Flat | _Layers"]:
     if levels is None:
         raise ConfigError(
             "bits-back coding codes x with p(x|z), which must be a probability of discrete pixels (a Bernoulli, "
-            "categorical or discretized logistic likelihood); this model's is a density"
+            "categorical or discretized logistic likelihood of one alphabet for every pixel); this model's is not one "
+            "of these (a density, or a table's likelihood of mixed columns)"
         )
     blank = torch.zeros(1, *model.event_shape, dtype=torch.long, device=device_of(model))
     if isinstance(model, (HierarchicalVAE, DeepTopDownVAE)):  # (its layers' posteriors and priors: diagonal Gaussians)

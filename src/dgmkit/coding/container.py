@@ -323,8 +323,13 @@ def read_container(data: bytes, source: str = "the file") -> CompressedFile:
     if version != FORMAT_VERSION:
         raise DataError(f"{source} has format version {version}; this dgmkit reads version {FORMAT_VERSION}")
     body, digest = data[:-32], data[-32:]
+    if hashlib.sha256(body).digest() != digest:  # (first: a cut or a changed byte anywhere is said so, not read as sizes)
+        raise DataError(f"{source} is truncated or corrupted: its checksum does not match its content")
     if len(body) < start + head_len + 8:
-        raise DataError(f"{source} is truncated: its header says {head_len} header bytes, the file has {len(data)} bytes")
+        raise DataError(
+            f"{source} is truncated: its header of {head_len} bytes and the fixed fields need {start + head_len + 8 + 32} "
+            f"bytes, and the file has {len(data)}"
+        )
     if head_len > MAX_HEADER_BYTES:
         raise DataError(f"{source} has a header of {head_len} bytes, more than {MAX_HEADER_BYTES}")
     (payload_len,) = struct.unpack_from("<Q", body, start + head_len)
@@ -333,8 +338,6 @@ def read_container(data: bytes, source: str = "the file") -> CompressedFile:
         raise DataError(f"{source} is truncated or has trailing bytes: {len(data)} bytes, expected {expected + 32}")
     if payload_len % 4:
         raise DataError(f"{source} is corrupted: its payload of {payload_len} bytes is not a whole number of 32-bit words")
-    if hashlib.sha256(body).digest() != digest:
-        raise DataError(f"{source} is corrupted: its checksum does not match its content")
     try:
         header = parse_json(body[start : start + head_len].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:

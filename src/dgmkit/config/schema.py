@@ -196,6 +196,7 @@ class EvalConfig:
 SECTIONS: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "eval": EvalConfig}
 # optim keys that mean something for families fitted without gradient steps
 _NON_GRADIENT_KEYS = ("seed", "device")
+OWN_DATA_KEYS = ("dataset", "data_key", "binarize", "image_shape")  # what a run on another run's data (codes_of) leaves out
 _FIT_WORDS = {"closed-form": "in closed form", "em": "by EM"}
 # what --resume may change: how long to go on and where
 FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "graph_step", "channels_last", "time_budget", "em_iterations")
@@ -288,10 +289,12 @@ class RunConfig:
         if self.data.image_shape is not None and len(self.data.image_shape) not in (2, 3):
             raise ConfigError(f"image_shape takes H W or C H W, got {self.data.image_shape}")
         if self.data.codes_of is not None:
-            own = (self.data.dataset, self.data.data_key, self.data.binarize, self.data.image_shape)
-            if own != (DataConfig.dataset, DataConfig.data_key, DataConfig.binarize, None):
+            own = {k: getattr(self.data, k) for k in OWN_DATA_KEYS}  # (the run's own data: another run makes them)
+            given = [f"{k} = {v!r}" for k, v in own.items() if v != getattr(DataConfig, k)]
+            if given:
                 raise ConfigError(
-                    "codes_of takes its data from the other run; leave out dataset, data_key, image_shape and binarize"
+                    f"codes_of takes its data from the other run; leave out {', '.join(given)} (dataset, data_key, "
+                    "image_shape and binarize name data of the run's own)"
                 )
             if self.data.missing_rate:
                 raise ConfigError("missing_rate removes entries of stored data, not of the data another run makes")
