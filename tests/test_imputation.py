@@ -999,6 +999,13 @@ def test_a_table_without_a_header_line_is_refused_unless_a_schema_names_its_colu
     q.write_text("2019,2020\n" + "".join(f"{i},{i + 1}\n" for i in range(30)))
     s.write_text(json.dumps({"columns": {"2019": "numeric", "2020": "numeric"}}))
     assert [c.name for c in read_table(q, s)[1]] == ["2019", "2020"]  # the schema says they are names
+    iris = tmp_path / "iris.csv"  # a first line with a category among numbers: read as a header, silently
+    iris.write_text("5.1,3.5,setosa\n4.9,3.0,setosa\n6.3,3.3,virginica\n5.8,2.7,virginica\n")
+    with pytest.raises(DataError, match=r"first line's 'setosa' \(column 3\) is also a value of that column below"):
+        read_table(iris)
+    named = tmp_path / "named.csv"  # a name that is no value of its column is a header, years among them
+    named.write_text("2019,2020,species\n5.1,3.5,setosa\n4.9,3.0,setosa\n")
+    assert [c.name for c in read_table(named)[1]] == ["2019", "2020", "species"]
 
 
 def test_mcar_at_the_highest_rate_keeps_each_row_s_first_observed_entry_and_draws_each_split_anew():

@@ -15,7 +15,8 @@ most of them seen once (more than half its cells: an identifier, or numbers writ
 symbols, ``$1,234``): a schema says if it is categorical. A
 number is written in decimal, as in C or a spreadsheet (``-1.5``, ``2e-3``, ``.5``): Python's
 digit separators (``5_0``) and non-ASCII digits are not numbers here, so such a cell makes its
-column categorical, or is refused in a numeric one. A first line of numbers only is no header
+column categorical, or is refused in a numeric one. A first line of numbers only, or one with a
+cell that is also a value of its column below (iris without its header: "setosa"), is no header
 and is refused (unless a schema names those columns). The columns (``Dataset.columns``) give the
 mixed likelihood its heads (``--likelihood mixed``) and ``dgm impute`` its CSV output.
 """
@@ -307,6 +308,13 @@ def read_table(
             f"{path.name}: its first line holds numbers only ({', '.join(map(_shown_cell, header[:3]))}"
             f"{', ...' if len(header) > 3 else ''}): a table needs a header line naming its columns (a schema naming "
             "them says that these are the names)"
+        )
+    echoed = next((j for j, h in enumerate(header) if any(r[j] == h for r in rows)), None) if schema is None else None
+    if echoed is not None:  # (a name is not one of its own column's values: a row of data read as the header)
+        raise DataError(
+            f"{path.name}: its first line's {_shown_cell(header[echoed])} (column {echoed + 1}) is also a value of that "
+            "column below: the first line looks like a row of data, not a header line naming the columns; add one "
+            "(a schema naming the columns says that these are the names)"
         )
     kinds = _schema(Path(schema) if schema is not None else None, header)
     n, d = len(rows), len(header)
