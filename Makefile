@@ -74,7 +74,9 @@ package-check: $(VENV)/.installed
 	build/pkg/venv/bin/python -c "import torch, importlib.util as u; \
 	  assert torch.__version__ == open('build/pkg/torch-before').read(), 'pip replaced torch'; \
 	  assert not any(u.find_spec(m) for m in ('constriction', 'tensorboard', 'ruff')), 'an extra was installed'"
-	cd build/pkg && venv/bin/dgm demo --out demo --epochs 2 >/dev/null && echo "package-check: the wheel installs beside torch $$(cat torch-before) and dgm demo runs"
+	build/pkg/venv/bin/python -c "from dgmkit.config.schema import load_config_file, preset_names; \
+	  assert len(preset_names()) >= 30, 'the presets are not in the wheel'; load_config_file('m1-mnist')"
+	cd build/pkg && venv/bin/dgm demo --out demo --epochs 2 >/dev/null && echo "package-check: the wheel installs beside torch $$(cat torch-before), holds the presets, and dgm demo runs"
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/train_speed.py

@@ -85,3 +85,20 @@ def test_a_wrong_value_in_a_config_file_is_named_with_the_file_even_where_a_flag
         preset.write_text(text)
         assert main(["train", "--config", str(preset), *flags, "--out", str(tmp_path / "r")]) == 1
         assert f"dgm: error: {preset}: {needle}" in capsys.readouterr().err
+
+
+def test_a_preset_is_named_by_its_bare_name_from_the_installed_package(tmp_path, monkeypatch, capsys):
+    """configs/ was reachable from a checkout only: pip-installed, no preset could be named."""
+    from dgmkit.cli.main import main
+    from dgmkit.cli.train import family_from_argv
+    from dgmkit.config.schema import PRESETS as SHIPPED
+    from dgmkit.config.schema import preset_names
+
+    assert preset_names() == sorted(p.stem for p in PRESETS) and SHIPPED.parent.name == "dgmkit"  # (configs/: a link)
+    monkeypatch.chdir(tmp_path)  # outside the checkout
+    assert load_config_file("vqvae-bmnist") == load_config_file(PRESETS[0].parent / "vqvae-bmnist.toml")
+    assert family_from_argv(["train", "--config", "vqvae-bmnist"]) == "vqvae"  # (its flags are offered)
+    assert main(["train", "--config", "vampprior-paper-standrd", "--out", "r"]) == 1
+    assert "nor a preset of that name (did you mean 'vampprior-paper-standard'?)" in capsys.readouterr().err
+    (tmp_path / "m1-mnist").write_text('model = "ppca"\n')  # a file of that name here is the file, as always
+    assert load_config_file("m1-mnist") == {"model": "ppca"}

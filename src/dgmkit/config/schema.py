@@ -7,6 +7,7 @@ range-checked from its declaration; unknown keys are rejected with the closest n
 """
 
 import dataclasses
+import os
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Literal
 
 from dgmkit._io import parse_json, read_regular
 from dgmkit.devices import check_device_name
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, did_you_mean
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, FamilyConfig, get_family
 from dgmkit.settings import check, default_of, from_dict, setting, unknown_keys
 
@@ -446,8 +447,27 @@ def _unknown(key: str, family: str) -> str:
     return unknown_keys([key], known)
 
 
+PRESETS = Path(__file__).resolve().parents[1] / "presets"  # the presets dgmkit ships (configs/ in its source)
+
+
+def preset_names() -> list[str]:
+    """The names of the presets dgmkit ships: ``--config NAME`` reads ``NAME.toml`` among them."""
+    return sorted(p.stem for p in PRESETS.glob("*.toml"))
+
+
 def load_config_file(path: str | Path) -> dict:
-    """Read a TOML or JSON config file into a dict of keys (checked by RunConfig.from_dict)."""
+    """Read a TOML or JSON config file into a dict of keys (checked by RunConfig.from_dict); a bare
+    name that is no file here is one of dgmkit's presets (``preset_names``), read from the package."""
+    name = str(path)
+    bare = name and os.sep not in name and "/" not in name and not Path(name).suffix
+    if bare and not Path(name).exists():
+        if name not in preset_names():
+            close = did_you_mean(name, preset_names()).strip()
+            raise ConfigError(
+                f"cannot read config file {name}: no such file, nor a preset of that name "
+                + (close or f"(the presets: {', '.join(preset_names())})")
+            )
+        path = PRESETS / f"{name}.toml"
     path = Path(path)
     try:
         raw = read_regular(path, MAX_CONFIG_BYTES)
