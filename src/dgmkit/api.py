@@ -182,13 +182,7 @@ def train(
                 f"resume continues the run as it was configured: give only {', '.join(FREE_ON_RESUME)}, "
                 f"not {', '.join(sorted(set(settings) - set(FREE_ON_RESUME))) or 'config or data'}"
             )
-        from dgmkit.config import migrate_record
-        from dgmkit.config.run import read_json
-
-        stored = RunConfig.from_dict(migrate_record(read_json(out / "config.json"), str(out))["config"], str(out))
-        cfg = stored.resumed(settings)
-        train_run(cfg, out, resume=True, quiet=quiet, resume_line=not quiet)
-        return load(out)
+        return _resumed(out, settings, quiet)
     from_config = _config_keys(config)
     values = {**from_config, **settings}
     had_run, written = (out / "config.json").exists(), None
@@ -212,6 +206,17 @@ def train(
             written.unlink(missing_ok=True)
         remove_empty_folders(made)  # (only those left empty)
         raise
+    return load(out)
+
+
+def _resumed(out: Path, settings: dict, quiet: bool) -> Run:
+    """``train(out, resume=True, **settings)``: the run in ``out`` continued with the settings a
+    resume may change, and loaded."""
+    from dgmkit.config import migrate_record
+    from dgmkit.config.run import read_json
+
+    stored = RunConfig.from_dict(migrate_record(read_json(out / "config.json"), str(out))["config"], str(out))
+    train_run(stored.resumed(settings), out, resume=True, quiet=quiet, resume_line=not quiet)
     return load(out)
 
 

@@ -171,29 +171,7 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
             raise ConfigError(f"{flag} is empty: name a path, or leave it out")
         if flag != "--data" and not (value is None or isinstance(value, (str, os.PathLike))):  # (from Python)
             raise ConfigError(f"{flag.lstrip('-').replace('-', '_')} names a path, got {shown_value(value)}")
-    cfg = _moved_schema(run, run.cfg.data, schema)
-    if data is not None and not isinstance(data, (str, os.PathLike)):
-        raise ConfigError(
-            f"data names the run's data file at a new path, got a {type(data).__name__}; to score arrays, use "
-            "dgmkit.evaluation.evaluate(run.model, run.transform.held_out(x), log_volume=run.transform.log_volume) or "
-            "log_likelihoods"
-        )
-    moved_file = None  # a run on another run's data: the data file that run (or the first of a chain) was trained on
-    if data is not None and cfg.codes_of and is_data_file(data) and not Path(data).is_dir():
-        moved_file = data
-    elif data is not None and cfg.codes_of:  # the run whose data it takes, at a new folder (pinned: check_derived_current)
-        cfg = dataclasses.replace(cfg, codes_of=str(Path(data).resolve()))
-    elif data is not None:
-        if not is_data_file(cfg.dataset):
-            raise ConfigError(
-                f"--data points at a moved data file, but {run.path} was trained on the named dataset {cfg.dataset!r} "
-                "(use --data-dir)"
-            )
-        if not is_data_file(data):
-            raise ConfigError(f"--data names a .npy, .npz, .mat, .csv or .parquet file, got {data!r}")
-        cfg = dataclasses.replace(cfg, dataset=data)
-    elif is_data_file(cfg.dataset) and not Path(cfg.dataset).expanduser().is_file():
-        raise DataError(f"no such data file: {cfg.dataset} (the data {run.path} was trained on); if it moved, --data PATH")
+    cfg, moved_file = _moved_data(run, _moved_schema(run, run.cfg.data, schema), data)
     dataset = run_dataset(cfg, data_dir, run.record["data"].get("units"), moved_file=moved_file)
     check_derived_current(dataset, cfg, run.record, run.path)
     want = run.record["data"].get("sha256")
@@ -215,6 +193,34 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
         )
     _check_as_recorded(run, dataset)
     return dataset
+
+
+def _moved_data(run: Run, cfg: DataConfig, data: str | None) -> tuple[DataConfig, str | None]:
+    """The run's data settings with ``data`` (--data) read as what moved: its data file, or, for a
+    run on another run's data, that run's folder, or the data file the first run of the chain was
+    trained on (returned apart, for ``run_dataset``)."""
+    if data is not None and not isinstance(data, (str, os.PathLike)):
+        raise ConfigError(
+            f"data names the run's data file at a new path, got a {type(data).__name__}; to score arrays, use "
+            "dgmkit.evaluation.evaluate(run.model, run.transform.held_out(x), log_volume=run.transform.log_volume) or "
+            "log_likelihoods"
+        )
+    if data is not None and cfg.codes_of and is_data_file(data) and not Path(data).is_dir():
+        return cfg, data
+    if data is not None and cfg.codes_of:  # the run whose data it takes, at a new folder (pinned: check_derived_current)
+        return dataclasses.replace(cfg, codes_of=str(Path(data).resolve())), None
+    if data is not None:
+        if not is_data_file(cfg.dataset):
+            raise ConfigError(
+                f"--data points at a moved data file, but {run.path} was trained on the named dataset {cfg.dataset!r} "
+                "(use --data-dir)"
+            )
+        if not is_data_file(data):
+            raise ConfigError(f"--data names a .npy, .npz, .mat, .csv or .parquet file, got {data!r}")
+        return dataclasses.replace(cfg, dataset=data), None
+    if is_data_file(cfg.dataset) and not Path(cfg.dataset).expanduser().is_file():
+        raise DataError(f"no such data file: {cfg.dataset} (the data {run.path} was trained on); if it moved, --data PATH")
+    return cfg, None
 
 
 def _moved_schema(run: Run, cfg: DataConfig, schema: str | None) -> DataConfig:

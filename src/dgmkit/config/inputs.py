@@ -80,22 +80,8 @@ def run_dataset(
         derived = derived_dataset(data.codes_of, data_dir or data.data_dir, (*_chain, source), moved_file)
         dataset = _latent_form(derived, data, units)
     else:
-        name = data.dataset
-        if moved_file is not None and _chain:
-            if not is_data_file(name):
-                raise ConfigError(
-                    f"--data names a data file, but {_chain[-1]} was trained on the named dataset {name!r}: give --data "
-                    "the folder of the run whose data this run takes, moved, or --data-dir for the named dataset"
-                )
-            name = moved_file
-        elif _chain and is_data_file(name) and not Path(name).expanduser().is_file():
-            raise DataError(
-                f"no such data file: {name}, the data of {_chain[-1]}, from which this run's data are made; if it "
-                "moved, name its new path with --data NEW_FILE (dgm eval, sample and the other commands; to resume "
-                "training, put it back)"
-            )
         dataset = load_dataset(
-            name,
+            _stored_name(data.dataset, _chain, moved_file),
             data_dir or data.data_dir,
             download=data.download,
             key=data.data_key,
@@ -103,6 +89,26 @@ def run_dataset(
             schema=data.schema,
         )
     return remove_completely_at_random(dataset, data.missing_rate, data.missing_seed)
+
+
+def _stored_name(name: str, chain: tuple[Path, ...], moved_file: str | None) -> str:
+    """The dataset ``name`` of the first run of a ``chain`` of runs on other runs' data, read from
+    ``moved_file`` where that data file moved (``run_dataset``); a file missing there is named as
+    that run's, with the way to name its new path."""
+    if moved_file is not None and chain:
+        if not is_data_file(name):
+            raise ConfigError(
+                f"--data names a data file, but {chain[-1]} was trained on the named dataset {name!r}: give --data "
+                "the folder of the run whose data this run takes, moved, or --data-dir for the named dataset"
+            )
+        return moved_file
+    if chain and is_data_file(name) and not Path(name).expanduser().is_file():
+        raise DataError(
+            f"no such data file: {name}, the data of {chain[-1]}, from which this run's data are made; if it "
+            "moved, name its new path with --data NEW_FILE (dgm eval, sample and the other commands; to resume "
+            "training, put it back)"
+        )
+    return name
 
 
 ACTIVE_VARIANCE = 0.01  # Burda et al.'s active units: Cov_x(E_q[z_m]) above this

@@ -292,6 +292,24 @@ def _check_not_unique(path: Path, name: str, cats: tuple[str, ...], observed: in
         )
 
 
+def _check_names_not_data(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """Refuses a first line that looks like a row of data read as the header: numbers only, or a
+    cell that is also a value of its column below (a name is not one of its column's values)."""
+    if all(_number(h) is not None for h in header):
+        raise DataError(
+            f"{path.name}: its first line holds numbers only ({', '.join(map(_shown_cell, header[:3]))}"
+            f"{', ...' if len(header) > 3 else ''}): a table needs a header line naming its columns (a schema naming "
+            "them says that these are the names)"
+        )
+    echoed = next((j for j, h in enumerate(header) if any(r[j] == h for r in rows)), None)
+    if echoed is not None:
+        raise DataError(
+            f"{path.name}: its first line's {_shown_cell(header[echoed])} (column {echoed + 1}) is also a value of that "
+            "column below: the first line looks like a row of data, not a header line naming the columns; add one "
+            "(a schema naming the columns says that these are the names)"
+        )
+
+
 def read_table(
     path: str | Path, schema: str | os.PathLike[str] | None = None, columns: tuple[Column, ...] | None = None
 ) -> tuple[np.ndarray, tuple[Column, ...]]:
@@ -303,19 +321,8 @@ def read_table(
     _check_header(path, header, rows)
     if columns is not None:
         return _encode(path, header, rows, places, columns), columns
-    if schema is None and all(_number(h) is not None for h in header):
-        raise DataError(
-            f"{path.name}: its first line holds numbers only ({', '.join(map(_shown_cell, header[:3]))}"
-            f"{', ...' if len(header) > 3 else ''}): a table needs a header line naming its columns (a schema naming "
-            "them says that these are the names)"
-        )
-    echoed = next((j for j, h in enumerate(header) if any(r[j] == h for r in rows)), None) if schema is None else None
-    if echoed is not None:  # (a name is not one of its own column's values: a row of data read as the header)
-        raise DataError(
-            f"{path.name}: its first line's {_shown_cell(header[echoed])} (column {echoed + 1}) is also a value of that "
-            "column below: the first line looks like a row of data, not a header line naming the columns; add one "
-            "(a schema naming the columns says that these are the names)"
-        )
+    if schema is None:  # (a schema naming the columns says that the first line holds their names)
+        _check_names_not_data(path, header, rows)
     kinds = _schema(Path(schema) if schema is not None else None, header)
     n, d = len(rows), len(header)
     x = np.full((n, d), np.nan)
