@@ -536,9 +536,8 @@ def test_nproc_checks_the_gpus_before_starting_processes_and_notes_more_processe
     monkeypatch.setattr(train_cli, "_launch", lambda args: started.append(args.nproc) or 0)
     argv = ["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2"]
     for flags, words in (
-        (["--nproc", "2", "--device", "cuda"], "which has 1 GPU: start one process per GPU"),
-        (["--nproc", "2"], "which has 1 GPU: start one process per GPU"),  # (auto: CUDA where present)
-        (["--nproc", "2", "--device", "cuda:0"], "--device cuda:0 in data-parallel training: each process takes a GPU"),
+        (["--nproc", "2", "--device", "cuda"], "--nproc 2: data-parallel training puts one process on each GPU, and this"),
+        (["--nproc", "2"], "machine has 1: give --nproc 1 or fewer, or train on the CPU"),  # (auto: CUDA where present)
     ):
         assert main([*argv, *flags, "--out", str(tmp_path / "g")]) == 1
         err = capsys.readouterr()
@@ -549,6 +548,11 @@ def test_nproc_checks_the_gpus_before_starting_processes_and_notes_more_processe
     assert "note: 2 processes on 1 CPU core: each step waits for the slowest" in capsys.readouterr().out
     assert started == [2]
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert main([*argv, "--nproc", "2", "--device", "cuda:1", "--out", str(tmp_path / "d")]) == 1  # (rank 0's is cuda:0)
+    assert "--device cuda:1 in data-parallel training" in capsys.readouterr().err
+    from dgmkit.training.data_parallel import rank_device  # (a rank that names its own GPU, under torchrun: taken)
+
+    assert rank_device(dd.Context(1, 2, 1), torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert main([*argv, "--nproc", "2", "--device", "cuda", "--out", str(tmp_path / "d")]) == 0  # (no note on a GPU)
     assert "CPU core" not in capsys.readouterr().out and started == [2, 2]
 

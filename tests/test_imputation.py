@@ -1006,6 +1006,12 @@ def test_a_table_without_a_header_line_is_refused_unless_a_schema_names_its_colu
     named = tmp_path / "named.csv"  # a name that is no value of its column is a header, years among them
     named.write_text("2019,2020,species\n5.1,3.5,setosa\n4.9,3.0,setosa\n")
     assert [c.name for c in read_table(named)[1]] == ["2019", "2020", "species"]
+    smoker = tmp_path / "smoker.csv"  # a word among its column's values, beside names that are words
+    smoker.write_text("age,smoker,bmi\n40,smoker,22.5\n35,non-smoker,24.1\n")
+    assert [c.name for c in read_table(smoker)[1]] == ["age", "smoker", "bmi"]
+    pandas = tmp_path / "pandas.csv"  # DataFrame(array).to_csv(index=False): numbers that name the columns
+    pandas.write_text("0,1,label\n0,3.5,a\n1,0,b\n")
+    assert [c.name for c in read_table(pandas)[1]] == ["0", "1", "label"]
 
 
 def test_mcar_at_the_highest_rate_keeps_each_row_s_first_observed_entry_and_draws_each_split_anew():

@@ -135,3 +135,6 @@ def test_a_row_that_every_draw_gives_probability_0_is_refused_not_imputed_as_nan
         impute(model, x, k=8, generator=torch.Generator().manual_seed(0))
     single, _ = impute(model, x[:1], k=8, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(single).all()
+    x[1, 0, 0, 2] = 0.5  # complete: nothing to impute, its values kept whatever its weights
+    single, _ = impute(model, x, k=8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(single[1], x[1]) and torch.isfinite(single[0]).all()

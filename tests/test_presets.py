@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dgmkit.config import RunConfig, build_model, build_objective, load_config_file
+from dgmkit.errors import ConfigError
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
 
@@ -100,5 +101,9 @@ def test_a_preset_is_named_by_its_bare_name_from_the_installed_package(tmp_path,
     assert family_from_argv(["train", "--config", "vqvae-bmnist"]) == "vqvae"  # (its flags are offered)
     assert main(["train", "--config", "vampprior-paper-standrd", "--out", "r"]) == 1
     assert "nor a preset of that name (did you mean 'vampprior-paper-standard'?)" in capsys.readouterr().err
+    (tmp_path / "vqvae-bmnist").mkdir()  # (a run folder named as the preset: no file, the preset is read)
+    assert load_config_file("vqvae-bmnist") == load_config_file(PRESETS[0].parent / "vqvae-bmnist.toml")
+    with pytest.raises(ConfigError, match=r"m1-mnist.toml: No such file or directory \(dgmkit's preset of that name is"):
+        load_config_file("m1-mnist.toml")
     (tmp_path / "m1-mnist").write_text('model = "ppca"\n')  # a file of that name here is the file, as always
     assert load_config_file("m1-mnist") == {"model": "ppca"}

@@ -325,7 +325,7 @@ def test_the_trainers_own_arguments_are_checked_before_any_step(digits):
         (digits.train.x[:0], None, "the Trainer's train data hold no datapoint"),
         (digits.train, digits.valid.x[:0], "valid data hold no datapoint; give valid=None to train without validation"),
         (holed, None, "the data hold missing entries (NaN), and ELBO cannot train on incomplete data"),
-        (endless, None, "integer levels 0..16; 1 entries are infinite"),
+        (endless, None, "integer levels 0..16; 1 entry is infinite"),
     ):
         with pytest.raises(DataError) as e:
             Trainer(model, build_objective(CFG), train, transform, valid=valid, progress=False)

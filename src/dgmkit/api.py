@@ -183,8 +183,7 @@ def train(
                 f"not {', '.join(sorted(set(settings) - set(FREE_ON_RESUME))) or 'config or data'}"
             )
         return _resumed(out, settings, quiet)
-    from_config = _config_keys(config)
-    values = {**from_config, **settings}
+    values = {**_config_keys(config), **settings}
     had_run, written = (out / "config.json").exists(), None
     made = [p for p in out.parents if not p.exists()]  # folders this call creates (deepest first)
     if data is not None:
@@ -193,12 +192,9 @@ def train(
         path, wrote = _data_file(out, data)
         values["dataset"], written = str(path), path if wrote else None
     try:
-        cfg = RunConfig.of(**values)
-        # a keyword given at its default that the run would not read is refused, as dgm train refuses
-        # the flag (unless it sets back a value of the config file's, the way to override a preset)
-        file = str(config) if isinstance(config, (str, os.PathLike)) else None
-        cfg.check_inert(file, given=set(settings), file_keys=from_config)
-        train_run(cfg, out, quiet=quiet, resume_line=not quiet)
+        # (a keyword at its default counts as not given, so that **cfg.flat() repeats a run; a value
+        # other than the default that the run leaves unread is refused by train_run, as dgm train does)
+        train_run(RunConfig.of(**values), out, quiet=quiet, resume_line=not quiet)
     except BaseException:
         # a refused call (a bad setting, a folder that is not empty) leaves no data file of its own
         # behind; one that the run this call started names stays, for a resume

@@ -205,6 +205,7 @@ def _moved_data(run: Run, cfg: DataConfig, data: str | None) -> tuple[DataConfig
             "dgmkit.evaluation.evaluate(run.model, run.transform.held_out(x), log_volume=run.transform.log_volume) or "
             "log_likelihoods"
         )
+    data = None if data is None else os.fspath(data)  # (a path from Python, as a string)
     if data is not None and cfg.codes_of and is_data_file(data) and not Path(data).is_dir():
         return cfg, data
     if data is not None and cfg.codes_of:  # the run whose data it takes, at a new folder (pinned: check_derived_current)

@@ -622,10 +622,16 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
 
 
 def _check_processes(nproc: int, device: torch.device) -> None:
-    """--nproc against this machine, before any process starts: on CUDA the device of the last
-    process as it will check it (one process per GPU); on the CPU, a note where the processes
-    outnumber the cores (each step waits for the slowest, and fewer train faster)."""
-    rank_device(distributed.Context(nproc - 1, nproc, nproc - 1), device)
+    """--nproc against this machine, before any process starts: on CUDA one process per GPU, each
+    on its own (the ranks' check); on the CPU, a note where the processes outnumber the cores
+    (each step waits for the slowest, and fewer train faster)."""
+    if device.type == "cuda" and nproc > (gpus := torch.cuda.device_count()):
+        raise ConfigError(
+            f"--nproc {nproc}: data-parallel training puts one process on each GPU, and this machine has {gpus}: give "
+            f"--nproc {gpus} or fewer, or train on the CPU with --device cpu"
+        )
+    for rank in (0, nproc - 1):  # (a GPU named for all: refused as the ranks whose own it is not refuse it)
+        rank_device(distributed.Context(rank, nproc, rank), device)
     if device.type == "cpu" and nproc > (cores := os.cpu_count() or 1):
         say(
             f"note: {nproc} processes on {cores} CPU core{'s' if cores != 1 else ''}: each step waits for the "

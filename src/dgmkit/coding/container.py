@@ -304,6 +304,28 @@ def write_container(header: dict, payload: np.ndarray) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
+def _refuse_damaged(data: bytes, source: str, version: int, head_len: int) -> None:
+    """The DataError of a file whose checksum does not match: one of another format version, a
+    whole file with bytes after its end (its own checksum intact: a copy with something added),
+    or a file truncated or corrupted."""
+    if version != FORMAT_VERSION:
+        raise DataError(
+            f"{source} has format version {version} (or is corrupted: its checksum does not match); this dgmkit "
+            f"reads version {FORMAT_VERSION}"
+        )
+    start = len(MAGIC) + 6
+    if start + head_len + 8 + 32 <= len(data):
+        (payload_len,) = struct.unpack_from("<Q", data, start + head_len)
+        end = start + head_len + 8 + payload_len
+        if end + 32 < len(data) and hashlib.sha256(data[:end]).digest() == data[end : end + 32]:
+            extra = len(data) - end - 32
+            raise DataError(
+                f"{source} has {extra} byte{'s' if extra != 1 else ''} after its end: its own {end + 32} bytes are "
+                "intact (cut the rest off)"
+            )
+    raise DataError(f"{source} is truncated or corrupted: its checksum does not match its content")
+
+
 def read_container(data: bytes, source: str = "the file") -> CompressedFile:
     """The header (checked against the schema) and payload of a compressed file; DataError
     for anything that is not a well-formed version-1 file."""
@@ -320,11 +342,11 @@ def read_container(data: bytes, source: str = "the file") -> CompressedFile:
     if len(data) < start + 8 + 32:
         raise DataError(f"{source} is truncated ({len(data)} bytes)")
     version, head_len = struct.unpack_from("<HI", data, len(MAGIC))
+    body, digest = data[:-32], data[-32:]
+    if hashlib.sha256(body).digest() != digest:  # (first: a cut or a changed byte is said so, not read as sizes)
+        _refuse_damaged(data, source, version, head_len)
     if version != FORMAT_VERSION:
         raise DataError(f"{source} has format version {version}; this dgmkit reads version {FORMAT_VERSION}")
-    body, digest = data[:-32], data[-32:]
-    if hashlib.sha256(body).digest() != digest:  # (first: a cut or a changed byte anywhere is said so, not read as sizes)
-        raise DataError(f"{source} is truncated or corrupted: its checksum does not match its content")
     if len(body) < start + head_len + 8:
         raise DataError(
             f"{source} is truncated: its header of {head_len} bytes and the fixed fields need {start + head_len + 8 + 32} "

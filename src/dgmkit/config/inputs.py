@@ -105,8 +105,8 @@ def _stored_name(name: str, chain: tuple[Path, ...], moved_file: str | None) -> 
     if chain and is_data_file(name) and not Path(name).expanduser().is_file():
         raise DataError(
             f"no such data file: {name}, the data of {chain[-1]}, from which this run's data are made; if it "
-            "moved, name its new path with --data NEW_FILE (dgm eval, sample and the other commands; to resume "
-            "training, put it back)"
+            "moved, put it back (dgm train reads it there), or, for a run trained on them, name its new path with "
+            "--data NEW_FILE of dgm eval, sample and the other commands"
         )
     return name
 

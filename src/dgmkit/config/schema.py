@@ -460,7 +460,7 @@ def load_config_file(path: str | Path) -> dict:
     name that is no file here is one of dgmkit's presets (``preset_names``), read from the package."""
     name = str(path)
     bare = name and os.sep not in name and "/" not in name and not Path(name).suffix
-    if bare and not Path(name).exists():
+    if bare and not Path(name).is_file():
         if name not in preset_names():
             close = did_you_mean(name, preset_names()).strip()
             raise ConfigError(
@@ -475,7 +475,9 @@ def load_config_file(path: str | Path) -> dict:
             raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
         text = raw.decode()
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
+        preset = path.suffix == ".toml" and not path.exists() and path.stem in preset_names()
+        hint = f" (dgmkit's preset of that name is --config {path.stem})" if preset else ""
+        raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}{hint}") from None
     try:
         values = parse_json(text) if path.suffix == ".json" else tomllib.loads(text)
     except RecursionError:

@@ -542,9 +542,10 @@ def from_array(
 DATA_FILE_SUFFIXES = (".npy", ".npz", ".mat", *TABLE_SUFFIXES)
 
 
-def is_data_file(name: str) -> bool:
-    """Whether a ``--dataset`` value names a file (by its suffix) rather than a named dataset."""
-    return name.lower().endswith(DATA_FILE_SUFFIXES)
+def is_data_file(name: "str | os.PathLike[str]") -> bool:
+    """Whether a ``--dataset`` value (or a path from Python) names a file (by its suffix) rather
+    than a named dataset."""
+    return os.fspath(name).lower().endswith(DATA_FILE_SUFFIXES)
 
 
 def is_table(name: str) -> bool:

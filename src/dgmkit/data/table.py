@@ -15,9 +15,9 @@ most of them seen once (more than half its cells: an identifier, or numbers writ
 symbols, ``$1,234``): a schema says if it is categorical. A
 number is written in decimal, as in C or a spreadsheet (``-1.5``, ``2e-3``, ``.5``): Python's
 digit separators (``5_0``) and non-ASCII digits are not numbers here, so such a cell makes its
-column categorical, or is refused in a numeric one. A first line of numbers only, or one with a
-cell that is also a value of its column below (iris without its header: "setosa"), is no header
-and is refused (unless a schema names those columns). The columns (``Dataset.columns``) give the
+column categorical, or is refused in a numeric one. A first line of numbers only, or of numbers
+beside a word that is also a value of its column below (iris without its header: "setosa"), is
+no header and is refused (unless a schema names those columns). The columns (``Dataset.columns``) give the
 mixed likelihood its heads (``--likelihood mixed``) and ``dgm impute`` its CSV output.
 """
 
@@ -293,16 +293,20 @@ def _check_not_unique(path: Path, name: str, cats: tuple[str, ...], observed: in
 
 
 def _check_names_not_data(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    """Refuses a first line that looks like a row of data read as the header: numbers only, or a
-    cell that is also a value of its column below (a name is not one of its column's values)."""
+    """Refuses a first line that looks like a row of data read as the header: numbers only, or
+    numbers beside a word that is also a value of its column below (iris without its header:
+    "5.1,3.5,1.4,0.2,setosa"). A word among its column's values beside names that are words
+    ("smoker" over smoker/non-smoker), or numbers that name columns (pandas' "0,1,2,label"), are
+    names."""
     if all(_number(h) is not None for h in header):
         raise DataError(
             f"{path.name}: its first line holds numbers only ({', '.join(map(_shown_cell, header[:3]))}"
             f"{', ...' if len(header) > 3 else ''}): a table needs a header line naming its columns (a schema naming "
             "them says that these are the names)"
         )
-    echoed = next((j for j, h in enumerate(header) if any(r[j] == h for r in rows)), None)
-    if echoed is not None:
+    numbered = any(_number(h) is not None for h in header)
+    echoed = next((j for j, h in enumerate(header) if _number(h) is None and any(r[j] == h for r in rows)), None)
+    if numbered and echoed is not None:
         raise DataError(
             f"{path.name}: its first line's {_shown_cell(header[echoed])} (column {echoed + 1}) is also a value of that "
             "column below: the first line looks like a row of data, not a header line naming the columns; add one "

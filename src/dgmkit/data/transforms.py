@@ -121,7 +121,8 @@ class DataTransform:
             wanted = f"the {self.kind} transform reads the data as stored, integer levels 0..{top}"
             infinite = int(torch.isinf(v).sum()) if v.is_floating_point() else 0
             if infinite:
-                raise DataError(f"{wanted}; {infinite} entries are infinite (NaN marks a missing entry)")
+                entries = "1 entry is" if infinite == 1 else f"{infinite} entries are"
+                raise DataError(f"{wanted}; {entries} infinite (NaN marks a missing entry)")
             scaled = " (pass the raw integers, not images scaled to [0, 1])" if not whole and lo >= 0 and hi <= 1 else ""
             raise DataError(f"{wanted}; got {values_seen(v)}{scaled}")
 

@@ -149,7 +149,9 @@ def impute(
     assert acc is not None and to_point is not None and total is not None  # k >= 1: at least one chunk
     # a row whose every draw has weight 0 (an observed value the model gives probability 0) has no
     # imputation to give: refused by name, as dgm score refuses its log-likelihood, not left NaN
-    refuse_non_finite("log-likelihood of the observed entries (of every draw: nothing to impute from)", total)
+    incomplete = ~mask.flatten(1).all(1)  # (a complete row keeps its values, whatever its weights)
+    bad = ~torch.isfinite(total) & incomplete
+    refuse_non_finite("log-likelihood of the observed entries (of every draw: nothing to impute from)", total, bad)
     single = torch.where(mask, x, to_point(acc).to(x.dtype))
     multiple = None if picked is None else torch.where(mask, x, picked)
     return single, multiple

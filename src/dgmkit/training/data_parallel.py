@@ -121,7 +121,7 @@ def rank_device(ctx: distributed.Context, device: torch.device) -> torch.device:
     """The device of this rank: on CUDA, GPU ``local_rank`` of its machine (one process per GPU)."""
     if device.type != "cuda":
         return device
-    if device.index is not None:  # (each rank takes the GPU of its local rank: no one GPU is named for all)
+    if device.index is not None and device.index != ctx.local_rank:  # (each rank takes the GPU of its local rank)
         raise ConfigError(
             f"--device {device} in data-parallel training: each process takes a GPU of its own (process k of a "
             "machine its GPU k); give --device cuda (or auto), and CUDA_VISIBLE_DEVICES to choose the GPUs"

@@ -732,12 +732,11 @@ class Trainer:
     def _nan_message(self, loss: torch.Tensor) -> str:
         where = f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; {self._kept()}. "
         if self.step == 0:  # before any update, no learning rate is to blame: the data or the model as it starts
-            seen = self.train_x[~torch.isnan(self.train_x)] if self.train_x.is_floating_point() else self.train_x
-            top = float(seen.abs().max()) if seen.numel() else 0.0
+            top = max((float(c.double().nan_to_num(0.0).abs().max()) for c in self.train_x.split(65536)), default=0.0)
             return (
-                f"{where}That is the first step, before any update: the model as initialised gives the first batch "
-                f"a loss that is no number. Look at the data (the largest magnitude in them is {top:g}; values far "
-                "from the scale of the likelihood overflow it) and at the model's settings"
+                f"{where}That is the first step, before any update: the model as it starts this run gives the first "
+                f"batch a loss that is no number. Look at the data (the largest magnitude in them is {top:g}; values "
+                "far from the scale of the likelihood overflow it) and at the model's settings"
             )
         return f"{where}Try a lower --lr or --grad-clip"
 
