@@ -200,7 +200,7 @@ _NON_GRADIENT_KEYS = ("seed", "device")
 OWN_DATA_KEYS = ("dataset", "data_key", "binarize", "image_shape")  # what a run on another run's data (codes_of) leaves out
 _FIT_WORDS = {"closed-form": "in closed form", "em": "by EM"}
 # what --resume may change: how long to go on and where
-FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "graph_step", "channels_last", "time_budget", "em_iterations")
+FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "graph_step", "channels_last", "time_budget")
 # where another run is, which may move (a run carried to another machine): its record's data name
 # (the other run's id and checkpoint digest) pins what it holds, not its path
 MOVABLE = ("codes_of",)
