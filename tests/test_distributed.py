@@ -537,7 +537,7 @@ def test_nproc_checks_the_gpus_before_starting_processes_and_notes_more_processe
     argv = ["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2"]
     for flags, words in (
         (["--nproc", "2", "--device", "cuda"], "--nproc 2: data-parallel training puts one process on each GPU, and this"),
-        (["--nproc", "2"], "machine has 1: give --nproc 1 or fewer, or train on the CPU"),  # (auto: CUDA where present)
+        (["--nproc", "2"], "machine has 1: give --nproc 1, or train on the CPU"),  # (auto: CUDA where present)
     ):
         assert main([*argv, *flags, "--out", str(tmp_path / "g")]) == 1
         err = capsys.readouterr()
@@ -550,6 +550,8 @@ def test_nproc_checks_the_gpus_before_starting_processes_and_notes_more_processe
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert main([*argv, "--nproc", "2", "--device", "cuda:1", "--out", str(tmp_path / "d")]) == 1  # (rank 0's is cuda:0)
     assert "--device cuda:1 in data-parallel training" in capsys.readouterr().err
+    assert main([*argv, "--nproc", "2", "--device", "cuda:0", "--out", str(tmp_path / "d")]) == 1  # (rank 1's is cuda:1)
+    assert "--device cuda:0 in data-parallel training" in capsys.readouterr().err
     from dgmkit.training.data_parallel import rank_device  # (a rank that names its own GPU, under torchrun: taken)
 
     assert rank_device(dd.Context(1, 2, 1), torch.device("cuda", 1)) == torch.device("cuda", 1)

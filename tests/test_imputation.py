@@ -1012,6 +1012,13 @@ def test_a_table_without_a_header_line_is_refused_unless_a_schema_names_its_colu
     pandas = tmp_path / "pandas.csv"  # DataFrame(array).to_csv(index=False): numbers that name the columns
     pandas.write_text("0,1,label\n0,3.5,a\n1,0,b\n")
     assert [c.name for c in read_table(pandas)[1]] == ["0", "1", "label"]
+    years = tmp_path / "years-smoker.csv"  # a word among its values beside a number and another word
+    years.write_text("id,2019,smoker\n1,3.2,smoker\n2,4.1,non-smoker\n")
+    assert [c.name for c in read_table(years)[1]] == ["id", "2019", "smoker"]
+    colours = tmp_path / "colours.csv"  # words that are each a value of their column: a row of data
+    colours.write_text("red,small\nblue,small\nred,large\n")
+    with pytest.raises(DataError, match=r"first line's 'red' \(column 1\) is also a value of that column below"):
+        read_table(colours)
 
 
 def test_mcar_at_the_highest_rate_keeps_each_row_s_first_observed_entry_and_draws_each_split_anew():

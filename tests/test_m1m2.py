@@ -101,6 +101,9 @@ def test_latents_of_a_source_whose_data_file_changed_are_refused(tmp_path, capsy
     assert "--data NEW_FILE" in said
     assert main(["eval", str(m2), "--iw-samples", "2", "--data", str(moved)]) == 0
     import dgmkit  # (from Python a path object, which crashed: is_data_file took strings alone)
+    from dgmkit.data.registry import is_data_file, is_table
+
+    assert is_data_file(moved) and is_table(tmp_path / "t.csv") and not is_table(moved)
 
     assert dgmkit.evaluate(m2, "test", iw_samples=2, data=moved).n == json.loads((m2 / "eval.json").read_text())["n"]
     assert str(moved.resolve()) in {str(p.resolve()) for p in run_inputs(load_run(m2), str(moved))}  # (never replaced)

@@ -138,3 +138,10 @@ def test_a_row_that_every_draw_gives_probability_0_is_refused_not_imputed_as_nan
     x[1, 0, 0, 2] = 0.5  # complete: nothing to impute, its values kept whatever its weights
     single, _ = impute(model, x, k=8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(single[1], x[1]) and torch.isfinite(single[0]).all()
+    for chunk in (8, 3):  # multiple imputations too (a softmax of -inf alone was NaN: multinomial raised)
+        single, multiple = impute(model, x, k=8, draws=3, generator=torch.Generator().manual_seed(0), chunk=chunk)
+        assert multiple is not None and torch.equal(multiple[:, 1], x[1].expand(3, -1, -1, -1))
+        assert torch.isfinite(multiple[:, 0]).all()
+    x[1, 0, 0, 2] = float("nan")
+    with pytest.raises(EvaluationError, match="nothing to impute from"):
+        impute(model, x, k=8, draws=3, generator=torch.Generator().manual_seed(0), chunk=3)

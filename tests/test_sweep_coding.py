@@ -584,7 +584,7 @@ def test_a_changed_length_field_is_refused_as_corrupted_not_as_a_truncation_of_o
         with pytest.raises(DataError, match="is truncated or corrupted: its checksum does not match its content"):
             read_container(bytes(changed))
     read_container(bytes(data))
-    with pytest.raises(DataError, match=r"has 1 byte after its end: its own \d+ bytes are intact"):
+    with pytest.raises(DataError, match=r"has 1 byte after its end: its first \d+ bytes end with their own matching"):
         read_container(bytes(data) + b"\n")  # (an editor's newline, or two files joined: the file itself is whole)
     changed = bytearray(data)
     changed[len(MAGIC)] ^= 1  # the format version

@@ -628,7 +628,7 @@ def _check_processes(nproc: int, device: torch.device) -> None:
     if device.type == "cuda" and nproc > (gpus := torch.cuda.device_count()):
         raise ConfigError(
             f"--nproc {nproc}: data-parallel training puts one process on each GPU, and this machine has {gpus}: give "
-            f"--nproc {gpus} or fewer, or train on the CPU with --device cpu"
+            f"--nproc {gpus}{' or fewer' if gpus > 2 else ''}, or train on the CPU with --device cpu"
         )
     for rank in (0, nproc - 1):  # (a GPU named for all: refused as the ranks whose own it is not refuse it)
         rank_device(distributed.Context(rank, nproc, rank), device)

@@ -320,8 +320,8 @@ def _refuse_damaged(data: bytes, source: str, version: int, head_len: int) -> No
         if end + 32 < len(data) and hashlib.sha256(data[:end]).digest() == data[end : end + 32]:
             extra = len(data) - end - 32
             raise DataError(
-                f"{source} has {extra} byte{'s' if extra != 1 else ''} after its end: its own {end + 32} bytes are "
-                "intact (cut the rest off)"
+                f"{source} has {extra} byte{'s' if extra != 1 else ''} after its end: its first {end + 32} bytes end "
+                "with their own matching checksum (cut the rest off)"
             )
     raise DataError(f"{source} is truncated or corrupted: its checksum does not match its content")
 

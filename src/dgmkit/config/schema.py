@@ -460,14 +460,14 @@ def load_config_file(path: str | Path) -> dict:
     name that is no file here is one of dgmkit's presets (``preset_names``), read from the package."""
     name = str(path)
     bare = name and os.sep not in name and "/" not in name and not Path(name).suffix
-    if bare and not Path(name).is_file():
-        if name not in preset_names():
-            close = did_you_mean(name, preset_names()).strip()
-            raise ConfigError(
-                f"cannot read config file {name}: no such file, nor a preset of that name "
-                + (close or f"(the presets: {', '.join(preset_names())})")
-            )
+    if bare and not Path(name).is_file() and name in preset_names():  # (a folder of that name: a run named so)
         path = PRESETS / f"{name}.toml"
+    elif bare and not Path(name).exists():
+        close = did_you_mean(name, preset_names()).strip()
+        raise ConfigError(
+            f"cannot read config file {name}: no such file, nor a preset of that name "
+            + (close or f"(the presets: {', '.join(preset_names())})")
+        )
     path = Path(path)
     try:
         raw = read_regular(path, MAX_CONFIG_BYTES)
@@ -475,7 +475,7 @@ def load_config_file(path: str | Path) -> dict:
             raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
         text = raw.decode()
     except (OSError, UnicodeDecodeError) as e:
-        preset = path.suffix == ".toml" and not path.exists() and path.stem in preset_names()
+        preset = str(path) == path.name and path.suffix == ".toml" and not path.exists() and path.stem in preset_names()
         hint = f" (dgmkit's preset of that name is --config {path.stem})" if preset else ""
         raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}{hint}") from None
     try:

@@ -548,9 +548,10 @@ def is_data_file(name: "str | os.PathLike[str]") -> bool:
     return os.fspath(name).lower().endswith(DATA_FILE_SUFFIXES)
 
 
-def is_table(name: str) -> bool:
+def is_table(name: "str | os.PathLike[str]") -> bool:
     """Whether a ``--dataset`` value names a table (rows of named columns): a .csv or .parquet
     file, or one of the bundled UCI tables."""
+    name = os.fspath(name)
     return name in _TABLES or name.lower().endswith(TABLE_SUFFIXES)
 
 

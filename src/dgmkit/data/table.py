@@ -293,20 +293,23 @@ def _check_not_unique(path: Path, name: str, cats: tuple[str, ...], observed: in
 
 
 def _check_names_not_data(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    """Refuses a first line that looks like a row of data read as the header: numbers only, or
+    """Refuses a first line that looks like a row of data read as the header: numbers only; mostly
     numbers beside a word that is also a value of its column below (iris without its header:
-    "5.1,3.5,1.4,0.2,setosa"). A word among its column's values beside names that are words
-    ("smoker" over smoker/non-smoker), or numbers that name columns (pandas' "0,1,2,label"), are
-    names."""
+    "5.1,3.5,1.4,0.2,setosa"); or words that are each a value of their column below ("red,small"
+    over red/blue and small/large). A word among its column's values beside other names ("smoker"
+    over smoker/non-smoker in "id,2019,smoker"), or numbers that name columns (pandas'
+    "0,1,2,label"), are names."""
     if all(_number(h) is not None for h in header):
         raise DataError(
             f"{path.name}: its first line holds numbers only ({', '.join(map(_shown_cell, header[:3]))}"
             f"{', ...' if len(header) > 3 else ''}): a table needs a header line naming its columns (a schema naming "
             "them says that these are the names)"
         )
-    numbered = any(_number(h) is not None for h in header)
-    echoed = next((j for j, h in enumerate(header) if _number(h) is None and any(r[j] == h for r in rows)), None)
-    if numbered and echoed is not None:
+    words = [j for j, h in enumerate(header) if _number(h) is None]
+    echoes = [j for j in words if any(r[j] == header[j] for r in rows)]
+    mostly_numbers = 2 * (len(header) - len(words)) > len(header)
+    echoed = echoes[0] if echoes and (mostly_numbers or (len(echoes) == len(words) >= 2)) else None
+    if echoed is not None:
         raise DataError(
             f"{path.name}: its first line's {_shown_cell(header[echoed])} (column {echoed + 1}) is also a value of that "
             "column below: the first line looks like a row of data, not a header line naming the columns; add one "

@@ -95,13 +95,17 @@ def _resample(
     (``picked``, None before the first chunk) keeps its draw or takes one of this chunk's (chosen
     within by the weights ``log_w``) with the chunk's share of the weight (``log_share``, (B,))."""
     b = torch.arange(x.shape[0], device=x.device)
-    pick = torch.multinomial(torch.softmax(log_w, 0).T.float(), draws, replacement=True, generator=generator)
+    # a row whose draws here all have weight 0 picks any (its share is 0, or it is complete and keeps its
+    # values, or it is refused after the last chunk): a softmax of -inf alone is NaN, which multinomial refuses
+    dead = ~torch.isfinite(log_w).any(0)
+    weights = torch.softmax(log_w.masked_fill(dead, 0.0), 0)
+    pick = torch.multinomial(weights.T.float(), draws, replacement=True, generator=generator)
     zs = z[pick.T, b]  # (draws, B, M)
     with seeded_by(generator, x.device):
         sample = model.likelihood(zs).sample().to(x.dtype)
     if picked is None:
         return sample
-    share = torch.exp(log_share).float()  # (B,)
+    share = torch.exp(log_share).nan_to_num(0.0).float()  # (B,) (0 where no draw so far had weight: -inf - -inf)
     u = torch.rand((draws, x.shape[0]), generator=generator, device=x.device)
     take = (u < share).reshape(draws, x.shape[0], *[1] * (x.dim() - 1))
     return torch.where(take, sample, picked)

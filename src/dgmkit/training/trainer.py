@@ -60,6 +60,12 @@ log = logging.getLogger(__name__)
 _PROBE_ROWS = 1024  # training rows transformed once, before the first step, to check them against the model
 
 
+def _largest_magnitude(x: torch.Tensor) -> float:
+    """The largest |value| of ``x`` (missing entries, NaN, left out; an infinite one is inf)."""
+    x = x if x.is_floating_point() else x.float()
+    return float(x.abs().nan_to_num(nan=0.0, posinf=math.inf).max()) if x.numel() else 0.0
+
+
 def _split(name: str, data: object) -> Split:
     """``data`` as a Split (a tensor of images is one without labels), of one datapoint or more."""
     if isinstance(data, torch.Tensor):
@@ -732,7 +738,8 @@ class Trainer:
     def _nan_message(self, loss: torch.Tensor) -> str:
         where = f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; {self._kept()}. "
         if self.step == 0:  # before any update, no learning rate is to blame: the data or the model as it starts
-            top = max((float(c.double().nan_to_num(0.0).abs().max()) for c in self.train_x.split(65536)), default=0.0)
+            rows = max(1, (1 << 22) // max(1, self.train_x[:1].numel()))  # (chunks of about 4M entries)
+            top = max((_largest_magnitude(c) for c in self.train_x.split(rows)), default=0.0)
             return (
                 f"{where}That is the first step, before any update: the model as it starts this run gives the first "
                 f"batch a loss that is no number. Look at the data (the largest magnitude in them is {top:g}; values "
