@@ -15,9 +15,10 @@ most of them seen once (more than half its cells: an identifier, or numbers writ
 symbols, ``$1,234``): a schema says if it is categorical. A
 number is written in decimal, as in C or a spreadsheet (``-1.5``, ``2e-3``, ``.5``): Python's
 digit separators (``5_0``) and non-ASCII digits are not numbers here, so such a cell makes its
-column categorical, or is refused in a numeric one. A first line of numbers only, or of numbers
-beside a word that is also a value of its column below (iris without its header: "setosa"), is
-no header and is refused (unless a schema names those columns). The columns (``Dataset.columns``) give the
+column categorical, or is refused in a numeric one. A first line that looks like a row of data
+is no header and is refused, unless a schema names those columns: numbers only, mostly numbers
+beside a word that is also a value of its column below (iris without its header: "setosa"), or
+words that are each a value of their column below. The columns (``Dataset.columns``) give the
 mixed likelihood its heads (``--likelihood mixed``) and ``dgm impute`` its CSV output.
 """
 
