@@ -155,6 +155,8 @@ def test_numpy_numbers_and_tuples_from_python_are_the_plain_values_a_config_file
         ({"model": "ppca", "codes_of": "runs/a", "latent_draws": True}, "the ppca model is fitted in closed form"),
         ({"model": "vqvae", "likelihood": "mixed", "table_input": "index"}, "table_input: the vqvae model does not use"),
         ({"labels_seed": 3}, "labels_seed draws the labelled subset of --labels N"),
+        ({"model": "hvae", "objective": "miwae"}, "choose from elbo, iwae (objective miwae is offered by the vae model"),
+        ({"model": "arm", "likelihood": "gaussian"}, "(likelihood gaussian is offered by the vae, hvae, "),
         ({"labels": 100}, "labels: the vae model is not trained on labels"),
         ({"lr_decay": 0.5}, "lr_decay and lr_decay_every shape the exponential schedule"),
         ({"lr_schedule": "cosine", "lr_decay_every": 2}, "lr_decay and lr_decay_every shape the exponential schedule"),

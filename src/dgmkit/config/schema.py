@@ -9,6 +9,7 @@ range-checked from its declaration; unknown keys are rejected with the closest n
 import dataclasses
 import os
 import sys
+import typing
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from dgmkit._io import parse_json, read_regular
 from dgmkit.devices import check_device_name
 from dgmkit.errors import ConfigError, did_you_mean
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, FamilyConfig, get_family
-from dgmkit.settings import check, default_of, from_dict, setting, unknown_keys
+from dgmkit.settings import check, choices_of, default_of, from_dict, setting, unknown_keys
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -431,10 +432,25 @@ class RunConfig:
                     f"{source}: the {name} model is fitted {_FIT_WORDS[family.fit]}, not by gradient steps: "
                     f"{', '.join(stray)} {'has' if len(stray) == 1 else 'have'} no meaning for it"
                 )
-        return cls(
-            from_dict(family, model, f"{source} (model {name})"),
-            *(from_dict(SECTIONS[n], parts[n], f"{source} ({n})") for n in SECTIONS),
-        )
+        try:
+            own = from_dict(family, model, f"{source} (model {name})")
+        except ConfigError as e:  # a choice that another family's setting of that name offers: say which
+            raise ConfigError(f"{e}{_choice_elsewhere(family.name, model)}") from None
+        return cls(own, *(from_dict(SECTIONS[n], parts[n], f"{source} ({n})") for n in SECTIONS))
+
+
+def _choice_elsewhere(family: str, model: dict) -> str:
+    """ " (objective miwae is offered by the vae model: --model vae)" for a value of ``model`` that the
+    family's setting does not offer and other families' setting of that name does; else ""."""
+    own = typing.get_type_hints(get_family(family))
+    for key, value in model.items():
+        if key not in own or not isinstance(value, str) or value in (choices_of(own[key]) or (value,)):
+            continue
+        others = [n for n, c in FAMILIES.items() if value in (choices_of(typing.get_type_hints(c).get(key)) or ())]
+        if others:
+            names = others[0] if len(others) == 1 else ", ".join(others[:-1]) + " and " + others[-1]
+            return f" ({key} {value} is offered by the {names} model{'s' if len(others) > 1 else ''}: --model {others[0]})"
+    return ""
 
 
 def _unknown(key: str, family: str) -> str:
