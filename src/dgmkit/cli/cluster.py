@@ -1,7 +1,6 @@
 """``dgm cluster``: cluster a split with a mixture-prior VAE and score it against the labels."""
 
 import argparse
-import dataclasses
 
 from dgmkit._io import atomic_write_bytes, atomic_write_json
 from dgmkit.cli.common import (
@@ -59,11 +58,10 @@ def _result_problem(r: dict) -> str | None:
 def run_cluster(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     if not isinstance(run.model, LatentVariableModel) or run.model.num_components is None:
-        has_prior = any(f.name == "prior" for f in dataclasses.fields(run.cfg.model))  # (a setting of its own)
         raise ConfigError(
             f"{args.run_dir} holds a model without a mixture-of-Gaussians prior, whose components are the clusters; "
             "clustering needs one (train "
-            + ("with --prior mog" if has_prior else "a VAE with --model vae --prior mog")
+            + ("with --prior mog" if run.cfg.model.has_setting("prior") else "a VAE with --model vae --prior mog")
             + "; a VampPrior's components are its pseudo-inputs, not clusters)"
         )
     own_result(run.path / "cluster.json", "clusters_used", "cluster again", check=_result_problem)  # a foreign one: refused

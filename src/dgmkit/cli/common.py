@@ -195,6 +195,12 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
     return dataset
 
 
+def _names_first_data(d: DataConfig, data: str | None) -> bool:
+    """Whether --data of a run on another run's data names the data file that the first run of
+    the chain was trained on (else it names that run's folder)."""
+    return bool(data and d.codes_of and is_data_file(data) and not Path(data).is_dir())
+
+
 def _moved_data(run: Run, cfg: DataConfig, data: str | None) -> tuple[DataConfig, str | None]:
     """The run's data settings with ``data`` (--data) read as what moved: its data file, or, for a
     run on another run's data, that run's folder, or the data file the first run of the chain was
@@ -206,7 +212,7 @@ def _moved_data(run: Run, cfg: DataConfig, data: str | None) -> tuple[DataConfig
             "log_likelihoods"
         )
     data = None if data is None else os.fspath(data)  # (a path from Python, as a string)
-    if data is not None and cfg.codes_of and is_data_file(data) and not Path(data).is_dir():
+    if _names_first_data(cfg, data):
         return cfg, data
     if data is not None and cfg.codes_of:  # the run whose data it takes, at a new folder (pinned: check_derived_current)
         return dataclasses.replace(cfg, codes_of=str(Path(data).resolve())), None
@@ -601,7 +607,7 @@ def recorded_inputs(run_dir: str | os.PathLike[str], data: str | None = None, sc
 
 def _data_inputs(d: DataConfig, data: str | None, chain: tuple[Path, ...]) -> list[Path]:
     # --data: the run whose data it takes, at a new folder (or the data file of the first run of the chain)
-    moved = data if d.codes_of and data and not (is_data_file(data) and not Path(data).is_dir()) else None
+    moved = data if d.codes_of and data and not _names_first_data(d, data) else None
     files = [Path(v) for v in (None if moved else data, d.schema) if v]
     if d.dataset and is_data_file(d.dataset) and not data:
         files.append(Path(d.dataset))

@@ -143,7 +143,7 @@ def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMIL
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """The config file's keys, overridden by the flags given."""
-    values = {}
+    values, table = {}, {}
     if args.config:  # the file is checked whole, flags or not: a wrong value in it is named with the file
         table = load_config_file(args.config)
         try:
@@ -154,7 +154,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         raise ConfigError(f"--model {args.model} contradicts the config file's model {values['model']!r}")
     given = given_values(args, args._dests)
     if args.config and given.get("codes_of"):  # a preset for a run on its own data, given another run's
-        own = [k for k in RunConfig.given_keys(load_config_file(args.config), args.config) if k in OWN_DATA_KEYS]
+        own = [k for k in RunConfig.given_keys(table, args.config) if k in OWN_DATA_KEYS]
         if own:
             raise ConfigError(
                 f"--codes-of takes the data of another run, and {args.config} names data of the run's own "
@@ -388,7 +388,7 @@ def _data_transform(cfg: RunConfig, dataset: Dataset) -> DataTransform:
     check_missing_allowed(dataset, objective is not None and objective.handles_missing, what, removed)
     scores_integers = (
         "(--likelihood categorical or logistic)"
-        if any(f.name == "likelihood" for f in dataclasses.fields(family))  # (a setting of its own)
+        if family.has_setting("likelihood")
         else f"(the {family.name} model does not: --model arm, or a VAE family, with --likelihood categorical or logistic)"
     )
     codes_refused = ConfigError(

@@ -366,7 +366,7 @@ class RunConfig:
             for key, needs in self.model.inert_settings().items()
         ]
         if self.model.scored_likelihood() != "bernoulli":  # (the model scores the data's own levels, or a density of them)
-            needs = "--likelihood bernoulli" if "likelihood" in fields else None
+            needs = "--likelihood bernoulli" if self.model.has_setting("likelihood") else None
             unread.append(("binarize", self.data.binarize, "auto", needs))
         for key, value, default, needs in unread:
             typed = key in given and key not in file_keys

@@ -97,6 +97,11 @@ class FamilyConfig(ABC):
         (``RunConfig.check_inert``), not trained as if it had not been given. None by default."""
         return {}
 
+    @classmethod
+    def has_setting(cls, name: str) -> bool:
+        """Whether ``name`` is one of this family's declared settings (a field, and so a flag)."""
+        return any(f.name == name for f in dataclasses.fields(cls))
+
     def scored_likelihood(self) -> str | None:
         """The p(x|.) by which this run's models score each entry (a ``--likelihood`` name such as
         ``"bernoulli"``), or None where they are a density or model the data's own levels in a way
