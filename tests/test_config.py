@@ -502,6 +502,36 @@ def test_train_refuses_a_model_flag_that_contradicts_the_config_files(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+def test_train_reads_its_config_file_once_and_refuses_one_changed_after_the_flags_were_offered(
+    tmp_path, capsys, monkeypatch
+):
+    """The file's model chose which flags the command offers; a file changed after that (another
+    model) is refused, not trained as the first model with the second file's keys; the run itself
+    reads the file once, so what was checked is what is used."""
+    import dgmkit.cli.train as cli_train
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "flow"\ndataset = "digits"\nepochs = 1\nflow_layers = 2\n')
+    reads, load = [], cli_train.load_config_file
+
+    def counted(path):
+        reads.append(path)
+        if len(reads) == 2:  # the run's read, after the parse: another model by then
+            cfg.write_text('model = "arm"\ndataset = "digits"\nepochs = 1\n')
+        return load(path)
+
+    monkeypatch.setattr(cli_train, "load_config_file", counted)
+    code, _, err = _run(capsys, "train", "--config", cfg, "--quiet", "--out", tmp_path / "run")
+    _clean_failure(code, err, "named the model 'flow' when the command was read, and now 'arm'")
+    assert len(reads) == 2 and not (tmp_path / "run").exists()
+    cfg.write_text('model = "flow"\ndataset = "digits"\nepochs = 1\nflow_layers = 2\n')
+    reads.clear()
+    monkeypatch.setattr(cli_train, "load_config_file", lambda path: reads.append(path) or load(path))
+    code, _, err = _run(capsys, "train", "--config", cfg, "--quiet", "--out", tmp_path / "run2")
+    assert code == 0, err
+    assert len(reads) == 2  # one to offer the model's flags, one for the run
+
+
 @pytest.mark.parametrize("argv", [["--epochs", "1.5"], ["--batch-size", "many"], ["--model", "gan"]])
 def test_malformed_flags_are_one_line_user_errors(argv, tmp_path, capsys):
     code = main(["train", *argv, "--out", str(tmp_path / "run")])

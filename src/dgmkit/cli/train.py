@@ -141,17 +141,30 @@ def add_parser(sub: argparse._SubParsersAction, family_name: str = DEFAULT_FAMIL
     p.set_defaults(func=run_train, _family=family.name, _dests=dests, _foreign=foreign)
 
 
+def _config_table(args: argparse.Namespace) -> dict:
+    """The --config file's table ({} without one), read once in a command: what is checked is what is used."""
+    if not args.config:
+        return {}
+    if getattr(args, "_config_table", None) is None:
+        args._config_table = load_config_file(args.config)
+    return args._config_table
+
+
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """The config file's keys, overridden by the flags given."""
-    values, table = {}, {}
+    values, table = {}, _config_table(args)
     if args.config:  # the file is checked whole, flags or not: a wrong value in it is named with the file
-        table = load_config_file(args.config)
         try:
             values = RunConfig.from_dict(table, source=args.config).flat()
         except ConfigError as e:
             raise (e if str(e).startswith(str(args.config)) else ConfigError(f"{args.config}: {e}")) from None
     if args.model is not None and args.model != values.get("model", args.model):
         raise ConfigError(f"--model {args.model} contradicts the config file's model {values['model']!r}")
+    if args.model is None and values.get("model", args._family) != args._family:  # (its flags were offered by the first)
+        raise ConfigError(
+            f"{args.config} named the model {args._family!r} when the command was read, and now "
+            f"{values['model']!r}: was it changed meanwhile? Run the command again"
+        )
     given = given_values(args, args._dests)
     if args.config and given.get("codes_of"):  # a preset for a run on its own data, given another run's
         own = [k for k in RunConfig.given_keys(table, args.config) if k in OWN_DATA_KEYS]
@@ -174,7 +187,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     if last.is_file():  # config.json edited since the checkpoint: said before the data it names are loaded
         theirs = migrate_record(record_of(read_metadata(last), last), str(last))
         check_same_run(record, theirs, out / "config.json", last, FREE_ON_RESUME + MOVABLE)
-    asked = RunConfig.given_keys(load_config_file(args.config), args.config) if args.config else {}
+    asked = RunConfig.given_keys(_config_table(args), args.config) if args.config else {}
     asked.update(given_values(args, args._dests))
     if args.model is not None:
         asked["model"] = args.model
@@ -755,7 +768,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         cfg = resolve_config(args)
         # before --nproc's processes start (train_run checks a run made from Python)
-        file_keys = RunConfig.given_keys(load_config_file(args.config), args.config) if args.config else {}
+        file_keys = RunConfig.given_keys(_config_table(args), args.config) if args.config else {}
         cfg.check_inert(args.config, given_values(args, args._dests), file_keys)
         if ctx.is_main:
             RunFolder(out, fresh=True).check_fresh()  # before the data is loaded; again under the lock
