@@ -40,3 +40,51 @@ def test_refusals(tmp_path, capsys):
     capsys.readouterr()
     assert main(["traverse", str(arm), "--out", str(tmp_path / "x.png")]) == 1
     assert "no continuous codes" in capsys.readouterr().err
+
+
+def test_a_model_whose_codes_overflow_is_refused_in_one_line(sprite_run, tmp_path, capsys):
+    """dgm disentangle ended in an internal error (a ValueError of the MIG) on a model with finite,
+    huge weights; as every command, it refuses such a model in one line and writes nothing."""
+    import shutil
+
+    from safetensors import safe_open
+
+    from run_records import crafted_checkpoint
+
+    huge = tmp_path / "huge"
+    shutil.copytree(sprite_run, huge, ignore=shutil.ignore_patterns("disentangle.json"))
+    for name in ("best.safetensors", "checkpoint.safetensors"):
+        with safe_open(str(huge / name), "pt") as f:
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: t * 1e19 if k.startswith("model/") and t.dim() >= 2 else t for k, t in tensors.items()}
+        (huge / name).write_bytes(crafted_checkpoint(tensors, meta))
+    capsys.readouterr()
+    assert main(["disentangle", str(huge), "--votes", "5", "--batch", "4"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dgm: error:") and "non-finite posterior means" in err and len(err.splitlines()) == 1
+    assert not (huge / "disentangle.json").exists()
+
+
+def test_traverse_sweeps_the_code_dimensions_the_decoder_reads(tmp_path, capsys):
+    """A hierarchical VAE whose decoder sees z_1 alone: rows of its top layer's dimensions were
+    drawn unchanged; only z_1's are swept, and the line says so."""
+    import torch
+
+    from dgmkit.api import load
+
+    out = tmp_path / "hv"
+    argv = ["--model", "hvae", "--posterior", "bottom-up", "--latent-sizes", "4", "6", "--epochs", "1", "--quiet"]
+    assert main(["train", "--dataset", "digits", *argv, "--out", str(out)]) == 0
+    model = load(out).model
+    assert model.decoded_dims == 4
+    z = torch.zeros(2, 10)
+    z[1, 7] = 3.0  # a top-layer dimension: p(x|z) unchanged
+    means = model.likelihood(z).mean
+    assert torch.equal(means[0], means[1])
+    z[1, 2] = 3.0  # one of z_1's: changed
+    means = model.likelihood(z).mean
+    assert not torch.equal(means[0], means[1])
+    capsys.readouterr()
+    assert main(["traverse", str(out), "--out", str(tmp_path / "t.png"), "--dims", "10", "--steps", "3"]) == 0
+    said = capsys.readouterr().out
+    assert "a traversal of 4 code dimensions" in said and "reads only the first 4 of the 10 code dimensions" in said

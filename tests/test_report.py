@@ -534,6 +534,31 @@ def test_the_config_table_leaves_out_settings_that_do_not_apply():
     assert "gaussian_variance" not in gauss and "student_min_df" in gauss
     mixed = set(unused_keys(RunConfig.of(likelihood="mixed", table_levels=[0, 3]).model))
     assert "table_levels" not in mixed and "gaussian_min_scale" not in mixed
+    from types import SimpleNamespace
+
+    from dgmkit.cli.report import _used_config
+
+    # and those its choices leave unread (the demo's page listed iw_k, tc_weight, flow, ...)
+    shown = set(_used_config(SimpleNamespace(cfg=RunConfig.of()))["model"])
+    assert not {"iw_k", "tc_weight", "prior_components", "flow", "gaussian_min_scale", "gaussian_variance"} & shown
+    assert {"hidden", "latent_dim", "likelihood", "prior", "objective", "encoder"} <= shown
+    shown = set(_used_config(SimpleNamespace(cfg=RunConfig.of(objective="iwae", prior="vampprior")))["model"])
+    assert {"iw_k", "prior_components", "pseudo_init"} <= shown and "tc_weight" not in shown
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--samples", "4"], ["--seed", "3"], ["--steps", "5"], ["--data", "x.npy"], ["--data-dir", "d", "--schema", "s"]],
+)
+def test_flags_of_the_figures_are_refused_beside_no_figures(runs, tmp_path, capsys, flags):
+    """They were accepted and ignored: the page was not the one asked for."""
+    out = tmp_path / "r.html"
+    assert main(["report", str(runs[0]), "--no-figures", *flags, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "--no-figures leaves out the figures, and " + flags[0] in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    if flags[0] == "--data-dir":
+        assert "--data-dir, --schema only choose what they show" in err
 
 
 def test_learning_curves_of_dequantized_data_are_in_nats_of_the_integers(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.data.transforms import values_seen
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError, DataError, DgmError, shown_value
+from dgmkit.evaluation.figures import check_finite
 from dgmkit.evaluation.report import one_draw_bound
 from dgmkit.training.run_writer import results_lock, run_files
 
@@ -85,6 +86,9 @@ class LatentModel(Protocol):
     def likelihood(self, z: torch.Tensor) -> Distribution: ...
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @property
+    def decoded_dims(self) -> int | None: ...
 
 
 def latent_model(run: Run) -> LatentModel:
@@ -336,10 +340,13 @@ def reconstructions(run: Run, x: torch.Tensor, batch_size: int = DECODE_BATCH) -
 @torch.no_grad()
 def posterior_means(run: Run, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The representative point of q(z|x) (the posterior mean where it has one), flattened, in
-    batches: (N, M)."""
-    return torch.cat(
+    batches: (N, M); refused where one is not finite (a model with huge weights), which no
+    metric, plot or traversal could use."""
+    codes = torch.cat(
         [location(latent_model(run).posterior(x[i : i + batch_size])).flatten(1) for i in range(0, len(x), batch_size)]
     )
+    check_finite(codes, "posterior means (codes)")
+    return codes
 
 
 def to_display(x: torch.Tensor, run: Run) -> torch.Tensor:

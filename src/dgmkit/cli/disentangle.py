@@ -185,7 +185,8 @@ def run_traverse(args: argparse.Namespace) -> int:
     sample = x[torch.randperm(len(x), generator=g)[: min(len(x), 2000)].to(x.device)]
     codes = posterior_means(run, sample)  # the spread of each dimension over the data
     mean, std = codes.mean(0), codes.std(0)
-    order = std.argsort(descending=True)[: args.dims]
+    read = latent_model(run).decoded_dims  # (a hierarchical VAE's decoder may see z_1 alone)
+    order = (std if read is None else std[:read]).argsort(descending=True)[: args.dims]
     base = codes[0]  # the traversed image's code
     t = torch.linspace(-args.range, args.range, args.steps, device=codes.device)
     z = base.repeat(len(order), args.steps, 1)  # (dims, steps, M)
@@ -201,5 +202,10 @@ def run_traverse(args: argparse.Namespace) -> int:
         "each swept over its "
         f"mean +- {args.range:g} standard deviations in {args.steps} steps, the others at one {args.split} image's "
         f"code, to {path}"
+        + (
+            ""
+            if read is None or read == codes.shape[1]
+            else f" (p(x|z) reads only the first {read} of the {codes.shape[1]} code dimensions: only they are swept)"
+        )
     )
     return 0

@@ -42,12 +42,15 @@ from dgmkit.training.run_writer import MAX_METRICS_BYTES, read_run_file, run_fil
 __all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES"]
 
 
+SAMPLES = 16  # images sampled per run, by default
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page of one or more runs (curves, evaluations, figures)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by dgm train")
     p.add_argument("--out", required=True, help="the .html file to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    add_count_flag(p, "--samples", 0, 400, default=16, help="images sampled per run (0: none)")
+    add_count_flag(p, "--samples", 0, 400, default=SAMPLES, help="images sampled per run (0: none)")
     add_count_flag(p, "--steps", 1, MAX_SAMPLE_STEPS, help="diffusion models: sampling steps (default: the model's)")
     p.add_argument("--no-figures", action="store_true", help="leave out the figures (no model passes, no data read)")
     p.add_argument("--title", default="dgmkit report", help="the page's title")
@@ -177,9 +180,10 @@ def _metrics_notes(run: Run, metrics: list[dict]) -> list[str]:
 
 def _used_config(run: Run) -> dict:
     """The run's config as config.json holds it, less the model settings that do not apply to it
-    (another likelihood's, say: ``settings.unused_keys``)."""
+    (another likelihood's, say: ``settings.unused_keys``; those its choices leave unread:
+    ``FamilyConfig.inert_settings``)."""
     config = run.cfg.to_dict()
-    unused = set(unused_keys(run.cfg.model))
+    unused = set(unused_keys(run.cfg.model)) | set(run.cfg.model.inert_settings())
     config["model"] = {k: v for k, v in config["model"].items() if k not in unused}
     return config
 
@@ -222,10 +226,32 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     return figs, notes
 
 
+def _check_figure_flags(args: argparse.Namespace) -> None:
+    """Flags that only the figures read, refused beside --no-figures (a page made without them is
+    not the one asked for)."""
+    if not args.no_figures:
+        return
+    given = {
+        "--samples": args.samples != SAMPLES,
+        "--steps": args.steps is not None,
+        "--seed": args.seed != 0,
+        "--data-dir": args.data_dir is not None,
+        "--data": args.data is not None,
+        "--schema": args.schema is not None,
+    }
+    unread = [flag for flag, on in given.items() if on]
+    if unread:
+        raise ConfigError(
+            f"--no-figures leaves out the figures, and {', '.join(unread)} only choose{'s' if len(unread) == 1 else ''} "
+            "what they show: leave out one or the other"
+        )
+
+
 def run_report(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise DataError(f"--out must name an .html file, got {out}")
+    _check_figure_flags(args)
     protected = [p for d in args.run_dirs for p in run_files(d)]
     inputs = [p for d in args.run_dirs for p in recorded_inputs(d, args.data, args.schema)]
     check_new_output(out, args.force, inputs=inputs, protected=protected)

@@ -54,6 +54,9 @@ class:
   (``--codes-of``) and whose prior it can take back (``--code-prior``).
 - ``discrete_latents``: z takes discrete values (one-hot categories, binary units), so a code
   dimension cannot be swept across a range (``dgm traverse``).
+- ``decoded_dims``: how many leading dimensions of a flattened code p(x|z) reads (None: all); a
+  hierarchical VAE whose decoder sees z_1 alone reads z_1's, and a sweep of a higher layer's
+  dimension would leave the picture unchanged (``dgm traverse`` sweeps the ones read).
 - ``fixed_step``: a training step runs the same device operations every time (what a step
   captured as one CUDA graph, ``--graph-step``, replays); a model that chooses on the host
   between variants in each step (a MADE drawing one of its masks) does not.
@@ -147,6 +150,11 @@ class GenerativeModel(nn.Module, ABC):
     @property
     def fixed_step(self) -> bool:
         return True
+
+    @property
+    def decoded_dims(self) -> int | None:
+        """How many leading dimensions of a flattened code p(x|z) reads; None: all of them."""
+        return None
 
     @property
     def data_support(self) -> constraints.Constraint | None:

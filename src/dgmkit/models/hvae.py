@@ -422,6 +422,10 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         return self.decoder.pixel_log_pmf(z if self.decoder_input == "all" else self.split(z)[0])
 
     # ------------------------------------------------------------ generation
+    @property
+    def decoded_dims(self) -> int | None:
+        return None if self.decoder_input == "all" else self.sizes[0]
+
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x | z) for z = (z_1, ..., z_L) of shape (*batch, sum M_l)."""
         return self.decoder(z if self.decoder_input == "all" else self.split(z)[0])
