@@ -10,4 +10,7 @@ run = dgmkit.load("runs/families/hvae")
 images, what = dgmkit.sample(run, 8, seed=0)
 print(what, tuple(images.shape))
 result = dgmkit.evaluate(run, "test", iw_samples=50)
-print(f"test ELBO {result.elbo:.2f} nats, NLL {result.nll:.2f} nats (k=50), {result.active_units} active units")
+print(
+    f"test ELBO {result.elbo:.2f} nats, NLL {result.nll:.2f} nats (k=50), "
+    f"{result.active_units} / {result.latent_dim} active units"
+)

@@ -21,4 +21,7 @@ run = dgmkit.load("runs/families/pixelvae")
 images, what = dgmkit.sample(run, 8, seed=0)
 print(what, tuple(images.shape))
 result = dgmkit.evaluate(run, "test", iw_samples=10)
-print(f"test ELBO {result.elbo:.2f} nats, NLL {result.nll:.2f} nats (k=10), {result.active_units} active units")
+print(
+    f"test ELBO {result.elbo:.2f} nats, NLL {result.nll:.2f} nats (k=10), "
+    f"{result.active_units} / {result.latent_dim} active units"
+)

@@ -78,9 +78,19 @@ class EvalReport:
     terms: list = field(default_factory=list)
     # the ELBO's standard error over datapoints (one posterior draw each, as the ELBO itself)
     elbo_stderr: float | None = None
+    # scored with a log_volume: uniformly dequantized integers (eval.json says so by its transform)
+    dequantized: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["dequantized"]
+        return out
+
+    @property
+    def estimate_label(self) -> str:
+        """What ``nll`` is, as ``dgm eval`` names it: "exact", "importance-sampled, k=5000", "one-draw
+        bound" (an exact density of uniformly dequantized integers: ``estimate`` stays "exact")."""
+        return estimate_protocol({**self.to_dict(), "transform": "dequantize" if self.dequantized else ""})
 
     def term(self, name: str) -> float | None:
         """The value of the term ``name`` that the model added (None where it has no value)."""
@@ -468,4 +478,5 @@ def evaluate(
         time_stderr=None if time_var is None else time_var.sum().sqrt().item() / n,
         terms=terms,
         elbo_stderr=elbo_stderr,
+        dequantized=log_volume != 0.0,
     )
