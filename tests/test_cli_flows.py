@@ -69,6 +69,28 @@ def test_the_density_of_a_two_column_table_is_drawn_in_its_own_units(tmp_path, c
     assert 0.9 < float(text.split("mass in the window ")[1].split(")")[0]) <= 1.01  # (the same in either units)
 
 
+def test_the_density_of_dequantized_integers_is_drawn_on_their_support_and_a_discrete_model_is_refused(tmp_path, capsys):
+    """A flow of dequantized 2-D integers was drawn on a window 15% beyond [0, 1], where its
+    logit gives NaN: "mass in the window nan", exit 0; an autoregressive model of the integers
+    (probabilities, not a density) was integrated as a density."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "int2.npy", rng.integers(0, 4, size=(600, 2)).astype(np.uint8))
+    flow, arm = tmp_path / "flow", tmp_path / "arm"
+    data = ["--dataset", tmp_path / "int2.npy"]
+    code, _, err = run(capsys, "train", "--model", "flow", "--flow", "realnvp", *data, *SMALL, "--out", flow)
+    assert code == 0, err
+    code, text, err = run(capsys, "density", flow, "--out", tmp_path / "d.png", "--grid", "30", "-n", "20")
+    assert code == 0, err
+    mass = float(text.split("mass in the window ")[1].split(")")[0])
+    assert 0.5 < mass <= 1.01  # the window is the support [0, 1]^2
+    code, _, err = run(capsys, "train", "--model", "arm", "--arm", "made", "--likelihood", "categorical",
+                       "--made-hidden", "16", *data, "--epochs", "1", "--quiet", "--out", arm)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(capsys, "density", arm, "--out", tmp_path / "a.png", "--grid", "10")
+    assert_clean_failure(code, err, "gives probabilities of discrete values")
+    assert not (tmp_path / "a.png").exists()
+
+
 def test_vae_with_flow_prior_and_iaf_posterior(tmp_path, capsys):
     out = tmp_path / "vae"
     args = ["--dataset", "digits", "--prior", "flow", "--flow", "maf", "--posterior", "iaf", "--latent-dim", "4"]

@@ -609,6 +609,22 @@ def test_a_run_written_before_format_4_keeps_the_fourier_features_it_was_trained
         DiffusionConfig(process="masked", fourier_exponents=[1, 2]).validate()
 
 
+def test_a_ddpm_schedule_of_one_step_and_fourier_features_of_masked_diffusion_are_refused_by_name(tmp_path, capsys):
+    """DDPM's betas over one step made no schedule (an internal error where the model was built);
+    --no-fourier of masked diffusion was trained as if not given (its features are Gaussian's)."""
+    from dgmkit.cli.main import main
+
+    with pytest.raises(ConfigError, match="schedule ddpm with diffusion_steps 1"):
+        DiffusionConfig(schedule="ddpm", diffusion_steps=1).validate()
+    DiffusionConfig(schedule="ddpm", diffusion_steps=2).validate()
+    assert DiffusionConfig(process="masked").inert_settings() == {"fourier": "--process gaussian"}
+    assert DiffusionConfig().inert_settings() == {}
+    argv = ["train", "--dataset", "digits", "--model", "diffusion", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--process", "masked", "--no-fourier", "--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert "fourier = False is read only with --process gaussian" in err and not (tmp_path / "m").exists()
+
+
 @torch.no_grad()
 def test_the_time_sampled_estimate_is_minus_the_sum_of_its_three_terms():
     """A schedule that ends at gamma_1 = 0 leaves a prior term of a fraction of a nat: the

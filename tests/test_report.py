@@ -364,9 +364,12 @@ def test_a_run_whose_data_file_is_gone_is_reported_with_a_note_for_its_data_figu
     argv = ["train", "--dataset", str(data), "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
     assert main([*argv, "--out", str(run)]) == 0
     data.unlink()
+    capsys.readouterr()
     assert main(["report", str(run), "--out", str(tmp_path / "r.html"), "--samples", "4"]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "no reconstruction or latent figures: the test data could not be read" in page and "bits.npy" in page
+    said = capsys.readouterr().out  # (and on the terminal, not in the page alone)
+    assert f"note: {run}: no reconstruction or latent figures: the test data could not be read" in said
     alts = re.findall(r'<img alt="([^"]*)"', page)
     assert "samples" in alts and not {"reconstructions", "latent means"} & set(alts), alts
     # --data names one run's moved file: a run on a named dataset beside it gets the note, not a failed report
@@ -377,6 +380,8 @@ def test_a_run_whose_data_file_is_gone_is_reported_with_a_note_for_its_data_figu
     args = ["report", str(run), str(digits), "--out", str(tmp_path / "two.html"), "--samples", "4"]
     assert main([*args, "--data", str(data.with_name("moved.npy"))]) == 0
     assert "trained on the named dataset" in (tmp_path / "two.html").read_text()
+    assert main([*args, "--steps", "3", "--samples", "0"]) == 1  # (no run samples with steps here either)
+    assert "--steps sets how the samples are drawn, and --samples 0 draws none" in capsys.readouterr().err
 
 
 def test_report_without_figures_reads_no_data(runs, tmp_path, monkeypatch):

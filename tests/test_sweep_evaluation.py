@@ -380,3 +380,6 @@ def test_an_order_file_keeps_every_bit_of_its_values_and_refuses_another_count_o
     np.savez(tmp_path / "order-3.npz", order=order.numpy().astype(np.int64), values=[-1.0, -np.inf, -2.0])  # one of three
     with pytest.raises(EvaluationError, match="order-3.npz: its log-likelihoods are not all finite"):
         store.get(3, order)
+    np.savez(tmp_path / "order-4.npz", order=order.numpy().astype(np.int64), values=[-1.0, 500.0, 0.0])  # log p > 0
+    with pytest.raises(EvaluationError, match="order-4.npz: 1 of its log-likelihoods exceed 0, which no probability"):
+        store.get(4, order)

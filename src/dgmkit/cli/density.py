@@ -19,7 +19,7 @@ from dgmkit.cli.common import (
     split_data,
     write_png,
 )
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, EvaluationError
 from dgmkit.evaluation.figures import figure_png, literal
 from dgmkit.models import ExactLikelihoodModel
 
@@ -80,16 +80,29 @@ def density(args: argparse.Namespace) -> int:
             f"dgm density needs an exact-likelihood model that samples (a flow); {run.cfg.model.describe()} has "
             f"{'no exact likelihood' if model.estimate_kind != 'exact' else 'no sampler'}"
         )
+    if model.discrete_data:  # (its log_prob between the values it takes is no density)
+        raise ConfigError(
+            f"dgm density draws a density of continuous 2-D data; {run.cfg.model.describe()} gives probabilities of "
+            "discrete values (dgm sample draws from it)"
+        )
     dataset = run_data(run, args.data_dir, args.data, args.schema)
     x, _ = split_data(run, "test", dataset=dataset)
     pts = x.reshape(-1, 2)
     lo, hi = pts.min(0).values, pts.max(0).values
-    pad = 0.15 * (hi - lo)
+    span = hi - lo
+    pad = 0.15 * torch.where(span > 0, span, torch.ones_like(span))  # (a constant column: a unit-wide window)
     lo, hi = lo - pad, hi + pad
+    if run.transform.kind in ("dequantize", "scale"):  # data in [0, 1]: the density's support, no window beyond it
+        lo, hi = lo.clamp(min=0.0), hi.clamp(max=1.0)
     tx = torch.linspace(lo[0].item(), hi[0].item(), args.grid, device=run.device)
     ty = torch.linspace(lo[1].item(), hi[1].item(), args.grid, device=run.device)
     grid = torch.stack(torch.meshgrid(tx, ty, indexing="ij"), -1).reshape(-1, *shape)
     log_p = torch.cat([model.log_prob(c) for c in grid.split(50000)]).reshape(args.grid, args.grid)
+    if bool(torch.isnan(log_p).any()):  # (-inf is a density of 0; NaN is no number: no picture of it)
+        raise EvaluationError(
+            f"the model gives NaN log-densities at {int(torch.isnan(log_p).sum())} of the {log_p.numel()} grid points; "
+            "nothing was written"
+        )
     mass = window_mass(log_p, tx, ty)
     samples, _ = model.sample(args.n, generator=torch.Generator(device=run.device).manual_seed(args.seed))
     points = samples.reshape(-1, 2).cpu().numpy()

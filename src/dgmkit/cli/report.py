@@ -228,7 +228,9 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
 
 def _check_figure_flags(args: argparse.Namespace) -> None:
     """Flags that only the figures read, refused beside --no-figures (a page made without them is
-    not the one asked for)."""
+    not the one asked for), and --steps beside --samples 0."""
+    if args.samples == 0 and args.steps is not None and not args.no_figures:
+        raise ConfigError("--steps sets how the samples are drawn, and --samples 0 draws none: leave out one or the other")
     if not args.no_figures:
         return
     given = {
@@ -296,4 +298,7 @@ def run_report(args: argparse.Namespace) -> int:
         )
     atomic_write_bytes(out, render_page(pages, args.title).encode("utf-8"))
     say(f"wrote a report of {plural(len(pages), 'run')} to {out} ({out.stat().st_size / 1024:.0f} KiB, self-contained)")
+    for page in pages:  # what the page notes of a run (no figures, curves not of it), said here too
+        for note in page.notes:
+            say(f"note: {page.name}: {note}")
     return 0

@@ -57,6 +57,11 @@ class OrderFiles:
             raise EvaluationError(f"{path} holds another order than order {j} of this seed; delete it to compute it again")
         if not np.isfinite(values).all():
             raise EvaluationError(f"{path}: its log-likelihoods are not all finite; delete it to compute it again")
+        if (values > 1e-6).any():  # (an any-order model's are of discrete data: log-probabilities, at most 0)
+            raise EvaluationError(
+                f"{path}: {int((values > 1e-6).sum())} of its log-likelihoods exceed 0, which no probability does; "
+                "delete it to compute it again"
+            )
         if self.report is not None:
             self.report(f"order {j}: read back from {path.name}")
         self._since = time.perf_counter()

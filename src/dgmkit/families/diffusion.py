@@ -93,6 +93,11 @@ class DiffusionConfig(FamilyConfig):
             for key in ("gamma_min", "gamma_max"):
                 if getattr(self, key) != defaults[key].default:
                     raise ConfigError(f"{key} is a setting of the learned and linear schedules; ddpm's betas fix its ends")
+            if self.diffusion_steps == 1:  # (its betas run from step 1 of T to step T: one step has no span)
+                raise ConfigError(
+                    "schedule ddpm with diffusion_steps 1: DDPM's betas rise over T >= 2 steps; give 2 or more, or 0 "
+                    "(continuous time, the span of DDPM's 1000 steps)"
+                )
         if self.loss == "simple" and (self.process != "gaussian" or self.schedule == "learned"):
             raise ConfigError(
                 "loss simple (DDPM's eps error) needs gaussian diffusion with a fixed schedule (--schedule ddpm or "
@@ -102,6 +107,9 @@ class DiffusionConfig(FamilyConfig):
             raise ConfigError("fourier_exponents sets the Fourier features of gaussian diffusion (--fourier)")
         if self.process == "gaussian" and self.schedule != "ddpm" and self.gamma_min >= self.gamma_max:
             raise ConfigError(f"gamma_min ({self.gamma_min}) must be below gamma_max ({self.gamma_max})")
+
+    def inert_settings(self) -> dict[str, str]:
+        return {"fourier": "--process gaussian"} if self.process == "masked" else {}
 
     def _fourier(self, levels: int) -> list[int]:
         return self.fourier_exponents if self.fourier_exponents is not None else _fourier_exponents(levels)
