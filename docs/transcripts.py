@@ -49,6 +49,11 @@ V = "--hidden 256 128 --latent-dim 8 --epochs 20 --batch-size 64"  # the demo's 
 # name -> commands. A command that ends in `  # fails` is expected to exit with status 1.
 TRANSCRIPTS: dict[str, list[str]] = {
     "demo": ["dgm demo"],
+    "readme-figures": [  # the README's second block, on the demo's run
+        "dgm sample runs/demo -n 16 --out samples.png",
+        "dgm interpolate runs/demo --out interpolations.png",
+        "dgm eval runs/demo --iw-samples 1000 --limit 100",
+    ],
     "vae": [
         f"{T} {V} --warmup 10 --out runs/vae",
         "dgm eval runs/vae --iw-samples 1000",
@@ -302,6 +307,7 @@ TRANSCRIPTS: dict[str, list[str]] = {
 
 # transcript -> the transcripts whose runs or files it reads
 NEEDS = {
+    "readme-figures": ["demo"],
     "compress": ["arm"],
     "score": ["vae", "compress"],
     "ood": ["arm"],

@@ -530,6 +530,11 @@ def test_train_reads_its_config_file_once_and_refuses_one_changed_after_the_flag
     code, _, err = _run(capsys, "train", "--config", cfg, "--quiet", "--out", tmp_path / "run2")
     assert code == 0, err
     assert len(reads) == 2  # one to offer the model's flags, one for the run
+    # a flag given twice is its last value, as argparse keeps it (the first file's model was offered)
+    other = tmp_path / "other.toml"
+    other.write_text('model = "arm"\n')
+    assert cli_train.family_from_argv(["train", "--config", str(other), "--config", str(cfg)]) == "flow"
+    assert cli_train.family_from_argv(["train", "--model", "arm", "--model=flow"]) == "flow"
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "1.5"], ["--batch-size", "many"], ["--model", "gan"]])

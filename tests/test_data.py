@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgmkit.data import VALID_SEED, DataTransform, from_array, load_dataset, make_transform
+from dgmkit.data import VALID_SEED, DataTransform, Split, from_array, load_dataset, make_transform
 from dgmkit.data.download import download
 from dgmkit.data.formats import read_amat, read_array, read_idx
 from dgmkit.errors import DataError
@@ -214,8 +214,14 @@ def test_make_transform_choices_and_errors():
 
 
 def test_from_array_splits_and_rejects_bad_input(tmp_path):
-    d = from_array(np.zeros((100, 8, 8), np.uint8))
+    d = from_array(np.arange(100, dtype=np.uint8)[:, None, None].repeat(8, 1).repeat(8, 2))
     assert [len(d.train), len(d.valid), len(d.test)] == [80, 10, 10] and d.event_shape == (1, 8, 8)
+    # each input's row of the array, through any subset of a split
+    rows = torch.cat([d.train.rows, d.valid.rows, d.test.rows])
+    assert torch.equal(rows.sort()[0], torch.arange(100)) and torch.equal(d.test.x[:, 0, 0, 0].long(), d.test.rows)
+    assert torch.equal(d.test.subset(torch.tensor([3, 1])).rows, d.test.rows[[3, 1]])
+    with pytest.raises(DataError, match="need one row index"):
+        Split(torch.zeros(3, 1, 2, 2), rows=torch.arange(2))
     with pytest.raises(DataError, match="expected images shaped"):
         from_array(np.zeros(5))
     with pytest.raises(DataError, match="9 rows .* at least 10 are needed"):
@@ -271,7 +277,7 @@ def test_from_array_refuses_ragged_data_or_labels_and_reads_bool_labels():
 
 
 def test_splits_and_datasets_refuse_what_they_cannot_hold():
-    from dgmkit.data import Dataset, Split
+    from dgmkit.data import Dataset
 
     x = torch.zeros(4, 1, 2, 2)
     ok = Split(x)

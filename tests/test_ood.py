@@ -289,7 +289,8 @@ def test_ood_end_to_end(runs, tmp_path, capsys):
 
 def test_every_row_of_an_ood_file_is_scored_with_ood_split_all(runs, tmp_path, capsys):
     """A file of OOD inputs is split as for training, its test split a tenth of it (said in a
-    note); --ood-split all scores every row: the train, valid and test splits in that order."""
+    note); --ood-split all scores every row, in the file's order: an index is the file's row (it
+    was the place in the shuffled train, valid and test splits one after the other)."""
     import csv
 
     from dgmkit.config import load_run
@@ -298,14 +299,18 @@ def test_every_row_of_an_ood_file_is_scored_with_ood_split_all(runs, tmp_path, c
 
     model = tmp_path / "model"
     shutil.copytree(runs / "model", model)
+    code, out, err = _dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--limit", "10")
+    assert code == 0, err  # (the note counted the --limit subset as the split's rows)
+    assert "its test split holds 40 rows of it (--limit scores 10); --ood-split all scores every row" in out
     code, out, err = _dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--ood-split", "all")
     assert code == 0, err
     assert "noise.npy all (400 inputs)" in out and "split as for training" not in out
     with open(model / "ood-scores.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["set"] == "ood"]
     assert [(r["split"], int(r["index"])) for r in rows] == [("all", i) for i in range(400)]
+    x = torch.from_numpy(np.load(runs / "noise.npy"))[:, None]  # the file's rows as they stand
     noise = load_dataset(str(runs / "noise.npy"))
-    x = torch.cat([noise.train.x, noise.valid.x, noise.test.x])
+    assert torch.equal(noise.test.x, x[noise.test.rows]) and not torch.equal(noise.test.rows, noise.test.rows.sort()[0])
     got = torch.tensor([float(r["nll"]) for r in rows], dtype=torch.float64)
     torch.testing.assert_close(got, -log_likelihoods(load_run(model).model, x).double())
 

@@ -373,7 +373,9 @@ def run_ood(args: argparse.Namespace) -> int:
     if is_data_file(args.ood) and args.ood_split != "all":
         say(
             f"  note: {args.ood} is split as for training (80/10/10, seeded): its {args.ood_split} split holds "
-            f"{plural(result['n_ood'], 'row')} of it; --ood-split all scores every row"
+            f"{plural(scored.ood_rows, 'row')} of it"
+            + (f" (--limit scores {result['n_ood']})" if result["n_ood"] < scored.ood_rows else "")
+            + "; --ood-split all scores every row"
         )
     if min(result["n_in"], result["n_ood"]) < FEW_INPUTS:
         n_in, n_ood = result["n_in"], result["n_ood"]
@@ -428,6 +430,7 @@ class _Scored(NamedTuple):
     subsets: dict  # the seeded subsets of --limit: {"in": ..., "ood": ...}
     code_bits: tuple[torch.Tensor, torch.Tensor] | None  # PNG code lengths, for the complexity score
     foreign: str | None  # a note on the background's data
+    ood_rows: int  # the rows of --ood's split, before --limit
 
 
 def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int]) -> _Scored:
@@ -441,7 +444,8 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
         )
     foreign = None if bg is None else _background_data(run, bg, args.background, ood)
     raw_in, sub_in = _subset(_complete(dataset.split(args.in_split).x, "in-distribution"), args.limit, args.seed)
-    raw_ood, sub_ood = _subset(_complete(_ood_rows(args, ood), "--ood"), args.limit, args.seed + 1)
+    ood_rows = _complete(_ood_rows(args, ood), "--ood")
+    raw_ood, sub_ood = _subset(ood_rows, args.limit, args.seed + 1)
     raw_train, _ = _subset(_complete(dataset.train.x, "training"), args.fit_limit, args.seed + 2)
     raw_valid, _ = _subset(_complete(dataset.valid.x, "validation"), args.fit_limit, args.seed + 3)
 
@@ -470,15 +474,19 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
         typicality_batch=args.typicality_batch,
         seed=args.seed,
     )
-    return _Scored(scores, lp_in, lp_ood, {"in": sub_in, "ood": sub_ood}, code_bits, foreign)
+    return _Scored(scores, lp_in, lp_ood, {"in": sub_in, "ood": sub_ood}, code_bits, foreign, len(ood_rows))
 
 
 def _ood_rows(args: argparse.Namespace, ood: Dataset) -> torch.Tensor:
     """The OOD inputs: --ood-split's rows; all: the train, valid and test splits one after the
-    other (the indices of ood-scores.csv count in that order)."""
+    other (the indices of ood-scores.csv count in that order), in the file's own order where they
+    were drawn from one file's rows (an index is then the file's row)."""
     if args.ood_split != "all":
         return ood.split(args.ood_split).x
-    return torch.cat([ood.split(s).x for s in SPLITS])
+    splits = [ood.split(s) for s in SPLITS]
+    x = torch.cat([s.x for s in splits])
+    rows = [s.rows for s in splits if s.rows is not None]
+    return x if len(rows) < len(splits) else x[torch.cat(rows).argsort()]
 
 
 def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int], scored: _Scored) -> dict:

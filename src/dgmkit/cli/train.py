@@ -62,13 +62,14 @@ def family_from_argv(argv: list[str]) -> str:
     """The family a ``dgm train`` command line is about, so that its flags can be offered:
     ``--model``, else the ``--config`` file's, else the resumed run's, else the default."""
 
-    def value(flag: str) -> str | None:
+    def value(flag: str) -> str | None:  # the last one given, as argparse keeps it
+        found = None
         for i, a in enumerate(argv):
             if a == flag and i + 1 < len(argv):
-                return argv[i + 1]
-            if a.startswith(flag + "="):
-                return a.split("=", 1)[1]
-        return None
+                found = argv[i + 1]
+            elif a.startswith(flag + "="):
+                found = a.split("=", 1)[1]
+        return found
 
     name: object = value("--model")
     try:

@@ -28,6 +28,9 @@ class Split:
     y: torch.Tensor | None = None
     factors: torch.Tensor | None = None
     x_scale: torch.Tensor | None = None
+    # where the split was drawn from the rows of one file (``from_array``'s seeded 80/10/10): the
+    # row of the file of each input (N,), so that a result can name it; None elsewhere
+    rows: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.x.ndim < 1:
@@ -53,6 +56,10 @@ class Split:
                 )
             if not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
                 raise DataError("the spread of continuous data (standard deviations) must be finite and >= 0")
+        if self.rows is not None and (
+            self.rows.shape != (len(self.x),) or self.rows.dtype != torch.int64 or bool((self.rows < 0).any())
+        ):
+            raise DataError(f"{len(self.x)} inputs need one row index (int64, >= 0) each, got {tuple(self.rows.shape)}")
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -68,6 +75,7 @@ class Split:
             None if self.y is None else self.y[index],
             None if self.factors is None else self.factors[index],
             None if self.x_scale is None else self.x_scale[index],
+            None if self.rows is None else self.rows[index],
         )
 
 

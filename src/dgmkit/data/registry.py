@@ -534,7 +534,7 @@ def from_array(
     perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))
     n_va = n_te = max(1, len(t) // 10)  # at least 10 rows (check_images): train keeps 8 or more
     parts = perm[: len(t) - n_va - n_te], perm[len(t) - n_va - n_te : len(t) - n_te], perm[len(t) - n_te :]
-    full = Split(t, labels)
+    full = Split(t, labels, rows=torch.arange(len(t)))
     train, valid, test = (full.subset(p) for p in parts)
     return Dataset(name, train, valid, test, num_levels=levels)
 
