@@ -19,6 +19,7 @@ from dgmkit.cli.common import (
     split_data,
     write_png,
 )
+from dgmkit.config import Run
 from dgmkit.errors import ConfigError, EvaluationError
 from dgmkit.evaluation.figures import figure_png, literal
 from dgmkit.models import ExactLikelihoodModel
@@ -68,10 +69,9 @@ def window_mass(log_p: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> floa
     return float((log_p.double().exp() * wx[:, None] * wy[None, :]).sum()) * cell
 
 
-@torch.no_grad()
-def density(args: argparse.Namespace) -> int:
-    out, run = figure_run(args)
-    model = cast(ExactLikelihoodModel, run.model)  # (refused below unless exact)
+def _density_model(run: Run) -> ExactLikelihoodModel:
+    """The run's model, refused unless it is an exact density of 2-D continuous data that samples."""
+    model = cast(ExactLikelihoodModel, run.model)
     shape = tuple(run.record["data"]["event_shape"])
     if math.prod(shape) != 2:
         raise ConfigError(f"dgm density draws 2-D data; this run has data of shape {shape}")
@@ -85,15 +85,29 @@ def density(args: argparse.Namespace) -> int:
             f"dgm density draws a density of continuous 2-D data; {run.cfg.model.describe()} gives probabilities of "
             "discrete values (dgm sample draws from it)"
         )
-    dataset = run_data(run, args.data_dir, args.data, args.schema)
-    x, _ = split_data(run, "test", dataset=dataset)
-    pts = x.reshape(-1, 2)
+    return model
+
+
+def _window(pts: torch.Tensor, transform: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The corners of the window drawn: the points' range and 15% beyond it on each side, within
+    [0, 1] for data the transform puts there (the density's support)."""
     lo, hi = pts.min(0).values, pts.max(0).values
     span = hi - lo
     pad = 0.15 * torch.where(span > 0, span, torch.ones_like(span))  # (a constant column: a unit-wide window)
     lo, hi = lo - pad, hi + pad
-    if run.transform.kind in ("dequantize", "scale"):  # data in [0, 1]: the density's support, no window beyond it
+    if transform in ("dequantize", "scale"):
         lo, hi = lo.clamp(min=0.0), hi.clamp(max=1.0)
+    return lo, hi
+
+
+@torch.no_grad()
+def density(args: argparse.Namespace) -> int:
+    out, run = figure_run(args)
+    model = _density_model(run)
+    shape = tuple(run.record["data"]["event_shape"])
+    dataset = run_data(run, args.data_dir, args.data, args.schema)
+    x, _ = split_data(run, "test", dataset=dataset)
+    lo, hi = _window(x.reshape(-1, 2), run.transform.kind)
     tx = torch.linspace(lo[0].item(), hi[0].item(), args.grid, device=run.device)
     ty = torch.linspace(lo[1].item(), hi[1].item(), args.grid, device=run.device)
     grid = torch.stack(torch.meshgrid(tx, ty, indexing="ij"), -1).reshape(-1, *shape)

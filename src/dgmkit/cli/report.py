@@ -249,7 +249,9 @@ def _check_figure_flags(args: argparse.Namespace) -> None:
         )
 
 
-def run_report(args: argparse.Namespace) -> int:
+def _checked_out(args: argparse.Namespace) -> Path:
+    """--out, an .html file that may be written, for run folders named once each, and the flags
+    that only the figures read (``_check_figure_flags``)."""
     out = Path(args.out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise DataError(f"--out must name an .html file, got {out}")
@@ -259,6 +261,11 @@ def run_report(args: argparse.Namespace) -> int:
     check_new_output(out, args.force, inputs=inputs, protected=protected)
     if len(set(map(lambda d: Path(d).resolve(), args.run_dirs))) != len(args.run_dirs):
         raise DataError("a run folder is named twice")
+    return out
+
+
+def run_report(args: argparse.Namespace) -> int:
+    out = _checked_out(args)
     runs = [load_run(d, device=args.device) for d in args.run_dirs]
     if args.steps is not None and not any(run.model.sample_steps for run in runs):
         raise ConfigError("--steps is for diffusion models (their ancestral sampling steps); no run here is one")
