@@ -477,3 +477,60 @@ def test_every_part_a_module_of_a_package_offers_is_exported_by_the_package(pack
     assert len(offered) >= 5
     assert sorted(offered - set(pkg.__all__)) == []
     assert all(getattr(pkg, name) is not None for name in pkg.__all__)
+
+
+def test_data_of_every_kind_a_user_holds_is_read_as_it_is_meant(tmp_path, monkeypatch):
+    """A study of the API found: a tensor that requires grad, a bfloat16 or sparse tensor were raw
+    torch errors; a masked array's mask was dropped (its entries trained as their fill values);
+    a Dataset item's third value was silently left unread; identical data holding NaN could not
+    be used again; a broken OUT.data.npz was numpy's error; "~/run" wrote its data under a folder
+    named "~" and trained on a file of the home folder; a config's default dataset beside data=
+    was refused; reconstruct and interpolate could not name a moved data file."""
+    import shutil
+
+    from dgmkit.api import _as_arrays
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 4, 4)) > 0.5).astype(np.float32)
+    t = torch.from_numpy(x)
+    for given in (t.requires_grad_(), torch.nn.Parameter(t.clone()), t.to(torch.bfloat16), t.to_sparse()):
+        assert np.array_equal(_as_arrays(given)[0], x)
+    mask = np.zeros(x.shape, bool)
+    mask[0, 0, 0] = True
+    got = _as_arrays(np.ma.masked_array(x, mask=mask))[0]
+    assert np.isnan(got[0, 0, 0]) and np.isnan(got).sum() == 1 and np.array_equal(got[1:], x[1:])
+    items = [(torch.zeros(4), 1, torch.ones(4))] * 10
+    with pytest.raises(DataError, match="holds 3 values; dgmkit takes an image or an \\(image, label\\) pair"):
+        _as_arrays(_Items(items))
+    labels = _as_arrays(_Items([(torch.zeros(4), np.uint64(i % 3)) for i in range(10)]))[1]
+    assert labels.tolist() == [i % 3 for i in range(10)]
+    # the same data again, NaN and all: used, not "other data"
+    holes = np.where(rng.random((60, 4)) < 0.2, np.nan, rng.normal(size=(60, 4))).astype(np.float32)
+    miwae = dict(objective="miwae", likelihood="gaussian", hidden=[8], latent_dim=2, epochs=1, iw_k=2)
+    dgmkit.train(tmp_path / "m", data=holes, **miwae)
+    shutil.rmtree(tmp_path / "m")
+    dgmkit.train(tmp_path / "m", data=holes, **miwae)
+    (tmp_path / "bad.data.npz").write_text("not an npz")
+    with pytest.raises(DataError, match="bad.data.npz exists and is not a data file of arrays"):
+        dgmkit.train(tmp_path / "bad", data=x, **TINY)
+    assert (tmp_path / "bad.data.npz").read_text() == "not an npz"
+    # "~/run": the home folder's run, its data beside it, recorded and read as written
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    run = dgmkit.train("~/r", data=x, **TINY, config=RunConfig.of(epochs=1))
+    assert (tmp_path / "home" / "r.data.npz").is_file() and run.cfg.data.dataset == str(tmp_path / "home" / "r.data.npz")
+    assert not (tmp_path / "~").exists() and dgmkit.load("~/r").path == tmp_path / "home" / "r"
+    (tmp_path / "home" / "r.data.npz").rename(tmp_path / "moved.npz")
+    shown, recon = dgmkit.reconstruct("~/r", 4, data=tmp_path / "moved.npz")
+    assert shown.shape == recon.shape == (4, 1, 4, 4)
+    assert dgmkit.interpolate("~/r", pairs=1, steps=2, data=str(tmp_path / "moved.npz")).shape == (1, 4, 1, 4, 4)
+    with pytest.raises(ConfigError, match="quiet must be True or False, got 'no'"):
+        dgmkit.train(tmp_path / "q", data=x, quiet="no", **TINY)
+
+
+def test_integers_beyond_what_float32_holds_are_refused():
+    from dgmkit.data import from_array
+
+    big = (np.arange(200, dtype=np.int64) + 2**24 + 1).reshape(20, 10)
+    with pytest.raises(DataError, match="beyond 2\\^24, would not all stay distinct"):
+        from_array(big)
+    assert from_array(big - 2**23).num_levels is None  # (up to 2^24: exact, continuous values)

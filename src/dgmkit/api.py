@@ -27,6 +27,7 @@ the trained run back.
 """
 
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -76,15 +77,27 @@ class Evaluation(dict):
         return estimate_protocol(self)
 
 
+def _array(a: object) -> np.ndarray:
+    """An array of ``a``: a tensor of any kind (one that requires grad, bfloat16, sparse, on a GPU)
+    as its values; a NumPy masked array with its masked entries missing (NaN), as dgmkit marks them."""
+    if torch.is_tensor(a):
+        t = a.detach()
+        t = t.to_dense() if t.layout != torch.strided else t
+        return (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy()
+    if isinstance(a, np.ma.MaskedArray):
+        return np.ma.filled(a.astype(np.float64), np.nan) if np.ma.is_masked(a) else np.asarray(a.data)
+    return np.asarray(a)
+
+
 def _as_arrays(data: object) -> tuple[np.ndarray, np.ndarray | None]:
     """Images (and labels) from an array, a pair (x, y) or a torch Dataset."""
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
         if y is None:  # (x, None): images without labels
             return _as_arrays(x)
-        return np.asarray(x.cpu() if torch.is_tensor(x) else x), np.asarray(y.cpu() if torch.is_tensor(y) else y)
+        return _array(x), _array(y)
     if torch.is_tensor(data) or isinstance(data, np.ndarray):
-        return np.asarray(data.cpu() if torch.is_tensor(data) else data), None
+        return _array(data), None
     if isinstance(data, torch.utils.data.Dataset):
         try:
             items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]  # no len(): TypeError, caught
@@ -105,13 +118,17 @@ def _dataset_arrays(items: list) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError("the torch Dataset is empty")
     pairs = isinstance(items[0], (tuple, list)) and len(items[0]) > 0
     labelled = pairs and len(items[0]) > 1
+    if pairs and len(items[0]) > 2:  # (an image, a label and a mask, say: no part of an item is left unread)
+        raise DataError(
+            f"item 0 of the torch Dataset holds {len(items[0])} values; dgmkit takes an image or an (image, label) pair"
+        )
     xs, ys = [], []
     for i, item in enumerate(items):
         if (isinstance(item, (tuple, list)) and len(item) > 0) != pairs or (pairs and (len(item) > 1) != labelled):
             raise DataError(f"item {i} of the torch Dataset is {_item_kind(item)}, item 0 {_item_kind(items[0])}")
         x = item[0] if pairs else item
         try:
-            xs.append(torch.as_tensor(x).cpu())  # (a dataset of GPU tensors too)
+            xs.append(torch.as_tensor(_array(x)))  # (a dataset of GPU tensors too)
         except (TypeError, ValueError, RuntimeError):
             raise DataError(f"item {i} of the torch Dataset: its image is a {type(x).__name__}, not an array") from None
         if xs[-1].shape != xs[0].shape:
@@ -120,7 +137,8 @@ def _dataset_arrays(items: list) -> tuple[np.ndarray, np.ndarray | None]:
             )
         if labelled:
             try:
-                y = torch.as_tensor(item[1])
+                label = _array(item[1])
+                y = torch.as_tensor(label.astype(np.int64) if label.dtype.kind == "u" else label)  # (no uint64 in torch)
             except (TypeError, ValueError, RuntimeError):
                 y = None
             if y is None or y.numel() != 1 or y.is_complex():
@@ -148,14 +166,28 @@ def _data_file(out: Path, data: object) -> tuple[Path, bool]:
     if path.is_symlink() and not path.exists():
         raise DataError(f"{path} is a link to nothing; move it away or train into another folder")
     if path.exists():
-        with np.load(path, allow_pickle=False) as old:
-            same = set(old.files) == ({"x"} if y is None else {"x", "y"}) and np.array_equal(old["x"], x)
-            same = same and (y is None or np.array_equal(old["y"], y))
+        try:
+            with np.load(path, allow_pickle=False) as old:
+                same = set(old.files) == ({"x"} if y is None else {"x", "y"}) and _same(old["x"], x)
+                same = same and (y is None or _same(old["y"], y))
+        except (OSError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+            raise DataError(
+                f"{path} exists and is not a data file of arrays ({type(e).__name__}); move it away or train into "
+                "another folder"
+            ) from None
         if not same:
             raise DataError(f"{path} exists and holds other data; move it away or train into another folder")
         return path, False
     atomic_write_bytes(path, buf.getvalue())  # (with the folders it needs)
     return path, True
+
+
+_DEFAULT_DATASET = RunConfig.of().data.dataset
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same arrays, missing entries (NaN) in the same places counting as equal."""
+    return a.dtype.kind == b.dtype.kind and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
 
 
 def train(
@@ -174,6 +206,8 @@ def train(
     ``data``: arrays or a torch Dataset instead of a named dataset; under torchrun, data-parallel
     (module docstring)."""
     out = _run_folder(out, resume)
+    if not isinstance(quiet, bool):
+        raise ConfigError(f"quiet must be True or False, got {shown_value(quiet)}")
     if not distributed.init_from_environment().is_main:  # (joins the group under torchrun: called first, always)
         quiet = True
     if resume:
@@ -187,7 +221,8 @@ def train(
     had_run, written = (out / "config.json").exists(), None
     made = [p for p in out.parents if not p.exists()]  # folders this call creates (deepest first)
     if data is not None:
-        if "dataset" in values:
+        # (a config's dataset at its default is not given: config=RunConfig.of(...) beside data=)
+        if "dataset" in settings or values.get("dataset", _DEFAULT_DATASET) != _DEFAULT_DATASET:
             raise ConfigError("give either data (arrays) or a dataset by name, not both")
         path, wrote = _data_file(out, data)
         values["dataset"], written = str(path), path if wrote else None
@@ -216,6 +251,15 @@ def _resumed(out: Path, settings: dict, quiet: bool) -> Run:
     return load(out)
 
 
+def _path_text(path: object) -> str | None:
+    """A path given as str or os.PathLike, as text (None stays None); another type is refused."""
+    if path is None:
+        return None
+    if not (isinstance(path, (str, os.PathLike)) and isinstance(os.fspath(path), str)):
+        raise ConfigError(f"a path (str or os.PathLike) was expected, got {shown_value(path)}")
+    return os.fspath(path)
+
+
 def _run_folder(out: object, resume: object) -> Path:
     """``train``'s run folder, refused unless it is a path that is not empty (``Path(None)`` is
     pathlib's TypeError, ``Path("")`` the working folder), and its ``resume`` a bool (``"no"`` is
@@ -226,7 +270,10 @@ def _run_folder(out: object, resume: object) -> Path:
         raise ConfigError("out is empty: name the run folder to write")
     if not isinstance(resume, bool):
         raise ConfigError(f"resume must be True or False, got {shown_value(resume)}")
-    return Path(out)
+    if "\0" in os.fspath(out):
+        raise ConfigError("out, the run folder, holds a NUL character, which no file name can")
+    # "~/run" is the home folder's, as a data file's path in a config (its data file beside it: the same)
+    return Path(out).expanduser()
 
 
 def _config_keys(config: object) -> dict:
@@ -288,6 +335,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", which: str
     then tensors given to the model belong on ``run.device``); ``which``: the weights of the
     best validation epoch (``"best"``, or the last where a run kept no best) or of the last
     epoch (``"last"``, as ``dgm impute --weights last``)."""
+    if isinstance(path, (str, os.PathLike)) and isinstance(os.fspath(path), str) and os.fspath(path):
+        path = Path(path).expanduser()  # ("~/run": as train writes it; other values: refused by load_run)
     return load_run(path, which=which, device=device)
 
 
@@ -325,19 +374,25 @@ def sample(
 
 @torch.no_grad()
 def reconstruct(
-    run: Run | str | os.PathLike, n: int = 16, split: str = "test", seed: int = 0, data_dir: str | None = None
+    run: Run | str | os.PathLike,
+    n: int = 16,
+    split: str = "test",
+    seed: int = 0,
+    data_dir: str | None = None,
+    data: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``dgm reconstruct`` without the picture: n images of the run's ``split`` drawn at random
     with ``seed``, and their reconstructions as ``dgm reconstruct`` shows them (the model's
     ``reconstruct``: for a VAE the mean of p(x|z) at the posterior's location, E[z|x] where it
     has one; a PixelVAE decodes greedily), each (n, *event) on the CPU in the units the model
     scores (as ``sample``'s). ``data_dir``: where the run's data are read from, if not where it
-    recorded. ``run``: a loaded run, or a run folder's path."""
+    recorded; ``data``: a run trained on a data file, that file moved (as ``dgm reconstruct --data``).
+    ``run``: a loaded run, or a run folder's path."""
     run = _the_run(run, "reconstruct")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     n = given_count(n, 1, 10_000, "n")
     reconstructs(run)
-    x = picked_images(split_data(run, split, data_dir)[0], n, seed, split, flag="n =")
+    x = picked_images(split_data(run, split, _path_text(data_dir), _path_text(data))[0], n, seed, split, flag="n =")
     return x.cpu(), latent_model(run).reconstruct(_in_precision(x, run)).cpu()
 
 
@@ -349,18 +404,19 @@ def interpolate(
     split: str = "test",
     seed: int = 0,
     data_dir: str | None = None,
+    data: str | None = None,
 ) -> torch.Tensor:
     """``dgm interpolate`` without the picture: (pairs, steps + 2, *event) on the CPU, each row an
     image of the run's ``split``, the means of p(x|z) at ``steps`` evenly spaced points on the line
     from its posterior location to that of a second image (both ends included), and the second
     image; the images drawn at random with ``seed``, everything in the units the model scores.
-    ``run``: a loaded run, or a run folder's path."""
+    ``data_dir``, ``data``: as for ``reconstruct``. ``run``: a loaded run, or a run folder's path."""
     run = _the_run(run, "interpolate")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     pairs = given_count(pairs, 1, 1000, "pairs")
     steps = given_count(steps, 2, 100, "steps")
     needs_latents(run)
-    a, b = picked_pairs(split_data(run, split, data_dir)[0], pairs, seed, split)
+    a, b = picked_pairs(split_data(run, split, _path_text(data_dir), _path_text(data))[0], pairs, seed, split)
     path = interpolation(run, _in_precision(a, run), _in_precision(b, run), steps)
     return torch.cat([a[:, None].to(path.dtype), path, b[:, None].to(path.dtype)], 1).cpu()
 
