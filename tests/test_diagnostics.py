@@ -229,3 +229,42 @@ def test_the_top_mean_kl_is_the_top_layer_s():
     r = diagnose(model, (d.test.x[:100].float() / 16).round(), samples=2, holes=0, seed=0)
     assert [layer.name for layer in r.layers] == ["z1", "z2"] and r.layers[0].kl != r.layers[1].kl
     assert r.top_mean_kl == r.layers[1].kl  # z2: the layer whose prior is p(z_L), which marginal_kl is of
+
+
+def test_a_layer_that_conditions_on_others_gets_a_range_that_holds_its_true_mutual_information():
+    """q(z_1 | x, z_2) of z_2 alone, z_2 ~ N(0, I) for every x: z_1 says nothing of x, I(x; z_1) = 0.
+    The estimate with the own draw among the S that make q^(z_1 | x) counted its own component
+    (0.7 nats at S = 1 on a collapsed ladder HVAE, past the layer's KL); the low end, the own draw
+    apart and its q^ of 8 S draws, holds the truth, and the table says both."""
+    from dgmkit.cli.diagnose import format_diagnosis
+
+    torch.manual_seed(0)
+    model = _collapsed_hvae()
+    first = next(m for m in model.q_nets[0].modules() if isinstance(m, nn.Linear))
+    with torch.no_grad():
+        first.weight[:, : first.in_features - 3] = 0.0  # the x branch of q(z_1 | x, z_2) cut: z_2 alone
+    x = (torch.rand(300, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    d = diagnose(model, x, samples=4, holes=0, seed=0)
+    z1, z2 = d.layers
+    assert z2.mutual_info_low is None  # of x alone: one estimate, exact in its own term
+    assert z1.mutual_info_low is not None and z1.mutual_info_low < 0.05 < z1.mutual_info
+    text = format_diagnosis({**d.to_json(), "split": "test", "subset": "all 300"})
+    assert f"z1: I(x;z) from {z1.mutual_info_low:.3f} to {z1.mutual_info:.3f}" in text
+    assert diagnose(model, x, samples=4, holes=0, seed=0, bracket=False).layers[0].mutual_info_low is None
+
+
+def test_a_bottom_up_posterior_s_top_layer_has_no_identity_to_check():
+    """Its KL column is E KL(q(z_2 | z_1) || p), not E_x KL(q(z_2 | x) || p): the line said the two
+    sides of mean KL = I + marginal KL were off by Monte Carlo error, to be cured by more draws."""
+    from dgmkit.cli.diagnose import format_diagnosis
+
+    torch.manual_seed(0)
+    cfg = get_family("hvae")(latent_sizes=[4, 2], hidden=[16], encoder="mlp", posterior="bottom-up")
+    model = cfg.build((1, 6, 6), 2).eval()
+    x = (torch.rand(200, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    d = diagnose(model, x, samples=4, holes=0, seed=0)
+    assert d.top_mean_kl is None and d.marginal_kl is not None and d.layers[1].mutual_info_low is not None
+    text = format_diagnosis({**d.to_json(), "split": "test", "subset": "all 200"})
+    assert "no identity to check" in text and "off by" not in text
+    top_down = get_family("hvae")(latent_sizes=[4, 2], hidden=[16], encoder="mlp").build((1, 6, 6), 2).eval()
+    assert diagnose(top_down, x, samples=4, holes=0, seed=0).top_mean_kl is not None

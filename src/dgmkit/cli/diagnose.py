@@ -64,7 +64,14 @@ def format_diagnosis(r: dict) -> str:
         lines.append(f"{layer['name']:<6} {layer['size']:>6} {layer['kl']:>10.3f} {layer['active_units']:>8} {mi:>8}")
     total = sum(layer["kl"] for layer in r["layers"])
     lines.append(f"{'all':<6} {sum(la['size'] for la in r['layers']):>6} {total:>10.3f} {r['active_units']:>8}")
-    if r["marginal_kl"] is not None:
+    if r["marginal_kl"] is not None and r["top_mean_kl"] is None:
+        top = r["layers"][-1]
+        lines.append(
+            f"prior hole, top layer {top['name']}: KL(q(z)||p(z)) = {r['marginal_kl']:.3f} nats (its KL column is "
+            f"E KL(q({top['name']}|the layer below) || p), which exceeds E_x KL(q({top['name']}|x) || p) = I + marginal "
+            "KL: no identity to check)"
+        )
+    elif r["marginal_kl"] is not None:
         top = r["layers"][-1]
         lines.append(
             f"prior hole, top layer {top['name']}: KL(q(z)||p(z)) = {r['marginal_kl']:.3f} nats; "
@@ -72,6 +79,14 @@ def format_diagnosis(r: dict) -> str:
             f"(sum {top['mutual_info'] + r['marginal_kl']:.3f}, off by {_gap(r, top):.3f}: "
             "the identity holds in expectation, so a gap beyond Monte Carlo error means too few datapoints or draws)"
         )
+    for la in r["layers"]:
+        if la.get("mutual_info_low") is not None and la["mutual_info"] is not None:
+            lo, hi = sorted((la["mutual_info_low"], la["mutual_info"]))
+            lines.append(
+                f"{la['name']}: I(x;z) from {lo:.3f} to {hi:.3f} (the table: {la['mutual_info']:.3f}, the high estimate): "
+                "the layer conditions on others, so its q(z|x) is a mixture over their draws, estimated from a few "
+                "(low and high by Jensen's gap and by counting its own draw); more --samples narrow the range"
+            )
     ceiling = math.log(r["n"])
     full = [la["name"] for la in r["layers"] if la["mutual_info"] is not None and la["mutual_info"] > ceiling - SATURATION]
     if full:

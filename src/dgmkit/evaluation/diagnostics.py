@@ -14,13 +14,19 @@ with one latent variable has one layer, ``z``):
       I ~ 1/N sum_m [ log q^(z_l^m | x_m) - log 1/N sum_n q^(z_l^m | x_n) ],   z_l^m ~ q(z_l | x_m),
 
   where q^(z_l | x_n) = 1/S sum_s q(z_l | x_n, pa_s) averages the layer's conditional over S
-  posterior draws pa_s of the layers it depends on (exact, S = 1, for a layer of x alone). It is
-  consistent as N and S grow; for finite N it cannot exceed log N (Hoffman & Johnson 2016; He et
-  al. 2019 use the same aggregate estimate).
+  posterior draws pa_s of the layers it depends on (exact, S = 1, for a layer of x alone). The own
+  draw z_l^m is drawn apart from those S (one of them would count its own component, and raise the
+  estimate by up to log S: past the layer's KL for a collapsed layer), and its own term
+  log q^(z_l^m | x_m) averages 8 S draws; log of a mixture of finitely many draws is low by
+  Jensen's gap, so for a layer that conditions on others the estimate is biased low, less as S
+  grows. It is consistent as N and S grow; for finite N it cannot exceed log N (Hoffman & Johnson
+  2016; He et al. 2019 use the same aggregate estimate).
 - **Marginal KL** (the prior hole), for the top layer, whose prior p(z_L) is the model's prior:
   KL(q(z_L) || p(z_L)) with q(z_L) = 1/N sum_n q(z_L | x_n), estimated on the same draws as
   1/N sum_m [log q^(z_L^m) - log p(z_L^m)]. With the mean KL it obeys E_x KL(q(z|x) || p(z)) =
-  I(x; z) + KL(q(z) || p(z)) (Hoffman & Johnson 2016), which the report shows as a check.
+  I(x; z) + KL(q(z) || p(z)) (Hoffman & Johnson 2016), which the report shows as a check where
+  the layer's ELBO term is that mean KL: a top layer of x alone (a bottom-up posterior's top layer
+  conditions on the layer below, and its term, E KL(q(z_L | z_{L-1}) || p), is larger).
 - **Hole draws**: z_L ~ p(z_L) scored by log q^(z_L) - log p(z_L); ``hole_fraction`` is the share
   of prior draws where the aggregate posterior has less than a tenth of the prior's density,
   and the draws with the lowest ratio are decoded (the lower layers drawn from their priors).
@@ -63,7 +69,9 @@ DIAGNOSTIC_ESTIMATORS = {
     "(a one-draw estimate where none applies)",
     "active_units": f"Cov_x(E_q[z_u|x]) > {ACTIVE_THRESHOLD} at the posterior's location (Burda et al. 2016)",
     "mutual_info": "nested Monte Carlo: 1/N sum_m [log q^(z^m|x_m) - log 1/N sum_n q^(z^m|x_n)], q^ averaging the "
-    "layer's conditional over S posterior draws of the layers it depends on; at most log N",
+    "layer's conditional over S posterior draws of the layers it depends on, z^m one of them (for such a layer high, "
+    "by up to log S; mutual_info_low: z^m drawn apart and its own q^ of 8 S draws, low by Jensen's gap, at least 0: "
+    "the two close in as S grows); at most log N",
     "marginal_kl": "KL(q(z_L)||p(z_L)) with q(z_L) the mixture 1/N sum_n q(z_L|x_n), on the same draws",
     "hole_fraction": f"share of z ~ p(z_L) with q^(z) < {HOLE_RATIO} p(z)",
 }
@@ -81,6 +89,8 @@ class LayerReport:
     mutual_info: float | None
     kl_per_dim: list[float] | None
     mean_variance: list[float]
+    # a layer that conditions on others: the low end of I(x; z_l) (see DIAGNOSTIC_ESTIMATORS), mutual_info the high
+    mutual_info_low: float | None = None
 
 
 @dataclass
@@ -211,7 +221,13 @@ class _Layer:
     kl_dims: torch.Tensor | None  # (N, M)
     loc: torch.Tensor  # (N, *event)
     q_many: Distribution | None  # batch (S, N) or (N,)
-    z: torch.Tensor  # (N, *event): one draw from the layer's marginal q(z_l | x_n)
+    # (N, *event): one draw from the layer's marginal q(z_l | x_n), drawn apart from the S draws of
+    # q_many (one of them counts its own component in q^(z_l | x_n): I(x; z_l) up to log S high)
+    z: torch.Tensor
+    of_x: bool = True  # q(z_l | x) of x alone (not of layers drawn below it: a bottom-up posterior's top)
+    # log q^(z_l | x_n) at z, from OWN_DRAWS x S draws of what the layer conditions on (None: of x alone, exact)
+    own_log_q: torch.Tensor | None = None
+    z_among: torch.Tensor | None = None  # (N, *event): a conditional layer's draw among the S (the high estimate's)
 
 
 def _stack(model: LatentVariableModel) -> "HierarchicalVAE | DeepTopDownVAE":
@@ -220,14 +236,16 @@ def _stack(model: LatentVariableModel) -> "HierarchicalVAE | DeepTopDownVAE":
 
 
 def _hierarchical_layers(
-    model: "HierarchicalVAE | DeepTopDownVAE", x: torch.Tensor, samples: int, g: torch.Generator
+    model: "HierarchicalVAE | DeepTopDownVAE", x: torch.Tensor, samples: int, g: torch.Generator, bracket: bool
 ) -> list[_Layer]:
     one = sorted(model.path(x, generator=g), key=lambda d: d.index)
     means = sorted(model.path(x, means=True), key=lambda d: d.index)
     many = sorted(model.path(x, (samples,), generator=g), key=lambda d: d.index)
     top = model.top()
     layers = []
-    for d, m, s in zip(one, means, many):
+    alone = [_of_x_alone(s.q) for s in many]
+    own = _own_log_densities(model, x, samples, g, one, alone) if bracket else [None] * len(many)
+    for d, m, s, o, a in zip(one, means, many, own, alone):
         p = top if d.p is None else d.p
         closed = model.closed_form_kl(d.index)
         dims = kl_per_dimension(d.q, p) if closed else None
@@ -243,8 +261,49 @@ def _hierarchical_layers(
                     pass
             kl = d.q.log_prob(d.z) - p.log_prob(d.z) if kl is None else kl
         name = f"z{d.index + 1}"
-        layers.append(_Layer(name, d.z.shape[-1], kl, dims, m.z, s.q, s.z[0]))
+        among = None if a else s.z[0]
+        layers.append(_Layer(name, d.z.shape[-1], kl, dims, m.z, s.q, d.z, a, o, among))
     return layers
+
+
+OWN_DRAWS = 8  # times S: the draws of a conditional layer's q^(z | x_m) at its own datapoint's draw
+_OWN_ROWS = 1 << 14  # posterior draws in one pass of those
+
+
+def _own_log_densities(
+    model: "HierarchicalVAE | DeepTopDownVAE",
+    x: torch.Tensor,
+    samples: int,
+    g: torch.Generator,
+    one: list,
+    alone: list[bool],
+) -> list[torch.Tensor | None]:
+    """Per layer, log q^(z_l^m | x_m) at each datapoint's own draw z_l^m (drawn apart from the
+    mixture: one of its components would count itself, up to log S too high), averaged over
+    OWN_DRAWS x S draws of the layers it conditions on (fewer, S, leave log q^ low by Jensen's gap:
+    the own term of I(x; z_l) is the one datapoint's mixture, the aggregate's has N of them); None
+    for a layer of x alone, whose q is exact (the aggregate's diagonal)."""
+    if all(alone):
+        return [None] * len(alone)
+    draws = OWN_DRAWS * samples
+    rows = max(1, _OWN_ROWS // draws)  # datapoints a pass: the draws of a pass stay within _OWN_ROWS
+    parts: list[list[torch.Tensor]] = [[] for _ in alone]
+    for i in range(0, len(x), rows):
+        wide = sorted(model.path(x[i : i + rows], (draws,), generator=g), key=lambda d: d.index)
+        for layer, (d, w) in enumerate(zip(one, wide)):
+            if not alone[layer]:
+                lp = w.q.log_prob(d.z[i : i + rows].unsqueeze(0).expand_as(w.z)).double()  # (S', n)
+                parts[layer].append(torch.logsumexp(lp, 0) - math.log(draws))
+    return [None if a else torch.cat(p) for a, p in zip(alone, parts)]
+
+
+def _of_x_alone(q: Distribution) -> bool:
+    """Whether a layer's q over S ancestral draws (batch (S, N)) is the same for every draw: a q of
+    x alone (``PosteriorPass.expand``), not of the layers drawn before it."""
+    parts = _diagonal_parts(q)
+    if len(q.batch_shape) < 2:
+        return True
+    return parts is not None and all(t.stride(0) == 0 for t in parts)
 
 
 def _single_layer(model: LatentVariableModel, x: torch.Tensor, g: torch.Generator) -> list[_Layer]:
@@ -280,11 +339,13 @@ def diagnose(
     seed: int = 0,
     batch_size: int = 500,
     mutual_info: bool = True,
+    bracket: bool = True,
 ) -> Diagnosis:
     """The diagnostics of the module docstring on data x (N, *event), N >= 2; ``samples``: S,
     the posterior draws that make each conditional layer's marginal; ``holes``: prior draws scored
     for prior holes (0: none); ``shown``: the deepest holes kept as joint latents for decoding;
-    ``mutual_info=False``: KL and active units only (no N x N aggregate: for large N)."""
+    ``mutual_info=False``: KL and active units only (no N x N aggregate: for large N);
+    ``bracket=False``: a conditional layer's I(x; z_l) without its low end (``mutual_info_low``)."""
     if len(x) < 2:
         raise DataError(f"the diagnostics need at least two datapoints (a covariance over x), got {len(x)}")
     samples = whole_at_least("samples", samples, 1)
@@ -296,7 +357,9 @@ def diagnose(
     parts: list[list[_Layer]] = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
-        parts.append(_hierarchical_layers(_stack(model), xb, samples, g) if hierarchical else _single_layer(model, xb, g))
+        parts.append(
+            _hierarchical_layers(_stack(model), xb, samples, g, bracket) if hierarchical else _single_layer(model, xb, g)
+        )
     layers = [_join([p[j] for p in parts]) for j in range(len(parts[0]))]
     reports, agg_top = [], None
     for index, layer in enumerate(layers):
@@ -318,7 +381,8 @@ def diagnose(
     out.marginal_kl = float((agg - p_top.log_prob(top_layer.z).double()).mean())
     if not math.isfinite(out.marginal_kl):
         raise EvaluationError("the model gives a non-finite marginal KL (NaN or inf; its weights may be too large)")
-    out.top_mean_kl = reports[-1].kl
+    # E_x KL(q(z_L|x) || p) = I + marginal KL: the layer's ELBO term is that mean KL only where q is of x alone
+    out.top_mean_kl = reports[-1].kl if top_layer.of_x else None
     if holes > 0:
         _find_holes(out, model, top_layer, p_top, holes, shown, g, x.device)
     return out
@@ -328,14 +392,23 @@ def _layer_report(index: int, layer: _Layer, mutual_info: bool) -> tuple[LayerRe
     """One layer's numbers, and log q(z) of its aggregate posterior at its own draws (None where
     not computed: ``mutual_info`` off, or a q whose log_prob does not broadcast)."""
     variance = unit_variance(layer.loc)
-    mi, agg = None, None
+    mi, agg, low = None, None, None
     try:
         log_q = None if layer.q_many is None or not mutual_info else aggregate_marginal(layer.z, layer.q_many, True)
+        among = (
+            None
+            if log_q is None or layer.z_among is None or layer.q_many is None
+            else aggregate_marginal(layer.z_among, layer.q_many, True)
+        )
     except (RuntimeError, ValueError, NotImplementedError):  # a q whose log_prob does not broadcast
-        log_q = None
+        log_q, among = None, None
     if log_q is not None:
         agg, own = log_q
         mi = float((cast(torch.Tensor, own) - agg).mean())
+        if among is not None:  # a layer that conditions on others: its draw among the S, and apart (with more draws)
+            mi = float((cast(torch.Tensor, among[1]) - among[0]).mean())
+            if layer.own_log_q is not None:
+                low = max(0.0, float((layer.own_log_q - agg).mean()))
     report = LayerReport(
         name=layer.name,
         index=index,
@@ -345,6 +418,7 @@ def _layer_report(index: int, layer: _Layer, mutual_info: bool) -> tuple[LayerRe
         mutual_info=mi,
         kl_per_dim=None if layer.kl_dims is None else layer.kl_dims.double().flatten(1).mean(0).tolist(),
         mean_variance=variance.tolist(),
+        mutual_info_low=low,
     )
     return report, agg
 
@@ -388,6 +462,9 @@ def _join(parts: list[_Layer]) -> _Layer:
         torch.cat([p.loc for p in parts]),
         q,
         torch.cat([p.z for p in parts]),
+        all(p.of_x for p in parts),
+        None if first.own_log_q is None else torch.cat(cast("list[torch.Tensor]", [p.own_log_q for p in parts])),
+        None if first.z_among is None else torch.cat(cast("list[torch.Tensor]", [p.z_among for p in parts])),
     )
 
 

@@ -60,7 +60,7 @@ def latent_diagnostics(model: LatentVariableModel | Autoencoder, x: torch.Tensor
         out["kl_per_dim"] = [round(v, 5) for v in stats["kl_per_dim"]]
     if isinstance(model, LatentVariableModel) and len(x) >= 2:
         pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(VALID_SEED))[:DIAGNOSIS_N]
-        d = diagnose(model, x[pick.to(x.device)], samples=DIAGNOSIS_SAMPLES, holes=DIAGNOSIS_HOLES, seed=0)
+        d = diagnose(model, x[pick.to(x.device)], samples=DIAGNOSIS_SAMPLES, holes=DIAGNOSIS_HOLES, seed=0, bracket=False)
         out.update(d.metrics())
     return out
 
