@@ -234,7 +234,7 @@ def test_the_top_mean_kl_is_the_top_layer_s():
 def test_a_layer_that_conditions_on_others_gets_a_range_that_holds_its_true_mutual_information():
     """q(z_1 | x, z_2) of z_2 alone, z_2 ~ N(0, I) for every x: z_1 says nothing of x, I(x; z_1) = 0.
     The estimate with the own draw among the S that make q^(z_1 | x) counted its own component
-    (0.7 nats at S = 1 on a collapsed ladder HVAE, past the layer's KL); the low end, the own draw
+    (0.7 nats at S = 1 on a collapsed ladder HVAE, past the layer's KL); the second estimate, the own draw
     apart and its q^ of 8 S draws, holds the truth, and the table says both."""
     from dgmkit.cli.diagnose import format_diagnosis
 
@@ -246,11 +246,11 @@ def test_a_layer_that_conditions_on_others_gets_a_range_that_holds_its_true_mutu
     x = (torch.rand(300, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.4).float()
     d = diagnose(model, x, samples=4, holes=0, seed=0)
     z1, z2 = d.layers
-    assert z2.mutual_info_low is None  # of x alone: one estimate, exact in its own term
-    assert z1.mutual_info_low is not None and z1.mutual_info_low < 0.05 < z1.mutual_info
+    assert z2.mutual_info_apart is None  # of x alone: one estimate, exact in its own term
+    assert z1.mutual_info_apart is not None and z1.mutual_info_apart < 0.05 < z1.mutual_info
     text = format_diagnosis({**d.to_json(), "split": "test", "subset": "all 300"})
-    assert f"z1: I(x;z) from {z1.mutual_info_low:.3f} to {z1.mutual_info:.3f}" in text
-    assert diagnose(model, x, samples=4, holes=0, seed=0, bracket=False).layers[0].mutual_info_low is None
+    assert f"z1: I(x;z) from {z1.mutual_info_apart:.3f} to {z1.mutual_info:.3f}" in text
+    assert diagnose(model, x, samples=4, holes=0, seed=0, bracket=False).layers[0].mutual_info_apart is None
 
 
 def test_a_bottom_up_posterior_s_top_layer_has_no_identity_to_check():
@@ -263,7 +263,7 @@ def test_a_bottom_up_posterior_s_top_layer_has_no_identity_to_check():
     model = cfg.build((1, 6, 6), 2).eval()
     x = (torch.rand(200, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.4).float()
     d = diagnose(model, x, samples=4, holes=0, seed=0)
-    assert d.top_mean_kl is None and d.marginal_kl is not None and d.layers[1].mutual_info_low is not None
+    assert d.top_mean_kl is None and d.marginal_kl is not None and d.layers[1].mutual_info_apart is not None
     text = format_diagnosis({**d.to_json(), "split": "test", "subset": "all 200"})
     assert "no identity to check" in text and "off by" not in text
     top_down = get_family("hvae")(latent_sizes=[4, 2], hidden=[16], encoder="mlp").build((1, 6, 6), 2).eval()

@@ -80,12 +80,12 @@ def format_diagnosis(r: dict) -> str:
             "the identity holds in expectation, so a gap beyond Monte Carlo error means too few datapoints or draws)"
         )
     for la in r["layers"]:
-        if la.get("mutual_info_low") is not None and la["mutual_info"] is not None:
-            lo, hi = sorted((la["mutual_info_low"], la["mutual_info"]))
+        if la.get("mutual_info_apart") is not None and la["mutual_info"] is not None:
+            lo, hi = sorted((la["mutual_info_apart"], la["mutual_info"]))
             lines.append(
-                f"{la['name']}: I(x;z) from {lo:.3f} to {hi:.3f} (the table: {la['mutual_info']:.3f}, the high estimate): "
-                "the layer conditions on others, so its q(z|x) is a mixture over their draws, estimated from a few "
-                "(low and high by Jensen's gap and by counting its own draw); more --samples narrow the range"
+                f"{la['name']}: I(x;z) from {lo:.3f} to {hi:.3f} (the table: {la['mutual_info']:.3f}): the layer "
+                "conditions on others, so its q(z|x) is a mixture over their draws, estimated from a few, which counts "
+                "the draw scored among them (its own term high) or not (low, by Jensen's gap); more --samples narrow it"
             )
     ceiling = math.log(r["n"])
     full = [la["name"] for la in r["layers"] if la["mutual_info"] is not None and la["mutual_info"] > ceiling - SATURATION]

@@ -14,12 +14,12 @@ with one latent variable has one layer, ``z``):
       I ~ 1/N sum_m [ log q^(z_l^m | x_m) - log 1/N sum_n q^(z_l^m | x_n) ],   z_l^m ~ q(z_l | x_m),
 
   where q^(z_l | x_n) = 1/S sum_s q(z_l | x_n, pa_s) averages the layer's conditional over S
-  posterior draws pa_s of the layers it depends on (exact, S = 1, for a layer of x alone). The own
-  draw z_l^m is drawn apart from those S (one of them would count its own component, and raise the
-  estimate by up to log S: past the layer's KL for a collapsed layer), and its own term
-  log q^(z_l^m | x_m) averages 8 S draws; log of a mixture of finitely many draws is low by
-  Jensen's gap, so for a layer that conditions on others the estimate is biased low, less as S
-  grows. It is consistent as N and S grow; for finite N it cannot exceed log N (Hoffman & Johnson
+  posterior draws pa_s of the layers it depends on (exact, S = 1, for a layer of x alone). For a
+  layer that conditions on others there are two estimates (``mutual_info`` and
+  ``mutual_info_apart``): z_l^m one of the S draws, whose own term counts its own component (high,
+  by up to log S: past the layer's KL for a collapsed layer), and z_l^m drawn apart, its own term
+  of 8 S draws (low, by the Jensen gap of the log of a finite mixture), floored at 0; the two
+  close in as S grows. It is consistent as N and S grow; for finite N it cannot exceed log N (Hoffman & Johnson
   2016; He et al. 2019 use the same aggregate estimate).
 - **Marginal KL** (the prior hole), for the top layer, whose prior p(z_L) is the model's prior:
   KL(q(z_L) || p(z_L)) with q(z_L) = 1/N sum_n q(z_L | x_n), estimated on the same draws as
@@ -69,9 +69,9 @@ DIAGNOSTIC_ESTIMATORS = {
     "(a one-draw estimate where none applies)",
     "active_units": f"Cov_x(E_q[z_u|x]) > {ACTIVE_THRESHOLD} at the posterior's location (Burda et al. 2016)",
     "mutual_info": "nested Monte Carlo: 1/N sum_m [log q^(z^m|x_m) - log 1/N sum_n q^(z^m|x_n)], q^ averaging the "
-    "layer's conditional over S posterior draws of the layers it depends on, z^m one of them (for such a layer high, "
-    "by up to log S; mutual_info_low: z^m drawn apart and its own q^ of 8 S draws, low by Jensen's gap, at least 0: "
-    "the two close in as S grows); at most log N",
+    "layer's conditional over S posterior draws of the layers it depends on, z^m one of them (for such a layer its own "
+    "term is high, by up to log S; mutual_info_apart: z^m drawn apart and its own q^ of 8 S draws, that term low by "
+    "Jensen's gap, floored at 0: the two close in as S grows); at most log N",
     "marginal_kl": "KL(q(z_L)||p(z_L)) with q(z_L) the mixture 1/N sum_n q(z_L|x_n), on the same draws",
     "hole_fraction": f"share of z ~ p(z_L) with q^(z) < {HOLE_RATIO} p(z)",
 }
@@ -89,8 +89,8 @@ class LayerReport:
     mutual_info: float | None
     kl_per_dim: list[float] | None
     mean_variance: list[float]
-    # a layer that conditions on others: the low end of I(x; z_l) (see DIAGNOSTIC_ESTIMATORS), mutual_info the high
-    mutual_info_low: float | None = None
+    # a layer that conditions on others: I(x; z_l) with its own draw apart from the S (see DIAGNOSTIC_ESTIMATORS)
+    mutual_info_apart: float | None = None
 
 
 @dataclass
@@ -345,7 +345,7 @@ def diagnose(
     the posterior draws that make each conditional layer's marginal; ``holes``: prior draws scored
     for prior holes (0: none); ``shown``: the deepest holes kept as joint latents for decoding;
     ``mutual_info=False``: KL and active units only (no N x N aggregate: for large N);
-    ``bracket=False``: a conditional layer's I(x; z_l) without its low end (``mutual_info_low``)."""
+    ``bracket=False``: a conditional layer's I(x; z_l) without its second estimate (``mutual_info_apart``)."""
     if len(x) < 2:
         raise DataError(f"the diagnostics need at least two datapoints (a covariance over x), got {len(x)}")
     samples = whole_at_least("samples", samples, 1)
@@ -418,7 +418,7 @@ def _layer_report(index: int, layer: _Layer, mutual_info: bool) -> tuple[LayerRe
         mutual_info=mi,
         kl_per_dim=None if layer.kl_dims is None else layer.kl_dims.double().flatten(1).mean(0).tolist(),
         mean_variance=variance.tolist(),
-        mutual_info_low=low,
+        mutual_info_apart=low,
     )
     return report, agg
 
