@@ -268,3 +268,23 @@ def test_a_bottom_up_posterior_s_top_layer_has_no_identity_to_check():
     assert "no identity to check" in text and "off by" not in text
     top_down = get_family("hvae")(latent_sizes=[4, 2], hidden=[16], encoder="mlp").build((1, 6, 6), 2).eval()
     assert diagnose(top_down, x, samples=4, holes=0, seed=0).top_mean_kl is not None
+
+
+def test_a_model_of_z_given_the_label_is_refused_by_its_capability_and_incomplete_data_are_said(tmp_path, capsys):
+    """M2's z is inferred with the label (said by the family's uses_labels, not its name); a MIWAE
+    run's diagnosis said nothing of the missing entries its q(z|x) leaves out."""
+    m2 = tmp_path / "m2"
+    argv = ["train", "--model", "m2", "--dataset", "digits", "--labels", "50", "--hidden", "16", "--latent-dim", "2"]
+    assert main([*argv, "--epochs", "1", "--quiet", "--out", str(m2)]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(m2), "--out", str(tmp_path / "m.png")]) == 1
+    assert "its z is inferred with the label, q(z|x, y), not from x alone" in capsys.readouterr().err
+    miwae = tmp_path / "miwae"
+    argv = ["train", "--dataset", "breast-cancer", "--objective", "miwae", "--missing-rate", "0.3", "--likelihood",
+            "gaussian", "--hidden", "16", "--latent-dim", "2", "--iw-k", "2", "--epochs", "1", "--quiet"]  # fmt: skip
+    assert main([*argv, "--out", str(miwae)]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(miwae), "--out", str(tmp_path / "w.png")]) == 0
+    said = capsys.readouterr().out
+    assert "missing entries (NaN); q(z|x) is of the observed entries" in said
+    assert json.loads((miwae / "diagnose.json").read_text())["missing_entries"] > 0

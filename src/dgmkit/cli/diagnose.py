@@ -28,7 +28,7 @@ from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.diagnostics import DIAGNOSTIC_ESTIMATORS, diagnose
 from dgmkit.evaluation.figures import diagnosis_png
-from dgmkit.models import LatentVariableModel
+from dgmkit.models import LatentVariableModel, VariationalModel
 
 __all__ = ["add_parser", "run_diagnose", "format_diagnosis"]
 
@@ -98,6 +98,11 @@ def format_diagnosis(r: dict) -> str:
         lines.append(f"prior draws in holes (q(z) < p(z)/10): {r['hole_fraction']:.1%}")
     draws = "" if r["samples"] is None else f", {plural(r['samples'], 'posterior draw')} per datapoint"
     lines.append(f"data: {r['split']}, {plural(r['n'], 'datapoint')} ({r['subset']}){draws}")
+    if r.get("missing_entries"):
+        lines.append(
+            f"incomplete data: {plural(r['missing_entries'], 'missing entry', 'missing entries')} (NaN); q(z|x) is of "
+            "the observed entries, as the encoder reads them (the missing ones as 0, as MIWAE trains it)"
+        )
     if any(la["mutual_info"] is not None for la in r["layers"]):
         lines.append(f"I(x;z) estimator: {DIAGNOSTIC_ESTIMATORS['mutual_info']}")
     else:
@@ -118,7 +123,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
             if model.reconstructs and model.has_latents
             else "dgm eval reports its likelihood, and dgm sample shows what it has learnt"
         )
-        if run.cfg.family in ("m2", "adgm"):
+        if run.cfg.model.uses_labels and isinstance(model, VariationalModel):  # (M2, the ADGM: z of x and y)
             what = f"its z is inferred with the label, q(z|x, y), not from x alone; {what}"
         raise ConfigError(
             f"the {run.cfg.family} model is not a latent variable model with a prior p(z) and an amortized q(z|x) to "
@@ -144,6 +149,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     d = diagnose(model, x, samples=samples, holes=args.holes, seed=args.seed)
     result = {**d.to_json(), "split": args.split, "subset": subset, "checkpoint": run.checkpoint.name}
+    result["missing_entries"] = int(torch.isnan(x).sum()) if x.is_floating_point() else 0
     if not hierarchical:
         result["samples"] = None  # one layer: its posterior is used as it is
     result["seconds"] = time.perf_counter() - t0
