@@ -534,3 +534,22 @@ def test_integers_beyond_what_float32_holds_are_refused():
     with pytest.raises(DataError, match="beyond 2\\^24, would not all stay distinct"):
         from_array(big)
     assert from_array(big - 2**23).num_levels is None  # (up to 2^24: exact, continuous values)
+
+
+def test_a_named_dataset_beside_data_and_paths_of_no_home_are_refused_in_words(tmp_path):
+    """A config table or file that names the default dataset beside data= is a dataset given (a
+    RunConfig's default is not); ~nosuchuser/run was a bare RuntimeError of pathlib; the most
+    negative int64 passed the check of integers float32 cannot hold (np.abs overflowed)."""
+    from dgmkit.data import from_array
+
+    x = (np.random.default_rng(0).random((40, 4, 4)) > 0.5).astype(np.uint8)
+    for config in ({"dataset": "digits"}, {"data": {"dataset": "digits"}}):
+        with pytest.raises(ConfigError, match="not both"):
+            dgmkit.train(tmp_path / "r", config=config, data=x, **TINY)
+    with pytest.raises(ConfigError, match="~nosuchuser-dgmkit names no home folder"):
+        dgmkit.train("~nosuchuser-dgmkit/run", data=x, **TINY)
+    with pytest.raises(ConfigError, match="names no home folder"):
+        dgmkit.load("~nosuchuser-dgmkit/run")
+    low = np.array([[np.iinfo(np.int64).min, 0, 1, 2]] * 10)
+    with pytest.raises(DataError, match="integers of magnitude up to 9223372036854775808, beyond 2\\^24"):
+        from_array(low)

@@ -4,6 +4,7 @@ collapsed layer, the pairwise densities against brute force, and ``dgm diagnose`
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -288,3 +289,22 @@ def test_a_model_of_z_given_the_label_is_refused_by_its_capability_and_incomplet
     said = capsys.readouterr().out
     assert "missing entries (NaN); q(z|x) is of the observed entries" in said
     assert json.loads((miwae / "diagnose.json").read_text())["missing_entries"] > 0
+
+
+def test_a_deep_top_down_vae_s_top_layer_is_of_x_alone_though_computed_for_every_draw():
+    """Its top q is made again for each draw (not an expanded view): a test of strides alone took it
+    for a layer conditioned on others, and dropped the identity check of a top-down posterior."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_vdvae import tiny
+
+    model = tiny()
+    x = (torch.rand(60, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.4).double()
+    d = diagnose(model, x, samples=4, holes=0, seed=0)
+    assert d.top_mean_kl is not None and d.layers[-1].mutual_info_apart is None
+    assert d.layers[0].mutual_info_apart is not None  # the layer below conditions on the top's draws
+    # with no I(x; z) asked for, no further draws: the KLs are those of bracket=False
+    a = diagnose(model, x, samples=2, holes=0, seed=3, mutual_info=False, batch_size=20)
+    b = diagnose(model, x, samples=2, holes=0, seed=3, mutual_info=False, bracket=False, batch_size=20)
+    assert [la.kl for la in a.layers] == [la.kl for la in b.layers]

@@ -78,8 +78,8 @@ class Evaluation(dict):
 
 
 def _array(a: object) -> np.ndarray:
-    """An array of ``a``: a tensor of any kind (one that requires grad, bfloat16, sparse, on a GPU)
-    as its values; a NumPy masked array with its masked entries missing (NaN), as dgmkit marks them."""
+    """An array of ``a``: a tensor's values (one that requires grad, bfloat16, sparse, on a GPU); a
+    NumPy masked array with its masked entries missing (NaN), as dgmkit marks them."""
     if torch.is_tensor(a):
         t = a.detach()
         t = t.to_dense() if t.layout != torch.strided else t
@@ -187,7 +187,7 @@ _DEFAULT_DATASET = RunConfig.of().data.dataset
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     """The same arrays, missing entries (NaN) in the same places counting as equal."""
-    return a.dtype.kind == b.dtype.kind and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" and b.dtype.kind in "fc"))
 
 
 def train(
@@ -221,8 +221,9 @@ def train(
     had_run, written = (out / "config.json").exists(), None
     made = [p for p in out.parents if not p.exists()]  # folders this call creates (deepest first)
     if data is not None:
-        # (a config's dataset at its default is not given: config=RunConfig.of(...) beside data=)
-        if "dataset" in settings or values.get("dataset", _DEFAULT_DATASET) != _DEFAULT_DATASET:
+        # (a RunConfig's dataset at its default is not given: config=RunConfig.of(...) beside data=)
+        named = "dataset" in settings or (not isinstance(config, RunConfig) and "dataset" in values)
+        if named or values.get("dataset", _DEFAULT_DATASET) != _DEFAULT_DATASET:
             raise ConfigError("give either data (arrays) or a dataset by name, not both")
         path, wrote = _data_file(out, data)
         values["dataset"], written = str(path), path if wrote else None
@@ -273,7 +274,15 @@ def _run_folder(out: object, resume: object) -> Path:
     if "\0" in os.fspath(out):
         raise ConfigError("out, the run folder, holds a NUL character, which no file name can")
     # "~/run" is the home folder's, as a data file's path in a config (its data file beside it: the same)
-    return Path(out).expanduser()
+    return _expanded(Path(out))
+
+
+def _expanded(path: Path) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; one that names no home folder is refused."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise ConfigError(f"{path}: {path.parts[0]} names no home folder") from None
 
 
 def _config_keys(config: object) -> dict:
@@ -336,7 +345,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", which: str
     best validation epoch (``"best"``, or the last where a run kept no best) or of the last
     epoch (``"last"``, as ``dgm impute --weights last``)."""
     if isinstance(path, (str, os.PathLike)) and isinstance(os.fspath(path), str) and os.fspath(path):
-        path = Path(path).expanduser()  # ("~/run": as train writes it; other values: refused by load_run)
+        path = _expanded(Path(path))  # ("~/run": as train writes it; other values: refused by load_run)
     return load_run(path, which=which, device=device)
 
 

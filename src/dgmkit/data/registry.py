@@ -529,10 +529,11 @@ def from_array(
         # integers, stored as floats where NaN marks missing entries (``data.missing``)
         t = torch.from_numpy(x.astype(np.float32 if missing else np.uint8))
     else:
-        if x.dtype.kind in "iu" and int(np.abs(seen).max()) > 2**24:  # (float32 holds every integer up to 2^24 only)
+        top = max(-int(seen.min()), int(seen.max())) if x.dtype.kind in "iu" else 0  # (Python ints: no overflow)
+        if top > 2**24:  # (float32 holds every integer up to 2^24 only)
             raise DataError(
-                f"{name}: integers up to {int(np.abs(seen).max())}, beyond 2^24, would not all stay distinct as the "
-                "float32 values dgmkit models; scale them (or give them as floats) first"
+                f"{name}: integers of magnitude up to {top}, beyond 2^24, would not all stay distinct as the float32 "
+                "values dgmkit models; scale them first"
             )
         levels, t = None, torch.from_numpy(x.astype(np.float32))
     labels = None if y is None else _check_labels(y, len(t), name)

@@ -303,7 +303,12 @@ def _of_x_alone(q: Distribution) -> bool:
     parts = _diagonal_parts(q)
     if len(q.batch_shape) < 2:
         return True
-    return parts is not None and all(t.stride(0) == 0 for t in parts)
+    if parts is None:
+        return False
+    if all(t.stride(0) == 0 for t in parts):  # expanded: the same tensor for every draw
+        return True
+    # (a network may compute it again for each draw, as a deep top-down VAE does: then the values tell)
+    return len(parts[0]) > 1 and all(bool(torch.equal(t, t[:1].expand_as(t))) for t in parts)
 
 
 def _single_layer(model: LatentVariableModel, x: torch.Tensor, g: torch.Generator) -> list[_Layer]:
@@ -350,6 +355,7 @@ def diagnose(
         raise DataError(f"the diagnostics need at least two datapoints (a covariance over x), got {len(x)}")
     samples = whole_at_least("samples", samples, 1)
     batch_size = whole_at_least("batch_size", batch_size, 1)
+    bracket = bracket and mutual_info  # (no draws beyond the KL's where no I(x; z) is asked for)
     g = torch.Generator(device=x.device).manual_seed(seed)
     hierarchical = model.has_layers
     if not hierarchical:
