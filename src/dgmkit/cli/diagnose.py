@@ -56,23 +56,18 @@ def _gap(r: dict, top: dict) -> float:
     return abs(r["top_mean_kl"] - top["mutual_info"] - r["marginal_kl"])
 
 
-def format_diagnosis(r: dict) -> str:
-    head = f"{'layer':<6} {'dims':>6} {'KL (nats)':>10} {'active':>8} {'I(x;z)':>8}"
-    lines = [head, "-" * len(head)]
-    for layer in r["layers"]:
-        mi = "n/a" if layer["mutual_info"] is None else f"{layer['mutual_info']:.3f}"
-        lines.append(f"{layer['name']:<6} {layer['size']:>6} {layer['kl']:>10.3f} {layer['active_units']:>8} {mi:>8}")
-    total = sum(layer["kl"] for layer in r["layers"])
-    lines.append(f"{'all':<6} {sum(la['size'] for la in r['layers']):>6} {total:>10.3f} {r['active_units']:>8}")
+def _mutual_info_lines(r: dict) -> list[str]:
+    """The prior hole with the identity it checks (where the top layer's KL column obeys it), and
+    the range of I(x; z) of each layer that conditions on others."""
+    lines = []
+    top = r["layers"][-1]
     if r["marginal_kl"] is not None and r["top_mean_kl"] is None:
-        top = r["layers"][-1]
         lines.append(
             f"prior hole, top layer {top['name']}: KL(q(z)||p(z)) = {r['marginal_kl']:.3f} nats (its KL column is "
             f"E KL(q({top['name']}|the layer below) || p), which exceeds E_x KL(q({top['name']}|x) || p) = I + marginal "
             "KL: no identity to check)"
         )
     elif r["marginal_kl"] is not None:
-        top = r["layers"][-1]
         lines.append(
             f"prior hole, top layer {top['name']}: KL(q(z)||p(z)) = {r['marginal_kl']:.3f} nats; "
             f"mean KL {r['top_mean_kl']:.3f} = I {top['mutual_info']:.3f} + marginal KL {r['marginal_kl']:.3f} "
@@ -87,6 +82,18 @@ def format_diagnosis(r: dict) -> str:
                 "conditions on others, so its q(z|x) is a mixture over their draws, estimated from a few, which counts "
                 "the draw scored among them (its own term high) or not (low, by Jensen's gap); more --samples narrow it"
             )
+    return lines
+
+
+def format_diagnosis(r: dict) -> str:
+    head = f"{'layer':<6} {'dims':>6} {'KL (nats)':>10} {'active':>8} {'I(x;z)':>8}"
+    lines = [head, "-" * len(head)]
+    for layer in r["layers"]:
+        mi = "n/a" if layer["mutual_info"] is None else f"{layer['mutual_info']:.3f}"
+        lines.append(f"{layer['name']:<6} {layer['size']:>6} {layer['kl']:>10.3f} {layer['active_units']:>8} {mi:>8}")
+    total = sum(layer["kl"] for layer in r["layers"])
+    lines.append(f"{'all':<6} {sum(la['size'] for la in r['layers']):>6} {total:>10.3f} {r['active_units']:>8}")
+    lines += _mutual_info_lines(r)
     ceiling = math.log(r["n"])
     full = [la["name"] for la in r["layers"] if la["mutual_info"] is not None and la["mutual_info"] > ceiling - SATURATION]
     if full:

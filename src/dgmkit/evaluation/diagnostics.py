@@ -358,15 +358,7 @@ def diagnose(
     bracket = bracket and mutual_info  # (no draws beyond the KL's where no I(x; z) is asked for)
     g = torch.Generator(device=x.device).manual_seed(seed)
     hierarchical = model.has_layers
-    if not hierarchical:
-        batch_size = len(x)  # one posterior over all x: any kind of q keeps its aggregate
-    parts: list[list[_Layer]] = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size]
-        parts.append(
-            _hierarchical_layers(_stack(model), xb, samples, g, bracket) if hierarchical else _single_layer(model, xb, g)
-        )
-    layers = [_join([p[j] for p in parts]) for j in range(len(parts[0]))]
+    layers = _layers(model, x, samples, g, batch_size, bracket)
     reports, agg_top = [], None
     for index, layer in enumerate(layers):
         report, agg = _layer_report(index, layer, mutual_info)
@@ -392,6 +384,22 @@ def diagnose(
     if holes > 0:
         _find_holes(out, model, top_layer, p_top, holes, shown, g, x.device)
     return out
+
+
+def _layers(
+    model: LatentVariableModel, x: torch.Tensor, samples: int, g: torch.Generator, batch_size: int, bracket: bool
+) -> list[_Layer]:
+    """Each layer's draws and terms over all of x, gathered batch by batch (a model of one layer:
+    in one batch, so that any kind of q keeps its aggregate)."""
+    hierarchical = model.has_layers
+    size = batch_size if hierarchical else len(x)
+    parts: list[list[_Layer]] = []
+    for i in range(0, len(x), size):
+        xb = x[i : i + size]
+        parts.append(
+            _hierarchical_layers(_stack(model), xb, samples, g, bracket) if hierarchical else _single_layer(model, xb, g)
+        )
+    return [_join([p[j] for p in parts]) for j in range(len(parts[0]))]
 
 
 def _layer_report(index: int, layer: _Layer, mutual_info: bool) -> tuple[LayerReport, torch.Tensor | None]:
