@@ -358,7 +358,7 @@ def test_an_order_file_whose_header_does_not_fit_its_data_is_refused_by_name(tmp
     from dgmkit.errors import EvaluationError
     from dgmkit.evaluation.order_files import OrderFiles
 
-    store, order, values = OrderFiles(tmp_path, 5), torch.tensor([2, 0, 1, 3]), torch.arange(5.0)
+    store, order, values = OrderFiles(tmp_path, 5), torch.tensor([2, 0, 1, 3]), -torch.arange(5.0)  # (log p <= 0)
     store.put(0, order, values)
     torch.testing.assert_close(store.get(0, order), values.double())
     data = _npy(values.double().numpy())
