@@ -30,7 +30,7 @@ import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -252,11 +252,16 @@ def _resumed(out: Path, settings: dict, quiet: bool) -> Run:
     return load(out)
 
 
+def _is_path(path: object) -> TypeGuard["str | os.PathLike[str]"]:
+    """A str or an os.PathLike of text (``Path(5)`` is pathlib's TypeError, bytes are no name here)."""
+    return isinstance(path, (str, os.PathLike)) and isinstance(os.fspath(path), str)
+
+
 def _path_text(path: object) -> str | None:
     """A path given as str or os.PathLike, as text (None stays None); another type is refused."""
     if path is None:
         return None
-    if not (isinstance(path, (str, os.PathLike)) and isinstance(os.fspath(path), str)):
+    if not _is_path(path):
         raise ConfigError(f"a path (str or os.PathLike) was expected, got {shown_value(path)}")
     return os.fspath(path)
 
@@ -265,7 +270,7 @@ def _run_folder(out: object, resume: object) -> Path:
     """``train``'s run folder, refused unless it is a path that is not empty (``Path(None)`` is
     pathlib's TypeError, ``Path("")`` the working folder), and its ``resume`` a bool (``"no"`` is
     true)."""
-    if not (isinstance(out, (str, os.PathLike)) and isinstance(os.fspath(out), str)):
+    if not _is_path(out):
         raise ConfigError(f"out, the run folder, is named by a path (str or os.PathLike), got {shown_value(out)}")
     if not os.fspath(out):
         raise ConfigError("out is empty: name the run folder to write")
@@ -344,7 +349,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", which: str
     then tensors given to the model belong on ``run.device``); ``which``: the weights of the
     best validation epoch (``"best"``, or the last where a run kept no best) or of the last
     epoch (``"last"``, as ``dgm impute --weights last``)."""
-    if isinstance(path, (str, os.PathLike)) and isinstance(os.fspath(path), str) and os.fspath(path):
+    if _is_path(path) and os.fspath(path):
         path = _expanded(Path(path))  # ("~/run": as train writes it; other values: refused by load_run)
     return load_run(path, which=which, device=device)
 
