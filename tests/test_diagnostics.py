@@ -265,6 +265,7 @@ def test_a_bottom_up_posterior_s_top_layer_has_no_identity_to_check():
     x = (torch.rand(200, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.4).float()
     d = diagnose(model, x, samples=4, holes=0, seed=0)
     assert d.top_mean_kl is None and d.marginal_kl is not None and d.layers[1].mutual_info_apart is not None
+    assert d.layers[0].mutual_info_apart is None  # q(z_1 | x) is of x alone: its I(x; z_1) has no range
     text = format_diagnosis({**d.to_json(), "split": "test", "subset": "all 200"})
     assert "no identity to check" in text and "off by" not in text
     top_down = get_family("hvae")(latent_sizes=[4, 2], hidden=[16], encoder="mlp").build((1, 6, 6), 2).eval()
@@ -304,6 +305,9 @@ def test_a_deep_top_down_vae_s_top_layer_is_of_x_alone_though_computed_for_every
     d = diagnose(model, x, samples=4, holes=0, seed=0)
     assert d.top_mean_kl is not None and d.layers[-1].mutual_info_apart is None
     assert d.layers[0].mutual_info_apart is not None  # the layer below conditions on the top's draws
+    one = diagnose(model, x, samples=1, holes=0, seed=0)  # one draw: values alone cannot tell
+    assert one.top_mean_kl is not None and one.layers[-1].mutual_info_apart is None
+    assert one.layers[0].mutual_info_apart is not None
     # with no I(x; z) asked for, no further draws: the KLs are those of bracket=False
     a = diagnose(model, x, samples=2, holes=0, seed=3, mutual_info=False, batch_size=20)
     b = diagnose(model, x, samples=2, holes=0, seed=3, mutual_info=False, bracket=False, batch_size=20)

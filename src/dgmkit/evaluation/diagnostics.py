@@ -243,7 +243,7 @@ def _hierarchical_layers(
     many = sorted(model.path(x, (samples,), generator=g), key=lambda d: d.index)
     top = model.top()
     layers = []
-    alone = [_of_x_alone(s.q) for s in many]
+    alone = [s.of_x for s in many]  # declared by the model: a test of the values misreads S = 1
     own = _own_log_densities(model, x, samples, g, one, alone) if bracket else [None] * len(many)
     for d, m, s, o, a in zip(one, means, many, own, alone):
         p = top if d.p is None else d.p
@@ -295,20 +295,6 @@ def _own_log_densities(
                 lp = w.q.log_prob(d.z[i : i + rows].unsqueeze(0).expand_as(w.z)).double()  # (S', n)
                 parts[layer].append(torch.logsumexp(lp, 0) - math.log(draws))
     return [None if a else torch.cat(p) for a, p in zip(alone, parts)]
-
-
-def _of_x_alone(q: Distribution) -> bool:
-    """Whether a layer's q over S ancestral draws (batch (S, N)) is the same for every draw: a q of
-    x alone (``PosteriorPass.expand``), not of the layers drawn before it."""
-    parts = _diagonal_parts(q)
-    if len(q.batch_shape) < 2:
-        return True
-    if parts is None:
-        return False
-    if all(t.stride(0) == 0 for t in parts):  # expanded: the same tensor for every draw
-        return True
-    # (a network may compute it again for each draw, as a deep top-down VAE does: then the values tell)
-    return len(parts[0]) > 1 and all(bool(torch.equal(t, t[:1].expand_as(t))) for t in parts)
 
 
 def _single_layer(model: LatentVariableModel, x: torch.Tensor, g: torch.Generator) -> list[_Layer]:

@@ -56,13 +56,15 @@ TopDownSteps: TypeAlias = Generator[tuple[int, DiagonalNormal | None, DiagonalNo
 @dataclass
 class LayerDraw:
     """One layer of a draw: its index l (0 = next to x), the posterior q(z_l | .) it was drawn
-    from, the draw z_l, and the prior p(z_l | z_{l+1}) given the drawn layer above (None for the
-    top layer, whose prior is the model's top prior)."""
+    from, the draw z_l, the prior p(z_l | z_{l+1}) given the drawn layer above (None for the
+    top layer, whose prior is the model's top prior), and ``of_x``: whether q(z_l | x) is of x
+    alone (the same for every draw of a datapoint), not of layers drawn before it."""
 
     index: int
     q: DiagonalNormal
     z: torch.Tensor
     p: DiagonalNormal | None
+    of_x: bool = False
 
 
 def _gaussian(h: torch.Tensor, m: int, scale_map: nn.Module) -> DiagonalNormal:
@@ -326,7 +328,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
             q = _gaussian(self.q_nets[i](below), self.sizes[i], self.scale_map)
             q = how.expand(q) if i == 0 else q  # q(z_1 | x): once per datapoint
             below = how.take(q, fixed[i])
-            draws[i] = LayerDraw(i, q, below, None)
+            draws[i] = LayerDraw(i, q, below, None, of_x=i == 0)
         for i in range(L - 1):  # the priors, once the layer above is drawn
             draws[i].p = self.layer_priors[i](draws[i + 1].z)
         return [draws[i] for i in range(L)]
@@ -339,7 +341,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         L = self.num_layers
         q = how.expand(self._top_q(enc))
         z = how.take(q, fixed[L - 1])
-        out = [LayerDraw(L - 1, q, z, None)]
+        out = [LayerDraw(L - 1, q, z, None, of_x=True)]
         for i in range(L - 2, -1, -1):
             p = self.layer_priors[i](z)
             q = self._layer_q(enc, i, z, p, how)

@@ -264,7 +264,9 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
                 else:
                     eps = randn(dist.mean.shape, generator, device=h.device, dtype=h.dtype)
                     z = dist.mean + dist.stddev * eps
-            draws.append(LayerDraw(index, q if q is not None else p, z, p))  # type: ignore[arg-type]  # None at the top when generating; not read
+            # the top layer's q reads x and the constant start state alone; each below, the layers drawn before it
+            of_x = j == 0 and q is not None
+            draws.append(LayerDraw(index, q if q is not None else p, z, p, of_x))  # type: ignore[arg-type]  # None at the top when generating; not read
             h = cell.absorb(h + dh, z.reshape(n, self.latent_channels, r, r))
         return draws, torch.cat([d.z for d in reversed(draws)], -1), h
 
