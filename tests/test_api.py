@@ -363,6 +363,8 @@ def test_the_functions_of_a_run_take_its_path_and_refuse_other_things_in_words(t
             call(3)
     with pytest.raises(ConfigError, match="dgmkit.sample takes no option 'temprature' \\(did you mean 'temperature'\\?\\)"):
         dgmkit.sample(run, 2, temprature=0.5)
+    with pytest.raises(ConfigError, match="unknown key\\(s\\) 'learning_rate' \\(did you mean 'lr'\\?\\)"):
+        dgmkit.train(tmp_path / "never", learning_rate=0.01)  # (nearer in spelling to missing_rate)
     with pytest.raises(ConfigError, match="dgmkit.evaluate takes no option 'iw_sample' \\(did you mean 'iw_samples'\\?\\)"):
         dgmkit.evaluate(run, iw_sample=5)
     with pytest.raises(ConfigError, match="takes no option 'keep_orders'"):  # (it writes into the run folder)

@@ -567,8 +567,11 @@ def test_a_cluster_json_of_a_perfect_match_is_dgmkits_own():
         (["eval", "somewhere", "--iw-sample=5"], "--iw-sample=5; did you mean --iw-samples? (see dgm eval --help)"),
         (["eval", "somewhere", "--zzz"], "unrecognized arguments: --zzz (see dgm eval --help)"),
         (["--verbos", "eval", "somewhere"], "--verbos; did you mean --verbose? (see dgm --help)"),  # dgm's own flag
+        # the names other libraries give: spelt nearer to another flag (--missing-rate, --lr-min)
+        (["train", "--learning-rate", "0.01"], "--learning-rate 0.01; did you mean --lr? (see dgm train"),
+        (["train", "--z-dim", "3"], "--z-dim 3; did you mean --latent-dim? (see dgm train"),
     ],
-    ids=["misspelt", "a-prefix", "with-equals", "unlike-any", "before-the-command"],
+    ids=["misspelt", "a-prefix", "with-equals", "unlike-any", "before-the-command", "learning-rate", "z-dim"],
 )
 def test_a_flag_no_parser_takes_is_refused_by_its_command_with_the_nearest_flag(tmp_path, capsys, argv, needle):
     """A misspelt flag names the command's help and the flag it is closest to; a prefix of a flag

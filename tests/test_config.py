@@ -165,6 +165,16 @@ def test_an_int_is_a_float():
     assert cfg.optim.lr == 1 and cfg.model.beta == 2
 
 
+def test_a_path_given_from_python_is_its_text():
+    """dgmkit.evaluate took data_dir=Path(...) and dgmkit.train refused it as the wrong type."""
+    from pathlib import Path
+
+    cfg = RunConfig.of(data_dir=Path("/data/here"), dataset=Path("mine.npz"))
+    assert cfg.data.data_dir == "/data/here" and cfg.data.dataset == "mine.npz"
+    with pytest.raises(ConfigError, match="data_dir has the wrong type"):
+        RunConfig.of(data_dir=3)
+
+
 @pytest.mark.parametrize(
     "values, needle",
     [

@@ -18,6 +18,7 @@ __all__ = [
     "TrainingError",
     "EvaluationError",
     "did_you_mean",
+    "closest_name",
     "first_line",
     "described",
     "shown_value",
@@ -27,10 +28,49 @@ __all__ = [
 ]
 
 
+# names that other libraries and papers give to this project's settings: their spelling is no
+# guide (learning_rate is nearer to missing_rate than to lr)
+_OTHER_NAMES = {
+    "lr": ("learning_rate", "learningrate", "step_size", "stepsize", "lr_rate"),
+    "batch_size": ("batch", "bs", "batchsize", "minibatch", "minibatch_size", "mini_batch_size"),
+    "epochs": ("n_epochs", "num_epochs", "max_epochs", "nepochs", "epoch"),
+    "latent_dim": ("z_dim", "zdim", "latent_size", "latent_dims", "latent_dimension", "n_latent", "num_latent", "code_size"),
+    "hidden": ("hidden_dim", "hidden_dims", "hidden_size", "hidden_sizes", "hidden_units", "hidden_layers", "units"),
+    "iw_samples": ("importance_samples", "eval_samples", "num_importance_samples"),
+    "warmup": ("kl_warmup", "warm_up", "kl_annealing", "annealing", "kl_anneal"),
+    "grad_clip": ("clip_grad", "gradient_clip", "clip_grad_norm", "max_grad_norm", "clip", "gradient_clipping"),
+    "weight_decay": ("wd", "l2", "l2_penalty"),
+    "prior_components": ("n_components", "num_components", "components", "mixture_components"),
+    "activation": ("act", "activation_fn", "nonlinearity"),
+    "flow_layers": ("n_flows", "num_flows", "flow_steps", "flow_length", "n_flow_layers"),
+    "lr_schedule": ("scheduler", "lr_scheduler", "schedule"),
+    "patience": ("early_stopping", "early_stop"),
+    "precision": ("dtype", "amp", "mixed_precision"),
+    "model": ("family", "arch", "architecture", "model_type"),
+    "seed": ("random_seed", "rng_seed", "random_state"),
+    "beta": ("kl_weight", "beta_kl"),
+    "free_bits": ("free_nats", "kl_free_bits"),
+    "dataset": ("data_set", "data_name", "data_path"),
+    "data_dir": ("data_root", "root", "datadir"),
+}
+_ALIASES = {other: ours for ours, others in _OTHER_NAMES.items() for other in others}
+
+
+def closest_name(name: object, known: Iterable[object], cutoff: float = 0.6) -> str | None:
+    """The known name that a mistyped or foreign ``name`` most likely means: the one this project
+    uses for a name common elsewhere (``learning_rate`` for ``lr``), else the closest spelling;
+    None if none is close. For the other names, a flag's ``--`` is dropped and ``-`` read as ``_``."""
+    text, names = str(name), [str(k) for k in known]
+    ours = _ALIASES.get(text.removeprefix("--").replace("-", "_").lower())
+    same = [n for n in names if ours is not None and n.removeprefix("--").replace("-", "_") == ours]
+    close = same or difflib.get_close_matches(text, names, n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 def did_you_mean(name: object, known: Iterable[object]) -> str:
-    """`` (did you mean 'X'?)`` for the known name closest to a mistyped ``name``, else ''."""
-    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """`` (did you mean 'X'?)`` for the known name that a mistyped ``name`` most likely means, else ''."""
+    close = closest_name(name, known)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def first_line(text: str) -> str:

@@ -8,7 +8,6 @@ anticipated, reported as one line that says so and names a file holding the trac
 
 import argparse
 import datetime
-import difflib
 import logging
 import os
 import re
@@ -22,7 +21,7 @@ from typing import NoReturn
 
 from dgmkit import __version__
 from dgmkit._io import describe_os_error, shown_text
-from dgmkit.errors import DgmError
+from dgmkit.errors import DgmError, closest_name
 
 __all__ = ["main", "build_parser", "EXIT_USER_ERROR", "EXIT_BUG"]
 
@@ -74,7 +73,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
             if o.startswith("--")
         ]  # fmt: skip
         given = [e.split("=", 1)[0] for e in extras if e.startswith("--")]
-        near = next((m[0] for g in given for m in [difflib.get_close_matches(g, flags, n=1, cutoff=0.75)] if m), None)
+        near = next((m for g in given if (m := closest_name(g, flags, cutoff=0.75))), None)
         owner.error(f"unrecognized arguments: {' '.join(extras)}" + (f"; did you mean {near}?" if near else ""))
     return ns
 

@@ -207,6 +207,11 @@ FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "graph_step", "chan
 MOVABLE = ("codes_of",)
 
 
+def _text_path(value: object) -> bool:
+    """Whether ``value`` is a path object (``os.PathLike``) of text, which a str key takes as its text."""
+    return isinstance(value, os.PathLike) and isinstance(os.fspath(value), str)
+
+
 def _owner(key: str) -> str | None:
     for name, cls in SECTIONS.items():
         if key in {f.name for f in dataclasses.fields(cls)}:
@@ -350,8 +355,10 @@ class RunConfig:
 
     @classmethod
     def of(cls, **values) -> "RunConfig":
-        """From flat keyword arguments: ``RunConfig.of(model="flow", flow="glow", epochs=3)``."""
-        return cls.from_dict(values, source="arguments")
+        """From flat keyword arguments: ``RunConfig.of(model="flow", flow="glow", epochs=3)``; a
+        path given as an ``os.PathLike`` (``data_dir=Path(...)``) is taken as its text."""
+        text = {k: os.fspath(v) if _text_path(v) else v for k, v in values.items()}
+        return cls.from_dict(text, source="arguments")
 
     def check_inert(self, file: str | None = None, given: Collection[str] = (), file_keys: Collection[str] = ()) -> None:
         """A new run's settings that its choices leave unread (``FamilyConfig.inert_settings``, and
