@@ -2,6 +2,7 @@
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -497,6 +498,21 @@ def test_data_of_every_kind_a_user_holds_is_read_as_it_is_meant(tmp_path, monkey
     t = torch.from_numpy(x)
     for given in (t.requires_grad_(), torch.nn.Parameter(t.clone()), t.to(torch.bfloat16), t.to_sparse()):
         assert np.array_equal(_as_arrays(given)[0], x)
+    # types NumPy lacks (float8, complex32: torch's "unsupported ScalarType") and quantized tensors
+    with warnings.catch_warnings():  # (quantized tensors are deprecated and complex32 experimental; people hold them)
+        warnings.simplefilter("ignore", UserWarning)
+        quantized = torch.quantize_per_tensor(t, 0.5, 0, torch.quint8)
+        chalf = t.to(torch.complex32)
+    for given in (t.to(torch.float8_e4m3fn), t.to(torch.float8_e5m2), quantized):
+        assert np.array_equal(_as_arrays(given)[0], x)
+    assert _as_arrays(chalf)[0].dtype == np.complex64  # (refused as complex where it is read)
+    with pytest.raises(
+        DataError, match=r"reads y as the labels, one number per image, and this y is an array of shape \(40,"
+    ):
+        _as_arrays((t, t))  # two arrays of images
+    huge = np.uint64(2**63 + 5)  # (was wrapped to a negative label)
+    with pytest.raises(DataError, match="item 0 of the torch Dataset: its label 9223372036854775813 is beyond any class"):
+        _as_arrays(_Items([(torch.zeros(4), huge)] * 3))
     mask = np.zeros(x.shape, bool)
     mask[0, 0, 0] = True
     got = _as_arrays(np.ma.masked_array(x, mask=mask))[0]

@@ -77,13 +77,23 @@ class Evaluation(dict):
         return estimate_protocol(self)
 
 
+# tensor types without a NumPy type of their own
+_NUMPY_LACKS = {torch.bfloat16, torch.complex32} | {
+    t for name in dir(torch) if name.startswith("float8_") and isinstance(t := getattr(torch, name), torch.dtype)
+}
+
+
 def _array(a: object) -> np.ndarray:
-    """An array of ``a``: a tensor's values (one that requires grad, bfloat16, sparse, on a GPU); a
-    NumPy masked array with its masked entries missing (NaN), as dgmkit marks them."""
+    """An array of ``a``: a tensor's values (one that requires grad, sparse, quantized, on a GPU, of
+    a type NumPy lacks: bfloat16 and float8 as float32, complex32 as complex64); a NumPy masked
+    array with its masked entries missing (NaN), as dgmkit marks them."""
     if torch.is_tensor(a):
         t = a.detach()
         t = t.to_dense() if t.layout != torch.strided else t
-        return (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy()
+        t = t.dequantize() if t.is_quantized else t
+        if t.dtype in _NUMPY_LACKS:
+            t = t.to(torch.complex64 if t.is_complex() else torch.float32)
+        return t.cpu().numpy()
     if isinstance(a, np.ma.MaskedArray):
         return np.ma.filled(a.astype(np.float64), np.nan) if np.ma.is_masked(a) else np.asarray(a.data)
     return np.asarray(a)
@@ -95,7 +105,13 @@ def _as_arrays(data: object) -> tuple[np.ndarray, np.ndarray | None]:
         x, y = data
         if y is None:  # (x, None): images without labels
             return _as_arrays(x)
-        return _array(x), _array(y)
+        x, y = _array(x), _array(y)
+        if y.ndim > 1:
+            raise DataError(
+                f"data=(x, y) reads y as the labels, one number per image, and this y is an array of shape {y.shape}; "
+                "two arrays of images go in as one (concatenated)"
+            )
+        return x, y
     if torch.is_tensor(data) or isinstance(data, np.ndarray):
         return _array(data), None
     if isinstance(data, torch.utils.data.Dataset):
@@ -138,12 +154,14 @@ def _dataset_arrays(items: list) -> tuple[np.ndarray, np.ndarray | None]:
         if labelled:
             try:
                 label = _array(item[1])
-                y = torch.as_tensor(label.astype(np.int64) if label.dtype.kind == "u" else label)  # (no uint64 in torch)
             except (TypeError, ValueError, RuntimeError):
-                y = None
-            if y is None or y.numel() != 1 or y.is_complex():
+                label = None
+            if label is None or label.size != 1 or label.dtype.kind not in "biuf":
                 raise DataError(f"item {i} of the torch Dataset: its label {str(item[1])[:40]!r} is not one number")
-            ys.append(y.item())  # (not int(): a label of 0.5 is refused later as no whole number, not read as 0)
+            # (not int(): a label of 0.5 is refused later as no whole number, not read as 0; a uint64 is not wrapped)
+            ys.append(label.item())
+            if isinstance(ys[-1], int) and not -(2**63) <= ys[-1] < 2**63:
+                raise DataError(f"item {i} of the torch Dataset: its label {ys[-1]} is beyond any class index")
     return torch.stack(xs).numpy(), np.asarray(ys) if labelled else None
 
 
