@@ -48,6 +48,10 @@ def test_a_diffusion_models_time_sampling_error_is_its_own_number():
     text = format_report(r)
     assert "of it, the time sampling alone: +- 0.062 nats (from the two halves' difference)" in text
     assert "time sampling alone" not in format_report({**r, "time_stderr": None})
+    # from few datapoints the part can come out above the whole: said, not left to puzzle over
+    few = format_report({**r, "n": 3, "nll_stderr": 0.05, "time_stderr": 0.08})
+    assert "+- 0.080 nats (from the two halves' difference; more than the whole, +- 0.050: at n = 3 both are" in few
+    assert "more than the whole" not in format_report({**r, "n": 3, "nll_stderr": 0.08, "time_stderr": 0.05})
 
 
 def test_a_reconstruction_score_says_what_it_is():

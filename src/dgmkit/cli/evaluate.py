@@ -169,7 +169,11 @@ def eval_notes(r: dict) -> list[str]:
     if r["estimate"] == "time-sampled":
         out.append(f"times: {r.get('variance_reduction')}; the standard error is over datapoints and times together")
         if r.get("time_stderr") is not None:
-            out.append(f"of it, the time sampling alone: +- {r['time_stderr']:.3f} nats (from the two halves' difference)")
+            part = f"of it, the time sampling alone: +- {r['time_stderr']:.3f} nats (from the two halves' difference"
+            whole = r.get("nll_stderr") if r.get("nll_stderr") is not None else r.get("elbo_stderr")
+            if whole is not None and r["time_stderr"] > whole:  # (two noisy estimates from few datapoints)
+                part += f"; more than the whole, +- {whole:.3f}: at n = {r['n']} both are too noisy to split"
+            out.append(part + ")")
     if r.get("point_mass_posterior"):  # every draw is the same, k changes nothing
         out = [
             "a lower bound on log p(x) (as -NLL): log p(x|z_q(x)) + log p(z_q(x)); the posterior is a point mass, "
