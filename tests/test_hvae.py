@@ -264,6 +264,26 @@ def test_hvae_trains_evaluates_and_draws_from_the_command_line(posterior, tmp_pa
     for cmd in (["sample", "-n", "4"], ["reconstruct", "-n", "4"], ["interpolate", "--pairs", "2"], ["latents"]):
         assert main([cmd[0], str(out), *cmd[1:], "--out", str(tmp_path / f"{cmd[0]}.png")]) == 0, capsys.readouterr().err
         assert (tmp_path / f"{cmd[0]}.png").read_bytes()[:4] == b"\x89PNG"
+    # its codes are each layer's mean given the means above, not E[z|x]: said so (it said "latent means")
+    assert "codes, layer-by-layer posterior means (each layer's given the means above), (" in capsys.readouterr().out
+
+
+def test_the_codes_a_figure_shows_are_named_by_the_posterior():
+    """location(q) is E[z|x] for a Gaussian q(z|x); a hierarchical or IAF posterior's point is another."""
+    from dgmkit.config import RunConfig
+    from dgmkit.distributions.flow import POSTERIOR_MEANS, location_name
+
+    x = torch.rand(3, 1, 8, 8)
+    names = {
+        kind: location_name(RunConfig.of(model=m, **kw).model.build((1, 8, 8), 2).posterior(x))
+        for kind, (m, kw) in {
+            "gaussian": ("vae", {}),
+            "iaf": ("vae", {"posterior": "iaf"}),
+            "hvae": ("hvae", {"latent_sizes": [4, 2], "hidden": [16]}),
+        }.items()
+    }
+    assert names["gaussian"] == POSTERIOR_MEANS == "posterior means E[z|x]"
+    assert names["iaf"].startswith("posterior base means through the flow") and names["hvae"].startswith("layer-by-layer")
 
 
 @torch.no_grad()

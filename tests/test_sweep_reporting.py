@@ -403,6 +403,6 @@ def test_the_figures_are_of_test_images_drawn_with_the_seed(run, tmp_path):
         out = tmp_path / f"s{seed}.html"
         assert main(["report", str(run), "--samples", "0", "--seed", str(seed), "--out", str(out)]) == 0
         text = out.read_text()
-        assert f"posterior means of {n} random test images" in text
+        assert f"posterior means E[z|x] of {n} random test images" in text
         shown[seed] = re.search(r'<img alt="reconstructions" src="([^"]+)"', text).group(1)
     assert n < 1000 and shown[0] != shown[1]

@@ -28,6 +28,7 @@ from dgmkit.data.registry import check_images, is_data_file, is_table
 from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.data.transforms import values_seen
 from dgmkit.distributions import location
+from dgmkit.distributions.flow import location_name
 from dgmkit.errors import ConfigError, DataError, DgmError, shown_value
 from dgmkit.evaluation.figures import check_finite
 from dgmkit.evaluation.report import one_draw_bound
@@ -40,6 +41,7 @@ __all__ = [
     "run_table",
     "plural",
     "posterior_means",
+    "codes_name",
     "DECODE_BATCH",
     "decoded_means",
     "reconstructions",
@@ -347,6 +349,12 @@ def posterior_means(run: Run, x: torch.Tensor, batch_size: int = 1000) -> torch.
     )
     check_finite(codes, "posterior means (codes)")
     return codes
+
+
+@torch.no_grad()
+def codes_name(run: Run, x: torch.Tensor) -> str:
+    """What ``posterior_means`` gives for this run's model, in words (``location_name``)."""
+    return location_name(latent_model(run).posterior(x[:1]))
 
 
 def to_display(x: torch.Tensor, run: Run) -> torch.Tensor:

@@ -14,6 +14,7 @@ from dgmkit.cli.common import (
     add_run_parser,
     add_seeded_data_flags,
     add_split_flag,
+    codes_name,
     decoded_means,
     figure_split,
     images_only,
@@ -30,6 +31,7 @@ from dgmkit.cli.common import (
 from dgmkit.config import Run, load_run
 from dgmkit.data import Dataset
 from dgmkit.distributions import location
+from dgmkit.distributions.flow import POSTERIOR_MEANS
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.disentanglement import factor_vae_score, mutual_information_gap
 from dgmkit.evaluation.figures import check_grid, image_grid_png
@@ -101,7 +103,7 @@ def format_disentanglement(r: dict) -> str:
             f"and as many to score; {fv['active']} active dimensions of {r['latent_dim']}; "
             f"fit accuracy {fv['train_accuracy']:.4f})"
         )
-    lines.append(f"data: {r['split']} split, {r['n']} images; codes: posterior means")
+    lines.append(f"data: {r['split']} split, {r['n']} images; codes: {r.get('codes', POSTERIOR_MEANS)}")
     return "\n".join(lines)
 
 
@@ -166,6 +168,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
         "mutual_information": mig.mutual_information.tolist(),
         "factor_vae": fv,
         "latent_dim": codes.shape[1],
+        "codes": codes_name(run, x),
         "split": args.split,
         "n": len(x),
         "seed": args.seed,

@@ -20,6 +20,7 @@ from dgmkit.cli.common import (
     add_seeded_data_flags,
     add_split_flag,
     attach_inputs,
+    codes_name,
     data_to_display,
     decoded_means,
     figure_split,
@@ -40,6 +41,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.data.registry import is_table
 from dgmkit.data.table import write_table
 from dgmkit.distributions import location
+from dgmkit.distributions.flow import POSTERIOR_MEANS
 from dgmkit.errors import ConfigError, DataError, shown_value
 from dgmkit.evaluation.figures import check_grid, image_grid_png, project_2d, scatter_png
 from dgmkit.training.run_writer import run_files
@@ -189,7 +191,7 @@ def reconstruction_pairs(run: Run, x: torch.Tensor) -> torch.Tensor:
 
 
 def latent_scatter(run: Run, x: torch.Tensor, y: torch.Tensor | None, title: str) -> tuple[bytes, str]:
-    """A PNG scatter of the posterior means of x (their first two principal axes when M > 2),
+    """A PNG scatter of the posterior means of x (``posterior_means``: their first two principal axes when M > 2),
     coloured by the labels y where there are any, and which axes it shows."""
     points, axis_labels, axes = project_2d(posterior_means(run, x))
     return scatter_png(points, None if y is None else y.cpu().numpy(), title, axis_labels), axes
@@ -303,11 +305,13 @@ def latents(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < len(x):
         idx = _pick(len(x), args.limit, args.seed).to(x.device)
         x, y = x[idx], (None if y is None else y[idx])
-    title = f"{run.cfg.data.dataset} {args.split}: posterior means E[z|x] (n={len(x)})"
+    name = codes_name(run, x)
+    title = f"{run.cfg.data.dataset} {args.split}: {name} (n={len(x)})"
     data, axes = latent_scatter(run, x, y, title)
     path = write_png(out, data)
     note = "" if y is not None else " (no labels in this dataset)"
-    say(f"wrote a scatter of {plural(len(x), 'latent mean')} ({axes}){note} to {path}")
+    what = plural(len(x), "latent mean") if name == POSTERIOR_MEANS else f"{plural(len(x), 'code')}, {name},"
+    say(f"wrote a scatter of {what} ({axes}){note} to {path}")
     return 0
 
 

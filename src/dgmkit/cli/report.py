@@ -19,6 +19,7 @@ from dgmkit.cli.common import (
     add_count_flag,
     add_data_flags,
     add_device_flag,
+    codes_name,
     fit_step,
     holes_note,
     plural,
@@ -220,9 +221,10 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     if len(pick) < 2:
         notes.append(f"no latent figure: the test split holds {len(pick)} row (a scatter needs at least 2)")
         return figs, notes
-    title = f"{run.cfg.data.dataset} test: posterior means E[z|x] (n={len(pick)})"
+    name = codes_name(run, x[pick])
+    title = f"{run.cfg.data.dataset} test: {name} (n={len(pick)})"
     scatter, axes = latent_scatter(run, x[pick], None if y is None else y[pick].cpu(), title)  # labels: for matplotlib
-    figs.append(("latent means", f"posterior means of {len(pick)} random test {what} ({axes})", scatter))
+    figs.append(("latent means", f"{name} of {len(pick)} random test {what} ({axes})", scatter))
     return figs, notes
 
 

@@ -20,7 +20,9 @@ from dgmkit.errors import finite_at_least
 if typing.TYPE_CHECKING:
     from dgmkit.transforms.base import Bijection
 
-__all__ = ["FlowDistribution", "location", "standard_normal"]
+__all__ = ["FlowDistribution", "POSTERIOR_MEANS", "location", "location_name", "standard_normal"]
+
+POSTERIOR_MEANS = "posterior means E[z|x]"  # location(q) of a q(z|x) that names no point of its own
 
 
 class FlowDistribution(Distribution, JointSampler):
@@ -34,6 +36,7 @@ class FlowDistribution(Distribution, JointSampler):
 
     arg_constraints: dict = {}
     has_rsample = True
+    location_name: typing.ClassVar[str] = "posterior base means through the flow, T^-1(E[u|x])"
 
     def __init__(
         self, base: Distribution, bijection: "Bijection", context: torch.Tensor | None = None, temperature: float = 1.0
@@ -101,6 +104,12 @@ def location(q: Distribution) -> torch.Tensor:
     its base mean; a hierarchical posterior: the layer-by-layer means), else its mean."""
     own = getattr(q, "location", None)
     return own() if callable(own) else q.mean
+
+
+def location_name(q: Distribution) -> str:
+    """What ``location(q)`` of a posterior q(z|x) is, in words for a figure's title or a line:
+    the posterior means unless q names its own point (a flow's, a hierarchical posterior's)."""
+    return getattr(q, "location_name", POSTERIOR_MEANS)
 
 
 def standard_normal(

@@ -454,6 +454,7 @@ class HierarchicalPosterior(Distribution, JointSampler):
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
     has_rsample = True
+    location_name: ClassVar[str] = "layer-by-layer posterior means (each layer's given the means above)"
 
     def __init__(self, model: "HierarchicalVAE | DeepTopDownVAE", x: torch.Tensor):
         self.model = model
