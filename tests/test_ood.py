@@ -302,6 +302,8 @@ def test_every_row_of_an_ood_file_is_scored_with_ood_split_all(runs, tmp_path, c
     code, out, err = _dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--limit", "10")
     assert code == 0, err  # (the note counted the --limit subset as the split's rows)
     assert "its test split holds 40 rows of it (--limit scores 10); --ood-split all scores every row" in out
+    with open(model / "ood-scores.csv") as f:
+        drawn = [r for r in csv.DictReader(f) if r["set"] == "ood"]  # 10 of the test split, by their file row too
     code, out, err = _dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--ood-split", "all")
     assert code == 0, err
     assert "noise.npy all (400 inputs)" in out and "split as for training" not in out
@@ -313,6 +315,11 @@ def test_every_row_of_an_ood_file_is_scored_with_ood_split_all(runs, tmp_path, c
     assert torch.equal(noise.test.x, x[noise.test.rows]) and not torch.equal(noise.test.rows, noise.test.rows.sort()[0])
     got = torch.tensor([float(r["nll"]) for r in rows], dtype=torch.float64)
     torch.testing.assert_close(got, -log_likelihoods(load_run(model).model, x).double())
+    assert [int(r["file_row"]) for r in rows] == list(range(400))
+    assert [int(r["file_row"]) for r in drawn] == [int(noise.test.rows[int(r["index"])]) for r in drawn]
+    torch.testing.assert_close(
+        torch.tensor([float(r["nll"]) for r in drawn], dtype=torch.float64), got[[int(r["file_row"]) for r in drawn]]
+    )
 
 
 def test_ood_json_and_the_per_input_scores_are_written_as_one_pair_under_the_results_lock(

@@ -224,20 +224,24 @@ PER_INPUT = "ood-scores.csv"
 FEW_INPUTS = 100  # fewer in either set: the AUROC moves in steps of 1/n or more (said in a note)
 
 
-def _per_input_csv(scores: dict[str, tuple[torch.Tensor, torch.Tensor]], subsets: dict, splits: tuple[str, str]) -> bytes:
-    """One row per scored input: which set (in, ood), its split and index there, and every score
-    that is given per input (larger = more OOD)."""
+def _per_input_csv(
+    scores: dict[str, tuple[torch.Tensor, torch.Tensor]], subsets: dict, splits: tuple[str, str], file_rows: dict
+) -> bytes:
+    """One row per scored input: which set (in, ood), its split and index there, its row in the one
+    file it was drawn from (``file_rows``, by set: empty where not known), and every score that is
+    given per input (larger = more OOD)."""
     n = {w: len(scores["nll"][i]) for i, w in enumerate(("in", "ood"))}
     names = [s for s, pair in scores.items() if len(pair[0]) == n["in"] and len(pair[1]) == n["ood"]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["set", "split", "index", *names])
+    w.writerow(["set", "split", "index", "file_row", *names])
     for i, which in enumerate(("in", "ood")):
         sub = subsets[which]
         index = sub["indices"] if sub else range(n[which])
+        rows = None if file_rows[which] is None else file_rows[which].tolist()
         columns = [scores[s][i].double().tolist() for s in names]
         for r, j in enumerate(index):
-            w.writerow([which, splits[i], j, *(repr(c[r]) for c in columns)])
+            w.writerow([which, splits[i], j, "" if rows is None else rows[j], *(repr(c[r]) for c in columns)])
     return buf.getvalue().encode()
 
 
@@ -385,7 +389,7 @@ def run_ood(args: argparse.Namespace) -> int:
         )
     if bg is not None and bg.cfg.optim.mutation_rate == 0:
         say(f"  note: {args.background} was trained without --mutation-rate (Ren et al. used 0.1 to 0.3)")
-    _write(args, run, result, scored.scores, figure)
+    _write(args, run, result, scored, figure)
     return 0
 
 
@@ -431,6 +435,7 @@ class _Scored(NamedTuple):
     code_bits: tuple[torch.Tensor, torch.Tensor] | None  # PNG code lengths, for the complexity score
     foreign: str | None  # a note on the background's data
     ood_rows: int  # the rows of --ood's split, before --limit
+    file_rows: dict  # {"in": ..., "ood": ...}: each input's row of the one file it was drawn from, before --limit (or None)
 
 
 def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int]) -> _Scored:
@@ -444,7 +449,8 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
         )
     foreign = None if bg is None else _background_data(run, bg, args.background, ood)
     raw_in, sub_in = _subset(_complete(dataset.split(args.in_split).x, "in-distribution"), args.limit, args.seed)
-    ood_rows = _complete(_ood_rows(args, ood), "--ood")
+    ood_x, ood_file_rows = _ood_rows(args, ood)
+    ood_rows = _complete(ood_x, "--ood")
     raw_ood, sub_ood = _subset(ood_rows, args.limit, args.seed + 1)
     raw_train, _ = _subset(_complete(dataset.train.x, "training"), args.fit_limit, args.seed + 2)
     raw_valid, _ = _subset(_complete(dataset.valid.x, "validation"), args.fit_limit, args.seed + 3)
@@ -474,19 +480,25 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
         typicality_batch=args.typicality_batch,
         seed=args.seed,
     )
-    return _Scored(scores, lp_in, lp_ood, {"in": sub_in, "ood": sub_ood}, code_bits, foreign, len(ood_rows))
+    file_rows = {"in": dataset.split(args.in_split).rows, "ood": ood_file_rows}
+    return _Scored(scores, lp_in, lp_ood, {"in": sub_in, "ood": sub_ood}, code_bits, foreign, len(ood_rows), file_rows)
 
 
-def _ood_rows(args: argparse.Namespace, ood: Dataset) -> torch.Tensor:
-    """The OOD inputs: --ood-split's rows; all: the train, valid and test splits one after the
-    other (the indices of ood-scores.csv count in that order), in the file's own order where they
-    were drawn from one file's rows (an index is then the file's row)."""
+def _ood_rows(args: argparse.Namespace, ood: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The OOD inputs, and each one's row of the one file they were drawn from (None where they
+    were not): --ood-split's rows; all: the train, valid and test splits one after the other (the
+    indices of ood-scores.csv count in that order), in the file's own order where they were drawn
+    from one file's rows (an index is then the file's row)."""
     if args.ood_split != "all":
-        return ood.split(args.ood_split).x
+        split = ood.split(args.ood_split)
+        return split.x, split.rows
     splits = [ood.split(s) for s in SPLITS]
     x = torch.cat([s.x for s in splits])
     rows = [s.rows for s in splits if s.rows is not None]
-    return x if len(rows) < len(splits) else x[torch.cat(rows).argsort()]
+    if len(rows) < len(splits):
+        return x, None
+    order = torch.cat(rows).argsort()
+    return x[order], torch.cat(rows)[order]
 
 
 def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int], scored: _Scored) -> dict:
@@ -528,9 +540,10 @@ def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, 
     }
 
 
-def _write(args: argparse.Namespace, run: Run, result: dict, scores: OODScores, figure: Path | None) -> None:
+def _write(args: argparse.Namespace, run: Run, result: dict, scored: "_Scored", figure: Path | None) -> None:
     """ood.json (kept by protocol), every input's scores, and the --json and --out copies."""
-    per_input = _per_input_csv(scores.scores, result["subsets"], (args.in_split, args.ood_split))
+    scores = scored.scores
+    per_input = _per_input_csv(scores.scores, result["subsets"], (args.in_split, args.ood_split), scored.file_rows)
     count_kept = _RESULTS.keep(run.path, result, also=lambda: atomic_write_bytes(run.path / PER_INPUT, per_input))
     wrote = [f"{run.path / _KEPT} (results by protocol: {count_kept})", f"{run.path / PER_INPUT} (every input's scores)"]
     if args.json is not None:
