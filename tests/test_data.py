@@ -184,6 +184,21 @@ def test_dequantization_stays_inside_each_bin():
     assert DataTransform("dequantize", 256).log_volume == pytest.approx(np.log(256))
 
 
+@pytest.mark.parametrize("kind", ["binary", "dynamic-binarize", "dequantize", "scale", "integers", "continuous"])
+def test_a_transform_declares_the_interval_its_values_lie_in(kind):
+    """What a density's window is clipped to (dgm density): every level's value inside, the ends reached."""
+    levels = 2 if kind == "binary" else 5
+    x = torch.arange(levels, dtype=torch.uint8).repeat(200)
+    y = DataTransform(kind, levels)(x, torch.Generator().manual_seed(0)).double()
+    got = DataTransform(kind, levels).value_range
+    if kind == "continuous":
+        assert got is None
+        return
+    lo, hi = got
+    assert lo <= y.min() and y.max() <= hi
+    assert y.min() - lo < 0.05 and hi - y.max() < 0.05  # (dequantized: (k + u) / L comes near both ends)
+
+
 def test_scaling_to_the_unit_interval():
     x = torch.tensor([0, 8, 16], dtype=torch.uint8)
     assert DataTransform("scale", 17)(x).tolist() == [0.0, 0.5, 1.0]

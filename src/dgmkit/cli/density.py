@@ -88,15 +88,15 @@ def _density_model(run: Run) -> ExactLikelihoodModel:
     return model
 
 
-def _window(pts: torch.Tensor, transform: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _window(pts: torch.Tensor, values: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The corners of the window drawn: the points' range and 15% beyond it on each side, within
-    [0, 1] for data the transform puts there (the density's support)."""
+    the interval ``values`` where the transform puts the data in one (the density's support)."""
     lo, hi = pts.min(0).values, pts.max(0).values
     span = hi - lo
     pad = 0.15 * torch.where(span > 0, span, torch.ones_like(span))  # (a constant column: a unit-wide window)
     lo, hi = lo - pad, hi + pad
-    if transform in ("dequantize", "scale"):
-        lo, hi = lo.clamp(min=0.0), hi.clamp(max=1.0)
+    if values is not None:
+        lo, hi = lo.clamp(min=values[0]), hi.clamp(max=values[1])
     return lo, hi
 
 
@@ -107,7 +107,7 @@ def density(args: argparse.Namespace) -> int:
     shape = tuple(run.record["data"]["event_shape"])
     dataset = run_data(run, args.data_dir, args.data, args.schema)
     x, _ = split_data(run, "test", dataset=dataset)
-    lo, hi = _window(x.reshape(-1, 2), run.transform.kind)
+    lo, hi = _window(x.reshape(-1, 2), run.transform.value_range)
     tx = torch.linspace(lo[0].item(), hi[0].item(), args.grid, device=run.device)
     ty = torch.linspace(lo[1].item(), hi[1].item(), args.grid, device=run.device)
     grid = torch.stack(torch.meshgrid(tx, ty, indexing="ij"), -1).reshape(-1, *shape)

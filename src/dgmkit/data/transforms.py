@@ -127,6 +127,17 @@ class DataTransform:
             raise DataError(f"{wanted}; got {values_seen(v)}{scaled}")
 
     @property
+    def value_range(self) -> tuple[float, float] | None:
+        """The interval that every value this transform makes lies in, where there is one: [0, 1]
+        for binary and dequantized or scaled levels, [0, L - 1] for the integers as they stand; None
+        for continuous data, which may lie anywhere."""
+        if self.kind == "continuous":
+            return None
+        if self.kind == "integers":
+            return (0.0, float(self.num_levels - 1)) if self.num_levels is not None else (0.0, math.inf)
+        return (0.0, 1.0)
+
+    @property
     def log_volume(self) -> float:
         """log of the Jacobian from integer data to the transformed continuous data, per
         dimension: D times this is added to a continuous NLL to bound the integer NLL."""
