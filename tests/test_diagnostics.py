@@ -62,6 +62,11 @@ def test_marginal_kl_and_mutual_information_match_the_closed_form_for_gaussians(
     assert layer.mean_variance == pytest.approx([A**2, A**2], rel=0.1)
     # q(z) = N(0, 1): no prior hole anywhere
     assert d.hole_fraction < 0.01
+    # the gap of mean KL = I + marginal KL is KL_m - log q(z^m|x_m) + log p(z^m), of mean 0 over the draws:
+    # per dimension its variance is Var_e((S^2 - 1) e^2 / 2 + A x S e) = (S^2 - 1)^2 / 2 + A^2 x^2 S^2
+    se = math.sqrt(2 * ((S**2 - 1) ** 2 / 2 + A**2 * S**2) / len(x))
+    assert d.identity_stderr == pytest.approx(se, rel=0.1)
+    assert abs(d.top_mean_kl - layer.mutual_info - d.marginal_kl) < 4 * d.identity_stderr
 
 
 def test_aggregate_log_density_matches_brute_force_mixtures():
@@ -191,7 +196,11 @@ def test_the_table_flags_a_mutual_information_at_the_estimators_ceiling():
     assert "saturated: I(x;z) of z" in format_diagnosis(r)
     layer["mutual_info"] = 1.0
     assert "saturated" not in format_diagnosis(r)
-    assert "sum 3.000, off by 6.000" in format_diagnosis(r)  # the gap is said, not called Monte Carlo error
+    assert "sum 3.000, off by 6.000: the identity holds in expectation" in format_diagnosis(
+        r
+    )  # (a record without its error)
+    r["identity_stderr"] = 0.25
+    assert "sum 3.000, off by 6.000, Monte Carlo standard error 0.250: the aggregate terms cancel" in format_diagnosis(r)
 
 
 def test_aggregate_density_of_a_flow_posterior_pairs_every_draw_with_every_datapoint():

@@ -56,6 +56,17 @@ def _gap(r: dict, top: dict) -> float:
     return abs(r["top_mean_kl"] - top["mutual_info"] - r["marginal_kl"])
 
 
+def _identity_error(r: dict) -> str:
+    """What the gap of mean KL = I + marginal KL is measured against (``Diagnosis.identity_stderr``)."""
+    se = r.get("identity_stderr")
+    if se is None:  # (a record from before it was kept)
+        return ": the identity holds in expectation over the posterior draws"
+    return (
+        f", Monte Carlo standard error {se:.3f}: the aggregate terms cancel, so the sides differ by the posterior draws "
+        "alone, whatever N; a gap of several standard errors means a KL column that disagrees with the densities"
+    )
+
+
 def _mutual_info_lines(r: dict) -> list[str]:
     """The prior hole with the identity it checks (where the top layer's KL column obeys it), and
     the range of I(x; z) of each layer that conditions on others."""
@@ -71,8 +82,7 @@ def _mutual_info_lines(r: dict) -> list[str]:
         lines.append(
             f"prior hole, top layer {top['name']}: KL(q(z)||p(z)) = {r['marginal_kl']:.3f} nats; "
             f"mean KL {r['top_mean_kl']:.3f} = I {top['mutual_info']:.3f} + marginal KL {r['marginal_kl']:.3f} "
-            f"(sum {top['mutual_info'] + r['marginal_kl']:.3f}, off by {_gap(r, top):.3f}: "
-            "the identity holds in expectation, so a gap beyond Monte Carlo error means too few datapoints or draws)"
+            f"(sum {top['mutual_info'] + r['marginal_kl']:.3f}, off by {_gap(r, top):.3f}{_identity_error(r)})"
         )
     for la in r["layers"]:
         if la.get("mutual_info_apart") is not None and la["mutual_info"] is not None:

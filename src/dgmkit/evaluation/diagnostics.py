@@ -26,7 +26,10 @@ with one latent variable has one layer, ``z``):
   1/N sum_m [log q^(z_L^m) - log p(z_L^m)]. With the mean KL it obeys E_x KL(q(z|x) || p(z)) =
   I(x; z) + KL(q(z) || p(z)) (Hoffman & Johnson 2016), which the report shows as a check where
   the layer's ELBO term is that mean KL: a top layer of x alone (a bottom-up posterior's top layer
-  conditions on the layer below, and its term, E KL(q(z_L | z_{L-1}) || p), is larger).
+  conditions on the layer below, and its term, E KL(q(z_L | z_{L-1}) || p), is larger). On these
+  estimates the aggregate terms cancel: the gap is 1/N sum_m [KL_m - log q(z^m | x_m) + log p(z^m)],
+  of mean 0 over the posterior draws, whatever N, with the standard error ``identity_stderr``; a gap
+  of several standard errors points to a KL column that disagrees with the densities.
 - **Hole draws**: z_L ~ p(z_L) scored by log q^(z_L) - log p(z_L); ``hole_fraction`` is the share
   of prior draws where the aggregate posterior has less than a tenth of the prior's density,
   and the draws with the lowest ratio are decoded (the lower layers drawn from their priors).
@@ -100,6 +103,7 @@ class Diagnosis:
     samples: int
     marginal_kl: float | None = None
     top_mean_kl: float | None = None
+    identity_stderr: float | None = None  # of mean KL - I - marginal KL, over the posterior draws (module docstring)
     hole_fraction: float | None = None
     hole_z: torch.Tensor | None = field(default=None, repr=False)  # joint z of the deepest holes
     typical_z: torch.Tensor | None = field(default=None, repr=False)  # joint z of prior draws q covers best
@@ -128,6 +132,7 @@ class Diagnosis:
             "active_units": self.active_units,
             "marginal_kl": self.marginal_kl,
             "top_mean_kl": self.top_mean_kl,
+            "identity_stderr": self.identity_stderr,
             "hole_fraction": self.hole_fraction,
             "estimators": DIAGNOSTIC_ESTIMATORS,
             "layers": [vars(layer) for layer in self.layers],
@@ -347,10 +352,10 @@ def diagnose(
     layers = _layers(model, x, samples, g, batch_size, bracket)
     reports, agg_top = [], None
     for index, layer in enumerate(layers):
-        report, agg = _layer_report(index, layer, mutual_info)
+        report, agg, own = _layer_report(index, layer, mutual_info)
         reports.append(report)
         if agg is not None and index == len(layers) - 1:
-            agg_top = (layer, agg)
+            agg_top = (layer, agg, own)
     numbers = [v for r in reports for v in (r.kl, r.mutual_info, *(r.kl_per_dim or ()), *r.mean_variance) if v is not None]
     if not all(math.isfinite(v) for v in numbers):
         raise EvaluationError(
@@ -360,13 +365,17 @@ def diagnose(
     out = Diagnosis(reports, len(x), samples)
     if agg_top is None:
         return out
-    top_layer, agg = agg_top
+    top_layer, agg, own = agg_top
     p_top = _stack(model).top() if hierarchical else model.prior()
-    out.marginal_kl = float((agg - p_top.log_prob(top_layer.z).double()).mean())
+    log_p = p_top.log_prob(top_layer.z).double()
+    out.marginal_kl = float((agg - log_p).mean())
     if not math.isfinite(out.marginal_kl):
         raise EvaluationError("the model gives a non-finite marginal KL (NaN or inf; its weights may be too large)")
     # E_x KL(q(z_L|x) || p) = I + marginal KL: the layer's ELBO term is that mean KL only where q is of x alone
     out.top_mean_kl = reports[-1].kl if top_layer.of_x else None
+    if out.top_mean_kl is not None and own is not None:  # the gap, draw by draw: the aggregate cancels
+        gap = top_layer.kl.double() - (own - log_p)
+        out.identity_stderr = float(gap.std() / math.sqrt(len(gap)))
     if holes > 0:
         _find_holes(out, model, top_layer, p_top, holes, shown, g, x.device)
     return out
@@ -388,11 +397,14 @@ def _layers(
     return [_join([p[j] for p in parts]) for j in range(len(parts[0]))]
 
 
-def _layer_report(index: int, layer: _Layer, mutual_info: bool) -> tuple[LayerReport, torch.Tensor | None]:
-    """One layer's numbers, and log q(z) of its aggregate posterior at its own draws (None where
-    not computed: ``mutual_info`` off, or a q whose log_prob does not broadcast)."""
+def _layer_report(
+    index: int, layer: _Layer, mutual_info: bool
+) -> tuple[LayerReport, torch.Tensor | None, torch.Tensor | None]:
+    """One layer's numbers, log q(z) of its aggregate posterior at its own draws, and each draw's
+    log q^(z^m | x_m) (both None where not computed: ``mutual_info`` off, or a q whose log_prob does
+    not broadcast)."""
     variance = unit_variance(layer.loc)
-    mi, agg, low = None, None, None
+    mi, agg, own, low = None, None, None, None
     try:
         log_q = None if layer.q_many is None or not mutual_info else aggregate_marginal(layer.z, layer.q_many, True)
         among = (
@@ -420,7 +432,7 @@ def _layer_report(index: int, layer: _Layer, mutual_info: bool) -> tuple[LayerRe
         mean_variance=variance.tolist(),
         mutual_info_apart=low,
     )
-    return report, agg
+    return report, agg, own
 
 
 def _find_holes(
