@@ -367,18 +367,24 @@ def diagnose(
         return out
     top_layer, agg, own = agg_top
     p_top = _stack(model).top() if hierarchical else model.prior()
+    _prior_hole(out, top_layer, p_top, agg, own)
+    if holes > 0:
+        _find_holes(out, model, top_layer, p_top, holes, shown, g, x.device)
+    return out
+
+
+def _prior_hole(out: Diagnosis, top_layer: _Layer, p_top: Distribution, agg: torch.Tensor, own: torch.Tensor | None) -> None:
+    """The marginal KL of ``out``, and where the top layer's q is of x alone the mean KL it is
+    checked against with that check's standard error (the module docstring)."""
     log_p = p_top.log_prob(top_layer.z).double()
     out.marginal_kl = float((agg - log_p).mean())
     if not math.isfinite(out.marginal_kl):
         raise EvaluationError("the model gives a non-finite marginal KL (NaN or inf; its weights may be too large)")
     # E_x KL(q(z_L|x) || p) = I + marginal KL: the layer's ELBO term is that mean KL only where q is of x alone
-    out.top_mean_kl = reports[-1].kl if top_layer.of_x else None
+    out.top_mean_kl = out.layers[-1].kl if top_layer.of_x else None
     if out.top_mean_kl is not None and own is not None:  # the gap, draw by draw: the aggregate cancels
         gap = top_layer.kl.double() - (own - log_p)
         out.identity_stderr = float(gap.std() / math.sqrt(len(gap)))
-    if holes > 0:
-        _find_holes(out, model, top_layer, p_top, holes, shown, g, x.device)
-    return out
 
 
 def _layers(
