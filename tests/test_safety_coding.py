@@ -361,6 +361,37 @@ def test_decompress_writes_nothing_for_names_that_leave_out_or_lose_images(env, 
     assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], _decompress(env, evil, out), needle)
 
 
+def test_a_file_naming_many_images_checks_their_folder_once_and_keeps_its_files_safe(env, capsys, tmp_path, monkeypatch):
+    """Each of a crafted file's image names was checked on its own (the run's files listed and
+    every path resolved again): 2M names kept decompress busy for over ten minutes before any
+    pixel. The folder is now listed once; a name of a file there is still looked at, in any case."""
+    import dgmkit.cli.compress as compress
+
+    checked = []
+    monkeypatch.setattr(
+        compress, "check_new_output", lambda p, *a, f=compress.check_new_output, **k: checked.append(p) or f(p, *a, **k)
+    )
+    n = 50_000
+    names = [f"x{i}.png" for i in range(n)]
+    work = tmp_path / "work"
+    work.mkdir()
+    many = work / "many.dgmz"
+    many.write_bytes(rewrite(env.pz.read_bytes(), payload=b"\x00" * 8, shape=[n, 4, 4], batch_size=1, names=names))
+    assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], _decompress(env, many, work / "out"))
+    assert len(checked) == 1  # the first name's (its folders), not one per name
+    # the file itself inside --out, named as one of its images: refused, even with --force; a name of a file
+    # there in another case is looked at too (the same file where the file system folds case)
+    names[3], names[7] = "EXISTING.png", "many.dgmz.png"
+    (work / "out").mkdir()
+    (work / "out" / "existing.png").write_bytes(b"mine")
+    inside = work / "out" / "many.dgmz.png"
+    inside.write_bytes(rewrite(env.pz.read_bytes(), payload=b"\x00" * 8, shape=[n, 4, 4], batch_size=1, names=names))
+    checked.clear()
+    argv = _decompress(env, inside, work / "out", "--force")
+    err = assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], argv, "is an input of this command")
+    assert checked == [work / "out" / n for n in ("x0.png", "EXISTING.png", "many.dgmz.png")], err
+
+
 @pytest.mark.parametrize(
     "changes,needle",
     [
