@@ -199,6 +199,20 @@ def test_a_transform_declares_the_interval_its_values_lie_in(kind):
     assert y.min() - lo < 0.05 and hi - y.max() < 0.05  # (dequantized: (k + u) / L comes near both ends)
 
 
+def test_the_levels_of_a_large_array_are_checked_in_parts_and_all_of_them():
+    """The check of the stored levels looks at a large x in parts (its copies of all of x at once
+    held gigabytes): a bad value in a later part, or a fraction, is still found and said of all x."""
+    x = torch.zeros(3 * (1 << 22) + 5)
+    x[5] = 17.0  # in the first part of four
+    with pytest.raises(DataError, match="integer levels 0..16; got .*17"):
+        DataTransform("integers", 17)(x)
+    x[5], x[-1], x[(1 << 22) + 3] = 0.0, float("nan"), 0.5
+    with pytest.raises(DataError, match="integer levels 0..16; got"):
+        DataTransform("scale", 17)(x)
+    x[(1 << 22) + 3] = 16.0
+    assert DataTransform("scale", 17)(x)[(1 << 22) + 3] == 1.0 and torch.isnan(DataTransform("scale", 17)(x)[-1])
+
+
 def test_scaling_to_the_unit_interval():
     x = torch.tensor([0, 8, 16], dtype=torch.uint8)
     assert DataTransform("scale", 17)(x).tolist() == [0.0, 0.5, 1.0]

@@ -205,6 +205,35 @@ def test_binary_arrays_given_to_a_run_of_more_levels_are_scored_as_stored_with_a
     capsys.readouterr()
     assert main(["score", str(binary_run), str(tmp_path / "b01.npy"), "--out", str(tmp_path / "bb.csv")]) == 0
     assert "holds only the values 0 and 1" not in capsys.readouterr().out
+    # a bool array is black and white, as a 1-bit PNG and dgm compress read it: True the highest level
+    np.save(tmp_path / "bool.npy", binary.astype(bool))
+    assert main(["score", str(run), str(tmp_path / "bool.npy"), "--out", str(tmp_path / "bool.csv")]) == 0
+    assert "holds only the values 0 and 1" not in capsys.readouterr().out
+    assert (tmp_path / "bool.csv").read_text() == (tmp_path / "b16.npy.csv").read_text()
+
+
+def test_more_inputs_than_one_call_scores_and_files_that_are_not_files_are_refused(tmp_path, capsys, monkeypatch):
+    """A 65 kB .npz of a million blank images held 5.6 GB while it was scored: the data cap counts
+    stored bytes, scoring holds tens of bytes a value. A folder or a pipe named .npy was "no such file"."""
+    import dgmkit.cli.score as score
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet",
+                 "--out", str(run)]) == 0  # fmt: skip
+    np.savez_compressed(tmp_path / "many.npz", x=np.zeros((2**18 + 1, 8, 8), np.uint8))  # 2^24 values and a row
+    capsys.readouterr()
+    assert main(["score", str(run), str(tmp_path / "many.npz"), "--out", str(tmp_path / "m.csv")]) == 1
+    assert "many.npz holds 262145 rows of 64 values; dgm score takes at most 262144 such rows" in capsys.readouterr().err
+    monkeypatch.setattr(score, "MAX_SCORE_VALUES", 128)  # (PNG files: counted before any is read)
+    pngs = [str(tmp_path / f"{i}.png") for i in range(3)]
+    assert main(["score", str(run), *pngs, "--out", str(tmp_path / "p.csv")]) == 1
+    assert "3 images of 64 pixels; dgm score takes at most 2 in one call" in capsys.readouterr().err
+    (tmp_path / "folder.npy").mkdir()
+    os.mkfifo(tmp_path / "pipe.npy")
+    for name in ("folder.npy", "pipe.npy"):
+        assert main(["score", str(run), str(tmp_path / name), "--out", str(tmp_path / "f.csv")]) == 1
+        assert f"{name} is not a regular file" in capsys.readouterr().err
+    assert not (tmp_path / "m.csv").exists() and not (tmp_path / "p.csv").exists() and not (tmp_path / "f.csv").exists()
 
 
 def test_channels_last_inputs_for_a_run_of_channels_first_images_are_refused_not_reshaped(tmp_path, capsys):

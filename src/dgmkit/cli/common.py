@@ -714,15 +714,21 @@ def check_row_shape(name: str, shape: tuple[int, ...], event: tuple[int, ...]) -
         raise DataError(f"{name}: rows of shape {rows}, but the run's data are {event}: give rows of shape {shapes}")
 
 
-def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[torch.Tensor, tuple[int, ...]]:
+def read_input_file(
+    path: str, run: Run, columns: tuple, verb: str, max_values: int | None = None
+) -> tuple[torch.Tensor, tuple[int, ...]]:
     """A data file's rows (a .npy, .npz or, for a table run, .csv file), checked against the run's
-    data (shape, levels, categories) and shaped as them (float32; NaN: missing), and the file's
-    own shape. ``verb``: what the command does with them, for the messages."""
+    data (shape, levels, categories) and shaped as them (float32; NaN: missing; a bool array's
+    True the highest level, as a black and white PNG is read), and the file's own shape.
+    ``verb``: what the command does with them, for the messages; ``max_values``: the most values
+    (rows x values per row) that the command takes in one call."""
     p = Path(path)
     if p.suffix.lower() not in (".npy", ".npz", *TABLE_SUFFIXES):
         raise DataError(f"the data to {verb} must be a .npy, .npz, .csv or .parquet file, got {p}")
-    if not p.is_file():
+    if not p.exists():
         raise DataError(f"no such data file: {p}")
+    if not p.is_file():
+        raise DataError(f"{p} is not a regular file (a folder, a device or a pipe): give a data file")
     if p.suffix.lower() in TABLE_SUFFIXES:
         if not columns:
             raise DataError(f"{p.name} is a table, but {run.path} was not trained on one")
@@ -732,8 +738,16 @@ def read_input_file(path: str, run: Run, columns: tuple, verb: str) -> tuple[tor
     shape = x.shape
     event = tuple(run.record["data"]["event_shape"])
     check_row_shape(p.name, shape, event)
-    x = check_images(x, p.name, min_rows=1)
+    if max_values is not None and x.size > max_values:  # (before a float copy of them is made)
+        most = max_values // math.prod(event)
+        raise DataError(
+            f"{p.name} holds {len(x)} rows of {math.prod(event)} values; dgm {verb} takes at most {most} such rows "
+            f"({max_values} values) in one call: {verb} them in parts"
+        )
     levels = run.record["data"]["num_levels"]
+    if x.dtype == np.bool_ and levels is not None:  # black and white, as a 1-bit PNG is read
+        x = x.astype(np.uint8) * np.uint8(levels - 1) if levels <= 256 else x.astype(np.float32) * (levels - 1)
+    x = check_images(x, p.name, min_rows=1)
     seen = x[~np.isnan(x)] if x.dtype.kind == "f" else x
     if columns:  # a table's rows: each categorical column holds its categories' indices 0..K-1
         rows = x.reshape(len(x), -1).astype(np.float64)

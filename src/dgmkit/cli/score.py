@@ -70,13 +70,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_score)
 
 
+# the most values (inputs x values per input) scored in one call: scoring holds some 30 bytes a value
+# (the inputs as floats, the transformed copy, the scores), under 1 GB at this many
+MAX_SCORE_VALUES = 2**24
+
+
 def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[torch.Tensor, list[str]]:
     """The inputs as the run's raw data (float32, NaN: missing) and a name for each; ``table``: the
     run's own table, whose columns encode a table given as the input."""
     event = tuple(run.record["data"]["event_shape"])
     if len(paths) == 1 and not paths[0].lower().endswith(".png"):
-        data, _ = read_input_file(paths[0], run, table.columns if table is not None else (), "score")
+        columns = table.columns if table is not None else ()
+        data, _ = read_input_file(paths[0], run, columns, "score", max_values=MAX_SCORE_VALUES)
         return data, [str(i) for i in range(len(data))]
+    if len(paths) * math.prod(event) > MAX_SCORE_VALUES:
+        raise DataError(
+            f"{len(paths)} images of {math.prod(event)} pixels; dgm score takes at most "
+            f"{MAX_SCORE_VALUES // math.prod(event)} in one call: score them in parts"
+        )
     if len(event) != 3 or event[0] != 1:
         raise DataError(f"PNG images are single-channel pictures; the run's data have shape {event}: give a data file")
     levels = run.record["data"]["num_levels"]

@@ -112,12 +112,16 @@ class DataTransform:
         if top is None or x.numel() == 0:
             return
         top = 1 if self.kind == "binary" else top - 1
-        v = x[~torch.isnan(x)] if x.is_floating_point() else x
-        if v.numel() == 0:
+        lo, hi, whole = math.inf, -math.inf, True
+        for part in x.reshape(-1).split(1 << 22):  # (in parts: the copies of a look at all of a large x at once)
+            v = part[~torch.isnan(part)] if part.is_floating_point() else part
+            if v.numel():
+                lo, hi = min(lo, v.min().item()), max(hi, v.max().item())
+                whole = whole and (not v.is_floating_point() or bool((v == v.round()).all()))
+        if lo > hi:  # (every entry missing)
             return
-        lo, hi = v.min().item(), v.max().item()
-        whole = not x.is_floating_point() or bool((v == v.round()).all())
         if lo < 0 or hi > top or not whole:
+            v = x[~torch.isnan(x)] if x.is_floating_point() else x  # (all of them, for the message)
             wanted = f"the {self.kind} transform reads the data as stored, integer levels 0..{top}"
             infinite = int(torch.isinf(v).sum()) if v.is_floating_point() else 0
             if infinite:
