@@ -244,6 +244,7 @@ def test_deeply_nested_or_duplicated_config_keys_are_config_errors(tmp_path, cap
         ("deep.toml", "a = " + "[" * 100_000 + "]" * 100_000),  # (tomllib raises RecursionError: said as such)
         ("deep2.toml", "a = " + "{b = " * 5_000 + "1" + "}" * 5_000),
         ("list.json", "[1, 2]"),
+        ("digits.json", '{"epochs": ' + "9" * 5000 + "}"),  # (said Python's "use sys.set_int_max_str_digits()")
     ]:
         (tmp_path / name).write_text(text)
         code, _, err = run(capsys, "train", "--config", tmp_path / name, "--out", tmp_path / "run")
@@ -254,6 +255,8 @@ def test_deeply_nested_or_duplicated_config_keys_are_config_errors(tmp_path, cap
             assert "must hold a table of keys" in err, err
         if name == "inf.json":
             assert "beyond a float's range" in err, err
+        if name == "digits.json":
+            assert "an integer of 5000 digits" in err and "set_int_max_str_digits" not in err, err
     assert not (tmp_path / "run").exists()
 
 

@@ -488,6 +488,10 @@ def test_png_inputs_are_checked_before_their_pixels_are_decoded(env, capsys, tmp
         "big.png": (png(5000, 5000, zlib.compress(b"\x00" * 100)), "5000x5000 pixels; the model codes 4x4"),
         "bomb.png": (png(100000, 100000, zlib.compress(b"\x00" * 100)), "cannot read"),
         "garbage.png": (b"\x89PNG\r\n\x1a\n" + bytes(50), "cannot read"),
+        "empty.png": (
+            b"",
+            "empty.png as a PNG: no image format that PIL knows (an empty or damaged file?)",
+        ),  # (not "<_io...>")
         "truncated.png": (png(4, 4, b"\x78\x9c\x00"), "cannot read"),
     }
     buf = tmp_path / "in" / "rgb.png"
@@ -499,7 +503,8 @@ def test_png_inputs_are_checked_before_their_pixels_are_decoded(env, capsys, tmp
     for name, (content, needle) in cases.items():
         (tmp_path / "in" / name).write_bytes(content)
         argv = ["compress", env.run, env.pngs[0], tmp_path / "in" / name, "--out", tmp_path / "o.dgmz"]
-        assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], argv, needle)
+        err = assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], argv, needle)
+        assert "_io." not in err, err
 
 
 def test_a_pickled_npy_is_refused_by_the_safe_reader(env, capsys, tmp_path):

@@ -347,12 +347,25 @@ def read_regular(path: os.PathLike | str, limit: int) -> bytes:
 
 def parse_json(text: str | bytes) -> Any:
     """Strict JSON of an untrusted source: a key that appears twice, ``NaN``/``Infinity``, a number
-    beyond a float's range (``1e999``, which Python reads as inf) and nesting too deep to parse
-    raise ValueError (never RecursionError)."""
+    beyond a float's range (``1e999``, which Python reads as inf), an integer of more digits than
+    any setting needs and nesting too deep to parse raise ValueError (never RecursionError)."""
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_finite_float)
+        return json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+            parse_int=_short_int,
+        )
     except RecursionError:
         raise ValueError("it is nested too deeply") from None
+
+
+def _short_int(text: str) -> int:
+    """An integer of at most 100 digits (Python's own limit, 4300, says to raise sys.set_int_max_str_digits)."""
+    if len(text.lstrip("-")) > 100:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits is beyond any value this file holds")
+    return int(text)
 
 
 def _finite_float(text: str) -> float:

@@ -120,6 +120,10 @@ def _read_png(p: str, height: int, width: int, errors: tuple[type[BaseException]
     except FileNotFoundError:
         raise DataError(f"no such PNG file: {p}") from None
     except errors as e:
+        if type(e).__name__ == "UnidentifiedImageError":  # (its message names the open file object, not the file)
+            raise DataError(
+                f"cannot read {p} as a PNG: no image format that PIL knows (an empty or damaged file?)"
+            ) from None
         raise DataError(f"cannot read {p} as a PNG: {type(e).__name__}: {e}") from None
 
 
