@@ -334,8 +334,14 @@ def test_png_inputs_are_read_as_the_runs_values_whatever_its_levels(tmp_path, ca
     ramp = np.arange(0, 256, 17, dtype=np.uint8).reshape(4, 4)  # a run of 256 levels reads 8-bit grey as it is
     Image.fromarray(ramp).save(tmp_path / "ramp.png")
     assert torch.equal(_inputs([str(tmp_path / "ramp.png")], runs(256))[0][0, 0], torch.from_numpy(ramp).float())
-    with pytest.raises(DataError, match="the run models 17 levels per pixel; 8-bit PNGs hold 256"):
-        _inputs([str(tmp_path / "grey.png")], runs(17))
+    with pytest.raises(
+        DataError, match="the run models 17 levels per pixel, 0..16; the 8-bit PNG grey.png holds values up to 255"
+    ):
+        _inputs([str(tmp_path / "grey.png"), str(tmp_path / "grey01.png")], runs(17))
+    # grey values that are the levels themselves, as dgm decompress writes a digits run's images: read as they are
+    levels = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    Image.fromarray(levels).save(tmp_path / "levels.png")
+    assert torch.equal(_inputs([str(tmp_path / "levels.png")], runs(17))[0][0, 0], torch.from_numpy(levels).float())
     with pytest.raises(DataError, match=r"PNG images are single-channel pictures; the run's data have shape \(3, 4, 4\)"):
         _inputs([str(tmp_path / "bw.png")], runs(2, (3, 4, 4)))
     assert main(["score", str(tmp_path / "no-run"), str(tmp_path / "bw.png"), "--out", str(tmp_path / "s.txt")]) == 1

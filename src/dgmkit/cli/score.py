@@ -112,8 +112,12 @@ def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[t
                 f"the run models binary images; the 8-bit PNG {name} holds grey levels, not only black and white"
             )
         x = (x != 0).astype(np.float32) * (levels - 1)  # black and white: the lowest and the highest level
-    elif levels != 256:
-        raise DataError(f"the run models {levels} levels per pixel; 8-bit PNGs hold 256")
+    elif levels != 256 and x.max(initial=0) > levels - 1:  # (values 0..L-1: the levels, as dgm decompress writes them)
+        name = meta["names"][int(np.argmax(x.reshape(len(x), -1).max(1) > levels - 1))]
+        raise DataError(
+            f"the run models {levels} levels per pixel, 0..{levels - 1}; the 8-bit PNG {name} holds values up to "
+            f"{int(x.max())} (of 256 grey levels): give PNGs of the levels themselves, as dgm decompress writes them"
+        )
     return torch.from_numpy(x.reshape(len(x), *event)), list(meta["names"])
 
 
