@@ -81,18 +81,23 @@ def test_a_section_key_beside_the_section_tables_is_named_as_misplaced(tmp_path,
 
 
 def test_a_config_json_edited_to_other_data_is_named_before_the_data_load(tmp_path, capsys):
-    """config.json edited after training to name other data: --resume says that it no longer
-    describes the run's checkpoint, not what is wrong with those data as the run's."""
+    """config.json edited after training to other settings: --resume says that it no longer
+    describes the run's checkpoint, not what is wrong with those settings as the run's. The data's
+    place may change (data moved: --resume names the new one and rewrites config.json): other data
+    there are refused as such, before any tensor is built or written."""
     out = tmp_path / "edited"
     assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
     own = (out / "config.json").read_text()
-    for section, key, value in (("data", "dataset", "iris"), ("model", "hidden", [4096] * 8)):
+    for section, key, value, needle in (
+        ("data", "dataset", "iris", "the data now differ from those"),
+        ("model", "hidden", [4096] * 8, "was config.json edited?"),
+    ):
         record = json.loads(own)
         record["config"][section][key] = value
         (out / "config.json").write_text(json.dumps(record))
         before = {n: (out / n).read_bytes() for n in os.listdir(out)}
         code, _, err = dgm(capsys, "train", "--resume", "--epochs", "2", "--out", out)
-        refused(code, err, "was config.json edited?")
+        refused(code, err, needle)
         assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
 
 
@@ -115,3 +120,44 @@ def test_a_checkpoint_that_is_not_a_regular_file_is_named_on_resume(tmp_path, ca
         code, _, err = dgm(capsys, "train", "--resume", "--epochs", "2", "--out", out)
         refused(code, err, f"{out / 'checkpoint.safetensors'}", "cannot be resumed")
         assert "holds no checkpoint" not in err
+
+
+def test_a_run_whose_data_moved_resumes_from_their_new_place_and_other_data_there_are_refused(tmp_path, capsys):
+    """The data folder or file moved (another machine, another folder): --resume said "no such data
+    file", and refused --dataset or --data-dir at the new place as contradicting the run. The
+    content digest the run recorded pins its data, not their place or file name."""
+    import numpy as np
+
+    import dgmkit
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "a").mkdir()
+    np.save(tmp_path / "a" / "one.npy", rng.integers(0, 2, (200, 4, 4)).astype(np.uint8))
+    out = tmp_path / "run"
+    argv = ["--hidden", "8", "--latent-dim", "2", "--quiet", "--out", str(out)]
+    assert main(["train", "--dataset", str(tmp_path / "a" / "one.npy"), "--epochs", "1", *argv]) == 0
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "one.npy").rename(tmp_path / "b" / "two.npy")
+    code, _, err = dgm(capsys, "train", "--resume", "--epochs", "2", "--out", out)
+    refused(code, err, "no such data file")
+    code, _, err = dgm(capsys, "train", "--resume", "--epochs", "2", "--dataset", tmp_path / "b" / "two.npy", "--out", out)
+    assert code == 0, err
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["data"]["dataset"] == str(tmp_path / "b" / "two.npy") and record["data"]["name"] == "two.npy"
+    assert dgmkit.evaluate(out, iw_samples=2).n == 20  # read from the new place (config.json's; best may be older)
+    # other data at a new place: refused, of another shape before anything is built, of the same by their digest
+    np.save(tmp_path / "b" / "other.npy", rng.integers(0, 2, (200, 4, 4)).astype(np.uint8))
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    for dataset, needle in ((tmp_path / "b" / "other.npy", "content SHA-256"), ("digits", "rows of shape (1, 8, 8)")):
+        code, _, err = dgm(capsys, "train", "--resume", "--epochs", "3", "--dataset", dataset, "--out", out)
+        refused(code, err, "the data now differ from those", needle)
+        assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+    # from Python too; still the same run, with its epochs
+    run = dgmkit.train(out, resume=True, epochs=3, dataset=tmp_path / "b" / "two.npy")
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3] and run.cfg.data.dataset == str(tmp_path / "b" / "two.npy")
+    # moved again, with nothing left to train: config.json names the new place, newer than every checkpoint's
+    (tmp_path / "b" / "two.npy").rename(tmp_path / "three.npy")
+    code, _, err = dgm(capsys, "train", "--resume", "--epochs", "3", "--dataset", tmp_path / "three.npy", "--out", out)
+    assert code == 0, err
+    assert dgmkit.load(out).cfg.data.dataset == str(tmp_path / "three.npy") and dgmkit.evaluate(out, iw_samples=2).n == 20

@@ -44,7 +44,7 @@ from dgmkit.cli.figures import draw_samples, interpolation, needs_latents, picke
 from dgmkit.cli.train import train_run
 from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.config.inputs import attach_input
-from dgmkit.config.schema import FREE_ON_RESUME, load_config_file
+from dgmkit.config.schema import FREE_ON_RESUME, RELOCATABLE, load_config_file
 from dgmkit.devices import dtype_of
 from dgmkit.errors import ConfigError, DataError, did_you_mean, shown_value
 from dgmkit.evaluation import record_terms
@@ -229,10 +229,11 @@ def train(
     if not distributed.init_from_environment().is_main:  # (joins the group under torchrun: called first, always)
         quiet = True
     if resume:
-        if config is not None or data is not None or set(settings) - set(FREE_ON_RESUME):
+        free = (*FREE_ON_RESUME, *RELOCATABLE)  # (the data's place: the same data, checked by their digest)
+        if config is not None or data is not None or set(settings) - set(free):
             raise ConfigError(
-                f"resume continues the run as it was configured: give only {', '.join(FREE_ON_RESUME)}, "
-                f"not {', '.join(sorted(set(settings) - set(FREE_ON_RESUME))) or 'config or data'}"
+                f"resume continues the run as it was configured: give only {', '.join(free)}, "
+                f"not {', '.join(sorted(set(settings) - set(free))) or 'config or data'}"
             )
         return _resumed(out, settings, quiet)
     values = {**_config_keys(config), **settings}

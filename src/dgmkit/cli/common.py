@@ -748,6 +748,13 @@ def read_input_file(
     if x.dtype == np.bool_ and levels is not None:  # black and white, as a 1-bit PNG is read
         x = x.astype(np.uint8) * np.uint8(levels - 1) if levels <= 256 else x.astype(np.float32) * (levels - 1)
     x = check_images(x, p.name, min_rows=1)
+    _check_input_levels(x, p, levels, columns)
+    return torch.from_numpy(x.astype(np.float32).reshape(len(x), *event)), shape
+
+
+def _check_input_levels(x: np.ndarray, p: Path, levels: int | None, columns: tuple) -> None:
+    """An input file's values refused unless they are the run's: its integer levels, or each
+    categorical column's category indices (a table's); 0/1 images of a run of more levels noted."""
     seen = x[~np.isnan(x)] if x.dtype.kind == "f" else x
     if columns:  # a table's rows: each categorical column holds its categories' indices 0..K-1
         rows = x.reshape(len(x), -1).astype(np.float64)
@@ -772,4 +779,3 @@ def read_input_file(
             f"black images; binary images are the levels 0 and {levels - 1} (multiply them by {levels - 1}), as black "
             "and white PNGs are read"
         )
-    return torch.from_numpy(x.astype(np.float32).reshape(len(x), *event)), shape

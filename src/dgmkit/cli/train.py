@@ -24,7 +24,7 @@ from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, mi
 from dgmkit.config.inputs import check_derived_current, run_dataset
 from dgmkit.config.migrate import check_record
 from dgmkit.config.run import check_same_run, check_weights_fit, holds_recorded_data, read_json
-from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, OWN_DATA_KEYS
+from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, OWN_DATA_KEYS, RELOCATABLE
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.dataset import SPLITS
 from dgmkit.data.labels import check_labels, keep_labels
@@ -196,6 +196,8 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     moved = {}  # the run whose data this one takes, at a new folder: the same run with the same weights, which
     if flat.get("codes_of") and asked.get("codes_of"):  # check_derived_current checks by its id and digest
         moved["codes_of"] = str(Path(asked.pop("codes_of")).resolve())
+    if record["data"].get("sha256") is not None:  # its own data, moved: the same content, checked once they are read
+        moved.update({k: asked.pop(k) for k in RELOCATABLE if k in asked and asked[k] != flat.get(k)})
     if any(k not in flat for k in asked):
         RunConfig.from_dict({**flat, **asked}, args.config or "the command line")  # names the key that is not the run's
     clash = [k for k, v in asked.items() if k not in FREE_ON_RESUME and flat.get(k) != v]
@@ -203,7 +205,8 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
         shown = ", ".join(f"{k} = {asked[k]!r} (the run has {flat.get(k)!r})" for k in clash)
         raise ConfigError(
             f"--resume continues {out} as it was configured; these contradict it: {shown}. "
-            f"Only {', '.join(FREE_ON_RESUME)} may change; train into a new --out for other settings"
+            f"Only {', '.join(FREE_ON_RESUME)} may change (and where the data are read from, the same data); train "
+            "into a new --out for other settings"
         )
     # a value equal to the run's of another type (0.0, true) is refused here
     RunConfig.from_dict({**flat, **asked}, args.config or "the command line")
@@ -291,10 +294,7 @@ def train_run(
         check_log_dir(out / "tensorboard")
     if not resume:
         cfg = _with_full_paths(cfg)
-    units = None  # a resumed run on another run's latents keeps the units it recorded keeping
-    if resume:
-        units = migrate_record(read_json(out / "config.json"), str(out / "config.json"))["data"].get("units")
-    dataset = run_dataset(cfg.data, units=units)
+    dataset = _run_data(cfg, out, resume)
     read_off = cfg.model.settings_from_data(dataset)  # e.g. the heads a table's columns need
     if read_off:
         cfg = cfg.replace(**read_off)
@@ -317,8 +317,8 @@ def train_run(
         run_id, digest, own = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None, None)
         record = run_record(cfg, dataset, transform, run_id, digest)  # of the data as they are, all labels included
         writer = RunWriter(out, record)
-        if own is not None and main and record["config"]["data"].get("codes_of") != own["config"]["data"].get("codes_of"):
-            writer.start()  # the source's new folder (pinned above): recorded now, whether or not an epoch trains
+        if own is not None and main and _moved(record, own):
+            writer.start()  # the new place (pinned above): recorded now, whether or not an epoch trains
         return _fit(cfg, model, fitted, transform, writer, resume, quiet, report_every, tensorboard, resume_line)
 
 
@@ -464,6 +464,37 @@ def _check_resumed_fit(cfg: RunConfig, dataset: Dataset, out: Path) -> None:
     last = out / "checkpoint.safetensors"
     state = load_checkpoint(last)["model"]
     check_weights_fit(cfg, dataset.event_shape, dataset.num_levels, state, last, str(out / "config.json"))
+
+
+def _run_data(cfg: RunConfig, out: Path, resume: bool) -> Dataset:
+    """The run's data; a resumed run's with the units it kept of another run's latents, and
+    checked against the shape it recorded (they may be read from another place)."""
+    if not resume:
+        return run_dataset(cfg.data)
+    was = migrate_record(read_json(out / "config.json"), str(out / "config.json"))["data"]
+    dataset = run_dataset(cfg.data, units=was.get("units"))
+    _check_resumed_data(dataset, out, was)
+    return dataset
+
+
+def _moved(record: dict, own: dict) -> bool:
+    """Whether a resumed run reads its data, or another run's, from a new place (``record``, the
+    run's record now; ``own``, config.json's)."""
+    now, was = record["config"]["data"], own["config"]["data"]
+    return any(now.get(k) != was.get(k) for k in (*MOVABLE, *RELOCATABLE))
+
+
+def _check_resumed_data(dataset: Dataset, out: Path, was: dict) -> None:
+    """Data of a resumed run (``was``: its record's data), which may be read from another place,
+    must at least be of the run's shape and levels before anything is made of them (their content
+    digest is compared once the run's records are read under its lock)."""
+    now = {"event_shape": list(dataset.event_shape), "num_levels": dataset.num_levels}
+    if any(was.get(k) != v for k, v in now.items()):
+        raise CheckpointError(
+            f"the data now differ from those {out} was trained on ({dataset.name}: rows of shape "
+            f"{tuple(dataset.event_shape)} of {dataset.num_levels} levels; the run's {tuple(was.get('event_shape') or ())} "
+            f"of {was.get('num_levels')}): --resume needs the same data"
+        )
 
 
 def _resumable_run_id(

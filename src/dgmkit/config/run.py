@@ -13,7 +13,7 @@ import torch
 from dgmkit import __version__
 from dgmkit._io import parse_json
 from dgmkit.config.migrate import FORMAT, check_record, migrate_record
-from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, RunConfig
+from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, RELOCATABLE, RunConfig
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.devices import device_of, resolve_device
 from dgmkit.errors import CheckpointError, ConfigError, DataError, shown_value
@@ -201,7 +201,7 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
     if os.path.lexists(path / "config.json"):  # (one that is not a regular file is refused by read_json)
         own = migrate_record(read_json(path / "config.json"), str(path / "config.json"))
         check_same_run(own, record, path / "config.json", found, FREE_ON_RESUME + MOVABLE)
-        cfg = _moved_as_recorded(cfg, own)  # where the runs it takes are now
+        cfg = _moved_as_recorded(cfg, own, record)  # where the runs it takes are now, and its data
     data = record["data"]
     try:
         DataTransform(data["transform"], data["num_levels"])
@@ -221,18 +221,24 @@ def recorded_config(run_dir: str | os.PathLike[str]) -> RunConfig:
     record, else the last's), from that checkpoint's header alone: no weights are read and no
     model is built."""
     found = _checkpoint_of(Path(run_dir), "best")
-    cfg = check_record(migrate_record(record_of(read_metadata(found), found), str(found)), str(found))
+    record = migrate_record(record_of(read_metadata(found), found), str(found))
+    cfg = check_record(record, str(found))
     own = Path(run_dir) / "config.json"
-    return _moved_as_recorded(cfg, migrate_record(read_json(own), str(own))) if os.path.lexists(own) else cfg
+    return _moved_as_recorded(cfg, migrate_record(read_json(own), str(own)), record) if os.path.lexists(own) else cfg
 
 
-def _moved_as_recorded(cfg: RunConfig, own: dict) -> RunConfig:
-    """``cfg`` (a checkpoint's) with the places of other runs (MOVABLE) that the run's own record
-    ``own`` (config.json) gives, where both name one: a resume that named a source's new folder
-    rewrote config.json, and a best checkpoint may be older."""
+def _moved_as_recorded(cfg: RunConfig, own: dict, record: dict) -> RunConfig:
+    """``cfg`` (a checkpoint's, whose record is ``record``) with the places of other runs
+    (MOVABLE) that the run's own record ``own`` (config.json) gives, where both name one, and
+    the place of its own data (RELOCATABLE) where both pin the same content: a resume that named
+    a new folder rewrote config.json, and a best checkpoint may be older."""
     now = check_record(own, "config.json").flat()
     was = cfg.flat()
-    return cfg.replace(**{k: now[k] for k in MOVABLE if now[k] and was[k] and now[k] != was[k]})
+    moved = {k: now[k] for k in MOVABLE if now[k] and was[k] and now[k] != was[k]}
+    digest = record["data"].get("sha256")
+    if digest is not None and own["data"].get("sha256") == digest:
+        moved.update({k: now[k] for k in RELOCATABLE if now[k] != was[k]})
+    return cfg.replace(**moved)
 
 
 def _checkpoint_of(path: Path, which: str) -> Path:
@@ -309,7 +315,9 @@ def check_same_run(
     """``other`` (a checkpoint's record, or with ``fresh`` one made now from the data and flags)
     must be of the run that ``own`` (config.json) describes: the same run id, the same config
     (``free`` keys may differ: what --resume may change) and the same data. A run written before
-    the data digest (run format 3) has none; a fresh record is then compared without it."""
+    the data digest (run format 3) has none; a fresh record is then compared without it. Where
+    both records pin the data by the same digest, the data's place and file name may differ
+    (RELOCATABLE: the data moved)."""
     a, b = own.get("run_id"), other.get("run_id")
     if a != b:
         raise CheckpointError(
@@ -323,14 +331,20 @@ def check_same_run(
             f"the run recorded {digest[:16]}...): --resume needs the same data"
         )
     skip_digest = fresh and digest is None
+    pinned = digest is not None and digest == now  # (the same content: wherever it is read from)
+    placed = RELOCATABLE if pinned else ()
 
     def key(record: dict, source: Path) -> dict:
         try:
             c = RunConfig.from_dict(record["config"], "record").flat()
         except ConfigError as e:
             raise CheckpointError(f"{source} holds a config this dgmkit rejects: {e}") from None
-        data = {k: v for k, v in record["data"].items() if not (k == "sha256" and skip_digest)}
-        kept = {k: (bool(v) if k in MOVABLE else v) for k, v in c.items() if k not in free or k in MOVABLE}
+        data = {
+            k: v for k, v in record["data"].items() if not (k == "sha256" and skip_digest) and not (k == "name" and pinned)
+        }
+        kept = {
+            k: (bool(v) if k in MOVABLE else v) for k, v in c.items() if (k not in free or k in MOVABLE) and k not in placed
+        }
         return {"config": kept, "data": data}  # (another run's place may change; whether there is one, not)
 
     if key(own, own_source) != key(other, other_source):

@@ -35,6 +35,7 @@ __all__ = [
     "load_config_file",
     "FREE_ON_RESUME",
     "MOVABLE",
+    "RELOCATABLE",
     "MAX_IW_SAMPLES",
 ]
 
@@ -205,6 +206,9 @@ FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "graph_step", "chan
 # where another run is, which may move (a run carried to another machine): its record's data name
 # (the other run's id and checkpoint digest) pins what it holds, not its path
 MOVABLE = ("codes_of",)
+# where the run's own data are read from, which may move too (another machine, another folder):
+# the content digest that the run recorded pins the data, not their place or file name
+RELOCATABLE = ("dataset", "data_dir")
 
 
 def _text_path(value: object) -> bool:
@@ -340,6 +344,7 @@ class RunConfig:
 
     def replace(self, **changes) -> "RunConfig":
         """A copy with flat keys changed (``model`` switches the family)."""
+        changes = {k: os.fspath(v) if _text_path(v) else v for k, v in changes.items()}
         values = {**self.flat(), **changes} if "model" not in changes else {**self._common(), **changes}
         return RunConfig.from_dict(values, source="replace")
 
