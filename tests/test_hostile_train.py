@@ -161,3 +161,19 @@ def test_a_run_whose_data_moved_resumes_from_their_new_place_and_other_data_ther
     code, _, err = dgm(capsys, "train", "--resume", "--epochs", "3", "--dataset", tmp_path / "three.npy", "--out", out)
     assert code == 0, err
     assert dgmkit.load(out).cfg.data.dataset == str(tmp_path / "three.npy") and dgmkit.evaluate(out, iw_samples=2).n == 20
+
+
+def test_resuming_with_the_config_file_that_sets_other_epochs_says_so(tmp_path, capsys):
+    """A preset's epochs (3000 in m2-mnist-100) replaced the run's own (--epochs 2) without a word."""
+    (tmp_path / "c.toml").write_text('dataset = "digits"\nhidden = [8]\nlatent_dim = 2\nepochs = 2\n')
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--resume", "--quiet", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"note: {tmp_path / 'c.toml'} sets epochs = 2 (the run had 1): the resumed run goes on with it" in said
+    assert json.loads((out / "config.json").read_text())["config"]["optim"]["epochs"] == 2
+    assert (
+        main(["train", "--config", str(tmp_path / "c.toml"), "--resume", "--epochs", "3", "--quiet", "--out", str(out)]) == 0
+    )
+    assert "note:" not in capsys.readouterr().out  # (a flag says it itself)

@@ -3,6 +3,7 @@ checkpoint from which --resume goes on exactly (within an epoch too), so that a 
 done as several shorter commands."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,10 +122,11 @@ def test_a_crafted_place_within_an_epoch_is_refused(digits, tmp_path, what, chan
 
 def test_dgm_train_time_budget_says_where_it_stopped_and_how_to_go_on(tmp_path, capsys):
     args = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "3", "--batch-size", "8", "--epochs", "2"]
-    out = str(tmp_path / "r")
+    out = str(tmp_path / "my run")
     assert main([*args, "--time-budget", "1e-6", "--out", out]) == 0  # out of time after the first step
     said = capsys.readouterr().out
-    assert "stopped by --time-budget (1e-06 s) in epoch 1 after step 1 of 150" in said and "--resume --out" in said
+    assert "stopped by --time-budget (1e-06 s) in epoch 1 after step 1 of 150" in said
+    assert f"go on with: dgm train --resume --out '{out}'" in said  # (quoted for the shell, as Ctrl-C's line)
     assert main(["eval", out, "--iw-samples", "5"]) == 0  # the weights of one step, said so
     said = capsys.readouterr().out
     assert "the weights are of a run stopped in epoch 1 after step 1 (0 epochs finished)" in said
@@ -332,3 +334,13 @@ def test_a_run_for_a_time_without_a_run_folder_chooses_the_same_epochs(digits):
     paced = _for(digits, None, train_for=20.0, budget=TimeBudget(18.5, Clock()))  # as in the test above: 5
     history = paced.fit()
     assert paced.epochs == 5 and history[0]["paced_epochs"] == 5 and paced.epoch == 1
+
+
+def test_the_command_that_goes_on_names_the_processes_of_a_data_parallel_run(monkeypatch):
+    """The time budget's line left out --nproc (resumed on one process: not bit for bit), as Ctrl-C's did not."""
+    from types import SimpleNamespace
+
+    import dgmkit.cli.train as train
+
+    monkeypatch.setattr(train.distributed, "current", lambda: SimpleNamespace(world_size=2, is_main=True))
+    assert train._go_on(Path("/runs/a b")) == "dgm train --resume --nproc 2 --out '/runs/a b'"

@@ -189,10 +189,14 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
         theirs = migrate_record(record_of(read_metadata(last), last), str(last))
         check_same_run(record, theirs, out / "config.json", last, FREE_ON_RESUME + MOVABLE)
     asked = RunConfig.given_keys(_config_table(args), args.config) if args.config else {}
-    asked.update(given_values(args, args._dests))
+    flags = given_values(args, args._dests)
+    flat = stored.flat()
+    for k in ("epochs", "patience"):  # a preset's length, not the run's: said (a flag that sets one is plain)
+        if k in asked and k not in flags and asked[k] != flat.get(k) and distributed.current().is_main:
+            say(f"note: {args.config} sets {k} = {asked[k]} (the run had {flat.get(k)}): the resumed run goes on with it")
+    asked.update(flags)
     if args.model is not None:
         asked["model"] = args.model
-    flat = stored.flat()
     moved = {}  # the run whose data this one takes, at a new folder: the same run with the same weights, which
     if flat.get("codes_of") and asked.get("codes_of"):  # check_derived_current checks by its id and digest
         moved["codes_of"] = str(Path(asked.pop("codes_of")).resolve())
@@ -595,10 +599,7 @@ def _fit(
     if trainer.budget_spent:
         k, steps = trainer.steps_into_epoch, trainer.steps_per_epoch
         where = f"in epoch {trainer.epoch + 1} after step {k} of {steps}" if k else f"after epoch {trainer.epoch}"
-        say(
-            f"stopped by --time-budget ({cfg.optim.time_budget:g} s) {where}, with a checkpoint; go on with: "
-            f"dgm train --resume --out {out}"
-        )
+        say(f"stopped by --time-budget ({cfg.optim.time_budget:g} s) {where}, with a checkpoint; go on with: {_go_on(out)}")
     return trainer_result(trainer, objective)
 
 
@@ -757,10 +758,14 @@ def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context) -> tuple[str, ...
         return ()
     k = (counters.get("epoch_progress") or {}).get("step", 0)
     where = f"in epoch {counters['epoch'] + 1} after step {k}" if k else f"after epoch {counters['epoch']}"
-    nproc = f" --nproc {ctx.world_size}" if ctx.world_size > 1 else ""
-    return (
-        f"the run's last checkpoint ({where}) is kept: go on with: dgm train --resume{nproc} --out {shlex.quote(str(out))}",
-    )
+    return (f"the run's last checkpoint ({where}) is kept: go on with: {_go_on(out)}",)
+
+
+def _go_on(out: Path) -> str:
+    """The command that resumes the run in ``out`` as it runs now (on as many processes: data-parallel
+    runs resumed on another number are not bit for bit), its folder quoted for the shell."""
+    world = distributed.current().world_size
+    return f"dgm train --resume{f' --nproc {world}' if world > 1 else ''} --out {shlex.quote(str(out))}"
 
 
 def run_train(args: argparse.Namespace) -> int:
