@@ -510,6 +510,8 @@ def test_data_of_every_kind_a_user_holds_is_read_as_it_is_meant(tmp_path, monkey
         DataError, match=r"reads y as the labels, one number per image, and this y is an array of shape \(40,"
     ):
         _as_arrays((t, t))  # two arrays of images
+    with pytest.raises(DataError, match=r"the labels y are a column of shape \(40, 1\); give them flat, y.ravel\(\)"):
+        _as_arrays((t, np.zeros((40, 1))))
     huge = np.uint64(2**63 + 5)  # (was wrapped to a negative label)
     with pytest.raises(DataError, match="item 0 of the torch Dataset: its label 9223372036854775813 is beyond any class"):
         _as_arrays(_Items([(torch.zeros(4), huge)] * 3))

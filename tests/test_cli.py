@@ -570,8 +570,9 @@ def test_a_cluster_json_of_a_perfect_match_is_dgmkits_own():
         # the names other libraries give: spelt nearer to another flag (--missing-rate, --lr-min)
         (["train", "--learning-rate", "0.01"], "--learning-rate 0.01; did you mean --lr? (see dgm train"),
         (["train", "--z-dim", "3"], "--z-dim 3; did you mean --latent-dim? (see dgm train"),
+        (["train", "--model", "diffusion", "--scheduler", "cosine"], "did you mean --schedule? (see dgm train"),  # (its own)
     ],
-    ids=["misspelt", "a-prefix", "with-equals", "unlike-any", "before-the-command", "learning-rate", "z-dim"],
+    ids=["misspelt", "a-prefix", "with-equals", "unlike-any", "before-the-command", "learning-rate", "z-dim", "near-own"],
 )
 def test_a_flag_no_parser_takes_is_refused_by_its_command_with_the_nearest_flag(tmp_path, capsys, argv, needle):
     """A misspelt flag names the command's help and the flag it is closest to; a prefix of a flag

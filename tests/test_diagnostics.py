@@ -321,3 +321,20 @@ def test_a_deep_top_down_vae_s_top_layer_is_of_x_alone_though_computed_for_every
     a = diagnose(model, x, samples=2, holes=0, seed=3, mutual_info=False, batch_size=20)
     b = diagnose(model, x, samples=2, holes=0, seed=3, mutual_info=False, bracket=False, batch_size=20)
     assert [la.kl for la in a.layers] == [la.kl for la in b.layers]
+
+
+def test_a_kl_without_a_closed_form_is_no_check_of_the_identity():
+    """A VampPrior's KL is log q - log p at the very draws the identity's other side uses: the sides
+    agree by construction, and a standard error of rounding alone said nothing."""
+    from dgmkit.cli.diagnose import format_diagnosis
+
+    torch.manual_seed(0)
+    model = get_family("vae")(prior="vampprior", prior_components=4, hidden=[16], latent_dim=2).build((1, 6, 6), 2).eval()
+    x = (torch.rand(100, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    d = diagnose(model, x, samples=1, holes=0, seed=0)
+    assert d.kl_one_draw and d.identity_stderr is None and d.top_mean_kl is not None
+    text = format_diagnosis({**d.to_json(), "split": "test", "subset": "all 100"})
+    assert "so the sides agree by construction" in text and "standard error" not in text
+    gaussian = get_family("vae")(hidden=[16], latent_dim=2).build((1, 6, 6), 2).eval()
+    d = diagnose(gaussian, x, samples=1, holes=0, seed=0)
+    assert not d.kl_one_draw and d.identity_stderr is not None and d.identity_stderr > 0

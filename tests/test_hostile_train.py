@@ -161,6 +161,27 @@ def test_a_run_whose_data_moved_resumes_from_their_new_place_and_other_data_ther
     code, _, err = dgm(capsys, "train", "--resume", "--epochs", "3", "--dataset", tmp_path / "three.npy", "--out", out)
     assert code == 0, err
     assert dgmkit.load(out).cfg.data.dataset == str(tmp_path / "three.npy") and dgmkit.evaluate(out, iw_samples=2).n == 20
+    # a run that recorded no content digest (an older dgmkit's) cannot tell its data at a new place: said so
+    from run_records import rewrite_records
+
+    def no_digest(record):
+        record["data"].pop("sha256", None)
+        return record
+
+    old = tmp_path / "old"
+    assert main(["train", "--dataset", str(tmp_path / "three.npy"), "--epochs", "1", *argv[:-1], str(old)]) == 0
+    rewrite_records(old, no_digest)
+    (tmp_path / "four.npy").write_bytes((tmp_path / "three.npy").read_bytes())
+    code, _, err = dgm(capsys, "train", "--resume", "--epochs", "4", "--dataset", tmp_path / "four.npy", "--out", old)
+    refused(code, err, "recorded no content digest of its data (it was written by an older dgmkit)", "put them back")
+    # a new place named relative to the working folder is recorded in full, as a fresh run's
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert dgm(capsys, "train", "--resume", "--epochs", "4", "--dataset", "four.npy", "--out", out)[0] == 0
+    finally:
+        os.chdir(cwd)
+    assert json.loads((out / "config.json").read_text())["config"]["data"]["dataset"] == str(tmp_path / "four.npy")
 
 
 def test_resuming_with_the_config_file_that_sets_other_epochs_says_so(tmp_path, capsys):

@@ -220,10 +220,12 @@ def test_more_inputs_than_one_call_scores_and_files_that_are_not_files_are_refus
     run = tmp_path / "run"
     assert main(["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet",
                  "--out", str(run)]) == 0  # fmt: skip
-    np.savez_compressed(tmp_path / "many.npz", x=np.zeros((2**18 + 1, 8, 8), np.uint8))  # 2^24 values and a row
+    assert score.MAX_SCORE_VALUES == 2**26  # (MNIST's training split, 47M values, in one call)
+    monkeypatch.setattr(score, "MAX_SCORE_VALUES", 2**12)
+    np.savez_compressed(tmp_path / "many.npz", x=np.zeros((65, 8, 8), np.uint8))  # 2^12 values and a row
     capsys.readouterr()
     assert main(["score", str(run), str(tmp_path / "many.npz"), "--out", str(tmp_path / "m.csv")]) == 1
-    assert "many.npz holds 262145 rows of 64 values; dgm score takes at most 262144 such rows" in capsys.readouterr().err
+    assert "many.npz holds 65 rows of 64 values; dgm score takes at most 64 such rows" in capsys.readouterr().err
     monkeypatch.setattr(score, "MAX_SCORE_VALUES", 128)  # (PNG files: counted before any is read)
     pngs = [str(tmp_path / f"{i}.png") for i in range(3)]
     assert main(["score", str(run), *pngs, "--out", str(tmp_path / "p.csv")]) == 1
@@ -342,6 +344,8 @@ def test_png_inputs_are_read_as_the_runs_values_whatever_its_levels(tmp_path, ca
     levels = np.arange(16, dtype=np.uint8).reshape(4, 4)
     Image.fromarray(levels).save(tmp_path / "levels.png")
     assert torch.equal(_inputs([str(tmp_path / "levels.png")], runs(17))[0][0, 0], torch.from_numpy(levels).float())
+    with pytest.raises(DataError, match="the run models 4096 levels per pixel; 8-bit PNGs hold 256"):
+        _inputs([str(tmp_path / "levels.png")], runs(4096))  # (its values would all pass as levels)
     with pytest.raises(DataError, match=r"PNG images are single-channel pictures; the run's data have shape \(3, 4, 4\)"):
         _inputs([str(tmp_path / "bw.png")], runs(2, (3, 4, 4)))
     assert main(["score", str(tmp_path / "no-run"), str(tmp_path / "bw.png"), "--out", str(tmp_path / "s.txt")]) == 1

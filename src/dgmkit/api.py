@@ -106,6 +106,8 @@ def _as_arrays(data: object) -> tuple[np.ndarray, np.ndarray | None]:
         if y is None:  # (x, None): images without labels
             return _as_arrays(x)
         x, y = _array(x), _array(y)
+        if y.ndim == 2 and y.shape[1] == 1 and len(y) == len(x):
+            raise DataError(f"data=(x, y): the labels y are a column of shape {y.shape}; give them flat, y.ravel()")
         if y.ndim > 1:
             raise DataError(
                 f"data=(x, y) reads y as the labels, one number per image, and this y is an array of shape {y.shape}; "

@@ -40,13 +40,13 @@ _OTHER_NAMES = {
     "warmup": ("kl_warmup", "warm_up", "kl_annealing", "annealing", "kl_anneal"),
     "grad_clip": ("clip_grad", "gradient_clip", "clip_grad_norm", "max_grad_norm", "clip", "gradient_clipping"),
     "weight_decay": ("wd", "l2", "l2_penalty"),
-    "prior_components": ("n_components", "num_components", "components", "mixture_components"),
+    "prior_components": ("n_components", "num_components"),
     "activation": ("act", "activation_fn", "nonlinearity"),
     "flow_layers": ("n_flows", "num_flows", "flow_steps", "flow_length", "n_flow_layers"),
     "lr_schedule": ("scheduler", "lr_scheduler", "schedule"),
     "patience": ("early_stopping", "early_stop"),
     "precision": ("dtype", "amp", "mixed_precision"),
-    "model": ("family", "arch", "architecture", "model_type"),
+    "model": ("family", "model_type"),
     "seed": ("random_seed", "rng_seed", "random_state"),
     "beta": ("kl_weight", "beta_kl"),
     "free_bits": ("free_nats", "kl_free_bits"),
@@ -59,11 +59,13 @@ _ALIASES = {other: ours for ours, others in _OTHER_NAMES.items() for other in ot
 def closest_name(name: object, known: Iterable[object], cutoff: float = 0.6) -> str | None:
     """The known name that a mistyped or foreign ``name`` most likely means: the one this project
     uses for a name common elsewhere (``learning_rate`` for ``lr``), else the closest spelling;
-    None if none is close. For the other names, a flag's ``--`` is dropped and ``-`` read as ``_``."""
+    None if none is close; a name spelt nearly as a known one is that one. For the other names, a
+    flag's ``--`` is dropped and ``-`` read as ``_``."""
     text, names = str(name), [str(k) for k in known]
     ours = _ALIASES.get(text.removeprefix("--").replace("-", "_").lower())
     same = [n for n in names if ours is not None and n.removeprefix("--").replace("-", "_") == ours]
-    close = same or difflib.get_close_matches(text, names, n=1, cutoff=cutoff)
+    nearly = difflib.get_close_matches(text, names, n=1, cutoff=0.85)  # (scheduler: a family's schedule first)
+    close = nearly or same or difflib.get_close_matches(text, names, n=1, cutoff=cutoff)
     return close[0] if close else None
 
 

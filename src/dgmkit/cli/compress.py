@@ -269,7 +269,8 @@ def _png_targets(out: Path, names: list[str], args: argparse.Namespace) -> None:
     """Refuse, before decoding, PNG outputs that are the input, a file of the run, a folder,
     or (without --force) an existing file; every name is a plain base name (the header schema),
     so every path lies directly inside ``out``. A file may name a million images: the folder is
-    listed once, and only a name of a file there (in any case) is looked at on its own."""
+    listed once, and only a name of a file there (in any case or Unicode form: ``name_key``) is
+    looked at on its own."""
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; {args.file} holds PNG images: name a folder")
     if out.suffix and not out.is_dir():
@@ -280,14 +281,14 @@ def _png_targets(out: Path, names: list[str], args: argparse.Namespace) -> None:
     root = os.path.normpath(out.absolute())
     protected = run_files(args.run)
     try:  # (the input and the run's files, where they lie in --out, are among them)
-        there = {n.casefold() for n in os.listdir(out)} if out.is_dir() else set()
+        there = {name_key(n) for n in os.listdir(out)} if out.is_dir() else set()
     except OSError as e:  # (a folder that cannot be listed cannot be written either)
         raise DgmError(describe_os_error(e, out, "read")) from None
     for i, name in enumerate(names):
         target = out / name
         if os.path.dirname(os.path.normpath(target.absolute())) != root:  # the schema makes this impossible
             raise DataError(f"{args.file} names an image {name!r} outside --out")
-        if i == 0 or name.casefold() in there:  # (the first: the folders above it checked once)
+        if i == 0 or name_key(name) in there:  # (the first: the folders above it checked once)
             check_new_output(target, args.force, inputs=[args.file], protected=protected, what="the image")
 
 

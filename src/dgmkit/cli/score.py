@@ -71,8 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 # the most values (inputs x values per input) scored in one call: scoring holds some 30 bytes a value
-# (the inputs as floats, the transformed copy, the scores), under 1 GB at this many
-MAX_SCORE_VALUES = 2**24
+# (the inputs as floats, the transformed copy, the scores), some 2 GB at this many (MNIST's training
+# split, 47M values, fits; a 65 kB .npz of a million blank 8x8 images held 5.6 GB before there was one)
+MAX_SCORE_VALUES = 2**26
 
 
 def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[torch.Tensor, list[str]]:
@@ -112,6 +113,8 @@ def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[t
                 f"the run models binary images; the 8-bit PNG {name} holds grey levels, not only black and white"
             )
         x = (x != 0).astype(np.float32) * (levels - 1)  # black and white: the lowest and the highest level
+    elif levels > 256:
+        raise DataError(f"the run models {levels} levels per pixel; 8-bit PNGs hold 256: give a .npy of its levels")
     elif levels != 256 and x.max(initial=0) > levels - 1:  # (values 0..L-1: the levels, as dgm decompress writes them)
         name = meta["names"][int(np.argmax(x.reshape(len(x), -1).max(1) > levels - 1))]
         raise DataError(

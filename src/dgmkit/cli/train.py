@@ -12,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -191,8 +192,9 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     asked = RunConfig.given_keys(_config_table(args), args.config) if args.config else {}
     flags = given_values(args, args._dests)
     flat = stored.flat()
+    launcher = args.nproc > 1 and not distributed.launched_by_torchrun()  # (its rank 0 says it)
     for k in ("epochs", "patience"):  # a preset's length, not the run's: said (a flag that sets one is plain)
-        if k in asked and k not in flags and asked[k] != flat.get(k) and distributed.current().is_main:
+        if k in asked and k not in flags and asked[k] != flat.get(k) and distributed.current().is_main and not launcher:
             say(f"note: {args.config} sets {k} = {asked[k]} (the run had {flat.get(k)}): the resumed run goes on with it")
     asked.update(flags)
     if args.model is not None:
@@ -200,8 +202,8 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     moved = {}  # the run whose data this one takes, at a new folder: the same run with the same weights, which
     if flat.get("codes_of") and asked.get("codes_of"):  # check_derived_current checks by its id and digest
         moved["codes_of"] = str(Path(asked.pop("codes_of")).resolve())
-    if record["data"].get("sha256") is not None:  # its own data, moved: the same content, checked once they are read
-        moved.update({k: asked.pop(k) for k in RELOCATABLE if k in asked and asked[k] != flat.get(k)})
+    # its own data, moved: the same content, checked once they are read (refused there if it recorded no digest)
+    moved.update({k: asked.pop(k) for k in RELOCATABLE if k in asked and asked[k] != flat.get(k)})
     if any(k not in flat for k in asked):
         RunConfig.from_dict({**flat, **asked}, args.config or "the command line")  # names the key that is not the run's
     clash = [k for k, v in asked.items() if k not in FREE_ON_RESUME and flat.get(k) != v]
@@ -296,9 +298,7 @@ def train_run(
     _check_fit_flags(cfg, resume, tensorboard, restart)
     if tensorboard and resume:  # a resumed run's log folder, refused before an epoch is trained (not after)
         check_log_dir(out / "tensorboard")
-    if not resume:
-        cfg = _with_full_paths(cfg)
-    dataset = _run_data(cfg, out, resume)
+    cfg, dataset = _run_data(cfg, out, resume)
     read_off = cfg.model.settings_from_data(dataset)  # e.g. the heads a table's columns need
     if read_off:
         cfg = cfg.replace(**read_off)
@@ -355,12 +355,12 @@ def _check_fit_flags(cfg: RunConfig, resume: bool, tensorboard: bool, restart: b
         raise ConfigError(f"lr_min {o.lr_min:g} is above lr {o.lr:g}: the learning rate falls to lr_min, never below it")
 
 
-def _with_full_paths(cfg: RunConfig) -> RunConfig:
-    """A fresh run's source run (--codes-of), data file and data folder by their full paths,
-    wherever the run is used from."""
-    if cfg.data.codes_of:
+def _with_full_paths(cfg: RunConfig, keys: Collection[str] = ("codes_of", "dataset", "data_dir", "schema")) -> RunConfig:
+    """A run's source run (--codes-of), data file and data folder (of ``keys``) by their full
+    paths, wherever the run is used from (a fresh run's, or a new place of a resumed run's data)."""
+    if cfg.data.codes_of and "codes_of" in keys:
         cfg = cfg.replace(codes_of=str(Path(cfg.data.codes_of).resolve()))
-    for key in ("dataset", "data_dir", "schema"):
+    for key in [k for k in ("dataset", "data_dir", "schema") if k in keys]:
         value = getattr(cfg.data, key)
         if value is None or (key == "dataset" and not is_data_file(value)):
             continue
@@ -470,15 +470,28 @@ def _check_resumed_fit(cfg: RunConfig, dataset: Dataset, out: Path) -> None:
     check_weights_fit(cfg, dataset.event_shape, dataset.num_levels, state, last, str(out / "config.json"))
 
 
-def _run_data(cfg: RunConfig, out: Path, resume: bool) -> Dataset:
-    """The run's data; a resumed run's with the units it kept of another run's latents, and
-    checked against the shape it recorded (they may be read from another place)."""
+def _run_data(cfg: RunConfig, out: Path, resume: bool) -> tuple[RunConfig, Dataset]:
+    """The run's config with the places it reads by their full paths, and its data; a resumed
+    run's with the units it kept of another run's latents, and checked against the shape it
+    recorded (they may be read from another place, named now: only that one is made full, the
+    places the run recorded stay as they were written)."""
     if not resume:
-        return run_dataset(cfg.data)
-    was = migrate_record(read_json(out / "config.json"), str(out / "config.json"))["data"]
+        cfg = _with_full_paths(cfg)
+        return cfg, run_dataset(cfg.data)
+    own = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
+    was = own["data"]
+    placed = [k for k in RELOCATABLE if getattr(cfg.data, k) != own["config"]["data"].get(k)]
+    cfg = _with_full_paths(cfg, placed)
+    placed = [k for k in placed if getattr(cfg.data, k) != own["config"]["data"].get(k)]  # (full: the same place?)
+    if placed and was.get("sha256") is None:
+        why = "its data are another run's codes" if cfg.data.codes_of else "it was written by an older dgmkit"
+        raise ConfigError(
+            f"{out} recorded no content digest of its data ({why}), so --resume cannot tell that data read from "
+            f"another place ({', '.join(placed)}) are the same: put them back where the run had them"
+        )
     dataset = run_dataset(cfg.data, units=was.get("units"))
     _check_resumed_data(dataset, out, was)
-    return dataset
+    return cfg, dataset
 
 
 def _moved(record: dict, own: dict) -> bool:

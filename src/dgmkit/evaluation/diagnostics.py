@@ -29,7 +29,9 @@ with one latent variable has one layer, ``z``):
   conditions on the layer below, and its term, E KL(q(z_L | z_{L-1}) || p), is larger). On these
   estimates the aggregate terms cancel: the gap is 1/N sum_m [KL_m - log q(z^m | x_m) + log p(z^m)],
   of mean 0 over the posterior draws, whatever N, with the standard error ``identity_stderr``; a gap
-  of several standard errors points to a KL column that disagrees with the densities.
+  of several standard errors points to a KL column that disagrees with the densities. Where the
+  KL has no closed form it is that log-ratio at the same draws (``kl_one_draw``): the two sides
+  agree by construction, and there is no check.
 - **Hole draws**: z_L ~ p(z_L) scored by log q^(z_L) - log p(z_L); ``hole_fraction`` is the share
   of prior draws where the aggregate posterior has less than a tenth of the prior's density,
   and the draws with the lowest ratio are decoded (the lower layers drawn from their priors).
@@ -104,6 +106,7 @@ class Diagnosis:
     marginal_kl: float | None = None
     top_mean_kl: float | None = None
     identity_stderr: float | None = None  # of mean KL - I - marginal KL, over the posterior draws (module docstring)
+    kl_one_draw: bool = False  # the top layer's KL is log q - log p at its draws: the identity holds by construction
     hole_fraction: float | None = None
     hole_z: torch.Tensor | None = field(default=None, repr=False)  # joint z of the deepest holes
     typical_z: torch.Tensor | None = field(default=None, repr=False)  # joint z of prior draws q covers best
@@ -133,6 +136,7 @@ class Diagnosis:
             "marginal_kl": self.marginal_kl,
             "top_mean_kl": self.top_mean_kl,
             "identity_stderr": self.identity_stderr,
+            "kl_one_draw": self.kl_one_draw,
             "hole_fraction": self.hole_fraction,
             "estimators": DIAGNOSTIC_ESTIMATORS,
             "layers": [vars(layer) for layer in self.layers],
@@ -233,6 +237,7 @@ class _Layer:
     # log q^(z_l | x_n) at z, from OWN_DRAWS x S draws of what the layer conditions on (None: of x alone, exact)
     own_log_q: torch.Tensor | None = None
     z_among: torch.Tensor | None = None  # (N, *event): a conditional layer's draw among the S (the high estimate's)
+    kl_one_draw: bool = False  # the KL is log q - log p at the draw z (no closed form), not its expectation
 
 
 def _stack(model: LatentVariableModel) -> "HierarchicalVAE | DeepTopDownVAE":
@@ -255,6 +260,7 @@ def _hierarchical_layers(
         closed = model.closed_form_kl(d.index)
         dims = kl_per_dimension(d.q, p) if closed else None
         kl: torch.Tensor | None
+        one_draw = False
         if dims is not None:
             kl = dims.sum(-1)
         else:
@@ -264,10 +270,11 @@ def _hierarchical_layers(
                     kl = kl_divergence(d.q, p)
                 except NotImplementedError:
                     pass
+            one_draw = kl is None
             kl = d.q.log_prob(d.z) - p.log_prob(d.z) if kl is None else kl
         name = f"z{d.index + 1}"
         among = None if a else s.z[0]
-        layers.append(_Layer(name, d.z.shape[-1], kl, dims, m.z, s.q, d.z, a, o, among))
+        layers.append(_Layer(name, d.z.shape[-1], kl, dims, m.z, s.q, d.z, a, o, among, dims is None and one_draw))
     return layers
 
 
@@ -312,15 +319,16 @@ def _single_layer(model: LatentVariableModel, x: torch.Tensor, g: torch.Generato
     p = model.prior()
     z, log_q = rsample_and_log_prob(q, (), g, reparameterized=False, device=x.device)
     dims = kl_per_dimension(q, p)
+    one_draw = False
     if dims is not None:
         kl = dims.reshape(len(x), -1).sum(-1)
     else:
         try:
             kl = kl_divergence(q, p)
         except NotImplementedError:
-            kl = log_q - p.log_prob(z)
+            kl, one_draw = log_q - p.log_prob(z), True
     size = math.prod(q.event_shape) if q.event_shape else 1
-    return [_Layer("z", size, kl, dims, location(q), q, z)]
+    return [_Layer("z", size, kl, dims, location(q), q, z, kl_one_draw=one_draw)]
 
 
 # ---------------------------------------------------------------- the report
@@ -382,7 +390,8 @@ def _prior_hole(out: Diagnosis, top_layer: _Layer, p_top: Distribution, agg: tor
         raise EvaluationError("the model gives a non-finite marginal KL (NaN or inf; its weights may be too large)")
     # E_x KL(q(z_L|x) || p) = I + marginal KL: the layer's ELBO term is that mean KL only where q is of x alone
     out.top_mean_kl = out.layers[-1].kl if top_layer.of_x else None
-    if out.top_mean_kl is not None and own is not None:  # the gap, draw by draw: the aggregate cancels
+    out.kl_one_draw = top_layer.kl_one_draw
+    if out.top_mean_kl is not None and own is not None and not out.kl_one_draw:  # the gap, draw by draw
         gap = top_layer.kl.double() - (own - log_p)
         out.identity_stderr = float(gap.std() / math.sqrt(len(gap)))
 
@@ -483,6 +492,7 @@ def _join(parts: list[_Layer]) -> _Layer:
         all(p.of_x for p in parts),
         None if first.own_log_q is None else torch.cat(cast("list[torch.Tensor]", [p.own_log_q for p in parts])),
         None if first.z_among is None else torch.cat(cast("list[torch.Tensor]", [p.z_among for p in parts])),
+        first.kl_one_draw,
     )
 
 
