@@ -348,7 +348,8 @@ def read_regular(path: os.PathLike | str, limit: int) -> bytes:
 def parse_json(text: str | bytes) -> Any:
     """Strict JSON of an untrusted source: a key that appears twice, ``NaN``/``Infinity``, a number
     beyond a float's range (``1e999``, which Python reads as inf), an integer of more digits than
-    any setting needs and nesting too deep to parse raise ValueError (never RecursionError)."""
+    Python converts and nesting too deep to parse raise ValueError (never RecursionError); a
+    shorter huge integer is left to the checks of the field that holds it, which name it."""
     try:
         return json.loads(
             text,
@@ -362,8 +363,9 @@ def parse_json(text: str | bytes) -> Any:
 
 
 def _short_int(text: str) -> int:
-    """An integer of at most 100 digits (Python's own limit, 4300, says to raise sys.set_int_max_str_digits)."""
-    if len(text.lstrip("-")) > 100:
+    """An integer of at most 4300 digits, Python's limit, refused in words beyond it (Python's own
+    message says to raise sys.set_int_max_str_digits)."""
+    if len(text.lstrip("-")) > 4300:
         raise ValueError(f"an integer of {len(text.lstrip('-'))} digits is beyond any value this file holds")
     return int(text)
 
