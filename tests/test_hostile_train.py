@@ -198,3 +198,29 @@ def test_resuming_with_the_config_file_that_sets_other_epochs_says_so(tmp_path, 
         main(["train", "--config", str(tmp_path / "c.toml"), "--resume", "--epochs", "3", "--quiet", "--out", str(out)]) == 0
     )
     assert "note:" not in capsys.readouterr().out  # (a flag says it itself)
+
+
+def test_a_run_whose_config_json_was_deleted_resumes_from_its_checkpoints_record(tmp_path, capsys):
+    """config.json deleted by hand: --resume said "no such file or folder" though
+    checkpoint.safetensors holds the run's record; it now goes on from that record, says so and
+    writes config.json again (from Python too). A config.json that is there but unreadable is still
+    refused: only a missing one is taken from the checkpoint."""
+    import dgmkit
+
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    was = json.loads((out / "config.json").read_text())
+    (out / "config.json").unlink()
+    code, said, err = dgm(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", out)
+    assert code == 0, err
+    assert f"note: {out / 'config.json'} was missing; written again from the record in checkpoint.safetensors" in said
+    now = json.loads((out / "config.json").read_text())
+    assert now["run_id"] == was["run_id"] and now["config"]["optim"]["epochs"] == 2
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    (out / "config.json").unlink()
+    run = dgmkit.train(out, resume=True, epochs=3)
+    assert run.cfg.optim.epochs == 3 and json.loads((out / "config.json").read_text())["run_id"] == was["run_id"]
+    (out / "config.json").unlink()
+    (out / "config.json").symlink_to(tmp_path / "nowhere")
+    code, _, err = dgm(capsys, "train", "--resume", "--epochs", "4", "--out", out)
+    refused(code, err, "config.json")

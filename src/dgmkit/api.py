@@ -265,10 +265,9 @@ def train(
 def _resumed(out: Path, settings: dict, quiet: bool) -> Run:
     """``train(out, resume=True, **settings)``: the run in ``out`` continued with the settings a
     resume may change, and loaded."""
-    from dgmkit.config import migrate_record
-    from dgmkit.config.run import read_json
+    from dgmkit.config.run import own_record
 
-    stored = RunConfig.from_dict(migrate_record(read_json(out / "config.json"), str(out))["config"], str(out))
+    stored = RunConfig.from_dict(own_record(out)["config"], str(out))
     train_run(stored.resumed(settings), out, resume=True, quiet=quiet, resume_line=not quiet)
     return load(out)
 

@@ -24,7 +24,7 @@ from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import check_derived_current, run_dataset
 from dgmkit.config.migrate import check_record
-from dgmkit.config.run import check_same_run, check_weights_fit, holds_recorded_data, read_json
+from dgmkit.config.run import check_same_run, check_weights_fit, holds_recorded_data, own_record, read_json
 from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, OWN_DATA_KEYS, RELOCATABLE
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.dataset import SPLITS
@@ -78,7 +78,7 @@ def family_from_argv(argv: list[str]) -> str:
             model = load_config_file(config).get("model")
             name = model.get("name") if isinstance(model, dict) else model
         elif name is None and "--resume" in argv and (out := value("--out")) is not None:
-            name = migrate_record(read_json(Path(out) / "config.json"), "config.json")["config"]["model"]["name"]
+            name = own_record(Path(out))["config"]["model"]["name"]
     except Exception:  # the real parse reports a bad file or folder with its own message
         pass
     return name if isinstance(name, str) and name else DEFAULT_FAMILY  # (a list or table there: the parse says so)
@@ -183,10 +183,11 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     """The run's own config; flags (and a --config file) may only extend it (FREE_ON_RESUME)."""
-    record = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
+    record = own_record(out)
     stored = check_record(record, str(out / "config.json"))  # (a bad value: named as config.json's)
     last = out / "checkpoint.safetensors"
-    if last.is_file():  # config.json edited since the checkpoint: said before the data it names are loaded
+    # config.json edited since the checkpoint: said before the data it names are loaded (one deleted: taken from it)
+    if last.is_file() and os.path.lexists(out / "config.json"):
         theirs = migrate_record(record_of(read_metadata(last), last), str(last))
         check_same_run(record, theirs, out / "config.json", last, FREE_ON_RESUME + MOVABLE)
     asked = RunConfig.given_keys(_config_table(args), args.config) if args.config else {}
@@ -321,8 +322,11 @@ def train_run(
         run_id, digest, own = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None, None)
         record = run_record(cfg, dataset, transform, run_id, digest)  # of the data as they are, all labels included
         writer = RunWriter(out, record)
-        if own is not None and main and _moved(record, own):
+        lost = own is not None and not os.path.lexists(out / "config.json")  # (read from checkpoint.safetensors)
+        if own is not None and main and (_moved(record, own) or lost):
             writer.start()  # the new place (pinned above): recorded now, whether or not an epoch trains
+            if lost and resume_line:
+                say(f"note: {out / 'config.json'} was missing; written again from the record in checkpoint.safetensors")
         return _fit(cfg, model, fitted, transform, writer, resume, quiet, report_every, tensorboard, resume_line)
 
 
@@ -478,7 +482,7 @@ def _run_data(cfg: RunConfig, out: Path, resume: bool) -> tuple[RunConfig, Datas
     if not resume:
         cfg = _with_full_paths(cfg)
         return cfg, run_dataset(cfg.data)
-    own = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
+    own = own_record(out)
     was = own["data"]
     placed = [k for k in RELOCATABLE if getattr(cfg.data, k) != own["config"]["data"].get(k)]
     cfg = _with_full_paths(cfg, placed)
@@ -522,7 +526,7 @@ def _resumable_run_id(
     run's own where it pinned the data in an older form (generated data by their content, a table
     by its standardized values alone; ``holds_recorded_data``), else the data's fingerprint (taken
     once here: a digest of every split); and its config.json's record as read."""
-    own = migrate_record(read_json(out / "config.json"), str(out / "config.json"))
+    own = own_record(out)
     check_derived_current(dataset, cfg.data, own, out)  # data made by another run: still the ones it was trained on
     recorded, now = own["data"].get("sha256"), dataset.fingerprint()
     digest = recorded if recorded not in (None, now) and holds_recorded_data(dataset, recorded) else now
@@ -645,7 +649,7 @@ def _fit_in_one_go(
 def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: bool, resume_line: bool) -> None:
     """The checkpoint read where the run resumes, and the lines that say how the run trains."""
     if resume:
-        compiled_before = migrate_record(read_json(out / "config.json"), "config.json")["config"]["optim"].get("compile")
+        compiled_before = own_record(out)["config"]["optim"].get("compile")
         trainer.resume()  # config.json is rewritten (with what FREE_ON_RESUME lets change) with the next epoch
         k = trainer.steps_into_epoch
         if resume_line:

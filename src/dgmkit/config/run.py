@@ -364,3 +364,14 @@ def read_json(path: Path) -> dict:
     if not isinstance(value, dict):
         raise CheckpointError(f"{path} does not hold a JSON object")
     return value
+
+
+def own_record(run_dir: Path) -> dict:
+    """The record of the run in ``run_dir`` that a resume goes on from: its config.json's, or,
+    where config.json is gone (deleted by hand) and checkpoint.safetensors is there, the record
+    that checkpoint holds (the same run's, written with it: the resumed run writes config.json
+    again)."""
+    own, last = run_dir / "config.json", run_dir / "checkpoint.safetensors"
+    if not os.path.lexists(own) and last.is_file():
+        return migrate_record(record_of(read_metadata(last), last), str(last))
+    return migrate_record(read_json(own), str(own))
