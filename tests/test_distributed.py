@@ -474,6 +474,7 @@ def test_a_resumed_three_process_run_ends_bit_identical_to_the_uninterrupted_one
                  [*base, "--epochs", "2", "--resume", "--out", str(resumed)]):  # fmt: skip
         p = _torchrun(args, 3)
         assert p.returncode == 0, p.stderr[-3000:]
+    assert "resuming" in p.stdout and "goes on in" not in p.stdout  # as many processes: no note that it is not exact
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     from safetensors.torch import load_file

@@ -508,6 +508,11 @@ def test_a_resume_with_other_cpu_threads_or_compiled_says_it_goes_on_up_to_round
     assert code == 0, err
     assert f"note: the run trained with {trained + 3} CPU threads and goes on with {trained}" in said
     assert f"OMP_NUM_THREADS={trained + 3}" in said and "a compiled run resumes with an eager first step" in said
+    assert "processes" not in said
+    # trained by two data-parallel processes, resumed in one: its ranks' draws and sums are not this one's
+    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "processes": 2})
+    code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", vae_copy)
+    assert code == 0 and "note: the run trained in 2 processes and goes on in 1" in said and "--nproc 2" in said, err
     # a run compiled until now, resumed without --compile, is not bit for bit either
     rewrite_records(vae_copy, lambda r: {**r, "config": {**r["config"], "optim": {**r["config"]["optim"], "compile": True}}})
     code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--no-compile", "--quiet", "--out", vae_copy)

@@ -528,6 +528,24 @@ def test_a_resume_on_another_number_of_threads_says_so(digits, tmp_path):
     assert moved.threads_moved == (now + 1, now)
 
 
+def test_a_resume_in_another_number_of_processes_says_so(digits, tmp_path):
+    """The checkpoint keeps the number of processes that wrote it ("processes"; one from before,
+    of a data-parallel run, says it by its ranks' random states); a number of no run is refused."""
+    _trainer(digits, tmp_path, epochs=1).fit()
+    assert load_checkpoint(tmp_path / "checkpoint.safetensors")["trainer"]["processes"] == 1
+    same = _trainer(digits, tmp_path, epochs=2)
+    same.resume()
+    assert same.processes_moved is None
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(processes=4))
+    moved = _trainer(digits, tmp_path, epochs=2)
+    moved.resume()
+    assert moved.processes_moved == (4, 1)
+    for bad in (0, True, 2.0, "2", 2**17):
+        _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(processes=bad))
+        with pytest.raises(CheckpointError, match="is not a number of processes"):
+            _trainer(digits, tmp_path, epochs=2).resume()
+
+
 def test_a_checkpoint_of_nan_weights_is_refused_and_leaves_the_data_order_as_it_was(digits, tmp_path):
     _trainer(digits, tmp_path, epochs=1).fit()
     path = tmp_path / "checkpoint.safetensors"

@@ -662,6 +662,13 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
                 "add in another order, so it continues up to rounding, not bit for bit (set OMP_NUM_THREADS="
                 f"{before} or torch.set_num_threads({before}) to continue exactly)"
             )
+        if trainer.processes_moved is not None and trainer.dist.is_main:
+            before, now = trainer.processes_moved
+            say(
+                f"note: the run trained in {plural(before, 'process', 'processes')} and goes on in {now}: the ranks' "
+                "random draws and the order in which their gradients add are not the same, so it continues as a run of "
+                f"the same settings, not bit for bit (resume with --nproc {before} to continue exactly)"
+            )
         if (cfg.optim.compile or compiled_before is True) and trainer.dist.is_main:
             say(
                 "note: a compiled run resumes with an eager first step (or eager steps, without --compile now), whose "

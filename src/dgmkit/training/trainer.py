@@ -225,6 +225,7 @@ class Trainer:
             self._cuda_state = torch.Generator(device=self.device).manual_seed(self._rank_seed(0)).get_state()
         self.streams_moved = False  # whether a resume found the run's streams drawn on another kind of device
         self.threads_moved: tuple[int, int] | None = None  # a resume's CPU threads, before and now, where they differ
+        self.processes_moved: tuple[int, int] | None = None  # a resume's data-parallel processes, likewise
 
     def _output(
         self,
@@ -368,6 +369,7 @@ class Trainer:
             **({"ema_updates": self.ema.updates} if self.ema is not None else {}),
             **({"epoch_progress": {k: v for k, v in self._progress.items() if k != "perm"}} if self._progress else {}),
             **({"cpu_threads": torch.get_num_threads()} if self.device.type == "cpu" else {}),
+            "processes": self.dist.world_size,
         }
 
     def ema_weights(self) -> contextlib.AbstractContextManager:
@@ -419,6 +421,9 @@ class Trainer:
         threads = t.get("cpu_threads")  # (checked; absent where the run trained on a GPU, or before it was kept)
         now = torch.get_num_threads()
         self.threads_moved = (threads, now) if self.device.type == "cpu" and threads not in (None, now) else None
+        ranks = rng.get("torch_ranks")  # (a checkpoint from before "processes" was kept: its ranks' states say it)
+        before = t.get("processes", len(ranks) if isinstance(ranks, torch.Tensor) and ranks.dim() == 2 else None)
+        self.processes_moved = (before, self.dist.world_size) if before not in (None, self.dist.world_size) else None
         self.best_valid = t["best_valid"] if t.get("best_valid") is not None else -math.inf
         self.best_epoch, self.bad_epochs = t["best_epoch"], t["bad_epochs"]
         self.guard.load_state(t["skipped_steps"], t.get("recent_grad_norms", []))
@@ -1118,6 +1123,9 @@ def _checked_counters(t: dict, path: Path) -> dict:
     threads = t.get("cpu_threads")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 2**16):
         raise CheckpointError(f"{path}: cpu_threads = {str(threads)[:40]!r} is not a number of threads (1 to 65536)")
+    processes = t.get("processes")
+    if processes is not None and not _count(processes, 1, 2**16):
+        raise CheckpointError(f"{path}: processes = {str(processes)[:40]!r} is not a number of processes (1 to 65536)")
     norms = t.get("recent_grad_norms", [])
     if not isinstance(norms, list) or len(norms) > WINDOW or not all(_norm(v) for v in norms):
         raise CheckpointError(f"{path}: recent_grad_norms is not a list of at most {WINDOW} finite gradient norms")
