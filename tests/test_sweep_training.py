@@ -541,7 +541,7 @@ def test_a_resume_in_another_number_of_processes_says_so(digits, tmp_path):
     moved.resume()
     assert moved.processes_moved == (4, 1)
     for bad in (0, True, 2.0, "2", 2**17):
-        _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(processes=bad))
+        _change_counters(tmp_path / "checkpoint.safetensors", lambda t, bad=bad: t.update(processes=bad))
         with pytest.raises(CheckpointError, match="is not a number of processes"):
             _trainer(digits, tmp_path, epochs=2).resume()
 
