@@ -24,7 +24,7 @@ import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from dgmkit.errors import DgmError
 
@@ -55,6 +55,12 @@ def _tmp_stem(name: str) -> str:
     if len(raw) <= room:
         return name
     return raw[:room].decode("utf-8", "ignore")  # (a character cut in two is left out)
+
+
+def is_text_path(value: object) -> TypeGuard[str | os.PathLike[str]]:
+    """Whether ``value`` names a file: a str or an os.PathLike of text (``Path(5)`` is pathlib's
+    TypeError, and bytes name no file here)."""
+    return isinstance(value, (str, os.PathLike)) and isinstance(os.fspath(value), str)
 
 
 def describe_os_error(e: OSError, path: os.PathLike | str | None = None, action: str = "access") -> str:

@@ -30,13 +30,13 @@ import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import numpy as np
 import torch
 
 from dgmkit import distributed
-from dgmkit._io import atomic_write_bytes, remove_empty_folders
+from dgmkit._io import atomic_write_bytes, is_text_path, remove_empty_folders
 from dgmkit.cli.argtypes import MAX_SEED, given_count
 from dgmkit.cli.common import latent_model, split_data
 from dgmkit.cli.evaluate import evaluate_run, format_report
@@ -272,16 +272,11 @@ def _resumed(out: Path, settings: dict, quiet: bool) -> Run:
     return load(out)
 
 
-def _is_path(path: object) -> TypeGuard["str | os.PathLike[str]"]:
-    """A str or an os.PathLike of text (``Path(5)`` is pathlib's TypeError, bytes are no name here)."""
-    return isinstance(path, (str, os.PathLike)) and isinstance(os.fspath(path), str)
-
-
 def _path_text(path: object) -> str | None:
     """A path given as str or os.PathLike, as text (None stays None); another type is refused."""
     if path is None:
         return None
-    if not _is_path(path):
+    if not is_text_path(path):
         raise ConfigError(f"a path (str or os.PathLike) was expected, got {shown_value(path)}")
     return os.fspath(path)
 
@@ -290,7 +285,7 @@ def _run_folder(out: object, resume: object) -> Path:
     """``train``'s run folder, refused unless it is a path that is not empty (``Path(None)`` is
     pathlib's TypeError, ``Path("")`` the working folder), and its ``resume`` a bool (``"no"`` is
     true)."""
-    if not _is_path(out):
+    if not is_text_path(out):
         raise ConfigError(f"out, the run folder, is named by a path (str or os.PathLike), got {shown_value(out)}")
     if not os.fspath(out):
         raise ConfigError("out is empty: name the run folder to write")
@@ -369,7 +364,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", which: str
     then tensors given to the model belong on ``run.device``); ``which``: the weights of the
     best validation epoch (``"best"``, or the last where a run kept no best) or of the last
     epoch (``"last"``, as ``dgm impute --weights last``)."""
-    if _is_path(path) and os.fspath(path):
+    if is_text_path(path) and os.fspath(path):
         path = _expanded(Path(path))  # ("~/run": as train writes it; other values: refused by load_run)
     return load_run(path, which=which, device=device)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from dgmkit import __version__
-from dgmkit._io import parse_json
+from dgmkit._io import is_text_path, parse_json
 from dgmkit.config.migrate import FORMAT, check_record, migrate_record
 from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, RELOCATABLE, RunConfig
 from dgmkit.data import Dataset, DataTransform
@@ -187,7 +187,7 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
     if not isinstance(which, str) or which not in ("best", "last"):
         raise ConfigError(f"which checkpoint to load must be 'best' or 'last', got {shown_value(which)}")
     device = resolve_device(device)  # refused before any file is read
-    if not (isinstance(run_dir, (str, os.PathLike)) and isinstance(os.fspath(run_dir), str)):  # (Path(5): a TypeError)
+    if not is_text_path(run_dir):
         raise ConfigError(f"a run folder is named by a path (str or os.PathLike), got {type(run_dir).__name__}")
     if not os.fspath(run_dir):  # (Path(""), the working folder)
         raise ConfigError("the run folder's path is empty")

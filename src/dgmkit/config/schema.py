@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dgmkit._io import parse_json, read_regular
+from dgmkit._io import is_text_path, parse_json, read_regular
 from dgmkit.devices import check_device_name
 from dgmkit.errors import ConfigError, did_you_mean
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, FamilyConfig, get_family
@@ -211,11 +211,6 @@ MOVABLE = ("codes_of",)
 RELOCATABLE = ("dataset", "data_dir")
 
 
-def _text_path(value: object) -> bool:
-    """Whether ``value`` is a path object (``os.PathLike``) of text, which a str key takes as its text."""
-    return isinstance(value, os.PathLike) and isinstance(os.fspath(value), str)
-
-
 def _owner(key: str) -> str | None:
     for name, cls in SECTIONS.items():
         if key in {f.name for f in dataclasses.fields(cls)}:
@@ -344,7 +339,7 @@ class RunConfig:
 
     def replace(self, **changes) -> "RunConfig":
         """A copy with flat keys changed (``model`` switches the family)."""
-        changes = {k: os.fspath(v) if _text_path(v) else v for k, v in changes.items()}
+        changes = {k: os.fspath(v) if is_text_path(v) else v for k, v in changes.items()}  # (a str key takes a path)
         values = {**self.flat(), **changes} if "model" not in changes else {**self._common(), **changes}
         return RunConfig.from_dict(values, source="replace")
 
@@ -362,7 +357,7 @@ class RunConfig:
     def of(cls, **values) -> "RunConfig":
         """From flat keyword arguments: ``RunConfig.of(model="flow", flow="glow", epochs=3)``; a
         path given as an ``os.PathLike`` (``data_dir=Path(...)``) is taken as its text."""
-        text = {k: os.fspath(v) if _text_path(v) else v for k, v in values.items()}
+        text = {k: os.fspath(v) if is_text_path(v) else v for k, v in values.items()}
         return cls.from_dict(text, source="arguments")
 
     def check_inert(self, file: str | None = None, given: Collection[str] = (), file_keys: Collection[str] = ()) -> None:
