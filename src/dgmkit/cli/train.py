@@ -655,32 +655,9 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
         if resume_line:
             where = f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"
             say(f"resuming {out} {where}")
-        if trainer.threads_moved is not None and trainer.dist.is_main:
-            before, now = trainer.threads_moved
-            say(
-                f"note: the run trained with {plural(before, 'CPU thread')} and goes on with {now}: the CPU's kernels "
-                "add in another order, so it continues up to rounding, not bit for bit (set OMP_NUM_THREADS="
-                f"{before} or torch.set_num_threads({before}) to continue exactly)"
-            )
-        if trainer.processes_moved is not None and trainer.dist.is_main:
-            before, now = trainer.processes_moved
-            say(
-                f"note: the run trained in {plural(before, 'process', 'processes')} and goes on in {now}: the ranks' "
-                "random draws and the order in which their gradients add are not the same, so it continues as a run of "
-                f"the same settings, not bit for bit (resume with --nproc {before} to continue exactly)"
-            )
-        if (cfg.optim.compile or compiled_before is True) and trainer.dist.is_main:
-            say(
-                "note: a compiled run resumes with an eager first step (or eager steps, without --compile now), whose "
-                "random draws and rounding are not the compiled step's: it continues as a run of the same settings, "
-                "not bit for bit"
-            )
-        if trainer.streams_moved and trainer.dist.is_main:
-            say(
-                f"note: the run's random streams were drawn on another kind of device than {trainer.device.type}; they "
-                "go on from a seed derived from the run's seed and epoch: the run continues as one of the same "
-                "settings, not bit for bit as it would have there"
-            )
+        if trainer.dist.is_main:
+            for why in _inexact_resume(trainer, bool(cfg.optim.compile or compiled_before is True)):
+                say(f"note: {why}")
     precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why (a warning even if quiet)
     if precision is not None and trainer.dist.is_main and (not quiet or trainer.amp.unchecked):
         say(precision)
@@ -689,6 +666,38 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
             f"data-parallel: {trainer.dist.world_size} processes share each batch of {cfg.optim.batch_size} "
             f"(gradients averaged through {trainer.gradient_transport})"
         )
+
+
+def _inexact_resume(trainer: Trainer, compiled: bool) -> list[str]:
+    """Why a resumed run goes on as a run of the same settings, not bit for bit: what changed
+    since its checkpoint (CPU threads, processes, the kind of device) or a compiled step."""
+    said = []
+    if trainer.threads_moved is not None:
+        before, now = trainer.threads_moved
+        said.append(
+            f"the run trained with {plural(before, 'CPU thread')} and goes on with {now}: the CPU's kernels add in "
+            f"another order, so it continues up to rounding, not bit for bit (set OMP_NUM_THREADS={before} or "
+            f"torch.set_num_threads({before}) to continue exactly)"
+        )
+    if trainer.processes_moved is not None:
+        before, now = trainer.processes_moved
+        said.append(
+            f"the run trained in {plural(before, 'process', 'processes')} and goes on in {now}: the ranks' random draws "
+            "and the order in which their gradients add are not the same, so it continues as a run of the same "
+            f"settings, not bit for bit (resume with --nproc {before} to continue exactly)"
+        )
+    if compiled:
+        said.append(
+            "a compiled run resumes with an eager first step (or eager steps, without --compile now), whose random "
+            "draws and rounding are not the compiled step's: it continues as a run of the same settings, not bit for bit"
+        )
+    if trainer.streams_moved:
+        said.append(
+            f"the run's random streams were drawn on another kind of device than {trainer.device.type}; they go on from "
+            "a seed derived from the run's seed and epoch: the run continues as one of the same settings, not bit for "
+            "bit as it would have there"
+        )
+    return said
 
 
 def _check_processes(nproc: int, device: torch.device) -> None:
