@@ -570,7 +570,7 @@ def test_train_refuses_incomplete_data_without_miwae(tmp_path, capsys):
     assert "or leave out --missing-rate" in err  # (not: fill them in first; they are not the data's own)
 
 
-def test_miwae_end_to_end_on_a_table(tmp_path, capsys):
+def test_miwae_end_to_end_on_a_table(tmp_path, capsys, monkeypatch):
     p = _table(tmp_path, n=90)
     run = tmp_path / "run"
     code, out, err = _run(capsys, "train", "--dataset", p, "--likelihood", "mixed", "--objective", "miwae", "--iw-k", "5",
@@ -608,6 +608,25 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys):
     assert lines[1].split(",")[1] in ("red", "green", "blue") and lines[2].split(",")[1] == "red"
     # the observed cells come back character for character; only the empty ones are filled
     assert lines[1].split(",")[0::2] == ["0.1", "0.2"] and lines[2].split(",")[1:] == ["red", "4.1"]
+    # --limit of a file: its first rows, row for row, observed cells still as written (they were re-printed
+    # from float32, "5.123456789012345" as "5.1234568", the rows a seeded draw that nothing named)
+    holes.write_text("size,colour,weight\n5.123456789012345,,0.2\n,red,4.1\n0.3,blue,\n")
+    code, out, err = _run(capsys, "impute", run, holes, "--limit", "2", "--out", tmp_path / "two.csv", "--k", "20")
+    assert code == 0, err
+    two = (tmp_path / "two.csv").read_text().splitlines()
+    assert len(two) == 3 and two[1].startswith("5.123456789012345,") and two[2].split(",")[1:] == ["red", "4.1"]
+    # a float file's observed values come back bit for bit (they were cast to float32 on the way)
+    rows = np.array([[0.123456789012345, np.nan, 1.0000000001], [np.nan, 2.0, -0.3]])
+    np.save(tmp_path / "rows.npy", rows)
+    code, out, err = _run(capsys, "impute", run, tmp_path / "rows.npy", "--out", tmp_path / "rows-out.npy", "--k", "20")
+    assert code == 0, err
+    back = np.load(tmp_path / "rows-out.npy")
+    assert np.array_equal(back[~np.isnan(rows)], rows[~np.isnan(rows)]) and not np.isnan(back).any()
+    from dgmkit.cli import impute as impute_command  # a file of more values than one call takes: refused before a copy
+
+    monkeypatch.setattr(impute_command, "MAX_IMPUTE_VALUES", 5)
+    code, _, err = _run(capsys, "impute", run, tmp_path / "rows.npy", "--out", tmp_path / "rows-2.npy", "--force")
+    assert code == 1 and "dgm impute takes at most 1 such rows (5 values) in one call" in err, err
     # refusals, each one line
     for args, problem in (
         ([holes, "--out", tmp_path / "x.npy", "--baselines", "mean"], "need the run's own data"),

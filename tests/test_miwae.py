@@ -145,3 +145,63 @@ def test_a_row_that_every_draw_gives_probability_0_is_refused_not_imputed_as_nan
     x[1, 0, 0, 2] = float("nan")
     with pytest.raises(EvaluationError, match="nothing to impute from"):
         impute(model, x, k=8, draws=3, generator=torch.Generator().manual_seed(0), chunk=3)
+
+
+def test_a_row_whose_first_chunk_of_draws_all_have_weight_0_is_imputed_from_the_later_ones(monkeypatch):
+    """The running estimate divided by exp(total) with total = -inf after the first chunk:
+    exp(-inf - -inf) is NaN, carried into the imputation though later draws had weight (the final
+    check looks at the total alone). Weights of -inf there now impute as weights of -1e30 (0 after
+    exp) do: bit for bit, from the same draws."""
+    import dgmkit.objectives.miwae as miwae
+
+    model = _ppca()
+    x = torch.tensor([[0.3, float("nan"), -0.2, float("nan"), 0.1]] * 2, dtype=torch.float64).view(2, 1, 1, D)
+    original = miwae.miwae_log_weights
+
+    def first_chunk_weightless(value):
+        calls = []
+
+        def log_weights(model, x, k, generator=None, q=None):
+            log_w, z, px = original(model, x, k, generator, q=q)
+            calls.append(k)
+            if len(calls) == 1:
+                log_w = log_w.clone()
+                log_w[:, 0] = value
+            return log_w, z, px
+
+        return log_weights
+
+    results = []
+    for value in (-math.inf, -1e30):
+        monkeypatch.setattr(miwae, "miwae_log_weights", first_chunk_weightless(value))
+        results.append(impute(model, x, k=12, draws=3, generator=torch.Generator().manual_seed(0), chunk=4))
+    (single, draws), (single_ref, draws_ref) = results
+    assert torch.isfinite(single).all() and torch.isfinite(draws).all()
+    assert torch.equal(single, single_ref) and torch.equal(draws, draws_ref)
+
+
+def test_impute_batched_keeps_the_observed_entries_of_x_in_its_dtype_and_sizes_its_chunks_by_the_model(monkeypatch):
+    """float64 data given to a float32 model came back as float32 (observed entries rounded); the
+    draws at a time ignored a model's large rows of p(x|z) (a categorical likelihood's levels),
+    some 47 MB a level for 100 8x8 images."""
+    import dgmkit.evaluation.imputation as imputation
+    from dgmkit.config import RunConfig, build_model
+
+    model = build_model(RunConfig.of(likelihood="gaussian", hidden=[8], latent_dim=2), (1, 1, 4), None).eval()
+    x = torch.tensor([[0.123456789012345, float("nan"), 1.0000000001, -0.3]] * 3, dtype=torch.float64).view(3, 1, 1, 4)
+    single, draws = imputation.impute_batched(model, x, k=20, draws=2)
+    seen = ~torch.isnan(x)
+    assert single.dtype == torch.float64 and draws is not None and draws.dtype == torch.float64
+    assert torch.equal(single[seen], x[seen]) and torch.equal(draws[:, seen], x[seen].expand(2, -1))
+    asked = []
+    monkeypatch.setattr(model, "importance_rows", lambda budget: 5)
+    monkeypatch.setattr(imputation, "impute", lambda *a, **kw: asked.append((len(a[1]), kw["chunk"])) or (a[1], None))
+    imputation.impute_batched(model, torch.zeros(12, 1, 1, 4), k=100)
+    assert asked == [(5, 1), (5, 1), (2, 2)]  # rows of p(x|z) at once, draws x datapoints: at most 5
+    from dgmkit.errors import DataError
+
+    for bad in ({"k": 10.5}, {"draws": 2.5}, {"seed": 1.5}, {"batch_size": 0}, {"k": True}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be an integer"):
+            imputation.impute_batched(model, x, **bad)
+    with pytest.raises(DataError, match="one or more datapoints"):
+        imputation.impute_batched(model, x[:0])

@@ -618,8 +618,10 @@ def test_a_help_that_says_its_default_is_not_given_it_twice():
     p = _Parser(prog="dgm x")
     p.add_argument("--steps", default=8, help="points on each line (default: 8, both ends included)")
     p.add_argument("--grid", default=10, help="cells on a side")
+    p.add_argument("--baselines", nargs="*", default=[], help="imputers to score")  # (no default: not "(default: )")
     text = " ".join(p.format_help().split())
     assert text.count("default: 8") == 1 and "cells on a side (default: 10)" in text
+    assert "imputers to score" in text and "(default: )" not in text
 
 
 def test_a_usage_error_exits_1_in_one_line(capsys):

@@ -715,10 +715,11 @@ def check_row_shape(name: str, shape: tuple[int, ...], event: tuple[int, ...]) -
 
 
 def read_input_file(
-    path: str, run: Run, columns: tuple, verb: str, max_values: int | None = None
+    path: str, run: Run, columns: tuple, verb: str, max_values: int | None = None, exact: bool = False
 ) -> tuple[torch.Tensor, tuple[int, ...]]:
     """A data file's rows (a .npy, .npz or, for a table run, .csv file), checked against the run's
-    data (shape, levels, categories) and shaped as them (float32; NaN: missing; a bool array's
+    data (shape, levels, categories) and shaped as them (float32, or with ``exact`` float64, which
+    holds every value of a float16, float32 or float64 file as it is; NaN: missing; a bool array's
     True the highest level, as a black and white PNG is read), and the file's own shape.
     ``verb``: what the command does with them, for the messages; ``max_values``: the most values
     (rows x values per row) that the command takes in one call."""
@@ -749,7 +750,7 @@ def read_input_file(
         x = x.astype(np.uint8) * np.uint8(levels - 1) if levels <= 256 else x.astype(np.float32) * (levels - 1)
     x = check_images(x, p.name, min_rows=1)
     _check_input_levels(x, p, levels, columns)
-    return torch.from_numpy(x.astype(np.float32).reshape(len(x), *event)), shape
+    return torch.from_numpy(x.astype(np.float64 if exact else np.float32).reshape(len(x), *event)), shape
 
 
 def _check_input_levels(x: np.ndarray, p: Path, levels: int | None, columns: tuple) -> None:

@@ -61,6 +61,9 @@ __all__ = ["add_parser", "run_impute"]
 
 _OUT_SUFFIXES = (".npy", ".npz", ".csv")
 MAX_DRAWN_VALUES = 1 << 28  # the multiple imputations, held in memory (float64) and written at once
+# the values of an INPUT file (rows x values per row) in one call, as dgm score takes: read as float64, with the
+# model's copy, its imputation and the output some 40 bytes a value (MNIST's training split, 47M values, fits)
+MAX_IMPUTE_VALUES = 1 << 26
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -69,8 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "input",
         nargs="?",
         default=None,
-        help="a .npy or .npz file with missing entries as NaN, or a table (.csv) like the one the run was trained on, "
-        "with empty cells (default: the run's own --split)",
+        help="a .npy or .npz file with missing entries as NaN, or a table (.csv or .parquet) like the one the run was "
+        "trained on, with empty cells (default: the run's own --split)",
     )
     p.add_argument(
         "--out",
@@ -89,7 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help=f"classical imputers to score beside the model, on the same incomplete data: {', '.join(BASELINES)}",
     )
-    add_limit_flag(p)
+    add_limit_flag(p, "a seeded random subset of N datapoints of the split; of an INPUT file, its first N rows")
     p.add_argument(
         "--weights",
         choices=["best", "last"],
@@ -205,13 +208,14 @@ def run_impute(args: argparse.Namespace) -> int:
 def _incomplete(
     args: argparse.Namespace, run: Run, dataset: Dataset
 ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, ...], str]:
-    """The datapoints to impute (INPUT's or the split's, --limit of them drawn with --seed), the
-    values that the run's --missing-rate removed from them (or None: unknown), the shape that the
-    output file keeps, and words for where they come from; checked to have something to impute
-    and, with --baselines, something to score."""
+    """The datapoints to impute (INPUT's first --limit rows, row for row, or --limit of the split's
+    drawn with --seed), the values that the run's --missing-rate removed from them (or None:
+    unknown), the shape that the output file keeps, and words for where they come from; checked
+    to have something to impute and, with --baselines, something to score."""
     truth = None
     if args.input:
-        data, file_shape = read_input_file(args.input, run, dataset.columns, "impute")
+        # its observed values are written back as they are: float64 holds those of any float file
+        data, file_shape = read_input_file(args.input, run, dataset.columns, "impute", MAX_IMPUTE_VALUES, exact=True)
         where = args.input
     else:
         data = dataset.split(args.split).x
@@ -227,7 +231,10 @@ def _incomplete(
             truth = complete.split(args.split).x.float()
             if truth.shape != data.shape or not torch.equal(truth[observed(data)], data[observed(data)].float()):
                 raise DataError(f"the complete data of {run.path} no longer match its incomplete data")
-    if args.limit is not None and args.limit < len(data):
+    if args.input and args.limit is not None:  # (a file's rows, no score: its own order, as the output keeps it)
+        data = data[: args.limit]
+        file_shape = (len(data), *file_shape[1:])
+    elif args.limit is not None and args.limit < len(data):
         idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[: args.limit].sort().values
         data, truth = data[idx], None if truth is None else truth[idx]
         file_shape = (len(idx), *file_shape[1:])
@@ -255,10 +262,8 @@ def _write_imputed(
     """The imputed data as a table (``.csv``: a table INPUT's other columns kept where every row
     was imputed) or as ``.npy``/``.npz`` arrays (the draws too)."""
     if out.suffix.lower() == ".csv":
-        table_in = (
-            args.input if args.input and Path(args.input).suffix.lower() in TABLE_SUFFIXES and args.limit is None else None
-        )
-        atomic_write_bytes(out, write_table(rows, columns, original=table_in).encode())
+        table_in = args.input if args.input and Path(args.input).suffix.lower() in TABLE_SUFFIXES else None
+        atomic_write_bytes(out, write_table(rows, columns, original=table_in, first=table_in is not None).encode())
     else:
         atomic_write_bytes(out, _npy_bytes(**arrays))
 

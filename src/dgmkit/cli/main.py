@@ -30,12 +30,13 @@ EXIT_BUG = 2
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default, unless the help already says it."""
+    """Every option's help ends with its default, unless the help already says it (or it is none,
+    an empty list: nothing)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        shows = not (default is None or default is False or default is argparse.SUPPRESS)
+        shows = not (default is None or default is False or default is argparse.SUPPRESS or default == [])
         if shows and action.option_strings and "default" not in text:
             shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
             shown = shown.replace("%", "%%")

@@ -448,13 +448,18 @@ def _float32_bounds(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (stored + below) / 2, (stored + above) / 2
 
 
-def write_table(rows: np.ndarray, columns: tuple[Column, ...], original: str | Path | None = None) -> str:
+def write_table(
+    rows: np.ndarray, columns: tuple[Column, ...], original: str | Path | None = None, first: bool = False
+) -> str:
     """CSV text of stored rows (N, D) in the table's own units: numeric columns un-standardized,
     categorical indices as their category; a NaN as an empty cell. ``original``: the table these
-    rows were read from (``read_table``), whose observed cells are written as they were there,
-    character for character; only its missing cells take values from ``rows``."""
+    rows were read from (``read_table``; with ``first``, its first N rows), whose observed cells
+    are written as they were there, character for character; only its missing cells take values
+    from ``rows``."""
     out = [[c.name for c in columns]]
     kept = None if original is None else _read_cells(Path(original))[1]
+    if kept is not None and first:
+        kept = kept[: len(rows)]
     if original is not None and kept is not None and len(kept) != len(rows):
         raise DataError(f"{Path(original).name} has {len(kept)} rows, the values to write {len(rows)}")
     values = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)

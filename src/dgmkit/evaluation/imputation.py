@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from dgmkit.data import DataTransform
-from dgmkit.errors import ConfigError, DataError
+from dgmkit.data.missing import observed
+from dgmkit.errors import ConfigError, DataError, whole_at_least
 from dgmkit.models import GenerativeModel, LatentVariableModel
+from dgmkit.objectives.importance import CPU_CHUNK_BYTES, GPU_CHUNK_BYTES
 from dgmkit.objectives.miwae import impute
 
 __all__ = [
@@ -108,18 +110,33 @@ def check_imputes(model: GenerativeModel) -> None:
 def impute_batched(
     model: LatentVariableModel, x: torch.Tensor, k: int = 10000, draws: int = 0, seed: int = 0, batch_size: int = 100
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``objectives.miwae.impute`` over ``x`` in batches, with one generator seeded by ``seed``."""
+    """``objectives.miwae.impute`` over ``x`` in batches, with one generator seeded by ``seed``;
+    the observed entries of ``x`` are returned as they are, in its dtype (the model computes in
+    its own)."""
     check_imputes(model)
+    for name, value, low in (("k", k, 1), ("draws", draws, 0), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        whole_at_least(name, value, low)  # (a float k, 10.5, was range()'s TypeError; batch_size 0 was taken)
+    if not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) == 0:  # (as impute refuses, not torch.cat's words)
+        raise DataError("impute_batched takes the data as a torch tensor of one or more datapoints (N, *event)")
     g = torch.Generator(device=x.device).manual_seed(seed)
     singles, multiples = [], []
     per_row = max(1, math.prod(x.shape[1:]))
     # the multiple imputations of a batch, (draws, B, *event), are drawn at once: B so that they stay small
     batch_size = max(1, min(batch_size, 4_000_000 // max(1, draws * per_row)))
+    # rows of p(x|z) (draws x datapoints) at once: fewer where the model says its rows are large (a
+    # categorical likelihood's probabilities of every level, per entry)
+    fit = model.importance_rows(GPU_CHUNK_BYTES if x.device.type == "cuda" else CPU_CHUNK_BYTES)
+    if fit is not None:
+        batch_size = max(1, min(batch_size, fit))
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
         chunk = max(1, min(1000, 4_000_000 // (len(xb) * per_row)))  # draws at a time: memory of one chunk
+        if fit is not None:
+            chunk = max(1, min(chunk, fit // len(xb)))
         s, m = impute(model, xb, k=k, draws=draws, generator=g, chunk=chunk)
         singles.append(s)
         if m is not None:
             multiples.append(m)
-    return torch.cat(singles), torch.cat(multiples, 1) if multiples else None
+    mask = observed(x)
+    single = torch.where(mask, x, torch.cat(singles).to(x.dtype))
+    return single, torch.where(mask, x, torch.cat(multiples, 1).to(x.dtype)) if multiples else None

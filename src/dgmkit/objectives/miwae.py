@@ -125,8 +125,7 @@ def impute(
     sampling estimate, module docstring) and, with ``draws`` > 0, that many multiple imputations
     (draws, *x.shape) by sampling importance resampling over all K draws. Observed entries are
     kept as they are. The K draws are taken ``chunk`` at a time."""
-    if k < 1 or draws < 0 or chunk < 1:
-        raise ValueError(f"need k >= 1, draws >= 0 and chunk >= 1, got {k}, {draws} and {chunk}")
+    k, draws, chunk = whole_at_least("k", k, 1), whole_at_least("draws", draws, 0), whole_at_least("chunk", chunk, 1)
     mask = observed(x)
     q = model.posterior(x)
     total: torch.Tensor | None = None  # log sum of the weights so far, (B,)
@@ -140,12 +139,14 @@ def impute(
         part = torch.logsumexp(log_w, 0)
         new_total = part if total is None else torch.logaddexp(total, part)
         stats, to_point = point_statistics(px)
-        w = torch.exp(log_w - new_total).to(stats.dtype)  # (n, B)
+        # (a row whose draws so far all have weight 0, total -inf: its weights are 0 until one has some)
+        w = torch.exp(log_w - new_total).nan_to_num(0.0).to(stats.dtype)  # (n, B)
         contrib = (w.reshape(*w.shape, *[1] * (stats.dim() - 2)) * stats).sum(0)
         acc = (
             contrib
             if acc is None or total is None  # (both None before the first chunk, neither after)
-            else acc * torch.exp(total - new_total).to(acc.dtype).reshape(-1, *[1] * (acc.dim() - 1)) + contrib
+            else acc * torch.exp(total - new_total).nan_to_num(0.0).to(acc.dtype).reshape(-1, *[1] * (acc.dim() - 1))
+            + contrib
         )
         if draws:
             picked = _resample(model, x, log_w, z, part - new_total, picked, draws, generator)
