@@ -379,6 +379,17 @@ def test_categorical_latents_train_and_evaluate(tmp_path, capsys, objective):
     assert_clean_failure(code, err, "unknown objective", "elbo, iwae")
 
 
+def _interpolations_end_at_the_reconstructions(out):
+    """The ends of an interpolation are the decoded codes of the two images that their
+    reconstructions decode (a state of discrete latents: the Helmholtz machine's units on above
+    1/2, the log-linear model's most probable state); they were the decoded probabilities."""
+    import dgmkit
+
+    x, recon = dgmkit.reconstruct(out, 4, seed=0)
+    rows = dgmkit.interpolate(out, pairs=4, steps=3, seed=0)  # (the same seed: the same first images)
+    assert torch.equal(rows[:, 0], x) and torch.allclose(rows[:, 1], recon, atol=1e-6)
+
+
 @pytest.mark.parametrize("objective", ["wake-sleep", "rws"])
 def test_helmholtz_machine_trains_and_evaluates(tmp_path, capsys, objective):
     out = tmp_path / objective
@@ -404,6 +415,7 @@ def test_helmholtz_machine_trains_and_evaluates(tmp_path, capsys, objective):
     r = json.loads((out / "eval.json").read_text())
     assert r["elbo"] < 0 < r["nll"] and r["latent_dim"] == 24 and r["nll"] <= -r["elbo"] + 0.5
     assert run(capsys, "sample", out, "--out", tmp_path / "s.png")[0] == 0
+    _interpolations_end_at_the_reconstructions(out)
     code, _, err = run(capsys, "train", "--dataset", "digits", "--objective", objective, "--out", tmp_path / "bad")
     assert_clean_failure(code, err, "unknown objective", "elbo, iwae")
 
@@ -433,6 +445,7 @@ def test_loglinear_model_trains_by_em_and_evaluates_exactly(tmp_path, capsys):
     assert run(capsys, "eval", out)[0] == 0
     r = json.loads((out / "eval.json").read_text())
     assert r["estimate"] == "exact" and 0 < r["nll"] < 9 * np.log(2)
+    _interpolations_end_at_the_reconstructions(out)
     code, _, err = run(capsys, "train", "--dataset", "digits", "--model", "loglinear", "--out", tmp_path / "x")
     assert_clean_failure(code, err, "needs binary data", "digits-4x4")
     big = (rng.random((300, 5, 5)) < 0.5).astype(np.uint8)

@@ -101,6 +101,22 @@ def test_an_output_below_a_file_is_refused_before_any_work(runs, tmp_path, capsy
     assert code == 0 and (tmp_path / "new" / "deeper" / "s.png").is_file(), err  # missing folders are made
 
 
+def test_a_grid_too_large_to_draw_is_refused_before_the_model_draws_or_reconstructs(runs, tmp_path, capsys, monkeypatch):
+    """dgm sample and reconstruct checked the grid after all the work (hours of a diffusion model's
+    10000 samples, then "draw fewer images"); they now check it first, as interpolate does."""
+    from dgmkit.cli import figures
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was asked to work for a grid that is refused")
+
+    monkeypatch.setattr(figures, "draw_samples", never)
+    monkeypatch.setattr(figures, "reconstruction_pairs", never)
+    argv = ("sample", runs / "four", "-n", "10000", "--nrow", "1", "--out", tmp_path / "s.png")
+    _refused(*_dgm(capsys, *argv)[::2], "more than the 65535 on a side")
+    monkeypatch.setattr("dgmkit.evaluation.figures.MAX_GRID_SIDE", 100)
+    _refused(*_dgm(capsys, "reconstruct", runs / "four", "-n", "4", "--out", tmp_path / "r.png")[::2], "on a side")
+
+
 def test_a_projection_of_equal_means_has_no_variance_to_share():
     points, axes, what = project_2d(torch.ones(5, 4))
     assert np.all(points == 0) and "no variance" in axes[0] and "nan" not in what
@@ -208,6 +224,11 @@ def test_the_image_grid_refuses_what_it_cannot_draw_before_drawing():
         image_grid_png(huge[:, :2], nrow=102)
     side = int(MAX_GRID_PIXELS**0.5) // 30  # a square grid of 28 + 2 pixel cells just inside the limit
     assert len(image_grid_png(torch.zeros(1).expand(side * side, 1, 28, 28), nrow=side)) > 0
+    # within the pixels, past a side that viewers open (dgm sample -n 10000 --nrow 1: 32 x 300002)
+    with pytest.raises(DataError, match=r"32 x 300002 pixels, more than the 65535 on a side.*more images in a row"):
+        image_grid_png(torch.zeros(1).expand(10000, 1, 28, 28), nrow=1)
+    with pytest.raises(DataError, match=r"300002 x 32 pixels.*fewer images in a row"):
+        image_grid_png(torch.zeros(1).expand(10000, 1, 28, 28), nrow=10000)
 
 
 def test_a_scatter_of_latent_means_takes_them_as_rows():

@@ -506,6 +506,19 @@ def test_a_table_run_with_holes_gets_no_pictures_of_its_rows(tmp_path):
     assert "latent means" in alts and not {"samples", "reconstructions"} & set(alts), alts
 
 
+def test_a_vq_vae_page_shows_its_reconstructions_and_says_its_samples_are_of_the_uniform_code_prior(tmp_path):
+    """A VQ-VAE reconstructs but has no one vector per image: the page left out its
+    reconstructions, and showed the decoded draws of the uniform code prior as "z ~ p(z)"."""
+    run = tmp_path / "vq"
+    argv = ["train", "--model", "vqvae", "--dataset", "digits", "--epochs", "1", "--quiet", "--out", str(run)]
+    assert main(argv) == 0
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    alts = re.findall(r'<img alt="([^"]*)"', page)
+    assert {"samples", "reconstructions"} <= set(alts) and "latent means" not in alts, alts
+    assert "z ~ p(z), the uniform code prior" in page
+
+
 def test_names_from_the_user_are_escaped_in_text_and_in_attributes(tmp_path):
     """A data file and a run folder whose names hold HTML (<, >, quotes, &): the page shows them
     escaped in the config table, the headings and the images' alt attributes, never as markup."""

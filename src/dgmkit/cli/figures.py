@@ -40,7 +40,6 @@ from dgmkit.cli.common import (
 from dgmkit.config import Run, load_run
 from dgmkit.data.registry import is_table
 from dgmkit.data.table import write_table
-from dgmkit.distributions import location
 from dgmkit.distributions.flow import POSTERIOR_MEANS
 from dgmkit.errors import ConfigError, DataError, shown_value
 from dgmkit.evaluation.figures import check_grid, image_grid_png, project_2d, scatter_png
@@ -94,11 +93,12 @@ def picked_pairs(x: torch.Tensor, pairs: int, seed: int, split: str) -> tuple[to
 
 @torch.no_grad()
 def interpolation(run: Run, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
-    """(P, steps, *event): the means of p(x|z) at ``steps`` evenly spaced points from the
-    posterior location of each image of a to that of the image of b beside it (both ends
-    included), in the units the model scores."""
+    """(P, steps, *event): the means of p(x|z) at ``steps`` evenly spaced points from the code
+    that reconstructs each image of a (``reconstruction_code``: a representative point of
+    q(z|x)) to that of the image of b beside it (both ends included, their reconstructions), in
+    the units the model scores."""
     model = latent_model(run)
-    za, zb = location(model.posterior(a)), location(model.posterior(b))  # (P, M)
+    za, zb = model.reconstruction_code(a), model.reconstruction_code(b)  # (P, M)
     t = torch.linspace(0, 1, steps, device=za.device).view(1, -1, *[1] * (za.dim() - 1))
     z = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, *latent): for one-hot latents, through the simplex
     return decoded_means(run, z.flatten(0, 1)).unflatten(0, z.shape[:2])  # (P, S, C, H, W)
@@ -144,9 +144,9 @@ def draw_samples(
             parts.append(model.sample(min(batch, n - start), generator=g, **options)[1 if shown else 0])
     x = parts[0] if len(parts) == 1 else torch.cat(parts)
     if shown:
-        return x, plural(n, "mean", "means") + " of p(x|z), z ~ p(z),"
+        return x, plural(n, "mean", "means") + f" of p(x|z), z ~ {model.prior_name},"
     if model.sample_means:
-        return x, plural(n, "draw") + " x ~ p(x|z), z ~ p(z),"
+        return x, plural(n, "draw") + f" x ~ p(x|z), z ~ {model.prior_name},"
     if model.sample_cached:
         return x, plural(n, "sample") + f" x ~ p(x), pixel by pixel ({'naive' if naive else 'cached'} path),"
     what = plural(n, "sample") + " x ~ p(x)"
@@ -211,9 +211,11 @@ def sample(args: argparse.Namespace) -> int:
     if is_table(run.cfg.data.dataset):
         raise ConfigError(f"{run.path} models a table: its samples are rows, written to --out FILE.csv in its own units")
     images_only(run)
+    nrow = min(args.nrow or _side(args.n), args.n)
+    check_grid(args.n, tuple(run.record["data"]["event_shape"]), nrow)  # (before thousands are drawn)
     shown, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive,
                                steps=args.steps, draw=args.draw)  # fmt: skip
-    path = write_png(out, image_grid_png(to_display(shown, run), nrow=min(args.nrow or _side(args.n), args.n)))
+    path = write_png(out, image_grid_png(to_display(shown, run), nrow=nrow))
     say(f"wrote {what} to {path}")
     return 0
 
@@ -271,8 +273,9 @@ def _interpolates(run: Run) -> None:
 def reconstruct(args: argparse.Namespace) -> int:
     out, run, x, _ = figure_split(args, _reconstructs)
     xb = picked_images(x, args.n, args.seed, args.split)
-    pairs = reconstruction_pairs(run, xb)
     nrow = 2 * min(8, args.n)
+    check_grid(2 * len(xb), tuple(xb.shape[1:]), nrow)  # (before they are reconstructed)
+    pairs = reconstruction_pairs(run, xb)
     path = write_png(out, image_grid_png(pairs, nrow=nrow))
     say(f"wrote {plural(args.n, args.split + ' image')} (left) and reconstructions (right) to {path}{holes_note(xb)}")
     return 0

@@ -200,7 +200,7 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
         side = max(1, round(args.samples**0.5))
         shown = to_display(shown, run).cpu()  # to a PNG, on the CPU
         figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(shown, side)))
-    if not model.has_latents:
+    if not (model.has_latents or model.reconstructs):  # (a VQ-VAE reconstructs, and has no one vector per image)
         return figs, notes
     try:
         x, y = split_data(run, "test", args.data_dir, args.data, schema=args.schema)
@@ -208,7 +208,7 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
         notes.append(f"no reconstruction or latent figures: the test data could not be read ({e})")
         return figs, notes
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed)).to(x.device)  # the same on any device
-    if images:
+    if images and model.reconstructs:
         shown = x[idx[:8]]
         pairs = reconstruction_pairs(run, shown).cpu()
         caption = (
@@ -216,6 +216,8 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
             f"{holes_note(shown)}"
         )
         figs.append(("reconstructions", caption, image_grid_png(pairs, 4)))
+    if not model.has_latents:
+        return figs, notes
     pick = idx[:1000]
     what = "images" if images else "rows"
     if len(pick) < 2:

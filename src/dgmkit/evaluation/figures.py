@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_GRID_PIXELS",
+    "MAX_GRID_SIDE",
     "figure_png",
     "image_grid_png",
     "check_grid",
@@ -27,6 +28,7 @@ __all__ = [
 
 
 MAX_GRID_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS: a larger PNG is a "decompression bomb" to Pillow
+MAX_GRID_SIDE = 65_535  # pixels on a side: the most that many viewers open (JPEG's, and some browsers' limit)
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
@@ -76,6 +78,11 @@ def check_grid(n: int, shape: tuple[int, ...], nrow: int, min_cell: int = 28, pa
         raise DataError(
             f"a grid of {n} images, {nrow} per row, would be {wide} x {tall} pixels ({tall * wide / 1e6:.0f} megapixels), "
             f"more than the {MAX_GRID_PIXELS / 1e6:.0f} that image viewers open (Pillow's limit): draw fewer images"
+        )
+    if max(tall, wide) > MAX_GRID_SIDE:
+        raise DataError(
+            f"a grid of {n} images, {nrow} per row, would be {wide} x {tall} pixels, more than the {MAX_GRID_SIDE} on a "
+            "side that image viewers open: put " + ("fewer" if wide > MAX_GRID_SIDE else "more") + " images in a row"
         )
     return nrow, scale
 

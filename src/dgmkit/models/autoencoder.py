@@ -42,6 +42,10 @@ class Autoencoder(DecodedModel):
     def likelihood(self, z: torch.Tensor) -> Distribution:
         return self.decoder(z)
 
+    def reconstruction_code(self, x: torch.Tensor) -> torch.Tensor:
+        """The code z = f(x) that ``reconstruct`` decodes."""
+        return self.posterior(x).mean
+
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.likelihood(self.posterior(x).mean).mean
+        return self.likelihood(self.reconstruction_code(x)).mean

@@ -144,6 +144,11 @@ class GenerativeModel(nn.Module, ABC):
         return 1
 
     @property
+    def prior_name(self) -> str:
+        """The prior that ``sample`` draws its latents from, in words for a line or a caption."""
+        return "p(z)"
+
+    @property
     def coding_levels(self) -> int | None:
         return None
 
@@ -370,13 +375,22 @@ class LatentVariableModel(VariationalModel):
         so that both read it."""
         return observed_log_prob(self.likelihood(z) if px is None else px, x)
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """A representative point of p(x|z) (its mean, where it has one) at a representative point
-        of q(z|x)."""
+    def reconstruction_code(self, x: torch.Tensor) -> torch.Tensor:
+        """The point of latent space that ``reconstruct`` decodes for x, (N, *latent): a
+        representative point of q(z|x) (``distributions.location``: its mean, or its own point);
+        a model of discrete latents whose reconstruction decodes one state says which (the
+        interpolations between two images run from one such code to the other)."""
         from dgmkit.distributions import location
 
-        return location(self.likelihood(location(self.posterior(x))))
+        return location(self.posterior(x))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """A representative point of p(x|z) (its mean, where it has one) at the
+        ``reconstruction_code`` of x."""
+        from dgmkit.distributions import location
+
+        return location(self.likelihood(self.reconstruction_code(x)))
 
     @property
     def num_components(self) -> int | None:

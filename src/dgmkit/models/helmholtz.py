@@ -147,7 +147,8 @@ class HelmholtzMachine(LatentVariableModel):
             px = self.likelihood(h)
             return px.sample(), px.mean
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruction_code(self, x: torch.Tensor) -> torch.Tensor:
+        """The units on where q(z|x) turns them on with probability above 1/2: a state of the
+        binary units, not their probabilities."""
         mean = self.posterior(x).mean
-        return self.likelihood((mean > 0.5).to(mean.dtype)).mean
+        return (mean > 0.5).to(mean.dtype)

@@ -168,11 +168,9 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
             mean = table[z] @ self.states
             return x.reshape(n, *self.event_shape), mean.reshape(n, *self.event_shape)
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """E[x | z*] at the most probable state z* of p(z | x)."""
-        z = F.one_hot(self.posterior(x).logits.argmax(-1), self.num_states).float()
-        return self.likelihood(z).mean
+    def reconstruction_code(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable state z* of p(z | x), one-hot (reconstructions are E[x | z*])."""
+        return F.one_hot(self.posterior(x).logits.argmax(-1), self.num_states).float()
 
     # ------------------------------------------------------------------ EM
     @torch.no_grad()

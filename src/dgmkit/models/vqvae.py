@@ -110,6 +110,10 @@ class VQVAE(VariationalModel):
         logits = torch.zeros(*self.code_shape, self.num_codes, device=self.quantizer.embedding.device)
         return Independent(Categorical(logits=logits, validate_args=False), 2, validate_args=False)
 
+    @property
+    def prior_name(self) -> str:
+        return "p(z), the uniform code prior" if self.code_prior is None else "p(z), the code prior"
+
     def log_prior_uniform(self) -> float:
         return -math.prod(self.code_shape) * math.log(self.num_codes)
 
@@ -123,7 +127,7 @@ class VQVAE(VariationalModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Code grids from the (uniform) prior, decoded: (x, mean of p(x|z))."""
+        """Code grids from the prior (``prior``: uniform unless one is attached), decoded: (x, mean of p(x|z))."""
         with seeded_by(generator, self.quantizer.embedding.device):
             codes = self.prior().sample((n,))
             px = self.likelihood(codes)

@@ -81,11 +81,15 @@ class WassersteinAutoencoder(DecodedModel):
     def likelihood(self, z: torch.Tensor) -> Distribution:
         return self.decoder(z)
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruction_code(self, x: torch.Tensor) -> torch.Tensor:
+        """The point of latent space that ``reconstruct`` decodes: q(z|x)'s representative point."""
         from dgmkit.distributions import location
 
-        return self.likelihood(location(self.posterior(x))).mean
+        return location(self.posterior(x))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.likelihood(self.reconstruction_code(x)).mean
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
