@@ -256,3 +256,40 @@ def test_a_scatter_refuses_points_and_labels_it_cannot_draw_truly():
         with pytest.raises(DataError, match="whole numbers >= 0"):
             scatter_png(points, bad, "t", ("a", "b"))
     assert scatter_png(points, np.arange(4, dtype=np.uint8), "t", ("a", "b")).startswith(b"\x89PNG")
+
+
+def test_continuous_images_beyond_0_and_1_are_drawn_over_their_recorded_range(tmp_path, capsys):
+    """Images of values in [-1, 1] (a Gaussian VAE's data file): every figure clipped them to
+    [0, 1], the lower half black. The run records its data's range; the figures draw the lower
+    of 0 and the lowest value black and the higher of 1 and the highest white. A run recorded
+    without it (before 2026-11-29) resumes and draws [0, 1] as before; a range of no numbers is
+    refused."""
+    import json
+
+    from run_records import rewrite_records
+
+    from dgmkit.cli.common import to_display
+    from dgmkit.config import load_run
+
+    x = np.random.default_rng(0).uniform(-1, 1, (60, 8, 8)).astype(np.float32)
+    x[0, 0, 0], x[0, 0, 1] = -1.0, 1.0
+    np.save(tmp_path / "pm1.npy", x)
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", str(tmp_path / "pm1.npy"), "--likelihood", "gaussian", *VAE, "--out", str(run)]
+    assert main(argv) == 0
+    assert json.loads((run / "config.json").read_text())["data"]["value_range"] == [-1.0, 1.0]
+    loaded = load_run(run)
+    shown = to_display(torch.tensor([-1.0, 0.0, 0.5, 1.0, 3.0]), loaded)
+    assert torch.allclose(shown, torch.tensor([0.0, 0.5, 0.75, 1.0, 1.0]))
+    assert main(["reconstruct", str(run), "-n", "2", "--out", str(tmp_path / "r.png")]) == 0
+
+    def without(record):
+        record["data"].pop("value_range")
+        return record
+
+    rewrite_records(run, without)
+    assert torch.equal(to_display(torch.tensor([-1.0, 0.5, 3.0]), load_run(run)), torch.tensor([0.0, 0.5, 1.0]))
+    assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(run)]) == 0
+    for bad in ([1.0, -1.0], [0.0, True], ["a", 1], [0.0]):
+        rewrite_records(run, lambda r, bad=bad: {**r, "data": {**r["data"], "value_range": bad}})
+        _refused(*_dgm(capsys, "reconstruct", run, "--out", tmp_path / "x.png")[::2], "value_range")

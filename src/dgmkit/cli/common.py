@@ -360,11 +360,16 @@ def codes_name(run: Run, x: torch.Tensor) -> str:
 
 
 def to_display(x: torch.Tensor, run: Run) -> torch.Tensor:
-    """Map data or model means to [0, 1] for a picture."""
+    """Map data or model means to [0, 1] for a picture: integer levels by the highest, values
+    the model scores in [0, 1] as they are, continuous data (which may lie anywhere) from the
+    lower of 0 and their lowest value, black, to the higher of 1 and their highest, white (as
+    the run recorded them; a run recorded before 2026-11-29: [0, 1], values beyond it clipped)."""
     d = run.record["data"]
     if d["transform"] == "integers":
         return x.float() / (d["num_levels"] - 1)
-    return x.float().clamp(0, 1)
+    lo, hi = d.get("value_range") or (0.0, 1.0)
+    lo, hi = min(lo, 0.0), max(hi, 1.0)
+    return ((x.double() - lo) / (hi - lo)).float().clamp(0, 1) if (lo, hi) != (0.0, 1.0) else x.float().clamp(0, 1)
 
 
 def data_to_display(x: torch.Tensor, run: Run) -> torch.Tensor:

@@ -4,6 +4,7 @@ command after ``dgm train`` needs only its path. Folders written by dgmkit 0.1 l
 ``config.migrate``."""
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,7 @@ def run_record(
     another run, ``codes_of``, are pinned by their name, which holds that run's checkpoint digest:
     not by their content, whose floats may differ in their last bits on another machine). ``digest``: the
     one a resumed run recorded, where it pinned generated data by their content (older runs)."""
-    data = {
+    data: dict[str, object] = {
         "name": dataset.name,
         "event_shape": list(dataset.event_shape),
         "num_levels": dataset.num_levels,
@@ -87,6 +88,10 @@ def run_record(
         data["sha256"] = digest or dataset.fingerprint()
     if dataset.units is not None:
         data["units"] = list(dataset.units)  # the latent units kept of another run (active_latents), kept again
+    if transform.kind == "continuous" and not dataset.columns:  # values anywhere: the figures draw this range
+        seen = _value_range(dataset)
+        if seen is not None:
+            data["value_range"] = seen
     return {
         "format": FORMAT,
         "run_id": run_id or new_run_id(),
@@ -94,6 +99,17 @@ def run_record(
         "config": cfg.to_dict(),
         "data": data,
     }
+
+
+def _value_range(dataset: Dataset) -> list[float] | None:
+    """The lowest and the highest finite value of the data's splits (None: no finite value)."""
+    lo, hi = math.inf, -math.inf
+    for s in ("train", "valid", "test"):
+        x = dataset.split(s).x
+        finite = x[torch.isfinite(x)] if x.is_floating_point() else x.reshape(-1)
+        if finite.numel():
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    return [lo, hi] if lo <= hi else None
 
 
 def build_model(
@@ -339,8 +355,10 @@ def check_same_run(
             c = RunConfig.from_dict(record["config"], "record").flat()
         except ConfigError as e:
             raise CheckpointError(f"{source} holds a config this dgmkit rejects: {e}") from None
-        data = {
-            k: v for k, v in record["data"].items() if not (k == "sha256" and skip_digest) and not (k == "name" and pinned)
+        data = {  # (the values' range: read off the data the digest pins, recorded since 2026-11-29)
+            k: v
+            for k, v in record["data"].items()
+            if not (k == "sha256" and skip_digest) and not (k == "name" and pinned) and k != "value_range"
         }
         kept = {
             k: (bool(v) if k in MOVABLE else v) for k, v in c.items() if (k not in free or k in MOVABLE) and k not in placed
