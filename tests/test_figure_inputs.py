@@ -266,10 +266,9 @@ def test_continuous_images_beyond_0_and_1_are_drawn_over_their_recorded_range(tm
     refused."""
     import json
 
-    from run_records import rewrite_records
-
     from dgmkit.cli.common import to_display
     from dgmkit.config import load_run
+    from run_records import rewrite_records
 
     x = np.random.default_rng(0).uniform(-1, 1, (60, 8, 8)).astype(np.float32)
     x[0, 0, 0], x[0, 0, 1] = -1.0, 1.0
