@@ -506,7 +506,7 @@ def test_a_table_run_with_holes_gets_no_pictures_of_its_rows(tmp_path):
     assert "latent means" in alts and not {"samples", "reconstructions"} & set(alts), alts
 
 
-def test_a_vq_vae_page_shows_its_reconstructions_and_says_its_samples_are_of_the_uniform_code_prior(tmp_path):
+def test_a_vq_vae_page_shows_its_reconstructions_and_says_its_samples_are_of_the_uniform_code_prior(tmp_path, capsys):
     """A VQ-VAE reconstructs but has no one vector per image: the page left out its
     reconstructions, and showed the decoded draws of the uniform code prior as "z ~ p(z)"."""
     run = tmp_path / "vq"
@@ -517,6 +517,9 @@ def test_a_vq_vae_page_shows_its_reconstructions_and_says_its_samples_are_of_the
     alts = re.findall(r'<img alt="([^"]*)"', page)
     assert {"samples", "reconstructions"} <= set(alts) and "latent means" not in alts, alts
     assert "z ~ p(z), the uniform code prior" in page
+    for command in ("interpolate", "latents"):  # (they said it had no latent space "to reconstruct through")
+        code, _, err = _dgm(capsys, command, run, "--out", tmp_path / "x.png")
+        _refused(code, err, "no latent space q(z|x) (one vector per input) to interpolate in or plot; it reconstructs")
 
 
 def test_names_from_the_user_are_escaped_in_text_and_in_attributes(tmp_path):

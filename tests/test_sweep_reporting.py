@@ -111,6 +111,10 @@ def test_the_evaluation_table_gives_each_number_in_its_unit_and_precision():
     assert a["KL"] == "–" and a["active units"] == "–" and a["MMD^2"] == "0.01235"
     assert b["NLL (nats)"] == "–" and b["bits/dim"] == "–" and b["ELBO (nats)"] == "–" and b["MMD^2"] == "–"
     assert "None" not in str(table) and "nan" not in str(table) and "inf" not in str(table)
+    huge = {"c": _record(nll=1e308, nll_stderr=2.5e15, bpd=1e20, elbo=-1e300, seconds=1.0)}  # (they were 309 digits)
+    [table] = _tables(page._eval_table(huge))
+    [c] = _rows(table)
+    assert c["NLL (nats)"] == "1.000e+308" and c["± stderr"] == "2.500e+15" and c["ELBO (nats)"] == "-1.000e+300"
 
 
 def test_the_notes_under_the_evaluations_are_said_once_and_fall_back_to_the_data_notes():

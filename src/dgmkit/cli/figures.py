@@ -245,18 +245,19 @@ def _sample_rows(args: argparse.Namespace) -> int:
 
 
 def needs_latents(run: Run) -> None:
-    """A run whose model has a latent space q(z|x) (to interpolate in, or plot), else a ConfigError."""
+    """A run whose model has a latent space q(z|x) (to interpolate in, or plot), else a ConfigError
+    (a VQ-VAE reconstructs, through a grid of codes: not one vector per input)."""
     if not run.model.has_latents:
+        also = "; it reconstructs its inputs (dgm reconstruct)" if run.model.reconstructs else ""
         raise ConfigError(
-            f"the {run.cfg.family} model has no latent space q(z|x) (one vector per input) to reconstruct through, "
-            "interpolate or plot"
+            f"the {run.cfg.family} model has no latent space q(z|x) (one vector per input) to interpolate in or plot{also}"
         )
 
 
 def reconstructs(run: Run) -> None:
     """A run whose model reconstructs its inputs, else a ConfigError."""
     if not run.model.reconstructs:  # latent models, autoencoders, code models (VQ-VAE)
-        needs_latents(run)
+        raise ConfigError(f"the {run.cfg.family} model has no latent space q(z|x) to reconstruct its inputs through")
 
 
 def _reconstructs(run: Run) -> None:

@@ -82,8 +82,10 @@ def _num(v: object, digits: int = 3) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return "–" if v is None else _e(v)
     if isinstance(v, int):
-        return str(v)
-    return "–" if not math.isfinite(v) else f"{v:.{digits}f}"
+        return str(v) if abs(v) < 10**15 else f"{v:.{digits}e}"
+    if not math.isfinite(v):
+        return "–"
+    return f"{v:.{digits}f}" if abs(v) < 1e15 else f"{v:.{digits}e}"  # (1e308 in fixed point: 309 digits)
 
 
 def _img(png: bytes, alt: str) -> str:
