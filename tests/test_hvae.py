@@ -280,10 +280,13 @@ def test_the_codes_a_figure_shows_are_named_by_the_posterior():
             "gaussian": ("vae", {}),
             "iaf": ("vae", {"posterior": "iaf"}),
             "hvae": ("hvae", {"latent_sizes": [4, 2], "hidden": [16]}),
+            "ae": ("ae", {}),  # (an autoencoder's codes and a Helmholtz machine's mean field were "posterior means")
+            "helmholtz": ("helmholtz", {}),
         }.items()
     }
     assert names["gaussian"] == POSTERIOR_MEANS == "posterior means E[z|x]"
     assert names["iaf"].startswith("posterior base means through the flow") and names["hvae"].startswith("layer-by-layer")
+    assert names["ae"] == "codes z = f(x)" and names["helmholtz"].startswith("mean-field recognition probabilities")
 
 
 @torch.no_grad()

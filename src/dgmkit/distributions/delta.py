@@ -15,6 +15,7 @@ class Delta(Distribution):
     arg_constraints = {}
     support = constraints.real
     has_rsample = True
+    location_name = "codes z = f(x)"  # (what its location, the value itself, is: a posterior mean of nothing)
 
     def __init__(self, value: torch.Tensor, event_dims: int = 1):
         self.value = value

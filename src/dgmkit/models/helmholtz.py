@@ -71,6 +71,8 @@ class _Prior(_Chain):
 
 
 class _Posterior(_Chain):
+    location_name = "mean-field recognition probabilities (each layer's given the probabilities below)"
+
     def log_prob(self, h: torch.Tensor) -> torch.Tensor:
         m, layers = self.machine, self._split(h)
         logits = m.recognition[0](self.x).expand(*h.shape[:-1], m.sizes[0])
