@@ -234,6 +234,11 @@ def test_the_curves_draw_every_panel_logged_with_its_lines_and_legend(drawn):
     legends = {ax.get_title(): ax.get_legend() is not None for ax in fig.axes if ax.axison}
     assert legends == {"score (nats)": True, "KL per layer (valid, nats)": True, "learning rate": False}
     assert {ax.get_xlabel() for ax in fig.axes if ax.axison} == {"EM iteration"}
+    # one layer (a VAE's): its series is the KL, not "KL per layer" of one "layer 1"
+    for one in ([{"epoch": 1, "valid_layer_kl": [3.0], "valid_kl": 3.0}], [{"epoch": 1, "valid_layer_kl": [3.0]}]):
+        drawn.clear()
+        page.curves_png(one, "ELBO", "elbo")
+        assert _panels(drawn[0]) == {"KL (valid, nats)": [("KL", [1.0], [3.0])]}
 
 
 def test_the_curves_take_only_numbered_lines_and_numbers(drawn):

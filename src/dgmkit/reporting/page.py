@@ -135,12 +135,15 @@ def _layer_series(metrics: list[dict], key: str) -> tuple[list[float], np.ndarra
 
 def _layer_or_total(metrics: list[dict], key: str, titles: tuple[str, str], label: str) -> list[tuple]:
     """A panel of the per-layer series ``valid_layer_{key}`` (one line per layer, the first title)
-    where the run logged one, else of the total ``valid_{key}`` (one line, the second), else none."""
+    where the run logged one of several layers, else of the total ``valid_{key}`` (one line, the
+    second), else none."""
     layers = _layer_series(metrics, f"valid_layer_{key}")
-    if layers is not None:
+    if layers is not None and layers[1].shape[1] > 1:
         eps, vals = layers
         return [(titles[0], [(f"layer {i + 1}", (eps, list(vals[:, i]))) for i in range(vals.shape[1])])]
     total = metric_series(metrics, f"valid_{key}")
+    if not total[0] and layers is not None:  # one layer: its series is the total
+        total = (layers[0], list(layers[1][:, 0]))
     return [(titles[1], [(label, total)])] if total[0] else []
 
 
