@@ -190,6 +190,10 @@ def test_impute_batched_keeps_the_observed_entries_of_x_in_its_dtype_and_sizes_i
     model = build_model(RunConfig.of(likelihood="gaussian", hidden=[8], latent_dim=2), (1, 1, 4), None).eval()
     x = torch.tensor([[0.123456789012345, float("nan"), 1.0000000001, -0.3]] * 3, dtype=torch.float64).view(3, 1, 1, 4)
     single, draws = imputation.impute_batched(model, x, k=20, draws=2)
+    # the single imputation of a seed is the same with multiple imputations or without (their resampling drew
+    # from the importance draws' stream: --draws changed it once k took more than one chunk)
+    alone, _ = imputation.impute_batched(model, x, k=2500, draws=0, seed=3)
+    assert torch.equal(imputation.impute_batched(model, x, k=2500, draws=4, seed=3)[0], alone)
     seen = ~torch.isnan(x)
     assert single.dtype == torch.float64 and draws is not None and draws.dtype == torch.float64
     assert torch.equal(single[seen], x[seen]) and torch.equal(draws[:, seen], x[seen].expand(2, -1))

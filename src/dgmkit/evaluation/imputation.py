@@ -110,15 +110,17 @@ def check_imputes(model: GenerativeModel) -> None:
 def impute_batched(
     model: LatentVariableModel, x: torch.Tensor, k: int = 10000, draws: int = 0, seed: int = 0, batch_size: int = 100
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``objectives.miwae.impute`` over ``x`` in batches, with one generator seeded by ``seed``;
-    the observed entries of ``x`` are returned as they are, in its dtype (the model computes in
-    its own)."""
+    """``objectives.miwae.impute`` over ``x`` in batches, the importance draws from one generator
+    seeded by ``seed`` and the multiple imputations resampled from another (so the single
+    imputation is the same whatever ``draws``); the observed entries of ``x`` are returned as
+    they are, in its dtype (the model computes in its own)."""
     check_imputes(model)
     for name, value, low in (("k", k, 1), ("draws", draws, 0), ("batch_size", batch_size, 1), ("seed", seed, 0)):
         whole_at_least(name, value, low)  # (a float k, 10.5, was range()'s TypeError; batch_size 0 was taken)
     if not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) == 0:  # (as impute refuses, not torch.cat's words)
         raise DataError("impute_batched takes the data as a torch tensor of one or more datapoints (N, *event)")
     g = torch.Generator(device=x.device).manual_seed(seed)
+    resampling = torch.Generator(device=x.device).manual_seed((seed + 0x9E3779B97F4A7C15) % 2**64)
     singles, multiples = [], []
     per_row = max(1, math.prod(x.shape[1:]))
     # the multiple imputations of a batch, (draws, B, *event), are drawn at once: B so that they stay small
@@ -133,7 +135,7 @@ def impute_batched(
         chunk = max(1, min(1000, 4_000_000 // (len(xb) * per_row)))  # draws at a time: memory of one chunk
         if fit is not None:
             chunk = max(1, min(chunk, fit // len(xb)))
-        s, m = impute(model, xb, k=k, draws=draws, generator=g, chunk=chunk)
+        s, m = impute(model, xb, k=k, draws=draws, generator=g, chunk=chunk, resample_generator=resampling)
         singles.append(s)
         if m is not None:
             multiples.append(m)

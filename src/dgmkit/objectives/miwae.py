@@ -120,11 +120,14 @@ def impute(
     draws: int = 0,
     generator: torch.Generator | None = None,
     chunk: int = 1000,
+    resample_generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Single imputation (x with its missing entries replaced by the self-normalized importance
     sampling estimate, module docstring) and, with ``draws`` > 0, that many multiple imputations
     (draws, *x.shape) by sampling importance resampling over all K draws. Observed entries are
-    kept as they are. The K draws are taken ``chunk`` at a time."""
+    kept as they are. The K draws are taken ``chunk`` at a time. ``resample_generator``: the
+    stream the multiple imputations are resampled from (by default ``generator``'s; one of their
+    own leaves the importance draws, and so the single imputation, the same with or without them)."""
     k, draws, chunk = whole_at_least("k", k, 1), whole_at_least("draws", draws, 0), whole_at_least("chunk", chunk, 1)
     mask = observed(x)
     q = model.posterior(x)
@@ -149,7 +152,8 @@ def impute(
             + contrib
         )
         if draws:
-            picked = _resample(model, x, log_w, z, part - new_total, picked, draws, generator)
+            rg = generator if resample_generator is None else resample_generator
+            picked = _resample(model, x, log_w, z, part - new_total, picked, draws, rg)
         total = new_total
     assert acc is not None and to_point is not None and total is not None  # k >= 1: at least one chunk
     # a row whose every draw has weight 0 (an observed value the model gives probability 0) has no
