@@ -225,7 +225,10 @@ def test_the_image_grid_refuses_what_it_cannot_draw_before_drawing():
     side = int(MAX_GRID_PIXELS**0.5) // 30  # a square grid of 28 + 2 pixel cells just inside the limit
     assert len(image_grid_png(torch.zeros(1).expand(side * side, 1, 28, 28), nrow=side)) > 0
     # within the pixels, past a side that viewers open (dgm sample -n 10000 --nrow 1: 32 x 300002)
-    with pytest.raises(DataError, match=r"32 x 300002 pixels, more than the 65535 on a side.*more images in a row"):
+    with pytest.raises(
+        DataError,
+        match=r"32 x 300002 pixels, more than the 65535 on a side.*draw fewer images \(or, with --nrow, more in a row\)",
+    ):
         image_grid_png(torch.zeros(1).expand(10000, 1, 28, 28), nrow=1)
     with pytest.raises(DataError, match=r"300002 x 32 pixels.*fewer images in a row"):
         image_grid_png(torch.zeros(1).expand(10000, 1, 28, 28), nrow=10000)
@@ -260,10 +263,11 @@ def test_a_scatter_refuses_points_and_labels_it_cannot_draw_truly():
 
 def test_continuous_images_beyond_0_and_1_are_drawn_over_their_recorded_range(tmp_path, capsys):
     """Images of values in [-1, 1] (a Gaussian VAE's data file): every figure clipped them to
-    [0, 1], the lower half black. The run records its data's range; the figures draw the lower
-    of 0 and the lowest value black and the higher of 1 and the highest white. A run recorded
-    without it (before 2026-11-29) resumes and draws [0, 1] as before; a range of no numbers is
-    refused."""
+    [0, 1], the lower half black. The run records its data's range (beside "data": a dgmkit
+    before 2026-11-29 compares that whole, and would not resume the run); the figures draw the
+    lower of 0 and the lowest value black and the higher of 1 and the highest white. A run
+    recorded without it draws [0, 1] as before, and records it once resumed (its best checkpoint
+    from before the resume draws as config.json says); a range of no numbers is refused."""
     import json
 
     from dgmkit.cli.common import to_display
@@ -276,19 +280,22 @@ def test_continuous_images_beyond_0_and_1_are_drawn_over_their_recorded_range(tm
     run = tmp_path / "run"
     argv = ["train", "--dataset", str(tmp_path / "pm1.npy"), "--likelihood", "gaussian", *VAE, "--out", str(run)]
     assert main(argv) == 0
-    assert json.loads((run / "config.json").read_text())["data"]["value_range"] == [-1.0, 1.0]
+    record = json.loads((run / "config.json").read_text())
+    assert record["value_range"] == [-1.0, 1.0] and "value_range" not in record["data"]
     loaded = load_run(run)
     shown = to_display(torch.tensor([-1.0, 0.0, 0.5, 1.0, 3.0]), loaded)
     assert torch.allclose(shown, torch.tensor([0.0, 0.5, 0.75, 1.0, 1.0]))
     assert main(["reconstruct", str(run), "-n", "2", "--out", str(tmp_path / "r.png")]) == 0
 
     def without(record):
-        record["data"].pop("value_range")
+        record.pop("value_range")
         return record
 
     rewrite_records(run, without)
     assert torch.equal(to_display(torch.tensor([-1.0, 0.5, 3.0]), load_run(run)), torch.tensor([0.0, 0.5, 1.0]))
     assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(run)]) == 0
-    for bad in ([1.0, -1.0], [0.0, True], ["a", 1], [0.0]):
-        rewrite_records(run, lambda r, bad=bad: {**r, "data": {**r["data"], "value_range": bad}})
+    for which in ("best", "last"):
+        assert torch.equal(to_display(torch.tensor([-1.0, 0.0]), load_run(run, which=which)), torch.tensor([0.0, 0.5]))
+    for bad in ([1.0, -1.0], [0.0, True], ["a", 1.0], [0.0], [0, 1], [0.0, 10**400]):
+        rewrite_records(run, lambda r, bad=bad: {**r, "value_range": bad})
         _refused(*_dgm(capsys, "reconstruct", run, "--out", tmp_path / "x.png")[::2], "value_range")

@@ -627,6 +627,12 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(impute_command, "MAX_IMPUTE_VALUES", 5)
     code, _, err = _run(capsys, "impute", run, tmp_path / "rows.npy", "--out", tmp_path / "rows-2.npy", "--force")
     assert code == 1 and "dgm impute takes at most 1 such rows (5 values) in one call" in err, err
+    # --limit takes the first rows before they are counted; their own holes, or none, are said of them
+    code, out, err = _run(capsys, "impute", run, tmp_path / "rows.npy", "--limit", "1", "--out", tmp_path / "one.npy")
+    assert code == 0 and f"of 1 datapoint (the first 1 row of {tmp_path / 'rows.npy'})" in out, err
+    np.save(tmp_path / "complete-first.npy", np.array([[0.1, 1.0, 0.2], [np.nan, 2.0, -0.3]]))
+    code, _, err = _run(capsys, "impute", run, tmp_path / "complete-first.npy", "--limit", "1", "--out", tmp_path / "c.npy")
+    assert code == 1 and "the first 1 row of" in err and "has no missing entries" in err, err
     # refusals, each one line
     for args, problem in (
         ([holes, "--out", tmp_path / "x.npy", "--baselines", "mean"], "need the run's own data"),

@@ -209,3 +209,25 @@ def test_impute_batched_keeps_the_observed_entries_of_x_in_its_dtype_and_sizes_i
             imputation.impute_batched(model, x, **bad)
     with pytest.raises(DataError, match="one or more datapoints"):
         imputation.impute_batched(model, x[:0])
+
+
+def test_a_nan_weight_is_refused_as_nan_with_or_without_multiple_imputations(monkeypatch):
+    """One NaN log weight reached torch.multinomial (a RuntimeError) with draws, and was refused
+    as "of every draw: nothing to impute from" without them."""
+    import dgmkit.objectives.miwae as miwae
+    from dgmkit.errors import EvaluationError
+
+    model = _ppca()
+    x = torch.tensor([[0.3, float("nan"), -0.2, float("nan"), 0.1]] * 2, dtype=torch.float64).view(2, 1, 1, D)
+    original = miwae.miwae_log_weights
+
+    def one_nan(model, x, k, generator=None, q=None):
+        log_w, z, px = original(model, x, k, generator, q=q)
+        log_w = log_w.clone()
+        log_w[0, 1] = float("nan")
+        return log_w, z, px
+
+    monkeypatch.setattr(miwae, "miwae_log_weights", one_nan)
+    for draws in (0, 3):
+        with pytest.raises(EvaluationError, match=r"non-finite log importance weight \(NaN.*\(nan\) to 1 of 2"):
+            impute(model, x, k=8, draws=draws, generator=torch.Generator().manual_seed(0), chunk=4)

@@ -517,6 +517,10 @@ def test_a_resume_with_other_cpu_threads_or_compiled_says_it_goes_on_up_to_round
     rewrite_records(vae_copy, lambda r: {**r, "config": {**r["config"], "optim": {**r["config"]["optim"], "compile": True}}})
     code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--no-compile", "--quiet", "--out", vae_copy)
     assert code == 0 and "a compiled run resumes with an eager first step" in said, err
+    # config.json deleted (written again, with this resume's settings, before the notes): the checkpoint says it
+    (vae_copy / "config.json").unlink()
+    code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--no-compile", "--quiet", "--out", vae_copy)
+    assert code == 0 and "was missing" in said and "a compiled run resumes with an eager first step" in said, err
 
 
 def test_a_resume_on_another_kind_of_device_says_so_and_goes_on_alike_every_time(vae_copy, tmp_path, capsys):

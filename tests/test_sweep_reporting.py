@@ -115,6 +115,11 @@ def test_the_evaluation_table_gives_each_number_in_its_unit_and_precision():
     [table] = _tables(page._eval_table(huge))
     [c] = _rows(table)
     assert c["NLL (nats)"] == "1.000e+308" and c["± stderr"] == "2.500e+15" and c["ELBO (nats)"] == "-1.000e+300"
+    assert (
+        page._num(10**400) == "1.000e+400"
+        and page._num(-(10**15)) == "-1.000e+15"
+        and page._num(10**15 - 1) == str(10**15 - 1)
+    )
 
 
 def test_the_notes_under_the_evaluations_are_said_once_and_fall_back_to_the_data_notes():

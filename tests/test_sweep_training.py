@@ -540,6 +540,11 @@ def test_a_resume_in_another_number_of_processes_says_so(digits, tmp_path):
     moved = _trainer(digits, tmp_path, epochs=2)
     moved.resume()
     assert moved.processes_moved == (4, 1)
+    from dgmkit.training.trainer import processes_of
+
+    two = {"torch_ranks": torch.zeros(2, 8, dtype=torch.uint8)}  # before "processes": the ranks' states say it
+    assert processes_of({}, two) == 2 and processes_of({"cpu_threads": 4}, {}) == 1 and processes_of({}, {}) is None
+    assert processes_of({"processes": 3, "cpu_threads": 4}, two) == 3
     for bad in (0, True, 2.0, "2", 2**17):
         _change_counters(tmp_path / "checkpoint.safetensors", lambda t, bad=bad: t.update(processes=bad))
         with pytest.raises(CheckpointError, match="is not a number of processes"):

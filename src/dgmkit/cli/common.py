@@ -367,7 +367,7 @@ def to_display(x: torch.Tensor, run: Run) -> torch.Tensor:
     d = run.record["data"]
     if d["transform"] == "integers":
         return x.float() / (d["num_levels"] - 1)
-    lo, hi = d.get("value_range") or (0.0, 1.0)
+    lo, hi = run.record.get("value_range") or (0.0, 1.0)
     lo, hi = min(lo, 0.0), max(hi, 1.0)
     return ((x.double() - lo) / (hi - lo)).float().clamp(0, 1) if (lo, hi) != (0.0, 1.0) else x.float().clamp(0, 1)
 
@@ -722,14 +722,21 @@ def check_row_shape(name: str, shape: tuple[int, ...], event: tuple[int, ...]) -
 
 
 def read_input_file(
-    path: str, run: Run, columns: tuple, verb: str, max_values: int | None = None, exact: bool = False
+    path: str,
+    run: Run,
+    columns: tuple,
+    verb: str,
+    max_values: int | None = None,
+    exact: bool = False,
+    first: int | None = None,
 ) -> tuple[torch.Tensor, tuple[int, ...]]:
     """A data file's rows (a .npy, .npz or, for a table run, .csv file), checked against the run's
     data (shape, levels, categories) and shaped as them (float32, or with ``exact`` float64, which
     holds every value of a float16, float32 or float64 file as it is; NaN: missing; a bool array's
     True the highest level, as a black and white PNG is read), and the file's own shape.
     ``verb``: what the command does with them, for the messages; ``max_values``: the most values
-    (rows x values per row) that the command takes in one call."""
+    (rows x values per row) that the command takes in one call; ``first``: only the file's first
+    rows are taken (and counted), this many."""
     p = Path(path)
     if p.suffix.lower() not in (".npy", ".npz", *TABLE_SUFFIXES):
         raise DataError(f"the data to {verb} must be a .npy, .npz, .csv or .parquet file, got {p}")
@@ -743,9 +750,10 @@ def read_input_file(
         x, _ = read_table(p, columns=columns)
     else:
         x, _ = read_arrays(p, None)
-    shape = x.shape
     event = tuple(run.record["data"]["event_shape"])
-    check_row_shape(p.name, shape, event)
+    check_row_shape(p.name, x.shape, event)
+    x = x if first is None else x[:first]
+    shape = x.shape
     if max_values is not None and x.size > max_values:  # (before a float copy of them is made)
         most = max_values // math.prod(event)
         raise DataError(

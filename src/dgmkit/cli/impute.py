@@ -215,8 +215,10 @@ def _incomplete(
     truth = None
     if args.input:
         # its observed values are written back as they are: float64 holds those of any float file
-        data, file_shape = read_input_file(args.input, run, dataset.columns, "impute", MAX_IMPUTE_VALUES, exact=True)
-        where = args.input
+        data, file_shape = read_input_file(
+            args.input, run, dataset.columns, "impute", MAX_IMPUTE_VALUES, exact=True, first=args.limit
+        )
+        where = args.input if args.limit is None else f"the first {plural(len(data), 'row')} of {args.input}"
     else:
         data = dataset.split(args.split).x
         file_shape = tuple(data.shape)
@@ -231,10 +233,7 @@ def _incomplete(
             truth = complete.split(args.split).x.float()
             if truth.shape != data.shape or not torch.equal(truth[observed(data)], data[observed(data)].float()):
                 raise DataError(f"the complete data of {run.path} no longer match its incomplete data")
-    if args.input and args.limit is not None:  # (a file's rows, no score: its own order, as the output keeps it)
-        data = data[: args.limit]
-        file_shape = (len(data), *file_shape[1:])
-    elif args.limit is not None and args.limit < len(data):
+    if args.limit is not None and args.limit < len(data) and not args.input:  # (a file's: its first rows, read so)
         idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[: args.limit].sort().values
         data, truth = data[idx], None if truth is None else truth[idx]
         file_shape = (len(idx), *file_shape[1:])

@@ -184,7 +184,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     """The run's own config; flags (and a --config file) may only extend it (FREE_ON_RESUME)."""
     record = own_record(out)
-    stored = check_record(record, str(out / "config.json"))  # (a bad value: named as config.json's)
+    source = out / "config.json" if os.path.lexists(out / "config.json") else out / "checkpoint.safetensors"
+    stored = check_record(record, str(source))  # (a bad value: named as the file's that holds it)
     last = out / "checkpoint.safetensors"
     # config.json edited since the checkpoint: said before the data it names are loaded (one deleted: taken from it)
     if last.is_file() and os.path.lexists(out / "config.json"):
@@ -649,7 +650,9 @@ def _fit_in_one_go(
 def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: bool, resume_line: bool) -> None:
     """The checkpoint read where the run resumes, and the lines that say how the run trains."""
     if resume:
-        compiled_before = own_record(out)["config"]["optim"].get("compile")
+        # (the checkpoint's record: config.json may have been written again already, with this resume's settings)
+        last = out / "checkpoint.safetensors"
+        compiled_before = migrate_record(record_of(read_metadata(last), last), str(last))["config"]["optim"].get("compile")
         trainer.resume()  # config.json is rewritten (with what FREE_ON_RESUME lets change) with the next epoch
         k = trainer.steps_into_epoch
         if resume_line:

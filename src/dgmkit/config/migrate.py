@@ -124,13 +124,12 @@ def check_record(record: dict, source: str) -> RunConfig:
         raise CheckpointError(f"{source}: num_levels {levels!r} is not an integer in 2..65536 or null")
     if not isinstance(d.get("transform"), str):
         raise CheckpointError(f"{source}: the data transform is missing")
-    seen = d.get("value_range")
-    if seen is not None and not (
-        isinstance(seen, list)
-        and len(seen) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in seen)
-        and seen[0] <= seen[1]
-    ):
+    seen = record.get("value_range")
+    if (
+        seen is not None
+        and not (isinstance(seen, list) and len(seen) == 2 and all(type(v) is float and math.isfinite(v) for v in seen))
+        or (seen is not None and seen[0] > seen[1])
+    ):  # (floats, as written: an integer of 400 digits is no float)
         raise CheckpointError(f"{source}: the data's value_range {str(seen)[:60]} is not [lowest, highest], finite numbers")
     digest = d.get("sha256")
     if digest is not None and not (

@@ -78,7 +78,7 @@ def run_record(
     another run, ``codes_of``, are pinned by their name, which holds that run's checkpoint digest:
     not by their content, whose floats may differ in their last bits on another machine). ``digest``: the
     one a resumed run recorded, where it pinned generated data by their content (older runs)."""
-    data: dict[str, object] = {
+    data = {
         "name": dataset.name,
         "event_shape": list(dataset.event_shape),
         "num_levels": dataset.num_levels,
@@ -88,27 +88,29 @@ def run_record(
         data["sha256"] = digest or dataset.fingerprint()
     if dataset.units is not None:
         data["units"] = list(dataset.units)  # the latent units kept of another run (active_latents), kept again
-    if transform.kind == "continuous" and not dataset.columns:  # values anywhere: the figures draw this range
-        seen = _value_range(dataset)
-        if seen is not None:
-            data["value_range"] = seen
-    return {
+    record = {
         "format": FORMAT,
         "run_id": run_id or new_run_id(),
         "dgmkit_version": __version__,
         "config": cfg.to_dict(),
         "data": data,
     }
+    # continuous values may lie anywhere: the figures draw this range (beside "data", which same-run checks compare,
+    # and a dgmkit before 2026-11-29 compares whole: a key there would make it refuse to resume the run)
+    seen = _value_range(dataset) if transform.kind == "continuous" and not dataset.columns else None
+    return record if seen is None else {**record, "value_range": seen}
 
 
 def _value_range(dataset: Dataset) -> list[float] | None:
-    """The lowest and the highest finite value of the data's splits (None: no finite value)."""
+    """The lowest and the highest finite value of the data's splits (None: no finite value), read
+    in parts of 2^22 values (a copy of the finite values of all at once: 800 MB of 50M values)."""
     lo, hi = math.inf, -math.inf
     for s in ("train", "valid", "test"):
-        x = dataset.split(s).x
-        finite = x[torch.isfinite(x)] if x.is_floating_point() else x.reshape(-1)
-        if finite.numel():
-            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+        for part in dataset.split(s).x.reshape(-1).split(1 << 22):
+            finite = part[torch.isfinite(part)] if part.is_floating_point() else part
+            if finite.numel():
+                a, b = torch.aminmax(finite)
+                lo, hi = min(lo, float(a)), max(hi, float(b))
     return [lo, hi] if lo <= hi else None
 
 
@@ -218,6 +220,8 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
         own = migrate_record(read_json(path / "config.json"), str(path / "config.json"))
         check_same_run(own, record, path / "config.json", found, FREE_ON_RESUME + MOVABLE)
         cfg = _moved_as_recorded(cfg, own, record)  # where the runs it takes are now, and its data
+        if "value_range" in own and "value_range" not in record:  # (a best checkpoint from before a resume recorded it)
+            record = {**record, "value_range": own["value_range"]}
     data = record["data"]
     try:
         DataTransform(data["transform"], data["num_levels"])
@@ -355,10 +359,8 @@ def check_same_run(
             c = RunConfig.from_dict(record["config"], "record").flat()
         except ConfigError as e:
             raise CheckpointError(f"{source} holds a config this dgmkit rejects: {e}") from None
-        data = {  # (the values' range: read off the data the digest pins, recorded since 2026-11-29)
-            k: v
-            for k, v in record["data"].items()
-            if not (k == "sha256" and skip_digest) and not (k == "name" and pinned) and k != "value_range"
+        data = {
+            k: v for k, v in record["data"].items() if not (k == "sha256" and skip_digest) and not (k == "name" and pinned)
         }
         kept = {
             k: (bool(v) if k in MOVABLE else v) for k, v in c.items() if (k not in free or k in MOVABLE) and k not in placed

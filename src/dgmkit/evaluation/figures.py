@@ -82,7 +82,8 @@ def check_grid(n: int, shape: tuple[int, ...], nrow: int, min_cell: int = 28, pa
     if max(tall, wide) > MAX_GRID_SIDE:
         raise DataError(
             f"a grid of {n} images, {nrow} per row, would be {wide} x {tall} pixels, more than the {MAX_GRID_SIDE} on a "
-            "side that image viewers open: put " + ("fewer" if wide > MAX_GRID_SIDE else "more") + " images in a row"
+            "side that image viewers open: "
+            + ("put fewer images in a row" if wide > MAX_GRID_SIDE else "draw fewer images (or, with --nrow, more in a row)")
         )
     return nrow, scale
 

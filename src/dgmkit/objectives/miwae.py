@@ -97,7 +97,8 @@ def _resample(
     b = torch.arange(x.shape[0], device=x.device)
     # a row whose draws here all have weight 0 picks any (its share is 0, or it is complete and keeps its
     # values, or it is refused after the last chunk): a softmax of -inf alone is NaN, which multinomial refuses
-    dead = ~torch.isfinite(log_w).any(0)
+    # (a NaN weight too: that row is refused after the last chunk, its total NaN, not here by multinomial)
+    dead = ~torch.isfinite(log_w).any(0) | torch.isnan(log_w).any(0)
     weights = torch.softmax(log_w.masked_fill(dead, 0.0), 0)
     pick = torch.multinomial(weights.T.float(), draws, replacement=True, generator=generator)
     zs = z[pick.T, b]  # (draws, B, M)
@@ -160,6 +161,9 @@ def impute(
     # imputation to give: refused by name, as dgm score refuses its log-likelihood, not left NaN
     incomplete = ~mask.flatten(1).all(1)  # (a complete row keeps its values, whatever its weights)
     bad = ~torch.isfinite(total) & incomplete
+    refuse_non_finite(
+        "log importance weight (NaN: the model's values of the observed entries)", total, torch.isnan(total) & bad
+    )
     refuse_non_finite("log-likelihood of the observed entries (of every draw: nothing to impute from)", total, bad)
     single = torch.where(mask, x, to_point(acc).to(x.dtype))
     multiple = None if picked is None else torch.where(mask, x, picked)

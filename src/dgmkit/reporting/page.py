@@ -81,8 +81,11 @@ def _e(v: object) -> str:
 def _num(v: object, digits: int = 3) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return "–" if v is None else _e(v)
+    if isinstance(v, int) and abs(v) >= 10**15:  # (as text: an integer past a float's range has no float)
+        text = str(abs(v))
+        return f"{'-' if v < 0 else ''}{text[0]}.{text[1 : 1 + digits]}e+{len(text) - 1}"
     if isinstance(v, int):
-        return str(v) if abs(v) < 10**15 else f"{v:.{digits}e}"
+        return str(v)
     if not math.isfinite(v):
         return "–"
     return f"{v:.{digits}f}" if abs(v) < 1e15 else f"{v:.{digits}e}"  # (1e308 in fixed point: 309 digits)

@@ -421,8 +421,7 @@ class Trainer:
         threads = t.get("cpu_threads")  # (checked; absent where the run trained on a GPU, or before it was kept)
         now = torch.get_num_threads()
         self.threads_moved = (threads, now) if self.device.type == "cpu" and threads not in (None, now) else None
-        ranks = rng.get("torch_ranks")  # (a checkpoint from before "processes" was kept: its ranks' states say it)
-        before = t.get("processes", len(ranks) if isinstance(ranks, torch.Tensor) and ranks.dim() == 2 else None)
+        before = processes_of(t, rng)
         self.processes_moved = (before, self.dist.world_size) if before not in (None, self.dist.world_size) else None
         self.best_valid = t["best_valid"] if t.get("best_valid") is not None else -math.inf
         self.best_epoch, self.bad_epochs = t["best_epoch"], t["bad_epochs"]
@@ -1130,6 +1129,19 @@ def _checked_counters(t: dict, path: Path) -> dict:
     if not isinstance(norms, list) or len(norms) > WINDOW or not all(_norm(v) for v in norms):
         raise CheckpointError(f"{path}: recent_grad_norms is not a list of at most {WINDOW} finite gradient norms")
     return t
+
+
+def processes_of(counters: dict, rng: dict) -> int | None:
+    """How many data-parallel processes wrote a checkpoint (its trainer ``counters``, its random
+    states ``rng``): "processes" where it kept them; else, before they were (2026-11-29), its
+    ranks' random states (kept since 2026-11-23 where there were several), one process where it
+    has none but kept its CPU threads (since 2026-11-27: after those states); None: unknown."""
+    if counters.get("processes") is not None:
+        return counters["processes"]
+    ranks = rng.get("torch_ranks")
+    if isinstance(ranks, torch.Tensor) and ranks.dim() == 2:
+        return len(ranks)
+    return 1 if counters.get("cpu_threads") is not None else None
 
 
 def _norm(v: object) -> bool:
