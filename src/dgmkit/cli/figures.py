@@ -315,6 +315,8 @@ def latents(args: argparse.Namespace) -> int:
     path = write_png(out, data)
     note = "" if y is not None else " (no labels in this dataset)"
     what = plural(len(x), "latent mean") if name == POSTERIOR_MEANS else f"{plural(len(x), 'code')}, {name},"
+    if name.startswith("codes "):  # (an autoencoder's codes z = f(x): not "300 codes, codes z = f(x),")
+        what = f"{len(x)} {name},"
     say(f"wrote a scatter of {what} ({axes}){note} to {path}")
     return 0
 
