@@ -119,7 +119,10 @@ def density(args: argparse.Namespace) -> int:
         )
     mass = window_mass(log_p, tx, ty)
     samples, _ = model.sample(args.n, generator=torch.Generator(device=run.device).manual_seed(args.seed))
-    points = samples.reshape(-1, 2).cpu().numpy()
+    flat = samples.reshape(-1, 2)
+    share, stderr = _share_in(flat, lo.to(flat.device), hi.to(flat.device))
+    resolved = abs(mass - share) <= 4 * stderr + 0.01  # the grid's sum and the samples' count agree
+    points = flat.cpu().numpy()
     names = None
     if dataset.columns:  # a table's two columns, standardized as the model sees them: drawn in the table's own units
         mean = np.array([c.mean for c in dataset.columns])
@@ -127,13 +130,28 @@ def density(args: argparse.Namespace) -> int:
         lo, hi, points = lo.cpu().numpy() * std + mean, hi.cpu().numpy() * std + mean, points * std + mean
         names = (dataset.columns[0].name[:60], dataset.columns[1].name[:60])
     extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
-    title = f"{run.cfg.model.describe()} on {run.cfg.data.dataset}: probability mass in this window {mass:.4f}"
+    said = f"{mass:.4f}" if resolved else f"{share:.4f} of the samples"
+    title = f"{run.cfg.model.describe()} on {run.cfg.data.dataset}: probability mass in this window {said}"
     path = write_png(out, density_png(log_p.cpu().numpy(), extent, points, title, names))
     say(
         f"wrote the density on a {args.grid}x{args.grid} grid (mass in the window {mass:.4f}) and "
-        f"{plural(args.n, 'sample')} to {path}"
+        f"{plural(args.n, 'sample')} ({share:.4f} +- {stderr:.4f} of them in the window) to {path}"
     )
+    if not resolved:
+        say(
+            f"note: the grid's mass in the window, {mass:.4f}, is not the samples' share of it: the density changes "
+            f"faster than a {args.grid}x{args.grid} grid resolves (a narrow ridge or peak), so the heat map shows it "
+            "coarsely and its sum is no probability; the figure gives the samples' share (a finer --grid resolves more)"
+        )
     return 0
+
+
+def _share_in(points: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[float, float]:
+    """The share of ``points`` (N, 2) inside the window [lo, hi] and its standard error (at
+    least that of one point in N, where none or all fall inside)."""
+    inside = ((points >= lo) & (points <= hi)).all(1).double()
+    p, n = float(inside.mean()), len(points)
+    return p, math.sqrt(max(p * (1 - p), 1 / n) / n)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
