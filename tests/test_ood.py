@@ -322,6 +322,37 @@ def test_every_row_of_an_ood_file_is_scored_with_ood_split_all(runs, tmp_path, c
     )
 
 
+def test_ood_results_are_kept_by_the_content_of_the_ood_file_not_its_name_as_typed(runs, tmp_path, capsys, monkeypatch):
+    """ood.json keyed a file's result on --ood as typed: another file of that name in another folder
+    replaced the first's result, and one file named two ways made two results. A file of fewer
+    levels than the run's (values 0..12 of 17) was refused, though dgm score takes it."""
+    model = tmp_path / "model"
+    shutil.copytree(runs / "model", model)
+    (model / "ood.json").unlink(missing_ok=True)
+    rng = np.random.default_rng(1)
+    for folder, high in (("a", 17), ("b", 13)):  # b: values 0..12 only
+        (tmp_path / folder).mkdir()
+        np.save(tmp_path / folder / "x.npy", rng.integers(0, high, size=(60, 8, 8)))
+    argv = ["--ood-split", "all", "--typicality-batch", "1"]
+    for cwd in ("a", "b", "a"):
+        monkeypatch.chdir(tmp_path / cwd)
+        code, _, err = _dgm(capsys, "ood", model, "--ood", "x.npy", *argv)
+        assert code == 0, err
+    code, _, err = _dgm(capsys, "ood", model, "--ood", tmp_path / "a" / "x.npy", *argv)  # the same file, by its full path
+    assert code == 0, err
+    kept = json.loads((model / "ood.json").read_text())["results"]
+    assert len(kept) == 2 and {r["ood"] for r in kept.values()} == {str(tmp_path / f / "x.npy") for f in "ab"}
+    assert all(len(r["ood_sha256"]) == 64 for r in kept.values())
+    np.save(
+        tmp_path / "a" / "x.npy", rng.integers(0, 17, size=(60, 8, 8))
+    )  # other data at the same place: a result of its own
+    assert _dgm(capsys, "ood", model, "--ood", tmp_path / "a" / "x.npy", *argv)[0] == 0
+    assert len(json.loads((model / "ood.json").read_text())["results"]) == 3
+    np.save(tmp_path / "binary.npy", rng.integers(0, 2, size=(60, 8, 8)))
+    code, out, err = _dgm(capsys, "ood", model, "--ood", tmp_path / "binary.npy", *argv)
+    assert code == 0 and "holds only the values 0 and 1 of the run's levels 0..16" in out, err
+
+
 def test_ood_json_and_the_per_input_scores_are_written_as_one_pair_under_the_results_lock(
     runs, tmp_path, monkeypatch, capsys
 ):

@@ -202,12 +202,19 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     if table is not None and not given_table and is_data_file(args.ood):
         say(array_of_table_note(args.ood, table))
     want, levels = tuple(run.record["data"]["event_shape"]), run.record["data"]["num_levels"]
-    if tuple(ds.event_shape) != want or ds.num_levels != levels:
+    # a file's levels are read off its highest value: 0..12 are levels of a run of 17 (as dgm score takes them)
+    fewer = is_data_file(args.ood) and None not in (ds.num_levels, levels) and ds.num_levels <= levels
+    if tuple(ds.event_shape) != want or (ds.num_levels != levels and not fewer):
         what = lambda n: "continuous values" if n is None else f"{n} levels"  # noqa: E731
         raise DataError(
             f"--ood {args.ood}: {'rows' if table is not None else 'images'} of shape {tuple(ds.event_shape)} with "
             f"{what(ds.num_levels)}, but {run.path} "
             f"models {want} with {what(levels)}; OOD inputs must be of the run's shape and levels"
+        )
+    if fewer and ds.num_levels == 2 < levels:
+        say(
+            f"note: {args.ood} holds only the values 0 and 1 of the run's levels 0..{levels - 1}, which it reads as "
+            f"nearly black images (binary images are the levels 0 and {levels - 1})"
         )
     return ds
 
@@ -280,7 +287,8 @@ def _code_binary(run: Run) -> bool:
 def _protocol(r: dict) -> str:
     sub = r["subsets"]
     limit = "all" if sub["in"] is None and sub["ood"] is None else f"limit {r['limit']} (seed {r['seed']})"
-    key = f"in {r['in_split']} | ood {r['ood']} {r['ood_split']} | {limit} | k={r['iw_samples']} | seed {r['seed']}"
+    ood = r["ood"] + (f" (content {r['ood_sha256'][:16]})" if r.get("ood_sha256") else "")  # (since 2026-11-29)
+    key = f"in {r['in_split']} | ood {ood} {r['ood_split']} | {limit} | k={r['iw_samples']} | seed {r['seed']}"
     key += f" | typicality M={r['typicality_batch']} fit {r['fit_limit']}"
     if r.get("background"):
         key += f" | background {r['background']} weights {r['background_weights']}"
@@ -436,6 +444,7 @@ class _Scored(NamedTuple):
     foreign: str | None  # a note on the background's data
     ood_rows: int  # the rows of --ood's split, before --limit
     file_rows: dict  # {"in": ..., "ood": ...}: each input's row of the one file it was drawn from, before --limit (or None)
+    ood_digest: str  # --ood's data by their content (Dataset.fingerprint): a file's name alone names no data
 
 
 def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int]) -> _Scored:
@@ -481,7 +490,8 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
         seed=args.seed,
     )
     file_rows = {"in": dataset.split(args.in_split).rows, "ood": ood_file_rows}
-    return _Scored(scores, lp_in, lp_ood, {"in": sub_in, "ood": sub_ood}, code_bits, foreign, len(ood_rows), file_rows)
+    subsets = {"in": sub_in, "ood": sub_ood}
+    return _Scored(scores, lp_in, lp_ood, subsets, code_bits, foreign, len(ood_rows), file_rows, ood.fingerprint())
 
 
 def _ood_rows(args: argparse.Namespace, ood: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -510,7 +520,8 @@ def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, 
         **scored.scores.to_dict(),
         "dataset": run.record["data"]["name"],
         "in_split": args.in_split,
-        "ood": args.ood,
+        "ood": str(Path(args.ood).expanduser().resolve()) if is_data_file(args.ood) else args.ood,
+        "ood_sha256": scored.ood_digest,
         "ood_split": args.ood_split,
         "n_in": len(lp_in),
         "n_ood": len(lp_ood),
