@@ -73,6 +73,12 @@ def test_typicality_test_on_gaussian_data_of_known_entropy():
     # a shifted distribution is flagged nearly always
     shifted = 0.5 * d * math.log(2 * math.pi) + 0.5 * (1.5 * torch.randn(m * 200, d, generator=g)).square().sum(1)
     assert test.flags(shifted).double().mean() > 0.99
+    # batches of 4000 (dgm ood --typicality-batch on a large split) are bootstrapped in parts (10000 x M indices
+    # were drawn at once: GBs at M in the thousands), the same draws as at once
+    t, v = nll(20000), nll(20000)
+    big = typicality_test(t, v, batch_size=4000, alpha=alpha, bootstraps=3000, generator=torch.Generator().manual_seed(5))
+    idx = torch.randint(20000, (3000, 4000), generator=torch.Generator().manual_seed(5))
+    assert big.epsilon == float(torch.quantile((v[idx].mean(1) - t.mean()).abs(), 1 - alpha))
 
 
 # ----------------------------------------------------------------------------- fixed inputs with ties

@@ -128,6 +128,9 @@ def typicality_test(
         raise ValueError("need finite training and held-out NLLs")
     h = float(t.mean())
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    idx = torch.randint(len(v), (bootstraps, batch_size), generator=g)
-    stats = (v[idx].mean(1) - h).abs()
+    rows = max(1, (1 << 22) // batch_size)  # bootstrap batches at a time: (10000, M) indices at once held GBs
+    stats = torch.cat([
+        (v[torch.randint(len(v), (min(rows, bootstraps - i), batch_size), generator=g)].mean(1) - h).abs()
+        for i in range(0, bootstraps, rows)
+    ])  # fmt: skip
     return TypicalityTest(h, float(torch.quantile(stats, 1 - alpha)), batch_size, alpha)
