@@ -354,6 +354,16 @@ def test_ood_results_are_kept_by_the_content_of_the_ood_file_not_its_name_as_typ
     )  # other data at the same place: a result of its own
     assert _dgm(capsys, "ood", model, "--ood", tmp_path / "a" / "x.npy", *argv)[0] == 0
     assert len(json.loads((model / "ood.json").read_text())["results"]) == 3
+    # a result that dgm ood could not have written is refused by name, the file left as it is (it was carried on)
+    results = json.loads((model / "ood.json").read_text())["results"]
+    for forged in ({"scores": {"nll": {"auroc": 0.99}}}, {**next(iter(results.values())), "seed": None, "limit": None,
+                                                           "subsets": None}):  # fmt: skip
+        (model / "ood.json").write_text(json.dumps({"results": {**results, "in test | fake": forged}}))
+        before = (model / "ood.json").read_bytes()
+        code, _, err = _dgm(capsys, "ood", model, "--ood", tmp_path / "a" / "x.npy", *argv)
+        _refused(code, err, "not an ood.json of dgmkit", "'in test | fake'")
+        assert (model / "ood.json").read_bytes() == before
+    (model / "ood.json").write_text(json.dumps({"results": results}))
     np.save(tmp_path / "binary.npy", rng.integers(0, 2, size=(60, 8, 8)))
     code, out, err = _dgm(capsys, "ood", model, "--ood", tmp_path / "binary.npy", *argv)
     assert code == 0 and "holds only the values 0 and 1 of the run's levels 0..16" in out, err

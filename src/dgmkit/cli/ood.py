@@ -15,7 +15,7 @@ import io
 import math
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 import torch
 
@@ -295,7 +295,29 @@ def _protocol(r: dict) -> str:
     return key + f" | weights {r['weights']}"
 
 
-_RESULTS = ResultsFile(_KEPT, "scores", "run dgm ood again", _protocol)
+def _record_problem(r: dict) -> str | None:
+    """What is wrong with a result of ood.json (None: nothing), checked as it is read: its scores
+    (each of dgm ood's, with its metrics in [0, 1] and finite means) and the fields of its protocol."""
+    scores = r.get("scores")
+    if not isinstance(scores, dict) or not scores or not set(scores) <= set(SCORES):
+        return "scores is not a table of dgm ood's scores"
+    for name, v in scores.items():
+        metrics = [v.get(k) for k in ("auroc", "auprc", "fpr_at_95_tpr")] if isinstance(v, dict) else [None]
+        means = [v.get(k) for k in ("mean_in", "mean_ood")] if isinstance(v, dict) else [None]
+        if not all(_number(m) and 0 <= m <= 1 for m in metrics) or not all(_number(m) for m in means):
+            return f"the score {name!r} holds no metrics in [0, 1] and finite means"
+    try:
+        _protocol(r)
+    except (KeyError, TypeError, AttributeError) as e:
+        return f"its protocol cannot be read ({type(e).__name__}: {e})"
+    return None
+
+
+def _number(v: object) -> TypeGuard[float]:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_RESULTS = ResultsFile(_KEPT, "scores", "run dgm ood again", _protocol, check=_record_problem)
 
 
 def format_table(r: dict) -> str:
