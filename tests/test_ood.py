@@ -356,8 +356,9 @@ def test_ood_results_are_kept_by_the_content_of_the_ood_file_not_its_name_as_typ
     assert len(json.loads((model / "ood.json").read_text())["results"]) == 3
     # a result that dgm ood could not have written is refused by name, the file left as it is (it was carried on)
     results = json.loads((model / "ood.json").read_text())["results"]
-    for forged in ({"scores": {"nll": {"auroc": 0.99}}}, {**next(iter(results.values())), "seed": None, "limit": None,
-                                                           "subsets": None}):  # fmt: skip
+    real = next(iter(results.values()))
+    above_1 = {**real, "scores": {**real["scores"], "nll": {**real["scores"]["nll"], "auroc": 1.5}}}
+    for forged in ({"scores": {"nll": {"auroc": 0.99}}}, {**real, "seed": None, "limit": None, "subsets": None}, above_1):
         (model / "ood.json").write_text(json.dumps({"results": {**results, "in test | fake": forged}}))
         before = (model / "ood.json").read_bytes()
         code, _, err = _dgm(capsys, "ood", model, "--ood", tmp_path / "a" / "x.npy", *argv)
