@@ -112,6 +112,18 @@ def _resample(
     return torch.where(take, sample, picked)
 
 
+def _refuse_unimputable(total: torch.Tensor, mask: torch.Tensor) -> None:
+    """A row whose every draw has weight 0 (an observed value the model gives probability 0; its
+    log total of the weights ``total`` is -inf) or whose weights hold NaN has no imputation to give:
+    refused by name, as dgm score refuses its log-likelihood, not left NaN. A complete row (its
+    ``mask`` of observed entries all set) keeps its values, whatever its weights."""
+    bad = ~torch.isfinite(total) & ~mask.flatten(1).all(1)
+    refuse_non_finite(
+        "log importance weight (NaN: the model's values of the observed entries)", total, torch.isnan(total) & bad
+    )
+    refuse_non_finite("log-likelihood of the observed entries (of every draw: nothing to impute from)", total, bad)
+
+
 @evaluates
 @torch.no_grad()
 def impute(
@@ -157,14 +169,7 @@ def impute(
             picked = _resample(model, x, log_w, z, part - new_total, picked, draws, rg)
         total = new_total
     assert acc is not None and to_point is not None and total is not None  # k >= 1: at least one chunk
-    # a row whose every draw has weight 0 (an observed value the model gives probability 0) has no
-    # imputation to give: refused by name, as dgm score refuses its log-likelihood, not left NaN
-    incomplete = ~mask.flatten(1).all(1)  # (a complete row keeps its values, whatever its weights)
-    bad = ~torch.isfinite(total) & incomplete
-    refuse_non_finite(
-        "log importance weight (NaN: the model's values of the observed entries)", total, torch.isnan(total) & bad
-    )
-    refuse_non_finite("log-likelihood of the observed entries (of every draw: nothing to impute from)", total, bad)
+    _refuse_unimputable(total, mask)
     single = torch.where(mask, x, to_point(acc).to(x.dtype))
     multiple = None if picked is None else torch.where(mask, x, picked)
     return single, multiple
