@@ -602,6 +602,7 @@ def test_ood_rows_of_a_table_are_read_by_the_run_s_columns_not_standardized_by_t
         assert main(["ood", str(run), "--ood", str(tmp_path / name), "--json", str(tmp_path / f"{name}.json")]) == 0
         out = capsys.readouterr().out
         assert ("taken to hold values as the model sees them" in out) == name.endswith(".npy")
+        assert "log p(x) of a table: its 4 numeric columns (sepal length (cm), " in out  # (standardized, said)
         means.append(json.loads((tmp_path / f"{name}.json").read_text()))
     a, b = (m["scores"]["nll"]["mean_ood"] for m in means)
     assert a == pytest.approx(b, rel=1e-4)

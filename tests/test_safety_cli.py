@@ -513,6 +513,9 @@ def test_a_resume_with_other_cpu_threads_or_compiled_says_it_goes_on_up_to_round
     _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "processes": 2})
     code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", vae_copy)
     assert code == 0 and "note: the run trained in 2 processes and goes on in 1" in said and "--nproc 2" in said, err
+    # (its threads still differ too: each note names both remedies, neither of which is enough alone)
+    assert f"(resume with --nproc 2 with OMP_NUM_THREADS={trained + 3} to continue exactly)" in said
+    assert f"torch.set_num_threads({trained + 3}) and resume with --nproc 2 to continue exactly)" in said
     # a run compiled until now, resumed without --compile, is not bit for bit either
     rewrite_records(vae_copy, lambda r: {**r, "config": {**r["config"], "optim": {**r["config"]["optim"], "compile": True}}})
     code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--no-compile", "--quiet", "--out", vae_copy)

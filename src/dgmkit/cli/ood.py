@@ -38,6 +38,7 @@ from dgmkit.cli.common import (
     run_inputs,
     run_table,
     say,
+    standardized_note,
     write_png,
 )
 from dgmkit.cli.evaluate import estimate_samples
@@ -388,6 +389,8 @@ def _notes(r: dict) -> list[str]:
             else ""  # results kept before the background's estimate was recorded
         )
         notes.append(f"likelihood ratio: background {r['background']} (mutation rate {r['background_mutation_rate']}{what})")
+    if r.get("table_note"):  # (the AUROCs are the same in either units: every row's shift is the same)
+        notes.append(f"log p(x) of {r['table_note']}")
     return notes
 
 
@@ -467,6 +470,7 @@ class _Scored(NamedTuple):
     ood_rows: int  # the rows of --ood's split, before --limit
     file_rows: dict  # {"in": ..., "ood": ...}: each input's row of the one file it was drawn from, before --limit (or None)
     ood_digest: str  # --ood's data by their content (Dataset.fingerprint): a file's name alone names no data
+    table_note: str | None  # what a table's log p(x) is of (``standardized_note``)
 
 
 def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int]) -> _Scored:
@@ -513,7 +517,10 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
     )
     file_rows = {"in": dataset.split(args.in_split).rows, "ood": ood_file_rows}
     subsets = {"in": sub_in, "ood": sub_ood}
-    return _Scored(scores, lp_in, lp_ood, subsets, code_bits, foreign, len(ood_rows), file_rows, ood.fingerprint())
+    return _Scored(
+        scores, lp_in, lp_ood, subsets, code_bits, foreign, len(ood_rows), file_rows, ood.fingerprint(),
+        standardized_note(dataset) if dataset.columns else None,
+    )  # fmt: skip
 
 
 def _ood_rows(args: argparse.Namespace, ood: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -544,6 +551,7 @@ def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, 
         "in_split": args.in_split,
         "ood": str(Path(args.ood).expanduser().resolve()) if is_data_file(args.ood) else args.ood,
         "ood_sha256": scored.ood_digest,
+        "table_note": scored.table_note,
         "ood_split": args.ood_split,
         "n_in": len(lp_in),
         "n_ood": len(lp_ood),

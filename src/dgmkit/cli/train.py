@@ -675,19 +675,23 @@ def _inexact_resume(trainer: Trainer, compiled: bool) -> list[str]:
     """Why a resumed run goes on as a run of the same settings, not bit for bit: what changed
     since its checkpoint (CPU threads, processes, the kind of device) or a compiled step."""
     said = []
-    if trainer.threads_moved is not None:
-        before, now = trainer.threads_moved
+    threads, processes = trainer.threads_moved, trainer.processes_moved
+    both = threads is not None and processes is not None  # (each remedy alone is then not enough)
+    if threads is not None:
+        before, now = threads
+        also = f" and resume with --nproc {processes[0]}" if both and processes is not None else ""
         said.append(
             f"the run trained with {plural(before, 'CPU thread')} and goes on with {now}: the CPU's kernels add in "
             f"another order, so it continues up to rounding, not bit for bit (set OMP_NUM_THREADS={before} or "
-            f"torch.set_num_threads({before}) to continue exactly)"
+            f"torch.set_num_threads({before}){also} to continue exactly)"
         )
-    if trainer.processes_moved is not None:
-        before, now = trainer.processes_moved
+    if processes is not None:
+        before, now = processes
+        also = f" with OMP_NUM_THREADS={threads[0]}" if both and threads is not None else ""
         said.append(
             f"the run trained in {plural(before, 'process', 'processes')} and goes on in {now}: the ranks' random draws "
             "and the order in which their gradients add are not the same, so it continues as a run of the same "
-            f"settings, not bit for bit (resume with --nproc {before} to continue exactly)"
+            f"settings, not bit for bit (resume with --nproc {before}{also} to continue exactly)"
         )
     if compiled:
         said.append(
