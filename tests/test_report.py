@@ -246,6 +246,12 @@ def test_another_runs_evaluation_or_metrics_are_not_shown_as_this_runs(runs, tmp
     page = (tmp_path / "r.html").read_text()
     assert f"but the run stopped before its checkpoint (checkpoint.safetensors is of epoch {last['epoch']}" in page
     assert "may not be of this run" not in page
+    # that line's score, the best of all, is of no weights kept: the comparison's best is the checkpoint's epochs'
+    stopped = {**last, "epoch": last["epoch"] + 1, "valid_elbo": 0.0}
+    (vae / "metrics.jsonl").write_text(own + json.dumps(stopped) + "\n")
+    assert main(["report", str(vae), str(runs[1]), "--out", str(tmp_path / "r.html"), "--no-figures", "--force"]) == 0
+    best = max(json.loads(line)["valid_elbo"] for line in own.splitlines())
+    assert f"-ELBO {-best:.3f} (epoch " in (tmp_path / "r.html").read_text()
 
 
 def test_the_page_says_what_dgm_eval_says_of_terms_active_units_and_em_steps(runs, tmp_path, monkeypatch):

@@ -160,6 +160,9 @@ def test_the_comparison_gives_the_best_score_at_its_epoch_and_the_epochs_done():
     assert ra["test NLL (nats)"] == rb["test NLL (nats)"] == "–" and ra["estimate"] == "–"  # no evaluation of the test split
     c = _page("c", metrics=[{"iteration": 2, "valid_elbo": -1.0}], step="EM iteration")
     assert _comparison(a, c)[1]["best validation -score (nats)"] == "-ELBO 1.000 (EM iteration 2)"
+    # a line logged after the last checkpoint (a run stopped before it) is of no weights kept: not the best
+    stopped = _page("d", metrics=[*metrics, {"epoch": 6, "valid_elbo": -5.0}], shift=10.0, checkpointed=5)
+    assert _comparison(a, stopped)[1]["best validation -score (nats)"] == "-ELBO 55.250 (epoch 4)"
 
 
 def test_the_comparison_links_each_row_to_its_run_and_a_single_run_has_none():

@@ -179,6 +179,12 @@ def _metrics_notes(run: Run, metrics: list[dict]) -> list[str]:
     return notes
 
 
+def _checkpointed(run: Run) -> int | None:
+    """The epoch after which checkpoint.safetensors was written (None: a run that keeps none)."""
+    t = trainer_counters(run.path / "checkpoint.safetensors")
+    return None if t is None else t["epoch"]
+
+
 def _used_config(run: Run) -> dict:
     """The run's config as config.json holds it, less the model settings that do not apply to it
     (another likelihood's, say: ``settings.unused_keys``; those its choices leave unread:
@@ -304,6 +310,7 @@ def run_report(args: argparse.Namespace) -> int:
                 weights=weights,
                 marks={protocol: _whose(r, run, weights) for protocol, r in evals.items()},
                 step=fit_step(run.cfg),
+                checkpointed=_checkpointed(run),
                 shift=math.prod(run.record["data"]["event_shape"]) * run.transform.log_volume,
             )
         )

@@ -71,6 +71,7 @@ class RunPage:
     shift: float = 0.0  # nats of the integers from nats of dequantized data (D log L), as dgm train prints them
     marks: dict[str, str] = field(default_factory=dict)  # by protocol: what an evaluation not of the weights now is of
     step: str = "epoch"  # what a metrics line is of, as dgm train says it ("EM iteration" for EM fits)
+    checkpointed: int | None = None  # the epoch of checkpoint.safetensors: a line logged after it is of no weights kept
 
 
 def _e(v: object) -> str:
@@ -269,8 +270,11 @@ def _config_table(config: dict) -> str:
     return "<table>" + "".join(parts) + "</table>"
 
 
-def _best(metrics: list[dict], score: str) -> tuple[float | None, int | None]:
+def _best(metrics: list[dict], score: str, upto: int | None = None) -> tuple[float | None, int | None]:
+    """The best validation score and its epoch (up to the epoch ``upto``, where given)."""
     eps, vals = metric_series(metrics, f"valid_{score}")
+    if upto is not None:
+        eps, vals = [e for e in eps if e <= upto], [v for e, v in zip(eps, vals) if e <= upto]
     if not vals:
         return None, None
     i = int(np.argmax(vals))
@@ -306,7 +310,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
         out.append("<h2>Comparison</h2><table><tr><th>run</th><th>model</th><th>data</th><th>epochs</th>")
         out.append("<th>best validation -score (nats)</th><th>test NLL (nats)</th><th>bits/dim</th><th>estimate</th></tr>")
         for i, r in enumerate(runs):
-            best, at = _best(r.metrics, r.score)
+            best, at = _best(r.metrics, r.score, r.checkpointed)
             t = _test_result(r.evals, r.weights) or {}
             epochs = max((e for e in map(logged_epoch, r.metrics) if e is not None), default=0)
             best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} ({r.step} {at})"
