@@ -115,6 +115,20 @@ def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, cap
     assert code_nll < 16 * math.log(16)
     assert learned["nll"] == pytest.approx(uniform["nll"] - 16 * math.log(16) + code_nll, abs=1e-3)
     assert main(["sample", str(vq), "--code-prior", str(prior), "--out", str(tmp_path / "s.png"), "-n", "4"]) == 0
+    # from Python: a prior attached by one call stays attached, and later results name it (they were computed
+    # with it and said "uniform over the codes"); a loaded run is taken as a prior too, other things refused in words
+    import dgmkit
+    from dgmkit.errors import ConfigError
+
+    loaded = dgmkit.load(vq)
+    assert dgmkit.evaluate(loaded).inputs == {}
+    with_prior = dgmkit.evaluate(loaded, code_prior=dgmkit.load(prior))
+    later = dgmkit.evaluate(loaded)
+    assert later.inputs == with_prior.inputs == {"code-prior": str(prior)} and later.nll == with_prior.nll
+    assert "the code prior" in dgmkit.sample(loaded, 2)[1]
+    for bad in ({"inputs": "code-prior"}, {"code_prior": 3}, {"inputs": {"code-prior": None}}):
+        with pytest.raises(ConfigError, match="inputs"):
+            dgmkit.evaluate(dgmkit.load(vq), **bad)
     # a prior belongs to the codes it was trained on
     assert main(["eval", str(other), "--code-prior", str(prior)]) == 1
     assert "not trained on the codes of" in capsys.readouterr().err

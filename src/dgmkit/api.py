@@ -369,21 +369,30 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", which: str
     return load_run(path, which=which, device=device)
 
 
-def _attach(run: Run, inputs: Mapping[str, str] | None, code_prior: str | None) -> dict[str, Run]:
+def _attach(
+    run: Run, inputs: "Mapping[str, Run | str | os.PathLike[str]] | None", code_prior: "Run | str | os.PathLike[str] | None"
+) -> dict[str, Run]:
     """The runs given in roles the run's family declares (``dgm --input ROLE=RUN``), attached:
     role -> that run."""
-    named = dict(inputs or {})
-    if code_prior is not None:  # short for inputs={"code-prior": ...}
-        named["code-prior"] = str(code_prior)
-    return {role: attach_input(run, role, path) for role, path in named.items()}
+    if inputs is not None and not isinstance(inputs, Mapping):
+        raise ConfigError(f"inputs maps roles to runs ({{'code-prior': RUN_DIR}}), got {shown_value(inputs)}")
+    named = {**(inputs or {}), **({} if code_prior is None else {"code-prior": code_prior})}  # (code_prior: short)
+    paths = {}
+    for role, other in named.items():  # a loaded run, or a run folder's path
+        if not isinstance(role, str) or not (isinstance(other, Run) or is_text_path(other)):
+            raise ConfigError(
+                f"inputs: the role {shown_value(role)} takes a run or a run folder's path, got {shown_value(other)}"
+            )
+        paths[role] = other.path if isinstance(other, Run) else os.fspath(other)
+    return {role: attach_input(run, role, path) for role, path in paths.items()}
 
 
 def sample(
     run: Run | str | os.PathLike,
     n: int,
     seed: int = 0,
-    inputs: Mapping[str, str] | None = None,
-    code_prior: str | None = None,
+    inputs: "Mapping[str, Run | str | os.PathLike[str]] | None" = None,
+    code_prior: "Run | str | os.PathLike[str] | None" = None,
     **options: Any,
 ) -> tuple[torch.Tensor, str]:
     """n samples of the run's model (n, *event), seeded, in the units the model scores (``run.
@@ -391,7 +400,8 @@ def sample(
     dequantized data), and what they are in words (the means of p(x|z) for a latent variable
     model); ``options``: ``temperature``, ``naive``, ``steps`` or ``draw`` as ``dgm sample``;
     ``inputs``: other runs in roles the family declares (``{"code-prior": RUN}``: a VQ-VAE draws
-    its code grids from that run; ``code_prior=RUN`` is short for it), attached to ``run``.
+    its code grids from that run; ``code_prior=RUN`` is short for it; a loaded run or a run
+    folder's path), attached to ``run``: they stay attached, and every later result of it names them.
     ``run``: a loaded run, or a run folder's path (loaded as ``load`` does, for this call)."""
     run = _the_run(run, "sample")
     _known_options(options, SAMPLE_OPTIONS, "sample")
@@ -453,8 +463,8 @@ def interpolate(
 def evaluate(
     run: Run | str | os.PathLike,
     split: str = "test",
-    inputs: Mapping[str, str] | None = None,
-    code_prior: str | None = None,
+    inputs: "Mapping[str, Run | str | os.PathLike[str]] | None" = None,
+    code_prior: "Run | str | os.PathLike[str] | None" = None,
     **options: Any,
 ) -> Evaluation:
     """``dgm eval`` of a loaded run, without writing anything: ``iw_samples``, ``time_samples``,
@@ -463,5 +473,5 @@ def evaluate(
     run folder's path."""
     run = _the_run(run, "evaluate")
     _known_options(options, EVAL_OPTIONS, "evaluate")
-    named = _attach(run, inputs, code_prior)
-    return Evaluation(evaluate_run(run, split, inputs=named, flags=("iw_samples", "time_samples"), **options))
+    _attach(run, inputs, code_prior)  # (with those attached by earlier calls: the model scores with all of them)
+    return Evaluation(evaluate_run(run, split, inputs=run.inputs, flags=("iw_samples", "time_samples"), **options))

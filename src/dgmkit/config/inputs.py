@@ -214,4 +214,5 @@ def attach_input(run: Run, role: str, path: str | Path) -> Run:
     other = load_run(path, device=run.device)
     trained_on_mine = family.derived_data is not None and other.record["data"].get("name") == derived_name(run)
     family.attach(role, run, other, trained_on_mine)
+    run.inputs[role] = other
     return other

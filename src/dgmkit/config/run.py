@@ -6,7 +6,7 @@ command after ``dgm train`` needs only its path. Folders written by dgmkit 0.1 l
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -178,6 +178,9 @@ class Run:
     checkpoint: Path
     digest: str = ""  # ``weights_digest``'s, of the bytes the weights were read from
     trainer: dict | None = None  # the checkpoint's trainer counters (``counters_or_none``), from the same bytes
+    # the runs attached to the model in the roles its family declares (``attach_input``): they stay attached, so
+    # that every later result of this Run names them (a VQ-VAE's code prior: evaluations, samples)
+    inputs: dict[str, "Run"] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
