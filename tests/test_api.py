@@ -573,3 +573,14 @@ def test_a_named_dataset_beside_data_and_paths_of_no_home_are_refused_in_words(t
     low = np.array([[np.iinfo(np.int64).min, 0, 1, 2]] * 10)
     with pytest.raises(DataError, match="integers of magnitude up to 9223372036854775808, beyond 2\\^24"):
         from_array(low)
+
+
+def test_train_within_no_grad_or_inference_mode_trains_and_leaves_the_callers_mode(tmp_path):
+    """Within torch.no_grad() (a caller's evaluation block) dgmkit.train failed with torch's
+    "element 0 of tensors does not require grad"; it trains with gradients there, and the
+    caller's mode is as it was afterwards."""
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            run = dgmkit.train(tmp_path / mode.__name__, dataset="digits", **TINY)
+            assert not torch.is_grad_enabled()
+        assert run.trainer is not None and run.trainer["epoch"] == TINY["epochs"]

@@ -281,6 +281,8 @@ def _reporter(
     return report
 
 
+@torch.inference_mode(False)  # (a Python caller within torch.no_grad() or inference_mode: a run still trains)
+@torch.enable_grad()
 def train_run(
     cfg: RunConfig,
     out: Path,

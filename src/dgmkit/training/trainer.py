@@ -796,10 +796,13 @@ class Trainer:
                 out.update({f"valid_{k}": v for k, v in cast(dict, distributed.broadcast_object(diag)).items()})
         return out
 
+    @torch.inference_mode(False)
+    @torch.enable_grad()
     def fit(self) -> list[dict]:
         """Train from the current epoch to ``epochs`` (or until early stopping); returns the
-        per-epoch metrics of this call. A SIGTERM meanwhile stops the run at the end of its step,
-        with a checkpoint, and ends the process (``_sigterm_deferred``)."""
+        per-epoch metrics of this call (with gradients, also when the caller is within
+        ``torch.no_grad()``). A SIGTERM meanwhile stops the run at the end of its step, with a
+        checkpoint, and ends the process (``_sigterm_deferred``)."""
         history: list[dict] = []
         self._prepare_graph()
         self.budget_spent = False
