@@ -584,3 +584,20 @@ def test_train_within_no_grad_or_inference_mode_trains_and_leaves_the_callers_mo
             run = dgmkit.train(tmp_path / mode.__name__, dataset="digits", **TINY)
             assert not torch.is_grad_enabled()
         assert run.trainer is not None and run.trainer["epoch"] == TINY["epochs"]
+
+
+def test_a_callers_float64_default_dtype_makes_no_float64_run_and_no_mixed_dtypes(tmp_path):
+    """Under torch.set_default_dtype(torch.float64) a run was built and saved in float64, and no
+    process of the usual default could read it ("tensors of another dtype than the model's");
+    dgmkit.interpolate of a float32 run mixed float64 steps with its float32 codes. The calls work
+    in float32 whatever the default, and leave the caller's default as it was."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        run = dgmkit.train(tmp_path / "r", dataset="digits", **TINY)
+        assert next(run.model.parameters()).dtype == torch.float32
+        assert dgmkit.interpolate(run, 1, 3).shape == (1, 5, 1, 8, 8) and torch.get_default_dtype() == torch.float64
+        assert torch.isfinite(torch.tensor(dgmkit.evaluate(run, limit=10).nll))
+    finally:
+        torch.set_default_dtype(before)
+    assert next(dgmkit.load(tmp_path / "r").model.parameters()).dtype == torch.float32

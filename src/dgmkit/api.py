@@ -26,11 +26,12 @@ as ``dgm train`` under torchrun does: rank 0 writes the run folder and prints; e
 the trained run back.
 """
 
+import functools
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -51,6 +52,28 @@ from dgmkit.evaluation import record_terms
 from dgmkit.evaluation.report import estimate_protocol
 
 __all__ = ["train", "load", "sample", "reconstruct", "interpolate", "evaluate", "Evaluation"]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _in_float32(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` with torch's default dtype float32 during the call (the caller's back afterwards):
+    dgmkit builds, saves and reads float32 models whatever a caller's
+    ``torch.set_default_dtype(torch.float64)`` says (one run so built was float64, and no other
+    process could read it; tensors made inside a call mixed float64 with the model's float32)."""
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_default_dtype(before)
+
+    return call
 
 
 class Evaluation(dict):
@@ -210,6 +233,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" and b.dtype.kind in "fc"))
 
 
+@_in_float32
 def train(
     out: str | os.PathLike,
     config: RunConfig | Mapping | str | os.PathLike | None = None,
@@ -358,6 +382,7 @@ SAMPLE_OPTIONS = ("temperature", "naive", "steps", "draw")
 EVAL_OPTIONS = ("iw_samples", "time_samples", "orders", "limit", "seed", "data_dir", "data")  # (it writes nothing)
 
 
+@_in_float32
 def load(path: str | os.PathLike, device: str | torch.device = "cpu", which: str = "best") -> Run:
     """A run folder (written by ``train`` or ``dgm train``) with its model on ``device``: the
     CPU by default, where the caller's tensors are (``device="auto"``: CUDA where present, and
@@ -387,6 +412,7 @@ def _attach(
     return {role: attach_input(run, role, path) for role, path in paths.items()}
 
 
+@_in_float32
 def sample(
     run: Run | str | os.PathLike,
     n: int,
@@ -411,6 +437,7 @@ def sample(
     return x.cpu(), what.rstrip(",")
 
 
+@_in_float32
 @torch.no_grad()
 def reconstruct(
     run: Run | str | os.PathLike,
@@ -435,6 +462,7 @@ def reconstruct(
     return x.cpu(), latent_model(run).reconstruct(_in_precision(x, run)).cpu()
 
 
+@_in_float32
 @torch.no_grad()
 def interpolate(
     run: Run | str | os.PathLike,
@@ -460,6 +488,7 @@ def interpolate(
     return torch.cat([a[:, None].to(path.dtype), path, b[:, None].to(path.dtype)], 1).cpu()
 
 
+@_in_float32
 def evaluate(
     run: Run | str | os.PathLike,
     split: str = "test",
