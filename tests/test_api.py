@@ -1,6 +1,7 @@
 """The Python API (dgmkit.train / load / sample / evaluate): the same run folders as the CLI."""
 
 import json
+import os
 import re
 import warnings
 
@@ -293,6 +294,16 @@ def test_a_refused_call_leaves_no_data_file_behind_and_keeps_one_it_did_not_writ
     assert saved.read_bytes() == kept
     run = dgmkit.train(tmp_path / "run", data=x, **TINY)
     assert run.cfg.data.dataset == str(saved) and saved.read_bytes() == kept
+    # the working folder, empty, as the run folder: its data beside it (they went to ./.data.npz, inside it,
+    # and the folder was then refused as not empty, "it holds .data.npz")
+    here = tmp_path / "here"
+    here.mkdir()
+    cwd = os.getcwd()
+    try:
+        os.chdir(here)
+        assert dgmkit.train(".", data=x, **TINY).cfg.data.dataset == str(tmp_path / "here.data.npz")
+    finally:
+        os.chdir(cwd)
 
 
 def test_a_family_fitted_without_gradients_says_how_to_fit_it_from_python():
@@ -581,8 +592,8 @@ def test_train_within_no_grad_or_inference_mode_trains_and_leaves_the_callers_mo
     caller's mode is as it was afterwards."""
     for mode in (torch.no_grad, torch.inference_mode):
         with mode():
-            run = dgmkit.train(tmp_path / mode.__name__, dataset="digits", **TINY)
-            assert not torch.is_grad_enabled()
+            run = dgmkit.train(tmp_path / mode.__name__, dataset="digits", device=torch.device("cpu"), **TINY)
+            assert not torch.is_grad_enabled() and run.cfg.optim.device == "cpu"  # (a torch.device, as load takes)
         assert run.trainer is not None and run.trainer["epoch"] == TINY["epochs"]
 
 

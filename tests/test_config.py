@@ -797,3 +797,19 @@ def test_an_unread_setting_is_refused_before_data_parallel_processes_start(tmp_p
     err = capsys.readouterr().err
     assert err.startswith("dgm: error: iw_k = 50 is read only with --objective iwae or miwae") and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_a_runs_config_json_given_as_a_config_file_is_named_as_a_run_record(tmp_path, capsys):
+    """--config RUN/config.json (or dgmkit.train(out, that path)) said "unknown key(s) 'config',
+    'dgmkit_version', ...": it is a run's record, whose settings are one level down."""
+    from dgmkit.cli.main import main
+    from dgmkit.config import load_config_file
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet",
+                 "--out", str(run)]) == 0  # fmt: skip
+    with pytest.raises(ConfigError, match=r"is a run's record \(config.json of a run folder\), not a config file"):
+        load_config_file(run / "config.json")
+    capsys.readouterr()
+    assert main(["train", "--config", str(run / "config.json"), "--out", str(tmp_path / "again")]) == 1
+    assert "a run's record" in capsys.readouterr().err

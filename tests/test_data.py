@@ -388,6 +388,7 @@ def test_a_transform_of_integer_data_refuses_values_that_are_not_its_levels(kind
         (torch.tensor([[0.0, 0.5]]), "not all whole numbers"),
         (torch.tensor([[0, top + 1]]), f"integer levels 0..{top}"),
         (torch.tensor([[-1, 0]]), "values in [-1"),
+        (np.zeros((1, 2)), "takes the data as a torch tensor, got ndarray"),  # (was 'str' has no attribute 'type')
     ]:
         with pytest.raises(DataError, match=re.escape(needle)):
             t(bad)

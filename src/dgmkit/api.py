@@ -205,7 +205,8 @@ def _data_file(out: Path, data: object) -> tuple[Path, bool]:
     buf = io.BytesIO()
     arrays: dict[str, Any] = {"x": x} if y is None else {"x": x, "y": y}
     np.savez(buf, **arrays)
-    path = out.parent / f"{out.name}.data.npz"
+    named = out.resolve() if out.name in ("", "..") else out  # ("." has no name: its file was ./.data.npz, inside it)
+    path = named.parent / f"{named.name}.data.npz"
     if path.is_symlink() and not path.exists():
         raise DataError(f"{path} is a link to nothing; move it away or train into another folder")
     if path.exists():
@@ -252,6 +253,8 @@ def train(
     out = _run_folder(out, resume)
     if not isinstance(quiet, bool):
         raise ConfigError(f"quiet must be True or False, got {shown_value(quiet)}")
+    if isinstance(settings.get("device"), torch.device):  # (as load takes one: its name, "cpu" or "cuda")
+        settings["device"] = settings["device"].type
     if not distributed.init_from_environment().is_main:  # (joins the group under torchrun: called first, always)
         quiet = True
     if resume:

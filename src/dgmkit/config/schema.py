@@ -509,4 +509,10 @@ def load_config_file(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a table of keys")
+    if {"run_id", "config", "data"} <= set(values):  # a run's config.json: its keys are one level down
+        raise ConfigError(
+            f"{path} is a run's record (config.json of a run folder), not a config file: its settings are its "
+            "'config' table; a new run with them is `dgmkit.train(out, **dgmkit.load(RUN).cfg.flat())`, or "
+            "`dgm train --resume --out RUN` goes on with that run"
+        )
     return values

@@ -79,6 +79,11 @@ class DataTransform:
         return cast(int, self.num_levels)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):  # (a NumPy array: 'str' object has no attribute 'type', from x.device)
+            raise DataError(
+                f"a data transform takes the data as a torch tensor, got {type(x).__name__} "
+                "(torch.as_tensor(x) makes one of a NumPy array)"
+            )
         if self.kind != "continuous" and x.device.type == "cpu":  # (on a GPU a look would wait for it)
             self._check_levels(x)
         if self.kind == "binary":
