@@ -424,13 +424,14 @@ def sample(
     code_prior: "Run | str | os.PathLike[str] | None" = None,
     **options: Any,
 ) -> tuple[torch.Tensor, str]:
-    """n samples of the run's model (n, *event), seeded, in the units the model scores (``run.
-    transform``: 0/1 or probabilities for binary data, levels for integer data, [0, 1] for
-    dequantized data), and what they are in words (the means of p(x|z) for a latent variable
-    model); ``options``: ``temperature``, ``naive``, ``steps`` or ``draw`` as ``dgm sample``;
-    ``inputs``: other runs in roles the family declares (``{"code-prior": RUN}``: a VQ-VAE draws
-    its code grids from that run; ``code_prior=RUN`` is short for it; a loaded run or a run
-    folder's path), attached to ``run``: they stay attached, and every later result of it names them.
+    """n samples of the run's model (n, *event), seeded, in the units the model scores
+    (``run.transform``: 0/1 or probabilities for binary data, levels for integer data, values
+    near [0, 1] for dequantized data: a flow's draws may pass its ends a little, by its logit's
+    margin), and what they are in words (the means of p(x|z) for a latent variable model);
+    ``options``: ``temperature``, ``naive``, ``steps`` or ``draw`` as ``dgm sample``; ``inputs``:
+    other runs in roles the family declares (``{"code-prior": RUN}``: a VQ-VAE draws its code
+    grids from that run; ``code_prior=RUN`` is short for it; a loaded run or a run folder's
+    path), attached to ``run``: they stay attached, and every later result of it names them.
     ``run``: a loaded run, or a run folder's path (loaded as ``load`` does, for this call)."""
     run = _the_run(run, "sample")
     _known_options(options, SAMPLE_OPTIONS, "sample")
