@@ -48,6 +48,9 @@ def test_known_values_and_bad_input():
     assert auroc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 0.0
     assert auroc(torch.tensor([1.0]), torch.tensor([1.0])) == 0.5
     assert auprc(torch.tensor([0.0]), torch.tensor([1.0, 2.0])) == 1.0
+    # perfect separation with 58 OOD inputs: the recall steps' rounding summed to 1.0000000000000002, which
+    # ood.json's check then refused as no metric in [0, 1]
+    assert max(auprc(torch.zeros(3), torch.arange(1.0, n + 1)) for n in range(1, 300)) == 1.0
     assert fpr_at_tpr(torch.tensor([0.0, 5.0]), torch.tensor([1.0, 2.0])) == 0.5
     with pytest.raises(ValueError, match="NaN"):
         auroc(torch.tensor([float("nan")]), torch.tensor([1.0]))
@@ -347,7 +350,7 @@ def test_ood_results_are_kept_by_the_content_of_the_ood_file_not_its_name_as_typ
     code, _, err = _dgm(capsys, "ood", model, "--ood", tmp_path / "a" / "x.npy", *argv)  # the same file, by its full path
     assert code == 0, err
     kept = json.loads((model / "ood.json").read_text())["results"]
-    assert len(kept) == 2 and {r["ood"] for r in kept.values()} == {str(tmp_path / f / "x.npy") for f in "ab"}
+    assert len(kept) == 2 and {r["ood_file"] for r in kept.values()} == {str(tmp_path / f / "x.npy") for f in "ab"}
     assert all(len(r["ood_sha256"]) == 64 for r in kept.values())
     np.save(
         tmp_path / "a" / "x.npy", rng.integers(0, 17, size=(60, 8, 8))

@@ -20,6 +20,7 @@ average of no update or counted on the device taking a loaded count."""
 
 import hashlib
 import json
+import math
 import struct
 from types import SimpleNamespace
 
@@ -758,3 +759,16 @@ def test_a_moving_average_counted_on_the_device_takes_a_loaded_count():
         model.weight.fill_(1.0)
     ema.update(model, torch.tensor(True))  # decay min(0.5, 8 / 17): the loaded count's
     assert ema.weights["weight"].item() == pytest.approx(1 - 8 / 17) and ema.updates == 8
+
+
+def test_a_trainer_made_and_fitted_within_inference_mode_trains(digits, tmp_path):
+    """Its counters, made within a caller's torch.inference_mode(), were inference tensors that fit
+    could not update ("Inplace update to inference tensor outside InferenceMode")."""
+    cfg = CFG.replace(epochs=1)
+    model = build_model(cfg, digits.event_shape, digits.num_levels)  # (its weights made outside, as a caller's are)
+    with torch.inference_mode():
+        transform = make_transform("bernoulli", digits)
+        trainer = Trainer(model, build_objective(cfg), digits.train, transform, valid=digits.valid, run_dir=tmp_path,
+                          config={"config": cfg.to_dict()}, progress=False, **trainer_options(cfg))  # fmt: skip
+        history = trainer.fit()
+    assert len(history) == 1 and math.isfinite(history[0]["train_elbo"])

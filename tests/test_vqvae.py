@@ -126,6 +126,10 @@ def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, cap
     later = dgmkit.evaluate(loaded)
     assert later.inputs == with_prior.inputs == {"code-prior": str(prior)} and later.nll == with_prior.nll
     assert "the code prior" in dgmkit.sample(loaded, 2)[1]
+    zeroed = dgmkit.load(prior)  # a loaded run is attached as it is, not read again from its folder
+    for p in zeroed.model.parameters():
+        p.data.zero_()
+    assert dgmkit.evaluate(dgmkit.load(vq), code_prior=zeroed).nll != with_prior.nll
     for bad in ({"inputs": "code-prior"}, {"code_prior": 3}, {"inputs": {"code-prior": None}}):
         with pytest.raises(ConfigError, match="inputs"):
             dgmkit.evaluate(dgmkit.load(vq), **bad)

@@ -67,6 +67,8 @@ def _in_float32(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         before = torch.get_default_dtype()
+        if before == torch.float32:  # (the setting is the process's: changed only where it must be)
+            return fn(*args, **kwargs)
         torch.set_default_dtype(torch.float32)
         try:
             return fn(*args, **kwargs)
@@ -253,8 +255,8 @@ def train(
     out = _run_folder(out, resume)
     if not isinstance(quiet, bool):
         raise ConfigError(f"quiet must be True or False, got {shown_value(quiet)}")
-    if isinstance(settings.get("device"), torch.device):  # (as load takes one: its name, "cpu" or "cuda")
-        settings["device"] = settings["device"].type
+    if isinstance(settings.get("device"), torch.device):  # (as load takes one: "cpu", "cuda", "cuda:1")
+        settings["device"] = str(settings["device"])
     if not distributed.init_from_environment().is_main:  # (joins the group under torchrun: called first, always)
         quiet = True
     if resume:
@@ -411,7 +413,7 @@ def _attach(
             raise ConfigError(
                 f"inputs: the role {shown_value(role)} takes a run or a run folder's path, got {shown_value(other)}"
             )
-        paths[role] = other.path if isinstance(other, Run) else os.fspath(other)
+        paths[role] = other if isinstance(other, Run) else os.fspath(other)
     return {role: attach_input(run, role, path) for role, path in paths.items()}
 
 

@@ -288,7 +288,7 @@ def _code_binary(run: Run) -> bool:
 def _protocol(r: dict) -> str:
     sub = r["subsets"]
     limit = "all" if sub["in"] is None and sub["ood"] is None else f"limit {r['limit']} (seed {r['seed']})"
-    ood = r["ood"] + (f" (content {r['ood_sha256'][:16]})" if r.get("ood_sha256") else "")  # (since 2026-11-29)
+    ood = (r.get("ood_file") or r["ood"]) + (f" (content {r['ood_sha256'][:16]})" if r.get("ood_sha256") else "")
     key = f"in {r['in_split']} | ood {ood} {r['ood_split']} | {limit} | k={r['iw_samples']} | seed {r['seed']}"
     key += f" | typicality M={r['typicality_batch']} fit {r['fit_limit']}"
     if r.get("background"):
@@ -305,7 +305,8 @@ def _record_problem(r: dict) -> str | None:
     for name, v in scores.items():
         metrics = [v.get(k) for k in ("auroc", "auprc", "fpr_at_95_tpr")] if isinstance(v, dict) else [None]
         means = [v.get(k) for k in ("mean_in", "mean_ood")] if isinstance(v, dict) else [None]
-        if not all(_number(m) and 0 <= m <= 1 for m in metrics) or not all(_number(m) for m in means):
+        # (within rounding: an AUPRC of perfect separation was written as 1.0000000000000002 before it was clamped)
+        if not all(_number(m) and -1e-9 <= m <= 1 + 1e-9 for m in metrics) or not all(_number(m) for m in means):
             return f"the score {name!r} holds no metrics in [0, 1] and finite means"
     try:
         _protocol(r)
@@ -549,7 +550,8 @@ def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, 
         **scored.scores.to_dict(),
         "dataset": run.record["data"]["name"],
         "in_split": args.in_split,
-        "ood": str(Path(args.ood).expanduser().resolve()) if is_data_file(args.ood) else args.ood,
+        "ood": args.ood,  # as given (as the table says it); a file's full path beside it, for the protocol
+        "ood_file": str(Path(args.ood).expanduser().resolve()) if is_data_file(args.ood) else None,
         "ood_sha256": scored.ood_digest,
         "table_note": scored.table_note,
         "ood_split": args.ood_split,

@@ -204,14 +204,19 @@ def check_derived_current(dataset: Dataset, data: DataConfig, record: dict, sour
         )
 
 
-def attach_input(run: Run, role: str, path: str | Path) -> Run:
-    """Give ``run`` the run in ``path`` in the role its family declares (``--input ROLE=PATH``);
-    returns that run (whose ``weights_digest`` says which weights were attached)."""
+def attach_input(run: Run, role: str, path: "str | Path | Run") -> Run:
+    """Give ``run`` the run in ``path`` (or that loaded run itself, with its weights, on the
+    model's device) in the role its family declares (``--input ROLE=PATH``); returns that run
+    (whose ``weights_digest`` says which weights were attached)."""
     family = run.cfg.model
     if role not in family.inputs:
         takes = "; ".join(f"{r}: {what}" for r, what in family.inputs.items()) or "none"
         raise ConfigError(f"--input {role}=...: {run.path} is a {run.cfg.family} run, whose inputs are: {takes}")
-    other = load_run(path, device=run.device)
+    other = path if isinstance(path, Run) else load_run(path, device=run.device)
+    if other.device != run.device:
+        raise ConfigError(
+            f"the run {other.path} is on {other.device}, {run.path} on {run.device}: load them on one device"
+        )
     trained_on_mine = family.derived_data is not None and other.record["data"].get("name") == derived_name(run)
     family.attach(role, run, other, trained_on_mine)
     run.inputs[role] = other

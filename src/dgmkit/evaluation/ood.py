@@ -66,7 +66,7 @@ def auprc(scores_in: torch.Tensor, scores_ood: torch.Tensor) -> float:
     tp, fp, _ = _curve(a, b)
     precision, recall = tp / (tp + fp), tp / len(b)
     steps = torch.diff(recall, prepend=torch.zeros(1, dtype=recall.dtype))
-    return float((steps * precision).sum())
+    return min(1.0, float((steps * precision).sum()))  # (the steps' rounding summed to 1.0000000000000002)
 
 
 def fpr_at_tpr(scores_in: torch.Tensor, scores_ood: torch.Tensor, tpr: float = 0.95) -> float:

@@ -107,6 +107,7 @@ class Trainer:
     ``with trainer.ema_weights():`` or from ``best.safetensors``.
     """
 
+    @torch.inference_mode(False)  # (its counters, made within a caller's inference_mode, could not be updated)
     def __init__(
         self,
         model: torch.nn.Module,
