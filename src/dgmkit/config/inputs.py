@@ -214,9 +214,7 @@ def attach_input(run: Run, role: str, path: "str | Path | Run") -> Run:
         raise ConfigError(f"--input {role}=...: {run.path} is a {run.cfg.family} run, whose inputs are: {takes}")
     other = path if isinstance(path, Run) else load_run(path, device=run.device)
     if other.device != run.device:
-        raise ConfigError(
-            f"the run {other.path} is on {other.device}, {run.path} on {run.device}: load them on one device"
-        )
+        raise ConfigError(f"the run {other.path} is on {other.device}, {run.path} on {run.device}: load them on one device")
     trained_on_mine = family.derived_data is not None and other.record["data"].get("name") == derived_name(run)
     family.attach(role, run, other, trained_on_mine)
     run.inputs[role] = other
