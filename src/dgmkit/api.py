@@ -253,12 +253,9 @@ def train(
     ``data``: arrays or a torch Dataset instead of a named dataset; under torchrun, data-parallel
     (module docstring)."""
     out = _run_folder(out, resume)
-    if not isinstance(quiet, bool):
-        raise ConfigError(f"quiet must be True or False, got {shown_value(quiet)}")
+    quiet = _quiet(quiet)
     if isinstance(settings.get("device"), torch.device):  # (as load takes one: "cpu", "cuda", "cuda:1")
         settings["device"] = str(settings["device"])
-    if not distributed.init_from_environment().is_main:  # (joins the group under torchrun: called first, always)
-        quiet = True
     if resume:
         free = (*FREE_ON_RESUME, *RELOCATABLE)  # (the data's place: the same data, checked by their digest)
         if config is not None or data is not None or set(settings) - set(free):
@@ -289,6 +286,15 @@ def train(
         remove_empty_folders(made)  # (only those left empty)
         raise
     return load(out)
+
+
+def _quiet(quiet: object) -> bool:
+    """``train``'s ``quiet``, checked; true on every rank but the first under torchrun (which this
+    call joins: it is made first, always)."""
+    if not isinstance(quiet, bool):
+        raise ConfigError(f"quiet must be True or False, got {shown_value(quiet)}")
+    main = distributed.init_from_environment().is_main  # (never skipped: the call joins the group here)
+    return quiet or not main
 
 
 def _resumed(out: Path, settings: dict, quiet: bool) -> Run:
