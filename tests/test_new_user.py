@@ -662,7 +662,7 @@ def test_every_flag_of_every_command_has_help_and_its_default():
             assert action.help, f"dgm {name} {action.option_strings or action.dest} has no help"
             text = formatter._get_help_string(action)
             default = action.default
-            if action.option_strings and not (default is None or default is False):
+            if action.option_strings and not (default is None or default is False or default == []):  # ([]: none)
                 assert "default" in text, f"dgm {name} {action.option_strings}: {text!r} does not show its default"
 
 

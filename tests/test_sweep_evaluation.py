@@ -333,7 +333,7 @@ def test_rmse_refuses_a_mask_of_another_shape_than_the_values():
 
 
 def test_batched_imputation_is_the_seeded_imputation_and_keeps_every_row_in_place():
-    from dgmkit.evaluation.imputation import impute_batched
+    from dgmkit.evaluation.imputation import impute_batched, resampling_seed
     from dgmkit.families.vae import VAEConfig
     from dgmkit.objectives.miwae import impute
 
@@ -343,9 +343,13 @@ def test_batched_imputation_is_the_seeded_imputation_and_keeps_every_row_in_plac
     x[torch.rand(x.shape, generator=torch.Generator().manual_seed(3)) < 0.4] = float("nan")
     x[:, 0, 0, 0] = 1.0  # an observed entry a row
     observed = ~torch.isnan(x)
-    # one batch, fewer draws than a chunk: the imputation of one generator seeded by seed
+    # one batch, fewer draws than a chunk: the imputation of one generator seeded by seed, the multiple
+    # imputations resampled from one of their own
     single, multiple = impute_batched(model, x, k=6, draws=3, seed=4)
-    want_single, want_multiple = impute(model, x, k=6, draws=3, generator=torch.Generator().manual_seed(4))
+    own = torch.Generator().manual_seed(resampling_seed(4))
+    want_single, want_multiple = impute(
+        model, x, k=6, draws=3, generator=torch.Generator().manual_seed(4), resample_generator=own
+    )
     assert torch.equal(single, want_single) and torch.equal(multiple, want_multiple)
     # batches of two: every row in its place, its observed entries kept, its draws in the second dimension
     single, multiple = impute_batched(model, x, k=6, draws=3, seed=4, batch_size=2)

@@ -28,7 +28,8 @@ from dgmkit.objectives.importance import CPU_CHUNK_BYTES, GPU_CHUNK_BYTES
 from dgmkit.objectives.miwae import impute
 
 __all__ = [
-    "BASELINES", "baseline_impute", "rmse", "check_imputes", "impute_batched", "to_data_units", "from_data_units",
+    "BASELINES", "baseline_impute", "rmse", "check_imputes", "impute_batched", "resampling_seed", "to_data_units",
+    "from_data_units",
 ]  # fmt: skip
 
 BASELINES = ("mean", "knn", "iterative", "missforest")
@@ -106,6 +107,12 @@ def check_imputes(model: GenerativeModel) -> None:
         )
 
 
+def resampling_seed(seed: int) -> int:
+    """The seed of the stream ``impute_batched`` resamples multiple imputations from (``seed``'s
+    own draws the importance samples)."""
+    return (seed + 0x9E3779B97F4A7C15) % 2**64
+
+
 @torch.no_grad()
 def impute_batched(
     model: LatentVariableModel, x: torch.Tensor, k: int = 10000, draws: int = 0, seed: int = 0, batch_size: int = 100
@@ -120,7 +127,7 @@ def impute_batched(
     if not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) == 0:  # (as impute refuses, not torch.cat's words)
         raise DataError("impute_batched takes the data as a torch tensor of one or more datapoints (N, *event)")
     g = torch.Generator(device=x.device).manual_seed(seed)
-    resampling = torch.Generator(device=x.device).manual_seed((seed + 0x9E3779B97F4A7C15) % 2**64)
+    resampling = torch.Generator(device=x.device).manual_seed(resampling_seed(seed))
     singles, multiples = [], []
     per_row = max(1, math.prod(x.shape[1:]))
     # the multiple imputations of a batch, (draws, B, *event), are drawn at once: B so that they stay small
