@@ -677,11 +677,10 @@ def _inexact_resume(trainer: Trainer, compiled: bool) -> list[str]:
     """Why a resumed run goes on as a run of the same settings, not bit for bit: what changed
     since its checkpoint (CPU threads, processes, the kind of device) or a compiled step."""
     said = []
-    threads, processes = trainer.threads_moved, trainer.processes_moved
-    both = threads is not None and processes is not None  # (each remedy alone is then not enough)
+    threads, processes = trainer.threads_moved, trainer.processes_moved  # (both changed: each note names both remedies)
     if threads is not None:
         before, now = threads
-        also = f" and resume with --nproc {processes[0]}" if both and processes is not None else ""
+        also = f" and resume with --nproc {processes[0]}" if processes is not None else ""
         said.append(
             f"the run trained with {plural(before, 'CPU thread')} and goes on with {now}: the CPU's kernels add in "
             f"another order, so it continues up to rounding, not bit for bit (set OMP_NUM_THREADS={before} or "
@@ -689,7 +688,7 @@ def _inexact_resume(trainer: Trainer, compiled: bool) -> list[str]:
         )
     if processes is not None:
         before, now = processes
-        also = f" with OMP_NUM_THREADS={threads[0]}" if both and threads is not None else ""
+        also = f" with OMP_NUM_THREADS={threads[0]}" if threads is not None else ""
         said.append(
             f"the run trained in {plural(before, 'process', 'processes')} and goes on in {now}: the ranks' random draws "
             "and the order in which their gradients add are not the same, so it continues as a run of the same "

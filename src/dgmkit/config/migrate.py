@@ -125,11 +125,8 @@ def check_record(record: dict, source: str) -> RunConfig:
     if not isinstance(d.get("transform"), str):
         raise CheckpointError(f"{source}: the data transform is missing")
     seen = record.get("value_range")
-    if (
-        seen is not None
-        and not (isinstance(seen, list) and len(seen) == 2 and all(type(v) is float and math.isfinite(v) for v in seen))
-        or (seen is not None and seen[0] > seen[1])
-    ):  # (floats, as written: an integer of 400 digits is no float)
+    floats = isinstance(seen, list) and len(seen) == 2 and all(type(v) is float and math.isfinite(v) for v in seen)
+    if seen is not None and not (floats and seen[0] <= seen[1]):  # (floats, as written: an integer of 400 digits is none)
         raise CheckpointError(f"{source}: the data's value_range {str(seen)[:60]} is not [lowest, highest], finite numbers")
     digest = d.get("sha256")
     if digest is not None and not (

@@ -148,6 +148,7 @@ def impute(
     acc: torch.Tensor | None = None  # the weighted sum of the point statistics so far, normalized by exp(total)
     picked = None  # the multiple imputations so far, (draws, B, *event)
     to_point = None
+    resampling = generator if resample_generator is None else resample_generator
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
         log_w, z, px = miwae_log_weights(model, x, n, generator, q=q)
@@ -165,8 +166,7 @@ def impute(
             + contrib
         )
         if draws:
-            rg = generator if resample_generator is None else resample_generator
-            picked = _resample(model, x, log_w, z, part - new_total, picked, draws, rg)
+            picked = _resample(model, x, log_w, z, part - new_total, picked, draws, resampling)
         total = new_total
     assert acc is not None and to_point is not None and total is not None  # k >= 1: at least one chunk
     _refuse_unimputable(total, mask)
