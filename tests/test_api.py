@@ -35,6 +35,15 @@ def test_train_load_sample_evaluate_and_the_cli_reads_the_folder(tmp_path, capsy
     with pytest.raises(AttributeError, match="no_such_number"):  # (not a KeyError: hasattr and getattr's default work)
         getattr(result, "no_such_number")  # noqa: B009 (the attribute access is what is tested)
     assert getattr(result, "no_such_number", None) is None and not hasattr(result, "mmd")
+    # a dict built by hand, or a part of a record, prints its items (not a KeyError from the report)
+    for part, needle in [
+        ({}, "without split, n, subset, estimate, seconds, nll, nll_stderr"),
+        ({k: result[k] for k in result if k != "nll_stderr"}, "without nll_stderr of"),
+        ({**result, "estimate": ["exact"]}, "its estimate ['exact'] not one"),
+        ({**result, "estimate": "guessed"}, "its estimate 'guessed' not one"),
+    ]:
+        assert needle in str(dgmkit.api.Evaluation(part)) and str(dgmkit.api.Evaluation(part)).startswith("Evaluation({")
+    assert str(dgmkit.api.Evaluation(result)) == str(result)
     assert not (tmp_path / "vae" / "eval.json").exists()  # the API writes nothing when evaluating
     assert main(["eval", str(tmp_path / "vae"), "--iw-samples", "20", "--limit", "50"]) == 0
     assert f"{result.nll:.3f}" in capsys.readouterr().out  # the CLI's number is the API's

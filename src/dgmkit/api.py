@@ -40,7 +40,7 @@ from dgmkit import distributed
 from dgmkit._io import atomic_write_bytes, is_text_path, remove_empty_folders
 from dgmkit.cli.argtypes import MAX_SEED, given_count
 from dgmkit.cli.common import latent_model, split_data
-from dgmkit.cli.evaluate import evaluate_run, format_report
+from dgmkit.cli.evaluate import REPORTED_ESTIMATES, evaluate_run, format_report
 from dgmkit.cli.figures import draw_samples, interpolation, needs_latents, picked_images, picked_pairs, reconstructs
 from dgmkit.cli.train import train_run
 from dgmkit.config import Run, RunConfig, load_run
@@ -78,6 +78,9 @@ def _in_float32(fn: Callable[P, R]) -> Callable[P, R]:
     return call
 
 
+_REPORT_KEYS = ("split", "n", "subset", "estimate", "seconds")  # what dgm eval's report reads
+
+
 class Evaluation(dict):
     """What ``dgm eval`` writes to eval.json, as a dict whose keys are also attributes
     (``result.nll``, ``result.bpd``), as are the values of the terms the model added
@@ -93,6 +96,12 @@ class Evaluation(dict):
         raise AttributeError(name)
 
     def __str__(self) -> str:
+        needed = _REPORT_KEYS if self.get("estimate") == "reconstruction" else _REPORT_KEYS + ("nll", "nll_stderr")
+        lacking = [key for key in needed if key not in self]
+        # built by hand, or a part of a record: its items
+        if lacking or not isinstance(self["estimate"], str) or self["estimate"] not in REPORTED_ESTIMATES:
+            what = f"without {', '.join(lacking)}" if lacking else f"its estimate {self['estimate']!r} not one"
+            return f"Evaluation({dict.__repr__(self)}), {what} of a dgm eval record"
         return format_report(self)
 
     @property

@@ -49,6 +49,7 @@ _NLL_ROW = {
     "time-sampled": lambda r: f"NLL bound ({plural(r['iw_samples'], 'time')} per datapoint)",
     "order-mixture": lambda r: f"NLL (exact, {plural(r['iw_samples'], 'order')})",
 }
+REPORTED_ESTIMATES = frozenset(_NLL_ROW) | {"reconstruction"}  # the kinds of estimate format_report prints
 MAX_ORDERS = 4096
 
 
