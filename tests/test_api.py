@@ -13,7 +13,7 @@ import dgmkit
 from dgmkit.cli.main import main
 from dgmkit.config import RunConfig
 from dgmkit.data import load_dataset
-from dgmkit.errors import ConfigError, DataError, DgmError
+from dgmkit.errors import ConfigError, DataError, DgmError, EvaluationError
 
 TINY = dict(hidden=[16], latent_dim=2, epochs=1, batch_size=64)
 
@@ -415,6 +415,17 @@ def test_the_functions_of_a_run_take_its_path_and_refuse_other_things_in_words(t
     x, r = dgmkit.reconstruct(run, 2)
     assert x.dtype == torch.float32 and r.dtype == torch.float64  # the data as the split holds them
     assert dgmkit.interpolate(run, 1, 2).shape == (1, 4, 1, 8, 8)
+    # a half-precision model draws samples and is refused data in words (its first layer met float32 draws)
+    for precision in ("half", "bfloat16"):
+        getattr(run.model, precision)()
+        assert dgmkit.sample(run, 2, seed=1)[0].shape == (2, 1, 8, 8)
+        for call in (dgmkit.evaluate, dgmkit.reconstruct, dgmkit.interpolate):
+            with pytest.raises(
+                ConfigError, match=rf"^dgmkit\.\w+: the model's parameters are {precision.replace('half', 'float16')}; "
+            ):
+                call(run)
+        with pytest.raises(EvaluationError, match=r"^evaluate\(\): the model's parameters are .*model\.float\(\) makes it"):
+            dgmkit.evaluation.evaluate(run.model, torch.zeros(2, 1, 8, 8))
 
 
 def test_sample_and_evaluate_options_are_checked_by_kind_and_numpy_integers_taken(tmp_path):

@@ -11,8 +11,8 @@ from typing import ParamSpec, TypeVar, cast
 import torch
 from torch import nn
 
-from dgmkit.devices import dtype_of
-from dgmkit.errors import DataError
+from dgmkit.devices import dtype_of, half_precision_words
+from dgmkit.errors import DataError, EvaluationError
 from dgmkit.models.base import GenerativeModel
 
 P = ParamSpec("P")
@@ -58,6 +58,8 @@ def _evaluation(fn: Callable[P, R], empty_ok: bool) -> Callable[P, R]:
                     "(torch.as_tensor(x) makes one of a NumPy array)"
                 )
             want = dtype_of(model)
+            if problem := half_precision_words(model):
+                raise EvaluationError(f"{fn.__name__}(): {problem}")
             if x.is_floating_point() and x.dtype != want:  # (a matrix product of float64 and float32 fails)
                 x = x.to(want)
                 if at is not None and at < len(args):

@@ -46,7 +46,7 @@ from dgmkit.cli.train import train_run
 from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.config.inputs import attach_input
 from dgmkit.config.schema import FREE_ON_RESUME, RELOCATABLE, load_config_file
-from dgmkit.devices import dtype_of
+from dgmkit.devices import dtype_of, half_precision_words
 from dgmkit.errors import ConfigError, DataError, did_you_mean, shown_value
 from dgmkit.evaluation import record_terms
 from dgmkit.evaluation.report import estimate_protocol
@@ -365,8 +365,12 @@ def _config_keys(config: object) -> dict:
 def _the_run(run: object, call: str) -> Run:
     """The run that ``call`` (sample, evaluate, ...) works on: a loaded run, or a run folder's
     path, loaded as ``load`` loads it (on the CPU). Anything else, a model built by hand among
-    them, is refused in words: these functions read the run's record (its data, its transform)."""
+    them, is refused in words: these functions read the run's record (its data, its transform).
+    A model made half precision (``run.model.half()``) draws samples and is given no data
+    (``half_precision_words``)."""
     if isinstance(run, Run):
+        if call != "sample" and (problem := half_precision_words(run.model)):
+            raise ConfigError(f"dgmkit.{call}: {problem}")
         return run
     if isinstance(run, (str, os.PathLike)):
         return load(run)

@@ -75,6 +75,21 @@ def dtype_of(module: torch.nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
+def half_precision_words(module: torch.nn.Module) -> str | None:
+    """Why data are not given to ``module``, where it was made half precision (``.half()``,
+    ``.bfloat16()``), else None: dgmkit evaluates and reconstructs in float32 or float64 (a
+    log-likelihood of 700 nats in float16 is rounded to the nearest 0.5, and such a model's layers
+    meet float32 draws)."""
+    precision = dtype_of(module)
+    if precision not in (torch.float16, torch.bfloat16):
+        return None
+    return (
+        f"the model's parameters are {str(precision).removeprefix('torch.')}; dgmkit gives data to a model in float32 "
+        "or float64 (model.float() makes it float32) and trains in half precision under autocast, the parameters "
+        "float32 (precision bf16 or fp16 on CUDA)"
+    )
+
+
 def reads_are_free(t: torch.Tensor) -> bool:
     """Whether the host may read ``t``'s values (``float(t)``, ``bool(t)``) at no cost: on the
     CPU, outside ``torch.compile``. On a GPU a read waits for the device, and under
