@@ -537,6 +537,8 @@ def test_data_of_every_kind_a_user_holds_is_read_as_it_is_meant(tmp_path, monkey
     for given in (t.to(torch.float8_e4m3fn), t.to(torch.float8_e5m2), quantized):
         assert np.array_equal(_as_arrays(given)[0], x)
     assert _as_arrays(chalf)[0].dtype == np.complex64  # (refused as complex where it is read)
+    with pytest.raises(DataError, match=r"a tensor on the meta device \(of shape \(40, 4, 4\)\) holds no values"):
+        _as_arrays((t.to("meta"), None))  # (torch's "Cannot copy out of meta tensor")
     with pytest.raises(
         DataError, match=r"reads y as the labels, one number per image, and this y is an array of shape \(40,"
     ):

@@ -122,6 +122,8 @@ def _array(a: object) -> np.ndarray:
     a type NumPy lacks: bfloat16 and float8 as float32, complex32 as complex64); a NumPy masked
     array with its masked entries missing (NaN), as dgmkit marks them."""
     if torch.is_tensor(a):
+        if a.is_meta:
+            raise DataError(f"a tensor on the meta device (of shape {tuple(a.shape)}) holds no values to train or score on")
         t = a.detach()
         t = t.to_dense() if t.layout != torch.strided else t
         t = t.dequantize() if t.is_quantized else t
