@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from dgm_cli import dgm as _dgm
@@ -625,6 +626,20 @@ def test_learning_curves_leave_out_values_no_axis_can_hold(value):
     metrics = [{"epoch": 1, "train_elbo": -90.0, "lr": 1e-3}, {"epoch": 2, "train_elbo": value, "lr": value}]
     png = curves_png(metrics, "ELBO", "elbo")
     assert png is not None and png.startswith(b"\x89PNG")
+
+
+def test_learning_curves_step_in_whole_epochs(monkeypatch):
+    """A closed-form fit's one epoch was drawn on an axis ticked 0.96, 0.98, ... 1.04."""
+    from dgmkit.reporting import page
+
+    ticks = []
+    monkeypatch.setattr(page, "figure_png", lambda fig: ticks.append([a.get_xticks() for a in fig.axes]) or b"")
+    for epochs in (1, 3):
+        page.curves_png(
+            [{"epoch": e, "train_log_px": -160.0 + e, "lr": 1e-3} for e in range(1, epochs + 1)], "log", "log_px"
+        )
+    for axes in ticks:
+        assert all(np.array_equal(t, np.round(t)) for t in axes) and len(axes) == 2
 
 
 def test_the_comparison_says_what_each_number_is_of_and_prefers_an_exact_number_to_a_bound():

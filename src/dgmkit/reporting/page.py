@@ -183,6 +183,7 @@ def curves_png(metrics: list[dict], score_label: str, score: str, shift: float =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = _curve_panels(metrics, score_label, score, shift)
     if not panels:
@@ -196,6 +197,7 @@ def curves_png(metrics: list[dict], score_label: str, score: str, shift: float =
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=literal(label))
         ax.set_title(literal(title), fontsize=10)
         ax.set_xlabel(literal(step))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # (epochs, iterations: not 0.96 .. 1.04 of one)
         ax.grid(alpha=0.3)
         if len(lines) > 1:
             ax.legend(fontsize=8)
