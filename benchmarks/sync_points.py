@@ -3,8 +3,12 @@ counted per source line (issue 28: "no host synchronisation inside a step").
 
 For each model (the presets of ``gpu_speed.py``) the script trains a warm-up epoch of
 ``--steps`` steps, then a second one under ``torch.cuda.set_sync_debug_mode("warn")``, and lists
-the lines of dgmkit (and of the benchmark) that synchronised, with how often: a line seen
-``steps`` times or more synchronises in every step. CUDA only.
+the lines of dgmkit (and of the benchmark) that synchronised, with how often; it does so again
+with epochs of twice the steps. The synchronisations per step are the difference of the two
+epochs' counts over ``--steps``: what an epoch's end adds (the finiteness check, the metrics,
+the checkpoint) cancels. (Before 2026-11-29 the script counted every line seen ``steps`` times
+or more, the end-of-epoch check of each parameter among them: its "about N per step" of earlier
+outputs overstates.) CUDA only.
 
     python benchmarks/sync_points.py [--models gated-vae,hvae] [--steps 20]
 """
@@ -59,20 +63,25 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args()
+    unknown = [name for name in args.models.split(",") if name not in MODELS]
+    if unknown or args.steps < 1:
+        ap.error(f"--models: {', '.join(unknown)} not among {', '.join(MODELS)}" if unknown else "--steps must be >= 1")
     if not torch.cuda.is_available():
         sys.exit("sync_points.py needs a CUDA device")
     device = torch.device("cuda")
     for name in args.models.split(","):
         try:
-            sites = sync_sites(name, device, args.steps)
+            short, long = (sync_sites(name, device, steps) for steps in (args.steps, 2 * args.steps))
         except Exception as e:  # noqa: BLE001 - one model's failure is reported, the others go on
             print(f"== {name}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue
-        per_step = sum(n for n in sites.values() if n >= args.steps) / args.steps
-        print(f"== {name}: {sum(sites.values())} synchronisations in {args.steps} steps (+ epoch end); "
-              f"about {per_step:.1f} per step from lines seen every step", flush=True)  # fmt: skip
-        for where, n in sites.most_common(15):
-            print(f"  {n:6d}  {where}", flush=True)
+        a, b = sum(short.values()), sum(long.values())
+        print(f"== {name}: {a} synchronisations in an epoch of {args.steps} steps, {b} in one of {2 * args.steps}: "
+              f"{(b - a) / args.steps:.1f} per step (the difference), {2 * a - b} at an epoch's end",
+              flush=True)  # fmt: skip
+        print(f"  {args.steps:>6d}  {2 * args.steps:>6d}  steps: where", flush=True)
+        for where, n in long.most_common(15):
+            print(f"  {short[where]:6d}  {n:6d}  {where}", flush=True)
 
 
 if __name__ == "__main__":
