@@ -1,13 +1,15 @@
 """Shared set-up of the benchmarks: data, the reference model, and timing helpers."""
 
+import argparse
 import os
 import sys
 from pathlib import Path
 
 import torch
 
-from dgmkit.config import RunConfig
+from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.data import load_dataset
+from dgmkit.errors import DgmError
 
 # The model of both speed benchmarks: 784-512-256-32 MLP VAE, Bernoulli likelihood.
 REFERENCE = RunConfig.of(
@@ -22,14 +24,51 @@ REFERENCE = RunConfig.of(
 )
 
 
-def data_dir() -> str:
+def count(text: str) -> int:
+    """An argparse type: a whole number >= 1 (rounds, steps, images, draws), refused in words."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def the_argument(doc: str, default: str | None = None) -> str:
+    """The one positional argument of a script that takes no flags (a run folder, an output
+    folder), or ``default``: the script's docstring for -h or --help, its usage line (the
+    docstring's ``python benchmarks/...`` line) where it is missing or more are given."""
+    args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print(doc)
+        sys.exit(0)
+    if len(args) > 1 or (not args and default is None) or (args and args[0].startswith("-")):
+        usage = next((line.strip() for line in doc.splitlines() if "python benchmarks/" in line), "see the docstring")
+        sys.exit(f"usage: {usage}")
+    return args[0] if args else str(default)
+
+
+def run_of(folder: str) -> Run:
+    """The run in ``folder``, or the script stops with dgmkit's words (not a traceback)."""
+    try:
+        return load_run(folder)
+    except DgmError as e:
+        sys.exit(f"{folder}: {e}")
+
+
+def found_data_dir() -> str | None:
+    """$DGMKIT_DATA if set, else ../shared/data beside the repository where it exists, else None."""
     env = os.environ.get("DGMKIT_DATA")
     if env:
         return env
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if shared.is_dir():
-        return str(shared)
-    sys.exit("set DGMKIT_DATA to the folder holding binarized_mnist/*.amat(.gz)")
+    return str(shared) if shared.is_dir() else None
+
+
+def data_dir() -> str:
+    """The data folder (``found_data_dir``); the benchmark stops, saying so, where there is none."""
+    return found_data_dir() or sys.exit("set DGMKIT_DATA to the folder holding binarized_mnist/*.amat(.gz)")
 
 
 def binarized_mnist():

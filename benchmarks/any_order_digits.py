@@ -12,16 +12,16 @@ bound as the first row's); then M = 4 with seeds 1 to 3 (other orders: the sprea
 NLL over the choice of orders, a property of the mixture, not noise of an estimate).
 """
 
-import sys
 import time
 
+from _common import run_of, the_argument
+
 from dgmkit.cli.common import split_data
-from dgmkit.config.run import load_run
 from dgmkit.evaluation import evaluate
 
 
 def main(run_dir: str) -> None:
-    run = load_run(run_dir)
+    run = run_of(run_dir)
     model = run.model.eval()
     x, _ = split_data(run, "test")
     d = x[0].numel()
@@ -40,4 +40,4 @@ def main(run_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/masked-digits-ao")
+    main(the_argument(__doc__, "runs/masked-digits-ao"))

@@ -15,16 +15,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine, run_of, the_argument  # noqa: E402
 
 from dgmkit.conditional import BernoulliHead  # noqa: E402
-from dgmkit.config import load_run  # noqa: E402
 from dgmkit.models.autoregressive import GatedPixelCNN  # noqa: E402
 
 
 def main() -> None:
     if len(sys.argv) > 1:
-        model, what = load_run(sys.argv[1]).model, sys.argv[1]
+        what = the_argument(__doc__)
+        model = run_of(what).model
     else:
         torch.manual_seed(0)
         model, what = GatedPixelCNN(BernoulliHead(), (1, 28, 28), channels=64, layers=8).eval(), "random weights"

@@ -20,15 +20,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_dir, machine  # noqa: E402
+from _common import data_dir, machine, run_of, the_argument  # noqa: E402
 
 from dgmkit.coding import bitsback, encode_bits_back  # noqa: E402
-from dgmkit.config import load_run  # noqa: E402
 from dgmkit.data import load_dataset  # noqa: E402
 
 
 def main() -> None:
-    run = load_run(sys.argv[1])
+    folder = the_argument(__doc__)
+    run = run_of(folder)
     model = run.model.eval()
     x = load_dataset(run.cfg.data.dataset, data_dir(), download=False).test.x.long()
     layers = model.num_layers
@@ -86,7 +86,7 @@ def main() -> None:
     first = stacks[1].first
     latents = sum(bits[layer] for layer in range(layers))
     pixels = 32 * len(words) - 32 * first - latents - bits["sizes"]
-    print(f"# {run.cfg.model.describe()} ({sys.argv[1]}) on {run.cfg.data.dataset} test: {len(x)} images")
+    print(f"# {run.cfg.model.describe()} ({folder}) on {run.cfg.data.dataset} test: {len(x)} images")
     print(f"# {machine()}; the ELBO terms: one posterior draw a datapoint (seed 0), KL in closed form")
     print(f"stack {32 * len(words)} bits in all, {calls['batches']} batches")
     print(

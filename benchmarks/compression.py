@@ -27,12 +27,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_dir, machine  # noqa: E402
+from _common import data_dir, machine, run_of, the_argument  # noqa: E402
 
 from dgmkit import __version__  # noqa: E402
 from dgmkit.coding import coder_of, model_fingerprint, write_container  # noqa: E402
 from dgmkit.coding.container import content_digest  # noqa: E402
-from dgmkit.config import load_run  # noqa: E402
 from dgmkit.data import load_dataset  # noqa: E402
 
 
@@ -48,7 +47,8 @@ def png_bytes(x: np.ndarray, binary: bool) -> int:
 
 
 def main() -> None:
-    run = load_run(sys.argv[1])
+    folder = the_argument(__doc__)
+    run = run_of(folder)
     model = run.model
     ds = load_dataset(run.cfg.data.dataset, data_dir(), download=False)
     x = ds.test.x[:, 0].numpy()  # (N, H, W) uint8
@@ -56,8 +56,9 @@ def main() -> None:
     binary = ds.num_levels == 2
     xt = torch.from_numpy(x.astype(np.int64)).unsqueeze(1)
     coder = coder_of(model)
-    assert coder is not None, f"{sys.argv[1]} holds a model with no coder"
-    print(f"# {run.cfg.model.describe()} ({sys.argv[1]}) on {run.cfg.data.dataset} test: {n} images of {dims} pixels")
+    if coder is None:
+        sys.exit(f"{folder} holds a {run.cfg.model.describe()}, a model with no coder")
+    print(f"# {run.cfg.model.describe()} ({folder}) on {run.cfg.data.dataset} test: {n} images of {dims} pixels")
     print(f"# {coder.name}; {machine()}")
     label, reference = coder.reference
     limit = reference(model, xt).sum().item()

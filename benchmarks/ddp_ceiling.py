@@ -36,7 +36,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import count, machine  # noqa: E402
 from ddp_scaling import MODELS, _subset  # noqa: E402
 
 STEPS = {"vae": 100, "conv-vae": 8, "pixelcnn": 2, "masked-diffusion": 2}  # per round and mode
@@ -157,7 +157,7 @@ def _time(rank: int, name: str, flags: list[str], rounds: int) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=count, default=5)
     a = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
     print(f"# {machine()}; steps of one global batch, interleaved rounds: {a.rounds}")

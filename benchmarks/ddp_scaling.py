@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_dir, machine  # noqa: E402
+from _common import count, data_dir, machine  # noqa: E402
 
 BMNIST = ["--dataset", "binarized-mnist"]
 SUBSET = ["--dataset", "{subset}"]  # a seeded random 6000 of binarized MNIST's training images
@@ -92,8 +92,8 @@ def _run(flags: list[str], epochs: int, nproc: int, out: Path, seed: int = 0, sh
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--nproc", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--nproc", type=count, default=2)
+    p.add_argument("--epochs", type=count, default=3)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     a = p.parse_args()
     print(f"# {machine()}; 1 process x 1 thread against {a.nproc} processes x 1 thread, {a.epochs} epochs each")

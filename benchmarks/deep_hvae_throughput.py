@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_dir, machine  # noqa: E402
+from _common import count, found_data_dir, machine  # noqa: E402
 
 from dgmkit.config import RunConfig, build_model, load_config_file, trainer_options  # noqa: E402
 from dgmkit.data import Dataset, Split, load_dataset  # noqa: E402
@@ -45,16 +45,18 @@ def peak_mib() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "hvae-residual-cpu-hour.toml"))
-    ap.add_argument("--steps", type=int, default=20, help="training steps per round")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--k", type=int, default=100, help="importance samples per image for the evaluation timing")
-    ap.add_argument("--eval-n", type=int, default=20, help="images for the evaluation timing")
+    ap.add_argument("--steps", type=count, default=20, help="training steps per round")
+    ap.add_argument("--rounds", type=count, default=3)
+    ap.add_argument("--k", type=count, default=100, help="importance samples per image for the evaluation timing")
+    ap.add_argument("--eval-n", type=count, default=20, help="images for the evaluation timing")
     args = ap.parse_args()
     base = peak_mib()
     cfg = RunConfig.of(**load_config_file(args.config))
     try:
-        dataset = load_dataset(cfg.data.dataset, data_dir())
-        where = f"{cfg.data.dataset} from {data_dir()}"
+        if (root := found_data_dir()) is None:
+            raise DgmError("no data folder: DGMKIT_DATA unset and no ../shared/data")
+        dataset = load_dataset(cfg.data.dataset, root)
+        where = f"{cfg.data.dataset} from {root}"
     except DgmError as e:  # the benchmark runs anywhere; it says what it used
         x = (torch.rand(5000, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.3).to(torch.uint8)
         dataset = Dataset("synthetic-binary", Split(x), Split(x[:500]), Split(x[:500]), 2)

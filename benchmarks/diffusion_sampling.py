@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import count, machine  # noqa: E402
 
 from dgmkit.config import load_run  # noqa: E402
 from dgmkit.families.diffusion import DiffusionConfig  # noqa: E402
@@ -33,8 +33,8 @@ def _model(run: str | None, process: str, levels: int) -> tuple[torch.nn.Module,
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("runs", nargs="*")
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--steps", type=int, nargs="+", default=[25, 100, 250])
+    p.add_argument("--n", type=count, default=64)
+    p.add_argument("--steps", type=count, nargs="+", default=[25, 100, 250])
     a = p.parse_args()
     runs = [*a.runs, None, None][:2]
     print(f"# {machine()}; batches of {a.n} images")

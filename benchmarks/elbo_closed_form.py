@@ -16,7 +16,7 @@ import statistics
 import time
 
 import torch
-from _common import REFERENCE, machine
+from _common import REFERENCE, count, machine
 from torch.profiler import ProfilerActivity, profile
 
 from dgmkit.config import build_model, build_objective
@@ -40,8 +40,8 @@ def operations(f) -> int:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--passes", type=int, default=50, help="forward and backward passes a round")
+    ap.add_argument("--rounds", type=count, default=30)
+    ap.add_argument("--passes", type=count, default=50, help="forward and backward passes a round")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     for shape, hidden in [((1, 28, 28), [512, 256]), ((1, 8, 8), [256, 128])]:

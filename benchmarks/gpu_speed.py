@@ -50,7 +50,7 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
-from _common import data_dir, machine
+from _common import count, data_dir, machine
 
 from dgmkit.config import RunConfig, build_model, build_objective, load_config_file, trainer_options
 from dgmkit.config.inputs import run_dataset
@@ -385,8 +385,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
-    ap.add_argument("--steps", type=int, default=200, help="timed training steps per contender")
-    ap.add_argument("--eval-images", type=int, default=None, help="test images for the NLL (default: 10000 on CUDA, 200)")
+    ap.add_argument("--steps", type=count, default=200, help="timed training steps per contender")
+    ap.add_argument("--eval-images", type=count, default=None, help="test images for the NLL (default: 10000 on CUDA, 200)")
     ap.add_argument("--k", type=int, default=5000, help="draws per image of the IS-NLL (0: leave the NLL out)")
     names = ("plain eager, dgmkit, dgmkit --compile, dgmkit NHWC, dgmkit --compile NHWC, dgmkit --graph-step, "
              "dgmkit --compile --graph-step, plain compile, plain graphs")  # fmt: skip
@@ -398,15 +398,22 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config value of every model (a TOML value or none, e.g. ema=0), after its preset's")  # fmt: skip
     args = ap.parse_args()
+    models = [name.strip() for name in args.models.split(",")]
+    wanted = {name.strip() for name in args.contenders.split(",")} if args.contenders else None
+    if unknown := [name for name in models if name not in MODELS]:
+        ap.error(f"--models: {', '.join(unknown)} not among {', '.join(MODELS)}")
+    if wanted and (unknown := sorted(wanted - set(names.split(", ")))):
+        ap.error(f"--contenders: {', '.join(unknown)} not among {names}")
+    if args.k < 0:
+        ap.error(f"--k must be >= 0 (0 leaves the NLL out), got {args.k}")
     overrides = dict(setting_of(item) for item in args.set)
     device = resolve_device(args.device)
     data = data_dir()
     gpu = device.type == "cuda"
     print(f"machine: {machine()}; device: {torch.cuda.get_device_name(device) if gpu else 'cpu'}; "
           f"precision: {args.precision} (auto: bf16 for the families checked in it, else fp32)", flush=True)  # fmt: skip
-    wanted = set(args.contenders.split(",")) if args.contenders else None
     print(f"{'model':<18}{'contender':<30}{'images/s':>10}{'ratio':>8}{'peak MiB':>10}{'GPU busy':>10}")
-    for name in args.models.split(","):
+    for name in models:
         cfg, dataset, transform, init = setting_up(name, device, data, overrides)
         steps = min(args.steps, len(dataset.train.x) // cfg.optim.batch_size)  # distinct rows in every step
         if steps < args.steps:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import count, machine  # noqa: E402
 
 from dgmkit.training.ema import EMA  # noqa: E402
 from dgmkit.training.step_guard import _total_norm  # noqa: E402
@@ -48,8 +48,8 @@ def ema_update_before(ema: EMA, model: torch.nn.Module) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tensors", type=int, default=348, help="one-element weight tensors (two per block)")
-    ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--tensors", type=count, default=348, help="one-element weight tensors (two per block)")
+    ap.add_argument("--calls", type=count, default=300)
     args = ap.parse_args()
     torch.set_num_threads(1)
     blocks = max(1, args.tensors // 4)

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import count, machine  # noqa: E402
 
 from dgmkit.config import RunConfig, build_model, trainer_options  # noqa: E402
 from dgmkit.data import Dataset, Split, load_dataset  # noqa: E402
@@ -324,10 +324,10 @@ def check_learning(name: str, before: float, after: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prior", choices=["standard", "vampprior"], default="standard", help="the top prior p(z2)")
-    ap.add_argument("--steps", type=int, default=500, help="training steps (of batch 100) per timed run")
-    ap.add_argument("--rounds", type=int, default=5, help="timed rounds; each runs every contender once")
+    ap.add_argument("--steps", type=count, default=500, help="training steps (of batch 100) per timed run")
+    ap.add_argument("--rounds", type=count, default=5, help="timed rounds; each runs every contender once")
     ap.add_argument("--warmup", type=float, default=100.0, help="KL warm-up length in epochs (the paper: 100)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
+    ap.add_argument("--threads", type=count, default=None, help="torch threads for both (default: torch's)")
     ap.add_argument("--no-fused", action="store_true", help="skip the plain loop with fused Adam")
     ap.add_argument("--synthetic", action="store_true", help="synthetic binary images even where the real data are")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 5 steps, 2 rounds (its ratio means nothing)")

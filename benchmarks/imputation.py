@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import count, machine  # noqa: E402
 
 from dgmkit.cli.main import main as dgm  # noqa: E402
 
@@ -250,12 +250,12 @@ def mnist(args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=None, help="UCI tables: epochs of batch 64 (default 2000 / 601)")
+    p.add_argument("--epochs", type=count, default=None, help="UCI tables: epochs of batch 64 (default 2000 / 601)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="early-stop", help="UCI tables: how training ends")
-    p.add_argument("--k", type=int, default=10000, help="UCI tables: importance samples of the imputation")
-    p.add_argument("--masks", type=int, default=5, help="UCI tables: masks (--missing-seed 0..masks-1)")
-    p.add_argument("--mnist-epochs", type=int, default=20)
-    p.add_argument("--mnist-k", type=int, default=1000)
+    p.add_argument("--k", type=count, default=10000, help="UCI tables: importance samples of the imputation")
+    p.add_argument("--masks", type=count, default=5, help="UCI tables: masks (--missing-seed 0..masks-1)")
+    p.add_argument("--mnist-epochs", type=count, default=20)
+    p.add_argument("--mnist-k", type=count, default=1000)
     p.add_argument(
         "--tables", nargs="*", default=TABLES, help=f"{', '.join(TABLES)}, or scikit-learn's wine, iris, diabetes"
     )

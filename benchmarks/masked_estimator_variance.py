@@ -8,16 +8,14 @@
 Images: 5 test images drawn at random with seed 0; 64 repeats of k stratified times each.
 """
 
-import sys
-
 import torch
+from _common import run_of, the_argument
 
 from dgmkit.cli.common import split_data
-from dgmkit.config.run import load_run
 
 
 def main(run_dir: str) -> None:
-    run = load_run(run_dir)
+    run = run_of(run_dir)
     model = run.model.eval()
     x, _ = split_data(run, "test")
     x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:5]]
@@ -37,4 +35,4 @@ def main(run_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/masked-digits")
+    main(the_argument(__doc__, "runs/masked-digits"))

@@ -7,8 +7,9 @@ bound on the test images), plus the exact mixtures of orders that ``... OUT_DIR 
 """
 
 import json
-import sys
 from pathlib import Path
+
+from _common import the_argument
 
 
 def main(out: str) -> None:
@@ -42,4 +43,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(the_argument(__doc__))

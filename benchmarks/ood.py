@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import count, machine  # noqa: E402
 
 from dgmkit.cli.main import main as dgm  # noqa: E402
 
@@ -42,16 +42,16 @@ def _step(what: str, argv: list[str]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--channels", type=int, default=16)
-    p.add_argument("--layers", type=int, default=5)
-    p.add_argument("--components", type=int, default=5, help="logistic mixture components per pixel")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=count, default=1)
+    p.add_argument("--channels", type=count, default=16)
+    p.add_argument("--layers", type=count, default=5)
+    p.add_argument("--components", type=count, default=5, help="logistic mixture components per pixel")
+    p.add_argument("--batch-size", type=count, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--mutation-rate", type=float, default=0.2)
     p.add_argument("--weight-decay", type=float, default=0.0, help="of the background model only")
-    p.add_argument("--fit-limit", type=int, default=10000)
-    p.add_argument("--limit", type=int, default=None, help="in and OOD test images (default: all 10000 each)")
+    p.add_argument("--fit-limit", type=count, default=10000)
+    p.add_argument("--limit", type=count, default=None, help="in and OOD test images (default: all 10000 each)")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
     print(f"# OOD benchmark: Fashion-MNIST (in) vs MNIST (OOD); {machine()}; device {args.device}", flush=True)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import count, machine  # noqa: E402
 
 from dgmkit.cli.main import main as dgm  # noqa: E402
 from dgmkit.evaluation import record_terms  # noqa: E402
@@ -84,10 +84,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder for the run folders (reused: a trained run is only measured)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--latent-dim", type=int, default=10)
+    ap.add_argument("--epochs", type=count, default=20)
+    ap.add_argument("--latent-dim", type=count, default=10)
     ap.add_argument("--hidden", type=int, nargs="+", default=[512, 256])
-    ap.add_argument("--votes", type=int, default=800, help="FactorVAE metric votes")
+    ap.add_argument("--votes", type=count, default=800, help="FactorVAE metric votes")
     ap.add_argument("--only", nargs="+", default=None, help="contenders to run (names as in the table)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 epoch, 1 seed, 50 votes")
     args = ap.parse_args()

@@ -8,11 +8,11 @@ same networks for all three (one hidden layer of 256 units, 8-D z, 8-D a; 100 ep
 """
 
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import the_argument
 
 import dgmkit
 
@@ -45,4 +45,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/ss-digits")
+    main(the_argument(__doc__, "runs/ss-digits"))

@@ -21,7 +21,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _common import REFERENCE, binarized_mnist, machine
+from _common import REFERENCE, binarized_mnist, count, machine
 from torch import nn
 
 from dgmkit.config import build_model, build_objective, trainer_options
@@ -83,8 +83,8 @@ def dgmkit_loop(dataset, epochs: int, batch_size: int, seed: int) -> float:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per timed run (390 steps each)")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=count, default=2, help="epochs per timed run (390 steps each)")
+    ap.add_argument("--rounds", type=count, default=3)
     args = ap.parse_args()
     dataset = binarized_mnist()
     x = dataset.train.x.float().flatten(1)

@@ -1,0 +1,58 @@
+"""The benchmark scripts' arguments: a count of rounds, steps or images below 1, a missing or
+extra run folder, -h, an unknown model or contender, a folder that holds no run: each refused
+in words with a usage line or dgmkit's message, never a traceback (a review found a
+StatisticsError after 100 s of warm-up, KeyError, IndexError and CheckpointError tracebacks)."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from benchmark_scripts import BENCHMARKS, load
+
+common = load("_common")
+
+
+def test_a_count_is_a_whole_number_of_at_least_one():
+    assert common.count("3") == 3
+    for text, needle in [("0", "must be >= 1, got 0"), ("-2", "must be >= 1, got -2"), ("2.5", "'2.5' is not a whole")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=needle):
+            common.count(text)
+
+
+def test_the_one_argument_of_a_script(monkeypatch, capsys):
+    doc = "What it does.\n\n    python benchmarks/x.py RUN_DIR   # a run\n"
+    for argv, default, expected in [(["RUN"], None, "RUN"), ([], "runs/a", "runs/a"), (["RUN"], "runs/a", "RUN")]:
+        monkeypatch.setattr(sys, "argv", ["x.py", *argv])
+        assert common.the_argument(doc, default) == expected
+    for argv in ([], ["a", "b"], ["--steps"]):
+        monkeypatch.setattr(sys, "argv", ["x.py", *argv])
+        with pytest.raises(SystemExit, match=r"^usage: python benchmarks/x\.py RUN_DIR   # a run$"):
+            common.the_argument(doc)
+    monkeypatch.setattr(sys, "argv", ["x.py", "--help"])
+    with pytest.raises(SystemExit) as e:
+        common.the_argument(doc)
+    assert e.value.code == 0 and capsys.readouterr().out == doc + "\n"
+
+
+def test_a_folder_without_a_run_stops_the_script_in_dgmkits_words(tmp_path):
+    with pytest.raises(SystemExit, match=f"^{tmp_path}/none: no run folder at "):
+        common.run_of(str(tmp_path / "none"))
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train_speed.py", "--rounds", "0"], "argument --rounds: must be >= 1, got 0"),
+        (["gpu_speed.py", "--models", "foo"], "--models: foo not among gated-vae"),
+        (["gpu_speed.py", "--contenders", "dgmkit,plain"], "--contenders: plain not among plain eager"),
+        (["compression.py"], "usage: python benchmarks/compression.py RUN_DIR"),
+        (["imputation.py", "--out", "x", "--masks", "0"], "argument --masks: must be >= 1, got 0"),
+    ],
+)
+def test_scripts_refuse_bad_arguments_before_any_work(args, needle):
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / args[0]), *args[1:]], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode in (1, 2) and needle in done.stderr and "Traceback" not in done.stderr
