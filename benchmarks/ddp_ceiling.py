@@ -16,7 +16,9 @@ side by side in one pair of processes (gloo, one thread each), in interleaved ro
   choice for ranks on one machine).
 
 A step is forward, backward and Adam's (fused) update. The ratios are the baseline's time over
-each; the median over the rounds is printed with every round's value.
+each, in each round; the median over the rounds is printed with every round's value. It is not
+the quotient of the two medians of ms/step beside it: the two times of a round are taken
+together, and the machine's speed wanders between rounds.
 
     python benchmarks/ddp_ceiling.py [--models vae conv-vae pixelcnn masked-diffusion] [--rounds 5]
 """
@@ -160,7 +162,8 @@ def main() -> None:
     p.add_argument("--rounds", type=count, default=5)
     a = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
-    print(f"# {machine()}; steps of one global batch, interleaved rounds: {a.rounds}")
+    print(f"# {machine()}; steps of one global batch, interleaved rounds: {a.rounds}; ratio: the median of the "
+          "rounds' ratios (one process's time over the mode's, in the same round)")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         subset = str(_subset(Path(tmp))) if any("{subset}" in MODELS[m] for m in a.models) else ""
         flags = {m: [f.format(subset=subset) for f in MODELS[m]] for m in a.models}
