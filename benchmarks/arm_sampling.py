@@ -4,7 +4,7 @@ network pass per pixel), side by side, drawing the same images from the same uni
     python benchmarks/arm_sampling.py [RUN_DIR]
 
 With a run folder (a trained --model arm run) its model is used; without one, a
-randomly initialised PixelCNN of the same default size on 28x28 binary images (the speed does
+randomly initialised gated PixelCNN of 64 channels and 8 layers on 28x28 binary images (the speed does
 not depend on the weights).
 """
 

@@ -1,8 +1,8 @@
 """Learning curves of the VampPrior-paper runs: a markdown table and a PNG.
 
 Reads runs/paper-*/metrics.jsonl (and eval.json where `dgm eval` has been run) and prints, per
-row: epochs reached, CPU time, the best validation ELBO and the validation -ELBO at chosen
-epochs; writes docs/paper-curves.png.
+row: epochs reached, training time (the wall-clock seconds of its epochs), the best validation
+ELBO and the validation -ELBO at chosen epochs; writes docs/paper-curves.png.
 
     python benchmarks/paper_curves.py [--runs runs] [--out docs/paper-curves.png]
 """
