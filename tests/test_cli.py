@@ -278,6 +278,27 @@ def test_ppca_fits_in_closed_form_and_evaluates_exactly(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_cluster_names_each_datapoints_row_of_the_data_file(tmp_path, capsys):
+    """cluster-assignments.csv's index is the place in the split, which a data file's split draws
+    from its rows in a seeded order: file_row is the row of the file (a review matched index 0 of
+    iris's test split to iris row 0; it was row 60)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    x = (rng.random((200, 4, 4)) < (0.2 + 0.3 * y[:, None, None])).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    out = tmp_path / "r"
+    argv = ["train", "--dataset", tmp_path / "d.npz", "--prior", "mog", "--prior-components", "3", "--hidden", "8"]
+    assert run(capsys, *argv, "--latent-dim", "2", "--epochs", "1", "--quiet", "--out", out)[0] == 0
+    code, text, _ = run(capsys, "cluster", out)
+    assert code == 0 and "file_row: its row of" in text
+    lines = (out / "cluster-assignments.csv").read_text().splitlines()
+    table = np.array([list(map(int, r.split(","))) for r in lines[1:]])
+    assert lines[0] == "index,label,component,file_row" and len(table) == 20
+    assert table[:, 0].tolist() == list(range(20)) and table[:, 3].tolist() != list(range(20))  # (a seeded share)
+    assert np.array_equal(table[:, 1], y[table[:, 3]])  # each label is that of its file row
+    assert sorted(table[:, 3]) == sorted(set(table[:, 3])) and table[:, 3].max() < 200
+
+
 def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
     out = tmp_path / "mog"
     argv = [
@@ -305,11 +326,16 @@ def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
     assert 0.1 <= scores["accuracy"] <= 1 and 0 <= scores["nmi"] <= 1 and scores["n"] == 300
     assert scores["weights"] == load_run(out).weights_digest() and scores["checkpoint"] == "best.safetensors"
     rows = (out / "cluster-assignments.csv").read_text().splitlines()  # each datapoint's component
-    assert rows[0] == "index,label,component" and len(rows) == 301
-    parts = [tuple(map(int, r.split(","))) for r in rows[1:]]
+    assert rows[0] == "index,label,component,file_row" and len(rows) == 301
+    assert all(r.endswith(",") for r in rows[1:])  # (the digits' splits are fixed: no file row)
+    parts = [tuple(map(int, r.split(",")[:3])) for r in rows[1:]]
     assert [p[0] for p in parts] == list(range(300)) and all(0 <= p[2] < 10 for p in parts)
     assert len({p[2] for p in parts}) == scores["clusters_used"]
     assert run(capsys, "cluster", out)[0] == 0  # its own files are replaced; files of the same names of others are not
+    (out / "cluster-assignments.csv").write_text("index,label,component\n0,1,2\n")  # as dgmkit wrote it before file_row
+    assert run(capsys, "cluster", out)[0] == 0 and (out / "cluster-assignments.csv").read_text().startswith(
+        "index,label,component,file_row\n"
+    )
     mine_too = (
         ("cluster.json", '{"clusters_used": 3, "precious": true}'),  # the marker alone does not make it dgmkit's
         ("cluster-assignments.csv", "index,label,components_note,precious\n1,2,3,4\n"),  # nor the header's start

@@ -68,6 +68,14 @@ def test_mixture_prior_responsibilities_and_assignment():
     r = prior.responsibilities(torch.tensor([[-5.0, 0.1], [4.8, 0.0]]))
     assert torch.allclose(r.sum(-1), torch.ones(2))
     assert prior.assign(torch.tensor([[-5.0, 0.1], [4.8, 0.0]])).tolist() == [0, 2]
+    # a point far out in one component's direction: its responsibilities underflow to one-hot, its assignment stays
+    assert prior.assign(torch.tensor([[1e4, 0.0]])).tolist() == [2]
+    # a NaN point, or one with no finite density under any component: refused (argmax gave component 0)
+    for z in ([[float("nan"), 0.0]], [[1e30, 0.0]], [[0.0, float("inf")]]):
+        with pytest.raises(ValueError, match=r"^1 of 1 latent points have no finite density under any mixture component"):
+            prior.assign(torch.tensor(z))
+        with pytest.raises(ValueError, match="no component can be assigned"):
+            prior.responsibilities(torch.tensor([[0.0, 0.0], *z]))
 
 
 def test_vampprior_is_the_average_posterior_at_its_pseudo_inputs():

@@ -209,7 +209,7 @@ def test_cluster_writes_each_label_and_the_component_of_largest_responsibility(v
     log_normal = -0.5 * ((z[:, None, :] - mu) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
     log_joint = logits - np.logaddexp.reduce(logits) + log_normal.sum(-1)
     component = log_joint.argmax(1)
-    assert [int(r["index"]) for r in rows] == list(range(len(x)))
+    assert [int(r["index"]) for r in rows] == list(range(len(x))) and {r["file_row"] for r in rows} == {""}  # (fixed splits)
     assert [int(r["label"]) for r in rows] == y.tolist() and [int(r["component"]) for r in rows] == component.tolist()
     scores = json.loads((vae / "cluster.json").read_text())
     majority = sum(np.bincount(y.numpy()[component == k]).max() for k in np.unique(component)) / len(x)
@@ -221,6 +221,15 @@ def test_cluster_writes_each_label_and_the_component_of_largest_responsibility(v
         "test",
     )
     assert math.isfinite(scores["nmi"])
+    # posterior locations that are not finite (weights blown up) are refused, not all put in component 0
+    from dgmkit.errors import EvaluationError
+    from dgmkit.evaluation.clustering import cluster_assignments
+
+    with torch.no_grad():
+        for p in run.model.encoder.parameters():
+            p.mul_(1e30)
+    with pytest.raises(EvaluationError, match=r"non-finite posterior locations \(\d+ of \d+ values"):
+        cluster_assignments(run.model, x)
 
 
 def test_the_reports_score_of_continuous_data_is_log_p_x_not_a_one_draw_bound(flow, tmp_path, monkeypatch):

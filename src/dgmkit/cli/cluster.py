@@ -12,6 +12,7 @@ from dgmkit.cli.common import (
     own_result_table,
     plural,
     results_locked,
+    run_data,
     say,
     split_data,
 )
@@ -32,7 +33,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_cluster)
 
 
-_HEADER = "index,label,component"  # cluster-assignments.csv's columns
+# cluster-assignments.csv's columns: the datapoint's place in the split, its row of the data file
+# where the split was drawn from one (empty where not), its label and its component
+_HEADER = "index,label,component,file_row"
+_HEADERS = (_HEADER, "index,label,component")  # (before 2026-11-29: no file_row)
 _SCORES = {"accuracy", "accuracy_majority", "nmi"}  # cluster.json's numbers in [0, 1], beside its counts and split
 _COUNTS = {"clusters_used", "n", "components"}
 _NAMES = {"split", "checkpoint", "weights", "run_id"}  # which data and which weights (records before 2026-11-27: split)
@@ -65,8 +69,10 @@ def run_cluster(args: argparse.Namespace) -> int:
             + "; a VampPrior's components are its pseudo-inputs, not clusters)"
         )
     own_result(run.path / "cluster.json", "clusters_used", "cluster again", check=_result_problem)  # a foreign one: refused
-    own_result_table(run.path / "cluster-assignments.csv", _HEADER, "cluster again")
-    x, y = split_data(run, args.split, args.data_dir, args.data, schema=args.schema)
+    own_result_table(run.path / "cluster-assignments.csv", _HEADERS, "cluster again")
+    dataset = run_data(run, args.data_dir, args.data, args.schema)
+    x, y = split_data(run, args.split, dataset=dataset)
+    file_rows = dataset.split(args.split).rows
     if y is None:
         raise DataError(f"{run.cfg.data.dataset} has no labels to score a clustering against")
     assign = cluster_assignments(run.model, x).cpu()  # scored by NumPy and scikit-learn, on the CPU
@@ -83,11 +89,14 @@ def run_cluster(args: argparse.Namespace) -> int:
     say(f"accuracy (best one-to-one matching)  {scores['accuracy']:.4f}")
     say(f"accuracy (majority label per cluster) {scores['accuracy_majority']:.4f}")
     say(f"NMI                                   {scores['nmi']:.4f}")
-    rows = [_HEADER] + [f"{i},{int(a)},{int(b)}" for i, (a, b) in enumerate(zip(y.cpu().tolist(), assign))]
+    within = [""] * len(assign) if file_rows is None else file_rows.tolist()
+    rows = [_HEADER] + [f"{i},{int(a)},{int(b)},{r}" for i, (a, b, r) in enumerate(zip(y.cpu().tolist(), assign, within))]
     with results_locked(run.path, "cluster.json"):  # the pair of one call, checked again: another may have written
         own_result(run.path / "cluster.json", "clusters_used", "cluster again", check=_result_problem)
-        own_result_table(run.path / "cluster-assignments.csv", _HEADER, "cluster again")
+        own_result_table(run.path / "cluster-assignments.csv", _HEADERS, "cluster again")
         atomic_write_json(run.path / "cluster.json", scores)
         atomic_write_bytes(run.path / "cluster-assignments.csv", ("\n".join(rows) + "\n").encode())
-    say(f"wrote {run.path / 'cluster.json'} and {run.path / 'cluster-assignments.csv'} (each datapoint's component)")
+    rows_note = "" if file_rows is None else f"; file_row: its row of {run.cfg.data.dataset}, the split a seeded share"
+    table = run.path / "cluster-assignments.csv"
+    say(f"wrote {run.path / 'cluster.json'} and {table} (each datapoint's component{rows_note})")
     return 0

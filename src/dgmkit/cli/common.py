@@ -573,22 +573,24 @@ def own_result_file(path: Path, marker: str, again: str, max_bytes: int = 64 << 
     return path
 
 
-def own_result_table(path: Path, header: str, again: str, named_columns: bool = False) -> Path:
+def own_result_table(path: Path, header: str | tuple[str, ...], again: str, named_columns: bool = False) -> Path:
     """``path``, a run folder's CSV file of a command's latest result, checked before any work as
     ``own_result_file`` checks JSON: absent, or a file whose first line is ``header`` (the columns
-    dgmkit writes), followed, with ``named_columns``, by columns named as dgmkit names scores
-    (lower-case identifiers)."""
+    dgmkit writes; one of them, given several: those it wrote before), followed, with
+    ``named_columns``, by columns named as dgmkit names scores (lower-case identifiers)."""
     if not path.exists() and not path.is_symlink():
         return path
     try:
         first = read_regular(path, 4096).split(b"\n", 1)[0].decode()
     except (OSError, UnicodeDecodeError):
         raise _not_ours(path, again) from None
-    fixed, more = header.split(","), first.split(",")[header.count(",") + 1 :]
-    ours = first.split(",")[: len(fixed)] == fixed and (
-        all(c.isidentifier() and c == c.lower() for c in more) if named_columns else not more
-    )
-    if not ours:
+
+    def ours(header: str) -> bool:
+        fixed, more = header.split(","), first.split(",")[header.count(",") + 1 :]
+        named = all(c.isidentifier() and c == c.lower() for c in more) if named_columns else not more
+        return first.split(",")[: len(fixed)] == fixed and named
+
+    if not any(map(ours, (header,) if isinstance(header, str) else header)):
         raise _not_ours(path, again)
     return path
 

@@ -9,6 +9,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from dgmkit._modes import evaluates
 from dgmkit.distributions import location
+from dgmkit.evaluation.figures import check_finite
 from dgmkit.models import CapabilityError, GenerativeModel, LatentVariableModel
 
 __all__ = ["cluster_assignments", "clustering_scores"]
@@ -19,7 +20,11 @@ __all__ = ["cluster_assignments", "clustering_scores"]
 def cluster_assignments(model: GenerativeModel, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     if not isinstance(model, LatentVariableModel) or model.num_components is None:
         raise CapabilityError("clustering needs a model whose prior is a mixture (for example --prior mog)")
-    out = [model.assign_components(location(model.posterior(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)]
+    out = []
+    for i in range(0, len(x), batch_size):
+        z = location(model.posterior(x[i : i + batch_size]))
+        check_finite(z, "posterior locations")  # (argmax over NaN responsibilities put every datapoint in component 0)
+        out.append(model.assign_components(z))
     return torch.cat(out)
 
 

@@ -38,10 +38,23 @@ class MixtureOfGaussiansPrior(Prior):
     def forward(self, context: None = None) -> DiagonalGaussianMixture:
         return DiagonalGaussianMixture(self.logits, self.means, F.softplus(self.raw_scales) + self.min_scale)
 
+    def _log_joint(self, z: torch.Tensor) -> torch.Tensor:
+        """log pi_k + log N(z; mu_k, sigma_k^2): (..., K), refused where a z has no finite value
+        (NaN, or so far from every component that each density underflows): argmax and softmax
+        would give it component 0 or NaN."""
+        log_joint = F.log_softmax(self.logits, -1) + self().component_log_prob(z)
+        lost = ~torch.isfinite(log_joint.max(-1).values)
+        if bool(lost.any()):
+            raise ValueError(
+                f"{int(lost.sum())} of {lost.numel()} latent points have no finite density under any mixture component "
+                "(NaN, or too far from all of them): no component can be assigned"
+            )
+        return log_joint
+
     def responsibilities(self, z: torch.Tensor) -> torch.Tensor:
         """p(k | z) for z of shape (..., M): shape (..., K)."""
-        log_joint = F.log_softmax(self.logits, -1) + self().component_log_prob(z)
-        return torch.softmax(log_joint, dim=-1)
+        return torch.softmax(self._log_joint(z), dim=-1)
 
     def assign(self, z: torch.Tensor) -> torch.Tensor:
-        return self.responsibilities(z).argmax(-1)
+        """The most probable component of each z (..., M): (...,)."""
+        return self._log_joint(z).argmax(-1)
