@@ -34,7 +34,7 @@ def test_scores_per_input_agree_with_dgm_eval_on_the_same_data(tmp_path, capsys)
     bpd = np.array([float(r["bits_per_dim"]) for r in rows])
     np.testing.assert_allclose(bpd, -log_px / (64 * math.log(2)), rtol=1e-12)
     said = "".join(capsys.readouterr())
-    assert f"mean log p(x) {log_px.mean():.3f} nats, {bpd.mean():.4f} bits/dim" in said  # the means of the rows
+    assert f"mean log p(x) {log_px.mean():.3f} nats, {bpd.mean():.4f} bits/dim (importance-sampled, k=50)" in said
     assert main(["eval", str(run), "--iw-samples", "50"]) == 0
     nll = float(next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("NLL")).split()[2])
     assert -log_px.mean() == pytest.approx(nll, abs=1e-3)  # the same transform noise, draws and batches
@@ -73,6 +73,7 @@ def test_png_images_of_a_binary_model_are_scored_by_name_and_bad_inputs_refused(
     for argv, needle in (
         ([str(tmp_path / "grey.png")], "holds grey levels"),
         ([str(tmp_path / "img0.png"), "--k", "5"], "exact log-likelihood"),
+        ([str(tmp_path / "img0.png"), "--schema", str(tmp_path / "s.json")], "was trained without a schema"),  # (ignored)
         ([str(tmp_path / "wide.npy")], "wide.npy: rows of 7 values, but the run's data have (1, 4, 4)"),
         ([str(tmp_path / "t.csv")], f"t.csv is a table, but {run} was not trained on one"),
         ([str(tmp_path / "x.txt")], "the data to score must be a .npy, .npz, .csv or .parquet file"),
@@ -348,6 +349,28 @@ def test_png_inputs_are_read_as_the_runs_values_whatever_its_levels(tmp_path, ca
         _inputs([str(tmp_path / "levels.png")], runs(4096))  # (its values would all pass as levels)
     with pytest.raises(DataError, match=r"PNG images are single-channel pictures; the run's data have shape \(3, 4, 4\)"):
         _inputs([str(tmp_path / "bw.png")], runs(2, (3, 4, 4)))
+    # the names only label the rows (not written back, as dgm decompress writes them): a hidden name, one name in two
+    # folders (labelled by the paths as given), 1-bit and 8-bit images together, each read by its own mode
+    (tmp_path / "other").mkdir()
+    Image.fromarray(levels).save(tmp_path / "other" / "levels.png")
+    Image.fromarray(white).save(tmp_path / ".hidden.png")
+    given = [str(tmp_path / "levels.png"), str(tmp_path / "other" / "levels.png"), str(tmp_path / ".hidden.png")]
+    x, names = _inputs(given, runs(17))
+    assert (
+        names == given and torch.equal(x[2, 0], 16 * torch.eye(4)) and torch.equal(x[1, 0], torch.from_numpy(levels).float())
+    )
+    assert _inputs([str(tmp_path / ".hidden.png"), str(tmp_path / "grey01.png")], runs(2))[1] == [
+        ".hidden.png",
+        "grey01.png",
+    ]
+    capsys.readouterr()
+    # 8-bit images of only 0 and 1 for a run of 17 levels: nearly black, noted (as for a .npy of them)
+    assert torch.equal(_inputs([str(tmp_path / "grey01.png")], runs(17))[0][0, 0], torch.eye(4))
+    assert (
+        "note: the 8-bit PNG grey01.png holds only the values 0 and 1 of the run's levels 0..16" in capsys.readouterr().out
+    )
+    _inputs([str(tmp_path / "bw.png"), str(tmp_path / "levels.png")], runs(17))  # (1-bit ones are black and white)
+    assert "note:" not in capsys.readouterr().out
     assert main(["score", str(tmp_path / "no-run"), str(tmp_path / "bw.png"), "--out", str(tmp_path / "s.txt")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("dgm: error: --out must name a .csv file, got ") and err.count("\n") == 1

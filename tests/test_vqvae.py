@@ -115,6 +115,21 @@ def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, cap
     assert code_nll < 16 * math.log(16)
     assert learned["nll"] == pytest.approx(uniform["nll"] - 16 * math.log(16) + code_nll, abs=1e-3)
     assert main(["sample", str(vq), "--code-prior", str(prior), "--out", str(tmp_path / "s.png"), "-n", "4"]) == 0
+    # dgm score of the test images: the bound under either prior, as dgm eval gives it, each named (score took no prior)
+    import numpy as np
+
+    from dgmkit.cli.common import run_data
+
+    np.save(tmp_path / "test.npy", run_data(load_run(vq)).test.x.numpy())
+    capsys.readouterr()
+    for flags, nll, words in (
+        ([], uniform["nll"], "the uniform code prior"),
+        (["--code-prior", str(prior)], learned["nll"], "the code prior"),
+    ):
+        out = tmp_path / f"score{len(flags)}.csv"
+        assert main(["score", str(vq), str(tmp_path / "test.npy"), *flags, "--k", "5", "--out", str(out)]) == 0
+        said = capsys.readouterr().out
+        assert f"mean log p(x) {-nll:.3f} nats" in said and f"under p(z), {words}; more draws (--k) change nothing" in said
     # from Python: a prior attached by one call stays attached, and later results name it (they were computed
     # with it and said "uniform over the codes"); a loaded run is taken as a prior too, other things refused in words
     import dgmkit

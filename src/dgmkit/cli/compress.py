@@ -127,35 +127,41 @@ def _read_png(p: str, height: int, width: int, errors: tuple[type[BaseException]
         raise DataError(f"cannot read {p} as a PNG: {type(e).__name__}: {e}") from None
 
 
-def read_pngs(paths: list[str], height: int, width: int) -> tuple[np.ndarray, dict]:
-    """PNG files of the model's size, single-channel, with distinct base names (decompression
-    writes them back under these names into one folder)."""
+def read_pngs(paths: list[str], height: int, width: int, written_back: bool = True) -> tuple[np.ndarray, dict]:
+    """PNG files of the model's size, single-channel: the images (N, H, W) (1-bit ones as bool)
+    and their "names" and "png_mode" ("1" or "L"). ``written_back`` (compression, whose header
+    holds this): each base name one that decompression can write back into one folder, distinct,
+    and the images of one mode; else (names that only label the images) "png_modes", each
+    image's, and "png_mode" None where they differ (bytes, 1-bit images as 0 and 1)."""
     errors = _pil_errors()
-    images, names, modes = [], [], set()
+    images, names, modes = [], [], []
     seen: dict[str, str] = {}
     for p in paths:
         if not p.lower().endswith(".png"):
             raise DataError(f"{p}: give one .npy file or PNG files")
         name = Path(p).name
-        try:
-            check_base_name(name, "image file name")
-        except DgmError as e:
-            raise DataError(f"{p}: {e}; decompression could not write it back under its name") from None
-        key = name_key(name)
-        if key in seen:
-            raise DataError(
-                f"{seen[key]} and {p} have the same file name {name!r} (ignoring case): decompression writes the "
-                "images into one folder under their names; rename one of them"
-            )
-        seen[key] = p
+        if written_back:
+            try:
+                check_base_name(name, "image file name")
+            except DgmError as e:
+                raise DataError(f"{p}: {e}; decompression could not write it back under its name") from None
+            key = name_key(name)
+            if key in seen:
+                raise DataError(
+                    f"{seen[key]} and {p} have the same file name {name!r} (ignoring case): decompression writes the "
+                    "images into one folder under their names; rename one of them"
+                )
+            seen[key] = p
         a, mode = _read_png(p, height, width, errors)
-        modes.add(mode)
+        modes.append(mode)
         images.append(a != 0 if a.dtype == bool else a)  # canonical 0/1 bytes for 1-bit images
         names.append(name)
-    if len(modes) != 1:
-        raise DataError("the PNG files differ in mode: give all 1-bit or all 8-bit grey images")
-    x = np.stack(images)
-    return x, {"source": "png", "names": names, "png_mode": modes.pop()}
+    if written_back:
+        if len(set(modes)) != 1:
+            raise DataError("the PNG files differ in mode: give all 1-bit or all 8-bit grey images")
+        return np.stack(images), {"source": "png", "names": names, "png_mode": modes[0]}
+    mode = modes[0] if len(set(modes)) == 1 else None
+    return np.stack(images).astype(np.uint8), {"source": "png", "names": names, "png_mode": mode, "png_modes": modes}
 
 
 def _read_images(paths: list[str], event_shape: tuple[int, ...]) -> tuple[np.ndarray, dict]:

@@ -24,7 +24,9 @@ from dgmkit.cli.common import (
     add_count_flag,
     add_data_flags,
     add_device_flag,
+    add_input_flags,
     array_of_table_note,
+    attach_inputs,
     estimate_words,
     plural,
     read_input_file,
@@ -65,6 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p, "--k", 1, MAX_IW_SAMPLES, help="importance samples (or a diffusion model's times) per input (default: the run's)"
     )
     p.add_argument("--seed", type=SEED, default=0, help="seed of the sampling")
+    add_input_flags(p)
     add_data_flags(p)
     add_device_flag(p)
     p.set_defaults(func=run_score)
@@ -97,47 +100,75 @@ def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[t
             "the run models continuous values, in the scale of its own data, which a PNG's 8-bit pixels do not "
             "carry: give the images as a .npy file of values as the run's data held them"
         )
-    formula = next((Path(p).name for p in paths if Path(p).name.startswith(_FORMULA_START)), None)
+    # each row's label: the file name, or the path as given where two files share a name
+    names = [Path(p).name for p in paths]
+    names = names if len({n.casefold() for n in names}) == len(paths) else list(paths)
+    formula = next((name for name in names if name.startswith(_FORMULA_START)), None)
     if formula is not None:  # (a name is the CSV's first cell of its row; the other cells are numbers)
         raise DataError(
             f"the PNG file name {formula!r} begins with {formula[0]!r}: a spreadsheet program reads a cell of the "
             "output CSV that begins so as a formula; rename the file"
         )
-    x, meta = read_pngs(paths, event[1], event[2])
+    x, meta = read_pngs(paths, event[1], event[2], written_back=False)  # (the names only label the rows)
     x = x.astype(np.float32)
-    if meta["png_mode"] == "1" or levels == 2:
-        two_tone = [bool(np.isin(a, (0, 255)).all() or np.isin(a, (0, 1)).all()) for a in x]  # (each image its own)
-        if levels == 2 and meta["png_mode"] == "L" and not all(two_tone):
-            name = meta["names"][two_tone.index(False)]
-            raise DataError(
-                f"the run models binary images; the 8-bit PNG {name} holds grey levels, not only black and white"
-            )
-        x = (x != 0).astype(np.float32) * (levels - 1)  # black and white: the lowest and the highest level
-    elif levels > 256:
+    one_bit = np.array([mode == "1" for mode in meta["png_modes"]])
+    two_tone = [bool(one or np.isin(a, (0, 255)).all() or np.isin(a, (0, 1)).all()) for a, one in zip(x, one_bit)]
+    if levels == 2 and not all(two_tone):
+        name = names[two_tone.index(False)]
+        raise DataError(f"the run models binary images; the 8-bit PNG {name} holds grey levels, not only black and white")
+    black_white = one_bit | (levels == 2)  # black and white: the lowest and the highest level
+    x[black_white] = (x[black_white] != 0).astype(np.float32) * (levels - 1)
+    grey = x[~black_white]  # 8-bit images of a run of more levels: their values are the levels
+    if grey.size and levels > 256:
         raise DataError(f"the run models {levels} levels per pixel; 8-bit PNGs hold 256: give a .npy of its levels")
-    elif levels != 256 and x.max(initial=0) > levels - 1:  # (values 0..L-1: the levels, as dgm decompress writes them)
-        name = meta["names"][int(np.argmax(x.reshape(len(x), -1).max(1) > levels - 1))]
+    if grey.size and levels != 256 and grey.max() > levels - 1:  # (values 0..L-1: the levels, as dgm decompress writes them)
+        name = np.array(names)[~black_white][int(np.argmax(grey.reshape(len(grey), -1).max(1) > levels - 1))]
         raise DataError(
             f"the run models {levels} levels per pixel, 0..{levels - 1}; the 8-bit PNG {name} holds values up to "
-            f"{int(x.max())} (of 256 grey levels): give PNGs of the levels themselves, as dgm decompress writes them"
+            f"{int(grey.max())} (of 256 grey levels): give PNGs of the levels themselves, as dgm decompress writes them"
         )
-    return torch.from_numpy(x.reshape(len(x), *event)), list(meta["names"])
+    if grey.size and grey.max() == 1:  # (only 0 and 1 of levels 0..L-1: as .npy files are, noted)
+        shown = [n for n, bw in zip(names, black_white) if not bw]
+        which = (
+            f"the {len(shown)} 8-bit PNGs ({shown[0]}, ...) hold" if len(shown) > 1 else f"the 8-bit PNG {shown[0]} holds"
+        )
+        say(
+            f"note: {which} only the values 0 and 1 of the run's levels 0..{levels - 1}, which it reads as nearly black "
+            f"images; black and white images are 1-bit PNGs, or 8-bit ones of the values 0 and {levels - 1}"
+        )
+    return torch.from_numpy(x.reshape(len(x), *event)), names
 
 
 def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """log p(x) in nats of each input (raw data of the run, (N, *event)) and bits/dim where the
     data are discrete (else None): the family's declared estimate with k draws or times."""
-    kind = run.model.estimate_kind
-    if kind == "reconstruction":
-        raise ConfigError(f"{run.cfg.model.describe()} defines no density over x: there is no log p(x) to score")
-    timed = kind == "time-sampled"  # --k counts the times of a diffusion bound
-    k = estimate_samples(run, None if timed else k, k if timed else None, iw_flag="--k", time_flag="--k")
+    k = score_draws(run, k)
     t = run.transform
     xt = t.held_out(x).to(run.device)  # on the CPU: the same noise on any device
     log_px = log_likelihoods(run.model, xt, log_volume=t.log_volume, iw_samples=k, seed=seed).numpy()
     dims = observed_entries(x).numpy()
     bpd = None if scores_densities(t.kind, run.cfg.model) else -log_px / (dims * math.log(2))
     return log_px, bpd
+
+
+def score_draws(run: Run, k: int | None = None) -> int:
+    """The k of the run's estimate that ``score_inputs`` makes (``estimate_samples``): --k
+    importance samples, or a diffusion bound's times; 0 where log p(x) is exact."""
+    kind = run.model.estimate_kind
+    if kind == "reconstruction":
+        raise ConfigError(f"{run.cfg.model.describe()} defines no density over x: there is no log p(x) to score")
+    timed = kind == "time-sampled"  # --k counts the times of a diffusion bound
+    return estimate_samples(run, None if timed else k, k if timed else None, iw_flag="--k", time_flag="--k")
+
+
+def _estimate_said(run: Run, k: int) -> str:
+    """What the scores are, for the summary line: the estimate and its k, as dgm eval says them."""
+    said = estimate_words(run.model.estimate_kind, run.transform.kind)
+    if run.model.point_mass_posterior:  # (a VQ-VAE: its one code grid, under the prior it holds)
+        return f"{said}, log p(x|z_q(x)) + log p(z_q(x)) under {run.model.prior_name}; more draws (--k) change nothing"
+    if run.model.estimate_kind == "time-sampled":
+        return f"{said}, {plural(k, 'time')} per input"
+    return f"{said}, k={k}" if k else said
 
 
 _DATA_DRAWS = {"dynamic-binarize": "the binarization", "dequantize": "the dequantization noise"}  # (by transform)
@@ -148,6 +179,9 @@ def run_score(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"--out must name a .csv file, got {out}")
     run = load_run(args.run_dir, device=args.device)
+    attach_inputs(run, args)  # (a VQ-VAE's code prior: the prior of its bound)
+    if args.schema is not None and not is_table(run.cfg.data.dataset):
+        raise ConfigError(f"--schema: {run.path} was trained without a schema (its columns' kinds inferred)")
     inputs = [*args.inputs, *run_inputs(run, args.data, args.schema)]
     out = check_new_output(out, args.force, inputs=inputs, protected=run_files(args.run_dir))
     if (args.data is not None or args.data_dir is not None) and not is_table(run.cfg.data.dataset):
@@ -156,6 +190,7 @@ def run_score(args: argparse.Namespace) -> int:
     # the run's table, read once: its columns encode or check the input, and name the units
     table = run_table(run, given_table, args.data_dir, args.data, args.schema)
     x, names = _inputs(args.inputs, run, table)
+    said = _estimate_said(run, score_draws(run, args.k))
     log_px, bpd = score_inputs(run, x, args.k, args.seed)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -163,10 +198,9 @@ def run_score(args: argparse.Namespace) -> int:
     for i, name in enumerate(names):
         w.writerow([name, repr(float(log_px[i])), "" if bpd is None else repr(float(bpd[i]))])
     atomic_write_bytes(out, buf.getvalue().encode())
-    kind = estimate_words(run.model.estimate_kind, run.transform.kind)
     # bits per entry over all inputs, as dgm eval gives them (with missing entries, not the mean of each input's)
     unit = "" if bpd is None else f", {float(-log_px.sum() / (observed_entries(x).sum().item() * math.log(2))):.4f} bits/dim"
-    say(f"scored {plural(len(names), 'input')}: mean log p(x) {float(np.mean(log_px)):.3f} nats{unit} ({kind}) -> {out}")
+    say(f"scored {plural(len(names), 'input')}: mean log p(x) {float(np.mean(log_px)):.3f} nats{unit} ({said}) -> {out}")
     incomplete = int(torch.isnan(x).flatten(1).any(1).sum())
     if incomplete:
         say(
