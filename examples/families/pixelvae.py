@@ -21,6 +21,8 @@ run = dgmkit.load("runs/families/pixelvae")
 images, what = dgmkit.sample(run, 8, seed=0)
 print(what, tuple(images.shape))
 result = dgmkit.evaluate(run, "test", iw_samples=10)
+# (after two epochs the PixelCNN may model the digits without the latents: few or no active units,
+# posterior collapse, which a longer KL warm-up and free bits counter: docs/families/pixelvae.md)
 print(
     f"test ELBO {result.elbo:.2f} nats, NLL {result.nll:.2f} nats (k=10), "
     f"{result.active_units} / {result.latent_dim} active units"
