@@ -399,6 +399,10 @@ def test_categorical_latents_train_and_evaluate(tmp_path, capsys, objective):
     assert 0 <= r["kl"] <= 4 * np.log(3) + 1e-6  # KL to the uniform prior is at most V log K
     for command in ("sample", "interpolate", "latents"):
         assert run(capsys, command, out, "--out", tmp_path / f"{command}.png")[0] == 0
+    # diagnose counts the 4 variables, as its active units and KL per dimension do (it said 12 dims: their classes)
+    assert run(capsys, "diagnose", out, "--out", tmp_path / "d.png")[0] == 0
+    layer = json.loads((out / "diagnose.json").read_text())["layers"][0]
+    assert layer["size"] == len(layer["kl_per_dim"]) == len(layer["mean_variance"]) == 4 >= layer["active_units"]
     code, _, err = run(capsys, "traverse", out, "--out", tmp_path / "t.png")  # one-hot codes have no range to sweep
     assert_clean_failure(code, err, "latents are discrete")
     code, _, err = run(capsys, "train", "--dataset", "digits", "--objective", objective, "--out", tmp_path / "bad")

@@ -164,6 +164,11 @@ SCHEDULES = [({"process": "gaussian", "schedule": s}) for s in ("learned", "line
 
 
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")  # (dynamo's own look)
+@pytest.mark.skipif(
+    tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 7),
+    reason="torch 2.6's dynamo breaks these steps' graphs at object.__new__ (benchmarks/min_torch.out): --compile runs "
+    "them in pieces there",
+)
 @pytest.mark.parametrize("name, change", [*GRADIENT_FAMILIES, *(("diffusion", c) for c in SCHEDULES)], ids=variant_id)
 def test_every_family_traces_as_one_graph_also_for_a_batch_of_another_size(name, change):
     """A short last batch compiles the training step again with a symbolic batch size; where

@@ -674,6 +674,29 @@ def test_dgm_train_nproc_says_which_rank_was_killed_and_the_others_stop_in_one_l
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
+def test_a_launcher_killed_outright_takes_its_ranks_with_it(tmp_path):
+    """The launcher ended by SIGKILL (the out-of-memory killer's): its ranks trained on, orphaned,
+    and dgm train said that the processes had been interrupted while starting."""
+    import signal
+
+    ranks: list[int] = []
+
+    def kill_the_launcher(pid: int) -> None:
+        launchers = _children(pid)
+        ranks.extend(p for launcher in launchers for p in _children(launcher))
+        assert len(launchers) == 1 and len(ranks) == 2
+        os.kill(launchers[0], signal.SIGKILL)
+
+    code, err = _nproc_run_meeting(tmp_path / "run", kill_the_launcher)
+    assert code == 128 + signal.SIGKILL, err
+    assert "dgm: interrupted (SIGKILL): the processes' launcher was ended before it could say so" in err, err
+    deadline = time.monotonic() + 30
+    while running := [p for p in ranks if _proc(p, "stat") and _proc(p, "stat").rsplit(b")", 1)[1].split()[0] != b"Z"]:
+        assert time.monotonic() < deadline, running
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
 def test_a_signal_to_dgm_train_nproc_alone_stops_the_launcher_and_every_rank(tmp_path, name):
     """A SIGTERM (a scheduler's, ``kill PID``) or SIGINT sent to ``dgm train --nproc N``'s own
@@ -689,7 +712,7 @@ def test_a_signal_to_dgm_train_nproc_alone_stops_the_launcher_and_every_rank(tmp
         os.kill(pid, getattr(signal, name))
 
     code, err = _nproc_run_meeting(tmp_path / "run", signal_the_command)
-    assert code == 130, err
+    assert code == 128 + getattr(signal, name), err  # (the shell's status: SIGTERM's was 130, SIGINT's)
     assert f"dgm: interrupted ({name}); the processes were stopped" in err and "Traceback" not in err, err
     assert "death signal" not in err, err  # the agent's own log line is left out
     deadline = time.monotonic() + 30
@@ -839,3 +862,16 @@ def test_a_rank_ending_at_once_saves_a_running_coverage_measurement_and_keeps_it
     monkeypatch.delitem(sys.modules, "coverage")
     dd.end_process(0)  # no coverage.py loaded: nothing imported, nothing saved
     assert calls == ["save", 3, 0] and "coverage" not in sys.modules
+
+
+def test_a_rank_that_cannot_leave_its_process_group_still_ends_with_its_status():
+    """Under torch 2.6 a gloo rank whose peers had already exited waited in destroy_process_group
+    for ever (benchmarks/min_torch.out): end_process waits LEAVE_SECONDS for it, says so, and exits."""
+    script = (
+        "import time\nimport dgmkit.distributed as d\n"
+        "d.LEAVE_SECONDS = 0.5\nd.shutdown = lambda: time.sleep(600)\nd.end_process(3)\n"
+    )
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and time.monotonic() - t0 < 60, done.stderr
+    assert "could not leave the process group: still waiting after 0.5 s (its peers had ended)" in done.stderr

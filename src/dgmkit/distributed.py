@@ -28,6 +28,7 @@ Python buffers. ``dgm`` ends its torchrun ranks that way.
 import logging
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -183,15 +184,30 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+LEAVE_SECONDS = 10.0  # how long a rank that ends waits to leave its process group
+
+
 def end_process(status: int) -> NoReturn:
-    """End this rank's process with exit ``status``: leave the process group, flush Python's
-    output streams and logging, and exit at once (``os._exit``) instead of through the
-    interpreter's shutdown, during which gloo's threads can abort the process (the module's
-    docstring). Files must already be closed: what this process wrote is complete."""
-    try:
-        shutdown()
-    except Exception as e:  # noqa: BLE001 - leaving a broken group: say so, and still exit with the status
-        print(f"dgm: note: rank {os.environ.get('RANK', '?')} could not leave the process group: {e}", file=sys.stderr)
+    """End this rank's process with exit ``status``: leave the process group (within
+    ``LEAVE_SECONDS``: under torch 2.6 a gloo rank whose peers had already exited waited in
+    ``destroy_process_group`` for ever), flush Python's output streams and logging, and exit at
+    once (``os._exit``) instead of through the interpreter's shutdown, during which gloo's threads
+    can abort the process (the module's docstring). Files must already be closed: what this
+    process wrote is complete."""
+    failed: list[BaseException] = []
+
+    def leave() -> None:
+        try:
+            shutdown()
+        except Exception as e:  # noqa: BLE001 - leaving a broken group: said below, and the status kept
+            failed.append(e)
+
+    leaving = threading.Thread(target=leave, name="dgmkit-leave-group", daemon=True)
+    leaving.start()
+    leaving.join(LEAVE_SECONDS)
+    if failed or leaving.is_alive():
+        why = f"{failed[0]}" if failed else f"still waiting after {LEAVE_SECONDS:g} s (its peers had ended)"
+        print(f"dgm: note: rank {os.environ.get('RANK', '?')} could not leave the process group: {why}", file=sys.stderr)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -160,8 +160,8 @@ def read_pngs(paths: list[str], height: int, width: int, written_back: bool = Tr
         if len(set(modes)) != 1:
             raise DataError("the PNG files differ in mode: give all 1-bit or all 8-bit grey images")
         return np.stack(images), {"source": "png", "names": names, "png_mode": modes[0]}
-    mode = modes[0] if len(set(modes)) == 1 else None
-    return np.stack(images).astype(np.uint8), {"source": "png", "names": names, "png_mode": mode, "png_modes": modes}
+    shared = modes[0] if len(set(modes)) == 1 else None
+    return np.stack(images).astype(np.uint8), {"source": "png", "names": names, "png_mode": shared, "png_modes": modes}
 
 
 def _read_images(paths: list[str], event_shape: tuple[int, ...]) -> tuple[np.ndarray, dict]:

@@ -14,6 +14,8 @@ Exit status: 0 when every rank succeeded, else the highest status of a rank that
 one (1: a user error, 2: a bug), or 1 when ranks were ended by signals. Once one rank fails,
 torchrun's agent ends the others with SIGTERM: those are said to have stopped with the run (a
 rank that noticed the failure first says so itself: "lost contact with another process").
+A launcher that is killed outright (SIGKILL, the kernel's out-of-memory killer) cannot end its
+ranks: each watches it (``watch_launcher``) and ends as the launcher would have ended it.
 """
 
 import logging
@@ -21,13 +23,16 @@ import os
 import signal
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
-__all__ = ["LOST_CONTACT", "RANK_ERRORS_ENV", "launch", "rank_error_file", "report"]
+__all__ = ["LOST_CONTACT", "RANK_ERRORS_ENV", "launch", "rank_error_file", "report", "watch_launcher"]
 
 RANK_ERRORS_ENV = "DGMKIT_RANK_ERRORS"
 LOST_CONTACT = "lost contact with another process"  # what a rank says when a collective fails: not a cause
 _RUN_ENV = "DGMKIT_RANK_ERRORS_RUN"  # the launcher's run id: the folder is used only by ranks of that run
+_PID_ENV = "DGMKIT_LAUNCHER_PID"  # the launcher's process, the ranks' parent
 _MAX_LINE = 4096
 
 
@@ -37,6 +42,24 @@ def rank_error_file(rank: int) -> Path | None:
     folder = os.environ.get(RANK_ERRORS_ENV)
     ours = folder and os.environ.get(_RUN_ENV) and os.environ.get(_RUN_ENV) == os.environ.get("TORCHELASTIC_RUN_ID")
     return Path(folder) / f"rank-{rank}.txt" if folder and ours else None
+
+
+def watch_launcher(interval: float = 1.0) -> bool:
+    """In a rank of this launcher: a thread that ends the rank with SIGTERM (as the launcher ends
+    its ranks) once the launcher is no longer its parent. A launcher killed outright left its
+    ranks training on, orphaned, writing the run folder after ``dgm train`` had said that they
+    were interrupted. Whether a watch started (not in a process this launcher did not start)."""
+    launcher = os.environ.get(_PID_ENV, "")
+    if rank_error_file(0) is None or not launcher.isdigit():
+        return False
+
+    def watch() -> None:
+        while os.getppid() == int(launcher):
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="dgmkit-launcher-watch", daemon=True).start()
+    return True
 
 
 def _signal_name(exitcode: int) -> str:
@@ -69,7 +92,7 @@ def launch(nproc: int, args: list[str]) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="dgmkit-ranks-") as folder:
         run_id = str(uuid.uuid4())
-        os.environ.update({RANK_ERRORS_ENV: folder, _RUN_ENV: run_id})
+        os.environ.update({RANK_ERRORS_ENV: folder, _RUN_ENV: run_id, _PID_ENV: str(os.getpid())})
         config = LaunchConfig(
             min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=run_id, rdzv_backend="c10d",
             rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
@@ -82,7 +105,7 @@ def launch(nproc: int, args: list[str]) -> int:
             failures = e.failures
         except SignalException as e:  # the launcher itself was interrupted or terminated: the ranks are ended
             print(f"dgm: interrupted ({signal.Signals(e.sigval).name}); the processes were stopped", file=sys.stderr)
-            return 130
+            return 128 + int(e.sigval)  # (the shell's status of the signal: 130 for SIGINT, 143 for SIGTERM)
         return report(failures, Path(folder))
 
 

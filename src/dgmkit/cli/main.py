@@ -341,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         _say_error(e)
         return EXIT_USER_ERROR
     if parallel:  # one of several processes torchrun started
+        from dgmkit.cli.launch import watch_launcher
+
+        watch_launcher()  # (under dgm train --nproc: the rank ends with its launcher)
         distributed.end_process(_status(lambda: _as_rank(args)))
     return _status(lambda: args.func(args))
 

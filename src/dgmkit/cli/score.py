@@ -109,6 +109,14 @@ def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[t
             f"the PNG file name {formula!r} begins with {formula[0]!r}: a spreadsheet program reads a cell of the "
             "output CSV that begins so as a formula; rename the file"
         )
+    x = _png_levels(paths, names, event, levels)
+    return torch.from_numpy(x.reshape(len(x), *event)), names
+
+
+def _png_levels(paths: list[str], names: list[str], event: tuple, levels: int) -> np.ndarray:
+    """PNG files as the run's levels (float32, (N, H, W)): 1-bit images, and for a binary run
+    8-bit ones of two tones, black and white, the lowest and the highest level; other 8-bit images
+    their values, which must be levels of the run (those of 0 and 1 alone noted)."""
     x, meta = read_pngs(paths, event[1], event[2], written_back=False)  # (the names only label the rows)
     x = x.astype(np.float32)
     one_bit = np.array([mode == "1" for mode in meta["png_modes"]])
@@ -136,7 +144,7 @@ def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[t
             f"note: {which} only the values 0 and 1 of the run's levels 0..{levels - 1}, which it reads as nearly black "
             f"images; black and white images are 1-bit PNGs, or 8-bit ones of the values 0 and {levels - 1}"
         )
-    return torch.from_numpy(x.reshape(len(x), *event)), names
+    return x
 
 
 def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:

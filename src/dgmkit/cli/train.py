@@ -752,7 +752,8 @@ def _waited_forwarding(cmd: list[str], env: dict, signals: tuple[signal.Signals,
     under nohup, stays ignored). A terminal's Ctrl-C reaches every process of the group: its
     launcher ends the ranks and says so, and its status is this one's; a SIGINT to this process
     alone is passed on once the launcher has not ended within 2 s. A launcher ended by a signal
-    before it could say so (while it starts) is said to have been, with the shell's status."""
+    before it could say so (while it starts, or killed outright) is said to have been, with the
+    shell's status; its ranks end with it (``launch.watch_launcher``)."""
     child: list[subprocess.Popen] = []
     pending: list[int] = []
 
@@ -785,7 +786,11 @@ def _waited_forwarding(cmd: list[str], env: dict, signals: tuple[signal.Signals,
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        print(f"dgm: interrupted ({name}) while the processes were starting", file=sys.stderr)
+        print(
+            f"dgm: interrupted ({name}): the processes' launcher was ended before it could say so; a process it had "
+            "started ends with it",
+            file=sys.stderr,
+        )
         return 128 - code
     return code
 

@@ -327,8 +327,10 @@ def _single_layer(model: LatentVariableModel, x: torch.Tensor, g: torch.Generato
             kl = kl_divergence(q, p)
         except NotImplementedError:
             kl, one_draw = log_q - p.log_prob(z), True
-    size = math.prod(q.event_shape) if q.event_shape else 1
-    return [_Layer("z", size, kl, dims, location(q), q, z, kl_one_draw=one_draw)]
+    # the units counted (``unit_variance``'s, active or not): a categorical posterior's variables, not their classes
+    loc = location(q)
+    size = loc.shape[1] if loc.dim() > 1 else 1
+    return [_Layer("z", size, kl, dims, loc, q, z, kl_one_draw=one_draw)]
 
 
 # ---------------------------------------------------------------- the report
