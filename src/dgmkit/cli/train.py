@@ -856,6 +856,8 @@ def run_train(args: argparse.Namespace) -> int:
         if ctx.is_main:
             RunFolder(out, fresh=True).check_fresh()  # before the data is loaded; again under the lock
     if launch:  # the config and the folder checked here, in one line, before N processes start
+        if args.resume:  # (a run being written by another process: refused before N processes start)
+            RunFolder(out, fresh=False).check_not_in_use()
         if cfg.model.fit != "gradient":
             raise ConfigError(f"--nproc: {cfg.model.name} is not trained by gradient steps; it fits in one process")
         if cfg.optim.channels_last:

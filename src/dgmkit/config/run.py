@@ -4,8 +4,10 @@ command after ``dgm train`` needs only its path. Folders written by dgmkit 0.1 l
 ``config.migrate``."""
 
 import hashlib
+import logging
 import math
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,8 @@ from dgmkit.training.parts import (
 )
 from dgmkit.training.run_writer import MAX_RECORD_BYTES, new_run_id, nonfinite_state, read_run_file
 from dgmkit.training.schedules import LRSchedule
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "holds_recorded_data",
@@ -217,6 +221,14 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
         raise CheckpointError(f"no run folder at {path}")
     found = _checkpoint_of(path, which)
     ckpt = load_checkpoint(found)
+    counters = counters_or_none(ckpt["trainer"])
+    if which == "best" and found.name != "best.safetensors" and counters is not None and counters["epoch"] >= 1:
+        log.warning(  # (every run writes best.safetensors with its first epoch: this one's was removed)
+            "%s holds no best.safetensors (a run writes it with its first epoch): the run's weights are read from "
+            "checkpoint.safetensors, those of its last epoch (%d), not of its best validation",
+            path,
+            counters["epoch"],
+        )
     record = migrate_record(ckpt["config"], str(found))
     cfg = check_record(record, str(found))
     if os.path.lexists(path / "config.json"):  # (one that is not a regular file is refused by read_json)
@@ -236,7 +248,7 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
     bad = nonfinite_state(model)
     if bad is not None:
         raise CheckpointError(f"{found}: {bad} holds NaN or inf (the run diverged); there is nothing to evaluate or use")
-    return Run(path, cfg, record, model.eval().to(device), found, ckpt["digest"], counters_or_none(ckpt["trainer"]))
+    return Run(path, cfg, record, model.eval().to(device), found, ckpt["digest"], counters)
 
 
 def recorded_config(run_dir: str | os.PathLike[str]) -> RunConfig:
@@ -282,7 +294,16 @@ def _checkpoint_of(path: Path, which: str) -> Path:
             raise CheckpointError(
                 f"{found}{link} {what}: the run's weights cannot be read from it (fetch its content{other})"
             )
-    raise CheckpointError(f"{path} holds no checkpoint ({' or '.join(names)}); train with `dgm train --out {path}`")
+    if os.path.lexists(path / "config.json"):  # (a run folder: `dgm train --out` refuses it, as not empty)
+        resume = f"dgm train --resume --out {shlex.quote(str(path))}"
+        raise CheckpointError(
+            f"{path} holds a run's config.json but no checkpoint ({' or '.join(names)}): the run stopped before its "
+            f"first checkpoint, or its checkpoints were removed; `{resume}` starts a run that stopped so early again"
+        )
+    raise CheckpointError(
+        f"{path} holds no checkpoint ({' or '.join(names)}); train a run there with `dgm train --out "
+        f"{shlex.quote(str(path))}`"
+    )
 
 
 def check_weights_fit(
