@@ -334,7 +334,42 @@ def test_a_kl_without_a_closed_form_is_no_check_of_the_identity():
     d = diagnose(model, x, samples=1, holes=0, seed=0)
     assert d.kl_one_draw and d.identity_stderr is None and d.top_mean_kl is not None
     text = format_diagnosis({**d.to_json(), "split": "test", "subset": "all 100"})
-    assert "so the sides agree by construction" in text and "standard error" not in text
+    identity = next(line for line in text.splitlines() if line.startswith("prior hole"))
+    assert "so the sides agree by construction" in identity and "standard error" not in identity
+    assert "KL of z: no closed form" in text  # (the column's own error, over the datapoints' draws)
     gaussian = get_family("vae")(hidden=[16], latent_dim=2).build((1, 6, 6), 2).eval()
     d = diagnose(gaussian, x, samples=1, holes=0, seed=0)
     assert not d.kl_one_draw and d.identity_stderr is not None and d.identity_stderr > 0
+
+
+def test_a_one_draw_kl_is_said_per_layer_with_its_standard_error():
+    """A bottom-up posterior's lower layer has no closed-form KL (its prior conditions on the layer
+    drawn after it): its column is log q - log p at one draw per datapoint. The table said nothing of
+    it for any layer but the top (and there only through the identity)."""
+    from dgmkit.cli.diagnose import format_diagnosis
+
+    torch.manual_seed(0)
+    cfg = get_family("hvae")(latent_sizes=[4, 2], hidden=[16], encoder="mlp", posterior="bottom-up")
+    model = cfg.build((1, 6, 6), 2).eval()
+    x = (torch.rand(200, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    d = diagnose(model, x, samples=4, holes=0, seed=0)
+    z1, z2 = d.layers
+    assert z1.kl_one_draw and not z2.kl_one_draw and z2.kl_stderr is None
+    # the standard error is that of the per-datapoint draws: the spread over seeds agrees with it
+    kls = [diagnose(model, x, samples=1, holes=0, seed=s, mutual_info=False).layers[0].kl for s in range(12)]
+    assert z1.kl_stderr is not None and 0.4 < torch.tensor(kls).std().item() / z1.kl_stderr < 2.5
+    text = format_diagnosis({**d.to_json(), "split": "test", "subset": "all 200"})
+    assert "KL of z1: no closed form" in text and f"standard error {z1.kl_stderr:.3f} nats" in text
+    assert "KL of z2" not in text
+
+
+def test_a_stack_of_one_layer_takes_no_samples_and_the_holes_are_recorded(tmp_path, capsys):
+    run = tmp_path / "one"
+    argv = ["train", "--model", "hvae", "--latent-sizes", "2", "--hidden", "8", "--dataset", "digits", "--epochs", "1"]
+    assert main([*argv, "--quiet", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(run), "--samples", "4", "--out", str(tmp_path / "d.png")]) == 1
+    assert "has one latent layer" in capsys.readouterr().err
+    assert main(["diagnose", str(run), "-n", "50", "--holes", "300", "--out", str(tmp_path / "d.png")]) == 0
+    kept = json.loads((run / "diagnose.json").read_text())
+    assert kept["holes"] == 300 and kept["samples"] is None

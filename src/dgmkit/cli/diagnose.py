@@ -4,6 +4,7 @@ a table, ``diagnose.json`` in the run folder and a figure (``evaluation.diagnost
 import argparse
 import math
 import time
+from typing import cast
 
 import torch
 
@@ -29,6 +30,7 @@ from dgmkit.errors import ConfigError
 from dgmkit.evaluation.diagnostics import DIAGNOSTIC_ESTIMATORS, diagnose
 from dgmkit.evaluation.figures import diagnosis_png
 from dgmkit.models import LatentVariableModel, VariationalModel
+from dgmkit.models.hvae import LayerStack
 
 __all__ = ["add_parser", "run_diagnose", "format_diagnosis"]
 
@@ -105,6 +107,12 @@ def format_diagnosis(r: dict) -> str:
         lines.append(f"{layer['name']:<6} {layer['size']:>6} {layer['kl']:>10.3f} {layer['active_units']:>8} {mi:>8}")
     total = sum(layer["kl"] for layer in r["layers"])
     lines.append(f"{'all':<6} {sum(la['size'] for la in r['layers']):>6} {total:>10.3f} {r['active_units']:>8}")
+    for la in r["layers"]:
+        if la.get("kl_one_draw") and la.get("kl_stderr") is not None:
+            lines.append(
+                f"KL of {la['name']}: no closed form, so the mean over the datapoints of log q - log p at one posterior "
+                f"draw each, an unbiased estimate with Monte Carlo standard error {la['kl_stderr']:.3f} nats"
+            )
     lines += _mutual_info_lines(r)
     ceiling = math.log(r["n"])
     full = [la["name"] for la in r["layers"] if la["mutual_info"] is not None and la["mutual_info"] > ceiling - SATURATION]
@@ -148,7 +156,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
             f"the {run.cfg.family} model is not a latent variable model with a prior p(z) and an amortized q(z|x) to "
             f"diagnose: {what}"
         )
-    hierarchical = model.has_layers
+    hierarchical = model.has_layers and len(cast(LayerStack, model).sizes) > 1  # (a stack of one layer: q(z|x) of x)
     if args.samples is not None and not hierarchical:
         raise ConfigError(
             "--samples is for hierarchical models (draws that make a conditional layer's marginal); "
@@ -168,6 +176,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     d = diagnose(model, x, samples=samples, holes=args.holes, seed=args.seed)
     result = {**d.to_json(), "split": args.split, "subset": subset, "checkpoint": run.checkpoint.name}
+    result["holes"] = args.holes  # (the prior draws scored: hole_fraction's denominator)
     result["missing_entries"] = int(torch.isnan(x).sum()) if x.is_floating_point() else 0
     if not hierarchical:
         result["samples"] = None  # one layer: its posterior is used as it is

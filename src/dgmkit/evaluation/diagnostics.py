@@ -96,6 +96,10 @@ class LayerReport:
     mean_variance: list[float]
     # a layer that conditions on others: I(x; z_l) with its own draw apart from the S (see DIAGNOSTIC_ESTIMATORS)
     mutual_info_apart: float | None = None
+    # a KL without a closed form: the mean of log q - log p at one posterior draw per datapoint, and its
+    # Monte Carlo standard error over the datapoints (None for a closed-form KL, exact given the data)
+    kl_one_draw: bool = False
+    kl_stderr: float | None = None
 
 
 @dataclass
@@ -448,6 +452,8 @@ def _layer_report(
         kl_per_dim=None if layer.kl_dims is None else layer.kl_dims.double().flatten(1).mean(0).tolist(),
         mean_variance=variance.tolist(),
         mutual_info_apart=low,
+        kl_one_draw=layer.kl_one_draw,
+        kl_stderr=float(layer.kl.double().std() / math.sqrt(len(layer.kl))) if layer.kl_one_draw else None,
     )
     return report, agg, own
 
