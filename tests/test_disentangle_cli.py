@@ -88,3 +88,28 @@ def test_traverse_sweeps_the_code_dimensions_the_decoder_reads(tmp_path, capsys)
     assert main(["traverse", str(out), "--out", str(tmp_path / "t.png"), "--dims", "10", "--steps", "3"]) == 0
     said = capsys.readouterr().out
     assert "a traversal of 4 code dimensions" in said and "reads only the first 4 of the 10 code dimensions" in said
+
+
+def test_the_note_on_binning_bias_matches_the_plug_in_mi_of_noise():
+    """Codes independent of a factor have I = 0; their plug-in MI is about (bins - 1)(values - 1) / 2N
+    (the bias the note states), and the note appears where that is a tenth of the factor's entropy."""
+    import torch
+
+    from dgmkit.cli.disentangle import format_disentanglement
+    from dgmkit.evaluation.disentanglement import mutual_information_gap
+
+    g = torch.Generator().manual_seed(0)
+    n, values = 2000, 4
+    codes, factors = torch.randn(n, 8, generator=g), torch.randint(values, (n, 1), generator=g)
+    for bins, noted in ((20, False), (200, True)):
+        m = mutual_information_gap(codes, factors, bins=bins)
+        bias = (bins - 1) * (values - 1) / (2 * n)
+        assert 0.6 < float(m.mutual_information.mean()) / bias < 1.4
+        r = {"mig": m.mig, "mig_estimator": m.estimator, "bins": bins, "n": n, "split": "test", "factor_vae": None}
+        r["factors"] = [{"name": "shape", "values": values, "entropy": float(m.entropy[0]), "best_dim": 0, "gap": 0.0}]
+        text = format_disentanglement(r)
+        assert ("biased upward by about" in text) is noted, text
+        if noted:
+            assert f"about {bias:.3f} nats" in text
+    del r["bins"]  # a record from before the bins were kept: nothing said
+    assert "biased upward" not in format_disentanglement(r)
