@@ -64,3 +64,56 @@ def test_resume_with_nproc_of_a_run_in_use_is_refused_before_processes_start(tmp
         assert "starting" not in said
     finally:
         held.release()
+
+
+def test_a_run_stopped_between_its_checkpoint_and_its_best_weights_gets_them_again_on_resume(tmp_path, capsys, caplog):
+    """An epoch's end writes checkpoint.safetensors, then best.safetensors where the epoch is the
+    best: a run killed between the two has a checkpoint that ends on its best epoch and a best file of
+    an earlier epoch (or none). --resume writes the best weights again from the checkpoint; before,
+    best.safetensors was written first, and a kill between left the best weights of an epoch that
+    the resumed run trained again (its earlier best lost)."""
+    import torch
+
+    from dgmkit.training import load_checkpoint
+
+    out = tmp_path / "run"  # (with a moving average of the weights: best.safetensors holds it, not the weights)
+    assert main(["train", *TINY, "--ema", "0.9", "--epochs", "1", "--out", str(out)]) == 0
+    first = (out / "best.safetensors").read_bytes()
+    assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+    record = lambda name: load_checkpoint(out / name)  # noqa: E731
+    assert record("checkpoint.safetensors")["trainer"]["best_epoch"] == 2  # (the run improves in its second epoch)
+    best = record("best.safetensors")
+    for stale in (first, None):  # the epoch before's best weights, or none at all
+        if stale is None:
+            (out / "best.safetensors").unlink()
+        else:
+            (out / "best.safetensors").write_bytes(stale)
+        capsys.readouterr()
+        with caplog.at_level(logging.WARNING):
+            assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+        assert "did not hold the best epoch (2)" in caplog.text
+        caplog.clear()
+        again = record("best.safetensors")
+        assert again["trainer"]["epoch"] == 2
+        assert all(torch.equal(again["model"][k], v) for k, v in best["model"].items())
+        raw = record("checkpoint.safetensors")["model"]  # (the weights trained; the best file holds their average)
+        assert not all(torch.equal(again["model"][k], v) for k, v in raw.items())
+    before = (out / "best.safetensors").stat().st_mtime_ns
+    with caplog.at_level(logging.WARNING):  # (a best file that holds the best epoch is left as it is)
+        assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+    assert "did not hold" not in caplog.text and (out / "best.safetensors").stat().st_mtime_ns == before
+
+
+def test_an_epoch_writes_its_checkpoint_before_its_best_weights(tmp_path, monkeypatch):
+    from dgmkit.training.run_writer import RunWriter
+
+    written = []
+    own = RunWriter.checkpoint
+
+    def checkpoint(self, model, name="checkpoint.safetensors", **kwargs):
+        written.append(name)
+        return own(self, model, name, **kwargs)
+
+    monkeypatch.setattr(RunWriter, "checkpoint", checkpoint)
+    _run(tmp_path, epochs=2)
+    assert written[:2] == ["checkpoint.safetensors", "best.safetensors"] and written.count("checkpoint.safetensors") == 2

@@ -130,9 +130,9 @@ class RunFolder:
 
     def stranded_start(self) -> bool:
         """Whether the folder holds a run that stopped (killed, say) before its first checkpoint:
-        its config.json, perhaps one line of metrics.jsonl and a best.safetensors of that run's
-        first epoch (written just before the checkpoint, without the training state a resume
-        needs), and nothing else but stale temporaries. A run whose checkpoint is gone later
+        its config.json, perhaps one line of metrics.jsonl and (where an earlier dgmkit wrote it
+        just before the checkpoint) a best.safetensors of that run's first epoch, without the
+        training state a resume needs; nothing else but stale temporaries. A run whose checkpoint is gone later
         than that is not: starting it again would throw away its epochs and best weights."""
         if not self.path.is_dir():
             return False

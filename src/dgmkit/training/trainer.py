@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dgmkit import distributed
+from dgmkit._io import parse_json
 from dgmkit.data import DataTransform, Split
 from dgmkit.data.transforms import VALID_SEED
 from dgmkit.devices import dtype_of, resolve_device
@@ -42,7 +43,7 @@ from dgmkit.errors import CheckpointError, ConfigError, DataError, TrainingError
 from dgmkit.models.base import GenerativeModel
 from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource, in_precision
-from dgmkit.training.checkpoint import check_dtypes, load_checkpoint
+from dgmkit.training.checkpoint import check_dtypes, counters_or_none, load_checkpoint, read_metadata
 from dgmkit.training.compiled import CompiledOrEager
 from dgmkit.training.data_parallel import DataParallel, ObjectiveModule, check_shares, rank_device
 from dgmkit.training.ema import EMA
@@ -57,6 +58,41 @@ from dgmkit.training.step_guard import WINDOW, FiniteLossCheck, GradientGuard
 __all__ = ["Trainer", "resolve_device", "VALID_SEED"]
 
 log = logging.getLogger(__name__)
+
+# the SIGTERM handler of a fit that defers the signal (``Trainer._sigterm_deferred``), while it does, and
+# whether a fork meanwhile blocked the signal around itself
+_DEFERRING: dict = {"handler": None, "blocked": False}
+
+
+def _sigterm_blocked_for_fork() -> None:
+    """Before a fork during a fit that defers SIGTERM: the signal blocked in the forking thread, so
+    that one sent to the child before its ``_sigterm_default_in_child`` is held (CPython forgets a
+    signal that reaches a Python handler between the fork and its own after-fork reset)."""
+    handler = _DEFERRING["handler"]
+    if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
+        _DEFERRING["blocked"] = signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _sigterm_unblocked_in_parent() -> None:
+    if _DEFERRING["blocked"]:
+        _DEFERRING["blocked"] = False
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _sigterm_default_in_child() -> None:
+    """A process forked during such a fit is no fit: SIGTERM ends it (one held since the fork, at once)."""
+    if _DEFERRING["blocked"]:
+        _DEFERRING["handler"], _DEFERRING["blocked"] = None, False
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+if hasattr(os, "register_at_fork") and hasattr(signal, "pthread_sigmask"):  # (POSIX)
+    os.register_at_fork(
+        before=_sigterm_blocked_for_fork,
+        after_in_parent=_sigterm_unblocked_in_parent,
+        after_in_child=_sigterm_default_in_child,
+    )
 _PROBE_ROWS = 1024  # training rows transformed once, before the first step, to check them against the model
 
 
@@ -440,6 +476,31 @@ class Trainer:
         if self.writer is not None:
             self.writer.truncate_metrics(self.epoch)
             self._record_pending = True  # config.json gets the resumed settings with the first epoch's files
+            self._restore_best(path)
+
+    def _restore_best(self, path: Path) -> None:
+        """best.safetensors written again from the resumed checkpoint where that checkpoint ends on
+        the run's best epoch and best.safetensors does not hold it (gone, unreadable, or of an
+        earlier epoch): the run was stopped between the two writes of that epoch's end, the
+        checkpoint first. Its weights (the moving average's, where there is one) are the best's."""
+        assert self.writer is not None
+        if self._progress is not None or self.best_epoch != self.epoch or self.epoch < 1:
+            return
+        best = path.with_name("best.safetensors")
+        try:
+            held = counters_or_none(parse_json(read_metadata(best)["trainer"]))
+        except (CheckpointError, KeyError, ValueError):
+            held = None
+        if held is not None and held["epoch"] == self.epoch:
+            return
+        log.warning(
+            "%s did not hold the best epoch (%d) that %s ends on (the run was stopped between their writes): "
+            "written again from it",
+            best,
+            self.epoch,
+            path.name,
+        )
+        self.save("best.safetensors", with_state=False)
 
     def _load_states(self, ckpt: dict, t: dict, path: Path) -> None:
         """Load the model, optimizer, data stream, scaler and moving average from checked checkpoint parts;
@@ -841,9 +902,11 @@ class Trainer:
             self._terminated = True
 
         signal.signal(signal.SIGTERM, defer)
+        _DEFERRING["handler"] = defer
         try:
             yield
         finally:
+            _DEFERRING["handler"] = None
             if signal.getsignal(signal.SIGTERM) is defer:  # (one installed meanwhile stays)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if self._terminated:  # (not where an error is raised: it ends the run, and says why)
@@ -886,9 +949,9 @@ class Trainer:
             metrics["time_s"] = time.perf_counter() - t0
             history.append(metrics)
             self._write_metrics(metrics)
+            self.save()  # before best.safetensors: a run killed between the two has it written again on resume
             if improved:
                 self.save("best.safetensors", with_state=False)
-            self.save()
             if self._paced is not None:
                 self._count_files(metrics)
             log.info(json.dumps(metrics))
@@ -943,9 +1006,9 @@ class Trainer:
             self.epochs = epochs
             if self._record_epochs() and self.writer is not None:
                 self.writer.start()
+            self.save()
             if self.best_epoch == 1:  # (the weights of the first epoch, still the best)
                 self.save("best.safetensors", with_state=False)
-            self.save()
         metrics.update(paced_epochs=epochs, paced_epoch_s=per_epoch, paced_warmup_s=warmup)
         self._paced = None
 
