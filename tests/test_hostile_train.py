@@ -148,7 +148,7 @@ def test_a_run_whose_data_moved_resumes_from_their_new_place_and_other_data_ther
     # other data at a new place: refused, of another shape before anything is built, of the same by their digest
     np.save(tmp_path / "b" / "other.npy", rng.integers(0, 2, (200, 4, 4)).astype(np.uint8))
     before = {n: (out / n).read_bytes() for n in os.listdir(out)}
-    for dataset, needle in ((tmp_path / "b" / "other.npy", "content SHA-256"), ("digits", "rows of shape (1, 8, 8)")):
+    for dataset, needle in ((tmp_path / "b" / "other.npy", "content SHA-256"), ("digits", "digits names other data")):
         code, _, err = dgm(capsys, "train", "--resume", "--epochs", "3", "--dataset", dataset, "--out", out)
         refused(code, err, "the data now differ from those", needle)
         assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before

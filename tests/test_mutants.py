@@ -1,7 +1,6 @@
 """Targeted tests that pin user-visible formulas (LR schedules, the active-units threshold, gradient
 clipping, bits/dim, means and modes) and kill the mutants that earlier suites let through."""
 
-import json
 import math
 import struct
 
@@ -281,17 +280,17 @@ def tiny_run(tmp_path):
     return out
 
 
-def test_a_stranded_start_needs_the_runs_own_best_or_none(tiny_run):
+def test_a_stranded_start_holds_no_best_weights(tiny_run):
+    """An epoch's end writes its checkpoint before best.safetensors: a folder with best weights had
+    a checkpoint (removed since), and is not started again (its best weights would be lost)."""
     from dgmkit.training import RunFolder
 
     (tiny_run / "checkpoint.safetensors").unlink()
-    assert RunFolder(tiny_run, fresh=False).stranded_start()  # config + metrics + own best
-    cfg = json.loads((tiny_run / "config.json").read_text())
-    cfg["run_id"] = "someone-else"
-    (tiny_run / "config.json").write_text(json.dumps(cfg))
-    assert not RunFolder(tiny_run, fresh=False).stranded_start()  # best of another run  (T5a)
+    assert not RunFolder(tiny_run, fresh=False).stranded_start()  # config + metrics + own best
     (tiny_run / "best.safetensors").unlink()
-    assert RunFolder(tiny_run, fresh=False).stranded_start()  # config (+ metrics) only  (T5b)
+    assert RunFolder(tiny_run, fresh=False).stranded_start()  # config (+ metrics) only
+    (tiny_run / "config.json").write_text("[]")
+    assert not RunFolder(tiny_run, fresh=False).stranded_start()  # a config.json that is no run's record
 
 
 def test_a_restart_refuses_a_folder_with_other_files(tiny_run):

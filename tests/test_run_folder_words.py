@@ -117,3 +117,52 @@ def test_an_epoch_writes_its_checkpoint_before_its_best_weights(tmp_path, monkey
     monkeypatch.setattr(RunWriter, "checkpoint", checkpoint)
     _run(tmp_path, epochs=2)
     assert written[:2] == ["checkpoint.safetensors", "best.safetensors"] and written.count("checkpoint.safetensors") == 2
+
+
+def test_resume_of_a_one_epoch_run_whose_checkpoint_was_removed_keeps_its_best_weights(tmp_path, capsys):
+    """An epoch's end writes its best weights after its checkpoint: a folder with best weights and
+    no checkpoint had one, removed since (to keep the best alone, say). --resume took such a run of
+    one epoch for one stopped before its first checkpoint and started it again, removing its best
+    weights and metrics."""
+    out = _run(tmp_path, epochs=1)
+    (out / "checkpoint.safetensors").unlink()
+    kept = {name: (out / name).read_bytes() for name in ("best.safetensors", "metrics.jsonl", "config.json")}
+    code, said, err = dgm(capsys, "train", "--resume", "--out", out)
+    refused(code, err, "nothing to resume", "its best.safetensors is kept")
+    assert "starting it again" not in said
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    code, _, err = dgm(capsys, "train", "--resume", "--out", afile)
+    refused(code, err, "is a file, not a run folder")
+
+
+def test_resume_with_another_named_dataset_is_refused_before_it_is_loaded(tmp_path, capsys, monkeypatch):
+    """--resume --dataset binarized-mnist of a run trained on digits loaded (or downloaded) those data
+    before it refused them by their shape; a named dataset is the same data under its name alone."""
+    from dgmkit.data import registry
+
+    out = _run(tmp_path, epochs=1)
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the data were loaded")
+
+    monkeypatch.setattr(registry, "load_dataset", loaded)
+    monkeypatch.setitem(registry.DATASETS, "binarized-mnist", loaded)
+    code, _, err = dgm(capsys, "train", "--resume", "--epochs", "2", "--dataset", "binarized-mnist", "--out", out)
+    refused(code, err, "was trained on (digits)", "--dataset binarized-mnist names other data")
+
+
+def test_resume_of_a_run_that_stopped_early_says_why_it_trains_no_more(tmp_path, capsys):
+    out = tmp_path / "early"
+    argv = ["train", *TINY, "--lr", "0.3", "--patience", "1", "--epochs", "12", "--out", str(out)]
+    assert main(argv) == 0
+    done = len((out / "metrics.jsonl").read_text().splitlines())
+    assert done < 12  # (it stopped early)
+    capsys.readouterr()
+    code, said, err = dgm(capsys, "train", "--resume", "--epochs", "20", "--out", out)
+    assert code == 0, err
+    assert f"stopped early after epoch {done}" in said and "a larger --patience lets it go on" in said
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == done
+    code, said, _ = dgm(capsys, "train", "--resume", "--epochs", "20", "--patience", "50", "--out", out)
+    assert code == 0 and "stopped early" not in said

@@ -32,12 +32,12 @@ def _started(folder, epochs: int = 1, best_epoch: int | None = 1) -> RunWriter:
 
 
 def test_a_stranded_start_is_one_epoch_of_its_own_run_and_nothing_more(tmp_path):
-    _started(tmp_path / "one")
+    _started(tmp_path / "one", best_epoch=None)
     assert RunFolder(tmp_path / "one", fresh=False).stranded_start()
-    _started(tmp_path / "two-lines", epochs=2)  # a second epoch ended: its checkpoint was written and is gone
+    _started(tmp_path / "two-lines", epochs=2, best_epoch=None)  # a second epoch ended: its checkpoint is gone
     assert not RunFolder(tmp_path / "two-lines", fresh=False).stranded_start()
-    _started(tmp_path / "best-of-two", best_epoch=2)
-    assert not RunFolder(tmp_path / "best-of-two", fresh=False).stranded_start()
+    _started(tmp_path / "best-of-one")  # best weights come after a checkpoint: there was one
+    assert not RunFolder(tmp_path / "best-of-one", fresh=False).stranded_start()
     _started(tmp_path / "no-config")
     (tmp_path / "no-config" / "config.json").unlink()  # metrics and a best alone are no run's start
     assert not RunFolder(tmp_path / "no-config", fresh=False).stranded_start()

@@ -204,6 +204,13 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     moved = {}  # the run whose data this one takes, at a new folder: the same run with the same weights, which
     if flat.get("codes_of") and asked.get("codes_of"):  # check_derived_current checks by its id and digest
         moved["codes_of"] = str(Path(asked.pop("codes_of")).resolve())
+    named = asked.get("dataset")
+    if named is not None and named != flat.get("dataset") and not is_data_file(str(named)):
+        # (a named dataset is the same data under its own name alone: refused before it is loaded or downloaded)
+        raise ConfigError(
+            f"the data now differ from those {out} was trained on ({flat.get('dataset')}): --dataset {named} names "
+            "other data; --resume needs the same data (train into a new --out for them)"
+        )
     # its own data, moved: the same content, checked once they are read (refused there if it recorded no digest)
     moved.update({k: asked.pop(k) for k in RELOCATABLE if k in asked and asked[k] != flat.get(k)})
     if any(k not in flat for k in asked):
@@ -663,6 +670,11 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
         if trainer.dist.is_main:
             for why in _inexact_resume(trainer, bool(cfg.optim.compile or compiled_before is True)):
                 say(f"note: {why}")
+            if trainer.stopped_early and trainer.epoch < trainer.epochs:  # (--epochs more would train none)
+                say(
+                    f"note: the run stopped early after epoch {trainer.epoch} ({trainer.bad_epochs} without improvement, "
+                    f"its patience {trainer.patience}): it trains no more epochs; a larger --patience lets it go on"
+                )
     precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why (a warning even if quiet)
     if precision is not None and trainer.dist.is_main and (not quiet or trainer.amp.unchecked):
         say(precision)
@@ -829,6 +841,8 @@ def run_train(args: argparse.Namespace) -> int:
             what = "names no file" if not last.exists() else "is not a regular file"
             raise CheckpointError(f"{last}{link} {what}: the run cannot be resumed from it (fetch its content)")
         if not last.is_file():
+            if out.exists() and not out.is_dir():
+                raise ConfigError(f"nothing to resume: --out {out} is a file, not a run folder")
             if not out.exists() and not out.is_symlink():
                 raise ConfigError(
                     f"nothing to resume: there is no folder {out} (a run stopped before its first checkpoint removes "
@@ -843,7 +857,12 @@ def run_train(args: argparse.Namespace) -> int:
                     "empty): run the command again without --resume"
                 )
             if not folder.stranded_start():
-                raise ConfigError(f"nothing to resume: {out} holds no checkpoint.safetensors")
+                kept = (
+                    ": its best.safetensors is kept (dgm eval reads it); a new run needs another folder"
+                    if (out / "best.safetensors").is_file()
+                    else ""
+                )
+                raise ConfigError(f"nothing to resume: {out} holds no checkpoint.safetensors{kept}")
             restart = True  # stopped before its first checkpoint: the run starts again from its beginning
             if ctx.is_main:
                 say(f"{out} holds a run that stopped before its first checkpoint: starting it again from its beginning")

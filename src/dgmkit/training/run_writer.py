@@ -106,7 +106,7 @@ class RunFolder:
     stopped before its first checkpoint (``stranded_start``; what ``--resume`` of it asks for):
     its config.json and metrics.jsonl are removed under the lock, then it starts as fresh."""
 
-    STARTED = ("config.json", "metrics.jsonl", "best.safetensors")  # what a run writes before its first checkpoint
+    STARTED = ("config.json", "metrics.jsonl")  # what a run writes before its first checkpoint
 
     def __init__(self, path: str | os.PathLike, fresh: bool, restart: bool = False):
         self.path = Path(path)
@@ -130,31 +130,24 @@ class RunFolder:
 
     def stranded_start(self) -> bool:
         """Whether the folder holds a run that stopped (killed, say) before its first checkpoint:
-        its config.json, perhaps one line of metrics.jsonl and (where an earlier dgmkit wrote it
-        just before the checkpoint) a best.safetensors of that run's first epoch, without the
-        training state a resume needs; nothing else but stale temporaries. A run whose checkpoint is gone later
-        than that is not: starting it again would throw away its epochs and best weights."""
+        its config.json, perhaps one line of metrics.jsonl, and nothing else but stale
+        temporaries. An epoch's end writes its checkpoint before best.safetensors, so a folder
+        with best weights had a checkpoint (one removed later, or of a run an earlier dgmkit was
+        writing, which wrote them first): starting it again would throw away its best weights."""
         if not self.path.is_dir():
             return False
         others = self.other_entries()
         if "config.json" not in others or not set(others) <= set(self.STARTED):
             return False
-        from dgmkit.training.checkpoint import read_metadata
-
         try:
             own = parse_json(read_run_file(self.path / "config.json", MAX_RECORD_BYTES)).get("run_id")
             if "metrics.jsonl" in others:
                 lines = read_run_file(self.path / "metrics.jsonl", MAX_METRICS_BYTES).splitlines()
                 if sum(1 for line in lines if line.strip()) > 1:
                     return False
-            if "best.safetensors" not in others:
-                return True
-            meta = read_metadata(self.path / "best.safetensors")
-            theirs = parse_json(meta["config"]).get("run_id")
-            epoch = parse_json(meta["trainer"]).get("epoch")
-        except (ValueError, KeyError, AttributeError, DgmError):
+        except (ValueError, AttributeError, DgmError):
             return False
-        return isinstance(own, str) and own == theirs and type(epoch) is int and epoch <= 1
+        return isinstance(own, str)
 
     def check_not_in_use(self) -> None:
         """Refuse the folder if another process holds its lock (a run being written there), before
@@ -239,11 +232,11 @@ class RunFolder:
 
     def _cleanup(self) -> None:
         """After a failed or interrupted fresh run: remove what this call wrote if no checkpoint
-        came of it (config.json, metrics.jsonl, best.safetensors: a failed write of the first
-        checkpoint comes just after the best's), and the folder if this call created it. A
+        came of it (config.json, metrics.jsonl; best.safetensors, written after a checkpoint, is
+        this call's where the folder was fresh), and the folder if this call created it. A
         restart keeps config.json, so that --resume can start the run again."""
         if self.fresh and not (self.path / "checkpoint.safetensors").exists():
-            for name in self.STARTED[1:] if self.restart else self.STARTED:
+            for name in (*self.STARTED[1:], "best.safetensors") if self.restart else (*self.STARTED, "best.safetensors"):
                 with contextlib.suppress(OSError):
                     (self.path / name).unlink(missing_ok=True)
         if not self._created:
