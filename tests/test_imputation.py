@@ -1172,3 +1172,18 @@ def test_the_rmse_of_binarized_grey_images_says_its_units_and_what_each_imputer_
     assert "RMSE on the missing entries, in the data's levels 0..16 (the model reads the observed entries binarized" in out
     code, out, err = _run(capsys, "impute", run, "--out", tmp_path / "j.npy", "--k", "10")
     assert code == 0 and "the model reads" not in out and "in the data's levels 0..16 (removed by" in out
+
+
+def test_a_parquet_table_whose_column_names_are_numbers_is_read(tmp_path):
+    """pandas writes columns without names as "0", "1", ...: a Parquet file's names are its
+    metadata, never a row of data, and were refused as "a first line of numbers only"."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    pq.write_table(pa.table({"0": rng.random(30), "1": rng.random(30)}), tmp_path / "nc.parquet")
+    x, cols = read_table(tmp_path / "nc.parquet")
+    assert [c.name for c in cols] == ["0", "1"] and x.shape == (30, 2)
+    (tmp_path / "nc.csv").write_text("0,1\n" + "".join(f"{a},{b}\n" for a, b in rng.random((30, 2))))
+    with pytest.raises(DataError, match="first line holds numbers only"):  # (a CSV's first line may be data)
+        read_table(tmp_path / "nc.csv")

@@ -774,3 +774,21 @@ def test_importing_dgmkit_needs_no_posix_only_module_and_no_compiled_coder():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "pip install 'dgmkit[compress]'" in p.stdout
+
+
+def test_a_mat_file_of_one_datapoint_per_column_is_refused_with_both_readings(tmp_path):
+    """Roweis' Frey faces saved again as doubles (or scaled to [0, 1]) are 560 x 1965, one frame per
+    column: they were read as 560 datapoints of 1965 values, and trained on without a word."""
+
+    from dgmkit.data import load_dataset
+
+    frames = np.random.default_rng(0).integers(0, 256, (560, 1965)).astype(np.float64)
+    path = tmp_path / "frey_double.mat"
+    scipy.io.savemat(path, {"ff": frames / 255})
+    with pytest.raises(DataError, match=r"560 rows of 1965 values.*save the transpose \(x\.T\)"):
+        load_dataset(str(path))
+    scipy.io.savemat(path, {"ff": (frames / 255).T})  # transposed: 1965 frames of 560 pixels
+    assert load_dataset(str(path)).train.x.shape[-1] == 560
+    wide = tmp_path / "wide.mat"
+    scipy.io.savemat(wide, {"x": frames[:40, :60]})
+    assert load_dataset(str(wide), image_shape=(1, 6, 10)).event_shape == (1, 6, 10)  # (its rows, said so)

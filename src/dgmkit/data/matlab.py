@@ -19,7 +19,9 @@ reader refuses with advice.
 
 Rows are datapoints, as in NumPy files. Some MATLAB files store one datapoint per column (Roweis'
 ``frey_rawface.mat`` is 560 x 1965); that one is recognised by its content as the named dataset
-``frey-faces``, and for others the error names the shape so the user can transpose it.
+``frey-faces``; a 2-D variable of fewer rows than columns (the Frey faces saved as doubles or
+scaled, say) is refused by ``load_dataset`` with both readings named, unless --image-shape says
+that its rows are the datapoints.
 """
 
 import io

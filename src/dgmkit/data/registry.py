@@ -604,6 +604,12 @@ def _load_data_file(
                     f"{path} holds the Frey faces, whose frames are 28 x 20; --image-shape {shape} contradicts it"
                 )
             return frey_faces(np.ascontiguousarray(x.T))
+        if x.ndim == 2 and x.shape[0] < x.shape[1] and shape is None:
+            raise DataError(
+                f"{path}: its data hold {x.shape[0]} rows of {x.shape[1]} values, fewer rows than values: rows are "
+                f"datapoints, and MATLAB files often hold one datapoint per column; if these are {x.shape[1]} "
+                f"datapoints, save the transpose (x.T); if they are {x.shape[0]}, name their shape with --image-shape"
+            )
     else:
         x, y = read_arrays(path, key)
     if shape is not None:

@@ -329,7 +329,9 @@ def read_table(
     _check_header(path, header, rows)
     if columns is not None:
         return _encode(path, header, rows, places, columns), columns
-    if schema is None:  # (a schema naming the columns says that the first line holds their names)
+    # (a schema naming the columns says that the first line holds their names; a Parquet file's names are its
+    # metadata, never a row of data)
+    if schema is None and path.suffix.lower() != ".parquet":
         _check_names_not_data(path, header, rows)
     kinds = _schema(Path(schema) if schema is not None else None, header)
     n, d = len(rows), len(header)
