@@ -723,12 +723,14 @@ def load_run_split(run):
 def test_csv_quoting_line_numbers_and_numbers_out_of_range(tmp_path):
     p = tmp_path / "q.csv"
     p.write_text('a,b\n1,"x\ny"\n2,"p\x0cq"\n\n3,z\n,\n')  # a quoted line break; \f is no row break; a blank line
+    with pytest.raises(DataError, match="line 7 holds no observed value"):  # (a row of empty cells: not dropped)
+        read_table(p)
+    p.write_text('a,b\n1,"x\ny"\n2,"p\x0cq"\n\n3,z\n')
     x, cols = read_table(p)
-    assert cols[1].categories == ("p\x0cq", "x\ny", "z") and x.shape == (4, 2)
-    assert np.isnan(x[3]).all()  # a row of empty cells is a row of missing entries, not dropped
+    assert cols[1].categories == ("p\x0cq", "x\ny", "z") and x.shape == (3, 2)
     again = tmp_path / "again.csv"
-    again.write_text(write_table(x[:3], cols))
-    assert np.allclose(read_table(again, columns=cols)[0], x[:3])
+    again.write_text(write_table(x, cols))
+    assert np.allclose(read_table(again, columns=cols)[0], x)
     for text, problem in (
         ('a,b\n1,"x\n2,y\n', "not a readable CSV"),  # an unclosed quote must not swallow the rows after it
         ("a,b\n\n1,x\n1,2,3\n", "line 4 has 3 cells"),  # the file's line, blank lines counted
@@ -866,7 +868,7 @@ def test_impute_refusals_and_scores_on_a_table_with_holes_of_its_own(tmp_path, c
     monkeypatch.setattr("dgmkit.cli.impute.MAX_DRAWN_VALUES", 100)
     for args, problem in (
         ([rows, "--out", tmp_path / "o.npy"], "indices 0..2"),
-        ([holes, "--out", tmp_path / "o.csv"], "1 row holds no observed value"),
+        ([holes, "--out", tmp_path / "o.csv"], "line 3 holds no observed value"),
         (["--out", tmp_path / "o.npy", "--figure", tmp_path / "f.png"], "--figure shows images"),
         (["--out", tmp_path / "o.npy", "--figure", tmp_path / "f.jpg"], "--figure must name a .png file"),
         (["--out", p, "--force"], "is an input of this command"),  # the run's own data file
@@ -1187,3 +1189,11 @@ def test_a_parquet_table_whose_column_names_are_numbers_is_read(tmp_path):
     (tmp_path / "nc.csv").write_text("0,1\n" + "".join(f"{a},{b}\n" for a, b in rng.random((30, 2))))
     with pytest.raises(DataError, match="first line holds numbers only"):  # (a CSV's first line may be data)
         read_table(tmp_path / "nc.csv")
+
+
+def test_a_table_line_without_an_observed_value_is_named_by_its_line(tmp_path):
+    """A spreadsheet's blank line (",") was refused as "1 row holds no observed value", with no line."""
+    rows = "".join(f"{i},{i % 3}\n" for i in range(12))
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n,\n" + rows + "NA,?\n")
+    with pytest.raises(DataError, match=r"t\.csv: line 3, line 16 hold no observed value"):
+        read_table(tmp_path / "t.csv")

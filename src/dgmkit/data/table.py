@@ -327,6 +327,14 @@ def read_table(
     path = Path(path)
     header, rows, places = _read_cells(path)
     _check_header(path, header, rows)
+    empty = [places[i] for i, r in enumerate(rows) if all(c.lower() in MISSING_CELLS for c in r)]
+    if empty:  # (a spreadsheet's blank line: named where it is, before it is a row of NaN)
+        shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+        one = len(empty) == 1
+        raise DataError(
+            f"{path.name}: {shown} {'holds' if one else 'hold'} no observed value (every cell empty or missing); leave "
+            f"{'it' if one else 'them'} out"
+        )
     if columns is not None:
         return _encode(path, header, rows, places, columns), columns
     # (a schema naming the columns says that the first line holds their names; a Parquet file's names are its
