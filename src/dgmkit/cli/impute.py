@@ -137,9 +137,11 @@ def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
     return out, figure
 
 
-def _npy_bytes(**arrays: np.ndarray) -> bytes:
+def _array_bytes(out: Path, arrays: dict[str, np.ndarray]) -> bytes:
+    """The bytes of ``out``: a .npy file of the single imputation, or a .npz archive of every array
+    (``x``, and ``draws`` with --draws), whatever their number."""
     buf = io.BytesIO()
-    if len(arrays) == 1 and "x" in arrays:
+    if out.suffix.lower() == ".npy":
         np.save(buf, arrays["x"])
     else:
         np.savez(buf, **cast("dict[str, Any]", arrays))  # names the caller's: none is savez's allow_pickle
@@ -264,7 +266,7 @@ def _write_imputed(
         table_in = args.input if args.input and Path(args.input).suffix.lower() in TABLE_SUFFIXES else None
         atomic_write_bytes(out, write_table(rows, columns, original=table_in, first=table_in is not None).encode())
     else:
-        atomic_write_bytes(out, _npy_bytes(**arrays))
+        atomic_write_bytes(out, _array_bytes(out, arrays))
 
 
 def _baseline(rows: np.ndarray, name: str, seed: int, cat: np.ndarray) -> np.ndarray:
