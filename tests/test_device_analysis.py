@@ -44,7 +44,8 @@ def _argv(command, runs, out, device):
     if command == "cluster":
         return ["cluster", runs / "mog", *flag]
     if command == "impute":
-        return ["impute", runs / "miwae", "--out", out / "i.npz", "--k", "20", "--draws", "2", "--limit", "40",
+        # (no --draws: a bernoulli model of binarized digits draws binary pixels, and refuses them)
+        return ["impute", runs / "miwae", "--out", out / "i.npz", "--k", "20", "--limit", "40",
                 "--baselines", "mean", "--figure", out / "f.png", *flag]  # fmt: skip
     if command == "ood":
         return ["ood", runs / "mog", "--ood", runs / "noise.npy", "--background", runs / "miwae", "--iw-samples", "5",

@@ -178,7 +178,9 @@ def test_impute_scores_only_the_removed_entries_numeric_by_rmse_and_categorical_
     missing = torch.isnan(data)
     single = torch.where(missing, torch.zeros(()), data).double()
     single[0, 0], single[2, 2], single[1, 1], single[3, 1], single[4, 0] = 2, 9, 2, 0, 100
-    columns = tuple(SimpleNamespace(kind=k) for k in ("numeric", "categorical", "numeric"))
+    columns = tuple(
+        SimpleNamespace(kind=k, integer=False, categories=("a", "b", "c")) for k in ("numeric", "categorical", "numeric")
+    )
     args = SimpleNamespace(k=50, baselines=["mean"], seed=7, split="train", limit=None)
     cfg = SimpleNamespace(data=SimpleNamespace(missing_rate=0.3, missing_seed=11, seed=3))
     run = SimpleNamespace(cfg=cfg, checkpoint=SimpleNamespace(name="best.safetensors"), weights_digest=lambda: "w",
@@ -189,8 +191,7 @@ def test_impute_scores_only_the_removed_entries_numeric_by_rmse_and_categorical_
     assert s["categorical_error"] == {"MIWAE (k=50)": 0.5, "mean": 0.0}
     assert (s["n"], s["missing"], s["scored"], s["k"], s["seed"]) == (6, 5, 4, 50, 7)
     assert (s["missing_rate"], s["missing_seed"], s["split"]) == (0.3, 11, "train")
-    cat = np.array([False, True, False])
-    assert _baseline(data.double().numpy(), "knn", 0, cat)[[1, 3], 1].tolist() == [1.0, 1.0]
+    assert _baseline(data.double().numpy(), "knn", 0, columns, run)[[1, 3], 1].tolist() == [1.0, 1.0]
 
 
 def test_score_counts_the_inputs_with_missing_entries_not_the_entries(tmp_path, capsys):
@@ -331,10 +332,11 @@ def test_impute_binarizes_the_observed_entries_with_the_held_out_seed_not_the_se
     """A MIWAE of dynamically binarized digits conditions on a Bernoulli draw of each observed
     entry: that draw is the fixed held-out seed's (as dgm score, ood and eval draw it), whatever
     --seed draws the importance samples; dgm impute --seed 1 is the model's imputation of the rows
-    binarized with VALID_SEED, its probabilities times 16 (the digits' top level). --draws 2 of 6
-    images of 64 entries hold 2 x 384 = 768 values: refused past a cap of 767 values (not rows),
-    written at 768 as (2, 6, 1, 8, 8), the images' shape, each draw keeping the observed entries.
-    --figure of 10 rows draws 8 of them."""
+    binarized with VALID_SEED, its probabilities times 16 (the digits' top level) rounded to the
+    nearest level. Its --draws, binary pixels, are refused. Of a categorical likelihood of the
+    levels, --draws 2 of 6 images of 64 entries hold 2 x 384 = 768 values: refused past a cap of 767
+    values (not rows), written at 768 as (2, 6, 1, 8, 8), the images' shape, each draw keeping the
+    observed entries. --figure of 10 rows draws 8 of them."""
     from dgmkit.cli.common import run_data
     from dgmkit.config import load_run
     from dgmkit.evaluation.imputation import impute_batched
@@ -356,9 +358,14 @@ def test_impute_binarizes_the_observed_entries_with_the_held_out_seed_not_the_se
     binarized = run.transform(data, torch.Generator().manual_seed(VALID_SEED))
     single, _ = impute_batched(run.model, binarized, k=5, seed=1)
     filled = np.load(tmp_path / "i.npy")
-    np.testing.assert_allclose(filled[missing.numpy()], 16 * single.double()[missing].numpy(), rtol=1e-6, atol=1e-9)
+    assert np.array_equal(filled[missing.numpy()], np.round(16 * single.double()[missing].numpy()))
     assert np.array_equal(filled[~missing.numpy()], data[~missing].numpy())
     argv = ["impute", tmp_path / "run", "--k", "5", "--limit", "6", "--seed", "1", "--draws", "2"]
+    code, _, err = dgm(capsys, *argv, "--out", tmp_path / "d.npz")
+    assert code == 1 and "its draws are binary pixels" in err and not (tmp_path / "d.npz").exists()
+    levels = ["--objective", "miwae", "--missing-rate", "0.25", "--likelihood", "categorical", *miwae[8:]]
+    assert dgm(capsys, "train", "--dataset", "digits", *levels, "--out", tmp_path / "cat")[0] == 0
+    argv[1] = tmp_path / "cat"
     monkeypatch.setattr("dgmkit.cli.impute.MAX_DRAWN_VALUES", 767)
     code, _, err = dgm(capsys, *argv, "--out", tmp_path / "d.npz")
     assert code == 1 and "would hold 768 values" in err and not (tmp_path / "d.npz").exists()
@@ -368,7 +375,7 @@ def test_impute_binarizes_the_observed_entries_with_the_held_out_seed_not_the_se
     assert z["x"].shape == tuple(data.shape) == (6, 1, 8, 8) and z["draws"].shape == (2, 6, 1, 8, 8)
     seen = ~missing.numpy()
     assert all(np.array_equal(d[seen], data.numpy()[seen]) for d in z["draws"])
-    assert set(np.unique(z["draws"][:, ~seen])) <= {0.0, 16.0}  # draws of binary values, in the data's units
+    assert set(np.unique(z["draws"][:, ~seen])) <= set(range(17))  # draws of the levels
     grids = []
     monkeypatch.setattr("dgmkit.cli.impute.image_grid_png", lambda images, nrow: grids.append((len(images), nrow)) or b"png")
     argv = [

@@ -2,16 +2,19 @@
 
 The model's importance-sampling imputation (``objectives.miwae.impute``, K draws per
 datapoint): a single imputation (the self-normalized estimate of E[x_m | x_o]) and, with
-``--draws``, multiple imputations drawn from p(x_m | x_o). The data are either a split of the
-run's own data (missing entries from ``--missing-rate`` or from the file) or a file given by
-path (NaN marks a missing entry). Where the run removed the entries itself, the values that
-were there are known: the imputations are scored (RMSE on the missing entries), next to the
-classical imputers (``--baselines``) on the same incomplete data.
+``--draws``, multiple imputations drawn from p(x_m | x_o), written as the data are stored (data
+stored as integer levels: rounded to the nearest level; a table's whole-number columns: to a
+whole number in their units, as the CSV writes them). The data are either a split of the run's
+own data (missing entries from ``--missing-rate`` or from the file) or a file given by path (NaN
+marks a missing entry). Where the run removed the entries itself, the values that were there
+are known: the imputations are scored as written (RMSE on the missing entries), next to the
+classical imputers (``--baselines``) on the same incomplete data, rounded alike.
 """
 
 import argparse
 import dataclasses
 import io
+import math
 import shlex
 from pathlib import Path
 from typing import Any, cast
@@ -160,6 +163,12 @@ def run_impute(args: argparse.Namespace) -> int:
     transform = run.transform
     if transform.kind == "dequantize":
         raise ConfigError("imputation of dequantized data is not supported: train with a discrete likelihood")
+    if transform.kind == "dynamic-binarize" and args.draws:
+        raise ConfigError(
+            f"--draws: {run.path} models binarized versions of the data's levels {_levels(run)} "
+            "(a bernoulli likelihood), so its draws are binary pixels, not draws of p(x_m | x_o) in the data's levels; "
+            "leave out --draws (the single imputation is written in the levels) or train with --likelihood categorical"
+        )
     dataset = run_data(run, args.data_dir, args.data, args.schema)
     columns = dataset.columns
     data, truth, file_shape, where = _incomplete(args, run, dataset)
@@ -169,7 +178,7 @@ def run_impute(args: argparse.Namespace) -> int:
     x = transform.held_out(data).to(run.device)
     single, multiple = impute_batched(cast(LatentVariableModel, run.model), x, k=args.k, draws=args.draws, seed=args.seed)
     single, multiple = single.cpu(), None if multiple is None else multiple.cpu()
-    single_data = torch.where(missing, to_data_units(single, transform), data.double())
+    single_data = _written(torch.where(missing, to_data_units(single, transform), data.double()), missing, columns, run)
     say(
         f"imputed {plural(int(missing.sum()), 'missing entry', 'missing entries')} of "
         f"{plural(len(data), 'datapoint')} ({where}) with k = {args.k} importance samples"
@@ -179,7 +188,7 @@ def run_impute(args: argparse.Namespace) -> int:
         say(array_of_table_note(args.input, dataset))
     arrays = {"x": single_data.numpy().reshape(file_shape)}
     if multiple is not None:
-        draws = torch.where(missing, to_data_units(multiple, transform), data.double())
+        draws = _written(torch.where(missing, to_data_units(multiple, transform), data.double()), missing, columns, run)
         arrays["draws"] = draws.numpy().reshape(args.draws, *file_shape)
     scores = None
     if truth is not None:
@@ -194,9 +203,17 @@ def run_impute(args: argparse.Namespace) -> int:
             f"rows in a seeded order" + (fill if run.cfg.data.missing_rate == 0 else "")
         )
     if columns and out.suffix.lower() != ".csv":
+        whole = [c.name for c in columns if c.kind == "numeric" and c.integer]
+        rounded = f"; the imputations of {', '.join(whole)} rounded to whole numbers in them, as the CSV writes them"
         say(
             f"note: {out} holds the rows as the model sees them, each numeric column standardized (not in its own "
-            "units) and each categorical one as indices of its categories; --out FILE.csv writes them in the table's units"
+            f"units{rounded if whole else ''}) and each categorical one as indices of its categories; --out FILE.csv "
+            "writes them in the table's units"
+        )
+    if not columns and _levels(run) is not None:
+        say(
+            f"note: {out} holds each imputation rounded to the nearest of the data's levels {_levels(run)} (the "
+            "estimate of E[x_m | x_o], rounded), as the data are stored"
         )
     if figure is not None:
         _figure(figure, run, data, single_data, truth)
@@ -269,26 +286,78 @@ def _write_imputed(
         atomic_write_bytes(out, _array_bytes(out, arrays))
 
 
-def _baseline(rows: np.ndarray, name: str, seed: int, cat: np.ndarray) -> np.ndarray:
-    """A classical imputer's filled rows, its values in the categorical columns ``cat`` rounded to
-    the nearest category (the column mean's replaced by the most frequent category)."""
+def _baseline(rows: np.ndarray, name: str, seed: int, columns: tuple, run: Run) -> np.ndarray:
+    """A classical imputer's filled rows as the model's are written (``_as_written``: its values in
+    the categorical columns rounded to the nearest category, the column mean's replaced by the most
+    frequent category)."""
     filled = baseline_impute(rows, name, seed)
-    if cat.any():
-        filled[:, cat] = np.round(filled[:, cat])
-        if name == "mean":
-            filled[:, cat] = np.where(np.isnan(rows[:, cat]), _modes(rows[:, cat]), rows[:, cat])
-    return filled
+    cat = np.array([c.kind == "categorical" for c in columns], dtype=bool)
+    if name == "mean" and cat.any():
+        filled[:, cat] = np.where(np.isnan(rows[:, cat]), _modes(rows[:, cat]), rows[:, cat])
+    return _as_written(filled, np.isnan(rows), columns, run)
+
+
+def _levels(run: Run) -> str | None:
+    """The levels that data stored as integers take, "0..L-1" ("0..1" binary; "0, 1, 2, ..." where
+    the run does not know L), or None for continuous data (and tables)."""
+    kind, levels = run.transform.kind, run.transform.num_levels
+    if kind == "continuous":
+        return None
+    top = 1 if kind == "binary" else None if levels is None else levels - 1
+    return "0, 1, 2, ..." if top is None else f"0..{top}"
+
+
+def _as_written(rows: np.ndarray, missing: np.ndarray, columns: tuple, run: Run) -> np.ndarray:
+    """``rows`` (N, D) with the imputations at their ``missing`` entries as the output writes them,
+    and so as they are scored: of a table's whole-number columns, rounded to a whole number in the
+    column's own units as ``write_table`` rounds them (then standardized again); of its categorical
+    ones, the nearest category; of data stored as integer levels, the nearest level. The observed
+    entries are kept as they are."""
+    out = rows.copy()
+    for j, c in enumerate(columns):
+        if c.kind == "categorical":
+            out[:, j] = np.clip(np.round(rows[:, j]), 0, len(c.categories) - 1)
+        elif c.integer:
+            units = rows[:, j] * c.std + c.mean
+            whole = np.abs(units) < 2**53  # (as write_table: a value beyond is written as it is)
+            out[:, j] = np.where(whole, (np.round(units) - c.mean) / c.std, rows[:, j])
+    if not columns and _levels(run) is not None:
+        levels = run.transform.num_levels
+        top = 1 if run.transform.kind == "binary" else np.inf if levels is None else levels - 1
+        out = np.clip(np.round(rows), 0, top)
+    return np.where(missing, out, rows)
+
+
+def _rounded(run: Run, columns: tuple) -> str | None:
+    """Which imputations are written (and scored) rounded, in words; None where none are."""
+    whole = [c.name for c in columns if c.kind == "numeric" and c.integer]
+    if whole:
+        return f"to whole numbers in their own units: {', '.join(whole)}"
+    levels = None if columns else _levels(run)
+    return None if levels is None else f"to the nearest of the levels {levels}"
+
+
+def _written(values: torch.Tensor, missing: torch.Tensor, columns: tuple, run: Run) -> torch.Tensor:
+    """``_as_written`` of imputed data (N, *event) or of draws of them (draws, N, *event)."""
+    d = max(1, math.prod(missing.shape[1:]))
+    rows = values.reshape(-1, d).numpy()
+    holes = missing.expand_as(values).reshape(-1, d).numpy()
+    return torch.from_numpy(_as_written(rows, holes, columns, run)).reshape(values.shape)
 
 
 def _rmse_units(run: Run, columns: tuple, baselines: bool) -> str:
-    """What the RMSE is in: a table's standardized numeric columns, or images' levels (and, where
-    the model binarized grey images, that the baselines read their levels)."""
+    """What the RMSE is in: a table's standardized numeric columns (its whole-number ones rounded),
+    or images' levels, rounded (and, where the model binarized grey images, that the baselines read
+    their levels)."""
     if columns:
-        return " of numeric columns, in standardized units"
-    levels = run.transform.num_levels
+        whole = any(c.kind == "numeric" and c.integer for c in columns)
+        return " of numeric columns, in standardized units" + (
+            ", the imputations of whole-number columns rounded to whole numbers as written" if whole else ""
+        )
+    levels = _levels(run)
     if levels is None:
         return ""
-    units = f", in the data's levels 0..{levels - 1}"
+    units = f", in the data's levels {levels}, each imputation rounded to the nearest level as written"
     if run.transform.kind == "dynamic-binarize" and baselines:
         units += " (the model reads the observed entries binarized, as it was trained; the baselines their levels)"
     return units
@@ -305,16 +374,16 @@ def _scores(
 ) -> dict:
     """RMSE on the missing entries (a table's numeric columns, in standardized units) and, for a
     table's categorical columns, the share imputed wrong: the model's and each baseline's, on the
-    same incomplete rows (a baseline's categorical values rounded to the nearest category; the
-    column mean's replaced by the most frequent category)."""
+    same incomplete rows, each as written (``_as_written``: a baseline's categorical values rounded
+    to the nearest category, the column mean's replaced by the most frequent category)."""
     n = len(data)
     rows = data.double().reshape(n, -1).numpy()
     t = truth.double().reshape(n, -1).numpy()
     m = missing.reshape(n, -1).numpy() & ~np.isnan(t)  # scored: the entries the run removed (the file's own: unknown)
     cat = np.array([c.kind == "categorical" for c in columns], dtype=bool) if columns else np.zeros(t.shape[1], bool)
     num_m, cat_m = m & ~cat, m & cat
-    imputations = {f"MIWAE (k={args.k})": single.reshape(n, -1).numpy()}
-    imputations.update({name: _baseline(rows, name, args.seed, cat) for name in args.baselines})
+    imputations = {f"MIWAE (k={args.k})": single.reshape(n, -1).numpy()}  # (as written: _written)
+    imputations.update({name: _baseline(rows, name, args.seed, columns, run) for name in args.baselines})
     results = {name: rmse(v, t, num_m) for name, v in imputations.items()} if num_m.any() else {}
     errors = {name: float((v[cat_m] != t[cat_m]).mean()) for name, v in imputations.items()} if cat_m.any() else {}
     d = run.cfg.data
@@ -344,6 +413,7 @@ def _scores(
         "weights": run.weights_digest(),  # which weights: a run trained on since imputes otherwise
         "run_id": run.record.get("run_id"),
         "units": "standardized (numeric columns)" if columns else "the data's own units",
+        "rounded": _rounded(run, columns),  # (the imputations, as written)
     }
 
 
