@@ -138,3 +138,18 @@ def test_draws_of_a_model_of_binarized_levels_are_refused(digits, tmp_path, caps
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "models binarized versions of the data's levels 0..16" in err and "leave out --draws" in err
     assert not (tmp_path / "d.npz").exists()
+
+
+def test_a_model_that_never_saw_an_incomplete_input_is_said_to_be_one(people, tmp_path, capsys):
+    table, miwae = people
+    holes = tmp_path / "holes.csv"
+    holes.write_text("age,income,kids,colour\n41,,2,red\n,30000.5,1,\n")
+    elbo = tmp_path / "elbo"
+    code, _, err = _run(capsys, "train", "--dataset", table, "--likelihood", "mixed", "--latent-dim", "2", "--hidden",
+                        "16", "--epochs", "1", "--quiet", "--out", elbo)  # fmt: skip
+    assert code == 0, err
+    code, out, err = _run(capsys, "impute", elbo, holes, "--k", "5", "--out", tmp_path / "e.csv")
+    assert code == 0, err
+    assert f"note: {elbo} was trained on complete data (by the elbo objective): nothing fitted its encoder" in out
+    code, out, err = _run(capsys, "impute", miwae, holes, "--k", "5", "--out", tmp_path / "m.csv")
+    assert code == 0 and "trained on complete data" not in out, err

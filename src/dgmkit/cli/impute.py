@@ -186,6 +186,12 @@ def run_impute(args: argparse.Namespace) -> int:
     )
     if args.input and Path(args.input).suffix.lower() not in TABLE_SUFFIXES and is_table(run.cfg.data.dataset):
         say(array_of_table_note(args.input, dataset))
+    if args.input and not _trained_on_incomplete(dataset):
+        objective = getattr(run.cfg.model, "objective", None)
+        say(
+            f"note: {run.path} was trained on complete data{f' (by the {objective} objective)' if objective else ''}: "
+            "nothing fitted its encoder q(z|x_o) to incomplete inputs, as --objective miwae on incomplete data does"
+        )
     arrays = {"x": single_data.numpy().reshape(file_shape)}
     if multiple is not None:
         draws = _written(torch.where(missing, to_data_units(multiple, transform), data.double()), missing, columns, run)
@@ -222,6 +228,13 @@ def run_impute(args: argparse.Namespace) -> int:
         atomic_write_json(run.path / "impute.json", scores)
         say(f"wrote {run.path / 'impute.json'}")
     return 0
+
+
+def _trained_on_incomplete(dataset: Dataset) -> bool:
+    """Whether the training split held missing entries (NaN), so that training (MIWAE's, the one
+    objective that takes them) fitted the encoder q(z|x_o) to incomplete inputs."""
+    x = dataset.split("train").x
+    return x.is_floating_point() and bool(torch.isnan(x).any())
 
 
 def _incomplete(
