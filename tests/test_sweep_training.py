@@ -258,6 +258,7 @@ def test_a_checkpoint_of_other_dtypes_than_the_model_s_is_refused():
 def test_trainer_counters_need_a_whole_number_epoch_not_a_flag():
     assert counters_or_none({"epoch": True}) is None
     assert counters_or_none({"epoch": 2}) == {"epoch": 2}
+    assert counters_or_none({"epoch": -5}) is None and counters_or_none({"epoch": 2**62}) is None  # (a forged count)
 
 
 # ----------------------------------------------------------------------------- the trainer's counters

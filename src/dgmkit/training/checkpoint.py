@@ -182,8 +182,9 @@ def trainer_counters(path: os.PathLike | str) -> dict | None:
 
 
 def counters_or_none(t: object) -> dict | None:
-    """A checkpoint's trainer counters where they hold an integer ``epoch``, else None."""
-    return t if isinstance(t, dict) and type(t.get("epoch")) is int else None
+    """A checkpoint's trainer counters where they hold a whole ``epoch`` >= 0, else None (a count
+    of epochs that is none, as -5 in a forged file, is not written into a result as trained)."""
+    return t if isinstance(t, dict) and type(t.get("epoch")) is int and 0 <= t["epoch"] < 2**62 else None
 
 
 def _json_field(meta: dict, key: str, path: Path) -> dict:
