@@ -4,6 +4,7 @@ refuses the folder as not empty; a run whose best.safetensors was removed was re
 checkpoint without a word; ``dgm train --resume --nproc 2`` of a run that another process was
 training started its processes before refusing the folder."""
 
+import json
 import logging
 import shlex
 
@@ -166,3 +167,24 @@ def test_resume_of_a_run_that_stopped_early_says_why_it_trains_no_more(tmp_path,
     assert len((out / "metrics.jsonl").read_text().splitlines()) == done
     code, said, _ = dgm(capsys, "train", "--resume", "--epochs", "20", "--patience", "50", "--out", out)
     assert code == 0 and "stopped early" not in said
+
+
+def test_python_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tmp_path, capsys):
+    """dgm train --resume starts such a run again from its beginning; dgmkit.train(resume=True) said
+    "no checkpoint at .../checkpoint.safetensors", and of a folder that is not there, that it had no
+    config.json."""
+    import pytest
+
+    from dgmkit.errors import DgmError
+
+    out = _run(tmp_path, epochs=2)
+    straight = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    for name in ("checkpoint.safetensors", "best.safetensors", "metrics.jsonl"):
+        (out / name).unlink()
+    capsys.readouterr()
+    run = dgmkit.train(out, resume=True, quiet=False)
+    assert "starting it again from its beginning" in capsys.readouterr().out
+    again = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert run.trainer["epoch"] == 2 and again["valid_elbo"] == straight["valid_elbo"]
+    with pytest.raises(DgmError, match="nothing to resume: there is no run folder"):
+        dgmkit.train(tmp_path / "nowhere", resume=True)
