@@ -3,7 +3,8 @@ folders, and JSON that standard parsers accept.
 
 - ``atomic_write_bytes``: a file is either its old self or wholly new, never half-written.
 - ``check_new_output``: an output path may not name an existing file unless the user said
-  ``--force``, and never one of the command's inputs or a run's own files.
+  ``--force``, and never one of the command's inputs, a run's own files or anything but a
+  regular file (a device, a FIFO).
 - ``atomic_folder``: a multi-file output is written into a temporary folder beside its target and
   moved into place only when every file is written; a failure leaves nothing behind.
 - ``to_json``: non-finite numbers become ``null`` and are listed under ``"non_finite"``.
@@ -158,8 +159,9 @@ def check_new_output(
     what: str = "--out",
 ) -> Path:
     """``path`` as a Path, if a command may write it: refused if it names one of ``inputs`` or
-    ``protected`` files (a run's checkpoints and records; even with ``--force``), a folder, or
-    an existing file without ``force``."""
+    ``protected`` files (a run's checkpoints and records), a folder or anything else but a
+    regular file (a device, a FIFO: replacing ``/dev/null`` would break the system), all
+    even with ``force``, or an existing file without ``force``."""
     path = Path(path)
     for other in [*inputs, *protected]:
         other = Path(other)
@@ -168,6 +170,8 @@ def check_new_output(
             raise DgmError(f"{what} {path} is {kind}; write the output elsewhere")
     if path.is_dir():
         raise DgmError(f"{what} {path} is a folder; name a file")
+    if path.exists() and not path.is_file():
+        raise DgmError(f"{what} {path} is not a regular file (a device, a pipe or a socket); name a file")
     folder = path.absolute().parent
     while not folder.exists() and not folder.is_symlink() and folder != folder.parent:  # made below it on writing
         folder = folder.parent

@@ -1,0 +1,68 @@
+"""The output-file promises of docs/safety.md where the review of ``dgm compress`` and ``dgm
+decompress`` found them broken: no device or FIFO is replaced, not even with --force."""
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from tests.dgm_cli import dgm, refused
+
+from dgmkit._io import check_new_output
+from dgmkit.cli.main import main
+from dgmkit.errors import DgmError
+
+REPO = Path(__file__).resolve().parents[1]
+N_PNG = 4
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A tiny ARM run on digits-4x4, a copy of it (another run), a .npy of images, 1-bit PNG
+    files and the compressed file of the PNGs."""
+    import shutil
+
+    from PIL import Image
+
+    from dgmkit.data import load_dataset
+
+    root = tmp_path_factory.mktemp("outputs")
+    run_dir = root / "run"
+    argv = ["train", "--model", "arm", "--arm", "pixelcnn", "--dataset", "digits-4x4", "--channels", "4"]
+    assert main([*argv, "--arm-layers", "2", "--epochs", "1", "--quiet", "--out", str(run_dir)]) == 0
+    shutil.copytree(run_dir, root / "other")
+    x = load_dataset("digits-4x4").test.x[:N_PNG, 0].numpy()  # (N, 4, 4) uint8 0/1
+    np.save(root / "x.npy", x)
+    (root / "png").mkdir()
+    pngs = [root / "png" / f"img{i}.png" for i in range(N_PNG)]
+    for img, path in zip(x, pngs, strict=True):
+        Image.fromarray(img.astype(bool)).save(path)
+    assert main(["compress", str(run_dir), *map(str, pngs), "--out", str(root / "p.dgmz")]) == 0
+    return SimpleNamespace(root=root, run=run_dir, other=root / "other", x=x, npy=root / "x.npy", pz=root / "p.dgmz")
+
+
+def _compress(env, out, *extra):
+    return ["compress", env.run, env.npy, "--out", out, *extra]
+
+
+# -- what is never an output ---------------------------------------------------------------------
+
+
+def test_a_fifo_is_no_output_even_with_force(env, capsys, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    refused(*dgm(capsys, *_compress(env, fifo, "--force"))[::2], str(fifo), "not a regular file")
+    assert not fifo.is_file() and fifo.exists()  # (still the FIFO)
+
+
+def test_a_device_is_no_output_even_with_force():
+    with pytest.raises(DgmError, match="not a regular file"):  # (checked only: nothing is written)
+        check_new_output(os.devnull, force=True)
+
+
+def test_a_link_to_a_regular_file_is_replaced_with_force(env, capsys, tmp_path):
+    (tmp_path / "old.dgmz").write_bytes(b"old")
+    (tmp_path / "link.dgmz").symlink_to(tmp_path / "old.dgmz")
+    code, _, err = dgm(capsys, *_compress(env, tmp_path / "link.dgmz", "--force"))
+    assert code == 0, err
