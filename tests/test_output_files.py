@@ -1,5 +1,6 @@
 """The output-file promises of docs/safety.md where the review of ``dgm compress`` and ``dgm
-decompress`` found them broken: no device or FIFO is replaced, not even with --force."""
+decompress`` found them broken: no device or FIFO is replaced, not even with --force; no file of
+any run folder is an output."""
 
 import os
 from pathlib import Path
@@ -65,4 +66,26 @@ def test_a_link_to_a_regular_file_is_replaced_with_force(env, capsys, tmp_path):
     (tmp_path / "old.dgmz").write_bytes(b"old")
     (tmp_path / "link.dgmz").symlink_to(tmp_path / "old.dgmz")
     code, _, err = dgm(capsys, *_compress(env, tmp_path / "link.dgmz", "--force"))
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("name", ["config.json", "checkpoint.safetensors", "metrics.jsonl", "eval.json", ".dgm.lock"])
+def test_another_run_s_files_are_no_outputs_even_with_force(env, capsys, name):
+    target = env.other / name
+    before = target.read_bytes() if target.exists() else None
+    refused(*dgm(capsys, *_compress(env, target, "--force"))[::2], str(target), f"a file of the run in {env.other}")
+    assert (target.read_bytes() if target.exists() else None) == before
+
+
+def test_a_link_to_another_run_s_file_is_no_output(env, capsys, tmp_path):
+    link = tmp_path / "link.dgmz"
+    link.symlink_to(env.other / "config.json")
+    before = (env.other / "config.json").read_bytes()
+    refused(*dgm(capsys, *_compress(env, link, "--force"))[::2], str(link), "a file of the run")
+    assert (env.other / "config.json").read_bytes() == before and link.is_symlink()
+
+
+def test_a_folder_that_holds_no_run_may_receive_a_config_json(env, capsys, tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # (another program's: no checkpoint beside it)
+    code, _, err = dgm(capsys, *_compress(env, tmp_path / "config.json", "--force"))
     assert code == 0, err

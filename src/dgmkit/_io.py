@@ -3,8 +3,8 @@ folders, and JSON that standard parsers accept.
 
 - ``atomic_write_bytes``: a file is either its old self or wholly new, never half-written.
 - ``check_new_output``: an output path may not name an existing file unless the user said
-  ``--force``, and never one of the command's inputs, a run's own files or anything but a
-  regular file (a device, a FIFO).
+  ``--force``, and never one of the command's inputs, a file of any run folder, or anything but
+  a regular file (a device, a FIFO).
 - ``atomic_folder``: a multi-file output is written into a temporary folder beside its target and
   moved into place only when every file is written; a failure leaves nothing behind.
 - ``to_json``: non-finite numbers become ``null`` and are listed under ``"non_finite"``.
@@ -159,8 +159,8 @@ def check_new_output(
     what: str = "--out",
 ) -> Path:
     """``path`` as a Path, if a command may write it: refused if it names one of ``inputs`` or
-    ``protected`` files (a run's checkpoints and records), a folder or anything else but a
-    regular file (a device, a FIFO: replacing ``/dev/null`` would break the system), all
+    ``protected`` files, a file of any run folder (``_run_folder_of``), a folder or anything else
+    but a regular file (a device, a FIFO: replacing ``/dev/null`` would break the system), all
     even with ``force``, or an existing file without ``force``."""
     path = Path(path)
     for other in [*inputs, *protected]:
@@ -168,6 +168,9 @@ def check_new_output(
         if _same_file(path, other) or os.path.realpath(path) == os.path.realpath(other):  # (also one not written yet)
             kind = "an input of this command" if other in [Path(p) for p in inputs] else "a file of the run"
             raise DgmError(f"{what} {path} is {kind}; write the output elsewhere")
+    folder = _run_folder_of(path)
+    if folder is not None:
+        raise DgmError(f"{what} {path} is a file of the run in {folder}; write the output elsewhere")
     if path.is_dir():
         raise DgmError(f"{what} {path} is a folder; name a file")
     if path.exists() and not path.is_file():
@@ -181,6 +184,22 @@ def check_new_output(
     if (path.exists() or path.is_symlink()) and not force:
         raise DgmError(f"{what} {path} exists; choose another name or add --force to replace it")
     return path
+
+
+def _run_folder_of(path: Path) -> Path | None:
+    """The run folder of which ``path`` (as named, or where its links lead) is one of the own
+    files (``run_files``), or None: a folder that holds ``config.json`` and a checkpoint or a
+    run's lock."""
+    from dgmkit.training.run_writer import LOCK_NAME, run_files
+
+    own = {p.name for p in run_files(".")}
+    for named in dict.fromkeys([path.absolute(), Path(os.path.realpath(path))]):
+        folder = named.parent
+        if named.name not in own or not (folder / "config.json").is_file():
+            continue
+        if any((folder / n).is_file() for n in ("checkpoint.safetensors", "best.safetensors", LOCK_NAME)):
+            return folder
+    return None
 
 
 @contextlib.contextmanager
