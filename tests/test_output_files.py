@@ -1,8 +1,11 @@
 """The output-file promises of docs/safety.md where the review of ``dgm compress`` and ``dgm
 decompress`` found them broken: no device or FIFO is replaced, not even with --force; no file of
-any run folder is an output."""
+any run folder is an output; a SIGTERM during a write leaves nothing behind."""
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +13,7 @@ import numpy as np
 import pytest
 from tests.dgm_cli import dgm, refused
 
-from dgmkit._io import check_new_output
+from dgmkit._io import atomic_folder, atomic_write_bytes, check_new_output
 from dgmkit.cli.main import main
 from dgmkit.errors import DgmError
 
@@ -89,3 +92,57 @@ def test_a_folder_that_holds_no_run_may_receive_a_config_json(env, capsys, tmp_p
     (tmp_path / "config.json").write_text("{}")  # (another program's: no checkpoint beside it)
     code, _, err = dgm(capsys, *_compress(env, tmp_path / "config.json", "--force"))
     assert code == 0, err
+
+
+# -- a SIGTERM while writing ---------------------------------------------------------------------
+
+
+def _killed(script: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def test_a_sigterm_during_png_decompression_leaves_no_folder_and_ends_the_process_by_the_signal(env, tmp_path):
+    out = tmp_path / "pngs"
+    script = (
+        "import os, signal\nfrom PIL import Image\nfrom dgmkit.cli.main import main\n"
+        "save, saved = Image.Image.save, []\n"
+        "def save_then_kill(self, *a, **k):\n"
+        "    save(self, *a, **k)\n    saved.append(1)\n"
+        "    if len(saved) == 2:\n        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "Image.Image.save = save_then_kill\n"
+        f"main(['decompress', {str(env.pz)!r}, '--run', {str(env.run)!r}, '--out', {str(out)!r}])\n"
+        "print('returned')\n"
+    )
+    proc = _killed(script)
+    assert proc.returncode == -signal.SIGTERM, proc.stdout + proc.stderr
+    assert "returned" not in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # (neither the folder nor its hidden temporary)
+
+
+def test_a_sigterm_during_a_file_s_write_leaves_no_temporary(tmp_path):
+    script = (
+        "import os, signal\nfrom dgmkit import _io\n"
+        "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGTERM)\n"
+        f"_io.atomic_write_bytes({str(tmp_path / 'x.bin')!r}, b'data')\nprint('returned')\n"
+    )
+    proc = _killed(script)
+    assert proc.returncode == -signal.SIGTERM and "returned" not in proc.stdout, proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_handlers_are_as_they_were_after_a_write_and_a_caller_s_is_kept(tmp_path):
+    atomic_write_bytes(tmp_path / "a", b"a")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with atomic_folder(tmp_path / "f", ["x"]) as tmp:
+            assert signal.getsignal(signal.SIGTERM) is mine
+            (tmp / "x").write_bytes(b"x")
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -7,6 +7,8 @@ folders, and JSON that standard parsers accept.
   a regular file (a device, a FIFO).
 - ``atomic_folder``: a multi-file output is written into a temporary folder beside its target and
   moved into place only when every file is written; a failure leaves nothing behind.
+- ``sigterm_interrupts``: while either writes, a SIGTERM is handled as an interrupt (the partial
+  output removed) and then ends the process as the signal does.
 - ``to_json``: non-finite numbers become ``null`` and are listed under ``"non_finite"``.
 - ``open_regular`` and ``read_regular``: input that is a regular file and nothing else (a FIFO
   would block and ``/dev/zero`` never end), read within a cap.
@@ -20,8 +22,11 @@ import math
 import os
 import re
 import shutil
+import signal
 import stat
+import sys
 import tempfile
+import threading
 import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -36,6 +41,7 @@ __all__ = [
     "describe_os_error",
     "check_new_output",
     "atomic_folder",
+    "sigterm_interrupts",
     "to_json",
     "json_safe",
     "is_own_temporary",
@@ -85,8 +91,13 @@ def describe_os_error(e: OSError, path: os.PathLike | str | None = None, action:
 def atomic_write_bytes(path: os.PathLike | str, data: bytes | memoryview) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, and rename it into place.
     On failure (an OSError, which a DgmError then names, or an interrupt) the temporary file and
-    the folders this call made for ``path`` are removed."""
-    path = Path(path)
+    the folders this call made for ``path`` are removed; a SIGTERM as an interrupt
+    (``sigterm_interrupts``)."""
+    with sigterm_interrupts():
+        _write_bytes(Path(path), data)
+
+
+def _write_bytes(path: Path, data: bytes | memoryview) -> None:
     tmp = None
     made = [p for p in path.parents if not p.exists()]  # folders this call creates (deepest first)
     done = False
@@ -108,6 +119,47 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes | memoryview) -> Non
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
             remove_empty_folders(made)
+
+
+class Terminated(BaseException):
+    """A SIGTERM that came while ``sigterm_interrupts`` was in force: raised where the process
+    was, so that the writes under way remove what they left, as an interrupt does."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """A SIGTERM that comes within the block raises Terminated there (the ``finally`` blocks of
+    the writes remove their temporaries) and then ends the process as the signal would have
+    (its status says SIGTERM). Only where SIGTERM has its default action, in the main thread:
+    a handler of the caller's, or the one of a fit that defers the signal (``Trainer.fit``,
+    whose checkpoints are written meanwhile), is left as it is. The
+    default is back when the block ends, and in a process forked meanwhile the signal ends it
+    at once."""
+    own = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if not own:
+        yield
+        return
+    pid = os.getpid()
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (a second one ends the process at once)
+        if os.getpid() != pid:  # a forked child's: the default, now
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    except Terminated:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()  # (what was printed is written before the process ends)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise  # (reached only where the signal is held back)
+    finally:
+        if signal.getsignal(signal.SIGTERM) is interrupt:  # (one installed meanwhile stays)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def is_own_temporary(name: str) -> bool:
@@ -212,9 +264,13 @@ def atomic_folder(target: os.PathLike | str, names: Iterable[str], force: bool =
     files there are left alone. Into a folder that exists the files move one by one: an error or
     an interrupt while they move takes back those that were new (the ones replaced with ``force``
     are replaced; a killed process can leave part of them). The names must be plain base names
-    (see ``check_base_name``)."""
-    target = Path(target)
-    names = list(names)
+    (see ``check_base_name``). A SIGTERM meanwhile is an interrupt (``sigterm_interrupts``)."""
+    with sigterm_interrupts(), _folder_in_place(Path(target), list(names), force) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _folder_in_place(target: Path, names: list[str], force: bool) -> Iterator[Path]:
     for name in names:
         check_base_name(name)
     if target.exists() and not target.is_dir():

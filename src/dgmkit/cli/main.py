@@ -3,7 +3,8 @@
 Exit codes: 0 success; 1 a user error (bad flag, config, data file, checkpoint...), reported as
 one line ``dgm: error: ...`` on stderr without a traceback; 2 a bug: an exception that no check
 anticipated, reported as one line that says so and names a file holding the traceback;
-130 interrupted. Files are written atomically, so a failed command leaves no half-written file.
+130 interrupted (a SIGTERM during a write: the command ends by the signal, 143, its partial
+output removed). Files are written atomically, so a failed command leaves no half-written file.
 """
 
 import argparse
