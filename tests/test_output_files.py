@@ -1,6 +1,7 @@
 """The output-file promises of docs/safety.md where the review of ``dgm compress`` and ``dgm
 decompress`` found them broken: no device or FIFO is replaced, not even with --force; no file of
-any run folder is an output; a SIGTERM during a write leaves nothing behind."""
+any run folder is an output; a SIGTERM during a write leaves nothing behind; a new PNG folder
+gets the usual mode."""
 
 import os
 import signal
@@ -146,3 +147,17 @@ def test_sigterm_handlers_are_as_they_were_after_a_write_and_a_caller_s_is_kept(
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# -- the mode of a new folder --------------------------------------------------------------------
+
+
+def test_a_new_png_folder_has_the_mode_that_the_umask_gives(env, capsys, tmp_path):
+    old = os.umask(0o027)
+    try:
+        code, _, err = dgm(capsys, "decompress", env.pz, "--run", env.run, "--out", tmp_path / "pngs")
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert (tmp_path / "pngs").stat().st_mode & 0o777 == 0o750
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "pngs").iterdir()} == {0o640}

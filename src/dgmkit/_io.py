@@ -186,14 +186,18 @@ def remove_stale_temporaries(folder: os.PathLike[str] | str, names: Iterable[str
     return removed
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def _file_mode(path: Path) -> int:
     """The existing file's mode, else 0666 less the process umask (as open() would give)."""
     try:
         return path.stat().st_mode & 0o777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -295,6 +299,7 @@ def _folder_in_place(target: Path, names: list[str], force: bool) -> Iterator[Pa
         if written != set(names):
             raise DgmError(f"internal: the files written ({len(written)}) are not the ones announced ({len(names)})")
         if not target.exists():
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder its usual mode
             os.rename(tmp, target)  # one step: the whole folder appears at once
             tmp = None
         else:
