@@ -1,7 +1,7 @@
 """The output-file promises of docs/safety.md where the review of ``dgm compress`` and ``dgm
 decompress`` found them broken: no device or FIFO is replaced, not even with --force; no file of
 any run folder is an output; a SIGTERM during a write leaves nothing behind; a new PNG folder
-gets the usual mode."""
+gets the usual mode; a PNG's transparency is refused, not lost."""
 
 import os
 import signal
@@ -149,7 +149,7 @@ def test_sigterm_handlers_are_as_they_were_after_a_write_and_a_caller_s_is_kept(
         signal.signal(signal.SIGTERM, previous)
 
 
-# -- the mode of a new folder --------------------------------------------------------------------
+# -- the mode of a new folder, and what a PNG holds ----------------------------------------------
 
 
 def test_a_new_png_folder_has_the_mode_that_the_umask_gives(env, capsys, tmp_path):
@@ -161,3 +161,14 @@ def test_a_new_png_folder_has_the_mode_that_the_umask_gives(env, capsys, tmp_pat
     assert code == 0, err
     assert (tmp_path / "pngs").stat().st_mode & 0o777 == 0o750
     assert {p.stat().st_mode & 0o777 for p in (tmp_path / "pngs").iterdir()} == {0o640}
+
+
+@pytest.mark.parametrize("mode", ["1", "L"])
+def test_a_png_with_transparency_is_refused_by_name(env, capsys, tmp_path, mode):
+    from PIL import Image
+
+    img = env.x[0].astype(bool) if mode == "1" else env.x[0].astype(np.uint8)
+    png = tmp_path / "clear.png"
+    Image.fromarray(img).save(png, transparency=0)
+    refused(*dgm(capsys, "compress", env.run, png, "--out", tmp_path / "c.dgmz")[::2], str(png), "transparency")
+    assert not (tmp_path / "c.dgmz").exists()

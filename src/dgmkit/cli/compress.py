@@ -95,7 +95,7 @@ def _read_npy(path: str) -> np.ndarray:
 
 
 def _read_png(p: str, height: int, width: int, errors: tuple[type[BaseException], ...]) -> tuple[np.ndarray, str]:
-    """One single-channel PNG image of the model's size, and its mode ("1" or "L")."""
+    """One single-channel PNG image of the model's size without transparency, and its mode ("1" or "L")."""
     from PIL import Image
 
     try:
@@ -107,6 +107,10 @@ def _read_png(p: str, height: int, width: int, errors: tuple[type[BaseException]
                     raise DataError(f"{p} is not a PNG file (it holds a {im.format} image)")
                 if im.mode not in ("1", "L"):
                     raise DataError(f"{p}: a {im.mode} PNG; these models code single-channel (1-bit or 8-bit grey) images")
+                if "transparency" in im.info:  # (a tRNS chunk: decompression would write the image without it)
+                    raise DataError(
+                        f"{p} has transparency (a tRNS chunk), which these models do not code: give opaque images"
+                    )
                 if im.size != (width, height):
                     raise DataError(f"{p} is {im.size[0]}x{im.size[1]} pixels; the model codes {width}x{height} images")
                 if getattr(im, "n_frames", 1) != 1:
