@@ -210,6 +210,13 @@ def test_a_float_negative_zero_round_trips_and_1_bit_pngs_need_a_binary_model(co
     code, _, err = run(capsys, "compress", multi, *paths, "--out", tmp_path / "p.dgmz")
     assert_clean_failure(code, err, "1-bit PNG images are black and white")
     assert "8-bit grey" in err and "header" not in err and not (tmp_path / "p.dgmz").exists()
+    np.save(tmp_path / "b.npy", np.stack([np.eye(8, dtype=bool)] * 2))  # booleans alike (True was coded as level 1)
+    code, _, err = run(capsys, "compress", multi, tmp_path / "b.npy", "--out", tmp_path / "p.dgmz")
+    assert_clean_failure(code, err, "holds booleans, black and white images")
+    assert not (tmp_path / "p.dgmz").exists()
+    np.save(tmp_path / "b.npy", np.load(coder_runs / "x.npy")[:5].astype(bool))  # for a binary model: coded
+    code, _, err = run(capsys, "compress", coder_runs / "a", tmp_path / "b.npy", "--out", tmp_path / "b.dgmz")
+    assert code == 0, err
 
 
 def test_a_model_that_generates_in_another_pixel_order_round_trips_at_its_nll():

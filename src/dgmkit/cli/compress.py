@@ -223,6 +223,11 @@ def compress(args: argparse.Namespace) -> int:
             f"1-bit PNG images are black and white; {args.run_dir}'s model codes {levels} levels: give it 8-bit grey "
             "(mode L) images, or compress these with a model of binary images"
         )
+    if meta["source"] == "npy" and x.dtype == bool and levels != 2:  # (as 1-bit PNGs: True is no level 1 of 17)
+        raise DataError(
+            f"{args.inputs[0]} holds booleans, black and white images; {args.run_dir}'s model codes {levels} levels: "
+            "give it integer levels, or compress these with a model of binary images"
+        )
     if x.ndim < 2:
         shape = model.event_shape
         raise DataError(f"expected N images of {shape[-2]}x{shape[-1]} pixels, got an array of shape {x.shape}")
