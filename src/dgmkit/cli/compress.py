@@ -212,22 +212,28 @@ def _check_amount(n: int, pixels: int, itemsize: int, batch_size: int) -> None:
         )
 
 
+def _check_black_and_white(args: argparse.Namespace, x: np.ndarray, meta: dict, levels: int) -> None:
+    """1-bit PNG images and a .npy of booleans are black and white: refused for a model of more
+    than 2 levels (True is not level 1 of 17), with what to give instead."""
+    if meta.get("png_mode") == "1" and levels != 2:
+        raise DataError(
+            f"1-bit PNG images are black and white; {args.run_dir}'s model codes {levels} levels: give it 8-bit grey "
+            "(mode L) images, or compress these with a model of binary images"
+        )
+    if meta["source"] == "npy" and x.dtype == bool and levels != 2:
+        raise DataError(
+            f"{args.inputs[0]} holds booleans, black and white images; {args.run_dir}'s model codes {levels} levels: "
+            "give it integer levels, or compress these with a model of binary images"
+        )
+
+
 def compress(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = check_new_output(args.out, args.force, inputs=args.inputs, protected=run_files(args.run_dir))
     run, model, levels, coder = _coding_model(args.run_dir, args.device)
     x, meta = _read_images(args.inputs, model.event_shape)
-    if meta.get("png_mode") == "1" and levels != 2:
-        raise DataError(
-            f"1-bit PNG images are black and white; {args.run_dir}'s model codes {levels} levels: give it 8-bit grey "
-            "(mode L) images, or compress these with a model of binary images"
-        )
-    if meta["source"] == "npy" and x.dtype == bool and levels != 2:  # (as 1-bit PNGs: True is no level 1 of 17)
-        raise DataError(
-            f"{args.inputs[0]} holds booleans, black and white images; {args.run_dir}'s model codes {levels} levels: "
-            "give it integer levels, or compress these with a model of binary images"
-        )
+    _check_black_and_white(args, x, meta, levels)
     if x.ndim < 2:
         shape = model.event_shape
         raise DataError(f"expected N images of {shape[-2]}x{shape[-1]} pixels, got an array of shape {x.shape}")

@@ -32,7 +32,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.data import Dataset
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
-from dgmkit.evaluation.disentanglement import factor_vae_score, mutual_information_gap
+from dgmkit.evaluation.disentanglement import MIG, factor_vae_score, mutual_information_gap
 from dgmkit.evaluation.figures import check_grid, image_grid_png
 
 __all__ = ["add_parsers", "run_disentangle", "run_traverse"]
@@ -155,6 +155,20 @@ def _factor_vae(run: Run, dataset: Dataset, codes: torch.Tensor, args: argparse.
     }
 
 
+def _factor_rows(mig: MIG, dataset: Dataset) -> list[dict]:
+    """Each known factor's MIG numbers, as disentangle.json records them."""
+    return [
+        {
+            "name": name,
+            "values": size,
+            "entropy": float(mig.entropy[k]),
+            "best_dim": int(mig.best[k]),
+            "gap": float(mig.gaps[k]),
+        }
+        for k, (name, size) in enumerate(zip(dataset.factor_names, dataset.factor_sizes))
+    ]
+
+
 @torch.no_grad()
 def run_disentangle(args: argparse.Namespace) -> int:
     if args.votes * args.batch > MAX_VOTE_IMAGES:
@@ -183,16 +197,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
         "mig": mig.mig,
         "mig_estimator": mig.estimator,
         "bins": args.bins,
-        "factors": [
-            {
-                "name": name,
-                "values": size,
-                "entropy": float(mig.entropy[k]),
-                "best_dim": int(mig.best[k]),
-                "gap": float(mig.gaps[k]),
-            }
-            for k, (name, size) in enumerate(zip(dataset.factor_names, dataset.factor_sizes))
-        ],
+        "factors": _factor_rows(mig, dataset),
         "mutual_information": mig.mutual_information.tolist(),
         "factor_vae": fv,
         "latent_dim": codes.shape[1],

@@ -318,6 +318,19 @@ def _check_names_not_data(path: Path, header: list[str], rows: list[list[str]]) 
         )
 
 
+def _check_some_observed(path: Path, rows: list[list[str]], places: list[str]) -> None:
+    """Refuses a line whose every cell is empty or missing (a spreadsheet's blank line), named
+    where it is, before it is a row of NaN that a later check could only count."""
+    empty = [places[i] for i, r in enumerate(rows) if all(c.lower() in MISSING_CELLS for c in r)]
+    if empty:
+        shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+        one = len(empty) == 1
+        raise DataError(
+            f"{path.name}: {shown} {'holds' if one else 'hold'} no observed value (every cell empty or missing); leave "
+            f"{'it' if one else 'them'} out"
+        )
+
+
 def read_table(
     path: str | Path, schema: str | os.PathLike[str] | None = None, columns: tuple[Column, ...] | None = None
 ) -> tuple[np.ndarray, tuple[Column, ...]]:
@@ -327,14 +340,7 @@ def read_table(
     path = Path(path)
     header, rows, places = _read_cells(path)
     _check_header(path, header, rows)
-    empty = [places[i] for i, r in enumerate(rows) if all(c.lower() in MISSING_CELLS for c in r)]
-    if empty:  # (a spreadsheet's blank line: named where it is, before it is a row of NaN)
-        shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
-        one = len(empty) == 1
-        raise DataError(
-            f"{path.name}: {shown} {'holds' if one else 'hold'} no observed value (every cell empty or missing); leave "
-            f"{'it' if one else 'them'} out"
-        )
+    _check_some_observed(path, rows, places)
     if columns is not None:
         return _encode(path, header, rows, places, columns), columns
     # (a schema naming the columns says that the first line holds their names; a Parquet file's names are its
