@@ -299,3 +299,25 @@ def test_continuous_images_beyond_0_and_1_are_drawn_over_their_recorded_range(tm
     for bad in ([1.0, -1.0], [0.0, True], ["a", 1.0], [0.0], [0, 1], [0.0, 10**400]):
         rewrite_records(run, lambda r, bad=bad: {**r, "value_range": bad})
         _refused(*_dgm(capsys, "reconstruct", run, "--out", tmp_path / "x.png")[::2], "value_range")
+
+
+def test_a_scatter_of_k_classes_has_k_bands_each_the_colour_of_its_points(monkeypatch):
+    """With 3 classes the colour bar showed all ten of tab10's bands, the points coloured by
+    entries 1, 5 and 8 of them and the tick of class 1 on a border between two."""
+    import matplotlib.pyplot as plt
+
+    from dgmkit.evaluation import figures
+
+    kept = []
+    monkeypatch.setattr(figures, "figure_png", lambda fig: kept.append(fig) or b"")
+    for classes, palette in ((3, "tab10"), (10, "tab10"), (13, "tab20")):
+        labels = np.arange(40) % classes
+        figures.scatter_png(np.random.default_rng(0).normal(size=(40, 2)), labels, "t", ("a", "b"))
+        kept[-1].canvas.draw()  # (the points' colours are mapped when drawn)
+        sc = kept[-1].axes[0].collections[0]
+        assert sc.get_cmap().N == classes
+        colours = plt.get_cmap(palette).colors
+        for k in range(classes):
+            got = sc.get_facecolors()[np.flatnonzero(labels == k)[0]][:3]
+            assert np.allclose(got, colours[k]), (classes, k)
+        plt.close(kept[-1])

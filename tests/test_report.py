@@ -527,6 +527,12 @@ def test_a_vq_vae_page_shows_its_reconstructions_and_says_its_samples_are_of_the
     for command in ("interpolate", "latents"):  # (they said it had no latent space "to reconstruct through")
         code, _, err = _dgm(capsys, command, run, "--out", tmp_path / "x.png")
         _refused(code, err, "no latent space q(z|x) (one vector per input) to interpolate in or plot; it reconstructs")
+    prior = tmp_path / "prior"  # a model of its codes: their grids are no pictures (its page drew indices as grey)
+    argv = ["train", "--model", "arm", "--codes-of", str(run), "--likelihood", "categorical", "--channels", "8"]
+    assert main([*argv, "--arm-layers", "2", "--epochs", "1", "--quiet", "--out", str(prior)]) == 0
+    assert main(["report", str(prior), "--out", str(tmp_path / "p.html")]) == 0
+    page = (tmp_path / "p.html").read_text()
+    assert 'alt="samples"' not in page and "no samples: the run models the codes of" in page
 
 
 def test_names_from_the_user_are_escaped_in_text_and_in_attributes(tmp_path):

@@ -188,3 +188,22 @@ def test_python_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_ag
     assert run.trainer["epoch"] == 2 and again["valid_elbo"] == straight["valid_elbo"]
     with pytest.raises(DgmError, match="nothing to resume: there is no run folder"):
         dgmkit.train(tmp_path / "nowhere", resume=True)
+
+
+def test_class_conditional_samples_say_their_classes_and_put_one_in_each_column(tmp_path, capsys, monkeypatch):
+    """M2 draws its classes in turn (y = i mod K): the line said "20 means of p(x|z), z ~ p(z)", and
+    the default grid of 4 a row put the classes askew."""
+    from dgmkit.cli import figures
+
+    m2 = tmp_path / "m2"
+    argv = ["train", "--model", "m2", "--dataset", "digits", "--labels", "50", "--hidden", "16", "--latent-dim", "2"]
+    assert main([*argv, "--epochs", "1", "--quiet", "--out", str(m2)]) == 0
+    rows = []
+    grid = figures.image_grid_png
+    monkeypatch.setattr(figures, "image_grid_png", lambda x, nrow: rows.append(nrow) or grid(x, nrow=nrow))
+    capsys.readouterr()
+    code, said, err = dgm(capsys, "sample", m2, "-n", "20", "--out", tmp_path / "m2.png")
+    assert code == 0, err
+    assert "y = i mod 10 of the i-th" in said and rows == [10]
+    code, said, err = dgm(capsys, "sample", m2, "-n", "20", "--nrow", "4", "--out", tmp_path / "m4.png")
+    assert code == 0 and rows == [10, 4]  # (a --nrow given is kept)

@@ -423,3 +423,12 @@ def test_the_figures_are_of_test_images_drawn_with_the_seed(run, tmp_path):
         assert f"posterior means E[z|x] of {n} random test images" in text
         shown[seed] = re.search(r'<img alt="reconstructions" src="([^"]+)"', text).group(1)
     assert n < 1000 and shown[0] != shown[1]
+
+
+def test_the_comparison_skips_an_evaluation_the_page_marks_as_another_runs():
+    """A record of the same weights' digest that names another model (a file copied from another
+    run, or crafted) was marked so in the run's table, and still gave the comparison its NLL."""
+    records = {"theirs": _record(nll=1e300, iw_samples=9999), "own": _record(nll=41.0)}
+    marks = {"theirs": "not this run's: an evaluation of a flow model", "own": ""}
+    row = _comparison(_page("a", records, weights="w", marks=marks), _page("b"))[0]
+    assert row["test NLL (nats)"] == "41.000"

@@ -89,6 +89,10 @@ def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, cap
     record = json.loads((prior / "config.json").read_text())
     assert record["data"]["event_shape"] == [1, 4, 4] and record["data"]["num_levels"] == 16
     capsys.readouterr()
+    # the prior's own samples are code grids, not images (drawn as grey pictures of indices, they meant nothing)
+    assert main(["sample", str(prior), "--out", str(tmp_path / "codes.png")]) == 1
+    said = capsys.readouterr().err
+    assert f"models the codes of {vq}" in said and f"--code-prior {prior}" in said and not (tmp_path / "codes.png").exists()
     assert main(["eval", str(vq), "--split", "test"]) == 0
     uniform = json.loads((vq / "eval.json").read_text())
     assert main(["eval", str(vq), "--split", "test", "--code-prior", str(prior)]) == 0

@@ -2,8 +2,9 @@
 (and a table run's samples as rows of its table)."""
 
 import argparse
+import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -143,16 +144,23 @@ def draw_samples(
         for start in range(0, n, batch):
             parts.append(model.sample(min(batch, n - start), generator=g, **options)[1 if shown else 0])
     x = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return x, _drawn_words(model, n, shown, temperature, naive, options.get("steps"))
+
+
+def _drawn_words(model: Any, n: int, shown: bool, temperature: float, naive: bool, steps: int | None) -> str:
+    """What ``draw_samples`` drew, in words (a class-conditional model's classes in turn said)."""
+    period = model.sample_period
+    classes = f" with the class y = i mod {period} of the i-th" if period > 1 else ""
     if shown:
-        return x, plural(n, "mean", "means") + f" of p(x|z), z ~ {model.prior_name},"
+        return plural(n, "mean", "means") + f" of p(x|z), z ~ {model.prior_name}{classes},"
     if model.sample_means:
-        return x, plural(n, "draw") + f" x ~ p(x|z), z ~ {model.prior_name},"
+        return plural(n, "draw") + f" x ~ p(x|z), z ~ {model.prior_name}{classes},"
     if model.sample_cached:
-        return x, plural(n, "sample") + f" x ~ p(x), pixel by pixel ({'naive' if naive else 'cached'} path),"
+        return plural(n, "sample") + f" x ~ p(x), pixel by pixel ({'naive' if naive else 'cached'} path),"
     what = plural(n, "sample") + " x ~ p(x)"
     what += f" at temperature {temperature:g}" if model.sample_temperature else ""
-    what += f" by ancestral sampling in {plural(options['steps'], 'step')}" if model.sample_steps else ""
-    return x, what
+    what += f" by ancestral sampling in {plural(cast(int, steps), 'step')}" if model.sample_steps else ""
+    return what
 
 
 def check_sample_options(
@@ -193,7 +201,8 @@ def reconstruction_pairs(run: Run, x: torch.Tensor) -> torch.Tensor:
 def latent_scatter(run: Run, x: torch.Tensor, y: torch.Tensor | None, title: str) -> tuple[bytes, str]:
     """A PNG scatter of the posterior means of x (``posterior_means``: their first two principal axes when M > 2),
     coloured by the labels y where there are any, and which axes it shows."""
-    points, axis_labels, axes = project_2d(posterior_means(run, x))
+    noun = "means" if codes_name(run, x) == POSTERIOR_MEANS else "codes"  # (an autoencoder's z = f(x) are no means)
+    points, axis_labels, axes = project_2d(posterior_means(run, x), noun)
     return scatter_png(points, None if y is None else y.cpu().numpy(), title, axis_labels), axes
 
 
@@ -210,8 +219,16 @@ def sample(args: argparse.Namespace) -> int:
     check_sample_options(run, args.n, args.temperature, args.naive, args.steps, args.draw)
     if is_table(run.cfg.data.dataset):
         raise ConfigError(f"{run.path} models a table: its samples are rows, written to --out FILE.csv in its own units")
+    if run.cfg.data.codes_of:  # (a VQ-VAE's code grids drawn as grey pictures: indices in an arbitrary order)
+        source = shlex.quote(run.cfg.data.codes_of)
+        raise ConfigError(
+            f"{run.path} models the codes of {run.cfg.data.codes_of}, not images: its samples are codes; the images "
+            f"they stand for are drawn by that run, of a VQ-VAE with `dgm sample {source} --code-prior "
+            f"{shlex.quote(str(run.path))}`"
+        )
     images_only(run)
-    nrow = min(args.nrow or _side(args.n), args.n)
+    period = run.model.sample_period  # (a class-conditional model's classes in turn: one a column)
+    nrow = min(args.nrow or (period if 1 < period <= args.n else _side(args.n)), args.n)
     check_grid(args.n, tuple(run.record["data"]["event_shape"]), nrow)  # (before thousands are drawn)
     shown, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive,
                                steps=args.steps, draw=args.draw)  # fmt: skip
@@ -314,9 +331,9 @@ def latents(args: argparse.Namespace) -> int:
     data, axes = latent_scatter(run, x, y, title)
     path = write_png(out, data)
     note = "" if y is not None else " (no labels in this dataset)"
-    what = plural(len(x), "latent mean") if name == POSTERIOR_MEANS else f"{plural(len(x), 'code')}, {name},"
-    if name.startswith("codes "):  # (an autoencoder's codes z = f(x): not "300 codes, codes z = f(x),")
-        what = f"{len(x)} {name},"
+    what = plural(len(x), "latent mean") if name == POSTERIOR_MEANS else f"{plural(len(x), 'code')}, {name}"
+    if name.startswith("codes "):  # (an autoencoder's codes z = f(x): not "300 codes, codes z = f(x)")
+        what = f"{len(x)} {name}"
     say(f"wrote a scatter of {what} ({axes}){note} to {path}")
     return 0
 

@@ -32,6 +32,7 @@ from dgmkit.cli.common import (
 from dgmkit.cli.evaluate import EVALS, eval_notes, protocol_key, read_eval_json
 from dgmkit.cli.figures import MAX_SAMPLE_STEPS, draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
+from dgmkit.distributions.flow import POSTERIOR_MEANS
 from dgmkit.errors import ConfigError, DataError, DgmError, EvaluationError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.evaluation.report import finite_number
@@ -200,7 +201,12 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     notes: list[str]
     model, figs, notes = run.model, [], []
     images = shows_images(run)
-    if args.samples and model.can_sample and images:
+    if args.samples and model.can_sample and images and run.cfg.data.codes_of:  # (code grids: no pictures)
+        notes.append(
+            f"no samples: the run models the codes of {run.cfg.data.codes_of}, not images (of a VQ-VAE, `dgm sample "
+            "VQ-VAE --code-prior` this run draws the images they stand for)"
+        )
+    elif args.samples and model.can_sample and images:
         steps = args.steps if model.sample_steps else None  # --steps: for the diffusion models among the runs
         shown, what = draw_samples(run, args.samples, args.seed, steps=steps)
         side = max(1, round(args.samples**0.5))
@@ -232,7 +238,8 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     name = codes_name(run, x[pick])
     title = f"{run.cfg.data.dataset} test: {name} (n={len(pick)})"
     scatter, axes = latent_scatter(run, x[pick], None if y is None else y[pick].cpu(), title)  # labels: for matplotlib
-    figs.append(("latent means", f"{name} of {len(pick)} random test {what} ({axes})", scatter))
+    alt = "latent means" if name == POSTERIOR_MEANS else "latent codes"  # (an autoencoder's z = f(x): no means)
+    figs.append((alt, f"{name} of {len(pick)} random test {what} ({axes})", scatter))
     return figs, notes
 
 

@@ -118,10 +118,11 @@ def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int
     return buf.getvalue()
 
 
-def project_2d(z: torch.Tensor) -> tuple[np.ndarray, tuple[str, str], str]:
+def project_2d(z: torch.Tensor, noun: str = "means") -> tuple[np.ndarray, tuple[str, str], str]:
     """Latent means (N, M) -> (N, 2) points, the two axis labels and a description: the means
     themselves when M <= 2 (a 1-D latent against a seeded jitter), else their projection on the
-    two leading principal components."""
+    two leading principal components. ``noun``: what the rows are called in the description
+    ("means"; an autoencoder's or a Helmholtz machine's: "codes")."""
     if z.dim() != 2:
         raise DataError(f"a scatter of latent means takes them shaped (N, M), got {tuple(z.shape)}")
     check_finite(z, "latent means")
@@ -140,11 +141,11 @@ def project_2d(z: torch.Tensor) -> tuple[np.ndarray, tuple[str, str], str]:
         return (
             torch.zeros(len(z), 2, dtype=z.dtype).numpy(),
             ("PC 1 (no variance)", "PC 2 (no variance)"),
-            (f"all {len(z)} {z.shape[1]}-D means equal (no variance)"),
+            (f"all {len(z)} {z.shape[1]}-D {noun} equal (no variance)"),
         )
     share = s**2 / total
     labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
-    return (centred @ v[:2].T).numpy(), labels, f"PCA of {z.shape[1]}-D means ({share[:2].sum():.0%} of variance)"
+    return (centred @ v[:2].T).numpy(), labels, f"PCA of {z.shape[1]}-D {noun} ({share[:2].sum():.0%} of variance)"
 
 
 def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes: tuple[str, str]) -> bytes:
@@ -171,8 +172,11 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
         ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.5, c="tab:blue")
     else:
         classes = int(labels.max()) + 1 if len(labels) else 1
-        if classes <= 20:
-            cmap = "tab10" if classes <= 10 else "tab20"
+        if classes <= 20:  # one band of the colour bar per class (all of tab10's or tab20's bands stood for any number)
+            from matplotlib.colors import ListedColormap
+
+            palette = plt.get_cmap("tab10" if classes <= 10 else "tab20")
+            cmap = ListedColormap(palette(np.arange(classes)))  # (integers index a listed colormap's entries)
             sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap=cmap, vmin=-0.5, vmax=classes - 0.5)
             fig.colorbar(sc, ax=ax, ticks=range(classes), label="label")
         else:

@@ -313,7 +313,8 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
         out.append("<th>best validation -score (nats)</th><th>test NLL (nats)</th><th>bits/dim</th><th>estimate</th></tr>")
         for i, r in enumerate(runs):
             best, at = _best(r.metrics, r.score, r.checkpointed)
-            t = _test_result(r.evals, r.weights) or {}
+            own = {p: e for p, e in r.evals.items() if not r.marks.get(p)}  # (not those marked another run's or weights')
+            t = _test_result(own, r.weights) or {}
             epochs = max((e for e in map(logged_epoch, r.metrics) if e is not None), default=0)
             best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} ({r.step} {at})"
             words = data_words(t) if t else None
