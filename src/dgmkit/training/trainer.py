@@ -486,7 +486,7 @@ class Trainer:
         assert self.writer is not None
         if self._progress is not None or self.best_epoch != self.epoch or self.epoch < 1:
             return
-        best = path.with_name("best.safetensors")
+        best = cast(Path, self.run_dir) / "best.safetensors"  # (the run folder's, where the writer writes it)
         try:
             held = counters_or_none(parse_json(read_metadata(best)["trainer"]))
         except (CheckpointError, KeyError, ValueError):
