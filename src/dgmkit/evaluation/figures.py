@@ -175,8 +175,8 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
         if classes <= 20:  # one band of the colour bar per class (all of tab10's or tab20's bands stood for any number)
             from matplotlib.colors import ListedColormap
 
-            palette = plt.get_cmap("tab10" if classes <= 10 else "tab20")
-            cmap = ListedColormap(palette(np.arange(classes)))  # (integers index a listed colormap's entries)
+            name = "tab10" if classes <= 10 else "tab20"  # (its first K colours, under its name)
+            cmap = ListedColormap(plt.get_cmap(name)(np.arange(classes)), name=name)  # (integers index its entries)
             sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap=cmap, vmin=-0.5, vmax=classes - 0.5)
             fig.colorbar(sc, ax=ax, ticks=range(classes), label="label")
         else:
