@@ -207,3 +207,33 @@ def test_class_conditional_samples_say_their_classes_and_put_one_in_each_column(
     assert "y = i mod 10 of the i-th" in said and rows == [10]
     code, said, err = dgm(capsys, "sample", m2, "-n", "20", "--nrow", "4", "--out", tmp_path / "m4.png")
     assert code == 0 and rows == [10, 4]  # (a --nrow given is kept)
+
+
+def test_python_resume_refuses_what_dgm_train_resume_refuses_in_its_own_words(tmp_path, capsys):
+    """dgmkit.train(resume=True) and dgm train --resume judge a folder by one rule (RunFolder.
+    starts_again): Python's call said "no config.json" of an empty folder, and of a folder whose
+    checkpoint had gone but whose best weights stayed, "no checkpoint at ..." without that they are kept."""
+    import os
+
+    import pytest
+
+    from dgmkit.errors import CheckpointError, ConfigError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"holds no run .*run it again without resume=True"):
+        dgmkit.train(empty, resume=True)
+    out = _run(tmp_path, epochs=1)
+    (out / "checkpoint.safetensors").unlink()
+    with pytest.raises(ConfigError, match="holds no checkpoint.safetensors: its best.safetensors is kept"):
+        dgmkit.train(out, resume=True)
+    os.symlink(tmp_path / "elsewhere", out / "checkpoint.safetensors")
+    with pytest.raises(CheckpointError, match="names no file: the run cannot be resumed from it"):
+        dgmkit.train(out, resume=True)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a run folder"):
+        dgmkit.train(a_file, resume=True)
+    capsys.readouterr()
+    code, _, err = dgm(capsys, "train", "--resume", "--out", empty)
+    refused(code, err, "holds no run", "without --resume")

@@ -702,7 +702,7 @@ def test_sigkill_before_the_first_checkpoint_then_resume_starts_the_run_again(tm
     assert (other / "config.json").is_file() and (other / "notes.txt").read_text() == "mine"
     # a run interrupted in its first epoch removes its folder: the refusal says what to do
     code, _, err = run(capsys, "train", "--resume", "--out", tmp_path / "gone")
-    assert_one_error_line(code, err, "there is no folder")
+    assert_one_error_line(code, err, "there is no run folder")
     assert "again without --resume" in err and not (tmp_path / "gone").exists()
 
 

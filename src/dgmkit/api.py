@@ -314,14 +314,12 @@ def _resumed(out: Path, settings: dict, quiet: bool) -> Run:
     from dgmkit.config.run import own_record
     from dgmkit.training.run_writer import RunFolder
 
-    if not out.is_dir():
-        raise ConfigError(f"nothing to resume: there is no run folder {out}")
-    stored = RunConfig.from_dict(own_record(out)["config"], str(out))
     folder = RunFolder(out, fresh=False)
-    if not os.path.lexists(out / "checkpoint.safetensors") and folder.stranded_start():
-        folder.check_not_in_use()  # (a run in its first epoch, being written by another process, has not stopped)
+    restart = folder.starts_again("resume=True", main=distributed.current().is_main)
+    stored = RunConfig.from_dict(own_record(out)["config"], str(out))
+    if restart:
         if not quiet:  # stopped before its first checkpoint: started again from its beginning, as dgm train --resume does
-            print(f"{out} holds a run that stopped before its first checkpoint: starting it again from its beginning")
+            print(folder.restart_line())
         train_run(stored.resumed(settings), out, quiet=quiet, restart=True)
     else:
         train_run(stored.resumed(settings), out, resume=True, quiet=quiet, resume_line=not quiet)

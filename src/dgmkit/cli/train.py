@@ -835,37 +835,12 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     restart = False
     if args.resume:
-        last = out / "checkpoint.safetensors"
-        if not last.is_file() and os.path.lexists(last):  # (not a run without one: its own is unreadable)
-            link = f", a link to {os.readlink(last)}," if last.is_symlink() else ""
-            what = "names no file" if not last.exists() else "is not a regular file"
-            raise CheckpointError(f"{last}{link} {what}: the run cannot be resumed from it (fetch its content)")
-        if not last.is_file():
-            if out.exists() and not out.is_dir():
-                raise ConfigError(f"nothing to resume: --out {out} is a file, not a run folder")
-            if not out.exists() and not out.is_symlink():
-                raise ConfigError(
-                    f"nothing to resume: there is no folder {out} (a run stopped before its first checkpoint removes "
-                    "what it wrote): run the command again without --resume"
-                )
-            folder = RunFolder(out, fresh=False)
-            if ctx.is_main:  # (a run in its first epoch, being written by another process, has not stopped)
-                folder.check_not_in_use()
-            if out.is_dir() and not folder.other_entries():
-                raise ConfigError(
-                    f"nothing to resume: {out} holds no run (one stopped before it wrote config.json leaves the folder "
-                    "empty): run the command again without --resume"
-                )
-            if not folder.stranded_start():
-                kept = (
-                    ": its best.safetensors is kept (dgm eval reads it); a new run needs another folder"
-                    if (out / "best.safetensors").is_file()
-                    else ""
-                )
-                raise ConfigError(f"nothing to resume: {out} holds no checkpoint.safetensors{kept}")
-            restart = True  # stopped before its first checkpoint: the run starts again from its beginning
-            if ctx.is_main:
-                say(f"{out} holds a run that stopped before its first checkpoint: starting it again from its beginning")
+        if out.exists() and not out.is_dir():  # (the flag's words)
+            raise ConfigError(f"nothing to resume: --out {out} is a file, not a run folder")
+        folder = RunFolder(out, fresh=False)
+        restart = folder.starts_again("--resume", main=ctx.is_main)
+        if restart and ctx.is_main:  # the run starts again from its beginning
+            say(folder.restart_line())
         cfg = resumed_config(args, out)
     else:
         cfg = resolve_config(args)

@@ -29,7 +29,7 @@ from dgmkit._io import (
     remove_stale_temporaries,
     to_json,
 )
-from dgmkit.errors import CheckpointError, DgmError, TrainingError
+from dgmkit.errors import CheckpointError, ConfigError, DgmError, TrainingError
 from dgmkit.training.checkpoint import save_checkpoint
 
 __all__ = [
@@ -148,6 +148,46 @@ class RunFolder:
         except (ValueError, AttributeError, DgmError):
             return False
         return isinstance(own, str)
+
+    def starts_again(self, flag: str = "--resume", main: bool = True) -> bool:
+        """What resuming the run in this folder does: False, go on from its checkpoint.safetensors;
+        True, start again from its beginning (a run that stopped before its first checkpoint,
+        ``stranded_start``). Refused, with why, where there is nothing to resume; ``flag`` names
+        the way resuming was asked for, ``main``: the process that checks the lock (under torchrun
+        the first: the others would find it held once that one starts)."""
+        last = self.path / "checkpoint.safetensors"
+        if last.is_file():
+            return False
+        if os.path.lexists(last):  # (not a run without one: its own is unreadable)
+            link = f", a link to {os.readlink(last)}," if last.is_symlink() else ""
+            what = "names no file" if not last.exists() else "is not a regular file"
+            raise CheckpointError(f"{last}{link} {what}: the run cannot be resumed from it (fetch its content)")
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"nothing to resume: {self.path} is a file, not a run folder")
+        if not self.path.exists() and not self.path.is_symlink():
+            raise ConfigError(
+                f"nothing to resume: there is no run folder {self.path} (a run stopped before its first checkpoint "
+                f"removes what it wrote): run it again without {flag}"
+            )
+        if main:  # (a run in its first epoch, being written by another process, has not stopped)
+            self.check_not_in_use()
+        if self.path.is_dir() and not self.other_entries():
+            raise ConfigError(
+                f"nothing to resume: {self.path} holds no run (one stopped before it wrote config.json leaves the "
+                f"folder empty): run it again without {flag}"
+            )
+        if not self.stranded_start():
+            kept = (
+                ": its best.safetensors is kept (dgm eval reads it); a new run needs another folder"
+                if (self.path / "best.safetensors").is_file()
+                else ""
+            )
+            raise ConfigError(f"nothing to resume: {self.path} holds no checkpoint.safetensors{kept}")
+        return True
+
+    def restart_line(self) -> str:
+        """What a resume that ``starts_again`` says."""
+        return f"{self.path} holds a run that stopped before its first checkpoint: starting it again from its beginning"
 
     def check_not_in_use(self) -> None:
         """Refuse the folder if another process holds its lock (a run being written there), before
