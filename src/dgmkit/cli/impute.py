@@ -209,7 +209,7 @@ def run_impute(args: argparse.Namespace) -> int:
             f"rows in a seeded order" + (fill if run.cfg.data.missing_rate == 0 else "")
         )
     if columns and out.suffix.lower() != ".csv":
-        whole = [c.name for c in columns if c.kind == "numeric" and c.integer]
+        whole = _whole_number_columns(columns)
         rounded = f"; the imputations of {', '.join(whole)} rounded to whole numbers in them, as the CSV writes them"
         say(
             f"note: {out} holds the rows as the model sees them, each numeric column standardized (not in its own "
@@ -310,14 +310,25 @@ def _baseline(rows: np.ndarray, name: str, seed: int, columns: tuple, run: Run) 
     return _as_written(filled, np.isnan(rows), columns, run)
 
 
-def _levels(run: Run) -> str | None:
-    """The levels that data stored as integers take, "0..L-1" ("0..1" binary; "0, 1, 2, ..." where
-    the run does not know L), or None for continuous data (and tables)."""
+def _whole_number_columns(columns: tuple) -> list[str]:
+    """The names of a table's numeric columns that hold whole numbers (written, and so scored, rounded)."""
+    return [c.name for c in columns if c.kind == "numeric" and c.integer]
+
+
+def _top_level(run: Run) -> float | None:
+    """The highest level that data stored as integers take (L-1; 1 binary; inf where the run does
+    not know L), or None for continuous data."""
     kind, levels = run.transform.kind, run.transform.num_levels
     if kind == "continuous":
         return None
-    top = 1 if kind == "binary" else None if levels is None else levels - 1
-    return "0, 1, 2, ..." if top is None else f"0..{top}"
+    return 1 if kind == "binary" else math.inf if levels is None else levels - 1
+
+
+def _levels(run: Run) -> str | None:
+    """The levels that data stored as integers take, "0..L-1" ("0..1" binary; "0, 1, 2, ..." where
+    the run does not know L), or None for continuous data (and tables)."""
+    top = _top_level(run)
+    return None if top is None else "0, 1, 2, ..." if math.isinf(top) else f"0..{int(top)}"
 
 
 def _as_written(rows: np.ndarray, missing: np.ndarray, columns: tuple, run: Run) -> np.ndarray:
@@ -334,16 +345,15 @@ def _as_written(rows: np.ndarray, missing: np.ndarray, columns: tuple, run: Run)
             units = rows[:, j] * c.std + c.mean
             whole = np.abs(units) < 2**53  # (as write_table: a value beyond is written as it is)
             out[:, j] = np.where(whole, (np.round(units) - c.mean) / c.std, rows[:, j])
-    if not columns and _levels(run) is not None:
-        levels = run.transform.num_levels
-        top = 1 if run.transform.kind == "binary" else np.inf if levels is None else levels - 1
+    top = None if columns else _top_level(run)
+    if top is not None:
         out = np.clip(np.round(rows), 0, top)
     return np.where(missing, out, rows)
 
 
 def _rounded(run: Run, columns: tuple) -> str | None:
     """Which imputations are written (and scored) rounded, in words; None where none are."""
-    whole = [c.name for c in columns if c.kind == "numeric" and c.integer]
+    whole = _whole_number_columns(columns)
     if whole:
         return f"to whole numbers in their own units: {', '.join(whole)}"
     levels = None if columns else _levels(run)
@@ -363,7 +373,7 @@ def _rmse_units(run: Run, columns: tuple, baselines: bool) -> str:
     or images' levels, rounded (and, where the model binarized grey images, that the baselines read
     their levels)."""
     if columns:
-        whole = any(c.kind == "numeric" and c.integer for c in columns)
+        whole = bool(_whole_number_columns(columns))
         return " of numeric columns, in standardized units" + (
             ", the imputations of whole-number columns rounded to whole numbers as written" if whole else ""
         )
