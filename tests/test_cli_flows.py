@@ -67,6 +67,11 @@ def test_the_density_of_a_two_column_table_is_drawn_in_its_own_units(tmp_path, c
     assert extent[0] < 990 and extent[1] > 1010 and extent[2] < -52 and extent[3] > -48 and extent[1] < 1100
     assert 950 < samples[:, 0].mean() < 1050 and -60 < samples[:, 1].mean() < -40
     assert 0.9 < float(text.split("mass in the window ")[1].split(")")[0]) <= 1.01  # (the same in either units)
+    # the heat map's values are a density per unit area of the axes drawn: their sum over the window is its mass
+    log_p = drawn["args"][0]
+    cell = (extent[1] - extent[0]) / 39 * (extent[3] - extent[2]) / 39
+    mass = float(text.split("mass in the window ")[1].split(")")[0])
+    assert float(np.exp(log_p)[1:-1, 1:-1].sum()) * cell == pytest.approx(mass, rel=0.1)
 
 
 def test_the_density_of_dequantized_integers_is_drawn_on_their_support_and_a_discrete_model_is_refused(tmp_path, capsys):
@@ -192,3 +197,30 @@ def test_variational_dequantization_of_continuous_data_is_refused(tmp_path, caps
     code, _, err = run(capsys, *argv, "--out", tmp_path / "x")
     assert_clean_failure(code, err, "two-moons: variational dequantization needs integer data, got continuous data")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_two_dimensional_density_has_a_colour_bar_and_a_report_of_its_run_shows_it(tmp_path, capsys, monkeypatch):
+    """The heat map had no scale (a brighter colour was no number), and dgm report of a 2-D flow
+    showed no figure at all (it has no images to sample, no latents to plot)."""
+    import dgmkit.cli.density as density
+
+    out = tmp_path / "moons"
+    code, _, err = run(capsys, "train", "--model", "flow", "--flow", "realnvp", "--dataset", "two-moons", *SMALL,
+                       "--out", out)  # fmt: skip
+    assert code == 0, err
+    figures = []
+    real = density.figure_png
+    monkeypatch.setattr(density, "figure_png", lambda fig: figures.append(fig) or real(fig))
+    code, text, err = run(capsys, "report", out, "--out", tmp_path / "r.html")
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert "density p(x) on a 200x200 grid around the test data" in page and "1000 samples x ~ p(x), seed 0" in page
+    (fig,) = figures
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "p(x), per unit area of the axes"]
+    assert len(fig.axes) == 3 and len(bars) == 1
+    digits = tmp_path / "digits"
+    code, _, err = run(capsys, "train", "--model", "flow", "--flow", "nice", "--dataset", "digits", *SMALL, "--out", digits)
+    assert code == 0, err
+    code, _, err = run(capsys, "report", digits, "--out", tmp_path / "d.html")
+    assert code == 0, err
+    assert "density p(x) on a" not in (tmp_path / "d.html").read_text() and len(figures) == 1

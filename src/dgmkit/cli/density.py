@@ -2,7 +2,7 @@
 
 import argparse
 import math
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -20,11 +20,12 @@ from dgmkit.cli.common import (
     write_png,
 )
 from dgmkit.config import Run
+from dgmkit.data import Dataset
 from dgmkit.errors import ConfigError, EvaluationError
 from dgmkit.evaluation.figures import figure_png, literal
 from dgmkit.models import ExactLikelihoodModel
 
-__all__ = ["add_parser", "density", "window_mass"]
+__all__ = ["DensityFigure", "add_parser", "density", "density_figure", "draws_density", "window_mass"]
 
 
 def density_png(
@@ -34,14 +35,17 @@ def density_png(
     title: str,
     names: tuple[str, str] | None = None,
 ) -> bytes:
-    """The density on the grid of ``extent`` beside ``samples``; ``names``: the axes' (a table's columns)."""
+    """The density on the grid of ``extent`` beside ``samples``, its colour bar in the axes' units
+(per unit area of them); ``names``: the axes' (a table's columns)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 5), dpi=110)
-    axes[0].imshow(np.exp(log_p).T, origin="lower", extent=extent, cmap="viridis", aspect="auto")
+    shown = axes[0].imshow(np.exp(log_p).T, origin="lower", extent=extent, cmap="viridis", aspect="auto")
+    bar = fig.colorbar(shown, ax=axes[0], fraction=0.046, pad=0.04)
+    bar.set_label("p(x), per unit area of the axes", fontsize=9)
     axes[0].set_title("density p(x)", fontsize=10)
     axes[1].imshow(np.exp(log_p).T, origin="lower", extent=extent, cmap="Greys", aspect="auto", alpha=0.6)
     axes[1].scatter(samples[:, 0], samples[:, 1], s=2, c="tab:red", alpha=0.6)
@@ -69,12 +73,21 @@ def window_mass(log_p: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> floa
     return float((log_p.double().exp() * wx[:, None] * wy[None, :]).sum()) * cell
 
 
+def draws_density(run: Run) -> bool:
+    """Whether ``dgm density`` draws the run's model (an exact density of 2-D continuous data that samples)."""
+    try:
+        _density_model(run)
+    except ConfigError:
+        return False
+    return True
+
+
 def _density_model(run: Run) -> ExactLikelihoodModel:
     """The run's model, refused unless it is an exact density of 2-D continuous data that samples."""
-    model = cast(ExactLikelihoodModel, run.model)
     shape = tuple(run.record["data"]["event_shape"])
     if math.prod(shape) != 2:
         raise ConfigError(f"dgm density draws 2-D data; this run has data of shape {shape}")
+    model = cast(ExactLikelihoodModel, run.model)
     if model.estimate_kind != "exact" or not model.can_sample:
         raise ConfigError(
             f"dgm density needs an exact-likelihood model that samples (a flow); {run.cfg.model.describe()} has "
@@ -100,44 +113,67 @@ def _window(pts: torch.Tensor, values: tuple[float, float] | None) -> tuple[torc
     return lo, hi
 
 
+class DensityFigure(NamedTuple):
+    """A drawn density: its PNG, the grid's probability mass in the window, the share of the
+    samples in it (and its standard error), and whether the two agree (the grid resolves the density)."""
+
+    png: bytes
+    mass: float
+    share: float
+    stderr: float
+    resolved: bool
+
+
 @torch.no_grad()
-def density(args: argparse.Namespace) -> int:
-    out, run = figure_run(args)
+def density_figure(run: Run, dataset: Dataset, grid: int, n: int, seed: int) -> DensityFigure:
+    """The run's density (``draws_density``) on a ``grid`` x ``grid`` window around its test data,
+    beside ``n`` samples drawn with ``seed``; a table's two columns in their own units (the density
+    per unit area of them: the model's, of the standardized columns, over the product of their
+    standard deviations)."""
     model = _density_model(run)
     shape = tuple(run.record["data"]["event_shape"])
-    dataset = run_data(run, args.data_dir, args.data, args.schema)
     x, _ = split_data(run, "test", dataset=dataset)
     lo, hi = _window(x.reshape(-1, 2), run.transform.value_range)
-    tx = torch.linspace(lo[0].item(), hi[0].item(), args.grid, device=run.device)
-    ty = torch.linspace(lo[1].item(), hi[1].item(), args.grid, device=run.device)
-    grid = torch.stack(torch.meshgrid(tx, ty, indexing="ij"), -1).reshape(-1, *shape)
-    log_p = torch.cat([model.log_prob(c) for c in grid.split(50000)]).reshape(args.grid, args.grid)
+    tx = torch.linspace(lo[0].item(), hi[0].item(), grid, device=run.device)
+    ty = torch.linspace(lo[1].item(), hi[1].item(), grid, device=run.device)
+    points = torch.stack(torch.meshgrid(tx, ty, indexing="ij"), -1).reshape(-1, *shape)
+    log_p = torch.cat([model.log_prob(c) for c in points.split(50000)]).reshape(grid, grid)
     if bool(torch.isnan(log_p).any()):  # (-inf is a density of 0; NaN is no number: no picture of it)
         raise EvaluationError(
             f"the model gives NaN log-densities at {int(torch.isnan(log_p).sum())} of the {log_p.numel()} grid points; "
             "nothing was written"
         )
     mass = window_mass(log_p, tx, ty)
-    samples, _ = model.sample(args.n, generator=torch.Generator(device=run.device).manual_seed(args.seed))
+    samples, _ = model.sample(n, generator=torch.Generator(device=run.device).manual_seed(seed))
     flat = samples.reshape(-1, 2)
     share, stderr = _share_in(flat, lo.to(flat.device), hi.to(flat.device))
     resolved = abs(mass - share) <= 4 * stderr + 0.01  # the grid's sum and the samples' count agree
-    points = flat.cpu().numpy()
+    drawn, shown = flat.cpu().numpy(), log_p.double().cpu().numpy()
     names = None
     if dataset.columns:  # a table's two columns, standardized as the model sees them: drawn in the table's own units
         mean = np.array([c.mean for c in dataset.columns])
         std = np.array([c.std for c in dataset.columns])
-        lo, hi, points = lo.cpu().numpy() * std + mean, hi.cpu().numpy() * std + mean, points * std + mean
+        lo, hi, drawn = lo.cpu().numpy() * std + mean, hi.cpu().numpy() * std + mean, drawn * std + mean
+        shown = shown - float(np.log(std).sum())  # p(x) = p(z) / (std_1 std_2), z = (x - mean) / std
         names = (dataset.columns[0].name[:60], dataset.columns[1].name[:60])
     extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
     said = f"{mass:.4f}" if resolved else f"{share:.4f} of the samples"
     title = f"{run.cfg.model.describe()} on {run.cfg.data.dataset}: probability mass in this window {said}"
-    path = write_png(out, density_png(log_p.cpu().numpy(), extent, points, title, names))
+    return DensityFigure(density_png(shown, extent, drawn, title, names), mass, share, stderr, resolved)
+
+
+def density(args: argparse.Namespace) -> int:
+    out, run = figure_run(args)
+    _density_model(run)  # (refused before the data are read)
+    dataset = run_data(run, args.data_dir, args.data, args.schema)
+    drawn = density_figure(run, dataset, args.grid, args.n, args.seed)
+    mass, share, stderr = drawn.mass, drawn.share, drawn.stderr
+    path = write_png(out, drawn.png)
     say(
         f"wrote the density on a {args.grid}x{args.grid} grid (mass in the window {mass:.4f}) and "
         f"{plural(args.n, 'sample')} ({share:.4f} +- {stderr:.4f} of them in the window) to {path}"
     )
-    if not resolved:
+    if not drawn.resolved:
         say(
             f"note: the grid's mass in the window, {mass:.4f}, is not the samples' share of it: the density changes "
             f"faster than a {args.grid}x{args.grid} grid resolves (a narrow ridge or peak), so the heat map shows it "

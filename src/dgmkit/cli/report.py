@@ -1,6 +1,7 @@
 """``dgm report RUN [RUN ...] --out report.html``: one self-contained HTML page of one or more
 runs: the configuration, learning curves, the evaluations with their protocols, figures drawn
-from the model (samples; reconstructions and latent means for models with latents) and, for
+from the model (samples; reconstructions and latent means for models with latents; a 2-D
+density's heat map) and, for
 several runs, a comparison table."""
 
 import argparse
@@ -24,11 +25,13 @@ from dgmkit.cli.common import (
     holes_note,
     plural,
     recorded_inputs,
+    run_data,
     say,
     shows_images,
     split_data,
     to_display,
 )
+from dgmkit.cli.density import density_figure, draws_density
 from dgmkit.cli.evaluate import EVALS, eval_notes, protocol_key, read_eval_json
 from dgmkit.cli.figures import MAX_SAMPLE_STEPS, draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
@@ -45,6 +48,7 @@ __all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES"]
 
 
 SAMPLES = 16  # images sampled per run, by default
+DENSITY_GRID, DENSITY_SAMPLES = 200, 1000  # a 2-D density's figure: grid points per axis, samples beside it
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -212,6 +216,8 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
         side = max(1, round(args.samples**0.5))
         shown = to_display(shown, run).cpu()  # to a PNG, on the CPU
         figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(shown, side)))
+    if draws_density(run):  # a 2-D flow (or PPCA of two columns): its density, as dgm density draws it
+        _density(run, args, figs, notes)
     if not (model.has_latents or model.reconstructs):  # (a VQ-VAE reconstructs, and has no one vector per image)
         return figs, notes
     try:
@@ -241,6 +247,27 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     alt = "latent means" if name == POSTERIOR_MEANS else "latent codes"  # (an autoencoder's z = f(x): no means)
     figs.append((alt, f"{name} of {len(pick)} random test {what} ({axes})", scatter))
     return figs, notes
+
+
+def _density(run: Run, args: argparse.Namespace, figs: list, notes: list[str]) -> None:
+    """The run's 2-D density beside its samples (``density_figure``) added to ``figs``; what keeps
+    it out, or that the grid does not resolve it, to ``notes``."""
+    try:
+        dataset = run_data(run, args.data_dir, args.data, args.schema)
+    except (DataError, ConfigError) as e:  # (the window is drawn around the test data)
+        notes.append(f"no density figure: the test data could not be read ({e})")
+        return
+    drawn = density_figure(run, dataset, DENSITY_GRID, DENSITY_SAMPLES, args.seed)
+    caption = (
+        f"density p(x) on a {DENSITY_GRID}x{DENSITY_GRID} grid around the test data (probability mass in the window "
+        f"{drawn.mass:.4f}) and {DENSITY_SAMPLES} samples x ~ p(x), seed {args.seed} ({drawn.share:.4f} of them in it)"
+    )
+    figs.append(("density", caption, drawn.png))
+    if not drawn.resolved:
+        notes.append(
+            f"the density changes faster than a {DENSITY_GRID}x{DENSITY_GRID} grid resolves (the grid's mass in the "
+            f"window {drawn.mass:.4f}, the samples' share {drawn.share:.4f}): dgm density --grid draws it finer"
+        )
 
 
 def _check_figure_flags(args: argparse.Namespace) -> None:
