@@ -36,7 +36,7 @@ def density_png(
     names: tuple[str, str] | None = None,
 ) -> bytes:
     """The density on the grid of ``extent`` beside ``samples``, its colour bar in the axes' units
-(per unit area of them); ``names``: the axes' (a table's columns)."""
+    (per unit area of them); ``names``: the axes' (a table's columns)."""
     import matplotlib
 
     matplotlib.use("Agg")
