@@ -224,3 +224,62 @@ def test_a_two_dimensional_density_has_a_colour_bar_and_a_report_of_its_run_show
     code, _, err = run(capsys, "report", digits, "--out", tmp_path / "d.html")
     assert code == 0, err
     assert "density p(x) on a" not in (tmp_path / "d.html").read_text() and len(figures) == 1
+
+
+def test_samples_as_an_array_are_the_data_as_stored_and_dgm_score_reads_them_back(tmp_path, capsys):
+    """dgm sample drew only pictures (and tables' rows): a 2-D flow's samples were refused ("not
+    images"), with no way to have them as numbers. --out FILE.npy writes draws as the data are
+    stored: rows (N, D) of a 2-D flow; levels 0..L-1 as uint8 of a dequantized flow's density (the
+    bin each draw falls in) and of a categorical autoregressive model; data seen binarized at random
+    or as a table are refused."""
+    moons = tmp_path / "moons"
+    code, _, err = run(capsys, "train", "--model", "flow", "--flow", "realnvp", "--dataset", "two-moons", *SMALL,
+                       "--out", moons)  # fmt: skip
+    assert code == 0, err
+    code, text, err = run(capsys, "sample", moons, "--out", tmp_path / "m.npy", "-n", "400", "--seed", "3")
+    assert code == 0, err
+    drawn = np.load(tmp_path / "m.npy")
+    assert drawn.shape == (400, 2) and drawn.dtype == np.float32 and "as an array (400, 2) of float32 (rows)" in text
+    code, _, err = run(capsys, "sample", moons, "--out", tmp_path / "again.npy", "-n", "400", "--seed", "3")
+    assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "again.npy"), drawn)
+    code, text, err = run(capsys, "score", moons, tmp_path / "m.npy", "--out", tmp_path / "m.csv")
+    assert code == 0, err
+    import dgmkit
+
+    model = dgmkit.load(moons).model
+    with torch.no_grad():
+        own = model.log_prob(torch.from_numpy(drawn).reshape(400, 1, 1, 2)).mean().item()
+    assert f"mean log p(x) {own:.3f} nats" in text
+    code, _, err = run(capsys, "sample", moons, "--out", tmp_path / "m.png")
+    assert_clean_failure(code, err, "not images: --out FILE.npy writes its samples as an array of rows")
+
+    flow = tmp_path / "flow"  # a density of dequantized 17-level digits
+    code, _, err = run(capsys, "train", "--model", "flow", "--flow", "realnvp", "--dataset", "digits", *SMALL, "--out", flow)
+    assert code == 0, err
+    code, text, err = run(capsys, "sample", flow, "--out", tmp_path / "f.npy", "-n", "50", "--temperature", "0.7")
+    assert code == 0, err
+    levels = np.load(tmp_path / "f.npy")
+    assert levels.shape == (50, 1, 8, 8) and levels.dtype == np.uint8 and 0 <= levels.min() and levels.max() <= 16
+    assert "the data's levels 0..16" in text and len(np.unique(levels)) > 5
+    with torch.no_grad():  # the bin each draw falls in: the same draws, seeded
+        y, _ = dgmkit.load(flow).model.sample(50, generator=torch.Generator().manual_seed(0), temperature=0.7)
+    assert np.array_equal(levels, (y.double() * 17).floor().clamp(0, 16).to(torch.uint8).numpy())
+    code, _, err = run(capsys, "score", flow, tmp_path / "f.npy", "--out", tmp_path / "f.csv")
+    assert code == 0, err
+
+    arm, binarized = tmp_path / "arm", tmp_path / "binarized"
+    made = ["--model", "arm", "--arm", "made", "--made-hidden", "16", "--dataset", "digits", "--epochs", "1", "--quiet"]
+    code, _, err = run(capsys, "train", *made, "--likelihood", "categorical", "--out", arm)
+    assert code == 0, err
+    code, _, err = run(capsys, "sample", arm, "--out", tmp_path / "a.npy", "-n", "20", "--naive")
+    assert code == 0, err
+    codes = np.load(tmp_path / "a.npy")
+    assert codes.shape == (20, 1, 8, 8) and codes.dtype == np.uint8 and codes.max() <= 16
+    code, _, err = run(capsys, "train", *made, "--out", binarized)
+    assert code == 0, err
+    code, _, err = run(capsys, "sample", binarized, "--out", tmp_path / "b.npy")
+    assert_clean_failure(code, err, "sees its data binarized at random")
+    assert not (tmp_path / "b.npy").exists()
+    code, _, err = run(capsys, "sample", moons, "--out", tmp_path / "m.npy", "--draw")
+    assert_clean_failure(code, err, "--draw shapes a picture")

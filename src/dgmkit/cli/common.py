@@ -501,15 +501,19 @@ def shows_images(run: Run) -> bool:
     return len(shape) == 3 and shape[1] > 1 and shape[2] > 1
 
 
-def images_only(run: Run) -> None:
-    """Refuses (ConfigError) a figure of images for a run whose data are rows of values."""
+def images_only(run: Run, rows_written: bool = False) -> None:
+    """Refuses (ConfigError) a figure of images for a run whose data are rows of values
+    (``rows_written``: dgm sample writes its samples to --out FILE.npy, and says so)."""
     if not shows_images(run):
         shape, model = tuple(run.record["data"]["event_shape"]), run.model
         if math.prod(shape) == 2 and model.estimate_kind == "exact" and model.can_sample:  # (what dgm density draws)
             hint = "dgm density RUN_DIR --out FILE.png"
         else:
             hint = "dgm latents or dgm eval" if model.has_latents else "dgm eval or dgm score"
-        raise ConfigError(f"{run.path}'s data are rows of {math.prod(shape)} values {shape}, not images: use {hint}")
+        written = "--out FILE.npy writes its samples as an array of rows; or " if rows_written else ""
+        raise ConfigError(
+            f"{run.path}'s data are rows of {math.prod(shape)} values {shape}, not images: {written}use {hint}"
+        )
 
 
 def write_png(path: Path, data: bytes) -> Path:

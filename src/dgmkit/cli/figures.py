@@ -2,10 +2,13 @@
 (and a table run's samples as rows of its table)."""
 
 import argparse
+import io
+import math
 import shlex
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 
 from dgmkit._io import atomic_write_bytes, check_new_output
@@ -35,6 +38,7 @@ from dgmkit.cli.common import (
     run_data,
     run_inputs,
     say,
+    shows_images,
     to_display,
     write_png,
 )
@@ -42,7 +46,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.data.registry import is_table
 from dgmkit.data.table import write_table
 from dgmkit.distributions.flow import POSTERIOR_MEANS
-from dgmkit.errors import ConfigError, DataError, shown_value
+from dgmkit.errors import ConfigError, DataError, EvaluationError, shown_value
 from dgmkit.evaluation.figures import check_grid, image_grid_png, project_2d, scatter_png
 from dgmkit.training.run_writer import run_files
 
@@ -211,8 +215,13 @@ def sample(args: argparse.Namespace) -> int:
     suffix = Path(args.out).suffix.lower()
     if suffix == ".csv":
         return _sample_rows(args)
+    if suffix == ".npy":
+        return _sample_array(args)
     if suffix != ".png":
-        raise DataError(f"--out must name a .png file (a grid of images), or a .csv file (a run on a table): {args.out}")
+        raise DataError(
+            f"--out must name a .png file (a grid of images), a .csv file (a run on a table) or a .npy file (the "
+            f"samples as an array, as the data are stored): {args.out}"
+        )
     out = png_output(args)
     run = load_run(args.run_dir, device=args.device)
     attach_inputs(run, args)
@@ -226,7 +235,7 @@ def sample(args: argparse.Namespace) -> int:
             f"they stand for are drawn by that run, of a VQ-VAE with `dgm sample {source} --code-prior "
             f"{shlex.quote(str(run.path))}`"
         )
-    images_only(run)
+    images_only(run, rows_written=run.transform.kind in STORED_AS_DRAWN)
     period = run.model.sample_period  # (a class-conditional model's classes in turn: one a column)
     nrow = min(args.nrow or (period if 1 < period <= args.n else _side(args.n)), args.n)
     check_grid(args.n, tuple(run.record["data"]["event_shape"]), nrow)  # (before thousands are drawn)
@@ -258,6 +267,57 @@ def _sample_rows(args: argparse.Namespace) -> int:
     rows = x.reshape(len(x), -1).double().cpu().numpy()
     atomic_write_bytes(out, write_table(rows, table.columns).encode())
     say(f"wrote {what} as rows of {table.name}'s columns to {out}")
+    return 0
+
+
+STORED_AS_DRAWN = ("continuous", "integers", "binary", "dequantize")  # samples written as the data are stored
+
+
+def _sample_array(args: argparse.Namespace) -> int:
+    """``dgm sample RUN --out FILE.npy``: draws x ~ p(x) as an array of the data as stored (rows:
+    (N, D); images: (N, *event_shape)), which ``dgm score`` and ``--dataset FILE.npy`` read back:
+    continuous data as the model draws them; integers and binary data as unsigned integers; a
+    density of dequantized levels as the level whose bin [k/L, (k+1)/L) the draw falls in (the
+    distribution over the levels that the density implies). Data the model sees binarized at
+    random or scaled (no draw of the stored levels) and tables (--out FILE.csv) are refused."""
+    run = load_run(args.run_dir, device=args.device)
+    attach_inputs(run, args)
+    kind = run.transform.kind
+    if is_table(run.cfg.data.dataset):
+        raise ConfigError(f"{run.path} models a table: its samples are rows, written to --out FILE.csv in its own units")
+    if kind not in STORED_AS_DRAWN:
+        seen = {"dynamic-binarize": "binarized at random", "scale": "scaled to [0, 1]"}.get(kind, kind)
+        raise ConfigError(
+            f"{run.path}'s model sees its data {seen}, so its draws are not of the levels the data are stored in: "
+            "--out FILE.png draws them as a picture"
+        )
+    if args.nrow is not None or args.draw:
+        given = " and ".join(f for f, v in (("--nrow", args.nrow is not None), ("--draw", args.draw)) if v)
+        verb = "shape" if " and " in given else "shapes"
+        raise ConfigError(f"{given} {verb} a picture; the array holds draws x ~ p(x)")
+    out = check_new_output(
+        Path(args.out), args.force, inputs=run_inputs(run, args.data, args.schema), protected=run_files(args.run_dir)
+    )
+    x, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive, steps=args.steps,
+                           draw=run.model.sample_means)  # fmt: skip
+    shape = tuple(run.record["data"]["event_shape"])
+    x = x.reshape(len(x), *(shape if shows_images(run) else (math.prod(shape),))).cpu()
+    bad = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
+    if bad:  # (no file of numbers that are none)
+        raise EvaluationError(f"the model drew {bad} values that are not finite numbers; nothing was written")
+    levels = 2 if kind == "binary" else run.transform.num_levels
+    if kind == "dequantize":
+        bins = cast(int, levels)  # (a dequantizing transform knows its levels)
+        x = (x.double() * bins).floor().clamp(0, bins - 1)
+    if kind != "continuous":
+        top = levels - 1 if levels is not None else int(x.max())
+        x = x.round().to(torch.uint8 if top <= 255 else torch.int64)
+    array, buffer = x.numpy(), io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write_bytes(out, buffer.getvalue())
+    units = "" if kind == "continuous" else f", the data's levels 0..{levels - 1}" if levels else ", as integers"
+    held = "images" if shows_images(run) else "rows"
+    say(f"wrote {what} as an array {array.shape} of {array.dtype} ({held}{units}) to {out}")
     return 0
 
 
@@ -343,9 +403,13 @@ def _side(n: int) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = add_run_parser(sub, "sample", help="sample images from the model to a PNG (a table's rows: to a CSV file)")
+    p = add_run_parser(
+        sub, "sample", help="sample images from the model to a PNG (a table's rows: to a CSV file; an array: to .npy)"
+    )
     add_count_flag(p, "-n", 1, MAX_SAMPLES, default=64, help=f"images (1..{MAX_SAMPLES})")
-    add_output_flags(p, "PNG file to write (a run on a table: a .csv file of rows)")
+    add_output_flags(
+        p, "PNG file to write (a run on a table: a .csv file of rows; a .npy file: the draws as the data are stored)"
+    )
     add_count_flag(p, "--nrow", 1, 10_000, help="images per row (default: a square grid)")
     p.add_argument("--draw", action="store_true", help="show draws x ~ p(x|z) instead of the means of p(x|z)")
     p.add_argument(
