@@ -301,6 +301,22 @@ def test_cluster_assignments_are_those_of_the_whole_set_in_any_batches_and_need_
         cluster_assignments(plain, x)
 
 
+def test_cluster_assignments_refuse_points_of_no_finite_density_as_an_evaluation_error():
+    """A mixture whose components lie so far out that every density underflows: a DgmError (one dgm: error:
+    line of dgm cluster), not the prior's bare ValueError (an internal error, exit code 2)."""
+    from dgmkit.errors import EvaluationError
+    from dgmkit.evaluation.clustering import cluster_assignments
+    from dgmkit.families.vae import VAEConfig
+
+    torch.manual_seed(0)
+    model = VAEConfig(hidden=[8], latent_dim=2, prior="mog", prior_components=3).build((1, 1, 4), 2).eval()
+    with torch.no_grad():
+        model.prior_module.means.fill_(1e20)
+    x = torch.bernoulli(torch.full((5, 1, 1, 4), 0.5), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(EvaluationError, match=r"^5 of 5 latent points have no finite density .*nothing was written$"):
+        cluster_assignments(model, x)
+
+
 # ---------------------------------------------------------------------------------- imputation.py
 def test_missforest_is_the_chained_imputer_with_100_seeded_trees_for_10_rounds():
     import warnings

@@ -9,6 +9,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from dgmkit._modes import evaluates
 from dgmkit.distributions import location
+from dgmkit.errors import DgmError, EvaluationError
 from dgmkit.evaluation.figures import check_finite
 from dgmkit.models import CapabilityError, GenerativeModel, LatentVariableModel
 
@@ -24,7 +25,12 @@ def cluster_assignments(model: GenerativeModel, x: torch.Tensor, batch_size: int
     for i in range(0, len(x), batch_size):
         z = location(model.posterior(x[i : i + batch_size]))
         check_finite(z, "posterior locations")  # (argmax over NaN responsibilities put every datapoint in component 0)
-        out.append(model.assign_components(z))
+        try:
+            out.append(model.assign_components(z))
+        except DgmError:
+            raise
+        except ValueError as e:  # (a mixture that gives a finite z no finite density: the model's weights, not a bug)
+            raise EvaluationError(f"{e}; the model's weights may be too large; nothing was written") from e
     return torch.cat(out)
 
 
