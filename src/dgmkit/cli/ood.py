@@ -82,7 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="test",
         choices=(*SPLITS, "all"),
         help="the split of --ood to use (a data file is split as for training, 80/10/10 seeded); all: every row, "
-        "the train, valid and test splits one after the other",
+        "of a data file in the file's own order, of a named dataset its train, valid and test splits one after the other",
     )
     p.add_argument("--ood-data-dir", default=None, help="folder of --ood's files (default: as --data-dir)")
     p.add_argument(
