@@ -33,6 +33,16 @@ def test_the_elbo_is_called_log_p_x_only_where_the_estimate_is_exact():
     assert "= log p(x)" not in mixture and re.search(r"^ELBO +-3\.000 nats", mixture, re.M)
 
 
+def test_an_exact_density_of_dequantized_integers_gives_an_elbo_that_is_a_one_draw_bound_not_log_p_x():
+    """PPCA or a flow on uniformly dequantized data: the NLL row says "one-draw bound", and the ELBO
+    row (the same number) must not call it log p(x); it shows its spread as any bound does."""
+    r = {**BASE, "estimate": "exact", "transform": "dequantize", "num_dims": 64, "elbo_stderr": 0.125}
+    text = format_report(r)
+    assert _row(text, "NLL (one-draw bound)") == "3.000 +- 0.125 nats"
+    assert "= log p(x)" not in text and _row(text, "ELBO").startswith("-3.000 +- 0.125 nats")
+    assert "\nELBO = log p(x)  " in format_report({**r, "transform": "continuous"})
+
+
 def test_a_missing_standard_error_is_shown_as_unknown_not_as_zero():
     assert _row(format_report({**BASE, "estimate": "exact", "nll_stderr": None}), "NLL (exact)") == "3.000 +- n/a nats"
 

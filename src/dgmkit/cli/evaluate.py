@@ -99,7 +99,9 @@ def format_report(r: dict) -> str:
         rows += split_terms
     else:
         if r.get("elbo") is not None:
-            exact = r["estimate"] == "exact"
+            # log p(x) itself only where the density is of the data scored: an exact density of dequantized
+            # integers gives a one-draw bound on theirs (as the NLL row says), with its spread
+            exact = r["estimate"] == "exact" and not one_draw_bound("exact", r.get("transform", ""))
             bpd = "" if r.get("elbo_bpd") is None else f"  ({r['elbo_bpd']:.4f} bits/dim)"
             spread = "" if exact or r.get("elbo_stderr") is None else f" +- {_num(r['elbo_stderr'])}"
             rows.append(("ELBO" + (" = log p(x)" if exact else ""), f"{r['elbo']:.3f}{spread} nats{bpd}"))
