@@ -371,6 +371,16 @@ def test_ood_results_are_kept_by_the_content_of_the_ood_file_not_its_name_as_typ
     np.save(tmp_path / "binary.npy", rng.integers(0, 2, size=(60, 8, 8)))
     code, out, err = _dgm(capsys, "ood", model, "--ood", tmp_path / "binary.npy", *argv)
     assert code == 0 and "holds only the values 0 and 1 of the run's levels 0..16" in out, err
+    # all zeros hold no 1 (as dgm score: no note); whole numbers below 0 are no "continuous values"
+    np.save(tmp_path / "zeros.npy", np.zeros((60, 8, 8), dtype=np.uint8))
+    code, out, err = _dgm(capsys, "ood", model, "--ood", tmp_path / "zeros.npy", *argv)
+    assert code == 0 and "holds only the values" not in out, err
+    np.save(tmp_path / "negative.npy", rng.integers(-3, 17, size=(60, 8, 8)).astype(np.int16))
+    code, _, err = _dgm(capsys, "ood", model, "--ood", tmp_path / "negative.npy", *argv)
+    _refused(code, err, "images of shape (1, 8, 8) with values in [-3, 16], but", "with 17 levels")
+    code, _, err = _dgm(capsys, "ood", model, "--ood", "mnist", "--ood-data-dir", tmp_path / "nowhere", *argv)
+    _refused(code, err, "another --ood-data-dir")
+    assert "another --data-dir" not in err
 
 
 def test_ood_json_and_the_per_input_scores_are_written_as_one_pair_under_the_results_lock(

@@ -48,7 +48,7 @@ from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import DATASETS, Dataset, default_data_dir, load_dataset
 from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES
-from dgmkit.data.transforms import scores_densities
+from dgmkit.data.transforms import scores_densities, values_seen
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.ood_scores import SCORES, OODScores, histogram_png, log_likelihoods, ood_scores, png_code_length
 from dgmkit.training.run_writer import run_files
@@ -194,7 +194,9 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     try:
         ds = load_dataset(args.ood, folder, download=cfg.download, columns=columns)
     except DataError as e:
-        if args.ood_data_dir or args.data_dir or is_data_file(args.ood) or args.ood.lower() not in DATASETS:
+        if args.ood_data_dir:  # (the loader names --data-dir, the flag of a run's own data)
+            raise DataError(str(e).replace("another --data-dir", "another --ood-data-dir")) from None
+        if args.data_dir or is_data_file(args.ood) or args.ood.lower() not in DATASETS:
             raise  # (a folder named by the user's flag, a file, or an unknown name: no folder helps)
         where = f"the run's data folder {folder}" if folder else f"the default data folder {default_data_dir()}"
         raise DataError(
@@ -207,17 +209,27 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     fewer = is_data_file(args.ood) and None not in (ds.num_levels, levels) and ds.num_levels <= levels
     if tuple(ds.event_shape) != want or (ds.num_levels != levels and not fewer):
         what = lambda n: "continuous values" if n is None else f"{n} levels"  # noqa: E731
+        held = what(ds.num_levels)
+        seen = _observed(ds) if ds.num_levels is None else None
+        if seen is not None and len(seen) and (not seen.is_floating_point() or bool((seen == seen.round()).all())):
+            held = values_seen(seen)  # (whole numbers beyond the levels 0..255 are read as no levels: not "continuous")
         raise DataError(
             f"--ood {args.ood}: {'rows' if table is not None else 'images'} of shape {tuple(ds.event_shape)} with "
-            f"{what(ds.num_levels)}, but {run.path} "
+            f"{held}, but {run.path} "
             f"models {want} with {what(levels)}; OOD inputs must be of the run's shape and levels"
         )
-    if fewer and ds.num_levels == 2 < levels:
+    if fewer and ds.num_levels == 2 < levels and bool((_observed(ds) == 1).any()):  # (all zeros: black, as said)
         say(
             f"note: {args.ood} holds only the values 0 and 1 of the run's levels 0..{levels - 1}, which it reads as "
             f"nearly black images (binary images are the levels 0 and {levels - 1})"
         )
     return ds
+
+
+def _observed(ds: Dataset) -> torch.Tensor:
+    """The dataset's observed values (NaN left out), of all its splits, flat."""
+    x = torch.cat([s.x.reshape(-1) for s in (ds.train, ds.valid, ds.test) if len(s.x)])
+    return x[~torch.isnan(x)] if x.is_floating_point() else x
 
 
 def _subset(x: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, dict | None]:
