@@ -531,8 +531,15 @@ def test_a_vq_vae_page_shows_its_reconstructions_and_says_its_samples_are_of_the
     argv = ["train", "--model", "arm", "--codes-of", str(run), "--likelihood", "categorical", "--channels", "8"]
     assert main([*argv, "--arm-layers", "2", "--epochs", "1", "--quiet", "--out", str(prior)]) == 0
     assert main(["report", str(prior), "--out", str(tmp_path / "p.html")]) == 0
-    page = (tmp_path / "p.html").read_text()
+    page = (tmp_path / "p.html").read_text()  # the images its code grids stand for, decoded by the VQ-VAE
+    assert 'alt="samples"' in page and f"code grids drawn by this run, decoded by {run}" in page
+    assert "no samples" not in page and "the uniform code prior" not in page
+    moved = tmp_path / "vq-moved"
+    run.rename(moved)  # the VQ-VAE gone from where the prior's record says: said, the page written
+    assert main(["report", str(prior), "--out", str(tmp_path / "q.html")]) == 0
+    page = (tmp_path / "q.html").read_text()
     assert 'alt="samples"' not in page and "no samples: the run models the codes of" in page
+    assert "could not be drawn through its decoder" in page
 
 
 def test_names_from_the_user_are_escaped_in_text_and_in_attributes(tmp_path):

@@ -35,6 +35,7 @@ from dgmkit.cli.density import density_figure, draws_density
 from dgmkit.cli.evaluate import EVALS, eval_notes, protocol_key, read_eval_json
 from dgmkit.cli.figures import MAX_SAMPLE_STEPS, draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
+from dgmkit.config.inputs import attach_input
 from dgmkit.distributions.flow import POSTERIOR_MEANS
 from dgmkit.errors import ConfigError, DataError, DgmError, EvaluationError
 from dgmkit.evaluation.figures import image_grid_png
@@ -202,14 +203,12 @@ def _used_config(run: Run) -> dict:
 
 @torch.no_grad()
 def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, bytes]], list[str]]:
-    notes: list[str]
-    model, figs, notes = run.model, [], []
+    figs: list[tuple[str, str, bytes]] = []
+    notes: list[str] = []
+    model = run.model
     images = shows_images(run)
-    if args.samples and model.can_sample and images and run.cfg.data.codes_of:  # (code grids: no pictures)
-        notes.append(
-            f"no samples: the run models the codes of {run.cfg.data.codes_of}, not images (of a VQ-VAE, `dgm sample "
-            "VQ-VAE --code-prior` this run draws the images they stand for)"
-        )
+    if args.samples and model.can_sample and images and run.cfg.data.codes_of:  # (code grids: no pictures of them)
+        _decoded_samples(run, args, figs, notes)  # the images they stand for, through the VQ-VAE's decoder
     elif args.samples and model.can_sample and images:
         steps = args.steps if model.sample_steps else None  # --steps: for the diffusion models among the runs
         shown, what = draw_samples(run, args.samples, args.seed, steps=steps)
@@ -247,6 +246,26 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     alt = "latent means" if name == POSTERIOR_MEANS else "latent codes"  # (an autoencoder's z = f(x): no means)
     figs.append((alt, f"{name} of {len(pick)} random test {what} ({axes})", scatter))
     return figs, notes
+
+
+def _decoded_samples(run: Run, args: argparse.Namespace, figs: list, notes: list[str]) -> None:
+    """Samples of a model of a VQ-VAE's code grids, as images: the grids this run draws, decoded by
+    the VQ-VAE whose codes it models (``dgm sample VQ-VAE --code-prior RUN``); where that run is gone,
+    or takes no code prior, a note says why there are none."""
+    source = str(run.cfg.data.codes_of)
+    why = f"the run models the codes of {source}, not images"
+    try:
+        vq = load_run(source, device=run.device)
+        if "code-prior" not in vq.cfg.model.inputs:
+            raise ConfigError(f"{source} is a {vq.cfg.family} run, which takes no code prior")
+        attach_input(vq, "code-prior", run)
+    except DgmError as e:
+        notes.append(f"no samples: {why}, and they could not be drawn through its decoder ({e})")
+        return
+    shown, what = draw_samples(vq, args.samples, args.seed)
+    side = max(1, round(args.samples**0.5))
+    caption = f"{what.rstrip(',')} (seed {args.seed}): code grids drawn by this run, decoded by {source}"
+    figs.append(("samples", caption, image_grid_png(to_display(shown, vq).cpu(), side)))
 
 
 def _density(run: Run, args: argparse.Namespace, figs: list, notes: list[str]) -> None:
