@@ -169,6 +169,8 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "--quiet --out runs/checker",
         "dgm eval runs/checker",
         "dgm density runs/checker --out checker.png",
+        "dgm sample runs/checker -n 1000 --out checker-samples.npy",
+        "dgm score runs/checker checker-samples.npy --out checker-scores.csv",
     ],
     "arm": [
         f"{T} --model arm --arm pixelcnn --likelihood categorical --channels 32 --arm-layers 5 --epochs 3 "
