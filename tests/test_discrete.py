@@ -166,3 +166,10 @@ def test_the_training_loss_weights_the_kl_by_beta(objective):
     full = objective(model, x, beta=1.0)
     assert bool((warm.kl > 0.1).all())
     torch.testing.assert_close(warm.loss - full.loss, -0.75 * warm.kl)
+
+
+@pytest.mark.parametrize("num_vars, num_classes", [(0, 3), (2, 1), ("3", 3), (2.5, 3), (True, 3)])
+def test_a_categorical_encoder_of_sizes_that_are_no_counts_is_refused_where_it_is_built(num_vars, num_classes):
+    """Its sizes were kept unchecked: num_vars "3" asked the network for "333" logits."""
+    with pytest.raises(ValueError, match="CategoricalEncoder's num_"):
+        CategoricalEncoder(nn.Identity(), num_vars, num_classes)

@@ -272,3 +272,38 @@ def test_the_parts_refuse_sizes_and_scales_that_build_nothing_or_nan_by_name():
             build()
         assert needle in str(e.value)
     assert MixtureOfGaussiansPrior(2, components=np.int64(3)).components == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"components": 0}, "components must be an integer >= 1"),
+        ({"components": -1}, "components must be an integer >= 1"),
+        ({"components": 2.5}, "components must be an integer >= 1"),
+        ({"components": True}, "components must be an integer >= 1"),
+        ({"event_shape": 3}, "event_shape is the encoder's input shape"),
+        ({"event_shape": (0, 3)}, "event_shape is the encoder's input shape"),
+        ({"mean": float("nan")}, "pseudo-input mean must be a finite number"),
+        ({"std": -1.0}, "pseudo-input std must be a finite number >= 0"),
+    ],
+)
+def test_a_vampprior_of_no_component_or_of_values_that_are_none_is_refused_where_it_is_built(kwargs, words):
+    """A VampPrior of 0 components was built: p(z) a mixture of none, log p(z) = -inf for every z,
+    and the first sign was an infinite loss; 2.5 or -1 components met torch.randn's TypeError or
+    RuntimeError. The MoG prior refuses them by name; so does the VampPrior (and a mixture of no
+    component), and a NumPy count is the int it holds."""
+    from dgmkit.priors import VampPrior
+
+    settings = {"latent_dim": 2, "event_shape": (3,), "components": 2, **kwargs}
+    with pytest.raises(ValueError, match=words):
+        VampPrior(**settings)
+    assert VampPrior(2, [1, 3], components=np.int64(4)).pseudo_inputs.shape == (4, 1, 3)
+    with pytest.raises(ValueError, match="a component or more"):
+        DiagonalGaussianMixture(torch.zeros(0), torch.zeros(0, 2), torch.ones(0, 2))
+
+
+def test_a_prior_of_true_latent_dimensions_is_refused():
+    """``operator.index(True)`` is 1: a bool was taken as one latent dimension."""
+    with pytest.raises(TypeError, match="latent_dim must be an integer, got bool"):
+        StandardNormalPrior(True)
+    assert StandardNormalPrior(np.int64(3)).latent_dim == 3

@@ -7,6 +7,7 @@ from torch.distributions import Independent
 from dgmkit.conditional.base import ConditionalDistribution, width_error
 from dgmkit.devices import widened
 from dgmkit.distributions.categorical import one_hot_categorical
+from dgmkit.errors import whole_at_least
 
 __all__ = ["CategoricalEncoder"]
 
@@ -17,8 +18,9 @@ class CategoricalEncoder(ConditionalDistribution):
     def __init__(self, net: nn.Module, num_vars: int, num_classes: int):
         super().__init__()
         self.net = net
-        self.num_vars = num_vars
-        self.num_classes = num_classes
+        # (unchecked, num_classes "3" asked the network for "333" logits, and 0 variables for none)
+        self.num_vars = whole_at_least("the CategoricalEncoder's num_vars", num_vars, 1)
+        self.num_classes = whole_at_least("the CategoricalEncoder's num_classes", num_classes, 2)
 
     def forward(self, x: torch.Tensor) -> Independent:
         h = self.net(x)

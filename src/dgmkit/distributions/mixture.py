@@ -37,6 +37,8 @@ class DiagonalGaussianMixture(Distribution):
     def __init__(self, logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
         if loc.dim() != 2 or loc.shape != scale.shape or logits.shape != loc.shape[:1]:
             raise ValueError(f"need logits (K,), loc and scale (K, M); got {logits.shape}, {loc.shape}, {scale.shape}")
+        if loc.shape[0] == 0 or loc.shape[1] == 0:  # (no component: log p(z) = -inf everywhere; no dimension: no z)
+            raise ValueError(f"a mixture needs a component or more over a dimension or more; got loc {tuple(loc.shape)}")
         self.logits, self.loc, self.scale = logits, loc, scale
         super().__init__(torch.Size(), loc.shape[1:], validate_args=False)
 

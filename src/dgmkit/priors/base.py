@@ -35,7 +35,9 @@ class Prior(nn.Module, ABC):
         """``latent_dim``: set here, or by the subclass itself (as priors written before this took it)."""
         super().__init__()
         if latent_dim is not None:
-            try:  # (a NumPy integer or a 0-d integer tensor: the int it holds)
+            try:  # (a NumPy integer or a 0-d integer tensor: the int it holds; True is no count of dimensions)
+                if isinstance(latent_dim, bool):
+                    raise TypeError
                 self.latent_dim = operator.index(latent_dim)
             except TypeError:
                 raise TypeError(f"latent_dim must be an integer, got {type(latent_dim).__name__} {latent_dim!r}") from None

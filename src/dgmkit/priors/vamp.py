@@ -7,11 +7,15 @@ the VAE, not to the prior: it comes in as the context, ``prior(encoder)``, so it
 trained once, as part of the VAE.
 """
 
+import math
+import numbers
+
 import torch
 from torch import nn
 
 from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.distributions import DiagonalGaussianMixture
+from dgmkit.errors import finite_at_least, shown_value, whole_at_least
 from dgmkit.priors.base import Prior
 
 __all__ = ["VampPrior"]
@@ -42,13 +46,21 @@ class VampPrior(Prior):
         bounded: bool = True,
     ):
         super().__init__(latent_dim)
-        self.components = components
+        # (0 components was taken: a mixture of none, log p(z) = -inf for every z, found only when a loss was inf)
+        self.components = whole_at_least("the VampPrior's components", components, 1)
+        given = tuple(event_shape) if isinstance(event_shape, (tuple, list, torch.Size)) else ()
+        if not given or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in given):
+            raise ValueError(f"the VampPrior's event_shape is the encoder's input shape, positive integers: {event_shape!r}")
+        shape = tuple(int(n) for n in given)
         self.bounded = bool(bounded)
         if init is None:
-            u = mean + std * torch.randn(components, *event_shape)
+            if isinstance(mean, bool) or not isinstance(mean, numbers.Real) or not math.isfinite(mean):
+                raise ValueError(f"the VampPrior's pseudo-input mean must be a finite number, got {shown_value(mean)}")
+            finite_at_least("the VampPrior's pseudo-input std", std, 0)
+            u = mean + std * torch.randn(self.components, *shape)
         else:
-            if init.shape != (components, *event_shape):
-                raise ValueError(f"init must have shape {(components, *event_shape)}, got {tuple(init.shape)}")
+            if init.shape != (self.components, *shape):
+                raise ValueError(f"init must have shape {(self.components, *shape)}, got {tuple(init.shape)}")
             u = 0.01 + 0.98 * init.float().clamp(0, 1) if self.bounded else init.float().clone()
         self.pseudo_inputs = nn.Parameter(u)
 
