@@ -235,7 +235,7 @@ def test_evaluate_draws_the_orders_on_the_cpu_from_its_seed(monkeypatch):
     assert seen == [torch.device("cpu")]
     want = estimate(model, x, 0, None, orders=draw_orders(2, 4, torch.Generator().manual_seed(5))).log_px
     assert r.nll == pytest.approx(-want.mean().item(), abs=1e-12)
-    with pytest.raises(ValueError, match="orders must be >= 0"):
+    with pytest.raises(ValueError, match="orders must be an integer >= 0"):
         evaluate(model, x, orders=-1)
     with pytest.raises(ValueError, match="at least one order"):
         draw_orders(0, 4)

@@ -462,3 +462,39 @@ def test_flat_rows_given_to_an_image_model_are_named_where_they_reach_the_encode
         ELBO(1)(_vae(), _binary().view(6, 16))
     with pytest.raises(ValueError, match=r"data of shape \(1, 4, 4\)"):
         _vae().posterior(_binary()[0])  # one image without its batch dimension
+
+
+@pytest.mark.parametrize(
+    "call, needle",
+    [
+        (lambda: __import__("dgmkit.objectives.importance", fromlist=["x"]).iwae_bound(_vae(), _binary(), 0), "k, the"),
+        (lambda: __import__("dgmkit.objectives.importance", fromlist=["x"]).iwae_bound(_vae(), _binary(), 2.5), "k, the"),
+        (lambda: evaluate(_vae(), _binary(), iw_samples=4, seed=1.5), "seed must be an integer"),
+        (lambda: evaluate(_vae(), _binary(), iw_samples=4, orders=1.5), "orders must be an integer"),
+        (lambda: evaluate(_vae(), _binary(), iw_samples=4, continuous="no"), "continuous must be True, False or None"),
+        (lambda: __import__("dgmkit.training.schedules", fromlist=["x"]).LRSchedule("exponential", 0.5, 2.5), "every"),
+        (lambda: __import__("dgmkit.training.schedules", fromlist=["x"]).LRSchedule("exponential", 0.5, True), "every"),
+    ],
+)
+def test_counts_of_the_building_blocks_are_whole_numbers_named_where_they_enter(call, needle):
+    """A float, a bool or a string where a count belongs: taken as another count (every = 2.5 halved
+    the rate at epochs 3 and 5, continuous = "no" was true and left bits/dim out) or refused by
+    torch from deep inside (k = 0, seed = 1.5), never by its own name."""
+    with pytest.raises(ValueError, match=needle):
+        call()
+
+
+def test_masked_diffusion_and_coupling_sizes_are_whole_numbers():
+    """MaskedDiffusion took 2.5 levels and 3.7 steps as 2 and 3; a coupling took context_features
+    of -1 (then asked for a context) or "3"."""
+    from dgmkit.models.diffusion import MaskedDiffusion
+    from dgmkit.transforms.coupling import AffineCoupling
+
+    for levels, steps, needle in ((2.5, 0, "num_levels"), (3, 3.7, "steps"), (1, 0, "num_levels"), (3, -1, "steps")):
+        with pytest.raises(ValueError, match=needle):
+            MaskedDiffusion(nn.Identity(), (1, 1, 4), levels, steps)
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    for bad in (-1, 2.5, "3", True):
+        with pytest.raises(ValueError, match="context_features must be an integer >= 0"):
+            AffineCoupling(mask, MLP(2, [4], 4), context_features=bad)
+    assert AffineCoupling(mask, MLP(2, [4], 4)).context_features == 0

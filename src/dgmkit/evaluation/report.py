@@ -12,6 +12,7 @@ from dgmkit import distributed
 from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
 from dgmkit.devices import device_of
+from dgmkit.errors import shown_value, whole_at_least
 from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import OrderStore, check_log_volume, draw_orders, estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, observed_entries, posterior_statistics
@@ -422,6 +423,10 @@ def evaluate(
     ``seed`` (``iw_samples`` unused), each order's values kept in ``order_store`` as they are done
     (see ``estimates.OrderStore``)."""
     t0 = time.perf_counter()
+    whole_at_least("seed", seed, 0)  # (1.5 failed in manual_seed; orders 1.5 deep in drawing them)
+    whole_at_least("orders", orders, 0)
+    if continuous is not None and not isinstance(continuous, bool):  # ("no" is true: bits/dim silently left out)
+        raise ValueError(f"continuous must be True, False or None, got {shown_value(continuous)}")
     check_log_volume(model, log_volume)
     if continuous is None:
         continuous = not model.discrete_data and log_volume == 0.0
@@ -434,8 +439,6 @@ def evaluate(
         seen = counts.mean().item()
     dims = num_dims if seen is None else seen  # bits per (observed) dimension
     shift = dims * log_volume
-    if orders < 0:
-        raise ValueError(f"orders must be >= 0, got {orders}")
     drawn = draw_orders(orders, num_dims, torch.Generator().manual_seed(seed)) if orders else None  # on the CPU: any device
     with seeded(seed, x.device) as g:
         est = estimate(model, x, iw_samples, g, batch_size, orders=drawn, order_store=order_store)

@@ -50,6 +50,7 @@ from torch.nn import functional as F
 from dgmkit._rng import seeded_by
 from dgmkit.devices import reads_are_free
 from dgmkit.distributions.categorical import one_hot
+from dgmkit.errors import whole_at_least
 from dgmkit.models.base import AnyOrderModel, GenerativeModel, TimeSampledBound
 from dgmkit.models.noise_schedule import LearnedSchedule, NoiseSchedule
 from dgmkit.nn.unet import UNet
@@ -285,10 +286,9 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         self, net: nn.Module, event_shape: tuple[int, ...], num_levels: int, steps: int = 0, train_counts: bool = False
     ):
         super().__init__()
-        if num_levels < 2:
-            raise ValueError(f"masked diffusion needs at least 2 levels, got {num_levels}")
-        if steps < 0:
-            raise ValueError(f"steps must be >= 0 (0: continuous time), got {steps}")
+        # (2.5 levels and 3.7 steps were taken as 2 and 3)
+        whole_at_least("masked diffusion's num_levels", num_levels, 2)
+        whole_at_least("steps (0: continuous time)", steps, 0)
         self.net = net
         self.event_shape = tuple(event_shape)
         self.num_levels, self.steps = int(num_levels), int(steps)

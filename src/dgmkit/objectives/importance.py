@@ -70,6 +70,7 @@ def log_importance_weights(
     whose proposal and joint come out of one pass (``joint_pass``: a deep top-down VAE) gives all
     four terms at once. ``keep_likelihood``: also p(x|z) at the draws (``px``; a single-layer
     latent variable model), for imputation from the same decoder pass."""
+    whole_at_least("k, the number of importance draws", k, 1)  # (0 or 2.5: torch's words, from deep inside)
     fused = getattr(model, "joint_pass", None)
     if fused is not None and reparameterized and not keep_likelihood:
         return _checked(ImportanceWeights(*fused(x, k, generator)), k, len(x))

@@ -3,6 +3,8 @@
 import math
 from dataclasses import dataclass
 
+from dgmkit.errors import whole_at_least
+
 __all__ = ["lr_factor", "kl_weight", "LR_SCHEDULES", "LRSchedule"]
 
 LR_SCHEDULES = ("constant", "cosine", "exponential", "iwae")
@@ -42,6 +44,7 @@ class LRSchedule:
     def __post_init__(self) -> None:
         if self.kind not in LR_SCHEDULES:
             raise ValueError(f"unknown lr schedule {self.kind!r}; choose from {LR_SCHEDULES}")
+        whole_at_least("the lr schedule's every", self.every, 1)  # (2.5 halved the rate at epochs 3 and 5)
         if not (0 < self.decay <= 1 and self.every >= 1 and self.minimum >= 0):
             raise ValueError(
                 f"need 0 < decay <= 1, every >= 1, minimum >= 0; got {self.decay}, {self.every}, {self.minimum}"

@@ -92,7 +92,7 @@ class _Coupling(Bijection):
         super().__init__()
         self.register_buffer("mask", mask.float())
         self.net = net
-        self.context_features = context_features
+        self.context_features = whole_at_least("context_features", context_features, 0)
         self.vector = mask.dim() == 1
         if self.vector:
             keep, move = torch.nonzero(mask).flatten(), torch.nonzero(mask == 0).flatten()
