@@ -697,6 +697,39 @@ def test_a_launcher_killed_outright_takes_its_ranks_with_it(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
+def test_dgm_train_nproc_killed_outright_takes_its_launcher_and_ranks_with_it(tmp_path):
+    """``dgm train --nproc 2``'s own process ended by SIGKILL (the out-of-memory killer's, ``kill
+    -9``): its launcher and both ranks trained on, orphaned, writing and locking the run folder."""
+    import signal
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dgmkit", *_NPROC_ARGS, "--epochs", "100000", "--out", str(run), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    launched: list[int] = []
+
+    def alive() -> list[int]:
+        return [p for p in launched if _proc(p, "stat") and _proc(p, "stat").rsplit(b")", 1)[1].split()[0] != b"Z"]
+
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").is_file():  # training is under way
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        launched.extend(p for launcher in _children(proc.pid) for p in [launcher, *_children(launcher)])
+        assert len(launched) == 3
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while alive():
+            assert time.monotonic() < deadline, alive()
+            time.sleep(0.2)
+    finally:
+        for p in alive():  # (left running where they did not end: not left behind by the test)
+            os.kill(p, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
 def test_a_signal_to_dgm_train_nproc_alone_stops_the_launcher_and_every_rank(tmp_path, name):
     """A SIGTERM (a scheduler's, ``kill PID``) or SIGINT sent to ``dgm train --nproc N``'s own

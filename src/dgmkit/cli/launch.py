@@ -15,7 +15,10 @@ one (1: a user error, 2: a bug), or 1 when ranks were ended by signals. Once one
 torchrun's agent ends the others with SIGTERM: those are said to have stopped with the run (a
 rank that noticed the failure first says so itself: "lost contact with another process").
 A launcher that is killed outright (SIGKILL, the kernel's out-of-memory killer) cannot end its
-ranks: each watches it (``watch_launcher``) and ends as the launcher would have ended it.
+ranks: each watches it (``watch_launcher``) and ends as the launcher would have ended it. Likewise
+the launcher watches ``dgm train --nproc``'s own process, its parent (``watch_command``): killed
+outright, that one cannot pass a signal on, and the launcher ends its ranks and itself as on a
+SIGTERM.
 """
 
 import logging
@@ -27,12 +30,14 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["LOST_CONTACT", "RANK_ERRORS_ENV", "launch", "rank_error_file", "report", "watch_launcher"]
+__all__ = ["COMMAND_ENV", "LOST_CONTACT", "RANK_ERRORS_ENV", "launch", "rank_error_file", "report", "watch_command"]
+__all__ += ["watch_launcher"]
 
 RANK_ERRORS_ENV = "DGMKIT_RANK_ERRORS"
 LOST_CONTACT = "lost contact with another process"  # what a rank says when a collective fails: not a cause
 _RUN_ENV = "DGMKIT_RANK_ERRORS_RUN"  # the launcher's run id: the folder is used only by ranks of that run
 _PID_ENV = "DGMKIT_LAUNCHER_PID"  # the launcher's process, the ranks' parent
+COMMAND_ENV = "DGMKIT_NPROC_COMMAND_PID"  # dgm train --nproc's own process, the launcher's parent
 _MAX_LINE = 4096
 
 
@@ -59,6 +64,25 @@ def watch_launcher(interval: float = 1.0) -> bool:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="dgmkit-launcher-watch", daemon=True).start()
+    return True
+
+
+def watch_command(interval: float = 1.0) -> bool:
+    """In the launcher: a thread that ends it with SIGTERM, which stops its ranks as a SIGTERM
+    passed on by ``dgm train --nproc`` does, once that command's process (``COMMAND_ENV``, taken
+    out of the environment: the ranks do not watch it) is no longer its parent. A command killed
+    outright (SIGKILL, the out-of-memory killer) left the launcher and its ranks training on,
+    orphaned, writing and locking the run folder. Whether a watch started."""
+    command = os.environ.pop(COMMAND_ENV, "")
+    if not (command.isascii() and command.isdigit()):
+        return False
+
+    def watch() -> None:
+        while os.getppid() == int(command):
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="dgmkit-command-watch", daemon=True).start()
     return True
 
 
@@ -149,6 +173,7 @@ def report(failures: dict, folder: Path) -> int:
 if __name__ == "__main__":
     if len(sys.argv) < 2 or not (sys.argv[1].isascii() and sys.argv[1].isdigit() and int(sys.argv[1]) >= 1):
         sys.exit("usage: python -m dgmkit.cli.launch NPROC ARGS...")
+    watch_command()
     try:
         sys.exit(launch(int(sys.argv[1]), sys.argv[2:]))
     except KeyboardInterrupt:  # (before torchrun's agent handles the signal: while it starts)

@@ -750,7 +750,9 @@ def _launch(args: argparse.Namespace) -> int:
         elif not a.startswith("--nproc="):
             rest.append(a)
     cmd = [sys.executable, "-m", "dgmkit.cli.launch", str(args.nproc)]  # torchrun's agent, reporting as dgmkit
-    env = dict(os.environ)
+    from dgmkit.cli.launch import COMMAND_ENV
+
+    env = {**os.environ, COMMAND_ENV: str(os.getpid())}  # (the launcher ends its ranks once this process is gone)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     say(f"starting {args.nproc} processes with torchrun (gloo on CPU, nccl on CUDA); rank 0 reports")
     return _waited_forwarding([*cmd, *rest], env, (signal.SIGTERM, signal.SIGHUP))
