@@ -681,10 +681,15 @@ def test_a_launcher_killed_outright_takes_its_ranks_with_it(tmp_path):
 
     ranks: list[int] = []
 
+    folders: list[Path] = []
+
     def kill_the_launcher(pid: int) -> None:
         launchers = _children(pid)
         ranks.extend(p for launcher in launchers for p in _children(launcher))
         assert len(launchers) == 1 and len(ranks) == 2
+        env = [e for e in _proc(ranks[0], "environ").split(b"\0") if e.startswith(b"DGMKIT_RANK_ERRORS=")]
+        folders.append(Path(os.fsdecode(env[0].split(b"=", 1)[1])))
+        assert folders[0].is_dir()
         os.kill(launchers[0], signal.SIGKILL)
 
     code, err = _nproc_run_meeting(tmp_path / "run", kill_the_launcher)
@@ -694,6 +699,7 @@ def test_a_launcher_killed_outright_takes_its_ranks_with_it(tmp_path):
     while running := [p for p in ranks if _proc(p, "stat") and _proc(p, "stat").rsplit(b")", 1)[1].split()[0] != b"Z"]:
         assert time.monotonic() < deadline, running
         time.sleep(0.2)
+    assert not folders[0].exists()  # the launcher's folder, which it could not remove: not left in the temporary folder
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")

@@ -23,6 +23,7 @@ SIGTERM.
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -39,6 +40,7 @@ _RUN_ENV = "DGMKIT_RANK_ERRORS_RUN"  # the launcher's run id: the folder is used
 _PID_ENV = "DGMKIT_LAUNCHER_PID"  # the launcher's process, the ranks' parent
 COMMAND_ENV = "DGMKIT_NPROC_COMMAND_PID"  # dgm train --nproc's own process, the launcher's parent
 _MAX_LINE = 4096
+_FOLDER_PREFIX = "dgmkit-ranks-"  # the launcher's folder, in the temporary folder
 
 
 def rank_error_file(rank: int) -> Path | None:
@@ -53,14 +55,19 @@ def watch_launcher(interval: float = 1.0) -> bool:
     """In a rank of this launcher: a thread that ends the rank with SIGTERM (as the launcher ends
     its ranks) once the launcher is no longer its parent. A launcher killed outright left its
     ranks training on, orphaned, writing the run folder after ``dgm train`` had said that they
-    were interrupted. Whether a watch started (not in a process this launcher did not start)."""
+    were interrupted. The launcher's folder (its ranks' error lines, the agent's logs), which it
+    could not remove, goes too: one was left in the temporary folder by every launcher so killed.
+    Whether a watch started (not in a process this launcher did not start)."""
     launcher = os.environ.get(_PID_ENV, "")
     if rank_error_file(0) is None or not launcher.isdigit():
         return False
+    folder = Path(os.environ[RANK_ERRORS_ENV])
 
     def watch() -> None:
         while os.getppid() == int(launcher):
             time.sleep(interval)
+        if folder.name.startswith(_FOLDER_PREFIX):  # (the launcher's own: every rank tries, whichever is first)
+            shutil.rmtree(folder, ignore_errors=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="dgmkit-launcher-watch", daemon=True).start()
@@ -114,7 +121,7 @@ def launch(nproc: int, args: list[str]) -> int:
     for name in ["torch.distributed.elastic", *logging.root.manager.loggerDict]:  # dgmkit reports, not the agent
         if name.startswith("torch.distributed.elastic"):  # (each of its modules' loggers sets a level of its own)
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    with tempfile.TemporaryDirectory(prefix="dgmkit-ranks-") as folder:
+    with tempfile.TemporaryDirectory(prefix=_FOLDER_PREFIX) as folder:
         run_id = str(uuid.uuid4())
         os.environ.update({RANK_ERRORS_ENV: folder, _RUN_ENV: run_id, _PID_ENV: str(os.getpid())})
         config = LaunchConfig(
