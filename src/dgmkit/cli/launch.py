@@ -31,8 +31,16 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["COMMAND_ENV", "LOST_CONTACT", "RANK_ERRORS_ENV", "launch", "rank_error_file", "report", "watch_command"]
-__all__ += ["watch_launcher"]
+__all__ = [
+    "COMMAND_ENV",
+    "LOST_CONTACT",
+    "RANK_ERRORS_ENV",
+    "launch",
+    "rank_error_file",
+    "report",
+    "watch_command",
+    "watch_launcher",
+]
 
 RANK_ERRORS_ENV = "DGMKIT_RANK_ERRORS"
 LOST_CONTACT = "lost contact with another process"  # what a rank says when a collective fails: not a cause
