@@ -280,6 +280,7 @@ def test_the_codes_a_figure_shows_are_named_by_the_posterior():
             "gaussian": ("vae", {}),
             "iaf": ("vae", {"posterior": "iaf"}),
             "hvae": ("hvae", {"latent_sizes": [4, 2], "hidden": [16]}),
+            "bottom-up": ("hvae", {"latent_sizes": [4, 2], "hidden": [16], "posterior": "bottom-up"}),
             "ae": ("ae", {}),  # (an autoencoder's codes and a Helmholtz machine's mean field were "posterior means")
             "helmholtz": ("helmholtz", {}),
         }.items()
@@ -287,6 +288,9 @@ def test_the_codes_a_figure_shows_are_named_by_the_posterior():
     assert names["gaussian"] == POSTERIOR_MEANS == "posterior means E[z|x]"
     assert names["iaf"].startswith("posterior base means through the flow") and names["hvae"].startswith("layer-by-layer")
     assert names["ae"] == "codes z = f(x)" and names["helmholtz"].startswith("mean-field recognition probabilities")
+    # the means are taken in the order the posterior draws the layers: a bottom-up one's z_2 given z_1's (it said "above")
+    assert names["hvae"].endswith("(each layer's given the means above)")
+    assert names["bottom-up"] == "layer-by-layer posterior means (each layer's given the means below)"
 
 
 @torch.no_grad()

@@ -454,7 +454,13 @@ class HierarchicalPosterior(Distribution, JointSampler):
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
     has_rsample = True
-    location_name: ClassVar[str] = "layer-by-layer posterior means (each layer's given the means above)"
+
+    @property
+    def location_name(self) -> str:
+        """What ``location()`` is, in words: the means are taken in the order the posterior draws its
+        layers (a bottom-up posterior's z_2 is the mean given z_1's, below it)."""
+        order = "above" if self.model.draws_top_down else "below"
+        return f"layer-by-layer posterior means (each layer's given the means {order})"
 
     def __init__(self, model: "HierarchicalVAE | DeepTopDownVAE", x: torch.Tensor):
         self.model = model
