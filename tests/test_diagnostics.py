@@ -373,3 +373,17 @@ def test_a_stack_of_one_layer_takes_no_samples_and_the_holes_are_recorded(tmp_pa
     assert main(["diagnose", str(run), "-n", "50", "--holes", "300", "--out", str(tmp_path / "d.png")]) == 0
     kept = json.loads((run / "diagnose.json").read_text())
     assert kept["holes"] == 300 and kept["samples"] is None
+
+
+def test_the_seed_of_the_draws_is_said_and_kept_where_every_datapoint_is_used(tmp_path, capsys):
+    """I(x;z), the marginal KL and the holes are Monte Carlo numbers of --seed's draws: with all of a split
+    (no subset to name the seed) the table and diagnose.json said no seed, so the numbers could not be redrawn."""
+    run = tmp_path / "vae"
+    argv = ["train", "--model", "vae", "--latent-dim", "2", "--hidden", "8", "--dataset", "digits", "--epochs", "1"]
+    assert main([*argv, "--quiet", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(run), "--seed", "5", "--holes", "50", "--out", str(tmp_path / "d.png")]) == 0
+    text = capsys.readouterr().out
+    kept = json.loads((run / "diagnose.json").read_text())
+    assert kept["seed"] == 5 and kept["subset"] == "all 300"
+    assert "data: test, 300 datapoints (all 300), draws of seed 5" in text

@@ -124,6 +124,8 @@ def format_diagnosis(r: dict) -> str:
     if r["hole_fraction"] is not None:
         lines.append(f"prior draws in holes (q(z) < p(z)/10): {r['hole_fraction']:.1%}")
     draws = "" if r["samples"] is None else f", {plural(r['samples'], 'posterior draw')} per datapoint"
+    if r.get("seed") is not None:  # (the draws' seed; a random subset's is the same, said with it; absent: an old record)
+        draws += f", draws of seed {r['seed']}"
     lines.append(f"data: {r['split']}, {plural(r['n'], 'datapoint')} ({r['subset']}){draws}")
     if r.get("missing_entries"):
         lines.append(
@@ -177,6 +179,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     d = diagnose(model, x, samples=samples, holes=args.holes, seed=args.seed)
     result = {**d.to_json(), "split": args.split, "subset": subset, "checkpoint": run.checkpoint.name}
     result["holes"] = args.holes  # (the prior draws scored: hole_fraction's denominator)
+    result["seed"] = args.seed  # (of every draw: I(x;z), the marginal KL and the holes move with it, whatever the subset)
     result["missing_entries"] = int(torch.isnan(x).sum()) if x.is_floating_point() else 0
     if not hierarchical:
         result["samples"] = None  # one layer: its posterior is used as it is
