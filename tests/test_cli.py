@@ -101,6 +101,8 @@ def test_figure_commands_write_pngs(trained, tmp_path, capsys, command):
     code, text, _ = run(capsys, command, trained, "--out", out)
     assert code == 0 and str(out) in text
     assert out.read_bytes()[:8] == PNG
+    if command in ("sample", "interpolate"):  # what the images are: the means of p(x|z), not draws
+        assert "means of p(x|z)" in text, text
 
 
 def test_resume_continues_a_run(tmp_path, capsys):

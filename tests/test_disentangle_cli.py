@@ -88,6 +88,7 @@ def test_traverse_sweeps_the_code_dimensions_the_decoder_reads(tmp_path, capsys)
     assert main(["traverse", str(out), "--out", str(tmp_path / "t.png"), "--dims", "10", "--steps", "3"]) == 0
     said = capsys.readouterr().out
     assert "a traversal of 4 code dimensions" in said and "reads only the first 4 of the 10 code dimensions" in said
+    assert "each decoded to the means of p(x|z)" in said
 
 
 def test_the_note_on_binning_bias_matches_the_plug_in_mi_of_noise():

@@ -111,7 +111,8 @@ def format_diagnosis(r: dict) -> str:
         if la.get("kl_one_draw") and la.get("kl_stderr") is not None:
             lines.append(
                 f"KL of {la['name']}: no closed form, so the mean over the datapoints of log q - log p at one posterior "
-                f"draw each, an unbiased estimate with Monte Carlo standard error {la['kl_stderr']:.3f} nats"
+                f"draw each, an unbiased estimate with standard error {la['kl_stderr']:.3f} nats (of the mean over the "
+                "datapoints: their spread and the draws', an overestimate of the draws' alone)"
             )
     lines += _mutual_info_lines(r)
     ceiling = math.log(r["n"])

@@ -237,7 +237,7 @@ def run_traverse(args: argparse.Namespace) -> int:
         f"wrote a traversal of {plural(len(order), 'code dimension')} (rows, by spread over the data: {dims}), "
         "each swept over its "
         f"mean +- {args.range:g} standard deviations in {args.steps} steps, the others at one {args.split} image's "
-        f"code, to {path}"
+        f"code, each decoded to the means of p(x|z), to {path}"
         + (
             ""
             if read is None or read == codes.shape[1]

@@ -374,8 +374,9 @@ def interpolate(args: argparse.Namespace) -> int:
         else ""
     )
     say(
-        f"wrote {plural(args.pairs, 'latent interpolation')} ({args.split} image, {args.steps} decoded steps, "
-        f"{args.split} image per row) to {path}{holes_note(torch.cat([a, b]))}{between}"
+        f"wrote {plural(args.pairs, 'latent interpolation')} ({args.split} image, {args.steps} steps on the line "
+        f"between the codes that reconstruct the two images, decoded to the means of p(x|z), {args.split} image per "
+        f"row) to {path}{holes_note(torch.cat([a, b]))}{between}"
     )
     return 0
 

@@ -97,7 +97,8 @@ class LayerReport:
     # a layer that conditions on others: I(x; z_l) with its own draw apart from the S (see DIAGNOSTIC_ESTIMATORS)
     mutual_info_apart: float | None = None
     # a KL without a closed form: the mean of log q - log p at one posterior draw per datapoint, and its
-    # Monte Carlo standard error over the datapoints (None for a closed-form KL, exact given the data)
+    # standard error over the datapoints (their spread and the draws'). None for a closed-form KL: exact
+    # given the data for a single layer or a top layer, given one draw of the layers above for the others
     kl_one_draw: bool = False
     kl_stderr: float | None = None
 

@@ -229,7 +229,9 @@ def diagnosis_png(report: dict, holes: torch.Tensor | None, typical: torch.Tenso
 
         ax.imshow(np.asarray(Image.open(io.BytesIO(png))), cmap="gray", vmin=0, vmax=255)
         ax.set_axis_off()
-        ax.set_title("decoded z ~ p(z): top row where q(z)/p(z) is lowest (holes), bottom row where highest", fontsize=9)
+        ax.set_title(
+            "means of p(x|z), z ~ p(z): top row where q(z)/p(z) is lowest (holes), bottom row where highest", fontsize=9
+        )
     fig.suptitle(textwrap.fill(literal(title), 110), fontsize=9)
     fig.tight_layout()
     return figure_png(fig)
