@@ -754,6 +754,26 @@ def test_a_setting_left_unread_that_a_config_file_set_is_named_with_the_file_and
                  "--out", str(out)]) == 0  # the flag of the default sets back the file's value  # fmt: skip
 
 
+def test_a_flag_given_as_none_overrides_the_config_file_value_of_an_optional_setting(tmp_path, capsys):
+    """--grad-clip none was taken as a flag left out: the file's 0.5 trained, and a preset's
+    prior_components could be neither switched off nor left unread."""
+    preset = tmp_path / "preset.toml"
+    preset.write_text('dataset = "digits"\nhidden = [16]\nlatent_dim = 2\ngrad_clip = 0.5\npatience = 3\n'
+                      'prior = "mog"\nprior_components = 3\n')  # fmt: skip
+    out = tmp_path / "r"
+    argv = ["train", "--config", str(preset), "--epochs", "1", "--quiet", "--out", str(out)]
+    assert main([*argv, "--prior", "standard"]) == 1
+    assert "(or give --prior-components none, its default)" in capsys.readouterr().err
+    assert (
+        main([*argv, "--grad-clip", "none", "--patience", "off", "--prior", "standard", "--prior-components", "none"]) == 0
+    )
+    optim, model = (json.loads((out / "config.json").read_text())["config"][k] for k in ("optim", "model"))
+    assert optim["grad_clip"] is None and optim["patience"] is None and model["prior_components"] is None
+    assert main(["train", "--resume", "--grad-clip", "none", "--epochs", "2", "--out", str(out)]) == 0  # the run's own
+    assert main(["train", "--resume", "--grad-clip", "0.5", "--epochs", "2", "--out", str(out)]) == 1
+    capsys.readouterr()
+
+
 def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set_more_goes_on(tmp_path):
     for settings in (
         {"objective": "iwae", "iw_k": 50},

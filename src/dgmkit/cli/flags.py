@@ -13,6 +13,17 @@ __all__ = ["add_settings_flags", "given_values", "flag_name"]
 _NONE = ("none", "null", "off")
 
 
+class _NoneGiven:
+    """What an optional setting's flag holds when it was given as none: told apart from a flag left
+    out (argparse's default, None), so that ``--grad-clip none`` overrides a config file's value."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+NONE_GIVEN = _NoneGiven()
+
+
 def flag_name(field: dataclasses.Field) -> str:
     return "--" + (field.metadata.get("flag") or field.name).replace("_", "-")
 
@@ -22,7 +33,7 @@ def _parser(kind: str, optional: bool, name: str):
 
     def parse(text: str):
         if optional and text.lower() in _NONE:
-            return None
+            return NONE_GIVEN
         try:
             return base(text)
         except ValueError:
@@ -64,8 +75,9 @@ def add_settings_flags(group: argparse._ActionsContainer, cls: type, skip: typin
 
 
 def given_values(args: argparse.Namespace, dests: list[str]) -> dict:
-    """The settings the user gave on the command line."""
-    return {d: getattr(args, d) for d in dests if getattr(args, d, None) is not None}
+    """The settings the user gave on the command line (one given as none: None)."""
+    given = {d: getattr(args, d) for d in dests if getattr(args, d, None) is not None}
+    return {d: None if v is NONE_GIVEN else v for d, v in given.items()}
 
 
 def reject_foreign(args: argparse.Namespace, foreign: dict[str, list[str]], family: str) -> None:

@@ -384,8 +384,8 @@ class RunConfig:
             if file is not None and from_file:  # set by the file: the flag of its default overrides it
                 what = what if key in given else f"{what} (from {file})"
                 fix = ("leave it out and " if key in given else "") + f"remove it from {file}"
-                if isinstance(default, (int, float, str)) and not isinstance(default, bool):
-                    fix += f" (or give --{key.replace('_', '-')} {default}, its default)"
+                if default is None or (isinstance(default, (int, float, str)) and not isinstance(default, bool)):
+                    fix += f" (or give --{key.replace('_', '-')} {'none' if default is None else default}, its default)"
             if needs is None:
                 raise ConfigError(
                     f"{what}: binarizing is for a bernoulli likelihood, and the {self.model.name} model scores the data's "
