@@ -711,6 +711,8 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         ({"gaussian_variance": "fixed"}, "gaussian_variance"),  # the bernoulli likelihood
         ({"model": "dvae", "likelihood": "gaussian", "student_min_df": 4.0}, "student_min_df"),
         ({"likelihood": "gaussian", "binarize": "dynamic"}, "binarize"),  # binary pixels are for a bernoulli likelihood
+        ({"lr_min": 1e-5}, "lr_min"),  # the constant schedule never falls to its floor
+        ({"missing_seed": 5}, "missing_seed"),  # nothing removed
     ],
 )
 def test_a_new_run_that_sets_what_its_choices_do_not_read_is_refused_before_it_writes(tmp_path, capsys, settings, key):
@@ -754,6 +756,16 @@ def test_a_setting_left_unread_that_a_config_file_set_is_named_with_the_file_and
                  "--out", str(out)]) == 0  # the flag of the default sets back the file's value  # fmt: skip
 
 
+@pytest.mark.parametrize("model", ["arm", "flow", "ppca", "ae", "loglinear"])
+def test_a_new_run_of_an_exact_or_densityless_family_refuses_iw_samples_as_dgm_eval_does(tmp_path, capsys, model):
+    """dgm eval refuses --iw-samples for these runs; dgm train took it, recorded it, and it was never read."""
+    with pytest.raises(ConfigError, match=f"^iw_samples = 7: the {model} model's log-likelihood is exact"):
+        RunConfig.of(dataset="digits", model=model, iw_samples=7).check_inert()
+    out = tmp_path / "r"
+    assert main(["train", "--dataset", "digits", "--model", model, "--iw-samples", "7", "--out", str(out)]) == 1
+    assert "iw_samples = 7: " in capsys.readouterr().err and not out.exists()
+
+
 def test_a_flag_given_as_none_overrides_the_config_file_value_of_an_optional_setting(tmp_path, capsys):
     """--grad-clip none was taken as a flag left out: the file's 0.5 trained, and a preset's
     prior_components could be neither switched off nor left unread."""
@@ -791,6 +803,11 @@ def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set
         {"likelihood": "gaussian", "gaussian_variance": "fixed", "gaussian_min_scale": 0.05},
         {"model": "vqvae", "vq_decay": 0.9},
         {"binarize": "dynamic"},
+        {"lr_schedule": "cosine", "lr_min": 1e-5},
+        {"missing_rate": 0.1, "missing_seed": 3, "objective": "miwae"},
+        {"iw_samples": 7},
+        {"model": "flow", "dequantization": "variational", "iw_samples": 8},
+        {"model": "m2", "iw_samples": 7},
     ):
         RunConfig.of(dataset="digits", **settings).check_inert()
     from run_records import rewrite_records

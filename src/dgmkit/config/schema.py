@@ -361,8 +361,9 @@ class RunConfig:
         return cls.from_dict(text, source="arguments")
 
     def check_inert(self, file: str | None = None, given: Collection[str] = (), file_keys: Collection[str] = ()) -> None:
-        """A new run's settings that its choices leave unread (``FamilyConfig.inert_settings``, and
-        binarize other than auto without a bernoulli likelihood) refused: trained without them, the run
+        """A new run's settings that its choices leave unread (``FamilyConfig.inert_settings``;
+        binarize other than auto without a bernoulli likelihood; lr_min under the constant schedule;
+        missing_seed without missing_rate; iw_samples where log p(x) is exact or none) refused: trained without them, the run
         would not be the one asked for (``--iw-k 50`` with the elbo objective trains the ELBO). A
         value other than the default is refused, and so is a flag of ``given`` (the command line's
         keys) at its default, unless it sets back what ``file`` (the config file, whose keys are
@@ -375,6 +376,13 @@ class RunConfig:
         if self.model.scored_likelihood() != "bernoulli":  # (the model scores the data's own levels, or a density of them)
             needs = "--likelihood bernoulli" if self.model.has_setting("likelihood") else None
             unread.append(("binarize", self.data.binarize, "auto", needs))
+        o = self.optim
+        if self.model.fit == "gradient" and o.lr_schedule == "constant" and o.lr_min <= o.lr:  # (above lr: said later)
+            unread.append(("lr_min", o.lr_min, 0.0, "--lr-schedule cosine, exponential or iwae"))
+        if not self.data.missing_rate:
+            unread.append(("missing_seed", self.data.missing_seed, 0, "--missing-rate"))
+        if self.model.default_iw_samples == 0 and not self.model.time_sampled:  # (an exact log-likelihood, or none)
+            unread.append(("iw_samples", self.eval.iw_samples, None, None))
         for key, value, default, needs in unread:
             typed = key in given and key not in file_keys
             if value == default and not typed:
@@ -386,6 +394,11 @@ class RunConfig:
                 fix = ("leave it out and " if key in given else "") + f"remove it from {file}"
                 if default is None or (isinstance(default, (int, float, str)) and not isinstance(default, bool)):
                     fix += f" (or give --{key.replace('_', '-')} {'none' if default is None else default}, its default)"
+            if needs is None and key == "iw_samples":
+                raise ConfigError(
+                    f"{what}: the {self.model.name} model's log-likelihood is exact (or it has none), and dgm eval "
+                    f"samples nothing for it: {fix}"
+                )
             if needs is None:
                 raise ConfigError(
                     f"{what}: binarizing is for a bernoulli likelihood, and the {self.model.name} model scores the data's "
