@@ -707,6 +707,9 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         ({"model": "arm", "made_masks": 3}, "made_masks"),  # the default pixelcnn
         ({"model": "arm", "logistic_components": 3}, "logistic_components"),  # a bernoulli likelihood
         ({"model": "hvae", "res_width": 8}, "res_width"),  # not the residual posterior
+        ({"model": "hvae", "posterior": "residual", "decoder_input": "bottom"}, "decoder_input"),  # its res_* layers
+        ({"model": "hvae", "posterior": "residual", "encoder": "gated"}, "encoder"),
+        ({"model": "hvae", "posterior": "residual", "activation": "tanh"}, "activation"),
         ({"model": "vqvae", "codebook_update": "gradient", "vq_decay": 0.9}, "vq_decay"),
         ({"gaussian_variance": "fixed"}, "gaussian_variance"),  # the bernoulli likelihood
         ({"model": "dvae", "likelihood": "gaussian", "student_min_df": 4.0}, "student_min_df"),
@@ -756,6 +759,15 @@ def test_a_setting_left_unread_that_a_config_file_set_is_named_with_the_file_and
                  "--out", str(out)]) == 0  # the flag of the default sets back the file's value  # fmt: skip
 
 
+def test_a_new_residual_hvae_refuses_the_stack_settings_it_does_not_read():
+    """--posterior residual builds its layers from the res_* settings: --latent-sizes 3 3 3 and
+    --hidden 7 trained the same model as without them."""
+    for key, value in (("latent_sizes", [3, 3, 3]), ("hidden", [7])):
+        cfg = RunConfig.of(dataset="digits", model="hvae", posterior="residual", **{key: value})
+        with pytest.raises(ConfigError, match=f"^{key} = .* is read only with --posterior top-down, bottom-up or ladder"):
+            cfg.check_inert()
+
+
 @pytest.mark.parametrize("model", ["arm", "flow", "ppca", "ae", "loglinear"])
 def test_a_new_run_of_an_exact_or_densityless_family_refuses_iw_samples_as_dgm_eval_does(tmp_path, capsys, model):
     """dgm eval refuses --iw-samples for these runs; dgm train took it, recorded it, and it was never read."""
@@ -794,6 +806,7 @@ def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set
         {"prior": "flow", "flow": "nice", "flow_layers": 2},
         {"iw_k": 5, "prior_components": None, "tc_weight": 6.0},  # the defaults, as a preset may list them
         {"model": "hvae", "objective": "iwae", "iw_k": 3},
+        {"model": "hvae", "posterior": "residual", "prior": "flow", "activation": "tanh"},
         {"model": "helmholtz", "objective": "rws", "iw_k": 50},
         {"model": "dvae", "straight_through": True},
         {"model": "flow", "dequantization": "variational", "dequantization_samples": 4},

@@ -316,6 +316,10 @@ class HVAEConfig(StackSettings, FamilyConfig):
         if self.posterior != "residual":
             residual = [f.name for f in dataclasses.fields(self) if f.name.startswith("res_")] + ["scale_min", "scale_max"]
             inert.update(dict.fromkeys(residual, "--posterior residual"))
+        else:  # the residual model's layers and networks are its res_* settings' (a flow prior's read activation)
+            stack = ["latent_sizes", "hidden", "encoder", "decoder", "decoder_input", "architecture"]
+            stack += [] if self.prior == "flow" else ["activation"]
+            inert.update(dict.fromkeys(stack, "--posterior top-down, bottom-up or ladder"))
         return inert
 
     def _layer_widths(self) -> list[int]:
