@@ -1006,8 +1006,10 @@ def test_a_table_runs_samples_are_rows_of_its_table(tmp_path, capsys):
     assert code == 0 and (tmp_path / "again.csv").read_text() == (tmp_path / "s.csv").read_text()  # seeded
     code, _, err = _run(capsys, "sample", run, "--draw", "--out", tmp_path / "d.csv")
     assert code == 1 and "--draw shapes a picture; a table's rows are draws x ~ p(x) already" in err  # (no --nrow given)
-    code, _, err = _run(capsys, "sample", run, "--out", tmp_path / "s.npy")
-    assert code == 1 and "--out must name a .png file (a grid of images), or a .csv file (a run on a table)" in err
+    code, _, err = _run(capsys, "sample", run, "--out", tmp_path / "s.npy")  # (an array: rows in its own units are a CSV's)
+    assert code == 1 and "models a table: its samples are rows, written to --out FILE.csv" in err
+    code, _, err = _run(capsys, "sample", run, "--out", tmp_path / "s.txt")
+    assert code == 1 and "--out must name a .png file (a grid of images), a .csv file (a run on a table) or a .npy" in err
     x = (np.random.default_rng(0).random((40, 16)) < 0.5).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     code, _, err = _run(capsys, "train", "--dataset", tmp_path / "x.npy", "--hidden", "8", "--latent-dim", "2",
