@@ -425,7 +425,9 @@ def test_none_switches_off_an_optional_setting_only():
     p, dests = _settings_parser()
     assert dests == ["width", "scale", "sizes"] and "--hidden" not in p.format_help()
     for word in ("none", "None", "NULL", "off"):
-        assert given_values(p.parse_args(["--scale", word]), dests) == {}  # None: as not given
+        # given as none: None, told apart from a flag left out (it overrides a config file's value)
+        assert given_values(p.parse_args(["--scale", word]), dests) == {"scale": None}
+    assert given_values(p.parse_args([]), dests) == {}
     assert given_values(p.parse_args(["--width", "3"]), dests) == {"width": 3}
     assert "width takes int, got 'none'" in _refusal(p, "--width", "none")
     assert "values are separated by spaces: 1 2" in _refusal(p, "--sizes", "1,2")

@@ -465,7 +465,7 @@ def test_kl_weight_warms_up_linearly_by_step_and_learning_rate_settings_accept_t
     assert [kl_weight(2.0, 2, s, 5) for s in (0, 4, 8, 9, 10, 50)] == pytest.approx([0.2, 1.0, 1.8, 2.0, 2.0, 2.0])
     assert kl_weight(0.7, 0, 0, 5) == 0.7  # no warm-up: beta from the first step
     assert LRSchedule("exponential", decay=1.0).learning_rate(1e-3, 50, 100) == 1e-3  # decay 1 is allowed: constant
-    with pytest.raises(ValueError, match="every >= 1"):
+    with pytest.raises(ValueError, match="every must be an integer >= 1"):
         LRSchedule("exponential", every=0)
 
 
