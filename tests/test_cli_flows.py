@@ -283,3 +283,17 @@ def test_samples_as_an_array_are_the_data_as_stored_and_dgm_score_reads_them_bac
     assert not (tmp_path / "b.npy").exists()
     code, _, err = run(capsys, "sample", moons, "--out", tmp_path / "m.npy", "--draw")
     assert_clean_failure(code, err, "--draw shapes a picture")
+
+
+def test_levels_that_do_not_divide_the_images_sides_say_that_a_vector_flow_is_trained(tmp_path, capsys):
+    """--flow-levels 5 on 8x8 digits trained the vector flow (documented) without a word, and
+    recorded flow_levels 5 that nothing read."""
+    argv = ["train", "--model", "flow", "--flow", "glow", "--hidden", "8", "--flow-layers", "1", "--dataset", "digits",
+            "--epochs", "1"]  # fmt: skip
+    code, text, err = run(capsys, *argv, "--flow-levels", "5", "--out", tmp_path / "five")
+    assert code == 0, err
+    assert "note: the multi-scale glow flow's 5 levels need image sides divisible by 32; the images of digits" in text
+    assert "are 8x8: " in text
+    assert "the vector glow flow over the 64 values is trained" in text
+    code, text, err = run(capsys, *argv, "--out", tmp_path / "two")  # 2 levels: 8 / 4 = 2, the image flow
+    assert code == 0 and "note:" not in text, err

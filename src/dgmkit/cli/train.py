@@ -320,6 +320,8 @@ def train_run(
         if dataset.columns and not quiet and distributed.current().is_main:
             columns = plural(len(dataset.columns), "column")
             say(f"{dataset.name}: {columns}{_kinds_source(cfg)}: {describe_columns(dataset.columns)}")
+        for note in cfg.model.data_notes(dataset) if not quiet and distributed.current().is_main else []:
+            say(f"note: {note}")
     init_data = None
     if family.needs_init_data and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))

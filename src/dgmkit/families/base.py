@@ -114,6 +114,12 @@ class FamilyConfig(ABC):
         config like any other; none by default)."""
         return {}
 
+    def data_notes(self, dataset: Dataset) -> list[str]:
+        """What a new run on ``dataset`` should say of how the family fits them, where that is not
+        what its settings alone say (a flow's levels that do not divide the images' sides: a vector
+        flow is trained); none by default."""
+        return []
+
     @abstractmethod
     def transform(self, dataset: Dataset, binarize: str = "auto") -> DataTransform:
         """How the stored data become what the model scores."""

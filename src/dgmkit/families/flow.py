@@ -57,6 +57,20 @@ class FlowConfig(FamilyConfig):
             return DequantizationBound(self.dequantization_samples)
         return MaximumLikelihood()
 
+    def data_notes(self, dataset: Dataset) -> list[str]:
+        """Images whose sides the levels do not divide get the vector flow (``model_for``): said,
+        since flow_levels and flow_blocks then go unread."""
+        shape = tuple(dataset.event_shape)
+        if self.flow not in IMAGE_FLOWS or len(shape) != 3 or min(shape[1:]) < 2 or self._image_flow_fits(shape):
+            return []
+        factor = 2 ** (self.flow_levels - (self.flow == "realnvp"))
+        return [
+            f"the multi-scale {self.flow} flow's {self.flow_levels} levels need image sides divisible by {factor}; the "
+            f"images of {dataset.name} are {shape[1]}x{shape[2]}: the vector {self.flow} flow over the "
+            f"{math.prod(shape)} values is trained (flow_levels and flow_blocks unread; fewer --flow-levels keep the "
+            "image flow)"
+        ]
+
     def _image_flow_fits(self, event_shape: tuple[int, ...]) -> bool:
         if self.flow not in IMAGE_FLOWS or len(event_shape) != 3 or min(event_shape[1:]) < 2:
             return False
