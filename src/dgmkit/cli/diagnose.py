@@ -144,6 +144,16 @@ def format_diagnosis(r: dict) -> str:
 
 
 @torch.no_grad()
+def _subset(x: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, str]:
+    """A seeded random subset of n rows of x (in order; drawn on the CPU: the same on any device), or
+    all of them, and which in words."""
+    total = len(x)
+    if n >= total:
+        return x, f"all {total}"
+    idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return x[idx.to(x.device)], f"random subset of {total}, seed {seed}"
+
+
 def run_diagnose(args: argparse.Namespace) -> int:
     out, run = figure_run(args)
     model = run.model
@@ -169,13 +179,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     kept = own_result_file(run.path / "diagnose.json", "estimators", "run dgm diagnose again")
     x, _ = split_data(run, args.split, args.data_dir, args.data, schema=args.schema)
     enough_rows(x, args.split, 2, "a covariance over the data")
-    total = len(x)
-    if args.n < total:
-        idx = torch.randperm(total, generator=torch.Generator().manual_seed(args.seed))[: args.n].sort().values
-        x = x[idx.to(x.device)]  # the subset drawn on the CPU: the same on any device
-        subset = f"random subset of {total}, seed {args.seed}"
-    else:
-        subset = f"all {total}"
+    x, subset = _subset(x, args.n, args.seed)
     t0 = time.perf_counter()
     d = diagnose(model, x, samples=samples, holes=args.holes, seed=args.seed)
     result = {**d.to_json(), "split": args.split, "subset": subset, "checkpoint": run.checkpoint.name}

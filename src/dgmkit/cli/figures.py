@@ -403,7 +403,7 @@ def _side(n: int) -> int:
     return max(1, int(round(n**0.5)))
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_sample_parser(sub: argparse._SubParsersAction) -> None:
     p = add_run_parser(
         sub, "sample", help="sample images from the model to a PNG (a table's rows: to a CSV file; an array: to .npy)"
     )
@@ -433,6 +433,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_data_flags(p)
     add_device_flag(p)
     p.set_defaults(func=sample)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    _add_sample_parser(sub)
 
     p = add_run_parser(sub, "reconstruct", help="test images next to their reconstructions, to a PNG")
     add_count_flag(p, "-n", 1, 10_000, default=32, help="images (at most the split's)")
