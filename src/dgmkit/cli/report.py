@@ -276,7 +276,11 @@ def _density(run: Run, args: argparse.Namespace, figs: list, notes: list[str]) -
     except (DataError, ConfigError) as e:  # (the window is drawn around the test data)
         notes.append(f"no density figure: the test data could not be read ({e})")
         return
-    drawn = density_figure(run, dataset, DENSITY_GRID, DENSITY_SAMPLES, args.seed)
+    try:
+        drawn = density_figure(run, dataset, DENSITY_GRID, DENSITY_SAMPLES, args.seed)
+    except EvaluationError as e:  # (NaN on the grid: the page's other parts, and the other runs', still shown)
+        notes.append(f"no density figure: {e}")
+        return
     caption = (
         f"density p(x) on a {DENSITY_GRID}x{DENSITY_GRID} grid around the test data (probability mass in the window "
         f"{drawn.mass:.4f}) and {DENSITY_SAMPLES} samples x ~ p(x), seed {args.seed} ({drawn.share:.4f} of them in it)"
