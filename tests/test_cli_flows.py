@@ -322,3 +322,21 @@ def test_levels_that_do_not_divide_the_images_sides_say_that_a_vector_flow_is_tr
     assert "the vector glow flow over the 64 values is trained" in text
     code, text, err = run(capsys, *argv, "--out", tmp_path / "two")  # 2 levels: 8 / 4 = 2, the image flow
     assert code == 0 and "note:" not in text, err
+
+
+def test_the_density_of_a_model_of_codes_is_titled_by_them(tmp_path, capsys, monkeypatch):
+    """A flow on a VAE's 2-D codes was titled "on digits", the data those codes came from."""
+    import dgmkit.cli.density as density
+
+    vae, flow = tmp_path / "vae", tmp_path / "flow"
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--epochs", "1",
+                       "--quiet", "--out", vae)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(capsys, "train", "--model", "flow", "--flow", "realnvp", "--codes-of", vae, *SMALL, "--out", flow)
+    assert code == 0, err
+    titles = []
+    real = density.density_png
+    monkeypatch.setattr(density, "density_png", lambda *a: titles.append(a[3]) or real(*a))
+    code, _, err = run(capsys, "density", flow, "--out", tmp_path / "d.png", "--grid", "20", "-n", "50")
+    assert code == 0, err
+    assert f"on the codes of {vae}: probability mass" in titles[0], titles

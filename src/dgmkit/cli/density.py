@@ -158,7 +158,8 @@ def density_figure(run: Run, dataset: Dataset, grid: int, n: int, seed: int) -> 
         names = (dataset.columns[0].name[:60], dataset.columns[1].name[:60])
     extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
     said = f"{mass:.4f}" if resolved else f"{share:.4f} of the samples"
-    title = f"{run.cfg.model.describe()} on {run.cfg.data.dataset}: probability mass in this window {said}"
+    data = f"the codes of {run.cfg.data.codes_of}" if run.cfg.data.codes_of else run.cfg.data.dataset
+    title = f"{run.cfg.model.describe()} on {data}: probability mass in this window {said}"
     return DensityFigure(density_png(shown, extent, drawn, title, names), mass, share, stderr, resolved)
 
 
