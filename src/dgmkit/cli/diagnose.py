@@ -143,7 +143,6 @@ def format_diagnosis(r: dict) -> str:
     return "\n".join(lines)
 
 
-@torch.no_grad()
 def _subset(x: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, str]:
     """A seeded random subset of n rows of x (in order; drawn on the CPU: the same on any device), or
     all of them, and which in words."""
@@ -154,6 +153,7 @@ def _subset(x: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, str]:
     return x[idx.to(x.device)], f"random subset of {total}, seed {seed}"
 
 
+@torch.no_grad()
 def run_diagnose(args: argparse.Namespace) -> int:
     out, run = figure_run(args)
     model = run.model
