@@ -258,16 +258,21 @@ def _sample_rows(args: argparse.Namespace) -> int:
     out = check_new_output(
         Path(args.out), args.force, inputs=run_inputs(run, args.data, args.schema), protected=run_files(args.run_dir)
     )
-    if args.nrow is not None or args.draw:
-        given = " and ".join(f for f, v in (("--nrow", args.nrow is not None), ("--draw", args.draw)) if v)
-        verb = "shape" if " and " in given else "shapes"
-        raise ConfigError(f"{given} {verb} a picture; a table's rows are draws x ~ p(x) already")
+    _refuse_picture_flags(args, "a table's rows are draws x ~ p(x) already")
     x, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive, steps=args.steps,
                            draw=run.model.sample_means)  # fmt: skip
     rows = x.reshape(len(x), -1).double().cpu().numpy()
     atomic_write_bytes(out, write_table(rows, table.columns).encode())
     say(f"wrote {what} as rows of {table.name}'s columns to {out}")
     return 0
+
+
+def _refuse_picture_flags(args: argparse.Namespace, why: str) -> None:
+    """--nrow and --draw, which shape a picture, refused for samples written as numbers (``why``)."""
+    if args.nrow is not None or args.draw:
+        given = " and ".join(f for f, v in (("--nrow", args.nrow is not None), ("--draw", args.draw)) if v)
+        verb = "shape" if " and " in given else "shapes"
+        raise ConfigError(f"{given} {verb} a picture; {why}")
 
 
 STORED_AS_DRAWN = ("continuous", "integers", "binary", "dequantize")  # samples written as the data are stored
@@ -291,10 +296,7 @@ def _sample_array(args: argparse.Namespace) -> int:
             f"{run.path}'s model sees its data {seen}, so its draws are not of the levels the data are stored in: "
             "--out FILE.png draws them as a picture"
         )
-    if args.nrow is not None or args.draw:
-        given = " and ".join(f for f, v in (("--nrow", args.nrow is not None), ("--draw", args.draw)) if v)
-        verb = "shape" if " and " in given else "shapes"
-        raise ConfigError(f"{given} {verb} a picture; the array holds draws x ~ p(x)")
+    _refuse_picture_flags(args, "the array holds draws x ~ p(x)")
     out = check_new_output(
         Path(args.out), args.force, inputs=run_inputs(run, args.data, args.schema), protected=run_files(args.run_dir)
     )
