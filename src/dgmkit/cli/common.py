@@ -52,6 +52,7 @@ __all__ = [
     "add_data_flags",
     "add_count_flag",
     "add_limit_flag",
+    "seeded_rows",
     "add_seeded_data_flags",
     "add_split_flag",
     "figure_run",
@@ -152,6 +153,15 @@ def add_limit_flag(
     """--limit N: a command reads a seeded random subset of the data, at most N of them (and at
     least ``low``: what the command needs)."""
     add_count_flag(p, "--limit", low, 10**9, help=help)
+
+
+def seeded_rows(total: int, n: int | None, seed: int) -> torch.Tensor | None:
+    """The indices of n of ``total`` rows drawn at random with ``seed`` (the subset that --limit
+    reads), in their order in the data and drawn on the CPU: the same on any device. None where
+    the command reads all of them (n is None or not fewer than total)."""
+    if n is None or n >= total:
+        return None
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
 SPLITS = ["train", "valid", "test"]

@@ -20,6 +20,7 @@ from dgmkit.cli.common import (
     own_result_file,
     plural,
     say,
+    seeded_rows,
     shows_images,
     split_data,
     to_display,
@@ -146,11 +147,10 @@ def format_diagnosis(r: dict) -> str:
 def _subset(x: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, str]:
     """A seeded random subset of n rows of x (in order; drawn on the CPU: the same on any device), or
     all of them, and which in words."""
-    total = len(x)
-    if n >= total:
-        return x, f"all {total}"
-    idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return x[idx.to(x.device)], f"random subset of {total}, seed {seed}"
+    idx = seeded_rows(len(x), n, seed)
+    if idx is None:
+        return x, f"all {len(x)}"
+    return x[idx.to(x.device)], f"random subset of {len(x)}, seed {seed}"
 
 
 @torch.no_grad()

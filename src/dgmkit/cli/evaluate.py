@@ -26,6 +26,7 @@ from dgmkit.cli.common import (
     positive_count,
     run_data,
     say,
+    seeded_rows,
     split_data,
     standardized_note,
 )
@@ -353,11 +354,10 @@ def _seeded_subset(
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict | None]:
     """``limit`` datapoints drawn at random with ``seed`` (in their order in the split), and the
     record of which (None: all of them)."""
-    if limit is None or limit >= len(x):
+    idx = seeded_rows(len(x), limit, seed)
+    if idx is None:
         return x, y, None
-    total = len(x)
-    idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-    return x[idx], None if y is None else y[idx], {"seed": seed, "of": total, "indices": idx.tolist()}
+    return x[idx], None if y is None else y[idx], {"seed": seed, "of": len(x), "indices": idx.tolist()}
 
 
 def _trained(run: Run) -> dict | None:

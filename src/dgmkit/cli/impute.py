@@ -39,6 +39,7 @@ from dgmkit.cli.common import (
     run_data,
     run_inputs,
     say,
+    seeded_rows,
 )
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import run_dataset
@@ -265,8 +266,8 @@ def _incomplete(
             truth = complete.split(args.split).x.float()
             if truth.shape != data.shape or not torch.equal(truth[observed(data)], data[observed(data)].float()):
                 raise DataError(f"the complete data of {run.path} no longer match its incomplete data")
-    if args.limit is not None and args.limit < len(data) and not args.input:  # (a file's: its first rows, read so)
-        idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[: args.limit].sort().values
+    idx = None if args.input else seeded_rows(len(data), args.limit, args.seed)  # (a file's: its first rows, read so)
+    if idx is not None:
         data, truth = data[idx], None if truth is None else truth[idx]
         file_shape = (len(idx), *file_shape[1:])
     missing = ~observed(data)

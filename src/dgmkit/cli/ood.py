@@ -38,6 +38,7 @@ from dgmkit.cli.common import (
     run_inputs,
     run_table,
     say,
+    seeded_rows,
     standardized_note,
     write_png,
 )
@@ -234,9 +235,9 @@ def _observed(ds: Dataset) -> torch.Tensor:
 
 def _subset(x: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, dict | None]:
     """A seeded random subset of n rows (in order), and its record (with the rows' indices)."""
-    if n is None or n >= len(x):
+    idx = seeded_rows(len(x), n, seed)
+    if idx is None:
         return x, None
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     return x[idx], {"seed": seed, "of": len(x), "n": n, "indices": idx.tolist()}
 
 
