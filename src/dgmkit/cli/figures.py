@@ -226,8 +226,7 @@ def sample(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     attach_inputs(run, args)
     check_sample_options(run, args.n, args.temperature, args.naive, args.steps, args.draw)
-    if is_table(run.cfg.data.dataset):
-        raise ConfigError(f"{run.path} models a table: its samples are rows, written to --out FILE.csv in its own units")
+    _refuse_table(run)
     if run.cfg.data.codes_of:  # (a VQ-VAE's code grids drawn as grey pictures: indices in an arbitrary order)
         source = shlex.quote(run.cfg.data.codes_of)
         raise ConfigError(
@@ -267,6 +266,12 @@ def _sample_rows(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_table(run: Run) -> None:
+    """A table run's samples are rows in its own units: refused as a picture or an array."""
+    if is_table(run.cfg.data.dataset):
+        raise ConfigError(f"{run.path} models a table: its samples are rows, written to --out FILE.csv in its own units")
+
+
 def _refuse_picture_flags(args: argparse.Namespace, why: str) -> None:
     """--nrow and --draw, which shape a picture, refused for samples written as numbers (``why``)."""
     if args.nrow is not None or args.draw:
@@ -288,8 +293,7 @@ def _sample_array(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     attach_inputs(run, args)
     kind = run.transform.kind
-    if is_table(run.cfg.data.dataset):
-        raise ConfigError(f"{run.path} models a table: its samples are rows, written to --out FILE.csv in its own units")
+    _refuse_table(run)
     if kind not in STORED_AS_DRAWN:
         seen = {"dynamic-binarize": "binarized at random", "scale": "scaled to [0, 1]"}.get(kind, kind)
         raise ConfigError(
