@@ -152,3 +152,24 @@ def test_networks_built_by_hand_refuse_sizes_of_no_units_by_name():
         with pytest.raises(ValueError) as e:
             build()
         assert needle in str(e.value)
+
+
+def test_a_models_sample_refuses_a_count_that_is_not_a_whole_number():
+    """n is checked before any draw, in words that name it, by every model that defines sample."""
+    import numpy as np
+
+    from dgmkit.models import PPCA, GenerativeModel
+
+    model = PPCA(torch.randn(4, 2), torch.zeros(4), 1.0)
+    for bad in (2.5, -1, True, "3", torch.tensor(3)):
+        with pytest.raises(ValueError, match=r"PPCA.sample's n \(how many to draw\) must be an integer >= 0"):
+            model.sample(bad)
+    assert model.sample(np.int64(2))[0].shape == (2, 4) and model.sample(0)[0].shape == (0, 4)
+
+    def every(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from every(sub)
+
+    own = [cls for cls in every(GenerativeModel) if "sample" in cls.__dict__]
+    assert len(own) > 10 and all(getattr(cls.__dict__["sample"], "_counts_checked", False) for cls in own)

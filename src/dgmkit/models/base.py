@@ -65,9 +65,11 @@ What a model reports beyond the numbers every model has (a WAE's MMD, a diffusio
 split, a classifier's accuracy) it declares by ``evaluation_terms`` (``models.terms.Term``).
 """
 
+import functools
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal, NamedTuple
+from collections.abc import Callable
+from typing import ClassVar, Literal, NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -76,7 +78,7 @@ from torch.distributions import Distribution, constraints
 from dgmkit.conditional import Decoder, LikelihoodHead
 from dgmkit.data.transforms import values_seen
 from dgmkit.distributions.pixels import observed_log_prob
-from dgmkit.errors import DataError, DgmError
+from dgmkit.errors import DataError, DgmError, whole_at_least
 from dgmkit.models.terms import Term
 
 __all__ = [
@@ -111,6 +113,7 @@ class JointTerms(NamedTuple):
     log_pz: torch.Tensor
 
 
+R = TypeVar("R")
 _ESTIMATE_DRAWS = {"importance-sampled": "the importance samples", "time-sampled": "the diffusion times"}
 
 
@@ -134,6 +137,15 @@ class GenerativeModel(nn.Module, ABC):
     discrete_latents: ClassVar[bool] = False
     coding: ClassVar[Literal["sequential", "bits-back"] | None] = None
     event_shape: tuple[int, ...]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """Each model's own ``sample`` takes its count n checked before it draws anything: a
+        whole number >= 0 (a NumPy one too; not a bool, a float or a tensor), else a ValueError
+        that names n, where torch would refuse a size in its own words deep in the draw."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("sample")
+        if callable(own) and not getattr(own, "_counts_checked", False):
+            cls.sample = _counted(own)  # type: ignore[method-assign]
 
     @property
     def estimate_draws(self) -> str | None:
@@ -235,6 +247,17 @@ class GenerativeModel(nn.Module, ABC):
         (n, *event). Models with ``sample_temperature`` or ``sample_cached`` take the keyword
         ``temperature`` or ``cached`` as well."""
         raise CapabilityError(f"{type(self).__name__} defines no distribution to sample from")
+
+
+def _counted(sample: Callable[..., R]) -> Callable[..., R]:
+    """``sample(self, n, ...)`` with n checked first (``GenerativeModel.__init_subclass__``)."""
+
+    @functools.wraps(sample)
+    def checked(self: "GenerativeModel", n: int, *args: object, **kwargs: object) -> R:
+        return sample(self, whole_at_least(f"{type(self).__name__}.sample's n (how many to draw)", n, 0), *args, **kwargs)
+
+    checked._counts_checked = True  # type: ignore[attr-defined]
+    return checked
 
 
 def _refuse_infinite(x: torch.Tensor) -> None:
