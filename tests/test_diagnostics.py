@@ -354,13 +354,43 @@ def test_a_one_draw_kl_is_said_per_layer_with_its_standard_error():
     x = (torch.rand(200, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.4).float()
     d = diagnose(model, x, samples=4, holes=0, seed=0)
     z1, z2 = d.layers
-    assert z1.kl_one_draw and not z2.kl_one_draw and z2.kl_stderr is None
+    assert z1.kl_one_draw and not z2.kl_one_draw and not z1.kl_at_draw
     # the standard error is that of the per-datapoint draws: the spread over seeds agrees with it
     kls = [diagnose(model, x, samples=1, holes=0, seed=s, mutual_info=False).layers[0].kl for s in range(12)]
     assert z1.kl_stderr is not None and 0.4 < torch.tensor(kls).std().item() / z1.kl_stderr < 2.5
     text = format_diagnosis({**d.to_json(), "split": "test", "subset": "all 200"})
     assert "KL of z1: no closed form" in text and f"standard error {z1.kl_stderr:.3f} nats" in text
+    # the top layer's q(z2 | z1) conditions on the draw of z1: a closed form at that draw, random too
+    assert z2.kl_at_draw and z2.kl_stderr is not None and "KL of z2: in closed form given one posterior draw" in text
+
+
+def test_a_top_down_stacks_lower_layer_kl_is_an_estimate_at_a_draw_with_its_standard_error():
+    """A top-down stack's lower layer has a closed-form KL given the draw of the layer above (both
+    its q and p condition on it): a random number, shown with a standard error that the spread over
+    seeds agrees with; the top layer, q(z_L | x) against p(z_L), is exact given the data."""
+    from dgmkit.cli.diagnose import format_diagnosis
+    from dgmkit.cli.evaluate import format_report
+    from dgmkit.evaluation import evaluate
+
+    torch.manual_seed(0)
+    model = get_family("hvae")(latent_sizes=[4, 2], hidden=[16], encoder="mlp", posterior="top-down")
+    model = model.build((1, 6, 6), 2).eval()
+    x = (torch.rand(200, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    z1, z2 = diagnose(model, x, samples=4, holes=0, seed=0).layers
+    assert z1.kl_at_draw and not z1.kl_one_draw and z1.kl_stderr is not None and z1.kl_stderr > 0
+    assert not z2.kl_at_draw and z2.kl_stderr is None
+    kls = [diagnose(model, x, samples=1, holes=0, seed=s, mutual_info=False).layers[0].kl for s in range(12)]
+    assert 0.4 < torch.tensor(kls).std().item() / z1.kl_stderr < 2.5
+    d = diagnose(model, x, samples=4, holes=0, seed=0)
+    text = format_diagnosis({**d.to_json(), "split": "test", "subset": "all 200"})
+    assert "KL of z1: in closed form given one posterior draw of the layers that its q or p conditions on" in text
     assert "KL of z2" not in text
+    r = evaluate(model, x, iw_samples=2, seed=0)
+    layers = {la["name"]: la for la in r.to_dict()["layers"]}
+    assert layers["z1"]["kl_stderr"] > 0 and layers["z2"]["kl_stderr"] is None
+    report = format_report({**r.to_dict(), "split": "test", "n": 200, "subset": None})
+    assert f"KL {layers['z1']['kl']:.3f} +- {layers['z1']['kl_stderr']:.3f} nats" in report
+    assert f"KL {layers['z2']['kl']:.3f} nats" in report
 
 
 def test_a_stack_of_one_layer_takes_no_samples_and_the_holes_are_recorded(tmp_path, capsys):

@@ -100,6 +100,26 @@ def _mutual_info_lines(r: dict) -> list[str]:
     return lines
 
 
+def _layer_kl_lines(layers: list[dict]) -> list[str]:
+    """What a layer's KL column is where it is a random estimate, with its standard error: log q -
+    log p at one draw (no closed form), or a closed form given one draw of the layers it conditions on."""
+    lines = []
+    for la in layers:
+        if la.get("kl_stderr") is None:
+            continue
+        how = (
+            "no closed form, so the mean over the datapoints of log q - log p at one posterior draw each"
+            if la.get("kl_one_draw")
+            else "in closed form given one posterior draw of the layers that its q or p conditions on, so the mean over "
+            "the datapoints at one draw each"
+        )
+        lines.append(
+            f"KL of {la['name']}: {how}, an unbiased estimate with standard error {la['kl_stderr']:.3f} nats (of the mean "
+            "over the datapoints: their spread and the draws', an overestimate of the draws' alone)"
+        )
+    return lines
+
+
 def format_diagnosis(r: dict) -> str:
     head = f"{'layer':<6} {'dims':>6} {'KL (nats)':>10} {'active':>8} {'I(x;z)':>8}"
     lines = [head, "-" * len(head)]
@@ -108,13 +128,7 @@ def format_diagnosis(r: dict) -> str:
         lines.append(f"{layer['name']:<6} {layer['size']:>6} {layer['kl']:>10.3f} {layer['active_units']:>8} {mi:>8}")
     total = sum(layer["kl"] for layer in r["layers"])
     lines.append(f"{'all':<6} {sum(la['size'] for la in r['layers']):>6} {total:>10.3f} {r['active_units']:>8}")
-    for la in r["layers"]:
-        if la.get("kl_one_draw") and la.get("kl_stderr") is not None:
-            lines.append(
-                f"KL of {la['name']}: no closed form, so the mean over the datapoints of log q - log p at one posterior "
-                f"draw each, an unbiased estimate with standard error {la['kl_stderr']:.3f} nats (of the mean over the "
-                "datapoints: their spread and the draws', an overestimate of the draws' alone)"
-            )
+    lines += _layer_kl_lines(r["layers"])
     lines += _mutual_info_lines(r)
     ceiling = math.log(r["n"])
     full = [la["name"] for la in r["layers"] if la["mutual_info"] is not None and la["mutual_info"] > ceiling - SATURATION]

@@ -96,11 +96,14 @@ class LayerReport:
     mean_variance: list[float]
     # a layer that conditions on others: I(x; z_l) with its own draw apart from the S (see DIAGNOSTIC_ESTIMATORS)
     mutual_info_apart: float | None = None
-    # a KL without a closed form: the mean of log q - log p at one posterior draw per datapoint, and its
-    # standard error over the datapoints (their spread and the draws'). None for a closed-form KL: exact
-    # given the data for a single layer or a top layer, given one draw of the layers above for the others
+    # a KL without a closed form: the mean of log q - log p at one posterior draw per datapoint; or
+    # (kl_at_draw) one in closed form given one draw of the layers that the layer's q or p conditions on
+    # (a top-down stack's lower layers, a bottom-up stack's upper ones). Either is a random estimate
+    # of the layer's ELBO term, with its standard error over the datapoints (their spread and the
+    # draws'). None for a KL exact given the data: a single layer, or a top layer of x alone
     kl_one_draw: bool = False
     kl_stderr: float | None = None
+    kl_at_draw: bool = False
 
 
 @dataclass
@@ -243,6 +246,7 @@ class _Layer:
     own_log_q: torch.Tensor | None = None
     z_among: torch.Tensor | None = None  # (N, *event): a conditional layer's draw among the S (the high estimate's)
     kl_one_draw: bool = False  # the KL is log q - log p at the draw z (no closed form), not its expectation
+    kl_at_draw: bool = False  # a closed-form KL given one draw of the layers that q or p of this one condition on
 
 
 def _stack(model: LatentVariableModel) -> "HierarchicalVAE | DeepTopDownVAE":
@@ -279,7 +283,8 @@ def _hierarchical_layers(
             kl = d.q.log_prob(d.z) - p.log_prob(d.z) if kl is None else kl
         name = f"z{d.index + 1}"
         among = None if a else s.z[0]
-        layers.append(_Layer(name, d.z.shape[-1], kl, dims, m.z, s.q, d.z, a, o, among, dims is None and one_draw))
+        at_draw = not one_draw and (d.p is not None or not a)  # (p(z_l | z_above) or q(z_l | x, z_other) at a draw)
+        layers.append(_Layer(name, d.z.shape[-1], kl, dims, m.z, s.q, d.z, a, o, among, dims is None and one_draw, at_draw))
     return layers
 
 
@@ -454,7 +459,10 @@ def _layer_report(
         mean_variance=variance.tolist(),
         mutual_info_apart=low,
         kl_one_draw=layer.kl_one_draw,
-        kl_stderr=float(layer.kl.double().std() / math.sqrt(len(layer.kl))) if layer.kl_one_draw else None,
+        kl_at_draw=layer.kl_at_draw,
+        kl_stderr=float(layer.kl.double().std() / math.sqrt(len(layer.kl)))
+        if layer.kl_one_draw or layer.kl_at_draw
+        else None,
     )
     return report, agg, own
 
@@ -502,6 +510,7 @@ def _join(parts: list[_Layer]) -> _Layer:
         None if first.own_log_q is None else torch.cat(cast("list[torch.Tensor]", [p.own_log_q for p in parts])),
         None if first.z_among is None else torch.cat(cast("list[torch.Tensor]", [p.z_among for p in parts])),
         first.kl_one_draw,
+        first.kl_at_draw,
     )
 
 

@@ -68,7 +68,7 @@ class EvalReport:
     latent_dim: int | None
     kl_per_dim: list | None
     seconds: float
-    layers: list | None = None  # several stochastic layers: [{"name", "size", "kl", "active_units"}, ...]
+    layers: list | None = None  # several stochastic layers: [{"name", "size", "kl", "kl_stderr", "active_units"}, ...]
     density_of: str = "discrete"
     observed_dims: float | None = None  # data with missing entries: the mean observed entries per datapoint
     # a time-sampled bound: how the times were drawn, and the standard error of the mean from the
@@ -384,7 +384,10 @@ def _diagnostics(model: GenerativeModel, x: torch.Tensor, seed: int) -> tuple[di
     layers = None
     if model.has_layers:  # a hierarchical model: its KL and active units per layer
         d = diagnose(cast(LatentVariableModel, model), x, samples=1, holes=0, seed=seed, mutual_info=False)
-        layers = [{"name": la.name, "size": la.size, "kl": la.kl, "active_units": la.active_units} for la in d.layers]
+        layers = [
+            {"name": la.name, "size": la.size, "kl": la.kl, "kl_stderr": la.kl_stderr, "active_units": la.active_units}
+            for la in d.layers
+        ]
     return stats, layers
 
 
