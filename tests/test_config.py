@@ -716,13 +716,19 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         ({"likelihood": "gaussian", "binarize": "dynamic"}, "binarize"),  # binary pixels are for a bernoulli likelihood
         ({"lr_min": 1e-5}, "lr_min"),  # the constant schedule never falls to its floor
         ({"missing_seed": 5}, "missing_seed"),  # nothing removed
+        ({"encoder": "gated", "activation": "elu"}, "activation"),  # gated layers gate by a sigmoid
+        ({"model": "ae", "encoder": "gated", "activation": "tanh"}, "activation"),
+        ({"model": "dvae", "encoder": "gated", "activation": "tanh"}, "activation"),  # (gumbel-softmax: no baseline)
+        ({"model": "hvae", "encoder": "gated", "activation": "silu"}, "activation"),  # the reference HVAE's networks
+        ({"model": "pixelvae", "encoder": "gated", "activation": "elu"}, "activation"),  # and a gated PixelCNN decoder
+        ({"model": "hvae", "architecture": "conv-hvae", "encoder": "gated", "activation": "gelu"}, "activation"),
     ],
 )
 def test_a_new_run_that_sets_what_its_choices_do_not_read_is_refused_before_it_writes(tmp_path, capsys, settings, key):
     """--iw-k 50 with the elbo objective, --prior-components 10 with the standard prior: trained
     without them, the run would not be the one asked for."""
     cfg = RunConfig.of(dataset="digits", **settings)
-    with pytest.raises(ConfigError, match=f"^{key} = .* is read only with --"):
+    with pytest.raises(ConfigError, match=f"^{key} = .* is read only with (--|an mlp or conv network)"):
         cfg.check_inert()
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
     assert main(["train", "--dataset", "digits", *flags, "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 1
@@ -766,6 +772,127 @@ def test_a_new_residual_hvae_refuses_the_stack_settings_it_does_not_read():
         cfg = RunConfig.of(dataset="digits", model="hvae", posterior="residual", **{key: value})
         with pytest.raises(ConfigError, match=f"^{key} = .* is read only with --posterior top-down, bottom-up or ladder"):
             cfg.check_inert()
+
+
+@pytest.mark.parametrize(
+    "settings, read",
+    [
+        ({"encoder": "conv", "hidden": [64, 32]}, "its first entry (64, the dense layer of its conv networks)"),
+        ({"model": "ae", "encoder": "conv", "hidden": [64, 32]}, "its first entry (64, "),
+        ({"model": "wae", "encoder": "conv", "decoder": "conv", "hidden": [64, 32]}, "its first entry (64, "),
+        ({"model": "dvae", "encoder": "conv", "hidden": [64, 32]}, "its first entry (64, "),
+        (
+            {"model": "dvae", "encoder": "conv", "objective": "reinforce", "hidden": [64, 32, 16]},
+            "its first and last entries (64 and 16, the dense layer of its conv networks and the reinforce baseline's",
+        ),
+        (
+            {"model": "hvae", "encoder": "conv", "latent_sizes": [4], "hidden": [64, 32, 16]},
+            "first and last entries (64 and 16",
+        ),
+        ({"model": "pixelvae", "encoder": "conv", "hidden": [64, 32, 16]}, "first and last entries (64 and 16"),
+        (
+            {"model": "hvae", "architecture": "conv-hvae", "latent_sizes": [4], "hidden": [300, 200]},
+            "its last entry (200, the width of the conv-hvae networks' dense layers)",
+        ),
+        ({"model": "pixelvae", "architecture": "conv-hvae", "hidden": [300, 200]}, "its last entry (200, "),
+    ],
+)
+def test_a_new_run_whose_networks_read_only_some_entries_of_hidden_is_refused(settings, read):
+    """--encoder conv --hidden 512 256 trained conv networks with one dense layer of 512: the 256
+    was never read."""
+    family = settings.get("model", "vae")
+    cfg = RunConfig.of(dataset="digits", **settings)
+    with pytest.raises(ConfigError, match=rf"^hidden = \[.*\]: this {family} run reads only ") as e:
+        cfg.check_inert()
+    assert read in str(e.value) and "and would train without the others: give --hidden " in str(e.value)
+    cfg.replace(hidden=cfg.model.partly_read_settings()["hidden"].read(cfg.model.hidden)).check_inert()  # the fix
+
+
+def test_activation_and_hidden_left_unread_are_refused_on_the_command_line_with_their_fix(tmp_path, capsys):
+    """The gated networks (the gated PixelCNN's tanh * sigmoid among them) read no --activation, and
+    conv networks only --hidden's first entry: trained without them, the run was not the one asked for."""
+    out = tmp_path / "r"
+    digits = ["train", "--dataset", "digits", "--epochs", "1", "--quiet", "--out", str(out)]
+    assert main([*digits, "--model", "pixelvae", "--encoder", "gated", "--activation", "elu"]) == 1
+    assert (
+        "activation = 'elu' is read only with an mlp or conv network (--encoder, --decoder), --posterior ladder (of two "
+        "or more layers) or --prior flow, which this pixelvae run does not have: leave it out" in capsys.readouterr().err
+    )
+    assert main([*digits, "--model", "arm", "--activation", "elu"]) == 1  # no setting of the autoregressive models
+    assert "--activation is a setting of the vae" in capsys.readouterr().err
+    assert main([*digits, "--encoder", "conv", "--hidden", "64", "32"]) == 1
+    assert (
+        "hidden = [64, 32]: this vae run reads only its first entry (64, the dense layer of its conv networks), and "
+        "would train without the others: give --hidden 64, or choose an mlp or gated network (--encoder, --decoder), "
+        "--posterior iaf or --prior flow" in capsys.readouterr().err
+    )
+    assert main([*digits, "--encoder", "conv", "--hidden", "512", "256"]) == 1  # the default, given: still unread
+    assert "give --hidden 512, or choose" in capsys.readouterr().err and not out.exists()
+    preset = tmp_path / "preset.toml"
+    preset.write_text('dataset = "digits"\nencoder = "conv"\nhidden = [16, 8]\nlatent_dim = 2\n')
+    assert main(["train", "--config", str(preset), "--epochs", "1", "--quiet", "--out", str(out)]) == 1
+    assert (
+        f"hidden = [16, 8] (from {preset}): this vae run reads only its first entry (16, the dense layer of its conv "
+        f"networks), and would train without the others: set hidden = [16] in {preset} (or give --hidden 16), or "
+        "choose an mlp or gated network (--encoder, --decoder)" in capsys.readouterr().err
+    )
+    assert main(["train", "--config", str(preset), "--epochs", "1", "--quiet", "--hidden", "16", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["model"]["hidden"] == [16]
+
+
+def test_an_image_flow_refuses_the_activation_and_hidden_entries_it_does_not_read_once_the_data_are_known(tmp_path, capsys):
+    """RealNVP and Glow of images have coupling networks of their own: hidden's first entry as their
+    channels, and no activation of --activation; of data whose sides their levels do not divide they
+    are vector flows, which read both."""
+    import dgmkit
+
+    out = tmp_path / "r"
+    glow = ["train", "--dataset", "digits", "--model", "flow", "--flow", "glow", "--flow-layers", "1", "--epochs", "1",
+            "--quiet", "--out", str(out)]  # fmt: skip
+    assert main([*glow, "--hidden", "8", "8"]) == 1
+    assert (
+        "hidden = [8, 8]: this flow run reads only its first entry (8, the channels of the glow image flow's networks), "
+        "and would train without the others: give --hidden 8, or choose a vector flow (--flow nice or maf)"
+        in capsys.readouterr().err
+    )
+    assert main([*glow, "--hidden", "8", "--activation", "elu"]) == 1
+    assert (
+        "activation = 'elu' is read only with a vector flow (--flow nice or maf), which this flow run does not have: "
+        "leave it out, or choose a vector flow (--flow nice or maf)" in capsys.readouterr().err
+    )
+    assert not out.exists()
+    with pytest.raises(ConfigError, match=r"^hidden = \[8, 8\]: this hybrid run reads only its first entry"):
+        dgmkit.train(out, dataset="digits", model="hybrid", flow="realnvp", hidden=[8, 8], flow_layers=1, epochs=1)
+    assert not out.exists()
+    preset = tmp_path / "flow.toml"
+    preset.write_text('dataset = "digits"\nmodel = "flow"\nflow = "glow"\nhidden = [8, 8]\nflow_layers = 1\n')
+    assert main(["train", "--config", str(preset), "--epochs", "1", "--quiet", "--out", str(out)]) == 1
+    assert f"hidden = [8, 8] (from {preset}): " in capsys.readouterr().err
+    assert main([*glow, "--flow-levels", "4", "--hidden", "8", "8", "--activation", "elu"]) == 0  # 8x8: a vector flow
+    assert json.loads((out / "config.json").read_text())["config"]["model"]["activation"] == "elu"
+    capsys.readouterr()
+
+
+def test_a_run_recorded_with_an_activation_or_hidden_entries_it_did_not_read_loads_and_goes_on(tmp_path):
+    """The check is a new run's: a run trained before it keeps its record and goes on as it was."""
+    import dgmkit
+    from run_records import rewrite_records
+
+    for flags, unread in (
+        (["--encoder", "gated", "--hidden", "16"], {"activation": "elu"}),
+        (["--encoder", "conv", "--hidden", "16"], {"hidden": [16, 8]}),
+    ):
+        run = tmp_path / flags[1]
+        argv = ["train", "--dataset", "digits", *flags, "--latent-dim", "2", "--epochs", "1", "--quiet", "--out", str(run)]
+        assert main(argv) == 0
+
+        def older(record: dict, unread: dict = unread) -> dict:
+            record["config"]["model"].update(unread)
+            return record
+
+        rewrite_records(run, older)
+        assert all(getattr(dgmkit.load(run).cfg.model, k) == v for k, v in unread.items())
+        assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(run)]) == 0
 
 
 @pytest.mark.parametrize("model", ["arm", "flow", "ppca", "ae", "loglinear"])
@@ -821,6 +948,21 @@ def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set
         {"iw_samples": 7},
         {"model": "flow", "dequantization": "variational", "iw_samples": 8},
         {"model": "m2", "iw_samples": 7},
+        {"encoder": "gated", "activation": "relu"},  # the default, given
+        {"encoder": "gated", "prior": "flow", "activation": "elu"},  # the flow prior's networks read it
+        {"encoder": "gated", "posterior": "iaf", "activation": "elu"},
+        {"encoder": "gated", "decoder": "mlp", "activation": "elu"},
+        {"model": "hvae", "encoder": "gated", "posterior": "ladder", "activation": "elu"},  # its merge networks
+        {"model": "dvae", "encoder": "gated", "objective": "reinforce", "activation": "elu"},  # its baseline b(x)
+        {"model": "m2", "activation": "tanh"},
+        {"encoder": "conv"},  # hidden's default [512, 256], not given: the conv networks read 512, as they always did
+        {"encoder": "conv", "hidden": [64]},
+        {"encoder": "conv", "posterior": "iaf", "hidden": [64, 32]},  # the IAF layers' networks read every entry
+        {"encoder": "conv", "decoder": "mlp", "hidden": [64, 32]},
+        {"model": "hvae", "encoder": "conv", "hidden": [64, 32, 16]},  # two layers: the networks between them
+        {"model": "hvae", "encoder": "conv", "latent_sizes": [4], "hidden": [64, 16]},
+        {"model": "dvae", "encoder": "conv", "objective": "reinforce", "hidden": [64, 16]},
+        {"model": "flow", "flow": "glow", "hidden": [16, 16], "activation": "elu"},  # (the data decide: below)
     ):
         RunConfig.of(dataset="digits", **settings).check_inert()
     from run_records import rewrite_records

@@ -21,12 +21,14 @@ def test_preset_builds(path):
     cfg.check_inert(str(path))  # dgm train --config refuses a preset that sets what its choices do not read
     if path.stem.endswith("-prior"):  # the second stage of a VQ-VAE: its data come from --codes-of
         assert cfg.family == "arm" and cfg.model.likelihood == "categorical"
+        cfg.check_inert(str(path), event_shape=(1, 7, 7))  # (what its data leave unread: checked once they are known)
         model = build_model(cfg, (1, 7, 7), 512)
         terms = build_objective(cfg)(model, torch.randint(0, 512, (2, 1, 7, 7)))
         assert terms.loss.shape == (2,) and torch.isfinite(terms.loss).all()
         return
     if path.stem.startswith("m1m2-"):  # M2 on the latents of an M1 run (--codes-of): 50-D continuous vectors
         assert cfg.family == "m2" and cfg.model.likelihood == "gaussian" and cfg.data.labels
+        cfg.check_inert(str(path), event_shape=(1, 1, 50))
         model = build_model(cfg, (1, 1, 50), None)
         y = torch.tensor([3, -1])  # a labelled row and a hidden one
         terms = build_objective(cfg)(model, torch.randn(2, 1, 1, 50), y=y)
@@ -34,6 +36,7 @@ def test_preset_builds(path):
         return
     if cfg.data.dataset == "breast-cancer":  # a table with half its entries missing (MIWAE)
         assert cfg.data.missing_rate == 0.5 and cfg.model.objective == "miwae"
+        cfg.check_inert(str(path), event_shape=(1, 1, 30))
         model = build_model(cfg, (1, 1, 30), None)
         x = torch.randn(2, 1, 1, 30).masked_fill(torch.rand(2, 1, 1, 30) < 0.5, float("nan"))
         terms = build_objective(cfg)(model, x)
@@ -41,6 +44,7 @@ def test_preset_builds(path):
         return
     assert cfg.data.dataset in ("binarized-mnist", "mnist", "fashion-mnist")
     levels = 2 if cfg.data.dataset == "binarized-mnist" else 256
+    cfg.check_inert(str(path), event_shape=(1, 28, 28))  # (an image flow reads hidden's first entry only)
     model = build_model(cfg, (1, 28, 28), levels)
     if cfg.family == "flow":  # dequantized 8-bit images in [0, 1)
         x = torch.randint(0, 256, (2, 1, 28, 28)).float().add(torch.rand(2, 1, 28, 28)).div(256)

@@ -299,13 +299,15 @@ def train_run(
     tensorboard: bool = False,
     restart: bool = False,
     resume_line: bool = True,
+    sources: tuple[str | None, Collection[str], Collection[str]] = (None, (), ()),
 ) -> FitResult:
     """Fit ``cfg`` into the run folder ``out`` (or resume the run there), printing a line
     every ``report_every`` epochs (and logging to ``out/tensorboard`` with ``tensorboard``). A
     fresh run needs a new or empty folder; the folder is locked while the run is written.
     ``restart``: a fresh run in place of one that stopped before its first checkpoint;
     ``resume_line``: say where a resumed run goes on from (``dgm train`` does, even with
-    --quiet)."""
+    --quiet); ``sources``: where a new run's settings came from (the config file, the keys the command
+    line gave and those the file gave: ``RunConfig.check_inert``), said where its data leave one unread."""
     _check_fit_flags(cfg, resume, tensorboard, restart)
     if tensorboard and resume:  # a resumed run's log folder, refused before an epoch is trained (not after)
         check_log_dir(out / "tensorboard")
@@ -313,6 +315,8 @@ def train_run(
     read_off = cfg.model.settings_from_data(dataset)  # e.g. the heads a table's columns need
     if read_off:
         cfg = cfg.replace(**read_off)
+    if not (resume or restart):  # what the model built for these data leaves unread (an image flow's activation)
+        cfg.check_inert(*sources, event_shape=dataset.event_shape)
     family = cfg.model
     transform = _data_transform(cfg, dataset)
     if not resume:  # (a run that trained on one goes on as it began)
@@ -838,6 +842,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise ConfigError("--out is empty: name the run folder to write")
     out = Path(args.out)
     restart = False
+    sources: tuple[str | None, Collection[str], Collection[str]] = (None, (), ())  # (a new run's: below)
     if args.resume:
         if out.exists() and not out.is_dir():  # (the flag's words)
             raise ConfigError(f"nothing to resume: --out {out} is a file, not a run folder")
@@ -850,7 +855,8 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = resolve_config(args)
         # before --nproc's processes start (train_run checks a run made from Python)
         file_keys = RunConfig.given_keys(_config_table(args), args.config) if args.config else {}
-        cfg.check_inert(args.config, given_values(args, args._dests), file_keys)
+        sources = (args.config, given_values(args, args._dests), file_keys)
+        cfg.check_inert(*sources)
         if ctx.is_main:
             RunFolder(out, fresh=True).check_fresh()  # before the data is loaded; again under the lock
     if launch:  # the config and the folder checked here, in one line, before N processes start
@@ -867,7 +873,13 @@ def run_train(args: argparse.Namespace) -> int:
         return _launch(args)
     try:
         result = train_run(
-            cfg, out, resume=args.resume and not restart, quiet=args.quiet, tensorboard=args.tensorboard, restart=restart
+            cfg,
+            out,
+            resume=args.resume and not restart,
+            quiet=args.quiet,
+            tensorboard=args.tensorboard,
+            restart=restart,
+            sources=sources,
         )
     except KeyboardInterrupt:  # (Ctrl-C: what the run keeps, said with dgm's "interrupted")
         raise KeyboardInterrupt(*_kept(cfg, out, ctx)) from None

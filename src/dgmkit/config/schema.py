@@ -10,7 +10,7 @@ import dataclasses
 import os
 import sys
 import typing
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -360,18 +360,30 @@ class RunConfig:
         text = {k: os.fspath(v) if is_text_path(v) else v for k, v in values.items()}
         return cls.from_dict(text, source="arguments")
 
-    def check_inert(self, file: str | None = None, given: Collection[str] = (), file_keys: Collection[str] = ()) -> None:
+    def check_inert(
+        self,
+        file: str | None = None,
+        given: Collection[str] = (),
+        file_keys: Collection[str] = (),
+        event_shape: Sequence[int] | None = None,
+    ) -> None:
         """A new run's settings that its choices leave unread (``FamilyConfig.inert_settings``;
         binarize other than auto without a bernoulli likelihood; lr_min under the constant schedule;
         missing_seed without missing_rate; iw_samples where log p(x) is exact or none) refused: trained without them, the run
-        would not be the one asked for (``--iw-k 50`` with the elbo objective trains the ELBO). A
-        value other than the default is refused, and so is a flag of ``given`` (the command line's
-        keys) at its default, unless it sets back what ``file`` (the config file, whose keys are
-        ``file_keys``) gave, the way to override a preset. The message says where the value came from."""
+        would not be the one asked for (``--iw-k 50`` with the elbo objective trains the ELBO). So is a
+        list setting with entries that its choices leave unread (``FamilyConfig.partly_read_settings``:
+        conv networks read hidden's first entry). With ``event_shape``, the shape of the run's data, also
+        those that the model built for them leaves unread (``FamilyConfig.data_inert_settings``: an image
+        flow reads no activation). A value other than the default is refused, and so is a flag of ``given``
+        (the command line's keys) at its default, unless it sets back what ``file`` (the config file, whose
+        keys are ``file_keys``) gave, the way to override a preset. The message says where the value came from."""
+        shape = None if event_shape is None else tuple(event_shape)
         fields = {f.name: f for f in dataclasses.fields(self.model)}
+        inert = self.model.inert_settings()
+        if shape is not None:
+            inert.update(self.model.data_inert_settings(shape))
         unread: list[tuple[str, object, object, str | None]] = [
-            (key, getattr(self.model, key), default_of(fields[key]), needs)
-            for key, needs in self.model.inert_settings().items()
+            (key, getattr(self.model, key), default_of(fields[key]), needs) for key, needs in inert.items()
         ]
         if self.model.scored_likelihood() != "bernoulli":  # (the model scores the data's own levels, or a density of them)
             needs = "--likelihood bernoulli" if self.model.has_setting("likelihood") else None
@@ -383,17 +395,26 @@ class RunConfig:
             unread.append(("missing_seed", self.data.missing_seed, 0, "--missing-rate"))
         if self.model.default_iw_samples == 0 and not self.model.time_sampled:  # (an exact log-likelihood, or none)
             unread.append(("iw_samples", self.eval.iw_samples, None, None))
-        for key, value, default, needs in unread:
-            typed = key in given and key not in file_keys
-            if value == default and not typed:
-                continue
+
+        def source(key: str, value: object, default: object) -> tuple[str, str, bool] | None:
+            """The value as said ("hidden = [8, 4] (from FILE)"), how to leave it out, and whether a
+            config file gave it; None where it is the default, not given on the command line."""
+            if value == default and not (key in given and key not in file_keys):
+                return None
             what, fix = f"{key} = {value!r}", "leave it out"
-            from_file = key in file_keys if file_keys else key not in given
-            if file is not None and from_file:  # set by the file: the flag of its default overrides it
+            from_file = file is not None and (key in file_keys if file_keys else key not in given)
+            if from_file:  # set by the file: the flag of its default overrides it
                 what = what if key in given else f"{what} (from {file})"
                 fix = ("leave it out and " if key in given else "") + f"remove it from {file}"
                 if default is None or (isinstance(default, (int, float, str)) and not isinstance(default, bool)):
                     fix += f" (or give --{key.replace('_', '-')} {'none' if default is None else default}, its default)"
+            return what, fix, from_file and key not in given
+
+        for key, value, default, needs in unread:
+            said = source(key, value, default)
+            if said is None:
+                continue
+            what, fix, _ = said
             if needs is None and key == "iw_samples":
                 raise ConfigError(
                     f"{what}: the {self.model.name} model's log-likelihood is exact (or it has none), and dgm eval "
@@ -406,6 +427,19 @@ class RunConfig:
                 )
             raise ConfigError(
                 f"{what} is read only with {needs}, which this {self.model.name} run does not have: {fix}, or choose {needs}"
+            )
+        for key, part in self.model.partly_read_settings(shape).items():
+            value = getattr(self.model, key)
+            said = source(key, value, default_of(fields[key]))
+            read = part.read(value)
+            if said is None or read == list(value):
+                continue
+            what, _, in_file = said
+            flag = f"--{key.replace('_', '-')} {' '.join(str(v) for v in read)}"
+            fix = f"set {key} = {read} in {file} (or give {flag})" if in_file else f"give {flag}"
+            raise ConfigError(
+                f"{what}: this {self.model.name} run reads only {part.words(value)}, and would train without the "
+                f"others: {fix}, or choose {part.needs}"
             )
 
     @classmethod

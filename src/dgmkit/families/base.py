@@ -14,7 +14,7 @@ import dataclasses
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 
@@ -27,7 +27,7 @@ from dgmkit.training.parts import TrainingPart
 if TYPE_CHECKING:
     from dgmkit.config.run import Run
 
-__all__ = ["FamilyConfig", "DataSpec", "FIT_PATHS"]
+__all__ = ["FamilyConfig", "DataSpec", "PartlyRead", "FIT_PATHS"]
 
 FIT_PATHS = ("gradient", "closed-form", "em")
 
@@ -67,6 +67,32 @@ def _is_int(v: object) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+@dataclasses.dataclass(frozen=True)
+class PartlyRead:
+    """A list setting of which a run's choices read only some entries (``FamilyConfig.partly_read_settings``):
+    the ``entries`` read (its first, its last, or both ends), what they are to the model (``what``: "the dense
+    layer of its conv networks") and ``needs``, the choices that read every entry."""
+
+    entries: Literal["first", "last", "ends"]
+    what: str
+    needs: str
+
+    def read(self, value: Sequence) -> list:
+        """The entries of ``value`` that are read (all of them where it has no others)."""
+        if self.entries == "first":
+            return list(value[:1])
+        if self.entries == "last":
+            return list(value[-1:])
+        return [value[0], value[-1]] if len(value) > 2 else list(value)
+
+    def words(self, value: Sequence) -> str:
+        """ "its first entry (512, ...)": the entries read of ``value``, with what they are."""
+        read = self.read(value)
+        shown = " and ".join(str(v) for v in read)
+        which = {"first": "first entry", "last": "last entry", "ends": "first and last entries"}[self.entries]
+        return f"its {which} ({shown}, {self.what})"
+
+
 @dataclasses.dataclass
 class FamilyConfig(ABC):
     """The settings of one model family (subclasses are dataclasses of ``setting`` fields)."""
@@ -95,6 +121,19 @@ class FamilyConfig(ABC):
         """The settings that these choices leave unread, each with the choice that reads it
         (``"--objective iwae or miwae"``): a new run that gives one a value of its own is refused
         (``RunConfig.check_inert``), not trained as if it had not been given. None by default."""
+        return {}
+
+    def data_inert_settings(self, event_shape: tuple[int, ...]) -> dict[str, str]:
+        """As ``inert_settings``, the settings that the model built for data of ``event_shape`` leaves
+        unread where the data decide it (a flow's activation, which the image flow that images get
+        does not read): checked once a new run's data are known. None by default."""
+        return {}
+
+    def partly_read_settings(self, event_shape: tuple[int, ...] | None = None) -> dict[str, PartlyRead]:
+        """The list settings of which these choices read only some entries (the conv networks' dense
+        layer is ``hidden``'s first entry), for data of ``event_shape`` where known (None: what the
+        choices alone decide): a new run whose value has entries left unread is refused
+        (``RunConfig.check_inert``), as it would train without them. None by default."""
         return {}
 
     @classmethod

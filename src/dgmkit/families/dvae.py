@@ -8,7 +8,7 @@ from torch import nn
 
 from dgmkit.conditional import CategoricalEncoder
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import DataSpec, FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig, PartlyRead
 from dgmkit.families.parts import AutoencoderSettings, ImportanceSampledEval, KLWeightSettings, encoder_net, flat_input
 from dgmkit.models import CategoricalVAE
 from dgmkit.nn import MLP
@@ -51,6 +51,16 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
         gumbel = ("gumbel_temperature", "gumbel_temperature_min", "anneal_rate", "straight_through")
         inert = super().inert_settings()
         return {**inert, **dict.fromkeys(gumbel, "--objective gumbel-softmax")} if self.objective == "reinforce" else inert
+
+    def activation_needs(self) -> str | None:
+        needs = super().activation_needs()  # (reinforce's baseline b(x) is an MLP)
+        return None if needs is None or self.objective == "reinforce" else f"{needs}, or --objective reinforce"
+
+    def hidden_read(self) -> PartlyRead | None:
+        part = super().hidden_read()
+        if part is not None and self.objective == "reinforce":  # (its baseline b(x): one layer of hidden's last entry)
+            return dataclasses.replace(part, entries="ends", what=f"{part.what} and the reinforce baseline's layer")
+        return part
 
     def describe(self) -> str:
         return f"a discrete VAE ({self.latent_dim} categorical latents of {self.latent_classes} classes, {self.objective})"

@@ -8,7 +8,7 @@ from typing import Literal, cast
 
 from dgmkit.data import Dataset, DataTransform, density_transform
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import DataSpec, FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig, PartlyRead
 from dgmkit.families.parts import Activation
 from dgmkit.models import FlowModel, GenerativeModel, LogitNormalDequantizer, VariationallyDequantizedFlow
 from dgmkit.objectives import DequantizationBound, MaximumLikelihood, Objective
@@ -16,6 +16,8 @@ from dgmkit.settings import setting
 from dgmkit.transforms import IMAGE_FLOWS, VECTOR_FLOWS, Bijection, Compose, Logit
 
 __all__ = ["FlowConfig"]
+
+_VECTOR_FLOW = "a vector flow (--flow nice or maf)"  # what reads activation and every entry of hidden
 
 
 @dataclasses.dataclass
@@ -48,6 +50,19 @@ class FlowConfig(FamilyConfig):
             image_flows = " or ".join(f"--flow {name}" for name in IMAGE_FLOWS)
             inert.update(flow_levels=image_flows, flow_blocks=image_flows)
         return inert
+
+    def data_inert_settings(self, event_shape: tuple[int, ...]) -> dict[str, str]:
+        """The image flow (RealNVP or Glow of images whose sides its levels divide) has coupling
+        networks of its own, which read no activation."""
+        return {"activation": _VECTOR_FLOW} if self._image_flow_fits(event_shape) else {}
+
+    def partly_read_settings(self, event_shape: tuple[int, ...] | None = None) -> dict[str, PartlyRead]:
+        """The image flow's coupling networks (and a variational dequantizer's) have hidden's first
+        entry as their channels; a vector flow's networks read every entry."""
+        parts = super().partly_read_settings(event_shape)
+        if event_shape is not None and self._image_flow_fits(event_shape):
+            parts["hidden"] = PartlyRead("first", f"the channels of the {self.flow} image flow's networks", _VECTOR_FLOW)
+        return parts
 
     def describe(self) -> str:
         return f"a {self.flow} flow ({self.flow_layers} layers per level)"

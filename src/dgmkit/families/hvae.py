@@ -10,7 +10,7 @@ from torch import nn
 
 from dgmkit.conditional import Decoder
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import DataSpec, FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig, PartlyRead
 from dgmkit.families.parts import ImportanceSampledEval, VAESettings, decoder_net, encoder_net, flat_input
 from dgmkit.models.hvae import HierarchicalVAE
 from dgmkit.models.vdvae import DeepTopDownVAE
@@ -84,6 +84,31 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         if self.objective != "iwae":
             inert["iw_k"] = "--objective iwae"
         return inert
+
+    def activation_needs(self) -> str | None:
+        """conv-hvae's networks are gated; a ladder posterior's merge networks (of two or more layers)
+        and a flow prior's read the activation beside the encoder and decoder networks."""
+        if self.posterior == "residual" or self.prior == "flow":  # (the residual model's: the hvae family's own rule)
+            return None
+        if self.architecture == "conv-hvae":
+            return "--prior flow, or --architecture default with mlp or conv networks"
+        needs = super().activation_needs()
+        ladder = self.posterior == "ladder" and len(self.latent_sizes) > 1
+        return None if needs is None or ladder else f"{needs}, --posterior ladder (of two or more layers) or --prior flow"
+
+    def hidden_read(self) -> PartlyRead | None:
+        """With one stochastic layer and no flow prior, no network between layers reads hidden: conv
+        networks read its first entry (their dense layer) and its last (the encoder's output width),
+        conv-hvae's networks its last (their width)."""
+        if self.posterior == "residual" or self.prior == "flow" or len(self.latent_sizes) > 1:
+            return None
+        more = "two or more --latent-sizes or --prior flow"
+        if self.architecture == "conv-hvae":
+            return PartlyRead("last", "the width of the conv-hvae networks' dense layers", more)
+        part = super().hidden_read()
+        if part is None:
+            return None
+        return PartlyRead("ends", f"{part.what} and the width of the encoder's output", f"{part.needs}, {more}")
 
     @property
     def decoder_sees(self) -> str:

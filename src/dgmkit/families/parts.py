@@ -20,7 +20,7 @@ from dgmkit.conditional import (
 )
 from dgmkit.data import Dataset, DataTransform, make_transform
 from dgmkit.errors import ConfigError, DataError
-from dgmkit.families.base import DataSpec
+from dgmkit.families.base import DataSpec, PartlyRead
 from dgmkit.nn import MLP, ConvDecoderNet, ConvEncoderNet, GatedMLP, OneHotColumns
 from dgmkit.nn.conv import he_init
 from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, Prior, StandardNormalPrior, VampPrior
@@ -182,6 +182,40 @@ class NetworkSettings:
         "the dense layers' initial weights: each layer's default, or He et al.'s N(0, 2/fan_in) in every dense layer "
         "outside a flow, biases as they were (the VampPrior reference code's initialisation)",
     )
+
+    def inert_settings(self) -> dict[str, str]:
+        """``activation`` where no network of the run reads it (``activation_needs``), with the next class's."""
+        inert = super().inert_settings()  # type: ignore[misc]  # a mixin: the next class in the MRO has it
+        needs = self.activation_needs()
+        if needs is not None:
+            inert["activation"] = needs
+        return inert
+
+    def activation_needs(self) -> str | None:
+        """The choices that read ``activation``, where this run's leave it unread (None: read): gated
+        networks gate by a sigmoid and read none; a family whose other parts read it (a flow prior)
+        says so in its own."""
+        if self.encoder == "gated" and (self.decoder or self.encoder) == "gated":
+            return "an mlp or conv network (--encoder, --decoder)"
+        return None
+
+    def partly_read_settings(self, event_shape: tuple[int, ...] | None = None) -> dict[str, PartlyRead]:
+        """``hidden`` where its networks read only some of its entries (``hidden_read``), with the next class's."""
+        parts = super().partly_read_settings(event_shape)  # type: ignore[misc]  # a mixin: the next class in the MRO
+        hidden = self.hidden_read()
+        if hidden is not None:
+            parts["hidden"] = hidden
+        return parts
+
+    def hidden_read(self) -> PartlyRead | None:
+        """The entries of ``hidden`` that this run reads, where not all (None: all): conv networks have
+        one dense layer, of hidden's first entry; a family whose other parts read them (an IAF
+        posterior) says so in its own."""
+        if self.encoder == "conv" and (self.decoder or self.encoder) == "conv":
+            return PartlyRead(
+                "first", "the dense layer of its conv networks", "an mlp or gated network (--encoder, --decoder)"
+            )
+        return None
 
     def initialise_weights(self, model: nn.Module) -> None:
         if self.init == "he":

@@ -11,7 +11,7 @@ from dgmkit.conditional import ConditionalDistribution, GaussianEncoder, IAFEnco
 from dgmkit.data import Dataset, Split
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
-from dgmkit.families.base import DataSpec, FamilyConfig
+from dgmkit.families.base import DataSpec, FamilyConfig, PartlyRead
 from dgmkit.families.parts import ImportanceSampledEval, VAESettings, encoder_net
 from dgmkit.models import VAE, GenerativeModel
 from dgmkit.nn.scale import ScaleKind, scale_map
@@ -21,6 +21,8 @@ from dgmkit.settings import setting
 from dgmkit.transforms import iaf
 
 __all__ = ["VAEConfig"]
+
+_FLOWS = "--posterior iaf or --prior flow"  # the flows whose networks read hidden and activation as an MLP does
 
 
 @dataclasses.dataclass
@@ -86,6 +88,16 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
         if self.objective != "tcvae":
             inert.update(dict.fromkeys(("tc_weight", "mi_weight", "dim_kl_weight", "tc_estimator"), "--objective tcvae"))
         return inert
+
+    def activation_needs(self) -> str | None:
+        needs = super().activation_needs()  # (an IAF posterior's and a flow prior's networks read it too)
+        return None if needs is None or self.posterior == "iaf" or self.prior == "flow" else f"{needs}, {_FLOWS}"
+
+    def hidden_read(self) -> PartlyRead | None:
+        part = super().hidden_read()  # (an IAF posterior's and a flow prior's networks read every entry)
+        if part is None or self.posterior == "iaf" or self.prior == "flow":
+            return None
+        return dataclasses.replace(part, needs=f"{part.needs}, {_FLOWS}")
 
     def describe(self) -> str:
         return (
