@@ -378,6 +378,29 @@ class RunConfig:
         (the command line's keys) at its default, unless it sets back what ``file`` (the config file, whose
         keys are ``file_keys``) gave, the way to override a preset. The message says where the value came from."""
         shape = None if event_shape is None else tuple(event_shape)
+        sources = _Sources(file, given, file_keys)
+        for key, value, default, needs in self._unread(shape):
+            said = sources.said(key, value, default)
+            if said is not None:
+                raise ConfigError(self._unread_words(key, needs, *said[:2]))
+        fields = {f.name: f for f in dataclasses.fields(self.model)}
+        for key, part in self.model.partly_read_settings(shape).items():
+            value = getattr(self.model, key)
+            said = sources.said(key, value, default_of(fields[key]))
+            read = part.read(value)
+            if said is None or read == list(value):
+                continue
+            what, _, in_file = said
+            flag = f"--{key.replace('_', '-')} {' '.join(str(v) for v in read)}"
+            fix = f"set {key} = {read} in {file} (or give {flag})" if in_file else f"give {flag}"
+            raise ConfigError(
+                f"{what}: this {self.model.name} run reads only {part.words(value)}, and would train without the "
+                f"others: {fix}, or choose {part.needs}"
+            )
+
+    def _unread(self, shape: tuple[int, ...] | None) -> list[tuple[str, object, object, str | None]]:
+        """The settings that this run's choices (and data of ``shape``, where known) leave unread:
+        (key, value, default, the choices that read it; None: no choice of this family does)."""
         fields = {f.name: f for f in dataclasses.fields(self.model)}
         inert = self.model.inert_settings()
         if shape is not None:
@@ -395,52 +418,21 @@ class RunConfig:
             unread.append(("missing_seed", self.data.missing_seed, 0, "--missing-rate"))
         if self.model.default_iw_samples == 0 and not self.model.time_sampled:  # (an exact log-likelihood, or none)
             unread.append(("iw_samples", self.eval.iw_samples, None, None))
+        return unread
 
-        def source(key: str, value: object, default: object) -> tuple[str, str, bool] | None:
-            """The value as said ("hidden = [8, 4] (from FILE)"), how to leave it out, and whether a
-            config file gave it; None where it is the default, not given on the command line."""
-            if value == default and not (key in given and key not in file_keys):
-                return None
-            what, fix = f"{key} = {value!r}", "leave it out"
-            from_file = file is not None and (key in file_keys if file_keys else key not in given)
-            if from_file:  # set by the file: the flag of its default overrides it
-                what = what if key in given else f"{what} (from {file})"
-                fix = ("leave it out and " if key in given else "") + f"remove it from {file}"
-                if default is None or (isinstance(default, (int, float, str)) and not isinstance(default, bool)):
-                    fix += f" (or give --{key.replace('_', '-')} {'none' if default is None else default}, its default)"
-            return what, fix, from_file and key not in given
-
-        for key, value, default, needs in unread:
-            said = source(key, value, default)
-            if said is None:
-                continue
-            what, fix, _ = said
-            if needs is None and key == "iw_samples":
-                raise ConfigError(
-                    f"{what}: the {self.model.name} model's log-likelihood is exact (or it has none), and dgm eval "
-                    f"samples nothing for it: {fix}"
-                )
-            if needs is None:
-                raise ConfigError(
-                    f"{what}: binarizing is for a bernoulli likelihood, and the {self.model.name} model scores the data's "
-                    f"own levels: {fix}"
-                )
-            raise ConfigError(
-                f"{what} is read only with {needs}, which this {self.model.name} run does not have: {fix}, or choose {needs}"
+    def _unread_words(self, key: str, needs: str | None, what: str, fix: str) -> str:
+        """The refusal of an unread setting (``what``: its value and where from; ``fix``: how to leave it out)."""
+        if needs is None and key == "iw_samples":
+            return (
+                f"{what}: the {self.model.name} model's log-likelihood is exact (or it has none), and dgm eval "
+                f"samples nothing for it: {fix}"
             )
-        for key, part in self.model.partly_read_settings(shape).items():
-            value = getattr(self.model, key)
-            said = source(key, value, default_of(fields[key]))
-            read = part.read(value)
-            if said is None or read == list(value):
-                continue
-            what, _, in_file = said
-            flag = f"--{key.replace('_', '-')} {' '.join(str(v) for v in read)}"
-            fix = f"set {key} = {read} in {file} (or give {flag})" if in_file else f"give {flag}"
-            raise ConfigError(
-                f"{what}: this {self.model.name} run reads only {part.words(value)}, and would train without the "
-                f"others: {fix}, or choose {part.needs}"
+        if needs is None:
+            return (
+                f"{what}: binarizing is for a bernoulli likelihood, and the {self.model.name} model scores the data's "
+                f"own levels: {fix}"
             )
+        return f"{what} is read only with {needs}, which this {self.model.name} run does not have: {fix}, or choose {needs}"
 
     @classmethod
     def given_keys(cls, values: dict, source: str = "config") -> dict:
@@ -491,6 +483,31 @@ class RunConfig:
         except ConfigError as e:  # a choice that another family's setting of that name offers: say which
             raise ConfigError(f"{e}{_choice_elsewhere(family.name, model)}") from None
         return cls(own, *(from_dict(SECTIONS[n], parts[n], f"{source} ({n})") for n in SECTIONS))
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Where a new run's settings came from (``RunConfig.check_inert``): the config file, the keys
+    that the command line gave, and those that the file gave."""
+
+    file: str | None
+    given: Collection[str]
+    file_keys: Collection[str]
+
+    def said(self, key: str, value: object, default: object) -> tuple[str, str, bool] | None:
+        """The value as said ("hidden = [8, 4] (from FILE)"), how to leave it out, and whether the
+        config file gave it; None where it is the default, not given on the command line."""
+        given, file = self.given, self.file
+        if value == default and not (key in given and key not in self.file_keys):
+            return None
+        what, fix = f"{key} = {value!r}", "leave it out"
+        from_file = file is not None and (key in self.file_keys if self.file_keys else key not in given)
+        if from_file:  # set by the file: the flag of its default overrides it
+            what = what if key in given else f"{what} (from {file})"
+            fix = ("leave it out and " if key in given else "") + f"remove it from {file}"
+            if default is None or (isinstance(default, (int, float, str)) and not isinstance(default, bool)):
+                fix += f" (or give --{key.replace('_', '-')} {'none' if default is None else default}, its default)"
+        return what, fix, from_file and key not in given
 
 
 def _choice_elsewhere(family: str, model: dict) -> str:
