@@ -211,6 +211,24 @@ def test_impute_batched_keeps_the_observed_entries_of_x_in_its_dtype_and_sizes_i
         imputation.impute_batched(model, x[:0])
 
 
+def test_the_single_imputation_is_the_same_whatever_the_multiple_imputations_of_images():
+    """The batches were sized by the draws (draws x rows x pixels under 4e6 values), so --draws 64 of
+    28x28 images took 79 datapoints at a time, not 100: the importance draws fell to other rows, and
+    the single imputation changed with --draws; the resampled draws are decoded a chunk at a time instead."""
+    import dgmkit.evaluation.imputation as imputation
+    from dgmkit.config import RunConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(RunConfig.of(hidden=[16], latent_dim=2), (1, 28, 28), None).eval()
+    x = (torch.rand(120, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    x[:, :, :14] = float("nan")
+    alone, _ = imputation.impute_batched(model, x, k=8, draws=0, seed=2)
+    single, multiple = imputation.impute_batched(model, x, k=8, draws=64, seed=2)
+    assert torch.equal(single, alone) and multiple is not None and multiple.shape == (64, *x.shape)
+    assert set(multiple.unique().tolist()) == {0.0, 1.0}  # (draws of p(x|z) in the missing entries)
+    assert not torch.isnan(multiple).any()
+
+
 def test_a_nan_weight_is_refused_as_nan_with_or_without_multiple_imputations(monkeypatch):
     """One NaN log weight reached torch.multinomial (a RuntimeError) with draws, and was refused
     as "of every draw: nothing to impute from" without them."""

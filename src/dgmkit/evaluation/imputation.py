@@ -118,9 +118,11 @@ def impute_batched(
     model: LatentVariableModel, x: torch.Tensor, k: int = 10000, draws: int = 0, seed: int = 0, batch_size: int = 100
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``objectives.miwae.impute`` over ``x`` in batches, the importance draws from one generator
-    seeded by ``seed`` and the multiple imputations resampled from another (so the single
-    imputation is the same whatever ``draws``); the observed entries of ``x`` are returned as
-    they are, in its dtype (the model computes in its own)."""
+    seeded by ``seed`` and the multiple imputations resampled from another, in batches that do not
+    depend on ``draws`` (so the single imputation is the same whatever ``draws``; a datapoint's
+    values do depend on the datapoints batched before it and with it: the same ``x``, ``k`` and
+    ``seed`` give the same values); the observed entries of ``x`` are returned as they are, in its
+    dtype (the model computes in its own)."""
     check_imputes(model)
     for name, value, low in (("k", k, 1), ("draws", draws, 0), ("batch_size", batch_size, 1), ("seed", seed, 0)):
         whole_at_least(name, value, low)  # (a float k, 10.5, was range()'s TypeError; batch_size 0 was taken)
@@ -130,8 +132,6 @@ def impute_batched(
     resampling = torch.Generator(device=x.device).manual_seed(resampling_seed(seed))
     singles, multiples = [], []
     per_row = max(1, math.prod(x.shape[1:]))
-    # the multiple imputations of a batch, (draws, B, *event), are drawn at once: B so that they stay small
-    batch_size = max(1, min(batch_size, 4_000_000 // max(1, draws * per_row)))
     # rows of p(x|z) (draws x datapoints) at once: fewer where the model says its rows are large (a
     # categorical likelihood's probabilities of every level, per entry)
     fit = model.importance_rows(GPU_CHUNK_BYTES if x.device.type == "cuda" else CPU_CHUNK_BYTES)

@@ -90,10 +90,13 @@ def _resample(
     picked: torch.Tensor | None,
     draws: int,
     generator: torch.Generator | None,
+    rows: int,
 ) -> torch.Tensor:
     """Sampling importance resampling, streamed: each of the ``draws`` imputations so far
     (``picked``, None before the first chunk) keeps its draw or takes one of this chunk's (chosen
-    within by the weights ``log_w``) with the chunk's share of the weight (``log_share``, (B,))."""
+    within by the weights ``log_w``) with the chunk's share of the weight (``log_share``, (B,)).
+    The picked latents are decoded ``rows`` draws at a time (as many as the chunk's importance
+    draws: p(x|z) of that many x B latents at once, whatever ``draws``)."""
     b = torch.arange(x.shape[0], device=x.device)
     # a row whose draws here all have weight 0 picks any (its share is 0, or it is complete and keeps its
     # values, or it is refused after the last chunk): a softmax of -inf alone is NaN, which multinomial refuses
@@ -103,7 +106,7 @@ def _resample(
     pick = torch.multinomial(weights.T.float(), draws, replacement=True, generator=generator)
     zs = z[pick.T, b]  # (draws, B, M)
     with seeded_by(generator, x.device):
-        sample = model.likelihood(zs).sample().to(x.dtype)
+        sample = torch.cat([model.likelihood(zs[i : i + rows]).sample().to(x.dtype) for i in range(0, draws, rows)])
     if picked is None:
         return sample
     share = torch.exp(log_share).nan_to_num(0.0).float()  # (B,) (0 where no draw so far had weight: -inf - -inf)
@@ -166,7 +169,7 @@ def impute(
             + contrib
         )
         if draws:
-            picked = _resample(model, x, log_w, z, part - new_total, picked, draws, resampling)
+            picked = _resample(model, x, log_w, z, part - new_total, picked, draws, resampling, chunk)
         total = new_total
     assert acc is not None and to_point is not None and total is not None  # k >= 1: at least one chunk
     _refuse_unimputable(total, mask)
