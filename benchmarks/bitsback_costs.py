@@ -20,17 +20,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_dir, machine, run_of, the_argument  # noqa: E402
+from _common import dataset, machine, run_of, the_argument  # noqa: E402
 
 from dgmkit.coding import bitsback, encode_bits_back  # noqa: E402
-from dgmkit.data import load_dataset  # noqa: E402
 
 
 def main() -> None:
     folder = the_argument(__doc__)
     run = run_of(folder)
     model = run.model.eval()
-    x = load_dataset(run.cfg.data.dataset, data_dir(), download=False).test.x.long()
+    x = dataset(run.cfg.data.dataset).test.x.long()
     layers = model.num_layers
     bits: dict = defaultdict(float)
     calls = {"take": 0, "push": 0, "batches": 0}

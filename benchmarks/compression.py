@@ -27,12 +27,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_dir, machine, run_of, the_argument  # noqa: E402
+from _common import dataset, machine, run_of, the_argument  # noqa: E402
 
 from dgmkit import __version__  # noqa: E402
 from dgmkit.coding import coder_of, model_fingerprint, write_container  # noqa: E402
 from dgmkit.coding.container import content_digest  # noqa: E402
-from dgmkit.data import load_dataset  # noqa: E402
 
 
 def png_bytes(x: np.ndarray, binary: bool) -> int:
@@ -50,7 +49,7 @@ def main() -> None:
     folder = the_argument(__doc__)
     run = run_of(folder)
     model = run.model
-    ds = load_dataset(run.cfg.data.dataset, data_dir(), download=False)
+    ds = dataset(run.cfg.data.dataset)
     x = ds.test.x[:, 0].numpy()  # (N, H, W) uint8
     n, dims = len(x), x[0].size
     binary = ds.num_levels == 2

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import count, data_dir, machine  # noqa: E402
+from _common import count, data_dir, dataset, machine  # noqa: E402
 
 BMNIST = ["--dataset", "binarized-mnist"]
 SUBSET = ["--dataset", "{subset}"]  # a seeded random 6000 of binarized MNIST's training images
@@ -57,9 +57,7 @@ def _subset(folder: Path) -> Path:
     import numpy as np
     import torch
 
-    from dgmkit.data import load_dataset
-
-    x = load_dataset("binarized-mnist", data_dir(), download=False).train.x
+    x = dataset("binarized-mnist").train.x
     pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(SUBSET_SEED))[:SUBSET_SIZE]
     path = folder / f"binarized-mnist-train-{SUBSET_SIZE}.npy"
     np.save(path, x[pick].squeeze(1).numpy())

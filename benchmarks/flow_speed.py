@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_dir, machine  # noqa: E402
+from _common import dataset, machine  # noqa: E402
 
-from dgmkit.data import load_dataset  # noqa: E402
 from dgmkit.models import FlowModel  # noqa: E402
 from dgmkit.transforms import Logit, realnvp  # noqa: E402
 
@@ -28,7 +27,7 @@ D, LAYERS, HIDDEN, BATCH, SAMPLES = 784, 8, (512, 512), 128, 256
 
 
 def data() -> torch.Tensor:
-    x = load_dataset("mnist", data_dir(), download=False).train.x[:20000]
+    x = dataset("mnist").train.x[:20000]
     y = (x.float() + torch.rand(x.shape, generator=torch.Generator().manual_seed(0))) / 256
     z, _ = Logit(0.05)(y.flatten(1))
     return z.contiguous()

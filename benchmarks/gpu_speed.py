@@ -57,6 +57,7 @@ from dgmkit.config.inputs import run_dataset
 from dgmkit.data import Split
 from dgmkit.devices import resolve_device
 from dgmkit.distributions import complete_data
+from dgmkit.errors import DgmError
 from dgmkit.objectives.importance import importance_sampled_log_likelihood
 from dgmkit.training import Trainer
 from dgmkit.training.precision import MixedPrecision
@@ -254,7 +255,10 @@ def setting_up(name: str, device: torch.device, data: str, overrides: dict | Non
     preset, own = MODELS[name]
     values = {**load_config_file(CONFIGS / preset), **own, **(overrides or {}), "device": device.type, "data_dir": data}
     cfg = RunConfig.from_dict(values)
-    dataset = run_dataset(cfg.data)
+    try:
+        dataset = run_dataset(cfg.data)
+    except DgmError as e:  # the data missing: said in dgmkit's words, not a traceback
+        sys.exit(f"{name}: {e}")
     transform = cfg.model.transform(dataset, cfg.data.binarize)
     init = transform(dataset.train.x, torch.Generator().manual_seed(0)) if cfg.model.needs_init_data else None
     return cfg, dataset, transform, init

@@ -4,6 +4,7 @@ in words with a usage line or dgmkit's message, never a traceback (a review foun
 StatisticsError after 100 s of warm-up, KeyError, IndexError and CheckpointError tracebacks)."""
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -56,3 +57,23 @@ def test_scripts_refuse_bad_arguments_before_any_work(args, needle):
         [sys.executable, str(BENCHMARKS / args[0]), *args[1:]], capture_output=True, text=True, timeout=120
     )
     assert done.returncode in (1, 2) and needle in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, data",
+    [
+        (["train_speed.py", "--rounds", "1"], "binarized-mnist"),
+        (["eval_speed.py", "--n", "1"], "binarized-mnist"),
+        (["made_reference.py"], "binarized-mnist"),
+        (["flow_speed.py"], "mnist"),
+        ("gpu_speed.py --device cpu --models gated-vae --steps 1 --k 0 --no-compile".split(), "gated-vae"),
+    ],
+)
+def test_a_data_folder_without_the_data_is_said_in_words(args, data, tmp_path):
+    """$DGMKIT_DATA naming a folder without the files: dgmkit's message, not a DataError traceback."""
+    env = {**os.environ, "DGMKIT_DATA": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / args[0]), *args[1:]], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.startswith(f"{data}: missing data file ") or f"\n{data}: missing data file " in done.stderr
