@@ -44,9 +44,24 @@ def the_argument(doc: str, default: str | None = None) -> str:
         print(doc)
         sys.exit(0)
     if len(args) > 1 or (not args and default is None) or (args and args[0].startswith("-")):
-        usage = next((line.strip() for line in doc.splitlines() if "python benchmarks/" in line), "see the docstring")
-        sys.exit(f"usage: {usage}")
+        sys.exit(f"usage: {_usage(doc)}")
     return args[0] if args else str(default)
+
+
+def no_arguments(doc: str) -> None:
+    """A script that takes no arguments: its docstring for -h or --help, its usage line for
+    anything else (not the whole benchmark run as if nothing had been given)."""
+    args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print(doc)
+        sys.exit(0)
+    if args:
+        sys.exit(f"usage: {_usage(doc)}  (no arguments, got {' '.join(args)})")
+
+
+def _usage(doc: str) -> str:
+    """The docstring's ``python benchmarks/...`` line."""
+    return next((line.strip() for line in doc.splitlines() if "python benchmarks/" in line), "see the docstring")
 
 
 def run_of(folder: str) -> Run:

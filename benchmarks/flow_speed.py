@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dataset, machine  # noqa: E402
+from _common import dataset, machine, no_arguments  # noqa: E402
 
 from dgmkit.models import FlowModel  # noqa: E402
 from dgmkit.transforms import Logit, realnvp  # noqa: E402
@@ -65,6 +65,7 @@ def sample_block(draw, reps: int) -> float:
 
 
 def main() -> None:
+    no_arguments(__doc__)
     x = data()
     ours, theirs, version = build()
     n_ours = sum(p.numel() for p in ours.parameters())

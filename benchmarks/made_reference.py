@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import binarized_mnist, machine  # noqa: E402
+from _common import binarized_mnist, machine, no_arguments  # noqa: E402
 
 from dgmkit.conditional import BernoulliHead  # noqa: E402
 from dgmkit.models.autoregressive import MADEARM  # noqa: E402
@@ -41,6 +41,7 @@ class ReferenceMADE(torch.nn.Module):
 
 
 def main() -> None:
+    no_arguments(__doc__)
     torch.manual_seed(0)
     data = binarized_mnist()
     x, xv = data.train.x[:10000].float(), data.valid.x[:2000].float()

@@ -37,6 +37,20 @@ def test_the_one_argument_of_a_script(monkeypatch, capsys):
     assert e.value.code == 0 and capsys.readouterr().out == doc + "\n"
 
 
+def test_a_script_without_arguments_refuses_any_and_shows_its_help(monkeypatch, capsys):
+    doc = "What it does.\n\n    python benchmarks/x.py\n"
+    monkeypatch.setattr(sys, "argv", ["x.py"])
+    assert common.no_arguments(doc) is None
+    for argv in (["--epochs", "2"], ["runs/a"]):
+        monkeypatch.setattr(sys, "argv", ["x.py", *argv])
+        with pytest.raises(SystemExit, match=r"^usage: python benchmarks/x\.py  \(no arguments, got "):
+            common.no_arguments(doc)
+    monkeypatch.setattr(sys, "argv", ["x.py", "-h"])
+    with pytest.raises(SystemExit) as e:
+        common.no_arguments(doc)
+    assert e.value.code == 0 and capsys.readouterr().out == doc + "\n"
+
+
 def test_a_folder_without_a_run_stops_the_script_in_dgmkits_words(tmp_path):
     with pytest.raises(SystemExit, match=f"^{tmp_path}/none: no run folder at "):
         common.run_of(str(tmp_path / "none"))
@@ -50,6 +64,9 @@ def test_a_folder_without_a_run_stops_the_script_in_dgmkits_words(tmp_path):
         (["gpu_speed.py", "--contenders", "dgmkit,plain"], "--contenders: plain not among plain eager"),
         (["compression.py"], "usage: python benchmarks/compression.py RUN_DIR"),
         (["imputation.py", "--out", "x", "--masks", "0"], "argument --masks: must be >= 1, got 0"),
+        # scripts without flags: a flag given is refused, not ignored while the whole benchmark runs
+        (["made_reference.py", "--epochs", "2"], "usage: python benchmarks/made_reference.py"),
+        (["flow_speed.py", "--steps", "5"], "usage: python benchmarks/flow_speed.py"),
     ],
 )
 def test_scripts_refuse_bad_arguments_before_any_work(args, needle):
@@ -57,6 +74,13 @@ def test_scripts_refuse_bad_arguments_before_any_work(args, needle):
         [sys.executable, str(BENCHMARKS / args[0]), *args[1:]], capture_output=True, text=True, timeout=120
     )
     assert done.returncode in (1, 2) and needle in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("script", ["made_reference.py", "flow_speed.py"])
+def test_help_of_a_script_without_flags_is_its_docstring_not_a_run(script):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and f"python benchmarks/{script}" in done.stdout
+    assert "threads" not in done.stdout  # (what machine() prints when the benchmark starts)
 
 
 @pytest.mark.parametrize(
