@@ -17,15 +17,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import count, machine  # noqa: E402
+from _common import count, machine, run_of  # noqa: E402
 
-from dgmkit.config import load_run  # noqa: E402
 from dgmkit.families.diffusion import DiffusionConfig  # noqa: E402
 
 
 def _model(run: str | None, process: str, levels: int) -> tuple[torch.nn.Module, str]:
     if run:
-        return load_run(run).model.eval(), run
+        loaded = run_of(run)  # (no run there: said in words)
+        own = getattr(loaded.cfg.model, "process", None)
+        if own != process:  # the rows are labelled by position: VDM_RUN first, MASKED_RUN second
+            what = f"a {own} diffusion run" if own else f"a {loaded.cfg.model.describe()}"
+            sys.exit(f"{run} is {what}, given where the {process} diffusion run goes (usage: VDM_RUN [MASKED_RUN])")
+        return loaded.model.eval(), run
     torch.manual_seed(0)
     return DiffusionConfig(process=process).build((1, 28, 28), levels).eval(), "random weights"
 
@@ -36,6 +40,8 @@ def main() -> None:
     p.add_argument("--n", type=count, default=64)
     p.add_argument("--steps", type=count, nargs="+", default=[25, 100, 250])
     a = p.parse_args()
+    if len(a.runs) > 2:
+        p.error(f"at most two run folders (VDM_RUN MASKED_RUN), got {len(a.runs)}")
     runs = [*a.runs, None, None][:2]
     print(f"# {machine()}; batches of {a.n} images")
     for run, process, levels in ((runs[0], "gaussian", 256), (runs[1], "masked", 2)):

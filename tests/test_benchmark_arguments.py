@@ -101,3 +101,22 @@ def test_a_data_folder_without_the_data_is_said_in_words(args, data, tmp_path):
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert done.stderr.startswith(f"{data}: missing data file ") or f"\n{data}: missing data file " in done.stderr
+
+
+def test_diffusion_sampling_labels_a_run_by_its_own_process_not_its_place(tmp_path):
+    """A masked run given alone (where the VDM run goes) was timed and printed as "gaussian
+    diffusion"; a folder without a run was a CheckpointError traceback, a third run ignored."""
+    import dgmkit
+
+    masked = tmp_path / "masked"
+    dgmkit.train(masked, dataset="digits", model="diffusion", process="masked", unet_channels=[8], unet_blocks=1,
+                 attention=False, epochs=1, seed=0)  # fmt: skip
+    script = str(BENCHMARKS / "diffusion_sampling.py")
+    for args, needle in [
+        ([str(masked), "--n", "1", "--steps", "1"], f"{masked} is a masked diffusion run, given where the gaussian"),
+        ([str(tmp_path / "none")], f"{tmp_path / 'none'}: no run folder at "),
+        (["a", "b", "c"], "at most two run folders"),
+    ]:
+        done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=300)
+        assert done.returncode in (1, 2) and needle in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert "images/s" not in done.stdout
