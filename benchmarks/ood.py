@@ -39,6 +39,30 @@ def _step(what: str, argv: list[str]) -> None:
         sys.exit(code)
 
 
+def _check(argv: list[str]) -> None:
+    """The dgm command line ``argv`` read as dgm reads it (a training's settings checked as a new
+    run's), before any step runs: a value that the background model's training or the scores
+    refuse (--mutation-rate 2) stops the script at once, not after the first model has trained."""
+    import contextlib
+    import io
+
+    from dgmkit.cli.flags import given_values
+    from dgmkit.cli.main import build_parser
+    from dgmkit.cli.train import resolve_config
+    from dgmkit.errors import DgmError
+
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            args = build_parser(argv).parse_args(argv)
+        if argv[0] == "train":
+            resolve_config(args).check_inert(None, given_values(args, args._dests))
+    except SystemExit as e:
+        sys.exit(f"$ dgm {' '.join(argv)}\n{said.getvalue().strip() or e}")
+    except DgmError as e:
+        sys.exit(f"$ dgm {' '.join(argv)}\ndgm: error: {e}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
@@ -62,15 +86,24 @@ def main() -> None:
         "--lr", str(args.lr), "--device", args.device, "--quiet",
     ]  # fmt: skip
     fg, bg = args.out / "fashion", args.out / "fashion-background"
-    t0 = time.perf_counter()
-    _step("the model", ["train", *model, "--out", str(fg)])
     background = ["--mutation-rate", str(args.mutation_rate), "--weight-decay", str(args.weight_decay)]
-    _step("the background model", ["train", *model, *background, "--out", str(bg)])
     ood = ["ood", str(fg), "--in", "test", "--ood", "mnist", "--background", str(bg), "--device", args.device]
     ood += ["--fit-limit", str(args.fit_limit), "--out", str(args.out / "ood-hist.png"), "--force"]
     if args.limit:
         ood += ["--limit", str(args.limit)]
-    _step("the scores", ood)
+    steps = [
+        ("the model", ["train", *model, "--out", str(fg)]),
+        ("the background model", ["train", *model, *background, "--out", str(bg)]),
+        ("the scores", ood),
+    ]
+    for _, argv in steps:
+        _check(argv)
+    for run in (fg, bg):  # (a run folder there from an earlier call: refused now, not after the first training)
+        if run.exists() and (not run.is_dir() or any(run.iterdir())):
+            sys.exit(f"{run} is not a new or empty folder: the two runs are trained afresh; give another OUT_DIR")
+    t0 = time.perf_counter()
+    for what, argv in steps:
+        _step(what, argv)
     print(f"# total {time.perf_counter() - t0:.1f} s; torch threads {torch.get_num_threads()}", flush=True)
 
 

@@ -120,3 +120,28 @@ def test_diffusion_sampling_labels_a_run_by_its_own_process_not_its_place(tmp_pa
         done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=300)
         assert done.returncode in (1, 2) and needle in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert "images/s" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--mutation-rate", "2"], "mutation_rate must be <= 1, got 2.0"),
+        (["--weight-decay", "-1"], "weight_decay must be >= 0, got -1.0"),
+        (["--device", "foo"], "unknown device 'foo'"),
+        (["--taken"], "is not a new or empty folder"),
+    ],
+)
+def test_ood_refuses_what_a_later_step_would_refuse_before_the_first_trains(args, needle, tmp_path):
+    """benchmarks/ood.py trains the model, then the background model, then scores: a value that
+    only the background's training refused (--mutation-rate 2) came after the first model's
+    minutes of training."""
+    if args == ["--taken"]:
+        (tmp_path / "out" / "fashion-background").mkdir(parents=True)
+        (tmp_path / "out" / "fashion-background" / "x").write_text("")
+        args = []
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "ood.py"), str(tmp_path / "out"), "--epochs", "1", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1 and needle in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "out" / "fashion").exists() and "# the model:" not in done.stdout
