@@ -30,6 +30,8 @@ def table(runs: list[str]) -> None:
         if not (Path(r) / "eval.json").is_file():
             raise SystemExit(f"{r}: no eval.json (a run folder that dgm eval has evaluated, e.g. runs/m2-100)")
         e = Evaluation(json.loads((Path(r) / "eval.json").read_text()))  # .accuracy: old or new record
+        if e.get("split", "test") != "test":  # the column is the test error
+            raise SystemExit(f"{r}: its eval.json is of the {e['split']} split; run dgm eval {r} (the test split)")
         c = json.loads((Path(r) / "config.json").read_text())["config"]
         epochs = sum(1 for _ in open(Path(r) / "metrics.jsonl"))
         print(

@@ -145,3 +145,37 @@ def test_ood_refuses_what_a_later_step_would_refuse_before_the_first_trains(args
     )  # fmt: skip
     assert done.returncode == 1 and needle in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "out" / "fashion").exists() and "# the model:" not in done.stdout
+
+
+def test_paper_curves_says_the_k_and_split_of_each_evaluation(tmp_path):
+    """Its table's header said "test NLL (k=5000)" whatever k `dgm eval` was given, and quoted a
+    validation split's eval.json as the test numbers."""
+    import json
+
+    for row, ev in [("standard", {"split": "test", "iw_samples": 100, "n": 10000}), ("vampprior", {"split": "valid"})]:
+        run = tmp_path / "runs" / f"paper-{row}"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "valid_elbo": -100.0, "time_s": 10.0}) + "\n")
+        (run / "eval.json").write_text(json.dumps({**ev, "elbo": -95.0, "nll": 90.0, "nll_stderr": 0.5}))
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "paper_curves.py"), "--runs", str(tmp_path / "runs"), "--out",
+         str(tmp_path / "curves.png")], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "k=5000" not in done.stdout and "| 95.00 | 90.00 +- 0.50 (k=100) |" in done.stdout
+    vamp = next(line for line in done.stdout.splitlines() if line.startswith("| vampprior |"))
+    assert "90.00" not in vamp and "valid split" in vamp
+
+
+def test_semisupervised_table_refuses_a_validation_evaluation_as_its_test_error(tmp_path):
+    import json
+
+    run = tmp_path / "m2-100"
+    run.mkdir()
+    (run / "eval.json").write_text(json.dumps({"split": "valid", "nll": 90.0, "iw_samples": 100, "accuracy": 0.9}))
+    (run / "config.json").write_text(json.dumps({"config": {"data": {"labels": 100}}}))
+    (run / "metrics.jsonl").write_text("{}\n")
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "semisupervised.py"), str(run)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1 and "its eval.json is of the valid split" in done.stderr, done.stdout + done.stderr
