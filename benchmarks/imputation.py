@@ -265,6 +265,8 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.epochs, args.k, args.masks, args.mnist_epochs, args.mnist_k = 5, 100, 2, 1, 20
+    if not args.tables and args.no_mnist:
+        p.error("nothing to run: no --tables and --no-mnist")
     print(machine())
     rows = []
     for t in args.tables:

@@ -14,6 +14,8 @@ from _common import the_argument
 
 def main(out: str) -> None:
     folder = Path(out)
+    if not (folder / "curve" / "points.jsonl").is_file():
+        raise SystemExit(f"{out}: no curve/points.jsonl (a folder that benchmarks/moonshot_gpu.sh OUT_DIR SECONDS wrote)")
     points = [json.loads(line) for line in (folder / "curve" / "points.jsonl").read_text().splitlines() if line.strip()]
     print("| training minutes | epochs (+ steps) | test -ELBO, nats | images |")
     print("| ---: | --- | ---: | ---: |")

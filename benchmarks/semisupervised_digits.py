@@ -8,6 +8,7 @@ same networks for all three (one hidden layer of 256 units, 8-D z, 8-D a; 100 ep
 """
 
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from _common import the_argument
 
 import dgmkit
+from dgmkit.errors import DgmError
 
 COMMON = dict(dataset="digits", labels=50, hidden=[256], latent_dim=8, labelled_batch=32, batch_size=64, epochs=100, seed=0)
 MODELS = {"m2": dict(model="m2"), "adgm": dict(model="adgm", aux_dim=8), "sdgm": dict(model="adgm", aux_dim=8, skip=True)}
@@ -28,7 +30,10 @@ def main(out: str) -> None:
         for labels_seed in (0, 1, 2):
             folder = Path(out) / f"{name}-s{labels_seed}"
             t0 = time.perf_counter()
-            run = dgmkit.train(folder, **COMMON, **settings, labels_seed=labels_seed)
+            try:  # (a run folder of an earlier call there: dgmkit's words, not a traceback)
+                run = dgmkit.train(folder, **COMMON, **settings, labels_seed=labels_seed)
+            except DgmError as e:
+                sys.exit(f"{e}; give another folder than {out}")
             seconds.append(time.perf_counter() - t0)
             result = dgmkit.evaluate(run, "test", iw_samples=200)
             errors.append(100 * (1 - result.accuracy))

@@ -67,6 +67,8 @@ def test_a_folder_without_a_run_stops_the_script_in_dgmkits_words(tmp_path):
         # scripts without flags: a flag given is refused, not ignored while the whole benchmark runs
         (["made_reference.py", "--epochs", "2"], "usage: python benchmarks/made_reference.py"),
         (["flow_speed.py", "--steps", "5"], "usage: python benchmarks/flow_speed.py"),
+        (["imputation.py", "--out", "x", "--tables", "--no-mnist"], "nothing to run: no --tables and --no-mnist"),
+        (["moonshot_curve.py", "/nonexistent/moon"], "/nonexistent/moon: no curve/points.jsonl"),
     ],
 )
 def test_scripts_refuse_bad_arguments_before_any_work(args, needle):
@@ -179,3 +181,15 @@ def test_semisupervised_table_refuses_a_validation_evaluation_as_its_test_error(
         [sys.executable, str(BENCHMARKS / "semisupervised.py"), str(run)], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 1 and "its eval.json is of the valid split" in done.stderr, done.stdout + done.stderr
+
+
+def test_semisupervised_digits_says_a_taken_run_folder_in_words(tmp_path):
+    (tmp_path / "m2-s0").mkdir()
+    (tmp_path / "m2-s0" / "notes.txt").write_text("mine")
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "semisupervised_digits.py"), str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"{tmp_path / 'm2-s0'} is not empty" in done.stderr and f"give another folder than {tmp_path}" in done.stderr
+    assert (tmp_path / "m2-s0" / "notes.txt").read_text() == "mine"
