@@ -51,7 +51,10 @@ def main() -> None:
     ap.add_argument("--eval-n", type=count, default=20, help="images for the evaluation timing")
     args = ap.parse_args()
     base = peak_mib()
-    cfg = RunConfig.of(**load_config_file(args.config))
+    try:
+        cfg = RunConfig.of(**load_config_file(args.config))
+    except DgmError as e:  # (no such file, a wrong value in it): dgmkit's words, not a traceback
+        sys.exit(str(e))
     try:
         if (root := found_data_dir()) is None:
             raise DgmError("no data folder: DGMKIT_DATA unset and no ../shared/data")

@@ -336,6 +336,8 @@ def main() -> None:
         args.steps, args.rounds = 5, 2
     if args.steps < 1 or args.rounds < 1:
         ap.error("--steps and --rounds must be >= 1")
+    if not args.warmup >= 0:  # (dgmkit's config refuses it too, in a traceback)
+        ap.error(f"--warmup must be >= 0 epochs, got {args.warmup}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
