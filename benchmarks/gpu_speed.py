@@ -466,6 +466,7 @@ def main() -> None:
     n = args.eval_images or (10000 if gpu else 200)
     x = transform(dataset.test.x[torch.randperm(len(dataset.test.x), generator=torch.Generator().manual_seed(0))[:n]],
                   torch.Generator().manual_seed(1)).to(device)  # fmt: skip
+    n = len(x)  # (--eval-images above the test split's size: all of it, said as what it is)
     for label, fn in (
         ("dgmkit", lambda x: importance_sampled_log_likelihood(model, x, k=args.k)),
         ("plain chunked", lambda x: plain_is_nll(model, x, args.k, 250 if gpu else 32, 256 if gpu else 64)),

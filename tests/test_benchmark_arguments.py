@@ -195,3 +195,14 @@ def test_semisupervised_digits_says_a_taken_run_folder_in_words(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{tmp_path / 'm2-s0'} is not empty" in done.stderr and f"give another folder than {tmp_path}" in done.stderr
     assert (tmp_path / "m2-s0" / "notes.txt").read_text() == "mine"
+
+
+def test_gpu_speed_says_how_many_images_its_nll_was_timed_on(data_dir):
+    """--eval-images above the test split's 10000 scored the 10000 and printed the number asked for."""
+    args = "--device cpu --models tiny-vae --contenders dgmkit --steps 1 --no-compile --k 1 --eval-images 20000".split()
+    env = {**os.environ, "DGMKIT_DATA": str(data_dir), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu_speed.py"), *args], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "IS-NLL k=1 on 10000 test images" in done.stdout and "20000" not in done.stdout, done.stdout
