@@ -82,7 +82,6 @@ def point_statistics(px: Distribution) -> tuple[torch.Tensor, Callable[[torch.Te
 
 
 def _resample(
-    model: LatentVariableModel,
     x: torch.Tensor,
     log_w: torch.Tensor,
     z: torch.Tensor,
@@ -90,13 +89,13 @@ def _resample(
     picked: torch.Tensor | None,
     draws: int,
     generator: torch.Generator | None,
-    rows: int,
 ) -> torch.Tensor:
-    """Sampling importance resampling, streamed: each of the ``draws`` imputations so far
-    (``picked``, None before the first chunk) keeps its draw or takes one of this chunk's (chosen
-    within by the weights ``log_w``) with the chunk's share of the weight (``log_share``, (B,)).
-    The picked latents are decoded ``rows`` draws at a time (as many as the chunk's importance
-    draws: p(x|z) of that many x B latents at once, whatever ``draws``)."""
+    """Sampling importance resampling, streamed: each of the ``draws`` latents picked so far
+    (``picked``, (draws, B, ...), None before the first chunk) keeps its draw or takes one of this
+    chunk's ``z`` (chosen within by the weights ``log_w``) with the chunk's share of the weight
+    (``log_share``, (B,)). The latents are kept, not their x: they are decoded once, after the last
+    chunk (``_decoded``), not at every chunk (draws x B rows of p(x|z) a chunk, many times the
+    importance draws' own when the chunks are small)."""
     b = torch.arange(x.shape[0], device=x.device)
     # a row whose draws here all have weight 0 picks any (its share is 0, or it is complete and keeps its
     # values, or it is refused after the last chunk): a softmax of -inf alone is NaN, which multinomial refuses
@@ -105,14 +104,24 @@ def _resample(
     weights = torch.softmax(log_w.masked_fill(dead, 0.0), 0)
     pick = torch.multinomial(weights.T.float(), draws, replacement=True, generator=generator)
     zs = z[pick.T, b]  # (draws, B, M)
-    with seeded_by(generator, x.device):
-        sample = torch.cat([model.likelihood(zs[i : i + rows]).sample().to(x.dtype) for i in range(0, draws, rows)])
     if picked is None:
-        return sample
+        return zs
     share = torch.exp(log_share).nan_to_num(0.0).float()  # (B,) (0 where no draw so far had weight: -inf - -inf)
     u = torch.rand((draws, x.shape[0]), generator=generator, device=x.device)
-    take = (u < share).reshape(draws, x.shape[0], *[1] * (x.dim() - 1))
-    return torch.where(take, sample, picked)
+    take = (u < share).reshape(draws, x.shape[0], *[1] * (zs.dim() - 2))
+    return torch.where(take, zs, picked)
+
+
+def _decoded(
+    model: LatentVariableModel, x: torch.Tensor, zs: torch.Tensor, generator: torch.Generator | None, rows: int
+) -> torch.Tensor:
+    """x ~ p(x | z) of each picked latent ``zs`` (draws, B, ...), (draws, *x.shape) in x's dtype, decoded
+    ``rows`` draws at a time (p(x|z) of rows x B latents at once, as the importance draws', whatever the draws)."""
+    out = torch.empty((len(zs), *x.shape), dtype=x.dtype, device=x.device)
+    with seeded_by(generator, x.device):
+        for i in range(0, len(zs), rows):
+            out[i : i + rows] = model.likelihood(zs[i : i + rows]).sample().to(x.dtype)
+    return out
 
 
 def _refuse_unimputable(total: torch.Tensor, mask: torch.Tensor) -> None:
@@ -149,7 +158,7 @@ def impute(
     q = model.posterior(x)
     total: torch.Tensor | None = None  # log sum of the weights so far, (B,)
     acc: torch.Tensor | None = None  # the weighted sum of the point statistics so far, normalized by exp(total)
-    picked = None  # the multiple imputations so far, (draws, B, *event)
+    picked = None  # the latents of the multiple imputations so far, (draws, B, M)
     to_point = None
     resampling = generator if resample_generator is None else resample_generator
     for start in range(0, k, chunk):
@@ -169,10 +178,10 @@ def impute(
             + contrib
         )
         if draws:
-            picked = _resample(model, x, log_w, z, part - new_total, picked, draws, resampling, chunk)
+            picked = _resample(x, log_w, z, part - new_total, picked, draws, resampling)
         total = new_total
     assert acc is not None and to_point is not None and total is not None  # k >= 1: at least one chunk
     _refuse_unimputable(total, mask)
     single = torch.where(mask, x, to_point(acc).to(x.dtype))
-    multiple = None if picked is None else torch.where(mask, x, picked)
+    multiple = None if picked is None else torch.where(mask, x, _decoded(model, x, picked, resampling, chunk))
     return single, multiple
