@@ -30,10 +30,11 @@ def main(out: str) -> None:
         for labels_seed in (0, 1, 2):
             folder = Path(out) / f"{name}-s{labels_seed}"
             t0 = time.perf_counter()
+            taken = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
             try:  # (a run folder of an earlier call there: dgmkit's words, not a traceback)
                 run = dgmkit.train(folder, **COMMON, **settings, labels_seed=labels_seed)
-            except DgmError as e:
-                sys.exit(f"{e}; give another folder than {out}")
+            except DgmError as e:  # (another refusal, a training that failed: not the folder's doing)
+                sys.exit(f"{e}; give another folder than {out}" if taken else str(e))
             seconds.append(time.perf_counter() - t0)
             result = dgmkit.evaluate(run, "test", iw_samples=200)
             errors.append(100 * (1 - result.accuracy))

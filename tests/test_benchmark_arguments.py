@@ -197,6 +197,21 @@ def test_semisupervised_digits_says_a_taken_run_folder_in_words(tmp_path):
     assert (tmp_path / "m2-s0" / "notes.txt").read_text() == "mine"
 
 
+def test_semisupervised_digits_says_another_folder_only_where_the_folder_is_taken(tmp_path, monkeypatch):
+    """Every refusal or failure of a training was told "give another folder than OUT", a new folder's too."""
+    from dgmkit.errors import DgmError
+
+    script = load("semisupervised_digits")
+
+    def failed(folder, **settings):
+        raise DgmError("the loss is NaN at epoch 3")
+
+    monkeypatch.setattr(script.dgmkit, "train", failed)
+    with pytest.raises(SystemExit) as e:
+        script.main(str(tmp_path / "new"))
+    assert str(e.value) == "the loss is NaN at epoch 3"
+
+
 def test_gpu_speed_says_how_many_images_its_nll_was_timed_on(data_dir):
     """--eval-images above the test split's 10000 scored the 10000 and printed the number asked for."""
     args = "--device cpu --models tiny-vae --contenders dgmkit --steps 1 --no-compile --k 1 --eval-images 20000".split()
