@@ -555,6 +555,24 @@ def test_inputs_and_the_runs_files_are_refused_even_with_force(env, capsys, tmp_
     assert_fails_and_changes_nothing(capsys, roots, _decompress(env, env.pz, env.run, "--force"), "the run folder")
 
 
+def test_the_data_file_a_run_was_trained_on_is_never_an_output(env, capsys, tmp_path):
+    """The run's own data file, which dgm sample and the figures keep even with --force: compress
+    wrote a .dgmz over it and decompress an array (every later command on the run then failed)."""
+    data = tmp_path / "data" / "digits.npy"
+    data.parent.mkdir()
+    np.save(data, env.x)
+    run_dir = tmp_path / "run"
+    argv = ["train", "--model", "arm", "--arm", "pixelcnn", "--dataset", data, "--channels", "4", "--arm-layers", "1"]
+    assert run(capsys, *argv, "--epochs", "1", "--quiet", "--out", run_dir)[0] == 0
+    z = tmp_path / "x.dgmz"
+    assert run(capsys, "compress", run_dir, env.root / "x.npy", "--out", z)[0] == 0
+    roots = [tmp_path, env.root]
+    argv = ["compress", run_dir, env.root / "x.npy", "--out", data, "--force"]
+    assert_fails_and_changes_nothing(capsys, roots, argv, f"--out {data} is an input of this command")
+    argv = ["decompress", z, "--run", run_dir, "--out", data, "--force"]
+    assert_fails_and_changes_nothing(capsys, roots, argv, f"--out {data} is an input of this command")
+
+
 def test_a_failure_midway_through_the_png_files_leaves_nothing(env, capsys, tmp_path, monkeypatch):
     from PIL import Image
 

@@ -2,9 +2,10 @@
 autoregressive model or VAE (see ``dgmkit.coding``).
 
 Both commands check everything they can before the slow coding: the outputs (never an
-existing file without ``--force``, never an input or a file of the run), the inputs (PNG sizes
-before any pixel is decoded; file names that decompression can write back one per image) and,
-for decompression, every field of the file's header (``dgmkit.coding.container.check_header``).
+existing file without ``--force``, never an input, the run's data file among them, or a file of
+the run), the inputs (PNG sizes before any pixel is decoded; file names that decompression can
+write back one per image) and, for decompression, every field of the file's header
+(``dgmkit.coding.container.check_header``).
 Outputs are written atomically: a new PNG folder appears whole or not at all (into one that exists,
 the files move one by one; an error or interrupt takes back the new ones).
 """
@@ -32,7 +33,7 @@ from dgmkit._io import (
     describe_os_error,
     open_regular,
 )
-from dgmkit.cli.common import add_device_flag, add_run_parser, check_row_shape, plural, say
+from dgmkit.cli.common import add_device_flag, add_run_parser, check_row_shape, plural, recorded_inputs, say
 from dgmkit.coding import Coder, coder_of, model_fingerprint, read_container, write_container
 from dgmkit.coding.container import (
     DTYPES,
@@ -230,7 +231,9 @@ def _check_black_and_white(args: argparse.Namespace, x: np.ndarray, meta: dict, 
 def compress(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    out = check_new_output(args.out, args.force, inputs=args.inputs, protected=run_files(args.run_dir))
+    # (the run's data file and schema are inputs too, as for dgm sample and the figures: never an output)
+    inputs = [*args.inputs, *recorded_inputs(args.run_dir)]
+    out = check_new_output(args.out, args.force, inputs=inputs, protected=run_files(args.run_dir))
     run, model, levels, coder = _coding_model(args.run_dir, args.device)
     x, meta = _read_images(args.inputs, model.event_shape)
     _check_black_and_white(args, x, meta, levels)
@@ -300,7 +303,7 @@ def _png_targets(out: Path, names: list[str], args: argparse.Namespace) -> None:
     if out.is_dir() and run_dir.is_dir() and os.path.samefile(out, run_dir):
         raise ConfigError(f"--out {out} is the run folder, an input of this command; name another folder for the images")
     root = os.path.normpath(out.absolute())
-    protected = run_files(args.run)
+    inputs, protected = [args.file, *recorded_inputs(args.run)], run_files(args.run)
     try:  # (the input and the run's files, where they lie in --out, are among them)
         there = {name_key(n) for n in os.listdir(out)} if out.is_dir() else set()
     except OSError as e:  # (a folder that cannot be listed cannot be written either)
@@ -310,7 +313,7 @@ def _png_targets(out: Path, names: list[str], args: argparse.Namespace) -> None:
         if os.path.dirname(os.path.normpath(target.absolute())) != root:  # the schema makes this impossible
             raise DataError(f"{args.file} names an image {name!r} outside --out")
         if i == 0 or name_key(name) in there:  # (the first: the folders above it checked once)
-            check_new_output(target, args.force, inputs=[args.file], protected=protected, what="the image")
+            check_new_output(target, args.force, inputs=inputs, protected=protected, what="the image")
 
 
 def decompress(args: argparse.Namespace) -> int:
@@ -324,7 +327,7 @@ def decompress(args: argparse.Namespace) -> int:
     else:
         if out.suffix.lower() != ".npy":
             raise ConfigError(f"--out must name a .npy file, got {out}")
-        check_new_output(out, args.force, inputs=[args.file], protected=run_files(args.run))
+        check_new_output(out, args.force, inputs=[args.file, *recorded_inputs(args.run)], protected=run_files(args.run))
     run, model, levels, coder = _coding_model(args.run, args.device)
     check_coding_device(h, run.device, str(path))
     if model_fingerprint(model) != h["model_fingerprint"]:
