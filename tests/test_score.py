@@ -70,6 +70,8 @@ def test_png_images_of_a_binary_model_are_scored_by_name_and_bad_inputs_refused(
     np.save(tmp_path / "wide.npy", np.zeros((3, 7), np.uint8))
     (tmp_path / "t.csv").write_text("a,b\n1,0\n")
     (tmp_path / "x.txt").write_text("1\n")
+    undecodable = tmp_path / os.fsdecode(b"\xff.png")  # a name of a byte that is not UTF-8 (a lone surrogate)
+    Image.fromarray(a).save(undecodable)
     for argv, needle in (
         ([str(tmp_path / "grey.png")], "holds grey levels"),
         ([str(tmp_path / "img0.png"), "--k", "5"], "exact log-likelihood"),
@@ -80,6 +82,7 @@ def test_png_images_of_a_binary_model_are_scored_by_name_and_bad_inputs_refused(
         *(  # a name that a spreadsheet would run as a formula in the CSV's first column
             ([str(tmp_path / "img0.png"), str(tmp_path / f"{c}HYPERLINK(0).png")], f"begins with {c!r}") for c in "=+-@"
         ),
+        ([str(tmp_path / "img0.png"), str(undecodable)], "'\\udcff.png' is not UTF-8 text"),  # (was an internal error)
     ):
         code = main(["score", str(run), *argv, "--out", str(tmp_path / "u.csv")])
         assert code == 1 and needle in capsys.readouterr().err

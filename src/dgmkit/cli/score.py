@@ -100,17 +100,31 @@ def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[t
             "the run models continuous values, in the scale of its own data, which a PNG's 8-bit pixels do not "
             "carry: give the images as a .npy file of values as the run's data held them"
         )
-    # each row's label: the file name, or the path as given where two files share a name
+    names = _labels(paths)
+    x = _png_levels(paths, names, event, levels)
+    return torch.from_numpy(x.reshape(len(x), *event)), names
+
+
+def _labels(paths: list[str]) -> list[str]:
+    """Each PNG's label, the first cell of its row of the CSV: its file name, or the path as given
+    where two files share a name; refused where a spreadsheet would run it as a formula, or where
+    it is no text the UTF-8 CSV can hold (a name of bytes that are not UTF-8)."""
     names = [Path(p).name for p in paths]
     names = names if len({n.casefold() for n in names}) == len(paths) else list(paths)
     formula = next((name for name in names if name.startswith(_FORMULA_START)), None)
-    if formula is not None:  # (a name is the CSV's first cell of its row; the other cells are numbers)
+    if formula is not None:  # (the other cells are numbers)
         raise DataError(
             f"the PNG file name {formula!r} begins with {formula[0]!r}: a spreadsheet program reads a cell of the "
             "output CSV that begins so as a formula; rename the file"
         )
-    x = _png_levels(paths, names, event, levels)
-    return torch.from_numpy(x.reshape(len(x), *event)), names
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # (a lone surrogate: a byte of the name that is not UTF-8)
+            raise DataError(
+                f"the PNG file name {name!r} is not UTF-8 text, which the output CSV labels its rows in; rename the file"
+            ) from None
+    return names
 
 
 def _png_levels(paths: list[str], names: list[str], event: tuple, levels: int) -> np.ndarray:
