@@ -72,6 +72,8 @@ def test_png_images_of_a_binary_model_are_scored_by_name_and_bad_inputs_refused(
     (tmp_path / "x.txt").write_text("1\n")
     undecodable = tmp_path / os.fsdecode(b"\xff.png")  # a name of a byte that is not UTF-8 (a lone surrogate)
     Image.fromarray(a).save(undecodable)
+    flipped = tmp_path / "1gmi\u202egnp.png"  # a right-to-left override: what follows it shows reversed
+    Image.fromarray(a).save(flipped)
     for argv, needle in (
         ([str(tmp_path / "grey.png")], "holds grey levels"),
         ([str(tmp_path / "img0.png"), "--k", "5"], "exact log-likelihood"),
@@ -83,6 +85,7 @@ def test_png_images_of_a_binary_model_are_scored_by_name_and_bad_inputs_refused(
             ([str(tmp_path / "img0.png"), str(tmp_path / f"{c}HYPERLINK(0).png")], f"begins with {c!r}") for c in "=+-@"
         ),
         ([str(tmp_path / "img0.png"), str(undecodable)], "'\\udcff.png' is not UTF-8 text"),  # (was an internal error)
+        ([str(tmp_path / "img0.png"), str(flipped)], "'1gmi\\u202egnp.png' holds the invisible or control character U+202E"),
     ):
         code = main(["score", str(run), *argv, "--out", str(tmp_path / "u.csv")])
         assert code == 1 and needle in capsys.readouterr().err

@@ -352,6 +352,12 @@ def shown_text(text: str) -> str:
     return "".join(ascii(c)[1:-1] if unicodedata.category(c) in _INVISIBLE_CATEGORIES else c for c in text)
 
 
+def invisible_character(text: str) -> str | None:
+    """The first invisible or control character of ``text`` (those ``shown_text`` escapes: a bidi
+    override, a zero width, a control, a lone surrogate), or None."""
+    return next((c for c in text if unicodedata.category(c) in _INVISIBLE_CATEGORIES), None)
+
+
 def check_base_name(name: object, what: str = "file name") -> str:
     """``name`` if it is a plain, harmless base name: a non-empty string without path
     separators, control characters or NUL, not ``.``/``..`` and not hidden."""
@@ -361,7 +367,7 @@ def check_base_name(name: object, what: str = "file name") -> str:
         raise DgmError(f"{what} {name[:40]!r} is empty or longer than 255 bytes")
     if _BAD_NAME_CHARS.search(name) or name in (".", "..") or name.startswith(".") or name != name.strip():
         raise DgmError(f"{what} {name!r} is not a plain base name (no folders, no control characters, not hidden)")
-    hidden = next((c for c in name if unicodedata.category(c) in _INVISIBLE_CATEGORIES), None)
+    hidden = invisible_character(name)
     if hidden is not None:  # a name that shows as another: right-to-left overrides, zero widths, C1 controls
         raise DgmError(
             f"{what} {name!r} holds the invisible or control character U+{ord(hidden):04X} "

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dgmkit._io import atomic_write_bytes, check_new_output
+from dgmkit._io import atomic_write_bytes, check_new_output, invisible_character, shown_text
 from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import (
     add_count_flag,
@@ -107,8 +107,9 @@ def _inputs(paths: list[str], run: Run, table: Dataset | None = None) -> tuple[t
 
 def _labels(paths: list[str]) -> list[str]:
     """Each PNG's label, the first cell of its row of the CSV: its file name, or the path as given
-    where two files share a name; refused where a spreadsheet would run it as a formula, or where
-    it is no text the UTF-8 CSV can hold (a name of bytes that are not UTF-8)."""
+    where two files share a name; refused where a spreadsheet would run it as a formula, where it
+    is no text the UTF-8 CSV can hold (a name of bytes that are not UTF-8), or where it holds an
+    invisible or control character (a right-to-left override: a row that reads as another file's)."""
     names = [Path(p).name for p in paths]
     names = names if len({n.casefold() for n in names}) == len(paths) else list(paths)
     formula = next((name for name in names if name.startswith(_FORMULA_START)), None)
@@ -124,6 +125,12 @@ def _labels(paths: list[str]) -> list[str]:
             raise DataError(
                 f"the PNG file name {name!r} is not UTF-8 text, which the output CSV labels its rows in; rename the file"
             ) from None
+        hidden = invisible_character(name)
+        if hidden is not None:
+            raise DataError(
+                f"the PNG file name '{shown_text(name)}' holds the invisible or control character U+{ord(hidden):04X}, "
+                "which can make its row of the output CSV read as another file's; rename the file"
+            )
     return names
 
 
