@@ -88,7 +88,9 @@ def main() -> None:
     ap.add_argument("--latent-dim", type=count, default=10)
     ap.add_argument("--hidden", type=int, nargs="+", default=[512, 256])
     ap.add_argument("--votes", type=count, default=800, help="FactorVAE metric votes")
-    ap.add_argument("--only", nargs="+", default=None, help="contenders to run (names as in the table)")
+    ap.add_argument(
+        "--only", nargs="+", default=None, choices=list(CONTENDERS), help="contenders to run (names as in the table)"
+    )
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 epoch, 1 seed, 50 votes")
     args = ap.parse_args()
     if args.quick:

@@ -71,6 +71,7 @@ def test_a_folder_without_a_run_stops_the_script_in_dgmkits_words(tmp_path):
         (["moonshot_curve.py", "/nonexistent/moon"], "/nonexistent/moon: no curve/points.jsonl"),
         (["hvae_speed.py", "--quick", "--synthetic", "--warmup", "-1"], "--warmup must be >= 0 epochs, got -1.0"),
         (["deep_hvae_throughput.py", "--config", "/nonexistent/x.toml"], "cannot read config file /nonexistent/x.toml"),
+        (["representations.py", "--out", "x", "--only", "VAE", "nosuch"], "argument --only: invalid choice: 'nosuch'"),
     ],
 )
 def test_scripts_refuse_bad_arguments_before_any_work(args, needle):
