@@ -836,6 +836,10 @@ def test_activation_and_hidden_left_unread_are_refused_on_the_command_line_with_
         f"networks), and would train without the others: set hidden = [16] in {preset} (or give --hidden 16), or "
         "choose an mlp or gated network (--encoder, --decoder)" in capsys.readouterr().err
     )
+    # the default typed over the file's value sets it back, and conv networks read the default's first entry alone
+    from_file = ["train", "--config", str(preset), "--epochs", "1", "--quiet", "--out", str(out)]
+    assert main([*from_file, "--hidden", "512", "256"]) == 1
+    assert "hidden = [512, 256]: this vae run reads only its first entry (512, " in capsys.readouterr().err
     assert main(["train", "--config", str(preset), "--epochs", "1", "--quiet", "--hidden", "16", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["config"]["model"]["hidden"] == [16]
 

@@ -387,6 +387,8 @@ class RunConfig:
         for key, part in self.model.partly_read_settings(shape).items():
             value = getattr(self.model, key)
             said = sources.said(key, value, default_of(fields[key]))
+            if said is None and key in given:  # the default typed over a file's value: partly read all the same
+                said = (f"{key} = {value!r}", "", False)
             read = part.read(value)
             if said is None or read == list(value):
                 continue
