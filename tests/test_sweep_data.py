@@ -488,6 +488,24 @@ def test_mat_data_and_labels_by_their_names(tmp_path):
     assert np.array_equal(x, images) and y.tolist() == [0, 1, 0, 1]
 
 
+def test_mat_a_stack_of_images_along_its_last_axis_is_refused_with_both_readings(tmp_path):
+    """MATLAB stacks images as H x W x N (and H x W x C x N): 50 images of 28 x 28 were read as 28
+    datapoints of 28 x 50, and trained on without a word (a 2-D variable of fewer rows than
+    columns was already refused so)."""
+    from dgmkit.data import load_dataset
+
+    stack = np.random.default_rng(0).integers(0, 256, (28, 28, 50)).astype(np.uint8)
+    scipy.io.savemat(tmp_path / "stack.mat", {"x": stack})
+    for shape in (None, [28, 28]):
+        with pytest.raises(DataError, match=r"shape \(28, 28, 50\).*permute\(x, \[3 1 2\]\).*save them flat \(28, 1400\)"):
+            load_dataset(str(tmp_path / "stack.mat"), image_shape=shape)
+    scipy.io.savemat(tmp_path / "rgb.mat", {"x": np.zeros((32, 32, 3, 50), np.uint8)})
+    with pytest.raises(DataError, match=r"shape \(32, 32, 3, 50\).*permute\(x, \[4 1 2 3\]\)"):
+        load_dataset(str(tmp_path / "rgb.mat"))
+    scipy.io.savemat(tmp_path / "first.mat", {"x": np.moveaxis(stack, -1, 0)})  # the images first: read as they are
+    assert load_dataset(str(tmp_path / "first.mat")).event_shape == (1, 28, 28)
+
+
 # ------------------------------------------------------------------------------ missing, labels
 
 

@@ -610,6 +610,15 @@ def _load_data_file(
                 f"datapoints, and MATLAB files often hold one datapoint per column; if these are {x.shape[1]} "
                 f"datapoints, save the transpose (x.T); if they are {x.shape[0]}, name their shape with --image-shape"
             )
+        if x.ndim >= 3 and x.shape[0] < x.shape[-1]:  # MATLAB stacks images last: H x W x N, H x W x C x N
+            order = " ".join(map(str, [x.ndim, *range(1, x.ndim)]))
+            raise DataError(
+                f"{path}: its data have shape {x.shape}, fewer along the first axis than the last: the first axis holds "
+                f"the datapoints, and MATLAB stacks images along the last (H x W x N); if these are {x.shape[-1]} "
+                f"images, save them with that axis first (permute(x, [{order}]) in MATLAB, numpy.moveaxis(x, -1, 0)); if "
+                f"they are {x.shape[0]}, save them flat ({x.shape[0]}, {math.prod(x.shape[1:])}) and give their shape with "
+                "--image-shape"
+            )
     else:
         x, y = read_arrays(path, key)
     if shape is not None:
