@@ -528,6 +528,16 @@ def test_keep_labels_refuses_more_labels_than_datapoints_and_a_class_one_short(t
         keep_labels(Split(x, torch.tensor([0, 0, 0, 0, 1])), 4, num_classes=2, seed=0)
 
 
+def test_keep_labels_refuses_a_number_of_labels_that_is_not_a_positive_whole_number():
+    """From Python, --labels -2 over 2 classes kept 4 of 5 labels of each class (a slice [:-1]), 0 kept none
+    and 2.0 was a TypeError; the command line's setting was checked, the function not."""
+    split = Split(torch.zeros(10, 1, 1, 1), torch.tensor([0] * 5 + [1] * 5))
+    for n, shown in ((-2, "-2"), (0, "0"), (2.0, "2.0"), (True, "True")):
+        with pytest.raises(DataError, match=f"--labels must be an integer >= 1, got {shown}$"):
+            keep_labels(split, n, num_classes=2, seed=0)
+    assert int((keep_labels(split, np.int64(2), num_classes=2, seed=0).y >= 0).sum()) == 2
+
+
 def test_keep_labels_suggests_fewer_classes_only_where_the_labels_take_fewer_values():
     x = torch.zeros(4, 1, 1, 1)
     with pytest.raises(DataError, match="class 1; the training split holds 0$"):

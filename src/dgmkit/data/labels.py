@@ -11,7 +11,7 @@ import dataclasses
 import torch
 
 from dgmkit.data.dataset import Split
-from dgmkit.errors import DataError
+from dgmkit.errors import DataError, whole_at_least
 
 __all__ = ["keep_labels", "check_labels", "HIDDEN"]
 
@@ -34,10 +34,11 @@ def check_labels(split: Split, num_classes: int, what: str = "the training split
 def keep_labels(split: Split, n: int | None, num_classes: int, seed: int) -> Split:
     """``split`` with ``n`` labels kept, n / K of each of the K classes, drawn at random with
     ``seed`` (the same draw for the same split and seed), and the others set to ``HIDDEN``;
-    ``n = None`` keeps them all. Refused unless n is a multiple of K that each class can supply."""
+    ``n = None`` keeps them all. Refused unless n is a positive multiple of K that each class can supply."""
     y = check_labels(split, num_classes)
     if n is None:
         return dataclasses.replace(split, y=y)
+    n = whole_at_least("--labels", n, 1, DataError)  # (-2 kept all but one of each class; 2.0 was a TypeError)
     if n % num_classes:
         raise DataError(f"--labels {n} cannot be balanced over {num_classes} classes: give a multiple of {num_classes}")
     if n > len(y):
