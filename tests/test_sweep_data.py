@@ -488,6 +488,18 @@ def test_mat_data_and_labels_by_their_names(tmp_path):
     assert np.array_equal(x, images) and y.tolist() == [0, 1, 0, 1]
 
 
+def test_mat_a_variable_of_no_values_is_refused_as_such(tmp_path):
+    """A 0 x 5 variable was refused as "0 rows of 5 values", advising to save its transpose as 5
+    datapoints (0 x 28 x 28 likewise, once stacks were checked): it holds no data, as a .npy file of a 0 in its
+    shape is refused."""
+    from dgmkit.data import load_dataset
+
+    for shape, shown in (((0, 5), "0x5"), ((0, 28, 28), "0x28x28"), ((5, 0), "5x0")):
+        scipy.io.savemat(tmp_path / "empty.mat", {"x": np.zeros(shape)})
+        with pytest.raises(DataError, match=rf"empty.mat: the variable 'x' holds no values \(shape {shown}\)$"):
+            load_dataset(str(tmp_path / "empty.mat"))
+
+
 def test_mat_a_stack_of_images_along_its_last_axis_is_refused_with_both_readings(tmp_path):
     """MATLAB stacks images as H x W x N (and H x W x C x N): 50 images of 28 x 28 were read as 28
     datapoints of 28 x 50, and trained on without a word (a 2-D variable of fewer rows than

@@ -313,6 +313,8 @@ def read_mat(path: Path, key: str | None = None) -> tuple[np.ndarray, np.ndarray
     names = _variables(path, raw)  # SciPy reads the bytes checked above, never the file again
     name, shape, cls = _choose(path, names, key)
     x = _load(path, raw, name, shape, cls, limit, v5)
+    if x.size == 0:  # (as a .npy file's; a 0 x 5 variable was refused as 5 datapoints stored as columns)
+        raise DataError(f"{_show(path)}: the variable {_name(name)} holds no values (shape {'x'.join(map(str, x.shape))})")
     y = None
     for label in ("y", "Y"):
         match = [v for v in names if v[0] == label]
