@@ -488,6 +488,18 @@ def test_mat_data_and_labels_by_their_names(tmp_path):
     assert np.array_equal(x, images) and y.tolist() == [0, 1, 0, 1]
 
 
+def test_mat_a_file_of_no_variables_says_so_and_many_variables_are_counted(tmp_path):
+    """A file of no variables was told to "name the data's variable with --data-key"; of 100, twenty were named
+    and the other 80 left out without a word (a .npz file's count them)."""
+    scipy.io.savemat(tmp_path / "none.mat", {})
+    for key in (None, "x"):
+        with pytest.raises(DataError, match=r"none.mat holds no variables: there is no data in it$"):
+            read_mat(tmp_path / "none.mat", key)
+    scipy.io.savemat(tmp_path / "many.mat", {f"v{i}": np.ones((20, 3)) for i in range(100)})
+    with pytest.raises(DataError, match=r"'v19' 20x3 double and 80 more; name the data's variable with --data-key$"):
+        read_mat(tmp_path / "many.mat")
+
+
 def test_mat_a_variable_of_no_values_is_refused_as_such(tmp_path):
     """A 0 x 5 variable was refused as "0 rows of 5 values", advising to save its transpose as 5
     datapoints (0 x 28 x 28 likewise, once stacks were checked): it holds no data, as a .npy file of a 0 in its

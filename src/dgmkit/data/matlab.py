@@ -231,7 +231,10 @@ def _line(e: BaseException) -> str:
 
 def _choose(path: Path, names: list[tuple[str, tuple[int, ...], str]], key: str | None) -> tuple[str, tuple, str]:
     by_name = {n: (n, s, c) for n, s, c in names}
-    shown = ", ".join(f"{_name(n)} {'x'.join(map(str, s))} {c}" for n, s, c in names[:20]) or "no variables"
+    shown = ", ".join(f"{_name(n)} {'x'.join(map(str, s))} {c}" for n, s, c in names[:20])
+    shown += f" and {len(names) - 20} more" if len(names) > 20 else ""
+    if not names:
+        raise DataError(f"{_show(path)} holds no variables: there is no data in it")
     if key is not None:
         if key not in by_name:
             raise DataError(f"{_show(path)} has no variable named {_name(key)}; it holds {shown} (choose with --data-key)")
