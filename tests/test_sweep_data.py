@@ -366,6 +366,17 @@ def test_a_categorical_value_below_the_first_index_is_written_as_the_first_categ
     assert write_table(rows, columns).splitlines()[1:] == ["3,x", "3,z"]
 
 
+def test_rows_are_written_over_an_original_table_only_of_their_own_columns(tmp_path):
+    """write_table kept an original table's cells by position: one of the same columns in another order had
+    its cells written under the wrong names (a file edited while dgm impute ran), one of fewer columns was an
+    IndexError."""
+    x, columns = read_table(_csv(tmp_path, "a,b\n1,x\n3,y\n4,z\n", "a.csv"))
+    assert write_table(x, columns, tmp_path / "a.csv").splitlines() == ["a,b", "1,x", "3,y", "4,z"]
+    for name, text, shown in (("b.csv", "b,a\nx,1\ny,3\nz,4\n", "'b', 'a'"), ("c.csv", "a\n1\n3\n4\n", "'a'")):
+        with pytest.raises(DataError, match=rf"{name}: columns \[{shown}\], but the rows to write have \['a', 'b'\]"):
+            write_table(x, columns, _csv(tmp_path, text, name))
+
+
 # ----------------------------------------------------------------------------------------- .mat
 
 

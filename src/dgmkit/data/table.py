@@ -473,7 +473,14 @@ def write_table(
     are written as they were there, character for character; only its missing cells take values
     from ``rows``."""
     out = [[c.name for c in columns]]
-    kept = None if original is None else _read_cells(Path(original))[1]
+    kept = None
+    if original is not None:
+        header, kept, _ = _read_cells(Path(original))
+        if header != [c.name for c in columns]:  # (its cells were written under other columns' names, or IndexError)
+            raise DataError(
+                f"{Path(original).name}: columns {header}, but the rows to write have {[c.name for c in columns]}; "
+                "its cells can only be kept under their own columns"
+            )
     if kept is not None and first:
         kept = kept[: len(rows)]
     if original is not None and kept is not None and len(kept) != len(rows):
