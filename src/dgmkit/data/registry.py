@@ -604,26 +604,33 @@ def _load_data_file(
                     f"{path} holds the Frey faces, whose frames are 28 x 20; --image-shape {shape} contradicts it"
                 )
             return frey_faces(np.ascontiguousarray(x.T))
-        if x.ndim == 2 and x.shape[0] < x.shape[1] and shape is None:
-            raise DataError(
-                f"{path}: its data hold {x.shape[0]} rows of {x.shape[1]} values, fewer rows than values: rows are "
-                f"datapoints, and MATLAB files often hold one datapoint per column; if these are {x.shape[1]} "
-                f"datapoints, save the transpose (x.T); if they are {x.shape[0]}, name their shape with --image-shape"
-            )
-        if x.ndim >= 3 and x.shape[0] < x.shape[-1]:  # MATLAB stacks images last: H x W x N, H x W x C x N
-            order = " ".join(map(str, [x.ndim, *range(1, x.ndim)]))
-            raise DataError(
-                f"{path}: its data have shape {x.shape}, fewer along the first axis than the last: the first axis holds "
-                f"the datapoints, and MATLAB stacks images along the last (H x W x N); if these are {x.shape[-1]} "
-                f"images, save them with that axis first (permute(x, [{order}]) in MATLAB, numpy.moveaxis(x, -1, 0)); if "
-                f"they are {x.shape[0]}, save them flat ({x.shape[0]}, {math.prod(x.shape[1:])}) and give their shape with "
-                "--image-shape"
-            )
+        _check_mat_datapoints_first(path, x, shape)
     else:
         x, y = read_arrays(path, key)
     if shape is not None:
         x = _reshape(x, shape, path.name)
     return from_array(x, y, name=path.name, shaped=shape is not None)
+
+
+def _check_mat_datapoints_first(path: Path, x: np.ndarray, shape: tuple[int, ...] | None) -> None:
+    """A .mat variable read as datapoints along its first axis, refused where MATLAB's habits make
+    another reading likely: a 2-D variable of fewer rows than columns (one datapoint per column; not
+    with --image-shape), or a stack of images shorter along its first axis than its last (H x W x N)."""
+    if x.ndim == 2 and x.shape[0] < x.shape[1] and shape is None:
+        raise DataError(
+            f"{path}: its data hold {x.shape[0]} rows of {x.shape[1]} values, fewer rows than values: rows are "
+            f"datapoints, and MATLAB files often hold one datapoint per column; if these are {x.shape[1]} "
+            f"datapoints, save the transpose (x.T); if they are {x.shape[0]}, name their shape with --image-shape"
+        )
+    if x.ndim >= 3 and x.shape[0] < x.shape[-1]:  # MATLAB stacks images last: H x W x N, H x W x C x N
+        order = " ".join(map(str, [x.ndim, *range(1, x.ndim)]))
+        raise DataError(
+            f"{path}: its data have shape {x.shape}, fewer along the first axis than the last: the first axis holds "
+            f"the datapoints, and MATLAB stacks images along the last (H x W x N); if these are {x.shape[-1]} "
+            f"images, save them with that axis first (permute(x, [{order}]) in MATLAB, numpy.moveaxis(x, -1, 0)); if "
+            f"they are {x.shape[0]}, save them flat ({x.shape[0]}, {math.prod(x.shape[1:])}) and give their shape with "
+            "--image-shape"
+        )
 
 
 def _checked_arguments(
