@@ -346,6 +346,8 @@ def test_generated_data_are_identified_by_their_definition_not_their_last_bits(t
     from dgmkit.data import Dataset, toy2d
 
     moons = load_dataset("two-moons")
+    with pytest.raises(DataError, match=r"no 2-D toy dataset named 'moons'; choose from \["):  # (was a KeyError)
+        toy2d.toy_2d("moons")
     bumped = toy2d.toy_2d("two-moons")
     one_ulp = torch.nextafter(bumped.train.x, torch.tensor(9.0))
     bumped = dataclasses.replace(bumped, train=dataclasses.replace(bumped.train, x=one_ulp))

@@ -504,6 +504,13 @@ def test_a_schema_must_name_every_column_with_a_known_kind(tmp_path):
     s.write_text('{"columns": {"size": "numeric",}}')
     with pytest.raises(DataError, match=f"schema {s}: not a readable JSON file"):
         read_table(p, s)
+    # a key beside "columns" (a misspelt one: its kinds would have been inferred instead) is refused, not left unread
+    s.write_text(json.dumps({"columns": {"size": "numeric", "colour": "categorical", "weight": "numeric"}, "colums": {}}))
+    with pytest.raises(DataError, match=r"""holds keys other than "columns", which a schema does not read: \['colums'\]"""):
+        read_table(p, s)
+    hidden = tmp_path / "s\x1b[2J.json"  # a control character in the name is shown escaped
+    with pytest.raises(DataError, match=r"schema .*s\\x1b\[2J\.json: not a file"):
+        read_table(p, hidden)
 
 
 @settings(max_examples=60, deadline=None)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dgmkit._io import parse_json
+from dgmkit._io import parse_json, shown_text
 from dgmkit.data.formats import data_file_errors, open_data_file
 from dgmkit.errors import DataError
 
@@ -162,25 +162,29 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
 
 
 def _schema(path: Path | None, header: list[str]) -> dict[str, str] | None:
+    """The kinds of the columns that the schema file at ``path`` names ({"columns": {name: kind}},
+    nothing else), checked against the table's ``header``; None without a schema."""
     if path is None:
         return None
+    where = f"schema {shown_text(str(path))}"  # (a name's control characters escaped: no line reads as another)
     if not Path(path).is_file():  # a folder, a FIFO (that would block) or nothing
-        raise DataError(f"schema {path}: not a file (no such file, or a folder or pipe)")
+        raise DataError(f"{where}: not a file (no such file, or a folder or pipe)")
     try:
         spec = parse_json(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # UnicodeDecodeError and JSON errors, nesting too deep included
-        raise DataError(f"schema {path}: not a readable JSON file ({e})") from None
+        raise DataError(f"{where}: not a readable JSON file ({e})") from None
     cols = spec.get("columns") if isinstance(spec, dict) else None
     if not isinstance(cols, dict) or not all(isinstance(v, str) for v in cols.values()):
-        raise DataError(f'schema {path}: expected {{"columns": {{"name": "numeric" or "categorical", ...}}}}')
+        raise DataError(f'{where}: expected {{"columns": {{"name": "numeric" or "categorical", ...}}}}')
+    other = sorted(k for k in spec if k != "columns")
+    if other:  # (a misspelt key would be unread: the kinds it meant to give inferred instead)
+        raise DataError(f'{where}: holds keys other than "columns", which a schema does not read: {other[:5]}')
     bad = {k: v for k, v in cols.items() if v not in ("numeric", "categorical")}
     if bad:
-        raise DataError(f"schema {path}: kinds must be numeric or categorical, got {bad}")
+        raise DataError(f"{where}: kinds must be numeric or categorical, got {bad}")
     if set(cols) != set(header):
         missing, extra = sorted(set(header) - set(cols)), sorted(set(cols) - set(header))
-        raise DataError(
-            f"schema {path} does not match the table's columns: not in the schema {missing}, not in the table {extra}"
-        )
+        raise DataError(f"{where} does not match the table's columns: not in the schema {missing}, not in the table {extra}")
     return cols
 
 

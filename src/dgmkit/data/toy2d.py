@@ -11,6 +11,7 @@ import math
 import torch
 
 from dgmkit.data.dataset import Dataset, Split
+from dgmkit.errors import DataError
 
 __all__ = ["TOY_2D", "toy_2d"]
 
@@ -56,6 +57,8 @@ def toy_2d(name: str) -> Dataset:
     >>> toy_2d("two-moons").train.x.shape
     torch.Size([20000, 1, 1, 2])
     """
+    if name not in TOY_2D:
+        raise DataError(f"no 2-D toy dataset named {name!r}; choose from {sorted(TOY_2D)}")
     draw = TOY_2D[name]
     train, valid, test = [
         Split(draw(n, torch.Generator().manual_seed(seed)).view(n, 1, 1, 2))
