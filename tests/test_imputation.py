@@ -301,6 +301,10 @@ def test_a_table_reads_with_an_inferred_or_given_schema_and_writes_back(tmp_path
     back.write_text(write_table(x, cols))
     again, _ = read_table(back, columns=cols)
     assert np.allclose(again, x, atol=1e-5, equal_nan=True)
+    infinite = x.copy()
+    infinite[1, 1] = np.inf  # no category's index (round's OverflowError before)
+    with pytest.raises(DataError, match="row 1, column 'colour': inf is no index of its 3 categories"):
+        write_table(infinite, cols)
 
 
 def test_a_parquet_table_reads_as_its_csv_does(tmp_path):

@@ -502,6 +502,8 @@ def write_table(
                 cells.append(str(round(v * c.std + c.mean)))
             elif c.kind == "numeric":
                 cells.append(_unstandardized(v, c, low[j], high[j]))
+            elif math.isinf(v):  # (round's OverflowError)
+                raise DataError(f"row {i}, column {c.name!r}: {v} is no index of its {len(c.categories)} categories")
             else:
                 cells.append(c.categories[int(min(max(round(v), 0), len(c.categories) - 1))])
         out.append(cells)
