@@ -50,8 +50,10 @@ decoder = Decoder(MLP(M, [128], 64 * LaplaceHead.params_per_pixel), LaplaceHead(
 model = VAE(encoder, decoder, LearnedGaussianPrior(M))
 
 with tempfile.TemporaryDirectory() as run_dir:
+    # device="cpu": where the copy loaded below is evaluated (auto would train on a GPU where there is one, and
+    # the copy on the CPU would draw other samples: another number)
     trainer = Trainer(model, ELBO(1), data.train, transform, valid=data.valid, epochs=30, batch_size=64, seed=0,
-                      run_dir=run_dir, progress=False)  # fmt: skip
+                      run_dir=run_dir, device="cpu", progress=False)  # fmt: skip
     history = trainer.fit()
     print(f"epoch {history[-1]['epoch']}: validation ELBO {history[-1]['valid_elbo']:.2f} nats (of the dequantized data)")
 
