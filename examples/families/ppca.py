@@ -1,6 +1,7 @@
 """Probabilistic PCA: x = W z + mu + noise with a Gaussian z, fitted by maximum likelihood in
 closed form (no gradient steps, so no optimisation settings), on the dequantized digits. Its
-log-likelihood is exact; the NLL is of the integer pixels."""
+log-likelihood of the dequantized values is exact; the NLL printed is of the integer pixels, by one
+draw of the dequantization noise: a bound (the label printed says so)."""
 
 import dgmkit
 
