@@ -369,7 +369,7 @@ def test_a_file_naming_many_images_checks_their_folder_once_and_keeps_its_files_
 
     checked = []
     monkeypatch.setattr(
-        compress, "check_new_output", lambda p, *a, f=compress.check_new_output, **k: checked.append(p) or f(p, *a, **k)
+        compress, "command_output", lambda a, p, *r, f=compress.command_output, **k: checked.append(p) or f(a, p, *r, **k)
     )
     n = 50_000
     names = [f"x{i}.png" for i in range(n)]

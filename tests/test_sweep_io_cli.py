@@ -29,6 +29,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -692,3 +693,41 @@ def test_a_role_named_twice_is_refused_before_any_run_is_read():
     args = argparse.Namespace(input=["code-prior=a"], code_prior="b")
     with pytest.raises(ConfigError, match=r"^--input code-prior is named twice"):
         common.attach_inputs(None, args)  # type: ignore[arg-type]
+
+
+def test_command_output_refuses_the_files_of_every_run_a_command_reads_and_what_they_read(tmp_path, monkeypatch):
+    """``command_output`` gathers, for any command, what its output may not replace: the files of
+    the run (or ``runs``) and of the runs --input, --code-prior and --background name, the data
+    each of those reads (the first with --data and --schema), the command's own inputs and what
+    it writes besides."""
+    import argparse
+
+    import dgmkit.cli.common as common
+
+    seen = []
+
+    def recorded(run_dir, data=None, schema=None):
+        seen.append((Path(run_dir).name, data, schema))
+        return [Path(run_dir).parent / f"{Path(run_dir).name}-data.npy"]
+
+    monkeypatch.setattr(common, "recorded_inputs", recorded)
+    args = argparse.Namespace(run_dir=str(tmp_path / "main"), data="d.npy", schema=None, force=True,
+                              input=["code-prior=" + str(tmp_path / "prior"), "broken"], code_prior=str(tmp_path / "cp"),
+                              background=str(tmp_path / "bg"))  # fmt: skip
+    refused = {
+        "main-data.npy": "is an input of this command", "prior-data.npy": "is an input of this command",
+        "cp-data.npy": "is an input of this command", "bg-data.npy": "is an input of this command",
+        "mine.npy": "is an input of this command", "figure.png": "is a file of the run",
+        "main/eval.json": "is a file of the run", "prior/config.json": "is a file of the run",
+        "cp/.dgm.lock": "is a file of the run", "bg/ood.json": "is a file of the run",
+    }  # fmt: skip
+    for name, why in refused.items():
+        with pytest.raises(DgmError, match=f"--json {tmp_path / name} {why}"):
+            common.command_output(args, tmp_path / name, reads=[tmp_path / "mine.npy"], written=[tmp_path / "figure.png"],
+                                  what="--json")  # fmt: skip
+    assert seen[:4] == [("main", "d.npy", None), ("prior", None, None), ("cp", None, None), ("bg", None, None)]
+    assert common.command_output(args, tmp_path / "new.npy") == tmp_path / "new.npy"
+    # runs= in place of run_dir (dgm report's several runs, decompress's --run)
+    with pytest.raises(DgmError, match="is an input of this command"):
+        common.command_output(args, tmp_path / "other-data.npy", runs=[tmp_path / "x", tmp_path / "other"])
+    assert common.command_output(args, tmp_path / "main-data.npy", runs=[tmp_path / "x"]) == tmp_path / "main-data.npy"

@@ -7,7 +7,7 @@ import math
 import operator
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -61,7 +61,6 @@ __all__ = [
     "own_result",
     "own_result_file",
     "own_result_table",
-    "run_inputs",
     "standardized_note",
     "enough_rows",
     "positive_count",
@@ -75,6 +74,7 @@ __all__ = [
     "one_draw_bound",
     "write_png",
     "png_output",
+    "command_output",
     "add_output_flags",
     "say",
 ]
@@ -458,13 +458,51 @@ def add_output_flags(p: argparse.ArgumentParser, what: str = "PNG file to write"
 
 def png_output(args: argparse.Namespace) -> Path:
     """The --out of a figure command, checked before any work: a .png name, not an existing
-    file (unless --force), never one of the run's own files."""
+    file (unless --force), never a file that the command reads (``command_output``)."""
     path = Path(args.out)
     if path.suffix.lower() != ".png":
         raise DataError(f"--out must name a .png file, got {path}")
-    run_dir = Path(getattr(args, "run_dir", "."))
-    inputs = recorded_inputs(run_dir, getattr(args, "data", None), getattr(args, "schema", None))
-    return check_new_output(path, args.force, inputs=inputs, protected=run_files(run_dir))
+    return command_output(args, path)
+
+
+OTHER_RUN_FLAGS = ("input", "code_prior", "background")  # flags that name further runs a command reads
+
+
+def command_output(
+    args: argparse.Namespace,
+    path: str | os.PathLike[str],
+    *,
+    runs: Sequence[str | os.PathLike[str]] | None = None,
+    reads: Sequence[str | os.PathLike[str]] = (),
+    written: Sequence[str | os.PathLike[str]] = (),
+    what: str = "--out",
+) -> Path:
+    """``path`` as a Path, if a command on runs may write it there (``check_new_output``): never
+    a file of the runs it reads (``runs``, by default ``args.run_dir``, and the runs named by
+    --input, --code-prior and --background), nor a file that they read (``recorded_inputs``:
+    ``runs`` with --data and --schema, the others as recorded), nor ``reads`` (the
+    command's own input files), nor ``written`` (what this call writes besides); an existing file
+    only with --force. Every command that writes a file a user names checks it here, before any
+    work, so a new command inherits the checks."""
+    data, schema = getattr(args, "data", None), getattr(args, "schema", None)
+    mine = [Path(d) for d in (runs if runs is not None else [args.run_dir])]
+    others = [Path(d) for d in _other_runs(args)]
+    inputs = [*map(Path, reads), *(p for d in mine for p in recorded_inputs(d, data, schema))]
+    inputs += [p for d in others for p in recorded_inputs(d)]
+    protected = [*(p for d in (*mine, *others) for p in run_files(d)), *map(Path, written)]
+    return check_new_output(path, args.force, inputs=inputs, protected=protected, what=what)
+
+
+def _other_runs(args: argparse.Namespace) -> list[str]:
+    """The run folders that --input ROLE=RUN, --code-prior RUN and --background RUN name (as
+    given: ``attach_inputs`` checks the flags themselves when it reads the runs)."""
+    named: list[str] = []
+    for flag in OTHER_RUN_FLAGS:
+        value = getattr(args, flag, None)
+        for item in value if isinstance(value, list) else [] if value is None else [value]:
+            path = str(item).partition("=")[2] if flag == "input" else str(item)
+            named += [path] if path else []
+    return named
 
 
 def figure_run(args: argparse.Namespace, check: Callable[[Run], None] | None = None) -> tuple[Path, Run]:
@@ -624,18 +662,13 @@ def standardized_note(dataset: Dataset) -> str | None:
     )
 
 
-def run_inputs(run: Run, data: str | None = None, schema: str | None = None) -> list[Path]:
-    """The files a command on ``run`` reads besides the run folder, which no output may replace
-    (even with --force): its data file (or ``--data``), its table's schema (and ``--schema``), and,
-    for a run on the data of another run (``codes_of``), that run's files and the files it reads
-    in turn."""
-    return [*_data_inputs(run.cfg.data, data, ()), *([Path(schema)] if schema else [])]
-
-
 def recorded_inputs(run_dir: str | os.PathLike[str], data: str | None = None, schema: str | None = None) -> list[Path]:
-    """``run_inputs`` of the run in ``run_dir`` from its record alone (``recorded_config``: no
-    weights read), for outputs checked before the run loads; a run folder that cannot be read
-    protects ``schema`` alone (loading it then says what is wrong)."""
+    """The files a command on the run in ``run_dir`` reads besides the run folder, which no output
+    may replace (even with --force): its data file (or ``data``), its table's schema (and
+    ``schema``), and, for a run on the data of another run (``codes_of``), that run's files and
+    the files it reads in turn. From the run's record alone (``recorded_config``: no weights
+    read), so outputs are checked before the run loads; a run folder that cannot be read protects
+    ``schema`` alone (loading it then says what is wrong)."""
     try:
         d = recorded_config(run_dir).data
     except DgmError:

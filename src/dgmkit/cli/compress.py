@@ -29,11 +29,10 @@ from dgmkit._io import (
     atomic_folder,
     atomic_write_bytes,
     check_base_name,
-    check_new_output,
     describe_os_error,
     open_regular,
 )
-from dgmkit.cli.common import add_device_flag, add_run_parser, check_row_shape, plural, recorded_inputs, say
+from dgmkit.cli.common import add_device_flag, add_run_parser, check_row_shape, command_output, plural, say
 from dgmkit.coding import Coder, coder_of, model_fingerprint, read_container, write_container
 from dgmkit.coding.container import (
     DTYPES,
@@ -50,7 +49,6 @@ from dgmkit.coding.container import (
 from dgmkit.config import Run, load_run
 from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.models import GenerativeModel
-from dgmkit.training.run_writer import run_files
 
 __all__ = ["add_parsers"]
 
@@ -231,9 +229,7 @@ def _check_black_and_white(args: argparse.Namespace, x: np.ndarray, meta: dict, 
 def compress(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    # (the run's data file and schema are inputs too, as for dgm sample and the figures: never an output)
-    inputs = [*args.inputs, *recorded_inputs(args.run_dir)]
-    out = check_new_output(args.out, args.force, inputs=inputs, protected=run_files(args.run_dir))
+    out = command_output(args, args.out, reads=args.inputs)
     run, model, levels, coder = _coding_model(args.run_dir, args.device)
     x, meta = _read_images(args.inputs, model.event_shape)
     _check_black_and_white(args, x, meta, levels)
@@ -303,7 +299,6 @@ def _png_targets(out: Path, names: list[str], args: argparse.Namespace) -> None:
     if out.is_dir() and run_dir.is_dir() and os.path.samefile(out, run_dir):
         raise ConfigError(f"--out {out} is the run folder, an input of this command; name another folder for the images")
     root = os.path.normpath(out.absolute())
-    inputs, protected = [args.file, *recorded_inputs(args.run)], run_files(args.run)
     try:  # (the input and the run's files, where they lie in --out, are among them)
         there = {name_key(n) for n in os.listdir(out)} if out.is_dir() else set()
     except OSError as e:  # (a folder that cannot be listed cannot be written either)
@@ -313,7 +308,7 @@ def _png_targets(out: Path, names: list[str], args: argparse.Namespace) -> None:
         if os.path.dirname(os.path.normpath(target.absolute())) != root:  # the schema makes this impossible
             raise DataError(f"{args.file} names an image {name!r} outside --out")
         if i == 0 or name_key(name) in there:  # (the first: the folders above it checked once)
-            check_new_output(target, args.force, inputs=inputs, protected=protected, what="the image")
+            command_output(args, target, runs=[args.run], reads=[args.file], what="the image")
 
 
 def decompress(args: argparse.Namespace) -> int:
@@ -327,7 +322,7 @@ def decompress(args: argparse.Namespace) -> int:
     else:
         if out.suffix.lower() != ".npy":
             raise ConfigError(f"--out must name a .npy file, got {out}")
-        check_new_output(out, args.force, inputs=[args.file, *recorded_inputs(args.run)], protected=run_files(args.run))
+        command_output(args, out, runs=[args.run], reads=[args.file])
     run, model, levels, coder = _coding_model(args.run, args.device)
     check_coding_device(h, run.device, str(path))
     if model_fingerprint(model) != h["model_fingerprint"]:

@@ -11,7 +11,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from dgmkit._io import atomic_write_bytes, check_new_output
+from dgmkit._io import atomic_write_bytes
 from dgmkit.cli.argtypes import SEED, given_count, given_real, real
 from dgmkit.cli.common import (
     add_count_flag,
@@ -25,6 +25,7 @@ from dgmkit.cli.common import (
     add_split_flag,
     attach_inputs,
     codes_name,
+    command_output,
     data_to_display,
     decoded_means,
     figure_split,
@@ -36,7 +37,6 @@ from dgmkit.cli.common import (
     posterior_means,
     reconstructions,
     run_data,
-    run_inputs,
     say,
     shows_images,
     to_display,
@@ -48,7 +48,6 @@ from dgmkit.data.table import write_table
 from dgmkit.distributions.flow import POSTERIOR_MEANS
 from dgmkit.errors import ConfigError, DataError, EvaluationError, shown_value
 from dgmkit.evaluation.figures import check_grid, image_grid_png, project_2d, scatter_png
-from dgmkit.training.run_writer import run_files
 
 __all__ = [
     "add_parsers",
@@ -254,9 +253,7 @@ def _sample_rows(args: argparse.Namespace) -> int:
     table = run_data(run, args.data_dir, args.data, args.schema)
     if not table.columns:
         raise ConfigError(f"--out .csv writes rows of a table, and {run.path} was not trained on one: name a .png file")
-    out = check_new_output(
-        Path(args.out), args.force, inputs=run_inputs(run, args.data, args.schema), protected=run_files(args.run_dir)
-    )
+    out = command_output(args, args.out)
     _refuse_picture_flags(args, "a table's rows are draws x ~ p(x) already")
     x, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive, steps=args.steps,
                            draw=run.model.sample_means)  # fmt: skip
@@ -301,9 +298,7 @@ def _sample_array(args: argparse.Namespace) -> int:
             "--out FILE.png draws them as a picture"
         )
     _refuse_picture_flags(args, "the array holds draws x ~ p(x)")
-    out = check_new_output(
-        Path(args.out), args.force, inputs=run_inputs(run, args.data, args.schema), protected=run_files(args.run_dir)
-    )
+    out = command_output(args, args.out)
     x, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive, steps=args.steps,
                            draw=run.model.sample_means)  # fmt: skip
     shape = tuple(run.record["data"]["event_shape"])

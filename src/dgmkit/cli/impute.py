@@ -22,7 +22,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output
+from dgmkit._io import atomic_write_bytes, atomic_write_json
 from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import (
     add_count_flag,
@@ -32,12 +32,12 @@ from dgmkit.cli.common import (
     add_run_parser,
     add_split_flag,
     array_of_table_note,
+    command_output,
     data_to_display,
     own_result_file,
     plural,
     read_input_file,
     run_data,
-    run_inputs,
     say,
     seeded_rows,
 )
@@ -59,7 +59,6 @@ from dgmkit.evaluation.imputation import (
     to_data_units,
 )
 from dgmkit.models import LatentVariableModel
-from dgmkit.training.run_writer import run_files
 
 __all__ = ["add_parser", "run_impute"]
 
@@ -114,7 +113,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
-    protected = run_files(args.run_dir)
     out = Path(args.out)
     if out.suffix.lower() not in _OUT_SUFFIXES:
         raise ConfigError(f"--out must name a .npy, .npz or (for a table) .csv file, got {out}")
@@ -125,11 +123,8 @@ def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
         raise DataError(f"{args.input} is a table, and {run.path} was trained on images: give them as a .npy or .npz file")
     if out.suffix.lower() == ".csv" and not table_run:
         raise ConfigError(f"--out .csv writes a table, and {run.path} was not trained on one; name a .npy file")
-    inputs = [
-        *([args.input] if args.input else []),
-        *run_inputs(run, args.data, args.schema),
-    ]  # the run's own data are read too
-    out = check_new_output(out, args.force, inputs=inputs, protected=protected)
+    reads = [args.input] if args.input else []
+    out = command_output(args, out, reads=reads)
     figure = None
     if args.figure is not None:
         figure = Path(args.figure)
@@ -137,7 +132,7 @@ def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
             raise ConfigError(f"--figure must name a .png file, got {figure}")
         if table_run:
             raise ConfigError("--figure shows images; the run models a table: leave it out")
-        figure = check_new_output(figure, args.force, inputs=inputs, protected=protected + [out], what="--figure")
+        figure = command_output(args, figure, reads=reads, written=[out], what="--figure")
     return out, figure
 
 

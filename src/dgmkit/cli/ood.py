@@ -19,7 +19,7 @@ from typing import NamedTuple, TypeGuard
 
 import torch
 
-from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output
+from dgmkit._io import atomic_write_bytes, atomic_write_json
 from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import (
     SPLITS,
@@ -30,12 +30,12 @@ from dgmkit.cli.common import (
     add_limit_flag,
     add_run_parser,
     array_of_table_note,
+    command_output,
     estimate_words,
     own_result_table,
     plural,
     png_output,
     run_data,
-    run_inputs,
     run_table,
     say,
     seeded_rows,
@@ -52,7 +52,6 @@ from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.data.transforms import scores_densities, values_seen
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.ood_scores import SCORES, OODScores, histogram_png, log_likelihoods, ood_scores, png_code_length
-from dgmkit.training.run_writer import run_files
 
 __all__ = ["add_parser", "run_ood"]
 
@@ -462,15 +461,12 @@ def _scored_runs(args: argparse.Namespace) -> tuple[Run, Run | None, dict[int, i
 def _checked_outputs(args: argparse.Namespace, run: Run, bg: Run | None) -> Path | None:
     """--out's figure path (or None), and --json checked: never one of the files this command
     reads (the runs' data, --ood's), nor a run's file, nor the figure."""
-    protected = run_files(run.path) + ([] if bg is None else run_files(bg.path))
     figure = png_output(args) if args.out is not None else None
     if args.json is not None:
         if figure is not None and Path(args.json).absolute() == figure.absolute():  # (else "a file of the run")
             raise ConfigError(f"--json {args.json} and --out {args.out} name one file: give each its own")
-        inputs = [*run_inputs(run, args.data, args.schema), *([] if bg is None else run_inputs(bg))]
-        inputs += [args.ood] if is_data_file(args.ood) else []
-        mine = protected + ([figure] if figure else [])
-        check_new_output(args.json, args.force, inputs=inputs, protected=mine, what="--json")
+        reads = [args.ood] if is_data_file(args.ood) else []
+        command_output(args, args.json, reads=reads, written=[figure] if figure else [], what="--json")
     return figure
 
 

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import torch
 
-from dgmkit._io import atomic_write_bytes, check_new_output, parse_json
+from dgmkit._io import atomic_write_bytes, parse_json
 from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import (
     add_count_flag,
     add_data_flags,
     add_device_flag,
     codes_name,
+    command_output,
     fit_step,
     holes_note,
     plural,
-    recorded_inputs,
     run_data,
     say,
     shows_images,
@@ -43,7 +43,7 @@ from dgmkit.evaluation.report import finite_number
 from dgmkit.reporting import RunPage, logged_epoch, metric_keys, render_page
 from dgmkit.settings import unused_keys
 from dgmkit.training.checkpoint import trainer_counters
-from dgmkit.training.run_writer import MAX_METRICS_BYTES, read_run_file, run_files
+from dgmkit.training.run_writer import MAX_METRICS_BYTES, read_run_file
 
 __all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES"]
 
@@ -323,9 +323,7 @@ def _checked_out(args: argparse.Namespace) -> Path:
     if out.suffix.lower() not in (".html", ".htm"):
         raise DataError(f"--out must name an .html file, got {out}")
     _check_figure_flags(args)
-    protected = [p for d in args.run_dirs for p in run_files(d)]
-    inputs = [p for d in args.run_dirs for p in recorded_inputs(d, args.data, args.schema)]
-    check_new_output(out, args.force, inputs=inputs, protected=protected)
+    command_output(args, out, runs=args.run_dirs)
     if len(set(map(lambda d: Path(d).resolve(), args.run_dirs))) != len(args.run_dirs):
         raise DataError("a run folder is named twice")
     return out

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dgmkit._io import atomic_write_bytes, check_new_output, invisible_character, shown_text
+from dgmkit._io import atomic_write_bytes, invisible_character, shown_text
 from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import (
     add_count_flag,
@@ -27,10 +27,10 @@ from dgmkit.cli.common import (
     add_input_flags,
     array_of_table_note,
     attach_inputs,
+    command_output,
     estimate_words,
     plural,
     read_input_file,
-    run_inputs,
     run_table,
     say,
     standardized_note,
@@ -46,7 +46,6 @@ from dgmkit.data.transforms import scores_densities
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.estimates import log_likelihoods
 from dgmkit.evaluation.metrics import observed_entries
-from dgmkit.training.run_writer import run_files
 
 __all__ = ["add_parser", "run_score", "score_inputs"]
 
@@ -211,8 +210,7 @@ def run_score(args: argparse.Namespace) -> int:
     attach_inputs(run, args)  # (a VQ-VAE's code prior: the prior of its bound)
     if args.schema is not None and not is_table(run.cfg.data.dataset):
         raise ConfigError(f"--schema: {run.path} was trained without a schema (its columns' kinds inferred)")
-    inputs = [*args.inputs, *run_inputs(run, args.data, args.schema)]
-    out = check_new_output(out, args.force, inputs=inputs, protected=run_files(args.run_dir))
+    out = command_output(args, out, reads=args.inputs)
     if (args.data is not None or args.data_dir is not None) and not is_table(run.cfg.data.dataset):
         raise ConfigError("--data and --data-dir say where a table run's table is; this run's inputs are scored alone")
     given_table = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in TABLE_SUFFIXES
