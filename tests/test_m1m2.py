@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgmkit.cli.common import run_inputs
+from dgmkit.cli.common import recorded_inputs
 from dgmkit.cli.main import main
 from dgmkit.cli.train import _with_kept_labels
 from dgmkit.config import RunConfig, inputs, load_run
@@ -106,7 +106,7 @@ def test_latents_of_a_source_whose_data_file_changed_are_refused(tmp_path, capsy
     assert is_data_file(moved) and is_table(tmp_path / "t.csv") and not is_table(moved)
 
     assert dgmkit.evaluate(m2, "test", iw_samples=2, data=moved).n == json.loads((m2 / "eval.json").read_text())["n"]
-    assert str(moved.resolve()) in {str(p.resolve()) for p in run_inputs(load_run(m2), str(moved))}  # (never replaced)
+    assert str(moved.resolve()) in {str(p.resolve()) for p in recorded_inputs(m2, str(moved))}  # (never replaced)
     np.savez(data, x=x[:, :, :, ::-1].copy(), y=y)  # the same shape, the images mirrored
     capsys.readouterr()
     assert main(["eval", str(m2), "--iw-samples", "2"]) == 1
@@ -125,7 +125,7 @@ def test_no_output_replaces_the_data_file_of_the_run_whose_latents_a_run_models(
     m1, m2 = tmp_path / "m1", tmp_path / "m2"
     assert main([*(a if a != "digits" else str(data) for a in VAE), "--binarize", "dynamic", "--out", str(m1)]) == 0
     assert main([*M2, "--codes-of", str(m1), "--out", str(m2)]) == 0
-    inputs = {p.resolve() for p in run_inputs(load_run(m2))}
+    inputs = {p.resolve() for p in recorded_inputs(m2)}
     assert data.resolve() in inputs and (m1 / "config.json").resolve() in inputs
     before = data.read_bytes()
     ood = tmp_path / "ood.npy"  # latents of another kind
@@ -301,7 +301,7 @@ def test_a_run_made_from_its_own_data_is_refused_not_loaded_without_end(tmp_path
     assert main(["score", str(m1), str(x), "--out", str(tmp_path / "before.csv"), "--k", "5"]) == 0
     rewrite_records(m1, loop)
     # what a command reads is listed without end; inputs given with the run are scored as before the loop
-    assert run_inputs(load_run(m1)) == 2 * run_files(m1)
+    assert recorded_inputs(m1) == 2 * run_files(m1)
     assert main(["score", str(m1), str(x), "--out", str(tmp_path / "after.csv"), "--k", "5"]) == 0
     assert (tmp_path / "after.csv").read_text() == (tmp_path / "before.csv").read_text()
     with pytest.raises(ConfigError, match="made from its own data"):
