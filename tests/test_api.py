@@ -239,6 +239,12 @@ def test_bad_data_is_refused_in_one_line(tmp_path):
 
     with pytest.raises(DataError, match="needs len\\(\\) and indexing \\(a map-style dataset\\)"):
         dgmkit.train(tmp_path / "r", data=Stream(), **TINY)
+    # what is wrong with the arrays is said of them, not of the file this call wrote them to (and removed)
+    x = np.zeros((80, 4, 4), np.uint8)
+    with pytest.raises(DataError, match=r"^data \(the arrays given, read as r.data.npz\): 79 labels for 80 images$"):
+        dgmkit.train(tmp_path / "r", data=(x, np.zeros(79, np.int64)), **TINY)
+    with pytest.raises(DataError, match=r"^data \(the arrays given, read as r.data.npz\): 1 row .*at least 10"):
+        dgmkit.train(tmp_path / "r", data=x[:1], **TINY)
     assert list(tmp_path.iterdir()) == []
 
 

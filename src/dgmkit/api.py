@@ -289,12 +289,17 @@ def train(
         # (a keyword at its default counts as not given, so that **cfg.flat() repeats a run; a value
         # other than the default that the run leaves unread is refused by train_run, as dgm train does)
         train_run(RunConfig.of(**values), out, quiet=quiet, resume_line=not quiet)
-    except BaseException:
+    except BaseException as e:
         # a refused call (a bad setting, a folder that is not empty) leaves no data file of its own
         # behind; one that the run this call started names stays, for a resume
         if written is not None and (had_run or not (out / "config.json").exists()):
             written.unlink(missing_ok=True)
         remove_empty_folders(made)  # (only those left empty)
+        if data is not None and isinstance(e, DataError):  # said of the file, its path or its name: of the arrays given
+            name = Path(values["dataset"]).name
+            said = next((f"{p}: " for p in (values["dataset"], name) if str(e).startswith(f"{p}: ")), None)
+            if said is not None:
+                raise DataError(f"data (the arrays given, read as {name}): {str(e)[len(said) :]}") from None
         raise
     return load(out)
 
