@@ -122,6 +122,15 @@ def test_the_evaluation_table_gives_each_number_in_its_unit_and_precision():
     )
 
 
+def test_a_huge_count_is_shown_to_its_leading_digits_rounded():
+    """A count of 2**62 datapoints (a crafted eval.json: counts are taken below 2**63) was shown
+    "4.e+18", its mantissa cut to the column's 0 decimals; 1999999999999999 was cut to 1.999e+15."""
+    [table] = _tables(page._eval_table({"c": _record(n=2**62)}))
+    [c] = _rows(table)
+    assert c["datapoints"] == "4.612e+18"
+    assert page._num(1999999999999999) == "2.000e+15" and page._num(-(2**62), 0) == "-4.612e+18"
+
+
 def test_the_notes_under_the_evaluations_are_said_once_and_fall_back_to_the_data_notes():
     """dgm eval's notes where the command gave them; else each record's data notes (a table's
     note here); a note that two records share, once."""

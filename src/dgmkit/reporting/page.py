@@ -11,6 +11,7 @@ import base64
 import html
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import numpy as np
 
@@ -82,9 +83,8 @@ def _e(v: object) -> str:
 def _num(v: object, digits: int = 3) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return "–" if v is None else _e(v)
-    if isinstance(v, int) and abs(v) >= 10**15:  # (as text: an integer past a float's range has no float)
-        text = str(abs(v))
-        return f"{'-' if v < 0 else ''}{text[0]}.{text[1 : 1 + digits]}e+{len(text) - 1}"
+    if isinstance(v, int) and abs(v) >= 10**15:  # (exactly, as a Decimal: an integer past a float's range has no float)
+        return f"{Decimal(v):.{max(digits, 3)}e}"  # (rounded; a count, of 0 digits, was "4.e+18" for 4.6e18)
     if isinstance(v, int):
         return str(v)
     if not math.isfinite(v):
