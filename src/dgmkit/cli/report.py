@@ -257,7 +257,7 @@ def _decoded_samples(run: Run, args: argparse.Namespace, figs: list, notes: list
     try:
         vq = load_run(source, device=run.device)
         if "code-prior" not in vq.cfg.model.inputs:
-            raise ConfigError(f"{source} is a {vq.cfg.family} run, which takes no code prior")
+            raise ConfigError(f"{source} is a run of the {vq.cfg.family} family, which takes no code prior")
         attach_input(vq, "code-prior", run)
     except DgmError as e:
         notes.append(f"no samples: {why}, and they could not be drawn through its decoder ({e})")

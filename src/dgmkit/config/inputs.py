@@ -211,7 +211,9 @@ def attach_input(run: Run, role: str, path: "str | Path | Run") -> Run:
     family = run.cfg.model
     if role not in family.inputs:
         takes = "; ".join(f"{r}: {what}" for r, what in family.inputs.items()) or "none"
-        raise ConfigError(f"--input {role}=...: {run.path} is a {run.cfg.family} run, whose inputs are: {takes}")
+        raise ConfigError(
+            f"--input {role}=...: {run.path} is a run of the {run.cfg.family} family, whose inputs are: {takes}"
+        )
     other = path if isinstance(path, Run) else load_run(path, device=run.device)
     if other.device != run.device:
         raise ConfigError(f"the run {other.path} is on {other.device}, {run.path} on {run.device}: load them on one device")
