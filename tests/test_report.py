@@ -717,3 +717,23 @@ def test_a_run_whose_model_gives_values_no_figure_can_show_is_named_among_severa
     assert main(["report", str(runs[0]), str(huge), "--out", str(out), "--samples", "4"]) == 1
     err = capsys.readouterr().err
     assert f"dgm: error: {huge}: the model gives non-finite" in err and not out.exists()
+
+
+def test_the_comparison_says_how_each_run_was_trained(runs, tmp_path):
+    """The comparison's "epochs" column counted an EM fit's iterations as epochs and showed a
+    closed-form fit (PPCA) as 1 epoch: it now says "3 epochs", "2 EM iterations", "in closed form"."""
+    import numpy as np
+
+    patches = (np.random.default_rng(0).random((300, 3, 3)) < 0.4).astype(np.uint8)
+    np.save(tmp_path / "patches.npy", patches)
+    em, ppca = tmp_path / "em", tmp_path / "ppca"
+    argv = ["--model", "loglinear", "--states", "2", "--em-iterations", "2", "--quiet", "--out", str(em)]
+    assert main(["train", "--dataset", str(tmp_path / "patches.npy"), *argv]) == 0
+    assert main(["train", "--model", "ppca", "--dataset", "digits", "--latent-dim", "2", "--quiet", "--out", str(ppca)]) == 0
+    out = tmp_path / "r.html"
+    assert main(["report", str(runs[0]), str(em), str(ppca), "--out", str(out), "--no-figures"]) == 0
+    rows = out.read_text().split("<h2 id=")[0].split("<tr>")
+    assert "<th>trained</th>" in rows[1]
+    assert [re.findall(r"<td class='num'>([^<]*)</td>", row)[0] for row in rows[2:]] == [
+        "3 epochs", "2 EM iterations", "in closed form"
+    ]  # fmt: skip

@@ -164,8 +164,8 @@ def test_the_comparison_gives_the_best_score_at_its_epoch_and_the_epochs_done():
     a = _page("a", metrics=metrics, shift=10.0)
     b = _page("b", metrics=[{"epoch": 1, "train_elbo": -3.0}], step="EM iteration")
     ra, rb = _comparison(a, b)
-    assert ra["epochs"] == "5" and ra["best validation -score (nats)"] == "-ELBO 55.250 (epoch 4)"
-    assert rb["epochs"] == "1" and rb["best validation -score (nats)"] == "–"
+    assert ra["trained"] == "5 epochs" and ra["best validation -score (nats)"] == "-ELBO 55.250 (epoch 4)"
+    assert rb["trained"] == "1 EM iteration" and rb["best validation -score (nats)"] == "–"
     assert ra["test NLL (nats)"] == rb["test NLL (nats)"] == "–" and ra["estimate"] == "–"  # no evaluation of the test split
     c = _page("c", metrics=[{"iteration": 2, "valid_elbo": -1.0}], step="EM iteration")
     assert _comparison(a, c)[1]["best validation -score (nats)"] == "-ELBO 1.000 (EM iteration 2)"

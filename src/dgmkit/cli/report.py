@@ -365,6 +365,7 @@ def run_report(args: argparse.Namespace) -> int:
                 weights=weights,
                 marks={protocol: _whose(r, run, weights) for protocol, r in evals.items()},
                 step=fit_step(run.cfg),
+                fit=run.cfg.model.fit,
                 checkpointed=_checkpointed(run),
                 shift=math.prod(run.record["data"]["event_shape"]) * run.transform.log_volume,
             )

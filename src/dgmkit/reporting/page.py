@@ -73,6 +73,7 @@ class RunPage:
     marks: dict[str, str] = field(default_factory=dict)  # by protocol: what an evaluation not of the weights now is of
     step: str = "epoch"  # what a metrics line is of, as dgm train says it ("EM iteration" for EM fits)
     checkpointed: int | None = None  # the epoch of checkpoint.safetensors: a line logged after it is of no weights kept
+    fit: str = "gradient"  # how the family is fitted (FamilyConfig.fit): "closed-form" has no epochs to count
 
 
 def _e(v: object) -> str:
@@ -309,18 +310,19 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
         f"<h1>{_e(title)}</h1>",
     ]
     if len(runs) > 1:
-        out.append("<h2>Comparison</h2><table><tr><th>run</th><th>model</th><th>data</th><th>epochs</th>")
+        out.append("<h2>Comparison</h2><table><tr><th>run</th><th>model</th><th>data</th><th>trained</th>")
         out.append("<th>best validation -score (nats)</th><th>test NLL (nats)</th><th>bits/dim</th><th>estimate</th></tr>")
         for i, r in enumerate(runs):
             best, at = _best(r.metrics, r.score, r.checkpointed)
             own = {p: e for p, e in r.evals.items() if not r.marks.get(p)}  # (not those marked another run's or weights')
             t = _test_result(own, r.weights) or {}
             epochs = max((e for e in map(logged_epoch, r.metrics) if e is not None), default=0)
+            trained = "in closed form" if r.fit == "closed-form" else f"{epochs} {r.step}{'' if epochs == 1 else 's'}"
             best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} ({r.step} {at})"
             words = data_words(t) if t else None
             out.append(
                 f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
-                f"<td>{_e(r.dataset)}{', ' + _e(words) if words else ''}</td><td class='num'>{epochs}</td>"
+                f"<td>{_e(r.dataset)}{', ' + _e(words) if words else ''}</td><td class='num'>{_e(trained)}</td>"
                 f"<td class='num'>{_e(best_s)}</td>"
                 f"<td class='num'>{_num(t.get('nll'))}</td><td class='num'>{_num(t.get('bpd'), 4)}</td>"
                 f"<td>{_e(estimate_protocol(t)) if t else '–'}</td></tr>"
