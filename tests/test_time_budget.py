@@ -344,3 +344,19 @@ def test_the_command_that_goes_on_names_the_processes_of_a_data_parallel_run(mon
 
     monkeypatch.setattr(train.distributed, "current", lambda: SimpleNamespace(world_size=2, is_main=True))
     assert train._go_on(Path("/runs/a b")) == "dgm train --resume --nproc 2 --out '/runs/a b'"
+
+
+def test_the_command_that_goes_on_with_a_run_folder_named_like_a_flag_resumes_it(tmp_path, monkeypatch, capsys):
+    """A relative folder that begins with "-" is shown as ./-name: as itself, `--out -run` is argparse's
+    "expected one argument", so the line's command could not be run as shown."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "3", "--batch-size", "8", "--epochs", "1"]
+    assert main([*args, "--time-budget", "1e-6", "--out=-run"]) == 0
+    said = capsys.readouterr().out
+    assert "go on with: dgm train --resume --out ./-run" in said and "dgm eval ./-run" in said
+    command = shlex.split(said.split("go on with: ")[1].splitlines()[0])
+    assert main([*command[1:], "--quiet"]) == 0  # (the command as shown, less its "dgm")
+    said = capsys.readouterr().out
+    assert "in epoch 1 after step 1" in said and "trained 1 epoch" in said

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -47,6 +48,7 @@ __all__ = [
     "is_own_temporary",
     "remove_stale_temporaries",
     "parse_json",
+    "shell_path",
 ]
 
 TMP_SUFFIX = ".tmp"
@@ -341,6 +343,14 @@ _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f/\\:]")
 # Unicode categories never allowed in a name: controls (C0, DEL, C1), format characters (bidi
 # overrides and isolates, zero widths, the BOM), surrogates, line and paragraph separators
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def shell_path(path: os.PathLike[str] | str) -> str:
+    """``path`` as one word of a command that dgm is shown to take: quoted for the shell, and a
+    relative path that begins with ``-`` as ``./-name`` (as itself, argparse takes it for a flag:
+    ``--out -run`` is refused with "expected one argument")."""
+    text = os.fspath(path)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
 
 
 def shown_text(text: str) -> str:

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import torch
 
 from dgmkit import distributed
+from dgmkit._io import shell_path
 from dgmkit.cli.common import add_count_flag, estimate_words, fit_step, plural, say
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
@@ -831,7 +831,7 @@ def _go_on(out: Path) -> str:
     """The command that resumes the run in ``out`` as it runs now (on as many processes: data-parallel
     runs resumed on another number are not bit for bit), its folder quoted for the shell."""
     world = distributed.current().world_size
-    return f"dgm train --resume{f' --nproc {world}' if world > 1 else ''} --out {shlex.quote(str(out))}"
+    return f"dgm train --resume{f' --nproc {world}' if world > 1 else ''} --out {shell_path(out)}"
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -894,5 +894,5 @@ def run_train(args: argparse.Namespace) -> int:
     best = f"{result.label} {result.best_valid - shift:.3f} nats{density}"
     if cfg.model.fit != "closed-form" and result.best_epoch >= 0:  # a closed-form fit has said what it found
         say(f"trained {plural(result.epoch, step)}; best validation {best} at {step} {result.best_epoch}")
-    say(f"run folder: {out}  (evaluate with: dgm eval {shlex.quote(str(out))})")
+    say(f"run folder: {out}  (evaluate with: dgm eval {shell_path(out)})")
     return 0

@@ -7,14 +7,13 @@ import hashlib
 import logging
 import math
 import os
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from dgmkit import __version__
-from dgmkit._io import is_text_path, parse_json
+from dgmkit._io import is_text_path, parse_json, shell_path
 from dgmkit.config.migrate import FORMAT, check_record, migrate_record
 from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, RELOCATABLE, RunConfig
 from dgmkit.data import Dataset, DataTransform
@@ -295,14 +294,13 @@ def _checkpoint_of(path: Path, which: str) -> Path:
                 f"{found}{link} {what}: the run's weights cannot be read from it (fetch its content{other})"
             )
     if os.path.lexists(path / "config.json"):  # (a run folder: `dgm train --out` refuses it, as not empty)
-        resume = f"dgm train --resume --out {shlex.quote(str(path))}"
+        resume = f"dgm train --resume --out {shell_path(path)}"
         raise CheckpointError(
             f"{path} holds a run's config.json but no checkpoint ({' or '.join(names)}): the run stopped before its "
             f"first checkpoint, or its checkpoints were removed; `{resume}` starts a run that stopped so early again"
         )
     raise CheckpointError(
-        f"{path} holds no checkpoint ({' or '.join(names)}); train a run there with `dgm train --out "
-        f"{shlex.quote(str(path))}`"
+        f"{path} holds no checkpoint ({' or '.join(names)}); train a run there with `dgm train --out {shell_path(path)}`"
     )
 
 

@@ -13,7 +13,6 @@ else.
 
 import contextlib
 import os
-import shlex
 import uuid
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from dgmkit._io import (
     parse_json,
     read_regular,
     remove_stale_temporaries,
+    shell_path,
     to_json,
 )
 from dgmkit.errors import CheckpointError, ConfigError, DgmError, TrainingError
@@ -214,7 +214,7 @@ class RunFolder:
         if others:
             listed = sorted(others, key=lambda name: (name.startswith("."), name))  # a run's lock files last
             shown = ", ".join(listed[:4]) + (f" and {len(listed) - 4} more" if len(listed) > 4 else "")
-            resume = f"dgm train --resume --out {shlex.quote(str(self.path))}"
+            resume = f"dgm train --resume --out {shell_path(self.path)}"
             hint = (
                 f"; a run trained by gradient steps goes on there with `{resume}`"
                 if "checkpoint.safetensors" in others
