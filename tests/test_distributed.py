@@ -914,3 +914,25 @@ def test_a_rank_that_cannot_leave_its_process_group_still_ends_with_its_status()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 3 and time.monotonic() - t0 < 60, done.stderr
     assert "could not leave the process group: still waiting after 0.5 s (its peers had ended)" in done.stderr
+
+
+def test_a_stranded_run_resumed_on_n_processes_is_said_to_start_again_once(tmp_path, capsys, monkeypatch):
+    """``--resume --nproc 2`` of a run that stopped before its first checkpoint said "starting it
+    again from its beginning" twice: in the process that launches the ranks and in rank 0. The
+    launching process leaves it to rank 0 (stubbed here), which trains."""
+    from dgmkit.cli import train as train_cli
+    from dgmkit.cli.main import main
+
+    out = tmp_path / "st"
+    assert main(["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet",
+                 "--out", str(out)]) == 0  # fmt: skip
+    for name in ("checkpoint.safetensors", "best.safetensors"):  # (as a run killed in its first epoch leaves it)
+        (out / name).unlink()
+    (out / "metrics.jsonl").write_text("")
+    capsys.readouterr()
+    started = []
+    monkeypatch.setattr(train_cli, "_launch", lambda args: started.append(args.nproc) or 0)
+    assert main(["train", "--resume", "--nproc", "2", "--out", str(out)]) == 0
+    assert started == [2] and "starting it again" not in capsys.readouterr().out
+    assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 0  # (in one process: said by it)
+    assert "starting it again from its beginning" in capsys.readouterr().out

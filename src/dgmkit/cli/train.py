@@ -848,7 +848,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"nothing to resume: --out {out} is a file, not a run folder")
         folder = RunFolder(out, fresh=False)
         restart = folder.starts_again("--resume", main=ctx.is_main)
-        if restart and ctx.is_main:  # the run starts again from its beginning
+        if restart and ctx.is_main and not launch:  # the run starts again from its beginning (--nproc: rank 0 says so)
             say(folder.restart_line())
         cfg = resumed_config(args, out)
     else:
