@@ -290,18 +290,22 @@ def train(
         # other than the default that the run leaves unread is refused by train_run, as dgm train does)
         train_run(RunConfig.of(**values), out, quiet=quiet, resume_line=not quiet)
     except BaseException as e:
-        # a refused call (a bad setting, a folder that is not empty) leaves no data file of its own
-        # behind; one that the run this call started names stays, for a resume
+        # a refused call (a bad setting, a folder not empty) leaves no data file behind; one that its run names stays
         if written is not None and (had_run or not (out / "config.json").exists()):
             written.unlink(missing_ok=True)
         remove_empty_folders(made)  # (only those left empty)
-        if data is not None and isinstance(e, DataError):  # said of the file, its path or its name: of the arrays given
-            name = Path(values["dataset"]).name
-            said = next((f"{p}: " for p in (values["dataset"], name) if str(e).startswith(f"{p}: ")), None)
-            if said is not None:
-                raise DataError(f"data (the arrays given, read as {name}): {str(e)[len(said) :]}") from None
+        if data is not None and isinstance(e, DataError):
+            raise _of_arrays(e, values["dataset"]) from None
         raise
     return load(out)
+
+
+def _of_arrays(e: DataError, path: str) -> DataError:
+    """A refusal of the data file that ``train`` wrote the caller's arrays to (named by its path
+    or its name), said of the arrays given; another error as it is."""
+    name = Path(path).name
+    said = next((f"{p}: " for p in (path, name) if str(e).startswith(f"{p}: ")), None)
+    return e if said is None else DataError(f"data (the arrays given, read as {name}): {str(e)[len(said) :]}")
 
 
 def _quiet(quiet: object) -> bool:
