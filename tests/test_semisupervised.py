@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -371,6 +372,21 @@ def test_cli_refuses_with_one_line(argv, message, tmp_path, capsys):
     code = main(["train", *argv, "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_refuses_a_test_label_beyond_the_classes(tmp_path, capsys):
+    # dgm eval's accuracy counted the test split's label 2 of a 2-class model as an error, silently
+    x = torch.randint(0, 2, (60, 1, 4, 4), generator=torch.Generator().manual_seed(0)).numpy().astype(np.uint8)
+    y = np.arange(60) % 2
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x, y=y)
+    y[int(load_dataset(str(data)).test.rows[0])] = 2  # a test row: training and validation labels stay 0..1
+    np.savez(data, x=x, y=y)
+    argv = ["train", "--model", "m2", "--dataset", str(data), "--classes", "2", "--hidden", "8", "--latent-dim", "2"]
+    assert main([*argv, "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "the test split holds labels 0..2, outside the model's classes 0..1" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
 
 

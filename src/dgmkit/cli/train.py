@@ -477,6 +477,8 @@ def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
             + (" (a run's latents carry the labels of its data, and its data have none)" if source else "")
         )
     check_labels(dataset.valid, classes, "the validation split")
+    if dataset.test.y is not None:  # (dgm eval's accuracy counted a test label beyond the classes as an error)
+        check_labels(dataset.test, classes, "the test split")
     seed = cfg.optim.seed if cfg.data.labels_seed is None else cfg.data.labels_seed
     train = keep_labels(dataset.train, cfg.data.labels, classes, seed)
     return dataclasses.replace(dataset, train=train)
