@@ -311,6 +311,8 @@ def test_every_row_of_an_ood_file_is_scored_with_ood_split_all(runs, tmp_path, c
     code, out, err = _dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--limit", "10")
     assert code == 0, err  # (the note counted the --limit subset as the split's rows)
     assert "its test split holds 40 rows of it (--limit scores 10); --ood-split all scores every row" in out
+    # the inputs scored are said as a random subset (they were "digits test (10 inputs)", as if the split held 10)
+    assert "in: digits test (a random 10 of 300 inputs); OOD: " in out and " test (a random 10 of 40 inputs);" in out
     with open(model / "ood-scores.csv") as f:
         drawn = [r for r in csv.DictReader(f) if r["set"] == "ood"]  # 10 of the test split, by their file row too
     code, out, err = _dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--ood-split", "all")

@@ -359,10 +359,16 @@ def _metrics(v: dict) -> tuple[str, str, str]:
     return f"{v['auroc']:.4f}", f"{v['auprc']:.4f}", f"{v['fpr_at_95_tpr']:.4f}"
 
 
+def _inputs_of(n: int, subset: dict | None) -> str:
+    """``300 inputs``, or the seeded random subset of --limit said as one: ``a random 50 of 300 inputs``."""
+    return plural(n, "input") if not subset else f"a random {n} of {plural(subset['of'], 'input')}"
+
+
 def _notes(r: dict) -> list[str]:
+    sub = r.get("subsets") or {}
     notes = [
-        f"in: {r['dataset']} {r['in_split']} ({plural(r['n_in'], 'input')}); OOD: {r['ood']} {r['ood_split']} "
-        f"({plural(r['n_ood'], 'input')}); OOD inputs are the positives, larger scores more OOD; AUPRC is the "
+        f"in: {r['dataset']} {r['in_split']} ({_inputs_of(r['n_in'], sub.get('in'))}); OOD: {r['ood']} {r['ood_split']} "
+        f"({_inputs_of(r['n_ood'], sub.get('ood'))}); OOD inputs are the positives, larger scores more OOD; AUPRC is the "
         "average precision (the step sum of scikit-learn's average_precision_score, not a trapezoid)",
         f"log p(x): {estimate_words(r['estimate'], r.get('transform', ''))}"
         + (f" (k={r['iw_samples']})" if r["iw_samples"] else ""),
