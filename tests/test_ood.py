@@ -442,10 +442,17 @@ def test_the_typicality_test_of_dgm_ood_is_fitted_on_the_training_and_held_out_s
     model = tmp_path / "model"
     shutil.copytree(runs / "model", model)  # the run's ood.json keeps the results of the other tests
     argv = ["ood", model, "--ood", runs / "noise.npy", "--ood-split", "test", "--typicality-batch", "5"]
-    code, _, err = _dgm(capsys, *argv, "--json", tmp_path / "o.json")
+    code, out, err = _dgm(capsys, *argv, "--json", tmp_path / "o.json")
     assert code == 0, err
     cli = json.loads((tmp_path / "o.json").read_text())
     assert cli["in_split"] == "test" and cli["fit_limit"] == 10000
+    assert cli["typicality_fit"] == {"train": 1197, "train_of": 1197, "valid": 300, "valid_of": 300}
+    assert "nats (mean NLL of 1197 training inputs), epsilon = " in out and "quantile on 300 held-out inputs)" in out
+    # a --fit-limit subset is said as one (H was "the mean training NLL" of however few inputs it took)
+    code, out, err = _dgm(capsys, *argv, "--limit", "10", "--fit-limit", "3")
+    assert code == 0, err
+    assert "nats (mean NLL of a random 3 of 1197 training inputs), epsilon = " in out
+    assert "quantile on a random 3 of 300 held-out inputs)" in out
     run = load_run(model)
     digits = load_dataset("digits")
     lp = {s: log_likelihoods(run.model, run.transform(digits.split(s).x)) for s in ("train", "valid", "test")}

@@ -359,9 +359,16 @@ def _metrics(v: dict) -> tuple[str, str, str]:
     return f"{v['auroc']:.4f}", f"{v['auprc']:.4f}", f"{v['fpr_at_95_tpr']:.4f}"
 
 
-def _inputs_of(n: int, subset: dict | None) -> str:
-    """``300 inputs``, or the seeded random subset of --limit said as one: ``a random 50 of 300 inputs``."""
-    return plural(n, "input") if not subset else f"a random {n} of {plural(subset['of'], 'input')}"
+def _inputs_of(n: int, subset: dict | None, what: str = "") -> str:
+    """``300 inputs``, or the seeded random subset of --limit (or --fit-limit) said as one: ``a random 50 of 300
+    inputs``; ``what`` before the noun (``300 training inputs``)."""
+    noun = f"{what} input".lstrip()
+    return plural(n, noun) if not subset else f"a random {n} of {plural(subset['of'], noun)}"
+
+
+def _fit_subset(fit: dict, split: str) -> dict | None:
+    """The typicality fit's inputs of ``split`` as ``_inputs_of`` takes a subset (None: all of them)."""
+    return None if fit[split] == fit[split + "_of"] else {"of": fit[split + "_of"]}
 
 
 def _notes(r: dict) -> list[str]:
@@ -373,12 +380,17 @@ def _notes(r: dict) -> list[str]:
         f"log p(x): {estimate_words(r['estimate'], r.get('transform', ''))}"
         + (f" (k={r['iw_samples']})" if r["iw_samples"] else ""),
     ]
+    fit = r.get("typicality_fit")  # (absent from results kept before it was recorded)
+    of_train, on_valid = "mean training NLL", "on held-out data"
+    if fit:
+        of_train = f"mean NLL of {_inputs_of(fit['train'], _fit_subset(fit, 'train'), 'training')}"
+        on_valid = f"on {_inputs_of(fit['valid'], _fit_subset(fit, 'valid'), 'held-out')}"
     for name in ("typicality", "typicality_batch"):
         t, s = r.get(name + "_test"), r["scores"].get(name)
         if t and s:
             notes.append(
-                f"{name.replace('_', ' ')} (M={t['batch_size']}): H = {t['entropy']:.2f} nats (mean training NLL), "
-                f"epsilon = {t['epsilon']:.2f} (the {1 - t['alpha']:.0%} bootstrap quantile on held-out data); flags "
+                f"{name.replace('_', ' ')} (M={t['batch_size']}): H = {t['entropy']:.2f} nats ({of_train}), "
+                f"epsilon = {t['epsilon']:.2f} (the {1 - t['alpha']:.0%} bootstrap quantile {on_valid}); flags "
                 f"{s['flagged']['in']:.1%} of in-distribution and {s['flagged']['ood']:.1%} of OOD "
                 + ("inputs" if t["batch_size"] == 1 else "batches")
             )
@@ -487,6 +499,7 @@ class _Scored(NamedTuple):
     file_rows: dict  # {"in": ..., "ood": ...}: each input's row of the one file it was drawn from, before --limit (or None)
     ood_digest: str  # --ood's data by their content (Dataset.fingerprint): a file's name alone names no data
     table_note: str | None  # what a table's log p(x) is of (``standardized_note``)
+    fit: dict  # the training and held-out inputs the typicality test was fitted on, of how many: {"train", "train_of", ...}
 
 
 def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int]) -> _Scored:
@@ -505,6 +518,8 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
     raw_ood, sub_ood = _subset(ood_rows, args.limit, args.seed + 1)
     raw_train, _ = _subset(_complete(dataset.train.x, "training"), args.fit_limit, args.seed + 2)
     raw_valid, _ = _subset(_complete(dataset.valid.x, "validation"), args.fit_limit, args.seed + 3)
+    fit = {"train": len(raw_train), "train_of": len(dataset.train.x)}
+    fit |= {"valid": len(raw_valid), "valid_of": len(dataset.valid.x)}
 
     def ll(r: Run, raw: torch.Tensor) -> torch.Tensor:
         # the inputs transformed on the CPU (the same noise on any device), scored where the model is;
@@ -535,7 +550,7 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
     subsets = {"in": sub_in, "ood": sub_ood}
     return _Scored(
         scores, lp_in, lp_ood, subsets, code_bits, foreign, len(ood_rows), file_rows, ood.fingerprint(),
-        standardized_note(dataset) if dataset.columns else None,
+        standardized_note(dataset) if dataset.columns else None, fit,
     )  # fmt: skip
 
 
@@ -575,6 +590,7 @@ def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, 
         "limit": args.limit,
         "subsets": scored.subsets,
         "fit_limit": args.fit_limit,
+        "typicality_fit": scored.fit,
         "typicality_batch": args.typicality_batch,
         "estimate": run.model.estimate_kind,
         "transform": run.transform.kind,
