@@ -380,6 +380,27 @@ def _notes(r: dict) -> list[str]:
         f"log p(x): {estimate_words(r['estimate'], r.get('transform', ''))}"
         + (f" (k={r['iw_samples']})" if r["iw_samples"] else ""),
     ]
+    notes += _typicality_notes(r)
+    if "complexity" in r["scores"]:
+        notes.append("complexity: L(x) = the bits of each image as a PNG file (Pillow, optimize=True, lossless)")
+    else:
+        notes.append(f"complexity: n/a ({r['complexity_note']})")
+    if r.get("background"):
+        what = (
+            f"; its log p(x): {estimate_words(r['background_estimate'], r['background_transform'])}"
+            + (f" (k={r['background_iw_samples']})" if r.get("background_iw_samples") else "")
+            if r.get("background_estimate")
+            else ""  # results kept before the background's estimate was recorded
+        )
+        notes.append(f"likelihood ratio: background {r['background']} (mutation rate {r['background_mutation_rate']}{what})")
+    if r.get("table_note"):  # (the AUROCs are the same in either units: every row's shift is the same)
+        notes.append(f"log p(x) of {r['table_note']}")
+    return notes
+
+
+def _typicality_notes(r: dict) -> list[str]:
+    """What the typicality tests of result ``r`` were fitted on and flag, and where they are n/a."""
+    notes: list[str] = []
     fit = r.get("typicality_fit")  # (absent from results kept before it was recorded)
     of_train, on_valid = "mean training NLL", "on held-out data"
     if fit:
@@ -408,20 +429,6 @@ def _notes(r: dict) -> list[str]:
             f"typicality of batches: {b['n_in']} in-distribution and {b['n_ood']} OOD batches from one shuffle of each "
             "side drawn with --seed; with few batches its metrics move with the seed"
         )
-    if "complexity" in r["scores"]:
-        notes.append("complexity: L(x) = the bits of each image as a PNG file (Pillow, optimize=True, lossless)")
-    else:
-        notes.append(f"complexity: n/a ({r['complexity_note']})")
-    if r.get("background"):
-        what = (
-            f"; its log p(x): {estimate_words(r['background_estimate'], r['background_transform'])}"
-            + (f" (k={r['background_iw_samples']})" if r.get("background_iw_samples") else "")
-            if r.get("background_estimate")
-            else ""  # results kept before the background's estimate was recorded
-        )
-        notes.append(f"likelihood ratio: background {r['background']} (mutation rate {r['background_mutation_rate']}{what})")
-    if r.get("table_note"):  # (the AUROCs are the same in either units: every row's shift is the same)
-        notes.append(f"log p(x) of {r['table_note']}")
     return notes
 
 
