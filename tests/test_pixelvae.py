@@ -205,3 +205,22 @@ def test_the_continuous_likelihoods_settings_are_not_offered(tmp_path, capsys):
     assert "does not use this setting" in capsys.readouterr().err
     config.write_text('model = "pixelvae"\nlatent_sizes = [2]\npixelcnn_layers = 1\n')  # the defaults stay accepted
     assert RunConfig.from_dict(load_config_file(config)).model.gaussian_scale == 0.1
+
+
+def test_traverse_and_interpolate_say_a_pixelvae_decodes_greedily_not_to_means(tmp_path, capsys):
+    """A PixelVAE's p(x|z) has no mean: ``dgm traverse`` and ``dgm interpolate`` show its greedy
+    decode (each pixel its most probable value in turn), and say so; both said "decoded to the
+    means of p(x|z)", which it has none of. A VAE's still say means."""
+    tiny = ["--hidden", "8", "--dataset", "digits", "--epochs", "1", "--quiet"]
+    pixel = ["--model", "pixelvae", "--latent-sizes", "2", "--pixelcnn-layers", "1", "--pixelcnn-channels", "4"]
+    pv, vae = tmp_path / "pv", tmp_path / "vae"
+    assert main(["train", *pixel, *tiny, "--out", str(pv)]) == 0
+    assert main(["train", "--latent-dim", "2", *tiny, "--out", str(vae)]) == 0
+    capsys.readouterr()
+    for run, shown in ((pv, "greedy decode of p(x|z)"), (vae, "means of p(x|z)")):
+        for command in ("traverse", "interpolate"):
+            argv = [command, str(run), "--steps", "2", "--out", str(tmp_path / f"{run.name}-{command}.png")]
+            assert main([*argv, *(["--dims", "1"] if command == "traverse" else ["--pairs", "1"])]) == 0
+            out = capsys.readouterr().out
+            assert f"decoded to the {shown}" in out, out
+            assert run == vae or "means of p(x|z)" not in out, out

@@ -518,10 +518,11 @@ def interpolate(
     data: str | None = None,
 ) -> torch.Tensor:
     """``dgm interpolate`` without the picture: (pairs, steps + 2, *event) on the CPU, each row an
-    image of the run's ``split``, the means of p(x|z) at ``steps`` evenly spaced points on the line
-    from its posterior location to that of a second image (both ends included), and the second
-    image; the images drawn at random with ``seed``, everything in the units the model scores.
-    ``data_dir``, ``data``: as for ``reconstruct``. ``run``: a loaded run, or a run folder's path."""
+    image of the run's ``split``, the means of p(x|z) (a PixelVAE's greedy decodes) at ``steps``
+    evenly spaced points on the line from its posterior location to that of a second image (both
+    ends included), and the second image; the images drawn at random with ``seed``, everything in
+    the units the model scores. ``data_dir``, ``data``: as for ``reconstruct``. ``run``: a loaded
+    run, or a run folder's path."""
     run = _the_run(run, "interpolate")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     pairs = given_count(pairs, 1, 1000, "pairs")

@@ -44,6 +44,8 @@ __all__ = [
     "codes_name",
     "DECODE_BATCH",
     "decoded_means",
+    "decoded_name",
+    "DECODED_MEANS",
     "reconstructions",
     "LatentModel",
     "latent_model",
@@ -342,6 +344,18 @@ def decoded_means(run: Run, z: torch.Tensor, batch_size: int = DECODE_BATCH) -> 
     or a traversal's 100,000 latents at once held gigabytes of a conv decoder's activations): (N, *event)."""
     model = latent_model(run)
     return torch.cat([location(model.likelihood(c)) for c in z.split(batch_size)])
+
+
+DECODED_MEANS = "means of p(x|z)"  # decoded_means of a p(x|z) that names no point of its own
+
+
+@torch.no_grad()
+def decoded_name(run: Run, x: torch.Tensor) -> str:
+    """What ``decoded_means`` gives for this run's model, in words: the means of p(x|z), or the
+    point that a p(x|z) without a mean names instead (its ``location_name``: a PixelVAE's greedy
+    decode), asked of p(x|z) at the code of x's first image."""
+    model = latent_model(run)
+    return getattr(model.likelihood(model.reconstruction_code(x[:1])), "location_name", DECODED_MEANS)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ from dgmkit.cli.common import (
     add_split_flag,
     codes_name,
     decoded_means,
+    decoded_name,
     figure_split,
     images_only,
     latent_model,
@@ -237,7 +238,7 @@ def run_traverse(args: argparse.Namespace) -> int:
         f"wrote a traversal of {plural(len(order), 'code dimension')} (rows, by spread over the data: {dims}), "
         "each swept over its "
         f"mean +- {args.range:g} standard deviations in {args.steps} steps, the others at one {args.split} image's "
-        f"code, each decoded to the means of p(x|z), to {path}"
+        f"code, each decoded to the {decoded_name(run, sample)}, to {path}"
         + (
             ""
             if read is None or read == codes.shape[1]

@@ -28,6 +28,7 @@ from dgmkit.cli.common import (
     command_output,
     data_to_display,
     decoded_means,
+    decoded_name,
     figure_split,
     holes_note,
     images_only,
@@ -97,10 +98,10 @@ def picked_pairs(x: torch.Tensor, pairs: int, seed: int, split: str) -> tuple[to
 
 @torch.no_grad()
 def interpolation(run: Run, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
-    """(P, steps, *event): the means of p(x|z) at ``steps`` evenly spaced points from the code
-    that reconstructs each image of a (``reconstruction_code``: a representative point of
-    q(z|x)) to that of the image of b beside it (both ends included, their reconstructions), in
-    the units the model scores."""
+    """(P, steps, *event): the means of p(x|z) (a PixelVAE's greedy decodes: ``decoded_name``) at
+    ``steps`` evenly spaced points from the code that reconstructs each image of a
+    (``reconstruction_code``: a representative point of q(z|x)) to that of the image of b beside
+    it (both ends included, their reconstructions), in the units the model scores."""
     model = latent_model(run)
     za, zb = model.reconstruction_code(a), model.reconstruction_code(b)  # (P, M)
     t = torch.linspace(0, 1, steps, device=za.device).view(1, -1, *[1] * (za.dim() - 1))
@@ -376,7 +377,7 @@ def interpolate(args: argparse.Namespace) -> int:
     )
     say(
         f"wrote {plural(args.pairs, 'latent interpolation')} ({args.split} image, {args.steps} steps on the line "
-        f"between the codes that reconstruct the two images, decoded to the means of p(x|z), {args.split} image per "
+        f"between the codes that reconstruct the two images, decoded to the {decoded_name(run, a)}, {args.split} image per "
         f"row) to {path}{holes_note(torch.cat([a, b]))}{between}"
     )
     return 0
