@@ -157,7 +157,24 @@ def test_latents_scatters_the_pca_of_a_seeded_subset_coloured_by_its_own_labels(
     idx = _pick(len(x), 3)[:40]
     want, _ = _pca(_means(run, x[idx]).double().numpy())
     assert _same_up_to_sign(points, want) and np.array_equal(labels, y[idx].numpy())
-    assert "(n=40)" in title and "40 latent means" in out
+    assert "(n=40, " in title and "40 latent means" in out
+
+
+def test_latents_says_its_limit_is_a_seeded_random_subset_of_the_split(vae, tmp_path, capsys, monkeypatch):
+    """--limit 40 --seed 3 scatters a random subset, and the line and the title say so, with the
+    seed and the split's size (both said only n=40, as if of the first 40 or of all there were);
+    a --limit of the whole split draws all of it and says no subset."""
+    import dgmkit.cli.figures as figures
+
+    seen = []
+    monkeypatch.setattr(figures, "scatter_png", lambda *a: seen.append(a) or b"png")
+    code, out, err = _dgm(capsys, "latents", vae, "--limit", 40, "--seed", 3, "--out", tmp_path / "l.png")
+    assert code == 0, err
+    said = "a random subset of the 300, seed 3"
+    assert said in seen[0][2] and f"40 latent means of test datapoints ({said})" in out
+    code, out, err = _dgm(capsys, "latents", vae, "--limit", 300, "--out", tmp_path / "all.png")
+    assert code == 0, err
+    assert "subset" not in seen[1][2] + out and "(n=300)" in seen[1][2]
 
 
 def test_traverse_sweeps_the_dimensions_of_largest_spread_about_one_images_code(vae, tmp_path, capsys, monkeypatch):

@@ -386,18 +386,21 @@ def interpolate(args: argparse.Namespace) -> int:
 @torch.no_grad()
 def latents(args: argparse.Namespace) -> int:
     out, run, x, y = figure_split(args, needs_latents)
+    subset = ""
     if args.limit is not None and args.limit < len(x):
+        subset = f"a random subset of the {len(x)}, seed {args.seed}"  # (said with the points: not the first ones)
         idx = _pick(len(x), args.limit, args.seed).to(x.device)
         x, y = x[idx], (None if y is None else y[idx])
     name = codes_name(run, x)
-    title = f"{run.cfg.data.dataset} {args.split}: {name} (n={len(x)})"
+    title = f"{run.cfg.data.dataset} {args.split}: {name} (n={len(x)}{', ' + subset if subset else ''})"
     data, axes = latent_scatter(run, x, y, title)
     path = write_png(out, data)
     note = "" if y is not None else " (no labels in this dataset)"
     what = plural(len(x), "latent mean") if name == POSTERIOR_MEANS else f"{plural(len(x), 'code')}, {name}"
     if name.startswith("codes "):  # (an autoencoder's codes z = f(x): not "300 codes, codes z = f(x)")
         what = f"{len(x)} {name}"
-    say(f"wrote a scatter of {what} ({axes}){note} to {path}")
+    picked = f" of {args.split} datapoints ({subset})" if subset else ""
+    say(f"wrote a scatter of {what}{picked} ({axes}){note} to {path}")
     return 0
 
 
