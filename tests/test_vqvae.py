@@ -324,3 +324,21 @@ def test_every_link_of_a_chain_of_runs_on_runs_data_is_pinned(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(c), "--split", "test"]) == 1
     assert "other data than the run" in capsys.readouterr().err
+
+
+def test_figures_of_images_refuse_a_model_of_code_grids(tmp_path, capsys):
+    """A VAE of a VQ-VAE's code grids: dgm reconstruct, interpolate and traverse are refused, as dgm
+    sample is (they drew the grids of code indices, numbers in an arbitrary order, as grey pictures
+    called "test images"); its latent means are still scattered."""
+    vq, vae = tmp_path / "vq", tmp_path / "vae"
+    argv = ["train", "--dataset", "digits", "--model", "vqvae", "--codes", "8", "--code-dim", "2", "--vq-width", "8"]
+    assert main([*argv, "--epochs", "1", "--out", str(vq), "--quiet"]) == 0
+    flags = ["--likelihood", "categorical", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    assert main(["train", "--model", "vae", "--codes-of", str(vq), *flags, "--out", str(vae)]) == 0
+    capsys.readouterr()
+    for command in ("reconstruct", "interpolate", "traverse"):
+        assert main([command, str(vae), "--out", str(tmp_path / f"{command}.png")]) == 1
+        err = capsys.readouterr().err
+        assert f"models the codes of {vq}, not images" in err and "dgm latents" in err, err
+        assert not (tmp_path / f"{command}.png").exists()
+    assert main(["latents", str(vae), "--out", str(tmp_path / "latents.png")]) == 0

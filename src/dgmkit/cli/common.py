@@ -565,7 +565,9 @@ def shows_images(run: Run) -> bool:
 
 def images_only(run: Run, rows_written: bool = False) -> None:
     """Refuses (ConfigError) a figure of images for a run whose data are rows of values
-    (``rows_written``: dgm sample writes its samples to --out FILE.npy, and says so)."""
+    (``rows_written``: dgm sample writes its samples to --out FILE.npy, and says so), or grids of a
+    VQ-VAE's code indices (``codes_of``: numbers in an arbitrary order, drawn as grey they were
+    pictures of nothing, called "test images")."""
     if not shows_images(run):
         shape, model = tuple(run.record["data"]["event_shape"]), run.model
         if math.prod(shape) == 2 and model.estimate_kind == "exact" and model.can_sample:  # (what dgm density draws)
@@ -575,6 +577,12 @@ def images_only(run: Run, rows_written: bool = False) -> None:
         written = "--out FILE.npy writes its samples as an array of rows; or " if rows_written else ""
         raise ConfigError(
             f"{run.path}'s data are rows of {math.prod(shape)} values {shape}, not images: {written}use {hint}"
+        )
+    if run.cfg.data.codes_of:  # (the data another run makes, shaped as images: a VQ-VAE's grids of code indices)
+        hint = "dgm latents or dgm eval" if run.model.has_latents else "dgm eval"
+        raise ConfigError(
+            f"{run.path} models the codes of {run.cfg.data.codes_of}, not images: its data are grids of code indices, "
+            f"in an arbitrary order, which no picture shows; use {hint}"
         )
 
 
