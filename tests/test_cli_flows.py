@@ -324,6 +324,25 @@ def test_levels_that_do_not_divide_the_images_sides_say_that_a_vector_flow_is_tr
     assert code == 0 and "note:" not in text, err
 
 
+def test_the_latents_of_a_model_of_codes_are_titled_by_them(tmp_path, capsys, monkeypatch):
+    """A VAE on another VAE's 4-D codes: its scatter was titled "digits test", the data those codes
+    came from, as dgm density's was."""
+    import dgmkit.cli.figures as figures
+
+    source, vae = tmp_path / "source", tmp_path / "vae"
+    flags = ["--hidden", "8", "--epochs", "1", "--quiet"]
+    code, _, err = run(capsys, "train", "--dataset", "digits", *flags, "--latent-dim", "4", "--out", source)
+    assert code == 0, err
+    code, _, err = run(capsys, "train", "--codes-of", source, "--likelihood", "gaussian", *flags, "--latent-dim", "2",
+                       "--out", vae)  # fmt: skip
+    assert code == 0, err
+    titles = []
+    monkeypatch.setattr(figures, "scatter_png", lambda *a: titles.append(a[2]) or b"png")
+    code, _, err = run(capsys, "latents", vae, "--out", tmp_path / "l.png")
+    assert code == 0, err
+    assert titles[0].startswith(f"the codes of {source} test: "), titles
+
+
 def test_the_density_of_a_model_of_codes_is_titled_by_them(tmp_path, capsys, monkeypatch):
     """A flow on a VAE's 2-D codes was titled "on digits", the data those codes came from."""
     import dgmkit.cli.density as density
