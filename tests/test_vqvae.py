@@ -326,7 +326,7 @@ def test_every_link_of_a_chain_of_runs_on_runs_data_is_pinned(tmp_path, capsys):
     assert "other data than the run" in capsys.readouterr().err
 
 
-def test_figures_of_images_refuse_a_model_of_code_grids(tmp_path, capsys):
+def test_figures_of_images_refuse_a_model_of_code_grids(tmp_path, capsys, monkeypatch):
     """A VAE of a VQ-VAE's code grids: dgm reconstruct, interpolate and traverse are refused, as dgm
     sample is (they drew the grids of code indices, numbers in an arbitrary order, as grey pictures
     called "test images"); its latent means are still scattered."""
@@ -342,3 +342,15 @@ def test_figures_of_images_refuse_a_model_of_code_grids(tmp_path, capsys):
         assert f"models the codes of {vq}, not images" in err and "dgm latents" in err, err
         assert not (tmp_path / f"{command}.png").exists()
     assert main(["latents", str(vae), "--out", str(tmp_path / "latents.png")]) == 0
+    # dgm report: no "reconstructions" of code grids either, a note instead; the latent scatter titled by the codes
+    import dgmkit.cli.report as report
+
+    shown, titles = [], []
+    monkeypatch.setattr(report, "render_page", lambda runs, title: shown.extend(runs) or "<html></html>")
+    scatter = report.latent_scatter
+    monkeypatch.setattr(report, "latent_scatter", lambda run, x, y, title: titles.append(title) or scatter(run, x, y, title))
+    assert main(["report", str(vae), "--out", str(tmp_path / "r.html"), "--samples", "0"]) == 0
+    [r] = shown
+    assert [f[0] for f in r.figures] == ["latent means"], [f[0] for f in r.figures]
+    assert any(f"no reconstruction figure: the run models the codes of {vq}" in n for n in r.notes), r.notes
+    assert titles == [f"the codes of {vq} test: posterior means E[z|x] (n=300)"], titles

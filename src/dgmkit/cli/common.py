@@ -76,6 +76,7 @@ __all__ = [
     "one_draw_bound",
     "write_png",
     "png_output",
+    "data_name",
     "command_output",
     "add_output_flags",
     "say",
@@ -555,6 +556,12 @@ def enough_rows(x: torch.Tensor, split: str, at_least: int, why: str = "a spread
     """A split of ``len(x)`` rows, refused (ConfigError) where a command needs ``at_least``."""
     if len(x) < at_least:
         raise ConfigError(f"the {split} split holds {plural(len(x), 'row')}; this needs at least {at_least} ({why})")
+
+
+def data_name(run: Run) -> str:
+    """What the run's data are, as a figure's title names them: its dataset, or for a run on
+    another run's codes or latents (``codes_of``) "the codes of RUN" (not the dataset they came from)."""
+    return f"the codes of {run.cfg.data.codes_of}" if run.cfg.data.codes_of else str(run.cfg.data.dataset)
 
 
 def shows_images(run: Run) -> bool:

@@ -12,6 +12,7 @@ from dgmkit.cli.common import (
     add_output_flags,
     add_run_parser,
     add_seeded_data_flags,
+    data_name,
     figure_run,
     plural,
     run_data,
@@ -158,7 +159,7 @@ def density_figure(run: Run, dataset: Dataset, grid: int, n: int, seed: int) -> 
         names = (dataset.columns[0].name[:60], dataset.columns[1].name[:60])
     extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
     said = f"{mass:.4f}" if resolved else f"{share:.4f} of the samples"
-    data = f"the codes of {run.cfg.data.codes_of}" if run.cfg.data.codes_of else run.cfg.data.dataset
+    data = data_name(run)
     title = f"{run.cfg.model.describe()} on {data}: probability mass in this window {said}"
     return DensityFigure(density_png(shown, extent, drawn, title, names), mass, share, stderr, resolved)
 

@@ -26,6 +26,7 @@ from dgmkit.cli.common import (
     attach_inputs,
     codes_name,
     command_output,
+    data_name,
     data_to_display,
     decoded_means,
     decoded_name,
@@ -392,8 +393,7 @@ def latents(args: argparse.Namespace) -> int:
         idx = _pick(len(x), args.limit, args.seed).to(x.device)
         x, y = x[idx], (None if y is None else y[idx])
     name = codes_name(run, x)
-    source = f"the codes of {run.cfg.data.codes_of}" if run.cfg.data.codes_of else run.cfg.data.dataset  # (as dgm density)
-    title = f"{source} {args.split}: {name} (n={len(x)}{', ' + subset if subset else ''})"
+    title = f"{data_name(run)} {args.split}: {name} (n={len(x)}{', ' + subset if subset else ''})"
     data, axes = latent_scatter(run, x, y, title)
     path = write_png(out, data)
     note = "" if y is not None else " (no labels in this dataset)"

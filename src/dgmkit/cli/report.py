@@ -22,6 +22,7 @@ from dgmkit.cli.common import (
     add_device_flag,
     codes_name,
     command_output,
+    data_name,
     fit_step,
     holes_note,
     plural,
@@ -225,7 +226,10 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
         notes.append(f"no reconstruction or latent figures: the test data could not be read ({e})")
         return figs, notes
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed)).to(x.device)  # the same on any device
-    if images and model.reconstructs:
+    if images and model.reconstructs and run.cfg.data.codes_of:
+        notes.append(f"no reconstruction figure: the run models the codes of {run.cfg.data.codes_of}, grids of code "
+                     "indices in an arbitrary order, which no picture shows")  # fmt: skip
+    elif images and model.reconstructs:
         shown = x[idx[:8]]
         pairs = reconstruction_pairs(run, shown).cpu()
         caption = (
@@ -241,7 +245,7 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
         notes.append(f"no latent figure: the test split holds {len(pick)} row (a scatter needs at least 2)")
         return figs, notes
     name = codes_name(run, x[pick])
-    title = f"{run.cfg.data.dataset} test: {name} (n={len(pick)})"
+    title = f"{data_name(run)} test: {name} (n={len(pick)})"
     scatter, axes = latent_scatter(run, x[pick], None if y is None else y[pick].cpu(), title)  # labels: for matplotlib
     alt = "latent means" if name == POSTERIOR_MEANS else "latent codes"  # (an autoencoder's z = f(x): no means)
     figs.append((alt, f"{name} of {len(pick)} random test {what} ({axes})", scatter))
