@@ -96,8 +96,8 @@ def test_reconstruct_draws_each_picked_image_left_of_its_reconstruction(vae, tmp
     run = load_run(vae)
     x = split_data(run, "test")[0]
     for n, rows, cols in ((3, 1, 6), (9, 2, 16)):  # two columns an image, at most 8 pairs a row
-        code, _, err = _dgm(capsys, "reconstruct", vae, "-n", n, "--seed", 5, "--out", tmp_path / f"{n}.png")
-        assert code == 0, err
+        code, out, err = _dgm(capsys, "reconstruct", vae, "-n", n, "--seed", 5, "--out", tmp_path / f"{n}.png")
+        assert code == 0 and f"wrote {n} random test images (seed 5; left) and their reconstructions (right)" in out, err
         cells = _cells(tmp_path / f"{n}.png", rows, cols).reshape(-1, 8, 8)
         picked = x[_pick(len(x), 5)[:n]]
         want = np.stack([picked.reshape(n, 8, 8).numpy(), _decode(run, _means(run, picked))], 1).reshape(-1, 8, 8)
@@ -109,8 +109,8 @@ def test_interpolate_rows_run_from_one_image_through_decoded_steps_to_the_other(
     posterior means), image b; the pairs are the first 2 and next 2 of the seeded permutation."""
     run = load_run(vae)
     x = split_data(run, "test")[0]
-    code, _, err = _dgm(capsys, "interpolate", vae, "--pairs", 2, "--steps", 3, "--seed", 1, "--out", tmp_path / "i.png")
-    assert code == 0, err
+    code, out, err = _dgm(capsys, "interpolate", vae, "--pairs", 2, "--steps", 3, "--seed", 1, "--out", tmp_path / "i.png")
+    assert code == 0 and "wrote 2 latent interpolations between random pairs of test images, seed 1 (" in out, err
     cells = _cells(tmp_path / "i.png", 2, 5)
     idx = _pick(len(x), 1)[:4]
     a, b = x[idx[:2]], x[idx[2:]]
@@ -201,8 +201,12 @@ def test_traverse_sweeps_the_dimensions_of_largest_spread_about_one_images_code(
         want[:, d] = mean[d] + np.array([-2.0, 0.0, 2.0]) * std[d]
         assert np.allclose(z[row], want, atol=1e-5), (row, d)
     assert f"by spread over the data: {dims[0]}, {dims[1]})" in out
+    assert "the others at one random test image's code (seed 4)" in out
     cells = _cells(tmp_path / "t.png", 2, 3)
     assert np.abs(cells.reshape(-1, 8, 8) - _decode(run, seen[0])).max() <= 0.5 / 255 + 1e-6
+    monkeypatch.setattr(disentangle, "SPREAD_ROWS", 100)  # a split of more images: the spread of a random subset, said
+    code, out, err = _dgm(capsys, "traverse", vae, *argv, "--force")
+    assert code == 0 and "by spread over a random 100 of the 300 test images: " in out, err
 
 
 def test_cluster_writes_each_label_and_the_component_of_largest_responsibility(vae, capsys):

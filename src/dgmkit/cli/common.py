@@ -351,12 +351,10 @@ DECODED_MEANS = "means of p(x|z)"  # decoded_means of a p(x|z) that names no poi
 
 
 @torch.no_grad()
-def decoded_name(run: Run, x: torch.Tensor) -> str:
-    """What ``decoded_means`` gives for this run's model, in words: the means of p(x|z), or the
-    point that a p(x|z) without a mean names instead (its ``location_name``: a PixelVAE's greedy
-    decode), asked of p(x|z) at the code of x's first image."""
-    model = latent_model(run)
-    return getattr(model.likelihood(model.reconstruction_code(x[:1])), "location_name", DECODED_MEANS)
+def decoded_name(run: Run) -> str:
+    """What ``decoded_means`` gives for this run's model, in words, as the model declares it
+    (``decoded_name``): the means of p(x|z), or a PixelVAE's greedy decode (it has no mean)."""
+    return str(getattr(run.model, "decoded_name", DECODED_MEANS))
 
 
 @torch.no_grad()

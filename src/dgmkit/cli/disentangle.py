@@ -215,11 +215,14 @@ def run_disentangle(args: argparse.Namespace) -> int:
     return 0
 
 
+SPREAD_ROWS = 2000  # dgm traverse: the most images (drawn at random) whose codes set each dimension's spread
+
+
 @torch.no_grad()
 def run_traverse(args: argparse.Namespace) -> int:
     out, run, x, _ = figure_split(args, _traverses, at_least=2)
     g = torch.Generator().manual_seed(args.seed)
-    sample = x[torch.randperm(len(x), generator=g)[: min(len(x), 2000)].to(x.device)]
+    sample = x[torch.randperm(len(x), generator=g)[: min(len(x), SPREAD_ROWS)].to(x.device)]
     codes = posterior_means(run, sample)  # the spread of each dimension over the data
     mean, std = codes.mean(0), codes.std(0)
     read = latent_model(run).decoded_dims  # (a hierarchical VAE's decoder may see z_1 alone)
@@ -234,11 +237,12 @@ def run_traverse(args: argparse.Namespace) -> int:
     decoded = decoded_means(run, z.reshape(-1, *shape))
     path = write_png(out, image_grid_png(to_display(decoded, run), nrow=args.steps))
     dims = ", ".join(str(d) for d in order.tolist())
+    spread = "the data" if len(sample) == len(x) else f"a random {len(sample)} of the {len(x)} {args.split} images"
     say(
-        f"wrote a traversal of {plural(len(order), 'code dimension')} (rows, by spread over the data: {dims}), "
+        f"wrote a traversal of {plural(len(order), 'code dimension')} (rows, by spread over {spread}: {dims}), "
         "each swept over its "
-        f"mean +- {args.range:g} standard deviations in {args.steps} steps, the others at one {args.split} image's "
-        f"code, each decoded to the {decoded_name(run, sample)}, to {path}"
+        f"mean +- {args.range:g} standard deviations in {args.steps} steps, the others at one random {args.split} "
+        f"image's code (seed {args.seed}), each decoded to the {decoded_name(run)}, to {path}"
         + (
             ""
             if read is None or read == codes.shape[1]

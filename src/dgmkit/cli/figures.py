@@ -358,7 +358,8 @@ def reconstruct(args: argparse.Namespace) -> int:
     check_grid(2 * len(xb), tuple(xb.shape[1:]), nrow)  # (before they are reconstructed)
     pairs = reconstruction_pairs(run, xb)
     path = write_png(out, image_grid_png(pairs, nrow=nrow))
-    say(f"wrote {plural(args.n, args.split + ' image')} (left) and reconstructions (right) to {path}{holes_note(xb)}")
+    said = f"{plural(args.n, 'random ' + args.split + ' image')} (seed {args.seed}; left) and their reconstructions (right)"
+    say(f"wrote {said} to {path}{holes_note(xb)}")
     return 0
 
 
@@ -377,8 +378,9 @@ def interpolate(args: argparse.Namespace) -> int:
         else ""
     )
     say(
-        f"wrote {plural(args.pairs, 'latent interpolation')} ({args.split} image, {args.steps} steps on the line "
-        f"between the codes that reconstruct the two images, decoded to the {decoded_name(run, a)}, {args.split} image per "
+        f"wrote {plural(args.pairs, 'latent interpolation')} between random pairs of {args.split} images, seed {args.seed} "
+        f"({args.split} image, {args.steps} steps on the line "
+        f"between the codes that reconstruct the two images, decoded to the {decoded_name(run)}, {args.split} image per "
         f"row) to {path}{holes_note(torch.cat([a, b]))}{between}"
     )
     return 0

@@ -99,7 +99,6 @@ class AutoregressivePixels(Distribution):
     has no closed form."""
 
     arg_constraints: dict = {}
-    location_name = "greedy decode of p(x|z) (each pixel its most probable value given z and the pixels before it)"
 
     def __init__(self, decoder: PixelCNNDecoder, z: torch.Tensor):
         self.decoder, self.z = decoder, z

@@ -16,7 +16,8 @@ class:
   model) is an autoregressive model in every order of the entries; ``dgm eval --orders M`` scores
   the exact likelihood of the uniform mixture of M such orders.
 - ``has_latents``: ``posterior(x)`` is over interpretable latents: reconstructions,
-  interpolations, latent plots and active units apply.
+  interpolations, latent plots and active units apply; ``decoded_name``: what decoding a code
+  shows, in words (the means of p(x|z); a PixelVAE's greedy decode, as it has no mean).
 - ``can_sample``, ``sample_means``, ``sample_temperature``, ``sample_cached``: what
   ``sample`` offers (a prior to sample from; a separate mean of p(x|z) to show; a base
   temperature; a cached sequential path beside the naive one).
@@ -370,6 +371,7 @@ class LatentVariableModel(VariationalModel):
     has_latents: ClassVar[bool] = True
     sample_means: ClassVar[bool] = True
     reconstructs: ClassVar[bool] = True
+    decoded_name: ClassVar[str] = "means of p(x|z)"
 
     @property
     @abstractmethod

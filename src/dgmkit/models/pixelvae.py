@@ -31,6 +31,9 @@ class PixelVAE(HierarchicalVAE):
 
     sample_means: ClassVar[bool] = False
     sample_cached: ClassVar[bool] = True
+    decoded_name: ClassVar[str] = (
+        "greedy decode of p(x|z) (each pixel its most probable value given z and the pixels before it)"
+    )
     can_impute: ClassVar[bool] = False
     coding: ClassVar[Literal["sequential", "bits-back"] | None] = None  # (p(x|z) is not a product over pixels)
 
