@@ -207,7 +207,7 @@ def test_the_continuous_likelihoods_settings_are_not_offered(tmp_path, capsys):
     assert RunConfig.from_dict(load_config_file(config)).model.gaussian_scale == 0.1
 
 
-def test_traverse_and_interpolate_say_a_pixelvae_decodes_greedily_not_to_means(tmp_path, capsys):
+def test_traverse_and_interpolate_say_a_pixelvae_decodes_greedily_not_to_means(tmp_path, capsys, monkeypatch):
     """A PixelVAE's p(x|z) has no mean: ``dgm traverse`` and ``dgm interpolate`` show its greedy
     decode (each pixel its most probable value in turn), and say so; both said "decoded to the
     means of p(x|z)", which it has none of. A VAE's still say means."""
@@ -224,3 +224,12 @@ def test_traverse_and_interpolate_say_a_pixelvae_decodes_greedily_not_to_means(t
             out = capsys.readouterr().out
             assert f"decoded to the {shown}" in out, out
             assert run == vae or "means of p(x|z)" not in out, out
+    # dgm diagnose's figure of decoded prior draws (holes and typical) names them alike
+    import dgmkit.cli.diagnose as diagnose
+
+    said, figure = [], diagnose.diagnosis_png
+    monkeypatch.setattr(diagnose, "diagnosis_png", lambda *a: said.append(a[-1]) or figure(*a))
+    for run in (pv, vae):
+        argv = ["diagnose", str(run), "--holes", "20", "--out", str(tmp_path / f"{run.name}-d.png")]
+        assert main(argv) == 0, capsys.readouterr().err
+    assert said == [PixelVAE.decoded_name, "means of p(x|z)"] and PixelVAE.decoded_name.startswith("greedy decode"), said

@@ -15,6 +15,7 @@ from dgmkit.cli.common import (
     add_run_parser,
     add_seeded_data_flags,
     add_split_flag,
+    decoded_name,
     enough_rows,
     figure_run,
     own_result_file,
@@ -209,7 +210,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
         holes = to_display(location(model.likelihood(d.hole_z)), run).cpu()  # decoded on the device, drawn by the CPU
         typical = to_display(location(model.likelihood(d.typical_z)), run).cpu()
     title = f"{run.path.name}: {run.cfg.model.describe()}"
-    path = write_png(out, diagnosis_png(result, holes, typical, title))
+    path = write_png(out, diagnosis_png(result, holes, typical, title, decoded_name(run)))
     atomic_write_json(kept, result)
     say(f"wrote {path} and {kept}")
     return 0

@@ -189,11 +189,14 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
     return figure_png(fig)
 
 
-def diagnosis_png(report: dict, holes: torch.Tensor | None, typical: torch.Tensor | None, title: str) -> bytes:
+def diagnosis_png(
+    report: dict, holes: torch.Tensor | None, typical: torch.Tensor | None, title: str, decoded: str = "means of p(x|z)"
+) -> bytes:
     """The figure of ``dgm diagnose``: per layer, the KL of each latent dimension (or, without a
     closed form per dimension, the variance over x of its posterior mean) with active units in a
     darker colour; below, decoded prior draws where the aggregate posterior is lowest (prior
-    holes) beside those where it is highest. ``report``: ``Diagnosis.to_json()``; images in [0, 1]."""
+    holes) beside those where it is highest (``decoded``: what a decoded draw shows, the model's
+    ``decoded_name``). ``report``: ``Diagnosis.to_json()``; images in [0, 1]."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,7 +233,7 @@ def diagnosis_png(report: dict, holes: torch.Tensor | None, typical: torch.Tenso
         ax.imshow(np.asarray(Image.open(io.BytesIO(png))), cmap="gray", vmin=0, vmax=255)
         ax.set_axis_off()
         ax.set_title(
-            "means of p(x|z), z ~ p(z): top row where q(z)/p(z) is lowest (holes), bottom row where highest", fontsize=9
+            literal(f"{decoded}, z ~ p(z): top row where q(z)/p(z) is lowest (holes), bottom row where highest"), fontsize=9
         )
     fig.suptitle(textwrap.fill(literal(title), 110), fontsize=9)
     fig.tight_layout()
