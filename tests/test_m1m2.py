@@ -133,6 +133,9 @@ def test_no_output_replaces_the_data_file_of_the_run_whose_latents_a_run_models(
     capsys.readouterr()
     assert main(["ood", str(m2), "--ood", str(ood), "--json", str(data), "--force"]) == 1
     assert str(data) in capsys.readouterr().err
+    # scored: -log p(x) of the latents is a log-density, said so (dgm eval says it too)
+    assert main(["ood", str(m2), "--ood", str(ood), "--iw-samples", "2"]) == 0
+    assert "continuous data: -log p(x) is a log-density of the values as given (nats)" in capsys.readouterr().out
     assert data.read_bytes() == before
 
 

@@ -380,6 +380,11 @@ def _notes(r: dict) -> list[str]:
         f"log p(x): {estimate_words(r['estimate'], r.get('transform', ''))}"
         + (f" (k={r['iw_samples']})" if r["iw_samples"] else ""),
     ]
+    if "bits_per_dim" in r and r["bits_per_dim"] is None and not r.get("table_note"):  # (a table's note says it)
+        notes.append(
+            "continuous data: -log p(x) is a log-density of the values as given (nats), not a probability; it shifts "
+            "with their scale, and there are no bits/dim"
+        )
     notes += _typicality_notes(r)
     if "complexity" in r["scores"]:
         notes.append("complexity: L(x) = the bits of each image as a PNG file (Pillow, optimize=True, lossless)")
