@@ -522,6 +522,11 @@ def test_ood_refusals(runs, tmp_path, capsys):
     big = tmp_path / "big"
     assert main(["train", "--dataset", str(runs / "big.npy"), *_ARM, "--epochs", "1", "--out", str(big)]) == 0
     _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", big)[::2], "[1, 10, 10] with 17", "one space")
+    gauss = tmp_path / "gauss"  # of continuous values: said so, not "None levels"
+    np.save(tmp_path / "floats.npy", np.random.default_rng(3).random((100, 8, 8)).astype(np.float32))
+    flags = ["--likelihood", "gaussian", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    assert main(["train", "--dataset", str(tmp_path / "floats.npy"), *flags, "--out", str(gauss)]) == 0
+    _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", gauss)[::2], "8, 8] with continuous values, but")
     # a foreign ood.json in the run folder is refused before any work, and kept
     copy = tmp_path / "copy"
     shutil.copytree(model, copy)

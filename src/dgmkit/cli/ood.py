@@ -151,8 +151,9 @@ def _check_background(run: Run, bg: Run, path: str) -> None:
     a, b = run.record["data"], bg.record["data"]
     if list(a["event_shape"]) != list(b["event_shape"]) or a["num_levels"] != b["num_levels"]:
         raise DataError(
-            f"--background {path} models inputs of shape {b['event_shape']} with {b['num_levels']} levels, but "
-            f"{run.path} models {a['event_shape']} with {a['num_levels']} levels: a likelihood ratio needs both on one space"
+            f"--background {path} models inputs of shape {b['event_shape']} with {_levels(b['num_levels'])}, but "
+            f"{run.path} models {a['event_shape']} with {_levels(a['num_levels'])}: a likelihood ratio needs both on "
+            "one space"
         )
     if _SPACE.get(a["transform"], a["transform"]) != _SPACE.get(b["transform"], b["transform"]):
         raise DataError(
@@ -208,15 +209,14 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     # a file's levels are read off its highest value: 0..12 are levels of a run of 17 (as dgm score takes them)
     fewer = is_data_file(args.ood) and None not in (ds.num_levels, levels) and ds.num_levels <= levels
     if tuple(ds.event_shape) != want or (ds.num_levels != levels and not fewer):
-        what = lambda n: "continuous values" if n is None else f"{n} levels"  # noqa: E731
-        held = what(ds.num_levels)
+        held = _levels(ds.num_levels)
         seen = _observed(ds) if ds.num_levels is None else None
         if seen is not None and len(seen) and (not seen.is_floating_point() or bool((seen == seen.round()).all())):
             held = values_seen(seen)  # (whole numbers beyond the levels 0..255 are read as no levels: not "continuous")
         raise DataError(
             f"--ood {args.ood}: {'rows' if table is not None else 'images'} of shape {tuple(ds.event_shape)} with "
             f"{held}, but {run.path} "
-            f"models {want} with {what(levels)}; OOD inputs must be of the run's shape and levels"
+            f"models {want} with {_levels(levels)}; OOD inputs must be of the run's shape and levels"
         )
     if fewer and ds.num_levels == 2 < levels and bool((_observed(ds) == 1).any()):  # (all zeros: black, as said)
         say(
@@ -224,6 +224,11 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
             f"nearly black images (binary images are the levels 0 and {levels - 1})"
         )
     return ds
+
+
+def _levels(n: int | None) -> str:
+    """``17 levels``, or ``continuous values`` for data of no levels (None)."""
+    return "continuous values" if n is None else f"{n} levels"
 
 
 def _observed(ds: Dataset) -> torch.Tensor:
