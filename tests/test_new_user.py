@@ -666,6 +666,14 @@ def test_every_flag_of_every_command_has_help_and_its_default():
                 assert "default" in text, f"dgm {name} {action.option_strings}: {text!r} does not show its default"
 
 
+def test_interpolate_steps_help_says_the_line_runs_between_the_codes_the_output_line_names():
+    # the line runs between the codes that reconstruct the two images (an IAF's at eps = 0, a hierarchy's
+    # layer by layer), not between latent means, as the command's own output line says
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    steps = next(a for a in commands["interpolate"]._actions if a.dest == "steps")
+    assert "the code that reconstructs one image" in steps.help and "latent mean" not in steps.help
+
+
 def test_gumbel_temperature_is_named_apart_from_sample_temperature(capsys, tmp_path):
     train = next(a for a in build_parser(["train", "--model", "dvae"])._actions if isinstance(a, argparse._SubParsersAction))
     assert "--gumbel-temperature" in train.choices["train"].format_help()

@@ -86,7 +86,7 @@ _COMMON_HELP = {
     "split": "the data split to use",
     "seed": "seed of the random draws, so that a command repeats exactly",
     "pairs": "pairs of images to interpolate between",
-    "steps": "decoded points on each line, from one latent mean to the other (both included)",
+    "steps": "decoded points on each line, from the code that reconstructs one image to that of the other (both included)",
     "file": "a file written by dgm compress",
     "epochs": "passes over the training data",
     "quiet": "no per-epoch lines",
