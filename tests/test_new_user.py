@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dgmkit.cli.common import plural
+from dgmkit.cli.demo import DEMO_CONFIG
 from dgmkit.cli.main import build_parser, main
 from dgmkit.config import FORMAT, migrate_record
 from dgmkit.data import load_dataset
@@ -672,6 +673,8 @@ def test_interpolate_steps_help_says_the_line_runs_between_the_codes_the_output_
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     steps = next(a for a in commands["interpolate"]._actions if a.dest == "steps")
     assert "the code that reconstructs one image" in steps.help and "latent mean" not in steps.help
+    epochs = next(a for a in commands["demo"]._actions if a.dest == "epochs")  # (its default: the demo config's)
+    assert epochs.default is None and f"(default: {DEMO_CONFIG['epochs']})" in epochs.help
 
 
 def test_gumbel_temperature_is_named_apart_from_sample_temperature(capsys, tmp_path):

@@ -44,7 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", default=None, help="run folder, new or empty (default: runs/demo, or runs/demo-2, ... if that is taken)"
     )
-    add_count_flag(p, "--epochs", 1, 10**6)
+    add_count_flag(
+        p, "--epochs", 1, 10**6, help=f"at most this many epochs, fewer if it stops early (default: {DEMO_CONFIG['epochs']})"
+    )
     add_device_flag(p, "where the demo trains and evaluates", default="cpu", why="the output the README shows is the CPU's")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_demo)
