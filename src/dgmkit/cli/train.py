@@ -892,6 +892,8 @@ def run_train(args: argparse.Namespace) -> int:
     shift = math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume
     continuous = scores_densities(data["transform"], record["config"]["model"])  # (a table's columns as read off)
     density = " (a log-density of continuous data, not a probability)" if continuous else ""
+    if result.label == "log p(x)" and data["transform"] == "dequantize":  # an exact density of y = (k + u) / L:
+        density = f" ({estimate_words('exact', data['transform'])})"  # of the integers, as dgm eval and report say
     step = fit_step(cfg)
     best = f"{result.label} {result.best_valid - shift:.3f} nats{density}"
     if cfg.model.fit != "closed-form" and result.best_epoch >= 0:  # a closed-form fit has said what it found
