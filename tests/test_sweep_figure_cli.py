@@ -324,7 +324,8 @@ def test_diagnose_scores_a_seeded_sorted_subset_and_draws_the_holes_decoded(vae,
     x = split_data(run, "test")[0]
     code, out, err = _dgm(capsys, "diagnose", vae, "-n", 50, "--holes", 20, "--seed", 2, "--out", tmp_path / "d.png")
     assert code == 0, err
-    ((given, d),), ((_, holes, typical, _),) = calls, figure
+    ((given, d),), ((_, holes, typical, _, decoded),) = calls, figure
+    assert decoded == "means of p(x|z)"  # (a VAE: what the figure names its decoded draws)
     assert torch.equal(given, x[_pick(len(x), 2)[:50].sort().values])
     record = json.loads((vae / "diagnose.json").read_text())
     assert record["subset"] == f"random subset of {len(x)}, seed 2" and record["samples"] is None and record["n"] == 50
