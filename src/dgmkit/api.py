@@ -497,7 +497,8 @@ def reconstruct(
     has one; a PixelVAE decodes greedily), each (n, *event) on the CPU in the units the model
     scores (as ``sample``'s). ``data_dir``: where the run's data are read from, if not where it
     recorded; ``data``: a run trained on a data file, that file moved (as ``dgm reconstruct --data``).
-    ``run``: a loaded run, or a run folder's path."""
+    The images keep the missing entries of data that have them as NaN (``dgm reconstruct`` draws them
+    mid-grey); the reconstructions have none. ``run``: a loaded run, or a run folder's path."""
     run = _the_run(run, "reconstruct")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     n = given_count(n, 1, 10_000, "n")
@@ -521,8 +522,8 @@ def interpolate(
     image of the run's ``split``, the means of p(x|z) (a PixelVAE's greedy decodes) at ``steps``
     evenly spaced points on the line from its posterior location to that of a second image (both
     ends included), and the second image; the images drawn at random with ``seed``, everything in
-    the units the model scores. ``data_dir``, ``data``: as for ``reconstruct``. ``run``: a loaded
-    run, or a run folder's path."""
+    the units the model scores. ``data_dir``, ``data``: as for ``reconstruct``; the two images keep
+    their missing entries as NaN, as there. ``run``: a loaded run, or a run folder's path."""
     run = _the_run(run, "interpolate")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     pairs = given_count(pairs, 1, 1000, "pairs")
