@@ -350,7 +350,6 @@ def decoded_means(run: Run, z: torch.Tensor, batch_size: int = DECODE_BATCH) -> 
 DECODED_MEANS = "means of p(x|z)"  # decoded_means of a p(x|z) that names no point of its own
 
 
-@torch.no_grad()
 def decoded_name(run: Run) -> str:
     """What ``decoded_means`` gives for this run's model, in words, as the model declares it
     (``decoded_name``): the means of p(x|z), or a PixelVAE's greedy decode (it has no mean)."""
