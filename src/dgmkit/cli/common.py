@@ -74,6 +74,7 @@ __all__ = [
     "holes_note",
     "estimate_words",
     "one_draw_bound",
+    "score_label",
     "write_png",
     "png_output",
     "data_name",
@@ -420,6 +421,13 @@ def estimate_words(kind: str, transform: str) -> str:
     if one_draw_bound(kind, transform):
         return "a one-draw estimate of a lower bound (uniform dequantization)"
     return _ESTIMATE_WORDS.get(kind, kind)
+
+
+def score_label(label: str, transform: str) -> str:
+    """An objective's score name (``Objective.label``) as per-epoch lines and report pages show
+    it: an exact log p(x) of uniformly dequantized integers is one draw of the noise, a bound
+    (``one_draw_bound``), as ``dgm eval`` says."""
+    return "log p(x) (one-draw bound)" if label == "log p(x)" and one_draw_bound("exact", transform) else label
 
 
 def add_device_flag(

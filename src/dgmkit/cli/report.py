@@ -28,6 +28,7 @@ from dgmkit.cli.common import (
     plural,
     run_data,
     say,
+    score_label,
     shows_images,
     split_data,
     to_display,
@@ -342,9 +343,7 @@ def run_report(args: argparse.Namespace) -> int:
     for d, run in zip(args.run_dirs, runs):
         objective = build_objective(run.cfg) if run.cfg.model.fit == "gradient" else None
         score = objective.score if objective is not None else "log_px"
-        label = objective.label if objective is not None else "log p(x)"
-        if label == "log p(x)" and run.transform.kind == "dequantize":  # of one draw of the noise, as dgm eval says
-            label = "log p(x), one-draw bound"
+        label = score_label(objective.label if objective is not None else "log p(x)", run.transform.kind)
         try:
             figures, notes = ([], []) if args.no_figures else _figures(run, args)
         except EvaluationError as e:  # (a model whose values overflow: refused, as by every command, by its name)

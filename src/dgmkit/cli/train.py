@@ -19,7 +19,7 @@ import torch
 
 from dgmkit import distributed
 from dgmkit._io import shell_path
-from dgmkit.cli.common import add_count_flag, estimate_words, fit_step, plural, say
+from dgmkit.cli.common import add_count_flag, estimate_words, fit_step, plural, say, score_label
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import check_derived_current, run_dataset
@@ -605,12 +605,14 @@ def _fit(
     if valid_x.is_floating_point() and bool(torch.isnan(valid_x).any()):  # log p(x_o): bits per observed entry
         num_dims = (~torch.isnan(valid_x)).flatten(1).sum(1).double().mean().item()
     if family.fit != "gradient":
-        report = _reporter(cfg, num_dims, shift, "log p(x)", "log_px", quiet, report_every, continuous)
+        label = score_label("log p(x)", transform.kind)
+        report = _reporter(cfg, num_dims, shift, label, "log_px", quiet, report_every, continuous)
         try:
             return _fit_in_one_go(cfg, model, dataset, transform, writer, [report, log], quiet, shift)
         finally:
             log.close()
     objective = family.training_objective()
+    label = score_label(objective.label, transform.kind)
     if not resume and distributed.current().is_main:
         writer.start()  # before the Trainer (building it can take seconds): a run stopped meanwhile can be restarted
     trainer = Trainer(
@@ -622,7 +624,7 @@ def _fit(
         run_dir=out,
         config=writer.record,
         progress=not quiet,
-        callbacks=[_reporter(cfg, num_dims, shift, objective.label, objective.score, quiet, report_every, continuous), log],
+        callbacks=[_reporter(cfg, num_dims, shift, label, objective.score, quiet, report_every, continuous), log],
         diagnostics=latent_diagnostics if model.has_latents else None,
         **trainer_options(cfg),
     )
