@@ -581,18 +581,21 @@ def test_the_note_says_what_the_background_log_p_is():
 def test_ood_json_never_replaces_what_the_command_reads_or_its_figure(runs, tmp_path, capsys):
     """--json --force named the --ood file, the background run's config.json or the figure: the
     first two were replaced by the JSON, the last by the figure after it. All are refused before
-    any work, and a foreign ood-scores.csv in the run folder is refused, not replaced."""
+    any work (--json names a .json file), and a foreign ood-scores.csv in the run folder is
+    refused, not replaced."""
     argv = ["ood", runs / "model", "--ood", runs / "noise.npy", "--background", runs / "bg", "--limit", "20"]
     before = {p: p.read_bytes() for p in (runs / "noise.npy", runs / "bg" / "config.json")}
     for target, needle in (
-        (runs / "noise.npy", "an input of this command"),
+        (runs / "noise.npy", "--json must name a .json file"),
         (runs / "bg" / "config.json", "a file of the run"),
+        (tmp_path / "o.txt", "--json must name a .json file"),
     ):
         code, _, err = _dgm(capsys, *argv, "--json", target, "--force")
         _refused(code, err, needle)
     code, _, err = _dgm(capsys, *argv, "--json", tmp_path / "x.png", "--out", tmp_path / "x.png", "--force")
-    _refused(code, err, "--json")
+    _refused(code, err, "--json must name a .json file")
     assert all(p.read_bytes() == b for p, b in before.items()) and not (tmp_path / "x.png").exists()
+    assert not (tmp_path / "o.txt").exists()
     scores = runs / "model" / "ood-scores.csv"
     kept = scores.read_bytes() if scores.exists() else None  # (the module's runs are shared)
     try:

@@ -494,14 +494,13 @@ def _scored_runs(args: argparse.Namespace) -> tuple[Run, Run | None, dict[int, i
 
 
 def _checked_outputs(args: argparse.Namespace, run: Run, bg: Run | None) -> Path | None:
-    """--out's figure path (or None), and --json checked: never one of the files this command
-    reads (the runs' data, --ood's), nor a run's file, nor the figure."""
+    """--out's figure path (or None), and --json checked: a .json name (so never the figure, nor a
+    data file such as --ood's), nor a run's file (``command_output``)."""
     figure = png_output(args) if args.out is not None else None
     if args.json is not None:
-        if figure is not None and Path(args.json).absolute() == figure.absolute():  # (else "a file of the run")
-            raise ConfigError(f"--json {args.json} and --out {args.out} name one file: give each its own")
-        reads = [args.ood] if is_data_file(args.ood) else []
-        command_output(args, args.json, reads=reads, written=[figure] if figure else [], what="--json")
+        if Path(args.json).suffix.lower() != ".json":
+            raise DataError(f"--json must name a .json file, got {args.json}")
+        command_output(args, args.json, what="--json")
     return figure
 
 
