@@ -12,7 +12,7 @@ from dgmkit.evaluation import bits_per_dim, discrete_nll, evaluate, posterior_st
 from dgmkit.models import VAE
 from dgmkit.nn.scale import ClippedLogVariance
 from dgmkit.priors import StandardNormalPrior
-from linear_gaussian import D, data, make
+from linear_gaussian import D, M, data, make
 
 
 def test_bits_per_dim_and_the_dequantization_offset():
@@ -345,6 +345,21 @@ def test_posterior_statistics_average_each_dimension_s_kl_over_the_datapoints():
     with torch.no_grad():
         kl = torch.distributions.kl_divergence(model.posterior(x), model.prior())  # (50,), summed over dimensions
     assert sum(stats["kl_per_dim"]) == pytest.approx(float(kl.mean()), rel=1e-9)
+
+
+def test_one_datapoint_counts_no_active_units_and_a_hierarchical_model_s_evaluation_goes_on():
+    """Active units count a covariance over x: one datapoint has none, so the count is left out, not
+    given as 0 (a hierarchical model's per-layer counts refused the whole evaluation after its work)."""
+    from dgmkit.cli.evaluate import format_report
+    from test_hvae import linear_gaussian
+
+    model, marginal = make()
+    one = evaluate(model, data(marginal, 1), iw_samples=5)
+    assert one.active_units is None and one.latent_dim == M and len(one.kl_per_dim) == M
+    assert "active units" not in format_report({**one.to_dict(), "split": "test", "subset": None})
+    assert evaluate(model, data(marginal, 2), iw_samples=5).active_units is not None
+    layered = evaluate(linear_gaussian("top-down"), torch.randn(1, 1, 1, 3, dtype=torch.float64), iw_samples=5)
+    assert layered.active_units is None and layered.layers is None and layered.nll is not None
 
 
 @torch.no_grad()

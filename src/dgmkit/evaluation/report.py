@@ -379,10 +379,13 @@ def _mean(t: torch.Tensor | None) -> float | None:
 
 @torch.no_grad()
 def _diagnostics(model: GenerativeModel, x: torch.Tensor, seed: int) -> tuple[dict | None, list[dict] | None]:
-    """The latent statistics and the per-layer diagnostics of x, where the model has them (None where not)."""
+    """The latent statistics and the per-layer diagnostics of x, where the model has them (None where not;
+    of one datapoint, no active units and no layers: they count units by a covariance over x)."""
     stats = posterior_statistics(cast("LatentVariableModel | Autoencoder", model), x) if model.has_latents else None
+    if stats is not None and len(x) < 2:  # (a variance over one datapoint is no spread: not "0 active")
+        stats["active_units"] = None
     layers = None
-    if model.has_layers:  # a hierarchical model: its KL and active units per layer
+    if model.has_layers and len(x) >= 2:  # a hierarchical model: its KL and active units per layer
         d = diagnose(cast(LatentVariableModel, model), x, samples=1, holes=0, seed=seed, mutual_info=False)
         layers = [
             {"name": la.name, "size": la.size, "kl": la.kl, "kl_stderr": la.kl_stderr, "active_units": la.active_units}
