@@ -678,6 +678,10 @@ def test_the_comparison_says_what_each_number_is_of_and_prefers_an_exact_number_
     assert "digits, integer levels as stored" in comparison and "digits, binarized" in comparison
     assert "importance-sampled, k=50" in comparison and "k=0" not in html and "time-sampled k=" not in html
     assert "iris, a table&#x27;s rows, numeric columns standardized" in comparison
+    # incomplete data's numbers are of the observed entries alone (log p(x_o)): not of the data a complete run scores
+    holes = {"a": rec("importance-sampled", 50, 25.1, "dynamic-binarize", observed_dims=51.4, num_dims=64)}
+    both = render_page([pages[1], RunPage("miwae", "m", "digits", {}, [], "elbo", "ELBO", holes)]).split("<h2 id=")[0]
+    assert both.count("digits, binarized") == 2 and both.count("observed entries only") == 1
     assert "bound, 8 times a datapoint" in html and "a table: its 4 numeric ..." in html
 
 

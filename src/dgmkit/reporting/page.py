@@ -320,6 +320,8 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
             trained = "in closed form" if r.fit == "closed-form" else f"{epochs} {r.step}{'' if epochs == 1 else 's'}"
             best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} ({r.step} {at})"
             words = data_words(t) if t else None
+            if t.get("observed_dims") is not None:  # log p(x_o): not comparable with a complete split's numbers
+                words = f"{words}, observed entries only" if words else "observed entries only"
             out.append(
                 f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
                 f"<td>{_e(r.dataset)}{', ' + _e(words) if words else ''}</td><td class='num'>{_e(trained)}</td>"
