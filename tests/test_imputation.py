@@ -633,6 +633,9 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     back = np.load(tmp_path / "rows-out.npy")
     assert np.array_equal(back[~np.isnan(rows)], rows[~np.isnan(rows)]) and not np.isnan(back).any()
+    # --limit beyond the file's rows: all of them, said as the file (not "the first 2 rows")
+    code, out, err = _run(capsys, "impute", run, tmp_path / "rows.npy", "--limit", "5", "--out", tmp_path / "all.npy")
+    assert code == 0 and f"of 2 datapoints ({tmp_path / 'rows.npy'})" in out, err
     from dgmkit.cli import impute as impute_command  # a file of more values than one call takes: refused before a copy
 
     monkeypatch.setattr(impute_command, "MAX_IMPUTE_VALUES", 5)

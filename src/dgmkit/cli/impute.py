@@ -256,7 +256,8 @@ def _incomplete(
         data, file_shape = read_input_file(
             args.input, run, dataset.columns, "impute", MAX_IMPUTE_VALUES, exact=True, first=args.limit
         )
-        where = args.input if args.limit is None else f"the first {plural(len(data), 'row')} of {args.input}"
+        whole = args.limit is None or len(data) < args.limit  # (fewer rows than --limit: the file's all)
+        where = args.input if whole else f"the first {plural(len(data), 'row')} of {args.input}"
     else:
         data = dataset.split(args.split).x
         file_shape = tuple(data.shape)
