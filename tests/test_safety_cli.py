@@ -498,32 +498,44 @@ def test_a_checkpoint_or_metrics_file_that_cannot_be_resumed_is_refused_and_chan
 
 def test_a_resume_with_other_cpu_threads_or_compiled_says_it_goes_on_up_to_rounding(vae_copy, capsys):
     """The CPU's kernels add in another order with another number of threads (weights 1e-7 apart
-    after an epoch), and a compiled run's resumed first step is eager: no bit-for-bit promise."""
+    after an epoch), and a compiled run's resumed first step is eager: no bit-for-bit promise. A
+    run with nothing left to train says that, and none of these notes (of steps it does not take)."""
     trained = json.loads(read_metadata(vae_copy / "checkpoint.safetensors")["trainer"])["cpu_threads"]
     assert trained == torch.get_num_threads()
-    code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", vae_copy)
+    code, said, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
     assert code == 0 and "note" not in said, err
     _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "cpu_threads": trained + 3})
-    code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--compile", "--quiet", "--out", vae_copy)
+    code, said, err = run(capsys, "train", "--resume", "--epochs", "4", "--quiet", "--out", vae_copy)
     assert code == 0, err
     assert f"note: the run trained with {trained + 3} CPU threads and goes on with {trained}" in said
-    assert f"OMP_NUM_THREADS={trained + 3}" in said and "a compiled run resumes with an eager first step" in said
-    assert "processes" not in said
+    assert f"OMP_NUM_THREADS={trained + 3}" in said and "compiled" not in said and "processes" not in said
     # trained by two data-parallel processes, resumed in one: its ranks' draws and sums are not this one's
-    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "processes": 2})
-    code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", vae_copy)
+    both = {"processes": 2, "cpu_threads": trained + 3}
+    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, **both})
+    code, said, err = run(capsys, "train", "--resume", "--epochs", "5", "--quiet", "--out", vae_copy)
     assert code == 0 and "note: the run trained in 2 processes and goes on in 1" in said and "--nproc 2" in said, err
     # (its threads still differ too: each note names both remedies, neither of which is enough alone)
     assert f"(resume with --nproc 2 with OMP_NUM_THREADS={trained + 3} to continue exactly)" in said
     assert f"torch.set_num_threads({trained + 3}) and resume with --nproc 2 to continue exactly)" in said
+
     # a run compiled until now, resumed without --compile, is not bit for bit either
-    rewrite_records(vae_copy, lambda r: {**r, "config": {**r["config"], "optim": {**r["config"]["optim"], "compile": True}}})
-    code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--no-compile", "--quiet", "--out", vae_copy)
+    def compiled(r: dict) -> dict:
+        return {**r, "config": {**r["config"], "optim": {**r["config"]["optim"], "compile": True}}}
+
+    rewrite_records(vae_copy, compiled)
+    code, said, err = run(capsys, "train", "--resume", "--epochs", "6", "--no-compile", "--quiet", "--out", vae_copy)
     assert code == 0 and "a compiled run resumes with an eager first step" in said, err
     # config.json deleted (written again, with this resume's settings, before the notes): the checkpoint says it
+    rewrite_records(vae_copy, compiled)
     (vae_copy / "config.json").unlink()
-    code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--no-compile", "--quiet", "--out", vae_copy)
+    code, said, err = run(capsys, "train", "--resume", "--epochs", "7", "--no-compile", "--quiet", "--out", vae_copy)
     assert code == 0 and "was missing" in said and "a compiled run resumes with an eager first step" in said, err
+    # all 7 epochs trained: resumed again (its checkpoint of 2 processes, compiled), it trains none, and says so alone
+    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "processes": 2})
+    rewrite_records(vae_copy, compiled)
+    code, said, err = run(capsys, "train", "--resume", "--no-compile", "--quiet", "--out", vae_copy)
+    assert code == 0 and "note: the run has trained all its 7 epochs: a larger --epochs extends it" in said, err
+    assert "processes" not in said and "compiled" not in said
 
 
 def test_a_resume_on_another_kind_of_device_says_so_and_goes_on_alike_every_time(vae_copy, tmp_path, capsys):

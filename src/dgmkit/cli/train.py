@@ -667,7 +667,9 @@ def _fit_in_one_go(
 
 
 def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: bool, resume_line: bool) -> None:
-    """The checkpoint read where the run resumes, and the lines that say how the run trains."""
+    """The checkpoint read where the run resumes, and the lines that say how the run trains (or,
+    resumed with nothing left to train, that it trains none)."""
+    left = True  # whether any step remains
     if resume:
         # (the checkpoint's record: config.json may have been written again already, with this resume's settings)
         last = out / "checkpoint.safetensors"
@@ -677,10 +679,13 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
         if resume_line:
             where = f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"
             say(f"resuming {out} {where}")
+        left = bool(k) or (trainer.epoch < trainer.epochs and not trainer.stopped_early)
         if trainer.dist.is_main:
-            for why in _inexact_resume(trainer, bool(cfg.optim.compile or compiled_before is True)):
-                say(f"note: {why}")
-            if trainer.stopped_early and trainer.epoch < trainer.epochs:  # (--epochs more would train none)
+            for why in _inexact_resume(trainer, bool(cfg.optim.compile or compiled_before is True)) if left else []:
+                say(f"note: {why}")  # (of the steps to come: none, none said)
+            if trainer.epoch >= trainer.epochs and not k:
+                say(f"note: the run has trained all its {plural(trainer.epochs, 'epoch')}: a larger --epochs extends it")
+            elif trainer.stopped_early and not left:  # (--epochs more would train none)
                 say(
                     f"note: the run stopped early after epoch {trainer.epoch} ({trainer.bad_epochs} without improvement, "
                     f"its patience {trainer.patience}): it trains no more epochs; a larger --patience lets it go on"
@@ -688,7 +693,7 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
     precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why (a warning even if quiet)
     if precision is not None and trainer.dist.is_main and (not quiet or trainer.amp.unchecked):
         say(precision)
-    if trainer.dist.parallel and trainer.dist.is_main:  # (a script's other ranks print, under dgmkit.train)
+    if trainer.dist.parallel and trainer.dist.is_main and left:  # (a script's other ranks print, under dgmkit.train)
         say(
             f"data-parallel: {trainer.dist.world_size} processes share each batch of {cfg.optim.batch_size} "
             f"(gradients averaged through {trainer.gradient_transport})"
