@@ -336,3 +336,12 @@ def test_vampprior_pseudo_inputs_from_data_take_exactly_k_images_and_refuse_fewe
     assert pixels.bounded and torch.allclose(pixels.pseudo_input_values().sort(0).values, 0.01 + 0.98 * images)
     with pytest.raises(ConfigError, match="pseudo_init = data needs at least 4 training images, got 3"):
         cfg.model.model_for(DataSpec.of((1, 2, 2), None, images[:3]))
+
+
+def test_a_json_config_file_is_read_as_json_whatever_the_case_of_its_suffix(tmp_path):
+    path = tmp_path / "C.JSON"
+    path.write_text('{"model": "flow", "epochs": 2}')
+    assert load_config_file(path) == {"model": "flow", "epochs": 2}
+    path.write_text('{"epochs": NaN}')
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        load_config_file(path)

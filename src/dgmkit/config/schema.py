@@ -567,12 +567,13 @@ def load_config_file(path: str | Path) -> dict:
         preset = str(path) == path.name and path.suffix == ".toml" and not path.exists() and path.stem in preset_names()
         hint = f" (dgmkit's preset of that name is --config {path.stem})" if preset else ""
         raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}{hint}") from None
+    is_json = path.suffix.lower() == ".json"  # (C.JSON too, as the data files' suffixes are read)
     try:
-        values = parse_json(text) if path.suffix == ".json" else tomllib.loads(text)
+        values = parse_json(text) if is_json else tomllib.loads(text)
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply") from None
     except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
+        raise ConfigError(f"config file {path} is not valid {'JSON' if is_json else 'TOML'}: {e}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a table of keys")
     if {"run_id", "config", "data"} <= set(values):  # a run's config.json: its keys are one level down
