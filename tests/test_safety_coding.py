@@ -128,9 +128,16 @@ HOSTILE = {
     "png_mode": ["RGB", "P", 1, None, "1 "],
     "model_fingerprint": [["a" * 64], "a" * 63, "A" * 64, 5, "g" * 64],
     "content_sha256": ["b" * 65, None],
-    "model": ["x", {"kind": "x"}, {"kind": ["x"], "dataset": "d"}, {"kind": "\x1b[31mred", "dataset": "d"}],
-    "dgmkit_version": [1.0, "x" * 1000, "\x00"],
-    "coder": [None, ["c"]],
+    "model": [
+        "x",
+        {"kind": "x"},
+        {"kind": ["x"], "dataset": "d"},
+        {"kind": "\x1b[31mred", "dataset": "d"},
+        {"kind": "a \u202eledom", "dataset": "d"},  # (printed back: a right-to-left override shows it as another)
+        {"kind": "x", "dataset": "dig\u200bits"},
+    ],
+    "dgmkit_version": [1.0, "x" * 1000, "\x00", "1.0\u2028"],
+    "coder": [None, ["c"], "c\u202e"],
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dgmkit._io import check_base_name, parse_json
+from dgmkit._io import check_base_name, invisible_character, parse_json
 from dgmkit.errors import DataError, DgmError
 
 __all__ = [
@@ -115,8 +115,8 @@ _DEVICE = re.compile(r"cpu|cuda( \([^()]{1,150}\))?")  # coding_device's names
 
 
 def _text(h: dict, key: str, source: str, max_len: int = MAX_TEXT) -> str:
-    v = h[key]
-    if not isinstance(v, str) or len(v) > max_len or _CONTROL.search(v):
+    v = h[key]  # (printed back in messages: no control character, nor one that shows a text as another, U+202E)
+    if not isinstance(v, str) or len(v) > max_len or _CONTROL.search(v) or invisible_character(v) is not None:
         raise DataError(
             f"{source} has a bad header: {key!r} must be a text of at most {max_len} printable characters, got {_short(v)}"
         )
@@ -179,7 +179,7 @@ def check_header(header: Any, source: str = "the file") -> dict:
     _text(h, "coder", source)
     if "device" in h:
         device = _text(h, "device", source, 200)
-        if not _DEVICE.fullmatch(device) or any(unicodedata.category(c) == "Cf" for c in device):
+        if not _DEVICE.fullmatch(device):  # (an invisible character in a GPU's name: refused by _text)
             raise DataError(f"{source} has a bad header: 'device' must be 'cpu' or 'cuda (GPU NAME)', got {_short(device)}")
     for key in ("model_fingerprint", "content_sha256"):
         v = h[key]
