@@ -345,3 +345,15 @@ def test_a_json_config_file_is_read_as_json_whatever_the_case_of_its_suffix(tmp_
     path.write_text('{"epochs": NaN}')
     with pytest.raises(ConfigError, match="is not valid JSON"):
         load_config_file(path)
+
+
+@pytest.mark.parametrize("key", ["dataset", "data_dir", "data_key", "schema", "codes_of"])
+def test_a_text_setting_with_a_control_character_is_refused_as_an_argument_is(key, tmp_path):
+    """A path or name of a config file (or from Python) is printed back as an argument is: an
+    escape or a line break in it would drive the terminal or forge a line of the output."""
+    path = tmp_path / "c.toml"
+    path.write_text(f'{key} = "runs/\\u001b[31mred"\n')
+    with pytest.raises(ConfigError, match=rf"{key} 'runs/\\x1b\[31mred' holds U\+001B, a control character"):
+        RunConfig.from_dict(load_config_file(path), str(path))
+    with pytest.raises(ConfigError, match="holds U\\+000A, a control character"):
+        RunConfig.of(**{key: "runs/a\nb"})
