@@ -198,6 +198,12 @@ def test_resuming_with_the_config_file_that_sets_other_epochs_says_so(tmp_path, 
         main(["train", "--config", str(tmp_path / "c.toml"), "--resume", "--epochs", "3", "--quiet", "--out", str(out)]) == 0
     )
     assert "note:" not in capsys.readouterr().out  # (a flag says it itself)
+    # fewer epochs than the run trained (3), or none: refused, and no note that the run goes on with them first
+    for epochs, needle in ((1, "has trained 3 epochs, more than the 1 asked for"), (0, "epochs")):
+        (tmp_path / "c.toml").write_text(f'dataset = "digits"\nhidden = [8]\nlatent_dim = 2\nepochs = {epochs}\n')
+        assert main(["train", "--config", str(tmp_path / "c.toml"), "--resume", "--quiet", "--out", str(out)]) == 1
+        said, err = capsys.readouterr()
+        assert "note:" not in said and needle in err, (said, err)
 
 
 def test_a_run_whose_config_json_was_deleted_resumes_from_its_checkpoints_record(tmp_path, capsys):

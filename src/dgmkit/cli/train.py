@@ -195,9 +195,8 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     flags = given_values(args, args._dests)
     flat = stored.flat()
     launcher = args.nproc > 1 and not distributed.launched_by_torchrun()  # (its rank 0 says it)
-    for k in ("epochs", "patience"):  # a preset's length, not the run's: said (a flag that sets one is plain)
-        if k in asked and k not in flags and asked[k] != flat.get(k) and distributed.current().is_main and not launcher:
-            say(f"note: {args.config} sets {k} = {asked[k]} (the run had {flat.get(k)}): the resumed run goes on with it")
+    # a preset's length, not the run's: said once the settings stand (a flag that sets one is plain)
+    lengths = [k for k in ("epochs", "patience") if k in asked and k not in flags and asked[k] != flat.get(k)]
     asked.update(flags)
     if args.model is not None:
         asked["model"] = args.model
@@ -225,6 +224,10 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
         )
     # a value equal to the run's of another type (0.0, true) is refused here
     RunConfig.from_dict({**flat, **asked}, args.config or "the command line")
+    done = (trainer_counters(last) or {}).get("epoch", 0) if last.is_file() else 0
+    for k in lengths if distributed.current().is_main and not launcher else []:
+        if k != "epochs" or asked[k] >= done:  # (fewer than it trained: refused where the checkpoint is read)
+            say(f"note: {args.config} sets {k} = {asked[k]} (the run had {flat.get(k)}): the resumed run goes on with it")
     return stored.resumed({**{k: v for k, v in asked.items() if k in FREE_ON_RESUME}, **moved})
 
 
