@@ -347,6 +347,25 @@ def test_a_json_config_file_is_read_as_json_whatever_the_case_of_its_suffix(tmp_
         load_config_file(path)
 
 
+def test_a_config_file_with_a_byte_order_mark_is_read_and_a_refused_one_says_what_a_config_file_is(tmp_path):
+    """A UTF-8 byte-order mark (as some editors write) was refused as invalid TOML or JSON; a
+    YAML file's refusal said only "not valid TOML"; an integer beyond Python's 4300 digits got
+    Python's advice to raise sys.set_int_max_str_digits."""
+    for name, text in (("c.toml", "epochs = 2\n"), ("c.json", '{"epochs": 2}')):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert load_config_file(tmp_path / name) == {"epochs": 2}
+    (tmp_path / "c.yaml").write_text("epochs: 2\n")
+    with pytest.raises(ConfigError, match=re.escape("is not valid TOML (a config file is TOML, or JSON named *.json)")):
+        load_config_file(tmp_path / "c.yaml")
+    (tmp_path / "big.toml").write_text(f"epochs = {'9' * 5000}\n")
+    with pytest.raises(ConfigError, match="it holds an integer of more than 4300 digits$"):
+        load_config_file(tmp_path / "big.toml")
+    with pytest.raises(ConfigError) as e:  # (a broken .toml: no hint of what a config file is, it is one)
+        (tmp_path / "broken.toml").write_text("epochs = \n")
+        load_config_file(tmp_path / "broken.toml")
+    assert "is not valid TOML: " in str(e.value)
+
+
 @pytest.mark.parametrize("key", ["dataset", "data_dir", "data_key", "schema", "codes_of"])
 def test_a_text_setting_with_a_control_character_is_refused_as_an_argument_is(key, tmp_path):
     """A path or name of a config file (or from Python) is printed back as an argument is: an

@@ -562,7 +562,7 @@ def load_config_file(path: str | Path) -> dict:
         raw = read_regular(path, MAX_CONFIG_BYTES)
         if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
-        text = raw.decode()
+        text = raw.decode("utf-8-sig")  # (a byte-order mark, as some editors write one: not part of the text)
     except (OSError, UnicodeDecodeError) as e:
         preset = str(path) == path.name and path.suffix == ".toml" and not path.exists() and path.stem in preset_names()
         hint = f" (dgmkit's preset of that name is --config {path.stem})" if preset else ""
@@ -573,7 +573,9 @@ def load_config_file(path: str | Path) -> dict:
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply") from None
     except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"config file {path} is not valid {'JSON' if is_json else 'TOML'}: {e}") from None
+        why = "it holds an integer of more than 4300 digits" if "int_max_str_digits" in str(e) else e  # (Python's advice)
+        which = "" if is_json or path.suffix.lower() == ".toml" else " (a config file is TOML, or JSON named *.json)"
+        raise ConfigError(f"config file {path} is not valid {'JSON' if is_json else 'TOML'}{which}: {why}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a table of keys")
     if {"run_id", "config", "data"} <= set(values):  # a run's config.json: its keys are one level down
