@@ -301,6 +301,14 @@ def _test_result(evals: dict[str, dict], weights: str | None) -> dict | None:
     return full[max(range(len(full)), key=lambda i: (rank[i], k[i], i))]
 
 
+def _data_cell(t: dict) -> list[str]:
+    """What a test result's numbers are of, beside the dataset's name in the comparison: its data
+    words (``data_words``), and "observed entries only" for log p(x_o) of incomplete data, which
+    compares with no complete split's number."""
+    words = data_words(t) if t else None
+    return [w for w in (words, "observed entries only" if t.get("observed_dims") is not None else None) if w]
+
+
 def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
     """The HTML page for ``runs`` (with a comparison table when there are several)."""
     out = [
@@ -319,12 +327,9 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
             epochs = max((e for e in map(logged_epoch, r.metrics) if e is not None), default=0)
             trained = "in closed form" if r.fit == "closed-form" else f"{epochs} {r.step}{'' if epochs == 1 else 's'}"
             best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} ({r.step} {at})"
-            words = data_words(t) if t else None
-            if t.get("observed_dims") is not None:  # log p(x_o): not comparable with a complete split's numbers
-                words = f"{words}, observed entries only" if words else "observed entries only"
             out.append(
                 f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
-                f"<td>{_e(r.dataset)}{', ' + _e(words) if words else ''}</td><td class='num'>{_e(trained)}</td>"
+                f"<td>{_e(', '.join([r.dataset, *_data_cell(t)]))}</td><td class='num'>{_e(trained)}</td>"
                 f"<td class='num'>{_e(best_s)}</td>"
                 f"<td class='num'>{_num(t.get('nll'))}</td><td class='num'>{_num(t.get('bpd'), 4)}</td>"
                 f"<td>{_e(estimate_protocol(t)) if t else '–'}</td></tr>"
