@@ -62,6 +62,10 @@ def test_a_diffusion_models_time_sampling_error_is_its_own_number():
     few = format_report({**r, "n": 3, "nll_stderr": 0.05, "time_stderr": 0.08})
     assert "+- 0.080 nats (from the two halves' difference; more than the whole, +- 0.050: at n = 3 both are" in few
     assert "more than the whole" not in format_report({**r, "n": 3, "nll_stderr": 0.08, "time_stderr": 0.05})
+    # of one datapoint the whole has no standard error ("n/a"): the part's is said as all there is
+    one = format_report({**r, "n": 1, "nll_stderr": None, "elbo_stderr": None, "time_stderr": 0.08})
+    assert _row(one, "NLL bound (2 times per datapoint)") == "3.000 +- n/a nats", one
+    assert "(from the two halves' difference; the whole's needs two datapoints or more, n = 1)" in one
 
 
 def test_a_reconstruction_score_says_what_it_is():

@@ -181,6 +181,8 @@ def eval_notes(r: dict) -> list[str]:
             whole = r.get("nll_stderr") if r.get("nll_stderr") is not None else r.get("elbo_stderr")
             if whole is not None and r["time_stderr"] > whole:  # (two noisy estimates from few datapoints)
                 part += f"; more than the whole, +- {whole:.3f}: at n = {r['n']} both are too noisy to split"
+            elif whole is None:  # (one datapoint: no spread over datapoints, the whole's error n/a above)
+                part += f"; the whole's needs two datapoints or more, n = {r['n']}"
             out.append(part + ")")
     if r.get("point_mass_posterior"):  # every draw is the same, k changes nothing
         out = [
