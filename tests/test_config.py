@@ -721,7 +721,9 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         ({"model": "dvae", "encoder": "gated", "activation": "tanh"}, "activation"),  # (gumbel-softmax: no baseline)
         ({"model": "hvae", "encoder": "gated", "activation": "silu"}, "activation"),  # the reference HVAE's networks
         ({"model": "pixelvae", "encoder": "gated", "activation": "elu"}, "activation"),  # and a gated PixelCNN decoder
-        ({"model": "hvae", "architecture": "conv-hvae", "encoder": "gated", "activation": "gelu"}, "activation"),
+        ({"model": "hvae", "architecture": "conv-hvae", "activation": "gelu"}, "activation"),
+        ({"model": "hvae", "architecture": "conv-hvae", "encoder": "gated"}, "encoder"),  # its networks are its own
+        ({"model": "pixelvae", "architecture": "conv-hvae", "decoder": "conv"}, "decoder"),
     ],
 )
 def test_a_new_run_that_sets_what_its_choices_do_not_read_is_refused_before_it_writes(tmp_path, capsys, settings, key):
@@ -763,6 +765,26 @@ def test_a_setting_left_unread_that_a_config_file_set_is_named_with_the_file_and
         )
     assert main(["train", "--config", str(preset), "--objective", "elbo", "--iw-k", "5", "--epochs", "1", "--quiet",
                  "--out", str(out)]) == 0  # the flag of the default sets back the file's value  # fmt: skip
+
+
+def test_conv_hvae_refuses_the_encoder_and_decoder_it_does_not_read(tmp_path, capsys):
+    """architecture = conv-hvae builds its own gated networks: --encoder mlp (or gated, conv) and
+    --decoder trained the very same weights as without them."""
+    out = tmp_path / "r"
+    argv = ["train", "--dataset", "digits", "--model", "hvae", "--architecture", "conv-hvae", "--hidden", "8", "8",
+            "--latent-sizes", "2", "2", "--epochs", "1", "--quiet", "--out", str(out)]  # fmt: skip
+    for typed in (["--encoder", "mlp"], ["--decoder", "gated"]):  # the reviewer's --encoder mlp: the default, given
+        assert main([*argv, *typed]) == 1
+        assert (
+            f"{typed[0][2:]} = '{typed[1]}' is read only with --architecture default, which this hvae run does not have"
+            in capsys.readouterr().err
+        )
+        assert not out.exists()
+    for model in ("hvae", "pixelvae"):
+        cfg = RunConfig.of(dataset="digits", model=model, architecture="conv-hvae")
+        assert {"encoder", "decoder"} <= set(cfg.model.inert_settings()) and "conv-hvae networks" in cfg.model.describe()
+        cfg.check_inert()  # left out: taken
+        assert {"encoder", "decoder"}.isdisjoint(RunConfig.of(model=model).model.inert_settings())
 
 
 def test_a_new_residual_hvae_refuses_the_stack_settings_it_does_not_read():

@@ -83,6 +83,8 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         inert = {**super().inert_settings(), **self.prior_inert_settings()}
         if self.objective != "iwae":
             inert["iw_k"] = "--objective iwae"
+        if self.architecture == "conv-hvae":  # (its networks are its own: gated convolutions and gated dense layers)
+            inert.update(dict.fromkeys(("encoder", "decoder"), "--architecture default"))
         return inert
 
     def activation_needs(self) -> str | None:
@@ -111,6 +113,11 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         return PartlyRead("ends", f"{part.what} and the width of the encoder's output", f"{part.needs}, {more}")
 
     @property
+    def networks(self) -> str:
+        """What the networks are, as ``describe`` says: conv-hvae's, or the encoder's kind."""
+        return "conv-hvae" if self.architecture == "conv-hvae" else self.encoder
+
+    @property
     def decoder_sees(self) -> str:
         if self.decoder_input != "auto":
             return self.decoder_input
@@ -119,7 +126,7 @@ class StackSettings(VAESettings, ImportanceSampledEval):
     def describe(self) -> str:
         return (
             f"a hierarchical VAE ({len(self.latent_sizes)} layers {self.latent_sizes}, {self.posterior} posterior, "
-            f"{self.hidden} {self.encoder} networks, {self.prior} top prior, {self.likelihood.capitalize()} likelihood)"
+            f"{self.hidden} {self.networks} networks, {self.prior} top prior, {self.likelihood.capitalize()} likelihood)"
         )
 
     def training_objective(self) -> Objective:

@@ -66,7 +66,7 @@ class PixelVAEConfig(StackSettings, FamilyConfig):
         layers = len(self.latent_sizes)
         kind = "a PixelVAE" if layers == 1 else f"a PixelHVAE ({layers} layers {self.latent_sizes})"
         return (
-            f"{kind}: {self.posterior} posterior, {self.hidden} {self.encoder} networks, {self.prior} prior, a "
+            f"{kind}: {self.posterior} posterior, {self.hidden} {self.networks} networks, {self.prior} prior, a "
             f"{self.pixelcnn_layers}-layer gated PixelCNN decoder of {self.pixelcnn_channels} channels seeing "
             f"{self.cond_channels} channels of z, {self.likelihood.capitalize()} likelihood"
         )
