@@ -723,6 +723,8 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         ({"model": "pixelvae", "encoder": "gated", "activation": "elu"}, "activation"),  # and a gated PixelCNN decoder
         ({"model": "hvae", "architecture": "conv-hvae", "activation": "gelu"}, "activation"),
         ({"model": "hvae", "architecture": "conv-hvae", "encoder": "gated"}, "encoder"),  # its networks are its own
+        ({"objective": "miwae", "beta": 0.5}, "beta"),  # the MIWAE bound weighs no KL term
+        ({"objective": "miwae", "warmup": 10.0}, "warmup"),
         ({"model": "pixelvae", "architecture": "conv-hvae", "decoder": "conv"}, "decoder"),
     ],
 )
@@ -971,6 +973,8 @@ def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set
         {"binarize": "dynamic"},
         {"lr_schedule": "cosine", "lr_min": 1e-5},
         {"missing_rate": 0.1, "missing_seed": 3, "objective": "miwae"},
+        {"objective": "iwae", "beta": 0.5, "warmup": 2.0},  # (miwae's bound weighs no KL term: refused above)
+        {"objective": "tcvae", "beta": 2.0, "warmup": 2.0},
         {"iw_samples": 7},
         {"model": "flow", "dequantization": "variational", "iw_samples": 8},
         {"model": "m2", "iw_samples": 7},

@@ -85,6 +85,8 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
             inert["samples"] = "--objective elbo"
         if self.objective not in ("iwae", "miwae"):
             inert["iw_k"] = "--objective iwae or miwae"
+        if self.objective == "miwae":  # (its bound weighs no KL term: beta and its warm-up go unread)
+            inert.update(dict.fromkeys(("beta", "warmup"), "--objective elbo, iwae or tcvae"))
         if self.objective != "tcvae":
             inert.update(dict.fromkeys(("tc_weight", "mi_weight", "dim_kl_weight", "tc_estimator"), "--objective tcvae"))
         return inert
