@@ -901,6 +901,27 @@ def test_an_image_flow_refuses_the_activation_and_hidden_entries_it_does_not_rea
     capsys.readouterr()
 
 
+def test_a_flow_of_continuous_data_refuses_logit_alpha_which_only_dequantized_data_pass_through(tmp_path, capsys):
+    """--logit-alpha 0.2 on iris (standardized columns, no levels) trained weights identical to the
+    default's: continuous data reach the flow without the logit."""
+    out = tmp_path / "r"
+    flags = ["--flow", "maf", "--hidden", "8", "--flow-layers", "1", "--epochs", "1", "--quiet", "--out", str(out)]
+    for model in ("flow", "hybrid"):
+        assert main(["train", "--dataset", "iris", "--model", model, "--logit-alpha", "0.2", *flags]) == 1
+        assert (
+            f"logit_alpha = 0.2 is read only with quantized data (integer levels), which this {model} run does not have: "
+            "leave it out" in capsys.readouterr().err
+        )
+        assert not out.exists()
+    cfg = RunConfig.of(model="flow", flow="maf", logit_alpha=0.2)
+    with pytest.raises(ConfigError, match="^logit_alpha = 0.2 is read only with quantized data"):
+        cfg.check_inert(event_shape=(1, 1, 4), num_levels=None)
+    cfg.check_inert(event_shape=(1, 8, 8), num_levels=17)  # the digits' levels: dequantized, then the logit
+    cfg.check_inert()  # the data not yet known
+    assert main(["train", "--dataset", "digits", "--model", "flow", "--logit-alpha", "0.2", *flags]) == 0
+    capsys.readouterr()
+
+
 def test_a_run_recorded_with_an_activation_or_hidden_entries_it_did_not_read_loads_and_goes_on(tmp_path):
     """The check is a new run's: a run trained before it keeps its record and goes on as it was."""
     import dgmkit

@@ -21,7 +21,7 @@ def test_preset_builds(path):
     cfg.check_inert(str(path))  # dgm train --config refuses a preset that sets what its choices do not read
     if path.stem.endswith("-prior"):  # the second stage of a VQ-VAE: its data come from --codes-of
         assert cfg.family == "arm" and cfg.model.likelihood == "categorical"
-        cfg.check_inert(str(path), event_shape=(1, 7, 7))  # (what its data leave unread: checked once they are known)
+        cfg.check_inert(str(path), event_shape=(1, 7, 7), num_levels=512)  # (what its data leave unread: checked once known)
         model = build_model(cfg, (1, 7, 7), 512)
         terms = build_objective(cfg)(model, torch.randint(0, 512, (2, 1, 7, 7)))
         assert terms.loss.shape == (2,) and torch.isfinite(terms.loss).all()
@@ -44,7 +44,7 @@ def test_preset_builds(path):
         return
     assert cfg.data.dataset in ("binarized-mnist", "mnist", "fashion-mnist")
     levels = 2 if cfg.data.dataset == "binarized-mnist" else 256
-    cfg.check_inert(str(path), event_shape=(1, 28, 28))  # (an image flow reads hidden's first entry only)
+    cfg.check_inert(str(path), event_shape=(1, 28, 28), num_levels=levels)  # (an image flow reads hidden's first entry only)
     model = build_model(cfg, (1, 28, 28), levels)
     if cfg.family == "flow":  # dequantized 8-bit images in [0, 1)
         x = torch.randint(0, 256, (2, 1, 28, 28)).float().add(torch.rand(2, 1, 28, 28)).div(256)

@@ -319,7 +319,7 @@ def train_run(
     if read_off:
         cfg = cfg.replace(**read_off)
     if not (resume or restart):  # what the model built for these data leaves unread (an image flow's activation)
-        cfg.check_inert(*sources, event_shape=dataset.event_shape)
+        cfg.check_inert(*sources, event_shape=dataset.event_shape, num_levels=dataset.num_levels)
     family = cfg.model
     transform = _data_transform(cfg, dataset)
     if not resume:  # (a run that trained on one goes on as it began)

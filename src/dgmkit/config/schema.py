@@ -366,20 +366,22 @@ class RunConfig:
         given: Collection[str] = (),
         file_keys: Collection[str] = (),
         event_shape: Sequence[int] | None = None,
+        num_levels: int | None = None,
     ) -> None:
         """A new run's settings that its choices leave unread (``FamilyConfig.inert_settings``;
         binarize other than auto without a bernoulli likelihood; lr_min under the constant schedule;
         missing_seed without missing_rate; iw_samples where log p(x) is exact or none) refused: trained without them, the run
         would not be the one asked for (``--iw-k 50`` with the elbo objective trains the ELBO). So is a
         list setting with entries that its choices leave unread (``FamilyConfig.partly_read_settings``:
-        conv networks read hidden's first entry). With ``event_shape``, the shape of the run's data, also
-        those that the model built for them leaves unread (``FamilyConfig.data_inert_settings``: an image
-        flow reads no activation). A value other than the default is refused, and so is a flag of ``given``
+        conv networks read hidden's first entry). With ``event_shape``, the shape of the run's data (and
+        ``num_levels``, their levels; None: continuous values), also those that the model built for them
+        leaves unread (``FamilyConfig.data_inert_settings``: an image flow reads no activation, a flow of
+        continuous data no logit_alpha). A value other than the default is refused, and so is a flag of ``given``
         (the command line's keys) at its default, unless it sets back what ``file`` (the config file, whose
         keys are ``file_keys``) gave, the way to override a preset. The message says where the value came from."""
         shape = None if event_shape is None else tuple(event_shape)
         sources = _Sources(file, given, file_keys)
-        for key, value, default, needs in self._unread(shape):
+        for key, value, default, needs in self._unread(shape, num_levels):
             said = sources.said(key, value, default)
             if said is not None:
                 raise ConfigError(self._unread_words(key, needs, *said[:2]))
@@ -400,13 +402,15 @@ class RunConfig:
                 f"others: {fix}, or choose {part.needs}"
             )
 
-    def _unread(self, shape: tuple[int, ...] | None) -> list[tuple[str, object, object, str | None]]:
-        """The settings that this run's choices (and data of ``shape``, where known) leave unread:
+    def _unread(
+        self, shape: tuple[int, ...] | None, num_levels: int | None = None
+    ) -> list[tuple[str, object, object, str | None]]:
+        """The settings that this run's choices (and data of ``shape`` with ``num_levels``, where known) leave unread:
         (key, value, default, the choices that read it; None: no choice of this family does)."""
         fields = {f.name: f for f in dataclasses.fields(self.model)}
         inert = self.model.inert_settings()
         if shape is not None:
-            inert.update(self.model.data_inert_settings(shape))
+            inert.update(self.model.data_inert_settings(shape, num_levels))
         unread: list[tuple[str, object, object, str | None]] = [
             (key, getattr(self.model, key), default_of(fields[key]), needs) for key, needs in inert.items()
         ]

@@ -123,10 +123,11 @@ class FamilyConfig(ABC):
         (``RunConfig.check_inert``), not trained as if it had not been given. None by default."""
         return {}
 
-    def data_inert_settings(self, event_shape: tuple[int, ...]) -> dict[str, str]:
-        """As ``inert_settings``, the settings that the model built for data of ``event_shape`` leaves
-        unread where the data decide it (a flow's activation, which the image flow that images get
-        does not read): checked once a new run's data are known. None by default."""
+    def data_inert_settings(self, event_shape: tuple[int, ...], num_levels: int | None) -> dict[str, str]:
+        """As ``inert_settings``, the settings that the model built for data of ``event_shape`` with
+        ``num_levels`` levels (None: continuous values) leaves unread where the data decide it (a flow's
+        activation, which the image flow that images get does not read; its logit_alpha, which continuous
+        data do not pass through): checked once a new run's data are known. None by default."""
         return {}
 
     def partly_read_settings(self, event_shape: tuple[int, ...] | None = None) -> dict[str, PartlyRead]:

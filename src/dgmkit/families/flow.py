@@ -51,10 +51,14 @@ class FlowConfig(FamilyConfig):
             inert.update(flow_levels=image_flows, flow_blocks=image_flows)
         return inert
 
-    def data_inert_settings(self, event_shape: tuple[int, ...]) -> dict[str, str]:
+    def data_inert_settings(self, event_shape: tuple[int, ...], num_levels: int | None) -> dict[str, str]:
         """The image flow (RealNVP or Glow of images whose sides its levels divide) has coupling
-        networks of its own, which read no activation."""
-        return {"activation": _VECTOR_FLOW} if self._image_flow_fits(event_shape) else {}
+        networks of its own, which read no activation; continuous data (a table's standardized columns,
+        another run's latents) are not dequantized, and reach the flow without the logit of logit_alpha."""
+        inert = {"activation": _VECTOR_FLOW} if self._image_flow_fits(event_shape) else {}
+        if num_levels is None:
+            inert["logit_alpha"] = "quantized data (integer levels)"
+        return inert
 
     def partly_read_settings(self, event_shape: tuple[int, ...] | None = None) -> dict[str, PartlyRead]:
         """The image flow's coupling networks (and a variational dequantizer's) have hidden's first
