@@ -609,6 +609,38 @@ def test_a_run_written_before_format_4_keeps_the_fourier_features_it_was_trained
         DiffusionConfig(process="masked", fourier_exponents=[1, 2]).validate()
 
 
+@pytest.mark.parametrize(
+    "settings, typed",
+    [
+        ({"process": "masked"}, ["--schedule", "learned"]),  # the defaults, given: validate let them through
+        ({"process": "masked"}, ["--gamma-min", "-13.3"]),
+        ({"schedule": "ddpm"}, ["--gamma-max", "5.0"]),
+        ({}, ["--masked-training", "times"]),  # the gaussian process
+        ({"process": "masked", "diffusion_steps": 4}, ["--masked-training", "times"]),  # discrete time
+    ],
+)
+def test_a_setting_of_another_process_or_schedule_given_at_its_default_is_refused(tmp_path, capsys, settings, typed):
+    """validate refused these settings at another value than the default, and took them given at it:
+    --process masked --schedule learned trained as if the flag had not been given."""
+    key = typed[0][2:].replace("-", "_")
+    assert key in DiffusionConfig(**settings).inert_settings()
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    argv = ["train", "--dataset", "digits", "--model", "diffusion", *flags, *typed, "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 1
+    assert f"{key} = " in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_what_each_diffusion_process_and_schedule_reads_is_taken():
+    from dgmkit.config import RunConfig
+
+    for settings in (
+        {"schedule": "linear", "gamma_min": -10.0},
+        {"process": "masked", "masked_training": "counts"},
+        {"process": "masked", "diffusion_steps": 4, "fourier": True},  # (the default of a setting left out: taken)
+    ):
+        RunConfig.of(model="diffusion", **settings).check_inert(None, [k for k in settings if k != "fourier"])
+
+
 def test_a_ddpm_schedule_of_one_step_and_fourier_features_of_masked_diffusion_are_refused_by_name(tmp_path, capsys):
     """DDPM's betas over one step made no schedule (an internal error where the model was built);
     --no-fourier of masked diffusion was trained as if not given (its features are Gaussian's)."""
@@ -617,8 +649,8 @@ def test_a_ddpm_schedule_of_one_step_and_fourier_features_of_masked_diffusion_ar
     with pytest.raises(ConfigError, match="schedule ddpm with diffusion_steps 1"):
         DiffusionConfig(schedule="ddpm", diffusion_steps=1).validate()
     DiffusionConfig(schedule="ddpm", diffusion_steps=2).validate()
-    assert DiffusionConfig(process="masked").inert_settings() == {"fourier": "--process gaussian"}
-    assert DiffusionConfig().inert_settings() == {}
+    assert DiffusionConfig(process="masked").inert_settings()["fourier"] == "--process gaussian"
+    assert "fourier" not in DiffusionConfig().inert_settings()
     argv = ["train", "--dataset", "digits", "--model", "diffusion", "--epochs", "1", "--quiet"]
     assert main([*argv, "--process", "masked", "--no-fourier", "--out", str(tmp_path / "m")]) == 1
     err = capsys.readouterr().err

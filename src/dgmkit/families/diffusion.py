@@ -109,7 +109,16 @@ class DiffusionConfig(FamilyConfig):
             raise ConfigError(f"gamma_min ({self.gamma_min}) must be below gamma_max ({self.gamma_max})")
 
     def inert_settings(self) -> dict[str, str]:
-        return {"fourier": "--process gaussian"} if self.process == "masked" else {}
+        """The settings of the other process, schedule or time that these choices leave unread (``validate``
+        refuses another value than the default; given at the default, they are refused here)."""
+        inert: dict[str, str] = {}
+        if self.process == "masked":
+            inert.update(dict.fromkeys(("schedule", "gamma_min", "gamma_max", "fourier"), "--process gaussian"))
+        elif self.schedule == "ddpm":  # (its betas fix the ends)
+            inert.update(dict.fromkeys(("gamma_min", "gamma_max"), "--schedule learned or linear"))
+        if self.process != "masked" or self.diffusion_steps:
+            inert["masked_training"] = "--process masked and --diffusion-steps 0"
+        return inert
 
     def _fourier(self, levels: int) -> list[int]:
         return self.fourier_exponents if self.fourier_exponents is not None else _fourier_exponents(levels)
