@@ -650,7 +650,7 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys, monkeypatch):
     # refusals, each one line
     for args, problem in (
         ([holes, "--out", tmp_path / "x.npy", "--baselines", "mean"], "need the run's own data"),
-        ([holes, "--out", tmp_path / "x.npy", "--split", "test"], "row for row: leave out --split"),
+        ([holes, "--out", tmp_path / "x.npy", "--split", "test"], "not a split of the run's own data: leave out --split"),
         (["--out", tmp_path / "x.txt"], "--out must name"),
         (["--out", tmp_path / "x.npy", "--draws", "2"], ".npz"),
         ([tmp_path / "nope.csv", "--out", tmp_path / "y.csv"], "no such data file"),

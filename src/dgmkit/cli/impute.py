@@ -161,9 +161,7 @@ def run_impute(args: argparse.Namespace) -> int:
             "--baselines score imputations against the removed values: they need the run's own data, not INPUT"
         )
     if args.split is not None and args.input:
-        raise ConfigError(
-            "--split picks a split of the run's own data; INPUT is imputed as it is, row for row: leave out --split"
-        )
+        raise ConfigError("INPUT is imputed as it is, row for row, not a split of the run's own data: leave out --split")
     args.split = args.split or "train"  # (None where not given, so that INPUT refuses it)
     check_imputes(run.model)  # (a flow's dequantized data are refused below: that a flow cannot impute comes first)
     transform = run.transform
