@@ -377,6 +377,9 @@ def test_png_inputs_are_read_as_the_runs_values_whatever_its_levels(tmp_path, ca
     )
     _inputs([str(tmp_path / "bw.png"), str(tmp_path / "levels.png")], runs(17))  # (1-bit ones are black and white)
     assert "note:" not in capsys.readouterr().out
+    # each image by its own values: a 0/1 image beside one of other levels is noted too, and it alone
+    _inputs([str(tmp_path / "levels.png"), str(tmp_path / "grey01.png")], runs(17))
+    assert "note: the 8-bit PNG grey01.png holds only the values 0 and 1" in capsys.readouterr().out
     assert main(["score", str(tmp_path / "no-run"), str(tmp_path / "bw.png"), "--out", str(tmp_path / "s.txt")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("dgm: error: --out must name a .csv file, got ") and err.count("\n") == 1

@@ -155,8 +155,9 @@ def _png_levels(paths: list[str], names: list[str], event: tuple, levels: int) -
             f"the run models {levels} levels per pixel, 0..{levels - 1}; the 8-bit PNG {name} holds values up to "
             f"{int(grey.max())} (of 256 grey levels): give PNGs of the levels themselves, as dgm decompress writes them"
         )
-    if grey.size and grey.max() == 1:  # (only 0 and 1 of levels 0..L-1: as .npy files are, noted)
-        shown = [n for n, bw in zip(names, black_white) if not bw]
+    # each image of only 0 and 1 of levels 0..L-1 (as .npy files are), noted: by its own values, not the whole call's
+    shown = [n for n, a in zip(np.array(names)[~black_white].tolist(), grey) if a.max() == 1]
+    if shown:
         which = (
             f"the {len(shown)} 8-bit PNGs ({shown[0]}, ...) hold" if len(shown) > 1 else f"the 8-bit PNG {shown[0]} holds"
         )
