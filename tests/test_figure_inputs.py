@@ -32,7 +32,7 @@ def runs(tmp_path_factory):
 
 def test_a_split_of_one_row_is_refused_where_a_spread_is_needed(runs, tmp_path, capsys):
     one = runs / "one"
-    _refused(*_dgm(capsys, "latents", one, "--out", tmp_path / "l.png")[::2], "at least 2 points, got 1")
+    _refused(*_dgm(capsys, "latents", one, "--out", tmp_path / "l.png")[::2], "test split holds 1 row", "at least 2")
     _refused(*_dgm(capsys, "latents", runs / "four", "--limit", "1", "--out", tmp_path / "l.png")[::2], "got 1")
     _refused(*_dgm(capsys, "diagnose", one, "--out", tmp_path / "d.png")[::2], "test split holds 1 row", "at least 2")
     _refused(*_dgm(capsys, "traverse", one, "--out", tmp_path / "t.png")[::2], "test split holds 1 row")

@@ -388,7 +388,7 @@ def interpolate(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def latents(args: argparse.Namespace) -> int:
-    out, run, x, y = figure_split(args, needs_latents)
+    out, run, x, y = figure_split(args, needs_latents, at_least=2)  # (a scatter: before the encoder's work)
     subset = ""
     if args.limit is not None and args.limit < len(x):
         subset = f"a random subset of the {len(x)}, seed {args.seed}"  # (said with the points: not the first ones)
