@@ -6,7 +6,7 @@ edge of the window (on a 10x10 grid 0.98 where the window holds 0.96; a uniform 
 ``traverse`` decoded every latent at once and ``reconstruct`` every image (1000 sprites pairs of
 100 steps through a conv decoder: about 40 GB, killed without a word), and now decode and
 reconstruct in batches of ``DECODE_BATCH``; ``dgm ood --json F --out F`` was refused as "a file
-of the run", and now says that the two flags name one file. The rest of what was tried (counts,
+of the run", and now says that --json names a .json file (so never --out's .png). The rest of what was tried (counts,
 seeds and temperatures out of range, NaN, inf, '' and 1e400, existing, linked and misplaced
 outputs, wrong suffixes, run folders of the wrong family or half written, data files of NaN, inf,
 other shapes and dtypes) was refused in one line before any work."""
@@ -100,7 +100,7 @@ def test_ood_names_json_and_out_that_are_one_file(runs, tmp_path, capsys):
     np.save(tmp_path / "ood.npy", np.random.default_rng(0).integers(0, 17, (200, 1, 8, 8)))
     code, _, err = _dgm(capsys, "ood", runs / "vae", "--ood", tmp_path / "ood.npy", "--json", tmp_path / "o.png",
                         "--out", tmp_path / "o.png", "--iw-samples", 1)  # fmt: skip
-    _refused(code, err, "--json", "--out", "name one file")
+    _refused(code, err, "--json must name a .json file")  # (so never --out's figure)
     assert not (tmp_path / "o.png").exists() and not (runs / "vae" / "ood.json").exists()
 
 
