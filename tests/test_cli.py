@@ -299,6 +299,12 @@ def test_cluster_names_each_datapoints_row_of_the_data_file(tmp_path, capsys):
     assert table[:, 0].tolist() == list(range(20)) and table[:, 3].tolist() != list(range(20))  # (a seeded share)
     assert np.array_equal(table[:, 1], y[table[:, 3]])  # each label is that of its file row
     assert sorted(table[:, 3]) == sorted(set(table[:, 3])) and table[:, 3].max() < 200
+    # a test split of one datapoint: no score of a clustering (accuracy and NMI came out 1.0), refused by name
+    np.savez(tmp_path / "d12.npz", x=x[:12], y=y[:12])
+    argv[2], out = tmp_path / "d12.npz", tmp_path / "r12"
+    assert run(capsys, *argv, "--latent-dim", "2", "--epochs", "1", "--quiet", "--out", out)[0] == 0
+    code, _, err = run(capsys, "cluster", out)
+    assert code == 1 and "the test split holds 1 row; this needs at least 2" in err and not (out / "cluster.json").exists()
 
 
 def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):

@@ -8,6 +8,7 @@ from dgmkit.cli.common import (
     add_device_flag,
     add_run_parser,
     add_split_flag,
+    enough_rows,
     own_result,
     own_result_table,
     plural,
@@ -72,6 +73,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     own_result_table(run.path / "cluster-assignments.csv", _HEADERS, "cluster again")
     dataset = run_data(run, args.data_dir, args.data, args.schema)
     x, y = split_data(run, args.split, dataset=dataset)
+    enough_rows(x, args.split, 2, "a clustering's score: of one datapoint, any is perfect")
     file_rows = dataset.split(args.split).rows
     if y is None:
         raise DataError(f"{run.cfg.data.dataset} has no labels to score a clustering against")
