@@ -798,6 +798,48 @@ def test_a_new_residual_hvae_refuses_the_stack_settings_it_does_not_read():
             cfg.check_inert()
 
 
+def _typed_at_default_is_refused(tmp_path, capsys, settings: dict, typed: list[str]) -> None:
+    """``typed``, a flag at its default, is refused by name in a new run of ``settings`` before it writes."""
+    key = typed[0][2:].replace("-", "_").removeprefix("no_")
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    out = tmp_path / "r"
+    assert main(["train", "--dataset", "digits", *flags, *typed, "--epochs", "1", "--quiet", "--out", str(out)]) == 1
+    assert f"{key} = " in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "settings, typed",
+    [
+        ({}, ["--conv-channels", "32", "64"]),  # mlp networks
+        ({"encoder": "gated", "decoder": "mlp"}, ["--conv-channels", "32", "64"]),
+        ({"model": "hvae", "architecture": "conv-hvae"}, ["--conv-channels", "32", "64"]),  # its own gated convolutions
+        ({"model": "hvae", "posterior": "residual"}, ["--conv-channels", "32", "64"]),  # its res_* networks
+        ({"model": "hvae", "posterior": "residual"}, ["--init", "default"]),  # no dense layer outside a flow
+        ({"model": "hvae", "posterior": "residual"}, ["--latent-scale", "softplus"]),  # scale_min and scale_max
+    ],
+)
+def test_network_settings_given_at_their_default_where_no_network_reads_them_are_refused(tmp_path, capsys, settings, typed):
+    """check_networks and validate refused conv_channels without conv networks, and init and latent_scale of the
+    residual model, only at another value than the default: --conv-channels 32 64 with mlp networks was taken."""
+    assert typed[0][2:].replace("-", "_") in RunConfig.of(**settings).model.inert_settings()
+    _typed_at_default_is_refused(tmp_path, capsys, settings, typed)
+
+
+def test_conv_channels_init_and_latent_scale_are_taken_where_a_network_reads_them():
+    for settings in (
+        {"encoder": "conv", "conv_channels": [8, 16]},
+        {"decoder": "conv", "conv_channels": [32, 64]},
+        {"model": "ae", "encoder": "conv", "decoder": "mlp", "conv_channels": [32, 64]},
+        {"model": "hvae", "encoder": "conv", "conv_channels": [32, 64]},
+        {"model": "pixelvae", "decoder": "conv", "conv_channels": [32, 64]},  # the condition map's network
+        {"model": "hvae", "init": "he", "latent_scale": "softplus"},
+        {"model": "hvae", "architecture": "conv-hvae", "init": "default", "latent_scale": "clipped-log-variance"},
+    ):
+        cfg = RunConfig.of(dataset="digits", **settings)
+        assert not set(settings) & set(cfg.model.inert_settings())
+        cfg.check_inert(None, [k for k in settings if k != "model"])
+
+
 @pytest.mark.parametrize(
     "settings, read",
     [

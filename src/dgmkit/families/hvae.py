@@ -85,6 +85,7 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             inert["iw_k"] = "--objective iwae"
         if self.architecture == "conv-hvae":  # (its networks are its own: gated convolutions and gated dense layers)
             inert.update(dict.fromkeys(("encoder", "decoder"), "--architecture default"))
+            inert["conv_channels"] = "--architecture default with --encoder conv or --decoder conv"
         return inert
 
     def activation_needs(self) -> str | None:
@@ -349,7 +350,8 @@ class HVAEConfig(StackSettings, FamilyConfig):
             residual = [f.name for f in dataclasses.fields(self) if f.name.startswith("res_")] + ["scale_min", "scale_max"]
             inert.update(dict.fromkeys(residual, "--posterior residual"))
         else:  # the residual model's layers and networks are its res_* settings' (a flow prior's read activation)
-            stack = ["latent_sizes", "hidden", "encoder", "decoder", "decoder_input", "architecture"]
+            stack = ["latent_sizes", "hidden", "encoder", "decoder", "decoder_input", "architecture", "conv_channels"]
+            stack += ["init", "latent_scale"]  # (no dense layer outside a flow; its scales are bounded by scale_min/max)
             stack += [] if self.prior == "flow" else ["activation"]
             inert.update(dict.fromkeys(stack, "--posterior top-down, bottom-up or ladder"))
         return inert

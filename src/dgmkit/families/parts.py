@@ -184,11 +184,14 @@ class NetworkSettings:
     )
 
     def inert_settings(self) -> dict[str, str]:
-        """``activation`` where no network of the run reads it (``activation_needs``), with the next class's."""
+        """``activation`` where no network of the run reads it (``activation_needs``), and ``conv_channels``
+        where no network is conv (``check_networks`` refuses another value there), with the next class's."""
         inert = super().inert_settings()  # type: ignore[misc]  # a mixin: the next class in the MRO has it
         needs = self.activation_needs()
         if needs is not None:
             inert["activation"] = needs
+        if "conv" not in (self.encoder, self.decoder or self.encoder):
+            inert["conv_channels"] = "--encoder conv or --decoder conv"
         return inert
 
     def activation_needs(self) -> str | None:
