@@ -617,6 +617,7 @@ def test_a_run_written_before_format_4_keeps_the_fourier_features_it_was_trained
         ({"schedule": "ddpm"}, ["--gamma-max", "5.0"]),
         ({}, ["--masked-training", "times"]),  # the gaussian process
         ({"process": "masked", "diffusion_steps": 4}, ["--masked-training", "times"]),  # discrete time
+        ({"process": "masked"}, ["--loss", "vlb"]),  # the loss of gaussian diffusion (validate refused simple)
     ],
 )
 def test_a_setting_of_another_process_or_schedule_given_at_its_default_is_refused(tmp_path, capsys, settings, typed):

@@ -113,7 +113,7 @@ class DiffusionConfig(FamilyConfig):
         refuses another value than the default; given at the default, they are refused here)."""
         inert: dict[str, str] = {}
         if self.process == "masked":
-            inert.update(dict.fromkeys(("schedule", "gamma_min", "gamma_max", "fourier"), "--process gaussian"))
+            inert.update(dict.fromkeys(("schedule", "gamma_min", "gamma_max", "fourier", "loss"), "--process gaussian"))
         elif self.schedule == "ddpm":  # (its betas fix the ends)
             inert.update(dict.fromkeys(("gamma_min", "gamma_max"), "--schedule learned or linear"))
         if self.process != "masked" or self.diffusion_steps:
