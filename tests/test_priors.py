@@ -222,6 +222,30 @@ def test_vampprior_pseudo_inputs_of_continuous_data_are_free_and_old_runs_keep_t
     assert torch.equal(u.flatten(1), torch.tensor([[1.0, 4.0, 3.0], [1.5, 4.0, 4.0], [2.0, 4.0, 5.0]]))
 
 
+def test_pseudo_range_of_a_vampprior_on_quantized_data_is_refused_as_unread(tmp_path, capsys):
+    """On data of levels the encoder reads pixels scaled to [0, 1] and the pseudo-inputs are clipped there whatever
+    pseudo_range says: --pseudo-range data (the default) or unit on the digits trained the same model."""
+    from dgmkit.cli.main import main
+    from dgmkit.errors import ConfigError
+
+    cfg = RunConfig.of(prior="vampprior", prior_components=2, hidden=[4])
+    for value in ("data", "unit"):
+        with pytest.raises(ConfigError, match=f"^pseudo_range = '{value}' is read only with continuous data"):
+            cfg.replace(pseudo_range=value).check_inert(None, ["pseudo_range"], event_shape=(1, 8, 8), num_levels=17)
+        cfg.replace(pseudo_range=value).check_inert(None, ["pseudo_range"], event_shape=(1, 1, 4), num_levels=None)
+        cfg.replace(pseudo_range=value).check_inert(None, ["pseudo_range"])  # the data not yet known
+    cfg.check_inert(event_shape=(1, 8, 8), num_levels=17)  # left out: taken
+    for model in ("hvae", "pixelvae"):
+        other = RunConfig.of(model=model, prior="vampprior")
+        assert "pseudo_range" in other.model.data_inert_settings((1, 8, 8), 2)
+        assert "pseudo_range" not in other.model.data_inert_settings((1, 1, 4), None)
+    out = tmp_path / "r"
+    argv = ["train", "--dataset", "digits", "--prior", "vampprior", "--prior-components", "2", "--hidden", "4",
+            "--pseudo-range", "data", "--epochs", "1", "--quiet", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 1
+    assert "pseudo_range = 'data' is read only with continuous data" in capsys.readouterr().err and not out.exists()
+
+
 def test_clustering_scores_refuse_vectors_that_do_not_pair_up_by_name():
     labels = np.array([0, 1, 1, 0])
     for assign in (np.array([0, 1, 1]), np.zeros((4, 1), dtype=np.int64), np.array([], dtype=np.int64)):

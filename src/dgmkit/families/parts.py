@@ -270,6 +270,15 @@ class PriorSettings:
             inert.update(flow="--prior flow", flow_layers="--prior flow")
         return inert
 
+    def data_inert_settings(self, event_shape: tuple[int, ...], num_levels: int | None) -> dict[str, str]:
+        """A VampPrior's ``pseudo_range`` on quantized data, whose pixels the encoder reads scaled to [0, 1]:
+        its pseudo-inputs are clipped there whatever the setting says (``build_prior``), which is read only on
+        continuous data; with the next class's."""
+        inert = super().data_inert_settings(event_shape, num_levels)  # type: ignore[misc]  # a mixin: the next class
+        if self.prior == "vampprior" and num_levels is not None:  # (another prior: prior_inert_settings)
+            inert["pseudo_range"] = "continuous data (a table, another run's latents)"
+        return inert
+
     def build_prior(
         self,
         m: int,
