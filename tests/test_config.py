@@ -841,6 +841,32 @@ def test_conv_channels_init_and_latent_scale_are_taken_where_a_network_reads_the
 
 
 @pytest.mark.parametrize(
+    "settings, typed",
+    [
+        ({"objective": "iwae"}, ["--free-bits", "0"]),  # the IWAE bound has no floor
+        ({"prior": "mog"}, ["--free-bits", "0"]),  # (validate refuses another value)
+        ({"posterior": "iaf"}, ["--free-bits", "0"]),
+        ({"model": "hvae", "objective": "iwae"}, ["--free-bits", "0"]),
+        ({"model": "hvae", "posterior": "bottom-up"}, ["--free-bits", "0"]),
+        ({}, ["--table-input", "one-hot"]),  # the bernoulli likelihood: no table's columns
+        ({"model": "wae", "likelihood": "gaussian"}, ["--table-input", "one-hot"]),
+    ],
+)
+def test_free_bits_and_table_input_given_at_their_default_where_unread_are_refused(tmp_path, capsys, settings, typed):
+    """validate refused free_bits, and LikelihoodSettings table_input, only at another value than the default:
+    --objective iwae --free-bits 0 and --table-input one-hot of a bernoulli likelihood were taken."""
+    assert typed[0][2:].replace("-", "_") in RunConfig.of(**settings).model.inert_settings()
+    _typed_at_default_is_refused(tmp_path, capsys, settings, typed)
+    for taken in (
+        {"free_bits": 0.5},
+        {"model": "hvae", "posterior": "ladder", "free_bits": 0.5},
+        {"model": "hvae", "posterior": "residual", "free_bits": 0.0},
+        {"likelihood": "mixed", "table_input": "one-hot"},
+    ):
+        RunConfig.of(**taken).check_inert(None, [k for k in taken if k != "model"])
+
+
+@pytest.mark.parametrize(
     "settings, read",
     [
         ({"encoder": "conv", "hidden": [64, 32]}, "its first entry (64, the dense layer of its conv networks)"),

@@ -83,6 +83,8 @@ class StackSettings(VAESettings, ImportanceSampledEval):
         inert = {**super().inert_settings(), **self.prior_inert_settings()}
         if self.objective != "iwae":
             inert["iw_k"] = "--objective iwae"
+        if self.objective != "elbo" or self.posterior == "bottom-up":  # (validate refuses another value)
+            inert["free_bits"] = "--objective elbo with another posterior than bottom-up"
         if self.architecture == "conv-hvae":  # (its networks are its own: gated convolutions and gated dense layers)
             inert.update(dict.fromkeys(("encoder", "decoder"), "--architecture default"))
             inert["conv_channels"] = "--architecture default with --encoder conv or --decoder conv"

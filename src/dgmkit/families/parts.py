@@ -55,6 +55,7 @@ _LIKELIHOOD_SETTINGS = {  # the settings of some likelihoods: those that read th
     "student_min_df": ("student-t",),
     "student_min_scale": ("student-t",),
     "logistic_components": ("logistic",),
+    "table_input": ("mixed",),
 }
 
 

@@ -83,6 +83,8 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
             inert.pop("flow_layers", None)
         if self.objective != "elbo":
             inert["samples"] = "--objective elbo"
+        if self.objective != "elbo" or self.prior != "standard" or self.posterior != "gaussian":  # (validate: another value)
+            inert["free_bits"] = "--objective elbo with the standard prior and the gaussian posterior"
         if self.objective not in ("iwae", "miwae"):
             inert["iw_k"] = "--objective iwae or miwae"
         if self.objective == "miwae":  # (its bound weighs no KL term: beta and its warm-up go unread)
