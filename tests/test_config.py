@@ -867,6 +867,32 @@ def test_free_bits_and_table_input_given_at_their_default_where_unread_are_refus
 
 
 @pytest.mark.parametrize(
+    "settings, typed",
+    [
+        ({}, ["--lr-decay", "0.99"]),  # the constant schedule
+        ({"lr_schedule": "cosine"}, ["--lr-decay-every", "1"]),
+        ({}, ["--labels-seed", "none"]),  # no labels kept
+        ({"model": "m2"}, ["--labels-seed", "none"]),
+        ({}, ["--no-latent-draws"]),  # the run's own data
+        ({"model": "m2"}, ["--no-active-latents"]),
+    ],
+)
+def test_run_settings_given_at_their_default_where_unread_are_refused(tmp_path, capsys, settings, typed):
+    """RunConfig refused lr_decay and lr_decay_every outside the exponential schedule, labels_seed without labels
+    and latent_draws and active_latents without codes_of only at another value than the default: --lr-decay 0.99
+    of the constant schedule, or --no-latent-draws of a run on its own data, was taken."""
+    _typed_at_default_is_refused(tmp_path, capsys, settings, typed)
+    for taken in (
+        {"lr_schedule": "exponential", "lr_decay": 0.99, "lr_decay_every": 1},
+        {"model": "m2", "labels": 100, "labels_seed": 0},
+        {"model": "m2", "codes_of": "runs/m1", "latent_draws": False, "active_latents": False},
+    ):
+        RunConfig.of(**taken).check_inert(None, [k for k in taken if k != "model"])
+    with pytest.raises(ConfigError, match="^latent_draws = False is read only with gradient training"):
+        RunConfig.of(model="ppca", codes_of="runs/m1").check_inert(None, ["latent_draws"])  # fitted without batches
+
+
+@pytest.mark.parametrize(
     "settings, read",
     [
         ({"encoder": "conv", "hidden": [64, 32]}, "its first entry (64, the dense layer of its conv networks)"),

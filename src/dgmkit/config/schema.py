@@ -369,9 +369,11 @@ class RunConfig:
         num_levels: int | None = None,
     ) -> None:
         """A new run's settings that its choices leave unread (``FamilyConfig.inert_settings``;
-        binarize other than auto without a bernoulli likelihood; lr_min under the constant schedule;
-        missing_seed without missing_rate; iw_samples where log p(x) is exact or none) refused: trained without them, the run
-        would not be the one asked for (``--iw-k 50`` with the elbo objective trains the ELBO). So is a
+        binarize other than auto without a bernoulli likelihood; lr_min under the constant schedule, lr_decay and
+        lr_decay_every under another than the exponential one; missing_seed without missing_rate; labels_seed without
+        labels; latent_draws and active_latents without codes_of; iw_samples where log p(x) is exact or none) refused:
+        trained without them, the run would not be the one asked for (``--iw-k 50`` with the elbo objective trains
+        the ELBO). So is a
         list setting with entries that its choices leave unread (``FamilyConfig.partly_read_settings``:
         conv networks read hidden's first entry). With ``event_shape``, the shape of the run's data (and
         ``num_levels``, their levels; None: continuous values), also those that the model built for them
@@ -417,11 +419,21 @@ class RunConfig:
         if self.model.scored_likelihood() != "bernoulli":  # (the model scores the data's own levels, or a density of them)
             needs = "--likelihood bernoulli" if self.model.has_setting("likelihood") else None
             unread.append(("binarize", self.data.binarize, "auto", needs))
-        o = self.optim
+        o, d = self.optim, self.data
         if self.model.fit == "gradient" and o.lr_schedule == "constant" and o.lr_min <= o.lr:  # (above lr: said later)
             unread.append(("lr_min", o.lr_min, 0.0, "--lr-schedule cosine, exponential or iwae"))
-        if not self.data.missing_rate:
-            unread.append(("missing_seed", self.data.missing_seed, 0, "--missing-rate"))
+        if self.model.fit == "gradient" and o.lr_schedule != "exponential":  # (another value: refused when made)
+            exponential = "--lr-schedule exponential"
+            unread += [("lr_decay", o.lr_decay, 0.99, exponential), ("lr_decay_every", o.lr_decay_every, 1, exponential)]
+        if not d.missing_rate:
+            unread.append(("missing_seed", d.missing_seed, 0, "--missing-rate"))
+        if d.labels is None:  # (with a family not trained on labels, --labels is refused too)
+            labels = "--labels" if self.model.uses_labels else "--labels and a model trained on labels"
+            unread.append(("labels_seed", d.labels_seed, None, labels))
+        if d.codes_of is None:  # (true: refused where the data are made, as a preset may set them for --codes-of)
+            unread += [(k, getattr(d, k), False, "--codes-of") for k in ("latent_draws", "active_latents")]
+        elif self.model.fit != "gradient":  # (true: refused when made)
+            unread.append(("latent_draws", d.latent_draws, False, "gradient training (its batches)"))
         if self.model.default_iw_samples == 0 and not self.model.time_sampled:  # (an exact log-likelihood, or none)
             unread.append(("iw_samples", self.eval.iw_samples, None, None))
         return unread
