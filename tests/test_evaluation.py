@@ -464,3 +464,33 @@ def test_the_library_s_sizes_thresholds_and_volumes_are_refused_by_name():
         with pytest.raises(ValueError) as e:
             call()
         assert needle in str(e.value)
+
+
+def test_a_numpy_integer_seed_is_the_seed_it_holds_and_a_seed_of_no_integer_is_refused_by_name():
+    """evaluate checked its seed and passed it on unconverted: a NumPy integer (which it accepted)
+    was manual_seed's bare TypeError "an integer is required", as it was in log_likelihoods,
+    diagnose and impute_batched; log_likelihoods and diagnose checked no seed (1.5 was
+    manual_seed's RuntimeError, -1 was taken)."""
+    import numpy as np
+
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.evaluation import diagnose, log_likelihoods
+    from dgmkit.evaluation.imputation import impute_batched
+
+    model, marginal = make()
+    x = data(marginal, 6)
+    assert evaluate(model, x, iw_samples=4, seed=np.int64(3)).nll == evaluate(model, x, iw_samples=4, seed=3).nll
+    scores = log_likelihoods(model, x, iw_samples=4, seed=np.uint8(3))
+    assert torch.equal(scores, log_likelihoods(model, x, iw_samples=4, seed=3))
+    assert diagnose(model, x, holes=10, seed=np.int32(3)).metrics() == diagnose(model, x, holes=10, seed=3).metrics()
+    for call in (
+        lambda seed: log_likelihoods(model, x, iw_samples=4, seed=seed),
+        lambda seed: diagnose(model, x, holes=10, seed=seed),
+        lambda seed: evaluate(model, x, iw_samples=4, seed=seed),
+    ):
+        for bad in (1.5, -1, True):
+            with pytest.raises(ValueError, match=f"^seed must be an integer >= 0, got {bad!r}$"):
+                call(bad)
+    vae = build_model(RunConfig.of(likelihood="gaussian", hidden=[8], latent_dim=2), (1, 1, 4), None).eval()
+    holed = torch.tensor([[0.5, float("nan"), 1.0, -0.3]] * 3).view(3, 1, 1, 4)
+    assert torch.equal(impute_batched(vae, holed, k=8, seed=np.int64(2))[0], impute_batched(vae, holed, k=8, seed=2)[0])

@@ -366,6 +366,7 @@ def diagnose(
         raise DataError(f"the diagnostics need at least two datapoints (a covariance over x), got {len(x)}")
     samples = whole_at_least("samples", samples, 1)
     batch_size = whole_at_least("batch_size", batch_size, 1)
+    seed = whole_at_least("seed", seed, 0)  # (a NumPy integer failed in manual_seed)
     bracket = bracket and mutual_info  # (no draws beyond the KL's where no I(x; z) is asked for)
     g = torch.Generator(device=x.device).manual_seed(seed)
     hierarchical = model.has_layers

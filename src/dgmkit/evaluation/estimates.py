@@ -309,6 +309,7 @@ def log_likelihoods(
             "the model defines no density over x (a reconstruction score only): there is no log-likelihood to score"
         )
     check_log_volume(model, log_volume)
+    seed = whole_at_least("seed", seed, 0)  # (a NumPy integer failed in manual_seed)
     with seeded(seed, x.device) as g:
         log_px = estimate(model, x, iw_samples, g, batch_size).log_px
     assert log_px is not None  # only a reconstruction score has none: refused above

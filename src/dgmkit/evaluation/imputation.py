@@ -124,8 +124,9 @@ def impute_batched(
     ``seed`` give the same values); the observed entries of ``x`` are returned as they are, in its
     dtype (the model computes in its own)."""
     check_imputes(model)
-    for name, value, low in (("k", k, 1), ("draws", draws, 0), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+    for name, value, low in (("k", k, 1), ("draws", draws, 0), ("batch_size", batch_size, 1)):
         whole_at_least(name, value, low)  # (a float k, 10.5, was range()'s TypeError; batch_size 0 was taken)
+    seed = whole_at_least("seed", seed, 0)  # (a NumPy integer failed in manual_seed)
     if not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) == 0:  # (as impute refuses, not torch.cat's words)
         raise DataError("impute_batched takes the data as a torch tensor of one or more datapoints (N, *event)")
     g = torch.Generator(device=x.device).manual_seed(seed)

@@ -429,8 +429,9 @@ def evaluate(
     ``seed`` (``iw_samples`` unused), each order's values kept in ``order_store`` as they are done
     (see ``estimates.OrderStore``)."""
     t0 = time.perf_counter()
-    whole_at_least("seed", seed, 0)  # (1.5 failed in manual_seed; orders 1.5 deep in drawing them)
-    whole_at_least("orders", orders, 0)
+    # (1.5 failed in manual_seed; orders 1.5 deep in drawing them; a NumPy integer, taken, in manual_seed too)
+    seed = whole_at_least("seed", seed, 0)
+    orders = whole_at_least("orders", orders, 0)
     if continuous is not None and not isinstance(continuous, bool):  # ("no" is true: bits/dim silently left out)
         raise ValueError(f"continuous must be True, False or None, got {shown_value(continuous)}")
     check_log_volume(model, log_volume)
