@@ -303,6 +303,24 @@ def test_the_coders_arguments_are_checked_before_coding():
     assert torch.equal(decode_images(model, words, 3, 2), x)  # well-formed arguments: the round trip
 
 
+def test_the_sequential_coder_refuses_a_model_of_another_coding_by_name():
+    """encode_images and decode_images given a VAE (whose coding is bits-back, with levels) failed in
+    model.order() with an AttributeError; encode_bits_back given an autoregressive model already
+    said which coder it declares."""
+    from dgmkit.coding import coder_of, encode_bits_back
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.errors import ConfigError
+
+    vae = build_model(RunConfig.of(hidden=[8], latent_dim=2), (1, 3, 3), 2).eval()
+    x = torch.randint(0, 2, (3, 1, 3, 3), generator=torch.Generator().manual_seed(0))
+    for call in (lambda: encode_images(vae, x), lambda: decode_images(vae, np.ones(4, np.uint32), 3)):
+        with pytest.raises(ConfigError, match=r"^a VAE does not declare sequential coding \(its coding is 'bits-back'\)"):
+            call()
+    assert coder_of(vae) is not None and len(encode_bits_back(vae, x)) > 0  # (its own coder codes it)
+    with pytest.raises(ConfigError, match="^a GatedPixelCNN does not declare bits-back coding"):
+        encode_bits_back(_model(), x)
+
+
 def test_a_crafted_payload_decodes_to_a_data_error_or_to_images():
     model = _model()
     for words in (np.full(3, 0xFFFFFFFF, np.uint32), np.arange(5, dtype=np.uint32), np.zeros(0, np.uint32)):

@@ -106,6 +106,11 @@ def check_images(model: GenerativeModel, x: torch.Tensor, levels: int) -> torch.
 
 
 def _levels(model: AutoregressiveModel) -> int:
+    if getattr(model, "coding", None) != "sequential":  # (a VAE's bits-back levels: model.order()'s AttributeError)
+        raise ConfigError(
+            f"a {type(model).__name__} does not declare sequential coding (its coding is "
+            f"{getattr(model, 'coding', None)!r}): dgmkit.coding.coder_of(model) gives its coder, if it has one"
+        )
     levels = model.coding_levels
     if levels is None:
         raise DataError("this model has no exact sequential conditionals over discrete values to code with")
