@@ -301,6 +301,9 @@ def test_the_coders_arguments_are_checked_before_coding():
         with pytest.raises(DataError, match=problem):
             call()
     assert torch.equal(decode_images(model, words, 3, 2), x)  # well-formed arguments: the round trip
+    # a NumPy integer is the integer it holds (it was refused as "no non-negative integer")
+    assert torch.equal(decode_images(model, words, np.int64(3), np.uint8(2)), x)
+    assert len(encode_images(model, x, np.int32(2))) == len(words)
 
 
 def test_the_sequential_coder_refuses_a_model_of_another_coding_by_name():
@@ -316,7 +319,11 @@ def test_the_sequential_coder_refuses_a_model_of_another_coding_by_name():
     for call in (lambda: encode_images(vae, x), lambda: decode_images(vae, np.ones(4, np.uint32), 3)):
         with pytest.raises(ConfigError, match=r"^a VAE does not declare sequential coding \(its coding is 'bits-back'\)"):
             call()
-    assert coder_of(vae) is not None and len(encode_bits_back(vae, x)) > 0  # (its own coder codes it)
+    assert coder_of(vae) is not None
+    from dgmkit.coding import decode_bits_back
+
+    bits = encode_bits_back(vae, x, np.int64(2))
+    assert torch.equal(decode_bits_back(vae, bits, np.int64(3), np.int64(2)), x)  # (its own coder codes it)
     with pytest.raises(ConfigError, match="^a GatedPixelCNN does not declare bits-back coding"):
         encode_bits_back(_model(), x)
 

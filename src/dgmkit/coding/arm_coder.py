@@ -14,6 +14,7 @@ decoder would agree and round trips would succeed, at a rate far from the model'
 """
 
 import contextlib
+import numbers
 from collections.abc import Iterator
 
 import numpy as np
@@ -135,16 +136,16 @@ def sequential_nll(model: AutoregressiveModel, x: torch.Tensor) -> torch.Tensor:
 
 
 def check_count(n: int) -> int:
-    """The number of images a decoder is to give: a non-negative integer."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    """The number of images a decoder is to give: a non-negative integer (a NumPy one too)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise DataError(f"the number of images to decode must be a non-negative integer, got {n!r}")
-    return n
+    return int(n)
 
 
 def check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise DataError(f"the coding batch size must be a positive integer, got {batch_size!r}")
-    return batch_size
+    return int(batch_size)
 
 
 @codes
@@ -190,7 +191,7 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
     family = stream.model.Categorical(perfect=False)
     levels = _levels(model)
     batch_size = check_batch_size(batch_size)
-    check_count(n)
+    n = check_count(n)
     words = np.ascontiguousarray(words, dtype=np.uint32)
     if words.ndim != 1:
         raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {words.shape}")

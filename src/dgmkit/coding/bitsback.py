@@ -568,7 +568,8 @@ def encode_bits_back(model: Codable, x: torch.Tensor, batch_size: int = 500) -> 
 def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
     """Invert ``encode_bits_back``: n images (N, *event) as int64. Words that the model cannot
     have produced raise DataError (the stack must end as it began)."""
-    levels, latents, batch_size = _check(model, batch_size, check_count(n))
+    n = check_count(n)
+    levels, latents, batch_size = _check(model, batch_size, n)
     words = np.ascontiguousarray(words, dtype=np.uint32)
     if words.ndim != 1 or not len(words) or words[-1] == 0:
         raise DataError("the compressed data is not an ANS stack of this coder (empty, or its top word is zero)")
