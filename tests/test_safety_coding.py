@@ -310,7 +310,7 @@ def test_the_sequential_coder_refuses_a_model_of_another_coding_by_name():
     """encode_images and decode_images given a VAE (whose coding is bits-back, with levels) failed in
     model.order() with an AttributeError; encode_bits_back given an autoregressive model already
     said which coder it declares."""
-    from dgmkit.coding import coder_of, encode_bits_back
+    from dgmkit.coding import coder_of, decode_bits_back, encode_bits_back
     from dgmkit.config import RunConfig, build_model
     from dgmkit.errors import ConfigError
 
@@ -320,12 +320,27 @@ def test_the_sequential_coder_refuses_a_model_of_another_coding_by_name():
         with pytest.raises(ConfigError, match=r"^a VAE does not declare sequential coding \(its coding is 'bits-back'\)"):
             call()
     assert coder_of(vae) is not None
-    from dgmkit.coding import decode_bits_back
-
     bits = encode_bits_back(vae, x, np.int64(2))
     assert torch.equal(decode_bits_back(vae, bits, np.int64(3), np.int64(2)), x)  # (its own coder codes it)
     with pytest.raises(ConfigError, match="^a GatedPixelCNN does not declare bits-back coding"):
         encode_bits_back(_model(), x)
+
+
+def test_the_decoders_refuse_more_images_than_a_file_may_declare_before_allocating_them():
+    """decode_images(model, words, 10**9) allocated its (n, *event) int64 output at once: the
+    allocator's RuntimeError (72 GB for 3x3 images); decode_bits_back likewise. The bound is the
+    file header's (MAX_DECODED_BYTES of int64 pixels)."""
+    from dgmkit.coding import decode_bits_back, encode_bits_back
+    from dgmkit.config import RunConfig, build_model
+
+    model = _model()
+    x = torch.randint(0, 5, (3, 1, 3, 3), generator=torch.Generator().manual_seed(0))
+    vae = build_model(RunConfig.of(hidden=[8], latent_dim=2), (1, 3, 3), 2).eval()
+    words, bits = encode_images(model, x), encode_bits_back(vae, x.clamp(max=1))
+    for n in (MAX_DECODED_BYTES // 8 // 9 + 1, 10**9):
+        for decode, m, w in ((decode_images, model, words), (decode_bits_back, vae, bits)):
+            with pytest.raises(DataError, match=rf"^{n} images of 9 pixels are more than this dgmkit decodes"):
+                decode(m, w, n)
 
 
 def test_a_crafted_payload_decodes_to_a_data_error_or_to_images():

@@ -14,6 +14,7 @@ decoder would agree and round trips would succeed, at a rate far from the model'
 """
 
 import contextlib
+import math
 import numbers
 from collections.abc import Iterator
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from dgmkit._modes import codes
+from dgmkit.coding.container import MAX_DECODED_BYTES
 from dgmkit.devices import device_of
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
@@ -135,10 +137,16 @@ def sequential_nll(model: AutoregressiveModel, x: torch.Tensor) -> torch.Tensor:
     return -torch.cat([model.log_prob(x[i : i + 1000].to(device)).cpu() for i in range(0, len(x), 1000)]).double()
 
 
-def check_count(n: int) -> int:
-    """The number of images a decoder is to give: a non-negative integer (a NumPy one too)."""
+def check_count(n: int, event_shape: tuple[int, ...]) -> int:
+    """The number of images of ``event_shape`` a decoder is to give: a non-negative integer (a NumPy
+    one too), of no more pixels than a compressed file may declare (``MAX_DECODED_BYTES`` as int64)."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise DataError(f"the number of images to decode must be a non-negative integer, got {n!r}")
+    pixels = math.prod(event_shape)
+    if int(n) * pixels * 8 > MAX_DECODED_BYTES:  # (the images were allocated at once: the allocator's RuntimeError)
+        raise DataError(
+            f"{n} images of {pixels} pixels are more than this dgmkit decodes ({MAX_DECODED_BYTES // 8} pixels at most)"
+        )
     return int(n)
 
 
@@ -191,7 +199,7 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
     family = stream.model.Categorical(perfect=False)
     levels = _levels(model)
     batch_size = check_batch_size(batch_size)
-    n = check_count(n)
+    n = check_count(n, tuple(model.event_shape))
     words = np.ascontiguousarray(words, dtype=np.uint32)
     if words.ndim != 1:
         raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {words.shape}")

@@ -568,7 +568,7 @@ def encode_bits_back(model: Codable, x: torch.Tensor, batch_size: int = 500) -> 
 def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
     """Invert ``encode_bits_back``: n images (N, *event) as int64. Words that the model cannot
     have produced raise DataError (the stack must end as it began)."""
-    n = check_count(n)
+    n = check_count(n, tuple(model.event_shape))
     levels, latents, batch_size = _check(model, batch_size, n)
     words = np.ascontiguousarray(words, dtype=np.uint32)
     if words.ndim != 1 or not len(words) or words[-1] == 0:
