@@ -241,10 +241,16 @@ def test_bad_data_is_refused_in_one_line(tmp_path):
         dgmkit.train(tmp_path / "r", data=Stream(), **TINY)
     # what is wrong with the arrays is said of them, not of the file this call wrote them to (and removed)
     x = np.zeros((80, 4, 4), np.uint8)
-    with pytest.raises(DataError, match=r"^data \(the arrays given, read as r.data.npz\): 79 labels for 80 images$"):
+    with pytest.raises(DataError, match=r"^data \(the arrays given\): 79 labels for 80 images$"):
         dgmkit.train(tmp_path / "r", data=(x, np.zeros(79, np.int64)), **TINY)
-    with pytest.raises(DataError, match=r"^data \(the arrays given, read as r.data.npz\): 1 row .*at least 10"):
+    with pytest.raises(DataError, match=r"^data \(the arrays given\): 1 row .*at least 10"):
         dgmkit.train(tmp_path / "r", data=x[:1], **TINY)
+    # where the message names the file further in, as a reader's refusal or the missing entries' does
+    with pytest.raises(DataError, match=r"^cannot read data \(the arrays given\) \(array 'x'\) as a NumPy array: dtype"):
+        dgmkit.train(tmp_path / "r", data=np.ones((20, 4, 4), np.complex64), **TINY)
+    with pytest.raises(DataError, match=r"^data \(the arrays given\) has 2 missing entries \(NaN\)") as e:
+        dgmkit.train(tmp_path / "r", data=np.where(np.arange(320).reshape(20, 4, 4) < 2, np.nan, 1.0), **TINY)
+    assert "data.npz" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -301,11 +301,11 @@ def train(
 
 
 def _of_arrays(e: DataError, path: str) -> DataError:
-    """A refusal of the data file that ``train`` wrote the caller's arrays to (named by its path
-    or its name), said of the arrays given; another error as it is."""
-    name = Path(path).name
-    said = next((f"{p}: " for p in (path, name) if str(e).startswith(f"{p}: ")), None)
-    return e if said is None else DataError(f"data (the arrays given, read as {name}): {str(e)[len(said) :]}")
+    """A refusal of the data file that ``train`` wrote the caller's arrays to, said of the arrays
+    given: the file, gone by the time the caller reads the message, is named nowhere in it (by its
+    path or its name, wherever in the message); another error as it is."""
+    text = str(e).replace(path, "data (the arrays given)").replace(Path(path).name, "data (the arrays given)")
+    return e if text == str(e) else DataError(text)
 
 
 def _quiet(quiet: object) -> bool:
