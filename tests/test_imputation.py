@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -924,12 +925,17 @@ def test_figures_of_a_run_on_incomplete_images_draw_the_holes_grey(tmp_path, cap
 
     run = tmp_path / "run"
     code, _, err = _run(capsys, "train", "--dataset", "digits", "--objective", "miwae", "--missing-rate", "0.2",
-                        "--latent-dim", "2", "--hidden", "16", "--epochs", "1", "--quiet", "--out", run)  # fmt: skip
+                        "--prior", "mog", "--prior-components", "3", "--latent-dim", "2", "--hidden", "16", "--epochs",
+                        "1", "--quiet", "--out", run)  # fmt: skip
     assert code == 0, err
     for command, count in (("reconstruct", ["-n", "4"]), ("interpolate", ["--pairs", "2"])):
         code, out, err = _run(capsys, command, run, *count, "--out", tmp_path / f"{command}.png")
         assert code == 0, err
         assert "missing entries of the data images at mid-grey" in out
+    # the latent means and the clusters: of inputs with holes, which the encoder sees as 0 (said; they were not)
+    for command, out_flag in (("latents", ["--out", tmp_path / "latents.png"]), ("cluster", [])):
+        code, out, err = _run(capsys, command, run, *out_flag)
+        assert code == 0 and re.search(r"\(\d+ missing entries in the inputs, which the encoder sees as 0\)", out), out + err
     r = load_run(run)
     x = r.transform(load_dataset("digits").test.x[:6], torch.Generator().manual_seed(0))
     holes = torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) < 0.2

@@ -8,6 +8,7 @@ from dgmkit.cli.common import (
     add_device_flag,
     add_run_parser,
     add_split_flag,
+    encoded_holes_note,
     enough_rows,
     own_result,
     own_result_table,
@@ -87,7 +88,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         "run_id": run.record.get("run_id"),
     }
     used = f"{scores['clusters_used']} of {plural(scores['components'], 'component')}"
-    say(f"{plural(scores['n'], args.split + ' datapoint')} in {used}")
+    say(f"{plural(scores['n'], args.split + ' datapoint')} in {used}{encoded_holes_note(x)}")
     say(f"accuracy (best one-to-one matching)  {scores['accuracy']:.4f}")
     say(f"accuracy (majority label per cluster) {scores['accuracy_majority']:.4f}")
     say(f"NMI                                   {scores['nmi']:.4f}")

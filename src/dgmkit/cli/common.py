@@ -72,6 +72,7 @@ __all__ = [
     "to_display",
     "data_to_display",
     "holes_note",
+    "encoded_holes_note",
     "estimate_words",
     "one_draw_bound",
     "score_label",
@@ -405,6 +406,13 @@ def holes_note(x: torch.Tensor) -> str:
     """What a figure's note says of its data images' missing entries, if they have any."""
     n = int(torch.isnan(x).sum()) if x.is_floating_point() else 0
     return f" ({plural(n, 'missing entry', 'missing entries')} of the data images at mid-grey)" if n else ""
+
+
+def encoded_holes_note(x: torch.Tensor) -> str:
+    """What a result of the encoder (latent means, clusters) says of its inputs' missing entries, if
+    they have any: it encodes them as 0, as the run trained (``VAE.posterior``)."""
+    n = int(torch.isnan(x).sum()) if x.is_floating_point() else 0
+    return f" ({plural(n, 'missing entry', 'missing entries')} in the inputs, which the encoder sees as 0)" if n else ""
 
 
 _ESTIMATE_WORDS = {

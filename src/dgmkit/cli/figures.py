@@ -30,6 +30,7 @@ from dgmkit.cli.common import (
     data_to_display,
     decoded_means,
     decoded_name,
+    encoded_holes_note,
     figure_split,
     holes_note,
     images_only,
@@ -403,7 +404,7 @@ def latents(args: argparse.Namespace) -> int:
     if name.startswith("codes "):  # (an autoencoder's codes z = f(x): not "300 codes, codes z = f(x)")
         what = f"{len(x)} {name}"
     picked = f" of {args.split} datapoints ({subset})" if subset else ""
-    say(f"wrote a scatter of {what}{picked} ({axes}){note} to {path}")
+    say(f"wrote a scatter of {what}{picked} ({axes}){note}{encoded_holes_note(x)} to {path}")
     return 0
 
 
