@@ -741,3 +741,17 @@ def test_the_comparison_says_how_each_run_was_trained(runs, tmp_path):
     assert [re.findall(r"<td class='num'>([^<]*)</td>", row)[0] for row in rows[2:]] == [
         "3 epochs", "2 EM iterations", "in closed form"
     ]  # fmt: skip
+
+
+def test_the_comparison_counts_no_epoch_logged_after_the_last_checkpoint():
+    """A run stopped after an epoch's metrics line and before its checkpoint was shown as trained
+    that epoch ("3 epochs") beside a best score and a test NLL of the checkpoint's 2 epochs; the
+    epoch is trained again on --resume, so the comparison counts the epochs the checkpoint holds."""
+    from dgmkit.reporting.page import RunPage, render_page
+
+    metrics = [{"epoch": e, "valid_elbo": -40.0 - e} for e in (1, 2)] + [{"epoch": 3, "valid_elbo": -1.0}]
+    pages = [RunPage(n, "m", "digits", {}, metrics, "elbo", "ELBO", {}, checkpointed=c) for n, c in (("a", 2), ("b", None))]
+    rows = render_page(pages).split("<h2 id=")[0].split("<tr>")[2:]
+    assert [re.findall(r"<td class='num'>([^<]*)</td>", row)[:2] for row in rows] == [
+        ["2 epochs", "-ELBO 41.000 (epoch 1)"], ["3 epochs", "-ELBO 1.000 (epoch 3)"]
+    ]  # fmt: skip

@@ -309,6 +309,17 @@ def _data_cell(t: dict) -> list[str]:
     return [w for w in (words, "observed entries only" if t.get("observed_dims") is not None else None) if w]
 
 
+def _trained(r: RunPage) -> str:
+    """How far the run was trained, as the comparison says it: "in closed form", or the epochs (EM
+    iterations) logged up to its checkpoint's (a line logged after it, of a run stopped before
+    it, is of no weights kept: --resume trains that epoch again)."""
+    if r.fit == "closed-form":
+        return "in closed form"
+    upto = math.inf if r.checkpointed is None else r.checkpointed
+    epochs = max((e for e in map(logged_epoch, r.metrics) if e is not None and e <= upto), default=0)
+    return f"{epochs} {r.step}{'' if epochs == 1 else 's'}"
+
+
 def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
     """The HTML page for ``runs`` (with a comparison table when there are several)."""
     out = [
@@ -324,8 +335,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
             best, at = _best(r.metrics, r.score, r.checkpointed)
             own = {p: e for p, e in r.evals.items() if not r.marks.get(p)}  # (not those marked another run's or weights')
             t = _test_result(own, r.weights) or {}
-            epochs = max((e for e in map(logged_epoch, r.metrics) if e is not None), default=0)
-            trained = "in closed form" if r.fit == "closed-form" else f"{epochs} {r.step}{'' if epochs == 1 else 's'}"
+            trained = _trained(r)
             best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} ({r.step} {at})"
             out.append(
                 f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
