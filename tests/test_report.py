@@ -755,3 +755,33 @@ def test_the_comparison_counts_no_epoch_logged_after_the_last_checkpoint():
     assert [re.findall(r"<td class='num'>([^<]*)</td>", row)[:2] for row in rows] == [
         ["2 epochs", "-ELBO 41.000 (epoch 1)"], ["3 epochs", "-ELBO 1.000 (epoch 3)"]
     ]  # fmt: skip
+
+
+def test_the_comparison_says_what_a_run_not_yet_evaluated_is_trained_on(runs, tmp_path):
+    """A run with no evaluation of its test split was shown beside its best validation score
+    with the dataset's name alone ("digits" for binarized pixels, integer levels and a table's
+    standardized rows alike); its data are said from its record, in the words its evaluation
+    then gives them."""
+    iris = tmp_path / "iris"
+    argv = ["--dataset", "iris", "--likelihood", "gaussian", "--epochs", "1", "--hidden", "8", "--latent-dim", "2"]
+    assert main(["train", *argv, "--quiet", "--out", str(iris)]) == 0
+    vae, diff = tmp_path / "vae", tmp_path / "diff"
+    shutil.copytree(runs[0], vae)
+    shutil.copytree(runs[1], diff)
+    for name in ("eval.json", "evals.json"):
+        (vae / name).unlink()
+
+    def cells() -> list[str]:
+        out = tmp_path / "r.html"
+        assert main(["report", str(vae), str(diff), str(iris), "--out", str(out), "--no-figures", "--force"]) == 0
+        return [re.findall(r"<td>([^<]*)</td>", row)[1] for row in out.read_text().split("<h2 id=")[0].split("<tr>")[2:]]
+
+    before = cells()
+    assert before == [
+        "digits, binarized (one seeded Bernoulli draw of each pixel)",
+        "digits, integer levels as stored",
+        "iris, a table&#x27;s rows, numeric columns standardized",
+    ]
+    for run, more in ((vae, []), (diff, ["--time-samples", "1"]), (iris, [])):
+        assert main(["eval", str(run), *more]) == 0
+    assert cells() == before

@@ -38,10 +38,12 @@ from dgmkit.cli.evaluate import EVALS, eval_notes, protocol_key, read_eval_json
 from dgmkit.cli.figures import MAX_SAMPLE_STEPS, draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
 from dgmkit.config.inputs import attach_input
+from dgmkit.data.registry import is_table
+from dgmkit.data.transforms import scores_densities
 from dgmkit.distributions.flow import POSTERIOR_MEANS
 from dgmkit.errors import ConfigError, DataError, DgmError, EvaluationError
 from dgmkit.evaluation.figures import image_grid_png
-from dgmkit.evaluation.report import finite_number
+from dgmkit.evaluation.report import data_words, finite_number
 from dgmkit.reporting import RunPage, logged_epoch, metric_keys, render_page
 from dgmkit.settings import unused_keys
 from dgmkit.training.checkpoint import trainer_counters
@@ -185,6 +187,16 @@ def _metrics_notes(run: Run, metrics: list[dict]) -> list[str]:
                 "best score: the curves may not be of this run"
             )
     return notes
+
+
+def _data_words(run: Run) -> str | None:
+    """What the run's numbers are of, in words, as ``data_words`` says them of its evaluations'
+    records (binarized, dequantized integer levels, a table's standardized rows), from the run's
+    record alone: its best validation score is of those data where no evaluation says so."""
+    continuous = scores_densities(run.transform.kind, run.cfg.model)  # (a table's numeric columns, standardized)
+    table = continuous and is_table(run.cfg.data.dataset)
+    density = "continuous" if continuous else "discrete"
+    return data_words({"transform": run.transform.kind, "density_of": density, "table_note": "table" if table else None})
 
 
 def _checkpointed(run: Run) -> int | None:
@@ -369,6 +381,7 @@ def run_report(args: argparse.Namespace) -> int:
                 marks={protocol: _whose(r, run, weights) for protocol, r in evals.items()},
                 step=fit_step(run.cfg),
                 fit=run.cfg.model.fit,
+                data_words=_data_words(run),
                 checkpointed=_checkpointed(run),
                 shift=math.prod(run.record["data"]["event_shape"]) * run.transform.log_volume,
             )

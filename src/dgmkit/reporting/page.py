@@ -74,6 +74,7 @@ class RunPage:
     step: str = "epoch"  # what a metrics line is of, as dgm train says it ("EM iteration" for EM fits)
     checkpointed: int | None = None  # the epoch of checkpoint.safetensors: a line logged after it is of no weights kept
     fit: str = "gradient"  # how the family is fitted (FamilyConfig.fit): "closed-form" has no epochs to count
+    data_words: str | None = None  # what the run's numbers are of (``data_words``): said where no test result says it
 
 
 def _e(v: object) -> str:
@@ -301,11 +302,12 @@ def _test_result(evals: dict[str, dict], weights: str | None) -> dict | None:
     return full[max(range(len(full)), key=lambda i: (rank[i], k[i], i))]
 
 
-def _data_cell(t: dict) -> list[str]:
+def _data_cell(t: dict, run_words: str | None = None) -> list[str]:
     """What a test result's numbers are of, beside the dataset's name in the comparison: its data
-    words (``data_words``), and "observed entries only" for log p(x_o) of incomplete data, which
-    compares with no complete split's number."""
-    words = data_words(t) if t else None
+    words (``data_words``; where there is no test result, ``run_words``, of the run's data: its best
+    validation score is of them), and "observed entries only" for log p(x_o) of incomplete data,
+    which compares with no complete split's number."""
+    words = data_words(t) if t else run_words
     return [w for w in (words, "observed entries only" if t.get("observed_dims") is not None else None) if w]
 
 
@@ -339,7 +341,7 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
             best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} ({r.step} {at})"
             out.append(
                 f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
-                f"<td>{_e(', '.join([r.dataset, *_data_cell(t)]))}</td><td class='num'>{_e(trained)}</td>"
+                f"<td>{_e(', '.join([r.dataset, *_data_cell(t, r.data_words)]))}</td><td class='num'>{_e(trained)}</td>"
                 f"<td class='num'>{_e(best_s)}</td>"
                 f"<td class='num'>{_num(t.get('nll'))}</td><td class='num'>{_num(t.get('bpd'), 4)}</td>"
                 f"<td>{_e(estimate_protocol(t)) if t else '–'}</td></tr>"
