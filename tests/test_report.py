@@ -785,3 +785,19 @@ def test_the_comparison_says_what_a_run_not_yet_evaluated_is_trained_on(runs, tm
     for run, more in ((vae, []), (diff, ["--time-samples", "1"]), (iris, [])):
         assert main(["eval", str(run), *more]) == 0
     assert cells() == before
+
+
+def test_the_comparison_gives_a_closed_form_fit_no_epoch_of_its_best_score():
+    """A PPCA row said "in closed form" beside "-log p(x) ... (epoch 1)": the one line a
+    closed-form fit logs is of no epoch, and its score is given alone."""
+    from dgmkit.reporting.page import RunPage, render_page
+
+    metrics = [{"epoch": 1, "train_log_px": -150.0, "valid_log_px": -161.5}]
+    pages = [
+        RunPage(n, "m", "digits", {}, metrics, "log_px", "log p(x)", {}, fit=f)
+        for n, f in (("a", "closed-form"), ("b", "gradient"))
+    ]
+    rows = render_page(pages).split("<h2 id=")[0].split("<tr>")[2:]
+    assert [re.findall(r"<td class='num'>([^<]*)</td>", row)[:2] for row in rows] == [
+        ["in closed form", "-log p(x) 161.500"], ["1 epoch", "-log p(x) 161.500 (epoch 1)"]
+    ]  # fmt: skip

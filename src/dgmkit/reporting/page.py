@@ -338,7 +338,8 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
             own = {p: e for p, e in r.evals.items() if not r.marks.get(p)}  # (not those marked another run's or weights')
             t = _test_result(own, r.weights) or {}
             trained = _trained(r)
-            best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f} ({r.step} {at})"
+            at_s = "" if r.fit == "closed-form" else f" ({r.step} {at})"  # (a closed-form fit's one line is of no epoch)
+            best_s = "–" if best is None else f"-{r.score_label} {r.shift - best:.3f}{at_s}"
             out.append(
                 f"<tr><td><a href='#run-{i}'>{_e(r.name)}</a></td><td>{_e(r.describe)}</td>"
                 f"<td>{_e(', '.join([r.dataset, *_data_cell(t, r.data_words)]))}</td><td class='num'>{_e(trained)}</td>"
