@@ -430,6 +430,9 @@ def test_rows_read_with_a_models_columns_must_be_of_its_columns_and_categories(t
         ("a,b\n1,2\n3\n", "line 3 has 1 cells"),
         ("a,b,a\n1,2,3\n", r"names 'a' twice \(columns 1 and 3\)"),
         ("a,b,\n1,2,\n", "the header's column 3 has no name"),  # (a trailing comma)
+        # a name printed back (notes, messages) that shows as another, or drives the terminal
+        ("a,x\u202ey\n1,2\n", r"column 2, 'x\\u202ey', holds the invisible or control character U\+202E"),
+        ("a\x1b[31m,b\n1,2\n", r"column 1, 'a\\x1b\[31m', holds the invisible or control character U\+001B"),
         # another separator: one categorical column of whole lines, a model of nonsense, if read with commas
         ("a;b\n1;2\n3;4\n", r"one column, every line split by semicolons as its header is \('a;b'\)"),
         ("a\tb\nx\t2\n", "split by tabs"),

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dgmkit._io import parse_json, shown_text
+from dgmkit._io import invisible_character, parse_json, shown_text
 from dgmkit.data.formats import data_file_errors, open_data_file
 from dgmkit.errors import DataError
 
@@ -275,6 +275,12 @@ def _check_header(path: Path, header: list[str], rows: list[list[str]]) -> None:
     for j, h in enumerate(header):
         if not h:
             raise DataError(f"{path.name}: the header's column {j + 1} has no name (every column needs one)")
+        hidden = invisible_character(h)
+        if hidden is not None:  # (a name is printed back, in notes and messages: U+202E would show it as another)
+            raise DataError(
+                f"{path.name}: the header's column {j + 1}, {_shown_cell(h)}, holds the invisible or control character "
+                f"U+{ord(hidden):04X}, which can make a name show as another: rename the column"
+            )
         if h in header[:j]:
             raise DataError(
                 f"{path.name}: the header names {h!r} twice (columns {header.index(h) + 1} and {j + 1}); each column "
