@@ -260,6 +260,11 @@ def test_a_layer_that_conditions_on_others_gets_a_range_that_holds_its_true_mutu
     assert z1.mutual_info_apart is not None and z1.mutual_info_apart < 0.05 < z1.mutual_info
     text = format_diagnosis({**d.to_json(), "split": "test", "subset": "all 300"})
     assert f"z1: I(x;z) from {z1.mutual_info_apart:.3f} to {z1.mutual_info:.3f}" in text
+    # a collapsed layer's estimate below 0 (noise: I >= 0) is no end of the range, which reads from 0 up
+    record = d.to_json()
+    record["layers"][0] |= {"mutual_info": -0.001, "mutual_info_apart": 0.0}
+    text = format_diagnosis({**record, "split": "test", "subset": "all 300"})
+    assert "z1: I(x;z) from 0.000 to 0.000 (the table: -0.001)" in text, text
     assert diagnose(model, x, samples=4, holes=0, seed=0, bracket=False).layers[0].mutual_info_apart is None
 
 

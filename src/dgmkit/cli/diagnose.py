@@ -92,7 +92,8 @@ def _mutual_info_lines(r: dict) -> list[str]:
         )
     for la in r["layers"]:
         if la.get("mutual_info_apart") is not None and la["mutual_info"] is not None:
-            lo, hi = sorted((la["mutual_info_apart"], la["mutual_info"]))
+            # (I >= 0: an estimate below it, noise, is said as 0, as the low one is floored; -0.001 read as "from")
+            lo, hi = sorted((la["mutual_info_apart"], max(0.0, la["mutual_info"])))
             lines.append(
                 f"{la['name']}: I(x;z) from {lo:.3f} to {hi:.3f} (the table: {la['mutual_info']:.3f}): the layer "
                 "conditions on others, so its q(z|x) is a mixture over their draws, estimated from a few, which counts "
