@@ -755,6 +755,11 @@ def test_the_comparison_counts_no_epoch_logged_after_the_last_checkpoint():
     assert [re.findall(r"<td class='num'>([^<]*)</td>", row)[:2] for row in rows] == [
         ["2 epochs", "-ELBO 41.000 (epoch 1)"], ["3 epochs", "-ELBO 1.000 (epoch 3)"]
     ]  # fmt: skip
+    # a run set 500 epochs and stopped after 1 (a time budget, early stopping): said, as is one that trained all
+    for planned, said in ((500, "1 of 500 epochs"), (1, "1 epoch")):
+        page = RunPage("c", "m", "digits", {"optim": {"epochs": planned}}, metrics[:1], "elbo", "ELBO", {}, checkpointed=1)
+        row = render_page([page, pages[0]]).split("<h2 id=")[0].split("<tr>")[2]
+        assert re.findall(r"<td class='num'>([^<]*)</td>", row)[0] == said, row
 
 
 def test_the_comparison_says_what_a_run_not_yet_evaluated_is_trained_on(runs, tmp_path):

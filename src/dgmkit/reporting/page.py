@@ -314,12 +314,15 @@ def _data_cell(t: dict, run_words: str | None = None) -> list[str]:
 def _trained(r: RunPage) -> str:
     """How far the run was trained, as the comparison says it: "in closed form", or the epochs (EM
     iterations) logged up to its checkpoint's (a line logged after it, of a run stopped before
-    it, is of no weights kept: --resume trains that epoch again)."""
+    it, is of no weights kept: --resume trains that epoch again), "21 of 500 epochs" where a
+    gradient run stopped before the epochs it was set (a time budget, early stopping, a kill)."""
     if r.fit == "closed-form":
         return "in closed form"
     upto = math.inf if r.checkpointed is None else r.checkpointed
     epochs = max((e for e in map(logged_epoch, r.metrics) if e is not None and e <= upto), default=0)
-    return f"{epochs} {r.step}{'' if epochs == 1 else 's'}"
+    planned = r.config.get("optim", {}).get("epochs") if r.fit == "gradient" else None
+    of = f" of {planned}" if isinstance(planned, int) and epochs < planned else ""
+    return f"{epochs}{of} {r.step}{'' if epochs == 1 and not of else 's'}"
 
 
 def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
