@@ -282,8 +282,16 @@ def test_a_run_of_format_4_or_before_keeps_what_its_settings_meant_then(version)
     were clipped to [0, 1]: a migrated run is the model it was trained as; a format 5 run is as written."""
     mixed = check_record(migrate_record(_record(version, likelihood="mixed", table_levels=[0, 3]), "r"), "r")
     assert mixed.model.table_input == "index"
-    vamp = check_record(migrate_record(_record(version, prior="vampprior"), "r"), "r")
+    table = _record(version, prior="vampprior")
+    table["data"] = {**table["data"], "event_shape": [1, 1, 4], "num_levels": None, "transform": "none"}
+    vamp = check_record(migrate_record(table, "r"), "r")
     assert vamp.model.pseudo_range == "unit"
+    # on quantized data the pseudo-inputs are clipped whatever pseudo_range says: left at its default, which
+    # the run's settings repeated in a new run (dgmkit.train(out, **run.cfg.flat())) do not refuse as unread
+    pixels = check_record(migrate_record(_record(version, prior="vampprior"), "r"), "r")
+    assert pixels.model.pseudo_range == "data"
+    pixels.check_inert(event_shape=(1, 8, 8), num_levels=17)
+    assert pixels.model.model_for(DataSpec.of((1, 8, 8), 17)).prior_module.bounded
     now = check_record(migrate_record(_record(5, likelihood="mixed", table_levels=[0, 3]), "r"), "r")
     assert now.model.table_input == "one-hot"
 

@@ -256,6 +256,16 @@ class PriorSettings:
     flow: Literal["nice", "realnvp", "glow", "maf"] = setting("maf", "the flow of --prior flow")
     flow_layers: int = setting(4, "layers of the flow prior (or of a VAE's IAF posterior)", min=1, max=256)
 
+    @classmethod
+    def from_format_4(cls, keys: dict, data: dict) -> dict:
+        """As ``format_4_meant`` says, with the next class's; on quantized data, a VampPrior's pseudo-inputs
+        are clipped to [0, 1] whatever pseudo_range says, which is left at its default there (unit, unread,
+        would refuse the run's settings repeated in a new run: ``data_inert_settings``)."""
+        keys = super().from_format_4(keys, data)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
+        if data.get("num_levels") is not None and keys.get("pseudo_range") == "unit":  # (set by format_4_meant)
+            keys = {k: v for k, v in keys.items() if k != "pseudo_range"}
+        return keys
+
     @property
     def needs_init_data(self) -> bool:
         return self.prior == "vampprior" and self.pseudo_init == "data"
