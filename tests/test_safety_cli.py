@@ -538,6 +538,24 @@ def test_a_resume_with_other_cpu_threads_or_compiled_says_it_goes_on_up_to_round
     assert "processes" not in said and "compiled" not in said
 
 
+def test_a_resume_with_nothing_left_to_train_says_what_would_go_on(vae_copy, capsys):
+    """Stopped early after its last epoch, a larger --epochs alone trains none (its patience is spent); stopped
+    within an epoch beyond the --epochs given, the run trains none either (it had said nothing, and the notes on
+    the steps to come)."""
+    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "bad_epochs": 1})
+    code, said, err = run(capsys, "train", "--resume", "--patience", "1", "--quiet", "--out", vae_copy)
+    assert code == 0 and "note: the run stopped early after epoch 2 (1 without improvement, its patience 1)" in said, err
+    assert "a larger --patience with a larger --epochs lets it go on" in said and "a larger --epochs extends" not in said
+    # within epoch 3 (its time budget spent after a step), resumed with --epochs 2
+    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "bad_epochs": 0})
+    code, said, err = run(capsys, "train", "--resume", "--epochs", "3", "--time-budget", "1e-6", "--out", vae_copy)
+    assert code == 0 and "in epoch 3 after step 1" in said, err
+    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "cpu_threads": 99})
+    code, said, err = run(capsys, "train", "--resume", "--epochs", "2", "--out", vae_copy)
+    assert code == 0 and "note: the run stopped within epoch 3, beyond its 2 epochs: it trains none" in said, err
+    assert "--epochs 3 or more finishes that epoch" in said and "CPU thread" not in said
+
+
 def test_a_resume_on_another_kind_of_device_says_so_and_goes_on_alike_every_time(vae_copy, tmp_path, capsys):
     """A data-order stream drawn on CUDA (16 bytes of state) cannot go on on the CPU: the run goes
     on from a stream derived from its seed and epoch, said even with --quiet, the same on every

@@ -682,17 +682,24 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
         if resume_line:
             where = f"in epoch {trainer.epoch + 1} after step {k}" if k else f"after epoch {trainer.epoch}"
             say(f"resuming {out} {where}")
-        left = bool(k) or (trainer.epoch < trainer.epochs and not trainer.stopped_early)
+        # (within an epoch, k > 0, the run has not stopped early; --epochs as many as it finished ends before it)
+        left = trainer.epoch < trainer.epochs and not trainer.stopped_early
         if trainer.dist.is_main:
             for why in _inexact_resume(trainer, bool(cfg.optim.compile or compiled_before is True)) if left else []:
                 say(f"note: {why}")  # (of the steps to come: none, none said)
-            if trainer.epoch >= trainer.epochs and not k:
-                say(f"note: the run has trained all its {plural(trainer.epochs, 'epoch')}: a larger --epochs extends it")
-            elif trainer.stopped_early and not left:  # (--epochs more would train none)
+            if k and not left:
+                say(
+                    f"note: the run stopped within epoch {trainer.epoch + 1}, beyond its {plural(trainer.epochs, 'epoch')}"
+                    f": it trains none; --epochs {trainer.epoch + 1} or more finishes that epoch"
+                )
+            elif trainer.stopped_early:  # (--epochs more would train none)
+                more = " with a larger --epochs" if trainer.epoch >= trainer.epochs else ""
                 say(
                     f"note: the run stopped early after epoch {trainer.epoch} ({trainer.bad_epochs} without improvement, "
-                    f"its patience {trainer.patience}): it trains no more epochs; a larger --patience lets it go on"
+                    f"its patience {trainer.patience}): it trains no more epochs; a larger --patience{more} lets it go on"
                 )
+            elif not left:
+                say(f"note: the run has trained all its {plural(trainer.epochs, 'epoch')}: a larger --epochs extends it")
     precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why (a warning even if quiet)
     if precision is not None and trainer.dist.is_main and (not quiet or trainer.amp.unchecked):
         say(precision)
