@@ -111,6 +111,8 @@ def test_a_preset_is_named_by_its_bare_name_from_the_installed_package(tmp_path,
     assert load_config_file("vqvae-bmnist") == load_config_file(PRESETS[0].parent / "vqvae-bmnist.toml")
     with pytest.raises(ConfigError, match=r"m1-mnist.toml: No such file or directory \(dgmkit's preset of that name is"):
         load_config_file("m1-mnist.toml")
+    with pytest.raises(ConfigError, match=r"\(dgmkit's preset of that name is --config m1-mnist\)"):  # (any case of .toml)
+        load_config_file("m1-mnist.TOML")
     (tmp_path / "sub").mkdir()  # (a folder's file missing: no hint at a preset)
     with pytest.raises(ConfigError, match=r"No such file or directory$"):
         load_config_file("sub/m1-mnist.toml")

@@ -580,7 +580,8 @@ def load_config_file(path: str | Path) -> dict:
             raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
         text = raw.decode("utf-8-sig")  # (a byte-order mark, as some editors write one: not part of the text)
     except (OSError, UnicodeDecodeError) as e:
-        preset = str(path) == path.name and path.suffix == ".toml" and not path.exists() and path.stem in preset_names()
+        bare_toml = str(path) == path.name and path.suffix.lower() == ".toml"
+        preset = bare_toml and not path.exists() and path.stem in preset_names()
         hint = f" (dgmkit's preset of that name is --config {path.stem})" if preset else ""
         raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}{hint}") from None
     is_json = path.suffix.lower() == ".json"  # (C.JSON too, as the data files' suffixes are read)
