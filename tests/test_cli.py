@@ -232,6 +232,14 @@ def test_bad_output_paths_fail_cleanly(trained, tmp_path, capsys):
     assert_clean_failure(code, err, "-n must be in 1..")
 
 
+def test_a_temperature_given_to_a_model_without_one_is_refused_at_1_too(trained, tmp_path, capsys):
+    """--temperature 1 (its default) was ignored by a VAE without a word, where 0.5 was refused."""
+    for given in ("1", "1.0", "0.5"):
+        code, _, err = run(capsys, "sample", trained, "--temperature", given, "--out", tmp_path / "t.png")
+        assert_clean_failure(code, err, "--temperature is for flows")
+    assert not (tmp_path / "t.png").exists()
+
+
 def test_full_disk_fails_cleanly_and_leaves_nothing(trained, tmp_path, capsys, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")

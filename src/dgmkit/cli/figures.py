@@ -116,7 +116,7 @@ def draw_samples(
     n: int,
     seed: int,
     *,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     naive: bool = False,
     steps: int | None = None,
     draw: bool = False,
@@ -136,7 +136,7 @@ def draw_samples(
     g = torch.Generator(device=device).manual_seed(seed)
     options: dict[str, Any] = {}
     if model.sample_temperature:
-        options["temperature"] = temperature
+        options["temperature"] = 1.0 if temperature is None else temperature
     if model.sample_cached:
         options["cached"] = not naive
     if model.sample_steps:
@@ -150,7 +150,7 @@ def draw_samples(
         for start in range(0, n, batch):
             parts.append(model.sample(min(batch, n - start), generator=g, **options)[1 if shown else 0])
     x = parts[0] if len(parts) == 1 else torch.cat(parts)
-    return x, _drawn_words(model, n, shown, temperature, naive, options.get("steps"))
+    return x, _drawn_words(model, n, shown, options.get("temperature", 1.0), naive, options.get("steps"))
 
 
 def _drawn_words(model: Any, n: int, shown: bool, temperature: float, naive: bool, steps: int | None) -> str:
@@ -170,21 +170,22 @@ def _drawn_words(model: Any, n: int, shown: bool, temperature: float, naive: boo
 
 
 def check_sample_options(
-    run: Run, n: int, temperature: float = 1.0, naive: bool = False, steps: int | None = None, draw: bool = False
+    run: Run, n: int, temperature: float | None = None, naive: bool = False, steps: int | None = None, draw: bool = False
 ) -> None:
     """Refuses (ConfigError, in ``dgm sample``'s words) n < 1 and a sampling option the run's model
-    does not take, rather than ignoring it."""
+    does not take, rather than ignoring it (a temperature given at 1 too)."""
     model = run.model
     if not model.can_sample:
         raise ConfigError(f"the {run.cfg.family} model has no distribution to sample from (no prior)")
     given_count(n, 1, MAX_SAMPLES, "the number of samples")
     if steps is not None:
         given_count(steps, 1, MAX_SAMPLE_STEPS, "--steps")
-    given_real(temperature, 0, MAX_TEMPERATURE, "--temperature")
+    if temperature is not None:
+        given_real(temperature, 0, MAX_TEMPERATURE, "--temperature")
     for flag, value in (("--naive", naive), ("--draw", draw)):
         if not isinstance(value, bool):  # (from Python: draw="no" is true)
             raise ConfigError(f"{flag} is True or False, got {shown_value(value)}")
-    if temperature != 1.0 and not model.sample_temperature:
+    if temperature is not None and not model.sample_temperature:
         raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
     if naive and not model.sample_cached:
         raise ConfigError("--naive is for autoregressive models (their uncached pixel-by-pixel path)")
@@ -425,8 +426,8 @@ def _add_sample_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--temperature",
         type=real(gt=0, hi=MAX_TEMPERATURE),
-        default=1.0,
-        help="flows only: sample the base z ~ N(0, T^2 I); T < 1 for smoother images",
+        default=None,
+        help="flows only: sample the base z ~ N(0, T^2 I); T < 1 for smoother images (default 1)",
     )
     p.add_argument("--naive", action="store_true", help="autoregressive models: a full network pass per pixel")
     add_count_flag(
