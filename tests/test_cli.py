@@ -240,6 +240,15 @@ def test_a_temperature_given_to_a_model_without_one_is_refused_at_1_too(trained,
     assert not (tmp_path / "t.png").exists()
 
 
+def test_data_flags_that_a_picture_or_an_array_of_samples_does_not_read_are_refused(trained, tmp_path, capsys):
+    """dgm sample --out F.png (or .npy) --data/--schema/--data-dir: drawn without the data, the
+    flags were ignored without a word (a table's rows, --out F.csv, read its columns)."""
+    for flags, out in [(["--data", "x.npy"], "s.png"), (["--schema", "s.json"], "s.png"), (["--data-dir", "d"], "s.npy")]:
+        code, _, err = run(capsys, "sample", trained, *flags, "--out", tmp_path / out)
+        assert_clean_failure(code, err, f"{flags[0]}: dgm sample reads a run's data only for a table's columns")
+        assert not (tmp_path / out).exists()
+
+
 def test_full_disk_fails_cleanly_and_leaves_nothing(trained, tmp_path, capsys, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")

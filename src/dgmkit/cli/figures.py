@@ -218,6 +218,7 @@ def sample(args: argparse.Namespace) -> int:
     suffix = Path(args.out).suffix.lower()
     if suffix == ".csv":
         return _sample_rows(args)
+    _refuse_data_flags(args)
     if suffix == ".npy":
         return _sample_array(args)
     if suffix != ".png":
@@ -279,6 +280,18 @@ def _refuse_picture_flags(args: argparse.Namespace, why: str) -> None:
         given = " and ".join(f for f, v in (("--nrow", args.nrow is not None), ("--draw", args.draw)) if v)
         verb = "shape" if " and " in given else "shapes"
         raise ConfigError(f"{given} {verb} a picture; {why}")
+
+
+def _refuse_data_flags(args: argparse.Namespace) -> None:
+    """--data-dir, --data and --schema, which only a table's rows read (its columns), refused for a
+    picture or an array of samples, which are drawn without the run's data (not ignored)."""
+    given = [flag for flag, value in (("--data-dir", args.data_dir), ("--data", args.data), ("--schema", args.schema))
+             if value is not None]  # fmt: skip
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: dgm sample reads a run's data only for a table's columns (--out FILE.csv); a picture "
+            "or an array of samples is drawn without them"
+        )
 
 
 STORED_AS_DRAWN = ("continuous", "integers", "binary", "dequantize")  # samples written as the data are stored
