@@ -374,11 +374,27 @@ def test_a_count_flag_takes_its_bounds_and_refuses_one_past_naming_the_flag():
     assert "--steps must be in 2..50, got an integer of 5000 digits" in _refusal(p, "--steps", "9" * 5000)
 
 
-def test_a_seed_is_0_to_2_to_the_62():
+def test_a_seed_is_0_to_2_to_the_32_less_1_the_bits_that_torchs_cpu_generator_reads():
+    """Seeds up to 2**62 were taken, and PyTorch's CPU generator reads the low 32 bits of a seed:
+    --seed 4294967296 drew what --seed 0 does. Every seed, flag or setting, now ends below 2**32."""
+    import torch
+
+    from dgmkit.config import RunConfig
+    from dgmkit.errors import ConfigError
+
+    def draws(seed: int) -> torch.Tensor:
+        return torch.rand(3, generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draws(2**32 + 5), draws(5))  # (why: the generator's 32 bits)
     p = _parser("--seed", argtypes.SEED)
-    assert p.parse_args(["--seed", "0"]).seed == 0 and p.parse_args(["--seed", str(2**62)]).seed == 2**62
-    assert "a seed must be in 0..4611686018427387904, got -1" in _refusal(p, "--seed", "-1")
-    assert "got 4611686018427387905" in _refusal(p, "--seed", str(2**62 + 1))
+    assert p.parse_args(["--seed", "0"]).seed == 0 and p.parse_args(["--seed", str(2**32 - 1)]).seed == 2**32 - 1
+    assert "a seed must be in 0..4294967295, got -1" in _refusal(p, "--seed", "-1")
+    assert "got 4294967296" in _refusal(p, "--seed", str(2**32))
+    labelled = {"model": "m2", "labels": 10}
+    for key, needs in (("seed", {}), ("missing_seed", {"missing_rate": 0.1}), ("labels_seed", labelled)):
+        assert RunConfig.of(dataset="digits", **needs, **{key: 2**32 - 1}).flat()[key] == 2**32 - 1
+        with pytest.raises(ConfigError, match=key):
+            RunConfig.of(dataset="digits", **needs, **{key: 2**32})
 
 
 def test_a_real_flag_takes_its_closed_bounds_and_refuses_its_open_one():

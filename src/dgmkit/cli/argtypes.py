@@ -7,11 +7,10 @@ import math
 import re
 from collections.abc import Callable
 
+from dgmkit.config.schema import MAX_SEED  # (as the run settings `seed`, `missing_seed` and `labels_seed`)
 from dgmkit.errors import shown_value as _shown
 
 __all__ = ["count", "real", "SEED", "MAX_SEED", "given_count", "given_real"]
-
-MAX_SEED = 2**62  # as the run setting `seed` (the trainer also seeds with seed + 1)
 
 
 def count(lo: int = 1, hi: int = 10**9, what: str = "a count") -> Callable[[str], int]:

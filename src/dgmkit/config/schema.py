@@ -42,6 +42,9 @@ __all__ = [
 
 MAX_CONFIG_BYTES = 16 << 20  # a config file (dgmkit's presets are a few kB)
 MAX_IW_SAMPLES = 10**9  # memory stays bounded for any k (a running logsumexp); time grows with k
+# every seed (the settings', the commands' --seed): PyTorch's CPU generator reads the low 32 bits of a seed, so a
+# larger one drew what a smaller one does (--seed 4294967296 the draws of --seed 0)
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -75,7 +78,7 @@ class DataConfig:
         max=10**9,
     )
     labels_seed: int | None = setting(
-        None, "seed of the labelled subset that --labels draws (default: --seed)", min=0, max=2**62
+        None, "seed of the labelled subset that --labels draws (default: --seed)", min=0, max=MAX_SEED
     )
     codes_of: str | None = setting(
         None,
@@ -99,7 +102,7 @@ class DataConfig:
         min=0,
         max=0.99,
     )
-    missing_seed: int = setting(0, "seed of the entries --missing-rate removes", min=0, max=2**62)
+    missing_seed: int = setting(0, "seed of the entries --missing-rate removes", min=0, max=MAX_SEED)
 
 
 @dataclass
@@ -162,7 +165,7 @@ class OptimConfig:
         max=0.99999,
     )
     patience: int | None = setting(None, "stop after this many epochs without validation improvement", min=1, max=10**6)
-    seed: int = setting(0, "seed of the initial weights, the data order and every random draw", min=0, max=2**62)
+    seed: int = setting(0, "seed of the initial weights, the data order and every random draw", min=0, max=MAX_SEED)
     device: str = setting("auto", "where to train: auto (CUDA where present), cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "auto", "floating point on CUDA (auto: bf16 for the families checked in it, else fp32)"
