@@ -73,6 +73,7 @@ __all__ = [
     "data_to_display",
     "holes_note",
     "encoded_holes_note",
+    "given_data_flags",
     "estimate_words",
     "one_draw_bound",
     "score_label",
@@ -143,6 +144,13 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         help="a run trained on a table with a --schema: read the schema from PATH (moved or copied); the columns it "
         "gives must be the same",
     )
+
+
+def given_data_flags(args: argparse.Namespace) -> list[str]:
+    """The flags of ``add_data_flags`` that were given, by name: for a command (or a form of one)
+    that reads no data, which refuses them rather than ignore them."""
+    flags = (("--data-dir", args.data_dir), ("--data", args.data), ("--schema", args.schema))
+    return [flag for flag, value in flags if value is not None]
 
 
 def add_count_flag(

@@ -32,6 +32,7 @@ from dgmkit.cli.common import (
     decoded_name,
     encoded_holes_note,
     figure_split,
+    given_data_flags,
     holes_note,
     images_only,
     latent_model,
@@ -285,8 +286,7 @@ def _refuse_picture_flags(args: argparse.Namespace, why: str) -> None:
 def _refuse_data_flags(args: argparse.Namespace) -> None:
     """--data-dir, --data and --schema, which only a table's rows read (its columns), refused for a
     picture or an array of samples, which are drawn without the run's data (not ignored)."""
-    given = [flag for flag, value in (("--data-dir", args.data_dir), ("--data", args.data), ("--schema", args.schema))
-             if value is not None]  # fmt: skip
+    given = given_data_flags(args)
     if given:
         raise ConfigError(
             f"{', '.join(given)}: dgm sample reads a run's data only for a table's columns (--out FILE.csv); a picture "

@@ -24,6 +24,7 @@ from dgmkit.cli.common import (
     command_output,
     data_name,
     fit_step,
+    given_data_flags,
     holes_note,
     plural,
     run_data,
@@ -321,9 +322,7 @@ def _check_figure_flags(args: argparse.Namespace) -> None:
         "--samples": args.samples != SAMPLES,
         "--steps": args.steps is not None,
         "--seed": args.seed != 0,
-        "--data-dir": args.data_dir is not None,
-        "--data": args.data is not None,
-        "--schema": args.schema is not None,
+        **dict.fromkeys(given_data_flags(args), True),
     }
     unread = [flag for flag, on in given.items() if on]
     if unread:

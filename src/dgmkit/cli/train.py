@@ -224,7 +224,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
         )
     # a value equal to the run's of another type (0.0, true) is refused here
     RunConfig.from_dict({**flat, **asked}, args.config or "the command line")
-    done = (trainer_counters(last) or {}).get("epoch", 0) if last.is_file() else 0
+    done = (trainer_counters(last) or {}).get("epoch", 0) if lengths and last.is_file() else 0
     for k in lengths if distributed.current().is_main and not launcher else []:
         if k != "epochs" or asked[k] >= done:  # (fewer than it trained: refused where the checkpoint is read)
             say(f"note: {args.config} sets {k} = {asked[k]} (the run had {flat.get(k)}): the resumed run goes on with it")
@@ -909,7 +909,7 @@ def run_train(args: argparse.Namespace) -> int:
     shift = math.prod(data["event_shape"]) * DataTransform(data["transform"], data["num_levels"]).log_volume
     continuous = scores_densities(data["transform"], record["config"]["model"])  # (a table's columns as read off)
     density = " (a log-density of continuous data, not a probability)" if continuous else ""
-    if result.label == "log p(x)" and data["transform"] == "dequantize":  # an exact density of y = (k + u) / L:
+    if score_label(result.label, data["transform"]) != result.label:  # an exact density of y = (k + u) / L:
         density = f" ({estimate_words('exact', data['transform'])})"  # of the integers, as dgm eval and report say
     step = fit_step(cfg)
     best = f"{result.label} {result.best_valid - shift:.3f} nats{density}"
