@@ -362,6 +362,18 @@ def shown_text(text: str) -> str:
     return "".join(ascii(c)[1:-1] if unicodedata.category(c) in _INVISIBLE_CATEGORIES else c for c in text)
 
 
+_CONTROL_NAMES = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab", "\x1b": "an escape", "\x00": "NUL"}
+
+
+def control_character(text: str) -> str | None:
+    """The first control character of ``text`` (C0, DEL, C1: a line break, an escape, ...),
+    named for a message, ``"U+000A (a line break)"``, or None. No path, name or value that dgm
+    reads, from a command's arguments or a settings file, takes one: printed back, as a run
+    folder's name is, it would forge lines of the output or drive the terminal."""
+    c = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    return None if c is None else f"U+{ord(c):04X} ({_CONTROL_NAMES.get(c, 'a control character')})"
+
+
 def invisible_character(text: str) -> str | None:
     """The first invisible or control character of ``text`` (those ``shown_text`` escapes: a bidi
     override, a zero width, a control, a lone surrogate), or None."""

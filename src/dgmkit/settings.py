@@ -21,10 +21,10 @@ import math
 import numbers
 import types
 import typing
-import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from dgmkit._io import control_character
 from dgmkit.errors import ConfigError, did_you_mean, shown_value
 
 __all__ = ["setting", "default_of", "check", "from_dict", "field_kind", "describe_type", "choices_of", "unused_keys"]
@@ -130,11 +130,9 @@ def _check_value(name: str, value: Any, tp: Any) -> None:
         raise ConfigError(f"{name} must be a finite number, got {shown_value(value)}")
     if kind == "str" and ("\0" in value or len(value) > 4096):
         raise ConfigError(f"{name} is not a usable text value")
-    control = next((c for c in value if unicodedata.category(c) == "Cc"), None) if kind == "str" else None
-    if control is not None:  # (as in a command's arguments: printed back, it would forge lines or drive the terminal)
-        raise ConfigError(
-            f"{name} {shown_value(value)} holds U+{ord(control):04X}, a control character: no path or name takes one"
-        )
+    control = control_character(value) if kind == "str" else None
+    if control is not None:
+        raise ConfigError(f"{name} {shown_value(value)} holds {control}: no path or name takes one")
     if kind == "str" and optional and not value:  # (a path or name that may be off: "" would be read as off, or as ".")
         raise ConfigError(f"{name} is empty; leave it out (or give none) for its default")
 

@@ -15,13 +15,12 @@ import re
 import sys
 import tempfile
 import traceback
-import unicodedata
 import warnings
 from collections.abc import Callable
 from typing import NoReturn
 
 from dgmkit import __version__
-from dgmkit._io import describe_os_error, shown_text
+from dgmkit._io import control_character, describe_os_error, shown_text
 from dgmkit.errors import DgmError, closest_name
 
 __all__ = ["main", "build_parser", "EXIT_USER_ERROR", "EXIT_BUG"]
@@ -144,9 +143,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-_CONTROL_NAMES = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab", "\x1b": "an escape", "\x00": "NUL"}
-
-
 def _takes_no_value(argv: list[str], flag: str) -> bool:
     """Whether ``flag`` is one that takes no value (``--force``, ``--draw``) in the parser of the
     command ``argv`` names (its first argument that is not a flag), or in dgm's own."""
@@ -165,10 +161,9 @@ def _refused_argument(argv: list[str]) -> str | None:
     name is ("run folder: ..."), it would forge lines of the output or drive the terminal; or
     that is empty, which no flag reads as its default (an empty path would be the working folder)."""
     for i, arg in enumerate(argv):
-        c = next((c for c in arg if unicodedata.category(c) == "Cc"), None)
-        if c is not None:
-            name = _CONTROL_NAMES.get(c, "a control character")
-            return f"the argument '{shown_text(arg)}' holds U+{ord(c):04X} ({name}): no path, name or value takes one"
+        control = control_character(arg)
+        if control is not None:
+            return f"the argument '{shown_text(arg)}' holds {control}: no path, name or value takes one"
         flag = arg[:-1] if arg.startswith("--") and arg.count("=") == 1 and arg.endswith("=") else None
         if arg == "" and i and argv[i - 1].startswith("--") and "=" not in argv[i - 1]:
             if _takes_no_value(argv[:i], argv[i - 1]):  # (then '' is an argument of its own)
