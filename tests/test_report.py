@@ -792,6 +792,47 @@ def test_the_comparison_says_what_a_run_not_yet_evaluated_is_trained_on(runs, tm
     assert cells() == before
 
 
+def test_the_comparison_says_a_run_not_yet_evaluated_on_incomplete_data_scores_its_observed_entries(tmp_path):
+    """A run trained on data with missing entries (its own, or --missing-rate's) is scored by
+    log p(x_o), of its observed entries: shown by its best validation score alone, its row said
+    the data's words, as of complete data. Its record says so (``observed_only``)."""
+    x = (np.random.default_rng(0).random((60, 16)) < 0.5).astype(np.float32)
+    x[::2, :4] = np.nan
+    np.save(tmp_path / "holes.npy", x)
+    np.save(tmp_path / "whole.npy", np.nan_to_num(x))
+    tiny = ["--objective", "miwae", "--latent-dim", "2", "--hidden", "8", "--epochs", "1", "--quiet"]
+    runs = {
+        "own": ["--dataset", str(tmp_path / "holes.npy")],
+        "rate": ["--dataset", str(tmp_path / "whole.npy"), "--missing-rate", "0.2"],
+        "whole": ["--dataset", str(tmp_path / "whole.npy")],
+    }
+    for name, argv in runs.items():
+        assert main(["train", *argv, *tiny, "--out", str(tmp_path / name)]) == 0
+    records = {name: json.loads((tmp_path / name / "config.json").read_text()) for name in runs}
+    assert [r.get("observed_only") for r in records.values()] == [True, True, None]
+    out = tmp_path / "r.html"
+    assert main(["report", *(str(tmp_path / n) for n in runs), "--out", str(out), "--no-figures"]) == 0
+    rows = out.read_text().split("<h2 id=")[0].split("<tr>")[2:]
+    cells = [re.findall(r"<td>([^<]*)</td>", row)[1] for row in rows]
+    holes = ", observed entries only"
+    assert cells == [f"{n}.npy, binary values as stored{w}" for n, w in (("holes", holes), ("whole", holes), ("whole", ""))]
+    from dgmkit.config import load_run
+    from run_records import edit_metadata, rewrite_records
+
+    def drop(meta: dict) -> None:
+        meta["config"] = json.dumps({k: v for k, v in json.loads(meta["config"]).items() if k != "observed_only"})
+
+    edit_metadata(tmp_path / "own" / "best.safetensors", drop)  # (one written before a resume that recorded it)
+    assert load_run(tmp_path / "own").record["observed_only"] is True
+    rewrite_records(tmp_path / "rate", lambda r: {k: v for k, v in r.items() if k != "observed_only"})  # (before 11-30)
+    assert main(["report", *(str(tmp_path / n) for n in runs), "--out", str(out), "--no-figures", "--force"]) == 0
+    assert out.read_text().split("<h2 id=")[0].count(", observed entries only</td>") == 2
+    for bad in (False, 1, "yes", [True]):  # (a crafted record: true or absent)
+        rewrite_records(tmp_path / "own", lambda r, bad=bad: {**r, "observed_only": bad})
+        code = main(["report", str(tmp_path / "own"), "--out", str(tmp_path / "bad.html"), "--no-figures"])
+        assert code == 1 and not (tmp_path / "bad.html").exists()
+
+
 def test_the_comparison_gives_a_closed_form_fit_no_epoch_of_its_best_score():
     """A PPCA row said "in closed form" beside "-log p(x) ... (epoch 1)": the one line a
     closed-form fit logs is of no epoch, and its score is given alone."""

@@ -44,7 +44,7 @@ from dgmkit.data.transforms import scores_densities
 from dgmkit.distributions.flow import POSTERIOR_MEANS
 from dgmkit.errors import ConfigError, DataError, DgmError, EvaluationError
 from dgmkit.evaluation.figures import image_grid_png
-from dgmkit.evaluation.report import data_words, finite_number
+from dgmkit.evaluation.report import finite_number, words_of_data
 from dgmkit.reporting import RunPage, logged_epoch, metric_keys, render_page
 from dgmkit.settings import unused_keys
 from dgmkit.training.checkpoint import trainer_counters
@@ -190,14 +190,16 @@ def _metrics_notes(run: Run, metrics: list[dict]) -> list[str]:
     return notes
 
 
-def _data_words(run: Run) -> str | None:
-    """What the run's numbers are of, in words, as ``data_words`` says them of its evaluations'
-    records (binarized, dequantized integer levels, a table's standardized rows), from the run's
-    record alone: its best validation score is of those data where no evaluation says so."""
+def _data_words(run: Run) -> tuple[str, ...]:
+    """What the run's numbers are of, in words, as the comparison says them of its evaluations'
+    records (binarized, dequantized integer levels, a table's standardized rows; "observed
+    entries only" of incomplete data), from the run's record alone: its best validation score is
+    of those data where no evaluation says so."""
     continuous = scores_densities(run.transform.kind, run.cfg.model)  # (a table's numeric columns, standardized)
-    table = continuous and is_table(run.cfg.data.dataset)
-    density = "continuous" if continuous else "discrete"
-    return data_words({"transform": run.transform.kind, "density_of": density, "table_note": "table" if table else None})
+    words = words_of_data(run.transform.kind, continuous, continuous and is_table(run.cfg.data.dataset))
+    # (a run before 2026-11-30 recorded no observed_only: its missing_rate says it, a table's own holes do not)
+    holes = run.record.get("observed_only") or run.cfg.data.missing_rate > 0
+    return tuple(w for w in (words, "observed entries only" if holes else None) if w)
 
 
 def _checkpointed(run: Run) -> int | None:

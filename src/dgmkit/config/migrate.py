@@ -128,6 +128,8 @@ def check_record(record: dict, source: str) -> RunConfig:
     floats = isinstance(seen, list) and len(seen) == 2 and all(type(v) is float and math.isfinite(v) for v in seen)
     if seen is not None and not (floats and seen[0] <= seen[1]):  # (floats, as written: an integer of 400 digits is none)
         raise CheckpointError(f"{source}: the data's value_range {str(seen)[:60]} is not [lowest, highest], finite numbers")
+    if record.get("observed_only", True) is not True:  # (1 == True: "not in (None, True)" would take it)
+        raise CheckpointError(f"{source}: observed_only {str(record['observed_only'])[:40]} is not true (or absent)")
     digest = d.get("sha256")
     if digest is not None and not (
         isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)

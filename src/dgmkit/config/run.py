@@ -101,7 +101,18 @@ def run_record(
     # continuous values may lie anywhere: the figures draw this range (beside "data", which same-run checks compare,
     # and a dgmkit before 2026-11-29 compares whole: a key there would make it refuse to resume the run)
     seen = _value_range(dataset) if transform.kind == "continuous" and not dataset.columns else None
-    return record if seen is None else {**record, "value_range": seen}
+    if seen is not None:
+        record["value_range"] = seen
+    if _incomplete(dataset):  # (its scores are of log p(x_o): what a report says of a run that no evaluation has)
+        record["observed_only"] = True
+    return record
+
+
+def _incomplete(dataset: Dataset) -> bool:
+    """Whether the training or the validation split holds a missing entry (NaN), looked for in
+    parts of 2^22 values."""
+    splits = (dataset.train.x, dataset.valid.x)
+    return any(x.is_floating_point() and bool(part.isnan().any()) for x in splits for part in x.reshape(-1).split(1 << 22))
 
 
 def _value_range(dataset: Dataset) -> list[float] | None:
@@ -234,8 +245,9 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
         own = migrate_record(read_json(path / "config.json"), str(path / "config.json"))
         check_same_run(own, record, path / "config.json", found, FREE_ON_RESUME + MOVABLE)
         cfg = _moved_as_recorded(cfg, own, record)  # where the runs it takes are now, and its data
-        if "value_range" in own and "value_range" not in record:  # (a best checkpoint from before a resume recorded it)
-            record = {**record, "value_range": own["value_range"]}
+        for key in ("value_range", "observed_only"):  # (a best checkpoint from before a resume recorded them)
+            if key in own and key not in record:
+                record = {**record, key: own[key]}
     data = record["data"]
     try:
         DataTransform(data["transform"], data["num_levels"])

@@ -28,6 +28,7 @@ __all__ = [
     "estimate_label",
     "estimate_protocol",
     "data_words",
+    "words_of_data",
     "data_notes",
     "record_problem",
     "finite_number",
@@ -144,11 +145,19 @@ def data_words(record: dict) -> str | None:
     """What an eval record's numbers are of, in words ("binarized (one seeded Bernoulli draw of
     each pixel)", "a table's rows, numeric columns standardized"): compare like with like. None
     for a record that does not say."""
-    if record.get("table_note"):
+    continuous = record.get("density_of") != "discrete"  # (a record that does not say: as stored)
+    return words_of_data(str(record.get("transform")), continuous, bool(record.get("table_note")))
+
+
+def words_of_data(transform: str, continuous: bool, table: bool) -> str | None:
+    """What numbers are of, in words, of data that ``transform`` feeds to a model, scored by a
+    density over real values (``continuous``: ``scores_densities``) or a probability, of a table's
+    rows or not (``data_words`` reads the three of an eval record; None for a transform unknown)."""
+    if table:
         return "a table's rows, numeric columns standardized"
-    if record.get("transform") == "continuous" and record.get("density_of") == "discrete":  # (scores_densities)
+    if transform == "continuous" and not continuous:
         return "a table's rows of categories"
-    return _DATA_WORDS.get(str(record.get("transform")))
+    return _DATA_WORDS.get(transform)
 
 
 def estimate_protocol(record: dict) -> str:

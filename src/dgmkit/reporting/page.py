@@ -74,7 +74,7 @@ class RunPage:
     step: str = "epoch"  # what a metrics line is of, as dgm train says it ("EM iteration" for EM fits)
     checkpointed: int | None = None  # the epoch of checkpoint.safetensors: a line logged after it is of no weights kept
     fit: str = "gradient"  # how the family is fitted (FamilyConfig.fit): "closed-form" has no epochs to count
-    data_words: str | None = None  # what the run's numbers are of (``data_words``): said where no test result says it
+    data_words: tuple[str, ...] = ()  # what the run's numbers are of, in words: said where no test result says it
 
 
 def _e(v: object) -> str:
@@ -302,13 +302,14 @@ def _test_result(evals: dict[str, dict], weights: str | None) -> dict | None:
     return full[max(range(len(full)), key=lambda i: (rank[i], k[i], i))]
 
 
-def _data_cell(t: dict, run_words: str | None = None) -> list[str]:
+def _data_cell(t: dict, run_words: tuple[str, ...] = ()) -> list[str]:
     """What a test result's numbers are of, beside the dataset's name in the comparison: its data
-    words (``data_words``; where there is no test result, ``run_words``, of the run's data: its best
-    validation score is of them), and "observed entries only" for log p(x_o) of incomplete data,
-    which compares with no complete split's number."""
-    words = data_words(t) if t else run_words
-    return [w for w in (words, "observed entries only" if t.get("observed_dims") is not None else None) if w]
+    words (``data_words``), and "observed entries only" for log p(x_o) of incomplete data, which
+    compares with no complete split's number; where there is no test result, ``run_words``, of the
+    run's data (its best validation score is of them)."""
+    if not t:
+        return list(run_words)
+    return [w for w in (data_words(t), "observed entries only" if t.get("observed_dims") is not None else None) if w]
 
 
 def _trained(r: RunPage) -> str:
