@@ -8,11 +8,13 @@ import typing
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pytest
 import torch
 
 from dgmkit.cli.main import main
 from dgmkit.config import SECTIONS, RunConfig, load_config_file
+from dgmkit.data.registry import FOLDER_DATASETS
 from dgmkit.errors import ConfigError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES
 from dgmkit.settings import check, choices_of, field_kind, from_dict, setting
@@ -737,6 +739,35 @@ def test_a_new_run_that_sets_what_its_choices_do_not_read_is_refused_before_it_w
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
     assert main(["train", "--dataset", "digits", *flags, "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 1
     assert f"{key} = " in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag", [["--data-dir", "elsewhere"], ["--no-download"]])
+def test_a_folder_setting_of_data_read_from_no_folder_is_refused_where_it_enters(tmp_path, capsys, monkeypatch, flag):
+    """--data-dir and --no-download are of the datasets read from a folder: with the bundled
+    digits or a data file (read from its path) they were taken silently and recorded; a later
+    command's --data-dir of such a run likewise."""
+    np.save(tmp_path / "x.npy", (np.random.default_rng(0).random((40, 16)) < 0.5).astype(np.float32))
+    tiny = ["--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--quiet"]
+    for data, read in (("digits", "read from no folder"), (str(tmp_path / "x.npy"), "read from its path")):
+        out = tmp_path / "r"
+        assert main(["train", "--dataset", data, *flag, *tiny, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert f"the dataset {data} is {read}" in err and "data_dir and download are of the datasets read from a" in err
+        assert "binarized-mnist, mnist, fashion-mnist, frey-faces" in err and not out.exists()
+    for name in FOLDER_DATASETS:  # (read from a folder: neither is refused before loading)
+        RunConfig.of(dataset=name, data_dir=str(tmp_path), download=False).check_inert()
+    RunConfig.of(dataset="digits").check_inert()
+    run = tmp_path / "digits"
+    assert main(["train", "--dataset", "digits", *tiny, "--out", str(run)]) == 0
+    assert main(["eval", str(run), "--data-dir", str(tmp_path)]) == 1
+    assert f"--data-dir is of datasets read from a folder; {run} was trained on digits, read from no folder" in (
+        capsys.readouterr().err
+    )
+    monkeypatch.chdir(tmp_path)  # a run on another run's data takes it: that run's data may be read from a folder
+    codes = ["--codes-of", str(run), "--likelihood", "gaussian"]
+    assert main(["train", *codes, *flag, *tiny, "--out", str(tmp_path / "codes")]) == 0
+    data = json.loads((tmp_path / "codes" / "config.json").read_text())["config"]["data"]
+    assert data["data_dir"] == str(tmp_path / "elsewhere") if flag[0] == "--data-dir" else not data["download"]
 
 
 def test_a_setting_left_unread_that_a_config_file_set_is_named_with_the_file_and_the_flag_that_overrides_it(

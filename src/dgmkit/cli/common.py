@@ -24,7 +24,7 @@ from dgmkit.config.run import holds_recorded_data, recorded_config
 from dgmkit.config.schema import DataConfig, RunConfig
 from dgmkit.data import Dataset, default_data_dir
 from dgmkit.data.formats import read_arrays
-from dgmkit.data.registry import check_images, is_data_file, is_table
+from dgmkit.data.registry import FOLDER_DATASETS, check_images, is_data_file, is_table
 from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.data.transforms import values_seen
 from dgmkit.distributions import location
@@ -180,9 +180,10 @@ def seeded_rows(total: int, n: int | None, seed: int) -> torch.Tensor | None:
 SPLITS = ["train", "valid", "test"]
 
 
-def add_split_flag(p: argparse.ArgumentParser, default: str = "test") -> None:
-    """--split: which of a run's data splits the command reads."""
-    p.add_argument("--split", default=default, choices=SPLITS)
+def add_split_flag(p: argparse.ArgumentParser, default: str | None = "test", help: str | None = None) -> None:
+    """--split: which of a run's data splits the command reads (None: a default the command
+    decides, so that it can tell the flag given from the flag left out)."""
+    p.add_argument("--split", default=default, choices=SPLITS, help=help)
 
 
 def add_seeded_data_flags(p: argparse.ArgumentParser, seed_help: str | None = None) -> None:
@@ -202,6 +203,10 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
             raise ConfigError(f"{flag} is empty: name a path, or leave it out")
         if flag != "--data" and not (value is None or isinstance(value, (str, os.PathLike))):  # (from Python)
             raise ConfigError(f"{flag.lstrip('-').replace('-', '_')} names a path, got {shown_value(value)}")
+    named = run.cfg.data.dataset
+    if data_dir is not None and not run.cfg.data.codes_of and named not in FOLDER_DATASETS:
+        read = "from its path: a moved data file is named by --data" if is_data_file(named) else "from no folder"
+        raise ConfigError(f"--data-dir is of datasets read from a folder; {run.path} was trained on {named}, read {read}")
     cfg, moved_file = _moved_data(run, _moved_schema(run, run.cfg.data, schema), data)
     dataset = run_dataset(cfg, data_dir, run.record["data"].get("units"), moved_file=moved_file)
     check_derived_current(dataset, cfg, run.record, run.path)
@@ -249,9 +254,10 @@ def _moved_data(run: Run, cfg: DataConfig, data: str | None) -> tuple[DataConfig
         return dataclasses.replace(cfg, codes_of=str(Path(data).resolve())), None
     if data is not None:
         if not is_data_file(cfg.dataset):
+            where = "use --data-dir" if cfg.dataset in FOLDER_DATASETS else "read from no folder: it does not move"
             raise ConfigError(
                 f"--data points at a moved data file, but {run.path} was trained on the named dataset {cfg.dataset!r} "
-                "(use --data-dir)"
+                f"({where})"
             )
         if not is_data_file(data):
             raise ConfigError(f"--data names a .npy, .npz, .mat, .csv or .parquet file, got {data!r}")

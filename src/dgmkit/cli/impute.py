@@ -25,12 +25,12 @@ import torch
 from dgmkit._io import atomic_write_bytes, atomic_write_json
 from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import (
-    SPLITS,
     add_count_flag,
     add_data_flags,
     add_device_flag,
     add_limit_flag,
     add_run_parser,
+    add_split_flag,
     array_of_table_note,
     command_output,
     data_to_display,
@@ -84,12 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=".npy (the single imputation), .npz (x, and draws with --draws) or, for a table, .csv (in its own units)",
     )
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument(
-        "--split",
-        default=None,
-        choices=SPLITS,
-        help="the split of the run's own data to impute, where no INPUT is given (default: train)",
-    )
+    add_split_flag(p, None, "the split of the run's own data to impute, where no INPUT is given (default: train)")
     add_count_flag(p, "--k", 1, 10**7, default=10000, help="importance samples per datapoint")
     add_count_flag(p, "--draws", 0, 10**4, default=0, help="multiple imputations to draw (sampling importance resampling)")
     p.add_argument(

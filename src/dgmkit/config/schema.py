@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from dgmkit._io import is_text_path, parse_json, read_regular
+from dgmkit.data.registry import FOLDER_DATASETS, is_data_file
 from dgmkit.devices import check_device_name
 from dgmkit.errors import ConfigError, did_you_mean
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, FamilyConfig, get_family
@@ -430,6 +431,8 @@ class RunConfig:
             unread += [("lr_decay", o.lr_decay, 0.99, exponential), ("lr_decay_every", o.lr_decay_every, 1, exponential)]
         if not d.missing_rate:
             unread.append(("missing_seed", d.missing_seed, 0, "--missing-rate"))
+        if not d.codes_of and d.dataset not in FOLDER_DATASETS:  # (a data file is read from its path)
+            unread += [(k, getattr(d, k), default, "folder") for k, default in (("data_dir", None), ("download", True))]
         if d.labels is None:  # (with a family not trained on labels, --labels is refused too)
             labels = "--labels" if self.model.uses_labels else "--labels and a model trained on labels"
             unread.append(("labels_seed", d.labels_seed, None, labels))
@@ -447,6 +450,13 @@ class RunConfig:
             return (
                 f"{what}: the {self.model.name} model's log-likelihood is exact (or it has none), and dgm eval "
                 f"samples nothing for it: {fix}"
+            )
+        if needs == "folder":
+            d = self.data
+            read = "is read from its path" if is_data_file(d.dataset) else "is read from no folder (bundled or made here)"
+            return (
+                f"{what}: the dataset {d.dataset} {read}; data_dir and download are of the datasets read from a "
+                f"folder ({', '.join(FOLDER_DATASETS)}): {fix}"
             )
         if needs is None:
             return (

@@ -34,6 +34,7 @@ from dgmkit.errors import DataError, did_you_mean, shown_value, whole_at_least
 
 __all__ = [
     "DATASETS",
+    "FOLDER_DATASETS",
     "CONTENT",
     "load_dataset",
     "default_data_dir",
@@ -405,6 +406,10 @@ def _table(name: str) -> Callable[[Path, bool], Dataset]:
 def _toy(name: str) -> Callable[[Path, bool], Dataset]:
     return lambda root, download: toy_2d(name)
 
+
+FOLDER_DATASETS = ("binarized-mnist", "mnist", "fashion-mnist", "frey-faces")
+"""The named datasets read from their files in the data directory (``data_dir``), downloaded
+where missing; the others are bundled with scikit-learn or made here, and read no folder."""
 
 DATASETS: dict[str, Callable[[Path, bool], Dataset]] = {
     **{name: _toy(name) for name in TOY_2D},
