@@ -713,6 +713,17 @@ def test_from_array_refuses_bad_labels(y, problem):
         from_array(np.zeros((20, 4), np.uint8), y)
 
 
+def test_label_range_is_checked_exactly_whatever_their_float_type():
+    """MAX_LABEL (2**31 - 1) is 2**31 as float32 and inf as float16: compared in the labels' own
+    type, float32 labels of 2**31 passed, and float16 ones warned of an overflow."""
+    with pytest.raises(DataError, match="labels must lie in 0..2147483647, found 2147483648"):
+        from_array(np.zeros((20, 4), np.uint8), np.full(20, 2**31, np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = from_array(np.zeros((20, 4), np.uint8), np.full(20, 65504, np.float16))
+    assert d.train.y.tolist() == [65504] * len(d.train)
+
+
 def test_nan_and_2d_labels_in_an_npz_file(tmp_path):
     np.savez(tmp_path / "nan.npz", x=np.zeros((20, 4)), y=np.full(20, np.nan))
     np.savez(tmp_path / "two.npz", x=np.zeros((20, 4)), y=np.zeros((20, 2), np.int64))

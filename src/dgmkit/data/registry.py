@@ -495,8 +495,9 @@ def _check_labels(y: object, n: int, name: str) -> torch.Tensor:
         raise DataError(f"{name}: the labels hold NaN or inf")
     if y.dtype.kind == "f" and not np.all(y == np.round(y)):
         raise DataError(f"{name}: labels must be whole numbers")
-    if y.min() < 0 or y.max() > MAX_LABEL:
-        raise DataError(f"{name}: labels must lie in 0..{MAX_LABEL}, found {y.min()}..{y.max()}")
+    low, high = y.min().item(), y.max().item()  # (Python numbers: MAX_LABEL as float16 is inf, as float32 2**31)
+    if low < 0 or high > MAX_LABEL:
+        raise DataError(f"{name}: labels must lie in 0..{MAX_LABEL}, found {low}..{high}")
     return torch.from_numpy(y.astype(np.int64))
 
 
