@@ -521,6 +521,21 @@ def test_a_schema_must_name_every_column_with_a_known_kind(tmp_path):
         read_table(p, hidden)
 
 
+def test_a_schema_is_read_as_a_config_file_is_a_byte_order_mark_allowed_and_its_size_capped(tmp_path, monkeypatch):
+    """A schema saved with a byte-order mark (Windows' Notepad) reads as without one, as a CSV file
+    and a config file do (it was "not a readable JSON file"); a file beyond the cap is refused unread."""
+    import dgmkit.data.table as table
+
+    p = _table(tmp_path)
+    s = tmp_path / "s.json"
+    spec = json.dumps({"columns": {"size": "numeric", "colour": "categorical", "weight": "numeric"}})
+    s.write_bytes(b"\xef\xbb\xbf" + spec.encode())
+    assert [c.kind for c in read_table(p, s)[1]] == ["numeric", "categorical", "numeric"]
+    monkeypatch.setattr(table, "MAX_SCHEMA_BYTES", len(spec) + 2)
+    with pytest.raises(DataError, match=f"schema {s}: more than {len(spec) + 2} bytes"):
+        read_table(p, s)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_as_a_csv_end_in_a_table_or_a_clear_error(tmp_path_factory, data):

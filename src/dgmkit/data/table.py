@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dgmkit._io import invisible_character, parse_json, shown_text
+from dgmkit._io import invisible_character, parse_json, read_regular, shown_text
 from dgmkit.data.formats import data_file_errors, open_data_file
 from dgmkit.errors import DataError
 
@@ -45,6 +45,7 @@ MAX_CATEGORIES = 256
 MAX_TABLE_BYTES = 1 << 28  # parsed into Python strings: some 20 times that in memory
 MAX_COLUMNS = 10_000
 MAX_TABLE_CELLS = 1 << 25  # each a Python string once parsed: some 2 GB at most
+MAX_SCHEMA_BYTES = 16 << 20  # a schema file (one name and kind per column: some 40 bytes each)
 
 
 @dataclass(frozen=True)
@@ -169,9 +170,13 @@ def _schema(path: Path | None, header: list[str]) -> dict[str, str] | None:
     where = f"schema {shown_text(str(path))}"  # (a name's control characters escaped: no line reads as another)
     if not Path(path).is_file():  # a folder, a FIFO (that would block) or nothing
         raise DataError(f"{where}: not a file (no such file, or a folder or pipe)")
-    try:
-        spec = parse_json(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSON errors, nesting too deep included
+    with data_file_errors(Path(path)):
+        raw = read_regular(path, MAX_SCHEMA_BYTES)
+    if len(raw) > MAX_SCHEMA_BYTES:
+        raise DataError(f"{where}: more than {MAX_SCHEMA_BYTES} bytes, the most a schema may have")
+    try:  # (a byte-order mark, as some editors write one, is not part of the text: as a CSV file's and a config file's)
+        spec = parse_json(raw.decode("utf-8-sig"))
+    except ValueError as e:  # UnicodeDecodeError and JSON errors, nesting too deep included
         raise DataError(f"{where}: not a readable JSON file ({e})") from None
     cols = spec.get("columns") if isinstance(spec, dict) else None
     if not isinstance(cols, dict) or not all(isinstance(v, str) for v in cols.values()):
