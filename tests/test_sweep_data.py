@@ -487,6 +487,34 @@ def test_mat_v4_headers_one_field_out_of_range_are_not_v4(tmp_path, data):
         read_mat(_mat(tmp_path, data, "bad.mat"))
 
 
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        (
+            _v4(mopt=1000)[:22] + np.arange(2.0).astype(">f8").tobytes(),
+            "'x' declares IEEE big-endian numbers in a file of IEEE little-endian headers",
+        ),
+        (_v4(mopt=2000), "'x' declares VAX D-float numbers"),
+        (_v4() + _v4(mopt=4000, name=b"y\0"), "'y' declares Cray numbers"),
+        (
+            struct.pack(">5i", 0, 2, 1, 0, 2) + b"x\0" + np.arange(2.0).astype(">f8").tobytes(),
+            "'x' declares IEEE little-endian numbers in a file of IEEE big-endian headers",
+        ),
+        (_v4(rows=2**30)[:-8], r"'x' declares 1073741824 x 1 values \(8589934592 bytes\) but 8 bytes follow its header"),
+        (struct.pack("<5i", 0, 2**31 - 1, 2**31 - 1, 1, 2) + b"x\0", r"declares 2147483647 x 2147483647 values"),
+        (_v4() + b"\0" * 7, "the bytes at offset 38 are no matrix header"),
+    ],
+    ids=["big-endian numbers", "VAX", "Cray second", "little-endian numbers", "short", "int64 overflow", "trailing bytes"],
+)
+def test_mat_v4_matrices_are_walked_before_scipy_reads_them(tmp_path, data, problem):
+    """SciPy reads every v4 matrix in the byte order of the file's first header, whatever the M digit
+    of its own says (a big-endian or VAX matrix was read as little-endian numbers, silently wrong),
+    and said "negative seek value" of dimensions whose bytes overflow int64."""
+    with pytest.raises(DataError, match=problem) as e:
+        read_mat(_mat(tmp_path, data))
+    assert str(e.value).startswith(f"cannot read {tmp_path / 'm.mat'} as a MATLAB .mat file: ")
+
+
 def test_mat_data_and_labels_by_their_names(tmp_path):
     images, labels = np.arange(12.0).reshape(4, 3), np.array([[0, 1, 0, 1]])
     scipy.io.savemat(tmp_path / "a.mat", {"images": images, "y": labels})

@@ -11,7 +11,9 @@ as full elements, a known class, the data parts its flags promise, variables onl
 structs and objects, no dimension negative, a bounded number of struct fields), and the
 compressed elements are inflated as streams that stop when all of them together reach the cap,
 so no header can make a reader allocate more than the cap (nor crash SciPy's reader, which
-trusts what it reads); variable names must be unique. Then
+trusts what it reads); in a v4 file every matrix must have a well-formed header whose digit M
+declares the byte order of the file's headers (SciPy reads every matrix in that order, whatever
+its M) and be followed by the bytes its size declares; variable names must be unique. Then
 each chosen variable's declared size (shape times the bytes of its class, from
 ``scipy.io.whosmat``) is held against the cap. Only real numeric arrays are read (no cells,
 structs, strings, sparse or complex matrices). MATLAB 7.3 files are HDF5 containers, which this
@@ -277,20 +279,57 @@ def _load(path: Path, raw: bytes, name: str, shape: tuple[int, ...], cls: str, l
     return np.ascontiguousarray(value)
 
 
-def _v4_header(raw: bytes) -> bool:
-    """Whether ``raw`` starts as a MATLAB v4 file: a matrix header of five int32 (in either byte
-    order) whose type code MOPT has M in 0..4, O = 0, P in 0..5 and T in 0..2, an imaginary flag
-    0 or 1, non-negative sizes and a name of 1..63 bytes ending in NUL within the file."""
-    if len(raw) < 20:
-        return False
-    for order in "<>":
-        mopt, rows, cols, imag, namelen = struct.unpack(order + "5i", raw[:20])
-        o, p, t = (mopt // 100) % 10, (mopt // 10) % 10, mopt % 10  # M (the byte order) is mopt // 1000 < 5
-        if not (0 <= mopt < 5000 and o == 0 and p <= 5 and t <= 2 and imag in (0, 1) and rows >= 0 and cols >= 0):
-            continue
-        if 1 <= namelen <= 64 and len(raw) >= 20 + namelen and raw[20 + namelen - 1] == 0:
-            return True
-    return False
+_V4_BYTES = (8, 4, 4, 2, 2, 1)  # bytes per value of each precision P: double, single, int32, int16, uint16, uint8
+_V4_FORMATS = ("IEEE little-endian", "IEEE big-endian", "VAX D-float", "VAX G-float", "Cray")  # of each digit M
+
+
+def _v4_fields(raw: bytes, pos: int, order: str) -> tuple[int, int, int, int, int] | None:
+    """The five int32 of a v4 matrix header at ``pos`` read in byte order ``order`` (type code
+    MOPT, rows, columns, imaginary flag, name length), if they are one: M in 0..4, O = 0, P in
+    0..5 and T in 0..2, an imaginary flag 0 or 1, non-negative sizes and a name of 1..64 bytes
+    ending in NUL within the file; else None."""
+    if len(raw) - pos < 20:
+        return None
+    mopt, rows, cols, imag, namelen = struct.unpack_from(order + "5i", raw, pos)
+    o, p, t = (mopt // 100) % 10, (mopt // 10) % 10, mopt % 10  # M (the byte order) is mopt // 1000 < 5
+    if not (0 <= mopt < 5000 and o == 0 and p <= 5 and t <= 2 and imag in (0, 1) and rows >= 0 and cols >= 0):
+        return None
+    if not (1 <= namelen <= 64 and len(raw) >= pos + 20 + namelen and raw[pos + 20 + namelen - 1] == 0):
+        return None
+    return mopt, rows, cols, imag, namelen
+
+
+def _v4_header(raw: bytes) -> str | None:
+    """The byte order ("<" or ">") in which ``raw`` starts as a MATLAB v4 file (``_v4_fields``),
+    or None if it does not."""
+    return next((order for order in "<>" if _v4_fields(raw, 0, order) is not None), None)
+
+
+def _check_v4(raw: bytes, order: str, path: Path) -> None:
+    """Walk a v4 file's matrices before SciPy reads one: each header well formed, in the file's
+    byte order ``order`` and saying so by its digit M (SciPy reads every matrix in the byte order
+    of the first header, whatever its own M says: big-endian or VAX numbers were read as
+    little-endian ones, silently wrong), and its values within the bytes that follow it."""
+
+    def fail(why: str) -> NoReturn:
+        raise DataError(f"cannot read {_show(path)} as a MATLAB .mat file: {why}")
+
+    own = "<>".index(order)
+    pos = 0
+    while pos < len(raw):
+        fields = _v4_fields(raw, pos, order)
+        if fields is None:
+            fail(f"the bytes at offset {pos} are no matrix header (a v4 file holds matrices one after another)")
+        mopt, rows, cols, imag, namelen = fields
+        name = _name(raw[pos + 20 : pos + 19 + namelen].decode("latin1"))
+        if mopt // 1000 != own:
+            fail(f"the matrix {name} declares {_V4_FORMATS[mopt // 1000]} numbers in a file of {_V4_FORMATS[own]} headers")
+        size = rows * cols * _V4_BYTES[(mopt // 10) % 10] * (2 if imag and mopt % 10 != 2 else 1)  # (sparse: no double)
+        pos += 20 + namelen
+        if size > len(raw) - pos:
+            held = len(raw) - pos
+            fail(f"the matrix {name} declares {rows} x {cols} values ({size} bytes) but {held} bytes follow its header")
+        pos += size
 
 
 def read_mat(path: Path, key: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -306,13 +345,16 @@ def read_mat(path: Path, key: str | None = None) -> tuple[np.ndarray, np.ndarray
             "save it with MATLAB's save(..., '-v7') or convert it to .npz"
         )
     v5 = len(raw) >= 128 and raw[126:128] in (b"IM", b"MI")
+    v4_order = None if v5 else _v4_header(raw)
     if v5:
         _check_v5(raw, limit, path)
-    elif not _v4_header(raw):
+    elif v4_order is None:
         raise DataError(
             f"cannot read {_show(path)} as a MATLAB .mat file: it starts with neither a v5 header nor a v4 matrix "
             "header (is it a .mat file?)"
         )
+    else:
+        _check_v4(raw, v4_order, path)
     names = _variables(path, raw)  # SciPy reads the bytes checked above, never the file again
     name, shape, cls = _choose(path, names, key)
     x = _load(path, raw, name, shape, cls, limit, v5)
