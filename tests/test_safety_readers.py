@@ -551,6 +551,52 @@ def test_gzip_members_padding_truncation_and_trailing_garbage(tmp_path):
     assert np.array_equal(read_idx(tmp_path / "many.gz"), arr)
 
 
+def mat_bytes(**kwargs) -> bytes:
+    import scipy.io
+
+    buf = io.BytesIO()
+    arrays = {"x": np.arange(60.0).reshape(20, 3), "y": np.arange(20, dtype=np.uint8) % 3, "z": np.ones((2, 2), np.int16)}
+    if kwargs.get("format") != "4":
+        arrays.update(c=np.array([[1, "ab"]], dtype=object), s={"f": np.ones(2)})
+    scipy.io.savemat(buf, arrays, **kwargs)
+    return buf.getvalue()
+
+
+MAT_FILES = [mat_bytes(), mat_bytes(do_compression=True), mat_bytes(format="4")]
+MAT_WORDS = [b"\xff\xff\xff\xff", b"\x00\x00\x00\x80", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x00", b"\x01\x00\x00\x00"]
+
+
+@st.composite
+def mutated_mat_files(draw) -> bytes:
+    """A v5 (plain or compressed) or v4 .mat file of numbers, labels, a cell and a struct, with a
+    few bytes or 32-bit words overwritten, bytes inserted, or its end cut off."""
+    data = bytearray(draw(st.sampled_from(MAT_FILES)))
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(data)))
+        kind = draw(st.sampled_from(["byte", "word", "insert", "cut"]))
+        if kind == "byte" and i < len(data):
+            data[i] = draw(st.integers(0, 255))
+        elif kind == "word":
+            data[i : i + 4] = draw(st.sampled_from(MAT_WORDS))
+        elif kind == "insert":
+            data[i:i] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            del data[i:]
+    return bytes(data)
+
+
+@FAST
+@given(data=mutated_mat_files(), key=st.sampled_from([None, "x", "y", "c", "s"]))
+def test_mat_mutated_bytes_load_or_dataerror(work, data, key):
+    path = work / "mutated.mat"
+    path.write_bytes(data)
+    out = guarded(lambda p: read_mat(p, key), path, data_size=max(map(len, MAT_FILES)))
+    if out is not None:
+        x, y = out
+        check_plain_array(x)
+        assert y is None or (isinstance(y, np.ndarray) and y.dtype.kind in "biuf")
+
+
 @pytest.mark.parametrize("reader", [read_array, read_idx, read_amat, open_maybe_gzip, read_mat])
 def test_a_path_that_is_no_readable_file_is_one_data_error_naming_it(tmp_path, reader):
     (tmp_path / "file").write_bytes(b"x")
