@@ -515,6 +515,21 @@ def test_mat_v4_matrices_are_walked_before_scipy_reads_them(tmp_path, data, prob
     assert str(e.value).startswith(f"cannot read {tmp_path / 'm.mat'} as a MATLAB .mat file: ")
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"MATLAB 7.3 format file written by another tool".ljust(124) + b"\x00\x02IM" + bytes(384) + b"\x89HDF\r\n\x1a\n",
+        b"\x89HDF\r\n\x1a\n" + bytes(200),  # no MAT header at all (Octave's save -hdf5, h5py)
+    ],
+    ids=["version 2 in the header", "plain HDF5"],
+)
+def test_mat_an_hdf5_file_is_named_one_whatever_its_header_text(tmp_path, data):
+    """A v7.3 file was told by its header's first words alone: another text (a version of 2 in the
+    header's version field) or none (a plain HDF5 file named .mat) got a v5 or v4 parser's message."""
+    with pytest.raises(DataError, match="an HDF5 container"):
+        read_mat(_mat(tmp_path, data))
+
+
 def test_mat_data_and_labels_by_their_names(tmp_path):
     images, labels = np.arange(12.0).reshape(4, 3), np.array([[0, 1, 0, 1]])
     scipy.io.savemat(tmp_path / "a.mat", {"images": images, "y": labels})

@@ -44,6 +44,7 @@ from dgmkit.errors import DataError
 __all__ = ["read_mat", "MAT_MAGIC_73"]
 
 MAT_MAGIC_73 = b"MATLAB 7.3 MAT-file"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"  # a file of HDF5 alone (a v7.3 file has it at byte 512)
 # whosmat's class names -> bytes per element
 _NUMERIC = {
     "double": 8,
@@ -339,12 +340,13 @@ def read_mat(path: Path, key: str | None = None) -> tuple[np.ndarray, np.ndarray
     raw = read_regular(path, limit)
     if len(raw) > limit:
         raise DataError(f"{_show(path)} is more than the limit of {limit} bytes (set {MAX_BYTES_ENV} to raise it)")
-    if raw.startswith(MAT_MAGIC_73):
+    v5 = len(raw) >= 128 and raw[126:128] in (b"IM", b"MI")
+    major = raw[125 if raw[126:127] == b"I" else 124] if v5 else None  # the header's version, 1 (v5) or 2 (v7.3)
+    if raw.startswith((MAT_MAGIC_73, _HDF5_MAGIC)) or major == 2:  # (another tool's header text, or none)
         raise DataError(
             f"{_show(path)} is a MATLAB 7.3 file (an HDF5 container), which dgmkit does not read; "
             "save it with MATLAB's save(..., '-v7') or convert it to .npz"
         )
-    v5 = len(raw) >= 128 and raw[126:128] in (b"IM", b"MI")
     v4_order = None if v5 else _v4_header(raw)
     if v5:
         _check_v5(raw, limit, path)
