@@ -541,6 +541,12 @@ def from_array(
                 f"{name}: integers of magnitude up to {top}, beyond 2^24, would not all stay distinct as the float32 "
                 "values dgmkit models; scale them first"
             )
+        if 0 < float(np.abs(seen).max()) < np.finfo(np.float32).tiny:  # (all below float32's normal numbers)
+            raise DataError(
+                f"{name}: values of magnitude at most {float(np.abs(seen).max()):.3g}, below float32's smallest normal "
+                f"number ({np.finfo(np.float32).tiny:.3g}), would lose their digits or become 0 as the float32 values "
+                "dgmkit models; scale them first"
+            )
         levels, t = None, torch.from_numpy(x.astype(np.float32))
     labels = None if y is None else _check_labels(y, len(t), name)
     perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))
