@@ -501,6 +501,24 @@ def _check_labels(y: object, n: int, name: str) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
+def _check_float32_values(seen: np.ndarray, name: str) -> None:
+    """Refuse values (not levels: the finite ones, ``seen``) that the float32 dgmkit models would
+    not keep: integers beyond 2^24 (not all distinct), or all below float32's smallest normal
+    number (their digits lost, or 0)."""
+    top = max(-int(seen.min()), int(seen.max())) if seen.dtype.kind in "iu" else 0  # (Python ints: no overflow)
+    if top > 2**24:  # (float32 holds every integer up to 2^24 only)
+        raise DataError(
+            f"{name}: integers of magnitude up to {top}, beyond 2^24, would not all stay distinct as the float32 "
+            "values dgmkit models; scale them first"
+        )
+    if 0 < float(np.abs(seen).max()) < np.finfo(np.float32).tiny:
+        raise DataError(
+            f"{name}: values of magnitude at most {float(np.abs(seen).max()):.3g}, below float32's smallest normal "
+            f"number ({np.finfo(np.float32).tiny:.3g}), would lose their digits or become 0 as the float32 values "
+            "dgmkit models; scale them first"
+        )
+
+
 def from_array(
     x: np.ndarray, y: np.ndarray | None = None, name: str = "array", seed: int = 0, shaped: bool = False
 ) -> Dataset:
@@ -535,18 +553,7 @@ def from_array(
         # integers, stored as floats where NaN marks missing entries (``data.missing``)
         t = torch.from_numpy(x.astype(np.float32 if missing else np.uint8))
     else:
-        top = max(-int(seen.min()), int(seen.max())) if x.dtype.kind in "iu" else 0  # (Python ints: no overflow)
-        if top > 2**24:  # (float32 holds every integer up to 2^24 only)
-            raise DataError(
-                f"{name}: integers of magnitude up to {top}, beyond 2^24, would not all stay distinct as the float32 "
-                "values dgmkit models; scale them first"
-            )
-        if 0 < float(np.abs(seen).max()) < np.finfo(np.float32).tiny:  # (all below float32's normal numbers)
-            raise DataError(
-                f"{name}: values of magnitude at most {float(np.abs(seen).max()):.3g}, below float32's smallest normal "
-                f"number ({np.finfo(np.float32).tiny:.3g}), would lose their digits or become 0 as the float32 values "
-                "dgmkit models; scale them first"
-            )
+        _check_float32_values(seen, name)
         levels, t = None, torch.from_numpy(x.astype(np.float32))
     labels = None if y is None else _check_labels(y, len(t), name)
     perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))
