@@ -71,6 +71,17 @@ def test_the_refusal_of_rows_as_images_names_a_command_that_takes_the_run(runs, 
     _refused(*_dgm(capsys, "sample", runs / "moons-flow", "--out", tmp_path / "f.png")[::2], "use dgm density RUN_DIR")
 
 
+def test_a_latents_seed_that_picks_no_subset_is_refused_not_ignored(runs, tmp_path, capsys):
+    """dgm latents draws nothing but a --limit subset: --seed 3 without one (or with a --limit of the
+    whole split) drew the very scatter of --seed 0, and said nothing."""
+    four, out = runs / "four", tmp_path / "l.png"
+    _refused(*_dgm(capsys, "latents", four, "--seed", "3", "--out", out)[::2], "--seed", "all 4 test datapoints")
+    _refused(*_dgm(capsys, "latents", four, "--seed", "3", "--limit", "9", "--out", out)[::2], "--limit 9 takes all 4")
+    assert not out.exists()
+    code, said, err = _dgm(capsys, "latents", four, "--seed", "3", "--limit", "3", "--out", out)
+    assert code == 0 and "a random subset of the 4, seed 3" in said, err
+
+
 def test_density_names_what_it_needs(runs, tmp_path, capsys):
     _refused(*_dgm(capsys, "density", runs / "moons", "--out", tmp_path / "m.png")[::2], "no exact likelihood")
     _refused(*_dgm(capsys, "density", runs / "four", "--out", tmp_path / "m.png")[::2], "draws 2-D data", "(1, 8, 8)")

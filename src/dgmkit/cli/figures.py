@@ -409,6 +409,11 @@ def latents(args: argparse.Namespace) -> int:
         subset = f"a random subset of the {len(x)}, seed {args.seed}"  # (said with the points: not the first ones)
         idx = _pick(len(x), args.limit, args.seed).to(x.device)
         x, y = x[idx], (None if y is None else y[idx])
+    elif args.seed != 0:  # (the seed picks the subset, and nothing else: no other draw was made with it)
+        shown = f"--limit {args.limit} takes" if args.limit is not None else "without --limit, the scatter shows"
+        raise ConfigError(
+            f"--seed picks a --limit subset, and {shown} all {len(x)} {args.split} datapoints: leave out --seed"
+        )
     name = codes_name(run, x)
     title = f"{data_name(run)} {args.split}: {name} (n={len(x)}{', ' + subset if subset else ''})"
     data, axes = latent_scatter(run, x, y, title)
@@ -480,5 +485,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_output_flags(p)
     add_split_flag(p)
     add_limit_flag(p, "a seeded random subset of N datapoints (a scatter: at least 2)", low=2)
-    add_seeded_data_flags(p)
+    add_seeded_data_flags(p, "seed of the --limit subset (nothing else is drawn)")
     p.set_defaults(func=latents)
