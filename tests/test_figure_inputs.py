@@ -82,6 +82,16 @@ def test_a_latents_seed_that_picks_no_subset_is_refused_not_ignored(runs, tmp_pa
     assert code == 0 and "a random subset of the 4, seed 3" in said, err
 
 
+def test_a_traversal_of_a_one_dimensional_code_holds_no_other_dimension_at_an_images_code(runs, tmp_path, capsys):
+    """With M = 1 the sweep replaces the whole code: the line said "the others at one random test
+    image's code (seed 0)" of dimensions there are not, as if an image were shown."""
+    argv = [*VAE, "--latent-dim", "1", "--dataset", runs / "four.npy", "--out", tmp_path / "m1"]
+    assert main(["train", *map(str, argv)]) == 0
+    code, said, err = _dgm(capsys, "traverse", tmp_path / "m1", "--split", "train", "--out", tmp_path / "t.png")
+    assert code == 0 and "1 code dimension (rows" in said, err
+    assert "the others" not in said and "image's code" not in said and "each decoded to the means of p(x|z)" in said
+
+
 def test_density_names_what_it_needs(runs, tmp_path, capsys):
     _refused(*_dgm(capsys, "density", runs / "moons", "--out", tmp_path / "m.png")[::2], "no exact likelihood")
     _refused(*_dgm(capsys, "density", runs / "four", "--out", tmp_path / "m.png")[::2], "draws 2-D data", "(1, 8, 8)")

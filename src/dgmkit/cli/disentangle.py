@@ -238,11 +238,13 @@ def run_traverse(args: argparse.Namespace) -> int:
     path = write_png(out, image_grid_png(to_display(decoded, run), nrow=args.steps))
     dims = ", ".join(str(d) for d in order.tolist())
     spread = "the data" if len(sample) == len(x) else f"a random {len(sample)} of the {len(x)} {args.split} images"
+    held = (  # (a code of one dimension has no others: no image's code is left in the picture)
+        f"the others at one random {args.split} image's code (seed {args.seed}), " if codes.shape[1] > 1 else ""
+    )
     say(
         f"wrote a traversal of {plural(len(order), 'code dimension')} (rows, by spread over {spread}: {dims}), "
-        "each swept over its "
-        f"mean +- {args.range:g} standard deviations in {args.steps} steps, the others at one random {args.split} "
-        f"image's code (seed {args.seed}), each decoded to the {decoded_name(run)}, to {path}"
+        f"each swept over its mean +- {args.range:g} standard deviations in {args.steps} steps, {held}"
+        f"each decoded to the {decoded_name(run)}, to {path}"
         + (
             ""
             if read is None or read == codes.shape[1]
