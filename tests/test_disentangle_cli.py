@@ -114,3 +114,12 @@ def test_the_note_on_binning_bias_matches_the_plug_in_mi_of_noise():
             assert f"about {bias:.3f} nats" in text
     del r["bins"]  # a record from before the bins were kept: nothing said
     assert "biased upward" not in format_disentanglement(r)
+
+
+def test_one_vote_of_the_factor_vae_metric_is_said_in_the_singular():
+    from dgmkit.cli.disentangle import format_disentanglement
+
+    fv = {"accuracy": 1.0, "train_accuracy": 1.0, "votes": 1, "batch": 2, "active": 3}
+    r = {"mig": 0.0, "mig_estimator": "", "factors": [], "factor_vae": fv, "latent_dim": 3, "split": "test", "n": 9}
+    assert "majority vote, 1 vote of 2 images to fit" in format_disentanglement(r)
+    assert "majority vote, 5 votes of 2 images" in format_disentanglement({**r, "factor_vae": {**fv, "votes": 5}})

@@ -92,6 +92,12 @@ def test_a_traversal_of_a_one_dimensional_code_holds_no_other_dimension_at_an_im
     assert "the others" not in said and "image's code" not in said and "each decoded to the means of p(x|z)" in said
 
 
+def test_a_split_of_one_image_is_said_in_the_singular(runs, tmp_path, capsys):
+    _refused(*_dgm(capsys, "reconstruct", runs / "one", "-n", "2", "--out", tmp_path / "r.png")[::2], "the 1 image of")
+    code, said, err = _dgm(capsys, "reconstruct", runs / "one", "-n", "1", "--out", tmp_path / "r.png")
+    assert code == 0 and "1 random test image (seed 0; left) and its reconstruction (right)" in said, err
+
+
 def test_density_names_what_it_needs(runs, tmp_path, capsys):
     _refused(*_dgm(capsys, "density", runs / "moons", "--out", tmp_path / "m.png")[::2], "no exact likelihood")
     _refused(*_dgm(capsys, "density", runs / "four", "--out", tmp_path / "m.png")[::2], "draws 2-D data", "(1, 8, 8)")

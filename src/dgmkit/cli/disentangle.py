@@ -100,7 +100,8 @@ def format_disentanglement(r: dict) -> str:
         lines.append("FactorVAE metric: not available (the dataset cannot draw images for chosen factor values)")
     else:
         lines.append(
-            f"FactorVAE metric {fv['accuracy']:.4f}  (majority vote, {fv['votes']} votes of {fv['batch']} images to fit "
+            f"FactorVAE metric {fv['accuracy']:.4f}  (majority vote, {plural(fv['votes'], 'vote')} of {fv['batch']} "
+            "images to fit "
             f"and as many to score; {fv['active']} active dimensions of {r['latent_dim']}; "
             f"fit accuracy {fv['train_accuracy']:.4f})"
         )

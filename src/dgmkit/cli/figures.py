@@ -86,7 +86,7 @@ def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
 def picked_images(x: torch.Tensor, n: int, seed: int, split: str, flag: str = "-n") -> torch.Tensor:
     """n rows of a split's x, drawn at random with ``seed`` (refused where the split holds fewer)."""
     if n > len(x):
-        raise ConfigError(f"{flag} {n} is more than the {len(x)} images of the {split} split")
+        raise ConfigError(f"{flag} {n} is more than the {plural(len(x), 'image')} of the {split} split")
     return x[_pick(len(x), n, seed).to(x.device)]
 
 
@@ -373,7 +373,8 @@ def reconstruct(args: argparse.Namespace) -> int:
     check_grid(2 * len(xb), tuple(xb.shape[1:]), nrow)  # (before they are reconstructed)
     pairs = reconstruction_pairs(run, xb)
     path = write_png(out, image_grid_png(pairs, nrow=nrow))
-    said = f"{plural(args.n, 'random ' + args.split + ' image')} (seed {args.seed}; left) and their reconstructions (right)"
+    theirs = "its reconstruction" if args.n == 1 else "their reconstructions"
+    said = f"{plural(args.n, 'random ' + args.split + ' image')} (seed {args.seed}; left) and {theirs} (right)"
     say(f"wrote {said} to {path}{holes_note(xb)}")
     return 0
 
