@@ -950,8 +950,10 @@ def test_figures_of_a_run_on_incomplete_images_draw_the_holes_grey(tmp_path, cap
         code, out, err = _run(capsys, command, run, *count, "--out", tmp_path / f"{command}.png")
         assert code == 0, err
         assert "missing entries of the data images at mid-grey" in out
-    # the latent means and the clusters: of inputs with holes, which the encoder sees as 0 (said; they were not)
-    for command, out_flag in (("latents", ["--out", tmp_path / "latents.png"]), ("cluster", [])):
+    # the latent means, the clusters and a traversal's spreads and code: of inputs with holes, which the encoder
+    # sees as 0 (said; they were not, and dgm traverse said nothing of them after the others did)
+    traverse = ["--out", tmp_path / "traverse.png"]
+    for command, out_flag in (("latents", ["--out", tmp_path / "latents.png"]), ("cluster", []), ("traverse", traverse)):
         code, out, err = _run(capsys, command, run, *out_flag)
         assert code == 0 and re.search(r"\(\d+ missing entries in the inputs, which the encoder sees as 0\)", out), out + err
     r = load_run(run)

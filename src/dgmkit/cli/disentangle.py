@@ -17,6 +17,7 @@ from dgmkit.cli.common import (
     codes_name,
     decoded_means,
     decoded_name,
+    encoded_holes_note,
     figure_split,
     images_only,
     latent_model,
@@ -245,7 +246,7 @@ def run_traverse(args: argparse.Namespace) -> int:
     say(
         f"wrote a traversal of {plural(len(order), 'code dimension')} (rows, by spread over {spread}: {dims}), "
         f"each swept over its mean +- {args.range:g} standard deviations in {args.steps} steps, {held}"
-        f"each decoded to the {decoded_name(run)}, to {path}"
+        f"each decoded to the {decoded_name(run)}{encoded_holes_note(sample)}, to {path}"
         + (
             ""
             if read is None or read == codes.shape[1]
