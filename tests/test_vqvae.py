@@ -93,6 +93,8 @@ def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, cap
     assert main(["sample", str(prior), "--out", str(tmp_path / "codes.png")]) == 1
     said = capsys.readouterr().err
     assert f"models the codes of {vq}" in said and f"--code-prior {prior}" in said and not (tmp_path / "codes.png").exists()
+    assert main(["sample", str(prior), "-n", "2", "--out", str(tmp_path / "codes.npy")]) == 0  # (an array of them: said so)
+    assert "as an array (2, 1, 4, 4) of uint8 (code grids, the data's levels 0..15)" in capsys.readouterr().out
     assert main(["eval", str(vq), "--split", "test"]) == 0
     uniform = json.loads((vq / "eval.json").read_text())
     assert main(["eval", str(vq), "--split", "test", "--code-prior", str(prior)]) == 0

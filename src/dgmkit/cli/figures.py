@@ -334,7 +334,7 @@ def _sample_array(args: argparse.Namespace) -> int:
     np.save(buffer, array, allow_pickle=False)
     atomic_write_bytes(out, buffer.getvalue())
     units = "" if kind == "continuous" else f", the data's levels 0..{levels - 1}" if levels else ", as integers"
-    held = "images" if shows_images(run) else "rows"
+    held = "rows" if not shows_images(run) else "code grids" if run.cfg.data.codes_of else "images"  # (a VQ-VAE's)
     say(f"wrote {what} as an array {array.shape} of {array.dtype} ({held}{units}) to {out}")
     return 0
 
