@@ -82,7 +82,9 @@ def test_a_latents_seed_that_picks_no_subset_is_refused_not_ignored(runs, tmp_pa
     assert code == 0 and "a random subset of the 4, seed 3" in said, err
 
 
-def test_a_traversal_of_a_one_dimensional_code_holds_no_other_dimension_at_an_images_code(runs, tmp_path, capsys):
+def test_a_traversal_of_a_one_dimensional_code_holds_no_other_dimension_at_an_images_code(
+    runs, tmp_path, capsys, monkeypatch
+):
     """With M = 1 the sweep replaces the whole code: the line said "the others at one random test
     image's code (seed 0)" of dimensions there are not, as if an image were shown."""
     argv = [*VAE, "--latent-dim", "1", "--dataset", runs / "four.npy", "--out", tmp_path / "m1"]
@@ -90,6 +92,13 @@ def test_a_traversal_of_a_one_dimensional_code_holds_no_other_dimension_at_an_im
     code, said, err = _dgm(capsys, "traverse", tmp_path / "m1", "--split", "train", "--out", tmp_path / "t.png")
     assert code == 0 and "1 code dimension (rows" in said, err
     assert "the others" not in said and "image's code" not in said and "each decoded to the means of p(x|z)" in said
+    # so --seed, which picks that image (and the spread's images, of a split of more than 2000), picks nothing shown
+    argv = ["--split", "train", "--seed", "3", "--out", tmp_path / "s.png"]
+    _refused(*_dgm(capsys, "traverse", tmp_path / "m1", *argv)[::2], "--seed", "all 32 train images", "leave out --seed")
+    assert not (tmp_path / "s.png").exists()
+    monkeypatch.setattr("dgmkit.cli.disentangle.SPREAD_ROWS", 20)  # (a split of more images: the seed picks those 20)
+    code, said, err = _dgm(capsys, "traverse", tmp_path / "m1", *argv)
+    assert code == 0 and "by spread over a random 20 of the 32 train images, seed 3: 0)" in said, err
 
 
 def test_a_split_of_one_image_is_said_in_the_singular(runs, tmp_path, capsys):
