@@ -121,6 +121,13 @@ def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, cap
     assert code_nll < 16 * math.log(16)
     assert learned["nll"] == pytest.approx(uniform["nll"] - 16 * math.log(16) + code_nll, abs=1e-3)
     assert main(["sample", str(vq), "--code-prior", str(prior), "--out", str(tmp_path / "s.png"), "-n", "4"]) == 0
+    # --naive: the codes are drawn by an autoregressive model, but on its cached path (it said --naive was only for
+    # autoregressive models, as if the code prior were none)
+    capsys.readouterr()
+    assert main(["sample", str(vq), "--code-prior", str(prior), "--out", str(tmp_path / "n.png"), "--naive"]) == 1
+    said = capsys.readouterr().err
+    assert "the vqvae model's code prior draws its code grids by its cached path, which draws the same codes" in said
+    assert not (tmp_path / "n.png").exists()
     # dgm score of the test images: the bound under either prior, as dgm eval gives it, each named (score took no prior)
     import numpy as np
 

@@ -189,6 +189,13 @@ def check_sample_options(
     if temperature is not None and not model.sample_temperature:
         raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
     if naive and not model.sample_cached:
+        prior = getattr(model, "code_prior", None)  # (a VQ-VAE's code grids, drawn by an autoregressive model of them)
+        if prior is not None and prior.sample_cached:
+            raise ConfigError(
+                f"--naive is for autoregressive models of the data (their uncached pixel-by-pixel path); the "
+                f"{run.cfg.family} model's code prior draws its code grids by its cached path, which draws the same "
+                "codes as the naive one"
+            )
         raise ConfigError("--naive is for autoregressive models (their uncached pixel-by-pixel path)")
     if steps is not None and not model.sample_steps:
         raise ConfigError("--steps is for diffusion models (their ancestral sampling steps)")
