@@ -206,7 +206,12 @@ def test_class_conditional_samples_say_their_classes_and_put_one_in_each_column(
     assert code == 0, err
     assert "y = i mod 10 of the i-th" in said and rows == [10]
     code, said, err = dgm(capsys, "sample", m2, "-n", "20", "--nrow", "4", "--out", tmp_path / "m4.png")
-    assert code == 0 and rows == [10, 4]  # (a --nrow given is kept)
+    assert code == 0 and rows == [10, 4]  # (a --nrow given is kept, and said: it was silent)
+    assert said.rstrip().endswith("m4.png (4 a row, not a multiple of the 10 classes: a column holds several classes)")
+    # fewer samples than classes: one row of them (it was a square grid, 2 a row for 5, classes askew), a multiple: no note
+    for n, nrow, row in (("5", [], 5), ("20", ["--nrow", "20"], 20)):
+        code, said, err = dgm(capsys, "sample", m2, "-n", n, *nrow, "--out", tmp_path / f"m{n}.png")
+        assert code == 0 and rows[-1] == row and "a column holds" not in said
 
 
 def test_python_resume_refuses_what_dgm_train_resume_refuses_in_its_own_words(tmp_path, capsys):

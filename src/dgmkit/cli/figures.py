@@ -247,13 +247,15 @@ def sample(args: argparse.Namespace) -> int:
             f"{shlex.quote(str(run.path))}`"
         )
     images_only(run, rows_written=run.transform.kind in STORED_AS_DRAWN)
-    period = run.model.sample_period  # (a class-conditional model's classes in turn: one a column)
-    nrow = min(args.nrow or (period if 1 < period <= args.n else _side(args.n)), args.n)
+    period = run.model.sample_period  # (a class-conditional model's classes in turn: one a column, or one row of them)
+    nrow = min(args.nrow or (min(period, args.n) if period > 1 else _side(args.n)), args.n)
+    mixed = nrow < args.n and nrow % period != 0  # (a --nrow given is kept, and said)
+    note = f" ({nrow} a row, not a multiple of the {period} classes: a column holds several classes)" if mixed else ""
     check_grid(args.n, tuple(run.record["data"]["event_shape"]), nrow)  # (before thousands are drawn)
     shown, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive,
                                steps=args.steps, draw=args.draw)  # fmt: skip
     path = write_png(out, image_grid_png(to_display(shown, run), nrow=nrow))
-    say(f"wrote {what} to {path}")
+    say(f"wrote {what} to {path}{note}")
     return 0
 
 
