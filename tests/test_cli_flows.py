@@ -144,6 +144,10 @@ def test_vae_with_flow_prior_and_iaf_posterior(tmp_path, capsys):
     for cmd in ("sample", "reconstruct", "interpolate", "latents"):
         code, _, err = run(capsys, cmd, out, "--out", tmp_path / f"{cmd}.png")
         assert code == 0, (cmd, err)
+    # a flow prior takes no temperature: said of it (--temperature was "for flows", and this model has one)
+    code, _, err = run(capsys, "sample", out, "--temperature", "0.5", "--out", tmp_path / "t.png")
+    assert code == 1 and "--temperature is for flows of the data" in err, err
+    assert "the vae model's flow prior over z draws at temperature 1" in err
 
 
 def test_a_glow_flow_of_a_table_is_loaded_back_by_the_commands(tmp_path, capsys):

@@ -187,7 +187,9 @@ def check_sample_options(
         if not isinstance(value, bool):  # (from Python: draw="no" is true)
             raise ConfigError(f"{flag} is True or False, got {shown_value(value)}")
     if temperature is not None and not model.sample_temperature:
-        raise ConfigError("--temperature is for flows (a reduced-temperature base distribution)")
+        prior = getattr(run.cfg.model, "prior", None) == "flow"  # (a flow over z, drawn at temperature 1)
+        also = f"; the {run.cfg.family} model's flow prior over z draws at temperature 1" if prior else ""
+        raise ConfigError(f"--temperature is for flows of the data (a reduced-temperature base distribution){also}")
     if naive and not model.sample_cached:
         prior = getattr(model, "code_prior", None)  # (a VQ-VAE's code grids, drawn by an autoregressive model of them)
         if prior is not None and prior.sample_cached:
