@@ -1047,6 +1047,22 @@ def test_a_table_runs_samples_are_rows_of_its_table(tmp_path, capsys):
     assert code == 0 and (tmp_path / "again.csv").read_text() == (tmp_path / "s.csv").read_text()  # seeded
     code, _, err = _run(capsys, "sample", run, "--draw", "--out", tmp_path / "d.csv")
     assert code == 1 and "--draw shapes a picture; a table's rows are draws x ~ p(x) already" in err  # (no --nrow given)
+    # a draw that is no number is refused, as in an array (a NaN was written as an empty cell, a missing value)
+    from dgmkit.cli import figures
+
+    drawn = figures.draw_samples
+
+    def one_nan(*args, **kwargs):
+        x, what = drawn(*args, **kwargs)
+        x = x.clone()
+        x.view(len(x), -1)[0, 0] = math.nan
+        return x, what
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(figures, "draw_samples", one_nan)
+        code, _, err = _run(capsys, "sample", run, "-n", "3", "--out", tmp_path / "nan.csv")
+    assert code == 1 and "the model drew 1 values that are not finite numbers; nothing was written" in err, err
+    assert not (tmp_path / "nan.csv").exists()
     code, _, err = _run(capsys, "sample", run, "--out", tmp_path / "s.npy")  # (an array: rows in its own units are a CSV's)
     assert code == 1 and "models a table: its samples are rows, written to --out FILE.csv" in err
     code, _, err = _run(capsys, "sample", run, "--out", tmp_path / "s.txt")

@@ -274,6 +274,7 @@ def _sample_rows(args: argparse.Namespace) -> int:
     _refuse_picture_flags(args, "a table's rows are draws x ~ p(x) already")
     x, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive, steps=args.steps,
                            draw=run.model.sample_means)  # fmt: skip
+    _refuse_non_finite(x)  # (a NaN was written as an empty cell: a missing value, not a draw)
     rows = x.reshape(len(x), -1).double().cpu().numpy()
     atomic_write_bytes(out, write_table(rows, table.columns).encode())
     say(f"wrote {what} as rows of {table.name}'s columns to {out}")
@@ -305,6 +306,13 @@ def _refuse_data_flags(args: argparse.Namespace) -> None:
         )
 
 
+def _refuse_non_finite(x: torch.Tensor) -> None:
+    """Draws that are not all finite numbers refused (EvaluationError) before a file of them is written."""
+    bad = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
+    if bad:  # (no file of numbers that are none)
+        raise EvaluationError(f"the model drew {bad} values that are not finite numbers; nothing was written")
+
+
 STORED_AS_DRAWN = ("continuous", "integers", "binary", "dequantize")  # samples written as the data are stored
 
 
@@ -331,9 +339,7 @@ def _sample_array(args: argparse.Namespace) -> int:
                            draw=run.model.sample_means)  # fmt: skip
     shape = tuple(run.record["data"]["event_shape"])
     x = x.reshape(len(x), *(shape if shows_images(run) else (math.prod(shape),))).cpu()
-    bad = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
-    if bad:  # (no file of numbers that are none)
-        raise EvaluationError(f"the model drew {bad} values that are not finite numbers; nothing was written")
+    _refuse_non_finite(x)
     levels = 2 if kind == "binary" else run.transform.num_levels
     if kind == "dequantize":
         bins = cast(int, levels)  # (a dequantizing transform knows its levels)
