@@ -391,6 +391,24 @@ def test_a_run_whose_data_file_is_gone_is_reported_with_a_note_for_its_data_figu
     assert "--steps sets how the samples are drawn, and --samples 0 draws none" in capsys.readouterr().err
 
 
+def test_data_dir_is_read_by_the_runs_whose_data_come_from_a_folder_and_left_to_them(tmp_path, capsys, data_dir):
+    """--data-dir is the folder of the runs read from one: a run on the bundled digits beside a
+    run on Frey faces lost its reconstruction and latent figures to a note (its data read from no
+    folder); with no run read from a folder it is refused, as the other commands refuse it."""
+    tiny = ["--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    frey, digits = tmp_path / "frey", tmp_path / "digits"
+    frey_flags = ["--dataset", "frey-faces", "--likelihood", "gaussian", "--data-dir", str(data_dir)]
+    assert main(["train", *frey_flags, *tiny, "--out", str(frey)]) == 0
+    assert main(["train", "--dataset", "digits", *tiny, "--out", str(digits)]) == 0
+    out = tmp_path / "r.html"
+    two = ["report", str(frey), str(digits), "--samples", "4", "--data-dir", str(data_dir)]
+    assert main([*two, "--out", str(out)]) == 0
+    assert "could not be read" not in out.read_text() and "note:" not in capsys.readouterr().out
+    assert main(["report", str(digits), "--data-dir", str(data_dir), "--out", str(tmp_path / "d.html")]) == 1
+    said = f"--data-dir is of datasets read from a folder; {digits} was trained on digits, read from no folder"
+    assert said in capsys.readouterr().err and not (tmp_path / "d.html").exists()
+
+
 def test_report_without_figures_reads_no_data(runs, tmp_path, monkeypatch):
     vae, _ = runs
     monkeypatch.setenv("DGMKIT_DATA", str(tmp_path / "nowhere"))

@@ -51,6 +51,8 @@ __all__ = [
     "latent_model",
     "split_data",
     "run_data",
+    "reads_data_dir",
+    "data_dir_unread",
     "add_data_flags",
     "add_count_flag",
     "add_limit_flag",
@@ -194,6 +196,19 @@ def add_seeded_data_flags(p: argparse.ArgumentParser, seed_help: str | None = No
     add_device_flag(p)
 
 
+def reads_data_dir(cfg: DataConfig) -> bool:
+    """Whether a run's data are read from a data folder (``data_dir``, --data-dir): a dataset of
+    FOLDER_DATASETS, or another run's codes (whose own data may be)."""
+    return bool(cfg.codes_of) or cfg.dataset in FOLDER_DATASETS
+
+
+def data_dir_unread(cfg: DataConfig, run_dir: object) -> str:
+    """The refusal of a --data-dir given for a run whose data are read from no folder."""
+    named = cfg.dataset
+    read = "from its path: a moved data file is named by --data" if is_data_file(named) else "from no folder"
+    return f"--data-dir is of datasets read from a folder; {run_dir} was trained on {named}, read {read}"
+
+
 def run_data(run: Run, data_dir: str | None = None, data: str | None = None, schema: str | None = None) -> Dataset:
     """The dataset a run was trained on, read again (``data``: the data file at a new path;
     ``schema``: the table's schema at a new path), and refused if its content is not what the run
@@ -203,10 +218,8 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
             raise ConfigError(f"{flag} is empty: name a path, or leave it out")
         if flag != "--data" and not (value is None or isinstance(value, (str, os.PathLike))):  # (from Python)
             raise ConfigError(f"{flag.lstrip('-').replace('-', '_')} names a path, got {shown_value(value)}")
-    named = run.cfg.data.dataset
-    if data_dir is not None and not run.cfg.data.codes_of and named not in FOLDER_DATASETS:
-        read = "from its path: a moved data file is named by --data" if is_data_file(named) else "from no folder"
-        raise ConfigError(f"--data-dir is of datasets read from a folder; {run.path} was trained on {named}, read {read}")
+    if data_dir is not None and not reads_data_dir(run.cfg.data):
+        raise ConfigError(data_dir_unread(run.cfg.data, run.path))
     cfg, moved_file = _moved_data(run, _moved_schema(run, run.cfg.data, schema), data)
     dataset = run_dataset(cfg, data_dir, run.record["data"].get("units"), moved_file=moved_file)
     check_derived_current(dataset, cfg, run.record, run.path)

@@ -22,11 +22,13 @@ from dgmkit.cli.common import (
     add_device_flag,
     codes_name,
     command_output,
+    data_dir_unread,
     data_name,
     fit_step,
     given_data_flags,
     holes_note,
     plural,
+    reads_data_dir,
     run_data,
     say,
     score_label,
@@ -219,6 +221,12 @@ def _used_config(run: Run) -> dict:
 
 
 @torch.no_grad()
+def _data_dir(run: Run, args: argparse.Namespace) -> str | None:
+    """--data-dir for a run whose data are read from a folder; None for another (a run on digits
+    beside one on MNIST: the folder is the other run's)."""
+    return args.data_dir if reads_data_dir(run.cfg.data) else None
+
+
 def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, bytes]], list[str]]:
     figs: list[tuple[str, str, bytes]] = []
     notes: list[str] = []
@@ -237,7 +245,7 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     if not (model.has_latents or model.reconstructs):  # (a VQ-VAE reconstructs, and has no one vector per image)
         return figs, notes
     try:
-        x, y = split_data(run, "test", args.data_dir, args.data, schema=args.schema)
+        x, y = split_data(run, "test", _data_dir(run, args), args.data, schema=args.schema)
     except (DataError, ConfigError) as e:  # (--data and --schema name one run's files: another run's page goes on)
         notes.append(f"no reconstruction or latent figures: the test data could not be read ({e})")
         return figs, notes
@@ -292,7 +300,7 @@ def _density(run: Run, args: argparse.Namespace, figs: list, notes: list[str]) -
     """The run's 2-D density beside its samples (``density_figure``) added to ``figs``; what keeps
     it out, or that the grid does not resolve it, to ``notes``."""
     try:
-        dataset = run_data(run, args.data_dir, args.data, args.schema)
+        dataset = run_data(run, _data_dir(run, args), args.data, args.schema)
     except (DataError, ConfigError) as e:  # (the window is drawn around the test data)
         notes.append(f"no density figure: the test data could not be read ({e})")
         return
@@ -352,6 +360,10 @@ def run_report(args: argparse.Namespace) -> int:
     runs = [load_run(d, device=args.device) for d in args.run_dirs]
     if args.steps is not None and not any(run.model.sample_steps for run in runs):
         raise ConfigError("--steps is for diffusion models (their ancestral sampling steps); no run here is one")
+    if args.data_dir is not None and not any(reads_data_dir(run.cfg.data) for run in runs):
+        if len(runs) == 1:
+            raise ConfigError(data_dir_unread(runs[0].cfg.data, runs[0].path))
+        raise ConfigError("--data-dir is of datasets read from a folder; no run here was trained on one")
     pages = []
     for d, run in zip(args.run_dirs, runs):
         objective = build_objective(run.cfg) if run.cfg.model.fit == "gradient" else None
