@@ -770,6 +770,30 @@ def test_a_folder_setting_of_data_read_from_no_folder_is_refused_where_it_enters
     assert data["data_dir"] == str(tmp_path / "elsewhere") if flag[0] == "--data-dir" else not data["download"]
 
 
+def test_a_resume_with_a_data_dir_of_data_read_from_no_folder_is_refused_not_recorded(tmp_path, capsys):
+    """--resume --data-dir with the bundled digits or a data file was taken and recorded in
+    config.json, unread (the new run's and a later command's --data-dir are refused); a run that
+    recorded one before it was refused resumes as it was."""
+    from dgmkit import api
+
+    np.save(tmp_path / "x.npy", (np.random.default_rng(0).random((40, 16)) < 0.5).astype(np.float32))
+    tiny = ["--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--quiet"]
+    for data, read in (
+        ("digits", "from no folder"),
+        (str(tmp_path / "x.npy"), "from its path: a moved data file is named by --dataset"),
+    ):
+        out = tmp_path / Path(data).stem
+        assert main(["train", "--dataset", data, *tiny, "--out", str(out)]) == 0
+        assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--data-dir", str(tmp_path)]) == 1
+        assert f"--data-dir is of datasets read from a folder; {out} was trained on {data}, read {read}" in (
+            capsys.readouterr().err
+        )
+        with pytest.raises(ConfigError, match="--data-dir is of datasets read from a folder"):
+            api.train(out, resume=True, epochs=2, data_dir=str(tmp_path), quiet=True)
+        assert json.loads((out / "config.json").read_text())["config"]["data"]["data_dir"] is None
+        assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+
+
 def test_a_setting_left_unread_that_a_config_file_set_is_named_with_the_file_and_the_flag_that_overrides_it(
     tmp_path, capsys
 ):

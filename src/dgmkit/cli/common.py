@@ -202,10 +202,11 @@ def reads_data_dir(cfg: DataConfig) -> bool:
     return bool(cfg.codes_of) or cfg.dataset in FOLDER_DATASETS
 
 
-def data_dir_unread(cfg: DataConfig, run_dir: object) -> str:
-    """The refusal of a --data-dir given for a run whose data are read from no folder."""
+def data_dir_unread(cfg: DataConfig, run_dir: object, moved_by: str = "--data") -> str:
+    """The refusal of a --data-dir given for a run whose data are read from no folder (``moved_by``:
+    the flag that names a moved data file)."""
     named = cfg.dataset
-    read = "from its path: a moved data file is named by --data" if is_data_file(named) else "from no folder"
+    read = f"from its path: a moved data file is named by {moved_by}" if is_data_file(named) else "from no folder"
     return f"--data-dir is of datasets read from a folder; {run_dir} was trained on {named}, read {read}"
 
 

@@ -19,7 +19,16 @@ import torch
 
 from dgmkit import distributed
 from dgmkit._io import shell_path
-from dgmkit.cli.common import add_count_flag, estimate_words, fit_step, plural, say, score_label
+from dgmkit.cli.common import (
+    add_count_flag,
+    data_dir_unread,
+    estimate_words,
+    fit_step,
+    plural,
+    reads_data_dir,
+    say,
+    score_label,
+)
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import check_derived_current, run_dataset
@@ -508,6 +517,8 @@ def _run_data(cfg: RunConfig, out: Path, resume: bool) -> tuple[RunConfig, Datas
     placed = [k for k in RELOCATABLE if getattr(cfg.data, k) != own["config"]["data"].get(k)]
     cfg = _with_full_paths(cfg, placed)
     placed = [k for k in placed if getattr(cfg.data, k) != own["config"]["data"].get(k)]  # (full: the same place?)
+    if "data_dir" in placed and not reads_data_dir(cfg.data):  # (a new run's is refused by check_inert)
+        raise ConfigError(data_dir_unread(cfg.data, out, "--dataset"))
     if placed and was.get("sha256") is None:
         why = "its data are another run's codes" if cfg.data.codes_of else "it was written by an older dgmkit"
         raise ConfigError(
