@@ -16,7 +16,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from dgm_cli import dgm as _dgm
 from dgm_cli import refused as _refused
 from dgmkit.data.mutation import mutate
-from dgmkit.errors import ConfigError, EvaluationError
+from dgmkit.errors import ConfigError, DataError, EvaluationError
 from dgmkit.evaluation.ood import auprc, auroc, detection_metrics, fpr_at_tpr, typicality_test
 from dgmkit.evaluation.ood_scores import ood_scores, png_code_length
 from run_records import edit_metadata
@@ -718,12 +718,19 @@ def test_the_batch_typicality_test_forms_random_batches_not_consecutive_inputs()
 
 def test_ood_data_missing_from_the_run_s_data_folder_names_ood_data_dir(tmp_path, capsys, monkeypatch):
     """The OOD set is looked for where the run's data were: where it is not there, the error
-    says so and names --ood-data-dir (a folder named by the user's own flag is said as it is)."""
+    says so and names --ood-data-dir (a folder named by the user's own flag is said as it is).
+    (A run on digits records no --no-download: a download is tried, and fails here, as offline.)"""
+    import dgmkit.data.registry
+
+    def offline(*args, **kwargs):
+        raise DataError("no network here")
+
+    monkeypatch.setattr(dgmkit.data.registry, "fetch", offline)
     empty = tmp_path / "data"
     empty.mkdir()
     monkeypatch.setenv("DGMKIT_DATA", str(empty))
     run = tmp_path / "run"
-    flags = ["--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--no-download", "--quiet"]
+    flags = ["--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--quiet"]
     assert _dgm(capsys, "train", *flags, "--out", run)[0] == 0
     _refused(*_dgm(capsys, "ood", run, "--ood", "mnist")[::2], "missing data file", f"default data folder {empty}",
              "--ood-data-dir")  # fmt: skip
@@ -731,3 +738,19 @@ def test_ood_data_missing_from_the_run_s_data_folder_names_ood_data_dir(tmp_path
         code, _, err = _dgm(capsys, "ood", run, *flags)
         _refused(code, err, "missing data file" if len(flags) > 2 else "unknown dataset")
         assert "--ood-data-dir)" not in err
+
+
+def test_data_dir_names_the_ood_set_s_folder_for_a_run_on_a_data_file(tmp_path, capsys, data_dir):
+    """A named --ood is read from --ood-data-dir, else --data-dir: for a run on a data file of 28x28
+    images --data-dir was refused as of the run's own data (read from its path); it is --ood's,
+    and refused where it is neither's."""
+    x = np.random.default_rng(0).integers(0, 256, (100, 28, 28)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    run = tmp_path / "run"
+    flags = ["--dataset", tmp_path / "x.npy", "--binarize", "dynamic", "--hidden", "8", "--latent-dim", "2", "--quiet"]
+    assert _dgm(capsys, "train", *flags, "--epochs", "1", "--out", run)[0] == 0
+    ood = ["ood", run, "--ood", "mnist", "--limit", "10", "--iw-samples", "1", "--data-dir", data_dir]
+    code, _, err = _dgm(capsys, *ood, "--out", tmp_path / "o.png")
+    assert code == 0, err
+    code, _, err = _dgm(capsys, *ood, "--ood-data-dir", data_dir, "--out", tmp_path / "p.png")
+    _refused(code, err, f"--data-dir is of datasets read from a folder; {run} was trained on {tmp_path / 'x.npy'}")

@@ -31,10 +31,12 @@ from dgmkit.cli.common import (
     add_run_parser,
     array_of_table_note,
     command_output,
+    data_dir_unread,
     estimate_words,
     own_result_table,
     plural,
     png_output,
+    reads_data_dir,
     run_data,
     run_table,
     say,
@@ -47,7 +49,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.config.run import holds_recorded_data
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import DATASETS, Dataset, default_data_dir, load_dataset
-from dgmkit.data.registry import is_data_file
+from dgmkit.data.registry import FOLDER_DATASETS, is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.data.transforms import scores_densities, values_seen
 from dgmkit.errors import ConfigError, DataError
@@ -185,11 +187,22 @@ def _background_data(run: Run, bg: Run, path: str, ood: Dataset) -> str | None:
     )
 
 
+def _own_data_dir(run: Run, args: argparse.Namespace) -> str | None:
+    """--data-dir as the folder of the run's own data, where they are read from one; None where
+    they are not and it names --ood's folder alone (a named dataset, with no --ood-data-dir: a run
+    on a data file of 28x28 images against MNIST), refused where it names neither."""
+    if args.data_dir is None or reads_data_dir(run.cfg.data):
+        return args.data_dir
+    if args.ood_data_dir is None and args.ood in FOLDER_DATASETS:
+        return None
+    raise ConfigError(data_dir_unread(run.cfg.data, run.path))
+
+
 def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     """The OOD dataset, refused unless it has the run's image shape and number of levels."""
     cfg = run.cfg.data
     given_table = args.ood.lower().endswith(TABLE_SUFFIXES)
-    table = run_table(run, given_table, args.data_dir, args.data, args.schema)  # a table: read by the run's columns
+    table = run_table(run, given_table, _own_data_dir(run, args), args.data, args.schema)  # read by the run's columns
     columns = table.columns if table is not None and given_table else None
     folder = args.ood_data_dir or args.data_dir or cfg.data_dir
     try:
@@ -519,7 +532,7 @@ class _Scored(NamedTuple):
 
 
 def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int]) -> _Scored:
-    dataset = run_data(run, args.data_dir, args.data, args.schema)
+    dataset = run_data(run, _own_data_dir(run, args), args.data, args.schema)
     ood = _ood_dataset(run, args)
     own = run.record["data"].get("sha256")
     if own is not None and holds_recorded_data(ood, own):
