@@ -865,3 +865,17 @@ def test_the_comparison_gives_a_closed_form_fit_no_epoch_of_its_best_score():
     assert [re.findall(r"<td class='num'>([^<]*)</td>", row)[:2] for row in rows] == [
         ["in closed form", "-log p(x) 161.500"], ["1 epoch", "-log p(x) 161.500 (epoch 1)"]
     ]  # fmt: skip
+
+
+def test_the_figures_are_drawn_without_autograd(runs, tmp_path, monkeypatch):
+    """The figures' passes record no graph (a helper's definition put between ``_figures`` and its
+    ``torch.no_grad()`` once took it off): each network pass would keep its activations."""
+    import torch
+
+    import dgmkit.cli.report as report
+
+    seen = []
+    split_data = report.split_data
+    monkeypatch.setattr(report, "split_data", lambda *a, **k: seen.append(torch.is_grad_enabled()) or split_data(*a, **k))
+    assert main(["report", str(runs[0]), "--out", str(tmp_path / "r.html")]) == 0
+    assert seen == [False]

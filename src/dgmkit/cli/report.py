@@ -220,13 +220,13 @@ def _used_config(run: Run) -> dict:
     return config
 
 
-@torch.no_grad()
 def _data_dir(run: Run, args: argparse.Namespace) -> str | None:
     """--data-dir for a run whose data are read from a folder; None for another (a run on digits
     beside one on MNIST: the folder is the other run's)."""
     return args.data_dir if reads_data_dir(run.cfg.data) else None
 
 
+@torch.no_grad()
 def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, bytes]], list[str]]:
     figs: list[tuple[str, str, bytes]] = []
     notes: list[str] = []
