@@ -447,3 +447,28 @@ def test_one_channel_images_channels_last_are_the_same_values_and_scored_as_such
         assert main(["score", str(run), str(tmp_path / f"{name}.npy"), "--out", str(tmp_path / f"{name}.csv")]) == 0
         assert main(["compress", str(run), str(tmp_path / f"{name}.npy"), "--out", str(tmp_path / f"{name}.dgmz")]) == 0
     assert (tmp_path / "last.csv").read_text() == (tmp_path / "same.csv").read_text()
+
+
+def test_a_seed_that_draws_nothing_is_refused_by_eval_and_score(tmp_path, capsys):
+    """An exact log-likelihood of the whole split draws nothing: ``--seed 3`` scored what seed 0
+    does (the same numbers, kept by dgm eval as another protocol) and said nothing. A --limit
+    subset is drawn with it (where it is fewer than the split), and an estimate's samples are."""
+    run = tmp_path / "ppca"
+    assert main(["train", "--model", "ppca", "--latent-dim", "2", "--quiet", "--out", str(run)]) == 0
+    for argv in (["--seed", "3"], ["--seed", "3", "--limit", "300"]):  # (300: the whole test split)
+        assert main(["eval", str(run), *argv]) == 1
+        err = capsys.readouterr().err
+        assert "seed 3: the seed draws a --limit subset and an estimate's samples" in err and "is exact" in err
+    assert not (run / "eval.json").exists()
+    assert main(["eval", str(run), "--seed", "3", "--limit", "299"]) == 0
+    assert json.loads((run / "eval.json").read_text())["subset"]["seed"] == 3
+    np.save(tmp_path / "x.npy", run_data(load_run(run)).test.x.numpy()[:5])
+    score = ["score", str(run), str(tmp_path / "x.npy"), "--out", str(tmp_path / "s.csv")]
+    assert main([*score, "--seed", "3"]) == 1
+    assert "--seed draws an estimate's samples; the log-likelihood of" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists() and main(score) == 0
+    vae = tmp_path / "vae"  # (an estimate that draws: the seed is taken)
+    assert main(["train", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet", "--out", str(vae)]) == 0
+    scored = ["score", str(vae), str(tmp_path / "x.npy"), "--k", "2", "--seed", "3"]
+    assert main([*scored, "--out", str(tmp_path / "v.csv")]) == 0
+    assert main(["eval", str(vae), "--iw-samples", "2", "--seed", "3"]) == 0

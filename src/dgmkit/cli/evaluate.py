@@ -80,7 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "drawn with --seed (D network passes per order and datapoint), instead of the bound",
     )
     add_limit_flag(p)
-    add_seeded_data_flags(p, "seed of the subset and of the sampling")
+    add_seeded_data_flags(p, "seed of the --limit subset and of the estimate's samples (an exact log-likelihood draws none)")
     add_input_flags(p)
     p.set_defaults(func=run_eval)
 
@@ -291,6 +291,12 @@ def evaluate_run(
     weights = run.weights_digest()  # which weights these numbers are of
     dataset = run_data(run, data_dir, data, schema)
     x, y = split_data(run, split, dataset=dataset)
+    if seed and orders is None and run.model.estimate_kind == "exact" and seeded_rows(len(x), limit, seed) is None:
+        raise ConfigError(  # (its numbers those of seed 0, recorded as another protocol)
+            f"seed {seed}: the seed draws a --limit subset and an estimate's samples; the log-likelihood of "
+            f"{run.cfg.model.describe()} is exact and all {len(x)} datapoints of the {split} split are scored: nothing "
+            "is drawn, leave out the seed"
+        )
     x, y, subset = _seeded_subset(x, y, limit, seed)
     store = None
     if orders is not None and keep_orders and distributed.current().world_size == 1:  # each order's values kept as done

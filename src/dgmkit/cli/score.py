@@ -65,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_count_flag(
         p, "--k", 1, MAX_IW_SAMPLES, help="importance samples (or a diffusion model's times) per input (default: the run's)"
     )
-    p.add_argument("--seed", type=SEED, default=0, help="seed of the sampling")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the estimate's samples (none for an exact log-likelihood)")
     add_input_flags(p)
     add_data_flags(p)
     add_device_flag(p)
@@ -218,6 +218,11 @@ def run_score(args: argparse.Namespace) -> int:
     # the run's table, read once: its columns encode or check the input, and name the units
     table = run_table(run, given_table, args.data_dir, args.data, args.schema)
     x, names = _inputs(args.inputs, run, table)
+    if args.seed and run.model.estimate_kind == "exact":  # (the data's noise is held_out's, of a fixed seed)
+        raise ConfigError(
+            f"--seed draws an estimate's samples; the log-likelihood of {run.cfg.model.describe()} is exact: nothing is "
+            "drawn, leave out --seed"
+        )
     said = _estimate_said(run, score_draws(run, args.k))
     log_px, bpd = score_inputs(run, x, args.k, args.seed)
     buf = io.StringIO()
