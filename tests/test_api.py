@@ -646,3 +646,19 @@ def test_a_callers_float64_default_dtype_makes_no_float64_run_and_no_mixed_dtype
     finally:
         torch.set_default_dtype(before)
     assert next(dgmkit.load(tmp_path / "r").model.parameters()).dtype == torch.float32
+
+
+def test_evaluate_names_its_keywords_not_the_flags_of_dgm_eval(tmp_path, capsys):
+    """dgmkit.evaluate(run, seed=3) of an exact model said "the seed draws a --limit subset", and
+    orders=3 of a VAE "--orders: ... is not an any-order model": flags of dgm eval that a Python
+    caller never gave. The API names its keywords; dgm eval keeps its flags."""
+    ppca = dgmkit.train(tmp_path / "ppca", model="ppca", latent_dim=2)
+    with pytest.raises(ConfigError, match=r"^seed 3: the seed draws a limit subset and an estimate's samples; ") as e:
+        dgmkit.evaluate(ppca, seed=3)
+    assert "--" not in str(e.value)
+    vae = dgmkit.train(tmp_path / "vae", dataset="digits", **TINY)
+    with pytest.raises(ConfigError, match=r"^orders: a VAE .* is not an any-order model") as e:
+        dgmkit.evaluate(vae, orders=3)
+    assert "--" not in str(e.value)
+    assert main(["eval", str(tmp_path / "vae"), "--orders", "3"]) == 1
+    assert "--orders: a VAE" in capsys.readouterr().err

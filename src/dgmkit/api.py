@@ -549,4 +549,4 @@ def evaluate(
     run = _the_run(run, "evaluate")
     _known_options(options, EVAL_OPTIONS, "evaluate")
     _attach(run, inputs, code_prior)  # (with those attached by earlier calls: the model scores with all of them)
-    return Evaluation(evaluate_run(run, split, inputs=run.inputs, flags=("iw_samples", "time_samples"), **options))
+    return Evaluation(evaluate_run(run, split, inputs=run.inputs, keywords=True, **options))

@@ -3,7 +3,7 @@ where it has one, bits/dim and latent diagnostics."""
 
 import argparse
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -278,22 +278,24 @@ def evaluate_run(
     orders: int | None = None,
     keep_orders: bool = False,
     schema: str | None = None,
-    flags: tuple[str, str] = ("--iw-samples", "--time-samples"),
+    keywords: bool = False,
 ) -> dict:
     """What ``dgm eval`` computes for a loaded run (its eval.json record): the estimate the run's
     family declares, with ``iw_samples`` (or ``time_samples``; default: the run's), on ``split``
     or a seeded random ``limit`` of it; ``orders``: an any-order model's exact mixture of that
     many orders instead, each order kept in the run folder as it is done where ``keep_orders``
     (``dgm eval``'s; otherwise nothing is written). The counts are checked as the flags check them;
-    ``flags``: what a refusal calls ``iw_samples`` and ``time_samples`` (a Python caller's keywords)."""
-    iw_samples, time_samples, limit, seed, orders = _check_counts(run, iw_samples, time_samples, limit, seed, orders)
-    k = estimate_samples(run, iw_samples, time_samples, *flags)
+    ``keywords``: a refusal names the settings as a Python caller's keywords (``iw_samples``), not
+    as ``dgm eval``'s flags (``--iw-samples``)."""
+    named = _keyword if keywords else str
+    iw_samples, time_samples, limit, seed, orders = _check_counts(run, iw_samples, time_samples, limit, seed, orders, named)
+    k = estimate_samples(run, iw_samples, time_samples, named("--iw-samples"), named("--time-samples"))
     weights = run.weights_digest()  # which weights these numbers are of
     dataset = run_data(run, data_dir, data, schema)
     x, y = split_data(run, split, dataset=dataset)
     if seed and orders is None and run.model.estimate_kind == "exact" and seeded_rows(len(x), limit, seed) is None:
         raise ConfigError(  # (its numbers those of seed 0, recorded as another protocol)
-            f"seed {seed}: the seed draws a --limit subset and an estimate's samples; the log-likelihood of "
+            f"seed {seed}: the seed draws a {named('--limit')} subset and an estimate's samples; the log-likelihood of "
             f"{run.cfg.model.describe()} is exact and all {len(x)} datapoints of the {split} split are scored: nothing "
             "is drawn, leave out the seed"
         )
@@ -336,12 +338,23 @@ def evaluate_run(
     }
 
 
+def _keyword(flag: str) -> str:
+    """A flag of ``dgm eval`` as the keyword of ``dgmkit.evaluate`` that gives it (``--iw-samples``: ``iw_samples``)."""
+    return flag.removeprefix("--").replace("-", "_")
+
+
 def _check_counts(
-    run: Run, iw_samples: int | None, time_samples: int | None, limit: int | None, seed: int, orders: int | None
+    run: Run,
+    iw_samples: int | None,
+    time_samples: int | None,
+    limit: int | None,
+    seed: int,
+    orders: int | None,
+    named: Callable[[str], str] = str,
 ) -> tuple[int | None, int | None, int | None, int, int | None]:
     """The counts of ``evaluate_run``, checked as the flags check them, and --orders against the
-    run; returned as Python integers (a NumPy integer given from Python, as ``np.int64(2)``, is
-    one; torch's generators take no other)."""
+    run (``named``: a flag as a refusal names it); returned as Python integers (a NumPy integer
+    given from Python, as ``np.int64(2)``, is one; torch's generators take no other)."""
     iw_samples, time_samples, orders = (
         None if value is None else given_count(value, lo, hi, what)
         for value, lo, hi, what in (
@@ -353,9 +366,14 @@ def _check_counts(
     seed = given_count(seed, 0, MAX_SEED, "seed")
     if orders is not None:
         if not isinstance(run.model, AnyOrderModel):
-            raise ConfigError(f"--orders: {run.cfg.model.describe()} is not an any-order model (e.g. masked diffusion)")
+            raise ConfigError(
+                f"{named('--orders')}: {run.cfg.model.describe()} is not an any-order model (e.g. masked diffusion)"
+            )
         if iw_samples is not None or time_samples is not None:
-            raise ConfigError("--orders scores the exact mixture of orders: it takes no --iw-samples or --time-samples")
+            raise ConfigError(
+                f"{named('--orders')} scores the exact mixture of orders: it takes no {named('--iw-samples')} or "
+                f"{named('--time-samples')}"
+            )
     if limit is not None and not positive_count(limit):
         raise ConfigError(f"limit must be a positive integer (a seeded random subset of the split), got {limit!r}")
     return iw_samples, time_samples, None if limit is None else int(limit), seed, orders
