@@ -477,7 +477,7 @@ def sample(
     _known_options(options, SAMPLE_OPTIONS, "sample")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     _attach(run, inputs, code_prior)
-    x, what = draw_samples(run, n, seed, **options)
+    x, what = draw_samples(run, n, seed, **options, keywords=True)
     return x.cpu(), what.rstrip(",")
 
 
@@ -529,7 +529,9 @@ def interpolate(
     pairs = given_count(pairs, 1, 1000, "pairs")
     steps = given_count(steps, 2, 100, "steps")
     needs_latents(run)
-    a, b = picked_pairs(split_data(run, split, _path_text(data_dir), _path_text(data))[0], pairs, seed, split)
+    a, b = picked_pairs(
+        split_data(run, split, _path_text(data_dir), _path_text(data))[0], pairs, seed, split, flag="pairs ="
+    )
     path = interpolation(run, _in_precision(a, run), _in_precision(b, run), steps)
     return torch.cat([a[:, None].to(path.dtype), path, b[:, None].to(path.dtype)], 1).cpu()
 

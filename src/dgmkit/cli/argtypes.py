@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dgmkit.config.schema import MAX_SEED  # (as the run settings `seed`, `missing_seed` and `labels_seed`)
 from dgmkit.errors import shown_value as _shown
 
-__all__ = ["count", "real", "SEED", "MAX_SEED", "given_count", "given_real"]
+__all__ = ["count", "real", "SEED", "MAX_SEED", "given_count", "given_real", "keyword"]
 
 
 def count(lo: int = 1, hi: int = 10**9, what: str = "a count") -> Callable[[str], int]:
@@ -55,6 +55,12 @@ def real(gt: float | None = None, lo: float | None = None, hi: float | None = No
 
 
 SEED = count(0, MAX_SEED, "a seed")
+
+
+def keyword(flag: str) -> str:
+    """A flag as the keyword of the Python function that takes its value (``--iw-samples``:
+    ``iw_samples``), for a refusal that a Python caller reads."""
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def given_count(value: object, lo: int, hi: int, what: str) -> int:

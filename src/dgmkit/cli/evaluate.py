@@ -10,7 +10,7 @@ import torch
 
 from dgmkit import distributed
 from dgmkit._io import atomic_write_json
-from dgmkit.cli.argtypes import MAX_SEED, given_count
+from dgmkit.cli.argtypes import MAX_SEED, given_count, keyword
 from dgmkit.cli.common import (
     ResultsFile,
     add_count_flag,
@@ -287,7 +287,7 @@ def evaluate_run(
     (``dgm eval``'s; otherwise nothing is written). The counts are checked as the flags check them;
     ``keywords``: a refusal names the settings as a Python caller's keywords (``iw_samples``), not
     as ``dgm eval``'s flags (``--iw-samples``)."""
-    named = _keyword if keywords else str
+    named = keyword if keywords else str
     iw_samples, time_samples, limit, seed, orders = _check_counts(run, iw_samples, time_samples, limit, seed, orders, named)
     k = estimate_samples(run, iw_samples, time_samples, named("--iw-samples"), named("--time-samples"))
     weights = run.weights_digest()  # which weights these numbers are of
@@ -336,11 +336,6 @@ def evaluate_run(
         "processes": distributed.current().world_size,
         "order_files": None if store is None else store.folder.relative_to(run.path).as_posix(),  # in the run folder
     }
-
-
-def _keyword(flag: str) -> str:
-    """A flag of ``dgm eval`` as the keyword of ``dgmkit.evaluate`` that gives it (``--iw-samples``: ``iw_samples``)."""
-    return flag.removeprefix("--").replace("-", "_")
 
 
 def _check_counts(

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from dgmkit._io import atomic_write_bytes
-from dgmkit.cli.argtypes import SEED, given_count, given_real, real
+from dgmkit.cli.argtypes import SEED, given_count, given_real, keyword, real
 from dgmkit.cli.common import (
     add_count_flag,
     add_data_flags,
@@ -90,11 +90,13 @@ def picked_images(x: torch.Tensor, n: int, seed: int, split: str, flag: str = "-
     return x[_pick(len(x), n, seed).to(x.device)]
 
 
-def picked_pairs(x: torch.Tensor, pairs: int, seed: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def picked_pairs(
+    x: torch.Tensor, pairs: int, seed: int, split: str, flag: str = "--pairs"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """2 x ``pairs`` distinct rows of a split's x drawn at random with ``seed``, as the pairs' first
     and second images."""
     if 2 * pairs > len(x):
-        raise ConfigError(f"--pairs {pairs} needs {2 * pairs} images; the {split} split has {len(x)}")
+        raise ConfigError(f"{flag} {pairs} needs {2 * pairs} images; the {split} split has {len(x)}")
     idx = _pick(len(x), 2 * pairs, seed).to(x.device)
     return x[idx[:pairs]], x[idx[pairs:]]
 
@@ -121,6 +123,7 @@ def draw_samples(
     naive: bool = False,
     steps: int | None = None,
     draw: bool = False,
+    keywords: bool = False,
 ) -> tuple[torch.Tensor, str]:
     """n samples of a run's model, seeded (the global random stream is restored afterwards), and
     what they are in words: the means of p(x|z) for a latent variable model (``draw``: draws
@@ -130,8 +133,9 @@ def draw_samples(
     ``seed`` (a CUDA device draws other samples than the CPU), ``SAMPLE_BATCH`` at a time
     (rounded down to a whole number of the model's ``sample_period``, so that a class-conditional
     model's classes stay in turn; one stream: the first batch of n samples is the draw of n = one
-    batch). Options the model does not take are refused (``check_sample_options``)."""
-    check_sample_options(run, n, temperature, naive, steps, draw)
+    batch). Options the model does not take are refused (``check_sample_options``; ``keywords``:
+    named as ``dgmkit.sample``'s keywords, not as ``dgm sample``'s flags)."""
+    check_sample_options(run, n, temperature, naive, steps, draw, keywords)
     model = run.model
     device = run.device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -171,40 +175,50 @@ def _drawn_words(model: Any, n: int, shown: bool, temperature: float, naive: boo
 
 
 def check_sample_options(
-    run: Run, n: int, temperature: float | None = None, naive: bool = False, steps: int | None = None, draw: bool = False
+    run: Run,
+    n: int,
+    temperature: float | None = None,
+    naive: bool = False,
+    steps: int | None = None,
+    draw: bool = False,
+    keywords: bool = False,
 ) -> None:
-    """Refuses (ConfigError, in ``dgm sample``'s words) n < 1 and a sampling option the run's model
-    does not take, rather than ignoring it (a temperature given at 1 too)."""
+    """Refuses (ConfigError, in ``dgm sample``'s words; ``keywords``: naming the options as
+    ``dgmkit.sample``'s keywords) n < 1 and a sampling option the run's model does not take, rather
+    than ignoring it (a temperature given at 1 too)."""
+    named = keyword if keywords else str
     model = run.model
     if not model.can_sample:
         raise ConfigError(f"the {run.cfg.family} model has no distribution to sample from (no prior)")
     given_count(n, 1, MAX_SAMPLES, "the number of samples")
     if steps is not None:
-        given_count(steps, 1, MAX_SAMPLE_STEPS, "--steps")
+        given_count(steps, 1, MAX_SAMPLE_STEPS, named("--steps"))
     if temperature is not None:
-        given_real(temperature, 0, MAX_TEMPERATURE, "--temperature")
-    for flag, value in (("--naive", naive), ("--draw", draw)):
+        given_real(temperature, 0, MAX_TEMPERATURE, named("--temperature"))
+    for flag, value in ((named("--naive"), naive), (named("--draw"), draw)):
         if not isinstance(value, bool):  # (from Python: draw="no" is true)
             raise ConfigError(f"{flag} is True or False, got {shown_value(value)}")
     if temperature is not None and not model.sample_temperature:
         prior = getattr(run.cfg.model, "prior", None) == "flow"  # (a flow over z, drawn at temperature 1)
         also = f"; the {run.cfg.family} model's flow prior over z draws at temperature 1" if prior else ""
-        raise ConfigError(f"--temperature is for flows of the data (a reduced-temperature base distribution){also}")
+        raise ConfigError(
+            f"{named('--temperature')} is for flows of the data (a reduced-temperature base distribution){also}"
+        )
     if naive and not model.sample_cached:
         prior = getattr(model, "code_prior", None)  # (a VQ-VAE's code grids, drawn by an autoregressive model of them)
         if prior is not None and prior.sample_cached:
             raise ConfigError(
-                f"--naive is for autoregressive models of the data (their uncached pixel-by-pixel path); the "
+                f"{named('--naive')} is for autoregressive models of the data (their uncached pixel-by-pixel path); the "
                 f"{run.cfg.family} model's code prior draws its code grids by its cached path, which draws the same "
                 "codes as the naive one"
             )
-        raise ConfigError("--naive is for autoregressive models (their uncached pixel-by-pixel path)")
+        raise ConfigError(f"{named('--naive')} is for autoregressive models (their uncached pixel-by-pixel path)")
     if steps is not None and not model.sample_steps:
-        raise ConfigError("--steps is for diffusion models (their ancestral sampling steps)")
+        raise ConfigError(f"{named('--steps')} is for diffusion models (their ancestral sampling steps)")
     if draw and not model.sample_means:
         raise ConfigError(
-            f"--draw is for latent variable models (draws of p(x|z) instead of its means); the {run.cfg.family} model's "
-            "samples are already draws x ~ p(x)"
+            f"{named('--draw')} is for latent variable models (draws of p(x|z) instead of its means); the "
+            f"{run.cfg.family} model's samples are already draws x ~ p(x)"
         )
 
 
