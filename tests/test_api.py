@@ -662,3 +662,15 @@ def test_evaluate_names_its_keywords_not_the_flags_of_dgm_eval(tmp_path, capsys)
     assert "--" not in str(e.value)
     assert main(["eval", str(tmp_path / "vae"), "--orders", "3"]) == 1
     assert "--orders: a VAE" in capsys.readouterr().err
+
+
+def test_a_temperature_of_any_real_number_type_is_drawn_at_that_temperature(tmp_path):
+    """temperature=Fraction(1, 2) passed the check (a real number) and then failed in the flow's
+    sample with torch's "unsupported operand type(s)"; it draws what 0.5 draws."""
+    from fractions import Fraction
+
+    flow = dgmkit.train(tmp_path / "flow", dataset="digits", model="flow", flow="realnvp", hidden=[8], epochs=1)
+    half = dgmkit.sample(flow, 2, seed=1, temperature=0.5)
+    for given in (Fraction(1, 2), np.float32(0.5), np.float64(0.5)):
+        x, what = dgmkit.sample(flow, 2, seed=1, temperature=given)
+        assert torch.equal(x, half[0]) and what == half[1] == "2 samples x ~ p(x) at temperature 0.5"

@@ -136,6 +136,8 @@ def draw_samples(
     batch). Options the model does not take are refused (``check_sample_options``; ``keywords``:
     named as ``dgmkit.sample``'s keywords, not as ``dgm sample``'s flags)."""
     check_sample_options(run, n, temperature, naive, steps, draw, keywords)
+    # (a number given from Python, Fraction(1, 2) or np.uint8(4), as the Python number torch takes)
+    temperature, steps = None if temperature is None else float(temperature), None if steps is None else int(steps)
     model = run.model
     device = run.device
     g = torch.Generator(device=device).manual_seed(seed)
