@@ -51,7 +51,6 @@ __all__ = [
     "latent_model",
     "split_data",
     "run_data",
-    "reads_data_dir",
     "data_dir_unread",
     "add_data_flags",
     "add_count_flag",
@@ -196,12 +195,6 @@ def add_seeded_data_flags(p: argparse.ArgumentParser, seed_help: str | None = No
     add_device_flag(p)
 
 
-def reads_data_dir(cfg: DataConfig) -> bool:
-    """Whether a run's data are read from a data folder (``data_dir``, --data-dir): a dataset of
-    FOLDER_DATASETS, or another run's codes (whose own data may be)."""
-    return bool(cfg.codes_of) or cfg.dataset in FOLDER_DATASETS
-
-
 def data_dir_unread(cfg: DataConfig, run_dir: object, moved_by: str = "--data") -> str:
     """The refusal of a --data-dir given for a run whose data are read from no folder (``moved_by``:
     the flag that names a moved data file)."""
@@ -219,7 +212,7 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
             raise ConfigError(f"{flag} is empty: name a path, or leave it out")
         if flag != "--data" and not (value is None or isinstance(value, (str, os.PathLike))):  # (from Python)
             raise ConfigError(f"{flag.lstrip('-').replace('-', '_')} names a path, got {shown_value(value)}")
-    if data_dir is not None and not reads_data_dir(run.cfg.data):
+    if data_dir is not None and not run.cfg.data.reads_folder:
         raise ConfigError(data_dir_unread(run.cfg.data, run.path))
     cfg, moved_file = _moved_data(run, _moved_schema(run, run.cfg.data, schema), data)
     dataset = run_dataset(cfg, data_dir, run.record["data"].get("units"), moved_file=moved_file)

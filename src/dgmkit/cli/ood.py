@@ -36,7 +36,6 @@ from dgmkit.cli.common import (
     own_result_table,
     plural,
     png_output,
-    reads_data_dir,
     run_data,
     run_table,
     say,
@@ -191,7 +190,7 @@ def _own_data_dir(run: Run, args: argparse.Namespace) -> str | None:
     """--data-dir as the folder of the run's own data, where they are read from one; None where
     they are not and it names --ood's folder alone (a named dataset, with no --ood-data-dir: a run
     on a data file of 28x28 images against MNIST), refused where it names neither."""
-    if args.data_dir is None or reads_data_dir(run.cfg.data):
+    if args.data_dir is None or run.cfg.data.reads_folder:
         return args.data_dir
     if args.ood_data_dir is None and args.ood in FOLDER_DATASETS:
         return None

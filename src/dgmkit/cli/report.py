@@ -28,7 +28,6 @@ from dgmkit.cli.common import (
     given_data_flags,
     holes_note,
     plural,
-    reads_data_dir,
     run_data,
     say,
     score_label,
@@ -223,7 +222,7 @@ def _used_config(run: Run) -> dict:
 def _data_dir(run: Run, args: argparse.Namespace) -> str | None:
     """--data-dir for a run whose data are read from a folder; None for another (a run on digits
     beside one on MNIST: the folder is the other run's)."""
-    return args.data_dir if reads_data_dir(run.cfg.data) else None
+    return args.data_dir if run.cfg.data.reads_folder else None
 
 
 @torch.no_grad()
@@ -360,7 +359,7 @@ def run_report(args: argparse.Namespace) -> int:
     runs = [load_run(d, device=args.device) for d in args.run_dirs]
     if args.steps is not None and not any(run.model.sample_steps for run in runs):
         raise ConfigError("--steps is for diffusion models (their ancestral sampling steps); no run here is one")
-    if args.data_dir is not None and not any(reads_data_dir(run.cfg.data) for run in runs):
+    if args.data_dir is not None and not any(run.cfg.data.reads_folder for run in runs):
         if len(runs) == 1:
             raise ConfigError(data_dir_unread(runs[0].cfg.data, runs[0].path))
         raise ConfigError("--data-dir is of datasets read from a folder; no run here was trained on one")

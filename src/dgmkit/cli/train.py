@@ -25,7 +25,6 @@ from dgmkit.cli.common import (
     estimate_words,
     fit_step,
     plural,
-    reads_data_dir,
     say,
     score_label,
 )
@@ -517,7 +516,7 @@ def _run_data(cfg: RunConfig, out: Path, resume: bool) -> tuple[RunConfig, Datas
     placed = [k for k in RELOCATABLE if getattr(cfg.data, k) != own["config"]["data"].get(k)]
     cfg = _with_full_paths(cfg, placed)
     placed = [k for k in placed if getattr(cfg.data, k) != own["config"]["data"].get(k)]  # (full: the same place?)
-    if "data_dir" in placed and not reads_data_dir(cfg.data):  # (a new run's is refused by check_inert)
+    if "data_dir" in placed and not cfg.data.reads_folder:  # (a new run's is refused by check_inert)
         raise ConfigError(data_dir_unread(cfg.data, out, "--dataset"))
     if placed and was.get("sha256") is None:
         why = "its data are another run's codes" if cfg.data.codes_of else "it was written by an older dgmkit"

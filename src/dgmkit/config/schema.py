@@ -105,6 +105,12 @@ class DataConfig:
     )
     missing_seed: int = setting(0, "seed of the entries --missing-rate removes", min=0, max=MAX_SEED)
 
+    @property
+    def reads_folder(self) -> bool:
+        """Whether the data are read from the data folder (``data_dir``, --data-dir): a dataset of
+        FOLDER_DATASETS, or another run's codes (whose own data may be)."""
+        return bool(self.codes_of) or self.dataset in FOLDER_DATASETS
+
 
 @dataclass
 class OptimConfig:
@@ -431,7 +437,7 @@ class RunConfig:
             unread += [("lr_decay", o.lr_decay, 0.99, exponential), ("lr_decay_every", o.lr_decay_every, 1, exponential)]
         if not d.missing_rate:
             unread.append(("missing_seed", d.missing_seed, 0, "--missing-rate"))
-        if not d.codes_of and d.dataset not in FOLDER_DATASETS:  # (a data file is read from its path)
+        if not d.reads_folder:  # (a data file is read from its path)
             unread += [(k, getattr(d, k), default, "folder") for k, default in (("data_dir", None), ("download", True))]
         if d.labels is None:  # (with a family not trained on labels, --labels is refused too)
             labels = "--labels" if self.model.uses_labels else "--labels and a model trained on labels"
