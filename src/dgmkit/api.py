@@ -496,7 +496,8 @@ def reconstruct(
     ``reconstruct``: for a VAE the mean of p(x|z) at the posterior's location, E[z|x] where it
     has one; a PixelVAE decodes greedily), each (n, *event) on the CPU in the units the model
     scores (as ``sample``'s). ``data_dir``: where the run's data are read from, if not where it
-    recorded; ``data``: a run trained on a data file, that file moved (as ``dgm reconstruct --data``).
+    recorded (a dataset read from a folder; refused for another); ``data``: a run trained on a
+    data file, that file moved (as ``dgm reconstruct --data``).
     The images keep the missing entries of data that have them as NaN (``dgm reconstruct`` draws them
     mid-grey); the reconstructions have none. ``run``: a loaded run, or a run folder's path."""
     run = _the_run(run, "reconstruct")
@@ -545,7 +546,8 @@ def evaluate(
     **options: Any,
 ) -> Evaluation:
     """``dgm eval`` of a loaded run, without writing anything: ``iw_samples``, ``time_samples``,
-    ``orders``, ``limit`` (a seeded random subset), ``seed``, ``data_dir`` or ``data`` as keywords;
+    ``orders``, ``limit`` (a seeded random subset), ``seed`` (of that subset and of an estimate's
+    samples: refused where nothing is drawn), ``data_dir`` or ``data`` as keywords;
     ``inputs``/``code_prior`` as for ``sample`` (``dgm eval --input``). ``run``: a loaded run, or a
     run folder's path."""
     run = _the_run(run, "evaluate")

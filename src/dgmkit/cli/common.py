@@ -128,7 +128,10 @@ def add_run_parser(sub: argparse._SubParsersAction, name: str, **kwargs) -> argp
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     """--data-dir, --data and --schema: where a run's data are read from, if not where they were."""
     p.add_argument(
-        "--data-dir", default=None, help="folder of a named dataset's files (default: the run's, else $DGMKIT_DATA)"
+        "--data-dir",
+        default=None,
+        help=f"folder of a named dataset's files, of a run on {', '.join(FOLDER_DATASETS)} (default: the run's, else "
+        "$DGMKIT_DATA)",
     )
     p.add_argument(
         "--data",

@@ -85,7 +85,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_count_flag(p, "--dims", 1, 4096, default=10, help="the dimensions of largest spread, at most")
     add_count_flag(p, "--steps", 2, 50, default=9, help="decoded values per dimension")
     p.add_argument("--range", type=real(gt=0, hi=100), default=2.5, help="the sweep: the mean +- RANGE standard deviations")
-    add_seeded_data_flags(p, "which image is traversed, and which 2000 images set the means and spreads (seeded picks)")
+    add_seeded_data_flags(
+        p,
+        "which image is traversed, and which 2000 images set the means and spreads (seeded picks; refused where it "
+        "picks neither: a code of one dimension over a split of 2000 images or fewer)",
+    )
     p.set_defaults(func=run_traverse)
 
 

@@ -53,7 +53,11 @@ class DataConfig:
     dataset: str = setting(
         "digits", "a named dataset (see docs/data.md) or a .npy, .npz, .mat, .csv or .parquet file (stored by its full path)"
     )
-    data_dir: str | None = setting(None, "folder of the data files (default: $DGMKIT_DATA, else ~/.cache/dgmkit)")
+    data_dir: str | None = setting(
+        None,
+        f"folder of the data files of {', '.join(FOLDER_DATASETS)} (default: $DGMKIT_DATA, else ~/.cache/dgmkit; "
+        "refused with another dataset)",
+    )
     data_key: str | None = setting(
         None, "the array of a .npz file, or the variable of a .mat file, to use (none: 'x', or the only array)"
     )
@@ -67,7 +71,9 @@ class DataConfig:
         None,
         'a table\'s schema: a JSON file {"columns": {"NAME": "numeric" or "categorical", ...}} (default: inferred)',
     )
-    download: bool = setting(True, "download missing canonical files where a network exists")
+    download: bool = setting(
+        True, "download missing canonical files where a network exists (of the datasets read from a folder, as --data-dir)"
+    )
     binarize: Literal["auto", "dynamic", "none"] = setting(
         "auto", "8-bit data for a bernoulli likelihood: binarize on the fly"
     )
