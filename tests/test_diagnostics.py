@@ -203,6 +203,29 @@ def test_the_table_flags_a_mutual_information_at_the_estimators_ceiling():
     assert "sum 3.000, off by 6.000, Monte Carlo standard error 0.250: the aggregate terms cancel" in format_diagnosis(r)
 
 
+def test_a_saturated_mutual_information_is_told_to_raise_n_only_where_a_larger_n_reads_more():
+    """The advice "raise -n" where the subset is a part of the split; where -n already reads all of it (or is
+    at its most) a larger -n changes nothing, and the line says so."""
+    from dgmkit.cli.diagnose import MAX_N, format_diagnosis
+
+    layer = dict(name="z", size=2, kl=9.0, active_units=2, mutual_info=math.log(300) - 0.01)
+    r = dict(layers=[layer], active_units=2, marginal_kl=2.0, top_mean_kl=9.0, hole_fraction=0.5, n=300, samples=1)
+    r.update(split="test", subset="random subset of 1000, seed 0")
+
+    def saturated() -> str:
+        return next(line for line in format_diagnosis(r).split("\n") if line.startswith("saturated:"))
+
+    assert saturated().endswith("overestimates: raise -n")
+    r["subset"] = "all 300"
+    assert "raise -n" not in saturated()
+    assert saturated().endswith("overestimates: -n already reads all of the test split; --split train may hold more")
+    r["split"] = "train"
+    assert saturated().endswith("overestimates: -n already reads all of the train split")
+    layer["mutual_info"] = math.log(MAX_N) - 0.01
+    r.update(n=MAX_N, subset="random subset of 50000, seed 0")
+    assert saturated().endswith(f"overestimates: -n is at its most, {MAX_N}")
+
+
 def test_aggregate_density_of_a_flow_posterior_pairs_every_draw_with_every_datapoint():
     """An IAF posterior (a flow with a context per datapoint) under broadcasting: log q(z_a | x_n)
     for all a and n, also when N does not divide the chunk (a former reshape error)."""

@@ -37,6 +37,7 @@ from dgmkit.models.hvae import LayerStack
 __all__ = ["add_parser", "run_diagnose", "format_diagnosis"]
 
 SATURATION = 0.25  # nats below log N at which the mutual-information estimate is flagged as saturated
+MAX_N = 20_000  # -n: the largest subset (the estimator's N x N aggregate)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,8 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_output_flags(p, "PNG file for the figure (per-layer KL and decoded prior holes)")
     add_split_flag(p)
-    n_help = "a seeded random subset of N datapoints (2..20000; I(x;z) <= log N)"
-    add_count_flag(p, "-n", 2, 20_000, default=2000, help=n_help)
+    n_help = f"a seeded random subset of N datapoints (2..{MAX_N}; I(x;z) <= log N)"
+    add_count_flag(p, "-n", 2, MAX_N, default=2000, help=n_help)
     s_help = "hierarchical models: posterior draws per datapoint for a conditional layer's marginal (default: 16)"
     add_count_flag(p, "--samples", 1, 256, help=s_help)
     add_count_flag(p, "--holes", 0, 100_000, default=2000, help="prior draws scored for holes (0: none)")
@@ -122,6 +123,18 @@ def _layer_kl_lines(layers: list[dict]) -> list[str]:
     return lines
 
 
+def _more_data(r: dict) -> str:
+    """How to raise the ceiling log N: a larger -n, where the subset is a part of the split below
+    -n's most; else the split holds no more (a larger split may)."""
+    if str(r.get("subset", "")).startswith("all"):  # ("all N": -n at or beyond the split's size)
+        held = f"-n already reads all of the {r['split']} split"
+    elif r["n"] >= MAX_N:
+        held = f"-n is at its most, {MAX_N}"
+    else:
+        return "raise -n"
+    return held if r["split"] == "train" else f"{held}; --split train may hold more"
+
+
 def format_diagnosis(r: dict) -> str:
     head = f"{'layer':<6} {'dims':>6} {'KL (nats)':>10} {'active':>8} {'I(x;z)':>8}"
     lines = [head, "-" * len(head)]
@@ -137,7 +150,7 @@ def format_diagnosis(r: dict) -> str:
     if full:
         lines.append(
             f"saturated: I(x;z) of {', '.join(full)} is at the estimator's ceiling log N = {ceiling:.2f}; the true value "
-            "may be higher, so the marginal KL and the share of prior draws in holes are overestimates: raise -n"
+            f"may be higher, so the marginal KL and the share of prior draws in holes are overestimates: {_more_data(r)}"
         )
     if r["hole_fraction"] is not None:
         lines.append(f"prior draws in holes (q(z) < p(z)/10): {r['hole_fraction']:.1%}")
