@@ -78,10 +78,15 @@ def test_png_round_trip(coder_runs, capsys, tmp_path):
         paths.append(p)
     code, _, err = run(capsys, "compress", coder_runs / "a", *paths, "--out", tmp_path / "p.dgmz")
     assert code == 0, err
-    code, _, err = run(capsys, "decompress", tmp_path / "p.dgmz", "--run", coder_runs / "a", "--out", tmp_path / "back")
+    code, out, err = run(capsys, "decompress", tmp_path / "p.dgmz", "--run", coder_runs / "a", "--out", tmp_path / "back")
     assert code == 0, err
+    assert f"-> 5 PNG files in {tmp_path / 'back'}" in out
     for i, p in enumerate(paths):
         assert np.array_equal(np.asarray(Image.open(tmp_path / "back" / p.name)) != 0, x[i])
+    assert run(capsys, "compress", coder_runs / "a", paths[0], "--out", tmp_path / "one.dgmz")[0] == 0
+    code, out, err = run(capsys, "decompress", tmp_path / "one.dgmz", "--run", coder_runs / "a", "--out", tmp_path / "one")
+    assert code == 0, err
+    assert "decompressed 1 image (" in out and f"-> 1 PNG file in {tmp_path / 'one'}" in out  # (was: "1 PNG files")
 
 
 def test_bad_inputs_fail_cleanly(coder_runs, capsys, tmp_path):

@@ -349,7 +349,7 @@ def decompress(args: argparse.Namespace) -> int:
         )
     if png:
         _write_pngs(out, x, h["names"], args.force)
-        where = f"{len(x)} PNG files in {out}"
+        where = f"{plural(len(x), 'PNG file')} in {out}"
     else:
         buf = io.BytesIO()
         np.save(buf, x, allow_pickle=False)
