@@ -680,3 +680,13 @@ def test_a_categorical_encoder_refuses_a_network_of_the_wrong_width(width):
     a batch of 4 gave a posterior of batch 8."""
     with pytest.raises(ValueError, match=r"needs 2 \* 3 = 6 logits"):
         CategoricalEncoder(nn.Identity(), 2, 3)(torch.zeros(4, width))
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3, 40])
+def test_a_diagnosis_ticks_its_latent_dimensions_at_whole_numbers(monkeypatch, dims):
+    """A 1-D latent's one bar was ticked -0.4, -0.2, 0.0, 0.2, 0.4: no dimension is numbered 0.2."""
+    layer = _layer(mean_variance=[0.5] * dims, kl_per_dim=[1.0] * dims)
+    ax = _drawn(monkeypatch, lambda: figures.diagnosis_png({"layers": [layer]}, None, None, "t")).axes[0]
+    lo, hi = ax.get_xlim()
+    shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert shown and all(t == round(t) for t in shown) and 0 in shown

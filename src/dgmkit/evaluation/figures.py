@@ -222,7 +222,7 @@ def diagnosis_png(
         )
         ax.set_ylabel(what, fontsize=8)
         ax.set_xlabel("latent dimension", fontsize=8)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)  # (one dimension: 0, not -0.4 .. 0.4)
         ax.tick_params(labelsize=7)
     if holes is not None:
         ax = axes[-1, 0]
