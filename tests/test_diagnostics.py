@@ -224,6 +224,9 @@ def test_a_saturated_mutual_information_is_told_to_raise_n_only_where_a_larger_n
     layer["mutual_info"] = math.log(MAX_N) - 0.01
     r.update(n=MAX_N, subset="random subset of 50000, seed 0")
     assert saturated().endswith(f"overestimates: -n is at its most, {MAX_N}")
+    for subset in ("random subset of 50000, seed 0", f"all {MAX_N}"):  # (no split gives more than MAX_N)
+        r.update(split="test", subset=subset)
+        assert saturated().endswith(f"overestimates: -n is at its most, {MAX_N}")
 
 
 def test_aggregate_density_of_a_flow_posterior_pairs_every_draw_with_every_datapoint():

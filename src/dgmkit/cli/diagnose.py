@@ -125,13 +125,13 @@ def _layer_kl_lines(layers: list[dict]) -> list[str]:
 
 def _more_data(r: dict) -> str:
     """How to raise the ceiling log N: a larger -n, where the subset is a part of the split below
-    -n's most; else the split holds no more (a larger split may)."""
-    if str(r.get("subset", "")).startswith("all"):  # ("all N": -n at or beyond the split's size)
-        held = f"-n already reads all of the {r['split']} split"
-    elif r["n"] >= MAX_N:
-        held = f"-n is at its most, {MAX_N}"
-    else:
+    -n's most; else the split holds no more (a larger split may, where -n is not at its most: no
+    split then gives more)."""
+    if r["n"] >= MAX_N:
+        return f"-n is at its most, {MAX_N}"
+    if not str(r.get("subset", "")).startswith("all"):  # ("all N": -n at or beyond the split's size)
         return "raise -n"
+    held = f"-n already reads all of the {r['split']} split"
     return held if r["split"] == "train" else f"{held}; --split train may hold more"
 
 
