@@ -132,7 +132,7 @@ def _more_data(r: dict) -> str:
     if not str(r.get("subset", "")).startswith("all"):  # ("all N": -n at or beyond the split's size)
         return "raise -n"
     held = f"-n already reads all of the {r['split']} split"
-    return held if r["split"] == "train" else f"{held}; --split train may hold more"
+    return held if r["split"] == "train" else f"{held}; --split train with a larger -n may read more"
 
 
 def format_diagnosis(r: dict) -> str:
