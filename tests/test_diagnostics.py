@@ -218,7 +218,8 @@ def test_a_saturated_mutual_information_is_told_to_raise_n_only_where_a_larger_n
     assert saturated().endswith("overestimates: raise -n")
     r["subset"] = "all 300"
     assert "raise -n" not in saturated()
-    assert saturated().endswith("overestimates: -n already reads all of the test split; --split train with a larger -n may read more")
+    want = "overestimates: -n already reads all of the test split; --split train with a larger -n may read more"
+    assert saturated().endswith(want)
     r["split"] = "train"
     assert saturated().endswith("overestimates: -n already reads all of the train split")
     layer["mutual_info"] = math.log(MAX_N) - 0.01
