@@ -171,7 +171,7 @@ def _png_levels(paths: list[str], names: list[str], event: tuple, levels: int) -
 def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """log p(x) in nats of each input (raw data of the run, (N, *event)) and bits/dim where the
     data are discrete (else None): the family's declared estimate with k draws or times."""
-    k = score_draws(run, k)
+    k = score_draws(run, k, seed)
     t = run.transform
     xt = t.held_out(x).to(run.device)  # on the CPU: the same noise on any device
     log_px = log_likelihoods(run.model, xt, log_volume=t.log_volume, iw_samples=k, seed=seed).numpy()
@@ -180,12 +180,18 @@ def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0)
     return log_px, bpd
 
 
-def score_draws(run: Run, k: int | None = None) -> int:
+def score_draws(run: Run, k: int | None = None, seed: int = 0) -> int:
     """The k of the run's estimate that ``score_inputs`` makes (``estimate_samples``): --k
-    importance samples, or a diffusion bound's times; 0 where log p(x) is exact."""
+    importance samples, or a diffusion bound's times; 0 where log p(x) is exact (and a ``seed``
+    other than 0 is refused: nothing is drawn with it)."""
     kind = run.model.estimate_kind
     if kind == "reconstruction":
         raise ConfigError(f"{run.cfg.model.describe()} defines no density over x: there is no log p(x) to score")
+    if seed and kind == "exact":  # (the data's noise is held_out's, of a fixed seed)
+        raise ConfigError(
+            f"--seed draws an estimate's samples; the log-likelihood of {run.cfg.model.describe()} is exact: nothing is "
+            "drawn, leave out --seed"
+        )
     timed = kind == "time-sampled"  # --k counts the times of a diffusion bound
     return estimate_samples(run, None if timed else k, k if timed else None, iw_flag="--k", time_flag="--k")
 
@@ -218,12 +224,7 @@ def run_score(args: argparse.Namespace) -> int:
     # the run's table, read once: its columns encode or check the input, and name the units
     table = run_table(run, given_table, args.data_dir, args.data, args.schema)
     x, names = _inputs(args.inputs, run, table)
-    if args.seed and run.model.estimate_kind == "exact":  # (the data's noise is held_out's, of a fixed seed)
-        raise ConfigError(
-            f"--seed draws an estimate's samples; the log-likelihood of {run.cfg.model.describe()} is exact: nothing is "
-            "drawn, leave out --seed"
-        )
-    said = _estimate_said(run, score_draws(run, args.k))
+    said = _estimate_said(run, score_draws(run, args.k, args.seed))
     log_px, bpd = score_inputs(run, x, args.k, args.seed)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
