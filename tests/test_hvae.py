@@ -646,3 +646,10 @@ def test_a_three_layer_ladder_merges_each_layer_s_own_bottom_up_estimate():
     q = next(d.q for d in model.path(x, given=z) if d.index == 1)
     torch.testing.assert_close(q.mean, (estimate.mean * pe + p.mean * pp) * var)
     torch.testing.assert_close(q.stddev, var.sqrt())
+
+
+def test_a_stack_of_one_layer_is_described_in_the_singular():
+    from dgmkit.config import RunConfig
+
+    assert "(1 layer [8]," in RunConfig.of(model="hvae", latent_sizes=[8]).model.describe()
+    assert "(2 layers [40, 40]," in RunConfig.of(model="hvae").model.describe()

@@ -128,7 +128,8 @@ class StackSettings(VAESettings, ImportanceSampledEval):
 
     def describe(self) -> str:
         return (
-            f"a hierarchical VAE ({len(self.latent_sizes)} layers {self.latent_sizes}, {self.posterior} posterior, "
+            f"a hierarchical VAE ({len(self.latent_sizes)} layer{'s' if len(self.latent_sizes) != 1 else ''} "
+            f"{self.latent_sizes}, {self.posterior} posterior, "
             f"{self.hidden} {self.networks} networks, {self.prior} top prior, {self.likelihood.capitalize()} likelihood)"
         )
 
