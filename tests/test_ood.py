@@ -535,6 +535,15 @@ def test_ood_refusals(runs, tmp_path, capsys):
     assert (copy / "ood.json").read_text() == "my notes"
 
 
+def test_ood_data_dir_is_refused_where_ood_is_read_from_no_folder(runs, tmp_path, capsys):
+    """--ood-data-dir with a data file or a dataset read from no folder was left unread, silently."""
+    model = runs / "model"
+    for ood, read in ((runs / "noise.npy", "from its path"), ("digits-4x4", "from no folder")):
+        code, _, err = _dgm(capsys, "ood", model, "--ood", ood, "--ood-data-dir", tmp_path)
+        _refused(code, err, f"--ood {ood} is read {read}: leave out --ood-data-dir")
+    assert not (tmp_path / "ood.json").exists()
+
+
 def test_mutation_rate_is_refused_where_it_does_not_apply(tmp_path, capsys):
     ppca = ["train", "--model", "ppca", "--dataset", "digits", "--mutation-rate", "0.2", "--out", tmp_path / "p"]
     _refused(*_dgm(capsys, *ppca)[::2], "mutation_rate has no meaning")

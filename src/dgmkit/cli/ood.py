@@ -85,7 +85,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the split of --ood to use (a data file is split as for training, 80/10/10 seeded); all: every row, "
         "of a data file in the file's own order, of a named dataset its train, valid and test splits one after the other",
     )
-    p.add_argument("--ood-data-dir", default=None, help="folder of --ood's files (default: as --data-dir)")
+    p.add_argument(
+        "--ood-data-dir", default=None, help="folder of --ood's files, of a dataset read from one (default: as --data-dir)"
+    )
     p.add_argument(
         "--background",
         default=None,
@@ -195,6 +197,19 @@ def _own_data_dir(run: Run, args: argparse.Namespace) -> str | None:
     if args.ood_data_dir is None and args.ood in FOLDER_DATASETS:
         return None
     raise ConfigError(data_dir_unread(run.cfg.data, run.path))
+
+
+def _check_ood_data_dir(args: argparse.Namespace) -> None:
+    """--ood-data-dir refused where --ood is read from no folder (a data file, a bundled or generated
+    dataset): it would be left unread."""
+    if args.ood_data_dir is None or args.ood in FOLDER_DATASETS:
+        return
+    if is_data_file(args.ood) or args.ood in DATASETS:  # (an unknown name is refused as such by the loader)
+        read = "from its path" if is_data_file(args.ood) else "from no folder"
+        raise ConfigError(
+            f"--ood-data-dir is the folder of an --ood dataset read from one ({', '.join(FOLDER_DATASETS)}); "
+            f"--ood {args.ood} is read {read}: leave out --ood-data-dir"
+        )
 
 
 def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
@@ -456,6 +471,7 @@ def _typicality_notes(r: dict) -> list[str]:
 
 def run_ood(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    _check_ood_data_dir(args)
     run, bg, k_of = _scored_runs(args)
     figure = _checked_outputs(args, run, bg)
     _RESULTS.kept(run.path)  # a foreign ood.json or ood-scores.csv is refused before any work
