@@ -743,7 +743,8 @@ def test_ood_data_missing_from_the_run_s_data_folder_names_ood_data_dir(tmp_path
     assert _dgm(capsys, "train", *flags, "--out", run)[0] == 0
     _refused(*_dgm(capsys, "ood", run, "--ood", "mnist")[::2], "missing data file", f"default data folder {empty}",
              "--ood-data-dir")  # fmt: skip
-    for flags in (["--ood", "mnist", "--ood-data-dir", empty], ["--ood", "omniglot"]):  # a folder named; no such name
+    # a folder named; no such name (MNIST: names are spelled in lower case, and no folder helps)
+    for flags in (["--ood", "mnist", "--ood-data-dir", empty], ["--ood", "omniglot"], ["--ood", "MNIST"]):
         code, _, err = _dgm(capsys, "ood", run, *flags)
         _refused(code, err, "missing data file" if len(flags) > 2 else "unknown dataset")
         assert "--ood-data-dir)" not in err

@@ -224,7 +224,7 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     except DataError as e:
         if args.ood_data_dir:  # (the loader names --data-dir, the flag of a run's own data)
             raise DataError(str(e).replace("another --data-dir", "another --ood-data-dir")) from None
-        if args.data_dir or is_data_file(args.ood) or args.ood.lower() not in DATASETS:
+        if args.data_dir or is_data_file(args.ood) or args.ood not in DATASETS:
             raise  # (a folder named by the user's flag, a file, or an unknown name: no folder helps)
         where = f"the run's data folder {folder}" if folder else f"the default data folder {default_data_dir()}"
         raise DataError(
