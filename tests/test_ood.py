@@ -535,6 +535,15 @@ def test_ood_refusals(runs, tmp_path, capsys):
     assert (copy / "ood.json").read_text() == "my notes"
 
 
+def test_a_shape_refusal_calls_a_table_s_rows_rows_and_images_images(runs, tmp_path, capsys):
+    """The words followed the run (a table's run called the digits rows; an image run called iris's rows images)."""
+    _refused(*_dgm(capsys, "ood", runs / "model", "--ood", "iris")[::2], "--ood iris: rows of shape (1, 1, 4)")
+    run = tmp_path / "iris"
+    flags = ["--likelihood", "gaussian", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    assert _dgm(capsys, "train", "--dataset", "iris", *flags, "--out", run)[0] == 0
+    _refused(*_dgm(capsys, "ood", run, "--ood", "digits")[::2], "--ood digits: images of shape (1, 8, 8) with 17 levels")
+
+
 def test_ood_data_dir_is_refused_where_ood_is_read_from_no_folder(runs, tmp_path, capsys):
     """--ood-data-dir with a data file or a dataset read from no folder was left unread, silently."""
     model = runs / "model"

@@ -241,7 +241,8 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
         if seen is not None and len(seen) and (not seen.is_floating_point() or bool((seen == seen.round()).all())):
             held = values_seen(seen)  # (whole numbers beyond the levels 0..255 are read as no levels: not "continuous")
         raise DataError(
-            f"--ood {args.ood}: {'rows' if table is not None else 'images'} of shape {tuple(ds.event_shape)} with "
+            f"--ood {args.ood}: {'rows' if ds.columns or table is not None and is_data_file(args.ood) else 'images'} "
+            f"of shape {tuple(ds.event_shape)} with "
             f"{held}, but {run.path} "
             f"models {want} with {_levels(levels)}; OOD inputs must be of the run's shape and levels"
         )
