@@ -720,6 +720,12 @@ def test_impute_fills_binary_images_and_refuses_complete_data(tmp_path, capsys):
     assert code == 1 and "--out .csv writes a table, and" in err and "name a .npy file" in err
 
 
+def test_baselines_without_a_name_is_refused_not_read_as_none(tmp_path, capsys):
+    """``--baselines`` with no name scored no baseline, silently (nargs="*" read it as the default)."""
+    code, _, err = _run(capsys, "impute", tmp_path / "run", "--baselines", "--out", tmp_path / "i.npy")
+    assert code == 1 and err.startswith("dgm: error: argument --baselines: expected at least one argument"), err
+
+
 def test_impute_names_a_model_that_cannot_impute_before_what_its_data_are(tmp_path, capsys):
     """A flow run given incomplete images was told "imputation of dequantized data is not
     supported: train with a discrete likelihood", which no flow can be; that the model cannot

@@ -89,7 +89,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_count_flag(p, "--draws", 0, 10**4, default=0, help="multiple imputations to draw (sampling importance resampling)")
     p.add_argument(
         "--baselines",
-        nargs="*",
+        nargs="+",
         choices=BASELINES,
         default=[],
         metavar="NAME",
