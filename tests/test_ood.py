@@ -142,6 +142,29 @@ def test_score_arithmetic():
         ood_scores(torch.tensor([float("nan")]), lp_ood, num_dims=4)
 
 
+def test_the_histograms_draw_every_score_in_their_bins(monkeypatch):
+    """The bins spanned the 0.1% to 99.9% quantiles and a value outside was left out: of 1 input
+    against 1, the figure was empty; of 15 against 15, the extremes were missing."""
+    import matplotlib.axes
+
+    from dgmkit.evaluation.ood_scores import histogram_png
+
+    drawn = []
+    hist = matplotlib.axes.Axes.hist
+
+    def counted(self, x, bins=None, **kwargs):
+        counts, edges, patches = hist(self, x, bins=bins, **kwargs)
+        drawn.append((len(x), int(np.histogram(x, bins=edges)[0].sum())))
+        return counts, edges, patches
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "hist", counted)
+    for n in (1, 15):
+        drawn.clear()
+        r = ood_scores(-torch.arange(n, dtype=torch.float64), -100 - torch.arange(n, dtype=torch.float64), num_dims=4)
+        histogram_png(r)
+        assert drawn and all(shown == total for total, shown in drawn), drawn
+
+
 def test_png_code_length_is_the_size_of_a_lossless_png():
     from PIL import Image
 

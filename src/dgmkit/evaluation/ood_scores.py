@@ -199,7 +199,8 @@ def ood_scores(
 
 def histogram_png(result: OODScores, labels: tuple[str, str] = ("in-distribution", "OOD"), title: str = "") -> bytes:
     """One panel per score: histograms of the in-distribution and OOD scores (density-normalised,
-    shared bins), titled with the score and its AUROC."""
+    shared bins over the 0.1% to 99.9% quantiles of both, a value beyond them counted in the edge
+    bin), titled with the score and its AUROC."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,6 +216,8 @@ def histogram_png(result: OODScores, labels: tuple[str, str] = ("in-distribution
         a, b = (t.numpy() for t in result.scores[name])
         lo, hi = np.quantile(np.r_[a, b], [0.001, 0.999])
         bins = np.linspace(lo, hi, 60) if hi > lo else 30
+        if hi > lo:  # (outside the bins a value was left out: of 1 input against 1, both)
+            a, b = np.clip(a, lo, hi), np.clip(b, lo, hi)
         ax.hist(a, bins=bins, density=True, alpha=0.55, label=literal(f"{labels[0]} ({len(a)})"), color="tab:blue")
         ax.hist(b, bins=bins, density=True, alpha=0.55, label=literal(f"{labels[1]} ({len(b)})"), color="tab:orange")
         ax.set_title(f"{SCORES[name]}\nAUROC {result.metrics[name]['auroc']:.3f}", fontsize=9)
