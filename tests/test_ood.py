@@ -782,6 +782,27 @@ def test_ood_data_missing_from_the_run_s_data_folder_names_ood_data_dir(tmp_path
         assert "--ood-data-dir)" not in err
 
 
+def test_an_ood_set_missing_from_the_data_dir_of_a_run_s_own_data_names_ood_data_dir(
+    tmp_path, capsys, data_dir, monkeypatch
+):
+    """--data-dir of a run on MNIST names its own data's folder: where --ood is not there, the loader's
+    "name another --data-dir" would lose the run's data; --ood-data-dir is the flag to name."""
+    import dgmkit.data.registry
+
+    def offline(*args, **kwargs):
+        raise DataError("no network here")
+
+    monkeypatch.setattr(dgmkit.data.registry, "fetch", offline)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "mnist").symlink_to(data_dir / "mnist")
+    run = tmp_path / "run"
+    flags = ["--dataset", "mnist", "--data-dir", folder, "--binarize", "dynamic", "--hidden", "8", "--latent-dim", "2"]
+    assert _dgm(capsys, "train", *flags, "--epochs", "1", "--time-budget", "1", "--quiet", "--out", run)[0] == 0
+    code, _, err = _dgm(capsys, "ood", run, "--ood", "binarized-mnist", "--data-dir", folder, "--limit", "5")
+    _refused(code, err, "missing data file", "name another --ood-data-dir")
+
+
 def test_data_dir_names_the_ood_set_s_folder_for_a_run_on_a_data_file(tmp_path, capsys, data_dir):
     """A named --ood is read from --ood-data-dir, else --data-dir: for a run on a data file of 28x28
     images --data-dir was refused as of the run's own data (read from its path); it is --ood's,

@@ -222,7 +222,8 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     try:
         ds = load_dataset(args.ood, folder, download=cfg.download, columns=columns)
     except DataError as e:
-        if args.ood_data_dir:  # (the loader names --data-dir, the flag of a run's own data)
+        # (the loader names --data-dir, the flag of a run's own data: where it reads them, another would not)
+        if args.ood_data_dir or args.data_dir and cfg.reads_folder:
             raise DataError(str(e).replace("another --data-dir", "another --ood-data-dir")) from None
         if args.data_dir or is_data_file(args.ood) or args.ood not in DATASETS:
             raise  # (a folder named by the user's flag, a file, or an unknown name: no folder helps)
