@@ -12,6 +12,7 @@ from dgmkit.distributions import (
     BernoulliPixels,
     CategoricalPixels,
     DiscretizedLogisticMixture,
+    LogitNormal,
     diagonal_normal,
     kl_per_dimension,
 )
@@ -153,6 +154,32 @@ def test_kl_term_falls_back_to_monte_carlo_with_the_same_samples():
     z = q.sample((5,))
     expected = (q.log_prob(z) - p.log_prob(z)).mean(0)
     assert torch.allclose(kl_term(q, p, q.log_prob(z), p.log_prob(z)), expected)
+
+
+def test_diagonal_normal_draws_and_their_log_density_are_those_of_the_gaussian():
+    loc = torch.tensor([[0.5, -2.0, 1.0]], dtype=torch.float64)
+    scale = torch.tensor([[0.3, 2.5, 1.7]], dtype=torch.float64)
+    z, log_q = diagonal_normal(loc, scale).rsample_and_log_prob((20000,), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(log_q, Normal(loc, scale).log_prob(z).sum(-1))
+    assert torch.allclose(z.mean(0), loc, atol=0.05) and torch.allclose(z.std(0), scale, rtol=0.03)
+
+
+def test_a_logit_normal_s_draws_far_from_one_half_are_its_own_not_clipped_early():
+    """The clip of v = logit(u) keeps u within 1e-6 of the ends (|v| <= 13.8): draws of N(8, 1)
+    come back as sigmoid(v) with log q(u) the density at u, not piled up at a lower clip."""
+    loc, scale = torch.full((1, 1, 2), 8.0, dtype=torch.float64), torch.ones(1, 1, 2, dtype=torch.float64)
+    d = LogitNormal(loc, scale)
+    u, log_q = d.rsample_and_log_prob((4000,), generator=torch.Generator().manual_seed(0))
+    v = torch.log(u) - torch.log1p(-u)
+    assert v.mean().item() == pytest.approx(8.0, abs=0.05) and v.std().item() == pytest.approx(1.0, abs=0.05)
+    log_jacobian = (torch.log(u) + torch.log1p(-u)).flatten(-3).sum(-1)  # du/dv = u (1 - u)
+    assert torch.allclose(log_q, Normal(loc, scale).log_prob(v).flatten(-3).sum(-1) - log_jacobian, atol=1e-6)
+    assert torch.allclose(d.log_prob(u), log_q, atol=1e-6)
+    # draws past the clip (sigmoid(40) rounds to 1): u is the clip's, 1 - 1e-6, and log q its own
+    far = LogitNormal(torch.full((1, 1, 2), 40.0, dtype=torch.float64), scale)
+    u, log_q = far.rsample_and_log_prob((100,), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(u, torch.full_like(u, 1 - 1e-6), rtol=0, atol=1e-12) and torch.isfinite(log_q).all()
+    assert torch.allclose(far.log_prob(u), log_q) and torch.allclose(far.log_prob(torch.ones_like(u)), log_q)
 
 
 def test_diagonal_normal_kl_and_parameters_match_the_generic_rules():
