@@ -216,6 +216,20 @@ def test_tcvae_weights_the_batch_by_the_training_set_size_and_its_penalty_by_the
     assert torch.allclose(t.loss, -(t.log_px_z - 0.5 * (mi + 6 * tc + dim_kl)), atol=1e-4)
 
 
+def test_tcvae_weighs_each_part_of_the_kl_by_its_own_weight():
+    from dgmkit.objectives import BetaTCVAE
+
+    _, model = _small_vae(tc_weight=1.0)
+    x = (torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(4)) < 0.4).float()
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        t = BetaTCVAE(mi_weight=2.0, tc_weight=3.0, dim_kl_weight=5.0, dataset_size=1000)(model, x)
+    assert t.mi.abs().sum() > 0 and t.dim_kl.abs().sum() > 0
+    penalty = 2.0 * t.mi + 3.0 * t.tc + 5.0 * t.dim_kl
+    assert torch.allclose(t.objective, t.log_px_z - penalty, atol=1e-4)
+    assert torch.allclose(t.loss, -(t.log_px_z - penalty), atol=1e-4)
+
+
 @pytest.mark.parametrize("estimator", ["mss", "mws"])
 def test_a_batch_of_one_is_its_own_posterior_and_an_empty_one_is_refused(estimator):
     """M = 1 leaves stratified sampling's (N - 1)/(N (M - 1)) undefined: the lone posterior is all
