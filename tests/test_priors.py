@@ -191,6 +191,14 @@ def test_vampprior_pseudo_inputs_are_clipped_to_the_unit_interval():
     assert torch.equal(prior.pseudo_input_values(), torch.tensor([[0.0, 0.5, 1.0], [0.2, 1.0, 0.0]]))
 
 
+def test_vampprior_pseudo_inputs_start_at_their_mean_and_std():
+    from dgmkit.priors import VampPrior
+
+    torch.manual_seed(0)
+    u = VampPrior(2, (50,), components=40, mean=0.3, std=0.02).pseudo_inputs.detach()
+    assert u.mean().item() == pytest.approx(0.3, abs=2e-3) and u.std().item() == pytest.approx(0.02, rel=0.05)
+
+
 def test_vampprior_pseudo_inputs_of_continuous_data_are_free_and_old_runs_keep_their_clip():
     """A table's standardized columns (or another run's latents) span negative values and more
     than 1: clipped to [0, 1], no pseudo-input could be a typical row (and one started at a
