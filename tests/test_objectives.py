@@ -153,6 +153,22 @@ def test_iwae_training_weights_raise_only_the_prior_ratio_to_the_kl_weight():
         assert torch.allclose(t.iwae, torch.logsumexp(w.log_w, 0) - math.log(8))
 
 
+def test_iwae_training_gradient_at_a_kl_weight_near_one_is_the_bound_s_gradient():
+    """The loss at beta is -log-mean-exp of log p(x|z) + beta (log p(z) - log q(z|x)), every term with
+    its gradient: at beta = 1 - 1e-6 its gradient is the bound's (q's log-density included)."""
+    from dgmkit.objectives import IWAE
+
+    model, marginal = make(perturb=0.3)
+    x = data(marginal, 4)
+    grads = []
+    for beta in (1.0, 1.0 - 1e-6):
+        model.zero_grad()
+        torch.manual_seed(3)
+        IWAE(8)(model, x, beta=beta).loss.sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.encoder.parameters()]))
+    assert grads[0].abs().max() > 1e-3 and torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
 @torch.no_grad()
 def test_importance_sampling_is_exact_for_datapoints_whose_weights_underflow_exp():
     """Datapoints far out in the tail have log p(x) of thousands of nats below zero, where exp of
