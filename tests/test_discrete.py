@@ -2,6 +2,7 @@
 model small enough to enumerate (2 categorical variables with 3 classes: 9 configurations)."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -62,6 +63,15 @@ def exact_gradient(model) -> torch.Tensor:
     model.zero_grad()
     (-exact_elbo(model)).backward()
     return grads(model)
+
+
+def test_the_uniform_categorical_prior_gives_each_configuration_k_to_the_minus_v():
+    p = UniformCategoricalPrior(V, K)()
+    configurations = all_configurations()[:, 0]  # (K^V, V, K)
+    assert torch.allclose(p.log_prob(configurations), torch.full((K**V,), -V * math.log(K)))
+    torch.manual_seed(0)
+    freq = p.sample((6000,)).mean(0)  # (V, K): each class about 1/K
+    assert torch.allclose(freq, torch.full((V, K), 1 / K), atol=0.03)
 
 
 def test_enumeration_is_a_distribution_and_the_elbo_bounds_log_px():
