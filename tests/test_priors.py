@@ -147,6 +147,23 @@ def test_elbo_with_a_mixture_prior_estimates_the_kl_with_the_reconstruction_samp
     assert torch.allclose(terms.log_px_z, model.likelihood(z).log_prob(x).mean(0), atol=1e-5)
 
 
+def test_the_gradient_of_an_elbo_with_a_mixture_prior_is_that_of_its_monte_carlo_terms():
+    """log q(z|x) keeps its gradient in the Monte Carlo KL: the loss's gradient is that of
+    -(mean log p(x|z) - mean (log q(z|x) - log p(z))) at the same draws."""
+    cfg = RunConfig.of(prior="mog", prior_components=5, hidden=[16], latent_dim=3, samples=4)
+    model = build_model(cfg, (1, 4, 4), 2)
+    x = (torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    params = list(model.encoder.parameters())
+    torch.manual_seed(11)
+    got = torch.autograd.grad(build_objective(cfg)(model, x).loss.sum(), params)
+    torch.manual_seed(11)
+    q = model.posterior(x)
+    z = q.rsample((4,))
+    elbo = (model.likelihood(z).log_prob(x) - q.log_prob(z) + model.prior().log_prob(z)).mean(0)
+    want = torch.autograd.grad(-elbo.sum(), params)
+    assert all(torch.allclose(g, w, atol=1e-5) for g, w in zip(got, want))
+
+
 def test_clustering_scores_are_invariant_to_label_names():
     labels = torch.arange(10).repeat(30).numpy()
     perfect = (labels * 7 + 3) % 10  # a relabelling
