@@ -104,6 +104,24 @@ def test_the_miwae_bound_of_complete_data_is_exact_at_the_true_posterior():
     assert torch.allclose(MIWAE(5)(model, x).bound, marginal.log_prob(x.view(8, -1)), atol=1e-9)
 
 
+def test_the_miwae_bound_of_complete_data_is_the_iwae_bound_in_value_and_gradient():
+    from dgmkit.objectives import IWAE
+    from linear_gaussian import data, make
+
+    model, marginal = make(perturb=0.3)
+    x = data(marginal, 4)
+    params = list(model.parameters())
+    out = []
+    for objective in (MIWAE(6), IWAE(6)):
+        torch.manual_seed(2)
+        loss = objective(model, x).loss
+        out.append((loss.detach(), torch.autograd.grad(loss.sum(), params, allow_unused=True)))
+    (miwae, g_miwae), (iwae, g_iwae) = out
+    assert torch.allclose(miwae, iwae)
+    assert any(g.abs().max() > 1e-3 for g in g_iwae if g is not None)
+    assert all((a is None and b is None) or torch.allclose(a, b) for a, b in zip(g_miwae, g_iwae))
+
+
 def test_multiple_imputations_are_draws_of_the_conditional_whatever_the_chunks():
     """The draws are resampled from all k weighted proposals, chunk by chunk: each chunk's draws
     replace the kept ones with the chunk's share of the weight so far. With small chunks and a
