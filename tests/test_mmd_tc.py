@@ -228,6 +228,11 @@ def test_tcvae_weighs_each_part_of_the_kl_by_its_own_weight():
     penalty = 2.0 * t.mi + 3.0 * t.tc + 5.0 * t.dim_kl
     assert torch.allclose(t.objective, t.log_px_z - penalty, atol=1e-4)
     assert torch.allclose(t.loss, -(t.log_px_z - penalty), atol=1e-4)
+    # and in gradient: the penalty trains the encoder
+    params = list(model.encoder.parameters())
+    got = torch.autograd.grad(t.loss.sum(), params, retain_graph=True)
+    want = torch.autograd.grad(-(t.log_px_z - penalty).sum(), params)
+    assert all(torch.allclose(g, w, atol=1e-4) for g, w in zip(got, want))
 
 
 @pytest.mark.parametrize("estimator", ["mss", "mws"])
