@@ -50,3 +50,12 @@ def data(marginal, n: int, seed: int = 1) -> torch.Tensor:
 
 
 LOG2PI = math.log(2 * math.pi)
+
+
+def loss_and_gradient(objective, model, x: torch.Tensor, seed: int = 2):
+    """An objective's loss on ``x``, its draws made from ``seed``, and the gradient of its sum in
+    the model's parameters (None for a parameter it does not reach): two objectives that are one
+    bound give the same of both."""
+    torch.manual_seed(seed)
+    loss = objective(model, x).loss
+    return loss.detach(), torch.autograd.grad(loss.sum(), list(model.parameters()), allow_unused=True)
