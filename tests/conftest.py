@@ -33,3 +33,15 @@ def data_dir() -> Path:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_figure_left_open():
+    """The pyplot figures a test keeps to inspect (a ``figure_png`` monkeypatched to keep them)
+    closed after it: left open they pile up in the one process, and the 21st is matplotlib's
+    "more than 20 figures" warning, an error where warnings are."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")

@@ -589,7 +589,10 @@ def test_a_one_dimensional_projection_jitters_around_zero_and_one_point_is_refus
 
 
 def _drawn(monkeypatch, draw):
-    """The matplotlib figure ``draw`` makes (its PNG is made too)."""
+    """The matplotlib figure ``draw`` makes, closed in pyplot as ``figure_png`` closes it (it stays
+    readable: its axes and ticks), so that the figures of many tests do not pile up in one process."""
+    import matplotlib.pyplot as plt
+
     made = []
 
     def keep(fig):
@@ -598,6 +601,7 @@ def _drawn(monkeypatch, draw):
 
     monkeypatch.setattr(figures, "figure_png", keep)
     draw()
+    plt.close(made[0])
     return made[0]
 
 
