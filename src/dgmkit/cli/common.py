@@ -264,7 +264,7 @@ def _moved_data(run: Run, cfg: DataConfig, data: str | None) -> tuple[DataConfig
         return dataclasses.replace(cfg, codes_of=str(Path(data).resolve())), None
     if data is not None:
         if not is_data_file(cfg.dataset):
-            where = "use --data-dir" if cfg.dataset in FOLDER_DATASETS else "read from no folder: it does not move"
+            where = "use --data-dir" if cfg.reads_folder else "read from no folder: it does not move"
             raise ConfigError(
                 f"--data points at a moved data file, but {run.path} was trained on the named dataset {cfg.dataset!r} "
                 f"({where})"
