@@ -965,6 +965,7 @@ def test_family_declaration_and_defaults(name, datasets):
     assert model.has_layers == all(callable(getattr(model, a, None)) for a in ("path", "top", "descend"))
     if isinstance(model, VariationalModel):
         assert model.point_mass_posterior == isinstance(model.posterior(x), Delta)
+    assert family.point_mass_posterior == model.point_mass_posterior  # (the config refuses its iw_samples)
     if model.can_impute:
         holed = x.clone().float()
         holed.view(len(x), -1)[:, 0] = float("nan")

@@ -472,3 +472,37 @@ def test_a_seed_that_draws_nothing_is_refused_by_eval_and_score(tmp_path, capsys
     scored = ["score", str(vae), str(tmp_path / "x.npy"), "--k", "2", "--seed", "3"]
     assert main([*scored, "--out", str(tmp_path / "v.csv")]) == 0
     assert main(["eval", str(vae), "--iw-samples", "2", "--seed", "3"]) == 0
+
+
+def test_a_seed_or_more_draws_for_an_evaluation_that_draws_nothing_are_refused(tmp_path, capsys):
+    """A VQ-VAE's bound is of each image's one code grid (a point-mass posterior) and an
+    autoencoder's reconstruction score is deterministic: ``--seed 7`` gave seed 0's numbers, field
+    for field, and ``--iw-samples 5`` of a VQ-VAE five identical draws; both are refused where they
+    are given (eval, score, the run's settings). A WAE's evaluation draws its MMD's samples: its
+    seed is taken."""
+    vq, ae, wae = (tmp_path / name for name in ("vq", "ae", "wae"))
+    small = ["--dataset", "digits", "--epochs", "1", "--quiet"]
+    assert (
+        main(["train", "--model", "vqvae", "--codes", "8", "--code-dim", "2", "--vq-width", "8", *small, "--out", str(vq)])
+        == 0
+    )
+    for model, out in (("ae", ae), ("wae", wae)):
+        assert main(["train", "--model", model, "--hidden", "8", "--latent-dim", "2", *small, "--out", str(out)]) == 0
+    for run, said in ((vq, "its posterior is a point mass"), (ae, "reconstruction score of an autoencoder")):
+        assert main(["eval", str(run), "--seed", "7"]) == 1
+        err = capsys.readouterr().err
+        assert "seed 7: the seed draws a --limit subset" in err and said in err and "nothing is drawn" in err
+        assert not (run / "eval.json").exists()
+    assert main(["eval", str(vq), "--iw-samples", "5"]) == 1
+    assert "a point mass (one code grid per datapoint): every draw is the same" in capsys.readouterr().err
+    np.save(tmp_path / "x.npy", run_data(load_run(vq)).test.x.numpy()[:3])
+    score = ["score", str(vq), str(tmp_path / "x.npy"), "--out", str(tmp_path / "s.csv")]
+    for argv, said in ((["--seed", "7"], "--seed draws an estimate's samples; the bound of"), (["--k", "5"], "--k: the")):
+        assert main([*score, *argv]) == 1
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists() and main(score) == 0
+    again = ["train", "--model", "vqvae", "--iw-samples", "5", *small, "--out", str(tmp_path / "vq5")]
+    assert main(again) == 1 and "posterior is a point mass" in capsys.readouterr().err
+    assert main(["eval", str(vq), "--seed", "7", "--limit", "20"]) == 0  # (a drawn subset takes it)
+    assert main(["eval", str(wae), "--seed", "7"]) == 0
+    assert json.loads((wae / "eval.json").read_text())["seed"] == 7

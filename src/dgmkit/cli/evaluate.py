@@ -256,13 +256,35 @@ def estimate_samples(
     if iw_samples is not None and kind in ("exact", "reconstruction"):
         what = "an exact log-likelihood" if kind == "exact" else "no density (a reconstruction score)"
         raise ConfigError(f"{iw_flag}: {name} has {what}; there is nothing to sample")
+    if iw_samples is not None and run.model.point_mass_posterior:
+        raise ConfigError(
+            f"{iw_flag}: the posterior of {name} is a point mass (one code grid per datapoint): every draw is the same "
+            "and more draws change nothing"
+        )
     if kind == "exact":
         return 0
+    if run.model.point_mass_posterior:  # its one code grid: the bound, whatever the run's own iw_samples
+        return 1
     k = iw_samples if iw_samples is not None else time_samples if time_samples is not None else run.cfg.iw_samples
     if kind in ("importance-sampled", "bound") and k < 1:
         given = f"{iw_flag} must be >= 1" if iw_samples is not None else f"the run's iw_samples is {k}: give {iw_flag} >= 1"
         raise ConfigError(f"{name} estimates log p(x) by importance sampling: {given} (k = 1 is the ELBO)")
     return k
+
+
+def drawing_nothing(run: Run) -> str | None:
+    """Why the run's evaluation draws nothing at random, in words (None where it draws: the
+    model's ``estimate_draws``), so that a seed given for it alone is refused: an exact
+    log-likelihood, a bound over a point-mass posterior's one code grid, a deterministic
+    autoencoder's reconstruction score."""
+    model, name = run.model, run.cfg.model.describe()
+    if model.estimate_draws is not None:
+        return None
+    if model.estimate_kind == "exact":
+        return f"the log-likelihood of {name} is exact"
+    if model.point_mass_posterior:
+        return f"the bound of {name} is of each datapoint's one code grid (its posterior is a point mass)"
+    return f"the {model.estimate_kind} score of {name} is deterministic"
 
 
 def evaluate_run(
@@ -293,11 +315,11 @@ def evaluate_run(
     weights = run.weights_digest()  # which weights these numbers are of
     dataset = run_data(run, data_dir, data, schema)
     x, y = split_data(run, split, dataset=dataset)
-    if seed and orders is None and run.model.estimate_kind == "exact" and seeded_rows(len(x), limit, seed) is None:
+    still = drawing_nothing(run)
+    if seed and orders is None and still and seeded_rows(len(x), limit, seed) is None:
         raise ConfigError(  # (its numbers those of seed 0, recorded as another protocol)
-            f"seed {seed}: the seed draws a {named('--limit')} subset and an estimate's samples; the log-likelihood of "
-            f"{run.cfg.model.describe()} is exact and all {len(x)} datapoints of the {split} split are scored: nothing "
-            "is drawn, leave out the seed"
+            f"seed {seed}: the seed draws a {named('--limit')} subset and an estimate's samples; {still} and all "
+            f"{len(x)} datapoints of the {split} split are scored: nothing is drawn, leave out the seed"
         )
     x, y, subset = _seeded_subset(x, y, limit, seed)
     store = None

@@ -505,8 +505,9 @@ def run_ood(args: argparse.Namespace) -> int:
 
 
 def _scored_runs(args: argparse.Namespace) -> tuple[Run, Run | None, dict[int, int]]:
-    """The run, its --background (or None) and each one's k (by ``id``: 0 where exact; a flag given
-    for the other model leaves an exact one as it is), the flags checked against them."""
+    """The run, its --background (or None) and each one's k (by ``id``: 0 where exact, 1 for a
+    point-mass posterior; a flag given for the other model leaves those as they are), the flags
+    checked against them."""
     run = _likelihood_run(args.run_dir, "the run", args.device)
     bg = None if args.background is None else _likelihood_run(args.background, "--background", args.device)
     scored = [run, *([bg] if bg else [])]
@@ -514,10 +515,13 @@ def _scored_runs(args: argparse.Namespace) -> tuple[Run, Run | None, dict[int, i
         raise ConfigError(
             f"--iw-samples: {run.cfg.model.describe()} has an exact log-likelihood; there is nothing to sample"
         )
+    sampled = {id(r) for r in scored if r.model.estimate_kind != "exact" and not r.model.point_mass_posterior}
+    if args.iw_samples is not None and not sampled:  # (a VQ-VAE's one code grid: refused, every draw the same)
+        estimate_samples(next(r for r in scored if r.model.point_mass_posterior), args.iw_samples)
     if args.iw_samples is not None and any(r.model.estimate_kind == "time-sampled" for r in scored):
         raise ConfigError("--iw-samples: a diffusion model is scored by its bound over the run's time_samples, without "
                           "importance sampling")  # fmt: skip
-    k_of = {id(r): estimate_samples(r, None if r.model.estimate_kind == "exact" else args.iw_samples) for r in scored}
+    k_of = {id(r): estimate_samples(r, args.iw_samples if id(r) in sampled else None) for r in scored}
     if bg is not None:
         _check_background(run, bg, args.background)
     return run, bg, k_of

@@ -36,7 +36,7 @@ from dgmkit.cli.common import (
     standardized_note,
 )
 from dgmkit.cli.compress import read_pngs
-from dgmkit.cli.evaluate import estimate_samples
+from dgmkit.cli.evaluate import drawing_nothing, estimate_samples
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import Dataset
@@ -183,15 +183,13 @@ def score_inputs(run: Run, x: torch.Tensor, k: int | None = None, seed: int = 0)
 def score_draws(run: Run, k: int | None = None, seed: int = 0) -> int:
     """The k of the run's estimate that ``score_inputs`` makes (``estimate_samples``): --k
     importance samples, or a diffusion bound's times; 0 where log p(x) is exact (and a ``seed``
-    other than 0 is refused: nothing is drawn with it)."""
+    other than 0 is refused where nothing is drawn with it: ``drawing_nothing``)."""
     kind = run.model.estimate_kind
     if kind == "reconstruction":
         raise ConfigError(f"{run.cfg.model.describe()} defines no density over x: there is no log p(x) to score")
-    if seed and kind == "exact":  # (the data's noise is held_out's, of a fixed seed)
-        raise ConfigError(
-            f"--seed draws an estimate's samples; the log-likelihood of {run.cfg.model.describe()} is exact: nothing is "
-            "drawn, leave out --seed"
-        )
+    still = drawing_nothing(run)
+    if seed and still:  # (the data's noise is held_out's, of a fixed seed)
+        raise ConfigError(f"--seed draws an estimate's samples; {still}: nothing is drawn, leave out --seed")
     timed = kind == "time-sampled"  # --k counts the times of a diffusion bound
     return estimate_samples(run, None if timed else k, k if timed else None, iw_flag="--k", time_flag="--k")
 
@@ -200,7 +198,7 @@ def _estimate_said(run: Run, k: int) -> str:
     """What the scores are, for the summary line: the estimate and its k, as dgm eval says them."""
     said = estimate_words(run.model.estimate_kind, run.transform.kind)
     if run.model.point_mass_posterior:  # (a VQ-VAE: its one code grid, under the prior it holds)
-        return f"{said}, log p(x|z_q(x)) + log p(z_q(x)) under {run.model.prior_name}; more draws (--k) change nothing"
+        return f"{said}, log p(x|z_q(x)) + log p(z_q(x)) under {run.model.prior_name}; one code grid, the posterior a point mass"
     if run.model.estimate_kind == "time-sampled":
         return f"{said}, {plural(k, 'time')} per input"
     return f"{said}, k={k}" if k else said

@@ -454,6 +454,8 @@ class RunConfig:
             unread.append(("latent_draws", d.latent_draws, False, "gradient training (its batches)"))
         if self.model.default_iw_samples == 0 and not self.model.time_sampled:  # (an exact log-likelihood, or none)
             unread.append(("iw_samples", self.eval.iw_samples, None, None))
+        elif self.model.point_mass_posterior:  # (a VQ-VAE: its bound is of one code grid, one draw)
+            unread.append(("iw_samples", self.eval.iw_samples, None, "point mass"))
         return unread
 
     def _unread_words(self, key: str, needs: str | None, what: str, fix: str) -> str:
@@ -462,6 +464,11 @@ class RunConfig:
             return (
                 f"{what}: the {self.model.name} model's log-likelihood is exact (or it has none), and dgm eval "
                 f"samples nothing for it: {fix}"
+            )
+        if needs == "point mass":
+            return (
+                f"{what}: the {self.model.name} model's posterior is a point mass (one code grid per datapoint), so "
+                f"every importance draw is the same and dgm eval makes one: {fix}"
             )
         if needs == "folder":
             d = self.data

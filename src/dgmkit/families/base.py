@@ -103,6 +103,7 @@ class FamilyConfig(ABC):
     renamed: ClassVar[dict[str, str]] = {}  # settings renamed since run format 2: old name -> new name
     uses_labels: ClassVar[bool] = False  # trained on labels (some hidden: the data setting `labels`)
     time_sampled: ClassVar[bool] = False  # scored by a bound averaged over sampled times, not by importance sampling
+    point_mass_posterior: ClassVar[bool] = False  # q(z|x) is one code grid: its bound takes no importance samples
     # runs that use other runs (config.inputs): what this family's runs make for others to train
     # on (None: nothing), and the roles in which they take another run when used (role -> what it is)
     derived_data: ClassVar[str | None] = None

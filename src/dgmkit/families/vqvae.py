@@ -36,6 +36,7 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
     summary = "VQ-VAE: a grid of discrete codes (EMA codebook), bound under a uniform or learned code prior"
     # the second stage: a prior trained on this run's code grids (--codes-of), attached when used
     derived_data: ClassVar[str | None] = "codes"
+    point_mass_posterior = True  # (the model's too: tests/test_registry.py checks the two agree)
     unused_settings: ClassVar[frozenset[str]] = frozenset({"table_input"})  # (conv networks: no table reaches them)
     inputs: ClassVar[dict[str, str]] = {
         "code-prior": "a run trained on this run's code grids (--codes-of), the prior p(z) of the bound and of sampling"

@@ -8,8 +8,9 @@ class:
   ``"importance-sampled"`` (k draws from ``posterior``, a stochastic lower bound that tends to
   log p(x)), ``"bound"`` (an importance-weighted bound that stays a bound, e.g. variational
   dequantization of integer data) or ``"reconstruction"`` (no density: log p(x | z = f(x))).
-- ``estimate_draws``: what that estimate draws at random, in words (``"the importance
-  samples"``), or None where it draws nothing: inputs scored together share the draws.
+- ``estimate_draws``: what that estimate (and the evaluation's other terms) draws at random,
+  in words (``"the importance samples"``), or None where it draws nothing: inputs scored
+  together share the draws, and a seed given for nothing drawn is refused.
 - ``time-sampled``: a variational bound with no proposal to importance-sample, estimated by
   averaging ``bound_terms(x, t)`` over times t (a diffusion model, ``TimeSampledBound``).
 - ``AnyOrderModel``: a network that predicts any entries from any others (a masked diffusion

@@ -33,6 +33,7 @@ class WassersteinAutoencoder(DecodedModel):
     the prior's variance at construction (its mean over the M dimensions)."""
 
     estimate_kind = "reconstruction"
+    estimate_draws = "the codes and prior samples of its MMD"  # (evaluation_terms)
     has_latents = True
     can_sample = True
     reconstructs = True
