@@ -89,10 +89,11 @@ def test_a_link_to_another_run_s_file_is_no_output(env, capsys, tmp_path):
     assert (env.other / "config.json").read_bytes() == before and link.is_symlink()
 
 
-def test_a_folder_that_holds_no_run_may_receive_a_config_json(env, capsys, tmp_path):
-    (tmp_path / "config.json").write_text("{}")  # (another program's: no checkpoint beside it)
-    code, _, err = dgm(capsys, *_compress(env, tmp_path / "config.json", "--force"))
+def test_a_folder_that_holds_no_run_may_receive_a_file_of_a_run_s_name(env, capsys, tmp_path):
+    (tmp_path / "ood-scores.csv").write_text("x\n")  # (another program's: no run beside it)
+    code, _, err = dgm(capsys, "score", env.run, env.npy, "--out", tmp_path / "ood-scores.csv", "--force")
     assert code == 0, err
+    assert (tmp_path / "ood-scores.csv").read_text().startswith("input,log_px_nats")
 
 
 # -- a SIGTERM while writing ---------------------------------------------------------------------

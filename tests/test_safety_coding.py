@@ -765,6 +765,8 @@ def test_compress_refuses_inputs_and_settings_it_cannot_code_before_coding(env, 
     np.save(tmp_path / "in" / "side.npy", flat.reshape(-1, 1, 2, 8))  # as many pixels, another image (they were coded)
     roots = [tmp_path, env.root]
     out = ["--out", tmp_path / "o.dgmz"]
+    argv = ["compress", env.run, env.root / "x.npy", "--out", tmp_path / "o.npy"]  # (a container no .npy reader reads)
+    assert_fails_and_changes_nothing(capsys, roots, argv, "--out must name a .dgmz file (dgm decompress reads it back)")
     for argv, needle in (
         ([env.run, env.root / "x.npy", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
         ([ppca, env.root / "x.npy"], "which declares no coder (neither exact sequential conditionals"),

@@ -230,6 +230,8 @@ def compress(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = command_output(args, args.out, reads=args.inputs)
+    if out.suffix.lower() != ".dgmz":  # (x.npy held a container that no reader of .npy files reads)
+        raise ConfigError(f"--out must name a .dgmz file (dgm decompress reads it back), got {out}")
     run, model, levels, coder = _coding_model(args.run_dir, args.device)
     x, meta = _read_images(args.inputs, model.event_shape)
     _check_black_and_white(args, x, meta, levels)
