@@ -142,7 +142,7 @@ def test_a_learned_prior_over_codes_tightens_the_bound_and_samples(tmp_path, cap
         out = tmp_path / f"score{len(flags)}.csv"
         assert main(["score", str(vq), str(tmp_path / "test.npy"), *flags, "--out", str(out)]) == 0
         said = capsys.readouterr().out
-        assert f"mean log p(x) {-nll:.3f} nats" in said and f"under p(z), {words}; one code grid, the posterior a point mass" in said
+        assert f"mean log p(x) {-nll:.3f} nats" in said and f"under p(z), {words}; a point-mass posterior, one draw" in said
     # from Python: a prior attached by one call stays attached, and later results name it (they were computed
     # with it and said "uniform over the codes"); a loaded run is taken as a prior too, other things refused in words
     import dgmkit

@@ -198,7 +198,7 @@ def _estimate_said(run: Run, k: int) -> str:
     """What the scores are, for the summary line: the estimate and its k, as dgm eval says them."""
     said = estimate_words(run.model.estimate_kind, run.transform.kind)
     if run.model.point_mass_posterior:  # (a VQ-VAE: its one code grid, under the prior it holds)
-        return f"{said}, log p(x|z_q(x)) + log p(z_q(x)) under {run.model.prior_name}; one code grid, the posterior a point mass"
+        return f"{said}, log p(x|z_q(x)) + log p(z_q(x)) under {run.model.prior_name}; a point-mass posterior, one draw"
     if run.model.estimate_kind == "time-sampled":
         return f"{said}, {plural(k, 'time')} per input"
     return f"{said}, k={k}" if k else said
