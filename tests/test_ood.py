@@ -635,6 +635,7 @@ def test_ood_json_never_replaces_what_the_command_reads_or_its_figure(runs, tmp_
         _refused(code, err, needle)
     code, _, err = _dgm(capsys, *argv, "--json", tmp_path / "x.png", "--out", tmp_path / "x.png", "--force")
     _refused(code, err, "--json must name a .json file")
+    _refused(*_dgm(capsys, *argv, "--force")[::2], "--force replaces --out or --json where they exist, and neither is")
     assert all(p.read_bytes() == b for p, b in before.items()) and not (tmp_path / "x.png").exists()
     assert not (tmp_path / "o.txt").exists()
     scores = runs / "model" / "ood-scores.csv"

@@ -530,6 +530,8 @@ def _scored_runs(args: argparse.Namespace) -> tuple[Run, Run | None, dict[int, i
 def _checked_outputs(args: argparse.Namespace, run: Run, bg: Run | None) -> Path | None:
     """--out's figure path (or None), and --json checked: a .json name (so never the figure, nor a
     data file such as --ood's), nor a run's file (``command_output``)."""
+    if args.force and args.out is None and args.json is None:  # (ood.json in the run is kept by protocol, never replaced)
+        raise ConfigError("--force replaces --out or --json where they exist, and neither is given: leave it out")
     figure = png_output(args) if args.out is not None else None
     if args.json is not None:
         if Path(args.json).suffix.lower() != ".json":
