@@ -85,6 +85,8 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             inert["iw_k"] = "--objective iwae"
         if self.objective != "elbo" or self.posterior == "bottom-up":  # (validate refuses another value)
             inert["free_bits"] = "--objective elbo with another posterior than bottom-up"
+        if len(self.latent_sizes) == 1:  # (z_1 is every layer: the decoder sees the same whatever it says)
+            inert["decoder_input"] = "--latent-sizes of two or more layers"
         if self.architecture == "conv-hvae":  # (its networks are its own: gated convolutions and gated dense layers)
             inert.update(dict.fromkeys(("encoder", "decoder"), "--architecture default"))
             inert["conv_channels"] = "--architecture default with --encoder conv or --decoder conv"
