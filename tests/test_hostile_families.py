@@ -29,3 +29,44 @@ def test_decoder_input_of_one_layer_names_the_layers_that_read_it():
     with pytest.raises(ConfigError, match="decoder_input = 'all' is read only with --latent-sizes of two or more layers"):
         RunConfig.of(model="hvae", latent_sizes=[8], decoder_input="all").check_inert()
     RunConfig.of(model="hvae", latent_sizes=[8, 4], decoder_input="bottom").check_inert()  # two layers: read
+
+
+@pytest.mark.parametrize("k", ["10", "1", "0"])
+def test_a_vqvae_run_takes_no_iw_samples_of_its_own(tmp_path, capsys, k):
+    """A VQ-VAE's posterior is a point mass (its code grid): dgm eval's bound is one draw, and more
+    change nothing. --iw-samples 10 was recorded, and every later dgm eval made 10 passes of the same
+    draw and called the result the bound of k=10."""
+    out = tmp_path / "vq"
+    code, _, err = dgm(capsys, "train", "--model", "vqvae", "--dataset", "digits", "--iw-samples", k, "--out", out)
+    refused(code, err, f"iw_samples = {k}: the vqvae model's posterior is a point mass", "leave it out")
+    assert not out.exists()
+
+
+def test_dgm_eval_and_score_of_a_vqvae_run_take_no_count_of_draws(tmp_path, capsys, monkeypatch):
+    """dgm eval --iw-samples 10 (dgm score --k 10) of a VQ-VAE made ten passes of the same draw, said to
+    change nothing and recorded as another protocol (k=10) of the same number; a run that recorded an
+    iw_samples of its own before it was refused is scored by its one draw."""
+    import json
+
+    import numpy as np
+
+    from dgmkit.cli.common import run_data
+    from dgmkit.config import load_run
+
+    vq = tmp_path / "vq"
+    small = ["--codes", "8", "--code-dim", "2", "--vq-width", "4", "--downsample", "1", "--res-blocks", "0"]
+    with monkeypatch.context() as m:  # (a run written before --iw-samples was refused for it)
+        m.setattr(RunConfig, "check_inert", lambda self, *a, **k: None)
+        argv = ["train", "--model", "vqvae", "--dataset", "digits", *small, "--iw-samples", "10", "--epochs", "1"]
+        assert dgm(capsys, *argv, "--quiet", "--out", vq)[0] == 0
+    np.save(tmp_path / "x.npy", run_data(load_run(vq)).test.x[:10].numpy())
+    for flag, argv in (
+        ("--iw-samples", ["eval", vq, "--iw-samples", "10"]),
+        ("--k", ["score", vq, tmp_path / "x.npy", "--k", "10", "--out", tmp_path / "s.csv"]),
+    ):
+        code, _, err = dgm(capsys, *argv)
+        refused(code, err, f"{flag}: the posterior of a VQ-VAE", "is a point mass", "leave it out")
+    assert not (vq / "eval.json").exists() and not (tmp_path / "s.csv").exists()
+    code, said, _ = dgm(capsys, "eval", vq)  # (its own iw_samples, 10: one draw all the same)
+    assert code == 0 and "NLL bound (k=1)" in said
+    assert json.loads((vq / "eval.json").read_text())["iw_samples"] == 1

@@ -259,7 +259,7 @@ def estimate_samples(
     if iw_samples is not None and run.model.point_mass_posterior:
         raise ConfigError(
             f"{iw_flag}: the posterior of {name} is a point mass (one code grid per datapoint): every draw is the same "
-            "and more draws change nothing"
+            "and more draws change nothing: leave it out"
         )
     if kind == "exact":
         return 0

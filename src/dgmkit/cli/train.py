@@ -373,7 +373,8 @@ def _check_fit_flags(cfg: RunConfig, resume: bool, tensorboard: bool, restart: b
                           "process; data-parallel training (torchrun, --nproc) is for gradient training")  # fmt: skip
     if resume and family.fit != "gradient":
         raise ConfigError(f"nothing to resume: the {family.name} model is fitted in one go; fit it into a new --out")
-    if not resume and cfg.eval.iw_samples == 0 and family.default_iw_samples > 0:  # (a new run's check: as lr_min's)
+    sampled = family.default_iw_samples > 0 and not family.point_mass_posterior  # (one draw of a point mass: inert)
+    if not resume and cfg.eval.iw_samples == 0 and sampled:  # (a new run's check: as lr_min's)
         raise ConfigError(
             f"iw_samples 0: the {family.name} model's log p(x) is estimated by sampling (its default k is "
             f"{family.default_iw_samples}); give 1 or more (k = 1 is the ELBO)"
