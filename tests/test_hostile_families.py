@@ -70,3 +70,15 @@ def test_dgm_eval_and_score_of_a_vqvae_run_take_no_count_of_draws(tmp_path, caps
     code, said, _ = dgm(capsys, "eval", vq)  # (its own iw_samples, 10: one draw all the same)
     assert code == 0 and "NLL bound (k=1)" in said
     assert json.loads((vq / "eval.json").read_text())["iw_samples"] == 1
+
+
+@pytest.mark.parametrize("model", ["vae", "hvae", "pixelvae", "dvae", "wae"])
+def test_a_warm_up_to_a_weight_of_zero_is_refused(tmp_path, capsys, model):
+    """--beta 0 --warmup 5: the weight goes from 0 to 0, and the warm-up was taken and recorded."""
+    out = tmp_path / "run"
+    code, _, err = dgm(
+        capsys, "train", "--model", model, "--dataset", "digits", "--beta", "0", "--warmup", "5", "--out", out
+    )
+    refused(code, err, "warmup = 5.0 is read only with --beta above 0")
+    assert not out.exists()
+    RunConfig.of(model=model, beta=0.0).check_inert()  # (beta 0 itself: a weight of its own)

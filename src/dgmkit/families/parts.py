@@ -327,6 +327,13 @@ class KLWeightSettings:
     beta: float = setting(1.0, "weight of the KL term in the loss (the reported ELBO keeps 1)", min=0, max=1e6)
     warmup: float = setting(0.0, "epochs of linear KL warm-up from 0 to beta", min=0, max=1e6)
 
+    def inert_settings(self) -> dict[str, str]:
+        """``warmup`` under beta = 0, a weight that stays 0 from the start, with the next class's."""
+        inert = super().inert_settings()  # type: ignore[misc]  # a mixin: the next class in the MRO has it
+        if self.beta == 0:
+            inert["warmup"] = "--beta above 0"
+        return inert
+
     def training_parts(self) -> list[TrainingPart]:
         return [KLWarmup(self.beta, self.warmup)]
 
