@@ -82,3 +82,20 @@ def test_a_warm_up_to_a_weight_of_zero_is_refused(tmp_path, capsys, model):
     refused(code, err, "warmup = 5.0 is read only with --beta above 0")
     assert not out.exists()
     RunConfig.of(model=model, beta=0.0).check_inert()  # (beta 0 itself: a weight of its own)
+
+
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--mmd-weight", "0", "--beta", "2"], "beta = 2.0 is read only with --mmd-weight above 0"),
+        (["--mmd-weight", "0", "--warmup", "3"], "warmup = 3.0 is read only with --mmd-weight above 0"),
+    ],
+)
+def test_a_wae_factor_of_no_penalty_is_refused(tmp_path, capsys, flags, said):
+    """A WAE's beta (and its warm-up) is the factor of an MMD penalty that --mmd-weight 0 takes away:
+    it was taken and recorded."""
+    out = tmp_path / "run"
+    code, _, err = dgm(capsys, "train", "--model", "wae", "--dataset", "digits", *flags, "--epochs", "1", "--out", out)
+    refused(code, err, said)
+    assert not out.exists()
+    RunConfig.of(model="wae", mmd_weight=0.0).check_inert()  # (the setting that turns it off: read)

@@ -29,6 +29,13 @@ class WAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
     wae_encoder: Literal["deterministic", "gaussian"] = setting("deterministic", "z = f(x), or a Gaussian q(z|x)")
     mmd_weight: float = setting(10.0, "lambda: weight of the MMD penalty", min=0, max=1e9)
 
+    def inert_settings(self) -> dict[str, str]:
+        """With lambda = 0 no penalty is weighed: beta and its warm-up (the penalty's factor) go unread."""
+        inert = super().inert_settings()
+        if self.mmd_weight == 0:
+            inert.update(dict.fromkeys(("beta", "warmup"), "--mmd-weight above 0"))
+        return inert
+
     def describe(self) -> str:
         return (
             f"a Wasserstein autoencoder ({self.hidden} {self.encoder} networks, {self.latent_dim}-D "
