@@ -99,3 +99,26 @@ def test_a_wae_factor_of_no_penalty_is_refused(tmp_path, capsys, flags, said):
     refused(code, err, said)
     assert not out.exists()
     RunConfig.of(model="wae", mmd_weight=0.0).check_inert()  # (the setting that turns it off: read)
+
+
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (
+            ["--anneal-rate", "0", "--gumbel-temperature-min", "0.2"],
+            "gumbel_temperature_min = 0.2 is read only with --anneal-rate above 0",
+        ),
+        (
+            ["--gumbel-temperature", "0.5", "--gumbel-temperature-min", "0.5", "--anneal-rate", "0.1"],
+            "anneal_rate = 0.1 is read only with --gumbel-temperature above --gumbel-temperature-min",
+        ),
+    ],
+)
+def test_a_dvae_temperature_schedule_that_cannot_move_is_refused(tmp_path, capsys, flags, said):
+    """Without annealing the Gumbel-softmax temperature never reaches its floor, and one that starts at
+    its floor has nothing to anneal: the floor, or the rate, was taken and recorded."""
+    out = tmp_path / "run"
+    code, _, err = dgm(capsys, "train", "--model", "dvae", "--dataset", "digits", *flags, "--epochs", "1", "--out", out)
+    refused(code, err, said)
+    assert not out.exists()
+    RunConfig.of(model="dvae", anneal_rate=0.0, gumbel_temperature=0.8).check_inert()  # (tau fixed at 0.8: read)

@@ -50,7 +50,13 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
     def inert_settings(self) -> dict[str, str]:
         gumbel = ("gumbel_temperature", "gumbel_temperature_min", "anneal_rate", "straight_through")
         inert = super().inert_settings()
-        return {**inert, **dict.fromkeys(gumbel, "--objective gumbel-softmax")} if self.objective == "reinforce" else inert
+        if self.objective == "reinforce":
+            return {**inert, **dict.fromkeys(gumbel, "--objective gumbel-softmax")}
+        if self.anneal_rate == 0:  # (tau stays at gumbel_temperature, never reaching its floor)
+            inert["gumbel_temperature_min"] = "--anneal-rate above 0"
+        if self.gumbel_temperature == self.gumbel_temperature_min:  # (tau starts at its floor: nothing to anneal)
+            inert["anneal_rate"] = "--gumbel-temperature above --gumbel-temperature-min"
+        return inert
 
     def activation_needs(self) -> str | None:
         needs = super().activation_needs()  # (reinforce's baseline b(x) is an MLP)
