@@ -2,7 +2,15 @@
 (wae, dvae, helmholtz, hvae and its residual posterior, pixelvae, adgm, vqvae) found: settings that the
 run's other choices leave unread were taken and recorded as if they had been used, and are now refused
 as every other unread setting is (``RunConfig.check_inert``): ``--decoder-input`` of a stack of one
-stochastic layer (the decoder sees z_1 whatever it says)."""
+stochastic layer (the decoder sees z_1 whatever it says); ``--warmup`` under ``--beta 0``; a WAE's
+``--beta`` and ``--warmup`` under ``--mmd-weight 0``; a DVAE's ``--gumbel-temperature-min`` without
+annealing and ``--anneal-rate`` of a temperature that starts at its floor; a VQ-VAE's ``--iw-samples``,
+which made every ``dgm eval`` take k passes of its one draw (its posterior is a point mass) and call the
+result the bound of k, as ``dgm eval --iw-samples``, ``dgm score --k`` and ``dgm ood --iw-samples`` did,
+now refused there too. The rest of what was tried (other families' flags, NaN, 0, negative and huge
+values, likelihoods and data a family cannot use, labels for a family trained without them, a batch
+larger than the data, --resume with changed flags, a time budget that stops in the first step and its
+--resume, which continued bit for bit) was refused in one line or behaved."""
 
 import pytest
 
