@@ -90,10 +90,12 @@ def _run(flags: list[str], epochs: int, nproc: int, out: Path, seed: int = 0, sh
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--nproc", type=count, default=2)
+    p.add_argument("--nproc", type=count, default=2, help="processes of the data-parallel runs (2 or more)")
     p.add_argument("--epochs", type=count, default=3)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     a = p.parse_args()
+    if a.nproc < 2:  # (one process against one, printed as "1 processes ... through shared memory, through gloo")
+        p.error(f"argument --nproc: data-parallel runs need 2 or more processes, got {a.nproc}")
     print(f"# {machine()}; 1 process x 1 thread against {a.nproc} processes x 1 thread, {a.epochs} epochs each")
     with tempfile.TemporaryDirectory() as tmp:
         subset = str(_subset(Path(tmp))) if any("{subset}" in MODELS[m] for m in a.models) else ""

@@ -72,6 +72,8 @@ def test_a_folder_without_a_run_stops_the_script_in_dgmkits_words(tmp_path):
         (["hvae_speed.py", "--quick", "--synthetic", "--warmup", "-1"], "--warmup must be >= 0 epochs, got -1.0"),
         (["deep_hvae_throughput.py", "--config", "/nonexistent/x.toml"], "cannot read config file /nonexistent/x.toml"),
         (["representations.py", "--out", "x", "--only", "VAE", "nosuch"], "argument --only: invalid choice: 'nosuch'"),
+        # one process against one, printed as "1 processes ... through shared memory ... through gloo"
+        (["ddp_scaling.py", "--nproc", "1"], "argument --nproc: data-parallel runs need 2 or more processes, got 1"),
     ],
 )
 def test_scripts_refuse_bad_arguments_before_any_work(args, needle):
