@@ -3,7 +3,8 @@ one thread each (``dgm train --nproc N``: torchrun), the same model, data, globa
 seed and epochs, measured one after the other in this run.
 
 Reported per model: training images/s of each (the median over the epochs after the first,
-from metrics.jsonl, validation excluded), their ratio, and the final validation score of
+from metrics.jsonl, validation excluded; with ``--epochs 1`` the one epoch's, its warm-up
+included, as the header says), their ratio, and the final validation score of
 each. The N processes run twice: with the gradients averaged through shared memory (the
 default for ranks on one machine) and through gloo's all-reduce (``DGMKIT_SHM_ALLREDUCE=0``).
 At equal epochs and global batch the runs take the same optimiser steps, so the scores differ
@@ -96,7 +97,9 @@ def main() -> None:
     a = p.parse_args()
     if a.nproc < 2:  # (one process against one, printed as "1 processes ... through shared memory, through gloo")
         p.error(f"argument --nproc: data-parallel runs need 2 or more processes, got {a.nproc}")
-    print(f"# {machine()}; 1 process x 1 thread against {a.nproc} processes x 1 thread, {a.epochs} epochs each")
+    timed = "images/s: the median of the epochs after the first" if a.epochs > 1 else (
+        "images/s: of the one epoch, its warm-up included (--epochs 2 or more leaves the first out)")  # fmt: skip
+    print(f"# {machine()}; 1 process x 1 thread against {a.nproc} processes x 1 thread, {a.epochs} epochs each; {timed}")
     with tempfile.TemporaryDirectory() as tmp:
         subset = str(_subset(Path(tmp))) if any("{subset}" in MODELS[m] for m in a.models) else ""
         models = {m: [f.format(subset=subset) for f in MODELS[m]] for m in a.models}

@@ -224,3 +224,17 @@ def test_gpu_speed_says_how_many_images_its_nll_was_timed_on(data_dir):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "IS-NLL k=1 on 10000 test images" in done.stdout and "20000" not in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(
+    "epochs, said", [(1, "of the one epoch, its warm-up included"), (3, "the median of the epochs after")]
+)
+def test_ddp_scaling_says_which_epochs_its_speeds_are_of(epochs, said, monkeypatch, capsys):
+    """Its images/s are the median of the epochs after the first; with --epochs 1 they were the
+    first epoch's, warm-up included, printed as the others."""
+    script = load("ddp_scaling")
+    monkeypatch.setattr(script, "_run", lambda *a, **k: {"images_per_s": 100.0, "score": "-1.00", "name": "valid_elbo"})
+    monkeypatch.setattr(sys, "argv", ["ddp_scaling.py", "--epochs", str(epochs), "--models", "vae"])
+    script.main()
+    header = capsys.readouterr().out.splitlines()[0]
+    assert f"{epochs} epochs each; images/s: {said}" in header, header
