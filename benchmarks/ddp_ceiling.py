@@ -38,7 +38,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import count, machine  # noqa: E402
+from _common import count, data_dir, dataset, machine  # noqa: E402
 from ddp_scaling import MODELS, _subset  # noqa: E402
 
 STEPS = {"vae": 100, "conv-vae": 8, "pixelcnn": 2, "masked-diffusion": 2}  # per round and mode
@@ -162,6 +162,10 @@ def main() -> None:
     p.add_argument("--rounds", type=count, default=5)
     a = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
+    # the workers read the data where this process found them; missing, they are said here in words
+    # (not in a traceback of each worker, after each had tried to download them)
+    os.environ["DGMKIT_DATA"] = data_dir()
+    dataset("binarized-mnist")
     print(f"# {machine()}; steps of one global batch, interleaved rounds: {a.rounds}; ratio: the median of the "
           "rounds' ratios (one process's time over the mode's, in the same round)")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

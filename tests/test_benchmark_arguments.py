@@ -98,6 +98,7 @@ def test_help_of_a_script_without_flags_is_its_docstring_not_a_run(script):
         (["made_reference.py"], "binarized-mnist"),
         (["flow_speed.py"], "mnist"),
         ("gpu_speed.py --device cpu --models gated-vae --steps 1 --k 0 --no-compile".split(), "gated-vae"),
+        (["ddp_ceiling.py", "--models", "vae", "--rounds", "1"], "binarized-mnist"),  # (each worker's traceback)
     ],
 )
 def test_a_data_folder_without_the_data_is_said_in_words(args, data, tmp_path):
