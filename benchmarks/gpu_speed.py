@@ -50,7 +50,7 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
-from _common import count, data_dir, machine
+from _common import count, data_dir, found_data_dir, machine
 
 from dgmkit.config import RunConfig, build_model, build_objective, load_config_file, trainer_options
 from dgmkit.config.inputs import run_dataset
@@ -251,10 +251,15 @@ def profile_summary(events, seconds: float, steps: int, gpu: bool) -> tuple[str,
     return line, "\n".join(lines) + "\n"
 
 
-def setting_up(name: str, device: torch.device, data: str, overrides: dict | None = None) -> tuple:
+def config_of(name: str, device: torch.device, data: str | None, overrides: dict | None = None) -> RunConfig:
+    """The model's preset with its own and ``--set``'s values (a wrong one: ConfigError)."""
     preset, own = MODELS[name]
     values = {**load_config_file(CONFIGS / preset), **own, **(overrides or {}), "device": device.type, "data_dir": data}
-    cfg = RunConfig.from_dict(values)
+    return RunConfig.from_dict(values, source=f"{preset} with --set" if overrides else preset)
+
+
+def setting_up(name: str, device: torch.device, data: str, overrides: dict | None = None) -> tuple:
+    cfg = config_of(name, device, data, overrides)
     try:
         dataset = run_dataset(cfg.data)
     except DgmError as e:  # the data missing: said in dgmkit's words, not a traceback
@@ -411,7 +416,15 @@ def main() -> None:
     if args.k < 0:
         ap.error(f"--k must be >= 0 (0 leaves the NLL out), got {args.k}")
     overrides = dict(setting_of(item) for item in args.set)
-    device = resolve_device(args.device)
+    try:  # the device, --set and --precision, for every model before any is timed: a wrong one said in words
+        device = resolve_device(args.device)
+    except DgmError as e:
+        sys.exit(str(e))
+    for name in models:
+        try:
+            config_of(name, device, found_data_dir(), overrides).replace(precision=args.precision)
+        except DgmError as e:
+            sys.exit(f"{name}: {e}")
     data = data_dir()
     gpu = device.type == "cuda"
     print(f"machine: {machine()}; device: {torch.cuda.get_device_name(device) if gpu else 'cpu'}; "

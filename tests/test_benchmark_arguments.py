@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from benchmark_scripts import BENCHMARKS, load
 
 common = load("_common")
+GPU_SPEED = "gpu_speed.py --models tiny-vae --steps 1 --k 0 --no-compile".split()  # (the least it times, if not refused)
 
 
 def test_a_count_is_a_whole_number_of_at_least_one():
@@ -72,6 +74,15 @@ def test_a_folder_without_a_run_stops_the_script_in_dgmkits_words(tmp_path):
         (["hvae_speed.py", "--quick", "--synthetic", "--warmup", "-1"], "--warmup must be >= 0 epochs, got -1.0"),
         (["deep_hvae_throughput.py", "--config", "/nonexistent/x.toml"], "cannot read config file /nonexistent/x.toml"),
         (["representations.py", "--out", "x", "--only", "VAE", "nosuch"], "argument --only: invalid choice: 'nosuch'"),
+        # each contender failed on it in turn (--precision), or a traceback (--set, --device cuda without one)
+        ([*GPU_SPEED, "--precision", "foo"], "tiny-vae: unknown precision 'foo'; choose from auto"),
+        ([*GPU_SPEED, "--set", "nosuch=1"], "tiny-vae: binarized-mnist-vae.toml with --set: unknown key(s) 'nosuch'"),
+        ([*GPU_SPEED, "--set", "lr=-1"], "tiny-vae: lr must be > 0, got -1"),
+        pytest.param(
+            [*GPU_SPEED, "--device", "cuda"],
+            "--device cuda was asked for, but no CUDA device is available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="refused where no CUDA device is"),
+        ),
         # one process against one, printed as "1 processes ... through shared memory ... through gloo"
         (["ddp_scaling.py", "--nproc", "1"], "argument --nproc: data-parallel runs need 2 or more processes, got 1"),
     ],
