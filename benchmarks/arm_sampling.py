@@ -18,13 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, run_of, the_argument  # noqa: E402
 
 from dgmkit.conditional import BernoulliHead  # noqa: E402
-from dgmkit.models.autoregressive import GatedPixelCNN  # noqa: E402
+from dgmkit.models.autoregressive import AutoregressiveModel, GatedPixelCNN  # noqa: E402
 
 
 def main() -> None:
     if len(sys.argv) > 1:
         what = the_argument(__doc__)
-        model = run_of(what).model
+        run = run_of(what)
+        if not isinstance(run.model, AutoregressiveModel):  # (no cached and naive paths to time: said in words)
+            sys.exit(f"{what} holds {run.cfg.model.describe()}, not an autoregressive model (a --model arm run)")
+        model = run.model
     else:
         torch.manual_seed(0)
         model, what = GatedPixelCNN(BernoulliHead(), (1, 28, 28), channels=64, layers=8).eval(), "random weights"

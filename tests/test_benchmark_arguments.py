@@ -250,3 +250,22 @@ def test_ddp_scaling_says_which_epochs_its_speeds_are_of(epochs, said, monkeypat
     script.main()
     header = capsys.readouterr().out.splitlines()[0]
     assert f"{epochs} epochs each; images/s: {said}" in header, header
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    """A VAE run of the digits, binarized on the fly: a run that the scripts for other models are given."""
+    import dgmkit
+
+    run = tmp_path_factory.mktemp("runs") / "vae"
+    dgmkit.train(run, dataset="digits", hidden=[8], latent_dim=2, epochs=1, seed=0)
+    return run
+
+
+def test_arm_sampling_refuses_a_run_of_another_model_in_words(vae_run):
+    """A VAE's run was an AttributeError traceback ('VAE' object has no attribute 'num_dims')."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "arm_sampling.py"), str(vae_run)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"{vae_run} holds a VAE (" in done.stderr and "not an autoregressive model (a --model arm run)" in done.stderr
