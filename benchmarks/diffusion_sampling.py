@@ -27,7 +27,7 @@ def _model(run: str | None, process: str, levels: int) -> tuple[torch.nn.Module,
         loaded = run_of(run)  # (no run there: said in words)
         own = getattr(loaded.cfg.model, "process", None)
         if own != process:  # the rows are labelled by position: VDM_RUN first, MASKED_RUN second
-            what = f"a {own} diffusion run" if own else f"a {loaded.cfg.model.describe()}"
+            what = f"a {own} diffusion run" if own else loaded.cfg.model.describe()  # (which says its article)
             sys.exit(f"{run} is {what}, given where the {process} diffusion run goes (usage: VDM_RUN [MASKED_RUN])")
         return loaded.model.eval(), run
     torch.manual_seed(0)

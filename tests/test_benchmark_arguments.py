@@ -269,3 +269,13 @@ def test_arm_sampling_refuses_a_run_of_another_model_in_words(vae_run):
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{vae_run} holds a VAE (" in done.stderr and "not an autoregressive model (a --model arm run)" in done.stderr
+
+
+def test_diffusion_sampling_names_a_run_of_another_model_once(vae_run):
+    """It said "... is a a VAE (...)": the model's own description already begins with its article."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "diffusion_sampling.py"), str(vae_run)], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1 and f"{vae_run} is a VAE (" in done.stderr, done.stderr[-2000:]
+    assert "a a " not in done.stderr and "given where the gaussian diffusion run goes" in done.stderr
