@@ -72,6 +72,29 @@ def run_of(folder: str) -> Run:
         sys.exit(f"{folder}: {e}")
 
 
+def coded_test_split(folder: str, run: Run):
+    """The coder of the run's model and its data set, whose test images as stored the model must
+    code; the script stops in words where the model has no coder, cannot code (``coder.check``), or
+    codes pixels of other levels than the data set's (a run binarized on the fly codes 0 and 1,
+    not its data set's own levels)."""
+    from dgmkit.coding import coder_of
+
+    coder = coder_of(run.model)
+    if coder is None:
+        sys.exit(f"{folder} holds {run.cfg.model.describe()}, a model with no coder")
+    try:
+        levels = coder.check(run.model)
+    except DgmError as e:
+        sys.exit(f"{folder} holds {run.cfg.model.describe()}, which cannot code: {e}")
+    data = dataset(run.cfg.data.dataset)
+    if data.num_levels != levels:
+        sys.exit(
+            f"{folder}'s model codes pixels of {levels} levels and the test images of {run.cfg.data.dataset} have "
+            f"{data.num_levels} (a run binarized on the fly codes black and white images): give a run of the data as stored"
+        )
+    return coder, data
+
+
 def found_data_dir() -> str | None:
     """$DGMKIT_DATA if set, else ../shared/data beside the repository where it exists, else None."""
     env = os.environ.get("DGMKIT_DATA")

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dataset, machine, run_of, the_argument  # noqa: E402
+from _common import coded_test_split, machine, run_of, the_argument  # noqa: E402
 
 from dgmkit import __version__  # noqa: E402
-from dgmkit.coding import coder_of, model_fingerprint, write_container  # noqa: E402
+from dgmkit.coding import model_fingerprint, write_container  # noqa: E402
 from dgmkit.coding.container import content_digest  # noqa: E402
 
 
@@ -49,14 +49,11 @@ def main() -> None:
     folder = the_argument(__doc__)
     run = run_of(folder)
     model = run.model
-    ds = dataset(run.cfg.data.dataset)
+    coder, ds = coded_test_split(folder, run)  # (a model that cannot code them: said in words)
     x = ds.test.x[:, 0].numpy()  # (N, H, W) uint8
     n, dims = len(x), x[0].size
     binary = ds.num_levels == 2
     xt = torch.from_numpy(x.astype(np.int64)).unsqueeze(1)
-    coder = coder_of(model)
-    if coder is None:
-        sys.exit(f"{folder} holds a {run.cfg.model.describe()}, a model with no coder")
     print(f"# {run.cfg.model.describe()} ({folder}) on {run.cfg.data.dataset} test: {n} images of {dims} pixels")
     print(f"# {coder.name}; {machine()}")
     label, reference = coder.reference

@@ -279,3 +279,13 @@ def test_diffusion_sampling_names_a_run_of_another_model_once(vae_run):
     )  # fmt: skip
     assert done.returncode == 1 and f"{vae_run} is a VAE (" in done.stderr, done.stderr[-2000:]
     assert "a a " not in done.stderr and "given where the gaussian diffusion run goes" in done.stderr
+
+
+def test_compression_refuses_a_run_binarized_on_the_fly_in_words(vae_run):
+    """A run that codes black and white images was given the data set's 17-level test images: a
+    DataError traceback after the model was loaded."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "compression.py"), str(vae_run)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"{vae_run}'s model codes pixels of 2 levels and the test images of digits have 17" in done.stderr
