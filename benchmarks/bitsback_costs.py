@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dataset, machine, run_of, the_argument  # noqa: E402
+from _common import coded_test_split, machine, run_of, the_argument  # noqa: E402
 
 from dgmkit.coding import bitsback, encode_bits_back  # noqa: E402
 
@@ -29,7 +29,9 @@ def main() -> None:
     folder = the_argument(__doc__)
     run = run_of(folder)
     model = run.model.eval()
-    x = dataset(run.cfg.data.dataset).test.x.long()
+    if not getattr(model, "has_layers", False):  # (its layers' bits are what the script counts)
+        sys.exit(f"{folder} holds {run.cfg.model.describe()}, not a hierarchical VAE (--model hvae) of latent layers")
+    x = coded_test_split(folder, run)[1].test.x.long()  # (a model that cannot code them: said in words)
     layers = model.num_layers
     bits: dict = defaultdict(float)
     calls = {"take": 0, "push": 0, "batches": 0}

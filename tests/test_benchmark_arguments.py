@@ -289,3 +289,12 @@ def test_compression_refuses_a_run_binarized_on_the_fly_in_words(vae_run):
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{vae_run}'s model codes pixels of 2 levels and the test images of digits have 17" in done.stderr
+
+
+def test_bitsback_costs_refuses_a_run_without_latent_layers_in_words(vae_run):
+    """A one-layer VAE's run was an AttributeError traceback ('VAE' object has no attribute 'num_layers')."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bitsback_costs.py"), str(vae_run)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"{vae_run} holds a VAE (" in done.stderr and "not a hierarchical VAE (--model hvae)" in done.stderr
