@@ -67,6 +67,8 @@ def main() -> None:
     family, o = cfg.model, cfg.optim
     transform = family.transform(dataset, cfg.data.binarize)
     model = build_model(cfg, dataset.event_shape, dataset.num_levels)
+    if not getattr(model, "has_layers", False):  # (its layers are what the script reports)
+        sys.exit(f'{args.config} builds {family.describe()}, not a hierarchical VAE (model = "hvae") of latent layers')
     objective = family.training_objective()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"# {Path(args.config).name}: {family.describe()}")

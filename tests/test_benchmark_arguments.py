@@ -298,3 +298,15 @@ def test_bitsback_costs_refuses_a_run_without_latent_layers_in_words(vae_run):
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{vae_run} holds a VAE (" in done.stderr and "not a hierarchical VAE (--model hvae)" in done.stderr
+
+
+def test_deep_hvae_throughput_refuses_a_preset_of_another_model_in_words(tmp_path):
+    """A VAE's preset was an AttributeError traceback ('VAE' object has no attribute 'num_layers')."""
+    preset = tmp_path / "vae.toml"
+    preset.write_text('model = "vae"\ndataset = "digits"\nhidden = [8]\nbatch_size = 16\n')
+    args = ["--config", str(preset), "--steps", "1", "--rounds", "1", "--k", "1", "--eval-n", "1"]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "deep_hvae_throughput.py"), *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"{preset} builds a VAE (" in done.stderr and 'not a hierarchical VAE (model = "hvae")' in done.stderr
