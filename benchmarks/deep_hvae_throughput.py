@@ -75,9 +75,12 @@ def main() -> None:
     print(f"# {n_params} parameters, {model.latent_dim} latent dimensions in {model.num_layers} layers")
     print(f"# {machine()}")
     print(f"# data: {where}")
+    if len(dataset.train.x) < o.batch_size * args.steps:
+        print(f"# --steps {args.steps}: the training split holds {len(dataset.train.x)} images; a round trains on them all")
     after_build = peak_mib()
     bs = o.batch_size
     sub = Split(dataset.train.x[: bs * args.steps])
+    steps = -(-len(sub) // bs)  # (fewer than --steps where the training split holds fewer batches: said as run)
     rates = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds + 1):  # the first round warms up
@@ -104,7 +107,7 @@ def main() -> None:
     dt = time.perf_counter() - t0
     eval_peak = peak_mib()
     rate = statistics.median(rates)
-    print(f"training:   {rate:.1f} images/s (batch {bs}, median of {args.rounds} rounds of {args.steps} steps)")
+    print(f"training:   {rate:.1f} images/s (batch {bs}, median of {args.rounds} rounds of {steps} steps)")
     print(f"            {len(dataset.train.x) / rate / 60:.1f} min per epoch of {len(dataset.train.x)} images")
     print(f"evaluation: {len(x) / dt:.2f} images/s at k={args.k} ({len(x) * args.k / dt:.0f} posterior draws/s)")
     print(

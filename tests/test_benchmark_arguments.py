@@ -310,3 +310,19 @@ def test_deep_hvae_throughput_refuses_a_preset_of_another_model_in_words(tmp_pat
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{preset} builds a VAE (" in done.stderr and 'not a hierarchical VAE (model = "hvae")' in done.stderr
+
+
+def test_deep_hvae_throughput_says_the_steps_a_round_took(tmp_path):
+    """--steps beyond the training split's batches were printed as the steps of each round."""
+    preset = tmp_path / "hvae.toml"
+    preset.write_text('model = "hvae"\ndataset = "digits"\nhidden = [8]\nbatch_size = 600\n')  # (1197 images: 2 steps)
+    args = ["--config", str(preset), "--steps", "5", "--rounds", "1", "--k", "1", "--eval-n", "1"]
+    # a data folder, even one without files: the preset's digits, not the random images used without one
+    env = {**os.environ, "DGMKIT_DATA": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "deep_hvae_throughput.py"), *args], capture_output=True, text=True, timeout=300,
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "median of 1 rounds of 2 steps)" in done.stdout and "of 5 steps" not in done.stdout, done.stdout
+    assert "# --steps 5: the training split holds 1197 images; a round trains on them all" in done.stdout
