@@ -72,6 +72,15 @@ def run_of(folder: str) -> Run:
         sys.exit(f"{folder}: {e}")
 
 
+def masked_diffusion_run(folder: str) -> Run:
+    """The run in ``folder`` (``run_of``), which must be a masked diffusion run; another is refused in words."""
+    run = run_of(folder)
+    if getattr(run.cfg.model, "process", None) != "masked":
+        what = run.cfg.model.describe()
+        sys.exit(f"{folder} holds {what}, not a masked diffusion model (--model diffusion --process masked)")
+    return run
+
+
 def coded_test_split(folder: str, run: Run):
     """The coder of the run's model and its data set, whose test images as stored the model must
     code; the script stops in words where the model has no coder, cannot code (``coder.check``), or

@@ -9,13 +9,13 @@ Images: 5 test images drawn at random with seed 0; 64 repeats of k stratified ti
 """
 
 import torch
-from _common import run_of, the_argument
+from _common import masked_diffusion_run, the_argument
 
 from dgmkit.cli.common import split_data
 
 
 def main(run_dir: str) -> None:
-    run = run_of(run_dir)
+    run = masked_diffusion_run(run_dir)  # (another run: said in words, not an AttributeError)
     model = run.model.eval()
     x, _ = split_data(run, "test")
     x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:5]]

@@ -326,3 +326,13 @@ def test_deep_hvae_throughput_says_the_steps_a_round_took(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "median of 1 rounds of 2 steps)" in done.stdout and "of 5 steps" not in done.stdout, done.stdout
     assert "# --steps 5: the training split holds 1197 images; a round trains on them all" in done.stdout
+
+
+def test_masked_estimator_variance_refuses_a_run_of_another_model_in_words(vae_run):
+    """A VAE's run was an AttributeError traceback ('VAE' object has no attribute 'bound_terms')."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "masked_estimator_variance.py"), str(vae_run)], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"{vae_run} holds a VAE (" in done.stderr and "not a masked diffusion model" in done.stderr
