@@ -14,14 +14,14 @@ NLL over the choice of orders, a property of the mixture, not noise of an estima
 
 import time
 
-from _common import run_of, the_argument
+from _common import masked_diffusion_run, the_argument
 
 from dgmkit.cli.common import split_data
 from dgmkit.evaluation import evaluate
 
 
 def main(run_dir: str) -> None:
-    run = run_of(run_dir)
+    run = masked_diffusion_run(run_dir)  # (another run: said in words, not an AttributeError)
     model = run.model.eval()
     x, _ = split_data(run, "test")
     d = x[0].numel()

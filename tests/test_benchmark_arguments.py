@@ -336,3 +336,13 @@ def test_masked_estimator_variance_refuses_a_run_of_another_model_in_words(vae_r
     )  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{vae_run} holds a VAE (" in done.stderr and "not a masked diffusion model" in done.stderr
+
+
+def test_any_order_digits_refuses_a_run_of_another_model_in_words(vae_run):
+    """A VAE's run was an AttributeError traceback ('VAE' object has no attribute 'num_levels')."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "any_order_digits.py"), str(vae_run)], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"{vae_run} holds a VAE (" in done.stderr and "not a masked diffusion model" in done.stderr
