@@ -415,3 +415,23 @@ def test_the_labelled_rows_added_to_batches_are_drawn_from_every_labelled_row():
     assert source.rows_per_epoch == 30 + 3 * 20
     drawn = torch.cat([xb[10:, 0] for xb, _ in source.epoch()]).long()
     assert set(drawn.tolist()) == {3, 11, 29}  # 60 draws with replacement: each labelled row comes up
+
+
+@pytest.mark.parametrize("model", ["m2", "hybrid"])
+def test_a_class_without_a_training_example_is_refused_naming_the_classes_to_set(tmp_path, capsys, model):
+    """M2's default 10 classes over a dataset of 2 trained 8 classes that no example is of, and
+    its uniform p(y) over them scored every log p(x) log 5 nats lower; more --classes than a named
+    dataset has did the same. Each is refused before any run folder is made, naming --classes."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "two.npz"
+    np.savez(data, x=(rng.random((60, 1, 4, 4)) > 0.5).astype(np.uint8), y=np.arange(60) % 2)
+    for argv, said, fix in (
+        (["--dataset", str(data)], "holds no label of classes 2, 3, 4, 5, 6 and 3 more of the", "set --classes 2"),
+        (["--dataset", "digits", "--classes", "11"], "holds no label of class 10 of the", "set --classes 10"),
+    ):
+        assert main(["train", "--model", model, *argv, "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 1
+        err = capsys.readouterr().err
+        assert said in err and fix in err
+        assert not (tmp_path / "r").exists()
+    assert main(["train", "--model", model, "--dataset", str(data), "--classes", "2", "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "r")]) == 0  # fmt: skip
