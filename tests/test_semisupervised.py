@@ -420,7 +420,7 @@ def test_the_labelled_rows_added_to_batches_are_drawn_from_every_labelled_row():
 @pytest.mark.parametrize("model", ["m2", "hybrid"])
 def test_a_class_without_a_training_example_is_refused_naming_the_classes_to_set(tmp_path, capsys, model):
     """M2's default 10 classes over a dataset of 2 trained 8 classes that no example is of, and
-    its uniform p(y) over them scored every log p(x) log 5 nats lower; more --classes than a named
+    its uniform p(y) gave them 4/5 of its mass (up to log 5 nats off log p(x)); more --classes than a named
     dataset has did the same. Each is refused before any run folder is made, naming --classes."""
     rng = np.random.default_rng(0)
     data = tmp_path / "two.npz"

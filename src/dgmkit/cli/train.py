@@ -473,7 +473,7 @@ def _check_every_class_seen(cfg: RunConfig, dataset: Dataset) -> None:
     """A new run of a family trained on labels: each of its --classes has an example among the
     training split's labels (before any is hidden), else it is refused; a class with none is never
     learnt, yet keeps its share of the probability over classes (M2's default 10 classes over a
-    dataset of 2 trained 8 empty ones, and its uniform p(y) scored every log p(x) log 5 nats lower).
+    dataset of 2 trained 8 empty ones, and its uniform p(y) gave them 4/5 of its mass: up to log 5 nats off log p(x)).
     Labels outside the classes are refused later, by ``check_labels``."""
     if not cfg.model.uses_labels or dataset.train.y is None:
         return
