@@ -101,6 +101,21 @@ def test_a_traversal_of_a_one_dimensional_code_holds_no_other_dimension_at_an_im
     assert code == 0 and "by spread over a random 20 of the 32 train images, seed 3: 0)" in said, err
 
 
+def test_a_traversal_of_a_hierarchical_vae_that_decodes_a_one_dimensional_z1_holds_no_image_s_code(runs, tmp_path, capsys):
+    """p(x|z) reads z_1 alone, of one dimension: it is swept whole, as a code of one dimension is,
+    so no image's code reaches the picture and --seed over the whole split picks nothing shown (it
+    was taken, and the line said "the others at one random train image's code")."""
+    argv = ["--model", "hvae", "--latent-sizes", "1", "2", "--decoder-input", "bottom", "--hidden", "8", "--epochs", "1"]
+    assert main(["train", *argv, "--quiet", "--dataset", str(runs / "four.npy"), "--out", str(tmp_path / "h")]) == 0
+    code, said, err = _dgm(capsys, "traverse", tmp_path / "h", "--split", "train", "--out", tmp_path / "t.png")
+    assert code == 0 and "the others" not in said and "image's code" not in said, err
+    assert "p(x|z) reads only the first 1 of the 3 code dimensions" in said
+    argv = ["--split", "train", "--seed", "3", "--out", tmp_path / "s.png"]
+    err = _dgm(capsys, "traverse", tmp_path / "h", *argv)[2]
+    _refused(1, err, "the one dimension p(x|z) reads is swept whole", "all 32 train images", "leave out --seed")
+    assert not (tmp_path / "s.png").exists()
+
+
 def test_a_split_of_one_image_is_said_in_the_singular(runs, tmp_path, capsys):
     _refused(*_dgm(capsys, "reconstruct", runs / "one", "-n", "2", "--out", tmp_path / "r.png")[::2], "the 1 image of")
     code, said, err = _dgm(capsys, "reconstruct", runs / "one", "-n", "1", "--out", tmp_path / "r.png")

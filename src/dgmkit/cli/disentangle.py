@@ -230,13 +230,15 @@ def run_traverse(args: argparse.Namespace) -> int:
     g = torch.Generator().manual_seed(args.seed)
     sample = x[torch.randperm(len(x), generator=g)[: min(len(x), SPREAD_ROWS)].to(x.device)]
     codes = posterior_means(run, sample)  # the spread of each dimension over the data
-    if codes.shape[1] == 1 and len(sample) == len(x) and args.seed != 0:  # (the seed would pick nothing shown)
+    read = latent_model(run).decoded_dims  # (a hierarchical VAE's decoder may see z_1 alone)
+    one = (codes.shape[1] if read is None else read) == 1  # one dimension decoded: swept whole, no image's code kept
+    if one and len(sample) == len(x) and args.seed != 0:  # (the seed would pick nothing shown)
+        what = "a code of one dimension is" if codes.shape[1] == 1 else "the one dimension p(x|z) reads is"
         raise ConfigError(
-            f"--seed picks the traversed image and the images that set the spreads; a code of one dimension is swept "
+            f"--seed picks the traversed image and the images that set the spreads; {what} swept "
             f"whole (no image's code is kept) and all {len(x)} {args.split} images set its spread: leave out --seed"
         )
     mean, std = codes.mean(0), codes.std(0)
-    read = latent_model(run).decoded_dims  # (a hierarchical VAE's decoder may see z_1 alone)
     order = (std if read is None else std[:read]).argsort(descending=True)[: args.dims]
     base = codes[0]  # the traversed image's code
     t = torch.linspace(-args.range, args.range, args.steps, device=codes.device)
@@ -249,9 +251,9 @@ def run_traverse(args: argparse.Namespace) -> int:
     path = write_png(out, image_grid_png(to_display(decoded, run), nrow=args.steps))
     dims = ", ".join(str(d) for d in order.tolist())
     spread = "the data" if len(sample) == len(x) else f"a random {len(sample)} of the {len(x)} {args.split} images"
-    spread += f", seed {args.seed}" if len(sample) < len(x) and codes.shape[1] == 1 else ""  # (else said with the code)
-    held = (  # (a code of one dimension has no others: no image's code is left in the picture)
-        f"the others at one random {args.split} image's code (seed {args.seed}), " if codes.shape[1] > 1 else ""
+    spread += f", seed {args.seed}" if len(sample) < len(x) and one else ""  # (else said with the code)
+    held = (  # (one dimension decoded has no others: no image's code is left in the picture)
+        f"the others at one random {args.split} image's code (seed {args.seed}), " if not one else ""
     )
     say(
         f"wrote a traversal of {plural(len(order), 'code dimension')} (rows, by spread over {spread}: {dims}), "
