@@ -254,6 +254,8 @@ def test_a_posterior_without_an_aggregate_density_says_why_i_x_z_is_not_estimate
     assert main(["diagnose", str(run), "--out", str(tmp_path / "d.png"), "-n", "100"]) == 0
     out = capsys.readouterr().out
     assert "I(x;z) not estimated (n/a)" in out and "nested Monte Carlo" not in out
+    kept = json.loads((run / "diagnose.json").read_text())  # (no prior draw scored: none recorded, not --holes' 2000)
+    assert kept["holes"] is None and kept["hole_fraction"] is None
 
 
 def test_the_top_mean_kl_is_the_top_layer_s():

@@ -212,7 +212,8 @@ def run_diagnose(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     d = diagnose(model, x, samples=samples, holes=args.holes, seed=args.seed)
     result = {**d.to_json(), "split": args.split, "subset": subset, "checkpoint": run.checkpoint.name}
-    result["holes"] = args.holes  # (the prior draws scored: hole_fraction's denominator)
+    scored = d.hole_fraction is not None or args.holes == 0  # (a posterior with no aggregate density scores none)
+    result["holes"] = args.holes if scored else None  # (the prior draws scored: hole_fraction's denominator)
     result["seed"] = args.seed  # (of every draw: I(x;z), the marginal KL and the holes move with it, whatever the subset)
     result["missing_entries"] = int(torch.isnan(x).sum()) if x.is_floating_point() else 0
     if not hierarchical:
