@@ -818,3 +818,25 @@ def test_data_dir_names_the_ood_set_s_folder_for_a_run_on_a_data_file(tmp_path, 
     assert code == 0, err
     code, _, err = _dgm(capsys, *ood, "--ood-data-dir", data_dir, "--out", tmp_path / "p.png")
     _refused(code, err, f"--data-dir is of datasets read from a folder; {run} was trained on {tmp_path / 'x.npy'}")
+
+
+def test_flat_rows_of_the_run_s_images_are_read_as_its_images(runs, tmp_path, capsys):
+    """dgm score reads flat rows (N, D) of the run's images; --ood refused them as "images of shape
+    (1, 1, 64)". Read as the run's images, they score as the same images given (N, H, W) do; rows
+    of as many values in another shape, and flat rows of another length, are still refused."""
+    x = np.load(runs / "noise.npy")[:60]
+    np.save(tmp_path / "flat.npy", x.reshape(60, 64))
+    np.save(tmp_path / "images.npy", x)
+    np.save(tmp_path / "long.npy", np.zeros((60, 65), dtype=np.int64))
+    np.save(tmp_path / "wide.npy", x.reshape(60, 4, 16))
+    scores = {}
+    for name in ("flat", "images"):
+        argv = ["ood", runs / "model", "--ood", tmp_path / f"{name}.npy", "--ood-split", "all", "--limit", "20"]
+        code, _, err = _dgm(capsys, *argv, "--json", tmp_path / f"{name}.json")
+        assert code == 0, err
+        scores[name] = json.loads((tmp_path / f"{name}.json").read_text())["scores"]
+    assert scores["flat"] == scores["images"]
+    code, _, err = _dgm(capsys, "ood", runs / "model", "--ood", tmp_path / "long.npy", "--ood-split", "all")
+    _refused(code, err, "images of shape (1, 1, 65)", "OOD inputs must be of the run's shape and levels")
+    code, _, err = _dgm(capsys, "ood", runs / "model", "--ood", tmp_path / "wide.npy", "--ood-split", "all")
+    _refused(code, err, "images of shape (1, 4, 16)", "OOD inputs must be of the run's shape and levels")

@@ -11,6 +11,7 @@ and a histogram figure, never over an existing file without ``--force``.
 
 import argparse
 import csv
+import dataclasses
 import io
 import math
 import time
@@ -234,6 +235,8 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     if table is not None and not given_table and is_data_file(args.ood):
         say(array_of_table_note(args.ood, table))
     want, levels = tuple(run.record["data"]["event_shape"]), run.record["data"]["num_levels"]
+    if is_data_file(args.ood) and not ds.columns and len(want) == 3 and tuple(ds.event_shape) == (1, 1, math.prod(want)):
+        ds = _as_images(ds, want)  # flat rows of the run's images, as dgm score reads them
     # a file's levels are read off its highest value: 0..12 are levels of a run of 17 (as dgm score takes them)
     fewer = is_data_file(args.ood) and None not in (ds.num_levels, levels) and ds.num_levels <= levels
     if tuple(ds.event_shape) != want or (ds.num_levels != levels and not fewer):
@@ -253,6 +256,12 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
             f"nearly black images (binary images are the levels 0 and {levels - 1})"
         )
     return ds
+
+
+def _as_images(ds: Dataset, shape: tuple[int, ...]) -> Dataset:
+    """``ds`` with each split's flat rows (N, 1, 1, D) as images of ``shape`` (D values each)."""
+    splits = {s: ds.split(s) for s in SPLITS}
+    return dataclasses.replace(ds, **{s: dataclasses.replace(v, x=v.x.reshape(len(v.x), *shape)) for s, v in splits.items()})
 
 
 def _levels(n: int | None) -> str:
