@@ -48,7 +48,7 @@ from dgmkit.cli.evaluate import estimate_samples
 from dgmkit.config import Run, load_run
 from dgmkit.config.run import holds_recorded_data
 from dgmkit.config.schema import MAX_IW_SAMPLES
-from dgmkit.data import DATASETS, Dataset, default_data_dir, load_dataset
+from dgmkit.data import DATASETS, Dataset, Split, default_data_dir, load_dataset
 from dgmkit.data.registry import FOLDER_DATASETS, is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.data.transforms import scores_densities, values_seen
@@ -260,8 +260,11 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
 
 def _as_images(ds: Dataset, shape: tuple[int, ...]) -> Dataset:
     """``ds`` with each split's flat rows (N, 1, 1, D) as images of ``shape`` (D values each)."""
-    splits = {s: ds.split(s) for s in SPLITS}
-    return dataclasses.replace(ds, **{s: dataclasses.replace(v, x=v.x.reshape(len(v.x), *shape)) for s, v in splits.items()})
+
+    def images(v: Split) -> Split:
+        return dataclasses.replace(v, x=v.x.reshape(len(v.x), *shape))
+
+    return dataclasses.replace(ds, train=images(ds.train), valid=images(ds.valid), test=images(ds.test))
 
 
 def _levels(n: int | None) -> str:
