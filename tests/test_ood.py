@@ -840,3 +840,18 @@ def test_flat_rows_of_the_run_s_images_are_read_as_its_images(runs, tmp_path, ca
     _refused(code, err, "images of shape (1, 1, 65)", "OOD inputs must be of the run's shape and levels")
     code, _, err = _dgm(capsys, "ood", runs / "model", "--ood", tmp_path / "wide.npy", "--ood-split", "all")
     _refused(code, err, "images of shape (1, 4, 16)", "OOD inputs must be of the run's shape and levels")
+
+
+def test_a_fit_limit_of_every_row_is_the_protocol_of_the_default(runs, tmp_path, capsys):
+    """The digits' 1197 training and 300 held-out inputs are fitted whole under the default
+    --fit-limit 10000 and under --fit-limit 20000 alike: the same numbers, kept as one protocol in
+    ood.json (they were two); a --fit-limit that draws a subset is another."""
+    model = tmp_path / "model"
+    shutil.copytree(runs / "model", model)  # (the module's run keeps the other tests' results)
+    (model / "ood.json").unlink(missing_ok=True)
+    (model / "ood-scores.csv").unlink(missing_ok=True)
+    argv = ["ood", model, "--ood", runs / "noise.npy", "--limit", "10"]
+    for extra, kept in (([], 1), (["--fit-limit", "20000"], 1), (["--fit-limit", "1197"], 1), (["--fit-limit", "50"], 2)):
+        code, _, err = _dgm(capsys, *argv, *extra)
+        assert code == 0, err
+        assert len(json.loads((model / "ood.json").read_text())["results"]) == kept, extra

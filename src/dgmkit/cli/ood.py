@@ -348,7 +348,9 @@ def _protocol(r: dict) -> str:
     limit = "all" if sub["in"] is None and sub["ood"] is None else f"limit {r['limit']} (seed {r['seed']})"
     ood = (r.get("ood_file") or r["ood"]) + (f" (content {r['ood_sha256'][:16]})" if r.get("ood_sha256") else "")
     key = f"in {r['in_split']} | ood {ood} {r['ood_split']} | {limit} | k={r['iw_samples']} | seed {r['seed']}"
-    key += f" | typicality M={r['typicality_batch']} fit {r['fit_limit']}"
+    fit = r.get("typicality_fit") or {}  # (a --fit-limit of every row drew no subset: the protocol of none)
+    whole = bool(fit) and fit.get("train") == fit.get("train_of") and fit.get("valid") == fit.get("valid_of")
+    key += f" | typicality M={r['typicality_batch']} fit {None if whole else r['fit_limit']}"
     if r.get("background"):
         key += f" | background {r['background']} weights {r['background_weights']}"
     return key + f" | weights {r['weights']}"
