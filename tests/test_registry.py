@@ -1158,3 +1158,24 @@ def test_discrete_latents_is_declared_where_the_prior_is_discrete():
         assert model.discrete_latents == discrete, (name, change)
         checked.add((name, discrete))
     assert {("dvae", True), ("helmholtz", True), ("loglinear", True), ("vae", False)} <= checked
+
+
+def test_the_edge_layers_ask_the_model_s_declarations_not_probe_its_attributes():
+    """cli/, config/ and evaluation/ read what a model declares on its contract (``decoded_name``,
+    ``untaken_sample_note``, ``point_mass_posterior``, ...), never ``getattr``/``hasattr`` of a
+    model (a family's config, ``run.cfg.model`` or a RunConfig's ``self.model``, is a settings
+    object and may be read so): a probe was how a new family came to edit the edge (issue 33)."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "dgmkit"
+    probes = []
+    for layer in ("cli", "config", "evaluation"):
+        for path in sorted((src / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "hasattr") and node.args:
+                    target = ast.unparse(node.args[0])
+                    settings = target.endswith("cfg.model") or layer == "config" and target == "self.model"  # (RunConfig's)
+                    if (target == "model" or target.endswith(".model")) and not settings:
+                        probes.append(f"{path.relative_to(src)}:{node.lineno}: {ast.unparse(node)}")
+    assert not probes, probes

@@ -45,7 +45,6 @@ __all__ = [
     "DECODE_BATCH",
     "decoded_means",
     "decoded_name",
-    "DECODED_MEANS",
     "reconstructions",
     "LatentModel",
     "latent_model",
@@ -373,13 +372,10 @@ def decoded_means(run: Run, z: torch.Tensor, batch_size: int = DECODE_BATCH) -> 
     return torch.cat([location(model.likelihood(c)) for c in z.split(batch_size)])
 
 
-DECODED_MEANS = "means of p(x|z)"  # decoded_means of a p(x|z) that names no point of its own
-
-
 def decoded_name(run: Run) -> str:
     """What ``decoded_means`` gives for this run's model, in words, as the model declares it
     (``decoded_name``): the means of p(x|z), or a PixelVAE's greedy decode (it has no mean)."""
-    return str(getattr(run.model, "decoded_name", DECODED_MEANS))
+    return run.model.decoded_name
 
 
 @torch.no_grad()

@@ -207,12 +207,11 @@ def check_sample_options(
             f"{named('--temperature')} is for flows of the data (a reduced-temperature base distribution){also}"
         )
     if naive and not model.sample_cached:
-        prior = getattr(model, "code_prior", None)  # (a VQ-VAE's code grids, drawn by an autoregressive model of them)
-        if prior is not None and prior.sample_cached:
+        note = model.untaken_sample_note("naive")  # (a VQ-VAE's code grids, drawn by an autoregressive model of them)
+        if note is not None:
             raise ConfigError(
                 f"{named('--naive')} is for autoregressive models of the data (their uncached pixel-by-pixel path); the "
-                f"{run.cfg.family} model's code prior draws its code grids by its cached path, which draws the same "
-                "codes as the naive one"
+                f"{run.cfg.family} model's {note}"
             )
         raise ConfigError(f"{named('--naive')} is for autoregressive models (their uncached pixel-by-pixel path)")
     if steps is not None and not model.sample_steps:

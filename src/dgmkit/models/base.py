@@ -125,6 +125,7 @@ class GenerativeModel(nn.Module, ABC):
 
     estimate_kind: ClassVar[str] = "exact"
     has_latents: ClassVar[bool] = False
+    decoded_name: ClassVar[str] = "means of p(x|z)"  # (read where a code is decoded: models with latents)
     can_sample: ClassVar[bool] = True
     sample_means: ClassVar[bool] = False
     sample_temperature: ClassVar[bool] = False
@@ -161,6 +162,11 @@ class GenerativeModel(nn.Module, ABC):
     def prior_name(self) -> str:
         """The prior that ``sample`` draws its latents from, in words for a line or a caption."""
         return "p(z)"
+
+    def untaken_sample_note(self, option: str) -> str | None:
+        """Why ``sample``'s ``option`` (``"naive"``, ...), which this model does not take, would
+        change nothing, in words that follow "the model's" (None: nothing to add)."""
+        return None
 
     @property
     def coding_levels(self) -> int | None:
@@ -372,7 +378,6 @@ class LatentVariableModel(VariationalModel):
     has_latents: ClassVar[bool] = True
     sample_means: ClassVar[bool] = True
     reconstructs: ClassVar[bool] = True
-    decoded_name: ClassVar[str] = "means of p(x|z)"
 
     @property
     @abstractmethod

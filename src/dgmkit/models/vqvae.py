@@ -114,6 +114,11 @@ class VQVAE(VariationalModel):
     def prior_name(self) -> str:
         return "p(z), the uniform code prior" if self.code_prior is None else "p(z), the code prior"
 
+    def untaken_sample_note(self, option: str) -> str | None:
+        if option == "naive" and self.code_prior is not None and self.code_prior.sample_cached:
+            return "code prior draws its code grids by its cached path, which draws the same codes as the naive one"
+        return None
+
     def log_prior_uniform(self) -> float:
         return -math.prod(self.code_shape) * math.log(self.num_codes)
 
