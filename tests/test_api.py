@@ -452,6 +452,13 @@ def test_sample_and_evaluate_options_are_checked_by_kind_and_numpy_integers_take
             dgmkit.sample(run, 2, **options)
     with pytest.raises(ConfigError, match="^data_dir names a path, got 3$"):
         dgmkit.evaluate(run, "test", data_dir=3, iw_samples=2)
+    # the run's checks of where its data are read from, said with the keywords given (they said --data-dir, --data)
+    for call in (lambda **k: dgmkit.evaluate(run, "test", **k), lambda **k: dgmkit.reconstruct(run, 2, **k),
+                 lambda **k: dgmkit.interpolate(run, 1, **k)):  # fmt: skip
+        with pytest.raises(ConfigError, match="^data_dir is of datasets read from a folder; .* read from no folder$"):
+            call(data_dir=str(tmp_path))
+        with pytest.raises(ConfigError, match="^data= points at a moved data file, but .* the named dataset 'digits'"):
+            call(data=str(tmp_path / "x.npy"))
     by_numpy = dgmkit.evaluate(run, "test", seed=np.int64(2), iw_samples=np.int64(3), limit=np.int64(20))
     by_python = dgmkit.evaluate(run, "test", seed=2, iw_samples=3, limit=20)
     assert by_numpy.nll == by_python.nll and (by_numpy.seed, by_numpy.iw_samples, by_numpy.n) == (2, 3, 20)

@@ -26,10 +26,12 @@ as ``dgm train`` under torchrun does: rank 0 writes the run folder and prints; e
 the trained run back.
 """
 
+import contextlib
 import functools
 import os
+import re
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -38,7 +40,7 @@ import torch
 
 from dgmkit import distributed
 from dgmkit._io import atomic_write_bytes, is_text_path, remove_empty_folders
-from dgmkit.cli.argtypes import MAX_SEED, given_count
+from dgmkit.cli.argtypes import MAX_SEED, given_count, keyword
 from dgmkit.cli.common import latent_model, split_data
 from dgmkit.cli.evaluate import REPORTED_ESTIMATES, evaluate_run, format_report
 from dgmkit.cli.figures import draw_samples, interpolation, needs_latents, picked_images, picked_pairs, reconstructs
@@ -47,7 +49,7 @@ from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.config.inputs import attach_input
 from dgmkit.config.schema import FREE_ON_RESUME, RELOCATABLE, load_config_file
 from dgmkit.devices import dtype_of, half_precision_words
-from dgmkit.errors import ConfigError, DataError, did_you_mean, shown_value
+from dgmkit.errors import ConfigError, DataError, DgmError, did_you_mean, shown_value
 from dgmkit.evaluation import record_terms
 from dgmkit.evaluation.report import estimate_protocol
 
@@ -415,6 +417,23 @@ def _known_options(options: Mapping[str, Any], known: tuple[str, ...], call: str
             )
 
 
+_DATA_FLAGS = re.compile(r"--(?:data-dir|data|schema)(?![\w-])")  # where the run's data are read from
+
+
+@contextlib.contextmanager
+def _data_keywords() -> Iterator[None]:
+    """A refusal of where the run's data are read from (the run's own checks, shared with dgm's
+    commands) said with the keywords a Python caller gave, ``data_dir`` and ``data=`` (not "data
+    points at ..."), not as the flags ``--data-dir`` and ``--data``."""
+    try:
+        yield
+    except DgmError as e:
+        said = _DATA_FLAGS.sub(lambda m: "data=" if m.group(0) == "--data" else keyword(m.group(0)), str(e))
+        if said == str(e):
+            raise
+        raise type(e)(said) from None
+
+
 def _in_precision(x: torch.Tensor, run: Run) -> torch.Tensor:
     """Images as the run's model takes them: floating-point ones in its precision (the transforms
     make float32; a model made float64 with ``run.model.double()`` would fail in its first layer)."""
@@ -504,7 +523,9 @@ def reconstruct(
     seed = given_count(seed, 0, MAX_SEED, "seed")
     n = given_count(n, 1, 10_000, "n")
     reconstructs(run)
-    x = picked_images(split_data(run, split, _path_text(data_dir), _path_text(data))[0], n, seed, split, flag="n =")
+    with _data_keywords():
+        x = split_data(run, split, _path_text(data_dir), _path_text(data))[0]
+    x = picked_images(x, n, seed, split, flag="n =")
     return x.cpu(), latent_model(run).reconstruct(_in_precision(x, run)).cpu()
 
 
@@ -530,9 +551,9 @@ def interpolate(
     pairs = given_count(pairs, 1, 1000, "pairs")
     steps = given_count(steps, 2, 100, "steps")
     needs_latents(run)
-    a, b = picked_pairs(
-        split_data(run, split, _path_text(data_dir), _path_text(data))[0], pairs, seed, split, flag="pairs ="
-    )
+    with _data_keywords():
+        x = split_data(run, split, _path_text(data_dir), _path_text(data))[0]
+    a, b = picked_pairs(x, pairs, seed, split, flag="pairs =")
     path = interpolation(run, _in_precision(a, run), _in_precision(b, run), steps)
     return torch.cat([a[:, None].to(path.dtype), path, b[:, None].to(path.dtype)], 1).cpu()
 
@@ -553,4 +574,5 @@ def evaluate(
     run = _the_run(run, "evaluate")
     _known_options(options, EVAL_OPTIONS, "evaluate")
     _attach(run, inputs, code_prior)  # (with those attached by earlier calls: the model scores with all of them)
-    return Evaluation(evaluate_run(run, split, inputs=run.inputs, keywords=True, **options))
+    with _data_keywords():
+        return Evaluation(evaluate_run(run, split, inputs=run.inputs, keywords=True, **options))
