@@ -312,6 +312,33 @@ def test_a_scatter_refuses_points_and_labels_it_cannot_draw_truly():
     assert scatter_png(points, np.arange(4, dtype=np.uint8), "t", ("a", "b")).startswith(b"\x89PNG")
 
 
+def test_a_long_scatter_title_is_drawn_whole_within_the_figure(monkeypatch):
+    """dgm latents' title of a hierarchical VAE's codes (or of a --limit subset of the sprites) ran
+    past both edges of the figure in one line: "ts test: layer-by-layer ..." lost the dataset's
+    name. It is wrapped, every letter inside the picture."""
+    from matplotlib.text import Text
+
+    import dgmkit.evaluation.figures as figures
+
+    title = "digits test: layer-by-layer posterior means (each layer's given the means above) (n=300)"
+    inside = []
+
+    def spy(fig):
+        renderer = fig.canvas.get_renderer()
+        box = fig.bbox
+        for t in fig.findobj(Text):
+            if t.get_text():
+                e = t.get_window_extent(renderer)
+                inside.append((t.get_text(), e.x0 >= box.x0 and e.x1 <= box.x1))
+        return figure_png(fig)
+
+    monkeypatch.setattr(figures, "figure_png", spy)
+    assert figures.scatter_png(np.random.default_rng(0).normal(size=(20, 2)), np.arange(20) % 3, title, ("a", "b"))
+    drawn = [(t, ok) for t, ok in inside if "digits test" in t]
+    assert drawn and all(ok for _, ok in drawn), drawn
+    assert " ".join(drawn[0][0].split()) == title  # wrapped at spaces: the same words
+
+
 def test_continuous_images_beyond_0_and_1_are_drawn_over_their_recorded_range(tmp_path, capsys):
     """Images of values in [-1, 1] (a Gaussian VAE's data file): every figure clipped them to
     [0, 1], the lower half black. The run records its data's range (beside "data": a dgmkit

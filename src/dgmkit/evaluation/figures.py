@@ -148,6 +148,9 @@ def project_2d(z: torch.Tensor, noun: str = "means") -> tuple[np.ndarray, tuple[
     return (centred @ v[:2].T).numpy(), labels, f"PCA of {z.shape[1]}-D {noun} ({share[:2].sum():.0%} of variance)"
 
 
+SCATTER_TITLE_WIDTH = 60  # characters a line of a scatter's title: the width of its axes at 10 points
+
+
 def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes: tuple[str, str]) -> bytes:
     """A scatter of (N, 2) points, coloured by integer labels: one colour per class up to 20
     classes (tab10 or tab20), a continuous scale beyond. Refused (DataError) unless the points
@@ -182,7 +185,10 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
         else:
             sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap="viridis")
             fig.colorbar(sc, ax=ax, label=f"label (0..{classes - 1})")
-    ax.set_title(literal(title), fontsize=10)
+    # (wrapped: one line of a long title, a hierarchical model's codes named with the split, ran past the figure's
+    # edges and lost the dataset's name; broken at spaces only, so that an escaped \$ stays whole)
+    wrapped = textwrap.fill(literal(title), SCATTER_TITLE_WIDTH, break_long_words=False, break_on_hyphens=False)
+    ax.set_title(wrapped, fontsize=10)
     ax.set_xlabel(literal(axes[0]))
     ax.set_ylabel(literal(axes[1]))
     fig.tight_layout()
