@@ -123,3 +123,18 @@ def test_one_vote_of_the_factor_vae_metric_is_said_in_the_singular():
     r = {"mig": 0.0, "mig_estimator": "", "factors": [], "factor_vae": fv, "latent_dim": 3, "split": "test", "n": 9}
     assert "majority vote, 1 vote of 2 images to fit" in format_disentanglement(r)
     assert "majority vote, 5 votes of 2 images" in format_disentanglement({**r, "factor_vae": {**fv, "votes": 5}})
+
+
+def test_a_factor_vae_metric_without_active_dimensions_says_it_drew_no_votes(sprite_run, monkeypatch, capsys):
+    """Codes of no active dimension (a collapsed VAE) get the metric's chance level 1/K without a
+    vote: it said "majority vote, 50 votes of 16 images to fit ...; fit accuracy 0.2000", and
+    disentangle.json recorded 50 votes and a fit accuracy, none of which were drawn or fitted."""
+    import dgmkit.evaluation.disentanglement as disentanglement
+
+    monkeypatch.setattr(disentanglement, "ACTIVE_VARIANCE", 1e30)  # (every dimension inactive)
+    assert main(["disentangle", str(sprite_run), "--votes", "50", "--batch", "16"]) == 0
+    text = capsys.readouterr().out
+    assert "FactorVAE metric 0.2000  (chance, 1/5: none of the 6 code dimensions is active" in text, text
+    assert "no votes were drawn" in text and "majority vote" not in text and "fit accuracy" not in text
+    fv = json.loads((sprite_run / "disentangle.json").read_text())["factor_vae"]
+    assert fv["active"] == 0 and fv["votes"] == 0 and fv["train_accuracy"] is None and fv["accuracy"] == 0.2

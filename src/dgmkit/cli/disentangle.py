@@ -34,7 +34,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.data import Dataset
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
-from dgmkit.evaluation.disentanglement import MIG, factor_vae_score, mutual_information_gap
+from dgmkit.evaluation.disentanglement import ACTIVE_VARIANCE, MIG, factor_vae_score, mutual_information_gap
 from dgmkit.evaluation.figures import check_grid, image_grid_png
 
 __all__ = ["add_parsers", "run_disentangle", "run_traverse"]
@@ -103,6 +103,13 @@ def format_disentanglement(r: dict) -> str:
     fv = r["factor_vae"]
     if fv is None:
         lines.append("FactorVAE metric: not available (the dataset cannot draw images for chosen factor values)")
+    elif fv["active"] == 0:  # (no vote was drawn: the metric's chance level, by its convention)
+        k = len(r["factors"])
+        lines.append(
+            f"FactorVAE metric {fv['accuracy']:.4f}  (chance, 1/{k}: none of the {r['latent_dim']} code dimensions is "
+            f"active, the variance of its {r.get('codes', 'posterior means')} over the {r['split']} split above "
+            f"{ACTIVE_VARIANCE}, so no votes were drawn)"
+        )
     else:
         lines.append(
             f"FactorVAE metric {fv['accuracy']:.4f}  (majority vote, {plural(fv['votes'], 'vote')} of {fv['batch']} "
@@ -152,12 +159,13 @@ def _factor_vae(run: Run, dataset: Dataset, codes: torch.Tensor, args: argparse.
         return posterior_means(run, batch.to(run.device)).cpu()
 
     s = factor_vae_score(encode, dataset.render, dataset.factor_sizes, codes, args.votes, args.batch, g)
+    active = int(s.active.sum())  # (none: the chance level, no vote drawn, no classifier fitted)
     return {
         "accuracy": s.accuracy,
-        "train_accuracy": s.train_accuracy,
+        "train_accuracy": s.train_accuracy if active else None,
         "assignment": s.assignment.tolist(),
-        "active": int(s.active.sum()),
-        "votes": s.votes,
+        "active": active,
+        "votes": s.votes if active else 0,
         "batch": s.batch,
     }
 
