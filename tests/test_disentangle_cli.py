@@ -138,3 +138,19 @@ def test_a_factor_vae_metric_without_active_dimensions_says_it_drew_no_votes(spr
     assert "no votes were drawn" in text and "majority vote" not in text and "fit accuracy" not in text
     fv = json.loads((sprite_run / "disentangle.json").read_text())["factor_vae"]
     assert fv["active"] == 0 and fv["votes"] == 0 and fv["train_accuracy"] is None and fv["accuracy"] == 0.2
+
+
+def test_the_codes_of_incomplete_images_are_said_to_be_of_incomplete_images(tmp_path, capsys):
+    """A run trained with --missing-rate: MIG is of the codes of the split's images, their missing
+    entries encoded as 0 (as dgm latents, dgm traverse and dgm cluster say), and the FactorVAE
+    metric's images are rendered whole; dgm disentangle said neither."""
+    run = tmp_path / "miss"
+    argv = ["train", "--dataset", "sprites", "--latent-dim", "2", "--hidden", "16", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--missing-rate", "0.3", "--objective", "miwae", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["disentangle", str(run), "--votes", "5", "--batch", "4"]) == 0
+    text = capsys.readouterr().out
+    r = json.loads((run / "disentangle.json").read_text())
+    assert r["missing_entries"] > 0
+    said = f"data: test split, 4608 images ({r['missing_entries']} missing entries in the split's images, which the "
+    assert said + "encoder sees as 0; the FactorVAE metric's images, drawn whole, have none)" in text, text

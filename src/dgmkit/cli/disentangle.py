@@ -117,9 +117,14 @@ def format_disentanglement(r: dict) -> str:
             f"and as many to score; {fv['active']} active dimensions of {r['latent_dim']}; "
             f"fit accuracy {fv['train_accuracy']:.4f})"
         )
-    lines.append(
-        f"data: {r['split']} split, {r['n']} images; codes: {r.get('codes', 'posterior means')}"
-    )  # (an older record: unsaid)
+    holes = r.get("missing_entries")  # (an older record: unsaid)
+    incomplete = (
+        f" ({plural(holes, 'missing entry', 'missing entries')} in the split's images, which the encoder sees as 0"
+        + ("; the FactorVAE metric's images, drawn whole, have none)" if fv is not None else ")")
+        if holes
+        else ""
+    )
+    lines.append(f"data: {r['split']} split, {r['n']} images{incomplete}; codes: {r.get('codes', 'posterior means')}")
     return "\n".join(lines)
 
 
@@ -219,6 +224,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
         "codes": codes_name(run, x),
         "split": args.split,
         "n": len(x),
+        "missing_entries": int(torch.isnan(x).sum()) if x.is_floating_point() else 0,  # (incomplete data: encoded as 0)
         "seed": args.seed,
         "checkpoint": run.checkpoint.name,
         "seconds": time.perf_counter() - t0,
