@@ -154,3 +154,15 @@ def test_the_codes_of_incomplete_images_are_said_to_be_of_incomplete_images(tmp_
     assert r["missing_entries"] > 0
     said = f"data: test split, 4608 images ({r['missing_entries']} missing entries in the split's images, which the "
     assert said + "encoder sees as 0; the FactorVAE metric's images, drawn whole, have none)" in text, text
+
+
+def test_the_factor_vae_metric_says_its_images_are_drawn_at_random_and_with_which_seed():
+    """The metric's votes are images rendered for factor values drawn with --seed (another seed,
+    another score); the line said neither, as if they were the split's."""
+    from dgmkit.cli.disentangle import format_disentanglement
+
+    fv = {"accuracy": 0.5, "train_accuracy": 0.5, "votes": 5, "batch": 4, "active": 3}
+    r = {"mig": 0.0, "mig_estimator": "", "factors": [], "factor_vae": fv, "latent_dim": 3, "split": "test", "n": 9}
+    said = "5 votes of 4 images to fit and as many to score, rendered for random factor values drawn with seed 7; 3 active"
+    assert said in format_disentanglement({**r, "seed": 7})
+    assert "rendered for random factor values; 3 active" in format_disentanglement(r)  # (an older record: no seed)

@@ -111,10 +111,11 @@ def format_disentanglement(r: dict) -> str:
             f"{ACTIVE_VARIANCE}, so no votes were drawn)"
         )
     else:
+        drawn = "" if r.get("seed") is None else f" drawn with seed {r['seed']}"  # (an older record: unsaid)
         lines.append(
             f"FactorVAE metric {fv['accuracy']:.4f}  (majority vote, {plural(fv['votes'], 'vote')} of {fv['batch']} "
-            "images to fit "
-            f"and as many to score; {fv['active']} active dimensions of {r['latent_dim']}; "
+            f"images to fit and as many to score, rendered for random factor values{drawn}; {fv['active']} active "
+            f"dimensions of {r['latent_dim']}; "
             f"fit accuracy {fv['train_accuracy']:.4f})"
         )
     holes = r.get("missing_entries")  # (an older record: unsaid)
