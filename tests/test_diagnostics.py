@@ -451,3 +451,15 @@ def test_the_seed_of_the_draws_is_said_and_kept_where_every_datapoint_is_used(tm
     kept = json.loads((run / "diagnose.json").read_text())
     assert kept["seed"] == 5 and kept["subset"] == "all 300"
     assert "data: test, 300 datapoints (all 300), draws of seed 5" in text
+
+
+def test_the_share_of_prior_draws_in_holes_says_of_how_many():
+    """--holes 7 printed "prior draws in holes (q(z) < p(z)/10): 14.3%" (one draw), as if of thousands."""
+    from dgmkit.cli.diagnose import format_diagnosis
+
+    layer = {"name": "z", "size": 2, "kl": 1.0, "active_units": 1, "mutual_info": None}
+    r = {"layers": [layer], "active_units": 1, "marginal_kl": None, "top_mean_kl": None, "hole_fraction": 1 / 7}
+    r |= {"n": 10, "split": "test", "subset": "all 10", "samples": None, "holes": 7}
+    assert "prior draws in holes (q(z) < p(z)/10): 14.3% of 7\n" in format_diagnosis(r)
+    del r["holes"]  # (a record from before the draws were counted: unsaid)
+    assert "prior draws in holes (q(z) < p(z)/10): 14.3%\n" in format_diagnosis(r)

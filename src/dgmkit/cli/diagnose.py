@@ -153,7 +153,8 @@ def format_diagnosis(r: dict) -> str:
             f"may be higher, so the marginal KL and the share of prior draws in holes are overestimates: {_more_data(r)}"
         )
     if r["hole_fraction"] is not None:
-        lines.append(f"prior draws in holes (q(z) < p(z)/10): {r['hole_fraction']:.1%}")
+        drawn = f" of {r['holes']}" if r.get("holes") else ""  # (of how many: 14.3% was 1 of --holes 7; old record: unsaid)
+        lines.append(f"prior draws in holes (q(z) < p(z)/10): {r['hole_fraction']:.1%}{drawn}")
     draws = "" if r["samples"] is None else f", {plural(r['samples'], 'posterior draw')} per datapoint"
     if r.get("seed") is not None:  # (the draws' seed; a random subset's is the same, said with it; absent: an old record)
         draws += f", draws of seed {r['seed']}"
