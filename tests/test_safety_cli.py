@@ -967,6 +967,45 @@ def test_demo_without_out_picks_a_free_folder(tmp_path, monkeypatch):
     assert _free_folder(Path("runs/demo")) == Path("runs/demo-2")
 
 
+def test_an_interrupted_demo_says_what_it_left_in_its_folder(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in a demo's training or its evaluation said "dgm: interrupted" alone, and left a
+    half-done demo (a run trained to some epoch, no eval.json, no figures) with no word of it."""
+    import dgmkit.cli.figures as figures
+    from dgmkit.training.trainer import Trainer
+
+    real_epoch = Trainer._train_epoch
+
+    def epoch(self):
+        if self.epoch == 2:  # (in the third epoch: two checkpointed)
+            raise KeyboardInterrupt
+        return real_epoch(self)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", epoch)
+    out = tmp_path / "demo"
+    code, _, err = run(capsys, "demo", "--out", out, "--epochs", "5", "--quiet")
+    assert code == 130
+    assert err.startswith("dgm: interrupted; ") and err.count("\n") == 1, err
+    assert f"{out} holds the demo's run, not finished, its last checkpoint after epoch 2" in err
+    assert f"dgm train --resume --out {out}" in err and "remove" in err
+    monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures, "reconstruct", interrupted)
+    out = tmp_path / "demo2"
+    code, _, err = run(capsys, "demo", "--out", out, "--epochs", "1", "--quiet")
+    assert code == 130 and (out / "samples.png").is_file() and not (out / "reconstructions.png").exists()
+    assert f"{out} holds the demo's trained run; its reconstructions.png, interpolations.png, latents.png were not" in err
+
+    def at_once(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_train_epoch", at_once)
+    code, _, err = run(capsys, "demo", "--out", tmp_path / "demo3", "--epochs", "1", "--quiet")
+    assert code == 130 and "nothing of it was kept" in err and not (tmp_path / "demo3").exists()
+
+
 # ---------------------------------------------------------------- divergence and non-finite numbers
 def test_divergence_never_reaches_a_checkpoint(tmp_path, capsys, monkeypatch):
     from dgmkit.training import trainer

@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from dgmkit._io import shell_path
 from dgmkit.cli.common import add_count_flag, add_device_flag, say
 from dgmkit.cli.train import train_run
 from dgmkit.config import RunConfig
 from dgmkit.errors import DgmError
 from dgmkit.training import RunFolder
+from dgmkit.training.checkpoint import trainer_counters
 
 if TYPE_CHECKING:
     from dgmkit.families.vae import VAEConfig
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "run_demo", "DEMO_CONFIG", "DEMO_IW_SAMPLES"]
 
 DEMO_IW_SAMPLES = 5000
+DEMO_RESULTS = ("eval.json", "samples.png", "reconstructions.png", "interpolations.png", "latents.png")  # after training
 
 DEMO_CONFIG = dict(
     dataset="digits",
@@ -75,29 +78,59 @@ def run_demo(args: argparse.Namespace) -> int:
         f"dgm demo: training a VAE ({vae.hidden} MLP, {vae.latent_dim}-D latent, Bernoulli likelihood) on "
         f"the 8x8 digits into {out}"
     )
-    result = train_run(cfg, out, quiet=args.quiet, report_every=10)
-    ended = (
-        f"all {result.epoch} epochs trained"
-        if result.epoch >= result.epochs
-        else f"stopped early after epoch {result.epoch} of {result.epochs}"
-    )
-    say(f"best validation {result.label} {result.best_valid:.3f} nats at epoch {result.best_epoch} ({ended})")
-    say("")
-    # the follow-up commands, parsed by the real parser so their defaults stay those of `dgm`
-    from dgmkit.cli.main import build_parser
+    trained = False
+    try:
+        result = train_run(cfg, out, quiet=args.quiet, report_every=10)
+        trained = True
+        ended = (
+            f"all {result.epoch} epochs trained"
+            if result.epoch >= result.epochs
+            else f"stopped early after epoch {result.epoch} of {result.epochs}"
+        )
+        say(f"best validation {result.label} {result.best_valid:.3f} nats at epoch {result.best_epoch} ({ended})")
+        say("")
+        # the follow-up commands, parsed by the real parser so their defaults stay those of `dgm`
+        from dgmkit.cli.main import build_parser
 
-    parser = build_parser()
-    for argv in (
-        ["eval", out, "--iw-samples", str(DEMO_IW_SAMPLES)],
-        ["sample", out, "-n", "64", "--out", out / "samples.png", "--nrow", "8"],
-        ["reconstruct", out, "-n", "32", "--out", out / "reconstructions.png"],
-        ["interpolate", out, "--pairs", "6", "--steps", "8", "--out", out / "interpolations.png"],
-        ["latents", out, "--out", out / "latents.png"],
-    ):
-        cmd = parser.parse_args([str(a) for a in argv] + ["--device", args.device])
-        cmd.func(cmd)
+        parser = build_parser()
+        for argv in (
+            ["eval", out, "--iw-samples", str(DEMO_IW_SAMPLES)],
+            ["sample", out, "-n", "64", "--out", out / "samples.png", "--nrow", "8"],
+            ["reconstruct", out, "-n", "32", "--out", out / "reconstructions.png"],
+            ["interpolate", out, "--pairs", "6", "--steps", "8", "--out", out / "interpolations.png"],
+            ["latents", out, "--out", out / "latents.png"],
+        ):
+            cmd = parser.parse_args([str(a) for a in argv] + ["--device", args.device])
+            cmd.func(cmd)
+    except KeyboardInterrupt:  # (Ctrl-C: what the unfinished demo leaves in its folder, said with dgm's "interrupted")
+        raise KeyboardInterrupt(_left_behind(out, trained)) from None
     say(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is in {out}/:")
     for f in sorted(out.iterdir()):
         if not f.name.startswith("."):  # the folder's lock file
             say(f"  {f}")
     return 0
+
+
+def _left_behind(out: Path, trained: bool) -> str:
+    """What an interrupted demo leaves in ``out`` (a folder it found new or empty: all of it the
+    demo's), and what to do with it."""
+    try:
+        left = RunFolder(out, fresh=True).other_entries()
+    except DgmError:
+        left = []
+    if not left:  # (a run stopped before its first checkpoint removes what it wrote)
+        return "the demo stopped before its first checkpoint: nothing of it was kept"
+    folder = shell_path(out)
+    again = f"remove {folder} before a new `dgm demo --out {folder}` (`dgm demo` alone writes into a new folder)"
+    if not trained:
+        counters = trainer_counters(out / "checkpoint.safetensors")
+        where = f", its last checkpoint after epoch {counters['epoch']}" if counters else ""
+        return (
+            f"{out} holds the demo's run, not finished{where} (not evaluated, no figures): "
+            f"`dgm train --resume --out {shell_path(out)}` goes on training it; or {again}"
+        )
+    missing = [name for name in DEMO_RESULTS if not (out / name).exists()]
+    return (
+        f"{out} holds the demo's trained run; its {', '.join(missing)} were not written (dgm eval and the figure commands "
+        f"make them from the run); or {again}"
+    )
