@@ -234,6 +234,21 @@ def test_tensorboard_without_its_package_is_refused_before_any_work(tmp_path, ca
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tensorboard_without_its_package_is_refused_before_nproc_starts_its_processes(tmp_path, capsys, monkeypatch):
+    """dgm train --nproc 2 --tensorboard said "starting 2 processes with torchrun" and started
+    them (seconds each) for every rank to refuse the flag alike; --nproc checks the config before."""
+    import importlib.util
+
+    import dgmkit.cli.train as train
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
+    monkeypatch.setattr(train, "_launch", lambda args: pytest.fail("the processes were started"))
+    code, out, err = run(capsys, "train", *TINY, "--epochs", "1", "--tensorboard", "--nproc", "2", "--out", tmp_path / "run")
+    assert_one_error_line(code, err, "--tensorboard needs the tensorboard package: pip install tensorboard")
+    assert "starting" not in out and list(tmp_path.iterdir()) == []
+
+
 def test_deeply_nested_or_duplicated_config_keys_are_config_errors(tmp_path, capsys):
     for name, text in [
         ("deep.json", "[" * 100_000 + "]" * 100_000),

@@ -920,6 +920,9 @@ def run_train(args: argparse.Namespace) -> int:
             RunFolder(out, fresh=False).check_not_in_use()
         if cfg.model.fit != "gradient":
             raise ConfigError(f"--nproc: {cfg.model.name} is not trained by gradient steps; it fits in one process")
+        _check_fit_flags(cfg, args.resume and not restart, args.tensorboard, restart)  # (as each rank does: once, here)
+        if args.tensorboard and args.resume and not restart:
+            check_log_dir(out / "tensorboard")
         if cfg.optim.channels_last:
             raise ConfigError("--nproc: channels-last memory is not supported in data-parallel training")
         check_shares(
