@@ -77,7 +77,7 @@ def test_the_density_of_a_two_column_table_is_drawn_in_its_own_units(tmp_path, c
     assert code == 0, err
     drawn = {}
     real = density.density_png
-    monkeypatch.setattr(density, "density_png", lambda *a: drawn.update(args=a) or real(*a))
+    monkeypatch.setattr(density, "density_png", lambda *a, **k: drawn.update(args=a) or real(*a, **k))
     code, text, err = run(capsys, "density", out, "--out", tmp_path / "d.png", "--grid", "40", "-n", "50")
     assert code == 0, err
     _, extent, samples, _, names = drawn["args"]
@@ -112,6 +112,33 @@ def test_the_density_of_dequantized_integers_is_drawn_on_their_support_and_a_dis
     code, _, err = run(capsys, "density", arm, "--out", tmp_path / "a.png", "--grid", "10")
     assert_clean_failure(code, err, "gives probabilities of discrete values")
     assert not (tmp_path / "a.png").exists()
+
+
+def test_the_density_of_dequantized_integers_is_named_a_density_of_y_not_of_the_integers(tmp_path, capsys, monkeypatch):
+    """A flow of 2-D integers 0..3 is a density of y = (x + u) / 4 on [0, 1]^2: the figure called
+    it "density p(x)" with "samples x ~ p(x)" on axes from 0 to 1, where the data x run from 0 to 3."""
+    import matplotlib.figure
+
+    import dgmkit.cli.density as density
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "int2.npy", rng.integers(0, 4, size=(600, 2)).astype(np.uint8))
+    flow = tmp_path / "flow"
+    code, _, err = run(capsys, "train", "--model", "flow", "--flow", "realnvp", "--dataset", tmp_path / "int2.npy",
+                       *SMALL, "--out", flow)  # fmt: skip
+    assert code == 0, err
+    words = []
+    real = density.figure_png
+    monkeypatch.setattr(
+        density, "figure_png", lambda fig: words.extend(t.get_text() for t in fig.findobj(matplotlib.text.Text)) or real(fig)
+    )
+    code, _, err = run(capsys, "density", flow, "--out", tmp_path / "d.png", "--grid", "20", "-n", "20")
+    assert code == 0, err
+    shown = "\n".join(words)
+    assert "p(x)" not in shown and "x ~" not in shown, shown
+    assert "density p(y)" in shown and "20 samples y ~ p(y)" in shown and "p(y), per unit area of the axes" in shown
+    assert "y = (x + u) / 4: the dequantized data (x the integer levels 0..3" in shown
+    assert "y1" in words and "y2" in words
 
 
 def test_a_density_narrower_than_the_grid_is_said_so_and_its_mass_is_the_samples_share(tmp_path, capsys):
@@ -377,7 +404,7 @@ def test_the_density_of_a_model_of_codes_is_titled_by_them(tmp_path, capsys, mon
     assert code == 0, err
     titles = []
     real = density.density_png
-    monkeypatch.setattr(density, "density_png", lambda *a: titles.append(a[3]) or real(*a))
+    monkeypatch.setattr(density, "density_png", lambda *a, **k: titles.append(a[3]) or real(*a, **k))
     code, _, err = run(capsys, "density", flow, "--out", tmp_path / "d.png", "--grid", "20", "-n", "50")
     assert code == 0, err
     assert f"on the codes of {vae}: probability mass" in titles[0], titles

@@ -288,7 +288,7 @@ def test_density_maps_log_p_over_the_padded_window_of_the_test_split_x_along_x(f
     import dgmkit.cli.density as density
 
     seen = []
-    monkeypatch.setattr(density, "density_png", lambda *a: seen.append(a) or b"png")
+    monkeypatch.setattr(density, "density_png", lambda *a, **k: seen.append(a) or b"png")
     code, _, err = _dgm(capsys, "density", flow, "--grid", 12, "-n", 5, "--seed", 3, "--out", tmp_path / "d.png")
     assert code == 0, err
     log_p, extent, points, _, names = seen[0]

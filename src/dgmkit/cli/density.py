@@ -35,9 +35,12 @@ def density_png(
     samples: np.ndarray,
     title: str,
     names: tuple[str, str] | None = None,
+    var: str = "x",
+    note: str = "",
 ) -> bytes:
     """The density on the grid of ``extent`` beside ``samples``, its colour bar in the axes' units
-    (per unit area of them); ``names``: the axes' (a table's columns)."""
+    (per unit area of them); ``names``: the axes' (a table's columns); ``var``: the name of the
+    values drawn (``y`` for dequantized integers, which ``note``, a second line of the title, says)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,8 +49,8 @@ def density_png(
     fig, axes = plt.subplots(1, 2, figsize=(10, 5), dpi=110)
     shown = axes[0].imshow(np.exp(log_p).T, origin="lower", extent=extent, cmap="viridis", aspect="auto")
     bar = fig.colorbar(shown, ax=axes[0], fraction=0.046, pad=0.04)
-    bar.set_label("p(x), per unit area of the axes", fontsize=9)
-    axes[0].set_title("density p(x)", fontsize=10)
+    bar.set_label(f"p({var}), per unit area of the axes", fontsize=9)
+    axes[0].set_title(f"density p({var})", fontsize=10)
     axes[1].imshow(np.exp(log_p).T, origin="lower", extent=extent, cmap="Greys", aspect="auto", alpha=0.6)
     axes[1].scatter(samples[:, 0], samples[:, 1], s=2, c="tab:red", alpha=0.6)
     axes[1].set_xlim(extent[0], extent[1])
@@ -56,8 +59,8 @@ def density_png(
         if names is not None:
             ax.set_xlabel(literal(names[0]), fontsize=9)
             ax.set_ylabel(literal(names[1]), fontsize=9)
-    axes[1].set_title(f"{plural(len(samples), 'sample')} x ~ p(x)", fontsize=10)
-    fig.suptitle(literal(title), fontsize=10)
+    axes[1].set_title(f"{plural(len(samples), 'sample')} {var} ~ p({var})", fontsize=10)
+    fig.suptitle(literal(title) + (f"\n{literal(note)}" if note else ""), fontsize=10)
     fig.tight_layout()
     return figure_png(fig)
 
@@ -161,7 +164,13 @@ def density_figure(run: Run, dataset: Dataset, grid: int, n: int, seed: int) -> 
     said = f"{mass:.4f}" if resolved else f"{share:.4f} of the samples"
     data = data_name(run)
     title = f"{run.cfg.model.describe()} on {data}: probability mass in this window {said}"
-    return DensityFigure(density_png(shown, extent, drawn, title, names), mass, share, stderr, resolved)
+    var, note = "x", ""
+    if run.transform.kind == "dequantize":  # a density of y = (x + u) / L on [0, 1]^2, not of the integers x
+        levels = cast(int, run.transform.num_levels)  # (dequantize reads an integer L >= 2)
+        var, names = "y", ("y1", "y2")
+        note = f"y = (x + u) / {levels}: the dequantized data (x the integer levels 0..{levels - 1}, u ~ U[0, 1) each)"
+    png = density_png(shown, extent, drawn, title, names, var=var, note=note)
+    return DensityFigure(png, mass, share, stderr, resolved)
 
 
 def density(args: argparse.Namespace) -> int:
