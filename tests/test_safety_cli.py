@@ -982,6 +982,24 @@ def test_demo_without_out_picks_a_free_folder(tmp_path, monkeypatch):
     assert _free_folder(Path("runs/demo")) == Path("runs/demo-2")
 
 
+def test_a_demo_without_out_passes_over_a_folder_another_demo_has_just_taken(tmp_path, monkeypatch):
+    """A second dgm demo started while the first had locked runs/demo but written nothing yet
+    chose runs/demo too, and was refused as "in use by another dgm process" (the README: run
+    again, it writes into runs/demo-2)."""
+    from dgmkit import _lock
+    from dgmkit.cli.demo import _free_folder
+    from dgmkit.training.run_writer import LOCK_NAME
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    held = _lock.acquire(tmp_path / "runs" / "demo" / LOCK_NAME, wait=False)
+    try:
+        assert _free_folder(Path("runs/demo")) == Path("runs/demo-2")
+    finally:
+        held.release()
+    assert _free_folder(Path("runs/demo")) == Path("runs/demo")
+
+
 def test_an_interrupted_demo_says_what_it_left_in_its_folder(tmp_path, capsys, monkeypatch):
     """Ctrl-C in a demo's training or its evaluation said "dgm: interrupted" alone, and left a
     half-done demo (a run trained to some epoch, no eval.json, no figures) with no word of it."""

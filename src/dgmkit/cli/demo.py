@@ -56,11 +56,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _free_folder(base: Path) -> Path:
-    """``base``, or ``base-2``, ``base-3``, ... : the first that does not exist or is empty."""
+    """``base``, or ``base-2``, ``base-3``, ... : the first that does not exist or is empty, and
+    that no other dgm process holds (a demo started a moment before, which has written nothing yet)."""
     for i in range(1, 10_000):
         path = base if i == 1 else base.with_name(f"{base.name}-{i}")
         try:
-            RunFolder(path, fresh=True).check_fresh()
+            folder = RunFolder(path, fresh=True)
+            folder.check_fresh()
+            folder.check_not_in_use()
             return path
         except DgmError:
             continue
