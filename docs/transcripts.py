@@ -346,6 +346,11 @@ def family_flags(name: str, env: dict, cwd: Path) -> str:
     return f"$ dgm train --model {name} --help   # the family's own settings; the shared ones are in --help\n{body}\n"
 
 
+# the files a transcript writes where a later one writes its own of the same name (the README's
+# figures of the demo's run, then the vae transcript's): removed once it is done
+CLEARED = {"readme-figures": ("samples.png", "interpolations.png")}
+
+
 def main(names: list[str]) -> None:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
@@ -380,6 +385,8 @@ def main(names: list[str]) -> None:
                     failed.append(name)
                     print(f"{name}: `{shown}` exited with {rc}:\n{out}", file=sys.stderr, flush=True)
                     break
+            for left in CLEARED.get(name, ()):  # (a figure a later transcript writes under the same name)
+                (cwd / left).unlink(missing_ok=True)
             if name in wanted and name not in failed:
                 (OUT / f"{name}.txt").write_text("".join(text))
                 print(f"{name}: {len(commands)} commands, {time.time() - t0:.0f} s", flush=True)

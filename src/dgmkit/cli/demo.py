@@ -133,6 +133,8 @@ def _left_behind(out: Path, trained: bool) -> str:
             f"`dgm train --resume --out {shell_path(out)}` goes on training it; or {again}"
         )
     missing = [name for name in DEMO_RESULTS if not (out / name).exists()]
+    if not missing:  # (stopped after its last figure: all of it is there)
+        return f"{out} holds the demo's trained run, evaluated, and its figures: all the demo makes"
     return (
         f"{out} holds the demo's trained run; its {', '.join(missing)} were not written (dgm eval and the figure commands "
         f"make them from the run); or {again}"
