@@ -252,6 +252,13 @@ def test_ddp_scaling_says_which_epochs_its_speeds_are_of(epochs, said, monkeypat
     assert f"{epochs} epochs each; images/s: {said}" in header, header
 
 
+def _script(name: str, *args: object) -> subprocess.CompletedProcess:
+    """benchmarks/NAME run with ARGS, its output captured (a refusal is made before any work: 2 minutes at most)."""
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
 @pytest.fixture(scope="module")
 def vae_run(tmp_path_factory):
     """A VAE run of the digits, binarized on the fly: a run that the scripts for other models are given."""
@@ -262,21 +269,25 @@ def vae_run(tmp_path_factory):
     return run
 
 
-def test_arm_sampling_refuses_a_run_of_another_model_in_words(vae_run):
-    """A VAE's run was an AttributeError traceback ('VAE' object has no attribute 'num_dims')."""
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "arm_sampling.py"), str(vae_run)], capture_output=True, text=True, timeout=120
-    )
+@pytest.mark.parametrize(
+    "script, said",
+    [
+        ("arm_sampling.py", "not an autoregressive model (a --model arm run)"),  # ('VAE' object has no attribute 'num_dims')
+        ("bitsback_costs.py", "not a hierarchical VAE (--model hvae)"),  # (... no attribute 'num_layers')
+        ("masked_estimator_variance.py", "not a masked diffusion model"),  # (... no attribute 'bound_terms')
+        ("any_order_digits.py", "not a masked diffusion model"),  # (... no attribute 'num_levels')
+    ],
+)
+def test_a_script_for_another_model_refuses_a_vae_s_run_in_words(vae_run, script, said):
+    """A VAE's run given to a script for another kind of model was an AttributeError traceback."""
+    done = _script(script, vae_run)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert f"{vae_run} holds a VAE (" in done.stderr and "not an autoregressive model (a --model arm run)" in done.stderr
+    assert f"{vae_run} holds a VAE (" in done.stderr and said in done.stderr
 
 
 def test_diffusion_sampling_names_a_run_of_another_model_once(vae_run):
     """It said "... is a a VAE (...)": the model's own description already begins with its article."""
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "diffusion_sampling.py"), str(vae_run)], capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
+    done = _script("diffusion_sampling.py", vae_run)
     assert done.returncode == 1 and f"{vae_run} is a VAE (" in done.stderr, done.stderr[-2000:]
     assert "a a " not in done.stderr and "given where the gaussian diffusion run goes" in done.stderr
 
@@ -284,20 +295,9 @@ def test_diffusion_sampling_names_a_run_of_another_model_once(vae_run):
 def test_compression_refuses_a_run_binarized_on_the_fly_in_words(vae_run):
     """A run that codes black and white images was given the data set's 17-level test images: a
     DataError traceback after the model was loaded."""
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "compression.py"), str(vae_run)], capture_output=True, text=True, timeout=120
-    )
+    done = _script("compression.py", vae_run)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{vae_run}'s model codes pixels of 2 levels and the test images of digits have 17" in done.stderr
-
-
-def test_bitsback_costs_refuses_a_run_without_latent_layers_in_words(vae_run):
-    """A one-layer VAE's run was an AttributeError traceback ('VAE' object has no attribute 'num_layers')."""
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bitsback_costs.py"), str(vae_run)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert f"{vae_run} holds a VAE (" in done.stderr and "not a hierarchical VAE (--model hvae)" in done.stderr
 
 
 def test_deep_hvae_throughput_refuses_a_preset_of_another_model_in_words(tmp_path):
@@ -305,9 +305,7 @@ def test_deep_hvae_throughput_refuses_a_preset_of_another_model_in_words(tmp_pat
     preset = tmp_path / "vae.toml"
     preset.write_text('model = "vae"\ndataset = "digits"\nhidden = [8]\nbatch_size = 16\n')
     args = ["--config", str(preset), "--steps", "1", "--rounds", "1", "--k", "1", "--eval-n", "1"]
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "deep_hvae_throughput.py"), *args], capture_output=True, text=True, timeout=120
-    )
+    done = _script("deep_hvae_throughput.py", *args)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"{preset} builds a VAE (" in done.stderr and 'not a hierarchical VAE (model = "hvae")' in done.stderr
 
@@ -326,23 +324,3 @@ def test_deep_hvae_throughput_says_the_steps_a_round_took(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "median of 1 rounds of 2 steps)" in done.stdout and "of 5 steps" not in done.stdout, done.stdout
     assert "# --steps 5: the training split holds 1197 images; a round trains on them all" in done.stdout
-
-
-def test_masked_estimator_variance_refuses_a_run_of_another_model_in_words(vae_run):
-    """A VAE's run was an AttributeError traceback ('VAE' object has no attribute 'bound_terms')."""
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "masked_estimator_variance.py"), str(vae_run)], capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert f"{vae_run} holds a VAE (" in done.stderr and "not a masked diffusion model" in done.stderr
-
-
-def test_any_order_digits_refuses_a_run_of_another_model_in_words(vae_run):
-    """A VAE's run was an AttributeError traceback ('VAE' object has no attribute 'num_levels')."""
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "any_order_digits.py"), str(vae_run)], capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert f"{vae_run} holds a VAE (" in done.stderr and "not a masked diffusion model" in done.stderr
