@@ -130,3 +130,17 @@ def test_a_dvae_temperature_schedule_that_cannot_move_is_refused(tmp_path, capsy
     refused(code, err, said)
     assert not out.exists()
     RunConfig.of(model="dvae", anneal_rate=0.0, gumbel_temperature=0.8).check_inert()  # (tau fixed at 0.8: read)
+
+
+def test_a_dvae_constant_temperature_below_the_default_floor_is_taken(tmp_path, capsys):
+    """A constant tau of 0.3 (--anneal-rate 0) needs a floor at or below it (validate: the default 0.5
+    is above it), and that floor was refused as unread: each refusal's fix led to the other."""
+    out = tmp_path / "run"
+    argv = ["--gumbel-temperature", "0.3", "--gumbel-temperature-min", "0.3", "--anneal-rate", "0"]
+    code, _, err = dgm(capsys, "train", "--model", "dvae", "--dataset", "digits-4x4", *argv, "--epochs", "1", "--out", out)
+    refused(code, err, "anneal_rate = 0.0 is read only with --gumbel-temperature above --gumbel-temperature-min")
+    assert not out.exists()  # (leave --anneal-rate out: tau = max(0.3, 0.3 exp(-rate t)) = 0.3 all the same)
+    RunConfig.of(model="dvae", gumbel_temperature=0.3, gumbel_temperature_min=0.2, anneal_rate=0.0).check_inert()
+    RunConfig.of(model="dvae", gumbel_temperature=0.3, gumbel_temperature_min=0.3).check_inert()  # (tau fixed: read)
+    with pytest.raises(ConfigError, match="gumbel_temperature_min = 0.2 is read only with --anneal-rate above 0"):
+        RunConfig.of(model="dvae", gumbel_temperature=0.8, gumbel_temperature_min=0.2, anneal_rate=0.0).check_inert()

@@ -16,6 +16,8 @@ from dgmkit.objectives import GumbelSoftmaxELBO, Objective, ReinforceELBO
 from dgmkit.priors import UniformCategoricalPrior
 from dgmkit.settings import setting
 
+TAU_MIN = 0.5  # gumbel_temperature_min's default
+
 __all__ = ["DiscreteVAEConfig"]
 
 
@@ -30,7 +32,7 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
     gumbel_temperature: float = setting(
         1.0, "gumbel-softmax: initial relaxation temperature tau_0 (not dgm sample's --temperature)", gt=0, max=100
     )
-    gumbel_temperature_min: float = setting(0.5, "gumbel-softmax: the relaxation temperature's floor", gt=0, max=100)
+    gumbel_temperature_min: float = setting(TAU_MIN, "gumbel-softmax: the relaxation temperature's floor", gt=0, max=100)
     anneal_rate: float = setting(3e-5, "gumbel-softmax: tau_t = max(tau_min, tau_0 exp(-rate * step))", min=0, max=1)
     straight_through: bool = setting(False, "gumbel-softmax: hard one-hot forward pass, relaxed gradient")
 
@@ -52,7 +54,9 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
         inert = super().inert_settings()
         if self.objective == "reinforce":
             return {**inert, **dict.fromkeys(gumbel, "--objective gumbel-softmax")}
-        if self.anneal_rate == 0:  # (tau stays at gumbel_temperature, never reaching its floor)
+        # (tau stays at gumbel_temperature, never reaching its floor; a floor that validate needs at or below a
+        # temperature under the default floor is given, not unread: refused, a constant tau of 0.3 had no way)
+        if self.anneal_rate == 0 and self.gumbel_temperature >= TAU_MIN:
             inert["gumbel_temperature_min"] = "--anneal-rate above 0"
         if self.gumbel_temperature == self.gumbel_temperature_min:  # (tau starts at its floor: nothing to anneal)
             inert["anneal_rate"] = "--gumbel-temperature above --gumbel-temperature-min"
