@@ -681,3 +681,18 @@ def test_a_temperature_of_any_real_number_type_is_drawn_at_that_temperature(tmp_
     for given in (Fraction(1, 2), np.float32(0.5), np.float64(0.5)):
         x, what = dgmkit.sample(flow, 2, seed=1, temperature=given)
         assert torch.equal(x, half[0]) and what == half[1] == "2 samples x ~ p(x) at temperature 0.5"
+
+
+def test_a_refusal_that_names_dgm_s_commands_keeps_their_flags(tmp_path):
+    """A run on another run's data whose source folder moved: the refusal says to name the new folder with
+    --data of dgm eval, sample and the other commands; said with keywords it named "data= NEW for dgm
+    eval", a flag dgm eval does not have. Those of the run's checks alone are said with keywords."""
+    from dgmkit.api import _data_keywords
+    from dgmkit.config.inputs import run_dataset
+    from dgmkit.config.schema import DataConfig
+
+    with pytest.raises(DataError) as e, _data_keywords():
+        run_dataset(DataConfig(codes_of=str(tmp_path / "gone")))
+    assert "--data NEW for dgm eval, sample and the other commands" in str(e.value) and "data=" not in str(e.value)
+    with pytest.raises(ConfigError, match="^data= names a .npy"), _data_keywords():
+        raise ConfigError("--data names a .npy, .npz, .mat, .csv or .parquet file, got 'x'")

@@ -418,16 +418,21 @@ def _known_options(options: Mapping[str, Any], known: tuple[str, ...], call: str
 
 
 _DATA_FLAGS = re.compile(r"--(?:data-dir|data|schema)(?![\w-])")  # where the run's data are read from
+_DGM_COMMAND = re.compile(r"\bdgm [a-z]")  # a refusal that says which dgm command takes a flag
 
 
 @contextlib.contextmanager
 def _data_keywords() -> Iterator[None]:
     """A refusal of where the run's data are read from (the run's own checks, shared with dgm's
     commands) said with the keywords a Python caller gave, ``data_dir`` and ``data=`` (not "data
-    points at ..."), not as the flags ``--data-dir`` and ``--data``."""
+    points at ..."), not as the flags ``--data-dir`` and ``--data``. A refusal that names the dgm
+    commands whose flags it gives ("--data NEW for dgm eval, sample and the other commands") is
+    left as it is: said with keywords, it named a dgm eval keyword that is no flag of it."""
     try:
         yield
     except DgmError as e:
+        if _DGM_COMMAND.search(str(e)):
+            raise
         said = _DATA_FLAGS.sub(lambda m: "data=" if m.group(0) == "--data" else keyword(m.group(0)), str(e))
         if said == str(e):
             raise
