@@ -855,3 +855,22 @@ def test_a_fit_limit_of_every_row_is_the_protocol_of_the_default(runs, tmp_path,
         code, _, err = _dgm(capsys, *argv, *extra)
         assert code == 0, err
         assert len(json.loads((model / "ood.json").read_text())["results"]) == kept, extra
+
+
+def test_a_result_kept_under_the_old_key_of_its_protocol_is_replaced(runs, tmp_path, capsys):
+    """ood.json written before a fit of every row was keyed as the protocol of none holds the default's
+    result under "fit 10000": the same call again replaces it (it was kept beside it, two of one protocol)."""
+    model = tmp_path / "model"
+    shutil.copytree(runs / "model", model)
+    (model / "ood.json").unlink(missing_ok=True)
+    (model / "ood-scores.csv").unlink(missing_ok=True)
+    argv = ["ood", model, "--ood", runs / "noise.npy", "--limit", "10"]
+    assert _dgm(capsys, *argv)[0] == 0
+    kept = json.loads((model / "ood.json").read_text())["results"]
+    (key,) = kept
+    assert "fit None" in key
+    old = {"results": {key.replace("fit None", "fit 10000"): kept[key]}}  # (as the run's ood.json was written)
+    (model / "ood.json").write_text(json.dumps(old))
+    code, _, err = _dgm(capsys, *argv)
+    assert code == 0, err
+    assert list(json.loads((model / "ood.json").read_text())["results"]) == [key]

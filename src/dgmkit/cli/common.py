@@ -792,12 +792,22 @@ class ResultsFile:
         goes with the result (``dgm ood``'s per-input scores: the pair is of one call). Returns how
         many results it holds."""
         with results_locked(run_dir, self.name):
-            kept = self.kept(run_dir)
-            kept[self.protocol(result)] = result
+            key = self.protocol(result)
+            # a result kept under the words its protocol had before (ood.json's fit of every row was keyed by
+            # --fit-limit) is this one's protocol all the same: replaced, not kept beside it
+            kept = {k: v for k, v in self.kept(run_dir).items() if k == key or self._key(v) != key}
+            kept[key] = result
             atomic_write_json(run_dir / self.name, {"results": kept})
             if also is not None:
                 also()
         return len(kept)
+
+    def _key(self, result: dict) -> str | None:
+        """The protocol of a kept ``result`` as said now (None: one that cannot be said)."""
+        try:
+            return self.protocol(result)
+        except (KeyError, TypeError, AttributeError, ValueError):
+            return None
 
 
 @contextlib.contextmanager
