@@ -43,7 +43,15 @@ from dgmkit._io import atomic_write_bytes, is_text_path, remove_empty_folders
 from dgmkit.cli.argtypes import MAX_SEED, given_count, keyword
 from dgmkit.cli.common import latent_model, split_data
 from dgmkit.cli.evaluate import REPORTED_ESTIMATES, evaluate_run, format_report
-from dgmkit.cli.figures import draw_samples, interpolation, needs_latents, picked_images, picked_pairs, reconstructs
+from dgmkit.cli.figures import (
+    SampleOptions,
+    draw_samples,
+    interpolation,
+    needs_latents,
+    picked_images,
+    picked_pairs,
+    reconstructs,
+)
 from dgmkit.cli.train import train_run
 from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.config.inputs import attach_input
@@ -445,7 +453,7 @@ def _in_precision(x: torch.Tensor, run: Run) -> torch.Tensor:
     return x.to(dtype_of(run.model)) if x.is_floating_point() else x
 
 
-SAMPLE_OPTIONS = ("temperature", "naive", "steps", "draw")
+SAMPLE_OPTIONS = SampleOptions._fields
 EVAL_OPTIONS = ("iw_samples", "time_samples", "orders", "limit", "seed", "data_dir", "data")  # (it writes nothing)
 
 
@@ -501,7 +509,7 @@ def sample(
     _known_options(options, SAMPLE_OPTIONS, "sample")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     _attach(run, inputs, code_prior)
-    x, what = draw_samples(run, n, seed, **options, keywords=True)
+    x, what = draw_samples(run, n, seed, SampleOptions(**options), keywords=True)
     return x.cpu(), what.rstrip(",")
 
 

@@ -6,7 +6,7 @@ import io
 import math
 import shlex
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ __all__ = [
     "interpolate",
     "latents",
     "draw_samples",
+    "SampleOptions",
     "reconstruction_pairs",
     "needs_latents",
     "reconstructs",
@@ -114,20 +115,30 @@ def interpolation(run: Run, a: torch.Tensor, b: torch.Tensor, steps: int) -> tor
     return decoded_means(run, z.flatten(0, 1)).unflatten(0, z.shape[:2])  # (P, S, C, H, W)
 
 
+class SampleOptions(NamedTuple):
+    """How ``dgm sample`` draws (each an option some models take, refused by the others):
+    ``temperature`` of a flow's base distribution, the ``naive`` uncached path of an
+    autoregressive model, a diffusion model's ancestral ``steps``, and ``draw``: draws of p(x|z),
+    not its means."""
+
+    temperature: float | None = None
+    naive: bool = False
+    steps: int | None = None
+    draw: bool = False
+
+    @classmethod
+    def given(cls, args: argparse.Namespace, draw: bool | None = None) -> "SampleOptions":
+        """The options of a ``dgm sample`` command line (``draw``: in place of its --draw)."""
+        return cls(args.temperature, args.naive, args.steps, args.draw if draw is None else draw)
+
+
 def draw_samples(
-    run: Run,
-    n: int,
-    seed: int,
-    *,
-    temperature: float | None = None,
-    naive: bool = False,
-    steps: int | None = None,
-    draw: bool = False,
-    keywords: bool = False,
+    run: Run, n: int, seed: int, options: SampleOptions | None = None, keywords: bool = False
 ) -> tuple[torch.Tensor, str]:
     """n samples of a run's model, seeded (the global random stream is restored afterwards), and
-    what they are in words: the means of p(x|z) for a latent variable model (``draw``: draws
-    of p(x|z)); x ~ p(x) otherwise, at ``temperature`` for a flow, cached or ``naive`` for an
+    what they are in words, drawn as ``options`` say (``SampleOptions``; default: the model's
+    own way): the means of p(x|z) for a latent variable model (``draw``: draws of p(x|z));
+    x ~ p(x) otherwise, at ``temperature`` for a flow, cached or ``naive`` for an
     autoregressive model, in ``steps`` ancestral steps for a diffusion model (default: its own).
     The draws are made where the model is (``run.device``), from a generator there seeded with
     ``seed`` (a CUDA device draws other samples than the CPU), ``SAMPLE_BATCH`` at a time
@@ -135,19 +146,21 @@ def draw_samples(
     model's classes stay in turn; one stream: the first batch of n samples is the draw of n = one
     batch). Options the model does not take are refused (``check_sample_options``; ``keywords``:
     named as ``dgmkit.sample``'s keywords, not as ``dgm sample``'s flags)."""
-    check_sample_options(run, n, temperature, naive, steps, draw, keywords)
+    options = options or SampleOptions()
+    check_sample_options(run, n, options, keywords)
+    temperature, naive, steps, draw = options
     # (a number given from Python, Fraction(1, 2) or np.uint8(4), as the Python number torch takes)
     temperature, steps = None if temperature is None else float(temperature), None if steps is None else int(steps)
     model = run.model
     device = run.device
     g = torch.Generator(device=device).manual_seed(seed)
-    options: dict[str, Any] = {}
+    taken: dict[str, Any] = {}  # the keywords of the model's own sample
     if model.sample_temperature:
-        options["temperature"] = 1.0 if temperature is None else temperature
+        taken["temperature"] = 1.0 if temperature is None else temperature
     if model.sample_cached:
-        options["cached"] = not naive
+        taken["cached"] = not naive
     if model.sample_steps:
-        options["steps"] = model.default_sample_steps if steps is None else steps
+        taken["steps"] = model.default_sample_steps if steps is None else steps
     cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []  # manual_seed seeds them all
     batch = max(SAMPLE_BATCH // model.sample_period, 1) * model.sample_period
     shown = model.sample_means and not draw  # the means of p(x|z), else the draws
@@ -155,9 +168,9 @@ def draw_samples(
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         for start in range(0, n, batch):
-            parts.append(model.sample(min(batch, n - start), generator=g, **options)[1 if shown else 0])
+            parts.append(model.sample(min(batch, n - start), generator=g, **taken)[1 if shown else 0])
     x = parts[0] if len(parts) == 1 else torch.cat(parts)
-    return x, _drawn_words(model, n, shown, options.get("temperature", 1.0), naive, options.get("steps"))
+    return x, _drawn_words(model, n, shown, taken.get("temperature", 1.0), naive, taken.get("steps"))
 
 
 def _drawn_words(model: Any, n: int, shown: bool, temperature: float, naive: bool, steps: int | None) -> str:
@@ -176,20 +189,13 @@ def _drawn_words(model: Any, n: int, shown: bool, temperature: float, naive: boo
     return what
 
 
-def check_sample_options(
-    run: Run,
-    n: int,
-    temperature: float | None = None,
-    naive: bool = False,
-    steps: int | None = None,
-    draw: bool = False,
-    keywords: bool = False,
-) -> None:
+def check_sample_options(run: Run, n: int, options: SampleOptions, keywords: bool = False) -> None:
     """Refuses (ConfigError, in ``dgm sample``'s words; ``keywords``: naming the options as
     ``dgmkit.sample``'s keywords) n < 1 and a sampling option the run's model does not take, rather
     than ignoring it (a temperature given at 1 too)."""
     named = keyword if keywords else str
     model = run.model
+    temperature, naive, steps, draw = options
     if not model.can_sample:
         raise ConfigError(f"the {run.cfg.family} model has no distribution to sample from (no prior)")
     given_count(n, 1, MAX_SAMPLES, "the number of samples")
@@ -254,7 +260,7 @@ def sample(args: argparse.Namespace) -> int:
     out = png_output(args)
     run = load_run(args.run_dir, device=args.device)
     attach_inputs(run, args)
-    check_sample_options(run, args.n, args.temperature, args.naive, args.steps, args.draw)
+    check_sample_options(run, args.n, SampleOptions.given(args))
     _refuse_table(run)
     if run.cfg.data.codes_of:  # (a VQ-VAE's code grids drawn as grey pictures: indices in an arbitrary order)
         source = shlex.quote(run.cfg.data.codes_of)
@@ -269,8 +275,7 @@ def sample(args: argparse.Namespace) -> int:
     mixed = nrow < args.n and nrow % period != 0  # (a --nrow given is kept, and said)
     note = f" ({nrow} a row, not a multiple of the {period} classes: a column holds several classes)" if mixed else ""
     check_grid(args.n, tuple(run.record["data"]["event_shape"]), nrow)  # (before thousands are drawn)
-    shown, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive,
-                               steps=args.steps, draw=args.draw)  # fmt: skip
+    shown, what = draw_samples(run, args.n, args.seed, SampleOptions.given(args))
     path = write_png(out, image_grid_png(to_display(shown, run), nrow=nrow))
     say(f"wrote {what} to {path}{note}")
     return 0
@@ -287,8 +292,7 @@ def _sample_rows(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out .csv writes rows of a table, and {run.path} was not trained on one: name a .png file")
     out = command_output(args, args.out)
     _refuse_picture_flags(args, "a table's rows are draws x ~ p(x) already")
-    x, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive, steps=args.steps,
-                           draw=run.model.sample_means)  # fmt: skip
+    x, what = draw_samples(run, args.n, args.seed, SampleOptions.given(args, draw=run.model.sample_means))
     _refuse_non_finite(x)  # (a NaN was written as an empty cell: a missing value, not a draw)
     rows = x.reshape(len(x), -1).double().cpu().numpy()
     atomic_write_bytes(out, write_table(rows, table.columns).encode())
@@ -350,8 +354,7 @@ def _sample_array(args: argparse.Namespace) -> int:
         )
     _refuse_picture_flags(args, "the array holds draws x ~ p(x)")
     out = command_output(args, args.out)
-    x, what = draw_samples(run, args.n, args.seed, temperature=args.temperature, naive=args.naive, steps=args.steps,
-                           draw=run.model.sample_means)  # fmt: skip
+    x, what = draw_samples(run, args.n, args.seed, SampleOptions.given(args, draw=run.model.sample_means))
     shape = tuple(run.record["data"]["event_shape"])
     x = x.reshape(len(x), *(shape if shows_images(run) else (math.prod(shape),))).cpu()
     _refuse_non_finite(x)

@@ -37,7 +37,7 @@ from dgmkit.cli.common import (
 )
 from dgmkit.cli.density import density_figure, draws_density
 from dgmkit.cli.evaluate import EVALS, eval_notes, protocol_key, read_eval_json
-from dgmkit.cli.figures import MAX_SAMPLE_STEPS, draw_samples, latent_scatter, reconstruction_pairs
+from dgmkit.cli.figures import MAX_SAMPLE_STEPS, SampleOptions, draw_samples, latent_scatter, reconstruction_pairs
 from dgmkit.config import Run, build_objective, load_run
 from dgmkit.config.inputs import attach_input
 from dgmkit.data.registry import is_table
@@ -235,7 +235,7 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
         _decoded_samples(run, args, figs, notes)  # the images they stand for, through the VQ-VAE's decoder
     elif args.samples and model.can_sample and images:
         steps = args.steps if model.sample_steps else None  # --steps: for the diffusion models among the runs
-        shown, what = draw_samples(run, args.samples, args.seed, steps=steps)
+        shown, what = draw_samples(run, args.samples, args.seed, SampleOptions(steps=steps))
         side = max(1, round(args.samples**0.5))
         shown = to_display(shown, run).cpu()  # to a PNG, on the CPU
         figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(shown, side)))
