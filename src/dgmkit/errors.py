@@ -18,6 +18,7 @@ __all__ = [
     "TrainingError",
     "EvaluationError",
     "did_you_mean",
+    "plural",
     "closest_name",
     "first_line",
     "described",
@@ -26,6 +27,11 @@ __all__ = [
     "finite_at_least",
     "sizes_at_least",
 ]
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 epoch``, ``2 epochs``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
 
 
 # names that other libraries and papers give to this project's settings: their spelling is no

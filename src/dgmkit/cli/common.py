@@ -29,7 +29,7 @@ from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.data.transforms import values_seen
 from dgmkit.distributions import location
 from dgmkit.distributions.flow import location_name
-from dgmkit.errors import ConfigError, DataError, DgmError, shown_value
+from dgmkit.errors import ConfigError, DataError, DgmError, plural, shown_value
 from dgmkit.evaluation.figures import check_finite
 from dgmkit.evaluation.report import one_draw_bound
 from dgmkit.training.run_writer import results_lock, run_files
@@ -105,11 +105,6 @@ class LatentModel(Protocol):
 def latent_model(run: Run) -> LatentModel:
     """The run's model, which the command has checked has latents (or reconstructs)."""
     return cast(LatentModel, run.model)
-
-
-def plural(n: int, noun: str, nouns: str | None = None) -> str:
-    """``1 epoch``, ``2 epochs``: a count with its noun in the right number."""
-    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
 
 
 def say(msg: str = "") -> None:

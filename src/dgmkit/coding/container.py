@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from dgmkit._io import check_base_name, invisible_character, parse_json
-from dgmkit.errors import DataError, DgmError
+from dgmkit.errors import DataError, DgmError, plural
 
 __all__ = [
     "CompressedFile",
@@ -320,7 +320,7 @@ def _refuse_damaged(data: bytes, source: str, version: int, head_len: int) -> No
         if end + 32 < len(data) and hashlib.sha256(data[:end]).digest() == data[end : end + 32]:
             extra = len(data) - end - 32
             raise DataError(
-                f"{source} has {extra} byte{'s' if extra != 1 else ''} after its end: its first {end + 32} bytes end "
+                f"{source} has {plural(extra, 'byte')} after its end: its first {end + 32} bytes end "
                 "with their own matching checksum (cut the rest off)"
             )
     raise DataError(f"{source} is truncated or corrupted: its checksum does not match its content")

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from torch import nn
 
 from dgmkit.conditional import Decoder
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, plural
 from dgmkit.families.base import DataSpec, FamilyConfig, PartlyRead
 from dgmkit.families.parts import ImportanceSampledEval, VAESettings, decoder_net, encoder_net, flat_input
 from dgmkit.models.hvae import HierarchicalVAE
@@ -130,7 +130,7 @@ class StackSettings(VAESettings, ImportanceSampledEval):
 
     def describe(self) -> str:
         return (
-            f"a hierarchical VAE ({len(self.latent_sizes)} layer{'s' if len(self.latent_sizes) != 1 else ''} "
+            f"a hierarchical VAE ({plural(len(self.latent_sizes), 'layer')} "
             f"{self.latent_sizes}, {self.posterior} posterior, "
             f"{self.hidden} {self.networks} networks, {self.prior} top prior, {self.likelihood.capitalize()} likelihood)"
         )

@@ -10,7 +10,7 @@ from torch import nn
 
 from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.data import Dataset, Split
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, plural
 from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import LikelihoodSettings
 from dgmkit.models import GenerativeModel
@@ -67,16 +67,11 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
     def default_iw_samples(self) -> int:
         return 1  # the posterior is a point mass: one draw is the bound
 
-    @property
-    def halvings(self) -> str:
-        """``downsample`` in words: "1 halving", "2 halvings"."""
-        return f"{self.downsample} halving{'' if self.downsample == 1 else 's'}"
-
     def describe(self) -> str:
         return (
             f"a {'two-level VQ-VAE-2' if self.vq_levels == 2 else 'VQ-VAE'} ({self.codes} codes of dimension "
-            f"{self.code_dim}, width {self.vq_width}, "
-            f"{self.halvings}, {self.codebook_update} codebook, {self.likelihood.capitalize()} likelihood)"
+            f"{self.code_dim}, width {self.vq_width}, {plural(self.downsample, 'halving')}, "
+            f"{self.codebook_update} codebook, {self.likelihood.capitalize()} likelihood)"
         )
 
     def training_objective(self) -> Objective:
@@ -131,7 +126,9 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
         if h == 1:  # (a table's rows, 2-D points: 1 x D)
             raise ConfigError(f"the VQ-VAE's networks are convolutional: it needs images, not rows of {w} values")
         if h % f or w % f:
-            raise ConfigError(f"with {self.halvings}, the height and width must be divisible by {f}, got {h}x{w}")
+            raise ConfigError(
+                f"with {plural(self.downsample, 'halving')}, the height and width must be divisible by {f}, got {h}x{w}"
+            )
         head = self.head(data.num_levels)
         if self.vq_levels == 2:
             return self._build_two_levels(head, (c, h, w), f, data.num_levels)
@@ -166,7 +163,8 @@ class VQVAEConfig(LikelihoodSettings, FamilyConfig):
         c, h, w = event_shape
         if (h // f) % 2 or (w // f) % 2:
             raise ConfigError(
-                f"two levels need a bottom grid with even sides; {h}x{w} with {self.halvings} gives {h // f}x{w // f}"
+                f"two levels need a bottom grid with even sides; {h}x{w} with {plural(self.downsample, 'halving')} "
+                f"gives {h // f}x{w // f}"
             )
         d, width, blocks = self.code_dim, self.vq_width, self.res_blocks
         return TwoLevelVQVAE(
