@@ -653,3 +653,34 @@ def test_a_stack_of_one_layer_is_described_in_the_singular():
 
     assert "(1 layer [8]," in RunConfig.of(model="hvae", latent_sizes=[8]).model.describe()
     assert "(2 layers [40, 40]," in RunConfig.of(model="hvae").model.describe()
+
+
+@pytest.mark.parametrize(
+    "settings, note",
+    [
+        (dict(model="hvae", prior="flow"), "the hvae model's flow prior over z draws at temperature 1"),
+        (dict(model="vae", prior="flow", latent_dim=4), "the vae model's flow prior over z draws at temperature 1"),
+        (dict(model="hvae", prior="mog"), None),
+        (dict(model="vae"), None),
+    ],
+)
+def test_a_temperature_refused_says_where_a_flow_prior_over_z_draws_at_temperature_one(settings, note):
+    """A temperature is for flows of the data; of a latent model with a flow prior (the VAE's
+    prior module, the hierarchy's top prior) the refusal adds that the prior draws at temperature
+    1, as the model declares it (``untaken_sample_note``), not read off the config."""
+    from pathlib import Path
+
+    from dgmkit.cli.figures import SampleOptions, check_sample_options
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.config.run import Run
+    from dgmkit.errors import ConfigError
+
+    cfg = RunConfig.of(dataset="digits", **settings)
+    model = build_model(cfg, (1, 8, 8), 2)
+    assert model.untaken_sample_note("temperature") == (None if note is None else note.split("model's ")[1])
+    assert model.untaken_sample_note("naive") is None
+    run = Run(Path("r"), cfg, {}, model, Path("r/best.pt"))
+    with pytest.raises(ConfigError, match="is for flows of the data") as e:
+        check_sample_options(run, 4, SampleOptions(temperature=0.5), keywords=True)
+    assert str(e.value).startswith("temperature is for flows")
+    assert (note is not None and str(e.value).endswith(note)) or (note is None and "prior" not in str(e.value))

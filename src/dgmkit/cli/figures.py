@@ -207,8 +207,8 @@ def check_sample_options(run: Run, n: int, options: SampleOptions, keywords: boo
         if not isinstance(value, bool):  # (from Python: draw="no" is true)
             raise ConfigError(f"{flag} is True or False, got {shown_value(value)}")
     if temperature is not None and not model.sample_temperature:
-        prior = getattr(run.cfg.model, "prior", None) == "flow"  # (a flow over z, drawn at temperature 1)
-        also = f"; the {run.cfg.family} model's flow prior over z draws at temperature 1" if prior else ""
+        note = model.untaken_sample_note("temperature")  # (a flow prior over z: drawn at temperature 1)
+        also = "" if note is None else f"; the {run.cfg.family} model's {note}"
         raise ConfigError(
             f"{named('--temperature')} is for flows of the data (a reduced-temperature base distribution){also}"
         )

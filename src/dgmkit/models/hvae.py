@@ -206,6 +206,9 @@ class LayerStack(ModelELBO):
         stack = cast("HierarchicalVAE | DeepTopDownVAE", self)
         return HierarchicalPrior(stack, stack.top())
 
+    def untaken_sample_note(self, option: str) -> str | None:
+        return self.top_prior.untaken_sample_note(option)
+
     @property
     def num_components(self) -> int | None:
         return self.top_prior.components if self.top_prior.has_components else None

@@ -110,6 +110,9 @@ class VAE(DecodedModel, LatentVariableModel):
         """log p(x_d = v | z) of every value v of every pixel, float64 (``Decoder.pixel_log_pmf``)."""
         return self.decoder.pixel_log_pmf(self.decoder_input(z))
 
+    def untaken_sample_note(self, option: str) -> str | None:
+        return self.prior_module.untaken_sample_note(option)
+
     @property
     def num_components(self) -> int | None:
         return self.prior_module.components if self.prior_module.has_components else None

@@ -31,6 +31,12 @@ class Prior(nn.Module, ABC):
     has_components: ClassVar[bool] = False
     components: int  # where has_components: how many
 
+    def untaken_sample_note(self, option: str) -> str | None:
+        """Why a sampling option of flows of the data (``"temperature"``), which a model drawing from
+        this prior does not take, would not apply to the prior either, in words that follow "the
+        model's" (``GenerativeModel.untaken_sample_note``; None: nothing to add)."""
+        return None
+
     def __init__(self, latent_dim: int | None = None):
         """``latent_dim``: set here, or by the subclass itself (as priors written before this took it)."""
         super().__init__()

@@ -20,6 +20,9 @@ class FlowPrior(Prior):
         self.bijection = bijection
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
+    def untaken_sample_note(self, option: str) -> str | None:
+        return "flow prior over z draws at temperature 1" if option == "temperature" else None
+
     def forward(self, context: None = None) -> FlowDistribution:
         base = standard_normal(self.latent_dim, device=self._zero.device, dtype=self._zero.dtype)
         return FlowDistribution(base, self.bijection)
