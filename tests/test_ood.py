@@ -513,6 +513,13 @@ def test_ood_refusals(runs, tmp_path, capsys):
     ae = tmp_path / "ae"
     assert main(["train", "--dataset", "digits", "--model", "ae", "--epochs", "1", "--quiet", "--out", str(ae)]) == 0
     _refused(*_dgm(capsys, "ood", ae, "--ood", "digits")[::2], "defines no density", "needs a model with a likelihood")
+    vq = tmp_path / "vq"  # one code grid per image: k draws are k copies of it
+    vq_args = ["--model", "vqvae", "--codes", "8", "--code-dim", "2", "--vq-width", "8", "--epochs", "1", "--quiet"]
+    assert main(["train", "--dataset", "digits", *vq_args, "--out", str(vq)]) == 0
+    said = _dgm(capsys, "ood", vq, "--ood", runs / "noise.npy", "--iw-samples", "5")[::2]
+    _refused(*said, "--iw-samples: the posterior of", "is a point mass", "every draw is the same")
+    said = _dgm(capsys, "ood", model, "--ood", runs / "noise.npy", "--background", vq, "--iw-samples", "5")[::2]
+    _refused(*said, "--iw-samples: the posterior of", "is a point mass")  # (the exact model has nothing to sample either)
     _refused(*_dgm(capsys, "ood", model, "--ood", "digits", "--background", ae)[::2], "--background", "no density")
     itself = tmp_path / "self-copy"  # the run itself as its background: a ratio of 0 for every input
     shutil.copytree(model, itself)

@@ -525,13 +525,9 @@ def _scored_runs(args: argparse.Namespace) -> tuple[Run, Run | None, dict[int, i
     run = _likelihood_run(args.run_dir, "the run", args.device)
     bg = None if args.background is None else _likelihood_run(args.background, "--background", args.device)
     scored = [run, *([bg] if bg else [])]
-    if args.iw_samples is not None and all(r.model.estimate_kind == "exact" for r in scored):
-        raise ConfigError(
-            f"--iw-samples: {run.cfg.model.describe()} has an exact log-likelihood; there is nothing to sample"
-        )
     sampled = {id(r) for r in scored if r.model.estimate_kind != "exact" and not r.model.point_mass_posterior}
-    if args.iw_samples is not None and not sampled:  # (a VQ-VAE's one code grid: refused, every draw the same)
-        estimate_samples(next(r for r in scored if r.model.point_mass_posterior), args.iw_samples)
+    if args.iw_samples is not None and not sampled:  # each exact or a point mass: refused as dgm eval refuses it
+        estimate_samples(next((r for r in scored if r.model.point_mass_posterior), run), args.iw_samples)
     if args.iw_samples is not None and any(r.model.estimate_kind == "time-sampled" for r in scored):
         raise ConfigError("--iw-samples: a diffusion model is scored by its bound over the run's time_samples, without "
                           "importance sampling")  # fmt: skip
