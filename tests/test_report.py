@@ -879,3 +879,22 @@ def test_the_figures_are_drawn_without_autograd(runs, tmp_path, monkeypatch):
     monkeypatch.setattr(report, "split_data", lambda *a, **k: seen.append(torch.is_grad_enabled()) or split_data(*a, **k))
     assert main(["report", str(runs[0]), "--out", str(tmp_path / "r.html")]) == 0
     assert seen == [False]
+
+
+def test_a_run_logged_to_tensorboard_and_resumed_without_the_flag_says_its_log_stops(tmp_path, capsys):
+    """--tensorboard is a flag of each call, not a setting of the run: a run resumed without it
+    logs no more epochs, and says so rather than leaving a log that silently ends."""
+    pytest.importorskip("tensorboard")
+    out, plain = tmp_path / "run", tmp_path / "plain"
+    args = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--quiet"]
+    for folder, flags in ((out, ["--tensorboard"]), (plain, [])):
+        assert main([*args, *flags, "--epochs", "1", "--out", str(folder)]) == 0
+    capsys.readouterr()
+    note = "holds the run's TensorBoard log; resumed without --tensorboard, it logs no more epochs"
+    assert main([*args, "--epochs", "2", "--out", str(out), "--resume"]) == 0
+    said = capsys.readouterr()
+    assert f"note: {out / 'tensorboard'} {note}" in said.out + said.err
+    assert main([*args, "--epochs", "3", "--out", str(out), "--resume", "--tensorboard"]) == 0
+    assert main([*args, "--epochs", "2", "--out", str(plain), "--resume"]) == 0
+    said = capsys.readouterr()
+    assert note not in said.out + said.err and "resum" in said.out + said.err

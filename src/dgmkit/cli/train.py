@@ -322,6 +322,9 @@ def train_run(
     _check_fit_flags(cfg, resume, tensorboard, restart)
     if tensorboard and resume:  # a resumed run's log folder, refused before an epoch is trained (not after)
         check_log_dir(out / "tensorboard")
+    elif resume and resume_line and distributed.current().is_main and (out / "tensorboard").is_dir():
+        log = out / "tensorboard"
+        say(f"note: {log} holds the run's TensorBoard log; resumed without --tensorboard, it logs no more epochs")
     cfg, dataset = _run_data(cfg, out, resume)
     read_off = cfg.model.settings_from_data(dataset)  # e.g. the heads a table's columns need
     if read_off:
