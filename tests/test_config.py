@@ -763,11 +763,16 @@ def test_a_folder_setting_of_data_read_from_no_folder_is_refused_where_it_enters
     assert f"--data-dir is of datasets read from a folder; {run} was trained on digits, read from no folder" in (
         capsys.readouterr().err
     )
-    monkeypatch.chdir(tmp_path)  # a run on another run's data takes it: that run's data may be read from a folder
+    monkeypatch.chdir(tmp_path)  # a run on another run's data takes it where that run's data are read from a folder
     codes = ["--codes-of", str(run), "--likelihood", "gaussian"]
+    if flag[0] == "--data-dir":  # those of the run on the digits are not: refused as for that run
+        assert main(["train", *codes, *flag, *tiny, "--out", str(tmp_path / "codes")]) == 1
+        err = capsys.readouterr().err
+        assert f"the data of this run are made from those of {run}, trained on digits, read from no folder" in err
+        assert not (tmp_path / "codes").exists()
+        return
     assert main(["train", *codes, *flag, *tiny, "--out", str(tmp_path / "codes")]) == 0
-    data = json.loads((tmp_path / "codes" / "config.json").read_text())["config"]["data"]
-    assert data["data_dir"] == str(tmp_path / "elsewhere") if flag[0] == "--data-dir" else not data["download"]
+    assert not json.loads((tmp_path / "codes" / "config.json").read_text())["config"]["data"]["download"]
 
 
 def test_a_resume_with_a_data_dir_of_data_read_from_no_folder_is_refused_not_recorded(tmp_path, capsys):

@@ -238,6 +238,12 @@ def test_code_priors_must_model_integers_and_current_codes(tmp_path, capsys):
         os.chdir(cwd)
     assert json.loads((prior / "config.json").read_text())["config"]["data"]["codes_of"] == str(vq.resolve())
     assert main(["eval", str(prior), "--split", "test"]) == 0
+    # the first run's digits are read from no folder: a --data-dir would be unread (as for the VQ-VAE run itself)
+    unread = f"--data-dir is of datasets read from a folder; the data of this run are made from those of {vq.resolve()}"
+    assert main(["eval", str(prior), "--data-dir", str(tmp_path)]) == 1
+    assert unread in (err := capsys.readouterr().err) and "trained on digits, read from no folder" in err
+    assert main([*arm, "--codes-of", str(vq), "--data-dir", str(tmp_path), "--out", str(tmp_path / "d"), "--quiet"]) == 1
+    assert unread in capsys.readouterr().err and not (tmp_path / "d").exists()
     assert main(["train", "--resume", "--out", str(vq), "--epochs", "2", "--quiet"]) == 0
     capsys.readouterr()
     assert main(["eval", str(prior), "--split", "test"]) == 1

@@ -80,6 +80,11 @@ def run_dataset(
         derived = derived_dataset(data.codes_of, data_dir or data.data_dir, (*_chain, source), moved_file)
         dataset = _latent_form(derived, data, units)
     else:
+        if _chain and data_dir is not None and not data.reads_folder:  # (its own data_dir: refused where it was trained)
+            raise ConfigError(
+                f"--data-dir is of datasets read from a folder; the data of this run are made from those of {_chain[-1]}, "
+                f"trained on {data.dataset}, read {'from its path' if is_data_file(data.dataset) else 'from no folder'}"
+            )
         dataset = load_dataset(
             _stored_name(data.dataset, _chain, moved_file),
             data_dir or data.data_dir,
