@@ -696,3 +696,14 @@ def test_a_refusal_that_names_dgm_s_commands_keeps_their_flags(tmp_path):
     assert "--data NEW for dgm eval, sample and the other commands" in str(e.value) and "data=" not in str(e.value)
     with pytest.raises(ConfigError, match="^data= names a .npy"), _data_keywords():
         raise ConfigError("--data names a .npy, .npz, .mat, .csv or .parquet file, got 'x'")
+
+
+def test_reconstruct_and_interpolate_of_a_table_count_its_rows_as_datapoints_not_images(tmp_path):
+    """iris's rows are stored (1, 1, 4): refusals of too many of them counted "images"."""
+    run = dgmkit.train(tmp_path / "iris", dataset="iris", likelihood="gaussian", hidden=[8], latent_dim=2, epochs=1)
+    x, r = dgmkit.reconstruct(run, 3)
+    assert x.shape == r.shape == (3, 1, 1, 4)
+    with pytest.raises(ConfigError, match="^n = 1000 is more than the 15 datapoints of the test split$"):
+        dgmkit.reconstruct(run, 1000)
+    with pytest.raises(ConfigError, match="^pairs = 100 needs 200 datapoints; the test split has 15$"):
+        dgmkit.interpolate(run, pairs=100)

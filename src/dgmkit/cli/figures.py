@@ -84,10 +84,16 @@ def _pick(n_total: int, n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
 
 
+def _noun(x: torch.Tensor) -> str:
+    """What a row of x (N, *event) is called: an image, or a datapoint where the rows are a table's
+    or vectors, (1, 1, D) (as ``shows_images`` tells them)."""
+    return "image" if x.dim() == 4 and x.shape[2] > 1 and x.shape[3] > 1 else "datapoint"
+
+
 def picked_images(x: torch.Tensor, n: int, seed: int, split: str, flag: str = "-n") -> torch.Tensor:
     """n rows of a split's x, drawn at random with ``seed`` (refused where the split holds fewer)."""
     if n > len(x):
-        raise ConfigError(f"{flag} {n} is more than the {plural(len(x), 'image')} of the {split} split")
+        raise ConfigError(f"{flag} {n} is more than the {plural(len(x), _noun(x))} of the {split} split")
     return x[_pick(len(x), n, seed).to(x.device)]
 
 
@@ -97,7 +103,7 @@ def picked_pairs(
     """2 x ``pairs`` distinct rows of a split's x drawn at random with ``seed``, as the pairs' first
     and second images."""
     if 2 * pairs > len(x):
-        raise ConfigError(f"{flag} {pairs} needs {2 * pairs} images; the {split} split has {len(x)}")
+        raise ConfigError(f"{flag} {pairs} needs {2 * pairs} {_noun(x)}s; the {split} split has {len(x)}")
     idx = _pick(len(x), 2 * pairs, seed).to(x.device)
     return x[idx[:pairs]], x[idx[pairs:]]
 
