@@ -275,9 +275,9 @@ def test_a_pick_may_take_every_image_of_the_split_and_no_more():
     assert sorted(picked_images(x, 6, 0, "test")[:, 0].tolist()) == list(range(6))
     a, b = picked_pairs(x, 3, 0, "test")
     assert sorted(torch.cat([a, b])[:, 0].tolist()) == list(range(6))
-    with pytest.raises(ConfigError, match="-n 7 is more than the 6 images of the test split"):
+    with pytest.raises(ConfigError, match="-n 7 is more than the 6 datapoints of the test split"):
         picked_images(x, 7, 0, "test")
-    with pytest.raises(ConfigError, match="--pairs 4 needs 8 images; the test split has 6"):
+    with pytest.raises(ConfigError, match="--pairs 4 needs 8 datapoints; the test split has 6"):
         picked_pairs(x, 4, 0, "test")
 
 
