@@ -150,6 +150,6 @@ def test_a_model_that_never_saw_an_incomplete_input_is_said_to_be_one(people, tm
     assert code == 0, err
     code, out, err = _run(capsys, "impute", elbo, holes, "--k", "5", "--out", tmp_path / "e.csv")
     assert code == 0, err
-    assert f"note: {elbo} was trained on complete data (by the elbo objective): nothing fitted its encoder" in out
+    assert f"note: {elbo} was trained on complete data (by its ELBO): nothing fitted its encoder" in out
     code, out, err = _run(capsys, "impute", miwae, holes, "--k", "5", "--out", tmp_path / "m.csv")
     assert code == 0 and "trained on complete data" not in out, err

@@ -186,9 +186,8 @@ def run_impute(args: argparse.Namespace) -> int:
     if args.input and Path(args.input).suffix.lower() not in TABLE_SUFFIXES and is_table(run.cfg.data.dataset):
         say(array_of_table_note(args.input, dataset))
     if args.input and not _trained_on_incomplete(dataset):
-        objective = getattr(run.cfg.model, "objective", None)
         say(
-            f"note: {run.path} was trained on complete data{f' (by the {objective} objective)' if objective else ''}: "
+            f"note: {run.path} was trained on complete data (by its {run.cfg.model.training_objective().label}): "
             "nothing fitted its encoder q(z|x_o) to incomplete inputs, as --objective miwae on incomplete data does"
         )
     arrays = {"x": single_data.numpy().reshape(file_shape)}
