@@ -282,6 +282,17 @@ def test_clustering_scores_refuse_vectors_that_do_not_pair_up_by_name():
         assert clustering_scores(np.array([0, 1, 1, 0]), named)["accuracy"] == 1.0
 
 
+def test_cluster_assignments_refuse_a_batch_size_that_is_not_a_positive_whole_number_by_name():
+    from dgmkit.evaluation.clustering import cluster_assignments
+
+    vae = build_model(RunConfig.of(hidden=[4], latent_dim=2, prior="mog", prior_components=3), (1, 1, 4), 2)
+    x = torch.bernoulli(torch.full((5, 1, 1, 4), 0.5))
+    for bad in (0, -1, 1.5, True):  # (range()'s error, torch.cat's, a TypeError, a bool taken for 1)
+        with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+            cluster_assignments(vae, x, batch_size=bad)
+    assert torch.equal(cluster_assignments(vae, x, batch_size=2), cluster_assignments(vae, x))
+
+
 def test_clustering_scores_from_the_contingency_table():
     """Clusters 0, 1, 2 against classes 0, 1: counts [[3, 1], [1, 2], [1, 2]]. The best one-to-one
     matching takes 3 + 2 of 10, each cluster's majority 3 + 2 + 2, and NMI is I / mean(H_labels, H_clusters)."""

@@ -9,7 +9,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from dgmkit._modes import evaluates
 from dgmkit.distributions import location
-from dgmkit.errors import DgmError, EvaluationError
+from dgmkit.errors import DgmError, EvaluationError, whole_at_least
 from dgmkit.evaluation.figures import check_finite
 from dgmkit.models import CapabilityError, GenerativeModel, LatentVariableModel
 
@@ -21,6 +21,7 @@ __all__ = ["cluster_assignments", "clustering_scores"]
 def cluster_assignments(model: GenerativeModel, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     if not isinstance(model, LatentVariableModel) or model.num_components is None:
         raise CapabilityError("clustering needs a model whose prior is a mixture (for example --prior mog)")
+    batch_size = whole_at_least("batch_size", batch_size, 1)  # (0 was range()'s error, -1 torch.cat's, 1.5 a TypeError)
     out = []
     for i in range(0, len(x), batch_size):
         z = location(model.posterior(x[i : i + batch_size]))
