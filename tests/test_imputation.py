@@ -870,8 +870,8 @@ def test_impute_of_a_run_without_missing_rate_fills_only_the_holes_of_its_own_da
     p = tmp_path / "holes.npy"
     np.save(p, x)
     run = tmp_path / "run"
-    code, _, err = _run(capsys, "train", "--dataset", p, "--objective", "miwae", "--latent-dim", "2", "--hidden", "8",
-                        "--epochs", "1", "--quiet", "--out", run)  # fmt: skip
+    code, _, err = _run(capsys, "train", "--dataset", p, "--image-shape", "4", "4", "--objective", "miwae",
+                        "--latent-dim", "2", "--hidden", "8", "--epochs", "1", "--quiet", "--out", run)  # fmt: skip
     assert code == 0, err
     code, out, err = _run(capsys, "impute", run, "--out", tmp_path / "i.npy", "--k", "5")
     assert code == 0, err
@@ -889,6 +889,24 @@ def test_impute_of_a_run_without_missing_rate_fills_only_the_holes_of_its_own_da
                         "--figure", tmp_path / "f.png")  # fmt: skip
     assert code == 0, err
     assert len(grids[0]) == 2 * 3  # the observed images and the imputations; the complete data are unknown
+
+
+def test_impute_figure_of_rows_that_are_not_images_is_refused_before_any_work(tmp_path, capsys):
+    """Rows of values (a data file of flat rows, no --image-shape) are not pictures: --figure is
+    refused by name, as dgm reconstruct and the other figures refuse them (it drew strips one
+    pixel high), and neither --out nor the figure is written."""
+    x = (np.random.default_rng(0).random((40, 16)) < 0.5).astype(np.float32)
+    x[::2, :4] = np.nan
+    p = tmp_path / "rows.npy"
+    np.save(p, x)
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "--dataset", p, "--objective", "miwae", "--latent-dim", "2", "--hidden", "8",
+                        "--epochs", "1", "--quiet", "--out", run)  # fmt: skip
+    assert code == 0, err
+    code, _, err = _run(capsys, "impute", run, "--out", tmp_path / "i.npy", "--k", "5", "--figure", tmp_path / "f.png")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "--figure shows images; the run's data are rows of 16 values (1, 1, 16), not images: leave it out" in err
+    assert not (tmp_path / "i.npy").exists() and not (tmp_path / "f.png").exists()
 
 
 def test_impute_refusals_and_scores_on_a_table_with_holes_of_its_own(tmp_path, capsys, monkeypatch):

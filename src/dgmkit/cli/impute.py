@@ -40,6 +40,7 @@ from dgmkit.cli.common import (
     run_data,
     say,
     seeded_rows,
+    shows_images,
 )
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import run_dataset
@@ -132,6 +133,17 @@ def _outputs(args: argparse.Namespace, run: Run) -> tuple[Path, Path | None]:
             raise ConfigError(f"--figure must name a .png file, got {figure}")
         if table_run:
             raise ConfigError("--figure shows images; the run models a table: leave it out")
+        shape = tuple(run.record["data"]["event_shape"])
+        if not shows_images(run):  # (flat rows drew strips one pixel high; dgm reconstruct and the others refuse them)
+            raise ConfigError(
+                f"--figure shows images; the run's data are rows of {math.prod(shape)} values {shape}, not "
+                "images: leave it out"
+            )
+        if run.cfg.data.codes_of:
+            raise ConfigError(
+                f"--figure shows images; the run models the codes of {run.cfg.data.codes_of}, grids of "
+                "code indices in an arbitrary order, which no picture shows: leave it out"
+            )
         figure = command_output(args, figure, reads=reads, written=[out], what="--figure")
     return out, figure
 
