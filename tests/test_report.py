@@ -552,6 +552,12 @@ def test_a_vq_vae_page_shows_its_reconstructions_and_says_its_samples_are_of_the
     page = (tmp_path / "p.html").read_text()  # the images its code grids stand for, decoded by the VQ-VAE
     assert 'alt="samples"' in page and f"code grids drawn by this run, decoded by {run}" in page
     assert "no samples" not in page and "the uniform code prior" not in page
+    latent = tmp_path / "latent"  # a VAE of its codes: its latent means are of code grids, not of "test images"
+    argv = ["train", "--codes-of", str(run), "--likelihood", "categorical", "--hidden", "8", "--latent-dim", "2"]
+    assert main([*argv, "--epochs", "1", "--quiet", "--out", str(latent)]) == 0
+    assert main(["report", str(latent), "--samples", "0", "--out", str(tmp_path / "l.html")]) == 0
+    page = (tmp_path / "l.html").read_text()
+    assert 'alt="latent means"' in page and re.search(r"posterior means E\[z\|x\] of \d+ random test code grids", page)
     moved = tmp_path / "vq-moved"
     run.rename(moved)  # the VQ-VAE gone from where the prior's record says: said, the page written
     assert main(["report", str(prior), "--out", str(tmp_path / "q.html")]) == 0

@@ -263,7 +263,7 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     if not model.has_latents:
         return figs, notes
     pick = idx[:1000]
-    what = "images" if images else "rows"
+    what = "rows" if not images else "code grids" if run.cfg.data.codes_of else "images"  # (as dgm sample says them)
     if len(pick) < 2:
         notes.append(f"no latent figure: the test split holds {len(pick)} row (a scatter needs at least 2)")
         return figs, notes
