@@ -519,7 +519,7 @@ def test_a_link_or_file_planted_at_the_tensorboard_folder_is_refused_before_the_
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.is_symlink()} == before
 
 
-def test_a_table_run_with_holes_gets_no_pictures_of_its_rows(tmp_path):
+def test_a_table_run_with_holes_gets_no_pictures_of_its_rows(tmp_path, capsys):
     """Rows of a table (1 x 1 x D, here with half the entries missing) are not images: the page
     shows the curves and the latent means, no samples or reconstructions drawn as pictures (it
     drew NaN rows as images, then refused them as non-finite)."""
@@ -529,6 +529,10 @@ def test_a_table_run_with_holes_gets_no_pictures_of_its_rows(tmp_path):
     assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
     alts = re.findall(r'<img alt="([^"]*)"', (tmp_path / "r.html").read_text())
     assert "latent means" in alts and not {"samples", "reconstructions"} & set(alts), alts
+    for n in ("4", "0"):  # a number of samples is unread where no run's samples are pictures: refused, not dropped
+        code = main(["report", str(run), "--samples", n, "--out", str(tmp_path / f"s{n}.html")])
+        assert code == (1 if n == "4" else 0) and (tmp_path / f"s{n}.html").exists() == (n == "0")
+    assert "--samples 4: the samples shown are images, and no run here models images" in capsys.readouterr().err
 
 
 def test_a_vq_vae_page_shows_its_reconstructions_and_says_its_samples_are_of_the_uniform_code_prior(tmp_path, capsys):

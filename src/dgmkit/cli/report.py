@@ -359,6 +359,11 @@ def run_report(args: argparse.Namespace) -> int:
     runs = [load_run(d, device=args.device) for d in args.run_dirs]
     if args.steps is not None and not any(run.model.sample_steps for run in runs):
         raise ConfigError("--steps is for diffusion models (their ancestral sampling steps); no run here is one")
+    if args.samples not in (0, SAMPLES) and not any(run.model.can_sample and shows_images(run) for run in runs):
+        raise ConfigError(  # (a table's rows, 2-D points: no samples drawn as pictures, so the number went unread)
+            f"--samples {args.samples}: the samples shown are images, and no run here models images (their data are rows "
+            "of values): leave it out"
+        )
     if args.data_dir is not None and not any(run.cfg.data.reads_folder for run in runs):
         if len(runs) == 1:
             raise ConfigError(data_dir_unread(runs[0].cfg.data, runs[0].path))
