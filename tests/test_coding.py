@@ -102,7 +102,7 @@ def test_bad_inputs_fail_cleanly(coder_runs, capsys, tmp_path):
         ("scalar.npy", "got an array of shape ()"),  # (was: an internal error, len() of a 0-d array)
         ("row.npy", "got an array of shape (16,)"),
         ("big.npy", "integer pixels 0..1; these values run from 7 to 7"),
-        ("shape.npy", "shape.npy: rows of 25 values, but the run's data have (1, 4, 4)"),
+        ("shape.npy", "shape.npy: rows of 25 values, but the run's data have rows of 16 (shape (1, 4, 4))"),
         ("nan.npy", "1 of these values are NaN or infinite"),  # (was: "these values run from nan to nan")
         ("half.npy", "not all integers (one is 0.5)"),
     ):

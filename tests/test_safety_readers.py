@@ -791,7 +791,8 @@ def test_nan_and_2d_labels_in_an_npz_file(tmp_path):
         (np.array([["a"] * 3] * 20), "real numbers"),
         (np.full((20, 3), np.inf), "holds inf"),
         (np.where(np.eye(20, 3) > 0, np.nan, 0.5), None),  # NaN marks missing entries: accepted
-        (np.concatenate([np.full((1, 3), np.nan), np.zeros((19, 3))]), "no observed value"),
+        (np.concatenate([np.full((1, 3), np.nan), np.zeros((19, 3))]), "1 row holds no observed value .*; leave it out$"),
+        (np.concatenate([np.full((2, 3), np.nan), np.zeros((19, 3))]), "2 rows hold no observed value .*; leave them out$"),
         (np.full((20, 3), 1e300), "float32"),
         (np.full((20, 3), 1e-300), "below float32's smallest normal number"),  # (all 0 as float32: it read so silently)
         (np.linspace(-1e-39, 1e-39, 60).reshape(20, 3), "of magnitude at most 1e-39"),

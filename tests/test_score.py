@@ -78,7 +78,7 @@ def test_png_images_of_a_binary_model_are_scored_by_name_and_bad_inputs_refused(
         ([str(tmp_path / "grey.png")], "holds grey levels"),
         ([str(tmp_path / "img0.png"), "--k", "5"], "exact log-likelihood"),
         ([str(tmp_path / "img0.png"), "--schema", str(tmp_path / "s.json")], "was trained without a schema"),  # (ignored)
-        ([str(tmp_path / "wide.npy")], "wide.npy: rows of 7 values, but the run's data have (1, 4, 4)"),
+        ([str(tmp_path / "wide.npy")], "wide.npy: rows of 7 values, but the run's data have rows of 16 (shape (1, 4, 4))"),
         ([str(tmp_path / "t.csv")], f"t.csv is a table, but {run} was not trained on one"),
         ([str(tmp_path / "x.txt")], "the data to score must be a .npy, .npz, .csv or .parquet file"),
         *(  # a name that a spreadsheet would run as a formula in the CSV's first column

@@ -831,7 +831,7 @@ def check_row_shape(name: str, shape: tuple[int, ...], event: tuple[int, ...]) -
     if len(shape) < 2:
         raise DataError(f"{name}: an array of shape {tuple(shape)}, but the run's data are rows of shape {event}")
     if math.prod(rows) != size:
-        raise DataError(f"{name}: rows of {math.prod(rows)} values, but the run's data have {event}")
+        raise DataError(f"{name}: rows of {math.prod(rows)} values, but the run's data have rows of {size} (shape {event})")
     if rows not in taken:
         shapes = " or ".join(str(s) for s in sorted(taken, key=len, reverse=True))
         raise DataError(f"{name}: rows of shape {rows}, but the run's data are {event}: give rows of shape {shapes}")

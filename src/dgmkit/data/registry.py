@@ -456,7 +456,8 @@ def check_images(x: np.ndarray, name: str, min_rows: int = 10) -> np.ndarray:
         if nan.reshape(len(x), -1).all(1).any():
             rows = int(nan.reshape(len(x), -1).all(1).sum())
             raise DataError(
-                f"{name}: {rows} {'row holds' if rows == 1 else 'rows hold'} no observed value (all NaN); leave them out"
+                f"{name}: {rows} {'row holds' if rows == 1 else 'rows hold'} no observed value (all NaN); leave "
+                f"{'it' if rows == 1 else 'them'} out"
             )
         if nan.any() and x.dtype != np.float64:
             x = x.astype(np.float64)  # the range check below on the observed values
