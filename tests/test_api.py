@@ -161,6 +161,14 @@ def test_numpy_numbers_and_tuples_are_taken_as_settings_and_arrays_refused_befor
         RunConfig.of(dataset="digits", seed=10**5000)
 
 
+def test_a_config_table_with_a_key_that_is_no_string_is_refused_in_words(tmp_path):
+    """{1: 2}, flat or in a table, reached RunConfig.of(**values) as a keyword: Python's TypeError."""
+    for cfg in ({1: 2}, {"model": {"name": "vae", 1: 2}}, {"model": {None: 2}}):
+        with pytest.raises(ConfigError, match=r"^config: its keys are the names of settings \(strings\), got (1|None)$"):
+            dgmkit.train(tmp_path / "r", cfg)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_config_and_keywords_and_resume(tmp_path):
     cfg = {"model": {"name": "vae", "latent_dim": 3, "hidden": [8]}, "data": {"dataset": "digits"}}
     run = dgmkit.train(tmp_path / "r", cfg, epochs=1)

@@ -385,7 +385,11 @@ def _config_keys(config: object) -> dict:
     if isinstance(config, (str, os.PathLike)):  # a config file, as dgm train --config FILE
         return RunConfig.given_keys(load_config_file(Path(config)), str(config))
     if config is None or isinstance(config, Mapping):
-        return RunConfig.given_keys(dict(config or {}))
+        keys = RunConfig.given_keys(dict(config or {}))
+        stray = [k for k in keys if not isinstance(k, str)]  # (of its tables too: keywords of RunConfig.of, a TypeError)
+        if stray:
+            raise ConfigError(f"config: its keys are the names of settings (strings), got {shown_value(stray[0])}")
+        return keys
     raise ConfigError(
         f"config must be a RunConfig, a table of config keys or the path of a config file, not {type(config).__name__}"
     )
