@@ -346,6 +346,24 @@ def test_given_keys_are_the_keys_a_table_sets_flat_or_in_sections():
         assert str(e.value).startswith("c.toml: ") and needle in str(e.value)
 
 
+def test_a_long_unknown_key_or_model_name_and_many_unknown_keys_are_named_in_a_short_line():
+    """A crafted file's key or model name of a megabyte was echoed whole, and 20000 unknown keys of a
+    table each named with its closest name: one error line of megabytes."""
+    long = "a" * 100_000
+    for values, needle in (
+        ({long: 1}, r"^config: unknown key\(s\) 'a{36}\.\.\.$"),
+        ({"model": long}, r"^unknown model 'a{36}\.\.\.; choose from vae, "),
+        (
+            {"optim": {f"k{i}": 1 for i in range(1000)}},
+            r"\(optim\): unknown key\(s\) 'k0', 'k1', 'k2', 'k3', 'k4' and 995 more$",
+        ),
+        ({"optim": {"epoch": 1}}, r"\(optim\): unknown key\(s\) 'epoch' \(did you mean 'epochs'\?\)$"),
+    ):
+        with pytest.raises(ConfigError, match=needle) as e:
+            RunConfig.from_dict(values)
+        assert len(str(e.value)) < 300
+
+
 @pytest.mark.parametrize(
     "values",
     [

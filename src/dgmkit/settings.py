@@ -204,11 +204,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+MAX_NAMED = 5  # the unknown keys a refusal names (the others: counted)
+
+
 def unknown_keys(unknown: list, known: list) -> str:
-    hints = []
-    for k in unknown:
-        hints.append(f"{k!r}{did_you_mean(k, known)}")
-    return f"unknown key(s) {', '.join(hints)}"
+    """The words of a refusal of ``unknown`` keys: the first few, each cut to a line's part (a
+    crafted file's key may be megabytes long) with the known name it likely means; the rest counted."""
+    hints = [f"{shown_value(k)}{did_you_mean(k, known)}" for k in unknown[:MAX_NAMED]]
+    more = f" and {len(unknown) - MAX_NAMED} more" if len(unknown) > MAX_NAMED else ""
+    return f"unknown key(s) {', '.join(hints)}{more}"
 
 
 def unused_keys(obj: Any) -> list[str]:

@@ -1,6 +1,6 @@
 """The family registry: a name -> FamilyConfig subclass map, filled by ``@register_family``."""
 
-from dgmkit.errors import ConfigError, did_you_mean
+from dgmkit.errors import ConfigError, did_you_mean, shown_value
 from dgmkit.families.base import FIT_PATHS, FamilyConfig
 
 __all__ = ["FAMILIES", "register_family", "get_family"]
@@ -22,5 +22,7 @@ def get_family(name: object) -> type[FamilyConfig]:
     if not isinstance(name, str):
         raise ConfigError(f"the model must be named by a string, got {type(name).__name__} {str(name)[:40]}")
     if name not in FAMILIES:
-        raise ConfigError(f"unknown model {name!r}{did_you_mean(name, FAMILIES)}; choose from {', '.join(FAMILIES)}")
+        raise ConfigError(
+            f"unknown model {shown_value(name)}{did_you_mean(name, FAMILIES)}; choose from {', '.join(FAMILIES)}"
+        )
     return FAMILIES[name]
