@@ -451,6 +451,15 @@ def test_none_switches_off_an_optional_setting_only():
     assert "a width of 50%" in p.format_help()
 
 
+def test_a_flag_value_that_is_not_of_its_kind_is_shown_cut_and_an_integer_too_long_to_read_by_its_size():
+    """--epochs of 5000 digits (more than int() reads) or 5000 letters was echoed whole: a line of 5000 characters."""
+    p, _ = _settings_parser()
+    assert "width takes int, got an integer of 5000 digits, beyond its range" in _refusal(p, "--width", "9" * 5000)
+    assert "width takes int, got 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa..." in _refusal(p, "--width", "a" * 5000)
+    assert len(_refusal(p, "--sizes", "1," * 3000)) < 200
+    assert "values are separated by spaces: 1 2" in _refusal(p, "--sizes", "1,2")
+
+
 def test_a_foreign_setting_names_its_family_or_families():
     one = argparse.Namespace(_foreign_beta=1.0)
     with pytest.raises(ConfigError, match=r"^--beta is a setting of the vae model, not of flow"):

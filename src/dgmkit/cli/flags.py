@@ -3,9 +3,10 @@ choices and help from the field's declaration (``dgmkit.settings``)."""
 
 import argparse
 import dataclasses
+import re
 import typing
 
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, shown_value
 from dgmkit.settings import choices_of, default_of, describe_type, field_kind
 
 __all__ = ["add_settings_flags", "given_values", "flag_name"]
@@ -37,13 +38,15 @@ def _parser(kind: str, optional: bool, name: str):
         try:
             return base(text)
         except ValueError:
-            hint = (
-                f" (values are separated by spaces: {' '.join(v.strip() for v in text.split(',') if v.strip())})"
-                if kind == "list[int]" and "," in text
-                else ""
-            )
+            digits = re.fullmatch(r"\s*[+-]?(\d+)\s*", text) if base is int else None
+            if digits:  # an integer of more digits than int() reads (4300): every setting's range ends far below
+                raise argparse.ArgumentTypeError(
+                    f"{name} takes int, got an integer of {len(digits[1])} digits, beyond its range"
+                ) from None
+            spaced = " ".join(v.strip() for v in text.split(",") if v.strip())
+            hint = f" (values are separated by spaces: {spaced})" if kind == "list[int]" and "," in text else ""
             raise argparse.ArgumentTypeError(
-                f"{name} takes {kind.replace('choice', 'a name')}, got {text!r}{hint}"
+                f"{name} takes {kind.replace('choice', 'a name')}, got {shown_value(text)}{hint if len(hint) < 100 else ''}"
             ) from None
 
     parse.__name__ = kind  # argparse names the type in its messages
