@@ -15,8 +15,9 @@ from dgmkit.cli.common import split_data
 from dgmkit.cli.main import main
 from dgmkit.config import FORMAT, RunConfig, load_run, migrate_record
 from dgmkit.config.migrate import check_record
+from dgmkit.data import DataTransform
 from dgmkit.distributions import location
-from dgmkit.errors import CheckpointError
+from dgmkit.errors import CheckpointError, DataError
 from dgmkit.evaluation import evaluate
 from dgmkit.families import FAMILIES
 from dgmkit.training import save_checkpoint
@@ -247,6 +248,8 @@ def test_a_crafted_old_record_is_refused_by_name(config, version):
         ("event_shape", [True, 8, 8], "event_shape [True, 8, 8] is not a list"),  # JSON true is no size
         ("event_shape", [1, 1, 1, 1, 1], "is not a list of 1 to 4"),
         ("event_shape", "1x8x8", "is not a list of 1 to 4"),
+        ("event_shape", [1] * 100_000, "event_shape [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, ... is not a list"),  # (cut)
+        ("num_levels", "x" * 100_000, "num_levels 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... is not an integer"),
         ("transform", None, "the data transform is missing"),
         ("sha256", "ab" * 16, "the data's sha256 'abab"),
         ("sha256", "AB" * 32, "is not a SHA-256 digest"),  # (hexdigest writes lower case)
@@ -262,7 +265,15 @@ def test_a_record_describing_its_data_or_run_id_wrongly_is_refused_by_name(key, 
         del where[key]
     with pytest.raises(CheckpointError, match="^x.json: ") as e:
         check_record(ok, "x.json")
-    assert needle in str(e.value)
+    assert needle in str(e.value) and len(str(e.value)) < 300
+
+
+def test_a_record_of_an_unknown_format_or_transform_is_refused_in_a_short_line():
+    """A crafted record's format or data transform of 100000 characters was echoed whole."""
+    with pytest.raises(CheckpointError, match=r"^x.json has an unknown run format 'x{36}\.\.\.$"):
+        migrate_record({**_record(), "format": "x" * 100_000}, "x.json")
+    with pytest.raises(DataError, match=r"^unknown data transform 'x{36}\.\.\.; choose from"):
+        DataTransform("x" * 100_000, None)
 
 
 @pytest.mark.parametrize(

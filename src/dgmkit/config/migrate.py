@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable
 
 from dgmkit.config.schema import SECTIONS, RunConfig
-from dgmkit.errors import CheckpointError, ConfigError
+from dgmkit.errors import CheckpointError, ConfigError, shown_value
 from dgmkit.families import FAMILIES, FamilyConfig
 
 __all__ = ["FORMAT", "migrate_record", "config_from_v1", "check_record"]
@@ -98,7 +98,7 @@ def migrate_record(record: object, source: str) -> dict:
         return {**record, "format": FORMAT, "config": config, "migrated_from": version}
     if isinstance(version, int) and version > FORMAT:
         raise CheckpointError(f"{source} was written by a newer dgmkit (run format {version}); upgrade dgmkit")
-    raise CheckpointError(f"{source} has an unknown run format {version!r}")
+    raise CheckpointError(f"{source} has an unknown run format {shown_value(version)}")
 
 
 def check_record(record: dict, source: str) -> RunConfig:
@@ -117,11 +117,11 @@ def check_record(record: dict, source: str) -> RunConfig:
     shape = d.get("event_shape")
     levels = d.get("num_levels")
     if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(type(v) is int and 0 < v <= 2**16 for v in shape)):
-        raise CheckpointError(f"{source}: event_shape {shape!r} is not a list of 1 to 4 positive sizes")
+        raise CheckpointError(f"{source}: event_shape {shown_value(shape)} is not a list of 1 to 4 positive sizes")
     if math.prod(shape) > MAX_EVENT_SIZE:  # (a model of convolutions takes any size: drawing one would not end)
         raise CheckpointError(f"{source}: event_shape {shape!r} holds more than {MAX_EVENT_SIZE} values a datapoint")
     if levels is not None and not (isinstance(levels, int) and not isinstance(levels, bool) and 2 <= levels <= 2**16):
-        raise CheckpointError(f"{source}: num_levels {levels!r} is not an integer in 2..65536 or null")
+        raise CheckpointError(f"{source}: num_levels {shown_value(levels)} is not an integer in 2..65536 or null")
     if not isinstance(d.get("transform"), str):
         raise CheckpointError(f"{source}: the data transform is missing")
     seen = record.get("value_range")

@@ -24,7 +24,7 @@ import torch
 
 from dgmkit.data.dataset import Dataset
 from dgmkit.distributions.pixels import may_be_incomplete
-from dgmkit.errors import DataError
+from dgmkit.errors import DataError, shown_value
 
 __all__ = [
     "VALID_SEED",
@@ -59,7 +59,7 @@ class DataTransform:
 
     def __post_init__(self):
         if self.kind not in TRANSFORMS:
-            raise DataError(f"unknown data transform {self.kind!r}; choose from {TRANSFORMS}")
+            raise DataError(f"unknown data transform {shown_value(self.kind)}; choose from {TRANSFORMS}")
         if self.num_levels is not None and not isinstance(self.num_levels, bool):
             try:  # (a NumPy or 0-d tensor integer: the int it holds)
                 object.__setattr__(self, "num_levels", operator.index(self.num_levels))
