@@ -212,6 +212,7 @@ def test_a_path_given_from_python_is_its_text():
         ({"model": "gan"}, "unknown model 'gan'"),
         ({"model": "vea"}, "did you mean 'vae'"),
         ({"model": 3}, "must be named by a string, got int 3"),
+        ({"model": {"name": None}}, "test: the model must be named by a string, got null (leave name out for vae)"),
     ],
 )
 def test_bad_values_raise_config_error(values, needle):

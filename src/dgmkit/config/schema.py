@@ -255,6 +255,8 @@ def _sectioned(values: dict, source: str) -> tuple[object, dict, dict[str, dict]
             raise ConfigError(f"{source}: [{n}] must be a table of keys, got {type(values[n]).__name__}")
     raw = values.get("model")
     model = {"name": raw} if isinstance(raw, str) else dict(raw or {})  # `model = "name"` beside tables
+    if "name" in model and model["name"] is None:  # (JSON null: not a name left out, which means the default family)
+        raise ConfigError(f"{source}: the model must be named by a string, got null (leave name out for {DEFAULT_FAMILY})")
     name = model.pop("name", None)
     placed = [k for k in model if _owner(k) is not None]
     if placed:
