@@ -811,6 +811,18 @@ def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
     assert out.read_text() == "mine" and sorted(tmp_path.iterdir()) == [out]
 
 
+def test_a_run_folder_or_source_run_that_is_a_loop_of_links_is_refused_in_one_line(tmp_path, capsys):
+    """Path.resolve() raises RuntimeError on a loop of symbolic links (Python < 3.13): dgm report and
+    dgm train --codes-of named such a path with an internal error."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    code, _, err = run(capsys, "report", tmp_path / "a", "--out", tmp_path / "r.html")
+    assert_one_error_line(code, err, "no run folder at")
+    code, _, err = run(capsys, "train", "--model", "arm", "--codes-of", tmp_path / "a", "--out", tmp_path / "r")
+    assert_one_error_line(code, err, "codes_of: no run folder at")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_config_and_run_files_that_are_no_regular_files_are_refused(tmp_path, capsys):
     """A config file, a run's config.json or metrics.jsonl that is a FIFO (reading would block)

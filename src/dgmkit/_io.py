@@ -345,6 +345,12 @@ _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f/\\:]")
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
+def full_path(path: os.PathLike[str] | str) -> Path:
+    """``Path(path).resolve()``, but a loop of symbolic links is left as it is for whoever opens the
+    path to refuse (Python before 3.13 raises RuntimeError there: a user's path named no run or file)."""
+    return Path(os.path.realpath(path))
+
+
 def shell_path(path: os.PathLike[str] | str) -> str:
     """``path`` as one word of a command that dgm is shown to take: quoted for the shell, and a
     relative path that begins with ``-`` as ``./-name`` (as itself, argparse takes it for a flag:

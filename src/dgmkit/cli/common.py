@@ -16,7 +16,7 @@ import torch
 from torch.distributions import Distribution
 
 from dgmkit import _lock
-from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, parse_json, read_regular
+from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, full_path, parse_json, read_regular
 from dgmkit.cli.argtypes import SEED, count
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import MAX_CHAIN, attach_input, check_derived_current, run_dataset
@@ -255,7 +255,7 @@ def _moved_data(run: Run, cfg: DataConfig, data: str | None) -> tuple[DataConfig
     if _names_first_data(cfg, data):
         return cfg, data
     if data is not None and cfg.codes_of:  # the run whose data it takes, at a new folder (pinned: check_derived_current)
-        return dataclasses.replace(cfg, codes_of=str(Path(data).resolve())), None
+        return dataclasses.replace(cfg, codes_of=str(full_path(data))), None
     if data is not None:
         if not is_data_file(cfg.dataset):
             where = "use --data-dir" if cfg.reads_folder else "read from no folder: it does not move"
@@ -741,7 +741,7 @@ def _data_inputs(d: DataConfig, data: str | None, chain: tuple[Path, ...]) -> li
         files.append(Path(d.dataset))
     if d.codes_of:
         files += run_files(moved or d.codes_of)
-        source = Path(moved or d.codes_of).resolve()
+        source = full_path(moved or d.codes_of)
         if source not in chain and len(chain) < MAX_CHAIN:  # (a loop or a longer chain is refused where the data load)
             try:
                 files += _data_inputs(recorded_config(source).data, None, (*chain, source))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from dgmkit._io import atomic_write_bytes, parse_json
+from dgmkit._io import atomic_write_bytes, full_path, parse_json
 from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import (
     add_count_flag,
@@ -349,7 +349,7 @@ def _checked_out(args: argparse.Namespace) -> Path:
         raise DataError(f"--out must name an .html file, got {out}")
     _check_figure_flags(args)
     command_output(args, out, runs=args.run_dirs)
-    if len(set(map(lambda d: Path(d).resolve(), args.run_dirs))) != len(args.run_dirs):
+    if len(set(map(full_path, args.run_dirs))) != len(args.run_dirs):
         raise DataError("a run folder is named twice")
     return out
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import torch
 
 from dgmkit import distributed
-from dgmkit._io import shell_path
+from dgmkit._io import full_path, shell_path
 from dgmkit.cli.common import (
     add_count_flag,
     data_dir_unread,
@@ -210,7 +210,7 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
         asked["model"] = args.model
     moved = {}  # the run whose data this one takes, at a new folder: the same run with the same weights, which
     if flat.get("codes_of") and asked.get("codes_of"):  # check_derived_current checks by its id and digest
-        moved["codes_of"] = str(Path(asked.pop("codes_of")).resolve())
+        moved["codes_of"] = str(full_path(asked.pop("codes_of")))
     named = asked.get("dataset")
     if named is not None and named != flat.get("dataset") and not is_data_file(str(named)):
         # (a named dataset is the same data under its own name alone: refused before it is loaded or downloaded)
@@ -395,7 +395,7 @@ def _with_full_paths(cfg: RunConfig, keys: Collection[str] = ("codes_of", "datas
     """A run's source run (--codes-of), data file and data folder (of ``keys``) by their full
     paths, wherever the run is used from (a fresh run's, or a new place of a resumed run's data)."""
     if cfg.data.codes_of and "codes_of" in keys:
-        cfg = cfg.replace(codes_of=str(Path(cfg.data.codes_of).resolve()))
+        cfg = cfg.replace(codes_of=str(full_path(cfg.data.codes_of)))
     for key in [k for k in ("dataset", "data_dir", "schema") if k in keys]:
         value = getattr(cfg.data, key)
         if value is None or (key == "dataset" and not is_data_file(value)):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from dgmkit._io import full_path
 from dgmkit.config.run import Run, holds_recorded_data, load_run
 from dgmkit.config.schema import DataConfig
 from dgmkit.data import Dataset, load_dataset
@@ -66,7 +67,7 @@ def run_dataset(
     if (data.latent_draws or data.active_latents) and not data.codes_of:  # checked here: a preset sets them, a flag the run
         raise ConfigError("latent_draws and active_latents shape the latents of another run: give --codes-of RUN")
     if data.codes_of:
-        source = Path(data.codes_of).resolve()
+        source = full_path(data.codes_of)
         if not source.is_dir():
             raise DataError(
                 f"codes_of: no run folder at {data.codes_of}, the run whose data this run takes (moved? name its new "
@@ -178,7 +179,7 @@ def derived_dataset(
             f"{source_dir} is a run of the {source.cfg.family} family, which makes no data for other runs "
             f"(--codes-of takes a run of a family that does: {makers})"
         )
-    chain = _chain or (Path(source_dir).resolve(),)
+    chain = _chain or (full_path(source_dir),)
     images = run_dataset(source.cfg.data, data_dir, source.record["data"].get("units"), chain, moved_file)
     if list(images.event_shape) != list(source.record["data"]["event_shape"]):
         raise DataError(f"the data of {source_dir} now have shape {images.event_shape}, not what its model was trained on")
