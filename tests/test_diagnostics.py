@@ -244,18 +244,62 @@ def test_aggregate_density_of_a_flow_posterior_pairs_every_draw_with_every_datap
     torch.testing.assert_close(aggregate_log_density(z, q, chunk=4), by_hand)
 
 
-def test_a_posterior_without_an_aggregate_density_says_why_i_x_z_is_not_estimated(tmp_path, capsys):
-    """A Helmholtz machine: I(x;z) n/a, and the estimator line no longer describes an estimate
-    that was not made."""
+def test_a_helmholtz_machine_s_mutual_information_and_marginal_kl_match_enumeration():
+    """Its binary layers h = [h_1, h_2] count as one latent; q(h|x_n) at every datapoint's draws
+    (the aggregate posterior) was refused by a log_prob that expanded instead of broadcasting, so
+    I(x;z) and the prior's holes went unestimated. With 3 + 2 units, I(x;h) and KL(q(h)||p(h))
+    are sums over the 32 states."""
+    import itertools
+
+    from dgmkit.models.helmholtz import HelmholtzMachine
+
+    torch.manual_seed(0)
+    model = HelmholtzMachine((1, 2, 2), [3, 2]).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4)  # (posteriors far from uniform and from each other: I well above 0)
+    x = torch.bernoulli(torch.full((400, 1, 2, 2), 0.5, dtype=torch.float64))
+    states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=5)), dtype=torch.float64)  # (32, 5)
+    with torch.no_grad():
+        log_q = aggregate_log_density(states, model.posterior(x)).T  # (N, 32): log q(h | x_n)
+        log_agg = torch.logsumexp(log_q, 0) - math.log(len(x))  # (32,)
+        q = log_q.exp()
+        mutual_info = (q * (log_q - log_agg)).sum(1).mean().item()
+        marginal_kl = (log_agg.exp() * (log_agg - model.prior().log_prob(states))).sum().item()
+    assert torch.allclose(q.sum(1), torch.ones(len(x), dtype=torch.float64))  # (a normalised q(h|x) of every x)
+    runs = [diagnose(model, x, holes=200, seed=seed) for seed in range(10)]  # (one draw a datapoint: spread 0.04-0.06)
+    assert mutual_info > 0.3 and all(d.hole_fraction is not None for d in runs)
+    assert sum(d.layers[0].mutual_info for d in runs) / 10 == pytest.approx(mutual_info, abs=0.04)
+    assert sum(d.marginal_kl for d in runs) / 10 == pytest.approx(marginal_kl, abs=0.04)
+
+
+def test_a_posterior_without_an_aggregate_density_says_why_i_x_z_is_not_estimated(tmp_path, capsys, monkeypatch):
+    """A q(z|x) whose log_prob does not broadcast over other datapoints' draws (from Python: a
+    model of one's own): I(x;z) n/a, and the estimator line no longer describes an estimate that
+    was not made."""
+    from dgmkit.models import helmholtz
+
     run = tmp_path / "hm"
     argv = ["train", "--model", "helmholtz", "--layers", "8", "4", "--dataset", "digits", "--epochs", "1", "--quiet"]
     assert main([*argv, "--out", str(run)]) == 0
     capsys.readouterr()
+    own = helmholtz._Posterior.log_prob
+
+    def one_draw_each(self, h):  # (a draw of each datapoint's own q: (N, M); the aggregate's (A, 1, M) refused)
+        if h.dim() > 2:
+            raise RuntimeError("the expanded size of the tensor must match the existing size")
+        return own(self, h)
+
+    monkeypatch.setattr(helmholtz._Posterior, "log_prob", one_draw_each)
     assert main(["diagnose", str(run), "--out", str(tmp_path / "d.png"), "-n", "100"]) == 0
     out = capsys.readouterr().out
     assert "I(x;z) not estimated (n/a)" in out and "nested Monte Carlo" not in out
     kept = json.loads((run / "diagnose.json").read_text())  # (no prior draw scored: none recorded, not --holes' 2000)
     assert kept["holes"] is None and kept["hole_fraction"] is None
+    monkeypatch.undo()
+    assert main(["diagnose", str(run), "--out", str(tmp_path / "d.png"), "-n", "100", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "nested Monte Carlo" in out and "not estimated" not in out
 
 
 def test_the_top_mean_kl_is_the_top_layer_s():

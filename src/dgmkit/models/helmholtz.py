@@ -75,8 +75,7 @@ class _Posterior(_Chain):
 
     def log_prob(self, h: torch.Tensor) -> torch.Tensor:
         m, layers = self.machine, self._split(h)
-        logits = m.recognition[0](self.x).expand(*h.shape[:-1], m.sizes[0])
-        total = _bernoulli_log_prob(logits, layers[0])
+        total = _bernoulli_log_prob(m.recognition[0](self.x), layers[0])  # (h's batch shape broadcast against x's)
         for i in range(1, len(layers)):
             total = total + _bernoulli_log_prob(m.recognition[i](layers[i - 1]), layers[i])
         return total
