@@ -4,6 +4,7 @@ collapsed layer, the pairwise densities against brute force, and ``dgm diagnose`
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,12 @@ def test_the_table_flags_a_mutual_information_at_the_estimators_ceiling():
     )  # (a record without its error)
     r["identity_stderr"] = 0.25
     assert "sum 3.000, off by 6.000, Monte Carlo standard error 0.250: the aggregate terms cancel" in format_diagnosis(r)
+    assert "Monte Carlo standard errors, from" not in format_diagnosis(r)  # (a record from before they were kept)
+    layer["mutual_info_stderr"], r["marginal_kl_stderr"] = 0.0125, 0.05
+    assert format_diagnosis(r).split("\n")[5] == (
+        "Monte Carlo standard errors, from the spread of the datapoints' terms at one posterior draw each (another --seed "
+        "moves the estimates by about this): I(x;z) of z 0.013; marginal KL 0.050 nats"
+    )
 
 
 def test_a_saturated_mutual_information_is_told_to_raise_n_only_where_a_larger_n_reads_more():
@@ -271,6 +278,12 @@ def test_a_helmholtz_machine_s_mutual_information_and_marginal_kl_match_enumerat
     assert mutual_info > 0.3 and all(d.hole_fraction is not None for d in runs)
     assert sum(d.layers[0].mutual_info for d in runs) / 10 == pytest.approx(mutual_info, abs=0.04)
     assert sum(d.marginal_kl for d in runs) / 10 == pytest.approx(marginal_kl, abs=0.04)
+    # each run's standard errors (the spread of its datapoints' terms) are about the spread across seeds
+    for values, errors in (
+        ([d.layers[0].mutual_info for d in runs], [d.layers[0].mutual_info_stderr for d in runs]),
+        ([d.marginal_kl for d in runs], [d.marginal_kl_stderr for d in runs]),
+    ):
+        assert 0.6 < statistics.mean(errors) / statistics.stdev(values) < 2, (errors, values)
 
 
 def test_a_posterior_without_an_aggregate_density_says_why_i_x_z_is_not_estimated(tmp_path, capsys, monkeypatch):

@@ -123,6 +123,19 @@ def _layer_kl_lines(layers: list[dict]) -> list[str]:
     return lines
 
 
+def _draw_error_line(r: dict) -> list[str]:
+    """The Monte Carlo standard errors of I(x;z) and the marginal KL (none in a record from before
+    they were kept): each is a mean over the datapoints of a term at one posterior draw."""
+    named = [f"{la['name']} {se:.3f}" for la in r["layers"] if (se := la.get("mutual_info_stderr")) is not None]
+    if not named:
+        return []
+    marginal = "" if r.get("marginal_kl_stderr") is None else f"; marginal KL {r['marginal_kl_stderr']:.3f}"
+    return [
+        f"Monte Carlo standard errors, from the spread of the datapoints' terms at one posterior draw each (another "
+        f"--seed moves the estimates by about this): I(x;z) of {', '.join(named)}{marginal} nats"
+    ]
+
+
 def _more_data(r: dict) -> str:
     """How to raise the ceiling log N: a larger -n, where the subset is a part of the split below
     -n's most; else the split holds no more (a larger split may, where -n is not at its most: no
@@ -145,6 +158,7 @@ def format_diagnosis(r: dict) -> str:
     lines.append(f"{'all':<6} {sum(la['size'] for la in r['layers']):>6} {total:>10.3f} {r['active_units']:>8}")
     lines += _layer_kl_lines(r["layers"])
     lines += _mutual_info_lines(r)
+    lines += _draw_error_line(r)
     ceiling = math.log(r["n"])
     full = [la["name"] for la in r["layers"] if la["mutual_info"] is not None and la["mutual_info"] > ceiling - SATURATION]
     if full:

@@ -104,6 +104,8 @@ class LayerReport:
     kl_one_draw: bool = False
     kl_stderr: float | None = None
     kl_at_draw: bool = False
+    # I(x; z_l)'s Monte Carlo standard error: the spread of its datapoints' terms (one draw each) over sqrt(N)
+    mutual_info_stderr: float | None = None
 
 
 @dataclass
@@ -114,6 +116,7 @@ class Diagnosis:
     marginal_kl: float | None = None
     top_mean_kl: float | None = None
     identity_stderr: float | None = None  # of mean KL - I - marginal KL, over the posterior draws (module docstring)
+    marginal_kl_stderr: float | None = None  # the spread of its draws' terms log q(z) - log p(z) over sqrt(N)
     kl_one_draw: bool = False  # the top layer's KL is log q - log p at its draws: the identity holds by construction
     hole_fraction: float | None = None
     hole_z: torch.Tensor | None = field(default=None, repr=False)  # joint z of the deepest holes
@@ -144,6 +147,7 @@ class Diagnosis:
             "marginal_kl": self.marginal_kl,
             "top_mean_kl": self.top_mean_kl,
             "identity_stderr": self.identity_stderr,
+            "marginal_kl_stderr": self.marginal_kl_stderr,
             "kl_one_draw": self.kl_one_draw,
             "hole_fraction": self.hole_fraction,
             "estimators": DIAGNOSTIC_ESTIMATORS,
@@ -398,7 +402,8 @@ def _prior_hole(out: Diagnosis, top_layer: _Layer, p_top: Distribution, agg: tor
     """The marginal KL of ``out``, and where the top layer's q is of x alone the mean KL it is
     checked against with that check's standard error (the module docstring)."""
     log_p = p_top.log_prob(top_layer.z).double()
-    out.marginal_kl = float((agg - log_p).mean())
+    terms = agg - log_p
+    out.marginal_kl, out.marginal_kl_stderr = float(terms.mean()), _stderr(terms)
     if not math.isfinite(out.marginal_kl):
         raise EvaluationError("the model gives a non-finite marginal KL (NaN or inf; its weights may be too large)")
     # E_x KL(q(z_L|x) || p) = I + marginal KL: the layer's ELBO term is that mean KL only where q is of x alone
@@ -425,6 +430,11 @@ def _layers(
     return [_join([p[j] for p in parts]) for j in range(len(parts[0]))]
 
 
+def _stderr(terms: torch.Tensor) -> float:
+    """The standard error of the mean of ``terms`` (N,), one per datapoint, from their spread."""
+    return float(terms.double().std() / math.sqrt(len(terms)))
+
+
 def _layer_report(
     index: int, layer: _Layer, mutual_info: bool
 ) -> tuple[LayerReport, torch.Tensor | None, torch.Tensor | None]:
@@ -432,7 +442,7 @@ def _layer_report(
     log q^(z^m | x_m) (both None where not computed: ``mutual_info`` off, or a q whose log_prob does
     not broadcast)."""
     variance = unit_variance(layer.loc)
-    mi, agg, own, low = None, None, None, None
+    mi, agg, own, low, mi_se = None, None, None, None, None
     try:
         log_q = None if layer.q_many is None or not mutual_info else aggregate_marginal(layer.z, layer.q_many, True)
         among = (
@@ -444,11 +454,12 @@ def _layer_report(
         log_q, among = None, None
     if log_q is not None:
         agg, own = log_q
-        mi = float((cast(torch.Tensor, own) - agg).mean())
+        terms = cast(torch.Tensor, own) - agg
         if among is not None:  # a layer that conditions on others: its draw among the S, and apart (with more draws)
-            mi = float((cast(torch.Tensor, among[1]) - among[0]).mean())
-            if layer.own_log_q is not None:
-                low = max(0.0, float((layer.own_log_q - agg).mean()))
+            terms = cast(torch.Tensor, among[1]) - among[0]
+        mi, mi_se = float(terms.mean()), _stderr(terms)
+        if among is not None and layer.own_log_q is not None:
+            low = max(0.0, float((layer.own_log_q - agg).mean()))
     report = LayerReport(
         name=layer.name,
         index=index,
@@ -461,9 +472,8 @@ def _layer_report(
         mutual_info_apart=low,
         kl_one_draw=layer.kl_one_draw,
         kl_at_draw=layer.kl_at_draw,
-        kl_stderr=float(layer.kl.double().std() / math.sqrt(len(layer.kl)))
-        if layer.kl_one_draw or layer.kl_at_draw
-        else None,
+        kl_stderr=_stderr(layer.kl) if layer.kl_one_draw or layer.kl_at_draw else None,
+        mutual_info_stderr=mi_se,
     )
     return report, agg, own
 
