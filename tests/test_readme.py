@@ -118,3 +118,24 @@ def test_readme_outputs_are_the_transcripts():
                 assert TIMING.sub("T", line).rstrip() in lines, f"README shows {line!r}, not in the transcript of {first!r}"
         quoted += 1
     assert quoted >= 4
+
+
+def test_the_bits_back_rates_in_the_compression_page_s_prose_are_its_transcript_s():
+    """docs/uses/compression.md quotes the payload of each bits-back run, its ratio to the
+    -ELBO and the first file's rate; a regeneration of the transcript moved them while the prose
+    kept the old numbers."""
+    import re
+
+    docs = REPO / "docs"
+    runs = re.findall(
+        r"compressed .*?: ([\d.]+) bits/dim \(the model's -ELBO, one draw a datapoint: ([\d.]+) bits/dim; "
+        r"payload ([\d.]+)\)",
+        (docs / "transcripts" / "compress-vae.txt").read_text(),
+    )
+    assert len(runs) == 3
+    prose = " ".join((docs / "uses" / "compression.md").read_text().split())
+    for _, elbo, payload in runs:
+        ratio = float(payload) / float(elbo)
+        assert re.search(rf"{float(payload):.3f} bits/dim,( is)? {ratio:.3f} times", prose), (payload, elbo)
+        assert f"({float(elbo):.3f})" in prose or f"({float(elbo):.3f} bits/dim;" in prose, elbo
+    assert f"take the whole file to {float(runs[0][0]):.3f}" in prose
