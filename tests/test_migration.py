@@ -394,3 +394,18 @@ def test_the_report_of_the_v0_1_runs_notes_no_contradiction_with_their_checkpoin
     folders = [str(RUNS / name) for name in VARIANTS]
     assert main(["report", *folders, "--no-figures", "--out", str(tmp_path / "r.html")]) == 0, capsys.readouterr().err
     assert "may not be of this run" not in (tmp_path / "r.html").read_text()
+
+
+def test_a_bundled_dataset_that_no_longer_holds_the_recorded_data_is_not_sent_to_a_data_folder(tmp_path, capsys):
+    """The digits are read from no folder: where they differ from what the run recorded (another
+    version of dgmkit or scikit-learn made them), the refusal said "(in DATA_DIR)" and "Point
+    --data-dir at the original files", which no flag of theirs reads."""
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(run)]) == 0
+    rewrite_records(run, lambda r: {**r, "data": {**r["data"], "sha256": "0f" * 32}})
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert f"digits now holds other data than {run} was trained on" in err and "--data-dir" not in err, err
+    assert "read from no folder: another version of dgmkit (or of scikit-learn, for its datasets) made it" in err

@@ -217,19 +217,20 @@ def run_data(run: Run, data_dir: str | None = None, data: str | None = None, sch
     want = run.record["data"].get("sha256")
     # a run of generated data recorded before they were identified by their definition holds their content digest
     if not holds_recorded_data(dataset, want):
-        where = (
-            cfg.dataset if is_data_file(cfg.dataset) else f"{cfg.dataset} (in {default_data_dir(data_dir or cfg.data_dir)})"
-        )
+        where = cfg.dataset
+        if cfg.reads_folder and not is_data_file(cfg.dataset):
+            where += f" (in {default_data_dir(data_dir or cfg.data_dir)})"
         if cfg.schema:  # (a table's content is read through its schema: either may have changed)
             where += f" read with the schema {cfg.schema}"
+        if is_data_file(cfg.dataset):
+            fix = "Point --data at the original file" + (" and --schema at the original schema" if cfg.schema else "")
+        elif cfg.reads_folder:
+            fix = "Point --data-dir at the original files"
+        else:  # (bundled or made here: another version of dgmkit, or of the library that ships it, makes other data)
+            fix = "It is read from no folder: another version of dgmkit (or of scikit-learn, for its datasets) made it"
         raise DataError(
             f"{where} now holds other data than {run.path} was trained on (content SHA-256 {dataset.fingerprint()[:16]}..., "
-            f"the run recorded {want[:16]}...): its numbers would be of different data. "
-            + (
-                "Point --data at the original file" + (" and --schema at the original schema" if cfg.schema else "")
-                if is_data_file(cfg.dataset)
-                else "Point --data-dir at the original files"
-            )
+            f"the run recorded {want[:16]}...): its numbers would be of different data. {fix}"
         )
     _check_as_recorded(run, dataset)
     return dataset
