@@ -354,9 +354,8 @@ def _checked_out(args: argparse.Namespace) -> Path:
     return out
 
 
-def run_report(args: argparse.Namespace) -> int:
-    out = _checked_out(args)
-    runs = [load_run(d, device=args.device) for d in args.run_dirs]
+def _check_flags_read(args: argparse.Namespace, runs: list[Run]) -> None:
+    """Refuses a figure flag that no run here reads (--steps, --samples, --data-dir)."""
     if args.steps is not None and not any(run.model.sample_steps for run in runs):
         raise ConfigError("--steps is for diffusion models (their ancestral sampling steps); no run here is one")
     if args.samples not in (0, SAMPLES) and not any(run.model.can_sample and shows_images(run) for run in runs):
@@ -368,6 +367,12 @@ def run_report(args: argparse.Namespace) -> int:
         if len(runs) == 1:
             raise ConfigError(data_dir_unread(runs[0].cfg.data, runs[0].path))
         raise ConfigError("--data-dir is of datasets read from a folder; no run here was trained on one")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    out = _checked_out(args)
+    runs = [load_run(d, device=args.device) for d in args.run_dirs]
+    _check_flags_read(args, runs)
     pages = []
     for d, run in zip(args.run_dirs, runs):
         objective = build_objective(run.cfg) if run.cfg.model.fit == "gradient" else None
