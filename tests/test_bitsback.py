@@ -301,6 +301,18 @@ def test_damaged_or_foreign_data_are_refused():
     assert torch.equal(decode_bits_back(model, words, len(x), 50), x)
 
 
+def test_random_words_decoded_by_a_hierarchical_vae_are_refused_as_data_not_blamed_on_the_weights():
+    """Layers decoded from random words can give a lower layer's posterior a mean far outside its
+    grid, which coding refuses as unsound weights; when decoding, the data are at fault."""
+    model = _hvae("top-down")
+    words = encode_bits_back(model, _data(model, 50), 50)
+    for seed in range(60):
+        noise = np.random.default_rng(seed).integers(1, 2**32, len(words), dtype=np.uint64).astype(np.uint32)
+        for n in (10, 100):
+            with pytest.raises(DataError, match="not coded with this model, or .* damaged"):
+                decode_bits_back(model, noise, n, 50)
+
+
 def test_models_that_cannot_be_coded_by_bits_back_say_why():
     with pytest.raises(
         ConfigError, match="the prior p\\(z\\) to be a diagonal Gaussian.*a mixture of them.*FlowDistribution"

@@ -597,6 +597,11 @@ def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int 
             "the compressed data is invalid for this model (the ANS coder could not decode it): it was not coded with "
             "this model, or it is damaged"
         ) from None
+    except DataError:  # (a latent or pixel no coded image reaches: a grid's posterior mean out of range, say)
+        raise DataError(
+            "the compressed data is invalid for this model (it decodes to latents that coding no image gives): it was "
+            "not coded with this model, or it is damaged"
+        ) from None
     left = np.asarray(ans.stack.get_compressed())  # first words: never more than ``seed_words``
     if not 0 < len(left) <= _most_first_words(model.latent_dim) or not np.array_equal(left, first_words(len(left))):
         raise DataError(
