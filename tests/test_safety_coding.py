@@ -744,7 +744,8 @@ def test_compress_refuses_inputs_and_settings_it_cannot_code_before_coding(env, 
     """Each refused before a pixel is coded, in one line, nothing written: a batch size below 1,
     a run whose model has no sequential conditionals, an input that is neither a .npy file nor
     PNGs, a PNG name that decompression could not write back, PNGs of two modes, an animated
-    PNG, more images than a file holds and a batch of more pixels than are coded at once."""
+    PNG, an 8-bit PNG of values beyond the model's levels (named), more images than a file holds
+    and a batch of more pixels than are coded at once."""
     from PIL import Image
 
     import dgmkit.cli.compress as compress
@@ -759,6 +760,7 @@ def test_compress_refuses_inputs_and_settings_it_cannot_code_before_coding(env, 
     hidden, grey, animated = tmp_path / "in" / ".hidden.png", tmp_path / "in" / "grey.png", tmp_path / "in" / "anim.png"
     hidden.write_bytes(env.pngs[0].read_bytes())
     Image.new("L", (4, 4)).save(grey)
+    Image.new("L", (4, 4), 255).save(white := tmp_path / "in" / "white.png")
     Image.new("L", (4, 4)).save(animated, save_all=True, append_images=[Image.new("L", (4, 4), 255)])
     np.savez(tmp_path / "in" / "x.npz", x=env.x)
     flat = np.asarray(env.x).reshape(len(env.x), -1)
@@ -774,6 +776,7 @@ def test_compress_refuses_inputs_and_settings_it_cannot_code_before_coding(env, 
         ([env.run, env.pngs[0], hidden], "is not a plain base name"),
         ([env.run, env.pngs[0], grey], "the PNG files differ in mode: give all 1-bit or all 8-bit grey images"),
         ([env.run, animated], "anim.png is an animated PNG; give single images"),
+        ([env.run, grey, white], f"{white} holds grey values up to 255; {env.run}'s model codes integer pixels 0..1"),
         ([env.run, tmp_path / "in" / "side.npy"], "side.npy: rows of shape (1, 2, 8), but the run's data are (1, 4, 4)"),
     ):
         err = assert_fails_and_changes_nothing(capsys, roots, ["compress", *argv, *out], needle)

@@ -226,6 +226,21 @@ def _check_black_and_white(args: argparse.Namespace, x: np.ndarray, meta: dict, 
         )
 
 
+def _check_png_levels(args: argparse.Namespace, x: np.ndarray, meta: dict, levels: int) -> None:
+    """8-bit PNG images hold the levels themselves, 0..levels-1 (as dgm decompress writes them):
+    the first image that does not, named."""
+    if meta.get("png_mode") != "L" or levels >= 256:
+        return
+    over = x.reshape(len(x), -1).max(axis=1) >= levels
+    if over.any():
+        i = int(np.argmax(over))
+        also = ", or 1-bit PNGs of black and white images" if levels == 2 else ""
+        raise DataError(
+            f"{args.inputs[i]} holds grey values up to {int(x[i].max())}; {args.run_dir}'s model codes integer pixels "
+            f"0..{levels - 1}: give PNGs of the levels themselves, as dgm decompress writes them{also}"
+        )
+
+
 def compress(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -235,6 +250,7 @@ def compress(args: argparse.Namespace) -> int:
     run, model, levels, coder = _coding_model(args.run_dir, args.device)
     x, meta = _read_images(args.inputs, model.event_shape)
     _check_black_and_white(args, x, meta, levels)
+    _check_png_levels(args, x, meta, levels)
     if x.ndim < 2:
         shape = model.event_shape
         raise DataError(f"expected N images of {shape[-2]}x{shape[-1]} pixels, got an array of shape {x.shape}")
