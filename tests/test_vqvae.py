@@ -14,6 +14,7 @@ import torch
 from dgmkit.cli.main import main
 from dgmkit.config import RunConfig, build_model, load_run
 from dgmkit.evaluation import evaluate
+from run_records import rewrite_records
 
 
 def test_the_bound_is_below_the_exact_likelihood_by_enumeration():
@@ -244,6 +245,9 @@ def test_code_priors_must_model_integers_and_current_codes(tmp_path, capsys):
     assert unread in (err := capsys.readouterr().err) and "trained on digits, read from no folder" in err
     assert main([*arm, "--codes-of", str(vq), "--data-dir", str(tmp_path), "--out", str(tmp_path / "d"), "--quiet"]) == 1
     assert unread in capsys.readouterr().err and not (tmp_path / "d").exists()
+    # one an older dgmkit recorded, unread: the run is used as before (only a --data-dir given now is refused)
+    rewrite_records(prior, lambda r: {**r, "config": {**r["config"], "data": {**r["config"]["data"], "data_dir": "/x"}}})
+    assert main(["eval", str(prior), "--split", "test"]) == 0
     assert main(["train", "--resume", "--out", str(vq), "--epochs", "2", "--quiet"]) == 0
     capsys.readouterr()
     assert main(["eval", str(prior), "--split", "test"]) == 1

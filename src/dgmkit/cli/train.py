@@ -540,7 +540,7 @@ def _run_data(cfg: RunConfig, out: Path, resume: bool) -> tuple[RunConfig, Datas
     places the run recorded stay as they were written)."""
     if not resume:
         cfg = _with_full_paths(cfg)
-        return cfg, run_dataset(cfg.data)
+        return cfg, run_dataset(cfg.data, cfg.data.data_dir)  # (given now: refused where a source run's data read none)
     own = own_record(out)
     was = own["data"]
     placed = [k for k in RELOCATABLE if getattr(cfg.data, k) != own["config"]["data"].get(k)]
@@ -554,7 +554,7 @@ def _run_data(cfg: RunConfig, out: Path, resume: bool) -> tuple[RunConfig, Datas
             f"{out} recorded no content digest of its data ({why}), so --resume cannot tell that data read from "
             f"another place ({', '.join(placed)}) are the same: put them back where the run had them"
         )
-    dataset = run_dataset(cfg.data, units=was.get("units"))
+    dataset = run_dataset(cfg.data, cfg.data.data_dir if "data_dir" in placed else None, units=was.get("units"))
     _check_resumed_data(dataset, out, was)
     return cfg, dataset
 

@@ -55,6 +55,7 @@ def run_dataset(
     units: object = None,
     _chain: tuple[Path, ...] = (),
     moved_file: str | None = None,
+    recorded_dir: str | None = None,
 ) -> Dataset:
     """The dataset a run trains on: a named dataset or file, or the data another run makes
     (``codes_of``), with the entries ``missing_rate`` removes (NaN). ``units``: the latent units
@@ -63,7 +64,10 @@ def run_dataset(
     differ in their last bits elsewhere. ``_chain``: the runs whose data this one's are part of
     (a run that names itself, or a loop or chain of more than ``MAX_CHAIN`` runs, is refused).
     ``moved_file``: the data file at the start of the chain, read from a new path (``--data`` of a
-    run on another run's data, where the first run's data file moved)."""
+    run on another run's data, where the first run's data file moved). ``data_dir``: a data folder
+    given now (refused where the first run's data are read from none); ``recorded_dir``: the one a
+    run later in the chain recorded, read before the first run's own (unread where it reads none: an
+    older dgmkit recorded it)."""
     if (data.latent_draws or data.active_latents) and not data.codes_of:  # checked here: a preset sets them, a flag the run
         raise ConfigError("latent_draws and active_latents shape the latents of another run: give --codes-of RUN")
     if data.codes_of:
@@ -78,17 +82,17 @@ def run_dataset(
             raise ConfigError(f"codes_of: {data.codes_of} is made from its own data (a run on the data of runs that loop)")
         if len(_chain) >= MAX_CHAIN:
             raise ConfigError(f"codes_of: {data.codes_of} is a run on the data of more than {MAX_CHAIN} runs in a chain")
-        derived = derived_dataset(data.codes_of, data_dir or data.data_dir, (*_chain, source), moved_file)
+        derived = derived_dataset(data.codes_of, data_dir, (*_chain, source), moved_file, recorded_dir or data.data_dir)
         dataset = _latent_form(derived, data, units)
     else:
-        if _chain and data_dir is not None and not data.reads_folder:  # (its own data_dir: refused where it was trained)
+        if _chain and data_dir is not None and not data.reads_folder:  # (its own: refused where it was trained)
             raise ConfigError(
                 f"--data-dir is of datasets read from a folder; the data of this run are made from those of {_chain[-1]}, "
                 f"trained on {data.dataset}, read {'from its path' if is_data_file(data.dataset) else 'from no folder'}"
             )
         dataset = load_dataset(
             _stored_name(data.dataset, _chain, moved_file),
-            data_dir or data.data_dir,
+            data_dir or recorded_dir or data.data_dir,
             download=data.download,
             key=data.data_key,
             image_shape=data.image_shape,
@@ -167,10 +171,14 @@ def derived_name(run: Run) -> str:
 
 
 def derived_dataset(
-    source_dir: str | Path, data_dir: str | None = None, _chain: tuple[Path, ...] = (), moved_file: str | None = None
+    source_dir: str | Path,
+    data_dir: str | None = None,
+    _chain: tuple[Path, ...] = (),
+    moved_file: str | None = None,
+    recorded_dir: str | None = None,
 ) -> Dataset:
     """The data the run in ``source_dir`` makes for other runs, from every split of its own data
-    (``_chain``, ``moved_file``: as ``run_dataset``'s)."""
+    (``data_dir``, ``_chain``, ``moved_file``, ``recorded_dir``: as ``run_dataset``'s)."""
     source = load_run(source_dir, device="cpu")  # the same data on every machine, whatever device reads them
     family = source.cfg.model
     if family.derived_data is None:
@@ -180,7 +188,7 @@ def derived_dataset(
             f"(--codes-of takes a run of a family that does: {makers})"
         )
     chain = _chain or (full_path(source_dir),)
-    images = run_dataset(source.cfg.data, data_dir, source.record["data"].get("units"), chain, moved_file)
+    images = run_dataset(source.cfg.data, data_dir, source.record["data"].get("units"), chain, moved_file, recorded_dir)
     if list(images.event_shape) != list(source.record["data"]["event_shape"]):
         raise DataError(f"the data of {source_dir} now have shape {images.event_shape}, not what its model was trained on")
     check_derived_current(images, source.cfg.data, source.record, source_dir)  # a link in a chain, pinned as the last
