@@ -881,3 +881,23 @@ def test_a_result_kept_under_the_old_key_of_its_protocol_is_replaced(runs, tmp_p
     code, _, err = _dgm(capsys, *argv)
     assert code == 0, err
     assert list(json.loads((model / "ood.json").read_text())["results"]) == [key]
+
+
+def test_a_table_of_categories_is_not_called_continuous_data_beside_its_bits_per_dim(tmp_path, capsys):
+    """A table of categorical columns only is scored in probabilities (bits/dim, per column): the
+    complexity note called it "continuous data" (its transform's kind) beside those bits/dim."""
+    rng = np.random.default_rng(0)
+    rows = [(f"a{i}", f"b{j}") for i, j in rng.integers(0, 3, size=(80, 2))]
+    (tmp_path / "t.csv").write_text("x,y\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    (tmp_path / "o.csv").write_text("x,y\n" + "a0,b0\n" * 20)
+    run = tmp_path / "run"
+    code, _, err = _dgm(capsys, "train", "--dataset", tmp_path / "t.csv", "--likelihood", "mixed", "--latent-dim", "1",
+                        "--hidden", "8", "--epochs", "1", "--quiet", "--out", run)  # fmt: skip
+    assert code == 0, err
+    code, out, err = _dgm(capsys, "ood", run, "--ood", tmp_path / "o.csv", "--ood-split", "all", "--iw-samples", "2",
+                          "--json", tmp_path / "r.json")  # fmt: skip
+    assert code == 0, err
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["bits_per_dim"]["ood"] == pytest.approx(r["scores"]["nll"]["mean_ood"] / (2 * math.log(2)))  # per column
+    assert "complexity: n/a (no integer images of at most 256 levels (a table's rows of categories))" in out
+    assert "continuous data" not in out

@@ -662,7 +662,8 @@ def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, 
         else {w: (-t.mean().item()) / (num_dims * math.log(2)) for w, t in (("in", lp_in), ("ood", lp_ood))},
         "complexity_note": None
         if scored.code_bits
-        else f"no integer images of at most 256 levels ({run.transform.kind} data)",
+        # (a table of categorical columns only is taken as "continuous", but its numbers are probabilities)
+        else f"no integer images of at most 256 levels ({_words(run.transform.kind, continuous)})",
         "background": None if bg is None else str(args.background),
         "background_weights": None if bg is None else bg.weights_digest(),
         "background_mutation_rate": None if bg is None else bg.cfg.optim.mutation_rate,
@@ -674,6 +675,11 @@ def _record(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, 
         "weights": run.weights_digest(),
         "seed": args.seed,
     }
+
+
+def _words(kind: str, continuous: bool) -> str:
+    """What the run's data are, for the complexity note: its transform's kind, or a table's categories."""
+    return "a table's rows of categories" if kind == "continuous" and not continuous else f"{kind} data"
 
 
 def _write(args: argparse.Namespace, run: Run, result: dict, scored: "_Scored", figure: Path | None) -> None:
