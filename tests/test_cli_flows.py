@@ -339,6 +339,10 @@ def test_samples_as_an_array_are_the_data_as_stored_and_dgm_score_reads_them_bac
     with torch.no_grad():  # the bin each draw falls in: the same draws, seeded
         y, _ = dgmkit.load(flow).model.sample(50, generator=torch.Generator().manual_seed(0), temperature=0.7)
     assert np.array_equal(levels, (y.double() * 17).floor().clamp(0, 16).to(torch.uint8).numpy())
+    outside = (y < 0) | (y >= 1)  # (the logit's margin: mass that no level holds, written as the nearest level)
+    assert outside.any()
+    note = f"{int(outside.sum())} entries of {int(outside.flatten(1).any(1).sum())} draws fell outside [0, 1)"
+    assert note in text and "written as the nearest level, 0 or 16" in text
     code, _, err = run(capsys, "score", flow, tmp_path / "f.npy", "--out", tmp_path / "f.csv")
     assert code == 0, err
 

@@ -346,7 +346,8 @@ def _sample_array(args: argparse.Namespace) -> int:
     (N, D); images: (N, *event_shape)), which ``dgm score`` and ``--dataset FILE.npy`` read back:
     continuous data as the model draws them; integers and binary data as unsigned integers; a
     density of dequantized levels as the level whose bin [k/L, (k+1)/L) the draw falls in (the
-    distribution over the levels that the density implies). Data the model sees binarized at
+    distribution over the levels that the density implies), a draw outside [0, 1) at the level
+    nearest it (said in a note: mass the density puts where no level is). Data the model sees binarized at
     random or scaled (no draw of the stored levels) and tables (--out FILE.csv) are refused."""
     run = load_run(args.run_dir, device=args.device)
     attach_inputs(run, args)
@@ -365,8 +366,16 @@ def _sample_array(args: argparse.Namespace) -> int:
     x = x.reshape(len(x), *(shape if shows_images(run) else (math.prod(shape),))).cpu()
     _refuse_non_finite(x)
     levels = 2 if kind == "binary" else run.transform.num_levels
+    note = None
     if kind == "dequantize":
         bins = cast(int, levels)  # (a dequantizing transform knows its levels)
+        outside = (x < 0) | (x >= 1)
+        if outside.any():  # (a logit's margin beyond the data's cube: a density's mass that no level holds)
+            rows = int(outside.flatten(1).any(1).sum())
+            note = (
+                f"note: {plural(int(outside.sum()), 'entry', 'entries')} of {plural(rows, 'draw')} fell outside [0, 1), "
+                f"where the density puts mass that no level holds: written as the nearest level, 0 or {bins - 1}"
+            )
         x = (x.double() * bins).floor().clamp(0, bins - 1)
     if kind != "continuous":
         top = levels - 1 if levels is not None else int(x.max())
@@ -377,6 +386,8 @@ def _sample_array(args: argparse.Namespace) -> int:
     units = "" if kind == "continuous" else f", the data's levels 0..{levels - 1}" if levels else ", as integers"
     held = "rows" if not shows_images(run) else "code grids" if run.cfg.data.codes_of else "images"  # (a VQ-VAE's)
     say(f"wrote {what} as an array {array.shape} of {array.dtype} ({held}{units}) to {out}")
+    if note is not None:
+        say(note)
     return 0
 
 
