@@ -496,6 +496,37 @@ def test_a_numpy_integer_seed_is_the_seed_it_holds_and_a_seed_of_no_integer_is_r
     assert torch.equal(impute_batched(vae, holed, k=8, seed=np.int64(2))[0], impute_batched(vae, holed, k=8, seed=2)[0])
 
 
+def test_a_seed_beyond_what_a_torch_generator_takes_is_refused_by_name():
+    """A seed of 2**64 or more passed the check and failed in manual_seed: "Overflow when
+    unpacking long long", naming no seed (in evaluate, log_likelihoods, diagnose, impute_batched
+    and a dataset from an array)."""
+    import numpy as np
+
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.data.registry import from_array
+    from dgmkit.errors import DataError
+    from dgmkit.evaluation import diagnose, log_likelihoods
+    from dgmkit.evaluation.imputation import impute_batched
+
+    model, marginal = make()
+    x = data(marginal, 6)
+    vae = build_model(RunConfig.of(likelihood="gaussian", hidden=[8], latent_dim=2), (1, 1, 4), None).eval()
+    holed = torch.tensor([[0.5, float("nan"), 1.0, -0.3]] * 3).view(3, 1, 1, 4)
+    images = np.random.default_rng(0).integers(0, 2, (20, 4, 4))
+    assert evaluate(model, x, iw_samples=4, seed=2**63 - 1).n == 6
+    for call in (
+        lambda seed: evaluate(model, x, iw_samples=4, seed=seed),
+        lambda seed: log_likelihoods(model, x, iw_samples=4, seed=seed),
+        lambda seed: diagnose(model, x, holes=10, seed=seed),
+        lambda seed: impute_batched(vae, holed, k=8, seed=seed),
+        lambda seed: from_array(images, seed=seed),
+    ):
+        for bad in (2**63, 2**64):
+            needle = rf"^seed must be an integer in 0\.\.2\*\*63 - 1 .*, got {bad}$"
+            with pytest.raises((ValueError, DataError), match=needle):
+                call(bad)
+
+
 def test_a_vq_vae_s_bound_is_its_reconstruction_less_the_point_mass_kl_of_minus_log_p_of_its_codes():
     """A point-mass posterior's KL to the prior is -log p(z_q): h w log K under the uniform code
     prior, a positive number, and the ELBO (here the estimate itself) is recon - kl."""

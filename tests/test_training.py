@@ -335,6 +335,26 @@ def test_the_trainers_own_arguments_are_checked_before_any_step(digits):
     Trainer(model, MIWAE(k=2), holed, transform, progress=False)  # (the likelihood of the observed entries)
 
 
+def test_the_trainers_numpy_numbers_train_as_the_python_numbers_they_hold_and_a_seed_beyond_a_generator_is_refused(
+    digits, tmp_path
+):
+    """A NumPy seed passed the check and failed in ``manual_seed`` ("an integer is required"), a
+    float32 learning rate or weight decay in writing the metrics as JSON, and a seed of 2**64 - 1
+    (seed + 1 seeds the batch order) or more in ``manual_seed`` ("Overflow when unpacking long long")."""
+    import numpy as np
+
+    small = dict(epochs=1, batch_size=256)
+    want = _digits_trainer(digits, CFG, build_objective(CFG), None, seed=3, lr=1e-3, weight_decay=0.5, **small).fit()
+    numpy_numbers = dict(seed=np.int64(3), lr=np.float32(1e-3), weight_decay=np.float32(0.5))
+    trainer = _digits_trainer(digits, CFG, build_objective(CFG), tmp_path / "run", **numpy_numbers, **small)
+    assert type(trainer.seed) is int and type(trainer.lr) is float
+    got = trainer.fit()
+    assert got[-1]["valid_elbo"] == pytest.approx(want[-1]["valid_elbo"], rel=1e-5)
+    for bad in (2**63, 2**64 - 1, 2**64):
+        with pytest.raises(ValueError, match=rf"^seed must be an integer in 0\.\.2\*\*63 - 1 .*, got {bad}$"):
+            _digits_trainer(digits, CFG, build_objective(CFG), None, seed=bad)
+
+
 def test_adam_falls_back_to_its_plain_kernel_with_every_parameter_where_fused_is_unavailable(monkeypatch):
     """The parameters are often a generator (model.parameters()): the failed fused attempt must
     not use them up, or the fallback gets none."""

@@ -24,6 +24,7 @@ __all__ = [
     "described",
     "shown_value",
     "whole_at_least",
+    "generator_seed",
     "finite_at_least",
     "sizes_at_least",
 ]
@@ -115,6 +116,16 @@ def whole_at_least(name: str, value: object, low: int, error: type[Exception] = 
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise error(f"{name} must be an integer >= {low}, got {shown_value(value)}")
     return int(value)
+
+
+def generator_seed(value: object, name: str = "seed", error: type[Exception] = ValueError) -> int:
+    """``value`` as the seed of a torch generator: a whole number (a NumPy one too; not a bool)
+    in 0..2**63 - 1, else ``error`` saying so by ``name`` (``manual_seed`` of 2**64 or more
+    failed with "Overflow when unpacking long long", naming nothing; the Trainer seeds seed + 1)."""
+    seed = whole_at_least(name, value, 0, error)
+    if seed >= 2**63:
+        raise error(f"{name} must be an integer in 0..2**63 - 1 (a torch generator's seed), got {shown_value(value)}")
+    return seed
 
 
 def finite_at_least(

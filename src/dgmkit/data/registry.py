@@ -30,7 +30,7 @@ from dgmkit.data.matlab import read_mat
 from dgmkit.data.sprites import sprites
 from dgmkit.data.table import TABLE_SUFFIXES, Column, read_table
 from dgmkit.data.toy2d import TOY_2D, toy_2d
-from dgmkit.errors import DataError, did_you_mean, shown_value, whole_at_least
+from dgmkit.errors import DataError, did_you_mean, generator_seed, shown_value
 
 __all__ = [
     "DATASETS",
@@ -537,7 +537,7 @@ def from_array(
     """
     if not (isinstance(name, str) and name):  # (a run records it as its data's name)
         raise DataError(f"a dataset's name is a non-empty string, got {shown_value(name)}")
-    whole_at_least("seed", seed, 0, DataError)
+    seed = generator_seed(seed, error=DataError)  # (a NumPy integer failed in manual_seed)
     try:
         x = np.asarray(x)
     except (ValueError, TypeError) as e:  # ragged nested lists, or objects that are not arrays

@@ -48,7 +48,7 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 from dgmkit._modes import evaluates
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.distributions.sampling import rsample_and_log_prob
-from dgmkit.errors import DataError, EvaluationError, whole_at_least
+from dgmkit.errors import DataError, EvaluationError, generator_seed, whole_at_least
 from dgmkit.evaluation.metrics import unit_variance
 from dgmkit.models.base import LatentVariableModel
 
@@ -370,7 +370,7 @@ def diagnose(
         raise DataError(f"the diagnostics need at least two datapoints (a covariance over x), got {len(x)}")
     samples = whole_at_least("samples", samples, 1)
     batch_size = whole_at_least("batch_size", batch_size, 1)
-    seed = whole_at_least("seed", seed, 0)  # (a NumPy integer failed in manual_seed)
+    seed = generator_seed(seed)  # (a NumPy integer failed in manual_seed)
     bracket = bracket and mutual_info  # (no draws beyond the KL's where no I(x; z) is asked for)
     g = torch.Generator(device=x.device).manual_seed(seed)
     hierarchical = model.has_layers

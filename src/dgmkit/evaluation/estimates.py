@@ -35,7 +35,7 @@ from dgmkit import distributed
 from dgmkit._modes import evaluates
 from dgmkit._rng import seeded, seeded_by
 from dgmkit.distributions import location
-from dgmkit.errors import EvaluationError, whole_at_least
+from dgmkit.errors import EvaluationError, generator_seed, whole_at_least
 from dgmkit.evaluation.metrics import observed_entries
 from dgmkit.models import (
     AnyOrderModel,
@@ -309,7 +309,7 @@ def log_likelihoods(
             "the model defines no density over x (a reconstruction score only): there is no log-likelihood to score"
         )
     check_log_volume(model, log_volume)
-    seed = whole_at_least("seed", seed, 0)  # (a NumPy integer failed in manual_seed)
+    seed = generator_seed(seed)  # (a NumPy integer failed in manual_seed)
     with seeded(seed, x.device) as g:
         log_px = estimate(model, x, iw_samples, g, batch_size).log_px
     assert log_px is not None  # only a reconstruction score has none: refused above

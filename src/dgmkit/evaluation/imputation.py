@@ -22,7 +22,7 @@ import torch
 
 from dgmkit.data import DataTransform
 from dgmkit.data.missing import observed
-from dgmkit.errors import ConfigError, DataError, whole_at_least
+from dgmkit.errors import ConfigError, DataError, generator_seed, whole_at_least
 from dgmkit.models import GenerativeModel, LatentVariableModel
 from dgmkit.objectives.importance import CPU_CHUNK_BYTES, GPU_CHUNK_BYTES
 from dgmkit.objectives.miwae import impute
@@ -126,7 +126,7 @@ def impute_batched(
     check_imputes(model)
     for name, value, low in (("k", k, 1), ("draws", draws, 0), ("batch_size", batch_size, 1)):
         whole_at_least(name, value, low)  # (a float k, 10.5, was range()'s TypeError; batch_size 0 was taken)
-    seed = whole_at_least("seed", seed, 0)  # (a NumPy integer failed in manual_seed)
+    seed = generator_seed(seed)  # (a NumPy integer failed in manual_seed)
     if not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) == 0:  # (as impute refuses, not torch.cat's words)
         raise DataError("impute_batched takes the data as a torch tensor of one or more datapoints (N, *event)")
     g = torch.Generator(device=x.device).manual_seed(seed)

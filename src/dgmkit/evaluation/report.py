@@ -12,7 +12,7 @@ from dgmkit import distributed
 from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
 from dgmkit.devices import device_of
-from dgmkit.errors import shown_value, whole_at_least
+from dgmkit.errors import generator_seed, shown_value, whole_at_least
 from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import OrderStore, check_log_volume, draw_orders, estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, observed_entries, posterior_statistics
@@ -439,7 +439,7 @@ def evaluate(
     (see ``estimates.OrderStore``)."""
     t0 = time.perf_counter()
     # (1.5 failed in manual_seed; orders 1.5 deep in drawing them; a NumPy integer, taken, in manual_seed too)
-    seed = whole_at_least("seed", seed, 0)
+    seed = generator_seed(seed)
     orders = whole_at_least("orders", orders, 0)
     if continuous is not None and not isinstance(continuous, bool):  # ("no" is true: bits/dim silently left out)
         raise ValueError(f"continuous must be True, False or None, got {shown_value(continuous)}")

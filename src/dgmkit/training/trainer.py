@@ -39,7 +39,15 @@ from dgmkit.data import DataTransform, Split
 from dgmkit.data.transforms import VALID_SEED
 from dgmkit.devices import dtype_of, resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
-from dgmkit.errors import CheckpointError, ConfigError, DataError, TrainingError, finite_at_least, whole_at_least
+from dgmkit.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    TrainingError,
+    finite_at_least,
+    generator_seed,
+    whole_at_least,
+)
 from dgmkit.models.base import GenerativeModel
 from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource, in_precision
@@ -168,7 +176,9 @@ class Trainer:
         callbacks: list[Callable[["Trainer", dict], None]] | None = None,
         diagnostics: Callable[[Any, torch.Tensor], dict] | None = None,
     ):
-        _check_settings(epochs, batch_size, lr, weight_decay, patience, seed, eval_batch_size)
+        epochs, batch_size, lr, weight_decay, patience, seed, eval_batch_size = _check_settings(
+            epochs, batch_size, lr, weight_decay, patience, seed, eval_batch_size
+        )
         train, valid = _split("train", train), None if valid is None else _split("valid", valid)
         self.lr_schedule = lr_schedule if isinstance(lr_schedule, LRSchedule) else LRSchedule(lr_schedule)  # validated there
         self.epochs, self.batch_size, self.lr, self.patience, self.seed = epochs, batch_size, lr, patience, seed
@@ -1147,18 +1157,21 @@ class _StopWithin(Exception):
 
 def _check_settings(
     epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int | None, seed: int, eval_batch_size: int
-) -> None:
-    """The Trainer's numbers, refused by name (ValueError) unless each is of its kind and range:
-    2.5 epochs trained 3, a patience of 0 ended in an IndexError, a learning rate of NaN (``nan <=
-    0`` is false) was left to Adam's own check."""
-    counts: dict[str, tuple[object, int]] = {"epochs": (epochs, 1), "batch_size": (batch_size, 1), "seed": (seed, 0)}
+) -> tuple[int, int, float, float, int | None, int, int]:
+    """The Trainer's numbers as Python numbers, refused by name (ValueError) unless each is of its
+    kind and range: 2.5 epochs trained 3, a patience of 0 ended in an IndexError, a learning rate
+    of NaN (``nan <= 0`` is false) was left to Adam's own check. A NumPy number is taken as the
+    Python number it holds (a NumPy seed failed in ``manual_seed``, a float32 learning rate in
+    writing the metrics as JSON)."""
+    counts: dict[str, tuple[object, int]] = {"epochs": (epochs, 1), "batch_size": (batch_size, 1)}
     counts["eval_batch_size"] = (eval_batch_size, 1)
     if patience is not None:
         counts["patience"] = (patience, 1)
-    for name, (value, low) in counts.items():
-        whole_at_least(name, value, low)
-    finite_at_least("lr", lr, 0, strict=True)
-    finite_at_least("weight_decay", weight_decay, 0)
+    whole = {name: whole_at_least(name, value, low) for name, (value, low) in counts.items()}
+    seed = generator_seed(seed)
+    lr = float(finite_at_least("lr", lr, 0, strict=True))
+    weight_decay = float(finite_at_least("weight_decay", weight_decay, 0))
+    return whole["epochs"], whole["batch_size"], lr, weight_decay, whole.get("patience"), seed, whole["eval_batch_size"]
 
 
 MAX_SECONDS = 1e9  # a pace or a time spent recorded in a checkpoint (the settings of seconds' cap)
