@@ -527,6 +527,25 @@ def test_a_seed_beyond_what_a_torch_generator_takes_is_refused_by_name():
                 call(bad)
 
 
+def test_data_that_are_no_tensor_or_none_are_refused_in_words_by_every_evaluation():
+    """log_likelihoods read ``x.device`` before any check (a list or a NumPy array was an
+    AttributeError, "'list' object has no attribute 'device'"), and x=None went unchecked into
+    evaluate, estimate and diagnose (``'NoneType' object has no attribute 'to'``, ``no len()``)."""
+    from dgmkit.errors import DataError
+    from dgmkit.evaluation import diagnose, estimate, log_likelihoods
+
+    model, marginal = make()
+    x = data(marginal, 6)
+    for fn in (evaluate, log_likelihoods, estimate, diagnose, posterior_statistics):
+        for bad, kind in ((x.tolist(), "list"), (x.numpy(), "ndarray"), (None, "None")):
+            with pytest.raises(
+                DataError, match=rf"^{fn.__name__}\(\) takes the data as a torch tensor \(N, \*event\), got {kind} "
+            ):
+                fn(model, bad)
+    # a float64 x is scored in the model's precision, as evaluate scores it
+    assert torch.equal(log_likelihoods(model, x.double(), iw_samples=4), log_likelihoods(model, x, iw_samples=4))
+
+
 def test_a_vq_vae_s_bound_is_its_reconstruction_less_the_point_mass_kl_of_minus_log_p_of_its_codes():
     """A point-mass posterior's KL to the prior is -log p(z_q): h w log K under the uniform code
     prior, a positive number, and the ELBO (here the estimate itself) is recon - kl."""

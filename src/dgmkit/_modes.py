@@ -42,8 +42,10 @@ def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _evaluation(fn: Callable[P, R], empty_ok: bool) -> Callable[P, R]:
-    names = list(inspect.signature(fn).parameters)
+    params = inspect.signature(fn).parameters
+    names = list(params)
     at = names.index("x") if "x" in names else None
+    needs_x = at is not None and params["x"].default is inspect.Parameter.empty  # (x=None: no data, refused as such)
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -51,10 +53,11 @@ def _evaluation(fn: Callable[P, R], empty_ok: bool) -> Callable[P, R]:
         if not isinstance(model, nn.Module):
             raise TypeError(f"{fn.__name__}() needs a model (a torch.nn.Module) first, got {type(model).__name__}")
         x = None if at is None else args[at] if at < len(args) else kwargs.get("x")
-        if isinstance(model, GenerativeModel) and x is not None:
+        if isinstance(model, GenerativeModel) and (x is not None or needs_x):
             if not isinstance(x, torch.Tensor):
+                given = "None" if x is None else type(x).__name__
                 raise DataError(
-                    f"{fn.__name__}() takes the data as a torch tensor (N, *event), got {type(x).__name__} "
+                    f"{fn.__name__}() takes the data as a torch tensor (N, *event), got {given} "
                     "(torch.as_tensor(x) makes one of a NumPy array)"
                 )
             want = dtype_of(model)

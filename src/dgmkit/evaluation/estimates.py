@@ -285,6 +285,7 @@ def check_log_volume(model: GenerativeModel, log_volume: float) -> None:
         )
 
 
+@evaluates
 def log_likelihoods(
     model: GenerativeModel,
     x: torch.Tensor,
