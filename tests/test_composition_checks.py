@@ -414,6 +414,40 @@ def test_a_model_made_float64_scores_integer_data_as_their_values(family):
     assert as_long == evaluate(model, x.double(), iw_samples=4, seed=1, batch_size=6).nll and math.isfinite(as_long)
 
 
+@pytest.mark.parametrize(
+    "family, settings",
+    [
+        ("vae", {}),
+        ("hvae", {}),
+        ("hvae", {"posterior": "residual", "res_resolutions": [4, 8]}),
+        ("m2", {}),
+        ("adgm", {}),
+        ("pixelvae", {}),
+    ],
+)
+def test_the_objective_and_the_reconstruction_take_data_of_another_float_precision_in_the_models(family, settings):
+    """float64 (or float16) data given to a float32 model's objective, posterior or reconstruction
+    (``ELBO(1)(model, x.double())``) failed in its first layer, "mat1 and mat2 must have the same
+    dtype": these families cast integers to the model's precision and left floats of another
+    precision as they were (evaluate and the Trainer cast them, a call of the parts did not)."""
+    from dgmkit.config import RunConfig, build_model, build_objective
+    from dgmkit.data import load_dataset
+
+    cfg = RunConfig.of(model=family, **settings)
+    data = load_dataset("digits")
+    x = cfg.model.transform(data)(data.test.x[:4], torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model, objective = build_model(cfg, data.event_shape, data.num_levels), build_objective(cfg)
+    for other in (x.double(), x.half()):
+        torch.manual_seed(1)
+        want = objective(model, x).loss
+        torch.manual_seed(1)
+        got = objective(model, other).loss
+        assert got.dtype == torch.float32 and torch.allclose(got, want)
+        if model.reconstructs:
+            assert torch.equal(model.reconstruct(other), model.reconstruct(x))
+
+
 def test_a_model_made_float64_trains_on_the_transforms_float32_batches():
     """The Trainer gives batches, validation data and its probe in the model's precision (a
     float64 model met 'mat1 and mat2 must have the same dtype' in its first layer)."""

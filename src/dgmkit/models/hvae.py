@@ -283,8 +283,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
     def _encode(self, x: torch.Tensor, scale: bool = True) -> list[torch.Tensor]:
         """The deterministic pass over x: [h] (bottom-up, top-down) or [d_1, ..., d_L] (ladder,
         d_1 = h). ``scale``: x is data (times ``input_scale``), not already a network input."""
-        if not x.is_floating_point():
-            x = x.to(next(self.parameters()).dtype)
+        x = x.to(next(self.parameters()).dtype)  # (integers, or floats of another precision: float64 failed)
         if scale and self.input_scale != 1.0:
             x = x * self.input_scale
         h = self.features(x)

@@ -93,7 +93,7 @@ class SemiSupervisedVAE(Classifier, VariationalModel, EnumeratedELBO):
         if tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"expected data of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
         x = x.flatten(1)
-        return (x if x.is_floating_point() else x.to(dtype_of(self))) * self.input_scale
+        return x.to(dtype_of(self)) * self.input_scale  # (integers, or floats of another precision: float64 failed)
 
     def _per_class(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x repeated for every class (B*K, *event), flat x (B*K, D) and onehot(y) (B*K, K):

@@ -82,9 +82,10 @@ class VAE(DecodedModel, LatentVariableModel):
                 f"q(z|x) was given data of shape {tuple(x.shape)}; the model's datapoints are of shape {event}: "
                 f"a batch is (B, {', '.join(map(str, event))})"
             )
-        if not x.is_floating_point():
-            x = x.to(dtype_of(self))  # (the model's precision: float64 once made so)
-        elif self.fill_missing and may_be_incomplete(x):
+        floating = x.is_floating_point()  # (integers hold no missing entry)
+        # the model's precision: float64 once made so (float64 data failed in a float32 model's first layer)
+        x = x.to(dtype_of(self))
+        if floating and self.fill_missing and may_be_incomplete(x):
             x = x.nan_to_num(0.0)
         if self.input_scale != 1.0:
             x = x * self.input_scale

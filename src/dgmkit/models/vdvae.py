@@ -215,8 +215,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
 
     # ------------------------------------------------------------ passes
     def _bottom_up(self, x: torch.Tensor, scale: bool = True) -> dict[int, torch.Tensor]:
-        if not x.is_floating_point():
-            x = x.to(self.h0.dtype)
+        x = x.to(self.h0.dtype)  # (integers, or floats of another precision: float64 failed in float32 layers)
         if scale and self.input_scale != 1.0:
             x = x * self.input_scale
         h = self.stem(x)
