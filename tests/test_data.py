@@ -220,6 +220,23 @@ def test_scaling_to_the_unit_interval():
         DataTransform("rescale", 17)
 
 
+def test_a_transform_is_chosen_for_a_dataset_and_anything_else_is_refused_by_what_it_is():
+    """A split of the dataset, the arguments swapped or None reached ``dataset.columns``: an
+    AttributeError ("'Split' object has no attribute 'columns'")."""
+    from dgmkit.data.transforms import density_transform
+
+    data = from_array(np.random.default_rng(0).integers(0, 2, (50, 16)).astype(np.float32), name="b")
+    chosen = "a data transform is chosen for a dgmkit Dataset"
+    for call, what in (
+        (lambda: make_transform("bernoulli", data.train), r"got Split \(its splits' levels are the Dataset's"),
+        (lambda: make_transform(data, "bernoulli"), "got 'bernoulli'"),
+        (lambda: make_transform("bernoulli", None), "got NoneType"),
+        (lambda: density_transform("digits"), "got 'digits'"),
+    ):
+        with pytest.raises(DataError, match=rf"^{chosen} \(dgmkit\.data\.load_dataset\(name\)\), {what}"):
+            call()
+
+
 def test_make_transform_choices_and_errors():
     ints = from_array(np.random.default_rng(0).integers(0, 256, (50, 4, 4)).astype(np.uint8), name="u8")
     binary = from_array(np.random.default_rng(0).integers(0, 2, (50, 16)).astype(np.float32), name="b")

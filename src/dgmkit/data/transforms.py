@@ -167,7 +167,14 @@ def scores_densities(kind: str, model: object = None) -> bool:
 
 def _numeric_columns_only(dataset: Dataset, what: str) -> None:
     """Refuses (DataError) a table with categorical columns for a density of numbers, which would
-    score their category indices as numbers."""
+    score their category indices as numbers; and anything but a Dataset (a split of one, the
+    arguments swapped, None: an AttributeError on ``columns``), by what it is."""
+    if not isinstance(dataset, Dataset):
+        hint = " (its splits' levels are the Dataset's: give the Dataset)" if type(dataset).__name__ == "Split" else ""
+        raise DataError(
+            f"a data transform is chosen for a dgmkit Dataset (dgmkit.data.load_dataset(name)), got "
+            f"{shown_value(dataset) if isinstance(dataset, str) else type(dataset).__name__}{hint}"
+        )
     cats = [c.name for c in dataset.columns if c.levels]
     if cats:
         raise DataError(
