@@ -460,6 +460,12 @@ def test_a_model_made_float64_trains_on_the_transforms_float32_batches():
     assert next(model.parameters()).dtype == torch.float64
 
 
+def test_the_trainer_refuses_an_objective_class_given_for_an_instance_by_name():
+    """Trainer(model, ELBO, ...) failed in check_model: "missing 1 required positional argument: 'model'"."""
+    with pytest.raises(TypeError, match=r"^the objective is the class ELBO; give an instance of it, ELBO\(\.\.\.\)$"):
+        Trainer(_vae(), ELBO, _binary(), DataTransform("binary", 2), device="cpu", progress=False)  # type: ignore[arg-type]
+
+
 def test_the_trainer_refuses_an_objective_for_another_kind_of_model_by_name():
     from dgmkit.objectives import MaximumLikelihood, ReinforceELBO
 

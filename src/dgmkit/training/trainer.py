@@ -188,6 +188,9 @@ class Trainer:
             self.device = rank_device(self.dist, self.device)
             sizes = {"batch_size": batch_size, "the training split": len(train)}
             check_shares(self.dist, {**sizes, **({"the validation split": len(valid)} if valid is not None else {})})
+        if isinstance(objective, type):  # (ELBO for ELBO(1): "check_model() missing 1 required positional argument")
+            name = objective.__name__
+            raise TypeError(f"the objective is the class {name}; give an instance of it, {name}(...)")
         self.model = model.to(self.device)
         objective.check_model(model)
         self.objective, self.transform, self.valid = objective, transform, valid
