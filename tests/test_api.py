@@ -704,6 +704,8 @@ def test_a_refusal_that_names_dgm_s_commands_keeps_their_flags(tmp_path):
     assert "--data NEW for dgm eval, sample and the other commands" in str(e.value) and "data=" not in str(e.value)
     with pytest.raises(ConfigError, match="^data= names a .npy"), _data_keywords():
         raise ConfigError("--data names a .npy, .npz, .mat, .csv or .parquet file, got 'x'")
+    with pytest.raises(DataError, match=r"if it moved, data=PATH; its schema: schema=PATH$"), _data_keywords():
+        raise DataError("no such data file: x.csv (of r); if it moved, --data PATH; its schema: --schema PATH")
 
 
 def test_reconstruct_and_interpolate_of_a_table_count_its_rows_as_datapoints_not_images(tmp_path):

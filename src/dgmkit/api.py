@@ -430,6 +430,7 @@ def _known_options(options: Mapping[str, Any], known: tuple[str, ...], call: str
 
 
 _DATA_FLAGS = re.compile(r"--(?:data-dir|data|schema)(?![\w-])")  # where the run's data are read from
+_DATA_VALUE = re.compile(r"--(data|schema) ([A-Z][A-Z_]*)\b")  # a flag with its value's placeholder
 _DGM_COMMAND = re.compile(r"\bdgm [a-z]")  # a refusal that says which dgm command takes a flag
 
 
@@ -445,7 +446,8 @@ def _data_keywords() -> Iterator[None]:
     except DgmError as e:
         if _DGM_COMMAND.search(str(e)):
             raise
-        said = _DATA_FLAGS.sub(lambda m: "data=" if m.group(0) == "--data" else keyword(m.group(0)), str(e))
+        said = _DATA_VALUE.sub(r"\1=\2", str(e))  # ("--data PATH": data=PATH, not "data= PATH")
+        said = _DATA_FLAGS.sub(lambda m: "data=" if m.group(0) == "--data" else keyword(m.group(0)), said)
         if said == str(e):
             raise
         raise type(e)(said) from None
