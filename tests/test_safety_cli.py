@@ -399,6 +399,7 @@ def _edit_metadata(path: Path, key: str, edit) -> None:
         ("trainer", lambda t: {k: v for k, v in t.items() if k != "epoch"}, "counter epoch"),
         ("trainer", lambda t: {**t, "best_epoch": 99}, "contradict each other"),
         ("trainer", lambda t: {**t, "best_valid": "high"}, "best_valid"),
+        ("trainer", lambda t: {**t, "best_valid": 1e308}, "best_valid = 1e+308 is no score of a datapoint (beyond +-1e+12"),
         ("trainer", lambda t: [t], "its trainer metadata is not a dict"),  # (refused by load_checkpoint)
         ("trainer", lambda t: {**t, "scaler": [1.0]}, "the gradient scaler state is not a table"),
         ("trainer", lambda t: {**t, "recent_grad_norms": [1.0, -2.0]}, "recent_grad_norms is not a list"),

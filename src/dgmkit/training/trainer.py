@@ -1188,6 +1188,9 @@ def _count(v: object, lowest: int, highest: int) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and lowest <= v <= highest
 
 
+MAX_SCORE = 1e12  # nats a datapoint: far beyond any model's (a million dimensions at a million nats each)
+
+
 def _checked_counters(t: dict, path: Path) -> dict:
     """The trainer counters of a checkpoint (a table: ``load_checkpoint`` refuses other JSON),
     type- and range-checked."""
@@ -1200,6 +1203,8 @@ def _checked_counters(t: dict, path: Path) -> dict:
     b = t.get("best_valid")
     if b is not None and (not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b)):
         raise CheckpointError(f"{path}: best_valid = {b!r} is not a finite number or null")
+    if b is not None and abs(b) > MAX_SCORE:  # (1e308 printed as a best score of 309 digits)
+        raise CheckpointError(f"{path}: best_valid = {b:.3g} is no score of a datapoint (beyond +-{MAX_SCORE:.0e} nats)")
     if t.get("scaler") is not None and not isinstance(t["scaler"], dict):
         raise CheckpointError(f"{path}: the gradient scaler state is not a table")
     threads = t.get("cpu_threads")
