@@ -407,6 +407,16 @@ def test_data_dir_is_read_by_the_runs_whose_data_come_from_a_folder_and_left_to_
     assert main(["report", str(digits), "--data-dir", str(data_dir), "--out", str(tmp_path / "d.html")]) == 1
     said = f"--data-dir is of datasets read from a folder; {digits} was trained on digits, read from no folder"
     assert said in capsys.readouterr().err and not (tmp_path / "d.html").exists()
+    # a run on the latents of the run on digits reads no folder either: its 2-D density figure is drawn beside the
+    # Frey run (it was lost to a note, the chain refusing the folder), and alone --data-dir is refused
+    flow = tmp_path / "flow"
+    assert main(["train", "--model", "flow", "--codes-of", str(digits), "--epochs", "1", "--out", str(flow), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(frey), str(flow), "--data-dir", str(data_dir), "--out", str(out), "--force"]) == 0
+    page = out.read_text()
+    assert "density p(x) on a" in page and "could not be read" not in page and "note:" not in capsys.readouterr().out
+    assert main(["report", str(flow), "--data-dir", str(data_dir), "--out", str(tmp_path / "f.html")]) == 1
+    assert "no run here was trained on one, nor on the data of runs trained on one" in capsys.readouterr().err
 
 
 def test_report_without_figures_reads_no_data(runs, tmp_path, monkeypatch):

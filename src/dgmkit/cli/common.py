@@ -51,6 +51,7 @@ __all__ = [
     "split_data",
     "run_data",
     "data_dir_unread",
+    "chain_reads_folder",
     "add_data_flags",
     "add_count_flag",
     "add_limit_flag",
@@ -749,6 +750,22 @@ def _data_inputs(d: DataConfig, data: str | None, chain: tuple[Path, ...]) -> li
             except DgmError:  # an unreadable source run: the command says so itself when it makes its data
                 pass
     return files
+
+
+def chain_reads_folder(d: DataConfig, _chain: tuple[Path, ...] = ()) -> bool:
+    """Whether a run's data are read from a data folder (--data-dir): a dataset of one, or, for a run
+    on another run's data (``codes_of``), the data of the first run of the chain (``reads_folder``
+    says true of every such run). From the runs' records alone (no weights read); true where a run of
+    the chain cannot be read, or loops (reading its data says what is wrong)."""
+    if not d.codes_of:
+        return d.reads_folder
+    source = full_path(d.codes_of)
+    if source in _chain or len(_chain) >= MAX_CHAIN:
+        return True
+    try:
+        return chain_reads_folder(recorded_config(source).data, (*_chain, source))
+    except DgmError:
+        return True
 
 
 @dataclasses.dataclass(frozen=True)

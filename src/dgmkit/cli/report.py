@@ -20,6 +20,7 @@ from dgmkit.cli.common import (
     add_count_flag,
     add_data_flags,
     add_device_flag,
+    chain_reads_folder,
     codes_name,
     command_output,
     data_dir_unread,
@@ -221,8 +222,8 @@ def _used_config(run: Run) -> dict:
 
 def _data_dir(run: Run, args: argparse.Namespace) -> str | None:
     """--data-dir for a run whose data are read from a folder; None for another (a run on digits
-    beside one on MNIST: the folder is the other run's)."""
-    return args.data_dir if run.cfg.data.reads_folder else None
+    beside one on MNIST, or on the latents of a run on digits: the folder is the other run's)."""
+    return args.data_dir if chain_reads_folder(run.cfg.data) else None
 
 
 @torch.no_grad()
@@ -363,10 +364,13 @@ def _check_flags_read(args: argparse.Namespace, runs: list[Run]) -> None:
             f"--samples {args.samples}: the samples shown are images, and no run here models images (their data are rows "
             "of values): leave it out"
         )
-    if args.data_dir is not None and not any(run.cfg.data.reads_folder for run in runs):
-        if len(runs) == 1:
+    if args.data_dir is not None and not any(chain_reads_folder(run.cfg.data) for run in runs):
+        if len(runs) == 1 and not runs[0].cfg.data.codes_of:
             raise ConfigError(data_dir_unread(runs[0].cfg.data, runs[0].path))
-        raise ConfigError("--data-dir is of datasets read from a folder; no run here was trained on one")
+        raise ConfigError(  # (a run on another run's data: those of the first run of its chain)
+            "--data-dir is of datasets read from a folder; no run here was trained on one, nor on the data of runs "
+            "trained on one"
+        )
 
 
 def run_report(args: argparse.Namespace) -> int:
