@@ -911,6 +911,9 @@ def test_a_run_logged_to_tensorboard_and_resumed_without_the_flag_says_its_log_s
         assert main([*args, *flags, "--epochs", "1", "--out", str(folder)]) == 0
     capsys.readouterr()
     note = "holds the run's TensorBoard log; resumed without --tensorboard, it logs no more epochs"
+    assert main([*args, "--epochs", "2", "--out", str(out), "--resume", "--lr", "0.5"]) == 1  # (refused: no note)
+    said = capsys.readouterr()
+    assert note not in said.out + said.err and "lr" in said.err
     assert main([*args, "--epochs", "2", "--out", str(out), "--resume"]) == 0
     said = capsys.readouterr()
     assert f"note: {out / 'tensorboard'} {note}" in said.out + said.err

@@ -322,9 +322,6 @@ def train_run(
     _check_fit_flags(cfg, resume, tensorboard, restart)
     if tensorboard and resume:  # a resumed run's log folder, refused before an epoch is trained (not after)
         check_log_dir(out / "tensorboard")
-    elif resume and resume_line and distributed.current().is_main and (out / "tensorboard").is_dir():
-        log = out / "tensorboard"
-        say(f"note: {log} holds the run's TensorBoard log; resumed without --tensorboard, it logs no more epochs")
     cfg, dataset = _run_data(cfg, out, resume)
     read_off = cfg.model.settings_from_data(dataset)  # e.g. the heads a table's columns need
     if read_off:
@@ -358,6 +355,9 @@ def train_run(
             writer.start()  # the new place (pinned above): recorded now, whether or not an epoch trains
             if lost and resume_line:
                 say(f"note: {out / 'config.json'} was missing; written again from the record in checkpoint.safetensors")
+        if resume and not tensorboard and resume_line and main and (out / "tensorboard").is_dir():  # (said once it goes on)
+            log = out / "tensorboard"
+            say(f"note: {log} holds the run's TensorBoard log; resumed without --tensorboard, it logs no more epochs")
         return _fit(cfg, model, fitted, transform, writer, resume, quiet, report_every, tensorboard, resume_line)
 
 
