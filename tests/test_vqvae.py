@@ -316,18 +316,20 @@ def test_a_code_prior_follows_its_vqvae_to_a_new_folder_and_no_other(tmp_path, c
     assert "other data than the run" in capsys.readouterr().err
 
 
-def test_every_link_of_a_chain_of_runs_on_runs_data_is_pinned(tmp_path, capsys):
+def test_every_link_of_a_chain_of_runs_on_runs_data_is_pinned(tmp_path, capsys, monkeypatch):
     """C takes B's latents, B takes A's: C's data are refused once B's source is not the A it was
     trained on (its config.json pointed at another run, or A trained on since)."""
     flags = ["--epochs", "1", "--hidden", "8", "--quiet"]
     a, other, b, c = (tmp_path / n for n in ("a", "other", "b", "c"))
+    monkeypatch.setenv("HOME", str(tmp_path))
     for out, seed in ((a, 0), (other, 5)):
         assert (
             main(["train", "--dataset", "digits", *flags, "--latent-dim", "4", "--seed", str(seed), "--out", str(out)]) == 0
         )
-    for out, source in ((b, a), (c, b)):
+    for out, source in ((b, "~/a"), (c, b)):  # ("~": the home folder, as a config file's codes_of may say it)
         assert main(["train", "--codes-of", str(source), "--likelihood", "gaussian", *flags, "--latent-dim", "2",
                      "--out", str(out)]) == 0  # fmt: skip
+    assert json.loads((b / "config.json").read_text())["config"]["data"]["codes_of"] == str(a.resolve())
     assert main(["eval", str(c), "--split", "test"]) == 0
     kept = (b / "config.json").read_text()
     (b / "config.json").write_text(kept.replace(json.dumps(str(a.resolve())), json.dumps(str(other.resolve()))))

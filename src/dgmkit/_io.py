@@ -346,9 +346,10 @@ _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def full_path(path: os.PathLike[str] | str) -> Path:
-    """``Path(path).resolve()``, but a loop of symbolic links is left as it is for whoever opens the
-    path to refuse (Python before 3.13 raises RuntimeError there: a user's path named no run or file)."""
-    return Path(os.path.realpath(path))
+    """``Path(path).expanduser().resolve()``, but a loop of symbolic links is left as it is for whoever
+    opens the path to refuse (Python before 3.13 raises RuntimeError there: a user's path named no run
+    or file). ``~`` is the home folder, as in the data paths (a config file's ``codes_of = "~/runs/vq"``)."""
+    return Path(os.path.realpath(os.path.expanduser(path)))
 
 
 def shell_path(path: os.PathLike[str] | str) -> str:
