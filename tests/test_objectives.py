@@ -294,3 +294,15 @@ def test_objective_settings_are_refused_by_kind_and_range():
         assert needle in str(e.value)
     assert IWAE(np.int64(3)).k == 3 and type(IWAE(np.int64(3)).k) is int
     assert BetaTCVAE(tc_weight=np.float32(2.0)).weights == (1.0, 2.0, 1.0)
+
+
+def test_importance_weights_of_an_empty_batch_are_refused_in_words():
+    """IWAE(k) and the importance-weighted bounds of a batch of no datapoints: torch's "cannot
+    reshape tensor of 0 elements" from inside a distribution's log_prob, named now."""
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.objectives import IWAE
+
+    model = build_model(RunConfig.of(dataset="digits", hidden=[8], latent_dim=2), (1, 8, 8), 17)
+    with pytest.raises(ValueError, match=r"^importance weights of an empty batch \(0 datapoints\)"):
+        IWAE(3)(model, torch.zeros(0, 1, 8, 8))
+    assert IWAE(3)(model, torch.zeros(2, 1, 8, 8)).loss.shape == (2,)

@@ -71,6 +71,8 @@ def log_importance_weights(
     four terms at once. ``keep_likelihood``: also p(x|z) at the draws (``px``; a single-layer
     latent variable model), for imputation from the same decoder pass."""
     whole_at_least("k, the number of importance draws", k, 1)  # (0 or 2.5: torch's words, from deep inside)
+    if len(x) == 0:  # (torch's "cannot reshape tensor of 0 elements", from inside a distribution's log_prob)
+        raise ValueError("importance weights of an empty batch (0 datapoints): give one or more")
     fused = getattr(model, "joint_pass", None)
     if fused is not None and reparameterized and not keep_likelihood:
         return _checked(ImportanceWeights(*fused(x, k, generator)), k, len(x))
