@@ -71,7 +71,7 @@ import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -82,6 +82,9 @@ from dgmkit.data.transforms import values_seen
 from dgmkit.distributions.pixels import observed_log_prob
 from dgmkit.errors import DataError, DgmError, whole_at_least
 from dgmkit.models.terms import Term
+
+if TYPE_CHECKING:
+    from dgmkit.priors import Prior
 
 __all__ = [
     "EstimateKind",
@@ -424,12 +427,31 @@ class LatentVariableModel(VariationalModel):
         return location(self.likelihood(self.reconstruction_code(x)))
 
     @property
-    def num_components(self) -> int | None:
-        """Mixture components of the prior that can serve as clusters (None: no such prior)."""
+    def top_prior_module(self) -> "Prior | None":
+        """The prior module of the latents drawn first (a VAE's p(z), a stack's p(z_L)), whose
+        declarations are the model's: its mixture components as clusters, why a sampling option
+        would not apply to it (None: no such module)."""
         return None
 
+    def top_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """The part of latents z (*batch, M) that ``top_prior_module`` is over: all of z here."""
+        return z
+
+    def untaken_sample_note(self, option: str) -> str | None:
+        p = self.top_prior_module
+        return None if p is None else p.untaken_sample_note(option)
+
+    @property
+    def num_components(self) -> int | None:
+        """Mixture components of the prior that can serve as clusters (None: no such prior)."""
+        p = self.top_prior_module
+        return p.components if p is not None and p.has_components else None
+
     def assign_components(self, z: torch.Tensor) -> torch.Tensor:
-        raise CapabilityError(f"{type(self).__name__} has no mixture prior whose components could be clusters")
+        p = self.top_prior_module
+        if p is None or not p.has_components:
+            raise CapabilityError(f"{type(self).__name__} has no mixture prior whose components could be clusters")
+        return p.assign(self.top_latents(z))
 
 
 class ExactLatentVariableModel(ExactLikelihoodModel, LatentVariableModel):

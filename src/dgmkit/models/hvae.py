@@ -206,17 +206,12 @@ class LayerStack(ModelELBO):
         stack = cast("HierarchicalVAE | DeepTopDownVAE", self)
         return HierarchicalPrior(stack, stack.top())
 
-    def untaken_sample_note(self, option: str) -> str | None:
-        return self.top_prior.untaken_sample_note(option)
-
     @property
-    def num_components(self) -> int | None:
-        return self.top_prior.components if self.top_prior.has_components else None
+    def top_prior_module(self) -> Prior:
+        return self.top_prior
 
-    def assign_components(self, z: torch.Tensor) -> torch.Tensor:
-        if not self.top_prior.has_components:
-            return super().assign_components(z)  # type: ignore[misc]  # a mixin: LatentVariableModel's, next in the MRO
-        return self.top_prior.assign(self.split(z)[-1])
+    def top_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return self.split(z)[-1]
 
 
 class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):

@@ -111,17 +111,9 @@ class VAE(DecodedModel, LatentVariableModel):
         """log p(x_d = v | z) of every value v of every pixel, float64 (``Decoder.pixel_log_pmf``)."""
         return self.decoder.pixel_log_pmf(self.decoder_input(z))
 
-    def untaken_sample_note(self, option: str) -> str | None:
-        return self.prior_module.untaken_sample_note(option)
-
     @property
-    def num_components(self) -> int | None:
-        return self.prior_module.components if self.prior_module.has_components else None
-
-    def assign_components(self, z: torch.Tensor) -> torch.Tensor:
-        if not self.prior_module.has_components:
-            return super().assign_components(z)
-        return self.prior_module.assign(z)
+    def top_prior_module(self) -> Prior:
+        return self.prior_module
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
