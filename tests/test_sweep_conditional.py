@@ -548,8 +548,9 @@ def test_small_images_are_enlarged_pixel_by_pixel_to_the_least_cell_size():
 def test_an_image_grid_of_non_finite_values_is_refused():
     x = torch.zeros(2, 1, 2, 2)
     x[1, 0, 1, 1] = float("nan")
-    with pytest.raises(EvaluationError, match=r"non-finite pixel values \(1 of 8 values"):
+    with pytest.raises(EvaluationError, match=r"^the images to draw hold non-finite pixel values \(1 of 8 values") as e:
         figures.image_grid_png(x, nrow=2)
+    assert "missing entries: map them to a grey first, torch.nan_to_num(x, nan=0.5)" in str(e.value)
     with pytest.raises(EvaluationError, match=r"\(2 of 3 values"):
         figures.check_finite(torch.tensor([1.0, float("inf"), float("nan")]), "x")
     figures.check_finite(torch.tensor([1, 2]), "integers")

@@ -31,15 +31,17 @@ MAX_GRID_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS: a larger PNG is a "d
 MAX_GRID_SIDE = 65_535  # pixels on a side: the most that many viewers open (JPEG's, and some browsers' limit)
 
 
-def check_finite(t: torch.Tensor, what: str) -> None:
+def check_finite(
+    t: torch.Tensor, what: str, whose: str = "the model gives", why: str = "its weights may be too large"
+) -> None:
     """Refuse values to draw or print that hold NaN or inf (a model with huge weights gives them):
-    no picture of NaN, no table of nan."""
+    no picture of NaN, no table of nan. ``whose``, ``why``: who gave them and why they might hold
+    such values, as the refusal says it."""
     t = t.detach()
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise EvaluationError(
-            f"the model gives non-finite {what} ({bad} of {t.numel()} values are NaN or inf; its weights may be too "
-            "large); nothing was written"
+            f"{whose} non-finite {what} ({bad} of {t.numel()} values are NaN or inf; {why}); nothing was written"
         )
 
 
@@ -88,6 +90,12 @@ def check_grid(n: int, shape: tuple[int, ...], nrow: int, min_cell: int = 28, pa
     return nrow, scale
 
 
+_NAN_IMAGES = (
+    "a model's outputs: its weights may be too large; a run's data with missing entries: map them to a grey first, "
+    "torch.nan_to_num(x, nan=0.5)"
+)
+
+
 def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int = 2) -> bytes:
     """A grid of images (N, C, H, W) with values in [0, 1], ``nrow`` images per row.
     Small images are enlarged (nearest neighbour) to at least ``min_cell`` pixels. 1, 3 and 4
@@ -98,7 +106,7 @@ def image_grid_png(images: torch.Tensor, nrow: int, min_cell: int = 28, pad: int
         raise DataError(f"an image grid takes images shaped (N, C, H, W), got {tuple(images.shape)}")
     n, c, h, w = images.shape
     nrow, scale = check_grid(n, (c, h, w), nrow, min_cell, pad)
-    check_finite(images, "pixel values")
+    check_finite(images, "pixel values", "the images to draw hold", _NAN_IMAGES)  # (from a model or a caller's data)
     x = images.detach().float().clamp(0, 1).cpu()
     if c not in (1, 3, 4):
         x, c, w = x.permute(0, 2, 1, 3).reshape(n, 1, h, c * w), 1, c * w
