@@ -113,6 +113,10 @@ def test_eval_notes_follow_the_models_declarations_not_its_name():
     shown = format_report({**bound, "elbo_stderr": 0.25, "layers": layers})
     assert re.search(r"\nELBO +-3\.000 \+- 0\.250 nats  \(0\.1000 bits/dim\)", shown)
     assert re.search(r"\nper layer +KL at a further posterior draw .*\n  layer z1 +KL 1\.500 nats, active 3 / 4\n", shown)
+    layers = [{**layers[0], "kl_stderr": 0.05}, {**layers[1], "kl_stderr": None}]  # (the top's KL: closed form of x alone)
+    shown = format_report({**bound, "elbo_stderr": 0.25, "layers": layers})
+    assert "\n  layer z1        KL 1.500 +- 0.050 nats, active 3 / 4\n" in shown
+    assert "\n  layer z2        KL 0.500 nats (closed form, exact given x), active 1 / 2\n" in shown
     assert "+-" not in format_report({**bound, "estimate": "exact", "elbo_stderr": 0.25}).split("NLL")[0]  # = log p(x)
 
 

@@ -122,13 +122,12 @@ def format_report(r: dict) -> str:
     if r.get("layers"):
         rows.append(("per layer", "KL at a further posterior draw (the layers' KLs add up to the KL above in expectation)"))
     for layer in r.get("layers") or []:
-        spread = "" if layer.get("kl_stderr") is None else f" +- {_num(layer['kl_stderr'])}"
-        rows.append(
-            (
-                f"  layer {layer['name']}",
-                f"KL {layer['kl']:.3f}{spread} nats, active {layer['active_units']} / {layer['size']}",
-            )
-        )
+        kl, se = f"KL {layer['kl']:.3f}", layer.get("kl_stderr")
+        if se is not None:
+            kl += f" +- {_num(se)} nats"
+        else:  # a closed form of x alone (a top layer's), which no draw moves; a record from before kl_stderr: unsaid
+            kl += " nats (closed form, exact given x)" if "kl_stderr" in layer else " nats"
+        rows.append((f"  layer {layer['name']}", f"{kl}, active {layer['active_units']} / {layer['size']}"))
     rows += [("what", line) for line in eval_notes(r)]
     rows.append(("time", f"{r['seconds']:.1f} s"))
     width = max(len(a) for a, _ in rows)
