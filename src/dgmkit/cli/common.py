@@ -19,7 +19,7 @@ from dgmkit import _lock
 from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, full_path, parse_json, read_regular
 from dgmkit.cli.argtypes import SEED, count
 from dgmkit.config import Run, load_run
-from dgmkit.config.inputs import MAX_CHAIN, attach_input, check_derived_current, run_dataset
+from dgmkit.config.inputs import attach_input, check_derived_current, recorded_chain, run_dataset
 from dgmkit.config.run import holds_recorded_data, recorded_config
 from dgmkit.config.schema import DataConfig, RunConfig
 from dgmkit.data import Dataset, default_data_dir
@@ -732,10 +732,10 @@ def recorded_inputs(run_dir: str | os.PathLike[str], data: str | None = None, sc
         d = recorded_config(run_dir).data
     except DgmError:
         return [Path(schema)] if schema else []
-    return [*_data_inputs(d, data, ()), *([Path(schema)] if schema else [])]
+    return [*_data_inputs(d, data), *([Path(schema)] if schema else [])]
 
 
-def _data_inputs(d: DataConfig, data: str | None, chain: tuple[Path, ...]) -> list[Path]:
+def _data_inputs(d: DataConfig, data: str | None) -> list[Path]:
     # --data: the run whose data it takes, at a new folder (or the data file of the first run of the chain)
     moved = data if d.codes_of and data and not _names_first_data(d, data) else None
     files = [Path(v) for v in (None if moved else data, d.schema) if v]
@@ -743,29 +743,25 @@ def _data_inputs(d: DataConfig, data: str | None, chain: tuple[Path, ...]) -> li
         files.append(Path(d.dataset))
     if d.codes_of:
         files += run_files(moved or d.codes_of)
-        source = full_path(moved or d.codes_of)
-        if source not in chain and len(chain) < MAX_CHAIN:  # (a loop or a longer chain is refused where the data load)
-            try:
-                files += _data_inputs(recorded_config(source).data, None, (*chain, source))
-            except DgmError:  # an unreadable source run: the command says so itself when it makes its data
-                pass
+        # (a loop, a longer chain or an unreadable source run: the command says so itself when it makes its data)
+        for _, recorded in recorded_chain(moved or d.codes_of):
+            if recorded is None:
+                break
+            files += [Path(recorded.schema)] if recorded.schema else []
+            files += [Path(recorded.dataset)] if recorded.dataset and is_data_file(recorded.dataset) else []
+            files += run_files(recorded.codes_of) if recorded.codes_of else []
     return files
 
 
-def chain_reads_folder(d: DataConfig, _chain: tuple[Path, ...] = ()) -> bool:
+def chain_reads_folder(d: DataConfig) -> bool:
     """Whether a run's data are read from a data folder (--data-dir): a dataset of one, or, for a run
     on another run's data (``codes_of``), the data of the first run of the chain (``reads_folder``
     says true of every such run). From the runs' records alone (no weights read); true where a run of
     the chain cannot be read, or loops (reading its data says what is wrong)."""
     if not d.codes_of:
         return d.reads_folder
-    source = full_path(d.codes_of)
-    if source in _chain or len(_chain) >= MAX_CHAIN:
-        return True
-    try:
-        return chain_reads_folder(recorded_config(source).data, (*_chain, source))
-    except DgmError:
-        return True
+    first = [recorded for _, recorded in recorded_chain(d.codes_of)][-1]  # (the chain's end: its first run, if read)
+    return first is None or first.reads_folder
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,21 +29,22 @@ Two ways a run uses another, each declared by a family (``FamilyConfig``):
 """
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from dgmkit._io import full_path
-from dgmkit.config.run import Run, holds_recorded_data, load_run
+from dgmkit.config.run import Run, holds_recorded_data, load_run, recorded_config
 from dgmkit.config.schema import DataConfig
 from dgmkit.data import Dataset, load_dataset
 from dgmkit.data.dataset import SPLITS
 from dgmkit.data.missing import remove_completely_at_random
 from dgmkit.data.registry import is_data_file
-from dgmkit.errors import ConfigError, DataError
+from dgmkit.errors import ConfigError, DataError, DgmError
 from dgmkit.families import FAMILIES
 
-__all__ = ["run_dataset", "derived_dataset", "derived_name", "attach_input", "check_derived_current"]
+__all__ = ["run_dataset", "derived_dataset", "derived_name", "attach_input", "check_derived_current", "recorded_chain"]
 
 
 MAX_CHAIN = 8  # runs on the data of runs on the data of ... (each holds its model while the next loads)
@@ -99,6 +100,25 @@ def run_dataset(
             schema=data.schema,
         )
     return remove_completely_at_random(dataset, data.missing_rate, data.missing_seed)
+
+
+def recorded_chain(codes_of: str) -> Iterator[tuple[Path, DataConfig | None]]:
+    """The runs whose data a run on another run's data (``codes_of``) is made from, its source first
+    and the first run of the chain last, each with the data settings it recorded: from the runs'
+    records alone (no weights read). It ends at a loop or past ``MAX_CHAIN`` runs, and with None at
+    a run whose record cannot be read (loading the data says what is wrong with either)."""
+    chain: tuple[Path, ...] = ()
+    source = full_path(codes_of)
+    while source not in chain and len(chain) < MAX_CHAIN:
+        try:
+            data = recorded_config(source).data
+        except DgmError:
+            yield source, None
+            return
+        yield source, data
+        if not data.codes_of:
+            return
+        chain, source = (*chain, source), full_path(data.codes_of)
 
 
 def _stored_name(name: str, chain: tuple[Path, ...], moved_file: str | None) -> str:
