@@ -139,3 +139,67 @@ def test_the_bits_back_rates_in_the_compression_page_s_prose_are_its_transcript_
         assert re.search(rf"{float(payload):.3f} bits/dim,( is)? {ratio:.3f} times", prose), (payload, elbo)
         assert f"({float(elbo):.3f})" in prose or f"({float(elbo):.3f} bits/dim;" in prose, elbo
     assert f"take the whole file to {float(runs[0][0]):.3f}" in prose
+
+
+def test_the_compression_page_s_header_and_nll_are_its_transcripts_():
+    """The prose around the two compression transcripts also quotes the categorical VAE's
+    importance-sampled NLL, the header's bytes of its bits-back file (the file less the payload)
+    and, roughly, the ARM file's header."""
+    import re
+
+    docs = REPO / "docs"
+    prose = " ".join((docs / "uses" / "compression.md").read_text().split())
+    vae = (docs / "transcripts" / "compress-vae.txt").read_text()
+    nll = re.search(r"^bits/dim\s+([\d.]+)$", vae, re.M)
+    assert nll is not None
+    assert f"importance-sampled NLL is {float(nll.group(1)):.3f})" in prose, nll.group(1)
+    pattern = r"compressed (\d+) images \((\d+) pixels\) to (\d+) bytes: [\d.]+ bits/dim \(.*?payload ([\d.]+)\)"
+    pixels, size, payload = map(float, re.search(pattern, vae).group(2, 3, 4))  # the first bits-back file
+    assert f"The header's {round(size - payload * pixels / 8)} bytes take the whole file" in prose
+    arm = re.search(pattern, (docs / "transcripts" / "compress.txt").read_text())
+    pixels, size, payload = map(float, arm.group(2, 3, 4))
+    assert f"The header costs about {round(size - payload * pixels / 8, -2):.0f} bytes" in prose
+
+
+def test_the_family_table_s_rows_that_name_a_transcript_give_its_nll():
+    """docs/families/index.md's table of quick runs says that its rows naming a transcript of
+    docs/transcripts/ give that transcript's number: the NLL row of its last `dgm eval`, to the
+    row's decimals, with the same k or kind of estimate."""
+    import re
+
+    rows = [
+        line
+        for line in (REPO / "docs" / "families" / "index.md").read_text().splitlines()
+        if re.search(r"`docs/transcripts/[\w-]+\.txt`", line)
+    ]
+    assert len(rows) >= 2
+    for row in rows:
+        name = re.search(r"`docs/transcripts/([\w-]+\.txt)`", row).group(1)
+        value, what = re.search(r"\| ([\d.]+) \(([^)]*)\)[^|]*\|$", row).groups()
+        nlls = re.findall(r"^NLL \(([^)]*)\)\s+([\d.]+) \+- ", (REPO / "docs" / "transcripts" / name).read_text(), re.M)
+        assert nlls, name
+        estimate, nll = nlls[-1]
+        decimals = len(value.split(".")[1])
+        assert value == f"{float(nll):.{decimals}f}", (name, value, nll)
+        assert what == estimate, (name, what, estimate)
+
+
+def test_the_semi_supervised_page_s_error_rates_are_its_transcript_s_and_recorded_run_s():
+    """docs/uses/semi-supervised.md compares the M1+M2 runs of its transcript (test error of the
+    means and of the draws, the M1 units kept) with the recorded M2 run shown above them, which
+    the M2 page quotes too."""
+    import re
+
+    docs = REPO / "docs"
+    page = (docs / "uses" / "semi-supervised.md").read_text()
+    prose = " ".join(page.split())
+    m1m2 = (docs / "transcripts" / "m1m2.txt").read_text()
+    means, draws = (float(e) for e in re.findall(r"^accuracy\s+[\d.]+\s+\(([\d.]+)% error", m1m2, re.M))
+    m2 = re.search(r"^accuracy\s+([\d.]+)\s+\(([\d.]+)% error", page, re.M)  # the recorded 100-epoch M2 run
+    assert m2 is not None
+    assert f"({means:.0f}% against {float(m2.group(2)):.0f}% test error with 50 labels" in prose, (means, m2.group(2))
+    units = re.search(r"^\[([\d, ]*)\]$", m1m2, re.M).group(1).split(",")
+    assert f"all {len(units)} units of this M1 are active, and it does no better here ({draws:.0f}%)" in prose
+    nll = re.search(r"^NLL \(k=(\d+)\)\s+([\d.]+) \+- ([\d.]+) nats", page, re.M).groups()
+    m2_page = " ".join((docs / "families" / "m2.md").read_text().split())
+    assert f"test accuracy {m2.group(1)}, NLL {nll[1]} +- {nll[2]} nats (k = {nll[0]})" in m2_page
