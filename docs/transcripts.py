@@ -274,8 +274,8 @@ TRANSCRIPTS: dict[str, list[str]] = {
         "dgm ood runs/pixelcnn --in test --ood digits-flipped.npy --ood-split all --out ood.png",
     ],
     "resume": [
-        f"{T} --hidden 32 --latent-dim 4 --epochs 2 --batch-size 8 --skip-grad-factor 1.5 --time-budget 0.3 --out runs/tb",
-        f"{T} --hidden 32 --latent-dim 4 --epochs 2 --batch-size 8 --skip-grad-factor 1.5 --resume --out runs/tb",
+        f"{T} --hidden 32 --latent-dim 4 --epochs 12 --batch-size 8 --skip-grad-factor 1.5 --time-budget 0.3 --out runs/tb",
+        f"{T} --hidden 32 --latent-dim 4 --epochs 12 --batch-size 8 --skip-grad-factor 1.5 --resume --out runs/tb",
     ],
     "train-for": [
         f"{T} --hidden 32 --latent-dim 4 --epochs 1000 --lr-schedule cosine --train-for 8 --quiet --out runs/tf",
