@@ -448,6 +448,68 @@ def test_the_functions_of_a_run_take_its_path_and_refuse_other_things_in_words(t
             dgmkit.evaluation.evaluate(run.model, torch.zeros(2, 1, 8, 8))
 
 
+# every family whose model reconstructs, small (and the settings that build another model class: the
+# residual stack, the two-level VQ-VAE; a mixed table's VAE), trained briefly: made float64 below
+RECONSTRUCTING = {
+    "vae": dict(hidden=[8], latent_dim=2, epochs=1),
+    "vae-table": dict(hidden=[8], latent_dim=2, likelihood="mixed", objective="miwae", iw_k=2, epochs=1),
+    "hvae": dict(hidden=[8], latent_sizes=[2, 2], epochs=1),
+    "hvae-residual": dict(posterior="residual", res_resolutions=[2, 4], res_layers=[1, 1], res_width=8, epochs=1),
+    "pixelvae": dict(hidden=[8], latent_sizes=[2, 2], pixelcnn_layers=2, pixelcnn_channels=4, cond_channels=1, epochs=1),
+    "dvae": dict(hidden=[8], latent_dim=2, latent_classes=3, epochs=1),
+    "ae": dict(hidden=[8], latent_dim=2, epochs=1),
+    "wae": dict(hidden=[8], latent_dim=2, epochs=1),
+    "vqvae": dict(codes=4, code_dim=2, vq_width=4, downsample=1, res_blocks=1, epochs=1),
+    "vqvae-2": dict(codes=3, code_dim=2, vq_width=8, downsample=1, res_blocks=1, vq_levels=2, epochs=1),
+    "ppca": dict(latent_dim=2),
+    "loglinear": dict(states=2, em_iterations=1, dataset="digits-4x4"),
+    "helmholtz": dict(layers=[4, 2], epochs=1, dataset="digits-4x4"),
+}
+
+
+def test_every_family_whose_model_reconstructs_is_made_float64_below():
+    from dgmkit.families import FAMILIES
+
+    datasets = {name: load_dataset(name) for name in ("digits", "digits-4x4")}
+    reconstructing = set()
+    for name, cls in FAMILIES.items():
+        data = datasets["digits-4x4" if name == "loglinear" else "digits"]  # (it enumerates 2^D images)
+        if cls().build(data.event_shape, data.num_levels).reconstructs:
+            reconstructing.add(name)
+    assert reconstructing == {case.split("-")[0] for case in RECONSTRUCTING}
+
+
+@pytest.mark.parametrize("case", sorted(RECONSTRUCTING))
+def test_reconstruct_and_interpolate_of_a_float64_model_take_the_float32_images_of_its_split(tmp_path, case):
+    """The split's images are float32 (the transforms make them so); a model made float64
+    (run.model.double()) takes them in its own precision (it casts its inputs), and reconstructs
+    and interpolates as the float32 model did, in float64."""
+    settings = dict(RECONSTRUCTING[case])
+    settings.setdefault("dataset", str(_mixed_table(tmp_path)) if case == "vae-table" else "digits")
+    run = dgmkit.train(tmp_path / case, model=case.split("-")[0], **settings)
+    x, single = dgmkit.reconstruct(run, 3, seed=1)
+    path = dgmkit.interpolate(run, 2, 3, seed=1) if run.model.has_latents else None
+    run.model.double()
+    again, double = dgmkit.reconstruct(run, 3, seed=1)
+    assert x.dtype == torch.float32  # the data as the split holds them (a table's missing entries NaN)
+    torch.testing.assert_close(again, x, rtol=0, atol=0, equal_nan=True)
+    assert double.dtype == torch.float64 and torch.allclose(double, single.double(), atol=1e-4)
+    if path is not None:
+        rows = dgmkit.interpolate(run, 2, 3, seed=1)
+        assert rows.dtype == torch.float64 and torch.allclose(rows, path.double(), atol=1e-4, equal_nan=True)
+
+
+def _mixed_table(tmp_path):
+    """A CSV of a numeric, a categorical (some entries missing) and a numeric column."""
+    rng = np.random.default_rng(0)
+    lines = ["size,colour,weight"]
+    for i in range(60):
+        size = i % 3 + rng.normal(0, 0.1)
+        lines.append(f"{size:.4f},{['red', 'green', 'blue'][i % 3] if i % 7 else ''},{2 * size + rng.normal(0, 0.1):.4f}")
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "t.csv"
+
+
 def test_sample_and_evaluate_options_are_checked_by_kind_and_numpy_integers_taken(tmp_path):
     """draw="no" drew (a true string); data_dir=3 was ignored; seed=np.int64(2) passed the
     check and then failed in torch's generator ("an integer is required")."""

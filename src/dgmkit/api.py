@@ -56,7 +56,7 @@ from dgmkit.cli.train import train_run
 from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.config.inputs import attach_input
 from dgmkit.config.schema import FREE_ON_RESUME, RELOCATABLE, load_config_file
-from dgmkit.devices import dtype_of, half_precision_words
+from dgmkit.devices import half_precision_words
 from dgmkit.errors import ConfigError, DataError, DgmError, did_you_mean, shown_value
 from dgmkit.evaluation import record_terms
 from dgmkit.evaluation.report import estimate_protocol
@@ -453,12 +453,6 @@ def _data_keywords() -> Iterator[None]:
         raise type(e)(said) from None
 
 
-def _in_precision(x: torch.Tensor, run: Run) -> torch.Tensor:
-    """Images as the run's model takes them: floating-point ones in its precision (the transforms
-    make float32; a model made float64 with ``run.model.double()`` would fail in its first layer)."""
-    return x.to(dtype_of(run.model)) if x.is_floating_point() else x
-
-
 SAMPLE_OPTIONS = SampleOptions._fields
 EVAL_OPTIONS = ("iw_samples", "time_samples", "orders", "limit", "seed", "data_dir", "data")  # (it writes nothing)
 
@@ -545,7 +539,7 @@ def reconstruct(
     with _data_keywords():
         x = split_data(run, split, _path_text(data_dir), _path_text(data))[0]
     x = picked_images(x, n, seed, split, flag="n =")
-    return x.cpu(), latent_model(run).reconstruct(_in_precision(x, run)).cpu()
+    return x.cpu(), latent_model(run).reconstruct(x).cpu()
 
 
 @_in_float32
@@ -573,7 +567,7 @@ def interpolate(
     with _data_keywords():
         x = split_data(run, split, _path_text(data_dir), _path_text(data))[0]
     a, b = picked_pairs(x, pairs, seed, split, flag="pairs =")
-    path = interpolation(run, _in_precision(a, run), _in_precision(b, run), steps)
+    path = interpolation(run, a, b, steps)
     return torch.cat([a[:, None].to(path.dtype), path, b[:, None].to(path.dtype)], 1).cpu()
 
 
