@@ -21,7 +21,7 @@ from dgmkit.config import load_run
 from dgmkit.data import DataTransform, from_array, load_dataset
 from dgmkit.data.missing import has_missing, missing_count, remove_completely_at_random
 from dgmkit.data.table import read_table, write_table
-from dgmkit.distributions import element_log_probs, observed_log_prob
+from dgmkit.distributions import MixedColumns, element_log_probs, observed_log_prob
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.imputation import baseline_impute, from_data_units, rmse, to_data_units
 from dgmkit.models import VAE
@@ -422,6 +422,30 @@ def test_rows_read_with_a_models_columns_must_be_of_its_columns_and_categories(t
     back.write_text(write_table(x, cols))  # (a value of exactly 0 has no digits to count: log10(0))
     assert back.read_text().splitlines() == ["a,b", "-1,x", "1,y", "0,x"]
     assert np.array_equal(read_table(back, columns=cols)[0], x)
+
+
+def test_a_value_too_far_out_for_a_models_column_is_refused_as_data_naming_its_column(tmp_path):
+    """A finite but huge cell (1e30 in a column of values near 0) read with a trained model's
+    columns was standardized into a value whose square overflows float32: the mixed likelihood's
+    Gaussian gave it no finite log-density, and the refusal (a NaN log weight) blamed the model."""
+    p = tmp_path / "t.csv"
+    p.write_text("a,b\n-1,x\n1,y\n0,x\n")  # a of mean 0, sd 0.816
+    _, cols = read_table(p)
+    (tmp_path / "far.csv").write_text("a,b\n0.5,x\n1e19,y\n")  # 1.22e19 sd out: its square is float32's
+    far, _ = read_table(tmp_path / "far.csv", columns=cols)
+    (tmp_path / "huge.csv").write_text("a,b\n0.5,x\n,y\n1e30,x\n")
+    with pytest.raises(
+        DataError,
+        match=r"^huge.csv: line 4, column 'a' holds '1e30', 1\.22e\+30 standard deviations from the column's mean in "
+        r"the table the model was trained on \(mean 0, sd 0\.8165\), more than the 1\.84e\+19 whose square float32 "
+        r"holds: .*correct the value \(its units\?\) or leave the cell empty \(a missing entry\)$",
+    ):
+        read_table(tmp_path / "huge.csv", columns=cols)
+    # the bound is the likelihood's: the value read scores finitely in float32, one 10 times further out does not
+    levels, values = torch.tensor([0, 2]), torch.tensor(far, dtype=torch.float32)[:, None, None, :]
+    likelihood = MixedColumns(torch.zeros(1, 1, 2), torch.ones(1, 1, 2), torch.zeros(1, 1, 2, 2), levels)
+    assert torch.isfinite(likelihood.log_prob(values)).all()
+    assert not torch.isfinite(likelihood.log_prob(values * torch.tensor([10.0, 1.0]))).all()
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,10 @@ column categorical, or is refused in a numeric one. A first line that looks like
 is no header and is refused, unless a schema names those columns: numbers only, mostly numbers
 beside a word that is also a value of its column below (iris without its header: "setosa"), or
 words that are each a value of their column below. The columns (``Dataset.columns``) give the
-mixed likelihood its heads (``--likelihood mixed``) and ``dgm impute`` its CSV output.
+mixed likelihood its heads (``--likelihood mixed``) and ``dgm impute`` its CSV output. A table read
+with a model's columns (``dgm score``, ``dgm impute`` of a file) is standardized by the table that
+model was trained on: a value so far out that its standardized square overflows float32 (1e30 in a
+column of values near 2) is refused by its place and column, as no model could score it.
 """
 
 import csv
@@ -424,6 +427,7 @@ def _encode(
                 _check_number(path, c.name, cell, v, places[i])
                 assert v is not None  # _check_number raised otherwise
                 x[i, j] = (v - c.mean) / c.std
+                _check_standardized(path, c, cell, x[i, j], places[i])
             elif cell in index:
                 x[i, j] = index[cell]
             else:
@@ -432,6 +436,24 @@ def _encode(
                     f"{list(c.categories)}"
                 )
     return x
+
+
+# a standardized value beyond this has a square that overflows float32 (inf): the numeric column's Gaussian
+# log-density, -(x - mu)^2 / 2 sigma^2, is -inf or NaN there whatever the model's weights
+_SQUARE_SAFE = math.sqrt(_FLOAT32_MAX)
+
+
+def _check_standardized(path: Path, c: Column, cell: str, z: float, place: str) -> None:
+    """Refuses (DataError) a value of a numeric column that, standardized by the table a model was
+    trained on, lies so far out that its square overflows float32 (a finite 1e30 in a column of
+    values near 2): the model would score it as no number (it gave a NaN log weight)."""
+    if abs(z) > _SQUARE_SAFE:
+        raise DataError(
+            f"{path.name}: {place}, column {c.name!r} holds {_shown_cell(cell)}, {abs(z):.3g} standard deviations from "
+            f"the column's mean in the table the model was trained on (mean {c.mean:.4g}, sd {c.std:.4g}), more than the "
+            f"{_SQUARE_SAFE:.3g} whose square float32 holds: the column's Gaussian likelihood gives it no finite "
+            "log-density; correct the value (its units?) or leave the cell empty (a missing entry)"
+        )
 
 
 def _unstandardized(v: float, c: Column, low: float, high: float) -> str:
