@@ -446,12 +446,29 @@ def test_a_mixtures_components_coded_in_several_chunks_round_trip(monkeypatch):
     assert torch.equal(decode_bits_back(model, encode_bits_back(model, x, 9), 9, 9), x)
 
 
-def test_a_posterior_mean_of_exactly_range_prior_scales_is_coded_and_one_beyond_is_refused():
+def test_a_posterior_mean_of_exactly_range_prior_scales_is_coded_and_one_beyond_is_refused_by_its_image():
+    """An image whose latent mean lies beyond the grid's +-32 prior scales (one unlike those the
+    model was trained on can have one, its weights sound) is named by its place among the images
+    given, with what happened and what to do; the refusal asked "are the weights sound?"."""
     x = _images(2)
     model = _exact_vae([float(bitsback.RANGE), 0.0], [1.0, 1.0])
     assert torch.equal(decode_bits_back(model, encode_bits_back(model, x, 2), 2, 2), x)
-    with pytest.raises(DataError, match="beyond the 32 that bits-back coding's grid covers"):
+    beyond = r"q\(z\|x\) puts one of its latents' means 32 prior scales from the prior's mean, beyond the \+-32 prior "
+    with pytest.raises(DataError, match=rf"^image 0 \(counting from 0\) cannot be coded by bits back .*: {beyond}"):
         encode_bits_back(_exact_vae([bitsback.RANGE + 0.01, 0.0], [1.0, 1.0]), x)
+    # a mean that follows the image: 40 prior scales where its first pixel is on, 0 where it is off
+    outlier = _exact_vae([0.0, 0.0], [1.0, 1.0])
+    with torch.no_grad():
+        outlier.encoder.net[1].weight[0, 0] = 40.0
+    images = _images(10)
+    on = images.flatten(1)[:, 0] == 1
+    x = torch.cat([images[~on], images[on][:1]])  # 6 images of the pixel off (coded in batches of 3), then one on
+    with pytest.raises(DataError, match=r"^image 6 \(counting from 0\) cannot be coded by bits back") as refused:
+        encode_bits_back(outlier, x, 3)
+    message = str(refused.value)
+    assert "means 40 prior scales from" in message and "weights" not in message
+    assert message.endswith("leave it out of the images to compress, or compress it with another model")
+    assert len(encode_bits_back(outlier, x[:6], 3)) > 0  # (the others are coded)
 
 
 def test_a_batch_of_exactly_the_most_images_is_allowed():

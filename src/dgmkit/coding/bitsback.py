@@ -363,16 +363,38 @@ def _latents(prior: Distribution, what: str = "the prior p(z)") -> "_Grid | _Cat
     raise _refused(prior, what)
 
 
+class _BeyondRange(DataError):
+    """A posterior mean beyond the grid's ``RANGE`` prior scales: its entry ``at`` of the ``size``
+    (B*M) that the grid coded at once, ``scales`` from the prior's mean."""
+
+    def __init__(self, scales: float, at: int, size: int):
+        self.scales, self.at, self.size = scales, at, size
+        super().__init__(
+            f"q(z|x) puts a latent's mean {scales:.0f} prior scales from the prior's mean, beyond the +-{RANGE} prior "
+            "scales that bits-back coding's grid covers"
+        )
+
+    def of_image(self, first: int, images: int) -> DataError:
+        """The refusal of coding the ``images`` images from ``first`` on (0-based) whose grid this
+        was: which one, what happened and what to do (a legitimate image, with sound weights: one far
+        from those the model was trained on can be given such a code)."""
+        i = first + self.at // max(self.size // images, 1)
+        return DataError(
+            f"image {i} (counting from 0) cannot be coded by bits back with this model: q(z|x) puts one of its "
+            f"latents' means {self.scales:.0f} prior scales from the prior's mean, beyond the +-{RANGE} prior scales "
+            "that the coder's grid covers (an image unlike those the model was trained on, whose code p(z) deems all "
+            "but impossible); leave it out of the images to compress, or compress it with another model"
+        )
+
+
 def _windows(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """The bucket of each posterior mean, and the entries grouped by their window's half-width
     (the power of two at or above 8 scales, at least 16 buckets, at most ``_MAX_WINDOW``), in
-    increasing order."""
+    increasing order; a mean beyond ``RANGE`` prior scales is refused (``_BeyondRange``)."""
     centre = np.rint(mean)
     if np.abs(centre).max(initial=0) > _CENTRES:
-        raise DataError(
-            f"q(z|x) puts a latent's mean {np.abs(mean).max() * BUCKET:.0f} prior scales from the prior's mean, beyond "
-            f"the {RANGE} that bits-back coding's grid covers (are the weights sound?)"
-        )
+        at = int(np.abs(centre).argmax())
+        raise _BeyondRange(float(np.abs(mean[at])) * BUCKET, at, len(mean))
     half = np.minimum(2.0 ** np.ceil(np.log2(np.maximum(8 * std, 16))), _MAX_WINDOW).astype(np.int64)
     return centre.astype(np.int64), [(int(w), np.flatnonzero(half == w)) for w in np.unique(half)]
 
@@ -540,13 +562,13 @@ def encode_bits_back(model: Codable, x: torch.Tensor, batch_size: int = 500) -> 
     f = _Families(batch_size)
     pixels = math.prod(x.shape[1:])
     start, taken = 0, float(_PRECISION_BITS * model.latent_dim)  # bits taken back an image: at most this at first
+    b = 1  # (the images whose latents are taken: the first one alone, on a trial stack, then each batch)
     try:
         with one_thread():
             ans = _Ans(_first_words_for(latents, f, x[:1], model.latent_dim) if len(x) else seed_words(model.latent_dim))
             while start < len(x):
                 b = next_batch(ans.bits(), taken, len(x) - start, batch_size)
                 xb = x[start : start + b]
-                start += b
                 before = ans.bits()
                 taken_z, z = latents.take(ans, f, xb)  # bits back
                 taken = (before - ans.bits()) / b
@@ -555,6 +577,9 @@ def encode_bits_back(model: Codable, x: torch.Tensor, batch_size: int = 500) -> 
                     ans.push(np.ascontiguousarray(xb[s:e].reshape(-1).numpy(), dtype=np.int32), f.categorical, probs)
                 latents.prior_push(ans, f, taken_z, b)
                 ans.push(np.int32(b), f.sizes)  # read first when decoding
+                start += b
+    except _BeyondRange as e:
+        raise e.of_image(start, b) from None
     except _AnsFailure:
         raise DataError(
             "the ANS coder cannot code these images: the model gives one of their pixels (or latents) a probability too "
