@@ -177,6 +177,27 @@ def test_held_out_data_are_transformed_with_the_one_fixed_noise(kind):
     assert VALID_SEED == 1234  # (what every earlier run's validation and evaluation numbers were made with)
 
 
+@pytest.mark.parametrize("kind", ["binary", "dynamic-binarize", "dequantize", "scale", "integers", "continuous"])
+def test_a_transform_refuses_a_generator_that_is_no_torch_generator(kind):
+    """An int or a NumPy Generator given as the generator was ignored by the transforms that draw
+    nothing (binary, scale, integers, continuous; mutation at rate 0), and failed inside torch's
+    bernoulli or rand in the others: each refuses it by its name."""
+    from dgmkit.data.mutation import mutate
+
+    x = torch.randint(0, 2, (3, 1, 2, 2), dtype=torch.uint8)
+    t = DataTransform(kind, 2)
+    for bad, given in (
+        (5, r"5; torch\.Generator\(\)\.manual_seed\(5\) is one seeded with it"),
+        (np.random.default_rng(0), "a numpy Generator"),
+    ):
+        with pytest.raises(TypeError, match=rf"^generator must be a torch\.Generator or None, got {given}$"):
+            t(x, bad)
+        with pytest.raises(TypeError, match=r"^generator must be a torch\.Generator or None"):
+            mutate(x, 0.0, 2, bad)
+    assert torch.equal(t(x, torch.Generator().manual_seed(0)), t(x, torch.Generator().manual_seed(0)))
+    assert t(x).shape == x.shape and torch.equal(mutate(x, 0.0, 2, torch.Generator()), x)
+
+
 def test_dequantization_stays_inside_each_bin():
     x = torch.arange(256, dtype=torch.uint8).repeat(50)
     y = DataTransform("dequantize", 256)(x, torch.Generator().manual_seed(0))

@@ -154,6 +154,30 @@ def test_networks_built_by_hand_refuse_sizes_of_no_units_by_name():
         assert needle in str(e.value)
 
 
+def test_a_models_sample_and_an_estimate_refuse_a_generator_that_is_no_torch_generator():
+    """model.sample(n, 5) or generator=np.random.default_rng() failed in torch or with "'int'
+    object has no attribute 'device'", by model; an exact estimate ignored it. Both refuse it by name."""
+    import numpy as np
+
+    from dgmkit.evaluation import estimate
+    from dgmkit.models import PPCA, VAE
+
+    ppca = PPCA(torch.randn(4, 2), torch.zeros(4), 1.0)
+    vae = build_model(RunConfig.of(hidden=[8], latent_dim=2), (1, 2, 2), 2)
+    for bad in (5, np.random.default_rng(0)):
+        for model in (ppca, vae):
+            name = type(model).__name__
+            for args, kwargs in (((bad,), {}), ((), {"generator": bad})):  # (positional, or by keyword)
+                with pytest.raises(TypeError, match=rf"^{name}\.sample's generator must be a torch\.Generator or None"):
+                    model.sample(2, *args, **kwargs)
+        with pytest.raises(TypeError, match=r"^generator must be a torch\.Generator or None"):
+            estimate(ppca, torch.zeros(3, 4), generator=bad)  # (exact: it draws nothing)
+    assert isinstance(vae, VAE) and vae.sample(2, torch.Generator().manual_seed(0))[0].shape == (2, 1, 2, 2)
+    assert torch.equal(
+        ppca.sample(2, generator=torch.Generator().manual_seed(1))[0], ppca.sample(2, torch.Generator().manual_seed(1))[0]
+    )
+
+
 def test_a_models_sample_refuses_a_count_that_is_not_a_whole_number():
     """n is checked before any draw, in words that name it, by every model that defines sample."""
     import numpy as np

@@ -5,7 +5,21 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["seeded_by", "seeded", "randn"]
+from dgmkit.errors import shown_value
+
+__all__ = ["checked_generator", "seeded_by", "seeded", "randn"]
+
+
+def checked_generator(generator: object, name: str = "generator") -> torch.Generator | None:
+    """``generator`` where it is a ``torch.Generator`` or None, else a TypeError that names ``name``
+    (an int or a NumPy Generator was ignored where nothing is drawn, a deterministic transform or an
+    exact estimate, and failed deep in torch where something is)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    kind = type(generator)
+    given = shown_value(generator) if kind.__module__ == "builtins" else f"a {kind.__module__.split('.')[0]} {kind.__name__}"
+    hint = f"; torch.Generator().manual_seed({generator}) is one seeded with it" if isinstance(generator, int) else ""
+    raise TypeError(f"{name} must be a torch.Generator or None, got {given}{hint}")
 
 
 @contextlib.contextmanager
@@ -13,6 +27,7 @@ def seeded_by(generator: torch.Generator | None, device: torch.device | str = "c
     """Run code that draws from torch's global RNG (``Distribution.sample`` takes no generator)
     with a seed drawn from ``generator``, restoring the global state afterwards. With no
     generator the global RNG is used as it is."""
+    generator = checked_generator(generator)
     if generator is None:
         yield
         return

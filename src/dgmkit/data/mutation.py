@@ -14,12 +14,15 @@ cancels what both share. Ren et al. used mu in 0.1..0.3, together with L2 weight
 
 import torch
 
+from dgmkit._rng import checked_generator
+
 __all__ = ["mutate"]
 
 
 def mutate(x: torch.Tensor, rate: float, num_levels: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """``x`` (N, *event) of integers 0..``num_levels``-1 with each value replaced, with probability
     ``rate``, by a uniform draw from the levels; the same dtype and device. Seeded by ``generator``."""
+    checked_generator(generator)  # (a rate of 0 draws nothing)
     if not 0 <= rate <= 1:
         raise ValueError(f"the mutation rate must be in [0, 1], got {rate}")
     if num_levels is None or num_levels < 2:

@@ -22,6 +22,7 @@ from typing import cast
 import numpy as np
 import torch
 
+from dgmkit._rng import checked_generator
 from dgmkit.data.dataset import Dataset
 from dgmkit.distributions.pixels import may_be_incomplete
 from dgmkit.errors import DataError, shown_value
@@ -84,6 +85,7 @@ class DataTransform:
                 f"a data transform takes the data as a torch tensor, got {type(x).__name__} "
                 "(torch.as_tensor(x) makes one of a NumPy array)"
             )
+        checked_generator(generator)  # (a deterministic transform draws nothing, and ignored any)
         if self.kind != "continuous" and x.device.type == "cpu":  # (on a GPU a look would wait for it)
             self._check_levels(x)
         if self.kind == "binary":

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch.distributions import Distribution
 
-from dgmkit._rng import seeded_by
+from dgmkit._rng import checked_generator, seeded_by
 
 __all__ = ["JointSampler", "rsample_and_log_prob", "inverse_cdf"]
 
@@ -35,6 +35,7 @@ def rsample_and_log_prob(
     gradient (discrete q). ``generator`` makes the draw repeatable; ``device`` is where q's
     draws are made, for distributions that draw from the global generator.
     """
+    checked_generator(generator)
     if reparameterized and q.has_rsample and isinstance(q, JointSampler):
         return q.rsample_and_log_prob(sample_shape, generator=generator)
     with seeded_by(generator, device):

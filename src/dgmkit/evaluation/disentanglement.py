@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dgmkit._rng import checked_generator
+
 __all__ = ["MIG", "mutual_information_gap", "FactorVAEScore", "factor_vae_score", "MIG_ESTIMATOR", "ACTIVE_VARIANCE"]
 
 MIG_ESTIMATOR = "plug-in mutual information of each code dimension cut into {bins} equal-width bins, in nats"
@@ -141,6 +143,7 @@ def factor_vae_score(
         raise ValueError(f"need at least one factor with at least one value, got sizes {sizes}")
     if votes < 1 or batch < 2:
         raise ValueError(f"need votes >= 1 and batch >= 2, got {votes} and {batch}")
+    checked_generator(generator)
     data_codes = torch.as_tensor(data_codes).double()
     if data_codes.ndim != 2 or len(data_codes) < 2 or not torch.isfinite(data_codes).all():
         raise ValueError("data_codes must be finite codes (N, M) with N >= 2")

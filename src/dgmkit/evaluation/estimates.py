@@ -33,7 +33,7 @@ import torch
 
 from dgmkit import distributed
 from dgmkit._modes import evaluates
-from dgmkit._rng import seeded, seeded_by
+from dgmkit._rng import checked_generator, seeded, seeded_by
 from dgmkit.distributions import location
 from dgmkit.errors import EvaluationError, generator_seed, whole_at_least
 from dgmkit.evaluation.metrics import observed_entries
@@ -188,6 +188,7 @@ def draw_orders(m: int, d: int, generator: torch.Generator | None = None) -> tor
     the orders are part of the model scored."""
     if m < 1 or d < 1:
         raise ValueError(f"need at least one order of at least one entry, got M = {m}, D = {d}")
+    checked_generator(generator)
     device = generator.device if generator is not None else torch.device("cpu")
     return torch.stack([torch.randperm(d, generator=generator, device=device) for _ in range(m)])
 
@@ -248,6 +249,7 @@ def estimate(
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
         raise ValueError(f"k (importance samples) must be an integer >= 0 (0: the ELBO alone), got {k!r}")
     batch_size = whole_at_least("batch_size", batch_size, 1)
+    checked_generator(generator)  # (an exact estimate draws nothing)
     fn = ESTIMATORS[model.estimate_kind]
     if orders is not None:
         if orders.dim() != 2 or len(orders) == 0:

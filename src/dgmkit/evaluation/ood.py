@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dgmkit._rng import checked_generator
+
 __all__ = ["auroc", "auprc", "fpr_at_tpr", "detection_metrics", "TypicalityTest", "typicality_test"]
 
 
@@ -127,7 +129,7 @@ def typicality_test(
     if len(t) == 0 or len(v) == 0 or not (torch.isfinite(t).all() and torch.isfinite(v).all()):
         raise ValueError("need finite training and held-out NLLs")
     h = float(t.mean())
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    g = checked_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
     rows = max(1, (1 << 22) // batch_size)  # bootstrap batches at a time: (10000, M) indices at once held GBs
     stats = torch.cat([
         (v[torch.randint(len(v), (min(rows, bootstraps - i), batch_size), generator=g)].mean(1) - h).abs()

@@ -77,6 +77,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
+from dgmkit._rng import checked_generator
 from dgmkit.conditional import Decoder, LikelihoodHead
 from dgmkit.data.transforms import values_seen
 from dgmkit.distributions.pixels import observed_log_prob
@@ -147,7 +148,8 @@ class GenerativeModel(nn.Module, ABC):
     def __init_subclass__(cls, **kwargs: object) -> None:
         """Each model's own ``sample`` takes its count n checked before it draws anything: a
         whole number >= 0 (a NumPy one too; not a bool, a float or a tensor), else a ValueError
-        that names n, where torch would refuse a size in its own words deep in the draw."""
+        that names n, where torch would refuse a size in its own words deep in the draw; and its
+        generator a torch.Generator or None (``checked_generator``)."""
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("sample")
         if callable(own) and not getattr(own, "_counts_checked", False):
@@ -261,11 +263,14 @@ class GenerativeModel(nn.Module, ABC):
 
 
 def _counted(sample: Callable[..., R]) -> Callable[..., R]:
-    """``sample(self, n, ...)`` with n checked first (``GenerativeModel.__init_subclass__``)."""
+    """``sample(self, n, generator, ...)`` with n and the generator checked first
+    (``GenerativeModel.__init_subclass__``)."""
 
     @functools.wraps(sample)
     def checked(self: "GenerativeModel", n: int, *args: object, **kwargs: object) -> R:
-        return sample(self, whole_at_least(f"{type(self).__name__}.sample's n (how many to draw)", n, 0), *args, **kwargs)
+        n = whole_at_least(f"{type(self).__name__}.sample's n (how many to draw)", n, 0)
+        checked_generator(args[0] if args else kwargs.get("generator"), f"{type(self).__name__}.sample's generator")
+        return sample(self, n, *args, **kwargs)
 
     checked._counts_checked = True  # type: ignore[attr-defined]
     return checked

@@ -47,7 +47,7 @@ from torch import nn
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from dgmkit._rng import seeded_by
+from dgmkit._rng import checked_generator, seeded_by
 from dgmkit.devices import reads_are_free
 from dgmkit.distributions.categorical import one_hot
 from dgmkit.errors import whole_at_least
@@ -73,6 +73,7 @@ _GAMMA_RANGE = (-13.3, 5.0)
 def stratified_times(n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
     """n times in [0, 1) of low discrepancy: (u + i / n) mod 1 with one uniform u (VDM): each
     is uniform, and together they cover [0, 1) evenly, which lowers the variance of a mean."""
+    checked_generator(generator)
     # drawn where the generator lives (the device's default one without a generator: no copy, no wait)
     u = torch.rand((), generator=generator, device=generator.device if generator is not None else device).to(device)
     return torch.remainder(u + torch.arange(n, device=device, dtype=torch.float32) / n, 1.0)

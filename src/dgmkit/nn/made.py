@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgmkit._rng import checked_generator
 from dgmkit.errors import sizes_at_least
 from dgmkit.nn.mlp import activation
 
@@ -89,6 +90,7 @@ class MADE(nn.Module):
         Hidden degrees are spread evenly over [1, D-1] ([0, D-1] with a context), or drawn at
         random with ``generator``.
         The masks are worked out on the CPU (also where the model is built on the meta device)."""
+        checked_generator(generator)
         order = torch.as_tensor(order, dtype=torch.long, device="cpu")
         if sorted(order.tolist()) != list(range(self.features)):
             raise ValueError(f"order must be a permutation of range({self.features}), got {order.tolist()}")
@@ -116,7 +118,7 @@ class MADE(nn.Module):
 
     def resample(self, generator: torch.Generator) -> None:
         """A random order and random hidden degrees (connectivity-agnostic training)."""
-        self.set_order(torch.randperm(self.features, generator=generator), generator=generator)
+        self.set_order(torch.randperm(self.features, generator=checked_generator(generator)), generator=generator)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         h = x

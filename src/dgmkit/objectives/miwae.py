@@ -23,7 +23,7 @@ import torch
 from torch.distributions import Distribution
 
 from dgmkit._modes import evaluates
-from dgmkit._rng import seeded_by
+from dgmkit._rng import checked_generator, seeded_by
 from dgmkit.data.missing import observed
 from dgmkit.errors import whole_at_least
 from dgmkit.models import LatentVariableModel
@@ -154,6 +154,8 @@ def impute(
     stream the multiple imputations are resampled from (by default ``generator``'s; one of their
     own leaves the importance draws, and so the single imputation, the same with or without them)."""
     k, draws, chunk = whole_at_least("k", k, 1), whole_at_least("draws", draws, 0), whole_at_least("chunk", chunk, 1)
+    checked_generator(generator)
+    checked_generator(resample_generator, "resample_generator")
     mask = observed(x)
     q = model.posterior(x)
     total: torch.Tensor | None = None  # log sum of the weights so far, (B,)

@@ -2,6 +2,7 @@
 
 import torch
 
+from dgmkit._rng import checked_generator
 from dgmkit.transforms.base import Bijection
 
 __all__ = ["Permutation"]
@@ -30,7 +31,7 @@ class Permutation(Bijection):
 
     @classmethod
     def random(cls, features: int, generator: torch.Generator | None = None) -> "Permutation":
-        return cls(torch.randperm(features, generator=generator, device="cpu"))
+        return cls(torch.randperm(features, generator=checked_generator(generator), device="cpu"))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return x[:, self.perm], x.new_zeros(x.shape[0])
