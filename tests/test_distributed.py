@@ -936,3 +936,30 @@ def test_a_stranded_run_resumed_on_n_processes_is_said_to_start_again_once(tmp_p
     assert started == [2] and "starting it again" not in capsys.readouterr().out
     assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 0  # (in one process: said by it)
     assert "starting it again from its beginning" in capsys.readouterr().out
+
+
+def test_a_checkpoint_with_a_malformed_random_state_of_another_rank_is_refused_alike_on_every_rank():
+    """A checkpoint of 2 processes whose rank 1 random state torch cannot take (its digest made
+    again: a damaged or crafted file) is refused as a checkpoint on both ranks, before either
+    trains: rank 1 alone failed, in torch's set_state, and said so as a bug of dgmkit (status 2)
+    after rank 0 had said it was resuming."""
+    from types import SimpleNamespace
+
+    from dgmkit.errors import CheckpointError
+    from dgmkit.training.trainer import Trainer
+
+    good = torch.Generator().manual_seed(0).get_state()
+    for bad in (torch.zeros_like(good), torch.full_like(good, 255)):  # the right size, and no state of mt19937
+        rng = {"torch": good, "torch_ranks": torch.stack([good, bad])}
+        for rank in (0, 1):
+            fake = SimpleNamespace(
+                device=torch.device("cpu"), epoch=1, _rank_seed=lambda e: 12345,
+                dist=SimpleNamespace(world_size=2, rank=rank, is_main=rank == 0),
+            )  # fmt: skip
+            with pytest.raises(CheckpointError, match="c.safetensors holds malformed random states of its ranks"):
+                Trainer._rank_states(fake, rng, Path("c.safetensors"))
+    rng = {"torch": good, "torch_ranks": torch.stack([good, torch.Generator().manual_seed(1).get_state()])}
+    fake.dist = SimpleNamespace(world_size=3, rank=1, is_main=False)  # another number of processes: not read
+    assert not torch.equal(Trainer._rank_states(fake, rng, Path("c.safetensors"))[0], rng["torch_ranks"][1])
+    fake.dist = SimpleNamespace(world_size=2, rank=1, is_main=False)
+    assert torch.equal(Trainer._rank_states(fake, rng, Path("c.safetensors"))[0], rng["torch_ranks"][1])

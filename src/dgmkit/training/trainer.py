@@ -379,10 +379,14 @@ class Trainer:
         ranks, cudas = rng.get("torch_ranks"), rng.get("cuda_ranks")
         n, r = self.dist.world_size, self.dist.rank
         if isinstance(ranks, torch.Tensor) and ranks.dim() == 2 and len(ranks) == n and n > 1:
-            if ranks.dtype != torch.uint8 or not torch.equal(ranks[0], rng["torch"]):
-                raise CheckpointError(f"{path} holds malformed random states of its ranks")
+            try:  # every rank's state checked on every rank: all refuse alike, before any trains (the others
+                if ranks.dtype != torch.uint8 or not torch.equal(ranks[0], rng["torch"]):  # wait for it otherwise)
+                    raise ValueError("rank 0's is not the run's")
+                for state in ranks:
+                    torch.Generator().set_state(state.clone())  # torch's own check of a state (RuntimeError)
+            except (RuntimeError, ValueError):
+                raise CheckpointError(f"{path} holds malformed random states of its ranks") from None
             own = ranks[r].clone()
-            torch.Generator().set_state(own)  # checks the state before it is used
             if self.device.type == "cuda" and isinstance(cudas, torch.Tensor) and cudas.dim() == 2 and len(cudas) == n:
                 cuda = cudas[r].clone()
             return own, cuda
