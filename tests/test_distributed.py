@@ -963,3 +963,23 @@ def test_a_checkpoint_with_a_malformed_random_state_of_another_rank_is_refused_a
     assert not torch.equal(Trainer._rank_states(fake, rng, Path("c.safetensors"))[0], rng["torch_ranks"][1])
     fake.dist = SimpleNamespace(world_size=2, rank=1, is_main=False)
     assert torch.equal(Trainer._rank_states(fake, rng, Path("c.safetensors"))[0], rng["torch_ranks"][1])
+
+
+@pytest.mark.parametrize("codes, lost", [({0: 141, 1: -15}, False), ({0: 141, 1: 1}, True), ({0: -15, 1: 141}, False)])
+def test_a_rank_whose_output_reader_went_away_ends_the_run_quietly_as_one_process_does(codes, lost, tmp_path, capsys):
+    """``dgm train --nproc 2 ... | head -3``: rank 0's stdout is closed, it stops quietly with
+    status 141 as one process does, and the others stop with it. The launcher said "error: the
+    process of rank 0 exited with status 141 and no message" and "rank 1 stopped with the run";
+    one process says nothing."""
+    from types import SimpleNamespace
+
+    from dgmkit.cli.launch import report
+
+    if lost:
+        line = "dgm: error: rank 1 lost contact with another process of this run, which stopped: Connection closed\n"
+        (tmp_path / "rank-1.txt").write_text(line)
+    assert report({r: SimpleNamespace(exitcode=c) for r, c in codes.items()}, tmp_path) == 141
+    assert capsys.readouterr().err == ""
+    (tmp_path / "rank-1.txt").write_text("dgm: error: a cause\n")  # a cause beside it is said as ever
+    assert report({0: SimpleNamespace(exitcode=141), 1: SimpleNamespace(exitcode=1)}, tmp_path) == 141
+    assert "dgm: error (rank 1): a cause" in capsys.readouterr().err

@@ -11,7 +11,9 @@ launcher too, which says the causes first. The agent's own log lines and its Chi
 report are left out.
 
 Exit status: 0 when every rank succeeded, else the highest status of a rank that exited with
-one (1: a user error, 2: a bug), or 1 when ranks were ended by signals. Once one rank fails,
+one (1: a user error, 2: a bug), or 1 when ranks were ended by signals. A rank whose output's
+reader went away (``dgm train --nproc 2 ... | head``) stops quietly with status 141, as one
+process does: where the other ranks only stopped with it, the launcher says nothing either. Once one rank fails,
 torchrun's agent ends the others with SIGTERM: those are said to have stopped with the run (a
 rank that noticed the failure first says so itself: "lost contact with another process").
 A launcher that is killed outright (SIGKILL, the kernel's out-of-memory killer) cannot end its
@@ -49,6 +51,7 @@ _PID_ENV = "DGMKIT_LAUNCHER_PID"  # the launcher's process, the ranks' parent
 COMMAND_ENV = "DGMKIT_NPROC_COMMAND_PID"  # dgm train --nproc's own process, the launcher's parent
 _MAX_LINE = 4096
 _FOLDER_PREFIX = "dgmkit-ranks-"  # the launcher's folder, in the temporary folder
+BROKEN_PIPE = 141  # a rank's status where the reader of its output went away (``cli.main``: dgm ... | head)
 
 
 def rank_error_file(rank: int) -> Path | None:
@@ -156,6 +159,9 @@ def report(failures: dict, folder: Path) -> int:
     else explains the stop."""
     lines = {r: _read_line(folder / f"rank-{r}.txt") for r in {0, *failures}}
     lost = {r for r, line in lines.items() if line and LOST_CONTACT in line}
+    piped = any(f.exitcode == BROKEN_PIPE for f in failures.values())
+    if piped and all(f.exitcode in (BROKEN_PIPE, -signal.SIGTERM) or r in lost for r, f in failures.items()):
+        return BROKEN_PIPE  # rank 0's reader went away and the others stopped with it: quiet, as one process is
     shown = {lines[0]} if lines[0] and 0 not in lost else set()  # rank 0 has said its line itself
     causes = any(f.exitcode > 0 and r not in lost for r, f in failures.items())  # an error, said or not
     for rank in sorted(r for r in failures if r not in lost):
