@@ -124,7 +124,14 @@ def test_a_sampled_bound_is_drawn_from_the_seed_alone_and_agrees_with_dgm_eval(t
     other, _ = score_inputs(run, x, k=2, seed=4)
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-3  # the seed does draw the noise
+    np.save(tmp_path / "x.npy", x[:3].numpy().astype(np.uint8))
     capsys.readouterr()
+    for k, noted in ((4, True), (1000, False)):  # a row of a few times is noisy, and said to be
+        csv_out = str(tmp_path / f"{k}.csv")
+        assert main(["score", str(run_dir), str(tmp_path / "x.npy"), "--k", str(k), "--out", csv_out]) == 0
+        out = capsys.readouterr().out
+        assert ("unbiased, but for one input noisy" in out) == noted
+        assert ("each row is the bound at 4 times" in out) == noted
     assert main(["eval", str(run_dir), "--time-samples", "2", "--seed", "3"]) == 0
     nll = json.loads((run_dir / "eval.json").read_text())["nll"]
     assert -first.mean() == pytest.approx(nll, abs=1e-6)  # the same data, times and noise

@@ -222,7 +222,8 @@ def run_score(args: argparse.Namespace) -> int:
     # the run's table, read once: its columns encode or check the input, and name the units
     table = run_table(run, given_table, args.data_dir, args.data, args.schema)
     x, names = _inputs(args.inputs, run, table)
-    said = _estimate_said(run, score_draws(run, args.k, args.seed))
+    k = score_draws(run, args.k, args.seed)
+    said = _estimate_said(run, k)
     log_px, bpd = score_inputs(run, x, args.k, args.seed)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -246,6 +247,12 @@ def run_score(args: argparse.Namespace) -> int:
             f"note: each row's number is of random draws made over all the inputs together ({' and '.join(draws)}; "
             "seeded: the same inputs score the same every time); a row moved, or scored alone, gets other draws "
             "and a number within their spread"
+        )
+    if run.model.estimate_kind == "time-sampled" and k < 1000:
+        say(
+            f"note: each row is the bound at {plural(k, 'time')}: unbiased, but for one input noisy (several nats at a "
+            "few times), so exp of a row can be many times the input's probability; a larger --k (hundreds to "
+            "thousands of times) for numbers of single inputs"
         )
     note = standardized_note(table) if table is not None else None
     if note:
