@@ -210,6 +210,21 @@ def test_a_likelihood_whose_event_is_not_the_image_is_named():
         ELBO(1)(_vae(head=RowHead()), _binary(4))
 
 
+def test_a_head_that_returns_a_tensor_for_a_distribution_is_named():
+    """A head of one's own returning the pixels' probabilities themselves failed in the objective,
+    with "'Tensor' object has no attribute 'log_prob'"."""
+
+    class ProbabilityHead(BernoulliHead):
+        def forward(self, params):
+            return torch.sigmoid(params.squeeze(-3))
+
+    said = r"head ProbabilityHead returned a tensor of shape \(1, 6, 1, 4, 4\), not a distribution"
+    with pytest.raises(TypeError, match=said):
+        ELBO(1)(_vae(head=ProbabilityHead()), _binary())
+    with pytest.raises(TypeError, match=said):
+        evaluate(_vae(head=ProbabilityHead()), _binary(), iw_samples=2)
+
+
 def test_networks_of_the_wrong_width_and_priors_of_the_wrong_size_are_named():
     with pytest.raises(ValueError, match=r"encoder network gave 3 numbers .* needs 2 \* 3 = 6"):
         ELBO(1)(_vae(enc_out=M), _binary())

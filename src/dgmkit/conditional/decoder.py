@@ -37,7 +37,14 @@ class Decoder(ConditionalDistribution):
             )
 
     def forward(self, z: torch.Tensor) -> Distribution:
-        return self.head(self._params(z))
+        p = self.head(self._params(z))
+        if not isinstance(p, Distribution):  # (else "'Tensor' object has no attribute 'log_prob'" deep in an objective)
+            raise TypeError(
+                f"the likelihood head {type(self.head).__name__} returned {_kind(p)}, not a distribution: a "
+                "LikelihoodHead's forward maps the decoder network's output to p(x|z), a torch.distributions."
+                "Distribution whose event is the image (C, H, W), e.g. Independent(Bernoulli(logits=...), 3)"
+            )
+        return p
 
     def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:
         """log p(x_d = v | z) of every value v of every pixel, (*batch, C, H, W, L) in float64:
@@ -56,3 +63,10 @@ class Decoder(ConditionalDistribution):
                 f"= {need} numbers per latent (P: the head's params_per_pixel)"
             )
         return out.reshape(*z.shape[:-1], c, self.head.params_per_pixel, h, w)
+
+
+def _kind(value: object) -> str:
+    """What a head returned, in words: a tensor by its shape, else its type."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
