@@ -301,6 +301,30 @@ def test_a_transform_whose_log_det_is_not_one_value_a_datapoint_is_named():
         flow.log_prob(torch.randn(8, 3))
 
 
+def test_an_image_flow_that_does_not_flatten_is_named_and_one_that_does_scores():
+    """Couplings on (B, 1, 8, 8) left z an image: log N(z; 0, I) summed over its last axis alone,
+    (8, 1, 8) for a batch of 8 (a silently wrong "log p(x)"), a broadcast error for other sizes."""
+
+    def couplings():
+        torch.manual_seed(0)
+        nets = [nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1)) for _ in "ab"]
+        for net in nets:  # (not the identity it starts as)
+            nn.init.normal_(net[-1].weight, std=0.1)
+        masks = [T.checkerboard_mask(8, 8, 0), T.checkerboard_mask(8, 8, 1)]
+        return T.Compose([T.Logit(0.05), *(T.AffineCoupling(m, net) for m, net in zip(masks, nets))])
+
+    x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    unflattened = FlowModel(couplings(), (1, 8, 8))
+    for n in (8, 5):
+        said = rf"gave z of shape \({n}, 1, 8, 8\) for {n} datapoints.*\({n}, 64\).*MultiScale"
+        with pytest.raises(ValueError, match=said):
+            unflattened.log_prob(x[:n])
+    flat = FlowModel(T.MultiScale([couplings()], (1, 8, 8)), (1, 8, 8))
+    z, ladj = couplings()(x)
+    want = ladj - 0.5 * z.pow(2).flatten(1).sum(1) - 32 * math.log(2 * math.pi)
+    torch.testing.assert_close(flat.log_prob(x), want)
+
+
 def test_flows_and_ppca_take_empty_batches_and_their_own_precision():
     from dgmkit.models import PPCA
     from dgmkit.transforms import glow

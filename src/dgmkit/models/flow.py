@@ -72,6 +72,13 @@ class FlowModel(ExactLikelihoodModel):
                 f"datapoints; a bijection's forward returns (z, ladj) with one ladj a datapoint, shape ({len(x)},) "
                 "(transforms.sum_except_batch sums a per-entry one)"
             )
+        if z.shape != (len(x), self.num_dims):  # (an image's (B, C, H, W): log N(z; 0, I) summed over W alone)
+            raise ValueError(
+                f"the flow's {type(self.bijection).__name__} gave z of shape {tuple(z.shape)} for {len(x)} datapoints; "
+                f"the base N(0, I) is over vectors, ({len(x)}, {self.num_dims}): end an image flow in a step that "
+                "flattens (transforms.MultiScale([flow], event_shape), of one level, does), or give flatten=True to "
+                "flatten the data before a vector flow"
+            )
         return z, ladj
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
