@@ -276,3 +276,20 @@ def test_flow_parts_refuse_sizes_and_bounds_that_build_an_identity_or_nan_by_nam
         with pytest.raises(ValueError) as e:
             build()
         assert needle in str(e.value)
+
+
+def test_a_coupling_network_of_the_wrong_output_width_is_named():
+    """A network giving 4 channels to an AffineCoupling of a 1-channel image broadcast x into them:
+    z came out (B, 2, 8, 8), twice the data's entries; on vectors unflatten said it in torch's words."""
+    x = torch.rand(3, 1, 8, 8)
+    wide = torch.nn.Conv2d(1, 4, 3, padding=1)
+    said = r"AffineCoupling's network gave output of shape \(3, 4, 8, 8\); it needs \(3, 2, 8, 8\): a log-scale and a shift "
+    with pytest.raises(ValueError, match=said + r"for each channel it transforms, 2 \* 1 channel of the image = 2"):
+        T.AffineCoupling(T.checkerboard_mask(8, 8), wide)(x)
+    said = r"AdditiveCoupling's network gave output of shape \(3, 3\); it needs \(3, 2\): a shift for each entry it "
+    with pytest.raises(ValueError, match=said + r"transforms, 1 \* 2 entries = 2"):
+        T.AdditiveCoupling(T.alternating_mask(5), _mlp(3, 3))(torch.randn(3, 5))
+    with pytest.raises(ValueError, match=r"gave output of shape \(3, 3\); it needs \(3, 4\).* 2 \* 2 entries = 4"):
+        T.AffineCoupling(T.alternating_mask(5), _mlp(3, 3)).inverse(torch.randn(3, 5))
+    z, _ = T.AffineCoupling(T.checkerboard_mask(8, 8), torch.nn.Conv2d(1, 2, 3, padding=1))(x)  # the width it needs
+    assert z.shape == x.shape

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgmkit.errors import finite_at_least, whole_at_least
+from dgmkit.errors import finite_at_least, plural, whole_at_least
 from dgmkit.transforms.base import Bijection, sum_except_batch
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "alternating_mask", "checkerboard_mask", "channel_mask", "soft_clamp"]
@@ -135,13 +135,29 @@ class _Coupling(Bijection):
     def _couple(self, x: torch.Tensor, context: torch.Tensor | None, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.vector:
             xa, xb = self._split(x)
-            params = self.net(self._net_input(xa, context)).unflatten(-1, (self.n_params, len(self.move))).unbind(1)
+            out = self.net(self._net_input(xa, context))
+            if out.shape != (len(x), self.n_params * len(self.move)):  # (else unflatten's words, or a broadcast)
+                raise self._width_error(out, (len(x), self.n_params * len(self.move)), len(self.move), "entry", "entries")
+            params = out.unflatten(-1, (self.n_params, len(self.move))).unbind(1)
             yb, ladj = self._transform(xb, params, inverse, None)
             return self._merge(xa, yb), ladj
         if self.context_features:
             raise ValueError("conditional coupling layers take vectors")
-        params = self.net(x * self.mask).chunk(self.n_params, dim=1)
+        out = self.net(x * self.mask)
+        if out.shape != (len(x), self.n_params * x.shape[1], *x.shape[2:]):  # (more channels broadcast x into them)
+            need = (len(x), self.n_params * x.shape[1], *x.shape[2:])
+            raise self._width_error(out, need, x.shape[1], "channel of the image", "channels of the image")
+        params = out.chunk(self.n_params, dim=1)
         return self._transform(x, params, inverse, 1 - self.mask)
+
+    def _width_error(self, out: torch.Tensor, need: tuple[int, ...], count: int, unit: str, units: str) -> ValueError:
+        """The refusal of the network's output ``out``, of a shape other than ``need``: ``n_params``
+        numbers for each of ``count`` units (entries, channels) that the coupling transforms."""
+        what = "a log-scale and a shift" if self.n_params == 2 else "a shift"
+        return ValueError(
+            f"the {type(self).__name__}'s network gave output of shape {tuple(out.shape)}; it needs {need}: {what} "
+            f"for each {unit.split()[0]} it transforms, {self.n_params} * {plural(count, unit, units)} = {need[1]}"
+        )
 
     def _transform(
         self, x: torch.Tensor, params: tuple[torch.Tensor, ...], inverse: bool, where: torch.Tensor | None
@@ -158,6 +174,11 @@ class _Coupling(Bijection):
 
 
 class AdditiveCoupling(_Coupling):
+    """NICE's coupling, volume-preserving: z_b = x_b + t(x_a). On vectors (a (D,) mask) ``net``
+    reads the kept entries x_a, (B, |a|) (and the context after them), and gives t, (B, |b|); on
+    images (a (1, H, W) or (C, 1, 1) mask) it reads the masked image (B, C, H, W) and gives
+    (B, C, H, W), of which the positions the mask moves are used."""
+
     n_params = 1
 
     def _transform(
@@ -168,6 +189,13 @@ class AdditiveCoupling(_Coupling):
 
 
 class AffineCoupling(_Coupling):
+    """RealNVP's coupling: z_b = x_b exp(s(x_a)) + t(x_a), s bounded softly by ``scale_bound``
+    (``scale="sigmoid"``: Glow's contracting scale). On vectors (a (D,) mask) ``net`` reads the
+    kept entries x_a, (B, |a|) (and the context after them), and gives the raw log-scales, then the
+    shifts, (B, 2 |b|); on images (a (1, H, W) or (C, 1, 1) mask) it reads the masked image
+    (B, C, H, W) and gives (B, 2C, H, W), the log-scales' channels first, of which the positions the
+    mask moves are used."""
+
     n_params = 2
 
     def __init__(
