@@ -100,6 +100,24 @@ def test_resume_ends_where_the_uninterrupted_run_ends(digits, tmp_path):
     assert len(b) == 3
 
 
+def test_a_new_run_in_a_folder_of_another_run_is_refused_and_a_resumed_one_goes_on(digits, tmp_path):
+    """A second Trainer given the same run_dir (a notebook's cell run again) appended its metrics
+    to the first run's (epochs 1, 2, 3, 1, 2) and replaced its checkpoints."""
+    first = make_trainer(digits, tmp_path, epochs=2)
+    first.fit()
+    before = {n: (tmp_path / n).read_bytes() for n in ("metrics.jsonl", "checkpoint.safetensors", "best.safetensors")}
+    again = make_trainer(digits, tmp_path, epochs=2)
+    with pytest.raises(ConfigError, match=r"holds another run's checkpoint.safetensors, best.safetensors, metrics.jsonl"):
+        again.fit()
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before  # nothing was changed
+    first.epochs = 3
+    assert [m["epoch"] for m in first.fit()] == [3]  # the trainer that wrote them goes on
+    resumed = make_trainer(digits, tmp_path, epochs=4)
+    resumed.resume()
+    resumed.fit()
+    assert [json.loads(s)["epoch"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
     base = build_objective(CFG)
     calls = {"n": 0}

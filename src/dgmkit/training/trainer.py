@@ -131,7 +131,8 @@ class Trainer:
     early stopping and the best checkpoint (without ``valid``, the training score does, and the
     early-stopping line says so). ``run_dir`` (optional) receives, through a
     ``RunWriter``, ``checkpoint.safetensors`` each epoch, ``best.safetensors`` whenever the
-    validation score improves, and one JSON line per epoch in ``metrics.jsonl``. ``config`` is
+    validation score improves, and one JSON line per epoch in ``metrics.jsonl``; a folder that
+    holds another run's files is refused by ``fit`` unless ``resume`` went on from them. ``config`` is
     the run record stored in every checkpoint so that a run folder describes itself
     (``config.run.run_record(cfg, dataset, transform)``; without it ``dgmkit.load`` cannot read
     the folder back). The scores are of the data as ``transform`` gives them: for uniformly
@@ -291,6 +292,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.config = config or {}
         self.writer = RunWriter(self.run_dir, self.config) if self.run_dir is not None and self.dist.is_main else None
+        self._folder_checked = False  # whether the folder was found free of another run's files (or this run resumed)
         self.progress, self.eval_batch_size = progress, eval_batch_size
         self.callbacks = list(callbacks or [])
         self.diagnostics = diagnostics
@@ -494,6 +496,7 @@ class Trainer:
             self.writer.truncate_metrics(self.epoch)
             self._record_pending = True  # config.json gets the resumed settings with the first epoch's files
             self._restore_best(path)
+        self._folder_checked = True  # (the folder's files are this run's, which goes on)
 
     def _restore_best(self, path: Path) -> None:
         """best.safetensors written again from the resumed checkpoint where that checkpoint ends on
@@ -883,6 +886,7 @@ class Trainer:
         ``torch.no_grad()``). A SIGTERM meanwhile stops the run at the end of its step, with a
         checkpoint, and ends the process (``_sigterm_deferred``)."""
         history: list[dict] = []
+        self._check_folder()
         self._prepare_graph()
         self.budget_spent = False
         self._deadline = None if self.budget is None else self.budget.clock() + self.budget.seconds
@@ -890,6 +894,22 @@ class Trainer:
             self._fit_epochs(history)
         distributed.barrier()  # the other ranks wait for rank 0's last files
         return history
+
+    def _check_folder(self) -> None:
+        """Before a new run's first write: a run folder that holds another run's files is refused
+        (its metrics.jsonl would get this run's lines after its own, epoch 1 again, and its
+        checkpoints would be replaced); ``resume`` takes them as this run's."""
+        if self._folder_checked or self.writer is None:
+            return
+        run_dir = cast(Path, self.run_dir)
+        found = [n for n in ("checkpoint.safetensors", "best.safetensors", "metrics.jsonl") if (run_dir / n).exists()]
+        if found:
+            raise ConfigError(
+                f"{run_dir} holds another run's {', '.join(found)}: a new run there would add its metrics to that "
+                "run's and replace its checkpoints. Give the Trainer a new or empty run_dir, or call trainer.resume() "
+                "before fit() to go on from that run's checkpoint.safetensors. Nothing was changed"
+            )
+        self._folder_checked = True
 
     @contextlib.contextmanager
     def _sigterm_deferred(self):
