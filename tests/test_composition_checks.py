@@ -128,6 +128,34 @@ def test_the_trainer_takes_a_tensor_of_images_and_refuses_other_data_by_name():
         Trainer(_vae(), ELBO(1), x.tolist(), DataTransform("binary", 2), device="cpu", progress=False)  # type: ignore[arg-type]
 
 
+def test_the_trainer_names_a_transform_an_objective_parts_and_data_of_the_wrong_kind():
+    """Each failed deep in the Trainer in Python's words: None or "bernoulli" for the transform
+    ("'NoneType' object is not callable", at the first batch), a loss function for the objective
+    ("'function' object has no attribute 'check_model'"), one part for the list ("'KLWarmup'
+    object is not iterable")."""
+    from dgmkit.data import Dataset, Split
+    from dgmkit.training import KLWarmup
+
+    x, binary = _binary(16), DataTransform("binary", 2)
+    train = lambda *a, **k: Trainer(*a, **k, epochs=1, device="cpu", progress=False)  # noqa: E731
+    for given, shown in ((None, "None"), ("bernoulli", "'bernoulli'")):
+        with pytest.raises(TypeError, match=rf"transform must be a dgmkit.data.DataTransform, got {shown}: make_transform"):
+            train(_vae(), ELBO(1), x, given)
+    with pytest.raises(TypeError, match=r"objective must be a dgmkit.objectives.Objective .*got function: .*subclass"):
+        train(_vae(), lambda model, x, beta=1.0: ELBO(1)(model, x, beta), x, binary)
+    with pytest.raises(TypeError, match=r"parts are a list of TrainingParts: parts=\[KLWarmup\(\.\.\.\)\], got one alone"):
+        train(_vae(), ELBO(1), x, binary, parts=KLWarmup(1.0, 2))
+    data = Dataset("own", Split(x), Split(x[:4]), Split(x[:4]), 2)
+    for given, hint in (
+        (data, r"got Dataset: a Dataset's splits are its train, valid and test \(give dataset.train\)"),
+        (x.numpy(), r"got ndarray: torch.as_tensor\(x\) makes a tensor"),
+        ((x, torch.zeros(16, dtype=torch.long)), r"got tuple: Split\(x, y\) \(dgmkit.data\) holds images and their labels"),
+    ):
+        with pytest.raises(TypeError, match=hint):
+            train(_vae(), ELBO(1), given, binary)
+    assert train(_vae(), ELBO(1), data.train, binary, parts=[KLWarmup(1.0, 2)]).fit()[-1]["beta"] == 0.5
+
+
 # ------------------------------------------------------------- parts whose shapes do not fit
 @pytest.mark.parametrize("batch", [M, 5])  # batch == M: the case that broadcast silently into a (B, B) "ELBO"
 def test_a_prior_whose_event_is_not_the_latent_vector_is_named(batch):

@@ -74,6 +74,9 @@ def attach_parts(trainer: Trainer, parts: Iterable[TrainingPart]) -> None:
     an earlier one, as a later keyword would (``[*trainer_options(cfg)["parts"],
     Precision("fp32")]`` overrides the config's precision), and takes its place in the order;
     TypeError for what is not a part."""
+    if isinstance(parts, TrainingPart) or (isinstance(parts, type) and issubclass(parts, TrainingPart)):
+        shown = parts.__name__ if isinstance(parts, type) else type(parts).__name__
+        raise TypeError(f"a Trainer's parts are a list of TrainingParts: parts=[{shown}(...)], got one alone")
     chosen: dict[type, TrainingPart] = {}
     for part in parts:
         if not isinstance(part, TrainingPart):

@@ -30,12 +30,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeGuard, cast
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from dgmkit import distributed
 from dgmkit._io import parse_json
-from dgmkit.data import DataTransform, Split
+from dgmkit.data import Dataset, DataTransform, Split
 from dgmkit.data.transforms import VALID_SEED
 from dgmkit.devices import dtype_of, resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
@@ -46,6 +47,7 @@ from dgmkit.errors import (
     TrainingError,
     finite_at_least,
     generator_seed,
+    shown_value,
     whole_at_least,
 )
 from dgmkit.models.base import GenerativeModel
@@ -115,7 +117,16 @@ def _split(name: str, data: object) -> Split:
     if isinstance(data, torch.Tensor):
         data = Split(data)
     if not isinstance(data, Split):
-        raise TypeError(f"the Trainer's {name} data: a dgmkit.data.Split or a tensor of images, got {type(data).__name__}")
+        hint = ""
+        if isinstance(data, Dataset):
+            hint = f": a Dataset's splits are its train, valid and test (give dataset.{name})"
+        elif isinstance(data, np.ndarray):
+            hint = ": torch.as_tensor(x) makes a tensor of a NumPy array"
+        elif isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+            hint = ": Split(x, y) (dgmkit.data) holds images and their labels"
+        raise TypeError(
+            f"the Trainer's {name} data: a dgmkit.data.Split or a tensor of images, got {type(data).__name__}{hint}"
+        )
     if len(data.x) == 0:
         without = "; give valid=None to train without validation" if name == "valid" else ""
         raise DataError(f"the Trainer's {name} data hold no datapoint{without}")
@@ -192,6 +203,20 @@ class Trainer:
         if isinstance(objective, type):  # (ELBO for ELBO(1): "check_model() missing 1 required positional argument")
             name = objective.__name__
             raise TypeError(f"the objective is the class {name}; give an instance of it, {name}(...)")
+        # (a loss function: "'function' object has no attribute 'check_model'"; a wrapper that passes an Objective's
+        # attributes on is one)
+        if not isinstance(objective, Objective) and not all(hasattr(objective, a) for a in ("check_model", "score")):
+            raise TypeError(
+                f"the objective must be a dgmkit.objectives.Objective (ELBO(1), IWAE(5), MaximumLikelihood(), ...), got "
+                f"{type(objective).__name__}: for a loss of your own, subclass Objective, whose __call__(model, x, beta) "
+                "returns a NamedTuple of per-example terms, the loss and the score it names (objectives.base)"
+            )
+        if not isinstance(transform, DataTransform):  # (None or "bernoulli": "'NoneType' object is not callable")
+            raise TypeError(
+                f"the Trainer's transform must be a dgmkit.data.DataTransform, got {shown_value(transform)}: "
+                "make_transform(likelihood, dataset) makes the one a likelihood needs, and DataTransform('continuous', "
+                "None) gives the data as they are"
+            )
         self.model = model.to(self.device)
         objective.check_model(model)
         self.objective, self.transform, self.valid = objective, transform, valid
