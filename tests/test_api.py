@@ -402,6 +402,16 @@ def test_the_functions_of_a_run_take_its_path_and_refuse_other_things_in_words(t
             call(run.model)
         with pytest.raises(ConfigError, match=r"dgmkit\.\w+ takes a run .*not int"):
             call(3)
+    # images of one's own where the split's name goes ("unknown split a tensor of shape ...")
+    mine = dgmkit.reconstruct(run, 3)[0]
+    for call, own in (
+        (dgmkit.evaluate, r"dgmkit\.evaluation\.evaluate\(run\.model, x\) scores them"),
+        (dgmkit.reconstruct, r"run\.model\.reconstruct\(x\) gives"),
+        (dgmkit.interpolate, r"run\.model\.posterior\(x\) gives their codes"),
+    ):
+        said = r"'s split names one of the run's splits \(train, valid or test\), got a tensor of shape \(3, 1, 8, 8\): "
+        with pytest.raises(ConfigError, match=said + f"for data of your own, {own}"):
+            call(run, split=mine)
     with pytest.raises(ConfigError, match="dgmkit.sample takes no option 'temprature' \\(did you mean 'temperature'\\?\\)"):
         dgmkit.sample(run, 2, temprature=0.5)
     with pytest.raises(ConfigError, match="unknown key\\(s\\) 'learning_rate' \\(did you mean 'lr'\\?\\)"):

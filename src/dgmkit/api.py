@@ -420,6 +420,16 @@ def _the_run(run: object, call: str) -> Run:
     )
 
 
+def _split_named(split: object, call: str, own: str) -> None:
+    """Refuses a ``split`` that is data rather than the name of one of the run's splits (a tensor of
+    one's own, given as ``dgmkit.evaluate(run, x)``), saying what takes such data: ``own``."""
+    if isinstance(split, (torch.Tensor, np.ndarray, list, tuple)):
+        raise ConfigError(
+            f"dgmkit.{call}'s split names one of the run's splits (train, valid or test), got {shown_value(split)}: "
+            f"for data of your own, {own} (x as the run's transform gives data: run.transform.held_out(x) of raw ones)"
+        )
+
+
 def _known_options(options: Mapping[str, Any], known: tuple[str, ...], call: str) -> None:
     """Refuses a keyword that ``call`` does not take, in words (not a TypeError from inside)."""
     for name in options:
@@ -533,6 +543,7 @@ def reconstruct(
     The images keep the missing entries of data that have them as NaN (``dgm reconstruct`` draws them
     mid-grey); the reconstructions have none. ``run``: a loaded run, or a run folder's path."""
     run = _the_run(run, "reconstruct")
+    _split_named(split, "reconstruct", "run.model.reconstruct(x) gives their reconstructions")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     n = given_count(n, 1, 10_000, "n")
     reconstructs(run)
@@ -560,6 +571,8 @@ def interpolate(
     the units the model scores. ``data_dir``, ``data``: as for ``reconstruct``; the two images keep
     their missing entries as NaN, as there. ``run``: a loaded run, or a run folder's path."""
     run = _the_run(run, "interpolate")
+    own = "run.model.posterior(x) gives their codes and run.model.likelihood(z) decodes a point between two"
+    _split_named(split, "interpolate", own)
     seed = given_count(seed, 0, MAX_SEED, "seed")
     pairs = given_count(pairs, 1, 1000, "pairs")
     steps = given_count(steps, 2, 100, "steps")
@@ -585,6 +598,7 @@ def evaluate(
     ``inputs``/``code_prior`` as for ``sample`` (``dgm eval --input``). ``run``: a loaded run, or a
     run folder's path."""
     run = _the_run(run, "evaluate")
+    _split_named(split, "evaluate", "dgmkit.evaluation.evaluate(run.model, x) scores them")
     _known_options(options, EVAL_OPTIONS, "evaluate")
     _attach(run, inputs, code_prior)  # (with those attached by earlier calls: the model scores with all of them)
     with _data_keywords():
