@@ -295,6 +295,9 @@ def _describe(support: constraints.Constraint) -> str:
         return f"{lo} or {hi}" if hi == lo + 1 else f"the integers {lo}..{hi}"
     if support is constraints.boolean:
         return "0 or 1"
+    if isinstance(support, constraints.interval | constraints.half_open_interval):  # (not "Interval(lower_bound=...)")
+        close = ")" if isinstance(support, constraints.half_open_interval) else "]"
+        return f"values in [{support.lower_bound:g}, {support.upper_bound:g}{close}"
     describe = getattr(support, "describe", None)  # a constraint of dgmkit's own says itself
     return describe() if callable(describe) else f"values in {support}"
 
