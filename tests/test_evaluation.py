@@ -264,6 +264,45 @@ def test_importance_chunks_of_a_likelihood_large_per_row_are_capped_by_its_size(
     assert _importance_sizes(categorical, x, 7, 99) == (7, 99)  # sizes given are kept within the cap
 
 
+def test_an_evaluation_gives_a_model_the_callers_data_on_the_models_device(monkeypatch):
+    """evaluate moved the data to the model's device, and the other evaluations (log_likelihoods,
+    diagnose, impute, ...) did not: a model moved to a GPU met the caller's CPU tensors in torch's
+    "Expected all tensors to be on the same device". Faked here: the model's device said to be meta."""
+    import dgmkit._modes as modes
+    from dgmkit.config import RunConfig, build_model
+
+    model = build_model(RunConfig.of(model="vae", hidden=[4], latent_dim=2), (1, 2, 2), 2)
+    seen = []
+
+    @modes.evaluates
+    def where(model, x, k=1):
+        seen.append((x.device.type, x.dtype))
+        return x
+
+    x = torch.ones(3, 1, 2, 2, dtype=torch.float64)
+    monkeypatch.setattr(modes, "device_of", lambda m: torch.device("meta"))
+    where(model, x)
+    where(model, x=x, k=2)
+    assert seen == [("meta", torch.float32)] * 2  # the model's device and precision, by position or keyword
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_evaluations_of_a_model_on_a_gpu_take_cpu_tensors():
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.evaluation.diagnostics import diagnose
+    from dgmkit.evaluation.estimates import log_likelihoods
+    from dgmkit.objectives import importance_sampled_log_likelihood
+
+    torch.manual_seed(0)
+    model = build_model(RunConfig.of(model="vae", hidden=[8], latent_dim=2), (1, 4, 4), 2)
+    x = torch.bernoulli(torch.full((20, 1, 4, 4), 0.3), generator=torch.Generator().manual_seed(0))
+    on_cpu = log_likelihoods(model, x, iw_samples=50)
+    on_gpu = log_likelihoods(model.cuda(), x, iw_samples=50)
+    assert torch.isfinite(on_gpu).all() and abs(on_gpu.mean() - on_cpu.mean()) < 0.5
+    importance_sampled_log_likelihood(model, x, k=5)
+    diagnose(model, x)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("settings", [dict(likelihood="categorical"), dict(model="hvae", posterior="residual")])
 def test_importance_sampling_on_a_gpu_stays_within_its_chunk_budget(settings):

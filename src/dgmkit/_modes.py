@@ -11,7 +11,7 @@ from typing import ParamSpec, TypeVar, cast
 import torch
 from torch import nn
 
-from dgmkit.devices import dtype_of, half_precision_words
+from dgmkit.devices import device_of, dtype_of, half_precision_words
 from dgmkit.errors import DataError, EvaluationError
 from dgmkit.models.base import GenerativeModel
 
@@ -36,7 +36,8 @@ def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
     datapoints of its event shape), once: the evaluations it calls in turn are given those data,
     or parts of them. Data that are not a tensor (a NumPy array) are refused in words, and
     floating-point data of another precision than the model's are given to it in its own (a
-    float64 model scores float32 data, as the transforms make them, and the reverse). Data of no
+    float64 model scores float32 data, as the transforms make them, and the reverse), and data on
+    another device than the model's on its (a model on a GPU scores CPU tensors). Data of no
     datapoint (N = 0) are refused: no estimate, mean or imputation is made of none."""
     return _evaluation(fn, empty_ok=False)
 
@@ -75,6 +76,12 @@ def _evaluation(fn: Callable[P, R], empty_ok: bool) -> Callable[P, R]:
         check = data is not None and isinstance(model, GenerativeModel)
         if check:
             cast(GenerativeModel, model).check_data(cast(torch.Tensor, data))
+        if isinstance(model, GenerativeModel) and isinstance(x, torch.Tensor) and x.device != (where := device_of(model)):
+            x = x.to(where)  # (a model moved to a GPU scores the caller's CPU tensors, as evaluate did alone)
+            if at is not None and at < len(args):
+                args = (*args[:at], x, *args[at + 1 :])  # type: ignore[assignment]
+            else:
+                kwargs["x"] = x
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
         token = _checked.set(True) if check else None
