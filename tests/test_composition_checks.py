@@ -543,8 +543,12 @@ def test_a_decoder_of_no_image_shape_a_decoder_without_parameters_and_no_data_ar
 def test_flat_rows_given_to_an_image_model_are_named_where_they_reach_the_encoder():
     with pytest.raises(ValueError, match=r"q\(z\|x\) was given data of shape \(6, 16\); .* \(1, 4, 4\)"):
         ELBO(1)(_vae(), _binary().view(6, 16))
-    with pytest.raises(ValueError, match=r"data of shape \(1, 4, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"data of shape \(1, 4, 4\); .*\(B, 1, 4, 4\) \(one datapoint is a batch of one: x\.unsqueeze"
+    ):
         _vae().posterior(_binary()[0])  # one image without its batch dimension
+    with pytest.raises(ValueError, match=r"\(B, 1, 4, 4\)$"):  # (no such hint for other shapes)
+        _vae().posterior(_binary()[:, 0])
 
 
 @pytest.mark.parametrize(

@@ -78,9 +78,10 @@ class VAE(DecodedModel, LatentVariableModel):
         where the encoder reads them (``fill_missing`` False)."""
         event = self.event_shape
         if tuple(x.shape[x.dim() - len(event) :]) != event or x.dim() <= len(event):
+            one = " (one datapoint is a batch of one: x.unsqueeze(0))" if tuple(x.shape) == event else ""
             raise ValueError(
                 f"q(z|x) was given data of shape {tuple(x.shape)}; the model's datapoints are of shape {event}: "
-                f"a batch is (B, {', '.join(map(str, event))})"
+                f"a batch is (B, {', '.join(map(str, event))}){one}"
             )
         floating = x.is_floating_point()  # (integers hold no missing entry)
         # the model's precision: float64 once made so (float64 data failed in a float32 model's first layer)
