@@ -352,6 +352,51 @@ def test_metrics_are_read_in_memory_bounded_by_the_file_and_its_lines(tmp_path, 
         read_metrics(path)
 
 
+def test_a_metrics_line_longer_than_any_dgmkit_writes_is_refused_before_it_is_parsed(tmp_path):
+    """One line of 17 MiB of nested empty lists, under a key the page never reads, took 27 times
+    its size to parse (7 GB at the file's 256 MiB cap): a line is at most 16 MiB (an epoch's line
+    is a few kB; one of 2 million latent dimensions' KLs, 16 MB), refused by its size unparsed."""
+    import tracemalloc
+
+    from dgmkit.cli.report import MAX_METRICS_LINE_BYTES
+    from dgmkit.reporting import metric_keys
+
+    assert MAX_METRICS_LINE_BYTES == 16 << 20
+    path = tmp_path / "metrics.jsonl"
+    lines = '{"epoch": 1, "valid_elbo": -3}\n' + '{"epoch": 2, "x": [' + "[]," * ((17 << 20) // 3) + "[]]}\n"
+    path.write_text(lines)
+    tracemalloc.start()
+    said = r"metrics.jsonl, line 2: [0-9,]+ bytes, more than any line dgmkit writes [(]16 MiB[)]"
+    with pytest.raises(DataError, match=said):
+        read_metrics(path, metric_keys("elbo"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * path.stat().st_size, peak  # (the bytes read, and the line: not parsed, which took 27 times)
+
+
+def test_metrics_values_the_page_cannot_draw_are_not_kept(tmp_path):
+    """Lines of a key the page reads (a layer's KLs) holding nested lists kept them all: 21 times
+    the file. Only numbers, and lists of at most 1024 numbers (a value per layer), are kept."""
+    import tracemalloc
+
+    from dgmkit.reporting import metric_keys
+
+    path = tmp_path / "metrics.jsonl"
+    junk = "[" + "[]," * 1000 + "[]]"
+    line = '{"epoch": %d, "valid_elbo": -%d, "valid_layer_kl": JUNK, "lr": {"a": JUNK}}\n'.replace("JUNK", junk)
+    text = "".join(line % (i, i) for i in range(1, 201))
+    path.write_text(text + '{"epoch": 201, "valid_layer_kl": [1, 2.5, null], "valid_kl": "x", "lr": 0.1}\n')
+    tracemalloc.start()
+    rows = read_metrics(path, metric_keys("elbo"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert rows[0] == {"epoch": 1, "valid_elbo": -1} and len(rows) == 201
+    assert rows[-1] == {"epoch": 201, "valid_layer_kl": [1, 2.5, None], "lr": 0.1}
+    assert peak < 3 * path.stat().st_size, (peak, path.stat().st_size)
+    path.write_text('{"epoch": 1, "valid_layer_kl": ' + json.dumps([0.5] * 1025) + "}\n")
+    assert read_metrics(path, metric_keys("elbo")) == [{"epoch": 1}]
+
+
 def test_a_run_folder_named_twice_is_refused(runs, tmp_path, capsys):
     vae = runs[0]
     capsys.readouterr()

@@ -52,7 +52,7 @@ from dgmkit.settings import unused_keys
 from dgmkit.training.checkpoint import trainer_counters
 from dgmkit.training.run_writer import MAX_METRICS_BYTES, read_run_file
 
-__all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES"]
+__all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES", "MAX_METRICS_LINE_BYTES"]
 
 
 SAMPLES = 16  # images sampled per run, by default
@@ -75,16 +75,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 MAX_METRICS_LINES = 10**6  # one line an epoch, and no run has more epochs (nor EM iterations)
+# an epoch's line is a few kB (16 MiB: the KLs of 2 million latent dimensions); parsing JSON takes up to 27 times its
+# size (nested empty lists), so a longer line is refused unparsed
+MAX_METRICS_LINE_BYTES = 16 << 20
+PLOTTED_LAYERS = 1024  # the most values a line's list may hold for the page to draw (``reporting.page._layer_series``)
+
+
+def _drawable(v: object) -> bool:
+    """Whether ``v``, a value of metrics.jsonl, is one the page draws: a number (or null), or a
+    list of at most PLOTTED_LAYERS of them (a value per layer). Nothing else is kept."""
+    if isinstance(v, list):
+        return len(v) <= PLOTTED_LAYERS and all(a is None or isinstance(a, (int, float)) for a in v)
+    return v is None or isinstance(v, (int, float))
 
 
 def read_metrics(path: Path, keys: Collection[str] | None = None) -> list[dict]:
     """The epochs of a metrics.jsonl: one JSON object per line (where ``keys`` are given, only
-    those, and only lines that hold one: what the page draws, so that memory stays within a few
-    times the file's size; it was 55 times, 14 GB at the size cap). A last line cut
+    those, only values the page can draw (``_drawable``: numbers, lists of them), and only lines
+    that hold one: what the page draws, so that memory stays within a few times the file's size;
+    it was 55 times, 14 GB at the size cap). A last line cut
     short (a run still writing) is left out; any other line that is not a JSON object is an
-    error, as is a line of JSON that dgmkit never writes (NaN or Infinity, a key twice), a file
-    of more than MAX_METRICS_LINES lines and a metrics.jsonl that is not a regular file (a link
-    to a device, a FIFO, a folder)."""
+    error, as is a line of JSON that dgmkit never writes (NaN or Infinity, a key twice), a line
+    of more than MAX_METRICS_LINE_BYTES, a file of more than MAX_METRICS_LINES lines and a
+    metrics.jsonl that is not a regular file (a link to a device, a FIFO, a folder)."""
     if not os.path.lexists(path):
         return []
     if path.is_symlink() and not path.exists():  # (git-annex content not fetched, say)
@@ -102,6 +115,11 @@ def read_metrics(path: Path, keys: Collection[str] | None = None) -> list[dict]:
                 f"{path} holds more than {MAX_METRICS_LINES:,} lines, one an epoch, more than any run has epochs; "
                 "not a metrics file of dgmkit"
             )
+        if len(line) > MAX_METRICS_LINE_BYTES:
+            raise DataError(
+                f"{path}, line {i}: {len(line):,} bytes, more than any line dgmkit writes "
+                f"({MAX_METRICS_LINE_BYTES >> 20} MiB); not a metrics file of dgmkit"
+            )
         try:
             row = parse_json(line)
         except json.JSONDecodeError:
@@ -112,7 +130,7 @@ def read_metrics(path: Path, keys: Collection[str] | None = None) -> list[dict]:
             raise DataError(f"{path}, line {i}: {e}; not a metrics file of dgmkit") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}, line {i}: not a JSON object; not a metrics file of dgmkit")
-        kept = row if keys is None else {k: row[k] for k in keys if k in row}
+        kept = row if keys is None else {k: row[k] for k in keys if k in row and _drawable(row[k])}
         if kept or keys is None:  # (a line with none of the keys: nothing to keep)
             out.append(kept)
     return out
