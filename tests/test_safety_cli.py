@@ -493,6 +493,11 @@ def _rename(tensors: dict, old: str, new: str) -> None:
             "metrics.jsonl line 2 is not a metrics",
         ),
         (lambda run: (run / "metrics.jsonl").write_text('{"epoch": true}\n'), "metrics.jsonl line 1 is not a metrics"),
+        # (17 MiB of nested empty lists took 27 times that to parse: a line over 16 MiB is refused unparsed)
+        (
+            lambda run: (run / "metrics.jsonl").write_text('{"epoch": 1, "x": [' + "[]," * ((17 << 20) // 3) + "[]]}\n"),
+            "metrics.jsonl line 1 is not a metrics record of dgmkit (17,825,",
+        ),
     ],
     ids=[
         "best-as-checkpoint",
@@ -502,6 +507,7 @@ def _rename(tensors: dict, old: str, new: str) -> None:
         "stray-index",
         "metrics-line",
         "metrics-epoch",
+        "metrics-long-line",
     ],
 )
 def test_a_checkpoint_or_metrics_file_that_cannot_be_resumed_is_refused_and_changes_nothing(vae_copy, capsys, edit, needle):

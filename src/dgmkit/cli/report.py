@@ -50,7 +50,7 @@ from dgmkit.evaluation.report import finite_number, words_of_data
 from dgmkit.reporting import RunPage, logged_epoch, metric_keys, render_page
 from dgmkit.settings import unused_keys
 from dgmkit.training.checkpoint import trainer_counters
-from dgmkit.training.run_writer import MAX_METRICS_BYTES, read_run_file
+from dgmkit.training.run_writer import MAX_METRICS_BYTES, MAX_METRICS_LINE_BYTES, read_run_file
 
 __all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES", "MAX_METRICS_LINE_BYTES"]
 
@@ -75,9 +75,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 MAX_METRICS_LINES = 10**6  # one line an epoch, and no run has more epochs (nor EM iterations)
-# an epoch's line is a few kB (16 MiB: the KLs of 2 million latent dimensions); parsing JSON takes up to 27 times its
-# size (nested empty lists), so a longer line is refused unparsed
-MAX_METRICS_LINE_BYTES = 16 << 20
 PLOTTED_LAYERS = 1024  # the most values a line's list may hold for the page to draw (``reporting.page._layer_series``)
 
 

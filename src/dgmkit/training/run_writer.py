@@ -33,7 +33,8 @@ from dgmkit.errors import CheckpointError, ConfigError, DgmError, TrainingError
 from dgmkit.training.checkpoint import save_checkpoint
 
 __all__ = [
-    "RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "MAX_RECORD_BYTES", "MAX_METRICS_BYTES", "read_run_file",
+    "RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "MAX_RECORD_BYTES", "MAX_METRICS_BYTES", "MAX_METRICS_LINE_BYTES",
+    "read_run_file",
     "run_files", "results_lock", "new_run_id", "nonfinite_state",
 ]  # fmt: skip
 
@@ -44,6 +45,9 @@ RUN_FILES = (
 LOCK_NAME = ".dgm.lock"
 MAX_RECORD_BYTES = 16 << 20  # a run's config.json (dgmkit's are a few kB)
 MAX_METRICS_BYTES = 256 << 20  # a run's metrics.jsonl
+# a line of it: an epoch's is a few kB (16 MiB: the KLs of 2 million latent dimensions); parsing JSON takes up to 27
+# times its size (nested empty lists), so a longer line is refused unparsed
+MAX_METRICS_LINE_BYTES = 16 << 20
 
 
 def read_run_file(path: Path, limit: int) -> bytes:
@@ -336,6 +340,11 @@ class RunWriter:
         for i, line in enumerate(read_run_file(path, MAX_METRICS_BYTES).decode(errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
+            if len(line) > MAX_METRICS_LINE_BYTES:
+                raise CheckpointError(
+                    f"{path} line {i} is not a metrics record of dgmkit ({len(line):,} characters, more than any line "
+                    f"it writes: {MAX_METRICS_LINE_BYTES >> 20} MiB); the run cannot be resumed"
+                )
             try:
                 value = parse_json(line)
                 line_epoch = value["epoch"]
