@@ -274,6 +274,10 @@ def test_a_record_of_an_unknown_format_or_transform_is_refused_in_a_short_line()
         migrate_record({**_record(), "format": "x" * 100_000}, "x.json")
     with pytest.raises(DataError, match=r"^unknown data transform 'x{36}\.\.\.; choose from"):
         DataTransform("x" * 100_000, None)
+    # (a format of 4300 digits, as JSON may hold, was printed whole as the newer dgmkit's)
+    newer = r"^x.json was written by a newer dgmkit [(]run format an integer of 4300 digits[)]; upgrade dgmkit$"
+    with pytest.raises(CheckpointError, match=newer):
+        migrate_record({**_record(), "format": 10**4299}, "x.json")
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ def migrate_record(record: object, source: str) -> dict:
             raise CheckpointError(f"{source} holds a run record of format {version} that cannot be read ({e})") from None
         return {**record, "format": FORMAT, "config": config, "migrated_from": version}
     if isinstance(version, int) and version > FORMAT:
-        raise CheckpointError(f"{source} was written by a newer dgmkit (run format {version}); upgrade dgmkit")
+        raise CheckpointError(f"{source} was written by a newer dgmkit (run format {shown_value(version)}); upgrade dgmkit")
     raise CheckpointError(f"{source} has an unknown run format {shown_value(version)}")
 
 
