@@ -1128,6 +1128,27 @@ def test_eval_refuses_zero_importance_samples_for_a_sampled_estimate(vae_run, ca
     assert snapshot(vae_run) == before
 
 
+def test_eval_that_cannot_take_its_results_lock_says_so_before_any_work_and_writes_nothing(
+    vae_copy, tmp_path, capsys, monkeypatch
+):
+    """A .evals.lock that cannot be opened (a link planted there: a lock never follows one) was
+    found only after the evaluation (hours, at k = 5000), with the report printed and eval.json
+    replaced but evals.json not: the lock is taken before any work, and eval.json is written
+    with evals.json, under it."""
+    import dgmkit.cli.evaluate as evaluate
+
+    assert run(capsys, "eval", vae_copy, "--iw-samples", "2")[0] == 0
+    outside = tmp_path / "outside"
+    outside.write_text("kept\n")
+    (vae_copy / ".evals.lock").unlink()
+    (vae_copy / ".evals.lock").symlink_to(outside)
+    before = snapshot(vae_copy)
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("evaluated")))
+    code, said, err = run(capsys, "eval", vae_copy, "--iw-samples", "3")
+    assert_one_error_line(code, err, ".evals.lock")
+    assert said == "" and snapshot(vae_copy) == before and outside.read_text() == "kept\n"
+
+
 def test_eval_refuses_a_non_finite_result(vae_copy, capsys, monkeypatch):
     from dgmkit.evaluation import estimates
 

@@ -2,7 +2,9 @@
 where it has one, bits/dim and latent diagnostics."""
 
 import argparse
+import contextlib
 import hashlib
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from dgmkit.cli.common import (
     own_result,
     plural,
     positive_count,
+    results_locked,
     run_data,
     say,
     seeded_rows,
@@ -39,6 +42,7 @@ from dgmkit.evaluation.order_files import OrderFiles
 from dgmkit.evaluation.report import active_units_words, data_notes, data_words, record_problem
 from dgmkit.models import AnyOrderModel
 from dgmkit.models.terms import format_term
+from dgmkit.training.run_writer import results_lock
 
 __all__ = ["add_parser", "run_eval", "format_report", "estimate_samples", "eval_notes", "read_eval_json", "EVALS"]
 
@@ -426,8 +430,12 @@ def _trained(run: Run) -> dict | None:
 def run_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     inputs = attach_inputs(run, args)
-    EVALS.kept(run.path)  # a foreign evals.json or eval.json is refused before any work
-    read_eval_json(run.path)
+    # before any work: a foreign evals.json or eval.json is refused, and so is a results lock there that cannot be
+    # taken (a planted link); one not there yet is made with the results, not by a command that may still fail
+    lock = run.path / results_lock(EVALS.name)
+    with results_locked(run.path, EVALS.name) if os.path.lexists(lock) else contextlib.nullcontext():
+        EVALS.kept(run.path)
+        read_eval_json(run.path)
     result = evaluate_run(
         run, args.split, args.iw_samples, args.time_samples, args.limit, args.seed, args.data_dir, args.data,
         inputs=inputs, orders=args.orders, keep_orders=True, schema=args.schema,
@@ -435,7 +443,6 @@ def run_eval(args: argparse.Namespace) -> int:
     if not distributed.current().is_main:  # under torchrun every rank evaluated its share; rank 0 writes
         return 0
     say(format_report(result))
-    atomic_write_json(run.path / "eval.json", result)
-    count = EVALS.keep(run.path, result)
+    count = EVALS.keep(run.path, result, also=lambda: atomic_write_json(run.path / "eval.json", result))  # (one pair)
     say(f"wrote {run.path / 'eval.json'} (this result) and {run.path / 'evals.json'} (results by protocol: {count})")
     return 0
