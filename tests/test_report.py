@@ -1,5 +1,6 @@
 """``dgm report``: a self-contained HTML page of runs, rendered by a real headless browser."""
 
+import html
 import json
 import re
 import shutil
@@ -253,6 +254,27 @@ def test_another_runs_evaluation_or_metrics_are_not_shown_as_this_runs(runs, tmp
     assert main(["report", str(vae), str(runs[1]), "--out", str(tmp_path / "r.html"), "--no-figures", "--force"]) == 0
     best = max(json.loads(line)["valid_elbo"] for line in own.splitlines())
     assert f"-ELBO {-best:.3f} (epoch " in (tmp_path / "r.html").read_text()
+
+
+def test_a_checkpoint_safetensors_of_another_run_gives_the_page_no_counters(runs, tmp_path):
+    """A run's checkpoint.safetensors replaced by another run's (stopped after epoch 1) made the
+    comparison say the run was trained "1 of 3 epochs", its best score that of epoch 1, and blamed
+    metrics.jsonl ("the curves may not be of this run"): the counters of a checkpoint of another
+    run id are not the run's; the page says whose it is."""
+    vae, other = tmp_path / "vae", tmp_path / "other"
+    shutil.copytree(runs[0], vae)
+    argv = ["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--quiet"]
+    assert main([*argv, "--out", str(other)]) == 0
+    shutil.copy(other / "checkpoint.safetensors", vae / "checkpoint.safetensors")
+    assert main(["report", str(vae), str(runs[1]), "--out", str(tmp_path / "r.html"), "--no-figures"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    lines = [json.loads(line) for line in (vae / "metrics.jsonl").read_text().splitlines()]
+    best = max(range(len(lines)), key=lambda i: lines[i]["valid_elbo"])
+    row = re.search(r"<tr><td><a href='#run-0'>.*?</tr>", page).group(0)
+    assert "<td class='num'>3 epochs</td>" in row and f"-ELBO {-lines[best]['valid_elbo']:.3f} (epoch {best + 1})" in row
+    other_id = json.loads((other / "config.json").read_text())["run_id"]
+    assert f"checkpoint.safetensors is of another run (run id {other_id[:12]!r}" in html.unescape(page)
+    assert "may not be of this run" not in page
 
 
 def test_the_page_says_what_dgm_eval_says_of_terms_active_units_and_em_steps(runs, tmp_path, monkeypatch):

@@ -49,7 +49,7 @@ from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.evaluation.report import finite_number, words_of_data
 from dgmkit.reporting import RunPage, logged_epoch, metric_keys, render_page
 from dgmkit.settings import unused_keys
-from dgmkit.training.checkpoint import trainer_counters
+from dgmkit.training.checkpoint import read_metadata, record_of, trainer_counters
 from dgmkit.training.run_writer import MAX_METRICS_BYTES, MAX_METRICS_LINE_BYTES, read_run_file
 
 __all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES", "MAX_METRICS_LINE_BYTES"]
@@ -173,14 +173,33 @@ def _whose(r: dict, run: Run, weights: str) -> str:
     return "other weights than the run's now (the record names no run)"
 
 
+def _last_counters(run: Run) -> tuple[dict | None, str | None]:
+    """The trainer's counters in the run's checkpoint.safetensors, read from its header alone (None
+    where it holds none or cannot be read), and a note where that file is another run's (its record
+    names another run id: a file copied or linked from there), whose counters are then not taken
+    as the run's (None): its epochs would be said as the run's training, and bound its best score."""
+    path = run.path / "checkpoint.safetensors"
+    try:
+        theirs = record_of(read_metadata(path), path).get("run_id")
+    except DgmError:
+        return None, None
+    own = run.record.get("run_id")
+    if theirs != own:
+        return None, (
+            f"checkpoint.safetensors is of another run (run id {str(theirs)[:12]!r}, this run's {str(own)[:12]!r}): "
+            "how far this run was trained is not known from it"
+        )
+    return trainer_counters(path), None
+
+
 def _metrics_notes(run: Run, metrics: list[dict]) -> list[str]:
     """Where metrics.jsonl contradicts the trainer's counters in checkpoint.safetensors (the
     epochs done; the best score at its epoch), a note (a file of another run, say); none where
-    the checkpoint holds no counters. The header alone is read. The best score is looked for
+    the checkpoint holds no counters of the run (``_last_counters``). The best score is looked for
     among the line's scores (the monitored one was another in runs of older versions: dgmkit
     0.1 tracked the ELBO of every family); a line one epoch ahead is a run stopped before that
     epoch's checkpoint."""
-    t = trainer_counters(run.path / "checkpoint.safetensors")
+    t = _last_counters(run)[0]
     if t is None:
         return []
     lines = {ep: m for m in metrics if (ep := logged_epoch(m)) is not None}
@@ -217,12 +236,6 @@ def _data_words(run: Run) -> tuple[str, ...]:
     # (a run before 2026-11-30 recorded no observed_only: its missing_rate says it, a table's own holes do not)
     holes = run.record.get("observed_only") or run.cfg.data.missing_rate > 0
     return tuple(w for w in (words, "observed entries only" if holes else None) if w)
-
-
-def _checkpointed(run: Run) -> int | None:
-    """The epoch after which checkpoint.safetensors was written (None: a run that keeps none)."""
-    t = trainer_counters(run.path / "checkpoint.safetensors")
-    return None if t is None else t["epoch"]
 
 
 def _used_config(run: Run) -> dict:
@@ -405,6 +418,7 @@ def run_report(args: argparse.Namespace) -> int:
         weights = run.weights_digest()
         # (and the ELBO's: dgmkit 0.1 tracked it as every family's best score, which _metrics_notes looks for)
         metrics = read_metrics(run.path / "metrics.jsonl", metric_keys(score) | {"train_elbo", "valid_elbo"})
+        counters, foreign = _last_counters(run)
         pages.append(
             RunPage(
                 name=str(d),
@@ -417,13 +431,13 @@ def run_report(args: argparse.Namespace) -> int:
                 evals=evals,
                 eval_notes=_notes_of(evals),
                 figures=figures,
-                notes=_metrics_notes(run, metrics) + notes,
+                notes=([foreign] if foreign else []) + _metrics_notes(run, metrics) + notes,
                 weights=weights,
                 marks={protocol: _whose(r, run, weights) for protocol, r in evals.items()},
                 step=fit_step(run.cfg),
                 fit=run.cfg.model.fit,
                 data_words=_data_words(run),
-                checkpointed=_checkpointed(run),
+                checkpointed=None if counters is None else counters["epoch"],  # (the epoch it was written after)
                 shift=math.prod(run.record["data"]["event_shape"]) * run.transform.log_volume,
             )
         )
