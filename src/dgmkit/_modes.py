@@ -42,6 +42,13 @@ def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
     return _evaluation(fn, empty_ok=False)
 
 
+def _as_model_takes(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """``x`` on the model's device (a model moved to a GPU scores the caller's CPU tensors) and,
+    where floating-point, in its precision (a matrix product of float64 and float32 fails)."""
+    want = dtype_of(model) if x.is_floating_point() else x.dtype
+    return x.to(device=device_of(model), dtype=want)  # (x itself where nothing changes)
+
+
 def _evaluation(fn: Callable[P, R], empty_ok: bool) -> Callable[P, R]:
     params = inspect.signature(fn).parameters
     names = list(params)
@@ -61,27 +68,20 @@ def _evaluation(fn: Callable[P, R], empty_ok: bool) -> Callable[P, R]:
                     f"{fn.__name__}() takes the data as a torch tensor (N, *event), got {given} "
                     "(torch.as_tensor(x) makes one of a NumPy array)"
                 )
-            want = dtype_of(model)
             if problem := half_precision_words(model):
                 raise EvaluationError(f"{fn.__name__}(): {problem}")
-            if x.is_floating_point() and x.dtype != want:  # (a matrix product of float64 and float32 fails)
-                x = x.to(want)
-                if at is not None and at < len(args):
-                    args = (*args[:at], x, *args[at + 1 :])  # type: ignore[assignment]
-                else:
-                    kwargs["x"] = x
         data = x if isinstance(x, torch.Tensor) and not _checked.get() else None  # (not a part an evaluation passes on)
         if data is not None and not empty_ok and data.dim() > 0 and len(data) == 0:
             raise DataError(f"{fn.__name__}() needs at least one datapoint, got none (x of shape {tuple(data.shape)})")
         check = data is not None and isinstance(model, GenerativeModel)
         if check:
             cast(GenerativeModel, model).check_data(cast(torch.Tensor, data))
-        if isinstance(model, GenerativeModel) and isinstance(x, torch.Tensor) and x.device != (where := device_of(model)):
-            x = x.to(where)  # (a model moved to a GPU scores the caller's CPU tensors, as evaluate did alone)
+        if isinstance(model, GenerativeModel) and isinstance(x, torch.Tensor):
+            taken = _as_model_takes(x, model)
             if at is not None and at < len(args):
-                args = (*args[:at], x, *args[at + 1 :])  # type: ignore[assignment]
+                args = (*args[:at], taken, *args[at + 1 :])  # type: ignore[assignment]
             else:
-                kwargs["x"] = x
+                kwargs["x"] = taken
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
         token = _checked.set(True) if check else None

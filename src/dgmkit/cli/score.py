@@ -234,11 +234,23 @@ def run_score(args: argparse.Namespace) -> int:
     # bits per entry over all inputs, as dgm eval gives them (with missing entries, not the mean of each input's)
     unit = "" if bpd is None else f", {float(-log_px.sum() / (observed_entries(x).sum().item() * math.log(2))):.4f} bits/dim"
     say(f"scored {plural(len(names), 'input')}: mean log p(x) {float(np.mean(log_px)):.3f} nats{unit} ({said}) -> {out}")
+    _notes(run, x, names, k, bpd is not None)
+    note = standardized_note(table) if table is not None else None
+    if note:
+        say(note)
+    if is_table(run.cfg.data.dataset) and not given_table:
+        say(array_of_table_note(args.inputs[0], table))
+    return 0
+
+
+def _notes(run: Run, x: torch.Tensor, names: list[str], k: int, per_dim: bool) -> None:
+    """What the scores of ``x`` (inputs ``names``) are not: of complete inputs, of draws of each
+    input alone, of many times of a diffusion bound."""
     incomplete = int(torch.isnan(x).flatten(1).any(1).sum())
     if incomplete:
         say(
             f"note: {incomplete} of {len(names)} inputs hold missing entries: theirs is log p(x_o) of the observed "
-            f"entries{'' if bpd is None else ' (bits/dim per observed entry)'}, not comparable with a complete input's "
+            f"entries{' (bits/dim per observed entry)' if per_dim else ''}, not comparable with a complete input's "
             "log p(x)"
         )
     draws = [d for d in (_DATA_DRAWS.get(run.transform.kind), run.model.estimate_draws) if d]
@@ -254,9 +266,3 @@ def run_score(args: argparse.Namespace) -> int:
             "few times), so exp of a row can be many times the input's probability; a larger --k (hundreds to "
             "thousands of times) for numbers of single inputs"
         )
-    note = standardized_note(table) if table is not None else None
-    if note:
-        say(note)
-    if is_table(run.cfg.data.dataset) and not given_table:
-        say(array_of_table_note(args.inputs[0], table))
-    return 0
