@@ -3,6 +3,7 @@ or models it cannot code refused by name."""
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -237,8 +238,13 @@ def test_no_images_leave_the_first_words():
     assert np.array_equal(words, seed_words(M))
     assert decode_bits_back(model, words, 0).shape == (0, 1, 4, 4)
     assert decode_bits_back(model, first_words(1), 0).shape == (0, 1, 4, 4)  # first words of any number up to M's
-    with pytest.raises(DataError, match="did not end where coding began"):  # more than any file starts with
-        decode_bits_back(model, first_words(len(seed_words(M)) + 1), 0)
+    most = len(seed_words(M))  # more words than any file starts with: more than coding 0 images writes
+    with pytest.raises(DataError, match=f"holds {most + 1} words, more than .* writes for 0 images .*{most} at most"):
+        decode_bits_back(model, first_words(most + 1), 0)
+    other = first_words(most).copy()
+    other[0] ^= 1
+    with pytest.raises(DataError, match="did not end where coding began"):  # as many, but not the first words
+        decode_bits_back(model, other, 0)
 
 
 def test_the_first_words_are_what_the_first_image_takes_back_and_files_of_the_most_decode(monkeypatch):
@@ -375,6 +381,31 @@ def test_cli_codes_a_vae_run_by_bits_back(vae_runs, capsys, tmp_path):
     assert "FlowDistribution" in err and not (tmp_path / "i.dgmz").exists()
 
 
+def test_decompress_refuses_a_bits_back_payload_larger_than_its_images_can_fill(vae_runs, capsys, tmp_path, monkeypatch):
+    """300 images of 16 pixels with 3 latents take at most 24 bits for each of their 21 values and
+    the first words: a payload with words added under it beyond that is refused before decoding, in
+    one line, nothing written."""
+    from tests.test_safety_coding import assert_fails_and_changes_nothing, rewrite, split_container
+
+    r = vae_runs
+    code, _, err = run(capsys, "compress", r / "vae", r / "x.npy", "--out", tmp_path / "x.dgmz")
+    assert code == 0, err
+    data = (tmp_path / "x.dgmz").read_bytes()
+    _, payload = split_container(data)
+    most = math.ceil(bitsback.most_bits(3, 300, 16) / 32)
+    assert most == 6 + 24 * 300 * 21 // 32  # (6 first words at most for 3 latents)
+    steps = []
+    monkeypatch.setattr(
+        bitsback, "_pixel_probabilities", lambda *a, f=bitsback._pixel_probabilities: steps.append(1) or f(*a)
+    )
+    (tmp_path / "evil.dgmz").write_bytes(rewrite(data, payload=payload.rjust(4 * (most + 1), b"\x07")))
+    argv = ["decompress", tmp_path / "evil.dgmz", "--run", r / "vae", "--out", tmp_path / "o.npy"]
+    assert_fails_and_changes_nothing(
+        capsys, [tmp_path, r], argv, f"holds {most + 1} words, more than bits-back coding with this model writes for 300 "
+    )
+    assert not steps
+
+
 def test_a_narrow_posterior_draws_only_near_its_mean_and_gives_the_bits_back():
     """The coder floors every bucket of a model's range at 2**-24: over the prior's whole range a
     narrow posterior would draw about one latent in a thousand anywhere in it (each costing
@@ -508,3 +539,106 @@ def test_each_layers_grid_is_its_prior_given_the_layers_above_and_its_posterior_
             torch.testing.assert_close(grid.loc, p.mean.double(), rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(grid.scale, p.stddev.double(), rtol=1e-5, atol=1e-6)
             assert torch.equal(grid_p.loc, grid.loc) and torch.equal(grid_p.scale, grid.scale)
+
+
+def test_a_value_coded_onto_the_stack_adds_at_most_24_bits_and_one_taken_back_none():
+    """What ``most_bits`` rests on: the coder's models quantize to 2**-24 (its precision), so a value
+    at that floor (a pixel, a latent in the prior's tail, a batch size) adds 24 bits to the stack and
+    no value more, and taking values back never adds any. A constriction of another precision would
+    break the bound."""
+    words = np.frombuffer(np.random.default_rng(0).bytes(4 * 64), dtype=np.uint32).copy()
+    words[-1] |= 1
+    ans, f = bitsback._Ans(words), bitsback._Families(2**20)
+    bits = [ans.bits()]
+    sure = np.tile([1.0, 0.0], (1000, 1))
+    ans.push(np.ones(1000, np.int32), f.categorical, sure)  # each pixel at the floor
+    bits.append(ans.bits())
+    ans.push(np.full(1000, bitsback._EDGE, np.int32), f.gauss, np.zeros(1000), np.full(1000, 1 / bitsback.BUCKET))
+    bits.append(ans.bits())
+    for _ in range(1000):
+        ans.push(np.int32(0), f.sizes)  # (about 20 bits: a uniform value of 2**20 + 1)
+    bits.append(ans.bits())
+    assert bits[1] - bits[0] == 24 * 1000 and 23.9 * 1000 < bits[2] - bits[1] <= 24 * 1000
+    assert 19.9 * 1000 < bits[3] - bits[2] <= 24 * 1000
+    for _ in range(200):
+        before = ans.bits()
+        ans.pop(f.gauss, np.zeros(5), np.full(5, 3.0))
+        ans.pop(f.categorical, np.full((5, 3), 1 / 3))
+        assert ans.bits() <= before
+
+
+def _sharp(model):
+    """``model`` with its p(x|z) 100 times as sharp: noise images then cost up to 24 bits a pixel,
+    the coder's most."""
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.mul_(100.0)
+    return model
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _sharp(_vae(CategoricalHead(5))),
+        lambda: _vae(prior=_mixture_prior("mog")),  # (a component coded with each image)
+        lambda: _discrete_vae(),
+        lambda: _hvae("ladder", "mog", (3, 2, 2)),
+    ],
+    ids=["sharp-categorical", "mog-prior", "discrete", "hvae-mog-top"],
+)
+def test_the_stack_never_holds_more_than_24_bits_a_coded_value_and_its_first_words(make, monkeypatch):
+    """``most_bits``, the bound the decoder checks a payload against before decoding and its stack
+    after each batch: at every batch of the encoder the stack holds at most the first words and 24
+    bits for each pixel, latent, mixture component and batch size coded so far (noise, batches of
+    one and of eight); a sharp model's file reaches over half of it."""
+    model = make()
+    levels, pixels = model.coding_levels, 16
+    x = torch.randint(0, levels, (40, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    def spy(stack_bits, bits_per_image, left, batch_size, f=bitsback.next_batch):
+        seen.append((stack_bits, len(x) - left))
+        return f(stack_bits, bits_per_image, left, batch_size)
+
+    monkeypatch.setattr(bitsback, "next_batch", spy)
+    for batch in (1, 8):
+        seen.clear()
+        words = encode_bits_back(model, x, batch)
+        assert len(seen) >= len(x) // batch
+        for bits, coded in seen:
+            assert bits <= bitsback.most_bits(model.latent_dim, coded, pixels), (bits, coded)
+        assert 32 * len(words) <= bitsback.most_bits(model.latent_dim, len(x), pixels)
+        assert torch.equal(decode_bits_back(model, words, len(x), batch), x)  # (the checks pass a real file)
+    if levels == 5:
+        assert 32 * len(words) > 0.5 * bitsback.most_bits(model.latent_dim, len(x), pixels)
+
+
+def test_a_payload_larger_than_its_images_can_fill_is_refused_before_decoding_or_within_a_few_images(monkeypatch):
+    """A file's images fill at most ``most_bits``: a payload beyond it (another payload's words
+    under this one's, say) is refused before any pixel is decoded, naming its size and the most;
+    one just within it, once the images left to decode could not have left what the stack still
+    holds, long before the end (it decoded every image before failing on the first words)."""
+    model = _vae(CategoricalHead(5))
+    x = _data(model, 200)
+    words = encode_bits_back(model, x, 10)
+    most = math.ceil(bitsback.most_bits(model.latent_dim, len(x), 16) / 32)
+    steps = []
+    decoded = bitsback._pixel_probabilities
+    monkeypatch.setattr(bitsback, "_pixel_probabilities", lambda m, z, levels: steps.append(len(z)) or decoded(m, z, levels))
+    junk = np.random.default_rng(0).integers(1, 2**32, most, dtype=np.uint64).astype(np.uint32)
+    over = np.concatenate([junk[: most + 1 - len(words)], words])  # (the junk at the bottom of the stack)
+    with pytest.raises(
+        DataError,
+        match=f"^the compressed data holds {most + 1} words, more than bits-back .* for 200 "
+        f"images of 16 pixels \\({most} at most",
+    ):
+        decode_bits_back(model, over, len(x), 10)
+    assert not steps
+    within = over[1:]  # as many words as 200 images can fill
+    with pytest.raises(
+        DataError, match=r"with (\d+) of its 200 images left to decode, its stack holds \d+ bits, more "
+    ) as e:
+        decode_bits_back(model, within, len(x), 10)
+    assert int(re.search(r"with (\d+) of", str(e.value)).group(1)) >= 180
+    assert 0 < sum(steps) <= 20  # refused within the first two batches of 10 images
+    assert torch.equal(decode_bits_back(model, words, len(x), 10), x)

@@ -495,6 +495,31 @@ def test_a_small_file_declaring_hours_of_decoding_is_refused_early(env, capsys, 
     assert payload == b"" or steps  # refused while decoding (a few images' worth of pixel steps), not at once
 
 
+def test_decompress_refuses_a_payload_larger_than_its_images_can_fill_before_decoding(env, capsys, tmp_path, monkeypatch):
+    """The file's 40 images of 16 pixels take at most 483 words (24 bits a pixel): its payload with
+    words added up to that decodes (the words after the code are never read), one more is
+    refused before the first pixel step, in one line, nothing written."""
+    import dgmkit.coding.arm_coder as coder
+
+    _, payload = split_container(env.npz.read_bytes())
+    steps = []
+    monkeypatch.setattr(coder, "_probabilities", lambda *a, f=coder._probabilities: steps.append(1) or f(*a))
+    assert coder.most_words(40, 16) == 483
+    evil = tmp_path / "evil.dgmz"
+    evil.write_bytes(rewrite(env.npz.read_bytes(), payload=payload.ljust(4 * 484, b"\x07")))
+    argv = _decompress(env, evil, tmp_path / "o.npy")
+    assert_fails_and_changes_nothing(
+        capsys,
+        [tmp_path, env.root],
+        argv,
+        "holds 484 words, more than the range coder writes for 40 images of 16 pixels (483 at most: 24 bits a pixel)",
+    )
+    assert not steps
+    evil.write_bytes(rewrite(env.npz.read_bytes(), payload=payload.ljust(4 * 483, b"\x07")))
+    code, _, err = run(capsys, *argv)
+    assert code == 0 and np.array_equal(np.load(tmp_path / "o.npy"), env.x), err
+
+
 def test_decoding_reads_no_special_file(env, capsys, tmp_path):
     (tmp_path / "pipes").mkdir()
     os.mkfifo(tmp_path / "pipes" / "fifo.dgmz")  # reading it would block forever; /dev/zero would never end
@@ -738,6 +763,126 @@ def test_the_payload_bound_passes_all_that_the_encoder_writes_and_stops_a_trunca
     with pytest.raises(DataError, match=f"holds {32 * len(half)} bits, .* not written with this model"):
         decode_images(model, half, len(noise), 100)
     assert 0.4 < len(steps) / (2 * 36) < 0.6  # refused about halfway through the 2 batches of 36 pixel steps
+
+
+def test_the_range_coders_payload_is_checked_against_the_images_it_declares_before_decoding(monkeypatch):
+    """The range coder writes at most 24 bits a pixel (the 2**-24 floor of a value's probability;
+    noise under a sharp model reaches 0.92 of the bound) and at least what the likeliest values
+    cost: its leaky quantization leaves the likeliest of L levels at most 1 - (L - 1) * 2**-24 (a
+    real bound only for many levels: coded as sure, 20000 values of 65536 levels take 4 words). A
+    payload beyond either bound is refused before the first pixel step, naming both sizes."""
+    import constriction
+
+    import dgmkit.coding.arm_coder as coder
+    from dgmkit.coding.arm_coder import check_payload_size, least_bits, most_words
+
+    steps = []
+    monkeypatch.setattr(coder, "_probabilities", lambda *a, f=coder._probabilities: steps.append(1) or f(*a))
+    torch.manual_seed(0)
+    sharp = GatedPixelCNN(CategoricalHead(17), (1, 6, 6), channels=8, layers=3, input_scale=0.25).eval()
+    with torch.no_grad():
+        sharp.net.head[3].weight.mul_(100.0)
+        sharp.net.head[3].bias.mul_(100.0)
+    noise = torch.randint(0, 17, (50, 1, 6, 6), generator=torch.Generator().manual_seed(0))
+    words = encode_images(sharp, noise, 50)
+    assert 0.85 * most_words(50, 36) < len(words) <= most_words(50, 36)
+    pad = np.concatenate([words, np.full(most_words(50, 36) - len(words), 7, np.uint32)])
+    assert torch.equal(decode_images(sharp, pad, 50, 50), noise)  # (words after the code are never read)
+    steps.clear()
+    with pytest.raises(
+        DataError,
+        match=f"^the compressed data holds {len(pad) + 1} words, more than the range coder "
+        f"writes for 50 images of 36 pixels \\({len(pad)} at most",
+    ):
+        decode_images(sharp, np.append(pad, np.uint32(7)), 50, 50)
+    assert not steps
+    sure, cat = np.zeros((200, 65536)), constriction.stream.model.Categorical(perfect=False)
+    sure[:, 0] = 1.0
+    encoder = constriction.stream.queue.RangeEncoder()
+    for _ in range(100):
+        encoder.encode(np.zeros(200, np.int32), cat, sure)
+    n_words = len(encoder.get_compressed())
+    assert 32 * (n_words - 1) < least_bits(20000, 1, 65536) <= 32 * n_words + 64  # the least is what they cost
+    n = MAX_DECODED_BYTES // 8 // 16  # the most images of 4x4 pixels a file declares
+    with pytest.raises(DataError, match=f"^{n} images of 16 pixels of 65536 levels take at least 757857 bits to code"):
+        check_payload_size(20000, n, 16, 65536)
+    check_payload_size(24000, n, 16, 65536)
+    check_payload_size(1, n, 16, 17)  # (17 levels: at most 184 bits, less than any payload can hold)
+
+
+def test_the_smallest_files_and_noise_fit_the_payload_bounds_of_both_coders():
+    """One image, two, thirty, all black or noise, in batches of one or all: every file the coders
+    write lies within the bounds that decoding checks first, and decodes."""
+    from dgmkit.coding import bitsback, decode_bits_back, encode_bits_back
+    from dgmkit.coding.arm_coder import least_bits, most_words
+    from dgmkit.config import RunConfig, build_model
+
+    arm = _model()
+    vae = build_model(RunConfig.of(hidden=[8], latent_dim=2), (1, 3, 3), 2).eval()
+    for n in (1, 2, 30):
+        for kind in ("black", "noise"):
+            x = torch.zeros(n, 1, 3, 3, dtype=torch.long)
+            if kind == "noise":
+                x = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(n))
+            for batch in (1, n):
+                words = encode_images(arm, x, batch)
+                assert least_bits(n, 9, 5) <= 32 * len(words) + 64 and len(words) <= most_words(n, 9)
+                assert torch.equal(decode_images(arm, words, n, batch), x)
+                words = encode_bits_back(vae, x, batch)
+                assert 32 * len(words) <= bitsback.most_bits(2, n, 9)
+                assert torch.equal(decode_bits_back(vae, words, n, batch), x)
+
+
+_VAE_3x3 = []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 12),
+    batch=st.integers(1, 12),
+    noise=st.booleans(),
+    declared=st.none() | st.integers(0, 12) | st.integers(0, MAX_DECODED_BYTES // 8 // 9),  # (None: n)
+    extra=st.just(0) | st.integers(0, 400),
+)
+def test_a_declared_count_and_payload_are_decoded_or_refused_and_refused_at_once_beyond_the_bound(
+    n, batch, noise, declared, extra
+):
+    """A real bits-back payload of n images (words added under it), declared as any number of
+    images up to the most a file may: when its words exceed ``most_bits`` of the declared count
+    it is refused before any pixel is decoded; otherwise it decodes to images or one DataError
+    line; declared as what it is, it decodes exactly."""
+    from dgmkit.coding import bitsback, decode_bits_back, encode_bits_back
+    from dgmkit.config import RunConfig, build_model
+
+    if not _VAE_3x3:
+        _VAE_3x3.append(build_model(RunConfig.of(hidden=[8], latent_dim=2), (1, 3, 3), 2).eval())
+    vae = _VAE_3x3[0]
+    g = torch.Generator().manual_seed(n + 100 * batch)
+    x = torch.randint(0, 2, (n, 1, 3, 3), generator=g) if noise else torch.zeros(n, 1, 3, 3, dtype=torch.long)
+    words = encode_bits_back(vae, x, batch)
+    declared = n if declared is None else declared
+    if declared == n and not extra:
+        assert torch.equal(decode_bits_back(vae, words, n, batch), x)
+    words = np.concatenate([np.full(extra, 0x5A5A5A5A, np.uint32), words])
+    decoded = []
+    real = bitsback._pixel_probabilities
+
+    def counted(m, z, levels):
+        decoded.append(len(z))
+        assert sum(decoded) <= 200 * max(n, declared and 1), "still decoding"
+        return real(m, z, levels)
+
+    try:
+        bitsback._pixel_probabilities = counted
+        decode_bits_back(vae, words, declared, batch)
+    except DataError as e:
+        assert "\n" not in str(e)
+        if 32 * len(words) > bitsback.most_bits(2, declared, 9) + 31:
+            assert str(e).startswith(f"the compressed data holds {len(words)} words, more than") and not decoded
+    else:
+        assert 32 * len(words) <= bitsback.most_bits(2, declared, 9) + 31
+    finally:
+        bitsback._pixel_probabilities = real
 
 
 def test_compress_refuses_inputs_and_settings_it_cannot_code_before_coding(env, capsys, tmp_path, monkeypatch):

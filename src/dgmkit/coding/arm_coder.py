@@ -38,6 +38,9 @@ __all__ = [
     "check_images",
     "check_batch_size",
     "check_count",
+    "check_payload_size",
+    "least_bits",
+    "most_words",
 ]
 
 # what constriction raises on an impossible symbol (KeyError), probabilities it cannot use
@@ -205,10 +208,11 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
         raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {words.shape}")
     if n and not len(words):  # the coder writes at least one word for any symbol
         raise DataError(f"the compressed data is empty, but {n} images are to be decoded from it")
+    check_payload_size(len(words), n, math.prod(model.event_shape), levels)
     decoder = stream.queue.RangeDecoder(words)
     device = device_of(model)
     out = torch.empty(n, *model.event_shape, dtype=torch.long)
-    held = _payload_bits(words)
+    held = _payload_bits(len(words))
     decoded = [0.0]  # bits of information decoded so far (a lower bound on the bits they took to code)
     for start in range(0, n, batch_size):
         nb = min(batch_size, n - start)
@@ -233,6 +237,42 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
     return out
 
 
+def least_bits(n: int, pixels: int, levels: int) -> float:
+    """The fewest bits that coding n images of ``pixels`` values of ``levels`` levels can take: the
+    coder's leaky quantization gives every value at least 2**-24 of the mass, so the likeliest value
+    has at most 1 - (levels - 1) * 2**-24 and costs at least -log2 of that. A real bound only for
+    many levels: 12 bits for the 2**27 binary pixels a file may declare, 758 kbit for as many of
+    65536 levels."""
+    return n * pixels * -math.log1p(-(levels - 1) * 2.0**-24) / math.log(2)
+
+
+def most_words(n: int, pixels: int) -> int:
+    """The most words the range coder writes for n images of ``pixels`` values: each value costs at
+    most 24 bits (the 2**-24 floor of its probability) and the rounding of the range (at least
+    2**32, scaled by (range >> 24)) less than log2(1 / (1 - 2**-8)) < 0.006 bits; its final state
+    takes two words."""
+    return math.ceil(24.01 * n * pixels / 32) + 2
+
+
+def check_payload_size(words: int, n: int, pixels: int, levels: int) -> None:
+    """Refuse, before decoding, a payload of ``words`` words that cannot be the range coder's code of
+    n images of ``pixels`` values of ``levels`` levels: more words than it writes for them, or fewer
+    bits than the likeliest values take."""
+    if words > most_words(n, pixels):
+        raise DataError(
+            f"the compressed data holds {words} words, more than the range coder writes for {n} images of {pixels} "
+            f"pixels ({most_words(n, pixels)} at most: 24 bits a pixel): it was not written for {n} images (damaged "
+            "or crafted)"
+        )
+    need = least_bits(n, pixels, levels)
+    if need > _payload_bits(words):
+        raise DataError(
+            f"{n} images of {pixels} pixels of {levels} levels take at least {need:.0f} bits to code (a pixel "
+            f"{need / (n * pixels):.2g} bits even at its likeliest value), more than the compressed data's {words} words "
+            f"hold: it was not written for {n} images (damaged or crafted)"
+        )
+
+
 # the coder gives every value a probability of at least 2**-24 (its precision) and rounds the
 # others to multiples of it; -log2(p + 2 * 2**-24) is then at most what coding the value cost
 _FLOOR = 2.0**-23
@@ -243,10 +283,10 @@ def _information_bits(probs: np.ndarray, values: np.ndarray) -> float:
     return float(-np.log2(probs[np.arange(len(values)), values] + _FLOOR).sum())
 
 
-def _payload_bits(words: np.ndarray) -> float:
-    """The most information that ``words`` can hold: their bits, the coder's 64-bit state and
+def _payload_bits(words: int) -> float:
+    """The most information that a payload of ``words`` words can hold: their bits, the coder's 64-bit state and
     a margin for rounding. A payload from which more is decoded was not written by the encoder
     with this model: refused as soon as that is known, not after decoding all that its header
     declares (a file of a few hundred bytes could declare hours of decoding)."""
-    bits = 32 * len(words) + 64
+    bits = 32 * words + 64
     return bits * 1.01 + 128

@@ -32,9 +32,11 @@ than the bits on it, with a margin), and each batch's size goes on the stack aft
 over 0..batch_size), so decoding reads the size of the batch it undoes next. A stack that ran
 short would still decode exactly, at a worse rate. Decoding ends with exactly first words on
 the stack (``first_words`` of their number: files coded with a full ``seed_words`` decode too),
-which it checks. Encoder and decoder compute q(z|x) on the same batches and p(x|z) on
-the same chunks of images, on one CPU thread (``one_thread``), so both see the same
-probabilities bit for bit on the same type of machine and software.
+which it checks; a payload larger than the declared images can fill (``most_bits``) is refused
+before decoding, and the stack is checked against the images left after each batch. Encoder and
+decoder compute q(z|x) on the same batches and p(x|z) on the same chunks of images, on one CPU
+thread (``one_thread``), so both see the same probabilities bit for bit on the same type of
+machine and software.
 """
 
 import functools
@@ -72,6 +74,7 @@ __all__ = [
     "next_batch",
     "seed_words",
     "first_words",
+    "most_bits",
     "check_bits_back",
     "negative_elbo",
     "BUCKET",
@@ -164,6 +167,18 @@ def seed_words(latent_dim: int) -> np.ndarray:
 
 def _most_first_words(latent_dim: int) -> int:
     return math.ceil((_PRECISION_BITS * latent_dim + 64) / 32) + 1
+
+
+def most_bits(latent_dim: int, n: int, pixels: int) -> int:
+    """The most bits that the stack of n images of ``pixels`` pixels coded with a model of
+    ``latent_dim`` latent dimensions holds: its first words (at most ``seed_words``) and 24 bits for
+    each value coded onto it. Coding a value of probability p >= 2**-24 (the coder's precision) turns
+    a state x into one below (x / p + 1) * 2**24, so the stack's bits grow by at most 24, and taking
+    a value back adds none. An image codes its pixels, its latents (``latent_dim`` of them, and a
+    mixture prior's component) and at most one batch size. No bound holds the other way: an image
+    can cost next to nothing (a posterior that is its prior and a sure p(x|z): a million 4x4 images
+    in 1133 words), so a small payload may rightly declare many images, decoded at the usual speed."""
+    return 32 * _most_first_words(latent_dim) + _PRECISION_BITS * n * (pixels + latent_dim + 2)
 
 
 def _first_words_for(latents: "_Flat | _Layers", f: "_Families", x0: torch.Tensor, latent_dim: int) -> np.ndarray:
@@ -598,13 +613,23 @@ def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int 
     words = np.ascontiguousarray(words, dtype=np.uint32)
     if words.ndim != 1 or not len(words) or words[-1] == 0:
         raise DataError("the compressed data is not an ANS stack of this coder (empty, or its top word is zero)")
-    f, ans = _Families(batch_size), _Ans(words)
     shape, pixels = model.event_shape, math.prod(model.event_shape)
+    most = math.ceil(most_bits(model.latent_dim, n, pixels) / 32)  # (a stack of b valid bits is ceil(b / 32) words)
+    if len(words) > most:
+        raise DataError(
+            f"the compressed data holds {len(words)} words, more than bits-back coding with this model writes for "
+            f"{n} images of {pixels} pixels ({most} at most: its first words and 24 bits for each pixel, latent and "
+            f"batch size): it was not coded for {n} images (damaged, crafted, or joined to other data)"
+        )
+    f, ans = _Families(batch_size), _Ans(words)
     out = torch.empty(n, *shape, dtype=torch.long)
-    end = n
+    end, over = n, 0
     try:
         with one_thread():
             while end > 0:
+                if ans.bits() > most_bits(model.latent_dim, end, pixels):  # (more than coding the first ``end`` left)
+                    over = ans.bits()
+                    break
                 b = int(ans.pop(f.sizes))
                 if not 1 <= b <= end:
                     raise _AnsFailure
@@ -627,6 +652,12 @@ def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int 
             "the compressed data is invalid for this model (it decodes to latents that coding no image gives): it was "
             "not coded with this model, or it is damaged"
         ) from None
+    if over:
+        raise DataError(
+            f"the compressed data is invalid for this model: with {end} of its {n} images left to decode, its stack "
+            f"holds {over} bits, more than the code of {end} images ({most_bits(model.latent_dim, end, pixels)} at "
+            "most): it was not coded with this model, or it is damaged"
+        )
     left = np.asarray(ans.stack.get_compressed())  # first words: never more than ``seed_words``
     if not 0 < len(left) <= _most_first_words(model.latent_dim) or not np.array_equal(left, first_words(len(left))):
         raise DataError(
