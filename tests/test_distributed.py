@@ -983,3 +983,41 @@ def test_a_rank_whose_output_reader_went_away_ends_the_run_quietly_as_one_proces
     (tmp_path / "rank-1.txt").write_text("dgm: error: a cause\n")  # a cause beside it is said as ever
     assert report({0: SimpleNamespace(exitcode=141), 1: SimpleNamespace(exitcode=1)}, tmp_path) == 141
     assert "dgm: error (rank 1): a cause" in capsys.readouterr().err
+
+
+@_rank_process
+def _fresh_worker(rank: int, port: int, run: str, out: str) -> None:
+    """A new Trainer's fit on 2 ranks into ``run``; saves how it ended."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    trainer = _made_in_batches_of_23(run if rank == 0 or not run.endswith("alone") else None)
+    try:
+        trainer.fit()
+        result = "trained"
+    except ConfigError as e:
+        result = str(e)
+    torch.save({"result": result, "step": trainer.step}, f"{out}.{rank}")
+
+
+def test_a_new_run_on_two_processes_in_a_folder_of_another_run_is_refused_on_every_rank(tmp_path):
+    """Only rank 0 has the run's writer: it alone refused a folder holding another run's files,
+    and rank 1 went on into its first step, waiting for a rank that had stopped (gloo's 'Connection
+    reset by peer' there). Rank 1 given no run_dir (only rank 0 writes) refuses it too."""
+    for name in ("run", "run-alone"):
+        run, out = tmp_path / name, str(tmp_path / f"{name}.pt")
+        _made_in_batches_of_23(run).fit()
+        before = (run / "metrics.jsonl").read_bytes()
+        ctx = mp.start_processes(
+            _fresh_worker, args=(_free_port(), str(run), out), nprocs=WORLD, start_method="spawn", join=False
+        )
+        deadline = time.monotonic() + 120
+        while not ctx.join(timeout=5):
+            if time.monotonic() > deadline:
+                for p in ctx.processes:
+                    p.kill()
+                pytest.fail("the ranks did not refuse the folder together")
+        for r in (torch.load(f"{out}.{rank}") for rank in range(WORLD)):
+            assert f"{run} holds another run's checkpoint.safetensors" in r["result"] and r["step"] == 0
+        assert (run / "metrics.jsonl").read_bytes() == before

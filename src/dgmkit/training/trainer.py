@@ -923,11 +923,14 @@ class Trainer:
     def _check_folder(self) -> None:
         """Before a new run's first write: a run folder that holds another run's files is refused
         (its metrics.jsonl would get this run's lines after its own, epoch 1 again, and its
-        checkpoints would be replaced); ``resume`` takes them as this run's."""
-        if self._folder_checked or self.writer is None:
+        checkpoints would be replaced); ``resume`` takes them as this run's. Rank 0 looks (it alone
+        writes, whether or not the others were given the folder), and every rank refuses alike: the
+        others would wait for it in their first step."""
+        if self._folder_checked:
             return
-        run_dir = cast(Path, self.run_dir)
-        found = [n for n in ("checkpoint.safetensors", "best.safetensors", "metrics.jsonl") if (run_dir / n).exists()]
+        names = ("checkpoint.safetensors", "best.safetensors", "metrics.jsonl")
+        found = [n for n in names if (self.writer.run_dir / n).exists()] if self.writer is not None else []
+        run_dir, found = cast(tuple, distributed.broadcast_object((self.run_dir, found)))
         if found:
             raise ConfigError(
                 f"{run_dir} holds another run's {', '.join(found)}: a new run there would add its metrics to that "
