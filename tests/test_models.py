@@ -178,6 +178,39 @@ def test_a_models_sample_and_an_estimate_refuse_a_generator_that_is_no_torch_gen
     )
 
 
+def test_a_model_of_ones_own_whose_sample_takes_another_second_argument_is_given_it():
+    """The check of sample's generator took the argument after n for it: a model of one's own
+    with sample(n, temperature, generator=None) was refused 'sample's generator ... got 0.5' for
+    model.sample(3, 0.5). The generator is found by its name, wherever it is given."""
+    from dgmkit.models import GenerativeModel
+
+    class Tempered(GenerativeModel):
+        event_shape = (2,)
+
+        def log_prob(self, x):
+            return x.sum(-1)
+
+        def sample(self, n, temperature=1.0, generator=None):
+            return torch.randn(n, 2, generator=generator) * temperature, None
+
+    class Wrapping(GenerativeModel):  # (passes its arguments on: the inner sample checks them)
+        event_shape = (2,)
+
+        def log_prob(self, x):
+            return x.sum(-1)
+
+        def sample(self, n, *args, **kwargs):
+            return Tempered().sample(n, *args, **kwargs)
+
+    for model in (Tempered(), Wrapping()):
+        g = torch.Generator().manual_seed(0)
+        assert torch.equal(model.sample(3, 0.5, g)[0], torch.randn(3, 2, generator=torch.Generator().manual_seed(0)) * 0.5)
+        assert model.sample(3, 0.5)[0].shape == (3, 2)
+        for args, kwargs in (((0.5, 5), {}), ((0.5,), {"generator": 5}), ((), {"generator": 5})):
+            with pytest.raises(TypeError, match=r"^Tempered\.sample's generator must be a torch\.Generator or None"):
+                model.sample(3, *args, **kwargs)
+
+
 def test_a_models_sample_refuses_a_count_that_is_not_a_whole_number():
     """n is checked before any draw, in words that name it, by every model that defines sample."""
     import numpy as np

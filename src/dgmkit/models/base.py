@@ -68,6 +68,7 @@ split, a classifier's accuracy) it declares by ``evaluation_terms`` (``models.te
 """
 
 import functools
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -263,13 +264,19 @@ class GenerativeModel(nn.Module, ABC):
 
 
 def _counted(sample: Callable[..., R]) -> Callable[..., R]:
-    """``sample(self, n, generator, ...)`` with n and the generator checked first
+    """``sample(self, n, ...)`` with n and its argument ``generator`` (where it takes one, by
+    position or keyword: a model of one's own may take another second) checked first
     (``GenerativeModel.__init_subclass__``)."""
+    params = list(inspect.signature(sample).parameters.values())[2:]  # (after self and n)
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    at = positional.index("generator") if "generator" in positional else None
+    named = any(p.name == "generator" and p.kind is not p.POSITIONAL_ONLY for p in params)
 
     @functools.wraps(sample)
     def checked(self: "GenerativeModel", n: int, *args: object, **kwargs: object) -> R:
         n = whole_at_least(f"{type(self).__name__}.sample's n (how many to draw)", n, 0)
-        checked_generator(args[0] if args else kwargs.get("generator"), f"{type(self).__name__}.sample's generator")
+        generator = args[at] if at is not None and at < len(args) else kwargs.get("generator") if named else None
+        checked_generator(generator, f"{type(self).__name__}.sample's generator")
         return sample(self, n, *args, **kwargs)
 
     checked._counts_checked = True  # type: ignore[attr-defined]
