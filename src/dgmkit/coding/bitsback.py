@@ -603,6 +603,17 @@ def encode_bits_back(model: Codable, x: torch.Tensor, batch_size: int = 500) -> 
     return np.asarray(ans.stack.get_compressed(), dtype=np.uint32)
 
 
+def _check_stack_size(words: int, latent_dim: int, n: int, pixels: int) -> None:
+    """Refuses, before decoding, a stack of more ``words`` than coding n images can leave (``most_bits``)."""
+    most = math.ceil(most_bits(latent_dim, n, pixels) / 32)  # (a stack of b valid bits is ceil(b / 32) words)
+    if words > most:
+        raise DataError(
+            f"the compressed data holds {words} words, more than bits-back coding with this model writes for "
+            f"{n} images of {pixels} pixels ({most} at most: its first words and 24 bits for each pixel, latent and "
+            f"batch size): it was not coded for {n} images (damaged, crafted, or joined to other data)"
+        )
+
+
 @codes
 @torch.no_grad()
 def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
@@ -614,13 +625,7 @@ def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int 
     if words.ndim != 1 or not len(words) or words[-1] == 0:
         raise DataError("the compressed data is not an ANS stack of this coder (empty, or its top word is zero)")
     shape, pixels = model.event_shape, math.prod(model.event_shape)
-    most = math.ceil(most_bits(model.latent_dim, n, pixels) / 32)  # (a stack of b valid bits is ceil(b / 32) words)
-    if len(words) > most:
-        raise DataError(
-            f"the compressed data holds {len(words)} words, more than bits-back coding with this model writes for "
-            f"{n} images of {pixels} pixels ({most} at most: its first words and 24 bits for each pixel, latent and "
-            f"batch size): it was not coded for {n} images (damaged, crafted, or joined to other data)"
-        )
+    _check_stack_size(len(words), model.latent_dim, n, pixels)
     f, ans = _Families(batch_size), _Ans(words)
     out = torch.empty(n, *shape, dtype=torch.long)
     end, over = n, 0
@@ -658,10 +663,15 @@ def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int 
             f"holds {over} bits, more than the code of {end} images ({most_bits(model.latent_dim, end, pixels)} at "
             "most): it was not coded with this model, or it is damaged"
         )
-    left = np.asarray(ans.stack.get_compressed())  # first words: never more than ``seed_words``
-    if not 0 < len(left) <= _most_first_words(model.latent_dim) or not np.array_equal(left, first_words(len(left))):
+    _check_ended(np.asarray(ans.stack.get_compressed()), model.latent_dim)
+    return out
+
+
+def _check_ended(left: np.ndarray, latent_dim: int) -> None:
+    """Refuses a decode whose stack did not end on the first words that coding began with (never
+    more than ``seed_words``)."""
+    if not 0 < len(left) <= _most_first_words(latent_dim) or not np.array_equal(left, first_words(len(left))):
         raise DataError(
             "decoding did not end where coding began (the stack's first words differ): the data were not coded with "
             "this model, or they are damaged"
         )
-    return out
