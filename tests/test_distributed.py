@@ -1021,3 +1021,40 @@ def test_a_new_run_on_two_processes_in_a_folder_of_another_run_is_refused_on_eve
         for r in (torch.load(f"{out}.{rank}") for rank in range(WORLD)):
             assert f"{run} holds another run's checkpoint.safetensors" in r["result"] and r["step"] == 0
         assert (run / "metrics.jsonl").read_bytes() == before
+
+
+def _resume_worker(rank: int, port: int, run: str, out: str) -> None:
+    """A Trainer on 2 ranks that resumes ``run``; saves how it ended."""
+    from dgmkit.errors import CheckpointError
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    trainer = _made_in_batches_of_23(run)
+    try:
+        trainer.resume()
+        trainer.fit()
+        result = "trained"
+    except CheckpointError as e:
+        result = str(e)
+    torch.save({"result": result}, f"{out}.{rank}")
+
+
+def test_a_resume_on_two_processes_whose_metrics_rank_0_refuses_is_refused_on_every_rank(tmp_path):
+    """Rank 0 alone reads metrics.jsonl on resuming (it alone writes): a malformed line there was
+    refused on rank 0 only, and rank 1 went on to wait for it in its first step."""
+    run, out = tmp_path / "run", str(tmp_path / "resumed.pt")
+    _made_in_batches_of_23(run).fit()
+    (run / "metrics.jsonl").write_text("not a record\n")
+    ctx = mp.start_processes(
+        _resume_worker, args=(_free_port(), str(run), out), nprocs=WORLD, start_method="spawn", join=False
+    )
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the ranks did not refuse the resume together")
+    for r in (torch.load(f"{out}.{rank}") for rank in range(WORLD)):
+        assert "line 1 is not a metrics record" in r["result"], r["result"]

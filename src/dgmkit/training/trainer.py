@@ -44,6 +44,7 @@ from dgmkit.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    DgmError,
     TrainingError,
     finite_at_least,
     generator_seed,
@@ -517,10 +518,18 @@ class Trainer:
         self._nonfinite.zero_()
         if self.graph is not None and self.graph.captured:  # (it holds the optimizer's state just replaced: again)
             self.graph = StepGraph(self.graph_step, self.graph.capture, self.graph.undo, self.graph.keep)
+        refused = None  # rank 0's files refused there (a malformed metrics line): refused on every rank alike
         if self.writer is not None:
-            self.writer.truncate_metrics(self.epoch)
-            self._record_pending = True  # config.json gets the resumed settings with the first epoch's files
-            self._restore_best(path)
+            try:
+                self.writer.truncate_metrics(self.epoch)
+                self._record_pending = True  # config.json gets the resumed settings with the first epoch's files
+                self._restore_best(path)
+            except DgmError as e:
+                refused = (type(e), str(e))
+        shared = cast(tuple | None, distributed.broadcast_object(refused))  # (the others would wait for rank 0)
+        if shared is not None:
+            kind, said = shared
+            raise kind(said)
         self._folder_checked = True  # (the folder's files are this run's, which goes on)
 
     def _restore_best(self, path: Path) -> None:
