@@ -986,17 +986,22 @@ def test_a_rank_whose_output_reader_went_away_ends_the_run_quietly_as_one_proces
 
 
 @_rank_process
-def _fresh_worker(rank: int, port: int, run: str, out: str) -> None:
-    """A new Trainer's fit on 2 ranks into ``run``; saves how it ended."""
+def _refused_worker(rank: int, port: int, run: str, out: str, resume: bool) -> None:
+    """A Trainer on 2 ranks that fits into ``run`` (``resume``: resumed from it first); saves how
+    it ended: "trained", or what refused it."""
+    from dgmkit.errors import DgmError
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
     os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     trainer = _made_in_batches_of_23(run if rank == 0 or not run.endswith("alone") else None)
     try:
+        if resume:
+            trainer.resume()
         trainer.fit()
         result = "trained"
-    except ConfigError as e:
+    except DgmError as e:
         result = str(e)
     torch.save({"result": result, "step": trainer.step}, f"{out}.{rank}")
 
@@ -1009,36 +1014,9 @@ def test_a_new_run_on_two_processes_in_a_folder_of_another_run_is_refused_on_eve
         run, out = tmp_path / name, str(tmp_path / f"{name}.pt")
         _made_in_batches_of_23(run).fit()
         before = (run / "metrics.jsonl").read_bytes()
-        ctx = mp.start_processes(
-            _fresh_worker, args=(_free_port(), str(run), out), nprocs=WORLD, start_method="spawn", join=False
-        )
-        deadline = time.monotonic() + 120
-        while not ctx.join(timeout=5):
-            if time.monotonic() > deadline:
-                for p in ctx.processes:
-                    p.kill()
-                pytest.fail("the ranks did not refuse the folder together")
-        for r in (torch.load(f"{out}.{rank}") for rank in range(WORLD)):
+        for r in _ranks_ended(run, out, False, "the ranks did not refuse the folder together"):
             assert f"{run} holds another run's checkpoint.safetensors" in r["result"] and r["step"] == 0
         assert (run / "metrics.jsonl").read_bytes() == before
-
-
-def _resume_worker(rank: int, port: int, run: str, out: str) -> None:
-    """A Trainer on 2 ranks that resumes ``run``; saves how it ended."""
-    from dgmkit.errors import CheckpointError
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
-    os.environ["LOCAL_RANK"] = str(rank)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    trainer = _made_in_batches_of_23(run)
-    try:
-        trainer.resume()
-        trainer.fit()
-        result = "trained"
-    except CheckpointError as e:
-        result = str(e)
-    torch.save({"result": result}, f"{out}.{rank}")
 
 
 def test_a_resume_on_two_processes_whose_metrics_rank_0_refuses_is_refused_on_every_rank(tmp_path):
@@ -1047,14 +1025,19 @@ def test_a_resume_on_two_processes_whose_metrics_rank_0_refuses_is_refused_on_ev
     run, out = tmp_path / "run", str(tmp_path / "resumed.pt")
     _made_in_batches_of_23(run).fit()
     (run / "metrics.jsonl").write_text("not a record\n")
-    ctx = mp.start_processes(
-        _resume_worker, args=(_free_port(), str(run), out), nprocs=WORLD, start_method="spawn", join=False
-    )
+    for r in _ranks_ended(run, out, True, "the ranks did not refuse the resume together"):
+        assert "line 1 is not a metrics record" in r["result"], r["result"]
+
+
+def _ranks_ended(run, out: str, resume: bool, failure: str) -> list[dict]:
+    """What ``_refused_worker`` saved on each of the 2 ranks; the test fails with ``failure``
+    where they have not all ended within 2 minutes (one waits for another)."""
+    args = (_free_port(), str(run), out, resume)
+    ctx = mp.start_processes(_refused_worker, args=args, nprocs=WORLD, start_method="spawn", join=False)
     deadline = time.monotonic() + 120
     while not ctx.join(timeout=5):
         if time.monotonic() > deadline:
             for p in ctx.processes:
                 p.kill()
-            pytest.fail("the ranks did not refuse the resume together")
-    for r in (torch.load(f"{out}.{rank}") for rank in range(WORLD)):
-        assert "line 1 is not a metrics record" in r["result"], r["result"]
+            pytest.fail(failure)
+    return [torch.load(f"{out}.{rank}") for rank in range(WORLD)]
