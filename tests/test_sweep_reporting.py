@@ -410,13 +410,11 @@ def test_the_notes_under_the_evaluations_are_those_of_every_record_each_once():
         ),
     ],
 )
-def test_the_metrics_are_checked_against_the_checkpoints_counters_only_where_both_have_them(run, monkeypatch, counters,
-                                                                                            lines, said):  # fmt: skip
+def test_the_metrics_are_checked_against_the_checkpoints_counters_only_where_both_have_them(run, counters, lines, said):
     import dgmkit.cli.report as report
     from dgmkit.config import load_run
 
-    monkeypatch.setattr(report, "trainer_counters", lambda path: counters)
-    notes = report._metrics_notes(load_run(run), lines)
+    notes = report._metrics_notes(load_run(run), lines, counters)
     assert len(notes) == len(said) and all(s in n for s, n in zip(said, notes)), notes
 
 

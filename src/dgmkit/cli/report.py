@@ -49,7 +49,7 @@ from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.evaluation.report import finite_number, words_of_data
 from dgmkit.reporting import RunPage, logged_epoch, metric_keys, render_page
 from dgmkit.settings import unused_keys
-from dgmkit.training.checkpoint import read_metadata, record_of, trainer_counters
+from dgmkit.training.checkpoint import counters_in, read_metadata, record_of
 from dgmkit.training.run_writer import MAX_METRICS_BYTES, MAX_METRICS_LINE_BYTES, read_run_file
 
 __all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES", "MAX_METRICS_LINE_BYTES"]
@@ -180,7 +180,8 @@ def _last_counters(run: Run) -> tuple[dict | None, str | None]:
     as the run's (None): its epochs would be said as the run's training, and bound its best score."""
     path = run.path / "checkpoint.safetensors"
     try:
-        theirs = record_of(read_metadata(path), path).get("run_id")
+        meta = read_metadata(path)  # (the header once: its record and counters)
+        theirs = record_of(meta, path).get("run_id")
     except DgmError:
         return None, None
     own = run.record.get("run_id")
@@ -189,17 +190,16 @@ def _last_counters(run: Run) -> tuple[dict | None, str | None]:
             f"checkpoint.safetensors is of another run (run id {str(theirs)[:12]!r}, this run's {str(own)[:12]!r}): "
             "how far this run was trained is not known from it"
         )
-    return trainer_counters(path), None
+    return counters_in(meta), None
 
 
-def _metrics_notes(run: Run, metrics: list[dict]) -> list[str]:
-    """Where metrics.jsonl contradicts the trainer's counters in checkpoint.safetensors (the
+def _metrics_notes(run: Run, metrics: list[dict], t: dict | None) -> list[str]:
+    """Where metrics.jsonl contradicts the trainer's counters ``t`` of checkpoint.safetensors (the
     epochs done; the best score at its epoch), a note (a file of another run, say); none where
-    the checkpoint holds no counters of the run (``_last_counters``). The best score is looked for
+    the checkpoint holds no counters of the run (``_last_counters``: None). The best score is looked for
     among the line's scores (the monitored one was another in runs of older versions: dgmkit
     0.1 tracked the ELBO of every family); a line one epoch ahead is a run stopped before that
     epoch's checkpoint."""
-    t = _last_counters(run)[0]
     if t is None:
         return []
     lines = {ep: m for m in metrics if (ep := logged_epoch(m)) is not None}
@@ -431,7 +431,7 @@ def run_report(args: argparse.Namespace) -> int:
                 evals=evals,
                 eval_notes=_notes_of(evals),
                 figures=figures,
-                notes=([foreign] if foreign else []) + _metrics_notes(run, metrics) + notes,
+                notes=([foreign] if foreign else []) + _metrics_notes(run, metrics, counters) + notes,
                 weights=weights,
                 marks={protocol: _whose(r, run, weights) for protocol, r in evals.items()},
                 step=fit_step(run.cfg),

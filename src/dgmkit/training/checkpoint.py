@@ -175,10 +175,17 @@ def trainer_counters(path: os.PathLike | str) -> dict | None:
     None where there are none or they cannot be read (a foreign or damaged file, a record
     without an integer ``epoch``)."""
     try:
-        t = parse_json(read_metadata(path).get("trainer") or "null")
-    except (ValueError, DgmError):
+        return counters_in(read_metadata(path))
+    except DgmError:
         return None
-    return counters_or_none(t)
+
+
+def counters_in(meta: dict) -> dict | None:
+    """``trainer_counters`` of a checkpoint's header metadata already read (``read_metadata``)."""
+    try:
+        return counters_or_none(parse_json(meta.get("trainer") or "null"))
+    except ValueError:
+        return None
 
 
 def counters_or_none(t: object) -> dict | None:
