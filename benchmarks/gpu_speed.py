@@ -14,8 +14,10 @@ script times the same number of training steps of:
 Each contender is warmed up first (compilation included), then timed; the table gives images/s,
 the ratio to the plain eager loop, the peak memory the device held (CUDA) and the fraction of
 the timed part during which the GPU was busy (``nvidia-smi`` sampled every 0.1 s, where it
-exists). Then the importance-sampled NLL of the gated VAE (untrained weights: the time does not
-depend on them): dgmkit's ``importance_sampled_log_likelihood`` against a plain chunked loop.
+exists; "-" where the timed part was too short to sample, under about a second: the steps
+are at most an epoch, distinct rows in every step). Then the importance-sampled NLL of the
+gated VAE (untrained weights: the time does not depend on them): dgmkit's
+``importance_sampled_log_likelihood`` against a plain chunked loop.
 
 With ``--profile DIR`` each contender then runs its timed steps once more under
 ``torch.profiler``, to show where a contender's time per step goes that another's does not: a
@@ -80,6 +82,9 @@ MODELS = {  # name: (preset, overrides)
 }
 
 
+MIN_SAMPLES = 10  # nvidia-smi samples (every 0.1 s) below which the busy fraction is not given
+
+
 class BusyMeter:
     """The fraction of samples in which ``nvidia-smi`` reports the GPU busy (utilization > 0),
     and the mean utilization, over the time the meter runs; None without nvidia-smi or CUDA."""
@@ -111,7 +116,9 @@ class BusyMeter:
             self._thread.join()
 
     def utilization(self) -> float | None:
-        return statistics.mean(self.samples) / 100 if self.samples else None
+        """None where fewer than ``MIN_SAMPLES`` samples were taken (a timed part under about a
+        second: nvidia-smi's figure averages over its own window, longer than that part)."""
+        return statistics.mean(self.samples) / 100 if len(self.samples) >= MIN_SAMPLES else None
 
 
 class GraphEvents:

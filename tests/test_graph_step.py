@@ -5,6 +5,7 @@ replayed run must end bit for bit where a run that executes its Python at every 
 
 import logging
 import math
+import warnings
 
 import pytest
 import torch
@@ -16,14 +17,15 @@ from dgmkit.data import load_dataset, make_transform
 from dgmkit.errors import ConfigError, TrainingError
 from dgmkit.families import FAMILIES
 from dgmkit.training import GraphStep, Trainer
-from dgmkit.training.graphed import WARMUP, StepGraph
+from dgmkit.training.graphed import WARMUP, StepGraph, capture_cuda
 from family_variants import family_variants, variant_id
 from op_replay import RecordedCapture, capture_recorded, capture_rerun
 
 DIGITS = load_dataset("digits")
 # a warm-up of the KL weight (a new weight every step), a cosine learning rate (a new one every
 # epoch), clipping, a moving average (its decay warms up with its count on the device)
-SETTINGS = {
+SETTINGS = {  # (on the CPU, where the emulated capture replays: the CUDA tests set their device)
+    "device": "cpu",
     "model": "vae",
     "dataset": "digits",
     "epochs": 2,
@@ -212,6 +214,46 @@ def test_a_capture_that_fails_after_its_warm_up_stops_the_run_with_an_error():
         t.fit()
 
 
+def test_the_strict_mode_is_put_back_though_torch_warns_on_setting_it(monkeypatch):
+    """torch warns each time the sync debug mode is set (a prototype): where warnings are
+    errors (as here), the warning must not leave the mode at "error" for everything after."""
+    modes = [0]
+
+    def set_mode(mode):
+        modes.append({"default": 0, "warn": 1, "error": 2}.get(mode, mode))
+        warnings.warn("Synchronization debug mode is a prototype feature ...", UserWarning, stacklevel=2)
+
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", set_mode)
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: modes[-1])
+    with capture_cuda.strict():
+        assert modes[-1] == 2
+    assert modes == [0, 2, 0]
+    with pytest.raises(KeyError), capture_cuda.strict():
+        raise KeyError("a failure within")
+    assert modes[-1] == 0
+
+
+def _recording(step, seen: list):
+    def recorded(*args, **kwargs):
+        seen.append(step(*args, **kwargs))
+        return seen[-1]
+
+    return recorded
+
+
+def test_no_steps_autograd_graph_outlives_the_step():
+    """A step's terms come back detached, captured or not: a graph kept alive past its step (by
+    the loop, by the captured outputs) keeps the gradient accumulators of the stream it ran on,
+    and on CUDA a later step on another stream (a short batch after a capture) waits for it."""
+    for capture in (capture_recorded, None):
+        t, seen = trainer(capture, epochs=1), []
+        t._step = _recording(t._step, seen)  # type: ignore[method-assign]
+        t.fit()
+        outs = [*seen, *([t.graph._out] if t.graph is not None else [])]
+        assert outs and len(seen) >= (1 if capture is not None else 2)  # (the short last batch: uncaptured)
+        assert all(v is None or v.grad_fn is None for out in outs for v in out)
+
+
 def test_a_model_whose_step_changes_on_the_host_is_not_captured(caplog):
     cfg = RunConfig.of(model="arm", arm="made", made_masks=2, made_hidden=[16], dataset="digits", epochs=1, batch_size=64)
     torch.manual_seed(0)
@@ -332,7 +374,7 @@ def test_on_cuda_the_captured_step_trains_as_running_it_every_step_does(compiled
 def test_dgm_train_graph_step_on_a_cpu_says_it_needs_cuda_and_trains(tmp_path, capsys, caplog):
     with caplog.at_level(logging.WARNING, logger="dgmkit.training.trainer"):
         code, out, err = run(capsys, "train", "--model", "vae", "--dataset", "digits", "--epochs", "1", "--graph-step",
-                             "--hidden", "16", "--latent-dim", "2", "--out", tmp_path / "r")  # fmt: skip
+                             "--hidden", "16", "--latent-dim", "2", "--device", "cpu", "--out", tmp_path / "r")  # fmt: skip
     said = " ".join(r.getMessage() for r in caplog.records) + out + err
     assert code == 0 and "--graph-step: it needs a CUDA device" in said
     assert (tmp_path / "r" / "checkpoint.safetensors").is_file()
@@ -366,7 +408,7 @@ def test_every_familys_training_step_is_captured_as_one_graph(name, change, as_o
     """No family's step reads a value back to the host on a GPU's code paths (a read would end
     the capture, and waits for the device in every uncaptured step too)."""
     try:
-        cfg = RunConfig.of(model=name, dataset="digits", epochs=1, batch_size=64, **change)
+        cfg = RunConfig.of(model=name, dataset="digits", epochs=1, batch_size=64, device="cpu", **change)
         model = build_model(cfg, DIGITS.event_shape, DIGITS.num_levels)
     except ConfigError as e:  # a family for data of another kind (a table)
         pytest.skip(str(e))

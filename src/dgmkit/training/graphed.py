@@ -32,6 +32,7 @@ replay a recording of the step's operations on the CPU.
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -80,14 +81,22 @@ class CudaCapture:
     @contextlib.contextmanager
     def strict(self) -> Iterator[None]:
         before = torch.cuda.get_sync_debug_mode()
-        torch.cuda.set_sync_debug_mode("error")
         try:
+            _set_sync_debug_mode("error")
             yield
         finally:
-            torch.cuda.set_sync_debug_mode(before)
+            _set_sync_debug_mode(before)
 
 
 capture_cuda = CudaCapture()
+
+
+def _set_sync_debug_mode(mode: int | str) -> None:
+    """``torch.cuda.set_sync_debug_mode`` without the warning that torch gives each time (the
+    mode is a prototype): where warnings are errors, it would leave the mode set and raise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Synchronization debug mode is a prototype")
+        torch.cuda.set_sync_debug_mode(mode)
 
 
 class StepGraph:

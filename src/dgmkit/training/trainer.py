@@ -677,7 +677,11 @@ class Trainer:
         else:
             total_loss += torch.where(finite, out.loss_sum, 0.0)
             total_score += torch.where(finite, out.score_sum, 0.0)
-        return out
+        # detached: a graph kept alive past its step (by the loop's ``out``, by the captured step's outputs)
+        # keeps its parameters' gradient accumulators from the stream it ran on, and a later step on another
+        # stream (an uncaptured short batch after a capture on the side stream) then waits for it
+        return StepTerms(out.loss.detach(), None if out.losses is None else out.losses.detach(), out.loss_sum.detach(),
+                         out.score_sum.detach())  # fmt: skip
 
     def graph_step(self, x: torch.Tensor, y: torch.Tensor | None) -> StepTerms:
         """The step that ``GraphStep`` captures: ``_step`` with the KL weight as a tensor."""
