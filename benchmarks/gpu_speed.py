@@ -14,8 +14,9 @@ script times the same number of training steps of:
 Each contender is warmed up first (compilation included), then timed; the table gives images/s,
 the ratio to the plain eager loop, the peak memory the device held (CUDA) and the fraction of
 the timed part during which the GPU was busy (``nvidia-smi`` sampled every 0.1 s, where it
-exists; "-" where the timed part was too short to sample, under about a second: the steps
-are at most an epoch, distinct rows in every step). Then the importance-sampled NLL of the
+exists; "-" where the timed part was too short to sample, under about a second: the steps of
+an epoch are at most the training split's, distinct rows in every step, and ``--epochs`` times
+several epochs). Then the importance-sampled NLL of the
 gated VAE (untrained weights: the time does not depend on them): dgmkit's
 ``importance_sampled_log_likelihood`` against a plain chunked loop.
 
@@ -26,7 +27,7 @@ GPU, the device kernels, their summed time and its share of the step) and, in
 ``DIR/MODEL.txt``, each contender's outermost host events by host time and kernels by count
 (a file a model, added to where it is there).
 
-    python benchmarks/gpu_speed.py [--device auto] [--models gated-vae,pixelcnn] [--steps 200]
+    python benchmarks/gpu_speed.py [--device auto] [--models gated-vae,pixelcnn] [--steps 200] [--epochs 1]
         [--eval-images 10000] [--k 5000] [--no-compile] [--precision auto] [--contenders ...]
         [--profile DIR]
 
@@ -301,6 +302,7 @@ def time_trainer(
     init,
     device,
     steps: int,
+    epochs: int,
     precision: str,
     compile: bool,
     channels_last: bool = False,
@@ -308,7 +310,7 @@ def time_trainer(
     events: GraphEvents | None = None,
     graph_step: bool = False,
 ) -> tuple[float, float | None]:
-    """images/s of the Trainer over one epoch of ``steps`` steps, after a warm-up epoch
+    """images/s of the Trainer over ``epochs`` epochs of ``steps`` steps, after a warm-up epoch
     (``graph_step``: the whole step captured as one CUDA graph, in the warm-up epoch)."""
     b = cfg.optim.batch_size
     rows = dataset.train.x[: steps * b]
@@ -322,12 +324,12 @@ def time_trainer(
     if graph_step and (trainer.graph is None or not trainer.graph.captured):
         why = "refused (see the warning above)" if trainer.graph is None else trainer.graph.failure
         print(f"    --graph-step: the step was not captured: {why}", flush=True)
-    trainer.epochs = 2
+    trainer.epochs = 1 + epochs
     seconds, busy = timed(device, trainer.fit, events)
     if profile is not None:
-        trainer.epochs = 3
+        trainer.epochs = 2 + epochs
         profile(device, trainer.fit, steps)
-    return steps * b / seconds, busy
+    return epochs * steps * b / seconds, busy
 
 
 def time_plain(
@@ -337,13 +339,14 @@ def time_plain(
     init,
     device,
     steps: int,
+    epochs: int,
     precision: str,
     mode: str,
     profile: Profile | None = None,
     events: GraphEvents | None = None,
 ) -> tuple[float, float | None]:
     """images/s of a minimal loop over the same model, at the Trainer's precision (autocast):
-    ``mode`` eager, compile or graphs."""
+    ``mode`` eager, compile or graphs; ``epochs`` epochs of ``steps`` steps timed."""
     model = fresh_model(cfg, dataset, init, device).train()
     objective = build_objective(cfg)
     objective.setup(len(dataset.train))
@@ -371,12 +374,16 @@ def time_plain(
             loss.backward()
             opt.step()
 
+    def timed_epochs() -> None:
+        for _ in range(epochs):
+            epoch()
+
     with complete_data():  # (the data hold no missing entry: no look for one in each step)
         epoch()  # warm-up (and compilation)
-        seconds, busy = timed(device, epoch, events)
+        seconds, busy = timed(device, timed_epochs, events)
         if profile is not None:
             profile(device, epoch, steps)
-    return steps * b / seconds, busy
+    return epochs * steps * b / seconds, busy
 
 
 def plain_is_nll(model, x: torch.Tensor, k: int, batch: int, chunk: int) -> torch.Tensor:
@@ -401,7 +408,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
-    ap.add_argument("--steps", type=count, default=200, help="timed training steps per contender")
+    ap.add_argument("--steps", type=count, default=200, help="training steps an epoch (at most the training split's)")
+    ap.add_argument("--epochs", type=count, default=1, help="timed epochs of --steps steps per contender (more: a busy "
+                    "fraction for fast contenders, whose epoch is under a second)")  # fmt: skip
     ap.add_argument("--eval-images", type=count, default=None, help="test images for the NLL (default: 10000 on CUDA, 200)")
     ap.add_argument("--k", type=int, default=5000, help="draws per image of the IS-NLL (0: leave the NLL out)")
     names = ("plain eager, dgmkit, dgmkit --compile, dgmkit NHWC, dgmkit --compile NHWC, dgmkit --graph-step, "
@@ -442,7 +451,7 @@ def main() -> None:
         steps = min(args.steps, len(dataset.train.x) // cfg.optim.batch_size)  # distinct rows in every step
         if steps < args.steps:
             print(f"{name}: {steps} steps (an epoch of the training split), not {args.steps}", flush=True)
-        setup = (cfg, dataset, transform, init, device, steps, args.precision)
+        setup = (cfg, dataset, transform, init, device, steps, args.epochs, args.precision)
         contenders = {  # the plain eager loop first: every row prints its ratio to it as soon as it is timed
             "plain eager": functools.partial(time_plain, *setup, "eager"),
             "dgmkit": functools.partial(time_trainer, *setup, False),
@@ -475,7 +484,7 @@ def main() -> None:
             busy = "-" if busy is None else f"{busy:.0%}"
             print(f"{name:<18}{label:<30}{rate:10.0f}{ratio}{peak}{busy:>10}", flush=True)
             if events is not None:
-                print(f"{'':<18}{'':<30}{events.summary(steps)}", flush=True)
+                print(f"{'':<18}{'':<30}{events.summary(steps * args.epochs)}", flush=True)
             if profile is not None and profile.summary is not None:
                 print(f"{'':<18}{'':<30}profile: {profile.summary}", flush=True)
     if args.k == 0:

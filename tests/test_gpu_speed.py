@@ -97,3 +97,38 @@ def test_graph_events_count_each_call_once_through_a_run_bound_before_timing(ben
     with bench.GraphEvents() as missing:
         replay([])
     assert "not counted" in missing.summary(1)
+
+
+def test_busy_is_left_out_where_too_few_samples_were_taken(bench):
+    meter = bench.BusyMeter(torch.device("cpu"))
+    meter.samples = [100.0] * (bench.MIN_SAMPLES - 1)  # a timed part under a second: nvidia-smi's window is longer
+    assert meter.utilization() is None
+    meter.samples = [100.0, 50.0] * bench.MIN_SAMPLES
+    assert meter.utilization() == pytest.approx(0.75)
+
+
+def test_epochs_times_that_many_epochs_of_the_steps(bench, data_dir, monkeypatch, capsys):
+    """Every contender's images/s counts the rows of all the timed epochs (here each timed part
+    is made to take one second, and runs its steps, counted)."""
+    monkeypatch.setenv("DGMKIT_DATA", str(data_dir))
+    calls = []
+
+    def one_second(device, fn, events=None):
+        fn()
+        return 1.0, None
+
+    monkeypatch.setattr(bench, "timed", one_second)
+    steps_of = bench.Trainer._step
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return steps_of(self, *args, **kwargs)
+
+    monkeypatch.setattr(bench.Trainer, "_step", counted)
+    argv = ["gpu_speed.py", "--device", "cpu", "--models", "tiny-vae", "--steps", "2", "--epochs", "3", "--k", "0"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--contenders", "plain eager,dgmkit"])
+    bench.main()
+    lines = [r.split() for r in capsys.readouterr().out.splitlines() if r.startswith("tiny-vae")]
+    rows = {" ".join(r[1:-4]): r[-4] for r in lines}
+    assert rows == {"plain eager": "48", "dgmkit": "48"}  # 3 epochs of 2 steps of 8 images, in a second
+    assert len(calls) == 2 + 3 * 2  # the warm-up epoch, then the three timed
