@@ -96,6 +96,25 @@ def test_codes_are_cut_into_equal_width_bins_over_their_range():
     assert _bin(codes, 5)[:, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 
+def test_codes_whose_range_overflows_are_binned_as_the_same_codes_scaled_down():
+    # finite float64 codes more than 1.8e308 apart: hi - lo was inf, every bin index NaN, and the
+    # dimension that determines the factor was said to tell nothing about it (MIG 0, not 1)
+    f = torch.tensor([0, 1, 0, 1] * 5)[:, None]
+    spread = torch.tensor([-1e308, 1e308, 0.0, 5e307] * 5, dtype=torch.float64)
+    c = torch.stack([spread, torch.zeros(20, dtype=torch.float64)], 1)
+    big, small = mutual_information_gap(c, f, bins=4), mutual_information_gap(c / 2.0**1000, f, bins=4)
+    assert float(big.mutual_information[0, 0]) == pytest.approx(math.log(2), abs=1e-12)
+    assert torch.equal(big.mutual_information, small.mutual_information)
+    assert big.mig == pytest.approx(1.0, abs=1e-12)
+
+
+def test_mig_refuses_a_number_of_bins_that_is_not_a_whole_number():
+    f = grid((2, 3))
+    for bins in (2.5, True, 1):
+        with pytest.raises(ValueError, match="bins"):
+            mutual_information_gap(torch.randn(len(f), 2), f, bins=bins)
+
+
 def test_the_factor_vae_score_never_votes_for_an_inactive_dimension():
     """Code 0 is constant (inactive: its within-batch variance is 0 too); codes 1 and 2 are the two
     factors. Each vote's fixed factor has zero variance in its own code: the score is 1."""

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from dgmkit._rng import checked_generator
+from dgmkit.errors import whole_at_least
 
 __all__ = ["MIG", "mutual_information_gap", "FactorVAEScore", "factor_vae_score", "MIG_ESTIMATOR", "ACTIVE_VARIANCE"]
 
@@ -58,6 +59,9 @@ class MIG:
 
 def _bin(codes: torch.Tensor, bins: int) -> torch.Tensor:
     """Each column cut into ``bins`` equal-width bins over its range: (N, M) indices in 0..bins-1."""
+    # a column of finite codes more than 1.8e308 apart is halved first (exact): its hi - lo was inf,
+    # every index NaN, and the column said to tell nothing
+    codes = codes * torch.where(torch.isfinite(codes.max(0).values - codes.min(0).values), 1.0, 0.5)
     lo, hi = codes.min(0).values, codes.max(0).values
     width = torch.where(hi > lo, (hi - lo) / bins, torch.ones_like(hi))
     return ((codes - lo) / width).floor().clamp(0, bins - 1).long()
@@ -93,7 +97,8 @@ def mutual_information_gap(codes: torch.Tensor, factors: torch.Tensor, bins: int
         raise ValueError("factors must be non-negative integer indices")
     if not torch.isfinite(codes).all():
         raise ValueError("the codes hold NaN or inf")
-    if not 2 <= bins <= 10**4:
+    bins = whole_at_least("bins", bins, 2)  # (2.5 was torch.zeros' TypeError, naming nothing)
+    if bins > 10**4:
         raise ValueError(f"bins must be in 2..10000, got {bins}")
     binned = _bin(codes.double(), bins)
     mis, ents = [], []
