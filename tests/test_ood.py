@@ -84,6 +84,15 @@ def test_typicality_test_on_gaussian_data_of_known_entropy():
     assert big.epsilon == float(torch.quantile((v[idx].mean(1) - t.mean()).abs(), 1 - alpha))
 
 
+def test_the_typicality_test_refuses_a_nan_nll_rather_than_call_it_typical():
+    # |NaN - H| > epsilon is False: an input without a likelihood was said to be in the typical set
+    test = typicality_test(torch.randn(100), torch.randn(100), batch_size=2, bootstraps=100)
+    assert test.flags(torch.tensor([0.0, 0.0, 50.0, 50.0])).tolist() == [False, True]
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            test.flags(torch.tensor([0.0, bad, 0.0, 0.0]))
+
+
 # ----------------------------------------------------------------------------- fixed inputs with ties
 
 

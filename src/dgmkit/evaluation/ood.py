@@ -101,8 +101,11 @@ class TypicalityTest:
     alpha: float
 
     def statistic(self, nll: torch.Tensor) -> torch.Tensor:
-        """|mean NLL - H| of each consecutive batch of ``batch_size`` NLLs (a trailing partial batch is dropped)."""
+        """|mean NLL - H| of each consecutive batch of ``batch_size`` finite NLLs (a trailing partial batch is
+        dropped)."""
         nll = torch.as_tensor(nll).double().flatten()
+        if not torch.isfinite(nll).all():  # (|NaN - H| > epsilon is False: no likelihood was called typical)
+            raise ValueError("the NLLs hold NaN or inf")
         n = len(nll) // self.batch_size * self.batch_size
         if n == 0:
             raise ValueError(f"need at least {self.batch_size} inputs for one batch")
