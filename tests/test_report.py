@@ -355,7 +355,7 @@ def test_metrics_are_read_in_memory_bounded_by_the_file_and_its_lines(tmp_path, 
     run has epochs is refused."""
     import tracemalloc
 
-    import dgmkit.cli.report as report
+    import dgmkit.training.metrics_file as metrics_file
     from dgmkit.reporting import metric_keys
 
     path = tmp_path / "metrics.jsonl"
@@ -369,7 +369,7 @@ def test_metrics_are_read_in_memory_bounded_by_the_file_and_its_lines(tmp_path, 
     assert peak < 3 * path.stat().st_size, (peak, path.stat().st_size)  # (8 times before)
     path.write_text("{}\n" * 30)
     assert read_metrics(path, {"epoch"}) == [] and len(read_metrics(path)) == 30
-    monkeypatch.setattr(report, "MAX_METRICS_LINES", 29)
+    monkeypatch.setattr(metrics_file, "MAX_METRICS_LINES", 29)
     with pytest.raises(DataError, match="holds more than 29 lines, one an epoch, more than any run has epochs"):
         read_metrics(path)
 

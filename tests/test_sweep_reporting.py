@@ -304,12 +304,12 @@ def test_the_metrics_reader_keeps_everything_the_page_draws(tmp_path, drawn):
 
 
 def test_the_metrics_reader_skips_blank_lines_and_counts_its_limit_exactly(tmp_path, monkeypatch):
-    import dgmkit.cli.report as report
+    import dgmkit.training.metrics_file as metrics_file
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('\n{"epoch": 1}\n  \n\n{"epoch": 2}\n\n')
     assert read_metrics(path) == [{"epoch": 1}, {"epoch": 2}]
-    monkeypatch.setattr(report, "MAX_METRICS_LINES", 2)
+    monkeypatch.setattr(metrics_file, "MAX_METRICS_LINES", 2)
     assert len(read_metrics(path)) == 2  # 2 lines (and blank ones): within the limit
     path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')
     with pytest.raises(DataError, match="holds more than 2 lines"):

@@ -5,16 +5,13 @@ density's heat map) and, for
 several runs, a comparison table."""
 
 import argparse
-import io
-import json
 import math
-import os
 from collections.abc import Collection
 from pathlib import Path
 
 import torch
 
-from dgmkit._io import atomic_write_bytes, full_path, parse_json
+from dgmkit._io import atomic_write_bytes, full_path
 from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import (
     add_count_flag,
@@ -50,7 +47,7 @@ from dgmkit.evaluation.report import finite_number, words_of_data
 from dgmkit.reporting import RunPage, logged_epoch, metric_keys, render_page
 from dgmkit.settings import unused_keys
 from dgmkit.training.checkpoint import counters_in, read_metadata, record_of
-from dgmkit.training.run_writer import MAX_METRICS_BYTES, MAX_METRICS_LINE_BYTES, read_run_file
+from dgmkit.training.metrics_file import MAX_METRICS_LINE_BYTES, MAX_METRICS_LINES, MetricsFileError, metrics_lines
 
 __all__ = ["add_parser", "run_report", "read_metrics", "MAX_METRICS_LINES", "MAX_METRICS_LINE_BYTES"]
 
@@ -74,7 +71,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_report)
 
 
-MAX_METRICS_LINES = 10**6  # one line an epoch, and no run has more epochs (nor EM iterations)
 PLOTTED_LAYERS = 1024  # the most values a line's list may hold for the page to draw (``reporting.page._layer_series``)
 
 
@@ -90,46 +86,20 @@ def read_metrics(path: Path, keys: Collection[str] | None = None) -> list[dict]:
     """The epochs of a metrics.jsonl: one JSON object per line (where ``keys`` are given, only
     those, only values the page can draw (``_drawable``: numbers, lists of them), and only lines
     that hold one: what the page draws, so that memory stays within a few times the file's size;
-    it was 55 times, 14 GB at the size cap). A last line cut
-    short (a run still writing) is left out; any other line that is not a JSON object is an
-    error, as is a line of JSON that dgmkit never writes (NaN or Infinity, a key twice), a line
-    of more than MAX_METRICS_LINE_BYTES, a file of more than MAX_METRICS_LINES lines and a
-    metrics.jsonl that is not a regular file (a link to a device, a FIFO, a folder)."""
-    if not os.path.lexists(path):
-        return []
-    if path.is_symlink() and not path.exists():  # (git-annex content not fetched, say)
-        raise DataError(f"{path}, a link to {os.readlink(path)}, names no file: fetch its content, or remove the link")
-    if path.is_file() and path.stat().st_size > MAX_METRICS_BYTES:
-        raise DataError(f"{path} is larger than {MAX_METRICS_BYTES >> 20} MiB; not a metrics file of dgmkit")
+    it was 55 times, 14 GB at the size cap). The file is read and checked a line at a time by
+    ``training.metrics_file.metrics_lines``, as every reader of it does: a last line cut short (a
+    run still writing) is left out; DataError where the file or a line is not one dgmkit writes
+    (not a regular file, too large, too many lines, a line too long, not a JSON object, JSON
+    dgmkit never writes: NaN or Infinity, a key twice)."""
     out: list[dict] = []
-    lines = 0
-    for i, line in enumerate(io.BytesIO(read_run_file(path, MAX_METRICS_BYTES)), 1):  # (one line at a time)
-        if not line.strip():
-            continue
-        lines += 1
-        if lines > MAX_METRICS_LINES:
-            raise DataError(
-                f"{path} holds more than {MAX_METRICS_LINES:,} lines, one an epoch, more than any run has epochs; "
-                "not a metrics file of dgmkit"
-            )
-        if len(line) > MAX_METRICS_LINE_BYTES:
-            raise DataError(
-                f"{path}, line {i}: {len(line):,} bytes, more than any line dgmkit writes "
-                f"({MAX_METRICS_LINE_BYTES >> 20} MiB); not a metrics file of dgmkit"
-            )
-        try:
-            row = parse_json(line)
-        except json.JSONDecodeError:
-            if not line.endswith(b"\n"):  # the last line, with no newline yet: the line being written
-                break
-            raise DataError(f"{path}, line {i}: not a JSON object; not a metrics file of dgmkit") from None
-        except (ValueError, DgmError) as e:  # JSON, but not what dgmkit writes: NaN, Infinity, a key twice
-            raise DataError(f"{path}, line {i}: {e}; not a metrics file of dgmkit") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}, line {i}: not a JSON object; not a metrics file of dgmkit")
-        kept = row if keys is None else {k: row[k] for k in keys if k in row and _drawable(row[k])}
-        if kept or keys is None:  # (a line with none of the keys: nothing to keep)
-            out.append(kept)
+    try:
+        for line in metrics_lines(path):
+            row = line.row
+            kept = row if keys is None else {k: row[k] for k in keys if k in row and _drawable(row[k])}
+            if kept or keys is None:  # (a line with none of the keys: nothing to keep)
+                out.append(kept)
+    except MetricsFileError as e:
+        raise DataError(str(e) if e.unreadable else f"{e}; not a metrics file of dgmkit") from None
     return out
 
 

@@ -12,6 +12,7 @@ else.
 """
 
 import contextlib
+import itertools
 import os
 import uuid
 from pathlib import Path
@@ -31,6 +32,7 @@ from dgmkit._io import (
 )
 from dgmkit.errors import CheckpointError, ConfigError, DgmError, TrainingError
 from dgmkit.training.checkpoint import save_checkpoint
+from dgmkit.training.metrics_file import MAX_METRICS_BYTES, MAX_METRICS_LINE_BYTES, MetricsFileError, metrics_lines
 
 __all__ = [
     "RunWriter", "RunFolder", "RUN_FILES", "LOCK_NAME", "MAX_RECORD_BYTES", "MAX_METRICS_BYTES", "MAX_METRICS_LINE_BYTES",
@@ -44,10 +46,6 @@ RUN_FILES = (
 )  # fmt: skip
 LOCK_NAME = ".dgm.lock"
 MAX_RECORD_BYTES = 16 << 20  # a run's config.json (dgmkit's are a few kB)
-MAX_METRICS_BYTES = 256 << 20  # a run's metrics.jsonl
-# a line of it: an epoch's is a few kB (16 MiB: the KLs of 2 million latent dimensions); parsing JSON takes up to 27
-# times its size (nested empty lists), so a longer line is refused unparsed
-MAX_METRICS_LINE_BYTES = 16 << 20
 
 
 def read_run_file(path: Path, limit: int) -> bytes:
@@ -145,10 +143,10 @@ class RunFolder:
             return False
         try:
             own = parse_json(read_run_file(self.path / "config.json", MAX_RECORD_BYTES)).get("run_id")
-            if "metrics.jsonl" in others:
-                lines = read_run_file(self.path / "metrics.jsonl", MAX_METRICS_BYTES).splitlines()
-                if sum(1 for line in lines if line.strip()) > 1:
-                    return False
+            if "metrics.jsonl" in others:  # (read as a resume reads it: a restart removes it)
+                with contextlib.closing(metrics_lines(self.path / "metrics.jsonl", being_written=False)) as lines:
+                    if sum(1 for _ in itertools.islice(lines, 2)) > 1:
+                        return False
         except (ValueError, AttributeError, DgmError):
             return False
         return isinstance(own, str)
@@ -332,28 +330,26 @@ class RunWriter:
         atomic_write_bytes(path, old + (to_json(metrics) + "\n").encode())
 
     def truncate_metrics(self, epoch: int) -> None:
-        """Drop metric lines of epochs after ``epoch`` (a resumed run trains them again)."""
+        """Drop metric lines of epochs after ``epoch`` (a resumed run trains them again); the lines
+        kept are written back as they were. The file is read by ``metrics_lines`` under the run's
+        lock (no line is being written: one cut short is refused, not dropped), and each line must
+        name its epoch (a whole number); CheckpointError otherwise, and the file is left as it was."""
         path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
+        if not os.path.lexists(path):
             return
         kept = []
-        for i, line in enumerate(read_run_file(path, MAX_METRICS_BYTES).decode(errors="replace").splitlines(), 1):
-            if not line.strip():
-                continue
-            if len(line) > MAX_METRICS_LINE_BYTES:
-                raise CheckpointError(
-                    f"{path} line {i} is not a metrics record of dgmkit ({len(line):,} characters, more than any line "
-                    f"it writes: {MAX_METRICS_LINE_BYTES >> 20} MiB); the run cannot be resumed"
-                )
-            try:
-                value = parse_json(line)
-                line_epoch = value["epoch"]
+        try:
+            for line in metrics_lines(path, being_written=False):
+                line_epoch = line.row.get("epoch")
                 if not isinstance(line_epoch, int) or isinstance(line_epoch, bool):
-                    raise TypeError
-            except (ValueError, KeyError, TypeError):
-                raise CheckpointError(
-                    f"{path} line {i} is not a metrics record of dgmkit; the run cannot be resumed"
-                ) from None
-            if line_epoch <= epoch:
-                kept.append(line)
-        atomic_write_bytes(path, "".join(ln + "\n" for ln in kept).encode())
+                    reason = "it names no epoch" if line_epoch is None else "its epoch is not a whole number"
+                    raise MetricsFileError(path, reason, line.number)
+                if line_epoch <= epoch:
+                    kept.append(line.text + b"\n")
+        except MetricsFileError as e:
+            if e.line is None:
+                raise CheckpointError(f"{e}; the run cannot be resumed") from None
+            raise CheckpointError(
+                f"{path} line {e.line} is not a metrics record of dgmkit ({e.reason}); the run cannot be resumed"
+            ) from None
+        atomic_write_bytes(path, b"".join(kept))

@@ -1,0 +1,203 @@
+"""metrics.jsonl is read by one reader (training.metrics_file.metrics_lines) for every command:
+`dgm report` (read_metrics: DataError), a resumed run (RunWriter.truncate_metrics: CheckpointError,
+"the run cannot be resumed") and the check of a run stopped before its first checkpoint
+(RunFolder.stranded_start). Each file here is one that dgmkit never writes; every caller is held
+to the same refusal, in its own error class, naming the line and why."""
+
+import json
+import os
+import re
+import threading
+
+import pytest
+
+import dgmkit.training.metrics_file as metrics_file
+from dgmkit.cli.report import read_metrics
+from dgmkit.errors import CheckpointError, DataError
+from dgmkit.training.metrics_file import MetricsFileError, metrics_lines
+from dgmkit.training.run_writer import RunFolder, RunWriter, new_run_id
+
+LONG = '{"epoch": 2, "x": [' + "[]," * ((17 << 20) // 3) + "[]]}\n"  # 17 MiB of nested empty lists
+
+
+def _report(path):
+    return read_metrics(path)
+
+
+def _resume(path):
+    RunWriter(path.parent, {}).truncate_metrics(1)
+
+
+CALLERS = [(_report, DataError, "not a metrics file of dgmkit"), (_resume, CheckpointError, "the run cannot be resumed")]
+CALLER_IDS = ["report", "resume"]
+
+
+def _fifo(path):
+    os.mkfifo(path)
+
+
+def _folder(path):
+    path.mkdir()
+
+
+def _dangling(path):
+    path.symlink_to(path.parent / "gone.jsonl")
+
+
+def _huge(path):
+    with open(path, "wb") as f:  # (sparse: no disk used; refused by its size, unread: not for its first line)
+        f.write(b"NaN\n")
+        f.truncate((256 << 20) + 1)
+
+
+def _text(text: str | bytes):
+    return lambda path: path.write_bytes(text if isinstance(text, bytes) else text.encode())
+
+
+# what each file is, and what its refusal says (a regular expression)
+BAD = {
+    "nan": (_text('{"epoch": 1}\n{"epoch": 2, "valid_elbo": NaN}\n{"epoch": 3}\n'), r"line 2\b.*NaN is not standard JSON"),
+    "infinity-last": (_text('{"epoch": 1}\n{"epoch": 2, "valid_elbo": -Infinity}'), r"line 2\b.*-Infinity is not"),
+    "key-twice": (_text('{"epoch": 1, "epoch": 2}\n'), r"line 1\b.*the key 'epoch' appears twice"),
+    "non-object": (_text('{"epoch": 1}\n[1, 2]\n'), r"line 2\b.*not a JSON object"),
+    "cut-in-the-middle": (_text('{"epoch": 1}\n{"epoch": 2, "va\n{"epoch": 3}\n'), r"line 2\b.*not a JSON object"),
+    "not-utf8": (_text(b'{"epoch": 1, "note": "\xff"}\n'), r"line 1\b.*not UTF-8 text"),
+    "long-line": (_text('{"epoch": 1}\n' + LONG), r"line 2\b.*17,825,[0-9]{3} bytes, more than any line dgmkit writes"),
+    "fifo": (_fifo, r"metrics\.jsonl: not a regular file"),
+    "folder": (_folder, r"metrics\.jsonl: (not a regular file|it is a folder)"),
+    "dangling-link": (_dangling, r"metrics\.jsonl, a link to .*gone\.jsonl, names no file"),
+    "huge": (_huge, r"metrics\.jsonl is larger than 256 MiB"),
+}
+
+
+def _ended(call, path):
+    """``call(path)``'s exception (None if it returned), failing the test where it has not ended
+    within 20 s (a reader blocked on a FIFO; the FIFO is then opened to let it go)."""
+    out: list = []
+
+    def target():
+        try:
+            call(path)
+            out.append(None)
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            out.append(e)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(20)
+    if thread.is_alive():
+        if path.is_fifo():
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"reading {path} did not end (blocked)")
+    return out[0]
+
+
+@pytest.mark.parametrize("call, error, consequence", CALLERS, ids=CALLER_IDS)
+@pytest.mark.parametrize("bad", list(BAD))
+def test_every_reader_refuses_a_metrics_file_dgmkit_never_writes_in_its_own_error_class(
+    tmp_path, call, error, consequence, bad
+):
+    path = tmp_path / "metrics.jsonl"
+    make, said = BAD[bad]
+    make(path)
+    before = path.read_bytes() if path.is_file() and path.stat().st_size < (64 << 20) else None
+    refusal = _ended(call, path)
+    assert type(refusal) is error, refusal
+    assert str(path) in str(refusal) and len(str(refusal).splitlines()) == 1
+    assert re.search(said, str(refusal)), str(refusal)
+    if bad not in ("fifo", "folder", "dangling-link") or call is _resume:  # (an unreadable file: no verdict on it)
+        assert consequence in str(refusal)
+    if before is not None:
+        assert path.read_bytes() == before  # (a refused resume leaves the file as it was)
+    assert os.path.lexists(path)
+
+
+# files of one line (or none) that dgmkit never writes: a folder holding one of them and config.json looked stranded
+ONE_LINE = {
+    "nan": _text('{"epoch": 1, "valid_elbo": NaN}\n'),
+    "non-object": _text("[1, 2]\n"),
+    "cut-short": _text('{"epoch": 1, "va'),
+    "not-utf8": _text(b'{"epoch": 1, "note": "\xff"}\n'),
+    "long-line": _text(LONG),
+    "fifo": _fifo,
+    "folder": _folder,
+    "dangling-link": _dangling,
+    "huge": _huge,
+}
+
+
+@pytest.mark.parametrize("bad", list(ONE_LINE))
+def test_a_folder_whose_metrics_file_is_refused_is_no_stranded_start(tmp_path, bad):
+    """--resume of a run stopped before its first checkpoint removes its metrics.jsonl and starts
+    again: only where that file is one dgmkit writes (a line, or none), read as a resume reads it."""
+    (tmp_path / "config.json").write_text(json.dumps({"run_id": new_run_id()}))
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    assert RunFolder(tmp_path, fresh=False).stranded_start()
+    (tmp_path / "metrics.jsonl").unlink()
+    ONE_LINE[bad](tmp_path / "metrics.jsonl")
+    stranded: list[bool] = []
+    assert (
+        _ended(lambda p: stranded.append(RunFolder(p.parent, fresh=False).stranded_start()), tmp_path / "metrics.jsonl")
+        is None
+    )
+    assert stranded == [False]
+
+
+def test_a_last_line_cut_short_is_left_out_by_report_and_refused_on_resume(tmp_path):
+    """Read while a run may write it (dgm report), a last line with no newline that is not yet
+    whole JSON is the line being written; under the run's lock (a resume, which rewrote the file
+    without it) no line is being written: it is refused, and the file kept."""
+    path = tmp_path / "metrics.jsonl"
+    for cut in ('{"epoch": 2, "valid_el', b'{"epoch": 2, "note": "\xc3'):  # (and in a character's bytes)
+        text = b'{"epoch": 1, "valid_elbo": -3.0}\n' + (cut if isinstance(cut, bytes) else cut.encode())
+        path.write_bytes(text)
+        assert read_metrics(path) == [{"epoch": 1, "valid_elbo": -3.0}]
+        with pytest.raises(CheckpointError, match=r"line 2 is not a metrics record of dgmkit \(.*cut short.*\); the run"):
+            _resume(path)
+        assert path.read_bytes() == text
+        with pytest.raises(MetricsFileError, match="line 2: .*cut short"):
+            list(metrics_lines(path, being_written=False))
+    path.write_text('{"epoch": 1}\n{"epoch": 2}')  # a last line with no newline that is whole: read by both
+    assert read_metrics(path) == [{"epoch": 1}, {"epoch": 2}]
+    RunWriter(tmp_path, {}).truncate_metrics(2)
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+
+
+@pytest.mark.parametrize("call, error, consequence", CALLERS, ids=CALLER_IDS)
+def test_every_reader_counts_the_lines_of_a_metrics_file_against_one_limit(tmp_path, monkeypatch, call, error, consequence):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('\n{"epoch": 1}\n  \n{"epoch": 2}\n\n')
+    monkeypatch.setattr(metrics_file, "MAX_METRICS_LINES", 2)
+    call(path)  # 2 lines, and blank ones: within the limit
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')
+    with pytest.raises(error, match=f"holds more than 2 lines, one an epoch.*; {consequence}"):
+        call(path)
+
+
+def test_resume_keeps_the_lines_of_its_epochs_as_written_and_drops_the_rest(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [b'{"epoch": 1, "lr": 1e-05}\r\n', b"\n", b'{"epoch": 2, "valid_elbo": -3.10}\n', b'{"epoch": 3}\n']
+    path.write_bytes(b"".join(lines))
+    RunWriter(tmp_path, {}).truncate_metrics(2)
+    assert path.read_bytes() == lines[0] + lines[2]  # (blank lines dropped; the others byte for byte)
+    for line, why in (('{"loss": 1}', "it names no epoch"), ('{"epoch": 1.0}', "its epoch is not a whole number")):
+        path.write_text('{"epoch": 1}\n' + line + "\n")
+        with pytest.raises(CheckpointError, match=rf"line 2 is not a metrics record of dgmkit \({why}\); the run"):
+            _resume(path)
+    (tmp_path / "metrics.jsonl").unlink()
+    RunWriter(tmp_path, {}).truncate_metrics(2)  # no file: none written
+    assert not path.exists()
+
+
+def test_the_metrics_reader_yields_a_line_at_a_time(tmp_path):
+    """The rows come one at a time, as the file is read (a caller keeps what it needs of each):
+    the first is had before a later line is read, or refused."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\nNaN\n')
+    lines = metrics_lines(path)
+    first = next(lines)
+    assert (first.number, first.text, first.row) == (1, b'{"epoch": 1}', {"epoch": 1})
+    assert next(lines).row == {"epoch": 2}
+    with pytest.raises(MetricsFileError, match="line 3: NaN is not standard JSON"):
+        next(lines)
+    assert list(metrics_lines(tmp_path / "none.jsonl")) == []
