@@ -7,7 +7,10 @@ Python computed during the capture (a number read from a tensor, a learning rate
 float, a counter on the host) is frozen, random draws are drawn anew, and an operation that
 reads a value back to the host (``.item()``, ``bool(tensor)``, a data-dependent shape) is an
 error during the capture. ``capture_rerun`` is the reference: it runs the Python again at every
-replay."""
+replay. As ``CudaCapture`` does, both run the captured call on the side stream they are given
+(the warm-ups' stream; on CUDA), and the replays on the current one; and the recording holds the
+step's tensors without their autograd graph (a CUDA graph holds memory, no graph: a graph kept
+alive would keep the parameters' gradient accumulators, which a later uncaptured step reuses)."""
 
 import contextlib
 import traceback
@@ -16,7 +19,8 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map_only
+from torch.utils.weak import WeakIdKeyDictionary
 
 aten = torch.ops.aten
 
@@ -39,14 +43,22 @@ class _Recording(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[tuple[Any, tuple, dict, Any]] = []
+        self._aliases = WeakIdKeyDictionary()  # each tensor's one alias without its graph (an in-place op's is its input's)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in READS_BACK:
             raise RuntimeError(f"operation not permitted when stream is capturing: {func} reads a value back{_where()}")
         out = func(*args, **kwargs)
-        self.calls.append((func, args, kwargs, out))
+        self.calls.append((func, *tree_map_only(torch.Tensor, self._alias, (args, kwargs, out))))
         return out
+
+    def _alias(self, t: torch.Tensor) -> torch.Tensor:
+        """``t``'s memory without its autograd graph (the replay writes into that memory)."""
+        alias = self._aliases.get(t)
+        if alias is None:
+            alias = self._aliases[t] = t.detach()
+        return alias
 
 
 def _where() -> str:
@@ -68,8 +80,12 @@ class RecordedCapture:
 
     def __call__(self, step: Callable[[], Any], stream: Any = None) -> tuple[Any, Callable[[], None]]:
         recording = _Recording()
-        with recording:
-            out = step()
+
+        def recorded() -> Any:
+            with recording:
+                return step()
+
+        out = _on_side_stream(recorded, stream)
         calls = recording.calls
 
         def replay() -> None:
@@ -90,7 +106,7 @@ class RerunCapture(RecordedCapture):
     """The reference: every replay runs the step's Python again."""
 
     def __call__(self, step: Callable[[], Any], stream: Any = None) -> tuple[Any, Callable[[], None]]:
-        out = step()
+        out = _on_side_stream(step, stream)
 
         def replay() -> None:
             again = step()
@@ -100,6 +116,18 @@ class RerunCapture(RecordedCapture):
                         into.copy_(new)
 
         return out, replay
+
+
+def _on_side_stream(call: Callable[[], Any], stream: Any) -> Any:
+    """``call()`` on ``stream`` where there is one (CUDA), as ``CudaCapture`` captures: on the side
+    stream that the warm-up steps ran on; the current stream then waits for it."""
+    if stream is None:
+        return call()
+    torch.cuda.synchronize(stream.device)
+    with torch.cuda.stream(stream):
+        out = call()
+    torch.cuda.current_stream(stream.device).wait_stream(stream)
+    return out
 
 
 capture_recorded, capture_rerun = RecordedCapture(), RerunCapture()

@@ -3,9 +3,11 @@ capture is emulated (``op_replay``: the step's operations recorded and run again
 Python, as a CUDA graph runs them), so that what a CUDA graph would freeze is found here: a
 replayed run must end bit for bit where a run that executes its Python at every step ends."""
 
+import contextlib
 import logging
 import math
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from tests.test_cli import run
 
 from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.config.run import trainer_options
-from dgmkit.data import load_dataset, make_transform
+from dgmkit.data import Split, load_dataset, make_transform
 from dgmkit.errors import ConfigError, TrainingError
 from dgmkit.families import FAMILIES
 from dgmkit.training import GraphStep, Trainer
@@ -233,25 +235,121 @@ def test_the_strict_mode_is_put_back_though_torch_warns_on_setting_it(monkeypatc
     assert modes[-1] == 0
 
 
-def _recording(step, seen: list):
-    def recorded(*args, **kwargs):
-        seen.append(step(*args, **kwargs))
-        return seen[-1]
+class _Marked:
+    """The objective, whose every call marks its loss's autograd node and the parameters'
+    gradient accumulators (AccumulateGrad nodes) in that graph: ``alive()`` counts the marks of
+    the graphs that something still holds."""
 
-    return recorded
+    def __init__(self, objective):
+        self.objective, self.marks = objective, []
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def __call__(self, *args, **kwargs):
+        terms = self.objective(*args, **kwargs)
+        root = terms.loss.grad_fn
+        nodes, seen = [root], set()
+        while nodes:
+            node = nodes.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            if node is root or type(node).__name__ == "AccumulateGrad":
+                mark = _Mark()
+                node.metadata.setdefault("test_mark", []).append(mark)  # (as long as the node lives)
+                self.marks.append(weakref.ref(mark))
+            nodes.extend(n for n, _ in node.next_functions)
+        return terms
+
+    def alive(self) -> int:
+        return sum(m() is not None for m in self.marks)
 
 
-def test_no_steps_autograd_graph_outlives_the_step():
-    """A step's terms come back detached, captured or not: a graph kept alive past its step (by
-    the loop, by the captured outputs) keeps the gradient accumulators of the stream it ran on,
-    and on CUDA a later step on another stream (a short batch after a capture) waits for it."""
-    for capture in (capture_recorded, None):
-        t, seen = trainer(capture, epochs=1), []
-        t._step = _recording(t._step, seen)  # type: ignore[method-assign]
-        t.fit()
-        outs = [*seen, *([t.graph._out] if t.graph is not None else [])]
-        assert outs and len(seen) >= (1 if capture is not None else 2)  # (the short last batch: uncaptured)
-        assert all(v is None or v.grad_fn is None for out in outs for v in out)
+class _Mark:
+    pass
+
+
+def _held_accumulators(model: torch.nn.Module) -> int:
+    """How many of ``model``'s parameters have a gradient accumulator that something holds (a
+    graph of an earlier step: what torch's warning of a stream mismatch is about)."""
+    marks = []
+    for p in (p for p in model.parameters() if p.requires_grad):
+        mark = _Mark()
+        torch.autograd.graph.get_gradient_edge(p).node.metadata.setdefault("test_mark", []).append(mark)
+        marks.append(weakref.ref(mark))
+        del mark
+    return sum(m() is not None for m in marks)
+
+
+TRAIN_SHORT = Split(DIGITS.train.x[:392], DIGITS.train.y[:392])  # 6 batches of 64 and a short one of 8
+
+
+@pytest.mark.parametrize("name", ["vae", "flow", "diffusion"])
+@pytest.mark.parametrize("capture", [None, capture_recorded, capture_rerun], ids=["uncaptured", "recorded", "rerun"])
+def test_no_steps_autograd_graph_outlives_the_step(name, capture, as_on_a_gpu):
+    """Nothing keeps a step's autograd graph once the step has returned (its terms come back
+    detached; the loop, the captured outputs, the parts hold none): on CUDA a graph kept alive
+    keeps the parameters' gradient accumulators made on the stream it ran on, and a later step on
+    another stream (the short last batch, uncaptured, after a capture on the side stream) meets
+    them (torch warns of the mismatch, and it breaks a capture where the other stream is
+    capturing); and it keeps its memory."""
+    cfg = RunConfig.of(model=name, dataset="digits", epochs=1, batch_size=64, device="cpu", ema=0.99, grad_clip=100.0)
+    torch.manual_seed(0)
+    model = build_model(cfg, DIGITS.event_shape, DIGITS.num_levels)
+    opts = trainer_options(cfg)
+    if capture is not None:
+        opts["parts"] = [*opts["parts"], GraphStep(capture)]
+    objective = _Marked(cfg.model.training_objective())
+    t = Trainer(model, objective, TRAIN_SHORT, cfg.model.transform(DIGITS), valid=DIGITS.valid, progress=False, **opts)
+    step, held, left = t._step, [], []
+
+    def step_then_count(*args, **kwargs):
+        held.append(_held_accumulators(model))  # (an earlier step's, as this one starts)
+        out = step(*args, **kwargs)
+        left.append(objective.alive())  # (by reference counts: without a collection)
+        return out
+
+    t._step = step_then_count  # type: ignore[method-assign]
+    t.fit()
+    assert capture is None or (t.graph is not None and t.graph.captured)
+    assert len(left) == (7 if capture is not capture_recorded else 5)  # (recorded: the replays run no Python)
+    assert left == [0] * len(left) and objective.alive() == 0 and objective.marks
+    assert held == [0] * len(left) and _held_accumulators(model) == 0
+
+
+def test_the_emulated_captures_capture_on_the_side_stream_as_a_cuda_capture_does(monkeypatch):
+    """As ``CudaCapture``, the emulations run the captured call on the side stream that the
+    warm-up steps ran on (on CUDA; the CPU has none), and the current stream then waits for it."""
+    on, said = ["current"], []
+
+    class Stream:
+        device = "cuda:0"
+
+        def wait_stream(self, other):
+            said.append(("waits", other))
+
+    side = Stream()
+
+    @contextlib.contextmanager
+    def stream(s):
+        before, on[0] = on[0], "side" if s is side else "?"
+        try:
+            yield
+        finally:
+            on[0] = before
+
+    monkeypatch.setattr(torch.cuda, "stream", stream)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: said.append(("synchronized", device)))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    calls: list[str] = []
+    for capture in (capture_recorded, capture_rerun):
+        calls[:], said[:] = [], []
+        _, replay = capture(lambda: calls.append(on[0]), side)
+        replay()
+        assert calls == (["side"] if capture is capture_recorded else ["side", "current"])
+        assert said == [("synchronized", "cuda:0"), ("waits", side)]
+    assert capture_rerun(lambda: on[0], None)[0] == "current"  # (no stream: where it is)
 
 
 def test_a_model_whose_step_changes_on_the_host_is_not_captured(caplog):
