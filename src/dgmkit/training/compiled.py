@@ -83,7 +83,7 @@ class CompiledOrEager:
             except DgmError:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever dynamo or inductor raise: fall back, said once
-                if torch.cuda.is_available() and (
+                if torch.cuda.is_initialized() and (  # (not is_available: a CPU run would initialise CUDA here)
                     torch.cuda.is_current_stream_capturing() or torch.cuda.get_sync_debug_mode() == 2
                 ):  # (GraphStep's capture of the whole step, or its strict warm-up: the step is given up, not compile)
                     raise
