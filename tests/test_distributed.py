@@ -404,7 +404,9 @@ def _torchrun(args: list[str], nproc: int) -> subprocess.CompletedProcess:
 def _weights(run) -> dict:
     from safetensors.torch import load_file
 
-    return {k: v for k, v in load_file(str(run / "checkpoint.safetensors")).items() if k.startswith("model.")}
+    weights = {k: v for k, v in load_file(str(run / "checkpoint.safetensors")).items() if k.startswith("model/")}
+    assert weights  # (a prefix that matched no tensor compared nothing)
+    return weights
 
 
 def test_torchrun_writes_the_run_once_and_resumes_across_process_counts(tmp_path):
