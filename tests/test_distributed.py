@@ -583,6 +583,17 @@ if fault:
             return terms
 
         trainer.Trainer._objective = nan_on_rank_one
+    elif fault == "die":  # rank 1 ends by SIGKILL (the out-of-memory killer's) before step DGMKIT_TEST_DIE_AT
+        import signal
+
+        step = trainer.Trainer._step
+
+        def dying(self, *args, **kwargs):
+            if distributed.current().rank == 1 and self.step == int(os.environ["DGMKIT_TEST_DIE_AT"]):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return step(self, *args, **kwargs)
+
+        trainer.Trainer._step = dying
     else:  # a parameter that the objective never uses
         init = trainer.Trainer.__init__
 
@@ -637,14 +648,14 @@ def _rank_of(pid: int) -> int | None:
 
 
 def _nproc_run_meeting(run: Path, event) -> tuple[int, str]:
-    """``dgm train --nproc 2`` of many epochs into ``run``, ``event(pid)`` done to it once it trains;
-    its exit status and stderr."""
+    """``dgm train --nproc 2`` of many epochs into ``run``, ``event(pid)`` done to it once it trains
+    (its first checkpoint written); its exit status and stderr."""
     cmd = [sys.executable, "-m", "dgmkit", *_NPROC_ARGS, "--epochs", "100000", "--out", str(run), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 120
-        while not (run / "metrics.jsonl").is_file():  # training is under way
+        while not (run / "checkpoint.safetensors").is_file():  # training is under way
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.2)
         event(proc.pid)
@@ -658,21 +669,106 @@ def _nproc_run_meeting(run: Path, event) -> tuple[int, str]:
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
 def test_dgm_train_nproc_says_which_rank_was_killed_and_the_others_stop_in_one_line(tmp_path):
     """A rank ended by SIGKILL (as by the out-of-memory killer): the launcher names it and its
-    signal; the other rank says that it lost contact (a user-facing error, exit 1), not a bug."""
+    signal; the other rank says that it lost contact (a user-facing error, exit 1), not a bug; the
+    last line names the run's checkpoint and the command that resumes it."""
     import signal
 
     def kill_rank_1(pid: int) -> None:
         ranks = {_rank_of(p): p for launcher in _children(pid) for p in _children(launcher)}
         os.kill(ranks[1], signal.SIGKILL)
 
+    from dgmkit._io import shell_path
+
     code, err = _nproc_run_meeting(tmp_path / "run", kill_rank_1)
     assert code == 1, err
     # the cause first; rank 0 noticed it in a collective (lost contact) or was ended by the launcher: not a cause
     lines = [line for line in err.splitlines() if line.startswith("dgm")]
-    assert lines == ["dgm: error: the process of rank 1 was ended by SIGKILL", "dgm: note: rank 0 stopped with the run"], err
+    assert lines[:2] == ["dgm: error: the process of rank 1 was ended by SIGKILL", "dgm: note: rank 0 stopped with the run"]
+    assert len(lines) == 3 and lines[2].startswith("dgm: note: the run's last checkpoint (after epoch "), err
+    assert lines[2].endswith(f") is kept: go on with: dgm train --resume --nproc 2 --out {shell_path(tmp_path / 'run')}")
     assert "pair.cc" not in err and "lost contact" not in err, err
     for sign in ("Traceback", "internal error", "ChildFailedError"):
         assert sign not in err, err
+
+
+def test_a_rank_killed_under_torchrun_leaves_a_survivor_that_names_the_command_which_resumes_the_run(tmp_path, monkeypatch):
+    """Rank 1 killed in epoch 2 (SIGKILL): rank 0 lost contact with it (or was ended by torchrun's
+    SIGTERM first) and said only that, in a line without the checkpoint or the command; the
+    command it names now goes on from epoch 1's checkpoint and ends where an uninterrupted run ends."""
+    from dgmkit._io import shell_path
+    from dgmkit.cli.main import main
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_PLANT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("DGMKIT_TEST_FAULT", "die")
+    monkeypatch.setenv("DGMKIT_TEST_DIE_AT", "23")  # (19 steps an epoch: the 5th of epoch 2)
+    base = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "3", "--device", "cpu", "--batch-size", "64",
+            "--epochs", "2", "--quiet"]  # fmt: skip
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    p = _torchrun([*base, "--out", str(run)], 2)
+    assert p.returncode != 0
+    said = [line for line in p.stderr.splitlines() if line.startswith("dgm:")]  # (rank 0's; rank 1 says nothing)
+    command = f"dgm train --resume --nproc 2 --out {shell_path(run)}"
+    assert len(said) == 1 and said[0].endswith(f"the run's last checkpoint (after epoch 1) is kept: go on with: {command}")
+    assert said[0].startswith(("dgm: error: rank 0 lost contact with another process", "dgm: interrupted (SIGTERM); ")), said
+    monkeypatch.delenv("DGMKIT_TEST_FAULT")
+    assert main([*command.split()[1:], "--quiet"]) == 0
+    assert _torchrun([*base, "--out", str(straight)], 2).returncode == 0
+    a, b = _weights(straight), _weights(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lines = [[{k: v for k, v in json.loads(line).items() if k not in ("time_s", "images_per_s")}
+              for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (run, straight)]  # fmt: skip
+    assert lines[0] == lines[1] and len(lines[0]) == 2
+
+
+_NOTE = "the run's last checkpoint (after epoch 3) is kept: go on with: dgm train --resume --nproc 2 --out r"
+_LOST = "dgm: error: rank {} lost contact with another process of this run, which stopped: Connection closed; " + _NOTE
+
+
+@pytest.mark.parametrize(
+    "codes, lines, said",
+    [  # rank 1 killed, rank 0 ended by the launcher's SIGTERM: its line, left to the launcher, said last
+        ({0: -15, 1: -9}, [f"dgm: interrupted (SIGTERM); {_NOTE}", "dgm: interrupted (SIGTERM)"],
+         ["dgm: error: the process of rank 1 was ended by SIGKILL", "dgm: note: rank 0 stopped with the run",
+          f"dgm: note: {_NOTE}"]),
+        # rank 1 failed with an error of its own: resuming is not offered
+        ({0: -15, 1: 1}, [f"dgm: interrupted (SIGTERM); {_NOTE}", "dgm: error: the data went away"],
+         ["dgm: error (rank 1): the data went away", "dgm: note: rank 0 stopped with the run"]),
+        # every rank only lost contact: rank 0's line, which names the command, once
+        ({0: 1, 1: 1}, [_LOST.format(0), _LOST.format(1)], [_LOST.format(0)]),
+    ],
+)  # fmt: skip
+def test_the_launcher_says_what_an_interrupted_run_keeps_last_and_not_after_an_error(codes, lines, said, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from dgmkit.cli.launch import report
+
+    for rank, line in enumerate(lines):
+        (tmp_path / f"rank-{rank}.txt").write_text(line + "\n")
+    report({r: SimpleNamespace(exitcode=c) for r, c in codes.items()}, tmp_path)
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("dgm")] == said
+
+
+def test_a_rank_held_in_a_collective_when_sent_sigterm_is_ended_by_the_watch(tmp_path):
+    """A SIGTERM unwinds a rank where Python can run its handler; the main thread held in C++ (here a
+    store's wait, as a collective whose peer is stuck) cannot, and the watch ends the rank (status 143)."""
+    script = (
+        "import datetime, os, signal, threading\n"
+        "import torch.distributed as dist\n"
+        "from dgmkit import distributed\n"
+        "store = dist.TCPStore('127.0.0.1', 0, 1, True)\n"
+        "with distributed.sigterm_unwinds(seconds=1):\n"
+        "    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+        "    store.wait(['never'], datetime.timedelta(seconds=60))\n"
+    )
+    env = {**os.environ, "RANK": "1", "OMP_NUM_THREADS": "1"}
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 143 and time.monotonic() - t < 30, p.stderr
+    assert "dgm: note: rank 1 had not stopped 1 s after SIGTERM: ended" in p.stderr, p.stderr
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
@@ -755,6 +851,11 @@ def test_a_signal_to_dgm_train_nproc_alone_stops_the_launcher_and_every_rank(tmp
     code, err = _nproc_run_meeting(tmp_path / "run", signal_the_command)
     assert code == 128 + getattr(signal, name), err  # (the shell's status: SIGTERM's was 130, SIGINT's)
     assert f"dgm: interrupted ({name}); the processes were stopped" in err and "Traceback" not in err, err
+    # the run's checkpoint and the command that resumes it: rank 0's line (SIGINT) or the launcher's (SIGTERM, the last)
+    said = [line for line in err.splitlines() if "the run's last checkpoint (after epoch " in line]
+    assert len(said) == 1 and "is kept: go on with: dgm train --resume --nproc 2 --out " in said[0], err
+    if name == "SIGTERM":
+        assert err.rstrip().splitlines()[-1] == said[0] and said[0].startswith("dgm: interrupted (SIGTERM); the proc"), err
     assert "death signal" not in err, err  # the agent's own log line is left out
     deadline = time.monotonic() + 30
     while any(_proc(p, "stat") for p in launched):

@@ -14,6 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dgmkit._io import shell_path
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGTERM is a POSIX signal")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +106,7 @@ def test_dgm_train_sent_sigterm_says_where_it_stopped_and_resumes(tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGTERM, stdout + stderr
     assert "WARNING SIGTERM: stopped " in stderr and f"with a checkpoint in {out}; resuming goes on from it" in stderr
+    assert stderr.rstrip().endswith(f"resuming goes on from it: dgm train --resume --out {shell_path(out)}"), stderr
     done = len((out / "metrics.jsonl").read_text().splitlines())
     resumed = subprocess.run(
         [*argv[:4], "--resume", "--epochs", str(done + 1), "--quiet", "--out", str(out)],

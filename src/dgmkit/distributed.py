@@ -25,16 +25,22 @@ leaves the process group and exits without the interpreter's shutdown, after flu
 Python buffers. ``dgm`` ends its torchrun ranks that way.
 """
 
+import contextlib
 import logging
 import os
+import signal
+import socket
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
 import torch
 import torch.distributed as dist
 
+from dgmkit._io import sigterm_interrupts
 from dgmkit.errors import ConfigError
 
 __all__ = [
@@ -51,6 +57,7 @@ __all__ = [
     "settle",
     "shutdown",
     "end_process",
+    "sigterm_unwinds",
 ]
 
 
@@ -219,3 +226,41 @@ def end_process(status: int) -> NoReturn:
     if current is not None:
         current.save()
     os._exit(status)
+
+
+TERM_SECONDS = 10.0  # how long a rank sent SIGTERM may take to unwind before it is ended
+
+
+@contextlib.contextmanager
+def sigterm_unwinds(seconds: float = TERM_SECONDS) -> Iterator[None]:
+    """In a rank: a SIGTERM (torchrun's, which passes on the user's or a scheduler's, or ends the
+    ranks once one has failed) raises ``dgmkit._io.Terminated`` where the main thread is, so that
+    the command unwinds (the temporaries of its writes removed, the run folder's lock released)
+    and can say what it keeps; the rank then ends by the signal (``sigterm_interrupts``), as it
+    did at once before. Python runs the handler only once the main thread is back from C++: a
+    rank held in a collective that does not return is ended by a watch ``seconds`` after the
+    signal (status 143, the shell's for SIGTERM). Only where SIGTERM has its default action."""
+    with sigterm_interrupts():
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # (a handler of the caller's: left to it)
+            yield
+            return
+        heard, wake = socket.socketpair()
+        wake.setblocking(False)
+        previous = signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)  # written at the signal, from C
+
+        def watch() -> None:
+            with heard:
+                while signal.SIGTERM not in (got := heard.recv(64)):
+                    if not got:  # the block ended
+                        return
+            time.sleep(seconds)
+            print(f"dgm: note: rank {os.environ.get('RANK', '?')} had not stopped {seconds:g} s after SIGTERM: "
+                  "ended", file=sys.stderr, flush=True)  # fmt: skip
+            os._exit(128 + signal.SIGTERM)
+
+        threading.Thread(target=watch, name="dgmkit-sigterm-watch", daemon=True).start()
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(previous)
+            wake.close()

@@ -25,6 +25,7 @@ SIGTERM.
 
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -33,11 +34,17 @@ import threading
 import time
 from pathlib import Path
 
+from dgmkit.errors import DgmError
+
 __all__ = [
     "COMMAND_ENV",
+    "KEPT",
     "LOST_CONTACT",
+    "TERMINATED",
     "RANK_ERRORS_ENV",
     "launch",
+    "left_to_launcher",
+    "lost_contact",
     "rank_error_file",
     "report",
     "watch_command",
@@ -46,6 +53,8 @@ __all__ = [
 
 RANK_ERRORS_ENV = "DGMKIT_RANK_ERRORS"
 LOST_CONTACT = "lost contact with another process"  # what a rank says when a collective fails: not a cause
+TERMINATED = "dgm: interrupted (SIGTERM)"  # a rank's line on a SIGTERM, which under this launcher comes from it
+KEPT = "the run's last checkpoint"  # the start of the note that names what an interrupted run keeps and how it goes on
 _RUN_ENV = "DGMKIT_RANK_ERRORS_RUN"  # the launcher's run id: the folder is used only by ranks of that run
 _PID_ENV = "DGMKIT_LAUNCHER_PID"  # the launcher's process, the ranks' parent
 COMMAND_ENV = "DGMKIT_NPROC_COMMAND_PID"  # dgm train --nproc's own process, the launcher's parent
@@ -60,6 +69,34 @@ def rank_error_file(rank: int) -> Path | None:
     folder = os.environ.get(RANK_ERRORS_ENV)
     ours = folder and os.environ.get(_RUN_ENV) and os.environ.get(_RUN_ENV) == os.environ.get("TORCHELASTIC_RUN_ID")
     return Path(folder) / f"rank-{rank}.txt" if folder and ours else None
+
+
+def left_to_launcher(line: str) -> bool:
+    """Whether rank 0 leaves ``line`` to this launcher instead of saying it: a rank that lost contact
+    with another is no cause, and a SIGTERM to a rank comes from the launcher (the user's or a
+    scheduler's passed on, or the ranks ended after one failed), which alone knows which."""
+    return LOST_CONTACT in line or line.startswith(TERMINATED)
+
+
+def lost_contact(e: BaseException, rank: int, note: str = "") -> DgmError | None:
+    """The error that rank ``rank`` says where ``e`` is a collective that failed (another process
+    of the run is gone), with ``note`` (what the run keeps) after it; None where ``e`` is not one."""
+    import torch.distributed as dist
+
+    if not isinstance(e, dist.DistError) and not (isinstance(e, RuntimeError) and "gloo/transport" in str(e)):
+        return None
+    what = " ".join(str(e).split()).split("This is typically caused", 1)[0].strip()
+    what = re.sub(r"\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", what)[:200].rstrip(" .")  # (gloo's source file and line)
+    return DgmError(f"rank {rank} {LOST_CONTACT} of this run, which stopped: {what}{'; ' + note if note else ''}")
+
+
+def _kept_note(lines: dict[int, str | None]) -> str | None:
+    """What an interrupted run keeps and how it goes on, as a rank said it in a line that it left to
+    this launcher (rank 0 says its other lines itself)."""
+    for rank, line in sorted(lines.items()):
+        if line and KEPT in line and (rank or left_to_launcher(line)):
+            return line[line.index(KEPT) :]
+    return None
 
 
 def watch_launcher(interval: float = 1.0) -> bool:
@@ -146,7 +183,9 @@ def launch(nproc: int, args: list[str]) -> int:
         except ChildFailedError as e:
             failures = e.failures
         except SignalException as e:  # the launcher itself was interrupted or terminated: the ranks are ended
-            print(f"dgm: interrupted ({signal.Signals(e.sigval).name}); the processes were stopped", file=sys.stderr)
+            note = _kept_note({r: _read_line(Path(folder) / f"rank-{r}.txt") for r in range(nproc)})
+            name = signal.Signals(e.sigval).name  # (the agent has waited for the ranks: what they kept is said)
+            print(f"dgm: interrupted ({name}); the processes were stopped{'; ' + note if note else ''}", file=sys.stderr)
             return 128 + int(e.sigval)  # (the shell's status of the signal: 130 for SIGINT, 143 for SIGTERM)
         return report(failures, Path(folder))
 
@@ -163,12 +202,12 @@ def report(failures: dict, folder: Path) -> int:
     if piped and all(f.exitcode in (BROKEN_PIPE, -signal.SIGTERM) or r in lost for r, f in failures.items()):
         return BROKEN_PIPE  # rank 0's reader went away and the others stopped with it: quiet, as one process is
     shown = {lines[0]} if lines[0] and 0 not in lost else set()  # rank 0 has said its line itself
-    causes = any(f.exitcode > 0 and r not in lost for r, f in failures.items())  # an error, said or not
+    causes = errors = any(f.exitcode > 0 and r not in lost for r, f in failures.items())  # an error, said or not
     for rank in sorted(r for r in failures if r not in lost):
         line, code = lines[rank], failures[rank].exitcode
         if line is None and code > 0:  # a cause that left no line: named by its status
             print(f"dgm: error: the process of rank {rank} exited with status {code} and no message", file=sys.stderr)
-        if not rank or not line:
+        if not rank or not line or line.startswith(TERMINATED):  # (rank 0 said its line; a SIGTERM is named below)
             continue
         if line not in shown:
             tagged = line.replace("dgm: error: ", f"dgm: error (rank {rank}): ", 1)
@@ -182,12 +221,16 @@ def report(failures: dict, folder: Path) -> int:
     for rank, code in sorted(killed.items()):
         if rank not in stopped:
             print(f"dgm: error: the process of rank {rank} was ended by {_signal_name(code)}", file=sys.stderr)
+    note = _kept_note(lines) if not errors else None  # (ranks ended by signals or that lost contact: resumable)
     if lost and not causes and not killed:  # nothing else explains it: what the ranks saw
         print(lines[min(lost)], file=sys.stderr)
+        note = None if note and note in str(lines[min(lost)]) else note  # (said in that line)
     stopped |= lost if causes or killed else set()
     if stopped:
         ranks = ", ".join(map(str, sorted(stopped)))
         print(f"dgm: note: rank{'s' if len(stopped) > 1 else ''} {ranks} stopped with the run", file=sys.stderr)
+    if note:  # what the run keeps, and the command that goes on, last
+        print(f"dgm: note: {note}", file=sys.stderr)
     return max(codes) if codes else 1
 
 

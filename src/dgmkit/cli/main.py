@@ -11,7 +11,6 @@ import argparse
 import datetime
 import logging
 import os
-import re
 import sys
 import tempfile
 import traceback
@@ -189,7 +188,7 @@ def _error_line(line: str, here: bool = True) -> None:
     launcher's folder, which shows the lines of ranks other than 0 once, and after the causes a
     rank 0 that only lost contact with another (``cli.launch``). ``here=False``: said by rank 0
     alone where no launcher collects the line (every rank of the run says it alike)."""
-    from dgmkit.cli.launch import LOST_CONTACT, rank_error_file
+    from dgmkit.cli.launch import left_to_launcher, rank_error_file
 
     rank = os.environ.get("RANK", "0")
     parallel = os.environ.get("WORLD_SIZE", "1") != "1" and rank.isascii() and rank.isdigit()
@@ -199,7 +198,7 @@ def _error_line(line: str, here: bool = True) -> None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(line + "\n")
-            if rank != "0" or LOST_CONTACT in line:
+            if rank != "0" or left_to_launcher(line):
                 return
         except OSError:  # not left for the launcher: said here
             pass
@@ -230,11 +229,14 @@ _PARALLEL_COMMANDS = ("train", "eval")
 def _as_rank(args: argparse.Namespace) -> int:
     """One of several processes that torchrun started: join the process group; rank 0 alone
     prints (the others' stdout goes nowhere; their errors still show). A collective that fails
-    because another rank is gone is said as such, not as a bug of this rank."""
+    because another rank is gone is said as such, not as a bug of this rank. A SIGTERM unwinds
+    the command, which says what it keeps (rank 0: ``dgm: interrupted (SIGTERM); ...``), and then
+    ends the rank by the signal (``distributed.sigterm_unwinds``)."""
     import torch.distributed as dist
 
-    from dgmkit.cli.launch import LOST_CONTACT
-    from dgmkit.distributed import init_from_environment
+    from dgmkit._io import Terminated
+    from dgmkit.cli.launch import lost_contact
+    from dgmkit.distributed import init_from_environment, sigterm_unwinds
 
     if args.command not in _PARALLEL_COMMANDS:
         raise DgmError(f"dgm {args.command} runs in one process; only {' and '.join(_PARALLEL_COMMANDS)} run under torchrun")
@@ -245,13 +247,17 @@ def _as_rank(args: argparse.Namespace) -> int:
         logging.getLogger("torch").setLevel(logging.ERROR)  # (torch's loggers print on their own, not through the root's)
         warnings.simplefilter("ignore")  # and PyTorch's warnings once, from rank 0 (every rank meets them alike)
     try:
-        return args.func(args)
+        with sigterm_unwinds():
+            try:
+                return args.func(args)
+            except Terminated as e:
+                _say_interrupted(str(e), "SIGTERM")
+                raise
     except (dist.DistError, RuntimeError) as e:
-        if not isinstance(e, dist.DistError) and "gloo/transport" not in str(e):
+        lost = lost_contact(e, ctx.rank)
+        if lost is None:
             raise  # not a collective that failed
-        what = _one_line(e).split("This is typically caused", 1)[0].strip()
-        what = re.sub(r"\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", what)[:200]  # (gloo's source file and line)
-        raise DgmError(f"rank {ctx.rank} {LOST_CONTACT} of this run, which stopped: {what}") from e
+        raise lost from e
 
 
 def _status(run: Callable[[], int]) -> int:
@@ -280,10 +286,11 @@ def _status(run: Callable[[], int]) -> int:
         return _report_bug(e)
 
 
-def _say_interrupted(note: str = "") -> None:
-    """``note``: what the command leaves that goes on (a run's checkpoint, and how to resume it)."""
+def _say_interrupted(note: str = "", by: str = "") -> None:
+    """``note``: what the command leaves that goes on (a run's checkpoint, and how to resume it);
+    ``by``: the signal, where it is not SIGINT (the terminal's Ctrl-C)."""
     # under torchrun every rank is interrupted at once: rank 0 says it (one rank alone: the launcher says which)
-    _error_line(f"dgm: interrupted{'; ' + note if note else ''}", here=False)
+    _error_line(f"dgm: interrupted{f' ({by})' if by else ''}{'; ' + note if note else ''}", here=False)
 
 
 _OUT_OF_MEMORY = "out of memory: the sizes asked for (batch, samples, images) need more memory than this machine has"

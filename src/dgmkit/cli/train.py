@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import torch
 
 from dgmkit import distributed
-from dgmkit._io import full_path, shell_path
+from dgmkit._io import Terminated, full_path, shell_path
 from dgmkit.cli.common import (
     add_count_flag,
     data_dir_unread,
@@ -29,6 +29,7 @@ from dgmkit.cli.common import (
     score_label,
 )
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
+from dgmkit.cli.launch import KEPT, lost_contact
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import check_derived_current, run_dataset
 from dgmkit.config.migrate import check_record
@@ -671,6 +672,7 @@ def _fit(
         diagnostics=latent_diagnostics if model.has_latents else None,
         **trainer_options(cfg),
     )
+    trainer.resume_command = _go_on(out)
     _start(trainer, cfg, out, resume, quiet, resume_line)
     try:
         trainer.fit()
@@ -874,16 +876,18 @@ def _waited_forwarding(cmd: list[str], env: dict, signals: tuple[signal.Signals,
     return code
 
 
-def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context) -> tuple[str, ...]:
-    """What an interrupted training keeps that ``--resume`` goes on from, said once (by rank 0):
-    its last checkpoint and the command; nothing for a fit in closed form or by EM (not resumed)
-    or a run stopped before its first checkpoint."""
-    counters = trainer_counters(out / "checkpoint.safetensors") if ctx.is_main and cfg.model.fit == "gradient" else None
+def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context, any_rank: bool = False) -> tuple[str, ...]:
+    """What an interrupted training keeps that ``--resume`` goes on from, said once (by rank 0;
+    ``any_rank``: by any, where each says its own line): its last checkpoint and the command;
+    nothing for a fit in closed form or by EM (not resumed) or a run stopped before its first
+    checkpoint."""
+    read = (ctx.is_main or any_rank) and cfg.model.fit == "gradient"
+    counters = trainer_counters(out / "checkpoint.safetensors") if read else None
     if counters is None:
         return ()
     k = (counters.get("epoch_progress") or {}).get("step", 0)
     where = f"in epoch {counters['epoch'] + 1} after step {k}" if k else f"after epoch {counters['epoch']}"
-    return (f"the run's last checkpoint ({where}) is kept: go on with: {_go_on(out)}",)
+    return (f"{KEPT} ({where}) is kept: go on with: {_go_on(out)}",)
 
 
 def _go_on(out: Path) -> str:
@@ -945,6 +949,13 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:  # (Ctrl-C: what the run keeps, said with dgm's "interrupted")
         raise KeyboardInterrupt(*_kept(cfg, out, ctx)) from None
+    except Terminated:  # (a rank's SIGTERM, distributed.sigterm_unwinds: likewise, and the rank then ends by it)
+        raise Terminated(*_kept(cfg, out, ctx, any_rank=True)) from None  # (rank 0 alone says it, or dgm's launcher)
+    except Exception as e:  # a rank whose peer is gone: what the run keeps, said by every rank that can read it
+        lost = lost_contact(e, ctx.rank, *_kept(cfg, out, ctx, any_rank=True)) if ctx.parallel else None
+        if lost is None:
+            raise
+        raise lost from e
     if not ctx.is_main:
         return 0
     record = read_json(out / "config.json")

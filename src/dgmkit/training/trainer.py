@@ -322,6 +322,7 @@ class Trainer:
         self.progress, self.eval_batch_size = progress, eval_batch_size
         self.callbacks = list(callbacks or [])
         self.diagnostics = diagnostics
+        self.resume_command: str | None = None  # the command that resumes the run, named where a SIGTERM stops it
 
     def _default_parts(self) -> None:
         """The pieces that parts replace, as a run without parts has them, and the forward pass
@@ -989,12 +990,13 @@ class Trainer:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if self._terminated:  # (not where an error is raised: it ends the run, and says why)
             k, n = self.steps_into_epoch, self.steps_per_epoch
+            command = f": {self.resume_command}" if self.resume_command else ""
             if k:
                 log.warning("SIGTERM: stopped in epoch %d after step %d of %d, with a checkpoint in %s; resuming "
-                            "goes on from it", self.epoch + 1, k, n, self.run_dir)  # fmt: skip
+                            "goes on from it%s", self.epoch + 1, k, n, self.run_dir, command)  # fmt: skip
             elif self.epoch < self.epochs and not self.stopped_early:
-                log.warning("SIGTERM: stopped after epoch %d, with a checkpoint in %s; resuming goes on from it",
-                            self.epoch, self.run_dir)  # fmt: skip
+                log.warning("SIGTERM: stopped after epoch %d, with a checkpoint in %s; resuming goes on from it%s",
+                            self.epoch, self.run_dir, command)  # fmt: skip
             else:
                 log.warning("SIGTERM: the run had ended (epoch %d), its files written", self.epoch)
             for stream in (sys.stdout, sys.stderr, *(getattr(h, "stream", None) for h in logging.getLogger().handlers)):
