@@ -82,6 +82,9 @@ class VariationallyDequantizedFlow(VariationalModel):
     def sample(
         self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` images of levels: the flow's draws y floored to the level they fall in; the flow's
+        density outside [0, 1] (its logit margin puts a little there) goes to the nearest level, 0
+        or L - 1, as the .npy samples of a uniformly dequantized flow do (not renormalised)."""
         y, _ = self.flow.sample(n, generator, temperature)
         k = (y * self.num_levels).floor().clamp(0, self.num_levels - 1)
         return k, k
