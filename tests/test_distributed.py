@@ -771,6 +771,50 @@ def test_a_rank_held_in_a_collective_when_sent_sigterm_is_ended_by_the_watch(tmp
     assert "dgm: note: rank 1 had not stopped 1 s after SIGTERM: ended" in p.stderr, p.stderr
 
 
+def _run_script(script: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RANK": "1", "OMP_NUM_THREADS": "1"}
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_the_sigterm_watch_is_not_set_off_by_a_forked_childs_sigterm_nor_where_the_caller_handles_it():
+    """A child forked within ``sigterm_unwinds`` (a data loader's worker) shared the rank's signal
+    wakeup socket: a SIGTERM to the child alone set off the rank's watch, which ended the rank. A
+    SIGTERM handler of the caller's is left to it, without the watch (it ended the rank too), and so
+    is a wakeup fd another set; the rank's own wakeup fd is gone once the block ends."""
+    script = (
+        "import os, signal, socket, time\n"
+        "from dgmkit import distributed\n"
+        "with distributed.sigterm_unwinds(seconds=0.3):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        os._exit(0)\n"
+        "    assert os.waitpid(pid, 0)[1] == signal.SIGTERM\n"
+        "    time.sleep(1.5)\n"
+        "assert signal.set_wakeup_fd(-1) == -1\n"
+        "got = []\n"
+        "signal.signal(signal.SIGTERM, lambda s, f: got.append(s))\n"
+        "with distributed.sigterm_unwinds(seconds=0.3):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(1.5)\n"
+        "assert got == [signal.SIGTERM] and signal.set_wakeup_fd(-1) == -1, got\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+        "a, b = socket.socketpair()\n"
+        "a.setblocking(False)\n"
+        "signal.set_wakeup_fd(a.fileno())\n"
+        "with distributed.sigterm_unwinds(seconds=0.3):\n"
+        "    assert signal.set_wakeup_fd(a.fileno()) == a.fileno()\n"
+        "assert signal.set_wakeup_fd(-1) == a.fileno()\n"
+        "print('alive', flush=True)\n"
+    )
+    p = _run_script(script)
+    assert p.returncode == 0 and p.stdout == "alive\n", p.stdout + p.stderr
+    assert "had not stopped" not in p.stderr, p.stderr
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
 def test_a_launcher_killed_outright_takes_its_ranks_with_it(tmp_path):
     """The launcher ended by SIGKILL (the out-of-memory killer's): its ranks trained on, orphaned,

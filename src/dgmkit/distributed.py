@@ -231,6 +231,28 @@ def end_process(status: int) -> NoReturn:
 TERM_SECONDS = 10.0  # how long a rank sent SIGTERM may take to unwind before it is ended
 
 
+# the socket pair of the watch that ``sigterm_unwinds`` runs, while it runs: a process forked meanwhile
+# (a data loader's worker, a pool's) drops it, so that a SIGTERM to that child is not taken for the rank's
+_WATCH: dict[str, socket.socket | None] = {"wake": None, "heard": None}
+
+
+def _forget_watch_in_child() -> None:
+    wake, heard = _WATCH["wake"], _WATCH["heard"]
+    if wake is None or heard is None:
+        return
+    _WATCH.update(wake=None, heard=None)
+    with contextlib.suppress(ValueError, OSError):  # (the child's signal wakeup, written at the signal in C)
+        old = signal.set_wakeup_fd(-1)
+        if old != wake.fileno():  # (not ours: set by the child's code meanwhile)
+            signal.set_wakeup_fd(old)
+    wake.close()
+    heard.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_watch_in_child)
+
+
 @contextlib.contextmanager
 def sigterm_unwinds(seconds: float = TERM_SECONDS) -> Iterator[None]:
     """In a rank: a SIGTERM (torchrun's, which passes on the user's or a scheduler's, or ends the
@@ -239,28 +261,53 @@ def sigterm_unwinds(seconds: float = TERM_SECONDS) -> Iterator[None]:
     and can say what it keeps; the rank then ends by the signal (``sigterm_interrupts``), as it
     did at once before. Python runs the handler only once the main thread is back from C++: a
     rank held in a collective that does not return is ended by a watch ``seconds`` after the
-    signal (status 143, the shell's for SIGTERM). Only where SIGTERM has its default action."""
+    signal (status 143, the shell's for SIGTERM). Only where SIGTERM has its default action, in
+    the main thread: a handler of the caller's is left to it, without the watch; so is a signal
+    wakeup fd that another (an event loop) set. A process forked meanwhile has no watch, and its
+    own SIGTERM is its own."""
+    own = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     with sigterm_interrupts():
-        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # (a handler of the caller's: left to it)
+        if not own:
             yield
             return
         heard, wake = socket.socketpair()
-        wake.setblocking(False)
-        previous = signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)  # written at the signal, from C
-
-        def watch() -> None:
-            with heard:
-                while signal.SIGTERM not in (got := heard.recv(64)):
-                    if not got:  # the block ended
-                        return
-            time.sleep(seconds)
-            print(f"dgm: note: rank {os.environ.get('RANK', '?')} had not stopped {seconds:g} s after SIGTERM: "
-                  "ended", file=sys.stderr, flush=True)  # fmt: skip
-            os._exit(128 + signal.SIGTERM)
-
-        threading.Thread(target=watch, name="dgmkit-sigterm-watch", daemon=True).start()
+        watching = False
         try:
+            wake.setblocking(False)
+            previous = signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)  # written at the signal, from C
+            if previous != -1:  # (another's: left as it was, and no watch)
+                signal.set_wakeup_fd(previous)
+            else:
+
+                def watch() -> None:
+                    with heard:
+                        while signal.SIGTERM not in (got := heard.recv(64)):
+                            if not got:  # the block ended
+                                return
+                    time.sleep(seconds)
+                    print(f"dgm: note: rank {os.environ.get('RANK', '?')} had not stopped {seconds:g} s after SIGTERM: "
+                          "ended", file=sys.stderr, flush=True)  # fmt: skip
+                    os._exit(128 + signal.SIGTERM)
+
+                _WATCH.update(wake=wake, heard=heard)
+                try:
+                    threading.Thread(target=watch, name="dgmkit-sigterm-watch", daemon=True).start()
+                    watching = True
+                finally:
+                    if not watching:
+                        _set_wakeup_back(wake)
             yield
         finally:
-            signal.set_wakeup_fd(previous)
-            wake.close()
+            if watching:
+                _set_wakeup_back(wake)
+            _WATCH.update(wake=None, heard=None)
+            wake.close()  # (the watch, if any, then reads the end and closes ``heard``)
+            if not watching:
+                heard.close()
+
+
+def _set_wakeup_back(wake: socket.socket) -> None:
+    """No signal wakeup fd, where ``wake`` is still the one set (one set meanwhile stays)."""
+    old = signal.set_wakeup_fd(-1)
+    if old != wake.fileno():
+        signal.set_wakeup_fd(old)
