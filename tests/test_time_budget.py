@@ -344,6 +344,21 @@ def test_the_command_that_goes_on_names_the_processes_of_a_data_parallel_run(mon
 
     monkeypatch.setattr(train.distributed, "current", lambda: SimpleNamespace(world_size=2, is_main=True))
     assert train._go_on(Path("/runs/a b")) == "dgm train --resume --nproc 2 --out '/runs/a b'"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # (torchrun's, on one machine: dgm train --nproc 2 is the same)
+    assert train._go_on(Path("/runs/a b")) == "dgm train --resume --nproc 2 --out '/runs/a b'"
+
+
+def test_the_command_that_goes_on_with_a_run_of_several_machines_is_torchruns(monkeypatch):
+    """torchrun on 2 machines of 4 processes: `dgm train --nproc 8` would start all 8 on one machine."""
+    from types import SimpleNamespace
+
+    import dgmkit.cli.train as train
+
+    monkeypatch.setattr(train.distributed, "current", lambda: SimpleNamespace(world_size=8, is_main=True))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert train._go_on(Path("runs/a")) == "torchrun --nnodes 2 --nproc-per-node 4 ... -m dgmkit train --resume --out runs/a"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")  # (machines of unlike sizes)
+    assert train._go_on(Path("runs/a")) == "torchrun (8 processes) ... -m dgmkit train --resume --out runs/a"
 
 
 def test_the_command_that_goes_on_with_a_run_folder_named_like_a_flag_resumes_it(tmp_path, monkeypatch, capsys):

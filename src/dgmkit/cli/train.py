@@ -892,8 +892,15 @@ def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context, any_rank: bool = 
 
 def _go_on(out: Path) -> str:
     """The command that resumes the run in ``out`` as it runs now (on as many processes: data-parallel
-    runs resumed on another number are not bit for bit), its folder quoted for the shell."""
+    runs resumed on another number are not bit for bit), its folder quoted for the shell. A run
+    that torchrun started on several machines (``LOCAL_WORLD_SIZE`` below the world's) goes on as
+    it was started, by torchrun on each machine (``--nproc`` starts every process on this one)."""
     world = distributed.current().world_size
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    if world > 1 and local.isascii() and local.isdigit() and 0 < int(local) < world:
+        nodes, rest = divmod(world, int(local))
+        shape = f"--nnodes {nodes} --nproc-per-node {local}" if not rest else f"({world} processes)"
+        return f"torchrun {shape} ... -m dgmkit train --resume --out {shell_path(out)}"
     return f"dgm train --resume{f' --nproc {world}' if world > 1 else ''} --out {shell_path(out)}"
 
 
