@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Generator
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from dgmkit._io import describe_os_error, open_regular, parse_json
 from dgmkit.errors import DgmError
@@ -69,16 +69,9 @@ def metrics_lines(path: os.PathLike[str] | str, *, being_written: bool = True) -
     whole JSON is read either way, and one that holds JSON dgmkit never writes (NaN, say) is
     refused either way: a line being written is one that dgmkit writes."""
     path = Path(path)
-    if not os.path.lexists(path):
+    f = _opened(path)
+    if f is None:
         return
-    if path.is_symlink() and not path.exists():  # (git-annex content not fetched, say)
-        raise MetricsFileError(
-            path, f"{path}, a link to {os.readlink(path)}, names no file: fetch its content, or remove the link", None, True
-        )
-    try:
-        f = open_regular(path)
-    except OSError as e:  # (a FIFO, a device, a folder: not a regular file; permission denied)
-        raise MetricsFileError(path, describe_os_error(e, path, "read"), None, True) from None
     too_large = f"{path} is larger than {MAX_METRICS_BYTES >> 20} MiB"
     with f:
         if os.fstat(f.fileno()).st_size > MAX_METRICS_BYTES:
@@ -91,13 +84,9 @@ def metrics_lines(path: os.PathLike[str] | str, *, being_written: bool = True) -
             number += 1
             read += len(raw)
             size, ended = len(raw), raw.endswith(b"\n")
-            while size > MAX_METRICS_LINE_BYTES and not ended and read <= MAX_METRICS_BYTES:  # its length, unkept
-                more = f.readline(_CHUNK)
-                if not more:
-                    break
-                read += len(more)
-                size += len(more)
-                ended = more.endswith(b"\n")
+            if size > MAX_METRICS_LINE_BYTES and not ended:  # its length, unkept
+                more, ended = _rest_of_line(f, MAX_METRICS_BYTES - read)
+                size, read = size + more, read + more
             if read > MAX_METRICS_BYTES:  # (the file grew while it was read)
                 raise MetricsFileError(path, too_large)
             if size <= MAX_METRICS_LINE_BYTES and not raw.strip():
@@ -117,6 +106,34 @@ def metrics_lines(path: os.PathLike[str] | str, *, being_written: bool = True) -
             if row is None:  # the line being written
                 return
             yield MetricsLine(number, text, row)
+
+
+def _opened(path: Path) -> BinaryIO | None:
+    """``path`` open to read, where it is a regular file; None where there is nothing at ``path``."""
+    if not os.path.lexists(path):
+        return None
+    if path.is_symlink() and not path.exists():  # (git-annex content not fetched, say)
+        raise MetricsFileError(
+            path, f"{path}, a link to {os.readlink(path)}, names no file: fetch its content, or remove the link", None, True
+        )
+    try:
+        return open_regular(path)
+    except OSError as e:  # (a FIFO, a device, a folder: not a regular file; permission denied)
+        raise MetricsFileError(path, describe_os_error(e, path, "read"), None, True) from None
+
+
+def _rest_of_line(f: BinaryIO, most: int) -> tuple[int, bool]:
+    """The bytes of the rest of a line that ``f`` is in (read, not kept), up to one chunk more than
+    ``most``, and whether a newline ended it."""
+    size = 0
+    while size <= most:
+        more = f.readline(_CHUNK)
+        if not more:
+            return size, False
+        size += len(more)
+        if more.endswith(b"\n"):
+            return size, True
+    return size, False
 
 
 def _object(path: Path, text: bytes, number: int, ended: bool, being_written: bool) -> dict | None:
