@@ -404,7 +404,13 @@ def plain_is_nll(model, x: torch.Tensor, k: int, batch: int, chunk: int) -> torc
     return torch.cat(out)
 
 
-def main() -> None:
+CONTENDERS = ("plain eager", "dgmkit", "dgmkit --compile", "dgmkit NHWC", "dgmkit --compile NHWC", "dgmkit --graph-step",
+              "dgmkit --compile --graph-step", "plain compile", "plain graphs")  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    """The script's flags (``--models`` and ``--contenders`` are checked against ``MODELS`` and
+    ``CONTENDERS`` in ``main``; tests/test_device_calls.py checks docs/development.md's calls with it)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
@@ -413,22 +419,25 @@ def main() -> None:
                     "fraction for fast contenders, whose epoch is under a second)")  # fmt: skip
     ap.add_argument("--eval-images", type=count, default=None, help="test images for the NLL (default: 10000 on CUDA, 200)")
     ap.add_argument("--k", type=int, default=5000, help="draws per image of the IS-NLL (0: leave the NLL out)")
-    names = ("plain eager, dgmkit, dgmkit --compile, dgmkit NHWC, dgmkit --compile NHWC, dgmkit --graph-step, "
-             "dgmkit --compile --graph-step, plain compile, plain graphs")  # fmt: skip
-    ap.add_argument("--contenders", default=None, help=f"comma-separated, of: {names}")
+    ap.add_argument("--contenders", default=None, help=f"comma-separated, of: {', '.join(CONTENDERS)}")
     ap.add_argument("--no-compile", action="store_true", help="leave out the compiled contenders")
     ap.add_argument("--precision", default="auto", help="of every contender: auto (the Trainer's default), fp32, bf16")
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
                     help="then profile each contender's timed steps: a line each, the tables into DIR")  # fmt: skip
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config value of every model (a TOML value or none, e.g. ema=0), after its preset's")  # fmt: skip
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     models = [name.strip() for name in args.models.split(",")]
     wanted = {name.strip() for name in args.contenders.split(",")} if args.contenders else None
     if unknown := [name for name in models if name not in MODELS]:
         ap.error(f"--models: {', '.join(unknown)} not among {', '.join(MODELS)}")
-    if wanted and (unknown := sorted(wanted - set(names.split(", ")))):
-        ap.error(f"--contenders: {', '.join(unknown)} not among {names}")
+    if wanted and (unknown := sorted(wanted - set(CONTENDERS))):
+        ap.error(f"--contenders: {', '.join(unknown)} not among {', '.join(CONTENDERS)}")
     if args.k < 0:
         ap.error(f"--k must be >= 0 (0 leaves the NLL out), got {args.k}")
     overrides = dict(setting_of(item) for item in args.set)
@@ -463,6 +472,7 @@ def main() -> None:
             "plain compile": functools.partial(time_plain, *setup, "compile"),
             "plain graphs": functools.partial(time_plain, *setup, "graphs"),
         }
+        assert tuple(contenders) == CONTENDERS  # (the names --contenders is checked against)
         base = None
         for label, run in contenders.items():
             compiled = "compile" in label or "graphs" in label

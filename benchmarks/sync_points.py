@@ -58,10 +58,16 @@ def sync_sites(name: str, device: torch.device, steps: int) -> collections.Count
     return sites
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The script's flags (``--models`` checked against gpu_speed's ``MODELS`` in ``main``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--steps", type=count, default=20)
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     unknown = [name for name in args.models.split(",") if name not in MODELS]
     if unknown:
