@@ -43,7 +43,7 @@ from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import describe_columns
 from dgmkit.data.transforms import scores_densities
 from dgmkit.devices import resolve_device
-from dgmkit.errors import CheckpointError, ConfigError, DataError
+from dgmkit.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgmkit.families import DEFAULT_FAMILY, FAMILIES, get_family
 from dgmkit.models import ClosedFormFit, EMFit
 from dgmkit.training import (
@@ -959,10 +959,9 @@ def run_train(args: argparse.Namespace) -> int:
     except Terminated:  # (a rank's SIGTERM, distributed.sigterm_unwinds: likewise, and the rank then ends by it)
         raise Terminated(*_kept(cfg, out, ctx, any_rank=True)) from None  # (rank 0 alone says it, or dgm's launcher)
     except Exception as e:  # a rank whose peer is gone: what the run keeps, said by every rank that can read it
-        lost = lost_contact(e, ctx.rank, *_kept(cfg, out, ctx, any_rank=True)) if ctx.parallel else None
-        if lost is None:
+        if not ctx.parallel or lost_contact(e, ctx.rank) is None:  # (any other error: no checkpoint read for it)
             raise
-        raise lost from e
+        raise cast(DgmError, lost_contact(e, ctx.rank, *_kept(cfg, out, ctx, any_rank=True))) from e
     if not ctx.is_main:
         return 0
     record = read_json(out / "config.json")
