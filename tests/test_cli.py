@@ -654,6 +654,43 @@ def test_a_flag_no_parser_takes_is_refused_by_its_command_with_the_nearest_flag(
     assert not (tmp_path / "r").exists()
 
 
+def test_a_training_interrupted_after_its_last_epoch_says_it_ended_or_what_resume_writes(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from dgmkit.training import Trainer
+
+    out = tmp_path / "r"
+    flags = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--quiet", "--out", out]
+    assert run(capsys, "train", *flags, "--epochs", "1")[0] == 0
+    saved = {p.name: p.read_bytes() for p in out.iterdir()}
+    import dgmkit.cli.train as train_command
+
+    def interrupted(*args, **kwargs):  # (as the folder was left: before the resume writes anything)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "train_run", interrupted)
+    code, _, err = run(capsys, "train", "--resume", "--quiet", "--out", out)  # every epoch trained, every file written
+    ended = "the run had ended after epoch 1, its files written: evaluate with: dgm eval"
+    assert code == 130 and err == f"dgm: interrupted; {ended} {out}\n"
+    (out / "best.safetensors").unlink()  # stopped between the last epoch's checkpoint and its best.safetensors
+    code, _, err = run(capsys, "train", "--resume", "--quiet", "--out", out)
+    assert code == 130 and err == (
+        "dgm: interrupted; the run's last checkpoint (after epoch 1, its last) is kept: best.safetensors is written "
+        f"again by: dgm train --resume --out {out}\n"
+    )
+    monkeypatch.undo()
+    assert run(capsys, "train", "--resume", "--quiet", "--out", out)[0] == 0  # which it is
+    from safetensors.torch import load, load_file
+
+    rewritten, before = load_file(out / "best.safetensors"), load(saved["best.safetensors"])
+    assert rewritten.keys() == before.keys() and all(torch.equal(rewritten[k], before[k]) for k in before)
+    shutil.rmtree(out)
+    assert run(capsys, "train", *flags, "--epochs", "1")[0] == 0  # a larger --epochs goes on: said as before
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", out)
+    assert code == 130 and err.endswith(f"(after epoch 1) is kept: go on with: dgm train --resume --out {out}\n")
+
+
 def test_a_training_interrupted_by_ctrl_c_says_what_it_keeps_and_how_to_go_on(tmp_path, capsys, monkeypatch):
     from dgmkit.training import Trainer
 

@@ -886,8 +886,23 @@ def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context, any_rank: bool = 
     if counters is None:
         return ()
     k = (counters.get("epoch_progress") or {}).get("step", 0)
+    if not k and _ended(cfg, counters):  # interrupted after its last epoch's checkpoint: nothing left to train
+        best = trainer_counters(out / "best.safetensors") if counters.get("best_epoch") == counters["epoch"] else None
+        if counters.get("best_epoch") != counters["epoch"] or (best is not None and best["epoch"] == counters["epoch"]):
+            return (f"the run had ended after epoch {counters['epoch']}, its files written: evaluate with: "
+                    f"dgm eval {shell_path(out)}",)  # fmt: skip
+        return (f"{KEPT} (after epoch {counters['epoch']}, its last) is kept: best.safetensors is written again by: "
+                f"{_go_on(out)}",)  # fmt: skip
     where = f"in epoch {counters['epoch'] + 1} after step {k}" if k else f"after epoch {counters['epoch']}"
     return (f"{KEPT} ({where}) is kept: go on with: {_go_on(out)}",)
+
+
+def _ended(cfg: RunConfig, counters: dict) -> bool:
+    """Whether a checkpoint's counters say the run trained all it was to: its ``--epochs``, or
+    ``--patience`` epochs without improvement (a larger ``--epochs`` would extend it)."""
+    patience = cfg.optim.patience
+    bad = counters.get("bad_epochs")
+    return counters["epoch"] >= cfg.optim.epochs or (patience is not None and type(bad) is int and bad >= patience)
 
 
 def _go_on(out: Path) -> str:
