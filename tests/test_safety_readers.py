@@ -874,3 +874,20 @@ def test_download_is_checked_before_it_is_in_place_and_a_failure_leaves_nothing(
     with pytest.raises(DataError, match=f"could not download {url}: .*File name too long"):
         download(url, tmp_path / "new" / ("x" * 300) / "f.bin", sha)  # new/ is made, then x...x cannot be
     assert sorted(p.name for p in tmp_path.iterdir()) == ["got", "src"]  # new/ is gone each time
+
+
+def test_a_download_is_readable_by_whoever_may_read_a_new_file(tmp_path):
+    """The file in place has a new file's permissions (0666 less the umask): mkstemp's 0600
+    kept the other users of a shared data folder out of a file that one of them downloaded."""
+    import hashlib
+    import os
+    import stat
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"abc" * 100)
+    old = os.umask(0o022)
+    try:
+        dest = download(src.as_uri(), tmp_path / "data" / "f.bin", hashlib.sha256(src.read_bytes()).hexdigest())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644 and dest.read_bytes() == src.read_bytes()

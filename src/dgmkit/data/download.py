@@ -5,7 +5,7 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
+import secrets
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +72,14 @@ def _stream(url: str, out: BinaryIO, h: "hashlib._Hash", limit: int, timeout: fl
             out.write(block)
 
 
+def _temporary(folder: Path, name: str) -> tuple[int, str]:
+    """A new, hidden file in ``folder`` to download into, made as any new file is (0666 less the
+    umask): mkstemp's 0600 would keep the file, once in place, from the other users of a shared
+    data folder."""
+    path = folder / f".{name}.{secrets.token_hex(8)}.part"
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), str(path)
+
+
 def download(
     url: str,
     dest: Path,
@@ -97,7 +105,7 @@ def download(
     h = hashlib.new(algorithm)
     try:
         created = _make_folders(dest.parent)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        fd, tmp = _temporary(dest.parent, dest.name)
         log.info("downloading %s", url)
         with os.fdopen(fd, "wb") as out:
             _stream(url, out, h, limit, timeout)
