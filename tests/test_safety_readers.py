@@ -891,3 +891,26 @@ def test_a_download_is_readable_by_whoever_may_read_a_new_file(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(dest.stat().st_mode) == 0o644 and dest.read_bytes() == src.read_bytes()
+
+
+def test_a_download_keeps_a_file_that_appeared_at_its_destination_meanwhile(tmp_path, monkeypatch):
+    """A file that another process (or the user, by hand) put at the destination during the
+    download is kept, not overwritten, with hard links and on a file system without them."""
+    import hashlib
+    import os
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"abc" * 100)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    theirs = tmp_path / "data" / "g.bin"
+
+    def another_process_finishes(path: Path) -> None:
+        theirs.write_bytes(b"their copy")
+
+    assert download(src.as_uri(), theirs, sha, verify=another_process_finishes) == theirs
+    assert theirs.read_bytes() == b"their copy"
+    assert [p.name for p in theirs.parent.iterdir()] == ["g.bin"]  # no temporary file left
+    monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(PermissionError("no hard links here")))
+    assert download(src.as_uri(), tmp_path / "data" / "h.bin", sha).read_bytes() == src.read_bytes()
+    assert download(src.as_uri(), theirs, sha, verify=another_process_finishes).read_bytes() == b"their copy"
+    assert sorted(p.name for p in theirs.parent.iterdir()) == ["g.bin", "h.bin"]

@@ -80,6 +80,20 @@ def _temporary(folder: Path, name: str) -> tuple[int, str]:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), str(path)
 
 
+def _place(tmp: str, dest: Path) -> None:
+    """The checked file ``tmp`` at ``dest``, unless a file appeared there meanwhile (another
+    process's download of it, or a copy put there by hand): that one is kept, not overwritten."""
+    try:
+        os.link(tmp, dest)  # (fails where dest exists: never overwrites)
+    except FileExistsError:
+        log.info("%s appeared during the download: kept", dest)
+    except OSError:  # a file system without hard links
+        if not os.path.lexists(dest):
+            os.replace(tmp, dest)
+            return
+    os.unlink(tmp)
+
+
 def download(
     url: str,
     dest: Path,
@@ -89,9 +103,10 @@ def download(
     verify: Callable[[Path], object] | None = None,
 ) -> Path:
     """Download ``url`` to ``dest``: streamed into a temporary file beside it, checked against
-    ``checksum`` and only then renamed into place, so ``dest`` is never half-written. A file
-    whose bytes vary between copies (a MATLAB header holds a time stamp) has no ``checksum``:
-    ``verify`` then checks the temporary file's content and raises ``DataError`` to refuse it.
+    ``checksum`` and only then put in place (linked, so that a file that appeared at ``dest``
+    meanwhile is kept, never overwritten), so ``dest`` is never half-written. A file whose bytes
+    vary between copies (a MATLAB header holds a time stamp) has no ``checksum``: ``verify``
+    then checks the temporary file's content and raises ``DataError`` to refuse it.
 
     A failed download leaves nothing behind: neither the temporary file nor the folders this
     call created for ``dest``. A download larger than the data limit (1 GiB, or
@@ -113,7 +128,7 @@ def download(
             raise DataError(f"download of {url} has {algorithm} {h.hexdigest()}, expected {checksum}")
         if verify is not None:
             verify(Path(tmp))
-        os.replace(tmp, dest)
+        _place(tmp, dest)
         tmp = None
     except BaseException as e:
         if tmp is not None and os.path.exists(tmp):
