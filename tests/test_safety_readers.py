@@ -914,3 +914,44 @@ def test_a_download_keeps_a_file_that_appeared_at_its_destination_meanwhile(tmp_
     assert download(src.as_uri(), tmp_path / "data" / "h.bin", sha).read_bytes() == src.read_bytes()
     assert download(src.as_uri(), theirs, sha, verify=another_process_finishes).read_bytes() == b"their copy"
     assert sorted(p.name for p in theirs.parent.iterdir()) == ["g.bin", "h.bin"]
+
+
+@pytest.fixture
+def hostile_server():
+    """A loopback HTTP server whose /cut announces 1000 bytes and sends 300 (a dropped
+    connection), and whose /page answers with a web page (a proxy's login page) and status 200."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"x" * 300 if self.path == "/cut" else b"  <!DOCTYPE html><html><body>Sign in</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Length", "1000" if self.path == "/cut" else str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_cut_transfer_and_a_web_page_are_refused_by_name(tmp_path, hostile_server):
+    """urllib ends a transfer cut short of its Content-Length quietly: it was refused only as a
+    checksum mismatch, and a web page in place of the data too, neither saying what happened."""
+
+    def refuse(path: Path) -> None:
+        raise DataError(f"{path} is not the file wanted")
+
+    with pytest.raises(DataError, match=f"^download of {hostile_server}/cut ended after 300 of the 1000 bytes its server"):
+        download(f"{hostile_server}/cut", tmp_path / "new" / "f.bin", "0" * 64)
+    for checksum, verify, said in (("0" * 64, None, "expected 0+"), (None, refuse, "is not the file wanted")):
+        with pytest.raises(DataError, match=f"{said} \\(it is a web page, HTML, not the data file"):
+            download(f"{hostile_server}/page", tmp_path / "new" / "f.bin", checksum, verify=verify)
+    assert sorted(tmp_path.iterdir()) == []  # nothing left: no temporary file, no folder

@@ -59,17 +59,36 @@ def _remove_folders(created: list[Path]) -> None:
             p.rmdir()
 
 
-def _stream(url: str, out: BinaryIO, h: "hashlib._Hash", limit: int, timeout: float) -> None:
+def _stream(url: str, out: BinaryIO, h: "hashlib._Hash", limit: int, timeout: float) -> bytes:
     """The bytes at ``url`` into ``out`` and the hash ``h``, in blocks of 1 MiB, stopped past
-    ``limit`` bytes."""
-    size = 0
+    ``limit`` bytes; returns the first of them (to say what a refused file is). A transfer cut
+    short of the length that the server announced is refused: urllib's reads end quietly there."""
+    size, head = 0, b""
     with urllib.request.urlopen(url, timeout=timeout) as resp:
+        announced = _announced_length(resp)
         for block in iter(lambda: resp.read(1 << 20), b""):
             size += len(block)
             if size > limit:
                 raise DataError(f"download of {url} exceeds {limit} bytes, the limit (set {MAX_BYTES_ENV} to raise it)")
+            head = head or block[:64]
             h.update(block)
             out.write(block)
+    if announced is not None and size < announced:
+        raise DataError(f"download of {url} ended after {size} of the {announced} bytes its server announced; try again")
+    return head
+
+
+def _announced_length(resp: object) -> int | None:
+    """The response's Content-Length, where it has a valid one."""
+    value = getattr(resp, "headers", {}).get("Content-Length")
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
+
+
+def _web_page(head: bytes) -> str:
+    """A note for a refused download whose first bytes are a web page's."""
+    if head.lstrip()[:14].lower().startswith((b"<!doctype html", b"<html")):
+        return " (it is a web page, HTML, not the data file: a proxy's, a login or an error page?)"
+    return ""
 
 
 def _temporary(folder: Path, name: str) -> tuple[int, str]:
@@ -106,7 +125,8 @@ def download(
     ``checksum`` and only then put in place (linked, so that a file that appeared at ``dest``
     meanwhile is kept, never overwritten), so ``dest`` is never half-written. A file whose bytes
     vary between copies (a MATLAB header holds a time stamp) has no ``checksum``: ``verify``
-    then checks the temporary file's content and raises ``DataError`` to refuse it.
+    then checks the temporary file's content and raises ``DataError`` to refuse it. A transfer
+    cut short, or a web page in place of the data, is refused with a message that says so.
 
     A failed download leaves nothing behind: neither the temporary file nor the folders this
     call created for ``dest``. A download larger than the data limit (1 GiB, or
@@ -123,11 +143,14 @@ def download(
         fd, tmp = _temporary(dest.parent, dest.name)
         log.info("downloading %s", url)
         with os.fdopen(fd, "wb") as out:
-            _stream(url, out, h, limit, timeout)
+            head = _stream(url, out, h, limit, timeout)
         if checksum is not None and h.hexdigest() != checksum:
-            raise DataError(f"download of {url} has {algorithm} {h.hexdigest()}, expected {checksum}")
+            raise DataError(f"download of {url} has {algorithm} {h.hexdigest()}, expected {checksum}{_web_page(head)}")
         if verify is not None:
-            verify(Path(tmp))
+            try:
+                verify(Path(tmp))
+            except DataError as e:
+                raise DataError(f"{e}{_web_page(head)}") from None
         _place(tmp, dest)
         tmp = None
     except BaseException as e:
