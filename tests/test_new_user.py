@@ -136,7 +136,9 @@ def test_frey_faces_download_is_verified_by_content_and_a_failed_one_leaves_noth
     ):
         monkeypatch.setattr(registry, "_FREY_URL", url)
         with pytest.raises(
-            DataError, match=f"missing data file frey_rawface.mat in {tmp_path / 'new' / 'frey_faces'}, and .*{problem}"
+            DataError,
+            match=f"missing data file frey_rawface.mat in {tmp_path / 'new' / 'frey_faces'}, and .*{problem}.*\\. Put it "
+            "there by hand \\(it comes from .*\\) or name another --data-dir$",
         ):
             load_dataset("frey-faces", tmp_path / "new", download=True)
         assert not (tmp_path / "new").exists()

@@ -373,7 +373,10 @@ def _load_frey(root: Path, download: bool) -> Dataset:
     try:
         found = fetch(_FREY_URL, root / subdirs[0] / _FREY_NAME, None, verify=_frey_frames)
     except DataError as e:
-        raise DataError(f"missing data file {_FREY_NAME} in {root / subdirs[0]}, and {e}") from None
+        raise DataError(
+            f"missing data file {_FREY_NAME} in {root / subdirs[0]}, and {e}. Put it there by hand (it comes from "
+            f"{_FREY_URL}) or name another --data-dir"
+        ) from None
     return frey_faces(_frey_frames(found))
 
 
