@@ -213,6 +213,31 @@ def test_two_levels_bound_below_enumeration_and_the_joint_code_prior(tmp_path, c
     assert main(["reconstruct", str(vq), "--out", str(tmp_path / "r.png"), "-n", "4"]) == 0
 
 
+def test_two_levels_report_the_mean_of_their_codebooks_perplexities_and_usages():
+    """Each level has its own codebook of K codes: a batch that uses every code of both equally
+    has perplexity K (the 2K codes' perplexity taken together was 3.3 for K = 2, more codes than
+    either codebook holds), and a real pass reports the mean of the levels' own figures."""
+    from dgmkit.nn.quantize import perplexity
+    from dgmkit.objectives.vq import VQObjective
+
+    cfg = RunConfig.of(
+        model="vqvae", dataset="digits-4x4", codes=2, code_dim=2, vq_width=8, downsample=1, res_blocks=1, vq_levels=2
+    )
+    model = build_model(cfg, (1, 8, 8), 2).eval()
+    x = (torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    with torch.no_grad():
+        top, bottom = model._levels(x, train=False)
+        terms = VQObjective()(model, x)
+    levels = [perplexity(top.counts), perplexity(bottom.counts)]
+    assert terms.perplexity[0].item() == pytest.approx(sum(levels).item() / 2) and terms.perplexity.max() <= 2
+    assert terms.usage[0].item() == pytest.approx(((top.counts > 0).sum() + (bottom.counts > 0).sum()).item() / 4)
+    px, q = model.train_pass(x)
+    even = q._replace(counts=torch.tensor([10, 10, 40, 40]))  # 20 top and 80 bottom positions, every code alike
+    model.train_pass = lambda x: (px, even)
+    terms = VQObjective()(model, x)
+    assert terms.perplexity[0].item() == pytest.approx(2.0) and terms.usage[0].item() == 1.0
+
+
 def test_code_priors_must_model_integers_and_current_codes(tmp_path, capsys):
     vq = tmp_path / "vq"
     argv = ["train", "--dataset", "digits", "--model", "vqvae", "--codes", "8", "--code-dim", "4", "--vq-width", "16"]
