@@ -85,6 +85,14 @@ def test_a_quarter_turn_turns_the_picture():
     assert (torch.rot90(tpl[1, -1, 0], 2).int() - tpl[1, -1, 2].int()).abs().sum() <= 2
 
 
+@pytest.mark.parametrize("size, distinct", [(32, 119), (64, 120)])
+def test_the_distinct_sprites_are_as_many_as_the_module_says(size, distinct):
+    """Of the 180 drawn (shape, scale, orientation) sprites, the half turns of squares and
+    ellipses repeat: 120 differ, 119 at 32x32, where one more pair of small squares rounds alike."""
+    tpl = SpritesGrid(size)._templates().flatten(0, 2)
+    assert len({bytes(t.flatten().tolist()) for t in tpl}) == distinct
+
+
 def test_64_pixel_sprites_and_the_registry():
     grid = SpritesGrid(64)
     f = torch.tensor([[0, 5, 0, 0, 0], [2, 0, 3, 15, 15]])

@@ -21,7 +21,9 @@ Positions are whole pixels (steps of ``size // 32``), so each image is one of th
 
 As in dSprites, orientation is not fully identifiable from the image: a square or an ellipse
 turned by 180 degrees (a square also by 90) looks the same, so only 119 of the 180 drawn sprites
-differ, and no code can tell those orientations apart (the best MIG for orientation is below 1).
+differ at 32x32 (120 at 64x64: at 32x32 the smallest square turned by 36 and by 144 degrees also
+comes out as the same pixels), and no code can tell those orientations apart (the best MIG for
+orientation is below 1).
 """
 
 import functools
