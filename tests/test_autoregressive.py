@@ -103,6 +103,32 @@ def test_both_pixelcnn_stacks_are_causal():
     assert (h_dep == (idx[None, :] < idx[:, None])).all()  # 5 layers cover a 5x5 image
 
 
+@pytest.mark.parametrize("shape, layers, kernel", [((2, 6, 9), 2, 3), ((3, 7, 11), 2, 5)])
+def test_the_gated_stacks_see_exactly_their_blind_spot_free_field(shape, layers, kernel):
+    """On images wider than the field, with several input channels and a kernel of 5: the
+    horizontal stack's output at (r, c) depends on every channel of the pixels of rows r - 1 - L k
+    .. r - 1 within L k columns of c, and of row r's L k + 1 pixels left of c (k = kernel // 2),
+    and on nothing else: no later pixel, and no blind spot to the upper right."""
+    from dgmkit.nn.pixelcnn import GatedPixelCNNNet
+
+    torch.manual_seed(0)
+    net = GatedPixelCNNNet(shape[0], 2, channels=4, layers=layers, kernel=kernel)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    reach = layers * (kernel // 2)
+    _, h, w = shape
+    r, c = torch.arange(h * w) // w, torch.arange(h * w) % w
+    above = (r[None, :] < r[:, None]) & (r[None, :] >= r[:, None] - 1 - reach) & ((c[None, :] - c[:, None]).abs() <= reach)
+    left = (r[None, :] == r[:, None]) & (c[None, :] < c[:, None]) & (c[None, :] >= c[:, None] - 1 - reach)
+    x = torch.rand(2, *shape, requires_grad=True)
+    out = net.horizontal_stack(x, net.vertical_stack(x))
+    for d in range(h * w):
+        (g,) = torch.autograd.grad(out[:, :, r[d], c[d]].sum(), x, retain_graph=True)
+        seen = g.abs().sum(0).flatten(1) > 0  # (channels, pixels)
+        assert torch.equal(seen, (above | left)[d].expand_as(seen)), f"pixel {d}"
+
+
 def _all_images(levels: int, shape) -> torch.Tensor:
     n = math.prod(shape)
     return torch.tensor(list(itertools.product(range(levels), repeat=n)), dtype=torch.float64).view(-1, *shape)

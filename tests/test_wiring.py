@@ -166,6 +166,30 @@ def test_two_level_commitment_is_the_sum_of_both_levels():
     torch.testing.assert_close(q.commitment, top.commitment + bottom.commitment)
 
 
+def test_two_level_straight_through_passes_the_reconstruction_gradient_to_both_encoders():
+    """z_q = z_e + sg(e - z_e) at each level (Razavi et al. 2019): the reconstruction term's
+    gradient of every weight is that of the module's equations with each level's e - z_e held
+    constant, so the top encoder learns from the reconstruction (through the bottom level's merge
+    and through top_up), not from its commitment alone."""
+    model, x = _two_level_vqvae()
+    top, bottom = model._levels(x, train=False)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    px, _ = model.train_pass(x)
+    got = torch.autograd.grad(px.log_prob(x).sum(), params, allow_unused=True)
+    h_b = model.encoder(model._input(x))
+    z_e = model.top_encoder(h_b)
+    z_t = z_e + (model.top_quantizer.lookup(top.indices) - z_e).detach()
+    z_e = model.merge(torch.cat([h_b, model.top_decoder(z_t)], 1))
+    z_b = z_e + (model.quantizer.lookup(bottom.indices) - z_e).detach()
+    want = torch.autograd.grad(model._decode_pair(z_t, z_b).log_prob(x).sum(), params, allow_unused=True)
+    for (name, _), g, w in zip(named, got, want):
+        assert (g is None) == (w is None), name
+        if w is not None:
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=name)
+    assert all(g is not None and g.abs().sum() > 0 for (n, _), g in zip(named, got) if n.startswith("top_encoder."))
+
+
 # --- nn/conv.py: the residual stack adds each block to its input -----------------------------
 def test_residual_stack_is_the_identity_plus_blocks():
     from dgmkit.nn.conv import ResidualStack
