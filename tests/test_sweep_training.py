@@ -36,6 +36,7 @@ from dgmkit.training import Trainer
 from dgmkit.training.batches import BatchSource, in_precision
 from dgmkit.training.checkpoint import (
     FORMAT,
+    MAX_HEADER_BYTES,
     VERSION,
     check_dtypes,
     counters_or_none,
@@ -199,6 +200,42 @@ def test_a_checkpoint_header_of_other_than_strings_or_of_a_huge_version_is_refus
     _raw_checkpoint(path, {"format": FORMAT, "version": "0000001"})
     with pytest.raises(CheckpointError, match="malformed format version"):
         read_metadata(path)
+
+
+def test_a_checkpoint_header_over_the_cap_is_refused_unread_and_one_at_the_cap_is_read(tmp_path, monkeypatch):
+    def write(path, n):  # a valid dgmkit header of exactly n bytes (padded by a metadata string), one tensor after it
+        meta = {"format": FORMAT, "version": "1", "pad": ""}
+        header = {"t": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "__metadata__": meta}
+        meta["pad"] = "x" * (n - len(json.dumps(header).encode()))
+        head = json.dumps(header).encode()
+        assert len(head) == n
+        path.write_bytes(struct.pack("<Q", n) + head + b"\0\0\0\0")
+
+    at, over = tmp_path / "at.safetensors", tmp_path / "over.safetensors"
+    write(at, MAX_HEADER_BYTES)
+    write(over, MAX_HEADER_BYTES + 1)
+    assert read_metadata(at)["format"] == FORMAT
+    parsed = []
+    monkeypatch.setattr(json, "loads", lambda *a, **k: parsed.append(1))  # refused before any JSON is parsed
+    for reader in (read_metadata, load_checkpoint):
+        with pytest.raises(CheckpointError, match=f"header is {MAX_HEADER_BYTES + 1} bytes, more than the 16 MiB"):
+            reader(over)
+    assert not parsed
+
+
+def test_a_checkpoint_whose_header_would_pass_the_cap_is_not_written(tmp_path, monkeypatch):
+    import dgmkit.training.checkpoint as checkpoint
+
+    path = tmp_path / "c.safetensors"
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(30)])  # 60 tensors: some 3 KB of header
+    save_checkpoint(path, model, {"model": "mlp"})
+    kept = path.read_bytes()
+    monkeypatch.setattr(checkpoint, "MAX_HEADER_BYTES", 2048)
+    with pytest.raises(CheckpointError, match=r"its 60 tensors and the run record\) would be [\d,]+ bytes, more than"):
+        save_checkpoint(path, model, {"model": "mlp", "changed": True})
+    assert path.read_bytes() == kept and sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors"]
+    save_checkpoint(path, nn.Linear(2, 2), {"model": "linear"})  # a header within it is written
+    assert load_checkpoint(path)["config"] == {"model": "linear"}
 
 
 def test_a_loaded_checkpoint_s_digest_is_the_start_of_its_bytes_sha256_and_its_parts_come_back(tmp_path):

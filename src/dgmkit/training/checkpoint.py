@@ -38,6 +38,11 @@ __all__ = [
 
 FORMAT = "dgmkit-checkpoint"
 VERSION = 2
+# The most bytes of a checkpoint's JSON header that are written or read. Python's json.loads takes some 26 times a
+# header's size in memory for one crafted of small values ("[],[],..."); the header of a real checkpoint is its tensor
+# table (some 110 bytes a tensor, times 4 or 5 with the optimizer's state and the moving average) and its record: 0.15 MB
+# for the largest preset (hvae-residual-cpu-hour), 6.5 MB for a Glow of 512 steps of 4 residual blocks each.
+MAX_HEADER_BYTES = 16 << 20
 
 
 class Checkpoint(dict):
@@ -126,13 +131,21 @@ def save_checkpoint(
     if trainer is not None:
         meta["trainer"] = json.dumps(trainer)
     meta["content_sha256"] = content_sha256(tensors, meta)
-    atomic_write_bytes(path, st_save(tensors, metadata=meta))
+    data = st_save(tensors, metadata=meta)
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > MAX_HEADER_BYTES:  # (written, it could not be read back: refused before it replaces a checkpoint)
+        raise CheckpointError(
+            f"cannot write {path}: its header (the table of its {len(tensors)} tensors and the run record) would be "
+            f"{n:,} bytes, more than the {MAX_HEADER_BYTES / 2**20:g} MiB a checkpoint may have; a model of "
+            "fewer layers or blocks has fewer tensors"
+        )
+    atomic_write_bytes(path, data)
 
 
 def read_metadata(path: os.PathLike | str, data: bytes | None = None) -> dict:
     """The metadata of a dgmkit checkpoint (every value a string); CheckpointError if it is
     missing, corrupt or foreign. Reads only the header: its declared length is checked against
-    the file's size before it is read. ``data``: the file's bytes, already read (then the file
+    the file's size and ``MAX_HEADER_BYTES`` before it is read. ``data``: the file's bytes, already read (then the file
     is not opened again, and ``path`` only names it in errors)."""
     path = Path(path)
     if data is None and not path.is_file():
@@ -144,8 +157,10 @@ def read_metadata(path: os.PathLike | str, data: bytes | None = None) -> dict:
             if len(head) < 8:
                 raise ValueError(f"{size} bytes, too short")
             (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, 100_000_000):
+            if n > size - 8:
                 raise ValueError(f"its header claims {n} bytes in a file of {size}")
+            if n > MAX_HEADER_BYTES:  # (refused unread: parsed, it would take some 26 times its size in memory)
+                raise ValueError(f"its header is {n} bytes, more than the {MAX_HEADER_BYTES / 2**20:g} MiB a checkpoint has")
             header = json.loads(f.read(n))
     except (OSError, ValueError, struct.error, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
