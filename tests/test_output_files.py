@@ -25,7 +25,7 @@ N_PNG = 4
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A tiny ARM run on digits-4x4, a copy of it (another run), a .npy of images, 1-bit PNG
-    files and the compressed file of the PNGs."""
+    files and the compressed files of the PNGs and of the .npy."""
     import shutil
 
     from PIL import Image
@@ -44,7 +44,10 @@ def env(tmp_path_factory):
     for img, path in zip(x, pngs, strict=True):
         Image.fromarray(img.astype(bool)).save(path)
     assert main(["compress", str(run_dir), *map(str, pngs), "--out", str(root / "p.dgmz")]) == 0
-    return SimpleNamespace(root=root, run=run_dir, other=root / "other", x=x, npy=root / "x.npy", pz=root / "p.dgmz")
+    assert main(["compress", str(run_dir), str(root / "x.npy"), "--out", str(root / "n.dgmz")]) == 0
+    return SimpleNamespace(
+        root=root, run=run_dir, other=root / "other", x=x, npy=root / "x.npy", pz=root / "p.dgmz", nz=root / "n.dgmz"
+    )
 
 
 def _compress(env, out, *extra):
@@ -94,6 +97,36 @@ def test_a_folder_that_holds_no_run_may_receive_a_file_of_a_run_s_name(env, caps
     code, _, err = dgm(capsys, "score", env.run, env.npy, "--out", tmp_path / "ood-scores.csv", "--force")
     assert code == 0, err
     assert (tmp_path / "ood-scores.csv").read_text().startswith("input,log_px_nats")
+
+
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (lambda e: ["compress", e.run, e.npy], "c.dgmz"),
+        (lambda e: ["decompress", e.nz, "--run", e.run], "x.npy"),  # (a file; PNG sources go into a folder)
+        (lambda e: ["score", e.run, e.npy], "s.csv"),
+        (lambda e: ["sample", e.run, "-n", "2"], "s.png"),
+        (lambda e: ["report", e.run, "--no-figures"], "r.html"),
+        (lambda e: ["ood", e.run, "--ood", e.npy, "--json"], "o.json"),
+    ],
+)
+@pytest.mark.parametrize("tail", ["/", "/.", "//"])
+def test_an_output_name_ending_in_a_slash_names_a_folder_and_is_refused_where_one_file_is_written(
+    env, capsys, tmp_path, argv, name, tail
+):
+    flag = [] if argv(env)[-1] == "--json" else ["--out"]
+    code, _, err = dgm(capsys, *argv(env), *flag, f"{tmp_path / name}{tail}")
+    refused(code, err, f"{name}{tail} ends in '{tail}', which names a folder, and this writes one file: name the file")
+    assert list(tmp_path.iterdir()) == []  # (nothing written: not the file, not a folder)
+
+
+def test_a_png_folder_may_be_named_with_a_trailing_slash_and_check_new_output_refuses_one(env, capsys, tmp_path):
+    code, _, err = dgm(capsys, "decompress", env.pz, "--run", env.run, "--out", f"{tmp_path / 'pngs'}/")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [f"img{i}.png" for i in range(N_PNG)]
+    with pytest.raises(DgmError, match=r"--json a\.json/ ends in '/', which names a folder.*\(a\.json\)"):
+        check_new_output("a.json/", what="--json")
+    assert check_new_output("a/.json") == Path("a/.json")  # (a name that begins with a dot is a file's)
 
 
 # -- a SIGTERM while writing ---------------------------------------------------------------------

@@ -219,7 +219,9 @@ def check_new_output(
     """``path`` as a Path, if a command may write it: refused if it names one of ``inputs`` or
     ``protected`` files, a file of any run folder (``_run_folder_of``), a folder or anything else
     but a regular file (a device, a FIFO: replacing ``/dev/null`` would break the system), all
-    even with ``force``, or an existing file without ``force``."""
+    even with ``force``, or an existing file without ``force``; and a name that ends in a path
+    separator (``x.html/``, which ``Path`` would read as ``x.html``): it names a folder."""
+    _check_names_a_file(path, what)
     path = Path(path)
     for other in [*inputs, *protected]:
         other = Path(other)
@@ -242,6 +244,19 @@ def check_new_output(
     if (path.exists() or path.is_symlink()) and not force:
         raise DgmError(f"{what} {path} exists; choose another name or add --force to replace it")
     return path
+
+
+def _check_names_a_file(path: os.PathLike | str, what: str) -> None:
+    """Refuses an output name that ends in a separator (``x.html/``, ``x.html/.``): it names a
+    folder, and a command that writes one file would write ``x.html`` in its place."""
+    text = name = os.fspath(path)
+    seps = tuple(s for s in (os.sep, os.altsep) if s)
+    while name.endswith(seps) or (name.endswith(".") and name[:-1].endswith(seps)):
+        name = name[:-1]
+    if name != text:
+        instead = f": name the file itself ({name})" if name.strip("".join(seps) + ".") else ""
+        tail = text[len(name) :]
+        raise DgmError(f"{what} {text} ends in {tail!r}, which names a folder, and this writes one file{instead}")
 
 
 def _run_folder_of(path: Path) -> Path | None:

@@ -535,6 +535,9 @@ def command_output(
     inputs = [*map(Path, reads), *(p for d in mine for p in recorded_inputs(d, data, schema))]
     inputs += [p for d in others for p in recorded_inputs(d)]
     protected = [*(p for d in (*mine, *others) for p in run_files(d)), *map(Path, written)]
+    typed = getattr(args, what[2:].replace("-", "_"), None) if what.startswith("--") else None
+    if isinstance(typed, str) and Path(typed) == Path(path):  # (as typed: a trailing "/", which Path drops, names a folder)
+        path = typed
     return check_new_output(path, args.force, inputs=inputs, protected=protected, what=what)
 
 
