@@ -183,6 +183,49 @@ def test_sigterm_handlers_are_as_they_were_after_a_write_and_a_caller_s_is_kept(
         signal.signal(signal.SIGTERM, previous)
 
 
+# -- a SIGKILL while writing: what it leaves is named by the next write, never removed ------------------------------
+
+
+def _killed_at_rename(env, argv: list, rename: str) -> None:
+    """``dgm ARGV`` in a process killed by SIGKILL where it would rename its temporary into place
+    (``os.replace`` of a file, ``os.rename`` of a new folder): nothing can remove the temporary."""
+    script = (
+        "import os, signal\nfrom dgmkit.cli.main import main\n"
+        f"real = os.{rename}\n"
+        "def kill(a, b, **k):\n"
+        "    if str(a).endswith('.tmp'):\n        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(a, b, **k)\n"
+        f"os.{rename} = kill\nmain({[str(a) for a in argv]!r})\n"
+    )
+    proc = _killed(script)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+
+
+def test_a_temporary_that_a_killed_compress_left_is_named_by_the_next_write_of_that_file_and_kept(env, capsys, tmp_path):
+    out = tmp_path / "c.dgmz"
+    _killed_at_rename(env, _compress(env, out), "replace")
+    (stale,) = tmp_path.iterdir()  # .c.dgmz.XXXXXXXX.tmp, whole: only its rename was missing
+    assert stale.name.startswith(".c.dgmz.") and stale.name.endswith(".tmp") and stale.is_file()
+    code, said, err = dgm(capsys, *_compress(env, tmp_path / "other.dgmz"))  # (another file's write: not its business)
+    assert code == 0 and "note" not in said, err
+    code, said, err = dgm(capsys, *_compress(env, out))
+    assert code == 0, err
+    assert f"note: {stale} is left from a write of c.dgmz that did not finish" in said
+    assert f"it can be deleted: rm {stale}\n" in said
+    assert stale.is_file() and out.is_file()  # (named, not removed: this call did not make it)
+
+
+def test_a_temporary_folder_that_a_killed_png_decompression_left_is_named_by_the_next_one(env, capsys, tmp_path):
+    out = tmp_path / "pngs"
+    _killed_at_rename(env, ["decompress", env.pz, "--run", env.run, "--out", out], "rename")
+    (stale,) = tmp_path.iterdir()
+    assert stale.name.startswith(".pngs.") and stale.is_dir()
+    code, said, err = dgm(capsys, "decompress", env.pz, "--run", env.run, "--out", out)
+    assert code == 0, err
+    assert f"note: {stale} is left from a write of pngs" in said and f"deleted: rm -r {stale}\n" in said
+    assert stale.is_dir() and len(list(out.iterdir())) == N_PNG
+
+
 # -- the mode of a new folder, and what a PNG holds ----------------------------------------------
 
 

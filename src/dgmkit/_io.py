@@ -47,6 +47,7 @@ __all__ = [
     "json_safe",
     "is_own_temporary",
     "remove_stale_temporaries",
+    "stale_temporaries",
     "parse_json",
     "shell_path",
 ]
@@ -186,6 +187,22 @@ def remove_stale_temporaries(folder: os.PathLike[str] | str, names: Iterable[str
                 os.unlink(entry.path)
                 removed.append(entry.name)
     return removed
+
+
+def stale_temporaries(path: os.PathLike[str] | str) -> list[Path]:
+    """The temporaries (``.NAME.XXXXXXXX.tmp``: a file of ``atomic_write_bytes``, a folder of
+    ``atomic_folder``) that writes of ``path`` left beside it without finishing, oldest first: a
+    process killed by SIGKILL (or a power cut) has no chance to remove them, and the next write
+    makes one of another name. Named only, never removed: one may be the file of a write under
+    way now, and none is this call's."""
+    path = Path(path)
+    stem = _tmp_stem(path.name)
+    try:
+        with os.scandir(path.parent) as it:
+            found = [e for e in it if (m := _OWN_TMP.match(e.name)) and m["name"] == stem and not e.is_symlink()]
+        return sorted((Path(e.path) for e in found), key=lambda p: (p.lstat().st_mtime, p.name))
+    except OSError:  # (a folder that cannot be listed, or a temporary renamed meanwhile: nothing to say)
+        return []
 
 
 def _umask() -> int:

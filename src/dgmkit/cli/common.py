@@ -7,6 +7,7 @@ import math
 import operator
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, cast
@@ -16,7 +17,16 @@ import torch
 from torch.distributions import Distribution
 
 from dgmkit import _lock
-from dgmkit._io import atomic_write_bytes, atomic_write_json, check_new_output, full_path, parse_json, read_regular
+from dgmkit._io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_new_output,
+    full_path,
+    parse_json,
+    read_regular,
+    shell_path,
+    stale_temporaries,
+)
 from dgmkit.cli.argtypes import SEED, count
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import attach_input, check_derived_current, recorded_chain, run_dataset
@@ -538,7 +548,26 @@ def command_output(
     typed = getattr(args, what[2:].replace("-", "_"), None) if what.startswith("--") else None
     if isinstance(typed, str) and Path(typed) == Path(path):  # (as typed: a trailing "/", which Path drops, names a folder)
         path = typed
-    return check_new_output(path, args.force, inputs=inputs, protected=protected, what=what)
+    checked = check_new_output(path, args.force, inputs=inputs, protected=protected, what=what)
+    if what.startswith("--"):  # (a PNG folder's images, checked one by one, move in from a temporary folder: not each)
+        note_stale_temporaries(checked)
+    return checked
+
+
+def note_stale_temporaries(path: Path) -> None:
+    """Says which temporaries an unfinished write of ``path`` left beside it (``stale_temporaries``:
+    a killed dgm's), and that they may be deleted; removes none (they are not this call's)."""
+    for tmp in stale_temporaries(path):
+        try:
+            age = max(time.time() - tmp.lstat().st_mtime, 0.0)
+        except OSError:  # (gone meanwhile)
+            continue
+        when = f"{age / 3600:.1f} h" if age >= 3600 else f"{age / 60:.0f} min" if age >= 60 else f"{age:.0f} s"
+        kind, rm = ("folder", "rm -r") if tmp.is_dir() else ("file", "rm")
+        say(
+            f"note: {tmp} is left from a write of {path.name} that did not finish (a dgm killed while writing; last "
+            f"changed {when} ago); unless a dgm is writing {path.name} now, it can be deleted: {rm} {shell_path(tmp)}"
+        )
 
 
 def _other_runs(args: argparse.Namespace) -> list[str]:

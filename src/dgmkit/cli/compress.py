@@ -32,7 +32,15 @@ from dgmkit._io import (
     describe_os_error,
     open_regular,
 )
-from dgmkit.cli.common import add_device_flag, add_run_parser, check_row_shape, command_output, plural, say
+from dgmkit.cli.common import (
+    add_device_flag,
+    add_run_parser,
+    check_row_shape,
+    command_output,
+    note_stale_temporaries,
+    plural,
+    say,
+)
 from dgmkit.coding import Coder, coder_of, model_fingerprint, read_container, write_container
 from dgmkit.coding.container import (
     DTYPES,
@@ -327,6 +335,7 @@ def _png_targets(out: Path, names: list[str], args: argparse.Namespace) -> None:
             raise DataError(f"{args.file} names an image {name!r} outside --out")
         if i == 0 or name_key(name) in there:  # (the first: the folders above it checked once)
             command_output(args, target, runs=[args.run], reads=[args.file], what="the image")
+    note_stale_temporaries(out)  # (the temporary folder of a decompression into it killed before it was moved)
 
 
 def decompress(args: argparse.Namespace) -> int:
