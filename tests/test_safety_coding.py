@@ -250,6 +250,61 @@ def test_one_hostile_field_gives_a_checked_header_or_a_data_error(source, key, v
     _passes_schema_or_data_error(raw_container(json.dumps(header).encode(), payload))
 
 
+_BITS_BACK_FILE: list[bytes] = []
+
+
+def _bits_back_file() -> bytes:
+    """A real bits-back file: six 3x3 images of a small VAE, in batches of up to three."""
+    if not _BITS_BACK_FILE:
+        from dgmkit.coding import CODERS, encode_bits_back, model_fingerprint, write_container
+        from dgmkit.coding.container import content_digest
+        from dgmkit.config import RunConfig, build_model
+
+        vae = build_model(RunConfig.of(hidden=[8], latent_dim=2), (1, 3, 3), 2).eval()
+        x = torch.randint(0, 2, (6, 1, 3, 3), generator=torch.Generator().manual_seed(0))
+        header = dict(base_header(), shape=[6, 1, 3, 3], batch_size=3, coder=CODERS["bits-back"].name)
+        header.update(model_fingerprint=model_fingerprint(vae), content_sha256=content_digest(x.numpy().astype(np.uint8)))
+        _BITS_BACK_FILE.append(write_container(header, encode_bits_back(vae, x, 3)))
+    return _BITS_BACK_FILE[0]
+
+
+def _mutated(data: bytes, kind: str, at: int, value: int, extra: bytes) -> bytes:
+    """``data`` cut at ``at``, with ``extra`` bytes after it, with its byte ``at`` changed (xor ``value``), or
+    with its header's or its payload's length field set to ``value`` and the checksum made anew (crafted)."""
+    at %= len(data)
+    if kind == "cut":
+        return data[:at]
+    if kind == "append":
+        return data + extra
+    if kind == "byte":
+        return data[:at] + bytes([data[at] ^ (value % 255 + 1)]) + data[at + 1 :]
+    (head_len,) = struct.unpack_from("<I", data, 6)
+    where, fmt = (6, "<I") if kind == "header length" else (10 + head_len, "<Q")
+    old = struct.unpack_from(fmt, data, where)[0]
+    new = value % 2 ** (8 * struct.calcsize(fmt))
+    body = bytearray(data[:-32])
+    struct.pack_into(fmt, body, where, new if new != old else old + 1)
+    return bytes(body) + hashlib.sha256(body).digest()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(["cut", "append", "byte", "header length", "payload length"]),
+    at=st.integers(0, 2**16),
+    value=st.integers(0, 2**64),
+    extra=st.binary(min_size=1, max_size=40),
+)
+def test_a_real_bits_back_file_cut_extended_changed_or_given_other_sizes_is_refused_before_decoding(kind, at, value, extra):
+    """What the container can check before the model is loaded, it checks: a file cut anywhere,
+    with bytes after its end, with any byte changed, or with either declared size changed and its
+    checksum made anew is refused by ``read_container`` in one line, and decoding never starts."""
+    data = _bits_back_file()
+    assert read_container(data).header["shape"] == [6, 1, 3, 3]
+    with pytest.raises(DataError) as e:
+        read_container(_mutated(data, kind, at, value, extra), "f.dgmz")
+    assert "\n" not in str(e.value) and str(e.value).startswith("f.dgmz")
+
+
 # -- the coder's boundary ------------------------------------------------------------------------
 
 
