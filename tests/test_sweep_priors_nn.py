@@ -526,3 +526,26 @@ def test_a_training_pass_on_a_map_of_no_positions_changes_no_code(monkeypatch, f
         assert out.z_q.shape == (2, 3, 0, 4) and out.indices.shape == (2, 0, 4)
         assert torch.equal(out.commitment, torch.zeros(2))
         assert torch.allclose(vq.embedding, before, atol=1e-5) and bool(vq.initialized) != kmeans
+
+
+def test_a_layer_prior_takes_2m_numbers_per_draw_above_and_refuses_other_widths_by_name():
+    """p(z_l | z_above) = N(loc, softplus(raw) + min_scale) from the net's 2M numbers; a net of 2M + 1
+    made a prior whose one raw scale was shared by every dimension (the M + 1 numbers after the
+    means broadcast), with no word said."""
+    from torch import nn
+
+    from dgmkit.priors import GaussianLayerPrior
+
+    torch.manual_seed(0)
+    above = torch.randn(5, 3, dtype=torch.float64)
+    net = nn.Linear(3, 8).double()
+    prior = GaussianLayerPrior(net, 4, min_scale=0.01)
+    h = net(above)
+    z = torch.randn(5, 4, dtype=torch.float64)
+    want = Independent(Normal(h[:, :4], torch.nn.functional.softplus(h[:, 4:]) + 0.01), 1).log_prob(z)
+    torch.testing.assert_close(prior(above).log_prob(z), want)
+    for width in (5, 7, 9):
+        wrong = GaussianLayerPrior(nn.Linear(3, width).double(), 4)
+        said = rf"prior network gave {width} numbers per draw of the layer above.*needs 2 \* 4 = 8"
+        with pytest.raises(ValueError, match=said):
+            wrong(above)

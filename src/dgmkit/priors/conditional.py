@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from dgmkit.conditional.base import width_error
 from dgmkit.distributions import DiagonalNormal, diagonal_normal
 from dgmkit.nn.scale import SoftplusScale
 from dgmkit.priors.base import Prior
@@ -25,6 +26,10 @@ class GaussianLayerPrior(Prior):
 
     def params(self, z_above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.net(z_above)
+        if h.shape[-1] != 2 * self.latent_dim:  # (2M + 1 made a scale of one number shared by every dimension)
+            m = self.latent_dim
+            needs = f"a GaussianLayerPrior of latent_dim {m} needs 2 * {m} = {2 * m}: the means, then the raw scales"
+            raise width_error(h, h.shape[-1], "prior", "draw of the layer above", needs)
         loc, raw = h.split(self.latent_dim, dim=-1)
         return loc, self.scale_map(raw)
 
