@@ -220,6 +220,23 @@ def test_a_cuda_run_says_its_precision_and_warns_of_bf16_asked_of_an_unchecked_f
     assert MixedPrecision("auto", torch.device("cpu"), bf16_checked=True).describe() is None  # a CPU is always fp32
 
 
+def test_auto_precision_takes_fp16_on_a_gpu_that_only_emulates_bf16(monkeypatch):
+    """torch.cuda.is_bf16_supported() says True on a T4 or a V100, which emulate bf16 (slower
+    than fp32, and no cuDNN convolutions in it): auto took bf16 there, where the docstring and
+    the line a run prints ("auto: this GPU has no bf16") promise fp16."""
+    from dgmkit.training.precision import MixedPrecision, resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    cuda = torch.device("cuda")
+    assert resolve_precision("auto", cuda, bf16_checked=True) == "fp16"
+    assert resolve_precision("bf16", cuda, bf16_checked=True) == "bf16"  # asked for by name: as asked
+    with warnings.catch_warnings():  # fp16's gradient scaler warns where there is no CUDA device
+        warnings.simplefilter("ignore", UserWarning)
+        assert "(auto: this GPU has no bf16)" in (MixedPrecision("auto", cuda, bf16_checked=True).describe() or "")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100, an H100
+    assert resolve_precision("auto", cuda, bf16_checked=True) == "bf16"
+
+
 def test_each_epoch_counts_its_own_skipped_updates_norms_and_threshold():
     guard = GradientGuard(skip_norm=2.0)
     assert _decide(guard, [3.0, 1.0, 4.0]) == [False, True, False]

@@ -17,7 +17,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def resolve_precision(precision: str, device: torch.device, bf16_checked: bool = False) -> str:
     """``auto``, ``fp32``, ``bf16`` or ``fp16`` on ``device``: fp32 on a CPU; on CUDA, auto is
     bf16 (fp16 where bf16 is not supported) for a family whose training in bf16 was checked
-    (``bf16_checked``: the model's ``trains_in_bf16``), else fp32."""
+    (``bf16_checked``: the model's ``trains_in_bf16``), else fp32. bf16 is supported where the
+    GPU computes in it (compute capability 8.0 on; ROCm): torch's own answer counts a GPU that
+    only emulates it (a T4, a V100), slower than fp32 there and without cuDNN's bf16 convolutions."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if device.type != "cuda":
@@ -25,7 +27,8 @@ def resolve_precision(precision: str, device: torch.device, bf16_checked: bool =
             raise TrainingError(f"mixed precision ({precision}) is only supported on a CUDA device here")
         return "fp32"
     if precision == "auto":
-        return "fp32" if not bf16_checked else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return "fp32" if not bf16_checked else "bf16" if native else "fp16"
     return precision
 
 
