@@ -66,7 +66,9 @@ class M2Terms(NamedTuple):
     """Per-example tensors (B,): ``elbo`` = U(x), the bound on log p(x) with y summed out (for
     every example, labelled or not); ``log_qy`` = log q(y|x) at the label and ``accuracy`` = 1
     where q(y|x) puts the label first (both 0 for unlabelled examples); ``labelled`` = 1 where
-    the label is kept."""
+    the label is kept. In the auxiliary models (``models.adgm``) both read q(y|a,x) at the draw
+    of a that the bound used (its log averaged over the ``num_samples`` draws), not the classifier
+    q(y|x) = E_q(a|x)[q(y|a,x)] of ``class_log_probs`` that ``dgm eval`` scores."""
 
     loss: torch.Tensor
     elbo: torch.Tensor
