@@ -216,6 +216,19 @@ def test_pixel_entropies_are_minus_the_expected_log_probability_by_enumeration()
     assert torch.allclose(c.entropy(), -(lp.exp() * lp).sum(0), atol=1e-12)
 
 
+def test_a_categorical_level_of_logit_minus_inf_adds_nothing_to_the_entropy():
+    """p = 0 adds 0 log 0 = 0 (torch's Categorical's convention); it was 0 * -inf, a NaN entropy,
+    where log_prob and the samples were right."""
+    logits = torch.tensor([[0.3, -math.inf, -1.0], [-math.inf, -math.inf, 2.0]], dtype=torch.float64, requires_grad=True)
+    d = CategoricalPixels(logits, event_dims=1)
+    finite = torch.tensor([[0.3, -1.0]], dtype=torch.float64)
+    want = CategoricalPixels(finite, event_dims=1).entropy()  # the level left out; the second pixel is certain: H = 0
+    torch.testing.assert_close(d.entropy(), want)
+    d.entropy().backward()
+    assert torch.isfinite(logits.grad).all()
+    torch.testing.assert_close(d.entropy(), torch.distributions.Categorical(logits=logits).entropy().sum(-1))
+
+
 def test_categorical_samples_keep_each_pixel_s_own_distribution():
     probs = torch.tensor([[[0.8, 0.15, 0.05], [0.05, 0.15, 0.8]]])  # one image of two pixels, opposite levels likely
     d = CategoricalPixels(probs.log(), event_dims=1)

@@ -81,5 +81,7 @@ class CategoricalPixels(LevelPixels):
         return self.logits.argmax(-1)
 
     def entropy(self) -> torch.Tensor:
+        """H = -sum_k p_k log p_k per pixel, summed over the event; a level of logit -inf (p = 0)
+        adds 0, as torch's Categorical takes it (0 * -inf was NaN)."""
         logp = F.log_softmax(self.logits, dim=-1)
-        return self._reduce(-(logp.exp() * logp).sum(-1))
+        return self._reduce(-(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1))
