@@ -229,6 +229,16 @@ def test_a_categorical_level_of_logit_minus_inf_adds_nothing_to_the_entropy():
     torch.testing.assert_close(d.entropy(), torch.distributions.Categorical(logits=logits).entropy().sum(-1))
 
 
+def test_pixel_distributions_draw_no_samples_as_torch_s_do():
+    """sample((0,)) is an empty tensor of the right shape (torch's distributions give one); the
+    categorical pixels' raised multinomial's "cannot sample n_sample <= 0 samples"."""
+    p = torch.zeros(2, 1, 2, 3, 4)
+    for d in (CategoricalPixels(p, event_dims=3), DiscretizedLogisticMixture(p, p, p, 8, event_dims=3)):
+        for shape in ((0,), (3, 0)):
+            drawn = d.sample(shape)
+            assert drawn.shape == (*shape, 2, 1, 2, 3) and drawn.dtype == torch.long
+
+
 def test_categorical_samples_keep_each_pixel_s_own_distribution():
     probs = torch.tensor([[[0.8, 0.15, 0.05], [0.05, 0.15, 0.8]]])  # one image of two pixels, opposite levels likely
     d = CategoricalPixels(probs.log(), event_dims=1)

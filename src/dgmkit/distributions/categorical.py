@@ -68,6 +68,8 @@ class CategoricalPixels(LevelPixels):
         probs = F.softmax(self.logits, dim=-1)
         flat = probs.reshape(-1, self.num_levels)
         n = int(torch.Size(sample_shape).numel())
+        if n == 0:  # (multinomial refuses to draw none)
+            return torch.zeros(*sample_shape, *self.logits.shape[:-1], dtype=torch.long, device=self.logits.device)
         draws = torch.multinomial(flat, n, replacement=True)  # (P, n)
         return draws.T.reshape(*sample_shape, *self.logits.shape[:-1])
 
