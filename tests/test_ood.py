@@ -221,6 +221,24 @@ def test_mutation_changes_about_mu_of_the_pixels_and_is_seeded(rate):
         mutate(x, 0.1, None)
 
 
+def test_mutation_leaves_missing_entries_missing():
+    """Data with holes (NaN, MIWAE's): a missing entry holds no value to replace. A level drawn
+    into it made an observation of nothing, and raised the share of observed values drawn from the
+    uniform above the rate asked (0.2 at 30% missing: 0.2 / 0.76, about 0.26)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(256, (4000, 16), generator=g).float()
+    holes = torch.rand(x.shape, generator=g) < 0.3
+    x[holes] = float("nan")
+    y = mutate(x, 1.0, 256, torch.Generator().manual_seed(1))
+    assert torch.equal(torch.isnan(y), holes)
+    assert torch.isfinite(y[~holes]).all() and int(y[~holes].max()) <= 255 and (y[~holes] == y[~holes].round()).all()
+    y = mutate(x, 0.2, 256, torch.Generator().manual_seed(2))
+    assert torch.equal(torch.isnan(y), holes)
+    changed = (y[~holes] != x[~holes]).double().mean().item()
+    n = int((~holes).sum())
+    assert changed == pytest.approx(0.2 * (1 - 1 / 256), abs=4 * math.sqrt(0.2 / n))
+
+
 class _Recording:
     """An objective that records the batches it is given, and otherwise is the one it wraps."""
 

@@ -21,7 +21,9 @@ __all__ = ["mutate"]
 
 def mutate(x: torch.Tensor, rate: float, num_levels: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """``x`` (N, *event) of integers 0..``num_levels``-1 with each value replaced, with probability
-    ``rate``, by a uniform draw from the levels; the same dtype and device. Seeded by ``generator``."""
+    ``rate``, by a uniform draw from the levels; the same dtype and device. Seeded by ``generator``.
+    A missing entry (NaN, in data with holes) stays missing: it holds no value to replace (a level
+    drawn there made an observation of nothing, and raised the share of drawn values above ``rate``)."""
     checked_generator(generator)  # (a rate of 0 draws nothing)
     if not 0 <= rate <= 1:
         raise ValueError(f"the mutation rate must be in [0, 1], got {rate}")
@@ -30,5 +32,7 @@ def mutate(x: torch.Tensor, rate: float, num_levels: int, generator: torch.Gener
     if rate == 0:
         return x
     replace = torch.rand(x.shape, generator=generator, device=x.device) < rate
+    if x.is_floating_point():
+        replace &= ~torch.isnan(x)
     levels = torch.randint(num_levels, x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return torch.where(replace, levels, x)
