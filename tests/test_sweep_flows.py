@@ -112,6 +112,15 @@ def test_a_multiscale_flow_is_left_in_training_mode_by_its_shape_pass():
     assert isinstance(first, T.ActNorm) and bool(first.initialized)
 
 
+def test_a_multiscale_flow_of_levels_on_another_device_finds_its_shapes_there():
+    """The shape pass drew its zero image on the CPU: levels already on a GPU failed with torch's
+    "Expected all tensors to be on the same device" (the meta device stands for one here)."""
+    levels = T.realnvp_multiscale((1, 4, 4), hidden=4, layers=1, levels=2).levels
+    on_cpu = T.MultiScale(list(levels), (1, 4, 4))
+    elsewhere = T.MultiScale([level.to("meta") for level in levels], (1, 4, 4))
+    assert elsewhere.shapes == on_cpu.shapes == [(2, 2, 2), (2, 2, 2)]
+
+
 def test_nice_ends_with_a_diagonal_scaling_that_carries_its_whole_log_det():
     torch.manual_seed(0)
     flow = T.nice(4, [8], 4).double()

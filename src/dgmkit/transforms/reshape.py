@@ -1,5 +1,6 @@
 """Squeeze and the multi-scale architecture (Dinh et al. 2017, arXiv 1605.08803)."""
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import cast
@@ -48,7 +49,8 @@ class MultiScale(Bijection):
         self.eval()
         try:
             dtype = next((p.dtype for p in self.parameters()), torch.get_default_dtype())
-            h, shapes = torch.zeros(1, *self.event_shape, dtype=dtype), []
+            device = next((t.device for t in itertools.chain(self.parameters(), self.buffers())), None)
+            h, shapes = torch.zeros(1, *self.event_shape, dtype=dtype, device=device), []  # (levels built on a GPU)
             for i, level in enumerate(self.levels):
                 h, _ = level(h)
                 if i < len(self.levels) - 1:
