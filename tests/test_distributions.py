@@ -229,6 +229,24 @@ def test_a_categorical_level_of_logit_minus_inf_adds_nothing_to_the_entropy():
     torch.testing.assert_close(d.entropy(), torch.distributions.Categorical(logits=logits).entropy().sum(-1))
 
 
+def test_a_bernoulli_pixel_s_entropy_is_exact_at_large_and_infinite_logits():
+    """A sure pixel (logit +-inf) adds 0 with a gradient of 0 (softplus(l) - sigmoid(l) l was
+    inf - inf and 0 * inf: NaN); large logits keep their tiny entropy (no difference of two
+    numbers near l), against the float64 enumeration -p log p - (1-p) log(1-p)."""
+    import torch.nn.functional as F
+
+    logits = torch.tensor([[math.inf, -math.inf, 0.0, 1.5]], dtype=torch.float64, requires_grad=True)
+    d = BernoulliPixels(logits, event_dims=1)
+    torch.testing.assert_close(d.entropy(), BernoulliPixels(logits.detach()[:, 2:], event_dims=1).entropy())
+    d.entropy().backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad[0, :2] == 0).all()
+    big = torch.tensor([[20.0, -20.0, 60.0, -60.0, 1e30]])
+    t = big.double()  # H = -p log p - q log q, with log p = -softplus(-t) and log q = -softplus(t) in float64
+    exact = torch.sigmoid(t) * F.softplus(-t) + torch.sigmoid(-t) * F.softplus(t)
+    got = BernoulliPixels(big.T, event_dims=1).entropy()  # float32, one pixel each
+    torch.testing.assert_close(got.double(), exact[0], rtol=1e-5, atol=0)
+
+
 def test_pixel_distributions_draw_no_samples_as_torch_s_do():
     """sample((0,)) is an empty tensor of the right shape (torch's distributions give one); the
     categorical pixels' raised multinomial's "cannot sample n_sample <= 0 samples"."""

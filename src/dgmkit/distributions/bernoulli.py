@@ -61,6 +61,9 @@ class BernoulliPixels(Distribution):
         return (self.logits > 0).to(self.logits.dtype)
 
     def entropy(self) -> torch.Tensor:
-        p = torch.sigmoid(self.logits)
-        h = F.softplus(self.logits) - p * self.logits
+        """H = softplus(-|l|) + |l| sigmoid(-|l|) per pixel (symmetric in l; no difference of two
+        large numbers), summed over the event; a logit of +-inf (a sure pixel) adds 0, with a
+        gradient of 0 (softplus(l) - sigmoid(l) l was inf - inf or 0 * inf there: NaN)."""
+        a = self.logits.abs().clamp(max=torch.finfo(self.logits.dtype).max)
+        h = F.softplus(-a) + a * torch.sigmoid(-a)
         return self._flat(h).sum(-1)
