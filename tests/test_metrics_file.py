@@ -143,24 +143,72 @@ def test_a_folder_whose_metrics_file_is_refused_is_no_stranded_start(tmp_path, b
     assert stranded == [False]
 
 
-def test_a_last_line_cut_short_is_left_out_by_report_and_refused_on_resume(tmp_path):
+def test_a_last_line_cut_short_is_left_out_by_report_and_dropped_on_resume(tmp_path):
     """Read while a run may write it (dgm report), a last line with no newline that is not yet
-    whole JSON is the line being written; under the run's lock (a resume, which rewrote the file
-    without it) no line is being written: it is refused, and the file kept."""
+    whole JSON is the line being written; on a resume (under the run's lock) it is an append that a
+    crash cut short before its epoch's checkpoint, and is dropped with the epochs after the
+    checkpoint. Strictly read (being_written=False) it is refused."""
     path = tmp_path / "metrics.jsonl"
     for cut in ('{"epoch": 2, "valid_el', b'{"epoch": 2, "note": "\xc3'):  # (and in a character's bytes)
         text = b'{"epoch": 1, "valid_elbo": -3.0}\n' + (cut if isinstance(cut, bytes) else cut.encode())
         path.write_bytes(text)
         assert read_metrics(path) == [{"epoch": 1, "valid_elbo": -3.0}]
-        with pytest.raises(CheckpointError, match=r"line 2 is not a metrics record of dgmkit \(.*cut short.*\); the run"):
-            _resume(path)
-        assert path.read_bytes() == text
         with pytest.raises(MetricsFileError, match="line 2: .*cut short"):
             list(metrics_lines(path, being_written=False))
+        _resume(path)
+        assert path.read_bytes() == b'{"epoch": 1, "valid_elbo": -3.0}\n'
+    path.write_bytes(b'{"epoch": 1, "valid_el\n{"epoch": 2}\n')  # cut short, and not the last: refused, kept
+    with pytest.raises(CheckpointError, match=r"line 1 is not a metrics record of dgmkit \(.*\); the run"):
+        _resume(path)
+    assert path.read_bytes() == b'{"epoch": 1, "valid_el\n{"epoch": 2}\n'
     path.write_text('{"epoch": 1}\n{"epoch": 2}')  # a last line with no newline that is whole: read by both
     assert read_metrics(path) == [{"epoch": 1}, {"epoch": 2}]
     RunWriter(tmp_path, {}).truncate_metrics(2)
     assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+
+
+def test_an_epoch_s_line_is_appended_alone_and_synced_and_a_failed_append_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    """Each epoch writes its own line, not the file again (a run of many epochs rewrote ever more):
+    the file's earlier bytes stay where they are; a write that fails part way (a disk that
+    fills) or is interrupted cuts the file back and names the problem."""
+    import errno
+
+    import dgmkit._io as io_module
+    from dgmkit.errors import DgmError
+
+    path, writer = tmp_path / "metrics.jsonl", RunWriter(tmp_path, {})
+    writer.metrics({"epoch": 1, "valid_elbo": -3.0})
+    inode = path.stat().st_ino
+    writes: list[int] = []
+    real_write = os.write
+    monkeypatch.setattr(io_module.os, "write", lambda fd, b: writes.append(len(b)) or real_write(fd, b))
+    for epoch in range(2, 40):
+        writer.metrics({"epoch": epoch, "valid_elbo": -3.0, "note": "x" * 200})
+    assert path.stat().st_ino == inode and max(writes) < 300  # (the file: 38 lines of some 240 bytes)
+    assert [r["epoch"] for r in read_metrics(path)] == list(range(1, 40))
+    before = path.read_bytes()
+
+    def full(fd, b):  # half of it, then the disk is full
+        if len(b) > 10:
+            return real_write(fd, bytes(b)[: len(b) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io_module.os, "write", full)
+    with pytest.raises(DgmError, match="no space left .*metrics.jsonl"):
+        writer.metrics({"epoch": 40, "valid_elbo": -3.0})
+    assert path.read_bytes() == before
+    monkeypatch.setattr(io_module.os, "write", real_write)
+    monkeypatch.setattr(io_module.os, "fsync", lambda fd: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        writer.metrics({"epoch": 40, "valid_elbo": -3.0})
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    path.unlink()
+    (tmp_path / "elsewhere.jsonl").write_bytes(before)
+    path.symlink_to(tmp_path / "elsewhere.jsonl")  # a link in its place: not followed, refused
+    with pytest.raises(DgmError, match="metrics.jsonl"):
+        writer.metrics({"epoch": 40, "valid_elbo": -3.0})
+    assert (tmp_path / "elsewhere.jsonl").read_bytes() == before
 
 
 @pytest.mark.parametrize("call, error, consequence", CALLERS, ids=CALLER_IDS)

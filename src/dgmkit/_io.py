@@ -37,6 +37,7 @@ from dgmkit.errors import DgmError
 
 __all__ = [
     "atomic_write_bytes",
+    "append_bytes",
     "remove_empty_folders",
     "atomic_write_json",
     "describe_os_error",
@@ -122,6 +123,45 @@ def _write_bytes(path: Path, data: bytes | memoryview) -> None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
             remove_empty_folders(made)
+
+
+def append_bytes(path: os.PathLike | str, data: bytes) -> None:
+    """Append ``data`` to the regular file ``path`` and fsync it (a file that is not there is
+    written as ``atomic_write_bytes`` writes one): the file grows by all of ``data`` or, on an
+    error part way (a disk that fills: a DgmError names it) or an interrupt, is cut back to what
+    it held. Each call writes as many bytes as it appends, where a rewrite would write the whole
+    file. A link or anything but a regular file at ``path`` is refused (DgmError)."""
+    path = Path(path)
+    with sigterm_interrupts():
+        if not os.path.lexists(path):
+            _write_bytes(path, data)
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+        except OSError as e:
+            raise DgmError(describe_os_error(e, path, "write")) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise DgmError(f"cannot write {path}: it is not a regular file")
+            _append_all(fd, data, st.st_size, path)
+        finally:
+            os.close(fd)
+
+
+def _append_all(fd: int, data: bytes, size: int, path: Path) -> None:
+    """``data`` written at the end of ``fd`` (of ``size`` bytes) and synced, or the file cut back."""
+    try:
+        view = memoryview(data)
+        while view:  # (a write may take part of it: the rest follows, or the error)
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        if isinstance(e, OSError):
+            raise DgmError(describe_os_error(e, path, "write")) from None
+        raise
 
 
 class Terminated(BaseException):

@@ -21,6 +21,7 @@ import torch
 
 from dgmkit import _lock
 from dgmkit._io import (
+    append_bytes,
     atomic_write_bytes,
     atomic_write_json,
     describe_os_error,
@@ -324,22 +325,23 @@ class RunWriter:
         save_checkpoint(self.run_dir / name, model, self.record, optimizer=optimizer, rng=rng, trainer=counters, ema=ema)
 
     def metrics(self, metrics: dict) -> None:
-        """Append one epoch's line to metrics.jsonl (strict JSON: a non-finite value is null)."""
-        path = self.run_dir / "metrics.jsonl"
-        old = path.read_bytes() if path.exists() else b""
-        atomic_write_bytes(path, old + (to_json(metrics) + "\n").encode())
+        """Append one epoch's line to metrics.jsonl (strict JSON: a non-finite value is null),
+        synced before the epoch's checkpoint is written: a line cut short by a crash (a power
+        cut) is of an epoch that no checkpoint holds, which a resume drops (``truncate_metrics``)."""
+        append_bytes(self.run_dir / "metrics.jsonl", (to_json(metrics) + "\n").encode())
 
     def truncate_metrics(self, epoch: int) -> None:
         """Drop metric lines of epochs after ``epoch`` (a resumed run trains them again); the lines
         kept are written back as they were. The file is read by ``metrics_lines`` under the run's
-        lock (no line is being written: one cut short is refused, not dropped), and each line must
-        name its epoch (a whole number); CheckpointError otherwise, and the file is left as it was."""
+        lock; a last line cut short (no newline, not whole JSON) is the append of an epoch that a
+        crash stopped before its checkpoint (``metrics``), and is dropped too. Each line must name
+        its epoch (a whole number); CheckpointError otherwise, and the file is left as it was."""
         path = self.run_dir / "metrics.jsonl"
         if not os.path.lexists(path):
             return
         kept = []
         try:
-            for line in metrics_lines(path, being_written=False):
+            for line in metrics_lines(path, being_written=True):  # (a last line cut short: left out)
                 line_epoch = line.row.get("epoch")
                 if not isinstance(line_epoch, int) or isinstance(line_epoch, bool):
                     reason = "it names no epoch" if line_epoch is None else "its epoch is not a whole number"
