@@ -113,6 +113,20 @@ def _place(tmp: str, dest: Path) -> None:
     os.unlink(tmp)
 
 
+def _check_download(
+    url: str, tmp: Path, h: "hashlib._Hash", checksum: str | None, verify: Callable[[Path], object] | None, head: bytes
+) -> None:
+    """The downloaded file ``tmp`` (hashed into ``h``; ``head``: its first bytes) against the
+    ``checksum`` or by ``verify``: DataError where it is refused, saying so if it is a web page."""
+    if checksum is not None and h.hexdigest() != checksum:
+        raise DataError(f"download of {url} has {h.name} {h.hexdigest()}, expected {checksum}{_web_page(head)}")
+    if verify is not None:
+        try:
+            verify(tmp)
+        except DataError as e:
+            raise DataError(f"{e}{_web_page(head)}") from None
+
+
 def download(
     url: str,
     dest: Path,
@@ -144,13 +158,7 @@ def download(
         log.info("downloading %s", url)
         with os.fdopen(fd, "wb") as out:
             head = _stream(url, out, h, limit, timeout)
-        if checksum is not None and h.hexdigest() != checksum:
-            raise DataError(f"download of {url} has {algorithm} {h.hexdigest()}, expected {checksum}{_web_page(head)}")
-        if verify is not None:
-            try:
-                verify(Path(tmp))
-            except DataError as e:
-                raise DataError(f"{e}{_web_page(head)}") from None
+        _check_download(url, Path(tmp), h, checksum, verify, head)
         _place(tmp, dest)
         tmp = None
     except BaseException as e:
