@@ -594,6 +594,25 @@ if fault:
             return step(self, *args, **kwargs)
 
         trainer.Trainer._step = dying
+    elif fault == "sigterm":  # SIGTERM to ranks, DGMKIT_TEST_TERM "RANK@STEP,RANK@save" (before the run's step STEP,
+        import signal  # or as the checkpoint within the epoch is written, after the ranks' vote); a vote every step
+
+        trainer.VOTE_SECONDS = 0.0
+        items = (item.split("@") for item in os.environ["DGMKIT_TEST_TERM"].split(","))
+        when = {int(rank): at for rank, at in items}.get(int(os.environ["RANK"]))
+        step, save = trainer.Trainer._step, trainer.Trainer.save
+
+        def signalled_step(self, *args, **kwargs):
+            if when == str(self.step):
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step(self, *args, **kwargs)
+
+        def signalled_save(self, *args, **kwargs):
+            if when == "save" and self.steps_into_epoch:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return save(self, *args, **kwargs)
+
+        trainer.Trainer._step, trainer.Trainer.save = signalled_step, signalled_save
     else:  # a parameter that the objective never uses
         init = trainer.Trainer.__init__
 
@@ -720,6 +739,106 @@ def test_a_rank_killed_under_torchrun_leaves_a_survivor_that_names_the_command_w
     lines = [[{k: v for k, v in json.loads(line).items() if k not in ("time_s", "images_per_s")}
               for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (run, straight)]  # fmt: skip
     assert lines[0] == lines[1] and len(lines[0]) == 2
+
+
+def _planted(monkeypatch, tmp_path, fault: str) -> None:
+    """The ranks that torchrun or ``dgm train --nproc`` starts from here get ``fault`` (``_PLANT``)."""
+    (tmp_path / "site").mkdir(exist_ok=True)
+    (tmp_path / "site" / "sitecustomize.py").write_text(_PLANT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("DGMKIT_TEST_FAULT", fault)
+
+
+def _counters(checkpoint: Path) -> dict:
+    from dgmkit.training.checkpoint import read_metadata
+
+    return json.loads(read_metadata(checkpoint)["trainer"])
+
+
+def _metrics_lines(run: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in m.items() if k not in ("time_s", "images_per_s")} for m in lines]
+
+
+_VAE = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "3", "--device", "cpu", "--batch-size", "64",
+        "--epochs", "2", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def straight_vae(tmp_path_factory) -> Path:
+    """The VAE's 2 epochs on 2 processes, uninterrupted."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    p = _torchrun([*_VAE, "--out", str(run)], 2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return run
+
+
+@pytest.mark.parametrize("term", ["1@23", "0@23,1@save"], ids=["to-one-rank", "to-each-rank-at-a-moment-of-its-own"])
+def test_a_sigterm_within_an_epoch_stops_every_rank_after_one_step_and_the_run_resumes_bit_for_bit(
+    term, straight_vae, tmp_path, monkeypatch
+):
+    """Sent before the run's step 24 (19 steps an epoch: epoch 2's 5th) to rank 1 alone, or to rank 0
+    then to rank 1 while the checkpoint is written (as torchrun passes one on, rank by rank): every
+    rank stops after that step, one checkpoint holds the place and every rank's random streams
+    (each draws its own noise: a VAE's z), every rank ends by the signal, rank 0 names the place and
+    the command, and that command on as many processes ends bit for bit as the uninterrupted run."""
+    from dgmkit._io import shell_path
+    from dgmkit.cli.main import main
+
+    _planted(monkeypatch, tmp_path, "sigterm")
+    monkeypatch.setenv("DGMKIT_TEST_TERM", term)
+    run = tmp_path / "run"
+    p = _torchrun([*_VAE, "--out", str(run)], 2)
+    assert p.returncode != 0 and p.stderr.count("Signal 15 (SIGTERM)") == 2, p.stderr[-3000:]  # (each rank ended by it)
+    command = f"dgm train --resume --nproc 2 --out {shell_path(run)}"
+    said = [line for line in p.stderr.splitlines() if line.startswith("dgm:")]
+    assert said == [f"dgm: interrupted (SIGTERM); the run's last checkpoint (in epoch 2 after step 5) is kept: go on with: "
+                    f"{command}"], p.stderr[-3000:]  # fmt: skip
+    t = _counters(run / "checkpoint.safetensors")
+    assert (t["epoch"], t["step"], t["epoch_progress"]["step"], t["processes"]) == (1, 24, 5, 2)
+    assert len(_metrics_lines(run)) == 1
+    monkeypatch.delenv("DGMKIT_TEST_FAULT")
+    assert main(command.split()[1:]) == 0
+    a, b = _weights_and_state(straight_vae), _weights_and_state(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics_lines(run) == _metrics_lines(straight_vae)
+
+
+def _weights_and_state(run: Path) -> dict:
+    """A checkpoint's tensors: the weights, the optimizer's state and every rank's random streams."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(run / "checkpoint.safetensors"))
+    assert any(k.startswith("model/") for k in tensors) and "rng/torch_ranks" in tensors
+    return tensors
+
+
+def test_an_in_epoch_checkpoint_of_two_processes_goes_on_in_one_from_its_step_noted(tmp_path, monkeypatch, capsys):
+    """A run of another number of processes goes on from the place (global batches: the same on any
+    number), noted as not bit for bit; the objective of the MADE case draws no noise of the ranks', so
+    the run ends where one process ends, up to rounding, its epoch's loss the sum over both ranks'
+    steps before the stop (rank 0's alone was 13% off)."""
+    from dgmkit.cli.main import main
+
+    base = ["train", "--dataset", "digits", "--model", "arm", "--arm", "made", "--made-hidden", "32", "--device", "cpu",
+            "--batch-size", "64", "--epochs", "2", "--quiet"]  # fmt: skip
+    run, single = tmp_path / "run", tmp_path / "single"
+    _planted(monkeypatch, tmp_path, "sigterm")
+    monkeypatch.setenv("DGMKIT_TEST_TERM", "1@23")
+    p = _torchrun([*base, "--out", str(run)], 2)
+    assert p.returncode != 0 and "checkpoint (in epoch 2 after step 5) is kept" in p.stderr, p.stderr[-3000:]
+    monkeypatch.delenv("DGMKIT_TEST_FAULT")
+    capsys.readouterr()
+    assert main([*base[:-1], "--resume", "--out", str(run)]) == 0
+    said = capsys.readouterr().out
+    assert f"resuming {run} in epoch 2 after step 5" in said and "trained in 2 processes and goes on in 1" in said, said
+    assert main([*base, "--out", str(single)]) == 0
+    a, b = _weights(run), _weights(single)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-5, msg=k)
+    losses = [[m["train_loss"] for m in _metrics_lines(r)] for r in (run, single)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
 _NOTE = "the run's last checkpoint (after epoch 3) is kept: go on with: dgm train --resume --nproc 2 --out r"
@@ -895,9 +1014,13 @@ def test_a_signal_to_dgm_train_nproc_alone_stops_the_launcher_and_every_rank(tmp
     code, err = _nproc_run_meeting(tmp_path / "run", signal_the_command)
     assert code == 128 + getattr(signal, name), err  # (the shell's status: SIGTERM's was 130, SIGINT's)
     assert f"dgm: interrupted ({name}); the processes were stopped" in err and "Traceback" not in err, err
-    # the run's checkpoint and the command that resumes it: rank 0's line (SIGINT) or the launcher's (SIGTERM, the last)
-    said = [line for line in err.splitlines() if "the run's last checkpoint (after epoch " in line]
+    # the run's checkpoint and the command that resumes it: rank 0's line (SIGINT) or the launcher's (SIGTERM, the last),
+    # which names its place (a SIGTERM stops the ranks after a step, mostly within an epoch)
+    said = [line for line in err.splitlines() if "the run's last checkpoint (" in line]
     assert len(said) == 1 and "is kept: go on with: dgm train --resume --nproc 2 --out " in said[0], err
+    t = _counters(tmp_path / "run" / "checkpoint.safetensors")
+    epoch, k = t["epoch"], (t.get("epoch_progress") or {}).get("step", 0)
+    assert f"checkpoint ({f'in epoch {epoch + 1} after step {k}' if k else f'after epoch {epoch}'})" in said[0], err
     if name == "SIGTERM":
         assert err.rstrip().splitlines()[-1] == said[0] and said[0].startswith("dgm: interrupted (SIGTERM); the proc"), err
     assert "death signal" not in err, err  # the agent's own log line is left out

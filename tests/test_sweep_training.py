@@ -624,6 +624,18 @@ def test_a_place_within_an_epoch_with_more_norms_than_steps_is_refused(digits, t
         _trainer(digits, tmp_path, epochs=1, parts=[StepGuard(skip_norm=1e9)]).resume()
 
 
+@pytest.mark.parametrize(
+    "sums", ["1.0", [[1.0, 2.0]], [[1.0], [2.0]], [[1.0, 2.0], [1.0, "2"]], [[1.0, 2.0], [1e39, 2.0]], [[1, 2], [3, 4]]]
+)
+def test_a_place_within_an_epoch_with_malformed_sums_of_the_ranks_is_refused(digits, tmp_path, sums):
+    """The ranks' own sums of loss and score (a data-parallel run's, ``rank_sums``): two floats of
+    float32's range for each of two ranks or more."""
+    _trainer(digits, tmp_path, epochs=1, parts=[TimeBudget(3.0, _Clock())]).fit()
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t["epoch_progress"].update(rank_sums=sums))
+    with pytest.raises(CheckpointError, match="place within an epoch"):
+        _trainer(digits, tmp_path, epochs=1).resume()
+
+
 def test_a_run_resumed_from_an_earlier_checkpoint_drops_the_metrics_lines_after_it(digits, tmp_path):
     _trainer(digits, tmp_path, epochs=1).fit()
     earlier = (tmp_path / "checkpoint.safetensors").read_bytes()

@@ -44,6 +44,7 @@ __all__ = [
     "check_new_output",
     "atomic_folder",
     "sigterm_interrupts",
+    "sigterm_raises",
     "to_json",
     "json_safe",
     "is_own_temporary",
@@ -169,6 +170,19 @@ class Terminated(BaseException):
     was, so that the writes under way remove what they left, as an interrupt does."""
 
 
+# the handler that ``sigterm_interrupts`` installed, while it is SIGTERM's (one at a time: it is installed
+# only over the default action)
+_INTERRUPTING: dict[str, object] = {"handler": None}
+
+
+def sigterm_raises() -> bool:
+    """Whether SIGTERM's handler now is the one of ``sigterm_interrupts`` (which raises Terminated
+    where the main thread is): a fit that defers the signal (``Trainer.fit``, under torchrun)
+    takes it over and raises Terminated itself once its checkpoint is written."""
+    handler = _INTERRUPTING["handler"]
+    return handler is not None and signal.getsignal(signal.SIGTERM) is handler
+
+
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """A SIGTERM that comes within the block raises Terminated there (the ``finally`` blocks of
@@ -192,6 +206,7 @@ def sigterm_interrupts() -> Iterator[None]:
         raise Terminated
 
     signal.signal(signal.SIGTERM, interrupt)
+    _INTERRUPTING["handler"] = interrupt
     try:
         yield
     except Terminated:
@@ -201,6 +216,7 @@ def sigterm_interrupts() -> Iterator[None]:
         os.kill(os.getpid(), signal.SIGTERM)
         raise  # (reached only where the signal is held back)
     finally:
+        _INTERRUPTING["handler"] = None
         if signal.getsignal(signal.SIGTERM) is interrupt:  # (one installed meanwhile stays)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

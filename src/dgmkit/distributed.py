@@ -49,6 +49,7 @@ __all__ = [
     "init_from_environment",
     "launched_by_torchrun",
     "all_reduce_sum",
+    "host_max",
     "broadcast_object",
     "all_gather_object",
     "gather_rows",
@@ -126,6 +127,19 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if current().parallel:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def host_max(values: list[int]) -> list[int]:
+    """The element-wise maximum of ``values`` (whole numbers, as many on every rank) over the
+    ranks (``values`` in one process); every rank calls it at the same point. The numbers are the
+    host's, all-reduced through gloo, which waits for no GPU, where the process group has gloo
+    (dgmkit's and torchrun's default groups have); in a group of NCCL alone, on the rank's GPU."""
+    if not current().parallel:
+        return list(values)
+    on_host = "gloo" in str(dist.get_backend())
+    t = torch.tensor(values, dtype=torch.int64, device="cpu" if on_host else torch.cuda.current_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [int(v) for v in t.tolist()]
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:
@@ -259,7 +273,9 @@ def sigterm_unwinds(seconds: float = TERM_SECONDS) -> Iterator[None]:
     ranks once one has failed) raises ``dgmkit._io.Terminated`` where the main thread is, so that
     the command unwinds (the temporaries of its writes removed, the run folder's lock released)
     and can say what it keeps; the rank then ends by the signal (``sigterm_interrupts``), as it
-    did at once before. Python runs the handler only once the main thread is back from C++: a
+    did at once before. A fit takes the signal over while it trains (``Trainer._sigterm_deferred``:
+    the ranks stop together after a step, with a checkpoint) and raises Terminated once it is
+    written; the watch below stays. Python runs the handler only once the main thread is back from C++: a
     rank held in a collective that does not return is ended by a watch ``seconds`` after the
     signal (status 143, the shell's for SIGTERM). Only where SIGTERM has its default action, in
     the main thread: a handler of the caller's is left to it, without the watch; so is a signal

@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dgmkit import distributed
-from dgmkit._io import parse_json
+from dgmkit._io import Terminated, parse_json, sigterm_raises
 from dgmkit.data import Dataset, DataTransform, Split
 from dgmkit.data.transforms import VALID_SEED
 from dgmkit.devices import dtype_of, resolve_device
@@ -293,7 +293,10 @@ class Trainer:
         self.best_valid, self.best_epoch, self.bad_epochs = -math.inf, -1, 0
         self._record_pending = False
         self.budget_spent = False  # whether the last fit stopped for the time budget
-        self._terminated = False  # whether a SIGTERM came during the fit (``_sigterm_deferred``)
+        self._terminated = False  # whether a SIGTERM stops the fit (any rank's, agreed: ``_stop_agreed``)
+        self._sigterm_heard = False  # whether this process was sent one during the fit
+        self._deferring = False  # whether the fit defers SIGTERM (on every rank alike: ``_sigterm_deferred``)
+        self._vote = _StopVote(self.dist.is_main)
         self._deadline: float | None = None
         self._progress: dict | None = None  # where an epoch stopped within (its checkpoint holds it)
         self._torch_state = torch.Generator().manual_seed(self._rank_seed(0)).get_state()
@@ -625,7 +628,9 @@ class Trainer:
                 bar.update(1)
                 if self.progress and i % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
-                if i + 1 < self.steps_per_epoch and (self._terminated or self._out_of_time(within_epoch=True)):
+                if i + 1 < self.steps_per_epoch and (
+                    self._stop_agreed(step_done=True) or self._out_of_time(within_epoch=True)
+                ):
                     self._check_captured_losses(self.step)
                     raise _StopWithin(self._epoch_progress(i + 1, total_loss, total_score, beta))
         self._check_captured_losses(self.step)
@@ -749,7 +754,7 @@ class Trainer:
     def _start_epoch(self) -> tuple[torch.Tensor | None, int, float, torch.Tensor, torch.Tensor]:
         """Where the epoch starts: (the data order or None for a new one, the first step, the KL
         weight, the sums of loss and score so far); from the start, or, for an epoch that stopped
-        within (``--time-budget``), from where it stopped."""
+        within (``--time-budget``, a SIGTERM), from where it stopped."""
         total_loss, total_score = self._totals  # (the same tensors every epoch: a captured step adds to them)
         total_loss.zero_()
         total_score.zero_()
@@ -757,15 +762,27 @@ class Trainer:
         progress, self._progress, perm, start, beta = self._progress, None, None, 0, self.beta
         if progress is not None:
             perm, start, beta = progress["perm"].to(self.device), progress["step"], progress["beta"]
-            if self.dist.is_main:  # the sums so far are global: one rank holds them, the ranks' sums are added
-                total_loss.fill_(progress["loss_sum"])
-                total_score.fill_(progress["score_sum"])
+            sums = self._resumed_sums(progress)
+            if sums is not None:
+                total_loss.fill_(sums[0])
+                total_score.fill_(sums[1])
             norms = [math.nan if v is None else v for v in progress["norms"]]
             self.guard.load_epoch(progress["skipped"], norms, progress["threshold"])
             if self.pace is not None and self.epoch == 0:  # the pace an earlier call timed in the first epoch
                 self.pace.resume_from(progress)
         self._epoch_share = (self.steps_per_epoch - start) / self.steps_per_epoch  # of the epoch trained in this call
         return perm, start, beta, total_loss, total_score
+
+    def _resumed_sums(self, progress: dict) -> tuple[float, float] | None:
+        """The sums of loss and score of the epoch so far that this rank goes on from (the ranks'
+        are added at the epoch's end): its own where the place holds every rank's, of as many
+        processes (added as in the uninterrupted run: its metrics too are bit for bit); else the
+        whole on rank 0 and none on the others."""
+        ranks = progress.get("rank_sums")
+        if ranks is not None and len(ranks) == self.dist.world_size > 1:
+            loss, score = ranks[self.dist.rank]
+            return loss, score
+        return (progress["loss_sum"], progress["score_sum"]) if self.dist.is_main else None
 
     def images_per_s(self, seconds: float) -> float:
         """The epoch's throughput, had its training part taken ``seconds``: the rows it trains on
@@ -781,11 +798,15 @@ class Trainer:
         return bool(distributed.broadcast_object(self.budget.clock() >= self._deadline))
 
     def _epoch_progress(self, steps: int, total_loss: torch.Tensor, total_score: torch.Tensor, beta: float) -> dict:
-        """What a checkpoint within an epoch keeps, so that --resume goes on from the next step."""
+        """What a checkpoint within an epoch keeps, so that --resume goes on from the next step.
+        Every rank calls it (data-parallel ranks stop within an epoch together): the sums so far are
+        the ranks' added, and each rank's own (``_resumed_sums``)."""
+        ranks = cast(list[list[float]], distributed.all_gather_object([float(total_loss), float(total_score)]))
         return {
             "step": steps,
-            "loss_sum": float(total_loss),
-            "score_sum": float(total_score),
+            "loss_sum": math.fsum(loss for loss, _ in ranks),
+            "score_sum": math.fsum(score for _, score in ranks),
+            **({"rank_sums": ranks} if len(ranks) > 1 else {}),
             "beta": float(beta),
             "skipped": self.guard.epoch_skipped,
             "norms": [v if math.isfinite(v) else None for v in self.guard.epoch_norms],  # None: not finite
@@ -796,8 +817,10 @@ class Trainer:
 
     def _checked_progress(self, p: object, perm: object, path: Path) -> dict | None:
         """A checkpoint's place within an epoch, type-, range- and consistency-checked (None: none).
-        Only one process stops within an epoch, so its steps are those of one process: where the
-        ranks leave out a last batch too small to share, the place may be after their last step
+        The place counts global batches, which are the same on any number of processes (one process
+        stops within an epoch by its time budget or a SIGTERM, data-parallel ranks together by a
+        SIGTERM): at most the steps of one process. Where ranks go on from a place of fewer
+        processes and leave out a last batch too small to share, it may be after their last step
         (the epoch then goes on with no step left, as the ranks' epochs leave that batch out)."""
         if p is None and perm is None:
             return None
@@ -817,6 +840,7 @@ class Trainer:
             and (threshold is None or (isinstance(threshold, float) and threshold >= 0))
             and _seconds_or_none(p.get("pace_s"))
             and _seconds_or_none(p.get("pace_spent_s"))
+            and _rank_sums_or_none(p.get("rank_sums"))
             and perm.dtype == torch.int64
             and perm.shape == (n,)
             and torch.equal(perm.sort().values, torch.arange(n))
@@ -956,29 +980,28 @@ class Trainer:
     @contextlib.contextmanager
     def _sigterm_deferred(self):
         """A SIGTERM (a scheduler's time limit, a preemption, ``kill``) that comes while a run
-        with a folder trains in one process stops it at the end of the step, with a checkpoint
-        of its place as ``--time-budget`` writes one, and then ends the process as the signal
-        would have (its status says SIGTERM). Only where SIGTERM has its default action, in the
-        main thread: a handler of the caller's is left as it is, and data-parallel ranks, which
-        stop together at epochs' ends alone, are ended by it at once as before. A second SIGTERM
-        ends the process at once, as does one sent to a process forked meanwhile; an error on
-        the way is raised as it is (the run ends with it, not with the signal)."""
-        own = (
-            self.run_dir is not None
-            and not self.dist.parallel
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-        )
-        if not own:
+        with a folder trains stops it at the end of the step, with a checkpoint of its place as
+        ``--time-budget`` writes one, and then ends the process as the signal would have
+        (``_end_by_sigterm``: its status says SIGTERM). Data-parallel ranks stop together: they
+        vote every few steps whether any of them was sent one (``_stop_agreed``; torchrun passes a
+        SIGTERM on to each rank at a moment of its own), so that all stop after the same step and
+        write one checkpoint, of every rank's place and random streams. Only where every rank may
+        (``_may_defer_sigterm``): a handler of the caller's is left as it is. A second SIGTERM to a
+        process ends it at once, as does one sent to a process forked meanwhile; an error on the
+        way is raised as it is (the run ends with it, not with the signal)."""
+        self._terminated = self._sigterm_heard = False
+        self._deferring = self._may_defer_sigterm()
+        self._vote = _StopVote(self.dist.is_main)
+        if not self._deferring:
             yield
             return
-        self._terminated, pid = False, os.getpid()
+        previous, pid = signal.getsignal(signal.SIGTERM), os.getpid()
 
         def defer(signum: int, frame: object) -> None:
-            if self._terminated or os.getpid() != pid:  # a second one, or a forked child's: the default, now
+            if self._sigterm_heard or os.getpid() != pid:  # a second one, or a forked child's: the default, now
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.kill(os.getpid(), signal.SIGTERM)
-            self._terminated = True
+            self._sigterm_heard = True
 
         signal.signal(signal.SIGTERM, defer)
         _DEFERRING["handler"] = defer
@@ -987,26 +1010,70 @@ class Trainer:
         finally:
             _DEFERRING["handler"] = None
             if signal.getsignal(signal.SIGTERM) is defer:  # (one installed meanwhile stays)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if self._terminated:  # (not where an error is raised: it ends the run, and says why)
-            k, n = self.steps_into_epoch, self.steps_per_epoch
-            command = f": {self.resume_command}" if self.resume_command else ""
-            if k:
-                log.warning("SIGTERM: stopped in epoch %d after step %d of %d, with a checkpoint in %s; resuming "
-                            "goes on from it%s", self.epoch + 1, k, n, self.run_dir, command)  # fmt: skip
-            elif self.epoch < self.epochs and not self.stopped_early:
-                log.warning("SIGTERM: stopped after epoch %d, with a checkpoint in %s; resuming goes on from it%s",
-                            self.epoch, self.run_dir, command)  # fmt: skip
-            else:
-                log.warning("SIGTERM: the run had ended (epoch %d), its files written", self.epoch)
-            for stream in (sys.stdout, sys.stderr, *(getattr(h, "stream", None) for h in logging.getLogger().handlers)):
-                with contextlib.suppress(Exception):
+                signal.signal(signal.SIGTERM, previous)
+        # (not where an error is raised: it ends the run, and says why.) Agreed once more, after the last
+        # files: a SIGTERM to one rank after the ranks last agreed ends them all, as it ends one process
+        stop = self._stop_agreed()
+        self._deferring = False
+        if stop:
+            self._end_by_sigterm(raises=previous is not signal.SIG_DFL)
+
+    def _may_defer_sigterm(self) -> bool:
+        """Whether this fit defers SIGTERM (``_sigterm_deferred``): where it has a run folder to write
+        (rank 0's), in the main thread, and SIGTERM has its default action or the one of ``dgm``'s
+        ranks, which unwinds the command (``distributed.sigterm_unwinds``); under data parallelism
+        where every rank may (they agree on it), else on none."""
+        handler = signal.getsignal(signal.SIGTERM)
+        may = (
+            (self.run_dir is not None or not self.dist.is_main)
+            and threading.current_thread() is threading.main_thread()
+            and (handler == signal.SIG_DFL or sigterm_raises())
+        )
+        return not distributed.host_max([int(not may)])[0] if self.dist.parallel else may
+
+    def _stop_agreed(self, step_done: bool = False) -> bool:
+        """Whether a SIGTERM stops the fit here (``step_done``: after a step within an epoch): one
+        sent to this process; under data parallelism one sent to any rank, which every rank learns
+        at the same vote (``_StopVote``: after a step, every few steps), so that all stop together."""
+        if not (self.dist.parallel and self._deferring):
+            heard = self._sigterm_heard
+        elif step_done and not self._vote.due():
+            heard = False  # (between votes the ranks go on together, whatever one of them heard)
+        else:
+            heard = self._vote(self._sigterm_heard)
+        self._terminated = self._terminated or heard
+        return self._terminated
+
+    def _end_by_sigterm(self, raises: bool) -> None:
+        """After a SIGTERM stopped the fit, its files written: end the process as the signal would
+        have. Where SIGTERM had its default action: by the signal, after a warning of where the run
+        stopped. Where the command unwinds on it (``raises``: a rank of ``dgm``) by raising
+        ``Terminated``, which ``dgm train`` says with the checkpoint and the command that resumes it;
+        the rank then ends by the signal."""
+        k, n = self.steps_into_epoch, self.steps_per_epoch
+        command = f": {self.resume_command}" if self.resume_command else ""
+        if k:
+            note = (f"SIGTERM: stopped in epoch {self.epoch + 1} after step {k} of {n}, with a checkpoint in "
+                    f"{self.run_dir}; resuming goes on from it{command}")  # fmt: skip
+        elif self.epoch < self.epochs and not self.stopped_early:
+            note = (f"SIGTERM: stopped after epoch {self.epoch}, with a checkpoint in {self.run_dir}; resuming goes on "
+                    f"from it{command}")  # fmt: skip
+        else:
+            note = f"SIGTERM: the run had ended (epoch {self.epoch}), its files written"
+        if raises:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (as the command's handler does: a second one ends it at once)
+            raise Terminated(note)
+        if self.dist.is_main:
+            log.warning("%s", note)
+        for stream in (sys.stdout, sys.stderr, *(getattr(h, "stream", None) for h in logging.getLogger().handlers)):
+            with contextlib.suppress(Exception):
+                if stream is not None:
                     stream.flush()  # (what was printed is written before the process ends)
-            os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def _fit_epochs(self, history: list[dict]) -> None:
         while self.epoch < self.epochs and not self.stopped_early:  # (a resumed run that had stopped trains no more)
-            if history and self._terminated:  # (at an epoch's end, its files written)
+            if history and self._stop_agreed():  # (at an epoch's end, its files written)
                 break
             if history and self._out_of_time():  # (a call takes one step at least: every call goes on)
                 self.budget_spent = True
@@ -1225,6 +1292,39 @@ class _StopWithin(Exception):
         self.progress = progress
 
 
+VOTE_SECONDS = 0.05  # about how far apart data-parallel ranks vote whether a SIGTERM stops them
+MAX_VOTE_STEPS = 10_000
+
+
+class _StopVote:
+    """When data-parallel ranks next vote whether any of them was sent SIGTERM, and the vote. A vote
+    is an all-reduce that every rank waits for (0.2 to 2 ms between 2 ranks on a CPU, against
+    steps of a few ms), so the ranks vote after every so many steps, about ``VOTE_SECONDS`` apart:
+    rank 0 sets the number at each vote from the pace of the steps on its clock (no wait for a GPU),
+    and every rank counts the same steps down. A stop comes about that long after the signal (and
+    a step: the votes fall at steps' ends), well within the 10 s that ``distributed.sigterm_unwinds``
+    gives a rank."""
+
+    def __init__(self, is_main: bool):
+        self.is_main = is_main
+        self.left, self.steps, self.since = 1, 0, time.perf_counter()
+
+    def due(self) -> bool:
+        """A step is done: whether the ranks vote after it."""
+        self.left -= 1
+        self.steps += 1
+        return self.left <= 0
+
+    def __call__(self, heard: bool) -> bool:
+        """Whether any rank heard a SIGTERM (``heard``: this one's), voted now; the steps to the next vote set."""
+        now = time.perf_counter()
+        pace = max(1e-6, (now - self.since) / max(1, self.steps))  # seconds a step (and whatever came between)
+        steps = min(MAX_VOTE_STEPS, max(1, int(VOTE_SECONDS / pace))) if self.is_main else 0  # (rank 0's, the largest)
+        any_heard, self.left = distributed.host_max([int(heard), steps])
+        self.steps, self.since = 0, now
+        return bool(any_heard)
+
+
 def _check_settings(
     epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int | None, seed: int, eval_batch_size: int
 ) -> tuple[int, int, float, float, int | None, int, int]:
@@ -1249,6 +1349,16 @@ MAX_SECONDS = 1e9  # a pace or a time spent recorded in a checkpoint (the settin
 
 def _seconds_or_none(v: object) -> bool:
     return v is None or (isinstance(v, float) and 0 <= v <= MAX_SECONDS)
+
+
+def _rank_sums_or_none(v: object) -> bool:
+    """Every rank's sums of loss and score so far in an epoch (``Trainer._epoch_progress``), or None."""
+    big = torch.finfo(torch.float32).max
+    return v is None or (
+        isinstance(v, list)
+        and 2 <= len(v) <= 2**16
+        and all(isinstance(r, list) and len(r) == 2 and all(isinstance(x, float) and abs(x) <= big for x in r) for r in v)
+    )
 
 
 def _count(v: object, lowest: int, highest: int) -> TypeGuard[int]:
