@@ -1311,3 +1311,18 @@ def _ranks_ended(run, out: str, resume: bool, failure: str) -> list[dict]:
                 p.kill()
             pytest.fail(failure)
     return [torch.load(f"{out}.{rank}") for rank in range(WORLD)]
+
+
+def test_the_launcher_passes_on_a_rank_s_note_of_what_it_keeps_or_that_the_run_had_ended():
+    """The note after 'the processes were stopped': a rank's line that names the kept checkpoint,
+    or, for a run interrupted after its last epoch, that it had ended (which it dropped); rank 0's
+    own lines it says itself unless it left them to the launcher (a SIGTERM's)."""
+    from dgmkit.cli.launch import _kept_note
+
+    kept = "the run's last checkpoint (in epoch 2 after step 5) is kept: go on with: dgm train --resume --nproc 2 --out r"
+    ended = "the run had ended after epoch 3, its files written: evaluate with: dgm eval r"
+    for note in (kept, ended):
+        assert _kept_note({0: f"dgm: interrupted (SIGTERM); {note}", 1: None}) == note  # (left to the launcher)
+        assert _kept_note({0: f"dgm: error: something; {note}", 1: f"dgm: interrupted (SIGTERM); {note}"}) == note
+        assert _kept_note({0: f"dgm: error: something; {note}", 1: None}) is None  # (rank 0 said it)
+    assert _kept_note({0: "dgm: interrupted (SIGTERM)", 1: None}) is None

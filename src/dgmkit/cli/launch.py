@@ -39,6 +39,7 @@ from dgmkit.errors import DgmError
 __all__ = [
     "COMMAND_ENV",
     "KEPT",
+    "ENDED",
     "LOST_CONTACT",
     "TERMINATED",
     "RANK_ERRORS_ENV",
@@ -55,6 +56,7 @@ RANK_ERRORS_ENV = "DGMKIT_RANK_ERRORS"
 LOST_CONTACT = "lost contact with another process"  # what a rank says when a collective fails: not a cause
 TERMINATED = "dgm: interrupted (SIGTERM)"  # a rank's line on a SIGTERM, which under this launcher comes from it
 KEPT = "the run's last checkpoint"  # the start of the note that names what an interrupted run keeps and how it goes on
+ENDED = "the run had ended after epoch"  # the start of that note where the run was interrupted after its last epoch
 _RUN_ENV = "DGMKIT_RANK_ERRORS_RUN"  # the launcher's run id: the folder is used only by ranks of that run
 _PID_ENV = "DGMKIT_LAUNCHER_PID"  # the launcher's process, the ranks' parent
 COMMAND_ENV = "DGMKIT_NPROC_COMMAND_PID"  # dgm train --nproc's own process, the launcher's parent
@@ -94,8 +96,9 @@ def _kept_note(lines: dict[int, str | None]) -> str | None:
     """What an interrupted run keeps and how it goes on, as a rank said it in a line that it left to
     this launcher (rank 0 says its other lines itself)."""
     for rank, line in sorted(lines.items()):
-        if line and KEPT in line and (rank or left_to_launcher(line)):
-            return line[line.index(KEPT) :]
+        for start in (KEPT, ENDED):
+            if line and start in line and (rank or left_to_launcher(line)):
+                return line[line.index(start) :]
     return None
 
 

@@ -29,7 +29,7 @@ from dgmkit.cli.common import (
     score_label,
 )
 from dgmkit.cli.flags import add_settings_flags, given_values, reject_foreign
-from dgmkit.cli.launch import KEPT, lost_contact
+from dgmkit.cli.launch import ENDED, KEPT, lost_contact
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import check_derived_current, run_dataset
 from dgmkit.config.migrate import check_record
@@ -889,7 +889,7 @@ def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context, any_rank: bool = 
     if not k and _ended(cfg, counters):  # interrupted after its last epoch's checkpoint: nothing left to train
         best = trainer_counters(out / "best.safetensors") if counters.get("best_epoch") == counters["epoch"] else None
         if counters.get("best_epoch") != counters["epoch"] or (best is not None and best["epoch"] == counters["epoch"]):
-            return (f"the run had ended after epoch {counters['epoch']}, its files written: evaluate with: "
+            return (f"{ENDED} {counters['epoch']}, its files written: evaluate with: "
                     f"dgm eval {shell_path(out)}",)  # fmt: skip
         return (f"{KEPT} (after epoch {counters['epoch']}, its last) is kept: best.safetensors is written again by: "
                 f"{_go_on(out)}",)  # fmt: skip
