@@ -272,15 +272,14 @@ def sigterm_unwinds(seconds: float = TERM_SECONDS) -> Iterator[None]:
     """In a rank: a SIGTERM (torchrun's, which passes on the user's or a scheduler's, or ends the
     ranks once one has failed) raises ``dgmkit._io.Terminated`` where the main thread is, so that
     the command unwinds (the temporaries of its writes removed, the run folder's lock released)
-    and can say what it keeps; the rank then ends by the signal (``sigterm_interrupts``), as it
-    did at once before. A fit takes the signal over while it trains (``Trainer._sigterm_deferred``:
-    the ranks stop together after a step, with a checkpoint) and raises Terminated once it is
-    written; the watch below stays. Python runs the handler only once the main thread is back from C++: a
-    rank held in a collective that does not return is ended by a watch ``seconds`` after the
-    signal (status 143, the shell's for SIGTERM). Only where SIGTERM has its default action, in
-    the main thread: a handler of the caller's is left to it, without the watch; so is a signal
-    wakeup fd that another (an event loop) set. A process forked meanwhile has no watch, and its
-    own SIGTERM is its own."""
+    and can say what it keeps; the rank then ends by the signal (``sigterm_interrupts``). A fit
+    takes it over (``Trainer._sigterm_deferred``: the ranks stop together after a step, with a
+    checkpoint, then raise Terminated). Python runs the handler only once the main thread is back
+    from C++: a rank held in a collective that does not return is ended by a watch ``seconds``
+    after the signal (status 143, the shell's for SIGTERM). Only where SIGTERM has its default
+    action, in the main thread: a handler of the caller's is left to it, without the watch; so is
+    a signal wakeup fd that another (an event loop) set. A process forked meanwhile has no watch,
+    and its own SIGTERM is its own."""
     own = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     with sigterm_interrupts():
         if not own:
