@@ -277,9 +277,8 @@ def sigterm_unwinds(seconds: float = TERM_SECONDS) -> Iterator[None]:
     checkpoint, then raise Terminated). Python runs the handler only once the main thread is back
     from C++: a rank held in a collective that does not return is ended by a watch ``seconds``
     after the signal (status 143, the shell's for SIGTERM). Only where SIGTERM has its default
-    action, in the main thread: a handler of the caller's is left to it, without the watch; so is
-    a signal wakeup fd that another (an event loop) set. A process forked meanwhile has no watch,
-    and its own SIGTERM is its own."""
+    action, in the main thread: a handler of the caller's, or another's signal wakeup fd (an event
+    loop's), is left to it, without the watch. A forked process has no watch, and its own SIGTERM."""
     own = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     with sigterm_interrupts():
         if not own:
