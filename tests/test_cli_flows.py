@@ -300,6 +300,35 @@ def test_a_density_of_nan_at_grid_points_is_a_note_of_the_report_not_its_failure
     assert "density p(x) on a 200x200 grid" not in page
 
 
+def test_a_flow_whose_inverse_overflows_says_to_sample_at_a_lower_temperature(tmp_path, capsys, monkeypatch):
+    """A Glow trained one epoch on MNIST drew a third of its values at temperature 1 as NaN (its
+    coupling's inverse scale, 1 / sigmoid, overflowed): dgm sample said "its weights may be too
+    large", and dgm report of it and of every other run given with it wrote nothing. Now dgm sample
+    says to draw at a lower --temperature, and the report leaves out that run's samples in a note."""
+    from dgmkit.transforms.coupling import AffineCoupling
+
+    out = tmp_path / "glow"
+    code, _, err = run(capsys, "train", "--model", "flow", "--flow", "glow", "--dataset", "digits", *SMALL, "--out", out)
+    assert code == 0, err
+    real = AffineCoupling._transform
+
+    def overflowing(self, x, params, inverse, where):  # raw log-scales far below what sigmoid(raw + 2) keeps above 0
+        return real(self, x, (params[0] - 400.0, params[1]) if inverse else params, inverse, where)
+
+    monkeypatch.setattr(AffineCoupling, "_transform", overflowing)
+    for name in ("s.png", "s.npy"):
+        code, _, err = run(capsys, "sample", out, "-n", "4", "--out", tmp_path / name)
+        assert_clean_failure(code, err)
+        assert "the flow drew" in err and "at temperature 1 that are not finite numbers" in err, err
+        assert "draw at a lower --temperature, 0.7 say, or train it longer" in err, err
+        assert not (tmp_path / name).exists()
+    code, _, err = run(capsys, "report", out, "--out", tmp_path / "r.html")
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert "no samples: the flow drew" in page and "--temperature 0.7, say" in page, page
+    assert "samples x ~ p(x)" not in page
+
+
 def test_samples_as_an_array_are_the_data_as_stored_and_dgm_score_reads_them_back(tmp_path, capsys):
     """dgm sample drew only pictures (and tables' rows): a 2-D flow's samples were refused ("not
     images"), with no way to have them as numbers. --out FILE.npy writes draws as the data are

@@ -60,6 +60,7 @@ __all__ = [
     "interpolate",
     "latents",
     "draw_samples",
+    "non_finite_draws",
     "SampleOptions",
     "reconstruction_pairs",
     "needs_latents",
@@ -282,6 +283,8 @@ def sample(args: argparse.Namespace) -> int:
     note = f" ({nrow} a row, not a multiple of the {period} classes: a column holds several classes)" if mixed else ""
     check_grid(args.n, tuple(run.record["data"]["event_shape"]), nrow)  # (before thousands are drawn)
     shown, what = draw_samples(run, args.n, args.seed, SampleOptions.given(args))
+    if run.model.sample_temperature:  # (a flow's overflow said with what to do; other models' NaN: image_grid_png)
+        _refuse_non_finite(shown, run, args.temperature)
     path = write_png(out, image_grid_png(to_display(shown, run), nrow=nrow))
     say(f"wrote {what} to {path}{note}")
     return 0
@@ -299,7 +302,7 @@ def _sample_rows(args: argparse.Namespace) -> int:
     out = command_output(args, args.out)
     _refuse_picture_flags(args, "a table's rows are draws x ~ p(x) already")
     x, what = draw_samples(run, args.n, args.seed, SampleOptions.given(args, draw=run.model.sample_means))
-    _refuse_non_finite(x)  # (a NaN was written as an empty cell: a missing value, not a draw)
+    _refuse_non_finite(x, run, args.temperature)  # (a NaN was written as an empty cell: a missing value, not a draw)
     rows = x.reshape(len(x), -1).double().cpu().numpy()
     atomic_write_bytes(out, write_table(rows, table.columns).encode())
     say(f"wrote {what} as rows of {table.name}'s columns to {out}")
@@ -331,11 +334,32 @@ def _refuse_data_flags(args: argparse.Namespace) -> None:
         )
 
 
-def _refuse_non_finite(x: torch.Tensor) -> None:
-    """Draws that are not all finite numbers refused (EvaluationError) before a file of them is written."""
+def non_finite_draws(
+    x: torch.Tensor, run: Run | None = None, temperature: float | None = None, lower: str = "a lower --temperature, 0.7 say"
+) -> str | None:
+    """None where the draws ``x`` are all finite numbers; else how many are not and, for a ``run``'s
+    flow, what to do (``lower``: how a lower temperature is asked for, after "draw at"): its inverse overflows (a Glow
+    coupling's inverse scale, 1 / sigmoid, has no bound) on base draws far out that a flow trained
+    little maps out of range, which a lower temperature draws less often."""
     bad = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
-    if bad:  # (no file of numbers that are none)
-        raise EvaluationError(f"the model drew {bad} values that are not finite numbers; nothing was written")
+    if not bad:
+        return None
+    if run is None or not run.model.sample_temperature:
+        return f"the model drew {bad} values that are not finite numbers"
+    t = 1.0 if temperature is None else float(temperature)
+    return (
+        f"the flow drew {bad} of {x.numel()} values at temperature {t:g} that are not finite numbers (its inverse "
+        f"overflowed on base draws that it maps out of range, as a flow trained little does): draw at {lower}, or "
+        "train it longer"
+    )
+
+
+def _refuse_non_finite(x: torch.Tensor, run: Run | None = None, temperature: float | None = None) -> None:
+    """Draws that are not all finite numbers refused (EvaluationError) before a file of them is
+    written (of a ``run``'s flow, with what to do: ``non_finite_draws``)."""
+    words = non_finite_draws(x, run, temperature)
+    if words:  # (no file of numbers that are none)
+        raise EvaluationError(f"{words}; nothing was written")
 
 
 STORED_AS_DRAWN = ("continuous", "integers", "binary", "dequantize")  # samples written as the data are stored
@@ -364,7 +388,7 @@ def _sample_array(args: argparse.Namespace) -> int:
     x, what = draw_samples(run, args.n, args.seed, SampleOptions.given(args, draw=run.model.sample_means))
     shape = tuple(run.record["data"]["event_shape"])
     x = x.reshape(len(x), *(shape if shows_images(run) else (math.prod(shape),))).cpu()
-    _refuse_non_finite(x)
+    _refuse_non_finite(x, run, args.temperature)
     levels = 2 if kind == "binary" else run.transform.num_levels
     note = None
     if kind == "dequantize":

@@ -6,6 +6,7 @@ several runs, a comparison table."""
 
 import argparse
 import math
+import shlex
 from collections.abc import Collection
 from pathlib import Path
 
@@ -35,7 +36,14 @@ from dgmkit.cli.common import (
 )
 from dgmkit.cli.density import density_figure, draws_density
 from dgmkit.cli.evaluate import EVALS, eval_notes, protocol_key, read_eval_json
-from dgmkit.cli.figures import MAX_SAMPLE_STEPS, SampleOptions, draw_samples, latent_scatter, reconstruction_pairs
+from dgmkit.cli.figures import (
+    MAX_SAMPLE_STEPS,
+    SampleOptions,
+    draw_samples,
+    latent_scatter,
+    non_finite_draws,
+    reconstruction_pairs,
+)
 from dgmkit.config import Run, build_objective, load_run
 from dgmkit.config.inputs import attach_input
 from dgmkit.data.registry import is_table
@@ -235,9 +243,14 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     elif args.samples and model.can_sample and images:
         steps = args.steps if model.sample_steps else None  # --steps: for the diffusion models among the runs
         shown, what = draw_samples(run, args.samples, args.seed, SampleOptions(steps=steps))
-        side = max(1, round(args.samples**0.5))
-        shown = to_display(shown, run).cpu()  # to a PNG, on the CPU
-        figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(shown, side)))
+        lower = f"a lower temperature (dgm sample {shlex.quote(str(run.path))} --temperature 0.7, say)"
+        why = non_finite_draws(shown, run, lower=lower)
+        if why:  # (a flow trained little: the other runs' pages, and this one's other parts, go on)
+            notes.append(f"no samples: {why}")
+        else:
+            side = max(1, round(args.samples**0.5))
+            shown = to_display(shown, run).cpu()  # to a PNG, on the CPU
+            figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(shown, side)))
     if draws_density(run):  # a 2-D flow (or PPCA of two columns): its density, as dgm density draws it
         _density(run, args, figs, notes)
     if not (model.has_latents or model.reconstructs):  # (a VQ-VAE reconstructs, and has no one vector per image)
