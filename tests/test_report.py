@@ -680,16 +680,28 @@ def test_the_config_table_leaves_out_settings_that_do_not_apply():
     assert "gaussian_variance" not in gauss and "student_min_df" in gauss
     mixed = set(unused_keys(RunConfig.of(likelihood="mixed", table_levels=[0, 3]).model))
     assert "table_levels" not in mixed and "gaussian_min_scale" not in mixed
-    from types import SimpleNamespace
-
     from dgmkit.cli.report import _used_config
 
     # and those its choices leave unread (the demo's page listed iw_k, tc_weight, flow, ...)
-    shown = set(_used_config(SimpleNamespace(cfg=RunConfig.of()))["model"])
+    shown = set(_used_config(RunConfig.of())["model"])
     assert not {"iw_k", "tc_weight", "prior_components", "flow", "gaussian_min_scale", "gaussian_variance"} & shown
     assert {"hidden", "latent_dim", "likelihood", "prior", "objective", "encoder"} <= shown
-    shown = set(_used_config(SimpleNamespace(cfg=RunConfig.of(objective="iwae", prior="vampprior")))["model"])
+    shown = set(_used_config(RunConfig.of(objective="iwae", prior="vampprior"))["model"])
     assert {"iw_k", "prior_components", "pseudo_init"} <= shown and "tc_weight" not in shown
+    # of every table, as the page says: a VAE on binarized MNIST listed lr_decay, lr_decay_every and lr_min under
+    # the constant schedule, missing_seed without missing_rate, labels_seed without labels, latent_draws ...
+    config = _used_config(RunConfig.of(dataset="binarized-mnist"), (1, 28, 28), 2)
+    unread = {"lr_decay", "lr_decay_every", "lr_min", "missing_seed", "labels_seed", "latent_draws", "active_latents"}
+    assert not unread & (set(config["optim"]) | set(config["data"])), config
+    assert {"lr", "lr_schedule", "epochs"} <= set(config["optim"]) and {"dataset", "data_dir"} <= set(config["data"])
+    assert set(config["eval"]) == {"iw_samples"}
+    config = _used_config(RunConfig.of(lr_schedule="exponential", missing_rate=0.5, objective="miwae"), (1, 8, 8), 17)
+    assert {"lr_decay", "lr_decay_every", "missing_seed"} <= set(config["optim"]) | set(config["data"])
+    assert "lr_min" in _used_config(RunConfig.of(lr_schedule="cosine"))["optim"]
+    # a Glow of the digits: its image flow reads no activation, its exact log-likelihood no iw_samples, and a
+    # dataset read from no folder no data_dir
+    config = _used_config(RunConfig.of(model="flow", flow="glow", dataset="digits"), (1, 8, 8), 17)
+    assert "activation" not in config["model"] and not config["eval"] and "data_dir" not in config["data"], config
 
 
 @pytest.mark.parametrize(

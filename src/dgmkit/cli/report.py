@@ -7,7 +7,7 @@ several runs, a comparison table."""
 import argparse
 import math
 import shlex
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import torch
@@ -44,7 +44,7 @@ from dgmkit.cli.figures import (
     non_finite_draws,
     reconstruction_pairs,
 )
-from dgmkit.config import Run, build_objective, load_run
+from dgmkit.config import Run, RunConfig, build_objective, load_run
 from dgmkit.config.inputs import attach_input
 from dgmkit.data.registry import is_table
 from dgmkit.data.transforms import scores_densities
@@ -216,14 +216,14 @@ def _data_words(run: Run) -> tuple[str, ...]:
     return tuple(w for w in (words, "observed entries only" if holes else None) if w)
 
 
-def _used_config(run: Run) -> dict:
-    """The run's config as config.json holds it, less the model settings that do not apply to it
-    (another likelihood's, say: ``settings.unused_keys``; those its choices leave unread:
-    ``FamilyConfig.inert_settings``)."""
-    config = run.cfg.to_dict()
-    unused = set(unused_keys(run.cfg.model)) | set(run.cfg.model.inert_settings())
-    config["model"] = {k: v for k, v in config["model"].items() if k not in unused}
-    return config
+def _used_config(cfg: RunConfig, event_shape: Sequence[int] | None = None, num_levels: int | None = None) -> dict:
+    """The run's config as config.json holds it, less the settings that do not apply to it
+    (another likelihood's, say: ``settings.unused_keys``) and those its choices, and its data of
+    ``event_shape`` with ``num_levels``, leave unread (``RunConfig.unread_keys``: a family's
+    ``inert_settings``, lr_decay under a constant schedule, missing_seed without missing_rate, ...)."""
+    config = cfg.to_dict()
+    unused = set(unused_keys(cfg.model)) | cfg.unread_keys(event_shape, num_levels)
+    return {name: {k: v for k, v in table.items() if k not in unused} for name, table in config.items()}
 
 
 def _data_dir(run: Run, args: argparse.Namespace) -> str | None:
@@ -407,7 +407,7 @@ def run_report(args: argparse.Namespace) -> int:
                 name=str(d),
                 describe=run.cfg.model.describe(),
                 dataset=str(run.record["data"].get("name", run.cfg.data.dataset)),
-                config=_used_config(run),
+                config=_used_config(run.cfg, run.record["data"]["event_shape"], run.record["data"]["num_levels"]),
                 metrics=metrics,
                 score=score,
                 score_label=label,

@@ -422,6 +422,12 @@ class RunConfig:
                 f"others: {fix}, or choose {part.needs}"
             )
 
+    def unread_keys(self, event_shape: Sequence[int] | None = None, num_levels: int | None = None) -> set[str]:
+        """The keys of every table (model, data, optim, eval) whose settings this run's choices (and
+        data of ``event_shape`` with ``num_levels``, where known) leave unread, as ``check_inert``
+        finds them: what ``dgm report`` leaves out of a run's configuration."""
+        return {key for key, *_ in self._unread(None if event_shape is None else tuple(event_shape), num_levels)}
+
     def _unread(
         self, shape: tuple[int, ...] | None, num_levels: int | None = None
     ) -> list[tuple[str, object, object, str | None]]:
