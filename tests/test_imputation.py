@@ -617,6 +617,24 @@ def _run(capsys, *args):
     return code, out, err
 
 
+def test_a_split_or_file_with_nothing_to_impute_says_how_to_give_missing_entries(tmp_path, capsys):
+    """dgm impute of a VAE trained on complete data, without an input file, said only that its split
+    "has no missing entries (NaN) to impute": now what to give instead, a file of inputs with NaN or a
+    run trained with --missing-rate; of a complete input file, that its entries to fill are NaN."""
+    run = tmp_path / "vae"
+    code, _, err = _run(capsys, "train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--epochs", "1",
+                        "--quiet", "--out", run)  # fmt: skip
+    assert code == 0, err
+    code, _, err = _run(capsys, "impute", run, "--split", "test", "--out", tmp_path / "x.npy")
+    assert code == 1 and err.count("\n") == 1, err
+    assert "the test split of digits has no missing entries (NaN) to impute: name a file of inputs" in err, err
+    assert "after the run folder, or impute the splits of a run trained with --missing-rate R" in err, err
+    np.save(tmp_path / "complete.npy", np.zeros((3, 1, 8, 8), np.float32))
+    code, _, err = _run(capsys, "impute", run, tmp_path / "complete.npy", "--out", tmp_path / "y.npy")
+    assert code == 1 and "has no missing entries (NaN) to impute: mark the entries to fill as NaN" in err, err
+    assert not (tmp_path / "x.npy").exists() and not (tmp_path / "y.npy").exists()
+
+
 def test_train_refuses_incomplete_data_without_miwae(tmp_path, capsys):
     code, _, err = _run(capsys, "train", "--dataset", "iris", "--likelihood", "gaussian", "--missing-rate", "0.3",
                         "--epochs", "1", "--out", tmp_path / "r")  # fmt: skip

@@ -282,7 +282,13 @@ def _incomplete(
         file_shape = (len(idx), *file_shape[1:])
     missing = ~observed(data)
     if not missing.any():
-        raise DataError(f"{where} has no missing entries (NaN) to impute")
+        fix = (
+            "mark the entries to fill as NaN (in a table, empty cells)"
+            if args.input
+            else "name a file of inputs with missing entries (NaN; in a table, empty cells) after the run folder, or "
+            "impute the splits of a run trained with --missing-rate R, which removes entries at random"
+        )
+        raise DataError(f"{where} has no missing entries (NaN) to impute: {fix}")
     if truth is not None and not (missing & ~torch.isnan(truth)).any():
         truth = None  # every missing entry was missing in the data file already: no value known to score against
     if args.baselines and truth is None:
