@@ -854,6 +854,32 @@ def test_data_dir_names_the_ood_set_s_folder_for_a_run_on_a_data_file(tmp_path, 
     _refused(code, err, f"--data-dir is of datasets read from a folder; {run} was trained on {tmp_path / 'x.npy'}")
 
 
+def test_grey_images_against_a_run_on_binary_images_say_to_binarize_them(tmp_path, capsys):
+    """dgm ood of a VAE on binarized MNIST with --ood fashion-mnist said only "OOD inputs must be of
+    the run's shape and levels": now how to make them so, binarized into a .npy file, which it reads."""
+    from dgmkit.data import load_dataset
+
+    digits = load_dataset("digits").test.x.numpy()  # (300, 1, 8, 8), levels 0..16
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "binary.npy", (rng.random(digits.shape) < digits / 16).astype(np.uint8))
+    run = tmp_path / "vae"
+    code, _, err = _dgm(capsys, "train", "--dataset", tmp_path / "binary.npy", "--hidden", "16", "--latent-dim", "2",
+                        "--epochs", "1", "--quiet", "--out", run)  # fmt: skip
+    assert code == 0, err
+    code, _, err = _dgm(capsys, "ood", run, "--ood", "digits", "--limit", "20")
+    _refused(code, err, "images of shape (1, 8, 8) with 17 levels", "models (1, 8, 8) with 2 levels",
+             "binarize them as the run's data were (a seeded Bernoulli draw of each pixel's intensity) into a .npy "
+             "file of 0/1 and give its path")  # fmt: skip
+    np.save(tmp_path / "ood.npy", (rng.random(digits.shape) < digits[:, :, ::-1] / 16).astype(np.uint8))
+    code, _, err = _dgm(capsys, "ood", run, "--ood", tmp_path / "ood.npy", "--ood-split", "all", "--limit", "20",
+                        "--iw-samples", "10", "--fit-limit", "50")  # fmt: skip
+    assert code == 0, err
+    np.save(tmp_path / "wide.npy", np.zeros((60, 4, 16), np.uint8) + 3)
+    code, _, err = _dgm(capsys, "ood", run, "--ood", tmp_path / "wide.npy", "--ood-split", "all")
+    _refused(code, err, "OOD inputs must be of the run's shape and levels")
+    assert "binarize" not in err  # (of another shape: binarizing would not make them the run's)
+
+
 def test_flat_rows_of_the_run_s_images_are_read_as_its_images(runs, tmp_path, capsys):
     """dgm score reads flat rows (N, D) of the run's images; --ood refused them as "images of shape
     (1, 1, 64)". Read as the run's images, they score as the same images given (N, H, W) do; rows

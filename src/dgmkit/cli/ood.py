@@ -244,11 +244,19 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
         seen = _observed(ds) if ds.num_levels is None else None
         if seen is not None and len(seen) and (not seen.is_floating_point() or bool((seen == seen.round()).all())):
             held = values_seen(seen)  # (whole numbers beyond the levels 0..255 are read as no levels: not "continuous")
+        # (a run on binary images, binarized MNIST, against 8-bit ones: binarized, they are the run's kind of data)
+        binarize = tuple(ds.event_shape) == want and levels == 2 and (ds.num_levels or 0) > 2
+        fix = (
+            ": binarize them as the run's data were (a seeded Bernoulli draw of each pixel's intensity) into a .npy "
+            "file of 0/1 and give its path"
+            if binarize
+            else ""
+        )
         raise DataError(
             f"--ood {args.ood}: {'rows' if ds.columns or table is not None and is_data_file(args.ood) else 'images'} "
             f"of shape {tuple(ds.event_shape)} with "
             f"{held}, but {run.path} "
-            f"models {want} with {_levels(levels)}; OOD inputs must be of the run's shape and levels"
+            f"models {want} with {_levels(levels)}; OOD inputs must be of the run's shape and levels{fix}"
         )
     if fewer and ds.num_levels == 2 < levels and bool((_observed(ds) == 1).any()):  # (all zeros: black, as said)
         say(
