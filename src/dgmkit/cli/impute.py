@@ -247,6 +247,23 @@ def _trained_on_incomplete(dataset: Dataset) -> bool:
     return x.is_floating_point() and bool(torch.isnan(x).any())
 
 
+def _removed_values(args: argparse.Namespace, run: Run, data: torch.Tensor) -> torch.Tensor | None:
+    """The split ``data`` as it was before the run's --missing-rate removed entries of it (the run
+    removed them itself: the values that were there are known); None for a run that removed none."""
+    if run.cfg.data.missing_rate <= 0:
+        return None
+    source = dataclasses.replace(
+        run.cfg.data,
+        dataset=args.data or run.cfg.data.dataset,
+        schema=args.schema or run.cfg.data.schema,  # (as run_data read them)
+    )
+    complete = run_dataset(dataclasses.replace(source, missing_rate=0.0), args.data_dir or None)
+    truth = complete.split(args.split).x.float()
+    if truth.shape != data.shape or not torch.equal(truth[observed(data)], data[observed(data)].float()):
+        raise DataError(f"the complete data of {run.path} no longer match its incomplete data")
+    return truth
+
+
 def _incomplete(
     args: argparse.Namespace, run: Run, dataset: Dataset
 ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, ...], str]:
@@ -266,16 +283,7 @@ def _incomplete(
         data = dataset.split(args.split).x
         file_shape = tuple(data.shape)
         where = f"the {args.split} split of {run.record['data']['name']}"
-        if run.cfg.data.missing_rate > 0:  # the run removed these entries itself: the values that were there are known
-            source = dataclasses.replace(
-                run.cfg.data,
-                dataset=args.data or run.cfg.data.dataset,
-                schema=args.schema or run.cfg.data.schema,  # (as run_data read them)
-            )
-            complete = run_dataset(dataclasses.replace(source, missing_rate=0.0), args.data_dir or None)
-            truth = complete.split(args.split).x.float()
-            if truth.shape != data.shape or not torch.equal(truth[observed(data)], data[observed(data)].float()):
-                raise DataError(f"the complete data of {run.path} no longer match its incomplete data")
+        truth = _removed_values(args, run, data)
     idx = None if args.input else seeded_rows(len(data), args.limit, args.seed)  # (a file's: its first rows, read so)
     if idx is not None:
         data, truth = data[idx], None if truth is None else truth[idx]

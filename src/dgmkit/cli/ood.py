@@ -213,6 +213,24 @@ def _check_ood_data_dir(args: argparse.Namespace) -> None:
         )
 
 
+def _held(ds: Dataset) -> str:
+    """The levels of the OOD data ``ds`` in words, or the values it holds where it has no levels
+    (whole numbers beyond the levels 0..255 are read as no levels: not "continuous")."""
+    seen = _observed(ds) if ds.num_levels is None else None
+    if seen is not None and len(seen) and (not seen.is_floating_point() or bool((seen == seen.round()).all())):
+        return values_seen(seen)
+    return _levels(ds.num_levels)
+
+
+def _binarize_hint(ds: Dataset, want: tuple[int, ...], levels: int | None) -> str:
+    """What to do with OOD images of a run's shape with more levels than its two (a run on binary
+    images, binarized MNIST, against 8-bit ones: binarized, they are the run's kind of data)."""
+    if tuple(ds.event_shape) == want and levels == 2 and (ds.num_levels or 0) > 2:
+        return (": binarize them as the run's data were (a seeded Bernoulli draw of each pixel's intensity) into a "
+                ".npy file of 0/1 and give its path")  # fmt: skip
+    return ""
+
+
 def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     """The OOD dataset, refused unless it has the run's image shape and number of levels."""
     cfg = run.cfg.data
@@ -240,23 +258,11 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     # a file's levels are read off its highest value: 0..12 are levels of a run of 17 (as dgm score takes them)
     fewer = is_data_file(args.ood) and None not in (ds.num_levels, levels) and ds.num_levels <= levels
     if tuple(ds.event_shape) != want or (ds.num_levels != levels and not fewer):
-        held = _levels(ds.num_levels)
-        seen = _observed(ds) if ds.num_levels is None else None
-        if seen is not None and len(seen) and (not seen.is_floating_point() or bool((seen == seen.round()).all())):
-            held = values_seen(seen)  # (whole numbers beyond the levels 0..255 are read as no levels: not "continuous")
-        # (a run on binary images, binarized MNIST, against 8-bit ones: binarized, they are the run's kind of data)
-        binarize = tuple(ds.event_shape) == want and levels == 2 and (ds.num_levels or 0) > 2
-        fix = (
-            ": binarize them as the run's data were (a seeded Bernoulli draw of each pixel's intensity) into a .npy "
-            "file of 0/1 and give its path"
-            if binarize
-            else ""
-        )
+        rows = ds.columns or table is not None and is_data_file(args.ood)
         raise DataError(
-            f"--ood {args.ood}: {'rows' if ds.columns or table is not None and is_data_file(args.ood) else 'images'} "
-            f"of shape {tuple(ds.event_shape)} with "
-            f"{held}, but {run.path} "
-            f"models {want} with {_levels(levels)}; OOD inputs must be of the run's shape and levels{fix}"
+            f"--ood {args.ood}: {'rows' if rows else 'images'} of shape {tuple(ds.event_shape)} with {_held(ds)}, but "
+            f"{run.path} models {want} with {_levels(levels)}; OOD inputs must be of the run's shape and levels"
+            f"{_binarize_hint(ds, want, levels)}"
         )
     if fewer and ds.num_levels == 2 < levels and bool((_observed(ds) == 1).any()):  # (all zeros: black, as said)
         say(

@@ -6,7 +6,6 @@ several runs, a comparison table."""
 
 import argparse
 import math
-import shlex
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from dgmkit.cli.common import (
     run_data,
     say,
     score_label,
+    shell_path,
     shows_images,
     split_data,
     to_display,
@@ -241,16 +241,7 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     if args.samples and model.can_sample and images and run.cfg.data.codes_of:  # (code grids: no pictures of them)
         _decoded_samples(run, args, figs, notes)  # the images they stand for, through the VQ-VAE's decoder
     elif args.samples and model.can_sample and images:
-        steps = args.steps if model.sample_steps else None  # --steps: for the diffusion models among the runs
-        shown, what = draw_samples(run, args.samples, args.seed, SampleOptions(steps=steps))
-        lower = f"a lower temperature (dgm sample {shlex.quote(str(run.path))} --temperature 0.7, say)"
-        why = non_finite_draws(shown, run, lower=lower)
-        if why:  # (a flow trained little: the other runs' pages, and this one's other parts, go on)
-            notes.append(f"no samples: {why}")
-        else:
-            side = max(1, round(args.samples**0.5))
-            shown = to_display(shown, run).cpu()  # to a PNG, on the CPU
-            figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(shown, side)))
+        _samples(run, args, figs, notes)
     if draws_density(run):  # a 2-D flow (or PPCA of two columns): its density, as dgm density draws it
         _density(run, args, figs, notes)
     if not (model.has_latents or model.reconstructs):  # (a VQ-VAE reconstructs, and has no one vector per image)
@@ -285,6 +276,21 @@ def _figures(run: Run, args: argparse.Namespace) -> tuple[list[tuple[str, str, b
     alt = "latent means" if name == POSTERIOR_MEANS else "latent codes"  # (an autoencoder's z = f(x): no means)
     figs.append((alt, f"{name} of {len(pick)} random test {what} ({axes})", scatter))
     return figs, notes
+
+
+def _samples(run: Run, args: argparse.Namespace, figs: list, notes: list[str]) -> None:
+    """The run's samples as a figure; a note in their place where some are not finite numbers (a
+    flow trained little: the other runs' pages, and this one's other parts, go on)."""
+    steps = args.steps if run.model.sample_steps else None  # --steps: for the diffusion models among the runs
+    shown, what = draw_samples(run, args.samples, args.seed, SampleOptions(steps=steps))
+    lower = f"a lower temperature (dgm sample {shell_path(run.path)} --temperature 0.7, say)"
+    why = non_finite_draws(shown, run, lower=lower)
+    if why:
+        notes.append(f"no samples: {why}")
+        return
+    side = max(1, round(args.samples**0.5))
+    shown = to_display(shown, run).cpu()  # to a PNG, on the CPU
+    figs.append(("samples", f"{what.rstrip(',')} (seed {args.seed})", image_grid_png(shown, side)))
 
 
 def _decoded_samples(run: Run, args: argparse.Namespace, figs: list, notes: list[str]) -> None:
