@@ -153,3 +153,14 @@ def test_a_model_that_never_saw_an_incomplete_input_is_said_to_be_one(people, tm
     assert f"note: {elbo} was trained on complete data (by its ELBO): nothing fitted its encoder" in out
     code, out, err = _run(capsys, "impute", miwae, holes, "--k", "5", "--out", tmp_path / "m.csv")
     assert code == 0 and "trained on complete data" not in out, err
+
+
+HELP_WORDS = [(["--help"], "or with a VAE trained on complete data (by the ELBO"),
+              (["impute", "--help"], "or a VAE trained on complete data by the ELBO")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "words"), HELP_WORDS)
+def test_the_help_names_both_kinds_of_run_that_impute(argv, words, capsys):
+    # a VAE trained on complete data imputes a file of inputs with NaN (above); the help named only --objective miwae
+    assert main(argv) == 0
+    assert words in " ".join(capsys.readouterr().out.split())

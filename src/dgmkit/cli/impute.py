@@ -71,7 +71,17 @@ MAX_IMPUTE_VALUES = 1 << 26
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = add_run_parser(sub, "impute", help="fill in missing entries (NaN) with a model trained by --objective miwae")
+    p = add_run_parser(
+        sub,
+        "impute",
+        help="fill in missing entries (NaN) with a VAE trained by --objective miwae, or with a VAE trained on complete "
+        "data (by the ELBO or another objective) given a file of inputs with NaN",
+        description="Fill in the missing entries (NaN; empty cells of a table) of a split of the run's data or of a "
+        "file of inputs named after the run folder. The run is a VAE trained by --objective miwae (its splits hold "
+        "missing entries where it was trained with --missing-rate or on a file with NaN), or a VAE trained on "
+        "complete data by the ELBO or another of its objectives, given a file of inputs with NaN (a note then says "
+        "that nothing fitted its encoder to incomplete inputs).",
+    )
     p.add_argument(
         "input",
         nargs="?",
