@@ -100,6 +100,20 @@ def test_frey_faces_missing_says_where_it_comes_from(tmp_path):
         load_dataset("frey-faces", tmp_path, download=False)
 
 
+@pytest.mark.parametrize("name", ["binarized-mnist", "mnist", "frey-faces"])
+def test_a_missing_data_file_names_both_ways_to_point_at_the_data(name, tmp_path, monkeypatch):
+    import dgmkit.data.registry as registry
+
+    def offline(*args, **kwargs):
+        raise DataError("no network here")
+
+    monkeypatch.setattr(registry, "fetch", offline)
+    for download in (False, True):
+        with pytest.raises(DataError, match="missing data file") as e:
+            load_dataset(name, tmp_path, download=download)
+        assert str(e.value).endswith("or name another folder with --data-dir or $DGMKIT_DATA (which --data-dir overrides)")
+
+
 def test_frey_faces_copies_that_are_not_freys_are_passed_over_or_named(data_dir, tmp_path):
     """Of several frey_rawface.mat, the first that holds Frey's frames is read; if none does, the
     first copy's problem is the error, naming it."""
@@ -138,7 +152,8 @@ def test_frey_faces_download_is_verified_by_content_and_a_failed_one_leaves_noth
         with pytest.raises(
             DataError,
             match=f"missing data file frey_rawface.mat in {tmp_path / 'new' / 'frey_faces'}, and .*{problem}.*\\. Put it "
-            "there by hand \\(it comes from .*\\) or name another --data-dir$",
+            "there by hand \\(it comes from .*\\) or name another folder with --data-dir or \\$DGMKIT_DATA \\(which "
+            "--data-dir overrides\\)$",
         ):
             load_dataset("frey-faces", tmp_path / "new", download=True)
         assert not (tmp_path / "new").exists()

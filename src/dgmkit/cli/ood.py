@@ -49,7 +49,7 @@ from dgmkit.config import Run, load_run
 from dgmkit.config.run import holds_recorded_data
 from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data import DATASETS, Dataset, Split, default_data_dir, load_dataset
-from dgmkit.data.registry import FOLDER_DATASETS, is_data_file
+from dgmkit.data.registry import ANOTHER_FOLDER, FOLDER_DATASETS, is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.data.transforms import scores_densities, values_seen
 from dgmkit.errors import ConfigError, DataError
@@ -243,7 +243,7 @@ def _ood_dataset(run: Run, args: argparse.Namespace) -> Dataset:
     except DataError as e:
         # (the loader names --data-dir, the flag of a run's own data: where it reads them, another would not)
         if args.ood_data_dir or args.data_dir and cfg.reads_folder:
-            raise DataError(str(e).replace("another --data-dir", "another --ood-data-dir")) from None
+            raise DataError(str(e).replace(ANOTHER_FOLDER, "name another --ood-data-dir")) from None
         if args.data_dir or is_data_file(args.ood) or args.ood not in DATASETS:
             raise  # (a folder named by the user's flag, a file, or an unknown name: no folder helps)
         where = f"the run's data folder {folder}" if folder else f"the default data folder {default_data_dir()}"

@@ -45,7 +45,11 @@ __all__ = [
     "is_table",
     "check_images",
     "DATA_FILE_SUFFIXES",
+    "ANOTHER_FOLDER",
 ]
+
+ANOTHER_FOLDER = "name another folder with --data-dir or $DGMKIT_DATA (which --data-dir overrides)"
+"""How a missing-data error tells the user to point dgm at their data (the end of its message)."""
 
 _LARO = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -198,14 +202,14 @@ def _find(
     if not download:
         raise DataError(
             f"missing data file {stem} (or {stem}.gz); looked in {where}. "
-            f"It comes from {remote.url}; put it in {root / subdirs[0]} or name another --data-dir"
+            f"It comes from {remote.url}; put it in {root / subdirs[0]} or {ANOTHER_FOLDER}"
         )
     try:
         path = fetch(remote.url, root / subdirs[0] / remote.name, remote.checksum, remote.algorithm)
     except DataError as e:
         raise DataError(
             f"missing data file {stem} (or {stem}.gz); looked in {where}, and {e}. "
-            f"Put the file in {root / subdirs[0]} or name another --data-dir"
+            f"Put the file in {root / subdirs[0]} or {ANOTHER_FOLDER}"
         ) from None
     arr = read(path)
     return path, arr, None if identity is None else content_digest(arr)
@@ -368,14 +372,14 @@ def _load_frey(root: Path, download: bool) -> Dataset:
         where = ", ".join(str(f) for f in folders)
         raise DataError(
             f"missing data file {_FREY_NAME}; looked in {where}. It comes from {_FREY_URL}; "
-            f"put it in {root / subdirs[0]} or name another --data-dir"
+            f"put it in {root / subdirs[0]} or {ANOTHER_FOLDER}"
         )
     try:
         found = fetch(_FREY_URL, root / subdirs[0] / _FREY_NAME, None, verify=_frey_frames)
     except DataError as e:
         raise DataError(
             f"missing data file {_FREY_NAME} in {root / subdirs[0]}, and {e}. Put it there by hand (it comes from "
-            f"{_FREY_URL}) or name another --data-dir"
+            f"{_FREY_URL}) or {ANOTHER_FOLDER}"
         ) from None
     return frey_faces(_frey_frames(found))
 
