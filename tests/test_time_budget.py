@@ -375,3 +375,40 @@ def test_the_command_that_goes_on_with_a_run_folder_named_like_a_flag_resumes_it
     assert main([*command[1:], "--quiet"]) == 0  # (the command as shown, less its "dgm")
     said = capsys.readouterr().out
     assert "in epoch 1 after step 1" in said and "trained 1 epoch" in said
+
+
+def test_the_commands_that_use_a_run_stopped_within_an_epoch_say_it_is_partly_trained(tmp_path, capsys):
+    """dgm ood (of the run and of its background), dgm score, dgm impute and dgm cluster say what
+    dgm eval says of weights of a run stopped within an epoch; of whole epochs, none says it."""
+    import numpy as np
+
+    from dgmkit.data import load_dataset
+
+    args = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "3", "--batch-size", "8", "--epochs", "1"]
+    mog, bg = str(tmp_path / "mog"), str(tmp_path / "bg")
+    assert main([*args, "--prior", "mog", "--prior-components", "3", "--time-budget", "1e-6", "--out", mog]) == 0
+    assert main([*args, "--mutation-rate", "0.2", "--time-budget", "1e-6", "--out", bg]) == 0
+    test = load_dataset("digits").test.x[:30].numpy().astype(np.float64)
+    np.save(tmp_path / "flipped.npy", test[:, :, ::-1].astype(np.uint8))
+    test[:, 0, 0, :4] = np.nan
+    np.save(tmp_path / "holes.npy", test)
+    capsys.readouterr()
+    stopped = "note: the weights are of a run stopped in epoch 1 after step 1 (0 epochs finished): a partly trained model"
+    commands = [
+        ["ood", mog, "--in", "test", "--ood", tmp_path / "flipped.npy", "--ood-split", "all", "--background", bg],
+        ["score", mog, tmp_path / "flipped.npy", "--k", "5", "--out", tmp_path / "s.csv"],
+        ["impute", mog, tmp_path / "holes.npy", "--k", "5", "--out", tmp_path / "i.npy"],
+        ["cluster", mog],
+    ]
+    for command in commands:
+        assert main([str(a) for a in command]) == 0, command
+        said = capsys.readouterr().out
+        assert said.count(stopped) == 1, (command, said)
+        if command[0] == "ood":
+            assert f"note: the weights of the background {bg} are of a run stopped in epoch 1 after step 1" in said
+    assert main([*args, "--prior", "mog", "--prior-components", "3", "--resume", "--out", mog]) == 0
+    capsys.readouterr()
+    for command in commands:  # (the background as it was: its note alone)
+        assert main([str(a) for a in command] + (["--force"] if command[0] in ("score", "impute") else [])) == 0
+        said = capsys.readouterr().out
+        assert "note: the weights are" not in said and said.count("partly trained") == (command[0] == "ood"), command

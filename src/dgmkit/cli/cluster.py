@@ -16,6 +16,7 @@ from dgmkit.cli.common import (
     results_locked,
     run_data,
     say,
+    say_partly_trained,
     split_data,
 )
 from dgmkit.config import load_run
@@ -92,6 +93,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     say(f"accuracy (best one-to-one matching)  {scores['accuracy']:.4f}")
     say(f"accuracy (majority label per cluster) {scores['accuracy_majority']:.4f}")
     say(f"NMI                                   {scores['nmi']:.4f}")
+    say_partly_trained(run)
     within = [""] * len(assign) if file_rows is None else file_rows.tolist()
     rows = [_HEADER] + [f"{i},{int(a)},{int(b)},{r}" for i, (a, b, r) in enumerate(zip(y.cpu().tolist(), assign, within))]
     with results_locked(run.path, "cluster.json"):  # the pair of one call, checked again: another may have written

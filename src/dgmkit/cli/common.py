@@ -122,6 +122,37 @@ def say(msg: str = "") -> None:
     print(msg, file=sys.stdout, flush=True)
 
 
+def trained_so_far(run: Run) -> dict | None:
+    """How far training had gone when ``run``'s weights were written: epochs finished and, for a
+    run stopped within an epoch (--time-budget, or Ctrl-C with an in-epoch checkpoint), the steps
+    into the next (None: unknown)."""
+    t = run.trainer
+    if t is None:
+        return None
+    progress = t.get("epoch_progress")
+    step = progress.get("step") if isinstance(progress, dict) else None
+    return {"epochs": t["epoch"], "steps_into_next": step if isinstance(step, int) else 0}
+
+
+def partly_trained(trained: dict | None, whose: str = "the weights") -> str | None:
+    """The words that say weights are of a run stopped within an epoch, from ``trained``
+    (``trained_so_far``'s record: dgm eval keeps it), ``whose`` naming them; None for the weights
+    of whole epochs, or where it is not known."""
+    if not trained or not trained.get("steps_into_next"):
+        return None
+    return (
+        f"{whose} are of a run stopped in epoch {trained['epochs'] + 1} after step {trained['steps_into_next']} "
+        f"({trained['epochs']} epochs finished): a partly trained model; go on with dgm train --resume"
+    )
+
+
+def say_partly_trained(run: Run, indent: str = "", whose: str = "the weights") -> None:
+    """Says, as a note, that ``run``'s weights are partly trained (``partly_trained``), where they are."""
+    words = partly_trained(trained_so_far(run), whose)
+    if words:
+        say(f"{indent}note: {words}")
+
+
 def add_run_parser(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
     """The parser of the command ``name`` (``kwargs``: its help, ...), whose first argument is a
     run folder, ``run_dir``."""

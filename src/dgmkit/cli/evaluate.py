@@ -24,6 +24,7 @@ from dgmkit.cli.common import (
     attach_inputs,
     one_draw_bound,
     own_result,
+    partly_trained,
     plural,
     positive_count,
     results_locked,
@@ -32,6 +33,7 @@ from dgmkit.cli.common import (
     seeded_rows,
     split_data,
     standardized_note,
+    trained_so_far,
 )
 from dgmkit.config import Run, load_run
 from dgmkit.config.schema import MAX_IW_SAMPLES
@@ -200,12 +202,9 @@ def eval_notes(r: dict) -> list[str]:
         ]
         prior = _inputs(r).get("code-prior")
         out.append(f"the bound's prior over code grids: {'the model in ' + prior if prior else 'uniform over the codes'}")
-    trained = r.get("trained") or {}
-    if trained.get("steps_into_next"):
-        out.append(
-            f"the weights are of a run stopped in epoch {trained['epochs'] + 1} after step {trained['steps_into_next']} "
-            f"({trained['epochs']} epochs finished): a partly trained model; go on with dgm train --resume"
-        )
+    stopped = partly_trained(r.get("trained"))
+    if stopped:
+        out.append(stopped)
     return out + data_notes(r)
 
 
@@ -348,7 +347,7 @@ def evaluate_run(
     )
     return {
         **report.to_dict(),
-        "trained": _trained(run),
+        "trained": trained_so_far(run),
         # what the model declares that the numbers' notes depend on
         "point_mass_posterior": run.model.point_mass_posterior,
         "table_note": standardized_note(dataset),  # what a table's numbers are of
@@ -414,17 +413,6 @@ def _seeded_subset(
     if idx is None:
         return x, y, None
     return x[idx], None if y is None else y[idx], {"seed": seed, "of": len(x), "indices": idx.tolist()}
-
-
-def _trained(run: Run) -> dict | None:
-    """How far training had gone when the evaluated weights were written: epochs finished and,
-    for a run stopped within an epoch (--time-budget), the steps into the next (None: unknown)."""
-    t = run.trainer
-    if t is None:
-        return None
-    progress = t.get("epoch_progress")
-    step = progress.get("step") if isinstance(progress, dict) else None
-    return {"epochs": t["epoch"], "steps_into_next": step if isinstance(step, int) else 0}
 
 
 def run_eval(args: argparse.Namespace) -> int:

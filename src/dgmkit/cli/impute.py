@@ -39,6 +39,7 @@ from dgmkit.cli.common import (
     read_input_file,
     run_data,
     say,
+    say_partly_trained,
     seeded_rows,
     shows_images,
 )
@@ -173,23 +174,9 @@ def run_impute(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, which=args.weights, device=args.device)
     out, figure = _outputs(args, run)
     own_result_file(run.path / "impute.json", "rmse", "impute again")  # a foreign impute.json is refused before any work
-    if args.baselines and args.input:
-        raise ConfigError(
-            "--baselines score imputations against the removed values: they need the run's own data, not INPUT"
-        )
-    if args.split is not None and args.input:
-        raise ConfigError("INPUT is imputed as it is, row for row, not a split of the run's own data: leave out --split")
+    _check_request(args, run)
     args.split = args.split or "train"  # (None where not given, so that INPUT refuses it)
-    check_imputes(run.model)  # (a flow's dequantized data are refused below: that a flow cannot impute comes first)
     transform = run.transform
-    if transform.kind == "dequantize":
-        raise ConfigError("imputation of dequantized data is not supported: train with a discrete likelihood")
-    if transform.kind == "dynamic-binarize" and args.draws:
-        raise ConfigError(
-            f"--draws: {run.path} models binarized versions of the data's levels {_levels(run)} "
-            "(a bernoulli likelihood), so its draws are binary pixels, not draws of p(x_m | x_o) in the data's levels; "
-            "leave out --draws (the single imputation is written in the levels) or train with --likelihood categorical"
-        )
     dataset = run_data(run, args.data_dir, args.data, args.schema)
     columns = dataset.columns
     data, truth, file_shape, where = _incomplete(args, run, dataset)
@@ -205,13 +192,7 @@ def run_impute(args: argparse.Namespace) -> int:
         f"{plural(len(data), 'datapoint')} ({where}) with k = {args.k} importance samples"
         + (f", and {plural(args.draws, 'multiple imputation')}" if args.draws else "")
     )
-    if args.input and Path(args.input).suffix.lower() not in TABLE_SUFFIXES and is_table(run.cfg.data.dataset):
-        say(array_of_table_note(args.input, dataset))
-    if args.input and not _trained_on_incomplete(dataset):
-        say(
-            f"note: {run.path} was trained on complete data (by its {run.cfg.model.training_objective().label}): "
-            "nothing fitted its encoder q(z|x_o) to incomplete inputs, as --objective miwae on incomplete data does"
-        )
+    _model_notes(args, run, dataset)
     arrays = {"x": single_data.numpy().reshape(file_shape)}
     if multiple is not None:
         draws = _written(torch.where(missing, to_data_units(multiple, transform), data.double()), missing, columns, run)
@@ -221,6 +202,52 @@ def run_impute(args: argparse.Namespace) -> int:
         scores = _scores(args, run, data, truth, single_data, missing, columns)
     _write_imputed(args, out, arrays["x"].reshape(len(data), -1), columns, arrays)
     say(f"wrote {out}")
+    _output_notes(args, run, out, columns)
+    if figure is not None:
+        _figure(figure, run, data, single_data, truth)
+        say(f"wrote {figure}")
+    if scores is not None:
+        atomic_write_json(run.path / "impute.json", scores)
+        say(f"wrote {run.path / 'impute.json'}")
+    return 0
+
+
+def _check_request(args: argparse.Namespace, run: Run) -> None:
+    """Refuses what ``run`` cannot do with these flags: INPUT with --split, or with --baselines; a model
+    that cannot impute, dequantized data, draws of a model of binarized levels."""
+    if args.baselines and args.input:
+        raise ConfigError(
+            "--baselines score imputations against the removed values: they need the run's own data, not INPUT"
+        )
+    if args.split is not None and args.input:
+        raise ConfigError("INPUT is imputed as it is, row for row, not a split of the run's own data: leave out --split")
+    check_imputes(run.model)  # (a flow's dequantized data are refused below: that a flow cannot impute comes first)
+    if run.transform.kind == "dequantize":
+        raise ConfigError("imputation of dequantized data is not supported: train with a discrete likelihood")
+    if run.transform.kind == "dynamic-binarize" and args.draws:
+        raise ConfigError(
+            f"--draws: {run.path} models binarized versions of the data's levels {_levels(run)} "
+            "(a bernoulli likelihood), so its draws are binary pixels, not draws of p(x_m | x_o) in the data's levels; "
+            "leave out --draws (the single imputation is written in the levels) or train with --likelihood categorical"
+        )
+
+
+def _model_notes(args: argparse.Namespace, run: Run, dataset: Dataset) -> None:
+    """What to know of the model that imputed: an array INPUT read as the rows of a table, a model
+    trained on complete data, weights of a run stopped within an epoch."""
+    if args.input and Path(args.input).suffix.lower() not in TABLE_SUFFIXES and is_table(run.cfg.data.dataset):
+        say(array_of_table_note(args.input, dataset))
+    if args.input and not _trained_on_incomplete(dataset):
+        say(
+            f"note: {run.path} was trained on complete data (by its {run.cfg.model.training_objective().label}): "
+            "nothing fitted its encoder q(z|x_o) to incomplete inputs, as --objective miwae on incomplete data does"
+        )
+    say_partly_trained(run)
+
+
+def _output_notes(args: argparse.Namespace, run: Run, out: Path, columns: tuple) -> None:
+    """What the file ``out`` holds: a split's rows of a data file, a table's rows as the model
+    sees them, imputations rounded to the data's levels."""
     if not args.input and is_data_file(run.cfg.data.dataset):
         command = f"dgm impute {shlex.quote(str(args.run_dir))} {shlex.quote(run.cfg.data.dataset)} --out FILE"
         fill = f"; to fill the file itself, row for row: {command}"
@@ -241,13 +268,6 @@ def run_impute(args: argparse.Namespace) -> int:
             f"note: {out} holds each imputation rounded to the nearest of the data's levels {_levels(run)} (the "
             "estimate of E[x_m | x_o], rounded), as the data are stored"
         )
-    if figure is not None:
-        _figure(figure, run, data, single_data, truth)
-        say(f"wrote {figure}")
-    if scores is not None:
-        atomic_write_json(run.path / "impute.json", scores)
-        say(f"wrote {run.path / 'impute.json'}")
-    return 0
 
 
 def _trained_on_incomplete(dataset: Dataset) -> bool:

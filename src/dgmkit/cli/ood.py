@@ -40,6 +40,7 @@ from dgmkit.cli.common import (
     run_data,
     run_table,
     say,
+    say_partly_trained,
     seeded_rows,
     standardized_note,
     write_png,
@@ -511,6 +512,9 @@ def run_ood(args: argparse.Namespace) -> int:
     say(format_table(result))
     for note in _notes(result):
         say(f"  {note}")
+    say_partly_trained(run, "  ")
+    if bg is not None:
+        say_partly_trained(bg, "  ", f"the weights of the background {args.background}")
     if scored.foreign is not None:
         say(f"  note: {scored.foreign}")
     if is_data_file(args.ood) and args.ood_split != "all":

@@ -33,6 +33,7 @@ from dgmkit.cli.common import (
     read_input_file,
     run_table,
     say,
+    say_partly_trained,
     standardized_note,
 )
 from dgmkit.cli.compress import read_pngs
@@ -235,6 +236,7 @@ def run_score(args: argparse.Namespace) -> int:
     unit = "" if bpd is None else f", {float(-log_px.sum() / (observed_entries(x).sum().item() * math.log(2))):.4f} bits/dim"
     say(f"scored {plural(len(names), 'input')}: mean log p(x) {float(np.mean(log_px)):.3f} nats{unit} ({said}) -> {out}")
     _notes(run, x, names, k, bpd is not None)
+    say_partly_trained(run)
     note = standardized_note(table) if table is not None else None
     if note:
         say(note)
