@@ -763,6 +763,37 @@ def test_a_temperature_of_any_real_number_type_is_drawn_at_that_temperature(tmp_
         assert torch.equal(x, half[0]) and what == half[1] == "2 samples x ~ p(x) at temperature 0.5"
 
 
+def test_draws_that_are_not_finite_numbers_are_returned_with_a_warning_that_says_to_lower_the_temperature(
+    tmp_path, monkeypatch
+):
+    """A flow whose inverse overflows drew NaN, which dgmkit.sample returned without a word (dgm
+    sample refuses them, saying to draw at a lower --temperature): they come back as drawn, with a
+    RuntimeWarning at the caller's line that says how many and names the keyword."""
+    from dgmkit.transforms.coupling import AffineCoupling
+
+    glow = dgmkit.train(tmp_path / "glow", dataset="digits", model="flow", flow="glow", hidden=[16], flow_layers=2, epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (finite draws: no warning)
+        fine, _ = dgmkit.sample(glow, 4, seed=1)
+    real = AffineCoupling._transform
+
+    def overflowing(self, x, params, inverse, where):  # raw log-scales far below what sigmoid(raw + 2) keeps above 0
+        return real(self, x, (params[0] - 400.0, params[1]) if inverse else params, inverse, where)
+
+    monkeypatch.setattr(AffineCoupling, "_transform", overflowing)
+    with pytest.warns(RuntimeWarning) as caught:
+        x, what = dgmkit.sample(glow, 4, seed=1)
+    bad = int((~torch.isfinite(x)).sum())
+    assert bad and x.shape == fine.shape and what == "4 samples x ~ p(x) at temperature 1"
+    (w,) = caught
+    assert str(w.message) == (
+        f"the flow drew {bad} of {x.numel()} values at temperature 1 that are not finite numbers (its inverse overflowed "
+        "on base draws that it maps out of range, as a flow trained little does): draw at a lower temperature "
+        "(temperature=0.7, say), or train it longer; they are returned as drawn"
+    )
+    assert w.filename == __file__
+
+
 def test_a_refusal_that_names_dgm_s_commands_keeps_their_flags(tmp_path):
     """A run on another run's data whose source folder moved: the refusal says to name the new folder with
     --data of dgm eval, sample and the other commands; said with keywords it named "data= NEW for dgm

@@ -30,6 +30,7 @@ import contextlib
 import functools
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -48,6 +49,7 @@ from dgmkit.cli.figures import (
     draw_samples,
     interpolation,
     needs_latents,
+    non_finite_draws,
     picked_images,
     picked_pairs,
     reconstructs,
@@ -514,13 +516,25 @@ def sample(
     other runs in roles the family declares (``{"code-prior": RUN}``: a VQ-VAE draws its code
     grids from that run; ``code_prior=RUN`` is short for it; a loaded run or a run folder's
     path), attached to ``run``: they stay attached, and every later result of it names them.
-    ``run``: a loaded run, or a run folder's path (loaded as ``load`` does, for this call)."""
+    ``run``: a loaded run, or a run folder's path (loaded as ``load`` does, for this call).
+    Draws that are not finite numbers (NaN or inf: a flow trained little whose inverse overflows)
+    are returned as drawn, with a RuntimeWarning that says how many and, of a flow, to draw at a
+    lower temperature (``dgm sample`` refuses them)."""
     run = _the_run(run, "sample")
     _known_options(options, SAMPLE_OPTIONS, "sample")
     seed = given_count(seed, 0, MAX_SEED, "seed")
     _attach(run, inputs, code_prior)
     x, what = draw_samples(run, n, seed, SampleOptions(**options), keywords=True)
+    _warn_non_finite(x, run, options.get("temperature"))
     return x.cpu(), what.rstrip(",")
+
+
+def _warn_non_finite(x: torch.Tensor, run: Run, temperature: float | None) -> None:
+    """A RuntimeWarning, at ``sample``'s caller, where the draws ``x`` are not all finite numbers
+    (``non_finite_draws``'s words, with the keyword that lowers a flow's temperature)."""
+    words = non_finite_draws(x, run, temperature, lower="a lower temperature (temperature=0.7, say)")
+    if words:  # (sample -> _in_float32's wrapper -> the caller)
+        warnings.warn(f"{words}; they are returned as drawn", RuntimeWarning, stacklevel=4)
 
 
 @_in_float32
