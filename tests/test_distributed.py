@@ -596,11 +596,21 @@ if fault:
         trainer.Trainer._step = dying
     elif fault == "sigterm":  # SIGTERM to ranks, DGMKIT_TEST_TERM "RANK@STEP,RANK@save" (before the run's step STEP,
         import signal  # or as the checkpoint within the epoch is written, after the ranks' vote); a vote every step
+        import time  # RANK@valid: as the first validation starts, which then takes 2.5 s, the watch's 1 s and more
 
         trainer.VOTE_SECONDS = 0.0
         items = (item.split("@") for item in os.environ["DGMKIT_TEST_TERM"].split(","))
-        when = {int(rank): at for rank, at in items}.get(int(os.environ["RANK"]))
-        step, save = trainer.Trainer._step, trainer.Trainer.save
+        when = {int(rank): at for rank, at in items}.get(int(os.environ.get("RANK", -1)))  # (-1: torchrun itself)
+        step, save, validate = trainer.Trainer._step, trainer.Trainer.save, trainer.Trainer.validate
+        distributed.sigterm_unwinds.__wrapped__.__defaults__ = (1.0,)  # (the watch: 1 s)
+
+        def signalled_validate(self, *args, **kwargs):
+            if when == "valid" and self.epoch == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(2.5)
+            return validate(self, *args, **kwargs)
+
+        trainer.Trainer.validate = signalled_validate
 
         def signalled_step(self, *args, **kwargs):
             if when == str(self.step):
@@ -802,6 +812,24 @@ def test_a_sigterm_within_an_epoch_stops_every_rank_after_one_step_and_the_run_r
     a, b = _weights_and_state(straight_vae), _weights_and_state(run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _metrics_lines(run) == _metrics_lines(straight_vae)
+
+
+def test_a_sigterm_during_a_validation_longer_than_the_watch_stops_every_rank_after_the_epoch_s_files(tmp_path, monkeypatch):
+    """Sent to rank 1 as epoch 1's validation starts, which takes longer than the watch's seconds
+    (lowered to 1 s): the ranks stop after that epoch's files, as one process does. The watch
+    counted from the signal: it ended rank 1 mid-validation ('had not stopped 1 s after SIGTERM'),
+    rank 0 lost contact with it, and epoch 1, trained, was lost."""
+    from dgmkit._io import shell_path
+
+    _planted(monkeypatch, tmp_path, "sigterm")
+    monkeypatch.setenv("DGMKIT_TEST_TERM", "1@valid")
+    run = tmp_path / "run"
+    p = _torchrun([*_VAE, "--out", str(run)], 2)
+    assert p.stderr.count("Signal 15 (SIGTERM)") == 2 and "had not stopped" not in p.stderr, p.stderr[-3000:]
+    said = [line for line in p.stderr.splitlines() if line.startswith("dgm:")]
+    assert said == ["dgm: interrupted (SIGTERM); the run's last checkpoint (after epoch 1) is kept: go on with: "
+                    f"dgm train --resume --nproc 2 --out {shell_path(run)}"], p.stderr[-3000:]  # fmt: skip
+    assert _counters(run / "checkpoint.safetensors")["epoch"] == 1 and len(_metrics_lines(run)) == 1
 
 
 def _weights_and_state(run: Path) -> dict:

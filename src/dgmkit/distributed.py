@@ -59,6 +59,7 @@ __all__ = [
     "shutdown",
     "end_process",
     "sigterm_unwinds",
+    "sigterm_held",
 ]
 
 
@@ -244,6 +245,38 @@ def end_process(status: int) -> NoReturn:
 
 TERM_SECONDS = 10.0  # how long a rank sent SIGTERM may take to unwind before it is ended
 
+# set while a fit holds SIGTERM back (``sigterm_held``): the watch of ``sigterm_unwinds`` counts from its end
+_HELD = threading.Event()
+
+
+@contextlib.contextmanager
+def sigterm_held() -> Iterator[None]:
+    """Within the block a fit holds a SIGTERM back and stops by itself (``Trainer._sigterm_deferred``:
+    after a step, or after the epoch's validation and files, with a checkpoint), which may take
+    longer than the watch's seconds: the watch of ``sigterm_unwinds`` counts them from the block's
+    end, not from the signal (it ended a rank that was validating, and its peers lost contact)."""
+    _HELD.set()
+    try:
+        yield
+    finally:
+        _HELD.clear()
+
+
+def _watch(heard: socket.socket, seconds: float) -> None:
+    """``sigterm_unwinds``'s watch: ``seconds`` after a SIGTERM (after the end of a ``sigterm_held``
+    block meanwhile), the rank is ended; nothing where the block of ``sigterm_unwinds`` ends first."""
+    with heard:
+        while signal.SIGTERM not in (got := heard.recv(64)):
+            if not got:  # the block ended
+                return
+    end = time.monotonic() + seconds
+    while (now := time.monotonic()) < end or _HELD.is_set():
+        end = now + seconds if _HELD.is_set() else end
+        time.sleep(min(0.05, max(0.0, end - now)))
+    print(f"dgm: note: rank {os.environ.get('RANK', '?')} had not stopped {seconds:g} s after SIGTERM: ended",
+          file=sys.stderr, flush=True)  # fmt: skip
+    os._exit(128 + signal.SIGTERM)
+
 
 # the socket pair of the watch that ``sigterm_unwinds`` runs, while it runs: a process forked meanwhile
 # (a data loader's worker, a pool's) drops it, so that a SIGTERM to that child is not taken for the rank's
@@ -276,9 +309,10 @@ def sigterm_unwinds(seconds: float = TERM_SECONDS) -> Iterator[None]:
     takes it over (``Trainer._sigterm_deferred``: the ranks stop together after a step, with a
     checkpoint, then raise Terminated). Python runs the handler only once the main thread is back
     from C++: a rank held in a collective that does not return is ended by a watch ``seconds``
-    after the signal (status 143, the shell's for SIGTERM). Only where SIGTERM has its default
-    action, in the main thread: a handler of the caller's, or another's signal wakeup fd (an event
-    loop's), is left to it, without the watch. A forked process has no watch, and its own SIGTERM."""
+    after the signal, or after a fit that held it back hands it back (``sigterm_held``), with
+    status 143, the shell's for SIGTERM. Only where SIGTERM has its default action, in the main
+    thread: a handler of the caller's, or another's signal wakeup fd (an event loop's), is left to
+    it, without the watch. A forked process has no watch, and its own SIGTERM."""
     own = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     with sigterm_interrupts():
         if not own:
@@ -292,20 +326,9 @@ def sigterm_unwinds(seconds: float = TERM_SECONDS) -> Iterator[None]:
             if previous != -1:  # (another's: left as it was, and no watch)
                 signal.set_wakeup_fd(previous)
             else:
-
-                def watch() -> None:
-                    with heard:
-                        while signal.SIGTERM not in (got := heard.recv(64)):
-                            if not got:  # the block ended
-                                return
-                    time.sleep(seconds)
-                    print(f"dgm: note: rank {os.environ.get('RANK', '?')} had not stopped {seconds:g} s after SIGTERM: "
-                          "ended", file=sys.stderr, flush=True)  # fmt: skip
-                    os._exit(128 + signal.SIGTERM)
-
                 _WATCH.update(wake=wake, heard=heard)
                 try:
-                    threading.Thread(target=watch, name="dgmkit-sigterm-watch", daemon=True).start()
+                    threading.Thread(target=_watch, args=(heard, seconds), name="dgmkit-sigterm-watch", daemon=True).start()
                     watching = True
                 finally:
                     if not watching:

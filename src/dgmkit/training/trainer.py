@@ -1006,7 +1006,8 @@ class Trainer:
         signal.signal(signal.SIGTERM, defer)
         _DEFERRING["handler"] = defer
         try:
-            yield
+            with distributed.sigterm_held():  # (a rank's watch waits for the stop: a validation may outlast it)
+                yield
         finally:
             _DEFERRING["handler"] = None
             if signal.getsignal(signal.SIGTERM) is defer:  # (one installed meanwhile stays)
@@ -1302,8 +1303,8 @@ class _StopVote:
     steps of a few ms), so the ranks vote after every so many steps, about ``VOTE_SECONDS`` apart:
     rank 0 sets the number at each vote from the pace of the steps on its clock (no wait for a GPU),
     and every rank counts the same steps down. A stop comes about that long after the signal (and
-    a step: the votes fall at steps' ends), well within the 10 s that ``distributed.sigterm_unwinds``
-    gives a rank."""
+    a step: the votes fall at steps' ends); one that comes in an epoch's last step, its validation
+    or its files stops the ranks after them (``distributed.sigterm_held``: the watch waits)."""
 
     def __init__(self, is_main: bool):
         self.is_main = is_main
