@@ -613,8 +613,9 @@ if fault:
         trainer.Trainer.validate = signalled_validate
 
         def signalled_step(self, *args, **kwargs):
-            if when == str(self.step):
-                os.kill(os.getpid(), signal.SIGTERM)
+            if when is not None and when.partition("x")[0] == str(self.step):  # RANK@STEPx2: two, one after the other
+                for _ in range(int(when.partition("x")[2] or 1)):
+                    os.kill(os.getpid(), signal.SIGTERM)
             return step(self, *args, **kwargs)
 
         def signalled_save(self, *args, **kwargs):
@@ -783,12 +784,18 @@ def straight_vae(tmp_path_factory) -> Path:
     return run
 
 
-@pytest.mark.parametrize("term", ["1@23", "0@23,1@save"], ids=["to-one-rank", "to-each-rank-at-a-moment-of-its-own"])
+@pytest.mark.parametrize(
+    "term",
+    ["1@23", "0@23,1@save", "0@23x2,1@23x2"],
+    ids=["to-one-rank", "to-each-rank-at-a-moment-of-its-own", "twice-to-each-rank-as-torchrun-passes-one-on"],
+)
 def test_a_sigterm_within_an_epoch_stops_every_rank_after_one_step_and_the_run_resumes_bit_for_bit(
     term, straight_vae, tmp_path, monkeypatch
 ):
     """Sent before the run's step 24 (19 steps an epoch: epoch 2's 5th) to rank 1 alone, or to rank 0
-    then to rank 1 while the checkpoint is written (as torchrun passes one on, rank by rank): every
+    then to rank 1 while the checkpoint is written (as torchrun passes one on, rank by rank), or twice
+    to each rank at once (one that a scheduler, systemd or ``timeout`` sent every process, which
+    torchrun's agent passes on too; the second ended the ranks at once, with no checkpoint): every
     rank stops after that step, one checkpoint holds the place and every rank's random streams
     (each draws its own noise: a VAE's z), every rank ends by the signal, rank 0 names the place and
     the command, and that command on as many processes ends bit for bit as the uninterrupted run."""

@@ -987,21 +987,23 @@ class Trainer:
         SIGTERM on to each rank at a moment of its own), so that all stop after the same step and
         write one checkpoint, of every rank's place and random streams. Only where every rank may
         (``_may_defer_sigterm``): a handler of the caller's is left as it is. A second SIGTERM to a
-        process ends it at once, as does one sent to a process forked meanwhile; an error on the
-        way is raised as it is (the run ends with it, not with the signal)."""
+        process ends it at once (to a rank, one ``PASSED_ON_SECONDS`` after the first or later), as
+        does one sent to a process forked meanwhile; an error on the way is raised as it is (the
+        run ends with it, not with the signal)."""
         self._terminated = self._sigterm_heard = False
         self._deferring = self._may_defer_sigterm()
         self._vote = _StopVote(self.dist.is_main)
         if not self._deferring:
             yield
             return
-        previous, pid = signal.getsignal(signal.SIGTERM), os.getpid()
+        previous, pid, first = signal.getsignal(signal.SIGTERM), os.getpid(), [math.inf]
 
         def defer(signum: int, frame: object) -> None:
-            if self._sigterm_heard or os.getpid() != pid:  # a second one, or a forked child's: the default, now
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            now, passed_on = time.monotonic(), self.dist.parallel  # (a rank's: see PASSED_ON_SECONDS)
+            if (self._sigterm_heard and not (passed_on and now - first[0] < PASSED_ON_SECONDS)) or os.getpid() != pid:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one, or a forked child's: the default, now
                 os.kill(os.getpid(), signal.SIGTERM)
-            self._sigterm_heard = True
+            first[0], self._sigterm_heard = min(first[0], now), True
 
         signal.signal(signal.SIGTERM, defer)
         _DEFERRING["handler"] = defer
@@ -1294,6 +1296,10 @@ class _StopWithin(Exception):
 
 
 VOTE_SECONDS = 0.05  # about how far apart data-parallel ranks vote whether a SIGTERM stops them
+# a data-parallel rank's SIGTERMs within this of its first are that one again: torchrun's agent passes on one that
+# every process got too (a scheduler's, systemd's, `timeout`'s, `kill -- -PGID`'s), and again where it got two (from
+# the group and from `dgm train --nproc`, which passes one on to it); a second one ended the rank at once
+PASSED_ON_SECONDS = 2.0
 MAX_VOTE_STEPS = 10_000
 
 
