@@ -969,6 +969,28 @@ def test_the_sigterm_watch_is_not_set_off_by_a_forked_childs_sigterm_nor_where_t
     assert "had not stopped" not in p.stderr, p.stderr
 
 
+def test_a_sigterm_after_the_one_the_watch_heard_is_not_reported_as_a_broken_wakeup_socket():
+    """A fit holds SIGTERM back with a handler of its own (here a lambda), so a rank hears a second
+    one (torchrun's agent passing on one that every process got): the watch had closed its end of
+    the wakeup socket, and Python printed 'Exception ignored when trying to write to the signal
+    wakeup fd: BrokenPipeError'. Held (``sigterm_held``), the watch waits; then it ends the rank."""
+    script = (
+        "import os, signal, time\n"
+        "from dgmkit import distributed\n"
+        "with distributed.sigterm_unwinds(seconds=0.3):\n"
+        "    signal.signal(signal.SIGTERM, lambda s, f: None)\n"
+        "    with distributed.sigterm_held():\n"
+        "        for _ in range(2):\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "            time.sleep(0.5)\n"
+        "        print('held', flush=True)\n"
+        "    time.sleep(5)\n"
+    )
+    p = _run_script(script)
+    assert p.returncode == 143 and p.stdout == "held\n", p.stdout + p.stderr
+    assert p.stderr == "dgm: note: rank 1 had not stopped 0.3 s after SIGTERM: ended\n", p.stderr
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
 def test_a_launcher_killed_outright_takes_its_ranks_with_it(tmp_path):
     """The launcher ended by SIGKILL (the out-of-memory killer's): its ranks trained on, orphaned,

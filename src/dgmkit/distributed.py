@@ -264,15 +264,17 @@ def sigterm_held() -> Iterator[None]:
 
 def _watch(heard: socket.socket, seconds: float) -> None:
     """``sigterm_unwinds``'s watch: ``seconds`` after a SIGTERM (after the end of a ``sigterm_held``
-    block meanwhile), the rank is ended; nothing where the block of ``sigterm_unwinds`` ends first."""
+    block meanwhile), the rank is ended; nothing where the block of ``sigterm_unwinds`` ends first.
+    ``heard`` stays open once it has heard one: a later signal is written into it, where a closed
+    one made Python print "Exception ignored when trying to write to the signal wakeup fd"."""
     with heard:
         while signal.SIGTERM not in (got := heard.recv(64)):
             if not got:  # the block ended
                 return
-    end = time.monotonic() + seconds
-    while (now := time.monotonic()) < end or _HELD.is_set():
-        end = now + seconds if _HELD.is_set() else end
-        time.sleep(min(0.05, max(0.0, end - now)))
+        end = time.monotonic() + seconds
+        while (now := time.monotonic()) < end or _HELD.is_set():
+            end = now + seconds if _HELD.is_set() else end
+            time.sleep(min(0.05, max(0.0, end - now)))
     print(f"dgm: note: rank {os.environ.get('RANK', '?')} had not stopped {seconds:g} s after SIGTERM: ended",
           file=sys.stderr, flush=True)  # fmt: skip
     os._exit(128 + signal.SIGTERM)
