@@ -624,6 +624,19 @@ if fault:
             return save(self, *args, **kwargs)
 
         trainer.Trainer._step, trainer.Trainer.save = signalled_step, signalled_save
+    elif fault == "budget":  # the time budget's clock counts the run's steps, twice as fast on rank 1; a vote every step
+        from dgmkit.training.parts import TimeBudget
+
+        trainer.VOTE_SECONDS = 0.0
+        fit = trainer.Trainer.fit
+
+        def fit_by_steps(self):
+            if self.budget is not None:
+                pace = 1 + distributed.current().rank
+                self.budget = TimeBudget(self.budget.seconds, clock=lambda: float(self.step * pace))
+            return fit(self)
+
+        trainer.Trainer.fit = fit_by_steps
     else:  # a parameter that the objective never uses
         init = trainer.Trainer.__init__
 
@@ -814,6 +827,36 @@ def test_a_sigterm_within_an_epoch_stops_every_rank_after_one_step_and_the_run_r
     t = _counters(run / "checkpoint.safetensors")
     assert (t["epoch"], t["step"], t["epoch_progress"]["step"], t["processes"]) == (1, 24, 5, 2)
     assert len(_metrics_lines(run)) == 1
+    monkeypatch.delenv("DGMKIT_TEST_FAULT")
+    assert main(command.split()[1:]) == 0
+    a, b = _weights_and_state(straight_vae), _weights_and_state(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics_lines(run) == _metrics_lines(straight_vae)
+
+
+def test_a_time_budget_that_runs_out_within_an_epoch_stops_every_rank_after_one_step_and_the_run_resumes_bit_for_bit(
+    straight_vae, tmp_path, monkeypatch
+):
+    """A budget of 23.5 s on a clock that counts the run's steps (rank 1's twice as fast, which
+    would stop it in epoch 1: rank 0's clock decides) runs out in the run's step 24 (19 steps an
+    epoch: epoch 2's 5th): every rank stops after that step (data-parallel ranks stopped for the
+    budget only at an epoch's end, and trained the 2 epochs), one checkpoint holds the place and
+    every rank's random streams, rank 0 names it and the command, which ends bit for bit as the
+    uninterrupted run on as many processes."""
+    from dgmkit._io import shell_path
+    from dgmkit.cli.main import main
+
+    _planted(monkeypatch, tmp_path, "budget")
+    run = tmp_path / "run"
+    p = _torchrun([*_VAE, "--time-budget", "23.5", "--out", str(run)], 2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    command = f"dgm train --resume --nproc 2 --out {shell_path(run)}"
+    said = [line for line in p.stdout.splitlines() if "--time-budget" in line]
+    assert said == [f"stopped by --time-budget (23.5 s) in epoch 2 after step 5 of 19, with a checkpoint; go on with: "
+                    f"{command}"], p.stdout[-3000:]  # fmt: skip
+    t = _counters(run / "checkpoint.safetensors")
+    assert (t["epoch"], t["step"], t["epoch_progress"]["step"], t["processes"]) == (1, 24, 5, 2)
+    assert len(t["epoch_progress"]["rank_sums"]) == 2 and len(_metrics_lines(run)) == 1
     monkeypatch.delenv("DGMKIT_TEST_FAULT")
     assert main(command.split()[1:]) == 0
     a, b = _weights_and_state(straight_vae), _weights_and_state(run)

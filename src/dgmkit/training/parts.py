@@ -298,7 +298,9 @@ class LabelledRows(TrainingPart):
 class TimeBudget(TrainingPart):
     """Stop ``fit`` at the end of the step in which ``seconds`` (of ``clock``) have passed since
     it began, with a checkpoint from which ``resume`` goes on bit for bit (on the same kind of
-    device and number of CPU threads, not compiled)."""
+    device and number of CPU threads, not compiled). Data-parallel ranks stop together by rank 0's
+    clock, after the step of their next vote (``trainer._StopVote``, about 0.05 s apart), with one
+    checkpoint of every rank's place, which ``resume`` on as many processes continues bit for bit."""
 
     seconds: float
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)

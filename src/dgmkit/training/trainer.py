@@ -628,9 +628,7 @@ class Trainer:
                 bar.update(1)
                 if self.progress and i % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item():.2f}", beta=f"{beta:.2f}", refresh=False)
-                if i + 1 < self.steps_per_epoch and (
-                    self._stop_agreed(step_done=True) or self._out_of_time(within_epoch=True)
-                ):
+                if i + 1 < self.steps_per_epoch and self._stops_within():
                     self._check_captured_losses(self.step)
                     raise _StopWithin(self._epoch_progress(i + 1, total_loss, total_score, beta))
         self._check_captured_losses(self.step)
@@ -790,12 +788,16 @@ class Trainer:
         of the epoch this call trained."""
         return self.batches.rows_per_epoch * self._epoch_share / seconds
 
-    def _out_of_time(self, within_epoch: bool = False) -> bool:
-        """Whether --time-budget has run out. Data-parallel ranks decide together at the end of
-        an epoch only (rank 0's clock), never within one."""
-        if self._deadline is None or self.budget is None or (within_epoch and self.dist.parallel):
+    def _out_of_time(self) -> bool:
+        """Whether --time-budget has run out. Data-parallel ranks decide together, by rank 0's
+        clock: here at an epoch's end; within one at their votes (``_stops_within``)."""
+        if self._deadline is None or self.budget is None:
             return False
-        return bool(distributed.broadcast_object(self.budget.clock() >= self._deadline))
+        return bool(distributed.broadcast_object(self._past_deadline()))
+
+    def _past_deadline(self) -> bool:
+        """Whether the time budget has run out on this process's clock (no word with the other ranks)."""
+        return self._deadline is not None and self.budget is not None and self.budget.clock() >= self._deadline
 
     def _epoch_progress(self, steps: int, total_loss: torch.Tensor, total_score: torch.Tensor, beta: float) -> dict:
         """What a checkpoint within an epoch keeps, so that --resume goes on from the next step.
@@ -818,8 +820,8 @@ class Trainer:
     def _checked_progress(self, p: object, perm: object, path: Path) -> dict | None:
         """A checkpoint's place within an epoch, type-, range- and consistency-checked (None: none).
         The place counts global batches, which are the same on any number of processes (one process
-        stops within an epoch by its time budget or a SIGTERM, data-parallel ranks together by a
-        SIGTERM): at most the steps of one process. Where ranks go on from a place of fewer
+        stops within an epoch by its time budget or a SIGTERM, data-parallel ranks together by
+        either): at most the steps of one process. Where ranks go on from a place of fewer
         processes and leave out a last batch too small to share, it may be after their last step
         (the epoch then goes on with no step left, as the ranks' epochs leave that batch out)."""
         if p is None and perm is None:
@@ -1034,18 +1036,26 @@ class Trainer:
         )
         return not distributed.host_max([int(not may)])[0] if self.dist.parallel else may
 
-    def _stop_agreed(self, step_done: bool = False) -> bool:
-        """Whether a SIGTERM stops the fit here (``step_done``: after a step within an epoch): one
+    def _stop_agreed(self) -> bool:
+        """Whether a SIGTERM stops the fit here (at an epoch's end, or after the fit's files): one
         sent to this process; under data parallelism one sent to any rank, which every rank learns
-        at the same vote (``_StopVote``: after a step, every few steps), so that all stop together."""
-        if not (self.dist.parallel and self._deferring):
-            heard = self._sigterm_heard
-        elif step_done and not self._vote.due():
-            heard = False  # (between votes the ranks go on together, whatever one of them heard)
-        else:
-            heard = self._vote(self._sigterm_heard)
+        at the same vote (``_StopVote``), so that all stop together."""
+        heard = self._vote(self._sigterm_heard)[0] if self.dist.parallel and self._deferring else self._sigterm_heard
         self._terminated = self._terminated or heard
         return self._terminated
+
+    def _stops_within(self) -> bool:
+        """After a step within an epoch: whether the fit stops here, for a SIGTERM (``_stop_agreed``)
+        or the time budget (``_out_of_time``; ``_terminated`` tells which). Data-parallel ranks learn
+        both at the same vote (``_StopVote``: after a step, every few steps), where the budget is
+        rank 0's clock's, so that all stop after the same step; between votes they go on together."""
+        if not self.dist.parallel:
+            return self._stop_agreed() or self._out_of_time()
+        if not ((self._deferring or self._deadline is not None) and self._vote.due()):
+            return self._terminated
+        heard, late = self._vote(self._sigterm_heard, self.dist.is_main and self._past_deadline())
+        self._terminated = self._terminated or heard
+        return self._terminated or late
 
     def _end_by_sigterm(self, raises: bool) -> None:
         """After a SIGTERM stopped the fit, its files written: end the process as the signal would
@@ -1295,7 +1305,7 @@ class _StopWithin(Exception):
         self.progress = progress
 
 
-VOTE_SECONDS = 0.05  # about how far apart data-parallel ranks vote whether a SIGTERM stops them
+VOTE_SECONDS = 0.05  # about how far apart data-parallel ranks vote whether a SIGTERM or the time budget stops them
 # a data-parallel rank's SIGTERMs within this of its first are that one again: torchrun's agent passes on one that
 # every process got too (a scheduler's, systemd's, `timeout`'s, `kill -- -PGID`'s), and again where it got two (from
 # the group and from `dgm train --nproc`, which passes one on to it); a second one ended the rank at once
@@ -1304,13 +1314,15 @@ MAX_VOTE_STEPS = 10_000
 
 
 class _StopVote:
-    """When data-parallel ranks next vote whether any of them was sent SIGTERM, and the vote. A vote
-    is an all-reduce that every rank waits for (0.2 to 2 ms between 2 ranks on a CPU, against
-    steps of a few ms), so the ranks vote after every so many steps, about ``VOTE_SECONDS`` apart:
-    rank 0 sets the number at each vote from the pace of the steps on its clock (no wait for a GPU),
-    and every rank counts the same steps down. A stop comes about that long after the signal (and
-    a step: the votes fall at steps' ends); one that comes in an epoch's last step, its validation
-    or its files stops the ranks after them (``distributed.sigterm_held``: the watch waits)."""
+    """When data-parallel ranks next vote whether any of them was sent SIGTERM or rank 0's time
+    budget has run out, and the vote. A vote is an all-reduce that every rank waits for (0.2 to 2 ms
+    between 2 ranks on a CPU, against steps of a few ms), so the ranks vote after every so many
+    steps, about ``VOTE_SECONDS`` apart: rank 0 sets the number at each vote from the pace of the
+    steps on its clock (no wait for a GPU), and every rank counts the same steps down. A stop comes
+    about that long after the signal or the budget's end (and a step: the votes fall at steps'
+    ends); a signal that comes in an epoch's last step, its validation or its files stops the ranks
+    after them (``distributed.sigterm_held``: the watch waits), and a budget that runs out there
+    stops them before the next epoch."""
 
     def __init__(self, is_main: bool):
         self.is_main = is_main
@@ -1322,14 +1334,16 @@ class _StopVote:
         self.steps += 1
         return self.left <= 0
 
-    def __call__(self, heard: bool) -> bool:
-        """Whether any rank heard a SIGTERM (``heard``: this one's), voted now; the steps to the next vote set."""
+    def __call__(self, heard: bool, late: bool = False) -> tuple[bool, bool]:
+        """Whether any rank heard a SIGTERM (``heard``: this one's), and whether rank 0's time budget
+        has run out (``late``: rank 0's; the others' are not counted), voted now in one all-reduce;
+        the steps to the next vote set."""
         now = time.perf_counter()
         pace = max(1e-6, (now - self.since) / max(1, self.steps))  # seconds a step (and whatever came between)
         steps = min(MAX_VOTE_STEPS, max(1, int(VOTE_SECONDS / pace))) if self.is_main else 0  # (rank 0's, the largest)
-        any_heard, self.left = distributed.host_max([int(heard), steps])
+        any_heard, self.left, out_of_time = distributed.host_max([int(heard), steps, int(late and self.is_main)])
         self.steps, self.since = 0, now
-        return bool(any_heard)
+        return bool(any_heard), bool(out_of_time)
 
 
 def _check_settings(
