@@ -734,6 +734,29 @@ def test_dgm_train_nproc_says_which_rank_was_killed_and_the_others_stop_in_one_l
         assert sign not in err, err
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
+def test_dgm_train_nproc_says_a_sigterm_to_one_rank_alone_interrupted_the_run_and_names_that_rank(tmp_path):
+    """A SIGTERM sent to rank 1 alone (a scheduler's, ``kill PID``) stops every rank after a step
+    with a checkpoint, each ended by the signal: the launcher says the run was interrupted, by a
+    SIGTERM sent to rank 1, with the checkpoint and the command that resumes it, in one line, and
+    ends with the shell's status of SIGTERM. It said 'the process of rank 0 was ended by SIGTERM',
+    and the same of rank 1, and exited with status 1, as for a failure."""
+    import signal
+
+    from dgmkit._io import shell_path
+
+    def term_rank_1(pid: int) -> None:
+        ranks = {_rank_of(p): p for launcher in _children(pid) for p in _children(launcher)}
+        os.kill(ranks[1], signal.SIGTERM)
+
+    code, err = _nproc_run_meeting(tmp_path / "run", term_rank_1)
+    assert code == 128 + signal.SIGTERM, err
+    said = [line for line in err.splitlines() if line.startswith("dgm")]
+    assert len(said) == 1 and said[0].startswith("dgm: interrupted (SIGTERM, sent to rank 1); the run's last "), err
+    assert said[0].endswith(f") is kept: go on with: dgm train --resume --nproc 2 --out {shell_path(tmp_path / 'run')}"), err
+    assert "ended by" not in err and "Traceback" not in err, err
+
+
 def test_a_rank_killed_under_torchrun_leaves_a_survivor_that_names_the_command_which_resumes_the_run(tmp_path, monkeypatch):
     """Rank 1 killed in epoch 2 (SIGKILL): rank 0 lost contact with it (or was ended by torchrun's
     SIGTERM first) and said only that, in a line without the checkpoint or the command; the
@@ -1174,6 +1197,72 @@ def test_the_launcher_names_causes_not_the_ranks_it_stopped(codes, said, status,
         assert "rank 0 was ended" not in err
     if lines and said[0] != "rank 0 lost contact with another process":
         assert "lost contact" not in err  # a rank that lost contact with the cause stopped with the run
+
+
+_TERM = f"dgm: interrupted (SIGTERM); {_NOTE}"
+
+
+@pytest.mark.parametrize(
+    "codes, lines, sent, said, status",
+    [  # a SIGTERM to rank 1 alone (kill PID): every rank stopped after a step, with a checkpoint, and ended by it
+        ({0: -15, 1: -15}, [_TERM, _TERM], [1], [f"dgm: interrupted (SIGTERM, sent to rank 1); {_NOTE}"], 143),
+        ({0: -15, 1: -15}, [_TERM, _TERM], [0, 1], [f"dgm: interrupted (SIGTERM, sent to ranks 0, 1); {_NOTE}"], 143),
+        ({0: -15, 1: -15}, [_TERM, _TERM], [], [_TERM], 143),  # (no rank left word: which is not known)
+        # rank 1 ended by its watch (status 143, no line): interrupted too
+        ({0: -15, 1: 143}, [_TERM], [1], [f"dgm: interrupted (SIGTERM, sent to rank 1); {_NOTE}"], 143),
+        ({1: -15}, [None, "dgm: interrupted (SIGTERM)"], [1], ["dgm: interrupted (SIGTERM, sent to rank 1)"], 143),
+        # a cause of another kind: said as before, a rank sent SIGTERM named as ended by it
+        ({0: -15, 1: -9}, [_TERM], [0], ["dgm: error: the process of rank 1 was ended by SIGKILL",
+                                         "dgm: note: rank 0 stopped with the run", f"dgm: note: {_NOTE}"], 1),
+        ({0: -15, 1: 1}, [_TERM, "dgm: error: the data went away"], [0],
+         ["dgm: error (rank 1): the data went away", "dgm: note: rank 0 stopped with the run"], 1),
+        ({0: 1, 1: -15}, [_LOST.format(0), _TERM], [1],
+         ["dgm: error: the process of rank 1 was ended by SIGTERM", "dgm: note: rank 0 stopped with the run",
+          f"dgm: note: {_NOTE}"], 1),
+        ({0: -15, 1: -15}, ["dgm: error: the line", "dgm: error: the line"], [1],
+         [f"dgm: error: the process of rank {r} was ended by SIGTERM" for r in (0, 1)], 1),
+    ],
+)  # fmt: skip
+def test_the_launcher_says_a_sigterm_sent_to_a_rank_alone_interrupted_the_run_and_names_the_rank(
+    codes, lines, sent, said, status, tmp_path, capsys
+):
+    """Every failed rank ended by SIGTERM (or its watch's status 143) with no line or dgm's
+    'interrupted (SIGTERM)' one: the run was interrupted, and can go on, not failed; the launcher
+    says so in one line with the ranks that were sent it (the files they left,
+    ``mark_sent_sigterm``) and what the run keeps, and ends with status 143. It said each rank
+    'was ended by SIGTERM' and exited with status 1."""
+    from types import SimpleNamespace
+
+    from dgmkit.cli.launch import report
+
+    for rank, line in enumerate(lines):
+        if line is not None:
+            (tmp_path / f"rank-{rank}.txt").write_text(line + "\n")
+    for rank in sent:
+        (tmp_path / f"rank-{rank}.sigterm").touch()
+    assert report({r: SimpleNamespace(exitcode=c) for r, c in codes.items()}, tmp_path) == status
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("dgm")] == said
+
+
+def test_a_rank_leaves_word_that_it_was_sent_the_sigterm_under_the_launcher_alone(tmp_path, monkeypatch):
+    """``mark_sent_sigterm`` leaves the file that ``report`` reads, in the launcher's folder of this
+    run, and nothing where the rank is not under the launcher; a fit clears the rank's flag."""
+    from dgmkit import distributed
+    from dgmkit.cli.launch import _RUN_ENV, RANK_ERRORS_ENV, mark_sent_sigterm
+
+    monkeypatch.delenv(RANK_ERRORS_ENV, raising=False)
+    mark_sent_sigterm(1)  # (not under the launcher: nothing, and no error)
+    monkeypatch.setenv(RANK_ERRORS_ENV, str(tmp_path))
+    monkeypatch.setenv(_RUN_ENV, "run")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "run")
+    mark_sent_sigterm(1)
+    mark_sent_sigterm(1)  # (twice: the same word)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank-1.sigterm"]
+    try:
+        assert distributed.sigterm_sent(True) and distributed.sigterm_sent()
+        assert not distributed.sigterm_sent(False) and not distributed.sigterm_sent()
+    finally:
+        distributed.sigterm_sent(False)
 
 
 def test_the_launcher_names_a_signal_python_has_no_name_for_by_its_number(tmp_path, capsys):

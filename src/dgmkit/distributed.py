@@ -60,6 +60,7 @@ __all__ = [
     "end_process",
     "sigterm_unwinds",
     "sigterm_held",
+    "sigterm_sent",
 ]
 
 
@@ -260,6 +261,21 @@ def sigterm_held() -> Iterator[None]:
         yield
     finally:
         _HELD.clear()
+
+
+# whether this rank was itself sent the SIGTERM that stopped its fit, before the ranks agreed to stop (not one that
+# reached it after, as torchrun's agent passes one on): ``dgm train --nproc``'s launcher names those ranks
+_SENT = threading.Event()
+
+
+def sigterm_sent(sent: bool | None = None) -> bool:
+    """Whether this rank was itself sent the SIGTERM that stopped its fit (``Trainer._stop_agreed``
+    sets it, ``sent``, at the vote that agreed to stop; a fit clears it as it starts)."""
+    if sent:
+        _SENT.set()
+    elif sent is not None:
+        _SENT.clear()
+    return _SENT.is_set()
 
 
 def _watch(heard: socket.socket, seconds: float) -> None:

@@ -11,7 +11,10 @@ launcher too, which says the causes first. The agent's own log lines and its Chi
 report are left out.
 
 Exit status: 0 when every rank succeeded, else the highest status of a rank that exited with
-one (1: a user error, 2: a bug), or 1 when ranks were ended by signals. A rank whose output's
+one (1: a user error, 2: a bug), or 1 when ranks were ended by signals. A SIGTERM sent to a rank
+alone (a scheduler's, ``kill PID``) stops every rank after a step with a checkpoint, each ended by
+it: that is said as ``dgm: interrupted (SIGTERM, sent to rank 1); <what the run keeps>``, with
+status 143, as for a SIGTERM to the launcher. A rank whose output's
 reader went away (``dgm train --nproc 2 ... | head``) stops quietly with status 141, as one
 process does: where the other ranks only stopped with it, the launcher says nothing either. Once one rank fails,
 torchrun's agent ends the others with SIGTERM: those are said to have stopped with the run (a
@@ -23,6 +26,7 @@ outright, that one cannot pass a signal on, and the launcher ends its ranks and 
 SIGTERM.
 """
 
+import contextlib
 import logging
 import os
 import re
@@ -46,6 +50,7 @@ __all__ = [
     "launch",
     "left_to_launcher",
     "lost_contact",
+    "mark_sent_sigterm",
     "rank_error_file",
     "report",
     "watch_command",
@@ -62,6 +67,7 @@ _PID_ENV = "DGMKIT_LAUNCHER_PID"  # the launcher's process, the ranks' parent
 COMMAND_ENV = "DGMKIT_NPROC_COMMAND_PID"  # dgm train --nproc's own process, the launcher's parent
 _MAX_LINE = 4096
 _FOLDER_PREFIX = "dgmkit-ranks-"  # the launcher's folder, in the temporary folder
+_SENT = ".sigterm"  # the suffix of a rank's word that it was sent the SIGTERM that stopped the run
 BROKEN_PIPE = 141  # a rank's status where the reader of its output went away (``cli.main``: dgm ... | head)
 
 
@@ -71,6 +77,16 @@ def rank_error_file(rank: int) -> Path | None:
     folder = os.environ.get(RANK_ERRORS_ENV)
     ours = folder and os.environ.get(_RUN_ENV) and os.environ.get(_RUN_ENV) == os.environ.get("TORCHELASTIC_RUN_ID")
     return Path(folder) / f"rank-{rank}.txt" if folder and ours else None
+
+
+def mark_sent_sigterm(rank: int) -> None:
+    """Under this launcher, leave word that rank ``rank`` was itself sent the SIGTERM that stopped
+    the run (``distributed.sigterm_sent``), which the launcher names: the other ranks only stopped
+    with it."""
+    path = rank_error_file(rank)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.close(os.open(path.with_suffix(_SENT), os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
 
 
 def left_to_launcher(line: str) -> bool:
@@ -204,6 +220,8 @@ def report(failures: dict, folder: Path) -> int:
     piped = any(f.exitcode == BROKEN_PIPE for f in failures.values())
     if piped and all(f.exitcode in (BROKEN_PIPE, -signal.SIGTERM) or r in lost for r, f in failures.items()):
         return BROKEN_PIPE  # rank 0's reader went away and the others stopped with it: quiet, as one process is
+    if not lost and _said_interrupted(failures, lines, folder):
+        return 128 + signal.SIGTERM  # (the shell's status of the signal, as for a SIGTERM to the launcher)
     shown = {lines[0]} if lines[0] and 0 not in lost else set()  # rank 0 has said its line itself
     causes = errors = any(f.exitcode > 0 and r not in lost for r, f in failures.items())  # an error, said or not
     for rank in sorted(r for r in failures if r not in lost):
@@ -235,6 +253,24 @@ def report(failures: dict, folder: Path) -> int:
     if note:  # what the run keeps, and the command that goes on, last
         print(f"dgm: note: {note}", file=sys.stderr)
     return max(codes) if codes else 1
+
+
+def _said_interrupted(failures: dict, lines: dict[int, str | None], folder: Path) -> bool:
+    """Where every failed rank ended by SIGTERM (by the signal, or with its status: ended by its
+    watch) with no line or dgm's ``TERMINATED`` one, a SIGTERM sent to a rank alone (a
+    scheduler's, ``kill PID``) stopped the ranks together, a checkpoint kept: said as interrupted,
+    with the ranks that were sent it (those that left word, ``mark_sent_sigterm``) and the note of
+    what the run keeps, not as ranks that failed. Whether it was."""
+    ends = (-signal.SIGTERM, 128 + signal.SIGTERM)
+    if not failures or not all(
+        f.exitcode in ends and (lines[r] is None or str(lines[r]).startswith(TERMINATED)) for r, f in failures.items()
+    ):
+        return False
+    sent = sorted(r for r in failures if (folder / f"rank-{r}{_SENT}").exists())
+    to = f", sent to rank{'s' if len(sent) > 1 else ''} {', '.join(map(str, sent))}" if sent else ""
+    note = _kept_note(lines)
+    print(f"dgm: interrupted (SIGTERM{to}){'; ' + note if note else ''}", file=sys.stderr)
+    return True
 
 
 if __name__ == "__main__":

@@ -235,8 +235,8 @@ def _as_rank(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from dgmkit._io import Terminated
-    from dgmkit.cli.launch import lost_contact
-    from dgmkit.distributed import init_from_environment, sigterm_unwinds
+    from dgmkit.cli.launch import lost_contact, mark_sent_sigterm
+    from dgmkit.distributed import init_from_environment, sigterm_sent, sigterm_unwinds
 
     if args.command not in _PARALLEL_COMMANDS:
         raise DgmError(f"dgm {args.command} runs in one process; only {' and '.join(_PARALLEL_COMMANDS)} run under torchrun")
@@ -252,6 +252,8 @@ def _as_rank(args: argparse.Namespace) -> int:
                 return args.func(args)
             except Terminated as e:
                 _say_interrupted(str(e), "SIGTERM")
+                if sigterm_sent():  # (not only stopped with the rank that was: the launcher names it)
+                    mark_sent_sigterm(ctx.rank)
                 raise
     except (dist.DistError, RuntimeError) as e:
         lost = lost_contact(e, ctx.rank)

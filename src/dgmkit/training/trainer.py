@@ -993,6 +993,7 @@ class Trainer:
         does one sent to a process forked meanwhile; an error on the way is raised as it is (the
         run ends with it, not with the signal)."""
         self._terminated = self._sigterm_heard = False
+        distributed.sigterm_sent(False)  # (set where a SIGTERM sent to this rank stops the fit)
         self._deferring = self._may_defer_sigterm()
         self._vote = _StopVote(self.dist.is_main)
         if not self._deferring:
@@ -1041,6 +1042,14 @@ class Trainer:
         sent to this process; under data parallelism one sent to any rank, which every rank learns
         at the same vote (``_StopVote``), so that all stop together."""
         heard = self._vote(self._sigterm_heard)[0] if self.dist.parallel and self._deferring else self._sigterm_heard
+        return self._agreed(heard)
+
+    def _agreed(self, heard: bool) -> bool:
+        """Whether the fit stops for a SIGTERM, now that the ranks have ``heard`` whether one was
+        sent to any of them; at the first such vote, a rank sent it itself says so (not one that only
+        stopped with it: ``dgm train --nproc``'s launcher names the ranks that were sent it)."""
+        if heard and not self._terminated:
+            distributed.sigterm_sent(self._sigterm_heard)
         self._terminated = self._terminated or heard
         return self._terminated
 
@@ -1054,8 +1063,7 @@ class Trainer:
         if not ((self._deferring or self._deadline is not None) and self._vote.due()):
             return self._terminated
         heard, late = self._vote(self._sigterm_heard, self.dist.is_main and self._past_deadline())
-        self._terminated = self._terminated or heard
-        return self._terminated or late
+        return self._agreed(heard) or late
 
     def _end_by_sigterm(self, raises: bool) -> None:
         """After a SIGTERM stopped the fit, its files written: end the process as the signal would
