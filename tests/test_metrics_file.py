@@ -249,3 +249,30 @@ def test_the_metrics_reader_yields_a_line_at_a_time(tmp_path):
     with pytest.raises(MetricsFileError, match="line 3: NaN is not standard JSON"):
         next(lines)
     assert list(metrics_lines(tmp_path / "none.jsonl")) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_an_append_to_a_fifo_in_place_of_metrics_file_is_refused_not_held(tmp_path):
+    """A FIFO at metrics.jsonl is refused as not a regular file: opened to write, it held the
+    epoch's append for ever (until a reader came), where a link or a folder was refused at once."""
+    from dgmkit.errors import DgmError
+
+    path = tmp_path / "metrics.jsonl"
+    os.mkfifo(path)
+    result: list[BaseException | None] = []
+
+    def append() -> None:
+        try:
+            RunWriter(tmp_path, {}).metrics({"epoch": 1, "valid_elbo": -3.0})
+            result.append(None)
+        except BaseException as e:  # noqa: BLE001 (handed to the test's thread)
+            result.append(e)
+
+    thread = threading.Thread(target=append, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # (let the held open go, so that the thread ends)
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb"):
+            thread.join(10)
+        pytest.fail("the append was held by the FIFO")
+    assert isinstance(result[0], DgmError) and "not a regular file" in str(result[0])

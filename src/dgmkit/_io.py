@@ -137,14 +137,19 @@ def append_bytes(path: os.PathLike | str, data: bytes) -> None:
         if not os.path.lexists(path):
             _write_bytes(path, data)
             return
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+        flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:  # (without blocking: a FIFO with no reader would hold the open for ever; ENXIO instead)
+            fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
         except OSError as e:
+            if e.errno == errno.ENXIO:
+                raise DgmError(f"cannot write {path}: it is not a regular file") from None
             raise DgmError(describe_os_error(e, path, "write")) from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise DgmError(f"cannot write {path}: it is not a regular file")
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
             _append_all(fd, data, st.st_size, path)
         finally:
             os.close(fd)
