@@ -689,6 +689,16 @@ def test_a_training_interrupted_after_its_last_epoch_says_it_ended_or_what_resum
     monkeypatch.setattr(Trainer, "fit", interrupted)
     code, _, err = run(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", out)
     assert code == 130 and err.endswith(f"(after epoch 1) is kept: go on with: dgm train --resume --out {out}\n")
+    monkeypatch.undo()
+    real = train_command.train_run
+
+    def paced(cfg, out, **kwargs):  # --train-for lowered the run's epochs (config.json's) below --epochs, then Ctrl-C
+        real(cfg.resumed({"epochs": 1}), out, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "train_run", paced)
+    code, _, err = run(capsys, "train", *flags[:-1], tmp_path / "paced", "--epochs", "3", "--train-for", "600")
+    assert code == 130 and err == f"dgm: interrupted; {ended} {tmp_path / 'paced'}\n"
 
 
 def test_a_training_interrupted_by_ctrl_c_says_what_it_keeps_and_how_to_go_on(tmp_path, capsys, monkeypatch):

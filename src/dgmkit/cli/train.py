@@ -886,7 +886,7 @@ def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context, any_rank: bool = 
     if counters is None:
         return ()
     k = (counters.get("epoch_progress") or {}).get("step", 0)
-    if not k and _ended(cfg, counters):  # interrupted after its last epoch's checkpoint: nothing left to train
+    if not k and _ended(cfg, counters, out):  # interrupted after its last epoch's checkpoint: nothing left to train
         best = trainer_counters(out / "best.safetensors") if counters.get("best_epoch") == counters["epoch"] else None
         if counters.get("best_epoch") != counters["epoch"] or (best is not None and best["epoch"] == counters["epoch"]):
             return (f"{ENDED} {counters['epoch']}, its files written: evaluate with: "
@@ -897,12 +897,17 @@ def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context, any_rank: bool = 
     return (f"{KEPT} ({where}) is kept: go on with: {_go_on(out)}",)
 
 
-def _ended(cfg: RunConfig, counters: dict) -> bool:
-    """Whether a checkpoint's counters say the run trained all it was to: its ``--epochs``, or
-    ``--patience`` epochs without improvement (a larger ``--epochs`` would extend it)."""
-    patience = cfg.optim.patience
-    bad = counters.get("bad_epochs")
-    return counters["epoch"] >= cfg.optim.epochs or (patience is not None and type(bad) is int and bad >= patience)
+def _ended(cfg: RunConfig, counters: dict, out: Path) -> bool:
+    """Whether a checkpoint's counters say the run trained all it was to: its ``--epochs`` (under
+    ``--train-for``, as many as its config.json holds, which it lowers once it has timed an epoch),
+    or ``--patience`` epochs without improvement (a larger ``--epochs`` would extend it)."""
+    epochs = cfg.optim.epochs
+    if cfg.optim.train_for is not None:
+        with contextlib.suppress(DgmError, KeyError, TypeError):
+            recorded = read_json(out / "config.json")["config"]["optim"]["epochs"]
+            epochs = recorded if type(recorded) is int else epochs
+    patience, bad = cfg.optim.patience, counters.get("bad_epochs")
+    return counters["epoch"] >= epochs or (patience is not None and type(bad) is int and bad >= patience)
 
 
 def _go_on(out: Path) -> str:
