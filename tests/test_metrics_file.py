@@ -116,7 +116,6 @@ def test_every_reader_refuses_a_metrics_file_dgmkit_never_writes_in_its_own_erro
 ONE_LINE = {
     "nan": _text('{"epoch": 1, "valid_elbo": NaN}\n'),
     "non-object": _text("[1, 2]\n"),
-    "cut-short": _text('{"epoch": 1, "va'),
     "not-utf8": _text(b'{"epoch": 1, "note": "\xff"}\n'),
     "long-line": _text(LONG),
     "fifo": _fifo,
@@ -141,6 +140,19 @@ def test_a_folder_whose_metrics_file_is_refused_is_no_stranded_start(tmp_path, b
         is None
     )
     assert stranded == [False]
+
+
+def test_a_folder_whose_only_metrics_line_a_crash_cut_short_is_a_stranded_start(tmp_path):
+    """Epoch 1's line, appended before its checkpoint, cut short (no newline, not whole JSON) by a
+    crash: the run stopped before its first checkpoint, which --resume starts again (as it drops
+    such a line after a checkpoint); a whole line more before it is not."""
+    (tmp_path / "config.json").write_text(json.dumps({"run_id": new_run_id()}))
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "va')
+    assert RunFolder(tmp_path, fresh=False).stranded_start()
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2, "va')
+    assert RunFolder(tmp_path, fresh=False).stranded_start()  # (one whole line, at most, as before)
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "va')
+    assert not RunFolder(tmp_path, fresh=False).stranded_start()
 
 
 def test_a_last_line_cut_short_is_left_out_by_report_and_dropped_on_resume(tmp_path):

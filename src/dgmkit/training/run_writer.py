@@ -144,8 +144,8 @@ class RunFolder:
             return False
         try:
             own = parse_json(read_run_file(self.path / "config.json", MAX_RECORD_BYTES)).get("run_id")
-            if "metrics.jsonl" in others:  # (read as a resume reads it: a restart removes it)
-                with contextlib.closing(metrics_lines(self.path / "metrics.jsonl", being_written=False)) as lines:
+            if "metrics.jsonl" in others:  # (as a resume reads it: a last line cut short left out)
+                with contextlib.closing(metrics_lines(self.path / "metrics.jsonl", being_written=True)) as lines:
                     if sum(1 for _ in itertools.islice(lines, 2)) > 1:
                         return False
         except (ValueError, AttributeError, DgmError):
