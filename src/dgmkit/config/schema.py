@@ -160,7 +160,7 @@ class OptimConfig:
         None,
         "seconds of training this command may take: it stops at the end of the step in which they run out, with a "
         "checkpoint that --resume continues bit for bit on the same kind of device and number of CPU threads, "
-        "without --compile (data-parallel runs stop at the end of an epoch)",
+        "without --compile (data-parallel ranks stop together, at their next vote, about 0.05 s later)",
         gt=0,
         max=1e9,
     )

@@ -1323,8 +1323,8 @@ MAX_VOTE_STEPS = 10_000
 
 class _StopVote:
     """When data-parallel ranks next vote whether any of them was sent SIGTERM or rank 0's time
-    budget has run out, and the vote. A vote is an all-reduce that every rank waits for (0.2 to 2 ms
-    between 2 ranks on a CPU, against steps of a few ms), so the ranks vote after every so many
+    budget has run out, and the vote. A vote is an all-reduce that every rank waits for (some 0.2 ms
+    between idle CPU ranks, a few ms within training: the slowest rank's), so the ranks vote after every so many
     steps, about ``VOTE_SECONDS`` apart: rank 0 sets the number at each vote from the pace of the
     steps on its clock (no wait for a GPU), and every rank counts the same steps down. A stop comes
     about that long after the signal or the budget's end (and a step: the votes fall at steps'
