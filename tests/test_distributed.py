@@ -1515,3 +1515,29 @@ def test_the_launcher_passes_on_a_rank_s_note_of_what_it_keeps_or_that_the_run_h
         assert _kept_note({0: f"dgm: error: something; {note}", 1: f"dgm: interrupted (SIGTERM); {note}"}) == note
         assert _kept_note({0: f"dgm: error: something; {note}", 1: None}) is None  # (rank 0 said it)
     assert _kept_note({0: "dgm: interrupted (SIGTERM)", 1: None}) is None
+
+
+def test_a_rank_passed_a_sigterm_on_during_the_vote_is_not_named_as_sent_it():
+    """The rank's own word goes into the vote; one that reaches it while the ranks vote (torchrun's
+    agent passing on the signal that another rank was sent) is not this vote's, and the rank only
+    stopped with it: the launcher must not name it. A rank that had heard one before is named."""
+    import types
+
+    from dgmkit import distributed
+    from dgmkit.training.trainer import Trainer
+
+    for before in (False, True):
+        fake = types.SimpleNamespace(_sigterm_heard=before, _terminated=False, _deferring=True)
+        fake.dist = types.SimpleNamespace(parallel=True)
+
+        def vote(mine, late=False, fake=fake):
+            fake._sigterm_heard = True  # (passed on while the ranks vote)
+            return True, False  # (another rank was sent one)
+
+        fake._vote = vote
+        fake._agreed = lambda heard, mine, fake=fake: Trainer._agreed(fake, heard, mine)
+        try:
+            assert Trainer._stop_agreed(fake) and fake._terminated
+            assert distributed.sigterm_sent() is before
+        finally:
+            distributed.sigterm_sent(False)

@@ -1041,15 +1041,17 @@ class Trainer:
         """Whether a SIGTERM stops the fit here (at an epoch's end, or after the fit's files): one
         sent to this process; under data parallelism one sent to any rank, which every rank learns
         at the same vote (``_StopVote``), so that all stop together."""
-        heard = self._vote(self._sigterm_heard)[0] if self.dist.parallel and self._deferring else self._sigterm_heard
-        return self._agreed(heard)
+        mine = self._sigterm_heard  # (read once: one that comes during the vote is not this vote's)
+        heard = self._vote(mine)[0] if self.dist.parallel and self._deferring else mine
+        return self._agreed(heard, mine)
 
-    def _agreed(self, heard: bool) -> bool:
+    def _agreed(self, heard: bool, mine: bool) -> bool:
         """Whether the fit stops for a SIGTERM, now that the ranks have ``heard`` whether one was
-        sent to any of them; at the first such vote, a rank sent it itself says so (not one that only
-        stopped with it: ``dgm train --nproc``'s launcher names the ranks that were sent it)."""
+        sent to any of them (``mine``: this rank's word in that vote); at the first such vote, a rank
+        that was sent it itself says so (not one that only stopped with it, or was passed it on after
+        its word: ``dgm train --nproc``'s launcher names the ranks that were sent it)."""
         if heard and not self._terminated:
-            distributed.sigterm_sent(self._sigterm_heard)
+            distributed.sigterm_sent(mine)
         self._terminated = self._terminated or heard
         return self._terminated
 
@@ -1062,8 +1064,9 @@ class Trainer:
             return self._stop_agreed() or self._out_of_time()
         if not ((self._deferring or self._deadline is not None) and self._vote.due()):
             return self._terminated
-        heard, late = self._vote(self._sigterm_heard, self.dist.is_main and self._past_deadline())
-        return self._agreed(heard) or late
+        mine = self._sigterm_heard
+        heard, late = self._vote(mine, self.dist.is_main and self._past_deadline())
+        return self._agreed(heard, mine) or late
 
     def _end_by_sigterm(self, raises: bool) -> None:
         """After a SIGTERM stopped the fit, its files written: end the process as the signal would
