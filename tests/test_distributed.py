@@ -1445,18 +1445,21 @@ def test_a_rank_whose_output_reader_went_away_ends_the_run_quietly_as_one_proces
 
 
 @_rank_process
-def _refused_worker(rank: int, port: int, run: str, out: str, resume: bool) -> None:
-    """A Trainer on 2 ranks that fits into ``run`` (``resume``: resumed from it first); saves how
-    it ended: "trained", or what refused it."""
+def _refused_worker(rank: int, port: int, run: str, out: str, mode: str) -> None:
+    """A Trainer on 2 ranks that fits into ``run`` (``mode`` "resume": resumed from it first;
+    "budget": with a time budget on rank 0 alone; "epochs": of 3 epochs on rank 1, 2 on rank 0);
+    saves how it ended: "trained", or what refused it."""
     from dgmkit.errors import DgmError
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
     os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    trainer = _made_in_batches_of_23(run if rank == 0 or not run.endswith("alone") else None)
+    budget = 60.0 if mode == "budget" and rank == 0 else None
+    trainer = _made_in_batches_of_23(run if rank == 0 or not run.endswith("alone") else None, budget)
+    trainer.epochs += mode == "epochs" and rank == 1
     try:
-        if resume:
+        if mode == "resume":
             trainer.resume()
         trainer.fit()
         result = "trained"
@@ -1473,7 +1476,7 @@ def test_a_new_run_on_two_processes_in_a_folder_of_another_run_is_refused_on_eve
         run, out = tmp_path / name, str(tmp_path / f"{name}.pt")
         _made_in_batches_of_23(run).fit()
         before = (run / "metrics.jsonl").read_bytes()
-        for r in _ranks_ended(run, out, False, "the ranks did not refuse the folder together"):
+        for r in _ranks_ended(run, out, "fit", "the ranks did not refuse the folder together"):
             assert f"{run} holds another run's checkpoint.safetensors" in r["result"] and r["step"] == 0
         assert (run / "metrics.jsonl").read_bytes() == before
 
@@ -1484,14 +1487,28 @@ def test_a_resume_on_two_processes_whose_metrics_rank_0_refuses_is_refused_on_ev
     run, out = tmp_path / "run", str(tmp_path / "resumed.pt")
     _made_in_batches_of_23(run).fit()
     (run / "metrics.jsonl").write_text("not a record\n")
-    for r in _ranks_ended(run, out, True, "the ranks did not refuse the resume together"):
+    for r in _ranks_ended(run, out, "resume", "the ranks did not refuse the resume together"):
         assert "line 1 is not a metrics record" in r["result"], r["result"]
 
 
-def _ranks_ended(run, out: str, resume: bool, failure: str) -> list[dict]:
+def test_ranks_given_a_time_budget_or_epochs_of_their_own_are_refused_on_every_rank_before_a_step(tmp_path):
+    """From the Python API each rank builds its own Trainer: a time budget on rank 0 alone had it
+    take collectives (the budget's word at an epoch's end) that rank 1 never took, and epochs that
+    differ had rank 0 end while rank 1 waited in its next step; both waited for ever. Every rank
+    now refuses the Trainers alike, naming what differs, before the first step."""
+    said = {"budget": "time budget: rank 0 True, rank 1 False", "epochs": "epochs: rank 0 2, rank 1 3"}
+    for mode, words in said.items():
+        run, out = tmp_path / mode, str(tmp_path / f"{mode}.pt")
+        for r in _ranks_ended(run, out, mode, f"the ranks given differing {mode} did not refuse it together"):
+            assert "the data-parallel ranks' Trainers differ" in r["result"] and words in r["result"], r["result"]
+            assert r["step"] == 0
+        assert not (run / "metrics.jsonl").exists()
+
+
+def _ranks_ended(run, out: str, mode: str, failure: str) -> list[dict]:
     """What ``_refused_worker`` saved on each of the 2 ranks; the test fails with ``failure``
     where they have not all ended within 2 minutes (one waits for another)."""
-    args = (_free_port(), str(run), out, resume)
+    args = (_free_port(), str(run), out, mode)
     ctx = mp.start_processes(_refused_worker, args=args, nprocs=WORLD, start_method="spawn", join=False)
     deadline = time.monotonic() + 120
     while not ctx.join(timeout=5):

@@ -952,6 +952,7 @@ class Trainer:
         checkpoint, and ends the process (``_sigterm_deferred``)."""
         history: list[dict] = []
         self._check_folder()
+        self._check_ranks_agree()
         self._prepare_graph()
         self.budget_spent = False
         self._deadline = None if self.budget is None else self.budget.clock() + self.budget.seconds
@@ -978,6 +979,35 @@ class Trainer:
                 "before fit() to go on from that run's checkpoint.safetensors. Nothing was changed"
             )
         self._folder_checked = True
+
+    def _check_ranks_agree(self) -> None:
+        """Data-parallel ranks take every step, vote and collective together, so what decides
+        them must be the same on every rank: the epochs, the batches, the validation and early
+        stopping, where the run stands, and whether a time budget or ``TrainFor`` stops it (rank 0's
+        clock decides, at collectives the others take part in only where they have one too). A
+        Trainer built from the Python API with one of these on some ranks only waited for ever at
+        the first collective that the others did not take; every rank now refuses it alike."""
+        if not self.dist.parallel:
+            return
+        mine = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "training rows": len(self.train_x),
+            "validation rows": None if self.valid is None else len(self.valid),
+            "patience": self.patience,
+            "epoch": self.epoch,
+            "step": self.step,
+            "time budget": self.budget is not None,
+            "TrainFor": self.pace is not None,
+        }
+        ranks = cast(list[dict], distributed.all_gather_object(mine))
+        differ = [k for k in mine if len({repr(r.get(k)) for r in ranks}) > 1]
+        if differ:
+            said = "; ".join(f"{k}: " + ", ".join(f"rank {i} {r.get(k)}" for i, r in enumerate(ranks)) for k in differ)
+            raise ConfigError(
+                f"the data-parallel ranks' Trainers differ ({said}): every rank must be given the same settings, "
+                "parts and data, and resume alike, or they wait for each other for ever. Nothing was trained"
+            )
 
     @contextlib.contextmanager
     def _sigterm_deferred(self):
