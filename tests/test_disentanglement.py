@@ -169,3 +169,45 @@ def test_a_factor_that_does_not_vary_has_no_gap_and_is_left_out_of_the_mean():
                                     "split": "test", "n": len(f), "latent_dim": 2})  # fmt: skip
     assert shown.splitlines()[3].endswith("-  (one value in these data: left out of MIG)")
     assert shown.splitlines()[1].endswith("1.000")
+
+
+def test_the_factor_vae_score_refuses_codes_of_a_vote_that_are_not_finite_and_counts_that_are_not_whole():
+    """A variance of NaN within a vote's batch was its argmin: a NaN code won every vote it was
+    in, and the accuracy came out as a number (0.56 here) with nothing said."""
+    data = torch.randn(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def encode(x):
+        c = torch.cat([x, torch.zeros(len(x), 1, dtype=torch.float64)], 1)
+        c[0, 2] = float("nan")
+        return c
+
+    with pytest.raises(ValueError, match="codes of a vote's batch .* hold NaN or inf"):
+        factor_vae_score(encode, lambda f: f.double(), [3, 4], data, votes=20, batch=8)
+    for name, kw in (("votes", {"votes": True}), ("votes", {"votes": 1.5}), ("batch", {"batch": 2.5})):
+        with pytest.raises(ValueError, match=f"{name} must be an integer"):
+            factor_vae_score(lambda x: x.double(), lambda f: f.double(), [3, 4], data[:, :2], **kw)
+
+
+def test_mutual_information_and_mig_equal_scikit_learn_on_the_same_bins():
+    """Each I(c_j; v_k) is scikit-learn's plug-in mutual_info_score of the binned column and the
+    factor (any factor values, not 0..K-1), H(v_k) SciPy's entropy, and MIG the mean normalised gap."""
+    from scipy.stats import entropy
+    from sklearn.metrics import mutual_info_score
+
+    from dgmkit.evaluation.disentanglement import _bin
+
+    g = torch.Generator().manual_seed(1)
+    for n, m, bins in ((50, 3, 5), (300, 4, 20), (7, 2, 3)):
+        codes = torch.randn(n, m, dtype=torch.float64, generator=g)
+        codes[:, 1] += 3 * torch.randint(3, (n,), generator=g)  # a column that tells something
+        factors = torch.randint(3, (n, 2), generator=g) * 5 + 2
+        factors[:, 1] = torch.where(codes[:, 1] > 2, 9, 4)
+        r = mutual_information_gap(codes, factors, bins=bins)
+        b = _bin(codes, bins).numpy()
+        mi = [[mutual_info_score(factors[:, k], b[:, j]) for k in range(2)] for j in range(m)]
+        mi = torch.tensor(mi, dtype=torch.float64)
+        h = torch.tensor([entropy(factors[:, k].unique(return_counts=True)[1]) for k in range(2)], dtype=torch.float64)
+        assert torch.allclose(r.mutual_information, mi, atol=1e-12)
+        assert torch.allclose(r.entropy, h, atol=1e-12)
+        top = mi.sort(0, descending=True).values
+        assert r.mig == pytest.approx(float(((top[0] - top[1]) / h).mean()), abs=1e-12)

@@ -146,8 +146,7 @@ def factor_vae_score(
     sizes = [int(s) for s in factor_sizes]
     if not sizes or min(sizes) < 1:
         raise ValueError(f"need at least one factor with at least one value, got sizes {sizes}")
-    if votes < 1 or batch < 2:
-        raise ValueError(f"need votes >= 1 and batch >= 2, got {votes} and {batch}")
+    votes, batch = whole_at_least("votes", votes, 1), whole_at_least("batch", batch, 2)  # (True was 1 vote; 1.5 range()'s)
     checked_generator(generator)
     data_codes = torch.as_tensor(data_codes).double()
     if data_codes.ndim != 2 or len(data_codes) < 2 or not torch.isfinite(data_codes).all():
@@ -168,6 +167,8 @@ def factor_vae_score(
             f = (torch.rand(batch, k_count, generator=g) * high).long()
             f[:, k] = int(torch.randint(sizes[k], (1,), generator=g))
             c = torch.as_tensor(encode(render(f))).double() / scale
+            if not torch.isfinite(c).all():  # (argmin over a NaN variance chose that dimension: every vote its)
+                raise ValueError(f"the codes of a vote's batch (factor {k} fixed) hold NaN or inf")
             within = c.var(0).masked_fill(~active, float("inf"))
             dims.append(int(within.argmin()))
             facs.append(k)
