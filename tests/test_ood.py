@@ -954,3 +954,23 @@ def test_a_table_of_categories_is_not_called_continuous_data_beside_its_bits_per
     assert r["bits_per_dim"]["ood"] == pytest.approx(r["scores"]["nll"]["mean_ood"] / (2 * math.log(2)))  # per column
     assert "complexity: n/a (no integer images of at most 256 levels (a table's rows of categories))" in out
     assert "continuous data" not in out
+
+
+def test_a_non_finite_background_or_code_length_is_refused_by_its_name():
+    """They were refused only once turned into scores, as "the scores hold NaN or inf", naming
+    neither what held the NaN nor that it was not the log-likelihoods."""
+    lp_in, lp_ood = torch.tensor([-10.0, -12.0, -11.0]), torch.tensor([-8.0, -9.0])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for name in ("background", "code_bits"):
+            pair = (torch.tensor([-1.0, bad, -1.0]), torch.zeros(2))
+            with pytest.raises(EvaluationError, match=f"the {name} values hold NaN or inf"):
+                ood_scores(lp_in, lp_ood, num_dims=4, **{name: pair})
+        with pytest.raises(EvaluationError, match="the log_px values hold NaN or inf"):
+            ood_scores(lp_in, torch.tensor([-8.0, bad]), num_dims=4)
+
+
+@pytest.mark.parametrize("name, bad", [("batch_size", True), ("batch_size", 1.5), ("bootstraps", 2.5)])
+def test_the_typicality_test_refuses_a_batch_size_or_bootstraps_that_is_not_a_whole_number(name, bad):
+    # (batch_size True was taken as batches of 1; 1.5 was torch.randint's TypeError, naming nothing)
+    with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+        typicality_test(torch.randn(10), torch.randn(10), **{name: bad})

@@ -43,8 +43,14 @@ def test_the_fpr_at_95_tpr_is_at_the_first_threshold_reaching_95_not_94_percent(
 
 def test_the_typicality_test_refuses_what_it_cannot_fit_or_score():
     t, v = torch.tensor([1.0, 2.0]), torch.tensor([1.5, 2.5])
-    for kwargs in ({"batch_size": 0}, {"alpha": 0.0}, {"alpha": 1.0}, {"bootstraps": 0}):
-        with pytest.raises(ValueError, match="batch_size >= 1"):
+    for kwargs, problem in (
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"alpha": 0.0}, "need 0 < alpha < 1"),
+        ({"alpha": 1.0}, "need 0 < alpha < 1"),
+        ({"alpha": float("nan")}, "need 0 < alpha < 1"),
+        ({"bootstraps": 0}, "bootstraps must be an integer >= 1"),
+    ):
+        with pytest.raises(ValueError, match=problem):
             typicality_test(t, v, **kwargs)
     with pytest.raises(ValueError, match="finite training and held-out"):
         typicality_test(t, torch.tensor([]))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from dgmkit._rng import checked_generator
+from dgmkit.errors import whole_at_least
 
 __all__ = ["auroc", "auprc", "fpr_at_tpr", "detection_metrics", "TypicalityTest", "typicality_test"]
 
@@ -126,8 +127,9 @@ def typicality_test(
 ) -> TypicalityTest:
     """Fit the test (module docstring): H from the training NLLs, epsilon by bootstrap from the
     held-out NLLs."""
-    if batch_size < 1 or bootstraps < 1 or not 0 < alpha < 1:
-        raise ValueError("need batch_size >= 1, bootstraps >= 1 and 0 < alpha < 1")
+    batch_size, bootstraps = whole_at_least("batch_size", batch_size, 1), whole_at_least("bootstraps", bootstraps, 1)
+    if not 0 < alpha < 1:  # (batch_size True was batches of 1; 1.5 torch.randint's TypeError)
+        raise ValueError(f"need 0 < alpha < 1, got {alpha}")
     t, v = torch.as_tensor(train_nll).double().flatten(), torch.as_tensor(valid_nll).double().flatten()
     if len(t) == 0 or len(v) == 0 or not (torch.isfinite(t).all() and torch.isfinite(v).all()):
         raise ValueError("need finite training and held-out NLLs")

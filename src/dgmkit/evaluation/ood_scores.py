@@ -138,6 +138,8 @@ def _pair(
     a, b = (torch.as_tensor(t).double().flatten().cpu() for t in pair)
     if (len(a), len(b)) != (n_in, n_ood):
         raise ValueError(f"{name}: {len(a)} and {len(b)} values for {n_in} in-distribution and {n_ood} OOD inputs")
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):  # (refused later as "the scores", naming none)
+        raise EvaluationError(f"the {name} values hold NaN or inf: no score is reported")
     return a, b
 
 
@@ -166,8 +168,6 @@ def ood_scores(
     ``typicality_batch`` inputs, formed after a shuffle seeded by ``seed`` (a trailing partial
     batch is dropped)."""
     a, b = _pair("log_px", (log_px_in, log_px_ood), len(log_px_in), len(log_px_ood))
-    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
-        raise EvaluationError("the log-likelihoods hold NaN or inf: no score is reported")
     scores = {"nll": (-a, -b)}
     bg = _pair("background", background, len(a), len(b))
     if bg is not None:
