@@ -582,6 +582,10 @@ def test_the_baselines_and_rmse():
         assert not np.isnan(baseline_impute(rows, method)).any()
     with pytest.raises(ValueError, match="no missing"):
         rmse(filled, truth, np.zeros_like(rows, bool))
+    assert rmse(filled, truth, np.isnan(rows).astype(np.float32)) == rmse(filled, truth, torch.tensor(np.isnan(rows)))
+    for mask in (np.where(np.isnan(rows), 0.5, 0.0), np.where(np.isnan(rows), np.nan, 0.0), np.isnan(rows) * 2):
+        with pytest.raises(ValueError, match="mask of missing entries must be boolean"):  # (each was taken as a mask)
+            rmse(filled, truth, mask)
     with pytest.raises(ValueError, match=r"holds NaN or inf on a missing entry"):  # never a NaN score
         rmse(rows, truth, np.isnan(rows))
     with pytest.raises(ValueError, match=r"shapes differ: imputed \(3, 2\), truth \(2, 2\)"):

@@ -70,7 +70,10 @@ def baseline_impute(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
 def rmse(imputed: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor, missing: np.ndarray | torch.Tensor) -> float:
     """sqrt(mean (imputed - truth)^2) over the missing entries."""
     a, b = np.asarray(imputed, dtype=np.float64), np.asarray(truth, dtype=np.float64)
-    m = np.asarray(missing, dtype=bool)
+    given = np.asarray(missing)
+    if given.dtype != bool and not np.isin(given, (0, 1)).all():  # (0.5 or NaN was taken as missing, 2 too)
+        raise ValueError("the mask of missing entries must be boolean (or 0 and 1 only)")
+    m = given.astype(bool)
     if a.shape != b.shape or a.shape != m.shape:
         raise ValueError(f"shapes differ: imputed {a.shape}, truth {b.shape}, mask {m.shape}")
     if not m.any():
