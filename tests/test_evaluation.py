@@ -22,6 +22,9 @@ def test_bits_per_dim_and_the_dequantization_offset():
     nll = discrete_nll(0.0, num_dims=10, log_volume=math.log(256))
     assert nll == pytest.approx(10 * math.log(256))
     assert bits_per_dim(nll, 10) == pytest.approx(8.0)
+    for nll, dims, problem in ((1.0, math.inf, "at least one observed"), (math.nan, 3, "NaN or infinite NLL")):
+        with pytest.raises(ValueError, match=problem):  # (0 bits/dim, and NaN, came back)
+            bits_per_dim(nll, dims)
 
 
 @torch.no_grad()

@@ -30,8 +30,10 @@ def observed_entries(x: torch.Tensor) -> torch.Tensor:
 
 def bits_per_dim(nll_nats: float, num_dims: float) -> float:
     """nats per datapoint -> bits per dimension (of ``num_dims`` > 0 observed dimensions)."""
-    if not num_dims > 0:
-        raise ValueError(f"bits/dim need at least one observed dimension, got {num_dims}")
+    if not 0 < num_dims < math.inf:  # (inf gave 0 bits/dim)
+        raise ValueError(f"bits/dim need at least one observed dimension (a finite number), got {num_dims}")
+    if not math.isfinite(nll_nats):  # (NaN was passed on as NaN bits/dim)
+        raise ValueError(f"bits/dim of a NaN or infinite NLL: {nll_nats}")
     return nll_nats / (num_dims * math.log(2))
 
 
