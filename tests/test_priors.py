@@ -1,11 +1,14 @@
 """Priors: the mixture density against torch and against its own samples, the VampPrior as a
 mixture of posteriors at pseudo-inputs, and saving models with a shared encoder."""
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.distributions import Categorical, MixtureSameFamily
 
 from dgmkit.config import RunConfig, build_model, build_objective
@@ -367,3 +370,30 @@ def test_a_prior_of_true_latent_dimensions_is_refused():
     with pytest.raises(TypeError, match="latent_dim must be an integer, got bool"):
         StandardNormalPrior(True)
     assert StandardNormalPrior(np.int64(3)).latent_dim == 3
+
+
+def _nmi_textbook(u: np.ndarray, v: np.ndarray) -> float:
+    """I(U; V) / ((H(U) + H(V)) / 2) of the empirical joint, in any base; 1 where both are one group."""
+    joint = np.unique(np.stack([u, v]), axis=1, return_counts=True)[1] / len(u)
+    h = lambda w: -sum(p * math.log(p) for p in np.unique(w, return_counts=True)[1] / len(w))  # noqa: E731
+    mi = h(u) + h(v) + sum(p * math.log(p) for p in joint)
+    return 1.0 if h(u) == h(v) == 0 else mi / ((h(u) + h(v)) / 2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 3)), min_size=1, max_size=25))
+def test_clustering_scores_equal_the_best_matching_by_brute_force_and_the_textbook_nmi(pairs):
+    """Cluster names 10, 13, .. and class names -7, -14, ..: not 0..K-1, with unequal numbers
+    of clusters and classes, and clusters of the K that no datapoint falls in."""
+    assign = np.array([10 + 3 * a for a, _ in pairs])
+    labels = np.array([-7 * (c + 1) for _, c in pairs])
+    clusters, classes = np.unique(assign), np.unique(labels)
+    counts = np.array([[np.sum((assign == a) & (labels == c)) for c in classes] for a in clusters])
+    small, large = sorted(counts.shape)
+    table = counts if counts.shape[0] == small else counts.T
+    best = max(sum(table[i, j] for i, j in enumerate(p)) for p in itertools.permutations(range(large), small))
+    s = clustering_scores(assign, labels)
+    assert s["accuracy"] == pytest.approx(best / len(pairs), abs=1e-12)
+    assert s["accuracy_majority"] == pytest.approx(counts.max(1).sum() / len(pairs), abs=1e-12)
+    assert s["nmi"] == pytest.approx(_nmi_textbook(assign, labels), abs=1e-9)
+    assert s["clusters_used"] == len(clusters) and s["n"] == len(pairs)

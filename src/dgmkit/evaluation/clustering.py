@@ -39,7 +39,8 @@ def clustering_scores(assign: np.ndarray, labels: np.ndarray) -> dict:
     """``accuracy``: the best one-to-one matching of clusters to labels (Hungarian algorithm;
     with more clusters than labels the unmatched clusters count as errors).
     ``accuracy_majority``: each cluster takes its most frequent label (many-to-one).
-    ``nmi``: normalized mutual information (arithmetic normalization)."""
+    ``nmi``: normalized mutual information (arithmetic normalization; scikit-learn's 1 where the
+    clusters and the labels are each one group, 0 / 0)."""
     assign, labels = np.asarray(assign), np.asarray(labels)
     if assign.ndim != 1 or labels.ndim != 1 or len(assign) != len(labels) or len(labels) == 0:
         raise ValueError(
