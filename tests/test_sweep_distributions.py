@@ -24,7 +24,7 @@ from dgmkit.distributions.mmd import IMQ_SCALES, imq_kernel, mmd2_unbiased
 from dgmkit.distributions.normal import closed_form_kl
 from dgmkit.distributions.pixels import element_log_probs
 from dgmkit.distributions.sampling import inverse_cdf, rsample_and_log_prob
-from dgmkit.distributions.table import TableColumns
+from dgmkit.distributions.table import MixedColumns, TableColumns
 from dgmkit.priors import FlowPrior, MixtureOfGaussiansPrior, StandardNormalPrior, VampPrior
 from dgmkit.priors.conditional import GaussianLayerPrior
 
@@ -129,6 +129,17 @@ def test_the_mixed_likelihood_of_a_row_with_a_missing_category_is_that_of_its_ot
     holed[1, 0, 0, 1] = math.nan
     per = element_log_probs(px, x)[:, 0, 0]
     torch.testing.assert_close(observed_log_prob(px, holed), torch.stack([per[0].sum(), per[1, 0]]))
+
+
+def test_the_mixed_likelihood_s_gaussian_columns_keep_float32_precision_at_tiny_scales():
+    """The numeric columns' density divided (x - mu)^2 by sigma^2, which float32 holds as a
+    subnormal below sigma ~ 1e-19 and as 0 below ~4e-23: 1 nat off at sigma = 1e-22 and NaN at
+    x = mu at 1e-30 (a floor of min_scale > 0 allows both); (x - mu)/sigma has neither problem."""
+    scale = torch.tensor([1e-3, 1e-22, 1e-30, 1e-30])
+    x = scale * torch.tensor([2.0, 10.0, 0.0, 3.0])
+    px = MixedColumns(torch.zeros(1, 1, 4), scale.view(1, 1, 4), torch.zeros(1, 1, 4, 1), torch.zeros(4, dtype=torch.long))
+    ref = Normal(torch.zeros(4, dtype=torch.float64), scale.double()).log_prob(x.double())
+    torch.testing.assert_close(element_log_probs(px, x.view(1, 1, 4))[0, 0].double(), ref, rtol=1e-6, atol=1e-5)
 
 
 # ---- MMD, Gaussians, Bernoulli pixels ----
