@@ -94,6 +94,32 @@ def test_wake_and_sleep_phases_update_disjoint_parameters():
     assert all(p.grad.abs().sum() > 0 for p in m.recognition.parameters())
 
 
+def _recognition_gradient(m, loss):
+    m.zero_grad()
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in m.recognition.parameters()])
+
+
+def test_the_q_updates_follow_the_true_posterior_by_enumeration():
+    """The updates of q against their definitions, exact over the 16 h: the sleep phase's mean
+    gradient is that of E_p(x,h)[-log q(h|x)] (Hinton et al. 1995); reweighted wake-sleep's q-wake
+    update tends, as k grows, to that of E_p(h|x)[-log q(h|x)], KL(p(h|x) || q(h|x)) plus a
+    constant (Bornschein & Bengio 2015). A q-wake term left out or a sleep term of the wrong sign
+    is off by the whole gradient."""
+    m, x = tiny().double(), all_x().double()
+    h = all_h().double().unsqueeze(1).expand(16, 8, 4)
+    with torch.no_grad():
+        log_joint = m.likelihood(h).log_prob(x) + m.prior().log_prob(h)  # (16, 8)
+    exact_wake = _recognition_gradient(m, -(torch.softmax(log_joint, 0) * m.posterior(x).log_prob(h)).sum())
+    exact_sleep = _recognition_gradient(m, -(log_joint.exp() * m.posterior(x).log_prob(h)).sum())
+    torch.manual_seed(0)
+    rws = ReweightedWakeSleep(k=2000, sleep=False)(m.eval(), x.repeat(25, 1, 1, 1)).loss.sum() / 25
+    wake = _recognition_gradient(m, rws)
+    sleep = _recognition_gradient(m, WakeSleep()(m.train(), x.repeat(12_500, 1, 1, 1)).loss.mean())  # 100000 dreams
+    assert (wake - exact_wake).norm() < 0.06 * exact_wake.norm()
+    assert (sleep - exact_sleep).norm() < 0.03 * exact_sleep.norm()
+
+
 def test_wake_sleep_training_raises_the_likelihood():
     torch.manual_seed(0)
     data = (torch.rand(1, 1, 1, 6) < 0.5).float().expand(200, 1, 1, 6).clone()

@@ -104,6 +104,18 @@ def test_the_miwae_bound_of_complete_data_is_exact_at_the_true_posterior():
     assert torch.allclose(MIWAE(5)(model, x).bound, marginal.log_prob(x.view(8, -1)), atol=1e-9)
 
 
+def test_the_miwae_bound_is_reduced_in_log_space_where_every_weight_underflows_exp():
+    """Datapoints far out in the tail have log weights of thousands of nats below zero, where exp
+    is 0 even in float64: log (1/k) sum_i w_i must be a logsumexp, not the log of a mean of exps."""
+    from linear_gaussian import data, make
+
+    model, marginal = make(exact_posterior=True)
+    x = data(marginal, 4) + 40.0
+    exact = marginal.log_prob(x.view(4, -1))
+    assert (exact < -1000).all()
+    assert torch.allclose(MIWAE(5)(model, x).bound, exact, rtol=1e-9)
+
+
 def test_the_miwae_bound_of_complete_data_is_the_iwae_bound_in_value_and_gradient():
     from dgmkit.objectives import IWAE
     from linear_gaussian import data, loss_and_gradient, make
