@@ -41,6 +41,7 @@ from dgmkit.distributions import (
     DiscretizedLogisticMixture,
     FlowDistribution,
     JointSampler,
+    PreciseNormal,
     location,
     rsample_and_log_prob,
 )
@@ -171,6 +172,11 @@ def _case_normal():
     return DistCase(DiagonalNormal(loc, scale), "continuous", grid=(-9.0, 9.0, 361), params=[loc, scale])
 
 
+def _case_precise_normal():
+    loc, scale = _leaf(_randn(2, seed=14)), _leaf(0.5 + _randn(2, seed=15).abs())
+    return DistCase(PreciseNormal(loc, scale), "continuous", grid=(-9.0, 9.0, 361), params=[loc, scale])
+
+
 def _case_logit_normal():
     loc, scale = _leaf(_randn(2, 1, 1, 2, seed=12, scale=0.5)), _leaf(0.5 + 0.3 * _randn(2, 1, 1, 2, seed=13).abs())
     return DistCase(LogitNormal(loc, scale), "continuous", grid=(0.0, 1.0, 400), params=[loc, scale])
@@ -287,6 +293,7 @@ DISTRIBUTIONS = {
     ),  # fmt: skip
     "delta": _case_delta,
     "diagonal-normal": _case_normal,
+    "precise-normal": _case_precise_normal,
     "diagonal-gaussian-mixture": lambda: DistCase(
         DiagonalGaussianMixture(_randn(3, seed=9), _randn(3, 2, seed=10, scale=2.0), 0.4 + _randn(3, 2, seed=11).abs()),
         "continuous",

@@ -221,6 +221,30 @@ def test_the_mixed_table_head_is_gaussian_and_categorical_by_column_with_a_floor
         assert head(params).scale.min().item() == pytest.approx(0.05)
 
 
+def test_gaussian_heads_and_a_layer_prior_keep_float32_precision_at_a_floor_below_1e_19():
+    """torch's Normal divided (x - mu)^2 by sigma^2, which float32 holds as a subnormal below
+    sigma ~ 1e-19 and as 0 below ~4e-23: a fixed scale or a floor of 1e-22 (both legal) gave
+    1 nat of error at x - mu = 10 sigma, and 1e-30 gave NaN; the same for a layer's prior and
+    for the missing-data path (element_log_probs)."""
+    from dgmkit.distributions.pixels import element_log_probs
+    from dgmkit.priors import GaussianLayerPrior
+
+    for s in (1e-22, 1e-30):
+        x = torch.tensor([10 * s, 0.0, -3 * s]).view(1, 1, 3)
+        ref = Normal(torch.zeros(3, dtype=torch.float64), torch.tensor(s).double()).log_prob(x.double().flatten())
+        fixed = GaussianHead("fixed", scale=s)(torch.zeros(1, 1, 1, 1, 3))
+        params = torch.tensor([0.0, -300.0]).view(1, 1, 2, 1, 1).expand(1, 1, 2, 1, 3)  # the floor
+        floored = GaussianHead("predicted", min_scale=s)(params)
+        for px in (fixed, floored):
+            torch.testing.assert_close(element_log_probs(px, x)[0, 0, 0].double(), ref, rtol=1e-6, atol=1e-5)
+            torch.testing.assert_close(px.log_prob(x).double(), ref.sum().view(1), rtol=1e-6, atol=1e-5)
+        net = nn.Linear(1, 6)
+        with torch.no_grad():
+            net.weight.zero_(), net.bias.copy_(torch.tensor([0.0, 0.0, 0.0, -300.0, -300.0, -300.0]))
+        prior = GaussianLayerPrior(net, 3, min_scale=s)(torch.zeros(1, 1))
+        torch.testing.assert_close(prior.log_prob(x[0]).double(), ref.sum().view(1), rtol=1e-6, atol=1e-5)
+
+
 # ---- encoders ----
 
 

@@ -14,7 +14,13 @@ from dgmkit.distributions.levels import LevelPixels
 from dgmkit.distributions.logistic import DiscretizedLogisticMixture
 from dgmkit.distributions.logit_normal import LogitNormal
 from dgmkit.distributions.mixture import DiagonalGaussianMixture
-from dgmkit.distributions.normal import DiagonalNormal, closed_form_kl, diagonal_normal, kl_per_dimension
+from dgmkit.distributions.normal import (
+    DiagonalNormal,
+    PreciseNormal,
+    closed_form_kl,
+    diagonal_normal,
+    kl_per_dimension,
+)
 from dgmkit.distributions.pixels import *  # noqa: F403 - the names of pixels.__all__, re-exported below
 from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
 from dgmkit.distributions.student_t import student_t
@@ -22,6 +28,7 @@ from dgmkit.distributions.table import MixedColumns
 
 __all__ = [
     "DiagonalNormal",
+    "PreciseNormal",
     "diagonal_normal",
     "JointSampler",
     "rsample_and_log_prob",

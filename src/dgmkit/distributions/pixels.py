@@ -5,9 +5,10 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent
 
 from dgmkit.distributions.bernoulli import BernoulliPixels
+from dgmkit.distributions.normal import PreciseNormal
 
 __all__ = [
     "bernoulli_pixels",
@@ -51,8 +52,9 @@ def bernoulli_pixels(logits: torch.Tensor, event_dims: int) -> BernoulliPixels:
 
 def gaussian_pixels(loc: torch.Tensor, scale: torch.Tensor, event_dims: int) -> Independent:
     """Independent Gaussian pixels N(loc, scale^2). The caller guarantees scale > 0 (a floor):
-    the Gaussian likelihood of a VAE is unbounded when the variance may shrink to zero."""
-    return Independent(Normal(loc, scale, validate_args=False), event_dims, validate_args=False)
+    the Gaussian likelihood of a VAE is unbounded when the variance may shrink to zero. Its
+    log-density is ``PreciseNormal``'s, exact at a floor below 1e-19 too."""
+    return Independent(PreciseNormal(loc, scale, validate_args=False), event_dims, validate_args=False)
 
 
 def pixel_mean(dist: Distribution) -> torch.Tensor:
