@@ -245,6 +245,17 @@ def test_gaussian_heads_and_a_layer_prior_keep_float32_precision_at_a_floor_belo
         torch.testing.assert_close(prior.log_prob(x[0]).double(), ref.sum().view(1), rtol=1e-6, atol=1e-5)
 
 
+def test_a_learned_gaussian_head_and_a_mixture_prior_start_at_a_scale_of_a_thousand():
+    """The inverse softplus was log(expm1(scale)), which overflowed from scale ~ 710: an initial
+    scale of 1000 (legal: finite and above the floor) raised OverflowError."""
+    from dgmkit.priors import MixtureOfGaussiansPrior
+
+    head = GaussianHead("learned", scale=1000.0, min_scale=0.5)
+    assert head(torch.zeros(1, 1, 1, 1, 1)).base_dist.scale.item() == pytest.approx(1000.0, rel=1e-6)
+    prior = MixtureOfGaussiansPrior(2, components=2, init_scale=1000.0, min_scale=1e-3)
+    torch.testing.assert_close(prior().scale, torch.full((2, 2), 1000.0))
+
+
 # ---- encoders ----
 
 

@@ -4,7 +4,6 @@ A head says how many numbers it needs per pixel (``params_per_pixel``) and build
 distribution from a tensor of shape (*batch, C, P, H, W), P = params per pixel.
 """
 
-import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -23,6 +22,7 @@ from dgmkit.distributions import (
 from dgmkit.distributions.student_t import student_t
 from dgmkit.distributions.table import MixedColumns, TableColumns
 from dgmkit.errors import finite_at_least, whole_at_least
+from dgmkit.nn.scale import inverse_softplus
 
 __all__ = [
     "LikelihoodHead", "BernoulliHead", "GaussianHead", "StudentTHead", "CategoricalHead", "LogisticMixtureHead",
@@ -101,7 +101,7 @@ class GaussianHead(LikelihoodHead):
             self.register_buffer("scale", torch.tensor(float(scale)))
         elif variance == "learned":
             # inverse softplus so that the initial scale equals ``scale``
-            raw = math.log(math.expm1(max(scale - min_scale, 1e-6)))
+            raw = inverse_softplus(max(scale - min_scale, 1e-6))
             self.raw_scale = nn.Parameter(torch.tensor(raw))
 
     def forward(self, params: torch.Tensor) -> Independent:

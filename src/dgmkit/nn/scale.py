@@ -15,9 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SoftplusScale", "ClippedLogVariance", "ScaleKind", "scale_map"]
+__all__ = ["SoftplusScale", "ClippedLogVariance", "ScaleKind", "scale_map", "inverse_softplus"]
 
 ScaleKind = Literal["softplus", "clipped-log-variance"]
+
+
+def inverse_softplus(y: float) -> float:
+    """The raw x with softplus(x) = y > 0: log(e^y - 1), written y + log(1 - e^-y), which holds for
+    every finite y (log(expm1(y)) overflowed from y ~ 710: an initial scale of 1000 raised
+    OverflowError).
+
+    >>> round(inverse_softplus(1000.0), 6), round(inverse_softplus(math.log(2.0)), 12)
+    (1000.0, 0.0)
+    """
+    return y + math.log(-math.expm1(-y))
 
 
 class SoftplusScale(nn.Module):

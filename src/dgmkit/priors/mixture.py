@@ -8,6 +8,7 @@ from torch import nn
 
 from dgmkit.distributions import DiagonalGaussianMixture
 from dgmkit.errors import whole_at_least
+from dgmkit.nn.scale import inverse_softplus
 from dgmkit.priors.base import Prior
 
 __all__ = ["MixtureOfGaussiansPrior"]
@@ -32,7 +33,7 @@ class MixtureOfGaussiansPrior(Prior):
         self.min_scale = min_scale
         self.logits = nn.Parameter(torch.zeros(components))
         self.means = nn.Parameter(torch.randn(components, latent_dim))
-        raw = math.log(math.expm1(init_scale - min_scale))
+        raw = inverse_softplus(init_scale - min_scale)
         self.raw_scales = nn.Parameter(torch.full((components, latent_dim), raw))
 
     def forward(self, context: None = None) -> DiagonalGaussianMixture:
