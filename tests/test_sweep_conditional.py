@@ -256,6 +256,26 @@ def test_a_learned_gaussian_head_and_a_mixture_prior_start_at_a_scale_of_a_thous
     torch.testing.assert_close(prior().scale, torch.full((2, 2), 1000.0))
 
 
+@pytest.mark.parametrize("levels", [2, 5])
+def test_a_logistic_heads_levels_are_the_mixture_masses_of_bins_at_2k_over_l_minus_1_with_the_tails_at_the_ends(levels):
+    """Level k is the bin [x_k - h, x_k + h] around x_k = 2k/(L-1) - 1, h = 1/(L-1), of the
+    mixture sum_j w_j Logistic(tanh(m_j), e^(log s_j)); level 0 takes (-inf, x_0 + h] and level
+    L-1 takes [x_{L-1} - h, inf). Written here from the logistic CDF in float64 (centres or
+    widths shifted together would still sum to one)."""
+    k = 2
+    params = (1.5 * _randn(1, 1, 3 * k, 1, 3, seed=7)).double()
+    params[0, 0, 2 * k :, 0, 2] = -9.0  # below the clamp of the log-scale at -7
+    logits, loc, log_s = params[0, 0].movedim(0, -1).split(k, -1)  # (1, 3, K) each
+    w, m, s = torch.softmax(logits, -1), torch.tanh(loc), log_s.clamp(min=-7).exp()
+    edges = torch.tensor([-math.inf, *(2 * j / (levels - 1) - 1 - 1 / (levels - 1) for j in range(1, levels)), math.inf])
+    cdf = (w[..., None] * torch.sigmoid((edges.double() - m[..., None]) / s[..., None])).sum(-2)  # (1, 3, L + 1)
+    want = cdf[..., 1:] - cdf[..., :-1]  # (1, 3, L)
+    got = torch.stack(
+        [LogisticMixtureHead(levels, k)(params).log_prob_elements(torch.full((1, 1, 1, 3), v)) for v in range(levels)], -1
+    )
+    torch.testing.assert_close(got[0, 0].exp(), want, rtol=1e-9, atol=1e-12)
+
+
 # ---- encoders ----
 
 
