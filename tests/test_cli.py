@@ -394,7 +394,7 @@ def test_cluster_with_a_mixture_prior(tmp_path, capsys, trained):
     assert_clean_failure(code, err, "--prior mog")
 
 
-@pytest.mark.parametrize("objective", ["gumbel-softmax", "reinforce"])
+@pytest.mark.parametrize("objective", ["gumbel-softmax", "reinforce", "vimco"])
 def test_categorical_latents_train_and_evaluate(tmp_path, capsys, objective):
     out = tmp_path / objective
     argv = [

@@ -44,6 +44,7 @@ from dgmkit.distributions import (
     PreciseNormal,
     location,
     rsample_and_log_prob,
+    student_t,
 )
 from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.logit_normal import LogitNormal
@@ -68,6 +69,7 @@ from dgmkit.models.base import ESTIMATE_KINDS
 from dgmkit.objectives import (
     ELBO,
     IWAE,
+    VIMCO,
     DequantizationBound,
     DiffusionBound,
     GumbelSoftmaxELBO,
@@ -175,6 +177,11 @@ def _case_normal():
 def _case_precise_normal():
     loc, scale = _leaf(_randn(2, seed=14)), _leaf(0.5 + _randn(2, seed=15).abs())
     return DistCase(PreciseNormal(loc, scale), "continuous", grid=(-9.0, 9.0, 361), params=[loc, scale])
+
+
+def _case_student_t():
+    df, loc, scale = _leaf(1.5 + _randn(2, seed=16).abs()), _leaf(_randn(2, seed=17)), _leaf(0.5 + _randn(2, seed=18).abs())
+    return DistCase(student_t(df, loc, scale), "continuous", grid=(-400.0, 400.0, 160_001), params=[df, loc, scale])
 
 
 def _case_logit_normal():
@@ -294,6 +301,7 @@ DISTRIBUTIONS = {
     "delta": _case_delta,
     "diagonal-normal": _case_normal,
     "precise-normal": _case_precise_normal,
+    "student-t": _case_student_t,
     "diagonal-gaussian-mixture": lambda: DistCase(
         DiagonalGaussianMixture(_randn(3, seed=9), _randn(3, 2, seed=10, scale=2.0), 0.4 + _randn(3, 2, seed=11).abs()),
         "continuous",
@@ -669,6 +677,12 @@ OBJECTIVES = {
     "reinforce": ObjCase(
         dict(model="dvae", hidden=[8], latent_dim=2, latent_classes=3, objective="reinforce"),
         ReinforceELBO,
+        uses_beta=True,
+        loss_is_negative_score=False,
+    ),
+    "vimco": ObjCase(
+        dict(model="dvae", hidden=[8], latent_dim=2, latent_classes=3, objective="vimco", iw_k=3),
+        VIMCO,
         uses_beta=True,
         loss_is_negative_score=False,
     ),

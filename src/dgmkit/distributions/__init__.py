@@ -23,7 +23,7 @@ from dgmkit.distributions.normal import (
 )
 from dgmkit.distributions.pixels import *  # noqa: F403 - the names of pixels.__all__, re-exported below
 from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
-from dgmkit.distributions.student_t import student_t
+from dgmkit.distributions.student_t import AccurateStudentT, student_t
 from dgmkit.distributions.table import MixedColumns
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "one_hot_categorical",
     "one_hot",
     "student_t",
+    "AccurateStudentT",
     "Delta",
     "DiscretizedLogisticMixture",
     "DiagonalGaussianMixture",

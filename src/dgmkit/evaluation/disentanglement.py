@@ -179,6 +179,5 @@ def factor_vae_score(
     table.index_put_((d_train, k_train), torch.ones_like(d_train), accumulate=True)
     assignment = torch.where(table.sum(1) > 0, table.argmax(1), torch.full((m,), -1))
     d_eval, k_eval = draw_votes()
-    train_acc = float((assignment[d_train] == k_train).double().mean())
-    acc = float((assignment[d_eval] == k_eval).double().mean())
+    train_acc, acc = (float((assignment[d] == k).double().mean()) for d, k in ((d_train, k_train), (d_eval, k_eval)))
     return FactorVAEScore(acc, train_acc, assignment, active, votes, batch)

@@ -1,5 +1,6 @@
 """The discrete VAE family: V categorical latent variables of K classes each, trained by the
-Gumbel-softmax relaxation or the score-function (REINFORCE) estimator."""
+Gumbel-softmax relaxation or a score-function estimator (REINFORCE with a learned baseline, or
+VIMCO's multi-sample bound with baselines from the other draws)."""
 
 import dataclasses
 from typing import Literal
@@ -12,7 +13,7 @@ from dgmkit.families.base import DataSpec, FamilyConfig, PartlyRead
 from dgmkit.families.parts import AutoencoderSettings, ImportanceSampledEval, KLWeightSettings, encoder_net, flat_input
 from dgmkit.models import CategoricalVAE
 from dgmkit.nn import MLP
-from dgmkit.objectives import GumbelSoftmaxELBO, Objective, ReinforceELBO
+from dgmkit.objectives import VIMCO, GumbelSoftmaxELBO, Objective, ReinforceELBO
 from dgmkit.priors import UniformCategoricalPrior
 from dgmkit.settings import setting
 
@@ -24,11 +25,14 @@ __all__ = ["DiscreteVAEConfig"]
 @dataclasses.dataclass
 class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampledEval, FamilyConfig):
     name = "dvae"
-    summary = "VAE with categorical latents: Gumbel-softmax or REINFORCE"
+    summary = "VAE with categorical latents: Gumbel-softmax, REINFORCE or VIMCO"
 
     latent_dim: int = setting(30, "categorical latent variables V", min=1, max=4096)
     latent_classes: int = setting(10, "classes K of each latent variable", min=2, max=1024)
-    objective: Literal["gumbel-softmax", "reinforce"] = setting("gumbel-softmax", "the gradient estimator")
+    objective: Literal["gumbel-softmax", "reinforce", "vimco"] = setting("gumbel-softmax", "the gradient estimator")
+    iw_k: int = setting(
+        5, "vimco: draws K per datapoint in its importance-weighted bound (dgm eval's k is --iw-samples)", min=2, max=5000
+    )
     gumbel_temperature: float = setting(
         1.0, "gumbel-softmax: initial relaxation temperature tau_0 (not dgm sample's --temperature)", gt=0, max=100
     )
@@ -52,7 +56,9 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
     def inert_settings(self) -> dict[str, str]:
         gumbel = ("gumbel_temperature", "gumbel_temperature_min", "anneal_rate", "straight_through")
         inert = super().inert_settings()
-        if self.objective == "reinforce":
+        if self.objective != "vimco":
+            inert["iw_k"] = "--objective vimco"
+        if self.objective != "gumbel-softmax":
             return {**inert, **dict.fromkeys(gumbel, "--objective gumbel-softmax")}
         # (tau stays at gumbel_temperature, never reaching its floor; a floor that validate needs at or below a
         # temperature under the default floor is given, not unread: refused, a constant tau of 0.3 had no way)
@@ -78,6 +84,8 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
     def training_objective(self) -> Objective:
         if self.objective == "reinforce":
             return ReinforceELBO()
+        if self.objective == "vimco":
+            return VIMCO(self.iw_k)
         return GumbelSoftmaxELBO(
             self.gumbel_temperature, self.gumbel_temperature_min, self.anneal_rate, self.straight_through
         )

@@ -4,7 +4,7 @@ are reductions of one primitive, the log importance weights (``objectives.import
 from dgmkit.objectives.base import Objective
 from dgmkit.objectives.dequantization import BoundTerms, DequantizationBound
 from dgmkit.objectives.diffusion import DiffusionBound, DiffusionTerms
-from dgmkit.objectives.discrete import DiscreteTerms, GumbelSoftmaxELBO, ReinforceELBO
+from dgmkit.objectives.discrete import VIMCO, DiscreteTerms, GumbelSoftmaxELBO, ReinforceELBO
 from dgmkit.objectives.elbo import ELBO, ELBOTerms, kl_term
 from dgmkit.objectives.hierarchical import HierarchicalELBO
 from dgmkit.objectives.importance import (
@@ -42,6 +42,7 @@ __all__ = [
     "VQTerms",
     "GumbelSoftmaxELBO",
     "ReinforceELBO",
+    "VIMCO",
     "DiscreteTerms",
     "WakeSleep",
     "ReweightedWakeSleep",

@@ -14,6 +14,14 @@ E_q[log p(x|z)] - KL(q(z|x) || p(z)), from a one-sample estimate with an exact d
   score-function gradient (f(z) - b(x)) grad log q(z|x), f = log p(x|z), of the reconstruction
   term, with a learned input-dependent baseline b(x) fitted by least squares to f; the KL
   term's gradient is exact (closed form).
+- :class:`VIMCO` (Mnih & Rezende 2016, arXiv 1602.06725): the score-function gradient of the
+  k-sample importance-weighted bound L = log (1/k) sum_j w_j, w_j = p(x, z_j) / q(z_j|x), with a
+  baseline for each draw from the other draws alone (no network): L less the bound whose w_j is
+  replaced by the geometric mean of the others' weights. Unbiased, and its learning signals are
+  each draw's share of the bound.
+
+The first two report the ELBO from one draw, VIMCO from the mean over its k draws; all three
+the same quantity, so their runs compare (VIMCO trains a tighter bound than the ELBO it reports).
 """
 
 import math
@@ -22,11 +30,13 @@ import torch
 from torch.distributions import kl_divergence
 
 from dgmkit.distributions.categorical import one_hot
+from dgmkit.errors import whole_at_least
 from dgmkit.models import CategoricalVAE
-from dgmkit.objectives.base import Objective, at_least
+from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.elbo import ELBOTerms
+from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
-__all__ = ["GumbelSoftmaxELBO", "ReinforceELBO", "DiscreteTerms"]
+__all__ = ["GumbelSoftmaxELBO", "ReinforceELBO", "VIMCO", "DiscreteTerms"]
 
 
 DiscreteTerms = ELBOTerms  # the ELBO's terms, whichever gradient estimator made them
@@ -107,3 +117,37 @@ class ReinforceELBO(Objective[CategoricalVAE]):
         baseline_fit = (log_px_z.detach() - b).pow(2)  # trains b(x) only
         loss = -(surrogate - beta * kl) + baseline_fit
         return DiscreteTerms(loss, (log_px_z - kl).detach(), log_px_z.detach(), kl.detach())
+
+
+def leave_one_out_bounds(log_w: torch.Tensor) -> torch.Tensor:
+    """VIMCO's baselines: for each draw j of ``log_w`` (k, B), log (1/k) (sum_{i != j} w_i + w_-j),
+    where log w_-j = mean_{i != j} log w_i (the geometric mean of the other weights stands in for
+    w_j), all in log space; shape (k, B). Needs k >= 2."""
+    k = log_w.shape[0]
+    others = (log_w.sum(0, keepdim=True) - log_w) / (k - 1)  # (k, B): log w_-j
+    own = torch.eye(k, dtype=torch.bool, device=log_w.device).view(k, k, *([1] * (log_w.dim() - 1)))
+    swapped = torch.where(own, others.unsqueeze(1), log_w.unsqueeze(0))  # row j: log_w with its j-th replaced
+    return torch.logsumexp(swapped, 1) - math.log(k)
+
+
+class VIMCO(Objective[CategoricalVAE]):
+    """The variational inference for Monte Carlo objectives estimator of the module docstring,
+    with ``k`` >= 2 draws a datapoint. Its surrogate is L + sum_j (L - L_-j) log q(z_j|x), the
+    signals L - L_-j held fixed (``leave_one_out_bounds``): the gradient is the bound's, with the
+    draws fixed, plus each draw's score weighted by its signal. With beta < 1 (KL warm-up) the
+    weights are p(x|z) (p(z)/q(z|x))^beta, as the IWAE objective's. It reports the ELBO (the mean
+    of the k draws' log p(x|z), less the closed-form KL), as the other estimators do."""
+
+    def __init__(self, k: int = 5):
+        self.k = whole_at_least("k, VIMCO's draws a datapoint", k, 2)  # (one draw has no others to be its baseline)
+
+    def __call__(self, model: CategoricalVAE, x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
+        q, prior = model.posterior(x), model.prior()
+        w = log_importance_weights(model, x, self.k, q=q, prior=prior, reparameterized=False)  # z: exact draws of q
+        log_w = w.log_w if unit_weight(beta) else w.log_px_z + beta * (w.log_pz - w.log_qz)
+        bound = log_mean_exp(log_w)  # (B,): its gradient with the draws fixed
+        signal = (bound.unsqueeze(0) - leave_one_out_bounds(log_w)).detach()  # (k, B)
+        surrogate = bound + (signal * w.log_qz).sum(0)
+        kl = kl_divergence(q, prior)
+        log_px_z = w.log_px_z.mean(0)
+        return DiscreteTerms(-surrogate, (log_px_z - kl).detach(), log_px_z.detach(), kl.detach())
