@@ -721,7 +721,7 @@ def test_trainer_options_pass_every_optim_setting_and_the_familys(name):
         ({"model": "hvae", "flow": "nice"}, "flow"),
         ({"model": "helmholtz", "objective": "wake-sleep", "iw_k": 50}, "iw_k"),
         ({"model": "dvae", "objective": "reinforce", "anneal_rate": 0.001}, "anneal_rate"),
-        ({"model": "dvae", "objective": "vimco", "straight_through": True}, "straight_through"),
+        ({"model": "dvae", "objective": "vimco", "gumbel_temperature": 2.0}, "gumbel_temperature"),
         ({"model": "dvae", "objective": "reinforce", "iw_k": 3}, "iw_k"),  # (VIMCO's draws)
         ({"model": "flow", "dequantization_samples": 4}, "dequantization_samples"),  # uniform dequantization
         ({"model": "flow", "flow": "maf", "flow_levels": 3}, "flow_levels"),  # a vector flow

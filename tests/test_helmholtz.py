@@ -134,3 +134,52 @@ def test_wake_sleep_training_raises_the_likelihood():
         opt.step()
     after = importance_sampled_log_likelihood(m.eval(), data, k=500).mean()
     assert after > before + 1.5 and after > -math.log(2) - 0.3  # near the two-mode optimum, -log 2
+
+
+def test_vimco_follows_the_gradient_of_the_k_sample_bound_by_enumeration():
+    """VIMCO's mean gradient, of both networks, is that of E[log (1/k) sum_j w_j] over k = 2 draws of
+    q (exact: the 16^2 pairs of the 16 h enumerated), for one datapoint; the generative part is RWS's
+    p-wake update (no sleep phase), the recognition part the score-function estimator."""
+    from dgmkit.objectives import VIMCOBound
+
+    m, x = tiny().double(), all_x()[5:6].double()
+    h = all_h().double().unsqueeze(1)  # (16, 1, 4)
+    q = m.posterior(x)
+    log_q = q.log_prob(h)[:, 0]  # (16,)
+    log_w = (m.likelihood(h).log_prob(x) + m.prior().log_prob(h))[:, 0] - log_q
+    pairs = torch.tensor(list(itertools.product(range(16), repeat=2)))
+    exact_bound = (log_q[pairs].sum(1).exp() * (torch.logsumexp(log_w[pairs], 1) - math.log(2))).sum()
+    m.zero_grad()
+    (-exact_bound).backward()
+    exact = torch.cat([p.grad.flatten() for p in m.parameters()])
+    torch.manual_seed(0)
+    groups = []
+    for _ in range(10):
+        m.zero_grad()
+        VIMCOBound(k=2)(m.train(), x.expand(8000, 1, 1, 3)).loss.mean().backward()
+        groups.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    g = torch.stack(groups)
+    mean, se = g.mean(0), g.std(0) / 10**0.5
+    assert ((mean - exact).abs() / (se + 1e-6)).max() < 5, (mean, exact, se)
+    assert exact.abs().max() > 20 * se.max()  # (a gradient of which the noise would not hide a wrong part)
+
+
+def test_vimco_reports_the_k_sample_bound_and_needs_two_draws():
+    from dgmkit.errors import ConfigError
+    from dgmkit.objectives import VIMCOBound
+
+    m, x = tiny(), all_x()
+    torch.manual_seed(1)
+    t = VIMCOBound(k=3)(m.eval(), x)
+    assert t.iwae.shape == (8,) and bool((t.iwae >= t.elbo - 1e-6).all())  # (Jensen: the bound of 3 draws >= their mean)
+    torch.manual_seed(1)
+    w = ReweightedWakeSleep(k=3)(m.eval(), x)
+    torch.testing.assert_close(t.iwae, w.iwae)  # the same draws: the same bound and terms
+    torch.testing.assert_close(t.elbo, w.elbo)
+    for k in (1, 0, 1.5):
+        with pytest.raises(ValueError, match="VIMCO's draws"):
+            VIMCOBound(k=k)
+    from dgmkit.config import RunConfig
+
+    with pytest.raises(ConfigError, match="--objective vimco needs --iw-k 2 or more"):
+        RunConfig.of(model="helmholtz", objective="vimco", iw_k=1)

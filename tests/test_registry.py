@@ -78,6 +78,7 @@ from dgmkit.objectives import (
     Reconstruction,
     ReinforceELBO,
     ReweightedWakeSleep,
+    VIMCOBound,
     WakeSleep,
 )
 from dgmkit.objectives.hierarchical import HierarchicalELBO
@@ -691,6 +692,9 @@ OBJECTIVES = {
     ),
     "reweighted-wake-sleep": ObjCase(
         dict(model="helmholtz", layers=[3, 2], objective="rws", iw_k=3), ReweightedWakeSleep, loss_is_negative_score=False
+    ),
+    "vimco-helmholtz": ObjCase(
+        dict(model="helmholtz", layers=[3, 2], objective="vimco", iw_k=3), VIMCOBound, loss_is_negative_score=False
     ),
     "max-likelihood-made": ObjCase(dict(model="arm", arm="made", made_hidden=[8]), MaximumLikelihood),
     "max-likelihood-flow": ObjCase(

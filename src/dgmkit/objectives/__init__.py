@@ -22,7 +22,7 @@ from dgmkit.objectives.semisupervised import HybridObjective, HybridObjectiveTer
 from dgmkit.objectives.tcvae import BetaTCVAE, TCVAETerms
 from dgmkit.objectives.vq import VQObjective, VQTerms
 from dgmkit.objectives.wae import WAEObjective, WAETerms
-from dgmkit.objectives.wake_sleep import ReweightedWakeSleep, WakeSleep, WakeSleepTerms
+from dgmkit.objectives.wake_sleep import ReweightedWakeSleep, VIMCOBound, WakeSleep, WakeSleepTerms
 
 __all__ = [
     "Objective",
@@ -46,6 +46,7 @@ __all__ = [
     "DiscreteTerms",
     "WakeSleep",
     "ReweightedWakeSleep",
+    "VIMCOBound",
     "WakeSleepTerms",
     "MaximumLikelihood",
     "LikelihoodTerms",

@@ -155,11 +155,18 @@ def vimco_signals(log_w: torch.Tensor) -> torch.Tensor:
     return log_total - log_loo
 
 
+def vimco_surrogate(log_w: torch.Tensor, log_qz: torch.Tensor) -> torch.Tensor:
+    """L + sum_j (L - L_-j) log q(z_j|x), per datapoint (B,), for k >= 2 draws z_j of q that carry
+    no gradient: ``log_w`` (k, B), the log weights (``log_qz`` in them), and ``log_qz`` (k, B). Its
+    gradient is VIMCO's: the bound L = log mean_j w_j with the draws held fixed, plus each draw's
+    score weighted by its signal (``vimco_signals``, held fixed)."""
+    return log_mean_exp(log_w) + (vimco_signals(log_w.detach()) * log_qz).sum(0)
+
+
 class VIMCO(Objective[CategoricalVAE]):
     """The variational inference for Monte Carlo objectives estimator of the module docstring,
-    with ``k`` >= 2 draws a datapoint. Its surrogate is L + sum_j (L - L_-j) log q(z_j|x), the
-    signals L - L_-j held fixed (``leave_one_out_bounds``): the gradient is the bound's, with the
-    draws fixed, plus each draw's score weighted by its signal. With beta < 1 (KL warm-up) the
+    with ``k`` >= 2 draws a datapoint (``vimco_surrogate``; a Helmholtz machine's is
+    ``wake_sleep.VIMCOBound``). With beta < 1 (KL warm-up) the
     weights are p(x|z) (p(z)/q(z|x))^beta, as the IWAE objective's. It reports the ELBO (the mean
     of the k draws' log p(x|z), less the closed-form KL), as the other estimators do."""
 
@@ -170,9 +177,7 @@ class VIMCO(Objective[CategoricalVAE]):
         q, prior = model.posterior(x), model.prior()
         w = log_importance_weights(model, x, self.k, q=q, prior=prior, reparameterized=False)  # z: exact draws of q
         log_w = w.log_w if unit_weight(beta) else w.log_px_z + beta * (w.log_pz - w.log_qz)
-        bound = log_mean_exp(log_w)  # (B,): its gradient with the draws fixed
-        signal = vimco_signals(log_w.detach())  # (k, B)
-        surrogate = bound + (signal * w.log_qz).sum(0)
+        surrogate = vimco_surrogate(log_w, w.log_qz)
         kl = kl_divergence(q, prior)
         log_px_z = w.log_px_z.mean(0)
         return DiscreteTerms(-surrogate, (log_px_z - kl).detach(), log_px_z.detach(), kl.detach())

@@ -11,6 +11,11 @@ Reweighted wake-sleep: k samples h_i ~ q(h|x) with self-normalized importance we
 w~_i = softmax_i(log p(x, h_i) - log q(h_i|x)); the generative update sum_i w~_i grad log p(x, h_i)
 is exactly the gradient of the k-sample IWAE bound with respect to p; the wake update of q is
 sum_i w~_i grad log q(h_i|x), optionally with the sleep update added.
+
+VIMCO (Mnih & Rezende 2016, arXiv 1602.06725; their sigmoid belief networks are this model):
+both networks follow the gradient of the one k-sample bound, the generative one as RWS's p-wake
+update, the recognition one by the score-function estimator with a baseline for each draw from
+the other draws (``discrete.vimco_surrogate``); no sleep phase.
 """
 
 from typing import NamedTuple
@@ -20,9 +25,10 @@ import torch
 from dgmkit.errors import whole_at_least
 from dgmkit.models import LatentVariableModel
 from dgmkit.objectives.base import Objective
+from dgmkit.objectives.discrete import vimco_surrogate
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
-__all__ = ["WakeSleep", "ReweightedWakeSleep", "WakeSleepTerms"]
+__all__ = ["WakeSleep", "ReweightedWakeSleep", "VIMCOBound", "WakeSleepTerms"]
 
 
 class WakeSleepTerms(NamedTuple):
@@ -75,6 +81,34 @@ class ReweightedWakeSleep(Objective[LatentVariableModel]):
             loss = loss - _sleep_term(model, len(x))
         return WakeSleepTerms(
             loss,
+            log_w.mean(0).detach(),
+            w.log_px_z.mean(0).detach(),
+            (w.log_qz - w.log_pz).mean(0).detach(),
+            log_mean_exp(log_w).detach(),
+        )
+
+
+class VIMCOBound(Objective[LatentVariableModel]):
+    """VIMCO (module docstring) with ``k`` >= 2 draws a datapoint, for a model with discrete latents
+    whose KL has no closed form (a Helmholtz machine): it trains and is scored by the k-sample
+    bound, as reweighted wake-sleep is (the discrete VAE's ``discrete.VIMCO`` reports the ELBO).
+    KL warm-up does not apply (the Helmholtz machine's objectives weigh no KL term)."""
+
+    score = "iwae"
+    score_label = "IWAE bound"
+
+    def __init__(self, k: int = 5):
+        self.k = whole_at_least("k, VIMCO's draws a datapoint", k, 2)  # (one draw has no others to be its baseline)
+
+    @property
+    def label(self) -> str:
+        return f"IWAE-{self.k} bound"
+
+    def __call__(self, model: LatentVariableModel, x: torch.Tensor, beta: float = 1.0) -> WakeSleepTerms:
+        w = log_importance_weights(model, x, self.k, reparameterized=False)  # (k, B); h carries no gradient
+        log_w = w.log_w
+        return WakeSleepTerms(
+            -vimco_surrogate(log_w, w.log_qz),
             log_w.mean(0).detach(),
             w.log_px_z.mean(0).detach(),
             (w.log_qz - w.log_pz).mean(0).detach(),
