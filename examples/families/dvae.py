@@ -1,6 +1,7 @@
 """Discrete VAE: 8 categorical latents of 4 classes each, trained with the Gumbel-softmax
-relaxation (the temperature annealed towards its minimum) and scored by the true discrete
-ELBO and an importance-sampled NLL with discrete samples."""
+relaxation (the temperature annealed towards its minimum; the other estimators are
+objective="reinforce" and objective="vimco") and scored by the true discrete ELBO and an
+importance-sampled NLL with discrete samples."""
 
 import dgmkit
 

@@ -1,6 +1,7 @@
 """Helmholtz machine: a sigmoid belief network of binary layers (32 then 16 units) with a
 recognition network, trained by reweighted wake-sleep (RWS, K = 5 importance samples; the
-other choice is objective="wake-sleep"). Scored by the ELBO and an importance-sampled NLL."""
+other choices are objective="wake-sleep" and objective="vimco"). Scored by the ELBO and an
+importance-sampled NLL."""
 
 import dgmkit
 
