@@ -2,6 +2,7 @@
 model, the posteriors against hand-written references, per-layer KL terms, free bits per layer,
 and the family end to end through the CLI."""
 
+import itertools
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from torch import nn
 from torch.distributions import MultivariateNormal, Normal
 
 from dgmkit.cli.main import main
-from dgmkit.conditional import Decoder, GaussianHead
+from dgmkit.conditional import BernoulliHead, Decoder, GaussianHead
 from dgmkit.evaluation import importance_sampled_log_likelihood
 from dgmkit.models.hvae import INFERENCE_KINDS, HierarchicalVAE
 from dgmkit.nn.scale import ClippedLogVariance, SoftplusScale, scale_map
@@ -684,3 +685,77 @@ def test_a_temperature_refused_says_where_a_flow_prior_over_z_draws_at_temperatu
         check_sample_options(run, 4, SampleOptions(temperature=0.5), keywords=True)
     assert str(e.value).startswith("temperature is for flows")
     assert (note is not None and str(e.value).endswith(note)) or (note is None and "prior" not in str(e.value))
+
+
+def _tanh_net(i: int, o: int, g: torch.Generator, gaussian: bool = True) -> nn.Module:
+    """A random tanh MLP; ``gaussian``: its second half of outputs are raw scales near
+    softplus(0.5) ~ 1, so that q and p are wide enough for a grid of step 0.06."""
+    net = nn.Sequential(nn.Linear(i, 6), nn.Tanh(), nn.Linear(6, o))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.8 * torch.randn(p.shape, generator=g))
+        if gaussian:
+            net[2].weight[o // 2 :] *= 0.3
+            net[2].bias[o // 2 :] = 0.5
+    return net
+
+
+def _bernoulli_two_layers(inference: str) -> HierarchicalVAE:
+    """z_2 ~ N(0, 1), z_1 | z_2 ~ N(mu(z_2), s(z_2)^2), x | z_1, z_2 ~ Bernoulli over 3 pixels,
+    every network a random tanh MLP (nothing in closed form but the Gaussian layers)."""
+    g = torch.Generator().manual_seed(0)
+    ladder = [_tanh_net(3, 3, g, gaussian=False)] if inference == "ladder" else []
+    first_in = {"bottom-up": 3, "top-down": 4, "ladder": 3}[inference]
+    q_nets = [_tanh_net(first_in, 2, g), _tanh_net(1 if inference == "bottom-up" else 3, 2, g)]
+    decoder = Decoder(_tanh_net(2, 3, g, gaussian=False), BernoulliHead(), (1, 1, 3))
+    prior = GaussianLayerPrior(_tanh_net(1, 2, g), 1)
+    model = HierarchicalVAE([1, 1], inference, nn.Flatten(), q_nets, [prior], StandardNormalPrior(1), decoder, "all", ladder)
+    return model.double().eval()
+
+
+def _on_a_grid(model: HierarchicalVAE, x: torch.Tensor, grid: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each factor of p(x, z) and q(z | x) written out from the networks on a (z_1, z_2) grid,
+    (G, G, B): log p(z_2), log p(z_1 | z_2), log p(x | z), the two factors of log q."""
+    n, h = len(grid), x.flatten(1).expand(len(grid), len(grid), -1, -1)
+    z1 = grid[:, None, None, None].expand(n, n, len(x), 1)
+    z2 = grid[None, :, None, None].expand(n, n, len(x), 1)
+    q, logits = model.q_nets, model.decoder.net(torch.cat([z1, z2], -1))
+    out = {"p2": Normal(0.0, 1.0).log_prob(z2), "p1": _gauss(model.layer_priors[0].net(z2), 1).log_prob(z1)}
+    out["px"] = torch.distributions.Bernoulli(logits=logits).log_prob(h).sum(-1)
+    if model.inference == "bottom-up":
+        out["q1"], out["q2"] = _gauss(q[0](h), 1).log_prob(z1), _gauss(q[1](z1), 1).log_prob(z2)
+    elif model.inference == "top-down":
+        out["q2"], out["q1"] = _gauss(q[1](h), 1).log_prob(z2), _gauss(q[0](torch.cat([h, z2], -1)), 1).log_prob(z1)
+    else:
+        est, prior = _gauss(q[0](h), 1), _gauss(model.layer_priors[0].net(z2), 1)
+        prec = est.scale**-2 + prior.scale**-2
+        merged = Normal((est.loc * est.scale**-2 + prior.loc * prior.scale**-2) / prec, prec**-0.5)
+        out["q2"], out["q1"] = _gauss(q[1](model.ladder_nets[0](h)), 1).log_prob(z2), merged.log_prob(z1)
+    return {k: v.reshape(n, n, len(x)) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("inference", INFERENCE_KINDS)
+@torch.no_grad()
+def test_a_bernoulli_model_s_elbo_and_layer_terms_match_their_definitions_by_quadrature(inference):
+    """The ELBO and each layer's term E_q[log q(z_l | .) - log p(z_l | z_2)] that the objective
+    reports (closed form or one draw), on average, against the integrals over a grid of the
+    factors written out, and the grid's log p(x) normalising over the 8 images."""
+    model = _bernoulli_two_layers(inference)
+    x = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)), dtype=torch.float64).view(8, 1, 1, 3)
+    grid = torch.linspace(-9, 9, 301, dtype=torch.float64)
+    f, area = _on_a_grid(model, x, grid), (grid[1] - grid[0]) ** 2
+    log_px = torch.logsumexp((f["p2"] + f["p1"] + f["px"]).flatten(0, 1), 0) + area.log()
+    torch.testing.assert_close(log_px.logsumexp(0), torch.zeros((), dtype=torch.float64), atol=1e-6, rtol=0)
+    q = (f["q1"] + f["q2"]).exp() * area
+    torch.testing.assert_close(q.sum((0, 1)), torch.ones(8, dtype=torch.float64), atol=1e-4, rtol=0)
+    expect = [(q * (f["q1"] - f["p1"])).sum((0, 1)), (q * (f["q2"] - f["p2"])).sum((0, 1))]
+    elbo_q = (q * (f["p2"] + f["p1"] + f["px"] - f["q1"] - f["q2"])).sum((0, 1))
+    torch.manual_seed(0)
+    reps = 3000
+    log_px_z, kls = layer_kls(model, x.repeat(reps, 1, 1, 1))
+    kls = kls.view(2, reps, 8)
+    elbo = HierarchicalELBO()(model, x.repeat(reps, 1, 1, 1)).elbo.view(reps, 8)
+    for got, want in [(kls[0], expect[0]), (kls[1], expect[1]), (elbo, elbo_q)]:
+        se = got.std(0) / math.sqrt(reps)
+        assert ((got.mean(0) - want).abs() <= 5 * se + 1e-3).all(), (got.mean(0), want, se)  # (1e-3: the grid)
+    assert (elbo_q < log_px - 0.05).all()

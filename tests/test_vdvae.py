@@ -15,7 +15,7 @@ from dgmkit.evaluation import importance_sampled_log_likelihood
 from dgmkit.families import get_family
 from dgmkit.models.vdvae import DeepTopDownVAE, bounded_scale
 from dgmkit.objectives import iwae_bound
-from dgmkit.objectives.hierarchical import HierarchicalELBO
+from dgmkit.objectives.hierarchical import HierarchicalELBO, layer_kls
 
 
 def tiny(**kw) -> DeepTopDownVAE:
@@ -176,3 +176,24 @@ def test_the_elbo_gradient_reaches_the_top_layer_s_posterior_through_the_layers_
     model = tiny()
     x = (torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.4).double()
     check_directional_derivative(lambda: model.elbo_terms(x)["elbo"].sum(), list(model.cells[0].q.parameters()))
+
+
+def test_free_bits_and_the_kl_weight_change_the_loss_alone_not_the_reported_elbo_and_kls(x):
+    """Free bits (per layer) and beta < 1 are training devices: the ELBO and KL the objective
+    reports stay the unmodified beta = 1 ones of the same draw, and the eval bound
+    (``elbo_terms``) is that same ELBO."""
+    model = tiny(res_layers=[2, 1])
+    torch.manual_seed(0)
+    _, kls = layer_kls(model, x)
+    floor = float(kls.detach().mean(1).max()) + 1.0  # every layer under the floor
+    runs = {}
+    for name, objective, beta in [("plain", HierarchicalELBO(), 1.0), ("trained", HierarchicalELBO(free_bits=floor), 0.3)]:
+        torch.manual_seed(0)
+        runs[name] = objective(model, x, beta=beta)
+    plain, trained = runs["plain"], runs["trained"]
+    torch.testing.assert_close(trained.elbo, plain.elbo)
+    torch.testing.assert_close(trained.kl, kls.sum(0))
+    torch.testing.assert_close(plain.elbo, plain.log_px_z - kls.sum(0))
+    torch.testing.assert_close(trained.loss, -(plain.log_px_z - 0.3 * floor * len(kls)))
+    torch.manual_seed(0)
+    torch.testing.assert_close(model.elbo_terms(x)["elbo"], plain.elbo)
