@@ -637,6 +637,19 @@ if fault:
             return fit(self)
 
         trainer.Trainer.fit = fit_by_steps
+    elif fault == "slow_note":  # rank 0 takes 2 s to read the checkpoint for its last line (torchrun's SIGTERM comes)
+        import time
+
+        from dgmkit.cli import train
+
+        kept = train._kept
+
+        def slow_kept(cfg, out, ctx, any_rank=False):
+            if ctx.rank == 0 and any_rank:
+                time.sleep(2.0)
+            return kept(cfg, out, ctx, any_rank)
+
+        train._kept = slow_kept
     else:  # a parameter that the objective never uses
         init = trainer.Trainer.__init__
 
@@ -714,21 +727,38 @@ def test_dgm_train_nproc_says_which_rank_was_killed_and_the_others_stop_in_one_l
     """A rank ended by SIGKILL (as by the out-of-memory killer): the launcher names it and its
     signal; the other rank says that it lost contact (a user-facing error, exit 1), not a bug; the
     last line names the run's checkpoint and the command that resumes it."""
+    _says_rank_1_was_killed(tmp_path / "run")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
+def test_dgm_train_nproc_names_the_checkpoint_where_torchrun_s_sigterm_comes_as_rank_0_reads_it(tmp_path, monkeypatch):
+    """Rank 1 killed: rank 0 lost contact with it and reads the checkpoint for its line, slowly (as
+    on a loaded machine), while torchrun's agent, which found rank 1 gone, sends it SIGTERM. That
+    raised Terminated there, and rank 0 said 'interrupted (SIGTERM)' with no checkpoint: the
+    launcher said only that rank 0 stopped with the run, not what the run keeps nor how it goes on."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_PLANT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("DGMKIT_TEST_FAULT", "slow_note")
+    _says_rank_1_was_killed(tmp_path / "run")
+
+
+def _says_rank_1_was_killed(run: Path) -> None:
     import signal
+
+    from dgmkit._io import shell_path
 
     def kill_rank_1(pid: int) -> None:
         ranks = {_rank_of(p): p for launcher in _children(pid) for p in _children(launcher)}
         os.kill(ranks[1], signal.SIGKILL)
 
-    from dgmkit._io import shell_path
-
-    code, err = _nproc_run_meeting(tmp_path / "run", kill_rank_1)
+    code, err = _nproc_run_meeting(run, kill_rank_1)
     assert code == 1, err
     # the cause first; rank 0 noticed it in a collective (lost contact) or was ended by the launcher: not a cause
     lines = [line for line in err.splitlines() if line.startswith("dgm")]
     assert lines[:2] == ["dgm: error: the process of rank 1 was ended by SIGKILL", "dgm: note: rank 0 stopped with the run"]
     assert len(lines) == 3 and lines[2].startswith("dgm: note: the run's last checkpoint (after epoch "), err
-    assert lines[2].endswith(f") is kept: go on with: dgm train --resume --nproc 2 --out {shell_path(tmp_path / 'run')}")
+    assert lines[2].endswith(f") is kept: go on with: dgm train --resume --nproc 2 --out {shell_path(run)}")
     assert "pair.cc" not in err and "lost contact" not in err, err
     for sign in ("Traceback", "internal error", "ChildFailedError"):
         assert sign not in err, err

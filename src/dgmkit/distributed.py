@@ -61,6 +61,7 @@ __all__ = [
     "sigterm_unwinds",
     "sigterm_held",
     "sigterm_sent",
+    "sigterm_ignored",
 ]
 
 
@@ -276,6 +277,17 @@ def sigterm_sent(sent: bool | None = None) -> bool:
     elif sent is not None:
         _SENT.clear()
     return _SENT.is_set()
+
+
+def sigterm_ignored() -> None:
+    """From now on this process ignores SIGTERM (where it can: in the main thread): a rank that
+    lost contact with a peer ends with that error, and torchrun's agent, once it finds the peer
+    gone, sends this rank a SIGTERM that could come while it reads the run's checkpoint to say
+    what the run keeps, or before its line was written, and ended it with no such line (the
+    launcher then named no checkpoint). The rank ends by itself (``end_process``, within
+    ``LEAVE_SECONDS``); the agent's SIGKILL still comes 30 s after its SIGTERM."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _watch(heard: socket.socket, seconds: float) -> None:

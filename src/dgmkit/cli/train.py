@@ -897,6 +897,14 @@ def _kept(cfg: RunConfig, out: Path, ctx: distributed.Context, any_rank: bool = 
     return (f"{KEPT} ({where}) is kept: go on with: {_go_on(out)}",)
 
 
+def _lost_contact_said(e: Exception, cfg: RunConfig, out: Path, ctx: distributed.Context) -> DgmError:
+    """The error of a rank whose collective failed (``e``: a peer is gone), with what the run keeps.
+    A SIGTERM meanwhile (torchrun's agent ends the ranks once it finds that peer gone) is ignored:
+    one that came as the checkpoint was read raised Terminated there, said without the checkpoint."""
+    distributed.sigterm_ignored()
+    return cast(DgmError, lost_contact(e, ctx.rank, *_kept(cfg, out, ctx, any_rank=True)))
+
+
 def _ended(cfg: RunConfig, counters: dict, out: Path) -> bool:
     """Whether a checkpoint's counters say the run trained all it was to: its ``--epochs`` (under
     ``--train-for``, as many as its config.json holds, which it lowers once it has timed an epoch),
@@ -981,7 +989,7 @@ def run_train(args: argparse.Namespace) -> int:
     except Exception as e:  # a rank whose peer is gone: what the run keeps, said by every rank that can read it
         if not ctx.parallel or lost_contact(e, ctx.rank) is None:  # (any other error: no checkpoint read for it)
             raise
-        raise cast(DgmError, lost_contact(e, ctx.rank, *_kept(cfg, out, ctx, any_rank=True))) from e
+        raise _lost_contact_said(e, cfg, out, ctx) from e
     if not ctx.is_main:
         return 0
     record = read_json(out / "config.json")
