@@ -520,3 +520,96 @@ def test_the_share_of_prior_draws_in_holes_says_of_how_many():
     assert "prior draws in holes (q(z) < p(z)/10): 14.3% of 7\n" in format_diagnosis(r)
     del r["holes"]  # (a record from before the draws were counted: unsaid)
     assert "prior draws in holes (q(z) < p(z)/10): 14.3%\n" in format_diagnosis(r)
+
+
+_MIX = torch.tensor([[0.8, 0.3, 0.0], [0.0, 0.5, -0.4], [0.0, 0.0, 0.0]], dtype=torch.float64)  # z_3 ignores x
+_SCALES = torch.tensor([0.6, 0.3, 1.0], dtype=torch.float64)
+
+
+class MixedGaussian(ShiftedGaussian):
+    """q(z|x) = N(B x, diag s^2) with x ~ N(0, I_3): the dimensions mix x, one ignores it (a unit of
+    zero variance), and the aggregate q(z) is N(0, B B^T + diag s^2), correlated; ``prior``: any."""
+
+    def __init__(self, prior: nn.Module | None = None):
+        super().__init__()
+        self.prior_module = prior or StandardNormalPrior(3)
+
+    @property
+    def latent_dim(self) -> int:
+        return 3
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (3,)
+
+    def posterior(self, x: torch.Tensor) -> Distribution:
+        return diagonal_normal(x @ _MIX.T, _SCALES.expand(len(x), 3))
+
+
+def test_a_correlated_linear_gaussian_model_s_numbers_match_their_closed_forms():
+    """Per-dimension KL, active units (a dimension that ignores x: 0 KL, variance 0), I(x; z) =
+    1/2 log det C / det diag s^2 and KL(q(z) || p(z)) for the correlated aggregate N(0, C)."""
+    x = torch.randn(3000, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    d = diagnose(MixedGaussian().double(), x, samples=1, holes=0, seed=2)
+    (layer,) = d.layers
+    cov = _MIX @ _MIX.T + torch.diag(_SCALES**2)
+    # given the data drawn, each dimension's KL is exact: 1/2 (mean (B_u x)^2 + s_u^2 - 1 - log s_u^2)
+    want = 0.5 * ((x @ _MIX.T).pow(2).mean(0) + _SCALES**2 - 1 - torch.log(_SCALES**2))
+    assert layer.kl_per_dim == pytest.approx(want.tolist(), abs=1e-9)
+    assert layer.kl == pytest.approx(float(want.sum()), abs=1e-9)
+    assert layer.mean_variance == pytest.approx((x @ _MIX.T).var(0).tolist(), abs=1e-9)
+    assert (layer.active_units, layer.mean_variance[2]) == (2, 0.0)
+    mutual_info = 0.5 * float(torch.logdet(cov) - torch.log(_SCALES**2).sum())  # 1.390
+    marginal_kl = 0.5 * float(torch.trace(cov) - 3 - torch.logdet(cov))  # 0.120
+    assert abs(layer.mutual_info - mutual_info) < 4 * layer.mutual_info_stderr + 0.02
+    assert abs(d.marginal_kl - marginal_kl) < 4 * d.marginal_kl_stderr + 0.02
+    assert abs(d.top_mean_kl - layer.mutual_info - d.marginal_kl) < 4 * d.identity_stderr
+
+
+@torch.no_grad()
+def test_under_a_mixture_prior_the_kl_is_one_draw_and_mean_kl_is_i_plus_the_marginal_kl():
+    """A mixture-of-Gaussians prior: no closed-form KL, so the table's is log q - log p at one draw
+    (no identity to check); the identity itself holds against a precise Monte Carlo of each side,
+    with the aggregate q(z) = N(0, C) in closed form."""
+    from dgmkit.priors.mixture import MixtureOfGaussiansPrior
+
+    torch.manual_seed(5)
+    model = MixedGaussian(MixtureOfGaussiansPrior(3, components=3)).double()
+    x = torch.randn(2000, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    d = diagnose(model, x, samples=1, holes=0, seed=2)
+    (layer,) = d.layers
+    assert layer.kl_one_draw and layer.kl_per_dim is None and d.kl_one_draw and d.identity_stderr is None
+    p, q = model.prior(), model.posterior(x)
+    z = q.sample((20,))
+    mean_kl = float((q.log_prob(z) - p.log_prob(z)).mean())
+    assert abs(layer.kl - mean_kl) < 4 * layer.kl_stderr
+    cov = _MIX @ _MIX.T + torch.diag(_SCALES**2)
+    aggregate = torch.distributions.MultivariateNormal(torch.zeros(3, dtype=torch.float64), cov)
+    za = aggregate.sample((200_000,))
+    marginal_kl = float((aggregate.log_prob(za) - p.log_prob(za)).mean())  # 0.68
+    mutual_info = 0.5 * float(torch.logdet(cov) - torch.log(_SCALES**2).sum())
+    wide = model.posterior(torch.randn(100_000, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64))
+    z = wide.sample((2,))
+    population_kl = float((wide.log_prob(z) - p.log_prob(z)).mean())  # E_x KL(q(z|x) || p), x ~ N(0, I)
+    assert population_kl == pytest.approx(mutual_info + marginal_kl, abs=0.01)  # the identity
+    assert abs(d.marginal_kl - marginal_kl) < 4 * d.marginal_kl_stderr + 0.02
+    assert abs(layer.mutual_info - mutual_info) < 4 * layer.mutual_info_stderr + 0.02
+
+
+def test_dgm_eval_s_per_layer_kls_add_up_to_its_kl_and_active_units_to_its_count():
+    """What ``dgm eval`` prints for a stack: the layers' KLs (one further draw) sum to the ELBO's KL
+    within their standard errors, and the layers' active units to the model's."""
+    from dgmkit.evaluation.report import evaluate
+
+    cfg = get_family("hvae")(latent_sizes=[6, 3], hidden=[32], encoder="mlp", posterior="bottom-up")
+    torch.manual_seed(0)
+    model = cfg.build((1, 6, 6), 2).double().eval()
+    with torch.no_grad():
+        for w in model.parameters():
+            w.mul_(1.2)
+    x = (torch.rand(600, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.4).double()
+    r = evaluate(model, x, iw_samples=0, seed=1)
+    se = math.sqrt(sum(la["kl_stderr"] ** 2 for la in r.layers if la["kl_stderr"] is not None))
+    assert se > 0 and abs(sum(la["kl"] for la in r.layers) - r.kl) < 4 * se
+    assert r.active_units == sum(la["active_units"] for la in r.layers)
+    assert r.latent_dim == sum(la["size"] for la in r.layers) == 9
