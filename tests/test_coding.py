@@ -253,3 +253,25 @@ def test_compress_prints_the_files_own_size_and_bits_per_dim(coder_runs, capsys,
     size = out_file.stat().st_size
     assert int(said.group(1)) == size
     assert float(said.group(2)) == pytest.approx(8 * size / (300 * 16), abs=5e-5)
+
+
+def test_an_image_outside_the_models_levels_is_named():
+    """A value outside the levels, NaN or not an integer: the error names the first image that
+    holds one (its index in a .npy array, its file among PNGs), not only the range of all."""
+    from dgmkit.cli.compress import _to_model_input
+
+    x = np.zeros((5, 4, 4), dtype=np.int16)
+    x[3, 2, 1], x[4, 0, 0] = 17, -1
+    with pytest.raises(DataError, match=r"run from -1 to 17: image 3 \(counting from 0\) holds 17, outside"):
+        _to_model_input(x, (1, 4, 4), 17)
+    names = [f"d{i}.png" for i in range(5)]
+    with pytest.raises(DataError, match="d3.png holds 17, outside"):
+        _to_model_input(x, (1, 4, 4), 17, names)
+    f = np.zeros((5, 4, 4))
+    f[2, 3, 3] = np.nan
+    with pytest.raises(DataError, match=r"1 of these values are NaN or infinite, the first in image 2 \("):
+        _to_model_input(f, (1, 4, 4), 17)
+    f[2, 3, 3], f[1, 0, 0] = 0.5, 1.5
+    with pytest.raises(DataError, match=r"not all integers \(one is 1.5\), the first in image 1 \("):
+        _to_model_input(f, (1, 4, 4), 17)
+    assert torch.equal(_to_model_input(np.ones((2, 4, 4), dtype=np.uint8), (1, 4, 4), 2), torch.ones(2, 1, 4, 4).long())

@@ -182,7 +182,18 @@ def _read_images(paths: list[str], event_shape: tuple[int, ...]) -> tuple[np.nda
     return read_pngs(paths, event_shape[-2], event_shape[-1])
 
 
-def _to_model_input(x: np.ndarray, event_shape: tuple[int, ...], levels: int) -> torch.Tensor:
+def _which_image(bad: np.ndarray, names: list[str] | None) -> tuple[int, str]:
+    """The first image (N, ...) that ``bad`` marks anywhere, and how to name it: its PNG file, or its
+    index in the array."""
+    i = int(np.argmax(bad.reshape(len(bad), -1).any(axis=1)))
+    return i, (names[i] if names else f"image {i} (counting from 0)")
+
+
+def _to_model_input(
+    x: np.ndarray, event_shape: tuple[int, ...], levels: int, names: list[str] | None = None
+) -> torch.Tensor:
+    """The images as int64 (N, *event_shape), each pixel one of the model's levels; the first image
+    that is not so is named (``names``: PNG files, else its index)."""
     n_dims = math.prod(event_shape)
     if x.ndim < 2 or math.prod(x.shape[1:]) != n_dims:
         raise DataError(f"expected N images of {event_shape[1]}x{event_shape[2]} pixels, got an array of shape {x.shape}")
@@ -190,15 +201,21 @@ def _to_model_input(x: np.ndarray, event_shape: tuple[int, ...], levels: int) ->
         raise DataError(f"expected an array of integer pixel values, got dtype {x.dtype}")
     if x.dtype == bool:
         x = x.astype(np.uint8)
+    want = f"the model codes integer pixels 0..{levels - 1}"
     if not np.all(np.isfinite(x)):
         bad = int(np.size(x) - np.isfinite(x).sum())
-        raise DataError(f"the model codes integer pixels 0..{levels - 1}; {bad} of these values are NaN or infinite")
+        _, which = _which_image(~np.isfinite(x), names)
+        raise DataError(f"{want}; {bad} of these values are NaN or infinite, the first in {which}")
     if not np.array_equal(x, np.round(x)):
-        first = x.flat[int(np.flatnonzero(x != np.round(x))[0])]
-        want = f"the model codes integer pixels 0..{levels - 1}"
-        raise DataError(f"{want}; these values are not all integers (one is {first})")
+        i, which = _which_image(x != np.round(x), names)
+        first = x[i].flat[int(np.flatnonzero(x[i] != np.round(x[i]))[0])]
+        raise DataError(f"{want}; these values are not all integers (one is {first}), the first in {which}")
     if x.size and (x.min() < 0 or x.max() >= levels):
-        raise DataError(f"the model codes integer pixels 0..{levels - 1}; these values run from {x.min()} to {x.max()}")
+        i, which = _which_image((x < 0) | (x >= levels), names)
+        value = x[i].flat[int(np.flatnonzero((x[i] < 0) | (x[i] >= levels))[0])]
+        raise DataError(
+            f"{want}; these values run from {x.min()} to {x.max()}: {which} holds {value}, outside the model's levels"
+        )
     return torch.from_numpy(x.astype(np.int64).reshape(len(x), *event_shape))
 
 
@@ -266,7 +283,7 @@ def compress(args: argparse.Namespace) -> int:
         check_row_shape(Path(args.inputs[0]).name, x.shape, tuple(model.event_shape))
     _check_amount(len(x), math.prod(model.event_shape), x.dtype.itemsize, args.batch_size)
     batch_size = min(args.batch_size, len(x))  # a larger one codes the same single batch
-    xt = _to_model_input(x, model.event_shape, levels)
+    xt = _to_model_input(x, model.event_shape, levels, meta.get("names"))
     header = {
         "dgmkit_version": __version__,
         "model_fingerprint": model_fingerprint(model),

@@ -4,7 +4,8 @@ Encoder and decoder run the same sequential loop (the model's cached generation 
 same batches, so both see bit-identical probabilities p(x_d | x_<d) on the same machine and
 software: the encoder feeds the known pixel at each step, the decoder the one it just
 decoded. The range coder (queue: first in, first out) spends -log2 p(x_d | x_<d) bits per
-pixel plus a small constant per batch, so the rate approaches the model's NLL.
+pixel plus a small constant per file (one coder runs over all the batches: its final state, and
+the last word's padding), so the rate approaches the model's NLL.
 
 The probabilities reach the coder through ``_probabilities``, the one boundary between torch
 and constriction: a C-ordered float64 array (batch, levels) of finite, normalised rows. The
