@@ -116,6 +116,23 @@ def test_a_traversal_of_a_hierarchical_vae_that_decodes_a_one_dimensional_z1_hol
     assert not (tmp_path / "s.png").exists()
 
 
+def test_the_figures_of_a_hierarchical_vae_say_which_dimensions_are_which_layer(runs, tmp_path, capsys):
+    """A hierarchy's code is (z_1, z_2) side by side: dgm traverse, latents and interpolate said
+    "code dimensions 0, 2" or a "PCA of 3-D codes" without saying that 2 is z_2's (a sweep of the top
+    layer with z_1 held, not a draw of z_1 given it); and traverse's sweep, the mean +- R standard
+    deviations, said not of what (the spread of the posterior means over the images, not q's or p's)."""
+    argv = ["--model", "hvae", "--latent-sizes", "2", "1", "--hidden", "8", "--epochs", "1", "--quiet"]
+    assert main(["train", *argv, "--dataset", str(runs / "four.npy"), "--out", str(tmp_path / "h")]) == 0
+    layers = "; the code is the layers (z_1, z_2) side by side, dimensions z_1 0-1, z_2 2"
+    for command in (["traverse"], ["latents"], ["interpolate", "--pairs", "1"]):
+        code, said, err = _dgm(capsys, *command, tmp_path / "h", "--split", "train", "--out", tmp_path / f"{command[0]}.png")
+        assert code == 0 and layers in said, (said, err)
+        if command == ["traverse"]:
+            assert "deviations of its layer-by-layer posterior means (each layer's given the means above) there" in said
+    code, said, err = _dgm(capsys, "traverse", runs / "four", "--split", "train", "--out", tmp_path / "v.png")
+    assert code == 0 and "standard deviations of its posterior means E[z|x] there" in said and "z_1" not in said, err
+
+
 def test_a_split_of_one_image_is_said_in_the_singular(runs, tmp_path, capsys):
     _refused(*_dgm(capsys, "reconstruct", runs / "one", "-n", "2", "--out", tmp_path / "r.png")[::2], "the 1 image of")
     code, said, err = _dgm(capsys, "reconstruct", runs / "one", "-n", "1", "--out", tmp_path / "r.png")

@@ -46,6 +46,7 @@ from dgmkit.training.run_writer import results_lock, run_files
 
 __all__ = [
     "ResultsFile",
+    "layers_note",
     "results_locked",
     "array_of_table_note",
     "run_table",
@@ -433,6 +434,20 @@ def posterior_means(run: Run, x: torch.Tensor, batch_size: int = 1000) -> torch.
     )
     check_finite(codes, "posterior means (codes)")
     return codes
+
+
+def layers_note(run: Run) -> str:
+    """Which dimensions of a flattened code are which layer's, for a model of stochastic layers
+    (``has_layers``) of more than one: its code is (z_1, ..., z_L) concatenated, which a figure's
+    line says ("" for any other model)."""
+    sizes = list(getattr(run.model, "sizes", ())) if run.model.has_layers else []
+    if len(sizes) < 2:
+        return ""
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    spans = [f"z_{i + 1} {s}" if m == 1 else f"z_{i + 1} {s}-{s + m - 1}" for i, (s, m) in enumerate(zip(starts, sizes))]
+    return f"; the code is the layers ({', '.join(f'z_{i + 1}' for i in range(len(sizes)))}) side by side, dimensions " + (
+        ", ".join(spans)
+    )
 
 
 @torch.no_grad()

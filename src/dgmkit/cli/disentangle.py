@@ -21,6 +21,7 @@ from dgmkit.cli.common import (
     figure_split,
     images_only,
     latent_model,
+    layers_note,
     own_result_file,
     plural,
     posterior_means,
@@ -84,7 +85,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_split_flag(p)
     add_count_flag(p, "--dims", 1, 4096, default=10, help="the dimensions of largest spread, at most")
     add_count_flag(p, "--steps", 2, 50, default=9, help="decoded values per dimension")
-    p.add_argument("--range", type=real(gt=0, hi=100), default=2.5, help="the sweep: the mean +- RANGE standard deviations")
+    p.add_argument(
+        "--range",
+        type=real(gt=0, hi=100),
+        default=2.5,
+        help="the sweep: the mean +- RANGE standard deviations of the dimension's posterior means (codes) over the images",
+    )
     add_seeded_data_flags(
         p,
         "which image is traversed, and which 2000 images set the means and spreads (seeded picks; refused where it "
@@ -264,20 +270,31 @@ def run_traverse(args: argparse.Namespace) -> int:
     check_grid(len(order) * args.steps, tuple(x.shape[1:]), args.steps)  # (before the decoding)
     decoded = decoded_means(run, z.reshape(-1, *shape))
     path = write_png(out, image_grid_png(to_display(decoded, run), nrow=args.steps))
-    dims = ", ".join(str(d) for d in order.tolist())
-    spread = "the data" if len(sample) == len(x) else f"a random {len(sample)} of the {len(x)} {args.split} images"
-    spread += f", seed {args.seed}" if len(sample) < len(x) and one else ""  # (else said with the code)
+    line = _traversal_words(args, run, order.tolist(), (len(sample), len(x)), one, codes_name(run, sample[:1]))
+    say(f"{line}{encoded_holes_note(sample)}, to {path}{_unread_note(read, codes.shape[1])}{layers_note(run)}")
+    return 0
+
+
+def _traversal_words(
+    args: argparse.Namespace, run: Run, dims: list[int], rows: tuple[int, int], one: bool, name: str
+) -> str:
+    """What ``dgm traverse`` drew, in words: the dimensions swept (by the spread of the codes, ``name``, over
+    ``rows`` = (the images that set it, the split's)), over what, and where the others are held."""
+    taken, total = rows
+    spread = "the data" if taken == total else f"a random {taken} of the {total} {args.split} images"
+    spread += f", seed {args.seed}" if taken < total and one else ""  # (else said with the code)
     held = (  # (one dimension decoded has no others: no image's code is left in the picture)
         f"the others at one random {args.split} image's code (seed {args.seed}), " if not one else ""
     )
-    say(
-        f"wrote a traversal of {plural(len(order), 'code dimension')} (rows, by spread over {spread}: {dims}), "
-        f"each swept over its mean +- {args.range:g} standard deviations in {args.steps} steps, {held}"
-        f"each decoded to the {decoded_name(run)}{encoded_holes_note(sample)}, to {path}"
-        + (
-            ""
-            if read is None or read == codes.shape[1]
-            else f" (p(x|z) reads only the first {read} of the {codes.shape[1]} code dimensions: only they are swept)"
-        )
+    return (
+        f"wrote a traversal of {plural(len(dims), 'code dimension')} (rows, by spread over {spread}: "
+        f"{', '.join(str(d) for d in dims)}), each swept over the mean +- {args.range:g} standard deviations of its "
+        f"{name} there, in {args.steps} steps, {held}each decoded to the {decoded_name(run)}"
     )
-    return 0
+
+
+def _unread_note(read: int | None, dims: int) -> str:
+    """Where p(x|z) reads only the first ``read`` of a code's ``dims`` dimensions, that it does."""
+    if read is None or read == dims:
+        return ""
+    return f" (p(x|z) reads only the first {read} of the {dims} code dimensions: only they are swept)"

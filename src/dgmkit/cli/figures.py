@@ -36,6 +36,7 @@ from dgmkit.cli.common import (
     holes_note,
     images_only,
     latent_model,
+    layers_note,
     plural,
     png_output,
     posterior_means,
@@ -469,11 +470,13 @@ def interpolate(args: argparse.Namespace) -> int:
         if run.model.discrete_latents
         else ""
     )
+    layers = layers_note(run)  # (a hierarchy's code: every layer moved along the line at once)
+    layers += ", every layer moved along the line at once" if layers else ""
     say(
         f"wrote {plural(args.pairs, 'latent interpolation')} between random pairs of {args.split} images, seed {args.seed} "
         f"({args.split} image, {args.steps} steps on the line "
         f"between the codes that reconstruct the two images, decoded to the {decoded_name(run)}, {args.split} image per "
-        f"row) to {path}{holes_note(torch.cat([a, b]))}{between}"
+        f"row) to {path}{holes_note(torch.cat([a, b]))}{between}{layers}"
     )
     return 0
 
@@ -500,7 +503,7 @@ def latents(args: argparse.Namespace) -> int:
     if name.startswith("codes "):  # (an autoencoder's codes z = f(x): not "300 codes, codes z = f(x)")
         what = f"{len(x)} {name}"
     picked = f" of {args.split} datapoints ({subset})" if subset else ""
-    say(f"wrote a scatter of {what}{picked} ({axes}){note}{encoded_holes_note(x)} to {path}")
+    say(f"wrote a scatter of {what}{picked} ({axes}){note}{encoded_holes_note(x)} to {path}{layers_note(run)}")
     return 0
 
 
