@@ -42,6 +42,7 @@ from dgmkit.distributions.flow import location_name
 from dgmkit.errors import ConfigError, DataError, DgmError, plural, shown_value
 from dgmkit.evaluation.figures import check_finite
 from dgmkit.evaluation.report import one_draw_bound
+from dgmkit.models.hvae import LayerStack
 from dgmkit.training.run_writer import results_lock, run_files
 
 __all__ = [
@@ -440,7 +441,7 @@ def layers_note(run: Run) -> str:
     """Which dimensions of a flattened code are which layer's, for a model of stochastic layers
     (``has_layers``) of more than one: its code is (z_1, ..., z_L) concatenated, which a figure's
     line says ("" for any other model)."""
-    sizes = list(getattr(run.model, "sizes", ())) if run.model.has_layers else []
+    sizes = list(cast(LayerStack, run.model).sizes) if run.model.has_layers else []  # (declared by the stack)
     if len(sizes) < 2:
         return ""
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
