@@ -116,6 +116,9 @@ TRANSCRIPTS: dict[str, list[str]] = {
         f"{T} --model dvae --latent-dim 8 --latent-classes 4 --objective reinforce --hidden 128 --epochs 20 "
         "--batch-size 64 --quiet --out runs/dvae-rf",
         "dgm eval runs/dvae-rf --iw-samples 500",
+        f"{T} --model dvae --latent-dim 8 --latent-classes 4 --objective vimco --iw-k 5 --hidden 128 --epochs 20 "
+        "--batch-size 64 --quiet --out runs/dvae-vimco",
+        "dgm eval runs/dvae-vimco --iw-samples 500",
     ],
     "helmholtz": [
         f"{T} --model helmholtz --objective wake-sleep --layers 64 32 --epochs 20 --batch-size 64 --lr 3e-3 --out runs/ws",
@@ -123,6 +126,9 @@ TRANSCRIPTS: dict[str, list[str]] = {
         f"{T} --model helmholtz --objective rws --iw-k 5 --layers 64 32 --epochs 20 --batch-size 64 --lr 3e-3 --quiet "
         "--out runs/rws",
         "dgm eval runs/rws --iw-samples 1000",
+        f"{T} --model helmholtz --objective vimco --iw-k 5 --layers 64 32 --epochs 20 --batch-size 64 --lr 3e-3 --quiet "
+        "--out runs/vimco",
+        "dgm eval runs/vimco --iw-samples 1000",
     ],
     "ppca": [
         f"{T} --model ppca --latent-dim 8 --out runs/ppca",
