@@ -247,6 +247,24 @@ def test_vimco_s_signals_keep_float32_s_precision_at_many_draws():
     assert (vimco_signals(log_w.float()).double() - exact).abs().max() < 1e-6
 
 
+def test_vimco_s_signals_stay_finite_when_a_draw_has_weight_zero():
+    """A draw whose log weight is -inf (p(x|z) = 0 there) has a finite signal, log sum_i w_i less
+    log (sum_{i != j} w_i + geometric mean of the others), and makes the others' baselines use a
+    geometric mean of 0; the first version gave that draw NaN (-inf - -inf in the mean)."""
+    from dgmkit.objectives.discrete import vimco_signals
+
+    log_w = torch.tensor([[-3.0, -float("inf")], [-float("inf"), -1.0], [-2.0, -4.0], [-5.0, -2.5]], dtype=torch.float64)
+    w = log_w.exp()
+    expected = torch.empty_like(log_w)
+    for j in range(4):
+        others = torch.cat([log_w[:j], log_w[j + 1 :]])
+        geometric = others.mean(0).exp()  # 0 where an other is -inf
+        expected[j] = w.sum(0).log() - (w.sum(0) - w[j] + geometric).log()
+    got = vimco_signals(log_w.float()).double()
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("beta", [1.0, 0.5])
 def test_vimco_is_an_unbiased_gradient_of_the_k_sample_bound(beta):
     """The mean VIMCO gradient over many draws is the gradient of E[log (1/k) sum_j w_j] (exact, by

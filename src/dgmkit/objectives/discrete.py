@@ -126,7 +126,12 @@ def _leave_one_out(log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     over the others is scaled by the largest of them (the first or, for the largest draw, the
     second largest weight), so that it is >= 1 and its subtraction loses nothing."""
     k = log_w.shape[0]
-    others = (log_w.sum(0, keepdim=True) - log_w) / (k - 1)  # (k, B): log w_-j
+    # log w_-j (k, B) over the finite weights: a draw of weight 0 (log w = -inf) makes the others'
+    # geometric mean 0 but not its own (-inf - -inf would be NaN there)
+    zero = log_w == -math.inf
+    finite = log_w.masked_fill(zero, 0.0)
+    zeros_among_others = zero.sum(0, keepdim=True) - zero.long()
+    others = ((finite.sum(0, keepdim=True) - finite) / (k - 1)).masked_fill(zeros_among_others > 0, -math.inf)
     top, at = log_w.topk(2, dim=0)  # (2, B): the largest two, where the largest is
     first = torch.arange(k, device=log_w.device).view(k, *([1] * (log_w.dim() - 1))) == at[0]
     scaled = (log_w - top[0]).exp()
