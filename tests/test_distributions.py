@@ -362,6 +362,24 @@ def test_student_t_is_finite_at_a_tiny_scale_and_reads_nothing_back():
     assert torch.equal(parts[0].isnan(), df <= 1) and torch.equal(parts[1].isinf(), (df > 1) & (df <= 2))
 
 
+def test_student_t_in_float16_is_finite_far_in_its_tails():
+    """t^2 overflows float16 (largest 65504) from |t| ~ 256: the log density was -inf and its
+    gradient 0 there (the switch to 2 log|t| came at |t| > 1e15, whose product with sigma is inf
+    in float16, so never). Now within float16's rounding of the float64 value, gradient too."""
+    import scipy.stats
+
+    from dgmkit.distributions import student_t
+
+    x64 = torch.tensor([0.5, 99.0, 101.0, 300.0, 1000.0, 3e4], dtype=torch.float64)
+    x = x64.half().requires_grad_()
+    d = student_t(torch.tensor(3.0).half(), torch.tensor(0.0).half(), torch.tensor(1.0).half())
+    lp = d.log_prob(x)
+    lp.sum().backward()
+    ref = scipy.stats.t.logpdf(x64.numpy(), 3.0)
+    assert np.allclose(lp.detach().double().numpy(), ref, rtol=2e-3)
+    assert np.allclose(x.grad.double().numpy(), -4.0 * x64.numpy() / (3.0 + x64.numpy() ** 2), rtol=5e-3)
+
+
 def test_event_dims_and_a_flow_s_temperature_are_refused_outside_their_range():
     """event_dims of -1 or beyond the tensor's dimensions was clipped by slicing into some other
     split of batch and event (a Bernoulli over (2, 4) with event_dims 5 had event shape (2, 4));

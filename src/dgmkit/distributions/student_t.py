@@ -66,9 +66,11 @@ def _entropy_excess(df: torch.Tensor) -> torch.Tensor:
 def _log1p_square(residual: torch.Tensor, scale: torch.Tensor, df: torch.Tensor) -> torch.Tensor:
     """log(1 + t^2), t = (x - mu) / (sigma sqrt(df)); as 2 (log|x - mu| - log sigma - log(df)/2) where
     |t| > 1e15 (the 1 is below float precision there, and t^2 or its gradient would overflow): a
-    tiny scale's residual has a finite log density and gradient, not -inf and inf. Each branch
+    tiny scale's residual has a finite log density and gradient, not -inf and inf. In float16
+    (largest 65504) from |t| > 100, where t^2 is still finite and the 1 is 1e-4 nats. Each branch
     sees a harmless stand-in where it is not chosen (no 0 * inf = NaN in the backward pass)."""
-    big = residual.abs() > 1e15 * scale * df.sqrt()
+    switch = 100.0 if residual.dtype == torch.float16 else 1e15  # (1e15 * sigma is inf in float16: never chosen)
+    big = residual.abs() > switch * scale * df.sqrt()
     t = torch.where(big, 0.0, residual) / scale * df.rsqrt()
     log_t = torch.where(big, residual, 1.0).abs().log() - scale.log() - 0.5 * df.log()
     return torch.where(big, 2.0 * log_t, torch.log1p(t.square()))
