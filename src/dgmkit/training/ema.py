@@ -71,9 +71,7 @@ class EMA:
             self._device_updates = torch.tensor(self._updates, dtype=torch.float64, device=taken.device)
         n = self._device_updates  # (float64, as the host's Python floats: exact counts and the same decay)
         weight = ((1.0 - torch.clamp((1 + n) / (10 + n), max=self.decay)) * taken).to(averages[0].dtype)  # 0: skipped
-        step = torch._foreach_sub(params, averages)
-        torch._foreach_mul_(step, weight)  # (in place: one list of temporaries a step, not two)
-        torch._foreach_add_(averages, step)
+        torch._foreach_lerp_(averages, params, [weight] * len(averages))  # (one op a step; weight 0 leaves them)
         n += taken
 
     def _parameters_of(self, model: torch.nn.Module) -> list[torch.Tensor]:
