@@ -486,6 +486,31 @@ def test_data_dir_is_read_by_the_runs_whose_data_come_from_a_folder_and_left_to_
     assert "no run here was trained on one, nor on the data of runs trained on one" in capsys.readouterr().err
 
 
+def test_a_file_that_appears_at_out_while_the_page_is_made_is_kept_not_replaced(runs, tmp_path, monkeypatch, capsys):
+    """--out is checked before the work (figures can take minutes) and written after it: a file
+    made there meanwhile (another dgm report to the same name, a user's file) is kept, and the
+    command fails saying so, unless --force was given."""
+    import dgmkit.cli.report as report
+
+    vae, _ = runs
+    out = tmp_path / "r.html"
+    render = report.render_page
+
+    def render_then_someone_writes(*a, **k):
+        page = render(*a, **k)
+        out.write_text("theirs")
+        return page
+
+    monkeypatch.setattr(report, "render_page", render_then_someone_writes)
+    capsys.readouterr()
+    assert main(["report", str(vae), "--no-figures", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert out.read_text() == "theirs" and "r.html" in err and "--force" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]  # (no temporary file left)
+    assert main(["report", str(vae), "--no-figures", "--out", str(out), "--force"]) == 0  # --force: replaced
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
 def test_report_without_figures_reads_no_data(runs, tmp_path, monkeypatch):
     vae, _ = runs
     monkeypatch.setenv("DGMKIT_DATA", str(tmp_path / "nowhere"))

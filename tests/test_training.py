@@ -288,6 +288,26 @@ def test_atomic_write_on_a_full_disk_leaves_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_atomic_write_without_replace_keeps_a_file_that_is_there(tmp_path, monkeypatch, hard_links):
+    """replace=False (an output checked before the work, written after it): a file at the path is
+    kept, nothing left beside it; where there is none, the file is written, on a file system with
+    hard links or without (a link refused: a rename)."""
+    if not hard_links:
+
+        def no_links(*a, **k):
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "r.html"
+    target.write_text("theirs")
+    with pytest.raises(DgmError, match="r.html was made by another program while this one worked: it is kept"):
+        atomic_write_bytes(target, b"ours", replace=False)
+    assert target.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == ["r.html"]
+    atomic_write_bytes(tmp_path / "new.html", b"ours", replace=False)
+    assert (tmp_path / "new.html").read_bytes() == b"ours" and len(list(tmp_path.iterdir())) == 2
+
+
 def test_precision_and_device_are_checked(digits):
     with pytest.raises(TrainingError, match="only supported on a CUDA device"):
         make_trainer(digits, precision="bf16")

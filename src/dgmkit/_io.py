@@ -93,16 +93,37 @@ def describe_os_error(e: OSError, path: os.PathLike | str | None = None, action:
     return f"cannot {action} {path}: {e.strerror or e}"
 
 
-def atomic_write_bytes(path: os.PathLike | str, data: bytes | memoryview) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, and rename it into place.
-    On failure (an OSError, which a DgmError then names, or an interrupt) the temporary file and
-    the folders this call made for ``path`` are removed; a SIGTERM as an interrupt
-    (``sigterm_interrupts``)."""
+def atomic_write_bytes(path: os.PathLike | str, data: bytes | memoryview, replace: bool = True) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, and rename it into place
+    (with ``replace`` False, link it there: a file that appeared at ``path`` since the caller
+    checked it is kept, and a DgmError says so). On failure (an OSError, which a DgmError then
+    names, or an interrupt) the temporary file and the folders this call made for ``path`` are
+    removed; a SIGTERM as an interrupt (``sigterm_interrupts``)."""
     with sigterm_interrupts():
-        _write_bytes(Path(path), data)
+        _write_bytes(Path(path), data, replace)
 
 
-def _write_bytes(path: Path, data: bytes | memoryview) -> None:
+def _place_new(tmp: str, path: Path) -> None:
+    """The written file ``tmp`` at ``path`` where nothing is there: linked, which never replaces
+    a file (a rename would, made there by another program while the caller worked)."""
+    made = (
+        f"{path} was made by another program while this one worked: it is kept, not replaced "
+        "(choose another name, or add --force to replace it)"
+    )
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise DgmError(made) from None
+    except OSError:  # a file system without hard links: a rename, where nothing is there now
+        if os.path.lexists(path):
+            raise DgmError(made) from None
+        os.replace(tmp, path)
+        return
+    with contextlib.suppress(OSError):  # (the file is in place; a temporary left is named by the next write)
+        os.unlink(tmp)
+
+
+def _write_bytes(path: Path, data: bytes | memoryview, replace: bool = True) -> None:
     tmp = None
     made = [p for p in path.parents if not p.exists()]  # folders this call creates (deepest first)
     done = False
@@ -114,7 +135,10 @@ def _write_bytes(path: Path, data: bytes | memoryview) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the file its usual mode
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _place_new(tmp, path)
         done = True
     except OSError as e:
         raise DgmError(describe_os_error(e, path, "write")) from None
