@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import os
 import re
 import struct
 import threading
@@ -104,6 +105,37 @@ def test_missing_files_name_what_is_expected(tmp_path):
         load_dataset("binarized-mnist", tmp_path, download=False)
     msg = str(e.value)
     assert "binarized_mnist_train.amat" in msg and "http" in msg and str(tmp_path) in msg
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_a_data_folder_that_is_a_file_is_named_as_such(tmp_path, download):
+    """--data-dir naming a file: said so, before any download (which failed with "[Errno 17] File
+    exists"), not "missing data file ... put it in FILE/mnist"."""
+    (tmp_path / "notes.txt").write_text("x")
+    for name in ("mnist", "frey-faces"):
+        with pytest.raises(DataError, match=r"the data folder \S*notes\.txt is not a folder") as e:
+            load_dataset(name, tmp_path / "notes.txt", download=download)
+        assert "missing" not in str(e.value) and "Errno" not in str(e.value)
+    assert load_dataset("digits", tmp_path / "notes.txt").name == "digits"  # (reads no folder)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "link to a device", "link to nothing"])
+def test_something_other_than_a_file_in_a_data_files_place_is_named_not_called_missing(tmp_path, kind):
+    """A folder, a pipe or a link to a device or to nothing where a dataset's file belongs: named
+    as not a regular file (it was "missing data file ... put it in" the folder that holds it, and
+    with downloads on, the download was kept out by it and then refused)."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    there = folder / "train-images-idx3-ubyte.gz"
+    if kind == "folder":
+        there.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(there)
+    else:
+        there.symlink_to("/dev/zero" if kind == "link to a device" else tmp_path / "gone")
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: not a regular file") as e:
+        load_dataset("mnist", tmp_path, download=True)
+    assert "missing" not in str(e.value)
 
 
 def test_unknown_dataset():

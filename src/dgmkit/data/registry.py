@@ -164,6 +164,17 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "dgmkit"
 
 
+def _not_regular(path: Path) -> DataError | None:
+    """What is at ``path`` where a data file belongs but no regular file is (a folder, a pipe, a
+    link to a device or to nothing), as a DataError; None where nothing is there."""
+    if not os.path.lexists(path):
+        return None
+    return DataError(
+        f"{path}: not a regular file (a folder, a device, a pipe or a link to nothing) where the data file belongs; "
+        "put the file itself there"
+    )
+
+
 def _find(
     root: Path,
     subdirs: list[str],
@@ -181,19 +192,19 @@ def _find(
     stem = remote.name.removesuffix(".gz")
     folders = [root / s for s in subdirs] + [root, *extra]
     first: tuple[Path, np.ndarray, str | None] | DataError | None = None
-    for folder in folders:
-        for name in (stem, stem + ".gz"):
-            path = folder / name
-            if path.is_file():
-                try:
-                    arr = read(path)
-                except DataError as e:
-                    first = first or e
-                    continue
-                digest = None if identity is None else content_digest(arr)
-                if identity is None or digest == CONTENT[identity]:
-                    return path, arr, digest
-                first = first or (path, arr, digest)
+    for path in (folder / name for folder in folders for name in (stem, stem + ".gz")):
+        if not path.is_file():
+            first = first or _not_regular(path)  # (None where nothing is there)
+            continue
+        try:
+            arr = read(path)
+        except DataError as e:
+            first = first or e
+            continue
+        digest = None if identity is None else content_digest(arr)
+        if identity is None or digest == CONTENT[identity]:
+            return path, arr, digest
+        first = first or (path, arr, digest)
     if isinstance(first, DataError):
         raise first
     if first is not None:
@@ -720,4 +731,7 @@ def load_dataset(
         raise DataError(f"--schema applies only to .csv and .parquet files, not to the dataset {name!r}")
     if shape is not None:
         raise DataError(f"--image-shape applies only to data files; the dataset {name!r} knows its image shape")
-    return DATASETS[name](default_data_dir(data_dir), download)
+    root = default_data_dir(data_dir)
+    if name in FOLDER_DATASETS and (root.exists() or root.is_symlink()) and not root.is_dir():
+        raise DataError(f"the data folder {root} is not a folder (a file, or a link to nothing): {ANOTHER_FOLDER}")
+    return DATASETS[name](root, download)
