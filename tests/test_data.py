@@ -136,6 +136,10 @@ def test_something_other_than_a_file_in_a_data_files_place_is_named_not_called_m
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: not a regular file") as e:
         load_dataset("mnist", tmp_path, download=True)
     assert "missing" not in str(e.value)
+    there.rename(folder / "frey_rawface.mat")  # (Frey's own loader; no download: it would go to the network)
+    with pytest.raises(DataError, match="frey_rawface.mat: not a regular file") as e:
+        load_dataset("frey-faces", folder, download=False)
+    assert "missing" not in str(e.value)
 
 
 def test_unknown_dataset():

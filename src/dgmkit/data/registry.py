@@ -377,6 +377,7 @@ def _load_frey(root: Path, download: bool) -> Dataset:
             return frey_faces(_frey_frames(path))
         except DataError as e:
             first = first or e
+    first = first or next(filter(None, (_not_regular(f / _FREY_NAME) for f in folders)), None)  # (a folder, a pipe)
     if first is not None:
         raise first
     if not download:
