@@ -117,6 +117,9 @@ def test_a_data_folder_that_is_a_file_is_named_as_such(tmp_path, download):
             load_dataset(name, tmp_path / "notes.txt", download=download)
         assert "missing" not in str(e.value) and "Errno" not in str(e.value)
     assert load_dataset("digits", tmp_path / "notes.txt").name == "digits"  # (reads no folder)
+    (tmp_path / "mnist").write_text("x")  # the dataset's subfolder a file
+    with pytest.raises(DataError, match=r"\S*mnist is not a folder \(a file, .*where train-images-idx3-ubyte is looked"):
+        load_dataset("mnist", tmp_path, download=download)
 
 
 @pytest.mark.parametrize("kind", ["folder", "fifo", "link to a device", "link to nothing"])

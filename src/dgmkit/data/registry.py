@@ -166,7 +166,12 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 def _not_regular(path: Path) -> DataError | None:
     """What is at ``path`` where a data file belongs but no regular file is (a folder, a pipe, a
-    link to a device or to nothing), as a DataError; None where nothing is there."""
+    link to a device or to nothing), or at its folder where that is no folder (a file named
+    ``mnist``, say: a download there failed with "[Errno 17] File exists"), as a DataError; None
+    where nothing is there."""
+    folder = path.parent
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+        return DataError(f"{folder} is not a folder (a file, or a link to nothing), where {path.name} is looked for")
     if not os.path.lexists(path):
         return None
     return DataError(
