@@ -492,6 +492,26 @@ def test_idx_dims_whose_product_overflows_int64(tmp_path):
         read_idx(path)
 
 
+@pytest.mark.parametrize("kind", ["idx", "npy"])
+def test_a_plain_file_larger_than_its_header_declares_is_refused_before_it_is_read(tmp_path, kind):
+    """A header that declares 6 bytes in front of 64 MiB (a sparse file: no disk used): refused
+    from the file's size, with nothing of the rest read in (the whole file was read first, so a
+    wrong file of many gigabytes named like a data file was read into memory to be refused)."""
+    path = tmp_path / f"big.{kind}"
+    arr = np.zeros(6, np.uint8).reshape(2, 3)
+    with open(path, "wb") as f:
+        f.write(bytes([0, 0, 0x08, 2]) + struct.pack(">2I", 2, 3) if kind == "idx" else npy_bytes(arr)[:-6])
+        f.truncate(64 * MB)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"\(6 bytes\) but \d+ bytes follow"):
+            (read_idx if kind == "idx" else read_array)(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MB, peak
+
+
 def test_idx_gzip_stream_is_read_only_as_far_as_the_header_declares(tmp_path):
     header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 1, 28, 28)
     n = 2048  # MiB of zeros behind a header that declares 784 bytes

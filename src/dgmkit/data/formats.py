@@ -125,10 +125,12 @@ def read_regular(path: Path, limit: int) -> bytes:
         return _io.read_regular(path, limit)
 
 
-def _read_all(f: io.BufferedReader, path: Path) -> bytearray:
-    """The rest of the open file ``f`` (as long as the file really is; writable)."""
+def _read_all(f: io.BufferedReader, path: Path, most: int | None = None) -> bytearray:
+    """The rest of the open file ``f`` (as long as the file really is; writable), or its next
+    ``most`` bytes where it holds more."""
     try:
         size = max(0, os.fstat(f.fileno()).st_size - f.tell())
+        size = size if most is None else min(size, most)
         buf = _alloc(size, path)
         view = memoryview(buf)
         got = 0
@@ -159,6 +161,24 @@ class _BufferSource:
     def read(self, n: int) -> memoryview:
         out = self._view[self._pos : self._pos + n]
         self._pos += len(out)
+        return out
+
+
+class _FileSource:
+    """The bytes of an open plain file, read front to back only as they are asked for (writable):
+    a header's sizes are held against ``remaining`` before its data are read, so a file larger
+    than its header declares is refused unread."""
+
+    def __init__(self, f: io.BufferedReader, path: Path):
+        self._f, self._path = f, path
+        try:
+            self.remaining = max(0, os.fstat(f.fileno()).st_size - f.tell())
+        except OSError as e:
+            raise DataError(describe_os_error(e, _show(path), "read")) from None
+
+    def read(self, n: int) -> bytearray:
+        out = _read_all(self._f, self._path, min(n, self.remaining))
+        self.remaining -= len(out)
         return out
 
 
@@ -374,8 +394,18 @@ def read_idx(path: Path) -> np.ndarray:
     big-endian dims, data. The size the dims declare must be exactly the size of the data;
     a gzipped file is decompressed only up to that size."""
     path = Path(path)
+    with open_data_file(path) as f:
+        with data_file_errors(path):
+            gzipped = f.read(2) == _GZIP_MAGIC
+            f.seek(0)
+        if not gzipped:  # (read as far as the header declares, once the file's size is checked against it)
+            return _idx_of(_FileSource(f, path), path)
+    return _idx_of(_open_source(path), path)
+
+
+def _idx_of(src: _FileSource | _BufferSource | _GzipSource, path: Path) -> np.ndarray:
+    """The array of the IDX file ``path`` whose bytes ``src`` gives (``read_idx``)."""
     p = _show(path)
-    src = _open_source(path)
     head = bytes(src.read(4))
     if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
         raise DataError(f"{p}: not an IDX file (bad magic number)")
@@ -593,13 +623,15 @@ def _read_npy(path: Path, key: str | None) -> np.ndarray:
             f"{_show(path)} is a .npy file holding one array; --data-key {_short(key)} applies only to .npz files"
         )
     with open_data_file(path) as f:
-        buf = _read_all(f, path)
-    src = _BufferSource(buf)
-    dtype, shape, fortran, _ = _npy_header(src.read, fail)
-    need = _declared_bytes(dtype, shape)
-    if need != src.remaining:
-        fail(f"the header declares shape {shape} of {dtype} ({need} bytes) but {src.remaining} bytes follow")
-    return _npy_array(src.read(need), dtype, shape, fortran, fail)
+        src = _FileSource(f, path)  # (the data read once the header's size is checked against the file's)
+        dtype, shape, fortran, _ = _npy_header(src.read, fail)
+        need = _declared_bytes(dtype, shape)
+        if need != src.remaining:
+            fail(f"the header declares shape {shape} of {dtype} ({need} bytes) but {src.remaining} bytes follow")
+        payload = src.read(need)
+    if len(payload) != need:  # (the file shrank while it was read)
+        fail(f"the header declares shape {shape} of {dtype} ({need} bytes) but {len(payload)} bytes follow")
+    return _npy_array(payload, dtype, shape, fortran, fail)
 
 
 _ZIP_ERRORS = (
