@@ -32,7 +32,9 @@ class Logit(Bijection):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.alpha + (1 - 2 * self.alpha) * x
-        log_s, log_1ms = torch.log(s), torch.log1p(-s)
+        # 1 - s formed as alpha + (1 - 2 alpha)(1 - x), not by cancellation: in float32 a tiny alpha (1e-8)
+        # made s of y = 1.0 (255 + u rounds to 256) exactly 1, so z and log|det J| inf and log p NaN
+        log_s, log_1ms = torch.log(s), torch.log(self.alpha + (1 - 2 * self.alpha) * (1 - x))
         z = log_s - log_1ms
         ladj = sum_except_batch(math.log1p(-2 * self.alpha) - log_s - log_1ms)
         return z, ladj
