@@ -175,11 +175,14 @@ def test_a_logit_normal_s_draws_far_from_one_half_are_its_own_not_clipped_early(
     log_jacobian = (torch.log(u) + torch.log1p(-u)).flatten(-3).sum(-1)  # du/dv = u (1 - u)
     assert torch.allclose(log_q, Normal(loc, scale).log_prob(v).flatten(-3).sum(-1) - log_jacobian, atol=1e-6)
     assert torch.allclose(d.log_prob(u), log_q, atol=1e-6)
-    # draws past the clip (sigmoid(40) rounds to 1): u is the clip's, 1 - 1e-6, and log q its own
+    # draws past the clip (sigmoid(40) rounds to 1): u is the clip's, 1 - 1e-6, and log q the density of the
+    # draw v itself (an importance weight's), finite, not the density at the clip's u
     far = LogitNormal(torch.full((1, 1, 2), 40.0, dtype=torch.float64), scale)
     u, log_q = far.rsample_and_log_prob((100,), generator=torch.Generator().manual_seed(0))
     assert torch.allclose(u, torch.full_like(u, 1 - 1e-6), rtol=0, atol=1e-12) and torch.isfinite(log_q).all()
-    assert torch.allclose(far.log_prob(u), log_q) and torch.allclose(far.log_prob(torch.ones_like(u)), log_q)
+    v = 40.0 + torch.randn((100, 1, 1, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    own = Normal(40.0, 1.0).log_prob(v) - torch.nn.functional.logsigmoid(v) - torch.nn.functional.logsigmoid(-v)
+    assert torch.allclose(log_q, own.flatten(-3).sum(-1))
 
 
 def test_diagonal_normal_kl_and_parameters_match_the_generic_rules():

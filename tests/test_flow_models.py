@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from tests import linear_gaussian as lg
 from torch import nn
 from torch.distributions import MultivariateNormal
@@ -248,15 +249,43 @@ def test_a_flow_model_as_a_distribution_scores_as_the_model_and_names_a_wrong_sh
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_a_logit_normal_draw_far_in_the_tail_comes_with_its_own_log_density(dtype):
-    """u is kept within [1e-6, 1 - 1e-6]; log q was that of the unclamped draw (19.4 for -6.3
-    at loc 20), too high by about 25 nats a pixel beyond |v| = 13.8."""
+def test_a_logit_normal_draw_far_in_the_tail_comes_with_the_density_it_was_drawn_from(dtype):
+    """u is kept within [1e-6, 1 - 1e-6]; log q is that of the draw v = loc + scale eps itself, the
+    density an importance weight needs, not log_prob of the clipped u (an atom, not a density)."""
+    from torch.distributions import Normal
+
     from dgmkit.distributions.logit_normal import LogitNormal
 
-    q = LogitNormal(torch.tensor([20.0, -20.0, 0.3], dtype=dtype).view(1, 3, 1, 1), torch.ones(1, 3, 1, 1, dtype=dtype))
-    u, log_q = q.rsample_and_log_prob((4,), generator=torch.Generator().manual_seed(0))
+    loc, scale = torch.tensor([20.0, -20.0, 0.3], dtype=dtype).view(1, 3, 1, 1), torch.ones(1, 3, 1, 1, dtype=dtype)
+    u, log_q = LogitNormal(loc, scale).rsample_and_log_prob((4,), generator=torch.Generator().manual_seed(0))
     assert float(u.min()) > 0 and float(u.max()) < 1
-    torch.testing.assert_close(log_q, q.log_prob(u), rtol=1e-5, atol=0.1 if dtype == torch.float32 else 1e-6)
+    v = loc + scale * torch.randn((4, *loc.shape), generator=torch.Generator().manual_seed(0), dtype=dtype)
+    own = Normal(loc, scale).log_prob(v) - F.logsigmoid(v) - F.logsigmoid(-v)
+    torch.testing.assert_close(log_q, own.flatten(-3).sum(-1))
+
+
+def test_the_variational_dequantization_bound_stays_below_log_p_k_with_q_past_the_clip():
+    """With q's draws past the clip (loc 20 in logit space), log q of the clipped u made the one-draw
+    bound about +25 nats a pixel, above the exact log P(k) (-1.3 to -2.2 here, by quadrature), and
+    rising with loc: training could push q there without limit."""
+    from dgmkit.models.dequantization import LogitNormalDequantizer, VariationallyDequantizedFlow
+    from dgmkit.objectives import DequantizationBound
+
+    torch.manual_seed(0)
+    levels = 5
+    flow = FlowModel(T.Compose([T.Logit(0.05), T.maf(1, [8], 1)]), (1, 1, 1), flatten=True).double().eval()
+    dequantizer = LogitNormalDequantizer(1, levels, hidden=4).double()
+    with torch.no_grad():  # q(u | k): v ~ N(20, softplus(0)^2) for every k
+        dequantizer.net[-1].weight.zero_()
+        dequantizer.net[-1].bias.copy_(torch.tensor([20.0, 0.0]))
+    model = VariationallyDequantizedFlow(flow, dequantizer).eval()
+    k = torch.arange(levels, dtype=torch.float64).view(-1, 1, 1, 1)
+    y = (k.flatten() + torch.linspace(0, 1, 4001, dtype=torch.float64)[:, None]) / levels  # (grid, levels)
+    with torch.no_grad():
+        density = flow.log_prob(y.reshape(-1, 1, 1, 1)).exp().view(y.shape)
+        log_pk = torch.trapezoid(density, dx=1 / (levels * 4000), dim=0).log()
+        bound = -DequantizationBound(1)(model, k.repeat(50, 1, 1, 1)).loss.view(50, levels).mean(0)
+    assert (bound < log_pk).all(), (bound, log_pk)
 
 
 def test_the_logit_transform_needs_a_margin_from_the_boundary():
