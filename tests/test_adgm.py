@@ -122,6 +122,30 @@ def test_classifier_averages_q_y_given_a_over_draws_of_a():
     assert not torch.allclose(single, got, atol=1e-3)
 
 
+def test_validation_accuracy_is_the_classifiers_average_over_draws_of_a(monkeypatch):
+    """In eval mode (the Trainer's validation, the epoch line's "valid acc") the objective's
+    accuracy is that of the classifier q(y|x) = E[q(y|a,x)] (``class_log_probs``, its
+    ``class_samples`` draws of a, as ``dgm eval``'s), not of q(y|a,x) at the one draw of a the
+    bound used; those draws leave the random state as the bound alone leaves it (training's
+    draws after a validation are the same). In training mode it is the one draw's."""
+    model = _tiny(skip=True)
+    objective = build_objective(RunConfig.of(model="adgm", skip=True, classes=K))
+    y = torch.arange(16) % K
+    torch.manual_seed(5)
+    objective(model.eval(), IMAGES, y=y)
+    after = torch.get_rng_state()
+    torch.manual_seed(5)
+    model.enumerate(IMAGES)
+    assert torch.equal(after, torch.get_rng_state())
+    torch.manual_seed(6)
+    one_draw = (model.enumerate(IMAGES).log_qy.argmax(-1) == y).float()
+    torch.manual_seed(6)
+    assert torch.equal(objective(model.train(), IMAGES, y=y).accuracy, one_draw)
+    guess = torch.where(torch.arange(16) < 8, 1 - y, y)  # the first 8 wrong, the others right
+    monkeypatch.setattr(model, "class_log_probs", lambda x: torch.log_softmax(10.0 * nn.functional.one_hot(guess, K), -1))
+    assert objective(model.eval(), IMAGES, y=y).accuracy.tolist() == [0.0] * 8 + [1.0] * 8
+
+
 @pytest.mark.parametrize("skip", [False, True], ids=["adgm", "sdgm"])
 def test_objective_reaches_every_network(skip):
     model = _tiny(skip, latent=2, aux=3).train()

@@ -141,7 +141,10 @@ def test_several_draws_average_each_datapoints_terms_with_u_formed_per_draw():
 
 
 class _TabledTerms:
-    """A stand-in for an M2 model whose terms are fixed per training example (its index is x)."""
+    """A stand-in for an M2 model whose terms are fixed per training example (its index is x),
+    in training mode (the objective's accuracy reads the enumeration's q(y|x) there)."""
+
+    training = True
 
     def __init__(self, n: int, seed: int = 0):
         g = torch.Generator().manual_seed(seed)

@@ -66,9 +66,11 @@ class M2Terms(NamedTuple):
     """Per-example tensors (B,): ``elbo`` = U(x), the bound on log p(x) with y summed out (for
     every example, labelled or not); ``log_qy`` = log q(y|x) at the label and ``accuracy`` = 1
     where q(y|x) puts the label first (both 0 for unlabelled examples); ``labelled`` = 1 where
-    the label is kept. In the auxiliary models (``models.adgm``) both read q(y|a,x) at the draw
-    of a that the bound used (its log averaged over the ``num_samples`` draws), not the classifier
-    q(y|x) = E_q(a|x)[q(y|a,x)] of ``class_log_probs`` that ``dgm eval`` scores."""
+    the label is kept. In the auxiliary models (``models.adgm``) ``log_qy`` reads q(y|a,x) at the
+    draw of a that the bound used (its log averaged over the ``num_samples`` draws), and so does
+    ``accuracy`` while the model trains (``model.training``); in eval mode (validation: the epoch
+    line's "valid acc") ``accuracy`` is that of the classifier q(y|x) = E_q(a|x)[q(y|a,x)] of
+    ``class_log_probs``, its ``class_samples`` draws of a, as ``dgm eval`` scores it."""
 
     loss: torch.Tensor
     elbo: torch.Tensor
@@ -123,8 +125,17 @@ class M2Objective(Objective[SemiSupervisedVAE]):
         n_l = self.labelled if self.labelled else lab.sum().clamp(min=1)
         alpha = self.alpha_fraction * n / n_l  # alpha = a N on the mean over labelled examples: a N / N_l each
         loss = torch.where(lab, -w_l * (bound_y + alpha * log_qy), -w_u * u)
-        correct = (all_log_qy.argmax(-1) == y) & lab
+        scores = all_log_qy if model.training else _classifier_log_probs(model, x)
+        correct = (scores.argmax(-1) == y) & lab
         return M2Terms(loss, u, log_qy, correct.float(), lab.float())
+
+
+def _classifier_log_probs(model: SemiSupervisedVAE, x: torch.Tensor) -> torch.Tensor:
+    """log q(y|x) as ``dgm eval`` classifies by it (``class_log_probs``: in the auxiliary models
+    the mean of q(y|a,x) over their ``class_samples`` draws of a), drawn on a fork of the random
+    state, so that the draws that follow (training's, after a validation) are those they were."""
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        return model.class_log_probs(x)
 
 
 class HybridObjectiveTerms(NamedTuple):
