@@ -393,6 +393,22 @@ def test_cli_refuses_a_test_label_beyond_the_classes(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_labels_counted_from_1_are_refused_as_outside_the_classes(tmp_path, capsys):
+    """Labels 1..K for K classes left class 0 without an example: the refusal said so and asked for
+    "data with an example of every class", naming neither the labels' range nor that they lie outside
+    0..K-1; the labels outside the classes are named first, with the likely cause."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "one-based.npz"
+    np.savez(data, x=(rng.random((60, 1, 4, 4)) > 0.5).astype(np.uint8), y=np.arange(60) % 2 + 1)
+    argv = ["train", "--model", "m2", "--dataset", str(data), "--classes", "2", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "holds labels 1..2, outside the model's classes 0..1" in err and "counted from 1" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+    with pytest.raises(DataError, match="holds labels 3..7, outside the model's classes 0..4 \\(set --classes\\)$"):
+        check_labels(Split(torch.zeros(5, 1, 1, 1), torch.arange(3, 8)), 5)  # (no hint: not 1..K)
+
+
 def test_keep_labels_draws_at_random_within_each_class_and_takes_the_boundaries():
     y = torch.arange(40) % 2  # 20 of each class
     split = Split(torch.zeros(40, 1, 1, 1), y)

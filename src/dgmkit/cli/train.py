@@ -478,10 +478,12 @@ def _check_every_class_seen(cfg: RunConfig, dataset: Dataset) -> None:
     training split's labels (before any is hidden), else it is refused; a class with none is never
     learnt, yet keeps its share of the probability over classes (M2's default 10 classes over a
     dataset of 2 trained 8 empty ones, and its uniform p(y) gave them 4/5 of its mass: up to log 5 nats off log p(x)).
-    Labels outside the classes are refused later, by ``check_labels``."""
+    Labels outside the classes are refused first, by ``check_labels`` (labels 1..K left class 0
+    empty, and the refusal named that rather than the labels' range)."""
     if not cfg.model.uses_labels or dataset.train.y is None:
         return
     classes = cast(_Labelled, cfg.model).classes
+    check_labels(dataset.train, classes, f"the training split of {dataset.name}")
     y = dataset.train.y.long()
     y = y[(y >= 0) & (y < classes)]
     empty = (torch.bincount(y, minlength=classes) == 0).nonzero().flatten().tolist()

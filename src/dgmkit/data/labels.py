@@ -24,10 +24,9 @@ def check_labels(split: Split, num_classes: int, what: str = "the training split
         raise DataError(f"{what} has no labels; a model trained on labels needs a labelled dataset")
     y = split.y.long()
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        raise DataError(
-            f"{what} holds labels {int(y.min())}..{int(y.max())}, outside the model's classes 0..{num_classes - 1} "
-            "(set --classes)"
-        )
+        low, top = int(y.min()), int(y.max())
+        fix = "labels counted from 1? subtract 1 from each" if low == 1 and top == num_classes else "set --classes"
+        raise DataError(f"{what} holds labels {low}..{top}, outside the model's classes 0..{num_classes - 1} ({fix})")
     return y
 
 
