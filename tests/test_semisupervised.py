@@ -409,6 +409,23 @@ def test_labels_counted_from_1_are_refused_as_outside_the_classes(tmp_path, caps
         check_labels(Split(torch.zeros(5, 1, 1, 1), torch.arange(3, 8)), 5)  # (no hint: not 1..K)
 
 
+def test_the_trainer_refuses_labels_outside_the_classes_of_a_classifier():
+    """A Trainer given labels beyond a classifier's classes failed at its first step with torch's
+    "index 10 is out of bounds" (a device-side assert on CUDA), and took a label below -1 as hidden,
+    silently; both are refused where it is made, naming the split and the labels' range."""
+    digits = load_dataset("digits")
+    cfg = RunConfig.of(model="m2", hidden=[8], latent_dim=2, batch_size=32, epochs=1)
+    model = build_model(cfg, digits.event_shape, digits.num_levels)
+    train, valid = digits.train.subset(torch.arange(40)), digits.valid.subset(torch.arange(20))
+    beyond, below, valid_beyond = train.y + 1, train.y - 2, dataclasses.replace(valid, y=valid.y + 1)
+    for y, what in ((beyond, "the training split"), (below, "the training split"), (None, "the validation split")):
+        tr, va = (train, valid_beyond) if y is None else (dataclasses.replace(train, y=y), valid)
+        with pytest.raises(DataError, match=f"{what} holds labels -?\\d+\\.\\.\\d+: .* classes 0\\.\\.9, or -1 where"):
+            Trainer(model, build_objective(cfg), tr, cfg.model.transform(digits), valid=va, epochs=1, progress=False)
+    hidden = dataclasses.replace(train, y=torch.where(torch.arange(40) % 2 == 0, train.y, HIDDEN))
+    Trainer(model, build_objective(cfg), hidden, cfg.model.transform(digits), valid=valid, epochs=1, progress=False)
+
+
 def test_keep_labels_draws_at_random_within_each_class_and_takes_the_boundaries():
     y = torch.arange(40) % 2  # 20 of each class
     split = Split(torch.zeros(40, 1, 1, 1), y)

@@ -52,6 +52,7 @@ from dgmkit.errors import (
     whole_at_least,
 )
 from dgmkit.models.base import GenerativeModel
+from dgmkit.models.classifier import Classifier
 from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource, in_precision
 from dgmkit.training.checkpoint import check_dtypes, counters_or_none, load_checkpoint, read_metadata
@@ -254,9 +255,9 @@ class Trainer:
         if self.objective.takes_labels:
             if train.y is None:
                 raise ConfigError(f"{type(self.objective).__name__} trains on labels, and the training data have none")
-            self.train_y = train.y.to(self.device).long()
+            self.train_y = _class_labels(train.y, self.model, "the training split").to(self.device)
             if valid is not None and valid.y is not None:
-                self._valid_y = valid.y.to(self.device).long()
+                self._valid_y = _class_labels(valid.y, self.model, "the validation split").to(self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         scale = None if train.x_scale is None else train.x_scale.to(self.device)
         dtype = dtype_of(self.model)
@@ -1407,6 +1408,19 @@ def _check_settings(
 
 
 MAX_SECONDS = 1e9  # a pace or a time spent recorded in a checkpoint (the settings of seconds' cap)
+
+
+def _class_labels(y: torch.Tensor, model: object, what: str) -> torch.Tensor:
+    """``y`` as integers; for a classifier, refused unless each is one of its classes or -1 (hidden):
+    a label beyond them failed at the first step as an index out of bounds (a device-side assert
+    on CUDA), and one below -1 was taken as hidden."""
+    y = y.long()
+    if isinstance(model, Classifier) and len(y) and (y.min() < -1 or y.max() >= model.num_classes):
+        raise DataError(
+            f"{what} holds labels {int(y.min())}..{int(y.max())}: each must be one of the model's classes "
+            f"0..{model.num_classes - 1}, or -1 where it is hidden"
+        )
+    return y
 
 
 def _seconds_or_none(v: object) -> bool:
