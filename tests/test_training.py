@@ -308,6 +308,28 @@ def test_atomic_write_without_replace_keeps_a_file_that_is_there(tmp_path, monke
     assert (tmp_path / "new.html").read_bytes() == b"ours" and len(list(tmp_path.iterdir())) == 2
 
 
+def test_an_output_checked_free_is_not_replaced_when_another_program_makes_it_meanwhile(tmp_path):
+    """Every command checks its outputs (check_new_output) before its work and writes them after
+    it: a file that another program made there in between (a second dgm command, minutes later)
+    was replaced by the rename. Now kept, without --force; replaced with it; and once this process
+    has written the file, it is its own and a later write replaces it."""
+    from dgmkit._io import check_new_output
+
+    out = check_new_output(tmp_path / "samples.png")
+    out.write_text("theirs")  # made by another program while this one worked
+    with pytest.raises(DgmError, match="samples.png was made by another program while this one worked: it is kept"):
+        atomic_write_bytes(out, b"ours")
+    assert out.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == ["samples.png"]
+    forced = check_new_output(tmp_path / "forced.png", force=True)
+    forced.write_text("theirs")
+    atomic_write_bytes(forced, b"ours")
+    assert forced.read_bytes() == b"ours"
+    mine = check_new_output(tmp_path / "mine.json")
+    atomic_write_bytes(mine, b"first")
+    atomic_write_bytes(mine, b"second")  # (its own file now)
+    assert mine.read_bytes() == b"second"
+
+
 def test_precision_and_device_are_checked(digits):
     with pytest.raises(TrainingError, match="only supported on a CUDA device"):
         make_trainer(digits, precision="bf16")

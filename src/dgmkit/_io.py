@@ -56,6 +56,9 @@ __all__ = [
 
 TMP_SUFFIX = ".tmp"
 _OWN_TMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_write_bytes creates
+# outputs that check_new_output found free (without --force), until this process writes them: a
+# file another program makes there meanwhile (a command works for minutes) is kept, not replaced
+_CHECKED_FREE: set[str] = set()
 _NAME_MAX = 255  # bytes of one file name on the file systems this runs on
 
 
@@ -95,8 +98,9 @@ def describe_os_error(e: OSError, path: os.PathLike | str | None = None, action:
 
 def atomic_write_bytes(path: os.PathLike | str, data: bytes | memoryview, replace: bool = True) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, and rename it into place
-    (with ``replace`` False, link it there: a file that appeared at ``path`` since the caller
-    checked it is kept, and a DgmError says so). On failure (an OSError, which a DgmError then
+    (with ``replace`` False, or where ``check_new_output`` found nothing at ``path`` and this
+    process has not written it since, link it there: a file that appeared at ``path`` since the
+    caller checked it is kept, and a DgmError says so). On failure (an OSError, which a DgmError then
     names, or an interrupt) the temporary file and the folders this call made for ``path`` are
     removed; a SIGTERM as an interrupt (``sigterm_interrupts``)."""
     with sigterm_interrupts():
@@ -135,10 +139,12 @@ def _write_bytes(path: Path, data: bytes | memoryview, replace: bool = True) -> 
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the file its usual mode
-        if replace:
+        key = os.path.abspath(path)
+        if replace and key not in _CHECKED_FREE:
             os.replace(tmp, path)
         else:
             _place_new(tmp, path)
+        _CHECKED_FREE.discard(key)  # (this process's own file now: a later write replaces it)
         done = True
     except OSError as e:
         raise DgmError(describe_os_error(e, path, "write")) from None
@@ -322,7 +328,9 @@ def check_new_output(
     ``protected`` files, a file of any run folder (``_run_folder_of``), a folder or anything else
     but a regular file (a device, a FIFO: replacing ``/dev/null`` would break the system), all
     even with ``force``, or an existing file without ``force``; and a name that ends in a path
-    separator (``x.html/``, which ``Path`` would read as ``x.html``): it names a folder."""
+    separator (``x.html/``, which ``Path`` would read as ``x.html``): it names a folder. A path
+    found free without ``force`` is written by ``atomic_write_bytes`` without replacing a file
+    that another program makes there in the meantime."""
     _check_names_a_file(path, what)
     path = Path(path)
     for other in [*inputs, *protected]:
@@ -343,8 +351,13 @@ def check_new_output(
     if not folder.is_dir():
         kind = "a link to nothing" if folder.is_symlink() and not folder.exists() else "a file"
         raise DgmError(f"{what} {path}: {folder} is {kind}, not a folder")
-    if (path.exists() or path.is_symlink()) and not force:
+    there = path.exists() or path.is_symlink()
+    if there and not force:
         raise DgmError(f"{what} {path} exists; choose another name or add --force to replace it")
+    if there or force:
+        _CHECKED_FREE.discard(os.path.abspath(path))
+    else:
+        _CHECKED_FREE.add(os.path.abspath(path))
     return path
 
 
