@@ -326,6 +326,36 @@ def test_pixels_out_of_range_are_refused_before_coding():
         encode_images(_model(), torch.full((2, 1, 3, 3), 5), 2)
 
 
+@pytest.mark.parametrize("kind", ["causal-conv", "pixelcnn"])
+def test_a_files_batch_size_cannot_make_the_coder_allocate_caches_beyond_a_bound(kind, monkeypatch):
+    """A file's header chooses the coding batch, and the cached path holds per image of it what grows
+    with the model's width and depth (a causal convolution: every layer at every pixel; 16 bytes of
+    payload took 3 GB with the family's default 32 channels and 6 layers on MNIST): a batch whose
+    caches pass ``MAX_CODING_BYTES`` (here 100 kB) is refused before the model runs; small ones code."""
+    from dgmkit.coding import arm_coder
+    from dgmkit.models.autoregressive import CausalConvARM
+
+    torch.manual_seed(0)
+    cls = CausalConvARM if kind == "causal-conv" else GatedPixelCNN
+    model = cls(CategoricalHead(5), (1, 8, 8), channels=8, layers=3 if kind == "causal-conv" else 2).eval()
+    monkeypatch.setattr(arm_coder, "MAX_CODING_BYTES", 100_000, raising=False)
+    x = torch.randint(0, 5, (4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(decode_images(model, encode_images(model, x, 4), 4, 4), x)
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(model, "run_cached", ran)
+    for call in (
+        lambda: decode_images(model, np.zeros(4, np.uint32), 1000, 1000),
+        lambda: encode_images(model, torch.zeros(1000, 1, 8, 8, dtype=torch.long), 1000),
+    ):
+        with pytest.raises(DataError, match=r"a coding batch of 1000 images takes about \d+ MiB .* code at most \d+ images"):
+            call()
+    with pytest.raises(AssertionError, match="the model ran"):  # as many images, 4 at a time: within the bound
+        decode_images(model, np.zeros(4, np.uint32), 1000, 4)
+
+
 def test_the_coders_arguments_are_checked_before_coding():
     """encode_images and decode_images (dgmkit.coding, beneath dgm compress): images of another
     shape, not integers or complex (which was a NotImplementedError of the model's data check), a

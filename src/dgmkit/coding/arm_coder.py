@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dgmkit._modes import codes
-from dgmkit.coding.container import MAX_DECODED_BYTES
+from dgmkit.coding.container import MAX_CODING_BYTES, MAX_DECODED_BYTES
 from dgmkit.devices import device_of
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
@@ -38,6 +38,7 @@ __all__ = [
     "pmf_rows",
     "check_images",
     "check_batch_size",
+    "check_coding_memory",
     "check_count",
     "check_payload_size",
     "least_bits",
@@ -160,6 +161,19 @@ def check_batch_size(batch_size: int) -> int:
     return int(batch_size)
 
 
+def check_coding_memory(model: AutoregressiveModel, batch: int) -> None:
+    """Refuse, before anything is allocated, a coding batch of ``batch`` images whose sequential caches
+    (``coding_bytes_per_image``) exceed ``MAX_CODING_BYTES``: a file's header chooses the batch size, and a
+    causal convolution's caches hold every layer at every pixel (3 GB for a few bytes of payload)."""
+    per_image = model.coding_bytes_per_image()
+    if batch * per_image > MAX_CODING_BYTES:
+        raise DataError(
+            f"a coding batch of {batch} images takes about {batch * per_image / 2**20:.0f} MiB of this model's caches, "
+            f"more than {MAX_CODING_BYTES // 2**20} MiB: code at most {max(1, MAX_CODING_BYTES // per_image)} images "
+            "at once (a file of more per batch was not written by this dgmkit, or is damaged or crafted)"
+        )
+
+
 @codes
 @torch.no_grad()
 @one_thread()
@@ -171,6 +185,7 @@ def encode_images(model: AutoregressiveModel, x: torch.Tensor, batch_size: int =
     levels = _levels(model)
     x = check_images(model, x, levels).cpu()  # the coder's values are read on the CPU
     batch_size = check_batch_size(batch_size)
+    check_coding_memory(model, min(batch_size, len(x)))
     order = model.order().tolist()
     device = device_of(model)
     for start in range(0, len(x), batch_size):
@@ -204,6 +219,7 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
     levels = _levels(model)
     batch_size = check_batch_size(batch_size)
     n = check_count(n, tuple(model.event_shape))
+    check_coding_memory(model, min(batch_size, n))
     words = np.ascontiguousarray(words, dtype=np.uint32)
     if words.ndim != 1:
         raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {words.shape}")

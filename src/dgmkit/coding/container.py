@@ -46,6 +46,7 @@ __all__ = [
     "MAX_PIXELS",
     "MAX_DECODED_BYTES",
     "MAX_BATCH_PIXELS",
+    "MAX_CODING_BYTES",
     "MAX_FILE_BYTES",
 ]
 
@@ -55,6 +56,9 @@ FORMAT_VERSION = 1
 MAX_PIXELS = 2**31  # pixels (images x pixels per image) one file may declare
 MAX_DECODED_BYTES = 2**30  # bytes of the decoded array (int64 while decoding, then the file's dtype)
 MAX_BATCH_PIXELS = 2**22  # pixels coded together (one batch): bounds the model's sequential caches
+# a batch's sequential caches, the model's estimate (they grow with its width and depth as well as the pixels):
+# a file's batch size is checked against it before anything of that size is allocated
+MAX_CODING_BYTES = 2**30
 MAX_HEADER_BYTES = 64 * 2**20
 MAX_FILE_BYTES = 2**30  # a file holds at most MAX_DECODED_BYTES // 8 pixels, at < 32 bits each, and its header
 MAX_NDIM = 32

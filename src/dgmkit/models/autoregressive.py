@@ -78,6 +78,11 @@ class AutoregressiveModel(ExactLikelihoodModel):
         """Flat pixel indices in generation order."""
         return torch.arange(self.num_dims)
 
+    def coding_bytes_per_image(self) -> int:
+        """About the memory that ``run_cached`` holds per image of its batch: the image and one
+        pixel's head parameters here; a model with caches adds theirs (the coder bounds a batch's)."""
+        return (self.num_dims + self.p) * dtype_of(self).itemsize
+
     # -- sequential generation -------------------------------------------------------------
     def _params_at(self, x: torch.Tensor, d: int) -> torch.Tensor:
         return self.params(x).flatten(3)[:, 0, :, d]  # (B, P)
@@ -149,6 +154,11 @@ class CausalConvARM(GatedConvARM):
         out = self.net(self._net_input(x).flatten(1).unsqueeze(1))  # (B, P, D)
         return out.view(x.shape[0], 1, self.p, *self.event_shape[1:])
 
+    def coding_bytes_per_image(self) -> int:
+        """``run_cached`` keeps every layer's outputs at every position of the image."""
+        ch = cast(torch.nn.Conv1d, self.net.mix[0]).out_channels
+        return super().coding_bytes_per_image() + len(self.net.convs) * ch * self.num_dims * dtype_of(self).itemsize
+
     @torch.no_grad()
     def run_cached(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
         x = torch.zeros(n, 1, self.num_dims, device=device, dtype=dtype_of(self))
@@ -171,6 +181,15 @@ class GatedPixelCNN(GatedConvARM):
     def params(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(self._net_input(x))  # (B, P, H, W)
         return out.unsqueeze(1)
+
+    def coding_bytes_per_image(self) -> int:
+        """``run_cached`` holds, for a row, every layer's vertical pre-activation (2p channels) on the
+        rows above that the stack sees and every layer's horizontal outputs (p) on the row."""
+        first = self.net.stack[0]
+        layers, ch = len(self.net.stack), first.h_out.out_channels
+        rows = min(self.event_shape[1], layers * first.k + 2)
+        per_row = layers * (2 * ch * rows + ch) * self.event_shape[2]
+        return super().coding_bytes_per_image() + per_row * dtype_of(self).itemsize
 
     @torch.no_grad()
     def run_cached(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
@@ -225,6 +244,11 @@ class MADEARM(AutoregressiveModel):
     @property
     def fixed_step(self) -> bool:
         return self.masks == 1  # (more: each training step draws one on the host)
+
+    def coding_bytes_per_image(self) -> int:
+        """``run_cached`` holds every hidden layer's activations."""
+        hidden = sum(cast(MaskedLinear, layer).out_features for layer in self.made.hidden_layers)
+        return super().coding_bytes_per_image() + hidden * dtype_of(self).itemsize
 
     def order(self) -> torch.Tensor:
         return torch.argsort(self.made.order)  # order[d] is d's position; generation visits positions 0, 1, ...
