@@ -88,7 +88,8 @@ class MADE(nn.Module):
     def set_order(self, order: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Use input ``order`` (order[d] = position of input d, a permutation of range(D)).
         Hidden degrees are spread evenly over [1, D-1] ([0, D-1] with a context), or drawn at
-        random with ``generator``.
+        random with ``generator`` (with a context, each layer's first unit of degree 0: else the first
+        output in the order missed c in about half the draws for D = 784).
         The masks are worked out on the CPU (also where the model is built on the meta device)."""
         checked_generator(generator)
         order = torch.as_tensor(order, dtype=torch.long, device="cpu")
@@ -108,6 +109,8 @@ class MADE(nn.Module):
                 deg = torch.linspace(low, max(low, d - 1), n, device="cpu").round().long()
             else:
                 deg = torch.randint(low, max(low, d - 1) + 1, (n,), generator=generator, device="cpu")
+                if self.context is not None:  # a unit of degree 0 in every layer: the chain that takes c to the first output
+                    deg[0] = 0
             degrees.append(deg)
         for layer, (a, b) in zip(hidden, zip(degrees[:-1], degrees[1:])):
             layer.set_mask(b[:, None] >= a[None, :])
