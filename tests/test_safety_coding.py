@@ -25,7 +25,7 @@ from dgmkit.coding import CompressedFile, check_header, decode_images, encode_im
 from dgmkit.coding.container import MAGIC, MAX_DECODED_BYTES, MAX_PIXELS
 from dgmkit.conditional import CategoricalHead
 from dgmkit.errors import DataError
-from dgmkit.models.autoregressive import GatedPixelCNN
+from dgmkit.models.autoregressive import AutoregressiveModel, GatedPixelCNN
 
 N_PNG = 6
 
@@ -545,6 +545,26 @@ def test_decompress_refuses_a_hostile_header_before_decoding(env, capsys, tmp_pa
     evil = tmp_path / "evil.dgmz"
     evil.write_bytes(rewrite(env.npz.read_bytes(), **changes))
     assert_fails_and_changes_nothing(capsys, [tmp_path, env.root], _decompress(env, evil, tmp_path / "o.npy"), needle)
+
+
+def test_compress_codes_no_more_images_at_once_than_the_decoder_will_accept(env, capsys, tmp_path, monkeypatch):
+    """The decoder refuses a batch whose caches pass MAX_CODING_BYTES (a file's header chooses the
+    batch): compress never writes one. By default it codes 500 images at once, or as many as the
+    bound allows where that is fewer; a --batch-size beyond it is refused by name, before coding."""
+    from dgmkit.coding import arm_coder
+
+    per_image = 6 * 2**20  # (the model's estimate, made large: 7 images fit in the 45 MiB bound below)
+    monkeypatch.setattr(AutoregressiveModel, "coding_bytes_per_image", lambda self: per_image)
+    monkeypatch.setattr(arm_coder, "MAX_CODING_BYTES", 45 * 2**20)
+    code, out, err = run(capsys, "compress", env.run, env.root / "x.npy", "--out", tmp_path / "d.dgmz")
+    assert code == 0, err
+    assert read_container((tmp_path / "d.dgmz").read_bytes()).header["batch_size"] == 7
+    code, _, err = run(capsys, "decompress", tmp_path / "d.dgmz", "--run", env.run, "--out", tmp_path / "d.npy")
+    assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "d.npy"), env.x)
+    code, _, err = run(capsys, "compress", env.run, env.root / "x.npy", "--out", tmp_path / "e.dgmz", "--batch-size", "8")
+    assert_clean_failure(code, err, "--batch-size 8 codes more images at once than this model's coder holds: at most 7")
+    assert not (tmp_path / "e.dgmz").exists()
 
 
 def test_decompress_of_a_crafted_payload_writes_nothing(env, capsys, tmp_path):

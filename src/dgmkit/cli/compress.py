@@ -219,6 +219,20 @@ def _to_model_input(
     return torch.from_numpy(x.astype(np.int64).reshape(len(x), *event_shape))
 
 
+DEFAULT_BATCH = 500
+
+
+def _batch_size(asked: int | None, most: int, n: int) -> int:
+    """The images coded together: ``asked`` (--batch-size), refused where more than ``most`` of
+    the n images (what the model's coder holds at once); by default ``DEFAULT_BATCH`` or ``most``
+    where that is fewer."""
+    if asked is None:
+        return min(DEFAULT_BATCH, most)
+    if min(asked, n) > most:
+        raise ConfigError(f"--batch-size {asked} codes more images at once than this model's coder holds: at most {most}")
+    return asked
+
+
 def _check_amount(n: int, pixels: int, itemsize: int, batch_size: int) -> None:
     """n images of ``pixels`` pixels: some, no more than one compressed file holds, and coded at
     most ``MAX_BATCH_PIXELS`` at once."""
@@ -267,7 +281,7 @@ def _check_png_levels(args: argparse.Namespace, x: np.ndarray, meta: dict, level
 
 
 def compress(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = command_output(args, args.out, reads=args.inputs)
     if out.suffix.lower() != ".dgmz":  # (x.npy held a container that no reader of .npy files reads)
@@ -281,8 +295,9 @@ def compress(args: argparse.Namespace) -> int:
         raise DataError(f"expected N images of {shape[-2]}x{shape[-1]} pixels, got an array of shape {x.shape}")
     if meta["source"] == "npy":  # (PNG files are read at the model's size)
         check_row_shape(Path(args.inputs[0]).name, x.shape, tuple(model.event_shape))
-    _check_amount(len(x), math.prod(model.event_shape), x.dtype.itemsize, args.batch_size)
-    batch_size = min(args.batch_size, len(x))  # a larger one codes the same single batch
+    batch_size = _batch_size(args.batch_size, coder.most_batch(model), len(x))
+    _check_amount(len(x), math.prod(model.event_shape), x.dtype.itemsize, batch_size)
+    batch_size = min(batch_size, len(x))  # a larger one codes the same single batch
     xt = _to_model_input(x, model.event_shape, levels, meta.get("names"))
     header = {
         "dgmkit_version": __version__,
@@ -427,7 +442,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="one .npy array of images, or PNG files (with distinct names)")
     p.add_argument("--out", required=True, help="compressed file to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument("--batch-size", type=int, default=500, help="images coded together (recorded in the file)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images coded together (recorded in the file); default 500, or fewer where an autoregressive "
+        "model's caches for 500 would pass 2 GiB",
+    )
     add_device_flag(p, _DEVICE_WHAT, default="cpu", why=_DEVICE_WHY)
     p.set_defaults(func=compress)
     p = sub.add_parser("decompress", help="decompress a file written by dgm compress")

@@ -11,8 +11,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from dgmkit.coding.arm_coder import check_sequential, decode_images, encode_images, sequential_nll
-from dgmkit.coding.bitsback import check_bits_back, decode_bits_back, encode_bits_back, negative_elbo
+from dgmkit.coding.arm_coder import check_sequential, decode_images, encode_images, most_coding_batch, sequential_nll
+from dgmkit.coding.bitsback import (
+    check_bits_back,
+    decode_bits_back,
+    encode_bits_back,
+    most_bits_back_batch,
+    negative_elbo,
+)
 from dgmkit.coding.container import (
     CompressedFile,
     check_against_model,
@@ -44,14 +50,16 @@ class Coder(NamedTuple):
     """How a kind of model codes images: ``name`` (the file header's ``coder``, checked when
     decoding), ``check(model)`` (the levels of a pixel, or a ConfigError saying why the model
     cannot code), ``encode(model, x, batch_size)`` -> words, ``decode(model, words, n,
-    batch_size)`` -> images, and ``reference``: what the rate is set beside (a label, and
-    ``(model, x) -> nats a datapoint``)."""
+    batch_size)`` -> images, ``reference``: what the rate is set beside (a label, and
+    ``(model, x) -> nats a datapoint``), and ``most_batch(model)``: the most images it codes
+    together (an autoregressive model's caches grow with them)."""
 
     name: str
     check: Callable[[Any], int]
     encode: Callable[[Any, torch.Tensor, int], np.ndarray]
     decode: Callable[[Any, np.ndarray, int, int], torch.Tensor]
     reference: tuple[str, Callable[[Any, torch.Tensor], torch.Tensor]]
+    most_batch: Callable[[Any], int]
 
 
 CODERS = {
@@ -61,6 +69,7 @@ CODERS = {
         encode_images,
         decode_images,
         ("the model's NLL", sequential_nll),
+        most_coding_batch,
     ),
     "bits-back": Coder(
         "constriction ANS coder, bits-back (BB-ANS), latent buckets of 2^-8 prior scales, posterior windows of 8 scales",
@@ -68,6 +77,7 @@ CODERS = {
         encode_bits_back,
         decode_bits_back,
         ("the model's -ELBO, one draw a datapoint", negative_elbo),
+        most_bits_back_batch,
     ),
 }
 

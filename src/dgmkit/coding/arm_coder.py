@@ -39,6 +39,7 @@ __all__ = [
     "check_images",
     "check_batch_size",
     "check_coding_memory",
+    "most_coding_batch",
     "check_count",
     "check_payload_size",
     "least_bits",
@@ -161,6 +162,12 @@ def check_batch_size(batch_size: int) -> int:
     return int(batch_size)
 
 
+def most_coding_batch(model: AutoregressiveModel) -> int:
+    """The most images coded together whose sequential caches (``coding_bytes_per_image``) stay
+    within ``MAX_CODING_BYTES`` (at least 1)."""
+    return max(1, MAX_CODING_BYTES // model.coding_bytes_per_image())
+
+
 def check_coding_memory(model: AutoregressiveModel, batch: int) -> None:
     """Refuse, before anything is allocated, a coding batch of ``batch`` images whose sequential caches
     (``coding_bytes_per_image``) exceed ``MAX_CODING_BYTES``: a file's header chooses the batch size, and a
@@ -169,8 +176,8 @@ def check_coding_memory(model: AutoregressiveModel, batch: int) -> None:
     if batch * per_image > MAX_CODING_BYTES:
         raise DataError(
             f"a coding batch of {batch} images takes about {batch * per_image / 2**20:.0f} MiB of this model's caches, "
-            f"more than {MAX_CODING_BYTES // 2**20} MiB: code at most {max(1, MAX_CODING_BYTES // per_image)} images "
-            "at once (a file of more per batch was not written by this dgmkit, or is damaged or crafted)"
+            f"more than {MAX_CODING_BYTES // 2**20} MiB: code at most {most_coding_batch(model)} images at once "
+            "(dgm compress never writes a file of more per batch: this one is damaged or crafted)"
         )
 
 

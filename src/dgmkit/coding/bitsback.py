@@ -76,6 +76,7 @@ __all__ = [
     "first_words",
     "most_bits",
     "check_bits_back",
+    "most_bits_back_batch",
     "negative_elbo",
     "BUCKET",
     "RANGE",
@@ -514,6 +515,11 @@ def _chunks(b: int, pixels: int, levels: int) -> list[tuple[int, int]]:
     """The images of a batch whose pixel probabilities are computed (and coded) together."""
     rows = max(1, _PMF_BUDGET // (pixels * levels))
     return [(s, min(s + rows, b)) for s in range(0, b, rows)]
+
+
+def most_bits_back_batch(model: "Codable") -> int:
+    """The most images a batch codes (its size goes on the stack), whatever the model."""
+    return _MAX_BATCH
 
 
 def _check(model: Codable, batch_size: int, n: int) -> tuple[int, "_Flat | _Layers", int]:
