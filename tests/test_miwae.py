@@ -4,6 +4,7 @@ importance-sampled imputations to the exact conditional mean of the missing ones
 log-likelihoods sum to each head's log_prob."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -233,6 +234,28 @@ def test_impute_batched_keeps_the_observed_entries_of_x_in_its_dtype_and_sizes_i
             imputation.impute_batched(model, x, **bad)
     with pytest.raises(DataError, match="one or more datapoints"):
         imputation.impute_batched(model, x[:0])
+
+
+def test_impute_batched_checks_all_its_data_first_and_names_a_bad_row_by_its_index_in_x(monkeypatch):
+    """Each batch was checked alone, inside impute: a bad row of a later batch was named by its
+    index in its batch (row 20 of 50 for x's row 120), after the batches before it were imputed."""
+    import dgmkit.evaluation.imputation as imputation
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.errors import DataError
+
+    model = build_model(RunConfig.of(likelihood="bernoulli", hidden=[8], latent_dim=2), (1, 1, 4), None).eval()
+    x = torch.ones(150, 1, 1, 4)
+    x[:, ..., 0] = float("nan")
+    calls = []
+    real = imputation.impute
+    monkeypatch.setattr(imputation, "impute", lambda *a, **kw: calls.append(len(a[1])) or real(*a, **kw))
+    for row, value, words in ((120, float("nan"), "row 120"), (130, float("inf"), "datapoint 130"), (140, 3.0, "[3, 3]")):
+        bad = x.clone()
+        bad[row, ..., 1:] = value
+        with pytest.raises(DataError, match=re.escape(words)):
+            imputation.impute_batched(model, bad, k=5, batch_size=50)
+        assert calls == []  # refused before any batch was imputed
+    assert imputation.impute_batched(model, x, k=5, batch_size=50)[0].shape == x.shape and calls == [50, 50, 50]
 
 
 def test_the_single_imputation_is_the_same_whatever_the_multiple_imputations_of_images():

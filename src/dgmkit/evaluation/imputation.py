@@ -132,6 +132,7 @@ def impute_batched(
     seed = generator_seed(seed)  # (a NumPy integer failed in manual_seed)
     if not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) == 0:  # (as impute refuses, not torch.cat's words)
         raise DataError("impute_batched takes the data as a torch tensor of one or more datapoints (N, *event)")
+    model.check_data(x)  # all of x, before any batch: a bad row named by its index in x (each batch's own check: in it)
     g = torch.Generator(device=x.device).manual_seed(seed)
     resampling = torch.Generator(device=x.device).manual_seed(resampling_seed(seed))
     singles, multiples = [], []
