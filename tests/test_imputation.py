@@ -23,7 +23,7 @@ from dgmkit.data.missing import has_missing, missing_count, remove_completely_at
 from dgmkit.data.table import read_table, write_table
 from dgmkit.distributions import MixedColumns, element_log_probs, observed_log_prob
 from dgmkit.errors import ConfigError, DataError
-from dgmkit.evaluation.imputation import baseline_impute, from_data_units, rmse, to_data_units
+from dgmkit.evaluation.imputation import BASELINES, baseline_impute, from_data_units, rmse, to_data_units
 from dgmkit.models import VAE
 from dgmkit.nn import MLP, OneHotColumns
 from dgmkit.priors import StandardNormalPrior
@@ -593,6 +593,15 @@ def test_the_baselines_and_rmse():
     for method, x, problem in (("median", rows, "unknown baseline 'median'"), ("mean", rows[0], "rows \\(N, D\\)")):
         with pytest.raises((ConfigError, DataError), match=problem):
             baseline_impute(x, method)
+
+
+def test_every_baseline_refuses_an_infinite_observed_value_by_name():
+    """The column means took an inf in as a value and imputed inf (or NaN, of inf and -inf) in its
+    column, where the other imputers refused it in scikit-learn's words."""
+    rows = np.array([[1.0, np.nan], [np.inf, 4.0], [np.nan, 8.0], [2.0, -np.inf]])
+    for method in BASELINES:
+        with pytest.raises(DataError, match=r"2 infinite observed values \(inf or -inf\), e.g. in row 1"):
+            baseline_impute(rows, method)
 
 
 def test_missforest_imputes_a_nonlinear_column_that_the_linear_chain_cannot():

@@ -42,6 +42,12 @@ def baseline_impute(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise DataError(f"baseline imputers take rows (N, D), got shape {x.shape}")
+    if np.isinf(x).any():  # (the column means imputed inf, or NaN, in its column; scikit-learn's imputers refuse it)
+        rows = np.isinf(x).any(1).nonzero()[0]
+        raise DataError(
+            f"the rows hold {int(np.isinf(x).sum())} infinite observed values (inf or -inf), e.g. in row {rows[0]}: "
+            "no imputer takes them; mark an unknown entry as missing (NaN)"
+        )
     empty = np.isnan(x).all(0)
     if method == "mean":
         means = np.where(empty, 0.0, np.nanmean(np.where(empty, 0.0, x), 0))
