@@ -148,6 +148,46 @@ def test_multiple_imputations_are_draws_of_the_conditional_whatever_the_chunks()
     torch.testing.assert_close(draws.var(0)[~mask], cond_var[~mask], rtol=0.15, atol=0)
 
 
+@torch.no_grad()
+def test_imputations_of_binary_pixels_match_the_exact_conditional_of_a_discrete_latent_model():
+    """A VAE of one categorical latent of 4 classes over 5 binary pixels, p(x_m | x_o) by
+    enumeration: the single imputation is E[x_m | x_o], and the multiple imputations are draws of
+    the joint p(x_m | x_o) (a chi-square test over the 8 patterns of 3 missing pixels), not of
+    each pixel's marginal alone (pixels drawn from different latents)."""
+    import itertools
+
+    from dgmkit.conditional.categorical_encoder import CategoricalEncoder
+    from dgmkit.models.categorical_vae import CategoricalVAE
+    from dgmkit.priors.categorical import UniformCategoricalPrior
+
+    torch.manual_seed(1)
+    dec, enc = nn.Linear(4, 5), nn.Sequential(nn.Flatten(), nn.Linear(5, 4))
+    dec.weight.mul_(6)  # pixels that depend strongly on the class: far from independent given x_o
+    head = Decoder(dec, BernoulliHead(), (1, 1, 5))
+    model = CategoricalVAE(CategoricalEncoder(enc, 1, 4), head, UniformCategoricalPrior(1, 4)).double().eval()
+    p = torch.sigmoid(dec(torch.eye(4, dtype=torch.float64)))  # (class, pixel)
+    x = torch.tensor([[1.0, 0, 1, 1, 0], [0, 1, 0, 0, 1]], dtype=torch.float64)
+    seen = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 1, 1, 0]], dtype=torch.bool)
+    single, draws = impute(
+        model,
+        torch.where(seen, x, torch.nan).view(2, 1, 1, 5),
+        k=20000,
+        draws=4000,
+        generator=torch.Generator().manual_seed(0),
+        chunk=3000,
+    )
+    single, draws = single.view(2, 5), draws.view(4000, 2, 5)
+    for i in range(2):
+        post = torch.softmax(torch.where(x[i, seen[i]] == 1, p[:, seen[i]], 1 - p[:, seen[i]]).log().sum(1), 0)
+        torch.testing.assert_close(single[i, ~seen[i]], post @ p[:, ~seen[i]], rtol=0, atol=0.01)
+        chi2 = 0.0
+        for pattern in itertools.product((0.0, 1.0), repeat=3):
+            v = torch.tensor(pattern, dtype=torch.float64)
+            expected = 4000 * float(post @ torch.where(v == 1, p[:, ~seen[i]], 1 - p[:, ~seen[i]]).prod(1))
+            chi2 += (float((draws[:, i, ~seen[i]] == v).all(1).sum()) - expected) ** 2 / expected
+        assert chi2 < 24.3  # the 0.999 quantile of chi-square with 7 degrees of freedom
+
+
 def test_a_row_that_every_draw_gives_probability_0_is_refused_not_imputed_as_nan():
     """An observed 1e20 under a Gaussian p(x|z) of float32 gives every draw the weight 0: the
     imputation was 0/0, written as a missing entry after "imputed 2 missing entries"."""
