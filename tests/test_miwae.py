@@ -276,6 +276,24 @@ def test_impute_batched_keeps_the_observed_entries_of_x_in_its_dtype_and_sizes_i
         imputation.impute_batched(model, x[:0])
 
 
+def test_impute_keeps_the_observed_entries_of_x_in_its_dtype_for_a_model_of_another_precision():
+    """impute itself (not impute_batched) gave float64 data to a float32 model and returned x as the
+    model took it: float32, each observed entry rounded (0.123456789012345 came back 0.12345679104...)."""
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.errors import DataError
+
+    model = build_model(RunConfig.of(likelihood="gaussian", hidden=[8], latent_dim=2), (1, 1, 4), None).eval()
+    x = torch.tensor([[0.123456789012345, float("nan"), 1.0000000001, -0.3]] * 3, dtype=torch.float64).view(3, 1, 1, 4)
+    seen = ~torch.isnan(x)
+    for m, data in ((model, x), (model.double(), x.float())):
+        single, draws = impute(m, data, k=20, draws=2, generator=torch.Generator().manual_seed(0))
+        assert single.dtype == data.dtype and draws is not None and draws.dtype == data.dtype
+        assert torch.equal(single[seen], data[seen]) and torch.equal(draws[:, seen], data[seen].expand(2, -1))
+        assert torch.isfinite(single).all()
+    with pytest.raises(DataError, match=re.escape("impute() needs at least one datapoint")):
+        impute(model, x[:0])
+
+
 def test_impute_batched_checks_all_its_data_first_and_names_a_bad_row_by_its_index_in_x(monkeypatch):
     """Each batch was checked alone, inside impute: a bad row of a later batch was named by its
     index in its batch (row 20 of 50 for x's row 120), after the batches before it were imputed."""

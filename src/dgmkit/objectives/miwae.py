@@ -136,7 +136,6 @@ def _refuse_unimputable(total: torch.Tensor, mask: torch.Tensor) -> None:
     refuse_non_finite("log-likelihood of the observed entries (of every draw: nothing to impute from)", total, bad)
 
 
-@evaluates
 @torch.no_grad()
 def impute(
     model: LatentVariableModel,
@@ -150,9 +149,27 @@ def impute(
     """Single imputation (x with its missing entries replaced by the self-normalized importance
     sampling estimate, module docstring) and, with ``draws`` > 0, that many multiple imputations
     (draws, *x.shape) by sampling importance resampling over all K draws. Observed entries are
-    kept as they are. The K draws are taken ``chunk`` at a time. ``resample_generator``: the
-    stream the multiple imputations are resampled from (by default ``generator``'s; one of their
-    own leaves the importance draws, and so the single imputation, the same with or without them)."""
+    kept as they are, in x's dtype and on its device (the model computes in its own). The K draws
+    are taken ``chunk`` at a time. ``resample_generator``: the stream the multiple imputations are
+    resampled from (by default ``generator``'s; one of their own leaves the importance draws, and so
+    the single imputation, the same with or without them)."""
+    single, multiple = _checked_imputed(model, x, k, draws, generator, chunk, resample_generator)
+    # (x as the model took it was in its precision: float64 data of a float32 model came back rounded)
+    mask = observed(x)
+    single = torch.where(mask, x, single.to(x.device, x.dtype))
+    return single, None if multiple is None else torch.where(mask, x, multiple.to(x.device, x.dtype))
+
+
+def _imputed(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    k: int,
+    draws: int,
+    generator: torch.Generator | None,
+    chunk: int,
+    resample_generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``impute`` of x as the model takes it (``evaluates``: in its precision, on its device)."""
     k, draws, chunk = whole_at_least("k", k, 1), whole_at_least("draws", draws, 0), whole_at_least("chunk", chunk, 1)
     checked_generator(generator)
     checked_generator(resample_generator, "resample_generator")
@@ -187,3 +204,7 @@ def impute(
     single = torch.where(mask, x, to_point(acc).to(x.dtype))
     multiple = None if picked is None else torch.where(mask, x, _decoded(model, x, picked, resampling, chunk))
     return single, multiple
+
+
+_imputed.__name__ = _imputed.__qualname__ = "impute"  # (what evaluates' messages name: "impute() needs ...")
+_checked_imputed = evaluates(torch.no_grad()(_imputed))
