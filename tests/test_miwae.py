@@ -245,6 +245,20 @@ def test_a_row_whose_first_chunk_of_draws_all_have_weight_0_is_imputed_from_the_
     assert torch.equal(single, single_ref) and torch.equal(draws, draws_ref)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_impute_batched_draws_on_the_models_device_for_data_on_the_cpu():
+    """impute takes x to the model's device (``evaluates``); its generators were made on x's, a
+    CPU generator for a model on the GPU, which torch's sampling there refuses."""
+    import dgmkit.evaluation.imputation as imputation
+    from dgmkit.config import RunConfig, build_model
+
+    model = build_model(RunConfig.of(likelihood="gaussian", hidden=[8], latent_dim=2), (1, 1, 4), None).cuda().eval()
+    x = torch.tensor([[0.5, float("nan"), 1.0, -0.3]] * 3).view(3, 1, 1, 4)
+    single, draws = imputation.impute_batched(model, x, k=20, draws=2)
+    assert single.device == x.device and torch.isfinite(single).all() and draws is not None
+    assert torch.equal(single[~torch.isnan(x)], x[~torch.isnan(x)])
+
+
 def test_impute_batched_keeps_the_observed_entries_of_x_in_its_dtype_and_sizes_its_chunks_by_the_model(monkeypatch):
     """float64 data given to a float32 model came back as float32 (observed entries rounded); the
     draws at a time ignored a model's large rows of p(x|z) (a categorical likelihood's levels),

@@ -22,6 +22,7 @@ import torch
 
 from dgmkit.data import DataTransform
 from dgmkit.data.missing import observed
+from dgmkit.devices import device_of
 from dgmkit.errors import ConfigError, DataError, generator_seed, whole_at_least
 from dgmkit.models import GenerativeModel, LatentVariableModel
 from dgmkit.objectives.importance import CPU_CHUNK_BYTES, GPU_CHUNK_BYTES
@@ -139,13 +140,14 @@ def impute_batched(
     if not isinstance(x, torch.Tensor) or x.dim() == 0 or len(x) == 0:  # (as impute refuses, not torch.cat's words)
         raise DataError("impute_batched takes the data as a torch tensor of one or more datapoints (N, *event)")
     model.check_data(x)  # all of x, before any batch: a bad row named by its index in x (each batch's own check: in it)
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    resampling = torch.Generator(device=x.device).manual_seed(resampling_seed(seed))
+    device = device_of(model)  # (where impute draws: the model's, which may not be x's)
+    g = torch.Generator(device=device).manual_seed(seed)
+    resampling = torch.Generator(device=device).manual_seed(resampling_seed(seed))
     singles, multiples = [], []
     per_row = max(1, math.prod(x.shape[1:]))
     # rows of p(x|z) (draws x datapoints) at once: fewer where the model says its rows are large (a
     # categorical likelihood's probabilities of every level, per entry)
-    fit = model.importance_rows(GPU_CHUNK_BYTES if x.device.type == "cuda" else CPU_CHUNK_BYTES)
+    fit = model.importance_rows(GPU_CHUNK_BYTES if device.type == "cuda" else CPU_CHUNK_BYTES)
     if fit is not None:
         batch_size = max(1, min(batch_size, fit))
     for i in range(0, len(x), batch_size):
