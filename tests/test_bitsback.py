@@ -24,6 +24,7 @@ from dgmkit.conditional import (
     GaussianHead,
     LogisticMixtureHead,
 )
+from dgmkit.config import load_run
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models import VAE
 from dgmkit.models.autoregressive import GatedPixelCNN
@@ -379,6 +380,31 @@ def test_cli_codes_a_vae_run_by_bits_back(vae_runs, capsys, tmp_path):
     code, _, err = run(capsys, "compress", r / "iaf", r / "x.npy", "--out", tmp_path / "i.dgmz")
     assert code == 1 and "which cannot be compressed: bits-back coding needs the posterior q(z|x)" in err
     assert "FlowDistribution" in err and not (tmp_path / "i.dgmz").exists()
+
+
+@pytest.mark.parametrize("run_name", ["vae", "mog", "dvae"])
+def test_compress_states_the_bits_of_the_stacks_first_words_in_its_payload(
+    vae_runs, capsys, tmp_path, monkeypatch, run_name
+):
+    """A file pays the stack's first words once, whatever its images: the `compressed` line says
+    how many bits of its payload they are, the words that decoding finds left at the end."""
+    r = vae_runs
+    np.save(tmp_path / "one.npy", np.load(r / "x.npy")[:1])
+    left = []
+    monkeypatch.setattr(
+        bitsback, "_check_ended", lambda words, m, f=bitsback._check_ended: left.append(len(words)) or f(words, m)
+    )
+    for name, n in (("one.npy", 1), ("x.npy", 300)):
+        source = tmp_path / name if n == 1 else r / name
+        code, out, err = run(capsys, "compress", r / run_name, source, "--out", tmp_path / f"{n}.dgmz")
+        assert code == 0, err
+        said = re.search(r"payload ([0-9.]+), of which ([0-9.]+) the stack's first words, (\d+) bits once a file\)", out)
+        assert said, out
+        payload = read_container((tmp_path / f"{n}.dgmz").read_bytes()).payload
+        model = load_run(str(r / run_name), device="cpu").model
+        decode_bits_back(model, payload, n, min(n, 500))
+        assert int(said[3]) == 32 * left[-1] and float(said[2]) == round(32 * left[-1] / (16 * n), 4)
+        assert float(said[1]) == round(32 * len(payload) / (16 * n), 4) and 0 < left[-1] < len(payload)
 
 
 def test_decompress_refuses_a_bits_back_payload_larger_than_its_images_can_fill(vae_runs, capsys, tmp_path, monkeypatch):

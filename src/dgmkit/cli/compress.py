@@ -322,9 +322,11 @@ def compress(args: argparse.Namespace) -> int:
     atomic_write_bytes(out, data)
     dims = xt[0].numel() * len(xt)
     rate = 8 * len(data) / dims
+    first = coder.first_bits(model, xt)
+    of_which = f", of which {first / dims:.4f} the stack's first words, {first} bits once a file" if first else ""
     say(
         f"compressed {plural(len(x), 'image')} ({dims} pixels) to {len(data)} bytes: {rate:.4f} bits/dim "
-        f"({label}: {nll / (dims * math.log(2)):.4f} bits/dim; payload {32 * len(words) / dims:.4f}) "
+        f"({label}: {nll / (dims * math.log(2)):.4f} bits/dim; payload {32 * len(words) / dims:.4f}{of_which}) "
         f"in {seconds:.1f} s, {x.nbytes / 1e6 / seconds:.3f} MB/s of input -> {out}"
     )
     return 0

@@ -16,6 +16,7 @@ from dgmkit.coding.bitsback import (
     check_bits_back,
     decode_bits_back,
     encode_bits_back,
+    first_words_bits,
     most_bits_back_batch,
     negative_elbo,
 )
@@ -52,7 +53,9 @@ class Coder(NamedTuple):
     cannot code), ``encode(model, x, batch_size)`` -> words, ``decode(model, words, n,
     batch_size)`` -> images, ``reference``: what the rate is set beside (a label, and
     ``(model, x) -> nats a datapoint``), and ``most_batch(model)``: the most images it codes
-    together (an autoregressive model's caches grow with them)."""
+    together (an autoregressive model's caches grow with them), and ``first_bits(model, x)``:
+    the bits of the words that ``encode``'s payload starts with whatever the images, paid once a
+    file (a bits-back stack's first words; none for the range coder)."""
 
     name: str
     check: Callable[[Any], int]
@@ -60,6 +63,11 @@ class Coder(NamedTuple):
     decode: Callable[[Any, np.ndarray, int, int], torch.Tensor]
     reference: tuple[str, Callable[[Any, torch.Tensor], torch.Tensor]]
     most_batch: Callable[[Any], int]
+    first_bits: Callable[[Any, torch.Tensor], int]
+
+
+def _no_first_words(model: Any, x: torch.Tensor) -> int:
+    return 0  # (the range coder starts from nothing)
 
 
 CODERS = {
@@ -70,6 +78,7 @@ CODERS = {
         decode_images,
         ("the model's NLL", sequential_nll),
         most_coding_batch,
+        _no_first_words,
     ),
     "bits-back": Coder(
         "constriction ANS coder, bits-back (BB-ANS), latent buckets of 2^-8 prior scales, posterior windows of 8 scales",
@@ -78,6 +87,7 @@ CODERS = {
         decode_bits_back,
         ("the model's -ELBO, one draw a datapoint", negative_elbo),
         most_bits_back_batch,
+        first_words_bits,
     ),
 }
 

@@ -74,6 +74,7 @@ __all__ = [
     "next_batch",
     "seed_words",
     "first_words",
+    "first_words_bits",
     "most_bits",
     "check_bits_back",
     "most_bits_back_batch",
@@ -180,6 +181,24 @@ def most_bits(latent_dim: int, n: int, pixels: int) -> int:
     can cost next to nothing (a posterior that is its prior and a sure p(x|z): a million 4x4 images
     in 1133 words), so a small payload may rightly declare many images, decoded at the usual speed."""
     return 32 * _most_first_words(latent_dim) + _PRECISION_BITS * n * (pixels + latent_dim + 2)
+
+
+def _start_words(latents: "_Flat | _Layers", f: "_Families", x: torch.Tensor, latent_dim: int) -> np.ndarray:
+    """The words the stack of images x (N, *event) starts with: ``_first_words_for`` its first
+    image, ``seed_words`` for no images."""
+    return _first_words_for(latents, f, x[:1], latent_dim) if len(x) else seed_words(latent_dim)
+
+
+@codes
+@torch.no_grad()
+def first_words_bits(model: "Codable", x: torch.Tensor) -> int:
+    """The bits of the first words that ``encode_bits_back(model, x)`` starts its stack with and
+    its payload carries: paid once a file, whatever the number of images (chosen from the first
+    image's latents, so they come from the first image alone)."""
+    levels, latents, _ = _check(model, 1, len(x))
+    x = check_images(model, x[:1], levels).cpu()
+    with one_thread():
+        return 32 * len(_start_words(latents, _Families(1), x, model.latent_dim))
 
 
 def _first_words_for(latents: "_Flat | _Layers", f: "_Families", x0: torch.Tensor, latent_dim: int) -> np.ndarray:
@@ -586,7 +605,7 @@ def encode_bits_back(model: Codable, x: torch.Tensor, batch_size: int = 500) -> 
     b = 1  # (the images whose latents are taken: the first one alone, on a trial stack, then each batch)
     try:
         with one_thread():
-            ans = _Ans(_first_words_for(latents, f, x[:1], model.latent_dim) if len(x) else seed_words(model.latent_dim))
+            ans = _Ans(_start_words(latents, f, x, model.latent_dim))
             while start < len(x):
                 b = next_batch(ans.bits(), taken, len(x) - start, batch_size)
                 xb = x[start : start + b]
