@@ -308,6 +308,19 @@ def test_damaged_or_foreign_data_are_refused():
     assert torch.equal(decode_bits_back(model, words, len(x), 50), x)
 
 
+def test_words_decoded_with_another_batch_size_than_encodings_are_refused_naming_it():
+    """Each batch's size is coded uniformly over 0..batch_size: the decoder of another batch size
+    refuses the words, and says that a batch size other than its own may be why (the model and the
+    data are right)."""
+    model = _vae()
+    x = _data(model, 30)
+    words = encode_bits_back(model, x, 7)
+    assert torch.equal(decode_bits_back(model, words, 30, 7), x)
+    for other in (5, 8, 30):
+        with pytest.raises(DataError, match=f"or it was coded in batches of another size than {other}\\)$"):
+            decode_bits_back(model, words, 30, other)
+
+
 def test_random_words_decoded_by_a_hierarchical_vae_are_refused_as_data_not_blamed_on_the_weights():
     """Layers decoded from random words can give a lower layer's posterior a mean far outside its
     grid, which coding refuses as unsound weights; when decoding, the data are at fault."""
@@ -392,7 +405,7 @@ def test_compress_states_the_bits_of_the_stacks_first_words_in_its_payload(
     np.save(tmp_path / "one.npy", np.load(r / "x.npy")[:1])
     left = []
     monkeypatch.setattr(
-        bitsback, "_check_ended", lambda words, m, f=bitsback._check_ended: left.append(len(words)) or f(words, m)
+        bitsback, "_check_ended", lambda words, *a, f=bitsback._check_ended: left.append(len(words)) or f(words, *a)
     )
     for name, n in (("one.npy", 1), ("x.npy", 300)):
         source = tmp_path / name if n == 1 else r / name

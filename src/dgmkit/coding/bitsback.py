@@ -642,8 +642,8 @@ def _check_stack_size(words: int, latent_dim: int, n: int, pixels: int) -> None:
 @codes
 @torch.no_grad()
 def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int = 500) -> torch.Tensor:
-    """Invert ``encode_bits_back``: n images (N, *event) as int64. Words that the model cannot
-    have produced raise DataError (the stack must end as it began)."""
+    """Invert ``encode_bits_back``: n images (N, *event) as int64, ``batch_size`` the one it was
+    given. Words that the model cannot have produced raise DataError (the stack must end as it began)."""
     n = check_count(n, tuple(model.event_shape))
     levels, latents, batch_size = _check(model, batch_size, n)
     words = np.ascontiguousarray(words, dtype=np.uint32)
@@ -674,29 +674,33 @@ def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int 
                 end -= b
     except _AnsFailure:
         raise DataError(
-            "the compressed data is invalid for this model (the ANS coder could not decode it): it was not coded with "
-            "this model, or it is damaged"
+            f"the compressed data is invalid for this model (the ANS coder could not decode it): {_not_ours(batch_size)}"
         ) from None
     except DataError:  # (a latent or pixel no coded image reaches: a grid's posterior mean out of range, say)
         raise DataError(
-            "the compressed data is invalid for this model (it decodes to latents that coding no image gives): it was "
-            "not coded with this model, or it is damaged"
+            "the compressed data is invalid for this model (it decodes to latents that coding no image gives): "
+            + _not_ours(batch_size)
         ) from None
     if over:
         raise DataError(
             f"the compressed data is invalid for this model: with {end} of its {n} images left to decode, its stack "
             f"holds {over} bits, more than the code of {end} images ({most_bits(model.latent_dim, end, pixels)} at "
-            "most): it was not coded with this model, or it is damaged"
+            f"most): {_not_ours(batch_size)}"
         )
-    _check_ended(np.asarray(ans.stack.get_compressed()), model.latent_dim)
+    _check_ended(np.asarray(ans.stack.get_compressed()), model.latent_dim, batch_size)
     return out
 
 
-def _check_ended(left: np.ndarray, latent_dim: int) -> None:
+def _not_ours(batch_size: int) -> str:
+    """Why a decoder meets data that coding with its model does not write (a batch size other than
+    the encoder's changes the code: each batch's size is coded uniformly over 0..batch_size)."""
+    return (
+        f"it was not coded with this model, or it is damaged (or it was coded in batches of another size than {batch_size})"
+    )
+
+
+def _check_ended(left: np.ndarray, latent_dim: int, batch_size: int) -> None:
     """Refuses a decode whose stack did not end on the first words that coding began with (never
     more than ``seed_words``)."""
     if not 0 < len(left) <= _most_first_words(latent_dim) or not np.array_equal(left, first_words(len(left))):
-        raise DataError(
-            "decoding did not end where coding began (the stack's first words differ): the data were not coded with "
-            "this model, or they are damaged"
-        )
+        raise DataError(f"decoding did not end where coding began (the stack's first words differ): {_not_ours(batch_size)}")
