@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from dgmkit.conditional import Decoder, GaussianEncoder, GaussianHead
+from dgmkit.errors import DataError
 from dgmkit.evaluation import importance_sampled_log_likelihood
 from dgmkit.models import PPCA, VAE
 from dgmkit.nn import MLP
@@ -60,6 +61,20 @@ def test_bad_parameters_are_rejected():
         PPCA(torch.ones(3, 1), torch.zeros(3), 0.0)
     with pytest.raises(ValueError, match="latent_dim"):
         PPCA.fit(torch.randn(10, 3), latent_dim=3)
+
+
+def test_a_fit_whose_covariance_is_singular_in_the_data_precision_is_refused_as_a_data_error():
+    g = torch.Generator().manual_seed(0)
+    signal = torch.randn(2000, 3, generator=g) @ torch.randn(3, 30, generator=g)
+    # sigma^2 about 1e-6 beside variances near 30: above the rank check, yet float32's W W^T + sigma^2 I is
+    # not positive definite (every log p(x) raised torch's constraint error, an internal error in the CLI)
+    x = (signal + 1e-3 * torch.randn(2000, 30, generator=g)).float()
+    with pytest.raises(DataError, match="positive definite in torch.float32"):
+        PPCA.fit(x, latent_dim=3)
+    fit = PPCA.fit(x.double(), latent_dim=3)  # the same data in float64 has a density
+    assert torch.isfinite(fit.log_prob(x.double())).all()
+    with pytest.raises(DataError, match="rank <= latent_dim"):  # a user's data, said as such (not a bug)
+        PPCA.fit(signal.double(), latent_dim=3)
 
 
 def test_vae_with_a_linear_gaussian_decoder_is_bounded_by_the_exact_ppca_likelihood():

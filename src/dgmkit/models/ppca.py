@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
+from dgmkit.errors import DataError
 from dgmkit.models.base import ClosedFormFit, ExactLatentVariableModel
 
 __all__ = ["PPCA"]
@@ -66,13 +67,14 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         evals, evecs = evals.flip(0), evecs.flip(1)
         sigma2 = evals[latent_dim:].mean()
         if not sigma2 > 1e-10 * evals[0].clamp_min(1e-300):  # (1e-12 was taken: float32 found no density)
-            raise ValueError(
+            raise DataError(
                 f"the data vary in at most {latent_dim} directions (rank <= latent_dim), so PPCA's noise variance "
                 f"sigma^2 is 0 ({sigma2.item():.3g}) and p(x) has no density off that subspace: take a smaller "
                 "latent_dim (or data with spread in more directions)"
             )
         W = evecs[:, :latent_dim] * (evals[:latent_dim] - sigma2).clamp_min(0).sqrt()
         dtype = x.dtype if x.is_floating_point() else torch.float32
+        _check_positive_definite(W.to(dtype), sigma2.to(dtype), evals[0].item())
         return cls(W.to(dtype), mu.to(dtype), sigma2.to(dtype), event_shape=x.shape[1:])
 
     @torch.no_grad()
@@ -137,3 +139,16 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         mean = z @ self.W.T + self.mu
         x = mean + self.sigma2.sqrt() * torch.randn(mean.shape, generator=generator, device=dev, dtype=dt)
         return x.reshape(n, *self.event_shape), mean.reshape(n, *self.event_shape)
+
+
+def _check_positive_definite(W: torch.Tensor, sigma2: torch.Tensor, largest: float) -> None:
+    """Refuses (DataError) a fit whose covariance C = W W^T + sigma^2 I is not positive definite in
+    the precision the model holds it (its data's): sigma^2 far below the largest variance passes the
+    rank check in float64 but leaves float32's C singular, and every log p(x) failed."""
+    cov = W @ W.T + sigma2 * torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
+    if torch.linalg.cholesky_ex(cov).info.item() != 0:
+        raise DataError(
+            f"PPCA's noise variance sigma^2 = {sigma2.item():.3g} is too small beside the data's largest variance "
+            f"{largest:.3g} for its covariance W W^T + sigma^2 I to be positive definite in {W.dtype}: take a smaller "
+            "latent_dim (or give the data in float64)"
+        )
