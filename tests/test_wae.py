@@ -102,3 +102,10 @@ def test_the_epoch_line_shows_the_penalty_and_the_help_says_what_beta_weighs(tmp
     assert main(["train", "--model", "wae", "--help"]) == 0
     shown = " ".join(capsys.readouterr().out.split())
     assert "factor of the MMD penalty: the loss weighs it beta * lambda" in shown and "KL term" not in shown
+
+
+def test_a_batch_of_one_which_leaves_the_mmd_penalty_at_0_is_refused(tmp_path, capsys):
+    argv = ["train", "--dataset", "digits", "--model", "wae", "--latent-dim", "2", "--hidden", "16", "--epochs", "1"]
+    assert main([*argv, "--batch-size", "1", "--out", str(tmp_path / "r")]) != 0
+    assert "--batch-size 1" in capsys.readouterr().err
+    assert main([*argv, "--batch-size", "1", "--mmd-weight", "0", "--out", str(tmp_path / "s")]) == 0  # no penalty asked

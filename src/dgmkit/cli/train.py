@@ -329,6 +329,7 @@ def train_run(
         cfg = cfg.replace(**read_off)
     if not (resume or restart):  # what the model built for these data leaves unread (an image flow's activation)
         cfg.check_inert(*sources, event_shape=dataset.event_shape, num_levels=dataset.num_levels)
+        cfg.model.check_new_run(cfg.optim)
     family = cfg.model
     transform = _data_transform(cfg, dataset)
     if not resume:  # (a run that trained on one goes on as it began)

@@ -118,6 +118,10 @@ class FamilyConfig(ABC):
     def validate_optim(self, optim: object) -> None:  # noqa: B027 - rules against the optim section, none by default
         """Raise ConfigError where an optimisation setting does not fit this family."""
 
+    def check_new_run(self, optim: object) -> None:  # noqa: B027 - none by default
+        """Raise ConfigError where an optimisation setting would train this family into something else
+        than asked for; checked for a new run only (not on load, so that runs trained before stay readable)."""
+
     def inert_settings(self) -> dict[str, str]:
         """The settings that these choices leave unread, each with the choice that reads it
         (``"--objective iwae or miwae"``): a new run that gives one a value of its own is refused

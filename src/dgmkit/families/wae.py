@@ -5,6 +5,7 @@ import dataclasses
 from typing import Literal
 
 from dgmkit.conditional import GaussianEncoder
+from dgmkit.errors import ConfigError
 from dgmkit.families.base import DataSpec, FamilyConfig
 from dgmkit.families.parts import AutoencoderSettings, KLWeightSettings, encoder_net
 from dgmkit.models.wae import WassersteinAutoencoder
@@ -35,6 +36,13 @@ class WAEConfig(KLWeightSettings, AutoencoderSettings, FamilyConfig):
         if self.mmd_weight == 0:
             inert.update(dict.fromkeys(("beta", "warmup"), "--mmd-weight above 0"))
         return inert
+
+    def check_new_run(self, optim: object) -> None:
+        if self.mmd_weight > 0 and getattr(optim, "batch_size", 2) < 2:
+            raise ConfigError(
+                "the WAE's MMD penalty is estimated within each batch and needs at least 2 codes: with --batch-size 1 "
+                "it is 0 at every step and the model trains as a plain autoencoder (take --batch-size 2 or more)"
+            )
 
     def describe(self) -> str:
         return (
