@@ -564,12 +564,12 @@ def test_a_resume_with_nothing_left_to_train_says_what_would_go_on(vae_copy, cap
     """Stopped early after its last epoch, a larger --epochs alone trains none (its patience is spent); stopped
     within an epoch beyond the --epochs given, the run trains none either (it had said nothing, and the notes on
     the steps to come)."""
-    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "bad_epochs": 1})
+    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "best_epoch": 1, "bad_epochs": 1})
     code, said, err = run(capsys, "train", "--resume", "--patience", "1", "--quiet", "--out", vae_copy)
     assert code == 0 and "note: the run stopped early after epoch 2 (1 without improvement, its patience 1)" in said, err
     assert "a larger --patience with a larger --epochs lets it go on" in said and "a larger --epochs extends" not in said
     # within epoch 3 (its time budget spent after a step), resumed with --epochs 2
-    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "bad_epochs": 0})
+    _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "best_epoch": 2, "bad_epochs": 0})
     code, said, err = run(capsys, "train", "--resume", "--epochs", "3", "--time-budget", "1e-6", "--out", vae_copy)
     assert code == 0 and "in epoch 3 after step 1" in said, err
     _edit_metadata(vae_copy / "checkpoint.safetensors", "trainer", lambda t: {**t, "cpu_threads": 99})

@@ -549,13 +549,37 @@ def test_a_first_epoch_stopped_within_records_the_pace_of_its_steps_after_the_ma
     assert place["step"] == 3 and (place["pace_s"], place["pace_spent_s"]) == (1.0, 2.0)
 
 
-@pytest.mark.parametrize("change", [{"step": 0}, {"best_epoch": 2}, {"bad_epochs": 2}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"step": 0},
+        {"best_epoch": 2},
+        {"bad_epochs": 2},
+        {"bad_epochs": 1},  # (its one epoch was its best: none since without improvement)
+        {"best_epoch": -1},  # (an epoch trained has a best)
+        {"best_epoch": 0, "bad_epochs": 1},
+        {"skipped_steps": 6},  # (more updates skipped than steps taken)
+    ],
+)
 def test_counters_that_no_run_could_have_recorded_are_refused(digits, tmp_path, change):
-    """After one epoch of 5 steps: fewer steps than epochs, a best or epochs without improvement beyond it."""
+    """After one epoch of 5 steps: fewer steps than epochs, a best or epochs without improvement beyond it
+    or other than the epochs since the best, more skipped updates than steps."""
     _trainer(digits, tmp_path, epochs=1).fit()
     _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(change))
     with pytest.raises(CheckpointError, match="contradict each other"):
         _trainer(digits, tmp_path, epochs=2).resume()
+
+
+@pytest.mark.parametrize("step", [3, 6, 10**7])
+def test_a_step_count_that_is_not_its_epochs_steps_is_refused(digits, tmp_path, step):
+    """After one epoch of 5 steps the run has taken 5 (4 on data-parallel ranks that left out a last batch too
+    small to share); another count would go on (a discrete VAE's temperature, of the step) as another run."""
+    _trainer(digits, tmp_path, epochs=1).fit()
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(step=step))
+    with pytest.raises(CheckpointError, match=f"step = {step} is not the steps of its 1 epoch"):
+        _trainer(digits, tmp_path, epochs=2).resume()
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(step=4))
+    _trainer(digits, tmp_path, epochs=2).resume()
 
 
 def test_a_resume_on_another_number_of_threads_says_so(digits, tmp_path):

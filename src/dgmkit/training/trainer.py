@@ -519,7 +519,7 @@ class Trainer:
         elif self.device.type == "cuda" and rng.get("cuda") is None:  # a run on the CPU until now: a CUDA stream of its own
             seed = (self._rank_seed(self.epoch) * 1_000_003 + self.epoch * 104_729 + 2) % 2**62
             self._cuda_state = torch.Generator(device=self.device).manual_seed(seed).get_state()
-        self._progress = self._checked_progress(t.get("epoch_progress"), rng.get("epoch_perm"), path)
+        self._progress = self._place_checked(t, rng.get("epoch_perm"), path)
         self._nonfinite.zero_()
         if self.graph is not None and self.graph.captured:  # (it holds the optimizer's state just replaced: again)
             self.graph = StepGraph(self.graph_step, self.graph.capture, self.graph.undo, self.graph.keep)
@@ -851,6 +851,23 @@ class Trainer:
         if not ok:
             raise bad
         return {**p, "perm": perm}
+
+    def _place_checked(self, t: dict, perm: object, path: Path) -> dict | None:
+        """The checkpoint's place within an epoch (``_checked_progress``; counters ``t``, data order
+        ``perm``), once its step count is what its epochs and that place take at this run's batch size:
+        the steps go on from it (a discrete VAE's temperature is of the step), so a wrong count would
+        train on silently as another run. An epoch has the steps of one process, or one fewer where
+        data-parallel ranks left out a last batch too small to share."""
+        progress = self._checked_progress(t.get("epoch_progress"), perm, path)
+        steps = math.ceil(len(self.train_x) / self.batch_size)
+        within = progress["step"] if progress is not None else 0
+        lowest, highest = t["epoch"] * max(steps - 1, 0) + within, t["epoch"] * steps + within
+        if not lowest <= t["step"] <= highest:
+            raise CheckpointError(
+                f"{path}: trainer counter step = {t['step']} is not the steps of its {t['epoch']} epoch(s)"
+                f"{f' and {within} more' if within else ''} at batch size {self.batch_size} ({lowest} to {highest})"
+            )
+        return progress
 
     def _progress_bar(self) -> tqdm:
         return tqdm(
@@ -1451,7 +1468,10 @@ def _checked_counters(t: dict, path: Path) -> dict:
         v = t.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or not lowest <= v < 2**62:
             raise CheckpointError(f"{path}: trainer counter {key} = {v!r} is not an integer >= {lowest}")
-    if t["best_epoch"] > t["epoch"] or t["bad_epochs"] > t["epoch"] or t["step"] < t["epoch"]:
+    # (the epochs since the best are the epochs without improvement: before the first epoch's end, none and no best)
+    since_best = t["epoch"] - t["best_epoch"] if t["epoch"] >= 1 and t["best_epoch"] >= 1 else None
+    best_kept = since_best is not None or (t["epoch"] == 0 and t["best_epoch"] == -1)
+    if not best_kept or t["bad_epochs"] != (since_best or 0) or t["step"] < t["epoch"] or t["skipped_steps"] > t["step"]:
         raise CheckpointError(f"{path}: the trainer counters contradict each other ({_short_counters(t)})")
     b = t.get("best_valid")
     if b is not None and (not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b)):
