@@ -288,3 +288,23 @@ def test_an_append_to_a_fifo_in_place_of_metrics_file_is_refused_not_held(tmp_pa
             thread.join(10)
         pytest.fail("the append was held by the FIFO")
     assert isinstance(result[0], DgmError) and "not a regular file" in str(result[0])
+
+
+@pytest.mark.parametrize(
+    "epochs",
+    [[1, 3], [1, 2, 2, 3], [2, 1, 3], [1], []],
+    ids=["missing", "repeated", "out-of-order", "short", "none"],
+)
+def test_resume_refuses_a_metrics_file_without_one_line_of_each_epoch_its_checkpoint_trained(tmp_path, epochs):
+    """A resume after epoch 3 appends epoch 4's line: to lines of missing, repeated or shuffled epochs it
+    would leave a log of them. Refused by name, the file as it was; lines of epochs 1 to 3 (and later
+    ones, dropped) go on."""
+    path = tmp_path / "metrics.jsonl"
+    text = "".join(f'{{"epoch": {e}}}\n' for e in epochs)
+    path.write_text(text)
+    with pytest.raises(CheckpointError, match=r"holds the lines of epochs \[.*\] where its checkpoint has trained 3 "):
+        RunWriter(tmp_path, {}).truncate_metrics(3)
+    assert path.read_text() == text
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n{"epoch": 4}\n')
+    RunWriter(tmp_path, {}).truncate_metrics(3)
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n'

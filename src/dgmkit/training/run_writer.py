@@ -347,11 +347,18 @@ class RunWriter:
                     reason = "it names no epoch" if line_epoch is None else "its epoch is not a whole number"
                     raise MetricsFileError(path, reason, line.number)
                 if line_epoch <= epoch:
-                    kept.append(line.text + b"\n")
+                    kept.append((line_epoch, line.text + b"\n"))
         except MetricsFileError as e:
             if e.line is None:
                 raise CheckpointError(f"{e}; the run cannot be resumed") from None
             raise CheckpointError(
                 f"{path} line {e.line} is not a metrics record of dgmkit ({e.reason}); the run cannot be resumed"
             ) from None
-        atomic_write_bytes(path, b"".join(kept))
+        held = [e for e, _ in kept]
+        if held != list(range(1, epoch + 1)):  # (a resume would append to a log of missing or repeated epochs)
+            shown = ", ".join(map(str, held[:8])) + (", ..." if len(held) > 8 else "")
+            raise CheckpointError(
+                f"{path} holds the lines of epochs [{shown}] where its checkpoint has trained {epoch} "
+                f"(a line of each of epochs 1 to {epoch}, in order); the run cannot be resumed"
+            )
+        atomic_write_bytes(path, b"".join(text for _, text in kept))
