@@ -17,6 +17,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -28,6 +29,7 @@ from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.data import DataTransform, Split
 from dgmkit.errors import ConfigError
 from dgmkit.families import FAMILIES
+from dgmkit.objectives import MaximumLikelihood
 from dgmkit.training import Trainer
 from family_variants import family_variants, variant_id
 
@@ -303,9 +305,39 @@ def test_every_family_gives_every_trainable_parameter_a_gradient_in_every_step(n
             terms = objective(model, batch, 1.0, y=y)
         else:
             terms = objective(model, batch, 1.0)
+        # one value per example: a data-parallel step differentiates their sum times the ranks over the global rows
+        assert terms.loss.shape == getattr(terms, objective.score).shape == (8,)
         terms.loss.mean().backward()
         missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
         assert not missing, f"step {step}: no gradient for {missing}"
+
+
+class _BatchTerms(NamedTuple):
+    loss: torch.Tensor
+    log_px: torch.Tensor
+
+
+class _BatchMean(MaximumLikelihood):
+    """An objective that returns the batch's mean (or sum) as one number instead of the per-example terms."""
+
+    def __init__(self, reduce):
+        self.reduce = reduce
+
+    def __call__(self, model, x, beta=1.0):
+        log_px = model.log_prob(x)
+        return _BatchTerms(-self.reduce(log_px), self.reduce(log_px))
+
+
+@pytest.mark.parametrize("reduce", [torch.mean, torch.sum, lambda t: t[:, None]])
+def test_an_objective_whose_loss_is_not_per_example_is_refused_by_name(reduce):
+    """Data-parallel ranks differentiate the sum of their rows' losses times the ranks over the global
+    rows: a batch's mean returned as one number trained there with a gradient 1/(B/W) of one process's
+    (a sum's: 1/B), and in one process it trained silently with its epoch numbers off by the batch size."""
+    cfg, model, train = _setup(CASES["arm"][0], 2)
+    trainer = Trainer(model, _BatchMean(reduce), train, DataTransform("binary", 2), epochs=1, batch_size=8,
+                      progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"'loss' term has shape .* shape \(8,\): return the per-example terms"):
+        trainer.fit()
 
 
 def test_a_parameter_without_a_gradient_stops_every_rank_before_the_step(tmp_path):

@@ -69,6 +69,7 @@ class ReducedStep:
         with self.autocast():
             terms = self.forward(x, beta, *args)
         losses = terms.loss
+        _check_per_example(terms, self.score, x.shape[0])
         loss = losses.mean()
         return StepTerms(
             loss,
@@ -76,3 +77,18 @@ class ReducedStep:
             loss.detach() * x.shape[0],
             getattr(terms, self.score).detach().sum(),
         )
+
+
+def _check_per_example(terms: NamedTuple, score: str, rows: int) -> None:
+    """The objective's ``loss`` and score are per-example, shape (rows,), as ``objectives.Objective``
+    says: a batch's mean (or sum) as one number trained in one process with the epoch's numbers off
+    by the batch size, and under data parallelism, whose step differentiates the per-example sum
+    times the ranks over the global rows, with a gradient the batch size apart from one process's."""
+    for name in ("loss", score):
+        shape = tuple(getattr(terms, name).shape)
+        if shape != (rows,):
+            raise ValueError(
+                f"the objective's {name!r} term has shape {shape}, and a batch of {rows} rows needs one value per "
+                f"example, shape ({rows},): return the per-example terms, not their mean or sum (the Trainer averages "
+                "them over the batch, and over the processes of data-parallel training)"
+            )
