@@ -230,3 +230,26 @@ def test_a_run_whose_config_json_was_deleted_resumes_from_its_checkpoints_record
     (out / "config.json").symlink_to(tmp_path / "nowhere")
     code, _, err = dgm(capsys, "train", "--resume", "--epochs", "4", "--out", out)
     refused(code, err, "config.json")
+
+
+def test_settings_of_a_model_too_large_to_hold_are_refused_before_any_weight_is_allocated(tmp_path, capsys):
+    # eight layers of 16384 units, each in range: 3.8 billion weights (14 GiB), which the build allocated and
+    # wrote layer by layer until the machine's memory ran out (the OOM killer, no message); counted on the meta
+    # device now, and refused by name
+    config = tmp_path / "huge.toml"
+    config.write_text(f"hidden = {[16384] * 8}\nepochs = 1\n")
+    code, _, err = dgm(capsys, "train", "--config", config, "--out", tmp_path / "run", "--dataset", "digits")
+    refused(code, err, "3,762,028,672 weights", "at most 1,073,741,824")
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_the_weight_limit_counts_the_model_that_would_be_built(tmp_path, capsys, monkeypatch):
+    from dgmkit.config import RunConfig, build_model, run
+
+    cfg = RunConfig.from_dict({"dataset": "digits", "hidden": [8], "latent_dim": 2})
+    size = sum(p.numel() for p in build_model(cfg, (1, 8, 8), 17).parameters())
+    monkeypatch.setattr(run, "MAX_PARAMETERS", size - 1)
+    code, _, err = dgm(capsys, "train", "--out", tmp_path / "run", *TINY, "--epochs", "1")
+    refused(code, err, f"would hold {size:,} weights")
+    monkeypatch.setattr(run, "MAX_PARAMETERS", size)
+    assert dgm(capsys, "train", "--out", tmp_path / "run", *TINY, "--epochs", "1")[0] == 0

@@ -128,11 +128,32 @@ def _value_range(dataset: Dataset) -> list[float] | None:
     return [lo, hi] if lo <= hi else None
 
 
+MAX_PARAMETERS = 2**30  # weights of one model: 4 GiB in fp32, some 16 GiB in training (gradients, Adam's moments)
+
+
+def _check_model_size(cfg: RunConfig, event_shape: tuple[int, ...], num_levels: int | None) -> None:
+    """Refuse settings whose model would hold more than MAX_PARAMETERS weights, counted on a model
+    built on the meta device (no memory; ``hidden = [16384] * 64`` asks for 64 GiB of them, which
+    the real build would allocate and write until the machine's memory ran out). A family whose
+    build cannot run there (one that reads its data or a value at build time) is built as it was."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            size = sum(p.numel() for p in cfg.model.build(event_shape, num_levels, None, cfg.optim.seed).parameters())
+    except Exception:  # (not buildable without memory: the real build says what is wrong)
+        return
+    if size > MAX_PARAMETERS:
+        raise ConfigError(
+            f"the {cfg.model.name} model of these settings (hidden, latent_dim, layers, channels) would hold "
+            f"{size:,} weights, {size * 4 / 2**30:.0f} GiB in fp32; dgmkit builds at most {MAX_PARAMETERS:,}"
+        )
+
+
 def build_model(
     cfg: RunConfig, event_shape: tuple[int, ...], num_levels: int | None, init_data: torch.Tensor | None = None
 ) -> GenerativeModel:
     """The model that ``cfg`` describes, its initial weights drawn from the run's seed (the
-    global generator is left as it was)."""
+    global generator is left as it was); one of more than MAX_PARAMETERS weights is refused."""
+    _check_model_size(cfg, tuple(event_shape), num_levels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.optim.seed)
         return cfg.model.build(tuple(event_shape), num_levels, init_data, cfg.optim.seed)
