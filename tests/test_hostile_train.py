@@ -80,6 +80,16 @@ def test_a_section_key_beside_the_section_tables_is_named_as_misplaced(tmp_path,
     assert "unknown" not in err
 
 
+def test_a_section_given_as_a_value_in_a_flat_config_is_named_as_a_table(tmp_path, capsys):
+    # `optim = "fast"` with no table beside it was read as the flat form and called an unknown key
+    given = (('optim = "fast"', "optim", "str"), ("eval = [1, 2]", "eval", "list"), ("data = 3", "data", "int"))
+    for line, section, kind in given:
+        config = tmp_path / f"{section}.toml"
+        config.write_text(f"epochs = 1\n{line}\n")
+        code, _, err = dgm(capsys, "train", "--config", config, "--out", tmp_path / "run")
+        refused(code, err, f"[{section}] must be a table of keys, got {kind}")
+
+
 def test_a_config_json_edited_to_other_data_is_named_before_the_data_load(tmp_path, capsys):
     """config.json edited after training to other settings: --resume says that it no longer
     describes the run's checkpoint, not what is wrong with those settings as the run's. The data's

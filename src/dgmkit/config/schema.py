@@ -241,6 +241,9 @@ def _sectioned(values: dict, source: str) -> tuple[object, dict, dict[str, dict]
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a table of keys, got {type(values).__name__}")
     if not (isinstance(values.get("model"), dict) or any(isinstance(values.get(n), dict) for n in SECTIONS)):
+        stray = [n for n in SECTIONS if n in values]  # (flat keys: a section's name is no key of its own)
+        if stray:
+            raise ConfigError(f"{source}: [{stray[0]}] must be a table of keys, got {type(values[stray[0]]).__name__}")
         return None
     unknown = [k for k in values if k != "model" and k not in SECTIONS]
     family_keys = {f.name for c in FAMILIES.values() for f in dataclasses.fields(c)}
