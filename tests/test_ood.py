@@ -974,3 +974,22 @@ def test_the_typicality_test_refuses_a_batch_size_or_bootstraps_that_is_not_a_wh
     # (batch_size True was taken as batches of 1; 1.5 was torch.randint's TypeError, naming nothing)
     with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
         typicality_test(torch.randn(10), torch.randn(10), **{name: bad})
+
+
+def test_ood_inputs_that_are_the_run_s_own_images_are_named_in_a_note(runs, tmp_path, capsys):
+    """A file of the run's own test (or training) images as --ood passed as OOD data: only the whole
+    dataset was refused (by its digest), and every score then tells in-distribution inputs from
+    themselves (AUROC 0.5) without a word. The images shared with the run's data are counted, by split,
+    whatever their dtype in the file."""
+    from dgmkit.data import load_dataset
+
+    digits = load_dataset("digits")
+    noise = np.load(runs / "noise.npy")[:20]
+    mixed = np.concatenate([digits.test.x[:30, 0].numpy(), digits.train.x[:10, 0].numpy(), noise]).astype(np.int64)
+    np.save(tmp_path / "mixed.npy", mixed)
+    code, out, err = _dgm(capsys, "ood", runs / "model", "--ood", tmp_path / "mixed.npy", "--ood-split", "all")
+    assert code == 0, err
+    assert "of the 60 OOD inputs of" in out and "the run's own data hold the same values (10 in its train split, " in out
+    assert "30 in its test split): in-distribution inputs, which no score can tell apart" in out
+    code, out, err = _dgm(capsys, "ood", runs / "model", "--ood", runs / "noise.npy", "--ood-split", "all")
+    assert code == 0 and "the same values" not in out, err

@@ -12,6 +12,7 @@ and a histogram figure, never over an existing file without ``--force``.
 import argparse
 import csv
 import dataclasses
+import hashlib
 import io
 import math
 import time
@@ -515,8 +516,9 @@ def run_ood(args: argparse.Namespace) -> int:
     say_partly_trained(run, "  ")
     if bg is not None:
         say_partly_trained(bg, "  ", f"the weights of the background {args.background}")
-    if scored.foreign is not None:
-        say(f"  note: {scored.foreign}")
+    for extra in (scored.foreign, scored.shared):
+        if extra is not None:
+            say(f"  note: {extra}")
     if is_data_file(args.ood) and args.ood_split != "all":
         say(
             f"  note: {args.ood} is split as for training (80/10/10, seeded): its {args.ood_split} split holds "
@@ -580,6 +582,7 @@ class _Scored(NamedTuple):
     ood_digest: str  # --ood's data by their content (Dataset.fingerprint): a file's name alone names no data
     table_note: str | None  # what a table's log p(x) is of (``standardized_note``)
     fit: dict  # the training and held-out inputs the typicality test was fitted on, of how many: {"train", "train_of", ...}
+    shared: str | None  # a note on OOD inputs that are inputs of the run's own data (``_shared_rows``)
 
 
 def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, int]) -> _Scored:
@@ -630,8 +633,36 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
     subsets = {"in": sub_in, "ood": sub_ood}
     return _Scored(
         scores, lp_in, lp_ood, subsets, code_bits, foreign, len(ood_rows), file_rows, ood.fingerprint(),
-        standardized_note(dataset) if dataset.columns else None, fit,
+        standardized_note(dataset) if dataset.columns else None, fit, _shared_rows(raw_ood, dataset, args.ood),
     )  # fmt: skip
+
+
+def _row_keys(x: torch.Tensor) -> list[bytes]:
+    """A digest of each row's values, the same for the same values in any dtype (as float64, in chunks)."""
+    rows = x.reshape(len(x), -1)
+    return [
+        hashlib.blake2b(r.tobytes(), digest_size=16).digest()
+        for i in range(0, len(rows), 4096)
+        for r in rows[i : i + 4096].double().numpy()
+    ]
+
+
+def _shared_rows(raw_ood: torch.Tensor, dataset: Dataset, name: str) -> str | None:
+    """A note where scored OOD inputs are inputs of the run's own data (a file of its test images:
+    ``holds_recorded_data`` tells only the whole data apart), by split; None where none is."""
+    ood = _row_keys(raw_ood)
+    found = []
+    for split in SPLITS:
+        seen = set(_row_keys(dataset.split(split).x))
+        n = sum(k in seen for k in ood)
+        if n:
+            found.append(f"{n} in its {split} split")
+    if not found:
+        return None
+    return (
+        f"of the {plural(len(ood), 'OOD input')} of {name}, the run's own data hold the same values ({', '.join(found)}): "
+        "in-distribution inputs, which no score can tell apart"
+    )
 
 
 def _ood_rows(args: argparse.Namespace, ood: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
