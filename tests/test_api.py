@@ -820,3 +820,16 @@ def test_reconstruct_and_interpolate_of_a_table_count_its_rows_as_datapoints_not
         dgmkit.reconstruct(run, 1000)
     with pytest.raises(ConfigError, match="^pairs = 100 needs 200 datapoints; the test split has 15$"):
         dgmkit.interpolate(run, pairs=100)
+
+
+def test_a_role_the_family_does_not_declare_is_named_by_the_keyword_given_not_dgm_s_flag(tmp_path):
+    run = dgmkit.train(tmp_path / "vae", dataset="digits", **TINY)
+    for kwargs, said in [
+        (dict(code_prior=tmp_path / "vae"), "code_prior=..."),
+        (dict(inputs={"code-prior": tmp_path / "vae"}), "inputs={'code-prior': ...}"),
+        (dict(inputs={"prior": run}), "inputs={'prior': ...}"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{re.escape(said)}: .* vae family, whose inputs are: none"):
+            dgmkit.sample(run, 2, **kwargs)
+        with pytest.raises(ConfigError, match=f"^{re.escape(said)}: .* vae family, whose inputs are: none"):
+            dgmkit.evaluate(run, limit=2, **kwargs)

@@ -496,7 +496,14 @@ def _attach(
                 f"inputs: the role {shown_value(role)} takes a run or a run folder's path, got {shown_value(other)}"
             )
         paths[role] = other if isinstance(other, Run) else os.fspath(other)
-    return {role: attach_input(run, role, path) for role, path in paths.items()}
+    attached = {}
+    for role, path in paths.items():
+        try:
+            attached[role] = attach_input(run, role, path)
+        except ConfigError as e:  # (said as dgm's flag "--input ROLE=...": named as the keyword given)
+            given = "code_prior=..." if role == "code-prior" and code_prior is not None else f"inputs={{{role!r}: ...}}"
+            raise ConfigError(re.sub(rf"^--input {re.escape(role)}=\.\.\.", given, str(e))) from None
+    return attached
 
 
 @_in_float32
