@@ -95,9 +95,10 @@ _REPORT_KEYS = ("split", "n", "subset", "estimate", "seconds")  # what dgm eval'
 
 class Evaluation(dict):
     """What ``dgm eval`` writes to eval.json, as a dict whose keys are also attributes
-    (``result.nll``, ``result.bpd``), as are the values of the terms the model added
-    (``result.accuracy`` of a classifier, ``result.mmd`` of a WAE); ``print`` shows it as ``dgm
-    eval`` does."""
+    (``result.nll``, ``result.elbo``: nats per datapoint, means over the ``n`` datapoints scored,
+    ``result.nll_stderr`` the standard error of that mean; ``result.bpd``: bits per dimension), as
+    are the values of the terms the model added (``result.accuracy`` of a classifier,
+    ``result.mmd`` of a WAE); ``print`` shows it as ``dgm eval`` does."""
 
     def __getattr__(self, name: str) -> Any:
         if name in self:
@@ -613,7 +614,9 @@ def evaluate(
     code_prior: "Run | str | os.PathLike[str] | None" = None,
     **options: Any,
 ) -> Evaluation:
-    """``dgm eval`` of a loaded run, without writing anything: ``iw_samples``, ``time_samples``,
+    """``dgm eval`` of a loaded run, without writing anything; returns an ``Evaluation`` (what
+    eval.json holds: ``nll`` and ``elbo`` in nats per datapoint, ``bpd`` in bits per dimension).
+    Options: ``iw_samples``, ``time_samples``,
     ``orders``, ``limit`` (a seeded random subset), ``seed`` (of that subset and of an estimate's
     samples: refused where nothing is drawn), ``data_dir`` or ``data`` as keywords;
     ``inputs``/``code_prior`` as for ``sample`` (``dgm eval --input``). ``run``: a loaded run, or a
