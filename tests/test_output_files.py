@@ -188,7 +188,8 @@ def test_sigterm_handlers_are_as_they_were_after_a_write_and_a_caller_s_is_kept(
 
 def _killed_at_rename(env, argv: list, rename: str) -> None:
     """``dgm ARGV`` in a process killed by SIGKILL where it would rename its temporary into place
-    (``os.replace`` of a file, ``os.rename`` of a new folder): nothing can remove the temporary."""
+    (``os.link`` of a file found free when checked, ``os.replace`` of one replaced with --force,
+    ``os.rename`` of a new folder): nothing can remove the temporary."""
     script = (
         "import os, signal\nfrom dgmkit.cli.main import main\n"
         f"real = os.{rename}\n"
@@ -203,7 +204,7 @@ def _killed_at_rename(env, argv: list, rename: str) -> None:
 
 def test_a_temporary_that_a_killed_compress_left_is_named_by_the_next_write_of_that_file_and_kept(env, capsys, tmp_path):
     out = tmp_path / "c.dgmz"
-    _killed_at_rename(env, _compress(env, out), "replace")
+    _killed_at_rename(env, _compress(env, out), "link")  # (a new output is linked into place: never over another's)
     (stale,) = tmp_path.iterdir()  # .c.dgmz.XXXXXXXX.tmp, whole: only its rename was missing
     assert stale.name.startswith(".c.dgmz.") and stale.name.endswith(".tmp") and stale.is_file()
     code, said, err = dgm(capsys, *_compress(env, tmp_path / "other.dgmz"))  # (another file's write: not its business)
