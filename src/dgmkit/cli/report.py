@@ -430,7 +430,7 @@ def run_report(args: argparse.Namespace) -> int:
                 shift=math.prod(run.record["data"]["event_shape"]) * run.transform.log_volume,
             )
         )
-    atomic_write_bytes(out, render_page(pages, args.title).encode("utf-8"), replace=args.force)  # (none made meanwhile)
+    atomic_write_bytes(out, render_page(pages, args.title).encode("utf-8"))  # (not over one made meanwhile)
     say(f"wrote a report of {plural(len(pages), 'run')} to {out} ({out.stat().st_size / 1024:.0f} KiB, self-contained)")
     for page in pages:  # what the page notes of a run (no figures, curves not of it), said here too
         for note in page.notes:
