@@ -207,6 +207,12 @@ def test_traverse_sweeps_the_dimensions_of_largest_spread_about_one_images_code(
     monkeypatch.setattr(disentangle, "SPREAD_ROWS", 100)  # a split of more images: the spread of a random subset, said
     code, out, err = _dgm(capsys, "traverse", vae, *argv, "--force")
     assert code == 0 and "by spread over a random 100 of the 300 test images: " in out, err
+    code, out, err = _dgm(capsys, "traverse", vae, "--dims", 10, "--steps", 3, "--out", tmp_path / "all.png")
+    assert code == 0, err  # more dimensions asked than the code has: all 3, said so
+    assert "traversal of 3 code dimensions, every one p(x|z) reads: --dims 10 asked for more (rows" in out
+    for given in (["--dims", 3], []):  # as many as it has, or the default's 10 "at most": unsaid
+        out = _dgm(capsys, "traverse", vae, *given, "--out", tmp_path / f"{len(given)}.png")[1]
+        assert "traversal of 3 code dimensions (rows" in out
 
 
 def test_cluster_writes_each_label_and_the_component_of_largest_responsibility(vae, capsys):

@@ -41,6 +41,7 @@ from dgmkit.evaluation.figures import check_grid, image_grid_png
 __all__ = ["add_parsers", "run_disentangle", "run_traverse"]
 
 
+TRAVERSED_DIMS = 10  # dgm traverse's rows where --dims is not given
 MAX_VOTE_IMAGES = 5_000_000  # votes x batch of the FactorVAE metric: 10 million images rendered and encoded, minutes
 
 
@@ -83,7 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = add_run_parser(sub, "traverse", help="decode each code dimension swept across its range, the others fixed, to a PNG")
     add_output_flags(p)
     add_split_flag(p)
-    add_count_flag(p, "--dims", 1, 4096, default=10, help="the dimensions of largest spread, at most")
+    add_count_flag(p, "--dims", 1, 4096, help=f"the dimensions of largest spread, at most (default {TRAVERSED_DIMS})")
     add_count_flag(p, "--steps", 2, 50, default=9, help="decoded values per dimension")
     p.add_argument(
         "--range",
@@ -260,7 +261,7 @@ def run_traverse(args: argparse.Namespace) -> int:
             f"whole (no image's code is kept) and all {len(x)} {args.split} images set its spread: leave out --seed"
         )
     mean, std = codes.mean(0), codes.std(0)
-    order = (std if read is None else std[:read]).argsort(descending=True)[: args.dims]
+    order = (std if read is None else std[:read]).argsort(descending=True)[: args.dims or TRAVERSED_DIMS]
     base = codes[0]  # the traversed image's code
     t = torch.linspace(-args.range, args.range, args.steps, device=codes.device)
     z = base.repeat(len(order), args.steps, 1)  # (dims, steps, M)
@@ -286,8 +287,10 @@ def _traversal_words(
     held = (  # (one dimension decoded has no others: no image's code is left in the picture)
         f"the others at one random {args.split} image's code (seed {args.seed}), " if not one else ""
     )
+    asked = args.dims is not None and len(dims) < args.dims  # (the default's "at most" unsaid)
+    every = f", every one p(x|z) reads: --dims {args.dims} asked for more" if asked else ""
     return (
-        f"wrote a traversal of {plural(len(dims), 'code dimension')} (rows, by spread over {spread}: "
+        f"wrote a traversal of {plural(len(dims), 'code dimension')}{every} (rows, by spread over {spread}: "
         f"{', '.join(str(d) for d in dims)}), each swept over the mean +- {args.range:g} standard deviations of its "
         f"{name} there, in {args.steps} steps, {held}each decoded to the {decoded_name(run)}"
     )
