@@ -27,6 +27,22 @@ def test_bits_per_dim_and_the_dequantization_offset():
             bits_per_dim(nll, dims)
 
 
+def test_standard_error_is_the_sample_sd_over_root_n_in_float64():
+    """The one standard error of a mean that eval.json, the diagnostics and their +- use: N - 1 in
+    the variance, float64 whatever the values' precision; fewer than two values, or not a vector, refused."""
+    import statistics
+
+    from dgmkit.evaluation.metrics import standard_error
+
+    values = torch.tensor([1e4 + 0.1 * i * i for i in range(7)])  # float32 values
+    want = statistics.stdev(values.double().tolist()) / math.sqrt(7)
+    assert standard_error(values) == pytest.approx(want, rel=1e-12)
+    assert standard_error(torch.tensor([1.0, 3.0])) == pytest.approx(math.sqrt(2) / math.sqrt(2))
+    for bad in (torch.tensor([1.0]), torch.zeros(2, 2), torch.tensor(3.0)):
+        with pytest.raises(ValueError, match="at least two values in a vector"):
+            standard_error(bad)
+
+
 @torch.no_grad()
 def test_evaluate_recovers_the_exact_log_likelihood():
     model, marginal = make(exact_posterior=True)

@@ -49,7 +49,7 @@ from dgmkit._modes import evaluates
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.errors import DataError, EvaluationError, generator_seed, whole_at_least
-from dgmkit.evaluation.metrics import unit_variance
+from dgmkit.evaluation.metrics import standard_error, unit_variance
 from dgmkit.models.base import LatentVariableModel
 
 if TYPE_CHECKING:
@@ -403,7 +403,7 @@ def _prior_hole(out: Diagnosis, top_layer: _Layer, p_top: Distribution, agg: tor
     checked against with that check's standard error (the module docstring)."""
     log_p = p_top.log_prob(top_layer.z).double()
     terms = agg - log_p
-    out.marginal_kl, out.marginal_kl_stderr = float(terms.mean()), _stderr(terms)
+    out.marginal_kl, out.marginal_kl_stderr = float(terms.mean()), standard_error(terms)
     if not math.isfinite(out.marginal_kl):
         raise EvaluationError("the model gives a non-finite marginal KL (NaN or inf; its weights may be too large)")
     # E_x KL(q(z_L|x) || p) = I + marginal KL: the layer's ELBO term is that mean KL only where q is of x alone
@@ -411,7 +411,7 @@ def _prior_hole(out: Diagnosis, top_layer: _Layer, p_top: Distribution, agg: tor
     out.kl_one_draw = top_layer.kl_one_draw
     if out.top_mean_kl is not None and own is not None and not out.kl_one_draw:  # the gap, draw by draw
         gap = top_layer.kl.double() - (own - log_p)
-        out.identity_stderr = float(gap.std() / math.sqrt(len(gap)))
+        out.identity_stderr = standard_error(gap)
 
 
 def _layers(
@@ -428,11 +428,6 @@ def _layers(
             _hierarchical_layers(_stack(model), xb, samples, g, bracket) if hierarchical else _single_layer(model, xb, g)
         )
     return [_join([p[j] for p in parts]) for j in range(len(parts[0]))]
-
-
-def _stderr(terms: torch.Tensor) -> float:
-    """The standard error of the mean of ``terms`` (N,), one per datapoint, from their spread."""
-    return float(terms.double().std() / math.sqrt(len(terms)))
 
 
 def _layer_report(
@@ -457,7 +452,7 @@ def _layer_report(
         terms = cast(torch.Tensor, own) - agg
         if among is not None:  # a layer that conditions on others: its draw among the S, and apart (with more draws)
             terms = cast(torch.Tensor, among[1]) - among[0]
-        mi, mi_se = float(terms.mean()), _stderr(terms)
+        mi, mi_se = float(terms.mean()), standard_error(terms)
         if among is not None and layer.own_log_q is not None:
             low = max(0.0, float((layer.own_log_q - agg).mean()))
     report = LayerReport(
@@ -472,7 +467,7 @@ def _layer_report(
         mutual_info_apart=low,
         kl_one_draw=layer.kl_one_draw,
         kl_at_draw=layer.kl_at_draw,
-        kl_stderr=_stderr(layer.kl) if layer.kl_one_draw or layer.kl_at_draw else None,
+        kl_stderr=standard_error(layer.kl) if layer.kl_one_draw or layer.kl_at_draw else None,
         mutual_info_stderr=mi_se,
     )
     return report, agg, own

@@ -9,7 +9,15 @@ from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.errors import finite_at_least, whole_at_least
 from dgmkit.models import Autoencoder, LatentVariableModel
 
-__all__ = ["bits_per_dim", "discrete_nll", "observed_entries", "active_units", "posterior_statistics", "unit_variance"]
+__all__ = [
+    "bits_per_dim",
+    "discrete_nll",
+    "standard_error",
+    "observed_entries",
+    "active_units",
+    "posterior_statistics",
+    "unit_variance",
+]
 
 
 def discrete_nll(nll_nats: float, num_dims: float, log_volume: float) -> float:
@@ -26,6 +34,14 @@ def observed_entries(x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(len(x), -1)
     seen = (~torch.isnan(flat)).sum(1) if flat.is_floating_point() else torch.full((len(x),), flat.shape[1])
     return seen.double().cpu()
+
+
+def standard_error(values: torch.Tensor) -> float:
+    """The standard error of the mean of ``values`` (N,), one number a datapoint: their sample
+    standard deviation (N - 1 in its denominator) over sqrt(N), in float64."""
+    if values.dim() != 1 or len(values) < 2:
+        raise ValueError(f"a standard error needs at least two values in a vector, got shape {tuple(values.shape)}")
+    return float(values.double().std() / math.sqrt(len(values)))
 
 
 def bits_per_dim(nll_nats: float, num_dims: float) -> float:

@@ -15,7 +15,7 @@ from dgmkit.devices import device_of
 from dgmkit.errors import generator_seed, shown_value, whole_at_least
 from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import OrderStore, check_log_volume, draw_orders, estimate
-from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, observed_entries, posterior_statistics
+from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, observed_entries, posterior_statistics, standard_error
 from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel
 from dgmkit.models.base import TimeSampledBound
 from dgmkit.models.terms import TERM_LEVELS, refuse_non_finite
@@ -409,7 +409,7 @@ def _stderr(per_row: torch.Tensor, counts: torch.Tensor | None, log_volume: floa
     entries are missing)."""
     if counts is not None and log_volume:
         per_row = per_row.double().cpu() - counts * log_volume
-    return per_row.std().item() / math.sqrt(len(per_row))
+    return standard_error(per_row)
 
 
 @evaluates
