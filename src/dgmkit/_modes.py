@@ -28,7 +28,7 @@ def codes(fn: Callable[P, R]) -> Callable[P, R]:
     return _evaluation(fn, empty_ok=True)
 
 
-def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
+def evaluates(fn: Callable[P, R], *, name: str | None = None) -> Callable[P, R]:
     """Decorates ``fn(model, ...)``: the model (its first argument, given by position or as
     ``model=``) in eval mode during the call, each of its modules back in its own mode
     afterwards, also when the call raises. Where ``fn`` takes data ``x``, a model of the
@@ -38,8 +38,9 @@ def evaluates(fn: Callable[P, R]) -> Callable[P, R]:
     floating-point data of another precision than the model's are given to it in its own (a
     float64 model scores float32 data, as the transforms make them, and the reverse), and data on
     another device than the model's on its (a model on a GPU scores CPU tensors). Data of no
-    datapoint (N = 0) are refused: no estimate, mean or imputation is made of none."""
-    return _evaluation(fn, empty_ok=False)
+    datapoint (N = 0) are refused: no estimate, mean or imputation is made of none. The messages
+    name ``fn`` by ``name`` (by default its own: a public function's private worker names the public one)."""
+    return _evaluation(fn, empty_ok=False, name=name)
 
 
 def _as_model_takes(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
@@ -49,7 +50,8 @@ def _as_model_takes(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
     return x.to(device=device_of(model), dtype=want)  # (x itself where nothing changes)
 
 
-def _evaluation(fn: Callable[P, R], empty_ok: bool) -> Callable[P, R]:
+def _evaluation(fn: Callable[P, R], empty_ok: bool, name: str | None = None) -> Callable[P, R]:
+    called = name or fn.__name__
     params = inspect.signature(fn).parameters
     names = list(params)
     at = names.index("x") if "x" in names else None
@@ -59,20 +61,20 @@ def _evaluation(fn: Callable[P, R], empty_ok: bool) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         model = args[0] if args else kwargs.get("model")
         if not isinstance(model, nn.Module):
-            raise TypeError(f"{fn.__name__}() needs a model (a torch.nn.Module) first, got {type(model).__name__}")
+            raise TypeError(f"{called}() needs a model (a torch.nn.Module) first, got {type(model).__name__}")
         x = None if at is None else args[at] if at < len(args) else kwargs.get("x")
         if isinstance(model, GenerativeModel) and (x is not None or needs_x):
             if not isinstance(x, torch.Tensor):
                 given = "None" if x is None else type(x).__name__
                 raise DataError(
-                    f"{fn.__name__}() takes the data as a torch tensor (N, *event), got {given} "
+                    f"{called}() takes the data as a torch tensor (N, *event), got {given} "
                     "(torch.as_tensor(x) makes one of a NumPy array)"
                 )
             if problem := half_precision_words(model):
-                raise EvaluationError(f"{fn.__name__}(): {problem}")
+                raise EvaluationError(f"{called}(): {problem}")
         data = x if isinstance(x, torch.Tensor) and not _checked.get() else None  # (not a part an evaluation passes on)
         if data is not None and not empty_ok and data.dim() > 0 and len(data) == 0:
-            raise DataError(f"{fn.__name__}() needs at least one datapoint, got none (x of shape {tuple(data.shape)})")
+            raise DataError(f"{called}() needs at least one datapoint, got none (x of shape {tuple(data.shape)})")
         check = data is not None and isinstance(model, GenerativeModel)
         if check:
             cast(GenerativeModel, model).check_data(cast(torch.Tensor, data))

@@ -206,5 +206,4 @@ def _imputed(
     return single, multiple
 
 
-_imputed.__name__ = _imputed.__qualname__ = "impute"  # (what evaluates' messages name: "impute() needs ...")
-_checked_imputed = evaluates(torch.no_grad()(_imputed))
+_checked_imputed = evaluates(torch.no_grad()(_imputed), name="impute")  # (its messages: "impute() needs ...")
