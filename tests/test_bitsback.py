@@ -298,6 +298,9 @@ def test_damaged_or_foreign_data_are_refused():
         (lambda: decode_bits_back(model, np.zeros(3, np.uint32), 2), "not an ANS stack of this coder"),
         (lambda: decode_bits_back(model, np.zeros(0, np.uint32), 2), "not an ANS stack of this coder"),
         (lambda: decode_bits_back(model, words, -1), "a non-negative integer, got -1"),
+        (lambda: decode_bits_back(model, words.astype(np.float64), len(x), 50), "32-bit words, .* got float64 values"),
+        (lambda: decode_bits_back(model, words.astype(np.int64) - 2**32, len(x), 50), r"got integers from -\d+ to -\d+"),
+        (lambda: decode_bits_back(model, words.reshape(1, -1), len(x), 50), r"a flat array of 32-bit words, got shape \(1,"),
         (lambda: decode_bits_back(model, words, len(x), 2**24), "not coded with this model, or .* damaged"),
         (lambda: decode_bits_back(model, words, 2**21, 2**24), "batch size must be at most 1048576 images"),
         (lambda: encode_bits_back(model, x, 0), "batch size must be a positive integer, got 0"),
@@ -306,6 +309,7 @@ def test_damaged_or_foreign_data_are_refused():
         with pytest.raises(DataError, match=problem):
             call()
     assert torch.equal(decode_bits_back(model, words, len(x), 50), x)
+    assert torch.equal(decode_bits_back(model, words.astype(np.int64), len(x), 50), x)  # (integers in range: taken)
 
 
 def test_words_decoded_with_another_batch_size_than_encodings_are_refused_naming_it():

@@ -381,6 +381,8 @@ def test_the_coders_arguments_are_checked_before_coding():
         (lambda: decode_images(model, words, -1), "the number of images to decode must be a non-negative integer, got -1"),
         (lambda: decode_images(model, words, True), "the number of images to decode must be a non-negative integer"),
         (lambda: decode_images(model, words.reshape(1, -1), 3), r"a flat array of 32-bit words, got shape \(1, "),
+        (lambda: decode_images(model, words.astype(np.int64) + 2**32, 3), r"0 .. 2\^32 - 1; got integers from \d{10,} to"),
+        (lambda: decode_images(model, words + 0.5, 3), "got float64 values"),  # (truncated to the words: decoded)
         (lambda: encode_images(mixture, x), "this model has no exact sequential conditionals over discrete values"),
     ]:
         with pytest.raises(DataError, match=problem):

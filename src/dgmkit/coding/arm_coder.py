@@ -156,6 +156,21 @@ def check_count(n: int, event_shape: tuple[int, ...]) -> int:
     return int(n)
 
 
+def check_words(words: object) -> np.ndarray:
+    """A payload as the coders read it: a flat array of unsigned 32-bit words. Integers of another
+    type are taken where each is one (0 .. 2^32 - 1); anything else is refused by name, not cast
+    (NumPy wraps -1 to 2^32 - 1 and truncates 1.5 to 1: other words, decoded to other images)."""
+    a = np.asarray(words)
+    if a.ndim != 1:
+        raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {a.shape}")
+    if a.dtype == np.uint32:
+        return np.ascontiguousarray(a)
+    if a.dtype.kind not in "iu" or (len(a) and (int(a.min()) < 0 or int(a.max()) >= 1 << 32)):
+        what = f"{a.dtype} values" if a.dtype.kind not in "iu" else f"integers from {int(a.min())} to {int(a.max())}"
+        raise DataError(f"the compressed data must be 32-bit words, integers 0 .. 2^32 - 1; got {what}")
+    return np.ascontiguousarray(a, dtype=np.uint32)
+
+
 def check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise DataError(f"the coding batch size must be a positive integer, got {batch_size!r}")
@@ -227,9 +242,7 @@ def decode_images(model: AutoregressiveModel, words: np.ndarray, n: int, batch_s
     batch_size = check_batch_size(batch_size)
     n = check_count(n, tuple(model.event_shape))
     check_coding_memory(model, min(batch_size, n))
-    words = np.ascontiguousarray(words, dtype=np.uint32)
-    if words.ndim != 1:
-        raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {words.shape}")
+    words = check_words(words)
     if n and not len(words):  # the coder writes at least one word for any symbol
         raise DataError(f"the compressed data is empty, but {n} images are to be decoded from it")
     check_payload_size(len(words), n, math.prod(model.event_shape), levels)

@@ -57,6 +57,7 @@ from dgmkit.coding.arm_coder import (
     check_batch_size,
     check_count,
     check_images,
+    check_words,
     one_thread,
     pmf_rows,
 )
@@ -646,8 +647,8 @@ def decode_bits_back(model: Codable, words: np.ndarray, n: int, batch_size: int 
     given. Words that the model cannot have produced raise DataError (the stack must end as it began)."""
     n = check_count(n, tuple(model.event_shape))
     levels, latents, batch_size = _check(model, batch_size, n)
-    words = np.ascontiguousarray(words, dtype=np.uint32)
-    if words.ndim != 1 or not len(words) or words[-1] == 0:
+    words = check_words(words)
+    if not len(words) or words[-1] == 0:
         raise DataError("the compressed data is not an ANS stack of this coder (empty, or its top word is zero)")
     shape, pixels = model.event_shape, math.prod(model.event_shape)
     _check_stack_size(len(words), model.latent_dim, n, pixels)
