@@ -68,9 +68,36 @@ IDENTITY = DataTransform("continuous", None)
 
 # ----------------------------------------------------------------------------- schedules and EMA
 def test_a_learning_rate_floor_below_zero_is_refused():
-    with pytest.raises(ValueError, match="minimum >= 0"):
+    with pytest.raises(ValueError, match="minimum must be a finite number >= 0"):
         LRSchedule("cosine", minimum=-1e-4)
     assert LRSchedule("cosine", minimum=0.0).learning_rate(1e-3, 10, 10) == 0.0  # the edge: allowed
+
+
+@pytest.mark.parametrize(
+    "kw, needle",
+    [
+        ({"minimum": True}, "minimum must be a finite number"),  # trained at lr 1, written "lr": true
+        ({"minimum": math.inf}, "minimum must be a finite number"),  # every weight NaN at the first step
+        ({"decay": True}, "decay must be a finite number"),
+        ({"decay": math.nan}, "decay must be a finite number"),
+        ({"decay": "0.5"}, "decay must be a finite number"),  # (a TypeError from deep in the check)
+        ({"decay": 1.5}, r"decay must be in \(0, 1\]"),
+    ],
+)
+def test_a_schedules_decay_and_floor_are_finite_numbers_named_where_they_enter(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        LRSchedule("exponential", **kw)
+
+
+def test_a_schedule_of_numpy_numbers_gives_python_floats_that_the_metrics_line_writes():
+    """A NumPy float32 decay or floor made every learning rate a float32 (NumPy 2 keeps a Python
+    float's product with it in float32), and metrics.jsonl failed after the first epoch with
+    "Object of type float32 is not JSON serializable"."""
+    np = pytest.importorskip("numpy")
+    decayed = LRSchedule("exponential", decay=np.float32(0.5)).learning_rate(1e-3, 1, 3)
+    floored = LRSchedule("cosine", minimum=np.float32(0.5)).learning_rate(1e-3, 1, 3)
+    assert type(decayed) is float and decayed == 5e-4 and type(floored) is float and floored == 0.5
+    assert json.loads(json.dumps({"lr": decayed})) == {"lr": 5e-4}
 
 
 def test_a_moving_average_of_decay_one_is_refused():

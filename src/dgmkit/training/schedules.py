@@ -3,7 +3,7 @@
 import math
 from dataclasses import dataclass
 
-from dgmkit.errors import whole_at_least
+from dgmkit.errors import finite_at_least, whole_at_least
 
 __all__ = ["lr_factor", "kl_weight", "LR_SCHEDULES", "LRSchedule"]
 
@@ -45,10 +45,12 @@ class LRSchedule:
         if self.kind not in LR_SCHEDULES:
             raise ValueError(f"unknown lr schedule {self.kind!r}; choose from {LR_SCHEDULES}")
         whole_at_least("the lr schedule's every", self.every, 1)  # (2.5 halved the rate at epochs 3 and 5)
-        if not (0 < self.decay <= 1 and self.every >= 1 and self.minimum >= 0):
-            raise ValueError(
-                f"need 0 < decay <= 1, every >= 1, minimum >= 0; got {self.decay}, {self.every}, {self.minimum}"
-            )
+        # Python floats (frozen: set as the dataclass sets them): a floor of True trained at lr 1, written
+        # "lr": true, one of inf made every weight NaN, and a NumPy float32 made each rate one JSON cannot write
+        object.__setattr__(self, "minimum", float(finite_at_least("the lr schedule's minimum", self.minimum, 0.0)))
+        object.__setattr__(self, "decay", float(finite_at_least("the lr schedule's decay", self.decay, 0.0, strict=True)))
+        if self.decay > 1:
+            raise ValueError(f"the lr schedule's decay must be in (0, 1], got {self.decay}")
 
     def learning_rate(self, lr: float, epoch: int, epochs: int) -> float:
         """The learning rate of ``epoch`` (0-based) for a base rate ``lr``."""
