@@ -50,7 +50,9 @@ from dgmkit.training.fit import fit_em
 from dgmkit.training.parts import (
     ChannelsLast,
     Compile,
+    KLWarmup,
     LabelledRows,
+    MovingAverage,
     Mutation,
     NormalisedGradients,
     Pace,
@@ -358,6 +360,23 @@ def _trainer(digits, run_dir, scores=None, **kw) -> Trainer:
         told = iter(scores)
         trainer.validate = lambda: {f"valid_{trainer.score}": next(told)}
     return trainer
+
+
+def test_parts_given_numpy_numbers_write_their_metrics_and_checkpoints(digits, tmp_path):
+    """KLWarmup's beta, MovingAverage's decay and StepGuard's thresholds were kept as given: a NumPy
+    float32 went on into the "beta" and "ema" of the metrics line and into the threshold a checkpoint
+    within an epoch records, and the run failed after its first epoch (or at its time budget) with
+    "Object of type float32 is not JSON serializable"."""
+    np = pytest.importorskip("numpy")
+    f = np.float32
+    guard = StepGuard(f(50.0), f(1e3), f(5.0))
+    parts = [KLWarmup(f(0.5), f(0.5)), MovingAverage(f(0.5)), guard]
+    assert all(type(v) is float for v in (parts[0].beta, parts[0].epochs, parts[1].decay, guard.clip, guard.skip_norm))
+    trainer = _trainer(digits, tmp_path, epochs=1, parts=parts, batch_size=512)
+    trainer.fit()
+    line = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert line["beta"] == 0.5 and line["ema"] == 0.5
+    assert type(trainer.guard.epoch_threshold) is float and trainer.guard.epoch_threshold == 1e3
 
 
 def _best_epoch_on_disk(run_dir) -> int:

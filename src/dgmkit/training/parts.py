@@ -109,8 +109,10 @@ class KLWarmup(TrainingPart):
     epochs: float = 0.0
 
     def __post_init__(self) -> None:
-        finite_at_least("the KL weight beta", self.beta, 0.0)
-        finite_at_least("the KL warm-up's epochs", self.epochs, 0.0)
+        # Python floats (frozen: set as the dataclass sets them): a NumPy float32 went on into the KL weight of
+        # every metrics line, which JSON cannot write
+        object.__setattr__(self, "beta", float(finite_at_least("the KL weight beta", self.beta, 0.0)))
+        object.__setattr__(self, "epochs", float(finite_at_least("the KL warm-up's epochs", self.epochs, 0.0)))
 
     def attach(self, trainer: Trainer) -> None:
         trainer.beta, trainer.warmup_epochs = self.beta, self.epochs
@@ -132,8 +134,8 @@ class StepGuard(TrainingPart):
             ("skip_norm", self.skip_norm, 0.0),
             ("skip_factor", self.skip_factor, 1.0),
         ):
-            if v is not None:
-                finite_at_least(f"the step guard's {name}", v, lowest, strict=True)
+            if v is not None:  # (as a Python float: a NumPy float32 went on into a checkpoint's threshold, unwritable)
+                object.__setattr__(self, name, float(finite_at_least(f"the step guard's {name}", v, lowest, strict=True)))
 
     def attach(self, trainer: Trainer) -> None:
         on_device = trainer.device.type == "cuda"
@@ -174,7 +176,8 @@ class MovingAverage(TrainingPart):
     decay: float
 
     def __post_init__(self) -> None:
-        finite_at_least("the moving average's decay", self.decay, 0.0, strict=True)
+        # (as a Python float: a NumPy float32 went on into every metrics line's ema, which JSON cannot write)
+        object.__setattr__(self, "decay", float(finite_at_least("the moving average's decay", self.decay, 0.0, strict=True)))
         if not self.decay < 1:
             raise ValueError(f"the moving average's decay must be in (0, 1), got {self.decay!r}")
 
