@@ -687,6 +687,20 @@ def test_an_epoch_s_line_counts_the_updates_skipped_before_a_stop_within_it(digi
     assert (line["skipped_steps"], line["steps"]) == (2, 5)
 
 
+def test_a_run_with_a_whole_number_skip_threshold_stopped_within_an_epoch_resumes(digits, tmp_path):
+    """skip_grad_norm = 1000 in a config file (TOML's whole number) reached the guard as an int, the
+    place within an epoch recorded "threshold": 1000, and the resume refused its own checkpoint ("the
+    place within an epoch it records is malformed"). It is a float now; a place recorded so resumes."""
+    _trainer(digits, tmp_path, epochs=1, skip_grad_norm=1000, parts=[TimeBudget(3.0, _Clock())]).fit()
+    place = load_checkpoint(tmp_path / "checkpoint.safetensors")["trainer"]["epoch_progress"]
+    assert place["step"] == 3 and place["threshold"] == 1000.0 and type(place["threshold"]) is float
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t["epoch_progress"].update(threshold=1000))
+    rest = _trainer(digits, tmp_path, epochs=1, skip_grad_norm=1000)
+    rest.resume()
+    (line,) = rest.fit()
+    assert (line["skipped_steps"], line["steps"]) == (0, 5) and rest.guard.epoch_threshold == 1000.0
+
+
 def test_a_place_within_an_epoch_with_more_norms_than_steps_is_refused(digits, tmp_path):
     _trainer(digits, tmp_path, epochs=1, parts=[StepGuard(skip_norm=1e9), TimeBudget(3.0, _Clock())]).fit()
     _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t["epoch_progress"].update(norms=[1.0] * 4))

@@ -122,7 +122,7 @@ class GradientGuard:
         """Go on with an epoch that stopped within: what it had seen (``Trainer``'s checkpoint)."""
         self._flush()
         self._epoch_skipped, self._epoch_norms = skipped, list(norms)
-        self._epoch_threshold = math.inf if threshold is None else threshold
+        self._epoch_threshold = math.inf if threshold is None else float(threshold)
 
     # what the steps so far saw (on_device: read back here, once for all the steps not yet read)
     epoch_norms: "_ReadBack[list[float]]" = _ReadBack()

@@ -840,7 +840,9 @@ class Trainer:
             and len(norms) <= step
             and all(v is None or (isinstance(v, float) and v >= 0) for v in norms)
             and _count(skipped, 0, len(norms))
-            and (threshold is None or (isinstance(threshold, float) and threshold >= 0))
+            # (a whole number too: a skip_grad_norm of 1000 from a config file was recorded as 1000 before 2026-12-01)
+            and (threshold is None or (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)))
+            and (threshold is None or threshold >= 0)
             and _seconds_or_none(p.get("pace_s"))
             and _seconds_or_none(p.get("pace_spent_s"))
             and _rank_sums_or_none(p.get("rank_sums"))
