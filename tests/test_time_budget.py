@@ -299,6 +299,23 @@ def test_the_pace_of_a_short_first_epoch_leaves_out_its_first_step_and_counts_th
     assert resumed.decide(t) == (14, pytest.approx(6.0), pytest.approx(13.0))  # (100 - 13) // 6
 
 
+def test_the_steps_an_earlier_call_trained_of_the_first_epoch_are_counted_once():
+    """An earlier call trained 4 of the first epoch's 5 steps in 4 s at 1 s a step, and this call
+    its last in 1 s: the epoch's training took 5 s, its steps at the pace; with 1 s of validation
+    an epoch is 6 s, and 5 of them fit in 30 s. The warm-up was taken as this call's excess (0 s)
+    plus the 4 s spent before, whose 4 steps the epoch's pace counts too: 4 epochs."""
+    from dgmkit.training import Pace
+
+    class Short(FakeTrainer):
+        steps_per_epoch = 5
+
+    pace, t = Pace(30.0, clock=iter([0.0, 1.0, 2.0]).__next__), Short()
+    pace.resume_from({"pace_s": 1.0, "pace_spent_s": 4.0})
+    pace.start_epoch()
+    pace.after_step(t, 4)
+    assert pace.decide(t) == (5, pytest.approx(6.0), pytest.approx(0.0))
+
+
 def test_train_for_takes_an_epoch_of_the_fewest_steps_it_can_pace(digits):
     from dgmkit.errors import ConfigError
     from dgmkit.training import TrainFor
