@@ -694,6 +694,9 @@ def test_a_run_with_a_whole_number_skip_threshold_stopped_within_an_epoch_resume
     _trainer(digits, tmp_path, epochs=1, skip_grad_norm=1000, parts=[TimeBudget(3.0, _Clock())]).fit()
     place = load_checkpoint(tmp_path / "checkpoint.safetensors")["trainer"]["epoch_progress"]
     assert place["step"] == 3 and place["threshold"] == 1000.0 and type(place["threshold"]) is float
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t["epoch_progress"].update(threshold=10**400))
+    with pytest.raises(CheckpointError, match="malformed"):  # (a whole number of no float: refused, not OverflowError)
+        _trainer(digits, tmp_path, epochs=1, skip_grad_norm=1000).resume()
     _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t["epoch_progress"].update(threshold=1000))
     rest = _trainer(digits, tmp_path, epochs=1, skip_grad_norm=1000)
     rest.resume()

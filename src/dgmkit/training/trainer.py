@@ -842,7 +842,7 @@ class Trainer:
             and _count(skipped, 0, len(norms))
             # (a whole number too: a skip_grad_norm of 1000 from a config file was recorded as 1000 before 2026-12-01)
             and (threshold is None or (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)))
-            and (threshold is None or threshold >= 0)
+            and (threshold is None or 0 <= threshold <= sys.float_info.max)  # (10**400 has no float)
             and _seconds_or_none(p.get("pace_s"))
             and _seconds_or_none(p.get("pace_spent_s"))
             and _rank_sums_or_none(p.get("rank_sums"))
