@@ -144,6 +144,19 @@ def test_gumbel_softmax_reports_the_true_discrete_elbo_and_anneals():
     assert t.elbo.mean().item() == pytest.approx(exact_elbo(model).item(), abs=0.02)
 
 
+@pytest.mark.parametrize("straight_through", [False, True])
+def test_gumbel_softmax_at_the_smallest_temperature_keeps_its_loss_and_gradient_finite(straight_through):
+    # (perturbed / tau overflowed float32 at tau ~ 1e-38: the relaxed sample and the loss were NaN)
+    model = tiny_model().train()
+    tau = float(torch.finfo(torch.float32).tiny)  # the smallest taken
+    objective = GumbelSoftmaxELBO(temperature=tau, temperature_min=tau, straight_through=straight_through)
+    torch.manual_seed(0)
+    objective(model, X.expand(2000, 1, 1, D)).loss.mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="temperature_min must be >= 1.17549"):
+        GumbelSoftmaxELBO(temperature=1.0, temperature_min=1e-40)
+
+
 def test_the_reparameterized_elbo_refuses_discrete_latents():
     from dgmkit.objectives import ELBO
 

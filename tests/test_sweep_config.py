@@ -242,6 +242,14 @@ def test_a_discrete_vae_may_keep_its_temperature_constant():
         RunConfig.of(model="dvae", gumbel_temperature=0.5, gumbel_temperature_min=0.6)
 
 
+def test_a_discrete_vae_refuses_a_temperature_float32_cannot_hold_as_a_normal_number():
+    # (1e-40 was taken, and the first step's relaxed sample was NaN: "look at the data")
+    cfg = RunConfig.of(model="dvae", gumbel_temperature=1.0, gumbel_temperature_min=1.2e-38)
+    assert cfg.model.gumbel_temperature_min == 1.2e-38
+    with pytest.raises(ConfigError, match="gumbel_temperature_min must be >= 1.17549"):
+        RunConfig.of(model="dvae", gumbel_temperature=1.0, gumbel_temperature_min=1e-40)
+
+
 def test_a_residual_hvae_reaches_the_image_by_doublings_only():
     cfg = RunConfig.of(model="hvae", posterior="residual", res_resolutions=[3, 6], res_layers=[1, 1], res_width=8)
     cfg.model.build((1, 12, 12), 2)

@@ -14,6 +14,7 @@ from dgmkit.families.parts import AutoencoderSettings, ImportanceSampledEval, KL
 from dgmkit.models import CategoricalVAE
 from dgmkit.nn import MLP
 from dgmkit.objectives import VIMCO, GumbelSoftmaxELBO, Objective, ReinforceELBO
+from dgmkit.objectives.discrete import SMALLEST_TEMPERATURE
 from dgmkit.priors import UniformCategoricalPrior
 from dgmkit.settings import setting
 
@@ -47,6 +48,11 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
         return flat.get("model", "vae") == "vae" and flat.get("latent") == "categorical"
 
     def validate(self) -> None:
+        if self.gumbel_temperature_min < SMALLEST_TEMPERATURE:  # (the step holds tau in float32)
+            raise ConfigError(
+                f"gumbel_temperature_min must be >= {SMALLEST_TEMPERATURE}, float32's smallest normal number, "
+                f"got {self.gumbel_temperature_min}"
+            )
         if self.gumbel_temperature_min > self.gumbel_temperature:
             raise ConfigError(
                 "need gumbel_temperature_min <= gumbel_temperature, got "

@@ -36,7 +36,11 @@ from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.elbo import ELBOTerms
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
 
-__all__ = ["GumbelSoftmaxELBO", "ReinforceELBO", "VIMCO", "DiscreteTerms"]
+__all__ = ["GumbelSoftmaxELBO", "ReinforceELBO", "VIMCO", "DiscreteTerms", "SMALLEST_TEMPERATURE"]
+
+# float32's smallest normal number, 1.2e-38: the step holds tau in float32, where a smaller one is
+# subnormal or 0 (and 1e-46 was 0: the relaxed sample 0/0, NaN)
+SMALLEST_TEMPERATURE = float(torch.finfo(torch.float32).tiny)
 
 
 DiscreteTerms = ELBOTerms  # the ELBO's terms, whichever gradient estimator made them
@@ -64,6 +68,10 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
     ):
         if not 0 < temperature_min <= temperature < math.inf:  # (NaN is never)
             raise ValueError(f"need 0 < temperature_min <= temperature, finite, got {temperature_min}, {temperature}")
+        if temperature_min < SMALLEST_TEMPERATURE:
+            raise ValueError(
+                f"temperature_min must be >= {SMALLEST_TEMPERATURE}, float32's smallest normal, got {temperature_min}"
+            )
         self.temperature0 = temperature
         self.temperature_min = temperature_min
         self.anneal_rate = at_least("anneal_rate", anneal_rate, 0)  # (a negative rate would raise it without end)
@@ -91,7 +99,10 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
         hard = one_hot(perturbed.argmax(-1), logits.shape[-1], logits.dtype)  # an exact sample of q
         kl = kl_divergence(q, model.prior())
         if model.training:
-            soft = torch.softmax(perturbed / self._temperature(perturbed), -1)
+            # (less the largest first: the winner at 0 and the others at most 0, so no tau overflows them to
+            # +-inf together; perturbed / 1e-40 was -inf or +inf in every class, a NaN sample)
+            top = perturbed.amax(-1, keepdim=True).detach()
+            soft = torch.softmax((perturbed - top) / self._temperature(perturbed), -1)
             z = hard + soft - soft.detach() if self.straight_through else soft
             relaxed = model.likelihood(z).log_prob(x)
             with torch.no_grad():
