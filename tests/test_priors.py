@@ -64,6 +64,13 @@ def test_mixture_samples_agree_with_log_prob():
     assert (freq - mass).abs().max() < 0.004  # binomial stderr <= 0.0011
 
 
+def test_mixture_draws_none_as_a_normal_does():
+    # (torch.multinomial refuses n = 0: sample((0,)) and sample((2, 0)) were RuntimeErrors)
+    d = MixtureOfGaussiansPrior(3, components=4)()
+    assert d.sample((0,)).shape == StandardNormalPrior(3)().sample((0,)).shape == (0, 3)
+    assert d.sample((2, 0)).shape == (2, 0, 3)
+
+
 def test_mixture_prior_responsibilities_and_assignment():
     prior = MixtureOfGaussiansPrior(2, components=3)
     with torch.no_grad():

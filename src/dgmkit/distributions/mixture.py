@@ -59,7 +59,12 @@ class DiagonalGaussianMixture(Distribution):
     def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             n = int(torch.Size(sample_shape).numel())
-            k = torch.multinomial(F.softmax(self.logits, -1), n, replacement=True)
+            weights = F.softmax(self.logits, -1)  # (multinomial refuses to draw none: sample((0,)) is empty, as a Normal's)
+            k = (
+                torch.multinomial(weights, n, replacement=True)
+                if n
+                else torch.zeros(0, dtype=torch.long, device=weights.device)
+            )
             z = self.loc[k] + self.scale[k] * torch.randn(n, self.loc.shape[1], device=self.loc.device)
             return z.reshape(*sample_shape, self.loc.shape[1])
 
