@@ -280,6 +280,41 @@ def test_the_logistic_mixtures_log_scale_is_clamped_at_minus_7():
     assert math.exp(log_p2) + math.exp(log_p1) == pytest.approx(1.0, abs=1e-9)
 
 
+def _softplus(t: float) -> float:
+    return max(t, 0.0) + math.log1p(math.exp(-abs(t)))
+
+
+def _logistic_bin_log_mass(k: int, levels: int, loc: float, log_scale: float) -> float:
+    """log P(k) of one interior level in float64, the gap between its edges' logits taken exactly."""
+    n, s = levels - 1, math.exp(max(log_scale, -7.0))
+    a, b = ((2 * k + 1 - n) / n - loc) / s, ((2 * k - 1 - n) / n - loc) / s
+    return -_softplus(-a) - _softplus(b) + math.log(-math.expm1(-(2 / n) / s))
+
+
+@pytest.mark.parametrize(
+    "levels, loc, log_scale", [(256, 0.3, 100.0), (256, -1e6, 0.0), (16, 0.0, 500.0), (65536, 0.9, -7.0)]
+)
+def test_the_logistic_mixtures_levels_stay_finite_in_float32_far_from_the_mixture_or_under_a_very_broad_one(
+    levels, loc, log_scale
+):
+    # (log-scale 100 made the gap of a bin's logits e^-100 * 2/255, 0 in float32, and the edges of a bin 1e6 from the
+    # location rounded to one float32: log 0 = -inf on every interior level, a loss of inf)
+    shape = (levels, 1)
+    d = DiscretizedLogisticMixture(torch.zeros(shape), torch.full(shape, loc), torch.full(shape, log_scale), levels, 0)
+    lp = d.log_prob(torch.arange(levels)).double()
+    assert torch.isfinite(lp).all()
+    assert torch.logsumexp(lp, 0).item() == pytest.approx(0.0, abs=1e-5)
+    k = levels // 2 + 1
+    assert lp[k].item() == pytest.approx(_logistic_bin_log_mass(k, levels, loc, log_scale), rel=1e-6)
+
+
+def test_the_logistic_mixtures_level_next_to_a_sharp_location_keeps_float32_s_precision():
+    # (the centre 2k/255 - 1 rounded in float32 moved the edge at 0 by 6e-8: at the scale e^-7, 3.2e-5 nats off)
+    d = DiscretizedLogisticMixture(torch.zeros(1, 1), torch.zeros(1, 1), torch.full((1, 1), -7.0), 256, 0)
+    got = d.log_prob(torch.tensor([128])).item()
+    assert got == pytest.approx(_logistic_bin_log_mass(128, 256, 0.0, -7.0), abs=1e-6)
+
+
 def _seeded(draw, seed: int) -> torch.Tensor:
     torch.manual_seed(seed)
     return draw()

@@ -5,6 +5,8 @@ width 2/(L-1) on [-1, 1]. The probability of k is the mass of a mixture of logis
 bin, with the two outermost bins extended to -inf and +inf so that the L masses sum to one.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -15,10 +17,15 @@ __all__ = ["DiscretizedLogisticMixture"]
 _MIN_LOG_SCALE = -7.0
 
 
-def _log_sigmoid_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """log(sigmoid(a) - sigmoid(b)) for a > b, exactly and without cancellation:
-    sigmoid(a) - sigmoid(b) = e^a (1 - e^(b-a)) / ((1 + e^a)(1 + e^b))."""
-    return F.logsigmoid(a) - F.softplus(b) + torch.log(-torch.expm1(b - a))
+def _log_sigmoid_difference(a: torch.Tensor, b: torch.Tensor, log_gap: torch.Tensor) -> torch.Tensor:
+    """log(sigmoid(a) - sigmoid(b)) for a > b whose gap a - b is e^``log_gap``, exactly and without
+    cancellation: sigmoid(a) - sigmoid(b) = e^a (1 - e^(b-a)) / ((1 + e^a)(1 + e^b)). The gap is
+    given, not taken as a - b: a and b far from 0 round to the same float32 (at 256 levels, a bin
+    1e5 from the location), and a gap below 1e-45 is 0 (log-scale above ~100); both made
+    log 0 = -inf. log(1 - e^-g) is log g - g/2 below g = 1e-4 (error < g^2/24)."""
+    gap = log_gap.exp()
+    exact = torch.log(-torch.expm1(-gap.clamp(min=1e-4)))  # (clamped: no -inf, nor its NaN gradient, where unused)
+    return F.logsigmoid(a) - F.softplus(b) + torch.where(gap < 1e-4, log_gap - gap / 2, exact)
 
 
 class DiscretizedLogisticMixture(LevelPixels):
@@ -54,18 +61,19 @@ class DiscretizedLogisticMixture(LevelPixels):
     def log_prob_elements(self, value: torch.Tensor) -> torch.Tensor:
         """log P(x_d) of every element (not summed over the event): (*batch, *event)."""
         k = value.unsqueeze(-1).to(self.loc.dtype)  # (..., 1)
-        x = self._to_unit(k)
-        half_bin = 1.0 / (self.num_levels - 1)
+        n = self.num_levels - 1
+        half_bin = 1.0 / n
         inv_s = torch.exp(-self.log_scale)
-        upper = (x + half_bin - self.loc) * inv_s  # logit of cdf at the bin's upper edge
-        lower = (x - half_bin - self.loc) * inv_s
+        # the edges (2k +- 1)/n - 1 as (2k +- 1 - n)/n, integers over n: 2k/n - 1 rounded in float32 lost 6e-8
+        # near 0, a logit error of 6e-8 / s (3e-5 nats at the floor s = e^-7)
+        twice = 2.0 * k - n
+        upper = ((twice + 1) / n - self.loc) * inv_s  # logit of cdf at the bin's upper edge
+        lower = ((twice - 1) / n - self.loc) * inv_s
         # Interior bins: log(cdf(upper) - cdf(lower)); the first bin: log cdf(upper);
-        # the last bin: log(1 - cdf(lower)). Guard the unused branches so no NaN leaks.
+        # the last bin: log(1 - cdf(lower)). The interior's value is finite at the ends too: no NaN leaks.
         first = k <= 0
         last = k >= self.num_levels - 1
-        safe_lower = torch.where(first, upper - 1.0, lower)
-        safe_upper = torch.where(last, lower + 1.0, upper)
-        interior = _log_sigmoid_difference(safe_upper, safe_lower)
+        interior = _log_sigmoid_difference(upper, lower, math.log(2 * half_bin) - self.log_scale)
         log_mass = torch.where(first, F.logsigmoid(upper), torch.where(last, -F.softplus(lower), interior))
         return torch.logsumexp(F.log_softmax(self.logit_weights, dim=-1) + log_mass, dim=-1)
 
