@@ -88,6 +88,16 @@ def test_mixture_prior_responsibilities_and_assignment():
             prior.responsibilities(torch.tensor([[0.0, 0.0], *z]))
 
 
+@pytest.mark.parametrize("flow", ["nice", "realnvp", "glow"])
+def test_a_coupling_flow_prior_over_one_latent_dimension_is_refused_by_name(flow):
+    # (it was an internal error: "MLP's out_features must be an integer >= 1, got 0")
+    from dgmkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"a {flow} flow prior's couplings .* single dimension: use --flow maf"):
+        build_model(RunConfig.of(prior="flow", flow=flow, hidden=[8], latent_dim=1), (1, 4, 4), 2)
+    build_model(RunConfig.of(prior="flow", flow="maf", hidden=[8], latent_dim=1), (1, 4, 4), 2)
+
+
 def test_vampprior_is_the_average_posterior_at_its_pseudo_inputs():
     cfg = RunConfig.of(prior="vampprior", prior_components=6, hidden=[16], latent_dim=3)
     model = build_model(cfg, (1, 4, 4), 2)

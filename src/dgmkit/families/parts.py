@@ -303,6 +303,11 @@ class PriorSettings:
         if self.prior == "standard":
             return StandardNormalPrior(m)
         if self.prior == "flow":
+            if m < 2 and self.flow != "maf":  # (the coupling network of no outputs was an internal error)
+                raise ConfigError(
+                    f"a {self.flow} flow prior's couplings transform some of z's dimensions given the others; this z has "
+                    "a single dimension: use --flow maf, or more latent dimensions"
+                )
             return FlowPrior(m, VECTOR_FLOWS[self.flow](m, hidden, self.flow_layers, act=act))
         if self.prior == "mog":
             return MixtureOfGaussiansPrior(m, self.prior_components or 10)
