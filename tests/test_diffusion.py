@@ -125,6 +125,13 @@ def test_schedules_are_increasing_with_the_derivative_they_report(make):
         assert g0.item() == pytest.approx(-9.0) and g1.item() == pytest.approx(4.0)
 
 
+@pytest.mark.parametrize("ends", [(-1.0, 0.0), (-0.5, -0.4), (2.0, 3.0), (-13.3, 5.0), (-30.0, 30.0)])
+def test_a_learned_schedule_starts_at_the_ends_it_is_given(ends):
+    """gamma(1) is gamma_0 + softplus(gap): a small gap (1) started gamma(1) 0.31 above the gamma_max asked for."""
+    g0, g1 = LearnedSchedule(*ends, hidden=4).endpoints()
+    assert (g0.item(), g1.item()) == pytest.approx(ends, abs=1e-5)
+
+
 def test_ddpm_schedule_matches_ho_et_al_linear_betas():
     """alpha_bar of 1000 betas from 1e-4 to 0.02, against the continuous form at t_i = i / T."""
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)

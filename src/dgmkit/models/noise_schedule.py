@@ -85,7 +85,11 @@ class LearnedSchedule(NoiseSchedule):
         _increasing(gamma_0, gamma_1)
         whole_at_least("hidden", hidden, 1)
         self.gamma_0 = nn.Parameter(torch.tensor(float(gamma_0)))
-        self.gamma_1 = nn.Parameter(torch.tensor(float(gamma_1)))
+        # gamma(1) = gamma_0 + softplus(self.gamma_1 - gamma_0): the inverse softplus of the gap starts it at gamma_1
+        # (gamma_1 itself started gamma(1) at 0.31 for the ends -1 and 0; the same within float32's rounding from a
+        # gap of 17 up, VDM's 18.3 included)
+        gap = float(gamma_1) - float(gamma_0)
+        self.gamma_1 = nn.Parameter(torch.tensor(float(gamma_0) + gap + math.log(-math.expm1(-gap))))
         # positive weights through softplus of free parameters; initialised near a linear map
         self.w1 = nn.Parameter(torch.tensor(1.0))
         self.b1 = nn.Parameter(torch.tensor(0.0))
