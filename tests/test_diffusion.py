@@ -132,6 +132,16 @@ def test_a_learned_schedule_starts_at_the_ends_it_is_given(ends):
     assert (g0.item(), g1.item()) == pytest.approx(ends, abs=1e-5)
 
 
+@pytest.mark.parametrize("levels, steps, needle", [(16.7, 0, "num_levels must be an integer >= 2, got 16.7"),
+    (1, 0, "num_levels must be an integer >= 2, got 1"), (16, 3.7, "steps .* must be an integer >= 0, got 3.7"),
+    (16, float("nan"), "steps .* must be an integer >= 0, got nan"), (16, -1, "steps .* >= 0, got -1")])  # fmt: skip
+def test_gaussian_diffusion_refuses_levels_and_steps_that_are_not_whole_numbers(levels, steps, needle):
+    """16.7 levels were built as num_levels 16 with 17 level values, 3.7 steps ran as 3, NaN steps failed in int()."""
+    net = UNet(1, 1, [4], blocks=1, attention=False, fourier=[])
+    with pytest.raises(ValueError, match=needle):
+        GaussianDiffusion(net, LinearSchedule(), (1, 2, 2), levels, steps)
+
+
 def test_ddpm_schedule_matches_ho_et_al_linear_betas():
     """alpha_bar of 1000 betas from 1e-4 to 0.02, against the continuous form at t_i = i / T."""
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)

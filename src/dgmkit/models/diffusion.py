@@ -103,10 +103,9 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
 
     def __init__(self, net: UNet, schedule: NoiseSchedule, event_shape: tuple[int, ...], num_levels: int, steps: int = 0):
         super().__init__()
-        if num_levels < 2:
-            raise ValueError(f"a diffusion model of quantized data needs at least 2 levels, got {num_levels}")
-        if steps < 0:
-            raise ValueError(f"steps must be >= 0 (0: continuous time), got {steps}")
+        # (16.7 levels were taken as 16 with 17 level values, 3.7 steps as 3, and NaN steps failed in int())
+        whole_at_least("gaussian diffusion's num_levels", num_levels, 2)
+        whole_at_least("steps (0: continuous time)", steps, 0)
         with torch.no_grad():
             ends = schedule.endpoints()
         if not ends[0].is_meta:  # (meta: a run loaded from its checkpoint, its schedule checked by its config)
