@@ -142,6 +142,18 @@ def test_gaussian_diffusion_refuses_levels_and_steps_that_are_not_whole_numbers(
         GaussianDiffusion(net, LinearSchedule(), (1, 2, 2), levels, steps)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("steps", [0, 2.7, float("nan"), True])
+def test_diffusion_sampling_refuses_steps_that_are_not_whole_numbers(masked, steps):
+    """2.7 steps ran as 2, True as 1, and NaN failed in int() naming nothing."""
+    if masked:
+        model = MaskedDiffusion(UNet(3, 2, [4], blocks=1, attention=False, fourier=[]), (1, 2, 2), 2)
+    else:
+        model = GaussianDiffusion(UNet(1, 1, [4], blocks=1, attention=False, fourier=[]), LinearSchedule(), (1, 2, 2), 4)
+    with pytest.raises(ValueError, match="sampling steps must be an integer >= 1"):
+        model.sample(2, steps=steps)
+
+
 def test_ddpm_schedule_matches_ho_et_al_linear_betas():
     """alpha_bar of 1000 betas from 1e-4 to 0.02, against the continuous form at t_i = i / T."""
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)

@@ -246,9 +246,8 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """n images by ancestral sampling with ``steps`` steps from t = 1 to 0 (default: T, or
         250 in continuous time), then x ~ p(x | z_0). Returns (x, x)."""
-        steps = self.default_sample_steps if steps is None else int(steps)
-        if steps < 1:
-            raise ValueError(f"sampling needs at least 1 step, got {steps}")
+        # (2.7 steps ran as 2)
+        steps = self.default_sample_steps if steps is None else whole_at_least("sampling steps", steps, 1)
         device, dtype = self.levels.device, self.levels.dtype  # (the model's precision, as it was cast)
         with seeded_by(generator, device):
             z = torch.randn(n, *self.event_shape, device=device, dtype=dtype)
@@ -388,9 +387,8 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         """n images by ancestral sampling with ``steps`` steps (default: T, or one entry per
         step in continuous time): from all masks, each masked entry is revealed between t and
         s = t - 1/steps with probability (t - s) / t, its level drawn from p(x_d | z_t)."""
-        steps = self.default_sample_steps if steps is None else int(steps)
-        if steps < 1:
-            raise ValueError(f"sampling needs at least 1 step, got {steps}")
+        # (2.7 steps ran as 2)
+        steps = self.default_sample_steps if steps is None else whole_at_least("sampling steps", steps, 1)
         device = self._device_probe.device
         with seeded_by(generator, device):
             z = torch.full((n, *self.event_shape), self.num_levels, dtype=torch.long, device=device)
