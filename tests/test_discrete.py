@@ -103,6 +103,68 @@ def test_reinforce_with_a_baseline_is_unbiased():
     assert z.max() < 5, (mean, exact, se)
 
 
+def test_nvil_is_the_unbiased_gradient_with_the_encoder_s_over_max_1_sqrt_v():
+    """NVIL's form (normalise=True): with running moments c = -2.5, v = 16 (fixed: the model in eval
+    mode updates none), the encoder's mean gradient is the exact one over max(1, sqrt(v)) = 4, score
+    and KL parts alike, and the decoder's is the exact one; the baseline b(x) is fitted to f - c:
+    its bias's gradient is 2 (b - E_q[f] + c). Fails if the KL's gradient is left unscaled (the
+    encoder's then leans to the KL by a factor of 4), or if c is not in the fit."""
+    from dgmkit.nn import RunningMoments
+
+    model = tiny_model()
+    with torch.no_grad():
+        model.decoder.net.weight.mul_(6)  # (a decoder that reads z: the score part outweighs the KL's)
+    model.signal_moments = RunningMoments()
+    model.signal_moments.mean.fill_(-2.5)
+    model.signal_moments.var.fill_(16.0)
+    model.eval()
+    torch.manual_seed(1)
+    mean, se = mean_gradient(model, ReinforceELBO(normalise=True))
+    exact = exact_gradient(model)
+    n_enc = V * K * D + V * K
+    exact[:n_enc] /= 4.0
+    z = (mean - exact).abs() / (se + 1e-6)
+    assert z.max() < 5, (mean, exact, se)
+    model.zero_grad()
+    ReinforceELBO(normalise=True)(model, X.expand(20_000, 1, 1, D)).loss.mean().backward()
+    with torch.no_grad():
+        q, configurations = model.posterior(X), all_configurations()
+        expected_f = (q.log_prob(configurations).exp() * model.likelihood(configurations).log_prob(X)).sum()
+        want = 2 * (model.baseline_value(X)[0] - expected_f - 2.5)
+    assert model.baseline[1].bias.grad.item() == pytest.approx(want.item(), abs=0.05)
+    assert model.signal_moments.mean.item() == -2.5 and model.signal_moments.var.item() == 16.0  # (eval: not updated)
+
+
+def test_nvil_updates_its_running_moments_in_training_after_using_them():
+    """c <- 0.8 c + 0.2 mean(f - b), v <- 0.8 v + 0.2 var(f - b) over the batch (population
+    variance), from c = 0, v = 1; the step's own signal used the moments before the update. A model
+    without moments is refused by name."""
+    from dgmkit.nn import RunningMoments
+
+    moments = RunningMoments()
+    moments.update(torch.tensor([1.0, 2.0, 3.0]))
+    assert (moments.mean.item(), moments.var.item()) == pytest.approx((0.4, 0.8 + 0.2 * 2 / 3))
+    moments.update(torch.tensor([5.0]))
+    assert (moments.mean.item(), moments.var.item()) == pytest.approx((0.8 * 0.4 + 1.0, 0.8 * (0.8 + 0.2 * 2 / 3)))
+    assert moments.scale().item() == 1.0  # (v < 1: NVIL divides by max(1, sqrt(v)))
+    for bad in (1.0, -0.1, math.nan):
+        with pytest.raises(ValueError, match="decay"):
+            RunningMoments(bad)
+    model = tiny_model()
+    model.signal_moments = RunningMoments()
+    model.train()
+    torch.manual_seed(4)
+    terms = ReinforceELBO(normalise=True)(model, X.expand(64, 1, 1, D))
+    with torch.no_grad():
+        centred = (terms.log_px_z - model.baseline_value(X.expand(64, 1, 1, D))).double()
+    assert model.signal_moments.mean.item() == pytest.approx(0.2 * centred.mean().item(), rel=1e-6)
+    want_var = 0.8 + 0.2 * centred.var(correction=0).item()
+    assert model.signal_moments.var.item() == pytest.approx(want_var, rel=1e-6)
+    model.signal_moments = None
+    with pytest.raises(ValueError, match=r"signal_moments=dgmkit.nn.RunningMoments\(\)"):
+        ReinforceELBO(normalise=True)(model, X)
+
+
 def test_reinforce_reports_the_true_discrete_elbo():
     model = tiny_model()
     torch.manual_seed(2)

@@ -681,6 +681,12 @@ OBJECTIVES = {
         uses_beta=True,
         loss_is_negative_score=False,
     ),
+    "nvil": ObjCase(
+        dict(model="dvae", hidden=[8], latent_dim=2, latent_classes=3, objective="nvil"),
+        ReinforceELBO,
+        uses_beta=True,
+        loss_is_negative_score=False,
+    ),
     "vimco": ObjCase(
         dict(model="dvae", hidden=[8], latent_dim=2, latent_classes=3, objective="vimco", iw_k=3),
         VIMCO,

@@ -1,6 +1,7 @@
 """The discrete VAE family: V categorical latent variables of K classes each, trained by the
-Gumbel-softmax relaxation or a score-function estimator (REINFORCE with a learned baseline, or
-VIMCO's multi-sample bound with baselines from the other draws)."""
+Gumbel-softmax relaxation or a score-function estimator (REINFORCE with a learned baseline, NVIL's
+centred and variance-normalised form of it, or VIMCO's multi-sample bound with baselines from the
+other draws)."""
 
 import dataclasses
 from typing import Literal
@@ -12,13 +13,14 @@ from dgmkit.errors import ConfigError
 from dgmkit.families.base import DataSpec, FamilyConfig, PartlyRead
 from dgmkit.families.parts import AutoencoderSettings, ImportanceSampledEval, KLWeightSettings, encoder_net, flat_input
 from dgmkit.models import CategoricalVAE
-from dgmkit.nn import MLP
+from dgmkit.nn import MLP, RunningMoments
 from dgmkit.objectives import VIMCO, GumbelSoftmaxELBO, Objective, ReinforceELBO
 from dgmkit.objectives.discrete import SMALLEST_TEMPERATURE
 from dgmkit.priors import UniformCategoricalPrior
 from dgmkit.settings import setting
 
 TAU_MIN = 0.5  # gumbel_temperature_min's default
+NVIL_DECAY = 0.8  # the running moments' alpha (Mnih & Gregor 2014)
 
 __all__ = ["DiscreteVAEConfig"]
 
@@ -30,7 +32,9 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
 
     latent_dim: int = setting(30, "categorical latent variables V", min=1, max=4096)
     latent_classes: int = setting(10, "classes K of each latent variable", min=2, max=1024)
-    objective: Literal["gumbel-softmax", "reinforce", "vimco"] = setting("gumbel-softmax", "the gradient estimator")
+    objective: Literal["gumbel-softmax", "reinforce", "nvil", "vimco"] = setting(
+        "gumbel-softmax", "the gradient estimator (nvil: reinforce with a centred, variance-normalised signal)"
+    )
     iw_k: int = setting(
         5, "vimco: draws K per datapoint in its importance-weighted bound (dgm eval's k is --iw-samples)", min=2, max=5000
     )
@@ -75,21 +79,25 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
         return inert
 
     def activation_needs(self) -> str | None:
-        needs = super().activation_needs()  # (reinforce's baseline b(x) is an MLP)
-        return None if needs is None or self.objective == "reinforce" else f"{needs}, or --objective reinforce"
+        needs = super().activation_needs()  # (reinforce's and nvil's baseline b(x) is an MLP)
+        return None if needs is None or self._baseline() else f"{needs}, or --objective reinforce or nvil"
 
     def hidden_read(self) -> PartlyRead | None:
         part = super().hidden_read()
-        if part is not None and self.objective == "reinforce":  # (its baseline b(x): one layer of hidden's last entry)
-            return dataclasses.replace(part, entries="ends", what=f"{part.what} and the reinforce baseline's layer")
+        if part is not None and self._baseline():  # (its baseline b(x): one layer of hidden's last entry)
+            return dataclasses.replace(part, entries="ends", what=f"{part.what} and the {self.objective} baseline's layer")
         return part
+
+    def _baseline(self) -> bool:
+        """Whether the estimator has a learned baseline b(x) (REINFORCE's, NVIL's)."""
+        return self.objective in ("reinforce", "nvil")
 
     def describe(self) -> str:
         return f"a discrete VAE ({self.latent_dim} categorical latents of {self.latent_classes} classes, {self.objective})"
 
     def training_objective(self) -> Objective:
-        if self.objective == "reinforce":
-            return ReinforceELBO()
+        if self._baseline():
+            return ReinforceELBO(normalise=self.objective == "nvil")
         if self.objective == "vimco":
             return VIMCO(self.iw_k)
         return GumbelSoftmaxELBO(
@@ -103,8 +111,11 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
         encoder = CategoricalEncoder(encoder_net(self, data.event_shape, m), self.latent_dim, self.latent_classes)
         prior = UniformCategoricalPrior(self.latent_dim, self.latent_classes)
         baseline = None
-        if self.objective == "reinforce":  # the score-function estimator's learned control variate b(x)
+        if self._baseline():  # the score-function estimator's learned control variate b(x)
             flat, dims = flat_input(self, data.event_shape)
             baseline = nn.Sequential(flat, MLP(dims, [self.hidden[-1]], 1, self.activation))
+        moments = RunningMoments(NVIL_DECAY) if self.objective == "nvil" else None
         scale, one_hot = self.input_scale(data.num_levels), self.one_hot_columns()
-        return CategoricalVAE(encoder, decoder, prior, scale, fill_missing=not one_hot, baseline=baseline)
+        return CategoricalVAE(
+            encoder, decoder, prior, scale, fill_missing=not one_hot, baseline=baseline, signal_moments=moments
+        )

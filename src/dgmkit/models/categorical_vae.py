@@ -12,19 +12,29 @@ from torch.distributions import Distribution
 
 from dgmkit.devices import dtype_of
 from dgmkit.models.vae import VAE
+from dgmkit.nn.moments import RunningMoments
 
 __all__ = ["CategoricalVAE"]
 
 
 class CategoricalVAE(VAE):
     """The VAE's parts (its arguments), and ``baseline``: an optional network x -> (B, 1), the
-    learned control variate of the score-function estimator (trained with the model, saved with it)."""
+    learned control variate of the score-function estimator (trained with the model, saved with it);
+    ``signal_moments``: NVIL's running mean and variance of that estimator's learning signal
+    (``ReinforceELBO(normalise=True)`` centres and scales the signal by them)."""
 
     discrete_latents = True
 
-    def __init__(self, *vae_args, baseline: nn.Module | None = None, **vae_kwargs):
+    def __init__(
+        self,
+        *vae_args,
+        baseline: nn.Module | None = None,
+        signal_moments: RunningMoments | None = None,
+        **vae_kwargs,
+    ):
         super().__init__(*vae_args, **vae_kwargs)
         self.baseline = baseline
+        self.signal_moments = signal_moments
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for one-hot (or relaxed) z of shape (*batch, V, K)."""

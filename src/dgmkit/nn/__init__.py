@@ -5,6 +5,7 @@ from dgmkit.nn.conv import ConvDecoderNet, ConvEncoderNet
 from dgmkit.nn.gated import GatedDense, GatedMLP
 from dgmkit.nn.made import MADE, MaskedLinear
 from dgmkit.nn.mlp import MLP
+from dgmkit.nn.moments import RunningMoments
 from dgmkit.nn.resnet import ConvConditioner, zero_init
 from dgmkit.nn.table import OneHotColumns
 
@@ -19,4 +20,5 @@ __all__ = [
     "ConvConditioner",
     "zero_init",
     "OneHotColumns",
+    "RunningMoments",
 ]

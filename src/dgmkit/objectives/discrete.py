@@ -13,7 +13,9 @@ E_q[log p(x|z)] - KL(q(z|x) || p(z)), from a one-sample estimate with an exact d
 - :class:`ReinforceELBO` (Williams 1992; Mnih & Gregor 2014, arXiv 1402.0030): the unbiased
   score-function gradient (f(z) - b(x)) grad log q(z|x), f = log p(x|z), of the reconstruction
   term, with a learned input-dependent baseline b(x) fitted by least squares to f; the KL
-  term's gradient is exact (closed form).
+  term's gradient is exact (closed form). With ``normalise=True`` it is NVIL's form (Mnih &
+  Gregor 2014, section 3.3): the signal centred by a running mean and divided by a running
+  standard deviation (at least 1), the encoder's whole gradient scaled alike.
 - :class:`VIMCO` (Mnih & Rezende 2016, arXiv 1602.06725): the score-function gradient of the
   k-sample importance-weighted bound L = log (1/k) sum_j w_j, w_j = p(x, z_j) / q(z_j|x), with a
   baseline for each draw from the other draws alone (no network): L less the bound whose w_j is
@@ -25,6 +27,7 @@ the same quantity, so their runs compare (VIMCO trains a tighter bound than the 
 """
 
 import math
+from typing import cast
 
 import torch
 from torch.distributions import kl_divergence
@@ -32,6 +35,7 @@ from torch.distributions import kl_divergence
 from dgmkit.distributions.categorical import one_hot
 from dgmkit.errors import whole_at_least
 from dgmkit.models import CategoricalVAE
+from dgmkit.nn.moments import RunningMoments
 from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.elbo import ELBOTerms
 from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
@@ -115,7 +119,18 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
 
 
 class ReinforceELBO(Objective[CategoricalVAE]):
-    """Needs a model with a baseline network (``CategoricalVAE(..., baseline=net)``)."""
+    """Needs a model with a baseline network (``CategoricalVAE(..., baseline=net)``).
+
+    ``normalise=True`` is NVIL's form (Mnih & Gregor 2014, section 3.3; the model needs
+    ``signal_moments``, a :class:`dgmkit.nn.RunningMoments`): the signal f - b(x) is centred by the
+    running mean c of f - b(x) and divided by max(1, sqrt(v)), v its running variance, and b(x) is
+    fitted to f - c. The closed-form KL's gradient is divided by the same max(1, sqrt(v)), so that
+    the encoder's (and a learned prior's) whole gradient is the unbiased one over that factor, as
+    NVIL scales its whole learning signal; the decoder's is unscaled. The signal uses the moments of
+    the batches before (they are updated after it, in training only), so it is unbiased given them."""
+
+    def __init__(self, normalise: bool = False):
+        self.normalise = bool(normalise)
 
     def __call__(self, model: CategoricalVAE, x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
         q = model.posterior(x)
@@ -123,11 +138,31 @@ class ReinforceELBO(Objective[CategoricalVAE]):
         log_px_z = model.likelihood(z).log_prob(x)  # f(z): its gradient trains the decoder
         kl = kl_divergence(q, model.prior())
         b = model.baseline_value(x)
-        signal = (log_px_z - b).detach()
-        surrogate = log_px_z + signal * q.log_prob(z)  # grad: decoder grad f + (f - b) grad log q
-        baseline_fit = (log_px_z.detach() - b).pow(2)  # trains b(x) only
-        loss = -(surrogate - beta * kl) + baseline_fit
+        centre, scale = self._centre_and_scale(model, log_px_z)
+        signal = ((log_px_z - b).detach() - centre) / scale
+        surrogate = log_px_z + signal * q.log_prob(z)  # grad: decoder grad f + (f - b - c) / s grad log q
+        baseline_fit = (log_px_z.detach() - centre - b).pow(2)  # trains b(x) only
+        kl_term = kl
+        if self.normalise:  # the KL's gradient (q's, exact) on the same scale: the encoder's whole gradient over s
+            kl_term = kl.detach() + (kl - kl.detach()) / scale
+            if model.training:
+                cast(RunningMoments, model.signal_moments).update(log_px_z - b)
+        loss = -(surrogate - beta * kl_term) + baseline_fit
         return DiscreteTerms(loss, (log_px_z - kl).detach(), log_px_z.detach(), kl.detach())
+
+    def _centre_and_scale(
+        self, model: CategoricalVAE, log_px_z: torch.Tensor
+    ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """(c, max(1, sqrt(v))) of the model's running moments, in f's precision; (0, 1) without ``normalise``."""
+        if not self.normalise:
+            return 0.0, 1.0
+        moments = model.signal_moments
+        if moments is None:
+            raise ValueError(
+                "NVIL's normalised signal needs the model's running moments of it: build the model as "
+                "CategoricalVAE(..., baseline=net, signal_moments=dgmkit.nn.RunningMoments())"
+            )
+        return moments.mean.to(log_px_z.dtype), moments.scale().to(log_px_z.dtype)
 
 
 def _leave_one_out(log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
