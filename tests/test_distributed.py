@@ -79,6 +79,8 @@ CASES = {
         1e-2,
     ),
     "vqvae-ema": (dict(model="vqvae", codes=4, code_dim=2, vq_width=4, downsample=1, res_blocks=1), 2, "binary", 1e-2),
+    # NVIL's running moments of its signal: of the whole batch (all-reduced), or each rank's would differ
+    "dvae-nvil": (dict(model="dvae", hidden=[8], latent_dim=2, latent_classes=3, objective="nvil"), 2, "binary", 1e-2),
 }
 
 
@@ -141,7 +143,7 @@ def test_two_processes_give_the_gradients_and_steps_of_one_on_the_global_batch(c
             torch.testing.assert_close(r["params"][name], p.detach(), rtol=1e-3, atol=1e-5, msg=f"{name} after 6 steps")
 
 
-@pytest.mark.parametrize("case", ["vae-glow-prior", "vqvae-ema"])
+@pytest.mark.parametrize("case", ["vae-glow-prior", "vqvae-ema", "dvae-nvil"])
 def test_ranks_hold_one_model_when_the_model_draws_noise(case, tmp_path):
     """ActNorm started after random draws, a codebook from k-means and moving averages: rank 0's
     start is every rank's, and the codebook's averages add every rank's part of the batch."""
