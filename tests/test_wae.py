@@ -109,3 +109,27 @@ def test_a_batch_of_one_which_leaves_the_mmd_penalty_at_0_is_refused(tmp_path, c
     assert main([*argv, "--batch-size", "1", "--out", str(tmp_path / "r")]) != 0
     assert "--batch-size 1" in capsys.readouterr().err
     assert main([*argv, "--batch-size", "1", "--mmd-weight", "0", "--out", str(tmp_path / "s")]) == 0  # no penalty asked
+
+
+def test_a_share_of_a_batch_too_small_for_the_mmd_is_refused_in_python_and_before_nproc_starts(tmp_path, capsys):
+    """Each process estimates the MMD on its own share of the batch: --batch-size 3 over 2
+    processes gave one a share of 1 (no penalty there, half the weight in the mean); refused by
+    the launcher before the processes start, and by the Trainer, in one process too (the Python
+    API's Trainer(batch_size=1) trained a WAE as a plain autoencoder)."""
+    from dgmkit.config import RunConfig, build_model, build_objective
+    from dgmkit.data import load_dataset, make_transform
+    from dgmkit.errors import ConfigError
+    from dgmkit.training import Trainer
+
+    argv = ["train", "--dataset", "digits", "--model", "wae", "--nproc", "2", "--out", str(tmp_path / "n")]
+    assert main([*argv, "--batch-size", "3"]) == 1
+    err = capsys.readouterr()
+    assert "batch size 3 shared by 2 processes, a share of 1 (take a batch size of 4 or more)" in err.err
+    assert "starting" not in err.out and not (tmp_path / "n").exists()
+    cfg = RunConfig.of(model="wae", dataset="digits", hidden=[8], latent_dim=2)
+    data = load_dataset("digits")
+    model = build_model(cfg, data.event_shape, data.num_levels)
+    with pytest.raises(ConfigError, match="WAEObjective's estimate needs at least 2 datapoints of a batch together"):
+        Trainer(model, build_objective(cfg), data.split("train"), make_transform("bernoulli", data), batch_size=1)
+    no_penalty = build_objective(cfg.replace(mmd_weight=0.0))
+    Trainer(model, no_penalty, data.split("train"), make_transform("bernoulli", data), batch_size=1, progress=False)

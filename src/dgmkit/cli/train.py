@@ -59,7 +59,7 @@ from dgmkit.training import (
     trainer_result,
 )
 from dgmkit.training.checkpoint import read_metadata, record_of, trainer_counters
-from dgmkit.training.data_parallel import check_shares, rank_device
+from dgmkit.training.data_parallel import check_rows_per_step, check_shares, rank_device
 from dgmkit.training.tensorboard import check_log_dir
 
 if TYPE_CHECKING:
@@ -970,9 +970,9 @@ def run_train(args: argparse.Namespace) -> int:
             check_log_dir(out / "tensorboard")
         if cfg.optim.channels_last:
             raise ConfigError("--nproc: channels-last memory is not supported in data-parallel training")
-        check_shares(
-            distributed.Context(world_size=args.nproc), {"the batch size": cfg.optim.batch_size}
-        )  # as each rank does
+        launched = distributed.Context(world_size=args.nproc)
+        check_shares(launched, {"the batch size": cfg.optim.batch_size})  # as each rank does
+        check_rows_per_step(cfg.model.training_objective(), cfg.optim.batch_size, launched)
         _check_processes(args.nproc, resolve_device(cfg.optim.device))
         return _launch(args)
     try:

@@ -63,6 +63,9 @@ class Objective(ABC, Generic[ModelT]):
     # which the objective's ``labelled`` term marks (1 where the label is kept): validation
     # averages them over the labelled examples, and leaves them out where there are none
     label_terms: ClassVar[tuple[str, ...]] = ()
+    # rows_per_step: the fewest datapoints whose terms a step's estimate needs together (a batch's
+    # MMD needs two codes): the Trainer refuses a batch, or one process's share of it, of fewer
+    rows_per_step: int = 1
 
     # model_type: the kind of model it takes, X of its base Objective[X] (set for each subclass)
     model_type: ClassVar[type] = object

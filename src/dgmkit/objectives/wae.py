@@ -37,6 +37,7 @@ class WAEObjective(Objective[WassersteinAutoencoder]):
 
     def __init__(self, mmd_weight: float = 10.0):
         self.mmd_weight = at_least("mmd_weight", mmd_weight, 0)
+        self.rows_per_step = 2 if self.mmd_weight > 0 else 1  # (the unbiased MMD of a batch's codes needs two)
 
     def __call__(self, model: WassersteinAutoencoder, x: torch.Tensor, beta: float = 1.0) -> WAETerms:
         z = model.posterior(x).rsample()

@@ -26,7 +26,7 @@ from dgmkit.errors import ConfigError, TrainingError
 from dgmkit.nn.data_init import initialisation_pass
 from dgmkit.training import shared_memory
 
-__all__ = ["DataParallel", "ObjectiveModule", "rank_device", "check_shares"]
+__all__ = ["DataParallel", "ObjectiveModule", "rank_device", "check_shares", "check_rows_per_step"]
 
 
 class ObjectiveModule(torch.nn.Module):
@@ -140,6 +140,19 @@ def check_shares(ctx: distributed.Context, sizes: dict[str, int]) -> None:
     small = [(what, n) for what, n in sizes.items() if n < ctx.world_size]
     if small:
         raise ConfigError(f"{small[0][0]} ({small[0][1]}) is smaller than the {ctx.world_size} processes sharing it")
+
+
+def check_rows_per_step(objective: object, batch_size: int, ctx: distributed.Context) -> None:
+    """A batch, and each process's share of it (the smallest: batch_size // processes), holds at
+    least the rows the objective's estimate needs together (``Objective.rows_per_step``): a WAE's
+    MMD of one code is no penalty, so a share of one trained that process as a plain autoencoder."""
+    need, share = getattr(objective, "rows_per_step", 1), batch_size // ctx.world_size
+    if share < need:
+        shared = f" shared by {ctx.world_size} processes, a share of {share}" if ctx.world_size > 1 else ""
+        raise ConfigError(
+            f"the {type(objective).__name__}'s estimate needs at least {need} datapoints of a batch together; "
+            f"batch size {batch_size}{shared} (take a batch size of {need * ctx.world_size} or more)"
+        )
 
 
 def _no_forward_buffer_sync(model: torch.nn.Module) -> dict:

@@ -57,7 +57,7 @@ from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource, in_precision
 from dgmkit.training.checkpoint import check_dtypes, counters_or_none, load_checkpoint, read_metadata
 from dgmkit.training.compiled import CompiledOrEager
-from dgmkit.training.data_parallel import DataParallel, ObjectiveModule, check_shares, rank_device
+from dgmkit.training.data_parallel import DataParallel, ObjectiveModule, check_rows_per_step, check_shares, rank_device
 from dgmkit.training.ema import EMA
 from dgmkit.training.graphed import StepGraph, capture_cuda
 from dgmkit.training.parts import Pace, TimeBudget, TrainingPart, attach_parts
@@ -219,6 +219,7 @@ class Trainer:
                 "make_transform(likelihood, dataset) makes the one a likelihood needs, and DataTransform('continuous', "
                 "None) gives the data as they are"
             )
+        check_rows_per_step(objective, batch_size, self.dist)
         self.model = model.to(self.device)
         objective.check_model(model)
         self.objective, self.transform, self.valid = objective, transform, valid
