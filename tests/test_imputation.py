@@ -337,6 +337,24 @@ def test_a_parquet_table_reads_as_its_csv_does(tmp_path):
     assert np.allclose(kx, [[-1, 1, 1], [1, 0, 0], [np.nan, np.nan, 1]], equal_nan=True)
 
 
+def test_a_parquet_tables_names_and_cells_are_stripped_as_a_csv_files_are(tmp_path):
+    """A Parquet column named "height " or a category "male " (a fixed-width export) was kept so,
+    and no CSV (its cells stripped) could meet it: the run's own samples, written as CSV, were
+    refused by dgm score ("columns ['height', 'sex'], but the model's table has ['height ', ...]")."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = {"height ": [150.0, 160.5, 170.0], " sex": ["male ", "female", " male"], "n": [" 1", "2 ", "3"]}
+    pq.write_table(pa.table(table), tmp_path / "t.parquet")
+    x, cols = read_table(tmp_path / "t.parquet")
+    assert [(c.name, c.kind, c.categories) for c in cols] == [
+        ("height", "numeric", ()), ("sex", "categorical", ("female", "male")), ("n", "numeric", ())
+    ]  # fmt: skip
+    (tmp_path / "back.csv").write_text(write_table(x, cols))
+    again, _ = read_table(tmp_path / "back.csv", columns=cols)
+    assert np.array_equal(again, x)
+
+
 def test_a_bad_cell_is_placed_by_its_line_in_a_csv_file_and_by_its_row_in_a_parquet_one(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

@@ -30,15 +30,19 @@ import io
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dgmkit._io import invisible_character, parse_json, read_regular, shown_text
 from dgmkit.data.formats import data_file_errors, open_data_file
 from dgmkit.errors import DataError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["Column", "read_table", "write_table", "describe_columns", "TABLE_SUFFIXES", "MISSING_CELLS", "MAX_CATEGORIES"]
 
@@ -114,10 +118,10 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
     """A Parquet file's cells as text, its checks made before any column is expanded: the cells
     and the stored bytes (each column's pages uncompressed) within the caps, its columns of
     numbers or text, then the text the cells will hold (a column stored as a dictionary, one
-    long value repeated, expands far beyond its pages) within the byte cap, as a CSV file's."""
+    long value repeated, expands far beyond its pages) within the byte cap, as a CSV file's; its
+    names and cells stripped of the spaces around them, as a CSV file's."""
     try:
         import pyarrow as pa
-        import pyarrow.compute as pc
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"{path.name}: reading Parquet needs pyarrow (pip install pyarrow), or give it as CSV") from None
@@ -147,22 +151,33 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
         if stored > MAX_TABLE_BYTES:
             raise DataError(f"{path.name}: {stored} bytes uncompressed, more than the {MAX_TABLE_BYTES} a table may have")
         t = file.read()
-        size = 0
-        for column in t.columns:
-            for chunk in column.chunks:
-                if pa.types.is_dictionary(chunk.type) and text(chunk.type.value_type):
-                    size += pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
-                elif text(chunk.type):
-                    size += pc.sum(pc.binary_length(chunk.cast(pa.large_string()))).as_py() or 0
+        size = _text_bytes(t, text)
         if size > MAX_TABLE_BYTES:
             raise DataError(f"{path.name}: its text expands to {size} bytes, more than the {MAX_TABLE_BYTES} allowed")
-        cols = [["" if v is None else str(v) for v in column.to_pylist()] for column in t.columns]
+        cols = [["" if v is None else str(v).strip() for v in column.to_pylist()] for column in t.columns]
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file, said in one line
         why = " ".join(str(e).split())[:200]
         raise DataError(f"{path.name}: not a readable Parquet file ({type(e).__name__}: {why})") from None
-    return [str(n) for n in t.column_names], [list(r) for r in zip(*cols)], [f"row {i}" for i in range(1, meta.num_rows + 1)]
+    names = [str(n).strip() for n in t.column_names]
+    return names, [list(r) for r in zip(*cols)], [f"row {i}" for i in range(1, meta.num_rows + 1)]
+
+
+def _text_bytes(t: "pa.Table", text: Callable[["pa.DataType"], bool]) -> int:
+    """The bytes that the text columns (``text`` of their type) of the Parquet table ``t`` hold
+    once expanded: a dictionary column's values counted as often as its indices name them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    size = 0
+    for column in t.columns:
+        for chunk in column.chunks:
+            if pa.types.is_dictionary(chunk.type) and text(chunk.type.value_type):
+                size += pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
+            elif text(chunk.type):
+                size += pc.sum(pc.binary_length(chunk.cast(pa.large_string()))).as_py() or 0
+    return size
 
 
 def _schema(path: Path | None, header: list[str]) -> dict[str, str] | None:
