@@ -883,6 +883,17 @@ def test_write_table_keeps_the_digits_of_a_column_far_from_zero(tmp_path):
     assert np.allclose(back, values, rtol=0, atol=1.0)
 
 
+def test_write_table_writes_a_value_at_float32s_largest_within_its_range(tmp_path):
+    """The largest float32, 3.4028234663852886e+38, was written as the shorter 3.4028235e+38,
+    beyond float32's range, which read_table refuses: the rows written could not be read back."""
+    p = tmp_path / "t.csv"
+    p.write_text("a\n0\n3.4028234663852886e+38\n")
+    x, cols = read_table(p)
+    (tmp_path / "back.csv").write_text(write_table(x.astype(np.float32), cols))
+    again, _ = read_table(tmp_path / "back.csv", columns=cols)
+    assert np.array_equal(again.astype(np.float32), x.astype(np.float32))
+
+
 def test_write_table_writes_a_files_own_values_as_it_had_them_and_reads_back_the_same(tmp_path):
     """A value stored as float32 after standardization (40 as 39.9999997) is written as the
     shortest decimal that reads back as the same stored value: the file's own 40, 0 and 1.764

@@ -489,9 +489,13 @@ def _unstandardized(v: float, c: Column, low: float, high: float) -> str:
     # these operations: the next places are tried); at coarser places it is one number for as long as
     # it fits (it lies within reach of the value), so the coarsest place that fits ends the search
     sure = math.ceil(-math.log10(2 * reach))
+
+    def reads_back(n: float) -> bool:  # (within float32's range too: read_table refuses 3.4028235e+38)
+        return low < (n - c.mean) / c.std < high and abs(n) <= _FLOAT32_MAX
+
     for places in range(sure, sure + 8):
         near = round(value, places) + 0.0  # (+ 0.0: no "-0")
-        if low < (near - c.mean) / c.std < high:
+        if reads_back(near):
             break
     else:
         return repr(value)
@@ -499,7 +503,7 @@ def _unstandardized(v: float, c: Column, low: float, high: float) -> str:
         if near == 0:  # (no coarser number)
             break
         coarser = round(value, coarse) + 0.0
-        if not low < (coarser - c.mean) / c.std < high:
+        if not reads_back(coarser):
             break
         near = coarser
     text = repr(near)
