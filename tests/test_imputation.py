@@ -353,6 +353,15 @@ def test_a_parquet_tables_names_and_cells_are_stripped_as_a_csv_files_are(tmp_pa
     (tmp_path / "back.csv").write_text(write_table(x, cols))
     again, _ = read_table(tmp_path / "back.csv", columns=cols)
     assert np.array_equal(again, x)
+    # a run that recorded the unstripped names and categories (read before they were stripped) reads both files
+    import dataclasses
+
+    recorded = tuple(
+        dataclasses.replace(c, name=n, categories=tuple(f"{v} " for v in c.categories))
+        for c, n in zip(cols, ["height ", " sex", "n"])
+    )
+    for f in ("t.parquet", "back.csv"):
+        assert np.array_equal(read_table(tmp_path / f, columns=recorded)[0], x)
 
 
 def test_a_bad_cell_is_placed_by_its_line_in_a_csv_file_and_by_its_row_in_a_parquet_one(tmp_path):

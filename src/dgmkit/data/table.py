@@ -428,11 +428,15 @@ def _standardized(values: np.ndarray) -> tuple[np.ndarray, float, float]:
 def _encode(
     path: Path, header: list[str], rows: list[list[str]], places: list[str], columns: tuple[Column, ...]
 ) -> np.ndarray:
-    if header != [c.name for c in columns]:
+    # (names and categories compared stripped, as the readers give them: a run of a Parquet file read before they
+    # were stripped recorded 'height ' and 'male ')
+    if header != [c.name.strip() for c in columns]:
         raise DataError(f"{path.name}: columns {header}, but the model's table has {[c.name for c in columns]}")
     x = np.full((len(rows), len(columns)), np.nan)
     for j, c in enumerate(columns):
-        index = {v: k for k, v in enumerate(c.categories)}
+        index = {v.strip(): k for k, v in enumerate(c.categories)}
+        if len(index) < len(c.categories):
+            raise DataError(f"the model's column {c.name!r} has categories that differ only in spaces: {list(c.categories)}")
         for i, r in enumerate(rows):
             cell = r[j]
             if cell.lower() in MISSING_CELLS:
