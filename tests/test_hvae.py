@@ -354,6 +354,19 @@ def test_free_bits_apply_per_layer(data):
         RunConfig.of(model="hvae", posterior="bottom-up", free_bits=0.5)
 
 
+@pytest.mark.parametrize("model", ["hvae", "pixelvae"])
+def test_free_bits_are_taken_by_a_bottom_up_posterior_of_one_layer(model):
+    """One layer: its term is the top's, a closed-form KL, whatever the posterior (a one-layer
+    PixelVAE with --posterior bottom-up and free bits was refused as if it were a one-draw estimate)."""
+    from dgmkit.config import RunConfig
+    from dgmkit.errors import ConfigError
+
+    cfg = RunConfig.of(model=model, posterior="bottom-up", latent_sizes=[4], free_bits=0.5)
+    assert cfg.model.training_objective().free_bits == 0.5
+    with pytest.raises(ConfigError, match="below the top is a one-draw estimate"):
+        RunConfig.of(model=model, posterior="bottom-up", latent_sizes=[4, 2], free_bits=0.5)
+
+
 def test_gated_branches_partial_is_the_network_with_its_first_input_fixed():
     from dgmkit.nn.gated import GatedBranches
 

@@ -73,18 +73,25 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             raise ConfigError("architecture = conv-hvae is a top-down posterior whose decoder sees every layer")
         if self.prior == "vampprior" and self.posterior == "bottom-up":
             raise ConfigError("the VampPrior is made of q(z_L | x): it needs a top-down or ladder posterior")
-        if self.free_bits and (self.objective != "elbo" or self.posterior == "bottom-up"):
+        if self.free_bits and (self.objective != "elbo" or self._one_draw_layer_terms):
             raise ConfigError(
                 "free_bits (per layer) needs the elbo objective and a top-down or ladder posterior, whose layer "
-                "terms are KL divergences (a bottom-up layer's term is a one-draw estimate that can be negative)"
+                "terms are KL divergences (a bottom-up layer's term below the top is a one-draw estimate that can "
+                "be negative)"
             )
+
+    @property
+    def _one_draw_layer_terms(self) -> bool:
+        """Whether a layer's ELBO term is a one-draw estimate that can be negative, not a KL: those
+        below the top of a bottom-up posterior of two or more layers (one layer: the top's, a KL)."""
+        return self.posterior == "bottom-up" and len(self.latent_sizes) > 1
 
     def inert_settings(self) -> dict[str, str]:
         inert = {**super().inert_settings(), **self.prior_inert_settings()}
         if self.objective != "iwae":
             inert["iw_k"] = "--objective iwae"
-        if self.objective != "elbo" or self.posterior == "bottom-up":  # (validate refuses another value)
-            inert["free_bits"] = "--objective elbo with another posterior than bottom-up"
+        if self.objective != "elbo" or self._one_draw_layer_terms:  # (validate refuses another value)
+            inert["free_bits"] = "--objective elbo with another posterior than bottom-up (of two or more layers)"
         if len(self.latent_sizes) == 1:  # (z_1 is every layer: the decoder sees the same whatever it says)
             inert["decoder_input"] = "--latent-sizes of two or more layers"
         if self.architecture == "conv-hvae":  # (its networks are its own: gated convolutions and gated dense layers)
