@@ -367,6 +367,22 @@ def test_free_bits_are_taken_by_a_bottom_up_posterior_of_one_layer(model):
         RunConfig.of(model=model, posterior="bottom-up", latent_sizes=[4, 2], free_bits=0.5)
 
 
+@torch.no_grad()
+def test_a_one_layer_bottom_up_posterior_makes_a_vampprior():
+    """Its q(z_1 | x) is q(z_L | x), of x alone: the VampPrior's components are it at the
+    pseudo-inputs (it was refused as if the top layer were drawn from the ones below)."""
+    from dgmkit.config import RunConfig, build_model
+
+    settings = dict(posterior="bottom-up", latent_sizes=[3], hidden=[8], prior="vampprior", prior_components=2)
+    cfg = RunConfig.of(dataset="digits", model="hvae", **settings)
+    torch.manual_seed(0)
+    model = build_model(cfg, (1, 8, 8), 2)
+    x = (torch.rand(4, 1, 8, 8) < 0.5).float()
+    q, top = model.posterior(x), model.top_posterior(x * model.input_scale)
+    torch.testing.assert_close(q.location(), top.mean)
+    assert torch.isfinite(HierarchicalELBO()(model, x).elbo).all()
+
+
 def test_gated_branches_partial_is_the_network_with_its_first_input_fixed():
     from dgmkit.nn.gated import GatedBranches
 

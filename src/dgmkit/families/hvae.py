@@ -71,8 +71,10 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             raise ConfigError("latent_scale sets the dense stacks' Gaussian layers; the residual model has its own")
         if self.architecture == "conv-hvae" and (self.posterior != "top-down" or self.decoder_sees != "all"):
             raise ConfigError("architecture = conv-hvae is a top-down posterior whose decoder sees every layer")
-        if self.prior == "vampprior" and self.posterior == "bottom-up":
-            raise ConfigError("the VampPrior is made of q(z_L | x): it needs a top-down or ladder posterior")
+        if self.prior == "vampprior" and self.posterior == "bottom-up" and len(self.latent_sizes) > 1:
+            raise ConfigError(
+                "the VampPrior is made of q(z_L | x): it needs a top-down or ladder posterior (or a single layer)"
+            )
         if self.free_bits and (self.objective != "elbo" or self._one_draw_layer_terms):
             raise ConfigError(
                 "free_bits (per layer) needs the elbo objective and a top-down or ladder posterior, whose layer "

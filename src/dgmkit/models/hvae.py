@@ -259,7 +259,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
             raise ValueError("each layer's prior must have that layer's size")
         if inference != "ladder" and len(ladder_nets):
             raise ValueError("ladder networks belong to a ladder posterior")
-        if top_prior.context == "encoder" and inference == "bottom-up":
+        if top_prior.context == "encoder" and inference == "bottom-up" and len(sizes) > 1:
             raise ValueError("a prior made of the encoder (VampPrior) needs q(z_L | x): a top-down or ladder posterior")
         self.sizes = [int(m) for m in sizes]
         self.inference = inference
@@ -297,8 +297,8 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
     def top_posterior(self, u: torch.Tensor) -> DiagonalNormal:
         """q(z_L | u) for network inputs u (top-down and ladder posteriors): the VampPrior's
         components at its pseudo-inputs, which live in the networks' input space."""
-        if self.inference == "bottom-up":
-            raise ValueError("a bottom-up posterior has no q(z_L | x) of x alone")
+        if self.inference == "bottom-up" and self.num_layers > 1:  # (of one layer: q(z_1 | x) is q(z_L | x))
+            raise ValueError("a bottom-up posterior of two or more layers has no q(z_L | x) of x alone")
         return self._top_q(self._encode(u, scale=False))
 
     def _posterior_pass(
