@@ -165,6 +165,31 @@ def test_nvil_updates_its_running_moments_in_training_after_using_them():
         ReinforceELBO(normalise=True)(model, X)
 
 
+def test_nvil_s_moments_make_no_tensor_of_a_host_number_in_the_step():
+    """The batch's count was v.new_tensor(len): a host number copied to the device, which on a GPU
+    waits for it in every step (torch.tensor(3.14, device="cuda") syncs, pytorch issue 120996)
+    and ended --graph-step's strict warm-up, so that NVIL's step was never captured. A fill on
+    the device (new_full) makes it; the emulated capture cannot see the copy, hence this look."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from dgmkit.nn import RunningMoments
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    moments, values = RunningMoments(), torch.tensor([1.0, 2.0, 3.0])
+    with Ops() as ops:
+        moments.update(values)
+    assert torch.ops.aten.lift_fresh.default not in ops.seen, ops.seen
+    assert (moments.mean.item(), moments.var.item()) == pytest.approx((0.4, 0.8 + 0.2 * 2 / 3))
+
+
 def test_reinforce_reports_the_true_discrete_elbo():
     model = tiny_model()
     torch.manual_seed(2)

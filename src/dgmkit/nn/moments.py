@@ -36,7 +36,9 @@ class RunningMoments(nn.Module):
     def update(self, values: torch.Tensor) -> None:
         """Fold one batch of ``values`` (B,) into the averages: its mean and (population) variance."""
         v = values.detach().to(self.mean.dtype).flatten()
-        sums = distributed.all_reduce_sum(torch.stack([v.new_tensor(float(len(v))), v.sum(), v.square().sum()]))
+        # (the count by new_full, a fill on the device: new_tensor copied a host number there, which on a GPU waits
+        # for it in every step and kept --graph-step from capturing the step)
+        sums = distributed.all_reduce_sum(torch.stack([v.new_full((), float(len(v))), v.sum(), v.square().sum()]))
         count = sums[0].clamp(min=1.0)
         mean = sums[1] / count
         var = (sums[2] / count - mean.square()).clamp(min=0.0)
