@@ -28,7 +28,7 @@ __all__ = ["DiscreteVAEConfig"]
 @dataclasses.dataclass
 class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampledEval, FamilyConfig):
     name = "dvae"
-    summary = "VAE with categorical latents: Gumbel-softmax, REINFORCE or VIMCO"
+    summary = "VAE with categorical latents: Gumbel-softmax, REINFORCE, NVIL or VIMCO"
 
     latent_dim: int = setting(30, "categorical latent variables V", min=1, max=4096)
     latent_classes: int = setting(10, "classes K of each latent variable", min=2, max=1024)
