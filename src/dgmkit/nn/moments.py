@@ -25,8 +25,10 @@ class RunningMoments(nn.Module):
         self.decay = float(finite_at_least("the running moments' decay", decay, 0.0))
         if not self.decay < 1:
             raise ValueError(f"the running moments' decay must be in [0, 1), got {decay!r}")
-        self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("var", torch.ones((), dtype=torch.float64))
+        # (of shape (1,): torch.compile's CPU code lost every in-place update of a 0-d float64 input, so that a
+        # compiled step kept c at 0 and shrank v by 0.8 a step, whatever the signal)
+        self.register_buffer("mean", torch.zeros(1, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(1, dtype=torch.float64))
 
     def scale(self) -> torch.Tensor:
         """max(1, sqrt(v)): NVIL divides the centred signal by it (it shrinks large signals only)."""
