@@ -388,6 +388,7 @@ def test_the_coders_arguments_are_checked_before_coding():
         with pytest.raises(DataError, match=problem):
             call()
     assert torch.equal(decode_images(model, words, 3, 2), x)  # well-formed arguments: the round trip
+    assert decode_images(model, [], 0).shape == (0, *model.event_shape)  # (no words, no images: an empty list too)
     # a NumPy integer is the integer it holds (it was refused as "no non-negative integer")
     assert torch.equal(decode_images(model, words, np.int64(3), np.uint8(2)), x)
     assert len(encode_images(model, x, np.int32(2))) == len(words)

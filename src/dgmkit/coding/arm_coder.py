@@ -163,8 +163,8 @@ def check_words(words: object) -> np.ndarray:
     a = np.asarray(words)
     if a.ndim != 1:
         raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {a.shape}")
-    if a.dtype == np.uint32:
-        return np.ascontiguousarray(a)
+    if a.dtype == np.uint32 or not len(a):  # (an empty list is NumPy's float64: no word to check)
+        return np.ascontiguousarray(a, dtype=np.uint32)
     if a.dtype.kind not in "iu" or (len(a) and (int(a.min()) < 0 or int(a.max()) >= 1 << 32)):
         what = f"{a.dtype} values" if a.dtype.kind not in "iu" else f"integers from {int(a.min())} to {int(a.max())}"
         raise DataError(f"the compressed data must be 32-bit words, integers 0 .. 2^32 - 1; got {what}")
