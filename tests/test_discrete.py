@@ -308,6 +308,35 @@ def test_vimco_s_baselines_replace_each_draw_by_the_geometric_mean_of_the_others
         torch.testing.assert_close(leave_one_out_bounds(log_w)[j], torch.logsumexp(swapped, 0) - math.log(4))
 
 
+def test_the_discrete_kl_is_torch_s_without_boolean_indexing():
+    """KL(q(z|x) || p(z)) of the one-hot categoricals: torch's value (inf where p(z) has no mass
+    that q has, 0 terms where q has none), by torch.where, not torch's t[mask] = inf (an index_put
+    of a boolean mask reads the mask back: a wait for a GPU in every step, and a step that
+    --graph-step cannot capture). Fails where torch's categorical KL is used."""
+    from torch.distributions import OneHotCategorical
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from dgmkit.distributions.categorical import one_hot_categorical
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.add(func.overloadpacket)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 4, 3, dtype=torch.float64), torch.randn(5, 4, 3, dtype=torch.float64)
+    a[0, 0, 1], b[1, 1, 2], a[2, 0, 0], b[2, 0, 0] = -math.inf, -math.inf, -math.inf, -math.inf
+    with Ops() as ops:
+        ours = kl_divergence(one_hot_categorical(a), one_hot_categorical(b))
+    assert torch.equal(ours, kl_divergence(OneHotCategorical(logits=a), OneHotCategorical(logits=b)))
+    assert ours[1, 1] == math.inf and math.isfinite(ours[0, 0]) and math.isfinite(ours[2, 0])
+    assert not ops.seen & {torch.ops.aten.index_put_, torch.ops.aten.index_put, torch.ops.aten.nonzero}, ops.seen
+
+
 def test_vimco_s_baselines_take_memory_linear_in_k_and_keep_the_dominant_draw_exact():
     """No (k, k, B) tensor (k = 5000 draws of 128 datapoints made 12.8 GB of one): every
     intermediate holds at most k B numbers; a draw that holds all the weight has the others' sum."""
