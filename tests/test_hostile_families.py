@@ -92,6 +92,17 @@ def test_a_warm_up_to_a_weight_of_zero_is_refused(tmp_path, capsys, model):
     RunConfig.of(model=model, beta=0.0).check_inert()  # (beta 0 itself: a weight of its own)
 
 
+@pytest.mark.parametrize("model", ["vae", "hvae", "pixelvae"])
+def test_free_bits_under_a_weight_of_zero_are_refused(model):
+    """--beta 0 --free-bits 0.5: the floor is on the KL term, which the loss weighs by 0: taken and
+    recorded before, refused by name now, as the warm-up to 0 is."""
+    from dgmkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"free_bits = 0.5 is read only with --beta above 0"):
+        RunConfig.of(model=model, dataset="digits", beta=0.0, free_bits=0.5).check_inert()
+    RunConfig.of(model=model, dataset="digits", beta=0.5, free_bits=0.5).check_inert()
+
+
 @pytest.mark.parametrize(
     "flags, said",
     [

@@ -94,6 +94,8 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             inert["iw_k"] = "--objective iwae"
         if self.objective != "elbo" or self._one_draw_layer_terms:  # (validate refuses another value)
             inert["free_bits"] = "--objective elbo with another posterior than bottom-up (of two or more layers)"
+        elif self.beta == 0:  # (the floor is on the KL term, which beta 0 weighs by 0)
+            inert["free_bits"] = "--beta above 0"
         if len(self.latent_sizes) == 1:  # (z_1 is every layer: the decoder sees the same whatever it says)
             inert["decoder_input"] = "--latent-sizes of two or more layers"
         if self.architecture == "conv-hvae":  # (its networks are its own: gated convolutions and gated dense layers)

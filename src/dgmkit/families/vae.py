@@ -85,6 +85,8 @@ class VAEConfig(VAESettings, ImportanceSampledEval, FamilyConfig):
             inert["samples"] = "--objective elbo"
         if self.objective != "elbo" or self.prior != "standard" or self.posterior != "gaussian":  # (validate: another value)
             inert["free_bits"] = "--objective elbo with the standard prior and the gaussian posterior"
+        elif self.beta == 0:  # (the floor is on the KL term, which beta 0 weighs by 0)
+            inert["free_bits"] = "--beta above 0"
         if self.objective not in ("iwae", "miwae"):
             inert["iw_k"] = "--objective iwae or miwae"
         if self.objective == "miwae":  # (its bound weighs no KL term: beta and its warm-up go unread)
