@@ -432,8 +432,10 @@ class Pace:
         train_s, trained = self._train_end - self._t0, trainer.steps_per_epoch - self._first
         per_step = self.step_s if self.step_s is not None else train_s / trained  # (too few steps: all of them)
         per_epoch = per_step * trainer.steps_per_epoch + self._valid_s + files_s
-        # the first epoch's training in all the calls (the earlier ones' steps are in ``spent``) beyond its steps
-        # at the pace: not this call's steps alone, which counted the earlier calls' steps twice
-        warmup = max(0.0, self.spent + train_s - per_step * trainer.steps_per_epoch)
+        # the first epoch's training beyond its steps at the pace, each call's own: the earlier calls' seconds
+        # (``spent``) less their steps, and this call's less its own (``spent`` whole counted the earlier calls'
+        # steps twice; an earlier call recorded as 0 s leaves this call's excess as it is)
+        earlier = max(0.0, self.spent - per_step * (trainer.steps_per_epoch - trained))
+        warmup = earlier + max(0.0, train_s - per_step * trained)
         fit = int((self.seconds - warmup) // per_epoch) if per_epoch > 0 else trainer.epochs
         return max(1, min(trainer.epochs, fit)), per_epoch, warmup
