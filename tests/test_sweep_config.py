@@ -56,7 +56,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
         ({"likelihood": "logistic"}, "logistic_components", 1, 0, "logistic_components must be >= 1"),
         ({"prior": "flow"}, "flow_layers", 1, 0, "flow_layers must be >= 1"),
         ({"prior": "mog"}, "prior_components", 1, 0, "prior_components must be >= 1"),
-        ({"model": "dvae"}, "gumbel_temperature_min", 1e-3, 0.0, "gumbel_temperature_min must be > 0"),
+        ({"model": "dvae"}, "gumbel_temperature_min", 1.1754943508222875e-38, 1e-39, "must be >= 1.17"),
         ({}, "hidden", [8] * MAX_LIST, [8] * (MAX_LIST + 1), f"hidden may hold at most {MAX_LIST} values"),
         ({}, "dataset", "d" * 4096, "d" * 4097, "dataset is not a usable text value"),
     ],

@@ -41,7 +41,9 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
     gumbel_temperature: float = setting(
         1.0, "gumbel-softmax: initial relaxation temperature tau_0 (not dgm sample's --temperature)", gt=0, max=100
     )
-    gumbel_temperature_min: float = setting(TAU_MIN, "gumbel-softmax: the relaxation temperature's floor", gt=0, max=100)
+    gumbel_temperature_min: float = setting(
+        TAU_MIN, "gumbel-softmax: the relaxation temperature's floor", min=SMALLEST_TEMPERATURE, max=100
+    )
     anneal_rate: float = setting(3e-5, "gumbel-softmax: tau_t = max(tau_min, tau_0 exp(-rate * step))", min=0, max=1)
     straight_through: bool = setting(False, "gumbel-softmax: hard one-hot forward pass, relaxed gradient")
 
@@ -52,11 +54,6 @@ class DiscreteVAEConfig(KLWeightSettings, AutoencoderSettings, ImportanceSampled
         return flat.get("model", "vae") == "vae" and flat.get("latent") == "categorical"
 
     def validate(self) -> None:
-        if self.gumbel_temperature_min < SMALLEST_TEMPERATURE:  # (the step holds tau in float32)
-            raise ConfigError(
-                f"gumbel_temperature_min must be >= {SMALLEST_TEMPERATURE}, float32's smallest normal number, "
-                f"got {self.gumbel_temperature_min}"
-            )
         if self.gumbel_temperature_min > self.gumbel_temperature:
             raise ConfigError(
                 "need gumbel_temperature_min <= gumbel_temperature, got "
