@@ -9,11 +9,11 @@ from typing import Literal, cast
 from dgmkit.data import Dataset, DataTransform, density_transform
 from dgmkit.errors import ConfigError
 from dgmkit.families.base import DataSpec, FamilyConfig, PartlyRead
-from dgmkit.families.parts import Activation
+from dgmkit.families.parts import Activation, vector_flow
 from dgmkit.models import FlowModel, GenerativeModel, LogitNormalDequantizer, VariationallyDequantizedFlow
 from dgmkit.objectives import DequantizationBound, MaximumLikelihood, Objective
 from dgmkit.settings import setting
-from dgmkit.transforms import IMAGE_FLOWS, VECTOR_FLOWS, Bijection, Compose, Logit
+from dgmkit.transforms import IMAGE_FLOWS, Bijection, Compose, Logit
 
 __all__ = ["FlowConfig"]
 
@@ -110,12 +110,7 @@ class FlowConfig(FamilyConfig):
             flatten = False
         else:
             dims = math.prod(data.event_shape)
-            if dims < 2 and self.flow != "maf":  # (the coupling mask's ValueError was an internal error)
-                raise ConfigError(
-                    f"a {self.flow} flow's couplings transform some of the data's dimensions given the others; these "
-                    "data have a single dimension: use --flow maf"
-                )
-            bij = VECTOR_FLOWS[self.flow](dims, self.hidden, self.flow_layers, act=self.activation)
+            bij = vector_flow(self.flow, dims, self.hidden, self.flow_layers, self.activation, "flow", "these data have")
             flatten = True
         if data.num_levels is not None:
             bij = Compose([Logit(self.logit_alpha), bij])

@@ -238,6 +238,20 @@ class NetworkSettings:
                 raise ConfigError(f"conv networks need images with height and width divisible by 4, got shape {event_shape}")
 
 
+def vector_flow(
+    flow: str, dims: int, hidden: list[int], layers: int, act: str, what: str, of: str, fix: str = ""
+) -> Bijection:
+    """``VECTOR_FLOWS[flow]`` over ``dims`` dimensions; a coupling flow (all but MAF) over one is
+    refused by name (``what``: the flow's role; ``of``: what it models, with its verb): its couplings transform some
+    dimensions given the others, and a mask or network with nothing on one side was an internal error."""
+    if dims < 2 and flow != "maf":
+        raise ConfigError(
+            f"a {flow} {what}'s couplings transform some of the dimensions given the others; {of} a single "
+            f"dimension: use --flow maf{fix}"
+        )
+    return VECTOR_FLOWS[flow](dims, hidden, layers, act=act)
+
+
 @dataclasses.dataclass
 class PriorSettings:
     """The prior p(z) of a Gaussian latent layer (a VAE's, or the top layer of a hierarchy)."""
@@ -303,12 +317,10 @@ class PriorSettings:
         if self.prior == "standard":
             return StandardNormalPrior(m)
         if self.prior == "flow":
-            if m < 2 and self.flow != "maf":  # (the coupling network of no outputs was an internal error)
-                raise ConfigError(
-                    f"a {self.flow} flow prior's couplings transform some of z's dimensions given the others; this z has "
-                    "a single dimension: use --flow maf, or more latent dimensions"
-                )
-            return FlowPrior(m, VECTOR_FLOWS[self.flow](m, hidden, self.flow_layers, act=act))
+            flow = vector_flow(
+                self.flow, m, hidden, self.flow_layers, act, "flow prior", "this z has", ", or more latent dimensions"
+            )
+            return FlowPrior(m, flow)
         if self.prior == "mog":
             return MixtureOfGaussiansPrior(m, self.prior_components or 10)
         k = self.prior_components or 500
