@@ -1,5 +1,7 @@
 """Every likelihood with every network kind: shapes, finite values, gradients, sampling."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.data import DataTransform
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation import importance_sampled_log_likelihood
+from dgmkit.models.base import CapabilityError
 
 TRANSFORM = {"bernoulli": "binary", "gaussian": "dequantize", "categorical": "integers", "logistic": "integers"}
 
@@ -230,3 +233,24 @@ def test_a_models_sample_refuses_a_count_that_is_not_a_whole_number():
 
     own = [cls for cls in every(GenerativeModel) if "sample" in cls.__dict__]
     assert len(own) > 10 and all(getattr(cls.__dict__["sample"], "_counts_checked", False) for cls in own)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("dgmkit.families", fromlist=["FAMILIES"]).FAMILIES))
+def test_every_family_draws_no_samples_as_empty_outputs_leaving_the_random_streams_as_they_were(name):
+    """sample(0) gives each output with none of its rows (one draw's shape and type otherwise),
+    where several of torch's distributions refuse to draw none (the discrete and VQ-VAEs) or to
+    reshape none (the hierarchical and pixel VAEs' priors, diffusion), and draws nothing."""
+    model = build_model(RunConfig.of(model=name), (1, 4, 4), 2).eval()
+    if name == "ae":  # (no distribution: a plain autoencoder)
+        with pytest.raises(CapabilityError, match="defines no distribution to sample from"):
+            model.sample(0)
+        return
+    torch.manual_seed(5)
+    g = torch.Generator().manual_seed(7)
+    some = model.sample(2)
+    after_global, g_state = torch.random.get_rng_state(), g.get_state()
+    none = model.sample(0, generator=g) if "generator" in inspect.signature(model.sample).parameters else model.sample(0)
+    assert isinstance(none, tuple) and len(none) == len(some)
+    for a, b in zip(none, some, strict=True):
+        assert a.shape == (0, *b.shape[1:]) and a.dtype == b.dtype
+    assert torch.equal(torch.random.get_rng_state(), after_global) and torch.equal(g.get_state(), g_state)

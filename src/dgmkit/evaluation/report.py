@@ -428,7 +428,8 @@ def evaluate(
     """Evaluate ``model`` on transformed data ``x`` (what the likelihood scores).
 
     ``iw_samples``: importance samples where the model's estimate is sampled (0 reports the
-    ELBO as the bound it is, kind ``bound`` with k = 1); ignored where it is exact.
+    ELBO as the bound it is, kind ``bound`` with k = 1); for a time-sampled bound (diffusion)
+    the times per datapoint (0 taken as 1, recorded so); ignored where it is exact.
     ``log_volume``: log L per dimension for uniformly dequantized data
     (``DataTransform.log_volume``), so that the numbers are of the integers. ``continuous``: the
     data are continuous values (not quantized): no bits/dim; None (the default): continuous where

@@ -69,6 +69,7 @@ split, a classifier's accuracy) it declares by ``evaluation_terms`` (``models.te
 
 import functools
 import inspect
+import itertools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -277,10 +278,26 @@ def _counted(sample: Callable[..., R]) -> Callable[..., R]:
         n = whole_at_least(f"{type(self).__name__}.sample's n (how many to draw)", n, 0)
         generator = args[at] if at is not None and at < len(args) else kwargs.get("generator") if named else None
         checked_generator(generator, f"{type(self).__name__}.sample's generator")
+        if n == 0:
+            return _none_drawn(self, lambda: sample(self, 1, *args, **kwargs), generator)
         return sample(self, n, *args, **kwargs)
 
     checked._counts_checked = True  # type: ignore[attr-defined]
     return checked
+
+
+def _none_drawn(model: "GenerativeModel", draw_one: Callable[[], R], generator: object) -> R:
+    """What ``sample(0)`` returns: one draw's outputs cut to none of them (their shapes and types
+    otherwise), with every random stream it drew from left as it was (several of torch's
+    distributions refuse to draw none, or cannot reshape none)."""
+    weight = next(itertools.chain(model.parameters(), model.buffers()), None)
+    devices = [weight.device] if weight is not None and weight.device.type == "cuda" else []
+    state = generator.get_state() if isinstance(generator, torch.Generator) else None
+    with torch.random.fork_rng(devices=devices):
+        out = draw_one()
+    if isinstance(generator, torch.Generator) and state is not None:
+        generator.set_state(state)
+    return tuple(t[:0] for t in out) if isinstance(out, tuple) else out[:0]  # type: ignore[return-value,index]
 
 
 def _refuse_infinite(x: torch.Tensor) -> None:
