@@ -133,3 +133,41 @@ def test_a_share_of_a_batch_too_small_for_the_mmd_is_refused_in_python_and_befor
         Trainer(model, build_objective(cfg), data.split("train"), make_transform("bernoulli", data), batch_size=1)
     no_penalty = build_objective(cfg.replace(mmd_weight=0.0))
     Trainer(model, no_penalty, data.split("train"), make_transform("bernoulli", data), batch_size=1, progress=False)
+
+
+def test_a_last_batch_of_one_code_is_left_out_and_a_split_of_one_refused():
+    """The unbiased MMD of one code is 0: a last batch of one row trained that step as a plain
+    autoencoder (9 rows at batch size 4: steps of 4, 4 and 1). It is left out of each epoch, as
+    data-parallel ranks leave out a last batch too small to share; a training split of one row,
+    which would leave no step, is refused by name. Without a penalty every row is trained on."""
+    from dgmkit.config import RunConfig, build_model, build_objective
+    from dgmkit.data import Split, load_dataset, make_transform
+    from dgmkit.errors import ConfigError
+    from dgmkit.training import Trainer
+
+    cfg = RunConfig.of(model="wae", dataset="digits", hidden=[8], latent_dim=2)
+    data = load_dataset("digits")
+    whole, transform = data.split("train"), make_transform("bernoulli", data)
+
+    def train(n):
+        return Split(whole.x[:n])
+
+    model = build_model(cfg, data.event_shape, data.num_levels)
+    sizes = []
+    objective = build_objective(cfg)
+
+    class Recording(type(objective)):
+        def __call__(self, model, x, beta):
+            sizes.append(len(x))
+            return super().__call__(model, x, beta)
+
+    objective.__class__ = Recording
+    trainer = Trainer(model, objective, train(9), transform, batch_size=4, epochs=1, progress=False)
+    assert trainer.steps_per_epoch == 2
+    trainer.fit()
+    assert sizes == [4, 4] and trainer.step == 2 and trainer.batches.rows_per_epoch == 8
+    free = Trainer(model, build_objective(cfg.replace(mmd_weight=0.0)), train(9), transform, batch_size=4, progress=False)
+    assert free.steps_per_epoch == 3
+    assert Trainer(model, build_objective(cfg), train(8), transform, batch_size=4, progress=False).steps_per_epoch == 2
+    with pytest.raises(ConfigError, match="needs at least 2 datapoints of a batch together; the training split has 1"):
+        Trainer(model, build_objective(cfg), train(1), transform, batch_size=4, progress=False)

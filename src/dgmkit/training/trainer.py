@@ -57,7 +57,14 @@ from dgmkit.objectives.base import Objective
 from dgmkit.training.batches import BatchSource, in_precision
 from dgmkit.training.checkpoint import check_dtypes, counters_or_none, load_checkpoint, read_metadata
 from dgmkit.training.compiled import CompiledOrEager
-from dgmkit.training.data_parallel import DataParallel, ObjectiveModule, check_rows_per_step, check_shares, rank_device
+from dgmkit.training.data_parallel import (
+    DataParallel,
+    ObjectiveModule,
+    check_rows_per_step,
+    check_shares,
+    rank_device,
+    rows_needed,
+)
 from dgmkit.training.ema import EMA
 from dgmkit.training.graphed import StepGraph, capture_cuda
 from dgmkit.training.parts import Pace, TimeBudget, TrainingPart, attach_parts
@@ -219,7 +226,7 @@ class Trainer:
                 "make_transform(likelihood, dataset) makes the one a likelihood needs, and DataTransform('continuous', "
                 "None) gives the data as they are"
             )
-        check_rows_per_step(objective, batch_size, self.dist)
+        check_rows_per_step(objective, batch_size, self.dist, len(train))
         self.model = model.to(self.device)
         objective.check_model(model)
         self.objective, self.transform, self.valid = objective, transform, valid
@@ -230,8 +237,10 @@ class Trainer:
         # costs hundreds of microseconds of the host's time, which a GPU step waits for)
         self._trained = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.steps_per_epoch = math.ceil(len(train) / batch_size)
-        if self.dist.parallel and 0 < len(train) % batch_size < self.dist.world_size:
-            self.steps_per_epoch -= 1  # a last batch too small to share between the ranks is left out
+        if 0 < len(train) % batch_size < rows_needed(objective, self.dist):
+            # a last batch too small to share between the ranks, or for the objective's estimate (a WAE's MMD of one
+            # code is no penalty: that step trained a plain autoencoder), is left out
+            self.steps_per_epoch -= 1
         self._data(train, valid)
         self._counters_from_start()
         self._output(run_dir, config, progress, eval_batch_size, callbacks, diagnostics)
@@ -860,7 +869,7 @@ class Trainer:
         ``perm``), once its step count is what its epochs and that place take at this run's batch size:
         the steps go on from it (a discrete VAE's temperature is of the step), so a wrong count would
         train on silently as another run. An epoch has the steps of one process, or one fewer where
-        data-parallel ranks left out a last batch too small to share."""
+        data-parallel ranks left out a last batch too small to share (or the objective's estimate: a WAE's)."""
         progress = self._checked_progress(t.get("epoch_progress"), perm, path)
         steps = math.ceil(len(self.train_x) / self.batch_size)
         within = progress["step"] if progress is not None else 0
