@@ -166,3 +166,32 @@ def test_the_factor_vae_metric_says_its_images_are_drawn_at_random_and_with_whic
     said = "5 votes of 4 images to fit and as many to score, rendered for random factor values drawn with seed 7; 3 active"
     assert said in format_disentanglement({**r, "seed": 7})
     assert "rendered for random factor values; 3 active" in format_disentanglement(r)  # (an older record: no seed)
+
+
+def test_a_result_file_made_meanwhile_is_kept_and_the_command_refuses(sprite_run, tmp_path, capsys, monkeypatch):
+    """disentangle.json was checked before the work (minutes) and then replaced: a file another
+    program made there meanwhile was lost. It is checked again under the results' lock, as
+    cluster.json is (cli.common.write_own_result, which impute.json takes too)."""
+    import shutil
+
+    import dgmkit.cli.disentangle as command
+    from dgmkit.cli.common import write_own_result
+    from dgmkit.errors import DataError
+
+    run = tmp_path / "run"
+    shutil.copytree(sprite_run, run, ignore=shutil.ignore_patterns("disentangle.json"))
+    shown = command.format_disentanglement
+
+    def meanwhile(r):
+        (run / "disentangle.json").write_text("my notes\n")
+        return shown(r)
+
+    monkeypatch.setattr(command, "format_disentanglement", meanwhile)
+    assert main(["disentangle", str(run), "--votes", "5", "--batch", "4"]) == 1
+    assert "not a disentangle.json of dgmkit" in capsys.readouterr().err
+    assert (run / "disentangle.json").read_text() == "my notes\n"
+    write_own_result(tmp_path / "r.json", "rmse", "again", {"rmse": 1.0})  # free, or one of dgmkit's: written
+    write_own_result(tmp_path / "r.json", "rmse", "again", {"rmse": 2.0})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"rmse": 2.0}
+    with pytest.raises(DataError, match="r.json is not a r.json of dgmkit; move it away to keep it"):
+        write_own_result(tmp_path / "r.json", "mig", "again", {"mig": 0.5})

@@ -75,6 +75,7 @@ __all__ = [
     "fit_step",
     "own_result",
     "own_result_file",
+    "write_own_result",
     "own_result_table",
     "standardized_note",
     "enough_rows",
@@ -761,6 +762,15 @@ def own_result_file(path: Path, marker: str, again: str, max_bytes: int = 64 << 
     replaces; a folder or a file of anything else is refused (a DataError), never overwritten."""
     own_result(path, marker, again, max_bytes)
     return path
+
+
+def write_own_result(path: Path, marker: str, again: str, result: dict) -> None:
+    """Writes ``result`` to ``path``, a run folder's file of a command's latest result, under its
+    lock and checked again there (``own_result_file``): a file that another program made there
+    since the check before the work is refused (a DataError) and kept, never replaced."""
+    with results_locked(path.parent, path.name):
+        own_result(path, marker, again)
+        atomic_write_json(path, result)
 
 
 def own_result_table(path: Path, header: str | tuple[str, ...], again: str, named_columns: bool = False) -> Path:

@@ -6,7 +6,6 @@ import time
 
 import torch
 
-from dgmkit._io import atomic_write_json
 from dgmkit.cli.argtypes import real
 from dgmkit.cli.common import (
     add_count_flag,
@@ -29,6 +28,7 @@ from dgmkit.cli.common import (
     say,
     split_data,
     to_display,
+    write_own_result,
     write_png,
 )
 from dgmkit.config import Run, load_run
@@ -238,7 +238,7 @@ def run_disentangle(args: argparse.Namespace) -> int:
         "seconds": time.perf_counter() - t0,
     }
     say(format_disentanglement(result))
-    atomic_write_json(kept, result)
+    write_own_result(kept, "mig_estimator", "run dgm disentangle again", result)
     say(f"wrote {kept}")
     return 0
 

@@ -22,7 +22,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from dgmkit._io import atomic_write_bytes, atomic_write_json
+from dgmkit._io import atomic_write_bytes
 from dgmkit.cli.argtypes import SEED
 from dgmkit.cli.common import (
     add_count_flag,
@@ -42,6 +42,7 @@ from dgmkit.cli.common import (
     say_partly_trained,
     seeded_rows,
     shows_images,
+    write_own_result,
 )
 from dgmkit.config import Run, load_run
 from dgmkit.config.inputs import run_dataset
@@ -207,7 +208,7 @@ def run_impute(args: argparse.Namespace) -> int:
         _figure(figure, run, data, single_data, truth)
         say(f"wrote {figure}")
     if scores is not None:
-        atomic_write_json(run.path / "impute.json", scores)
+        write_own_result(run.path / "impute.json", "rmse", "impute again", scores)
         say(f"wrote {run.path / 'impute.json'}")
     return 0
 
