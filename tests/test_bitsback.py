@@ -512,6 +512,7 @@ def _fitted(model, steps: int = 100):
         ("top-down", "standard", (3, 2)),
         ("top-down", "vampprior", (3, 2)),
         ("ladder", "mog", (3, 2, 2)),
+        ("bottom-up", "vampprior", (3,)),  # (one layer: q(z_1 | x) is both; it was refused as bottom-up)
         ("residual", "standard", (2, 1)),
         ("residual", "vampprior", (1, 2)),
     ],

@@ -400,13 +400,13 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
     def draws_top_down(self) -> bool:
         """Whether the posterior draws the layers from the top down, as the generative model does
         (a top-down or ladder posterior): then each layer's prior given the layers above is
-        known when the layer is drawn, which bits-back coding needs."""
-        return self.inference != "bottom-up"
+        known when the layer is drawn, which bits-back coding needs. One layer's is both."""
+        return self.inference != "bottom-up" or self.num_layers == 1
 
     def top_down_steps(self, x: torch.Tensor | None, n: int) -> TopDownSteps:
         """``LayerStack.top_down_steps`` (a top-down or ladder posterior)."""
         if not self.draws_top_down:
-            raise ValueError("a bottom-up posterior draws z_1 first: it has no pass of the layers from the top")
+            raise ValueError("a bottom-up posterior of two or more layers draws z_1 first: it has no pass from the top")
         enc = None if x is None else self._encode(x)
         how = PosteriorPass()
         top = self.num_layers - 1
