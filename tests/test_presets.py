@@ -120,3 +120,19 @@ def test_a_preset_is_named_by_its_bare_name_from_the_installed_package(tmp_path,
         load_config_file("sub")
     (tmp_path / "m1-mnist").write_text('model = "ppca"\n')  # a file of that name here is the file, as always
     assert load_config_file("m1-mnist") == {"model": "ppca"}
+
+
+VAMPPRIOR_PAPER = [p for p in PRESETS if "arXiv 1705.07120" in p.read_text()]
+
+
+@pytest.mark.parametrize("path", VAMPPRIOR_PAPER, ids=lambda p: p.stem)
+def test_a_preset_at_the_vampprior_reference_protocol_sets_its_optimiser_or_says_it_does_not(path):
+    """Tomczak & Welling's reference code (jmtomczak/vae_vampprior, experiment.py and every model)
+    trains each model with AdamNormGrad, He's initialisation of every dense layer and seed 14: a
+    preset at its protocol sets them, or its comment names the difference (the convHVAE and
+    PixelHVAE rows had plain Adam and PyTorch's initialisation, the PixelHVAE seed 15, unsaid)."""
+    cfg = RunConfig.from_dict(load_config_file(path), source=str(path))
+    assert cfg.optim.seed == 14
+    if not (cfg.optim.normalise_gradients and cfg.model.init == "he"):
+        assert "# Differences from the reference code: plain Adam" in path.read_text()
+        assert "AdamNormGrad and he_init" in path.read_text()
