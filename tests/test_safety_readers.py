@@ -975,3 +975,19 @@ def test_a_cut_transfer_and_a_web_page_are_refused_by_name(tmp_path, hostile_ser
         with pytest.raises(DataError, match=f"{said} \\(it is a web page, HTML, not the data file"):
             download(f"{hostile_server}/page", tmp_path / "new" / "f.bin", checksum, verify=verify)
     assert sorted(tmp_path.iterdir()) == []  # nothing left: no temporary file, no folder
+
+
+@pytest.mark.parametrize("page", [b"\xef\xbb\xbf<!DOCTYPE html><html>Not found</html>", b"\n<head><title>Error</title>"])
+def test_a_web_page_after_a_byte_order_mark_or_without_its_html_tag_is_refused_by_name(tmp_path, monkeypatch, page):
+    """A web page that starts with a UTF-8 byte-order mark (as IIS and some proxies write one), or
+    with <head> where the <html> tag is left out, was refused as a checksum mismatch only."""
+    import io
+    import urllib.request
+
+    class Page(io.BytesIO):
+        headers = {"Content-Length": str(len(page))}
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Page(page))
+    with pytest.raises(DataError, match="expected 0+ \\(it is a web page, HTML, not the data file"):
+        download("http://example.invalid/f", tmp_path / "new" / "f.bin", "0" * 64)
+    assert sorted(tmp_path.iterdir()) == []

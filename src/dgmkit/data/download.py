@@ -85,8 +85,10 @@ def _announced_length(resp: object) -> int | None:
 
 
 def _web_page(head: bytes) -> str:
-    """A note for a refused download whose first bytes are a web page's."""
-    if head.lstrip()[:14].lower().startswith((b"<!doctype html", b"<html")):
+    """A note for a refused download whose first bytes are a web page's (after a UTF-8 byte-order
+    mark, as some servers write one, and white space)."""
+    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()[:14].lower()
+    if start.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
         return " (it is a web page, HTML, not the data file: a proxy's, a login or an error page?)"
     return ""
 
