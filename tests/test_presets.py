@@ -136,3 +136,18 @@ def test_a_preset_at_the_vampprior_reference_protocol_sets_its_optimiser_or_says
     if not (cfg.optim.normalise_gradients and cfg.model.init == "he"):
         assert "# Differences from the reference code: plain Adam" in path.read_text()
         assert "AdamNormGrad and he_init" in path.read_text()
+
+
+def test_the_pixelcnn_preset_states_the_window_its_pixels_see():
+    """Each output of arm-bmnist-pixelcnn reads, by the gradient of one output, the 8 rows above it
+    at 15 pixels wide each (a rectangle; its comment said "widening upwards") and the 8 pixels to its
+    left in its own row."""
+    path = next(p for p in PRESETS if p.stem == "arm-bmnist-pixelcnn")
+    cfg = RunConfig.from_dict(load_config_file(path), source=str(path))
+    model = build_model(cfg, (1, 28, 28), 2)
+    x = torch.rand(1, 1, 28, 28, requires_grad=True)
+    model.params(x).reshape(28, 28)[20, 14].backward()
+    seen = x.grad[0, 0] != 0
+    widths = {r: int(seen[r].sum()) for r in range(28) if seen[r].any()}
+    assert widths == {**{r: 15 for r in range(12, 20)}, 20: 8}
+    assert "the 8 rows above\n# it, 15 pixels wide (7 each side) in every one of them" in path.read_text()
