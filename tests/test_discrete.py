@@ -147,6 +147,10 @@ def test_nvil_updates_its_running_moments_in_training_after_using_them():
     moments.update(torch.tensor([5.0]))
     assert (moments.mean.item(), moments.var.item()) == pytest.approx((0.8 * 0.4 + 1.0, 0.8 * (0.8 + 0.2 * 2 / 3)))
     assert moments.scale().item() == 1.0  # (v < 1: NVIL divides by max(1, sqrt(v)))
+    kept = (moments.mean.clone(), moments.var.clone())
+    for bad in (torch.tensor([1.0, math.nan]), torch.tensor([-math.inf, 2.0]), torch.tensor([1e200, -1e200])):
+        moments.update(bad)  # (a batch the step guard skips: NaN moments made every later signal NaN)
+        assert torch.equal(moments.mean, kept[0]) and torch.equal(moments.var, kept[1]), bad
     for bad in (1.0, -0.1, math.nan):
         with pytest.raises(ValueError, match="decay"):
             RunningMoments(bad)

@@ -36,7 +36,8 @@ class RunningMoments(nn.Module):
 
     @torch.no_grad()
     def update(self, values: torch.Tensor) -> None:
-        """Fold one batch of ``values`` (B,) into the averages: its mean and (population) variance."""
+        """Fold one batch of ``values`` (B,) into the averages: its mean and (population) variance;
+        none of a batch holding a non-finite value."""
         v = values.detach().to(self.mean.dtype).flatten()
         # (the count by new_full, a fill on the device: new_tensor copied a host number there, which on a GPU waits
         # for it in every step and kept --graph-step from capturing the step)
@@ -45,5 +46,8 @@ class RunningMoments(nn.Module):
         mean = sums[1] / count
         var = (sums[2] / count - mean.square()).clamp(min=0.0)
         a = self.decay
-        self.mean.mul_(a).add_((1 - a) * mean)
-        self.var.mul_(a).add_((1 - a) * var)
+        # a batch with a non-finite value (one the step guard skips) leaves them as they were: NaN moments would
+        # make every later signal NaN (decided on the device, where the values are: no wait for the host)
+        finite = torch.isfinite(sums).all()
+        self.mean.copy_(torch.where(finite, a * self.mean + (1 - a) * mean, self.mean))
+        self.var.copy_(torch.where(finite, a * self.var + (1 - a) * var, self.var))
