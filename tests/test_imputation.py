@@ -631,6 +631,41 @@ def test_every_baseline_refuses_an_infinite_observed_value_by_name():
             baseline_impute(rows, method)
 
 
+def test_the_baselines_fill_a_categorical_column_with_a_category_not_an_averaged_index():
+    """Categories 0 and 2 go with x = 0, category 1 with x = 5: the neighbours of a row at x = 0
+    hold 0s and 2s, whose mean index rounded to category 1, a category no such row has. Given as
+    indicators, the neighbours fill 0 or 2 there and 1 at x = 5; the column means fill the most
+    frequent category, 0 (not the mean index 0.9). The chained imputers take the index as a number
+    (their indicators would stay at their first fill: each is fitted exactly by its siblings)."""
+    rng = np.random.default_rng(0)
+    cat = np.repeat([0.0, 2.0, 1.0], [80, 60, 60])
+    x = np.where(cat == 1, 5.0, 0.0) + 0.01 * rng.standard_normal(200)
+    rows = np.stack([x, cat], 1)
+    gone = rng.random(200) < 0.3
+    rows[gone, 1] = np.nan
+    for method in BASELINES:
+        filled = baseline_impute(rows, method, seed=0, categories=[0, 3])
+        assert np.array_equal(filled[~gone], rows[~gone]) and set(np.unique(filled[:, 1])) <= {0.0, 1.0, 2.0}
+        if method == "mean":
+            assert (filled[gone, 1] == 0).all()
+            continue
+        if method in ("iterative", "missforest"):
+            as_numbers = baseline_impute(rows, method, seed=0)
+            assert (
+                np.array_equal(filled[:, 1], np.clip(np.round(as_numbers[:, 1]), 0, 2)) and (as_numbers[gone, 1] % 1).any()
+            )
+            continue
+        at_zero = gone & (x < 2.5)
+        assert np.isin(filled[at_zero, 1], (0.0, 2.0)).all(), (method, filled[at_zero, 1])
+        assert (filled[gone & (x > 2.5), 1] == 1).all(), method
+    assert np.isin(np.round(baseline_impute(rows, "knn")[gone & (x < 2.5), 1]), 1).any()  # (as numbers: 1 too)
+    for categories, problem in (([3], "one category count per column: 2 columns, got 1"),
+                                ([0, 2], "column 1 is categorical with 2 categories: its entries must be indices 0..1"),
+                                ([0, -1], "column 1's category count must be an integer >= 0")):  # fmt: skip
+        with pytest.raises((DataError, ValueError), match=re.escape(problem)):
+            baseline_impute(rows, "knn", categories=categories)
+
+
 def test_missforest_imputes_a_nonlinear_column_that_the_linear_chain_cannot():
     """x2 = x1^2: a linear regression on x1 sees no relation (the mean), a forest does."""
     rng = np.random.default_rng(0)

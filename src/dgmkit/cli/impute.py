@@ -356,13 +356,11 @@ def _write_imputed(
 
 
 def _baseline(rows: np.ndarray, name: str, seed: int, columns: tuple, run: Run) -> np.ndarray:
-    """A classical imputer's filled rows as the model's are written (``_as_written``: its values in
-    the categorical columns rounded to the nearest category, the column mean's replaced by the most
-    frequent category)."""
-    filled = baseline_impute(rows, name, seed)
-    cat = np.array([c.kind == "categorical" for c in columns], dtype=bool)
-    if name == "mean" and cat.any():
-        filled[:, cat] = np.where(np.isnan(rows[:, cat]), _modes(rows[:, cat]), rows[:, cat])
+    """A classical imputer's filled rows as the model's are written (``_as_written``), a categorical
+    column given to it as its categories' indicators (``baseline_impute``: the column mean's its
+    most frequent category, the neighbours' their most frequent one)."""
+    counts = [len(c.categories) if c.kind == "categorical" else 0 for c in columns] if columns else None
+    filled = baseline_impute(rows, name, seed, counts)
     return _as_written(filled, np.isnan(rows), columns, run)
 
 
@@ -509,13 +507,3 @@ def _figure(path: Path, run: Run, data: torch.Tensor, single: torch.Tensor, trut
     if truth is not None:  # entries missing in the data file itself: unknown, mid-grey
         rows.append(shown(truth))
     atomic_write_bytes(path, image_grid_png(torch.cat(rows), nrow=n))
-
-
-def _modes(rows: np.ndarray) -> np.ndarray:
-    """Each column's most frequent observed value."""
-    out = np.zeros(rows.shape[1])
-    for j in range(rows.shape[1]):
-        seen = rows[~np.isnan(rows[:, j]), j]
-        values, counts = np.unique(seen, return_counts=True)
-        out[j] = values[counts.argmax()] if len(values) else 0.0
-    return out

@@ -11,10 +11,16 @@ from its observed entries alone (the in-sample protocol of Mattei & Frellsen 201
 - ``missforest``: the same chained imputer with random forests (100 trees) in place of the
   regressions, 10 rounds: missForest (Stekhoven & Buehlmann 2012) in scikit-learn's form.
 
+A table's categorical column is given to ``mean`` and ``knn`` as its indicator columns (one-hot,
+missing together) and filled with the most frequent category, of the column or of the neighbours
+(``baseline_impute``'s ``categories``): its index is a name, not a number to average. The chained
+imputers take the index as a number, rounded after (``baseline_impute`` says why).
+
 ``rmse`` scores an imputation on the missing entries only, against the values that were there.
 """
 
 import math
+from collections.abc import Sequence
 from typing import cast
 
 import numpy as np
@@ -36,8 +42,15 @@ __all__ = [
 BASELINES = ("mean", "knn", "iterative", "missforest")
 
 
-def baseline_impute(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
-    """Fill the NaN entries of the rows ``x`` (N, D) with ``method`` (module docstring)."""
+def baseline_impute(x: np.ndarray, method: str, seed: int = 0, categories: Sequence[int] | None = None) -> np.ndarray:
+    """Fill the NaN entries of the rows ``x`` (N, D) with ``method`` (module docstring).
+    ``categories``: per column, its number of categories K (a categorical column of indices
+    0..K-1) or 0 (a numeric one). The column means and the neighbours take a categorical column as
+    its K indicator columns (missing together; the distance between two rows' categories 0 or
+    sqrt(2)) and fill it with the category whose indicator is imputed highest: the most frequent
+    category, of the column or of the 5 neighbours. The chained imputers regress each column on the
+    others, where a category's indicator is fitted exactly by its siblings' (1 minus their sum), so
+    that it stays at its first fill: they take the index as a number, filled with the nearest one."""
     if method not in BASELINES:
         raise ConfigError(f"unknown baseline {method!r}; choose from {', '.join(BASELINES)}")
     x = np.asarray(x, dtype=np.float64)
@@ -49,6 +62,63 @@ def baseline_impute(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
             f"the rows hold {int(np.isinf(x).sum())} infinite observed values (inf or -inf), e.g. in row {rows[0]}: "
             "no imputer takes them; mark an unknown entry as missing (NaN)"
         )
+    counts = _category_counts(x, categories)
+    if not any(counts):
+        return _impute_numbers(x, method, seed)
+    if method in ("iterative", "missforest"):
+        filled = _impute_numbers(x, method, seed)
+        for j in np.flatnonzero(counts):
+            filled[:, j] = np.clip(np.round(filled[:, j]), 0, counts[j] - 1)
+        return filled
+    return _from_indicators(_impute_numbers(_to_indicators(x, counts), method, seed), x, counts)
+
+
+def _category_counts(x: np.ndarray, categories: Sequence[int] | None) -> list[int]:
+    """``categories`` checked against the rows ``x``: one count per column, each categorical
+    column's observed entries whole numbers in 0..K-1."""
+    if categories is None:
+        return [0] * x.shape[1]
+    counts = list(categories)
+    if len(counts) != x.shape[1]:
+        raise DataError(f"baseline imputers take one category count per column: {x.shape[1]} columns, got {len(counts)}")
+    for j, k in enumerate(counts):
+        whole_at_least(f"column {j}'s category count", k, 0)
+        seen = x[~np.isnan(x[:, j]), j]
+        if k and ((seen != np.round(seen)).any() or (seen < 0).any() or (seen >= k).any()):
+            raise DataError(f"column {j} is categorical with {k} categories: its entries must be indices 0..{k - 1}")
+    return counts
+
+
+def _to_indicators(x: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """The rows with each categorical column as its K indicator columns (NaN where it is missing)."""
+    parts = []
+    for j, k in enumerate(counts):
+        if not k:
+            parts.append(x[:, j : j + 1])
+            continue
+        seen = ~np.isnan(x[:, j])
+        block = np.full((len(x), k), np.nan)
+        block[seen] = 0.0
+        block[seen.nonzero()[0], x[seen, j].astype(np.int64)] = 1.0
+        parts.append(block)
+    return np.concatenate(parts, 1)
+
+
+def _from_indicators(wide: np.ndarray, x: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """The imputed rows back in the columns of ``x``: a categorical column's missing entries the
+    category whose indicator was imputed highest; its observed ones as they were."""
+    out, at = x.copy(), 0
+    for j, k in enumerate(counts):
+        if not k:
+            out[:, j] = wide[:, at]
+        else:
+            out[:, j] = np.where(np.isnan(x[:, j]), wide[:, at : at + k].argmax(1), x[:, j])
+        at += max(k, 1)
+    return out
+
+
+def _impute_numbers(x: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """The NaN entries of the rows ``x``, every column a number, filled by ``method``."""
     empty = np.isnan(x).all(0)
     if method == "mean":
         means = np.where(empty, 0.0, np.nanmean(np.where(empty, 0.0, x), 0))
