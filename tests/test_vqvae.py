@@ -400,3 +400,16 @@ def test_figures_of_images_refuse_a_model_of_code_grids(tmp_path, capsys, monkey
     assert [f[0] for f in r.figures] == ["latent means"], [f[0] for f in r.figures]
     assert any(f"no reconstruction figure: the run models the codes of {vq}" in n for n in r.notes), r.notes
     assert titles == [f"the codes of {vq} test: posterior means E[z|x] (n=300)"], titles
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_sampling_no_images_gives_an_empty_batch(levels):
+    """n = 0 is a count that every model's sample takes (a batch of none): the uniform code prior's
+    draw of no grid was torch's RuntimeError ("cannot sample n_sample <= 0 samples")."""
+    cfg = RunConfig.of(
+        model="vqvae", dataset="digits", codes=4, code_dim=2, vq_width=8, downsample=1, res_blocks=0, vq_levels=levels
+    )
+    model = build_model(cfg, (1, 8, 8), 2).eval()
+    x, mean = model.sample(0)
+    assert x.shape == mean.shape == (0, 1, 8, 8)
+    assert model.sample(3)[0].shape == (3, 1, 8, 8)
