@@ -115,6 +115,24 @@ def test_group_weights_make_the_batch_mean_estimate_the_whole_sum():
 
 
 @torch.no_grad()
+def test_hybrid_group_weights_make_the_batch_mean_estimate_the_whole_sum():
+    """Labelled rows added to every batch (--labelled-batch) are reweighted to their share of the
+    training set, as M2's: unweighted, 2 of 10 labelled images held a third of every batch's p(x) term."""
+    torch.manual_seed(0)
+    cfg = RunConfig.of(model="hybrid", hidden=[8], flow_layers=2, flow_levels=1, classes=K)
+    model: HybridFlow = build_model(cfg, (1, 4, 4), 4).double()
+    x = (torch.randint(0, 4, (6, 1, 4, 4)) + torch.rand(6, 1, 4, 4)).double() / 4
+    y = torch.tensor([0, 1, -1, -1, -1, -1])
+    objective = HybridObjective()
+    objective.setup(1000)
+    objective.setup_labels(10, added=2)  # 1% labelled, but a third of this batch (2 rows added to each)
+    t = objective(model, x, y=y)
+    torch.testing.assert_close(t.loss, torch.where(y >= 0, 0.01 * 6 / 2, 0.99 * 6 / 4).double() * -t.objective)
+    objective.setup_labels(10)  # uniform batches: every row weight 1
+    torch.testing.assert_close(objective(model, x, y=y).loss, -t.objective)
+
+
+@torch.no_grad()
 def test_several_draws_average_each_datapoints_terms_with_u_formed_per_draw():
     """num_samples = S: L(x, y), log q(y|x) and U(x) are the means over S draws of the latents
     (in the ADGM, q(y|a,x) moves with a, so U(x) must be formed per draw before the mean)."""

@@ -155,7 +155,10 @@ class HybridObjective(Objective[HybridFlow]):
     """-(log p(y|x) + (lambda / D) log p(x)) for a ``models.HybridFlow`` over D dimensions.
 
     The score that training monitors (early stopping, the best checkpoint) is the exact
-    log p(x), which needs no label; the objective and the accuracy are logged beside it."""
+    log p(x), which needs no label; the objective and the accuracy are logged beside it. Where
+    ``setup_labels`` adds labelled rows to every batch, each group (labelled, unlabelled) is
+    reweighted to its share of the training set, so that the batch mean still estimates the
+    objective's mean over the training set (as M2's)."""
 
     score = "log_px"
     score_label = "log p(x)"
@@ -164,6 +167,16 @@ class HybridObjective(Objective[HybridFlow]):
 
     def __init__(self, px_weight: float = 1.0):
         self.px_weight = at_least("px_weight", px_weight, 0)
+        self.train_size: int | None = None
+        self.labelled: int | None = None
+        self.added = 0  # labelled rows drawn into every batch (``setup_labels``)
+
+    def setup(self, train_size: int) -> None:
+        self.train_size = train_size
+
+    def setup_labels(self, labelled: int, added: int = 0) -> None:
+        self.labelled = labelled
+        self.added = added
 
     def __call__(
         self, model: HybridFlow, x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
@@ -173,5 +186,9 @@ class HybridObjective(Objective[HybridFlow]):
         lab = y >= 0
         log_py_x = _at(t.log_py_x, y)
         objective = log_py_x + self.px_weight / model.flow.num_dims * t.log_px
+        weight: torch.Tensor | float = 1.0  # uniform batches: every row weight 1
+        if self.added > 0 and self.labelled is not None and self.train_size:  # each group to its share, as M2's
+            w_l, w_u = _group_weights(lab, self.labelled / self.train_size)
+            weight = torch.where(lab, w_l, w_u)
         correct = (t.log_py_x.argmax(-1) == y) & lab
-        return HybridObjectiveTerms(-objective, objective, t.log_px, log_py_x, correct.float(), lab.float())
+        return HybridObjectiveTerms(-weight * objective, objective, t.log_px, log_py_x, correct.float(), lab.float())
