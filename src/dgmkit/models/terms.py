@@ -91,4 +91,6 @@ def format_term(record: dict) -> tuple[str, str]:
         return label, f"n/a: {record.get('note', '')}" if record.get("note") else "n/a"
     unit = f" {record['unit']}" if record.get("unit") else ""
     note = f"  ({record['note']})" if record.get("note") else ""
-    return label, f"{value:.{int(record.get('digits', 3))}f}{unit}{note}"
+    digits = int(record.get("digits", 3))
+    shown = f"{value:.{digits}f}" if abs(value) < 1e15 else f"{value:.{max(digits, 3)}e}"  # (1e308 fixed: 309 digits)
+    return label, f"{shown}{unit}{note}"
