@@ -98,6 +98,22 @@ def test_unlabelled_bound_sums_over_every_class_exactly():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("samples", [1, 3])
+def test_m2_validation_classifies_by_the_enumerations_q_y_without_a_second_pass(samples):
+    """In eval mode (validation) M2's accuracy is that of q(y|x), which the enumeration has
+    computed already: one pass of the classifier per batch, not two; the same accuracy."""
+    model = _tiny_m2().eval()
+    x, y = _binary(12), torch.arange(12) % K
+    calls = []
+    model.classifier.register_forward_hook(lambda *_: calls.append(1))
+    terms = M2Objective(num_samples=samples)(model, x, y=y)
+    assert len(calls) == 1
+    want = (model.class_log_probs(x).argmax(-1) == y).float()
+    torch.testing.assert_close(terms.accuracy, want)
+    assert 0 < want.sum() < len(y)  # (not vacuous)
+
+
+@torch.no_grad()
 def test_group_weights_make_the_batch_mean_estimate_the_whole_sum():
     model = _tiny_m2().double()
     x = _binary(6).double()

@@ -64,6 +64,9 @@ class SemiSupervisedVAE(Classifier, VariationalModel, EnumeratedELBO):
     estimate_kind: ClassVar[str] = "importance-sampled"
     has_latents: ClassVar[bool] = False  # (y, z) are not one vector that latent plots could show
     sample_means: ClassVar[bool] = True
+    # whether ``enumerate``'s ``log_qy`` is ``class_log_probs(x)`` itself (M2's q(y|x)), so that the
+    # classifier's accuracy needs no second pass; the auxiliary models' is q(y|a,x) at one draw of a
+    enumerates_classifier: ClassVar[bool] = False
 
     def __init__(self, num_classes: int, latent_dim: int, event_shape: tuple[int, ...], input_scale: float = 1.0):
         super().__init__()
@@ -129,6 +132,8 @@ class M2(SemiSupervisedVAE):
     enumerated: each of the k draws holds one z per class, z_y ~ q(z|x,y), and its weight is
     sum_y p(y) p(x|y,z_y) p(z_y) / q(z_y|x,y), an unbiased estimate of p(x) (``joint_pass``).
     """
+
+    enumerates_classifier: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -125,7 +125,9 @@ class M2Objective(Objective[SemiSupervisedVAE]):
         n_l = self.labelled if self.labelled else lab.sum().clamp(min=1)
         alpha = self.alpha_fraction * n / n_l  # alpha = a N on the mean over labelled examples: a N / N_l each
         loss = torch.where(lab, -w_l * (bound_y + alpha * log_qy), -w_u * u)
-        scores = all_log_qy if model.training else _classifier_log_probs(model, x)
+        # (in eval mode, the classifier dgm eval scores; M2's is all_log_qy already: no second pass)
+        classifies = model.training or model.enumerates_classifier
+        scores = all_log_qy if classifies else _classifier_log_probs(model, x)
         correct = (scores.argmax(-1) == y) & lab
         return M2Terms(loss, u, log_qy, correct.float(), lab.float())
 
