@@ -505,3 +505,11 @@ def test_a_class_without_a_training_example_is_refused_naming_the_classes_to_set
         assert not (tmp_path / "r").exists()
     assert main(["train", "--model", model, "--dataset", str(data), "--classes", "2", "--epochs", "1", "--quiet",
                  "--out", str(tmp_path / "r")]) == 0  # fmt: skip
+
+
+def test_a_hybrid_of_no_density_weight_is_refused_as_its_checkpoint_follows_log_p_x():
+    """lambda = 0 trains no density, while early stopping and the best checkpoint follow the
+    validation log p(x): a 3-epoch run kept epoch 1 (valid accuracy 25% against the last's 67%)."""
+    with pytest.raises(ConfigError, match=r"--px-weight 0 trains no density.*give lambda > 0"):
+        RunConfig.of(model="hybrid", px_weight=0.0)
+    assert RunConfig.of(model="hybrid", px_weight=0.01).model.px_weight == 0.01

@@ -31,6 +31,12 @@ class HybridConfig(LabelledBatches, FlowConfig):
     )
 
     def validate(self) -> None:
+        if self.px_weight == 0:  # (a run kept its first epoch's weights: 25% valid accuracy against its last's 67%)
+            raise ConfigError(
+                "--px-weight 0 trains no density, and the hybrid's early stopping and best checkpoint follow the "
+                "validation log p(x): they would keep arbitrary weights; give lambda > 0 (a small one, 0.01, for a "
+                "mostly discriminative flow)"
+            )
         if self.dequantization != "uniform":
             raise ConfigError("the hybrid model's classifier reads the flow's output: it needs uniform dequantization")
 
