@@ -613,3 +613,24 @@ def test_dgm_eval_s_per_layer_kls_add_up_to_its_kl_and_active_units_to_its_count
     assert se > 0 and abs(sum(la["kl"] for la in r.layers) - r.kl) < 4 * se
     assert r.active_units == sum(la["active_units"] for la in r.layers)
     assert r.latent_dim == sum(la["size"] for la in r.layers) == 9
+
+
+def test_a_diagnose_json_made_meanwhile_is_kept_and_the_command_refuses(tmp_path, capsys, monkeypatch):
+    """diagnose.json was checked before the work and then replaced: a file another program made
+    there meanwhile was lost; it is checked again under the results' lock (write_own_result)."""
+    import dgmkit.cli.diagnose as command
+
+    run = tmp_path / "r"
+    argv = ["train", "--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(run)]) == 0
+    shown = command.format_diagnosis
+
+    def meanwhile(r):
+        (run / "diagnose.json").write_text("my notes\n")
+        return shown(r)
+
+    monkeypatch.setattr(command, "format_diagnosis", meanwhile)
+    capsys.readouterr()
+    assert main(["diagnose", str(run), "--out", str(tmp_path / "d.png"), "-n", "50"]) == 1
+    assert "not a diagnose.json of dgmkit" in capsys.readouterr().err
+    assert (run / "diagnose.json").read_text() == "my notes\n"

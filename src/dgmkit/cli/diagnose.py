@@ -8,7 +8,6 @@ from typing import cast
 
 import torch
 
-from dgmkit._io import atomic_write_json
 from dgmkit.cli.common import (
     add_count_flag,
     add_output_flags,
@@ -25,6 +24,7 @@ from dgmkit.cli.common import (
     shows_images,
     split_data,
     to_display,
+    write_own_result,
     write_png,
 )
 from dgmkit.distributions import location
@@ -241,6 +241,6 @@ def run_diagnose(args: argparse.Namespace) -> int:
         typical = to_display(location(model.likelihood(d.typical_z)), run).cpu()
     title = f"{run.path.name}: {run.cfg.model.describe()}"
     path = write_png(out, diagnosis_png(result, holes, typical, title, decoded_name(run)))
-    atomic_write_json(kept, result)
+    write_own_result(kept, "estimators", "run dgm diagnose again", result)
     say(f"wrote {path} and {kept}")
     return 0
