@@ -34,7 +34,7 @@ from dgmkit.models.hybrid import HybridFlow
 from dgmkit.models.m2 import SemiSupervisedVAE
 from dgmkit.objectives.base import Objective, at_least
 
-__all__ = ["M2Objective", "M2Terms", "HybridObjective", "HybridObjectiveTerms"]
+__all__ = ["LabelledShares", "M2Objective", "M2Terms", "HybridObjective", "HybridObjectiveTerms"]
 
 
 def _labels(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -62,6 +62,31 @@ def _at(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.where(y >= 0, t.gather(1, y.clamp(min=0)[:, None]).squeeze(1), torch.zeros_like(t[:, 0]))
 
 
+class LabelledShares:
+    """What an objective of partly labelled batches knows of the training set: its size N
+    (``setup``), its labelled rows N_l and the R of them added to every batch (``setup_labels``),
+    by which ``group_weights`` reweights each group (labelled, unlabelled) to its share of the
+    training set, so that the batch mean still estimates the mean over the training set."""
+
+    train_size: int | None = None
+    labelled: int | None = None
+    added: int = 0  # labelled rows drawn into every batch (``setup_labels``)
+
+    def setup(self, train_size: int) -> None:
+        self.train_size = train_size
+
+    def setup_labels(self, labelled: int, added: int = 0) -> None:
+        self.labelled = labelled
+        self.added = added
+
+    def group_weights(self, lab: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """(w_l, w_u): each labelled and each unlabelled row's weight (1 and 1 where batches are
+        uniform draws, or without ``setup_labels``)."""
+        if self.added > 0 and self.labelled is not None and self.train_size:
+            return _group_weights(lab, self.labelled / self.train_size)
+        return 1.0, 1.0
+
+
 class M2Terms(NamedTuple):
     """Per-example tensors (B,): ``elbo`` = U(x), the bound on log p(x) with y summed out (for
     every example, labelled or not); ``log_qy`` = log q(y|x) at the label and ``accuracy`` = 1
@@ -79,7 +104,7 @@ class M2Terms(NamedTuple):
     labelled: torch.Tensor
 
 
-class M2Objective(Objective[SemiSupervisedVAE]):
+class M2Objective(LabelledShares, Objective[SemiSupervisedVAE]):
     """M2's objective (module docstring) with the classification weight ``alpha`` = a N on the
     mean over the labelled examples, a = ``alpha_fraction``, N the training set's size
     (``setup``) and N_l its labelled examples (``setup_labels``)."""
@@ -92,16 +117,6 @@ class M2Objective(Objective[SemiSupervisedVAE]):
     def __init__(self, alpha_fraction: float = 0.1, num_samples: int = 1):
         self.alpha_fraction = at_least("alpha_fraction", alpha_fraction, 0)
         self.num_samples = whole_at_least("num_samples", num_samples, 1)
-        self.train_size: int | None = None
-        self.labelled: int | None = None
-        self.added = 0  # labelled rows drawn into every batch (``setup_labels``)
-
-    def setup(self, train_size: int) -> None:
-        self.train_size = train_size
-
-    def setup_labels(self, labelled: int, added: int = 0) -> None:
-        self.labelled = labelled
-        self.added = added
 
     def __call__(
         self, model: SemiSupervisedVAE, x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
@@ -117,10 +132,7 @@ class M2Objective(Objective[SemiSupervisedVAE]):
         lab = y >= 0
         bound_y, log_qy = _at(bound, y), _at(all_log_qy, y)
         n = self.train_size or len(x)
-        w_l: torch.Tensor | float = 1.0  # uniform batches (or no ``setup_labels``): every row weight 1
-        w_u: torch.Tensor | float = 1.0
-        if self.added > 0 and self.labelled is not None and self.train_size:
-            w_l, w_u = _group_weights(lab, self.labelled / n)
+        w_l, w_u = self.group_weights(lab)
         # N_l, the labelled examples (without ``setup_labels``: the batch's labelled rows)
         n_l = self.labelled if self.labelled else lab.sum().clamp(min=1)
         alpha = self.alpha_fraction * n / n_l  # alpha = a N on the mean over labelled examples: a N / N_l each
@@ -153,7 +165,7 @@ class HybridObjectiveTerms(NamedTuple):
     labelled: torch.Tensor
 
 
-class HybridObjective(Objective[HybridFlow]):
+class HybridObjective(LabelledShares, Objective[HybridFlow]):
     """-(log p(y|x) + (lambda / D) log p(x)) for a ``models.HybridFlow`` over D dimensions.
 
     The score that training monitors (early stopping, the best checkpoint) is the exact
@@ -169,16 +181,6 @@ class HybridObjective(Objective[HybridFlow]):
 
     def __init__(self, px_weight: float = 1.0):
         self.px_weight = at_least("px_weight", px_weight, 0)
-        self.train_size: int | None = None
-        self.labelled: int | None = None
-        self.added = 0  # labelled rows drawn into every batch (``setup_labels``)
-
-    def setup(self, train_size: int) -> None:
-        self.train_size = train_size
-
-    def setup_labels(self, labelled: int, added: int = 0) -> None:
-        self.labelled = labelled
-        self.added = added
 
     def __call__(
         self, model: HybridFlow, x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
@@ -188,9 +190,7 @@ class HybridObjective(Objective[HybridFlow]):
         lab = y >= 0
         log_py_x = _at(t.log_py_x, y)
         objective = log_py_x + self.px_weight / model.flow.num_dims * t.log_px
-        weight: torch.Tensor | float = 1.0  # uniform batches: every row weight 1
-        if self.added > 0 and self.labelled is not None and self.train_size:  # each group to its share, as M2's
-            w_l, w_u = _group_weights(lab, self.labelled / self.train_size)
-            weight = torch.where(lab, w_l, w_u)
+        w_l, w_u = self.group_weights(lab)  # each group to its share, as M2's
+        weight = torch.where(lab, w_l, w_u) if isinstance(w_l, torch.Tensor) else 1.0
         correct = (t.log_py_x.argmax(-1) == y) & lab
         return HybridObjectiveTerms(-weight * objective, objective, t.log_px, log_py_x, correct.float(), lab.float())
