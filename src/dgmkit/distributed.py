@@ -106,8 +106,9 @@ def init_from_environment() -> Context:
     if dist.is_initialized():
         return current()
     for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        if key not in os.environ:
-            raise ConfigError(f"WORLD_SIZE is set but {key} is not: start several processes with torchrun")
+        if not os.environ.get(key, "").strip():  # (an empty one is unset to torch's rendezvous)
+            how = "empty" if key in os.environ else "not"
+            raise ConfigError(f"WORLD_SIZE is set but {key} is {how}: start several processes with torchrun")
     world = int(os.environ["WORLD_SIZE"])
     for key in ("RANK", "LOCAL_RANK"):
         text = os.environ[key].strip()
