@@ -331,6 +331,16 @@ def test_a_categorical_encoders_logits_are_the_rows_of_its_network_output():
     assert torch.allclose(q.base_dist.probs, F.softmax(h.view(4, 2, 3), -1))
 
 
+def test_a_categorical_encoder_keeps_the_leading_dimensions_of_its_input():
+    """x of shape (S, B, D) gives batch shape (S, B), as a GaussianEncoder's (a view(-1, V, K) gave (S * B,))."""
+    h = _randn(5, 4, 2 * 3)
+    q = CategoricalEncoder(nn.Identity(), 2, 3)(h)
+    assert q.batch_shape == (5, 4) and q.event_shape == (2, 3)
+    assert torch.allclose(q.base_dist.probs, F.softmax(h.view(5, 4, 2, 3), -1))
+    z = q.sample()
+    assert z.shape == (5, 4, 2, 3) and q.log_prob(z).shape == (5, 4)
+
+
 def _iaf(m: int, c: int):
     from dgmkit import transforms as T
 

@@ -13,7 +13,8 @@ __all__ = ["CategoricalEncoder"]
 
 
 class CategoricalEncoder(ConditionalDistribution):
-    """A network that outputs V * K logits; returns one-hot categoricals, event shape (V, K)."""
+    """A network that outputs V * K logits; returns one-hot categoricals, event shape (V, K), batch
+    shape the network output's leading dimensions (x of shape (S, B, D): (S, B), as a GaussianEncoder's)."""
 
     def __init__(self, net: nn.Module, num_vars: int, num_classes: int):
         super().__init__()
@@ -28,5 +29,5 @@ class CategoricalEncoder(ConditionalDistribution):
         if h.shape[-1] != v * k:
             needs = f"a CategoricalEncoder of {v} variables of {k} classes needs {v} * {k} = {v * k} logits"
             raise width_error(h, h.shape[-1], "encoder", "datapoint", needs)
-        logits = widened(h).view(-1, self.num_vars, self.num_classes)
+        logits = widened(h).unflatten(-1, (v, k))  # (leading dimensions kept: a view(-1, V, K) merged them)
         return Independent(one_hot_categorical(logits), 1, validate_args=False)
