@@ -318,6 +318,33 @@ def test_a_causal_conv_net_sees_exactly_its_receptive_field_before_t():
         CausalConvNet(1, 1, kernel=1)
 
 
+def _conv_refusals():
+    from dgmkit.nn.causal import CausalConvNet
+    from dgmkit.nn.conv import ConvDecoderNet, ConvEncoderNet, DownsamplingEncoder, UpsamplingDecoder
+    from dgmkit.nn.pixelcnn import GatedPixelCNNNet
+
+    return [
+        (lambda: CausalConvNet(1, 2, 4, layers=0), "CausalConvNet's layers must be an integer >= 1, got 0"),
+        (lambda: GatedPixelCNNNet(1, 2, 4, layers=0), "GatedPixelCNNNet's layers must be an integer >= 1, got 0"),
+        (lambda: GatedPixelCNNNet(1, 2, 0), "GatedPixelCNNNet's channels must be an integer >= 1, got 0"),
+        (lambda: ConvEncoderNet((1, 0, 4), 3), r"positive sizes, got \(1, 0, 4\)"),
+        (lambda: ConvDecoderNet(3, (0, 4, 4), 1), r"positive sizes, got \(0, 4, 4\)"),
+        (lambda: UpsamplingDecoder(2, 1, 4, 0), "at least one doubling, got 0"),
+        (lambda: DownsamplingEncoder(1, 2, 4, 1)(torch.zeros(1, 1, 7, 7)), "1 halving needs .* divisible by 2, got 7x7"),
+        (lambda: DownsamplingEncoder(1, 2, 4, 2)(torch.zeros(1, 1, 28, 6)), "divisible by 4, got 28x6"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_conv_networks_refuse_sizes_they_cannot_build_by_name(case):
+    """Each was built or run without a word, or failed in other words: a causal net of 0 layers had
+    one, an upsampling decoder of 0 doublings gave ``width`` channels, a 7x7 image went 7 -> 3 -> 6
+    through a downsampling encoder and its mirror; the rest failed in torch's words or divided by 0."""
+    make, message = _conv_refusals()[case]
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
 @pytest.mark.parametrize("kernel", [1, 2, 4])
 def test_a_pixelcnn_layer_refuses_a_kernel_without_a_centre(kernel):
     from dgmkit.nn.pixelcnn import GatedPixelCNNLayer

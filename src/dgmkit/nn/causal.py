@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgmkit.errors import sizes_at_least
+
 __all__ = ["CausalConvNet"]
 
 
@@ -24,6 +26,14 @@ class CausalConvNet(nn.Module):
         super().__init__()
         if kernel < 2:
             raise ValueError(f"kernel must be >= 2, got {kernel}")
+        # (layers = 0 or less built one layer, of [1] + [2**i for i in range(layers - 1)] dilations)
+        sizes: dict[str, object] = {
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "channels": channels,
+            "layers": layers,
+        }
+        sizes_at_least("CausalConvNet", sizes)
         self.kernel = kernel
         self.dilations = [1] + [2**i for i in range(layers - 1)]
         self.convs = nn.ModuleList(

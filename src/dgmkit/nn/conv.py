@@ -11,7 +11,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from dgmkit.errors import sizes_at_least
+from dgmkit.errors import plural, sizes_at_least
 from dgmkit.nn.mlp import activation
 
 __all__ = ["he_init", "ConvEncoderNet", "ConvDecoderNet", "ResidualStack", "DownsamplingEncoder", "UpsamplingDecoder"]
@@ -41,6 +41,8 @@ def he_init(layers: Iterable[nn.Module], zero_bias: bool = True) -> None:
 
 def _quarter(event_shape: Sequence[int]) -> tuple[int, int, int]:
     """(C, H/4, W/4) of images (C, H, W): the channels, and the grid after two stride-2 stages."""
+    if len(event_shape) != 3 or min(event_shape) < 1:  # (a side of 0 failed in he_init: "float division by zero")
+        raise ValueError(f"conv networks take images (C, H, W) of positive sizes, got {tuple(event_shape)}")
     c, h, w = event_shape
     if h % 4 or w % 4:
         raise ValueError(f"conv networks need height and width divisible by 4, got {h}x{w}")
@@ -172,8 +174,16 @@ class DownsamplingEncoder(nn.Module):
         layers += [nn.Conv2d(width, width, 3, padding=1), ResidualStack(width, max(1, width // 4), res_blocks)]
         layers.append(nn.Conv2d(width, out_channels, 1))
         self.net = nn.Sequential(*layers)
+        self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (else an odd side was floored, 7 -> 3, which the mirroring decoder made 6; a side of 1 failed in torch's words)
+        f = 2**self.downsample
+        if x.shape[-2] % f or x.shape[-1] % f:
+            raise ValueError(
+                f"a DownsamplingEncoder of {plural(self.downsample, 'halving')} needs height and width divisible by {f}, "
+                f"got {x.shape[-2]}x{x.shape[-1]}"
+            )
         return self.net(x)
 
 
@@ -187,6 +197,8 @@ class UpsamplingDecoder(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, width: int, upsample: int, res_blocks: int = 2):
         super().__init__()
+        if upsample < 1:  # (0 gave ``width`` channels, not ``out_channels``)
+            raise ValueError(f"need at least one doubling, got {upsample}")
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, width, 3, padding=1),
             ResidualStack(width, max(1, width // 4), res_blocks),

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgmkit.errors import sizes_at_least
+
 __all__ = ["GatedPixelCNNLayer", "GatedPixelCNNNet", "PixelChooser", "down_shift", "right_shift"]
 
 
@@ -119,6 +121,13 @@ class GatedPixelCNNNet(nn.Module):
         cond_channels: int = 0,
     ):
         super().__init__()
+        sizes: dict[str, object] = {
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "channels": channels,
+            "layers": layers,
+        }
+        sizes_at_least("GatedPixelCNNNet", sizes)  # (else torch's words on a weight of size 0, or a head on x itself)
         self.layers = nn.ModuleList(
             GatedPixelCNNLayer(in_channels if i == 0 else channels, channels, kernel, i == 0, cond_channels)
             for i in range(layers)
