@@ -431,6 +431,19 @@ def test_unet_keeps_odd_sizes():
     assert net(torch.zeros(1, 1, 28, 28), torch.zeros(1)).shape == (1, 1, 28, 28)
 
 
+def test_unet_embeds_noise_levels_of_any_dtype_in_its_weights_dtype():
+    """Integer levels (embedded in float32) and float32 ones failed in a float64 U-Net ("mat1 and mat2
+    must have the same dtype"); they give the float64 levels' output."""
+    torch.manual_seed(0)
+    net = UNet(1, 1, [4], blocks=1).double()
+    for p in net.parameters():
+        nn.init.normal_(p, 0.0, 0.3)
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    want = net(x, torch.tensor([3.0, 700.0], dtype=torch.float64))
+    for s in (torch.tensor([3, 700]), torch.tensor([3.0, 700.0])):
+        assert torch.equal(net(x, s), want)
+
+
 def test_unet_takes_one_image_whose_norm_groups_hold_a_single_value():
     # 1x1 images with one channel per GroupNorm group: a batch of one (eval --limit 1, dgm score
     # of one input, a last training batch of one) failed inside GroupNorm; it is computed as in

@@ -197,7 +197,8 @@ class UNet(nn.Module):
         return c
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        emb = self.embed(timestep_embedding(s, self._tdim))
+        # (in the weights' dtype: integer levels, embedded in float32, or float32 ones failed in a float64 model)
+        emb = self.embed(timestep_embedding(s.to(self.stem.weight.dtype), self._tdim))
         h = self.stem(fourier_features(x, self._fourier_exponents))
         hs = [h]
         for i, level in enumerate(self.down):
