@@ -542,3 +542,18 @@ def test_load_dataset_refuses_arguments_of_another_kind_by_name(tmp_path):
     for args, needle in ((dict(name=3), "a dataset's name is a non-empty string, got 3"), (dict(seed=-1), "seed must be")):
         with pytest.raises(DataError, match=needle):  # (from_array named a dataset 3, which a run record refuses)
             from_array(x, **args)
+
+
+def test_whole_doubles_beyond_what_float32_holds_are_refused_as_integers_are():
+    """Whole numbers beyond 2^24 as doubles (a MATLAB file's integers) passed and were merged by the
+    float32 cast (20 distinct values 2^24-18..2^24+1 became 19, and 2^24 + 1, 2^24 + 2, ... pairwise
+    equal), where the same values as int64 were refused; whole doubles that float32 keeps, and
+    float32 data, stay accepted."""
+    ints = np.arange(2**24 - 18, 2**24 + 2, dtype=np.int64).reshape(20, 1)
+    for x in (ints, ints.astype(np.float64)):
+        with pytest.raises(DataError, match="integers of magnitude up to 16777217, beyond 2\\^24"):
+            from_array(x)
+    kept = (np.arange(20, dtype=np.float64) * 2 + 2**24).reshape(20, 1)  # (even ones: float32 holds them)
+    assert from_array(kept).num_levels is None
+    assert from_array(ints.astype(np.float32)).num_levels is None  # (already float32: nothing changes)
+    assert from_array(ints.astype(np.float64) + 0.5).num_levels is None  # (not whole: continuous values)

@@ -526,11 +526,17 @@ def _check_labels(y: object, n: int, name: str) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
-def _check_float32_values(seen: np.ndarray, name: str) -> None:
+def _check_float32_values(seen: np.ndarray, name: str, whole: bool) -> None:
     """Refuse values (not levels: the finite ones, ``seen``) that the float32 dgmkit models would
-    not keep: integers beyond 2^24 (not all distinct), or all below float32's smallest normal
-    number (their digits lost, or 0)."""
-    top = max(-int(seen.min()), int(seen.max())) if seen.dtype.kind in "iu" else 0  # (Python ints: no overflow)
+    not keep: integers beyond 2^24 (not all distinct), of an integer dtype or whole numbers of a
+    wider float one (``whole``: MATLAB's doubles) that float32 would change, or all below float32's
+    smallest normal number (their digits lost, or 0)."""
+    top = 0
+    if seen.dtype.kind in "iu":
+        top = max(-int(seen.min()), int(seen.max()))  # (Python ints: no overflow)
+    elif whole and bool((seen.astype(np.float32) != seen).any()):  # (float32 data, or data it keeps: no loss)
+        top = int(np.abs(seen).max())
+        top = top if top <= 2**53 else 0  # (beyond 2^53 every double is whole: no sign of integers)
     if top > 2**24:  # (float32 holds every integer up to 2^24 only)
         raise DataError(
             f"{name}: integers of magnitude up to {top}, beyond 2^24, would not all stay distinct as the float32 "
@@ -578,7 +584,7 @@ def from_array(
         # integers, stored as floats where NaN marks missing entries (``data.missing``)
         t = torch.from_numpy(x.astype(np.float32 if missing else np.uint8))
     else:
-        _check_float32_values(seen, name)
+        _check_float32_values(seen, name, integral)
         levels, t = None, torch.from_numpy(x.astype(np.float32))
     labels = None if y is None else _check_labels(y, len(t), name)
     perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))
