@@ -650,3 +650,23 @@ def test_an_elbo_drawn_above_minus_nll_is_said_to_be_draw_noise():
     assert "the ELBO lies 0.063 nats above -NLL: the noise of the random draws" in format_report(r)
     assert "above -NLL" not in format_report({**r, "elbo": -5.1})
     assert "above -NLL" not in format_report({**r, "estimate": "bound"})
+
+
+def test_functions_of_q_refuse_a_flow_by_name():
+    # a flow given to the functions of a model's q(z|x) met "'FlowModel' object has no attribute 'posterior'"
+    # (and 'importance_rows') deep inside; each is now refused by name, with the model's class
+    from dgmkit.evaluation import active_units, diagnose, importance_sampled_log_likelihood
+    from dgmkit.models import CapabilityError, FlowModel
+    from dgmkit.transforms import maf
+
+    flow = FlowModel(maf(2, [8], layers=1), event_shape=(1, 1, 2), flatten=True)
+    x = torch.randn(5, 1, 1, 2)
+    calls = {
+        "importance_sampled_log_likelihood": lambda: importance_sampled_log_likelihood(flow, x, k=2),
+        "diagnose": lambda: diagnose(flow, x),
+        "posterior_statistics": lambda: posterior_statistics(flow, x),
+        "posterior_statistics ": lambda: active_units(flow, x),
+    }
+    for name, call in calls.items():
+        with pytest.raises(CapabilityError, match=rf"^{name.strip()}\(\) needs .*; the model is a FlowModel$"):
+            call()

@@ -13,12 +13,12 @@ from torch import nn
 
 from dgmkit.devices import device_of, dtype_of, half_precision_words
 from dgmkit.errors import DataError, EvaluationError
-from dgmkit.models.base import GenerativeModel
+from dgmkit.models.base import CapabilityError, GenerativeModel
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-__all__ = ["evaluates", "codes"]
+__all__ = ["evaluates", "codes", "needs_kind"]
 
 _checked = contextvars.ContextVar("data_checked", default=False)  # within an evaluation that checked its data
 
@@ -41,6 +41,14 @@ def evaluates(fn: Callable[P, R], *, name: str | None = None) -> Callable[P, R]:
     datapoint (N = 0) are refused: no estimate, mean or imputation is made of none. The messages
     name ``fn`` by ``name`` (by default its own: a public function's private worker names the public one)."""
     return _evaluation(fn, empty_ok=False, name=name)
+
+
+def needs_kind(model: object, kind: type, called: str, what: str) -> None:
+    """A CapabilityError naming ``called`` and the model's class where ``model`` is not a ``kind``
+    (``what`` says what it must be): a flow given to a function of a model's q(z|x) met an
+    AttributeError deep inside (``'FlowModel' object has no attribute 'posterior'``)."""
+    if not isinstance(model, kind):
+        raise CapabilityError(f"{called}() needs {what}; the model is a {type(model).__name__}")
 
 
 def _as_model_takes(x: torch.Tensor, model: nn.Module) -> torch.Tensor:

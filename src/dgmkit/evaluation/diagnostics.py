@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
-from dgmkit._modes import evaluates
+from dgmkit._modes import evaluates, needs_kind
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.errors import DataError, EvaluationError, generator_seed, whole_at_least
@@ -366,6 +366,7 @@ def diagnose(
     for prior holes (0: none); ``shown``: the deepest holes kept as joint latents for decoding;
     ``mutual_info=False``: KL and active units only (no N x N aggregate: for large N);
     ``bracket=False``: a conditional layer's I(x; z_l) without its second estimate (``mutual_info_apart``)."""
+    needs_kind(model, LatentVariableModel, "diagnose", "a latent variable model, with a prior p(z) and a q(z|x)")
     if len(x) < 2:
         raise DataError(f"the diagnostics need at least two datapoints (a covariance over x), got {len(x)}")
     samples = whole_at_least("samples", samples, 1)

@@ -7,7 +7,7 @@ import torch
 from dgmkit._modes import evaluates
 from dgmkit.distributions import kl_per_dimension, location
 from dgmkit.errors import finite_at_least, whole_at_least
-from dgmkit.models import Autoencoder, LatentVariableModel
+from dgmkit.models import Autoencoder, CapabilityError, GenerativeModel, LatentVariableModel
 
 __all__ = [
     "bits_per_dim",
@@ -62,6 +62,11 @@ def posterior_statistics(
 
     A unit u is active when Cov_x(E_q[z_u | x]) > ``threshold`` (0.01, Burda et al. 2016): a collapsed
     dimension's posterior mean does not depend on x."""
+    if not (isinstance(model, GenerativeModel) and model.has_latents):  # (a flow: an AttributeError deep inside)
+        raise CapabilityError(
+            f"posterior_statistics() needs a model with a latent space q(z|x) (one vector per input); the model is a "
+            f"{type(model).__name__}"
+        )
     batch_size = whole_at_least("batch_size", batch_size, 1)
     finite_at_least("threshold (a variance)", threshold, 0)
     means, kls = [], []

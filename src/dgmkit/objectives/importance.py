@@ -23,7 +23,7 @@ from typing import NamedTuple, cast
 import torch
 from torch.distributions import Distribution
 
-from dgmkit._modes import evaluates
+from dgmkit._modes import evaluates, needs_kind
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.errors import whole_at_least
 from dgmkit.models import LatentVariableModel, VariationalModel
@@ -187,6 +187,7 @@ def importance_sampled_log_likelihood(
     decoder) caps both by its ``importance_rows`` within ``CPU_CHUNK_BYTES`` or ``GPU_CHUNK_BYTES``.
     ``first=True`` also returns the first draw's log weight, a one-sample ELBO, shape (N,).
     """
+    needs_kind(model, VariationalModel, "importance_sampled_log_likelihood", "a model with a proposal q(z|x)")
     whole_at_least("k", k, 1)
     batch_size, chunk_size = _importance_sizes(model, x, batch_size, chunk_size)
     if x.device.type == "cpu":
