@@ -670,3 +670,21 @@ def test_functions_of_q_refuse_a_flow_by_name():
     for name, call in calls.items():
         with pytest.raises(CapabilityError, match=rf"^{name.strip()}\(\) needs .*; the model is a FlowModel$"):
             call()
+
+
+def test_evaluate_refuses_labels_that_are_not_one_whole_number_per_datapoint():
+    # a y of shape (1,) was broadcast against the N predictions (an M2's accuracy 0.0 with its right
+    # labels at 0.18), y + 0.5 read as y, a NumPy y an AttributeError and a short y torch's RuntimeError
+    from dgmkit.errors import DataError
+
+    model, marginal = make(perturb=0.1)
+    x = data(marginal, 6)
+    for y, says in [
+        (torch.zeros(1), r"shape \(6,\), got shape \(1,\)"),
+        (torch.zeros(6, 1), r"shape \(6,\), got shape \(6, 1\)"),
+        (torch.full((6,), 0.5), "whole numbers"),
+        (torch.zeros(6).numpy(), "torch tensor, one label per datapoint, got ndarray"),
+    ]:
+        with pytest.raises(DataError, match=says):
+            evaluate(model, x, iw_samples=2, y=y)
+    assert evaluate(model, x, iw_samples=2, y=torch.zeros(6, dtype=torch.long)).n == 6
