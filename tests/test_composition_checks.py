@@ -145,6 +145,8 @@ def test_the_trainer_names_a_transform_an_objective_parts_and_data_of_the_wrong_
         train(_vae(), lambda model, x, beta=1.0: ELBO(1)(model, x, beta), x, binary)
     with pytest.raises(TypeError, match=r"parts are a list of TrainingParts: parts=\[KLWarmup\(\.\.\.\)\], got one alone"):
         train(_vae(), ELBO(1), x, binary, parts=KLWarmup(1.0, 2))
+    with pytest.raises(TypeError, match=r"parts are a list of TrainingParts \(\[\] for none\), got None"):
+        train(_vae(), ELBO(1), x, binary, parts=None)  # (was "'NoneType' object is not iterable")
     data = Dataset("own", Split(x), Split(x[:4]), Split(x[:4]), 2)
     for given, hint in (
         (data, r"got Dataset: a Dataset's splits are its train, valid and test \(give dataset.train\)"),

@@ -77,6 +77,8 @@ def attach_parts(trainer: Trainer, parts: Iterable[TrainingPart]) -> None:
     if isinstance(parts, TrainingPart) or (isinstance(parts, type) and issubclass(parts, TrainingPart)):
         shown = parts.__name__ if isinstance(parts, type) else type(parts).__name__
         raise TypeError(f"a Trainer's parts are a list of TrainingParts: parts=[{shown}(...)], got one alone")
+    if not isinstance(parts, Iterable):  # (parts=None: "'NoneType' object is not iterable")
+        raise TypeError(f"a Trainer's parts are a list of TrainingParts ([] for none), got {parts!r}")
     chosen: dict[type, TrainingPart] = {}
     for part in parts:
         if not isinstance(part, TrainingPart):
