@@ -551,6 +551,9 @@ def test_flat_rows_given_to_an_image_model_are_named_where_they_reach_the_encode
         _vae().posterior(_binary()[0])  # one image without its batch dimension
     with pytest.raises(ValueError, match=r"\(B, 1, 4, 4\)$"):  # (no such hint for other shapes)
         _vae().posterior(_binary()[:, 0])
+    # a NumPy array met "'numpy.ndarray' object has no attribute 'dim'" (model.reconstruct(x) as well)
+    with pytest.raises(TypeError, match=r"^q\(z\|x\) takes the data as a torch tensor \(B, 1, 4, 4\), got ndarray"):
+        _vae().reconstruct(_binary().numpy())
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,11 @@ class VAE(DecodedModel, LatentVariableModel):
         encoder as 0 (zero imputation, as MIWAE's encoder sees incomplete data), or as they are
         where the encoder reads them (``fill_missing`` False)."""
         event = self.event_shape
+        if not isinstance(x, torch.Tensor):  # (a NumPy array: "'numpy.ndarray' object has no attribute 'dim'")
+            raise TypeError(
+                f"q(z|x) takes the data as a torch tensor (B, {', '.join(map(str, event))}), got {type(x).__name__} "
+                "(torch.as_tensor(x) makes one of a NumPy array)"
+            )
         if tuple(x.shape[x.dim() - len(event) :]) != event or x.dim() <= len(event):
             one = " (one datapoint is a batch of one: x.unsqueeze(0))" if tuple(x.shape) == event else ""
             raise ValueError(
