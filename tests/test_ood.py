@@ -993,3 +993,10 @@ def test_ood_inputs_that_are_the_run_s_own_images_are_named_in_a_note(runs, tmp_
     assert "30 in its test split): in-distribution inputs, which no score can tell apart" in out
     code, out, err = _dgm(capsys, "ood", runs / "model", "--ood", runs / "noise.npy", "--ood-split", "all")
     assert code == 0 and "the same values" not in out, err
+
+
+def test_the_typicality_threshold_of_more_than_2_to_the_24_bootstraps_is_their_quantile():
+    """torch.quantile takes at most 2^24 values: bootstraps=2**24 + 1 met its RuntimeError "quantile() input
+    tensor is too large". Of held-out NLLs 0 and 1 about H = 0.5 every statistic is 0.5, and so is epsilon."""
+    t = typicality_test(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 1.0]), bootstraps=2**24 + 1)
+    assert (t.entropy, t.epsilon) == (0.5, 0.5)

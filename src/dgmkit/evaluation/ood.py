@@ -16,6 +16,7 @@ quantile of that statistic over ``bootstraps`` batches of M drawn (with replacem
 held-out in-distribution data. For M = 1 the per-input score |NLL(x) - H| ranks inputs.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -140,4 +141,13 @@ def typicality_test(
         (v[torch.randint(len(v), (min(rows, bootstraps - i), batch_size), generator=g)].mean(1) - h).abs()
         for i in range(0, bootstraps, rows)
     ])  # fmt: skip
-    return TypicalityTest(h, float(torch.quantile(stats, 1 - alpha)), batch_size, alpha)
+    return TypicalityTest(h, _quantile(stats, 1 - alpha), batch_size, alpha)
+
+
+def _quantile(v: torch.Tensor, q: float) -> float:
+    """torch.quantile's linear interpolation of the sorted ``v``, without its cap of 2^24 values
+    (bootstraps=2**24 + 1 met "quantile() input tensor is too large")."""
+    s = v.sort().values
+    pos = q * (len(s) - 1)
+    below, above = math.floor(pos), math.ceil(pos)
+    return float(torch.lerp(s[below], s[above], pos - below))
