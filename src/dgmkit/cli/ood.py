@@ -369,6 +369,8 @@ def _protocol(r: dict) -> str:
     key += f" | typicality M={r['typicality_batch']} fit {None if whole else r['fit_limit']}"
     if r.get("background"):
         key += f" | background {r['background']} weights {r['background_weights']}"
+        if r.get("background_iw_samples"):  # (0 where exact: the key it had; absent from results kept before it)
+            key += f" k={r['background_iw_samples']}"
     return key + f" | weights {r['weights']}"
 
 
