@@ -406,6 +406,26 @@ def test_levels_that_do_not_divide_the_images_sides_say_that_a_vector_flow_is_tr
     assert code == 0 and "note:" not in text, err
 
 
+def test_levels_that_no_number_of_levels_fits_are_refused_and_the_note_does_not_advise_fewer(tmp_path, capsys):
+    """--flow-levels 5 --flow-blocks 3 on two-moons (points, no image) trained the vector flow without a
+    word; Glow on 5x7 images (no level count halves odd sides) was advised "fewer --flow-levels keep the
+    image flow", which at --flow-levels 1 it said again."""
+    from dgmkit.data.registry import from_array
+    from dgmkit.families.flow import FlowConfig
+
+    argv = ["train", "--model", "flow", "--hidden", "8", "--flow-layers", "1", "--epochs", "1", "--quiet"]
+    code, _, err = run(capsys, *argv, "--dataset", "two-moons", "--flow-levels", "5", "--out", tmp_path / "moons")
+    assert_clean_failure(code, err, "flow_levels = 5 is read only with images (C, H, W) of sides 2 or more")
+    images = tmp_path / "odd.npy"
+    np.save(images, np.random.default_rng(0).integers(0, 4, size=(20, 1, 5, 7)).astype(np.uint8))
+    code, _, err = run(capsys, *argv, "--flow", "glow", "--dataset", images, "--flow-levels", "1", "--out", tmp_path / "g")
+    assert_clean_failure(code, err, "flow_levels = 1 is read only with images (C, H, W) of even sides")
+    odd = from_array(np.zeros((20, 1, 5, 7), np.uint8), name="odd")
+    (note,) = FlowConfig(flow="glow").data_notes(odd)
+    assert note.endswith("(flow_levels and flow_blocks unread; no number of levels fits odd sides)")
+    assert "flow_levels" not in FlowConfig(flow="realnvp").data_inert_settings((1, 5, 7), 4)  # one level fits
+
+
 def test_the_latents_of_a_model_of_codes_are_titled_by_them(tmp_path, capsys, monkeypatch):
     """A VAE on another VAE's 4-D codes: its scatter was titled "digits test", the data those codes
     came from, as dgm density's was."""

@@ -53,9 +53,14 @@ class FlowConfig(FamilyConfig):
 
     def data_inert_settings(self, event_shape: tuple[int, ...], num_levels: int | None) -> dict[str, str]:
         """The image flow (RealNVP or Glow of images whose sides its levels divide) has coupling
-        networks of its own, which read no activation; continuous data (a table's standardized columns,
-        another run's latents) are not dequantized, and reach the flow without the logit of logit_alpha."""
+        networks of its own, which read no activation; data that no number of levels fits (vectors, images a
+        pixel high, Glow's images of odd sides) get the vector flow, which reads no flow_levels or flow_blocks;
+        continuous data (a table's standardized columns, another run's latents) are not dequantized, and reach
+        the flow without the logit of logit_alpha."""
         inert = {"activation": _VECTOR_FLOW} if self._image_flow_fits(event_shape) else {}
+        if self.flow in IMAGE_FLOWS and not self._image_flow_fits(event_shape, levels=1):  # no number of levels fits
+            needs = "images (C, H, W) of even sides" if self.flow == "glow" else "images (C, H, W) of sides 2 or more"
+            inert.update(flow_levels=needs, flow_blocks=needs)
         if num_levels is None:
             inert["logit_alpha"] = "quantized data (integer levels)"
         return inert
@@ -83,17 +88,19 @@ class FlowConfig(FamilyConfig):
         if self.flow not in IMAGE_FLOWS or len(shape) != 3 or min(shape[1:]) < 2 or self._image_flow_fits(shape):
             return []
         factor = 2 ** (self.flow_levels - (self.flow == "realnvp"))
+        fits = self._image_flow_fits(shape, levels=1)  # (Glow's single level halves the sides: odd ones never fit)
+        fix = "fewer --flow-levels keep the image flow" if fits else "no number of levels fits odd sides"
         return [
             f"the multi-scale {self.flow} flow's {self.flow_levels} levels need image sides divisible by {factor}; the "
             f"images of {dataset.name} are {shape[1]}x{shape[2]}: the vector {self.flow} flow over the "
-            f"{math.prod(shape)} values is trained (flow_levels and flow_blocks unread; fewer --flow-levels keep the "
-            "image flow)"
+            f"{math.prod(shape)} values is trained (flow_levels and flow_blocks unread; {fix})"
         ]
 
-    def _image_flow_fits(self, event_shape: tuple[int, ...]) -> bool:
+    def _image_flow_fits(self, event_shape: tuple[int, ...], levels: int | None = None) -> bool:
+        """Whether the multi-scale image flow of ``levels`` levels (None: flow_levels) fits the data."""
         if self.flow not in IMAGE_FLOWS or len(event_shape) != 3 or min(event_shape[1:]) < 2:
             return False
-        factor = 2 ** (self.flow_levels - (self.flow == "realnvp"))
+        factor = 2 ** ((levels or self.flow_levels) - (self.flow == "realnvp"))
         return event_shape[1] % factor == 0 and event_shape[2] % factor == 0
 
     def model_for(self, data: DataSpec) -> GenerativeModel:
