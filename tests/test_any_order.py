@@ -386,3 +386,39 @@ def test_the_python_api_scores_orders_without_writing_them(masked_run):
     result = dgmkit.evaluate(dgmkit.load(masked_run), orders=1, limit=3, seed=23)
     assert result.estimate == "order-mixture" and result["order_files"] is None
     assert listing() == before
+
+
+@pytest.mark.parametrize("kind", ["deflated, damaged", "lzma, damaged", "encrypted", "unknown method"])
+def test_an_order_file_compressed_or_encrypted_is_refused_by_name(tmp_path, kind):
+    """OrderFiles.put writes stored members only; a compressed or encrypted one is not this
+    evaluation's (a damaged deflated member raised zlib.error, a damaged LZMA one LZMAError, an
+    encrypted one RuntimeError, an unknown method NotImplementedError: `dgm eval` reported an
+    internal error, not the file to delete)."""
+    import struct
+
+    from dgmkit.errors import EvaluationError
+    from dgmkit.evaluation.order_files import OrderFiles
+
+    store, order, values = OrderFiles(tmp_path, 5), torch.tensor([2, 0, 1, 3]), -torch.arange(5.0)
+    method = {"deflated, damaged": zipfile.ZIP_DEFLATED, "lzma, damaged": zipfile.ZIP_LZMA}.get(kind, zipfile.ZIP_STORED)
+    path = tmp_path / "order-0.npz"
+    with zipfile.ZipFile(path, "w", compression=method) as z:
+        z.writestr("order.npy", _npy(order.numpy()))
+        z.writestr("values.npy", _npy(values.double().numpy()))
+    data = bytearray(path.read_bytes())
+    for sig, flags in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # each member's header, local and central
+        at = data.find(sig)
+        while at >= 0:
+            if kind == "encrypted":
+                data[at + flags] |= 1
+            elif kind == "unknown method":
+                data[at + flags + 2 : at + flags + 4] = struct.pack("<H", 99)
+            else:  # the compressed data just after the first member's local header
+                start = at + 30 + len("order.npy") if sig == b"PK\x03\x04" and at == 0 else None
+                if start is not None:
+                    data[start + 9 : start + 25] = bytes(b ^ 0x5A for b in data[start + 9 : start + 25])
+            at = data.find(sig, at + 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(EvaluationError) as refusal:
+        store.get(0, order)
+    assert str(path) in str(refusal.value) and "compressed or encrypted" in str(refusal.value)

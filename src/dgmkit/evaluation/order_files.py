@@ -5,8 +5,9 @@ One file per order, ``order-J.npz`` (NumPy, no pickles): the order itself (D ent
 log p(x | sigma_J) for each of the N datapoints (float64). The folder is named by what the values
 depend on (the weights, the data, the seed: ``dgm eval`` hashes them), and since the orders of a
 seed are drawn one after another, ``--orders 4`` then ``--orders 8`` computes only the last four.
-A file is read back only if it holds exactly this order and N finite values; a file that does
-not is an error that names it (delete it to compute that order again).
+A file is read back only if it holds exactly this order and N finite values, as ``put`` writes
+them (uncompressed); a file that does not is an error that names it (delete it to compute that
+order again).
 """
 
 import io
@@ -45,6 +46,7 @@ class OrderFiles:
             with open(path, "rb") as fh, zipfile.ZipFile(fh) as z:  # (closed however the reading ends)
                 if sorted(z.namelist()) != ["order.npy", "values.npy"]:
                     raise ValueError(f"arrays {sorted(z.namelist())[:4]}, not order and values")
+                _stored_as_written(z)
                 got = _read_member(z, "order", np.int64, want.shape)
                 values = _read_member(z, "values", np.float64, (self.n,))
         except _Mismatch as e:
@@ -78,6 +80,14 @@ class OrderFiles:
         if self.report is not None:
             self.report(f"order {j}: scored in {time.perf_counter() - self._since:.1f} s and kept")
         self._since = time.perf_counter()
+
+
+def _stored_as_written(z: zipfile.ZipFile) -> None:
+    """Refuses members that ``put`` never writes: compressed or encrypted ones (whose reading
+    raised zlib's, LZMA's or zipfile's own errors, not a refusal naming the file)."""
+    for info in z.infolist():
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            raise ValueError(f"{info.filename} is compressed or encrypted, as no stored order is")
 
 
 class _Mismatch(ValueError):
