@@ -422,3 +422,28 @@ def test_an_order_file_compressed_or_encrypted_is_refused_by_name(tmp_path, kind
     with pytest.raises(EvaluationError) as refusal:
         store.get(0, order)
     assert str(path) in str(refusal.value) and "compressed or encrypted" in str(refusal.value)
+
+
+@pytest.mark.parametrize("kind", ["link to a stored order", "link to nothing", "fifo"])
+def test_an_order_file_that_is_a_link_or_no_file_is_refused_and_kept(tmp_path, kind):
+    """A link at order-J.npz is no file of this evaluation: one to another folder's stored order
+    was read back as this one's, and one to nothing (or a FIFO) was taken for a missing order and
+    replaced by the new one. Each is refused by name and left as it is."""
+    import os
+
+    from dgmkit.errors import EvaluationError
+    from dgmkit.evaluation.order_files import OrderFiles
+
+    order, values = torch.tensor([2, 0, 1, 3]), -torch.arange(5.0)
+    other = OrderFiles(tmp_path / "other", 5)
+    other.put(0, order, values)
+    path = tmp_path / "this" / "order-0.npz"
+    path.parent.mkdir()
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(other.folder / "order-0.npz" if kind == "link to a stored order" else tmp_path / "nothing")
+    with pytest.raises(EvaluationError) as refusal:
+        OrderFiles(path.parent, 5).get(0, order)
+    assert str(path) in str(refusal.value) and "delete it to compute it again" in str(refusal.value)
+    assert path.is_symlink() == (kind != "fifo") and not (tmp_path / "nothing").exists()

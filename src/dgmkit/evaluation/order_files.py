@@ -6,12 +6,13 @@ log p(x | sigma_J) for each of the N datapoints (float64). The folder is named b
 depend on (the weights, the data, the seed: ``dgm eval`` hashes them), and since the orders of a
 seed are drawn one after another, ``--orders 4`` then ``--orders 8`` computes only the last four.
 A file is read back only if it holds exactly this order and N finite values, as ``put`` writes
-them (uncompressed); a file that does not is an error that names it (delete it to compute that
-order again).
+them (uncompressed); a file that does not, or a link or anything but a file at its name, is an
+error that names it (delete it to compute that order again).
 """
 
 import io
 import math
+import os
 import time
 import zipfile
 from collections.abc import Callable
@@ -39,8 +40,11 @@ class OrderFiles:
 
     def get(self, j: int, order: torch.Tensor) -> torch.Tensor | None:
         path = self._path(j)
-        if not path.is_file():
+        if not os.path.lexists(path):
             return None
+        if path.is_symlink() or not path.is_file():  # (a link: no file of this evaluation)
+            what = f"a link to {os.readlink(path)}" if path.is_symlink() else "not a regular file"
+            raise EvaluationError(f"{path}: {what}, not a stored order of this evaluation; delete it to compute it again")
         want = order.cpu().numpy().astype(np.int64)
         try:
             with open(path, "rb") as fh, zipfile.ZipFile(fh) as z:  # (closed however the reading ends)
