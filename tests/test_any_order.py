@@ -447,3 +447,35 @@ def test_an_order_file_that_is_a_link_or_no_file_is_refused_and_kept(tmp_path, k
         OrderFiles(path.parent, 5).get(0, order)
     assert str(path) in str(refusal.value) and "delete it to compute it again" in str(refusal.value)
     assert path.is_symlink() == (kind != "fifo") and not (tmp_path / "nothing").exists()
+
+
+@pytest.mark.parametrize("linked", ["orders", "its key folder"])
+def test_orders_are_kept_only_inside_the_run_folder(masked_run, tmp_path, capsys, linked):
+    """A link at the run's orders/ (or at its key folder) was followed: dgm eval --orders wrote
+    its order files in the folder it points to, outside the run. It is refused by name, and
+    nothing is written there."""
+    args = ["eval", str(masked_run), "--limit", "2", "--seed", "29", "--orders", "1"]
+    assert main(args) == 0
+    saved = tmp_path / "saved"
+    (masked_run / "orders").rename(saved)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if linked == "orders":
+        (masked_run / "orders").symlink_to(elsewhere)
+    else:
+        (masked_run / "orders").mkdir()
+        for key in saved.iterdir():
+            (masked_run / "orders" / key.name).symlink_to(elsewhere)
+    try:
+        capsys.readouterr()
+        assert main(args) == 1
+        assert "is a symbolic link" in capsys.readouterr().err and list(elsewhere.iterdir()) == []
+    finally:
+        link = masked_run / "orders"
+        if link.is_symlink():
+            link.unlink()
+        else:
+            for key in link.iterdir():
+                key.unlink()
+            link.rmdir()
+        saved.rename(link)

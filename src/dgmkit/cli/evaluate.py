@@ -332,8 +332,7 @@ def evaluate_run(
     x, y, subset = _seeded_subset(x, y, limit, seed)
     store = None
     if orders is not None and keep_orders and distributed.current().world_size == 1:  # each order's values kept as done
-        key = hashlib.sha256(f"{weights}|{seed}|{tuple(x.shape)}|".encode() + x.cpu().numpy().tobytes()).hexdigest()
-        store = OrderFiles(run.path / "orders" / key[:16], len(x), report=say)
+        store = _order_files(run, weights, seed, x)
     report = evaluate(
         run.model,
         x,
@@ -366,6 +365,20 @@ def evaluate_run(
         "processes": distributed.current().world_size,
         "order_files": None if store is None else store.folder.relative_to(run.path).as_posix(),  # in the run folder
     }
+
+
+def _order_files(run: Run, weights: str, seed: int, x: torch.Tensor) -> OrderFiles:
+    """Where ``dgm eval --orders`` keeps each order's values: ``orders/KEY`` in the run folder, the
+    key a hash of what they depend on (the weights, the seed, the data). Written there only, never
+    through a link elsewhere (as every other run file is replaced, not followed)."""
+    key = hashlib.sha256(f"{weights}|{seed}|{tuple(x.shape)}|".encode() + x.cpu().numpy().tobytes()).hexdigest()
+    folder = run.path / "orders" / key[:16]
+    for part in (folder.parent, folder):
+        if part.is_symlink():
+            raise ConfigError(
+                f"{part} is a symbolic link: the orders' values are kept only inside the run folder; remove the link"
+            )
+    return OrderFiles(folder, len(x), report=say)
 
 
 def _check_counts(
