@@ -143,15 +143,16 @@ def test_a_rank_of_world_size_or_a_world_of_zero_is_refused_before_joining(env, 
     assert said in str(e.value)
 
 
-@pytest.mark.parametrize("port", ["notaport", "70000", "-5", "1.5"])
+@pytest.mark.parametrize("port", ["notaport", "70000", "-5", "1.5", "0", "00"])
 def test_a_master_port_that_is_no_tcp_port_is_refused_before_joining(port, monkeypatch):
     # it reached init_process_group, whose ValueError ("invalid literal for int()", "port must have value from 0 to
-    # 65535") was said as an internal error of dgmkit
+    # 65535") was said as an internal error of dgmkit; port 0 (a free port the master's system chooses, which no other
+    # rank can know) let every rank wait for the rendezvous until its timeout
     env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(dist, "init_process_group", _no_group)
-    with pytest.raises(ConfigError, match=r"MASTER_PORT \('.*'\) is not a TCP port from 0 to 65535"):
+    with pytest.raises(ConfigError, match=r"MASTER_PORT \('.*'\) is not a TCP port from 1 to 65535"):
         dd.init_from_environment()
 
 

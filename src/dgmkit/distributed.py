@@ -116,9 +116,11 @@ def init_from_environment() -> Context:
             raise ConfigError(
                 f"the environment's {key} ({text[:40]!r}) is not a rank from 0 to WORLD_SIZE - 1 ({world - 1})"
             )
+    # (port 0, a free port of the system's choosing, is the master's alone: the other ranks cannot reach it, and every
+    # rank waited for the rendezvous until its timeout)
     port = os.environ["MASTER_PORT"].strip()
-    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise ConfigError(f"the environment's MASTER_PORT ({port[:40]!r}) is not a TCP port from 0 to 65535")
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"the environment's MASTER_PORT ({port[:40]!r}) is not a TCP port from 1 to 65535")
     backend = "gloo"
     if torch.cuda.is_available():  # gloo for CPU tensors, nccl for CUDA ones: whichever device the run uses
         local, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
