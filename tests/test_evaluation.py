@@ -683,6 +683,7 @@ def test_evaluate_refuses_labels_that_are_not_one_whole_number_per_datapoint():
         (torch.zeros(1), r"shape \(6,\), got shape \(1,\)"),
         (torch.zeros(6, 1), r"shape \(6,\), got shape \(6, 1\)"),
         (torch.full((6,), 0.5), "whole numbers"),
+        (torch.tensor([0.0, 1, 0, 1, 0, float("inf")]), r"whole numbers; these hold others \(or NaN or inf\)"),
         (torch.zeros(6).numpy(), "torch tensor, one label per datapoint, got ndarray"),
     ]:
         with pytest.raises(DataError, match=says):

@@ -426,8 +426,9 @@ def _labels(y: object, n: int, device: torch.device) -> torch.Tensor | None:
         )
     if tuple(y.shape) != (n,):
         raise DataError(f"evaluate()'s labels y are one per datapoint, shape ({n},), got shape {tuple(y.shape)}")
-    if y.is_complex() or (y.is_floating_point() and not bool((y == y.round()).all())):
-        raise DataError("evaluate()'s labels y are class indices, whole numbers; these hold others (or NaN)")
+    # (inf equals its rounding: it passed, and a classifier's accuracy counted it as a class index, -2^63 as int64)
+    if y.is_complex() or (y.is_floating_point() and not bool((y.isfinite() & (y == y.round())).all())):
+        raise DataError("evaluate()'s labels y are class indices, whole numbers; these hold others (or NaN or inf)")
     return y.to(device)
 
 
