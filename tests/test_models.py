@@ -254,3 +254,36 @@ def test_every_family_draws_no_samples_as_empty_outputs_leaving_the_random_strea
     for a, b in zip(none, some, strict=True):
         assert a.shape == (0, *b.shape[1:]) and a.dtype == b.dtype
     assert torch.equal(torch.random.get_rng_state(), after_global) and torch.equal(g.get_state(), g_state)
+
+
+def test_a_model_of_ones_own_draws_no_samples_whatever_its_sample_returns():
+    """sample(0) cut every output of one draw to none of its rows: a model of one's own whose
+    sample returns (x, None) (as this file's Tempered does), a NamedTuple or a dict met
+    "'NoneType' object is not subscriptable", a plain tuple or "unhashable type: 'slice'",
+    where its own sample(0) had given them. Tensors are cut; the rest kept, of its type."""
+    from typing import NamedTuple
+
+    from dgmkit.models import GenerativeModel
+
+    class Drawn(NamedTuple):
+        x: torch.Tensor
+        mean: torch.Tensor
+
+    class Own(GenerativeModel):
+        event_shape = (2,)
+
+        def __init__(self, kind):
+            super().__init__()
+            self.kind = kind
+
+        def log_prob(self, x):
+            return x.sum(-1)
+
+        def sample(self, n, generator=None):
+            x = torch.randn(n, 2, generator=generator)
+            return {"none": (x, None), "named": Drawn(x, x + 1), "dict": {"x": x, "n": n}, "list": [x, x]}[self.kind]
+
+    none, named, as_dict, as_list = (Own(k).sample(0) for k in ("none", "named", "dict", "list"))
+    assert none[0].shape == (0, 2) and none[1] is None
+    assert isinstance(named, Drawn) and named.mean.shape == (0, 2)
+    assert as_dict["x"].shape == (0, 2) and isinstance(as_list, list) and as_list[1].shape == (0, 2)

@@ -73,7 +73,7 @@ import itertools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple, TypeVar, cast
 
 import torch
 from torch import nn
@@ -297,7 +297,22 @@ def _none_drawn(model: "GenerativeModel", draw_one: Callable[[], R], generator: 
         out = draw_one()
     if isinstance(generator, torch.Generator) and state is not None:
         generator.set_state(state)
-    return tuple(t[:0] for t in out) if isinstance(out, tuple) else out[:0]  # type: ignore[return-value,index]
+    return cast(R, _cut_to_none(out))
+
+
+def _cut_to_none(out: object) -> object:
+    """``out`` with each tensor in it cut to none of its rows: a tensor, or tuples (a NamedTuple
+    kept one), lists and dicts of them; anything else as it is (a model of one's own returning
+    (x, None): None[:0] failed, where its own sample(0) had given (x, None))."""
+    if isinstance(out, torch.Tensor):
+        return out[:0]
+    if isinstance(out, tuple) and hasattr(out, "_fields"):
+        return cast(Callable[..., object], type(out))(*map(_cut_to_none, out))  # (its fields, by position)
+    if isinstance(out, (tuple, list)):
+        return type(out)(map(_cut_to_none, out))
+    if isinstance(out, dict):
+        return {k: _cut_to_none(v) for k, v in out.items()}
+    return out
 
 
 def _refuse_infinite(x: torch.Tensor) -> None:
