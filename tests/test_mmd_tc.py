@@ -255,3 +255,22 @@ def test_a_batch_of_one_is_its_own_posterior_and_an_empty_one_is_refused(estimat
         aggregate_log_densities(z, loc, scale, 1000, "msss")
     with pytest.raises(ValueError, match=r"same shape \(M, D\), got \(1, 3\), \(1, 2\)"):
         aggregate_log_densities(z, loc[:, :2], scale, 1000, estimator)
+
+
+def test_tcvae_refuses_a_batch_of_one_and_leaves_out_a_last_batch_of_one():
+    """A batch of one estimates q(z) by its own posterior: MI and TC are 0 whatever the draw, so
+    --tc-weight 6 at batch size 1 trained the KL at gamma alone (as did each epoch's last batch
+    of one). Such a batch is refused, and a last one left out; equal weights split nothing."""
+    from dgmkit.data import Split, load_dataset, make_transform
+    from dgmkit.errors import ConfigError
+    from dgmkit.training import Trainer
+
+    cfg, model = _small_vae(tc_weight=6.0)
+    data = load_dataset("digits")
+    train, transform = Split(data.split("train").x[:9]), make_transform("bernoulli", data)
+    weighted = cfg.model.training_objective()
+    with pytest.raises(ConfigError, match="BetaTCVAE's estimate needs at least 2 datapoints of a batch together"):
+        Trainer(model, weighted, train, transform, batch_size=1, progress=False)
+    assert Trainer(model, weighted, train, transform, batch_size=4, progress=False).steps_per_epoch == 2
+    unit = cfg.replace(tc_weight=1.0).model.training_objective()
+    assert Trainer(model, unit, train, transform, batch_size=4, progress=False).steps_per_epoch == 3

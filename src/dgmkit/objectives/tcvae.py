@@ -15,6 +15,8 @@ epoch.
 The aggregate posterior q(z) is estimated from each batch with minibatch stratified sampling
 (``mss``) or the batch mixture (``mws``); the datapoints stand for a training set of N, which
 the Trainer sets (``setup``); without it the batch is the whole data.
+A batch of one says nothing of q(z) beyond its own posterior (no MI, no TC): with unequal
+weights the Trainer refuses it, and leaves out a last batch of one (``rows_per_step``).
 """
 
 from typing import NamedTuple
@@ -70,6 +72,9 @@ class BetaTCVAE(Objective[VAE]):
             whole_at_least("dataset_size", dataset_size, 1)
         self.estimator = estimator
         self.dataset_size = dataset_size
+        # a lone datapoint's q(z) estimate is its own posterior: no MI, no TC, so a batch of one
+        # trained the KL at gamma alone, whatever alpha and beta (equal weights split nothing)
+        self.rows_per_step = 1 if len(set(self.weights)) == 1 else 2
 
     def setup(self, train_size: int) -> None:
         self.dataset_size = train_size
