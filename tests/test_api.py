@@ -833,3 +833,30 @@ def test_a_role_the_family_does_not_declare_is_named_by_the_keyword_given_not_dg
             dgmkit.sample(run, 2, **kwargs)
         with pytest.raises(ConfigError, match=f"^{re.escape(said)}: .* vae family, whose inputs are: none"):
             dgmkit.evaluate(run, limit=2, **kwargs)
+
+
+def test_a_run_of_a_model_made_float64_from_python_is_loaded_evaluated_and_resumed_in_float64(tmp_path, capsys):
+    """A run written by the Trainer with its run record (as docs/python.md has it) of a built-in
+    model made float64 (model.double()) was refused by dgmkit.load, dgm eval and dgm train
+    --resume: "8 tensors of another dtype than the model's ... not a checkpoint of this model".
+    It is read back in float64, its weights as trained, and goes on in float64."""
+    from dgmkit.config import build_model, run_record, trainer_options
+    from dgmkit.data import make_transform
+    from dgmkit.training import Trainer, load_checkpoint
+
+    cfg = RunConfig.of(dataset="digits", hidden=[8], latent_dim=2, epochs=1, device="cpu")
+    data = load_dataset("digits")
+    transform = make_transform("bernoulli", data)
+    model = build_model(cfg, data.event_shape, data.num_levels).double()
+    out = tmp_path / "f64"
+    options = trainer_options(cfg)
+    Trainer(model, cfg.model.training_objective(), data.train, transform, valid=data.valid, run_dir=out,
+            config=run_record(cfg, data, transform), progress=False, **options).fit()  # fmt: skip
+    run = dgmkit.load(out)
+    weights = dict(run.model.state_dict())
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float64}
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    assert np.isfinite(dgmkit.evaluate(run, limit=20, iw_samples=2).nll)
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--quiet"]) == 0, capsys.readouterr().err
+    last = load_checkpoint(out / "checkpoint.safetensors")
+    assert last["trainer"]["epoch"] == 2 and {v.dtype for v in last["model"].values()} == {torch.float64}

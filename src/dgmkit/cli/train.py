@@ -33,7 +33,14 @@ from dgmkit.cli.launch import ENDED, KEPT, lost_contact
 from dgmkit.config import SECTIONS, RunConfig, build_model, load_config_file, migrate_record, run_record, trainer_options
 from dgmkit.config.inputs import check_derived_current, run_dataset
 from dgmkit.config.migrate import check_record
-from dgmkit.config.run import check_same_run, check_weights_fit, holds_recorded_data, own_record, read_json
+from dgmkit.config.run import (
+    check_same_run,
+    check_weights_fit,
+    float64_weights,
+    holds_recorded_data,
+    own_record,
+    read_json,
+)
 from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, OWN_DATA_KEYS, RELOCATABLE
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.dataset import SPLITS
@@ -343,9 +350,11 @@ def train_run(
     init_data = None
     if family.needs_init_data and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
+    float64 = False  # a resumed run of a model made float64 from Python goes on in float64
     if resume:  # the run's checkpoint bounds the model config.json describes (before it is built)
-        _check_resumed_fit(cfg, dataset, out)
+        float64 = _check_resumed_fit(cfg, dataset, out)
     model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
+    model = model.double() if float64 else model
     fitted = _with_kept_labels(cfg, dataset)
     main = distributed.current().is_main
     with RunFolder(out, fresh=not resume, restart=restart) if main else contextlib.nullcontext():
@@ -529,12 +538,14 @@ def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
     return dataclasses.replace(dataset, train=train)
 
 
-def _check_resumed_fit(cfg: RunConfig, dataset: Dataset, out: Path) -> None:
+def _check_resumed_fit(cfg: RunConfig, dataset: Dataset, out: Path) -> bool:
     """The resumed run's checkpoint must hold the model its config.json describes (checked before
-    it is built; the tensors read here are let go at once, Trainer.resume reads them again)."""
+    it is built; the tensors read here are let go at once, Trainer.resume reads them again);
+    whether its weights are float64 (a model made float64 from Python, which goes on so)."""
     last = out / "checkpoint.safetensors"
     state = load_checkpoint(last)["model"]
     check_weights_fit(cfg, dataset.event_shape, dataset.num_levels, state, last, str(out / "config.json"))
+    return float64_weights(state)
 
 
 def _run_data(cfg: RunConfig, out: Path, resume: bool) -> tuple[RunConfig, Dataset]:

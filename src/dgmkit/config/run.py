@@ -52,6 +52,8 @@ __all__ = [
     "read_json",
     "load_weights",
     "check_weights_fit",
+    "in_checkpoint_precision",
+    "float64_weights",
     "check_same_run",
     "recorded_config",
 ]
@@ -273,7 +275,7 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
     try:
         DataTransform(data["transform"], data["num_levels"])
         check_weights_fit(cfg, tuple(data["event_shape"]), data["num_levels"], ckpt["model"], found)
-        model = build_model(cfg, tuple(data["event_shape"]), data["num_levels"])
+        model = in_checkpoint_precision(build_model(cfg, tuple(data["event_shape"]), data["num_levels"]), ckpt["model"])
     except (KeyError, TypeError, ValueError, ConfigError, DataError) as e:
         raise CheckpointError(f"{found} does not describe a model this dgmkit can build: {e}") from None
     load_weights(model, ckpt["model"], found)
@@ -350,9 +352,22 @@ def check_weights_fit(
     record edited to describe a model of billions of weights is refused by what its file holds
     before the model is built (every family builds there: tests/test_safety_cli.py)."""
     with torch.device("meta"):
-        probe = build_model(cfg, event_shape, num_levels)
+        probe = in_checkpoint_precision(build_model(cfg, event_shape, num_levels), state)
     meta = {k: v.to("meta") if torch.is_tensor(v) else v for k, v in state.items()}
     load_weights(probe, meta, source, described_by, assign=True)  # (assigned: the probe's masks may be CPU tensors)
+
+
+def in_checkpoint_precision(model: GenerativeModel, state: dict) -> GenerativeModel:
+    """``model`` made float64 where every floating tensor of a checkpoint's ``state`` is float64
+    (a run of a model made float64 from Python, ``model.double()``, with its run record): loaded,
+    evaluated, sampled and resumed in float64, as it trained; else ``model`` as built."""
+    return model.double() if float64_weights(state) else model
+
+
+def float64_weights(state: dict) -> bool:
+    """Whether every floating tensor of a checkpoint's ``state`` is float64 (and it holds one)."""
+    floats = [v for v in state.values() if torch.is_tensor(v) and v.is_floating_point()]
+    return bool(floats) and all(v.dtype == torch.float64 for v in floats)
 
 
 def load_weights(
