@@ -116,6 +116,31 @@ def test_resume_continues_a_run(tmp_path, capsys):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_run_trained_in_bf16_on_a_gpu_goes_on_on_a_cpu_with_precision_fp32(tmp_path, capsys, monkeypatch):
+    """--device may change on --resume and --precision could not: a run trained with
+    --precision bf16 on a GPU, resumed with --device cpu, met "mixed precision (bf16) is only
+    supported on a CUDA device here", and --precision fp32 "contradicts it": no way on. (The
+    bf16 run is made here on the CPU, its autocast let through.)"""
+    import dgmkit.training.precision as precision
+
+    allowed = precision.resolve_precision
+    monkeypatch.setattr(
+        precision,
+        "resolve_precision",
+        lambda name, device, checked=False: name if name == "bf16" else allowed(name, device, checked),
+    )
+    out = tmp_path / "r"
+    base = ["--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--device", "cpu", "--precision", "bf16"]
+    assert run(capsys, "train", *base, "--epochs", "1", "--quiet", "--out", out)[0] == 0
+    monkeypatch.setattr(precision, "resolve_precision", allowed)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", out, "--device", "cpu")
+    assert_clean_failure(code, err, "mixed precision (bf16) is only supported on a CUDA device here; precision fp32")
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "2", "--quiet", "--out", out, "--precision", "fp32")
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["config"]["optim"]["precision"] == "fp32"
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 @pytest.mark.parametrize(
     "argv, pattern, key, scale",
     [

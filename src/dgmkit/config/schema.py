@@ -217,8 +217,9 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "eval": E
 _NON_GRADIENT_KEYS = ("seed", "device")
 OWN_DATA_KEYS = ("dataset", "data_key", "binarize", "image_shape")  # what a run on another run's data (codes_of) leaves out
 _FIT_WORDS = {"closed-form": "in closed form", "em": "by EM"}
-# what --resume may change: how long to go on and where
-FREE_ON_RESUME = ("epochs", "patience", "device", "compile", "graph_step", "channels_last", "time_budget")
+# what --resume may change: how long to go on and where (precision with the device: a run trained in bf16 on a GPU
+# goes on on a CPU only in fp32)
+FREE_ON_RESUME = ("epochs", "patience", "device", "precision", "compile", "graph_step", "channels_last", "time_budget")
 # where another run is, which may move (a run carried to another machine): its record's data name
 # (the other run's id and checkpoint digest) pins what it holds, not its path
 MOVABLE = ("codes_of",)

@@ -24,7 +24,10 @@ def resolve_precision(precision: str, device: torch.device, bf16_checked: bool =
         raise ValueError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if device.type != "cuda":
         if precision in ("bf16", "fp16"):
-            raise TrainingError(f"mixed precision ({precision}) is only supported on a CUDA device here")
+            raise TrainingError(
+                f"mixed precision ({precision}) is only supported on a CUDA device here; precision fp32 (or auto) "
+                "trains on this one"
+            )
         return "fp32"
     if precision == "auto":
         native = torch.cuda.is_bf16_supported(including_emulation=False)
