@@ -330,6 +330,16 @@ def test_an_output_checked_free_is_not_replaced_when_another_program_makes_it_me
     assert mine.read_bytes() == b"second"
 
 
+@pytest.mark.parametrize("cast", ["half", "bfloat16"])
+def test_a_model_made_half_precision_is_refused_by_the_trainer_by_name(digits, cast):
+    """A model made float16 or bfloat16 (.half(), .bfloat16()) met torch's "mat1 and mat2 must have
+    the same dtype, but got Float and Half" at the first step of fit(); the Trainer refuses it
+    as evaluate does, and says that half precision is autocast's."""
+    model = getattr(build_model(CFG, digits.event_shape, digits.num_levels), cast)()
+    with pytest.raises(ConfigError, match=r"^the Trainer: the model's parameters are (float16|bfloat16); .* autocast"):
+        Trainer(model, build_objective(CFG), digits.train, make_transform("bernoulli", digits), progress=False)
+
+
 def test_precision_and_device_are_checked(digits):
     with pytest.raises(TrainingError, match="only supported on a CUDA device"):
         make_trainer(digits, precision="bf16")

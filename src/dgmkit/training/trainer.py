@@ -38,7 +38,7 @@ from dgmkit import distributed
 from dgmkit._io import Terminated, parse_json, sigterm_raises
 from dgmkit.data import Dataset, DataTransform, Split
 from dgmkit.data.transforms import VALID_SEED
-from dgmkit.devices import dtype_of, resolve_device
+from dgmkit.devices import dtype_of, half_precision_words, resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
 from dgmkit.errors import (
     CheckpointError,
@@ -142,6 +142,15 @@ def _split(name: str, data: object) -> Split:
     return data
 
 
+def _check_model(objective: Objective, model: torch.nn.Module) -> None:
+    """The model must be one the objective trains, in float32 or float64: one made half precision
+    (``.half()``, ``.bfloat16()``) met torch's "mat1 and mat2 must have the same dtype" at the
+    first step (half precision is autocast's: ``Precision("bf16")`` on CUDA)."""
+    if problem := half_precision_words(model):
+        raise ConfigError(f"the Trainer: {problem}")
+    objective.check_model(model)
+
+
 class Trainer:
     """Trains ``model`` by minimizing ``objective(model, x, beta).loss`` with Adam.
 
@@ -228,7 +237,7 @@ class Trainer:
             )
         check_rows_per_step(objective, batch_size, self.dist, len(train))
         self.model = model.to(self.device)
-        objective.check_model(model)
+        _check_model(objective, model)
         self.objective, self.transform, self.valid = objective, transform, valid
         self.score = objective.score
         objective.setup(len(train))
