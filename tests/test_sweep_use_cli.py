@@ -164,8 +164,9 @@ def test_impute_scores_only_the_removed_entries_numeric_by_rmse_and_categorical_
     share of categorical entries wrong is 1 of 2. The column-mean baseline fills each numeric column
     with its observed mean (6.5 and 7.2: errors 5.5 and 1.2) and the categorical column with its most
     frequent observed category (2, twice among 2, 2, 0, 1, the missing entries not counted: both
-    right; the rounded mean 5/4 would be 1, both wrong). KNN (5 neighbours, of 4 donors: their mean
-    5/4) fills it with the nearest category, 1."""
+    right; the rounded mean 5/4 would be 1, both wrong). KNN (5 neighbours, of 4 donors) fills it
+    with the donors' most frequent category, 2 (their mean index 5/4 filled 1, a category that only
+    one of them has)."""
     from types import SimpleNamespace
 
     from dgmkit.cli.impute import _baseline, _scores
@@ -191,7 +192,7 @@ def test_impute_scores_only_the_removed_entries_numeric_by_rmse_and_categorical_
     assert s["categorical_error"] == {"MIWAE (k=50)": 0.5, "mean": 0.0}
     assert (s["n"], s["missing"], s["scored"], s["k"], s["seed"]) == (6, 5, 4, 50, 7)
     assert (s["missing_rate"], s["missing_seed"], s["split"]) == (0.3, 11, "train")
-    assert _baseline(data.double().numpy(), "knn", 0, columns, run)[[1, 3], 1].tolist() == [1.0, 1.0]
+    assert _baseline(data.double().numpy(), "knn", 0, columns, run)[[1, 3], 1].tolist() == [2.0, 2.0]
 
 
 def test_score_counts_the_inputs_with_missing_entries_not_the_entries(tmp_path, capsys):

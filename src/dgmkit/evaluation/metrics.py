@@ -62,7 +62,7 @@ def posterior_statistics(
 
     A unit u is active when Cov_x(E_q[z_u | x]) > ``threshold`` (0.01, Burda et al. 2016): a collapsed
     dimension's posterior mean does not depend on x."""
-    if not (isinstance(model, GenerativeModel) and model.has_latents):  # (a flow: an AttributeError deep inside)
+    if isinstance(model, GenerativeModel) and not model.has_latents:  # (a flow: an AttributeError deep inside)
         raise CapabilityError(
             f"posterior_statistics() needs a model with a latent space q(z|x) (one vector per input); the model is a "
             f"{type(model).__name__}"
