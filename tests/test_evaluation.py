@@ -685,6 +685,7 @@ def test_evaluate_refuses_labels_that_are_not_one_whole_number_per_datapoint():
         (torch.full((6,), 0.5), "whole numbers"),
         (torch.tensor([0.0, 1, 0, 1, 0, float("inf")]), r"whole numbers; these hold others \(or NaN or inf\)"),
         (torch.zeros(6).numpy(), "torch tensor, one label per datapoint, got ndarray"),
+        (torch.full((6,), 1e30), "whole numbers"),  # (whole and finite, and read as -2^63 by .long())
     ]:
         with pytest.raises(DataError, match=says):
             evaluate(model, x, iw_samples=2, y=y)

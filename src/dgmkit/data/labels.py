@@ -13,21 +13,52 @@ import torch
 from dgmkit.data.dataset import Split
 from dgmkit.errors import DataError, whole_at_least
 
-__all__ = ["keep_labels", "check_labels", "HIDDEN"]
+__all__ = ["keep_labels", "check_labels", "class_indices", "HIDDEN"]
 
 HIDDEN = -1  # the label of an example whose label is not used
+
+
+MAX_INDEX = 2**31 - 1  # the largest class index a label file may hold (``registry.MAX_LABEL``)
+
+
+def class_indices(y: object, n: int, what: str, num_classes: int | None = None, hidden: bool = False) -> torch.Tensor:
+    """Labels ``y`` as int64 class indices: a tensor of one label per datapoint, shape (n,), of
+    whole numbers (integers, booleans, or floats that are whole, finite and at most ``MAX_INDEX``
+    in size), each one of the classes 0..num_classes-1 where ``num_classes`` is given, or
+    ``HIDDEN`` where ``hidden``. Every place that takes labels (a split's for training,
+    ``evaluate``'s, a Trainer's) checks them here, so each refuses the same labels in the same
+    words: one label broadcast against N predictions gave an accuracy of 0.0, 2.5 was read as
+    class 2, inf as -2^63, and a label beyond the classes failed at the first step as an index
+    out of bounds (a device-side assert on CUDA)."""
+    if not isinstance(y, torch.Tensor):
+        raise DataError(
+            f"{what} must be a torch tensor, one label per datapoint, got {type(y).__name__} "
+            "(torch.as_tensor(y) makes one of a NumPy array)"
+        )
+    if tuple(y.shape) != (n,):
+        raise DataError(f"{what} must be one label per datapoint, shape ({n},), got shape {tuple(y.shape)}")
+    if y.is_complex() or (
+        y.is_floating_point() and not bool((y.isfinite() & (y == y.round()) & (y.abs() <= MAX_INDEX)).all())
+    ):
+        raise DataError(f"{what} must be class indices, whole numbers; these hold others (or NaN or inf)")
+    y = y.long()
+    lowest = HIDDEN if hidden else 0
+    if num_classes is not None and n and (y.min() < lowest or y.max() >= num_classes):
+        low, top = int(y.min()), int(y.max())
+        if low == 1 and top == num_classes:
+            fix = " (labels counted from 1? subtract 1 from each)"
+        else:
+            fix = "" if hidden else " (set --classes)"
+        also = f" and {HIDDEN} (hidden)" if hidden else ""
+        raise DataError(f"{what} holds labels {low}..{top}, outside the model's classes 0..{num_classes - 1}{also}{fix}")
+    return y
 
 
 def check_labels(split: Split, num_classes: int, what: str = "the training split") -> torch.Tensor:
     """The split's labels, refused unless every one is a class 0..num_classes-1."""
     if split.y is None:
         raise DataError(f"{what} has no labels; a model trained on labels needs a labelled dataset")
-    y = split.y.long()
-    if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        low, top = int(y.min()), int(y.max())
-        fix = "labels counted from 1? subtract 1 from each" if low == 1 and top == num_classes else "set --classes"
-        raise DataError(f"{what} holds labels {low}..{top}, outside the model's classes 0..{num_classes - 1} ({fix})")
-    return y
+    return class_indices(split.y, len(split.x), what, num_classes)
 
 
 def keep_labels(split: Split, n: int | None, num_classes: int, seed: int) -> Split:

@@ -11,8 +11,9 @@ import torch
 from dgmkit import distributed
 from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
+from dgmkit.data.labels import class_indices
 from dgmkit.devices import device_of
-from dgmkit.errors import DataError, generator_seed, shown_value, whole_at_least
+from dgmkit.errors import generator_seed, shown_value, whole_at_least
 from dgmkit.evaluation.diagnostics import diagnose
 from dgmkit.evaluation.estimates import OrderStore, check_log_volume, draw_orders, estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, observed_entries, posterior_statistics, standard_error
@@ -412,26 +413,6 @@ def _stderr(per_row: torch.Tensor, counts: torch.Tensor | None, log_volume: floa
     return standard_error(per_row)
 
 
-def _labels(y: object, n: int, device: torch.device) -> torch.Tensor | None:
-    """``evaluate``'s labels ``y`` on ``device``: None, or one whole number per datapoint, shape (N,).
-    Others are refused in words: one label (or a few) was broadcast against the N predictions (a
-    classifier's accuracy 0.0 for a y of shape (1,)), a label of 2.5 was read as class 2, a NumPy
-    array met an AttributeError and a y of another length a RuntimeError."""
-    if y is None:
-        return None
-    if not isinstance(y, torch.Tensor):
-        raise DataError(
-            f"evaluate()'s labels y are a torch tensor, one label per datapoint, got {type(y).__name__} "
-            "(torch.as_tensor(y) makes one of a NumPy array)"
-        )
-    if tuple(y.shape) != (n,):
-        raise DataError(f"evaluate()'s labels y are one per datapoint, shape ({n},), got shape {tuple(y.shape)}")
-    # (inf equals its rounding: it passed, and a classifier's accuracy counted it as a class index, -2^63 as int64)
-    if y.is_complex() or (y.is_floating_point() and not bool((y.isfinite() & (y == y.round())).all())):
-        raise DataError("evaluate()'s labels y are class indices, whole numbers; these hold others (or NaN or inf)")
-    return y.to(device)
-
-
 @evaluates
 def evaluate(
     model: GenerativeModel,
@@ -468,7 +449,7 @@ def evaluate(
     if continuous is None:
         continuous = not model.discrete_data and log_volume == 0.0
     x = x.to(device_of(model))  # the data go where the model is
-    y = _labels(y, len(x), x.device)
+    y = None if y is None else class_indices(y, len(x), "evaluate()'s labels y").to(x.device)
     n, num_dims = len(x), int(math.prod(x.shape[1:]))
     seen, counts = None, None
     if x.is_floating_point() and bool(torch.isnan(x).any()):  # numbers of the observed entries: log p(x_o)

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from dgmkit import distributed
 from dgmkit._io import Terminated, parse_json, sigterm_raises
 from dgmkit.data import Dataset, DataTransform, Split
+from dgmkit.data.labels import class_indices
 from dgmkit.data.transforms import VALID_SEED
 from dgmkit.devices import dtype_of, half_precision_words, resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
@@ -1449,16 +1450,10 @@ MAX_SECONDS = 1e9  # a pace or a time spent recorded in a checkpoint (the settin
 
 
 def _class_labels(y: torch.Tensor, model: object, what: str) -> torch.Tensor:
-    """``y`` as integers; for a classifier, refused unless each is one of its classes or -1 (hidden):
-    a label beyond them failed at the first step as an index out of bounds (a device-side assert
-    on CUDA), and one below -1 was taken as hidden."""
-    y = y.long()
-    if isinstance(model, Classifier) and len(y) and (y.min() < -1 or y.max() >= model.num_classes):
-        raise DataError(
-            f"{what} holds labels {int(y.min())}..{int(y.max())}: each must be one of the model's classes "
-            f"0..{model.num_classes - 1}, or -1 where it is hidden"
-        )
-    return y
+    """``y`` as class indices (``class_indices``); for a classifier, each one of its classes or
+    -1 (hidden), the labels an objective that takes labels trains on."""
+    classes = model.num_classes if isinstance(model, Classifier) else None
+    return class_indices(y, len(y), what, classes, hidden=True)
 
 
 def _seconds_or_none(v: object) -> bool:
