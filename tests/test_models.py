@@ -287,3 +287,24 @@ def test_a_model_of_ones_own_draws_no_samples_whatever_its_sample_returns():
     assert none[0].shape == (0, 2) and none[1] is None
     assert isinstance(named, Drawn) and named.mean.shape == (0, 2)
     assert as_dict["x"].shape == (0, 2) and isinstance(as_list, list) and as_list[1].shape == (0, 2)
+
+
+@pytest.mark.parametrize("family", ["vae", "hvae", "pixelvae", "dvae", "wae", "vqvae", "m2", "adgm", "helmholtz", "ppca"])
+def test_every_posterior_refuses_data_that_are_no_batch_of_its_datapoints_in_one_way(family):
+    """q(z|x) of a NumPy array met "'numpy.ndarray' object has no attribute 'to'" (the WAE, the
+    VQ-VAE, the Helmholtz machine), "order must be str" (M2, the ADGM), or was taken (the
+    hierarchical and pixel VAEs: a lazy posterior that failed later); a lone datapoint of an image
+    model was read as a batch of one of another shape. Each is refused by one check, in one set of words."""
+    from dgmkit.data import load_dataset
+
+    digits = load_dataset("digits")
+    cfg = RunConfig.of(model=family)
+    model = build_model(cfg, digits.event_shape, digits.num_levels)
+    x = cfg.model.transform(digits)(digits.test.x[:3])
+    with pytest.raises(TypeError, match=r"takes the data as a torch tensor \(B, 1, 8, 8\), got ndarray"):
+        model.posterior(x.numpy())
+    with pytest.raises(ValueError, match=r"given data of shape \(3, 64\); the model's datapoints are of shape \(1, 8, 8\)"):
+        model.posterior(x.flatten(1))
+    with pytest.raises(ValueError, match=r": a batch is \(B, 1, 8, 8\) \(one datapoint is a batch of one"):
+        model.posterior(x[0])
+    assert model.posterior(x).batch_shape == (3,)

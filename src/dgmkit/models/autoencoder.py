@@ -12,7 +12,7 @@ from torch.distributions import Distribution
 from dgmkit.conditional import Decoder
 from dgmkit.devices import dtype_of, widened
 from dgmkit.distributions.delta import Delta
-from dgmkit.models.base import DecodedModel, check_decoder
+from dgmkit.models.base import DecodedModel, check_decoder, data_batch
 
 __all__ = ["Autoencoder"]
 
@@ -35,6 +35,7 @@ class Autoencoder(DecodedModel):
 
     def posterior(self, x: torch.Tensor) -> Delta:
         """The code z = f(x) as a point mass."""
+        x = data_batch(x, self.event_shape, "the encoder f(x)")
         x = x.to(dtype_of(self))  # (the model's precision: float64 once made so)
         x = x * self.input_scale if self.input_scale != 1.0 else x
         return Delta(widened(self.encoder_net(x)))

@@ -90,6 +90,7 @@ if TYPE_CHECKING:
     from dgmkit.priors import Prior
 
 __all__ = [
+    "data_batch",
     "EstimateKind",
     "GenerativeModel",
     "DecodedModel",
@@ -313,6 +314,30 @@ def _cut_to_none(out: object) -> object:
     if isinstance(out, dict):
         return {k: _cut_to_none(v) for k, v in out.items()}
     return out
+
+
+def data_batch(x: object, event: tuple[int, ...], what: str, leading: bool = False, hint: str = "") -> torch.Tensor:
+    """``x`` checked as a batch of datapoints of shape ``event``, a tensor (B, *event) (with any
+    number of leading dimensions where ``leading``), for ``what`` (the method, in words): its type
+    and shape only, the check of every method that takes data directly (a look at the values would
+    wait for a GPU: ``check_data`` looks, where evaluations enter). A NumPy array met
+    "'numpy.ndarray' object has no attribute 'to'" deep inside, and a lone datapoint of an image
+    model was read as a batch of one of another shape. ``hint``: words added to a shape's refusal."""
+    dims = ", ".join(map(str, event))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{what} takes the data as a torch tensor (B, {dims}), got {type(x).__name__} "
+            "(torch.as_tensor(x) makes one of a NumPy array)"
+        )
+    lead = x.dim() - len(event)
+    if tuple(x.shape[max(lead, 0) :]) != tuple(event) or lead < 1 or (lead > 1 and not leading):
+        if tuple(x.shape) == tuple(event):
+            hint = f" (one datapoint is a batch of one: x.unsqueeze(0)){hint}"
+        raise ValueError(
+            f"{what} was given data of shape {tuple(x.shape)}; the model's datapoints are of shape {tuple(event)}: "
+            f"a batch is (B, {dims}){hint}"
+        )
+    return x
 
 
 def _refuse_infinite(x: torch.Tensor) -> None:

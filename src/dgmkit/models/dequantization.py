@@ -21,7 +21,7 @@ from torch.distributions import Distribution, constraints
 
 from dgmkit.distributions.logit_normal import LogitNormal
 from dgmkit.errors import whole_at_least
-from dgmkit.models.base import JointTerms, VariationalModel
+from dgmkit.models.base import JointTerms, VariationalModel, data_batch
 from dgmkit.models.flow import FlowModel
 
 __all__ = ["LogitNormalDequantizer", "VariationallyDequantizedFlow"]
@@ -68,7 +68,7 @@ class VariationallyDequantizedFlow(VariationalModel):
 
     def posterior(self, k: torch.Tensor) -> LogitNormal:
         """q(u | k)."""
-        return self.dequantizer(k)
+        return self.dequantizer(data_batch(k, self.event_shape, "q(u|k)"))
 
     def log_joint(self, k: torch.Tensor, u: torch.Tensor, prior: Distribution | None = None) -> JointTerms:
         """log p((k + u) / L) - D log L for u of shape (n, B, *event), and 0 for the noise's own

@@ -51,7 +51,7 @@ from dgmkit._rng import checked_generator, seeded_by
 from dgmkit.devices import reads_are_free
 from dgmkit.distributions.categorical import one_hot
 from dgmkit.errors import whole_at_least
-from dgmkit.models.base import AnyOrderModel, GenerativeModel, TimeSampledBound
+from dgmkit.models.base import AnyOrderModel, GenerativeModel, TimeSampledBound, data_batch
 from dgmkit.models.noise_schedule import LearnedSchedule, NoiseSchedule
 from dgmkit.nn.unet import UNet
 
@@ -361,9 +361,7 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         time gives a normalised conditional, this one the network was trained at. Call it in eval
         mode (``dgm eval`` does): dropout would make each pass another network."""
         d = math.prod(self.event_shape)
-        x = x.long()
-        if x.shape[1:] != self.event_shape:
-            raise ValueError(f"expected data of shape (B, {self.event_shape}), got {tuple(x.shape)}")
+        x = data_batch(x, self.event_shape, "order_log_probs").long()
         if orders.dim() != 2 or orders.shape[1] != d or len(orders) == 0:
             raise ValueError(f"orders must be (M, {d}) permutations of the entries, got shape {tuple(orders.shape)}")
         orders = orders.to(x.device).long()

@@ -16,7 +16,7 @@ from torch.distributions import constraints
 from dgmkit._rng import seeded_by
 from dgmkit.distributions.flow import FlowDistribution, standard_normal
 from dgmkit.distributions.normal import DiagonalNormal
-from dgmkit.models.base import ExactLikelihoodModel
+from dgmkit.models.base import ExactLikelihoodModel, data_batch
 from dgmkit.transforms import Bijection
 
 __all__ = ["FlowModel"]
@@ -55,11 +55,8 @@ class FlowModel(ExactLikelihoodModel):
         return standard_normal(self.num_dims, device=self._zero.device, dtype=self._zero.dtype)
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1:] != self.event_shape:
-            hint = " (flatten=True flattens data of the event shape, not data of another)" if self.flatten else ""
-            raise ValueError(
-                f"expected data of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}{hint}"
-            )
+        hint = " (flatten=True flattens data of the event shape, not data of another)" if self.flatten else ""
+        x = data_batch(x, self.event_shape, "the flow", hint=hint)
         x = x.to(self._zero.dtype)  # (the model's precision: float64 once made so; integers as their values)
         return x.flatten(1) if self.flatten else x
 

@@ -23,7 +23,7 @@ from torch.distributions import Distribution, constraints
 from dgmkit._rng import seeded_by
 from dgmkit.devices import device_of, dtype_of
 from dgmkit.distributions import BernoulliPixels
-from dgmkit.models.base import LatentVariableModel
+from dgmkit.models.base import LatentVariableModel, data_batch
 
 __all__ = ["HelmholtzMachine"]
 
@@ -130,6 +130,7 @@ class HelmholtzMachine(LatentVariableModel):
         return _Prior(self, torch.Size())
 
     def posterior(self, x: torch.Tensor) -> Distribution:
+        x = data_batch(x, self.event_shape, "q(h|x)")
         flat = x.to(dtype_of(self)).flatten(1)  # (the model's precision: float64 once made so)
         return _Posterior(self, torch.Size([flat.shape[0]]), flat)
 

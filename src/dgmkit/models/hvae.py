@@ -34,7 +34,7 @@ from dgmkit._rng import randn, seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.distributions import DiagonalNormal, JointSampler, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
-from dgmkit.models.base import DecodedModel, LatentVariableModel, ModelELBO, check_decoder
+from dgmkit.models.base import DecodedModel, LatentVariableModel, ModelELBO, check_decoder, data_batch
 from dgmkit.nn.scale import SoftplusScale
 from dgmkit.priors import Prior
 from dgmkit.priors.conditional import GaussianLayerPrior
@@ -199,7 +199,8 @@ class LayerStack(ModelELBO):
 
     def posterior(self, x: torch.Tensor) -> "HierarchicalPosterior":
         """q(z | x) over z = (z_1, ..., z_L): batch (B,), event (sum M_l,)."""
-        return HierarchicalPosterior(cast("HierarchicalVAE | DeepTopDownVAE", self), x)
+        model = cast("HierarchicalVAE | DeepTopDownVAE", self)
+        return HierarchicalPosterior(model, data_batch(x, model.event_shape, "q(z|x)"))
 
     def prior(self) -> "HierarchicalPrior":
         """p(z) = p(z_L) prod p(z_l | z_{>l}) over z = (z_1, ..., z_L)."""

@@ -26,7 +26,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.devices import device_of
 from dgmkit.distributions.categorical import one_hot_categorical
 from dgmkit.errors import whole_at_least
-from dgmkit.models.base import EMFit, ExactLatentVariableModel
+from dgmkit.models.base import EMFit, ExactLatentVariableModel, data_batch
 
 __all__ = ["LogLinearLVM", "EnumeratedBinary", "grid_edges"]
 
@@ -138,7 +138,7 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
         return self._energy(flat) - self.log_normalizers()
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1).to(self.bias.dtype)
+        return data_batch(x, self.event_shape, "the log-linear model").flatten(1).to(self.bias.dtype)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(F.log_softmax(self.log_pi, 0) + self.conditional_log_probs(self._flat(x)), dim=-1)

@@ -31,7 +31,7 @@ from dgmkit.devices import dtype_of, widened
 from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.errors import whole_at_least
-from dgmkit.models.base import EnumeratedELBO, JointTerms, VariationalModel, check_decoder
+from dgmkit.models.base import EnumeratedELBO, JointTerms, VariationalModel, check_decoder, data_batch
 from dgmkit.models.classifier import Classifier
 
 __all__ = ["M2", "SemiSupervisedVAE", "EnumeratedTerms"]
@@ -93,9 +93,7 @@ class SemiSupervisedVAE(Classifier, VariationalModel, EnumeratedELBO):
         """L(x, y) for every class y, with log q(y|x) (or log q(y|a,x) at the draw of a that L used)."""
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != self.event_shape:
-            raise ValueError(f"expected data of shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
-        x = x.flatten(1)
+        x = data_batch(x, self.event_shape, type(self).__name__).flatten(1)
         return x.to(dtype_of(self)) * self.input_scale  # (integers, or floats of another precision: float64 failed)
 
     def _per_class(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from dgmkit.errors import DataError
-from dgmkit.models.base import ClosedFormFit, ExactLatentVariableModel
+from dgmkit.models.base import ClosedFormFit, ExactLatentVariableModel, data_batch
 
 __all__ = ["PPCA"]
 
@@ -96,7 +96,7 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         return self.log_sigma2.exp()
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1).to(self.W.dtype)
+        return data_batch(x, self.event_shape, "PPCA").flatten(1).to(self.W.dtype)
 
     def marginal(self) -> MultivariateNormal:
         D = self.W.shape[0]

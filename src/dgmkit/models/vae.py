@@ -16,7 +16,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.conditional import ConditionalDistribution, Decoder
 from dgmkit.devices import dtype_of
 from dgmkit.distributions import JointSampler, may_be_incomplete
-from dgmkit.models.base import DecodedModel, LatentVariableModel, check_decoder
+from dgmkit.models.base import DecodedModel, LatentVariableModel, check_decoder, data_batch
 from dgmkit.priors import Prior
 
 __all__ = ["VAE"]
@@ -77,17 +77,7 @@ class VAE(DecodedModel, LatentVariableModel):
         encoder as 0 (zero imputation, as MIWAE's encoder sees incomplete data), or as they are
         where the encoder reads them (``fill_missing`` False)."""
         event = self.event_shape
-        if not isinstance(x, torch.Tensor):  # (a NumPy array: "'numpy.ndarray' object has no attribute 'dim'")
-            raise TypeError(
-                f"q(z|x) takes the data as a torch tensor (B, {', '.join(map(str, event))}), got {type(x).__name__} "
-                "(torch.as_tensor(x) makes one of a NumPy array)"
-            )
-        if tuple(x.shape[x.dim() - len(event) :]) != event or x.dim() <= len(event):
-            one = " (one datapoint is a batch of one: x.unsqueeze(0))" if tuple(x.shape) == event else ""
-            raise ValueError(
-                f"q(z|x) was given data of shape {tuple(x.shape)}; the model's datapoints are of shape {event}: "
-                f"a batch is (B, {', '.join(map(str, event))}){one}"
-            )
+        x = data_batch(x, event, "q(z|x)", leading=True)
         floating = x.is_floating_point()  # (integers hold no missing entry)
         # the model's precision: float64 once made so (float64 data failed in a float32 model's first layer)
         x = x.to(dtype_of(self))

@@ -24,7 +24,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.devices import dtype_of
 from dgmkit.distributions.delta import Delta
-from dgmkit.models.base import ExactLikelihoodModel, GenerativeModel, JointTerms, VariationalModel
+from dgmkit.models.base import ExactLikelihoodModel, GenerativeModel, JointTerms, VariationalModel, data_batch
 from dgmkit.nn.quantize import Quantized, VectorQuantizer
 
 __all__ = ["VQVAE", "CodeGridPrior"]
@@ -68,6 +68,7 @@ class VQVAE(VariationalModel):
         return self.head.support
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = data_batch(x, self.event_shape, "the VQ-VAE's encoder")
         x = x.to(dtype_of(self))  # (the model's precision: float64 once made so)
         return x * self.input_scale if self.input_scale != 1.0 else x
 

@@ -18,7 +18,7 @@ from dgmkit.conditional import Decoder
 from dgmkit.devices import dtype_of, widened
 from dgmkit.distributions.delta import Delta
 from dgmkit.distributions.mmd import IMQ_SCALES, InverseMultiquadric, Kernel, mmd2_unbiased
-from dgmkit.models.base import DecodedModel, check_decoder
+from dgmkit.models.base import DecodedModel, check_decoder, data_batch
 from dgmkit.models.terms import Term
 from dgmkit.priors import Prior
 
@@ -70,7 +70,7 @@ class WassersteinAutoencoder(DecodedModel):
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q(z|x): a point mass at f(x) (deterministic encoder) or the encoder's Gaussian."""
-        x = x.to(dtype_of(self))  # (the model's precision: float64 once made so)
+        x = data_batch(x, self.event_shape, "q(z|x)").to(dtype_of(self))  # (the model's precision: float64 once made so)
         x = x * self.input_scale if self.input_scale != 1.0 else x
         if self.deterministic:
             return Delta(widened(self.encoder(x)))
