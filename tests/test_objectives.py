@@ -306,3 +306,13 @@ def test_importance_weights_of_an_empty_batch_are_refused_in_words():
     with pytest.raises(ValueError, match=r"^importance weights of an empty batch \(0 datapoints\)"):
         IWAE(3)(model, torch.zeros(0, 1, 8, 8))
     assert IWAE(3)(model, torch.zeros(2, 1, 8, 8)).loss.shape == (2,)
+
+
+def test_the_elbo_of_an_empty_batch_is_refused_in_words():
+    """The ELBO whose KL is in closed form draws its reconstruction term alone (``log_px_at_draws``),
+    which met torch's "cannot reshape tensor of 0 elements into shape [3, 0, -1]" for a batch of no
+    datapoints, where IWAE's importance weights name the problem."""
+    model, _ = make(perturb=0.3)
+    with pytest.raises(ValueError, match=r"^the reconstruction term log p\(x\|z\) of an empty batch \(0 datapoints\)"):
+        ELBO(3)(model, torch.zeros(0, 1, 1, 4, dtype=torch.float64))
+    assert ELBO(3)(model, torch.zeros(2, 1, 1, 4, dtype=torch.float64)).loss.shape == (2,)

@@ -71,8 +71,7 @@ def log_importance_weights(
     four terms at once. ``keep_likelihood``: also p(x|z) at the draws (``px``; a single-layer
     latent variable model), for imputation from the same decoder pass."""
     whole_at_least("k, the number of importance draws", k, 1)  # (0 or 2.5: torch's words, from deep inside)
-    if len(x) == 0:  # (torch's "cannot reshape tensor of 0 elements", from inside a distribution's log_prob)
-        raise ValueError("importance weights of an empty batch (0 datapoints): give one or more")
+    refuse_empty(x, "importance weights")
     fused = getattr(model, "joint_pass", None)
     if fused is not None and reparameterized and not keep_likelihood:
         return _checked(ImportanceWeights(*fused(x, k, generator)), k, len(x))
@@ -91,10 +90,18 @@ def log_px_at_draws(model: LatentVariableModel, x: torch.Tensor, k: int, q: Dist
     """log p(x | z_i) at k draws z_i ~ q(z|x), reparameterized where q allows it, shape (k, B):
     the reconstruction term alone, for an ELBO whose KL is in closed form (no log q(z) or log p(z)
     is formed)."""
+    refuse_empty(x, "the reconstruction term log p(x|z)")
     z = q.rsample((k,)) if q.has_rsample else q.sample((k,))
     log_px_z = model.log_px_given_z(x, z)
     check_per_datapoint(log_px_z, "log p(x|z), the likelihood's log_prob,", (k, len(x)))
     return log_px_z
+
+
+def refuse_empty(x: torch.Tensor, what: str) -> None:
+    """A ValueError naming ``what`` where ``x`` holds no datapoint (torch's "cannot reshape tensor of
+    0 elements", from inside a distribution's log_prob, otherwise)."""
+    if len(x) == 0:
+        raise ValueError(f"{what} of an empty batch (0 datapoints): give one or more")
 
 
 _TERMS = {
