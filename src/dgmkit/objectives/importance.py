@@ -69,13 +69,20 @@ def log_importance_weights(
     ``prior``: p(z) if the caller has it (it does not change between chunks of draws). A model
     whose proposal and joint come out of one pass (``joint_pass``: a deep top-down VAE) gives all
     four terms at once. ``keep_likelihood``: also p(x|z) at the draws (``px``; a single-layer
-    latent variable model), for imputation from the same decoder pass."""
+    latent variable model), for imputation from the same decoder pass. Reparameterized draws with
+    gradients on need a posterior with rsample (a ValueError otherwise, as the ELBO's)."""
     whole_at_least("k, the number of importance draws", k, 1)  # (0 or 2.5: torch's words, from deep inside)
     refuse_empty(x, "importance weights")
     fused = getattr(model, "joint_pass", None)
     if fused is not None and reparameterized and not keep_likelihood:
         return _checked(ImportanceWeights(*fused(x, k, generator)), k, len(x))
     q = model.posterior(x) if q is None else q
+    if reparameterized and not q.has_rsample and torch.is_grad_enabled():  # (z drawn without a gradient path)
+        raise ValueError(
+            "a reparameterized gradient of importance weights (IWAE, MIWAE) needs a continuous posterior; without one "
+            "the encoder's gradient leaves out the score term and is biased: for discrete latents train with VIMCO or "
+            "reweighted wake-sleep, or compute the bound under torch.no_grad()"
+        )
     z, log_qz = rsample_and_log_prob(q, (k,), generator, reparameterized, device=x.device)
     if keep_likelihood:  # a single-layer latent variable model's
         lvm = cast(LatentVariableModel, model)
