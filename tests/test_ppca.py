@@ -63,6 +63,23 @@ def test_bad_parameters_are_rejected():
         PPCA.fit(torch.randn(10, 3), latent_dim=3)
 
 
+def test_a_fit_to_data_without_a_maximum_likelihood_solution_is_refused_by_name():
+    # each failed inside torch: eigh's "ill-conditioned" for NaN or inf, reshape's for no rows, a slice's for 1.5
+    x = torch.randn(20, 4, generator=torch.Generator().manual_seed(0))
+    for bad in (float("nan"), float("inf")):
+        holed = x.clone()
+        holed[3, 1] = bad
+        with pytest.raises(DataError, match="1 missing or infinite entries .* datapoint 3"):
+            PPCA.fit(holed, latent_dim=1)
+    with pytest.raises(DataError, match="N >= 1"):
+        PPCA.fit(x[:0], latent_dim=1)
+    with pytest.raises(DataError, match="at least 2 dimensions"):  # (was "latent_dim must be in 1..0")
+        PPCA.fit(x[:, :1], latent_dim=1)
+    for dim in (1.5, True):
+        with pytest.raises(ValueError, match="latent_dim must be an integer"):
+            PPCA.fit(x, latent_dim=dim)
+
+
 def test_a_fit_whose_covariance_is_singular_in_the_data_precision_is_refused_as_a_data_error():
     g = torch.Generator().manual_seed(0)
     signal = torch.randn(2000, 3, generator=g) @ torch.randn(3, 30, generator=g)

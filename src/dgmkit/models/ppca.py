@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from dgmkit.errors import DataError
+from dgmkit.errors import DataError, whole_at_least
 from dgmkit.models.base import ClosedFormFit, ExactLatentVariableModel, data_batch
 
 __all__ = ["PPCA"]
@@ -55,11 +55,8 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
     @classmethod
     def fit(cls, x: torch.Tensor, latent_dim: int) -> "PPCA":
         """Closed-form maximum likelihood on data of shape (N, *event)."""
-        n = x.shape[0]
-        flat = x.reshape(n, -1).double()
-        D = flat.shape[1]
-        if not 1 <= latent_dim < D:
-            raise ValueError(f"latent_dim must be in 1..{D - 1}, got {latent_dim}")
+        flat = _fit_data(x, latent_dim)
+        n, D = flat.shape
         mu = flat.mean(0)
         centred = flat - mu
         S = centred.T @ centred / n
@@ -139,6 +136,28 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         mean = z @ self.W.T + self.mu
         x = mean + self.sigma2.sqrt() * torch.randn(mean.shape, generator=generator, device=dev, dtype=dt)
         return x.reshape(n, *self.event_shape), mean.reshape(n, *self.event_shape)
+
+
+def _fit_data(x: torch.Tensor, latent_dim: int) -> torch.Tensor:
+    """The data of a fit as float64 rows (N, D), refusing what has no maximum-likelihood fit: no
+    datapoints, missing or infinite entries (torch's eigh failed on them, calling the covariance
+    ill-conditioned), fewer than 2 dimensions, and a latent_dim that is not a whole number in 1..D-1."""
+    if x.dim() < 2 or len(x) == 0:
+        raise DataError(f"PPCA is fitted to datapoints (N, *event), N >= 1; got a tensor of shape {tuple(x.shape)}")
+    flat = x.flatten(1).double()
+    D = flat.shape[1]
+    if D < 2:
+        raise DataError(f"PPCA needs data of at least 2 dimensions (a latent_dim below D), got D = {D}")
+    whole_at_least("latent_dim", latent_dim, 1)
+    if not latent_dim < D:
+        raise ValueError(f"latent_dim must be in 1..{D - 1}, got {latent_dim}")
+    bad = ~torch.isfinite(flat)
+    if bool(bad.any()):
+        raise DataError(
+            f"the data hold {int(bad.sum())} missing or infinite entries (NaN, inf), e.g. in datapoint "
+            f"{int(bad.any(1).nonzero()[0])}: PPCA's closed-form fit needs every entry; leave out those datapoints"
+        )
+    return flat
 
 
 def _check_positive_definite(W: torch.Tensor, sigma2: torch.Tensor, largest: float) -> None:
