@@ -45,6 +45,14 @@ def test_the_model_normalises_and_inference_is_bayes_rule():
 
 
 @torch.no_grad()
+def test_a_batch_of_no_images_has_no_log_likelihoods():
+    m = random_model()  # (reshape(0, -1) raised torch's "cannot reshape tensor of 0 elements"; PPCA and the ARMs gave (0,))
+    none = torch.zeros(0, 1, 3, 3)
+    assert m.log_prob(none).shape == (0,)
+    assert m.posterior(none).probs.shape == (0, 4)
+
+
+@torch.no_grad()
 def test_samples_follow_the_model():
     m = random_model(k=2)
     x, _ = m.sample(100_000, torch.Generator().manual_seed(0))
