@@ -80,6 +80,14 @@ def test_a_fit_to_data_without_a_maximum_likelihood_solution_is_refused_by_name(
             PPCA.fit(x, latent_dim=dim)
 
 
+def test_a_fit_to_half_precision_data_is_a_float32_model():
+    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
+    for half in (torch.float16, torch.bfloat16):  # (a half-precision model: cholesky_cpu "not implemented for 'Half'")
+        fit, ref = PPCA.fit(x.to(half), latent_dim=1), PPCA.fit(x.to(half).float(), latent_dim=1)
+        assert fit.W.dtype == torch.float32
+        assert torch.equal(fit.log_prob(x.to(half)), ref.log_prob(x.to(half)))
+
+
 def test_a_fit_whose_covariance_is_singular_in_the_data_precision_is_refused_as_a_data_error():
     g = torch.Generator().manual_seed(0)
     signal = torch.randn(2000, 3, generator=g) @ torch.randn(3, 30, generator=g)

@@ -54,7 +54,8 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
 
     @classmethod
     def fit(cls, x: torch.Tensor, latent_dim: int) -> "PPCA":
-        """Closed-form maximum likelihood on data of shape (N, *event)."""
+        """Closed-form maximum likelihood on data of shape (N, *event); the model is float64 for
+        float64 data, else float32 (integers, half precision)."""
         flat = _fit_data(x, latent_dim)
         n, D = flat.shape
         mu = flat.mean(0)
@@ -70,7 +71,7 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
                 "latent_dim (or data with spread in more directions)"
             )
         W = evecs[:, :latent_dim] * (evals[:latent_dim] - sigma2).clamp_min(0).sqrt()
-        dtype = x.dtype if x.is_floating_point() else torch.float32
+        dtype = x.dtype if x.dtype == torch.float64 else torch.float32  # (a half-precision fit had no cholesky: no density)
         _check_positive_definite(W.to(dtype), sigma2.to(dtype), evals[0].item())
         return cls(W.to(dtype), mu.to(dtype), sigma2.to(dtype), event_shape=x.shape[1:])
 
