@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dgmkit.data import load_dataset
+from dgmkit.errors import DataError
 from dgmkit.models import LogLinearLVM
 from dgmkit.models.loglinear import grid_edges
 
@@ -50,6 +51,17 @@ def test_a_batch_of_no_images_has_no_log_likelihoods():
     none = torch.zeros(0, 1, 3, 3)
     assert m.log_prob(none).shape == (0,)
     assert m.posterior(none).probs.shape == (0, 4)
+
+
+def test_em_refuses_data_it_has_no_likelihood_of():
+    m = random_model()  # each made every parameter NaN (or fitted a 'likelihood' of the value 0.5), silently
+    x = crops()[:20]
+    half, holed = x.clone(), x.clone()
+    half[0, 0, 0, 0], holed[0, 0, 0, 0] = 0.5, float("nan")
+    for bad, words in ((x[:0], "at least one datapoint"), (half, "do not fit"), (holed, "missing entries")):
+        with pytest.raises(DataError, match=words):
+            m.em_step(bad)
+    assert all(torch.isfinite(p).all() for p in m.parameters())
 
 
 @torch.no_grad()

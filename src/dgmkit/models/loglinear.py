@@ -25,7 +25,7 @@ from torch.distributions import Distribution, OneHotCategorical, constraints
 from dgmkit._rng import seeded_by
 from dgmkit.devices import device_of
 from dgmkit.distributions.categorical import one_hot_categorical
-from dgmkit.errors import whole_at_least
+from dgmkit.errors import DataError, whole_at_least
 from dgmkit.models.base import EMFit, ExactLatentVariableModel, data_batch
 
 __all__ = ["LogLinearLVM", "EnumeratedBinary", "grid_edges"]
@@ -181,7 +181,11 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
         return (resp * self.conditional_log_probs(flat)).sum() / len(flat)
 
     def em_step(self, x: torch.Tensor, max_iter: int = 25) -> float:
-        """One EM iteration on data ``x``; returns the mean log-likelihood before it."""
+        """One EM iteration on data ``x``; returns the mean log-likelihood before it. Data it has no
+        likelihood of (not binary, missing entries, no rows) are refused: they made every parameter NaN."""
+        self.check_data(x)
+        if len(x) == 0:
+            raise DataError("EM needs at least one datapoint, got none")
         flat = self._flat(x)
         with torch.no_grad():
             before = self.log_prob(x).mean().item()
