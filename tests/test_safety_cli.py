@@ -446,6 +446,20 @@ def test_an_optimizer_state_adam_never_writes_is_refused(vae_copy, capsys, entry
     assert snapshot(vae_copy) == before
 
 
+def test_adam_moments_of_another_dtype_than_floating_point_are_refused(vae_copy, capsys):
+    """Adam's first moments' float bits labelled int32 were converted to the parameters' float32 by
+    load_state_dict as the integers they read as (some 1e9): the resume went on and diverged, and the run was
+    told to lower its learning rate."""
+    _edit_tensors(
+        vae_copy / "checkpoint.safetensors",
+        lambda t: t.update({k: v.view(torch.int32) for k, v in t.items() if k.endswith("/exp_avg")}),
+    )
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, "malformed optimizer state", "floating-point tensors only")
+    assert snapshot(vae_copy) == before
+
+
 def _edit_tensors(path: Path, edit) -> None:
     """``edit`` applied to the tensors (by name) of the checkpoint ``path``, its metadata kept."""
     from safetensors.torch import load as st_load

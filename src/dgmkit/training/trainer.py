@@ -1314,8 +1314,11 @@ def _checked_training_state(ckpt: dict, path: Path, ema: EMA | None) -> dict:
     rng = ckpt["rng"]
     if not all(isinstance(rng.get(k), torch.Tensor) and rng[k].dtype == torch.uint8 for k in ("torch", "data")):
         raise CheckpointError(f"{path} holds no valid random generator states")
-    if not all(torch.is_tensor(v) for st in ckpt["optimizer"]["state"].values() for v in st.values()):
-        raise CheckpointError(f"{path} holds a malformed optimizer state (Adam's state is tensors only)")
+    # (floating point too: load_state_dict converts another dtype to the parameter's silently, so float bits labelled
+    # int32 would become other numbers, and the run would diverge as if its learning rate were too high)
+    moments = [v for st in ckpt["optimizer"]["state"].values() for v in st.values()]
+    if not all(torch.is_tensor(v) and v.is_floating_point() for v in moments):
+        raise CheckpointError(f"{path} holds a malformed optimizer state (Adam's state is floating-point tensors only)")
     if ema is not None and not ckpt["ema"]:
         raise CheckpointError(
             f"{path} holds no moving average of the weights, but this run keeps one (ema = {ema.decay}); "
