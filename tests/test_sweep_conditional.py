@@ -376,6 +376,25 @@ def test_an_iaf_encoders_draws_depend_on_its_context():
     assert torch.equal(z, z_same) and not torch.allclose(z, z_other)
 
 
+def test_an_iaf_encoder_keeps_the_leading_dimensions_of_its_input():
+    """x of shape (S, B, D) gives batch shape (S, B), as a GaussianEncoder's, each row under its own
+    context (its draws, their density and its location raised "shape '[6, 3, 3]' is invalid")."""
+    m, c = 2, 3
+    flow = _iaf(m, c)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=_g(4), dtype=p.dtype))
+    enc = IAFEncoder(nn.Identity(), m, c, flow)
+    h = _randn(2, 3, 2 * m + c)
+    q = enc(h)
+    z, log_q = q.rsample_and_log_prob((4,))
+    assert q.batch_shape == (2, 3) and z.shape == (4, 2, 3, m) and log_q.shape == (4, 2, 3)
+    assert q.log_prob(z.clone()).shape == (4, 2, 3) and q.location().shape == (2, 3, m)
+    for s in range(2):  # each row of S as a (B, D) input of its own
+        assert torch.allclose(enc(h[s]).log_prob(z[:, s].clone()), log_q[:, s])
+        assert torch.allclose(enc(h[s]).location(), q.location()[s])
+
+
 @pytest.mark.parametrize("width", [6, 8])
 def test_an_iaf_encoder_refuses_a_network_of_the_wrong_width(width):
     with pytest.raises(ValueError, match=r"needs 2 \* 2 \+ 3 = 7: the means, the raw scales, the context"):

@@ -22,7 +22,8 @@ class IAFEncoder(ConditionalDistribution):
     """``net`` outputs 2M + C numbers (mean, raw scale, context); ``flow`` is a Bijection on
     (B, M) taking a (B, C) context whose inverse is the cheap direction (see ``transforms.iaf``).
     The base's scale is ``scale_map(raw)`` (``nn.scale``), by default softplus(raw) + ``min_scale``
-    (``min_scale`` > 0 is that default's floor; it has no part in a ``scale_map`` given)."""
+    (``min_scale`` > 0 is that default's floor; it has no part in a ``scale_map`` given). x of
+    shape (S, B, D) gives batch shape (S, B), as a GaussianEncoder's (the flow sees S B rows)."""
 
     def __init__(
         self,

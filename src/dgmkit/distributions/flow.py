@@ -28,8 +28,9 @@ POSTERIOR_MEANS = "posterior means E[z|x]"  # location(q) of a q(z|x) that names
 class FlowDistribution(Distribution, JointSampler):
     """A flow over vectors, event shape (D,).
 
-    ``base``: a distribution with event shape (D,) and batch shape () or (B,);
-    ``bijection``: data -> base; ``context``: (B, *) passed to the bijection (conditional flows);
+    ``base``: a distribution with event shape (D,) and batch shape (), (B,) or more, (S, B);
+    ``bijection``: data -> base; ``context``: (*batch, *) passed to the bijection (conditional
+    flows), a row for each of the base's rows (the bijection sees them flattened: (S B, *));
     ``temperature``: samples use u = mean + T (u' - mean), the usual reduced-temperature draw
     for a Gaussian base (log_prob stays that of the flow at temperature 1).
     """
@@ -50,6 +51,8 @@ class FlowDistribution(Distribution, JointSampler):
         if self.context is None:
             return None
         c = self.context
+        if len(self.batch_shape) > 1:  # (S, B, *) of an encoder given (S, B, D): a row per base row, in its order
+            c = c.flatten(0, len(self.batch_shape) - 1)
         return c.expand(*([n_rows // c.shape[0]] if sample_dims else []), *c.shape).reshape(n_rows, *c.shape[1:])
 
     def rsample_and_log_prob(
