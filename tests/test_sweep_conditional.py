@@ -180,6 +180,9 @@ def test_half_precision_head_parameters_give_a_float32_distribution(head):
         (lambda: StudentTHead(min_df=0.5), "min_df"),
         (lambda: MixedTableHead([0, -1]), "levels: one per column"),
         (lambda: MixedTableHead([]), "levels: one per column"),
+        (lambda: MixedTableHead([0, 2.5]), "levels: one per column"),
+        (lambda: MixedTableHead([0, 3.0]), "levels: one per column"),
+        (lambda: MixedTableHead([float("nan")]), "levels: one per column"),
     ],
 )
 def test_a_head_refuses_settings_that_leave_its_likelihood_unbounded_or_undefined(make, message):

@@ -4,6 +4,7 @@ A head says how many numbers it needs per pixel (``params_per_pixel``) and build
 distribution from a tensor of shape (*batch, C, P, H, W), P = params per pixel.
 """
 
+import numbers
 from abc import ABC, abstractmethod
 
 import torch
@@ -196,8 +197,12 @@ class MixedTableHead(LikelihoodHead):
 
     def __init__(self, levels: list[int], min_scale: float = 1e-2):
         super().__init__()
-        if not levels or min(levels) < 0:  # a column of one category is a constant: probability 1
+        # a column of one category is a constant: probability 1; a count of 2.5 was read as 2 by the buffer but
+        # as 2.5 parameters a pixel ("empty(): argument 'size' ... must be tuple of ints"), NaN in torch's words
+        whole = all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in levels)
+        if not levels or not whole or min(levels) < 0:
             raise ValueError(f"levels: one per column, 0 (numeric) or >= 1 (categorical), got {levels}")
+        levels = [int(n) for n in levels]
         finite_at_least("the mixed head's min_scale", min_scale, 0, strict=True)
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.long), persistent=False)
         self.min_scale = min_scale
