@@ -1,10 +1,13 @@
 r"""Independent Bernoulli pixels parameterized by logits.
 
-    log p(x | l) = sum_d [x_d l_d - softplus(l_d)] = x . l - sum_d softplus(l_d)
+    log p(x | l) = sum_d [x_d l_d - softplus(l_d)]
 
-written as one dot product and one softplus-sum over the flattened event: the same value as
-torch's ``Bernoulli(logits).log_prob`` but without materializing the broadcast targets, which
-makes importance sampling with thousands of samples per image several times faster.
+summed term by term over the flattened event: the same value as torch's
+``Bernoulli(logits).log_prob`` but without materializing the broadcast targets, which makes
+importance sampling with thousands of samples per image several times faster. Every term is
+<= 0 for x_d in [0, 1], so the sum does not cancel; as x . l - sum_d softplus(l_d), a difference
+of two sums of size sum |l_d|, float32 lost 0.05 nats at logits of size 1e3 over 784 pixels and
+0.26 at 1e4 (torch's: 1e-6).
 """
 
 import torch
@@ -40,7 +43,7 @@ class BernoulliPixels(Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         logits = self._flat(self.logits)
         value = self._flat(value.to(logits.dtype))
-        return torch.linalg.vecdot(logits, value) - F.softplus(logits).sum(-1)
+        return (value * logits - F.softplus(logits)).sum(-1)
 
     def log_prob_elements(self, value: torch.Tensor) -> torch.Tensor:
         """log p(x_d) of every element (not summed over the event): (*batch, *event)."""
