@@ -451,3 +451,12 @@ def test_event_dims_and_a_flow_s_temperature_are_refused_outside_their_range():
         with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
             FlowDistribution(base, T.realnvp(4, [8]), temperature=t)
     assert BernoulliPixels(torch.zeros(2, 4), 2).event_shape == (2, 4) and Delta(torch.zeros(2, 4), 0).event_shape == ()
+
+
+def test_delta_log_prob_keeps_the_values_dtype():
+    from dgmkit.distributions import Delta
+
+    d = Delta(torch.zeros(2, 3, dtype=torch.float64))
+    lp = d.log_prob(torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64))
+    assert lp.dtype == torch.float64  # (it was float32, torch.where's type of 0.0 and -inf)
+    assert lp.tolist() == [0.0, -math.inf]

@@ -28,7 +28,8 @@ class Delta(Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         dims = tuple(range(-len(self.event_shape), 0))
         equal = (value == self.value).all(dim=dims) if dims else value == self.value
-        return torch.where(equal, 0.0, -torch.inf)
+        zero = torch.zeros((), dtype=torch.promote_types(value.dtype, self.value.dtype), device=equal.device)
+        return torch.where(equal, zero, -torch.inf)  # (of the values' dtype: 0.0 alone made float32)
 
     @property
     def mean(self) -> torch.Tensor:
