@@ -460,3 +460,12 @@ def test_delta_log_prob_keeps_the_values_dtype():
     lp = d.log_prob(torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64))
     assert lp.dtype == torch.float64  # (it was float32, torch.where's type of 0.0 and -inf)
     assert lp.tolist() == [0.0, -math.inf]
+
+
+def test_diagonal_normal_expands():
+    q = diagonal_normal(torch.randn(3, 2, dtype=torch.float64), torch.rand(3, 2, dtype=torch.float64) + 0.5)
+    big = q.expand((4, 3))  # (it raised NotImplementedError, from Independent.expand)
+    assert isinstance(big, type(q)) and big.batch_shape == (4, 3) and big.event_shape == (2,)
+    z = torch.randn(4, 3, 2, dtype=torch.float64)
+    torch.testing.assert_close(big.log_prob(z), q.log_prob(z))
+    torch.testing.assert_close(kl_per_dimension(big, q), torch.zeros(4, 3, 2, dtype=torch.float64))

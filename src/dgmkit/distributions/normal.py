@@ -72,6 +72,14 @@ class DiagonalNormal(Independent, JointSampler):
     mean = loc
     stddev = scale
 
+    def expand(
+        self, batch_shape: torch.Size | list[int] | tuple[int, ...], _instance: "DiagonalNormal | None" = None
+    ) -> "DiagonalNormal":
+        """The same Gaussians over a larger batch shape (torch's ``Independent.expand`` refuses a
+        subclass with an ``__init__`` of its own: it raised NotImplementedError)."""
+        shape = torch.Size(batch_shape) + self.event_shape
+        return DiagonalNormal(self.loc.expand(shape), self.scale.expand(shape))
+
     def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         """z = loc + scale * eps: the draw of ``rsample_and_log_prob``, without its log-density."""
         return self._draw(sample_shape, None)[0]
