@@ -201,6 +201,12 @@ def test_inverse_cdf_takes_the_pmf_up_to_its_normalizer():
     assert inverse_cdf(log_w, u).tolist() == [0, 1, 1, 2, 2]
 
 
+def test_inverse_cdf_never_chooses_a_value_of_no_mass():
+    log_pmf = torch.tensor([0.0, 0.5, 0.0, 0.5], dtype=torch.float64).log().expand(3, 4)
+    u = torch.tensor([0.0, 0.5, 1 - 2**-53], dtype=torch.float64)
+    assert inverse_cdf(log_pmf, u).tolist() == [1, 3, 3]  # (u = 0 chose 0, of probability 0)
+
+
 # ---- priors ----
 
 

@@ -45,5 +45,5 @@ def rsample_and_log_prob(
 
 def inverse_cdf(log_pmf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """The value v with CDF(v - 1) <= u < CDF(v), for a pmf (B, L) and uniforms u (B,)."""
-    cdf = log_pmf.exp().cumsum(-1)
-    return (cdf < u[:, None] * cdf[:, -1:]).sum(-1).clamp_max(log_pmf.shape[-1] - 1)
+    cdf = log_pmf.exp().cumsum(-1)  # (<=: at u = 0 a first value of no mass was chosen with <, CDF(v) = u)
+    return (cdf <= u[:, None] * cdf[:, -1:]).sum(-1).clamp_max(log_pmf.shape[-1] - 1)
