@@ -469,3 +469,16 @@ def test_diagonal_normal_expands():
     z = torch.randn(4, 3, 2, dtype=torch.float64)
     torch.testing.assert_close(big.log_prob(z), q.log_prob(z))
     torch.testing.assert_close(kl_per_dimension(big, q), torch.zeros(4, 3, 2, dtype=torch.float64))
+
+
+def test_one_hot_categorical_kl_is_finite_where_a_probability_only_underflows():
+    from torch.distributions import OneHotCategorical, kl_divergence
+
+    from dgmkit.distributions import one_hot_categorical
+
+    p, q = torch.zeros(2, 3), torch.tensor([[0.0, -200.0, -1.0], [0.0, -torch.inf, 1.0]])
+    got = kl_divergence(one_hot_categorical(p), one_hot_categorical(q))  # (exp(-200) is 0 in float32: it was inf)
+    want = kl_divergence(OneHotCategorical(logits=p.double()), OneHotCategorical(logits=q.double()))
+    assert torch.isfinite(got[0]) and torch.allclose(got[0].double(), want[0], rtol=1e-6)
+    assert got[1] == torch.inf  # (a category of logit -inf, no mass, that p has)
+    assert kl_divergence(one_hot_categorical(q), one_hot_categorical(p))[1] < torch.inf  # (one p lacks: a 0 term)

@@ -29,14 +29,15 @@ class _OneHotCategorical(OneHotCategorical):
 
 @register_kl(_OneHotCategorical, _OneHotCategorical)
 def _kl_one_hot_categoricals(p: _OneHotCategorical, q: _OneHotCategorical) -> torch.Tensor:
-    """KL(p || q) as torch's categorical KL gives it (inf where q has no mass that p has, 0 terms
-    where p has none), by torch.where: torch's sets those entries by boolean indexing, a read of the
-    mask back to the host (a wait for a GPU in every discrete VAE's step, and a read that a step
-    captured as a CUDA graph cannot hold)."""
+    """KL(p || q): inf where q has no mass that p has, 0 terms where p has none, by torch.where:
+    torch's categorical KL sets those entries by boolean indexing, a read of the mask back to the
+    host (a wait for a GPU in every discrete VAE's step, and a read that a step captured as a CUDA
+    graph cannot hold). No mass is a logit of -inf, not a probability that underflows to 0 (torch's
+    test): a q of logits (0, -200) in float32 made KL(uniform || q) inf, not 99.31."""
     a, b = p._categorical, q._categorical
     t = a.probs * (a.logits - b.logits)
-    t = torch.where(b.probs == 0, torch.inf, t)
-    return torch.where(a.probs == 0, 0.0, t).sum(-1)
+    t = torch.where(b.logits == -torch.inf, torch.inf, t)
+    return torch.where(a.logits == -torch.inf, 0.0, t).sum(-1)
 
 
 def one_hot_categorical(logits: torch.Tensor) -> OneHotCategorical:
