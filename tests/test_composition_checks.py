@@ -530,6 +530,25 @@ def test_the_trainer_refuses_an_objective_for_another_kind_of_model_by_name():
     Trainer(compiled, ELBO(1), _binary(), DataTransform("binary", 2), device="cpu", progress=False)  # type: ignore[arg-type]
 
 
+def test_an_objective_called_directly_refuses_another_kind_of_model_by_name():
+    """Called from Python (not by a Trainer, which asks first), an ELBO of a flow met "'FlowModel'
+    object has no attribute 'posterior'" and M2's objective of a VAE "no attribute 'enumerate'"."""
+    from dgmkit.models import FlowModel
+    from dgmkit.objectives import M2Objective, MaximumLikelihood
+    from dgmkit.transforms import maf
+
+    flow = FlowModel(maf(16, [8], layers=1), event_shape=(1, 4, 4), flatten=True)
+    x = _binary()[:4]
+    for objective, model, says in (
+        (ELBO(), flow, "ELBO trains a LatentVariableModel .*, and the model is a FlowModel"),
+        (M2Objective(), _vae(), "M2Objective trains a SemiSupervisedVAE .*, and the model is a VAE"),
+        (MaximumLikelihood(), _vae(), "MaximumLikelihood trains a ExactLikelihoodModel .*, and the model is a VAE"),
+    ):
+        with pytest.raises(TypeError, match=says):
+            objective(model, x)
+    assert ELBO()(_vae(), x).loss.shape == (4,)
+
+
 def test_a_decoder_of_no_image_shape_a_decoder_without_parameters_and_no_data_are_named():
     with pytest.raises(ValueError, match=r"a Decoder's event_shape is an image's \(C, H, W\), .*got \(16,\)"):
         Decoder(MLP(M, [8], 16), BernoulliHead(), (16,))

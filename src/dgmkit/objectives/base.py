@@ -1,6 +1,8 @@
 """The objective interface."""
 
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar, cast, get_args, get_origin
 
 import torch
@@ -36,6 +38,20 @@ class BoundTerms(NamedTuple):
 
     loss: torch.Tensor
     bound: torch.Tensor
+
+
+def _checking_model(call: Callable[..., Any]) -> Callable[..., Any]:
+    """An objective's ``__call__`` that first checks the model's kind (``Objective.check_model``):
+    called directly from Python, an ELBO of a flow met "'FlowModel' object has no attribute
+    'posterior'", M2's objective of a VAE "has no attribute 'enumerate'". (One isinstance a step.)"""
+
+    @functools.wraps(call)
+    def checked(self: "Objective", model: Any, *args: Any, **kwargs: Any) -> Any:
+        self.check_model(model)
+        return call(self, model, *args, **kwargs)
+
+    checked.checks_model = True  # type: ignore[attr-defined]
+    return checked
 
 
 class Objective(ABC, Generic[ModelT]):
@@ -79,6 +95,9 @@ class Objective(ABC, Generic[ModelT]):
                 not getattr(kind, "_is_protocol", False) or getattr(kind, "_is_runtime_protocol", False)
             ):
                 cls.model_type = kind
+        call = cls.__dict__.get("__call__")
+        if call is not None and not getattr(call, "checks_model", False):
+            cls.__call__ = _checking_model(call)  # type: ignore[method-assign]
 
     def check_model(self, model: object) -> None:
         """A TypeError unless ``model`` is of the kind this objective takes (``model_type``): the
