@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dgmkit import distributed
 from dgmkit.errors import ConfigError, TrainingError
 from dgmkit.nn.data_init import initialisation_pass
+from dgmkit.objectives.base import Objective
 from dgmkit.training import shared_memory
 
 __all__ = ["DataParallel", "ObjectiveModule", "rank_device", "check_shares", "check_rows_per_step", "rows_needed"]
@@ -142,18 +143,20 @@ def check_shares(ctx: distributed.Context, sizes: dict[str, int]) -> None:
         raise ConfigError(f"{small[0][0]} ({small[0][1]}) is smaller than the {ctx.world_size} processes sharing it")
 
 
-def rows_needed(objective: object, ctx: distributed.Context) -> int:
+def rows_needed(objective: Objective, ctx: distributed.Context) -> int:
     """The fewest rows of a step's batch: the rows the objective's estimate needs together
     (``Objective.rows_per_step``) on each process. A shorter last batch is left out of an epoch."""
-    return getattr(objective, "rows_per_step", 1) * ctx.world_size
+    return objective.rows_per_step * ctx.world_size
 
 
-def check_rows_per_step(objective: object, batch_size: int, ctx: distributed.Context, train_rows: int | None = None) -> None:
+def check_rows_per_step(
+    objective: Objective, batch_size: int, ctx: distributed.Context, train_rows: int | None = None
+) -> None:
     """A batch, and each process's share of it (the smallest: batch_size // processes), holds at
     least the rows the objective's estimate needs together (``Objective.rows_per_step``): a WAE's
     MMD of one code is no penalty, so a share of one trained that process as a plain autoencoder.
     So does the training split (``train_rows``, where given), or no batch would be left."""
-    need, share = getattr(objective, "rows_per_step", 1), batch_size // ctx.world_size
+    need, share = objective.rows_per_step, batch_size // ctx.world_size
     shared = f" shared by {ctx.world_size} processes, a share of {share}" if ctx.world_size > 1 else ""
     if share < need:
         raise ConfigError(
