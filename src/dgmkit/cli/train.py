@@ -36,8 +36,8 @@ from dgmkit.config.migrate import check_record
 from dgmkit.config.run import (
     check_same_run,
     check_weights_fit,
-    float64_weights,
     holds_recorded_data,
+    in_checkpoint_precision,
     own_record,
     read_json,
 )
@@ -350,11 +350,12 @@ def train_run(
     init_data = None
     if family.needs_init_data and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
-    float64 = False  # a resumed run of a model made float64 from Python goes on in float64
-    if resume:  # the run's checkpoint bounds the model config.json describes (before it is built)
-        float64 = _check_resumed_fit(cfg, dataset, out)
+    # the run's checkpoint bounds the model config.json describes (before it is built)
+    state = _check_resumed_fit(cfg, dataset, out) if resume else None
     model = build_model(cfg, dataset.event_shape, dataset.num_levels, init_data)
-    model = model.double() if float64 else model
+    if state is not None:  # a resumed run of a model made float64 from Python goes on in float64
+        model = in_checkpoint_precision(model, state)
+        del state  # (Trainer.resume reads the tensors again)
     fitted = _with_kept_labels(cfg, dataset)
     main = distributed.current().is_main
     with RunFolder(out, fresh=not resume, restart=restart) if main else contextlib.nullcontext():
@@ -538,14 +539,14 @@ def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
     return dataclasses.replace(dataset, train=train)
 
 
-def _check_resumed_fit(cfg: RunConfig, dataset: Dataset, out: Path) -> bool:
-    """The resumed run's checkpoint must hold the model its config.json describes (checked before
-    it is built; the tensors read here are let go at once, Trainer.resume reads them again);
-    whether its weights are float64 (a model made float64 from Python, which goes on so)."""
+def _check_resumed_fit(cfg: RunConfig, dataset: Dataset, out: Path) -> dict:
+    """The resumed run's checkpoint's model tensors, checked to be the model its config.json
+    describes (before it is built; let go once its precision is read, Trainer.resume reads them
+    again)."""
     last = out / "checkpoint.safetensors"
     state = load_checkpoint(last)["model"]
     check_weights_fit(cfg, dataset.event_shape, dataset.num_levels, state, last, str(out / "config.json"))
-    return float64_weights(state)
+    return state
 
 
 def _run_data(cfg: RunConfig, out: Path, resume: bool) -> tuple[RunConfig, Dataset]:
