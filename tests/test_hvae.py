@@ -348,7 +348,7 @@ def test_free_bits_apply_per_layer(data):
     torch.manual_seed(0)
     _, kls = layer_kls(model, data)
     torch.testing.assert_close(terms.loss, -(terms.log_px_z - kls[high] - floor))
-    with pytest.raises(Exception, match="top-down or ladder"):
+    with pytest.raises(Exception, match="top-down, ladder or residual posterior"):
         from dgmkit.config import RunConfig
 
         RunConfig.of(model="hvae", posterior="bottom-up", free_bits=0.5)

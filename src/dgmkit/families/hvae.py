@@ -77,7 +77,7 @@ class StackSettings(VAESettings, ImportanceSampledEval):
             )
         if self.free_bits and (self.objective != "elbo" or self._one_draw_layer_terms):
             raise ConfigError(
-                "free_bits (per layer) needs the elbo objective and a top-down or ladder posterior, whose layer "
+                "free_bits (per layer) needs the elbo objective and a top-down, ladder or residual posterior, whose layer "
                 "terms are KL divergences (a bottom-up layer's term below the top is a one-draw estimate that can "
                 "be negative)"
             )
