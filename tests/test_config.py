@@ -1149,6 +1149,25 @@ def test_a_flag_given_as_none_overrides_the_config_file_value_of_an_optional_set
     capsys.readouterr()
 
 
+def test_a_list_flag_given_as_none_overrides_a_preset_list_and_none_stands_alone(capsys):
+    """--layer-hidden none (its help: "list[int] or none") was refused ("takes list[int], got
+    'none'"): the preset iwae-2layer-k50's layer_hidden [200, 100] could not be set back to its
+    default, as the refusal of --latent-sizes 8 beside it needs."""
+    from dgmkit.cli.main import _parse, build_parser
+    from dgmkit.cli.train import resolve_config
+
+    preset = str(Path(__file__).parents[1] / "configs" / "iwae-2layer-k50.toml")
+    argv = ["train", "--config", preset, "--latent-sizes", "8", "--out", "unused"]
+    args = _parse(build_parser(argv), [*argv, "--layer-hidden", "none"])
+    assert resolve_config(args).model.layer_hidden is None
+    with pytest.raises(ConfigError, match=r"layer_hidden \[200, 100\] needs one width per stochastic layer"):
+        resolve_config(_parse(build_parser(argv), argv))
+    for values in (["3", "none"], ["x"]):
+        with pytest.raises(SystemExit):
+            _parse(build_parser(argv), [*argv, "--layer-hidden", *values])
+    assert "none stands alone" in capsys.readouterr().err
+
+
 def test_what_a_choice_reads_or_a_default_given_is_taken_and_an_old_run_that_set_more_goes_on(tmp_path):
     for settings in (
         {"objective": "iwae", "iw_k": 50},

@@ -25,6 +25,22 @@ class _NoneGiven:
 NONE_GIVEN = _NoneGiven()
 
 
+class _ListOrNone(argparse.Action):
+    """An optional list setting's flag: its values, or none alone (``--layer-hidden none``: a
+    config file's or preset's list set back to the default)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: typing.Any,
+        option_string: str | None = None,
+    ) -> None:
+        if NONE_GIVEN in values and len(values) > 1:
+            raise argparse.ArgumentError(self, "none stands alone: give numbers, or none for the default")
+        setattr(namespace, self.dest, NONE_GIVEN if NONE_GIVEN in values else values)
+
+
 def flag_name(field: dataclasses.Field) -> str:
     return "--" + (field.metadata.get("flag") or field.name).replace("_", "-")
 
@@ -68,7 +84,10 @@ def add_settings_flags(group: argparse._ActionsContainer, cls: type, skip: typin
         if kind == "bool":
             group.add_argument(flag_name(f), action=argparse.BooleanOptionalAction, **kw)
         elif kind == "list[int]":
-            group.add_argument(flag_name(f), nargs="+", type=_parser(kind, False, f.name), metavar="N", **kw)
+            action = _ListOrNone if optional else "store"  # (an optional list: none alone sets it back to its default)
+            group.add_argument(
+                flag_name(f), nargs="+", type=_parser(kind, optional, f.name), metavar="N", action=action, **kw
+            )
         else:
             choices = choices_of(hints[f.name])
             metavar = "{" + ",".join(map(str, choices)) + "}" if choices else f.name.upper()
