@@ -382,8 +382,19 @@ def test_flows_and_ppca_take_empty_batches_and_their_own_precision():
     wide = FlowModel(realnvp(2, [4]), (2,), flatten=True).double()
     assert wide.log_prob(torch.randint(0, 2, (3, 2))).dtype == torch.float64
     assert torch.equal(wide.log_prob(torch.ones(3, 2)), wide.log_prob(torch.ones(3, 2, dtype=torch.float64)))
-    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
         wide.sample(2, temperature=0.0)
+
+
+def test_a_flows_sample_refuses_an_infinite_temperature():
+    """z = inf * u' made every draw NaN, silently (the CLI refused it; FlowModel.sample took it)."""
+    from dgmkit.transforms import realnvp
+
+    flow = FlowModel(realnvp(2, [4]), (2,), flatten=True)
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="the temperature must be a finite number > 0, got"):
+            flow.sample(2, temperature=bad)
+    assert torch.isfinite(flow.sample(2, temperature=2.0)[0]).all()
 
 
 def test_data_outside_a_logit_flows_domain_are_refused_by_name():
