@@ -293,3 +293,15 @@ def test_a_coupling_network_of_the_wrong_output_width_is_named():
         T.AffineCoupling(T.alternating_mask(5), _mlp(3, 3)).inverse(torch.randn(3, 5))
     z, _ = T.AffineCoupling(T.checkerboard_mask(8, 8), torch.nn.Conv2d(1, 2, 3, padding=1))(x)  # the width it needs
     assert z.shape == x.shape
+
+
+def test_a_permutation_or_coupling_refuses_a_vector_of_another_width_by_name():
+    """Permutation.reverse(3) of x (2, 5) gave z (2, 3), the last two entries lost, and a coupling of the
+    mask [1, 0, 0, 1, 1, 0] gave z (2, 6) of x (2, 7), with log|det J| as if nothing were amiss."""
+    perm = T.Permutation.reverse(3)
+    coupling = T.AffineCoupling(torch.tensor([1.0, 0, 0, 1, 1, 0]), _mlp(3, 6))
+    for step, x in ((perm, torch.randn(2, 5)), (perm, torch.randn(2, 2)), (coupling, torch.randn(2, 7))):
+        for direction in (step, step.inverse):
+            with pytest.raises(ValueError, match=r"of \d features \(dim 1\) was given x of shape \(2, \d\); it takes"):
+                direction(x)
+    assert perm(torch.randn(2, 3, 4, 4))[0].shape == (2, 3, 4, 4) and coupling(torch.randn(2, 6))[0].shape == (2, 6)

@@ -17,12 +17,22 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-__all__ = ["Bijection", "Compose", "Inverse", "sum_except_batch"]
+__all__ = ["Bijection", "Compose", "Inverse", "check_width", "sum_except_batch"]
 
 
 def sum_except_batch(t: torch.Tensor) -> torch.Tensor:
     """(B, ...) -> (B,): the sum over each datapoint's entries (0 for an empty batch's none)."""
     return t.flatten(1).sum(-1) if t.dim() > 1 else t
+
+
+def check_width(owner: nn.Module, x: torch.Tensor, width: int) -> None:
+    """Refuses x whose dim 1 is not ``width``: an index of it (a permutation, a coupling's mask)
+    would silently drop the entries beyond, or fail in torch's words on too few."""
+    if x.dim() < 2 or x.shape[1] != width:
+        raise ValueError(
+            f"a {type(owner).__name__} of {width} features (dim 1) was given x of shape {tuple(x.shape)}; "
+            f"it takes (B, {width}, ...)"
+        )
 
 
 class Bijection(nn.Module, ABC):

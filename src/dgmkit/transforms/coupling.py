@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgmkit.errors import finite_at_least, plural, whole_at_least
-from dgmkit.transforms.base import Bijection, sum_except_batch
+from dgmkit.transforms.base import Bijection, check_width, sum_except_batch
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "alternating_mask", "checkerboard_mask", "channel_mask", "soft_clamp"]
 
@@ -134,6 +134,7 @@ class _Coupling(Bijection):
 
     def _couple(self, x: torch.Tensor, context: torch.Tensor | None, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.vector:
+            check_width(self, x, len(self.mask))  # (an index-layout mask dropped a wider x's rest: z (2, 6) of x (2, 7))
             xa, xb = self._split(x)
             out = self.net(self._net_input(xa, context))
             if out.shape != (len(x), self.n_params * len(self.move)):  # (else unflatten's words, or a broadcast)

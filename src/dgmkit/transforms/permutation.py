@@ -3,7 +3,7 @@
 import torch
 
 from dgmkit._rng import checked_generator
-from dgmkit.transforms.base import Bijection
+from dgmkit.transforms.base import Bijection, check_width
 
 __all__ = ["Permutation"]
 
@@ -34,7 +34,9 @@ class Permutation(Bijection):
         return cls(torch.randperm(features, generator=checked_generator(generator), device="cpu"))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        check_width(self, x, len(self.perm))  # (a wider x lost its entries beyond: z (2, 3) of x (2, 5))
         return x[:, self.perm], x.new_zeros(x.shape[0])
 
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        check_width(self, z, len(self.perm))
         return z[:, self.inv_perm], z.new_zeros(z.shape[0])
