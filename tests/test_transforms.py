@@ -305,3 +305,12 @@ def test_a_permutation_or_coupling_refuses_a_vector_of_another_width_by_name():
             with pytest.raises(ValueError, match=r"of \d features \(dim 1\) was given x of shape \(2, \d\); it takes"):
                 direction(x)
     assert perm(torch.randn(2, 3, 4, 4))[0].shape == (2, 3, 4, 4) and coupling(torch.randn(2, 6))[0].shape == (2, 6)
+
+
+def test_squeeze_refuses_what_is_no_squeezable_image_by_name():
+    """A (B, H, W) image failed with "not enough values to unpack", and an inverse of 6 channels with
+    "shape '[2, 1, 2, 2, 2, 2]' is invalid for input of size 48"."""
+    with pytest.raises(ValueError, match=r"squeeze takes images \(B, C, H, W\), got shape \(3, 4, 4\)"):
+        T.Squeeze()(torch.randn(3, 4, 4))
+    with pytest.raises(ValueError, match="inverse needs a number of channels divisible by 4, got 6"):
+        T.Squeeze().inverse(torch.randn(2, 6, 2, 2))

@@ -16,7 +16,13 @@ __all__ = ["Squeeze", "MultiScale"]
 class Squeeze(Bijection):
     """(B, C, H, W) -> (B, 4C, H/2, W/2): each 2x2 block of pixels becomes 4 channels."""
 
+    @staticmethod
+    def _images(x: torch.Tensor, what: str) -> None:
+        if x.dim() != 4:  # (else "not enough values to unpack (expected 4, got 3)")
+            raise ValueError(f"squeeze takes {what} (B, C, H, W), got shape {tuple(x.shape)}")
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self._images(x, "images")
         b, c, h, w = x.shape
         if h % 2 or w % 2:
             raise ValueError(f"squeeze needs even height and width, got {h}x{w}")
@@ -24,7 +30,10 @@ class Squeeze(Bijection):
         return z, x.new_zeros(b)
 
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self._images(z, "squeezed images")
         b, c4, h, w = z.shape
+        if c4 % 4:  # (else torch's "shape '[2, 1, 2, 2, 2, 2]' is invalid for input of size 48")
+            raise ValueError(f"squeeze's inverse needs a number of channels divisible by 4, got {c4}")
         x = z.view(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, 2 * h, 2 * w)
         return x, z.new_zeros(b)
 
