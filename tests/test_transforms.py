@@ -3,6 +3,7 @@ float64, gradients, save/load), and normalisation of every flow's density on a 2
 
 import inspect
 import io
+import itertools
 import math
 
 import pytest
@@ -314,3 +315,18 @@ def test_squeeze_refuses_what_is_no_squeezable_image_by_name():
         T.Squeeze()(torch.randn(3, 4, 4))
     with pytest.raises(ValueError, match="inverse needs a number of channels divisible by 4, got 6"):
         T.Squeeze().inverse(torch.randn(2, 6, 2, 2))
+
+
+def test_a_conditional_step_takes_a_context_row_for_each_datapoint():
+    """A MAF layer broadcast a context of 1 row over x of 3, and from x of 1 row and a context of 3 made z
+    of 3 rows and 3 log-determinants; couplings failed in torch's words ("Sizes of tensors must match",
+    "mat1 and mat2 shapes cannot be multiplied")."""
+    maf, nvp = T.maf(4, [8], 2, context_features=2), T.realnvp(4, [8], 2, context_features=2)
+    for flow, (rows, c) in itertools.product((maf, nvp), ((3, (1, 2)), (1, (3, 2)), (3, (3, 3)), (3, (3,)))):
+        x, context = torch.randn(rows, 4), torch.randn(*c)
+        for direction in (flow, flow.inverse):
+            with pytest.raises(ValueError, match=r"of 2 context features was given a context of shape .* it takes one row"):
+                direction(x, context)
+        with pytest.raises(ValueError, match="is conditional: pass a context"):
+            flow(x)
+    assert maf(torch.randn(3, 4), torch.randn(3, 2))[0].shape == nvp(torch.randn(3, 4), torch.randn(3, 2))[0].shape == (3, 4)

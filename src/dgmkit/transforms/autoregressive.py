@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from dgmkit.nn.made import MADE
-from dgmkit.transforms.base import Bijection, Inverse
+from dgmkit.transforms.base import Bijection, Inverse, check_context
 from dgmkit.transforms.coupling import positive_bound, soft_clamp
 
 __all__ = ["MaskedAffineAutoregressive", "iaf_layer"]
@@ -38,9 +38,11 @@ class MaskedAffineAutoregressive(Bijection):
         torch.nn.init.zeros_(self.made.output_layer.weight)  # start at the identity
         torch.nn.init.zeros_(self.made.output_layer.bias)
         self.scale_bound = positive_bound(scale_bound)
-        self.features = features
+        self.features, self.context_features = features, context_features
 
     def _params(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.context_features:
+            check_context(self, x, context, self.context_features)
         out = self.made(x, context)  # (B, 2, D)
         return out[:, 0], soft_clamp(out[:, 1], self.scale_bound)
 

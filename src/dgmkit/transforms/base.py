@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-__all__ = ["Bijection", "Compose", "Inverse", "check_width", "sum_except_batch"]
+__all__ = ["Bijection", "Compose", "Inverse", "check_context", "check_width", "sum_except_batch"]
 
 
 def sum_except_batch(t: torch.Tensor) -> torch.Tensor:
@@ -30,9 +30,23 @@ def check_width(owner: nn.Module, x: torch.Tensor, width: int) -> None:
     would silently drop the entries beyond, or fail in torch's words on too few."""
     if x.dim() < 2 or x.shape[1] != width:
         raise ValueError(
-            f"a {type(owner).__name__} of {width} features (dim 1) was given x of shape {tuple(x.shape)}; "
+            f"{type(owner).__name__} of {width} features (dim 1) was given x of shape {tuple(x.shape)}; "
             f"it takes (B, {width}, ...)"
         )
+
+
+def check_context(owner: nn.Module, x: torch.Tensor, context: torch.Tensor | None, features: int) -> torch.Tensor:
+    """The context of a conditional step: a row of ``features`` for each row of x. (A MADE broadcast one
+    row over x, and a context of 3 rows made z of 3 rows from an x of 1; a coupling failed in torch's words.)"""
+    name = type(owner).__name__
+    if context is None:
+        raise ValueError(f"this {name} is conditional: pass a context")
+    if context.shape != (len(x), features):
+        raise ValueError(
+            f"{name} of {features} context features was given a context of shape {tuple(context.shape)} for x of "
+            f"{len(x)} rows; it takes one row of {features} a datapoint, ({len(x)}, {features})"
+        )
+    return context
 
 
 class Bijection(nn.Module, ABC):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgmkit.errors import finite_at_least, plural, whole_at_least
-from dgmkit.transforms.base import Bijection, check_width, sum_except_batch
+from dgmkit.transforms.base import Bijection, check_context, check_width, sum_except_batch
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "alternating_mask", "checkerboard_mask", "channel_mask", "soft_clamp"]
 
@@ -128,9 +128,7 @@ class _Coupling(Bijection):
     def _net_input(self, xa: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         if not self.context_features:
             return xa
-        if context is None:
-            raise ValueError("this coupling layer is conditional: pass a context")
-        return torch.cat([xa, context], dim=-1)
+        return torch.cat([xa, check_context(self, xa, context, self.context_features)], dim=-1)
 
     def _couple(self, x: torch.Tensor, context: torch.Tensor | None, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.vector:
