@@ -38,11 +38,11 @@ class MaskedAffineAutoregressive(Bijection):
         torch.nn.init.zeros_(self.made.output_layer.weight)  # start at the identity
         torch.nn.init.zeros_(self.made.output_layer.bias)
         self.scale_bound = positive_bound(scale_bound)
-        self.features, self.context_features = features, context_features
+        self.features = features
 
     def _params(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.context_features:
-            check_context(self, x, context, self.context_features)
+        if self.made.context is not None:  # (the MADE's own word: a module pickled before this check has it too)
+            check_context(self, x, context, self.made.context.in_features)
         out = self.made(x, context)  # (B, 2, D)
         return out[:, 0], soft_clamp(out[:, 1], self.scale_bound)
 
