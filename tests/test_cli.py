@@ -564,6 +564,9 @@ def test_autoencoder_baseline_reports_no_density(tmp_path, capsys):
     assert "-D codes (" in text and "-D means" not in text  # (no means: z = f(x))
     code, _, err = run(capsys, "sample", out, "--out", tmp_path / "s.png")
     assert_clean_failure(code, err, "no prior")
+    code, _, err = run(capsys, "sample", out, "--out", tmp_path / "s.npy")  # (was refused for its binarized data)
+    assert_clean_failure(code, err, "no prior")
+    assert "binarized" not in err
 
 
 def test_beta_vae_weights_the_kl(tmp_path, capsys):

@@ -197,6 +197,12 @@ def _drawn_words(model: Any, n: int, shown: bool, temperature: float, naive: boo
     return what
 
 
+def refuse_unsampled(run: Run) -> None:
+    """Refuses (ConfigError) a run whose model has no distribution to sample from (an autoencoder)."""
+    if not run.model.can_sample:
+        raise ConfigError(f"the {run.cfg.family} model has no distribution to sample from (no prior)")
+
+
 def check_sample_options(run: Run, n: int, options: SampleOptions, keywords: bool = False) -> None:
     """Refuses (ConfigError, in ``dgm sample``'s words; ``keywords``: naming the options as
     ``dgmkit.sample``'s keywords) n < 1 and a sampling option the run's model does not take, rather
@@ -204,8 +210,7 @@ def check_sample_options(run: Run, n: int, options: SampleOptions, keywords: boo
     named = keyword if keywords else str
     model = run.model
     temperature, naive, steps, draw = options
-    if not model.can_sample:
-        raise ConfigError(f"the {run.cfg.family} model has no distribution to sample from (no prior)")
+    refuse_unsampled(run)
     given_count(n, 1, MAX_SAMPLES, "the number of samples")
     if steps is not None:
         given_count(steps, 1, MAX_SAMPLE_STEPS, named("--steps"))
@@ -378,6 +383,7 @@ def _sample_array(args: argparse.Namespace) -> int:
     attach_inputs(run, args)
     kind = run.transform.kind
     _refuse_table(run)
+    refuse_unsampled(run)  # (before the data's kind: an autoencoder has no draws of any kind)
     if kind not in STORED_AS_DRAWN:
         seen = {"dynamic-binarize": "binarized at random", "scale": "scaled to [0, 1]"}.get(kind, kind)
         raise ConfigError(
