@@ -361,7 +361,7 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         time gives a normalised conditional, this one the network was trained at. Call it in eval
         mode (``dgm eval`` does): dropout would make each pass another network."""
         d = math.prod(self.event_shape)
-        x = data_batch(x, self.event_shape, "order_log_probs").long()
+        x = data_batch(x, self.event_shape, "order_log_likelihood").long()
         if orders.dim() != 2 or orders.shape[1] != d or len(orders) == 0:
             raise ValueError(f"orders must be (M, {d}) permutations of the entries, got shape {tuple(orders.shape)}")
         orders = orders.to(x.device).long()
