@@ -17,7 +17,7 @@ from dgmkit.data.labels import HIDDEN, check_labels, keep_labels
 from dgmkit.distributions import DiagonalNormal
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models import M2, HybridFlow
-from dgmkit.models.m2 import EnumeratedTerms
+from dgmkit.models.m2 import EnumeratedTerms, SemiSupervisedVAE
 from dgmkit.objectives import importance_sampled_log_likelihood
 from dgmkit.objectives.semisupervised import HybridObjective, M2Objective
 from dgmkit.training import LabelledRows, Trainer
@@ -188,6 +188,9 @@ class _TabledTerms:
     def enumerate(self, x: torch.Tensor) -> EnumeratedTerms:
         i = x[:, 0].long()
         return EnumeratedTerms(self.log_qy[i], self.bound[i], self.bound[i], torch.zeros_like(self.bound[i]))
+
+
+SemiSupervisedVAE.register(_TabledTerms)  # (a stand-in the objective's check of the model's kind takes)
 
 
 @torch.no_grad()
