@@ -210,6 +210,23 @@ def test_the_table_flags_a_mutual_information_at_the_estimators_ceiling():
     )
 
 
+def test_the_table_says_why_the_aggregate_terms_were_left_out_and_how_to_get_them(capsys):
+    """Past --pair-passes the table gives the budget's reason, not "this model's posterior does
+    not offer" them (which is for a q whose log_prob does not broadcast)."""
+    from dgmkit.cli.diagnose import format_diagnosis
+
+    layer = dict(name="z", size=2, kl=9.0, active_units=2, mutual_info=None)
+    r = dict(layers=[layer], active_units=2, marginal_kl=None, top_mean_kl=9.0, hole_fraction=None, n=100, samples=1)
+    r.update(split="test", subset="all 100")
+    assert "which this model's posterior does not offer" in format_diagnosis(r)
+    r["skipped"] = "I(x; z), the marginal KL and the prior holes left out: ... 9 datapoints fit it"
+    text = format_diagnosis(r)
+    assert "does not offer" not in text
+    assert text.endswith("9 datapoints fit it: a smaller -n or a larger --pair-passes computes them")
+    assert main(["diagnose", "run", "--pair-passes", "0"]) == 1
+    assert "--pair-passes must be in 1.." in capsys.readouterr().err
+
+
 def test_a_saturated_mutual_information_is_told_to_raise_n_only_where_a_larger_n_reads_more():
     """The advice "raise -n" where the subset is a part of the split; where -n already reads all of it (or is
     at its most) a larger -n changes nothing, and the line says so."""
@@ -636,19 +653,56 @@ def test_a_diagnose_json_made_meanwhile_is_kept_and_the_command_refuses(tmp_path
     assert (run / "diagnose.json").read_text() == "my notes\n"
 
 
-def test_the_epochs_diagnostics_of_an_iaf_posterior_leave_the_aggregate_posterior_to_dgm_diagnose():
-    """Every pair's log q(z_a | x_n) of an IAF posterior inverts its flow, one pass per latent: a
-    1-epoch digits run spent over five minutes in its end-of-epoch diagnostics (14 s in all now).
-    The epoch's diagnostics of such a posterior are its KL and active units; a Gaussian's keep
-    I(x; z), the marginal KL and the holes."""
+def test_a_flow_posteriors_log_prob_passes_are_the_passes_its_networks_make():
+    """``log_prob_passes`` counts the sequential passes that scoring a point the flow did not draw
+    takes: an IAF posterior's conditioners (MADEs) run once a latent and layer, which is what the
+    diagnostics' budget of pairs is in."""
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.nn.made import MADE
+    from dgmkit.transforms import Inverse
+
+    cfg = RunConfig.of(model="vae", posterior="iaf", latent_dim=3, hidden=[8], flow_layers=2)
+    model = build_model(cfg, (1, 1, 4), 2).eval()
+    q = model.posterior(torch.bernoulli(torch.full((5, 1, 1, 4), 0.5)))
+    calls = []
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in model.modules() if isinstance(m, MADE)]
+    z = torch.randn(5, 3)
+    q.log_prob(z)
+    made_passes = len(calls)
+    calls.clear()
+    q.rsample()
+    for h in hooks:
+        h.remove()
+    one_pass_steps = sum(not isinstance(step, Inverse) for step in q.bijection.steps)  # (the permutation)
+    assert made_passes == 2 * 3 and len(calls) == 2  # (scoring: 3 a layer; drawing: one a layer)
+    assert q.log_prob_passes() == made_passes + one_pass_steps
+    assert q.bijection.passes(inverse=True) == len(calls) + one_pass_steps
+
+
+def test_the_aggregate_terms_of_an_iaf_posterior_keep_to_their_budget_of_passes():
+    """Every pair's log q(z_a | x_n) of an IAF posterior runs its flow's sequential direction: a
+    1-epoch digits run spent over five minutes in its end-of-epoch diagnostics. Past ``pair_passes``
+    a layer's I(x; z), the marginal KL and the holes are left out, with the reason and the subset
+    that fits; within it they are the same numbers as without a budget. The epoch's budget leaves
+    them out for the digits' validation split and keeps them for a Gaussian posterior."""
     from dgmkit.config import RunConfig, build_model
     from dgmkit.data import load_dataset
     from dgmkit.training.fit import latent_diagnostics
 
     digits = load_dataset("digits")
     for posterior, whole in (("iaf", False), ("gaussian", True)):
-        cfg = RunConfig.of(model="vae", posterior=posterior, latent_dim=4, hidden=[16])
+        cfg = RunConfig.of(model="vae", posterior=posterior, latent_dim=8, hidden=[16], flow_layers=4)
         model = build_model(cfg, digits.event_shape, digits.num_levels).eval()
-        out = latent_diagnostics(model, cfg.model.transform(digits)(digits.valid.x[:12]))
+        out = latent_diagnostics(model, cfg.model.transform(digits)(digits.valid.x))
         assert len(out["layer_kl"]) == 1 and ("marginal_kl" in out) == whole and ("hole_fraction" in out) == whole
         assert (out["layer_mutual_info"] != [None]) == whole
+    x = cfg.model.transform(digits)(digits.valid.x[:12])
+    cfg = RunConfig.of(model="vae", posterior="iaf", latent_dim=8, hidden=[16], flow_layers=4)
+    model = build_model(cfg, digits.event_shape, digits.num_levels).eval()
+    per_pair = model.posterior(x).log_prob_passes()
+    over = diagnose(model, x, holes=5, pair_passes=12**2 * per_pair - 1)
+    assert over.layers[0].mutual_info is None and over.marginal_kl is None and over.hole_fraction is None
+    assert over.skipped is not None and over.skipped.startswith("I(x; z), the marginal KL and the prior holes left out")
+    assert over.skipped.endswith("11 datapoints fit it")
+    within, free = (diagnose(model, x, holes=5, pair_passes=b) for b in (12**2 * per_pair, None))
+    assert within.skipped is None and within.to_json() == free.to_json() and within.marginal_kl is not None

@@ -29,7 +29,7 @@ from dgmkit.cli.common import (
 )
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
-from dgmkit.evaluation.diagnostics import DIAGNOSTIC_ESTIMATORS, diagnose
+from dgmkit.evaluation.diagnostics import DIAGNOSTIC_ESTIMATORS, PAIR_PASSES, diagnose
 from dgmkit.evaluation.figures import diagnosis_png
 from dgmkit.models import LatentVariableModel, VariationalModel
 from dgmkit.models.hvae import LayerStack
@@ -53,6 +53,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s_help = "hierarchical models: posterior draws per datapoint for a conditional layer's marginal (default: 16)"
     add_count_flag(p, "--samples", 1, 256, help=s_help)
     add_count_flag(p, "--holes", 0, 100_000, default=2000, help="prior draws scored for holes (0: none)")
+    pairs_help = (
+        "the most passes of a flow posterior (an IAF's: one a latent and layer) that scoring every draw under every "
+        f"datapoint's q(z|x) may take: N^2 pairs times those (default: {PAIR_PASSES:,}); past it I(x;z) is left out"
+    )
+    add_count_flag(p, "--pair-passes", 1, 10**15, default=PAIR_PASSES, help=pairs_help)
     add_seeded_data_flags(p, "seed of the subset and of every draw")
     p.set_defaults(func=run_diagnose)
 
@@ -180,7 +185,9 @@ def format_diagnosis(r: dict) -> str:
         )
     if any(la["mutual_info"] is not None for la in r["layers"]):
         lines.append(f"I(x;z) estimator: {DIAGNOSTIC_ESTIMATORS['mutual_info']}")
-    else:
+    if r.get("skipped"):  # (past --pair-passes; absent: an older record)
+        lines.append(f"{r['skipped']}: a smaller -n or a larger --pair-passes computes them")
+    elif all(la["mutual_info"] is None for la in r["layers"]):
         lines.append(
             "I(x;z) not estimated (n/a): the estimator scores each draw under every datapoint's q(z|x), which this "
             "model's posterior does not offer; so neither are the prior's holes"
@@ -225,7 +232,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     enough_rows(x, args.split, 2, "a covariance over the data")
     x, subset = _subset(x, args.n, args.seed)
     t0 = time.perf_counter()
-    d = diagnose(model, x, samples=samples, holes=args.holes, seed=args.seed)
+    d = diagnose(model, x, samples=samples, holes=args.holes, seed=args.seed, pair_passes=args.pair_passes)
     result = {**d.to_json(), "split": args.split, "subset": subset, "checkpoint": run.checkpoint.name}
     scored = d.hole_fraction is not None or args.holes == 0  # (a posterior with no aggregate density scores none)
     result["holes"] = args.holes if scored else None  # (the prior draws scored: hole_fraction's denominator)

@@ -87,6 +87,11 @@ class FlowDistribution(Distribution, JointSampler):
         u, ladj = self.bijection(x.reshape(-1, x.shape[-1]), self._flat_context(lead.numel(), sample_dims))
         return self.base.log_prob(u.reshape(x.shape)) + ladj.reshape(lead)
 
+    def log_prob_passes(self) -> int:
+        """The bijection's passes that ``log_prob`` of a point it did not draw takes (its data ->
+        base direction: an IAF posterior's sequential one, a pass a latent and layer)."""
+        return self.bijection.passes()
+
     @torch.no_grad()
     def location(self) -> torch.Tensor:
         """T^{-1}(E[u]): the image of the base mean, a representative point (for an IAF posterior,

@@ -32,6 +32,12 @@ with one latent variable has one layer, ``z``):
   of several standard errors points to a KL column that disagrees with the densities. Where the
   KL has no closed form it is that log-ratio at the same draws (``kl_one_draw``): the two sides
   agree by construction, and there is no check.
+- **What the pairs cost**: the aggregate terms score every draw under every datapoint's q, N^2 S
+  values: matrix products for a Gaussian q, but a flow posterior scores a point it did not draw by
+  its data -> base direction, an IAF's one pass a latent and layer (on a CPU, some 250 pairs a
+  second for 32 latents and 4 layers). ``pair_passes`` caps N^2 S times those passes; past it a
+  layer's I(x; z) (and at the top the marginal KL and the holes) are left out, and ``skipped``
+  says why and what -n would fit.
 - **Hole draws**: z_L ~ p(z_L) scored by log q^(z_L) - log p(z_L); ``hole_fraction`` is the share
   of prior draws where the aggregate posterior has less than a tenth of the prior's density,
   and the draws with the lowest ratio are decoded (the lower layers drawn from their priors).
@@ -47,6 +53,7 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from dgmkit._modes import evaluates, needs_kind
 from dgmkit.distributions import kl_per_dimension, location
+from dgmkit.distributions.flow import FlowDistribution
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.errors import DataError, EvaluationError, generator_seed, whole_at_least
 from dgmkit.evaluation.metrics import standard_error, unit_variance
@@ -64,10 +71,12 @@ __all__ = [
     "aggregate_marginal",
     "ACTIVE_THRESHOLD",
     "DIAGNOSTIC_ESTIMATORS",
+    "PAIR_PASSES",
 ]
 
 ACTIVE_THRESHOLD = 0.01
 HOLE_RATIO = 0.1  # a prior draw is in a hole where q^(z) < HOLE_RATIO p(z)
+PAIR_PASSES = 1 << 24  # pairs x S x a flow posterior's passes a layer's aggregate terms may cost (module docstring)
 
 DIAGNOSTIC_ESTIMATORS = {
     "kl": "mean over x of the layer's ELBO term: closed-form KL given one posterior draw of the layers above "
@@ -119,6 +128,7 @@ class Diagnosis:
     marginal_kl_stderr: float | None = None  # the spread of its draws' terms log q(z) - log p(z) over sqrt(N)
     kl_one_draw: bool = False  # the top layer's KL is log q - log p at its draws: the identity holds by construction
     hole_fraction: float | None = None
+    skipped: str | None = None  # why the aggregate terms of a layer were left out (their cost: ``pair_passes``)
     hole_z: torch.Tensor | None = field(default=None, repr=False)  # joint z of the deepest holes
     typical_z: torch.Tensor | None = field(default=None, repr=False)  # joint z of prior draws q covers best
 
@@ -150,6 +160,7 @@ class Diagnosis:
             "marginal_kl_stderr": self.marginal_kl_stderr,
             "kl_one_draw": self.kl_one_draw,
             "hole_fraction": self.hole_fraction,
+            "skipped": self.skipped,
             "estimators": DIAGNOSTIC_ESTIMATORS,
             "layers": [vars(layer) for layer in self.layers],
         }
@@ -360,35 +371,36 @@ def diagnose(
     batch_size: int = 500,
     mutual_info: bool = True,
     bracket: bool = True,
+    pair_passes: int | None = PAIR_PASSES,
 ) -> Diagnosis:
     """The diagnostics of the module docstring on data x (N, *event), N >= 2; ``samples``: S,
     the posterior draws that make each conditional layer's marginal; ``holes``: prior draws scored
     for prior holes (0: none); ``shown``: the deepest holes kept as joint latents for decoding;
     ``mutual_info=False``: KL and active units only (no N x N aggregate: for large N);
-    ``bracket=False``: a conditional layer's I(x; z_l) without its second estimate (``mutual_info_apart``)."""
+    ``bracket=False``: a conditional layer's I(x; z_l) without its second estimate (``mutual_info_apart``);
+    ``pair_passes``: the aggregate terms' budget (the module docstring; None: no limit)."""
     needs_kind(model, LatentVariableModel, "diagnose", "a latent variable model, with a prior p(z) and a q(z|x)")
     if len(x) < 2:
         raise DataError(f"the diagnostics need at least two datapoints (a covariance over x), got {len(x)}")
     samples = whole_at_least("samples", samples, 1)
     batch_size = whole_at_least("batch_size", batch_size, 1)
     seed = generator_seed(seed)  # (a NumPy integer failed in manual_seed)
+    if pair_passes is not None:
+        pair_passes = whole_at_least("pair_passes", pair_passes, 0)
     bracket = bracket and mutual_info  # (no draws beyond the KL's where no I(x; z) is asked for)
     g = torch.Generator(device=x.device).manual_seed(seed)
     hierarchical = model.has_layers
     layers = _layers(model, x, samples, g, batch_size, bracket)
-    reports, agg_top = [], None
+    reports, agg_top, skipped = [], None, []
     for index, layer in enumerate(layers):
-        report, agg, own = _layer_report(index, layer, mutual_info)
+        left_out = _over_budget(layer, pair_passes, index == len(layers) - 1) if mutual_info else None
+        report, agg, own = _layer_report(index, layer, mutual_info and left_out is None)
         reports.append(report)
+        skipped += [left_out] if left_out else []
         if agg is not None and index == len(layers) - 1:
             agg_top = (layer, agg, own)
-    numbers = [v for r in reports for v in (r.kl, r.mutual_info, *(r.kl_per_dim or ()), *r.mean_variance) if v is not None]
-    if not all(math.isfinite(v) for v in numbers):
-        raise EvaluationError(
-            "the model gives non-finite KL terms, mutual informations or posterior means (NaN or inf; its weights may "
-            "be too large): no diagnosis"
-        )
-    out = Diagnosis(reports, len(x), samples)
+    _check_finite(reports)
+    out = Diagnosis(reports, len(x), samples, skipped="; ".join(skipped) or None)
     if agg_top is None:
         return out
     top_layer, agg, own = agg_top
@@ -397,6 +409,35 @@ def diagnose(
     if holes > 0:
         _find_holes(out, model, top_layer, p_top, holes, shown, g, x.device)
     return out
+
+
+def _check_finite(reports: list[LayerReport]) -> None:
+    numbers = [v for r in reports for v in (r.kl, r.mutual_info, *(r.kl_per_dim or ()), *r.mean_variance) if v is not None]
+    if not all(math.isfinite(v) for v in numbers):
+        raise EvaluationError(
+            "the model gives non-finite KL terms, mutual informations or posterior means (NaN or inf; its weights may "
+            "be too large): no diagnosis"
+        )
+
+
+def _over_budget(layer: _Layer, pair_passes: int | None, top: bool) -> str | None:
+    """Why the layer's aggregate terms are left out, or None where they fit ``pair_passes``: a flow
+    posterior's pairs each take its passes (a Gaussian's, a discrete q's: elementwise, no limit)."""
+    q = layer.q_many
+    if pair_passes is None or not isinstance(q, FlowDistribution):
+        return None
+    draws = q.batch_shape.numel() // len(layer.z)  # S: each pair scores the draw under S components
+    per_pair = draws * q.log_prob_passes()
+    cost = len(layer.z) ** 2 * per_pair
+    if cost <= pair_passes:
+        return None
+    fits = math.isqrt(pair_passes // per_pair)
+    which = f"I(x; {layer.name}){', the marginal KL and the prior holes' if top else ''}"
+    return (
+        f"{which} left out: its {len(layer.z)}^2 pairs of draw and datapoint take {per_pair} passes each of "
+        f"the flow posterior (scoring a point it did not draw), {cost:,} in all, past the budget of {pair_passes:,}; "
+        f"{fits} datapoints fit it"
+    )
 
 
 def _prior_hole(out: Diagnosis, top_layer: _Layer, p_top: Distribution, agg: torch.Tensor, own: torch.Tensor | None) -> None:

@@ -46,6 +46,9 @@ class MaskedAffineAutoregressive(Bijection):
         out = self.made(x, context)  # (B, 2, D)
         return out[:, 0], soft_clamp(out[:, 1], self.scale_bound)
 
+    def passes(self, inverse: bool = False) -> int:
+        return self.features if inverse else 1
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         mu, alpha = self._params(x, context)
         return (x - mu) * torch.exp(-alpha), -alpha.sum(-1)

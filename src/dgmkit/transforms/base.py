@@ -52,6 +52,12 @@ def check_context(owner: nn.Module, x: torch.Tensor, context: torch.Tensor | Non
 class Bijection(nn.Module, ABC):
     """An invertible map with a tractable log|det J| (see the module docstring)."""
 
+    def passes(self, inverse: bool = False) -> int:
+        """The cost of one direction (``inverse``: z -> x) in passes over the batch, one after the
+        other: 1 for a single pass; an autoregressive layer's sequential direction takes one a
+        feature. (What scoring many points costs: ``evaluation.diagnostics``'s budget of them.)"""
+        return 1
+
     @property
     def domain(self) -> constraints.Constraint | None:
         """The values an entry of x may take where the map is defined (``torch.distributions``
@@ -84,6 +90,9 @@ class Compose(Bijection):
             ladj = ladj + step_ladj
         return x, ladj
 
+    def passes(self, inverse: bool = False) -> int:
+        return sum(cast(Bijection, step).passes(inverse) for step in self.steps)
+
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         ladj = z.new_zeros(z.shape[0])
         for step in reversed(self.steps):
@@ -99,6 +108,9 @@ class Inverse(Bijection):
     def __init__(self, bijection: Bijection):
         super().__init__()
         self.bijection = bijection
+
+    def passes(self, inverse: bool = False) -> int:
+        return self.bijection.passes(not inverse)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.bijection.inverse(x, context)

@@ -72,6 +72,9 @@ class MultiScale(Bijection):
                 m.training = mode
         return shapes
 
+    def passes(self, inverse: bool = False) -> int:
+        return sum(cast(Bijection, level).passes(inverse) for level in self.levels)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         parts, ladj = [], x.new_zeros(x.shape[0])
         h = x
