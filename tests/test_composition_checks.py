@@ -413,9 +413,9 @@ def test_evaluation_takes_tensors_of_the_models_event_shape_in_the_models_precis
     model, x = _vae(), _binary()
     with pytest.raises(DataError, match=r"evaluate\(\) takes the data as a torch tensor \(N, \*event\), got ndarray"):
         evaluate(model, x.numpy(), iw_samples=2)
-    with pytest.raises(DataError, match=r"shaped \(6, 16\), datapoints of shape \(16,\), and VAE models events of shape "):
+    with pytest.raises(DataError, match=r"data of shape \(6, 16\); the model's datapoints are of shape \(1, 4, 4\)"):
         evaluate(model, x.flatten(1), iw_samples=2)
-    with pytest.raises(DataError, match=r"give a tensor \(N, 1, 4, 4\)"):
+    with pytest.raises(DataError, match=r"a batch is \(B, 1, 4, 4\)"):
         importance_sampled_log_likelihood(model, x=x[:, 0], k=2)
     single = evaluate(model, x, iw_samples=4, seed=1)
     assert evaluate(model, x.double(), iw_samples=4, seed=1).nll == single.nll  # 0/1 values: the same data

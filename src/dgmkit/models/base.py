@@ -214,11 +214,8 @@ class GenerativeModel(nn.Module, ABC):
         # (flat rows to an image model: an IndexError inside; a model of one's own may keep its
         # event shape as a list or torch.Size, or not at all)
         event = getattr(self, "event_shape", None)
-        if event is not None and tuple(x.shape[1:]) != tuple(event):
-            raise DataError(
-                f"the data are shaped {tuple(x.shape)}, datapoints of shape {tuple(x.shape[1:])}, and {type(self).__name__} "
-                f"models events of shape {tuple(event)}: give a tensor (N, {', '.join(map(str, event))})"
-            )
+        if event is not None:
+            data_batch(x, tuple(event), type(self).__name__)
         holes = torch.isnan(x) if x.is_floating_point() else None
         if holes is not None and not self.can_impute and bool(holes.any()):
             raise DataError(
@@ -322,7 +319,8 @@ def data_batch(x: object, event: tuple[int, ...], what: str, leading: bool = Fal
     and shape only, the check of every method that takes data directly (a look at the values would
     wait for a GPU: ``check_data`` looks, where evaluations enter). A NumPy array met
     "'numpy.ndarray' object has no attribute 'to'" deep inside, and a lone datapoint of an image
-    model was read as a batch of one of another shape. ``hint``: words added to a shape's refusal."""
+    model was read as a batch of one of another shape. ``hint``: words added to a shape's refusal
+    (a DataError: a ValueError)."""
     dims = ", ".join(map(str, event))
     if not isinstance(x, torch.Tensor):
         raise TypeError(
@@ -333,7 +331,7 @@ def data_batch(x: object, event: tuple[int, ...], what: str, leading: bool = Fal
     if tuple(x.shape[max(lead, 0) :]) != tuple(event) or lead < 1 or (lead > 1 and not leading):
         if tuple(x.shape) == tuple(event):
             hint = f" (one datapoint is a batch of one: x.unsqueeze(0)){hint}"
-        raise ValueError(
+        raise DataError(
             f"{what} was given data of shape {tuple(x.shape)}; the model's datapoints are of shape {tuple(event)}: "
             f"a batch is (B, {dims}){hint}"
         )
