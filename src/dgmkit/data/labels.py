@@ -18,12 +18,12 @@ __all__ = ["keep_labels", "check_labels", "class_indices", "HIDDEN"]
 HIDDEN = -1  # the label of an example whose label is not used
 
 
-MAX_INDEX = 2**31 - 1  # the largest class index a label file may hold (``registry.MAX_LABEL``)
+MAX_LABEL = 2**31 - 1  # the largest class index a label may be (a label file's too: ``registry``)
 
 
 def class_indices(y: object, n: int, what: str, num_classes: int | None = None, hidden: bool = False) -> torch.Tensor:
     """Labels ``y`` as int64 class indices: a tensor of one label per datapoint, shape (n,), of
-    whole numbers (integers, booleans, or floats that are whole, finite and at most ``MAX_INDEX``
+    whole numbers (integers, booleans, or floats that are whole, finite and at most ``MAX_LABEL``
     in size), each one of the classes 0..num_classes-1 where ``num_classes`` is given, or
     ``HIDDEN`` where ``hidden``. Every place that takes labels (a split's for training,
     ``evaluate``'s, a Trainer's) checks them here, so each refuses the same labels in the same
@@ -38,7 +38,7 @@ def class_indices(y: object, n: int, what: str, num_classes: int | None = None, 
     if tuple(y.shape) != (n,):
         raise DataError(f"{what} must be one label per datapoint, shape ({n},), got shape {tuple(y.shape)}")
     if y.is_complex() or (
-        y.is_floating_point() and not bool((y.isfinite() & (y == y.round()) & (y.abs() <= MAX_INDEX)).all())
+        y.is_floating_point() and not bool((y.isfinite() & (y == y.round()) & (y.abs() <= MAX_LABEL)).all())
     ):
         raise DataError(f"{what} must be class indices, whole numbers; these hold others (or NaN or inf)")
     y = y.long()

@@ -26,6 +26,7 @@ import torch
 from dgmkit.data.dataset import Dataset, Split
 from dgmkit.data.download import download as fetch
 from dgmkit.data.formats import read_amat, read_arrays, read_idx
+from dgmkit.data.labels import MAX_LABEL
 from dgmkit.data.matlab import read_mat
 from dgmkit.data.sprites import sprites
 from dgmkit.data.table import TABLE_SUFFIXES, Column, read_table
@@ -447,10 +448,6 @@ DATASETS: dict[str, Callable[[Path, bool], Dataset]] = {
     "sprites-64": lambda root, download: sprites(64),
     **{name: _table(name) for name in _TABLES},
 }
-
-
-MAX_LABEL = 2**31 - 1
-"""The largest class label ``from_array`` accepts."""
 
 
 def check_images(x: np.ndarray, name: str, min_rows: int = 10) -> np.ndarray:
