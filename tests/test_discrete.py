@@ -341,6 +341,28 @@ def test_the_discrete_kl_is_torch_s_without_boolean_indexing():
     assert not ops.seen & {torch.ops.aten.index_put_, torch.ops.aten.index_put, torch.ops.aten.nonzero}, ops.seen
 
 
+def test_the_discrete_kl_has_finite_gradients_where_a_category_has_no_mass():
+    """A logit of -inf in q (or in both) adds nothing to KL(q || p) and nothing to its gradient:
+    0 * (-inf - b) in the branch that torch.where drops made every logit's gradient NaN. The
+    gradient is the float64 one of the KL over the categories that have mass."""
+    from dgmkit.distributions.categorical import one_hot_categorical
+
+    a = torch.tensor([[0.0, -math.inf, 1.0], [0.0, -math.inf, 1.0]], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([[0.5, 0.2, -0.3], [0.5, -math.inf, -0.3]], dtype=torch.float64, requires_grad=True)
+    kl = kl_divergence(one_hot_categorical(a), one_hot_categorical(b))
+    kl.sum().backward()
+    a_ref = torch.tensor([[0.0, 1.0]] * 2, dtype=torch.float64, requires_grad=True)
+    b_ref = b.detach().clone().requires_grad_()
+    log_q, log_p = F.log_softmax(a_ref, -1), F.log_softmax(b_ref, -1)[:, [0, 2]]
+    expected = (log_q.exp() * (log_q - log_p)).sum(-1)
+    expected.sum().backward()
+    torch.testing.assert_close(kl, expected)
+    torch.testing.assert_close(a.grad[:, [0, 2]], a_ref.grad)
+    assert torch.equal(a.grad[:, 1], torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(b.grad[0], b_ref.grad[0])
+    assert torch.isfinite(b.grad).all()
+
+
 def test_vimco_s_baselines_take_memory_linear_in_k_and_keep_the_dominant_draw_exact():
     """No (k, k, B) tensor (k = 5000 draws of 128 datapoints made 12.8 GB of one): every
     intermediate holds at most k B numbers; a draw that holds all the weight has the others' sum."""

@@ -33,11 +33,14 @@ def _kl_one_hot_categoricals(p: _OneHotCategorical, q: _OneHotCategorical) -> to
     torch's categorical KL sets those entries by boolean indexing, a read of the mask back to the
     host (a wait for a GPU in every discrete VAE's step, and a read that a step captured as a CUDA
     graph cannot hold). No mass is a logit of -inf, not a probability that underflows to 0 (torch's
-    test): a q of logits (0, -200) in float32 made KL(uniform || q) inf, not 99.31."""
+    test): a q of logits (0, -200) in float32 made KL(uniform || q) inf, not 99.31. The -inf logits
+    are set to 0 before the difference: 0 * (-inf - b) in the branch that torch.where drops gave
+    NaN gradients (every logit of p, for a p of logits (0, -inf, 1)), not a term's zero."""
     a, b = p._categorical, q._categorical
-    t = a.probs * (a.logits - b.logits)
-    t = torch.where(b.logits == -torch.inf, torch.inf, t)
-    return torch.where(a.logits == -torch.inf, 0.0, t).sum(-1)
+    a_none, b_none = a.logits == -torch.inf, b.logits == -torch.inf
+    t = a.probs * (torch.where(a_none, 0.0, a.logits) - torch.where(b_none, 0.0, b.logits))
+    t = torch.where(b_none, torch.inf, t)
+    return torch.where(a_none, 0.0, t).sum(-1)
 
 
 def one_hot_categorical(logits: torch.Tensor) -> OneHotCategorical:
