@@ -108,7 +108,10 @@ def test_a_runs_weights_digest_is_of_the_bytes_its_weights_came_from(vae_copy):
         (["train", "--model", "vae", "--iw-k", str(10**9)], "iw_k must be <= 5000"),
         (["train", "--model", "arm", "--arm-kernel", "99999"], "arm_kernel must be <= 31"),
         (["train", "--model", "vae", "--hidden", *["8"] * 65], "at most 64 values"),
-        (["eval", "RUN", "--iw-samples", "-3"], "--iw-samples must be in 0.."),
+        (["eval", "RUN", "--iw-samples", "-3"], "--iw-samples must be in 1.."),
+        (["eval", "RUN", "--iw-samples", "0"], "--iw-samples must be in 1..1000000000, got 0"),
+        (["compress", "RUN", "x.npy", "--out", "x.dgmz", "--batch-size", "0"], "--batch-size must be in 1..10"),
+        (["compress", "RUN", "x.npy", "--out", "y.dgmz", "--batch-size", "x"], "--batch-size: expected an integer, got 'x'"),
         (["eval", "RUN", "--seed", str(2**70)], "a seed must be in 0.."),
         (["sample", "RUN", "--out", "x.png", "--nrow", "-3"], "--nrow must be in 1.."),
         (["sample", "RUN", "--out", "x.png", "--temperature", "inf"], "expected a finite number"),
@@ -119,7 +122,7 @@ def test_a_runs_weights_digest_is_of_the_bytes_its_weights_came_from(vae_copy):
         (["eval", "RUN", "--seed", "9" * 5000], "a seed must be in 0..4294967295, got an integer of 5000 digits"),
         (
             ["eval", "RUN", "--iw-samples", "9" * 4000],
-            "--iw-samples must be in 0..1000000000, got an integer of 4000 digits",
+            "--iw-samples must be in 1..1000000000, got an integer of 4000 digits",
         ),
         (["eval", "RUN", "--iw-samples", "+-5"], "expected an integer, got '+-5'"),
         (["sample", "RUN", "--out", "x.png", "-n", "0"], "-n must be in 1.."),
@@ -1138,7 +1141,7 @@ def test_resume_from_inf_in_adams_state_is_refused(vae_copy, capsys):
 def test_eval_refuses_zero_importance_samples_for_a_sampled_estimate(vae_run, capsys):
     before = snapshot(vae_run)
     code, _, err = run(capsys, "eval", vae_run, "--iw-samples", "0")
-    assert_one_error_line(code, err, "--iw-samples must be >= 1")
+    assert_one_error_line(code, err, "--iw-samples must be in 1..1000000000, got 0")
     assert snapshot(vae_run) == before
 
 

@@ -1023,7 +1023,7 @@ def test_compress_refuses_inputs_and_settings_it_cannot_code_before_coding(env, 
     argv = ["compress", env.run, env.root / "x.npy", "--out", tmp_path / "o.npy"]  # (a container no .npy reader reads)
     assert_fails_and_changes_nothing(capsys, roots, argv, "--out must name a .dgmz file (dgm decompress reads it back)")
     for argv, needle in (
-        ([env.run, env.root / "x.npy", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        ([env.run, env.root / "x.npy", "--batch-size", "0"], "--batch-size must be in 1..1000000000, got 0"),
         ([ppca, env.root / "x.npy"], "which declares no coder (neither exact sequential conditionals"),
         ([env.run, tmp_path / "in" / "x.npz"], "x.npz: give one .npy file or PNG files"),
         ([env.run, env.pngs[0], hidden], "is not a plain base name"),

@@ -33,6 +33,7 @@ from dgmkit._io import (
     open_regular,
 )
 from dgmkit.cli.common import (
+    add_count_flag,
     add_device_flag,
     add_run_parser,
     check_row_shape,
@@ -281,8 +282,6 @@ def _check_png_levels(args: argparse.Namespace, x: np.ndarray, meta: dict, level
 
 
 def compress(args: argparse.Namespace) -> int:
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = command_output(args, args.out, reads=args.inputs)
     if out.suffix.lower() != ".dgmz":  # (x.npy held a container that no reader of .npy files reads)
         raise ConfigError(f"--out must name a .dgmz file (dgm decompress reads it back), got {out}")
@@ -444,10 +443,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="one .npy array of images, or PNG files (with distinct names)")
     p.add_argument("--out", required=True, help="compressed file to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument(
+    add_count_flag(
+        p,
         "--batch-size",
-        type=int,
-        default=None,
+        1,
+        10**9,
         help="images coded together (recorded in the file); default 500, or fewer where an autoregressive "
         "model's caches for 500 would pass 2 GiB",
     )

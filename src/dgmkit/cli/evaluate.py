@@ -66,7 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_count_flag(
         p,
         "--iw-samples",
-        0,
+        1,
         MAX_IW_SAMPLES,
         help="importance samples k (default: the run's); memory stays bounded for any k, time grows with it",
     )
