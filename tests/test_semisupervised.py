@@ -4,6 +4,7 @@ balanced and seeded, labels through the Trainer, the hybrid flow's two factors, 
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -174,11 +175,36 @@ def test_several_draws_average_each_datapoints_terms_with_u_formed_per_draw():
     torch.testing.assert_close(got.log_qy[:2], log_qy.gather(1, at).squeeze(1)[:2])
 
 
+@pytest.mark.parametrize("objective", ["m2", "hybrid"])
+def test_the_objectives_called_directly_refuse_labels_outside_the_classes_in_words(objective):
+    """Labels given to M2's or the hybrid's objective from Python are checked as the Trainer's
+    are (``class_indices``): a label of K met 'index 3 is out of bounds for dimension 1 with
+    size 3', and -2 was taken as hidden and 2.5 as class 2, silently. The Trainer, which checked
+    its labels once, says so (``labels_checked``) and is not read back from a GPU every step."""
+    torch.manual_seed(0)
+    if objective == "m2":
+        model, call, x = _tiny_m2(), M2Objective(), _binary(4)
+    else:
+        cfg = RunConfig.of(model="hybrid", hidden=[8], flow_layers=2, flow_levels=1, classes=K)
+        model, call, x = build_model(cfg, (1, 4, 4), 4), HybridObjective(), (_binary(4) + torch.rand(4, 1, 4, 4)) / 2
+    for y, needle in (
+        ([0, 1, K, -1], f"holds labels -1..{K}, outside the model's classes 0..{K - 1} and -1"),
+        ([0, 1, -2, -1], f"holds labels -2..1, outside the model's classes 0..{K - 1} and -1"),
+        ([0, 1, 2.5, -1], "must be class indices, whole numbers"),
+        ([0, 1, 2], "must be one label per datapoint, shape (4,), got shape (3,)"),
+    ):
+        with pytest.raises(DataError, match=re.escape(needle)):
+            call(model, x, y=torch.tensor(y))
+    t = call(model, x, y=torch.tensor([0.0, 1.0, 2.0, -1.0]))  # whole floats are labels, as the Trainer takes them
+    assert t.labelled.tolist() == [1, 1, 1, 0]
+
+
 class _TabledTerms:
     """A stand-in for an M2 model whose terms are fixed per training example (its index is x),
     in training mode (the objective's accuracy reads the enumeration's q(y|x) there)."""
 
     training = True
+    num_classes = K
 
     def __init__(self, n: int, seed: int = 0):
         g = torch.Generator().manual_seed(seed)
@@ -275,9 +301,10 @@ def test_trainer_passes_labels_and_adds_labelled_rows():
     objective = build_objective(cfg)
     real = objective.__call__
 
-    def spy(model, x, beta=1.0, y=None):
+    def spy(model, x, beta=1.0, y=None, labels_checked=False):
+        assert labels_checked  # (the Trainer checked its labels once: none read back in every step)
         seen.append((len(x), None if y is None else y.clone()))
-        return real(model, x, beta, y=y)
+        return real(model, x, beta, y=y, labels_checked=labels_checked)
 
     objective.__call__ = spy  # instance attribute: the Trainer calls objective(...) through the class
     type_call = type(objective).__call__

@@ -923,7 +923,7 @@ class Trainer:
     def _objective(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> NamedTuple:
         """The objective's terms for a batch, with its labels where the objective takes them."""
         if self.objective.takes_labels:
-            return cast(_TakesLabels, self.objective)(self.model, x, beta, y=y)
+            return cast(_TakesLabels, self.objective)(self.model, x, beta, y=y, labels_checked=True)  # (_class_labels)
         return self.objective(self.model, x, beta)
 
     def _nan_message(self, loss: torch.Tensor) -> str:
@@ -1377,7 +1377,9 @@ _COUNTERS = {"epoch": 0, "step": 0, "best_epoch": -1, "bad_epochs": 0, "skipped_
 class _TakesLabels(Protocol):
     """An objective with ``takes_labels``: it is called with the batch's labels as well."""
 
-    def __call__(self, model: Any, x: torch.Tensor, beta: float, *, y: torch.Tensor | None) -> NamedTuple: ...
+    def __call__(
+        self, model: Any, x: torch.Tensor, beta: float, *, y: torch.Tensor | None, labels_checked: bool
+    ) -> NamedTuple: ...
 
 
 class _StopWithin(Exception):
