@@ -649,6 +649,22 @@ def _three_layers(posterior: str) -> HierarchicalVAE:
 
 @pytest.mark.parametrize("posterior", ["bottom-up", "top-down", "ladder"])
 @torch.no_grad()
+def test_the_prior_and_posterior_draw_none_as_torch_s_distributions_do(posterior):
+    """A sample_shape of no elements ((0,), (2, 0)) gives empty draws and log-densities of the
+    shapes one draw has, as torch's Normal does; the layers' reshapes had failed with 'cannot
+    reshape tensor of 0 elements into shape [0, 3, -1]'."""
+    model = _three_layers(posterior)
+    x = torch.randint(0, 2, (3, 1, 2, 3)).double()
+    for d in (model.prior(), model.posterior(x)):
+        for shape in [(0,), (2, 0)]:
+            z, log_p = d.rsample_and_log_prob(shape)
+            assert z.shape == (*shape, *d.batch_shape, 6) and log_p.shape == (*shape, *d.batch_shape)
+            assert z.dtype == log_p.dtype == torch.float64
+            assert d.rsample(shape).shape == z.shape
+
+
+@pytest.mark.parametrize("posterior", ["bottom-up", "top-down", "ladder"])
+@torch.no_grad()
 def test_a_three_layer_prior_scores_its_own_draws(posterior):
     """p(z) = p(z_3) p(z_2|z_3) p(z_1|z_2): the log-density ancestral sampling returns is the
     prior's log_prob of the draw. (With two layers, conditioning each layer on the top one instead

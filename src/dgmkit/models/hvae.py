@@ -444,6 +444,17 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
             return px.sample(), px.mean
 
 
+def _no_draws(
+    d: Distribution, sample_shape: torch.Size | list[int] | tuple[int, ...], model: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """None of ``d``'s draws and their log-densities, of shapes (*sample_shape, *batch, D) and
+    (*sample_shape, *batch), as torch's distributions draw none (a sample_shape (0,)): the
+    layers' reshapes cannot infer a size of no elements ('cannot reshape tensor of 0 elements')."""
+    weight = next(model.parameters())
+    shape = torch.Size(sample_shape) + d.batch_shape
+    return weight.new_zeros(shape + d.event_shape), weight.new_zeros(shape)
+
+
 class HierarchicalPosterior(Distribution, JointSampler):
     """q(z | x) of a hierarchical model (``HierarchicalVAE``, ``DeepTopDownVAE``: anything with
     ``path``, ``latent_dim``) over the concatenated layers; ``location()`` is the point
@@ -472,6 +483,8 @@ class HierarchicalPosterior(Distribution, JointSampler):
     def rsample_and_log_prob(
         self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.Size(sample_shape).numel() == 0:
+            return _no_draws(self, sample_shape, self.model)
         draws = self.model.path(self.x, tuple(sample_shape), generator=generator)
         return self._join(draws), sum(d.q.log_prob(d.z) for d in draws)
 
@@ -509,6 +522,8 @@ class HierarchicalPrior(Distribution, JointSampler):
     def rsample_and_log_prob(
         self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.Size(sample_shape).numel() == 0:
+            return _no_draws(self, sample_shape, self.model)
         device = next(self.model.parameters()).device
         z_top, log_p = rsample_and_log_prob(self.top, tuple(sample_shape), generator, device=device)
         z, log_p_below = self.model.descend(z_top, generator)
