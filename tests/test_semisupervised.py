@@ -14,7 +14,7 @@ from torch import nn
 from dgmkit.cli.main import main
 from dgmkit.config import RunConfig, build_model, build_objective, load_run
 from dgmkit.data import Split, load_dataset
-from dgmkit.data.labels import HIDDEN, check_labels, keep_labels
+from dgmkit.data.labels import HIDDEN, check_labels, keep_labels, labels_are_checked, labels_checked
 from dgmkit.distributions import DiagonalNormal
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models import M2, HybridFlow
@@ -180,7 +180,7 @@ def test_the_objectives_called_directly_refuse_labels_outside_the_classes_in_wor
     """Labels given to M2's or the hybrid's objective from Python are checked as the Trainer's
     are (``class_indices``): a label of K met 'index 3 is out of bounds for dimension 1 with
     size 3', and -2 was taken as hidden and 2.5 as class 2, silently. The Trainer, which checked
-    its labels once, says so (``labels_checked``) and is not read back from a GPU every step."""
+    its labels once, says so (``data.labels.labels_checked``) and is not read back from a GPU every step."""
     torch.manual_seed(0)
     if objective == "m2":
         model, call, x = _tiny_m2(), M2Objective(), _binary(4)
@@ -197,6 +197,11 @@ def test_the_objectives_called_directly_refuse_labels_outside_the_classes_in_wor
             call(model, x, y=torch.tensor(y))
     t = call(model, x, y=torch.tensor([0.0, 1.0, 2.0, -1.0]))  # whole floats are labels, as the Trainer takes them
     assert t.labelled.tolist() == [1, 1, 1, 0]
+    assert not labels_are_checked()
+    with labels_checked():  # (the Trainer's steps: checked once before; what the context leaves out is the check)
+        assert labels_are_checked()
+        call(model, x, y=torch.tensor([0, 1, 2, -2]))
+    assert not labels_are_checked()
 
 
 class _TabledTerms:
@@ -301,10 +306,10 @@ def test_trainer_passes_labels_and_adds_labelled_rows():
     objective = build_objective(cfg)
     real = objective.__call__
 
-    def spy(model, x, beta=1.0, y=None, labels_checked=False):
-        assert labels_checked  # (the Trainer checked its labels once: none read back in every step)
+    def spy(model, x, beta=1.0, y=None):  # (an objective's call as documented: no more arguments)
+        assert labels_are_checked()  # (the Trainer checked its labels once: none read back in every step)
         seen.append((len(x), None if y is None else y.clone()))
-        return real(model, x, beta, y=y, labels_checked=labels_checked)
+        return real(model, x, beta, y=y)
 
     objective.__call__ = spy  # instance attribute: the Trainer calls objective(...) through the class
     type_call = type(objective).__call__

@@ -6,19 +6,43 @@
 (2, [0, 1])
 """
 
+import contextlib
+import contextvars
 import dataclasses
+from collections.abc import Iterator
 
 import torch
 
 from dgmkit.data.dataset import Split
 from dgmkit.errors import DataError, whole_at_least
 
-__all__ = ["keep_labels", "check_labels", "class_indices", "HIDDEN"]
+__all__ = ["keep_labels", "check_labels", "class_indices", "labels_checked", "labels_are_checked", "HIDDEN"]
 
 HIDDEN = -1  # the label of an example whose label is not used
 
 
 MAX_LABEL = 2**31 - 1  # the largest class index a label may be (a label file's too: ``registry``)
+
+
+_CHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar("dgmkit_labels_checked", default=False)
+
+
+@contextlib.contextmanager
+def labels_checked() -> Iterator[None]:
+    """Within it, the labels an objective is given were checked by its caller (``class_indices``):
+    the Trainer checks its labels once, and enters this around each step, so that no step reads
+    them back from a GPU to check them again (a wait every step, and no CUDA graph). A context
+    rather than an argument: an objective of one's own keeps its call, (model, x, beta, y=y)."""
+    token = _CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
+def labels_are_checked() -> bool:
+    """Whether the labels being given were checked already (inside ``labels_checked``)."""
+    return _CHECKED.get()
 
 
 def class_indices(y: object, n: int, what: str, num_classes: int | None = None, hidden: bool = False) -> torch.Tensor:

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from dgmkit.data.labels import HIDDEN, class_indices
+from dgmkit.data.labels import HIDDEN, class_indices, labels_are_checked
 from dgmkit.errors import whole_at_least
 from dgmkit.models.hybrid import HybridFlow
 from dgmkit.models.m2 import SemiSupervisedVAE
@@ -38,14 +38,14 @@ from dgmkit.objectives.base import Objective, at_least
 __all__ = ["LabelledShares", "M2Objective", "M2Terms", "HybridObjective", "HybridObjectiveTerms"]
 
 
-def _labels(x: torch.Tensor, y: torch.Tensor | None, num_classes: int, checked: bool) -> torch.Tensor:
+def _labels(x: torch.Tensor, y: torch.Tensor | None, num_classes: int) -> torch.Tensor:
     """``y`` as class indices 0..num_classes-1 or -1 (hidden), checked by ``class_indices``
-    unless the caller checked them (``labels_checked``: the Trainer, once, not in every step,
-    where the check reads the labels back from a GPU). Called directly, a label of K met an
-    index out of bounds, and -2 was taken as hidden and 2.5 as class 2, silently."""
+    unless the caller checked them (``data.labels.labels_checked``: the Trainer, once, not in
+    every step, where the check reads the labels back from a GPU). Called directly, a label of K
+    met an index out of bounds, and -2 was taken as hidden and 2.5 as class 2, silently."""
     if y is None:
         return torch.full((len(x),), HIDDEN, dtype=torch.long, device=x.device)
-    if checked:
+    if labels_are_checked():
         return y.long()
     return class_indices(y, len(x), "the labels y", num_classes, hidden=True).to(x.device)
 
@@ -124,15 +124,9 @@ class M2Objective(LabelledShares, Objective[SemiSupervisedVAE]):
         self.num_samples = whole_at_least("num_samples", num_samples, 1)
 
     def __call__(
-        self,
-        model: SemiSupervisedVAE,
-        x: torch.Tensor,
-        beta: float = 1.0,
-        y: torch.Tensor | None = None,
-        *,
-        labels_checked: bool = False,
+        self, model: SemiSupervisedVAE, x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
     ) -> M2Terms:
-        y = _labels(x, y, model.num_classes, labels_checked)
+        y = _labels(x, y, model.num_classes)
         s = self.num_samples
         t = model.enumerate(x.repeat_interleave(s, 0) if s > 1 else x)
         u = t.unlabelled()  # (B S,)
@@ -194,15 +188,9 @@ class HybridObjective(LabelledShares, Objective[HybridFlow]):
         self.px_weight = at_least("px_weight", px_weight, 0)
 
     def __call__(
-        self,
-        model: HybridFlow,
-        x: torch.Tensor,
-        beta: float = 1.0,
-        y: torch.Tensor | None = None,
-        *,
-        labels_checked: bool = False,
+        self, model: HybridFlow, x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
     ) -> HybridObjectiveTerms:
-        y = _labels(x, y, model.num_classes, labels_checked)
+        y = _labels(x, y, model.num_classes)
         t = model.joint(x)
         lab = y >= 0
         log_py_x = _at(t.log_py_x, y)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from dgmkit import distributed
 from dgmkit._io import Terminated, parse_json, sigterm_raises
 from dgmkit.data import Dataset, DataTransform, Split
-from dgmkit.data.labels import class_indices
+from dgmkit.data.labels import class_indices, labels_checked
 from dgmkit.data.transforms import VALID_SEED
 from dgmkit.devices import dtype_of, half_precision_words, resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
@@ -923,7 +923,8 @@ class Trainer:
     def _objective(self, x: torch.Tensor, beta: float, y: torch.Tensor | None) -> NamedTuple:
         """The objective's terms for a batch, with its labels where the objective takes them."""
         if self.objective.takes_labels:
-            return cast(_TakesLabels, self.objective)(self.model, x, beta, y=y, labels_checked=True)  # (_class_labels)
+            with labels_checked():  # (checked once, ``_class_labels``: no step reads them back from a GPU)
+                return cast(_TakesLabels, self.objective)(self.model, x, beta, y=y)
         return self.objective(self.model, x, beta)
 
     def _nan_message(self, loss: torch.Tensor) -> str:
@@ -1377,9 +1378,7 @@ _COUNTERS = {"epoch": 0, "step": 0, "best_epoch": -1, "bad_epochs": 0, "skipped_
 class _TakesLabels(Protocol):
     """An objective with ``takes_labels``: it is called with the batch's labels as well."""
 
-    def __call__(
-        self, model: Any, x: torch.Tensor, beta: float, *, y: torch.Tensor | None, labels_checked: bool
-    ) -> NamedTuple: ...
+    def __call__(self, model: Any, x: torch.Tensor, beta: float, *, y: torch.Tensor | None) -> NamedTuple: ...
 
 
 class _StopWithin(Exception):
