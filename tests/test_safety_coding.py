@@ -368,7 +368,7 @@ def test_the_coders_arguments_are_checked_before_coding():
     words = encode_images(model, x, 2)
     mixture = MADEARM(CategoricalHead(5), (1, 3, 3), hidden=[8], masks=2)  # a mixture over two pixel orders
     for call, problem in [
-        (lambda: encode_images(model, x[:, :, :2]), r"shaped \(3, 1, 2, 3\), .* events of shape \(1, 3, 3\)"),
+        (lambda: encode_images(model, x[:, :, :2]), r"data of shape \(3, 1, 2, 3\); .* datapoints are of shape \(1, 3, 3\)"),
         (lambda: encode_images(model, x + 0.5), "integers 0..4 in each entry, .* not all whole numbers"),
         (
             lambda: encode_images(model, x.to(torch.complex64)),
