@@ -414,3 +414,15 @@ def test_clustering_scores_equal_the_best_matching_by_brute_force_and_the_textbo
     assert s["accuracy_majority"] == pytest.approx(counts.max(1).sum() / len(pairs), abs=1e-12)
     assert s["nmi"] == pytest.approx(_nmi_textbook(assign, labels), abs=1e-9)
     assert s["clusters_used"] == len(clusters) and s["n"] == len(pairs)
+
+
+@pytest.mark.parametrize("components", [1, 3])
+def test_a_mixture_refuses_latents_of_another_width_by_name(components):
+    """The mixture's log-density flattened z to rows of M values: with one component (a MoG or a
+    VampPrior of K = 1) a z of 2M values per row gave a number per row, the density of its halves
+    mixed as if they were two components; otherwise torch's own shape error, naming no mixture."""
+    d = MixtureOfGaussiansPrior(2, components)()
+    for z in (torch.zeros(5, 4), torch.zeros(5, 3), torch.zeros(4), torch.zeros(())):
+        with pytest.raises(ValueError, match=r"a mixture over 2 dimensions scores z of shape \(\.\.\., 2\)"):
+            d.log_prob(z)
+    assert d.log_prob(torch.zeros(3, 5, 2)).shape == (3, 5)

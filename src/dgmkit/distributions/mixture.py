@@ -45,6 +45,8 @@ class DiagonalGaussianMixture(Distribution):
     def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z; loc_k, scale_k) for every k: shape (..., K)."""
         m = self.loc.shape[1]
+        if z.dim() == 0 or z.shape[-1] != m:  # (a flat reshape took any z of a multiple of M values: silent numbers)
+            raise ValueError(f"a mixture over {m} dimensions scores z of shape (..., {m}), got {tuple(z.shape)}")
         flat, loc = z.reshape(-1, m).double(), self.loc.double()  # (the cancellation of the module docstring)
         precision = self.scale.double().pow(-2)  # (K, M)
         quad = flat.pow(2) @ precision.T - 2 * flat @ (loc * precision).T  # (N, K)
