@@ -426,3 +426,17 @@ def test_a_mixture_refuses_latents_of_another_width_by_name(components):
         with pytest.raises(ValueError, match=r"a mixture over 2 dimensions scores z of shape \(\.\.\., 2\)"):
             d.log_prob(z)
     assert d.log_prob(torch.zeros(3, 5, 2)).shape == (3, 5)
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_a_vampprior_refuses_pseudo_inputs_that_start_at_nan_or_infinity(bounded):
+    """A NaN in ``init`` was taken (clamp keeps NaN): a NaN pseudo-input, whose posterior made log p(z)
+    NaN at every z from the first step."""
+    from dgmkit.priors import VampPrior
+
+    for bad in (float("nan"), float("inf")):
+        init = torch.full((2, 3), 0.5)
+        init[1, 2] = bad
+        with pytest.raises(ValueError, match="init must be finite: 1 of its 6 values are NaN or infinite"):
+            VampPrior(2, (3,), components=2, init=init, bounded=bounded)
+    assert torch.isfinite(VampPrior(2, (3,), components=2, init=torch.rand(2, 3), bounded=bounded).pseudo_inputs).all()

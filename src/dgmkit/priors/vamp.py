@@ -61,6 +61,9 @@ class VampPrior(Prior):
         else:
             if init.shape != (self.components, *shape):
                 raise ValueError(f"init must have shape {(self.components, *shape)}, got {tuple(init.shape)}")
+            bad = ~torch.isfinite(init)  # (NaN was taken: a NaN pseudo-input, log p(z) NaN from the first step)
+            if bool(bad.any()):
+                raise ValueError(f"init must be finite: {int(bad.sum())} of its {init.numel()} values are NaN or infinite")
             u = 0.01 + 0.98 * init.float().clamp(0, 1) if self.bounded else init.float().clone()
         self.pseudo_inputs = nn.Parameter(u)
 
