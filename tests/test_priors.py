@@ -440,3 +440,17 @@ def test_a_vampprior_refuses_pseudo_inputs_that_start_at_nan_or_infinity(bounded
         with pytest.raises(ValueError, match="init must be finite: 1 of its 6 values are NaN or infinite"):
             VampPrior(2, (3,), components=2, init=init, bounded=bounded)
     assert torch.isfinite(VampPrior(2, (3,), components=2, init=torch.rand(2, 3), bounded=bounded).pseudo_inputs).all()
+
+
+@pytest.mark.parametrize("flow", ["maf", "realnvp"])
+def test_a_flow_prior_refuses_latents_of_another_width_by_name(flow):
+    """A flow prior's p(z) scored z of another width with whatever its first layer made of it: a MAF
+    met torch's "mat1 and mat2 shapes cannot be multiplied (5x2 and 3x8)", naming no flow or width."""
+    from dgmkit.priors import FlowPrior
+    from dgmkit.transforms import VECTOR_FLOWS
+
+    p = FlowPrior(3, VECTOR_FLOWS[flow](3, [8], 2, act="tanh"))()
+    for z in (torch.zeros(5, 2), torch.zeros(5, 6), torch.zeros(())):
+        with pytest.raises(ValueError, match=r"a flow over 3 dimensions scores x of shape \(\.\.\., 3\)"):
+            p.log_prob(z)
+    assert p.log_prob(torch.zeros(4, 5, 3)).shape == (4, 5)
