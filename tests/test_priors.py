@@ -454,3 +454,13 @@ def test_a_flow_prior_refuses_latents_of_another_width_by_name(flow):
         with pytest.raises(ValueError, match=r"a flow over 3 dimensions scores x of shape \(\.\.\., 3\)"):
             p.log_prob(z)
     assert p.log_prob(torch.zeros(4, 5, 3)).shape == (4, 5)
+
+
+def test_a_float64_mixture_draws_float64_noise():
+    """The mixture drew its standard normal noise in float32 whatever its precision: a float64
+    mixture's draws were float64 tensors holding float32 values (every draw of N(0, 1) exactly a
+    float32 number), so a float64 model's prior samples had float32 resolution."""
+    d = DiagonalGaussianMixture(torch.zeros(2, dtype=torch.float64), torch.zeros(2, 3).double(), torch.ones(2, 3).double())
+    z = d.sample((1000,))
+    assert z.dtype == torch.float64
+    assert not torch.equal(z.float().double(), z)

@@ -67,7 +67,7 @@ class DiagonalGaussianMixture(Distribution):
                 if n
                 else torch.zeros(0, dtype=torch.long, device=weights.device)
             )
-            z = self.loc[k] + self.scale[k] * torch.randn(n, self.loc.shape[1], device=self.loc.device)
+            z = self.loc[k] + self.scale[k] * torch.randn(n, self.loc.shape[1], device=self.loc.device, dtype=self.loc.dtype)
             return z.reshape(*sample_shape, self.loc.shape[1])
 
     @property
