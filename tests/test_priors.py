@@ -464,3 +464,17 @@ def test_a_float64_mixture_draws_float64_noise():
     z = d.sample((1000,))
     assert z.dtype == torch.float64
     assert not torch.equal(z.float().double(), z)
+
+
+def test_a_vampprior_refuses_an_encoder_of_flow_posteriors_by_name():
+    """A VAE of an IAF encoder and a VampPrior (refused by dgm train, not by the Python API) met
+    "a flow's mean has no closed form; average samples instead" at its first p(z), naming no prior."""
+    from torch import nn
+
+    from dgmkit.conditional.iaf_encoder import IAFEncoder
+    from dgmkit.priors import VampPrior
+    from dgmkit.transforms import VECTOR_FLOWS
+
+    encoder = IAFEncoder(nn.Linear(4, 2 * 2 + 3), 2, 3, VECTOR_FLOWS["maf"](2, [8], 1, context_features=3))
+    with pytest.raises(TypeError, match="needs an encoder of diagonal Gaussian posteriors; this encoder gave FlowDistr"):
+        VampPrior(2, (4,), components=3)(encoder)

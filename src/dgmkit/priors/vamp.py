@@ -12,6 +12,7 @@ import numbers
 
 import torch
 from torch import nn
+from torch.distributions import Independent, Normal
 
 from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.distributions import DiagonalGaussianMixture
@@ -71,6 +72,11 @@ class VampPrior(Prior):
         if context is None:
             raise TypeError("the VampPrior is the encoder's mixture at its pseudo-inputs: call it with the encoder")
         q_u = context(self.pseudo_input_values())  # a diagonal Gaussian with batch (K,), event (M,)
+        if not (isinstance(q_u, Independent) and isinstance(q_u.base_dist, Normal)):  # (an IAF's: "a flow's mean ...")
+            raise TypeError(
+                f"the VampPrior is the mixture of q(z|u_k) at its pseudo-inputs, which needs an encoder of diagonal "
+                f"Gaussian posteriors; this encoder gave {type(q_u).__name__} (an IAF posterior: use a GaussianEncoder)"
+            )
         loc = q_u.mean
         weights = torch.zeros(self.components, device=loc.device, dtype=loc.dtype)  # (equal: log 1/K in loc's precision)
         return DiagonalGaussianMixture(weights, loc, q_u.stddev)
