@@ -69,11 +69,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by dgm train")
     p.add_argument("--out", required=True, help="the .html file to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    add_count_flag(p, "--samples", 0, 400, default=SAMPLES, help="images sampled per run (0: none)")
+    add_count_flag(p, "--samples", 0, 400, help=f"images sampled per run (0: none; default: {SAMPLES})")
     add_count_flag(p, "--steps", 1, MAX_SAMPLE_STEPS, help="diffusion models: sampling steps (default: the model's)")
     p.add_argument("--no-figures", action="store_true", help="leave out the figures (no model passes, no data read)")
     p.add_argument("--title", default="dgmkit report", help="the page's title")
-    p.add_argument("--seed", type=SEED, default=0, help="seed of the samples and of the images shown")
+    p.add_argument("--seed", type=SEED, help="seed of the samples and of the images shown (default: 0)")
     add_data_flags(p)
     add_device_flag(p, "where the models draw the figures")
     p.set_defaults(func=run_report)
@@ -346,9 +346,9 @@ def _check_figure_flags(args: argparse.Namespace) -> None:
     if not args.no_figures:
         return
     given = {
-        "--samples": args.samples != SAMPLES,
+        "--samples": args.samples is not None,  # (given at all: --samples 16 beside --no-figures was taken unread)
         "--steps": args.steps is not None,
-        "--seed": args.seed != 0,
+        "--seed": args.seed is not None,
         **dict.fromkeys(given_data_flags(args), True),
     }
     unread = [flag for flag, on in given.items() if on]
@@ -376,7 +376,7 @@ def _check_flags_read(args: argparse.Namespace, runs: list[Run]) -> None:
     """Refuses a figure flag that no run here reads (--steps, --samples, --data-dir)."""
     if args.steps is not None and not any(run.model.sample_steps for run in runs):
         raise ConfigError("--steps is for diffusion models (their ancestral sampling steps); no run here is one")
-    if args.samples not in (0, SAMPLES) and not any(run.model.can_sample and shows_images(run) for run in runs):
+    if args.samples not in (None, 0) and not any(run.model.can_sample and shows_images(run) for run in runs):
         raise ConfigError(  # (a table's rows, 2-D points: no samples drawn as pictures, so the number went unread)
             f"--samples {args.samples}: the samples shown are images, and no run here models images (their data are rows "
             "of values): leave it out"
@@ -394,6 +394,8 @@ def run_report(args: argparse.Namespace) -> int:
     out = _checked_out(args)
     runs = [load_run(d, device=args.device) for d in args.run_dirs]
     _check_flags_read(args, runs)
+    args.samples = SAMPLES if args.samples is None else args.samples  # (None until here: given or not)
+    args.seed = 0 if args.seed is None else args.seed
     pages = []
     for d, run in zip(args.run_dirs, runs):
         objective = build_objective(run.cfg) if run.cfg.model.fit == "gradient" else None
