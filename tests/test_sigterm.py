@@ -208,3 +208,38 @@ def test_a_sigterm_sent_to_a_child_as_it_is_forked_is_held_until_the_default_is_
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.split() == ["1", "True", "False", "True"]  # blocked in the child; ended; the parent's as it was
+
+
+# a validation of 12 batches of 16 rows, of which each takes a second more; the SIGTERM comes in its second batch
+SLOW_VALIDATION = """
+import time
+def slowed(t, kill_in=None):
+    t.eval_batch_size, objective, batches = 16, t._objective, [0]
+    def scored(x, beta, y):
+        if not t.model.training:
+            batches[0] += 1
+            if batches[0] == kill_in:
+                os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
+        return objective(x, beta, y)
+    t._objective = scored
+    return t
+"""
+
+
+def test_a_sigterm_during_a_long_validation_stops_it_between_batches_and_the_resume_validates_bit_for_bit(tmp_path):
+    """The run stops after the batch under way (not 11 s later, after the whole validation and the epoch's files),
+    with a checkpoint after the epoch's last step; the resume validates the epoch and ends as the whole run."""
+    run, whole = tmp_path / "stopped", tmp_path / "whole"
+    start = time.monotonic()
+    proc = _run(SLOW_VALIDATION + f"slowed(make({str(run)!r}, epochs=2), kill_in=2).fit()\nprint('fit returned')")
+    assert proc.returncode == -signal.SIGTERM and "fit returned" not in proc.stdout, proc.stdout + proc.stderr
+    assert "SIGTERM: stopped in epoch 1 after step 19 of 19, with a checkpoint in" in proc.stderr, proc.stderr
+    assert time.monotonic() - start < 10 + 60  # (11 s of validation spared; the rest: starting Python and torch)
+    assert not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text()
+    resumed = _run(f"t = make({str(run)!r}, epochs=2)\nt.resume()\nassert t.step == 19\nt.fit()")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert _run(f"make({str(whole)!r}, epochs=2).fit()").returncode == 0
+    a, b = load_file(str(whole / "checkpoint.safetensors")), load_file(str(run / "checkpoint.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics(run) == _metrics(whole)

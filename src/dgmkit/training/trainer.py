@@ -854,7 +854,7 @@ class Trainer:
         step, skipped, norms, threshold = p.get("step"), p.get("skipped"), p.get("norms"), p.get("threshold")
         numbers = [p.get(k) for k in ("loss_sum", "score_sum", "beta")]
         ok = (
-            _count(step, 1, steps - 1)
+            _count(step, 1, steps)  # (all the steps: a SIGTERM stopped the epoch's validation)
             and all(isinstance(v, float) and abs(v) <= torch.finfo(torch.float32).max for v in numbers)
             and isinstance(norms, list)
             and len(norms) <= step
@@ -962,6 +962,8 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         with self.ema_weights():
             for i in range(0, len(valid_x), self.eval_batch_size):
+                if i and self._stops_validating():
+                    raise _StopValidating
                 x = valid_x[i : i + self.eval_batch_size]
                 y = None if valid_y is None else valid_y[i : i + self.eval_batch_size]
                 terms = self._objective(x, 1.0, y)
@@ -1179,12 +1181,12 @@ class Trainer:
             try:
                 with self._own_rng(), self._data_checked():
                     metrics = {"epoch": self.epoch + 1, **self._train_epoch()}
+                self._validated(metrics, time.perf_counter() - t0)
             except _StopWithin as stop:  # within the epoch: its place is checkpointed, with the random states
                 self._progress, self.budget_spent = stop.progress, not self._terminated
                 self._write_started()
                 self.save()
                 break
-            self._after_training(metrics, time.perf_counter() - t0)
             self._write_started()
             self.epoch += 1
             improved = self._track_best(metrics)
@@ -1226,6 +1228,27 @@ class Trainer:
                 self._check_finite(metrics, check_state=False)
             if self.pace is not None and self.epoch == 0 and self.pace.measured:
                 self._set_epochs()
+
+    def _validated(self, metrics: dict, train_time: float) -> None:
+        """``_after_training``, where a SIGTERM between validation batches (``_stops_validating``) stops
+        the fit after the epoch's last step: its place is checkpointed with the random streams as they
+        were before the validation, which the resume then does from its start, as the whole run did."""
+        streams = self._torch_state, self._cuda_state
+        try:
+            self._after_training(metrics, train_time)
+        except _StopValidating:
+            self._torch_state, self._cuda_state = streams
+            total_loss, total_score = self._totals
+            raise _StopWithin(self._epoch_progress(self.steps_per_epoch, total_loss, total_score, metrics["beta"])) from None
+
+    def _stops_validating(self) -> bool:
+        """Between validation batches: whether a SIGTERM stops the fit there rather than after the
+        validation, which may take longer than a scheduler waits before it kills the process. In one
+        process only (data-parallel ranks score shards of their own sizes, with no vote between
+        batches: they finish it), and not in the first epoch of ``TrainFor``, which times it."""
+        if self.dist.parallel or not self._deferring or (self.pace is not None and self.epoch == 0):
+            return False
+        return self._stop_agreed()
 
     def _set_epochs(self) -> None:
         """``TrainFor``, at the end of the first epoch, before its files: the run's epochs from
@@ -1379,6 +1402,10 @@ class _TakesLabels(Protocol):
     """An objective with ``takes_labels``: it is called with the batch's labels as well."""
 
     def __call__(self, model: Any, x: torch.Tensor, beta: float, *, y: torch.Tensor | None) -> NamedTuple: ...
+
+
+class _StopValidating(Exception):
+    """A SIGTERM came during a validation within ``fit``: it stops between batches (``Trainer._validated``)."""
 
 
 class _StopWithin(Exception):
