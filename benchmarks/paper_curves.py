@@ -3,7 +3,8 @@
 Reads runs/paper-*/metrics.jsonl (and eval.json where `dgm eval` has been run on the test split)
 and prints, per row: epochs reached, training time (the wall-clock seconds of its epochs), the best
 validation ELBO, the test -ELBO and NLL with the k and the number of images of that evaluation,
-and the validation -ELBO at chosen epochs; writes docs/paper-curves.png.
+and the validation -ELBO at chosen epochs; writes docs/paper-curves.png (where no run is found: an
+error, and no figure).
 
     python benchmarks/paper_curves.py [--runs runs] [--out docs/paper-curves.png]
 """
@@ -47,6 +48,8 @@ def main():
             f"| {row} | {len(m)} of 2000 | {hours:.2f} h | {-best['valid_elbo']:.2f} ({best['epoch']}) | {test_elbo} | "
             f"{test_nll} | {PAPER[row]} |"
         )
+    if not curves:  # (no figure: an empty one would replace the one at --out, docs/paper-curves.png by default)
+        raise SystemExit(f"no paper-* run in {args.runs} (none of {', '.join(ROWS)}): {args.out} was not written")
     print()
     marks = [1, 5, 10, 25, 50, 100, 150, 200, 300]
     print("| row | " + " | ".join(f"epoch {e}" for e in marks) + " |")

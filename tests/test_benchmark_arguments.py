@@ -324,3 +324,17 @@ def test_deep_hvae_throughput_says_the_steps_a_round_took(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "median of 1 rounds of 2 steps)" in done.stdout and "of 5 steps" not in done.stdout, done.stdout
     assert "# --steps 5: the training split holds 1197 images; a round trains on them all" in done.stdout
+
+
+def test_paper_curves_without_a_run_writes_no_figure(tmp_path):
+    """Where --runs held no paper-* run (a fresh clone's default "runs" is absent) it wrote an empty plot over the
+    figure at --out (docs/paper-curves.png, a tracked file); it now says so and writes nothing."""
+    out = tmp_path / "curves.png"
+    out.write_bytes(b"the figure of earlier runs")
+    for runs in (tmp_path / "absent", tmp_path):
+        done = subprocess.run(
+            [sys.executable, str(BENCHMARKS / "paper_curves.py"), "--runs", str(runs), "--out", str(out)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 1 and f"no paper-* run in {runs}" in done.stderr, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and out.read_bytes() == b"the figure of earlier runs"
