@@ -243,3 +243,6 @@ def test_a_sigterm_during_a_long_validation_stops_it_between_batches_and_the_res
     a, b = load_file(str(whole / "checkpoint.safetensors")), load_file(str(run / "checkpoint.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _metrics(run) == _metrics(whole)
+    # the resumed epoch trained no step in its call: no throughput measured, none written (it wrote 0.0)
+    speeds = [json.loads(line).get("images_per_s") for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert speeds[0] is None and speeds[1] > 0

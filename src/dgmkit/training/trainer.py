@@ -1220,7 +1220,8 @@ class Trainer:
         """An epoch's training done (in ``train_time``): its throughput, the checks, its
         validation and (``TrainFor``, after the first) the run's epochs, into ``metrics``."""
         with self._own_rng():
-            metrics["images_per_s"] = self.images_per_s(train_time)
+            if self._epoch_share > 0:  # (none: a resume after the epoch's last step trained none of it, nothing measured)
+                metrics["images_per_s"] = self.images_per_s(train_time)
             self._check_finite(metrics)  # before validation, which NaN weights could make fail unclearly
             if self._valid_x is not None:
                 with self._data_checked():
