@@ -169,3 +169,75 @@ def test_the_closed_form_fit_is_a_stationary_point_of_the_likelihood():
     m = PPCA.fit(x, 2).double()
     for grad in torch.autograd.grad(m.log_prob(x).mean(), [m.W, m.mu, m.log_sigma2]):
         assert grad.abs().max() < 1e-8
+
+
+def _holed(m, n=30, seed=3):
+    """n draws of m with about 40% of their entries missing (NaN): row 0 complete, row 1 one entry."""
+    g = torch.Generator().manual_seed(seed)
+    x, _ = m.sample(n, g)
+    seen = torch.rand(x.shape, generator=g) < 0.6
+    seen[0] = True
+    seen[1] = False
+    seen[1, 2] = True
+    seen[seen.sum(1) == 0, 0] = True
+    return x, seen, x.masked_fill(~seen, math.nan)
+
+
+@torch.no_grad()
+def test_incomplete_data_are_scored_and_conditioned_exactly():
+    """log p(x_o), p(z | x_o) and E[x_m | x_o] of PPCA against Gaussian conditioning on each row's
+    observed sub-vector, by brute force in float64 (NaN made every one of them NaN)."""
+    from torch.distributions import MultivariateNormal
+
+    m = true_model(D=7, M=3)
+    x, seen, holed = _holed(m)
+    C, mu, W = m.marginal().covariance_matrix, m.mu, m.W
+    log_p, post, filled = m.log_prob(holed), m.posterior(holed), m.conditional_mean(holed)
+    for i in range(len(x)):
+        o, h = seen[i], ~seen[i]
+        Coo, r = C[o][:, o], x[i, o] - mu[o]
+        assert log_p[i].item() == pytest.approx(MultivariateNormal(mu[o], Coo).log_prob(x[i, o]).item(), abs=1e-10)
+        gain = torch.linalg.solve(Coo, W[o]).T  # Cov(z, x_o) C_oo^-1
+        assert torch.allclose(post.mean[i], gain @ r, atol=1e-10)
+        assert torch.allclose(post.covariance_matrix[i], torch.eye(3, dtype=W.dtype) - gain @ W[o], atol=1e-10)
+        assert torch.allclose(filled[i, h], mu[h] + C[h][:, o] @ torch.linalg.solve(Coo, r), atol=1e-10)
+        assert torch.equal(filled[i, o], x[i, o])
+    # complete rows: as before, in a batch of incomplete ones too (the same numbers, to the bit)
+    assert torch.equal(log_p[0], m.log_prob(x[:1])[0]) and torch.equal(m.log_prob(x), m.marginal().log_prob(x))
+    assert torch.allclose(post.mean[0], m.posterior(x[:1]).mean[0], atol=1e-12)
+    assert torch.equal(m.conditional_mean(x), x)
+
+
+@torch.no_grad()
+def test_incomplete_data_are_evaluated_and_imputed_exactly_and_a_row_of_nothing_is_refused():
+    from dgmkit.evaluation import evaluate
+    from dgmkit.evaluation.imputation import impute_batched
+
+    m = true_model(D=7, M=3)
+    x, seen, holed = _holed(m)
+    r = evaluate(m, holed, iw_samples=10)
+    assert r.nll == pytest.approx(-m.log_prob(holed).mean().item(), rel=1e-12) and r.elbo == pytest.approx(-r.nll)
+    assert r.observed_dims == pytest.approx(seen.sum(1).double().mean().item())
+    # the reconstruction term is E_p(z|x_o) log p(x_o|z), in closed form: sum_o log N(x_o; W_o E z + mu_o, sigma^2)
+    # less tr(W_o Cov W_o^T) / (2 sigma^2)
+    post = m.posterior(holed)
+    mean = post.mean @ m.W.T + m.mu
+    spread = torch.einsum("dm,bmn,dn->bd", m.W, post.covariance_matrix, m.W)
+    per = -0.5 * (torch.log(2 * math.pi * m.sigma2) + ((x - mean) ** 2 + spread) / m.sigma2)
+    assert r.recon == pytest.approx((per * seen).sum(1).mean().item(), rel=1e-10)
+    single, draws = impute_batched(m, holed, k=20000, draws=400, seed=0, batch_size=7)
+    assert torch.equal(single, m.conditional_mean(holed))  # exact: no Monte Carlo in it
+    assert torch.equal(draws[:, seen], holed[seen].expand(400, -1))
+    # the draws are of p(x_m | x_o) (resampled from k >> draws: nearly independent): their mean within 4.5
+    # standard errors of E[x_m | x_o]
+    z = (draws.mean(0) - single)[~seen] / (draws.std(0)[~seen] / math.sqrt(400))
+    assert z.abs().max() < 4.5
+    C = m.marginal().covariance_matrix
+    o, h = seen[1], ~seen[1]
+    spread = (C[h][:, h] - C[h][:, o] @ torch.linalg.solve(C[o][:, o], C[o][:, h])).diagonal()  # Var(x_m | x_o)
+    assert torch.allclose(draws[:, 1, h].var(0), spread, rtol=0.3)
+    nothing = holed.clone()
+    nothing[4] = math.nan
+    for call in (m.log_prob, m.posterior, m.conditional_mean):
+        with pytest.raises(DataError, match="1 of the 30 datapoints have no observed entry .* row 4"):
+            call(nothing)

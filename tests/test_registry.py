@@ -1001,6 +1001,14 @@ def test_family_declaration_and_defaults(name, datasets):
         holed = x.clone().float()
         holed.view(len(x), -1)[:, 0] = float("nan")
         assert torch.isfinite(location(model.posterior(holed))).all()  # the encoder reads a hole
+        if model.exact_imputation:  # E[x_m | x_o] in closed form, the observed entries kept
+            filled = model.conditional_mean(holed)
+            assert (
+                filled.shape == x.shape
+                and torch.isfinite(filled).all()
+                and torch.equal(filled[~holed.isnan()], holed[~holed.isnan()])
+            )
+    assert model.can_impute or not model.exact_imputation
     assert model.produces_codes == callable(getattr(model, "codes", None))
     # the family names the p(x|.) its --likelihood (or its one kind of model) scores by; binarizing reads it
     assert family.scored_likelihood() == getattr(family, "likelihood", getattr(family, "data_likelihood", None))

@@ -49,9 +49,13 @@ class:
 - ``point_mass_posterior``: q(z|x) is a point mass (a VQ-VAE's code grid): more importance draws
   change nothing, and the bound splits into log p(x|z_q) and log p(z_q).
 - ``can_impute``: the encoder reads missing entries (as 0, as MIWAE trains it) and the
-  likelihood leaves them out, so data with missing entries (NaN) can be scored, log p(x_o) of
-  the observed entries, and their missing entries imputed by importance sampling; other models
-  refuse incomplete data (``check_data``).
+  likelihood leaves them out, or the model scores them exactly (PPCA's Gaussian marginal of the
+  observed entries and its exact p(z | x_o)), so data with missing entries (NaN) can be scored,
+  log p(x_o) of the observed entries, and their missing entries imputed by importance sampling;
+  other models refuse incomplete data (``check_data``). ``exact_imputation``: the model gives
+  E[x_m | x_o] in closed form (``conditional_mean``), which imputation takes as its single
+  imputation in place of the importance-sampled estimate; its ``posterior`` is the exact
+  p(z | x_o), so its multiple imputations by importance resampling are exact draws.
 - ``produces_codes``: ``codes(x)`` gives discrete code grids another model can be trained on
   (``--codes-of``) and whose prior it can take back (``--code-prior``).
 - ``discrete_latents``: z takes discrete values (one-hot categories, binary units), so a code
@@ -143,6 +147,7 @@ class GenerativeModel(nn.Module, ABC):
     has_layers: ClassVar[bool] = False
     point_mass_posterior: ClassVar[bool] = False
     can_impute: ClassVar[bool] = False
+    exact_imputation: ClassVar[bool] = False
     produces_codes: ClassVar[bool] = False
     discrete_latents: ClassVar[bool] = False
     coding: ClassVar[Literal["sequential", "bits-back"] | None] = None
@@ -478,6 +483,11 @@ class LatentVariableModel(VariationalModel):
         whose log p(x|z) is other than its likelihood's log_prob overrides this, not ``log_joint``,
         so that both read it."""
         return observed_log_prob(self.likelihood(z) if px is None else px, x)
+
+    def conditional_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, *event) with each missing entry (NaN) replaced by the exact E[x_m | x_o], for a model
+        that declares ``exact_imputation``."""
+        raise CapabilityError(f"{type(self).__name__} has no closed-form E[x_m | x_o]: it imputes by importance sampling")
 
     def reconstruction_code(self, x: torch.Tensor) -> torch.Tensor:
         """The point of latent space that ``reconstruct`` decodes for x, (N, *latent): a

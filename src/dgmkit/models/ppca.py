@@ -4,13 +4,23 @@ r"""Probabilistic PCA (Tipping & Bishop 1999): the linear Gaussian latent variab
     p(x) = N(mu, C),   C = W W^T + sigma^2 I
     p(z|x) = N(A^-1 W^T (x - mu), sigma^2 A^-1),  A = W^T W + sigma^2 I
 
+Missing entries (NaN) are left out exactly: with m a datapoint's mask of observed entries and
+n_o their number, x_o ~ N(mu_o, W_o W_o^T + sigma^2 I), scored through the M x M matrix
+A_o = W^T diag(m) W + sigma^2 I and b = W^T (m (x - mu)) (no D x D matrix per datapoint):
+
+    log det C_oo = (n_o - M) log sigma^2 + log det A_o
+    r^T C_oo^-1 r = (|m (x - mu)|^2 - b^T A_o^-1 b) / sigma^2
+    p(z|x_o) = N(A_o^-1 b, sigma^2 A_o^-1),   E[x_m | x_o] = mu_m + W_m A_o^-1 b
+
 with the closed-form maximum-likelihood fit: mu is the data mean; with S = U diag(l) U^T the
 sample covariance, sigma^2 is the mean of the D - M smallest eigenvalues and
 W = U_M (diag(l_M) - sigma^2 I)^(1/2). Everything is exact, so PPCA is the ground truth
-against which VAE bounds are checked.
+against which VAE bounds are checked. The fit needs complete data (incomplete data would need
+an EM over the missing entries, which is not here): it refuses NaN.
 """
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -30,6 +40,8 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
     torch.Size([1])
     """
 
+    can_impute: ClassVar[bool] = True  # (the exact log p(x_o) and p(z | x_o))
+    exact_imputation: ClassVar[bool] = True
     _eye: torch.Tensor
 
     def __init__(
@@ -102,9 +114,38 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         return MultivariateNormal(self.mu, covariance_matrix=cov)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x), or log p(x_o) of the observed entries of a datapoint with missing ones (NaN)."""
         if len(x) == 0:  # (torch's value check cannot reshape no rows)
             return self.W.new_zeros(0)
-        return self.marginal().log_prob(self._flat(x))
+        flat = self._flat(x)
+        holes = torch.isnan(flat)
+        full = self.marginal().log_prob(flat.nan_to_num(0.0))
+        if not bool(holes.any()):
+            return full
+        r, seen, A, b = self._observed_parts(flat, holes)
+        L = torch.linalg.cholesky(A)
+        Lb = torch.linalg.solve_triangular(L, b.unsqueeze(-1), upper=False).squeeze(-1)  # b^T A^-1 b = |L^-1 b|^2
+        log_det = (seen - self.latent_dim) * self.log_sigma2 + 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        quad = ((r * r).sum(-1) - (Lb * Lb).sum(-1)) / self.sigma2
+        observed = -0.5 * (seen * math.log(2 * math.pi) + log_det + quad)
+        return torch.where(holes.any(1), observed, full)
+
+    def _observed_parts(
+        self, flat: torch.Tensor, holes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Of rows (B, D) with missing entries ``holes``: r = m (x - mu) (0 where missing), the
+        number of observed entries n_o, A_o = W^T diag(m) W + sigma^2 I (B, M, M) and b = W^T r;
+        a row with no observed entry is refused (no datapoint is left to score)."""
+        empty = holes.all(1)
+        if bool(empty.any()):
+            raise DataError(
+                f"{int(empty.sum())} of the {len(flat)} datapoints have no observed entry (all NaN), e.g. row "
+                f"{int(empty.nonzero()[0])}: there is nothing of them to score; leave them out"
+            )
+        seen = (~holes).to(flat.dtype)
+        r = torch.where(holes, torch.zeros_like(flat), flat - self.mu)
+        A = torch.einsum("dm,bd,dn->bmn", self.W, seen, self.W) + self.sigma2 * self._eye
+        return r, seen.sum(1), A, r @ self.W
 
     @classmethod
     def empty(cls, event_shape: tuple[int, ...], latent_dim: int) -> "PPCA":
@@ -113,11 +154,19 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         return cls(torch.zeros(D, latent_dim), torch.zeros(D), 1.0, event_shape=event_shape)
 
     def posterior(self, x: torch.Tensor) -> MultivariateNormal:
-        """The exact p(z|x), a full-covariance Gaussian."""
+        """The exact p(z|x), a full-covariance Gaussian; of a batch with missing entries (NaN), the
+        exact p(z|x_o) of each datapoint, N(A_o^-1 b, sigma^2 A_o^-1) (module docstring)."""
+        flat = self._flat(x)
+        holes = torch.isnan(flat)
+        if bool(holes.any()):
+            _, _, A, b = self._observed_parts(flat, holes)
+            L = torch.linalg.cholesky(A)
+            loc = torch.cholesky_solve(b.unsqueeze(-1), L).squeeze(-1)
+            return MultivariateNormal(loc, covariance_matrix=self.sigma2 * torch.cholesky_inverse(L))
         M = self.latent_dim
         A = self.W.T @ self.W + self.sigma2 * torch.eye(M, dtype=self.W.dtype, device=self.W.device)
         A_inv = torch.linalg.inv(A)
-        loc = (self._flat(x) - self.mu) @ self.W @ A_inv  # A symmetric
+        loc = (flat - self.mu) @ self.W @ A_inv  # A symmetric
         return MultivariateNormal(loc, covariance_matrix=self.sigma2 * A_inv)
 
     def likelihood(self, z: torch.Tensor) -> Independent:
@@ -129,6 +178,13 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """E[x | z] at the posterior mean z = E[z | x]."""
         return self.likelihood(self.posterior(x).mean).mean
+
+    @torch.no_grad()
+    def conditional_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """x with each missing entry (NaN) replaced by the exact E[x_m | x_o] = mu_m + W_m E[z | x_o]."""
+        flat = self._flat(x)
+        mean = self.posterior(x).mean @ self.W.T + self.mu
+        return torch.where(torch.isnan(flat), mean, flat).reshape(len(x), *self.event_shape)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,9 @@ self-normalized importance sampling with the same draws: w_k proportional to
 p(x_o | z_k) p(z_k) / q(z_k | x_o), the single imputation E[x_m | x_o] ~ sum_k w_k E[x_m | z_k]
 (for a categorical entry, the most probable value of sum_k w_k p(x_m | z_k)), and multiple imputations by drawing k with
 probabilities w (sampling importance resampling) and then x_m ~ p(x_m | z_k). The draws are
-made in chunks, reduced as they come, so that memory stays that of one chunk for any K.
+made in chunks, reduced as they come, so that memory stays that of one chunk for any K. A model
+that gives E[x_m | x_o] in closed form (``exact_imputation``: PPCA) gives the single imputation
+itself; its exact posterior makes the weights equal and the resampled draws exact.
 """
 
 import math
@@ -174,6 +176,8 @@ def _imputed(
     checked_generator(generator)
     checked_generator(resample_generator, "resample_generator")
     mask = observed(x)
+    if model.exact_imputation and not draws:  # (E[x_m | x_o] in closed form: nothing to draw)
+        return torch.where(mask, x, model.conditional_mean(x).to(x.dtype)), None
     q = model.posterior(x)
     total: torch.Tensor | None = None  # log sum of the weights so far, (B,)
     acc: torch.Tensor | None = None  # the weighted sum of the point statistics so far, normalized by exp(total)
@@ -201,7 +205,8 @@ def _imputed(
         total = new_total
     assert acc is not None and to_point is not None and total is not None  # k >= 1: at least one chunk
     _refuse_unimputable(total, mask)
-    single = torch.where(mask, x, to_point(acc).to(x.dtype))
+    point = model.conditional_mean(x) if model.exact_imputation else to_point(acc)
+    single = torch.where(mask, x, point.to(x.dtype))
     multiple = None if picked is None else torch.where(mask, x, _decoded(model, x, picked, resampling, chunk))
     return single, multiple
 
