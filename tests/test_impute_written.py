@@ -164,3 +164,47 @@ def test_the_help_names_both_kinds_of_run_that_impute(argv, words, capsys):
     # a VAE trained on complete data imputes a file of inputs with NaN (above); the help named only --objective miwae
     assert main(argv) == 0
     assert words in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_ppca_run_imputes_and_scores_a_file_of_incomplete_rows_exactly(tmp_path, capsys):
+    """PPCA (trained on complete data: its fit needs them) imputes E[x_m | x_o] in closed form and
+    scores log p(x_o), each equal to Gaussian conditioning on the observed columns by brute force
+    (it refused incomplete data: only a VAE could impute, and its fit was asked for an objective)."""
+    import torch
+    from torch.distributions import MultivariateNormal
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2)) @ rng.normal(size=(2, 5)) + 0.3 * rng.normal(size=(300, 5)) + np.arange(5)
+    (tmp_path / "t.csv").write_text("a,b,c,d,e\n" + "\n".join(",".join(f"{v:.4f}" for v in r) for r in x) + "\n")
+    truth = np.round(x[:30], 4)
+    holes = np.where(rng.random(truth.shape) < 0.3, np.nan, truth)
+    holes[np.isnan(holes).all(1), 0] = truth[np.isnan(holes).all(1), 0]
+    cells = (",".join("" if np.isnan(v) else f"{v:.4f}" for v in r) for r in holes)
+    (tmp_path / "h.csv").write_text("a,b,c,d,e\n" + "\n".join(cells) + "\n")
+    run = tmp_path / "R"
+    train = ["train", "--dataset", tmp_path / "t.csv", "--model", "ppca", "--latent-dim", "2", "--quiet", "--out"]
+    code, _, err = _run(capsys, *train, tmp_path / "M", "--missing-rate", "0.2")
+    assert code == 1 and "PPCA (M = 2) cannot be fitted (closed-form) to incomplete data" in err, err
+    assert _run(capsys, *train, run)[0] == 0
+    code, out, err = _run(capsys, "impute", run, tmp_path / "h.csv", "--out", tmp_path / "i.csv")
+    assert code == 0 and "by the exact E[x_m | x_o]" in out and "trained on complete data" not in out, err
+    imputed = np.loadtxt(tmp_path / "i.csv", delimiter=",", skiprows=1)  # (in the table's units)
+    model, columns = load_run(run).model, run_data(load_run(run)).columns
+    shift, scale = np.array([c.mean for c in columns]), np.array([c.std for c in columns])
+    C, mu = model.marginal().covariance_matrix.double().detach(), model.mu.double().detach()
+    s = torch.as_tensor((holes - shift) / scale)
+    exact = s.clone()
+    log_p = []
+    for i in range(len(s)):
+        o, h = ~s[i].isnan(), s[i].isnan()
+        exact[i, h] = mu[h] + C[h][:, o] @ torch.linalg.solve(C[o][:, o], s[i, o] - mu[o])
+        log_p.append(MultivariateNormal(mu[o], C[o][:, o]).log_prob(s[i, o]).item())
+    exact = exact.numpy() * scale + shift
+    assert np.allclose(imputed, exact, rtol=1e-5, atol=1e-5)
+    missing = np.isnan(holes)
+    assert rmse(imputed, truth, missing) == pytest.approx(rmse(exact, truth, missing), rel=1e-5)
+    assert rmse(imputed, truth, missing) < 0.5 * rmse(np.where(missing, np.nanmean(holes, 0), holes), truth, missing)
+    code, _, err = _run(capsys, "score", run, tmp_path / "h.csv", "--out", tmp_path / "s.csv")
+    assert code == 0, err
+    scored = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1, usecols=1)
+    assert np.allclose(scored, log_p, rtol=1e-5, atol=1e-5)

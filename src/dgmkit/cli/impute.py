@@ -1,7 +1,8 @@
 """``dgm impute``: fill in the missing entries of data with a model trained on incomplete data.
 
 The model's importance-sampling imputation (``objectives.miwae.impute``, K draws per
-datapoint): a single imputation (the self-normalized estimate of E[x_m | x_o]) and, with
+datapoint): a single imputation (the self-normalized estimate of E[x_m | x_o]; a model that gives
+it in closed form, PPCA, gives it exactly, ``exact_imputation``) and, with
 ``--draws``, multiple imputations drawn from p(x_m | x_o), written as the data are stored (data
 stored as integer levels: rounded to the nearest level; a table's whole-number columns: to a
 whole number in their units, as the CSV writes them). The data are either a split of the run's
@@ -190,7 +191,8 @@ def run_impute(args: argparse.Namespace) -> int:
     single_data = _written(torch.where(missing, to_data_units(single, transform), data.double()), missing, columns, run)
     say(
         f"imputed {plural(int(missing.sum()), 'missing entry', 'missing entries')} of "
-        f"{plural(len(data), 'datapoint')} ({where}) with k = {args.k} importance samples"
+        f"{plural(len(data), 'datapoint')} ({where}) "
+        + ("by the exact E[x_m | x_o]" if run.model.exact_imputation else f"with k = {args.k} importance samples")
         + (f", and {plural(args.draws, 'multiple imputation')}" if args.draws else "")
     )
     _model_notes(args, run, dataset)
@@ -238,7 +240,8 @@ def _model_notes(args: argparse.Namespace, run: Run, dataset: Dataset) -> None:
     trained on complete data, weights of a run stopped within an epoch."""
     if args.input and Path(args.input).suffix.lower() not in TABLE_SUFFIXES and is_table(run.cfg.data.dataset):
         say(array_of_table_note(args.input, dataset))
-    if args.input and not _trained_on_incomplete(dataset):
+    # (a model of exact p(z|x_o), PPCA, has no encoder to fit to incomplete inputs)
+    if args.input and not run.model.exact_imputation and not _trained_on_incomplete(dataset):
         say(
             f"note: {run.path} was trained on complete data (by its {run.cfg.model.training_objective().label}): "
             "nothing fitted its encoder q(z|x_o) to incomplete inputs, as --objective miwae on incomplete data does"

@@ -451,7 +451,9 @@ def _data_transform(cfg: RunConfig, dataset: Dataset) -> DataTransform:
     objective = family.training_objective() if family.fit == "gradient" else None
     what = f"{family.describe()}" + (f" trained by the {objective.label}" if objective is not None else "")
     removed = f"--missing-rate {cfg.data.missing_rate:g}" if cfg.data.missing_rate else None
-    check_missing_allowed(dataset, objective is not None and objective.handles_missing, what, removed)
+    # (a model fitted in closed form or by EM may score incomplete data, PPCA's log p(x_o), yet its fit needs complete data)
+    cannot = "score incomplete data" if objective is not None else f"be fitted ({family.fit}) to incomplete data"
+    check_missing_allowed(dataset, objective is not None and objective.handles_missing, what, removed, cannot)
     scores_integers = (
         "(--likelihood categorical or logistic)"
         if family.has_setting("likelihood")

@@ -74,9 +74,12 @@ def remove_completely_at_random(dataset: Dataset, rate: float, seed: int = 0) ->
     return dataclasses.replace(dataset, train=splits["train"], valid=splits["valid"], test=splits["test"])
 
 
-def check_missing_allowed(dataset: Dataset, handles_missing: bool, what: str, removed_by: str | None = None) -> None:
+def check_missing_allowed(
+    dataset: Dataset, handles_missing: bool, what: str, removed_by: str | None = None, cannot: str = "score incomplete data"
+) -> None:
     """Refuse data with missing entries for a model or objective that cannot score them;
-    ``removed_by``: the setting that removed them (``--missing-rate 0.5``), else they are the data's."""
+    ``removed_by``: the setting that removed them (``--missing-rate 0.5``), else they are the data's;
+    ``cannot``: what ``what`` cannot do with them (a model fitted in closed form: be fitted to them)."""
     if handles_missing or not has_missing(dataset):
         return
     where = f"NaN, with {removed_by}" if removed_by else "NaN"
@@ -86,6 +89,6 @@ def check_missing_allowed(dataset: Dataset, handles_missing: bool, what: str, re
         else "fill them in first"
     )
     raise DataError(
-        f"{dataset.name} has {missing_count(dataset)} missing entries ({where}), and {what} cannot score incomplete "
-        f"data; train a VAE with --objective miwae (the likelihood of the observed entries), or {fix}"
+        f"{dataset.name} has {missing_count(dataset)} missing entries ({where}), and {what} cannot {cannot}; "
+        f"train a VAE with --objective miwae (the likelihood of the observed entries), or {fix}"
     )
