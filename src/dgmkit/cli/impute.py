@@ -360,8 +360,8 @@ def _write_imputed(
 
 def _baseline(rows: np.ndarray, name: str, seed: int, columns: tuple, run: Run) -> np.ndarray:
     """A classical imputer's filled rows as the model's are written (``_as_written``), a categorical
-    column given to it as its categories' indicators (``baseline_impute``: the column mean's its
-    most frequent category, the neighbours' their most frequent one)."""
+    column given to the column means and the neighbours as its categories' indicators, to the
+    chained imputers as a column of categories to classify (``baseline_impute``)."""
     counts = [len(c.categories) if c.kind == "categorical" else 0 for c in columns] if columns else None
     filled = baseline_impute(rows, name, seed, counts)
     return _as_written(filled, np.isnan(rows), columns, run)

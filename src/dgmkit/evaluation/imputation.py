@@ -14,7 +14,9 @@ from its observed entries alone (the in-sample protocol of Mattei & Frellsen 201
 A table's categorical column is given to ``mean`` and ``knn`` as its indicator columns (one-hot,
 missing together) and filled with the most frequent category, of the column or of the neighbours
 (``baseline_impute``'s ``categories``): its index is a name, not a number to average. The chained
-imputers take the index as a number, rounded after (``baseline_impute`` says why).
+imputers of a table with categorical columns are MICE's and missForest's own (``baseline_impute``):
+a classifier for a categorical column (multinomial logistic regression; a random forest
+classifier), the other columns' categories one-hot as its predictors.
 
 ``rmse`` scores an imputation on the missing entries only, against the values that were there.
 """
@@ -48,9 +50,18 @@ def baseline_impute(x: np.ndarray, method: str, seed: int = 0, categories: Seque
     0..K-1) or 0 (a numeric one). The column means and the neighbours take a categorical column as
     its K indicator columns (missing together; the distance between two rows' categories 0 or
     sqrt(2)) and fill it with the category whose indicator is imputed highest: the most frequent
-    category, of the column or of the 5 neighbours. The chained imputers regress each column on the
-    others, where a category's indicator is fitted exactly by its siblings' (1 minus their sum), so
-    that it stays at its first fill: they take the index as a number, filled with the nearest one."""
+    category, of the column or of the 5 neighbours. A category's indicator is fitted exactly by its
+    siblings' (1 minus their sum), so that a chained regression would keep it at its first fill:
+    with categorical columns, the chained imputers are MICE's and missForest's for mixed tables
+    (``_impute_chained``). They fill each numeric column with its mean and each categorical one
+    with its most frequent category, then, in rounds over the columns with missing entries (fewest
+    first), predict each one's missing entries from the other columns' current fills (numeric ones
+    standardized, categorical ones one-hot) by a model fitted on its observed entries: for a numeric
+    column Bayesian ridge (``iterative``) or a random forest regressor of 100 trees seeded by
+    ``seed`` (``missforest``); for a categorical one a multinomial logistic regression or a random
+    forest classifier of 100 trees. ``iterative`` runs 10 rounds; ``missforest`` at most 10, by its
+    stopping rule (``_impute_chained``). Without categorical columns they are scikit-learn's
+    ``IterativeImputer`` (which stops early once no fill moves by 1e-3 of the largest observed |value|)."""
     if method not in BASELINES:
         raise ConfigError(f"unknown baseline {method!r}; choose from {', '.join(BASELINES)}")
     x = np.asarray(x, dtype=np.float64)
@@ -66,10 +77,7 @@ def baseline_impute(x: np.ndarray, method: str, seed: int = 0, categories: Seque
     if not any(counts):
         return _impute_numbers(x, method, seed)
     if method in ("iterative", "missforest"):
-        filled = _impute_numbers(x, method, seed)
-        for j in np.flatnonzero(counts):
-            filled[:, j] = np.clip(np.round(filled[:, j]), 0, counts[j] - 1)
-        return filled
+        return _impute_chained(x, method, seed, counts)
     return _from_indicators(_impute_numbers(_to_indicators(x, counts), method, seed), x, counts)
 
 
@@ -142,6 +150,101 @@ def _impute_numbers(x: np.ndarray, method: str, seed: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # 10 rounds is the protocol, converged or not
         return imputer.fit_transform(x)
+
+
+def _impute_chained(x: np.ndarray, method: str, seed: int, counts: Sequence[int]) -> np.ndarray:
+    """The chained imputer ``method`` of a table with categorical columns (``counts``): the first
+    fill, then rounds over the columns with missing entries, fewest first, each column's missing
+    entries predicted from the other columns' current fills (``_predict_column``). ``iterative``
+    runs 10 rounds; ``missforest`` stops earlier by its rule (``_forest_change``): after the first
+    round in which neither the change of the numeric columns nor that of the categorical ones
+    decreased, returning the round before it."""
+    missing = np.isnan(x)
+    filled = _first_fill(x, counts)
+    order = [j for j in np.argsort(missing.sum(0), kind="stable") if missing[:, j].any()]
+    change = (math.inf, math.inf)
+    for _ in range(10):
+        current = filled.copy()
+        for j in order:
+            current[missing[:, j], j] = _predict_column(current, j, missing[:, j], counts, method, seed)
+        if method == "missforest":
+            now = _forest_change(current, filled, counts)
+            if not (now[0] < change[0] or now[1] < change[1]):
+                return filled
+            change = now
+        filled = current
+    return filled
+
+
+def _first_fill(x: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """The rows ``x`` with each numeric column's missing entries its mean and each categorical
+    column's its most frequent category (the first, of a tie); 0 in a column of no observed entry."""
+    out = x.copy()
+    for j, k in enumerate(counts):
+        seen = x[~np.isnan(x[:, j]), j]
+        if not len(seen):
+            fill = 0.0
+        else:
+            fill = float(np.bincount(seen.astype(np.int64), minlength=k).argmax()) if k else float(seen.mean())
+        out[np.isnan(x[:, j]), j] = fill
+    return out
+
+
+def _predictors(filled: np.ndarray, j: int, counts: Sequence[int]) -> np.ndarray:
+    """The columns other than ``j`` of the complete rows ``filled`` as predictors: a numeric one
+    standardized (over all rows), a categorical one as its K indicator columns."""
+    parts = []
+    for i, k in enumerate(counts):
+        if i == j:
+            continue
+        column = filled[:, i]
+        if k:
+            parts.append(np.eye(k)[column.astype(np.int64)])
+        else:
+            spread = column.std()
+            parts.append(((column - column.mean()) / (spread if spread > 0 else 1.0))[:, None])
+    return np.concatenate(parts, 1) if parts else np.zeros((len(filled), 0))
+
+
+def _predict_column(
+    filled: np.ndarray, j: int, gone: np.ndarray, counts: Sequence[int], method: str, seed: int
+) -> np.ndarray:
+    """Column ``j``'s entries at the rows ``gone`` predicted from the other columns of ``filled``
+    by a model fitted on its other rows: a regression for a numeric column (Bayesian ridge, or a
+    random forest of 100 trees), a classifier for a categorical one (multinomial logistic
+    regression, or a random forest classifier of 100 trees). A column of no observed entry, or no
+    other column, keeps its fill; a categorical column of one observed category takes it."""
+    design, target = _predictors(filled, j, counts), filled[~gone, j]
+    if not len(target) or not design.shape[1]:
+        return filled[gone, j]
+    if counts[j] and len(np.unique(target)) == 1:
+        return np.full(int(gone.sum()), target[0])
+    import warnings
+
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import BayesianRidge, LogisticRegression
+
+    if method == "iterative":
+        model = LogisticRegression(max_iter=1000) if counts[j] else BayesianRidge()
+    else:
+        forest = RandomForestClassifier if counts[j] else RandomForestRegressor
+        model = forest(n_estimators=100, random_state=seed, n_jobs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(design[~gone], target)
+    return model.predict(design[gone]).astype(np.float64)
+
+
+def _forest_change(new: np.ndarray, old: np.ndarray, counts: Sequence[int]) -> tuple[float, float]:
+    """missForest's change between two rounds' fills (Stekhoven & Buehlmann 2012): over the numeric
+    columns, sum (new - old)^2 / sum new^2; over the categorical ones, the share of their entries
+    that changed. 0 for a kind of column that the table does not hold."""
+    numeric = np.array([not k for k in counts])
+    squares = float((new[:, numeric] ** 2).sum()) if numeric.any() else 0.0
+    numbers = float(((new[:, numeric] - old[:, numeric]) ** 2).sum()) / squares if squares > 0 else 0.0
+    categories = float((new[:, ~numeric] != old[:, ~numeric]).sum()) / max(new[:, ~numeric].size, 1)
+    return numbers, categories
 
 
 def rmse(imputed: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor, missing: np.ndarray | torch.Tensor) -> float:
