@@ -81,6 +81,15 @@ def test_a_batch_typicality_test_of_m_1_is_not_reported_twice_and_its_epsilon_fo
     assert len(eps) == 2  # the bootstrap of batches is drawn from the seed, as the shuffle is
 
 
+def test_ood_scores_refuse_a_typicality_batch_below_1_by_name():
+    """1 is no batch test (the CLI's --typicality-batch 1); 0, -3 and True skipped it silently,
+    2.5 was refused as the typicality test's "batch_size"."""
+    lp = -(10 + torch.randn(100, generator=torch.Generator().manual_seed(0)))
+    for m in (0, -3, True, 2.5):
+        with pytest.raises(ValueError, match=f"typicality_batch must be an integer >= 1, got {m}"):
+            ood_scores(lp, lp, num_dims=4, typicality_fit=(lp, lp), typicality_batch=m)
+
+
 def test_a_three_channel_image_is_coded_as_an_rgb_png():
     from io import BytesIO
 

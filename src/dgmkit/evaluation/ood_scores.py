@@ -31,7 +31,7 @@ from typing import Any, overload
 import numpy as np
 import torch
 
-from dgmkit.errors import EvaluationError
+from dgmkit.errors import EvaluationError, whole_at_least
 from dgmkit.evaluation.estimates import log_likelihoods
 from dgmkit.evaluation.figures import figure_png, literal
 from dgmkit.evaluation.ood import TypicalityTest, detection_metrics, typicality_test
@@ -166,7 +166,8 @@ def ood_scores(
     ``typicality_fit``: log p of in-distribution training and held-out inputs, from which the
     typicality test takes H and epsilon (``ood.typicality_test``); the batch test uses batches of
     ``typicality_batch`` inputs, formed after a shuffle seeded by ``seed`` (a trailing partial
-    batch is dropped)."""
+    batch is dropped; 1: no batch test, the per-input one is it)."""
+    m = whole_at_least("typicality_batch", typicality_batch, 1)  # (0, -3 or True skipped the batch test silently)
     a, b = _pair("log_px", (log_px_in, log_px_ood), len(log_px_in), len(log_px_ood))
     scores = {"nll": (-a, -b)}
     bg = _pair("background", background, len(a), len(b))
@@ -179,7 +180,6 @@ def ood_scores(
         one = typicality_test(-train, -valid, 1, alpha, generator=g)
         scores["typicality"] = (one.statistic(-a), one.statistic(-b))
         tests["typicality"] = one
-        m = typicality_batch
         if m > 1 and min(len(a), len(b)) >= 2 * m:
             batch = typicality_test(-train, -valid, m, alpha, generator=g)
             scores["typicality_batch"] = (batch.statistic(_shuffled(-a, g)), batch.statistic(_shuffled(-b, g)))
