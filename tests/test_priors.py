@@ -298,6 +298,9 @@ def test_clustering_scores_refuse_vectors_that_do_not_pair_up_by_name():
             clustering_scores(assign, labels if len(assign) else assign)
     with pytest.raises(ValueError, match="the labels hold NaN or infinite values"):
         clustering_scores(np.array([0, 1, 1, 0]), np.array([np.nan, 1.0, 1.0, 0.0]))
+    for assign, name in (([None, 1, 1, 0], "cluster assignments"), (np.array([0, 1, None, 0]), "labels")):
+        with pytest.raises(ValueError, match=f"the {name} hold None: each datapoint needs a cluster and a label"):
+            clustering_scores(*((assign, labels) if name != "labels" else (labels, assign)))  # (np.unique's TypeError)
     for named in (labels.astype(np.float32), labels.astype(bool), np.array(list("abba"))):  # any names of classes
         assert clustering_scores(np.array([0, 1, 1, 0]), named)["accuracy"] == 1.0
 

@@ -50,6 +50,9 @@ def clustering_scores(assign: np.ndarray, labels: np.ndarray) -> dict:
     for name, v in (("cluster assignments", assign), ("labels", labels)):
         if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
             raise ValueError(f"the {name} hold NaN or infinite values: each datapoint needs a cluster and a label")
+    for name, v in (("cluster assignments", assign), ("labels", labels)):
+        if v.dtype == object and any(e is None for e in v):  # (np.unique's "'<' not supported ... 'NoneType'")
+            raise ValueError(f"the {name} hold None: each datapoint needs a cluster and a label")
     clusters, classes = np.unique(assign), np.unique(labels)
     counts = np.zeros((len(clusters), len(classes)), dtype=np.int64)
     np.add.at(counts, (np.searchsorted(clusters, assign), np.searchsorted(classes, labels)), 1)
