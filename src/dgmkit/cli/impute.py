@@ -454,8 +454,8 @@ def _scores(
 ) -> dict:
     """RMSE on the missing entries (a table's numeric columns, in standardized units) and, for a
     table's categorical columns, the share imputed wrong: the model's and each baseline's, on the
-    same incomplete rows, each as written (``_as_written``: a baseline's categorical values rounded
-    to the nearest category, the column mean's replaced by the most frequent category)."""
+    same incomplete rows, each as written (``_as_written``; every baseline fills a categorical
+    column with a category: ``baseline_impute``)."""
     n = len(data)
     rows = data.double().reshape(n, -1).numpy()
     t = truth.double().reshape(n, -1).numpy()
