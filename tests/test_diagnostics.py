@@ -700,9 +700,39 @@ def test_the_aggregate_terms_of_an_iaf_posterior_keep_to_their_budget_of_passes(
     cfg = RunConfig.of(model="vae", posterior="iaf", latent_dim=8, hidden=[16], flow_layers=4)
     model = build_model(cfg, digits.event_shape, digits.num_levels).eval()
     per_pair = model.posterior(x).log_prob_passes()
-    over = diagnose(model, x, holes=5, pair_passes=12**2 * per_pair - 1)
+    over = diagnose(model, x, holes=5, pair_passes=12 * (12 + 5) * per_pair - 1)  # (the 5 hole draws score 12 q's too)
     assert over.layers[0].mutual_info is None and over.marginal_kl is None and over.hole_fraction is None
     assert over.skipped is not None and over.skipped.startswith("I(x; z), the marginal KL and the prior holes left out")
     assert over.skipped.endswith("11 datapoints fit it")
-    within, free = (diagnose(model, x, holes=5, pair_passes=b) for b in (12**2 * per_pair, None))
+    within, free = (diagnose(model, x, holes=5, pair_passes=b) for b in (12 * (12 + 5) * per_pair, None))
     assert within.skipped is None and within.to_json() == free.to_json() and within.marginal_kl is not None
+
+
+def test_the_budget_of_passes_counts_the_hole_draws_and_the_subset_it_names_fits_it():
+    """The top layer's hole draws are scored under every datapoint's q as its own draws are: an
+    IAF posterior (35 passes a pair) on 173 digits fit 2^20 by the N^2 pairs alone, and with the
+    500 hole draws of an epoch ran 3.7 million MADE rows, 3.6 times the budget (2000 holes: 11.5
+    times). The budget counts N (N + holes) pairs, and the -n it names runs within it, one more not."""
+    from dgmkit.config import RunConfig, build_model
+    from dgmkit.data import load_dataset
+    from dgmkit.nn.made import MADE
+
+    digits = load_dataset("digits")
+    cfg = RunConfig.of(model="vae", posterior="iaf", latent_dim=4, hidden=[8], flow_layers=2)
+    model = build_model(cfg, digits.event_shape, digits.num_levels).eval()
+    x = cfg.model.transform(digits)(digits.valid.x[:40])
+    budget, holes = 5000, 60
+    assert 12**2 * model.posterior(x).log_prob_passes() <= budget  # (the pairs alone fit)
+    skipped = diagnose(model, x[:12], holes=holes, pair_passes=budget).skipped
+    assert skipped is not None and skipped.endswith(
+        " and 60 x 12 of prior draw and datapoint take 9 passes each of "
+        "the flow posterior (scoring a point it did not draw), 7,776 in all, "
+        "past the budget of 5,000; 8 datapoints fit it"
+    )
+    rows: list[int] = []
+    hooks = [m.register_forward_hook(lambda _, i, o: rows.append(len(i[0]))) for m in model.modules() if isinstance(m, MADE)]
+    within = diagnose(model, x[:8], holes=holes, pair_passes=budget)
+    for h in hooks:
+        h.remove()
+    assert within.skipped is None and within.hole_fraction is not None and sum(rows) <= budget
+    assert diagnose(model, x[:9], holes=holes, pair_passes=budget).skipped is not None

@@ -55,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_count_flag(p, "--holes", 0, 100_000, default=2000, help="prior draws scored for holes (0: none)")
     pairs_help = (
         "the most passes of a flow posterior (an IAF's: one a latent and layer) that scoring every draw under every "
-        f"datapoint's q(z|x) may take: N^2 pairs times those (default: {PAIR_PASSES:,}); past it I(x;z) is left out"
+        f"datapoint's q(z|x) may take: N^2 pairs and --holes x N, times those (default: {PAIR_PASSES:,}); past it I(x;z) "
+        "is left out"
     )
     add_count_flag(p, "--pair-passes", 1, 10**15, default=PAIR_PASSES, help=pairs_help)
     add_seeded_data_flags(p, "seed of the subset and of every draw")

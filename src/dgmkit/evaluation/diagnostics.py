@@ -35,7 +35,8 @@ with one latent variable has one layer, ``z``):
 - **What the pairs cost**: the aggregate terms score every draw under every datapoint's q, N^2 S
   values: matrix products for a Gaussian q, but a flow posterior scores a point it did not draw by
   its data -> base direction, an IAF's one pass a latent and layer (on a CPU, some 250 pairs a
-  second for 32 latents and 4 layers). ``pair_passes`` caps N^2 S times those passes; past it a
+  second for 32 latents and 4 layers). ``pair_passes`` caps N^2 S times those passes (N (N + H) S
+  at the top, whose H hole draws are scored under every datapoint's q too); past it a
   layer's I(x; z) (and at the top the marginal KL and the holes) are left out, and ``skipped``
   says why and what -n would fit.
 - **Hole draws**: z_L ~ p(z_L) scored by log q^(z_L) - log p(z_L); ``hole_fraction`` is the share
@@ -393,7 +394,8 @@ def diagnose(
     layers = _layers(model, x, samples, g, batch_size, bracket)
     reports, agg_top, skipped = [], None, []
     for index, layer in enumerate(layers):
-        left_out = _over_budget(layer, pair_passes, index == len(layers) - 1) if mutual_info else None
+        top = index == len(layers) - 1
+        left_out = _over_budget(layer, pair_passes, holes if top else None) if mutual_info else None
         report, agg, own = _layer_report(index, layer, mutual_info and left_out is None)
         reports.append(report)
         skipped += [left_out] if left_out else []
@@ -420,23 +422,25 @@ def _check_finite(reports: list[LayerReport]) -> None:
         )
 
 
-def _over_budget(layer: _Layer, pair_passes: int | None, top: bool) -> str | None:
+def _over_budget(layer: _Layer, pair_passes: int | None, holes: int | None) -> str | None:
     """Why the layer's aggregate terms are left out, or None where they fit ``pair_passes``: a flow
-    posterior's pairs each take its passes (a Gaussian's, a discrete q's: elementwise, no limit)."""
+    posterior's pairs each take its passes (a Gaussian's, a discrete q's: elementwise, no limit).
+    ``holes``: at the top layer, the prior draws scored under every datapoint's q too (None below)."""
     q = layer.q_many
     if pair_passes is None or not isinstance(q, FlowDistribution):
         return None
-    draws = q.batch_shape.numel() // len(layer.z)  # S: each pair scores the draw under S components
+    n, extra = len(layer.z), holes or 0
+    draws = q.batch_shape.numel() // n  # S: each pair scores the draw under S components
     per_pair = draws * q.log_prob_passes()
-    cost = len(layer.z) ** 2 * per_pair
+    cost = n * (n + extra) * per_pair  # N draws and the prior's draws, each under N datapoints' q
     if cost <= pair_passes:
         return None
-    fits = math.isqrt(pair_passes // per_pair)
-    which = f"I(x; {layer.name}){', the marginal KL and the prior holes' if top else ''}"
+    fits = (math.isqrt(4 * (pair_passes // per_pair) + extra**2) - extra) // 2  # the most n of n (n + extra) pairs
+    which = f"I(x; {layer.name}){', the marginal KL and the prior holes' if holes is not None else ''}"
+    pairs = f"{n}^2 pairs of draw and datapoint" + (f" and {extra} x {n} of prior draw and datapoint" if extra else "")
     return (
-        f"{which} left out: its {len(layer.z)}^2 pairs of draw and datapoint take {per_pair} passes each of "
-        f"the flow posterior (scoring a point it did not draw), {cost:,} in all, past the budget of {pair_passes:,}; "
-        f"{fits} datapoints fit it"
+        f"{which} left out: its {pairs} take {per_pair} passes each of the flow posterior (scoring a point it did "
+        f"not draw), {cost:,} in all, past the budget of {pair_passes:,}; {fits} datapoints fit it"
     )
 
 
