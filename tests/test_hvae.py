@@ -661,6 +661,24 @@ def test_the_prior_and_posterior_draw_none_as_torch_s_distributions_do(posterior
             assert z.shape == (*shape, *d.batch_shape, 6) and log_p.shape == (*shape, *d.batch_shape)
             assert z.dtype == log_p.dtype == torch.float64
             assert d.rsample(shape).shape == z.shape
+            assert d.log_prob(z).shape == log_p.shape  # (its empty draws scored: the same reshapes had failed)
+
+
+@pytest.mark.parametrize("posterior", ["bottom-up", "top-down", "ladder"])
+@torch.no_grad()
+def test_the_prior_and_posterior_refuse_z_of_another_shape_by_name(posterior):
+    """A z of another width or batch met torch's 'split_with_sizes expects split_sizes to sum
+    exactly to 7' (or a broadcast's words) from the layers; it is refused naming the shape scored."""
+    model = _three_layers(posterior)
+    q = model.posterior(torch.randint(0, 2, (3, 1, 2, 3)).double())
+    for d, z, need in [
+        (model.prior(), torch.zeros(4, 7), r"HierarchicalPrior scores z of shape \(\.\.\., 6\), got \(4, 7\)"),
+        (model.prior(), torch.zeros(0, 7), r"got \(0, 7\)"),
+        (q, torch.zeros(3, 7), r"HierarchicalPosterior scores z of shape \(\.\.\., 3, 6\), got \(3, 7\)"),
+        (q, torch.zeros(2, 4, 6), r"got \(2, 4, 6\)"),
+    ]:
+        with pytest.raises(ValueError, match=need):
+            d.log_prob(z.double())
 
 
 @pytest.mark.parametrize("posterior", ["bottom-up", "top-down", "ladder"])

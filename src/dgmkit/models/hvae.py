@@ -455,6 +455,19 @@ def _no_draws(
     return weight.new_zeros(shape + d.event_shape), weight.new_zeros(shape)
 
 
+def _none_scored(d: Distribution, value: torch.Tensor) -> torch.Tensor | None:
+    """``value`` checked to be of shape (*sample, *batch, D) (else torch's 'split_with_sizes expects
+    split_sizes to sum exactly to 7' from the layers' split); the log-densities of none, shape
+    (*sample, *batch), where it holds no draws (the layers' reshapes cannot infer a size of no
+    elements, as in ``_no_draws``), else None."""
+    batch, width = d.batch_shape, d.event_shape[-1]
+    lead = value.dim() - 1 - len(batch)
+    if lead < 0 or value.shape[lead:-1] != batch or value.shape[-1] != width:
+        dims = ", ".join(map(str, (*batch, width)))
+        raise ValueError(f"{type(d).__name__} scores z of shape (..., {dims}), got {tuple(value.shape)}")
+    return value.new_zeros(value.shape[:-1]) if value.numel() == 0 else None
+
+
 class HierarchicalPosterior(Distribution, JointSampler):
     """q(z | x) of a hierarchical model (``HierarchicalVAE``, ``DeepTopDownVAE``: anything with
     ``path``, ``latent_dim``) over the concatenated layers; ``location()`` is the point
@@ -492,6 +505,9 @@ class HierarchicalPosterior(Distribution, JointSampler):
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        none = _none_scored(self, value)
+        if none is not None:
+            return none
         sample_shape = tuple(value.shape[: value.dim() - 2])
         draws = self.model.path(self.x, sample_shape, given=value)
         return sum(d.q.log_prob(d.z) for d in draws)
@@ -533,4 +549,7 @@ class HierarchicalPrior(Distribution, JointSampler):
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        none = _none_scored(self, value)
+        if none is not None:
+            return none
         return self.top.log_prob(self.model.split(value)[-1]) + self.model.log_prob_below(value)
