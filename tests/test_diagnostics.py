@@ -736,3 +736,13 @@ def test_the_budget_of_passes_counts_the_hole_draws_and_the_subset_it_names_fits
         h.remove()
     assert within.skipped is None and within.hole_fraction is not None and sum(rows) <= budget
     assert diagnose(model, x[:9], holes=holes, pair_passes=budget).skipped is not None
+
+
+def test_the_hole_draws_are_a_count_of_zero_or_more():
+    """``holes`` (which the budget of passes counts) is checked as ``samples`` is: -3 drew none,
+    silently, True drew one, and 2.5 met "torch.Size() takes an iterable of 'int'"."""
+    model, x = ShiftedGaussian().double(), torch.randn(6, 2, dtype=torch.float64)
+    for bad in (-3, 2.5, True):
+        with pytest.raises(ValueError, match=r"holes must be an integer >= 0, got"):
+            diagnose(model, x, holes=bad)
+    assert diagnose(model, x, holes=0).hole_fraction is None and diagnose(model, x, holes=4).hole_fraction is not None

@@ -384,6 +384,7 @@ def diagnose(
     if len(x) < 2:
         raise DataError(f"the diagnostics need at least two datapoints (a covariance over x), got {len(x)}")
     samples = whole_at_least("samples", samples, 1)
+    holes = whole_at_least("holes", holes, 0)  # (-3 drew none, silently; 2.5 met torch.Size's TypeError)
     batch_size = whole_at_least("batch_size", batch_size, 1)
     seed = generator_seed(seed)  # (a NumPy integer failed in manual_seed)
     if pair_passes is not None:
