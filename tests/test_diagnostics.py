@@ -222,7 +222,7 @@ def test_the_table_says_why_the_aggregate_terms_were_left_out_and_how_to_get_the
     r["skipped"] = "I(x; z), the marginal KL and the prior holes left out: ... 9 datapoints fit it"
     text = format_diagnosis(r)
     assert "does not offer" not in text
-    assert text.endswith("9 datapoints fit it: a smaller -n or a larger --pair-passes computes them")
+    assert text.endswith("9 datapoints fit it: a larger --pair-passes, a smaller -n or fewer --holes computes them")
     assert main(["diagnose", "run", "--pair-passes", "0"]) == 1
     assert "--pair-passes must be in 1.." in capsys.readouterr().err
 
@@ -729,6 +729,8 @@ def test_the_budget_of_passes_counts_the_hole_draws_and_the_subset_it_names_fits
         "the flow posterior (scoring a point it did not draw), 7,776 in all, "
         "past the budget of 5,000; 8 datapoints fit it"
     )
+    tiny = diagnose(model, x[:12], holes=holes, pair_passes=100).skipped  # (it said "1 datapoints fit it": -n >= 2)
+    assert tiny is not None and tiny.endswith("past the budget of 100; not 2 datapoints fit it with these hole draws")
     rows: list[int] = []
     hooks = [m.register_forward_hook(lambda _, i, o: rows.append(len(i[0]))) for m in model.modules() if isinstance(m, MADE)]
     within = diagnose(model, x[:8], holes=holes, pair_passes=budget)

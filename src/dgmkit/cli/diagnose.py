@@ -187,7 +187,7 @@ def format_diagnosis(r: dict) -> str:
     if any(la["mutual_info"] is not None for la in r["layers"]):
         lines.append(f"I(x;z) estimator: {DIAGNOSTIC_ESTIMATORS['mutual_info']}")
     if r.get("skipped"):  # (past --pair-passes; absent: an older record)
-        lines.append(f"{r['skipped']}: a smaller -n or a larger --pair-passes computes them")
+        lines.append(f"{r['skipped']}: a larger --pair-passes, a smaller -n or fewer --holes computes them")
     elif all(la["mutual_info"] is None for la in r["layers"]):
         lines.append(
             "I(x;z) not estimated (n/a): the estimator scores each draw under every datapoint's q(z|x), which this "

@@ -437,11 +437,13 @@ def _over_budget(layer: _Layer, pair_passes: int | None, holes: int | None) -> s
     if cost <= pair_passes:
         return None
     fits = (math.isqrt(4 * (pair_passes // per_pair) + extra**2) - extra) // 2  # the most n of n (n + extra) pairs
+    with_holes = " with these hole draws" if extra else ""
+    fitting = f"{fits} datapoints fit it" if fits >= 2 else f"not 2 datapoints fit it{with_holes}"
     which = f"I(x; {layer.name}){', the marginal KL and the prior holes' if holes is not None else ''}"
     pairs = f"{n}^2 pairs of draw and datapoint" + (f" and {extra} x {n} of prior draw and datapoint" if extra else "")
     return (
         f"{which} left out: its {pairs} take {per_pair} passes each of the flow posterior (scoring a point it did "
-        f"not draw), {cost:,} in all, past the budget of {pair_passes:,}; {fits} datapoints fit it"
+        f"not draw), {cost:,} in all, past the budget of {pair_passes:,}; {fitting}"
     )
 
 
