@@ -86,6 +86,24 @@ def test_eval_mmd_skips_batches_too_small_for_the_estimate():
     assert "10 batches of 1000 and one of 7" in evaluate(model, x.repeat(3336, 1, 1, 1)[:10007]).terms[0]["note"]
 
 
+def test_eval_names_the_kernel_the_mmd_was_taken_under():
+    # a WAE given the Gaussian kernel was reported "unbiased, inverse multiquadric kernel, ..."
+    from dgmkit.distributions.mmd import rbf_kernel
+    from dgmkit.evaluation import evaluate
+    from dgmkit.models import WassersteinAutoencoder
+
+    _, base = _wae()
+    x = (torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    notes = []
+    for kernel in (rbf_kernel(2.0), lambda a, b: (-(a[:, None] - b[None]).abs().sum(-1)).exp()):
+        model = WassersteinAutoencoder(base.encoder, base.decoder, base.top_prior, kernel=kernel).eval()
+        notes.append(evaluate(model, x).terms[0]["note"])
+    assert notes == [
+        "unbiased, Gaussian kernel of lengthscale 2, one batch of 4, one draw of q and p each",
+        "unbiased, the model's own kernel, one batch of 4, one draw of q and p each",
+    ]
+
+
 def test_the_kl_weight_scales_the_mmd_penalty():
     cfg, model = _wae(wae_encoder="gaussian", mmd_weight=7.0)
     x = (torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.4).float()

@@ -25,7 +25,15 @@ import torch
 
 from dgmkit.errors import finite_at_least
 
-__all__ = ["mmd2_unbiased", "imq_kernel", "rbf_kernel", "InverseMultiquadric", "RadialBasis", "IMQ_SCALES"]
+__all__ = [
+    "mmd2_unbiased",
+    "imq_kernel",
+    "rbf_kernel",
+    "kernel_words",
+    "InverseMultiquadric",
+    "RadialBasis",
+    "IMQ_SCALES",
+]
 
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -80,6 +88,16 @@ def imq_kernel(prior_variance: float = 1.0, scales: Sequence[float] = IMQ_SCALES
 def rbf_kernel(lengthscale: float = 1.0) -> Kernel:
     """The Gaussian kernel exp(-|x - y|^2 / (2 l^2)) (``RadialBasis``)."""
     return RadialBasis(lengthscale)
+
+
+def kernel_words(kernel: Kernel) -> str:
+    """The kernel in words, for a report: the inverse multiquadric, the Gaussian of its lengthscale,
+    or a kernel of one's own."""
+    if isinstance(kernel, InverseMultiquadric):
+        return "inverse multiquadric kernel"
+    if isinstance(kernel, RadialBasis):
+        return f"Gaussian kernel of lengthscale {kernel.lengthscale:g}"
+    return "the model's own kernel"
 
 
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, kernel: Kernel) -> torch.Tensor:

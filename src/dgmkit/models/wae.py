@@ -17,7 +17,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.devices import dtype_of, widened
 from dgmkit.distributions.delta import Delta
-from dgmkit.distributions.mmd import IMQ_SCALES, InverseMultiquadric, Kernel, mmd2_unbiased
+from dgmkit.distributions.mmd import IMQ_SCALES, InverseMultiquadric, Kernel, kernel_words, mmd2_unbiased
 from dgmkit.models.base import DecodedModel, check_decoder, data_batch
 from dgmkit.models.terms import Term
 from dgmkit.priors import Prior
@@ -114,7 +114,7 @@ class WassersteinAutoencoder(DecodedModel):
                 "MMD^2(q(z), p(z))",
                 mmd,
                 unit="",
-                note=f"unbiased, inverse multiquadric kernel, {_batches(len(x), batch_size)}, one draw of q and p each",
+                note=f"unbiased, {kernel_words(self.kernel)}, {_batches(len(x), batch_size)}, one draw of q and p each",
                 undefined="the unbiased estimate needs at least 2 datapoints",
                 partial=True,
                 digits=5,
