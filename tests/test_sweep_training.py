@@ -579,10 +579,11 @@ def _change_counters(path, change) -> None:
     edit_metadata(path, edit)
 
 
-def test_a_place_within_an_epoch_at_its_end_is_refused(digits, tmp_path):
-    """A checkpoint within an epoch records 1 to 4 of its 5 steps done (after 5 it is the next epoch's)."""
+def test_a_place_within_an_epoch_past_its_end_is_refused(digits, tmp_path):
+    """A checkpoint within an epoch records 1 to 5 of its 5 steps done (5: a SIGTERM stopped the
+    epoch's validation, which the resume does again); 6 is past the epoch."""
     _trainer(digits, tmp_path, parts=[TimeBudget(3.0, _Clock())]).fit()
-    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t["epoch_progress"].update(step=5))
+    _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t["epoch_progress"].update(step=6))
     with pytest.raises(CheckpointError, match="place within an epoch"):
         _trainer(digits, tmp_path).resume()
 
