@@ -155,3 +155,19 @@ def test_a_dvae_constant_temperature_below_the_default_floor_is_taken(tmp_path, 
     RunConfig.of(model="dvae", gumbel_temperature=0.3, gumbel_temperature_min=0.3).check_inert()  # (tau fixed: read)
     with pytest.raises(ConfigError, match="gumbel_temperature_min = 0.2 is read only with --anneal-rate above 0"):
         RunConfig.of(model="dvae", gumbel_temperature=0.8, gumbel_temperature_min=0.2, anneal_rate=0.0).check_inert()
+
+
+def test_a_warm_up_longer_than_the_run_says_the_weight_it_ends_at(tmp_path, capsys):
+    """--warmup 10 --epochs 1 --beta 0.5 trained silently with the KL weight at 0.05 when it ended (a
+    warm-up longer than the run is taken, as a first part of a run to --resume: said, not refused)."""
+    import json
+
+    out = tmp_path / "run"
+    argv = ["--model", "hvae", "--dataset", "digits", "--posterior", "ladder", "--latent-sizes", "4", "2", "--hidden", "8"]
+    argv += ["--epochs", "1", "--beta", "0.5", "--quiet"]
+    code, said, err = dgm(capsys, "train", *argv, "--warmup", "10", "--out", out)
+    assert code == 0, err
+    assert "the KL weight ends at 0.05, not --beta 0.5" in said and "--epochs 10 or more finishes it" in said, said
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["beta"] == pytest.approx(0.05)
+    code, said, err = dgm(capsys, "train", *argv, "--warmup", "1", "--out", out / "b")
+    assert code == 0 and "warm-up" not in said, err

@@ -759,6 +759,8 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
                 )
             elif not left:
                 say(f"note: the run has trained all its {plural(trainer.epochs, 'epoch')}: a larger --epochs extends it")
+    if left and trainer.dist.is_main and trainer.beta > 0 and trainer.warmup_epochs > trainer.epochs:
+        say(f"note: {_warm_up_unfinished(trainer)}")
     precision = trainer.amp.describe()  # on CUDA: the precision it trains in, and why (a warning even if quiet)
     if precision is not None and trainer.dist.is_main and (not quiet or trainer.amp.unchecked):
         say(precision)
@@ -767,6 +769,17 @@ def _start(trainer: Trainer, cfg: RunConfig, out: Path, resume: bool, quiet: boo
             f"data-parallel: {trainer.dist.world_size} processes share each batch of {cfg.optim.batch_size} "
             f"(gradients averaged through {trainer.gradient_transport})"
         )
+
+
+def _warm_up_unfinished(trainer: Trainer) -> str:
+    """What a KL warm-up longer than the run's epochs leaves: the weight it ends at (it trained silently at a
+    fraction of --beta before)."""
+    reached = trainer.beta * trainer.epochs / trainer.warmup_epochs
+    return (
+        f"the KL warm-up of {trainer.warmup_epochs:g} epochs is longer than the run's {plural(trainer.epochs, 'epoch')}: "
+        f"the KL weight ends at {reached:.3g}, not --beta {trainer.beta:g} (the ELBO reported weighs the KL by 1); "
+        f"--resume with --epochs {math.ceil(trainer.warmup_epochs)} or more finishes it"
+    )
 
 
 def _inexact_resume(trainer: Trainer, compiled: bool) -> list[str]:
