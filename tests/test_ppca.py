@@ -241,3 +241,27 @@ def test_incomplete_data_are_evaluated_and_imputed_exactly_and_a_row_of_nothing_
     for call in (m.log_prob, m.posterior, m.conditional_mean):
         with pytest.raises(DataError, match="1 of the 30 datapoints have no observed entry .* row 4"):
             call(nothing)
+
+
+@torch.no_grad()
+def test_multiple_imputations_are_independent_draws_of_the_exact_conditional_whatever_k():
+    """Resampled from a pool of k importance draws, the imputations repeated the pool's latents: with
+    k = 1 every one held the same z, and the variance of x_m among them was sigma^2 = 0.3 alone (the
+    exact Var(x_m | x_o) here is 1.2 to 6.8). They are now draws of p(z | x_o) itself, k unused."""
+    from dgmkit.evaluation.imputation import impute_batched
+
+    m = true_model(D=7, M=3)
+    x, seen, holed = _holed(m)
+    C = m.marginal().covariance_matrix
+    o, h = seen[1], ~seen[1]
+    exact = C[h][:, h] - C[h][:, o] @ torch.linalg.solve(C[o][:, o], C[o][:, h])  # Cov(x_m | x_o)
+    for k in (1, 1000):
+        single, draws = impute_batched(m, holed[:2], k=k, draws=4000, seed=0)
+        assert torch.equal(single, m.conditional_mean(holed[:2]))
+        spread = torch.cov(draws[:, 1, h].T)
+        assert torch.allclose(spread, exact, atol=0.1 * exact.diagonal().max().item()), (
+            k,
+            spread.diagonal(),
+            exact.diagonal(),
+        )
+        assert torch.equal(draws[:, 0], holed[0].expand(4000, -1))  # (row 0 complete)

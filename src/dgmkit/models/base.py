@@ -55,7 +55,7 @@ class:
   other models refuse incomplete data (``check_data``). ``exact_imputation``: the model gives
   E[x_m | x_o] in closed form (``conditional_mean``), which imputation takes as its single
   imputation in place of the importance-sampled estimate; its ``posterior`` is the exact
-  p(z | x_o), so its multiple imputations by importance resampling are exact draws.
+  p(z | x_o), whose independent draws give its multiple imputations (no importance resampling).
 - ``produces_codes``: ``codes(x)`` gives discrete code grids another model can be trained on
   (``--codes-of``) and whose prior it can take back (``--code-prior``).
 - ``discrete_latents``: z takes discrete values (one-hot categories, binary units), so a code

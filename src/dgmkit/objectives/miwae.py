@@ -15,7 +15,8 @@ p(x_o | z_k) p(z_k) / q(z_k | x_o), the single imputation E[x_m | x_o] ~ sum_k w
 probabilities w (sampling importance resampling) and then x_m ~ p(x_m | z_k). The draws are
 made in chunks, reduced as they come, so that memory stays that of one chunk for any K. A model
 that gives E[x_m | x_o] in closed form (``exact_imputation``: PPCA) gives the single imputation
-itself; its exact posterior makes the weights equal and the resampled draws exact.
+itself, and its multiple imputations are independent draws of its exact p(z | x_o) (no importance
+draws: K is unused).
 """
 
 import math
@@ -176,14 +177,14 @@ def _imputed(
     checked_generator(generator)
     checked_generator(resample_generator, "resample_generator")
     mask = observed(x)
-    if model.exact_imputation and not draws:  # (E[x_m | x_o] in closed form: nothing to draw)
-        return torch.where(mask, x, model.conditional_mean(x).to(x.dtype)), None
+    resampling = generator if resample_generator is None else resample_generator
+    if model.exact_imputation:  # (E[x_m | x_o] in closed form, p(z | x_o) exact: no importance draws)
+        return _exact_imputed(model, x, mask, draws, resampling, chunk)
     q = model.posterior(x)
     total: torch.Tensor | None = None  # log sum of the weights so far, (B,)
     acc: torch.Tensor | None = None  # the weighted sum of the point statistics so far, normalized by exp(total)
     picked = None  # the latents of the multiple imputations so far, (draws, B, M)
     to_point = None
-    resampling = generator if resample_generator is None else resample_generator
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
         log_w, z, px = miwae_log_weights(model, x, n, generator, q=q)
@@ -205,10 +206,29 @@ def _imputed(
         total = new_total
     assert acc is not None and to_point is not None and total is not None  # k >= 1: at least one chunk
     _refuse_unimputable(total, mask)
-    point = model.conditional_mean(x) if model.exact_imputation else to_point(acc)
-    single = torch.where(mask, x, point.to(x.dtype))
+    single = torch.where(mask, x, to_point(acc).to(x.dtype))
     multiple = None if picked is None else torch.where(mask, x, _decoded(model, x, picked, resampling, chunk))
     return single, multiple
+
+
+def _exact_imputed(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    draws: int,
+    generator: torch.Generator | None,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``_imputed`` of a model of closed-form E[x_m | x_o] and exact p(z | x_o) (``exact_imputation``):
+    that mean, and ``draws`` independent draws z ~ p(z | x_o), x_m ~ p(x_m | z), from ``generator``
+    (resampled from k importance draws, they repeated draws of the k: with k = 1 every imputation
+    held the same z, their variance sigma^2 alone)."""
+    single = torch.where(mask, x, model.conditional_mean(x).to(x.dtype))
+    if not draws:
+        return single, None
+    with seeded_by(generator, x.device):
+        picked = model.posterior(x).sample((draws,))  # (draws, B, M)
+    return single, torch.where(mask, x, _decoded(model, x, picked, generator, chunk))
 
 
 _checked_imputed = evaluates(torch.no_grad()(_imputed), name="impute")  # (its messages: "impute() needs ...")
