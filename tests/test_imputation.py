@@ -632,6 +632,19 @@ def test_every_baseline_refuses_an_infinite_observed_value_by_name():
             baseline_impute(rows, method)
 
 
+def test_every_baseline_refuses_a_seed_out_of_range_by_its_name():
+    """A seed of -1, 1.5 or 2**32 met scikit-learn's "'random_state' parameter of RandomForestRegressor
+    (or IterativeImputer) must be an int in the range [0, 4294967295]", naming no seed; the chained
+    MICE of a mixed table, which draws nothing, took them silently. 2**32 - 1 is scikit-learn's last."""
+    rows = np.array([[0.1, 0.0], [0.5, 1.0], [np.nan, 1.0], [0.3, np.nan], [0.2, 0.0]])
+    for categories in (None, [0, 2]):
+        for method in BASELINES:
+            for seed in (-1, 1.5, 2**32, True):
+                with pytest.raises(ValueError, match="^seed must be an integer"):
+                    baseline_impute(rows, method, seed, categories)
+    assert not np.isnan(baseline_impute(rows, "missforest", 2**32 - 1, [0, 2])).any()
+
+
 def test_the_baselines_fill_a_categorical_column_with_a_category_not_an_averaged_index():
     """Categories 0 and 2 go with x = 0, category 1 with x = 5: the neighbours of a row at x = 0
     hold 0s and 2s, whose mean index rounded to category 1, a category no such row has. Given as

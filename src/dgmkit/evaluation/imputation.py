@@ -64,6 +64,10 @@ def baseline_impute(x: np.ndarray, method: str, seed: int = 0, categories: Seque
     ``IterativeImputer`` (which stops early once no fill moves by 1e-3 of the largest observed |value|)."""
     if method not in BASELINES:
         raise ConfigError(f"unknown baseline {method!r}; choose from {', '.join(BASELINES)}")
+    # (-1 met scikit-learn's "'random_state' parameter of RandomForestRegressor must be an int in the range
+    # [0, 4294967295]"; the chained MICE of a mixed table, which draws nothing, took any seed silently)
+    if whole_at_least("seed", seed, 0) >= 2**32:
+        raise ValueError(f"seed must be an integer in 0..2**32 - 1 (scikit-learn's random_state), got {seed}")
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise DataError(f"baseline imputers take rows (N, D), got shape {x.shape}")
