@@ -208,3 +208,18 @@ def test_a_ppca_run_imputes_and_scores_a_file_of_incomplete_rows_exactly(tmp_pat
     assert code == 0, err
     scored = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1, usecols=1)
     assert np.allclose(scored, log_p, rtol=1e-5, atol=1e-5)
+
+
+def test_a_ppca_run_on_dequantized_images_is_refused_without_asking_for_a_likelihood(tmp_path, capsys):
+    """PPCA of the digits (dequantized levels) cannot impute them; the refusal told it to 'train with
+    a discrete likelihood', a setting PPCA does not have."""
+    run = tmp_path / "R"
+    assert (
+        _run(capsys, "train", "--dataset", "digits", "--model", "ppca", "--latent-dim", "3", "--quiet", "--out", run)[0] == 0
+    )
+    holes = np.full((2, 1, 8, 8), 4.0)
+    holes[:, 0, 0, :3] = np.nan
+    np.save(tmp_path / "h.npy", holes)
+    code, _, err = _run(capsys, "impute", run, tmp_path / "h.npy", "--out", tmp_path / "i.npy")
+    assert code == 1 and "dequantized data is not supported: PPCA (M = 3) has no discrete likelihood" in err, err
+    assert "train with a discrete likelihood" not in err

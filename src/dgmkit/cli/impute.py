@@ -225,8 +225,13 @@ def _check_request(args: argparse.Namespace, run: Run) -> None:
     if args.split is not None and args.input:
         raise ConfigError("INPUT is imputed as it is, row for row, not a split of the run's own data: leave out --split")
     check_imputes(run.model)  # (a flow's dequantized data are refused below: that a flow cannot impute comes first)
-    if run.transform.kind == "dequantize":
-        raise ConfigError("imputation of dequantized data is not supported: train with a discrete likelihood")
+    if run.transform.kind == "dequantize":  # (PPCA, of no likelihood to choose, was told to choose a discrete one)
+        fix = (
+            "train with a discrete likelihood"
+            if run.cfg.model.has_setting("likelihood")
+            else f"{run.cfg.model.describe()} has no discrete likelihood: it imputes tables and continuous data"
+        )
+        raise ConfigError(f"imputation of dequantized data is not supported: {fix}")
     if run.transform.kind == "dynamic-binarize" and args.draws:
         raise ConfigError(
             f"--draws: {run.path} models binarized versions of the data's levels {_levels(run)} "
