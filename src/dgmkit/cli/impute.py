@@ -83,7 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "file of inputs named after the run folder. The run is a VAE trained by --objective miwae (its splits hold "
         "missing entries where it was trained with --missing-rate or on a file with NaN), or a VAE trained on "
         "complete data by the ELBO or another of its objectives, given a file of inputs with NaN (a note then says "
-        "that nothing fitted its encoder to incomplete inputs).",
+        "that nothing fitted its encoder to incomplete inputs), or a PPCA run given such a file (imputed exactly: "
+        "E[x_m | x_o] and, with --draws, draws of p(x_m | x_o); --k unused).",
     )
     p.add_argument(
         "input",
@@ -99,8 +100,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     add_split_flag(p, None, "the split of the run's own data to impute, where no INPUT is given (default: train)")
-    add_count_flag(p, "--k", 1, 10**7, default=10000, help="importance samples per datapoint")
-    add_count_flag(p, "--draws", 0, 10**4, default=0, help="multiple imputations to draw (sampling importance resampling)")
+    add_count_flag(p, "--k", 1, 10**7, default=10000, help="importance samples per datapoint (PPCA: none)")
+    add_count_flag(
+        p,
+        "--draws",
+        0,
+        10**4,
+        default=0,
+        help="multiple imputations to draw (sampling importance resampling; PPCA: exact draws)",
+    )
     p.add_argument(
         "--baselines",
         nargs="+",
