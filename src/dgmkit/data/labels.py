@@ -7,7 +7,6 @@
 """
 
 import contextlib
-import contextvars
 import dataclasses
 from collections.abc import Iterator
 
@@ -24,25 +23,27 @@ HIDDEN = -1  # the label of an example whose label is not used
 MAX_LABEL = 2**31 - 1  # the largest class index a label may be (a label file's too: ``registry``)
 
 
-_CHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar("dgmkit_labels_checked", default=False)
+_CHECKED = False  # inside ``labels_checked`` (a plain flag: torch.compile traces a read of it, not a ContextVar's)
 
 
 @contextlib.contextmanager
 def labels_checked() -> Iterator[None]:
     """Within it, the labels an objective is given were checked by its caller (``class_indices``):
-    the Trainer checks its labels once, and enters this around each step, so that no step reads
+    the Trainer checks its labels once, and enters this around its steps, so that no step reads
     them back from a GPU to check them again (a wait every step, and no CUDA graph). A context
-    rather than an argument: an objective of one's own keeps its call, (model, x, beta, y=y)."""
-    token = _CHECKED.set(True)
+    rather than an argument: an objective of one's own keeps its call, (model, x, beta, y=y). The
+    flag is the process's, not a thread's."""
+    global _CHECKED
+    before, _CHECKED = _CHECKED, True
     try:
         yield
     finally:
-        _CHECKED.reset(token)
+        _CHECKED = before
 
 
 def labels_are_checked() -> bool:
     """Whether the labels being given were checked already (inside ``labels_checked``)."""
-    return _CHECKED.get()
+    return _CHECKED
 
 
 def class_indices(y: object, n: int, what: str, num_classes: int | None = None, hidden: bool = False) -> torch.Tensor:
