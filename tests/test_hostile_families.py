@@ -171,3 +171,19 @@ def test_a_warm_up_longer_than_the_run_says_the_weight_it_ends_at(tmp_path, caps
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["beta"] == pytest.approx(0.05)
     code, said, err = dgm(capsys, "train", *argv, "--warmup", "1", "--out", out / "b")
     assert code == 0 and "warm-up" not in said, err
+
+
+@pytest.mark.parametrize(
+    "family, values, said",
+    [
+        ("hvae", {"latent_sizes": []}, "latent_sizes must be a non-empty list"),  # (was a raw IndexError)
+        ("vae", {"latent_dim": True}, "latent_dim has the wrong type"),  # (was a VAE of one latent)
+        ("hvae", {"latent_sizes": [8], "layer_hidden": [4, 4]}, "one width per stochastic layer"),  # (validate's)
+    ],
+)
+def test_a_family_config_made_in_python_is_checked_when_built(family, values, said):
+    from dgmkit.families import get_family
+
+    config = get_family(family)(**values)  # (no file's checks on the way)
+    with pytest.raises(ConfigError, match=said):
+        config.build((1, 8, 8), 2)

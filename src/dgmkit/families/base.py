@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 
+from dgmkit import settings
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.errors import ConfigError
 from dgmkit.models import GenerativeModel
@@ -178,7 +179,10 @@ class FamilyConfig(ABC):
     ) -> GenerativeModel:
         """The model for data of ``event_shape`` with ``num_levels`` levels (None: continuous).
         ``init_data``: transformed training data, where ``needs_init_data`` says so; ``seed``:
-        the run's seed, for what a family draws at build time (an order of the pixels, ...)."""
+        the run's seed, for what a family draws at build time (an order of the pixels, ...).
+        The settings are checked first (a config made in Python has not been through a file's checks)."""
+        settings.check(self)
+        self.validate()
         model = self.model_for(DataSpec.of(event_shape, num_levels, init_data, seed))
         self.initialise_weights(model)
         return model
