@@ -678,3 +678,35 @@ def test_em_keeps_the_iteration_of_the_best_validation_log_likelihood_when_a_lat
     assert states_equal(best["model"], states[1][1]) and states_equal(last["model"], states[2][1])
     lines = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["valid_log_px"] for r in lines] == pytest.approx([s[0] for s in states])
+
+
+@pytest.mark.parametrize("eval_batch_size, sizes", [(64, [64, 64, 64, 64, 44]), (299, [300]), (1, [2] * 150)])
+def test_validation_batches_are_never_smaller_than_the_objective_needs(digits, eval_batch_size, sizes):
+    """An objective whose estimate needs two rows (a WAE's unbiased MMD; it scored a lone code's
+    MMD as 0, which pulled valid_mmd down) is never given a validation batch of one: the digits' 300
+    validation rows in batches of 299 were 299 and 1."""
+    base = build_objective(CFG)
+    seen = []
+
+    class Probe(type(base)):
+        rows_per_step = 2
+
+        def __call__(self, model, x, beta=1.0):
+            if not model.training:
+                seen.append(len(x))
+            return base(model, x, beta)
+
+    _probe_trainer(digits, Probe(), epochs=1, eval_batch_size=eval_batch_size).validate()
+    assert seen == sizes
+
+
+def test_validation_batches_cover_the_rows_once_in_order():
+    from dgmkit.training.trainer import validation_batches
+
+    for n in range(0, 40):
+        for size in range(1, 9):
+            for least in (1, 2, 3):
+                batches = validation_batches(n, size, least)
+                assert [i for b in batches for i in range(n)[b]] == list(range(n))
+                assert all(b.stop - b.start >= least for b in batches) or (len(batches) == 1 and n < least)
+                assert all(b.stop - b.start < max(size, least) + least for b in batches)

@@ -961,11 +961,11 @@ class Trainer:
         valid_y = None if self._valid_y is None else self._valid_y[rows]
         sums: dict[str, torch.Tensor] = {}
         with self.ema_weights():
-            for i in range(0, len(valid_x), self.eval_batch_size):
+            for i, rows in enumerate(validation_batches(len(valid_x), self.eval_batch_size, self.objective.rows_per_step)):
                 if i and self._stops_validating():
                     raise _StopValidating
-                x = valid_x[i : i + self.eval_batch_size]
-                y = None if valid_y is None else valid_y[i : i + self.eval_batch_size]
+                x = valid_x[rows]
+                y = None if valid_y is None else valid_y[rows]
                 terms = self._objective(x, 1.0, y)
                 for k, v in terms._asdict().items():
                     if k != "loss":
@@ -1403,6 +1403,18 @@ class _TakesLabels(Protocol):
     """An objective with ``takes_labels``: it is called with the batch's labels as well."""
 
     def __call__(self, model: Any, x: torch.Tensor, beta: float, *, y: torch.Tensor | None) -> NamedTuple: ...
+
+
+def validation_batches(n: int, size: int, least: int = 1) -> list[slice]:
+    """The batches of ``size`` rows that validation scores ``n`` rows in, none smaller than the
+    ``least`` rows the objective's estimate needs (``Objective.rows_per_step``: a WAE's MMD of a lone
+    code was 0, which pulled ``valid_mmd`` down): a shorter tail joins the batch before it, and a
+    batch is never smaller than ``least`` unless all n rows are fewer."""
+    step = max(size, least)
+    starts = list(range(0, n, step))
+    if len(starts) > 1 and n - starts[-1] < least:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, [*starts[1:], n])]
 
 
 class _StopValidating(Exception):
