@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from dgmkit.cli.main import main
 from dgmkit.config import RunConfig, build_model, build_objective
 from dgmkit.data import load_dataset, make_transform
-from dgmkit.errors import CheckpointError
+from dgmkit.errors import CheckpointError, plural
 from dgmkit.training import MovingAverage, StepGuard, TimeBudget, Trainer, read_metadata
 from run_records import crafted_checkpoint
 
@@ -429,3 +429,15 @@ def test_the_commands_that_use_a_run_stopped_within_an_epoch_say_it_is_partly_tr
         assert main([str(a) for a in command] + (["--force"] if command[0] in ("score", "impute") else [])) == 0
         said = capsys.readouterr().out
         assert "note: the weights are" not in said and said.count("partly trained") == (command[0] == "ood"), command
+
+
+def test_a_warm_up_longer_than_the_epochs_train_for_chose_says_the_weight_it_ends_at(tmp_path, capsys):
+    """--train-for lowered --epochs 1000 to a few, below a --warmup of 500 epochs: the KL weight ended
+    near 0 without a word (the warm-up's note is said at the start, where the epochs were 1000)."""
+    args = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "3", "--beta", "0.5", "--warmup", "500"]
+    out = tmp_path / "r"
+    assert main([*args, "--epochs", "1000", "--train-for", "1", "--quiet", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    epochs = json.loads((out / "config.json").read_text())["config"]["optim"]["epochs"]
+    assert epochs < 500 and f"the KL warm-up of 500 epochs is longer than the run's {plural(epochs, 'epoch')}" in said
+    assert f"the KL weight ends at {0.5 * epochs / 500:.3g}, not --beta 0.5" in said, said

@@ -276,6 +276,9 @@ def _reporter(
     def report(fit: Trainer | FitResult, m: dict) -> None:
         if "paced_epochs" in m:  # said even when quiet: it sets the run's length
             say(_paced(cfg, m))
+            lowered = m["paced_epochs"] < cfg.optim.epochs  # (a warm-up longer than --epochs was said at the start)
+            if lowered and isinstance(fit, Trainer) and fit.beta > 0 and fit.warmup_epochs > fit.epochs:
+                say(f"note: {_warm_up_unfinished(fit)}")
         patience = getattr(fit, "patience", None)
         last = m["epoch"] == fit.epochs or (patience is not None and cast(Trainer, fit).bad_epochs >= patience)
         if quiet or (m["epoch"] % report_every and m["epoch"] != 1 and not last):
