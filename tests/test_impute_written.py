@@ -167,7 +167,7 @@ def test_the_help_names_both_kinds_of_run_that_impute(argv, words, capsys):
 
 
 def test_a_ppca_run_imputes_and_scores_a_file_of_incomplete_rows_exactly(tmp_path, capsys):
-    """PPCA (trained on complete data: its fit needs them) imputes E[x_m | x_o] in closed form and
+    """PPCA (trained on complete data; on incomplete data, by EM) imputes E[x_m | x_o] in closed form and
     scores log p(x_o), each equal to Gaussian conditioning on the observed columns by brute force
     (it refused incomplete data: only a VAE could impute, and its fit was asked for an objective)."""
     import torch
@@ -183,8 +183,18 @@ def test_a_ppca_run_imputes_and_scores_a_file_of_incomplete_rows_exactly(tmp_pat
     (tmp_path / "h.csv").write_text("a,b,c,d,e\n" + "\n".join(cells) + "\n")
     run = tmp_path / "R"
     train = ["train", "--dataset", tmp_path / "t.csv", "--model", "ppca", "--latent-dim", "2", "--quiet", "--out"]
-    code, _, err = _run(capsys, *train, tmp_path / "M", "--missing-rate", "0.2")
-    assert code == 1 and "PPCA (M = 2) cannot be fitted (closed-form) to incomplete data" in err, err
+    # trained on incomplete data (it was refused: "cannot be fitted (closed-form) to incomplete data"), by EM
+    code, out, err = _run(capsys, *train[:-2], "--out", tmp_path / "M", "--missing-rate", "0.2")
+    assert code == 0 and "fitted PPCA (M = 2) by EM on the observed entries (" in out, err
+    metrics = json.loads((tmp_path / "M" / "metrics.jsonl").read_text().splitlines()[-1])
+    holed = load_run(tmp_path / "M")
+    x = run_data(holed).train.x
+    assert bool(x.isnan().any()) and metrics["em_converged"] and metrics["em_iterations"] > 1
+    assert metrics["train_log_px"] == pytest.approx(holed.model.log_prob(x).mean().item(), rel=1e-6)
+    code, out, err = _run(capsys, "impute", tmp_path / "M", "--out", tmp_path / "m.csv", "--baselines", "mean")
+    assert code == 0 and "  PPCA (M = 2), exact " in out and "MIWAE" not in out, out + err  # (it said "MIWAE (k=10000)")
+    scores = json.loads((tmp_path / "M" / "impute.json").read_text())["rmse"]
+    assert scores["PPCA (M = 2), exact"] < 0.7 * scores["mean"], scores
     assert _run(capsys, *train, run)[0] == 0
     code, out, err = _run(capsys, "impute", run, tmp_path / "h.csv", "--out", tmp_path / "i.csv")
     assert code == 0 and "by the exact E[x_m | x_o]" in out and "trained on complete data" not in out, err

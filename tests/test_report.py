@@ -993,6 +993,9 @@ def test_the_comparison_gives_a_closed_form_fit_no_epoch_of_its_best_score():
     assert [re.findall(r"<td class='num'>([^<]*)</td>", row)[:2] for row in rows] == [
         ["in closed form", "-log p(x) 161.500"], ["1 epoch", "-log p(x) 161.500 (epoch 1)"]
     ]  # fmt: skip
+    # a PPCA fitted by EM to incomplete data: said so (it read "in closed form")
+    em = RunPage("c", "m", "iris", {}, [{**metrics[0], "em_iterations": 71}], "log_px", "log p(x)", {}, fit="closed-form")
+    assert "<td class='num'>by EM on the observed entries (71 iterations)</td>" in render_page([em, pages[0]])
 
 
 def test_the_figures_are_drawn_without_autograd(runs, tmp_path, monkeypatch):

@@ -83,7 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "file of inputs named after the run folder. The run is a VAE trained by --objective miwae (its splits hold "
         "missing entries where it was trained with --missing-rate or on a file with NaN), or a VAE trained on "
         "complete data by the ELBO or another of its objectives, given a file of inputs with NaN (a note then says "
-        "that nothing fitted its encoder to incomplete inputs), or a PPCA run given such a file (imputed exactly: "
+        "that nothing fitted its encoder to incomplete inputs), or a PPCA run (fitted by EM where its splits hold missing "
+        "entries) of its split or given such a file (imputed exactly: "
         "E[x_m | x_o] and, with --draws, draws of p(x_m | x_o); --k unused).",
     )
     p.add_argument(
@@ -475,7 +476,9 @@ def _scores(
     m = missing.reshape(n, -1).numpy() & ~np.isnan(t)  # scored: the entries the run removed (the file's own: unknown)
     cat = np.array([c.kind == "categorical" for c in columns], dtype=bool) if columns else np.zeros(t.shape[1], bool)
     num_m, cat_m = m & ~cat, m & cat
-    imputations = {f"MIWAE (k={args.k})": single.reshape(n, -1).numpy()}  # (as written: _written)
+    # (a PPCA trained on incomplete data by EM was named "MIWAE (k=10000)", its k unused)
+    name = f"{run.cfg.model.describe()}, exact" if run.model.exact_imputation else f"MIWAE (k={args.k})"
+    imputations = {name: single.reshape(n, -1).numpy()}  # (as written: _written)
     imputations.update({name: _baseline(rows, name, args.seed, columns, run) for name in args.baselines})
     results = {name: rmse(v, t, num_m) for name, v in imputations.items()} if num_m.any() else {}
     errors = {name: float((v[cat_m] != t[cat_m]).mean()) for name, v in imputations.items()} if cat_m.any() else {}

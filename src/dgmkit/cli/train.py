@@ -454,9 +454,10 @@ def _data_transform(cfg: RunConfig, dataset: Dataset) -> DataTransform:
     objective = family.training_objective() if family.fit == "gradient" else None
     what = f"{family.describe()}" + (f" trained by the {objective.label}" if objective is not None else "")
     removed = f"--missing-rate {cfg.data.missing_rate:g}" if cfg.data.missing_rate else None
-    # (a model fitted in closed form or by EM may score incomplete data, PPCA's log p(x_o), yet its fit needs complete data)
+    # (a model fitted in closed form or by EM may score incomplete data yet need complete data to be fitted: not PPCA)
     cannot = "score incomplete data" if objective is not None else f"be fitted ({family.fit}) to incomplete data"
-    check_missing_allowed(dataset, objective is not None and objective.handles_missing, what, removed, cannot)
+    takes = objective.handles_missing if objective is not None else family.fits_incomplete
+    check_missing_allowed(dataset, takes, what, removed, cannot)
     scores_integers = (
         "(--likelihood categorical or logistic)"
         if family.has_setting("likelihood")
@@ -723,7 +724,7 @@ def _fit_in_one_go(
         if not quiet:
             nats = result.best_valid - shift
             what = estimate_words("exact", transform.kind)  # of dequantized integers: a one-draw bound, as dgm eval says
-            say(f"fitted {family.describe()} in closed form: log-likelihood {nats:.3f} nats (valid; {what})")
+            say(f"fitted {family.describe()} {result.how}: log-likelihood {nats:.3f} nats (valid; {what})")
         return result
     return fit_em(
         cast(EMFit, model), dataset.train, dataset.valid, transform, writer, cast(int, family.iterations), cfg.optim.seed,

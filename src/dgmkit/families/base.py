@@ -101,6 +101,7 @@ class FamilyConfig(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     fit: ClassVar[str] = "gradient"
+    fits_incomplete: ClassVar[bool] = False  # its fit ("closed-form", "em") takes data with missing entries (NaN)
     renamed: ClassVar[dict[str, str]] = {}  # settings renamed since run format 2: old name -> new name
     uses_labels: ClassVar[bool] = False  # trained on labels (some hidden: the data setting `labels`)
     time_sampled: ClassVar[bool] = False  # scored by a bound averaged over sampled times, not by importance sampling

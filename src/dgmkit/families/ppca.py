@@ -1,5 +1,5 @@
 """The probabilistic PCA family: the linear Gaussian latent variable model, fitted by maximum
-likelihood in closed form (Tipping & Bishop 1999); everything about it is exact."""
+likelihood in closed form (Tipping & Bishop 1999), or by EM over missing entries; everything about it is exact."""
 
 import dataclasses
 import math
@@ -16,8 +16,9 @@ __all__ = ["PPCAConfig"]
 @dataclasses.dataclass
 class PPCAConfig(FixedLikelihood, FamilyConfig):
     name = "ppca"
-    summary = "probabilistic PCA, fitted in closed form (exact likelihood)"
+    summary = "probabilistic PCA, fitted in closed form, by EM on incomplete data (exact likelihood)"
     fit = "closed-form"
+    fits_incomplete = True  # (PPCA.fit: EM on the observed entries)
     data_likelihood = "gaussian"
 
     latent_dim: int = setting(10, "latent dimensions M (< data dimensions)", min=1, max=4096)

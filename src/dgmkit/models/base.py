@@ -545,8 +545,10 @@ class ClosedFormFit(ABC):
     """A model fitted by maximum likelihood in closed form (PPCA): no gradient steps."""
 
     @abstractmethod
-    def fit_closed_form(self, x: torch.Tensor) -> None:
-        """Set the parameters to the maximum-likelihood fit to data x (N, *event)."""
+    def fit_closed_form(self, x: torch.Tensor) -> dict[str, int | bool]:
+        """Set the parameters to the maximum-likelihood fit to data x (N, *event); returns what the
+        run's metrics add of how it was found (PPCA on incomplete data: ``em_iterations`` and
+        ``em_converged`` of its EM), empty for a closed form."""
 
 
 class EMFit(ABC):

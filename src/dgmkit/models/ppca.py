@@ -15,11 +15,22 @@ A_o = W^T diag(m) W + sigma^2 I and b = W^T (m (x - mu)) (no D x D matrix per da
 with the closed-form maximum-likelihood fit: mu is the data mean; with S = U diag(l) U^T the
 sample covariance, sigma^2 is the mean of the D - M smallest eigenvalues and
 W = U_M (diag(l_M) - sigma^2 I)^(1/2). Everything is exact, so PPCA is the ground truth
-against which VAE bounds are checked. The fit needs complete data (incomplete data would need
-an EM over the missing entries, which is not here): it refuses NaN.
+against which VAE bounds are checked.
+
+Data with missing entries are fitted by maximum likelihood of the observed entries, sum_n log
+p(x_o), by exact EM (Tipping & Bishop 1999, appendix; Ilin & Raiko 2010, section 3.2) from the
+closed-form fit to the mean-imputed data. With zt = (z, 1) and w~_d = (w_d, mu_d) (row d of
+(W, mu)), the E-step takes each row's p(z | x_o) = N(m_n, S_n) (above) and the M-step sets
+
+    w~_d = (sum_{n: d seen} E[zt zt^T])^-1 sum_{n: d seen} x_nd E[zt]
+    sigma^2 = sum_{n, d seen} ((x_nd - w_d^T m_n - mu_d)^2 + w_d^T S_n w_d) / (entries seen)
+
+(W and mu jointly, so no step lowers the likelihood), until an iteration raises the
+log-likelihood by less than ``tol`` of its size (or ``max_iter`` iterations, with a warning).
 """
 
 import math
+import warnings
 from typing import ClassVar
 
 import torch
@@ -30,6 +41,9 @@ from dgmkit.errors import DataError, whole_at_least
 from dgmkit.models.base import ClosedFormFit, ExactLatentVariableModel, data_batch
 
 __all__ = ["PPCA"]
+
+EM_TOL = 1e-7  # EM stops when an iteration raises sum_n log p(x_o) by less than this fraction of its size
+EM_MAX_ITER = 2000
 
 
 class PPCA(ExactLatentVariableModel, ClosedFormFit):
@@ -63,35 +77,38 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         if math.prod(self.event_shape) != D:
             raise ValueError(f"event_shape {self.event_shape} does not hold {D} numbers")
         self.register_buffer("_eye", torch.eye(M, dtype=W.dtype), persistent=False)
+        # how the last fit ended: {} in closed form; by EM, its iterations and whether it converged
+        self.fit_report: dict[str, int | bool] = {}
 
     @classmethod
-    def fit(cls, x: torch.Tensor, latent_dim: int) -> "PPCA":
-        """Closed-form maximum likelihood on data of shape (N, *event); the model is float64 for
-        float64 data, else float32 (integers, half precision)."""
+    def fit(cls, x: torch.Tensor, latent_dim: int, tol: float = EM_TOL, max_iter: int = EM_MAX_ITER) -> "PPCA":
+        """Maximum likelihood on data of shape (N, *event): in closed form, or, where entries are
+        missing (NaN), by EM on the observed ones (module docstring; ``tol`` and ``max_iter`` are its
+        stopping rule, and ``fit_report`` says how it ended). The model is float64 for float64
+        data, else float32 (integers, half precision)."""
+        if not 0 < tol < 1:  # (a NaN tol as well)
+            raise ValueError(f"tol must be in (0, 1), got {tol}")
+        whole_at_least("max_iter", max_iter, 1)
         flat = _fit_data(x, latent_dim)
-        n, D = flat.shape
-        mu = flat.mean(0)
-        centred = flat - mu
-        S = centred.T @ centred / n
-        evals, evecs = torch.linalg.eigh(S)  # ascending
-        evals, evecs = evals.flip(0), evecs.flip(1)
-        sigma2 = evals[latent_dim:].mean()
-        if not sigma2 > 1e-10 * evals[0].clamp_min(1e-300):  # (1e-12 was taken: float32 found no density)
-            raise DataError(
-                f"the data vary in at most {latent_dim} directions (rank <= latent_dim), so PPCA's noise variance "
-                f"sigma^2 is 0 ({sigma2.item():.3g}) and p(x) has no density off that subspace: take a smaller "
-                "latent_dim (or data with spread in more directions)"
-            )
-        W = evecs[:, :latent_dim] * (evals[:latent_dim] - sigma2).clamp_min(0).sqrt()
+        if bool(torch.isnan(flat).any()):
+            W, mu, sigma2, report = _fit_em(flat, latent_dim, tol, max_iter)
+        else:
+            W, mu, sigma2 = _closed_form(flat, latent_dim)
+            report = {}
         dtype = x.dtype if x.dtype == torch.float64 else torch.float32  # (a half-precision fit had no cholesky: no density)
-        _check_positive_definite(W.to(dtype), sigma2.to(dtype), evals[0].item())
-        return cls(W.to(dtype), mu.to(dtype), sigma2.to(dtype), event_shape=x.shape[1:])
+        _check_positive_definite(W.to(dtype), sigma2.to(dtype), _largest_variance(W, sigma2))
+        model = cls(W.to(dtype), mu.to(dtype), sigma2.to(dtype), event_shape=x.shape[1:])
+        model.fit_report = report
+        return model
 
     @torch.no_grad()
-    def fit_closed_form(self, x: torch.Tensor) -> None:
-        """Refit this model's parameters to x in closed form (see ``fit``)."""
+    def fit_closed_form(self, x: torch.Tensor) -> dict[str, int | bool]:
+        """Refit this model's parameters to x by maximum likelihood (see ``fit``); returns its
+        ``fit_report``."""
         fitted = type(self).fit(x, self.latent_dim)
         self.load_state_dict(fitted.state_dict())
+        self.fit_report = fitted.fit_report
+        return self.fit_report
 
     def prior(self) -> MultivariateNormal:
         """p(z) = N(0, I_M)."""
@@ -119,16 +136,23 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
             return self.W.new_zeros(0)
         flat = self._flat(x)
         holes = torch.isnan(flat)
-        full = self.marginal().log_prob(flat.nan_to_num(0.0))
-        if not bool(holes.any()):
-            return full
-        r, seen, A, b = self._observed_parts(flat, holes)
-        L = torch.linalg.cholesky(A)
+        incomplete = holes.any(1)
+        if not bool(incomplete.any()):
+            return self.marginal().log_prob(flat)
+        _refuse_empty_rows(holes)
+        out = flat.new_zeros(len(flat))
+        if not bool(incomplete.all()):
+            out[~incomplete] = self.marginal().log_prob(flat[~incomplete])
+        r, seen, A, b = self._observed_parts(flat[incomplete], holes[incomplete])
+        out[incomplete] = self._observed_log_prob(r, seen, torch.linalg.cholesky(A), b)
+        return out
+
+    def _observed_log_prob(self, r: torch.Tensor, seen: torch.Tensor, L: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """log p(x_o) of rows from their ``_observed_parts`` r, n_o and b, and L, A_o's Cholesky factor."""
         Lb = torch.linalg.solve_triangular(L, b.unsqueeze(-1), upper=False).squeeze(-1)  # b^T A^-1 b = |L^-1 b|^2
         log_det = (seen - self.latent_dim) * self.log_sigma2 + 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         quad = ((r * r).sum(-1) - (Lb * Lb).sum(-1)) / self.sigma2
-        observed = -0.5 * (seen * math.log(2 * math.pi) + log_det + quad)
-        return torch.where(holes.any(1), observed, full)
+        return -0.5 * (seen * math.log(2 * math.pi) + log_det + quad)
 
     def _observed_parts(
         self, flat: torch.Tensor, holes: torch.Tensor
@@ -136,12 +160,7 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         """Of rows (B, D) with missing entries ``holes``: r = m (x - mu) (0 where missing), the
         number of observed entries n_o, A_o = W^T diag(m) W + sigma^2 I (B, M, M) and b = W^T r;
         a row with no observed entry is refused (no datapoint is left to score)."""
-        empty = holes.all(1)
-        if bool(empty.any()):
-            raise DataError(
-                f"{int(empty.sum())} of the {len(flat)} datapoints have no observed entry (all NaN), e.g. row "
-                f"{int(empty.nonzero()[0])}: there is nothing of them to score; leave them out"
-            )
+        _refuse_empty_rows(holes)
         seen = (~holes).to(flat.dtype)
         r = torch.where(holes, torch.zeros_like(flat), flat - self.mu)
         A = torch.einsum("dm,bd,dn->bmn", self.W, seen, self.W) + self.sigma2 * self._eye
@@ -196,9 +215,10 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
 
 
 def _fit_data(x: torch.Tensor, latent_dim: int) -> torch.Tensor:
-    """The data of a fit as float64 rows (N, D), refusing what has no maximum-likelihood fit: no
-    datapoints, missing or infinite entries (torch's eigh failed on them, calling the covariance
-    ill-conditioned), fewer than 2 dimensions, and a latent_dim that is not a whole number in 1..D-1."""
+    """The data of a fit as float64 rows (N, D), missing entries NaN, refusing what has no
+    maximum-likelihood fit: no datapoints, infinite entries (torch's eigh failed on them, calling
+    the covariance ill-conditioned), a datapoint or a column with no observed entry, fewer than 2
+    dimensions, and a latent_dim that is not a whole number in 1..D-1."""
     if x.dim() < 2 or len(x) == 0:
         raise DataError(f"PPCA is fitted to datapoints (N, *event), N >= 1; got a tensor of shape {tuple(x.shape)}")
     flat = x.flatten(1).double()
@@ -208,13 +228,116 @@ def _fit_data(x: torch.Tensor, latent_dim: int) -> torch.Tensor:
     whole_at_least("latent_dim", latent_dim, 1)
     if not latent_dim < D:
         raise ValueError(f"latent_dim must be in 1..{D - 1}, got {latent_dim}")
-    bad = ~torch.isfinite(flat)
+    bad = flat.isinf()
     if bool(bad.any()):
         raise DataError(
-            f"the data hold {int(bad.sum())} missing or infinite entries (NaN, inf), e.g. in datapoint "
-            f"{int(bad.any(1).nonzero()[0])}: PPCA's closed-form fit needs every entry; leave out those datapoints"
+            f"the data hold {int(bad.sum())} infinite entries, e.g. in datapoint {int(bad.any(1).nonzero()[0])}: "
+            "PPCA's fit has no maximum-likelihood solution for them; leave out those datapoints"
+        )
+    holes = flat.isnan()
+    _refuse_empty_rows(holes)
+    empty = holes.all(0)
+    if bool(empty.any()):
+        raise DataError(
+            f"{int(empty.sum())} of the {D} dimensions have no observed entry (all NaN), e.g. dimension "
+            f"{int(empty.nonzero()[0])}: the data say nothing of their mean or spread; leave them out"
         )
     return flat
+
+
+def _refuse_empty_rows(holes: torch.Tensor) -> None:
+    """Refuses (DataError) rows (B, D) of missing entries ``holes`` of which one has no observed entry."""
+    empty = holes.all(1)
+    if bool(empty.any()):
+        raise DataError(
+            f"{int(empty.sum())} of the {len(holes)} datapoints have no observed entry (all NaN), e.g. row "
+            f"{int(empty.nonzero()[0])}: there is nothing of them to score; leave them out"
+        )
+
+
+def _closed_form(flat: torch.Tensor, latent_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The closed-form maximum-likelihood W, mu and sigma^2 of complete rows (N, D) in float64."""
+    mu = flat.mean(0)
+    centred = flat - mu
+    S = centred.T @ centred / len(flat)
+    evals, evecs = torch.linalg.eigh(S)  # ascending
+    evals, evecs = evals.flip(0), evecs.flip(1)
+    sigma2 = evals[latent_dim:].mean()
+    _refuse_no_spread(sigma2, evals[0].item(), latent_dim)
+    W = evecs[:, :latent_dim] * (evals[:latent_dim] - sigma2).clamp_min(0).sqrt()
+    return W, mu, sigma2
+
+
+def _refuse_no_spread(sigma2: torch.Tensor, largest: float, latent_dim: int) -> None:
+    """Refuses (DataError) a noise variance sigma^2 that is 0 beside the data's largest variance."""
+    if not sigma2 > 1e-10 * max(largest, 1e-300):  # (1e-12 was taken: float32 found no density)
+        raise DataError(
+            f"the data vary in at most {latent_dim} directions (rank <= latent_dim), so PPCA's noise variance "
+            f"sigma^2 is 0 ({sigma2.item():.3g}) and p(x) has no density off that subspace: take a smaller "
+            "latent_dim (or data with spread in more directions)"
+        )
+
+
+def _largest_variance(W: torch.Tensor, sigma2: torch.Tensor) -> float:
+    """The largest eigenvalue of C = W W^T + sigma^2 I: |W|_2^2 + sigma^2."""
+    return (torch.linalg.matrix_norm(W, ord=2) ** 2 + sigma2).item()
+
+
+def _fit_em(
+    flat: torch.Tensor, latent_dim: int, tol: float, max_iter: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, int | bool]]:
+    """W, mu and sigma^2 (float64) maximizing sum_n log p(x_o) of rows (N, D) with missing entries
+    (NaN), by EM from the closed-form fit to the mean-imputed rows (module docstring), and how it
+    ended: ``em_iterations`` (M-steps) and ``em_converged``; unconverged, it warns."""
+    holes = flat.isnan()
+    seen, x0 = (~holes).double(), flat.nan_to_num(0.0)
+    W, mu, sigma2 = _closed_form(torch.where(holes, flat.nanmean(0), flat), latent_dim)
+    before = gain = -math.inf
+    for it in range(max_iter):
+        ll, loc, cov = _e_step(PPCA(W, mu, sigma2), flat, holes)
+        if ll - before <= tol * abs(ll):
+            return W, mu, sigma2, {"em_iterations": it, "em_converged": True}
+        before, gain = ll, ll - before
+        W, mu, sigma2 = _m_step(x0, seen, loc, cov)
+        _refuse_no_spread(sigma2, _largest_variance(W, sigma2), latent_dim)
+    warnings.warn(
+        f"PPCA's EM over the missing entries stopped unconverged after max_iter = {max_iter} iterations (the "
+        f"log-likelihood of the observed entries, {before:.6g} nats, rose by {gain:.3g} in the last but one; tol = "
+        f"{tol:g} of it): give a larger max_iter",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return W, mu, sigma2, {"em_iterations": max_iter, "em_converged": False}
+
+
+@torch.no_grad()
+def _e_step(model: PPCA, flat: torch.Tensor, holes: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """sum_n log p(x_o) of rows (N, D) with missing entries under ``model``, and the mean (N, M)
+    and covariance (N, M, M) of each row's p(z | x_o)."""
+    r, n_seen, A, b = model._observed_parts(flat, holes)
+    L = torch.linalg.cholesky(A)
+    ll = model._observed_log_prob(r, n_seen, L, b).sum().item()
+    loc = torch.cholesky_solve(b.unsqueeze(-1), L).squeeze(-1)
+    return ll, loc, model.sigma2 * torch.cholesky_inverse(L)
+
+
+def _m_step(
+    x0: torch.Tensor, seen: torch.Tensor, loc: torch.Tensor, cov: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W, mu and sigma^2 maximizing the expected log-likelihood of the observed entries of rows
+    x0 (N, D) (0 where missing; ``seen``: 1 where observed) given p(z | x_o) = N(loc, cov)."""
+    N, D = x0.shape
+    M = loc.shape[1]
+    ez = torch.cat([loc, torch.ones_like(loc[:, :1])], 1)  # E[(z, 1)]
+    second = ez.unsqueeze(2) * ez.unsqueeze(1)
+    second[:, :M, :M] += cov  # E[(z, 1) (z, 1)^T]
+    G = (seen.T @ second.reshape(N, -1)).reshape(D, M + 1, M + 1)  # summed over the rows that see d
+    Wmu = torch.linalg.solve(G, (x0.T @ ez).unsqueeze(-1)).squeeze(-1)
+    W, mu = Wmu[:, :M], Wmu[:, M]
+    resid = (x0 - loc @ W.T - mu) * seen
+    spread = (seen.T @ cov.reshape(N, -1)).reshape(D, M, M)
+    sigma2 = ((resid * resid).sum() + torch.einsum("dm,dmn,dn->", W, spread, W)) / seen.sum()
+    return W, mu, sigma2
 
 
 def _check_positive_definite(W: torch.Tensor, sigma2: torch.Tensor, largest: float) -> None:

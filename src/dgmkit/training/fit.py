@@ -34,7 +34,8 @@ EXACT_SCORE = "log_px"
 @dataclass
 class FitResult:
     """How a fit ended: epochs (or iterations) done, the best validation score and its epoch,
-    what the score is (``score``: a metrics key suffix; ``label``: for people)."""
+    what the score is (``score``: a metrics key suffix; ``label``: for people); ``how`` a fit
+    without gradient steps was found, for people ("in closed form", "by EM ...")."""
 
     epoch: int
     best_valid: float
@@ -42,6 +43,7 @@ class FitResult:
     score: str
     label: str
     epochs: int
+    how: str = ""
 
 
 DIAGNOSIS_N = 1000  # validation datapoints of the per-epoch collapse diagnostics (a seeded random subset)
@@ -106,17 +108,22 @@ def fit_closed_form(
     writer: RunWriter | None,
     seed: int = 0,
 ) -> FitResult:
-    """Maximum likelihood in closed form: one exact fit, written as epoch 1."""
+    """Maximum likelihood in closed form (of incomplete data, PPCA's EM): one fit, written as
+    epoch 1, with what the fit reports of itself (``ClosedFormFit.fit_closed_form``)."""
     t0 = time.perf_counter()
     x, v = _splits(train, valid, transform, seed)
-    model.fit_closed_form(x)
+    report = model.fit_closed_form(x)
     exact = cast(ExactLikelihoodModel, model)  # (PPCA: an exact model too)
-    metrics = {"epoch": 1, **_exact_scores(exact, x, v), "time_s": time.perf_counter() - t0}
+    metrics = {"epoch": 1, **_exact_scores(exact, x, v), **report, "time_s": time.perf_counter() - t0}
     if writer is not None:
         writer.metrics(metrics)
         for name in ("checkpoint.safetensors", "best.safetensors"):
             writer.checkpoint(exact, name, counters={"epoch": 1})
-    return FitResult(1, metrics[f"valid_{EXACT_SCORE}"], 1, EXACT_SCORE, "log p(x)", 1)
+    how = "in closed form"
+    if "em_iterations" in report:
+        unconverged = "" if report["em_converged"] else ", unconverged"
+        how = f"by EM on the observed entries ({report['em_iterations']} iterations{unconverged})"
+    return FitResult(1, metrics[f"valid_{EXACT_SCORE}"], 1, EXACT_SCORE, "log p(x)", 1, how)
 
 
 def fit_em(
