@@ -951,11 +951,12 @@ def test_a_time_budget_that_runs_out_within_an_epoch_stops_every_rank_after_one_
     assert _metrics_lines(run) == _metrics_lines(straight_vae)
 
 
-def test_a_sigterm_during_a_validation_longer_than_the_watch_stops_every_rank_after_the_epoch_s_files(tmp_path, monkeypatch):
+def test_a_sigterm_during_a_validation_longer_than_the_watch_stops_every_rank_before_the_diagnostics(tmp_path, monkeypatch):
     """Sent to rank 1 as epoch 1's validation starts, which takes longer than the watch's seconds
-    (lowered to 1 s): the ranks stop after that epoch's files, as one process does. The watch
-    counted from the signal: it ended rank 1 mid-validation ('had not stopped 1 s after SIGTERM'),
-    rank 0 lost contact with it, and epoch 1, trained, was lost."""
+    (lowered to 1 s): the ranks stop at their vote before the diagnostics, as one process does, with
+    a checkpoint after the epoch's last step. The watch counted from the signal: it ended rank 1
+    mid-validation ('had not stopped 1 s after SIGTERM'), rank 0 lost contact with it, and epoch 1,
+    trained, was lost."""
     from dgmkit._io import shell_path
 
     _planted(monkeypatch, tmp_path, "sigterm")
@@ -964,9 +965,10 @@ def test_a_sigterm_during_a_validation_longer_than_the_watch_stops_every_rank_af
     p = _torchrun([*_VAE, "--out", str(run)], 2)
     assert p.stderr.count("Signal 15 (SIGTERM)") == 2 and "had not stopped" not in p.stderr, p.stderr[-3000:]
     said = [line for line in p.stderr.splitlines() if line.startswith("dgm:")]
-    assert said == ["dgm: interrupted (SIGTERM); the run's last checkpoint (after epoch 1) is kept: go on with: "
-                    f"dgm train --resume --nproc 2 --out {shell_path(run)}"], p.stderr[-3000:]  # fmt: skip
-    assert _counters(run / "checkpoint.safetensors")["epoch"] == 1 and len(_metrics_lines(run)) == 1
+    assert said == ["dgm: interrupted (SIGTERM); the run's last checkpoint (in epoch 1 after step 19) is kept: go on "
+                    f"with: dgm train --resume --nproc 2 --out {shell_path(run)}"], p.stderr[-3000:]  # fmt: skip
+    t = _counters(run / "checkpoint.safetensors")
+    assert (t["epoch"], t["epoch_progress"]["step"]) == (0, 19) and not (run / "metrics.jsonl").exists()
 
 
 def _weights_and_state(run: Path) -> dict:
@@ -1622,3 +1624,76 @@ def test_a_rank_passed_a_sigterm_on_during_the_vote_is_not_named_as_sent_it():
             assert distributed.sigterm_sent() is before
         finally:
             distributed.sigterm_sent(False)
+
+
+def _digits_vae(run: Path, epochs: int = 2) -> Trainer:
+    """A VAE on digits in batches of 64 (19 steps an epoch), validated in batches of 16 (10 on each of 2 ranks),
+    with diagnostics that count their calls (``_diagnosed``)."""
+    from dgmkit.data import load_dataset, make_transform
+
+    digits = load_dataset("digits")
+    cfg = RunConfig.of(dataset="digits", hidden=[16], latent_dim=3, batch_size=64, epochs=epochs, seed=5, device="cpu")
+    return Trainer(
+        build_model(cfg, digits.event_shape, digits.num_levels), build_objective(cfg), digits.train,
+        make_transform("bernoulli", digits), valid=digits.valid, epochs=epochs, batch_size=64, seed=5, run_dir=run,
+        progress=False, device="cpu", eval_batch_size=16, diagnostics=lambda model, x: _diagnosed.append(1) or {"d": 1.0},
+    )  # fmt: skip
+
+
+_diagnosed: list[int] = []
+
+
+@_rank_process
+def _validation_sigterm_worker(rank: int, port: int, tmp: str) -> None:
+    """Rank 1 alone sent SIGTERM in its last validation batch of epoch 1; then the run resumed, and one straight through."""
+    import signal
+
+    from dgmkit._io import Terminated, sigterm_interrupts
+    from dgmkit.training import trainer as trainer_module
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    trainer_module.VOTE_SECONDS = 0.0  # (a vote at every step and validation batch)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    stopped = _digits_vae(Path(tmp) / "stopped")
+    objective, batches = stopped._objective, [0]
+
+    def signalled(x, beta, y):
+        batches[0] += not stopped.model.training
+        if rank == 1 and batches[0] == 10:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return objective(x, beta, y)
+
+    stopped._objective = signalled
+    said = ""
+    with sigterm_interrupts():  # (as a rank of dgm: the fit raises Terminated once its checkpoint is written)
+        try:
+            stopped.fit()
+        except Terminated as e:
+            said = str(e)
+    diagnosed = len(_diagnosed)
+    resumed = _digits_vae(Path(tmp) / "stopped")
+    resumed.resume()
+    resumed.fit()
+    _digits_vae(Path(tmp) / "straight").fit()
+    with open(f"{tmp}/out.{rank}", "w") as f:
+        json.dump({"said": said, "diagnosed": diagnosed, "batches": batches[0]}, f)
+
+
+def test_a_sigterm_to_one_rank_in_its_last_validation_batch_stops_every_rank_before_the_diagnostics(tmp_path):
+    """The ranks vote between validation batches and before the diagnostics (rank 0's, which may take long): they
+    stopped after them all and the epoch's files (the ranks finished the validation with no vote), and one process
+    ran the diagnostics before it stopped. Every rank stops there with one checkpoint after the epoch's last step, and
+    the resumed run ends bit for bit as the uninterrupted one, its metrics too (each rank's own sums of the epoch's
+    losses are checkpointed, not the ranks' total, which the resume would have added twice)."""
+    mp.start_processes(_validation_sigterm_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+    ranks = [json.loads((tmp_path / f"out.{r}").read_text()) for r in range(WORLD)]
+    for r in ranks:
+        assert r["said"].startswith("SIGTERM: stopped in epoch 1 after step 19 of 19, with a checkpoint in"), r
+    assert ranks[0]["diagnosed"] == 0 and ranks[1]["batches"] == 10
+    lines = [json.loads(line) for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    a, b = _weights_and_state(tmp_path / "straight"), _weights_and_state(tmp_path / "stopped")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics_lines(tmp_path / "stopped") == _metrics_lines(tmp_path / "straight")

@@ -246,3 +246,25 @@ def test_a_sigterm_during_a_long_validation_stops_it_between_batches_and_the_res
     # the resumed epoch trained no step in its call: no throughput measured, none written (it wrote 0.0)
     speeds = [json.loads(line).get("images_per_s") for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert speeds[0] is None and speeds[1] > 0
+
+
+def test_a_sigterm_in_the_last_validation_batch_stops_the_run_before_the_diagnostics(tmp_path):
+    """The diagnostics (the latent ones of ``dgm train``, which may take longer than the validation's batches) ran
+    after a SIGTERM in the last of the 19 validation batches, and the run stopped only after them and the epoch's files:
+    the run now stops before them, with a checkpoint after the epoch's last step."""
+    script = (
+        "t = make("
+        + repr(str(tmp_path / "run"))
+        + ", epochs=2)\nt.eval_batch_size, objective, batches = 16, t._objective, [0]\n"
+        "def scored(x, beta, y):\n"
+        "    batches[0] += not t.model.training\n"
+        "    if batches[0] == 19:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return objective(x, beta, y)\n"
+        "t._objective = scored\n"
+        "t.diagnostics = lambda model, x: print('diagnosed', flush=True) or {}\n"
+        "t.fit()\n"
+    )
+    proc = _run(script)
+    assert proc.returncode == -signal.SIGTERM and "diagnosed" not in proc.stdout, proc.stdout + proc.stderr
+    assert "SIGTERM: stopped in epoch 1 after step 19 of 19, with a checkpoint in" in proc.stderr, proc.stderr

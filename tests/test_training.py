@@ -710,3 +710,5 @@ def test_validation_batches_cover_the_rows_once_in_order():
                 assert [i for b in batches for i in range(n)[b]] == list(range(n))
                 assert all(b.stop - b.start >= least for b in batches) or (len(batches) == 1 and n < least)
                 assert all(b.stop - b.start < max(size, least) + least for b in batches)
+                # (data-parallel ranks vote between the batches that the rank of fewest rows has: all have them)
+                assert len(validation_batches(n + 1, size, least)) >= len(batches)

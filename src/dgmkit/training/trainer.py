@@ -906,8 +906,9 @@ class Trainer:
         problem = self.guard.epoch_problem()
         if problem is not None:
             raise TrainingError(f"{self._epoch_lost()}: {problem}. Raise --skip-grad-norm, or use --skip-grad-factor")
-        distributed.all_reduce_sum(total_loss)
-        distributed.all_reduce_sum(total_score)
+        # (copies: the sums stay this rank's own, which a stop in the validation checkpoints, ``_resumed_sums``)
+        total_loss = distributed.all_reduce_sum(total_loss.clone())
+        total_score = distributed.all_reduce_sum(total_score.clone())
         if not torch.isfinite(total_loss):
             raise TrainingError(self._nan_message(total_loss))
         rows = self.batches.rows_per_epoch
@@ -960,12 +961,15 @@ class Trainer:
         valid_x = self._valid_x[rows]
         valid_y = None if self._valid_y is None else self._valid_y[rows]
         sums: dict[str, torch.Tensor] = {}
+        every = n // self.dist.world_size if shared else n  # (the rows every rank scores: the ranks vote within them)
         with self.ema_weights():
-            for i, rows in enumerate(validation_batches(len(valid_x), self.eval_batch_size, self.objective.rows_per_step)):
-                if i and self._stops_validating():
+            size, least = self.eval_batch_size, self.objective.rows_per_step
+            votes = len(validation_batches(every, size, least))  # (the batches of every rank: more rows, no fewer)
+            for i, batch in enumerate(validation_batches(len(valid_x), size, least)):
+                if 0 < i < votes and self._stops_validating():
                     raise _StopValidating
-                x = valid_x[rows]
-                y = None if valid_y is None else valid_y[rows]
+                x = valid_x[batch]
+                y = None if valid_y is None else valid_y[batch]
                 terms = self._objective(x, 1.0, y)
                 for k, v in terms._asdict().items():
                     if k != "loss":
@@ -982,6 +986,8 @@ class Trainer:
                 else:
                     out.pop(f"valid_{k}", None)
             if self.diagnostics is not None:
+                if self._stops_validating(before_diagnostics=True):  # (which may take longer than the batches)
+                    raise _StopValidating
                 diag = self.diagnostics(self.model, self._valid_x) if self.dist.is_main else None
                 out.update({f"valid_{k}": v for k, v in cast(dict, distributed.broadcast_object(diag)).items()})
         return out
@@ -1242,13 +1248,16 @@ class Trainer:
             total_loss, total_score = self._totals
             raise _StopWithin(self._epoch_progress(self.steps_per_epoch, total_loss, total_score, metrics["beta"])) from None
 
-    def _stops_validating(self) -> bool:
-        """Between validation batches: whether a SIGTERM stops the fit there rather than after the
-        validation, which may take longer than a scheduler waits before it kills the process. In one
-        process only (data-parallel ranks score shards of their own sizes, with no vote between
-        batches: they finish it), and not in the first epoch of ``TrainFor``, which times it."""
-        if self.dist.parallel or not self._deferring or (self.pace is not None and self.epoch == 0):
+    def _stops_validating(self, before_diagnostics: bool = False) -> bool:
+        """Between validation batches, and before the diagnostics: whether a SIGTERM stops the fit
+        there rather than after the validation, which may take longer than a scheduler waits before
+        it kills the process. Not in the first epoch of ``TrainFor``, which times it. Data-parallel
+        ranks learn it together (``_StopVote``): between the batches that every rank's shard has, at
+        the votes' pace as after steps, and before the diagnostics always (rank 0's may take long)."""
+        if not self._deferring or (self.pace is not None and self.epoch == 0):
             return False
+        if self.dist.parallel and not (before_diagnostics or self._vote.due()):
+            return self._terminated
         return self._stop_agreed()
 
     def _set_epochs(self) -> None:
@@ -1445,9 +1454,9 @@ class _StopVote:
     steps, about ``VOTE_SECONDS`` apart: rank 0 sets the number at each vote from the pace of the
     steps on its clock (no wait for a GPU), and every rank counts the same steps down. A stop comes
     about that long after the signal or the budget's end (and a step: the votes fall at steps'
-    ends); a signal that comes in an epoch's last step, its validation or its files stops the ranks
-    after them (``distributed.sigterm_held``: the watch waits), and a budget that runs out there
-    stops them before the next epoch."""
+    ends, or between validation batches: ``_stops_validating``); a signal that comes in an epoch's
+    last validation batches or its files stops the ranks after them (``distributed.sigterm_held``:
+    the watch waits), and a budget that runs out there stops them before the next epoch."""
 
     def __init__(self, is_main: bool):
         self.is_main = is_main
