@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from dgmkit.cli.flags import flag_name
+from dgmkit.cli.main import main
 from dgmkit.config import DataConfig, OptimConfig, RunConfig, load_config_file
 from dgmkit.config.migrate import check_record, migrate_record
 from dgmkit.errors import CheckpointError, ConfigError
@@ -392,3 +393,17 @@ def test_a_text_setting_with_a_control_character_is_refused_as_an_argument_is(ke
         RunConfig.from_dict(load_config_file(path), str(path))
     with pytest.raises(ConfigError, match="holds U\\+000A \\(a line break\\)"):
         RunConfig.of(**{key: "runs/a\nb"})
+
+
+def test_a_text_setting_with_a_lone_surrogate_is_refused_by_name_not_as_an_internal_error(tmp_path, capsys):
+    """A JSON config's escape "\\ud800" is a lone surrogate, which no path can hold: --codes-of of one was
+    an internal error (UnicodeEncodeError where its full path was made), now refused by the key's name. A
+    command line's undecodable byte ("\\udc80", encodable back) is taken as the path it names."""
+    path = tmp_path / "c.json"
+    path.write_text('{"model": "m2", "likelihood": "gaussian", "codes_of": "\\ud800", "epochs": 1}')
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    assert "codes_of '\\ud800' holds a lone surrogate: no path or name takes one" in capsys.readouterr().err
+    for key in ("dataset", "data_dir", "data_key", "schema", "codes_of", "device"):
+        with pytest.raises(ConfigError, match=rf"^{key} '\\ud800x' holds a lone surrogate"):
+            RunConfig.of(**{key: "\ud800x"})
+    assert RunConfig.of(dataset="data/\udc80.npy").data.dataset == "data/\udc80.npy"

@@ -19,6 +19,7 @@ dgmkit.errors.ConfigError: epochs must be >= 1, got 0
 import dataclasses
 import math
 import numbers
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -133,8 +134,21 @@ def _check_value(name: str, value: Any, tp: Any) -> None:
     control = control_character(value) if kind == "str" else None
     if control is not None:
         raise ConfigError(f"{name} {shown_value(value)} holds {control}: no path or name takes one")
+    if kind == "str" and not _encodable(value):
+        raise ConfigError(f"{name} {shown_value(value)} holds a lone surrogate: no path or name takes one")
     if kind == "str" and optional and not value:  # (a path or name that may be off: "" would be read as off, or as ".")
         raise ConfigError(f"{name} is empty; leave it out (or give none) for its default")
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can name a file: a lone surrogate of a JSON escape (``"\\ud800"``) cannot, and
+    opening a path that holds one raised UnicodeEncodeError (the command line's undecodable bytes,
+    ``"\\udc80"`` to ``"\\udcff"``, encode back to those bytes)."""
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _finite(value: float) -> bool:
