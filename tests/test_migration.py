@@ -413,3 +413,21 @@ def test_a_bundled_dataset_that_no_longer_holds_the_recorded_data_is_not_sent_to
     err = capsys.readouterr().err
     assert f"digits now holds other data than {run} was trained on" in err and "--data-dir" not in err, err
     assert "read from no folder: another version of dgmkit (or of scikit-learn, for its datasets) made it" in err
+
+
+def test_a_v0_1_run_resumes_as_dgmkit_0_1_trained_on_and_its_older_best_checkpoint_still_loads(tmp_path, capsys):
+    """A dgmkit 0.1 run has no run id: `dgm train --resume` made it a new one, then refused it as
+    "the data and flags belongs to another run (run id '1444...', while config.json says 'None')". It goes
+    on without one now, its third epoch that of `dgm train --epochs 3` of dgmkit 0.1 (d548364) to the last
+    bit of the training loss; and its best.safetensors from before the resume, kept where validation does not
+    improve (put back here), has no data digest, which config.json records now: it loads and evaluates."""
+    folder = tmp_path / "vae"
+    shutil.copytree(RUNS / "vae", folder)
+    assert main(["train", "--resume", "--out", str(folder), "--epochs", "3", "--quiet"]) == 0, capsys.readouterr().err
+    record = json.loads((folder / "config.json").read_text())
+    assert record["format"] == FORMAT and record["run_id"] is None and len(record["data"]["sha256"]) == 64
+    third = json.loads((folder / "metrics.jsonl").read_text().splitlines()[2])
+    assert (third["epoch"], third["train_loss"]) == (3, 44.64345107560568)  # dgmkit 0.1's own 3 epochs: 44.64345107560568
+    shutil.copyfile(RUNS / "vae" / "best.safetensors", folder / "best.safetensors")
+    assert main(["eval", str(folder), "--iw-samples", "2"]) == 0, capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(folder), "--epochs", "4", "--quiet"]) == 0, capsys.readouterr().err

@@ -363,7 +363,7 @@ def train_run(
     main = distributed.current().is_main
     with RunFolder(out, fresh=not resume, restart=restart) if main else contextlib.nullcontext():
         run_id, digest, own = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None, None)
-        record = run_record(cfg, dataset, transform, run_id, digest)  # of the data as they are, all labels included
+        record = _record_written(cfg, dataset, transform, resume, run_id, digest)  # of the data as they are, all labels
         writer = RunWriter(out, record)
         lost = own is not None and not os.path.lexists(out / "config.json")  # (read from checkpoint.safetensors)
         if own is not None and main and (_moved(record, own) or lost):
@@ -601,6 +601,16 @@ def _check_resumed_data(dataset: Dataset, out: Path, was: dict) -> None:
         )
 
 
+def _record_written(
+    cfg: RunConfig, dataset: Dataset, transform: DataTransform, resume: bool, run_id: str | None, digest: str | None
+) -> dict:
+    """The record the run writes (``run_record``'s); a resumed run recorded before run ids (dgmkit 0.1, run format 1)
+    goes on without one, as its checkpoints have none: a new id was refused as another run's, and would make its
+    best.safetensors another run's where validation does not improve."""
+    record = run_record(cfg, dataset, transform, run_id, digest)
+    return {**record, "run_id": None} if resume and run_id is None else record
+
+
 def _resumable_run_id(
     cfg: RunConfig, out: Path, dataset: Dataset, transform: DataTransform
 ) -> tuple[str | None, str | None, dict]:
@@ -619,7 +629,7 @@ def _resumable_run_id(
             check_same_run(own, record, out / "config.json", out / name, FREE_ON_RESUME + MOVABLE)
     check_same_run(
         own,
-        run_record(cfg, dataset, transform, own.get("run_id"), digest),
+        _record_written(cfg, dataset, transform, True, own.get("run_id"), digest),
         out / "config.json",
         Path("the data and flags"),
         FREE_ON_RESUME + MOVABLE,

@@ -405,7 +405,9 @@ def check_same_run(
     """``other`` (a checkpoint's record, or with ``fresh`` one made now from the data and flags)
     must be of the run that ``own`` (config.json) describes: the same run id, the same config
     (``free`` keys may differ: what --resume may change) and the same data. A run written before
-    the data digest (run format 3) has none; a fresh record is then compared without it. Where
+    the data digest (run format 3) has none; a fresh record is then compared without it, and so is
+    a checkpoint written before a resume first recorded one (its best.safetensors, where
+    validation has not improved since). Where
     both records pin the data by the same digest, the data's place and file name may differ
     (RELOCATABLE: the data moved)."""
     a, b = own.get("run_id"), other.get("run_id")
@@ -420,7 +422,7 @@ def check_same_run(
             f"the data now differ from those {own_source.parent} was trained on (content SHA-256 {str(now)[:16]}..., "
             f"the run recorded {digest[:16]}...): --resume needs the same data"
         )
-    skip_digest = fresh and digest is None
+    skip_digest = digest is None if fresh else now is None
     pinned = digest is not None and digest == now  # (the same content: wherever it is read from)
     placed = RELOCATABLE if pinned else ()
 
