@@ -169,6 +169,18 @@ def test_a_config_table_with_a_key_that_is_no_string_is_refused_in_words(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_config_file_is_checked_whole_and_named_as_dgm_train_checks_it(tmp_path):
+    """dgmkit.train(out, FILE, **keywords) reads FILE "as dgm train --config reads it" (docs/python.md): a
+    wrong value there was taken where a keyword overrode it (epochs = "3" with epochs=1 trained), and refused
+    without the file's name where none did. Both are refused now, naming the file, as the flag does."""
+    path = tmp_path / "c.toml"
+    path.write_text('epochs = "3"\nhidden = [8]\nlatent_dim = 2\n')
+    for keywords in ({}, {"epochs": 1}):
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: epochs has the wrong type: '3' \(expected int\)$"):
+            dgmkit.train(tmp_path / "r", path, **keywords)
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_config_and_keywords_and_resume(tmp_path):
     cfg = {"model": {"name": "vae", "latent_dim": 3, "hidden": [8]}, "data": {"dataset": "digits"}}
     run = dgmkit.train(tmp_path / "r", cfg, epochs=1)

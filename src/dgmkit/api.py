@@ -385,8 +385,13 @@ def _config_keys(config: object) -> dict:
     """The keys that ``train``'s ``config`` sets: a RunConfig's, a table's or a config file's."""
     if isinstance(config, RunConfig):
         return config.flat()
-    if isinstance(config, (str, os.PathLike)):  # a config file, as dgm train --config FILE
-        return RunConfig.given_keys(load_config_file(Path(config)), str(config))
+    if isinstance(config, (str, os.PathLike)):  # a config file, as dgm train --config FILE: checked whole, named
+        table = load_config_file(Path(config))
+        try:
+            RunConfig.from_dict(table, str(config))
+        except ConfigError as e:  # (a wrong value that a keyword overrides too, as the flag's does)
+            raise (e if str(e).startswith(str(config)) else ConfigError(f"{config}: {e}")) from None
+        return RunConfig.given_keys(table, str(config))
     if config is None or isinstance(config, Mapping):
         keys = RunConfig.given_keys(dict(config or {}))
         stray = [k for k in keys if not isinstance(k, str)]  # (of its tables too: keywords of RunConfig.of, a TypeError)
