@@ -219,6 +219,21 @@ def test_resuming_with_the_config_file_that_sets_other_epochs_says_so(tmp_path, 
         assert "note:" not in said and needle in err, (said, err)
 
 
+def test_a_config_file_given_to_a_resume_is_checked_whole_and_named_as_a_new_runs_is(tmp_path, capsys):
+    """A new run's --config file is checked whole, flags or not, and a wrong value named with the file; a
+    resume's took epochs = "3" where --epochs 2 overrode it (and trained), and without the flag refused it
+    naming no file ("epochs has the wrong type: '3' (expected int)")."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    path = tmp_path / "c.toml"
+    path.write_text('epochs = "3"\nhidden = [8]\n')
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    for flags in (["--epochs", "2"], []):
+        assert main(["train", "--resume", "--config", str(path), *flags, "--quiet", "--out", str(out)]) == 1
+        assert f"dgm: error: {path}: epochs has the wrong type: '3' (expected int)" in capsys.readouterr().err
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+
+
 def test_a_run_whose_config_json_was_deleted_resumes_from_its_checkpoints_record(tmp_path, capsys):
     """config.json deleted by hand: --resume said "no such file or folder" though
     checkpoint.safetensors holds the run's record; it now goes on from that record, says so and

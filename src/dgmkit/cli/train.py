@@ -207,9 +207,9 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
     if last.is_file() and os.path.lexists(out / "config.json"):
         theirs = migrate_record(record_of(read_metadata(last), last), str(last))
         check_same_run(record, theirs, out / "config.json", last, FREE_ON_RESUME + MOVABLE)
-    asked = RunConfig.given_keys(_config_table(args), args.config) if args.config else {}
     flags = given_values(args, args._dests)
     flat = stored.flat()
+    asked = _resume_file_keys(args, flat)
     launcher = args.nproc > 1 and not distributed.launched_by_torchrun()  # (its rank 0 says it)
     # a preset's length, not the run's: said once the settings stand (a flag that sets one is plain)
     lengths = [k for k in ("epochs", "patience") if k in asked and k not in flags and asked[k] != flat.get(k)]
@@ -245,6 +245,21 @@ def resumed_config(args: argparse.Namespace, out: Path) -> RunConfig:
         if k != "epochs" or asked[k] >= done:  # (fewer than it trained: refused where the checkpoint is read)
             say(f"note: {args.config} sets {k} = {asked[k]} (the run had {flat.get(k)}): the resumed run goes on with it")
     return stored.resumed({**{k: v for k, v in asked.items() if k in FREE_ON_RESUME}, **moved})
+
+
+def _resume_file_keys(args: argparse.Namespace, flat: dict) -> dict:
+    """The keys that the --config file gives a resume ({} without one), checked over the run's settings ``flat``
+    and named with the file where one is wrong, flags or not, as a new run's file is (``resolve_config``); a file
+    of another family is refused by the resume's own words (it contradicts the run)."""
+    if not args.config:
+        return {}
+    asked = RunConfig.given_keys(_config_table(args), args.config)
+    if asked.get("model", flat["model"]) == flat["model"]:
+        try:
+            RunConfig.from_dict({**flat, **asked}, args.config)
+        except ConfigError as e:
+            raise (e if str(e).startswith(str(args.config)) else ConfigError(f"{args.config}: {e}")) from None
+    return asked
 
 
 def _paced(cfg: RunConfig, m: dict) -> str:
