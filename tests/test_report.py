@@ -908,6 +908,21 @@ def test_the_comparison_counts_no_epoch_logged_after_the_last_checkpoint():
         assert re.findall(r"<td class='num'>([^<]*)</td>", row)[0] == said, row
 
 
+def test_a_run_whose_metrics_file_is_empty_or_gone_is_not_said_untrained(runs, tmp_path, capsys):
+    """A run of 3 epochs whose metrics.jsonl was emptied (or not copied) was shown as trained "0 of 3
+    epochs", with no note: its checkpoint's counters say how far it was trained, and a note says the lines are missing."""
+    vae = runs[0]
+    for name, change in (("empty", lambda p: p.write_text("")), ("gone", lambda p: p.unlink())):
+        bare = tmp_path / name
+        shutil.copytree(vae, bare)
+        change(bare / "metrics.jsonl")
+        out = tmp_path / f"{name}.html"
+        assert main(["report", str(bare), str(vae), "--out", str(out), "--no-figures"]) == 0
+        rows = out.read_text().split("<h2 id=")[0].split("<tr>")[2:]
+        assert [re.findall(r"<td class='num'>([^<]*)</td>", row)[0] for row in rows] == ["3 epochs", "3 epochs"]
+        assert "metrics.jsonl logs no epoch, but checkpoint.safetensors was written after epoch 3" in capsys.readouterr().out
+
+
 def test_the_comparison_says_what_a_run_not_yet_evaluated_is_trained_on(runs, tmp_path):
     """A run with no evaluation of its test split was shown beside its best validation score
     with the dataset's name alone ("digits" for binarized pixels, integer levels and a table's

@@ -192,6 +192,8 @@ def _metrics_notes(run: Run, metrics: list[dict], t: dict | None) -> list[str]:
             f"metrics.jsonl logs {step}s up to {max(lines)}, but checkpoint.safetensors was written after {step} "
             f"{done}: the curves may not be of this run"
         )
+    elif not lines and done > 0:  # (a file emptied, removed or not copied: no curves, and no best score to show)
+        notes.append(f"metrics.jsonl logs no {step}, but checkpoint.safetensors was written after {step} {done}")
     best, at = t.get("best_valid"), t.get("best_epoch")
     line = lines.get(at) if type(at) is int else None
     if finite_number(best) and line is not None:

@@ -314,14 +314,15 @@ def _data_cell(t: dict, run_words: tuple[str, ...] = ()) -> list[str]:
 
 def _trained(r: RunPage) -> str:
     """How far the run was trained, as the comparison says it: "in closed form" (or by EM), or the epochs (EM
-    iterations) logged up to its checkpoint's (a line logged after it, of a run stopped before
-    it, is of no weights kept: --resume trains that epoch again), "21 of 500 epochs" where a
+    iterations) its checkpoint was written after (a line logged after it, of a run stopped before
+    it, is of no weights kept: --resume trains that epoch again; lines missing from metrics.jsonl
+    are not epochs untrained), else those logged, "21 of 500 epochs" where a
     gradient run stopped before the epochs it was set (a time budget, early stopping, a kill)."""
     if r.fit == "closed-form":  # (PPCA of incomplete data: by EM, its metrics line says)
         em = next((m["em_iterations"] for m in r.metrics if "em_iterations" in m), None)
         return "in closed form" if em is None else f"by EM on the observed entries ({em} iterations)"
-    upto = math.inf if r.checkpointed is None else r.checkpointed
-    epochs = max((e for e in map(logged_epoch, r.metrics) if e is not None and e <= upto), default=0)
+    logged = (e for e in map(logged_epoch, r.metrics) if e is not None)
+    epochs = max(logged, default=0) if r.checkpointed is None else r.checkpointed  # (lines missing: not epochs untrained)
     planned = r.config.get("optim", {}).get("epochs") if r.fit == "gradient" else None
     of = f" of {planned}" if isinstance(planned, int) and epochs < planned else ""
     return f"{epochs}{of} {r.step}{'' if epochs == 1 and not of else 's'}"
