@@ -923,6 +923,24 @@ def test_a_run_whose_metrics_file_is_empty_or_gone_is_not_said_untrained(runs, t
         assert "metrics.jsonl logs no epoch, but checkpoint.safetensors was written after epoch 3" in capsys.readouterr().out
 
 
+def test_a_deep_hierarchys_layers_are_told_apart_in_the_curves(monkeypatch):
+    """The KL-per-layer panel of 16 layers (the residual HVAE's default) drew them in matplotlib's 10
+    colours (layer 11 as layer 1) under a legend of 16 rows that ran over the panel below; now each
+    layer has its own colour of a colour map, with a colour bar of the layer numbers, and no legend."""
+    from dgmkit.reporting import page
+
+    kept = []
+    monkeypatch.setattr(page, "figure_png", lambda fig: kept.append(fig) or b"")
+    metrics = [{"epoch": e, "valid_layer_kl": [0.1 * i + e for i in range(16)]} for e in (1, 2)]
+    page.curves_png(metrics, "ELBO", "elbo")
+    ax = next(a for a in kept[0].axes if a.get_title() == "KL per layer (valid, nats)")
+    assert len({tuple(line.get_color()) for line in ax.get_lines()}) == 16 and ax.get_legend() is None
+    assert [a.get_ylabel() for a in kept[0].axes].count("layer") == 1  # the colour bar
+    few = [{"epoch": e, "valid_layer_kl": [0.1, 0.2, 0.3]} for e in (1, 2)]  # a few layers: a legend still
+    page.curves_png(few, "ELBO", "elbo")
+    assert [t.get_text() for t in kept[1].axes[0].get_legend().get_texts()] == ["layer 1", "layer 2", "layer 3"]
+
+
 def test_the_comparison_says_what_a_run_not_yet_evaluated_is_trained_on(runs, tmp_path):
     """A run with no evaluation of its test split was shown beside its best validation score
     with the dataset's name alone ("digits" for binarized pixels, integer levels and a table's

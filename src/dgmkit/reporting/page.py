@@ -12,6 +12,7 @@ import html
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,10 @@ from dgmkit.evaluation.report import (
     record_terms,
 )
 from dgmkit.models.terms import format_term
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["RunPage", "curves_png", "render_page", "metric_series", "metric_keys", "logged_epoch"]
 
@@ -177,6 +182,29 @@ def _curve_panels(metrics: list[dict], score_label: str, score: str, shift: floa
     return panels
 
 
+LEGEND_LINES = 10  # the most lines a panel names in a legend (matplotlib's 10 colours; a legend of more overflows)
+
+
+def _draw_panel(fig: "Figure", ax: "Axes", lines: list[tuple]) -> None:
+    """The ``lines`` of one panel on ``ax``, named in a legend where there are a few; more (the
+    layers of a deep hierarchy: 16 by default for the residual HVAE) are coloured along a colour
+    map with a colour bar of their number (a legend of them ran over the panels below, and
+    matplotlib's 10 colours drew layer 11 as layer 1)."""
+    import matplotlib
+
+    ramp = matplotlib.colormaps["viridis"] if len(lines) > LEGEND_LINES else None
+    for i, (label, (xs, ys)) in enumerate(lines):
+        if xs:
+            colour = None if ramp is None else ramp(i / (len(lines) - 1))
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=literal(label), color=colour)
+    if ramp is None:
+        if len(lines) > 1:
+            ax.legend(fontsize=8)
+        return
+    shown = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(1, len(lines)), ramp)
+    fig.colorbar(shown, ax=ax, label="layer").ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+
+
 def curves_png(metrics: list[dict], score_label: str, score: str, shift: float = 0.0, step: str = "epoch") -> bytes | None:
     """Learning curves as one PNG: the monitored score (train and valid; less ``shift``, see
     ``RunPage.shift``), the KL (total or per layer), the active units and the learning rate, each
@@ -194,15 +222,11 @@ def curves_png(metrics: list[dict], score_label: str, score: str, shift: float =
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.2 * rows), squeeze=False)
     for ax, (title, lines) in zip(axes.flat, panels):
-        for label, (xs, ys) in lines:
-            if xs:
-                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=literal(label))
+        _draw_panel(fig, ax, lines)
         ax.set_title(literal(title), fontsize=10)
         ax.set_xlabel(literal(step))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # (epochs, iterations: not 0.96 .. 1.04 of one)
         ax.grid(alpha=0.3)
-        if len(lines) > 1:
-            ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
