@@ -187,3 +187,12 @@ def test_a_family_config_made_in_python_is_checked_when_built(family, values, sa
     config = get_family(family)(**values)  # (no file's checks on the way)
     with pytest.raises(ConfigError, match=said):
         config.build((1, 8, 8), 2)
+
+
+def test_a_family_config_made_in_python_of_numpy_numbers_and_tuples_builds():
+    import numpy as np
+
+    from dgmkit.families import get_family
+
+    model = get_family("vae")(hidden=(16, 8), latent_dim=np.int64(3)).build((1, 8, 8), 2)  # (as before the checks)
+    assert sum(p.numel() for p in model.parameters()) > 0

@@ -175,11 +175,12 @@ def _check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
             raise ConfigError(f"{name} must be < {meta['lt']}, got {shown_value(value)}")
 
 
-def check(obj: Any) -> None:
-    """Type- and range-check every field of a settings dataclass instance."""
+def check(obj: Any, plain: bool = False) -> None:
+    """Type- and range-check every field of a settings dataclass instance (``plain``: each value as
+    ``from_dict`` takes it from Python, NumPy numbers as Python's and tuples as lists)."""
     hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
+        value = _plain(getattr(obj, f.name)) if plain else getattr(obj, f.name)
         _check_value(f.name, value, hints[f.name])
         if value is not None and not isinstance(value, (bool, str)):
             _check_range(f.name, value, f.metadata)

@@ -181,8 +181,9 @@ class FamilyConfig(ABC):
         """The model for data of ``event_shape`` with ``num_levels`` levels (None: continuous).
         ``init_data``: transformed training data, where ``needs_init_data`` says so; ``seed``:
         the run's seed, for what a family draws at build time (an order of the pixels, ...).
-        The settings are checked first (a config made in Python has not been through a file's checks)."""
-        settings.check(self)
+        The settings are checked first (a config made in Python has not been through a file's checks;
+        NumPy numbers and tuples are taken as ``dgmkit.train``'s keywords take them)."""
+        settings.check(self, plain=True)
         self.validate()
         model = self.model_for(DataSpec.of(event_shape, num_levels, init_data, seed))
         self.initialise_weights(model)
