@@ -358,3 +358,16 @@ def test_em_beats_the_mean_imputed_closed_form_on_ppca_data_with_a_fifth_missing
     assert score["em"] > score["imputed"] + 0.1 and score["em"] > score["truth"] - 0.02, score
     C, C_true = em.marginal().covariance_matrix, truth.marginal().covariance_matrix
     assert (C - C_true).abs().max() < 0.15 * C_true.abs().max()
+
+
+def test_em_stops_at_the_same_iteration_whatever_the_units_of_the_data():
+    """Rescaling the data shifts sum_n log p(x_o) by n_o log s but leaves each iteration's rise as it is, so
+    EM's stop does not move: a tol relative to the log-likelihood's size stopped after 13 iterations for
+    the data in units 1e-150 or 1e150 (33 in units 1), 0.045 nats short of where the data in units 1 stopped."""
+    _, holed = _em_data(n=100)
+    seen = holed.isnan().logical_not().sum().item()
+    fits = {s: PPCA.fit(holed * s, 2) for s in (1.0, 1e-150, 1e150)}
+    iterations = {s: fit.fit_report["em_iterations"] for s, fit in fits.items()}
+    assert len(set(iterations.values())) == 1, iterations
+    lls = {s: fit.log_prob(holed * s).sum().item() + seen * math.log(s) for s, fit in fits.items()}
+    assert max(lls.values()) - min(lls.values()) < 1e-6, lls

@@ -26,7 +26,8 @@ closed-form fit to the mean-imputed data. With zt = (z, 1) and w~_d = (w_d, mu_d
     sigma^2 = sum_{n, d seen} ((x_nd - w_d^T m_n - mu_d)^2 + w_d^T S_n w_d) / (entries seen)
 
 (W and mu jointly, so no step lowers the likelihood), until an iteration raises the
-log-likelihood by less than ``tol`` of its size (or ``max_iter`` iterations, with a warning).
+log-likelihood by less than ``tol`` nats per observed entry (or ``max_iter`` iterations, with a
+warning): a rise does not change with the data's units, where the log-likelihood's size does.
 """
 
 import math
@@ -42,7 +43,7 @@ from dgmkit.models.base import ClosedFormFit, ExactLatentVariableModel, data_bat
 
 __all__ = ["PPCA"]
 
-EM_TOL = 1e-7  # EM stops when an iteration raises sum_n log p(x_o) by less than this fraction of its size
+EM_TOL = 1e-7  # EM stops when an iteration raises sum_n log p(x_o) by less than this many nats per observed entry
 EM_MAX_ITER = 2000
 
 
@@ -293,9 +294,10 @@ def _fit_em(
     seen, x0 = (~holes).double(), flat.nan_to_num(0.0)
     W, mu, sigma2 = _closed_form(torch.where(holes, flat.nanmean(0), flat), latent_dim)
     before = gain = -math.inf
+    least = tol * seen.sum().item()  # (of its size, tol stopped 0.0013 nats a datapoint short for data in units 1e-150)
     for it in range(max_iter):
         ll, loc, cov = _e_step(PPCA(W, mu, sigma2), flat, holes)
-        if ll - before <= tol * abs(ll):
+        if ll - before <= least:
             return W, mu, sigma2, {"em_iterations": it, "em_converged": True}
         before, gain = ll, ll - before
         W, mu, sigma2 = _m_step(x0, seen, loc, cov)
@@ -303,7 +305,7 @@ def _fit_em(
     warnings.warn(
         f"PPCA's EM over the missing entries stopped unconverged after max_iter = {max_iter} iterations (the "
         f"log-likelihood of the observed entries, {before:.6g} nats, rose by {gain:.3g} in the last but one; tol = "
-        f"{tol:g} of it): give a larger max_iter",
+        f"{tol:g} nats per observed entry): give a larger max_iter",
         RuntimeWarning,
         stacklevel=3,
     )
