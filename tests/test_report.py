@@ -1031,6 +1031,28 @@ def test_the_comparison_gives_a_closed_form_fit_no_epoch_of_its_best_score():
     assert "<td class='num'>by EM on the observed entries (71 iterations)</td>" in render_page([em, pages[0]])
 
 
+def test_an_unconverged_em_fit_is_said_unconverged_in_the_comparison(tmp_path, monkeypatch):
+    """A PPCA whose EM stopped at max_iter: dgm train says "(3 iterations, unconverged)", and the report's
+    comparison said only "(3 iterations)" (it read em_iterations, not em_converged)."""
+    import warnings
+
+    from dgmkit.models.ppca import PPCA
+
+    fit = PPCA.fit
+    monkeypatch.setattr(PPCA, "fit", lambda x, latent_dim: fit(x, latent_dim, max_iter=3))
+    runs, out = [tmp_path / "a", tmp_path / "b"], tmp_path / "r.html"
+    argv = ["train", "--model", "ppca", "--dataset", "iris", "--latent-dim", "2", "--missing-rate", "0.2", "--quiet"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert main([*argv, "--out", str(runs[0])]) == 0
+    monkeypatch.undo()
+    assert main([*argv, "--out", str(runs[1])]) == 0
+    assert main(["report", *map(str, runs), "--out", str(out), "--no-figures"]) == 0
+    page = out.read_text()  # (the comparison: of two runs or more)
+    assert "by EM on the observed entries (3 iterations, unconverged)" in page
+    assert re.search(r"by EM on the observed entries \(\d+ iterations\)", page)
+
+
 def test_the_figures_are_drawn_without_autograd(runs, tmp_path, monkeypatch):
     """The figures' passes record no graph (a helper's definition put between ``_figures`` and its
     ``torch.no_grad()`` once took it off): each network pass would keep its activations."""

@@ -410,8 +410,8 @@ def run_report(args: argparse.Namespace) -> int:
         evals = _evaluations(run.path)
         weights = run.weights_digest()
         # (and the ELBO's: dgmkit 0.1 tracked it as every family's best score, which _metrics_notes looks for; PPCA's EM
-        # iterations, which the comparison names)
-        keys = metric_keys(score) | {"train_elbo", "valid_elbo", "em_iterations"}
+        # iterations and whether it converged, which the comparison names)
+        keys = metric_keys(score) | {"train_elbo", "valid_elbo", "em_iterations", "em_converged"}
         metrics = read_metrics(run.path / "metrics.jsonl", keys)
         counters, foreign = _last_counters(run)
         pages.append(

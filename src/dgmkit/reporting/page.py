@@ -342,9 +342,12 @@ def _trained(r: RunPage) -> str:
     it, is of no weights kept: --resume trains that epoch again; lines missing from metrics.jsonl
     are not epochs untrained), else those logged, "21 of 500 epochs" where a
     gradient run stopped before the epochs it was set (a time budget, early stopping, a kill)."""
-    if r.fit == "closed-form":  # (PPCA of incomplete data: by EM, its metrics line says)
-        em = next((m["em_iterations"] for m in r.metrics if type(m.get("em_iterations")) is int), None)  # (a crafted line's)
-        return "in closed form" if em is None else f"by EM on the observed entries ({em} iterations)"
+    if r.fit == "closed-form":  # (PPCA of incomplete data: by EM, its metrics line says, and whether it converged)
+        em = next((m for m in r.metrics if type(m.get("em_iterations")) is int), None)  # (a crafted line's: not shown)
+        if em is None:
+            return "in closed form"
+        unconverged = "" if em.get("em_converged", True) is True else ", unconverged"
+        return f"by EM on the observed entries ({em['em_iterations']} iterations{unconverged})"
     logged = (e for e in map(logged_epoch, r.metrics) if e is not None)
     epochs = max(logged, default=0) if r.checkpointed is None else r.checkpointed  # (lines missing: not epochs untrained)
     planned = r.config.get("optim", {}).get("epochs") if r.fit == "gradient" else None
