@@ -269,14 +269,24 @@ def _closed_form(flat: torch.Tensor, latent_dim: int) -> tuple[torch.Tensor, tor
     return W, mu, sigma2
 
 
-def _refuse_no_spread(sigma2: torch.Tensor, largest: float, latent_dim: int) -> None:
-    """Refuses (DataError) a noise variance sigma^2 that is 0 beside the data's largest variance."""
-    if not sigma2 > 1e-10 * max(largest, 1e-300):  # (1e-12 was taken: float32 found no density)
+def _refuse_no_spread(sigma2: torch.Tensor, largest: float, latent_dim: int, holes: torch.Tensor | None = None) -> None:
+    """Refuses (DataError) a noise variance sigma^2 that is 0 beside the data's largest variance;
+    ``holes``: the missing entries of data fitted by EM, where a rank below latent_dim is one cause."""
+    if sigma2 > 1e-10 * max(largest, 1e-300):  # (1e-12 was taken: float32 found no density)
+        return
+    if holes is None:
         raise DataError(
             f"the data vary in at most {latent_dim} directions (rank <= latent_dim), so PPCA's noise variance "
             f"sigma^2 is 0 ({sigma2.item():.3g}) and p(x) has no density off that subspace: take a smaller "
             "latent_dim (or data with spread in more directions)"
         )
+    complete = int((~holes.any(1)).sum())
+    raise DataError(
+        f"PPCA's EM over the missing entries drives its noise variance sigma^2 to 0 ({sigma2.item():.3g}): the "
+        f"likelihood of the observed entries has no maximum, as where the data vary in at most {latent_dim} "
+        f"directions (rank <= latent_dim) or too few entries are observed for latent_dim = {latent_dim} (here "
+        f"{complete} of the {len(holes)} datapoints are complete): take a smaller latent_dim"
+    )
 
 
 def _largest_variance(W: torch.Tensor, sigma2: torch.Tensor) -> float:
@@ -301,7 +311,7 @@ def _fit_em(
             return W, mu, sigma2, {"em_iterations": it, "em_converged": True}
         before, gain = ll, ll - before
         W, mu, sigma2 = _m_step(x0, seen, loc, cov)
-        _refuse_no_spread(sigma2, _largest_variance(W, sigma2), latent_dim)
+        _refuse_no_spread(sigma2, _largest_variance(W, sigma2), latent_dim, holes)
     warnings.warn(
         f"PPCA's EM over the missing entries stopped unconverged after max_iter = {max_iter} iterations (the "
         f"log-likelihood of the observed entries, {before:.6g} nats, rose by {gain:.3g} in the last but one; tol = "
