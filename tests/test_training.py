@@ -712,3 +712,30 @@ def test_validation_batches_cover_the_rows_once_in_order():
                 assert all(b.stop - b.start < max(size, least) + least for b in batches)
                 # (data-parallel ranks vote between the batches that the rank of fewest rows has: all have them)
                 assert len(validation_batches(n + 1, size, least)) >= len(batches)
+
+
+def test_a_data_parallel_validation_shard_is_never_smaller_than_the_objective_needs(digits):
+    """Data-parallel ranks score shards of the validation rows; a rank whose shard held fewer rows than the
+    objective's estimate needs (here 1 of the digits' 300 on rank 199 of 200, a WAE needing 2) scored a
+    lone code's MMD as 0. Where the shards would be that small, every rank scores all the rows."""
+    from dgmkit.distributed import Context
+
+    base = build_objective(CFG)
+    seen = []
+
+    class Probe(type(base)):
+        rows_per_step = 2
+
+        def __call__(self, model, x, beta=1.0):
+            if not model.training:
+                seen.append(len(x))
+            return base(model, x, beta)
+
+    trainer = _probe_trainer(digits, Probe(), epochs=1, eval_batch_size=100)
+    trainer.dist = Context(rank=199, world_size=200)
+    trainer.validate()
+    assert seen == [100, 100, 100]
+    seen.clear()
+    trainer.dist = Context(rank=1, world_size=2)
+    trainer.validate()
+    assert seen == [100, 50]  # (shards of 150 rows: shared)

@@ -956,7 +956,9 @@ class Trainer:
         self.model.eval()
         assert self._valid_x is not None  # fit validates only with a validation split
         n = len(self._valid_x)
-        shared = self.dist.parallel and n >= self.dist.world_size  # each rank scores its part; the sums are added
+        # each rank scores its part, the sums added; where a part would hold fewer rows than the objective's estimate
+        # needs (a WAE's MMD of one code is 0), every rank scores them all
+        shared = self.dist.parallel and n >= self.dist.world_size * self.objective.rows_per_step
         rows = distributed.shard(n, self.dist) if shared else slice(None)
         valid_x = self._valid_x[rows]
         valid_y = None if self._valid_y is None else self._valid_y[rows]
