@@ -383,3 +383,19 @@ def test_em_whose_likelihood_has_no_maximum_is_refused_without_blaming_the_datas
     x[x.isnan().all(1), 0] = 1.0
     with pytest.raises(DataError, match=r"has no maximum.* too few entries are observed .* datapoints are complete"):
         PPCA.fit(x, 4)
+
+
+def test_data_of_huge_or_tiny_magnitude_are_fitted_in_units_of_their_size_or_refused_by_name():
+    """Data of size 1e153: their covariance overflowed float64, and eigh failed ("ill-conditioned", a raw
+    LinAlgError) or sigma^2 came out NaN, refused as "the data vary in at most 2 directions"; fitted in
+    units of a power of 2 they score as the data in units 1 do, less n_o log 1e153. Data of size 1e-160
+    have a sigma^2 below float64's normal numbers: refused by name (it said the data vary in at most 2
+    directions)."""
+    x, holed = _em_data(n=100)
+    for data in (x, holed):
+        seen = data.isnan().logical_not().sum().item()
+        here, huge = PPCA.fit(data, 2), PPCA.fit(data * 1e153, 2)
+        shifted = huge.log_prob(data * 1e153).sum().item() + seen * math.log(1e153)
+        assert shifted == pytest.approx(here.log_prob(data).sum().item(), abs=1e-6)
+        with pytest.raises(DataError, match="outside what torch.float64 holds"):
+            PPCA.fit(data * 1e-160, 2)

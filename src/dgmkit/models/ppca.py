@@ -91,12 +91,16 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
             raise ValueError(f"tol must be in (0, 1), got {tol}")
         whole_at_least("max_iter", max_iter, 1)
         flat = _fit_data(x, latent_dim)
+        # (fitted in units of a power of 2 near the largest magnitude, exactly: the covariance of data of size 1e153
+        # overflowed, and eigh failed, or of size 1e-160 underflowed, and was refused as of rank <= latent_dim)
+        unit = 2.0 ** math.frexp(flat.nan_to_num(0.0).abs().max().item())[1]
         if bool(torch.isnan(flat).any()):
-            W, mu, sigma2, report = _fit_em(flat, latent_dim, tol, max_iter)
+            W, mu, sigma2, report = _fit_em(flat / unit, latent_dim, tol, max_iter)
         else:
-            W, mu, sigma2 = _closed_form(flat, latent_dim)
+            W, mu, sigma2 = _closed_form(flat / unit, latent_dim)
             report = {}
         dtype = x.dtype if x.dtype == torch.float64 else torch.float32  # (a half-precision fit had no cholesky: no density)
+        W, mu, sigma2 = W * unit, mu * unit, _in_units(sigma2, unit, dtype)
         _check_positive_definite(W.to(dtype), sigma2.to(dtype), _largest_variance(W, sigma2))
         model = cls(W.to(dtype), mu.to(dtype), sigma2.to(dtype), event_shape=x.shape[1:])
         model.fit_report = report
@@ -287,6 +291,19 @@ def _refuse_no_spread(sigma2: torch.Tensor, largest: float, latent_dim: int, hol
         f"directions (rank <= latent_dim) or too few entries are observed for latent_dim = {latent_dim} (here "
         f"{complete} of the {len(holes)} datapoints are complete): take a smaller latent_dim"
     )
+
+
+def _in_units(sigma2: torch.Tensor, unit: float, dtype: torch.dtype) -> torch.Tensor:
+    """The noise variance sigma^2 fitted in units ``unit`` in the data's own, refused (DataError) where
+    ``dtype`` holds no such number (the data's variances beyond its range, or below its normal numbers)."""
+    own = sigma2 * unit * unit
+    if not torch.finfo(dtype).tiny < own < torch.finfo(dtype).max:
+        raise DataError(
+            f"PPCA's noise variance sigma^2 of these data is {own.item():.3g}, outside what {dtype} holds "
+            f"({torch.finfo(dtype).tiny:.3g} to {torch.finfo(dtype).max:.3g}): rescale the data"
+            + ("" if dtype == torch.float64 else " (or give them in float64)")
+        )
+    return own
 
 
 def _largest_variance(W: torch.Tensor, sigma2: torch.Tensor) -> float:
