@@ -92,6 +92,22 @@ def test_the_density_of_a_two_column_table_is_drawn_in_its_own_units(tmp_path, c
     assert float(np.exp(log_p)[1:-1, 1:-1].sum()) * cell == pytest.approx(mass, rel=0.1)
 
 
+def test_each_grid_point_of_the_heat_map_is_drawn_at_the_centre_of_its_pixel(monkeypatch):
+    """The window's corners are grid points (10 a side over [0, 9]), but the window was imshow's
+    extent: its 10 pixels spread over 9 cells, the point at x = 0 drawn at 0.45 and that at 9 at
+    8.55 (half a cell off the samples beside it: 0.42 on a --grid 10 of two moons)."""
+    import dgmkit.cli.density as density
+
+    figures = []
+    monkeypatch.setattr(density, "figure_png", lambda fig: figures.append(fig) or b"png")
+    log_p = np.log(np.full((10, 5), 1 / 36.0))
+    density.density_png(log_p, (0.0, 9.0, -1.0, 3.0), np.zeros((3, 2)), "t")
+    for ax in figures[0].axes[:2]:  # the heat map and the samples' panel (the colour bar comes after them)
+        left, right, bottom, top = ax.images[0].get_extent()
+        assert (left, right) == pytest.approx((-0.5, 9.5)) and (bottom, top) == pytest.approx((-1.5, 3.5))
+        assert ax.get_xlim() == pytest.approx((0, 9)) and ax.get_ylim() == pytest.approx((-1, 3))
+
+
 def test_the_density_of_dequantized_integers_is_drawn_on_their_support_and_a_discrete_model_is_refused(tmp_path, capsys):
     """A flow of dequantized 2-D integers was drawn on a window 15% beyond [0, 1], where its
     logit gives NaN: "mass in the window nan", exit 0; an autoregressive model of the integers

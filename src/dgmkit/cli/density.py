@@ -47,15 +47,19 @@ def density_png(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 5), dpi=110)
-    shown = axes[0].imshow(np.exp(log_p).T, origin="lower", extent=extent, cmap="viridis", aspect="auto")
+    # each grid point at its pixel's centre, the window's edges (grid points) half a pixel inside it: ``extent``
+    # as imshow's spread G pixels over the G - 1 cells between the edge points, up to half a cell off the axes
+    dx, dy = ((extent[2 * i + 1] - extent[2 * i]) / max(log_p.shape[i] - 1, 1) / 2 for i in (0, 1))
+    pixels = (extent[0] - dx, extent[1] + dx, extent[2] - dy, extent[3] + dy)
+    shown = axes[0].imshow(np.exp(log_p).T, origin="lower", extent=pixels, cmap="viridis", aspect="auto")
     bar = fig.colorbar(shown, ax=axes[0], fraction=0.046, pad=0.04)
     bar.set_label(f"p({var}), per unit area of the axes", fontsize=9)
     axes[0].set_title(f"density p({var})", fontsize=10)
-    axes[1].imshow(np.exp(log_p).T, origin="lower", extent=extent, cmap="Greys", aspect="auto", alpha=0.6)
+    axes[1].imshow(np.exp(log_p).T, origin="lower", extent=pixels, cmap="Greys", aspect="auto", alpha=0.6)
     axes[1].scatter(samples[:, 0], samples[:, 1], s=2, c="tab:red", alpha=0.6)
-    axes[1].set_xlim(extent[0], extent[1])
-    axes[1].set_ylim(extent[2], extent[3])
     for ax in axes:
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
         if names is not None:
             ax.set_xlabel(literal(names[0]), fontsize=9)
             ax.set_ylabel(literal(names[1]), fontsize=9)
