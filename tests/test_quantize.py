@@ -25,6 +25,16 @@ def test_each_vector_goes_to_its_nearest_code():
     assert out.counts.sum() == 100
 
 
+def test_the_nearest_code_is_found_far_from_the_origin():
+    # float32 vectors near 10 with codes 0.05 apart: |x|^2 - 2 x.e + |e|^2 about the origin cancels
+    # at 64 * 100 and took a farther code for 8% of them
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(512, 64, generator=g) * 0.05 + 10
+    x = torch.randn(2000, 64, generator=g) * 0.05 + 10
+    exact = ((x.double()[:, None] - codes.double()[None]) ** 2).sum(-1).argmin(1)
+    assert torch.equal(quantize._nearest(x, codes), exact)
+
+
 def test_straight_through_gradient_and_losses():
     vq = _vq(commitment=0.5).eval()
     z = torch.randn(2, 3, 4, 4, requires_grad=True)

@@ -208,5 +208,10 @@ def _counts(k: torch.Tensor, num_codes: int) -> torch.Tensor:
 
 
 def _nearest(flat: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest centre of each vector, by |x|^2 - 2 x.e + |e|^2 about the centres' mean:
+    the distances are the same, but the terms cancel at the scale of the spread, not of the offset
+    (about the origin, float32 vectors near 10 with codes 0.05 apart took a farther code 8% of the time)."""
+    mid = centres.mean(0)
+    flat, centres = flat - mid, centres - mid
     d2 = flat.square().sum(1, keepdim=True) - 2 * flat @ centres.T + centres.square().sum(1)[None, :]
     return d2.argmin(1)
