@@ -427,6 +427,47 @@ def test_shards_cover_the_rows_once_in_order():
             assert max(len(range(n)[p]) for p in parts) - min(len(range(n)[p]) for p in parts) <= 1
 
 
+def _exact_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(RunConfig.of(**CASES["arm"][0]), (1, 8, 8), 2).eval()
+
+
+@_rank_process
+def _estimate_worker(rank: int, port: int, out: str) -> None:
+    from dgmkit.evaluation.estimates import log_likelihoods
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    model, x = _exact_model(), _setup(CASES["arm"][0], 2)[2].x.float()
+    got: dict = {n: log_likelihoods(model, x[:n], iw_samples=0) for n in (7, 1)}  # the same rows on every rank
+    for name, mine in (("own rows", x[4 * rank : 4 * rank + 4]), ("own count", x[: 1 + 2 * rank])):
+        try:  # each rank its own rows (the DistributedSampler idiom), or fewer rows than ranks on one
+            got[name] = log_likelihoods(model, mine, iw_samples=0)
+        except ValueError as e:
+            got[name] = str(e)
+    torch.save(got, f"{out}.{rank}")
+
+
+def test_estimates_gather_every_row_once_in_order_and_refuse_ranks_given_different_data(tmp_path):
+    """An exact model's per-datapoint values on 2 ranks are one process's, in the data's order,
+    for 7 rows (not divisible by the ranks) and 1 (fewer than the ranks). Ranks given different
+    rows were refused by neither: each passing its own 4 rows got rows 0, 1, 6, 7 of the 8 back on
+    both (rank 0's last two and rank 1's first two dropped), and one rank holding 1 row, the other
+    3, left the second waiting in its gather for the first, which had returned."""
+    from dgmkit.evaluation.estimates import log_likelihoods
+
+    out = str(tmp_path / "est.pt")
+    mp.start_processes(_estimate_worker, args=(_free_port(), out), nprocs=WORLD, start_method="spawn")
+    model, x = _exact_model(), _setup(CASES["arm"][0], 2)[2].x.float()
+    for rank in range(WORLD):
+        got = torch.load(f"{out}.{rank}")
+        for n in (7, 1):
+            torch.testing.assert_close(got[n], log_likelihoods(model, x[:n], iw_samples=0), rtol=1e-6, atol=1e-5)
+        assert "different data to estimate (data: rank 0 " in got["own rows"]
+        assert "shape: rank 0 (1, 1, 8, 8), rank 1 (3, 1, 8, 8)" in got["own count"]
+
+
 def _torchrun(args: list[str], nproc: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as logs:  # (torchrun's own default: a torchelastic_* left in /tmp)

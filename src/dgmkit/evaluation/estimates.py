@@ -23,6 +23,7 @@ per kind, each returning an ``Estimate`` that says what its numbers are.
 What a model reports beyond these it adds itself (``GenerativeModel.evaluation_terms``).
 """
 
+import hashlib
 import math
 import numbers
 from collections.abc import Callable
@@ -245,7 +246,8 @@ def estimate(
     ``orders`` (M, D), as the exact mixture of those orders of an any-order model (under torchrun
     rank 0's orders on every rank: one model; ``order_store`` keeps each order's values as they
     are done, in a single process only). Under torchrun each rank estimates its share of the
-    datapoints (with its own random stream) and every rank gets all of them back, in order."""
+    datapoints (with its own random stream) and every rank gets all of them back, in order: ranks
+    given different data or k are refused alike, by name."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
         raise ValueError(f"k (importance samples) must be an integer >= 0 (0: the ELBO alone), got {k!r}")
     batch_size = whole_at_least("batch_size", batch_size, 1)
@@ -263,6 +265,8 @@ def estimate(
             return _order_mixture(model, x, drawn, bs, store)
 
     ctx = distributed.current()
+    if ctx.parallel:
+        _same_on_every_rank(x, k)
     if not ctx.parallel or len(x) < ctx.world_size:
         return fn(model, x, k, generator, batch_size)
     seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device)) if generator is not None else 0
@@ -272,6 +276,23 @@ def estimate(
     log_px = None if est.log_px is None else distributed.gather_rows(est.log_px)
     terms = {name: distributed.gather_rows(t) for name, t in est.terms.items()}
     return Estimate(est.kind, log_px, est.k, terms)
+
+
+def _same_on_every_rank(x: torch.Tensor, k: int) -> None:
+    """Refuses, on every rank alike, data-parallel ranks given different datapoints or k: each
+    estimates its share of its own x, so rows of other data would be gathered as these (the
+    idiom of each rank passing its own part dropped half of them), and ranks of which one holds
+    fewer rows than there are ranks (estimated whole, not shared) wait for the others for ever."""
+    digest = hashlib.sha256(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+    mine = {"shape": tuple(x.shape), "dtype": str(x.dtype), "k": k, "data": digest[:12]}
+    ranks = cast(list[dict], distributed.all_gather_object(mine))
+    differ = [name for name in mine if len({repr(r[name]) for r in ranks}) > 1]
+    if differ:
+        said = "; ".join(f"{n}: " + ", ".join(f"rank {i} {r[n]}" for i, r in enumerate(ranks)) for n in differ)
+        raise ValueError(
+            f"the data-parallel ranks were given different data to estimate ({said}): give every rank the same "
+            "datapoints and k (each estimates its share of them and gets all back, in order)"
+        )
 
 
 def check_log_volume(model: GenerativeModel, log_volume: float) -> None:
