@@ -162,6 +162,10 @@ def test_eval_reports_summarise_many_latent_dimensions_and_older_records_by_thei
     key = {**bound, "seed": 0, "weights": "abc"}
     assert protocol_key({**key, "processes": 2}).endswith(" | 2 processes | weights abc")
     assert protocol_key({**key, "processes": 1}) == protocol_key(key) != protocol_key({**key, "processes": 2})
+    # ... but not where the ranks drew nothing of their own: one process's numbers (a flow's exact NLL on
+    # 2 ranks was kept beside the same number of 1 process, and so was a k = 10 estimate of 1 datapoint)
+    for same in ({"estimate": "exact"}, {"estimate": "order-mixture"}, {"point_mass_posterior": True}, {"n": 1}):
+        assert protocol_key({**key, **same, "processes": 2}) == protocol_key({**key, **same}), same
 
 
 @torch.no_grad()

@@ -222,12 +222,22 @@ def protocol_key(r: dict) -> str:
         return f"{r['split']} | dgmkit 0.1's evaluation ({r.get('note') or 'no protocol recorded'})"
     subset = "all" if not r.get("subset") else f"random {r['n']} of {r['subset']['of']} (seed {r['subset']['seed']})"
     key = f"{r['split']} | {subset} | {r['estimate']} k={r['iw_samples']} | seed {r.get('seed', 0)}"
-    if (r.get("processes") or 1) > 1:  # each rank draws its own stream: another draw of the same estimate
+    if _drawn_by_ranks(r):  # each rank draws its own stream: another draw of the same estimate
         key += f" | {r['processes']} processes"
     weights = r.get("input_weights") or {}  # (records before 2026-11-27 hold the paths alone)
     for role, path in sorted(_inputs(r).items()):  # another run in a role, or other weights of it: another protocol
         key += f" | {role.replace('-', ' ')} {path}" + (f" (weights {weights[role]})" if role in weights else "")
     return key + f" | weights {r.get('weights', '?')}"
+
+
+def _drawn_by_ranks(r: dict) -> bool:
+    """Whether the ranks of a data-parallel evaluation drew its numbers each from a stream of its
+    own: not where nothing is drawn (an exact likelihood, a mixture of orders, a point-mass
+    posterior's bound: the numbers of one process), nor where the datapoints were fewer than the
+    ranks (each rank estimated them all, from one process's stream)."""
+    processes = r.get("processes") or 1
+    draws = r["estimate"] not in ("exact", "order-mixture") and not r.get("point_mass_posterior")
+    return draws and processes > 1 and r["n"] >= processes
 
 
 # the run's evaluations by protocol; each result checked as it is read (dgm eval, dgm report)
