@@ -434,16 +434,23 @@ def _exact_model() -> torch.nn.Module:
 
 @_rank_process
 def _estimate_worker(rank: int, port: int, out: str) -> None:
-    from dgmkit.evaluation.estimates import log_likelihoods
+    from datetime import timedelta
+
+    from dgmkit.evaluation.estimates import draw_orders, estimate, log_likelihoods
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=20))  # (a hang: an error)
     model, x = _exact_model(), _setup(CASES["arm"][0], 2)[2].x.float()
     got: dict = {n: log_likelihoods(model, x[:n], iw_samples=0) for n in (7, 1)}  # the same rows on every rank
-    for name, mine in (("own rows", x[4 * rank : 4 * rank + 4]), ("own count", x[: 1 + 2 * rank])):
-        try:  # each rank its own rows (the DistributedSampler idiom), or fewer rows than ranks on one
-            got[name] = log_likelihoods(model, mine, iw_samples=0)
+    calls = {  # each rank its own rows (the DistributedSampler idiom), fewer rows than ranks on one, orders on one
+        "own rows": lambda: log_likelihoods(model, x[4 * rank : 4 * rank + 4], iw_samples=0),
+        "own count": lambda: log_likelihoods(model, x[: 1 + 2 * rank], iw_samples=0),
+        "own orders": lambda: estimate(model, x[:4], 0, orders=draw_orders(1, 64) if rank == 0 else None),
+    }
+    for name, call in calls.items():
+        try:
+            got[name] = call()
         except ValueError as e:
             got[name] = str(e)
     torch.save(got, f"{out}.{rank}")
@@ -454,7 +461,8 @@ def test_estimates_gather_every_row_once_in_order_and_refuse_ranks_given_differe
     for 7 rows (not divisible by the ranks) and 1 (fewer than the ranks). Ranks given different
     rows were refused by neither: each passing its own 4 rows got rows 0, 1, 6, 7 of the 8 back on
     both (rank 0's last two and rank 1's first two dropped), and one rank holding 1 row, the other
-    3, left the second waiting in its gather for the first, which had returned."""
+    3, left the second waiting in its gather for the first, which had returned; orders given on
+    rank 0 alone left it waiting in their broadcast for ever."""
     from dgmkit.evaluation.estimates import log_likelihoods
 
     out = str(tmp_path / "est.pt")
@@ -466,6 +474,7 @@ def test_estimates_gather_every_row_once_in_order_and_refuse_ranks_given_differe
             torch.testing.assert_close(got[n], log_likelihoods(model, x[:n], iw_samples=0), rtol=1e-6, atol=1e-5)
         assert "different data to estimate (data: rank 0 " in got["own rows"]
         assert "shape: rank 0 (1, 1, 8, 8), rank 1 (3, 1, 8, 8)" in got["own count"]
+        assert "(orders: rank 0 (1, 64), rank 1 None)" in got["own orders"]
 
 
 def _torchrun(args: list[str], nproc: int) -> subprocess.CompletedProcess:

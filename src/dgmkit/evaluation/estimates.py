@@ -253,6 +253,9 @@ def estimate(
     batch_size = whole_at_least("batch_size", batch_size, 1)
     checked_generator(generator)  # (an exact estimate draws nothing)
     fn = ESTIMATORS[model.estimate_kind]
+    ctx = distributed.current()
+    if ctx.parallel:
+        _same_on_every_rank(x, k, None if orders is None else tuple(orders.shape))
     if orders is not None:
         if orders.dim() != 2 or len(orders) == 0:
             raise ValueError(f"orders must be (M, D) with M >= 1, got shape {tuple(orders.shape)}")
@@ -264,9 +267,6 @@ def estimate(
         def fn(model: GenerativeModel, x: torch.Tensor, k: int, g: torch.Generator | None, bs: int) -> Estimate:
             return _order_mixture(model, x, drawn, bs, store)
 
-    ctx = distributed.current()
-    if ctx.parallel:
-        _same_on_every_rank(x, k)
     if not ctx.parallel or len(x) < ctx.world_size:
         return fn(model, x, k, generator, batch_size)
     seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device)) if generator is not None else 0
@@ -278,20 +278,21 @@ def estimate(
     return Estimate(est.kind, log_px, est.k, terms)
 
 
-def _same_on_every_rank(x: torch.Tensor, k: int) -> None:
-    """Refuses, on every rank alike, data-parallel ranks given different datapoints or k: each
+def _same_on_every_rank(x: torch.Tensor, k: int, orders: tuple[int, ...] | None) -> None:
+    """Refuses, on every rank alike, data-parallel ranks given different datapoints, k or shape of
+    orders (rank 0's are taken by all: ranks of which one gave none waited for ever): each
     estimates its share of its own x, so rows of other data would be gathered as these (the
     idiom of each rank passing its own part dropped half of them), and ranks of which one holds
     fewer rows than there are ranks (estimated whole, not shared) wait for the others for ever."""
     digest = hashlib.sha256(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
-    mine = {"shape": tuple(x.shape), "dtype": str(x.dtype), "k": k, "data": digest[:12]}
+    mine = {"shape": tuple(x.shape), "dtype": str(x.dtype), "k": k, "orders": orders, "data": digest[:12]}
     ranks = cast(list[dict], distributed.all_gather_object(mine))
     differ = [name for name in mine if len({repr(r[name]) for r in ranks}) > 1]
     if differ:
         said = "; ".join(f"{n}: " + ", ".join(f"rank {i} {r[n]}" for i, r in enumerate(ranks)) for n in differ)
         raise ValueError(
             f"the data-parallel ranks were given different data to estimate ({said}): give every rank the same "
-            "datapoints and k (each estimates its share of them and gets all back, in order)"
+            "datapoints, k and orders (each estimates its share of them and gets all back, in order)"
         )
 
 
