@@ -680,11 +680,9 @@ def test_em_keeps_the_iteration_of_the_best_validation_log_likelihood_when_a_lat
     assert [r["valid_log_px"] for r in lines] == pytest.approx([s[0] for s in states])
 
 
-@pytest.mark.parametrize("eval_batch_size, sizes", [(64, [64, 64, 64, 64, 44]), (299, [300]), (1, [2] * 150)])
-def test_validation_batches_are_never_smaller_than_the_objective_needs(digits, eval_batch_size, sizes):
-    """An objective whose estimate needs two rows (a WAE's unbiased MMD; it scored a lone code's
-    MMD as 0, which pulled valid_mmd down) is never given a validation batch of one: the digits' 300
-    validation rows in batches of 299 were 299 and 1."""
+def _needing_two_rows():
+    """CFG's objective, as one whose estimate needs two rows (a WAE's unbiased MMD), and the sizes
+    of the validation batches it is given."""
     base = build_objective(CFG)
     seen = []
 
@@ -696,7 +694,16 @@ def test_validation_batches_are_never_smaller_than_the_objective_needs(digits, e
                 seen.append(len(x))
             return base(model, x, beta)
 
-    _probe_trainer(digits, Probe(), epochs=1, eval_batch_size=eval_batch_size).validate()
+    return Probe(), seen
+
+
+@pytest.mark.parametrize("eval_batch_size, sizes", [(64, [64, 64, 64, 64, 44]), (299, [300]), (1, [2] * 150)])
+def test_validation_batches_are_never_smaller_than_the_objective_needs(digits, eval_batch_size, sizes):
+    """An objective whose estimate needs two rows (a WAE's unbiased MMD; it scored a lone code's
+    MMD as 0, which pulled valid_mmd down) is never given a validation batch of one: the digits' 300
+    validation rows in batches of 299 were 299 and 1."""
+    probe, seen = _needing_two_rows()
+    _probe_trainer(digits, probe, epochs=1, eval_batch_size=eval_batch_size).validate()
     assert seen == sizes
 
 
@@ -720,18 +727,8 @@ def test_a_data_parallel_validation_shard_is_never_smaller_than_the_objective_ne
     lone code's MMD as 0. Where the shards would be that small, every rank scores all the rows."""
     from dgmkit.distributed import Context
 
-    base = build_objective(CFG)
-    seen = []
-
-    class Probe(type(base)):
-        rows_per_step = 2
-
-        def __call__(self, model, x, beta=1.0):
-            if not model.training:
-                seen.append(len(x))
-            return base(model, x, beta)
-
-    trainer = _probe_trainer(digits, Probe(), epochs=1, eval_batch_size=100)
+    probe, seen = _needing_two_rows()
+    trainer = _probe_trainer(digits, probe, epochs=1, eval_batch_size=100)
     trainer.dist = Context(rank=199, world_size=200)
     trainer.validate()
     assert seen == [100, 100, 100]
