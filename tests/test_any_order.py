@@ -211,6 +211,7 @@ def test_every_rank_scores_rank_0_s_orders(monkeypatch):
     a caller drew different ones on each rank: one mixture, normalised when gathered."""
     model, x = _model(), _all_images(4, 2)
     monkeypatch.setattr(distributed, "gather_rows", lambda t: t)
+    monkeypatch.setattr(distributed, "all_gather_object", lambda obj: [obj, obj])  # (the ranks' same-data check)
     sent: list = []  # broadcast_object with the two ranks run one after the other: rank 0's object
     monkeypatch.setattr(distributed, "broadcast_object", lambda obj, src=0: sent.append(obj) or sent[0])
     parts = []
