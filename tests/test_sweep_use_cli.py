@@ -185,7 +185,7 @@ def test_impute_scores_only_the_removed_entries_numeric_by_rmse_and_categorical_
     args = SimpleNamespace(k=50, baselines=["mean"], seed=7, split="train", limit=None)
     cfg = SimpleNamespace(data=SimpleNamespace(missing_rate=0.3, missing_seed=11, seed=3))
     run = SimpleNamespace(cfg=cfg, checkpoint=SimpleNamespace(name="best.safetensors"), weights_digest=lambda: "w",
-                          record={"run_id": "r"})  # fmt: skip
+                          record={"run_id": "r"}, model=SimpleNamespace(exact_imputation=False))  # fmt: skip
     s = _scores(args, run, data, truth, single, missing, columns)
     assert (s["weights"], s["run_id"], s["limit"]) == ("w", "r", None)
     assert s["rmse"] == pytest.approx({"MIWAE (k=50)": math.sqrt(5), "mean": math.sqrt((5.5**2 + 1.2**2) / 2)}, abs=1e-12)
