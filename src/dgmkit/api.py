@@ -387,10 +387,7 @@ def _config_keys(config: object) -> dict:
         return config.flat()
     if isinstance(config, (str, os.PathLike)):  # a config file, as dgm train --config FILE: checked whole, named
         table = load_config_file(Path(config))
-        try:
-            RunConfig.from_dict(table, str(config))
-        except ConfigError as e:  # (a wrong value that a keyword overrides too, as the flag's does)
-            raise (e if str(e).startswith(str(config)) else ConfigError(f"{config}: {e}")) from None
+        RunConfig.from_file(table, config)  # (a wrong value that a keyword overrides too, as the flag's does)
         return RunConfig.given_keys(table, str(config))
     if config is None or isinstance(config, Mapping):
         keys = RunConfig.given_keys(dict(config or {}))

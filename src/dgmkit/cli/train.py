@@ -172,10 +172,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     """The config file's keys, overridden by the flags given."""
     values, table = {}, _config_table(args)
     if args.config:  # the file is checked whole, flags or not: a wrong value in it is named with the file
-        try:
-            values = RunConfig.from_dict(table, source=args.config).flat()
-        except ConfigError as e:
-            raise (e if str(e).startswith(str(args.config)) else ConfigError(f"{args.config}: {e}")) from None
+        values = RunConfig.from_file(table, args.config).flat()
     if args.model is not None and args.model != values.get("model", args.model):
         raise ConfigError(f"--model {args.model} contradicts the config file's model {values['model']!r}")
     if args.model is None and values.get("model", args._family) != args._family:  # (its flags were offered by the first)
@@ -255,10 +252,7 @@ def _resume_file_keys(args: argparse.Namespace, flat: dict) -> dict:
         return {}
     asked = RunConfig.given_keys(_config_table(args), args.config)
     if asked.get("model", flat["model"]) == flat["model"]:
-        try:
-            RunConfig.from_dict({**flat, **asked}, args.config)
-        except ConfigError as e:
-            raise (e if str(e).startswith(str(args.config)) else ConfigError(f"{args.config}: {e}")) from None
+        RunConfig.from_file({**flat, **asked}, args.config)
     return asked
 
 

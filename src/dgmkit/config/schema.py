@@ -511,6 +511,14 @@ class RunConfig:
         return out
 
     @classmethod
+    def from_file(cls, values: dict, source: object) -> "RunConfig":
+        """``from_dict`` of a config file's keys (``values``), every refusal named with the file ``source``."""
+        try:
+            return cls.from_dict(values, str(source))
+        except ConfigError as e:
+            raise (e if str(e).startswith(str(source)) else ConfigError(f"{source}: {e}")) from None
+
+    @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
         """From flat keys or sections (see the module docstring)."""
         tables = _sectioned(values, source)
