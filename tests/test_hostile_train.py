@@ -114,6 +114,24 @@ def test_a_config_json_edited_to_other_data_is_named_before_the_data_load(tmp_pa
         assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
 
 
+def test_a_setting_deleted_from_config_json_is_named_not_taken_as_its_default(tmp_path, capsys):
+    """optim.epochs deleted from config.json: `dgm train --resume` went on to the default 50 epochs
+    (the run had 1) without a word; it and `dgm eval` name the missing setting now."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    record = json.loads((out / "config.json").read_text())
+    del record["config"]["optim"]["epochs"]
+    (out / "config.json").write_text(json.dumps(record))
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    for argv in (("train", "--resume", "--out", out), ("eval", out)):
+        code, _, err = dgm(capsys, *argv)
+        refused(code, err, f"{out / 'config.json'} lacks optim.epochs, which {out}")
+        assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+    (out / "config.json").unlink()  # (the checkpoint's record, as the message says)
+    code, _, err = dgm(capsys, "eval", out)
+    assert code == 0, err
+
+
 def test_a_checkpoint_that_is_not_a_regular_file_is_named_on_resume(tmp_path, capsys):
     """checkpoint.safetensors replaced by a link to /dev/zero, a dangling link, a FIFO or a folder:
     --resume names it, rather than saying that the folder holds none."""
