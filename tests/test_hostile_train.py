@@ -19,9 +19,11 @@ SIGINT and SIGKILL mid-epoch and before the first checkpoint, then --resume, whi
 same metrics without duplicated lines; data of 1 to 5 rows, of NaN or inf, a batch larger than the
 data, epochs 0, time budgets that expire at once) was refused in one line or behaved."""
 
+import io
 import json
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -130,6 +132,20 @@ def test_a_setting_deleted_from_config_json_is_named_not_taken_as_its_default(tm
     (out / "config.json").unlink()  # (the checkpoint's record, as the message says)
     code, _, err = dgm(capsys, "eval", out)
     assert code == 0, err
+
+
+def test_an_undecodable_folder_name_is_written_escaped_to_a_strict_stdout(tmp_path, monkeypatch):
+    """--out with a byte that is not UTF-8 (a lone surrogate in Python) under a stdout that refuses
+    one (PYTHONIOENCODING=utf-8:strict): the run was trained, then its last line was an internal
+    error, UnicodeEncodeError. The line says the name with its escape now."""
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    out = os.fsdecode(os.fsencode(tmp_path) + b"/r\x80n")
+    assert main(["train", *TINY, "--epochs", "1", "--out", out]) == 0
+    stdout.flush()
+    text = stdout.buffer.getvalue().decode()
+    assert "run folder: " in text and "r\\udc80n" in text, text
+    assert (tmp_path / os.fsdecode(b"r\x80n") / "config.json").is_file()
 
 
 def test_a_checkpoint_that_is_not_a_regular_file_is_named_on_resume(tmp_path, capsys):

@@ -42,7 +42,7 @@ import torch
 from dgmkit import distributed
 from dgmkit._io import atomic_write_bytes, is_text_path, remove_empty_folders
 from dgmkit.cli.argtypes import MAX_SEED, given_count, keyword
-from dgmkit.cli.common import latent_model, split_data
+from dgmkit.cli.common import latent_model, say, split_data
 from dgmkit.cli.evaluate import REPORTED_ESTIMATES, evaluate_run, format_report
 from dgmkit.cli.figures import (
     SampleOptions,
@@ -341,7 +341,7 @@ def _resumed(out: Path, settings: dict, quiet: bool) -> Run:
     stored = RunConfig.from_dict(own_record(out)["config"], str(out))
     if restart:
         if not quiet:  # stopped before its first checkpoint: started again from its beginning, as dgm train --resume does
-            print(folder.restart_line())
+            say(folder.restart_line())
         train_run(stored.resumed(settings), out, quiet=quiet, restart=True)
     else:
         train_run(stored.resumed(settings), out, resume=True, quiet=quiet, resume_line=not quiet)

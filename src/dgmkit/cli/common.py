@@ -122,7 +122,14 @@ def latent_model(run: Run) -> LatentModel:
 
 
 def say(msg: str = "") -> None:
-    print(msg, file=sys.stdout, flush=True)
+    """``msg`` as a line of the output. A character that stdout cannot write (a lone surrogate of an
+    undecodable file name, under a strict encoding such as PYTHONIOENCODING=utf-8:strict) is
+    written as its escape, ``\\udc80``, not raised as UnicodeEncodeError after the work is done."""
+    try:
+        print(msg, file=sys.stdout, flush=True)
+    except UnicodeEncodeError:  # (raised before any of it is written: the line is encoded whole)
+        encoding = sys.stdout.encoding or "utf-8"
+        print(msg.encode(encoding, "backslashreplace").decode(encoding), file=sys.stdout, flush=True)
 
 
 def trained_so_far(run: Run) -> dict | None:
