@@ -471,3 +471,19 @@ def test_the_dequantization_bound_and_its_evaluation_are_the_k_sample_bound_and_
     torch.testing.assert_close(one.terms["elbo"], one.log_px)  # one draw: the bound is its ELBO
     est = estimate(model, k, k=64, generator=torch.Generator().manual_seed(0))
     assert est.kind == "bound" and est.terms["elbo"].mean() < est.log_px.mean() - 0.01
+
+
+def test_a_multiscale_flow_keeps_the_domain_of_its_first_level():
+    """A MultiScale whose first level begins with a logit (as FlowModel's message suggests wrapping a flow
+    in one) had no domain: integers given to it were scored as NaN, refused only as 'a non-finite
+    log-likelihood (nan) to 10 of 10 datapoints', not as data outside the logit's [0, 1]."""
+    from dgmkit.errors import DataError
+    from dgmkit.transforms import Compose, Logit, MultiScale, realnvp_multiscale
+
+    inner = realnvp_multiscale((1, 4, 4), hidden=4, layers=1, levels=1)
+    flow = FlowModel(MultiScale([Compose([Logit(0.05), inner])], (1, 4, 4)), (1, 4, 4)).eval()
+    assert flow.data_support is not None
+    with pytest.raises(DataError, match=r"the data do not fit FlowModel: its likelihood scores values in \[0, 1\] in each"):
+        evaluate(flow, torch.randint(0, 256, (10, 1, 4, 4)).float())
+    assert math.isfinite(evaluate(flow, torch.rand(10, 1, 4, 4)).nll)
+    assert T.MultiScale([inner], (1, 4, 4)).domain is None  # (no logit: the real line)

@@ -7,6 +7,7 @@ from typing import cast
 
 import torch
 from torch import nn
+from torch.distributions import constraints
 
 from dgmkit.transforms.base import Bijection
 
@@ -71,6 +72,12 @@ class MultiScale(Bijection):
             for m, mode in zip(self.modules(), modes):
                 m.training = mode
         return shapes
+
+    @property
+    def domain(self) -> constraints.Constraint | None:
+        """The first level's: the data meet it first (a logit there keeps its [0, 1], which integers
+        given to the flow are refused by name against, not scored as NaN)."""
+        return cast(Bijection, self.levels[0]).domain if len(self.levels) else None
 
     def passes(self, inverse: bool = False) -> int:
         return sum(cast(Bijection, level).passes(inverse) for level in self.levels)
