@@ -255,7 +255,8 @@ def test_flow_parts_refuse_sizes_and_bounds_that_build_an_identity_or_nan_by_nam
     """Built by hand: realnvp(..., layers=0) (or a negative count) was the identity flow, an
     ActNorm or 1x1 convolution of 0 channels and a mask of 0 features were built, parity 2 made
     the mask of parity 0, a scale bound of 0 or NaN gave NaN log-determinants, and a permutation
-    of floats was rounded into one."""
+    of floats was rounded into one. A coupling flow of one feature failed as "MLP's out_features must be
+    an integer >= 1, got 0"."""
     import math
 
     import dgmkit.transforms as T
@@ -264,6 +265,9 @@ def test_flow_parts_refuse_sizes_and_bounds_that_build_an_identity_or_nan_by_nam
         (lambda: T.realnvp(4, [8], layers=0), "layers must be an integer >= 1, got 0"),
         (lambda: T.maf(4, [8], layers=-1), "layers must be an integer >= 1, got -1"),
         (lambda: T.glow(0, [8]), "features must be an integer >= 1, got 0"),
+        (lambda: T.realnvp(1, [8]), "a coupling flow transforms some features given the others: it needs features >= 2"),
+        (lambda: T.nice(1, [8]), "it needs features >= 2, got 1 (maf, an autoregressive flow, models one)"),
+        (lambda: T.glow(1, [8]), "it needs features >= 2, got 1"),
         (lambda: T.realnvp_multiscale((1, 8, 8), levels=0), "levels must be an integer >= 1, got 0"),
         (lambda: T.glow_multiscale((1, 8, 8), blocks=-1), "blocks must be an integer >= 0, got -1"),
         (lambda: T.ActNorm(0), "channels must be an integer >= 1, got 0"),

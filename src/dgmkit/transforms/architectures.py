@@ -29,10 +29,16 @@ from dgmkit.transforms.reshape import MultiScale, Squeeze
 __all__ = ["VECTOR_FLOWS", "IMAGE_FLOWS", "nice", "realnvp", "glow", "maf", "iaf", "realnvp_multiscale", "glow_multiscale"]
 
 
-def _sizes(features: int, layers: int, context_features: int = 0) -> None:
+def _sizes(features: int, layers: int, context_features: int = 0, coupled: bool = False) -> None:
     """An architecture's sizes: a flow of no layers (the identity, silently) or of no features is
-    refused by name."""
+    refused by name, and a coupling flow (``coupled``) of one feature, which has none to condition on
+    (its network was built with no outputs: "MLP's out_features must be an integer >= 1, got 0")."""
     whole_at_least("features", features, 1)
+    if coupled and features < 2:
+        raise ValueError(
+            f"a coupling flow transforms some features given the others: it needs features >= 2, got {features} "
+            "(maf, an autoregressive flow, models one)"
+        )
     whole_at_least("layers", layers, 1)
     whole_at_least("context_features", context_features, 0)
 
@@ -56,7 +62,7 @@ def _alternating_couplings(
     features: int, hidden: Sequence[int], layers: int, context_features: int, act: str, affine: bool
 ) -> list[Bijection]:
     """``layers`` couplings on alternating masks, additive (NICE) or affine (RealNVP)."""
-    _sizes(features, layers, context_features)
+    _sizes(features, layers, context_features, coupled=True)
     steps: list[Bijection] = []
     for i in range(layers):
         mask = alternating_mask(features, i % 2)
@@ -80,7 +86,7 @@ def realnvp(features: int, hidden: Sequence[int], layers: int = 4, context_featu
 def glow(features: int, hidden: Sequence[int], layers: int = 4, context_features: int = 0, act: str = "relu") -> Compose:
     """Glow steps on vectors: ActNorm, an LU-parameterised invertible linear map, an affine
     coupling of the first half on the second (arXiv 1807.03039)."""
-    _sizes(features, layers, context_features)
+    _sizes(features, layers, context_features, coupled=True)
     g = torch.Generator().manual_seed(0)
     steps: list[Bijection] = []
     mask = _half_mask(features)
