@@ -8,7 +8,8 @@ conditionally on it:
 
 The log-scale is bounded softly, s = bound * tanh(raw / bound): an unbounded exp(s) is the
 usual source of overflow and NaN in these models. The conditioner's last layer starts at zero,
-so every coupling starts as the identity.
+so every coupling starts as the identity, but Glow's (``scale="sigmoid"``), which starts as a
+scaling by sigmoid(2) = 0.88, as openai/glow's does.
 """
 
 import torch
