@@ -20,6 +20,7 @@ from dgmkit.cli.common import (
     split_data,
 )
 from dgmkit.config import load_run
+from dgmkit.data.labels import refuse_hidden
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.clustering import cluster_assignments, clustering_scores
 from dgmkit.evaluation.report import finite_number
@@ -79,6 +80,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     file_rows = dataset.split(args.split).rows
     if y is None:
         raise DataError(f"{run.cfg.data.dataset} has no labels to score a clustering against")
+    refuse_hidden(y, f"the {args.split} split of {run.cfg.data.dataset}", "a clustering's score against labels")
     assign = cluster_assignments(run.model, x).cpu()  # scored by NumPy and scikit-learn, on the CPU
     scores = {
         **clustering_scores(assign.numpy(), y.cpu().numpy()),

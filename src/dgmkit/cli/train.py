@@ -44,7 +44,7 @@ from dgmkit.config.run import (
 from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, OWN_DATA_KEYS, RELOCATABLE
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.dataset import SPLITS
-from dgmkit.data.labels import check_labels, keep_labels
+from dgmkit.data.labels import HIDDEN, check_labels, keep_labels
 from dgmkit.data.missing import check_missing_allowed, has_missing
 from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import describe_columns
@@ -357,7 +357,7 @@ def train_run(
         if dataset.columns and not quiet and distributed.current().is_main:
             columns = plural(len(dataset.columns), "column")
             say(f"{dataset.name}: {columns}{_kinds_source(cfg)}: {describe_columns(dataset.columns)}")
-        for note in cfg.model.data_notes(dataset) if not quiet and distributed.current().is_main else []:
+        for note in _data_notes(cfg, dataset) if not quiet and distributed.current().is_main else []:
             say(f"note: {note}")
     init_data = None
     if family.needs_init_data and not resume:
@@ -499,6 +499,22 @@ class _Labelled(Protocol):
     classes: int
 
 
+def _data_notes(cfg: RunConfig, dataset: Dataset) -> list[str]:
+    """The family's notes on the data (``data_notes``) and, for a family trained on labels, of
+    data that hide some (-1: a partly labelled data file), how many labels training is shown."""
+    y = dataset.train.y
+    hidden = 0 if y is None or not cfg.model.uses_labels else int((y < 0).sum())
+    if not hidden:
+        return cfg.model.data_notes(dataset)
+    assert y is not None
+    kept = f", of which --labels {cfg.data.labels} are kept" if cfg.data.labels is not None else ""
+    shown = (
+        f"the training split of {dataset.name} shows {len(y) - hidden} labels of its {len(y)} rows{kept}; the "
+        f"{hidden} rows whose label is hidden ({HIDDEN}) are trained on as unlabelled"
+    )
+    return [shown, *cfg.model.data_notes(dataset)]
+
+
 def _check_every_class_seen(cfg: RunConfig, dataset: Dataset) -> None:
     """A new run of a family trained on labels: each of its --classes has an example among the
     training split's labels (before any is hidden), else it is refused; a class with none is never
@@ -509,7 +525,7 @@ def _check_every_class_seen(cfg: RunConfig, dataset: Dataset) -> None:
     if not cfg.model.uses_labels or dataset.train.y is None:
         return
     classes = cast(_Labelled, cfg.model).classes
-    check_labels(dataset.train, classes, f"the training split of {dataset.name}")
+    check_labels(dataset.train, classes, f"the training split of {dataset.name}", hidden=True)
     y = dataset.train.y.long()
     y = y[(y >= 0) & (y < classes)]
     empty = (torch.bincount(y, minlength=classes) == 0).nonzero().flatten().tolist()
@@ -530,7 +546,8 @@ def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
     """For families trained on labels: the training split with ``cfg.data.labels`` labels kept
     (balanced over the classes, drawn with ``labels_seed``, else the run's seed: the same on
     --resume) and the others hidden (-1); validation keeps all its labels, for the accuracy it
-    reports."""
+    reports. A partly labelled data file's hidden labels (-1) stay hidden: its rows are unlabelled,
+    and --labels N draws from the labels it shows."""
     if not cfg.model.uses_labels:
         return dataset
     classes = cast(_Labelled, cfg.model).classes
@@ -546,9 +563,10 @@ def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:
             f"{cfg.model.name} model is trained on labels"
             + (" (a run's latents carry the labels of its data, and its data have none)" if source else "")
         )
-    check_labels(dataset.valid, classes, "the validation split")
+    # (a partly labelled data file hides labels, -1, in any split: validation's accuracy is of the labels it shows)
+    check_labels(dataset.valid, classes, "the validation split", hidden=True)
     if dataset.test.y is not None:  # (dgm eval's accuracy counted a test label beyond the classes as an error)
-        check_labels(dataset.test, classes, "the test split")
+        check_labels(dataset.test, classes, "the test split", hidden=True)
     seed = cfg.optim.seed if cfg.data.labels_seed is None else cfg.data.labels_seed
     train = keep_labels(dataset.train, cfg.data.labels, classes, seed)
     return dataclasses.replace(dataset, train=train)

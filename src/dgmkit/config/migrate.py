@@ -130,6 +130,9 @@ def check_record(record: dict, source: str) -> RunConfig:
         raise CheckpointError(f"{source}: the data's value_range {str(seen)[:60]} is not [lowest, highest], finite numbers")
     if record.get("observed_only", True) is not True:  # (1 == True: "not in (None, True)" would take it)
         raise CheckpointError(f"{source}: observed_only {str(record['observed_only'])[:40]} is not true (or absent)")
+    shown = record.get("labelled")
+    if shown is not None and not (type(shown) is int and shown >= 0):
+        raise CheckpointError(f"{source}: labelled {str(shown)[:40]} is not a count of training labels (or absent)")
     digest = d.get("sha256")
     if digest is not None and not (
         isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)

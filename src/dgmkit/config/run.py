@@ -107,6 +107,9 @@ def run_record(
         record["value_range"] = seen
     if _incomplete(dataset):  # (its scores are of log p(x_o): what a report says of a run that no evaluation has)
         record["observed_only"] = True
+    if cfg.model.uses_labels and dataset.train.y is not None:  # the training labels it is shown (beside "data", as above)
+        shown = int((dataset.train.y >= 0).sum())  # (a partly labelled data file hides some: -1)
+        record["labelled"] = shown if cfg.data.labels is None else min(cfg.data.labels, shown)
     return record
 
 
@@ -268,7 +271,7 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
         own = migrate_record(read_json(path / "config.json"), str(path / "config.json"))
         check_same_run(own, record, path / "config.json", found, FREE_ON_RESUME + MOVABLE)
         cfg = _moved_as_recorded(cfg, own, record)  # where the runs it takes are now, and its data
-        for key in ("value_range", "observed_only"):  # (a best checkpoint from before a resume recorded them)
+        for key in ("value_range", "observed_only", "labelled"):  # (a best checkpoint from before a resume recorded them)
             if key in own and key not in record:
                 record = {**record, key: own[key]}
     data = record["data"]

@@ -80,7 +80,8 @@ class DataConfig:
     labels: int | None = setting(
         None,
         "models trained on labels (the semi-supervised families): keep this many training labels, balanced over "
-        "the classes and drawn with --labels-seed (default --seed), and hide the rest (default: keep all)",
+        "the classes and drawn with --labels-seed (default --seed), and hide the rest (default: keep all); a data "
+        "file's labels of -1 are hidden already, and the labels kept are drawn from those it shows",
         min=1,
         max=10**9,
     )

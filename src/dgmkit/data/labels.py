@@ -15,7 +15,16 @@ import torch
 from dgmkit.data.dataset import Split
 from dgmkit.errors import DataError, whole_at_least
 
-__all__ = ["keep_labels", "check_labels", "class_indices", "labels_checked", "labels_are_checked", "HIDDEN"]
+__all__ = [
+    "keep_labels",
+    "check_labels",
+    "class_indices",
+    "labels_checked",
+    "labels_are_checked",
+    "HIDDEN",
+    "refuse_hidden",
+    "check_shown_classes",
+]
 
 HIDDEN = -1  # the label of an example whose label is not used
 
@@ -68,6 +77,8 @@ def class_indices(y: object, n: int, what: str, num_classes: int | None = None, 
         raise DataError(f"{what} must be class indices, whole numbers; these hold others (or NaN or inf)")
     y = y.long()
     lowest = HIDDEN if hidden else 0
+    if num_classes is None and n and y.min() < lowest:  # (a label of -5 was counted as a wrong class)
+        raise DataError(f"{what} holds label {int(y.min())}: class indices are 0 or more{f' ({HIDDEN}: hidden)' * hidden}")
     if num_classes is not None and n and (y.min() < lowest or y.max() >= num_classes):
         low, top = int(y.min()), int(y.max())
         if low == 1 and top == num_classes:
@@ -79,25 +90,60 @@ def class_indices(y: object, n: int, what: str, num_classes: int | None = None, 
     return y
 
 
-def check_labels(split: Split, num_classes: int, what: str = "the training split") -> torch.Tensor:
-    """The split's labels, refused unless every one is a class 0..num_classes-1."""
+def check_labels(split: Split, num_classes: int, what: str = "the training split", hidden: bool = False) -> torch.Tensor:
+    """The split's labels, refused unless every one is a class 0..num_classes-1 (or ``HIDDEN``
+    where ``hidden``: a data file's rows whose label it does not show)."""
     if split.y is None:
         raise DataError(f"{what} has no labels; a model trained on labels needs a labelled dataset")
-    return class_indices(split.y, len(split.x), what, num_classes)
+    return class_indices(split.y, len(split.x), what, num_classes, hidden)
+
+
+def refuse_hidden(y: torch.Tensor | None, what: str, use: str) -> None:
+    """Refuse labels ``y`` that hide some (``HIDDEN``: a partly labelled data file's unlabelled
+    rows) for a ``use`` that needs every label (an accuracy counted a hidden label as an error)."""
+    if y is None:
+        return
+    hidden = int((y == HIDDEN).sum())
+    if hidden:
+        raise DataError(
+            f"{what} holds {hidden} hidden labels ({HIDDEN}) of {len(y)}, and {use} needs every label: "
+            "hidden labels serve semi-supervised training alone"
+        )
+
+
+def check_shown_classes(y: torch.Tensor, num_classes: int, what: str) -> None:
+    """Refuse training labels ``y`` (``HIDDEN`` where hidden) that show no example of one of a
+    model's ``num_classes`` classes: a class never shown is never learnt, yet keeps its share of
+    the model's probability over classes (labels all of class 0 trained an M2 that names every
+    datapoint 0)."""
+    shown = y[y >= 0]
+    if not len(shown):
+        raise DataError(f"{what} shows no label (every one is hidden, {HIDDEN}): a model trained on labels needs some")
+    empty = (torch.bincount(shown.cpu(), minlength=num_classes) == 0).nonzero().flatten().tolist()
+    if empty:
+        named = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise DataError(
+            f"{what} shows no label of class{'es' if len(empty) > 1 else ''} {named} of the model's {num_classes} "
+            f"classes (0..{num_classes - 1}): a class with no example is never learnt; give labels of every class, "
+            "or a model of fewer classes"
+        )
 
 
 def keep_labels(split: Split, n: int | None, num_classes: int, seed: int) -> Split:
     """``split`` with ``n`` labels kept, n / K of each of the K classes, drawn at random with
     ``seed`` (the same draw for the same split and seed), and the others set to ``HIDDEN``;
-    ``n = None`` keeps them all. Refused unless n is a positive multiple of K that each class can supply."""
-    y = check_labels(split, num_classes)
+    ``n = None`` keeps them all. Refused unless n is a positive multiple of K that each class can supply.
+    Labels the split hides already (a partly labelled data file's) stay hidden: the n are drawn from those it shows."""
+    y = check_labels(split, num_classes, hidden=True)
     if n is None:
         return dataclasses.replace(split, y=y)
     n = whole_at_least("--labels", n, 1, DataError)  # (-2 kept all but one of each class; 2.0 was a TypeError)
     if n % num_classes:
         raise DataError(f"--labels {n} cannot be balanced over {num_classes} classes: give a multiple of {num_classes}")
-    if n > len(y):
-        raise DataError(f"--labels {n} is more than the {len(y)} training datapoints")
+    shown = int((y >= 0).sum())
+    if n > shown:
+        some = f"labelled ones (of {len(y)}; the data hide the others)" if shown < len(y) else "datapoints"
+        raise DataError(f"--labels {n} is more than the {shown} training {some}")
     per_class = n // num_classes
     g = torch.Generator().manual_seed(seed)
     kept = torch.full_like(y, HIDDEN)

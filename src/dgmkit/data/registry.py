@@ -26,7 +26,7 @@ import torch
 from dgmkit.data.dataset import Dataset, Split
 from dgmkit.data.download import download as fetch
 from dgmkit.data.formats import read_amat, read_arrays, read_idx
-from dgmkit.data.labels import MAX_LABEL
+from dgmkit.data.labels import HIDDEN, MAX_LABEL
 from dgmkit.data.matlab import read_mat
 from dgmkit.data.sprites import sprites
 from dgmkit.data.table import TABLE_SUFFIXES, Column, read_table
@@ -500,7 +500,8 @@ def check_channels_first(x: np.ndarray, name: str) -> None:
 
 
 def _check_labels(y: object, n: int, name: str) -> torch.Tensor:
-    """Labels as int64: one per image, integral, finite, in 0..MAX_LABEL."""
+    """Labels as int64: one per image, integral, finite, in 0..MAX_LABEL, or ``HIDDEN`` (-1) where the
+    file does not show it (a partly labelled file, for semi-supervised training)."""
     try:
         y = np.asarray(y)
     except (ValueError, TypeError) as e:
@@ -518,8 +519,8 @@ def _check_labels(y: object, n: int, name: str) -> torch.Tensor:
     if y.dtype.kind == "f" and not np.all(y == np.round(y)):
         raise DataError(f"{name}: labels must be whole numbers")
     low, high = y.min().item(), y.max().item()  # (Python numbers: MAX_LABEL as float16 is inf, as float32 2**31)
-    if low < 0 or high > MAX_LABEL:
-        raise DataError(f"{name}: labels must lie in 0..{MAX_LABEL}, found {low}..{high}")
+    if low < HIDDEN or high > MAX_LABEL:
+        raise DataError(f"{name}: labels must lie in 0..{MAX_LABEL}, found {low}..{high} ({HIDDEN} marks a hidden label)")
     return torch.from_numpy(y.astype(np.int64))
 
 
@@ -554,10 +555,11 @@ def from_array(
 
     The images must be real numbers (bool, integer or float), NaN marking a missing entry
     (``data.missing``; no row all missing, no inf); labels ``y``, if given,
-    one non-negative whole number per image. Integer or binary-valued data is kept as
-    integers, their number of levels following the values whatever the array's dtype: 2 if
-    binary, 256 if the largest value needs 8 bits (128..255: 8-bit data, whose levels are 256
-    even where no pixel reaches 255), else max + 1 (digits of 0..16: 17); other float data is
+    one non-negative whole number per image, or -1 where it is hidden (semi-supervised
+    training). Integer or binary-valued data is kept as integers, their number of levels
+    following the values whatever the array's dtype: 2 if binary, 256 if the largest value
+    needs 8 bits (128..255: 8-bit data, whose levels are 256 even where no pixel reaches 255),
+    else max + 1 (digits of 0..16: 17); other float data is
     continuous. The rows are split with a seeded permutation into 80% train, 10% valid and
     10% test, none of them empty. An array that looks channels-last is refused
     (``check_channels_first``) unless ``shaped``: its shape was given (``--image-shape``).

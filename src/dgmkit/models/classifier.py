@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from dgmkit.data.labels import refuse_hidden
 from dgmkit.models.terms import Term
 
 __all__ = ["Classifier"]
@@ -35,6 +36,7 @@ class Classifier(ABC):
         """The model's own terms and, where the split has labels, the share it classifies right."""
         terms = super().evaluation_terms(x, y, estimate, batch_size)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
         if y is not None:
+            refuse_hidden(y, "the labels y", "the accuracy of a classifier")  # (a hidden label was counted as an error)
             right = (self.predict(x, batch_size) == y.to(x.device).long()).double()
             share = right.mean().item()
             note = f"{100 * (1 - share):.2f}% error on all {len(right)} labels"

@@ -1,0 +1,85 @@
+"""Partly labelled data: a data file whose labels are -1 (hidden) where not shown trains a
+semi-supervised model on the labels it shows; uses that need every label refuse hidden ones."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dgm_cli import dgm, refused
+from dgmkit.config import RunConfig, build_model
+from dgmkit.data import from_array, load_dataset
+from dgmkit.data.labels import HIDDEN
+from dgmkit.errors import DataError
+from dgmkit.evaluation import evaluate
+
+TINY = ("--model", "m2", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--batch-size", "100")
+
+
+@pytest.fixture
+def part_npz(tmp_path):
+    """300 rows of the 8x8 digits (17 levels), the labels of about 2/3 of them hidden (-1)."""
+    d = load_dataset("digits")
+    x, y = d.train.x[:300].numpy(), d.train.y[:300].numpy().copy()
+    y[np.random.default_rng(0).random(300) < 2 / 3] = HIDDEN
+    path = tmp_path / "part.npz"
+    np.savez(path, x=x, y=y)
+    return path, y
+
+
+def _shown_in_train(path):
+    return int((from_array(*np.load(path).values(), name=path.name).train.y >= 0).sum())
+
+
+def test_a_partly_labelled_file_trains_m2_on_the_labels_it_shows(capsys, tmp_path, part_npz):
+    """Labels of -1 in a .npz were refused at load ("labels must lie in 0..2147483647, found -1..9")."""
+    path, y = part_npz
+    shown = _shown_in_train(path)
+    assert 50 < shown < 150  # (about 1/3 of the 240 training rows)
+    code, out, err = dgm(capsys, "train", *TINY, "--dataset", path, "--binarize", "dynamic", "--out", tmp_path / "r")
+    assert code == 0, err
+    assert f"shows {shown} labels of its 240 rows; the {240 - shown} rows whose label is hidden (-1)" in out
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["labelled"] == shown
+    # dgm eval's accuracy needs every label of the test split: refused, naming the file and the count
+    hidden_test = int((from_array(*np.load(path).values(), name=path.name).test.y < 0).sum())
+    assert hidden_test
+    code, _, err = dgm(capsys, "eval", tmp_path / "r")
+    refused(code, err, f"the test split of {path} holds {hidden_test} hidden labels (-1) of 30", "needs every label")
+
+
+def test_labels_flag_keeps_labels_among_those_a_file_shows(capsys, tmp_path, part_npz):
+    path, _ = part_npz
+    shown = _shown_in_train(path)
+    code, _, err = dgm(capsys, "train", *TINY, "--dataset", path, "--binarize", "dynamic", "--labels", "20",
+                       "--out", tmp_path / "r")  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["labelled"] == 20
+    code, _, err = dgm(capsys, "train", *TINY, "--dataset", path, "--binarize", "dynamic", "--labels", "200",
+                       "--out", tmp_path / "r2")  # fmt: skip
+    refused(code, err, f"--labels 200 is more than the {shown} training labelled ones (of 240")
+
+
+def test_labels_below_hidden_are_still_refused():
+    x = np.zeros((20, 4), np.uint8)
+    assert int((from_array(x, np.full(20, -1)).train.y == HIDDEN).sum()) == 16
+    with pytest.raises(DataError, match=r"labels must lie in 0..2147483647, found -2..0 \(-1 marks a hidden label\)"):
+        from_array(x, np.array([-2] + [0] * 19))
+
+
+def _m2_and_digits():
+    digits = load_dataset("digits")
+    cfg = RunConfig.of(model="m2", hidden=[8], latent_dim=2)
+    return cfg, build_model(cfg, digits.event_shape, digits.num_levels), digits
+
+
+def test_evaluate_refuses_hidden_labels_for_a_classifiers_accuracy():
+    """A hidden label (-1) was counted as a wrong class: 10 of 20 hidden gave an accuracy of at most 0.5."""
+    cfg, model, digits = _m2_and_digits()
+    x = cfg.model.transform(digits).held_out(digits.test.x[:20])
+    y = digits.test.y[:20].clone()
+    y[:10] = HIDDEN
+    with pytest.raises(DataError, match=r"holds 10 hidden labels \(-1\) of 20, and the accuracy of a classifier"):
+        evaluate(model, x, iw_samples=1, y=y)
+    with pytest.raises(DataError, match="holds label -3: class indices are 0 or more"):
+        evaluate(model, x, iw_samples=1, y=torch.full((20,), -3))
