@@ -1,5 +1,6 @@
 """Partly labelled data: a data file whose labels are -1 (hidden) where not shown trains a
-semi-supervised model on the labels it shows; uses that need every label refuse hidden ones."""
+semi-supervised model on the labels it shows; uses that need every label refuse hidden ones,
+and the Trainer refuses training labels that show no example of one of the model's classes."""
 
 import json
 
@@ -8,11 +9,12 @@ import pytest
 import torch
 
 from dgm_cli import dgm, refused
-from dgmkit.config import RunConfig, build_model
-from dgmkit.data import from_array, load_dataset
+from dgmkit.config import RunConfig, build_model, build_objective
+from dgmkit.data import Split, from_array, load_dataset
 from dgmkit.data.labels import HIDDEN
 from dgmkit.errors import DataError
 from dgmkit.evaluation import evaluate
+from dgmkit.training import Trainer
 
 TINY = ("--model", "m2", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--batch-size", "100")
 
@@ -83,3 +85,20 @@ def test_evaluate_refuses_hidden_labels_for_a_classifiers_accuracy():
         evaluate(model, x, iw_samples=1, y=y)
     with pytest.raises(DataError, match="holds label -3: class indices are 0 or more"):
         evaluate(model, x, iw_samples=1, y=torch.full((20,), -3))
+
+
+@pytest.mark.parametrize(
+    ("labels", "words"),
+    [
+        (lambda y: torch.zeros_like(y), "shows no label of classes 1, 2, 3, 4, 5 and 4 more of the model's 10"),
+        (lambda y: y % 9, "shows no label of class 9 of the model's 10 classes"),
+        (lambda y: torch.full_like(y, HIDDEN), "shows no label \\(every one is hidden, -1\\)"),
+    ],
+)
+def test_trainer_refuses_labels_missing_a_class_of_the_model(labels, words):
+    """An M2 of 10 classes trained silently on labels all of class 0 (or all hidden)."""
+    cfg, model, digits = _m2_and_digits()
+    train = digits.train.subset(torch.arange(100))
+    train = Split(train.x, labels(train.y))
+    with pytest.raises(DataError, match=words):
+        Trainer(model, build_objective(cfg), train, cfg.model.transform(digits), epochs=1, progress=False)

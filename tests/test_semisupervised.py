@@ -492,7 +492,8 @@ def test_the_trainer_refuses_labels_outside_the_classes_of_a_classifier():
         says = f"{what} holds labels -?\\d+\\.\\.\\d+, outside the model's classes 0\\.\\.9 and -1 \\(hidden\\)"
         with pytest.raises(DataError, match=says):
             Trainer(model, build_objective(cfg), tr, cfg.model.transform(digits), valid=va, epochs=1, progress=False)
-    hidden = dataclasses.replace(train, y=torch.where(torch.arange(40) % 2 == 0, train.y, HIDDEN))
+    every = digits.train.subset(torch.arange(200))  # (the 100 labels it shows hold an example of every class)
+    hidden = dataclasses.replace(every, y=torch.where(torch.arange(200) % 2 == 0, every.y, HIDDEN))
     Trainer(model, build_objective(cfg), hidden, cfg.model.transform(digits), valid=valid, epochs=1, progress=False)
 
 

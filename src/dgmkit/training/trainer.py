@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from dgmkit import distributed
 from dgmkit._io import Terminated, parse_json, sigterm_raises
 from dgmkit.data import Dataset, DataTransform, Split
-from dgmkit.data.labels import class_indices, labels_checked
+from dgmkit.data.labels import check_shown_classes, class_indices, labels_checked
 from dgmkit.data.transforms import VALID_SEED
 from dgmkit.devices import dtype_of, half_precision_words, resolve_device
 from dgmkit.distributions import complete_data, may_be_incomplete
@@ -275,7 +275,10 @@ class Trainer:
         if self.objective.takes_labels:
             if train.y is None:
                 raise ConfigError(f"{type(self.objective).__name__} trains on labels, and the training data have none")
-            self.train_y = _class_labels(train.y, self.model, "the training split").to(self.device)
+            self.train_y = _class_labels(train.y, self.model, "the training split")
+            if isinstance(self.model, Classifier):  # (labels all of class 0 trained an M2 that names every datapoint 0)
+                check_shown_classes(self.train_y, self.model.num_classes, "the training split")
+            self.train_y = self.train_y.to(self.device)
             if valid is not None and valid.y is not None:
                 self._valid_y = _class_labels(valid.y, self.model, "the validation split").to(self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
