@@ -2,6 +2,8 @@
 
 import argparse
 
+import torch
+
 from dgmkit._io import atomic_write_bytes, atomic_write_json
 from dgmkit.cli.common import (
     add_data_flags,
@@ -20,7 +22,7 @@ from dgmkit.cli.common import (
     split_data,
 )
 from dgmkit.config import load_run
-from dgmkit.data.labels import refuse_hidden
+from dgmkit.data.labels import HIDDEN
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.clustering import cluster_assignments, clustering_scores
 from dgmkit.evaluation.report import finite_number
@@ -42,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 _HEADER = "index,label,component,file_row"
 _HEADERS = (_HEADER, "index,label,component")  # (before 2026-11-29: no file_row)
 _SCORES = {"accuracy", "accuracy_majority", "nmi"}  # cluster.json's numbers in [0, 1], beside its counts and split
-_COUNTS = {"clusters_used", "n", "components"}
+_COUNTS = {"clusters_used", "n", "components", "hidden_labels"}
 _NAMES = {"split", "checkpoint", "weights", "run_id"}  # which data and which weights (records before 2026-11-27: split)
 
 
@@ -63,6 +65,16 @@ def _result_problem(r: dict) -> str | None:
     return None
 
 
+def _shown_labels(y: torch.Tensor, where: str) -> tuple[torch.Tensor, dict]:
+    """Which labels ``y`` shows (a partly labelled data file hides some, -1, which are no class: a
+    clustering is scored against those shown) and, where some are hidden, cluster.json's count of
+    them; refused where every one is hidden."""
+    shown = y != HIDDEN
+    if not bool(shown.any()):
+        raise DataError(f"{where} hides every label ({HIDDEN}): none to score a clustering against")
+    return shown, {"hidden_labels": int((~shown).sum())} if not bool(shown.all()) else {}
+
+
 def run_cluster(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     if not isinstance(run.model, LatentVariableModel) or run.model.num_components is None:
@@ -80,10 +92,12 @@ def run_cluster(args: argparse.Namespace) -> int:
     file_rows = dataset.split(args.split).rows
     if y is None:
         raise DataError(f"{run.cfg.data.dataset} has no labels to score a clustering against")
-    refuse_hidden(y, f"the {args.split} split of {run.cfg.data.dataset}", "a clustering's score against labels")
+    y = y.cpu()
+    shown, hidden = _shown_labels(y, f"the {args.split} split of {run.cfg.data.dataset}")
     assign = cluster_assignments(run.model, x).cpu()  # scored by NumPy and scikit-learn, on the CPU
     scores = {
-        **clustering_scores(assign.numpy(), y.cpu().numpy()),
+        **clustering_scores(assign[shown].numpy(), y[shown].numpy()),
+        **hidden,
         "split": args.split,
         "components": run.model.num_components,
         "checkpoint": run.checkpoint.name,  # which weights: a run trained on since makes other clusters
@@ -91,7 +105,8 @@ def run_cluster(args: argparse.Namespace) -> int:
         "run_id": run.record.get("run_id"),
     }
     used = f"{scores['clusters_used']} of {plural(scores['components'], 'component')}"
-    say(f"{plural(scores['n'], args.split + ' datapoint')} in {used}{encoded_holes_note(x)}")
+    scored = f" (the {hidden['hidden_labels']} whose label is hidden are left out)" if hidden else ""
+    say(f"{plural(scores['n'], args.split + ' datapoint')} in {used}{scored}{encoded_holes_note(x)}")
     say(f"accuracy (best one-to-one matching)  {scores['accuracy']:.4f}")
     say(f"accuracy (majority label per cluster) {scores['accuracy_majority']:.4f}")
     say(f"NMI                                   {scores['nmi']:.4f}")

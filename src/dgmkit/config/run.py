@@ -442,12 +442,8 @@ def check_same_run(
         }
         return {"config": kept, "data": data}  # (another run's place may change; whether there is one, not)
 
-    dropped = [] if fresh else _dropped_keys(own, other)
-    if dropped:  # (a default would take a resumable key's place silently: --epochs's, say)
-        raise CheckpointError(
-            f"{own_source} lacks {', '.join(dropped)}, which {other_source} records (was config.json edited?); "
-            "a run's config.json is written whole: restore it, or delete it (the checkpoint's record is then used)"
-        )
+    if not fresh:
+        _check_none_dropped(own, other, own_source, other_source)
     if key(own, own_source) != key(other, other_source):
         raise CheckpointError(
             f"{own_source} and {other_source} describe different runs (was config.json edited?); "
@@ -455,20 +451,26 @@ def check_same_run(
         )
 
 
-def _dropped_keys(own: dict, other: dict) -> list[str]:
-    """The settings (``section.key``) that the record ``other`` holds and ``own`` does not. A
-    resumed run writes config.json whole, with every setting of its dgmkit, before its checkpoints
-    (an earlier release's checkpoint may hold fewer): one it lacks was deleted."""
+def _check_none_dropped(own: dict, other: dict, own_source: Path, other_source: Path) -> None:
+    """Refuse a config.json ``own`` that lacks a setting (``section.key``) that the checkpoint's
+    record ``other`` holds: a default would take its place silently (--epochs's, say). A resumed
+    run writes config.json whole, with every setting of its dgmkit, before its checkpoints (an
+    earlier release's checkpoint may hold fewer): one it lacks was deleted."""
     mine, theirs = own.get("config"), other.get("config")
     if not isinstance(mine, dict) or not isinstance(theirs, dict):
-        return []  # (RunConfig names what is wrong with a record)
-    return [
+        return  # (RunConfig names what is wrong with a record)
+    dropped = [
         f"{section}.{k}"
         for section, keys in theirs.items()
         if isinstance(keys, dict)
         for k in keys
         if not isinstance(mine.get(section), dict) or k not in mine[section]
     ]
+    if dropped:
+        raise CheckpointError(
+            f"{own_source} lacks {', '.join(dropped)}, which {other_source} records (was config.json edited?); "
+            "a run's config.json is written whole: restore it, or delete it (the checkpoint's record is then used)"
+        )
 
 
 def read_json(path: Path) -> dict:

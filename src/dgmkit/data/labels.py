@@ -22,7 +22,6 @@ __all__ = [
     "labels_checked",
     "labels_are_checked",
     "HIDDEN",
-    "refuse_hidden",
     "check_shown_classes",
 ]
 
@@ -96,19 +95,6 @@ def check_labels(split: Split, num_classes: int, what: str = "the training split
     if split.y is None:
         raise DataError(f"{what} has no labels; a model trained on labels needs a labelled dataset")
     return class_indices(split.y, len(split.x), what, num_classes, hidden)
-
-
-def refuse_hidden(y: torch.Tensor | None, what: str, use: str) -> None:
-    """Refuse labels ``y`` that hide some (``HIDDEN``: a partly labelled data file's unlabelled
-    rows) for a ``use`` that needs every label (an accuracy counted a hidden label as an error)."""
-    if y is None:
-        return
-    hidden = int((y == HIDDEN).sum())
-    if hidden:
-        raise DataError(
-            f"{what} holds {hidden} hidden labels ({HIDDEN}) of {len(y)}, and {use} needs every label: "
-            "hidden labels serve semi-supervised training alone"
-        )
 
 
 def check_shown_classes(y: torch.Tensor, num_classes: int, what: str) -> None:

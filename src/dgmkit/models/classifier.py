@@ -6,11 +6,12 @@ naming either. It adds the accuracy to the model's ``evaluation_terms``: list it
 ``GenerativeModel`` base, so that its method comes first and passes on to the model's own.
 """
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
 
-from dgmkit.data.labels import refuse_hidden
+from dgmkit.data.labels import HIDDEN
 from dgmkit.models.terms import Term
 
 __all__ = ["Classifier"]
@@ -35,10 +36,13 @@ class Classifier(ABC):
     ) -> dict[str, Term]:
         """The model's own terms and, where the split has labels, the share it classifies right."""
         terms = super().evaluation_terms(x, y, estimate, batch_size)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
-        if y is not None:
-            refuse_hidden(y, "the labels y", "the accuracy of a classifier")  # (a hidden label was counted as an error)
-            right = (self.predict(x, batch_size) == y.to(x.device).long()).double()
-            share = right.mean().item()
-            note = f"{100 * (1 - share):.2f}% error on all {len(right)} labels"
-            terms["accuracy"] = Term("accuracy", right, unit="", note=note, digits=4)
+        if y is not None:  # (a hidden label, HIDDEN: a partly labelled file's, was counted as an error)
+            y = y.to(x.device).long()
+            right = (self.predict(x, batch_size) == y).double().masked_fill(y == HIDDEN, math.nan)
+            shown = int((y != HIDDEN).sum())
+            hidden = f" ({len(y) - shown} hidden)" if shown < len(y) else ""
+            share = right.nansum().item() / shown if shown else math.nan
+            note = f"{100 * (1 - share):.2f}% error on {'all ' * (not hidden)}{shown} labels{hidden}"
+            undefined = f"n/a: all {len(y)} labels are hidden"
+            terms["accuracy"] = Term("accuracy", right, unit="", note=note, undefined=undefined, partial=True, digits=4)
         return terms
