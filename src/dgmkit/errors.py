@@ -24,6 +24,7 @@ __all__ = [
     "described",
     "shown_value",
     "whole_at_least",
+    "whole_in",
     "generator_seed",
     "finite_at_least",
     "sizes_at_least",
@@ -115,6 +116,14 @@ def whole_at_least(name: str, value: object, low: int, error: type[Exception] = 
     ``low``, else ``error`` saying so by ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise error(f"{name} must be an integer >= {low}, got {shown_value(value)}")
+    return int(value)
+
+
+def whole_in(name: str, value: object, low: int, high: int, error: type[Exception] = ValueError) -> int:
+    """``value`` as an int if it is a whole number (a NumPy one too; not a bool) in low..high,
+    else ``error`` saying so by ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= int(value) <= high:
+        raise error(f"{name} must be an integer in {low}..{high}, got {shown_value(value)}")
     return int(value)
 
 

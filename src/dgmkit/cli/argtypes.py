@@ -66,13 +66,9 @@ def keyword(flag: str) -> str:
 def given_count(value: object, lo: int, hi: int, what: str) -> int:
     """``value`` given from Python where a flag takes ``count(lo, hi)``: an integer (a NumPy one
     too; not a bool) in lo..hi, else a ConfigError that names ``what``."""
-    import numbers
+    from dgmkit.errors import ConfigError, whole_in
 
-    from dgmkit.errors import ConfigError
-
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= int(value) <= hi:
-        raise ConfigError(f"{what} must be an integer in {lo}..{hi}, got {_shown(value)}")
-    return int(value)
+    return whole_in(what, value, lo, hi, ConfigError)
 
 
 def given_real(value: object, gt: float, hi: float, what: str) -> float:

@@ -53,6 +53,7 @@ from dgmkit.data.table import write_table
 from dgmkit.distributions.flow import POSTERIOR_MEANS
 from dgmkit.errors import ConfigError, DataError, EvaluationError, shown_value
 from dgmkit.evaluation.figures import check_grid, image_grid_png, project_2d, scatter_png
+from dgmkit.models.diffusion import MAX_SAMPLE_STEPS, sampling_steps
 
 __all__ = [
     "add_parsers",
@@ -77,7 +78,6 @@ __all__ = [
 
 MAX_SAMPLES = 10_000  # images one ``dgm sample`` draws
 SAMPLE_BATCH = 1000  # drawn at once: the memory of sampling is that of one batch (a PixelCNN's cache, a U-Net's step)
-MAX_SAMPLE_STEPS = 100_000  # a diffusion model's ancestral steps
 MAX_TEMPERATURE = 100.0  # a flow's base scale
 
 
@@ -213,7 +213,7 @@ def check_sample_options(run: Run, n: int, options: SampleOptions, keywords: boo
     refuse_unsampled(run)
     given_count(n, 1, MAX_SAMPLES, "the number of samples")
     if steps is not None:
-        given_count(steps, 1, MAX_SAMPLE_STEPS, named("--steps"))
+        sampling_steps(steps, named("--steps"), ConfigError)
     if temperature is not None:
         given_real(temperature, 0, MAX_TEMPERATURE, named("--temperature"))
     for flag, value in ((named("--naive"), naive), (named("--draw"), draw)):
