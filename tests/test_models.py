@@ -235,12 +235,23 @@ def test_a_models_sample_refuses_a_count_that_is_not_a_whole_number():
     assert len(own) > 10 and all(getattr(cls.__dict__["sample"], "_counts_checked", False) for cls in own)
 
 
-@pytest.mark.parametrize("name", sorted(__import__("dgmkit.families", fromlist=["FAMILIES"]).FAMILIES))
-def test_every_family_draws_no_samples_as_empty_outputs_leaving_the_random_streams_as_they_were(name):
+_SAMPLED = [(name, {}) for name in sorted(__import__("dgmkit.families", fromlist=["FAMILIES"]).FAMILIES)] + [
+    ("arm", dict(arm="made", made_masks=2)),  # (the models of their own sample)
+    ("flow", dict(dequantization="variational")),
+    ("hvae", dict(posterior="residual", res_resolutions=[2, 4])),
+]
+
+
+@pytest.mark.parametrize("double", [False, True])
+@pytest.mark.parametrize("name, settings", _SAMPLED)
+def test_every_family_draws_no_samples_as_empty_outputs_leaving_the_random_streams_as_they_were(name, settings, double):
     """sample(0) gives each output with none of its rows (one draw's shape and type otherwise),
     where several of torch's distributions refuse to draw none (the discrete and VQ-VAEs) or to
-    reshape none (the hierarchical and pixel VAEs' priors, diffusion), and draws nothing."""
-    model = build_model(RunConfig.of(model=name), (1, 4, 4), 2).eval()
+    reshape none (the hierarchical and pixel VAEs' priors, diffusion), and draws nothing. Nor does
+    it run the network: it made one draw and cut it (a diffusion model's whole chain, an
+    autoregressive model's pixel loop); no module's forward runs now."""
+    model = build_model(RunConfig.of(model=name, **settings), (1, 4, 4), 2).eval()
+    model = model.double() if double else model
     if name == "ae":  # (no distribution: a plain autoencoder)
         with pytest.raises(CapabilityError, match="defines no distribution to sample from"):
             model.sample(0)
@@ -249,11 +260,40 @@ def test_every_family_draws_no_samples_as_empty_outputs_leaving_the_random_strea
     g = torch.Generator().manual_seed(7)
     some = model.sample(2)
     after_global, g_state = torch.random.get_rng_state(), g.get_state()
+    calls = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: calls.append(type(m).__name__)) for m in model.modules()]
     none = model.sample(0, generator=g) if "generator" in inspect.signature(model.sample).parameters else model.sample(0)
+    for hook in hooks:
+        hook.remove()
+    assert calls == []
     assert isinstance(none, tuple) and len(none) == len(some)
     for a, b in zip(none, some, strict=True):
         assert a.shape == (0, *b.shape[1:]) and a.dtype == b.dtype
     assert torch.equal(torch.random.get_rng_state(), after_global) and torch.equal(g.get_state(), g_state)
+
+
+def test_no_samples_still_checks_the_options_and_a_sample_of_ones_own_is_drawn_once_and_cut():
+    """sample(0, steps=...) of a diffusion model and sample(0, temperature=...) of a flow refuse
+    what sample(2, ...) refuses; a subclass whose own sample returns something else does not
+    inherit the promise of its base's sample_kind (its sample(0) is one draw, cut)."""
+    from dgmkit.models import VAE
+
+    diffusion = build_model(RunConfig.of(model="diffusion"), (1, 4, 4), 2)
+    with pytest.raises(ValueError, match=r"sampling steps must be an integer in 1\.\.100000"):
+        diffusion.sample(0, steps=10**30)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        build_model(RunConfig.of(model="flow"), (1, 4, 4), 2).sample(0, temperature=-1.0)
+
+    class Labelled(VAE):
+        def sample(self, n, generator=None):
+            x, mean = super().sample(n, generator)
+            return x, mean, torch.zeros(n, dtype=torch.long)
+
+    vae = build_model(RunConfig.of(model="vae"), (1, 4, 4), 2)
+    vae.__class__ = Labelled
+    assert Labelled.sample_kind is None and VAE.sample_kind == "float"
+    x, mean, y = vae.sample(0)
+    assert x.shape == (0, 1, 4, 4) and y.shape == (0,) and y.dtype == torch.long
 
 
 def test_a_model_of_ones_own_draws_no_samples_whatever_its_sample_returns():

@@ -196,6 +196,8 @@ class AuxiliaryDGM(SemiSupervisedVAE):
         )
         return JointTerms(self._p_x(y, zz, a).log_prob(x), log_prior + self._p_a(flat, y, zz).log_prob(a))
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws with the classes in turn (y = i mod K), z ~ p(z) (and a ~ p(a|y,z) for the

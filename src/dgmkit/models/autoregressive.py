@@ -101,11 +101,15 @@ class AutoregressiveModel(ExactLikelihoodModel):
         """As ``run_naive``; models override it with a path that re-uses earlier work."""
         return self.run_naive(n, choose, device)
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, cached: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """n images drawn pixel by pixel. Returns (x, x) (there is no separate mean)."""
+        if n == 0:
+            return self.no_samples()
         device = next(self.parameters()).device
         with seeded_by(generator, device):
             u = torch.rand(n, self.num_dims, device=device, dtype=torch.float64)
@@ -299,12 +303,14 @@ class MADEARM(AutoregressiveModel):
         self._current = -2  # the loaded masks are those saved; re-derive on the next use_mask
         return super().load_state_dict(state_dict, strict, assign)
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, cached: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """With K connectivities, a draw from the mixture: k uniform per image, then x ~ p_k."""
-        if self.masks == 1:
+        if self.masks == 1 or n == 0:
             return super().sample(n, generator, cached)
         device = next(self.parameters()).device
         with seeded_by(generator, device):

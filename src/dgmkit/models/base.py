@@ -24,6 +24,12 @@ class:
   temperature; a cached sequential path beside the naive one).
 - ``sample_steps``: ``sample`` takes the keyword ``steps`` (a diffusion model's ancestral
   sampling steps).
+- ``sample_kind``: what ``sample`` returns, so that ``sample(0)`` gives ``no_samples()`` without
+  a draw (it ran the whole network, chain or pixel loop once): ``"float"`` (two tensors
+  (n, *event_shape) in the model's floating dtype), ``"levels"`` (two of integer levels, int64),
+  or None (unsaid: ``sample(0)`` makes one draw and cuts it to none). A class that defines its
+  own ``sample`` says it again, or it is None; one whose ``sample`` takes options besides the
+  generator returns ``no_samples()`` for n = 0 itself, after checking them.
 - ``sample_period``: the draws of one ``sample(n)`` call come in cycles of this many (a class-
   conditional model's classes in turn), so a caller that draws in batches keeps each batch a
   multiple of it; 1 for the rest.
@@ -86,6 +92,7 @@ from torch.distributions import Distribution, constraints
 from dgmkit._rng import checked_generator
 from dgmkit.conditional import Decoder, LikelihoodHead
 from dgmkit.data.transforms import values_seen
+from dgmkit.devices import dtype_of
 from dgmkit.distributions.pixels import observed_log_prob
 from dgmkit.errors import DataError, DgmError, whole_at_least
 from dgmkit.models.terms import Term
@@ -142,6 +149,7 @@ class GenerativeModel(nn.Module, ABC):
     sample_temperature: ClassVar[bool] = False
     sample_cached: ClassVar[bool] = False
     sample_steps: ClassVar[bool] = False
+    sample_kind: ClassVar[Literal["float", "levels"] | None] = None
     trains_in_bf16: ClassVar[bool] = False
     reconstructs: ClassVar[bool] = False
     has_layers: ClassVar[bool] = False
@@ -157,9 +165,12 @@ class GenerativeModel(nn.Module, ABC):
         """Each model's own ``sample`` takes its count n checked before it draws anything: a
         whole number >= 0 (a NumPy one too; not a bool, a float or a tensor), else a ValueError
         that names n, where torch would refuse a size in its own words deep in the draw; and its
-        generator a torch.Generator or None (``checked_generator``)."""
+        generator a torch.Generator or None (``checked_generator``). A ``sample_kind`` inherited
+        is not taken to describe a ``sample`` of the class's own."""
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("sample")
+        if callable(own) and "sample_kind" not in cls.__dict__:
+            cls.sample_kind = None
         if callable(own) and not getattr(own, "_counts_checked", False):
             cls.sample = _counted(own)  # type: ignore[method-assign]
 
@@ -260,6 +271,15 @@ class GenerativeModel(nn.Module, ABC):
         default."""
         return {}
 
+    def no_samples(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``sample(0)`` returns where the model states its ``sample_kind``: two tensors
+        (0, *event_shape) of its kind, where the model is."""
+        first = next(itertools.chain(self.parameters(), self.buffers()), None)
+        device = torch.device("cpu") if first is None else first.device
+        dtype = torch.long if self.sample_kind == "levels" else dtype_of(self)
+        x = torch.empty(0, *self.event_shape, device=device, dtype=dtype)
+        return x, x
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n samples and what to display for them (the means of p(x|z), or the samples), each
         (n, *event). Models with ``sample_temperature`` or ``sample_cached`` take the keyword
@@ -275,12 +295,17 @@ def _counted(sample: Callable[..., R]) -> Callable[..., R]:
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     at = positional.index("generator") if "generator" in positional else None
     named = any(p.name == "generator" and p.kind is not p.POSITIONAL_ONLY for p in params)
+    # (steps, temperature, cached: a sample of a sample_kind that takes them returns no_samples() for n = 0 itself,
+    # once it has checked them)
+    options = any(p.name != "generator" for p in params)
 
     @functools.wraps(sample)
     def checked(self: "GenerativeModel", n: int, *args: object, **kwargs: object) -> R:
         n = whole_at_least(f"{type(self).__name__}.sample's n (how many to draw)", n, 0)
         generator = args[at] if at is not None and at < len(args) else kwargs.get("generator") if named else None
         checked_generator(generator, f"{type(self).__name__}.sample's generator")
+        if n == 0 and self.sample_kind is not None:  # (no draw: with options, its own sample checks them first)
+            return cast(R, sample(self, 0, *args, **kwargs) if options else self.no_samples())
         if n == 0:
             return _none_drawn(self, lambda: sample(self, 1, *args, **kwargs), generator)
         return sample(self, n, *args, **kwargs)

@@ -78,6 +78,8 @@ class VariationallyDequantizedFlow(VariationalModel):
         log_p = log_p - self.flow.num_dims * math.log(self.num_levels)
         return JointTerms(log_p, torch.zeros_like(log_p))
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0

@@ -253,6 +253,8 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
             "mse": err.mean(1),
         }
 
+    sample_kind = "levels"
+
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, steps: int | None = None
@@ -261,6 +263,8 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         250 in continuous time), then x ~ p(x | z_0). Returns (x, x)."""
         # (2.7 steps ran as 2)
         steps = self.default_sample_steps if steps is None else sampling_steps(steps)
+        if n == 0:
+            return self.no_samples()
         device, dtype = self.levels.device, self.levels.dtype  # (the model's precision, as it was cast)
         with seeded_by(generator, device):
             z = torch.randn(n, *self.event_shape, device=device, dtype=dtype)
@@ -391,6 +395,8 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
             total += torch.log_softmax(logits.double(), dim=-1)[rows, xs[rows, entry]]
         return total.view(b, m)
 
+    sample_kind = "levels"
+
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, steps: int | None = None
@@ -400,6 +406,8 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         s = t - 1/steps with probability (t - s) / t, its level drawn from p(x_d | z_t)."""
         # (2.7 steps ran as 2)
         steps = self.default_sample_steps if steps is None else sampling_steps(steps)
+        if n == 0:
+            return self.no_samples()
         device = self._device_probe.device
         with seeded_by(generator, device):
             z = torch.full((n, *self.event_shape), self.num_levels, dtype=torch.long, device=device)

@@ -88,6 +88,8 @@ class FlowModel(ExactLikelihoodModel):
         """p(x) over flattened data as a torch Distribution (for vector flows)."""
         return FlowDistribution(self.base(), self.bijection, temperature=temperature)
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
@@ -96,6 +98,8 @@ class FlowModel(ExactLikelihoodModel):
         diversity for samples of higher density, nearer the mode). Returns (x, x): a flow has no
         separate mean to display."""
         finite_at_least("the temperature", temperature, 0, strict=True)  # (inf drew z of inf and x all NaN)
+        if n == 0:
+            return self.no_samples()
         with seeded_by(generator, self._zero.device):
             z = torch.randn(n, self.num_dims, device=self._zero.device, dtype=self._zero.dtype) * temperature
         x, _ = self.bijection.inverse(z)

@@ -142,6 +142,8 @@ class HelmholtzMachine(LatentVariableModel):
     def recognition_parameters(self) -> list[nn.Parameter]:
         return list(self.recognition.parameters())
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         with seeded_by(generator, device_of(self)):

@@ -435,6 +435,8 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
         """n draws z ~ p(z), ancestrally from the top, (n, sum M_l)."""
         return self.prior().rsample_and_log_prob((n,), generator=generator)[0]
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws z ~ p(z) (ancestrally), x ~ p(x | z). Returns (x, mean of p(x | z))."""

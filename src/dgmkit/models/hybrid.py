@@ -69,6 +69,8 @@ class HybridFlow(Classifier, ExactLikelihoodModel):
     def class_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         return self.joint(x).log_py_x
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0

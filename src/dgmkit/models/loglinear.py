@@ -156,6 +156,8 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
         log_probs = torch.logsumexp(torch.log(z.clamp_min(1e-30)).unsqueeze(-1) + table, dim=-2)
         return EnumeratedBinary(log_probs, self.states, self.event_shape)
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         with seeded_by(generator, device_of(self)):

@@ -194,6 +194,8 @@ class M2(SemiSupervisedVAE):
         )
         return JointTerms(self.decoder(torch.cat([zz, y], -1)).log_prob(x), log_prior)
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws with the classes in turn (y = i mod K), z ~ p(z): x ~ p(x|y,z) and its mean."""

@@ -210,6 +210,8 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         mean = self.posterior(x).mean @ self.W.T + self.mu
         return torch.where(torch.isnan(flat), mean, flat).reshape(len(x), *self.event_shape)
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         dev, dt = self.W.device, self.W.dtype

@@ -111,6 +111,8 @@ class VAE(DecodedModel, LatentVariableModel):
     def top_prior_module(self) -> Prior:
         return self.prior_module
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw n samples z ~ p(z), x ~ p(x|z). Returns (x, mean of p(x|z))."""

@@ -367,6 +367,8 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         """log p(x_d = v | z) of every value v of every pixel, (*batch, C, H, W, L) in float64."""
         return self.head.pixel_log_pmf(self._head_params_at(z).movedim(-3, -1))
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         _, z, h = self._top_down(n, (n,), None, None, generator, False)

@@ -131,6 +131,8 @@ class VQVAE(VariationalModel):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.likelihood(self.codes(x)).mean
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Code grids from the prior (``prior``: uniform unless one is attached), decoded: (x, mean of p(x|z))."""

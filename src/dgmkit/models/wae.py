@@ -92,6 +92,8 @@ class WassersteinAutoencoder(DecodedModel):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.likelihood(self.reconstruction_code(x)).mean
 
+    sample_kind = "float"
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws z ~ p(z), x ~ p(x|z). Returns (x, mean of p(x|z))."""
