@@ -203,3 +203,27 @@ def test_the_ema_codebook_smooths_its_counts_over_all_codes():
     vq(torch.randn(50, 3, generator=torch.Generator().manual_seed(2)))
     n, total = vq.cluster_size, vq.cluster_size.sum()
     torch.testing.assert_close(vq.embedding, vq.embed_sum / ((n + 0.5) / (total + 6 * 0.5) * total)[:, None])
+
+
+@pytest.mark.parametrize("gpu_path", [False, True])
+def test_a_batch_of_fewer_vectors_than_codes_restarts_few_codes_and_keeps_the_codebook(gpu_path, monkeypatch):
+    """8 vectors a batch (8 points, jittered) and 32 codes: at least 24 codes go unused in every
+    step, and a threshold of 1 vector a batch restarted most of the codebook in every step (1739
+    restarts in the last 100 of 300 steps), so that it thrashed. The threshold is now dead_threshold
+    times the even share N/K = 1/4: after the start, restarts are rare and every point keeps a
+    code. With N >= K nothing changes (``dead_below`` is dead_threshold)."""
+    if gpu_path:
+        monkeypatch.setattr(quantize, "reads_are_free", lambda t: False)
+    g = torch.Generator().manual_seed(3)
+    points = 3 * torch.randn(8, 2, generator=g)
+    torch.manual_seed(0)
+    vq = VectorQuantizer(32, 2, channel_dim=-1).train()
+    restarts = []
+    for _ in range(300):
+        batch = points + 0.05 * torch.randn(8, 2, generator=g)
+        vq(batch)
+        restarts.append(int((torch.cdist(vq.embedding, batch).min(1).values == 0).sum()))  # (restarted: on a vector)
+    assert sum(restarts[-100:]) <= 25, restarts[-100:]
+    assert torch.cdist(points, vq.embedding).min(1).values.max() < 0.3
+    assert float(vq.dead_below(torch.tensor(64))) == vq.dead_threshold == 1.0
+    assert float(vq.dead_below(torch.tensor(8))) == 0.25

@@ -16,8 +16,10 @@ dead codes: the codebook starts as k-means centres of the first training batch (
 Lloyd's algorithm from K distinct random vectors of the batch), and a code whose moving-average
 count N_k falls below ``dead_threshold`` (default 1: less than one vector per batch, as in
 Jukebox, Dhariwal et al. 2020) is restarted at a random encoder output of the current batch
-(``restart_dead``, with the EMA codebook). Both use the global random generator (which
-the Trainer owns, so runs repeat).
+(``restart_dead``, with the EMA codebook); where the batches hold fewer vectors N than codes K,
+the threshold is that fraction of a code's even share N/K (``dead_below``: N < K codes cannot all
+get a vector a batch, and a threshold of 1 restarted most of the codebook in every step). Both
+use the global random generator (which the Trainer owns, so runs repeat).
 
 Losses are per example: the sum over positions and dimensions of the squared errors.
 """
@@ -155,7 +157,7 @@ class VectorQuantizer(DataInitialised):
         smoothed = (self.cluster_size + self.eps) / (total + self.num_codes * self.eps) * total
         self.embedding.copy_(self.embed_sum / smoothed[:, None])
         if self.restart_dead:
-            dead = self.cluster_size < self.dead_threshold
+            dead = self.cluster_size < self.dead_below(counts.sum())
             if not parallel and not reads_are_free(flat):
                 self._restart_unread(flat, dead)
             elif dead.any():
@@ -167,6 +169,16 @@ class VectorQuantizer(DataInitialised):
                 if parallel:  # every rank restarts the same codes (the counts agree); rank 0's picks are kept
                     for t in (self.embedding, self.embed_sum, self.cluster_size):
                         dist.broadcast(t, src=0)
+
+    def dead_below(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The moving count under which a code is dead: ``dead_threshold`` vectors a batch, times
+        N/K where the batch holds fewer ``vectors`` N (all ranks') than the K codes. Such a batch
+        cannot give every code one vector: at least K - N codes go unused in every step, and a
+        threshold of 1 restarted nearly all of them in every step (N = 16, K = 128: 120 restarts
+        a step), each at a vector another code already had. A code now dies where it gets under
+        ``dead_threshold`` of its even share N/K; restarted at a count of 1, it has
+        log(K/N)/-log(decay) steps to win vectors (207 at N = 16, K = 128, decay 0.99)."""
+        return self.dead_threshold * (vectors.to(self.cluster_size.dtype) / self.num_codes).clamp(max=1.0)
 
     @torch.no_grad()
     def _restart_unread(self, flat: torch.Tensor, dead: torch.Tensor) -> None:
