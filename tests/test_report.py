@@ -14,6 +14,7 @@ from dgm_cli import refused as _refused
 from dgmkit.cli.main import main
 from dgmkit.cli.report import read_metrics
 from dgmkit.errors import DataError
+from dgmkit.reporting import NOT_DRAWN, RunPage, render_page
 
 
 @pytest.fixture(scope="module")
@@ -412,11 +413,41 @@ def test_metrics_values_the_page_cannot_draw_are_not_kept(tmp_path):
     rows = read_metrics(path, metric_keys("elbo"))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert rows[0] == {"epoch": 1, "valid_elbo": -1} and len(rows) == 201
-    assert rows[-1] == {"epoch": 201, "valid_layer_kl": [1, 2.5, None], "lr": 0.1}
+    gone = {"valid_layer_kl": NOT_DRAWN, "lr": NOT_DRAWN}  # (one string for them all: counted, not kept)
+    assert rows[0] == {"epoch": 1, "valid_elbo": -1, **gone} and len(rows) == 201
+    assert rows[-1] == {"epoch": 201, "valid_layer_kl": [1, 2.5, None], "valid_kl": NOT_DRAWN, "lr": 0.1}
     assert peak < 3 * path.stat().st_size, (peak, path.stat().st_size)
     path.write_text('{"epoch": 1, "valid_layer_kl": ' + json.dumps([0.5] * 1025) + "}\n")
-    assert read_metrics(path, metric_keys("elbo")) == [{"epoch": 1}]
+    assert read_metrics(path, metric_keys("elbo")) == [{"epoch": 1, "valid_layer_kl": NOT_DRAWN}]
+
+
+def test_the_page_says_how_many_logged_values_its_curves_leave_out_and_why(tmp_path):
+    """Text, true/false and null (a NaN or inf the trainer logged) in a curve's key, an entry of a
+    layer's list, a value beyond any axis and a line of no whole epoch were left out of the curves
+    without a word; the page (and dgm report's terminal) now counts them by reason. Keys the
+    curves do not read, and a key a line does not log, are not counted."""
+    from dgmkit.reporting import curves_left_out, metric_keys
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [
+        {"epoch": 1, "train_elbo": -90.0, "valid_elbo": "abc", "lr": True, "images_per_s": "fast"},
+        {"epoch": 2, "train_elbo": None, "valid_elbo": -80.0, "valid_layer_kl": [1.0, None], "lr": 1e-3},
+        {"epoch": 3, "train_elbo": 1e31, "valid_elbo": {"a": 1}, "valid_layer_kl": [1.0, 2.0]},
+        {"epoch": "4", "train_elbo": -70.0, "valid_elbo": -69.0},
+        {"epoch": 5, "valid_elbo": -60.0},
+    ]
+    path.write_text("".join(json.dumps(m) + "\n" for m in lines))
+    metrics = read_metrics(path, metric_keys("elbo"))
+    note = curves_left_out(metrics, "elbo")
+    assert note == (
+        "the curves leave out 8 logged values of metrics.jsonl (not numbers (text, true or false, lists): 3; "
+        "null (NaN or infinite when logged: metrics.jsonl writes them as null): 2; beyond +-1e+30: 1; "
+        "in lines with no whole epoch (or iteration) number: 2)"
+    )
+    shown = render_page([RunPage("run", "VAE", "digits", {}, metrics, "elbo", "ELBO", {})])
+    assert "<p class='note'>The curves leave out 8 logged values of metrics.jsonl (not numbers" in shown
+    assert curves_left_out(metrics[-1:], "elbo") is None
+    assert "leave out" not in render_page([RunPage("run", "VAE", "digits", {}, metrics[-1:], "elbo", "ELBO", {})])
 
 
 def test_a_run_folder_named_twice_is_refused(runs, tmp_path, capsys):

@@ -52,7 +52,7 @@ from dgmkit.distributions.flow import POSTERIOR_MEANS
 from dgmkit.errors import ConfigError, DataError, DgmError, EvaluationError
 from dgmkit.evaluation.figures import image_grid_png
 from dgmkit.evaluation.report import finite_number, words_of_data
-from dgmkit.reporting import RunPage, logged_epoch, metric_keys, render_page
+from dgmkit.reporting import NOT_DRAWN, RunPage, curves_left_out, logged_epoch, metric_keys, render_page
 from dgmkit.settings import unused_keys
 from dgmkit.training.checkpoint import counters_in, read_metadata, record_of
 from dgmkit.training.metrics_file import MAX_METRICS_LINE_BYTES, MAX_METRICS_LINES, MetricsFileError, metrics_lines
@@ -94,16 +94,17 @@ def read_metrics(path: Path, keys: Collection[str] | None = None) -> list[dict]:
     """The epochs of a metrics.jsonl: one JSON object per line (where ``keys`` are given, only
     those, only values the page can draw (``_drawable``: numbers, lists of them), and only lines
     that hold one: what the page draws, so that memory stays within a few times the file's size;
-    it was 55 times, 14 GB at the size cap). The file is read and checked a line at a time by
-    ``training.metrics_file.metrics_lines``, as every reader of it does: a last line cut short (a
-    run still writing) is left out; DataError where the file or a line is not one dgmkit writes
-    (not a regular file, too large, too many lines, a line too long, not a JSON object, JSON
-    dgmkit never writes: NaN or Infinity, a key twice)."""
+    it was 55 times, 14 GB at the size cap; any other value is kept as the one string
+    ``NOT_DRAWN``, which the page counts among the values its curves leave out). The file is
+    read and checked a line at a time by ``training.metrics_file.metrics_lines``, as every
+    reader of it does: a last line cut short (a run still writing) is left out; DataError where
+    the file or a line is not one dgmkit writes (not a regular file, too large, too many lines, a
+    line too long, not a JSON object, JSON dgmkit never writes: NaN or Infinity, a key twice)."""
     out: list[dict] = []
     try:
         for line in metrics_lines(path):
             row = line.row
-            kept = row if keys is None else {k: row[k] for k in keys if k in row and _drawable(row[k])}
+            kept = row if keys is None else {k: row[k] if _drawable(row[k]) else NOT_DRAWN for k in keys if k in row}
             if kept or keys is None:  # (a line with none of the keys: nothing to keep)
                 out.append(kept)
     except MetricsFileError as e:
@@ -438,7 +439,14 @@ def run_report(args: argparse.Namespace) -> int:
         )
     atomic_write_bytes(out, render_page(pages, args.title).encode("utf-8"))  # (not over one made meanwhile)
     say(f"wrote a report of {plural(len(pages), 'run')} to {out} ({out.stat().st_size / 1024:.0f} KiB, self-contained)")
-    for page in pages:  # what the page notes of a run (no figures, curves not of it), said here too
-        for note in page.notes:
-            say(f"note: {page.name}: {note}")
+    _say_notes(pages)
     return 0
+
+
+def _say_notes(pages: list[RunPage]) -> None:
+    """What the page notes of each run (no figures, curves not of it, values the curves leave
+    out), said on the terminal too."""
+    for page in pages:
+        left_out = curves_left_out(page.metrics, page.score)
+        for note in [*page.notes, *([] if left_out is None else [left_out])]:
+            say(f"note: {page.name}: {note}")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dgmkit._io import shown_text
+from dgmkit.errors import plural
 from dgmkit.evaluation.figures import figure_png, literal
 from dgmkit.evaluation.report import (
     active_units_words,
@@ -32,7 +33,16 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["RunPage", "curves_png", "render_page", "metric_series", "metric_keys", "logged_epoch"]
+__all__ = [
+    "RunPage",
+    "NOT_DRAWN",
+    "curves_png",
+    "curves_left_out",
+    "render_page",
+    "metric_series",
+    "metric_keys",
+    "logged_epoch",
+]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -103,6 +113,7 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
+NOT_DRAWN = "(a value the page does not draw)"  # a reader's stand-in for text, a dict, a list too long (dgm report's)
 PLOTTED_MAX = 1e30  # beyond it, a curve's axis cannot be laid out (matplotlib's ticks overflow near 1e308)
 
 
@@ -180,6 +191,47 @@ def _curve_panels(metrics: list[dict], score_label: str, score: str, shift: floa
     if lr[0]:
         panels.append(("learning rate", [("lr", lr)]))
     return panels
+
+
+def _why_left_out(v: object) -> str | None:
+    """Why the curves leave out a logged value ``v`` (``_finite``), in words; None: plotted."""
+    if _finite(v) is not None:
+        return None
+    if v is None:
+        return "null (NaN or infinite when logged: metrics.jsonl writes them as null)"
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        try:
+            finite = math.isfinite(float(v))
+        except OverflowError:  # (an integer past a float's range)
+            finite = True
+        return f"beyond +-{PLOTTED_MAX:g}" if finite else "not finite (NaN or infinite)"
+    return "not numbers (text, true or false, lists)"
+
+
+def curves_left_out(metrics: list[dict], score: str) -> str | None:
+    """What the learning curves leave out of the values metrics.jsonl logs for them, counted by
+    reason, as a note for the page (they were left out without a word); None where nothing is.
+    A line of no whole epoch is left out whole; a per-layer panel's entries are counted where the
+    panel is drawn (``_layer_or_total``)."""
+    keys = [f"train_{score}", f"valid_{score}", "lr"]
+    for key in ("kl", "active_units"):
+        layers = _layer_series(metrics, f"valid_layer_{key}")
+        keys.append(f"valid_layer_{key}" if layers is not None and layers[1].shape[1] > 1 else f"valid_{key}")
+    reasons: dict[str, int] = {}
+    for m in metrics:
+        present = [k for k in keys if k in m]
+        if present and logged_epoch(m) is None:
+            why = "in lines with no whole epoch (or iteration) number"
+            reasons[why] = reasons.get(why, 0) + len(present)
+            continue
+        for k in present:
+            values = m[k] if k.startswith("valid_layer_") and isinstance(m[k], list) else [m[k]]
+            for why in filter(None, map(_why_left_out, values)):
+                reasons[why] = reasons.get(why, 0) + 1
+    if not reasons:
+        return None
+    said = "; ".join(f"{why}: {n}" for why, n in reasons.items())
+    return f"the curves leave out {plural(sum(reasons.values()), 'logged value')} of metrics.jsonl ({said})"
 
 
 LEGEND_LINES = 10  # the most lines a panel names in a legend (matplotlib's 10 colours; a legend of more overflows)
@@ -355,6 +407,29 @@ def _trained(r: RunPage) -> str:
     return f"{epochs}{of} {r.step}{'' if epochs == 1 and not of else 's'}"
 
 
+def _run_section(i: int, r: RunPage) -> list[str]:
+    """The page's section of run ``i``: its notes, curves (with what they leave out), evaluations,
+    figures and configuration."""
+    out = [f"<h2 id='run-{i}'>{_e(r.name)}</h2>", f"<p>{_e(r.describe)} on <b>{_e(r.dataset)}</b></p>"]
+    for note in r.notes:
+        out.append(f"<p class='note'>{_e(note)}</p>")
+    out.append("<h3>Learning curves</h3>")
+    png = curves_png(r.metrics, r.score_label, r.score, r.shift, r.step)
+    out.append(_img(png, f"learning curves of {r.name}") if png else "<p class='note'>no metrics logged</p>")
+    left_out = curves_left_out(r.metrics, r.score)
+    if left_out is not None:
+        out.append(f"<p class='note'>{_e(left_out[0].upper() + left_out[1:])}.</p>")
+    out.append("<h3>Evaluation</h3>" + _eval_table(r.evals, r.marks, r.eval_notes or None))
+    if r.figures:
+        out.append("<h3>Figures</h3>")
+        for fig_title, caption, data in r.figures:
+            out.append(
+                f"<figure>{_img(data, fig_title)}<figcaption><b>{_e(fig_title)}</b>: {_e(caption)}</figcaption></figure>"
+            )
+    out.append("<h3>Configuration</h3>" + _config_table(r.config))
+    return out
+
+
 def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
     """The HTML page for ``runs`` (with a comparison table when there are several)."""
     out = [
@@ -386,20 +461,6 @@ def render_page(runs: list[RunPage], title: str = "dgmkit report") -> str:
             "compare rows only where the estimates are of the same kind and the data the same.</p>"
         )
     for i, r in enumerate(runs):
-        out.append(f"<h2 id='run-{i}'>{_e(r.name)}</h2>")
-        out.append(f"<p>{_e(r.describe)} on <b>{_e(r.dataset)}</b></p>")
-        for note in r.notes:
-            out.append(f"<p class='note'>{_e(note)}</p>")
-        out.append("<h3>Learning curves</h3>")
-        png = curves_png(r.metrics, r.score_label, r.score, r.shift, r.step)
-        out.append(_img(png, f"learning curves of {r.name}") if png else "<p class='note'>no metrics logged</p>")
-        out.append("<h3>Evaluation</h3>" + _eval_table(r.evals, r.marks, r.eval_notes or None))
-        if r.figures:
-            out.append("<h3>Figures</h3>")
-            for fig_title, caption, data in r.figures:
-                out.append(
-                    f"<figure>{_img(data, fig_title)}<figcaption><b>{_e(fig_title)}</b>: {_e(caption)}</figcaption></figure>"
-                )
-        out.append("<h3>Configuration</h3>" + _config_table(r.config))
+        out += _run_section(i, r)
     out.append(f"<script>{_CHECK}</script></body></html>")
     return "\n".join(out)
