@@ -237,6 +237,7 @@ def test_a_models_sample_refuses_a_count_that_is_not_a_whole_number():
 
 _SAMPLED = [(name, {}) for name in sorted(__import__("dgmkit.families", fromlist=["FAMILIES"]).FAMILIES)] + [
     ("arm", dict(arm="made", made_masks=2)),  # (the models of their own sample)
+    ("diffusion", dict(process="masked")),
     ("flow", dict(dequantization="variational")),
     ("hvae", dict(posterior="residual", res_resolutions=[2, 4])),
 ]
