@@ -252,6 +252,10 @@ def test_integer_batches_stay_integers_and_no_labelled_rows_asked_needs_no_label
         # a version of more digits than a format version has (int() of 5000 digits is Python's ValueError)
         ({"__metadata__": {"format": "dgmkit-checkpoint", "version": "9" * 5000}}, "malformed format version"),
         ({"__metadata__": {"format": "dgmkit-checkpoint", "version": "0000001"}}, "malformed format version"),
+        # digits of other scripts: str.isdigit takes them, int() refuses a superscript (a ValueError, said as a bug)
+        # and reads an Arabic-Indic one as its number
+        ({"__metadata__": {"format": "dgmkit-checkpoint", "version": "\u00b2"}}, "malformed format version"),
+        ({"__metadata__": {"format": "dgmkit-checkpoint", "version": "\u0662"}}, "malformed format version"),
     ],
 )
 def test_a_checkpoint_header_out_of_its_bounds_is_refused_by_what_is_wrong(tmp_path, header, needle):

@@ -170,7 +170,7 @@ def read_metadata(path: os.PathLike | str, data: bytes | None = None) -> dict:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dgmkit checkpoint")
     version = meta.get("version", "")
-    if not version.isdigit() or len(version) > 6:
+    if not (version.isascii() and version.isdigit()) or len(version) > 6:  # ("²" is a digit to isdigit, not to int)
         raise CheckpointError(f"{path} has a malformed format version {version[:20]!r}")
     if int(version) > VERSION:
         raise CheckpointError(f"{path} was written by a newer dgmkit (format version {version})")
