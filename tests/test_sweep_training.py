@@ -231,6 +231,19 @@ def test_a_checkpoint_header_of_other_than_strings_or_of_a_huge_version_is_refus
         read_metadata(path)
 
 
+def test_a_torch_save_file_named_as_a_checkpoint_is_refused_unpickled_and_said_as_one(tmp_path):
+    # (its zip or pickle bytes read as a header length of ~5.8e17: "claims ... bytes", with no word of what it was)
+    class Unpickled:
+        def __reduce__(self):
+            return (pytest.fail, ("a checkpoint was unpickled",))
+
+    for name, legacy in (("zip", False), ("pickle", True)):
+        path = tmp_path / f"{name}.safetensors"
+        torch.save({"model": Unpickled()}, path, _use_new_zipfile_serialization=not legacy)
+        with pytest.raises(CheckpointError, match="a torch.save file.*never unpickles"):
+            read_metadata(path)
+
+
 def test_a_checkpoint_header_over_the_cap_is_refused_unread_and_one_at_the_cap_is_read(tmp_path, monkeypatch):
     def write(path, n):  # a valid dgmkit header of exactly n bytes (padded by a metadata string), one tensor after it
         meta = {"format": FORMAT, "version": "1", "pad": ""}

@@ -158,7 +158,9 @@ def read_metadata(path: os.PathLike | str, data: bytes | None = None) -> dict:
                 raise ValueError(f"{size} bytes, too short")
             (n,) = struct.unpack("<Q", head)
             if n > size - 8:
-                raise ValueError(f"its header claims {n} bytes in a file of {size}")
+                torch_save = head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"  # (a zip or a pickle)
+                hint = ": a torch.save file? dgmkit reads safetensors and never unpickles one" if torch_save else ""
+                raise ValueError(f"its header claims {n} bytes in a file of {size}{hint}")
             if n > MAX_HEADER_BYTES:  # (refused unread: parsed, it would take some 26 times its size in memory)
                 raise ValueError(f"its header is {n} bytes, more than the {MAX_HEADER_BYTES / 2**20:g} MiB a checkpoint has")
             header = json.loads(f.read(n))
