@@ -409,6 +409,9 @@ def test_the_functions_of_a_run_take_its_path_and_refuse_other_things_in_words(t
         assert torch.equal(dgmkit.interpolate(path, 1, 2), dgmkit.interpolate(run, 1, 2))
     with pytest.raises(DgmError, match="no run folder at"):
         dgmkit.sample(tmp_path / "nowhere", 2)
+    # a checkpoint named in place of its folder: the refusal names the folder (it said "no run folder" alone)
+    with pytest.raises(DgmError, match=f"no run folder at {out / 'best.safetensors'} \\(a file: name the run folder"):
+        dgmkit.load(out / "best.safetensors")
     for call in (lambda r: dgmkit.sample(r, 2), dgmkit.evaluate, dgmkit.reconstruct, dgmkit.interpolate):
         with pytest.raises(ConfigError, match=r"dgmkit\.\w+ takes a run .*not a VAE model"):
             call(run.model)

@@ -991,3 +991,20 @@ def test_a_web_page_after_a_byte_order_mark_or_without_its_html_tag_is_refused_b
     with pytest.raises(DataError, match="expected 0+ \\(it is a web page, HTML, not the data file"):
         download("http://example.invalid/f", tmp_path / "new" / "f.bin", "0" * 64)
     assert sorted(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("length", ["²", "١٢", "12x", ""])
+def test_a_content_length_of_other_than_ascii_digits_is_not_read_as_one(tmp_path, monkeypatch, length):
+    """A server's Content-Length of "²" passed str.isdigit, and int() raised ValueError: an internal
+    error in place of the download. It is taken as no length, as any invalid one is."""
+    import io
+    import urllib.request
+
+    body = b"\x00" * 16
+
+    class Body(io.BytesIO):
+        headers = {"Content-Length": length}
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Body(body))
+    with pytest.raises(DataError, match="expected 0+"):  # (the checksum's refusal: the download itself went through)
+        download("http://example.invalid/f", tmp_path / "new" / "f.bin", "0" * 64)

@@ -254,7 +254,8 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
         raise ConfigError("the run folder's path is empty")
     path = Path(run_dir)
     if not path.is_dir():
-        raise CheckpointError(f"no run folder at {path}")
+        inside = f" (a file: name the run folder that holds it, {path.parent})" if path.is_file() else ""
+        raise CheckpointError(f"no run folder at {path}{inside}")
     found = _checkpoint_of(path, which)
     ckpt = load_checkpoint(found)
     counters = counters_or_none(ckpt["trainer"])

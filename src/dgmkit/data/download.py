@@ -79,9 +79,11 @@ def _stream(url: str, out: BinaryIO, h: "hashlib._Hash", limit: int, timeout: fl
 
 
 def _announced_length(resp: object) -> int | None:
-    """The response's Content-Length, where it has a valid one."""
+    """The response's Content-Length, where it has a valid one (ASCII digits: "²" is a digit to
+    str.isdigit, and int() raised on it)."""
     value = getattr(resp, "headers", {}).get("Content-Length")
-    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
+    text = value.strip() if isinstance(value, str) else ""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _web_page(head: bytes) -> str:
