@@ -211,3 +211,24 @@ def test_mutual_information_and_mig_equal_scikit_learn_on_the_same_bins():
         assert torch.allclose(r.entropy, h, atol=1e-12)
         top = mi.sort(0, descending=True).values
         assert r.mig == pytest.approx(float(((top[0] - top[1]) / h).mean()), abs=1e-12)
+
+
+def test_a_factor_of_one_value_draws_no_factor_vae_votes():
+    """A factor of one value was drawn for a quarter of the votes: fixing it fixed nothing, the
+    dimension of least variance was any, and codes equal to the factors scored 0.76, not 1."""
+    sizes = (3, 1, 4, 5)
+    f = grid(sizes)
+    s = factor_vae_score(lambda x: x.double(), lambda x: x, sizes, f.double(), votes=100, batch=16)
+    assert s.accuracy == 1.0 and s.train_accuracy == 1.0 and s.assignment.tolist() == [0, -1, 2, 3]
+    none = factor_vae_score(lambda x: torch.zeros(len(x), 2), lambda x: x, sizes, torch.zeros(len(f), 2), votes=5)
+    assert none.accuracy == pytest.approx(1 / 3)  # chance among the 3 factors that vary
+    with pytest.raises(ValueError, match="no factor takes more than one value"):
+        factor_vae_score(lambda x: x.double(), lambda x: x, (1, 1), torch.randn(4, 2), votes=5)
+    from dgmkit.cli.disentangle import format_disentanglement
+
+    factors = [{"name": n, "values": v, "entropy": 0.0 if v == 1 else 1.0, "best_dim": 0, "gap": 0.0}
+               for n, v in zip("abcd", sizes)]  # fmt: skip
+    fv = {"accuracy": none.accuracy, "active": 0}
+    shown = format_disentanglement({"factors": factors, "mig": 0.0, "mig_estimator": "", "factor_vae": fv,
+                                    "split": "test", "n": len(f), "latent_dim": 2})  # fmt: skip
+    assert "FactorVAE metric 0.3333  (chance, 1/3:" in shown

@@ -111,7 +111,7 @@ def format_disentanglement(r: dict) -> str:
     if fv is None:
         lines.append("FactorVAE metric: not available (the dataset cannot draw images for chosen factor values)")
     elif fv["active"] == 0:  # (no vote was drawn: the metric's chance level, by its convention)
-        k = len(r["factors"])
+        k = sum(f["values"] > 1 for f in r["factors"])  # (a factor of one value draws no votes)
         lines.append(
             f"FactorVAE metric {fv['accuracy']:.4f}  (chance, 1/{k}: none of the {r['latent_dim']} code dimensions is "
             f"active, the variance of its {r.get('codes', 'posterior means')} over the {r['split']} split above "

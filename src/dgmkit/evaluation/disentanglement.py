@@ -26,7 +26,9 @@ autoencoder's codes, and data made from known factors v_1..v_K (``Split.factors`
   Active dimensions: variance of the code over the data above 0.01 (Burda et al.'s active
   units); dimensions below that cannot vote, and a model with none scores chance, 1/K, what a
   classifier that knows nothing scores on votes spread evenly over the factors (Locatello et
-  al.'s disentanglement_lib reports 0 there instead).
+  al.'s disentanglement_lib reports 0 there instead). A factor with one value is no factor of
+  variation: fixing it fixes nothing, so it draws no votes (K counts the factors that vary), as
+  it is left out of MIG; sizes in which no factor varies are refused.
 """
 
 from collections.abc import Callable, Sequence
@@ -146,6 +148,9 @@ def factor_vae_score(
     sizes = [int(s) for s in factor_sizes]
     if not sizes or min(sizes) < 1:
         raise ValueError(f"need at least one factor with at least one value, got sizes {sizes}")
+    varying = [k for k, size in enumerate(sizes) if size > 1]  # (a factor of one value: its votes were noise)
+    if not varying:
+        raise ValueError(f"no factor takes more than one value (sizes {sizes}): there is nothing for the codes to tell")
     votes, batch = whole_at_least("votes", votes, 1), whole_at_least("batch", batch, 2)  # (True was 1 vote; 1.5 range()'s)
     checked_generator(generator)
     data_codes = torch.as_tensor(data_codes).double()
@@ -156,14 +161,14 @@ def factor_vae_score(
     scale = var.clamp_min(1e-12).sqrt()
     m, k_count = data_codes.shape[1], len(sizes)
     if not active.any():
-        return FactorVAEScore(1.0 / k_count, 1.0 / k_count, torch.full((m,), -1), active, votes, batch)
+        return FactorVAEScore(1.0 / len(varying), 1.0 / len(varying), torch.full((m,), -1), active, votes, batch)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     high = torch.tensor(sizes)
 
     def draw_votes() -> tuple[torch.Tensor, torch.Tensor]:
         dims, facs = [], []
         for _ in range(votes):
-            k = int(torch.randint(k_count, (1,), generator=g))
+            k = varying[int(torch.randint(len(varying), (1,), generator=g))]
             f = (torch.rand(batch, k_count, generator=g) * high).long()
             f[:, k] = int(torch.randint(sizes[k], (1,), generator=g))
             c = torch.as_tensor(encode(render(f))).double() / scale
