@@ -232,3 +232,12 @@ def test_a_factor_of_one_value_draws_no_factor_vae_votes():
     shown = format_disentanglement({"factors": factors, "mig": 0.0, "mig_estimator": "", "factor_vae": fv,
                                     "split": "test", "n": len(f), "latent_dim": 2})  # fmt: skip
     assert "FactorVAE metric 0.3333  (chance, 1/3:" in shown
+
+
+def test_mig_refuses_data_without_factors_and_complex_codes_by_name():
+    """No factor (K = 0) ended in torch.stack's RuntimeError; complex codes lost their imaginary part."""
+    f = grid((2, 3))
+    with pytest.raises(ValueError, match="at least one factor"):
+        mutual_information_gap(torch.randn(len(f), 2), f[:, :0])
+    with pytest.raises(ValueError, match="not complex"):
+        mutual_information_gap(torch.randn(len(f), 2, dtype=torch.complex64), f)

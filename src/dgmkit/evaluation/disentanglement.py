@@ -95,6 +95,10 @@ def mutual_information_gap(codes: torch.Tensor, factors: torch.Tensor, bins: int
         )
     if codes.shape[1] < 2:
         raise ValueError("the gap needs at least 2 code dimensions")
+    if factors.shape[1] < 1:  # (was torch.stack's RuntimeError of an empty list)
+        raise ValueError("need at least one factor (factors of shape (N, K), K >= 1)")
+    if codes.is_complex():  # (its imaginary part was dropped, with a warning)
+        raise ValueError("the codes must be real numbers, not complex")
     if factors.is_floating_point() or (factors < 0).any():
         raise ValueError("factors must be non-negative integer indices")
     if not torch.isfinite(codes).all():
