@@ -183,3 +183,16 @@ def test_vimco_reports_the_k_sample_bound_and_needs_two_draws():
 
     with pytest.raises(ConfigError, match="--objective vimco needs --iw-k 2 or more"):
         RunConfig.of(model="helmholtz", objective="vimco", iw_k=1)
+
+
+@pytest.mark.parametrize(
+    "sizes, said",
+    [([2.5], "layer 1 size must be an integer >= 1, got 2.5"), ([3, "2"], "layer 2 size must be an integer >= 1, got '2'"),
+     ([True], "layer 1 size must be an integer >= 1, got True"), ([0], "layer 1 size must be an integer >= 1, got 0"),
+     (3, "sizes must be a list .* got 3"), ([], "sizes must be a list .* got \\[\\]")],
+)  # fmt: skip
+def test_layer_sizes_that_are_no_counts_are_refused_by_name(sizes, said):
+    """A size of 2.5, "2" or True failed in torch or in a comparison (a TypeError naming no layer); 3 was not iterable."""
+    with pytest.raises(ValueError, match=said):
+        HelmholtzMachine((1, 1, 3), sizes)
+    assert HelmholtzMachine((1, 1, 3), (2, 1)).sizes == [2, 1]  # (a tuple, as any sequence of counts, is taken)

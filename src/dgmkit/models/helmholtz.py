@@ -12,7 +12,7 @@ The layers are concatenated into one latent vector h = [h_1, ..., h_L], so that 
 (``dgmkit.objectives.wake_sleep``); its latents are discrete, so not by the reparameterized ELBO.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import cast
 
 import torch
@@ -23,6 +23,7 @@ from torch.distributions import Distribution, constraints
 from dgmkit._rng import seeded_by
 from dgmkit.devices import device_of, dtype_of
 from dgmkit.distributions import BernoulliPixels
+from dgmkit.errors import shown_value, whole_at_least
 from dgmkit.models.base import LatentVariableModel, data_batch
 
 __all__ = ["HelmholtzMachine"]
@@ -106,10 +107,12 @@ class HelmholtzMachine(LatentVariableModel):
 
     def __init__(self, event_shape: Sequence[int], sizes: Sequence[int]):
         super().__init__()
-        if not sizes or min(sizes) < 1:
-            raise ValueError(f"need at least one stochastic layer of positive size, got {list(sizes)}")
+        layers = list(sizes) if isinstance(sizes, Iterable) and not isinstance(sizes, (str, bytes)) else []
+        if not layers:  # (3 was "'int' object is not iterable")
+            raise ValueError(f"sizes must be a list of the stochastic layers' sizes, one or more, got {shown_value(sizes)}")
         self.event_shape = tuple(event_shape)
-        self.sizes = list(sizes)
+        # (a size of 2.5, "3" or True failed in torch or in a comparison, naming nothing)
+        self.sizes = [whole_at_least(f"the Helmholtz machine's layer {i + 1} size", n, 1) for i, n in enumerate(layers)]
         d = int(torch.Size(event_shape).numel())
         below = [d, *self.sizes[:-1]]
         # generative[i]: h_{i+1} -> logits of the layer below it (generative[0]: h_1 -> x)
