@@ -472,3 +472,17 @@ def test_the_importance_weighted_bounds_refuse_to_train_a_discrete_posterior_as_
         bounds = iwae_bound(model, X.expand(20_000, 1, 1, D), 2)
         exact = exact_iw_bound(model, 2)
     assert abs(bounds.mean() - exact) < 4 * bounds.std() / 20_000**0.5
+
+
+@pytest.mark.parametrize(
+    "make, said",
+    [(lambda: ReinforceELBO(normalise="false"), "normalise must be True or False, got 'false'"),
+     (lambda: ReinforceELBO(normalise=1), "normalise must be True or False, got 1"),
+     (lambda: GumbelSoftmaxELBO(straight_through="no"), "straight_through must be True or False, got 'no'")],
+)  # fmt: skip
+def test_the_estimators_switches_are_true_or_false(make, said):
+    """A string is true: normalise="false" trained by NVIL's normalised signal, straight_through="no" by the
+    straight-through pass, silently."""
+    with pytest.raises(ValueError, match=said):
+        make()
+    assert ReinforceELBO(normalise=True).normalise and not GumbelSoftmaxELBO(straight_through=False).straight_through
