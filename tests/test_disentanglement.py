@@ -224,6 +224,9 @@ def test_a_factor_of_one_value_draws_no_factor_vae_votes():
     assert none.accuracy == pytest.approx(1 / 3)  # chance among the 3 factors that vary
     with pytest.raises(ValueError, match="no factor takes more than one value"):
         factor_vae_score(lambda x: x.double(), lambda x: x, (1, 1), torch.randn(4, 2), votes=5)
+    for bad in ((3, 2.5), (3, True), (3, "4"), (0, 3)):  # (2.5 was taken as 2)
+        with pytest.raises(ValueError, match="factor [01]'s size must be"):
+            factor_vae_score(lambda x: x.double(), lambda x: x, bad, torch.randn(4, 2), votes=5)
     from dgmkit.cli.disentangle import format_disentanglement
 
     factors = [{"name": n, "values": v, "entropy": 0.0 if v == 1 else 1.0, "best_dim": 0, "gap": 0.0}

@@ -59,7 +59,7 @@ from dgmkit.config import Run, RunConfig, load_run
 from dgmkit.config.inputs import attach_input
 from dgmkit.config.schema import FREE_ON_RESUME, RELOCATABLE, load_config_file
 from dgmkit.devices import half_precision_words
-from dgmkit.errors import ConfigError, DataError, DgmError, did_you_mean, shown_value
+from dgmkit.errors import ConfigError, DataError, DgmError, did_you_mean, shown_value, true_or_false
 from dgmkit.evaluation import record_terms
 from dgmkit.evaluation.report import estimate_protocol
 
@@ -324,10 +324,9 @@ def _of_arrays(e: DataError, path: str) -> DataError:
 def _quiet(quiet: object) -> bool:
     """``train``'s ``quiet``, checked; true on every rank but the first under torchrun (which this
     call joins: it is made first, always)."""
-    if not isinstance(quiet, bool):
-        raise ConfigError(f"quiet must be True or False, got {shown_value(quiet)}")
+    checked = true_or_false("quiet", quiet, ConfigError)
     main = distributed.init_from_environment().is_main  # (never skipped: the call joins the group here)
-    return quiet or not main
+    return checked or not main
 
 
 def _resumed(out: Path, settings: dict, quiet: bool) -> Run:
@@ -365,8 +364,7 @@ def _run_folder(out: object, resume: object) -> Path:
         raise ConfigError(f"out, the run folder, is named by a path (str or os.PathLike), got {shown_value(out)}")
     if not os.fspath(out):
         raise ConfigError("out is empty: name the run folder to write")
-    if not isinstance(resume, bool):
-        raise ConfigError(f"resume must be True or False, got {shown_value(resume)}")
+    true_or_false("resume", resume, ConfigError)
     if "\0" in os.fspath(out):
         raise ConfigError("out, the run folder, holds a NUL character, which no file name can")
     # "~/run" is the home folder's, as a data file's path in a config (its data file beside it: the same)

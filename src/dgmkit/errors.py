@@ -24,6 +24,7 @@ __all__ = [
     "described",
     "shown_value",
     "whole_at_least",
+    "true_or_false",
     "whole_in",
     "generator_seed",
     "finite_at_least",
@@ -109,6 +110,14 @@ def shown_value(value: object) -> str:
     except ValueError:  # e.g. a Fraction of such an integer
         return f"a {type(value).__name__} too large to print"
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def true_or_false(name: str, value: object, error: type[Exception] = ValueError) -> bool:
+    """``value`` if it is True or False, else ``error`` naming it: a string such as "no" (or 0,
+    1) is no switch (``bool("false")`` is true: normalise="false" trained NVIL's estimator)."""
+    if not isinstance(value, bool):
+        raise error(f"{name} must be True or False, got {shown_value(value)}")
+    return value
 
 
 def whole_at_least(name: str, value: object, low: int, error: type[Exception] = ValueError) -> int:

@@ -149,9 +149,9 @@ def factor_vae_score(
     """The FactorVAE metric (see the module docstring). ``encode``: images -> codes (n, M);
     ``render``: factor indices (n, K) -> images; ``data_codes``: codes of the data, for each
     dimension's scale and activity."""
-    sizes = [int(s) for s in factor_sizes]
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"need at least one factor with at least one value, got sizes {sizes}")
+    sizes = [whole_at_least(f"factor {k}'s size", s, 1) for k, s in enumerate(factor_sizes)]  # (2.5 was taken as 2)
+    if not sizes:
+        raise ValueError("need at least one factor with at least one value, got no sizes")
     varying = [k for k, size in enumerate(sizes) if size > 1]  # (a factor of one value: its votes were noise)
     if not varying:
         raise ValueError(f"no factor takes more than one value (sizes {sizes}): there is nothing for the codes to tell")

@@ -33,7 +33,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from dgmkit.distributions.categorical import one_hot
-from dgmkit.errors import shown_value, whole_at_least
+from dgmkit.errors import true_or_false, whole_at_least
 from dgmkit.models import CategoricalVAE
 from dgmkit.nn.moments import RunningMoments
 from dgmkit.objectives.base import Objective, at_least, unit_weight
@@ -48,14 +48,6 @@ SMALLEST_TEMPERATURE = float(torch.finfo(torch.float32).tiny)
 
 
 DiscreteTerms = ELBOTerms  # the ELBO's terms, whichever gradient estimator made them
-
-
-def _true_or_false(name: str, value: object) -> bool:
-    """``value`` if it is True or False, else a ValueError naming it: a string such as "no" is true,
-    so that normalise="false" was NVIL's estimator and straight_through="no" the straight-through one."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {shown_value(value)}")
-    return value
 
 
 def _gumbel(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
@@ -87,7 +79,7 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
         self.temperature0 = temperature
         self.temperature_min = temperature_min
         self.anneal_rate = at_least("anneal_rate", anneal_rate, 0)  # (a negative rate would raise it without end)
-        self.straight_through = _true_or_false("straight_through", straight_through)
+        self.straight_through = true_or_false("straight_through", straight_through)
         self.temperature = temperature
         self._tau: torch.Tensor | None = None  # the temperature as the step reads it (see ``_temperature``)
 
@@ -138,7 +130,7 @@ class ReinforceELBO(Objective[CategoricalVAE]):
     the batches before (they are updated after it, in training only), so it is unbiased given them."""
 
     def __init__(self, normalise: bool = False):
-        self.normalise = _true_or_false("normalise", normalise)
+        self.normalise = true_or_false("normalise", normalise)
 
     def __call__(self, model: CategoricalVAE, x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
         q = model.posterior(x)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from dgmkit.errors import whole_at_least
+from dgmkit.errors import true_or_false, whole_at_least
 from dgmkit.models import LatentVariableModel
 from dgmkit.objectives.base import Objective
 from dgmkit.objectives.discrete import vimco_surrogate
@@ -64,9 +64,7 @@ class ReweightedWakeSleep(Objective[LatentVariableModel]):
     score_label = "IWAE bound"
 
     def __init__(self, k: int = 5, sleep: bool = True):
-        if not isinstance(sleep, bool):  # (sleep="no" is true)
-            raise ValueError(f"sleep must be True or False, got {sleep!r}")
-        self.k, self.sleep = whole_at_least("k", k, 1), sleep
+        self.k, self.sleep = whole_at_least("k", k, 1), true_or_false("sleep", sleep)  # (sleep="no" is true)
 
     @property
     def label(self) -> str:
