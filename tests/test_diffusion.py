@@ -229,6 +229,24 @@ def test_the_windowed_reconstruction_term_equals_the_full_softmax():
         torch.testing.assert_close(got, full.flatten(1).sum(1))
 
 
+def test_the_windowed_reconstruction_term_of_a_float64_model_of_17_levels_is_normalised():
+    # (the window recomputed the level values in float64, x held the float32 ones: at gamma_0 = -30 an image of 64
+    # entries read -log p(x|z_0) down to -2.7 nats, a probability above 1)
+    model = GaussianDiffusion(UNet(1, 1, [4], attention=False), LinearSchedule(), (1, 8, 8), 17).double()
+    x = torch.randint(0, 17, (20, 1, 8, 8), generator=torch.Generator().manual_seed(6))
+    xs = model.scale(x)
+    for g in (-30.0, -20.0, -13.3, -7.0):
+        g0 = torch.tensor(g, dtype=torch.float64)
+        assert model._window(g0) is not None  # (the window's path, not the full softmax)
+        torch.manual_seed(7)
+        got = model._recon_nll(x, xs, g0)
+        torch.manual_seed(7)
+        z0 = torch.sigmoid(-g0).sqrt() * xs + torch.sigmoid(g0).sqrt() * torch.randn_like(xs)
+        full = -torch.log_softmax(model._recon_logits(z0, g0), -1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
+        torch.testing.assert_close(got, full.flatten(1).sum(1), atol=1e-9, rtol=1e-9)
+        assert (got >= 0).all()
+
+
 @pytest.mark.parametrize("schedule", [LearnedSchedule, LinearSchedule, DDPMSchedule])
 def test_the_weight_of_a_step_of_many_is_the_float64_one_in_a_float32_model(schedule, monkeypatch):
     """With T steps the diffusion term weighs a time by expm1(gamma(i/T) - gamma((i-1)/T)): two

@@ -186,7 +186,10 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
             return -logp.gather(-1, k.long().unsqueeze(-1)).squeeze(-1).flatten(1).sum(1)
         centre = torch.round((u + 1) / width - 0.5).clamp(0, levels - 1)
         idx = centre.unsqueeze(-1) + torch.arange(-half, half + 1, device=x.device, dtype=u.dtype)
-        logits = -0.5 * prec * (u.unsqueeze(-1) - ((2 * idx + 1) / levels - 1)).square()
+        # the level values x was scaled to (the buffer's: a float64 model's (2k + 1) / L - 1 recomputed in float64 missed
+        # x's float32 ones by up to 3e-8, which exp(-gamma_0) made 2.7 nats of -log p(x|z_0) < 0 for 17 levels at -30)
+        values = self.levels.to(u.dtype)[idx.clamp(0, levels - 1).long()]
+        logits = -0.5 * prec * (u.unsqueeze(-1) - values).square()
         logits = logits.masked_fill((idx < 0) | (idx >= levels), float("-inf"))
         norm = torch.logsumexp(logits, dim=-1)
         own = -0.5 * prec * (u - x).square()
