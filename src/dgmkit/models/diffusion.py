@@ -363,7 +363,8 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         """The time at which the network reads m of d entries masked: in continuous time m / (d + 1),
         the mean of the Beta(m, d - m + 1) time the bound draws for m masks; in T steps the nearest
         step j / T, where t = 1 (all masks in training) is left to m = d alone: other m stop at
-        (T - 1) / T, and m = d takes it where it is the nearest step (d >= 2T - 1)."""
+        (T - 1) / T, and m = d takes it where it is the nearest step (d >= 2T; at d = 2T - 1 its
+        T - 1/2 is a tie, which round takes to the even step: T only where T is even)."""
         t = m / (d + 1)
         if not self.steps:
             return t
