@@ -8,9 +8,11 @@ import numpy as np
 import torch
 
 from dgmkit._io import shown_text
+from dgmkit.data.labels import HIDDEN
 from dgmkit.errors import DataError, EvaluationError, whole_at_least
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = [
@@ -161,8 +163,9 @@ SCATTER_TITLE_WIDTH = 60  # characters a line of a scatter's title: the width of
 
 def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes: tuple[str, str]) -> bytes:
     """A scatter of (N, 2) points, coloured by integer labels: one colour per class up to 20
-    classes (tab10 or tab20), a continuous scale beyond. Refused (DataError) unless the points
-    are finite and (N, 2) and the labels are N whole numbers >= 0."""
+    classes (tab10 or tab20), a continuous scale beyond; points whose label is hidden (``HIDDEN``,
+    -1: a partly labelled data file's) in grey beneath, said in a legend. Refused (DataError)
+    unless the points are finite and (N, 2) and the labels are N whole numbers >= -1."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 2 or not np.issubdtype(points.dtype, np.number):
         raise DataError(f"a scatter takes points shaped (N, 2), got {points.dtype} {points.shape}")
@@ -171,8 +174,11 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
         labels = np.asarray(labels)
         if labels.shape != (len(points),):
             raise DataError(f"a scatter of {len(points)} points takes {len(points)} labels, got shape {labels.shape}")
-        if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
-            raise DataError(f"a scatter's labels are classes 0, 1, ...: whole numbers >= 0, got {labels.dtype} labels")
+        if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < HIDDEN):
+            raise DataError(
+                f"a scatter's labels are classes 0, 1, ... (or {HIDDEN}, hidden): whole numbers >= {HIDDEN}, got "
+                f"{labels.dtype} labels"
+            )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,17 +188,7 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.5, c="tab:blue")
     else:
-        classes = int(labels.max()) + 1 if len(labels) else 1
-        if classes <= 20:  # one band of the colour bar per class (all of tab10's or tab20's bands stood for any number)
-            from matplotlib.colors import ListedColormap
-
-            name = "tab10" if classes <= 10 else "tab20"  # (its first K colours, under its name)
-            cmap = ListedColormap(plt.get_cmap(name)(np.arange(classes)), name=name)  # (integers index its entries)
-            sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap=cmap, vmin=-0.5, vmax=classes - 0.5)
-            fig.colorbar(sc, ax=ax, ticks=range(classes), label="label")
-        else:
-            sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap="viridis")
-            fig.colorbar(sc, ax=ax, label=f"label (0..{classes - 1})")
+        _labelled_scatter(fig, ax, points, labels)
     # (wrapped: one line of a long title, a hierarchical model's codes named with the split, ran past the figure's
     # edges and lost the dataset's name; broken at spaces only, so that an escaped \$ stays whole)
     wrapped = textwrap.fill(literal(title), SCATTER_TITLE_WIDTH, break_long_words=False, break_on_hyphens=False)
@@ -201,6 +197,32 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
     ax.set_ylabel(literal(axes[1]))
     fig.tight_layout()
     return figure_png(fig)
+
+
+def _labelled_scatter(fig: "Figure", ax: "Axes", points: np.ndarray, labels: np.ndarray) -> None:
+    """``scatter_png``'s points coloured by their labels, those hidden in grey beneath (on a scale
+    from -1 the first class would take another's colour)."""
+    hidden = labels == HIDDEN
+    if hidden.any():
+        grey = f"label hidden ({int(hidden.sum())})"
+        ax.scatter(points[hidden, 0], points[hidden, 1], s=3, alpha=0.4, c="silver", label=grey)
+        ax.legend(loc="upper right", markerscale=4, fontsize=8)
+    points, labels = points[~hidden], labels[~hidden]
+    if not len(labels):
+        return
+    import matplotlib.pyplot as plt
+
+    classes = int(labels.max()) + 1
+    if classes <= 20:  # one band of the colour bar per class (all of tab10's or tab20's bands stood for any number)
+        from matplotlib.colors import ListedColormap
+
+        name = "tab10" if classes <= 10 else "tab20"  # (its first K colours, under its name)
+        cmap = ListedColormap(plt.get_cmap(name)(np.arange(classes)), name=name)  # (integers index its entries)
+        sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap=cmap, vmin=-0.5, vmax=classes - 0.5)
+        fig.colorbar(sc, ax=ax, ticks=range(classes), label="label")
+    else:
+        sc = ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, c=labels, cmap="viridis")
+        fig.colorbar(sc, ax=ax, label=f"label (0..{classes - 1})")
 
 
 def diagnosis_png(
