@@ -137,6 +137,18 @@ class FactorVAEScore:
     batch: int
 
 
+def _factor_sizes(factor_sizes: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The factors' sizes, whole numbers >= 1 (2.5 was taken as 2), and which factors vary (more
+    than one value: a factor of one value draws no votes, which were noise); refused where none does."""
+    sizes = [whole_at_least(f"factor {k}'s size", s, 1) for k, s in enumerate(factor_sizes)]
+    if not sizes:
+        raise ValueError("need at least one factor with at least one value, got no sizes")
+    varying = [k for k, size in enumerate(sizes) if size > 1]
+    if not varying:
+        raise ValueError(f"no factor takes more than one value (sizes {sizes}): there is nothing for the codes to tell")
+    return sizes, varying
+
+
 def factor_vae_score(
     encode: Callable[[torch.Tensor], torch.Tensor],
     render: Callable[[torch.Tensor], torch.Tensor],
@@ -149,12 +161,7 @@ def factor_vae_score(
     """The FactorVAE metric (see the module docstring). ``encode``: images -> codes (n, M);
     ``render``: factor indices (n, K) -> images; ``data_codes``: codes of the data, for each
     dimension's scale and activity."""
-    sizes = [whole_at_least(f"factor {k}'s size", s, 1) for k, s in enumerate(factor_sizes)]  # (2.5 was taken as 2)
-    if not sizes:
-        raise ValueError("need at least one factor with at least one value, got no sizes")
-    varying = [k for k, size in enumerate(sizes) if size > 1]  # (a factor of one value: its votes were noise)
-    if not varying:
-        raise ValueError(f"no factor takes more than one value (sizes {sizes}): there is nothing for the codes to tell")
+    sizes, varying = _factor_sizes(factor_sizes)
     votes, batch = whole_at_least("votes", votes, 1), whole_at_least("batch", batch, 2)  # (True was 1 vote; 1.5 range()'s)
     checked_generator(generator)
     data_codes = torch.as_tensor(data_codes).double()
