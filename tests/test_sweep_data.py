@@ -297,6 +297,16 @@ def test_a_table_of_windows_or_old_mac_line_ends_reads_as_one_of_unix_line_ends(
         assert np.array_equal(x, unix[0]) and columns == unix[1] and columns[1].categories == ("x\ny", "z")
 
 
+@pytest.mark.parametrize("end", [b"\n", b"\r\n", b"\r"])
+def test_a_byte_that_is_not_utf8_is_refused_by_its_line(tmp_path, end):
+    """The message named the byte's offset alone (byte 19 of the file), not the line, as the
+    other messages of a table name theirs; a quoted line break is a line too."""
+    path = tmp_path / "t.csv"
+    path.write_bytes(end.join([b"a,b", b'1,"x', b'y"', b"2,caf\xe9", b""]))
+    with pytest.raises(DataError, match=r"line 4 is not UTF-8 text \(invalid continuation byte"):
+        read_table(path)
+
+
 def test_a_schema_naming_a_column_the_table_lacks_is_refused(tmp_path):
     path = _csv(tmp_path, "a,b\n1,x\n2,y\n")
     (tmp_path / "s.json").write_text(json.dumps({"columns": {"a": "numeric", "b": "categorical", "z": "numeric"}}))

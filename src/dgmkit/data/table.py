@@ -89,8 +89,11 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
         return _read_parquet(path)
     try:
         text = raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")  # (universal newlines, as a text file)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path.name}: not UTF-8 text ({e.reason} at byte {e.start}); save the table as UTF-8") from None
+    except UnicodeDecodeError as e:  # (the line as the other messages count them: \r\n, \n or \r ends one)
+        line = raw.count(b"\n", 0, e.start) + raw.count(b"\r", 0, e.start) - raw.count(b"\r\n", 0, e.start) + 1
+        raise DataError(
+            f"{path.name}: line {line} is not UTF-8 text ({e.reason} at byte {e.start}); save the table as UTF-8"
+        ) from None
     # newline="": a quoted cell keeps its line breaks, and only \r and \n end a row (not \f or U+2028)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows, lines, line, cells = [], [], 1, 0
