@@ -56,7 +56,8 @@ _FORMULA_START = ("=", "+", "-", "@")  # what makes a CSV cell a formula in a sp
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "score",
-        help="log p(x) of each of your own inputs (a data file or PNG images), in nats and bits/dim, to a CSV",
+        help="log p(x) of each of your own inputs (a data file or PNG images), in nats and bits/dim (none for "
+        "continuous data), to a CSV",
         description=__doc__,
     )
     p.add_argument("run_dir", metavar="RUN", help="a run folder (dgm train --out)")
