@@ -235,8 +235,13 @@ def test_ends_that_float32_holds_as_one_value_are_refused_by_name_and_those_it_t
     # (-13.3000001 and -13.3 passed the config and met as one value in the float32 schedule: an internal error)
     with pytest.raises(ConfigError, match="too close for the schedule's float32"):
         DiffusionConfig(schedule=schedule, gamma_min=-13.3000001, gamma_max=-13.3).validate()
+    # (ends about 0 that float32 holds as 0.0 both, -1e-46 and 1e-46: a spacing relative to them is no spacing)
+    for lo, hi in [(-1e-46, 1e-46), (0.0, 1e-46)]:
+        with pytest.raises(ConfigError, match="too close for the schedule's float32"):
+            DiffusionConfig(schedule=schedule, gamma_min=lo, gamma_max=hi).validate()
     eps = float(torch.finfo(torch.float32).eps)
-    for lo, hi in [(-13.3, -13.3 + 2.02 * eps * 13.3), (29.99999, 30.0), (-1e-9, 1e-9), (-30.0, -30.0 + 61 * eps * 30)]:
+    built = [(-13.3, -13.3 + 2.02 * eps * 13.3), (29.99999, 30.0), (-1e-9, 1e-9), (-30.0, -30.0 + 61 * eps * 30)]
+    for lo, hi in [*built, (-3e-45, 3e-45)]:
         cfg = DiffusionConfig(schedule=schedule, gamma_min=lo, gamma_max=hi, unet_channels=[4], attention=False)
         cfg.validate()
         with torch.no_grad():

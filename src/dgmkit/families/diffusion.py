@@ -19,6 +19,7 @@ from dgmkit.settings import setting
 __all__ = ["DiffusionConfig"]
 
 _FLOAT32_EPS = float(torch.finfo(torch.float32).eps)  # float32 holds two ends this far apart, relatively, as two values
+_FLOAT32_TINY = float(torch.finfo(torch.float32).tiny)  # below it, float32's spacing is fixed (subnormals), then none
 
 
 def _fourier_exponents(levels: int) -> list[int]:
@@ -113,7 +114,8 @@ class DiffusionConfig(FamilyConfig):
             if self.gamma_min >= self.gamma_max:
                 raise ConfigError(f"gamma_min ({self.gamma_min}) must be below gamma_max ({self.gamma_max})")
             # (-13.3000001 and -13.3 passed here and met as one float32 value in the model: an internal error)
-            need = 2 * _FLOAT32_EPS * max(abs(self.gamma_min), abs(self.gamma_max))
+            # (ends about 0: -1e-46 and 1e-46 both became 0.0, two ends of no spacing; the spacing there is that at tiny)
+            need = 2 * _FLOAT32_EPS * max(abs(self.gamma_min), abs(self.gamma_max), _FLOAT32_TINY)
             if self.gamma_max - self.gamma_min < need:
                 raise ConfigError(
                     f"gamma_min ({self.gamma_min}) and gamma_max ({self.gamma_max}) are too close for the schedule's "
