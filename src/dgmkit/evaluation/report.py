@@ -449,7 +449,7 @@ def evaluate(
     if continuous is None:
         continuous = not model.discrete_data and log_volume == 0.0
     x = x.to(device_of(model))  # the data go where the model is
-    # (a hidden label, -1, a partly labelled file's: a classifier's accuracy refuses it, other models read no label)
+    # (a hidden label, -1, a partly labelled file's: a classifier's accuracy leaves it out, other models read no label)
     y = None if y is None else class_indices(y, len(x), "evaluate()'s labels y", hidden=True).to(x.device)
     n, num_dims = len(x), int(math.prod(x.shape[1:]))
     seen, counts = None, None
