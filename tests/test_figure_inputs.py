@@ -323,15 +323,17 @@ def test_a_scatter_refuses_points_and_labels_it_cannot_draw_truly():
         scatter_png(np.array([[0.0, np.nan]] * 4), None, "t", ("a", "b"))
     with pytest.raises(DataError, match="4 points takes 4 labels, got shape \\(3,\\)"):
         scatter_png(points, np.arange(3), "t", ("a", "b"))
-    for bad in (np.array([0.0, 0.5, 1.0, 2.0]), np.array([-2, 0, 1, 2])):
-        with pytest.raises(DataError, match="whole numbers >= -1"):
-            scatter_png(points, bad, "t", ("a", "b"))
+    with pytest.raises(DataError, match="whole numbers, got float64 labels"):
+        scatter_png(points, np.array([0.0, 0.5, 1.0, 2.0]), "t", ("a", "b"))
+    with pytest.raises(DataError, match=r"\(-1: hidden\), got label -2"):
+        scatter_png(points, np.array([-2, 0, 1, 2]), "t", ("a", "b"))
     assert scatter_png(points, np.arange(4, dtype=np.uint8), "t", ("a", "b")).startswith(b"\x89PNG")
 
 
-def test_a_scatter_draws_hidden_labels_in_grey_beneath_the_classes(monkeypatch):
+def test_a_scatter_draws_hidden_labels_as_crosses_beneath_the_classes(monkeypatch):
     """A partly labelled data file's hidden labels (-1): dgm latents refused the run's split ("whole
-    numbers >= 0"). They are drawn in grey, said in a legend, and the classes keep their colours."""
+    numbers >= 0"). They are drawn as black crosses (grey is tab10's class 7), said in a legend, and
+    the classes keep their colours."""
     import matplotlib.axes
 
     from dgmkit.evaluation.figures import scatter_png
@@ -344,7 +346,7 @@ def test_a_scatter_draws_hidden_labels_in_grey_beneath_the_classes(monkeypatch):
     labels = np.array([-1, 0, 1, 2, -1, 1])
     assert scatter_png(np.random.default_rng(0).normal(size=(6, 2)), labels, "t", ("a", "b")).startswith(b"\x89PNG")
     (grey, kw_grey), (shown, kw) = drawn
-    assert (grey, kw_grey["c"], kw_grey["label"]) == (2, "silver", "label hidden (2)")
+    assert (grey, kw_grey["c"], kw_grey["marker"], kw_grey["label"]) == (2, "black", "x", "label hidden (2)")
     assert shown == 4 and list(kw["c"]) == [0, 1, 2, 1] and (kw["vmin"], kw["vmax"]) == (-0.5, 2.5)
     drawn.clear()
     assert scatter_png(np.zeros((3, 2)), np.full(3, -1), "t", ("a", "b")).startswith(b"\x89PNG")  # (all hidden)

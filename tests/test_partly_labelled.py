@@ -133,6 +133,6 @@ def test_a_clustering_is_scored_against_the_labels_shown(capsys, tmp_path, part_
     assert f"{30 - hidden} test datapoints in " in out and f"(the {hidden} whose label is hidden are left out)" in out
     rows = (run / "cluster-assignments.csv").read_text().splitlines()[1:]
     assert sum(r.split(",")[1] == "-1" for r in rows) == hidden
-    # its latent plot draws the hidden labels in grey (it refused them: "whole numbers >= 0")
+    # its latent plot draws the hidden labels as crosses (it refused them: "whole numbers >= 0")
     code, _, err = dgm(capsys, "latents", run, "--out", tmp_path / "latents.png")
     assert code == 0 and (tmp_path / "latents.png").read_bytes().startswith(b"\x89PNG"), err

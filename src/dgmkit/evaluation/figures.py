@@ -164,7 +164,8 @@ SCATTER_TITLE_WIDTH = 60  # characters a line of a scatter's title: the width of
 def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes: tuple[str, str]) -> bytes:
     """A scatter of (N, 2) points, coloured by integer labels: one colour per class up to 20
     classes (tab10 or tab20), a continuous scale beyond; points whose label is hidden (``HIDDEN``,
-    -1: a partly labelled data file's) in grey beneath, said in a legend. Refused (DataError)
+    -1: a partly labelled data file's) as faint black crosses beneath (grey is tab10's class 7),
+    said in a legend. Refused (DataError)
     unless the points are finite and (N, 2) and the labels are N whole numbers >= -1."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 2 or not np.issubdtype(points.dtype, np.number):
@@ -174,11 +175,10 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
         labels = np.asarray(labels)
         if labels.shape != (len(points),):
             raise DataError(f"a scatter of {len(points)} points takes {len(points)} labels, got shape {labels.shape}")
-        if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < HIDDEN):
-            raise DataError(
-                f"a scatter's labels are classes 0, 1, ... (or {HIDDEN}, hidden): whole numbers >= {HIDDEN}, got "
-                f"{labels.dtype} labels"
-            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"a scatter's labels are classes 0, 1, ...: whole numbers, got {labels.dtype} labels")
+        if len(labels) and labels.min() < HIDDEN:  # (a label of -5 was said to be of the wrong dtype, int64)
+            raise DataError(f"a scatter's labels are classes 0, 1, ... ({HIDDEN}: hidden), got label {labels.min()}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,13 +200,13 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
 
 
 def _labelled_scatter(fig: "Figure", ax: "Axes", points: np.ndarray, labels: np.ndarray) -> None:
-    """``scatter_png``'s points coloured by their labels, those hidden in grey beneath (on a scale
-    from -1 the first class would take another's colour)."""
+    """``scatter_png``'s points coloured by their labels, those hidden as crosses beneath (on a
+    scale from -1 the first class would take another's colour)."""
     hidden = labels == HIDDEN
     if hidden.any():
-        grey = f"label hidden ({int(hidden.sum())})"
-        ax.scatter(points[hidden, 0], points[hidden, 1], s=3, alpha=0.4, c="silver", label=grey)
-        ax.legend(loc="upper right", markerscale=4, fontsize=8)
+        said = f"label hidden ({int(hidden.sum())})"
+        ax.scatter(points[hidden, 0], points[hidden, 1], s=6, alpha=0.3, c="black", marker="x", label=said)
+        ax.legend(loc="best", markerscale=3, fontsize=8)
     points, labels = points[~hidden], labels[~hidden]
     if not len(labels):
         return
