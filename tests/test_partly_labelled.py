@@ -60,9 +60,10 @@ def test_labels_flag_keeps_labels_among_those_a_file_shows(capsys, tmp_path, par
                        "--out", tmp_path / "r")  # fmt: skip
     assert code == 0, err
     assert json.loads((tmp_path / "r" / "config.json").read_text())["labelled"] == 20
-    code, _, err = dgm(capsys, "train", *TINY, "--dataset", path, "--binarize", "dynamic", "--labels", "200",
-                       "--out", tmp_path / "r2")  # fmt: skip
-    refused(code, err, f"--labels 200 is more than the {shown} training labelled ones (of 240")
+    code, out, err = dgm(capsys, "train", *TINY, "--dataset", path, "--binarize", "dynamic", "--labels", "200",
+                         "--out", tmp_path / "r2")  # fmt: skip
+    refused(code, err, f"--labels 200 is more than the {shown} labels the training split shows (of its 240 rows")
+    assert "are kept" not in out  # (the note said "of which --labels 200 are kept" before the refusal)
 
 
 def test_labels_below_hidden_are_still_refused():

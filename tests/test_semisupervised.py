@@ -533,8 +533,8 @@ def test_a_class_without_a_training_example_is_refused_naming_the_classes_to_set
     data = tmp_path / "two.npz"
     np.savez(data, x=(rng.random((60, 1, 4, 4)) > 0.5).astype(np.uint8), y=np.arange(60) % 2)
     for argv, said, fix in (
-        (["--dataset", str(data)], "holds no label of classes 2, 3, 4, 5, 6 and 3 more of the", "set --classes 2"),
-        (["--dataset", "digits", "--classes", "11"], "holds no label of class 10 of the", "set --classes 10"),
+        (["--dataset", str(data)], "shows no label of classes 2, 3, 4, 5, 6 and 3 more of the", "set --classes 2"),
+        (["--dataset", "digits", "--classes", "11"], "shows no label of class 10 of the", "set --classes 10"),
     ):
         assert main(["train", "--model", model, *argv, "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 1
         err = capsys.readouterr().err

@@ -44,7 +44,7 @@ from dgmkit.config.run import (
 from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, OWN_DATA_KEYS, RELOCATABLE
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.dataset import SPLITS
-from dgmkit.data.labels import HIDDEN, check_labels, keep_labels
+from dgmkit.data.labels import HIDDEN, check_labels, check_shown_classes, keep_labels
 from dgmkit.data.missing import check_missing_allowed, has_missing
 from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import describe_columns
@@ -354,6 +354,8 @@ def train_run(
     if not resume:  # (a run that trained on one goes on as it began)
         _check_no_constant_column(dataset)
         _check_every_class_seen(cfg, dataset)
+    fitted = _with_kept_labels(cfg, dataset)  # (refused before a note says how many labels it keeps)
+    if not resume:
         if dataset.columns and not quiet and distributed.current().is_main:
             columns = plural(len(dataset.columns), "column")
             say(f"{dataset.name}: {columns}{_kinds_source(cfg)}: {describe_columns(dataset.columns)}")
@@ -368,7 +370,6 @@ def train_run(
     if state is not None:  # a resumed run of a model made float64 from Python goes on in float64
         model = in_checkpoint_precision(model, state)
         del state  # (Trainer.resume reads the tensors again)
-    fitted = _with_kept_labels(cfg, dataset)
     main = distributed.current().is_main
     with RunFolder(out, fresh=not resume, restart=restart) if main else contextlib.nullcontext():
         run_id, digest, own = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None, None)
@@ -517,29 +518,14 @@ def _data_notes(cfg: RunConfig, dataset: Dataset) -> list[str]:
 
 def _check_every_class_seen(cfg: RunConfig, dataset: Dataset) -> None:
     """A new run of a family trained on labels: each of its --classes has an example among the
-    training split's labels (before any is hidden), else it is refused; a class with none is never
-    learnt, yet keeps its share of the probability over classes (M2's default 10 classes over a
-    dataset of 2 trained 8 empty ones, and its uniform p(y) gave them 4/5 of its mass: up to log 5 nats off log p(x)).
+    training split's labels (before --labels hides any), else it is refused (``check_shown_classes``).
     Labels outside the classes are refused first, by ``check_labels`` (labels 1..K left class 0
     empty, and the refusal named that rather than the labels' range)."""
     if not cfg.model.uses_labels or dataset.train.y is None:
         return
     classes = cast(_Labelled, cfg.model).classes
-    check_labels(dataset.train, classes, f"the training split of {dataset.name}", hidden=True)
-    y = dataset.train.y.long()
-    y = y[(y >= 0) & (y < classes)]
-    empty = (torch.bincount(y, minlength=classes) == 0).nonzero().flatten().tolist()
-    if not empty:
-        return
-    top = int(y.max()) + 1 if len(y) else 0
-    named = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
-    fix = f"set --classes {top}" if top >= 2 and empty[0] >= top else "give data with an example of every class"
-    which = f"{'class' if len(empty) == 1 else 'classes'} {named}"
-    raise DataError(
-        f"the training split of {dataset.name} holds no label of {which} of the {cfg.model.name} model's "
-        f"{classes} classes (0..{classes - 1}): a class with no example is never learnt, yet keeps a share of the "
-        f"model's probability over classes (M2's uniform p(y): 1/{classes} each): {fix}"
-    )
+    y = check_labels(dataset.train, classes, f"the training split of {dataset.name}", hidden=True)
+    check_shown_classes(y, classes, f"the training split of {dataset.name}", "--classes")
 
 
 def _with_kept_labels(cfg: RunConfig, dataset: Dataset) -> Dataset:

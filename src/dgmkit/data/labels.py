@@ -97,22 +97,28 @@ def check_labels(split: Split, num_classes: int, what: str = "the training split
     return class_indices(split.y, len(split.x), what, num_classes, hidden)
 
 
-def check_shown_classes(y: torch.Tensor, num_classes: int, what: str) -> None:
+def check_shown_classes(y: torch.Tensor, num_classes: int, what: str, setting: str = "num_classes") -> None:
     """Refuse training labels ``y`` (``HIDDEN`` where hidden) that show no example of one of a
     model's ``num_classes`` classes: a class never shown is never learnt, yet keeps its share of
-    the model's probability over classes (labels all of class 0 trained an M2 that names every
-    datapoint 0)."""
+    the model's probability over classes (M2's default 10 classes over a dataset of 2 trained 8
+    empty ones, and its uniform p(y) gave them 4/5 of its mass: up to log 5 nats off log p(x);
+    labels all of class 0 trained an M2 that names every datapoint 0). Where the classes without
+    one are those above the labels shown, the refusal says to set ``setting`` (the CLI's
+    --classes) to fewer."""
     shown = y[y >= 0]
     if not len(shown):
         raise DataError(f"{what} shows no label (every one is hidden, {HIDDEN}): a model trained on labels needs some")
     empty = (torch.bincount(shown.cpu(), minlength=num_classes) == 0).nonzero().flatten().tolist()
-    if empty:
-        named = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
-        raise DataError(
-            f"{what} shows no label of class{'es' if len(empty) > 1 else ''} {named} of the model's {num_classes} "
-            f"classes (0..{num_classes - 1}): a class with no example is never learnt; give labels of every class, "
-            "or a model of fewer classes"
-        )
+    if not empty:
+        return
+    top = int(shown.max()) + 1
+    fix = f"set {setting} {top}" if top >= 2 and empty[0] >= top else "give labels of every class"
+    named = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+    raise DataError(
+        f"{what} shows no label of class{'es' if len(empty) > 1 else ''} {named} of the model's {num_classes} "
+        f"classes (0..{num_classes - 1}): a class with no example is never learnt, yet keeps a share of the model's "
+        f"probability over classes (a uniform p(y): 1/{num_classes} each): {fix}"
+    )
 
 
 def keep_labels(split: Split, n: int | None, num_classes: int, seed: int) -> Split:
@@ -128,8 +134,8 @@ def keep_labels(split: Split, n: int | None, num_classes: int, seed: int) -> Spl
         raise DataError(f"--labels {n} cannot be balanced over {num_classes} classes: give a multiple of {num_classes}")
     shown = int((y >= 0).sum())
     if n > shown:
-        some = f"labelled ones (of {len(y)}; the data hide the others)" if shown < len(y) else "datapoints"
-        raise DataError(f"--labels {n} is more than the {shown} training {some}")
+        some = f"labels the training split shows (of its {len(y)} rows; the data hide the others, {HIDDEN})"
+        raise DataError(f"--labels {n} is more than the {shown} {some if shown < len(y) else 'training datapoints'}")
     per_class = n // num_classes
     g = torch.Generator().manual_seed(seed)
     kept = torch.full_like(y, HIDDEN)
