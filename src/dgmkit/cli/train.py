@@ -354,13 +354,9 @@ def train_run(
     if not resume:  # (a run that trained on one goes on as it began)
         _check_no_constant_column(dataset)
         _check_every_class_seen(cfg, dataset)
-    fitted = _with_kept_labels(cfg, dataset)  # (refused before a note says how many labels it keeps)
-    if not resume:
         if dataset.columns and not quiet and distributed.current().is_main:
             columns = plural(len(dataset.columns), "column")
             say(f"{dataset.name}: {columns}{_kinds_source(cfg)}: {describe_columns(dataset.columns)}")
-        for note in _data_notes(cfg, dataset) if not quiet and distributed.current().is_main else []:
-            say(f"note: {note}")
     init_data = None
     if family.needs_init_data and not resume:
         init_data = transform(dataset.train.x, torch.Generator().manual_seed(cfg.optim.seed))
@@ -370,7 +366,10 @@ def train_run(
     if state is not None:  # a resumed run of a model made float64 from Python goes on in float64
         model = in_checkpoint_precision(model, state)
         del state  # (Trainer.resume reads the tensors again)
+    fitted = _with_kept_labels(cfg, dataset)
     main = distributed.current().is_main
+    for note in _data_notes(cfg, dataset) if not (resume or quiet) and main else []:  # (once --labels is checked)
+        say(f"note: {note}")
     with RunFolder(out, fresh=not resume, restart=restart) if main else contextlib.nullcontext():
         run_id, digest, own = _resumable_run_id(cfg, out, dataset, transform) if resume else (None, None, None)
         record = _record_written(cfg, dataset, transform, resume, run_id, digest)  # of the data as they are, all labels
