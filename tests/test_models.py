@@ -2,6 +2,7 @@
 
 import inspect
 
+import numpy as np
 import pytest
 import torch
 
@@ -284,6 +285,14 @@ def test_no_samples_still_checks_the_options_and_a_sample_of_ones_own_is_drawn_o
         diffusion.sample(0, steps=10**30)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         build_model(RunConfig.of(model="flow"), (1, 4, 4), 2).sample(0, temperature=-1.0)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got inf"):
+        build_model(RunConfig.of(model="flow"), (1, 4, 4), 2).sample(2, None, float("inf"))  # (by position)
+    arm = build_model(RunConfig.of(model="arm"), (1, 4, 4), 2)
+    for n in (0, 2):  # (cached="no" was true: the cached path ran)
+        with pytest.raises(ValueError, match="^cached must be True or False, got 'no'$"):
+            arm.sample(n, cached="no")
+    steps = diffusion.sample(2, torch.Generator().manual_seed(0), steps=np.int64(3))[0]  # (a NumPy count, made an int)
+    assert torch.equal(steps, diffusion.sample(2, torch.Generator().manual_seed(0), steps=3)[0])
 
     class Labelled(VAE):
         def sample(self, n, generator=None):

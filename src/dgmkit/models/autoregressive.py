@@ -108,8 +108,6 @@ class AutoregressiveModel(ExactLikelihoodModel):
         self, n: int, generator: torch.Generator | None = None, cached: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """n images drawn pixel by pixel. Returns (x, x) (there is no separate mean)."""
-        if n == 0:
-            return self.no_samples()
         device = next(self.parameters()).device
         with seeded_by(generator, device):
             u = torch.rand(n, self.num_dims, device=device, dtype=torch.float64)

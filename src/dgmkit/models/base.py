@@ -28,8 +28,8 @@ class:
   a draw (it ran the whole network, chain or pixel loop once): ``"float"`` (two tensors
   (n, *event_shape) in the model's floating dtype), ``"levels"`` (two of integer levels, int64),
   or None (unsaid: ``sample(0)`` makes one draw and cuts it to none). A class that defines its
-  own ``sample`` says it again, or it is None; one whose ``sample`` takes options besides the
-  generator returns ``no_samples()`` for n = 0 itself, after checking them.
+  own ``sample`` says it again, or it is None. The options the toolkit's samplers take (``steps``,
+  ``temperature``, ``cached``) are checked, with n and the generator, before either answer.
 - ``sample_period``: the draws of one ``sample(n)`` call come in cycles of this many (a class-
   conditional model's classes in turn), so a caller that draws in batches keeps each batch a
   multiple of it; 1 for the rest.
@@ -94,7 +94,7 @@ from dgmkit.conditional import Decoder, LikelihoodHead
 from dgmkit.data.transforms import values_seen
 from dgmkit.devices import dtype_of
 from dgmkit.distributions.pixels import observed_log_prob
-from dgmkit.errors import DataError, DgmError, whole_at_least
+from dgmkit.errors import DataError, DgmError, finite_at_least, true_or_false, whole_at_least, whole_in
 from dgmkit.models.terms import Term
 
 if TYPE_CHECKING:
@@ -287,28 +287,50 @@ class GenerativeModel(nn.Module, ABC):
         raise CapabilityError(f"{type(self).__name__} defines no distribution to sample from")
 
 
+MAX_SAMPLE_STEPS = 100_000  # a diffusion model's ancestral sampling steps, given (as its T: DiffusionConfig's max)
+
+
+def sampling_steps(steps: object, name: str = "sampling steps", error: type[Exception] = ValueError) -> int:
+    """``steps`` given to a diffusion model's ``sample``: a whole number in 1..MAX_SAMPLE_STEPS,
+    else ``error`` naming it as ``name`` (the one check of ``sample`` and of ``dgm sample --steps``:
+    10**30 steps failed with "int too big to convert" in a Gaussian chain, and a masked one ran
+    for ever)."""
+    return whole_in(name, steps, 1, MAX_SAMPLE_STEPS, error)
+
+
+# The options of the toolkit's samplers, each checked (and made an int, a float, a bool) by the
+# wrapper of every model's ``sample`` before the draw and before sample(0) answers without one:
+# "2.7 steps" ran as 2, a temperature of inf drew z of inf and x all NaN, cached="no" was true.
+_SAMPLE_OPTIONS: dict[str, Callable[[object], object]] = {
+    "steps": lambda v: None if v is None else sampling_steps(v),  # (None: the model's default)
+    "temperature": lambda v: finite_at_least("the temperature", v, 0, strict=True),
+    "cached": lambda v: true_or_false("cached", v),
+}
+
+
 def _counted(sample: Callable[..., R]) -> Callable[..., R]:
-    """``sample(self, n, ...)`` with n and its argument ``generator`` (where it takes one, by
-    position or keyword: a model of one's own may take another second) checked first
-    (``GenerativeModel.__init_subclass__``)."""
-    params = list(inspect.signature(sample).parameters.values())[2:]  # (after self and n)
-    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    at = positional.index("generator") if "generator" in positional else None
-    named = any(p.name == "generator" and p.kind is not p.POSITIONAL_ONLY for p in params)
-    # (steps, temperature, cached: a sample of a sample_kind that takes them returns no_samples() for n = 0 itself,
-    # once it has checked them)
-    options = any(p.name != "generator" for p in params)
+    """``sample(self, n, ...)`` with n, its ``generator`` and the options it takes that the
+    toolkit knows (``_SAMPLE_OPTIONS``) checked first, as it is called (by position or keyword);
+    and sample(0), where the model states its ``sample_kind``, answered with ``no_samples()``
+    (no draw), else with one draw cut to none (``GenerativeModel.__init_subclass__``)."""
+    signature = inspect.signature(sample)
+    count = list(signature.parameters)[1]  # (after self: n, by whatever name)
 
     @functools.wraps(sample)
     def checked(self: "GenerativeModel", n: int, *args: object, **kwargs: object) -> R:
         n = whole_at_least(f"{type(self).__name__}.sample's n (how many to draw)", n, 0)
-        generator = args[at] if at is not None and at < len(args) else kwargs.get("generator") if named else None
-        checked_generator(generator, f"{type(self).__name__}.sample's generator")
-        if n == 0 and self.sample_kind is not None:  # (no draw: with options, its own sample checks them first)
-            return cast(R, sample(self, 0, *args, **kwargs) if options else self.no_samples())
+        bound = signature.bind(self, n, *args, **kwargs)  # (a wrong argument: the TypeError of the call)
+        for name, value in bound.arguments.items():
+            if name == "generator":
+                checked_generator(value, f"{type(self).__name__}.sample's generator")
+            elif name in _SAMPLE_OPTIONS:
+                bound.arguments[name] = _SAMPLE_OPTIONS[name](value)
+        if n == 0 and self.sample_kind is not None:
+            return cast(R, self.no_samples())
         if n == 0:
-            return _none_drawn(self, lambda: sample(self, 1, *args, **kwargs), generator)
-        return sample(self, n, *args, **kwargs)
+            bound.arguments[count] = 1
+            return _none_drawn(self, lambda: sample(*bound.args, **bound.kwargs), bound.arguments.get("generator"))
+        return sample(*bound.args, **bound.kwargs)
 
     checked._counts_checked = True  # type: ignore[attr-defined]
     return checked

@@ -67,8 +67,6 @@ class PixelVAE(HierarchicalVAE):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws z ~ p(z), x ~ p(x | z) pixel by pixel (``cached``: the cached path, else the
         whole network per pixel). Returns (x, x): there is no separate mean."""
-        if n == 0:
-            return self.no_samples()
         z = self.sample_latents(n, generator)
         with seeded_by(generator, z.device):
             u = torch.rand(n, math.prod(self.event_shape), device=z.device, dtype=torch.float64)
