@@ -22,7 +22,7 @@ from dgmkit.cli.common import (
     split_data,
 )
 from dgmkit.config import load_run
-from dgmkit.data.labels import HIDDEN
+from dgmkit.data.labels import HIDDEN, labels_shown
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation.clustering import cluster_assignments, clustering_scores
 from dgmkit.evaluation.report import finite_number
@@ -69,7 +69,7 @@ def _shown_labels(y: torch.Tensor, where: str) -> tuple[torch.Tensor, dict]:
     """Which labels ``y`` shows (a partly labelled data file hides some, -1, which are no class: a
     clustering is scored against those shown) and, where some are hidden, cluster.json's count of
     them; refused where every one is hidden."""
-    shown = y != HIDDEN
+    shown = labels_shown(y)
     if not bool(shown.any()):
         raise DataError(f"{where} hides every label ({HIDDEN}): none to score a clustering against")
     return shown, {"hidden_labels": int((~shown).sum())} if not bool(shown.all()) else {}

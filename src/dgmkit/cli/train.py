@@ -44,7 +44,7 @@ from dgmkit.config.run import (
 from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, OWN_DATA_KEYS, RELOCATABLE
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.dataset import SPLITS
-from dgmkit.data.labels import HIDDEN, check_labels, check_shown_classes, keep_labels
+from dgmkit.data.labels import HIDDEN, check_labels, check_shown_classes, keep_labels, labels_shown
 from dgmkit.data.missing import check_missing_allowed, has_missing
 from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import describe_columns
@@ -503,7 +503,7 @@ def _data_notes(cfg: RunConfig, dataset: Dataset) -> list[str]:
     """The family's notes on the data (``data_notes``) and, for a family trained on labels, of
     data that hide some (-1: a partly labelled data file), how many labels training is shown."""
     y = dataset.train.y
-    hidden = 0 if y is None or not cfg.model.uses_labels else int((y < 0).sum())
+    hidden = 0 if y is None or not cfg.model.uses_labels else int((~labels_shown(y)).sum())
     if not hidden:
         return cfg.model.data_notes(dataset)
     assert y is not None

@@ -17,6 +17,7 @@ from dgmkit._io import is_text_path, parse_json, shell_path
 from dgmkit.config.migrate import FORMAT, check_record, migrate_record
 from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, RELOCATABLE, RunConfig
 from dgmkit.data import Dataset, DataTransform
+from dgmkit.data.labels import labels_shown
 from dgmkit.devices import device_of, resolve_device
 from dgmkit.errors import CheckpointError, ConfigError, DataError, shown_value
 from dgmkit.models import GenerativeModel
@@ -108,7 +109,7 @@ def run_record(
     if _incomplete(dataset):  # (its scores are of log p(x_o): what a report says of a run that no evaluation has)
         record["observed_only"] = True
     if cfg.model.uses_labels and dataset.train.y is not None:  # the training labels it is shown (beside "data", as above)
-        shown = int((dataset.train.y >= 0).sum())  # (a partly labelled data file hides some: -1)
+        shown = int(labels_shown(dataset.train.y).sum())  # (a partly labelled data file hides some: -1)
         record["labelled"] = shown if cfg.data.labels is None else min(cfg.data.labels, shown)
     return record
 

@@ -9,7 +9,9 @@
 import contextlib
 import dataclasses
 from collections.abc import Iterator
+from typing import TypeVar
 
+import numpy as np
 import torch
 
 from dgmkit.data.dataset import Split
@@ -22,10 +24,19 @@ __all__ = [
     "labels_checked",
     "labels_are_checked",
     "HIDDEN",
+    "labels_shown",
     "check_shown_classes",
 ]
 
 HIDDEN = -1  # the label of an example whose label is not used
+
+Labels = TypeVar("Labels", torch.Tensor, np.ndarray)
+
+
+def labels_shown(y: Labels) -> Labels:
+    """Which of the labels ``y`` (checked: classes 0, 1, ... or ``HIDDEN``) are shown, a boolean
+    mask: the one test of a label's being hidden, for training, evaluation, clustering and plots."""
+    return y != HIDDEN
 
 
 MAX_LABEL = 2**31 - 1  # the largest class index a label may be (a label file's too: ``registry``)
@@ -105,7 +116,7 @@ def check_shown_classes(y: torch.Tensor, num_classes: int, what: str, setting: s
     labels all of class 0 trained an M2 that names every datapoint 0). Where the classes without
     one are those above the labels shown, the refusal says to set ``setting`` (the CLI's
     --classes) to fewer."""
-    shown = y[y >= 0]
+    shown = y[labels_shown(y)]
     if not len(shown):
         raise DataError(f"{what} shows no label (every one is hidden, {HIDDEN}): a model trained on labels needs some")
     empty = (torch.bincount(shown.cpu(), minlength=num_classes) == 0).nonzero().flatten().tolist()
@@ -132,7 +143,7 @@ def keep_labels(split: Split, n: int | None, num_classes: int, seed: int) -> Spl
     n = whole_at_least("--labels", n, 1, DataError)  # (-2 kept all but one of each class; 2.0 was a TypeError)
     if n % num_classes:
         raise DataError(f"--labels {n} cannot be balanced over {num_classes} classes: give a multiple of {num_classes}")
-    shown = int((y >= 0).sum())
+    shown = int(labels_shown(y).sum())
     if n > shown:
         some = f"labels the training split shows (of its {len(y)} rows; the data hide the others, {HIDDEN})"
         raise DataError(f"--labels {n} is more than the {shown} {some if shown < len(y) else 'training datapoints'}")

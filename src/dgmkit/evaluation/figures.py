@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from dgmkit._io import shown_text
-from dgmkit.data.labels import HIDDEN
+from dgmkit.data.labels import HIDDEN, labels_shown
 from dgmkit.errors import DataError, EvaluationError, whole_at_least
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str, axes:
 def _labelled_scatter(fig: "Figure", ax: "Axes", points: np.ndarray, labels: np.ndarray) -> None:
     """``scatter_png``'s points coloured by their labels, those hidden as crosses beneath (on a
     scale from -1 the first class would take another's colour)."""
-    hidden = labels == HIDDEN
+    hidden = ~labels_shown(labels)
     if hidden.any():
         said = f"label hidden ({int(hidden.sum())})"
         ax.scatter(points[hidden, 0], points[hidden, 1], s=6, alpha=0.3, c="black", marker="x", label=said)

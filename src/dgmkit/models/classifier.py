@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from dgmkit.data.labels import HIDDEN
+from dgmkit.data.labels import labels_shown
 from dgmkit.models.terms import Term
 
 __all__ = ["Classifier"]
@@ -38,8 +38,8 @@ class Classifier(ABC):
         terms = super().evaluation_terms(x, y, estimate, batch_size)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
         if y is not None:  # (a hidden label, HIDDEN: a partly labelled file's, was counted as an error)
             y = y.to(x.device).long()
-            right = (self.predict(x, batch_size) == y).double().masked_fill(y == HIDDEN, math.nan)
-            shown = int((y != HIDDEN).sum())
+            right = (self.predict(x, batch_size) == y).double().masked_fill(~labels_shown(y), math.nan)
+            shown = int(labels_shown(y).sum())
             hidden = f" ({len(y) - shown} hidden)" if shown < len(y) else ""
             share = right.nansum().item() / shown if shown else math.nan
             note = f"{100 * (1 - share):.2f}% error on {'all ' * (not hidden)}{shown} labels{hidden}"

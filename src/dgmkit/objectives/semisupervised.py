@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from dgmkit.data.labels import HIDDEN, class_indices, labels_are_checked
+from dgmkit.data.labels import HIDDEN, class_indices, labels_are_checked, labels_shown
 from dgmkit.errors import whole_at_least
 from dgmkit.models.hybrid import HybridFlow
 from dgmkit.models.m2 import SemiSupervisedVAE
@@ -64,7 +64,7 @@ def _group_weights(lab: torch.Tensor, share: float) -> tuple[torch.Tensor, torch
 
 def _at(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """t[b, y_b] (0 where y_b < 0), shape (B,)."""
-    return torch.where(y >= 0, t.gather(1, y.clamp(min=0)[:, None]).squeeze(1), torch.zeros_like(t[:, 0]))
+    return torch.where(labels_shown(y), t.gather(1, y.clamp(min=0)[:, None]).squeeze(1), torch.zeros_like(t[:, 0]))
 
 
 class LabelledShares:
@@ -134,7 +134,7 @@ class M2Objective(LabelledShares, Objective[SemiSupervisedVAE]):
         if s > 1:  # each datapoint's S draws (rows b S .. b S + S - 1) averaged
             u = u.view(len(x), s).mean(1)
             bound, all_log_qy = bound.view(len(x), s, -1).mean(1), all_log_qy.view(len(x), s, -1).mean(1)
-        lab = y >= 0
+        lab = labels_shown(y)
         bound_y, log_qy = _at(bound, y), _at(all_log_qy, y)
         n = self.train_size or len(x)
         w_l, w_u = self.group_weights(lab)
@@ -192,7 +192,7 @@ class HybridObjective(LabelledShares, Objective[HybridFlow]):
     ) -> HybridObjectiveTerms:
         y = _labels(x, y, model.num_classes)
         t = model.joint(x)
-        lab = y >= 0
+        lab = labels_shown(y)
         log_py_x = _at(t.log_py_x, y)
         objective = log_py_x + self.px_weight / model.flow.num_dims * t.log_px
         w_l, w_u = self.group_weights(lab)  # each group to its share, as M2's

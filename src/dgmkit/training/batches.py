@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import torch
 
 from dgmkit.data import DataTransform
+from dgmkit.data.labels import labels_shown
 from dgmkit.data.mutation import mutate
 from dgmkit.errors import ConfigError
 
@@ -38,7 +39,7 @@ class BatchSource:
         self.x, self.y, self.transform, self.generator = x, y, transform, generator
         self.dtype = dtype  # the model's floating-point precision, which its batches are given in
         self.batch_size, self.steps = batch_size, steps
-        self.labelled = None if y is None else torch.nonzero(y >= 0).flatten()  # (N_l,) rows with a label
+        self.labelled = None if y is None else torch.nonzero(labels_shown(y)).flatten()  # (N_l,) rows with a label
         self.mutation_rate, self.labelled_batch = 0.0, 0
         if scale is not None and scale.shape != x.shape:
             raise ConfigError(f"the data's spread has shape {tuple(scale.shape)}, the data {tuple(x.shape)}")
