@@ -223,8 +223,12 @@ def test_a_models_sample_refuses_a_count_that_is_not_a_whole_number():
 
     model = PPCA(torch.randn(4, 2), torch.zeros(4), 1.0)
     for bad in (2.5, -1, True, "3", torch.tensor(3)):
-        with pytest.raises(ValueError, match=r"PPCA.sample's n \(how many to draw\) must be an integer >= 0"):
+        with pytest.raises(
+            ValueError, match=r"PPCA.sample's n \(how many to draw\) must be an integer in 0\.\.1099511627776"
+        ):
             model.sample(bad)
+    with pytest.raises(ValueError, match=r"must be an integer in 0\.\.1099511627776, got 10{30}$"):
+        model.sample(10**30)  # (torch's TypeError, "Overflow when unpacking long long", from deep inside)
     assert model.sample(np.int64(2))[0].shape == (2, 4) and model.sample(0)[0].shape == (0, 4)
 
     def every(cls):

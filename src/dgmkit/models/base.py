@@ -94,7 +94,7 @@ from dgmkit.conditional import Decoder, LikelihoodHead
 from dgmkit.data.transforms import values_seen
 from dgmkit.devices import dtype_of
 from dgmkit.distributions.pixels import observed_log_prob
-from dgmkit.errors import DataError, DgmError, finite_at_least, true_or_false, whole_at_least, whole_in
+from dgmkit.errors import DataError, DgmError, finite_at_least, true_or_false, whole_in
 from dgmkit.models.terms import Term
 
 if TYPE_CHECKING:
@@ -287,6 +287,9 @@ class GenerativeModel(nn.Module, ABC):
         raise CapabilityError(f"{type(self).__name__} defines no distribution to sample from")
 
 
+# the most draws one sample(n) call is asked for: more rows than any memory holds (10**30 met "Overflow when
+# unpacking long long" inside torch.randn, a TypeError, where it is a count out of range)
+MAX_DRAWS = 2**40
 MAX_SAMPLE_STEPS = 100_000  # a diffusion model's ancestral sampling steps, given (as its T: DiffusionConfig's max)
 
 
@@ -318,7 +321,7 @@ def _counted(sample: Callable[..., R]) -> Callable[..., R]:
 
     @functools.wraps(sample)
     def checked(self: "GenerativeModel", n: int, *args: object, **kwargs: object) -> R:
-        n = whole_at_least(f"{type(self).__name__}.sample's n (how many to draw)", n, 0)
+        n = whole_in(f"{type(self).__name__}.sample's n (how many to draw)", n, 0, MAX_DRAWS)
         bound = signature.bind(self, n, *args, **kwargs)  # (a wrong argument: the TypeError of the call)
         for name, value in bound.arguments.items():
             if name == "generator":
