@@ -1014,3 +1014,25 @@ def test_results_of_another_k_of_a_sampled_background_are_kept_apart():
     assert _protocol(r) != _protocol(r | {"background_iw_samples": 20})
     exact = r | {"background_iw_samples": 0}
     assert _protocol(exact) == _protocol({k: v for k, v in exact.items() if k != "background_iw_samples"})
+
+
+def test_a_non_finite_log_likelihood_names_the_model_that_gave_it_and_the_inputs(runs, capsys, monkeypatch):
+    """Of the run and its --background, the refusal of a non-finite log p(x) says which model gave it,
+    and of which inputs ("the model gives a non-finite log-likelihood" named neither)."""
+    import dgmkit.cli.ood as ood
+    from dgmkit.models.terms import refuse_non_finite
+
+    loaded, real = {}, ood._likelihood_run
+    monkeypatch.setattr(ood, "_likelihood_run", lambda path, what, device: loaded.setdefault(what, real(path, what, device)))
+    scored, background_calls = ood.log_likelihoods, []
+
+    def broken_background(model, x, **options):
+        log_px = scored(model, x, **options)
+        background_calls.extend([x] if model is loaded["--background"].model else [])
+        if len(background_calls) == 2:  # (its second inputs: the --ood file's)
+            refuse_non_finite("log-likelihood", log_px.index_fill(0, torch.tensor([3]), math.nan))
+        return log_px
+
+    monkeypatch.setattr(ood, "log_likelihoods", broken_background)
+    said = _dgm(capsys, "ood", runs / "model", "--ood", runs / "noise.npy", "--background", runs / "bg")[::2]
+    _refused(*said, f"the background model {runs / 'bg'}, scoring the --ood inputs: the model gives a non-finite")

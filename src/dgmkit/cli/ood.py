@@ -54,7 +54,7 @@ from dgmkit.data import DATASETS, Dataset, Split, default_data_dir, load_dataset
 from dgmkit.data.registry import ANOTHER_FOLDER, FOLDER_DATASETS, is_data_file
 from dgmkit.data.table import TABLE_SUFFIXES
 from dgmkit.data.transforms import scores_densities, values_seen
-from dgmkit.errors import ConfigError, DataError
+from dgmkit.errors import ConfigError, DataError, EvaluationError
 from dgmkit.evaluation.ood_scores import SCORES, OODScores, histogram_png, log_likelihoods, ood_scores, png_code_length
 
 __all__ = ["add_parser", "run_ood"]
@@ -606,14 +606,17 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
     fit = {"train": len(raw_train), "train_of": len(dataset.train.x)}
     fit |= {"valid": len(raw_valid), "valid_of": len(dataset.valid.x)}
 
-    def ll(r: Run, raw: torch.Tensor) -> torch.Tensor:
+    def ll(r: Run, raw: torch.Tensor, inputs: str) -> torch.Tensor:
         # the inputs transformed on the CPU (the same noise on any device), scored where the model is;
         # log_likelihoods returns them on the CPU, for the scores and the figure
-        return log_likelihoods(
-            r.model, _inputs(r, raw).to(r.device), log_volume=r.transform.log_volume, iw_samples=k_of[id(r)], seed=args.seed
-        )
+        x = _inputs(r, raw).to(r.device)
+        try:
+            return log_likelihoods(r.model, x, log_volume=r.transform.log_volume, iw_samples=k_of[id(r)], seed=args.seed)
+        except EvaluationError as e:  # (which model, of the run and its background, and which inputs)
+            model = f"the background model {args.background}" if r is bg else f"the model of {run.path}"
+            raise EvaluationError(f"{model}, scoring the {inputs} inputs: {e}") from None
 
-    lp_in, lp_ood = ll(run, raw_in), ll(run, raw_ood)
+    lp_in, lp_ood = ll(run, raw_in, "in-distribution"), ll(run, raw_ood, "--ood")
     images = _code_images(run, raw_in), _code_images(run, raw_ood)
     binary = _code_binary(run)
     code_bits = (
@@ -625,9 +628,9 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
         lp_in,
         lp_ood,
         num_dims=math.prod(run.record["data"]["event_shape"]),
-        background=None if bg is None else (ll(bg, raw_in), ll(bg, raw_ood)),
+        background=None if bg is None else (ll(bg, raw_in, "in-distribution"), ll(bg, raw_ood, "--ood")),
         code_bits=code_bits,
-        typicality_fit=(ll(run, raw_train), ll(run, raw_valid)),
+        typicality_fit=(ll(run, raw_train, "training"), ll(run, raw_valid, "validation")),
         typicality_batch=args.typicality_batch,
         seed=args.seed,
     )
