@@ -4,6 +4,7 @@ allocation beyond what the file's real size justifies, never a long hang."""
 
 import gzip
 import io
+import json
 import struct
 import time
 import tracemalloc
@@ -24,6 +25,7 @@ from dgmkit.data import Dataset, Split, from_array, load_dataset
 from dgmkit.data.download import download
 from dgmkit.data.formats import MAX_BYTES_ENV, max_data_bytes, open_maybe_gzip, read_amat, read_array, read_arrays, read_idx
 from dgmkit.data.matlab import read_mat
+from dgmkit.data.table import read_table
 from dgmkit.errors import DataError
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -742,6 +744,28 @@ def test_amat_line_of_too_many_values_is_refused_at_the_first_block_it_overflows
     path.write_bytes(b"1 2 3\n4 5 6\n" + b"7 " * 200_000 + b"\n")
     with pytest.raises(DataError, match=f"{path}: line 3 holds more than 3 values, expected 3 columns"):
         read_amat(path, 3)
+
+
+def test_csv_row_of_a_million_cells_is_refused_before_it_is_split(tmp_path):
+    """One line of 1.2 million two-letter cells (3.6 MB): split by the csv module it would be
+    some 70 MB of Python strings (a 256 MB file, the most a table may be, 7.7 GB) before any cap
+    counted them; its commas are counted as the line is handed over, and it is refused unsplit.
+    A quoted cell's line breaks still keep the line numbers of the rows after it."""
+    path = tmp_path / "wide.csv"
+    path.write_bytes(b"a,b\n1,2\n" + b"ab," * 1_200_000 + b"ab\n")
+    assert guarded(read_table, path) is None  # (a DataError, within 10 times the file's size)
+    with pytest.raises(DataError, match=r"wide.csv: line 3 holds more than 1048576 commas"):
+        read_table(path)
+    ok = tmp_path / "quoted.csv"
+    ok.write_text('a,b\n"x,\ny",1\n"x,\ny",2\n\nz,3\nz,q\n')
+    with pytest.raises(DataError, match="line 8, column 'b' is numeric, but holds 'q'"):
+        read_table(ok, schema=_schema(tmp_path, a="categorical", b="numeric"))
+
+
+def _schema(folder: Path, **kinds: str) -> Path:
+    path = folder / "schema.json"
+    path.write_text(json.dumps({"columns": kinds}))
+    return path
 
 
 def test_binarized_mnist_file_checks_name_the_file(tmp_path):

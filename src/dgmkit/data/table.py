@@ -30,7 +30,7 @@ import io
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,6 +52,7 @@ MAX_CATEGORIES = 256
 MAX_TABLE_BYTES = 1 << 28  # parsed into Python strings: some 20 times that in memory
 MAX_COLUMNS = 10_000
 MAX_TABLE_CELLS = 1 << 25  # each a Python string once parsed: some 2 GB at most
+MAX_ROW_COMMAS = 1 << 20  # one row's, counted before it is split into cells: some 60 MB of them at most
 MAX_SCHEMA_BYTES = 16 << 20  # a schema file (one name and kind per column: some 40 bytes each)
 
 
@@ -74,6 +75,42 @@ class Column:
         return len(self.categories) if self.kind == "categorical" else 0
 
 
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` (whose line breaks are all \\n), each with its break: as a StringIO's
+    with newline="" would give them, without its copy of the text at 4 bytes a character."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start) + 1 or len(text)
+        yield text[start:end]
+        start = end
+
+
+class _RowCommas:
+    """Counts the commas of each row's lines as ``lines`` hands them to the csv module, which splits
+    a whole row before its cells can be counted: a row of more than ``MAX_ROW_COMMAS`` (one line of
+    millions of short cells, some 20 times its bytes once split into Python strings) is refused
+    unsplit. No row of a table's ``MAX_COLUMNS`` comes near it, unless its quoted cells hold
+    hundreds of thousands of commas."""
+
+    def __init__(self, path: Path):
+        self.path, self.commas, self.first = path, 0, 1
+
+    def lines(self, text: Iterable[str]) -> Iterator[str]:
+        for number, line in enumerate(text, 1):
+            self.first = self.first or number
+            self.commas += line.count(",")
+            if self.commas > MAX_ROW_COMMAS:
+                raise DataError(
+                    f"{self.path.name}: line {self.first} holds more than {MAX_ROW_COMMAS} commas (quoted ones "
+                    f"included), far more cells than the {MAX_COLUMNS} columns a table may have"
+                )
+            yield line
+
+    def split(self) -> None:
+        """The lines handed over so far made a row: the next row's count starts afresh."""
+        self.commas, self.first = 0, 0
+
+
 def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
     """The header, the rows of cells and where each row is in the file, as the messages name it
     ("line 5" of a CSV file, "row 4" of a Parquet one) (blank lines skipped; a row of empty cells
@@ -94,11 +131,13 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
         raise DataError(
             f"{path.name}: line {line} is not UTF-8 text ({e.reason} at byte {e.start}); save the table as UTF-8"
         ) from None
-    # newline="": a quoted cell keeps its line breaks, and only \r and \n end a row (not \f or U+2028)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # lines that keep their breaks (a quoted cell keeps its line breaks), and only \r and \n end one (not \f or U+2028)
+    row = _RowCommas(path)
+    reader = csv.reader(row.lines(_lines(text)), strict=True)
     rows, lines, line, cells = [], [], 1, 0
     try:
         for r in reader:
+            row.split()
             if r and (len(r) > 1 or r[0].strip()):
                 rows.append(r)
                 lines.append(line)
