@@ -30,6 +30,7 @@ import io
 import math
 import os
 import re
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ MISSING_CELLS = ("", "na", "nan", "?")
 MAX_CATEGORIES = 256
 MAX_TABLE_BYTES = 1 << 28  # parsed into Python strings: some 20 times that in memory
 MAX_COLUMNS = 10_000
-MAX_TABLE_CELLS = 1 << 25  # each a Python string once parsed: some 2 GB at most
+MAX_TABLE_CELLS = 1 << 25  # each a Python string once parsed: some 2 GB of wide rows, 9 GB of one column (rows cost most)
 MAX_ROW_COMMAS = 1 << 20  # one row's, counted before it is split into cells: some 60 MB of them at most
 MAX_SCHEMA_BYTES = 16 << 20  # a schema file (one name and kind per column: some 40 bytes each)
 
@@ -111,7 +112,24 @@ class _RowCommas:
         self.commas, self.first = 0, 0
 
 
-def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
+class _Places:
+    """Where each row of a table is, as the messages name it ("line 5", "row 4"), written only
+    when asked for: a string of every row would cost more than a narrow row's cells."""
+
+    def __init__(self, word: str, numbers: np.ndarray):
+        self.word, self.numbers = word, numbers
+
+    def __getitem__(self, i: int) -> str:
+        return f"{self.word} {self.numbers[i]}"
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def subset(self, rows: list[int]) -> "_Places":
+        return _Places(self.word, self.numbers[np.asarray(rows, dtype=np.int64)])
+
+
+def _read_cells(path: Path) -> tuple[list[str], list[list[str]], _Places]:
     """The header, the rows of cells and where each row is in the file, as the messages name it
     ("line 5" of a CSV file, "row 4" of a Parquet one) (blank lines skipped; a row of empty cells
     is a row of missing entries, kept). A path that is no regular file (none, a folder, a FIFO,
@@ -134,12 +152,12 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
     # lines that keep their breaks (a quoted cell keeps its line breaks), and only \r and \n end one (not \f or U+2028)
     row = _RowCommas(path)
     reader = csv.reader(row.lines(_lines(text)), strict=True)
-    rows, lines, line, cells = [], [], 1, 0
+    rows, lines, line, cells = [], array("q"), 1, 0
     try:
         for r in reader:
             row.split()
             if r and (len(r) > 1 or r[0].strip()):
-                rows.append(r)
+                rows.append([c.strip() for c in r])  # (no second list of every row: a narrow table's rows cost most)
                 lines.append(line)
                 cells += len(r)
                 if cells > MAX_TABLE_CELLS:
@@ -149,14 +167,14 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
         raise DataError(f"{path.name}: not a readable CSV file (line {reader.line_num}: {e})") from None
     if len(rows) < 2:
         raise DataError(f"{path.name}: a table needs a header row and at least one row of values")
-    header = [h.strip() for h in rows[0]]
-    for i, r in zip(lines[1:], rows[1:]):
+    header = rows.pop(0)
+    for i, r in zip(lines[1:], rows):
         if len(r) != len(header):
             raise DataError(f"{path.name}: line {i} has {len(r)} cells, the header {len(header)}")
-    return header, [[c.strip() for c in r] for r in rows[1:]], [f"line {i}" for i in lines[1:]]
+    return header, rows, _Places("line", np.frombuffer(lines, np.int64)[1:])
 
 
-def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
+def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], _Places]:
     """A Parquet file's cells as text, its checks made before any column is expanded: the cells
     and the stored bytes (each column's pages uncompressed) within the caps, its columns of
     numbers or text, then the text the cells will hold (a column stored as a dictionary, one
@@ -203,7 +221,7 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
         why = " ".join(str(e).split())[:200]
         raise DataError(f"{path.name}: not a readable Parquet file ({type(e).__name__}: {why})") from None
     names = [str(n).strip() for n in t.column_names]
-    return names, [list(r) for r in zip(*cols)], [f"row {i}" for i in range(1, meta.num_rows + 1)]
+    return names, [list(r) for r in zip(*cols)], _Places("row", np.arange(1, meta.num_rows + 1))
 
 
 def _text_bytes(t: "pa.Table", text: Callable[["pa.DataType"], bool]) -> int:
@@ -303,7 +321,7 @@ def _check_number(path: Path, name: str, cell: str, v: float | None, place: str 
         )
 
 
-def _check_not_a_slip(path: Path, name: str, cells: list[str], numbers: list[float | None], places: list[str]) -> None:
+def _check_not_a_slip(path: Path, name: str, cells: list[str], numbers: list[float | None], places: _Places) -> None:
     """Refuses (DataError) an inferred column of more than 20 distinct numbers but for a few cells
     (one, or at most 1 in 50), which would make it categorical, every number a category of its
     own, through what is most likely a typing slip or a missing entry marked otherwise than the
@@ -393,7 +411,7 @@ def _check_names_not_data(path: Path, header: list[str], rows: list[list[str]]) 
         )
 
 
-def _check_some_observed(path: Path, rows: list[list[str]], places: list[str]) -> None:
+def _check_some_observed(path: Path, rows: list[list[str]], places: _Places) -> None:
     """Refuses a line whose every cell is empty or missing (a spreadsheet's blank line), named
     where it is, before it is a row of NaN that a later check could only count."""
     empty = [places[i] for i, r in enumerate(rows) if all(c.lower() in MISSING_CELLS for c in r)]
@@ -434,7 +452,7 @@ def read_table(
         if not present:
             raise DataError(f"{path.name}: column {name!r} has no observed value")
         if not kinds:
-            _check_not_a_slip(path, name, [cells[i] for i in present], numbers, [places[i] for i in present])
+            _check_not_a_slip(path, name, [cells[i] for i in present], numbers, places.subset(present))
         if kind == "numeric":
             for i, v in zip(present, numbers):
                 _check_number(path, name, cells[i], v, places[i])
@@ -468,7 +486,7 @@ def _standardized(values: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def _encode(
-    path: Path, header: list[str], rows: list[list[str]], places: list[str], columns: tuple[Column, ...]
+    path: Path, header: list[str], rows: list[list[str]], places: _Places, columns: tuple[Column, ...]
 ) -> np.ndarray:
     # (names and categories compared stripped, as the readers give them: a run of a Parquet file read before they
     # were stripped recorded 'height ' and 'male ')
