@@ -407,6 +407,15 @@ def test_a_parquet_table_that_would_expand_is_refused_before_it_does(tmp_path, m
     (tmp_path / "many.csv").write_text("a,b\n" + "1,2\n" * 20000)
     with pytest.raises(DataError, match="more than the 39999 cells"):
         read_table(tmp_path / "many.csv")
+    monkeypatch.setattr(table, "MAX_TABLE_CELLS", 1 << 25)
+    monkeypatch.setattr(table, "MAX_TABLE_ROWS", 19_999)  # (rows of one cell: some 270 bytes each, not the cells' 60)
+    (tmp_path / "narrow.csv").write_text("a\n" + "1\n" * 20000)
+    with pytest.raises(DataError, match="more than the 33554432 cells or 19999 rows a table may have"):
+        read_table(tmp_path / "narrow.csv")
+    with pytest.raises(DataError, match="20000 rows of 2 columns, .* and 19999 rows a table may have"):
+        read_table(tmp_path / "bomb.parquet")
+    (tmp_path / "narrow.csv").write_text("a\n" + "1\n" * 19999)
+    assert read_table(tmp_path / "narrow.csv")[0].shape == (19999, 1)
 
 
 def test_tables_past_the_byte_cap_or_without_pyarrow_are_refused_before_they_are_read(tmp_path, monkeypatch):

@@ -52,7 +52,8 @@ MISSING_CELLS = ("", "na", "nan", "?")
 MAX_CATEGORIES = 256
 MAX_TABLE_BYTES = 1 << 28  # parsed into Python strings: some 20 times that in memory
 MAX_COLUMNS = 10_000
-MAX_TABLE_CELLS = 1 << 25  # each a Python string once parsed: some 2 GB of wide rows, 9 GB of one column (rows cost most)
+MAX_TABLE_CELLS = 1 << 25  # each a Python string once parsed: some 2 GB of wide rows
+MAX_TABLE_ROWS = 1 << 23  # each a list once parsed, some 270 bytes a row of one cell: some 2.3 GB (9 GB at the cells' cap)
 MAX_ROW_COMMAS = 1 << 20  # one row's, counted before it is split into cells: some 60 MB of them at most
 MAX_SCHEMA_BYTES = 16 << 20  # a schema file (one name and kind per column: some 40 bytes each)
 
@@ -160,8 +161,10 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]], _Places]:
                 rows.append([c.strip() for c in r])  # (no second list of every row: a narrow table's rows cost most)
                 lines.append(line)
                 cells += len(r)
-                if cells > MAX_TABLE_CELLS:
-                    raise DataError(f"{path.name}: more than the {MAX_TABLE_CELLS} cells a table may have")
+                if cells > MAX_TABLE_CELLS or len(rows) > MAX_TABLE_ROWS + 1:  # (and its header)
+                    raise DataError(
+                        f"{path.name}: more than the {MAX_TABLE_CELLS} cells or {MAX_TABLE_ROWS} rows a table may have"
+                    )
             line = reader.line_num + 1
     except csv.Error as e:
         raise DataError(f"{path.name}: not a readable CSV file (line {reader.line_num}: {e})") from None
@@ -198,10 +201,11 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], _Places]:
         # text columns stay as indices into their distinct values until their size is known
         file = pq.ParquetFile(path, read_dictionary=[f.name for f in schema if pa.types.is_string(f.type)])
         meta = file.metadata
-        if meta.num_columns > MAX_COLUMNS or meta.num_rows * meta.num_columns > MAX_TABLE_CELLS:
+        rows = meta.num_rows
+        if meta.num_columns > MAX_COLUMNS or rows * meta.num_columns > MAX_TABLE_CELLS or rows > MAX_TABLE_ROWS:
             raise DataError(
-                f"{path.name}: {meta.num_rows} rows of {meta.num_columns} columns, more than the {MAX_COLUMNS} columns "
-                f"and {MAX_TABLE_CELLS} cells a table may have"
+                f"{path.name}: {rows} rows of {meta.num_columns} columns, more than the {MAX_COLUMNS} columns, "
+                f"{MAX_TABLE_CELLS} cells and {MAX_TABLE_ROWS} rows a table may have"
             )
         stored = sum(
             meta.row_group(g).column(c).total_uncompressed_size
