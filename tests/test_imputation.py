@@ -777,6 +777,28 @@ def test_a_split_or_file_with_nothing_to_impute_says_how_to_give_missing_entries
     assert not (tmp_path / "x.npy").exists() and not (tmp_path / "y.npy").exists()
 
 
+def test_a_limit_draw_without_holes_of_a_split_with_them_is_said_so(tmp_path, capsys):
+    """dgm impute --limit 1 of a run trained with --missing-rate, where the one datapoint drawn was
+    complete, said that the split had no missing entries and to train with --missing-rate R."""
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    x[1:, 0] = np.nan  # every row but the first has a hole: a draw of row 0 alone holds none
+    np.save(tmp_path / "h.npy", x)
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", "--dataset", tmp_path / "h.npy", "--objective", "miwae", "--likelihood",
+                        "gaussian", "--latent-dim", "1", "--hidden", "4", "--epochs", "1", "--quiet",
+                        "--out", run)  # fmt: skip
+    assert code == 0, err
+    from dgmkit.cli.common import seeded_rows
+    from dgmkit.config.inputs import run_dataset
+
+    train = run_dataset(load_run(run).cfg.data, None).split("train").x.reshape(-1, 6)
+    seed = next(s for s in range(200) if not torch.isnan(train[seeded_rows(len(train), 1, s)]).any())
+    code, _, err = _run(capsys, "impute", run, "--limit", "1", "--seed", seed, "--out", tmp_path / "x.npy")
+    assert code == 1 and "--missing-rate R" not in err and "the split of" not in err, err
+    assert f"the 1 datapoint that --limit 1 drew (--seed {seed}) from the train split of h.npy holds no missing" in err
+    assert "though the split does: draw more (a larger --limit, or none) or others (another --seed)" in err, err
+
+
 def test_train_refuses_incomplete_data_without_miwae(tmp_path, capsys):
     code, _, err = _run(capsys, "train", "--dataset", "iris", "--likelihood", "gaussian", "--missing-rate", "0.3",
                         "--epochs", "1", "--out", tmp_path / "r")  # fmt: skip

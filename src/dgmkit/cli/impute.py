@@ -333,18 +333,13 @@ def _incomplete(
         where = f"the {args.split} split of {run.record['data']['name']}"
         truth = _removed_values(args, run, data)
     idx = None if args.input else seeded_rows(len(data), args.limit, args.seed)  # (a file's: its first rows, read so)
+    drawn = idx is not None and bool((~observed(data)).any())  # (the split has holes; the draw may hold none)
     if idx is not None:
         data, truth = data[idx], None if truth is None else truth[idx]
         file_shape = (len(idx), *file_shape[1:])
     missing = ~observed(data)
     if not missing.any():
-        fix = (
-            "mark the entries to fill as NaN (in a table, empty cells)"
-            if args.input
-            else "name a file of inputs with missing entries (NaN; in a table, empty cells) after the run folder, or "
-            "impute the splits of a run trained with --missing-rate R, which removes entries at random"
-        )
-        raise DataError(f"{where} has no missing entries (NaN) to impute: {fix}")
+        _refuse_nothing_to_impute(args, where, drawn)
     if truth is not None and not (missing & ~torch.isnan(truth)).any():
         truth = None  # every missing entry was missing in the data file already: no value known to score against
     if args.baselines and truth is None:
@@ -358,6 +353,28 @@ def _incomplete(
             f"more than {MAX_DRAWN_VALUES}; draw fewer, or impute fewer datapoints (--limit)"
         )
     return data, truth, file_shape, where
+
+
+def _refuse_nothing_to_impute(args: argparse.Namespace, where: str, drawn: bool) -> None:
+    """Refuses (DataError) datapoints ``where`` of no missing entry, saying what to give instead:
+    NaN in INPUT; where the split holds some and its --limit draw none (``drawn``), a larger or
+    other draw (it was said that the split held none, and --missing-rate advised to a run trained
+    with it); else a file of inputs with NaN, or a run trained with --missing-rate."""
+    if args.input:
+        raise DataError(
+            f"{where} has no missing entries (NaN) to impute: mark the entries to fill as NaN (in a table, empty cells)"
+        )
+    if drawn:
+        raise DataError(
+            f"the {plural(args.limit, 'datapoint')} that --limit {args.limit} drew (--seed {args.seed}) from {where} "
+            f"{'holds' if args.limit == 1 else 'hold'} no missing entries (NaN) to impute, though the split does: "
+            "draw more (a larger --limit, or none) or others (another --seed)"
+        )
+    raise DataError(
+        f"{where} has no missing entries (NaN) to impute: name a file of inputs with missing entries (NaN; in a table, "
+        "empty cells) after the run folder, or impute the splits of a run trained with --missing-rate R, which removes "
+        "entries at random"
+    )
 
 
 def _write_imputed(
