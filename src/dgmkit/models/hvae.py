@@ -22,6 +22,7 @@ work as for any latent variable model. ``path(x)`` gives the per-layer Gaussians
 for the ELBO with per-layer closed-form KL terms (``objectives.HierarchicalELBO``).
 """
 
+from abc import abstractmethod
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeAlias, cast
@@ -457,26 +458,38 @@ def _no_draws(
     return weight.new_zeros(shape + d.event_shape), weight.new_zeros(shape)
 
 
-def _none_scored(d: Distribution, value: torch.Tensor) -> torch.Tensor | None:
-    """``value`` checked to be of shape (*sample, *batch, D) (else torch's 'split_with_sizes expects
-    split_sizes to sum exactly to 7' from the layers' split); the log-densities of none, shape
-    (*sample, *batch), where it holds no draws (the layers' reshapes cannot infer a size of no
-    elements, as in ``_no_draws``), else None."""
-    batch, width = d.batch_shape, d.event_shape[-1]
-    lead = value.dim() - 1 - len(batch)
-    if lead < 0 or value.shape[lead:-1] != batch or value.shape[-1] != width:
-        dims = ", ".join(map(str, (*batch, width)))
-        raise ValueError(f"{type(d).__name__} scores z of shape (..., {dims}), got {tuple(value.shape)}")
-    return value.new_zeros(value.shape[:-1]) if value.numel() == 0 else None
+class _Layered(Distribution, JointSampler):
+    """What the hierarchical posterior and prior share over the concatenated layers: a draw is
+    ``rsample_and_log_prob``'s without its log-density, and ``log_prob`` checks z before its
+    ``_layers_log_prob``: of shape (*sample, *batch, D) (else torch's 'split_with_sizes expects
+    split_sizes to sum exactly to 7' from the layers' split), and scored as log-densities of none,
+    shape (*sample, *batch), where it holds no draws (the layers' reshapes cannot infer a size of
+    no elements, as in ``_no_draws``)."""
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.real_vector
+
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+        return self.rsample_and_log_prob(sample_shape)[0]
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        batch, width = self.batch_shape, self.event_shape[-1]
+        lead = value.dim() - 1 - len(batch)
+        if lead < 0 or value.shape[lead:-1] != batch or value.shape[-1] != width:
+            dims = ", ".join(map(str, (*batch, width)))
+            raise ValueError(f"{type(self).__name__} scores z of shape (..., {dims}), got {tuple(value.shape)}")
+        return value.new_zeros(value.shape[:-1]) if value.numel() == 0 else self._layers_log_prob(value)
+
+    @abstractmethod
+    def _layers_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """log-density of z, checked by ``log_prob``: (*sample, *batch, D) holding some draws."""
 
 
-class HierarchicalPosterior(Distribution, JointSampler):
+class HierarchicalPosterior(_Layered):
     """q(z | x) of a hierarchical model (``HierarchicalVAE``, ``DeepTopDownVAE``: anything with
     ``path``, ``latent_dim``) over the concatenated layers; ``location()`` is the point
     reached by taking every layer's mean on the way (E[z] has no closed form)."""
 
-    arg_constraints: ClassVar[dict] = {}
-    support = constraints.real_vector
     has_rsample = True
 
     @property
@@ -503,13 +516,7 @@ class HierarchicalPosterior(Distribution, JointSampler):
         draws = self.model.path(self.x, tuple(sample_shape), generator=generator)
         return self._join(draws), sum(d.q.log_prob(d.z) for d in draws)
 
-    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
-        return self.rsample_and_log_prob(sample_shape)[0]
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        none = _none_scored(self, value)
-        if none is not None:
-            return none
+    def _layers_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         sample_shape = tuple(value.shape[: value.dim() - 2])
         draws = self.model.path(self.x, sample_shape, given=value)
         return sum(d.q.log_prob(d.z) for d in draws)
@@ -520,13 +527,10 @@ class HierarchicalPosterior(Distribution, JointSampler):
         return self._join(self.model.path(self.x, means=True))
 
 
-class HierarchicalPrior(Distribution, JointSampler):
+class HierarchicalPrior(_Layered):
     """p(z) = p(z_L) prod_{l<L} p(z_l | z_{l+1}) of a hierarchical model (with ``descend`` and
     ``log_prob_below``) over the concatenated layers; reparameterized
     where the top prior is (not a mixture's component choice)."""
-
-    arg_constraints: ClassVar[dict] = {}
-    support = constraints.real_vector
 
     @property
     def has_rsample(self) -> bool:  # type: ignore[override]  # read-only here: the top prior's
@@ -547,11 +551,5 @@ class HierarchicalPrior(Distribution, JointSampler):
         z, log_p_below = self.model.descend(z_top, generator)
         return z, log_p + log_p_below
 
-    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
-        return self.rsample_and_log_prob(sample_shape)[0]
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        none = _none_scored(self, value)
-        if none is not None:
-            return none
+    def _layers_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return self.top.log_prob(self.model.split(value)[-1]) + self.model.log_prob_below(value)
