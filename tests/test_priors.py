@@ -481,3 +481,20 @@ def test_a_vampprior_refuses_an_encoder_of_flow_posteriors_by_name():
     encoder = IAFEncoder(nn.Linear(4, 2 * 2 + 3), 2, 3, VECTOR_FLOWS["maf"](2, [8], 1, context_features=3))
     with pytest.raises(TypeError, match="needs an encoder of diagonal Gaussian posteriors; this encoder gave FlowDistr"):
         VampPrior(2, (4,), components=3)(encoder)
+
+
+def test_a_diagonal_gaussian_prior_refuses_latents_of_another_width_by_name():
+    # (a z of width 1 was broadcast over the prior's 3 dimensions: z = (0,) had the density of (0, 0, 0))
+    p = StandardNormalPrior(3)()
+    for z in (torch.zeros(5, 1), torch.zeros(2), torch.zeros(())):
+        with pytest.raises(ValueError, match=r"over 3 dimensions scores values of shape \(\.\.\., 3\)"):
+            p.log_prob(z)
+    assert p.log_prob(torch.zeros(4, 2, 3)).shape == (4, 2)
+
+
+def test_a_mixture_gives_an_infinite_latent_no_density_not_nan():
+    m = MixtureOfGaussiansPrior(2, 3).double()
+    z = torch.tensor([[math.inf, 0.0], [-math.inf, 1.0], [math.nan, math.inf], [0.5, 0.5]], dtype=torch.float64)
+    lp = m().log_prob(z).tolist()
+    assert lp[:2] == [-math.inf, -math.inf]  # (as a standard normal's: it was NaN)
+    assert math.isnan(lp[2]) and math.isfinite(lp[3])

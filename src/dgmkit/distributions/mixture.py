@@ -51,6 +51,9 @@ class DiagonalGaussianMixture(Distribution):
         precision = self.scale.double().pow(-2)  # (K, M)
         quad = flat.pow(2) @ precision.T - 2 * flat @ (loc * precision).T  # (N, K)
         quad = quad + (loc.pow(2) * precision).sum(-1)
+        # an infinite z (no NaN) is infinitely far from every component: inf - inf in the expansion made it NaN
+        infinite = torch.isinf(flat).any(-1, keepdim=True) & ~torch.isnan(flat).any(-1, keepdim=True)
+        quad = torch.where(infinite, math.inf, quad)
         const = -self.scale.log().sum(-1) - 0.5 * m * math.log(2 * math.pi)  # (K,)
         out = const - 0.5 * quad.clamp_min(0).to(const.dtype)  # (rounding within float64's precision: clamped)
         return out.reshape(*z.shape[:-1], -1)

@@ -80,6 +80,16 @@ class DiagonalNormal(Independent, JointSampler):
         shape = torch.Size(batch_shape) + self.event_shape
         return DiagonalNormal(self.loc.expand(shape), self.scale.expand(shape))
 
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """log N(value; loc, diag(scale^2)) for ``value`` of shape (..., M), broadcast over the batch.
+        A value of another width is refused: one of width 1 was broadcast over the M dimensions and
+        scored silently (a standard normal prior over 3 dimensions gave z = (0,) the density of (0, 0, 0))."""
+        m = self.event_shape[-1]
+        if value.dim() == 0 or value.shape[-1] != m:
+            got = tuple(value.shape)
+            raise ValueError(f"a diagonal Gaussian over {m} dimensions scores values of shape (..., {m}), got {got}")
+        return super().log_prob(value)
+
     def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         """z = loc + scale * eps: the draw of ``rsample_and_log_prob``, without its log-density."""
         return self._draw(sample_shape, None)[0]

@@ -68,6 +68,14 @@ class LayerDraw:
     of_x: bool = False
 
 
+def log_q_of(draws: Sequence[LayerDraw]) -> torch.Tensor:
+    """sum_l log q(z_l | .) of one posterior pass's draws (one or more layers)."""
+    total = draws[0].q.log_prob(draws[0].z)
+    for d in draws[1:]:
+        total = total + d.q.log_prob(d.z)
+    return total
+
+
 def _gaussian(h: torch.Tensor, m: int, scale_map: nn.Module) -> DiagonalNormal:
     loc, raw = h.split(m, dim=-1)
     return diagonal_normal(loc, scale_map(raw))
@@ -514,12 +522,12 @@ class HierarchicalPosterior(_Layered):
         if torch.Size(sample_shape).numel() == 0:
             return _no_draws(self, sample_shape, self.model)
         draws = self.model.path(self.x, tuple(sample_shape), generator=generator)
-        return self._join(draws), sum(d.q.log_prob(d.z) for d in draws)
+        return self._join(draws), log_q_of(draws)
 
     def _layers_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         sample_shape = tuple(value.shape[: value.dim() - 2])
         draws = self.model.path(self.x, sample_shape, given=value)
-        return sum(d.q.log_prob(d.z) for d in draws)
+        return log_q_of(draws)
 
     def location(self) -> torch.Tensor:
         """The point reached by taking each layer's mean on the way down (or up): a

@@ -45,7 +45,7 @@ from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.distributions import DiagonalNormal, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.models.base import LatentVariableModel
-from dgmkit.models.hvae import LayerDraw, LayerStack, PosteriorPass, TopDownSteps
+from dgmkit.models.hvae import LayerDraw, LayerStack, PosteriorPass, TopDownSteps, log_q_of
 from dgmkit.priors import Prior
 
 __all__ = ["DeepTopDownVAE", "BottleneckBlock"]
@@ -328,7 +328,7 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         (k, B), from one top-down pass (the importance weights' terms)."""
         draws, px = self._posterior_pass(x, PosteriorPass((k,), generator=generator), output=True)
         z = torch.cat([d.z for d in reversed(draws)], -1)
-        log_q = sum(d.q.log_prob(d.z) for d in draws)
+        log_q = log_q_of(draws)
         log_p = self.top().log_prob(draws[0].z) + sum(cast(DiagonalNormal, d.p).log_prob(d.z) for d in draws[1:])
         assert px is not None  # output=True
         return z, px.log_prob(x), log_p, log_q
