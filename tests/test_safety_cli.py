@@ -463,6 +463,17 @@ def test_adam_moments_of_another_dtype_than_floating_point_are_refused(vae_copy,
     assert snapshot(vae_copy) == before
 
 
+@pytest.mark.parametrize("dropped", ["optim/0/", "optim/"], ids=["one-parameter", "all"])
+def test_a_checkpoint_missing_adam_state_after_its_steps_is_refused(vae_copy, capsys, dropped):
+    """A checkpoint after an epoch's steps whose optimizer holds no Adam moments (for one parameter, or any) was
+    resumed without a word: Adam restarted from zero moments, and the run did not go on as it was."""
+    _edit_tensors(vae_copy / "checkpoint.safetensors", lambda t: [t.pop(k) for k in list(t) if k.startswith(dropped)])
+    before = snapshot(vae_copy)
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
+    assert_one_error_line(code, err, "holds no Adam state for a parameter of shape", "updates")
+    assert snapshot(vae_copy) == before
+
+
 def _edit_tensors(path: Path, edit) -> None:
     """``edit`` applied to the tensors (by name) of the checkpoint ``path``, its metadata kept."""
     from safetensors.torch import load as st_load

@@ -610,7 +610,7 @@ class Trainer:
                 if isinstance(updates, int) and updates > t["step"]:
                     raise ValueError(f"the moving average counts {updates} updates in {t['step']} steps")
                 self.ema.load_state_dict({"updates": updates, "weights": ckpt["ema"]})
-            _check_optimizer_state(self.optimizer)
+            _check_optimizer_state(self.optimizer, taken=t["step"] - t["skipped_steps"])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
             self.generator.set_state(generator_state)
             self.streams_moved = False
@@ -1366,13 +1366,20 @@ def _checked_training_state(ckpt: dict, path: Path, ema: EMA | None) -> dict:
     return t
 
 
-def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, taken: int = 0) -> None:
     """Refuse (ValueError) a loaded optimizer state whose entries are not tensors, or not of
     their parameter's shape (a scalar, such as Adam's step, fits any), or that Adam could not
     have written: a negative step count or second moment (the update would be NaN, and the run
-    would be told to lower its learning rate)."""
+    would be told to lower its learning rate), or none at all for a trained parameter after
+    ``taken`` updates (every step reaches every trained parameter: Adam's moments would restart
+    from zero without a word, and the run would not go on as it was)."""
     for group in optimizer.param_groups:
         for p in group["params"]:
+            if taken > 0 and p.requires_grad and not optimizer.state.get(p):
+                raise ValueError(
+                    f"it holds no Adam state for a parameter of shape {tuple(p.shape)}, after {taken} updates "
+                    "(a checkpoint written by a run's training holds every parameter's)"
+                )
             for key, v in optimizer.state.get(p, {}).items():
                 if not torch.is_tensor(v) or (v.dim() > 0 and v.shape != p.shape):
                     raise ValueError(f"the optimizer's {key} does not match a parameter of shape {tuple(p.shape)}")
