@@ -1865,3 +1865,15 @@ def test_an_empty_argument_is_refused_by_its_flag_before_anything_runs(tmp_path,
     code, out, err = run(capsys, *argv)
     assert_one_error_line(code, err, needle)
     assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_an_error_line_shows_an_invisible_character_of_a_file_name_as_its_escape(tmp_path, capsys):
+    """Whichever message names the file (here the table reader's, of a row too short), the error
+    line shows a bidi override in its name as \\u202e: raw, 'x<U+202E>gpj.csv' shows as 'xcsv.jpg'."""
+    from dgm_cli import dgm, refused
+
+    table = tmp_path / "x\u202egpj.csv"
+    table.write_text("a,b\n1\n")
+    code, _, err = dgm(capsys, "train", "--dataset", table, "--out", tmp_path / "run")
+    refused(code, err, "x\\u202egpj.csv: line 2 has 1 cells, the header 2")
+    assert "\u202e" not in err

@@ -176,7 +176,10 @@ def _refused_argument(argv: list[str]) -> str | None:
 
 
 def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
+    """``text`` as one line to show: its breaks made spaces, and an invisible character (a bidi
+    override in a file name that a message names, read from a table's or a file's name) escaped
+    (``shown_text``), whichever message it comes from."""
+    return shown_text(" ".join(str(text).split()))
 
 
 def _say_error(message: object) -> None:
