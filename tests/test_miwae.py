@@ -391,3 +391,22 @@ def test_the_multiple_imputations_are_decoded_once_not_at_every_chunk(monkeypatc
     single, multiple = impute(model, x, k=8, draws=5, generator=torch.Generator().manual_seed(0), chunk=2)
     assert multiple is not None and multiple.shape == (5, *x.shape) and torch.isfinite(multiple).all()
     assert torch.equal(multiple[:, ~torch.isnan(x)], x[~torch.isnan(x)].expand(5, -1))
+
+
+def test_training_data_with_an_entry_missing_in_every_row_are_refused(tmp_path, capsys):
+    """A column all NaN in the training rows: a model learns nothing of it (a VAE trained on it
+    filled it with an untrained decoder's output, without a word); a column missing in some rows trains."""
+    import numpy as np
+
+    from dgm_cli import dgm, refused
+
+    x = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    x[::3, 1] = np.nan
+    argv = ["--model", "vae", "--objective", "miwae", "--likelihood", "gaussian", "--epochs", "1", "--quiet"]
+    np.save(tmp_path / "some.npy", x)
+    assert dgm(capsys, "train", "--dataset", tmp_path / "some.npy", *argv, "--out", tmp_path / "a")[0] == 0
+    x[:, 2] = np.nan
+    np.save(tmp_path / "never.npy", x)
+    code, _, err = dgm(capsys, "train", "--dataset", tmp_path / "never.npy", *argv, "--out", tmp_path / "b")
+    refused(code, err, "1 of the 4 entries of a datapoint are missing (NaN) in every training row, e.g. entry 2")
+    assert not (tmp_path / "b").exists()
