@@ -64,6 +64,27 @@ def test_mixture_samples_agree_with_log_prob():
     assert (freq - mass).abs().max() < 0.004  # binomial stderr <= 0.0011
 
 
+def test_mixture_mean_and_variance_are_the_moments_of_its_density():
+    """The closed-form moments against quadrature of the 1-D density (variance raised a bare
+    NotImplementedError) and each dimension's own, in 2-D; the entropy's refusal says why."""
+    d = DiagonalGaussianMixture(
+        torch.tensor([0.0, 1.0, -0.5]).double(),
+        torch.tensor([[-2.0, 0.0], [1.5, 3.0], [0.2, -1.0]]).double(),
+        torch.tensor([[0.5, 2.0], [1.0, 0.3], [0.7, 1.0]]).double(),
+    )
+    t = torch.linspace(-30, 30, 200_001, dtype=torch.float64)
+    for j in range(2):
+        other = DiagonalGaussianMixture(d.logits, d.loc[:, j : j + 1], d.scale[:, j : j + 1])  # (the marginal)
+        p = other.log_prob(t[:, None]).exp()
+        mean = torch.trapezoid(t * p, t)
+        var = torch.trapezoid((t - mean) ** 2 * p, t)
+        assert float(torch.trapezoid(p, t)) == pytest.approx(1, abs=1e-9)
+        assert float(d.mean[j]) == pytest.approx(float(mean), abs=1e-9)
+        assert float(d.variance[j]) == pytest.approx(float(var), rel=1e-9)
+    with pytest.raises(NotImplementedError, match="no closed form: estimate it as -E"):
+        d.entropy()
+
+
 def test_mixture_draws_none_as_a_normal_does():
     # (torch.multinomial refuses n = 0: sample((0,)) and sample((2, 0)) were RuntimeErrors)
     d = MixtureOfGaussiansPrior(3, components=4)()

@@ -76,3 +76,15 @@ class DiagonalGaussianMixture(Distribution):
     @property
     def mean(self) -> torch.Tensor:
         return (F.softmax(self.logits, -1)[:, None] * self.loc).sum(0)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Each dimension's variance, sum_k w_k (sigma_k^2 + (mu_k - mean)^2) (the law of total
+        variance: within the components and between their means)."""
+        w = F.softmax(self.logits, -1)[:, None]
+        return (w * (self.scale.pow(2) + (self.loc - self.mean).pow(2))).sum(0)
+
+    def entropy(self) -> torch.Tensor:
+        raise NotImplementedError(
+            "a mixture of Gaussians' entropy has no closed form: estimate it as -E[log p(z)] over draws z ~ p"
+        )
