@@ -45,7 +45,7 @@ from dgmkit.config.schema import FREE_ON_RESUME, MOVABLE, OWN_DATA_KEYS, RELOCAT
 from dgmkit.data import Dataset, DataTransform
 from dgmkit.data.dataset import SPLITS
 from dgmkit.data.labels import HIDDEN, check_labels, check_shown_classes, keep_labels, labels_shown
-from dgmkit.data.missing import check_missing_allowed, has_missing
+from dgmkit.data.missing import check_missing_allowed, has_missing, never_observed_note
 from dgmkit.data.registry import is_data_file
 from dgmkit.data.table import describe_columns
 from dgmkit.data.transforms import scores_densities
@@ -500,19 +500,21 @@ class _Labelled(Protocol):
 
 
 def _data_notes(cfg: RunConfig, dataset: Dataset) -> list[str]:
-    """The family's notes on the data (``data_notes``) and, for a family trained on labels, of
-    data that hide some (-1: a partly labelled data file), how many labels training is shown."""
+    """The family's notes on the data (``data_notes``); for a family trained on labels, of data that
+    hide some (-1: a partly labelled data file), how many labels training is shown; for one trained
+    by gradient on incomplete data, the entries no training row observes (PPCA refuses them)."""
     y = dataset.train.y
     hidden = 0 if y is None or not cfg.model.uses_labels else int((~labels_shown(y)).sum())
-    if not hidden:
-        return cfg.model.data_notes(dataset)
-    assert y is not None
-    kept = f", of which --labels {cfg.data.labels} are kept" if cfg.data.labels is not None else ""
-    shown = (
-        f"the training split of {dataset.name} shows {len(y) - hidden} labels of its {len(y)} rows{kept}; the "
-        f"{hidden} rows whose label is hidden ({HIDDEN}) are trained on as unlabelled"
-    )
-    return [shown, *cfg.model.data_notes(dataset)]
+    notes = []
+    if hidden:
+        assert y is not None
+        kept = f", of which --labels {cfg.data.labels} are kept" if cfg.data.labels is not None else ""
+        notes.append(
+            f"the training split of {dataset.name} shows {len(y) - hidden} labels of its {len(y)} rows{kept}; the "
+            f"{hidden} rows whose label is hidden ({HIDDEN}) are trained on as unlabelled"
+        )
+    never = never_observed_note(dataset) if cfg.model.fit == "gradient" else None
+    return [*notes, *([never] if never else []), *cfg.model.data_notes(dataset)]
 
 
 def _check_every_class_seen(cfg: RunConfig, dataset: Dataset) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "missing_count",
     "observed",
     "check_missing_allowed",
+    "never_observed_note",
     "MAX_MISSING_RATE",
 ]
 
@@ -80,8 +81,6 @@ def check_missing_allowed(
     """Refuse data with missing entries for a model or objective that cannot score them;
     ``removed_by``: the setting that removed them (``--missing-rate 0.5``), else they are the data's;
     ``cannot``: what ``what`` cannot do with them (a model fitted in closed form: be fitted to them)."""
-    if handles_missing:
-        _check_every_entry_seen(dataset)
     if handles_missing or not has_missing(dataset):
         return
     where = f"NaN, with {removed_by}" if removed_by else "NaN"
@@ -96,20 +95,21 @@ def check_missing_allowed(
     )
 
 
-def _check_every_entry_seen(dataset: Dataset) -> None:
-    """Refuse (DataError) training data with an entry (a pixel, a column) missing in every
-    training row: the model learns nothing of it, and its imputations would be what an untrained
-    decoder gives (a VAE trained on a file whose column was all NaN filled it so, without a word;
-    PPCA refused it), as a table's reader refuses a column with no observed value."""
+def never_observed_note(dataset: Dataset) -> str | None:
+    """A note on training data with entries (pixels, columns) missing (NaN) in every training row,
+    or None: a model scores the observed entries as ever, but learns nothing of those, and imputes
+    them with what an untrained network gives (a VAE trained on a file whose column was all NaN
+    filled it so, without a word; PPCA, which needs each dimension seen, refuses such data)."""
     x = dataset.train.x
     if not x.is_floating_point() or len(x) == 0:
-        return
+        return None
     never = torch.isnan(x).reshape(len(x), -1).all(0)
-    if bool(never.any()):
-        j = int(never.nonzero()[0])
-        name = f"column {dataset.columns[j].name!r}" if dataset.columns else f"entry {j} (flattened)"
-        raise DataError(
-            f"{dataset.name}: {int(never.sum())} of the {never.numel()} entries of a datapoint are missing (NaN) in "
-            f"every training row, e.g. {name}: a model learns nothing of them, and would impute them with what an "
-            "untrained network gives; leave them out of the data"
-        )
+    if not bool(never.any()):
+        return None
+    j = int(never.nonzero()[0])
+    name = f"column {dataset.columns[j].name!r}" if dataset.columns else f"entry {j} (flattened)"
+    return (
+        f"{int(never.sum())} of the {never.numel()} entries of a datapoint of {dataset.name} are missing (NaN) in every "
+        f"training row, e.g. {name}: the model learns nothing of them, and its imputations of them are an untrained "
+        "network's"
+    )
