@@ -66,6 +66,7 @@ from dgmkit.models import (
     VariationalModel,
 )
 from dgmkit.models.base import ESTIMATE_KINDS
+from dgmkit.models.vqvae import UniformCodeGridPrior
 from dgmkit.objectives import (
     ELBO,
     IWAE,
@@ -327,6 +328,9 @@ DISTRIBUTIONS = {
     "deep-top-down-prior": lambda: _case_deep("prior"),
     "autoregressive-pixels-bernoulli": lambda: _case_autoregressive(2),
     "autoregressive-pixels-categorical": lambda: _case_autoregressive(3),
+    "uniform-code-grid": lambda: DistCase(
+        UniformCodeGridPrior((2, 2), 3, torch.device("cpu")), "discrete", [3] * 4, mean_is_expectation=False
+    ),  # (torch's Categorical: its mean is NaN, no mean of code indices)
 }
 
 # Distribution subclasses that are not instantiated on their own

@@ -413,3 +413,28 @@ def test_sampling_no_images_gives_an_empty_batch(levels):
     x, mean = model.sample(0)
     assert x.shape == mean.shape == (0, 1, 8, 8)
     assert model.sample(3)[0].shape == (3, 1, 8, 8)
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_code_grids_of_another_shape_or_not_codes_are_refused_by_the_likelihood_and_both_priors(levels):
+    """A 2x8 grid given to a model of 4x4 grids was decoded as one and scored (the conv decoder's
+    4x16 output read as 8x8), a code prior read it as 4x4, and 0.7 was code 0; code K was torch's
+    IndexError from inside the uniform prior."""
+    from dgmkit.models.vqvae import CodeGridPrior
+
+    cfg = RunConfig.of(
+        model="vqvae", dataset="digits", codes=4, code_dim=2, vq_width=8, downsample=1, res_blocks=0, vq_levels=levels
+    )
+    model = build_model(cfg, (1, 8, 8), 2).eval()
+    h, w = model.code_shape
+    prior_of_codes = build_model(RunConfig.of(model="arm", dataset="digits", likelihood="categorical"), (1, h, w), 4)
+    priors = [model.prior(), CodeGridPrior(prior_of_codes.eval(), (h, w), 4)]
+    good = torch.zeros(3, h, w, dtype=torch.long)
+    assert model.likelihood(good).mean.shape == (3, 1, 8, 8)
+    assert all(p.log_prob(good).shape == (3,) for p in priors)
+    bad = {"shape": good.reshape(3, w, h) if h != w else good.reshape(3, 1, h * w), "in 0..3": good + 4}
+    bad["whole numbers"] = good.float() + 0.7
+    for words, z in bad.items():
+        for score in (model.likelihood, *(p.log_prob for p in priors)):
+            with pytest.raises(ValueError, match=words):
+                score(z)

@@ -27,7 +27,20 @@ from dgmkit.distributions.delta import Delta
 from dgmkit.models.base import ExactLikelihoodModel, GenerativeModel, JointTerms, VariationalModel, data_batch
 from dgmkit.nn.quantize import Quantized, VectorQuantizer
 
-__all__ = ["VQVAE", "CodeGridPrior"]
+__all__ = ["VQVAE", "CodeGridPrior", "UniformCodeGridPrior", "code_grid"]
+
+
+def code_grid(codes: torch.Tensor, shape: tuple[int, ...], num_codes: int) -> torch.Tensor:
+    """Code grids (*batch, *shape) as int64 indices, refused by name where they are of another
+    grid shape or not whole numbers in 0..K-1 (a 2x8 grid was decoded and scored as a 4x4 one,
+    0.7 read as code 0, and code K was torch's IndexError from inside the prior)."""
+    if codes.dim() < len(shape) or tuple(codes.shape[codes.dim() - len(shape) :]) != tuple(shape):
+        raise ValueError(f"expected code grids of shape (..., {', '.join(map(str, shape))}), got {tuple(codes.shape)}")
+    if codes.numel() and codes.is_floating_point() and not bool((codes == codes.round()).all()):
+        raise ValueError(f"code indices must be whole numbers in 0..{num_codes - 1}, got values between them (or NaN)")
+    if codes.numel() and (codes.min() < 0 or codes.max() >= num_codes):
+        raise ValueError(f"code indices must be in 0..{num_codes - 1}, got {codes.min().item()}..{codes.max().item()}")
+    return codes.long()
 
 
 class VQVAE(VariationalModel):
@@ -97,7 +110,8 @@ class VQVAE(VariationalModel):
 
     def likelihood(self, codes: torch.Tensor) -> Distribution:
         """p(x | z) for code grids (*batch, h, w)."""
-        return self.decode(self.quantizer.lookup(codes.long()).movedim(self.quantizer.channel_dim, -3))
+        codes = code_grid(codes, self.code_shape, self.num_codes)
+        return self.decode(self.quantizer.lookup(codes).movedim(self.quantizer.channel_dim, -3))
 
     def posterior(self, x: torch.Tensor) -> Delta:
         """The point mass on z_q(x)."""
@@ -107,9 +121,8 @@ class VQVAE(VariationalModel):
         """The learned prior over code grids where one is attached (``code_prior``), else
         uniform over the K codes at every position of the grid."""
         if self.code_prior is not None:
-            return CodeGridPrior(self.code_prior, self.code_shape)
-        logits = torch.zeros(*self.code_shape, self.num_codes, device=self.quantizer.embedding.device)
-        return Independent(Categorical(logits=logits, validate_args=False), 2, validate_args=False)
+            return CodeGridPrior(self.code_prior, self.code_shape, self.num_codes)
+        return UniformCodeGridPrior(self.code_shape, self.num_codes, self.quantizer.embedding.device)
 
     @property
     def prior_name(self) -> str:
@@ -149,16 +162,29 @@ class CodeGridPrior(Distribution):
     arg_constraints: dict = {}
     has_rsample = False
 
-    def __init__(self, model: GenerativeModel, code_shape: tuple[int, ...]):
-        self.model = model
+    def __init__(self, model: GenerativeModel, code_shape: tuple[int, ...], num_codes: int):
+        self.model, self.num_codes = model, num_codes
         super().__init__(torch.Size(), torch.Size(code_shape), validate_args=False)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        value = code_grid(value, tuple(self.event_shape), self.num_codes)
         batch = value.shape[:-2]
-        flat = value.reshape(-1, 1, *self.event_shape).long()
+        flat = value.reshape(-1, 1, *self.event_shape)
         return cast(ExactLikelihoodModel, self.model).log_prob(flat).reshape(batch)  # (an exact log_prob, above)
 
     def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         n = math.prod(sample_shape)
         x, _ = self.model.sample(n)
         return x.reshape(*sample_shape, *self.event_shape).long()
+
+
+class UniformCodeGridPrior(Independent):
+    """p(z) uniform over the K codes at every position of a code grid (h, w): log p(z) = -h w log K."""
+
+    def __init__(self, code_shape: tuple[int, ...], num_codes: int, device: torch.device):
+        self.num_codes = num_codes
+        logits = torch.zeros(*code_shape, num_codes, device=device)
+        super().__init__(Categorical(logits=logits, validate_args=False), 2, validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return super().log_prob(code_grid(value, tuple(self.event_shape), self.num_codes))

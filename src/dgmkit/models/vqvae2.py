@@ -21,7 +21,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from dgmkit.conditional.heads import LikelihoodHead
-from dgmkit.models.vqvae import VQVAE
+from dgmkit.models.vqvae import VQVAE, code_grid
 from dgmkit.nn.quantize import Quantized, VectorQuantizer
 
 __all__ = ["TwoLevelVQVAE"]
@@ -105,7 +105,7 @@ class TwoLevelVQVAE(VQVAE):
         return self._join(top.indices, bottom.indices)
 
     def likelihood(self, codes: torch.Tensor) -> Distribution:
-        top, bottom = self._split(codes.long())
+        top, bottom = self._split(code_grid(codes, self.code_shape, self.num_codes))
         zt = self.top_quantizer.lookup(top).movedim(self.top_quantizer.channel_dim, -3)
         zb = self.quantizer.lookup(bottom).movedim(self.quantizer.channel_dim, -3)
         return self._decode_pair(zt, zb)
