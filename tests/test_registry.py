@@ -336,6 +336,9 @@ DISTRIBUTIONS = {
 # Distribution subclasses that are not instantiated on their own
 EXCLUDED = {
     "dgmkit.models.helmholtz._Chain": "the shared base of the Helmholtz prior and posterior (no log_prob of its own)",
+    "dgmkit.models.hvae._Layered": (
+        "the shared base of the hierarchical prior and posterior (a log_prob of each one's _layers_log_prob)"
+    ),
     "dgmkit.distributions.levels.LevelPixels": (
         "the shared base of the categorical and discretized logistic pixels (no log_prob_elements of its own)"
     ),
