@@ -480,3 +480,13 @@ def test_orders_are_kept_only_inside_the_run_folder(masked_run, tmp_path, capsys
                 key.unlink()
             link.rmdir()
         saved.rename(link)
+
+
+def test_orders_that_are_not_integers_are_refused_not_truncated():
+    model = _model()
+    x = _all_images(4, 2)[:2]
+    order = torch.tensor([[2, 0, 3, 1]])
+    for bad in (order.double() + 0.5, order.float(), torch.tensor([[False, True, True, False]])):
+        with pytest.raises(ValueError, match="orders must be integer permutations"):
+            estimate(model, x, orders=bad)
+    assert torch.equal(model.order_log_likelihood(x, order.int()), model.order_log_likelihood(x, order))

@@ -377,6 +377,8 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         x = data_batch(x, self.event_shape, "order_log_likelihood").long()
         if orders.dim() != 2 or orders.shape[1] != d or len(orders) == 0:
             raise ValueError(f"orders must be (M, {d}) permutations of the entries, got shape {tuple(orders.shape)}")
+        if orders.is_floating_point() or orders.is_complex() or orders.dtype == torch.bool:  # (0.5 + k was read as k)
+            raise ValueError(f"orders must be integer permutations of the entries, got a tensor of {orders.dtype}")
         orders = orders.to(x.device).long()
         if not torch.equal(orders.sort(1).values, torch.arange(d, device=x.device).expand_as(orders)):
             raise ValueError("every row of orders must be a permutation of 0..D-1")
