@@ -223,3 +223,10 @@ def test_a_model_cast_to_float64_draws_the_images_of_its_float32_self(arm, chang
         single = model.float().sample(6, torch.Generator().manual_seed(0), cached=cached)[0]
         double = model.double().sample(6, torch.Generator().manual_seed(0), cached=cached)[0]
         assert double.dtype == torch.float64 and torch.equal(single.double(), double)
+
+
+@pytest.mark.parametrize("u", [torch.rand(2, 3), torch.rand(4), torch.full((2, 4), float("nan")), torch.full((2, 4), 1.5)])
+def test_noise_of_another_shape_or_outside_the_unit_interval_is_refused(u):
+    m = _build("made", CategoricalHead(3), (1, 2, 2))
+    with pytest.raises(ValueError, match=r"^u must "):
+        m.sample_from_noise(u.double())

@@ -116,7 +116,13 @@ class AutoregressiveModel(ExactLikelihoodModel):
 
     @torch.no_grad()
     def sample_from_noise(self, u: torch.Tensor, cached: bool = True) -> torch.Tensor:
-        """Images whose t-th generated pixel inverts its conditional CDF at u[:, t]."""
+        """Images whose t-th generated pixel inverts its conditional CDF at u[:, t]: u (n, D) of
+        uniforms in [0, 1) (one of another width met an IndexError at its last pixel, and NaN drew
+        the first level everywhere without a word)."""
+        if u.dim() != 2 or u.shape[1] != self.num_dims:
+            raise ValueError(f"u must be (n, {self.num_dims}), a uniform per pixel, got shape {tuple(u.shape)}")
+        if not bool(((u >= 0) & (u < 1)).all()):
+            raise ValueError("u must hold uniforms in [0, 1); it holds values outside it (or NaN)")
         run = self.run_cached if cached else self.run_naive
         return run(u.shape[0], lambda t, log_pmf: inverse_cdf(log_pmf, u[:, t]), u.device)
 
