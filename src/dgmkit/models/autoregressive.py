@@ -228,7 +228,12 @@ class MADEARM(AutoregressiveModel):
     ):
         super().__init__(head, event_shape, input_scale)
         self.made = MADE(self.num_dims, list(hidden), self.p, direct=direct)
-        self.masks, self.random_order, self.seed = whole_at_least("masks", masks, 1), random_order, seed
+        # (a seed of 1.5 met torch's "manual_seed expected a long" in the first use_mask)
+        self.masks, self.random_order, self.seed = (
+            whole_at_least("masks", masks, 1),
+            random_order,
+            whole_at_least("seed", seed, 0),
+        )
         self._current = -1
         self.use_mask(0)
 
