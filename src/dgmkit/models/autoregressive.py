@@ -4,7 +4,9 @@ A network maps the image to per-pixel parameters that depend only on earlier pix
 likelihood head (Bernoulli, 256-way categorical, discretized logistic mixture) turns them into
 p(x_d | x_<d). Generation is sequential. Every model has a naive path (the full network per
 pixel) and a cached path (re-using what earlier steps computed); both draw pixel d by inverting
-the CDF of p(x_d | x_<d) at a given uniform u_d, so for the same u they give the same images.
+the CDF of p(x_d | x_<d) at a given uniform u_d, so for the same u they give the same images
+(in float32 and float64; a MADE cast to bf16 or fp16 rounds the cached path's sums, one pixel's
+rows and then the bias, otherwise than the full layer does, and its two paths' images may differ).
 The same sequential loop drives the entropy coder (``dgmkit.coding``).
 """
 
