@@ -14,6 +14,7 @@ from dgmkit.data import Split, from_array, load_dataset
 from dgmkit.data.labels import HIDDEN
 from dgmkit.errors import DataError
 from dgmkit.evaluation import evaluate
+from dgmkit.models.terms import format_term
 from dgmkit.training import Trainer
 
 TINY = ("--model", "m2", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--batch-size", "100")
@@ -94,7 +95,9 @@ def test_a_classifiers_accuracy_is_of_the_labels_shown():
     (term,) = [t for t in evaluate(model, x, iw_samples=1, y=y).terms if t["name"] == "accuracy"]
     assert term["value"] == pytest.approx(right, abs=1e-12)
     (term,) = [t for t in evaluate(model, x, iw_samples=1, y=torch.full((20,), HIDDEN)).terms if t["name"] == "accuracy"]
-    assert (term["value"], term["note"]) == (None, "n/a: all 20 labels are hidden")
+    assert (term["value"], term["note"]) == (None, "all 20 labels are hidden")
+    # printed once as undefined: it read "n/a: n/a: all 20 labels are hidden"
+    assert format_term(term) == ("accuracy", "n/a: all 20 labels are hidden")
     with pytest.raises(DataError, match="holds label -3: class indices are 0 or more"):
         evaluate(model, x, iw_samples=1, y=torch.full((20,), -3))
 

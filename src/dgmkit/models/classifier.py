@@ -43,6 +43,6 @@ class Classifier(ABC):
             hidden = f" ({len(y) - shown} hidden)" if shown < len(y) else ""
             share = right.nansum().item() / shown if shown else math.nan
             note = f"{100 * (1 - share):.2f}% error on {'all ' * (not hidden)}{shown} labels{hidden}"
-            undefined = f"n/a: all {len(y)} labels are hidden"
+            undefined = f"all {len(y)} labels are hidden"  # (shown as "n/a: " and the reason, as every term's)
             terms["accuracy"] = Term("accuracy", right, unit="", note=note, undefined=undefined, partial=True, digits=4)
         return terms
