@@ -225,3 +225,16 @@ def test_the_elbo_gradient_of_the_auxiliary_encoder_is_the_pathwise_derivative(s
     model = _tiny(skip).double()
     x = IMAGES.double()
     check_directional_derivative(lambda: model.elbo_terms(x)["elbo"].sum(), list(model.aux_encoder.parameters()))
+
+
+@pytest.mark.parametrize(
+    "setting, value", [("class_samples", 2.5), ("class_samples", "3"), ("aux_dim", 0), ("aux_dim", 1.5)]
+)
+def test_the_constructor_refuses_counts_that_are_not_whole_by_name(setting, value):
+    """2.5 draws of a met a TypeError inside torch.Size at the first classification, "3" a
+    TypeError at the check, and an aux_dim of 0 was taken."""
+    m = _tiny(skip=False)
+    parts = dict(aux_encoder=m.aux_encoder, classifier=m.classifier, encoder=m.encoder, aux_decoder=m.aux_decoder)
+    shapes = dict(num_classes=m.num_classes, latent_dim=m.latent_dim, aux_dim=m.aux_dim, event_shape=m.event_shape)
+    with pytest.raises(ValueError, match=f"the auxiliary model's {setting} must be an integer >= 1, got"):
+        AuxiliaryDGM(**parts, decoder=m.decoder, **{**shapes, setting: value})  # type: ignore[arg-type]

@@ -35,6 +35,7 @@ from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.devices import widened
 from dgmkit.distributions.flow import standard_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
+from dgmkit.errors import whole_at_least
 from dgmkit.models.base import JointTerms, check_decoder
 from dgmkit.models.m2 import EnumeratedTerms, SemiSupervisedVAE
 from dgmkit.models.terms import Term
@@ -74,8 +75,9 @@ class AuxiliaryDGM(SemiSupervisedVAE):
         class_samples: int = 100,
     ):
         super().__init__(num_classes, latent_dim, event_shape, input_scale)
-        if class_samples < 1:
-            raise ValueError(f"class_samples must be at least 1, got {class_samples}")
+        # (2.5 draws of a met a TypeError inside torch.Size at the first classification, "3" one at this check)
+        class_samples = whole_at_least("the auxiliary model's class_samples", class_samples, 1)
+        aux_dim = whole_at_least("the auxiliary model's aux_dim", aux_dim, 1)
         self.aux_encoder, self.classifier, self.encoder = aux_encoder, classifier, encoder
         check_decoder(decoder)
         self.aux_decoder, self.decoder = aux_decoder, decoder
