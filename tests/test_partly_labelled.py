@@ -100,6 +100,9 @@ def test_a_classifiers_accuracy_is_of_the_labels_shown():
     assert format_term(term) == ("accuracy", "n/a: all 20 labels are hidden")
     with pytest.raises(DataError, match="holds label -3: class indices are 0 or more"):
         evaluate(model, x, iw_samples=1, y=torch.full((20,), -3))
+    # a label beyond the model's 10 classes was counted as a wrong prediction: accuracy 0.0, without a word
+    with pytest.raises(DataError, match=r"holds labels -1..12, outside the model's classes 0..9 and -1 \(hidden\)"):
+        evaluate(model, x, iw_samples=1, y=torch.where(y == HIDDEN, HIDDEN, 12))
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from dgmkit.data.labels import labels_shown
+from dgmkit.data.labels import class_indices, labels_shown
 from dgmkit.models.terms import Term
 
 __all__ = ["Classifier"]
@@ -37,7 +37,8 @@ class Classifier(ABC):
         """The model's own terms and, where the split has labels, the share it classifies right."""
         terms = super().evaluation_terms(x, y, estimate, batch_size)  # type: ignore[misc]  # a mixin: the next class in the MRO has it
         if y is not None:  # (a hidden label, HIDDEN: a partly labelled file's, was counted as an error)
-            y = y.to(x.device).long()
+            # (a label beyond the classes, which no prediction can match, was counted as an error, silently)
+            y = class_indices(y, len(x), "evaluate()'s labels y", self.num_classes, hidden=True).to(x.device)
             right = (self.predict(x, batch_size) == y).double().masked_fill(~labels_shown(y), math.nan)
             shown = int(labels_shown(y).sum())
             hidden = f" ({len(y) - shown} hidden)" if shown < len(y) else ""
