@@ -607,14 +607,8 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
     fit |= {"valid": len(raw_valid), "valid_of": len(dataset.valid.x)}
 
     def ll(r: Run, raw: torch.Tensor, inputs: str) -> torch.Tensor:
-        # the inputs transformed on the CPU (the same noise on any device), scored where the model is;
-        # log_likelihoods returns them on the CPU, for the scores and the figure
-        x = _inputs(r, raw).to(r.device)
-        try:
-            return log_likelihoods(r.model, x, log_volume=r.transform.log_volume, iw_samples=k_of[id(r)], seed=args.seed)
-        except EvaluationError as e:  # (which model, of the run and its background, and which inputs)
-            model = f"the background model {args.background}" if r is bg else f"the model of {run.path}"
-            raise EvaluationError(f"{model}, scoring the {inputs} inputs: {e}") from None
+        model = f"the background model {args.background}" if r is bg else f"the model of {run.path}"
+        return _log_px(r, raw, k_of[id(r)], args.seed, f"{model}, scoring the {inputs} inputs")
 
     lp_in, lp_ood = ll(run, raw_in, "in-distribution"), ll(run, raw_ood, "--ood")
     images = _code_images(run, raw_in), _code_images(run, raw_ood)
@@ -640,6 +634,18 @@ def _score(args: argparse.Namespace, run: Run, bg: Run | None, k_of: dict[int, i
         scores, lp_in, lp_ood, subsets, code_bits, foreign, len(ood_rows), file_rows, ood.fingerprint(),
         standardized_note(dataset) if dataset.columns else None, fit, _shared_rows(raw_ood, dataset, args.ood),
     )  # fmt: skip
+
+
+def _log_px(r: Run, raw: torch.Tensor, k: int, seed: int, what: str) -> torch.Tensor:
+    """Each input's log p(x) under ``r``'s model (``k`` importance samples where it samples), a
+    non-finite one refused with ``what`` (which model, of the run and its background, and which
+    inputs) before its words. The inputs are transformed on the CPU (the same noise on any
+    device) and scored where the model is; ``log_likelihoods`` returns them on the CPU."""
+    x = _inputs(r, raw).to(r.device)
+    try:
+        return log_likelihoods(r.model, x, log_volume=r.transform.log_volume, iw_samples=k, seed=seed)
+    except EvaluationError as e:
+        raise EvaluationError(f"{what}: {e}") from None
 
 
 def _row_keys(x: torch.Tensor) -> list[bytes]:
