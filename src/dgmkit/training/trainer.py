@@ -49,6 +49,7 @@ from dgmkit.errors import (
     TrainingError,
     finite_at_least,
     generator_seed,
+    plural,
     shown_value,
     whole_at_least,
 )
@@ -1370,16 +1371,15 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, taken: int = 0) -> 
     """Refuse (ValueError) a loaded optimizer state whose entries are not tensors, or not of
     their parameter's shape (a scalar, such as Adam's step, fits any), or that Adam could not
     have written: a negative step count or second moment (the update would be NaN, and the run
-    would be told to lower its learning rate), or none at all for a trained parameter after
-    ``taken`` updates (every step reaches every trained parameter: Adam's moments would restart
-    from zero without a word, and the run would not go on as it was)."""
+    would be told to lower its learning rate), or none at all after ``taken`` updates (each update
+    reaches some parameter: Adam's moments would restart from zero without a word, and the run
+    would not go on as it was). One parameter with none is taken: a model of one's own may leave
+    one unused, which Adam never steps (the families reach every one in every step)."""
+    trained = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    if taken > 0 and trained and not any(optimizer.state.get(p) for p in trained):
+        raise ValueError(f"it holds no Adam state for any parameter, after {plural(taken, 'update')}")
     for group in optimizer.param_groups:
         for p in group["params"]:
-            if taken > 0 and p.requires_grad and not optimizer.state.get(p):
-                raise ValueError(
-                    f"it holds no Adam state for a parameter of shape {tuple(p.shape)}, after {taken} updates "
-                    "(a checkpoint written by a run's training holds every parameter's)"
-                )
             for key, v in optimizer.state.get(p, {}).items():
                 if not torch.is_tensor(v) or (v.dim() > 0 and v.shape != p.shape):
                     raise ValueError(f"the optimizer's {key} does not match a parameter of shape {tuple(p.shape)}")
