@@ -233,6 +233,13 @@ def test_terms_refuse_infinities_and_bad_settings_and_show_their_level_and_n_a()
     assert format_term(record) == ("    KL z1", "1.50 nats")
     assert format_term({**record, "value": math.nan, "note": "too few"}) == ("    KL z1", "n/a: too few")
     assert format_term({**record, "value": math.inf, "note": ""}) == ("    KL z1", "n/a")
+    # the default reason is "n/a" itself, and an eval.json of before 2026-12-02 kept an accuracy's as "n/a: ...":
+    # each was shown "n/a: n/a..."
+    undefined = Term("x", torch.tensor([math.nan]), partial=True).record("x")
+    assert format_term(undefined) == ("x", "n/a")
+    assert format_term({**record, "value": None, "note": "n/a: all 20 labels are hidden"})[1] == (
+        "n/a: all 20 labels are hidden"
+    )
     # a value past 1e15 in exponent form: 1e308 in fixed point was 309 digits in dgm eval's line and the report's cell
     assert format_term({**record, "value": 1e308}) == ("    KL z1", "1.000e+308 nats")
     assert format_term({**record, "value": -2.5e15, "digits": 4}) == ("    KL z1", "-2.5000e+15 nats")

@@ -23,7 +23,7 @@ from dgmkit._rng import seeded_by
 from dgmkit.conditional.heads import LikelihoodHead
 from dgmkit.devices import dtype_of
 from dgmkit.distributions.sampling import inverse_cdf
-from dgmkit.errors import whole_at_least
+from dgmkit.errors import whole_at_least, whole_in
 from dgmkit.models.base import ExactLikelihoodModel
 from dgmkit.nn.causal import CausalConvNet
 from dgmkit.nn.made import MADE, MaskedLinear
@@ -234,7 +234,7 @@ class MADEARM(AutoregressiveModel):
         self.masks, self.random_order, self.seed = (
             whole_at_least("masks", masks, 1),
             random_order,
-            whole_at_least("seed", seed, 0),
+            whole_in("seed", seed, 0, 2**32 - 1),  # (a seed of 2**62 met torch's overflow in use_mask's seed * 1000 + k)
         )
         self._current = -1
         self.use_mask(0)

@@ -88,7 +88,10 @@ def format_term(record: dict) -> tuple[str, str]:
     label = "  " * int(record.get("level") or 0) + str(record.get("label", "?"))
     value = record.get("value")
     if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return label, f"n/a: {record.get('note', '')}" if record.get("note") else "n/a"
+        # (the default reason is "n/a" itself, and an eval.json of before 2026-12-02 kept an accuracy's as "n/a: ...":
+        # each was shown "n/a: n/a...")
+        reason = str(record.get("note") or "").removeprefix("n/a: ")
+        return label, "n/a" if reason in ("", "n/a") else f"n/a: {reason}"
     unit = f" {record['unit']}" if record.get("unit") else ""
     note = f"  ({record['note']})" if record.get("note") else ""
     digits = int(record.get("digits", 3))
