@@ -672,9 +672,14 @@ def test_the_prior_and_posterior_refuse_z_of_another_shape_by_name(posterior):
     model = _three_layers(posterior)
     q = model.posterior(torch.randint(0, 2, (3, 1, 2, 3)).double())
     for d, z, need in [
-        (model.prior(), torch.zeros(4, 7), r"HierarchicalPrior scores z of shape \(\.\.\., 6\), got \(4, 7\)"),
+        (
+            model.prior(),
+            torch.zeros(4, 7),
+            r"HierarchicalPrior over 6 dimensions scores z of shape \(\.\.\., 6\), "
+            r"got \(4, 7\)",
+        ),
         (model.prior(), torch.zeros(0, 7), r"got \(0, 7\)"),
-        (q, torch.zeros(3, 7), r"HierarchicalPosterior scores z of shape \(\.\.\., 3, 6\), got \(3, 7\)"),
+        (q, torch.zeros(3, 7), r"HierarchicalPosterior over 6 dimensions scores z of shape \(\.\.\., 3, 6\), got \(3, 7\)"),
         (q, torch.zeros(2, 4, 6), r"got \(2, 4, 6\)"),
     ]:
         with pytest.raises(ValueError, match=need):

@@ -15,6 +15,7 @@ from torch.distributions import Distribution
 
 from dgmkit.distributions.normal import DiagonalNormal
 from dgmkit.distributions.sampling import JointSampler, rsample_and_log_prob
+from dgmkit.distributions.shapes import check_event_width
 from dgmkit.errors import finite_at_least
 
 if typing.TYPE_CHECKING:
@@ -80,9 +81,8 @@ class FlowDistribution(Distribution, JointSampler):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if self._cache is not None and x is self._cache[0]:
             return self._cache[1]
-        d = self.event_shape[-1]
-        if x.dim() == 0 or x.shape[-1] != d:  # (a MAF met it as torch's "mat1 and mat2 shapes cannot be multiplied")
-            raise ValueError(f"a flow over {d} dimensions scores x of shape (..., {d}), got {tuple(x.shape)}")
+        # (a MAF met another width as torch's "mat1 and mat2 shapes cannot be multiplied")
+        check_event_width(x, self.event_shape[-1], "a flow", "x")
         sample_dims = max(x.dim() - 1 - len(self.batch_shape), 0)
         if x.shape[sample_dims:-1] != self.batch_shape:  # broadcast x over the batch (an unbatched x too)
             x = x.expand(*x.shape[:sample_dims], *self.batch_shape, x.shape[-1])

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 
+from dgmkit.distributions.shapes import check_event_width
+
 __all__ = ["DiagonalGaussianMixture"]
 
 
@@ -45,8 +47,7 @@ class DiagonalGaussianMixture(Distribution):
     def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z; loc_k, scale_k) for every k: shape (..., K)."""
         m = self.loc.shape[1]
-        if z.dim() == 0 or z.shape[-1] != m:  # (a flat reshape took any z of a multiple of M values: silent numbers)
-            raise ValueError(f"a mixture over {m} dimensions scores z of shape (..., {m}), got {tuple(z.shape)}")
+        check_event_width(z, m, "a mixture", "z")
         flat, loc = z.reshape(-1, m).double(), self.loc.double()  # (the cancellation of the module docstring)
         precision = self.scale.double().pow(-2)  # (K, M)
         quad = flat.pow(2) @ precision.T - 2 * flat @ (loc * precision).T  # (N, K)

@@ -7,6 +7,7 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from dgmkit._rng import randn
 from dgmkit.distributions.sampling import JointSampler
+from dgmkit.distributions.shapes import check_event_width
 
 __all__ = ["PreciseNormal", "normal_log_density", "DiagonalNormal", "diagonal_normal", "kl_per_dimension", "closed_form_kl"]
 
@@ -84,10 +85,7 @@ class DiagonalNormal(Independent, JointSampler):
         """log N(value; loc, diag(scale^2)) for ``value`` of shape (..., M), broadcast over the batch.
         A value of another width is refused: one of width 1 was broadcast over the M dimensions and
         scored silently (a standard normal prior over 3 dimensions gave z = (0,) the density of (0, 0, 0))."""
-        m = self.event_shape[-1]
-        if value.dim() == 0 or value.shape[-1] != m:
-            got = tuple(value.shape)
-            raise ValueError(f"a diagonal Gaussian over {m} dimensions scores values of shape (..., {m}), got {got}")
+        check_event_width(value, self.event_shape[-1], "a diagonal Gaussian", "values")
         return super().log_prob(value)
 
     def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:

@@ -35,6 +35,7 @@ from dgmkit._rng import randn, seeded_by
 from dgmkit.conditional import Decoder
 from dgmkit.distributions import DiagonalNormal, JointSampler, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
+from dgmkit.distributions.shapes import check_event_width
 from dgmkit.models.base import DecodedModel, LatentVariableModel, ModelELBO, check_decoder, data_batch
 from dgmkit.nn.scale import SoftplusScale
 from dgmkit.priors import Prior
@@ -481,11 +482,7 @@ class _Layered(Distribution, JointSampler):
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        batch, width = self.batch_shape, self.event_shape[-1]
-        lead = value.dim() - 1 - len(batch)
-        if lead < 0 or value.shape[lead:-1] != batch or value.shape[-1] != width:
-            dims = ", ".join(map(str, (*batch, width)))
-            raise ValueError(f"{type(self).__name__} scores z of shape (..., {dims}), got {tuple(value.shape)}")
+        check_event_width(value, self.event_shape[-1], type(self).__name__, "z", self.batch_shape)
         return value.new_zeros(value.shape[:-1]) if value.numel() == 0 else self._layers_log_prob(value)
 
     @abstractmethod
