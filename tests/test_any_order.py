@@ -16,7 +16,7 @@ from torch import nn
 from dgmkit import distributed
 from dgmkit.cli.main import main
 from dgmkit.evaluation import estimate, evaluate
-from dgmkit.evaluation.estimates import draw_orders
+from dgmkit.evaluation.estimates import MAX_ORDERS, draw_orders
 from dgmkit.models import MaskedDiffusion
 
 
@@ -236,8 +236,9 @@ def test_evaluate_draws_the_orders_on_the_cpu_from_its_seed(monkeypatch):
     assert seen == [torch.device("cpu")]
     want = estimate(model, x, 0, None, orders=draw_orders(2, 4, torch.Generator().manual_seed(5))).log_px
     assert r.nll == pytest.approx(-want.mean().item(), abs=1e-12)
-    with pytest.raises(ValueError, match="orders must be an integer >= 0"):
-        evaluate(model, x, orders=-1)
+    for bad in (-1, MAX_ORDERS + 1, 10**9):  # (10**9: (M, D) orders drawn until memory ran out)
+        with pytest.raises(ValueError, match=f"orders must be an integer in 0..{MAX_ORDERS}"):
+            evaluate(model, x, orders=bad)
     with pytest.raises(ValueError, match="at least one order"):
         draw_orders(0, 4)
 

@@ -40,6 +40,7 @@ from dgmkit.config.schema import MAX_IW_SAMPLES
 from dgmkit.data.transforms import scores_densities
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation import evaluate, record_terms
+from dgmkit.evaluation.estimates import MAX_ORDERS
 from dgmkit.evaluation.order_files import OrderFiles
 from dgmkit.evaluation.report import active_units_words, data_notes, data_words, record_problem
 from dgmkit.models import AnyOrderModel
@@ -57,7 +58,6 @@ _NLL_ROW = {
     "order-mixture": lambda r: f"NLL (exact, {plural(r['iw_samples'], 'order')})",
 }
 REPORTED_ESTIMATES = frozenset(_NLL_ROW) | {"reconstruction"}  # the kinds of estimate format_report prints
-MAX_ORDERS = 4096
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -53,7 +53,18 @@ from dgmkit.models.terms import refuse_non_finite
 from dgmkit.objectives import ELBO, importance_sampled_log_likelihood
 from dgmkit.objectives.importance import CPU_CHUNK_BYTES, GPU_CHUNK_BYTES
 
-__all__ = ["Estimate", "ESTIMATORS", "estimate", "log_likelihoods", "check_log_volume", "draw_orders", "OrderStore"]
+__all__ = [
+    "Estimate",
+    "ESTIMATORS",
+    "estimate",
+    "log_likelihoods",
+    "check_log_volume",
+    "draw_orders",
+    "OrderStore",
+    "MAX_ORDERS",
+]
+
+MAX_ORDERS = 4096  # orders of an order mixture (``dgm eval --orders``, ``evaluate(orders=)``)
 
 
 @dataclass

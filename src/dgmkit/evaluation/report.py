@@ -13,9 +13,9 @@ from dgmkit._modes import evaluates
 from dgmkit._rng import seeded
 from dgmkit.data.labels import class_indices
 from dgmkit.devices import device_of
-from dgmkit.errors import generator_seed, shown_value, whole_at_least
+from dgmkit.errors import generator_seed, shown_value, whole_in
 from dgmkit.evaluation.diagnostics import diagnose
-from dgmkit.evaluation.estimates import OrderStore, check_log_volume, draw_orders, estimate
+from dgmkit.evaluation.estimates import MAX_ORDERS, OrderStore, check_log_volume, draw_orders, estimate
 from dgmkit.evaluation.metrics import bits_per_dim, discrete_nll, observed_entries, posterior_statistics, standard_error
 from dgmkit.models import Autoencoder, GenerativeModel, LatentVariableModel
 from dgmkit.models.base import TimeSampledBound
@@ -442,7 +442,7 @@ def evaluate(
     t0 = time.perf_counter()
     # (1.5 failed in manual_seed; orders 1.5 deep in drawing them; a NumPy integer, taken, in manual_seed too)
     seed = generator_seed(seed)
-    orders = whole_at_least("orders", orders, 0)
+    orders = whole_in("orders", orders, 0, MAX_ORDERS)  # (10**9 orders: (M, D) orders drawn until memory ran out)
     if continuous is not None and not isinstance(continuous, bool):  # ("no" is true: bits/dim silently left out)
         raise ValueError(f"continuous must be True, False or None, got {shown_value(continuous)}")
     check_log_volume(model, log_volume)
