@@ -399,3 +399,19 @@ def test_data_of_huge_or_tiny_magnitude_are_fitted_in_units_of_their_size_or_ref
         assert shifted == pytest.approx(here.log_prob(data).sum().item(), abs=1e-6)
         with pytest.raises(DataError, match="outside what torch.float64 holds"):
             PPCA.fit(data * 1e-160, 2)
+
+
+def test_an_unconverged_em_warns_with_the_fitted_models_log_likelihood_in_the_datas_units():
+    """The warning of EM stopped by max_iter gives sum_n log p(x_o) of the model it returns, in the data's units
+    (it gave that of the model before the last M-step, of the data divided by a power of 2 near their largest
+    magnitude: 1364.58 nats for data whose own was -2546.5), and the rise of the last iteration (after one: 'inf')."""
+    _, holed = _em_data()
+    for scale in (1.0, 1000.0):
+        with pytest.warns(RuntimeWarning) as caught:
+            fit = PPCA.fit(holed * scale, 2, max_iter=1)
+        words = str(caught[0].message)
+        said = float(words.split("observed entries, ")[1].split(" nats")[0])
+        rise = float(words.split("rose by ")[1].split(" in the last")[0])
+        ll = fit.log_prob(holed * scale).sum().item()
+        assert said == pytest.approx(ll, rel=1e-5), words
+        assert 0 < rise < math.inf, words

@@ -95,7 +95,7 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         # overflowed, and eigh failed, or of size 1e-160 underflowed, and was refused as of rank <= latent_dim)
         unit = 2.0 ** math.frexp(flat.nan_to_num(0.0).abs().max().item())[1]
         if bool(torch.isnan(flat).any()):
-            W, mu, sigma2, report = _fit_em(flat / unit, latent_dim, tol, max_iter)
+            W, mu, sigma2, report = _fit_em(flat / unit, latent_dim, tol, max_iter, unit)
         else:
             W, mu, sigma2 = _closed_form(flat / unit, latent_dim)
             report = {}
@@ -314,26 +314,29 @@ def _largest_variance(W: torch.Tensor, sigma2: torch.Tensor) -> float:
 
 
 def _fit_em(
-    flat: torch.Tensor, latent_dim: int, tol: float, max_iter: int
+    flat: torch.Tensor, latent_dim: int, tol: float, max_iter: int, unit: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, int | bool]]:
     """W, mu and sigma^2 (float64) maximizing sum_n log p(x_o) of rows (N, D) with missing entries
     (NaN), by EM from the closed-form fit to the mean-imputed rows (module docstring), and how it
-    ended: ``em_iterations`` (M-steps) and ``em_converged``; unconverged, it warns."""
+    ended: ``em_iterations`` (M-steps) and ``em_converged``; unconverged, it warns, with the
+    log-likelihood of the fitted model in the units of the data (``flat`` holds them divided by ``unit``)."""
     holes = flat.isnan()
     seen, x0 = (~holes).double(), flat.nan_to_num(0.0)
     W, mu, sigma2 = _closed_form(torch.where(holes, flat.nanmean(0), flat), latent_dim)
-    before = gain = -math.inf
+    ll = -math.inf
     least = tol * seen.sum().item()  # (of its size, tol stopped 0.0013 nats a datapoint short for data in units 1e-150)
-    for it in range(max_iter):
+    for it in range(max_iter + 1):  # (the last E-step scores the last M-step's model)
+        before = ll
         ll, loc, cov = _e_step(PPCA(W, mu, sigma2), flat, holes)
         if ll - before <= least:
             return W, mu, sigma2, {"em_iterations": it, "em_converged": True}
-        before, gain = ll, ll - before
-        W, mu, sigma2 = _m_step(x0, seen, loc, cov)
-        _refuse_no_spread(sigma2, _largest_variance(W, sigma2), latent_dim, holes)
+        if it < max_iter:
+            W, mu, sigma2 = _m_step(x0, seen, loc, cov)
+            _refuse_no_spread(sigma2, _largest_variance(W, sigma2), latent_dim, holes)
+    own = ll - seen.sum().item() * math.log(unit)  # (a density in units of unit: log p rises by log unit an entry)
     warnings.warn(
         f"PPCA's EM over the missing entries stopped unconverged after max_iter = {max_iter} iterations (the "
-        f"log-likelihood of the observed entries, {before:.6g} nats, rose by {gain:.3g} in the last but one; tol = "
+        f"log-likelihood of the observed entries, {own:.6g} nats, rose by {ll - before:.3g} in the last; tol = "
         f"{tol:g} nats per observed entry): give a larger max_iter",
         RuntimeWarning,
         stacklevel=3,
