@@ -404,7 +404,8 @@ def test_data_of_huge_or_tiny_magnitude_are_fitted_in_units_of_their_size_or_ref
 def test_an_unconverged_em_warns_with_the_fitted_models_log_likelihood_in_the_datas_units():
     """The warning of EM stopped by max_iter gives sum_n log p(x_o) of the model it returns, in the data's units
     (it gave that of the model before the last M-step, of the data divided by a power of 2 near their largest
-    magnitude: 1364.58 nats for data whose own was -2546.5), and the rise of the last iteration (after one: 'inf')."""
+    magnitude: 1364.58 nats for data whose own was -2546.5), the rise of the last iteration (after one: 'inf'), and
+    sigma^2, whose fall toward 0 (a likelihood with no maximum) a larger max_iter, then its only advice, does not cure."""
     _, holed = _em_data()
     for scale in (1.0, 1000.0):
         with pytest.warns(RuntimeWarning) as caught:
@@ -415,3 +416,5 @@ def test_an_unconverged_em_warns_with_the_fitted_models_log_likelihood_in_the_da
         ll = fit.log_prob(holed * scale).sum().item()
         assert said == pytest.approx(ll, rel=1e-5), words
         assert 0 < rise < math.inf, words
+        now = float(words.split("sigma^2 went from ")[1].split(" to ")[1].split(")")[0])
+        assert now == pytest.approx(fit.sigma2.item(), rel=1e-2) and "take a smaller latent_dim" in words, words

@@ -323,7 +323,7 @@ def _fit_em(
     holes = flat.isnan()
     seen, x0 = (~holes).double(), flat.nan_to_num(0.0)
     W, mu, sigma2 = _closed_form(torch.where(holes, flat.nanmean(0), flat), latent_dim)
-    ll = -math.inf
+    first, ll = sigma2, -math.inf
     least = tol * seen.sum().item()  # (of its size, tol stopped 0.0013 nats a datapoint short for data in units 1e-150)
     for it in range(max_iter + 1):  # (the last E-step scores the last M-step's model)
         before = ll
@@ -334,14 +334,22 @@ def _fit_em(
             W, mu, sigma2 = _m_step(x0, seen, loc, cov)
             _refuse_no_spread(sigma2, _largest_variance(W, sigma2), latent_dim, holes)
     own = ll - seen.sum().item() * math.log(unit)  # (a density in units of unit: log p rises by log unit an entry)
+    _warn_unconverged(max_iter, own, ll - before, tol, (first * unit * unit).item(), (sigma2 * unit * unit).item())
+    return W, mu, sigma2, {"em_iterations": max_iter, "em_converged": False}
+
+
+def _warn_unconverged(max_iter: int, ll: float, rise: float, tol: float, first: float, sigma2: float) -> None:
+    """Warns (RuntimeWarning) of EM stopped by ``max_iter``, its log-likelihood ``ll`` risen by ``rise`` in
+    the last iteration, its noise variance gone from ``first`` to ``sigma2``, and what to do about it."""
     warnings.warn(
         f"PPCA's EM over the missing entries stopped unconverged after max_iter = {max_iter} iterations (the "
-        f"log-likelihood of the observed entries, {own:.6g} nats, rose by {ll - before:.3g} in the last; tol = "
-        f"{tol:g} nats per observed entry): give a larger max_iter",
+        f"log-likelihood of the observed entries, {ll:.6g} nats, rose by {rise:.3g} in the last; tol = {tol:g} nats "
+        f"per observed entry; sigma^2 went from {first:.3g} to {sigma2:.3g}): give PPCA.fit a larger max_iter (dgm "
+        "train keeps the default), or, where sigma^2 keeps falling toward 0 (too few observed entries for latent_dim, "
+        "a likelihood with no maximum), take a smaller latent_dim",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
-    return W, mu, sigma2, {"em_iterations": max_iter, "em_converged": False}
 
 
 @torch.no_grad()
