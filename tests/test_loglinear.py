@@ -183,3 +183,10 @@ def test_an_m_step_that_lowers_q_by_a_finite_amount_is_undone(monkeypatch):
     m.em_step(x)
     for p, old in zip((m.unary, m.bias, m.pairwise), before):
         assert torch.equal(p, old)
+
+
+def test_an_event_of_no_dimension_is_refused_where_the_model_is_built():
+    """event_shape () (one pixel, as a shape) failed with an IndexError at the first log_prob."""
+    with pytest.raises(ValueError, match="event_shape must hold at least one dimension"):
+        LogLinearLVM((), 2)
+    assert LogLinearLVM((1,), 2).log_prob(torch.ones(3, 1)).shape == (3,)

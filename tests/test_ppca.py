@@ -62,6 +62,8 @@ def test_bad_parameters_are_rejected():
         PPCA(torch.ones(3, 1), torch.zeros(3), 0.0)
     with pytest.raises(ValueError, match="latent_dim"):
         PPCA.fit(torch.randn(10, 3), latent_dim=3)
+    with pytest.raises(ValueError, match=r"W must be a matrix \(D, M\), got shape \(3,\)"):
+        PPCA(torch.ones(3), torch.zeros(3), 1.0)
 
 
 def test_a_fit_to_data_without_a_maximum_likelihood_solution_is_refused_by_name():

@@ -91,6 +91,8 @@ class LogLinearLVM(ExactLatentVariableModel, EMFit):
         super().__init__()
         whole_at_least("num_states", num_states, 1)
         self.event_shape = tuple(event_shape)
+        if not self.event_shape:  # (an IndexError at the first likelihood, flattening a batch of no event dimension)
+            raise ValueError("event_shape must hold at least one dimension: a single pixel is (1,)")
         d = math.prod(self.event_shape)
         if d > MAX_PIXELS:
             raise ValueError(f"the log-linear model enumerates all 2^D images: D = {d} is too large (at most {MAX_PIXELS})")

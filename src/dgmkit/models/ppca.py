@@ -63,6 +63,8 @@ class PPCA(ExactLatentVariableModel, ClosedFormFit):
         self, W: torch.Tensor, mu: torch.Tensor, sigma2: float | torch.Tensor, event_shape: tuple[int, ...] | None = None
     ):
         super().__init__()
+        if W.dim() != 2:  # (a vector W met "not enough values to unpack")
+            raise ValueError(f"W must be a matrix (D, M), got shape {tuple(W.shape)}")
         D, M = W.shape
         if mu.shape != (D,):
             raise ValueError(f"mu must have shape ({D},), got {tuple(mu.shape)}")
