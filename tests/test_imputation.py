@@ -829,6 +829,9 @@ def test_miwae_end_to_end_on_a_table(tmp_path, capsys, monkeypatch):
     z = np.load(tmp_path / "i.npz")
     assert z["draws"].shape == (3, *z["x"].shape) and not np.isnan(z["x"]).any()
     assert scores["checkpoint"] == "best.safetensors" and scores["weights"] == load_run(run).weights_digest()
+    code, out, err = _run(capsys, "impute", run, "--out", tmp_path / "j.npz", "--limit", "7", "--seed", "3")
+    assert code == 0, err  # (it said "the rows of the train split" of the 7 drawn from it)
+    assert "j.npz holds 7 of the 72 rows, drawn with --seed 3, of the train split, a seeded share of t.csv's" in out
     code, out, err = _run(capsys, "impute", run, "--out", tmp_path / "last.npy", "--k", "50", "--weights", "last")
     assert code == 0, err  # MIWAE's in-sample protocol: the weights at the end of training
     assert "last.npy holds the rows as the model sees them, each numeric column standardized" in out  # (not its units)

@@ -214,7 +214,7 @@ def run_impute(args: argparse.Namespace) -> int:
         scores = _scores(args, run, data, truth, single_data, missing, columns)
     _write_imputed(args, out, arrays["x"].reshape(len(data), -1), columns, arrays)
     say(f"wrote {out}")
-    _output_notes(args, run, out, columns)
+    _output_notes(args, run, out, columns, (len(data), len(dataset.split(args.split).x)))
     if figure is not None:
         _figure(figure, run, data, single_data, truth)
         say(f"wrote {figure}")
@@ -263,14 +263,17 @@ def _model_notes(args: argparse.Namespace, run: Run, dataset: Dataset) -> None:
     say_partly_trained(run)
 
 
-def _output_notes(args: argparse.Namespace, run: Run, out: Path, columns: tuple) -> None:
-    """What the file ``out`` holds: a split's rows of a data file, a table's rows as the model
-    sees them, imputations rounded to the data's levels."""
+def _output_notes(args: argparse.Namespace, run: Run, out: Path, columns: tuple, rows: tuple[int, int]) -> None:
+    """What the file ``out`` holds: a split's rows of a data file (``rows``: how many it holds, of
+    how many the split has), a table's rows as the model sees them, imputations rounded to the
+    data's levels."""
     if not args.input and is_data_file(run.cfg.data.dataset):
         command = f"dgm impute {shlex.quote(str(args.run_dir))} {shlex.quote(run.cfg.data.dataset)} --out FILE"
         fill = f"; to fill the file itself, row for row: {command}"
+        kept, total = rows  # (it said "the rows of the split" of the --limit rows drawn from it)
+        which = "the rows" if kept == total else f"{kept} of the {total} rows, drawn with --seed {args.seed},"
         say(
-            f"note: {out} holds the rows of the {args.split} split, a seeded share of {run.record['data']['name']}'s "
+            f"note: {out} holds {which} of the {args.split} split, a seeded share of {run.record['data']['name']}'s "
             f"rows in a seeded order" + (fill if run.cfg.data.missing_rate == 0 else "")
         )
     if columns and out.suffix.lower() != ".csv":
