@@ -172,6 +172,12 @@ def _last_counters(run: Run) -> tuple[dict | None, str | None]:
     return counters_in(meta), None
 
 
+def _shift(run: Run) -> float:
+    """D log L: what takes a score of uniformly dequantized data (metrics.jsonl's, the checkpoint's
+    best) to nats of the integers, as dgm train prints them and the page shows them (0 for other data)."""
+    return math.prod(run.record["data"]["event_shape"]) * run.transform.log_volume
+
+
 def _metrics_notes(run: Run, metrics: list[dict], t: dict | None) -> list[str]:
     """Where metrics.jsonl contradicts the trainer's counters ``t`` of checkpoint.safetensors (the
     epochs done; the best score at its epoch), a note (a file of another run, say); none where
@@ -200,9 +206,9 @@ def _metrics_notes(run: Run, metrics: list[dict], t: dict | None) -> list[str]:
     if finite_number(best) and line is not None:
         scores = {k: v for k, v in line.items() if k.startswith(("valid_", "train_")) and finite_number(v)}
         if scores and not any(math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-9) for v in scores.values()):
-            notes.append(
-                f"metrics.jsonl gives no score of {best:.3f} at {step} {at}, where checkpoint.safetensors records that "
-                "best score: the curves may not be of this run"
+            notes.append(  # (in the units of the curves and of dgm train's line: nats of the integers, less the shift)
+                f"metrics.jsonl gives no score of {best - _shift(run):.3f} at {step} {at}, where checkpoint.safetensors "
+                "records that best score: the curves may not be of this run"
             )
     return notes
 
@@ -434,7 +440,7 @@ def run_report(args: argparse.Namespace) -> int:
                 fit=run.cfg.model.fit,
                 data_words=_data_words(run),
                 checkpointed=None if counters is None else counters["epoch"],  # (the epoch it was written after)
-                shift=math.prod(run.record["data"]["event_shape"]) * run.transform.log_volume,
+                shift=_shift(run),
             )
         )
     atomic_write_bytes(out, render_page(pages, args.title).encode("utf-8"))  # (not over one made meanwhile)
