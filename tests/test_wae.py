@@ -189,3 +189,15 @@ def test_a_last_batch_of_one_code_is_left_out_and_a_split_of_one_refused():
     assert Trainer(model, build_objective(cfg), train(8), transform, batch_size=4, progress=False).steps_per_epoch == 2
     with pytest.raises(ConfigError, match="needs at least 2 datapoints of a batch together; the training split has 1"):
         Trainer(model, build_objective(cfg), train(1), transform, batch_size=4, progress=False)
+
+
+def test_dgm_diagnose_says_the_wae_has_a_prior_held_by_the_mmd_not_that_it_has_none(tmp_path, capsys):
+    """The WAE has p(z) and q(z|x); what it lacks for dgm diagnose is a KL ("not a latent variable
+    model with a prior p(z) and an amortized q(z|x)" was said of it, as of the plain autoencoder)."""
+    out = tmp_path / "wae"
+    argv = ["train", "--dataset", "digits", "--model", "wae", "--latent-dim", "2", "--hidden", "8", "--epochs", "1"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(out), "--out", str(tmp_path / "d.png")]) != 0
+    err = capsys.readouterr().err
+    assert "MMD penalty, not a KL" in err and "no KL or ELBO to diagnose" in err and "with a prior p(z)" not in err

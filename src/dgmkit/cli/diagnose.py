@@ -27,11 +27,12 @@ from dgmkit.cli.common import (
     write_own_result,
     write_png,
 )
+from dgmkit.config import Run
 from dgmkit.distributions import location
 from dgmkit.errors import ConfigError
 from dgmkit.evaluation.diagnostics import DIAGNOSTIC_ESTIMATORS, PAIR_PASSES, diagnose
 from dgmkit.evaluation.figures import diagnosis_png
-from dgmkit.models import LatentVariableModel, VariationalModel
+from dgmkit.models import GenerativeModel, LatentVariableModel, VariationalModel
 from dgmkit.models.hvae import LayerStack
 
 __all__ = ["add_parser", "run_diagnose", "format_diagnosis"]
@@ -205,22 +206,32 @@ def _subset(x: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, str]:
     return x[idx.to(x.device)], f"random subset of {len(x)}, seed {seed}"
 
 
+def _undiagnosable(run: Run, model: GenerativeModel) -> ConfigError:
+    """Why a model that is no latent variable model with a KL to its prior has nothing to diagnose."""
+    what = (
+        "dgm eval reports its active units"
+        if model.reconstructs and model.has_latents
+        else "dgm eval reports its likelihood, and dgm sample shows what it has learnt"
+    )
+    if model.reconstructs and model.has_latents and model.can_sample:  # (a WAE: a prior, held by an MMD, not a KL)
+        return ConfigError(
+            f"the {run.cfg.family} model holds its codes to the prior p(z) by an MMD penalty, not a KL: it has no "
+            "KL or ELBO to diagnose; dgm eval reports its MMD^2(q(z), p(z)) and active units"
+        )
+    if run.cfg.model.uses_labels and isinstance(model, VariationalModel):  # (M2, the ADGM: z of x and y)
+        what = f"its z is inferred with the label, q(z|x, y), not from x alone; {what}"
+    return ConfigError(
+        f"the {run.cfg.family} model is not a latent variable model with a prior p(z) and an amortized q(z|x) to "
+        f"diagnose: {what}"
+    )
+
+
 @torch.no_grad()
 def run_diagnose(args: argparse.Namespace) -> int:
     out, run = figure_run(args)
     model = run.model
     if not isinstance(model, LatentVariableModel):
-        what = (
-            "dgm eval reports its active units"
-            if model.reconstructs and model.has_latents
-            else "dgm eval reports its likelihood, and dgm sample shows what it has learnt"
-        )
-        if run.cfg.model.uses_labels and isinstance(model, VariationalModel):  # (M2, the ADGM: z of x and y)
-            what = f"its z is inferred with the label, q(z|x, y), not from x alone; {what}"
-        raise ConfigError(
-            f"the {run.cfg.family} model is not a latent variable model with a prior p(z) and an amortized q(z|x) to "
-            f"diagnose: {what}"
-        )
+        raise _undiagnosable(run, model)
     hierarchical = model.has_layers and len(cast(LayerStack, model).sizes) > 1  # (a stack of one layer: q(z|x) of x)
     if args.samples is not None and not hierarchical:
         raise ConfigError(
