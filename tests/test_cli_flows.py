@@ -260,7 +260,9 @@ def test_variational_dequantization_from_the_command_line(tmp_path, capsys):
 def test_variational_dequantization_of_continuous_data_is_refused(tmp_path, capsys):
     argv = ["train", "--model", "flow", "--dataset", "two-moons", "--dequantization", "variational"]
     code, _, err = run(capsys, *argv, "--out", tmp_path / "x")
-    assert_clean_failure(code, err, "two-moons: variational dequantization needs integer data, got continuous data")
+    assert_clean_failure(
+        code, err, "dequantization = 'variational' is read only with quantized data (integer levels), which this flow run"
+    )
     assert not (tmp_path / "x").exists()
 
 

@@ -1092,6 +1092,9 @@ def test_a_flow_of_continuous_data_refuses_logit_alpha_which_only_dequantized_da
     with pytest.raises(ConfigError, match="^logit_alpha = 0.2 is read only with quantized data"):
         cfg.check_inert(event_shape=(1, 1, 4), num_levels=None)
     cfg.check_inert(event_shape=(1, 8, 8), num_levels=17)  # the digits' levels: dequantized, then the logit
+    # what dgm report leaves out of the run's configuration: it listed "dequantization: uniform" for iris
+    assert {"logit_alpha", "dequantization"} <= RunConfig.of(model="flow", flow="maf").unread_keys((1, 1, 4), None)
+    assert not {"logit_alpha", "dequantization"} & RunConfig.of(model="flow", flow="maf").unread_keys((1, 8, 8), 17)
     cfg.check_inert()  # the data not yet known
     assert main(["train", "--dataset", "digits", "--model", "flow", "--logit-alpha", "0.2", *flags]) == 0
     capsys.readouterr()

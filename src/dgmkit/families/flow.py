@@ -56,13 +56,13 @@ class FlowConfig(FamilyConfig):
         networks of its own, which read no activation; data that no number of levels fits (vectors, images a
         pixel high, Glow's images of odd sides) get the vector flow, which reads no flow_levels or flow_blocks;
         continuous data (a table's standardized columns, another run's latents) are not dequantized, and reach
-        the flow without the logit of logit_alpha."""
+        the flow without the logit of logit_alpha, and with no dequantization."""
         inert = {"activation": _VECTOR_FLOW} if self._image_flow_fits(event_shape) else {}
         if self.flow in IMAGE_FLOWS and not self._image_flow_fits(event_shape, levels=1):  # no number of levels fits
             needs = "images (C, H, W) of even sides" if self.flow == "glow" else "images (C, H, W) of sides 2 or more"
             inert.update(flow_levels=needs, flow_blocks=needs)
-        if num_levels is None:
-            inert["logit_alpha"] = "quantized data (integer levels)"
+        if num_levels is None:  # (dgm report listed "dequantization: uniform" for a flow of two-moons' points)
+            inert.update(logit_alpha="quantized data (integer levels)", dequantization="quantized data (integer levels)")
         return inert
 
     def partly_read_settings(self, event_shape: tuple[int, ...] | None = None) -> dict[str, PartlyRead]:
