@@ -244,3 +244,13 @@ def test_mig_refuses_data_without_factors_and_complex_codes_by_name():
         mutual_information_gap(torch.randn(len(f), 2), f[:, :0])
     with pytest.raises(ValueError, match="not complex"):
         mutual_information_gap(torch.randn(len(f), 2, dtype=torch.complex64), f)
+
+
+def test_the_factor_vae_score_refuses_an_encoder_whose_codes_are_not_as_wide_as_the_data_codes():
+    """encode must give (batch, M) for a vote's images, as data_codes are (N, M): a width of 2 for
+    M = 3 was broadcasting's raw RuntimeError, and a vector (3,) for 3 images, one value each, was
+    divided by the 3 scales and gave every vote to dimension 0, silently."""
+    data = torch.randn(50, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for encode, shape in ((lambda f: f[:, :2].double(), r"\(3, 2\)"), (lambda f: f[:, 0].double(), r"\(3,\)")):
+        with pytest.raises(ValueError, match=rf"encode gave codes of shape {shape} for a vote's 3 images"):
+            factor_vae_score(encode, lambda f: f, [2, 2, 2], data, votes=4, batch=3)

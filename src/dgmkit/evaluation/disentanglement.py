@@ -149,6 +149,19 @@ def _factor_sizes(factor_sizes: Sequence[int]) -> tuple[list[int], list[int]]:
     return sizes, varying
 
 
+def _vote_codes(codes: torch.Tensor, batch: int, factor: int, m: int) -> torch.Tensor:
+    """The codes ``encode`` gave for one vote's images, checked: (batch, m) as the data's codes, finite."""
+    codes = torch.as_tensor(codes).double()
+    if codes.shape != (batch, m):  # (a width not M was broadcasting's RuntimeError, or, (M,) for M images, one vote)
+        raise ValueError(
+            f"encode gave codes of shape {tuple(codes.shape)} for a vote's {batch} images, where ({batch}, {m}) was "
+            f"expected (data_codes are {m} wide)"
+        )
+    if not torch.isfinite(codes).all():  # (argmin over a NaN variance chose that dimension: every vote its)
+        raise ValueError(f"the codes of a vote's batch (factor {factor} fixed) hold NaN or inf")
+    return codes
+
+
 def factor_vae_score(
     encode: Callable[[torch.Tensor], torch.Tensor],
     render: Callable[[torch.Tensor], torch.Tensor],
@@ -182,10 +195,7 @@ def factor_vae_score(
             k = varying[int(torch.randint(len(varying), (1,), generator=g))]
             f = (torch.rand(batch, k_count, generator=g) * high).long()
             f[:, k] = int(torch.randint(sizes[k], (1,), generator=g))
-            c = torch.as_tensor(encode(render(f))).double() / scale
-            if not torch.isfinite(c).all():  # (argmin over a NaN variance chose that dimension: every vote its)
-                raise ValueError(f"the codes of a vote's batch (factor {k} fixed) hold NaN or inf")
-            within = c.var(0).masked_fill(~active, float("inf"))
+            within = _vote_codes(encode(render(f)), batch, k, m).div(scale).var(0).masked_fill(~active, float("inf"))
             dims.append(int(within.argmin()))
             facs.append(k)
         return torch.tensor(dims), torch.tensor(facs)
