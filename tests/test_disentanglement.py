@@ -171,6 +171,19 @@ def test_a_factor_that_does_not_vary_has_no_gap_and_is_left_out_of_the_mean():
     assert shown.splitlines()[1].endswith("1.000")
 
 
+def test_a_factor_of_one_value_is_shown_with_no_best_dimension():
+    """No dimension tells a factor of one value anything (every I(c_j; v) is 0): its best
+    dimension, the argmax of zeros, was shown as dimension 0."""
+    from dgmkit.cli.disentangle import format_disentanglement
+
+    factors = [{"name": n, "values": 3, "entropy": h, "best_dim": 0, "gap": 1.0 if h else 0.0}
+               for n, h in (("a", 1.1), ("c", 0.0))]  # fmt: skip
+    shown = format_disentanglement({"factors": factors, "mig": 1.0, "mig_estimator": "", "factor_vae": None,
+                                    "split": "test", "n": 9, "latent_dim": 2})  # fmt: skip
+    assert shown.splitlines()[1].split()[3] == "0"
+    assert shown.splitlines()[2].split()[:5] == ["c", "3", "0.000", "-", "-"]
+
+
 def test_the_factor_vae_score_refuses_codes_of_a_vote_that_are_not_finite_and_counts_that_are_not_whole():
     """A variance of NaN within a vote's batch was its argmin: a NaN code won every vote it was
     in, and the accuracy came out as a number (0.56 here) with nothing said."""

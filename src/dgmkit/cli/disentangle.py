@@ -103,8 +103,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def format_disentanglement(r: dict) -> str:
     lines = [f"{'factor':<12} {'values':>6} {'H (nats)':>9} {'best dim':>8} {'MIG':>7}"]
     for f in r["factors"]:
-        gap = f"{f['gap']:>7.3f}" if f["entropy"] > 0 else "      -  (one value in these data: left out of MIG)"
-        lines.append(f"{f['name']:<12} {f['values']:>6} {f['entropy']:>9.3f} {f['best_dim']:>8} {gap}")
+        varies = f["entropy"] > 0  # (else no dimension tells it anything: its best dimension, 0, is an argmax of zeros)
+        gap = f"{f['gap']:>7.3f}" if varies else "      -  (one value in these data: left out of MIG)"
+        best = f["best_dim"] if varies else "-"
+        lines.append(f"{f['name']:<12} {f['values']:>6} {f['entropy']:>9.3f} {best:>8} {gap}")
     lines.append(f"MIG {r['mig']:.4f}  ({r['mig_estimator']})")
     lines += _binning_bias(r)
     fv = r["factor_vae"]
