@@ -1036,3 +1036,22 @@ def test_a_non_finite_log_likelihood_names_the_model_that_gave_it_and_the_inputs
     monkeypatch.setattr(ood, "log_likelihoods", broken_background)
     said = _dgm(capsys, "ood", runs / "model", "--ood", runs / "noise.npy", "--background", runs / "bg")[::2]
     _refused(*said, f"the background model {runs / 'bg'}, scoring the --ood inputs: the model gives a non-finite")
+
+
+def test_the_note_says_how_the_fpr_at_95_tpr_is_read_off_the_roc_curve():
+    """FPR@95%TPR has conventions (which threshold, interpolated or not): the note names the one
+    ``fpr_at_tpr`` computes, the strictest threshold flagging >= 95% of the OOD inputs, as scikit-learn's
+    roc_curve reads it, with no interpolation."""
+    from sklearn.metrics import roc_curve
+
+    from dgmkit.cli.ood import _notes
+    from dgmkit.evaluation.ood import fpr_at_tpr
+
+    r = {"dataset": "d", "in_split": "test", "n_in": 2, "ood": "o", "ood_split": "test", "n_ood": 2,
+         "estimate": "exact", "transform": "integers", "iw_samples": 0, "typicality_batch": 1, "scores": {},
+         "complexity_note": "none"}  # fmt: skip
+    assert any("strictest threshold that flags at least 95% of the OOD ones" in n and "no interpolation" in n
+               for n in _notes(r))  # fmt: skip
+    a, b = torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([1.0, 2.5, 4.0])  # 95% of 3: all three, at >= 1
+    fpr, tpr, _ = roc_curve([0] * 4 + [1] * 3, torch.cat([a, b]).numpy())
+    assert fpr_at_tpr(a, b) == fpr[(tpr >= 0.95).argmax()] == 0.75

@@ -442,7 +442,9 @@ def _notes(r: dict) -> list[str]:
     notes = [
         f"in: {r['dataset']} {r['in_split']} ({_inputs_of(r['n_in'], sub.get('in'))}); OOD: {r['ood']} {r['ood_split']} "
         f"({_inputs_of(r['n_ood'], sub.get('ood'))}); OOD inputs are the positives, larger scores more OOD; AUPRC is the "
-        "average precision (the step sum of scikit-learn's average_precision_score, not a trapezoid)",
+        "average precision (the step sum of scikit-learn's average_precision_score, not a trapezoid); FPR@95%TPR is the "
+        "share of in-distribution inputs flagged at the strictest threshold that flags at least 95% of the OOD ones "
+        "(a score >= it flagged; no interpolation between thresholds)",
         f"log p(x): {estimate_words(r['estimate'], r.get('transform', ''))}"
         + (f" (k={r['iw_samples']})" if r["iw_samples"] else ""),
     ]
