@@ -143,3 +143,24 @@ def test_a_clustering_is_scored_against_the_labels_shown(capsys, tmp_path, part_
     # its latent plot draws the hidden labels as crosses (it refused them: "whole numbers >= 0")
     code, _, err = dgm(capsys, "latents", run, "--out", tmp_path / "latents.png")
     assert code == 0 and (tmp_path / "latents.png").read_bytes().startswith(b"\x89PNG"), err
+
+
+def test_a_clustering_scored_against_one_class_says_its_scores_measure_nothing(capsys, tmp_path):
+    """Where every label shown is one class, dgm cluster printed accuracy 1.0000 and NMI 1.0000 (0 / 0) as
+    though the clustering were perfect; a note now says that none of its scores measures the clustering."""
+    d = load_dataset("digits")
+    x = d.train.x[:300].numpy()
+    y = np.where(np.random.default_rng(0).random(300) < 1 / 2, 3, HIDDEN)  # (a VAE's training reads no label)
+    path = tmp_path / "one.npz"
+    np.savez(path, x=x, y=y)
+    run = tmp_path / "mog"
+    argv = ("--model", "vae", "--prior", "mog", "--prior-components", "3", "--hidden", "8", "--latent-dim", "2")
+    code, _, err = dgm(
+        capsys, "train", *argv, "--epochs", "1", "--dataset", path, "--binarize", "dynamic", "--out", run, "--quiet"
+    )
+    assert code == 0, err
+    code, out, err = dgm(capsys, "cluster", run)
+    assert code == 0, err
+    assert "every label scored is 3, one class" in out and "none of them measures the clustering" in out
+    scores = json.loads((run / "cluster.json").read_text())
+    assert scores["accuracy_majority"] == 1.0 and scores["nmi"] == (1.0 if scores["clusters_used"] == 1 else 0.0)

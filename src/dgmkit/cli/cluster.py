@@ -75,6 +75,17 @@ def _shown_labels(y: torch.Tensor, where: str) -> tuple[torch.Tensor, dict]:
     return shown, {"hidden_labels": int((~shown).sum())} if not bool(shown.all()) else {}
 
 
+def _say_one_class(labels: torch.Tensor) -> None:
+    """A note where every label scored is one class: the scores then measure no clustering."""
+    classes = labels.unique()
+    if len(classes) == 1:
+        say(
+            f"note: every label scored is {int(classes[0])}, one class: its NMI is 1 where one component is used too "
+            "(0 / 0, by scikit-learn's convention) and 0 otherwise, the majority-label accuracy is 1 and the one-to-one "
+            "accuracy the largest component's share; none of them measures the clustering"
+        )
+
+
 def run_cluster(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     if not isinstance(run.model, LatentVariableModel) or run.model.num_components is None:
@@ -110,6 +121,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     say(f"accuracy (best one-to-one matching)  {scores['accuracy']:.4f}")
     say(f"accuracy (majority label per cluster) {scores['accuracy_majority']:.4f}")
     say(f"NMI                                   {scores['nmi']:.4f}")
+    _say_one_class(y[shown])
     say_partly_trained(run)
     within = [""] * len(assign) if file_rows is None else file_rows.tolist()
     rows = [_HEADER] + [f"{i},{int(a)},{int(b)},{r}" for i, (a, b, r) in enumerate(zip(y.cpu().tolist(), assign, within))]
