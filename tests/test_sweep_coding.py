@@ -103,6 +103,24 @@ def test_an_unknown_header_key_is_refused_by_name():
         write_container(base_header() | {"comment": "hi"}, np.zeros(2, np.uint32))
 
 
+@pytest.mark.parametrize(
+    "payload, what",
+    [
+        (np.array([-1, 5]), r"integers from -1 to 5"),
+        (np.array([2**32, 5]), r"integers from 5 to 4294967296"),  # (cast: 0, another word)
+        (np.array([1.5, 2.0]), r"float64 values"),
+        (np.zeros((2, 2), np.uint32), r"a flat array of 32-bit words, got shape \(2, 2\)"),
+    ],
+)
+def test_write_container_refuses_words_it_would_wrap_or_truncate(payload, what):
+    """The payload is the coders' words: -1, 2**32 or 1.5 cast to uint32 would be written as other
+    words (decoded to other images), refused by name as the decoders refuse them."""
+    with pytest.raises(DataError, match=what):
+        write_container(base_header(), payload)
+    words = np.array([1, 2**32 - 1], dtype=np.int64)  # integers that are words are taken, whatever their type
+    assert read_container(write_container(base_header(), words)).payload.tolist() == [1, 2**32 - 1]
+
+
 def test_a_device_name_with_an_invisible_format_character_is_refused():
     """A GPU's name is shown to whoever decompresses: no right-to-left override or zero width in it."""
     assert _read(base_header() | {"device": "cuda (NVIDIA H100 80GB HBM3)"})["device"] == "cuda (NVIDIA H100 80GB HBM3)"

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dgmkit._modes import codes
-from dgmkit.coding.container import MAX_CODING_BYTES, MAX_DECODED_BYTES
+from dgmkit.coding.container import MAX_CODING_BYTES, MAX_DECODED_BYTES, check_words
 from dgmkit.devices import device_of
 from dgmkit.errors import ConfigError, DataError
 from dgmkit.models.autoregressive import AutoregressiveModel
@@ -154,21 +154,6 @@ def check_count(n: int, event_shape: tuple[int, ...]) -> int:
             f"{n} images of {pixels} pixels are more than this dgmkit decodes ({MAX_DECODED_BYTES // 8} pixels at most)"
         )
     return int(n)
-
-
-def check_words(words: object) -> np.ndarray:
-    """A payload as the coders read it: a flat array of unsigned 32-bit words. Integers of another
-    type are taken where each is one (0 .. 2^32 - 1); anything else is refused by name, not cast
-    (NumPy wraps -1 to 2^32 - 1 and truncates 1.5 to 1: other words, decoded to other images)."""
-    a = np.asarray(words)
-    if a.ndim != 1:
-        raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {a.shape}")
-    if a.dtype == np.uint32 or not len(a):  # (an empty list is NumPy's float64: no word to check)
-        return np.ascontiguousarray(a, dtype=np.uint32)
-    if a.dtype.kind not in "iu" or (len(a) and (int(a.min()) < 0 or int(a.max()) >= 1 << 32)):
-        what = f"{a.dtype} values" if a.dtype.kind not in "iu" else f"integers from {int(a.min())} to {int(a.max())}"
-        raise DataError(f"the compressed data must be 32-bit words, integers 0 .. 2^32 - 1; got {what}")
-    return np.ascontiguousarray(a, dtype=np.uint32)
 
 
 def check_batch_size(batch_size: int) -> int:

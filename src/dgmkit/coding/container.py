@@ -35,6 +35,7 @@ __all__ = [
     "write_container",
     "read_container",
     "check_header",
+    "check_words",
     "check_against_model",
     "check_coding_device",
     "coding_device",
@@ -295,10 +296,25 @@ def check_against_model(header: dict, event_shape: tuple[int, ...], levels: int,
 # -- reading and writing ---------------------------------------------------------------------
 
 
+def check_words(words: object) -> np.ndarray:
+    """A payload as the coders read it: a flat array of unsigned 32-bit words. Integers of another
+    type are taken where each is one (0 .. 2^32 - 1); anything else is refused by name, not cast
+    (NumPy wraps -1 to 2^32 - 1 and truncates 1.5 to 1: other words, decoded to other images)."""
+    a = np.asarray(words)
+    if a.ndim != 1:
+        raise DataError(f"the compressed data must be a flat array of 32-bit words, got shape {a.shape}")
+    if a.dtype == np.uint32 or not len(a):  # (an empty list is NumPy's float64: no word to check)
+        return np.ascontiguousarray(a, dtype=np.uint32)
+    if a.dtype.kind not in "iu" or (len(a) and (int(a.min()) < 0 or int(a.max()) >= 1 << 32)):
+        what = f"{a.dtype} values" if a.dtype.kind not in "iu" else f"integers from {int(a.min())} to {int(a.max())}"
+        raise DataError(f"the compressed data must be 32-bit words, integers 0 .. 2^32 - 1; got {what}")
+    return np.ascontiguousarray(a, dtype=np.uint32)
+
+
 def write_container(header: dict, payload: np.ndarray) -> bytes:
     check_header(header, "the header to write")
     head = json.dumps(header, sort_keys=True, allow_nan=False).encode()
-    words = np.ascontiguousarray(payload, dtype="<u4").tobytes()
+    words = check_words(payload).astype("<u4", copy=False).tobytes()  # (-1 or 2**32 refused, not wrapped)
     body = MAGIC + struct.pack("<HI", FORMAT_VERSION, len(head)) + head + struct.pack("<Q", len(words)) + words
     if len(head) > MAX_HEADER_BYTES or len(body) + 32 > MAX_FILE_BYTES:  # (the checksum's 32 bytes follow)
         raise DataError(  # (read_container refuses such a file)
