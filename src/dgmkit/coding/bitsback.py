@@ -57,10 +57,10 @@ from dgmkit.coding.arm_coder import (
     check_batch_size,
     check_count,
     check_images,
-    check_words,
     one_thread,
     pmf_rows,
 )
+from dgmkit.coding.container import check_words
 from dgmkit.devices import device_of, dtype_of
 from dgmkit.distributions import DiagonalGaussianMixture
 from dgmkit.errors import ConfigError, DataError
