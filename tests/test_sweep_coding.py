@@ -119,6 +119,8 @@ def test_write_container_refuses_words_it_would_wrap_or_truncate(payload, what):
         write_container(base_header(), payload)
     words = np.array([1, 2**32 - 1], dtype=np.int64)  # integers that are words are taken, whatever their type
     assert read_container(write_container(base_header(), words)).payload.tolist() == [1, 2**32 - 1]
+    with pytest.raises(DataError, match="^the container to write has a bad header: unknown key"):  # (was "the header to
+        write_container(base_header() | {"extra": 1}, words)  # write has a bad header")
 
 
 def test_a_device_name_with_an_invisible_format_character_is_refused():

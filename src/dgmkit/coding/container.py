@@ -312,7 +312,7 @@ def check_words(words: object) -> np.ndarray:
 
 
 def write_container(header: dict, payload: np.ndarray) -> bytes:
-    check_header(header, "the header to write")
+    check_header(header, "the container to write")
     head = json.dumps(header, sort_keys=True, allow_nan=False).encode()
     words = check_words(payload).astype("<u4", copy=False).tobytes()  # (-1 or 2**32 refused, not wrapped)
     body = MAGIC + struct.pack("<HI", FORMAT_VERSION, len(head)) + head + struct.pack("<Q", len(words)) + words
