@@ -135,6 +135,8 @@ BAD_FIELDS = [  # (an edit of a record dgm eval wrote, what the refusal names)
     (lambda r: {**r, "iw_samples": 10.0}, "iw_samples is 10.0, not an integer"),
     (lambda r: {**r, "subset": {"of": 5, "seed": 0}}, "subset is"),
     (lambda r: {**r, "point_mass_posterior": 1}, "point_mass_posterior is 1, not true or false"),
+    # (a 2 MB split was shown whole on dgm report's page)
+    (lambda r: {**r, "split": "t" * 2_000_000}, "not a string of at most 10000 characters"),
 ]
 
 

@@ -229,6 +229,10 @@ def _count(v: object, least: int) -> bool:
     return type(v) is int and least <= v < 2**63
 
 
+# the longest text field of an evaluation record (a path, a note: dgm eval's are under 1000): a 2 MB split
+# of a crafted evals.json was shown whole, escaped, on dgm report's page
+MAX_RECORD_TEXT = 10_000
+
 # what each field of an evaluation record is (``EvalReport`` and ``evaluate_run``'s fields; the
 # numbers that records before terms held in fields of their own): (test, what it must be)
 _FIELDS: dict[str, tuple[Any, str]] = {
@@ -242,7 +246,7 @@ _FIELDS: dict[str, tuple[Any, str]] = {
     **dict.fromkeys(
         ("split", "estimate", "transform", "density_of", "dataset", "checkpoint", "model", "weights", "run_id")
         + ("table_note", "order_files", "variance_reduction", "code_prior", "note"),
-        (lambda v: isinstance(v, str), "a string"),
+        (lambda v: isinstance(v, str) and len(v) <= MAX_RECORD_TEXT, f"a string of at most {MAX_RECORD_TEXT} characters"),
     ),
     **dict.fromkeys(("point_mass_posterior", "exact"), (lambda v: isinstance(v, bool), "true or false")),
     "inputs": (
