@@ -1137,3 +1137,19 @@ def test_a_run_logged_to_tensorboard_and_resumed_without_the_flag_says_its_log_s
     assert main([*args, "--epochs", "2", "--out", str(plain), "--resume"]) == 0
     said = capsys.readouterr()
     assert note not in said.out + said.err and "resum" in said.out + said.err
+
+
+def test_a_tables_note_names_long_columns_shortened_so_its_eval_json_reads_back():
+    """The note on a table's standardized columns is kept in eval.json, whose texts hold at most
+    MAX_RECORD_TEXT characters: four column names of 5000 characters made a record that dgm eval
+    wrote and dgm report then refused."""
+    import types
+
+    from dgmkit.cli.common import standardized_note
+    from dgmkit.data.table import Column
+    from dgmkit.evaluation.report import MAX_RECORD_TEXT
+
+    columns = [Column(f"{i}" + "x" * 5000, "numeric") for i in range(6)]
+    note = standardized_note(types.SimpleNamespace(columns=columns))
+    assert note is not None and len(note) < 1000 < MAX_RECORD_TEXT
+    assert "its 6 numeric columns (0xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx..., 1xxx" in note and ", ...)" in note

@@ -808,7 +808,8 @@ def standardized_note(dataset: Dataset) -> str | None:
     numeric = [c.name for c in dataset.columns if c.kind == "numeric"]
     if not numeric:
         return None
-    shown = ", ".join(numeric[:4]) + (", ..." if len(numeric) > 4 else "")
+    # (each name cut to 40 characters: the note is kept in eval.json, whose texts hold at most MAX_RECORD_TEXT)
+    shown = ", ".join(n if len(n) <= 40 else n[:37] + "..." for n in numeric[:4]) + (", ..." if len(numeric) > 4 else "")
     return (
         f"a table: its {plural(len(numeric), 'numeric column')} ({shown}) {'is' if len(numeric) == 1 else 'are'} "
         "scored standardized, as dgmkit "
