@@ -264,6 +264,10 @@ def test_variational_dequantization_of_continuous_data_is_refused(tmp_path, caps
         code, err, "dequantization = 'variational' is read only with quantized data (integer levels), which this flow run"
     )
     assert not (tmp_path / "x").exists()
+    code, _, err = run(capsys, "train", "--model", "flow", "--dataset", "two-moons", "--dequantization-samples", "4",
+                       "--out", tmp_path / "x")  # fmt: skip
+    # (it advised --dequantization variational alone, which these data then refused)
+    assert_clean_failure(code, err, "choose --dequantization variational (of integer data)")
 
 
 def test_a_two_dimensional_density_has_a_colour_bar_and_a_report_of_its_run_shows_it(tmp_path, capsys, monkeypatch):

@@ -45,7 +45,8 @@ class FlowConfig(FamilyConfig):
         return 64 if self.dequantization == "variational" else 0  # each sample is a pass of the whole flow
 
     def inert_settings(self) -> dict[str, str]:
-        inert = {} if self.dequantization == "variational" else {"dequantization_samples": "--dequantization variational"}
+        needs = "--dequantization variational (of integer data)"  # (continuous data: that too is refused)
+        inert = {} if self.dequantization == "variational" else {"dequantization_samples": needs}
         if self.flow not in IMAGE_FLOWS:  # NICE and MAF are vector flows only
             image_flows = " or ".join(f"--flow {name}" for name in IMAGE_FLOWS)
             inert.update(flow_levels=image_flows, flow_blocks=image_flows)
