@@ -157,6 +157,33 @@ def test_diffusion_sampling_refuses_steps_that_are_not_whole_numbers_in_range(ma
         model.sample(2, steps=steps)
 
 
+_BAD_TIMES = [
+    (torch.rand(2, 1), r"one time per datapoint, a tensor \(2,\), got shape \(2, 1\)"),
+    (torch.tensor(0.3), r"a tensor \(2,\), got shape \(\)"),
+    (torch.tensor([0.5, 1.5]), r"times lie in \[0, 1\]; got 1 time outside, e\.g\. 1\.5"),
+    (torch.tensor([-0.2, 0.5]), r"times lie in \[0, 1\]"),
+    (torch.tensor([0.5, float("nan")]), r"times lie in \[0, 1\]; .* e\.g\. nan"),
+    ([0.5, 0.5], "takes the times as a real torch tensor"),
+]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("times, needle", _BAD_TIMES)
+def test_bound_terms_refuse_times_of_another_shape_or_outside_0_1_by_name(masked, times, needle):
+    """Times (B, 1) broadcast into a (B, B) diffusion term, a scalar into one time for all, and 1.5, -0.2
+    or NaN were scored as numbers (continuous time: gamma beyond its ends; NaN: a NaN term), none a bound's."""
+    if masked:
+        model = MaskedDiffusion(UNet(3, 2, [4], blocks=1, attention=False, fourier=[]), (1, 2, 2), 2)
+    else:
+        model = GaussianDiffusion(UNet(1, 1, [4], blocks=1, attention=False, fourier=[]), LinearSchedule(), (1, 2, 2), 4)
+    x = torch.zeros(2, 1, 2, 2, dtype=torch.long)
+    with pytest.raises((ValueError, TypeError), match=needle):
+        model.bound_terms(x, times)
+    with pytest.raises(ValueError, match=r"data of shape \(2, 4\); the model's datapoints are of shape \(1, 2, 2\)"):
+        model.bound_terms(x.flatten(1), torch.rand(2))  # (flat rows: a raw error inside the network)
+    assert model.bound_terms(x, torch.tensor([0.0, 1.0]))["diffusion"].shape == (2,)
+
+
 def test_ddpm_schedule_matches_ho_et_al_linear_betas():
     """alpha_bar of 1000 betas from 1e-4 to 0.02, against the continuous form at t_i = i / T."""
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)

@@ -50,7 +50,7 @@ from torch.nn import functional as F
 from dgmkit._rng import checked_generator, seeded_by
 from dgmkit.devices import reads_are_free
 from dgmkit.distributions.categorical import one_hot
-from dgmkit.errors import whole_at_least
+from dgmkit.errors import plural, shown_value, whole_at_least
 from dgmkit.models.base import (
     MAX_SAMPLE_STEPS,
     AnyOrderModel,
@@ -84,6 +84,21 @@ def stratified_times(n: int, generator: torch.Generator | None = None, device: t
     # drawn where the generator lives (the device's default one without a generator: no copy, no wait)
     u = torch.rand((), generator=generator, device=generator.device if generator is not None else device).to(device)
     return torch.remainder(u + torch.arange(n, device=device, dtype=torch.float32) / n, 1.0)
+
+
+def _checked_times(t: object, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``bound_terms``' times: a real tensor (B,), one per datapoint of x, within [0, 1] (values
+    looked at where the host reads them at no cost: ``reads_are_free``). Times (B, 1) broadcast
+    against the batch into a (B, B) diffusion term, and a time of 1.5 (continuous: gamma beyond
+    gamma(1)) or NaN was scored as a number of no bound."""
+    if not isinstance(t, torch.Tensor) or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{what} takes the times as a real torch tensor ({len(x)},), got {shown_value(t)}")
+    if tuple(t.shape) != (len(x),):
+        raise ValueError(f"{what} takes one time per datapoint, a tensor ({len(x)},), got shape {tuple(t.shape)}")
+    if reads_are_free(t) and not bool(((t >= 0) & (t <= 1)).all()):  # (NaN is in no interval)
+        bad = t[~((t >= 0) & (t <= 1))]
+        raise ValueError(f"{what}'s times lie in [0, 1]; got {plural(len(bad), 'time')} outside, e.g. {bad[0].item()}")
+    return t
 
 
 def _step(t: torch.Tensor, steps: int) -> torch.Tensor:
@@ -215,7 +230,8 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         ``mse``, the mean squared error of eps_hat per entry (DDPM's simple loss), for integer
         images x (B, C, H, W) and times t (B,). ``train``: a learned schedule's shape receives
         the gradient of the squared diffusion term (its variance) instead of the term's."""
-        k = x
+        k = data_batch(x, self.event_shape, "GaussianDiffusion.bound_terms")
+        t = _checked_times(t, k, "GaussianDiffusion.bound_terms")
         xs = self.scale(k)
         t = t.to(torch.promote_types(t.dtype, xs.dtype))  # (a float64 model: float64 times, as its network takes)
         gamma_0, gamma_1 = self.schedule.endpoints()
@@ -336,7 +352,8 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         continuous time outside training, t is read as the stratified count of masked entries
         instead (see the module docstring): the same bound's estimate of finite variance, in
         training too where ``train_counts``."""
-        x = x.long()
+        x = data_batch(x, self.event_shape, "MaskedDiffusion.bound_terms").long()
+        t = _checked_times(t, x, "MaskedDiffusion.bound_terms")
         if self.steps or (train and not self.train_counts):
             t = _discretize(t, self.steps) if self.steps else 1.0 - t  # continuous: uniform on (0, 1]
             masked = torch.rand(x.shape, device=x.device) < t.view(-1, *([1] * (x.dim() - 1)))
