@@ -163,7 +163,8 @@ _BAD_TIMES = [
     (torch.tensor([0.5, 1.5]), r"times lie in \[0, 1\]; got 1 time outside, e\.g\. 1\.5"),
     (torch.tensor([-0.2, 0.5]), r"times lie in \[0, 1\]"),
     (torch.tensor([0.5, float("nan")]), r"times lie in \[0, 1\]; .* e\.g\. nan"),
-    ([0.5, 0.5], "takes the times as a real torch tensor"),
+    ([0.5, 0.5], r"takes the times as a real torch tensor \(2,\), got \[0\.5, 0\.5\]"),
+    (torch.tensor([True, False]), r"takes the times as a real torch tensor \(2,\), got a tensor of torch\.bool"),
 ]
 
 

@@ -92,7 +92,8 @@ def _checked_times(t: object, x: torch.Tensor, what: str) -> torch.Tensor:
     against the batch into a (B, B) diffusion term, and a time of 1.5 (continuous: gamma beyond
     gamma(1)) or NaN was scored as a number of no bound."""
     if not isinstance(t, torch.Tensor) or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{what} takes the times as a real torch tensor ({len(x)},), got {shown_value(t)}")
+        got = f"a tensor of {t.dtype}" if isinstance(t, torch.Tensor) else shown_value(t)
+        raise TypeError(f"{what} takes the times as a real torch tensor ({len(x)},), got {got}")
     if tuple(t.shape) != (len(x),):
         raise ValueError(f"{what} takes one time per datapoint, a tensor ({len(x)},), got shape {tuple(t.shape)}")
     if reads_are_free(t) and not bool(((t >= 0) & (t <= 1)).all()):  # (NaN is in no interval)
