@@ -736,3 +736,19 @@ def test_a_data_parallel_validation_shard_is_never_smaller_than_the_objective_ne
     trainer.dist = Context(rank=1, world_size=2)
     trainer.validate()
     assert seen == [100, 50]  # (shards of 150 rows: shared)
+
+
+def test_the_trainer_checks_the_levels_of_every_training_row_not_only_its_probes(digits):
+    """The Trainer transformed its first 1024 training rows to check them: a level of 99 in row
+    1100 of the digits (levels 0..16) was taken, and met at its batch (a CPU transform's
+    refusal mid-epoch; on a GPU, which does not look, Bernoulli's p of 99/16). Every row is
+    looked at before the first step."""
+    import dataclasses
+
+    model = build_model(CFG, digits.event_shape, digits.num_levels)
+    for row in (5, 1100):
+        x = digits.train.x.clone()
+        x[row, 0, 0, 0] = 99
+        bad = dataclasses.replace(digits.train, x=x)
+        with pytest.raises(DataError, match=r"integer levels 0\.\.16; got .*99"):
+            Trainer(model, build_objective(CFG), bad, make_transform("bernoulli", digits), progress=False)

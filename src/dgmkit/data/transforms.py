@@ -112,6 +112,14 @@ class DataTransform:
         seeded with ``VALID_SEED``, the same binarization or dequantization on every call."""
         return self(x, torch.Generator().manual_seed(VALID_SEED))
 
+    def check_stored(self, x: torch.Tensor) -> None:
+        """Refuses (DataError) data ``x`` as stored that this transform does not read: values other
+        than the integer levels 0..L-1 (NaN: missing), for every kind but continuous data. Every
+        call looks at its input on the CPU; this looks at data on any device, for a whole split
+        checked once (the Trainer's: a probe of its first rows let a level of 99 in row 1100 through)."""
+        if self.kind != "continuous":
+            self._check_levels(x)
+
     def _check_levels(self, x: torch.Tensor) -> None:
         """Refuses (DataError) values that are not the stored integer levels 0..L-1 (NaN: missing),
         such as images already scaled to [0, 1], whose likelihood would be of other data."""

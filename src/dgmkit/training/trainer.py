@@ -261,6 +261,7 @@ class Trainer:
     def _data(self, train: Split, valid: Split | None) -> None:
         """The splits on the device, the labels where the objective takes them, and the batch
         source, with its own seeded generator."""
+        self.transform.check_stored(train.x)  # every row (the probe below transforms the first _PROBE_ROWS)
         self.train_x = train.x.to(self.device)
         # looked for once here, so that no step looks for missing entries (NaN) in its batch: on a
         # GPU each look waits for the device
