@@ -86,8 +86,8 @@ class DataTransform:
                 "(torch.as_tensor(x) makes one of a NumPy array)"
             )
         checked_generator(generator)  # (a deterministic transform draws nothing, and ignored any)
-        if self.kind != "continuous" and x.device.type == "cpu":  # (on a GPU a look would wait for it)
-            self._check_levels(x)
+        if x.device.type == "cpu":  # (on a GPU a look would wait for it)
+            self.check_stored(x)
         if self.kind == "binary":
             return x.float()
         if self.kind == "dynamic-binarize":
