@@ -94,6 +94,11 @@ def described(e: BaseException) -> str:
     return f"{type(e).__name__}: {first_line(str(e))}"[:300]
 
 
+def shortened(text: str, most: int = 40) -> str:
+    """``text`` cut to at most ``most`` characters for a message, ending "..." where cut."""
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def shown_value(value: object) -> str:
     """``value`` for a one-line message: its repr on one line, cut to 40 characters; an array or
     tensor of more than one value by its type and shape, an integer of over 38 digits by its size
@@ -109,7 +114,7 @@ def shown_value(value: object) -> str:
         text = " ".join(repr(value).split())
     except ValueError:  # e.g. a Fraction of such an integer
         return f"a {type(value).__name__} too large to print"
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shortened(text)
 
 
 def true_or_false(name: str, value: object, error: type[Exception] = ValueError) -> bool:

@@ -39,7 +39,7 @@ from dgmkit.data.table import TABLE_SUFFIXES, read_table
 from dgmkit.data.transforms import values_seen
 from dgmkit.distributions import location
 from dgmkit.distributions.flow import location_name
-from dgmkit.errors import ConfigError, DataError, DgmError, plural, shown_value
+from dgmkit.errors import ConfigError, DataError, DgmError, plural, shortened, shown_value
 from dgmkit.evaluation.figures import check_finite
 from dgmkit.evaluation.report import one_draw_bound
 from dgmkit.models.hvae import LayerStack
@@ -809,7 +809,7 @@ def standardized_note(dataset: Dataset) -> str | None:
     if not numeric:
         return None
     # (each name cut to 40 characters: the note is kept in eval.json, whose texts hold at most MAX_RECORD_TEXT)
-    shown = ", ".join(n if len(n) <= 40 else n[:37] + "..." for n in numeric[:4]) + (", ..." if len(numeric) > 4 else "")
+    shown = ", ".join(shortened(n) for n in numeric[:4]) + (", ..." if len(numeric) > 4 else "")
     return (
         f"a table: its {plural(len(numeric), 'numeric column')} ({shown}) {'is' if len(numeric) == 1 else 'are'} "
         "scored standardized, as dgmkit "

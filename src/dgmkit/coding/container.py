@@ -29,6 +29,7 @@ import torch
 
 from dgmkit._io import check_base_name, invisible_character, parse_json
 from dgmkit.errors import DataError, DgmError, plural
+from dgmkit.errors import shown_value as _short
 
 __all__ = [
     "CompressedFile",
@@ -109,11 +110,6 @@ def content_digest(x: np.ndarray) -> str:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _short(v: Any) -> str:
-    s = repr(v)
-    return s if len(s) <= 60 else s[:57] + "..."
 
 
 _DEVICE = re.compile(r"cpu|cuda( \([^()]{1,150}\))?")  # coding_device's names

@@ -35,7 +35,7 @@ from numpy.typing import DTypeLike
 
 from dgmkit import _io
 from dgmkit._io import NotRegularFile, describe_os_error, open_regular
-from dgmkit.errors import DataError
+from dgmkit.errors import DataError, shown_value
 
 __all__ = [
     "read_amat",
@@ -453,12 +453,6 @@ _NPY_KINDS = {
 _NPY_PLAIN = {"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"}
 
 
-def _short(value: object) -> str:
-    """``repr(value)``, cut to at most 40 characters for a message."""
-    r = repr(value)
-    return r if len(r) <= 40 else r[:37] + "..."
-
-
 class _HeaderParser:
     """A recursive-descent parser of a .npy header's tokens: a Python dict literal of strings,
     booleans and tuples of integers (what NumPy writes). ``fail`` refuses anything else."""
@@ -489,7 +483,7 @@ class _HeaderParser:
         if tok == "[":
             self.fail("structured dtypes (records with fields) cannot be read; save a plain numeric array")
         if tok != "(":
-            self.fail(f"malformed header (unexpected {_short(tok)})")
+            self.fail(f"malformed header (unexpected {shown_value(tok)})")
         return self.shape()
 
     def shape(self) -> tuple[int, ...]:
@@ -500,7 +494,7 @@ class _HeaderParser:
             if tok == ")":
                 return tuple(items)
             if kind != "int":
-                self.fail(f"malformed header (shape holds {_short(tok)})")
+                self.fail(f"malformed header (shape holds {shown_value(tok)})")
             if len(tok.lstrip("-")) > 30:
                 self.fail("the shape declares a dimension of more than 30 digits")
             items.append(int(tok))
@@ -508,7 +502,7 @@ class _HeaderParser:
             if tok == ")":
                 return tuple(items)
             if tok != ",":
-                self.fail(f"malformed header (unexpected {_short(tok)} in the shape)")
+                self.fail(f"malformed header (unexpected {shown_value(tok)} in the shape)")
 
     def header(self) -> dict:
         """The header's dict literal, from its "{" to its "}"."""
@@ -520,18 +514,18 @@ class _HeaderParser:
             if tok == "}":
                 return out
             if kind != "str":
-                self.fail(f"malformed header (unexpected {_short(tok)})")
+                self.fail(f"malformed header (unexpected {shown_value(tok)})")
             if self.take()[1] != ":":
                 self.fail("malformed header (a key without ':')")
             key = tok[1:-1]
             if key in out:
-                self.fail(f"malformed header (the key {_short(key)} appears twice)")
+                self.fail(f"malformed header (the key {shown_value(key)} appears twice)")
             out[key] = self.value()
             kind, tok = self.take()
             if tok == "}":
                 return out
             if tok != ",":
-                self.fail(f"malformed header (unexpected {_short(tok)})")
+                self.fail(f"malformed header (unexpected {shown_value(tok)})")
 
 
 def _npy_header_dict(text: str, fail: "_Fail") -> dict:
@@ -548,7 +542,7 @@ class _Fail:
     """Raise DataError for the file (and, in a .npz file, the member) being read."""
 
     def __init__(self, path: Path, member: str | None = None):
-        self.where = _show(path) + (f" (array {_short(member)})" if member is not None else "")
+        self.where = _show(path) + (f" (array {shown_value(member)})" if member is not None else "")
 
     def __call__(self, problem: str) -> NoReturn:
         raise DataError(f"cannot read {self.where} as a NumPy array: {problem}")
@@ -556,11 +550,11 @@ class _Fail:
 
 def _npy_dtype(descr: object, fail: _Fail) -> np.dtype:
     if not isinstance(descr, str):
-        fail(f"malformed header (descr {_short(descr)} is not a string)")
+        fail(f"malformed header (descr {shown_value(descr)} is not a string)")
     order, body = (descr[0], descr[1:]) if descr[:1] in ("<", ">", "|", "=") else ("", descr)
     if body not in _NPY_PLAIN:
         what = _NPY_KINDS.get(body[:1], "not a plain numeric type")
-        fail(f"dtype {_short(descr)} ({what}) is not supported; only bool, integers and real floats can be read")
+        fail(f"dtype {shown_value(descr)} ({what}) is not supported; only bool, integers and real floats can be read")
     return np.dtype(order + body)  # every one of _NPY_PLAIN in every byte order is a NumPy dtype
 
 
@@ -590,13 +584,13 @@ def _npy_header(
         fail("the header is not valid UTF-8")
     d = _npy_header_dict(text, fail)
     if set(d) != {"descr", "fortran_order", "shape"}:
-        fail(f"malformed header (keys {_short(sorted(d))}, expected descr, fortran_order and shape)")
+        fail(f"malformed header (keys {shown_value(sorted(d))}, expected descr, fortran_order and shape)")
     dtype = _npy_dtype(d["descr"], fail)
     fortran, shape = d["fortran_order"], d["shape"]
     if not isinstance(fortran, bool):
-        fail(f"malformed header (fortran_order is {_short(fortran)}, not True or False)")
+        fail(f"malformed header (fortran_order is {shown_value(fortran)}, not True or False)")
     if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
-        fail(f"malformed header (shape {_short(shape)} is not a tuple of non-negative integers)")
+        fail(f"malformed header (shape {shown_value(shape)} is not a tuple of non-negative integers)")
     if len(shape) > _MAX_NDIM:
         fail(f"the shape has {len(shape)} dimensions (at most {_MAX_NDIM} can be read)")
     if 0 in shape:
@@ -620,7 +614,7 @@ def _read_npy(path: Path, key: str | None) -> np.ndarray:
     fail = _Fail(path)
     if key is not None:
         raise DataError(
-            f"{_show(path)} is a .npy file holding one array; --data-key {_short(key)} applies only to .npz files"
+            f"{_show(path)} is a .npy file holding one array; --data-key {shown_value(key)} applies only to .npz files"
         )
     with open_data_file(path) as f:
         src = _FileSource(f, path)  # (the data read once the header's size is checked against the file's)
@@ -702,7 +696,7 @@ def _read_npz(path: Path, key: str | None, labels: bool) -> tuple[np.ndarray, np
             for info in z.infolist():
                 name = info.filename.removesuffix(".npy")
                 if name in members:  # NumPy would take the last of them; which one is meant is unclear
-                    raise DataError(f"{p} holds the array {_short(name)} twice; which one is meant is unclear")
+                    raise DataError(f"{p} holds the array {shown_value(name)} twice; which one is meant is unclear")
                 members[name] = info
             names = list(members)
             if not names:
@@ -719,7 +713,7 @@ def _read_npz(path: Path, key: str | None, labels: bool) -> tuple[np.ndarray, np
                     )
             elif key not in members:
                 raise DataError(
-                    f"{p} has no array named {_short(key)}; it holds {_show_names(names)} (choose with --data-key)"
+                    f"{p} has no array named {shown_value(key)}; it holds {_show_names(names)} (choose with --data-key)"
                 )
             x = _npz_member(z, members[key], path, key)
             y = _npz_member(z, members["y"], path, "y") if labels and key != "y" and "y" in members else None

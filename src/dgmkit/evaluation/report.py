@@ -219,11 +219,6 @@ def finite_number(v: object) -> TypeGuard[int | float]:
         return False
 
 
-def _shown(v: object) -> str:
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _count(v: object, least: int) -> bool:
     # (not a bool, not a float such as 300.6 or 10.0, not a count no run could make: 10**4000)
     return type(v) is int and least <= v < 2**63
@@ -281,7 +276,7 @@ _LAYER_FIELDS: dict[str, tuple[Any, str]] = {
 def _fields_problem(d: dict, fields: dict[str, tuple[Any, str]], where: str = "") -> str | None:
     for key, (ok, what) in fields.items():
         if d.get(key) is not None and not ok(d[key]):
-            return f"{where}{key} is {_shown(d[key])}, not {what}"
+            return f"{where}{key} is {shown_value(d[key])}, not {what}"
     return None
 
 
@@ -291,7 +286,7 @@ def _parts_problem(r: dict, key: str, fields: dict[str, tuple[Any, str]]) -> str
     if parts is None:
         return None
     if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
-        return f"{key} is {_shown(parts)}, not a list of objects"
+        return f"{key} is {shown_value(parts)}, not a list of objects"
     for i, part in enumerate(parts):
         problem = _fields_problem(part, fields, f"{key}[{i}].")
         if problem is not None:
@@ -310,7 +305,7 @@ def record_problem(record: object) -> str | None:
     null for a model with no density). Every reader of these files checks records with it, so
     that none is shown with a wrong number."""
     if not isinstance(record, dict):
-        return f"it is {_shown(record)}, not an object"
+        return f"it is {shown_value(record)}, not an object"
     r = record
     needed = ("split", "estimate", "iw_samples", "n", "num_dims") if "estimate" in r else ("split",)
     missing = [k for k in needed if r.get(k) is None] or ([] if "estimate" in r or "nll" in r else ["nll"])
@@ -327,11 +322,11 @@ def record_problem(record: object) -> str | None:
     if subset is not None and not (
         isinstance(subset, dict) and _count(subset.get("of"), r.get("n") or 1) and _count(subset.get("seed"), 0)
     ):
-        return f"subset is {_shown(subset)}, not a seeded subset (of: the split's size >= n, seed)"
+        return f"subset is {shown_value(subset)}, not a seeded subset (of: the split's size >= n, seed)"
     if trained is not None and not (
         isinstance(trained, dict) and _count(trained.get("epochs"), 0) and _count(trained.get("steps_into_next"), 0)
     ):
-        return f"trained is {_shown(trained)}, not an object of epochs and steps_into_next (integers >= 0)"
+        return f"trained is {shown_value(trained)}, not an object of epochs and steps_into_next (integers >= 0)"
     if (r.get("active_units") or 0) > (r.get("latent_dim") or math.inf):
         return f"active_units is {r['active_units']}, more than latent_dim {r['latent_dim']}"
     if (r.get("observed_dims") or 0) > (r.get("num_dims") or math.inf):
@@ -339,7 +334,7 @@ def record_problem(record: object) -> str | None:
     if r.get("density_of") == "discrete":  # a probability is at most 1: its NLL and bits are >= 0 (but for rounding)
         for key in ("nll", "bpd"):
             if (r.get(key) or 0) < -1e-6:
-                return f"{key} is {_shown(r[key])}, below 0: the data are discrete, and a probability is at most 1"
+                return f"{key} is {shown_value(r[key])}, below 0: the data are discrete, and a probability is at most 1"
     return None
 
 
