@@ -504,6 +504,23 @@ def test_a_vampprior_refuses_an_encoder_of_flow_posteriors_by_name():
         VampPrior(2, (4,), components=3)(encoder)
 
 
+def test_a_vampprior_of_another_input_shape_or_latent_width_than_its_encoder_is_refused_by_name():
+    """Built in Python with pseudo-inputs the encoder cannot take, a VampPrior met the encoder's raw
+    "mat1 and mat2 shapes cannot be multiplied"; one of another latent width than the encoder's
+    said "a mixture over 4 dimensions scores z of shape (..., 4)" only when z of its own width was scored."""
+    from torch import nn
+
+    from dgmkit.conditional.encoder import GaussianEncoder
+    from dgmkit.priors import VampPrior
+
+    encoder = GaussianEncoder(nn.Sequential(nn.Flatten(), nn.Linear(12, 8)), 4)
+    with pytest.raises(ValueError, match=r"pseudo-inputs are of shape \(1, 3, 5\) \(its event_shape\), which the encoder"):
+        VampPrior(4, (1, 3, 5), components=3)(encoder)
+    with pytest.raises(ValueError, match=r"the VampPrior is over 3 latent dimensions, the encoder.s q\(z\|u\) over 4"):
+        VampPrior(3, (1, 3, 4), components=3)(encoder)
+    assert VampPrior(4, (1, 3, 4), components=3)(encoder).log_prob(torch.zeros(2, 4)).shape == (2,)
+
+
 def test_a_diagonal_gaussian_prior_refuses_latents_of_another_width_by_name():
     # (a z of width 1 was broadcast over the prior's 3 dimensions: z = (0,) had the density of (0, 0, 0))
     p = StandardNormalPrior(3)()

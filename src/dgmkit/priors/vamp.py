@@ -16,7 +16,7 @@ from torch.distributions import Independent, Normal
 
 from dgmkit.conditional.base import ConditionalDistribution
 from dgmkit.distributions import DiagonalGaussianMixture
-from dgmkit.errors import finite_at_least, shown_value, whole_at_least
+from dgmkit.errors import finite_at_least, first_line, shown_value, whole_at_least
 from dgmkit.priors.base import Prior
 
 __all__ = ["VampPrior"]
@@ -71,13 +71,24 @@ class VampPrior(Prior):
     def forward(self, context: ConditionalDistribution | None = None) -> DiagonalGaussianMixture:
         if context is None:
             raise TypeError("the VampPrior is the encoder's mixture at its pseudo-inputs: call it with the encoder")
-        q_u = context(self.pseudo_input_values())  # a diagonal Gaussian with batch (K,), event (M,)
+        u = self.pseudo_input_values()
+        try:
+            q_u = context(u)  # a diagonal Gaussian with batch (K,), event (M,)
+        except RuntimeError as e:  # (an encoder of other inputs: "mat1 and mat2 shapes cannot be multiplied")
+            raise ValueError(
+                f"the VampPrior's pseudo-inputs are of shape {tuple(u.shape[1:])} (its event_shape), which the encoder "
+                f"does not take ({first_line(str(e))}): build it with the encoder's input shape"
+            ) from e
         if not (isinstance(q_u, Independent) and isinstance(q_u.base_dist, Normal)):  # (an IAF's: "a flow's mean ...")
             raise TypeError(
                 f"the VampPrior is the mixture of q(z|u_k) at its pseudo-inputs, which needs an encoder of diagonal "
                 f"Gaussian posteriors; this encoder gave {type(q_u).__name__} (an IAF posterior: use a GaussianEncoder)"
             )
         loc = q_u.mean
+        if loc.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"the VampPrior is over {self.latent_dim} latent dimensions, the encoder's q(z|u) over {loc.shape[-1]}"
+            )
         weights = torch.zeros(self.components, device=loc.device, dtype=loc.dtype)  # (equal: log 1/K in loc's precision)
         return DiagonalGaussianMixture(weights, loc, q_u.stddev)
 
