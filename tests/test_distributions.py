@@ -93,6 +93,39 @@ def test_discretized_logistic_samples_match_log_prob():
     assert (freq - probs).abs().max() < 0.006
 
 
+def _level_likelihoods(levels: int) -> list:
+    logits = torch.randn(2, 3, levels, dtype=torch.float64)
+    p = torch.randn(2, 3, 2, dtype=torch.float64)
+    return [CategoricalPixels(logits, event_dims=1), DiscretizedLogisticMixture(p, p.tanh(), p - 2, levels, event_dims=1)]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_level_likelihoods_give_values_outside_their_levels_no_probability(which):
+    """A level of L or -1, or a fraction, has probability 0 (log -inf), the in-range entries their
+    own; NaN (a missing entry) gives NaN: a categorical raised a raw RuntimeError from its gather,
+    the logistic mixture scored L as its top level and 0.5 as a level of its own."""
+    torch.manual_seed(0)
+    d = _level_likelihoods(5)[which]
+    x = torch.tensor([[0, 2, 4], [1, 3, 0]])
+    own = d.log_prob_elements(x)
+    for bad, at in [(5.0, (0, 1)), (-1.0, (1, 2)), (0.5, (0, 0)), (17.0, (1, 0))]:
+        y = x.double()
+        y[at] = bad
+        per = d.log_prob_elements(y)
+        assert per[at] == -math.inf, (bad, per)
+        keep = torch.ones_like(per, dtype=torch.bool)
+        keep[at] = False
+        assert torch.allclose(per[keep], own[keep])
+        assert d.log_prob(y)[at[0]] == -math.inf
+    y = x.double()
+    y[0, 0] = math.nan
+    per = d.log_prob_elements(y)
+    assert torch.isnan(per[0, 0]) and torch.allclose(per[0, 1:], own[0, 1:])
+    level = x.clone()
+    level[1, 1] = 5
+    assert d.log_prob_elements(level)[1, 1] == -math.inf
+
+
 def test_gaussian_head_variance_floor_bounds_the_likelihood():
     head = GaussianHead("predicted", min_scale=0.01)
     params = torch.zeros(1, 1, 2, 2, 2)

@@ -77,8 +77,9 @@ class CategoricalPixels(LevelPixels):
         """log p(x_d) of every element (not summed over the event): (*batch, *event)."""
         logp = F.log_softmax(self.logits, dim=-1)
         shape = torch.broadcast_shapes(value.shape, self.logits.shape[:-1])
-        value = value.long().expand(shape)
-        return logp.expand(*shape, self.num_levels).gather(-1, value.unsqueeze(-1)).squeeze(-1)
+        level, outside = self.in_support(value)
+        per = logp.expand(*shape, self.num_levels).gather(-1, level.long().expand(shape).unsqueeze(-1)).squeeze(-1)
+        return self.outside_support(per, value, outside)
 
     def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         probs = F.softmax(self.logits, dim=-1)

@@ -34,5 +34,25 @@ class LevelPixels(Distribution):
         """log P(x_d) of every element (not summed over the event): (*batch, *event)."""
         raise NotImplementedError
 
+    def in_support(self, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``value`` with every entry that is not one of the integers 0..L-1 (nor NaN) set to 0, a
+        level that indexes and scores safely, and where those entries were: their probability is 0,
+        log -inf (``outside_support``). Elementwise, with no read of the values (no wait for a GPU):
+        a categorical's gather raised a raw RuntimeError for a level of L (an assert on a GPU),
+        and the logistic mixture scored a level past L - 1 as its top bin and 0.5 as a bin of its own."""
+        outside = (value < 0) | (value > self.num_levels - 1)
+        if value.is_floating_point():
+            outside = outside | ((value - value.round()).abs() > 0) | torch.isnan(value)
+        return torch.where(outside, torch.zeros((), dtype=value.dtype, device=value.device), value), outside
+
+    @staticmethod
+    def outside_support(log_p: torch.Tensor, value: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+        """``log_p`` with -inf where ``outside`` (``in_support``) and NaN where ``value`` is NaN
+        (a missing entry has no probability to give; ``pixels.observed_log_prob`` leaves it out)."""
+        log_p = torch.where(outside, torch.full((), -torch.inf, dtype=log_p.dtype, device=log_p.device), log_p)
+        if value.is_floating_point():
+            log_p = torch.where(torch.isnan(value), torch.full((), torch.nan, dtype=log_p.dtype, device=log_p.device), log_p)
+        return log_p
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return self._reduce(self.log_prob_elements(value))

@@ -60,7 +60,8 @@ class DiscretizedLogisticMixture(LevelPixels):
 
     def log_prob_elements(self, value: torch.Tensor) -> torch.Tensor:
         """log P(x_d) of every element (not summed over the event): (*batch, *event)."""
-        k = value.unsqueeze(-1).to(self.loc.dtype)  # (..., 1)
+        level, outside = self.in_support(value)
+        k = level.unsqueeze(-1).to(self.loc.dtype)  # (..., 1)
         n = self.num_levels - 1
         half_bin = 1.0 / n
         inv_s = torch.exp(-self.log_scale)
@@ -75,7 +76,9 @@ class DiscretizedLogisticMixture(LevelPixels):
         last = k >= self.num_levels - 1
         interior = _log_sigmoid_difference(upper, lower, math.log(2 * half_bin) - self.log_scale)
         log_mass = torch.where(first, F.logsigmoid(upper), torch.where(last, -F.softplus(lower), interior))
-        return torch.logsumexp(F.log_softmax(self.logit_weights, dim=-1) + log_mass, dim=-1)
+        return self.outside_support(
+            torch.logsumexp(F.log_softmax(self.logit_weights, dim=-1) + log_mass, dim=-1), value, outside
+        )
 
     def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.loc.shape
