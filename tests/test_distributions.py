@@ -93,6 +93,19 @@ def test_discretized_logistic_samples_match_log_prob():
     assert (freq - probs).abs().max() < 0.006
 
 
+def test_bernoulli_log_prob_of_a_sure_pixel_is_finite_or_no_probability():
+    """A logit of +-inf (a sure pixel, as the entropy takes it; float16 overflow makes one): the pixel
+    that agrees has log p = 0, the other none (at most -finfo.max); both were NaN."""
+    logits = torch.tensor([[math.inf, -math.inf, 2.0]])
+    d = BernoulliPixels(logits, event_dims=1)
+    agree, disagree = torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0.0, 1.0, 1.0])
+    per = d.log_prob_elements(agree)
+    assert per[0, 0] == 0 and per[0, 1] == 0 and torch.isclose(per[0, 2], -torch.log1p(torch.exp(torch.tensor(-2.0))))
+    assert torch.isclose(d.log_prob(agree), per.sum(-1)).all()
+    worst = d.log_prob_elements(disagree)[0, :2]
+    assert (worst <= -torch.finfo(torch.float32).max).all() and not torch.isnan(d.log_prob(disagree)).any()
+
+
 def _level_likelihoods(levels: int) -> list:
     logits = torch.randn(2, 3, levels, dtype=torch.float64)
     p = torch.randn(2, 3, 2, dtype=torch.float64)

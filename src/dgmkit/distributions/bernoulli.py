@@ -40,15 +40,22 @@ class BernoulliPixels(Distribution):
         n = len(self.event_shape)
         return t.flatten(-n) if n else t.unsqueeze(-1)
 
+    def _finite_logits(self) -> torch.Tensor:
+        """The logits with +-inf (a sure pixel, as ``entropy`` takes it) at the dtype's largest
+        finite value: x l - softplus(l) was 0 * inf or inf - inf there, NaN, where a pixel that
+        agrees with a sure logit has log p = 0 (and one that does not, -max: no probability)."""
+        big = torch.finfo(self.logits.dtype).max
+        return self.logits.clamp(-big, big)
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        logits = self._flat(self.logits)
+        logits = self._flat(self._finite_logits())
         value = self._flat(value.to(logits.dtype))
         return (value * logits - F.softplus(logits)).sum(-1)
 
     def log_prob_elements(self, value: torch.Tensor) -> torch.Tensor:
         """log p(x_d) of every element (not summed over the event): (*batch, *event)."""
-        value = value.to(self.logits.dtype)
-        return value * self.logits - F.softplus(self.logits)
+        logits = self._finite_logits()
+        return value.to(logits.dtype) * logits - F.softplus(logits)
 
     def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
