@@ -334,3 +334,10 @@ def test_a_conditional_step_takes_a_context_row_for_each_datapoint():
         with pytest.raises(ValueError, match="is conditional: pass a context"):
             flow(x)
     assert maf(torch.randn(3, 4), torch.randn(3, 2))[0].shape == nvp(torch.randn(3, 4), torch.randn(3, 2))[0].shape == (3, 4)
+
+
+@pytest.mark.parametrize("flow", ["maf", "iaf"])
+@pytest.mark.parametrize("hidden, needle", [([8.5], r"hidden\[0\]"), ([8, 2.5], r"hidden\[1\]")])
+def test_an_autoregressive_flow_refuses_a_hidden_size_that_is_no_whole_number(flow, hidden, needle):
+    with pytest.raises(ValueError, match=needle):
+        T.VECTOR_FLOWS[flow](3, hidden, layers=1)

@@ -72,6 +72,8 @@ class MADE(nn.Module):
         super().__init__()
         if features < 1 or not hidden or min(hidden) < 1:
             raise ValueError(f"MADE needs features >= 1 and positive hidden sizes, got {features} and {list(hidden)}")
+        # (whole numbers: a hidden size of 8.5 met torch's "empty(): argument 'size' ... must be tuple of ints")
+        sizes_at_least("MADE", {"features": features, **{f"hidden[{i}]": h for i, h in enumerate(hidden)}})
         sizes_at_least("MADE", {"params_per_dim": params_per_dim})
         sizes_at_least("MADE", {"context_features": context_features}, low=0)
         self.features, self.params_per_dim = features, params_per_dim
