@@ -341,3 +341,12 @@ def test_a_conditional_step_takes_a_context_row_for_each_datapoint():
 def test_an_autoregressive_flow_refuses_a_hidden_size_that_is_no_whole_number(flow, hidden, needle):
     with pytest.raises(ValueError, match=needle):
         T.VECTOR_FLOWS[flow](3, hidden, layers=1)
+
+
+@pytest.mark.parametrize("flow", sorted(T.IMAGE_FLOWS))
+@pytest.mark.parametrize(
+    "shape, needle", [((4, 4), r"\(C, H, W\)"), ((0, 4, 4), "event_shape.s channels"), ((1, 4, 4.0), "event_shape.s width")]
+)
+def test_an_image_flow_refuses_an_event_shape_that_is_no_image_by_name(flow, shape, needle):
+    with pytest.raises(ValueError, match=needle):
+        T.IMAGE_FLOWS[flow](shape, hidden=4, layers=1, levels=1)

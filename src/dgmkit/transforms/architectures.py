@@ -128,7 +128,13 @@ def _conv_affine(mask: torch.Tensor, channels: int, hidden: int, blocks: int, sc
     return AffineCoupling(mask, ConvConditioner(channels, 2 * channels, hidden, blocks), scale=scale)
 
 
-def _image_sizes(hidden: int, layers: int, levels: int, blocks: int) -> None:
+def _image_sizes(event_shape: tuple[int, int, int], hidden: int, layers: int, levels: int, blocks: int) -> None:
+    """The sizes of an image flow; ``event_shape`` a (C, H, W) of whole numbers >= 1 (a (H, W) met
+    "not enough values to unpack (expected 3, got 2)", a C of 0 a conditioner's in_channels)."""
+    if not isinstance(event_shape, tuple | list) or len(event_shape) != 3:
+        raise ValueError(f"an image flow's event_shape is (C, H, W), got {event_shape!r}")
+    for name, size in zip(("channels", "height", "width"), event_shape):
+        whole_at_least(f"event_shape's {name}", size, 1)
     for name, value, low in (("hidden", hidden, 1), ("layers", layers, 1), ("levels", levels, 1), ("blocks", blocks, 0)):
         whole_at_least(name, value, low)
 
@@ -145,7 +151,7 @@ def realnvp_multiscale(
     """RealNVP's multi-scale flow: per level, ``layers`` checkerboard couplings, a squeeze and
     ``layers`` channel couplings, then half the channels are factored out; the last level has
     ``layers + 1`` checkerboard couplings."""
-    _image_sizes(hidden, layers, levels, blocks)
+    _image_sizes(event_shape, hidden, layers, levels, blocks)
     _check_divisible(event_shape, 2 ** (levels - 1), "realnvp")
     c, h, w = event_shape
     out: list[Bijection] = []
@@ -169,7 +175,7 @@ def glow_multiscale(
 ) -> MultiScale:
     """Glow: per level a squeeze and ``layers`` steps of ActNorm, invertible 1x1 convolution and
     an affine coupling of the channel halves; half the channels are factored out between levels."""
-    _image_sizes(hidden, layers, levels, blocks)
+    _image_sizes(event_shape, hidden, layers, levels, blocks)
     _check_divisible(event_shape, 2**levels, "glow")
     c, h, w = event_shape
     g = torch.Generator().manual_seed(0)
