@@ -487,3 +487,12 @@ def test_a_multiscale_flow_keeps_the_domain_of_its_first_level():
         evaluate(flow, torch.randint(0, 256, (10, 1, 4, 4)).float())
     assert math.isfinite(evaluate(flow, torch.rand(10, 1, 4, 4)).nll)
     assert T.MultiScale([inner], (1, 4, 4)).domain is None  # (no logit: the real line)
+
+
+@pytest.mark.parametrize("event_shape, channels", [((4,), 4), ((1, 2, 2), 3)])
+def test_a_variationally_dequantized_flow_refuses_a_dequantizer_that_cannot_read_its_data(event_shape, channels):
+    from dgmkit.models import LogitNormalDequantizer, VariationallyDequantizedFlow
+
+    flow = FlowModel(T.maf(4, [8], layers=1), event_shape, flatten=True)
+    with pytest.raises(ValueError, match=r"reads images \(C, H, W\)"):
+        VariationallyDequantizedFlow(flow, LogitNormalDequantizer(channels, 16, hidden=4))

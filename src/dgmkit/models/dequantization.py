@@ -57,6 +57,12 @@ class VariationallyDequantizedFlow(VariationalModel):
 
     def __init__(self, flow: FlowModel, dequantizer: LogitNormalDequantizer):
         super().__init__()
+        channels = cast(nn.Conv2d, dequantizer.net[0]).in_channels
+        if len(flow.event_shape) != 3 or flow.event_shape[0] != channels:  # (else conv2d's words, from deep inside)
+            raise ValueError(
+                f"the dequantizer q(u | k) of {channels} channels reads images (C, H, W) of {channels} channels; the flow "
+                f"models data of shape {flow.event_shape} (points of D values are images (1, 1, D))"
+            )
         self.flow, self.dequantizer = flow, dequantizer
         self.num_levels = dequantizer.num_levels
         self.event_shape = flow.event_shape
