@@ -350,3 +350,13 @@ def test_an_autoregressive_flow_refuses_a_hidden_size_that_is_no_whole_number(fl
 def test_an_image_flow_refuses_an_event_shape_that_is_no_image_by_name(flow, shape, needle):
     with pytest.raises(ValueError, match=needle):
         T.IMAGE_FLOWS[flow](shape, hidden=4, layers=1, levels=1)
+
+
+def test_a_multiscale_flow_refuses_images_and_base_variables_of_another_shape_by_name():
+    flow = T.realnvp_multiscale((1, 4, 4), hidden=4, layers=1, levels=2)
+    for x in (torch.zeros(2, 1, 8, 8), torch.zeros(2, 2, 4, 4), torch.zeros(2, 16)):
+        with pytest.raises(ValueError, match=r"takes images x of shape \(B, 1, 4, 4\)"):
+            flow(x)
+    for width in (12, 19):
+        with pytest.raises(ValueError, match=r"takes base variables z of shape \(B, 16\)"):
+            flow.inverse(torch.zeros(2, width))

@@ -82,7 +82,17 @@ class MultiScale(Bijection):
     def passes(self, inverse: bool = False) -> int:
         return sum(cast(Bijection, level).passes(inverse) for level in self.levels)
 
+    def _check(self, t: torch.Tensor, event: tuple[int, ...], what: str) -> None:
+        """Refuses ``t`` not of shape (B, *event): its levels met it in torch's words (a conv's channels, a
+        mask's size), and an inverse's z of another width in split_with_sizes'."""
+        if t.dim() < 1 or tuple(t.shape[1:]) != event:
+            raise ValueError(
+                f"this MultiScale flow of images {self.event_shape} takes {what} of shape "
+                f"(B, {', '.join(map(str, event))}), got {tuple(t.shape)}"
+            )
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x, self.event_shape, "images x")
         parts, ladj = [], x.new_zeros(x.shape[0])
         h = x
         for i, level in enumerate(self.levels):
@@ -97,6 +107,7 @@ class MultiScale(Bijection):
 
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         sizes = [math.prod(s) for s in self.shapes]
+        self._check(z, (sum(sizes),), "base variables z")
         parts = [p.reshape(z.shape[0], *s) for p, s in zip(z.split(sizes, dim=1), self.shapes)]
         ladj = z.new_zeros(z.shape[0])
         h = parts[-1]
