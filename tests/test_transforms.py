@@ -360,3 +360,21 @@ def test_a_multiscale_flow_refuses_images_and_base_variables_of_another_shape_by
     for width in (12, 19):
         with pytest.raises(ValueError, match=r"takes base variables z of shape \(B, 16\)"):
             flow.inverse(torch.zeros(2, width))
+
+
+@pytest.mark.parametrize("coupling", [T.AffineCoupling, T.AdditiveCoupling])
+@pytest.mark.parametrize(
+    "mask, x",
+    [
+        (T.checkerboard_mask(4, 4), torch.zeros(2, 1, 8, 8)),
+        (T.checkerboard_mask(4, 4), torch.zeros(2, 16)),
+        (T.channel_mask(4), torch.zeros(2, 2, 4, 4)),
+        (T.channel_mask(2), torch.zeros(2, 4, 4, 4)),
+    ],
+)
+def test_an_image_coupling_refuses_images_its_mask_does_not_fit_by_name(coupling, mask, x):
+    channels = x.shape[1] if x.dim() == 4 else 1
+    layer = coupling(mask, ConvConditioner(channels, coupling.n_params * channels, 4, 0))
+    for direction in (layer, layer.inverse):
+        with pytest.raises(ValueError, match="of an image mask of shape"):
+            direction(x)

@@ -143,12 +143,24 @@ class _Coupling(Bijection):
             return self._merge(xa, yb), ladj
         if self.context_features:
             raise ValueError("conditional coupling layers take vectors")
+        self._check_image(x)
         out = self.net(x * self.mask)
         if out.shape != (len(x), self.n_params * x.shape[1], *x.shape[2:]):  # (more channels broadcast x into them)
             need = (len(x), self.n_params * x.shape[1], *x.shape[2:])
             raise self._width_error(out, need, x.shape[1], "channel of the image", "channels of the image")
         params = out.chunk(self.n_params, dim=1)
         return self._transform(x, params, inverse, 1 - self.mask)
+
+    def _check_image(self, x: torch.Tensor) -> None:
+        """Refuses images x that the image mask does not fit: one of (1, H, W) takes (B, C, H, W), one of
+        (C, 1, 1) takes (B, C, H, W) of its C (else torch's broadcast error, or x broadcast into more channels)."""
+        if x.dim() != 1 + self.mask.dim() or any(m not in (1, n) for m, n in zip(self.mask.shape, x.shape[1:])):
+            sizes = [str(m) if m > 1 else name for m, name in zip(self.mask.shape, "CHW")]
+            need = f"(B, {', '.join(sizes)})" if self.mask.dim() == 3 else f"(B, *{tuple(self.mask.shape)})"
+            raise ValueError(
+                f"{type(self).__name__} of an image mask of shape {tuple(self.mask.shape)} takes images {need}, "
+                f"got x of shape {tuple(x.shape)}"
+            )
 
     def _width_error(self, out: torch.Tensor, need: tuple[int, ...], count: int, unit: str, units: str) -> ValueError:
         """The refusal of the network's output ``out``, of a shape other than ``need``: ``n_params``
