@@ -378,3 +378,16 @@ def test_an_image_coupling_refuses_images_its_mask_does_not_fit_by_name(coupling
     for direction in (layer, layer.inverse):
         with pytest.raises(ValueError, match="of an image mask of shape"):
             direction(x)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: T.ActNorm(3), lambda: T.InvertibleLinear(3), lambda: T.DiagonalScaling((3,)), lambda: T.maf(3, [4])]
+)
+@pytest.mark.parametrize("shape", [(2, 4), (2, 2), (2, 1, 3, 3)])
+def test_a_bijection_of_three_features_refuses_data_of_another_width_by_name(make, shape):
+    # (an image of 1 channel broadcast silently into ActNorm's, InvertibleLinear's or DiagonalScaling's 3, with
+    # log|det J| of the wrong number of entries; other widths met torch's words, a MAF's an IndexError)
+    layer = make().eval()
+    for direction in (layer, layer.inverse):
+        with pytest.raises(ValueError, match=r"\(B, 3"):
+            direction(torch.zeros(shape))

@@ -41,6 +41,9 @@ class MaskedAffineAutoregressive(Bijection):
         self.features = features
 
     def _params(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() != 2 or x.shape[1] != self.features:  # (else a MADE's "mat1 and mat2 shapes", or an IndexError)
+            d = self.features
+            raise ValueError(f"this MAF layer of {d} features takes x (B, {d}), got {tuple(x.shape)}")
         if self.made.context is not None:  # (the MADE's own word: a module pickled before this check has it too)
             check_context(self, x, context, self.made.context.in_features)
         out = self.made(x, context)  # (B, 2, D)

@@ -55,8 +55,19 @@ class DiagonalScaling(Bijection):
         super().__init__()
         self.log_scale = nn.Parameter(torch.zeros(shape))
 
+    def _check(self, x: torch.Tensor) -> None:
+        """x of (B, *shape): another broadcast against the scales (an image (B, 1, 3, 3) against 3 of them
+        kept its shape, and its log|det J| was that of 3 entries, not 9)."""
+        if tuple(x.shape[1:]) != tuple(self.log_scale.shape):
+            raise ValueError(
+                f"DiagonalScaling of shape {tuple(self.log_scale.shape)} takes x of shape (B, "
+                f"{', '.join(map(str, self.log_scale.shape))}), got {tuple(x.shape)}"
+            )
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x)
         return x * self.log_scale.exp(), self.log_scale.sum().expand(x.shape[0])
 
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(z)
         return z * (-self.log_scale).exp(), (-self.log_scale.sum()).expand(z.shape[0])

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dgmkit.errors import whole_at_least
-from dgmkit.transforms.base import Bijection
+from dgmkit.transforms.base import Bijection, check_width
 
 __all__ = ["InvertibleLinear"]
 
@@ -44,6 +44,7 @@ class InvertibleLinear(Bijection):
         return self.p @ lower @ upper
 
     def _multiply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        check_width(self, x, len(w))  # (einsum broadcast an image of 1 channel into C: a z of C channels)
         if x.dim() == 2:
             return x @ w.T
         return torch.einsum("ij,bj...->bi...", w, x)

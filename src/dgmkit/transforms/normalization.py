@@ -7,7 +7,7 @@ from torch import nn
 
 from dgmkit.errors import ConfigError, whole_at_least
 from dgmkit.nn.data_init import DataInitialised
-from dgmkit.transforms.base import Bijection
+from dgmkit.transforms.base import Bijection, check_width
 
 __all__ = ["ActNorm"]
 
@@ -47,11 +47,13 @@ class ActNorm(DataInitialised, Bijection):
         self._mark_initialized()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        check_width(self, x, len(self.bias))  # (x of 1 channel broadcast into 3: z (B, 3, H, W), its ladj 3 times)
         if self.training and self.needs_initialising():
             self.initialize(x)
         z = (x - self._view(self.bias, x)) * self._view(self.log_scale.exp(), x)
         return z, (self.log_scale.sum() * self._spatial(x)).expand(x.shape[0])
 
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        check_width(self, z, len(self.bias))
         x = z * self._view((-self.log_scale).exp(), z) + self._view(self.bias, z)
         return x, (-self.log_scale.sum() * self._spatial(z)).expand(z.shape[0])
