@@ -120,8 +120,14 @@ def test_an_evaluation_of_a_kind_this_dgmkit_has_no_notes_for_is_shown_without_t
 
 
 BAD_FIELDS = [  # (an edit of a record dgm eval wrote, what the refusal names)
-    (lambda r: {**r, "terms": [{"name": "mmd", "label": "MMD", "value": 10**400}]}, "terms[0].value is an integer of 401 digits"),
-    (lambda r: {**r, "accuracy": 10**400}, "accuracy is an integer of 401 digits"),  # (a term's field in records before terms)
+    (
+        lambda r: {**r, "terms": [{"name": "mmd", "label": "MMD", "value": 10**400}]},
+        "terms[0].value is an integer of 401 digits",
+    ),
+    (
+        lambda r: {**r, "accuracy": 10**400},
+        "accuracy is an integer of 401 digits",
+    ),  # (a term's field in records before terms)
     (lambda r: {**r, "observed_dims": "x"}, "observed_dims is 'x'"),
     (lambda r: {**r, "observed_dims": [1]}, "observed_dims is [1]"),
     (lambda r: {**{k: v for k, v in r.items() if k != "num_dims"}, "estimate": "magic"}, "it has no num_dims"),
