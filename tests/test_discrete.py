@@ -3,6 +3,7 @@ model small enough to enumerate (2 categorical variables with 3 classes: 9 confi
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -486,3 +487,22 @@ def test_the_estimators_switches_are_true_or_false(make, said):
     with pytest.raises(ValueError, match=said):
         make()
     assert ReinforceELBO(normalise=True).normalise and not GumbelSoftmaxELBO(straight_through=False).straight_through
+
+
+@pytest.mark.parametrize("shape", [(1, K, V), (1, V * K), (V * K, 1)])
+def test_p_x_given_z_refuses_latents_that_are_not_v_one_hot_vectors_of_k(shape):
+    # (flattened as they came, a transposed (K, V) or a flat (V * K,) z was decoded without a word)
+    z = torch.zeros(shape)
+    z.view(-1)[0] = 1.0
+    said = re.escape(f"latents of shape {tuple(shape)}") + ".*2 one-hot variables of 3 classes"
+    with pytest.raises(ValueError, match=said):
+        tiny_model().likelihood(z)
+
+
+def test_a_categorical_vae_needs_a_prior_over_one_hot_vectors():
+    from dgmkit.priors import StandardNormalPrior
+
+    enc = CategoricalEncoder(nn.Sequential(nn.Flatten(), nn.Linear(D, V * K)), V, K)
+    dec = Decoder(nn.Linear(V * K, D), BernoulliHead(), (1, 1, D))
+    with pytest.raises(ValueError, match=r"prior must be over V one-hot .* event shape \(2,\)"):
+        CategoricalVAE(enc, dec, StandardNormalPrior(V))

@@ -35,13 +35,31 @@ class CategoricalVAE(VAE):
         super().__init__(*vae_args, **vae_kwargs)
         self.baseline = baseline
         self.signal_moments = signal_moments
+        self.latent_shape = self._one_hot_shape()
+
+    def _one_hot_shape(self) -> tuple[int, int]:
+        """(V, K) of the prior's p(z), whose event is V one-hot vectors of K classes."""
+        event = tuple(self.prior().event_shape)
+        if len(event) != 2:
+            raise ValueError(
+                f"a CategoricalVAE's prior must be over V one-hot categorical variables of K classes, event shape (V, K) "
+                f"(as UniformCategoricalPrior's); {type(self.prior_module).__name__} gave event shape {event}"
+            )
+        return event[0], event[1]
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for one-hot (or relaxed) z of shape (*batch, V, K)."""
         return self.decoder(self.decoder_input(z))
 
     def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
-        """The flattened one-hot (or relaxed) z of shape (*batch, V, K) that the decoder reads."""
+        """The flattened one-hot (or relaxed) z of shape (*batch, V, K) that the decoder reads. Another
+        shape is refused: flattened, a z of shape (K, V), (V * K,) or (V * K, 1) was read without a word."""
+        if tuple(z.shape[-2:]) != self.latent_shape:
+            v, k = self.latent_shape
+            raise ValueError(
+                f"p(x|z) was given latents of shape {tuple(z.shape)}; this model's z is {v} one-hot variables of {k} "
+                f"classes: shape (*batch, {v}, {k})"
+            )
         return z.flatten(-2)
 
     def baseline_value(self, x: torch.Tensor) -> torch.Tensor:
