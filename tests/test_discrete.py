@@ -506,3 +506,13 @@ def test_a_categorical_vae_needs_a_prior_over_one_hot_vectors():
     dec = Decoder(nn.Linear(V * K, D), BernoulliHead(), (1, 1, D))
     with pytest.raises(ValueError, match=r"prior must be over V one-hot .* event shape \(2,\)"):
         CategoricalVAE(enc, dec, StandardNormalPrior(V))
+
+
+def test_the_kl_of_an_encoder_over_other_classes_than_the_prior_s_is_refused_by_name():
+    # (an encoder of 4 classes under a prior of 3 met "The size of tensor a (4) must match the size of tensor b (3)")
+    enc = CategoricalEncoder(nn.Sequential(nn.Flatten(), nn.Linear(D, V * 4)), V, 4)
+    dec = Decoder(nn.Linear(V * K, D), BernoulliHead(), (1, 1, D))
+    model = CategoricalVAE(enc, dec, UniformCategoricalPrior(V, K)).train()
+    said = re.escape("KL(p || q) of one-hot categoricals needs as many classes in both, got 4 and 3")
+    with pytest.raises(ValueError, match=said):
+        GumbelSoftmaxELBO()(model, X)

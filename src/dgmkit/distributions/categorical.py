@@ -37,6 +37,11 @@ def _kl_one_hot_categoricals(p: _OneHotCategorical, q: _OneHotCategorical) -> to
     are set to 0 before the difference: 0 * (-inf - b) in the branch that torch.where drops gave
     NaN gradients (every logit of p, for a p of logits (0, -inf, 1)), not a term's zero."""
     a, b = p._categorical, q._categorical
+    if a.logits.shape[-1] != b.logits.shape[-1]:  # (was "The size of tensor a (4) must match the size of tensor b (3)")
+        raise ValueError(
+            f"KL(p || q) of one-hot categoricals needs as many classes in both, got {a.logits.shape[-1]} and "
+            f"{b.logits.shape[-1]} (a categorical encoder's q(z|x) and the prior's p(z) over other classes?)"
+        )
     a_none, b_none = a.logits == -torch.inf, b.logits == -torch.inf
     t = a.probs * (torch.where(a_none, 0.0, a.logits) - torch.where(b_none, 0.0, b.logits))
     t = torch.where(b_none, torch.inf, t)
