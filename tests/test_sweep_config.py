@@ -243,6 +243,14 @@ def test_a_discrete_vae_may_keep_its_temperature_constant():
         RunConfig.of(model="dvae", gumbel_temperature=0.5, gumbel_temperature_min=0.6)
 
 
+def test_a_score_function_dvae_says_its_relaxation_temperature_is_unread_not_below_the_floor():
+    # (--objective reinforce --gumbel-temperature 0.3 was refused for the default floor of 0.5 above it: a rule of
+    # a relaxation the run does not have, whose fix would have been a second unread setting)
+    cfg = RunConfig.of(model="dvae", objective="reinforce", gumbel_temperature=0.3)
+    with pytest.raises(ConfigError, match="gumbel_temperature = 0.3 is read only with --objective gumbel-softmax"):
+        cfg.check_inert()
+
+
 def test_a_discrete_vae_refuses_a_temperature_float32_cannot_hold_as_a_normal_number():
     # (1e-40 was taken, and the first step's relaxed sample was NaN: "look at the data")
     cfg = RunConfig.of(model="dvae", gumbel_temperature=1.0, gumbel_temperature_min=1.2e-38)
