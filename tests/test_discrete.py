@@ -516,3 +516,17 @@ def test_the_kl_of_an_encoder_over_other_classes_than_the_prior_s_is_refused_by_
     said = re.escape("KL(p || q) of one-hot categoricals needs as many classes in both, got 4 and 3")
     with pytest.raises(ValueError, match=said):
         GumbelSoftmaxELBO()(model, X)
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"temperature": "1"}, "temperature must be a number, got '1'"),
+        ({"temperature": True, "temperature_min": True}, "temperature must be a number, got True"),
+        ({"temperature_min": None}, "temperature_min must be a number, got None"),
+    ],
+)
+def test_the_relaxation_s_temperatures_are_numbers(given, said):
+    # (a string met "'<=' not supported between instances of 'float' and 'str'"; True was taken as a temperature of 1)
+    with pytest.raises(ValueError, match=re.escape(said)):
+        GumbelSoftmaxELBO(**given)

@@ -27,13 +27,14 @@ the same quantity, so their runs compare (VIMCO trains a tighter bound than the 
 """
 
 import math
+import numbers
 from typing import cast
 
 import torch
 from torch.distributions import kl_divergence
 
 from dgmkit.distributions.categorical import one_hot
-from dgmkit.errors import true_or_false, whole_at_least
+from dgmkit.errors import shown_value, true_or_false, whole_at_least
 from dgmkit.models import CategoricalVAE
 from dgmkit.nn.moments import RunningMoments
 from dgmkit.objectives.base import Objective, at_least, unit_weight
@@ -70,6 +71,9 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
         anneal_rate: float = 0.0,
         straight_through: bool = False,
     ):
+        for name, value in (("temperature", temperature), ("temperature_min", temperature_min)):
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):  # ("1": a TypeError of '<='; True: 1)
+                raise ValueError(f"{name} must be a number, got {shown_value(value)}")
         if not 0 < temperature_min <= temperature < math.inf:  # (NaN is never)
             raise ValueError(f"need 0 < temperature_min <= temperature, finite, got {temperature_min}, {temperature}")
         if temperature_min < SMALLEST_TEMPERATURE:
