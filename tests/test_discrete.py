@@ -530,3 +530,10 @@ def test_the_relaxation_s_temperatures_are_numbers(given, said):
     # (a string met "'<=' not supported between instances of 'float' and 'str'"; True was taken as a temperature of 1)
     with pytest.raises(ValueError, match=re.escape(said)):
         GumbelSoftmaxELBO(**given)
+
+
+@pytest.mark.parametrize("objective", [GumbelSoftmaxELBO(), ReinforceELBO()])
+def test_the_discrete_elbo_of_an_empty_batch_is_refused_in_words(objective):
+    # (torch's "cannot reshape tensor of 0 elements into shape [0, -1]" from the KL; the VAE's ELBO says it)
+    with pytest.raises(ValueError, match=r"the discrete ELBO of an empty batch \(0 datapoints\)"):
+        objective(tiny_model().train(), X[:0])

@@ -39,7 +39,7 @@ from dgmkit.models import CategoricalVAE
 from dgmkit.nn.moments import RunningMoments
 from dgmkit.objectives.base import Objective, at_least, unit_weight
 from dgmkit.objectives.elbo import ELBOTerms
-from dgmkit.objectives.importance import log_importance_weights, log_mean_exp
+from dgmkit.objectives.importance import log_importance_weights, log_mean_exp, refuse_empty
 
 __all__ = ["GumbelSoftmaxELBO", "ReinforceELBO", "VIMCO", "DiscreteTerms", "SMALLEST_TEMPERATURE"]
 
@@ -101,6 +101,7 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
         return self._tau
 
     def __call__(self, model: CategoricalVAE, x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
+        refuse_empty(x, "the discrete ELBO")  # (torch's "cannot reshape tensor of 0 elements" in the KL otherwise)
         q = model.posterior(x)
         logits = q.base_dist.logits  # type: ignore[attr-defined]  # (B, V, K), normalized; q: Independent(OneHotCategorical), typed Distribution
         perturbed = logits + _gumbel(logits.shape, logits)
@@ -137,6 +138,7 @@ class ReinforceELBO(Objective[CategoricalVAE]):
         self.normalise = true_or_false("normalise", normalise)
 
     def __call__(self, model: CategoricalVAE, x: torch.Tensor, beta: float = 1.0) -> DiscreteTerms:
+        refuse_empty(x, "the discrete ELBO")  # (and NVIL's moments would take its none as a signal of mean 0)
         q = model.posterior(x)
         z = q.sample()  # (B, V, K), no gradient path
         log_px_z = model.likelihood(z).log_prob(x)  # f(z): its gradient trains the decoder
