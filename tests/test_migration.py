@@ -216,6 +216,16 @@ def test_a_v0_1_config_of_an_unknown_model_is_refused():
         migrate_record(record, "config.json")
 
 
+@pytest.mark.parametrize("edit", [lambda r: r.pop("format"), lambda r: r.update(format=1)])
+def test_a_sectioned_record_whose_format_was_edited_to_1_is_refused_as_such(edit):
+    """A current record without its "format" key (or with 1) is not read as a 0.1 flat table:
+    the error says which tables it holds, not that a model '{'activation': ...' is unknown."""
+    record = copy.deepcopy(migrate_record(_record(), "config.json"))
+    edit(record)
+    with pytest.raises(CheckpointError, match=r"x.json is read as run format 1 .* tables model, data, optim, eval"):
+        migrate_record(record, "x.json")
+
+
 @pytest.mark.parametrize(
     "config, version",
     [

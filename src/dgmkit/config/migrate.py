@@ -29,6 +29,12 @@ _V1_DEFAULT_IW_SAMPLES = 5000
 
 def config_from_v1(flat: dict, source: str = "config") -> dict:
     """The sectioned config of a dgmkit 0.1 flat config."""
+    tables = [k for k in ("model", *SECTIONS) if isinstance(flat.get(k), dict)]
+    if tables:  # (a later format's record whose "format" key was removed or edited: not read as a flat one)
+        raise CheckpointError(
+            f'{source} is read as run format 1 (dgmkit 0.1\'s one flat table: its "format" key is 1 or missing), '
+            f'but its config holds the tables {", ".join(tables)} of a later format: was its "format" key edited?'
+        )
     owners = [cls for cls in FAMILIES.values() if cls.claims_v1(flat)]
     if len(owners) != 1:
         raise CheckpointError(
