@@ -464,9 +464,9 @@ def _check_none_dropped(own: dict, other: dict, own_source: Path, other_source: 
     dropped = [
         f"{section}.{k}"
         for section, keys in theirs.items()
-        if isinstance(keys, dict)
+        if isinstance(keys, dict) and isinstance(mine.get(section, {}), dict)  # (a section of another type: RunConfig's)
         for k in keys
-        if not isinstance(mine.get(section), dict) or k not in mine[section]
+        if k not in mine.get(section, {})
     ]
     if dropped:
         raise CheckpointError(

@@ -1,0 +1,44 @@
+"""What a hostile pass over run folders as inputs found (a trained run's config.json and
+checkpoints copied and damaged, then read by eval, sample, score, impute, report, compress and
+train --resume): a config.json whose section was edited to another type ([model] a list) was said
+to lack every one of that section's settings, and now says the section is not a table. The rest
+(truncated, empty and pickled checkpoints; missing, extra, reshaped, relabelled, NaN and inf
+tensors, re-hashed; another family's or size's checkpoint dropped in; config.json edited to
+another latent size, family, format, unknown keys, wrong types, huge numbers, non-UTF-8, duplicate
+keys, deep nesting; checkpoints that are links elsewhere, dangling links, FIFOs or folders; a run
+folder that is a file; missing files) was refused in one line naming the file, without a change
+to the folder, or read as documented."""
+
+import json
+import shutil
+
+import pytest
+
+from dgm_cli import dgm, refused
+from dgmkit.cli.main import main
+
+TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--batch-size", "256", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hostile") / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+def _copy(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    return out
+
+
+@pytest.mark.parametrize("value", [[], 3])
+def test_a_config_section_edited_to_another_type_is_named_not_said_to_lack_every_setting(trained, tmp_path, capsys, value):
+    out = _copy(trained, tmp_path)
+    record = json.loads((out / "config.json").read_text())
+    record["config"]["model"] = value
+    (out / "config.json").write_text(json.dumps(record))
+    code, _, err = dgm(capsys, "eval", out)
+    refused(code, err, f"{out / 'config.json'}", "[model] must be a table of keys")
+    assert "lacks" not in err
