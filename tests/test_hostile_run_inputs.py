@@ -42,3 +42,17 @@ def test_a_config_section_edited_to_another_type_is_named_not_said_to_lack_every
     code, _, err = dgm(capsys, "eval", out)
     refused(code, err, f"{out / 'config.json'}", "[model] must be a table of keys")
     assert "lacks" not in err
+
+
+def test_load_checkpoint_of_a_folder_or_a_special_file_says_what_is_there(tmp_path):
+    """load_checkpoint (and read_metadata) of a run folder, or of a FIFO or device, said "no
+    checkpoint at PATH", as of a path with nothing there."""
+    from dgmkit.errors import CheckpointError
+    from dgmkit.training import load_checkpoint
+
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file .*dgmkit.load"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="/dev/null is not a regular file"):
+        load_checkpoint("/dev/null")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "absent.safetensors")

@@ -149,7 +149,10 @@ def read_metadata(path: os.PathLike | str, data: bytes | None = None) -> dict:
     is not opened again, and ``path`` only names it in errors)."""
     path = Path(path)
     if data is None and not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        if path.is_dir():
+            raise CheckpointError(f"{path} is a folder, not a checkpoint file (a run folder is read by dgmkit.load)")
+        there = os.path.lexists(path)  # (a FIFO, a device, a link to nothing: something, but no file to read)
+        raise CheckpointError(f"{path} is not a regular file: not a checkpoint" if there else f"no checkpoint at {path}")
     try:
         with open(path, "rb") if data is None else io.BytesIO(data) as f:
             size = os.fstat(f.fileno()).st_size if data is None else len(data)
