@@ -56,3 +56,36 @@ def test_load_checkpoint_of_a_folder_or_a_special_file_says_what_is_there(tmp_pa
         load_checkpoint("/dev/null")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "absent.safetensors")
+
+
+def _rewrite(path, edit):
+    """The checkpoint at ``path`` with its tensors changed by ``edit``, its SHA-256 recomputed (a
+    crafted file, which the digest does not tell from one dgmkit wrote)."""
+    import struct
+
+    from safetensors.torch import load, save
+
+    from dgmkit.training.checkpoint import content_sha256
+
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8 : 8 + n])["__metadata__"]
+    tensors = load(data)
+    edit(tensors)
+    meta["content_sha256"] = content_sha256(tensors, meta)
+    path.write_bytes(save(tensors, metadata=meta))
+
+
+@pytest.mark.parametrize("key", ["torch", "data"])
+def test_a_random_state_of_another_size_is_named_as_such_not_as_a_misfit_of_model_and_optimizer(
+    trained, tmp_path, capsys, key
+):
+    import torch
+
+    out = _copy(trained, tmp_path)
+    _rewrite(out / "checkpoint.safetensors", lambda t: t.update({f"rng/{key}": torch.zeros(5, dtype=torch.uint8)}))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = dgm(capsys, "train", "--resume", "--epochs", "2", "--out", out)
+    refused(code, err, f"{out / 'checkpoint.safetensors'} holds a malformed random generator state: rng/{key} is 5 bytes")
+    assert "model and optimizer" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

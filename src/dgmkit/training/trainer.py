@@ -1355,6 +1355,7 @@ def _checked_training_state(ckpt: dict, path: Path, ema: EMA | None) -> dict:
     rng = ckpt["rng"]
     if not all(isinstance(rng.get(k), torch.Tensor) and rng[k].dtype == torch.uint8 for k in ("torch", "data")):
         raise CheckpointError(f"{path} holds no valid random generator states")
+    _check_generator_sizes(rng, path)
     # (floating point too: load_state_dict converts another dtype to the parameter's silently, so float bits labelled
     # int32 would become other numbers, and the run would diverge as if its learning rate were too high)
     moments = [v for st in ckpt["optimizer"]["state"].values() for v in st.values()]
@@ -1401,6 +1402,19 @@ def _check_optimizer_indices(state: dict) -> None:
 
 
 _CUDA_STATE_BYTES = 16  # a CUDA generator's state (Philox: seed and offset); a CPU one's is larger
+
+
+def _check_generator_sizes(rng: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse a checkpoint whose random states (uint8, checked) are not of a generator's size: the
+    global one a CPU generator's, the data order's a CPU or a CUDA one's (torch's own refusal, raised
+    where the states are loaded, was said as a model and optimizer that do not fit)."""
+    cpu = torch.Generator().get_state().numel()
+    for key, sizes in (("torch", (cpu,)), ("data", (cpu, _CUDA_STATE_BYTES))):
+        if rng[key].dim() != 1 or rng[key].numel() not in sizes:
+            raise CheckpointError(
+                f"{path} holds a malformed random generator state: rng/{key} is {rng[key].numel()} bytes of shape "
+                f"{tuple(rng[key].shape)}, where a generator's state is {' or '.join(map(str, sizes))} bytes"
+            )
 
 
 def _drawn_elsewhere(saved: torch.Tensor, own: torch.Tensor) -> bool:
