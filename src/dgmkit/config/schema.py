@@ -198,7 +198,7 @@ class OptimConfig:
     channels_last: bool = setting(
         False,
         "convolution weights and image batches in channels-last memory (NHWC), which the fastest GPU and CPU "
-        "convolutions read (the same numbers up to rounding; not with torchrun)",
+        "convolutions read (the same numbers up to rounding; not with torchrun; a model of no convolution is unchanged)",
     )
 
 
