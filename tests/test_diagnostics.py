@@ -767,3 +767,15 @@ def test_the_estimators_say_that_i_is_low_and_the_marginal_kl_high_for_the_data_
     assert mean_i < math.log(v / S**2) - 0.08 and mean_kl > 0.08
     assert "lower bound in expectation" in DIAGNOSTIC_ESTIMATORS["mutual_info"]
     assert "upper bound in expectation" in DIAGNOSTIC_ESTIMATORS["marginal_kl"]
+
+
+def test_the_marginal_kl_where_q_is_p_reads_what_the_diagnose_page_says_at_n_10_and_50():
+    """docs/uses/diagnose.md: where q(z) = p(z) exactly, the marginal KL reads 0.19 nats at N = 10
+    and 0.04 at N = 50 on average (60 seeded subsets each: measured 0.187 and 0.041)."""
+    model = ShiftedGaussian().double()
+    for n, said in ((10, 0.19), (50, 0.04)):
+        kls = []
+        for s in range(60):
+            x = torch.randn(n, 2, generator=torch.Generator().manual_seed(100 + s), dtype=torch.float64)
+            kls.append(diagnose(model, x, holes=0, seed=s).marginal_kl)
+        assert statistics.mean(kls) == pytest.approx(said, abs=0.005), n
