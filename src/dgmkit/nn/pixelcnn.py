@@ -146,13 +146,14 @@ class GatedPixelCNNNet(nn.Module):
         terms = [layer.condition(s) for layer in self.stack]
         return [v for v, _ in terms], [h for _, h in terms]
 
-    def vertical_stack(self, x: torch.Tensor, cond_v: Terms | None = None) -> list[torch.Tensor]:
+    def vertical_stack(self, x: torch.Tensor, cond_v: Terms | None = None, last_row: bool = False) -> list[torch.Tensor]:
         """Every layer's vertical pre-activation; row r depends on rows < r of x only (and on the
-        condition terms ``cond_v`` of the same rows)."""
+        condition terms ``cond_v`` of the same rows). ``last_row``: each layer's last row alone, a
+        copy, so that no layer's pre-activation on the other rows outlives its gate."""
         out, v = [], x
         for i, layer in enumerate(self.stack):
             a = layer.vertical(v, None if cond_v is None else cond_v[i])
-            out.append(a)
+            out.append(a[:, :, -1:].clone() if last_row else a)
             v = _gate(a)
         return out
 
@@ -216,7 +217,7 @@ class GatedPixelCNNNet(nn.Module):
         for r in range(h):
             top = max(0, r - len(self.layers) * k - 1)  # rows r's vertical stack can see
             rows_v = None if s is None else [None if t is None else t[:, :, top : r + 1] for t in cond_v]
-            v_pre = [a[:, :, r - top : r - top + 1] for a in self.vertical_stack(x[:, :, top : r + 1], rows_v)]
+            v_pre = self.vertical_stack(x[:, :, top : r + 1], rows_v, last_row=True)  # (row r: the last of top..r)
             row_h = None if s is None else [None if t is None else t[:, :, r : r + 1] for t in cond_h]
             rows = [x[:, :, r : r + 1]] + [x.new_zeros(n, ch, 1, w) for _ in self.layers]
             for c in range(w):
