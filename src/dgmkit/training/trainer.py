@@ -258,6 +258,21 @@ class Trainer:
         self._default_parts()
         attach_parts(self, parts)
 
+    def _labels(self, train: Split, valid: Split | None) -> None:
+        """Objectives that take labels get them (-1: hidden) with every batch (and validation's
+        all, to report accuracy)."""
+        self.train_y, self._valid_y = None, None
+        if not self.objective.takes_labels:
+            return
+        if train.y is None:
+            raise ConfigError(f"{type(self.objective).__name__} trains on labels, and the training data have none")
+        self.train_y = _class_labels(train.y, self.model, "the training split")
+        if isinstance(self.model, Classifier):  # (labels all of class 0 trained an M2 that names every datapoint 0)
+            check_shown_classes(self.train_y, self.model.num_classes, "the training split")
+        self.train_y = self.train_y.to(self.device)
+        if valid is not None and valid.y is not None:
+            self._valid_y = _class_labels(valid.y, self.model, "the validation split").to(self.device)
+
     def _data(self, train: Split, valid: Split | None) -> None:
         """The splits on the device, the labels where the objective takes them, and the batch
         source, with its own seeded generator."""
@@ -271,18 +286,7 @@ class Trainer:
                 f"the data hold missing entries (NaN), and {type(self.objective).__name__} cannot train on incomplete "
                 "data: train a VAE by dgmkit.objectives.MIWAE (the likelihood of the observed entries), or fill them in"
             )
-        # Objectives that take labels get them (-1: hidden) with every batch (and validation's
-        # all, to report accuracy).
-        self.train_y, self._valid_y = None, None
-        if self.objective.takes_labels:
-            if train.y is None:
-                raise ConfigError(f"{type(self.objective).__name__} trains on labels, and the training data have none")
-            self.train_y = _class_labels(train.y, self.model, "the training split")
-            if isinstance(self.model, Classifier):  # (labels all of class 0 trained an M2 that names every datapoint 0)
-                check_shown_classes(self.train_y, self.model.num_classes, "the training split")
-            self.train_y = self.train_y.to(self.device)
-            if valid is not None and valid.y is not None:
-                self._valid_y = _class_labels(valid.y, self.model, "the validation split").to(self.device)
+        self._labels(train, valid)
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         scale = None if train.x_scale is None else train.x_scale.to(self.device)
         dtype = dtype_of(self.model)
