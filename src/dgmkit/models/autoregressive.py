@@ -187,6 +187,7 @@ class GatedPixelCNN(GatedConvARM):
     net_class = GatedPixelCNNNet
     default_layers = 6
     net: GatedPixelCNNNet
+    PASS_BYTES = 256 * 2**20  # the vertical stack's pass through a row's rows, at most (``_pass_images``)
 
     def params(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(self._net_input(x))  # (B, P, H, W)
@@ -194,23 +195,29 @@ class GatedPixelCNN(GatedConvARM):
 
     def coding_bytes_per_image(self) -> int:
         """``run_cached`` holds, for a row, every layer's vertical pre-activation (2p channels) and
-        horizontal output (p) on the row; computing the vertical stack on the R rows above that it sees
-        takes, at one layer, its input (p channels), the padded copy, the convolution's unfolded
-        input (p (k + 1)(2k + 1)), its output (2p) and the gate's three (p): counted twice, for the
-        allocator's and the convolution's own workspace (500 MNIST images of the default 6 layers of
-        32 channels raised decoding's peak memory by 0.32 GB on the CPU; 0.22 GB counted once)."""
+        horizontal output (p) on the row; the pass of the vertical stack through the rows above
+        takes at most ``PASS_BYTES`` beside, whatever the batch (``_pass_images``)."""
+        layers, ch = len(self.net.stack), self.net.stack[0].h_out.out_channels
+        return super().coding_bytes_per_image() + layers * 3 * ch * self.event_shape[2] * dtype_of(self).itemsize
+
+    def _pass_images(self) -> int:
+        """The most images whose vertical pass goes at once within ``PASS_BYTES``. Counted for one layer:
+        its input (p channels) on the R rows it sees, the padded copy, the convolution's unfolded input
+        (p (k + 1)(2k + 1)), its output (2p) and the gate's three (p), twice, for the allocator's and
+        the convolution's own workspace (500 MNIST images of the default 6 layers of 32 channels
+        made one pass of 0.31 GB on the CPU; 0.22 GB counted once)."""
         first = self.net.stack[0]
         layers, ch, k, w = len(self.net.stack), first.h_out.out_channels, first.k, self.event_shape[2]
         rows = min(self.event_shape[1], layers * k + 2)
-        held = layers * 3 * ch * w
         passing = ch * (rows + k) * (w + 2 * k) + ch * rows * w * ((k + 1) * (2 * k + 1) + 1 + 2 + 3)
-        return super().coding_bytes_per_image() + (held + 2 * passing) * dtype_of(self).itemsize
+        return max(1, self.PASS_BYTES // (2 * passing * dtype_of(self).itemsize))
 
     @torch.no_grad()
     def run_cached(self, n: int, choose: Chooser, device: torch.device | str | None = None) -> torch.Tensor:
         """Row by row, each layer at the new pixel alone (``GatedPixelCNNNet.generate``)."""
         x = torch.zeros(n, *self.event_shape, device=device, dtype=dtype_of(self))
-        return self.net.generate(x, lambda t, params: choose(t, self.head.pixel_log_pmf(params)), self.input_scale)
+        pick = lambda t, params: choose(t, self.head.pixel_log_pmf(params))  # noqa: E731
+        return self.net.generate(x, pick, self.input_scale, pass_images=self._pass_images())
 
 
 class MADEARM(AutoregressiveModel):

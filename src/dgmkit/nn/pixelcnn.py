@@ -187,6 +187,18 @@ class GatedPixelCNNNet(nn.Module):
             rows[i + 1][..., c : c + 1] = layer.horizontal_at(window, h_here, a[..., c : c + 1], c, term)
         return self.head(rows[-1][..., c : c + 1]).flatten(1)
 
+    def _row_pre_activations(
+        self, out: list[torch.Tensor], x: torch.Tensor, cond_v: Terms | None, top: int, pass_images: int
+    ) -> None:
+        """Into ``out`` (each layer's (B, 2p, 1, W)), each layer's vertical pre-activation on the last
+        of the rows x (B, C, R, W), which start at row ``top`` of the image (and of the condition
+        terms), from ``pass_images`` images at a time."""
+        r = top + x.shape[2]
+        for i in range(0, len(x), pass_images):
+            rows_v = None if cond_v is None else [None if t is None else t[i : i + pass_images, :, top:r] for t in cond_v]
+            for held, a in zip(out, self.vertical_stack(x[i : i + pass_images], rows_v, last_row=True)):
+                held[i : i + pass_images] = a
+
     @torch.no_grad()
     def generate(
         self,
@@ -195,15 +207,17 @@ class GatedPixelCNNNet(nn.Module):
         input_scale: float = 1.0,
         s: torch.Tensor | None = None,
         cached: bool = True,
+        pass_images: int | None = None,
     ) -> torch.Tensor:
         """Fill the single-channel images x (B, 1, H, W) pixel by pixel in raster order, pixel t
         taking ``choose(t, its head outputs)``; returns the chosen values (B, 1, H, W). The
         network reads ``value * input_scale``; ``s``: the condition map.
 
         Cached: row by row, the vertical stack of row r (which sees rows < r only) once per row
-        on the few rows above that it can reach; then per pixel, each layer's horizontal stack at
-        that pixel alone, from the layer outputs cached for the row. Naive: the whole network per
-        pixel. Both give the same values for the same choices."""
+        on the few rows above that it can reach (``pass_images`` images at a time, all if None:
+        its memory, unlike the row's cache, is that of the rows it sees); then per pixel, each
+        layer's horizontal stack at that pixel alone, from the layer outputs cached for the row.
+        Naive: the whole network per pixel. Both give the same values for the same choices."""
         n, _, h, w = x.shape
         if not cached:
             for r in range(h):
@@ -214,10 +228,10 @@ class GatedPixelCNNNet(nn.Module):
         cond_v, cond_h = self.condition(s)
         first = self.stack[0]
         k, ch = first.k, first.h_out.out_channels
+        v_pre = [x.new_empty(n, 2 * ch, 1, w) for _ in self.layers]  # (the row's, written over at each row)
         for r in range(h):
             top = max(0, r - len(self.layers) * k - 1)  # rows r's vertical stack can see
-            rows_v = None if s is None else [None if t is None else t[:, :, top : r + 1] for t in cond_v]
-            v_pre = self.vertical_stack(x[:, :, top : r + 1], rows_v, last_row=True)  # (row r: the last of top..r)
+            self._row_pre_activations(v_pre, x[:, :, top : r + 1], cond_v, top, pass_images or n)
             row_h = None if s is None else [None if t is None else t[:, :, r : r + 1] for t in cond_h]
             rows = [x[:, :, r : r + 1]] + [x.new_zeros(n, ch, 1, w) for _ in self.layers]
             for c in range(w):
