@@ -181,7 +181,7 @@ def test_the_gated_pixelcnn_s_cached_pass_in_parts_of_the_batch_equals_the_whole
     assert m._pass_images() == 1
     assert torch.equal(m.sample_from_noise(u, cached=True), whole)
     assert torch.equal(m.sample_from_noise(u, cached=False), whole) and whole.unique().numel() > 1
-    assert m.coding_bytes_per_image() == (30 + 4) * 8 + 3 * 3 * 8 * 5 * 8  # image, head, and per layer 3p on a row
+    assert m.coding_bytes_per_image() == (3 * 30 + 4) * 8 + 3 * 3 * 8 * 5 * 8  # image x3, head, 3p a layer
 
 
 @pytest.mark.parametrize("name", sorted(ARMS))
