@@ -520,6 +520,12 @@ def test_a_vampprior_of_another_input_shape_or_latent_width_than_its_encoder_is_
         VampPrior(3, (1, 3, 4), components=3)(encoder)
     assert VampPrior(4, (1, 3, 4), components=3)(encoder).log_prob(torch.zeros(2, 4)).shape == (2,)
 
+    def out_of_memory(x):  # (a device's error is not one of the pseudo-inputs' shape: it passes as it is)
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        VampPrior(4, (1, 3, 4), components=3)(out_of_memory)
+
 
 def test_a_diagonal_gaussian_prior_refuses_latents_of_another_width_by_name():
     # (a z of width 1 was broadcast over the prior's 3 dimensions: z = (0,) had the density of (0, 0, 0))

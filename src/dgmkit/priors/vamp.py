@@ -74,6 +74,8 @@ class VampPrior(Prior):
         u = self.pseudo_input_values()
         try:
             q_u = context(u)  # a diagonal Gaussian with batch (K,), event (M,)
+        except (torch.OutOfMemoryError, torch.AcceleratorError):  # (the device's: not of the pseudo-inputs' shape)
+            raise
         except RuntimeError as e:  # (an encoder of other inputs: "mat1 and mat2 shapes cannot be multiplied")
             raise ValueError(
                 f"the VampPrior's pseudo-inputs are of shape {tuple(u.shape[1:])} (its event_shape), which the encoder "
