@@ -42,7 +42,7 @@ class LevelPixels(Distribution):
         and the logistic mixture scored a level past L - 1 as its top bin and 0.5 as a bin of its own."""
         outside = (value < 0) | (value > self.num_levels - 1)
         if value.is_floating_point():
-            outside = outside | ((value - value.round()).abs() > 0) | torch.isnan(value)
+            outside = outside | (value != value.round())  # true of NaN too
         return torch.where(outside, torch.zeros((), dtype=value.dtype, device=value.device), value), outside
 
     @staticmethod

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-__all__ = ["Bijection", "Compose", "Inverse", "check_context", "check_width", "sum_except_batch"]
+__all__ = ["Bijection", "Compose", "Inverse", "check_context", "check_event_shape", "check_width", "sum_except_batch"]
 
 
 def sum_except_batch(t: torch.Tensor) -> torch.Tensor:
@@ -33,6 +33,13 @@ def check_width(owner: nn.Module, x: torch.Tensor, width: int) -> None:
             f"{type(owner).__name__} of {width} features (dim 1) was given x of shape {tuple(x.shape)}; "
             f"it takes (B, {width}, ...)"
         )
+
+
+def check_event_shape(owner: str, x: torch.Tensor, event: tuple[int, ...], what: str = "x") -> None:
+    """Refuses x not of shape (B, *event), naming ``owner`` (a description of the step) and ``what`` x
+    is: a broadcast against the step's parameters, or torch's words further in, came out instead."""
+    if x.dim() < 1 or tuple(x.shape[1:]) != tuple(event):
+        raise ValueError(f"{owner} takes {what} of shape (B, {', '.join(map(str, event))}), got {tuple(x.shape)}")
 
 
 def check_context(owner: nn.Module, x: torch.Tensor, context: torch.Tensor | None, features: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import constraints
 
-from dgmkit.transforms.base import Bijection, sum_except_batch
+from dgmkit.transforms.base import Bijection, check_event_shape, sum_except_batch
 
 __all__ = ["Logit", "DiagonalScaling"]
 
@@ -58,11 +58,7 @@ class DiagonalScaling(Bijection):
     def _check(self, x: torch.Tensor) -> None:
         """x of (B, *shape): another broadcast against the scales (an image (B, 1, 3, 3) against 3 of them
         kept its shape, and its log|det J| was that of 3 entries, not 9)."""
-        if tuple(x.shape[1:]) != tuple(self.log_scale.shape):
-            raise ValueError(
-                f"DiagonalScaling of shape {tuple(self.log_scale.shape)} takes x of shape (B, "
-                f"{', '.join(map(str, self.log_scale.shape))}), got {tuple(x.shape)}"
-            )
+        check_event_shape(f"DiagonalScaling of shape {tuple(self.log_scale.shape)}", x, tuple(self.log_scale.shape))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x)

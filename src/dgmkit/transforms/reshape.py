@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-from dgmkit.transforms.base import Bijection
+from dgmkit.transforms.base import Bijection, check_event_shape
 
 __all__ = ["Squeeze", "MultiScale"]
 
@@ -85,11 +85,7 @@ class MultiScale(Bijection):
     def _check(self, t: torch.Tensor, event: tuple[int, ...], what: str) -> None:
         """Refuses ``t`` not of shape (B, *event): its levels met it in torch's words (a conv's channels, a
         mask's size), and an inverse's z of another width in split_with_sizes'."""
-        if t.dim() < 1 or tuple(t.shape[1:]) != event:
-            raise ValueError(
-                f"this MultiScale flow of images {self.event_shape} takes {what} of shape "
-                f"(B, {', '.join(map(str, event))}), got {tuple(t.shape)}"
-            )
+        check_event_shape(f"this MultiScale flow of images {self.event_shape}", t, event, what)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x, self.event_shape, "images x")
