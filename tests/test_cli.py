@@ -560,7 +560,8 @@ def test_autoencoder_baseline_reports_no_density(tmp_path, capsys):
     for command in ("reconstruct", "interpolate", "latents"):
         code, text, _ = run(capsys, command, out, "--out", tmp_path / f"{command}.png")
         assert code == 0
-    assert "a scatter of 300 codes z = f(x) (PCA of " in text  # (its codes: not "posterior means", nor "codes, codes")
+    # its codes: not "posterior means", nor "codes, codes"
+    assert "a scatter of 300 codes z = f(x) of test datapoints (PCA of " in text
     assert "-D codes (" in text and "-D means" not in text  # (no means: z = f(x))
     code, _, err = run(capsys, "sample", out, "--out", tmp_path / "s.png")
     assert_clean_failure(code, err, "no prior")

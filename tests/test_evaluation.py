@@ -127,6 +127,11 @@ def test_eval_notes_follow_the_models_declarations_not_its_name():
              "kl": 1.0, "nll": 3.0, "nll_stderr": 0.1, "bpd": 0.1, "iw_samples": 10, "seconds": 0.1}  # fmt: skip
     assert "more draws (k) change nothing" in format_report({**bound, "point_mass_posterior": True})
     assert "change nothing" not in format_report({**bound, "point_mass_posterior": False})
+    sampled = {**bound, "estimate": "importance-sampled"}  # (a discrete VAE trained through a relaxation: not scored so)
+    assert "the latents are discrete: these numbers score draws of discrete codes" in format_report(
+        {**sampled, "discrete_latents": True}
+    )
+    assert "the latents are discrete" not in format_report({**sampled, "discrete_latents": False})
     assert re.search(r"\nELBO +-3\.000 nats  \(", format_report(bound))  # a record from before elbo_stderr
     layers = [{"name": f"z{i + 1}", "size": 4 - 2 * i, "kl": 1.5 - i, "active_units": 3 - 2 * i} for i in range(2)]
     shown = format_report({**bound, "elbo_stderr": 0.25, "layers": layers})

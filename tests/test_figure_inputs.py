@@ -80,6 +80,9 @@ def test_a_latents_seed_that_picks_no_subset_is_refused_not_ignored(runs, tmp_pa
     assert not out.exists()
     code, said, err = _dgm(capsys, "latents", four, "--seed", "3", "--limit", "3", "--out", out)
     assert code == 0 and "a random subset of the 4, seed 3" in said, err
+    # the split is named with the whole of it too (it was said only of a --limit subset)
+    code, said, err = _dgm(capsys, "latents", four, "--split", "valid", "--out", tmp_path / "v.png")
+    assert code == 0 and " of valid datapoints (" in said, err
 
 
 def test_a_traversal_of_a_one_dimensional_code_holds_no_other_dimension_at_an_images_code(

@@ -202,6 +202,11 @@ def eval_notes(r: dict) -> list[str]:
         ]
         prior = _inputs(r).get("code-prior")
         out.append(f"the bound's prior over code grids: {'the model in ' + prior if prior else 'uniform over the codes'}")
+    if r.get("discrete_latents") and r["estimate"] == "importance-sampled":  # (trained through a relaxation, maybe)
+        out.append(
+            "the latents are discrete: these numbers score draws of discrete codes of q(z|x) under the discrete "
+            "prior, not of a relaxation of them (such as the one gumbel-softmax trains through)"
+        )
     stopped = partly_trained(r.get("trained"))
     if stopped:
         out.append(stopped)
@@ -359,6 +364,7 @@ def evaluate_run(
         "trained": trained_so_far(run),
         # what the model declares that the numbers' notes depend on
         "point_mass_posterior": run.model.point_mass_posterior,
+        "discrete_latents": run.model.discrete_latents,
         "table_note": standardized_note(dataset),  # what a table's numbers are of
         "split": split,
         "subset": subset,

@@ -508,7 +508,7 @@ def latents(args: argparse.Namespace) -> int:
     what = plural(len(x), "latent mean") if name == POSTERIOR_MEANS else f"{plural(len(x), 'code')}, {name}"
     if name.startswith("codes "):  # (an autoencoder's codes z = f(x): not "300 codes, codes z = f(x)")
         what = f"{len(x)} {name}"
-    picked = f" of {args.split} datapoints ({subset})" if subset else ""
+    picked = f" of {args.split} datapoints" + (f" ({subset})" if subset else "")  # (which split: always said)
     say(f"wrote a scatter of {what}{picked} ({axes}){note}{encoded_holes_note(x)} to {path}{layers_note(run)}")
     return 0
 

@@ -243,7 +243,7 @@ _FIELDS: dict[str, tuple[Any, str]] = {
         + ("table_note", "order_files", "variance_reduction", "code_prior", "note"),
         (lambda v: isinstance(v, str) and len(v) <= MAX_RECORD_TEXT, f"a string of at most {MAX_RECORD_TEXT} characters"),
     ),
-    **dict.fromkeys(("point_mass_posterior", "exact"), (lambda v: isinstance(v, bool), "true or false")),
+    **dict.fromkeys(("point_mass_posterior", "discrete_latents", "exact"), (lambda v: isinstance(v, bool), "true or false")),
     "inputs": (
         lambda v: isinstance(v, dict) and all(isinstance(a, str) for a in v.values()),
         "an object of run paths (strings)",
