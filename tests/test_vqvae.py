@@ -416,6 +416,30 @@ def test_sampling_no_images_gives_an_empty_batch(levels):
 
 
 @pytest.mark.parametrize("levels", [1, 2])
+def test_a_batch_of_no_images_is_coded_reconstructed_and_scored_as_an_empty_batch(levels):
+    """The quantizer summed each example's squared errors by reshape(B, -1), which B = 0 leaves
+    ambiguous: the two-level model's codes and reconstructions of no images, and both models'
+    training objective, were torch's RuntimeError ("cannot reshape tensor of 0 elements")."""
+    from dgmkit.objectives.vq import VQObjective
+
+    cfg = RunConfig.of(
+        model="vqvae", dataset="digits", codes=4, code_dim=2, vq_width=8, downsample=1, res_blocks=0, vq_levels=levels
+    )
+    model = build_model(cfg, (1, 8, 8), 2).eval()
+    none = torch.zeros(0, 1, 8, 8)
+    assert model.codes(none).shape == (0, *model.code_shape)
+    assert model.reconstruct(none).shape == (0, 1, 8, 8)
+    assert VQObjective()(model, none).loss.shape == (0,)
+    if levels == 2:
+        return
+    x = torch.bernoulli(torch.full((3, 1, 8, 8), 0.5), generator=torch.Generator().manual_seed(0))
+    terms = VQObjective()(model, x)  # (the per-example sums are as before for a batch of some)
+    flat = model.encoder(x).movedim(1, -1).reshape(3, -1, 2)
+    e = model.quantizer.embedding[model.codes(x).reshape(3, -1)]
+    assert torch.allclose(terms.commitment, model.quantizer.commitment_weight * (flat - e).square().sum((1, 2)))
+
+
+@pytest.mark.parametrize("levels", [1, 2])
 def test_code_grids_of_another_shape_or_not_codes_are_refused_by_the_likelihood_and_both_priors(levels):
     """A 2x8 grid given to a model of 4x4 grids was decoded as one and scored (the conv decoder's
     4x16 output read as 8x8), a code prior read it as 4x4, and 0.7 was code 0; code K was torch's

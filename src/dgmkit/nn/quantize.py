@@ -202,15 +202,22 @@ class VectorQuantizer(DataInitialised):
         counts = _counts(k, self.num_codes)
         e = self.embedding[k]
         batch = z_e.shape[0]
-        commitment = self.commitment_weight * (flat - e.detach()).square().reshape(batch, -1).sum(1)
+        commitment = self.commitment_weight * _per_example(flat - e.detach(), shape)
         if self.use_ema:
             codebook = torch.zeros(batch, device=z_e.device, dtype=z_e.dtype)
             if self.training and not self.initialising_only:
                 self._ema_update(flat.detach(), k, counts)
         else:
-            codebook = (flat.detach() - e).square().reshape(batch, -1).sum(1)
+            codebook = _per_example(flat.detach() - e, shape)
         z_q = flat + (e - flat).detach()  # straight-through: the gradient reaches z_e unchanged
         return Quantized(self._unflatten(z_q, shape), k.reshape(shape[:-1]), commitment, codebook, counts)
+
+
+def _per_example(diff: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The squared errors ``diff`` (N, D) summed over each example's positions and dimensions, (B,)
+    for the vectors' shape (B, ..., D): by that shape, not reshape(B, -1), which an empty batch
+    (B = 0) left ambiguous (a raw RuntimeError from the two-level VQ-VAE's codes of no images)."""
+    return diff.square().reshape(shape).flatten(1).sum(1)
 
 
 def _counts(k: torch.Tensor, num_codes: int) -> torch.Tensor:
