@@ -227,3 +227,15 @@ def test_a_batch_of_fewer_vectors_than_codes_restarts_few_codes_and_keeps_the_co
     assert torch.cdist(points, vq.embedding).min(1).values.max() < 0.3
     assert float(vq.dead_below(torch.tensor(64))) == vq.dead_threshold == 1.0
     assert float(vq.dead_below(torch.tensor(8))) == 0.25
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_lookup_takes_codes_of_any_integer_dtype_as_indices(dtype):
+    """A codes dataset of K <= 256 stores uint8 codes: torch read a uint8 index as a mask, and
+    [1, 0, 3, 2] gave 3 vectors (codes 0, 2, 3); int16 was torch's IndexError."""
+    vq = _vq(channel_dim=-1)
+    codes = torch.tensor([[1, 0, 3, 2], [5, 5, 4, 0]])
+    assert torch.equal(vq.lookup(codes.to(dtype)), vq.embedding[codes])
+    for bad in (codes.bool(), codes.double()):
+        with pytest.raises(ValueError, match="integers in 0..5"):
+            vq.lookup(bad)

@@ -116,10 +116,13 @@ class VectorQuantizer(DataInitialised):
         return _nearest(flat, self.embedding)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """The codes of an index map (B, ...) as a map of vectors (in the input's layout)."""
-        if indices.is_floating_point() or (indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes)):
+        """The codes of an index map (B, ...) as a map of vectors (in the input's layout), of any
+        integer dtype: taken as int64 (torch reads a uint8 index, the dtype of a codes dataset of
+        K <= 256, as a mask: [1, 0, 3, 2] gave 3 vectors, those of codes 0, 2 and 3)."""
+        integer = not (indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool)
+        if not integer or (indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes)):
             raise ValueError(f"code indices must be integers in 0..{self.num_codes - 1}")
-        vectors = self.embedding[indices]  # (B, ..., D)
+        vectors = self.embedding[indices.long()]  # (B, ..., D)
         return vectors.movedim(-1, self.channel_dim)
 
     @torch.no_grad()
