@@ -63,6 +63,17 @@ def test_cached_and_naive_generation_draw_the_same_images(levels):
     assert set(cached.unique().tolist()) <= set(range(levels))
 
 
+@pytest.mark.parametrize("cached", [True, False])
+def test_no_latents_decode_to_no_images(cached):
+    """The greedy decode, or draws, of a batch of no latents (a PixelVAE's reconstruction of no
+    images) are an empty batch: the cached path stepped through the images 0 at a time, Python's
+    "range() arg 3 must not be zero"."""
+    d = _decoder(3)
+    px = d(torch.randn(0, 3, dtype=torch.float64))
+    assert px.sample_from_noise(torch.rand(0, 12, dtype=torch.float64), cached=cached).shape == (0, 1, 3, 4)
+    assert px.location().shape == (0, 1, 3, 4)
+
+
 def test_the_greedy_decode_takes_each_pixels_most_probable_value():
     d = _decoder(3)
     z = torch.randn(4, 3, dtype=torch.float64)

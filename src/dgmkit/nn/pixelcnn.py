@@ -231,7 +231,7 @@ class GatedPixelCNNNet(nn.Module):
         v_pre = [x.new_empty(n, 2 * ch, 1, w) for _ in self.layers]  # (the row's, written over at each row)
         for r in range(h):
             top = max(0, r - len(self.layers) * k - 1)  # rows r's vertical stack can see
-            self._row_pre_activations(v_pre, x[:, :, top : r + 1], cond_v, top, pass_images or n)
+            self._row_pre_activations(v_pre, x[:, :, top : r + 1], cond_v, top, pass_images or max(n, 1))  # (n = 0: none)
             row_h = None if s is None else [None if t is None else t[:, :, r : r + 1] for t in cond_h]
             rows = [x[:, :, r : r + 1]] + [x.new_zeros(n, ch, 1, w) for _ in self.layers]
             for c in range(w):
