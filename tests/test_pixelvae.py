@@ -244,3 +244,19 @@ def test_traverse_and_interpolate_say_a_pixelvae_decodes_greedily_not_to_means(t
         argv = ["diagnose", str(run), "--holes", "20", "--out", str(tmp_path / f"{run.name}-d.png")]
         assert main(argv) == 0, capsys.readouterr().err
     assert said == [PixelVAE.decoded_name, "means of p(x|z)"] and PixelVAE.decoded_name.startswith("greedy decode"), said
+
+
+@pytest.mark.parametrize("family", ["pixelvae", "hvae"])
+def test_latents_of_another_size_are_refused_by_name(family):
+    """p(x|z) of latents of another size than the layers' sum was a matmul's RuntimeError (from the
+    PixelVAE's condition network only when scored: its p(x|z) makes s(z) lazily)."""
+    from dgmkit.config import build_model
+
+    kw = {"pixelcnn_layers": 1, "pixelcnn_channels": 4} if family == "pixelvae" else {}
+    cfg = RunConfig.of(model=family, dataset="digits", hidden=[8], latent_sizes=[4, 2], **kw)
+    model = build_model(cfg, (1, 8, 8), 2).eval()
+    x = torch.zeros(3, 1, 8, 8)
+    assert model.likelihood(torch.randn(3, 6)).log_prob(x).shape == (3,)
+    for z in (torch.randn(3, 5), torch.randn(3, 7), torch.tensor(0.5)):
+        with pytest.raises(ValueError, match=r"6 dimensions \(its layers' \[4, 2\] concatenated\)"):
+            model.likelihood(z).log_prob(x)
