@@ -74,6 +74,15 @@ def test_no_latents_decode_to_no_images(cached):
     assert px.location().shape == (0, 1, 3, 4)
 
 
+def test_uniforms_of_another_shape_than_one_per_pixel_of_each_image_are_refused():
+    """Uniforms for too few pixels were an IndexError from the last pixel's draw; for another number
+    of images, a broadcast's error."""
+    px = _decoder(2)(torch.randn(5, 3, dtype=torch.float64))
+    for u in (torch.rand(5, 11), torch.rand(4, 12), torch.rand(6, 12)):
+        with pytest.raises(ValueError, match=r"expected uniforms of shape \(5, 12\)"):
+            px.sample_from_noise(u.double())
+
+
 def test_the_greedy_decode_takes_each_pixels_most_probable_value():
     d = _decoder(3)
     z = torch.randn(4, 3, dtype=torch.float64)

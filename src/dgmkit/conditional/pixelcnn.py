@@ -148,6 +148,11 @@ class AutoregressivePixels(Distribution):
     def sample_from_noise(self, u: torch.Tensor, cached: bool = True) -> torch.Tensor:
         """The images whose t-th pixel inverts its conditional CDF at u[:, t] (u: (N, D) uniforms,
         N the batch's size); the cached and the naive path give the same images."""
+        n, d = self.batch_shape.numel(), math.prod(self.event_shape)
+        if u.shape != (n, d):  # (a row short was an IndexError from the last pixel; a row over, a broadcast's)
+            raise ValueError(
+                f"expected uniforms of shape ({n}, {d}): one per pixel of each of the {n} images, got {tuple(u.shape)}"
+            )
         x = self.decoder.generate(self._cond, lambda t, log_pmf: inverse_cdf(log_pmf, u[:, t]), cached)
         return x.reshape(*self.batch_shape, *self.event_shape)
 
