@@ -198,6 +198,9 @@ def test_the_objectives_called_directly_refuse_labels_outside_the_classes_in_wor
     t = call(model, x, y=torch.tensor([0.0, 1.0, 2.0, -1.0]))  # whole floats are labels, as the Trainer takes them
     assert t.labelled.tolist() == [1, 1, 1, 0]
     assert not labels_are_checked()
+    with pytest.raises(TypeError, match=r"the third argument is beta.*pass the labels as y="):  # (labels read as beta)
+        call(model, x, torch.tensor([0, 1, 2, -1]))
+    assert torch.equal(call(model, x, torch.tensor(1.0), y=torch.tensor([0, 1, 2, -1])).labelled, t.labelled)  # 0-dim
     with labels_checked():  # (the Trainer's steps: checked once before; what the context leaves out is the check)
         assert labels_are_checked()
         call(model, x, y=torch.tensor([0, 1, 2, -2]))

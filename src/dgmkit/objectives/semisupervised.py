@@ -38,11 +38,17 @@ from dgmkit.objectives.base import Objective, at_least
 __all__ = ["LabelledShares", "M2Objective", "M2Terms", "HybridObjective", "HybridObjectiveTerms"]
 
 
-def _labels(x: torch.Tensor, y: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+def _labels(x: torch.Tensor, y: torch.Tensor | None, num_classes: int, beta: float | torch.Tensor) -> torch.Tensor:
     """``y`` as class indices 0..num_classes-1 or -1 (hidden), checked by ``class_indices``
     unless the caller checked them (``data.labels.labels_checked``: the Trainer, once, not in
     every step, where the check reads the labels back from a GPU). Called directly, a label of K
-    met an index out of bounds, and -2 was taken as hidden and 2.5 as class 2, silently."""
+    met an index out of bounds, and -2 was taken as hidden and 2.5 as class 2, silently. A
+    ``beta`` of more than one value is labels passed third, where beta goes (they were not read)."""
+    if isinstance(beta, torch.Tensor) and beta.dim() > 0:  # (a GraphStep's beta is a 0-dim tensor)
+        raise TypeError(
+            f"the third argument is beta, the KL weight (a number), got a tensor of shape {tuple(beta.shape)}: "
+            "pass the labels as y=... (objective(model, x, y=y))"
+        )
     if y is None:
         return torch.full((len(x),), HIDDEN, dtype=torch.long, device=x.device)
     if labels_are_checked():
@@ -126,7 +132,7 @@ class M2Objective(LabelledShares, Objective[SemiSupervisedVAE]):
     def __call__(
         self, model: SemiSupervisedVAE, x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
     ) -> M2Terms:
-        y = _labels(x, y, model.num_classes)
+        y = _labels(x, y, model.num_classes, beta)
         s = self.num_samples
         t = model.enumerate(x.repeat_interleave(s, 0) if s > 1 else x)
         u = t.unlabelled()  # (B S,)
@@ -190,7 +196,7 @@ class HybridObjective(LabelledShares, Objective[HybridFlow]):
     def __call__(
         self, model: HybridFlow, x: torch.Tensor, beta: float = 1.0, y: torch.Tensor | None = None
     ) -> HybridObjectiveTerms:
-        y = _labels(x, y, model.num_classes)
+        y = _labels(x, y, model.num_classes, beta)
         t = model.joint(x)
         lab = labels_shown(y)
         log_py_x = _at(t.log_py_x, y)
