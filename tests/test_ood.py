@@ -1055,3 +1055,14 @@ def test_the_note_says_how_the_fpr_at_95_tpr_is_read_off_the_roc_curve():
     a, b = torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([1.0, 2.5, 4.0])  # 95% of 3: all three, at >= 1
     fpr, tpr, _ = roc_curve([0] * 4 + [1] * 3, torch.cat([a, b]).numpy())
     assert fpr_at_tpr(a, b) == fpr[(tpr >= 0.95).argmax()] == 0.75
+
+
+def test_scores_given_as_python_floats_are_read_in_float64_not_rounded_to_float32():
+    # 1e8 + 1 and 1e8 + 2 are one float32: the OOD input's higher score was a tie
+    a, b = [1e8 + 1, 0.0], [1e8 + 2]
+    assert auroc(a, b) == 1.0 and auprc(a, b) == 1.0 and fpr_at_tpr(a, b) == 0.0
+    t = typicality_test([1e8 + 0.25] * 4, [1e8 + 0.25] * 4)
+    assert t.entropy == 1e8 + 0.25 and t.epsilon == 0.0
+    assert t.statistic([1e8 + 1.25]).tolist() == [1.0]
+    r = ood_scores([-1e8 - 1], [-1e8 - 2], num_dims=1, background=([0.0], [0.0]))
+    assert r.metrics["nll"]["auroc"] == 1.0 and r.metrics["likelihood_ratio"]["auroc"] == 1.0

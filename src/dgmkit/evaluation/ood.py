@@ -24,11 +24,18 @@ import torch
 from dgmkit._rng import checked_generator
 from dgmkit.errors import whole_at_least
 
-__all__ = ["auroc", "auprc", "fpr_at_tpr", "detection_metrics", "TypicalityTest", "typicality_test"]
+__all__ = ["float64_values", "auroc", "auprc", "fpr_at_tpr", "detection_metrics", "TypicalityTest", "typicality_test"]
+
+
+def float64_values(v: torch.Tensor) -> torch.Tensor:
+    """``v`` (a tensor, on any device, an array or a list) as a flat float64 CPU tensor: a list of
+    Python floats is read in float64 (torch.as_tensor's float32 made 1e8 + 1 and 1e8 + 2 a tie)."""
+    t = v.detach().cpu() if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=torch.float64)
+    return t.double().flatten()
 
 
 def _check(scores_in: torch.Tensor, scores_ood: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a, b = (torch.as_tensor(s).detach().cpu().double().flatten() for s in (scores_in, scores_ood))  # (scores on a GPU too)
+    a, b = float64_values(scores_in), float64_values(scores_ood)
     if len(a) == 0 or len(b) == 0:
         raise ValueError("need at least one in-distribution and one out-of-distribution score")
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
@@ -105,7 +112,7 @@ class TypicalityTest:
     def statistic(self, nll: torch.Tensor) -> torch.Tensor:
         """|mean NLL - H| of each consecutive batch of ``batch_size`` finite NLLs (a trailing partial batch is
         dropped)."""
-        nll = torch.as_tensor(nll).double().flatten()
+        nll = float64_values(nll)
         if not torch.isfinite(nll).all():  # (|NaN - H| > epsilon is False: no likelihood was called typical)
             raise ValueError("the NLLs hold NaN or inf")
         n = len(nll) // self.batch_size * self.batch_size
@@ -131,7 +138,7 @@ def typicality_test(
     batch_size, bootstraps = whole_at_least("batch_size", batch_size, 1), whole_at_least("bootstraps", bootstraps, 1)
     if not 0 < alpha < 1:  # (batch_size True was batches of 1; 1.5 torch.randint's TypeError)
         raise ValueError(f"need 0 < alpha < 1, got {alpha}")
-    t, v = torch.as_tensor(train_nll).double().flatten(), torch.as_tensor(valid_nll).double().flatten()
+    t, v = float64_values(train_nll), float64_values(valid_nll)
     if len(t) == 0 or len(v) == 0 or not (torch.isfinite(t).all() and torch.isfinite(v).all()):
         raise ValueError("need finite training and held-out NLLs")
     h = float(t.mean())

@@ -34,7 +34,7 @@ import torch
 from dgmkit.errors import EvaluationError, whole_at_least
 from dgmkit.evaluation.estimates import log_likelihoods
 from dgmkit.evaluation.figures import figure_png, literal
-from dgmkit.evaluation.ood import TypicalityTest, detection_metrics, typicality_test
+from dgmkit.evaluation.ood import TypicalityTest, detection_metrics, float64_values, typicality_test
 
 __all__ = ["SCORES", "OODScores", "log_likelihoods", "png_code_length", "ood_scores", "histogram_png"]
 
@@ -135,7 +135,7 @@ def _pair(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     if pair is None:
         return None
-    a, b = (torch.as_tensor(t).double().flatten().cpu() for t in pair)
+    a, b = (float64_values(t) for t in pair)
     if (len(a), len(b)) != (n_in, n_ood):
         raise ValueError(f"{name}: {len(a)} and {len(b)} values for {n_in} in-distribution and {n_ood} OOD inputs")
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):  # (refused later as "the scores", naming none)
@@ -175,7 +175,7 @@ def ood_scores(
         scores["likelihood_ratio"] = (bg[0] - a, bg[1] - b)
     tests, flagged = {}, {}
     if typicality_fit is not None:
-        train, valid = (torch.as_tensor(t).double().flatten().cpu() for t in typicality_fit)
+        train, valid = (float64_values(t) for t in typicality_fit)
         g = torch.Generator().manual_seed(seed)
         one = typicality_test(-train, -valid, 1, alpha, generator=g)
         scores["typicality"] = (one.statistic(-a), one.statistic(-b))
