@@ -164,3 +164,22 @@ def test_a_clustering_scored_against_one_class_says_its_scores_measure_nothing(c
     assert "every label scored is 3, one class" in out and "none of them measures the clustering" in out
     scores = json.loads((run / "cluster.json").read_text())
     assert scores["accuracy_majority"] == 1.0 and scores["nmi"] == (1.0 if scores["clusters_used"] == 1 else 0.0)
+
+
+def test_a_clustering_of_one_shown_label_is_refused_as_a_split_of_one_row_is(capsys, tmp_path, part_npz):
+    """A test split whose labels are all hidden but one scored that one datapoint: accuracy and NMI 1.0."""
+    path, y = part_npz
+    x = np.load(path)["x"]
+    test_rows = from_array(x, y, name=path.name).test.rows
+    y = np.full_like(y, HIDDEN)
+    y[int(test_rows[0])] = 3
+    np.savez(path, x=x, y=y)
+    run = tmp_path / "mog"
+    argv = ("--model", "vae", "--prior", "mog", "--prior-components", "3", "--hidden", "8", "--latent-dim", "2")
+    code, _, err = dgm(
+        capsys, "train", *argv, "--epochs", "1", "--dataset", path, "--binarize", "dynamic", "--out", run, "--quiet"
+    )
+    assert code == 0, err
+    code, _, err = dgm(capsys, "cluster", run)
+    assert code == 1 and "shows 1 label (the other 29 are hidden, -1)" in err and "needs at least 2" in err, err
+    assert not (run / "cluster.json").exists()

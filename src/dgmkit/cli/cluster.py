@@ -68,10 +68,15 @@ def _result_problem(r: dict) -> str | None:
 def _shown_labels(y: torch.Tensor, where: str) -> tuple[torch.Tensor, dict]:
     """Which labels ``y`` shows (a partly labelled data file hides some, -1, which are no class: a
     clustering is scored against those shown) and, where some are hidden, cluster.json's count of
-    them; refused where every one is hidden."""
+    them; refused where every one, or all but one, is hidden (as a split of one row is)."""
     shown = labels_shown(y)
     if not bool(shown.any()):
         raise DataError(f"{where} hides every label ({HIDDEN}): none to score a clustering against")
+    if int(shown.sum()) < 2:  # (one datapoint scored: accuracy and NMI 1.0, of any clustering)
+        raise DataError(
+            f"{where} shows 1 label (the other {plural(len(y) - 1, 'is', 'are')} hidden, {HIDDEN}); a clustering's score "
+            "needs at least 2 (of one datapoint, any is perfect)"
+        )
     return shown, {"hidden_labels": int((~shown).sum())} if not bool(shown.all()) else {}
 
 
