@@ -266,7 +266,10 @@ def test_hvae_trains_evaluates_and_draws_from_the_command_line(posterior, tmp_pa
         assert main([cmd[0], str(out), *cmd[1:], "--out", str(tmp_path / f"{cmd[0]}.png")]) == 0, capsys.readouterr().err
         assert (tmp_path / f"{cmd[0]}.png").read_bytes()[:4] == b"\x89PNG"
     # its codes are each layer's mean given the means above, not E[z|x]: said so (it said "latent means")
-    assert "codes, layer-by-layer posterior means (each layer's given the means above) (" in capsys.readouterr().out
+    assert (
+        "codes, layer-by-layer posterior means (each layer's given the means above) of test datapoints ("
+        in capsys.readouterr().out
+    )
 
 
 def test_the_codes_a_figure_shows_are_named_by_the_posterior():
