@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dgmkit.cli.main import main
-from dgmkit.errors import ConfigError
+from dgmkit.errors import ConfigError, DataError
 from dgmkit.evaluation import evaluate
 from dgmkit.families.base import DataSpec
 from dgmkit.families.diffusion import DiffusionConfig
@@ -808,3 +808,19 @@ def test_a_schedule_that_does_not_increase_and_the_simple_loss_of_a_masked_model
             call()
     DiffusionBound("vlb").check_model(masked)
     DiffusionBound("simple").check_model(_gaussian_model(0))
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([[[[2.5]]]]), torch.tensor([[[[LEVELS]]]]), torch.tensor([[[[-1]]]])])
+def test_gaussian_bound_terms_refuse_data_that_are_not_its_levels(bad: torch.Tensor) -> None:
+    """2.5 was scored as the level 2 (long()); 1024 of 1024 levels and -1 met a raw IndexError inside."""
+    with pytest.raises(DataError, match=f"levels 0..{LEVELS - 1}"):
+        _gaussian_model(10).bound_terms(bad, torch.tensor([0.5]))
+
+
+@pytest.mark.parametrize(
+    "bad", [torch.tensor([[[0.0, 0.5, 1.0]]]), torch.tensor([[[0, 2, 1]]]), torch.tensor([[[0, -1, 1]]])]
+)
+def test_masked_bound_terms_refuse_data_that_are_not_its_levels(bad: torch.Tensor) -> None:
+    """2 of 2 levels is the mask token's index: it met a raw index error in the gather of log p(x_d | z_t)."""
+    with pytest.raises(DataError, match="levels 0..1"):
+        _masked_model(4).bound_terms(bad.unsqueeze(0), torch.tensor([0.5]))
