@@ -111,8 +111,8 @@ class TypicalityTest:
 
     def statistic(self, nll: torch.Tensor) -> torch.Tensor:
         """|mean NLL - H| of each consecutive batch of ``batch_size`` finite NLLs (a trailing partial batch is
-        dropped)."""
-        nll = float64_values(nll)
+        dropped), on the NLLs' device."""
+        nll = nll.detach().double().flatten() if isinstance(nll, torch.Tensor) else float64_values(nll)
         if not torch.isfinite(nll).all():  # (|NaN - H| > epsilon is False: no likelihood was called typical)
             raise ValueError("the NLLs hold NaN or inf")
         n = len(nll) // self.batch_size * self.batch_size

@@ -112,8 +112,8 @@ def _checked_levels(x: torch.Tensor, levels: int, what: str) -> torch.Tensor:
     if not bool(fits.all()):  # (NaN fits nothing)
         bad = x[~fits]
         raise DataError(
-            f"{what} scores the levels 0..{levels - 1} (whole numbers); got {plural(len(bad), 'entry', 'entries')} "
-            f"that are not, e.g. {bad[0].item()}"
+            f"{what} scores the levels 0..{levels - 1} (whole numbers); {plural(len(bad), 'entry is', 'entries are')} "
+            f"not, e.g. {bad[0].item()}"
         )
     return x
 

@@ -438,7 +438,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x | z) for z = (z_1, ..., z_L) of shape (*batch, sum M_l)."""
-        if z.dim() < 1 or z.shape[-1] != self.latent_dim:  # (split took the first layer's of any size; a matmul refused)
+        if z.dim() < 1 or z.shape[-1] != self.latent_dim:  # (else torch's words: a matmul's, or split_with_sizes')
             raise ValueError(
                 f"p(x|z) was given latents of shape {tuple(z.shape)}; this model's z has {self.latent_dim} dimensions "
                 f"(its layers' {list(self.sizes)} concatenated): (*batch, {self.latent_dim})"
