@@ -122,15 +122,21 @@ def test_trainer_refuses_labels_missing_a_class_of_the_model(labels, words):
         Trainer(model, build_objective(cfg), train, cfg.model.transform(digits), epochs=1, progress=False)
 
 
-def test_a_clustering_is_scored_against_the_labels_shown(capsys, tmp_path, part_npz):
-    """dgm cluster scored a hidden label (-1) as a class of its own."""
-    path, _ = part_npz
+def _tiny_mog(capsys, tmp_path, path):
+    """A 1-epoch VAE with a 3-component mixture prior trained on the data file ``path``: a run to cluster."""
     run = tmp_path / "mog"
     argv = ("--model", "vae", "--prior", "mog", "--prior-components", "3", "--hidden", "8", "--latent-dim", "2")
     code, _, err = dgm(
         capsys, "train", *argv, "--epochs", "1", "--dataset", path, "--binarize", "dynamic", "--out", run, "--quiet"
     )
     assert code == 0, err
+    return run
+
+
+def test_a_clustering_is_scored_against_the_labels_shown(capsys, tmp_path, part_npz):
+    """dgm cluster scored a hidden label (-1) as a class of its own."""
+    path, _ = part_npz
+    run = _tiny_mog(capsys, tmp_path, path)
     test_y = from_array(*np.load(path).values(), name=path.name).test.y
     hidden = int((test_y < 0).sum())
     code, out, err = dgm(capsys, "cluster", run)
@@ -153,12 +159,7 @@ def test_a_clustering_scored_against_one_class_says_its_scores_measure_nothing(c
     y = np.where(np.random.default_rng(0).random(300) < 1 / 2, 3, HIDDEN)  # (a VAE's training reads no label)
     path = tmp_path / "one.npz"
     np.savez(path, x=x, y=y)
-    run = tmp_path / "mog"
-    argv = ("--model", "vae", "--prior", "mog", "--prior-components", "3", "--hidden", "8", "--latent-dim", "2")
-    code, _, err = dgm(
-        capsys, "train", *argv, "--epochs", "1", "--dataset", path, "--binarize", "dynamic", "--out", run, "--quiet"
-    )
-    assert code == 0, err
+    run = _tiny_mog(capsys, tmp_path, path)
     code, out, err = dgm(capsys, "cluster", run)
     assert code == 0, err
     assert "every label scored is 3, one class" in out and "none of them measures the clustering" in out
@@ -174,12 +175,7 @@ def test_a_clustering_of_one_shown_label_is_refused_as_a_split_of_one_row_is(cap
     y = np.full_like(y, HIDDEN)
     y[int(test_rows[0])] = 3
     np.savez(path, x=x, y=y)
-    run = tmp_path / "mog"
-    argv = ("--model", "vae", "--prior", "mog", "--prior-components", "3", "--hidden", "8", "--latent-dim", "2")
-    code, _, err = dgm(
-        capsys, "train", *argv, "--epochs", "1", "--dataset", path, "--binarize", "dynamic", "--out", run, "--quiet"
-    )
-    assert code == 0, err
+    run = _tiny_mog(capsys, tmp_path, path)
     code, _, err = dgm(capsys, "cluster", run)
     assert code == 1 and "shows 1 label (the other 29 are hidden, -1)" in err and "needs at least 2" in err, err
     assert not (run / "cluster.json").exists()
