@@ -813,7 +813,7 @@ def test_a_schedule_that_does_not_increase_and_the_simple_loss_of_a_masked_model
 @pytest.mark.parametrize("bad", [torch.tensor([[[[2.5]]]]), torch.tensor([[[[LEVELS]]]]), torch.tensor([[[[-1]]]])])
 def test_gaussian_bound_terms_refuse_data_that_are_not_its_levels(bad: torch.Tensor) -> None:
     """2.5 was scored as the level 2 (long()); 1024 of 1024 levels and -1 met a raw IndexError inside."""
-    with pytest.raises(DataError, match=f"levels 0..{LEVELS - 1}"):
+    with pytest.raises(DataError, match=f"GaussianDiffusion: its likelihood scores the integers 0..{LEVELS - 1}"):
         _gaussian_model(10).bound_terms(bad, torch.tensor([0.5]))
 
 
@@ -822,5 +822,5 @@ def test_gaussian_bound_terms_refuse_data_that_are_not_its_levels(bad: torch.Ten
 )
 def test_masked_bound_terms_refuse_data_that_are_not_its_levels(bad: torch.Tensor) -> None:
     """2 of 2 levels is the mask token's index: it met a raw index error in the gather of log p(x_d | z_t)."""
-    with pytest.raises(DataError, match="levels 0..1"):
+    with pytest.raises(DataError, match="MaskedDiffusion: its likelihood scores 0 or 1"):
         _masked_model(4).bound_terms(bad.unsqueeze(0), torch.tensor([0.5]))

@@ -50,7 +50,7 @@ from torch.nn import functional as F
 from dgmkit._rng import checked_generator, seeded_by
 from dgmkit.devices import reads_are_free
 from dgmkit.distributions.categorical import one_hot
-from dgmkit.errors import DataError, plural, shown_value, whole_at_least
+from dgmkit.errors import plural, shown_value, whole_at_least
 from dgmkit.models.base import (
     MAX_SAMPLE_STEPS,
     AnyOrderModel,
@@ -102,19 +102,12 @@ def _checked_times(t: object, x: torch.Tensor, what: str) -> torch.Tensor:
     return t
 
 
-def _checked_levels(x: torch.Tensor, levels: int, what: str) -> torch.Tensor:
-    """``bound_terms``' data: whole numbers in 0..L-1, looked at where the host reads them at no
-    cost (``reads_are_free``; ``check_data`` looks where evaluations and training enter). 16.5 was
-    scored as the level 16 (``long()``), and 17 or -1 of 17 levels met a raw IndexError inside."""
-    if not reads_are_free(x) or x.dtype == torch.bool or x.numel() == 0:
-        return x
-    fits = (x >= 0) & (x <= levels - 1) & (x == torch.floor(x) if x.is_floating_point() else True)
-    if not bool(fits.all()):  # (NaN fits nothing)
-        bad = x[~fits]
-        raise DataError(
-            f"{what} scores the levels 0..{levels - 1} (whole numbers); {plural(len(bad), 'entry is', 'entries are')} "
-            f"not, e.g. {bad[0].item()}"
-        )
+def _checked_data(model: GenerativeModel, x: torch.Tensor) -> torch.Tensor:
+    """``bound_terms``' data x, refused by the model's ``check_data`` (its levels 0..L-1, whole
+    numbers) where the host reads them at no cost (``reads_are_free``, as the times are): 2.5 was
+    scored as the level 2 (``long()``), and L or -1 met a raw IndexError inside."""
+    if reads_are_free(x) and x.dtype != torch.bool:
+        model.check_data(x)
     return x
 
 
@@ -247,11 +240,7 @@ class GaussianDiffusion(TimeSampledBound, GenerativeModel):
         ``mse``, the mean squared error of eps_hat per entry (DDPM's simple loss), for integer
         images x (B, C, H, W) and times t (B,). ``train``: a learned schedule's shape receives
         the gradient of the squared diffusion term (its variance) instead of the term's."""
-        k = _checked_levels(
-            data_batch(x, self.event_shape, "GaussianDiffusion.bound_terms"),
-            self.num_levels,
-            "GaussianDiffusion.bound_terms",
-        )
+        k = _checked_data(self, data_batch(x, self.event_shape, "GaussianDiffusion.bound_terms"))
         t = _checked_times(t, k, "GaussianDiffusion.bound_terms")
         xs = self.scale(k)
         t = t.to(torch.promote_types(t.dtype, xs.dtype))  # (a float64 model: float64 times, as its network takes)
@@ -373,9 +362,7 @@ class MaskedDiffusion(TimeSampledBound, AnyOrderModel, GenerativeModel):
         continuous time outside training, t is read as the stratified count of masked entries
         instead (see the module docstring): the same bound's estimate of finite variance, in
         training too where ``train_counts``."""
-        x = _checked_levels(
-            data_batch(x, self.event_shape, "MaskedDiffusion.bound_terms"), self.num_levels, "MaskedDiffusion.bound_terms"
-        ).long()
+        x = _checked_data(self, data_batch(x, self.event_shape, "MaskedDiffusion.bound_terms")).long()
         t = _checked_times(t, x, "MaskedDiffusion.bound_terms")
         if self.steps or (train and not self.train_counts):
             t = _discretize(t, self.steps) if self.steps else 1.0 - t  # continuous: uniform on (0, 1]
