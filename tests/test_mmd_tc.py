@@ -3,6 +3,7 @@ unbiased (mean 0 for one distribution, the closed form for two Gaussians under a
 and the total-correlation estimator recovers the known TC of a Gaussian aggregate posterior."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -274,3 +275,15 @@ def test_tcvae_refuses_a_batch_of_one_and_leaves_out_a_last_batch_of_one():
     assert Trainer(model, weighted, train, transform, batch_size=4, progress=False).steps_per_epoch == 2
     unit = cfg.replace(tc_weight=1.0).model.training_objective()
     assert Trainer(model, unit, train, transform, batch_size=4, progress=False).steps_per_epoch == 3
+
+
+def test_decompose_kl_refuses_a_log_prior_that_is_not_one_per_draw():
+    """log p(z) of shape (M, 1) broadcast each term to (M, M) silently; (3,) for M = 4 was broadcasting's RuntimeError."""
+    z, loc, scale = (
+        torch.randn(4, 2, dtype=torch.float64),
+        torch.zeros(4, 2, dtype=torch.float64),
+        torch.ones(4, 2, dtype=torch.float64),
+    )
+    for bad in (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=re.escape(f"log p(z_i) of shape (4,), one per draw, got {tuple(bad.shape)}")):
+            decompose_kl(z, loc, scale, bad, 10)
