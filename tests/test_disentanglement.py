@@ -282,3 +282,12 @@ def test_mig_of_a_factor_of_many_values_with_many_bins_needs_no_dense_joint_tabl
         p = torch.bincount(binned[:, j].long(), minlength=10**4).double() / 200_000
         h_code = float(-(p[p > 0] * p[p > 0].log()).sum())
         assert float(r.mutual_information[j, 0]) == pytest.approx(h_code, rel=1e-9)
+
+
+def test_the_factor_vae_score_refuses_complex_codes_by_name():
+    """Complex data codes, or an encoder's complex codes, lost their imaginary part (a warning) and were scored."""
+    data = torch.randn(50, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(ValueError, match="data_codes must be real numbers, not complex"):
+        factor_vae_score(lambda f: f.double(), lambda f: f, [2, 2, 2], data.to(torch.complex128), votes=4, batch=3)
+    with pytest.raises(ValueError, match="codes of a vote's batch .* must be real numbers, not complex"):
+        factor_vae_score(lambda f: f.to(torch.complex128), lambda f: f, [2, 2, 2], data, votes=4, batch=3)

@@ -149,9 +149,17 @@ def _factor_sizes(factor_sizes: Sequence[int]) -> tuple[list[int], list[int]]:
     return sizes, varying
 
 
+def _real_codes(codes: torch.Tensor, what: str) -> torch.Tensor:
+    """Codes as float64, refused if complex (``.double()`` dropped the imaginary part, with a warning)."""
+    codes = torch.as_tensor(codes)
+    if codes.is_complex():
+        raise ValueError(f"{what} must be real numbers, not complex")
+    return codes.double()
+
+
 def _vote_codes(codes: torch.Tensor, batch: int, factor: int, m: int) -> torch.Tensor:
     """The codes ``encode`` gave for one vote's images, checked: (batch, m) as the data's codes, finite."""
-    codes = torch.as_tensor(codes).double()
+    codes = _real_codes(codes, f"the codes of a vote's batch (factor {factor} fixed)")
     if codes.shape != (batch, m):  # (a width not M was broadcasting's RuntimeError, or, (M,) for M images, one vote)
         raise ValueError(
             f"encode gave codes of shape {tuple(codes.shape)} for a vote's {batch} images, where ({batch}, {m}) was "
@@ -177,7 +185,7 @@ def factor_vae_score(
     sizes, varying = _factor_sizes(factor_sizes)
     votes, batch = whole_at_least("votes", votes, 1), whole_at_least("batch", batch, 2)  # (True was 1 vote; 1.5 range()'s)
     checked_generator(generator)
-    data_codes = torch.as_tensor(data_codes).double()
+    data_codes = _real_codes(data_codes, "data_codes")
     if data_codes.ndim != 2 or len(data_codes) < 2 or not torch.isfinite(data_codes).all():
         raise ValueError("data_codes must be finite codes (N, M) with N >= 2")
     var = data_codes.var(0)
