@@ -287,3 +287,14 @@ def test_decompose_kl_refuses_a_log_prior_that_is_not_one_per_draw():
     for bad in (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)):
         with pytest.raises(ValueError, match=re.escape(f"log p(z_i) of shape (4,), one per draw, got {tuple(bad.shape)}")):
             decompose_kl(z, loc, scale, bad, 10)
+
+
+def test_mmd_of_samples_of_two_precisions_is_that_of_the_wider_and_no_dimension_is_refused():
+    """float32 codes against float64 prior draws were the kernel's matmul RuntimeError; M = 0 gave NaN."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
+    mixed = mmd2_unbiased(x.float(), y, imq_kernel())
+    assert mixed.dtype == torch.float64
+    torch.testing.assert_close(mixed, mmd2_unbiased(x.float().double(), y, imq_kernel()))
+    with pytest.raises(ValueError, match="same dimension M >= 1"):
+        mmd2_unbiased(torch.zeros(3, 0), torch.zeros(3, 0), imq_kernel())

@@ -103,8 +103,12 @@ def kernel_words(kernel: Kernel) -> str:
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, kernel: Kernel) -> torch.Tensor:
     """The unbiased estimate of MMD^2 between samples x (n, M) and y (m, M), n, m >= 2 (a
     scalar tensor, differentiable in both)."""
-    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"need samples (n, M) and (m, M) of the same dimension, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or x.shape[1] < 1:
+        raise ValueError(
+            f"need samples (n, M) and (m, M) of the same dimension M >= 1, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.get_default_dtype())
+    x, y = x.to(dtype), y.to(dtype)  # (float32 and float64 was the kernel's matmul RuntimeError; M = 0 was NaN)
     n, m = len(x), len(y)
     if n < 2 or m < 2:
         raise ValueError(f"the unbiased MMD needs at least 2 points in each sample, got {n} and {m}")
