@@ -50,6 +50,13 @@ def test_mcar_removes_about_the_rate_the_same_entries_again_and_keeps_the_rest()
             remove_completely_at_random(d, 0.5, seed=seed)
 
 
+@pytest.mark.parametrize("rate", ["0.5", True, None, float("nan"), 1.0, -0.1])
+def test_mcar_refuses_a_rate_that_is_not_a_number_in_range_by_name(rate):
+    d = load_dataset("digits")
+    with pytest.raises(ConfigError, match=r"missing_rate must be a number in \[0, 0.99\], got "):
+        remove_completely_at_random(d, rate, seed=0)
+
+
 @pytest.mark.parametrize("kind, levels", [("binary", 2), ("dynamic-binarize", 17), ("integers", 17), ("scale", 17)])
 def test_transforms_keep_missing_entries_missing(kind, levels):
     x = torch.tensor([[0.0, float("nan"), levels - 1.0, 1.0]])

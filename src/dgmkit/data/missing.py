@@ -8,6 +8,7 @@ floats so that NaN can stand beside them.
 """
 
 import dataclasses
+import numbers
 import operator
 
 import torch
@@ -48,8 +49,9 @@ def remove_completely_at_random(dataset: Dataset, rate: float, seed: int = 0) ->
     that the same rate and seed remove the same entries again. Entries already missing stay
     missing. Every datapoint keeps at least one observed entry (a row with none would carry
     no information; its first observed entry is restored)."""
-    if not 0 <= rate <= MAX_MISSING_RATE:
-        raise ConfigError(f"missing_rate must lie in [0, {MAX_MISSING_RATE}], got {rate}")
+    real = isinstance(rate, numbers.Real) and not isinstance(rate, bool)  # ("0.5" was a raw TypeError; True taken as 1)
+    if not (real and 0 <= rate <= MAX_MISSING_RATE):
+        raise ConfigError(f"missing_rate must be a number in [0, {MAX_MISSING_RATE}], got {rate!r}")
     try:
         whole = -1 if isinstance(seed, bool) else operator.index(seed)  # an int or NumPy integer, not a float
     except TypeError:
