@@ -539,6 +539,24 @@ def test_a_result_file_dgmkit_did_not_write_is_refused_and_kept(tmp_path, kind):
     assert _tree(tmp_path) == before
 
 
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"protocol": 1e400}', r"not strict JSON: the number 1e400 is beyond a float's range"),
+        (b'{"protocol": 1, "protocol": 2}', r"not strict JSON: the key 'protocol' appears twice"),
+        (b'{"protocol": NaN}', r"not strict JSON: NaN is not standard JSON"),
+    ],
+)
+def test_a_result_file_that_is_not_strict_json_is_refused_saying_why(tmp_path, body, why):
+    """A result file that strict JSON refuses says why (a number beyond a float's range said
+    only 'not an eval.json of dgmkit', where a metrics file's line names it)."""
+    path = tmp_path / "eval.json"
+    path.write_bytes(body)
+    with pytest.raises(DataError, match=r"is not an eval.json of dgmkit \(" + why):
+        common.own_result(path, "protocol", "run it again")
+    assert path.read_bytes() == body
+
+
 def test_a_result_table_is_ours_only_with_dgmkits_columns(tmp_path):
     path = tmp_path / "scores.csv"
     path.write_bytes(b"index,score\n0,1.0\n")

@@ -743,7 +743,11 @@ def _own_json(path: Path, again: str, max_bytes: int) -> object:
         )
     try:
         return parse_json(read_regular(path, max_bytes))  # (regular: a FIFO put there since is_file blocks no read)
-    except (OSError, ValueError, DgmError):
+    except UnicodeDecodeError:
+        raise _not_ours(path, again, "not UTF-8 text") from None
+    except ValueError as e:  # (parse_json's words: a number beyond a float's range, a key twice, NaN, ...)
+        raise _not_ours(path, again, f"not strict JSON: {str(e)[:200]}") from None
+    except (OSError, DgmError):
         raise _not_ours(path, again) from None
 
 
