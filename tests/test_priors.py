@@ -542,3 +542,13 @@ def test_a_mixture_gives_an_infinite_latent_no_density_not_nan():
     lp = m().log_prob(z).tolist()
     assert lp[:2] == [-math.inf, -math.inf]  # (as a standard normal's: it was NaN)
     assert math.isnan(lp[2]) and math.isfinite(lp[3])
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (2, 4), (3, 3)])
+def test_a_uniform_categorical_prior_refuses_one_hot_values_of_another_width_or_number_of_variables(shape):
+    from dgmkit.priors import UniformCategoricalPrior
+
+    p = UniformCategoricalPrior(2, 3)()  # (2 classes or 4 were scored as one of its 3 silently, 3 variables a RuntimeError)
+    with pytest.raises(ValueError, match=r"over 3 classes score one-hot values of shape \(\.\.\., 2, 3\)"):
+        p.log_prob(torch.eye(shape[1])[: shape[0]])
+    assert p.log_prob(torch.eye(3)[[0, 2]]).item() == pytest.approx(2 * math.log(1 / 3))

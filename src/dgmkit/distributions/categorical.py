@@ -26,6 +26,23 @@ class _OneHotCategorical(OneHotCategorical):
         indices = self._categorical.sample(torch.Size(sample_shape))
         return one_hot(indices, self._categorical._num_events, self._categorical.logits.dtype)
 
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """log p of one-hot ``value`` (..., *batch, K). A value of another width or batch is refused: torch's
+        argmax scored a one-hot of 2 or of 4 classes under a prior of 3 as a class of the 3 silently (or raised
+        "index 3 is out of bounds"), and V + 1 variables against V was "The size of tensor a ... must match"."""
+        k = self._categorical._num_events
+        try:
+            torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+            fits = value.dim() > 0 and value.shape[-1] == k
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"one-hot categoricals of batch shape {tuple(self.batch_shape)} over {k} classes score one-hot values of "
+                f"shape (..., {', '.join(map(str, (*self.batch_shape, k)))}), got {tuple(value.shape)}"
+            )
+        return super().log_prob(value)
+
 
 @register_kl(_OneHotCategorical, _OneHotCategorical)
 def _kl_one_hot_categoricals(p: _OneHotCategorical, q: _OneHotCategorical) -> torch.Tensor:
