@@ -552,3 +552,17 @@ def test_a_uniform_categorical_prior_refuses_one_hot_values_of_another_width_or_
     with pytest.raises(ValueError, match=r"over 3 classes score one-hot values of shape \(\.\.\., 2, 3\)"):
         p.log_prob(torch.eye(shape[1])[: shape[0]])
     assert p.log_prob(torch.eye(3)[[0, 2]]).item() == pytest.approx(2 * math.log(1 / 3))
+
+
+@pytest.mark.parametrize("flow", ["maf", "realnvp"])
+def test_a_flow_prior_scores_latents_of_another_precision_in_its_own(flow):
+    """float64 z against a float32 flow prior was torch's "mat1 and mat2 must have the same dtype" from
+    the first layer; it is scored in the flow's precision, as a mixture prior and a flow model score it."""
+    from dgmkit.priors import FlowPrior
+    from dgmkit.transforms import VECTOR_FLOWS
+
+    torch.manual_seed(0)
+    prior = FlowPrior(3, VECTOR_FLOWS[flow](3, [8], 2, act="tanh"))
+    z = torch.randn(5, 3, dtype=torch.float64)
+    assert torch.equal(prior().log_prob(z), prior().log_prob(z.float()))
+    assert prior.double()().log_prob(z.float()).dtype == torch.float64

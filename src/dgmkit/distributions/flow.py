@@ -83,6 +83,9 @@ class FlowDistribution(Distribution, JointSampler):
             return self._cache[1]
         # (a MAF met another width as torch's "mat1 and mat2 shapes cannot be multiplied")
         check_event_width(x, self.event_shape[-1], "a flow", "x")
+        # (the flow's precision, as a flow model's: float64 x against float32 layers was torch's
+        # "mat1 and mat2 must have the same dtype" from a MADE's first layer)
+        x = x.to(self.base.mean.dtype)
         sample_dims = max(x.dim() - 1 - len(self.batch_shape), 0)
         if x.shape[sample_dims:-1] != self.batch_shape:  # broadcast x over the batch (an unbatched x too)
             x = x.expand(*x.shape[:sample_dims], *self.batch_shape, x.shape[-1])
