@@ -566,3 +566,14 @@ def test_a_flow_prior_scores_latents_of_another_precision_in_its_own(flow):
     z = torch.randn(5, 3, dtype=torch.float64)
     assert torch.equal(prior().log_prob(z), prior().log_prob(z.float()))
     assert prior.double()().log_prob(z.float()).dtype == torch.float64
+
+
+def test_a_layer_prior_whose_network_does_not_take_the_layer_above_is_refused_by_name():
+    """A GaussianLayerPrior's network of another input width met the layer above's draws with torch's
+    "mat1 and mat2 shapes cannot be multiplied", naming neither the prior nor the layer above."""
+    from dgmkit.priors import GaussianLayerPrior
+
+    prior = GaussianLayerPrior(torch.nn.Linear(3, 4), latent_dim=2)
+    with pytest.raises(ValueError, match=r"GaussianLayerPrior does not take the layer above's draws of shape \(2, 5\)"):
+        prior(torch.zeros(2, 5))
+    assert prior(torch.zeros(2, 3)).log_prob(torch.zeros(2, 2)).shape == (2,)

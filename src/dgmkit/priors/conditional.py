@@ -5,6 +5,7 @@ from torch import nn
 
 from dgmkit.conditional.base import width_error
 from dgmkit.distributions import DiagonalNormal, diagonal_normal
+from dgmkit.errors import first_line
 from dgmkit.nn.scale import SoftplusScale
 from dgmkit.priors.base import Prior
 
@@ -25,7 +26,15 @@ class GaussianLayerPrior(Prior):
         self.scale_map = SoftplusScale(min_scale) if scale_map is None else scale_map
 
     def params(self, z_above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.net(z_above)
+        try:
+            h = self.net(z_above)
+        except (torch.OutOfMemoryError, torch.AcceleratorError):  # (the device's: not of z_above's shape)
+            raise
+        except RuntimeError as e:  # (a net of another width above: torch's "mat1 and mat2 shapes cannot be multiplied")
+            raise ValueError(
+                f"the prior network of this GaussianLayerPrior does not take the layer above's draws of shape "
+                f"{tuple(z_above.shape)} ({first_line(str(e))}): its input is the layer above, of that layer's width"
+            ) from e
         if h.shape[-1] != 2 * self.latent_dim:  # (2M + 1 made a scale of one number shared by every dimension)
             m = self.latent_dim
             needs = f"a GaussianLayerPrior of latent_dim {m} needs 2 * {m} = {2 * m}: the means, then the raw scales"
