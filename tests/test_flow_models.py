@@ -496,3 +496,22 @@ def test_a_variationally_dequantized_flow_refuses_a_dequantizer_that_cannot_read
     flow = FlowModel(T.maf(4, [8], layers=1), event_shape, flatten=True)
     with pytest.raises(ValueError, match=r"reads images \(C, H, W\)"):
         VariationallyDequantizedFlow(flow, LogitNormalDequantizer(channels, 16, hidden=4))
+
+
+def test_a_variationally_dequantized_flows_log_joint_takes_any_sample_dimensions_and_names_a_wrong_noise():
+    """log_joint takes u of (*sample, B, *event), as every VariationalModel's: u (B, *event) of no
+    sample dimension was read as B draws of B - 1 datapoints ("the flow was given data of shape (6, 1, 2)"),
+    and (2, 3, B, *event) was refused the same way."""
+    from dgmkit.models import VariationallyDequantizedFlow
+    from dgmkit.models.dequantization import LogitNormalDequantizer
+
+    torch.manual_seed(0)
+    model = VariationallyDequantizedFlow(_logit_flow(), LogitNormalDequantizer(1, 4, hidden=8).double()).eval()
+    k, u = torch.randint(0, 4, (6, 1, 1, 2)), torch.rand(2, 3, 6, 1, 1, 2, dtype=torch.float64)
+    with torch.no_grad():
+        many = model.log_joint(k, u).log_px_z
+        assert many.shape == (2, 3, 6)
+        torch.testing.assert_close(model.log_joint(k, u[1, 2]).log_px_z, many[1, 2])
+        torch.testing.assert_close(model.log_joint(k, u[1]).log_px_z, many[1])
+        with pytest.raises(ValueError, match=r"noise u of shape \(\*sample, 6, \*\(1, 1, 2\)\) for 6 datapoints"):
+            model.log_joint(k, u[..., :5, :, :, :])

@@ -77,10 +77,18 @@ class VariationallyDequantizedFlow(VariationalModel):
         return self.dequantizer(data_batch(k, self.event_shape, "q(u|k)"))
 
     def log_joint(self, k: torch.Tensor, u: torch.Tensor, prior: Distribution | None = None) -> JointTerms:
-        """log p((k + u) / L) - D log L for u of shape (n, B, *event), and 0 for the noise's own
-        term (its density is inside the flow's): (n, B) each."""
+        """log p((k + u) / L) - D log L for k (B, *event) and u of shape (*sample, B, *event), and 0 for
+        the noise's own term (its density is inside the flow's): (*sample, B) each."""
+        k = data_batch(k, self.event_shape, "log_joint's k")
+        lead = u.shape[: u.dim() - len(self.event_shape)]
+        if u.dim() <= len(self.event_shape) or u.shape[len(lead) :] != k.shape[1:] or lead[-1] != len(k):
+            # (else the flow's words about data of a shape never given: u (B, *event) was read as n = B draws)
+            raise ValueError(
+                f"log_joint takes noise u of shape (*sample, {len(k)}, *{self.event_shape}) for {len(k)} datapoints k, "
+                f"got u of shape {tuple(u.shape)}"
+            )
         y = (k.to(u.dtype) + u) / self.num_levels
-        log_p = self.flow.log_prob(y.flatten(0, 1)).view(u.shape[:2])
+        log_p = self.flow.log_prob(y.reshape(-1, *self.event_shape)).view(lead)
         log_p = log_p - self.flow.num_dims * math.log(self.num_levels)
         return JointTerms(log_p, torch.zeros_like(log_p))
 
