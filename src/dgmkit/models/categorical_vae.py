@@ -11,6 +11,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from dgmkit.devices import dtype_of
+from dgmkit.distributions import may_be_incomplete
 from dgmkit.models.vae import VAE
 from dgmkit.nn.moments import RunningMoments
 
@@ -68,5 +69,7 @@ class CategoricalVAE(VAE):
                 "this model has no baseline network, which the score-function (REINFORCE) estimator needs as its "
                 "control variate: build it as CategoricalVAE(..., baseline=net), net mapping x to one number a datapoint"
             )
-        x = x.to(dtype_of(self)) * self.input_scale
-        return self.baseline(x).squeeze(-1)
+        x = x.to(dtype_of(self))
+        if self.fill_missing and may_be_incomplete(x):  # missing entries (NaN) read as 0, as the encoder reads them
+            x = x.nan_to_num(0.0)
+        return self.baseline(x * self.input_scale).squeeze(-1)

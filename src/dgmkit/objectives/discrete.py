@@ -113,12 +113,12 @@ class GumbelSoftmaxELBO(Objective[CategoricalVAE]):
             top = perturbed.amax(-1, keepdim=True).detach()
             soft = torch.softmax((perturbed - top) / self._temperature(perturbed), -1)
             z = hard + soft - soft.detach() if self.straight_through else soft
-            relaxed = model.likelihood(z).log_prob(x)
+            relaxed = model.log_px_given_z(x, z)  # (of the observed entries: a missing one, NaN, was NaN here)
             with torch.no_grad():
-                log_px_z = model.likelihood(hard).log_prob(x)
+                log_px_z = model.log_px_given_z(x, hard)
             loss = -(relaxed - beta * kl)
         else:
-            log_px_z = model.likelihood(hard).log_prob(x)
+            log_px_z = model.log_px_given_z(x, hard)
             loss = -(log_px_z - kl)
         return DiscreteTerms(loss, log_px_z - kl, log_px_z, kl)
 
@@ -141,7 +141,7 @@ class ReinforceELBO(Objective[CategoricalVAE]):
         refuse_empty(x, "the discrete ELBO")  # (and NVIL's moments would take its none as a signal of mean 0)
         q = model.posterior(x)
         z = q.sample()  # (B, V, K), no gradient path
-        log_px_z = model.likelihood(z).log_prob(x)  # f(z): its gradient trains the decoder
+        log_px_z = model.log_px_given_z(x, z)  # f(z), of the observed entries: its gradient trains the decoder
         kl = kl_divergence(q, model.prior())
         b = model.baseline_value(x)
         centre, scale = self._centre_and_scale(model, log_px_z)
