@@ -594,3 +594,11 @@ def test_the_discrete_estimators_score_the_observed_entries_of_incomplete_data(e
     torch.manual_seed(0)
     incomplete = objective(model, x).log_px_z
     assert incomplete[0] > complete[0] and torch.equal(incomplete[1:], complete[1:]), (incomplete, complete)
+
+
+def test_vimco_s_baselines_of_one_draw_are_refused_by_name():
+    from dgmkit.objectives.discrete import leave_one_out_bounds, vimco_signals
+
+    for f in (leave_one_out_bounds, vimco_signals):
+        with pytest.raises(ValueError, match="k >= 2 draws"):
+            f(torch.zeros(1, 3))

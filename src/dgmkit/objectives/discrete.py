@@ -178,6 +178,8 @@ def _leave_one_out(log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     over the others is scaled by the largest of them (the first or, for the largest draw, the
     second largest weight), so that it is >= 1 and its subtraction loses nothing."""
     k = log_w.shape[0]
+    if k < 2:  # (torch's "selected index k out of range" in topk otherwise)
+        raise ValueError(f"VIMCO's leave-one-out baselines need k >= 2 draws a datapoint, log_w (k, B); got k = {k}")
     # log w_-j (k, B) over the finite weights: a draw of weight 0 (log w = -inf) makes the others'
     # geometric mean 0 but not its own (-inf - -inf would be NaN there)
     zero = log_w == -math.inf
