@@ -298,3 +298,6 @@ def test_mmd_of_samples_of_two_precisions_is_that_of_the_wider_and_no_dimension_
     torch.testing.assert_close(mixed, mmd2_unbiased(x.float().double(), y, imq_kernel()))
     with pytest.raises(ValueError, match="same dimension M >= 1"):
         mmd2_unbiased(torch.zeros(3, 0), torch.zeros(3, 0), imq_kernel())
+    half = mmd2_unbiased(x.bfloat16(), y.bfloat16(), imq_kernel())  # (one precision stays its own, whatever the default)
+    assert half.dtype == torch.bfloat16
+    assert mmd2_unbiased(torch.tensor([[0], [1], [2]]), torch.tensor([[1], [3]]), imq_kernel()).is_floating_point()

@@ -545,6 +545,7 @@ def test_a_result_file_dgmkit_did_not_write_is_refused_and_kept(tmp_path, kind):
         (b'{"protocol": 1e400}', r"not strict JSON: the number 1e400 is beyond a float's range"),
         (b'{"protocol": 1, "protocol": 2}', r"not strict JSON: the key 'protocol' appears twice"),
         (b'{"protocol": NaN}', r"not strict JSON: NaN is not standard JSON"),
+        (b"my notes", r"not JSON: Expecting value"),
     ],
 )
 def test_a_result_file_that_is_not_strict_json_is_refused_saying_why(tmp_path, body, why):

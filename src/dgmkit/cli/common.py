@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import dataclasses
+import json
 import math
 import operator
 import os
@@ -745,6 +746,8 @@ def _own_json(path: Path, again: str, max_bytes: int) -> object:
         return parse_json(read_regular(path, max_bytes))  # (regular: a FIFO put there since is_file blocks no read)
     except UnicodeDecodeError:
         raise _not_ours(path, again, "not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise _not_ours(path, again, f"not JSON: {str(e)[:200]}") from None
     except ValueError as e:  # (parse_json's words: a number beyond a float's range, a key twice, NaN, ...)
         raise _not_ours(path, again, f"not strict JSON: {str(e)[:200]}") from None
     except (OSError, DgmError):

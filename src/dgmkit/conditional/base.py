@@ -17,6 +17,18 @@ def width_error(out: torch.Tensor, got: int, network: str, per: str, needs: str)
     return ValueError(f"the {network} network gave {got} numbers per {per} (output shape {tuple(out.shape)}); {needs}")
 
 
+# the words of torch's errors of an input's shape (a matmul's, a broadcast's, a convolution's), not of
+# its dtype, device or memory (whose errors are RuntimeErrors too)
+_SHAPE_WORDS = ("shapes cannot be multiplied", "size of tensor", "must match the size", "expected input", "input to conv")
+
+
+def is_shape_error(e: RuntimeError) -> bool:
+    """Whether torch's ``e`` is of the shape of a network's input: what a refusal that names the
+    input's shape may say in its place (any other error is passed on as torch raised it)."""
+    words = str(e).lower()
+    return any(w in words for w in _SHAPE_WORDS)
+
+
 class ConditionalDistribution(nn.Module, ABC):
     """A module whose ``forward(context)`` returns a ``torch.distributions.Distribution``."""
 

@@ -49,7 +49,7 @@ def remove_completely_at_random(dataset: Dataset, rate: float, seed: int = 0) ->
     that the same rate and seed remove the same entries again. Entries already missing stay
     missing. Every datapoint keeps at least one observed entry (a row with none would carry
     no information; its first observed entry is restored)."""
-    real = isinstance(rate, numbers.Real) and not isinstance(rate, bool)  # ("0.5" was a raw TypeError; True taken as 1)
+    real = isinstance(rate, numbers.Real) and not isinstance(rate, bool)  # ("0.5", None: raw TypeErrors; False was 0)
     if not (real and 0 <= rate <= MAX_MISSING_RATE):
         raise ConfigError(f"missing_rate must be a number in [0, {MAX_MISSING_RATE}], got {rate!r}")
     try:

@@ -107,8 +107,10 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, kernel: Kernel) -> torch.Ten
         raise ValueError(
             f"need samples (n, M) and (m, M) of the same dimension M >= 1, got {tuple(x.shape)} and {tuple(y.shape)}"
         )
-    dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.get_default_dtype())
-    x, y = x.to(dtype), y.to(dtype)  # (float32 and float64 was the kernel's matmul RuntimeError; M = 0 was NaN)
+    dtype = torch.promote_types(x.dtype, y.dtype)  # (float32 and float64 was the kernel's matmul RuntimeError)
+    if not dtype.is_floating_point:  # (codes of integers: the default float)
+        dtype = torch.get_default_dtype()
+    x, y = x.to(dtype), y.to(dtype)
     n, m = len(x), len(y)
     if n < 2 or m < 2:
         raise ValueError(f"the unbiased MMD needs at least 2 points in each sample, got {n} and {m}")

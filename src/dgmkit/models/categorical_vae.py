@@ -69,7 +69,6 @@ class CategoricalVAE(VAE):
                 "this model has no baseline network, which the score-function (REINFORCE) estimator needs as its "
                 "control variate: build it as CategoricalVAE(..., baseline=net), net mapping x to one number a datapoint"
             )
-        x = x.to(dtype_of(self))
-        if self.fill_missing and may_be_incomplete(x):  # missing entries (NaN) read as 0, as the encoder reads them
-            x = x.nan_to_num(0.0)
-        return self.baseline(x * self.input_scale).squeeze(-1)
+        if self.fill_missing and x.is_floating_point() and may_be_incomplete(x):  # (integer data hold no NaN)
+            x = x.nan_to_num(0.0)  # missing entries (NaN) read as 0, as the encoder reads them
+        return self.baseline(x.to(dtype_of(self)) * self.input_scale).squeeze(-1)

@@ -91,9 +91,9 @@ def decompose_kl(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mi, tc, dim_kl), each (M,), for one draw z (M, D) per datapoint (module docstring);
     ``log_pz`` (M,) is log p(z_i) under a prior that factorizes over dimensions."""
-    log_qz, log_qz_dims = aggregate_log_densities(z, loc, scale, dataset_size, estimator)
-    if log_pz.shape != log_qz.shape:  # ((M, 1) broadcast every term to (M, M); (3,) for M = 4 was a RuntimeError)
+    if log_pz.shape != z.shape[:1]:  # ((M, 1) broadcast every term to (M, M); (3,) for M = 4 was a RuntimeError)
         raise ValueError(f"need log p(z_i) of shape ({len(z)},), one per draw, got {tuple(log_pz.shape)}")
+    log_qz, log_qz_dims = aggregate_log_densities(z, loc, scale, dataset_size, estimator)
     eps = (z - loc) / scale
     log_qz_x = (-0.5 * eps.square() - scale.log() - 0.5 * _LOG_2PI).sum(-1)
     return log_qz_x - log_qz, log_qz - log_qz_dims, log_qz_dims - log_pz

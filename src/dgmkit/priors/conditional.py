@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from dgmkit.conditional.base import width_error
+from dgmkit.conditional.base import is_shape_error, width_error
 from dgmkit.distributions import DiagonalNormal, diagonal_normal
 from dgmkit.errors import first_line
 from dgmkit.nn.scale import SoftplusScale
@@ -28,9 +28,9 @@ class GaussianLayerPrior(Prior):
     def params(self, z_above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         try:
             h = self.net(z_above)
-        except (torch.OutOfMemoryError, torch.AcceleratorError):  # (the device's: not of z_above's shape)
-            raise
         except RuntimeError as e:  # (a net of another width above: torch's "mat1 and mat2 shapes cannot be multiplied")
+            if not is_shape_error(e):  # (a dtype's, a device's, the memory's: not of z_above's shape)
+                raise
             raise ValueError(
                 f"the prior network of this GaussianLayerPrior does not take the layer above's draws of shape "
                 f"{tuple(z_above.shape)} ({first_line(str(e))}): its input is the layer above, of that layer's width"

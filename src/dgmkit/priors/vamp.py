@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from dgmkit.conditional.base import ConditionalDistribution
+from dgmkit.conditional.base import ConditionalDistribution, is_shape_error
 from dgmkit.distributions import DiagonalGaussianMixture
 from dgmkit.errors import finite_at_least, first_line, shown_value, whole_at_least
 from dgmkit.priors.base import Prior
@@ -74,9 +74,9 @@ class VampPrior(Prior):
         u = self.pseudo_input_values()
         try:
             q_u = context(u)  # a diagonal Gaussian with batch (K,), event (M,)
-        except (torch.OutOfMemoryError, torch.AcceleratorError):  # (the device's: not of the pseudo-inputs' shape)
-            raise
         except RuntimeError as e:  # (an encoder of other inputs: "mat1 and mat2 shapes cannot be multiplied")
+            if not is_shape_error(e):  # (a dtype's, a device's, the memory's: not of the pseudo-inputs' shape)
+                raise
             raise ValueError(
                 f"the VampPrior's pseudo-inputs are of shape {tuple(u.shape[1:])} (its event_shape), which the encoder "
                 f"does not take ({first_line(str(e))}): build it with the encoder's input shape"
