@@ -830,3 +830,20 @@ def test_a_bernoulli_model_s_elbo_and_layer_terms_match_their_definitions_by_qua
         se = got.std(0) / math.sqrt(reps)
         assert ((got.mean(0) - want).abs() <= 5 * se + 1e-3).all(), (got.mean(0), want, se)  # (1e-3: the grid)
     assert (elbo_q < log_px - 0.05).all()
+
+
+@pytest.mark.parametrize("decoder_input", ["bottom", "all"])
+def test_pixel_log_pmf_refuses_latents_of_another_width_by_name_as_the_likelihood_does(decoder_input):
+    """z_1 alone (width M_1) or one dimension too many was torch's 'split_with_sizes expects
+    split_sizes to sum exactly to 2' (decoder of z_1) or a matmul's shape error (decoder of every
+    layer) from bits-back coding's pixel pmf, where p(x|z) names the model's width."""
+    g = torch.Generator().manual_seed(0)
+    dec = Decoder(_tanh_net(1 if decoder_input == "bottom" else 2, 3, g, gaussian=False), BernoulliHead(), (1, 1, 3))
+    q_nets = [_tanh_net(4, 2, g), _tanh_net(3, 2, g)]
+    prior = GaussianLayerPrior(_tanh_net(1, 2, g), 1)
+    model = HierarchicalVAE([1, 1], "top-down", nn.Flatten(), q_nets, [prior], StandardNormalPrior(1), dec, decoder_input)
+    assert model.pixel_log_pmf(torch.zeros(4, 2)).shape == (4, 1, 1, 3, 2)
+    for width in (1, 3):
+        expect = rf"pixel_log_pmf .*shape \(4, {width}\).* 2 dimensions \(its layers' \[1, 1\]"
+        with pytest.raises(ValueError, match=expect):
+            model.pixel_log_pmf(torch.zeros(4, width))

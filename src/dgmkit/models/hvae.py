@@ -429,7 +429,7 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
     # ------------------------------------------------------------ coding
     def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:
         """log p(x_d = v | z) of every value v of every pixel, float64 (``Decoder.pixel_log_pmf``)."""
-        return self.decoder.pixel_log_pmf(z if self.decoder_input == "all" else self.split(z)[0])
+        return self.decoder.pixel_log_pmf(self._decoded_layers(z, "pixel_log_pmf (each pixel's pmf given z)"))
 
     # ------------------------------------------------------------ generation
     @property
@@ -438,12 +438,18 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x | z) for z = (z_1, ..., z_L) of shape (*batch, sum M_l)."""
-        if z.dim() < 1 or z.shape[-1] != self.latent_dim:  # (else torch's words: a matmul's, or split_with_sizes')
+        return self.decoder(self._decoded_layers(z, "p(x|z)"))
+
+    def _decoded_layers(self, z: torch.Tensor, what: str) -> torch.Tensor:
+        """The layers of joint latents z (*batch, sum M_l) that the decoder sees (z_1, or every
+        layer), z checked first: ``what`` was given them (else torch's words: a matmul's, or
+        split_with_sizes')."""
+        if z.dim() < 1 or z.shape[-1] != self.latent_dim:
             raise ValueError(
-                f"p(x|z) was given latents of shape {tuple(z.shape)}; this model's z has {self.latent_dim} dimensions "
+                f"{what} was given latents of shape {tuple(z.shape)}; this model's z has {self.latent_dim} dimensions "
                 f"(its layers' {list(self.sizes)} concatenated): (*batch, {self.latent_dim})"
             )
-        return self.decoder(z if self.decoder_input == "all" else self.split(z)[0])
+        return z if self.decoder_input == "all" else self.split(z)[0]
 
     @torch.no_grad()
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
