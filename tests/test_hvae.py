@@ -847,3 +847,18 @@ def test_pixel_log_pmf_refuses_latents_of_another_width_by_name_as_the_likelihoo
         expect = rf"pixel_log_pmf .*shape \(4, {width}\).* 2 dimensions \(its layers' \[1, 1\]"
         with pytest.raises(ValueError, match=expect):
             model.pixel_log_pmf(torch.zeros(4, width))
+
+
+@pytest.mark.parametrize("inference", INFERENCE_KINDS)
+@torch.no_grad()
+def test_latents_of_another_precision_are_scored_in_the_model_s(inference):
+    """float32 z against a float64 model: p(x|z), the pixels' pmf, p(z) and q(z|x) as of the same z in
+    float64 (they were torch's 'mat1 and mat2 must have the same dtype', or the layer prior's
+    words that its network does not take the layer above's draws 'of that layer's width')."""
+    model = _bernoulli_two_layers(inference)
+    x = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]], dtype=torch.float64).view(2, 1, 1, 3)
+    z = torch.tensor([[0.25, -0.5], [1.0, 0.75]])
+    torch.testing.assert_close(model.likelihood(z).log_prob(x), model.likelihood(z.double()).log_prob(x))
+    torch.testing.assert_close(model.pixel_log_pmf(z), model.pixel_log_pmf(z.double()))
+    torch.testing.assert_close(model.prior().log_prob(z), model.prior().log_prob(z.double()))
+    torch.testing.assert_close(model.posterior(x).log_prob(z), model.posterior(x).log_prob(z.double()))

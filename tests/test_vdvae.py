@@ -197,3 +197,29 @@ def test_free_bits_and_the_kl_weight_change_the_loss_alone_not_the_reported_elbo
     torch.testing.assert_close(trained.loss, -(plain.log_px_z - 0.3 * floor * len(kls)))
     torch.manual_seed(0)
     torch.testing.assert_close(model.elbo_terms(x)["elbo"], plain.elbo)
+
+
+@pytest.mark.parametrize("method", ["likelihood", "pixel_log_pmf"])
+@torch.no_grad()
+def test_p_x_given_z_refuses_latents_of_another_width_by_name(method):
+    """z one dimension short or over, or the bottom layer alone, was torch's 'split_with_sizes
+    expects split_sizes to sum exactly to 19' from the top-down pass: named as the hierarchical
+    VAE names it, with the layers' widths."""
+    model = tiny()
+    d = model.latent_dim
+    assert getattr(model, method)(torch.zeros(3, d)) is not None
+    for width in (d - 1, d + 1, model.sizes[0]):
+        with pytest.raises(ValueError, match=rf"shape \(3, {width}\); this model's z has {d} dimensions \(its layers'"):
+            getattr(model, method)(torch.zeros(3, width))
+
+
+@torch.no_grad()
+def test_latents_of_another_precision_are_scored_in_the_model_s():
+    """float32 z against a float64 model: p(x|z), p(z) and q(z|x) as of the same z in float64 (they
+    were torch's 'Input type (float) and bias type (double) should be the same')."""
+    model = tiny()
+    x = torch.zeros(2, *model.event_shape, dtype=torch.float64)
+    z = torch.randn(2, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model.likelihood(z).log_prob(x), model.likelihood(z.double()).log_prob(x))
+    torch.testing.assert_close(model.prior().log_prob(z), model.prior().log_prob(z.double()))
+    torch.testing.assert_close(model.posterior(x).log_prob(z), model.posterior(x).log_prob(z.double()))

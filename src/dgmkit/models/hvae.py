@@ -33,6 +33,7 @@ from torch.distributions import Distribution, constraints, kl_divergence
 
 from dgmkit._rng import randn, seeded_by
 from dgmkit.conditional import Decoder
+from dgmkit.devices import dtype_of
 from dgmkit.distributions import DiagonalNormal, JointSampler, diagonal_normal
 from dgmkit.distributions.sampling import rsample_and_log_prob
 from dgmkit.distributions.shapes import check_event_width
@@ -177,6 +178,17 @@ class LayerStack(ModelELBO):
     @property
     def num_layers(self) -> int:
         return len(self.sizes)
+
+    def checked_latents(self, z: torch.Tensor, what: str) -> torch.Tensor:
+        """Joint latents z (*batch, sum M_l) in the model's precision; z of another shape refused,
+        naming ``what`` was given them and the layers' widths (else torch's words: a matmul's, or
+        split_with_sizes'; of another precision: 'mat1 and mat2 must have the same dtype')."""
+        if z.dim() < 1 or z.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"{what} was given latents of shape {tuple(z.shape)}; this model's z has {self.latent_dim} dimensions "
+                f"(its layers' {list(self.sizes)} concatenated): (*batch, {self.latent_dim})"
+            )
+        return z.to(dtype_of(cast(nn.Module, self)))
 
     def split(self, z: torch.Tensor) -> list[torch.Tensor]:
         """(..., sum M_l) -> [z_1, ..., z_L]."""
@@ -442,13 +454,8 @@ class HierarchicalVAE(LayerStack, DecodedModel, LatentVariableModel):
 
     def _decoded_layers(self, z: torch.Tensor, what: str) -> torch.Tensor:
         """The layers of joint latents z (*batch, sum M_l) that the decoder sees (z_1, or every
-        layer), z checked first: ``what`` was given them (else torch's words: a matmul's, or
-        split_with_sizes')."""
-        if z.dim() < 1 or z.shape[-1] != self.latent_dim:
-            raise ValueError(
-                f"{what} was given latents of shape {tuple(z.shape)}; this model's z has {self.latent_dim} dimensions "
-                f"(its layers' {list(self.sizes)} concatenated): (*batch, {self.latent_dim})"
-            )
+        layer), z checked first (``checked_latents``): ``what`` was given them."""
+        z = self.checked_latents(z, what)
         return z if self.decoder_input == "all" else self.split(z)[0]
 
     @torch.no_grad()
@@ -488,12 +495,14 @@ class _Layered(Distribution, JointSampler):
 
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
+    model: "HierarchicalVAE | DeepTopDownVAE"
 
     def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:
         return self.rsample_and_log_prob(sample_shape)[0]
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         check_event_width(value, self.event_shape[-1], type(self).__name__, "z", self.batch_shape)
+        value = value.to(dtype_of(self.model))  # (another precision's: torch's 'mat1 and mat2 must have the same dtype')
         return value.new_zeros(value.shape[:-1]) if value.numel() == 0 else self._layers_log_prob(value)
 
     @abstractmethod

@@ -355,17 +355,19 @@ class DeepTopDownVAE(LayerStack, LatentVariableModel):
         draws, _, _ = self._top_down(math.prod(lead), lead, None, self._with_given(z), None, False)
         return sum((cast(DiagonalNormal, d.p).log_prob(d.z) for d in draws[1:]), z.new_zeros(lead))
 
-    def _head_params_at(self, z: torch.Tensor) -> torch.Tensor:
-        """The likelihood head's parameters (*batch, C, P, H, W) at joint latents z (*batch, sum M_l)."""
+    def _head_params_at(self, z: torch.Tensor, what: str) -> torch.Tensor:
+        """The likelihood head's parameters (*batch, C, P, H, W) at joint latents z (*batch, sum M_l),
+        checked first (``checked_latents``): ``what`` was given them."""
+        z = self.checked_latents(z, what)
         lead = tuple(z.shape[:-1])
         return self._head_params(self._top_down(math.prod(lead), lead, None, self._with_given(z), None, False)[2], lead)
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
-        return self.head(self._head_params_at(z))
+        return self.head(self._head_params_at(z, "p(x|z)"))
 
     def pixel_log_pmf(self, z: torch.Tensor) -> torch.Tensor:
         """log p(x_d = v | z) of every value v of every pixel, (*batch, C, H, W, L) in float64."""
-        return self.head.pixel_log_pmf(self._head_params_at(z).movedim(-3, -1))
+        return self.head.pixel_log_pmf(self._head_params_at(z, "pixel_log_pmf (each pixel's pmf given z)").movedim(-3, -1))
 
     sample_kind = "float"
 
