@@ -253,3 +253,20 @@ def test_noise_of_another_shape_or_outside_the_unit_interval_is_refused(u):
 def test_a_made_seed_that_is_not_a_whole_number_is_refused_by_name(seed):
     with pytest.raises(ValueError, match=r"^seed must be an integer in 0\.\.4294967295"):
         MADEARM(CategoricalHead(3), (1, 2, 2), hidden=[4], masks=2, seed=seed)
+
+
+def test_a_conditional_gated_net_refuses_a_missing_or_misshapen_condition_map():
+    """A conditional GatedPixelCNNNet given no s scored p(x) without the condition, silently; an s of
+    another size met torch's "the size of tensor a (4) must match the size of tensor b (3)"."""
+    from dgmkit.nn.pixelcnn import GatedPixelCNNNet
+
+    net = GatedPixelCNNNet(1, 2, channels=4, layers=2, kernel=3, cond_channels=2)
+    x = torch.zeros(3, 1, 4, 4)
+    assert net(x, torch.zeros(3, 2, 4, 4)).shape == (3, 2, 4, 4)
+    with pytest.raises(ValueError, match="conditional: pass a condition map"):
+        net(x)
+    with pytest.raises(ValueError, match="conditional: pass a condition map"):
+        net.generate(x.clone(), lambda t, params: params[:, 0] > 0)
+    for s in (torch.zeros(3, 2, 3, 3), torch.zeros(3, 3, 4, 4), torch.zeros(1, 2, 4, 4)):
+        with pytest.raises(ValueError, match=r"must be \(B, cond_channels, H, W\) = \(3, 2, 4, 4\)"):
+            net(x, s)

@@ -141,8 +141,17 @@ class GatedPixelCNNNet(nn.Module):
         """The layers, input side first."""
         return cast("list[GatedPixelCNNLayer]", list(self.layers))
 
-    def condition(self, s: torch.Tensor | None) -> tuple[Terms, Terms]:
-        """Each layer's vertical and horizontal condition terms (None for no condition)."""
+    def condition(self, s: torch.Tensor | None, x: torch.Tensor | None = None) -> tuple[Terms, Terms]:
+        """Each layer's vertical and horizontal condition terms (None for no condition). A conditional
+        net refuses no s (it scored p(x) without the condition, silently), and one of another shape
+        than (B, cond_channels, H, W) of the images x (torch's words on a size or a weight)."""
+        cond = self.stack[0].cond
+        if s is None and cond is not None:
+            raise ValueError("this GatedPixelCNNNet is conditional: pass a condition map s")
+        if s is not None and cond is not None and x is not None:
+            want = (x.shape[0], cond.in_channels, *x.shape[2:])
+            if s.shape != want:
+                raise ValueError(f"the condition map s must be (B, cond_channels, H, W) = {want}, got {tuple(s.shape)}")
         terms = [layer.condition(s) for layer in self.stack]
         return [v for v, _ in terms], [h for _, h in terms]
 
@@ -164,7 +173,7 @@ class GatedPixelCNNNet(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
-        cond_v, cond_h = self.condition(s)
+        cond_v, cond_h = self.condition(s, x)
         return self.head(self.horizontal_stack(x, self.vertical_stack(x, cond_v), cond_h))
 
     def horizontal_column(
@@ -225,7 +234,7 @@ class GatedPixelCNNNet(nn.Module):
                     params = self(x, s)[:, :, r, c]  # (B, P)
                     x[:, 0, r, c] = choose(r * w + c, params).to(x.dtype) * input_scale
             return (x / input_scale).round()
-        cond_v, cond_h = self.condition(s)
+        cond_v, cond_h = self.condition(s, x)
         first = self.stack[0]
         k, ch = first.k, first.h_out.out_channels
         v_pre = [x.new_empty(n, 2 * ch, 1, w) for _ in self.layers]  # (the row's, written over at each row)
