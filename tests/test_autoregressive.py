@@ -270,3 +270,15 @@ def test_a_conditional_gated_net_refuses_a_missing_or_misshapen_condition_map():
     for s in (torch.zeros(3, 2, 3, 3), torch.zeros(3, 3, 4, 4), torch.zeros(1, 2, 4, 4)):
         with pytest.raises(ValueError, match=r"must be \(B, cond_channels, H, W\) = \(3, 2, 4, 4\)"):
             net(x, s)
+
+
+def test_made_names_inputs_or_a_context_of_another_width():
+    """x or a context of another width than the MADE's met torch's "mat1 and mat2 shapes cannot be multiplied"."""
+    from dgmkit.nn import MADE
+
+    made = MADE(5, [8], 2, context_features=3)
+    assert made(torch.zeros(4, 5), torch.zeros(4, 3)).shape == (4, 2, 5)
+    with pytest.raises(ValueError, match=r"MADE of 5 inputs takes x \(\.\.\., 5\), got \(4, 4\)"):
+        made(torch.zeros(4, 4), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"MADE of 3 context features takes a context \(\.\.\., 3\), got \(4, 2\)"):
+        made(torch.zeros(4, 5), torch.zeros(4, 2))

@@ -126,6 +126,11 @@ class MADE(nn.Module):
         self.set_order(torch.randperm(self.features, generator=checked_generator(generator)), generator=generator)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if x.shape[-1:] != (self.features,):  # (else torch's "mat1 and mat2 shapes cannot be multiplied")
+            raise ValueError(f"this MADE of {self.features} inputs takes x (..., {self.features}), got {tuple(x.shape)}")
+        if self.context is not None and context is not None and context.shape[-1:] != (self.context.in_features,):
+            c = self.context.in_features
+            raise ValueError(f"this MADE of {c} context features takes a context (..., {c}), got {tuple(context.shape)}")
         h = x
         for i, layer in enumerate(self.hidden_layers):
             h = layer(h)
