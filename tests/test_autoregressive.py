@@ -282,3 +282,16 @@ def test_made_names_inputs_or_a_context_of_another_width():
         made(torch.zeros(4, 4), torch.zeros(4, 3))
     with pytest.raises(ValueError, match=r"MADE of 3 context features takes a context \(\.\.\., 3\), got \(4, 2\)"):
         made(torch.zeros(4, 5), torch.zeros(4, 2))
+
+
+def test_a_deep_causal_conv_leaves_out_the_taps_that_reach_past_the_start():
+    """40 layers (dilations up to 2**38, ``arm_layers`` allows 64) padded a 5-pixel sequence with 2**39
+    zeros: torch's "can't allocate memory". The full pass equals the per-position steps, which never pad."""
+    from dgmkit.nn.causal import CausalConvNet
+
+    torch.manual_seed(0)
+    net = CausalConvNet(1, 2, channels=3, layers=40, kernel=3)
+    x = torch.rand(2, 1, 5)
+    cache = [torch.zeros(2, 3, 5) for _ in net.convs]
+    steps = torch.stack([net.step(cache, x, t) for t in range(5)], -1)
+    torch.testing.assert_close(net(x), steps)
