@@ -67,7 +67,7 @@ class CausalConvNet(nn.Module):
     def _dilated(self, conv: nn.Conv1d, h: torch.Tensor, d: int) -> torch.Tensor:
         """The causal convolution of dilation d, without the taps that reach back past the sequence's
         start at every position (they read padding alone): the same outputs, where 40 layers' dilation
-        of 2**38 padded the sequence with 2**39 zeros (can't allocate memory) and 25 ran for minutes."""
+        of 2**38 padded the sequence with 2**39 zeros (torch: can't allocate memory)."""
         m = min(self.kernel, (h.shape[-1] - 1) // d + 1)  # the last m taps (offsets (m-1) d .. 0) can reach x
         return F.conv1d(F.pad(h, ((m - 1) * d, 0)), conv.weight[..., self.kernel - m :], conv.bias, dilation=d)
 
