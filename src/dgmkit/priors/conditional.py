@@ -4,7 +4,6 @@ import torch
 from torch import nn
 
 from dgmkit.conditional.base import is_shape_error, width_error
-from dgmkit.devices import dtype_of
 from dgmkit.distributions import DiagonalNormal, diagonal_normal
 from dgmkit.errors import first_line
 from dgmkit.nn.scale import SoftplusScale
@@ -28,7 +27,7 @@ class GaussianLayerPrior(Prior):
 
     def params(self, z_above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         try:
-            h = self.net(z_above.to(dtype_of(self)))  # (z of another precision: a dtype error)
+            h = self.net(z_above)
         except RuntimeError as e:  # (a net of another width above: torch's "mat1 and mat2 shapes cannot be multiplied")
             if not is_shape_error(e):  # (a dtype's, a device's, the memory's: not of z_above's shape)
                 raise
