@@ -20,6 +20,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from dgmkit.data import Dataset, Split, from_array, load_dataset
 from dgmkit.data.download import download
@@ -474,6 +475,24 @@ def test_idx_mutated_header_loads_or_dataerror(work, file, gz):
         assert out.nbytes == payload and out.ndim == data[3] >= 1
 
 
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@FAST
+@given(code=st.sampled_from(sorted(IDX_DTYPES)), data=st.data(), gz=st.booleans())
+def test_idx_reads_back_the_values_of_every_type_code_in_native_order(work, code, data, gz):
+    """Values, shape and dtype of an IDX file written here by hand (big-endian, as the format
+    says) come back exactly, in the machine's byte order, whether the file is gzipped or not."""
+    shapes = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5)
+    arr = data.draw(hnp.arrays(np.dtype(IDX_DTYPES[code]), shapes))
+    raw = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
+    path = work / ("values.idx.gz" if gz else "values.idx")
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    out = read_idx(path)
+    assert out.dtype.isnative and out.dtype == arr.dtype.newbyteorder("=") and out.shape == arr.shape
+    np.testing.assert_array_equal(out, arr)
+
+
 @FAST
 @given(data=st.binary(min_size=2, max_size=300))
 def test_gzip_arbitrary_compressed_bytes_load_or_dataerror(work, data):
@@ -700,6 +719,37 @@ def test_amat_arbitrary_text_loads_or_dataerror(work, text, gz):
         check_plain_array(out)
         assert out.ndim == 2 and out.shape[1] == 3 and np.isfinite(out).all()
         assert len(out) == sum(1 for line in text.split("\n") if line.split())  # one row per non-blank line
+
+
+AMAT_NUMBER_FORMS = {
+    "repr": lambda v: repr(float(v)),
+    "exponent": lambda v: f"{float(v):.8e}",
+    "whole": lambda v: str(int(v)),
+}
+
+
+@FAST
+@given(
+    values=hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=6),
+        elements=st.floats(-(2.0**100), 2.0**100, width=32, allow_subnormal=False),
+    ),
+    form=st.sampled_from(sorted(AMAT_NUMBER_FORMS)),
+)
+def test_amat_reads_back_each_number_as_python_reads_it(work, values, form):
+    """Rows of numbers in any of the usual forms read back as float32 of what Python parses each
+    one as; as uint8 exactly when every value is a whole number in 0..255."""
+    if form == "whole":
+        values = np.round(values).clip(-1e6, 1e6)
+    text = "".join(" ".join(AMAT_NUMBER_FORMS[form](v) for v in row) + "\n" for row in values)
+    path = work / "values.amat"
+    path.write_text(text)
+    out = read_amat(path, values.shape[1])
+    expected = np.array([[np.float32(float(t)) for t in line.split()] for line in text.splitlines()], dtype=np.float32)
+    np.testing.assert_array_equal(out.astype(np.float32), expected)
+    whole_bytes = bool(expected.min() >= 0 and expected.max() <= 255 and (expected == np.round(expected)).all())
+    assert out.dtype == (np.uint8 if whole_bytes else np.float32)
 
 
 @FAST
