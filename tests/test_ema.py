@@ -201,8 +201,14 @@ def test_resume_refuses_an_update_count_the_run_could_not_have_made(digits, tmp_
     counters: dict = {}
     edit_metadata(path, lambda meta: counters.update(json.loads(meta["trainer"])))
     assert counters["ema_updates"] == counters["step"] == 10
-    for updates, needle in ((11, "counts 11 updates in 10 steps"), (-1, "not an integer >= 0"), ("10", "'10'")):
-        edit_metadata(path, lambda meta, u=updates: meta.update(trainer=json.dumps({**counters, "ema_updates": u})))
+    cases = (
+        ({"ema_updates": 11}, "counts 11 updates in 10 steps taken"),
+        ({"ema_updates": -1}, "not an integer >= 0"),
+        ({"ema_updates": "10"}, "'10'"),
+        ({"skipped_steps": 3}, "counts 10 updates in 7 steps taken"),  # (a skipped step updates no average)
+    )
+    for edits, needle in cases:
+        edit_metadata(path, lambda meta, e=edits: meta.update(trainer=json.dumps({**counters, **e})))
         resumed = make_trainer(digits, tmp_path, epochs=2)
         with pytest.raises(CheckpointError, match=f"checkpoint.safetensors does not fit.*{needle}"):
             resumed.resume()

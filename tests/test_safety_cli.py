@@ -484,6 +484,10 @@ def test_a_parameter_that_a_model_of_ones_own_leaves_unused_needs_no_adam_state(
     (used * used).sum().backward()
     adam.step()
     _check_optimizer_state(adam, taken=1)
+    adam.state[used]["step"] += 1  # (one update more than were taken: Adam's bias correction would change)
+    with pytest.raises(ValueError, match="step counts 2 updates, after 1 update taken"):
+        _check_optimizer_state(adam, taken=1)
+    _check_optimizer_state(adam, taken=2)
     adam.state.clear()
     with pytest.raises(ValueError, match="^it holds no Adam state for any parameter, after 1 update$"):
         _check_optimizer_state(adam, taken=1)

@@ -613,8 +613,9 @@ class Trainer:
                 self.scaler.load_state_dict(t["scaler"])
             if self.ema is not None:
                 updates = t.get("ema_updates")
-                if isinstance(updates, int) and updates > t["step"]:
-                    raise ValueError(f"the moving average counts {updates} updates in {t['step']} steps")
+                taken = t["step"] - t["skipped_steps"]  # (a skipped step updates no average)
+                if isinstance(updates, int) and updates > taken:
+                    raise ValueError(f"the moving average counts {updates} updates in {plural(taken, 'step')} taken")
                 self.ema.load_state_dict({"updates": updates, "weights": ckpt["ema"]})
             _check_optimizer_state(self.optimizer, taken=t["step"] - t["skipped_steps"])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
@@ -1376,7 +1377,8 @@ def _checked_training_state(ckpt: dict, path: Path, ema: EMA | None) -> dict:
 def _check_optimizer_state(optimizer: torch.optim.Optimizer, taken: int = 0) -> None:
     """Refuse (ValueError) a loaded optimizer state whose entries are not tensors, or not of
     their parameter's shape (a scalar, such as Adam's step, fits any), or that Adam could not
-    have written: a negative step count or second moment (the update would be NaN, and the run
+    have written: a step count above ``taken`` (Adam's bias correction would change) or a negative step
+    count or second moment (the update would be NaN, and the run
     would be told to lower its learning rate), or none at all after ``taken`` updates (each update
     reaches some parameter: Adam's moments would restart from zero without a word, and the run
     would not go on as it was). One parameter with none is taken: a model of one's own may leave
@@ -1391,6 +1393,11 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, taken: int = 0) -> 
                     raise ValueError(f"the optimizer's {key} does not match a parameter of shape {tuple(p.shape)}")
                 if (key == "step" or key.endswith("_sq")) and bool((v < 0).any()):
                     raise ValueError(f"the optimizer's {key} holds negative values, which it never writes")
+                if key == "step" and bool((v > taken).any()):  # (fewer: a parameter some steps left without a gradient)
+                    raise ValueError(
+                        f"the optimizer's step counts {int(v.max())} updates, after {plural(taken, 'update')} taken: its "
+                        "bias correction would not go on as it was"
+                    )
 
 
 def _check_optimizer_indices(state: dict) -> None:
