@@ -592,6 +592,17 @@ def _change_counters(path, change) -> None:
     edit_metadata(path, edit)
 
 
+def _set_adam_steps(path, steps: int) -> None:
+    """The checkpoint ``path`` with every Adam step count set to ``steps`` (a file of a run that took that
+    many updates: its counters and its optimizer agree)."""
+    from safetensors.torch import load as st_load
+
+    tensors = st_load(path.read_bytes())
+    for name in [n for n in tensors if n.startswith("optim/") and n.endswith("/step")]:
+        tensors[name] = torch.full_like(tensors[name], steps)
+    path.write_bytes(crafted_checkpoint(tensors, read_metadata(path)))
+
+
 def test_a_place_within_an_epoch_past_its_end_is_refused(digits, tmp_path):
     """A checkpoint within an epoch records 1 to 5 of its 5 steps done (5: a SIGTERM stopped the
     epoch's validation, which the resume does again); 6 is past the epoch."""
@@ -636,9 +647,11 @@ def test_a_step_count_that_is_not_its_epochs_steps_is_refused(digits, tmp_path, 
     small to share); another count would go on (a discrete VAE's temperature, of the step) as another run."""
     _trainer(digits, tmp_path, epochs=1).fit()
     _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(step=step))
+    _set_adam_steps(tmp_path / "checkpoint.safetensors", min(step, 5))  # (else Adam's count is refused first)
     with pytest.raises(CheckpointError, match=f"step = {step} is not the steps of its 1 epoch"):
         _trainer(digits, tmp_path, epochs=2).resume()
     _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(step=4))
+    _set_adam_steps(tmp_path / "checkpoint.safetensors", 4)  # (those ranks' Adam took 4 updates too)
     _trainer(digits, tmp_path, epochs=2).resume()
 
 
@@ -754,6 +767,7 @@ def test_a_resumed_run_counts_the_updates_its_checkpoint_says_were_skipped(digit
     """(A checkpoint of a run whose guard skipped 4 updates, as its counters record them.)"""
     _trainer(digits, tmp_path, epochs=1).fit()
     _change_counters(tmp_path / "checkpoint.safetensors", lambda t: t.update(skipped_steps=4))
+    _set_adam_steps(tmp_path / "checkpoint.safetensors", 1)  # (Adam took the one update of the 5 not skipped)
     resumed = _trainer(digits, tmp_path, epochs=2)
     resumed.resume()
     assert resumed.skipped_steps == 4
