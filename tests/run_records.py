@@ -31,11 +31,24 @@ def crafted_checkpoint(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -
     return st_save(tensors, metadata={**meta, "content_sha256": content_sha256(tensors, covered)})
 
 
+def _metadata(raw: bytes) -> dict:
+    n = int.from_bytes(raw[:8], "little")
+    return dict(json.loads(raw[8 : 8 + n])["__metadata__"])
+
+
 def edit_metadata(path: Path, edit: Callable[[dict], None]) -> None:
     """``edit`` applied in place to the metadata table of the checkpoint ``path``, its checksum
     recomputed (the tensors unchanged): no check of the library's runs."""
     raw = path.read_bytes()
-    n = int.from_bytes(raw[:8], "little")
-    meta = dict(json.loads(raw[8 : 8 + n])["__metadata__"])
+    meta = _metadata(raw)
     edit(meta)
     path.write_bytes(crafted_checkpoint(st_load(raw), meta))
+
+
+def edit_tensors(path: Path, edit: Callable[[dict], object]) -> None:
+    """``edit`` applied in place to the tensors (by name) of the checkpoint ``path``, its checksum
+    recomputed (the metadata unchanged)."""
+    raw = path.read_bytes()
+    tensors = st_load(raw)
+    edit(tensors)
+    path.write_bytes(crafted_checkpoint(tensors, _metadata(raw)))

@@ -25,7 +25,7 @@ from dgmkit.errors import CheckpointError, ConfigError, DgmError
 from dgmkit.training import RunFolder, load_checkpoint, read_metadata, save_checkpoint
 from dgmkit.training.checkpoint import VERSION, content_sha256
 from family_variants import family_variants, variant_id
-from run_records import crafted_checkpoint, edit_metadata, rewrite_records
+from run_records import crafted_checkpoint, edit_metadata, edit_tensors, rewrite_records
 
 TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--batch-size", "256", "--quiet"]
 
@@ -453,7 +453,7 @@ def test_adam_moments_of_another_dtype_than_floating_point_are_refused(vae_copy,
     """Adam's first moments' float bits labelled int32 were converted to the parameters' float32 by
     load_state_dict as the integers they read as (some 1e9): the resume went on and diverged, and the run was
     told to lower its learning rate."""
-    _edit_tensors(
+    edit_tensors(
         vae_copy / "checkpoint.safetensors",
         lambda t: t.update({k: v.view(torch.int32) for k, v in t.items() if k.endswith("/exp_avg")}),
     )
@@ -466,7 +466,7 @@ def test_adam_moments_of_another_dtype_than_floating_point_are_refused(vae_copy,
 def test_a_checkpoint_with_no_adam_state_after_its_steps_is_refused(vae_copy, capsys):
     """A checkpoint after an epoch's steps whose optimizer holds no Adam moments was resumed without
     a word: Adam restarted from zero moments, and the run did not go on as it was."""
-    _edit_tensors(vae_copy / "checkpoint.safetensors", lambda t: [t.pop(k) for k in list(t) if k.startswith("optim/")])
+    edit_tensors(vae_copy / "checkpoint.safetensors", lambda t: [t.pop(k) for k in list(t) if k.startswith("optim/")])
     before = snapshot(vae_copy)
     code, _, err = run(capsys, "train", "--resume", "--epochs", "3", "--quiet", "--out", vae_copy)
     assert_one_error_line(code, err, "holds no Adam state for any parameter, after 10 updates")
@@ -493,15 +493,6 @@ def test_a_parameter_that_a_model_of_ones_own_leaves_unused_needs_no_adam_state(
         _check_optimizer_state(adam, taken=1)
 
 
-def _edit_tensors(path: Path, edit) -> None:
-    """``edit`` applied to the tensors (by name) of the checkpoint ``path``, its metadata kept."""
-    from safetensors.torch import load as st_load
-
-    tensors = st_load(path.read_bytes())
-    edit(tensors)
-    path.write_bytes(crafted_checkpoint(tensors, read_metadata(path)))
-
-
 def _rename(tensors: dict, old: str, new: str) -> None:
     tensors[new] = tensors.pop(old)
 
@@ -512,24 +503,24 @@ def _rename(tensors: dict, old: str, new: str) -> None:
         # the weights to evaluate, copied over the last checkpoint: no optimizer or random states
         (lambda run: shutil.copy(run / "best.safetensors", run / "checkpoint.safetensors"), "holds no training state"),
         (
-            lambda run: _edit_tensors(
+            lambda run: edit_tensors(
                 run / "checkpoint.safetensors", lambda t: t.update({"rng/torch": t["rng/torch"].float()})
             ),
             "holds no valid random generator states",
         ),
         (
-            lambda run: _edit_tensors(run / "checkpoint.safetensors", lambda t: t.pop("rng/data")),
+            lambda run: edit_tensors(run / "checkpoint.safetensors", lambda t: t.pop("rng/data")),
             "holds no valid random generator states",
         ),
         (
-            lambda run: _edit_tensors(
+            lambda run: edit_tensors(
                 run / "checkpoint.safetensors", lambda t: t.update({"optim/0/exp_avg": torch.zeros(3)})
             ),
             "the optimizer's exp_avg does not match a parameter of shape",
         ),
         # parameter 0's moments filed under an index no group has: load_state_dict would drop them without a word
         (
-            lambda run: _edit_tensors(
+            lambda run: edit_tensors(
                 run / "checkpoint.safetensors",
                 lambda t: [_rename(t, f"optim/0/{k}", f"optim/99/{k}") for k in ("exp_avg", "exp_avg_sq", "step")],
             ),
@@ -629,7 +620,7 @@ def test_a_resume_on_another_kind_of_device_says_so_and_goes_on_alike_every_time
     """A data-order stream drawn on CUDA (16 bytes of state) cannot go on on the CPU: the run goes
     on from a stream derived from its seed and epoch, said even with --quiet, the same on every
     resume of that checkpoint."""
-    _edit_tensors(vae_copy / "checkpoint.safetensors", lambda t: t.update({"rng/data": torch.arange(16, dtype=torch.uint8)}))
+    edit_tensors(vae_copy / "checkpoint.safetensors", lambda t: t.update({"rng/data": torch.arange(16, dtype=torch.uint8)}))
     again = tmp_path / "again"
     shutil.copytree(vae_copy, again)
     for out in (vae_copy, again):

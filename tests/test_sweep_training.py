@@ -63,7 +63,7 @@ from dgmkit.training.parts import (
 from dgmkit.training.precision import MixedPrecision, resolve_precision
 from dgmkit.training.schedules import LRSchedule
 from dgmkit.training.step_guard import FiniteLossCheck, GradientGuard
-from run_records import crafted_checkpoint, edit_metadata
+from run_records import crafted_checkpoint, edit_metadata, edit_tensors
 
 IDENTITY = DataTransform("continuous", None)
 
@@ -595,12 +595,12 @@ def _change_counters(path, change) -> None:
 def _set_adam_steps(path, steps: int) -> None:
     """The checkpoint ``path`` with every Adam step count set to ``steps`` (a file of a run that took that
     many updates: its counters and its optimizer agree)."""
-    from safetensors.torch import load as st_load
 
-    tensors = st_load(path.read_bytes())
-    for name in [n for n in tensors if n.startswith("optim/") and n.endswith("/step")]:
-        tensors[name] = torch.full_like(tensors[name], steps)
-    path.write_bytes(crafted_checkpoint(tensors, read_metadata(path)))
+    def edit(tensors: dict) -> None:
+        for name in [n for n in tensors if n.startswith("optim/") and n.endswith("/step")]:
+            tensors[name] = torch.full_like(tensors[name], steps)
+
+    edit_tensors(path, edit)
 
 
 def test_a_place_within_an_epoch_past_its_end_is_refused(digits, tmp_path):

@@ -611,13 +611,13 @@ class Trainer:
             torch.Generator().set_state(rng["torch"])  # checks the state before it is used
             if self.scaler is not None and t.get("scaler"):
                 self.scaler.load_state_dict(t["scaler"])
+            taken = t["step"] - t["skipped_steps"]  # (a skipped step updates neither the optimizer nor the average)
             if self.ema is not None:
                 updates = t.get("ema_updates")
-                taken = t["step"] - t["skipped_steps"]  # (a skipped step updates no average)
                 if isinstance(updates, int) and updates > taken:
                     raise ValueError(f"the moving average counts {updates} updates in {plural(taken, 'step')} taken")
                 self.ema.load_state_dict({"updates": updates, "weights": ckpt["ema"]})
-            _check_optimizer_state(self.optimizer, taken=t["step"] - t["skipped_steps"])
+            _check_optimizer_state(self.optimizer, taken=taken)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
             self.generator.set_state(generator_state)
             self.streams_moved = False
@@ -1377,8 +1377,8 @@ def _checked_training_state(ckpt: dict, path: Path, ema: EMA | None) -> dict:
 def _check_optimizer_state(optimizer: torch.optim.Optimizer, taken: int = 0) -> None:
     """Refuse (ValueError) a loaded optimizer state whose entries are not tensors, or not of
     their parameter's shape (a scalar, such as Adam's step, fits any), or that Adam could not
-    have written: a step count above ``taken`` (Adam's bias correction would change) or a negative step
-    count or second moment (the update would be NaN, and the run
+    have written: a step count above ``taken`` (Adam's bias correction would change), a negative
+    step count or second moment (the update would be NaN, and the run
     would be told to lower its learning rate), or none at all after ``taken`` updates (each update
     reaches some parameter: Adam's moments would restart from zero without a word, and the run
     would not go on as it was). One parameter with none is taken: a model of one's own may leave
